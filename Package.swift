@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// cnnc: a static-graph compiler for convolutional networks.
+/// Targets follow the pipeline: front end (GraphIR), passes, runtime, back ends, CLI.
+let package = Package(
+  name: "cnnc",
+  platforms: [.macOS(.v13)],
+  products: [.executable(name: "cnnc", targets: ["cnnc"])],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
+  ],
+  targets: [
+    // C modules: LLVM 19 through a header-only target (see README, "Build"), OpenBLAS and zlib as system libraries.
+    .target(name: "CLLVM", linkerSettings: [.linkedLibrary("LLVM-19")]),
+    .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS"),
+    .systemLibrary(name: "CZlib", path: "Sources/CZlib"),
+
+    .target(name: "GraphIR"),
+    .target(name: "Passes", dependencies: ["GraphIR"]),
+    .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "CZlib", "COpenBLAS"]),
+    .target(name: "LLVMBackend", dependencies: ["CLLVM"]),
+    .executableTarget(
+      name: "cnnc",
+      dependencies: [
+        "GraphIR", "Passes", "Runtime", "LLVMBackend",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+
+    .target(name: "CNNCTestSupport", dependencies: ["GraphIR", "Runtime"], path: "Tests/CNNCTestSupport"),
+    .testTarget(name: "GraphIRTests", dependencies: ["GraphIR", "Passes", "CNNCTestSupport"]),
+    .testTarget(name: "OpsTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
+    .testTarget(name: "RuntimeTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
+    .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "Runtime", "COpenBLAS"]),
+    .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),
+  ]
+)

@@ -1,0 +1,50 @@
+/// Collects the backward nodes that the per-op gradient rules emit, with fresh names.
+public struct GradientBuilder {
+  public private(set) var nodes: [Node] = []
+  public private(set) var parameterGradients: [GradientDecl] = []
+  private var taken: Set<String>
+
+  public init(taken: Set<String>) { self.taken = taken }
+
+  /// Appends `op(args)` under a fresh name derived from `hint` and returns that name.
+  public mutating func emit(_ hint: String, _ op: Op, _ args: [String]) -> String {
+    var name = hint
+    var k = 2
+    while taken.contains(name) {
+      name = "\(hint)\(k)"
+      k += 1
+    }
+    taken.insert(name)
+    nodes.append(Node(name: name, op: op, args: args))
+    return name
+  }
+
+  /// Emits the gradient of the parameter `param` (e.g. `conv1.weight`) and records it.
+  public mutating func parameterGradient(_ param: String, _ op: Op, _ args: [String]) {
+    let value = emit(param.replacingDots() + "_grad", op, args)
+    parameterGradients.append(GradientDecl(parameter: param, value: value))
+  }
+}
+
+extension String {
+  func replacingDots() -> String { String(map { $0 == "." ? "_" : $0 }) }
+}
+
+extension Op {
+  /// The gradient rule: emits the backward nodes of `node` given its output gradient `dy`,
+  /// and returns the gradient value of each operand that `wants` asks for (nil elsewhere).
+  public func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    switch self {
+    case .conv2d(let a): Conv2D.gradient(a, node, dy: dy, wants: wants, &b)
+    case .relu: ReLU.gradient(node, dy: dy, wants: wants, &b)
+    case .maxPool(let a): MaxPool.gradient(a, node, dy: dy, wants: wants, &b)
+    case .avgPool(let a): AvgPool.gradient(a, node, dy: dy, wants: wants, &b)
+    case .flatten: Flatten.gradient(node, dy: dy, wants: wants, &b)
+    case .dense(let a): Dense.gradient(a, node, dy: dy, wants: wants, &b)
+    case .dropout(let a): Dropout.gradient(a, node, dy: dy, wants: wants, &b)
+    case .softmax: Softmax.gradient(node, dy: dy, wants: wants, &b)
+    case .crossEntropy: CrossEntropy.gradient(node, dy: dy, wants: wants, &b)
+    default: [String?](repeating: nil, count: arity)  // gradient ops are not differentiated again
+    }
+  }
+}

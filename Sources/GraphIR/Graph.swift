@@ -1,0 +1,98 @@
+/// An `input NAME: DTYPE[DIM, ...]` declaration.
+public struct InputDecl: Sendable {
+  public var name: String
+  public var dtype: DType
+  public var dims: [Dim]
+  public var range: SourceRange
+  public init(name: String, dtype: DType, dims: [Dim], range: SourceRange = .synthesized) {
+    self.name = name
+    self.dtype = dtype
+    self.dims = dims
+    self.range = range
+  }
+}
+
+extension InputDecl: Equatable {
+  public static func == (a: InputDecl, b: InputDecl) -> Bool {
+    a.name == b.name && a.dtype == b.dtype && a.dims == b.dims
+  }
+}
+
+/// One single-assignment statement `NAME = OP(ARGS..., ATTRS...)`.
+public struct Node: Sendable {
+  public var name: String
+  public var op: Op
+  /// Operand value names; `NAME.weight` / `NAME.bias` refer to parameters.
+  public var args: [String]
+  /// Where the name is defined, where the op is spelled, and where each operand is.
+  public var range: SourceRange
+  public var opRange: SourceRange
+  public var argRanges: [SourceRange]
+  public init(name: String, op: Op, args: [String], range: SourceRange = .synthesized,
+              opRange: SourceRange = .synthesized, argRanges: [SourceRange] = []) {
+    self.name = name
+    self.op = op
+    self.args = args
+    self.range = range
+    self.opRange = opRange
+    self.argRanges = argRanges
+  }
+  /// The same node with another op (ranges kept).
+  public func replacing(op: Op) -> Node {
+    var n = self
+    n.op = op
+    return n
+  }
+  public func argRange(_ i: Int) -> SourceRange { i < argRanges.count ? argRanges[i] : range }
+}
+
+extension Node: Equatable {
+  public static func == (a: Node, b: Node) -> Bool { a.name == b.name && a.op == b.op && a.args == b.args }
+}
+
+/// `gradient PARAM = VALUE`: names the value holding a parameter's gradient in a backward graph.
+public struct GradientDecl: Equatable, Sendable {
+  public var parameter: String
+  public var value: String
+  public init(parameter: String, value: String) {
+    self.parameter = parameter
+    self.value = value
+  }
+}
+
+/// A whole network: a value type holding its statements in definition (topological) order.
+public struct Graph: Sendable {
+  public var name: String
+  public var inputs: [InputDecl]
+  public var nodes: [Node]
+  public var output: String?
+  public var minimize: String?
+  public var gradients: [GradientDecl]
+  public var outputRange: SourceRange = .synthesized
+  public var minimizeRange: SourceRange = .synthesized
+
+  public init(name: String, inputs: [InputDecl] = [], nodes: [Node] = [], output: String? = nil,
+              minimize: String? = nil, gradients: [GradientDecl] = []) {
+    self.name = name
+    self.inputs = inputs
+    self.nodes = nodes
+    self.output = output
+    self.minimize = minimize
+    self.gradients = gradients
+  }
+
+  /// The node that defines `name`, if a node does.
+  public func node(named name: String) -> Node? { nodes.first { $0.name == name } }
+
+  /// Parameter names in definition order (`conv1.weight`, `conv1.bias`, ...), PyTorch's `state_dict` order.
+  public var parameterNames: [String] {
+    nodes.flatMap { n in n.op.parameterSuffixes.map { "\(n.name).\($0)" } }
+  }
+}
+
+extension Graph: Equatable {
+  public static func == (a: Graph, b: Graph) -> Bool {
+    a.name == b.name && a.inputs == b.inputs && a.nodes == b.nodes && a.output == b.output
+      && a.minimize == b.minimize && a.gradients == b.gradients
+  }
+}

@@ -1,0 +1,109 @@
+/// A token of the `.graph` language.
+public struct Token: Equatable, Sendable {
+  public enum Kind: Equatable, Sendable {
+    case identifier(String)
+    case integer(String)
+    case float(String)
+    case punct(UInt8)
+    case newline
+    case end
+    case invalid(String)
+  }
+  public var kind: Kind
+  public var range: SourceRange
+}
+
+/// Turns source bytes into tokens; works on bytes so invalid UTF-8 is an error, never a trap.
+struct Lexer {
+  private let bytes: [UInt8]
+  private var pos = 0
+  private var line = 1
+  private var lineStart = 0
+
+  init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+  private var column: Int { pos - lineStart + 1 }
+
+  private static func isIdentStart(_ b: UInt8) -> Bool {
+    (b >= 65 && b <= 90) || (b >= 97 && b <= 122) || b == 95
+  }
+  private static func isDigit(_ b: UInt8) -> Bool { b >= 48 && b <= 57 }
+
+  mutating func tokenize() -> [Token] {
+    var tokens: [Token] = []
+    while true {
+      let t = next()
+      tokens.append(t)
+      if t.kind == .end { return tokens }
+    }
+  }
+
+  private func text(_ from: Int, _ to: Int) -> String { String(decoding: bytes[from..<to], as: UTF8.self) }
+
+  mutating func next() -> Token {
+    // Skip blanks and comments.
+    while pos < bytes.count {
+      let b = bytes[pos]
+      if b == 32 || b == 9 || b == 13 { pos += 1; continue }
+      if b == 35 {  // '#': to end of line
+        while pos < bytes.count && bytes[pos] != 10 { pos += 1 }
+        continue
+      }
+      break
+    }
+    let start = pos
+    let col = column
+    guard pos < bytes.count else { return Token(kind: .end, range: SourceRange(line: line, column: col)) }
+    let b = bytes[pos]
+    if b == 10 {
+      let t = Token(kind: .newline, range: SourceRange(line: line, column: col))
+      pos += 1
+      line += 1
+      lineStart = pos
+      return t
+    }
+    if Self.isIdentStart(b) {
+      while pos < bytes.count && (Self.isIdentStart(bytes[pos]) || Self.isDigit(bytes[pos])) { pos += 1 }
+      return Token(kind: .identifier(text(start, pos)), range: SourceRange(line: line, column: col, length: pos - start))
+    }
+    if Self.isDigit(b) {
+      while pos < bytes.count && Self.isDigit(bytes[pos]) { pos += 1 }
+      var isFloat = false
+      if pos < bytes.count && bytes[pos] == 46 {  // '.'
+        isFloat = true
+        pos += 1
+        while pos < bytes.count && Self.isDigit(bytes[pos]) { pos += 1 }
+      }
+      if isFloat && pos < bytes.count && (bytes[pos] == 101 || bytes[pos] == 69) {  // e/E
+        var p = pos + 1
+        if p < bytes.count && (bytes[p] == 43 || bytes[p] == 45) { p += 1 }
+        if p < bytes.count && Self.isDigit(bytes[p]) {
+          while p < bytes.count && Self.isDigit(bytes[p]) { p += 1 }
+          pos = p
+        }
+      }
+      let s = text(start, pos)
+      let range = SourceRange(line: line, column: col, length: pos - start)
+      return Token(kind: isFloat ? .float(s) : .integer(s), range: range)
+    }
+    switch b {
+    case 61, 40, 41, 44, 58, 91, 93, 46:  // = ( ) , : [ ] .
+      pos += 1
+      return Token(kind: .punct(b), range: SourceRange(line: line, column: col))
+    default:
+      // One invalid character (a whole UTF-8 sequence when it is one) per token.
+      var end = pos + 1
+      while end < bytes.count && end - pos < 4 && bytes[end] & 0xC0 == 0x80 { end += 1 }
+      pos = end
+      let shown: String
+      if b >= 0x20 && b < 0x7F {
+        shown = "'\(Character(UnicodeScalar(b)))'"
+      } else if let s = String(validating: bytes[start..<end], as: UTF8.self), s.count == 1, b >= 0x80 {
+        shown = "'\(s)'"
+      } else {
+        shown = "byte 0x" + String(b, radix: 16, uppercase: true)
+      }
+      return Token(kind: .invalid(shown), range: SourceRange(line: line, column: col, length: end - start))
+    }
+  }
+}

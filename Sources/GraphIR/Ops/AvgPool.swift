@@ -1,0 +1,36 @@
+/// `avgpool(x, size, stride)`: the mean of each window; the gradient spreads dy evenly over it.
+public enum AvgPool {
+  static func gradient(_ a: PoolAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .avgPoolGrad(a), [dy, node.args[0]])]
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func forward<T: Real>(_ a: PoolAttrs, _ x: Tensor<T>) -> Tensor<T> {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let oh = (h - a.size) / a.stride + 1, ow = (w - a.size) / a.stride + 1
+    let scale = 1 / T(a.size * a.size)
+    var y = Tensor<T>(zeros: [n, c, oh, ow])
+    for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
+      var s: T = 0
+      for ky in 0..<a.size { for kx in 0..<a.size { s += x.data[(p * h + oy * a.stride + ky) * w + ox * a.stride + kx] } }
+      y.data[(p * oh + oy) * ow + ox] = s * scale
+    } } }
+    return y
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func backward<T: Real>(_ a: PoolAttrs, dy: Tensor<T>, xShape: [Int]) -> Tensor<T> {
+    let (n, c, h, w) = (xShape[0], xShape[1], xShape[2], xShape[3])
+    let (oh, ow) = (dy.shape[2], dy.shape[3])
+    let scale = 1 / T(a.size * a.size)
+    var dx = Tensor<T>(zeros: xShape)
+    for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
+      let g = dy.data[(p * oh + oy) * ow + ox] * scale
+      for ky in 0..<a.size { for kx in 0..<a.size { dx.data[(p * h + oy * a.stride + ky) * w + ox * a.stride + kx] += g } }
+    } } }
+    return dx
+  }
+}

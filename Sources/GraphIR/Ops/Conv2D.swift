@@ -1,0 +1,133 @@
+/// `conv2d(x, filters, kernel, stride, padding, bias)`: 2-D cross-correlation over NCHW, like `nn.Conv2d`.
+public enum Conv2D {
+  // MARK: Shape rules
+
+  /// Spatial output size `(size + 2p - k) / s + 1`, or an error when the kernel does not fit.
+  static func outputSize(_ a: Conv2DAttrs, _ size: Int, axis: String, input: TensorType) throws(ShapeError) -> Int {
+    let (twoP, o1) = a.padding.multipliedReportingOverflow(by: 2)
+    let (padded, o2) = size.addingReportingOverflow(twoP)
+    guard !o1, !o2, padded <= TensorType.maxElements else {
+      throw ShapeError("conv2d padding \(a.padding) is too large for input \(input)")
+    }
+    guard a.kernel <= padded else {
+      throw ShapeError(
+        "conv2d kernel \(a.kernel) is larger than the padded input \(axis) \(padded) (input \(input), padding \(a.padding)); the rule is kernel <= \(axis) + 2*padding")
+    }
+    return (padded - a.kernel) / a.stride + 1
+  }
+
+  public static func resultType(_ a: Conv2DAttrs, _ x: TensorType) throws(ShapeError) -> TensorType {
+    try expect("conv2d", x, rank: 4, layout: "[N, C, H, W]")
+    let oh = try outputSize(a, x.dims[2], axis: "height", input: x)
+    let ow = try outputSize(a, x.dims[3], axis: "width", input: x)
+    guard checkedProduct([a.filters, x.dims[1], a.kernel, a.kernel]) != nil else {
+      throw ShapeError("conv2d weight [\(a.filters), \(x.dims[1]), \(a.kernel), \(a.kernel)] has more than 2^40 elements")
+    }
+    return try checkedType("conv2d", [x.dims[0], a.filters, oh, ow])
+  }
+
+  public static func parameterTypes(_ a: Conv2DAttrs, _ x: TensorType) -> [TensorType] {
+    let w = TensorType(.f32, [a.filters, x.dims[1], a.kernel, a.kernel])
+    return a.bias ? [w, TensorType(.f32, [a.filters])] : [w]
+  }
+
+  static func flopsPerImage(_ a: Conv2DAttrs, _ x: TensorType, result y: TensorType) -> Int {
+    2 * y.dims[1] * y.dims[2] * y.dims[3] * x.dims[1] * a.kernel * a.kernel
+  }
+
+  static func gradInputType(_ a: Conv2DAttrs, dy: TensorType, weight: TensorType, x: TensorType) throws(ShapeError) -> TensorType {
+    let y = try resultType(a, x)
+    guard y == dy else { throw ShapeError("conv2d_grad_input: dy \(dy) does not match the conv output \(y)") }
+    guard weight.dims == parameterTypes(a, x)[0].dims else {
+      throw ShapeError("conv2d_grad_input: weight \(weight) does not match input \(x)", operand: 1)
+    }
+    return x
+  }
+
+  static func gradWeightType(_ a: Conv2DAttrs, dy: TensorType, x: TensorType) throws(ShapeError) -> TensorType {
+    let y = try resultType(a, x)
+    guard y == dy else { throw ShapeError("conv2d_grad_weight: dy \(dy) does not match the conv output \(y)") }
+    return parameterTypes(a, x)[0]
+  }
+
+  static func gradBiasType(dy: TensorType) throws(ShapeError) -> TensorType {
+    try expect("conv2d_grad_bias", dy, rank: 4, layout: "[N, F, H, W]")
+    return TensorType(.f32, [dy.dims[1]])
+  }
+
+  // MARK: Gradient rule
+
+  static func gradient(_ a: Conv2DAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    let x = node.args[0]
+    b.parameterGradient("\(node.name).weight", .conv2dGradWeight(a), [dy, x])
+    if a.bias { b.parameterGradient("\(node.name).bias", .conv2dGradBias, [dy]) }
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(x)_grad", .conv2dGradInput(a), [dy, "\(node.name).weight", x])]
+  }
+
+  // MARK: Reference kernels
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func forward<T: Real>(_ a: Conv2DAttrs, _ x: Tensor<T>, weight w: Tensor<T>, bias: Tensor<T>?) -> Tensor<T> {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (f, k, s, p) = (a.filters, a.kernel, a.stride, a.padding)
+    let oh = (h + 2 * p - k) / s + 1, ow = (wd + 2 * p - k) / s + 1
+    var y = Tensor<T>(zeros: [n, f, oh, ow])
+    for b in 0..<n { for o in 0..<f { for oy in 0..<oh { for ox in 0..<ow {
+      var acc: T = bias?.data[o] ?? 0
+      for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {
+        let iy = oy * s - p + ky, ix = ox * s - p + kx
+        if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+        acc += x.data[((b * c + ci) * h + iy) * wd + ix] * w.data[((o * c + ci) * k + ky) * k + kx]
+      } } }
+      y.data[((b * f + o) * oh + oy) * ow + ox] = acc
+    } } } }
+    return y
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func backwardInput<T: Real>(_ a: Conv2DAttrs, dy: Tensor<T>, weight w: Tensor<T>, xShape: [Int]) -> Tensor<T> {
+    let (n, c, h, wd) = (xShape[0], xShape[1], xShape[2], xShape[3])
+    let (f, k, s, p) = (a.filters, a.kernel, a.stride, a.padding)
+    let (oh, ow) = (dy.shape[2], dy.shape[3])
+    var dx = Tensor<T>(zeros: xShape)
+    for b in 0..<n { for o in 0..<f { for oy in 0..<oh { for ox in 0..<ow {
+      let g = dy.data[((b * f + o) * oh + oy) * ow + ox]
+      for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {
+        let iy = oy * s - p + ky, ix = ox * s - p + kx
+        if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+        dx.data[((b * c + ci) * h + iy) * wd + ix] += g * w.data[((o * c + ci) * k + ky) * k + kx]
+      } } }
+    } } } }
+    return dx
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func backwardWeight<T: Real>(_ a: Conv2DAttrs, dy: Tensor<T>, x: Tensor<T>) -> Tensor<T> {
+    let (n, c, h, wd) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (f, k, s, p) = (a.filters, a.kernel, a.stride, a.padding)
+    let (oh, ow) = (dy.shape[2], dy.shape[3])
+    var dw = Tensor<T>(zeros: [f, c, k, k])
+    for b in 0..<n { for o in 0..<f { for oy in 0..<oh { for ox in 0..<ow {
+      let g = dy.data[((b * f + o) * oh + oy) * ow + ox]
+      for ci in 0..<c { for ky in 0..<k { for kx in 0..<k {
+        let iy = oy * s - p + ky, ix = ox * s - p + kx
+        if iy < 0 || iy >= h || ix < 0 || ix >= wd { continue }
+        dw.data[((o * c + ci) * k + ky) * k + kx] += g * x.data[((b * c + ci) * h + iy) * wd + ix]
+      } } }
+    } } } }
+    return dw
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func backwardBias<T: Real>(dy: Tensor<T>) -> Tensor<T> {
+    let (n, f, hw) = (dy.shape[0], dy.shape[1], dy.shape[2] * dy.shape[3])
+    var db = Tensor<T>(zeros: [f])
+    for b in 0..<n { for o in 0..<f { for i in 0..<hw { db.data[o] += dy.data[(b * f + o) * hw + i] } } }
+    return db
+  }
+}

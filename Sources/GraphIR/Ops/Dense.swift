@@ -1,0 +1,88 @@
+/// `dense(x, units, bias)`: y = x W^T + b with W [units, F], like `nn.Linear`.
+public enum Dense {
+  public static func resultType(_ a: DenseAttrs, _ x: TensorType) throws(ShapeError) -> TensorType {
+    try expect("dense", x, rank: 2, layout: "[N, F] (insert a flatten before it)")
+    guard checkedProduct([a.units, x.dims[1]]) != nil else {
+      throw ShapeError("dense weight [\(a.units), \(x.dims[1])] has more than 2^40 elements")
+    }
+    return try checkedType("dense", [x.dims[0], a.units])
+  }
+
+  public static func parameterTypes(_ a: DenseAttrs, _ x: TensorType) -> [TensorType] {
+    let w = TensorType(.f32, [a.units, x.dims[1]])
+    return a.bias ? [w, TensorType(.f32, [a.units])] : [w]
+  }
+
+  static func flopsPerImage(_ a: DenseAttrs, _ x: TensorType) -> Int { 2 * a.units * x.dims[1] }
+
+  static func gradInputType(dy: TensorType, weight: TensorType) throws(ShapeError) -> TensorType {
+    try expect("dense_grad_input", dy, rank: 2, layout: "[N, units]")
+    try expect("dense_grad_input", weight, rank: 2, layout: "[units, F]", operand: 1)
+    guard dy.dims[1] == weight.dims[0] else { throw ShapeError("dense_grad_input: dy \(dy) does not match weight \(weight)") }
+    return TensorType(.f32, [dy.dims[0], weight.dims[1]])
+  }
+
+  static func gradWeightType(dy: TensorType, x: TensorType) throws(ShapeError) -> TensorType {
+    try expect("dense_grad_weight", dy, rank: 2, layout: "[N, units]")
+    try expect("dense_grad_weight", x, rank: 2, layout: "[N, F]", operand: 1)
+    guard dy.dims[0] == x.dims[0] else { throw ShapeError("dense_grad_weight: dy \(dy) and x \(x) differ in batch") }
+    return TensorType(.f32, [dy.dims[1], x.dims[1]])
+  }
+
+  static func gradBiasType(dy: TensorType) throws(ShapeError) -> TensorType {
+    try expect("dense_grad_bias", dy, rank: 2, layout: "[N, units]")
+    return TensorType(.f32, [dy.dims[1]])
+  }
+
+  static func gradient(_ a: DenseAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    let x = node.args[0]
+    b.parameterGradient("\(node.name).weight", .denseGradWeight, [dy, x])
+    if a.bias { b.parameterGradient("\(node.name).bias", .denseGradBias, [dy]) }
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(x)_grad", .denseGradInput, [dy, "\(node.name).weight"])]
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func forward<T: Real>(_ x: Tensor<T>, weight w: Tensor<T>, bias: Tensor<T>?) -> Tensor<T> {
+    let (n, f, u) = (x.shape[0], x.shape[1], w.shape[0])
+    var y = Tensor<T>(zeros: [n, u])
+    for b in 0..<n { for o in 0..<u {
+      var acc: T = bias?.data[o] ?? 0
+      for i in 0..<f { acc += x.data[b * f + i] * w.data[o * f + i] }
+      y.data[b * u + o] = acc
+    } }
+    return y
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func backwardInput<T: Real>(dy: Tensor<T>, weight w: Tensor<T>) -> Tensor<T> {
+    let (n, u, f) = (dy.shape[0], w.shape[0], w.shape[1])
+    var dx = Tensor<T>(zeros: [n, f])
+    for b in 0..<n { for o in 0..<u {
+      let g = dy.data[b * u + o]
+      for i in 0..<f { dx.data[b * f + i] += g * w.data[o * f + i] }
+    } }
+    return dx
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func backwardWeight<T: Real>(dy: Tensor<T>, x: Tensor<T>) -> Tensor<T> {
+    let (n, u, f) = (dy.shape[0], dy.shape[1], x.shape[1])
+    var dw = Tensor<T>(zeros: [u, f])
+    for b in 0..<n { for o in 0..<u {
+      let g = dy.data[b * u + o]
+      for i in 0..<f { dw.data[o * f + i] += g * x.data[b * f + i] }
+    } }
+    return dw
+  }
+
+  public static func backwardBias<T: Real>(dy: Tensor<T>) -> Tensor<T> {
+    let (n, u) = (dy.shape[0], dy.shape[1])
+    var db = Tensor<T>(zeros: [u])
+    for b in 0..<n { for o in 0..<u { db.data[o] += dy.data[b * u + o] } }
+    return db
+  }
+}

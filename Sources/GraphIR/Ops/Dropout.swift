@@ -1,0 +1,51 @@
+/// `dropout(x, rate)`: inverted dropout in training, identity at inference.
+///
+/// The mask comes from a counter-based RNG keyed by (seed, step, node, element), so any back end
+/// reproduces it without storing it, and the gradient recomputes it.
+public enum Dropout {
+  static func resultType(_ x: TensorType) throws(ShapeError) -> TensorType {
+    guard x.dtype == .f32 else { throw ShapeError("dropout expects an f32 tensor, got \(x)") }
+    return x
+  }
+
+  static func gradient(_ a: DropoutAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .dropoutGrad(a), [dy, node.name])]
+  }
+
+  /// The RNG key of a dropout node: FNV-1a of its name.
+  public static func key(_ name: String) -> UInt64 {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in name.utf8 {
+      h ^= UInt64(b)
+      h = h &* 0x100_0000_01b3
+    }
+    return h
+  }
+
+  /// The splitmix64 finaliser.
+  @inline(__always) public static func mix(_ z0: UInt64) -> UInt64 {
+    var z = z0
+    z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
+    z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
+    return z ^ (z >> 31)
+  }
+
+  /// Per-step stream base; element i is dropped when `mix(base + i * golden) >> 40 < threshold`.
+  public static func streamBase(seed: UInt64, step: UInt64, key: UInt64) -> UInt64 { mix(mix(seed ^ key) &+ step) }
+  /// Elements whose 24-bit draw falls below this are dropped.
+  public static func threshold(_ rate: Double) -> UInt64 { UInt64(rate * 16_777_216) }
+  @inline(__always) public static func keeps(base: UInt64, index: Int, threshold: UInt64) -> Bool {
+    mix(base &+ UInt64(index) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= threshold
+  }
+
+  /// Applies the mask and the 1/(1-rate) scale (forward, and backward on dy).
+  public static func apply<T: Real>(_ a: DropoutAttrs, _ x: Tensor<T>, key: UInt64, _ ctx: ReferenceContext) -> Tensor<T> {
+    let base = streamBase(seed: ctx.seed, step: ctx.step, key: key)
+    let t = threshold(a.rate)
+    let scale = T(1 / (1 - a.rate))
+    var y = x
+    for i in 0..<x.count { y.data[i] = keeps(base: base, index: i, threshold: t) ? x.data[i] * scale : 0 }
+    return y
+  }
+}

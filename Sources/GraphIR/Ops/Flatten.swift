@@ -1,0 +1,24 @@
+/// `flatten(x)`: [N, ...] to [N, product of the rest] in C,H,W order (a view: the data is unchanged).
+public enum Flatten {
+  static func resultType(_ x: TensorType) throws(ShapeError) -> TensorType {
+    guard x.dtype == .f32 else { throw ShapeError("flatten expects an f32 tensor, got \(x)") }
+    guard x.dims.count >= 1 else { throw ShapeError("flatten expects a tensor with a batch dimension, got \(x)") }
+    return try checkedType("flatten", [x.dims[0], x.dims.dropFirst().reduce(1, *)])
+  }
+
+  static func gradType(dy: TensorType, x: TensorType) throws(ShapeError) -> TensorType {
+    guard try resultType(x) == dy else { throw ShapeError("flatten_grad: dy \(dy) does not match flatten(\(x))") }
+    return x
+  }
+
+  static func gradient(_ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .flattenGrad, [dy, node.args[0]])]
+  }
+
+  public static func forward<T: Real>(_ x: Tensor<T>) -> Tensor<T> {
+    Tensor(shape: [x.shape[0], x.shape.dropFirst().reduce(1, *)], data: x.data)
+  }
+
+  public static func backward<T: Real>(dy: Tensor<T>, xShape: [Int]) -> Tensor<T> { Tensor(shape: xShape, data: dy.data) }
+}

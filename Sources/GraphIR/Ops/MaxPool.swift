@@ -1,0 +1,58 @@
+/// Shape rule shared by `maxpool` and `avgpool`: windows without padding, rounding down.
+enum Pool {
+  static func resultType(_ a: PoolAttrs, _ x: TensorType, op: String) throws(ShapeError) -> TensorType {
+    try expect(op, x, rank: 4, layout: "[N, C, H, W]")
+    for (axis, size) in [("height", x.dims[2]), ("width", x.dims[3])] where a.size > size {
+      throw ShapeError("\(op) window \(a.size) is larger than the input \(axis) \(size) (input \(x)); the rule is size <= \(axis)")
+    }
+    return try checkedType(op, [x.dims[0], x.dims[1], (x.dims[2] - a.size) / a.stride + 1, (x.dims[3] - a.size) / a.stride + 1])
+  }
+
+  static func gradType(_ a: PoolAttrs, dy: TensorType, x: TensorType) throws(ShapeError) -> TensorType {
+    let y = try resultType(a, x, op: "pool_grad")
+    guard y == dy else { throw ShapeError("pool gradient: dy \(dy) does not match the pool output \(y)") }
+    return x
+  }
+}
+
+/// `maxpool(x, size, stride)`: the maximum of each window; the gradient goes to the window's first maximum.
+public enum MaxPool {
+  static func gradient(_ a: PoolAttrs, _ node: Node, dy: String, wants: [Bool], _ b: inout GradientBuilder) -> [String?] {
+    guard wants[0] else { return [nil] }
+    return [b.emit("\(node.args[0])_grad", .maxPoolGrad(a), [dy, node.args[0]])]
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func forward<T: Real>(_ a: PoolAttrs, _ x: Tensor<T>) -> Tensor<T> {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let oh = (h - a.size) / a.stride + 1, ow = (w - a.size) / a.stride + 1
+    var y = Tensor<T>(zeros: [n, c, oh, ow])
+    for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
+      var m = -T.infinity
+      for ky in 0..<a.size { for kx in 0..<a.size {
+        m = max(m, x.data[(p * h + oy * a.stride + ky) * w + ox * a.stride + kx])
+      } }
+      y.data[(p * oh + oy) * ow + ox] = m
+    } } }
+    return y
+  }
+
+  @_specialize(where T == Float)
+  @_specialize(where T == Double)
+  public static func backward<T: Real>(_ a: PoolAttrs, dy: Tensor<T>, x: Tensor<T>) -> Tensor<T> {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (oh, ow) = (dy.shape[2], dy.shape[3])
+    var dx = Tensor<T>(zeros: x.shape)
+    for p in 0..<(n * c) { for oy in 0..<oh { for ox in 0..<ow {
+      // Ties go to the first maximum in row-major order; every back end must do the same.
+      var best = (p * h + oy * a.stride) * w + ox * a.stride
+      for ky in 0..<a.size { for kx in 0..<a.size {
+        let i = (p * h + oy * a.stride + ky) * w + ox * a.stride + kx
+        if x.data[i] > x.data[best] { best = i }
+      } }
+      dx.data[best] += dy.data[(p * oh + oy) * ow + ox]
+    } } }
+    return dx
+  }
+}

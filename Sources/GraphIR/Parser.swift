@@ -1,0 +1,442 @@
+/// Parses `.graph` source into a `Graph`, reporting every error found in one run.
+public enum Parser {
+  /// Parses `source`; `defaultName` is the graph name when no `graph` statement is given (the file's stem).
+  public static func parse(_ source: [UInt8], defaultName: String) throws(DiagnosticList) -> Graph {
+    var lexer = Lexer(source)
+    var p = ParserState(tokens: lexer.tokenize(), defaultName: defaultName)
+    p.parseFile()
+    p.resolve()
+    guard p.diagnostics.isEmpty else { throw DiagnosticList(p.diagnostics.sorted(by: diagnosticOrder)) }
+    return p.graph
+  }
+
+  public static func parse(_ text: String, defaultName: String) throws(DiagnosticList) -> Graph {
+    try parse(Array(text.utf8), defaultName: defaultName)
+  }
+}
+
+func diagnosticOrder(_ a: Diagnostic, _ b: Diagnostic) -> Bool {
+  (a.range.line, a.range.column) < (b.range.line, b.range.column)
+}
+
+/// A statement's worth of tokens failed to parse; the parser skips to the next line.
+private struct SyntaxError: Error {}
+
+private struct ParserState {
+  var tokens: [Token]
+  var pos = 0
+  var graph: Graph
+  var diagnostics: [Diagnostic] = []
+  var sawStatement = false
+  var graphRange: SourceRange?
+  var outputRange: SourceRange?
+  var minimizeRange: SourceRange?
+  var gradientRanges: [SourceRange] = []
+
+  init(tokens: [Token], defaultName: String) {
+    self.tokens = tokens
+    graph = Graph(name: defaultName)
+  }
+
+  var current: Token { tokens[pos] }
+
+  mutating func advance() -> Token {
+    let t = tokens[pos]
+    if pos < tokens.count - 1 { pos += 1 }
+    return t
+  }
+
+  mutating func error(_ message: String, at range: SourceRange, notes: [Diagnostic] = []) {
+    // One pathological file must not produce an unbounded report.
+    guard diagnostics.count < 200 else { return }
+    diagnostics.append(.error(message, at: range, notes: notes))
+  }
+
+  func describe(_ t: Token) -> String {
+    switch t.kind {
+    case .identifier(let s): "'\(s)'"
+    case .integer(let s), .float(let s): "'\(s.count > 24 ? String(s.prefix(24)) + "..." : s)'"
+    case .punct(let b): "'\(Character(UnicodeScalar(b)))'"
+    case .newline: "end of line"
+    case .end: "end of file"
+    case .invalid(let s): s
+    }
+  }
+
+  mutating func expectPunct(_ c: Character, _ what: String) throws(SyntaxError) {
+    if case .punct(let b) = current.kind, b == c.asciiValue {
+      _ = advance()
+      return
+    }
+    error("expected '\(c)' \(what), found \(describe(current))", at: current.range)
+    throw SyntaxError()
+  }
+
+  func isPunct(_ c: Character) -> Bool {
+    if case .punct(let b) = current.kind { return b == c.asciiValue }
+    return false
+  }
+
+  mutating func expectIdentifier(_ what: String) throws(SyntaxError) -> (String, SourceRange) {
+    if case .identifier(let s) = current.kind {
+      let r = advance().range
+      return (s, r)
+    }
+    error("expected \(what), found \(describe(current))", at: current.range)
+    throw SyntaxError()
+  }
+
+  /// A value reference: `name` or a parameter `name.weight` / `name.bias`.
+  mutating func expectReference(_ what: String) throws(SyntaxError) -> (String, SourceRange) {
+    var (name, range) = try expectIdentifier(what)
+    if isPunct(".") {
+      _ = advance()
+      let (field, fr) = try expectIdentifier("a parameter name ('weight' or 'bias') after '.'")
+      name += "." + field
+      range.length = fr.column + fr.length - range.column
+    }
+    return (name, range)
+  }
+
+  mutating func expectEndOfStatement() throws(SyntaxError) {
+    switch current.kind {
+    case .newline, .end: return
+    default:
+      error("expected end of line after the statement, found \(describe(current))", at: current.range)
+      throw SyntaxError()
+    }
+  }
+
+  mutating func skipLine() {
+    while true {
+      switch current.kind {
+      case .newline: _ = advance(); return
+      case .end: return
+      default: _ = advance()
+      }
+    }
+  }
+
+  mutating func parseFile() {
+    while true {
+      switch current.kind {
+      case .end: return
+      case .newline: _ = advance(); continue
+      default: break
+      }
+      do throws(SyntaxError) {
+        try parseStatement()
+        try expectEndOfStatement()
+      } catch {}
+      skipLine()
+    }
+  }
+
+  mutating func parseStatement() throws(SyntaxError) {
+    let first = current
+    if case .invalid(let s) = first.kind {
+      error("unexpected character \(s)", at: first.range)
+      throw SyntaxError()
+    }
+    guard case .identifier(let word) = first.kind else {
+      error("expected a statement (graph, input, output, minimize or NAME = OP(...)), found \(describe(first))", at: first.range)
+      throw SyntaxError()
+    }
+    // Keywords are not reserved: `NAME =` is always an assignment.
+    if case .punct(61) = tokens[min(pos + 1, tokens.count - 1)].kind {
+      try parseAssignment()
+      sawStatement = true
+      return
+    }
+    defer { sawStatement = true }
+    switch word {
+    case "graph": try parseGraphName()
+    case "input": try parseInput()
+    case "output": try parseOutput()
+    case "minimize": try parseMinimize()
+    case "gradient": try parseGradient()
+    default:
+      if isPunctAt(pos + 1, "(") || OpSyntax.byName[word] != nil {
+        error("expected 'NAME = \(word)(...)': a statement must assign its result to a name", at: first.range)
+      } else if let s = closestMatch(word, in: ["graph", "input", "output", "minimize"]) {
+        error("unknown statement '\(word)' (did you mean '\(s)'?)", at: first.range)
+      } else {
+        error("unknown statement '\(word)'; expected graph, input, output, minimize or NAME = OP(...)", at: first.range)
+      }
+      throw SyntaxError()
+    }
+  }
+
+  func isPunctAt(_ i: Int, _ c: Character) -> Bool {
+    guard i < tokens.count, case .punct(let b) = tokens[i].kind else { return false }
+    return b == c.asciiValue
+  }
+
+  mutating func parseGraphName() throws(SyntaxError) {
+    let kw = advance()
+    let (name, _) = try expectIdentifier("a graph name after 'graph'")
+    if let prev = graphRange {
+      error("duplicate 'graph' statement", at: kw.range, notes: [.note("previous 'graph' statement is here", at: prev)])
+    } else if sawStatement {
+      error("'graph' must come before any other statement", at: kw.range)
+    }
+    graphRange = kw.range
+    graph.name = name
+  }
+
+  mutating func parseInput() throws(SyntaxError) {
+    _ = advance()
+    let (name, range) = try expectIdentifier("an input name after 'input'")
+    try expectPunct(":", "after the input name")
+    let (dtypeName, dtypeRange) = try expectIdentifier("an element type (f32 or i32)")
+    let dtype = DType(rawValue: dtypeName)
+    if dtype == nil {
+      let hint = closestMatch(dtypeName, in: ["f32", "i32"]).map { " (did you mean '\($0)'?)" } ?? "; expected f32 or i32"
+      error("unknown element type '\(dtypeName)'\(hint)", at: dtypeRange)
+    }
+    try expectPunct("[", "to open the input's dimensions")
+    var dims: [Dim] = []
+    var bad = dtype == nil
+    while true {
+      let t = advance()
+      switch t.kind {
+      case .identifier("N"):
+        if !dims.isEmpty {
+          error("the batch dimension 'N' may appear only as the first dimension of an input", at: t.range)
+          bad = true
+        }
+        dims.append(.batch)
+      case .integer(let s):
+        if let v = Int(s), v <= TensorType.maxElements {
+          if v == 0 {
+            error("dimension must be a positive integer, got 0", at: t.range)
+            bad = true
+          }
+          dims.append(.fixed(v))
+        } else {
+          error("dimension \(describe(t)) is too large (at most 2^40)", at: t.range)
+          bad = true
+          dims.append(.fixed(1))
+        }
+      default:
+        error("expected a dimension (a positive integer or N), found \(describe(t))", at: t.range)
+        throw SyntaxError()
+      }
+      if isPunct(",") { _ = advance(); continue }
+      try expectPunct("]", "to close the input's dimensions")
+      break
+    }
+    if let dtype, !bad { define(name, range) { g in g.inputs.append(InputDecl(name: name, dtype: dtype, dims: dims, range: range)) } }
+    else { defined[name] = defined[name] ?? range }
+  }
+
+  mutating func parseOutput() throws(SyntaxError) {
+    let kw = advance()
+    let (name, range) = try expectIdentifier("a value name after 'output'")
+    if let prev = outputRange {
+      error("duplicate 'output' statement: a graph has exactly one output", at: kw.range,
+            notes: [.note("previous 'output' statement is here", at: prev)])
+    }
+    outputRange = kw.range
+    graph.output = name
+    graph.outputRange = range
+  }
+
+  mutating func parseMinimize() throws(SyntaxError) {
+    let kw = advance()
+    let (name, range) = try expectIdentifier("a value name after 'minimize'")
+    if let prev = minimizeRange {
+      error("duplicate 'minimize' statement: a graph minimises at most one value", at: kw.range,
+            notes: [.note("previous 'minimize' statement is here", at: prev)])
+    }
+    minimizeRange = kw.range
+    graph.minimize = name
+    graph.minimizeRange = range
+  }
+
+  mutating func parseGradient() throws(SyntaxError) {
+    _ = advance()
+    let (param, pr) = try expectReference("a parameter name after 'gradient'")
+    try expectPunct("=", "after the parameter name")
+    let (value, vr) = try expectIdentifier("a value name")
+    graph.gradients.append(GradientDecl(parameter: param, value: value))
+    gradientRanges.append(pr)
+    pendingUses.append((value, vr))
+  }
+
+  // MARK: Assignments
+
+  var defined: [String: SourceRange] = [:]
+  /// Uses checked after the whole file is read (so a later definition gives a precise message).
+  var pendingUses: [(String, SourceRange)] = []
+  var nodeIndex: [String: Int] = [:]
+
+  mutating func define(_ name: String, _ range: SourceRange, _ add: (inout Graph) -> Void) {
+    if let prev = defined[name] {
+      error("redefinition of '\(name)': every name is defined exactly once", at: range,
+            notes: [.note("previous definition of '\(name)' is here", at: prev)])
+      return
+    }
+    defined[name] = range
+    add(&graph)
+  }
+
+  mutating func parseAssignment() throws(SyntaxError) {
+    let (name, range) = try expectIdentifier("a value name")
+    try expectPunct("=", "after the value name")
+    let (opName, opRange) = try expectIdentifier("an op name after '='")
+    let syntax = OpSyntax.byName[opName]
+    if syntax == nil {
+      let hint = closestMatch(opName, in: OpSyntax.all.map(\.name)).map { " (did you mean '\($0)'?)" } ?? ""
+      error("unknown op '\(opName)'\(hint)", at: opRange)
+    }
+    try expectPunct("(", "after the op name")
+    var args: [(String, SourceRange)] = []
+    var attrs: [(String, SourceRange, AttrValue, SourceRange)] = []
+    var broken = syntax == nil
+    if !isPunct(")") {
+      while true {
+        let start = current
+        let isKey = isPunctAt(pos + 1, ":")
+        if isKey {
+          let (key, keyRange) = try expectIdentifier("an attribute name")
+          _ = advance()  // ':'
+          let valueToken = advance()
+          var value: AttrValue
+          switch valueToken.kind {
+          case .integer(let s):
+            guard let v = Int(s) else {
+              error("integer literal \(describe(valueToken)) is too large", at: valueToken.range)
+              broken = true
+              value = .int(1)
+              break
+            }
+            value = .int(v)
+          case .float(let s):
+            guard let v = Double(s), v.isFinite else {
+              error("float literal \(describe(valueToken)) is out of range", at: valueToken.range)
+              throw SyntaxError()
+            }
+            value = .float(v)
+          case .identifier("true"): value = .bool(true)
+          case .identifier("false"): value = .bool(false)
+          default:
+            error("expected an attribute value (a number, true or false), found \(describe(valueToken))", at: valueToken.range)
+            throw SyntaxError()
+          }
+          attrs.append((key, keyRange, value, valueToken.range))
+        } else {
+          if case .identifier = start.kind {} else {
+            error("expected a value name or 'key: value', found \(describe(start))", at: start.range)
+            throw SyntaxError()
+          }
+          let (arg, argRange) = try expectReference("a value name")
+          if let last = attrs.last {
+            error("positional argument '\(arg)' must come before the attributes", at: argRange,
+                  notes: [.note("attribute '\(last.0)' is given here", at: last.1)])
+            broken = true
+          }
+          args.append((arg, argRange))
+        }
+        if isPunct(",") { _ = advance(); continue }
+        try expectPunct(")", "to close the argument list")
+        break
+      }
+    } else {
+      _ = advance()
+    }
+    for (arg, r) in args { pendingUses.append((arg, r)) }
+    guard let syntax else { defined[name] = defined[name] ?? range; return }
+
+    // Operands.
+    if args.count != syntax.operands.count {
+      let want = syntax.operands.count
+      let list = syntax.operands.joined(separator: ", ")
+      error("\(opName) takes \(want) operand\(want == 1 ? "" : "s") (\(list)), got \(args.count)",
+            at: args.count > want ? args[want].1 : opRange)
+      broken = true
+    }
+    // Attributes: known, unique, well-typed, required ones present.
+    var values: [String: AttrValue] = [:]
+    var seen: [String: SourceRange] = [:]
+    for (key, keyRange, value, valueRange) in attrs {
+      guard let spec = syntax.attrs.first(where: { $0.name == key }) else {
+        let hint = closestMatch(key, in: syntax.attrs.map(\.name)).map { " (did you mean '\($0)'?)" }
+          ?? (syntax.attrs.isEmpty ? "; \(opName) takes no attributes" : "")
+        error("unknown attribute '\(key)' for \(opName)\(hint)", at: keyRange)
+        broken = true
+        continue
+      }
+      if let prev = seen[key] {
+        error("duplicate attribute '\(key)'", at: keyRange, notes: [.note("'\(key)' is first given here", at: prev)])
+        broken = true
+        continue
+      }
+      seen[key] = keyRange
+      switch (spec.kind, value) {
+      case (.int, .int), (.bool, .bool), (.float, .float): values[key] = value
+      case (.float, .int(let v)): values[key] = .float(Double(v))
+      default:
+        error("attribute '\(key)' of \(opName) must be \(spec.kind.rawValue)", at: valueRange)
+        broken = true
+      }
+    }
+    for spec in syntax.attrs where spec.required && seen[spec.name] == nil {
+      error("\(opName) requires the attribute '\(spec.name)'", at: opRange)
+      broken = true
+    }
+    var op: Op?
+    if !broken {
+      do throws(AttrError) {
+        op = try syntax.make(values)
+      } catch {
+        let at = attrs.first { $0.0 == error.attribute }?.3 ?? opRange
+        self.error("\(opName): \(error.message)", at: at)
+      }
+    }
+    guard let op else { defined[name] = defined[name] ?? range; return }
+    let node = Node(name: name, op: op, args: args.map(\.0), range: range, opRange: opRange, argRanges: args.map(\.1))
+    define(name, range) { g in g.nodes.append(node) }
+    if nodeIndex[name] == nil { nodeIndex[name] = graph.nodes.count - 1 }
+  }
+
+  // MARK: Name resolution
+
+  /// Checks every use: defined, defined before use, parameters that exist; then output and minimize.
+  mutating func resolve() {
+    var position: [String: SourceRange] = defined
+    for (name, range) in pendingUses { check(use: name, at: range, in: &position) }
+    if let out = graph.output {
+      check(use: out, at: graph.outputRange, in: &position, lateOK: true)
+    } else {
+      diagnostics.append(.error("the graph has no 'output' statement; exactly one is required", at: .synthesized))
+    }
+    if let m = graph.minimize { check(use: m, at: graph.minimizeRange, in: &position, lateOK: true) }
+    for (g, r) in zip(graph.gradients, gradientRanges) where !graph.parameterNames.contains(g.parameter) {
+      error("'\(g.parameter)' is not a parameter of this graph", at: r)
+    }
+  }
+
+  mutating func check(use name: String, at range: SourceRange, in position: inout [String: SourceRange], lateOK: Bool = false) {
+    let parts = name.split(separator: ".", maxSplits: 1).map(String.init)
+    let base = parts[0]
+    guard let def = position[base] else {
+      let hint = closestMatch(base, in: Array(defined.keys).sorted()).map { " (did you mean '\($0)'?)" } ?? ""
+      error("use of undefined value '\(base)'\(hint)", at: range)
+      return
+    }
+    if !lateOK, (def.line, def.column) > (range.line, range.column) {
+      error("'\(base)' is used before it is defined", at: range, notes: [.note("'\(base)' is defined here", at: def)])
+      return
+    }
+    if parts.count == 2 {
+      let node = nodeIndex[base].map { graph.nodes[$0] }
+      let suffixes = node?.op.parameterSuffixes ?? []
+      if !suffixes.contains(parts[1]) {
+        let what = node.map { $0.op.spelling } ?? "this value"
+        let has = suffixes.isEmpty ? "it has no parameters" : "it has " + suffixes.map { "'\(base).\($0)'" }.joined(separator: " and ")
+        error("'\(name)' is not a parameter: '\(base)' is \(what == "this value" ? what : "a \(what)"), and \(has)", at: range)
+      }
+    }
+  }
+}

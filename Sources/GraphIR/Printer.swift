@@ -1,0 +1,37 @@
+/// Prints a graph as canonical `.graph` text; `Parser.parse(print(g)) == g`.
+public enum Printer {
+  /// `types` (from shape inference), when given, adds each value's type as a trailing comment.
+  public static func print(_ g: Graph, types: [String: TensorType]? = nil) -> String {
+    var out = "graph \(g.name)\n\n"
+    for i in g.inputs {
+      let dims = i.dims.map { d in
+        switch d {
+        case .batch: "N"
+        case .fixed(let v): "\(v)"
+        }
+      }
+      out += "input \(i.name): \(i.dtype.rawValue)[\(dims.joined(separator: ", "))]\n"
+    }
+    if !g.inputs.isEmpty { out += "\n" }
+    let width = min(20, g.nodes.map(\.name.count).max() ?? 0)
+    var lines: [String] = []
+    for n in g.nodes {
+      let operands = n.args + n.op.printedAttributes.map { "\($0.0): \($0.1)" }
+      let pad = String(repeating: " ", count: max(0, width - n.name.count))
+      lines.append("\(n.name)\(pad) = \(n.op.spelling)(\(operands.joined(separator: ", ")))")
+    }
+    if let types {
+      let w = lines.map(\.count).max() ?? 0
+      lines = zip(lines, g.nodes).map { line, n in
+        guard let t = types[n.name] else { return line }
+        return line + String(repeating: " ", count: w - line.count) + "  # \(t)"
+      }
+    }
+    out += lines.map { $0 + "\n" }.joined()
+    if !g.nodes.isEmpty { out += "\n" }
+    if let o = g.output { out += "output \(o)\n" }
+    if let m = g.minimize { out += "minimize \(m)\n" }
+    for d in g.gradients { out += "gradient \(d.parameter) = \(d.value)\n" }
+    return out
+  }
+}

@@ -1,0 +1,27 @@
+/// Checks the structural invariants every pass must keep: single assignment, definition before use,
+/// operand counts, existing parameters, and a defined output, loss and gradients.
+public enum Verifier {
+  public static func verify(_ g: Graph) throws(DiagnosticList) {
+    var errors: [Diagnostic] = []
+    var defined = Set(g.inputs.map(\.name))
+    var params = Set<String>()
+    func fail(_ m: String, _ r: SourceRange) { errors.append(.error("verifier: \(m)", at: r)) }
+    if defined.count != g.inputs.count { fail("duplicate input names", .synthesized) }
+    for n in g.nodes {
+      if n.args.count != n.op.arity { fail("'\(n.name)' has \(n.args.count) operands; \(n.op.spelling) takes \(n.op.arity)", n.range) }
+      for a in n.args where !defined.contains(a) && !params.contains(a) {
+        fail("'\(n.name)' uses '\(a)' before it is defined", n.range)
+      }
+      if !defined.insert(n.name).inserted { fail("'\(n.name)' is defined twice", n.range) }
+      for s in n.op.parameterSuffixes { params.insert("\(n.name).\(s)") }
+    }
+    if let o = g.output, !defined.contains(o) { fail("output '\(o)' is not defined", .synthesized) }
+    if g.output == nil { fail("no output", .synthesized) }
+    if let m = g.minimize, !defined.contains(m) { fail("minimised value '\(m)' is not defined", .synthesized) }
+    for d in g.gradients {
+      if !params.contains(d.parameter) { fail("gradient of unknown parameter '\(d.parameter)'", .synthesized) }
+      if !defined.contains(d.value) { fail("gradient value '\(d.value)' is not defined", .synthesized) }
+    }
+    if !errors.isEmpty { throw DiagnosticList(errors) }
+  }
+}

@@ -1,0 +1,52 @@
+import CLLVM
+
+/// An owned thread-safe context plus one module in it, ready to verify, optimise and hand to the JIT.
+public final class Module {
+  let context: LLVMOrcThreadSafeContextRef
+  /// The module; nil once handed to the JIT.
+  private(set) var ref: LLVMModuleRef?
+  public var llvmContext: LLVMContextRef { LLVMOrcThreadSafeContextGetContext(context) }
+
+  public init(name: String) {
+    context = LLVMOrcCreateNewThreadSafeContext()
+    ref = LLVMModuleCreateWithNameInContext(name, LLVMOrcThreadSafeContextGetContext(context))
+  }
+
+  var module: LLVMModuleRef {
+    guard let ref else { preconditionFailure("module was already handed to the JIT") }
+    return ref
+  }
+
+  /// Checks the module; a failure names what LLVM found.
+  public func verify() throws {
+    var msg: UnsafeMutablePointer<CChar>?
+    if LLVMVerifyModule(module, LLVMReturnStatusAction, &msg) != 0 { throw LLVMError.verification(LLVMError.take(msg)) }
+    _ = LLVMError.take(msg)
+  }
+
+  /// Runs the new pass manager pipeline with the host target (without it LLVM does not vectorise).
+  public func optimize(_ tm: TargetMachine, pipeline: String = "default<O3>") throws {
+    LLVMSetTarget(module, tm.triple)
+    LLVMSetDataLayout(module, tm.dataLayout)
+    let opts = LLVMCreatePassBuilderOptions()
+    defer { LLVMDisposePassBuilderOptions(opts) }
+    LLVMPassBuilderOptionsSetLoopVectorization(opts, 1)
+    LLVMPassBuilderOptionsSetSLPVectorization(opts, 1)
+    if let m = LLVMError.message(LLVMRunPasses(module, pipeline, tm.ref, opts)) { throw LLVMError.passes(m) }
+  }
+
+  /// The module as textual IR.
+  public var text: String { LLVMError.take(LLVMPrintModuleToString(module)) }
+
+  /// Gives the module to the JIT as a ThreadSafeModule; this object no longer owns it.
+  func release() -> LLVMOrcThreadSafeModuleRef {
+    let tsm = LLVMOrcCreateNewThreadSafeModule(module, context)!
+    ref = nil
+    return tsm
+  }
+
+  deinit {
+    if let ref { LLVMDisposeModule(ref) }
+    LLVMOrcDisposeThreadSafeContext(context)
+  }
+}

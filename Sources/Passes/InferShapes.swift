@@ -1,0 +1,55 @@
+import GraphIR
+
+/// The static type of every value and parameter once the batch size is bound.
+public struct ShapeTable: Equatable, Sendable {
+  public var batch: Int
+  public var types: [String: TensorType]
+  public subscript(_ name: String) -> TensorType? { types[name] }
+}
+
+/// Binds `N` to `batch` and applies each op's shape rule, reporting every failure.
+///
+/// Shape arithmetic is overflow-checked: absurd sizes are diagnostics, never traps.
+public func inferShapes(_ g: Graph, batch: Int) throws(DiagnosticList) -> ShapeTable {
+  var errors: [Diagnostic] = []
+  var types: [String: TensorType] = [:]
+  guard batch >= 1, batch <= 1 << 24 else {
+    throw DiagnosticList([.error("batch size must be between 1 and 16777216, got \(batch)", at: .synthesized)])
+  }
+  for i in g.inputs {
+    let dims = i.dims.map { d -> Int in
+      switch d {
+      case .batch: batch
+      case .fixed(let v): v
+      }
+    }
+    let t = TensorType(i.dtype, dims)
+    guard t.checkedCount != nil else {
+      errors.append(.error("input '\(i.name)' of type \(t) has more than 2^40 elements", at: i.range))
+      continue
+    }
+    types[i.name] = t
+  }
+  for n in g.nodes {
+    let operands = n.args.map { types[$0] }
+    // An operand whose type failed earlier was already reported.
+    guard operands.allSatisfy({ $0 != nil }) else { continue }
+    let x = operands.map { $0! }
+    do throws(ShapeError) {
+      let t = try n.op.resultType(x)
+      types[n.name] = t
+      for (suffix, pt) in zip(n.op.parameterSuffixes, n.op.parameterTypes(x)) { types["\(n.name).\(suffix)"] = pt }
+    } catch {
+      let at = error.operand.map { n.argRange($0) } ?? n.opRange
+      errors.append(.error("\(n.op.spelling) '\(n.name)': \(error.message)", at: at))
+    }
+  }
+  if let m = g.minimize, let t = types[m], t != TensorType(.f32, []) {
+    errors.append(.error("'minimize' needs a scalar f32[] value such as a cross_entropy loss; '\(m)' is \(t)", at: g.minimizeRange))
+  }
+  if let o = g.output, let t = types[o], t.dtype != .f32 {
+    errors.append(.error("'output' must be an f32 tensor (the logits); '\(o)' is \(t)", at: g.outputRange))
+  }
+  if !errors.isEmpty { throw DiagnosticList(errors.sorted { ($0.range.line, $0.range.column) < ($1.range.line, $1.range.column) }) }
+  return ShapeTable(batch: batch, types: types)
+}

@@ -1,0 +1,1 @@
+// Runtime: interpreter, data, optimisers, trainer.

@@ -1,0 +1,14 @@
+import ArgumentParser
+
+/// The `cnnc` command line: a static-graph compiler and trainer for convolutional networks.
+@main
+struct CNNC: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "cnnc",
+    abstract: "A static-graph compiler and trainer for convolutional networks.",
+    discussion: """
+      A network is a .graph file (see README.md). cnnc checks it, infers shapes, derives the backward
+      graph, and trains it on MNIST-format data.
+      """,
+    subcommands: [Compile.self, DumpIR.self])
+}

@@ -1,0 +1,40 @@
+import ArgumentParser
+import GraphIR
+import Passes
+
+/// `cnnc dump-ir`: prints the IR after a stage of the pipeline, in the re-parseable `.graph` dialect.
+struct DumpIR: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "dump-ir",
+    abstract: "Print the IR after a pipeline stage, in the .graph dialect (re-parseable).")
+
+  enum Stage: String, ExpressibleByArgument, CaseIterable {
+    case parsed, shaped, grad
+  }
+
+  @Argument(help: "The .graph file.")
+  var file: String
+
+  @Option(help: "Stage to print: \(Stage.allCases.map(\.rawValue).joined(separator: ", ")).")
+  var stage: Stage = .shaped
+
+  @Option(help: "Batch size bound to N.")
+  var batch: Int = 64
+
+  func run() throws {
+    let f = try GraphFile(path: file)
+    switch stage {
+    case .parsed:
+      print(Printer.print(f.graph), terminator: "")
+    case .shaped:
+      let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
+      print(Printer.print(f.graph, types: shapes.types), terminator: "")
+    case .grad:
+      let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
+      _ = shapes
+      let g = try f.run { () throws(DiagnosticList) in try differentiate(f.graph) }
+      let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }
+      print(Printer.print(g, types: s2.types), terminator: "")
+    }
+  }
+}

@@ -1,0 +1,50 @@
+import Foundation
+import GraphIR
+import Passes
+
+/// A failure already reported to the user on stderr; the command exits non-zero.
+struct ReportedFailure: Error {}
+
+/// Writes a message to stderr.
+func printError(_ s: String) {
+  FileHandle.standardError.write(Data(s.utf8))
+}
+
+/// Reads and parses a `.graph` file, printing compiler-style diagnostics on failure.
+struct GraphFile {
+  let path: String
+  let source: [UInt8]
+  let graph: Graph
+
+  init(path: String) throws {
+    self.path = path
+    guard let data = FileManager.default.contents(atPath: path) else {
+      printError("error: cannot read graph file '\(path)'\n")
+      throw ReportedFailure()
+    }
+    // A graph is a few hundred bytes; refusing huge files keeps the compiler's memory bounded.
+    guard data.count <= 16 << 20 else {
+      printError("\(path): error: file is \(data.count) bytes; graph files are limited to 16 MiB\n")
+      throw ReportedFailure()
+    }
+    source = [UInt8](data)
+    let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+    let name = stem.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") } && !(stem.first?.isNumber ?? true) ? stem : "graph"
+    do {
+      graph = try Parser.parse(source, defaultName: name)
+    } catch {
+      printError(error.render(file: path, source: source))
+      throw ReportedFailure()
+    }
+  }
+
+  /// Runs a pass, printing its diagnostics against this file.
+  func run<T>(_ pass: () throws(DiagnosticList) -> T) throws -> T {
+    do {
+      return try pass()
+    } catch {
+      printError(error.render(file: path, source: source))
+      throw ReportedFailure()
+    }
+  }
+}
