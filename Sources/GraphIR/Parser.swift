@@ -15,8 +15,10 @@ public enum Parser {
   }
 }
 
-func diagnosticOrder(_ a: Diagnostic, _ b: Diagnostic) -> Bool {
-  (a.range.line, a.range.column) < (b.range.line, b.range.column)
+/// Source order for diagnostics; messages without a position (such as a missing statement) come last.
+public func diagnosticOrder(_ a: Diagnostic, _ b: Diagnostic) -> Bool {
+  func key(_ d: Diagnostic) -> (Int, Int) { d.range.line == 0 ? (Int.max, 0) : (d.range.line, d.range.column) }
+  return key(a) < key(b)
 }
 
 /// A statement's worth of tokens failed to parse; the parser skips to the next line.
@@ -125,10 +127,25 @@ private struct ParserState {
       default: break
       }
       do throws(SyntaxError) {
+        try rejectInvalidCharacters()
         try parseStatement()
         try expectEndOfStatement()
       } catch {}
       skipLine()
+    }
+  }
+
+  /// A line holding a character outside the language is reported once, at that character.
+  mutating func rejectInvalidCharacters() throws(SyntaxError) {
+    var i = pos
+    while i < tokens.count {
+      switch tokens[i].kind {
+      case .newline, .end: return
+      case .invalid(let s):
+        error("unexpected character \(s)", at: tokens[i].range)
+        throw SyntaxError()
+      default: i += 1
+      }
     }
   }
 
@@ -156,7 +173,9 @@ private struct ParserState {
     case "minimize": try parseMinimize()
     case "gradient": try parseGradient()
     default:
-      if isPunctAt(pos + 1, "(") || OpSyntax.byName[word] != nil {
+      if case .identifier(let next) = tokens[min(pos + 1, tokens.count - 1)].kind, OpSyntax.byName[next] != nil {
+        error("expected '=' between '\(word)' and '\(next)'", at: tokens[pos + 1].range)
+      } else if isPunctAt(pos + 1, "(") || OpSyntax.byName[word] != nil {
         error("expected 'NAME = \(word)(...)': a statement must assign its result to a name", at: first.range)
       } else if let s = closestMatch(word, in: ["graph", "input", "output", "minimize"]) {
         error("unknown statement '\(word)' (did you mean '\(s)'?)", at: first.range)
@@ -187,6 +206,15 @@ private struct ParserState {
   mutating func parseInput() throws(SyntaxError) {
     _ = advance()
     let (name, range) = try expectIdentifier("an input name after 'input'")
+    do throws(SyntaxError) {
+      try parseInput(name, range)
+    } catch {
+      defined[name] = defined[name] ?? range
+      throw error
+    }
+  }
+
+  mutating func parseInput(_ name: String, _ range: SourceRange) throws(SyntaxError) {
     try expectPunct(":", "after the input name")
     let (dtypeName, dtypeRange) = try expectIdentifier("an element type (f32 or i32)")
     let dtype = DType(rawValue: dtypeName)
@@ -283,6 +311,16 @@ private struct ParserState {
 
   mutating func parseAssignment() throws(SyntaxError) {
     let (name, range) = try expectIdentifier("a value name")
+    do throws(SyntaxError) {
+      try parseAssignment(name, range)
+    } catch {
+      // The statement is broken, but its name exists: later uses should not cascade into errors.
+      defined[name] = defined[name] ?? range
+      throw error
+    }
+  }
+
+  mutating func parseAssignment(_ name: String, _ range: SourceRange) throws(SyntaxError) {
     try expectPunct("=", "after the value name")
     let (opName, opRange) = try expectIdentifier("an op name after '='")
     let syntax = OpSyntax.byName[opName]
@@ -359,9 +397,12 @@ private struct ParserState {
     // Attributes: known, unique, well-typed, required ones present.
     var values: [String: AttrValue] = [:]
     var seen: [String: SourceRange] = [:]
+    var suggested = Set<String>()
     for (key, keyRange, value, valueRange) in attrs {
       guard let spec = syntax.attrs.first(where: { $0.name == key }) else {
-        let hint = closestMatch(key, in: syntax.attrs.map(\.name)).map { " (did you mean '\($0)'?)" }
+        let match = closestMatch(key, in: syntax.attrs.map(\.name))
+        if let match { suggested.insert(match) }
+        let hint = match.map { " (did you mean '\($0)'?)" }
           ?? (syntax.attrs.isEmpty ? "; \(opName) takes no attributes" : "")
         error("unknown attribute '\(key)' for \(opName)\(hint)", at: keyRange)
         broken = true
@@ -381,7 +422,7 @@ private struct ParserState {
         broken = true
       }
     }
-    for spec in syntax.attrs where spec.required && seen[spec.name] == nil {
+    for spec in syntax.attrs where spec.required && seen[spec.name] == nil && !suggested.contains(spec.name) {
       error("\(opName) requires the attribute '\(spec.name)'", at: opRange)
       broken = true
     }

@@ -50,6 +50,6 @@ public func inferShapes(_ g: Graph, batch: Int) throws(DiagnosticList) -> ShapeT
   if let o = g.output, let t = types[o], t.dtype != .f32 {
     errors.append(.error("'output' must be an f32 tensor (the logits); '\(o)' is \(t)", at: g.outputRange))
   }
-  if !errors.isEmpty { throw DiagnosticList(errors.sorted { ($0.range.line, $0.range.column) < ($1.range.line, $1.range.column) }) }
+  if !errors.isEmpty { throw DiagnosticList(errors.sorted(by: diagnosticOrder)) }
   return ShapeTable(batch: batch, types: types)
 }

@@ -1,9 +1,10 @@
+import ArgumentParser
 import Foundation
 import GraphIR
 import Passes
 
-/// A failure already reported to the user on stderr; the command exits non-zero.
-struct ReportedFailure: Error {}
+/// A failure already reported to the user on stderr: the command exits with status 1.
+let ReportedFailure = ExitCode.failure
 
 /// Writes a message to stderr.
 func printError(_ s: String) {
@@ -20,12 +21,12 @@ struct GraphFile {
     self.path = path
     guard let data = FileManager.default.contents(atPath: path) else {
       printError("error: cannot read graph file '\(path)'\n")
-      throw ReportedFailure()
+      throw ReportedFailure
     }
     // A graph is a few hundred bytes; refusing huge files keeps the compiler's memory bounded.
     guard data.count <= 16 << 20 else {
       printError("\(path): error: file is \(data.count) bytes; graph files are limited to 16 MiB\n")
-      throw ReportedFailure()
+      throw ReportedFailure
     }
     source = [UInt8](data)
     let stem = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
@@ -34,7 +35,7 @@ struct GraphFile {
       graph = try Parser.parse(source, defaultName: name)
     } catch {
       printError(error.render(file: path, source: source))
-      throw ReportedFailure()
+      throw ReportedFailure
     }
   }
 
@@ -44,7 +45,7 @@ struct GraphFile {
       return try pass()
     } catch {
       printError(error.render(file: path, source: source))
-      throw ReportedFailure()
+      throw ReportedFailure
     }
   }
 }
