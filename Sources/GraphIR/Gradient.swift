@@ -44,6 +44,7 @@ extension Op {
     case .dropout(let a): Dropout.gradient(a, node, dy: dy, wants: wants, &b)
     case .softmax: Softmax.gradient(node, dy: dy, wants: wants, &b)
     case .crossEntropy: CrossEntropy.gradient(node, dy: dy, wants: wants, &b)
+    case .add: wants.map { $0 ? dy : nil }  // d(a+b) passes dy to both operands unchanged
     default: [String?](repeating: nil, count: arity)  // gradient ops are not differentiated again
     }
   }

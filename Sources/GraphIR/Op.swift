@@ -101,10 +101,10 @@ public enum Op: Equatable, Hashable, Sendable {
     }
   }
 
-  /// True for ops that only `differentiate` produces.
+  /// True for ops that only `differentiate` produces (`add` also joins branches in forward graphs).
   public var isGradient: Bool {
     switch self {
-    case .conv2d, .relu, .maxPool, .avgPool, .flatten, .dense, .dropout, .softmax, .crossEntropy: false
+    case .conv2d, .relu, .maxPool, .avgPool, .flatten, .dense, .dropout, .softmax, .crossEntropy, .add: false
     default: true
     }
   }

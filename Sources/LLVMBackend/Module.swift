@@ -50,3 +50,10 @@ public final class Module {
     LLVMOrcDisposeThreadSafeContext(context)
   }
 }
+
+extension Module {
+  /// Adds a function declaration or definition to the module.
+  public func addFunction(_ name: String, _ type: LLVMTypeRef) -> LLVMValueRef {
+    LLVMAddFunction(module, name, type)
+  }
+}

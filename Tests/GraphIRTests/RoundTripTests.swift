@@ -1,0 +1,72 @@
+import CNNCTestSupport
+import Foundation
+import GraphIR
+import Passes
+import Testing
+
+/// Printing is canonical and re-parseable, and every pass keeps the verifier happy.
+@Suite struct RoundTripTests {
+  static let graphs = ((try? Fixtures.exampleGraphs()) ?? []).map(\.lastPathComponent)
+
+  static func load(_ name: String) throws -> Graph { try Fixtures.parse(Fixtures.graphs.appendingPathComponent(name)) }
+
+  @Test func thereAreExampleGraphs() { #expect(Self.graphs.count >= 7) }
+
+  @Test(arguments: graphs) func parsePrintParse(_ name: String) throws {
+    let g = try Self.load(name)
+    try Verifier.verify(g)
+    let text = Printer.print(g)
+    let again = try Parser.parse(text, defaultName: "other")
+    #expect(again == g)
+    #expect(Printer.print(again) == text, "printing is canonical")
+  }
+
+  @Test(arguments: graphs) func shapedAndGradStagesReparse(_ name: String) throws {
+    let g = try Self.load(name)
+    let shapes = try inferShapes(g, batch: 8)
+    let shaped = try Parser.parse(Printer.print(g, types: shapes.types), defaultName: "x")
+    #expect(shaped == g)
+    let grad = try differentiate(g)
+    try Verifier.verify(grad)
+    let gradShapes = try inferShapes(grad, batch: 8)
+    let reparsed = try Parser.parse(Printer.print(grad, types: gradShapes.types), defaultName: "x")
+    #expect(reparsed == grad)
+    // Every parameter has exactly one gradient, of the parameter's own type.
+    #expect(Set(grad.gradients.map(\.parameter)) == Set(g.parameterNames))
+    for d in grad.gradients { #expect(gradShapes[d.value] == gradShapes[d.parameter]) }
+  }
+
+  @Test func simpleCNNPlan() throws {
+    let g = try Self.load("simplecnn.graph")
+    let rows = summarize(g, try inferShapes(g, batch: 64))
+    #expect(rows.reduce(0) { $0 + $1.parameters } == 421_642)
+    #expect(rows.reduce(0) { $0 + $1.flopsPerImage } == 8_482_304)
+    #expect(rows.first { $0.name == "pool2" }?.type == TensorType(.f32, [64, 64, 7, 7]))
+  }
+
+  @Test func noInputGradientForTheFirstConv() throws {
+    let grad = try differentiate(try Self.load("simplecnn.graph"))
+    #expect(!grad.nodes.contains { $0.name == "image_grad" })
+    #expect(grad.nodes.filter { if case .conv2dGradInput = $0.op { true } else { false } }.count == 1)
+  }
+
+  @Test func gradientsOfSharedValuesAreSummed() throws {
+    let src = """
+      input x: f32[N, 4]
+      input y: i32[N]
+      a = dense(x, units: 3)
+      r = relu(a)
+      b = add(a, r)
+      loss = cross_entropy(b, y)
+      output b
+      minimize loss
+      """
+    let grad = try differentiate(try Parser.parse(src, defaultName: "shared"))
+    try Verifier.verify(grad)
+    // a feeds both `r` and `b`, so its gradient is the sum of two contributions.
+    let sums = grad.nodes.filter { $0.op == .add && $0.name.hasPrefix("a_grad") }
+    #expect(sums.count == 1)
+    #expect(grad.node(named: "a_weight_grad") != nil)
+    #expect(grad.gradients.map(\.parameter) == ["a.weight", "a.bias"])
+  }
+}
