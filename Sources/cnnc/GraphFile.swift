@@ -49,3 +49,9 @@ struct GraphFile {
     }
   }
 }
+
+/// Flushes stdout so per-epoch lines appear at once when piped.
+func flushStandardOutput() {
+  try? FileHandle.standardOutput.synchronize()
+  fflush(nil)
+}

@@ -1,0 +1,128 @@
+import CZlib
+import Foundation
+
+/// A data error a user can act on: a missing, truncated or malformed file.
+public struct DataError: Error, CustomStringConvertible {
+  public var description: String
+  public init(_ d: String) { description = d }
+}
+
+/// Images and labels of one IDX split (MNIST layout), kept as bytes; normalised per batch.
+public struct IDXDataset: Sendable {
+  public var images: [UInt8]
+  public var labels: [UInt8]
+  public var count: Int
+  public var rows: Int
+  public var cols: Int
+
+  public init(images: [UInt8], labels: [UInt8], count: Int, rows: Int, cols: Int) {
+    self.images = images
+    self.labels = labels
+    self.count = count
+    self.rows = rows
+    self.cols = cols
+  }
+
+  /// Loads `PREFIX-images-idx3-ubyte[.gz]` and `PREFIX-labels-idx1-ubyte[.gz]` from `dir`.
+  public static func load(directory dir: String, split prefix: String) throws -> IDXDataset {
+    let imagesPath = try find(dir, "\(prefix)-images-idx3-ubyte")
+    let labelsPath = try find(dir, "\(prefix)-labels-idx1-ubyte")
+    let img = try parse(try readMaybeGzipped(imagesPath), path: imagesPath, magic: 0x0000_0803)
+    let lab = try parse(try readMaybeGzipped(labelsPath), path: labelsPath, magic: 0x0000_0801)
+    guard img.dims[0] == lab.dims[0] else {
+      throw DataError("\(imagesPath) holds \(img.dims[0]) images but \(labelsPath) holds \(lab.dims[0]) labels")
+    }
+    return IDXDataset(images: img.data, labels: lab.data, count: img.dims[0], rows: img.dims[1], cols: img.dims[2])
+  }
+
+  /// Checks every label is below `classes`.
+  public func validateLabels(classes: Int) throws {
+    if let i = labels.firstIndex(where: { Int($0) >= classes }) {
+      throw DataError("label \(labels[i]) of example \(i) is out of range: the graph has \(classes) classes")
+    }
+  }
+
+  static func find(_ dir: String, _ base: String) throws -> String {
+    for name in [base + ".gz", base] {
+      let p = (dir as NSString).appendingPathComponent(name)
+      if FileManager.default.fileExists(atPath: p) { return p }
+    }
+    throw DataError("missing data file: \((dir as NSString).appendingPathComponent(base))[.gz] not found")
+  }
+
+  /// Reads a file through zlib, which also passes uncompressed files through unchanged.
+  static func readMaybeGzipped(_ path: String, limit: Int = 1 << 30) throws -> [UInt8] {
+    guard let f = gzopen(path, "rb") else { throw DataError("cannot open \(path)") }
+    defer { gzclose(f) }
+    var out: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 1 << 20)
+    while true {
+      let n = chunk.withUnsafeMutableBytes { gzread(f, $0.baseAddress, UInt32($0.count)) }
+      if n < 0 {
+        var errnum: Int32 = 0
+        let msg = gzerror(f, &errnum).map { String(cString: $0) } ?? "read error"
+        throw DataError("\(path): corrupt or truncated gzip data (\(msg))")
+      }
+      if n == 0 { break }
+      out += chunk[0..<Int(n)]
+      guard out.count <= limit else { throw DataError("\(path): more than \(limit) bytes of data; not an IDX file of this kind") }
+    }
+    var errnum: Int32 = 0
+    _ = gzerror(f, &errnum)
+    if errnum == Z_BUF_ERROR { throw DataError("\(path): truncated gzip data (the file ends early)") }
+    return out
+  }
+
+  /// Parses an IDX header (magic, big-endian dims) and checks the payload size exactly.
+  static func parse(_ bytes: [UInt8], path: String, magic: UInt32) throws -> (dims: [Int], data: [UInt8]) {
+    func be32(_ o: Int) -> UInt32 { bytes[o..<o + 4].reduce(0) { $0 << 8 | UInt32($1) } }
+    guard bytes.count >= 4 else { throw DataError("\(path): file is \(bytes.count) bytes, too short for an IDX header") }
+    let m = be32(0)
+    guard m == magic else {
+      throw DataError(String(format: "%@: wrong magic number 0x%08X, expected 0x%08X (%@)", path, m, magic,
+                             magic == 0x803 ? "ubyte images, 3 dimensions" : "ubyte labels, 1 dimension"))
+    }
+    let rank = Int(magic & 0xFF)
+    guard bytes.count >= 4 + 4 * rank else { throw DataError("\(path): truncated IDX header") }
+    let dims = (0..<rank).map { Int(be32(4 + 4 * $0)) }
+    guard let size = checkedSize(dims) else { throw DataError("\(path): absurd dimensions \(dims)") }
+    let payload = bytes.count - 4 - 4 * rank
+    guard payload == size else {
+      throw DataError("\(path): header promises \(dims.map(String.init).joined(separator: "x")) = \(size) bytes but the file holds \(payload)"
+        + (payload < size ? " (truncated)" : " (trailing data)"))
+    }
+    if rank == 3, dims[1] == 0 || dims[2] == 0 { throw DataError("\(path): empty images \(dims)") }
+    return (dims, Array(bytes[(4 + 4 * rank)...]))
+  }
+
+  static func checkedSize(_ dims: [Int]) -> Int? {
+    var p = 1
+    for d in dims {
+      let (r, o) = p.multipliedReportingOverflow(by: d)
+      if o || r > 1 << 34 { return nil }
+      p = r
+    }
+    return p
+  }
+
+  /// Writes the normalised images (x/255 - 0.1307)/0.3081 of `indices` into `out` (NCHW, C = 1).
+  public func normalizedBatch(_ indices: ArraySlice<Int>, into out: inout [Float]) {
+    let px = rows * cols
+    var o = 0
+    for i in indices {
+      let base = i * px
+      for j in 0..<px {
+        out[o] = (Float(images[base + j]) / 255 - 0.1307) / 0.3081
+        o += 1
+      }
+    }
+  }
+
+  /// The first `n` examples and the rest (a fixed, unshuffled validation split).
+  public func split(first n: Int) -> (IDXDataset, IDXDataset) {
+    let px = rows * cols
+    let a = IDXDataset(images: Array(images[0..<(n * px)]), labels: Array(labels[0..<n]), count: n, rows: rows, cols: cols)
+    let b = IDXDataset(images: Array(images[(n * px)...]), labels: Array(labels[n...]), count: count - n, rows: rows, cols: cols)
+    return (a, b)
+  }
+}

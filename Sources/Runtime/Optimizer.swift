@@ -1,0 +1,68 @@
+/// An optimiser that updates parameters in place from their gradients; its state is checkpointed.
+public struct Optimizer: Equatable, Sendable {
+  public enum Kind: String, Sendable, CaseIterable { case adam, sgd }
+  public var kind: Kind
+  public var learningRate: Float
+  public var beta1: Float = 0.9
+  public var beta2: Float = 0.999
+  public var epsilon: Float = 1e-8
+  public var momentum: Float = 0
+  public var weightDecay: Float = 0
+  /// Steps taken so far (Adam's bias correction uses it).
+  public var step = 0
+  /// Named state tensors: `m.NAME`, `v.NAME` (Adam) or `momentum.NAME` (SGD).
+  public var state: [String: [Float]] = [:]
+
+  public init(kind: Kind, learningRate: Float, momentum: Float = 0, weightDecay: Float = 0) {
+    self.kind = kind
+    self.learningRate = learningRate
+    self.momentum = momentum
+    self.weightDecay = weightDecay
+  }
+
+  /// One update with PyTorch's formulas (`torch.optim.Adam` / `torch.optim.SGD`, dampening 0).
+  public mutating func update(_ params: inout Parameters, gradients: [String: [Float]]) {
+    step += 1
+    for name in params.names {
+      guard let g = gradients[name] else { continue }  // no gradient: PyTorch skips the parameter too
+      var p = params.values[name]!
+      switch kind {
+      case .adam:
+        var m = state["m.\(name)"] ?? [Float](repeating: 0, count: p.count)
+        var v = state["v.\(name)"] ?? [Float](repeating: 0, count: p.count)
+        let bc1 = 1 - pow(beta1, Float(step))
+        let bc2Sqrt = (1 - pow(beta2, Float(step))).squareRoot()
+        let stepSize = learningRate / bc1
+        for i in 0..<p.count {
+          let gi = g[i] + weightDecay * p[i]
+          m[i] = beta1 * m[i] + (1 - beta1) * gi
+          v[i] = beta2 * v[i] + (1 - beta2) * gi * gi
+          p[i] -= stepSize * m[i] / (v[i].squareRoot() / bc2Sqrt + epsilon)
+        }
+        state["m.\(name)"] = m
+        state["v.\(name)"] = v
+      case .sgd:
+        if momentum != 0 {
+          // The first step starts the buffer at the gradient itself, as PyTorch does.
+          let first = state["momentum.\(name)"] == nil
+          var buf = state["momentum.\(name)"] ?? [Float](repeating: 0, count: p.count)
+          for i in 0..<p.count {
+            let gi = g[i] + weightDecay * p[i]
+            buf[i] = first ? gi : momentum * buf[i] + gi
+            p[i] -= learningRate * buf[i]
+          }
+          state["momentum.\(name)"] = buf
+        } else {
+          for i in 0..<p.count { p[i] -= learningRate * (g[i] + weightDecay * p[i]) }
+        }
+      }
+      params.values[name] = p
+    }
+  }
+}
+
+#if canImport(Glibc)
+  import Glibc
+#elseif canImport(Darwin)
+  import Darwin
+#endif

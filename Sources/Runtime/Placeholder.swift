@@ -1,1 +1,0 @@
-// Runtime: interpreter, data, optimisers, trainer.

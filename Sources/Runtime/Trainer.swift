@@ -1,0 +1,205 @@
+import Foundation
+import GraphIR
+import Passes
+
+/// Settings of one training run.
+public struct TrainingOptions: Sendable {
+  public var epochs = 1
+  public var batchSize = 64
+  public var seed: UInt64 = 1
+  /// Fraction of the training set held out (the last examples) for validation and early stopping.
+  public var validationFraction = 0.0
+  /// Stop after this many epochs without a better validation accuracy (nil: never).
+  public var patience: Int?
+  /// Stop after this many steps in all (for short runs and tests).
+  public var maxSteps: Int?
+  /// Directory for checkpoints.
+  public var outputDirectory: String
+  public var evalBatch = 1000
+  public init(outputDirectory: String) { self.outputDirectory = outputDirectory }
+}
+
+/// Per-epoch figures.
+public struct EpochReport: Sendable {
+  public var epoch: Int
+  public var trainLoss: Double
+  public var trainAccuracy: Double
+  public var validationAccuracy: Double?
+  public var testAccuracy: Double
+  public var imagesPerSecond: Double
+  public var seconds: Double
+}
+
+/// Progress while an epoch runs.
+public struct StepProgress: Sendable {
+  public var epoch: Int
+  public var step: Int
+  public var stepsInEpoch: Int
+  public var runningLoss: Double
+  public var imagesPerSecond: Double
+  public var etaSeconds: Double
+}
+
+/// The training loop: shuffles per epoch from the seed, steps the back end, updates with the
+/// optimiser, evaluates, and writes resumable checkpoints atomically.
+public struct Trainer<B: Backend> {
+  public var backend: B
+  public var graph: Graph
+  public var parameters: Parameters
+  public var optimizer: Optimizer
+  public var options: TrainingOptions
+  public var classes: Int
+  public var onProgress: (StepProgress) -> Void = { _ in }
+  public var onEpoch: (EpochReport) -> Void = { _ in }
+
+  public init(backend: B, graph: Graph, parameters: Parameters, optimizer: Optimizer, options: TrainingOptions) throws {
+    self.backend = backend
+    self.graph = graph
+    self.parameters = parameters
+    self.optimizer = optimizer
+    self.options = options
+    let shapes = try inferShapes(graph, batch: options.batchSize)
+    guard let out = shapes[graph.output!], out.dims.count == 2 else {
+      throw DataError("the graph's output must be [N, classes] logits to train a classifier")
+    }
+    classes = out.dims[1]
+  }
+
+  public var weightsPath: String { (options.outputDirectory as NSString).appendingPathComponent("weights.safetensors") }
+  public var optimizerPath: String { (options.outputDirectory as NSString).appendingPathComponent("optimizer.safetensors") }
+  public var bestPath: String { (options.outputDirectory as NSString).appendingPathComponent("best.safetensors") }
+
+  /// Writes weights (a plain `state_dict`) and optimiser state, both stamped with the step.
+  public func saveCheckpoint() throws {
+    let meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
+    try parameters.safeTensors(metadata: meta).write(to: weightsPath)
+    var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue,
+                                                 "cnnc.lr": "\(optimizer.learningRate)"]) { $1 })
+    for (k, v) in optimizer.state {
+      let param = String(k.drop { $0 != "." }.dropFirst())
+      st.tensors[k] = (parameters.shapes[param] ?? [v.count], v)
+    }
+    try st.write(to: optimizerPath)
+  }
+
+  /// Restores weights and optimiser state written by `saveCheckpoint`; both must be from one step.
+  public mutating func resume(from dir: String) throws {
+    let w = (dir as NSString).appendingPathComponent("weights.safetensors")
+    let o = (dir as NSString).appendingPathComponent("optimizer.safetensors")
+    let ws = try SafeTensors.read(from: w)
+    let os = try SafeTensors.read(from: o)
+    try parameters.load(ws, path: w)
+    guard let step = ws.metadata["cnnc.step"].flatMap(Int.init), os.metadata["cnnc.step"] == "\(step)" else {
+      throw CheckpointError("\(dir): weights and optimiser state are not from the same step")
+    }
+    guard os.metadata["cnnc.optimizer"] == optimizer.kind.rawValue else {
+      throw CheckpointError("\(o) holds \(os.metadata["cnnc.optimizer"] ?? "no") optimiser state; this run uses \(optimizer.kind.rawValue)")
+    }
+    for (k, t) in os.tensors {
+      let param = String(k.drop { $0 != "." }.dropFirst())
+      guard let want = parameters.values[param]?.count, want == t.data.count else {
+        throw CheckpointError("\(o): optimiser tensor '\(k)' does not match a parameter of this graph")
+      }
+    }
+    optimizer.state = os.tensors.mapValues(\.data)
+    optimizer.step = step
+  }
+
+  /// Accuracy of the graph's output over a dataset, in batches.
+  public mutating func accuracy(_ data: IDXDataset) throws -> (accuracy: Double, predictions: [Int]) {
+    var predictions: [Int] = []
+    predictions.reserveCapacity(data.count)
+    var start = 0
+    let px = data.rows * data.cols
+    var buffer = [Float](repeating: 0, count: options.evalBatch * px)
+    while start < data.count {
+      let n = min(options.evalBatch, data.count - start)
+      if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
+      data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer)
+      let logits = try backend.infer(parameters, images: buffer, count: n)
+      for i in 0..<n { predictions.append(argmax(logits[(i * classes)..<((i + 1) * classes)])) }
+      start += n
+    }
+    let correct = zip(predictions, data.labels).filter { $0 == Int($1) }.count
+    return (Double(correct) / Double(max(1, data.count)), predictions)
+  }
+
+  /// Trains; returns one report per epoch finished.
+  public mutating func train(train fullTrain: IDXDataset, test: IDXDataset) throws -> [EpochReport] {
+    try fullTrain.validateLabels(classes: classes)
+    try test.validateLabels(classes: classes)
+    var train = fullTrain
+    var validation: IDXDataset?
+    if options.validationFraction > 0 {
+      let held = Int(Double(fullTrain.count) * options.validationFraction)
+      guard held > 0, held < fullTrain.count else { throw DataError("--val \(options.validationFraction) leaves no training or validation data") }
+      (train, validation) = fullTrain.split(first: fullTrain.count - held)
+    }
+    let b = options.batchSize
+    let stepsPerEpoch = train.count / b  // drop_last: static shapes
+    guard stepsPerEpoch > 0 else { throw DataError("batch size \(b) exceeds the \(train.count) training examples") }
+    let px = train.rows * train.cols
+    var images = [Float](repeating: 0, count: b * px)
+    var labels = [Int32](repeating: 0, count: b)
+    var reports: [EpochReport] = []
+    var best = -1.0
+    var sinceBest = 0
+    let firstEpoch = optimizer.step / stepsPerEpoch
+    for epoch in firstEpoch..<options.epochs {
+      // The permutation depends only on (seed, epoch), so a resumed run sees the same order.
+      var rng = SeededRandom(seed: options.seed, stream: 0x5eed_0000 &+ UInt64(epoch))
+      let order = rng.permutation(train.count)
+      let start = Date()
+      var lossSum = 0.0, correct = 0, seen = 0
+      let skip = optimizer.step - epoch * stepsPerEpoch
+      for s in max(0, skip)..<stepsPerEpoch {
+        if let m = options.maxSteps, optimizer.step >= m { break }
+        let idx = order[(s * b)..<((s + 1) * b)]
+        train.normalizedBatch(idx, into: &images)
+        for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
+        let r = try backend.trainStep(parameters, images: images, labels: labels, seed: options.seed, step: optimizer.step)
+        guard r.loss.isFinite else {
+          throw DataError("the loss became \(r.loss) at step \(optimizer.step + 1) (epoch \(epoch + 1)); stopping instead of training on garbage")
+        }
+        optimizer.update(&parameters, gradients: r.gradients)
+        lossSum += Double(r.loss)
+        for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { correct += 1 }
+        seen += b
+        let elapsed = Date().timeIntervalSince(start)
+        let done = s + 1 - max(0, skip)
+        onProgress(StepProgress(epoch: epoch + 1, step: s + 1, stepsInEpoch: stepsPerEpoch, runningLoss: lossSum / Double(done),
+                                imagesPerSecond: Double(seen) / elapsed,
+                                etaSeconds: elapsed / Double(done) * Double(stepsPerEpoch - s - 1)))
+      }
+      let seconds = Date().timeIntervalSince(start)
+      let finished = optimizer.step % stepsPerEpoch == 0
+      try saveCheckpoint()
+      let valAcc = try validation.map { try accuracy($0).accuracy }
+      let testAcc = try accuracy(test).accuracy
+      let report = EpochReport(epoch: epoch + 1, trainLoss: lossSum / Double(max(1, seen / b)),
+                               trainAccuracy: Double(correct) / Double(max(1, seen)), validationAccuracy: valAcc,
+                               testAccuracy: testAcc, imagesPerSecond: Double(seen) / seconds, seconds: seconds)
+      reports.append(report)
+      onEpoch(report)
+      if let v = valAcc {
+        if v > best {
+          best = v
+          sinceBest = 0
+          try parameters.safeTensors(metadata: ["format": "pt", "cnnc.step": "\(optimizer.step)"]).write(to: bestPath)
+        } else {
+          sinceBest += 1
+          if let p = options.patience, sinceBest >= p { break }
+        }
+      }
+      if !finished { break }  // stopped by maxSteps
+    }
+    return reports
+  }
+}
+
+/// Index of the largest value (the first on ties).
+public func argmax(_ xs: ArraySlice<Float>) -> Int {
+  var best = xs.startIndex
+  for i in xs.indices where xs[i] > xs[best] { best = i }
+  return best - xs.startIndex
+}

@@ -1,0 +1,56 @@
+import ArgumentParser
+import Foundation
+import GraphIR
+import Passes
+import Runtime
+
+/// `cnnc eval`: test accuracy, confusion matrix and per-class precision/recall of trained weights.
+struct Eval: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Evaluate trained weights on the test set.")
+
+  @Argument(help: "The .graph file.") var file: String
+  @Option(help: "Weights in safetensors format (state_dict names).") var weights: String
+  @Option(help: "Directory of IDX files.") var data: String?
+  @Option(help: "Evaluation batch size.") var batch: Int = 1000
+
+  func validate() throws {
+    guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+  }
+
+  func run() throws {
+    let f = try GraphFile(path: file)
+    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
+    do {
+      let test = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
+      var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
+      try params.load(try SafeTensors.read(from: weights), path: weights)
+      var options = TrainingOptions(outputDirectory: ".")
+      options.evalBatch = batch
+      options.batchSize = batch
+      var trainer = try Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params,
+                                optimizer: Optimizer(kind: .adam, learningRate: 0), options: options)
+      try test.validateLabels(classes: trainer.classes)
+      let (acc, predictions) = try trainer.accuracy(test)
+      let k = trainer.classes
+      var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
+      for (p, l) in zip(predictions, test.labels) { confusion[Int(l)][p] += 1 }
+      print(String(format: "test accuracy: %.2f%% (%d of %d)", acc * 100, Int((acc * Double(test.count)).rounded()), test.count))
+      print("\nconfusion matrix (rows: true label, columns: predicted)")
+      print("      " + (0..<k).map { String(format: "%6d", $0) }.joined())
+      for t in 0..<k { print(String(format: "%6d", t) + confusion[t].map { String(format: "%6d", $0) }.joined()) }
+      print("\nclass  precision  recall")
+      for c in 0..<k {
+        let tp = Double(confusion[c][c])
+        let predicted = Double((0..<k).reduce(0) { $0 + confusion[$1][c] })
+        let actual = Double(confusion[c].reduce(0, +))
+        print(String(format: "%5d  %8.2f%%  %5.2f%%", c, predicted > 0 ? tp / predicted * 100 : 0, actual > 0 ? tp / actual * 100 : 0))
+      }
+    } catch let e as DataError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as CheckpointError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    }
+  }
+}

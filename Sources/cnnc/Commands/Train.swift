@@ -1,0 +1,116 @@
+import ArgumentParser
+import Foundation
+import GraphIR
+import Passes
+import Runtime
+
+/// Where the bundled MNIST copy lives: `data/mnist` in the working tree or beside the built binary's package.
+func defaultDataDirectory() -> String {
+  var candidates = ["data/mnist"]
+  let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+  // .build/<config>/cnnc -> package root
+  var dir = exe.deletingLastPathComponent()
+  for _ in 0..<4 {
+    candidates.append(dir.appendingPathComponent("data/mnist").path)
+    candidates.append(dir.appendingPathComponent("share/cnnc/mnist").path)
+    dir = dir.deletingLastPathComponent()
+  }
+  return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? "data/mnist"
+}
+
+/// `cnnc train`: trains a graph on an IDX dataset (MNIST by default).
+struct Train: ParsableCommand {
+  static let configuration = CommandConfiguration(abstract: "Train a graph on MNIST (or any IDX dataset given with --data).")
+
+  @Argument(help: "The .graph file to train.")
+  var file: String
+
+  @Option(help: "Back end: interp (the reference interpreter).")
+  var backend: String = "interp"
+  @Option(help: "Number of epochs.") var epochs: Int = 1
+  @Option(name: .customLong("batch"), help: "Batch size.") var batch: Int = 64
+  @Option(help: "Learning rate.") var lr: Float = 1e-3
+  @Option(help: "Optimiser: adam or sgd.") var optimizer: String = "adam"
+  @Option(help: "SGD momentum.") var momentum: Float = 0
+  @Option(name: .customLong("weight-decay"), help: "L2 weight decay.") var weightDecay: Float = 0
+  @Option(help: "Random seed (initialisation, data order, dropout).") var seed: UInt64 = 1
+  @Option(help: "Fraction of the training set held out for validation, e.g. 0.2.") var val: Double = 0
+  @Option(help: "Early stopping: epochs without a better validation accuracy.") var patience: Int?
+  @Option(help: "Stop after this many steps in all.") var steps: Int?
+  @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
+  @Option(help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
+  @Flag(help: "Continue from the checkpoint in the output directory.") var resume = false
+
+  func validate() throws {
+    guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+    guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
+    guard val >= 0 && val < 1 else { throw ValidationError("--val must be in [0, 1)") }
+    guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive") }
+    guard ["interp"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: interp") }
+    guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam or sgd") }
+    if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+  }
+
+  func run() throws {
+    let f = try GraphFile(path: file)
+    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
+    guard f.graph.minimize != nil else {
+      printError("\(file): error: the graph has no 'minimize' statement; training needs a scalar loss\n")
+      throw ReportedFailure
+    }
+    let dir = data ?? defaultDataDirectory()
+    let outDir = out ?? "runs/\(f.graph.name)"
+    do {
+      let start = Date()
+      let trainSet = try IDXDataset.load(directory: dir, split: "train")
+      let testSet = try IDXDataset.load(directory: dir, split: "t10k")
+      guard let img = f.graph.inputs.first(where: { $0.dtype == .f32 }), shapes[img.name]!.dims.dropFirst() == [1, trainSet.rows, trainSet.cols] else {
+        printError("error: the graph's image input must be [N, 1, \(trainSet.rows), \(trainSet.cols)] for this dataset\n")
+        throw ReportedFailure
+      }
+      print(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
+      let params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
+      var opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
+      opt.step = 0
+      var options = TrainingOptions(outputDirectory: outDir)
+      options.epochs = epochs
+      options.batchSize = batch
+      options.seed = seed
+      options.validationFraction = val
+      options.patience = patience
+      options.maxSteps = steps
+      var trainer = try Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options)
+      if resume {
+        try trainer.resume(from: outDir)
+        print("resumed from \(outDir) at step \(trainer.optimizer.step)")
+      }
+      print("training \(f.graph.name) with the \(backend) back end: \(formatCount(params.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed)")
+      let tty = isatty(2) != 0
+      var lastPrint = Date.distantPast
+      trainer.onProgress = { p in
+        guard tty, Date().timeIntervalSince(lastPrint) > 0.25 || p.step == p.stepsInEpoch else { return }
+        lastPrint = Date()
+        printError(String(format: "\repoch %d  step %d/%d  %.0f img/s  loss %.4f  ETA %.0fs   ", p.epoch, p.step, p.stepsInEpoch, p.imagesPerSecond, p.runningLoss, p.etaSeconds))
+      }
+      trainer.onEpoch = { r in
+        if tty { printError("\r\u{1B}[K") }
+        var line = String(format: "epoch %d: train loss %.4f, train acc %.2f%%, ", r.epoch, r.trainLoss, r.trainAccuracy * 100)
+        if let v = r.validationAccuracy { line += String(format: "val acc %.2f%%, ", v * 100) }
+        line += String(format: "test acc %.2f%%  (%.1f s, %.0f img/s)", r.testAccuracy * 100, r.seconds, r.imagesPerSecond)
+        print(line)
+        flushStandardOutput()
+      }
+      _ = try trainer.train(train: trainSet, test: testSet)
+      print("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
+    } catch let e as DataError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as CheckpointError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as EvaluationError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    }
+  }
+}
