@@ -1,0 +1,83 @@
+import GraphIR
+import Testing
+
+/// Tiny hand-computed cases for each op's reference kernels.
+@Suite struct ReferenceKernelTests {
+  typealias T = Tensor<Double>
+
+  @Test func conv2dForwardAndBackward() {
+    // 1x1x3x3 input, one 2x2 filter, bias 1: each output is the window's weighted sum + 1.
+    let x = T(shape: [1, 1, 3, 3], data: [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    let w = T(shape: [1, 1, 2, 2], data: [1, 0, 0, -1])
+    let a = Conv2DAttrs(filters: 1, kernel: 2)
+    let y = Conv2D.forward(a, x, weight: w, bias: T(shape: [1], data: [1]))
+    #expect(y.shape == [1, 1, 2, 2])
+    #expect(y.data == [-3, -3, -3, -3])
+    let dy = T(shape: [1, 1, 2, 2], data: [1, 1, 1, 1])
+    #expect(Conv2D.backwardBias(dy: dy).data == [4])
+    #expect(Conv2D.backwardWeight(a, dy: dy, x: x).data == [12, 16, 24, 28])
+    #expect(Conv2D.backwardInput(a, dy: dy, weight: w, xShape: [1, 1, 3, 3]).data == [1, 1, 0, 1, 0, -1, 0, -1, -1])
+    // Padding 1, stride 2 on the same input: corners see the zero padding.
+    let p = Conv2DAttrs(filters: 1, kernel: 2, stride: 2, padding: 1)
+    #expect(Conv2D.forward(p, x, weight: w, bias: nil).data == [-1, -3, -7, -4])
+  }
+
+  @Test func reluAndItsGradient() {
+    let x = T(shape: [4], data: [-1, 0, 2, -3])
+    #expect(ReLU.forward(x).data == [0, 0, 2, 0])
+    #expect(ReLU.backward(dy: T(shape: [4], data: [5, 6, 7, 8]), y: ReLU.forward(x)).data == [0, 0, 7, 0])
+  }
+
+  @Test func maxPoolRoutesToTheFirstMaximum() {
+    let x = T(shape: [1, 1, 2, 4], data: [1, 3, 5, 5, 2, 3, 0, 1])
+    let a = PoolAttrs(size: 2)
+    #expect(MaxPool.forward(a, x).data == [3, 5])
+    let dx = MaxPool.backward(a, dy: T(shape: [1, 1, 1, 2], data: [10, 20]), x: x)
+    #expect(dx.data == [0, 10, 20, 0, 0, 0, 0, 0], "ties go to the first maximum in row-major order")
+  }
+
+  @Test func avgPoolSpreadsEvenly() {
+    let x = T(shape: [1, 1, 2, 2], data: [1, 2, 3, 6])
+    let a = PoolAttrs(size: 2)
+    #expect(AvgPool.forward(a, x).data == [3])
+    #expect(AvgPool.backward(a, dy: T(shape: [1, 1, 1, 1], data: [8]), xShape: [1, 1, 2, 2]).data == [2, 2, 2, 2])
+  }
+
+  @Test func denseMatchesXWTPlusB() {
+    let x = T(shape: [1, 2], data: [1, 2])
+    let w = T(shape: [3, 2], data: [1, 0, 0, 1, 1, 1])
+    #expect(Dense.forward(x, weight: w, bias: T(shape: [3], data: [0, 1, 2])).data == [1, 3, 5])
+    let dy = T(shape: [1, 3], data: [1, 2, 3])
+    #expect(Dense.backwardInput(dy: dy, weight: w).data == [4, 5])
+    #expect(Dense.backwardWeight(dy: dy, x: x).data == [1, 2, 2, 4, 3, 6])
+    #expect(Dense.backwardBias(dy: dy).data == [1, 2, 3])
+  }
+
+  @Test func softmaxAndCrossEntropy() throws {
+    let z = T(shape: [1, 2], data: [0, 0])
+    #expect(Softmax.forward(z).data == [0.5, 0.5])
+    let loss = try CrossEntropy.forward(T(shape: [2, 2], data: [0, 0, 1000, 0]), labels: [1, 0])
+    #expect(abs(loss.data[0] - 0.5 * Double.log(2)) < 1e-12, "stable for large logits")
+    let g = try CrossEntropy.backward(T(shape: [1, 2], data: [0, 0]), labels: [1])
+    #expect(g.data == [0.5, -0.5])
+    #expect(throws: EvaluationError.self) { try CrossEntropy.forward(z, labels: [2]) }
+  }
+
+  @Test func dropoutKeepsAboutOneMinusRateAndScales() {
+    let x = T(shape: [100_000], data: [Double](repeating: 1, count: 100_000))
+    let ctx = ReferenceContext(training: true, seed: 1, step: 0)
+    let y = Dropout.apply(DropoutAttrs(rate: 0.25), x, key: Dropout.key("drop"), ctx)
+    let kept = y.data.filter { $0 != 0 }
+    #expect(abs(Double(kept.count) / 1e5 - 0.75) < 0.01)
+    #expect(kept.allSatisfy { abs($0 - 1 / 0.75) < 1e-12 })
+    // The mask is a function of (seed, step, key, element): same inputs, same mask; another step differs.
+    #expect(Dropout.apply(DropoutAttrs(rate: 0.25), x, key: Dropout.key("drop"), ctx) == y)
+    #expect(Dropout.apply(DropoutAttrs(rate: 0.25), x, key: Dropout.key("drop"), ReferenceContext(training: true, seed: 1, step: 1)) != y)
+  }
+
+  @Test func flattenIsAView() {
+    let x = T(shape: [2, 1, 2, 2], data: [1, 2, 3, 4, 5, 6, 7, 8])
+    #expect(Flatten.forward(x).shape == [2, 4])
+    #expect(Flatten.backward(dy: Flatten.forward(x), xShape: [2, 1, 2, 2]) == x)
+  }
+}

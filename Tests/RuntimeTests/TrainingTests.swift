@@ -1,0 +1,70 @@
+import CNNCTestSupport
+import Foundation
+import GraphIR
+import Passes
+import Runtime
+import Testing
+
+/// The tiny graph learns real MNIST with the reference interpreter, reproducibly, and resumes exactly.
+@Suite(.serialized) struct TrainingTests {
+  static let data = Fixtures.root.appendingPathComponent("data/mnist").path
+
+  static func trainer(steps: Int, dir: String, seed: UInt64 = 5) throws -> Trainer<InterpreterBackend> {
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
+    let params = Parameters(graph: g, shapes: try inferShapes(g, batch: 32), seed: seed)
+    var o = TrainingOptions(outputDirectory: dir)
+    o.batchSize = 32
+    o.maxSteps = steps
+    o.seed = seed
+    return try Trainer(backend: try InterpreterBackend(graph: g), graph: g, parameters: params,
+                       optimizer: Optimizer(kind: .adam, learningRate: 3e-3), options: o)
+  }
+
+  static func dir() -> String { NSTemporaryDirectory() + "cnnc-train-\(UUID().uuidString)" }
+
+  @Test func tinyGraphLossFallsAndItLearns() throws {
+    let train = try IDXDataset.load(directory: Self.data, split: "train")
+    let test = try IDXDataset.load(directory: Self.data, split: "t10k")
+    var t = try Self.trainer(steps: 300, dir: Self.dir())
+    var losses: [Double] = []
+    t.onProgress = { losses.append($0.runningLoss * Double($0.step) - (losses.isEmpty ? 0 : losses.reduce(0, +))) }
+    let reports = try t.train(train: train, test: test)
+    #expect(losses.count == 300)
+    let first = losses.prefix(20).reduce(0, +) / 20, last = losses.suffix(20).reduce(0, +) / 20
+    #expect(first > 1.5, "starts near ln(10)")
+    #expect(last < first * 0.5, "loss falls: \(first) -> \(last)")
+    #expect(reports.last!.testAccuracy > 0.8)
+  }
+
+  @Test func sameSeedGivesByteIdenticalCheckpoints() throws {
+    let train = try IDXDataset.load(directory: Self.data, split: "train")
+    let test = IDXDataset(images: Array(train.images.prefix(784 * 10)), labels: Array(train.labels.prefix(10)), count: 10, rows: 28, cols: 28)
+    var bytes: [Data] = []
+    for _ in 0..<2 {
+      var t = try Self.trainer(steps: 40, dir: Self.dir())
+      _ = try t.train(train: train, test: test)
+      bytes.append(try Data(contentsOf: URL(fileURLWithPath: t.weightsPath)) + Data(contentsOf: URL(fileURLWithPath: t.optimizerPath)))
+    }
+    #expect(bytes[0] == bytes[1])
+    var other = try Self.trainer(steps: 40, dir: Self.dir(), seed: 6)
+    _ = try other.train(train: train, test: test)
+    #expect(try Data(contentsOf: URL(fileURLWithPath: other.weightsPath)) != bytes[0].prefix(0) + bytes[0].prefix(1))
+  }
+
+  @Test func resumeContinuesExactly() throws {
+    let train = try IDXDataset.load(directory: Self.data, split: "train")
+    let test = IDXDataset(images: Array(train.images.prefix(784 * 10)), labels: Array(train.labels.prefix(10)), count: 10, rows: 28, cols: 28)
+    var straight = try Self.trainer(steps: 30, dir: Self.dir())
+    _ = try straight.train(train: train, test: test)
+
+    let d = Self.dir()
+    var first = try Self.trainer(steps: 17, dir: d)
+    _ = try first.train(train: train, test: test)
+    var second = try Self.trainer(steps: 30, dir: d)
+    try second.resume(from: d)
+    #expect(second.optimizer.step == 17)
+    _ = try second.train(train: train, test: test)
+    #expect(second.parameters == straight.parameters)
+    #expect(second.optimizer == straight.optimizer)
+  }
+}
