@@ -28,7 +28,7 @@ struct OpSyntax: Sendable {
   var attrs: [AttrSpec]
   var make: @Sendable ([String: AttrValue]) throws(AttrError) -> Op
 
-  static let all: [OpSyntax] = forward + backward
+  static let all: [OpSyntax] = forward + backward + fused
   static let byName: [String: OpSyntax] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })
   static let forwardNames = forward.map(\.name)
 
@@ -72,6 +72,22 @@ struct OpSyntax: Sendable {
     OpSyntax(name: "softmax_grad", operands: ["dy", "y"], attrs: []) { _ in .softmaxGrad },
     OpSyntax(name: "cross_entropy_grad", operands: ["logits", "labels"], attrs: []) { _ in .crossEntropyGrad },
     OpSyntax(name: "add", operands: ["a", "b"], attrs: []) { _ in .add },
+  ]
+
+  private static let fused: [OpSyntax] = [
+    OpSyntax(name: "conv2d_relu", operands: ["x"], attrs: convAttrs) { a throws(AttrError) in .conv2dReLU(try conv(a)) },
+    OpSyntax(name: "conv2d_relu_maxpool", operands: ["x"], attrs: convAttrs + [
+      AttrSpec(name: "pool_size", kind: .int, required: true), AttrSpec(name: "pool_stride", kind: .int, required: false),
+    ]) { a throws(AttrError) in
+      let size = try int(a, "pool_size", min: 1)
+      return .conv2dReLUMaxPool(try conv(a), PoolAttrs(size: size, stride: try int(a, "pool_stride", min: 1, default: size)))
+    },
+    OpSyntax(name: "dense_relu", operands: ["x"], attrs: denseAttrs) { a throws(AttrError) in .denseReLU(try dense(a)) },
+    OpSyntax(name: "relu_maxpool_grad", operands: ["dy", "y", "argmax"], attrs: poolAttrs + [
+      AttrSpec(name: "height", kind: .int, required: true), AttrSpec(name: "width", kind: .int, required: true),
+    ]) { a throws(AttrError) in
+      .reluMaxPoolGrad(UnpoolAttrs(pool: try pool(a), height: try int(a, "height", min: 1), width: try int(a, "width", min: 1)))
+    },
   ]
 
   // MARK: Attribute validation (the ranges the spec allows)
@@ -133,13 +149,23 @@ extension Op {
     case .softmaxGrad: "softmax_grad"
     case .crossEntropyGrad: "cross_entropy_grad"
     case .add: "add"
+    case .conv2dReLU: "conv2d_relu"
+    case .conv2dReLUMaxPool: "conv2d_relu_maxpool"
+    case .denseReLU: "dense_relu"
+    case .reluMaxPoolGrad: "relu_maxpool_grad"
     }
   }
 
   /// Attributes in canonical order, omitting those at their default.
   var printedAttributes: [(String, String)] {
     switch self {
-    case .conv2d(let a), .conv2dGradInput(let a), .conv2dGradWeight(let a):
+    case .conv2dReLUMaxPool(let a, let p):
+      var r = Op.conv2d(a).printedAttributes + [("pool_size", "\(p.size)")]
+      if p.stride != p.size { r.append(("pool_stride", "\(p.stride)")) }
+      return r
+    case .reluMaxPoolGrad(let a):
+      return Op.maxPool(a.pool).printedAttributes + [("height", "\(a.height)"), ("width", "\(a.width)")]
+    case .conv2d(let a), .conv2dGradInput(let a), .conv2dGradWeight(let a), .conv2dReLU(let a):
       var r = [("filters", "\(a.filters)"), ("kernel", "\(a.kernel)")]
       if a.stride != 1 { r.append(("stride", "\(a.stride)")) }
       if a.padding != 0 { r.append(("padding", "\(a.padding)")) }
@@ -147,7 +173,7 @@ extension Op {
       return r
     case .maxPool(let a), .avgPool(let a), .maxPoolGrad(let a), .avgPoolGrad(let a):
       return a.stride == a.size ? [("size", "\(a.size)")] : [("size", "\(a.size)"), ("stride", "\(a.stride)")]
-    case .dense(let a):
+    case .dense(let a), .denseReLU(let a):
       return a.bias ? [("units", "\(a.units)")] : [("units", "\(a.units)"), ("bias", "false")]
     case .dropout(let a), .dropoutGrad(let a):
       return [("rate", formatFloat(a.rate))]

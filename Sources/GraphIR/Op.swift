@@ -34,6 +34,18 @@ public struct DenseAttrs: Equatable, Hashable, Sendable {
   }
 }
 
+/// Attributes of `relu_maxpool_grad`: the pool window and the spatial size of the conv output.
+public struct UnpoolAttrs: Equatable, Hashable, Sendable {
+  public var pool: PoolAttrs
+  public var height: Int
+  public var width: Int
+  public init(pool: PoolAttrs, height: Int, width: Int) {
+    self.pool = pool
+    self.height = height
+    self.width = width
+  }
+}
+
 /// Attributes of `dropout` and `dropout_grad`.
 public struct DropoutAttrs: Equatable, Hashable, Sendable {
   public var rate: Double
@@ -81,6 +93,16 @@ public enum Op: Equatable, Hashable, Sendable {
   /// (a, b): elementwise sum; accumulates the gradients of a value with several consumers.
   case add
 
+  // Fused ops, produced by `fuseConvReLUPool` after differentiation (see Ops/Fused.swift).
+  /// (x): relu(conv2d(x)).
+  case conv2dReLU(Conv2DAttrs)
+  /// (x): maxpool(relu(conv2d(x))); also defines `NAME.argmax`, the window position of each maximum.
+  case conv2dReLUMaxPool(Conv2DAttrs, PoolAttrs)
+  /// (x): relu(dense(x)).
+  case denseReLU(DenseAttrs)
+  /// (dy, y, y.argmax): maxpool_grad and relu_grad in one pass, reading the saved argmax.
+  case reluMaxPoolGrad(UnpoolAttrs)
+
   /// Number of positional operands.
   public var arity: Int {
     switch self {
@@ -88,16 +110,31 @@ public enum Op: Equatable, Hashable, Sendable {
     case .conv2dGradBias, .denseGradBias: 1
     case .crossEntropy, .conv2dGradWeight, .reluGrad, .maxPoolGrad, .avgPoolGrad, .flattenGrad,
       .denseGradInput, .denseGradWeight, .dropoutGrad, .softmaxGrad, .crossEntropyGrad, .add: 2
-    case .conv2dGradInput: 3
+    case .conv2dGradInput, .reluMaxPoolGrad: 3
+    case .conv2dReLU, .conv2dReLUMaxPool, .denseReLU: 1
     }
   }
 
   /// Learnable parameters the op owns, as `state_dict` suffixes.
   public var parameterSuffixes: [String] {
     switch self {
-    case .conv2d(let a): a.bias ? ["weight", "bias"] : ["weight"]
-    case .dense(let a): a.bias ? ["weight", "bias"] : ["weight"]
+    case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _): a.bias ? ["weight", "bias"] : ["weight"]
+    case .dense(let a), .denseReLU(let a): a.bias ? ["weight", "bias"] : ["weight"]
     default: []
+    }
+  }
+
+  /// Extra results an op defines besides its value, referenced as `NAME.SUFFIX`.
+  public var secondaryOutputs: [String] {
+    if case .conv2dReLUMaxPool = self { return ["argmax"] }
+    return []
+  }
+
+  /// True for the ops `fuseConvReLUPool` produces.
+  public var isFused: Bool {
+    switch self {
+    case .conv2dReLU, .conv2dReLUMaxPool, .denseReLU, .reluMaxPoolGrad: true
+    default: false
     }
   }
 
@@ -146,14 +183,18 @@ extension Op {
     case .crossEntropy: try CrossEntropy.resultType(logits: x[0], labels: x[1])
     case .crossEntropyGrad: try CrossEntropy.gradType(logits: x[0], labels: x[1])
     case .add: try sameShape("add", x[0], x[1])
+    case .conv2dReLU(let a): try Conv2D.resultType(a, x[0])
+    case .conv2dReLUMaxPool(let a, let p): try Pool.resultType(p, try Conv2D.resultType(a, x[0]), op: "conv2d_relu_maxpool")
+    case .denseReLU(let a): try Dense.resultType(a, x[0])
+    case .reluMaxPoolGrad(let a): try Fused.unpoolType(a, dy: x[0], y: x[1], argmax: x[2])
     }
   }
 
   /// Parameter types (in `parameterSuffixes` order) from the operand types.
   public func parameterTypes(_ x: [TensorType]) -> [TensorType] {
     switch self {
-    case .conv2d(let a): Conv2D.parameterTypes(a, x[0])
-    case .dense(let a): Dense.parameterTypes(a, x[0])
+    case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _): Conv2D.parameterTypes(a, x[0])
+    case .dense(let a), .denseReLU(let a): Dense.parameterTypes(a, x[0])
     default: []
     }
   }
@@ -161,8 +202,10 @@ extension Op {
   /// Forward FLOPs per image (a multiply-add counts 2; bias, relu, pooling and softmax are not counted).
   public func flopsPerImage(_ x: [TensorType], result: TensorType) -> Int {
     switch self {
-    case .conv2d(let a): Conv2D.flopsPerImage(a, x[0], result: result)
-    case .dense(let a): Dense.flopsPerImage(a, x[0])
+    case .conv2d(let a), .conv2dReLU(let a): Conv2D.flopsPerImage(a, x[0], result: result)
+    case .conv2dReLUMaxPool(let a, _):
+      Conv2D.flopsPerImage(a, x[0], result: (try? Conv2D.resultType(a, x[0])) ?? result)
+    case .dense(let a), .denseReLU(let a): Dense.flopsPerImage(a, x[0])
     default: 0
     }
   }

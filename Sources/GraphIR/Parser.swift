@@ -93,7 +93,7 @@ private struct ParserState {
     var (name, range) = try expectIdentifier(what)
     if isPunct(".") {
       _ = advance()
-      let (field, fr) = try expectIdentifier("a parameter name ('weight' or 'bias') after '.'")
+      let (field, fr) = try expectIdentifier("a parameter name ('weight' or 'bias') or 'argmax' after '.'")
       name += "." + field
       range.length = fr.column + fr.length - range.column
     }
@@ -472,7 +472,7 @@ private struct ParserState {
     }
     if parts.count == 2 {
       let node = nodeIndex[base].map { graph.nodes[$0] }
-      let suffixes = node?.op.parameterSuffixes ?? []
+      let suffixes = (node?.op.parameterSuffixes ?? []) + (node?.op.secondaryOutputs ?? [])
       if !suffixes.contains(parts[1]) {
         let what = node.map { $0.op.spelling } ?? "this value"
         let has = suffixes.isEmpty ? "it has no parameters" : "it has " + suffixes.map { "'\(base).\($0)'" }.joined(separator: " and ")

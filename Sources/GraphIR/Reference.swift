@@ -29,6 +29,21 @@ public struct EvaluationError: Error, Equatable, CustomStringConvertible {
 }
 
 extension Op {
+  /// Runs the op's reference kernel and returns its value followed by its `secondaryOutputs`.
+  public func referenceOutputs<T: Real>(_ node: Node, _ x: [RefValue<T>], _ ctx: ReferenceContext) throws(EvaluationError) -> [Tensor<T>] {
+    func f(_ i: Int) throws(EvaluationError) -> Tensor<T> {
+      guard let t = x[i].tensor else { throw EvaluationError("\(node.name): operand \(i + 1) must be f32") }
+      return t
+    }
+    switch self {
+    case .conv2dReLUMaxPool(let a, let p):
+      let (y, argmax) = Fused.convReLUMaxPool(a, p, try f(0), weight: try f(1), bias: a.bias ? try f(2) : nil)
+      return [y, argmax]
+    default:
+      return [try reference(node, x, ctx)]
+    }
+  }
+
   /// Runs the op's reference kernel: plain loops, the definition every back end must reproduce.
   public func reference<T: Real>(_ node: Node, _ x: [RefValue<T>], _ ctx: ReferenceContext) throws(EvaluationError) -> Tensor<T> {
     func f(_ i: Int) throws(EvaluationError) -> Tensor<T> {
@@ -68,6 +83,14 @@ extension Op {
     case .add:
       let (p, q) = (try f(0), try f(1))
       return Tensor(shape: p.shape, data: zip(p.data, q.data).map { $0 + $1 })
+    case .conv2dReLU(let a):
+      return ReLU.forward(Conv2D.forward(a, try f(0), weight: try f(1), bias: a.bias ? try f(2) : nil))
+    case .conv2dReLUMaxPool:
+      return try referenceOutputs(node, x, ctx)[0]
+    case .denseReLU(let a):
+      return ReLU.forward(Dense.forward(try f(0), weight: try f(1), bias: a.bias ? try f(2) : nil))
+    case .reluMaxPoolGrad(let a):
+      return Fused.unpool(a, dy: try f(0), y: try f(1), argmax: try f(2))
     }
   }
 }

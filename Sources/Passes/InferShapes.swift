@@ -38,6 +38,7 @@ public func inferShapes(_ g: Graph, batch: Int) throws(DiagnosticList) -> ShapeT
     do throws(ShapeError) {
       let t = try n.op.resultType(x)
       types[n.name] = t
+      for suffix in n.op.secondaryOutputs { types["\(n.name).\(suffix)"] = t }
       for (suffix, pt) in zip(n.op.parameterSuffixes, n.op.parameterTypes(x)) { types["\(n.name).\(suffix)"] = pt }
     } catch {
       let at = error.operand.map { n.argRange($0) } ?? n.opRange

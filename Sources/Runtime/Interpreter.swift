@@ -34,7 +34,9 @@ public struct Interpreter<T: Real> {
         guard let p = parameters["\(node.name).\(suffix)"] else { throw EvaluationError("missing parameter '\(node.name).\(suffix)'") }
         operands.append(.f32(p))
       }
-      env[node.name] = .f32(try node.op.reference(node, operands, context))
+      let outputs = try node.op.referenceOutputs(node, operands, context)
+      env[node.name] = .f32(outputs[0])
+      for (suffix, t) in zip(node.op.secondaryOutputs, outputs.dropFirst()) { env["\(node.name).\(suffix)"] = .f32(t) }
     }
     return env
   }

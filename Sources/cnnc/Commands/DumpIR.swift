@@ -9,7 +9,7 @@ struct DumpIR: ParsableCommand {
     abstract: "Print the IR after a pipeline stage, in the .graph dialect (re-parseable).")
 
   enum Stage: String, ExpressibleByArgument, CaseIterable {
-    case parsed, shaped, grad
+    case parsed, shaped, grad, fused
   }
 
   @Argument(help: "The .graph file.")
@@ -30,11 +30,16 @@ struct DumpIR: ParsableCommand {
       let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
       print(Printer.print(f.graph, types: shapes.types), terminator: "")
     case .grad:
-      let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
-      _ = shapes
+      _ = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
       let g = try f.run { () throws(DiagnosticList) in try differentiate(f.graph) }
       let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }
       print(Printer.print(g, types: s2.types), terminator: "")
+    case .fused:
+      let g = try f.run { () throws(DiagnosticList) in try differentiate(f.graph) }
+      let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }
+      let fused = fuseConvReLUPool(g, shapes: s2)
+      let s3 = try f.run { () throws(DiagnosticList) in try inferShapes(fused, batch: batch) }
+      print(Printer.print(fused, types: s3.types), terminator: "")
     }
   }
 }

@@ -1,0 +1,35 @@
+import CNNCTestSupport
+import GraphIR
+import Passes
+import Runtime
+import Testing
+
+/// Fused and unfused programs give equal results; the fused graph re-parses and verifies.
+@Suite struct FusionTests {
+  static let graphs = ((try? Fixtures.exampleGraphs()) ?? []).map(\.lastPathComponent)
+
+  @Test(arguments: graphs) func fusedEqualsUnfused(_ name: String) throws {
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent(name))
+    var check = try GradCheck(source: Printer.print(g), batch: 2)
+    // Keep pre-activations away from relu's kink so ties cannot differ between orders of evaluation.
+    for k in check.parameters.keys { check.parameters[k]!.data = check.parameters[k]!.data.map { $0 * 0.5 } }
+    let grad = check.backward
+    let fused = fuseConvReLUPool(grad, shapes: check.shapes)
+    try Verifier.verify(fused)
+    let fusedShapes = try inferShapes(fused, batch: 2)
+    #expect(try Parser.parse(Printer.print(fused), defaultName: "x") == fused)
+    let a = try Interpreter<Double>(graph: grad, shapes: check.shapes).run(inputs: check.inputs, parameters: check.parameters, context: check.context)
+    let b = try Interpreter<Double>(graph: fused, shapes: fusedShapes).run(inputs: check.inputs, parameters: check.parameters, context: check.context)
+    #expect(a[g.minimize!] == b[g.minimize!])
+    for d in grad.gradients {
+      let x = a[d.value]!.tensor!.data, y = b[fused.gradients.first { $0.parameter == d.parameter }!.value]!.tensor!.data
+      #expect(zip(x, y).allSatisfy { abs($0 - $1) <= 1e-12 * max(1, abs($0)) }, "\(d.parameter)")
+    }
+    if name == "simplecnn.graph" {
+      #expect(fused.nodes.filter { if case .conv2dReLUMaxPool = $0.op { true } else { false } }.count == 2)
+      #expect(fused.nodes.filter { if case .reluMaxPoolGrad = $0.op { true } else { false } }.count == 2)
+      #expect(fused.nodes.contains { if case .denseReLU = $0.op { true } else { false } })
+      #expect(!fused.nodes.contains { $0.op == .relu || $0.op == .maxPool(PoolAttrs(size: 2)) })
+    }
+  }
+}
