@@ -18,8 +18,9 @@ let package = Package(
 
     .target(name: "GraphIR"),
     .target(name: "Passes", dependencies: ["GraphIR"]),
-    .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "CZlib", "COpenBLAS"]),
-    .target(name: "LLVMBackend", dependencies: ["CLLVM"]),
+    .target(name: "Lowering", dependencies: ["GraphIR", "Passes"]),
+    .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS"]),
+    .target(name: "LLVMBackend", dependencies: ["CLLVM", "Lowering", "Runtime"]),
     .executableTarget(
       name: "cnnc",
       dependencies: [

@@ -12,7 +12,7 @@ public final class Module {
     ref = LLVMModuleCreateWithNameInContext(name, LLVMOrcThreadSafeContextGetContext(context))
   }
 
-  var module: LLVMModuleRef {
+  public var module: LLVMModuleRef {
     guard let ref else { preconditionFailure("module was already handed to the JIT") }
     return ref
   }

@@ -1,16 +1,22 @@
 import GraphIR
 import Passes
 
-/// What the trainer needs from a back end: a training step and inference, on normalised batches.
+/// What the trainer needs from a back end. The back end owns the parameters and optimiser state
+/// while it trains, so a step copies nothing but the batch in and the loss and logits out.
 public protocol Backend {
   /// Short name for reports (`interp`, `swift`, `jit`).
   var name: String { get }
-  /// Forward and backward on one batch with dropout keyed by (seed, step); returns the loss,
-  /// the logits (the graph's output) and every parameter gradient.
-  mutating func trainStep(_ params: Parameters, images: [Float], labels: [Int32], seed: UInt64, step: Int) throws
-    -> (loss: Float, logits: [Float], gradients: [String: [Float]])
-  /// The graph's output for `count` images (inference mode: dropout is the identity).
-  mutating func infer(_ params: Parameters, images: [Float], count: Int) throws -> [Float]
+  /// Sets parameters and optimiser state (a fresh run or a resumed checkpoint).
+  mutating func load(_ parameters: Parameters, _ optimizer: Optimizer) throws
+  /// Forward, backward and the optimiser update on one batch; `step` is the 1-based update count
+  /// (it keys dropout and Adam's bias correction). Returns the loss and the logits.
+  mutating func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws
+    -> (loss: Float, logits: [Float])
+  /// The graph's output for `count` images (inference: dropout is the identity).
+  mutating func infer(images: [Float], count: Int) throws -> [Float]
+  /// Current parameters and optimiser state, for checkpoints.
+  func parameters() -> Parameters
+  func optimizerState() -> [String: [Float]]
 }
 
 /// The reference interpreter as a back end: Float kernels, a shape table per batch size.
@@ -18,12 +24,29 @@ public struct InterpreterBackend: Backend {
   public let name = "interp"
   let forward: Graph
   let backward: Graph
+  let inference: Graph
   var tables: [Int: (ShapeTable, ShapeTable)] = [:]
+  var params: Parameters
+  var optimizer: Optimizer
 
   public init(graph: Graph) throws {
     forward = graph
     backward = try differentiate(graph)
+    var needed: Set<String> = [graph.output!]
+    for n in graph.nodes.reversed() where needed.contains(n.name) { needed.formUnion(n.args) }
+    var g = graph
+    g.nodes = graph.nodes.filter { needed.contains($0.name) }
+    inference = g
+    params = Parameters(names: [], shapes: [:], values: [:])
+    optimizer = Optimizer(kind: .adam, learningRate: 0)
   }
+
+  public mutating func load(_ parameters: Parameters, _ optimizer: Optimizer) {
+    params = parameters
+    self.optimizer = optimizer
+  }
+  public func parameters() -> Parameters { params }
+  public func optimizerState() -> [String: [Float]] { optimizer.state }
 
   mutating func shapes(_ batch: Int) throws -> (ShapeTable, ShapeTable) {
     if let t = tables[batch] { return t }
@@ -32,8 +55,8 @@ public struct InterpreterBackend: Backend {
     return t
   }
 
-  func tensors(_ p: Parameters) -> [String: Tensor<Float>] {
-    Dictionary(uniqueKeysWithValues: p.names.map { ($0, Tensor(shape: p.shapes[$0]!, data: p.values[$0]!)) })
+  func tensors() -> [String: Tensor<Float>] {
+    Dictionary(uniqueKeysWithValues: params.names.map { ($0, Tensor(shape: params.shapes[$0]!, data: params.values[$0]!)) })
   }
 
   func inputs(_ table: ShapeTable, images: [Float], labels: [Int32]?) -> [String: RefValue<Float>] {
@@ -48,31 +71,24 @@ public struct InterpreterBackend: Backend {
     return env
   }
 
-  public mutating func trainStep(_ params: Parameters, images: [Float], labels: [Int32], seed: UInt64, step: Int) throws
-    -> (loss: Float, logits: [Float], gradients: [String: [Float]]) {
+  public mutating func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws
+    -> (loss: Float, logits: [Float]) {
     let (_, table) = try shapes(labels.count)
     let ctx = ReferenceContext(training: true, seed: seed, step: UInt64(step))
     let env = try Interpreter<Float>(graph: backward, shapes: table)
-      .run(inputs: inputs(table, images: images, labels: labels), parameters: tensors(params), context: ctx)
+      .run(inputs: inputs(table, images: images, labels: labels), parameters: tensors(), context: ctx)
     var grads: [String: [Float]] = [:]
     for d in backward.gradients { grads[d.parameter] = env[d.value]!.tensor!.data }
-    return (env[backward.minimize!]!.tensor!.data[0], env[backward.output!]!.tensor!.data, grads)
+    optimizer.step = step - 1
+    optimizer.learningRate = learningRate
+    optimizer.update(&params, gradients: grads)
+    return (env[backward.minimize!]!.tensor!.data[0], env[backward.output!]!.tensor!.data)
   }
 
-  public mutating func infer(_ params: Parameters, images: [Float], count: Int) throws -> [Float] {
-    // Inference needs no labels and no loss: run the forward graph without them.
+  public mutating func infer(images: [Float], count: Int) throws -> [Float] {
     let (table, _) = try shapes(count)
-    let env = try Interpreter<Float>(graph: inferenceGraph, shapes: table)
-      .run(inputs: inputs(table, images: images, labels: nil), parameters: tensors(params), context: ReferenceContext(training: false))
+    let env = try Interpreter<Float>(graph: inference, shapes: table)
+      .run(inputs: inputs(table, images: images, labels: nil), parameters: tensors(), context: ReferenceContext(training: false))
     return env[forward.output!]!.tensor!.data
-  }
-
-  /// The forward graph without the nodes that only feed the loss.
-  var inferenceGraph: Graph {
-    var needed: Set<String> = [forward.output!]
-    for n in forward.nodes.reversed() where needed.contains(n.name) { needed.formUnion(n.args) }
-    var g = forward
-    g.nodes = forward.nodes.filter { needed.contains($0.name) }
-    return g
   }
 }

@@ -45,7 +45,7 @@ public struct StepProgress: Sendable {
 public struct Trainer<B: Backend> {
   public var backend: B
   public var graph: Graph
-  public var parameters: Parameters
+  /// Hyper-parameters and the step count; the state tensors live in the back end while it trains.
   public var optimizer: Optimizer
   public var options: TrainingOptions
   public var classes: Int
@@ -55,8 +55,8 @@ public struct Trainer<B: Backend> {
   public init(backend: B, graph: Graph, parameters: Parameters, optimizer: Optimizer, options: TrainingOptions) throws {
     self.backend = backend
     self.graph = graph
-    self.parameters = parameters
     self.optimizer = optimizer
+    try self.backend.load(parameters, optimizer)
     self.options = options
     let shapes = try inferShapes(graph, batch: options.batchSize)
     guard let out = shapes[graph.output!], out.dims.count == 2 else {
@@ -69,13 +69,24 @@ public struct Trainer<B: Backend> {
   public var optimizerPath: String { (options.outputDirectory as NSString).appendingPathComponent("optimizer.safetensors") }
   public var bestPath: String { (options.outputDirectory as NSString).appendingPathComponent("best.safetensors") }
 
+  /// The current parameters (from the back end).
+  public var parameters: Parameters { backend.parameters() }
+
+  /// The optimiser with its current state tensors.
+  public var optimizerWithState: Optimizer {
+    var o = optimizer
+    o.state = backend.optimizerState()
+    return o
+  }
+
   /// Writes weights (a plain `state_dict`) and optimiser state, both stamped with the step.
   public func saveCheckpoint() throws {
+    let parameters = self.parameters
     let meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
     try parameters.safeTensors(metadata: meta).write(to: weightsPath)
     var st = SafeTensors(metadata: meta.merging(["cnnc.optimizer": optimizer.kind.rawValue,
                                                  "cnnc.lr": "\(optimizer.learningRate)"]) { $1 })
-    for (k, v) in optimizer.state {
+    for (k, v) in backend.optimizerState() {
       let param = String(k.drop { $0 != "." }.dropFirst())
       st.tensors[k] = (parameters.shapes[param] ?? [v.count], v)
     }
@@ -88,6 +99,7 @@ public struct Trainer<B: Backend> {
     let o = (dir as NSString).appendingPathComponent("optimizer.safetensors")
     let ws = try SafeTensors.read(from: w)
     let os = try SafeTensors.read(from: o)
+    var parameters = self.parameters
     try parameters.load(ws, path: w)
     guard let step = ws.metadata["cnnc.step"].flatMap(Int.init), os.metadata["cnnc.step"] == "\(step)" else {
       throw CheckpointError("\(dir): weights and optimiser state are not from the same step")
@@ -103,6 +115,8 @@ public struct Trainer<B: Backend> {
     }
     optimizer.state = os.tensors.mapValues(\.data)
     optimizer.step = step
+    try backend.load(parameters, optimizer)
+    optimizer.state = [:]
   }
 
   /// Accuracy of the graph's output over a dataset, in batches.
@@ -116,7 +130,7 @@ public struct Trainer<B: Backend> {
       let n = min(options.evalBatch, data.count - start)
       if buffer.count != n * px { buffer = [Float](repeating: 0, count: n * px) }
       data.normalizedBatch(Array(start..<(start + n))[...], into: &buffer)
-      let logits = try backend.infer(parameters, images: buffer, count: n)
+      let logits = try backend.infer(images: buffer, count: n)
       for i in 0..<n { predictions.append(argmax(logits[(i * classes)..<((i + 1) * classes)])) }
       start += n
     }
@@ -157,11 +171,12 @@ public struct Trainer<B: Backend> {
         let idx = order[(s * b)..<((s + 1) * b)]
         train.normalizedBatch(idx, into: &images)
         for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
-        let r = try backend.trainStep(parameters, images: images, labels: labels, seed: options.seed, step: optimizer.step)
+        let r = try backend.trainStep(images: images, labels: labels, seed: options.seed, step: optimizer.step + 1,
+                                      learningRate: optimizer.learningRate)
         guard r.loss.isFinite else {
           throw DataError("the loss became \(r.loss) at step \(optimizer.step + 1) (epoch \(epoch + 1)); stopping instead of training on garbage")
         }
-        optimizer.update(&parameters, gradients: r.gradients)
+        optimizer.step += 1
         lossSum += Double(r.loss)
         for j in 0..<b where argmax(r.logits[(j * classes)..<((j + 1) * classes)]) == Int(labels[j]) { correct += 1 }
         seen += b

@@ -65,6 +65,6 @@ import Testing
     #expect(second.optimizer.step == 17)
     _ = try second.train(train: train, test: test)
     #expect(second.parameters == straight.parameters)
-    #expect(second.optimizer == straight.optimizer)
+    #expect(second.optimizerWithState == straight.optimizerWithState)
   }
 }

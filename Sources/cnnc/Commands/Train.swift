@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GraphIR
+import LLVMBackend
 import Passes
 import Runtime
 
@@ -25,8 +26,9 @@ struct Train: ParsableCommand {
   @Argument(help: "The .graph file to train.")
   var file: String
 
-  @Option(help: "Back end: interp (the reference interpreter).")
+  @Option(help: "Back end: jit (LLVM), interp (the reference interpreter).")
   var backend: String = "interp"
+  @Flag(help: "Use the LLVM JIT back end (same as --backend jit).") var jit = false
   @Option(help: "Number of epochs.") var epochs: Int = 1
   @Option(name: .customLong("batch"), help: "Batch size.") var batch: Int = 64
   @Option(help: "Learning rate.") var lr: Float = 1e-3
@@ -46,7 +48,7 @@ struct Train: ParsableCommand {
     guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
     guard val >= 0 && val < 1 else { throw ValidationError("--val must be in [0, 1)") }
     guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive") }
-    guard ["interp"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: interp") }
+    guard ["interp", "jit"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: jit, interp") }
     guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam or sgd") }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
   }
@@ -79,12 +81,35 @@ struct Train: ParsableCommand {
       options.validationFraction = val
       options.patience = patience
       options.maxSteps = steps
-      var trainer = try Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options)
+      if jit || backend == "jit" {
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), inferenceBatches: [options.evalBatch])
+        print(String(format: "jit: lowered, optimised and compiled in %.3f s", b.compileSeconds))
+        try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
+      } else {
+        try run(Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
+      }
+    } catch let e as DataError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as CheckpointError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as EvaluationError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as LLVMError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    }
+  }
+
+  func run<B: Backend>(_ t: Trainer<B>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ outDir: String) throws {
+      var trainer = t
       if resume {
         try trainer.resume(from: outDir)
         print("resumed from \(outDir) at step \(trainer.optimizer.step)")
       }
-      print("training \(f.graph.name) with the \(backend) back end: \(formatCount(params.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed)")
+      print("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed)")
       let tty = isatty(2) != 0
       var lastPrint = Date.distantPast
       trainer.onProgress = { p in
@@ -102,15 +127,5 @@ struct Train: ParsableCommand {
       }
       _ = try trainer.train(train: trainSet, test: testSet)
       print("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
-    } catch let e as DataError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as CheckpointError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as EvaluationError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    }
   }
 }

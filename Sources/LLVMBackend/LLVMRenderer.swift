@@ -1,0 +1,206 @@
+import CLLVM
+import GraphIR
+import Lowering
+
+/// Renders a lowered `Program` as LLVM IR through the C API builder: one function per entry point
+/// with `noalias` buffer arguments, constant shapes, loop nests with phis, and `cblas_sgemm` calls.
+public struct LLVMRenderer {
+  let module: Module
+  let ctx: LLVMContextRef
+  let builder: LLVMBuilderRef
+  let f32: LLVMTypeRef, i32: LLVMTypeRef, i64: LLVMTypeRef, ptr: LLVMTypeRef, i1: LLVMTypeRef
+  let entryType: LLVMTypeRef
+
+  /// Renders every function of every program into a new module.
+  public static func render(_ programs: [Program], moduleName: String) -> Module {
+    let module = Module(name: moduleName)
+    var r = LLVMRenderer(module: module)
+    for p in programs { for f in p.functions { r.render(f) } }
+    return module
+  }
+
+  init(module: Module) {
+    self.module = module
+    ctx = module.llvmContext
+    builder = LLVMCreateBuilderInContext(ctx)
+    f32 = LLVMFloatTypeInContext(ctx)
+    i32 = LLVMInt32TypeInContext(ctx)
+    i64 = LLVMInt64TypeInContext(ctx)
+    i1 = LLVMInt1TypeInContext(ctx)
+    ptr = LLVMPointerTypeInContext(ctx, 0)
+    var params: [LLVMTypeRef?] = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, f32, i64, i64]
+    entryType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, 10, 0)
+  }
+
+  // MARK: Per-function state
+
+  /// What is in scope while rendering one function.
+  struct Scope {
+    var function: LLVMValueRef
+    var entry: LLVMBasicBlockRef
+    var bases: [Base: LLVMValueRef]
+    var lr: LLVMValueRef, step: LLVMValueRef, seed: LLVMValueRef
+    var vars: [[String: LLVMValueRef]] = [[:]]
+    var locals: [[String: LLVMValueRef]] = [[:]]
+    func variable(_ n: String) -> LLVMValueRef { vars.reversed().lazy.compactMap { $0[n] }.first! }
+    func local(_ n: String) -> LLVMValueRef { locals.reversed().lazy.compactMap { $0[n] }.first! }
+  }
+
+  mutating func render(_ f: Function) {
+    let fn = module.addFunction(f.name, entryType)
+    let noalias = LLVMCreateEnumAttribute(ctx, LLVMGetEnumAttributeKindForName("noalias", 7), 0)
+    let names = ["params", "grads", "m", "v", "arena", "images", "labels", "lr", "step", "seed"]
+    for (i, n) in names.enumerated() {
+      LLVMSetValueName2(LLVMGetParam(fn, UInt32(i)), n, n.utf8.count)
+      if i < 7 { LLVMAddAttributeAtIndex(fn, UInt32(i + 1), noalias) }
+    }
+    let entry = LLVMAppendBasicBlockInContext(ctx, fn, "entry")!
+    LLVMPositionBuilderAtEnd(builder, entry)
+    var bases: [Base: LLVMValueRef] = [:]
+    for (i, b) in [Base.params, .grads, .m, .v, .arena, .images, .labels].enumerated() { bases[b] = LLVMGetParam(fn, UInt32(i)) }
+    var s = Scope(function: fn, entry: entry, bases: bases, lr: LLVMGetParam(fn, 7), step: LLVMGetParam(fn, 8), seed: LLVMGetParam(fn, 9))
+    for st in f.body { emit(st, &s) }
+    LLVMBuildRetVoid(builder)
+  }
+
+  // MARK: Statements
+
+  func emit(_ st: Stmt, _ s: inout Scope) {
+    switch st {
+    case .comment: break
+    case .loop(let v, let count, let body):
+      guard count > 0 else { return }
+      let pre = LLVMGetInsertBlock(builder)!
+      let head = LLVMAppendBasicBlockInContext(ctx, s.function, v)!
+      let exit = LLVMAppendBasicBlockInContext(ctx, s.function, "\(v).end")!
+      LLVMBuildBr(builder, head)
+      LLVMPositionBuilderAtEnd(builder, head)
+      let i = LLVMBuildPhi(builder, i64, v)!
+      s.vars.append([v: i])
+      s.locals.append([:])
+      for b in body { emit(b, &s) }
+      s.vars.removeLast()
+      s.locals.removeLast()
+      let next = LLVMBuildNSWAdd(builder, i, LLVMConstInt(i64, 1, 0), "\(v).next")!
+      let latch = LLVMGetInsertBlock(builder)!
+      var incoming: [LLVMValueRef?] = [LLVMConstInt(i64, 0, 0), next]
+      var blocks: [LLVMBasicBlockRef?] = [pre, latch]
+      LLVMAddIncoming(i, &incoming, &blocks, 2)
+      LLVMBuildCondBr(builder, LLVMBuildICmp(builder, LLVMIntSLT, next, LLVMConstInt(i64, UInt64(count), 0), ""), head, exit)
+      LLVMPositionBuilderAtEnd(builder, exit)
+    case .store(let b, let i, let v):
+      LLVMBuildStore(builder, fexpr(v, s), address(b, i, s))
+    case .accumulate(let b, let i, let v):
+      let a = address(b, i, s)
+      LLVMBuildStore(builder, LLVMBuildFAdd(builder, LLVMBuildLoad2(builder, f32, a, ""), fexpr(v, s), ""), a)
+    case .local(let name, let v):
+      // Allocas go in the entry block so mem2reg turns them into registers.
+      let here = LLVMGetInsertBlock(builder)!
+      if let first = LLVMGetFirstInstruction(s.entry) { LLVMPositionBuilderBefore(builder, first) } else { LLVMPositionBuilderAtEnd(builder, s.entry) }
+      let slot = LLVMBuildAlloca(builder, f32, name)!
+      LLVMPositionBuilderAtEnd(builder, here)
+      s.locals[s.locals.count - 1][name] = slot
+      LLVMBuildStore(builder, fexpr(v, s), slot)
+    case .set(let name, let v):
+      LLVMBuildStore(builder, fexpr(v, s), s.local(name))
+    case .when(let c, let body):
+      let then = LLVMAppendBasicBlockInContext(ctx, s.function, "then")!
+      let done = LLVMAppendBasicBlockInContext(ctx, s.function, "endif")!
+      LLVMBuildCondBr(builder, cond(c, s), then, done)
+      LLVMPositionBuilderAtEnd(builder, then)
+      s.locals.append([:])
+      for b in body { emit(b, &s) }
+      s.locals.removeLast()
+      LLVMBuildBr(builder, done)
+      LLVMPositionBuilderAtEnd(builder, done)
+    case .gemm(let g):
+      var argTypes: [LLVMTypeRef?] = [i32, i32, i32, i32, i32, i32, f32, ptr, i32, ptr, i32, f32, ptr, i32]
+      let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &argTypes, 14, 0)!
+      let callee = LLVMGetNamedFunction(module.module, "cblas_sgemm") ?? module.addFunction("cblas_sgemm", fnTy)
+      func c32(_ v: Int) -> LLVMValueRef { LLVMConstInt(i32, UInt64(v), 0) }
+      var args: [LLVMValueRef?] = [
+        c32(101), c32(g.transA ? 112 : 111), c32(g.transB ? 112 : 111), c32(g.m), c32(g.n), c32(g.k),
+        LLVMConstReal(f32, 1), address(g.a.0, g.a.1, s), c32(g.lda), address(g.b.0, g.b.1, s), c32(g.ldb),
+        LLVMConstReal(f32, Double(g.beta)), address(g.c.0, g.c.1, s), c32(g.ldc),
+      ]
+      LLVMBuildCall2(builder, fnTy, callee, &args, 14, "")
+    }
+  }
+
+  // MARK: Expressions
+
+  func address(_ b: Base, _ i: IExpr, _ s: Scope) -> LLVMValueRef {
+    var idx: [LLVMValueRef?] = [iexpr(i, s)]
+    return LLVMBuildInBoundsGEP2(builder, b == .labels ? i32 : f32, s.bases[b]!, &idx, 1, b.rawValue)
+  }
+
+  func iexpr(_ e: IExpr, _ s: Scope) -> LLVMValueRef {
+    switch e {
+    case .c(let v): return LLVMConstInt(i64, UInt64(bitPattern: Int64(v)), 1)
+    case .v(let n): return s.variable(n)
+    case .add(let a, let b): return LLVMBuildNSWAdd(builder, iexpr(a, s), iexpr(b, s), "")
+    case .mul(let a, let b): return LLVMBuildNSWMul(builder, iexpr(a, s), iexpr(b, s), "")
+    case .div(let a, let d): return LLVMBuildSDiv(builder, iexpr(a, s), LLVMConstInt(i64, UInt64(d), 0), "")
+    case .rem(let a, let d): return LLVMBuildSRem(builder, iexpr(a, s), LLVMConstInt(i64, UInt64(d), 0), "")
+    case .label(let i): return LLVMBuildSExt(builder, LLVMBuildLoad2(builder, i32, address(.labels, i, s), "label"), i64, "")
+    case .ofFloat(let f): return LLVMBuildFPToSI(builder, fexpr(f, s), i64, "")
+    case .step: return s.step
+    }
+  }
+
+  func intrinsic(_ name: String, _ args: [LLVMValueRef]) -> LLVMValueRef {
+    var types = [LLVMTypeRef?](repeating: f32, count: args.count)
+    let fnTy = LLVMFunctionType(f32, &types, UInt32(args.count), 0)!
+    let fn = LLVMGetNamedFunction(module.module, name) ?? module.addFunction(name, fnTy)
+    var a: [LLVMValueRef?] = args
+    return LLVMBuildCall2(builder, fnTy, fn, &a, UInt32(args.count), "")
+  }
+
+  func fexpr(_ e: FExpr, _ s: Scope) -> LLVMValueRef {
+    switch e {
+    case .c(let v): return LLVMConstReal(f32, Double(v))
+    case .load(let b, let i): return LLVMBuildLoad2(builder, f32, address(b, i, s), "")
+    case .local(let n): return LLVMBuildLoad2(builder, f32, s.local(n), n)
+    case .add(let a, let b): return LLVMBuildFAdd(builder, fexpr(a, s), fexpr(b, s), "")
+    case .sub(let a, let b): return LLVMBuildFSub(builder, fexpr(a, s), fexpr(b, s), "")
+    case .mul(let a, let b): return LLVMBuildFMul(builder, fexpr(a, s), fexpr(b, s), "")
+    case .div(let a, let b): return LLVMBuildFDiv(builder, fexpr(a, s), fexpr(b, s), "")
+    case .max(let a, let b):
+      // max as compare-and-select (not maxnum) so NaN handling matches the reference's `max`.
+      let x = fexpr(a, s), y = fexpr(b, s)
+      return LLVMBuildSelect(builder, LLVMBuildFCmp(builder, LLVMRealOGT, y, x, ""), y, x, "")
+    case .exp(let a): return intrinsic("llvm.exp.f32", [fexpr(a, s)])
+    case .log(let a): return intrinsic("llvm.log.f32", [fexpr(a, s)])
+    case .sqrt(let a): return intrinsic("llvm.sqrt.f32", [fexpr(a, s)])
+    case .select(let c, let a, let b): return LLVMBuildSelect(builder, cond(c, s), fexpr(a, s), fexpr(b, s), "")
+    case .ofInt(let i): return LLVMBuildSIToFP(builder, iexpr(i, s), f32, "")
+    case .learningRate: return s.lr
+    }
+  }
+
+  func cond(_ c: Cond, _ s: Scope) -> LLVMValueRef {
+    switch c {
+    case .ilt(let a, let b): return LLVMBuildICmp(builder, LLVMIntSLT, iexpr(a, s), iexpr(b, s), "")
+    case .ieq(let a, let b): return LLVMBuildICmp(builder, LLVMIntEQ, iexpr(a, s), iexpr(b, s), "")
+    case .fgt(let a, let b): return LLVMBuildFCmp(builder, LLVMRealOGT, fexpr(a, s), fexpr(b, s), "")
+    case .and(let a, let b): return LLVMBuildAnd(builder, cond(a, s), cond(b, s), "")
+    case .dropoutKeep(let key, let index, let threshold):
+      // base = mix(mix(seed ^ key) + step); keep = mix(base + index * golden) >> 40 >= threshold
+      let k = LLVMConstInt(i64, key, 0)
+      let base = mix(LLVMBuildAdd(builder, mix(LLVMBuildXor(builder, s.seed, k, "")), s.step, ""))
+      let golden = LLVMConstInt(i64, 0x9e37_79b9_7f4a_7c15, 0)
+      let h = mix(LLVMBuildAdd(builder, base, LLVMBuildMul(builder, iexpr(index, s), golden, ""), ""))
+      let draw = LLVMBuildLShr(builder, h, LLVMConstInt(i64, 40, 0), "")
+      return LLVMBuildICmp(builder, LLVMIntUGE, draw, LLVMConstInt(i64, threshold, 0), "keep")
+    }
+  }
+
+  /// The splitmix64 finaliser, inline.
+  func mix(_ z0: LLVMValueRef) -> LLVMValueRef {
+    func step(_ z: LLVMValueRef, _ shift: UInt64, _ mul: UInt64?) -> LLVMValueRef {
+      let x = LLVMBuildXor(builder, z, LLVMBuildLShr(builder, z, LLVMConstInt(i64, shift, 0), ""), "")!
+      return mul.map { LLVMBuildMul(builder, x, LLVMConstInt(i64, $0, 0), "") } ?? x
+    }
+    return step(step(step(z0, 30, 0xbf58_476d_1ce4_e5b9), 27, 0x94d0_49bb_1331_11eb), 31, nil)
+  }
+}

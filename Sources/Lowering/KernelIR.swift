@@ -1,0 +1,145 @@
+/// The backend-neutral kernel program: loop nests over flat buffers with static shapes and
+/// constant offsets, plus GEMM calls. Both back ends render exactly this; no kernel is written twice.
+
+/// The buffers an entry point receives: every tensor is an offset into one of them.
+public enum Base: String, CaseIterable, Sendable {
+  /// Parameters in `state_dict` order, then gradients, Adam's m and v (or SGD's momentum) in the same layout.
+  case params, grads, m, v
+  /// Activations, saved values and scratch of one step (the planned arena).
+  case arena
+  /// The normalised input batch, NCHW.
+  case images
+  /// The batch's labels (int32).
+  case labels
+}
+
+/// Integer (index) expressions; 64-bit.
+public indirect enum IExpr: Equatable, Sendable {
+  case c(Int)
+  case v(String)
+  case add(IExpr, IExpr)
+  case mul(IExpr, IExpr)
+  case div(IExpr, Int)
+  case rem(IExpr, Int)
+  /// labels[i], widened.
+  case label(IExpr)
+  /// A float holding an exact small integer (a saved argmax), truncated.
+  case ofFloat(FExpr)
+  /// The entry point's step argument (1-based count of updates, including this one).
+  case step
+
+  public static func + (a: IExpr, b: IExpr) -> IExpr {
+    if case .c(0) = a { return b }
+    if case .c(0) = b { return a }
+    if case .c(let x) = a, case .c(let y) = b { return .c(x + y) }
+    return .add(a, b)
+  }
+  public static func + (a: IExpr, b: Int) -> IExpr { a + .c(b) }
+  public static func * (a: IExpr, b: Int) -> IExpr {
+    if b == 1 { return a }
+    if b == 0 { return .c(0) }
+    if case .c(let x) = a { return .c(x * b) }
+    return .mul(a, .c(b))
+  }
+}
+
+/// Float expressions.
+public indirect enum FExpr: Equatable, Sendable {
+  case c(Float)
+  case load(Base, IExpr)
+  case local(String)
+  case add(FExpr, FExpr)
+  case sub(FExpr, FExpr)
+  case mul(FExpr, FExpr)
+  case div(FExpr, FExpr)
+  case max(FExpr, FExpr)
+  case exp(FExpr)
+  case log(FExpr)
+  case sqrt(FExpr)
+  case select(Cond, FExpr, FExpr)
+  case ofInt(IExpr)
+  /// The entry point's learning-rate argument.
+  case learningRate
+
+  public static func + (a: FExpr, b: FExpr) -> FExpr { .add(a, b) }
+  public static func - (a: FExpr, b: FExpr) -> FExpr { .sub(a, b) }
+  public static func * (a: FExpr, b: FExpr) -> FExpr { .mul(a, b) }
+  public static func / (a: FExpr, b: FExpr) -> FExpr { .div(a, b) }
+}
+
+/// Conditions.
+public indirect enum Cond: Equatable, Sendable {
+  case ilt(IExpr, IExpr)
+  case ieq(IExpr, IExpr)
+  case fgt(FExpr, FExpr)
+  case and(Cond, Cond)
+  /// The dropout mask: keeps element `index` of the node keyed `key` at (seed, step) unless its
+  /// 24-bit draw is below `threshold` (the same counter-based RNG as the reference kernel).
+  case dropoutKeep(key: UInt64, index: IExpr, threshold: UInt64)
+}
+
+/// A GEMM: C[m x n] = A[m x k] * B[k x n] + beta * C, row-major, with optional transposes.
+public struct Gemm: Equatable, Sendable {
+  public var transA: Bool
+  public var transB: Bool
+  public var m: Int, n: Int, k: Int
+  public var a: (Base, IExpr), lda: Int
+  public var b: (Base, IExpr), ldb: Int
+  public var beta: Float
+  public var c: (Base, IExpr), ldc: Int
+
+  public static func == (x: Gemm, y: Gemm) -> Bool {
+    x.transA == y.transA && x.transB == y.transB && x.m == y.m && x.n == y.n && x.k == y.k && x.a == y.a
+      && x.lda == y.lda && x.b == y.b && x.ldb == y.ldb && x.beta == y.beta && x.c == y.c && x.ldc == y.ldc
+  }
+}
+
+/// Statements.
+public indirect enum Stmt: Equatable, Sendable {
+  /// for VAR in 0..<count
+  case loop(String, Int, [Stmt])
+  case store(Base, IExpr, FExpr)
+  /// buffer[i] += value
+  case accumulate(Base, IExpr, FExpr)
+  /// Declares a mutable float local with an initial value (scoped to the enclosing block).
+  case local(String, FExpr)
+  case set(String, FExpr)
+  case when(Cond, [Stmt])
+  case gemm(Gemm)
+  /// A comment naming the `.graph` statement the following code implements.
+  case comment(String)
+}
+
+/// One entry point: `void NAME(params, grads, m, v, arena, images, labels, lr, step, seed)`.
+public struct Function: Equatable, Sendable {
+  public var name: String
+  public var body: [Stmt]
+}
+
+/// Where a tensor of the program lives.
+public struct Placement: Equatable, Sendable {
+  public var base: Base
+  public var offset: Int
+  public var count: Int
+}
+
+/// A lowered program: entry points plus the layout the runtime needs to call them.
+public struct Program: Equatable, Sendable {
+  public var graphName: String
+  public var batch: Int
+  public var functions: [Function]
+  /// Floats in the arena (activations, saved values and scratch).
+  public var arenaFloats: Int
+  /// Parameter layout in `state_dict` order: name, shape, offset (floats) into params/grads/m/v.
+  public var parameters: [(name: String, shape: [Int], offset: Int)]
+  public var parameterFloats: Int
+  public var imageFloats: Int
+  public var output: Placement
+  public var loss: Placement?
+  public var classes: Int
+
+  public static func == (a: Program, b: Program) -> Bool {
+    a.graphName == b.graphName && a.batch == b.batch && a.functions == b.functions && a.arenaFloats == b.arenaFloats
+      && a.parameters.map(\.name) == b.parameters.map(\.name) && a.parameterFloats == b.parameterFloats
+  }
+}

@@ -1,0 +1,40 @@
+import GraphIR
+
+/// Dense layers as GEMMs: Y = X W^T (+ bias, relu), dX = dY W, dW = dY^T X, db = column sums.
+extension Emitter {
+  mutating func denseForward(_ n: Node, _ a: DenseAttrs, relu: Bool) {
+    let x = at(n.args[0]), xd = dims(n.args[0]), w = at("\(n.name).weight"), y = at(n.name)
+    let (batch, f, u) = (xd[0], xd[1], a.units)
+    body.append(.gemm(Gemm(transA: false, transB: true, m: batch, n: u, k: f, a: (x.base, .c(x.offset)), lda: f,
+                           b: (w.base, .c(w.offset)), ldb: f, beta: 0, c: (y.base, .c(y.offset)), ldc: u)))
+    guard a.bias || relu else { return }
+    let b = a.bias ? at("\(n.name).bias") : nil
+    body.append(loop("n", batch) { e, r in [e.loop("u", u) { _, j in
+      let idx = IExpr.c(y.offset) + r * u + j
+      let v = b.map { FExpr.load(y.base, idx) + .load($0.base, .c($0.offset) + j) } ?? .load(y.base, idx)
+      return [.store(y.base, idx, relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
+    }] })
+  }
+
+  mutating func denseGradInput(_ n: Node) {
+    let dy = at(n.args[0]), d = dims(n.args[0]), w = at(n.args[1]), wd = dims(n.args[1]), dx = at(n.name)
+    body.append(.gemm(Gemm(transA: false, transB: false, m: d[0], n: wd[1], k: d[1], a: (dy.base, .c(dy.offset)), lda: d[1],
+                           b: (w.base, .c(w.offset)), ldb: wd[1], beta: 0, c: (dx.base, .c(dx.offset)), ldc: wd[1])))
+  }
+
+  mutating func denseGradWeight(_ n: Node) {
+    let dy = at(n.args[0]), d = dims(n.args[0]), x = at(n.args[1]), xd = dims(n.args[1]), dw = at(n.name)
+    body.append(.gemm(Gemm(transA: true, transB: false, m: d[1], n: xd[1], k: d[0], a: (dy.base, .c(dy.offset)), lda: d[1],
+                           b: (x.base, .c(x.offset)), ldb: xd[1], beta: 0, c: (dw.base, .c(dw.offset)), ldc: xd[1])))
+  }
+
+  mutating func denseGradBias(_ n: Node) {
+    let dy = at(n.args[0]), d = dims(n.args[0]), db = at(n.name)
+    body.append(loop("u", d[1]) { e, j in
+      let acc = e.fresh("acc")
+      return [.local(acc, .c(0)),
+              e.loop("n", d[0]) { _, r in [.set(acc, .local(acc) + .load(dy.base, .c(dy.offset) + r * d[1] + j))] },
+              .store(db.base, .c(db.offset) + j, .local(acc))]
+    })
+  }
+}

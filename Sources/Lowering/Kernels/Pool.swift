@@ -1,0 +1,69 @@
+import GraphIR
+
+/// Pooling windows, their gradients, and the fused relu+maxpool gradient that reads the saved argmax.
+extension Emitter {
+  /// The window of output (yy, xx) in plane q: (first element index, its row stride).
+  private func window(_ p: PoolAttrs, q: IExpr, h: Int, w: Int, yy: IExpr, xx: IExpr) -> IExpr {
+    q * (h * w) + yy * (p.stride * w) + xx * p.stride
+  }
+
+  mutating func pool(_ n: Node, _ p: PoolAttrs, max isMax: Bool) {
+    let x = at(n.args[0]), xd = dims(n.args[0]), y = at(n.name), yd = dims(n.name)
+    let (h, w, oh, ow) = (xd[2], xd[3], yd[2], yd[3])
+    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+      let acc = e.fresh("acc")
+      let start = IExpr.c(x.offset) + e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
+      let initial: FExpr = isMax ? .load(x.base, start) : .c(0)
+      return [.local(acc, initial),
+              e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in
+                let v = FExpr.load(x.base, start + ky * w + kx)
+                return [.set(acc, isMax ? .max(.local(acc), v) : .local(acc) + v)]
+              }] },
+              .store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx,
+                     isMax ? .local(acc) : .local(acc) * .c(1 / Float(p.size * p.size)))]
+    }] }] })
+  }
+
+  mutating func maxPoolGrad(_ n: Node, _ p: PoolAttrs) {
+    let dy = at(n.args[0]), dyd = dims(n.args[0]), x = at(n.args[1]), xd = dims(n.args[1]), dx = at(n.name)
+    let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
+    body.append(zero(dx))
+    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+      let best = e.fresh("best"), bi = e.fresh("bi")
+      let start = e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
+      return [.local(best, .load(x.base, .c(x.offset) + start)), .local(bi, .ofInt(start)),
+              e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in
+                // Strictly greater: ties go to the first maximum, as in the reference kernel.
+                let idx = start + ky * w + kx
+                let v = FExpr.load(x.base, .c(x.offset) + idx)
+                return [.set(bi, .select(.fgt(v, .local(best)), .ofInt(idx), .local(bi))),
+                        .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
+              }] },
+              .accumulate(dx.base, .c(dx.offset) + .ofFloat(.local(bi)), .load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx))]
+    }] }] })
+  }
+
+  mutating func avgPoolGrad(_ n: Node, _ p: PoolAttrs) {
+    let dy = at(n.args[0]), dyd = dims(n.args[0]), xd = dims(n.args[1]), dx = at(n.name)
+    let (h, w, oh, ow) = (xd[2], xd[3], dyd[2], dyd[3])
+    let scale = 1 / Float(p.size * p.size)
+    body.append(zero(dx))
+    body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
+      let start = IExpr.c(dx.offset) + e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
+      let g = FExpr.load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx) * .c(scale)
+      return [e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in [.accumulate(dx.base, start + ky * w + kx, g)] }] }]
+    }] }] })
+  }
+
+  mutating func reluMaxPoolGrad(_ n: Node, _ a: UnpoolAttrs) {
+    let dy = at(n.args[0]), d = dims(n.args[0]), y = at(n.args[1]), am = at(n.args[2]), dx = at(n.name)
+    let plane = a.height * a.width, pooled = d[2] * d[3]
+    body.append(zero(dx))
+    body.append(loop("q", d[0] * d[1]) { e, q in [e.loop("i", pooled) { _, i in
+      let o = q * pooled + i
+      return [.when(.fgt(.load(y.base, .c(y.offset) + o), .c(0)), [
+        .accumulate(dx.base, .c(dx.offset) + q * plane + .ofFloat(.load(am.base, .c(am.offset) + o)), .load(dy.base, .c(dy.offset) + o)),
+      ])]
+    }] })
+  }
+}

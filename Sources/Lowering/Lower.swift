@@ -1,0 +1,153 @@
+import GraphIR
+import Passes
+
+/// The optimiser a training program applies after its backward pass (hyper-parameters are baked in;
+/// the learning rate and step are arguments).
+public struct OptimizerSpec: Equatable, Sendable {
+  public enum Kind: String, Sendable { case adam, sgd }
+  public var kind: Kind
+  public var beta1: Float = 0.9, beta2: Float = 0.999, epsilon: Float = 1e-8
+  public var momentum: Float = 0, weightDecay: Float = 0
+  public init(kind: Kind, momentum: Float = 0, weightDecay: Float = 0) {
+    self.kind = kind
+    self.momentum = momentum
+    self.weightDecay = weightDecay
+  }
+}
+
+/// What to lower: a training step (forward, backward, optimiser) or inference.
+public enum LoweringMode: Equatable, Sendable {
+  case train(OptimizerSpec)
+  case infer
+}
+
+/// Lowers a graph to the backend-neutral kernel program at a fixed batch size.
+///
+/// Training: differentiate, fuse, plan memory, then emit each node's kernel in order, then the
+/// optimiser over all parameters. Inference: the forward nodes that feed the output, fused.
+public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = true) throws(DiagnosticList) -> Program {
+  var g: Graph
+  switch mode {
+  case .train: g = try differentiate(graph)
+  case .infer:
+    g = graph
+    var needed: Set<String> = [graph.output!]
+    for n in graph.nodes.reversed() where needed.contains(n.name) { needed.formUnion(n.args) }
+    g.nodes = graph.nodes.filter { needed.contains($0.name) }
+    g.minimize = nil
+  }
+  var shapes = try inferShapes(g, batch: batch)
+  if fuse {
+    g = fuseConvReLUPool(g, shapes: shapes)
+    shapes = try inferShapes(g, batch: batch)
+  }
+  let training = mode != .infer
+  var scratch: [String: Int] = [:]
+  for n in g.nodes { scratch[n.name] = scratchFloats(n, shapes) }
+  let plan = planMemory(g, shapes, scratch: scratch, training: training)
+  var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training)
+  for n in g.nodes {
+    e.body.append(.comment("\(n.name) = \(n.op.spelling)(\(n.args.joined(separator: ", ")))"))
+    e.emit(n)
+  }
+  if case .train(let spec) = mode { e.emitOptimizer(spec) }
+  let suffix = training ? "train_b\(batch)" : "infer_b\(batch)"
+  let out = plan.placements[g.output!]!
+  let outType = shapes[g.output!]!
+  return Program(
+    graphName: g.name, batch: batch, functions: [Function(name: "\(g.name)_\(suffix)", body: e.body)],
+    arenaFloats: plan.arenaFloats,
+    parameters: g.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
+    parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
+    output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1)
+}
+
+/// Emits statements for nodes, resolving names to placements.
+struct Emitter {
+  let graph: Graph
+  let shapes: ShapeTable
+  let plan: MemoryPlan
+  let training: Bool
+  var body: [Stmt] = []
+  private var counter = 0
+
+  init(graph: Graph, shapes: ShapeTable, plan: MemoryPlan, training: Bool) {
+    self.graph = graph
+    self.shapes = shapes
+    self.plan = plan
+    self.training = training
+  }
+
+  /// A fresh loop variable name.
+  mutating func fresh(_ hint: String) -> String {
+    counter += 1
+    return "\(hint)\(counter)"
+  }
+
+  func at(_ value: String) -> Placement { plan.placements[value]! }
+  func dims(_ value: String) -> [Int] { shapes[value]!.dims }
+
+  /// `for v in 0..<n { body(v) }` with a fresh variable.
+  mutating func loop(_ hint: String, _ n: Int, _ body: (inout Emitter, IExpr) -> [Stmt]) -> Stmt {
+    let v = fresh(hint)
+    return .loop(v, n, body(&self, .v(v)))
+  }
+
+  /// A flat elementwise loop over `count` elements.
+  mutating func elementwise(_ count: Int, _ body: (IExpr) -> Stmt) -> Stmt { loop("i", count) { _, i in [body(i)] } }
+
+  /// Zeroes `count` floats of a placement.
+  mutating func zero(_ p: Placement, from: IExpr = .c(0), count: Int? = nil) -> Stmt {
+    let base = p.base, off = p.offset
+    return elementwise(count ?? p.count) { i in .store(base, from + off + i, .c(0)) }
+  }
+
+  mutating func emit(_ n: Node) {
+    switch n.op {
+    case .conv2d(let a): convForward(n, a, relu: false, pool: nil)
+    case .conv2dReLU(let a): convForward(n, a, relu: true, pool: nil)
+    case .conv2dReLUMaxPool(let a, let p): convForward(n, a, relu: true, pool: p)
+    case .conv2dGradInput(let a): convGradInput(n, a)
+    case .conv2dGradWeight(let a): convGradWeight(n, a)
+    case .conv2dGradBias: convGradBias(n)
+    case .dense(let a): denseForward(n, a, relu: false)
+    case .denseReLU(let a): denseForward(n, a, relu: true)
+    case .denseGradInput: denseGradInput(n)
+    case .denseGradWeight: denseGradWeight(n)
+    case .denseGradBias: denseGradBias(n)
+    case .relu, .reluGrad, .add, .dropout, .dropoutGrad, .flatten, .flattenGrad: elementwiseOp(n)
+    case .maxPool(let p): pool(n, p, max: true)
+    case .avgPool(let p): pool(n, p, max: false)
+    case .maxPoolGrad(let p): maxPoolGrad(n, p)
+    case .avgPoolGrad(let p): avgPoolGrad(n, p)
+    case .reluMaxPoolGrad(let a): reluMaxPoolGrad(n, a)
+    case .softmax: softmax(n)
+    case .softmaxGrad: softmaxGrad(n)
+    case .crossEntropy: crossEntropy(n)
+    case .crossEntropyGrad: crossEntropyGrad(n)
+    }
+  }
+}
+
+/// Scratch floats a node's kernel needs (im2col columns, the pre-pool conv plane).
+func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
+  switch n.op {
+  case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _):
+    let x = shapes[n.args[0]]!.dims
+    let y = try? Conv2D.resultType(a, shapes[n.args[0]]!)
+    let plane = (y?.dims[2] ?? 0) * (y?.dims[3] ?? 0)
+    let col = needsIm2col(a) ? x[1] * a.kernel * a.kernel * plane : 0
+    if case .conv2dReLUMaxPool = n.op { return col + a.filters * plane }
+    return col
+  case .conv2dGradWeight(let a):
+    let x = shapes[n.args[1]]!.dims, dy = shapes[n.args[0]]!.dims
+    return needsIm2col(a) ? x[1] * a.kernel * a.kernel * dy[2] * dy[3] : 0
+  case .conv2dGradInput(let a):
+    let x = shapes[n.args[2]]!.dims, dy = shapes[n.args[0]]!.dims
+    return x[1] * a.kernel * a.kernel * dy[2] * dy[3]
+  default: return 0
+  }
+}
+
+/// A 1x1, stride-1, unpadded conv reads its input directly as the column matrix.
+func needsIm2col(_ a: Conv2DAttrs) -> Bool { !(a.kernel == 1 && a.stride == 1 && a.padding == 0) }

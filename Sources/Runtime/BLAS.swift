@@ -1,0 +1,15 @@
+import Foundation
+
+/// OpenBLAS, loaded into the global symbol namespace so that JIT-compiled and dlopen-ed code
+/// resolves `cblas_sgemm` from the process. Returns the kernel OpenBLAS picked (e.g. "Haswell").
+@discardableResult
+public func loadBLAS() throws -> String {
+  for name in ["libopenblas.so.0", "libopenblas.so", "libopenblas.dylib"] {
+    if let h = dlopen(name, RTLD_NOW | RTLD_GLOBAL) {
+      typealias CoreName = @convention(c) () -> UnsafeMutablePointer<CChar>?
+      guard let sym = dlsym(h, "openblas_get_corename") else { return "unknown" }
+      return unsafeBitCast(sym, to: CoreName.self)().map { String(cString: $0) } ?? "unknown"
+    }
+  }
+  throw DataError("cannot load OpenBLAS (libopenblas.so.0); install libopenblas-dev")
+}
