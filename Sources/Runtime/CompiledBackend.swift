@@ -46,14 +46,14 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// Time spent compiling (lowering plus code generation), reported by the CLI.
   public private(set) var compileSeconds: Double = 0
 
-  public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = []) throws {
+  public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = [], fuse: Bool = true) throws {
     self.name = name
     self.graph = graph
     self.compiler = compiler
     optimizerKind = optimizer.kind
     optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
     let start = Date()
-    var programs = [try lower(graph, batch: batch, mode: .train(optimizerSpec))]
+    var programs = [try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse)]
     for b in inferenceBatches { programs.append(try lower(graph, batch: b, mode: .infer)) }
     let entries = try self.compiler.compile(programs)
     compileSeconds = Date().timeIntervalSince(start)
@@ -89,6 +89,13 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       shapes[p.name] = p.shape
     }
     return Parameters(names: train.parameters.map(\.name), shapes: shapes, values: values)
+  }
+
+  /// The gradients the last train step computed, by parameter name.
+  public func gradients() -> [String: [Float]] {
+    Dictionary(uniqueKeysWithValues: train.parameters.map { p in
+      (p.name, Array(UnsafeBufferPointer(start: grads.pointer.advanced(by: p.offset), count: p.shape.reduce(1, *))))
+    })
   }
 
   public func optimizerState() -> [String: [Float]] {

@@ -1,0 +1,94 @@
+import CNNCTestSupport
+import Foundation
+import GraphIR
+import LLVMBackend
+import Runtime
+import Testing
+
+/// The LLVM JIT back end against the reference interpreter: forward output, loss, every parameter
+/// gradient, inference, and the weights after several Adam steps with dropout.
+@Suite struct DifferentialTests {
+  static let odd = """
+    input x: f32[N, 2, 13, 11]
+    input y: i32[N]
+    c1 = conv2d(x, filters: 5, kernel: 5, stride: 2)
+    r1 = relu(c1)
+    p1 = avgpool(r1, size: 2, stride: 1)
+    c2 = conv2d(p1, filters: 3, kernel: 1)
+    r2 = relu(c2)
+    p2 = maxpool(r2, size: 2)
+    f = flatten(p2)
+    d = dense(f, units: 7, bias: false)
+    dr = dropout(d, rate: 0.4)
+    s = softmax(dr)
+    o = dense(s, units: 4)
+    loss = cross_entropy(o, y)
+    output o
+    minimize loss
+    """
+
+  static let cases: [String] = ["tiny.graph", "simplecnn.graph", "lenet5.graph", "mnistnet.graph", "mlp.graph", "smallcnn.graph", "odd"]
+
+  static func source(_ name: String) throws -> String {
+    name == "odd" ? odd : try String(contentsOf: Fixtures.graphs.appendingPathComponent(name), encoding: .utf8)
+  }
+
+  static func backend(_ d: Differential, fuse: Bool = true) throws -> CompiledBackend<JITCompiler> {
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                                compiler: try JITCompiler(), fuse: fuse)
+    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    return b
+  }
+
+  @Test(arguments: cases) func lossLogitsAndGradientsMatch(_ name: String) throws {
+    let d = try Differential(source: try Self.source(name), batch: 3)
+    let ref = try d.reference(step: 1)
+    for fuse in [true, false] {
+      let b = try Self.backend(d, fuse: fuse)
+      // lr 0: the update leaves the weights as they were, and the gradient buffer holds this step's gradients.
+      let r = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
+      expectClose([ref.loss], [r.loss], "\(name) loss (fuse \(fuse))")
+      expectClose(ref.logits, r.logits, "\(name) logits (fuse \(fuse))")
+      let grads = b.gradients()
+      for (p, g) in ref.gradients { expectClose(g, grads[p]!, rtol: 1e-3, "\(name) \(p) gradient (fuse \(fuse))") }
+      #expect(b.parameters() == d.parameters)
+    }
+  }
+
+  @Test(arguments: cases) func inferenceMatches(_ name: String) throws {
+    let d = try Differential(source: try Self.source(name), batch: 3)
+    var interp = try InterpreterBackend(graph: d.graph)
+    interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    let b = try Self.backend(d)
+    expectClose(try interp.infer(images: d.images, count: 3), try b.infer(images: d.images, count: 3), "\(name) inference")
+  }
+
+  @Test(arguments: ["simplecnn.graph", "odd"]) func weightsAfterAdamStepsWithDropoutMatch(_ name: String) throws {
+    let d = try Differential(source: try Self.source(name), batch: 4)
+    var interp = try InterpreterBackend(graph: d.graph)
+    interp.load(d.parameters, Optimizer(kind: .adam, learningRate: 1e-3))
+    let b = try Self.backend(d)
+    for step in 1...4 {
+      let a = try interp.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 1e-3)
+      let c = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 1e-3)
+      expectClose([a.loss], [c.loss], rtol: 1e-3, "\(name) loss at step \(step)")
+    }
+    let p = interp.parameters(), q = b.parameters()
+    for n in p.names { expectClose(p.values[n]!, q.values[n]!, rtol: 1e-3, atol: 1e-5, "\(name) \(n) after 4 Adam steps") }
+    for (k, v) in interp.optimizerState() { expectClose(v, b.optimizerState()[k]!, rtol: 2e-3, atol: 1e-9, "\(name) \(k)") }
+  }
+
+  @Test func sgdWithMomentumMatches() throws {
+    let d = try Differential(source: try Self.source("lenet5.graph"), batch: 2)
+    let opt = Optimizer(kind: .sgd, learningRate: 0.05, momentum: 0.9, weightDecay: 1e-3)
+    var interp = try InterpreterBackend(graph: d.graph)
+    interp.load(d.parameters, opt)
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 2, optimizer: opt, compiler: try JITCompiler())
+    try b.load(d.parameters, opt)
+    for step in 1...3 {
+      _ = try interp.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 0.05)
+      _ = try b.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 0.05)
+    }
+    for n in d.parameters.names { expectClose(interp.parameters().values[n]!, b.parameters().values[n]!, rtol: 1e-3, atol: 1e-6, "sgd \(n)") }
+  }
+}

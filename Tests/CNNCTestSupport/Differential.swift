@@ -1,0 +1,55 @@
+import GraphIR
+import Passes
+import Runtime
+import Testing
+
+/// Checks a compiled back end against the reference interpreter on seeded random data.
+public struct Differential {
+  public let graph: Graph
+  public let batch: Int
+  public let parameters: Parameters
+  public let images: [Float]
+  public let labels: [Int32]
+  public let classes: Int
+
+  public init(source: String, batch: Int, seed: UInt64 = 3) throws {
+    graph = try Parser.parse(source, defaultName: "diff")
+    self.batch = batch
+    let shapes = try inferShapes(graph, batch: batch)
+    parameters = Parameters(graph: graph, shapes: shapes, seed: seed)
+    var rng = SeededRandom(seed: seed, stream: 77)
+    let image = graph.inputs.first { $0.dtype == .f32 }!.name
+    images = (0..<shapes[image]!.count).map { _ in rng.uniform(-1.5, 1.5) }
+    let k = shapes[graph.output!]!.dims.last!
+    classes = k
+    labels = (0..<batch).map { _ in Int32(rng.next() % UInt64(k)) }
+  }
+
+  /// The interpreter's loss, logits and gradients at `step` (dropout keyed by seed 11).
+  public func reference(step: Int = 1) throws -> (loss: Float, logits: [Float], gradients: [String: [Float]]) {
+    let backward = try differentiate(graph)
+    let table = try inferShapes(backward, batch: batch)
+    var inputs: [String: RefValue<Float>] = [:]
+    for i in graph.inputs {
+      inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: images)) : .i32(shape: [batch], data: labels)
+    }
+    let params = Dictionary(uniqueKeysWithValues: parameters.names.map { ($0, Tensor(shape: parameters.shapes[$0]!, data: parameters.values[$0]!)) })
+    let env = try Interpreter<Float>(graph: backward, shapes: table)
+      .run(inputs: inputs, parameters: params, context: ReferenceContext(training: true, seed: 11, step: UInt64(step)))
+    var grads: [String: [Float]] = [:]
+    for d in backward.gradients { grads[d.parameter] = env[d.value]!.tensor!.data }
+    return (env[graph.minimize!]!.tensor!.data[0], env[graph.output!]!.tensor!.data, grads)
+  }
+}
+
+/// Asserts |a - b| <= atol + rtol * max|a| elementwise (tolerance scaled by the tensor's magnitude).
+public func expectClose(_ a: [Float], _ b: [Float], rtol: Float = 2e-4, atol: Float = 1e-6, _ what: String,
+                        sourceLocation: SourceLocation = #_sourceLocation) {
+  #expect(a.count == b.count, "\(what): sizes \(a.count) and \(b.count)", sourceLocation: sourceLocation)
+  guard a.count == b.count else { return }
+  let scale = a.map(abs).max() ?? 0
+  var worst: Float = 0, at = 0
+  for i in a.indices where abs(a[i] - b[i]) > worst { worst = abs(a[i] - b[i]); at = i }
+  #expect(worst <= atol + rtol * scale, "\(what): worst difference \(worst) at \(at) (\(a[at]) vs \(b[at])), scale \(scale)",
+          sourceLocation: sourceLocation)
+}
