@@ -21,10 +21,11 @@ let package = Package(
     .target(name: "Lowering", dependencies: ["GraphIR", "Passes"]),
     .target(name: "Runtime", dependencies: ["GraphIR", "Passes", "Lowering", "CZlib", "COpenBLAS"]),
     .target(name: "LLVMBackend", dependencies: ["CLLVM", "Lowering", "Runtime"]),
+    .target(name: "SwiftBackend", dependencies: ["Lowering", "Runtime"]),
     .executableTarget(
       name: "cnnc",
       dependencies: [
-        "GraphIR", "Passes", "Runtime", "LLVMBackend",
+        "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
@@ -32,7 +33,7 @@ let package = Package(
     .testTarget(name: "GraphIRTests", dependencies: ["GraphIR", "Passes", "CNNCTestSupport"]),
     .testTarget(name: "OpsTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
     .testTarget(name: "RuntimeTests", dependencies: ["GraphIR", "Passes", "Runtime", "CNNCTestSupport"]),
-    .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "Runtime", "COpenBLAS"]),
+    .testTarget(name: "BackendTests", dependencies: ["LLVMBackend", "SwiftBackend", "Runtime", "COpenBLAS", "CNNCTestSupport"]),
     .testTarget(name: "EndToEndTests", dependencies: ["CNNCTestSupport"]),
   ]
 )

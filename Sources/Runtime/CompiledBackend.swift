@@ -35,7 +35,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   public let name: String
   let graph: Graph
   let optimizerSpec: OptimizerSpec
-  var compiler: C
+  public private(set) var compiler: C
   let train: Program
   let trainEntry: EntryPoint
   var inference: [Int: (Program, EntryPoint)] = [:]

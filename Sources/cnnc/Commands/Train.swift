@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import GraphIR
 import LLVMBackend
+import SwiftBackend
 import Passes
 import Runtime
 
@@ -26,8 +27,8 @@ struct Train: ParsableCommand {
   @Argument(help: "The .graph file to train.")
   var file: String
 
-  @Option(help: "Back end: jit (LLVM), interp (the reference interpreter).")
-  var backend: String = "interp"
+  @Option(help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
+  var backend: String = "swift"
   @Flag(help: "Use the LLVM JIT back end (same as --backend jit).") var jit = false
   @Option(help: "Number of epochs.") var epochs: Int = 1
   @Option(name: .customLong("batch"), help: "Batch size.") var batch: Int = 64
@@ -48,7 +49,7 @@ struct Train: ParsableCommand {
     guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1") }
     guard val >= 0 && val < 1 else { throw ValidationError("--val must be in [0, 1)") }
     guard lr > 0 && lr.isFinite else { throw ValidationError("--lr must be positive") }
-    guard ["interp", "jit"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: jit, interp") }
+    guard ["swift", "interp", "jit"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: swift, jit, interp") }
     guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam or sgd") }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
   }
@@ -85,6 +86,12 @@ struct Train: ParsableCommand {
         let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), inferenceBatches: [options.evalBatch])
         print(String(format: "jit: lowered, optimised and compiled in %.3f s", b.compileSeconds))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
+      } else if backend == "swift" {
+        let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
+                                    compiler: try SwiftCompiler(source: file), inferenceBatches: [options.evalBatch])
+        print(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
+                     b.compiler.cacheHits > 0 ? " (cached library)" : ""))
+        try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       } else {
         try run(Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       }
@@ -95,6 +102,9 @@ struct Train: ParsableCommand {
       printError("error: \(e)\n")
       throw ReportedFailure
     } catch let e as EvaluationError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as SwiftCompileError {
       printError("error: \(e)\n")
       throw ReportedFailure
     } catch let e as LLVMError {

@@ -1,0 +1,84 @@
+import Foundation
+import Lowering
+import Runtime
+
+/// A failure to compile or load generated Swift.
+public struct SwiftCompileError: Error, CustomStringConvertible {
+  public var description: String
+}
+
+/// Compiles rendered Swift with the toolchain's swiftc (`-Ounchecked`, host CPU) into a shared
+/// library cached by the source's hash, and loads it with dlopen.
+public struct SwiftCompiler: ProgramCompiler {
+  let cacheDirectory: String
+  let source: String
+  var handles: [UnsafeMutableRawPointer] = []
+  /// Seconds spent in swiftc (zero when the cache had the library).
+  public private(set) var compileSeconds = 0.0
+  public private(set) var cacheHits = 0
+
+  /// `source` names the graph file in the generated header.
+  public init(source: String, cacheDirectory: String? = nil) throws {
+    try loadBLAS()
+    self.source = source
+    let env = ProcessInfo.processInfo.environment
+    self.cacheDirectory = cacheDirectory ?? env["CNNC_CACHE"] ?? (env["XDG_CACHE_HOME"] ?? (NSHomeDirectory() + "/.cache")) + "/cnnc"
+  }
+
+  /// The swiftc to use: `$SWIFTC`, else the first `swiftc` on PATH, else the one next to `swift`.
+  static func swiftc() throws -> String {
+    let env = ProcessInfo.processInfo.environment
+    if let s = env["SWIFTC"], FileManager.default.isExecutableFile(atPath: s) { return s }
+    for dir in (env["PATH"] ?? "/usr/bin").split(separator: ":") + ["/opt/swift/usr/bin"] {
+      let p = "\(dir)/swiftc"
+      if FileManager.default.isExecutableFile(atPath: p) { return p }
+    }
+    throw SwiftCompileError(description: "cannot find swiftc (set SWIFTC or put the Swift toolchain on PATH)")
+  }
+
+  /// FNV-1a of the source, as hex: the cache key.
+  static func hash(_ s: String) -> String {
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    return String(h, radix: 16)
+  }
+
+  public mutating func compile(_ programs: [Program]) throws -> [EntryPoint] {
+    let text = SwiftRenderer.render(programs, source: source)
+    let key = Self.hash(text)
+    let lib = "\(cacheDirectory)/cnnc-\(key).so"
+    if FileManager.default.fileExists(atPath: lib) {
+      cacheHits += 1
+    } else {
+      let start = Date()
+      try FileManager.default.createDirectory(atPath: cacheDirectory, withIntermediateDirectories: true)
+      let src = "\(cacheDirectory)/cnnc-\(key).swift"
+      try text.write(toFile: src, atomically: true, encoding: .utf8)
+      let tmp = "\(lib).tmp-\(getpid())"
+      let p = Process()
+      p.executableURL = URL(fileURLWithPath: try Self.swiftc())
+      p.arguments = ["-Ounchecked", "-target-cpu", "native", "-emit-library", "-module-name", "cnnc_\(key)", "-o", tmp, src]
+      let err = Pipe()
+      p.standardError = err
+      p.standardOutput = err
+      try p.run()
+      let output = err.fileHandleForReading.readDataToEndOfFile()
+      p.waitUntilExit()
+      guard p.terminationStatus == 0 else {
+        try? FileManager.default.removeItem(atPath: tmp)
+        throw SwiftCompileError(description: "swiftc failed on generated code (\(src)):\n" + String(decoding: output.prefix(4000), as: UTF8.self))
+      }
+      // Rename so a concurrent or interrupted compile never leaves a half-written library in the cache.
+      guard rename(tmp, lib) == 0 else { throw SwiftCompileError(description: "cannot move \(tmp) to \(lib)") }
+      compileSeconds += Date().timeIntervalSince(start)
+    }
+    guard let h = dlopen(lib, RTLD_NOW | RTLD_LOCAL) else {
+      throw SwiftCompileError(description: "cannot load \(lib): \(dlerror().map { String(cString: $0) } ?? "unknown error")")
+    }
+    handles.append(h)
+    return try programs.map { p in
+      guard let sym = dlsym(h, p.functions[0].name) else { throw SwiftCompileError(description: "\(lib) lacks \(p.functions[0].name)") }
+      return unsafeBitCast(sym, to: EntryPoint.self)
+    }
+  }
+}
