@@ -3,10 +3,12 @@ import Foundation
 import GraphIR
 import LLVMBackend
 import Runtime
+import SwiftBackend
 import Testing
 
-/// The LLVM JIT back end against the reference interpreter: forward output, loss, every parameter
-/// gradient, inference, and the weights after several Adam steps with dropout.
+/// Both compiled back ends (LLVM JIT and generated Swift) against the reference interpreter and each
+/// other: forward output, loss, every parameter gradient, inference, and the weights after several
+/// Adam steps with dropout.
 @Suite struct DifferentialTests {
   static let odd = """
     input x: f32[N, 2, 13, 11]
@@ -38,6 +40,39 @@ import Testing
                                 compiler: try JITCompiler(), fuse: fuse)
     try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
     return b
+  }
+
+  /// The Swift back end, with a private cache directory so the test really runs swiftc.
+  static func swiftBackend(_ d: Differential, batches: [Int] = []) throws -> CompiledBackend<SwiftCompiler> {
+    let cache = NSTemporaryDirectory() + "cnnc-swift-\(UUID().uuidString)"
+    let b = try CompiledBackend(name: "swift", graph: d.graph, batch: d.batch, optimizer: Optimizer(kind: .adam, learningRate: 1e-3),
+                                compiler: try SwiftCompiler(source: "test", cacheDirectory: cache), inferenceBatches: batches)
+    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 1e-3))
+    return b
+  }
+
+  @Test func swiftBackendMatchesInterpreterAndJIT() throws {
+    // One swiftc run covers several graphs' programs: the train step at batch 3 and inference at batch 3.
+    for name in ["simplecnn.graph", "odd", "lenet5.graph"] {
+      let d = try Differential(source: try Self.source(name), batch: 3)
+      let ref = try d.reference(step: 1)
+      let s = try Self.swiftBackend(d, batches: [3])
+      #expect(s.compiler.compileSeconds > 0)
+      let r = try s.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
+      expectClose([ref.loss], [r.loss], "\(name) swift loss")
+      expectClose(ref.logits, r.logits, "\(name) swift logits")
+      for (p, g) in ref.gradients { expectClose(g, s.gradients()[p]!, rtol: 1e-3, "\(name) swift \(p) gradient") }
+      // Several Adam steps with dropout: Swift against the JIT, which is checked against the interpreter above.
+      let j = try Self.backend(d)
+      _ = try j.trainStep(images: d.images, labels: d.labels, seed: 11, step: 1, learningRate: 0)
+      for step in 2...4 {
+        let a = try s.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 1e-3)
+        let b = try j.trainStep(images: d.images, labels: d.labels, seed: 11, step: step, learningRate: 1e-3)
+        expectClose([a.loss], [b.loss], rtol: 1e-3, "\(name) swift vs jit loss at step \(step)")
+      }
+      for n in d.parameters.names { expectClose(j.parameters().values[n]!, s.parameters().values[n]!, rtol: 1e-3, atol: 1e-5, "\(name) \(n)") }
+      expectClose(try j.infer(images: d.images, count: 3), try s.infer(images: d.images, count: 3), "\(name) swift inference")
+    }
   }
 
   @Test(arguments: cases) func lossLogitsAndGradientsMatch(_ name: String) throws {
