@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GraphIR
+import Lowering
 import Passes
 
 /// A failure already reported to the user on stderr: the command exits with status 1.
@@ -54,4 +55,12 @@ struct GraphFile {
 func flushStandardOutput() {
   try? FileHandle.standardOutput.synchronize()
   fflush(nil)
+}
+
+/// The programs `cnnc compile` emits for a graph: the training step (Adam) and inference, at one batch size.
+func lowerForEmission(_ g: Graph, batch: Int) throws(DiagnosticList) -> [Program] {
+  var programs: [Program] = []
+  if g.minimize != nil { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)))) }
+  programs.append(try lower(g, batch: batch, mode: .infer))
+  return programs
 }

@@ -1,5 +1,8 @@
 import ArgumentParser
 import GraphIR
+import LLVMBackend
+import Lowering
+import SwiftBackend
 import Passes
 
 /// `cnnc dump-ir`: prints the IR after a stage of the pipeline, in the re-parseable `.graph` dialect.
@@ -9,7 +12,8 @@ struct DumpIR: ParsableCommand {
     abstract: "Print the IR after a pipeline stage, in the .graph dialect (re-parseable).")
 
   enum Stage: String, ExpressibleByArgument, CaseIterable {
-    case parsed, shaped, grad, fused
+    case parsed, shaped, grad, fused, lowered, swift, llvm
+    case llvmOpt = "llvm-opt"
   }
 
   @Argument(help: "The .graph file.")
@@ -34,6 +38,19 @@ struct DumpIR: ParsableCommand {
       let g = try f.run { () throws(DiagnosticList) in try differentiate(f.graph) }
       let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }
       print(Printer.print(g, types: s2.types), terminator: "")
+    case .lowered, .swift, .llvm, .llvmOpt:
+      let programs = try f.run { () throws(DiagnosticList) in try lowerForEmission(f.graph, batch: batch) }
+      switch stage {
+      case .lowered: print(programs.map(\.listing).joined(separator: "\n"), terminator: "")
+      case .swift: print(SwiftRenderer.render(programs, source: file), terminator: "")
+      default:
+        let module = LLVMRenderer.render(programs, moduleName: f.graph.name)
+        if stage == .llvmOpt {
+          try module.verify()
+          try module.optimize(try TargetMachine())
+        }
+        print(module.text, terminator: "")
+      }
     case .fused:
       let g = try f.run { () throws(DiagnosticList) in try differentiate(f.graph) }
       let s2 = try f.run { () throws(DiagnosticList) in try inferShapes(g, batch: batch) }

@@ -1,0 +1,81 @@
+/// A readable listing of a lowered program (`cnnc dump-ir --stage lowered`).
+extension Program {
+  public var listing: String {
+    var out = "# program \(graphName), batch \(batch): arena \(arenaFloats) floats, \(parameterFloats) parameter floats\n"
+    for p in parameters { out += "#   param \(p.name) \(p.shape) at \(p.offset)\n" }
+    out += "#   output at \(output.base.rawValue)+\(output.offset) (\(output.count) floats)\n"
+    if let l = loss { out += "#   loss at \(l.base.rawValue)+\(l.offset)\n" }
+    for f in functions {
+      out += "func \(f.name)(params, grads, m, v, arena, images, labels, lr, step, seed) {\n"
+      for s in f.body { out += Self.list(s, depth: 1) }
+      out += "}\n"
+    }
+    return out
+  }
+
+  static func list(_ s: Stmt, depth: Int) -> String {
+    let pad = String(repeating: "  ", count: depth)
+    switch s {
+    case .comment(let c): return "\(pad)# \(c)\n"
+    case .loop(let v, let n, let body): return "\(pad)for \(v) in 0..<\(n) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
+    case .store(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] = \(e.text)\n"
+    case .accumulate(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] += \(e.text)\n"
+    case .local(let n, let e): return "\(pad)var \(n) = \(e.text)\n"
+    case .set(let n, let e): return "\(pad)\(n) = \(e.text)\n"
+    case .when(let c, let body): return "\(pad)if \(c.text) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
+    case .gemm(let g):
+      return "\(pad)gemm(\(g.m)x\(g.n)x\(g.k), A=\(g.a.0.rawValue)+\(g.a.1.text)\(g.transA ? "^T" : ""), B=\(g.b.0.rawValue)+\(g.b.1.text)\(g.transB ? "^T" : ""), "
+        + "C=\(g.c.0.rawValue)+\(g.c.1.text), beta=\(g.beta))\n"
+    }
+  }
+}
+
+extension IExpr {
+  var text: String {
+    switch self {
+    case .c(let v): "\(v)"
+    case .v(let n): n
+    case .add(let a, let b): "\(a.text) + \(b.text)"
+    case .mul(let a, let b): "\(a.factor)*\(b.factor)"
+    case .div(let a, let d): "\(a.factor)/\(d)"
+    case .rem(let a, let d): "\(a.factor)%\(d)"
+    case .label(let i): "labels[\(i.text)]"
+    case .ofFloat(let f): "int(\(f.text))"
+    case .step: "step"
+    }
+  }
+  var factor: String { if case .add = self { "(\(text))" } else { text } }
+}
+
+extension FExpr {
+  var text: String {
+    switch self {
+    case .c(let v): "\(v)"
+    case .load(let b, let i): "\(b.rawValue)[\(i.text)]"
+    case .local(let n): n
+    case .add(let a, let b): "(\(a.text) + \(b.text))"
+    case .sub(let a, let b): "(\(a.text) - \(b.text))"
+    case .mul(let a, let b): "\(a.text) * \(b.text)"
+    case .div(let a, let b): "\(a.text) / \(b.text)"
+    case .max(let a, let b): "max(\(a.text), \(b.text))"
+    case .exp(let a): "exp(\(a.text))"
+    case .log(let a): "log(\(a.text))"
+    case .sqrt(let a): "sqrt(\(a.text))"
+    case .select(let c, let a, let b): "(\(c.text) ? \(a.text) : \(b.text))"
+    case .ofInt(let i): "float(\(i.text))"
+    case .learningRate: "lr"
+    }
+  }
+}
+
+extension Cond {
+  var text: String {
+    switch self {
+    case .ilt(let a, let b): "\(a.text) < \(b.text)"
+    case .ieq(let a, let b): "\(a.text) == \(b.text)"
+    case .fgt(let a, let b): "\(a.text) > \(b.text)"
+    case .and(let a, let b): "\(a.text) && \(b.text)"
+    case .dropoutKeep(let key, let i, let t): "keep(key: \(String(key, radix: 16)), \(i.text), threshold: \(t))"
+    }
+  }
+}

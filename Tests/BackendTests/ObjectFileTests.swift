@@ -1,0 +1,52 @@
+import CNNCTestSupport
+import Foundation
+import LLVMBackend
+import Lowering
+import Testing
+
+/// The AOT path: an object file plus C header, linked into a plain C program that trains.
+@Suite struct ObjectFileTests {
+  static func cc() -> String? {
+    for c in ["/usr/bin/cc", "/usr/bin/gcc", "/usr/bin/clang", "/opt/swift/usr/bin/clang"] where FileManager.default.isExecutableFile(atPath: c) {
+      return c
+    }
+    return nil
+  }
+
+  static func run(_ exe: String, _ args: [String]) throws -> (Int32, String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+  }
+
+  @Test func aCProgramTrainsWithTheObjectFile() throws {
+    let cc = try #require(Self.cc(), "a C compiler is needed to link the object")
+    let dir = NSTemporaryDirectory() + "cnnc-aot-\(UUID().uuidString)"
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
+    let programs = [try lower(g, batch: 8, mode: .train(OptimizerSpec(kind: .adam))), try lower(g, batch: 8, mode: .infer)]
+    let module = LLVMRenderer.render(programs, moduleName: "tiny")
+    try module.verify()
+    let tm = try TargetMachine()
+    try module.optimize(tm)
+    try module.emitObject(tm, to: dir + "/tiny.o")
+    try CHeader.render(programs, source: "Graphs/tiny.graph").write(toFile: dir + "/tiny.h", atomically: true, encoding: .utf8)
+    let main = Fixtures.root.appendingPathComponent("Tests/Fixtures/aot_train.c").path
+    let (status, log) = try Self.run(cc, ["-O2", "-I", dir, main, dir + "/tiny.o", "-lopenblas", "-lm", "-o", dir + "/aot_train"])
+    #expect(status == 0, "\(log)")
+    let (rc, out) = try Self.run(dir + "/aot_train", [])
+    #expect(rc == 0)
+    let nums = out.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { Double($0) }
+    try #require(nums.count == 4, "unexpected output: \(out)")
+    #expect(nums[0] > 1.5, "starts near ln(10)")
+    #expect(nums[1] < nums[0] * 0.3, "the loss falls: \(out)")
+    #expect(nums[2] >= 7, "the inference entry point classifies the memorised batch: \(out)")
+  }
+}
