@@ -40,6 +40,18 @@ struct GraphFile {
     }
   }
 
+  /// A graph compiled into the binary (so `cnnc train --jit` works from any directory).
+  init(builtin name: String, text: String) throws {
+    path = "<built-in \(name)>"
+    source = Array(text.utf8)
+    do {
+      graph = try Parser.parse(source, defaultName: "simplecnn")
+    } catch {
+      printError(error.render(file: path, source: source))
+      throw ReportedFailure
+    }
+  }
+
   /// Runs a pass, printing its diagnostics against this file.
   func run<T>(_ pass: () throws(DiagnosticList) -> T) throws -> T {
     do {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import GraphIR
+import LLVMBackend
 import Passes
 import Runtime
 
@@ -12,9 +13,11 @@ struct Eval: ParsableCommand {
   @Option(help: "Weights in safetensors format (state_dict names).") var weights: String
   @Option(help: "Directory of IDX files.") var data: String?
   @Option(help: "Evaluation batch size.") var batch: Int = 1000
+  @Option(help: "Back end: jit or interp.") var backend: String = "jit"
 
   func validate() throws {
     guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
+    guard ["jit", "interp"].contains(backend) else { throw ValidationError("--backend must be jit or interp") }
   }
 
   func run() throws {
@@ -27,11 +30,20 @@ struct Eval: ParsableCommand {
       var options = TrainingOptions(outputDirectory: ".")
       options.evalBatch = batch
       options.batchSize = batch
-      var trainer = try Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params,
-                                optimizer: Optimizer(kind: .adam, learningRate: 0), options: options)
-      try test.validateLabels(classes: trainer.classes)
-      let (acc, predictions) = try trainer.accuracy(test)
-      let k = trainer.classes
+      let opt = Optimizer(kind: .adam, learningRate: 0)
+      let (acc, predictions, k): (Double, [Int], Int)
+      if backend == "jit" {
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), inferenceBatches: [batch])
+        var trainer = try Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options)
+        try test.validateLabels(classes: trainer.classes)
+        (acc, predictions) = try trainer.accuracy(test)
+        k = trainer.classes
+      } else {
+        var trainer = try Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options)
+        try test.validateLabels(classes: trainer.classes)
+        (acc, predictions) = try trainer.accuracy(test)
+        k = trainer.classes
+      }
       var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
       for (p, l) in zip(predictions, test.labels) { confusion[Int(l)][p] += 1 }
       print(String(format: "test accuracy: %.2f%% (%d of %d)", acc * 100, Int((acc * Double(test.count)).rounded()), test.count))
@@ -49,6 +61,9 @@ struct Eval: ParsableCommand {
       printError("error: \(e)\n")
       throw ReportedFailure
     } catch let e as CheckpointError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as LLVMError {
       printError("error: \(e)\n")
       throw ReportedFailure
     }

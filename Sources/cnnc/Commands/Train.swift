@@ -9,7 +9,9 @@ import Runtime
 /// Where the bundled MNIST copy lives: `data/mnist` in the working tree or beside the built binary's package.
 func defaultDataDirectory() -> String {
   var candidates = ["data/mnist"]
-  let exe = URL(fileURLWithPath: CommandLine.arguments[0]).resolvingSymlinksInPath()
+  // The running binary's own path (not argv[0], which may be a bare name found on PATH).
+  let selfPath = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+  let exe = URL(fileURLWithPath: selfPath).resolvingSymlinksInPath()
   // .build/<config>/cnnc -> package root
   var dir = exe.deletingLastPathComponent()
   for _ in 0..<4 {
@@ -24,8 +26,8 @@ func defaultDataDirectory() -> String {
 struct Train: ParsableCommand {
   static let configuration = CommandConfiguration(abstract: "Train a graph on MNIST (or any IDX dataset given with --data).")
 
-  @Argument(help: "The .graph file to train.")
-  var file: String
+  @Argument(help: "The .graph file to train (default: the built-in SimpleCNN, Graphs/simplecnn.graph).")
+  var file: String?
 
   @Option(help: "Back end: swift (generated Swift, compiled with swiftc), jit (LLVM ORC JIT), interp (the reference interpreter).")
   var backend: String = "swift"
@@ -55,10 +57,10 @@ struct Train: ParsableCommand {
   }
 
   func run() throws {
-    let f = try GraphFile(path: file)
+    let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     guard f.graph.minimize != nil else {
-      printError("\(file): error: the graph has no 'minimize' statement; training needs a scalar loss\n")
+      printError("\(f.path): error: the graph has no 'minimize' statement; training needs a scalar loss\n")
       throw ReportedFailure
     }
     let dir = data ?? defaultDataDirectory()
@@ -88,7 +90,7 @@ struct Train: ParsableCommand {
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
-                                    compiler: try SwiftCompiler(source: file), inferenceBatches: [options.evalBatch])
+                                    compiler: try SwiftCompiler(source: f.path), inferenceBatches: [options.evalBatch])
         print(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)

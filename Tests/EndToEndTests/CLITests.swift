@@ -1,0 +1,84 @@
+import CNNCTestSupport
+import Foundation
+import Testing
+
+/// The built `cnnc` binary: exit codes, stdout and stderr of real invocations.
+@Suite struct CLITests {
+  /// The `cnnc` executable built next to this test bundle.
+  static let binary: String? = {
+    var dir = Bundle.main.bundleURL
+    for _ in 0..<3 {
+      let candidate = dir.appendingPathComponent("cnnc").path
+      if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+      dir = dir.deletingLastPathComponent()
+    }
+    return nil
+  }()
+
+  static func run(_ args: [String], cwd: String? = nil) throws -> (status: Int32, stdout: String, stderr: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try #require(binary, "cnnc must be built"))
+    p.arguments = args
+    p.currentDirectoryURL = URL(fileURLWithPath: cwd ?? Fixtures.root.path)
+    let out = Pipe(), err = Pipe()
+    p.standardOutput = out
+    p.standardError = err
+    try p.run()
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+  }
+
+  @Test func compileShowsThePlan() throws {
+    let r = try Self.run(["compile", "Graphs/simplecnn.graph", "--emit", "none"])
+    #expect(r.status == 0)
+    #expect(r.stdout.contains("421,642"))
+    #expect(r.stdout.contains("8.48 MFLOP per image"))
+    #expect(r.stdout.contains("train arena:"))
+  }
+
+  @Test func invalidGraphGivesItsDiagnosticsAndExitsNonZero() throws {
+    let r = try Self.run(["compile", "Graphs/invalid/unknown_attribute.graph"])
+    #expect(r.status == 1)
+    let expected = try String(contentsOf: Fixtures.graphs.appendingPathComponent("invalid/unknown_attribute.expected"), encoding: .utf8)
+    #expect(r.stderr == expected)
+  }
+
+  @Test func badArgumentsAreRejectedCleanly() throws {
+    for args in [["train", "Graphs/tiny.graph", "--batch", "0"], ["compile"], ["frobnicate"], ["train", "--no-such-option"],
+                 ["compile", "/nonexistent.graph"], ["train", "Graphs/tiny.graph", "--backend", "gpu"],
+                 ["eval", "Graphs/tiny.graph", "--weights", "/nonexistent.safetensors"],
+                 ["train", "Graphs/tiny.graph", "--backend", "interp", "--data", "/nonexistent"]] {
+      let r = try Self.run(args)
+      #expect(r.status != 0, "\(args)")
+      #expect(!r.stderr.isEmpty, "\(args) explains itself")
+      #expect(!r.stderr.contains("Fatal error"), "\(args) must not crash")
+    }
+  }
+
+  @Test func dumpIRStagesPrint() throws {
+    for stage in ["parsed", "shaped", "grad", "fused", "lowered", "swift", "llvm", "llvm-opt"] {
+      let r = try Self.run(["dump-ir", "Graphs/tiny.graph", "--stage", stage, "--batch", "4"])
+      #expect(r.status == 0, "\(stage): \(r.stderr)")
+      #expect(!r.stdout.isEmpty)
+    }
+  }
+
+  @Test func builtInGraphIsTheExampleFile() throws {
+    let src = try String(contentsOf: Fixtures.root.appendingPathComponent("Sources/cnnc/DefaultGraph.swift"), encoding: .utf8)
+    let file = try String(contentsOf: Fixtures.graphs.appendingPathComponent("simplecnn.graph"), encoding: .utf8)
+    #expect(src.contains("\"\"\"\n" + file + "\"\"\""))
+  }
+
+  @Test func trainJITWithNoFileWorksFromAnyDirectory() throws {
+    let out = NSTemporaryDirectory() + "cnnc-cli-\(UUID().uuidString)"
+    let r = try Self.run(["train", "--jit", "--steps", "20", "--out", out], cwd: NSTemporaryDirectory())
+    #expect(r.status == 0, "\(r.stderr)")
+    #expect(r.stdout.contains("training simplecnn with the jit back end"))
+    #expect(r.stdout.contains("test acc"))
+    #expect(FileManager.default.fileExists(atPath: out + "/weights.safetensors"))
+    let e = try Self.run(["eval", "Graphs/simplecnn.graph", "--weights", out + "/weights.safetensors"])
+    #expect(e.status == 0, "\(e.stderr)")
+    #expect(e.stdout.contains("confusion matrix"))
+  }
+}
