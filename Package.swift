@@ -25,7 +25,7 @@ let package = Package(
     .executableTarget(
       name: "cnnc",
       dependencies: [
-        "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend",
+        "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend", "COpenBLAS",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 

@@ -82,3 +82,19 @@ import Testing
     #expect(e.stdout.contains("confusion matrix"))
   }
 }
+
+/// `cnnc bench` runs its protocol and prints one JSON object with its fields (no timing is asserted).
+@Suite struct BenchCommandTests {
+  @Test func benchPrintsItsJSONFields() throws {
+    let r = try CLITests.run(["bench", "--steps", "20", "--singles", "20"])
+    #expect(r.status == 0, "\(r.stderr)")
+    let json = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+    let object = try #require(json)
+    for key in ["train_images_per_s", "compile_s", "first_step_s", "infer_b1000_images_per_s", "infer_b1_us_per_image",
+                "peak_rss_mb", "test_accuracy", "threads", "openblas_kernel", "train_gflops", "sgemm_peak_gflops",
+                "train_fraction_of_sgemm_peak"] {
+      #expect(object[key] != nil, "missing \(key)")
+    }
+    #expect((object["train_images_per_s"] as? Double ?? 0) > 0)
+  }
+}

@@ -1,0 +1,172 @@
+import ArgumentParser
+import COpenBLAS
+import Foundation
+import GraphIR
+import LLVMBackend
+import Lowering
+import Passes
+import Runtime
+import SwiftBackend
+
+/// `cnnc bench`: the benchmark protocol of the peers' table, printed as one JSON object.
+struct Bench: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Benchmark training and inference with a compiled back end; prints one JSON object.",
+    discussion: """
+      Protocol: MNIST normalised per batch, batch 64, Adam lr 1e-3, a fresh permutation per epoch with
+      drop_last. Training images/s is timed over whole epochs after the first (--epochs N, N >= 2) or
+      over steps 2...N+1 (--steps N). Inference: batch 1000 over the test set (median of 3 passes) and
+      batch 1 over single images (median latency of 5 chunks). Also: compile time, first-step time, peak
+      RSS, test accuracy, threads, the OpenBLAS kernel, and GFLOP/s against a sgemm peak measured now.
+      """)
+
+  @Argument(help: "The .graph file (default: the built-in SimpleCNN).") var file: String?
+  @Option(help: "Back end: jit or swift.") var backend: String = "jit"
+  @Option(help: "Time whole epochs after the first (at least 2).") var epochs: Int?
+  @Option(help: "Time this many training steps after the first.") var steps: Int = 300
+  @Option(help: "Images for the batch-1 latency figure.") var singles: Int = 2000
+  @Option(help: "Directory of IDX files.") var data: String?
+  @Option(help: "Random seed.") var seed: UInt64 = 1
+
+  func validate() throws {
+    guard ["jit", "swift"].contains(backend) else { throw ValidationError("--backend must be jit or swift") }
+    if let epochs, epochs < 2 { throw ValidationError("--epochs must be at least 2 (the first epoch is not timed)") }
+    guard steps >= 1 else { throw ValidationError("--steps must be at least 1") }
+    guard singles >= 5 else { throw ValidationError("--singles must be at least 5") }
+  }
+
+  func run() throws {
+    let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
+    do {
+      let core = try loadBLAS()
+      let trainSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "train")
+      let testSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
+      if backend == "jit" {
+        try measure(f, { try CompiledBackend(name: "jit", graph: f.graph, batch: $0, optimizer: $1, compiler: try JITCompiler(), inferenceBatches: [1000, 1]) },
+                    trainSet, testSet, core)
+      } else {
+        try measure(f, { try CompiledBackend(name: "swift", graph: f.graph, batch: $0, optimizer: $1, compiler: try SwiftCompiler(source: f.path), inferenceBatches: [1000, 1]) },
+                    trainSet, testSet, core)
+      }
+    } catch let e as DataError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    }
+  }
+
+  func measure<C>(_ f: GraphFile, _ make: (Int, Optimizer) throws -> CompiledBackend<C>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ core: String) throws {
+    let batch = 64
+    let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
+    let flopsForward = summarize(f.graph, shapes).reduce(0) { $0 + $1.flopsPerImage }
+    let opt = Optimizer(kind: .adam, learningRate: 1e-3)
+    let start = Date()
+    let b = try make(batch, opt)
+    let compileSeconds = Date().timeIntervalSince(start)
+    var options = TrainingOptions(outputDirectory: NSTemporaryDirectory() + "cnnc-bench-\(getpid())")
+    options.seed = seed
+    var trainer = try Trainer(backend: b, graph: f.graph, parameters: Parameters(graph: f.graph, shapes: shapes, seed: seed), optimizer: opt, options: options)
+
+    // Training: the first step alone, then timed steps or whole epochs.
+    let px = trainSet.rows * trainSet.cols
+    var images = [Float](repeating: 0, count: batch * px)
+    var labels = [Int32](repeating: 0, count: batch)
+    var step = 0
+    var epochSeconds: [Double] = []
+    func runEpochSteps(_ epoch: Int, _ range: Range<Int>) throws {
+      var rng = SeededRandom(seed: seed, stream: 0x5eed_0000 &+ UInt64(epoch))
+      let order = rng.permutation(trainSet.count)
+      for s in range {
+        let idx = order[(s * batch)..<((s + 1) * batch)]
+        trainSet.normalizedBatch(idx, into: &images)
+        for (j, i) in idx.enumerated() { labels[j] = Int32(trainSet.labels[i]) }
+        step += 1
+        _ = try trainer.backend.trainStep(images: images, labels: labels, seed: seed, step: step, learningRate: 1e-3)
+      }
+    }
+    let stepsPerEpoch = trainSet.count / batch
+    let t0 = Date()
+    try runEpochSteps(0, 0..<1)
+    let firstStep = Date().timeIntervalSince(t0)
+    var timedImages = 0
+    var timedSeconds = 0.0
+    if let epochs {
+      try runEpochSteps(0, 1..<stepsPerEpoch)
+      for e in 1..<epochs {
+        let t = Date()
+        try runEpochSteps(e, 0..<stepsPerEpoch)
+        epochSeconds.append(Date().timeIntervalSince(t))
+        timedImages += stepsPerEpoch * batch
+      }
+      timedSeconds = epochSeconds.reduce(0, +)
+    } else {
+      let n = min(steps, stepsPerEpoch - 1)
+      let t = Date()
+      try runEpochSteps(0, 1..<(1 + n))
+      timedSeconds = Date().timeIntervalSince(t)
+      timedImages = n * batch
+    }
+    trainer.optimizer.step = step
+    let trainRate = Double(timedImages) / timedSeconds
+
+    // Inference at batch 1000 over the test set, median of 3 passes.
+    options.evalBatch = 1000
+    trainer.options.evalBatch = 1000
+    _ = try trainer.accuracy(testSet)  // warm-up (compiles the b1000 program if needed)
+    var passes: [Double] = []
+    var accuracy = 0.0
+    for _ in 0..<3 {
+      let t = Date()
+      accuracy = try trainer.accuracy(testSet).accuracy
+      passes.append(Date().timeIntervalSince(t))
+    }
+    let inferRate = Double(testSet.count) / passes.sorted()[1]
+
+    // Batch 1: median latency over chunks of single-image calls.
+    var one = [Float](repeating: 0, count: px)
+    _ = try trainer.backend.infer(images: one, count: 1)
+    var chunks: [Double] = []
+    let per = singles / 5
+    for c in 0..<5 {
+      let t = Date()
+      for i in 0..<per {
+        testSet.normalizedBatch([(c * per + i) % testSet.count][...], into: &one)
+        _ = try trainer.backend.infer(images: one, count: 1)
+      }
+      chunks.append(Date().timeIntervalSince(t) / Double(per))
+    }
+    let latency = chunks.sorted()[2]
+
+    let peak = measureSgemmPeak()
+    let trainFlops = Double(3 * flopsForward)
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    let json: [(String, String)] = [
+      ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend)\""), ("batch", "\(batch)"),
+      ("train_images_per_s", fmt(trainRate)), ("train_timed", epochs != nil ? "\"epochs 2..\(epochs!)\"" : "\"steps 2..\(steps + 1)\""),
+      ("train_gflops", fmt(trainRate * trainFlops / 1e9)), ("train_fraction_of_sgemm_peak", fmt(trainRate * trainFlops / 1e9 / peak, 3)),
+      ("compile_s", fmt(compileSeconds, 3)), ("first_step_s", fmt(firstStep, 4)),
+      ("infer_b1000_images_per_s", fmt(inferRate)), ("infer_b1000_fraction_of_sgemm_peak", fmt(inferRate * Double(flopsForward) / 1e9 / peak, 3)),
+      ("infer_b1_us_per_image", fmt(latency * 1e6, 1)),
+      ("peak_rss_mb", fmt(Double(usage.ru_maxrss) / 1024, 1)), ("test_accuracy", fmt(accuracy, 4)),
+      ("threads", "\(openblas_get_num_threads())"), ("openblas_kernel", "\"\(core)\""),
+      ("sgemm_peak_gflops", fmt(peak, 1)), ("train_mflop_per_image", fmt(trainFlops / 1e6, 2)),
+    ]
+    print("{\n" + json.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n") + "\n}")
+  }
+
+  func fmt(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }
+
+  /// Best-of-5 GFLOP/s of a 1024^3 sgemm with the threads OpenBLAS uses: the machine's peak, now.
+  func measureSgemmPeak() -> Double {
+    let n = 1024
+    let a = [Float](repeating: 1, count: n * n), b = [Float](repeating: 0.5, count: n * n)
+    var c = [Float](repeating: 0, count: n * n)
+    var best = 0.0
+    for _ in 0..<5 {
+      let t = Date()
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(n), Int32(n), 1, a, Int32(n), b, Int32(n), 0, &c, Int32(n))
+      best = max(best, 2 * Double(n * n * n) / Date().timeIntervalSince(t) / 1e9)
+    }
+    return best
+  }
+}
