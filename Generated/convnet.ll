@@ -7,1386 +7,2147 @@ entry:
   %v_new = alloca float, align 4
   %m_new = alloca float, align 4
   %g = alloca float, align 4
-  %bc2_sqrt79 = alloca float, align 4
-  %step_size78 = alloca float, align 4
-  %acc75 = alloca float, align 4
-  %acc56 = alloca float, align 4
-  %acc43 = alloca float, align 4
-  %acc39 = alloca float, align 4
-  %s34 = alloca float, align 4
-  %m33 = alloca float, align 4
-  %s29 = alloca float, align 4
-  %m28 = alloca float, align 4
-  %total26 = alloca float, align 4
-  %bi19 = alloca float, align 4
-  %best18 = alloca float, align 4
-  br label %img1
+  %bc2_sqrt118 = alloca float, align 4
+  %step_size117 = alloca float, align 4
+  %acc114 = alloca float, align 4
+  %acc79 = alloca float, align 4
+  %acc57 = alloca float, align 4
+  %acc53 = alloca float, align 4
+  %s48 = alloca float, align 4
+  %m47 = alloca float, align 4
+  %s43 = alloca float, align 4
+  %m42 = alloca float, align 4
+  %total40 = alloca float, align 4
+  %bi33 = alloca float, align 4
+  %best32 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j13.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img9
+g1.end:                                           ; preds = %j13.end
+  br label %g16
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %0 = mul nsw i64 %img11, 25088
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %0
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 784, i32 9, float 1.000000e+00, ptr %params10, i32 9, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params24 = getelementptr inbounds float, ptr %params, i64 0
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 2057216
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
+  br label %j13
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %1 = icmp slt i64 %c2.next, 1
-  br i1 %1, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 1605632, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %2 = icmp slt i64 %ky3.next, 3
-  br i1 %2, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 9
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %3 = icmp slt i64 %kx4.next, 3
-  br i1 %3, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %4 = mul nsw i64 %c22, 3
-  %5 = add nsw i64 %4, %ky33
-  %6 = mul nsw i64 %5, 3
-  %7 = add nsw i64 %6, %kx44
-  %8 = mul nsw i64 %7, 784
-  %9 = add nsw i64 1605632, %8
-  %10 = mul nsw i64 %oy55, 28
-  %11 = add nsw i64 %9, %10
-  %12 = add nsw i64 %11, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float 0.000000e+00, ptr %arena7, align 4
-  %13 = add nsw i64 %oy55, %ky33
-  %14 = add nsw i64 %13, -1
-  %15 = icmp slt i64 -1, %14
-  %16 = add nsw i64 %oy55, %ky33
-  %17 = add nsw i64 %16, -1
-  %18 = icmp slt i64 %17, 28
-  %19 = and i1 %15, %18
-  %20 = add nsw i64 %ox66, %kx44
-  %21 = add nsw i64 %20, -1
-  %22 = icmp slt i64 -1, %21
-  %23 = add nsw i64 %ox66, %kx44
-  %24 = add nsw i64 %23, -1
-  %25 = icmp slt i64 %24, 28
-  %26 = and i1 %22, %25
-  %27 = and i1 %19, %26
-  br i1 %27, label %then, label %endif
+ky6:                                              ; preds = %oy11.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
+  br label %oy7
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %28 = icmp slt i64 %oy5.next, 28
-  br i1 %28, label %oy5, label %oy5.end
+ky6.end:                                          ; preds = %oy11.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
 
-then:                                             ; preds = %ox6
-  %29 = mul nsw i64 %img11, 784
-  %30 = mul nsw i64 %c22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %oy55, %ky33
-  %33 = add nsw i64 %32, -1
-  %34 = mul nsw i64 %33, 28
-  %35 = add nsw i64 %31, %34
-  %36 = add nsw i64 %ox66, %kx44
-  %37 = add nsw i64 %36, -1
-  %38 = add nsw i64 %35, %37
-  %images8 = getelementptr inbounds float, ptr %images, i64 %38
-  %39 = load float, ptr %images8, align 4
-  %40 = mul nsw i64 %c22, 3
-  %41 = add nsw i64 %40, %ky33
-  %42 = mul nsw i64 %41, 3
-  %43 = add nsw i64 %42, %kx44
-  %44 = mul nsw i64 %43, 784
-  %45 = add nsw i64 1605632, %44
-  %46 = mul nsw i64 %oy55, 28
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %47, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %39, ptr %arena9, align 4
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -1
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
+  %13 = add nsw i64 %12, -1
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
+  %23 = add nsw i64 %22, -1
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 1
+  %27 = add nsw i64 %26, -1
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 3
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 3
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 1605632, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 1
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 27
+  br i1 %41, label %ox8, label %ox8.end
+
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %49 = icmp slt i64 %ox6.next, 28
-  br i1 %49, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -1
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -1
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %i8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %i8.end ]
-  br label %i8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %i8.end
-  %img1.next = add nsw i64 %img11, 1
-  %50 = icmp slt i64 %img1.next, 64
-  br i1 %50, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-i8:                                               ; preds = %i8, %f7
-  %i814 = phi i64 [ 0, %f7 ], [ %i8.next, %i8 ]
-  %51 = mul nsw i64 %img11, 25088
-  %52 = mul nsw i64 %f713, 784
-  %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %i814
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %54
-  %55 = load float, ptr %arena15, align 4
-  %56 = add nsw i64 288, %f713
-  %params16 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params16, align 4
-  %58 = fadd float %55, %57
-  %59 = fcmp ogt float %58, 0.000000e+00
-  %60 = mul nsw i64 %img11, 25088
-  %61 = mul nsw i64 %f713, 784
-  %62 = add nsw i64 %60, %61
-  %63 = add nsw i64 %62, %i814
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load float, ptr %arena17, align 4
-  %65 = add nsw i64 288, %f713
-  %params18 = getelementptr inbounds float, ptr %params, i64 %65
-  %66 = load float, ptr %params18, align 4
-  %67 = fadd float %64, %66
-  %68 = select i1 %59, float %67, float 0.000000e+00
-  %69 = mul nsw i64 %img11, 25088
-  %70 = mul nsw i64 %f713, 784
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %i814
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %68, ptr %arena19, align 4
-  %i8.next = add nsw i64 %i814, 1
-  %73 = icmp slt i64 %i8.next, 784
-  br i1 %73, label %i8, label %i8.end
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-i8.end:                                           ; preds = %i8
-  %f7.next = add nsw i64 %f713, 1
-  %74 = icmp slt i64 %f7.next, 32
-  br i1 %74, label %f7, label %f7.end
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -1
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %58, %ox1015
+  %images16 = getelementptr inbounds float, ptr %images, i64 %59
+  %60 = load float, ptr %images16, align 4
+  %61 = mul nsw i64 %c56, 3
+  %62 = add nsw i64 %61, %ky67
+  %63 = mul nsw i64 %62, 3
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 50176
+  %66 = add nsw i64 1605632, %65
+  %67 = mul nsw i64 %j22, 784
+  %68 = add nsw i64 %66, %67
+  %69 = mul nsw i64 %oy912, 28
+  %70 = add nsw i64 %68, %69
+  %71 = add nsw i64 %70, %ox1015
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
+  store float %60, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %72 = icmp slt i64 %ox10.next, 28
+  br i1 %72, label %ox10, label %ox10.end
 
-img9:                                             ; preds = %f15.end, %img1.end
-  %img920 = phi i64 [ 0, %img1.end ], [ %img9.next, %f15.end ]
-  br label %c10
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
 
-img9.end:                                         ; preds = %f15.end
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params57 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 3211264
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena56, i32 12544, ptr %params57, i32 12544, float 0.000000e+00, ptr %arena58, i32 128)
-  br label %n22
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %73 = add nsw i64 %oy1118, %ky67
+  %74 = add nsw i64 %73, -1
+  %75 = icmp slt i64 -1, %74
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -1
+  %78 = icmp slt i64 %77, 28
+  %79 = and i1 %75, %78
+  br i1 %79, label %then19, label %endif20
 
-c10:                                              ; preds = %ky11.end, %img9
-  %c1021 = phi i64 [ 0, %img9 ], [ %c10.next, %ky11.end ]
-  br label %ky11
+oy11.end:                                         ; preds = %endif20
+  %ky6.next = add nsw i64 %ky67, 1
+  %80 = icmp slt i64 %ky6.next, 3
+  br i1 %80, label %ky6, label %ky6.end
 
-c10.end:                                          ; preds = %ky11.end
-  %params31 = getelementptr inbounds float, ptr %params, i64 320
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 3437056
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 784, i32 288, float 1.000000e+00, ptr %params31, i32 288, ptr %arena32, i32 784, float 0.000000e+00, ptr %arena33, i32 784)
-  br label %f15
+then19:                                           ; preds = %oy11
+  br label %ox12
 
-ky11:                                             ; preds = %kx12.end, %c10
-  %ky1122 = phi i64 [ 0, %c10 ], [ %ky11.next, %kx12.end ]
-  br label %kx12
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %81 = icmp slt i64 %oy11.next, 28
+  br i1 %81, label %oy11, label %oy11.end
 
-ky11.end:                                         ; preds = %kx12.end
-  %c10.next = add nsw i64 %c1021, 1
-  %75 = icmp slt i64 %c10.next, 32
-  br i1 %75, label %c10, label %c10.end
-
-kx12:                                             ; preds = %oy13.end, %ky11
-  %kx1223 = phi i64 [ 0, %ky11 ], [ %kx12.next, %oy13.end ]
-  br label %oy13
-
-kx12.end:                                         ; preds = %oy13.end
-  %ky11.next = add nsw i64 %ky1122, 1
-  %76 = icmp slt i64 %ky11.next, 3
-  br i1 %76, label %ky11, label %ky11.end
-
-oy13:                                             ; preds = %ox14.end, %kx12
-  %oy1324 = phi i64 [ 0, %kx12 ], [ %oy13.next, %ox14.end ]
-  br label %ox14
-
-oy13.end:                                         ; preds = %ox14.end
-  %kx12.next = add nsw i64 %kx1223, 1
-  %77 = icmp slt i64 %kx12.next, 3
-  br i1 %77, label %kx12, label %kx12.end
-
-ox14:                                             ; preds = %endif28, %oy13
-  %ox1425 = phi i64 [ 0, %oy13 ], [ %ox14.next, %endif28 ]
-  %78 = mul nsw i64 %c1021, 3
-  %79 = add nsw i64 %78, %ky1122
-  %80 = mul nsw i64 %79, 3
-  %81 = add nsw i64 %80, %kx1223
-  %82 = mul nsw i64 %81, 784
-  %83 = add nsw i64 3211264, %82
-  %84 = mul nsw i64 %oy1324, 28
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 %85, %ox1425
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %86
-  store float 0.000000e+00, ptr %arena26, align 4
-  %87 = add nsw i64 %oy1324, %ky1122
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %82 = mul nsw i64 %g11, 64
+  %83 = add nsw i64 %82, %j22
+  %84 = mul nsw i64 %83, 784
+  %85 = mul nsw i64 %c56, 784
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %oy1118, %ky67
   %88 = add nsw i64 %87, -1
-  %89 = icmp slt i64 -1, %88
-  %90 = add nsw i64 %oy1324, %ky1122
-  %91 = add nsw i64 %90, -1
-  %92 = icmp slt i64 %91, 28
-  %93 = and i1 %89, %92
-  %94 = add nsw i64 %ox1425, %kx1223
-  %95 = add nsw i64 %94, -1
-  %96 = icmp slt i64 -1, %95
-  %97 = add nsw i64 %ox1425, %kx1223
-  %98 = add nsw i64 %97, -1
-  %99 = icmp slt i64 %98, 28
-  %100 = and i1 %96, %99
-  %101 = and i1 %93, %100
-  br i1 %101, label %then27, label %endif28
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %ox1221, 1
+  %92 = add nsw i64 %90, %91
+  %images22 = getelementptr inbounds float, ptr %images, i64 %92
+  %93 = load float, ptr %images22, align 4
+  %94 = mul nsw i64 %c56, 3
+  %95 = add nsw i64 %94, %ky67
+  %96 = mul nsw i64 %95, 3
+  %97 = add nsw i64 %96, 2
+  %98 = mul nsw i64 %97, 50176
+  %99 = add nsw i64 1605632, %98
+  %100 = mul nsw i64 %j22, 784
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %oy1118, 28
+  %103 = add nsw i64 %101, %102
+  %104 = add nsw i64 %103, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
+  store float %93, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %105 = icmp slt i64 %ox12.next, 27
+  br i1 %105, label %ox12, label %ox12.end
 
-ox14.end:                                         ; preds = %endif28
-  %oy13.next = add nsw i64 %oy1324, 1
-  %102 = icmp slt i64 %oy13.next, 28
-  br i1 %102, label %oy13, label %oy13.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-then27:                                           ; preds = %ox14
-  %103 = mul nsw i64 %img920, 25088
-  %104 = mul nsw i64 %c1021, 784
-  %105 = add nsw i64 %103, %104
-  %106 = add nsw i64 %oy1324, %ky1122
-  %107 = add nsw i64 %106, -1
-  %108 = mul nsw i64 %107, 28
-  %109 = add nsw i64 %105, %108
-  %110 = add nsw i64 %ox1425, %kx1223
-  %111 = add nsw i64 %110, -1
-  %112 = add nsw i64 %109, %111
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena29, align 4
-  %114 = mul nsw i64 %c1021, 3
-  %115 = add nsw i64 %114, %ky1122
-  %116 = mul nsw i64 %115, 3
-  %117 = add nsw i64 %116, %kx1223
-  %118 = mul nsw i64 %117, 784
-  %119 = add nsw i64 3211264, %118
-  %120 = mul nsw i64 %oy1324, 28
+j13:                                              ; preds = %f14.end, %j2.end
+  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
+  br label %f14
+
+j13.end:                                          ; preds = %f14.end
+  %g1.next = add nsw i64 %g11, 1
+  %106 = icmp slt i64 %g1.next, 1
+  br i1 %106, label %g1, label %g1.end
+
+f14:                                              ; preds = %i15.end, %j13
+  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %i15.end ]
+  br label %i15
+
+f14.end:                                          ; preds = %i15.end
+  %j13.next = add nsw i64 %j1327, 1
+  %107 = icmp slt i64 %j13.next, 64
+  br i1 %107, label %j13, label %j13.end
+
+i15:                                              ; preds = %i15, %f14
+  %i1529 = phi i64 [ 0, %f14 ], [ %i15.next, %i15 ]
+  %108 = mul nsw i64 %f1428, 50176
+  %109 = add nsw i64 2057216, %108
+  %110 = mul nsw i64 %j1327, 784
+  %111 = add nsw i64 %109, %110
+  %112 = add nsw i64 %111, %i1529
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %112
+  %113 = load float, ptr %arena30, align 4
+  %114 = add nsw i64 288, %f1428
+  %params31 = getelementptr inbounds float, ptr %params, i64 %114
+  %115 = load float, ptr %params31, align 4
+  %116 = fadd float %113, %115
+  %117 = fcmp ogt float %116, 0.000000e+00
+  %118 = mul nsw i64 %f1428, 50176
+  %119 = add nsw i64 2057216, %118
+  %120 = mul nsw i64 %j1327, 784
   %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 %121, %ox1425
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %122
-  store float %113, ptr %arena30, align 4
-  br label %endif28
+  %122 = add nsw i64 %121, %i1529
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load float, ptr %arena32, align 4
+  %124 = add nsw i64 288, %f1428
+  %params33 = getelementptr inbounds float, ptr %params, i64 %124
+  %125 = load float, ptr %params33, align 4
+  %126 = fadd float %123, %125
+  %127 = select i1 %117, float %126, float 0.000000e+00
+  %128 = mul nsw i64 %g11, 64
+  %129 = add nsw i64 %128, %j1327
+  %130 = mul nsw i64 %129, 25088
+  %131 = mul nsw i64 %f1428, 784
+  %132 = add nsw i64 %130, %131
+  %133 = add nsw i64 %132, %i1529
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %133
+  store float %127, ptr %arena34, align 4
+  %i15.next = add nsw i64 %i1529, 1
+  %134 = icmp slt i64 %i15.next, 784
+  br i1 %134, label %i15, label %i15.end
 
-endif28:                                          ; preds = %then27, %ox14
-  %ox14.next = add nsw i64 %ox1425, 1
-  %123 = icmp slt i64 %ox14.next, 28
-  br i1 %123, label %ox14, label %ox14.end
+i15.end:                                          ; preds = %i15
+  %f14.next = add nsw i64 %f1428, 1
+  %135 = icmp slt i64 %f14.next, 32
+  br i1 %135, label %f14, label %f14.end
 
-f15:                                              ; preds = %py16.end, %c10.end
-  %f1534 = phi i64 [ 0, %c10.end ], [ %f15.next, %py16.end ]
-  br label %py16
+g16:                                              ; preds = %j28.end, %g1.end
+  %g1635 = phi i64 [ 0, %g1.end ], [ %g16.next, %j28.end ]
+  br label %j17
 
-f15.end:                                          ; preds = %py16.end
-  %img9.next = add nsw i64 %img920, 1
-  %124 = icmp slt i64 %img9.next, 64
-  br i1 %124, label %img9, label %img9.end
+g16.end:                                          ; preds = %j28.end
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params87 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 3211264
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena86, i32 12544, ptr %params87, i32 12544, float 0.000000e+00, ptr %arena88, i32 128)
+  br label %n36
 
-py16:                                             ; preds = %px17.end, %f15
-  %py1635 = phi i64 [ 0, %f15 ], [ %py16.next, %px17.end ]
-  br label %px17
+j17:                                              ; preds = %c20.end, %g16
+  %j1736 = phi i64 [ 0, %g16 ], [ %j17.next, %c20.end ]
+  br label %r18
 
-py16.end:                                         ; preds = %px17.end
-  %f15.next = add nsw i64 %f1534, 1
-  %125 = icmp slt i64 %f15.next, 64
-  br i1 %125, label %f15, label %f15.end
+j17.end:                                          ; preds = %c20.end
+  %params60 = getelementptr inbounds float, ptr %params, i64 320
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 17661952
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 50176, i32 288, float 1.000000e+00, ptr %params60, i32 288, ptr %arena61, i32 50176, float 0.000000e+00, ptr %arena62, i32 50176)
+  br label %j28
 
-px17:                                             ; preds = %ky20.end, %py16
-  %px1736 = phi i64 [ 0, %py16 ], [ %px17.next, %ky20.end ]
-  %126 = mul nsw i64 %f1534, 784
-  %127 = add nsw i64 3437056, %126
-  %128 = mul nsw i64 %py1635, 56
-  %129 = mul nsw i64 %px1736, 2
-  %130 = add nsw i64 %128, %129
-  %131 = add nsw i64 %127, %130
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %131
-  %132 = load float, ptr %arena37, align 4
-  %133 = add nsw i64 18752, %f1534
-  %params38 = getelementptr inbounds float, ptr %params, i64 %133
-  %134 = load float, ptr %params38, align 4
-  %135 = fadd float %132, %134
-  store float %135, ptr %best18, align 4
-  %136 = mul nsw i64 %py1635, 56
-  %137 = mul nsw i64 %px1736, 2
-  %138 = add nsw i64 %136, %137
-  %139 = sitofp i64 %138 to float
-  store float %139, ptr %bi19, align 4
-  br label %ky20
+r18:                                              ; preds = %i19.end, %j17
+  %r1837 = phi i64 [ 0, %j17 ], [ %r18.next, %i19.end ]
+  br label %i19
 
-px17.end:                                         ; preds = %ky20.end
-  %py16.next = add nsw i64 %py1635, 1
-  %140 = icmp slt i64 %py16.next, 14
-  br i1 %140, label %py16, label %py16.end
+r18.end:                                          ; preds = %i19.end
+  br label %c20
 
-ky20:                                             ; preds = %kx21.end, %px17
-  %ky2039 = phi i64 [ 0, %px17 ], [ %ky20.next, %kx21.end ]
-  br label %kx21
+i19:                                              ; preds = %i19, %r18
+  %i1938 = phi i64 [ 0, %r18 ], [ %i19.next, %i19 ]
+  %136 = mul nsw i64 %r1837, 50176
+  %137 = add nsw i64 3211264, %136
+  %138 = mul nsw i64 %j1736, 784
+  %139 = add nsw i64 %137, %138
+  %140 = add nsw i64 %139, %i1938
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %140
+  store float 0.000000e+00, ptr %arena39, align 4
+  %i19.next = add nsw i64 %i1938, 1
+  %141 = icmp slt i64 %i19.next, 784
+  br i1 %141, label %i19, label %i19.end
 
-ky20.end:                                         ; preds = %kx21.end
-  %best1851 = load float, ptr %best18, align 4
-  %141 = fcmp ogt float %best1851, 0.000000e+00
-  %best1852 = load float, ptr %best18, align 4
-  %142 = select i1 %141, float %best1852, float 0.000000e+00
-  %143 = mul nsw i64 %img920, 12544
-  %144 = mul nsw i64 %f1534, 196
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %py1635, 14
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %px1736
-  %149 = add nsw i64 1605632, %148
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %149
-  store float %142, ptr %arena53, align 4
-  %bi1954 = load float, ptr %bi19, align 4
-  %150 = mul nsw i64 %img920, 12544
-  %151 = mul nsw i64 %f1534, 196
-  %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %py1635, 14
-  %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %px1736
-  %156 = add nsw i64 2408448, %155
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %156
-  store float %bi1954, ptr %arena55, align 4
-  %px17.next = add nsw i64 %px1736, 1
-  %157 = icmp slt i64 %px17.next, 14
-  br i1 %157, label %px17, label %px17.end
+i19.end:                                          ; preds = %i19
+  %r18.next = add nsw i64 %r1837, 1
+  %142 = icmp slt i64 %r18.next, 288
+  br i1 %142, label %r18, label %r18.end
 
-kx21:                                             ; preds = %kx21, %ky20
-  %kx2140 = phi i64 [ 0, %ky20 ], [ %kx21.next, %kx21 ]
-  %158 = mul nsw i64 %f1534, 784
-  %159 = add nsw i64 3437056, %158
-  %160 = mul nsw i64 %py1635, 56
-  %161 = mul nsw i64 %px1736, 2
-  %162 = add nsw i64 %160, %161
-  %163 = mul nsw i64 %ky2039, 28
-  %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %164, %kx2140
-  %166 = add nsw i64 %159, %165
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %166
-  %167 = load float, ptr %arena41, align 4
-  %168 = add nsw i64 18752, %f1534
-  %params42 = getelementptr inbounds float, ptr %params, i64 %168
-  %169 = load float, ptr %params42, align 4
-  %170 = fadd float %167, %169
-  %best1843 = load float, ptr %best18, align 4
-  %171 = fcmp ogt float %170, %best1843
-  %172 = mul nsw i64 %py1635, 56
-  %173 = mul nsw i64 %px1736, 2
+c20:                                              ; preds = %ky21.end, %r18.end
+  %c2040 = phi i64 [ 0, %r18.end ], [ %c20.next, %ky21.end ]
+  br label %ky21
+
+c20.end:                                          ; preds = %ky21.end
+  %j17.next = add nsw i64 %j1736, 1
+  %143 = icmp slt i64 %j17.next, 64
+  br i1 %143, label %j17, label %j17.end
+
+ky21:                                             ; preds = %oy26.end, %c20
+  %ky2141 = phi i64 [ 0, %c20 ], [ %ky21.next, %oy26.end ]
+  br label %oy22
+
+ky21.end:                                         ; preds = %oy26.end
+  %c20.next = add nsw i64 %c2040, 1
+  %144 = icmp slt i64 %c20.next, 32
+  br i1 %144, label %c20, label %c20.end
+
+oy22:                                             ; preds = %endif44, %ky21
+  %oy2242 = phi i64 [ 0, %ky21 ], [ %oy22.next, %endif44 ]
+  %145 = add nsw i64 %oy2242, %ky2141
+  %146 = add nsw i64 %145, -1
+  %147 = icmp slt i64 -1, %146
+  %148 = add nsw i64 %oy2242, %ky2141
+  %149 = add nsw i64 %148, -1
+  %150 = icmp slt i64 %149, 28
+  %151 = and i1 %147, %150
+  br i1 %151, label %then43, label %endif44
+
+oy22.end:                                         ; preds = %endif44
+  br label %oy24
+
+then43:                                           ; preds = %oy22
+  br label %ox23
+
+endif44:                                          ; preds = %ox23.end, %oy22
+  %oy22.next = add nsw i64 %oy2242, 1
+  %152 = icmp slt i64 %oy22.next, 28
+  br i1 %152, label %oy22, label %oy22.end
+
+ox23:                                             ; preds = %ox23, %then43
+  %ox2345 = phi i64 [ 0, %then43 ], [ %ox23.next, %ox23 ]
+  %153 = mul nsw i64 %g1635, 64
+  %154 = add nsw i64 %153, %j1736
+  %155 = mul nsw i64 %154, 25088
+  %156 = mul nsw i64 %c2040, 784
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %oy2242, %ky2141
+  %159 = add nsw i64 %158, -1
+  %160 = mul nsw i64 %159, 28
+  %161 = add nsw i64 %157, %160
+  %162 = add nsw i64 %ox2345, 1
+  %163 = add nsw i64 %162, -1
+  %164 = add nsw i64 %161, %163
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load float, ptr %arena46, align 4
+  %166 = mul nsw i64 %c2040, 3
+  %167 = add nsw i64 %166, %ky2141
+  %168 = mul nsw i64 %167, 3
+  %169 = mul nsw i64 %168, 50176
+  %170 = add nsw i64 3211264, %169
+  %171 = mul nsw i64 %j1736, 784
+  %172 = add nsw i64 %170, %171
+  %173 = mul nsw i64 %oy2242, 28
   %174 = add nsw i64 %172, %173
-  %175 = mul nsw i64 %ky2039, 28
+  %175 = add nsw i64 %ox2345, 1
   %176 = add nsw i64 %174, %175
-  %177 = add nsw i64 %176, %kx2140
-  %178 = sitofp i64 %177 to float
-  %bi1944 = load float, ptr %bi19, align 4
-  %179 = select i1 %171, float %178, float %bi1944
-  store float %179, ptr %bi19, align 4
-  %180 = mul nsw i64 %f1534, 784
-  %181 = add nsw i64 3437056, %180
-  %182 = mul nsw i64 %py1635, 56
-  %183 = mul nsw i64 %px1736, 2
-  %184 = add nsw i64 %182, %183
-  %185 = mul nsw i64 %ky2039, 28
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 %186, %kx2140
-  %188 = add nsw i64 %181, %187
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %188
-  %189 = load float, ptr %arena45, align 4
-  %190 = add nsw i64 18752, %f1534
-  %params46 = getelementptr inbounds float, ptr %params, i64 %190
-  %191 = load float, ptr %params46, align 4
-  %192 = fadd float %189, %191
-  %best1847 = load float, ptr %best18, align 4
-  %193 = fcmp ogt float %192, %best1847
-  %194 = mul nsw i64 %f1534, 784
-  %195 = add nsw i64 3437056, %194
-  %196 = mul nsw i64 %py1635, 56
-  %197 = mul nsw i64 %px1736, 2
-  %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %ky2039, 28
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 %200, %kx2140
-  %202 = add nsw i64 %195, %201
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load float, ptr %arena48, align 4
-  %204 = add nsw i64 18752, %f1534
-  %params49 = getelementptr inbounds float, ptr %params, i64 %204
-  %205 = load float, ptr %params49, align 4
-  %206 = fadd float %203, %205
-  %best1850 = load float, ptr %best18, align 4
-  %207 = select i1 %193, float %206, float %best1850
-  store float %207, ptr %best18, align 4
-  %kx21.next = add nsw i64 %kx2140, 1
-  %208 = icmp slt i64 %kx21.next, 2
-  br i1 %208, label %kx21, label %kx21.end
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %176
+  store float %165, ptr %arena47, align 4
+  %ox23.next = add nsw i64 %ox2345, 1
+  %177 = icmp slt i64 %ox23.next, 27
+  br i1 %177, label %ox23, label %ox23.end
 
-kx21.end:                                         ; preds = %kx21
-  %ky20.next = add nsw i64 %ky2039, 1
-  %209 = icmp slt i64 %ky20.next, 2
-  br i1 %209, label %ky20, label %ky20.end
+ox23.end:                                         ; preds = %ox23
+  br label %endif44
 
-n22:                                              ; preds = %u23.end, %img9.end
-  %n2259 = phi i64 [ 0, %img9.end ], [ %n22.next, %u23.end ]
-  br label %u23
+oy24:                                             ; preds = %endif50, %oy22.end
+  %oy2448 = phi i64 [ 0, %oy22.end ], [ %oy24.next, %endif50 ]
+  %178 = add nsw i64 %oy2448, %ky2141
+  %179 = add nsw i64 %178, -1
+  %180 = icmp slt i64 -1, %179
+  %181 = add nsw i64 %oy2448, %ky2141
+  %182 = add nsw i64 %181, -1
+  %183 = icmp slt i64 %182, 28
+  %184 = and i1 %180, %183
+  br i1 %184, label %then49, label %endif50
 
-n22.end:                                          ; preds = %u23.end
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params67 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 3219456
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena66, i32 128, ptr %params67, i32 128, float 0.000000e+00, ptr %arena68, i32 10)
-  br label %n24
+oy24.end:                                         ; preds = %endif50
+  br label %oy26
 
-u23:                                              ; preds = %u23, %n22
-  %u2360 = phi i64 [ 0, %n22 ], [ %u23.next, %u23 ]
-  %210 = mul nsw i64 %n2259, 128
-  %211 = add nsw i64 3211264, %210
-  %212 = add nsw i64 %211, %u2360
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %212
-  %213 = load float, ptr %arena61, align 4
-  %214 = add nsw i64 1624448, %u2360
-  %params62 = getelementptr inbounds float, ptr %params, i64 %214
-  %215 = load float, ptr %params62, align 4
-  %216 = fadd float %213, %215
-  %217 = fcmp ogt float %216, 0.000000e+00
-  %218 = mul nsw i64 %n2259, 128
-  %219 = add nsw i64 3211264, %218
-  %220 = add nsw i64 %219, %u2360
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %220
-  %221 = load float, ptr %arena63, align 4
-  %222 = add nsw i64 1624448, %u2360
-  %params64 = getelementptr inbounds float, ptr %params, i64 %222
-  %223 = load float, ptr %params64, align 4
-  %224 = fadd float %221, %223
-  %225 = select i1 %217, float %224, float 0.000000e+00
-  %226 = mul nsw i64 %n2259, 128
-  %227 = add nsw i64 3211264, %226
-  %228 = add nsw i64 %227, %u2360
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %228
-  store float %225, ptr %arena65, align 4
-  %u23.next = add nsw i64 %u2360, 1
-  %229 = icmp slt i64 %u23.next, 128
-  br i1 %229, label %u23, label %u23.end
+then49:                                           ; preds = %oy24
+  br label %ox25
 
-u23.end:                                          ; preds = %u23
-  %n22.next = add nsw i64 %n2259, 1
-  %230 = icmp slt i64 %n22.next, 64
-  br i1 %230, label %n22, label %n22.end
+endif50:                                          ; preds = %ox25.end, %oy24
+  %oy24.next = add nsw i64 %oy2448, 1
+  %185 = icmp slt i64 %oy24.next, 28
+  br i1 %185, label %oy24, label %oy24.end
 
-n24:                                              ; preds = %u25.end, %n22.end
-  %n2469 = phi i64 [ 0, %n22.end ], [ %n24.next, %u25.end ]
-  br label %u25
+ox25:                                             ; preds = %ox25, %then49
+  %ox2551 = phi i64 [ 0, %then49 ], [ %ox25.next, %ox25 ]
+  %186 = mul nsw i64 %g1635, 64
+  %187 = add nsw i64 %186, %j1736
+  %188 = mul nsw i64 %187, 25088
+  %189 = mul nsw i64 %c2040, 784
+  %190 = add nsw i64 %188, %189
+  %191 = add nsw i64 %oy2448, %ky2141
+  %192 = add nsw i64 %191, -1
+  %193 = mul nsw i64 %192, 28
+  %194 = add nsw i64 %190, %193
+  %195 = add nsw i64 %194, %ox2551
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %195
+  %196 = load float, ptr %arena52, align 4
+  %197 = mul nsw i64 %c2040, 3
+  %198 = add nsw i64 %197, %ky2141
+  %199 = mul nsw i64 %198, 3
+  %200 = add nsw i64 %199, 1
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 3211264, %201
+  %203 = mul nsw i64 %j1736, 784
+  %204 = add nsw i64 %202, %203
+  %205 = mul nsw i64 %oy2448, 28
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, %ox2551
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %207
+  store float %196, ptr %arena53, align 4
+  %ox25.next = add nsw i64 %ox2551, 1
+  %208 = icmp slt i64 %ox25.next, 28
+  br i1 %208, label %ox25, label %ox25.end
 
-n24.end:                                          ; preds = %u25.end
-  store float 0.000000e+00, ptr %total26, align 4
-  br label %n27
+ox25.end:                                         ; preds = %ox25
+  br label %endif50
 
-u25:                                              ; preds = %u25, %n24
-  %u2570 = phi i64 [ 0, %n24 ], [ %u25.next, %u25 ]
-  %231 = mul nsw i64 %n2469, 10
-  %232 = add nsw i64 3219456, %231
-  %233 = add nsw i64 %232, %u2570
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %233
-  %234 = load float, ptr %arena71, align 4
-  %235 = add nsw i64 1625856, %u2570
-  %params72 = getelementptr inbounds float, ptr %params, i64 %235
-  %236 = load float, ptr %params72, align 4
-  %237 = fadd float %234, %236
-  %238 = mul nsw i64 %n2469, 10
-  %239 = add nsw i64 3219456, %238
-  %240 = add nsw i64 %239, %u2570
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %240
-  store float %237, ptr %arena73, align 4
-  %u25.next = add nsw i64 %u2570, 1
-  %241 = icmp slt i64 %u25.next, 10
-  br i1 %241, label %u25, label %u25.end
+oy26:                                             ; preds = %endif56, %oy24.end
+  %oy2654 = phi i64 [ 0, %oy24.end ], [ %oy26.next, %endif56 ]
+  %209 = add nsw i64 %oy2654, %ky2141
+  %210 = add nsw i64 %209, -1
+  %211 = icmp slt i64 -1, %210
+  %212 = add nsw i64 %oy2654, %ky2141
+  %213 = add nsw i64 %212, -1
+  %214 = icmp slt i64 %213, 28
+  %215 = and i1 %211, %214
+  br i1 %215, label %then55, label %endif56
 
-u25.end:                                          ; preds = %u25
-  %n24.next = add nsw i64 %n2469, 1
-  %242 = icmp slt i64 %n24.next, 64
-  br i1 %242, label %n24, label %n24.end
+oy26.end:                                         ; preds = %endif56
+  %ky21.next = add nsw i64 %ky2141, 1
+  %216 = icmp slt i64 %ky21.next, 3
+  br i1 %216, label %ky21, label %ky21.end
 
-n27:                                              ; preds = %k31.end, %n24.end
-  %n2774 = phi i64 [ 0, %n24.end ], [ %n27.next, %k31.end ]
-  %243 = mul nsw i64 %n2774, 10
-  %244 = add nsw i64 3219456, %243
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %244
-  %245 = load float, ptr %arena75, align 4
-  store float %245, ptr %m28, align 4
-  br label %k30
+then55:                                           ; preds = %oy26
+  br label %ox27
 
-n27.end:                                          ; preds = %k31.end
-  %total2688 = load float, ptr %total26, align 4
-  %246 = fdiv float %total2688, 6.400000e+01
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 3220096
-  store float %246, ptr %arena89, align 4
-  br label %n32
+endif56:                                          ; preds = %ox27.end, %oy26
+  %oy26.next = add nsw i64 %oy2654, 1
+  %217 = icmp slt i64 %oy26.next, 28
+  br i1 %217, label %oy26, label %oy26.end
 
-k30:                                              ; preds = %k30, %n27
-  %k3076 = phi i64 [ 0, %n27 ], [ %k30.next, %k30 ]
-  %m2877 = load float, ptr %m28, align 4
-  %247 = mul nsw i64 %n2774, 10
-  %248 = add nsw i64 3219456, %247
-  %249 = add nsw i64 %248, %k3076
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %249
-  %250 = load float, ptr %arena78, align 4
-  %251 = fcmp ogt float %250, %m2877
-  %252 = select i1 %251, float %250, float %m2877
-  store float %252, ptr %m28, align 4
-  %k30.next = add nsw i64 %k3076, 1
-  %253 = icmp slt i64 %k30.next, 10
-  br i1 %253, label %k30, label %k30.end
+ox27:                                             ; preds = %ox27, %then55
+  %ox2757 = phi i64 [ 0, %then55 ], [ %ox27.next, %ox27 ]
+  %218 = mul nsw i64 %g1635, 64
+  %219 = add nsw i64 %218, %j1736
+  %220 = mul nsw i64 %219, 25088
+  %221 = mul nsw i64 %c2040, 784
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 %oy2654, %ky2141
+  %224 = add nsw i64 %223, -1
+  %225 = mul nsw i64 %224, 28
+  %226 = add nsw i64 %222, %225
+  %227 = add nsw i64 %ox2757, 1
+  %228 = add nsw i64 %226, %227
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load float, ptr %arena58, align 4
+  %230 = mul nsw i64 %c2040, 3
+  %231 = add nsw i64 %230, %ky2141
+  %232 = mul nsw i64 %231, 3
+  %233 = add nsw i64 %232, 2
+  %234 = mul nsw i64 %233, 50176
+  %235 = add nsw i64 3211264, %234
+  %236 = mul nsw i64 %j1736, 784
+  %237 = add nsw i64 %235, %236
+  %238 = mul nsw i64 %oy2654, 28
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 %239, %ox2757
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %240
+  store float %229, ptr %arena59, align 4
+  %ox27.next = add nsw i64 %ox2757, 1
+  %241 = icmp slt i64 %ox27.next, 27
+  br i1 %241, label %ox27, label %ox27.end
 
-k30.end:                                          ; preds = %k30
-  store float 0.000000e+00, ptr %s29, align 4
-  br label %k31
+ox27.end:                                         ; preds = %ox27
+  br label %endif56
 
-k31:                                              ; preds = %k31, %k30.end
-  %k3179 = phi i64 [ 0, %k30.end ], [ %k31.next, %k31 ]
-  %s2980 = load float, ptr %s29, align 4
-  %254 = mul nsw i64 %n2774, 10
-  %255 = add nsw i64 3219456, %254
-  %256 = add nsw i64 %255, %k3179
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %256
-  %257 = load float, ptr %arena81, align 4
-  %m2882 = load float, ptr %m28, align 4
-  %258 = fsub float %257, %m2882
-  %259 = call float @llvm.exp.f32(float %258)
-  %260 = fadd float %s2980, %259
-  store float %260, ptr %s29, align 4
-  %k31.next = add nsw i64 %k3179, 1
-  %261 = icmp slt i64 %k31.next, 10
-  br i1 %261, label %k31, label %k31.end
+j28:                                              ; preds = %f29.end, %j17.end
+  %j2863 = phi i64 [ 0, %j17.end ], [ %j28.next, %f29.end ]
+  br label %f29
 
-k31.end:                                          ; preds = %k31
-  %total2683 = load float, ptr %total26, align 4
-  %m2884 = load float, ptr %m28, align 4
-  %s2985 = load float, ptr %s29, align 4
-  %262 = call float @llvm.log.f32(float %s2985)
-  %263 = fadd float %m2884, %262
-  %264 = mul nsw i64 %n2774, 10
-  %265 = add nsw i64 3219456, %264
-  %labels86 = getelementptr inbounds i32, ptr %labels, i64 %n2774
-  %label = load i32, ptr %labels86, align 4
-  %266 = sext i32 %label to i64
-  %267 = add nsw i64 %265, %266
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena87, align 4
-  %269 = fsub float %263, %268
-  %270 = fadd float %total2683, %269
-  store float %270, ptr %total26, align 4
-  %n27.next = add nsw i64 %n2774, 1
-  %271 = icmp slt i64 %n27.next, 64
-  br i1 %271, label %n27, label %n27.end
+j28.end:                                          ; preds = %f29.end
+  %g16.next = add nsw i64 %g1635, 1
+  %242 = icmp slt i64 %g16.next, 1
+  br i1 %242, label %g16, label %g16.end
 
-n32:                                              ; preds = %k37.end, %n27.end
-  %n3290 = phi i64 [ 0, %n27.end ], [ %n32.next, %k37.end ]
-  %272 = mul nsw i64 %n3290, 10
-  %273 = add nsw i64 3219456, %272
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %273
-  %274 = load float, ptr %arena91, align 4
-  store float %274, ptr %m33, align 4
-  br label %k35
+f29:                                              ; preds = %py30.end, %j28
+  %f2964 = phi i64 [ 0, %j28 ], [ %f29.next, %py30.end ]
+  br label %py30
 
-n32.end:                                          ; preds = %k37.end
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %grads111 = getelementptr inbounds float, ptr %grads, i64 1624576
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena109, i32 10, ptr %arena110, i32 128, float 0.000000e+00, ptr %grads111, i32 128)
-  br label %u38
+f29.end:                                          ; preds = %py30.end
+  %j28.next = add nsw i64 %j2863, 1
+  %243 = icmp slt i64 %j28.next, 64
+  br i1 %243, label %j28, label %j28.end
 
-k35:                                              ; preds = %k35, %n32
-  %k3592 = phi i64 [ 0, %n32 ], [ %k35.next, %k35 ]
-  %m3393 = load float, ptr %m33, align 4
-  %275 = mul nsw i64 %n3290, 10
-  %276 = add nsw i64 3219456, %275
-  %277 = add nsw i64 %276, %k3592
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %277
-  %278 = load float, ptr %arena94, align 4
-  %279 = fcmp ogt float %278, %m3393
-  %280 = select i1 %279, float %278, float %m3393
-  store float %280, ptr %m33, align 4
-  %k35.next = add nsw i64 %k3592, 1
-  %281 = icmp slt i64 %k35.next, 10
-  br i1 %281, label %k35, label %k35.end
+py30:                                             ; preds = %px31.end, %f29
+  %py3065 = phi i64 [ 0, %f29 ], [ %py30.next, %px31.end ]
+  br label %px31
 
-k35.end:                                          ; preds = %k35
-  store float 0.000000e+00, ptr %s34, align 4
-  br label %k36
+py30.end:                                         ; preds = %px31.end
+  %f29.next = add nsw i64 %f2964, 1
+  %244 = icmp slt i64 %f29.next, 64
+  br i1 %244, label %f29, label %f29.end
 
-k36:                                              ; preds = %k36, %k35.end
-  %k3695 = phi i64 [ 0, %k35.end ], [ %k36.next, %k36 ]
-  %s3496 = load float, ptr %s34, align 4
-  %282 = mul nsw i64 %n3290, 10
-  %283 = add nsw i64 3219456, %282
-  %284 = add nsw i64 %283, %k3695
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %284
-  %285 = load float, ptr %arena97, align 4
-  %m3398 = load float, ptr %m33, align 4
-  %286 = fsub float %285, %m3398
-  %287 = call float @llvm.exp.f32(float %286)
-  %288 = fadd float %s3496, %287
-  store float %288, ptr %s34, align 4
-  %k36.next = add nsw i64 %k3695, 1
-  %289 = icmp slt i64 %k36.next, 10
-  br i1 %289, label %k36, label %k36.end
+px31:                                             ; preds = %ky34.end, %py30
+  %px3166 = phi i64 [ 0, %py30 ], [ %px31.next, %ky34.end ]
+  %245 = mul nsw i64 %f2964, 50176
+  %246 = add nsw i64 17661952, %245
+  %247 = mul nsw i64 %j2863, 784
+  %248 = add nsw i64 %246, %247
+  %249 = mul nsw i64 %py3065, 56
+  %250 = mul nsw i64 %px3166, 2
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %248, %251
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
+  %253 = load float, ptr %arena67, align 4
+  %254 = add nsw i64 18752, %f2964
+  %params68 = getelementptr inbounds float, ptr %params, i64 %254
+  %255 = load float, ptr %params68, align 4
+  %256 = fadd float %253, %255
+  store float %256, ptr %best32, align 4
+  %257 = mul nsw i64 %py3065, 56
+  %258 = mul nsw i64 %px3166, 2
+  %259 = add nsw i64 %257, %258
+  %260 = sitofp i64 %259 to float
+  store float %260, ptr %bi33, align 4
+  br label %ky34
 
-k36.end:                                          ; preds = %k36
-  br label %k37
+px31.end:                                         ; preds = %ky34.end
+  %py30.next = add nsw i64 %py3065, 1
+  %261 = icmp slt i64 %py30.next, 14
+  br i1 %261, label %py30, label %py30.end
 
-k37:                                              ; preds = %k37, %k36.end
-  %k3799 = phi i64 [ 0, %k36.end ], [ %k37.next, %k37 ]
-  %labels100 = getelementptr inbounds i32, ptr %labels, i64 %n3290
-  %label101 = load i32, ptr %labels100, align 4
-  %290 = sext i32 %label101 to i64
-  %291 = icmp eq i64 %k3799, %290
-  %292 = mul nsw i64 %n3290, 10
-  %293 = add nsw i64 3219456, %292
-  %294 = add nsw i64 %293, %k3799
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %294
-  %295 = load float, ptr %arena102, align 4
-  %m33103 = load float, ptr %m33, align 4
-  %296 = fsub float %295, %m33103
-  %297 = call float @llvm.exp.f32(float %296)
-  %s34104 = load float, ptr %s34, align 4
-  %298 = fdiv float %297, %s34104
-  %299 = fsub float %298, 1.000000e+00
-  %300 = mul nsw i64 %n3290, 10
-  %301 = add nsw i64 3219456, %300
-  %302 = add nsw i64 %301, %k3799
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %302
-  %303 = load float, ptr %arena105, align 4
-  %m33106 = load float, ptr %m33, align 4
-  %304 = fsub float %303, %m33106
-  %305 = call float @llvm.exp.f32(float %304)
-  %s34107 = load float, ptr %s34, align 4
-  %306 = fdiv float %305, %s34107
-  %307 = select i1 %291, float %299, float %306
-  %308 = fdiv float %307, 6.400000e+01
-  %309 = mul nsw i64 %n3290, 10
-  %310 = add nsw i64 3220112, %309
-  %311 = add nsw i64 %310, %k3799
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %308, ptr %arena108, align 4
-  %k37.next = add nsw i64 %k3799, 1
-  %312 = icmp slt i64 %k37.next, 10
-  br i1 %312, label %k37, label %k37.end
+ky34:                                             ; preds = %kx35.end, %px31
+  %ky3469 = phi i64 [ 0, %px31 ], [ %ky34.next, %kx35.end ]
+  br label %kx35
 
-k37.end:                                          ; preds = %k37
-  %n32.next = add nsw i64 %n3290, 1
-  %313 = icmp slt i64 %n32.next, 64
-  br i1 %313, label %n32, label %n32.end
+ky34.end:                                         ; preds = %kx35.end
+  %best3281 = load float, ptr %best32, align 4
+  %262 = fcmp ogt float %best3281, 0.000000e+00
+  %best3282 = load float, ptr %best32, align 4
+  %263 = select i1 %262, float %best3282, float 0.000000e+00
+  %264 = mul nsw i64 %g1635, 64
+  %265 = add nsw i64 %264, %j2863
+  %266 = mul nsw i64 %265, 12544
+  %267 = mul nsw i64 %f2964, 196
+  %268 = add nsw i64 %266, %267
+  %269 = mul nsw i64 %py3065, 14
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, %px3166
+  %272 = add nsw i64 1605632, %271
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %272
+  store float %263, ptr %arena83, align 4
+  %bi3384 = load float, ptr %bi33, align 4
+  %273 = mul nsw i64 %g1635, 64
+  %274 = add nsw i64 %273, %j2863
+  %275 = mul nsw i64 %274, 12544
+  %276 = mul nsw i64 %f2964, 196
+  %277 = add nsw i64 %275, %276
+  %278 = mul nsw i64 %py3065, 14
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 %279, %px3166
+  %281 = add nsw i64 2408448, %280
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %bi3384, ptr %arena85, align 4
+  %px31.next = add nsw i64 %px3166, 1
+  %282 = icmp slt i64 %px31.next, 14
+  br i1 %282, label %px31, label %px31.end
 
-u38:                                              ; preds = %n40.end, %n32.end
-  %u38112 = phi i64 [ 0, %n32.end ], [ %u38.next, %n40.end ]
-  store float 0.000000e+00, ptr %acc39, align 4
-  br label %n40
+kx35:                                             ; preds = %kx35, %ky34
+  %kx3570 = phi i64 [ 0, %ky34 ], [ %kx35.next, %kx35 ]
+  %283 = mul nsw i64 %f2964, 50176
+  %284 = add nsw i64 17661952, %283
+  %285 = mul nsw i64 %j2863, 784
+  %286 = add nsw i64 %284, %285
+  %287 = mul nsw i64 %py3065, 56
+  %288 = mul nsw i64 %px3166, 2
+  %289 = add nsw i64 %287, %288
+  %290 = mul nsw i64 %ky3469, 28
+  %291 = add nsw i64 %289, %290
+  %292 = add nsw i64 %291, %kx3570
+  %293 = add nsw i64 %286, %292
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %293
+  %294 = load float, ptr %arena71, align 4
+  %295 = add nsw i64 18752, %f2964
+  %params72 = getelementptr inbounds float, ptr %params, i64 %295
+  %296 = load float, ptr %params72, align 4
+  %297 = fadd float %294, %296
+  %best3273 = load float, ptr %best32, align 4
+  %298 = fcmp ogt float %297, %best3273
+  %299 = mul nsw i64 %py3065, 56
+  %300 = mul nsw i64 %px3166, 2
+  %301 = add nsw i64 %299, %300
+  %302 = mul nsw i64 %ky3469, 28
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %303, %kx3570
+  %305 = sitofp i64 %304 to float
+  %bi3374 = load float, ptr %bi33, align 4
+  %306 = select i1 %298, float %305, float %bi3374
+  store float %306, ptr %bi33, align 4
+  %307 = mul nsw i64 %f2964, 50176
+  %308 = add nsw i64 17661952, %307
+  %309 = mul nsw i64 %j2863, 784
+  %310 = add nsw i64 %308, %309
+  %311 = mul nsw i64 %py3065, 56
+  %312 = mul nsw i64 %px3166, 2
+  %313 = add nsw i64 %311, %312
+  %314 = mul nsw i64 %ky3469, 28
+  %315 = add nsw i64 %313, %314
+  %316 = add nsw i64 %315, %kx3570
+  %317 = add nsw i64 %310, %316
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %317
+  %318 = load float, ptr %arena75, align 4
+  %319 = add nsw i64 18752, %f2964
+  %params76 = getelementptr inbounds float, ptr %params, i64 %319
+  %320 = load float, ptr %params76, align 4
+  %321 = fadd float %318, %320
+  %best3277 = load float, ptr %best32, align 4
+  %322 = fcmp ogt float %321, %best3277
+  %323 = mul nsw i64 %f2964, 50176
+  %324 = add nsw i64 17661952, %323
+  %325 = mul nsw i64 %j2863, 784
+  %326 = add nsw i64 %324, %325
+  %327 = mul nsw i64 %py3065, 56
+  %328 = mul nsw i64 %px3166, 2
+  %329 = add nsw i64 %327, %328
+  %330 = mul nsw i64 %ky3469, 28
+  %331 = add nsw i64 %329, %330
+  %332 = add nsw i64 %331, %kx3570
+  %333 = add nsw i64 %326, %332
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena78, align 4
+  %335 = add nsw i64 18752, %f2964
+  %params79 = getelementptr inbounds float, ptr %params, i64 %335
+  %336 = load float, ptr %params79, align 4
+  %337 = fadd float %334, %336
+  %best3280 = load float, ptr %best32, align 4
+  %338 = select i1 %322, float %337, float %best3280
+  store float %338, ptr %best32, align 4
+  %kx35.next = add nsw i64 %kx3570, 1
+  %339 = icmp slt i64 %kx35.next, 2
+  br i1 %339, label %kx35, label %kx35.end
 
-u38.end:                                          ; preds = %n40.end
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %params119 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 3220752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena118, i32 10, ptr %params119, i32 128, float 0.000000e+00, ptr %arena120, i32 128)
-  br label %i41
+kx35.end:                                         ; preds = %kx35
+  %ky34.next = add nsw i64 %ky3469, 1
+  %340 = icmp slt i64 %ky34.next, 2
+  br i1 %340, label %ky34, label %ky34.end
 
-n40:                                              ; preds = %n40, %u38
-  %n40113 = phi i64 [ 0, %u38 ], [ %n40.next, %n40 ]
-  %acc39114 = load float, ptr %acc39, align 4
-  %314 = mul nsw i64 %n40113, 10
-  %315 = add nsw i64 3220112, %314
-  %316 = add nsw i64 %315, %u38112
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %316
-  %317 = load float, ptr %arena115, align 4
-  %318 = fadd float %acc39114, %317
-  store float %318, ptr %acc39, align 4
-  %n40.next = add nsw i64 %n40113, 1
-  %319 = icmp slt i64 %n40.next, 64
-  br i1 %319, label %n40, label %n40.end
+n36:                                              ; preds = %u37.end, %g16.end
+  %n3689 = phi i64 [ 0, %g16.end ], [ %n36.next, %u37.end ]
+  br label %u37
 
-n40.end:                                          ; preds = %n40
-  %acc39116 = load float, ptr %acc39, align 4
-  %320 = add nsw i64 1625856, %u38112
-  %grads117 = getelementptr inbounds float, ptr %grads, i64 %320
-  store float %acc39116, ptr %grads117, align 4
-  %u38.next = add nsw i64 %u38112, 1
-  %321 = icmp slt i64 %u38.next, 10
-  br i1 %321, label %u38, label %u38.end
+n36.end:                                          ; preds = %u37.end
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %params97 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 3219456
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena96, i32 128, ptr %params97, i32 128, float 0.000000e+00, ptr %arena98, i32 10)
+  br label %n38
 
-i41:                                              ; preds = %i41, %u38.end
-  %i41121 = phi i64 [ 0, %u38.end ], [ %i41.next, %i41 ]
-  %322 = add nsw i64 3211264, %i41121
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %322
-  %323 = load float, ptr %arena122, align 4
-  %324 = fcmp ogt float %323, 0.000000e+00
-  %325 = add nsw i64 3220752, %i41121
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %325
-  %326 = load float, ptr %arena123, align 4
-  %327 = select i1 %324, float %326, float 0.000000e+00
-  %328 = add nsw i64 3228944, %i41121
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %328
-  store float %327, ptr %arena124, align 4
-  %i41.next = add nsw i64 %i41121, 1
-  %329 = icmp slt i64 %i41.next, 8192
-  br i1 %329, label %i41, label %i41.end
+u37:                                              ; preds = %u37, %n36
+  %u3790 = phi i64 [ 0, %n36 ], [ %u37.next, %u37 ]
+  %341 = mul nsw i64 %n3689, 128
+  %342 = add nsw i64 3211264, %341
+  %343 = add nsw i64 %342, %u3790
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %343
+  %344 = load float, ptr %arena91, align 4
+  %345 = add nsw i64 1624448, %u3790
+  %params92 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load float, ptr %params92, align 4
+  %347 = fadd float %344, %346
+  %348 = fcmp ogt float %347, 0.000000e+00
+  %349 = mul nsw i64 %n3689, 128
+  %350 = add nsw i64 3211264, %349
+  %351 = add nsw i64 %350, %u3790
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %351
+  %352 = load float, ptr %arena93, align 4
+  %353 = add nsw i64 1624448, %u3790
+  %params94 = getelementptr inbounds float, ptr %params, i64 %353
+  %354 = load float, ptr %params94, align 4
+  %355 = fadd float %352, %354
+  %356 = select i1 %348, float %355, float 0.000000e+00
+  %357 = mul nsw i64 %n3689, 128
+  %358 = add nsw i64 3211264, %357
+  %359 = add nsw i64 %358, %u3790
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %359
+  store float %356, ptr %arena95, align 4
+  %u37.next = add nsw i64 %u3790, 1
+  %360 = icmp slt i64 %u37.next, 128
+  br i1 %360, label %u37, label %u37.end
 
-i41.end:                                          ; preds = %i41
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads127 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena125, i32 128, ptr %arena126, i32 12544, float 0.000000e+00, ptr %grads127, i32 12544)
-  br label %u42
+u37.end:                                          ; preds = %u37
+  %n36.next = add nsw i64 %n3689, 1
+  %361 = icmp slt i64 %n36.next, 64
+  br i1 %361, label %n36, label %n36.end
 
-u42:                                              ; preds = %n44.end, %i41.end
-  %u42128 = phi i64 [ 0, %i41.end ], [ %u42.next, %n44.end ]
-  store float 0.000000e+00, ptr %acc43, align 4
-  br label %n44
+n38:                                              ; preds = %u39.end, %n36.end
+  %n3899 = phi i64 [ 0, %n36.end ], [ %n38.next, %u39.end ]
+  br label %u39
 
-u42.end:                                          ; preds = %n44.end
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %params135 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 3237136
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena134, i32 128, ptr %params135, i32 12544, float 0.000000e+00, ptr %arena136, i32 12544)
-  br label %i45
+n38.end:                                          ; preds = %u39.end
+  store float 0.000000e+00, ptr %total40, align 4
+  br label %n41
 
-n44:                                              ; preds = %n44, %u42
-  %n44129 = phi i64 [ 0, %u42 ], [ %n44.next, %n44 ]
-  %acc43130 = load float, ptr %acc43, align 4
-  %330 = mul nsw i64 %n44129, 128
-  %331 = add nsw i64 3228944, %330
-  %332 = add nsw i64 %331, %u42128
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %332
-  %333 = load float, ptr %arena131, align 4
-  %334 = fadd float %acc43130, %333
-  store float %334, ptr %acc43, align 4
-  %n44.next = add nsw i64 %n44129, 1
-  %335 = icmp slt i64 %n44.next, 64
-  br i1 %335, label %n44, label %n44.end
+u39:                                              ; preds = %u39, %n38
+  %u39100 = phi i64 [ 0, %n38 ], [ %u39.next, %u39 ]
+  %362 = mul nsw i64 %n3899, 10
+  %363 = add nsw i64 3219456, %362
+  %364 = add nsw i64 %363, %u39100
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load float, ptr %arena101, align 4
+  %366 = add nsw i64 1625856, %u39100
+  %params102 = getelementptr inbounds float, ptr %params, i64 %366
+  %367 = load float, ptr %params102, align 4
+  %368 = fadd float %365, %367
+  %369 = mul nsw i64 %n3899, 10
+  %370 = add nsw i64 3219456, %369
+  %371 = add nsw i64 %370, %u39100
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %371
+  store float %368, ptr %arena103, align 4
+  %u39.next = add nsw i64 %u39100, 1
+  %372 = icmp slt i64 %u39.next, 10
+  br i1 %372, label %u39, label %u39.end
 
-n44.end:                                          ; preds = %n44
-  %acc43132 = load float, ptr %acc43, align 4
-  %336 = add nsw i64 1624448, %u42128
-  %grads133 = getelementptr inbounds float, ptr %grads, i64 %336
-  store float %acc43132, ptr %grads133, align 4
-  %u42.next = add nsw i64 %u42128, 1
-  %337 = icmp slt i64 %u42.next, 128
-  br i1 %337, label %u42, label %u42.end
+u39.end:                                          ; preds = %u39
+  %n38.next = add nsw i64 %n3899, 1
+  %373 = icmp slt i64 %n38.next, 64
+  br i1 %373, label %n38, label %n38.end
 
-i45:                                              ; preds = %i45, %u42.end
-  %i45137 = phi i64 [ 0, %u42.end ], [ %i45.next, %i45 ]
-  %338 = add nsw i64 4039952, %i45137
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %338
-  store float 0.000000e+00, ptr %arena138, align 4
-  %i45.next = add nsw i64 %i45137, 1
-  %339 = icmp slt i64 %i45.next, 3211264
-  br i1 %339, label %i45, label %i45.end
+n41:                                              ; preds = %k45.end, %n38.end
+  %n41104 = phi i64 [ 0, %n38.end ], [ %n41.next, %k45.end ]
+  %374 = mul nsw i64 %n41104, 10
+  %375 = add nsw i64 3219456, %374
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load float, ptr %arena105, align 4
+  store float %376, ptr %m42, align 4
+  br label %k44
 
-i45.end:                                          ; preds = %i45
-  br label %q46
+n41.end:                                          ; preds = %k45.end
+  %total40118 = load float, ptr %total40, align 4
+  %377 = fdiv float %total40118, 6.400000e+01
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 3220096
+  store float %377, ptr %arena119, align 4
+  br label %n46
 
-q46:                                              ; preds = %i47.end, %i45.end
-  %q46139 = phi i64 [ 0, %i45.end ], [ %q46.next, %i47.end ]
-  br label %i47
+k44:                                              ; preds = %k44, %n41
+  %k44106 = phi i64 [ 0, %n41 ], [ %k44.next, %k44 ]
+  %m42107 = load float, ptr %m42, align 4
+  %378 = mul nsw i64 %n41104, 10
+  %379 = add nsw i64 3219456, %378
+  %380 = add nsw i64 %379, %k44106
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %380
+  %381 = load float, ptr %arena108, align 4
+  %382 = fcmp ogt float %381, %m42107
+  %383 = select i1 %382, float %381, float %m42107
+  store float %383, ptr %m42, align 4
+  %k44.next = add nsw i64 %k44106, 1
+  %384 = icmp slt i64 %k44.next, 10
+  br i1 %384, label %k44, label %k44.end
 
-q46.end:                                          ; preds = %i47.end
-  br label %i48
+k44.end:                                          ; preds = %k44
+  store float 0.000000e+00, ptr %s43, align 4
+  br label %k45
 
-i47:                                              ; preds = %endif142, %q46
-  %i47140 = phi i64 [ 0, %q46 ], [ %i47.next, %endif142 ]
-  %340 = mul nsw i64 %q46139, 196
-  %341 = add nsw i64 %340, %i47140
-  %342 = add nsw i64 1605632, %341
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load float, ptr %arena143, align 4
-  %344 = fcmp ogt float %343, 0.000000e+00
-  br i1 %344, label %then141, label %endif142
+k45:                                              ; preds = %k45, %k44.end
+  %k45109 = phi i64 [ 0, %k44.end ], [ %k45.next, %k45 ]
+  %s43110 = load float, ptr %s43, align 4
+  %385 = mul nsw i64 %n41104, 10
+  %386 = add nsw i64 3219456, %385
+  %387 = add nsw i64 %386, %k45109
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %387
+  %388 = load float, ptr %arena111, align 4
+  %m42112 = load float, ptr %m42, align 4
+  %389 = fsub float %388, %m42112
+  %390 = call float @llvm.exp.f32(float %389)
+  %391 = fadd float %s43110, %390
+  store float %391, ptr %s43, align 4
+  %k45.next = add nsw i64 %k45109, 1
+  %392 = icmp slt i64 %k45.next, 10
+  br i1 %392, label %k45, label %k45.end
 
-i47.end:                                          ; preds = %endif142
-  %q46.next = add nsw i64 %q46139, 1
-  %345 = icmp slt i64 %q46.next, 4096
-  br i1 %345, label %q46, label %q46.end
+k45.end:                                          ; preds = %k45
+  %total40113 = load float, ptr %total40, align 4
+  %m42114 = load float, ptr %m42, align 4
+  %s43115 = load float, ptr %s43, align 4
+  %393 = call float @llvm.log.f32(float %s43115)
+  %394 = fadd float %m42114, %393
+  %395 = mul nsw i64 %n41104, 10
+  %396 = add nsw i64 3219456, %395
+  %labels116 = getelementptr inbounds i32, ptr %labels, i64 %n41104
+  %label = load i32, ptr %labels116, align 4
+  %397 = sext i32 %label to i64
+  %398 = add nsw i64 %396, %397
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %398
+  %399 = load float, ptr %arena117, align 4
+  %400 = fsub float %394, %399
+  %401 = fadd float %total40113, %400
+  store float %401, ptr %total40, align 4
+  %n41.next = add nsw i64 %n41104, 1
+  %402 = icmp slt i64 %n41.next, 64
+  br i1 %402, label %n41, label %n41.end
 
-then141:                                          ; preds = %i47
-  %346 = mul nsw i64 %q46139, 784
-  %347 = add nsw i64 4039952, %346
-  %348 = mul nsw i64 %q46139, 196
-  %349 = add nsw i64 %348, %i47140
-  %350 = add nsw i64 2408448, %349
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %350
-  %351 = load float, ptr %arena144, align 4
-  %352 = fptosi float %351 to i64
-  %353 = add nsw i64 %347, %352
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %353
-  %354 = load float, ptr %arena145, align 4
-  %355 = mul nsw i64 %q46139, 196
-  %356 = add nsw i64 %355, %i47140
-  %357 = add nsw i64 3237136, %356
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %357
-  %358 = load float, ptr %arena146, align 4
-  %359 = fadd float %354, %358
-  store float %359, ptr %arena145, align 4
-  br label %endif142
+n46:                                              ; preds = %k51.end, %n41.end
+  %n46120 = phi i64 [ 0, %n41.end ], [ %n46.next, %k51.end ]
+  %403 = mul nsw i64 %n46120, 10
+  %404 = add nsw i64 3219456, %403
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load float, ptr %arena121, align 4
+  store float %405, ptr %m47, align 4
+  br label %k49
 
-endif142:                                         ; preds = %then141, %i47
-  %i47.next = add nsw i64 %i47140, 1
-  %360 = icmp slt i64 %i47.next, 196
-  br i1 %360, label %i47, label %i47.end
+n46.end:                                          ; preds = %k51.end
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %grads141 = getelementptr inbounds float, ptr %grads, i64 1624576
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena139, i32 10, ptr %arena140, i32 128, float 0.000000e+00, ptr %grads141, i32 128)
+  br label %u52
 
-i48:                                              ; preds = %i48, %q46.end
-  %i48147 = phi i64 [ 0, %q46.end ], [ %i48.next, %i48 ]
-  %361 = add nsw i64 320, %i48147
-  %grads148 = getelementptr inbounds float, ptr %grads, i64 %361
-  store float 0.000000e+00, ptr %grads148, align 4
-  %i48.next = add nsw i64 %i48147, 1
-  %362 = icmp slt i64 %i48.next, 18432
-  br i1 %362, label %i48, label %i48.end
+k49:                                              ; preds = %k49, %n46
+  %k49122 = phi i64 [ 0, %n46 ], [ %k49.next, %k49 ]
+  %m47123 = load float, ptr %m47, align 4
+  %406 = mul nsw i64 %n46120, 10
+  %407 = add nsw i64 3219456, %406
+  %408 = add nsw i64 %407, %k49122
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load float, ptr %arena124, align 4
+  %410 = fcmp ogt float %409, %m47123
+  %411 = select i1 %410, float %409, float %m47123
+  store float %411, ptr %m47, align 4
+  %k49.next = add nsw i64 %k49122, 1
+  %412 = icmp slt i64 %k49.next, 10
+  br i1 %412, label %k49, label %k49.end
 
-i48.end:                                          ; preds = %i48
-  br label %img49
+k49.end:                                          ; preds = %k49
+  store float 0.000000e+00, ptr %s48, align 4
+  br label %k50
 
-img49:                                            ; preds = %c50.end, %i48.end
-  %img49149 = phi i64 [ 0, %i48.end ], [ %img49.next, %c50.end ]
-  br label %c50
+k50:                                              ; preds = %k50, %k49.end
+  %k50125 = phi i64 [ 0, %k49.end ], [ %k50.next, %k50 ]
+  %s48126 = load float, ptr %s48, align 4
+  %413 = mul nsw i64 %n46120, 10
+  %414 = add nsw i64 3219456, %413
+  %415 = add nsw i64 %414, %k50125
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load float, ptr %arena127, align 4
+  %m47128 = load float, ptr %m47, align 4
+  %417 = fsub float %416, %m47128
+  %418 = call float @llvm.exp.f32(float %417)
+  %419 = fadd float %s48126, %418
+  store float %419, ptr %s48, align 4
+  %k50.next = add nsw i64 %k50125, 1
+  %420 = icmp slt i64 %k50.next, 10
+  br i1 %420, label %k50, label %k50.end
 
-img49.end:                                        ; preds = %c50.end
-  br label %f55
+k50.end:                                          ; preds = %k50
+  br label %k51
 
-c50:                                              ; preds = %ky51.end, %img49
-  %c50150 = phi i64 [ 0, %img49 ], [ %c50.next, %ky51.end ]
-  br label %ky51
+k51:                                              ; preds = %k51, %k50.end
+  %k51129 = phi i64 [ 0, %k50.end ], [ %k51.next, %k51 ]
+  %labels130 = getelementptr inbounds i32, ptr %labels, i64 %n46120
+  %label131 = load i32, ptr %labels130, align 4
+  %421 = sext i32 %label131 to i64
+  %422 = icmp eq i64 %k51129, %421
+  %423 = mul nsw i64 %n46120, 10
+  %424 = add nsw i64 3219456, %423
+  %425 = add nsw i64 %424, %k51129
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %425
+  %426 = load float, ptr %arena132, align 4
+  %m47133 = load float, ptr %m47, align 4
+  %427 = fsub float %426, %m47133
+  %428 = call float @llvm.exp.f32(float %427)
+  %s48134 = load float, ptr %s48, align 4
+  %429 = fdiv float %428, %s48134
+  %430 = fsub float %429, 1.000000e+00
+  %431 = mul nsw i64 %n46120, 10
+  %432 = add nsw i64 3219456, %431
+  %433 = add nsw i64 %432, %k51129
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %433
+  %434 = load float, ptr %arena135, align 4
+  %m47136 = load float, ptr %m47, align 4
+  %435 = fsub float %434, %m47136
+  %436 = call float @llvm.exp.f32(float %435)
+  %s48137 = load float, ptr %s48, align 4
+  %437 = fdiv float %436, %s48137
+  %438 = select i1 %422, float %430, float %437
+  %439 = fdiv float %438, 6.400000e+01
+  %440 = mul nsw i64 %n46120, 10
+  %441 = add nsw i64 3220112, %440
+  %442 = add nsw i64 %441, %k51129
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %439, ptr %arena138, align 4
+  %k51.next = add nsw i64 %k51129, 1
+  %443 = icmp slt i64 %k51.next, 10
+  br i1 %443, label %k51, label %k51.end
 
-c50.end:                                          ; preds = %ky51.end
-  %363 = mul nsw i64 %img49149, 50176
-  %364 = add nsw i64 4039952, %363
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %364
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads162 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 784, float 1.000000e+00, ptr %arena160, i32 784, ptr %arena161, i32 784, float 1.000000e+00, ptr %grads162, i32 288)
-  %img49.next = add nsw i64 %img49149, 1
-  %365 = icmp slt i64 %img49.next, 64
-  br i1 %365, label %img49, label %img49.end
+k51.end:                                          ; preds = %k51
+  %n46.next = add nsw i64 %n46120, 1
+  %444 = icmp slt i64 %n46.next, 64
+  br i1 %444, label %n46, label %n46.end
 
-ky51:                                             ; preds = %kx52.end, %c50
-  %ky51151 = phi i64 [ 0, %c50 ], [ %ky51.next, %kx52.end ]
-  br label %kx52
+u52:                                              ; preds = %n54.end, %n46.end
+  %u52142 = phi i64 [ 0, %n46.end ], [ %u52.next, %n54.end ]
+  store float 0.000000e+00, ptr %acc53, align 4
+  br label %n54
 
-ky51.end:                                         ; preds = %kx52.end
-  %c50.next = add nsw i64 %c50150, 1
-  %366 = icmp slt i64 %c50.next, 32
-  br i1 %366, label %c50, label %c50.end
+u52.end:                                          ; preds = %n54.end
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %params149 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 3220752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena148, i32 10, ptr %params149, i32 128, float 0.000000e+00, ptr %arena150, i32 128)
+  br label %i55
 
-kx52:                                             ; preds = %oy53.end, %ky51
-  %kx52152 = phi i64 [ 0, %ky51 ], [ %kx52.next, %oy53.end ]
-  br label %oy53
+n54:                                              ; preds = %n54, %u52
+  %n54143 = phi i64 [ 0, %u52 ], [ %n54.next, %n54 ]
+  %acc53144 = load float, ptr %acc53, align 4
+  %445 = mul nsw i64 %n54143, 10
+  %446 = add nsw i64 3220112, %445
+  %447 = add nsw i64 %446, %u52142
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena145, align 4
+  %449 = fadd float %acc53144, %448
+  store float %449, ptr %acc53, align 4
+  %n54.next = add nsw i64 %n54143, 1
+  %450 = icmp slt i64 %n54.next, 64
+  br i1 %450, label %n54, label %n54.end
 
-kx52.end:                                         ; preds = %oy53.end
-  %ky51.next = add nsw i64 %ky51151, 1
-  %367 = icmp slt i64 %ky51.next, 3
-  br i1 %367, label %ky51, label %ky51.end
+n54.end:                                          ; preds = %n54
+  %acc53146 = load float, ptr %acc53, align 4
+  %451 = add nsw i64 1625856, %u52142
+  %grads147 = getelementptr inbounds float, ptr %grads, i64 %451
+  store float %acc53146, ptr %grads147, align 4
+  %u52.next = add nsw i64 %u52142, 1
+  %452 = icmp slt i64 %u52.next, 10
+  br i1 %452, label %u52, label %u52.end
 
-oy53:                                             ; preds = %ox54.end, %kx52
-  %oy53153 = phi i64 [ 0, %kx52 ], [ %oy53.next, %ox54.end ]
-  br label %ox54
+i55:                                              ; preds = %i55, %u52.end
+  %i55151 = phi i64 [ 0, %u52.end ], [ %i55.next, %i55 ]
+  %453 = add nsw i64 3211264, %i55151
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load float, ptr %arena152, align 4
+  %455 = fcmp ogt float %454, 0.000000e+00
+  %456 = add nsw i64 3220752, %i55151
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load float, ptr %arena153, align 4
+  %458 = select i1 %455, float %457, float 0.000000e+00
+  %459 = add nsw i64 3228944, %i55151
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %459
+  store float %458, ptr %arena154, align 4
+  %i55.next = add nsw i64 %i55151, 1
+  %460 = icmp slt i64 %i55.next, 8192
+  br i1 %460, label %i55, label %i55.end
 
-oy53.end:                                         ; preds = %ox54.end
-  %kx52.next = add nsw i64 %kx52152, 1
-  %368 = icmp slt i64 %kx52.next, 3
-  br i1 %368, label %kx52, label %kx52.end
+i55.end:                                          ; preds = %i55
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads157 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena155, i32 128, ptr %arena156, i32 12544, float 0.000000e+00, ptr %grads157, i32 12544)
+  br label %u56
 
-ox54:                                             ; preds = %endif157, %oy53
-  %ox54154 = phi i64 [ 0, %oy53 ], [ %ox54.next, %endif157 ]
-  %369 = mul nsw i64 %c50150, 3
-  %370 = add nsw i64 %369, %ky51151
-  %371 = mul nsw i64 %370, 3
-  %372 = add nsw i64 %371, %kx52152
-  %373 = mul nsw i64 %372, 784
-  %374 = add nsw i64 1605632, %373
-  %375 = mul nsw i64 %oy53153, 28
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %376, %ox54154
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %377
-  store float 0.000000e+00, ptr %arena155, align 4
-  %378 = add nsw i64 %oy53153, %ky51151
-  %379 = add nsw i64 %378, -1
-  %380 = icmp slt i64 -1, %379
-  %381 = add nsw i64 %oy53153, %ky51151
-  %382 = add nsw i64 %381, -1
-  %383 = icmp slt i64 %382, 28
-  %384 = and i1 %380, %383
-  %385 = add nsw i64 %ox54154, %kx52152
-  %386 = add nsw i64 %385, -1
-  %387 = icmp slt i64 -1, %386
-  %388 = add nsw i64 %ox54154, %kx52152
-  %389 = add nsw i64 %388, -1
-  %390 = icmp slt i64 %389, 28
-  %391 = and i1 %387, %390
-  %392 = and i1 %384, %391
-  br i1 %392, label %then156, label %endif157
+u56:                                              ; preds = %n58.end, %i55.end
+  %u56158 = phi i64 [ 0, %i55.end ], [ %u56.next, %n58.end ]
+  store float 0.000000e+00, ptr %acc57, align 4
+  br label %n58
 
-ox54.end:                                         ; preds = %endif157
-  %oy53.next = add nsw i64 %oy53153, 1
-  %393 = icmp slt i64 %oy53.next, 28
-  br i1 %393, label %oy53, label %oy53.end
-
-then156:                                          ; preds = %ox54
-  %394 = mul nsw i64 %img49149, 25088
-  %395 = mul nsw i64 %c50150, 784
-  %396 = add nsw i64 %394, %395
-  %397 = add nsw i64 %oy53153, %ky51151
-  %398 = add nsw i64 %397, -1
-  %399 = mul nsw i64 %398, 28
-  %400 = add nsw i64 %396, %399
-  %401 = add nsw i64 %ox54154, %kx52152
-  %402 = add nsw i64 %401, -1
-  %403 = add nsw i64 %400, %402
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %403
-  %404 = load float, ptr %arena158, align 4
-  %405 = mul nsw i64 %c50150, 3
-  %406 = add nsw i64 %405, %ky51151
-  %407 = mul nsw i64 %406, 3
-  %408 = add nsw i64 %407, %kx52152
-  %409 = mul nsw i64 %408, 784
-  %410 = add nsw i64 1605632, %409
-  %411 = mul nsw i64 %oy53153, 28
-  %412 = add nsw i64 %410, %411
-  %413 = add nsw i64 %412, %ox54154
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %413
-  store float %404, ptr %arena159, align 4
-  br label %endif157
-
-endif157:                                         ; preds = %then156, %ox54
-  %ox54.next = add nsw i64 %ox54154, 1
-  %414 = icmp slt i64 %ox54.next, 28
-  br i1 %414, label %ox54, label %ox54.end
-
-f55:                                              ; preds = %img57.end, %img49.end
-  %f55163 = phi i64 [ 0, %img49.end ], [ %f55.next, %img57.end ]
-  store float 0.000000e+00, ptr %acc56, align 4
-  br label %img57
-
-f55.end:                                          ; preds = %img57.end
+u56.end:                                          ; preds = %n58.end
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %params165 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 3237136
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena164, i32 128, ptr %params165, i32 12544, float 0.000000e+00, ptr %arena166, i32 12544)
   br label %i59
 
-img57:                                            ; preds = %i58.end, %f55
-  %img57164 = phi i64 [ 0, %f55 ], [ %img57.next, %i58.end ]
-  br label %i58
+n58:                                              ; preds = %n58, %u56
+  %n58159 = phi i64 [ 0, %u56 ], [ %n58.next, %n58 ]
+  %acc57160 = load float, ptr %acc57, align 4
+  %461 = mul nsw i64 %n58159, 128
+  %462 = add nsw i64 3228944, %461
+  %463 = add nsw i64 %462, %u56158
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %463
+  %464 = load float, ptr %arena161, align 4
+  %465 = fadd float %acc57160, %464
+  store float %465, ptr %acc57, align 4
+  %n58.next = add nsw i64 %n58159, 1
+  %466 = icmp slt i64 %n58.next, 64
+  br i1 %466, label %n58, label %n58.end
 
-img57.end:                                        ; preds = %i58.end
-  %acc56168 = load float, ptr %acc56, align 4
-  %415 = add nsw i64 18752, %f55163
-  %grads169 = getelementptr inbounds float, ptr %grads, i64 %415
-  store float %acc56168, ptr %grads169, align 4
-  %f55.next = add nsw i64 %f55163, 1
-  %416 = icmp slt i64 %f55.next, 64
-  br i1 %416, label %f55, label %f55.end
+n58.end:                                          ; preds = %n58
+  %acc57162 = load float, ptr %acc57, align 4
+  %467 = add nsw i64 1624448, %u56158
+  %grads163 = getelementptr inbounds float, ptr %grads, i64 %467
+  store float %acc57162, ptr %grads163, align 4
+  %u56.next = add nsw i64 %u56158, 1
+  %468 = icmp slt i64 %u56.next, 128
+  br i1 %468, label %u56, label %u56.end
 
-i58:                                              ; preds = %i58, %img57
-  %i58165 = phi i64 [ 0, %img57 ], [ %i58.next, %i58 ]
-  %acc56166 = load float, ptr %acc56, align 4
-  %417 = mul nsw i64 %img57164, 50176
-  %418 = add nsw i64 4039952, %417
-  %419 = mul nsw i64 %f55163, 784
-  %420 = add nsw i64 %418, %419
-  %421 = add nsw i64 %420, %i58165
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load float, ptr %arena167, align 4
-  %423 = fadd float %acc56166, %422
-  store float %423, ptr %acc56, align 4
-  %i58.next = add nsw i64 %i58165, 1
-  %424 = icmp slt i64 %i58.next, 784
-  br i1 %424, label %i58, label %i58.end
-
-i58.end:                                          ; preds = %i58
-  %img57.next = add nsw i64 %img57164, 1
-  %425 = icmp slt i64 %img57.next, 64
-  br i1 %425, label %img57, label %img57.end
-
-i59:                                              ; preds = %i59, %f55.end
-  %i59170 = phi i64 [ 0, %f55.end ], [ %i59.next, %i59 ]
-  %426 = add nsw i64 1605632, %i59170
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %426
-  store float 0.000000e+00, ptr %arena171, align 4
-  %i59.next = add nsw i64 %i59170, 1
-  %427 = icmp slt i64 %i59.next, 1605632
-  br i1 %427, label %i59, label %i59.end
+i59:                                              ; preds = %i59, %u56.end
+  %i59167 = phi i64 [ 0, %u56.end ], [ %i59.next, %i59 ]
+  %469 = add nsw i64 4039952, %i59167
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %469
+  store float 0.000000e+00, ptr %arena168, align 4
+  %i59.next = add nsw i64 %i59167, 1
+  %470 = icmp slt i64 %i59.next, 3211264
+  br i1 %470, label %i59, label %i59.end
 
 i59.end:                                          ; preds = %i59
-  br label %img60
+  br label %q60
 
-img60:                                            ; preds = %c61.end, %i59.end
-  %img60172 = phi i64 [ 0, %i59.end ], [ %img60.next, %c61.end ]
-  %params173 = getelementptr inbounds float, ptr %params, i64 320
-  %428 = mul nsw i64 %img60172, 50176
-  %429 = add nsw i64 4039952, %428
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %429
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 3220112
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 784, i32 64, float 1.000000e+00, ptr %params173, i32 288, ptr %arena174, i32 784, float 0.000000e+00, ptr %arena175, i32 784)
-  br label %c61
+q60:                                              ; preds = %i61.end, %i59.end
+  %q60169 = phi i64 [ 0, %i59.end ], [ %q60.next, %i61.end ]
+  br label %i61
 
-img60.end:                                        ; preds = %c61.end
+q60.end:                                          ; preds = %i61.end
+  br label %i62
+
+i61:                                              ; preds = %endif172, %q60
+  %i61170 = phi i64 [ 0, %q60 ], [ %i61.next, %endif172 ]
+  %471 = mul nsw i64 %q60169, 196
+  %472 = add nsw i64 %471, %i61170
+  %473 = add nsw i64 1605632, %472
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %473
+  %474 = load float, ptr %arena173, align 4
+  %475 = fcmp ogt float %474, 0.000000e+00
+  br i1 %475, label %then171, label %endif172
+
+i61.end:                                          ; preds = %endif172
+  %q60.next = add nsw i64 %q60169, 1
+  %476 = icmp slt i64 %q60.next, 4096
+  br i1 %476, label %q60, label %q60.end
+
+then171:                                          ; preds = %i61
+  %477 = mul nsw i64 %q60169, 784
+  %478 = add nsw i64 4039952, %477
+  %479 = mul nsw i64 %q60169, 196
+  %480 = add nsw i64 %479, %i61170
+  %481 = add nsw i64 2408448, %480
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena174, align 4
+  %483 = fptosi float %482 to i64
+  %484 = add nsw i64 %478, %483
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %484
+  %485 = load float, ptr %arena175, align 4
+  %486 = mul nsw i64 %q60169, 196
+  %487 = add nsw i64 %486, %i61170
+  %488 = add nsw i64 3237136, %487
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena176, align 4
+  %490 = fadd float %485, %489
+  store float %490, ptr %arena175, align 4
+  br label %endif172
+
+endif172:                                         ; preds = %then171, %i61
+  %i61.next = add nsw i64 %i61170, 1
+  %491 = icmp slt i64 %i61.next, 196
+  br i1 %491, label %i61, label %i61.end
+
+i62:                                              ; preds = %i62, %q60.end
+  %i62177 = phi i64 [ 0, %q60.end ], [ %i62.next, %i62 ]
+  %492 = add nsw i64 320, %i62177
+  %grads178 = getelementptr inbounds float, ptr %grads, i64 %492
+  store float 0.000000e+00, ptr %grads178, align 4
+  %i62.next = add nsw i64 %i62177, 1
+  %493 = icmp slt i64 %i62.next, 18432
+  br i1 %493, label %i62, label %i62.end
+
+i62.end:                                          ; preds = %i62
+  br label %g63
+
+g63:                                              ; preds = %j75.end, %i62.end
+  %g63179 = phi i64 [ 0, %i62.end ], [ %g63.next, %j75.end ]
+  br label %j64
+
+g63.end:                                          ; preds = %j75.end
+  br label %f78
+
+j64:                                              ; preds = %c67.end, %g63
+  %j64180 = phi i64 [ 0, %g63 ], [ %j64.next, %c67.end ]
+  br label %r65
+
+j64.end:                                          ; preds = %c67.end
+  br label %j75
+
+r65:                                              ; preds = %i66.end, %j64
+  %r65181 = phi i64 [ 0, %j64 ], [ %r65.next, %i66.end ]
   br label %i66
 
-c61:                                              ; preds = %ky62.end, %img60
-  %c61176 = phi i64 [ 0, %img60 ], [ %c61.next, %ky62.end ]
-  br label %ky62
+r65.end:                                          ; preds = %i66.end
+  br label %c67
 
-c61.end:                                          ; preds = %ky62.end
-  %img60.next = add nsw i64 %img60172, 1
-  %430 = icmp slt i64 %img60.next, 64
-  br i1 %430, label %img60, label %img60.end
-
-ky62:                                             ; preds = %kx63.end, %c61
-  %ky62177 = phi i64 [ 0, %c61 ], [ %ky62.next, %kx63.end ]
-  br label %kx63
-
-ky62.end:                                         ; preds = %kx63.end
-  %c61.next = add nsw i64 %c61176, 1
-  %431 = icmp slt i64 %c61.next, 32
-  br i1 %431, label %c61, label %c61.end
-
-kx63:                                             ; preds = %oy64.end, %ky62
-  %kx63178 = phi i64 [ 0, %ky62 ], [ %kx63.next, %oy64.end ]
-  br label %oy64
-
-kx63.end:                                         ; preds = %oy64.end
-  %ky62.next = add nsw i64 %ky62177, 1
-  %432 = icmp slt i64 %ky62.next, 3
-  br i1 %432, label %ky62, label %ky62.end
-
-oy64:                                             ; preds = %ox65.end, %kx63
-  %oy64179 = phi i64 [ 0, %kx63 ], [ %oy64.next, %ox65.end ]
-  br label %ox65
-
-oy64.end:                                         ; preds = %ox65.end
-  %kx63.next = add nsw i64 %kx63178, 1
-  %433 = icmp slt i64 %kx63.next, 3
-  br i1 %433, label %kx63, label %kx63.end
-
-ox65:                                             ; preds = %endif182, %oy64
-  %ox65180 = phi i64 [ 0, %oy64 ], [ %ox65.next, %endif182 ]
-  %434 = add nsw i64 %oy64179, %ky62177
-  %435 = add nsw i64 %434, -1
-  %436 = icmp slt i64 -1, %435
-  %437 = add nsw i64 %oy64179, %ky62177
-  %438 = add nsw i64 %437, -1
-  %439 = icmp slt i64 %438, 28
-  %440 = and i1 %436, %439
-  %441 = add nsw i64 %ox65180, %kx63178
-  %442 = add nsw i64 %441, -1
-  %443 = icmp slt i64 -1, %442
-  %444 = add nsw i64 %ox65180, %kx63178
-  %445 = add nsw i64 %444, -1
-  %446 = icmp slt i64 %445, 28
-  %447 = and i1 %443, %446
-  %448 = and i1 %440, %447
-  br i1 %448, label %then181, label %endif182
-
-ox65.end:                                         ; preds = %endif182
-  %oy64.next = add nsw i64 %oy64179, 1
-  %449 = icmp slt i64 %oy64.next, 28
-  br i1 %449, label %oy64, label %oy64.end
-
-then181:                                          ; preds = %ox65
-  %450 = mul nsw i64 %img60172, 25088
-  %451 = add nsw i64 1605632, %450
-  %452 = mul nsw i64 %c61176, 784
-  %453 = add nsw i64 %451, %452
-  %454 = add nsw i64 %oy64179, %ky62177
-  %455 = add nsw i64 %454, -1
-  %456 = mul nsw i64 %455, 28
-  %457 = add nsw i64 %453, %456
-  %458 = add nsw i64 %ox65180, %kx63178
-  %459 = add nsw i64 %458, -1
-  %460 = add nsw i64 %457, %459
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %460
-  %461 = load float, ptr %arena183, align 4
-  %462 = mul nsw i64 %c61176, 3
-  %463 = add nsw i64 %462, %ky62177
-  %464 = mul nsw i64 %463, 3
-  %465 = add nsw i64 %464, %kx63178
-  %466 = mul nsw i64 %465, 784
-  %467 = add nsw i64 3220112, %466
-  %468 = mul nsw i64 %oy64179, 28
-  %469 = add nsw i64 %467, %468
-  %470 = add nsw i64 %469, %ox65180
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %470
-  %471 = load float, ptr %arena184, align 4
-  %472 = fadd float %461, %471
-  store float %472, ptr %arena183, align 4
-  br label %endif182
-
-endif182:                                         ; preds = %then181, %ox65
-  %ox65.next = add nsw i64 %ox65180, 1
-  %473 = icmp slt i64 %ox65.next, 28
-  br i1 %473, label %ox65, label %ox65.end
-
-i66:                                              ; preds = %i66, %img60.end
-  %i66185 = phi i64 [ 0, %img60.end ], [ %i66.next, %i66 ]
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %i66185
-  %474 = load float, ptr %arena186, align 4
-  %475 = fcmp ogt float %474, 0.000000e+00
-  %476 = add nsw i64 1605632, %i66185
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %476
-  %477 = load float, ptr %arena187, align 4
-  %478 = select i1 %475, float %477, float 0.000000e+00
-  %479 = add nsw i64 3220112, %i66185
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %479
-  store float %478, ptr %arena188, align 4
-  %i66.next = add nsw i64 %i66185, 1
-  %480 = icmp slt i64 %i66.next, 1605632
-  br i1 %480, label %i66, label %i66.end
+i66:                                              ; preds = %i66, %r65
+  %i66182 = phi i64 [ 0, %r65 ], [ %i66.next, %i66 ]
+  %494 = mul nsw i64 %r65181, 50176
+  %495 = add nsw i64 7251216, %494
+  %496 = mul nsw i64 %j64180, 784
+  %497 = add nsw i64 %495, %496
+  %498 = add nsw i64 %497, %i66182
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %498
+  store float 0.000000e+00, ptr %arena183, align 4
+  %i66.next = add nsw i64 %i66182, 1
+  %499 = icmp slt i64 %i66.next, 784
+  br i1 %499, label %i66, label %i66.end
 
 i66.end:                                          ; preds = %i66
-  br label %i67
+  %r65.next = add nsw i64 %r65181, 1
+  %500 = icmp slt i64 %r65.next, 288
+  br i1 %500, label %r65, label %r65.end
 
-i67:                                              ; preds = %i67, %i66.end
-  %i67189 = phi i64 [ 0, %i66.end ], [ %i67.next, %i67 ]
-  %grads190 = getelementptr inbounds float, ptr %grads, i64 %i67189
-  store float 0.000000e+00, ptr %grads190, align 4
-  %i67.next = add nsw i64 %i67189, 1
-  %481 = icmp slt i64 %i67.next, 288
-  br i1 %481, label %i67, label %i67.end
+c67:                                              ; preds = %ky68.end, %r65.end
+  %c67184 = phi i64 [ 0, %r65.end ], [ %c67.next, %ky68.end ]
+  br label %ky68
 
-i67.end:                                          ; preds = %i67
-  br label %img68
+c67.end:                                          ; preds = %ky68.end
+  %j64.next = add nsw i64 %j64180, 1
+  %501 = icmp slt i64 %j64.next, 64
+  br i1 %501, label %j64, label %j64.end
 
-img68:                                            ; preds = %c69.end, %i67.end
-  %img68191 = phi i64 [ 0, %i67.end ], [ %img68.next, %c69.end ]
-  br label %c69
+ky68:                                             ; preds = %oy73.end, %c67
+  %ky68185 = phi i64 [ 0, %c67 ], [ %ky68.next, %oy73.end ]
+  br label %oy69
 
-img68.end:                                        ; preds = %c69.end
-  br label %f74
+ky68.end:                                         ; preds = %oy73.end
+  %c67.next = add nsw i64 %c67184, 1
+  %502 = icmp slt i64 %c67.next, 32
+  br i1 %502, label %c67, label %c67.end
 
-c69:                                              ; preds = %ky70.end, %img68
-  %c69192 = phi i64 [ 0, %img68 ], [ %c69.next, %ky70.end ]
-  br label %ky70
-
-c69.end:                                          ; preds = %ky70.end
-  %482 = mul nsw i64 %img68191, 25088
-  %483 = add nsw i64 3220112, %482
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %483
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads204 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 784, float 1.000000e+00, ptr %arena202, i32 784, ptr %arena203, i32 784, float 1.000000e+00, ptr %grads204, i32 9)
-  %img68.next = add nsw i64 %img68191, 1
-  %484 = icmp slt i64 %img68.next, 64
-  br i1 %484, label %img68, label %img68.end
-
-ky70:                                             ; preds = %kx71.end, %c69
-  %ky70193 = phi i64 [ 0, %c69 ], [ %ky70.next, %kx71.end ]
-  br label %kx71
-
-ky70.end:                                         ; preds = %kx71.end
-  %c69.next = add nsw i64 %c69192, 1
-  %485 = icmp slt i64 %c69.next, 1
-  br i1 %485, label %c69, label %c69.end
-
-kx71:                                             ; preds = %oy72.end, %ky70
-  %kx71194 = phi i64 [ 0, %ky70 ], [ %kx71.next, %oy72.end ]
-  br label %oy72
-
-kx71.end:                                         ; preds = %oy72.end
-  %ky70.next = add nsw i64 %ky70193, 1
-  %486 = icmp slt i64 %ky70.next, 3
-  br i1 %486, label %ky70, label %ky70.end
-
-oy72:                                             ; preds = %ox73.end, %kx71
-  %oy72195 = phi i64 [ 0, %kx71 ], [ %oy72.next, %ox73.end ]
-  br label %ox73
-
-oy72.end:                                         ; preds = %ox73.end
-  %kx71.next = add nsw i64 %kx71194, 1
-  %487 = icmp slt i64 %kx71.next, 3
-  br i1 %487, label %kx71, label %kx71.end
-
-ox73:                                             ; preds = %endif199, %oy72
-  %ox73196 = phi i64 [ 0, %oy72 ], [ %ox73.next, %endif199 ]
-  %488 = mul nsw i64 %c69192, 3
-  %489 = add nsw i64 %488, %ky70193
-  %490 = mul nsw i64 %489, 3
-  %491 = add nsw i64 %490, %kx71194
-  %492 = mul nsw i64 %491, 784
-  %493 = mul nsw i64 %oy72195, 28
-  %494 = add nsw i64 %492, %493
-  %495 = add nsw i64 %494, %ox73196
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 %495
-  store float 0.000000e+00, ptr %arena197, align 4
-  %496 = add nsw i64 %oy72195, %ky70193
-  %497 = add nsw i64 %496, -1
-  %498 = icmp slt i64 -1, %497
-  %499 = add nsw i64 %oy72195, %ky70193
-  %500 = add nsw i64 %499, -1
-  %501 = icmp slt i64 %500, 28
-  %502 = and i1 %498, %501
-  %503 = add nsw i64 %ox73196, %kx71194
+oy69:                                             ; preds = %endif188, %ky68
+  %oy69186 = phi i64 [ 0, %ky68 ], [ %oy69.next, %endif188 ]
+  %503 = add nsw i64 %oy69186, %ky68185
   %504 = add nsw i64 %503, -1
   %505 = icmp slt i64 -1, %504
-  %506 = add nsw i64 %ox73196, %kx71194
+  %506 = add nsw i64 %oy69186, %ky68185
   %507 = add nsw i64 %506, -1
   %508 = icmp slt i64 %507, 28
   %509 = and i1 %505, %508
-  %510 = and i1 %502, %509
-  br i1 %510, label %then198, label %endif199
+  br i1 %509, label %then187, label %endif188
 
-ox73.end:                                         ; preds = %endif199
-  %oy72.next = add nsw i64 %oy72195, 1
-  %511 = icmp slt i64 %oy72.next, 28
-  br i1 %511, label %oy72, label %oy72.end
+oy69.end:                                         ; preds = %endif188
+  br label %oy71
 
-then198:                                          ; preds = %ox73
-  %512 = mul nsw i64 %img68191, 784
-  %513 = mul nsw i64 %c69192, 784
-  %514 = add nsw i64 %512, %513
-  %515 = add nsw i64 %oy72195, %ky70193
-  %516 = add nsw i64 %515, -1
-  %517 = mul nsw i64 %516, 28
-  %518 = add nsw i64 %514, %517
-  %519 = add nsw i64 %ox73196, %kx71194
-  %520 = add nsw i64 %519, -1
-  %521 = add nsw i64 %518, %520
-  %images200 = getelementptr inbounds float, ptr %images, i64 %521
-  %522 = load float, ptr %images200, align 4
-  %523 = mul nsw i64 %c69192, 3
-  %524 = add nsw i64 %523, %ky70193
-  %525 = mul nsw i64 %524, 3
-  %526 = add nsw i64 %525, %kx71194
-  %527 = mul nsw i64 %526, 784
-  %528 = mul nsw i64 %oy72195, 28
-  %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %529, %ox73196
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %530
-  store float %522, ptr %arena201, align 4
-  br label %endif199
+then187:                                          ; preds = %oy69
+  br label %ox70
 
-endif199:                                         ; preds = %then198, %ox73
-  %ox73.next = add nsw i64 %ox73196, 1
-  %531 = icmp slt i64 %ox73.next, 28
-  br i1 %531, label %ox73, label %ox73.end
+endif188:                                         ; preds = %ox70.end, %oy69
+  %oy69.next = add nsw i64 %oy69186, 1
+  %510 = icmp slt i64 %oy69.next, 28
+  br i1 %510, label %oy69, label %oy69.end
 
-f74:                                              ; preds = %img76.end, %img68.end
-  %f74205 = phi i64 [ 0, %img68.end ], [ %f74.next, %img76.end ]
-  store float 0.000000e+00, ptr %acc75, align 4
-  br label %img76
+ox70:                                             ; preds = %ox70, %then187
+  %ox70189 = phi i64 [ 0, %then187 ], [ %ox70.next, %ox70 ]
+  %511 = mul nsw i64 %g63179, 64
+  %512 = add nsw i64 %511, %j64180
+  %513 = mul nsw i64 %512, 25088
+  %514 = mul nsw i64 %c67184, 784
+  %515 = add nsw i64 %513, %514
+  %516 = add nsw i64 %oy69186, %ky68185
+  %517 = add nsw i64 %516, -1
+  %518 = mul nsw i64 %517, 28
+  %519 = add nsw i64 %515, %518
+  %520 = add nsw i64 %ox70189, 1
+  %521 = add nsw i64 %520, -1
+  %522 = add nsw i64 %519, %521
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena190, align 4
+  %524 = mul nsw i64 %c67184, 3
+  %525 = add nsw i64 %524, %ky68185
+  %526 = mul nsw i64 %525, 3
+  %527 = mul nsw i64 %526, 50176
+  %528 = add nsw i64 7251216, %527
+  %529 = mul nsw i64 %j64180, 784
+  %530 = add nsw i64 %528, %529
+  %531 = mul nsw i64 %oy69186, 28
+  %532 = add nsw i64 %530, %531
+  %533 = add nsw i64 %ox70189, 1
+  %534 = add nsw i64 %532, %533
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %534
+  store float %523, ptr %arena191, align 4
+  %ox70.next = add nsw i64 %ox70189, 1
+  %535 = icmp slt i64 %ox70.next, 27
+  br i1 %535, label %ox70, label %ox70.end
 
-f74.end:                                          ; preds = %img76.end
-  %532 = sitofp i64 %step to float
-  %533 = fmul float %532, 0xBFBAF8E8A0000000
-  %534 = call float @llvm.exp.f32(float %533)
-  %535 = fsub float 1.000000e+00, %534
-  %536 = fdiv float %lr, %535
-  store float %536, ptr %step_size78, align 4
-  %537 = sitofp i64 %step to float
-  %538 = fmul float %537, 0xBF50645940000000
-  %539 = call float @llvm.exp.f32(float %538)
-  %540 = fsub float 1.000000e+00, %539
-  %541 = call float @llvm.sqrt.f32(float %540)
-  store float %541, ptr %bc2_sqrt79, align 4
-  br label %i80
+ox70.end:                                         ; preds = %ox70
+  br label %endif188
 
-img76:                                            ; preds = %i77.end, %f74
-  %img76206 = phi i64 [ 0, %f74 ], [ %img76.next, %i77.end ]
+oy71:                                             ; preds = %endif194, %oy69.end
+  %oy71192 = phi i64 [ 0, %oy69.end ], [ %oy71.next, %endif194 ]
+  %536 = add nsw i64 %oy71192, %ky68185
+  %537 = add nsw i64 %536, -1
+  %538 = icmp slt i64 -1, %537
+  %539 = add nsw i64 %oy71192, %ky68185
+  %540 = add nsw i64 %539, -1
+  %541 = icmp slt i64 %540, 28
+  %542 = and i1 %538, %541
+  br i1 %542, label %then193, label %endif194
+
+oy71.end:                                         ; preds = %endif194
+  br label %oy73
+
+then193:                                          ; preds = %oy71
+  br label %ox72
+
+endif194:                                         ; preds = %ox72.end, %oy71
+  %oy71.next = add nsw i64 %oy71192, 1
+  %543 = icmp slt i64 %oy71.next, 28
+  br i1 %543, label %oy71, label %oy71.end
+
+ox72:                                             ; preds = %ox72, %then193
+  %ox72195 = phi i64 [ 0, %then193 ], [ %ox72.next, %ox72 ]
+  %544 = mul nsw i64 %g63179, 64
+  %545 = add nsw i64 %544, %j64180
+  %546 = mul nsw i64 %545, 25088
+  %547 = mul nsw i64 %c67184, 784
+  %548 = add nsw i64 %546, %547
+  %549 = add nsw i64 %oy71192, %ky68185
+  %550 = add nsw i64 %549, -1
+  %551 = mul nsw i64 %550, 28
+  %552 = add nsw i64 %548, %551
+  %553 = add nsw i64 %552, %ox72195
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %553
+  %554 = load float, ptr %arena196, align 4
+  %555 = mul nsw i64 %c67184, 3
+  %556 = add nsw i64 %555, %ky68185
+  %557 = mul nsw i64 %556, 3
+  %558 = add nsw i64 %557, 1
+  %559 = mul nsw i64 %558, 50176
+  %560 = add nsw i64 7251216, %559
+  %561 = mul nsw i64 %j64180, 784
+  %562 = add nsw i64 %560, %561
+  %563 = mul nsw i64 %oy71192, 28
+  %564 = add nsw i64 %562, %563
+  %565 = add nsw i64 %564, %ox72195
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %565
+  store float %554, ptr %arena197, align 4
+  %ox72.next = add nsw i64 %ox72195, 1
+  %566 = icmp slt i64 %ox72.next, 28
+  br i1 %566, label %ox72, label %ox72.end
+
+ox72.end:                                         ; preds = %ox72
+  br label %endif194
+
+oy73:                                             ; preds = %endif200, %oy71.end
+  %oy73198 = phi i64 [ 0, %oy71.end ], [ %oy73.next, %endif200 ]
+  %567 = add nsw i64 %oy73198, %ky68185
+  %568 = add nsw i64 %567, -1
+  %569 = icmp slt i64 -1, %568
+  %570 = add nsw i64 %oy73198, %ky68185
+  %571 = add nsw i64 %570, -1
+  %572 = icmp slt i64 %571, 28
+  %573 = and i1 %569, %572
+  br i1 %573, label %then199, label %endif200
+
+oy73.end:                                         ; preds = %endif200
+  %ky68.next = add nsw i64 %ky68185, 1
+  %574 = icmp slt i64 %ky68.next, 3
+  br i1 %574, label %ky68, label %ky68.end
+
+then199:                                          ; preds = %oy73
+  br label %ox74
+
+endif200:                                         ; preds = %ox74.end, %oy73
+  %oy73.next = add nsw i64 %oy73198, 1
+  %575 = icmp slt i64 %oy73.next, 28
+  br i1 %575, label %oy73, label %oy73.end
+
+ox74:                                             ; preds = %ox74, %then199
+  %ox74201 = phi i64 [ 0, %then199 ], [ %ox74.next, %ox74 ]
+  %576 = mul nsw i64 %g63179, 64
+  %577 = add nsw i64 %576, %j64180
+  %578 = mul nsw i64 %577, 25088
+  %579 = mul nsw i64 %c67184, 784
+  %580 = add nsw i64 %578, %579
+  %581 = add nsw i64 %oy73198, %ky68185
+  %582 = add nsw i64 %581, -1
+  %583 = mul nsw i64 %582, 28
+  %584 = add nsw i64 %580, %583
+  %585 = add nsw i64 %ox74201, 1
+  %586 = add nsw i64 %584, %585
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %586
+  %587 = load float, ptr %arena202, align 4
+  %588 = mul nsw i64 %c67184, 3
+  %589 = add nsw i64 %588, %ky68185
+  %590 = mul nsw i64 %589, 3
+  %591 = add nsw i64 %590, 2
+  %592 = mul nsw i64 %591, 50176
+  %593 = add nsw i64 7251216, %592
+  %594 = mul nsw i64 %j64180, 784
+  %595 = add nsw i64 %593, %594
+  %596 = mul nsw i64 %oy73198, 28
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, %ox74201
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %598
+  store float %587, ptr %arena203, align 4
+  %ox74.next = add nsw i64 %ox74201, 1
+  %599 = icmp slt i64 %ox74.next, 27
+  br i1 %599, label %ox74, label %ox74.end
+
+ox74.end:                                         ; preds = %ox74
+  br label %endif200
+
+j75:                                              ; preds = %f76.end, %j64.end
+  %j75204 = phi i64 [ 0, %j64.end ], [ %j75.next, %f76.end ]
+  br label %f76
+
+j75.end:                                          ; preds = %f76.end
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 21701904
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 7251216
+  %grads211 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 50176, float 1.000000e+00, ptr %arena209, i32 50176, ptr %arena210, i32 50176, float 1.000000e+00, ptr %grads211, i32 288)
+  %g63.next = add nsw i64 %g63179, 1
+  %600 = icmp slt i64 %g63.next, 1
+  br i1 %600, label %g63, label %g63.end
+
+f76:                                              ; preds = %i77.end, %j75
+  %f76205 = phi i64 [ 0, %j75 ], [ %f76.next, %i77.end ]
   br label %i77
 
-img76.end:                                        ; preds = %i77.end
-  %acc75210 = load float, ptr %acc75, align 4
-  %542 = add nsw i64 288, %f74205
-  %grads211 = getelementptr inbounds float, ptr %grads, i64 %542
-  store float %acc75210, ptr %grads211, align 4
-  %f74.next = add nsw i64 %f74205, 1
-  %543 = icmp slt i64 %f74.next, 32
-  br i1 %543, label %f74, label %f74.end
+f76.end:                                          ; preds = %i77.end
+  %j75.next = add nsw i64 %j75204, 1
+  %601 = icmp slt i64 %j75.next, 64
+  br i1 %601, label %j75, label %j75.end
 
-i77:                                              ; preds = %i77, %img76
-  %i77207 = phi i64 [ 0, %img76 ], [ %i77.next, %i77 ]
-  %acc75208 = load float, ptr %acc75, align 4
-  %544 = mul nsw i64 %img76206, 25088
-  %545 = add nsw i64 3220112, %544
-  %546 = mul nsw i64 %f74205, 784
-  %547 = add nsw i64 %545, %546
-  %548 = add nsw i64 %547, %i77207
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %548
-  %549 = load float, ptr %arena209, align 4
-  %550 = fadd float %acc75208, %549
-  store float %550, ptr %acc75, align 4
-  %i77.next = add nsw i64 %i77207, 1
-  %551 = icmp slt i64 %i77.next, 784
-  br i1 %551, label %i77, label %i77.end
+i77:                                              ; preds = %i77, %f76
+  %i77206 = phi i64 [ 0, %f76 ], [ %i77.next, %i77 ]
+  %602 = mul nsw i64 %g63179, 64
+  %603 = add nsw i64 %602, %j75204
+  %604 = mul nsw i64 %603, 50176
+  %605 = add nsw i64 4039952, %604
+  %606 = mul nsw i64 %f76205, 784
+  %607 = add nsw i64 %605, %606
+  %608 = add nsw i64 %607, %i77206
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %608
+  %609 = load float, ptr %arena207, align 4
+  %610 = mul nsw i64 %f76205, 50176
+  %611 = add nsw i64 21701904, %610
+  %612 = mul nsw i64 %j75204, 784
+  %613 = add nsw i64 %611, %612
+  %614 = add nsw i64 %613, %i77206
+  %arena208 = getelementptr inbounds float, ptr %arena, i64 %614
+  store float %609, ptr %arena208, align 4
+  %i77.next = add nsw i64 %i77206, 1
+  %615 = icmp slt i64 %i77.next, 784
+  br i1 %615, label %i77, label %i77.end
 
 i77.end:                                          ; preds = %i77
-  %img76.next = add nsw i64 %img76206, 1
-  %552 = icmp slt i64 %img76.next, 64
-  br i1 %552, label %img76, label %img76.end
+  %f76.next = add nsw i64 %f76205, 1
+  %616 = icmp slt i64 %f76.next, 64
+  br i1 %616, label %f76, label %f76.end
 
-i80:                                              ; preds = %i80, %f74.end
-  %i80212 = phi i64 [ 0, %f74.end ], [ %i80.next, %i80 ]
-  %grads213 = getelementptr inbounds float, ptr %grads, i64 %i80212
-  %553 = load float, ptr %grads213, align 4
-  %params214 = getelementptr inbounds float, ptr %params, i64 %i80212
-  %554 = load float, ptr %params214, align 4
-  %555 = fmul float 0.000000e+00, %554
-  %556 = fadd float %553, %555
-  store float %556, ptr %g, align 4
-  %m215 = getelementptr inbounds float, ptr %m, i64 %i80212
-  %557 = load float, ptr %m215, align 4
-  %558 = fmul float 0x3FECCCCCC0000000, %557
-  %g216 = load float, ptr %g, align 4
-  %559 = fmul float 0x3FB9999A00000000, %g216
-  %560 = fadd float %558, %559
-  store float %560, ptr %m_new, align 4
-  %v217 = getelementptr inbounds float, ptr %v, i64 %i80212
-  %561 = load float, ptr %v217, align 4
-  %562 = fmul float 0x3FEFF7CEE0000000, %561
-  %g218 = load float, ptr %g, align 4
-  %563 = fmul float 0x3F50624000000000, %g218
-  %g219 = load float, ptr %g, align 4
-  %564 = fmul float %563, %g219
-  %565 = fadd float %562, %564
-  store float %565, ptr %v_new, align 4
-  %m_new220 = load float, ptr %m_new, align 4
-  %m221 = getelementptr inbounds float, ptr %m, i64 %i80212
-  store float %m_new220, ptr %m221, align 4
-  %v_new222 = load float, ptr %v_new, align 4
-  %v223 = getelementptr inbounds float, ptr %v, i64 %i80212
-  store float %v_new222, ptr %v223, align 4
-  %params224 = getelementptr inbounds float, ptr %params, i64 %i80212
-  %566 = load float, ptr %params224, align 4
-  %step_size78225 = load float, ptr %step_size78, align 4
-  %m_new226 = load float, ptr %m_new, align 4
-  %567 = fmul float %step_size78225, %m_new226
-  %v_new227 = load float, ptr %v_new, align 4
-  %568 = call float @llvm.sqrt.f32(float %v_new227)
-  %bc2_sqrt79228 = load float, ptr %bc2_sqrt79, align 4
-  %569 = fdiv float %568, %bc2_sqrt79228
-  %570 = fadd float %569, 0x3E45798EE0000000
-  %571 = fdiv float %567, %570
-  %572 = fsub float %566, %571
-  %params229 = getelementptr inbounds float, ptr %params, i64 %i80212
-  store float %572, ptr %params229, align 4
-  %i80.next = add nsw i64 %i80212, 1
-  %573 = icmp slt i64 %i80.next, 1625866
-  br i1 %573, label %i80, label %i80.end
+f78:                                              ; preds = %img80.end, %g63.end
+  %f78212 = phi i64 [ 0, %g63.end ], [ %f78.next, %img80.end ]
+  store float 0.000000e+00, ptr %acc79, align 4
+  br label %img80
 
-i80.end:                                          ; preds = %i80
+f78.end:                                          ; preds = %img80.end
+  br label %i82
+
+img80:                                            ; preds = %i81.end, %f78
+  %img80213 = phi i64 [ 0, %f78 ], [ %img80.next, %i81.end ]
+  br label %i81
+
+img80.end:                                        ; preds = %i81.end
+  %acc79217 = load float, ptr %acc79, align 4
+  %617 = add nsw i64 18752, %f78212
+  %grads218 = getelementptr inbounds float, ptr %grads, i64 %617
+  store float %acc79217, ptr %grads218, align 4
+  %f78.next = add nsw i64 %f78212, 1
+  %618 = icmp slt i64 %f78.next, 64
+  br i1 %618, label %f78, label %f78.end
+
+i81:                                              ; preds = %i81, %img80
+  %i81214 = phi i64 [ 0, %img80 ], [ %i81.next, %i81 ]
+  %acc79215 = load float, ptr %acc79, align 4
+  %619 = mul nsw i64 %img80213, 50176
+  %620 = add nsw i64 4039952, %619
+  %621 = mul nsw i64 %f78212, 784
+  %622 = add nsw i64 %620, %621
+  %623 = add nsw i64 %622, %i81214
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %623
+  %624 = load float, ptr %arena216, align 4
+  %625 = fadd float %acc79215, %624
+  store float %625, ptr %acc79, align 4
+  %i81.next = add nsw i64 %i81214, 1
+  %626 = icmp slt i64 %i81.next, 784
+  br i1 %626, label %i81, label %i81.end
+
+i81.end:                                          ; preds = %i81
+  %img80.next = add nsw i64 %img80213, 1
+  %627 = icmp slt i64 %img80.next, 64
+  br i1 %627, label %img80, label %img80.end
+
+i82:                                              ; preds = %i82, %f78.end
+  %i82219 = phi i64 [ 0, %f78.end ], [ %i82.next, %i82 ]
+  %628 = add nsw i64 1605632, %i82219
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %628
+  store float 0.000000e+00, ptr %arena220, align 4
+  %i82.next = add nsw i64 %i82219, 1
+  %629 = icmp slt i64 %i82.next, 1605632
+  br i1 %629, label %i82, label %i82.end
+
+i82.end:                                          ; preds = %i82
+  br label %g83
+
+g83:                                              ; preds = %j87.end, %i82.end
+  %g83221 = phi i64 [ 0, %i82.end ], [ %g83.next, %j87.end ]
+  br label %j84
+
+g83.end:                                          ; preds = %j87.end
+  br label %i96
+
+j84:                                              ; preds = %f85.end, %g83
+  %j84222 = phi i64 [ 0, %g83 ], [ %j84.next, %f85.end ]
+  br label %f85
+
+j84.end:                                          ; preds = %f85.end
+  %params227 = getelementptr inbounds float, ptr %params, i64 320
+  %arena228 = getelementptr inbounds float, ptr %arena, i64 21701904
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 7251216
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params227, i32 288, ptr %arena228, i32 50176, float 0.000000e+00, ptr %arena229, i32 50176)
+  br label %j87
+
+f85:                                              ; preds = %i86.end, %j84
+  %f85223 = phi i64 [ 0, %j84 ], [ %f85.next, %i86.end ]
+  br label %i86
+
+f85.end:                                          ; preds = %i86.end
+  %j84.next = add nsw i64 %j84222, 1
+  %630 = icmp slt i64 %j84.next, 64
+  br i1 %630, label %j84, label %j84.end
+
+i86:                                              ; preds = %i86, %f85
+  %i86224 = phi i64 [ 0, %f85 ], [ %i86.next, %i86 ]
+  %631 = mul nsw i64 %g83221, 64
+  %632 = add nsw i64 %631, %j84222
+  %633 = mul nsw i64 %632, 50176
+  %634 = add nsw i64 4039952, %633
+  %635 = mul nsw i64 %f85223, 784
+  %636 = add nsw i64 %634, %635
+  %637 = add nsw i64 %636, %i86224
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %637
+  %638 = load float, ptr %arena225, align 4
+  %639 = mul nsw i64 %f85223, 50176
+  %640 = add nsw i64 21701904, %639
+  %641 = mul nsw i64 %j84222, 784
+  %642 = add nsw i64 %640, %641
+  %643 = add nsw i64 %642, %i86224
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %643
+  store float %638, ptr %arena226, align 4
+  %i86.next = add nsw i64 %i86224, 1
+  %644 = icmp slt i64 %i86.next, 784
+  br i1 %644, label %i86, label %i86.end
+
+i86.end:                                          ; preds = %i86
+  %f85.next = add nsw i64 %f85223, 1
+  %645 = icmp slt i64 %f85.next, 64
+  br i1 %645, label %f85, label %f85.end
+
+j87:                                              ; preds = %c88.end, %j84.end
+  %j87230 = phi i64 [ 0, %j84.end ], [ %j87.next, %c88.end ]
+  br label %c88
+
+j87.end:                                          ; preds = %c88.end
+  %g83.next = add nsw i64 %g83221, 1
+  %646 = icmp slt i64 %g83.next, 1
+  br i1 %646, label %g83, label %g83.end
+
+c88:                                              ; preds = %ky89.end, %j87
+  %c88231 = phi i64 [ 0, %j87 ], [ %c88.next, %ky89.end ]
+  br label %ky89
+
+c88.end:                                          ; preds = %ky89.end
+  %j87.next = add nsw i64 %j87230, 1
+  %647 = icmp slt i64 %j87.next, 64
+  br i1 %647, label %j87, label %j87.end
+
+ky89:                                             ; preds = %oy94.end, %c88
+  %ky89232 = phi i64 [ 0, %c88 ], [ %ky89.next, %oy94.end ]
+  br label %oy90
+
+ky89.end:                                         ; preds = %oy94.end
+  %c88.next = add nsw i64 %c88231, 1
+  %648 = icmp slt i64 %c88.next, 32
+  br i1 %648, label %c88, label %c88.end
+
+oy90:                                             ; preds = %endif235, %ky89
+  %oy90233 = phi i64 [ 0, %ky89 ], [ %oy90.next, %endif235 ]
+  %649 = add nsw i64 %oy90233, %ky89232
+  %650 = add nsw i64 %649, -1
+  %651 = icmp slt i64 -1, %650
+  %652 = add nsw i64 %oy90233, %ky89232
+  %653 = add nsw i64 %652, -1
+  %654 = icmp slt i64 %653, 28
+  %655 = and i1 %651, %654
+  br i1 %655, label %then234, label %endif235
+
+oy90.end:                                         ; preds = %endif235
+  br label %oy92
+
+then234:                                          ; preds = %oy90
+  br label %ox91
+
+endif235:                                         ; preds = %ox91.end, %oy90
+  %oy90.next = add nsw i64 %oy90233, 1
+  %656 = icmp slt i64 %oy90.next, 28
+  br i1 %656, label %oy90, label %oy90.end
+
+ox91:                                             ; preds = %ox91, %then234
+  %ox91236 = phi i64 [ 0, %then234 ], [ %ox91.next, %ox91 ]
+  %657 = mul nsw i64 %g83221, 64
+  %658 = add nsw i64 %657, %j87230
+  %659 = mul nsw i64 %658, 25088
+  %660 = add nsw i64 1605632, %659
+  %661 = mul nsw i64 %c88231, 784
+  %662 = add nsw i64 %660, %661
+  %663 = add nsw i64 %oy90233, %ky89232
+  %664 = add nsw i64 %663, -1
+  %665 = mul nsw i64 %664, 28
+  %666 = add nsw i64 %662, %665
+  %667 = add nsw i64 %ox91236, 1
+  %668 = add nsw i64 %667, -1
+  %669 = add nsw i64 %666, %668
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %669
+  %670 = load float, ptr %arena237, align 4
+  %671 = mul nsw i64 %c88231, 3
+  %672 = add nsw i64 %671, %ky89232
+  %673 = mul nsw i64 %672, 3
+  %674 = mul nsw i64 %673, 50176
+  %675 = add nsw i64 7251216, %674
+  %676 = mul nsw i64 %j87230, 784
+  %677 = add nsw i64 %675, %676
+  %678 = mul nsw i64 %oy90233, 28
+  %679 = add nsw i64 %677, %678
+  %680 = add nsw i64 %ox91236, 1
+  %681 = add nsw i64 %679, %680
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %681
+  %682 = load float, ptr %arena238, align 4
+  %683 = fadd float %670, %682
+  store float %683, ptr %arena237, align 4
+  %ox91.next = add nsw i64 %ox91236, 1
+  %684 = icmp slt i64 %ox91.next, 27
+  br i1 %684, label %ox91, label %ox91.end
+
+ox91.end:                                         ; preds = %ox91
+  br label %endif235
+
+oy92:                                             ; preds = %endif241, %oy90.end
+  %oy92239 = phi i64 [ 0, %oy90.end ], [ %oy92.next, %endif241 ]
+  %685 = add nsw i64 %oy92239, %ky89232
+  %686 = add nsw i64 %685, -1
+  %687 = icmp slt i64 -1, %686
+  %688 = add nsw i64 %oy92239, %ky89232
+  %689 = add nsw i64 %688, -1
+  %690 = icmp slt i64 %689, 28
+  %691 = and i1 %687, %690
+  br i1 %691, label %then240, label %endif241
+
+oy92.end:                                         ; preds = %endif241
+  br label %oy94
+
+then240:                                          ; preds = %oy92
+  br label %ox93
+
+endif241:                                         ; preds = %ox93.end, %oy92
+  %oy92.next = add nsw i64 %oy92239, 1
+  %692 = icmp slt i64 %oy92.next, 28
+  br i1 %692, label %oy92, label %oy92.end
+
+ox93:                                             ; preds = %ox93, %then240
+  %ox93242 = phi i64 [ 0, %then240 ], [ %ox93.next, %ox93 ]
+  %693 = mul nsw i64 %g83221, 64
+  %694 = add nsw i64 %693, %j87230
+  %695 = mul nsw i64 %694, 25088
+  %696 = add nsw i64 1605632, %695
+  %697 = mul nsw i64 %c88231, 784
+  %698 = add nsw i64 %696, %697
+  %699 = add nsw i64 %oy92239, %ky89232
+  %700 = add nsw i64 %699, -1
+  %701 = mul nsw i64 %700, 28
+  %702 = add nsw i64 %698, %701
+  %703 = add nsw i64 %702, %ox93242
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %703
+  %704 = load float, ptr %arena243, align 4
+  %705 = mul nsw i64 %c88231, 3
+  %706 = add nsw i64 %705, %ky89232
+  %707 = mul nsw i64 %706, 3
+  %708 = add nsw i64 %707, 1
+  %709 = mul nsw i64 %708, 50176
+  %710 = add nsw i64 7251216, %709
+  %711 = mul nsw i64 %j87230, 784
+  %712 = add nsw i64 %710, %711
+  %713 = mul nsw i64 %oy92239, 28
+  %714 = add nsw i64 %712, %713
+  %715 = add nsw i64 %714, %ox93242
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %715
+  %716 = load float, ptr %arena244, align 4
+  %717 = fadd float %704, %716
+  store float %717, ptr %arena243, align 4
+  %ox93.next = add nsw i64 %ox93242, 1
+  %718 = icmp slt i64 %ox93.next, 28
+  br i1 %718, label %ox93, label %ox93.end
+
+ox93.end:                                         ; preds = %ox93
+  br label %endif241
+
+oy94:                                             ; preds = %endif247, %oy92.end
+  %oy94245 = phi i64 [ 0, %oy92.end ], [ %oy94.next, %endif247 ]
+  %719 = add nsw i64 %oy94245, %ky89232
+  %720 = add nsw i64 %719, -1
+  %721 = icmp slt i64 -1, %720
+  %722 = add nsw i64 %oy94245, %ky89232
+  %723 = add nsw i64 %722, -1
+  %724 = icmp slt i64 %723, 28
+  %725 = and i1 %721, %724
+  br i1 %725, label %then246, label %endif247
+
+oy94.end:                                         ; preds = %endif247
+  %ky89.next = add nsw i64 %ky89232, 1
+  %726 = icmp slt i64 %ky89.next, 3
+  br i1 %726, label %ky89, label %ky89.end
+
+then246:                                          ; preds = %oy94
+  br label %ox95
+
+endif247:                                         ; preds = %ox95.end, %oy94
+  %oy94.next = add nsw i64 %oy94245, 1
+  %727 = icmp slt i64 %oy94.next, 28
+  br i1 %727, label %oy94, label %oy94.end
+
+ox95:                                             ; preds = %ox95, %then246
+  %ox95248 = phi i64 [ 0, %then246 ], [ %ox95.next, %ox95 ]
+  %728 = mul nsw i64 %g83221, 64
+  %729 = add nsw i64 %728, %j87230
+  %730 = mul nsw i64 %729, 25088
+  %731 = add nsw i64 1605632, %730
+  %732 = mul nsw i64 %c88231, 784
+  %733 = add nsw i64 %731, %732
+  %734 = add nsw i64 %oy94245, %ky89232
+  %735 = add nsw i64 %734, -1
+  %736 = mul nsw i64 %735, 28
+  %737 = add nsw i64 %733, %736
+  %738 = add nsw i64 %ox95248, 1
+  %739 = add nsw i64 %737, %738
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %739
+  %740 = load float, ptr %arena249, align 4
+  %741 = mul nsw i64 %c88231, 3
+  %742 = add nsw i64 %741, %ky89232
+  %743 = mul nsw i64 %742, 3
+  %744 = add nsw i64 %743, 2
+  %745 = mul nsw i64 %744, 50176
+  %746 = add nsw i64 7251216, %745
+  %747 = mul nsw i64 %j87230, 784
+  %748 = add nsw i64 %746, %747
+  %749 = mul nsw i64 %oy94245, 28
+  %750 = add nsw i64 %748, %749
+  %751 = add nsw i64 %750, %ox95248
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena250, align 4
+  %753 = fadd float %740, %752
+  store float %753, ptr %arena249, align 4
+  %ox95.next = add nsw i64 %ox95248, 1
+  %754 = icmp slt i64 %ox95.next, 27
+  br i1 %754, label %ox95, label %ox95.end
+
+ox95.end:                                         ; preds = %ox95
+  br label %endif247
+
+i96:                                              ; preds = %i96, %g83.end
+  %i96251 = phi i64 [ 0, %g83.end ], [ %i96.next, %i96 ]
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %i96251
+  %755 = load float, ptr %arena252, align 4
+  %756 = fcmp ogt float %755, 0.000000e+00
+  %757 = add nsw i64 1605632, %i96251
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %757
+  %758 = load float, ptr %arena253, align 4
+  %759 = select i1 %756, float %758, float 0.000000e+00
+  %760 = add nsw i64 3220112, %i96251
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %760
+  store float %759, ptr %arena254, align 4
+  %i96.next = add nsw i64 %i96251, 1
+  %761 = icmp slt i64 %i96.next, 1605632
+  br i1 %761, label %i96, label %i96.end
+
+i96.end:                                          ; preds = %i96
+  br label %i97
+
+i97:                                              ; preds = %i97, %i96.end
+  %i97255 = phi i64 [ 0, %i96.end ], [ %i97.next, %i97 ]
+  %grads256 = getelementptr inbounds float, ptr %grads, i64 %i97255
+  store float 0.000000e+00, ptr %grads256, align 4
+  %i97.next = add nsw i64 %i97255, 1
+  %762 = icmp slt i64 %i97.next, 288
+  br i1 %762, label %i97, label %i97.end
+
+i97.end:                                          ; preds = %i97
+  br label %g98
+
+g98:                                              ; preds = %j110.end, %i97.end
+  %g98257 = phi i64 [ 0, %i97.end ], [ %g98.next, %j110.end ]
+  br label %j99
+
+g98.end:                                          ; preds = %j110.end
+  br label %f113
+
+j99:                                              ; preds = %c102.end, %g98
+  %j99258 = phi i64 [ 0, %g98 ], [ %j99.next, %c102.end ]
+  br label %r100
+
+j99.end:                                          ; preds = %c102.end
+  br label %j110
+
+r100:                                             ; preds = %i101.end, %j99
+  %r100259 = phi i64 [ 0, %j99 ], [ %r100.next, %i101.end ]
+  br label %i101
+
+r100.end:                                         ; preds = %i101.end
+  br label %c102
+
+i101:                                             ; preds = %i101, %r100
+  %i101260 = phi i64 [ 0, %r100 ], [ %i101.next, %i101 ]
+  %763 = mul nsw i64 %r100259, 50176
+  %764 = mul nsw i64 %j99258, 784
+  %765 = add nsw i64 %763, %764
+  %766 = add nsw i64 %765, %i101260
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %766
+  store float 0.000000e+00, ptr %arena261, align 4
+  %i101.next = add nsw i64 %i101260, 1
+  %767 = icmp slt i64 %i101.next, 784
+  br i1 %767, label %i101, label %i101.end
+
+i101.end:                                         ; preds = %i101
+  %r100.next = add nsw i64 %r100259, 1
+  %768 = icmp slt i64 %r100.next, 9
+  br i1 %768, label %r100, label %r100.end
+
+c102:                                             ; preds = %ky103.end, %r100.end
+  %c102262 = phi i64 [ 0, %r100.end ], [ %c102.next, %ky103.end ]
+  br label %ky103
+
+c102.end:                                         ; preds = %ky103.end
+  %j99.next = add nsw i64 %j99258, 1
+  %769 = icmp slt i64 %j99.next, 64
+  br i1 %769, label %j99, label %j99.end
+
+ky103:                                            ; preds = %oy108.end, %c102
+  %ky103263 = phi i64 [ 0, %c102 ], [ %ky103.next, %oy108.end ]
+  br label %oy104
+
+ky103.end:                                        ; preds = %oy108.end
+  %c102.next = add nsw i64 %c102262, 1
+  %770 = icmp slt i64 %c102.next, 1
+  br i1 %770, label %c102, label %c102.end
+
+oy104:                                            ; preds = %endif266, %ky103
+  %oy104264 = phi i64 [ 0, %ky103 ], [ %oy104.next, %endif266 ]
+  %771 = add nsw i64 %oy104264, %ky103263
+  %772 = add nsw i64 %771, -1
+  %773 = icmp slt i64 -1, %772
+  %774 = add nsw i64 %oy104264, %ky103263
+  %775 = add nsw i64 %774, -1
+  %776 = icmp slt i64 %775, 28
+  %777 = and i1 %773, %776
+  br i1 %777, label %then265, label %endif266
+
+oy104.end:                                        ; preds = %endif266
+  br label %oy106
+
+then265:                                          ; preds = %oy104
+  br label %ox105
+
+endif266:                                         ; preds = %ox105.end, %oy104
+  %oy104.next = add nsw i64 %oy104264, 1
+  %778 = icmp slt i64 %oy104.next, 28
+  br i1 %778, label %oy104, label %oy104.end
+
+ox105:                                            ; preds = %ox105, %then265
+  %ox105267 = phi i64 [ 0, %then265 ], [ %ox105.next, %ox105 ]
+  %779 = mul nsw i64 %g98257, 64
+  %780 = add nsw i64 %779, %j99258
+  %781 = mul nsw i64 %780, 784
+  %782 = mul nsw i64 %c102262, 784
+  %783 = add nsw i64 %781, %782
+  %784 = add nsw i64 %oy104264, %ky103263
+  %785 = add nsw i64 %784, -1
+  %786 = mul nsw i64 %785, 28
+  %787 = add nsw i64 %783, %786
+  %788 = add nsw i64 %ox105267, 1
+  %789 = add nsw i64 %788, -1
+  %790 = add nsw i64 %787, %789
+  %images268 = getelementptr inbounds float, ptr %images, i64 %790
+  %791 = load float, ptr %images268, align 4
+  %792 = mul nsw i64 %c102262, 3
+  %793 = add nsw i64 %792, %ky103263
+  %794 = mul nsw i64 %793, 3
+  %795 = mul nsw i64 %794, 50176
+  %796 = mul nsw i64 %j99258, 784
+  %797 = add nsw i64 %795, %796
+  %798 = mul nsw i64 %oy104264, 28
+  %799 = add nsw i64 %797, %798
+  %800 = add nsw i64 %ox105267, 1
+  %801 = add nsw i64 %799, %800
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %801
+  store float %791, ptr %arena269, align 4
+  %ox105.next = add nsw i64 %ox105267, 1
+  %802 = icmp slt i64 %ox105.next, 27
+  br i1 %802, label %ox105, label %ox105.end
+
+ox105.end:                                        ; preds = %ox105
+  br label %endif266
+
+oy106:                                            ; preds = %endif272, %oy104.end
+  %oy106270 = phi i64 [ 0, %oy104.end ], [ %oy106.next, %endif272 ]
+  %803 = add nsw i64 %oy106270, %ky103263
+  %804 = add nsw i64 %803, -1
+  %805 = icmp slt i64 -1, %804
+  %806 = add nsw i64 %oy106270, %ky103263
+  %807 = add nsw i64 %806, -1
+  %808 = icmp slt i64 %807, 28
+  %809 = and i1 %805, %808
+  br i1 %809, label %then271, label %endif272
+
+oy106.end:                                        ; preds = %endif272
+  br label %oy108
+
+then271:                                          ; preds = %oy106
+  br label %ox107
+
+endif272:                                         ; preds = %ox107.end, %oy106
+  %oy106.next = add nsw i64 %oy106270, 1
+  %810 = icmp slt i64 %oy106.next, 28
+  br i1 %810, label %oy106, label %oy106.end
+
+ox107:                                            ; preds = %ox107, %then271
+  %ox107273 = phi i64 [ 0, %then271 ], [ %ox107.next, %ox107 ]
+  %811 = mul nsw i64 %g98257, 64
+  %812 = add nsw i64 %811, %j99258
+  %813 = mul nsw i64 %812, 784
+  %814 = mul nsw i64 %c102262, 784
+  %815 = add nsw i64 %813, %814
+  %816 = add nsw i64 %oy106270, %ky103263
+  %817 = add nsw i64 %816, -1
+  %818 = mul nsw i64 %817, 28
+  %819 = add nsw i64 %815, %818
+  %820 = add nsw i64 %819, %ox107273
+  %images274 = getelementptr inbounds float, ptr %images, i64 %820
+  %821 = load float, ptr %images274, align 4
+  %822 = mul nsw i64 %c102262, 3
+  %823 = add nsw i64 %822, %ky103263
+  %824 = mul nsw i64 %823, 3
+  %825 = add nsw i64 %824, 1
+  %826 = mul nsw i64 %825, 50176
+  %827 = mul nsw i64 %j99258, 784
+  %828 = add nsw i64 %826, %827
+  %829 = mul nsw i64 %oy106270, 28
+  %830 = add nsw i64 %828, %829
+  %831 = add nsw i64 %830, %ox107273
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %831
+  store float %821, ptr %arena275, align 4
+  %ox107.next = add nsw i64 %ox107273, 1
+  %832 = icmp slt i64 %ox107.next, 28
+  br i1 %832, label %ox107, label %ox107.end
+
+ox107.end:                                        ; preds = %ox107
+  br label %endif272
+
+oy108:                                            ; preds = %endif278, %oy106.end
+  %oy108276 = phi i64 [ 0, %oy106.end ], [ %oy108.next, %endif278 ]
+  %833 = add nsw i64 %oy108276, %ky103263
+  %834 = add nsw i64 %833, -1
+  %835 = icmp slt i64 -1, %834
+  %836 = add nsw i64 %oy108276, %ky103263
+  %837 = add nsw i64 %836, -1
+  %838 = icmp slt i64 %837, 28
+  %839 = and i1 %835, %838
+  br i1 %839, label %then277, label %endif278
+
+oy108.end:                                        ; preds = %endif278
+  %ky103.next = add nsw i64 %ky103263, 1
+  %840 = icmp slt i64 %ky103.next, 3
+  br i1 %840, label %ky103, label %ky103.end
+
+then277:                                          ; preds = %oy108
+  br label %ox109
+
+endif278:                                         ; preds = %ox109.end, %oy108
+  %oy108.next = add nsw i64 %oy108276, 1
+  %841 = icmp slt i64 %oy108.next, 28
+  br i1 %841, label %oy108, label %oy108.end
+
+ox109:                                            ; preds = %ox109, %then277
+  %ox109279 = phi i64 [ 0, %then277 ], [ %ox109.next, %ox109 ]
+  %842 = mul nsw i64 %g98257, 64
+  %843 = add nsw i64 %842, %j99258
+  %844 = mul nsw i64 %843, 784
+  %845 = mul nsw i64 %c102262, 784
+  %846 = add nsw i64 %844, %845
+  %847 = add nsw i64 %oy108276, %ky103263
+  %848 = add nsw i64 %847, -1
+  %849 = mul nsw i64 %848, 28
+  %850 = add nsw i64 %846, %849
+  %851 = add nsw i64 %ox109279, 1
+  %852 = add nsw i64 %850, %851
+  %images280 = getelementptr inbounds float, ptr %images, i64 %852
+  %853 = load float, ptr %images280, align 4
+  %854 = mul nsw i64 %c102262, 3
+  %855 = add nsw i64 %854, %ky103263
+  %856 = mul nsw i64 %855, 3
+  %857 = add nsw i64 %856, 2
+  %858 = mul nsw i64 %857, 50176
+  %859 = mul nsw i64 %j99258, 784
+  %860 = add nsw i64 %858, %859
+  %861 = mul nsw i64 %oy108276, 28
+  %862 = add nsw i64 %860, %861
+  %863 = add nsw i64 %862, %ox109279
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %863
+  store float %853, ptr %arena281, align 4
+  %ox109.next = add nsw i64 %ox109279, 1
+  %864 = icmp slt i64 %ox109.next, 27
+  br i1 %864, label %ox109, label %ox109.end
+
+ox109.end:                                        ; preds = %ox109
+  br label %endif278
+
+j110:                                             ; preds = %f111.end, %j99.end
+  %j110282 = phi i64 [ 0, %j99.end ], [ %j110.next, %f111.end ]
+  br label %f111
+
+j110.end:                                         ; preds = %f111.end
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 451584
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads289 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena287, i32 50176, ptr %arena288, i32 50176, float 1.000000e+00, ptr %grads289, i32 9)
+  %g98.next = add nsw i64 %g98257, 1
+  %865 = icmp slt i64 %g98.next, 1
+  br i1 %865, label %g98, label %g98.end
+
+f111:                                             ; preds = %i112.end, %j110
+  %f111283 = phi i64 [ 0, %j110 ], [ %f111.next, %i112.end ]
+  br label %i112
+
+f111.end:                                         ; preds = %i112.end
+  %j110.next = add nsw i64 %j110282, 1
+  %866 = icmp slt i64 %j110.next, 64
+  br i1 %866, label %j110, label %j110.end
+
+i112:                                             ; preds = %i112, %f111
+  %i112284 = phi i64 [ 0, %f111 ], [ %i112.next, %i112 ]
+  %867 = mul nsw i64 %g98257, 64
+  %868 = add nsw i64 %867, %j110282
+  %869 = mul nsw i64 %868, 25088
+  %870 = add nsw i64 3220112, %869
+  %871 = mul nsw i64 %f111283, 784
+  %872 = add nsw i64 %870, %871
+  %873 = add nsw i64 %872, %i112284
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %873
+  %874 = load float, ptr %arena285, align 4
+  %875 = mul nsw i64 %f111283, 50176
+  %876 = add nsw i64 451584, %875
+  %877 = mul nsw i64 %j110282, 784
+  %878 = add nsw i64 %876, %877
+  %879 = add nsw i64 %878, %i112284
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %879
+  store float %874, ptr %arena286, align 4
+  %i112.next = add nsw i64 %i112284, 1
+  %880 = icmp slt i64 %i112.next, 784
+  br i1 %880, label %i112, label %i112.end
+
+i112.end:                                         ; preds = %i112
+  %f111.next = add nsw i64 %f111283, 1
+  %881 = icmp slt i64 %f111.next, 32
+  br i1 %881, label %f111, label %f111.end
+
+f113:                                             ; preds = %img115.end, %g98.end
+  %f113290 = phi i64 [ 0, %g98.end ], [ %f113.next, %img115.end ]
+  store float 0.000000e+00, ptr %acc114, align 4
+  br label %img115
+
+f113.end:                                         ; preds = %img115.end
+  %882 = sitofp i64 %step to float
+  %883 = fmul float %882, 0xBFBAF8E8A0000000
+  %884 = call float @llvm.exp.f32(float %883)
+  %885 = fsub float 1.000000e+00, %884
+  %886 = fdiv float %lr, %885
+  store float %886, ptr %step_size117, align 4
+  %887 = sitofp i64 %step to float
+  %888 = fmul float %887, 0xBF50645940000000
+  %889 = call float @llvm.exp.f32(float %888)
+  %890 = fsub float 1.000000e+00, %889
+  %891 = call float @llvm.sqrt.f32(float %890)
+  store float %891, ptr %bc2_sqrt118, align 4
+  br label %i119
+
+img115:                                           ; preds = %i116.end, %f113
+  %img115291 = phi i64 [ 0, %f113 ], [ %img115.next, %i116.end ]
+  br label %i116
+
+img115.end:                                       ; preds = %i116.end
+  %acc114295 = load float, ptr %acc114, align 4
+  %892 = add nsw i64 288, %f113290
+  %grads296 = getelementptr inbounds float, ptr %grads, i64 %892
+  store float %acc114295, ptr %grads296, align 4
+  %f113.next = add nsw i64 %f113290, 1
+  %893 = icmp slt i64 %f113.next, 32
+  br i1 %893, label %f113, label %f113.end
+
+i116:                                             ; preds = %i116, %img115
+  %i116292 = phi i64 [ 0, %img115 ], [ %i116.next, %i116 ]
+  %acc114293 = load float, ptr %acc114, align 4
+  %894 = mul nsw i64 %img115291, 25088
+  %895 = add nsw i64 3220112, %894
+  %896 = mul nsw i64 %f113290, 784
+  %897 = add nsw i64 %895, %896
+  %898 = add nsw i64 %897, %i116292
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %898
+  %899 = load float, ptr %arena294, align 4
+  %900 = fadd float %acc114293, %899
+  store float %900, ptr %acc114, align 4
+  %i116.next = add nsw i64 %i116292, 1
+  %901 = icmp slt i64 %i116.next, 784
+  br i1 %901, label %i116, label %i116.end
+
+i116.end:                                         ; preds = %i116
+  %img115.next = add nsw i64 %img115291, 1
+  %902 = icmp slt i64 %img115.next, 64
+  br i1 %902, label %img115, label %img115.end
+
+i119:                                             ; preds = %i119, %f113.end
+  %i119297 = phi i64 [ 0, %f113.end ], [ %i119.next, %i119 ]
+  %grads298 = getelementptr inbounds float, ptr %grads, i64 %i119297
+  %903 = load float, ptr %grads298, align 4
+  %params299 = getelementptr inbounds float, ptr %params, i64 %i119297
+  %904 = load float, ptr %params299, align 4
+  %905 = fmul float 0.000000e+00, %904
+  %906 = fadd float %903, %905
+  store float %906, ptr %g, align 4
+  %m300 = getelementptr inbounds float, ptr %m, i64 %i119297
+  %907 = load float, ptr %m300, align 4
+  %908 = fmul float 0x3FECCCCCC0000000, %907
+  %g301 = load float, ptr %g, align 4
+  %909 = fmul float 0x3FB9999A00000000, %g301
+  %910 = fadd float %908, %909
+  store float %910, ptr %m_new, align 4
+  %v302 = getelementptr inbounds float, ptr %v, i64 %i119297
+  %911 = load float, ptr %v302, align 4
+  %912 = fmul float 0x3FEFF7CEE0000000, %911
+  %g303 = load float, ptr %g, align 4
+  %913 = fmul float 0x3F50624000000000, %g303
+  %g304 = load float, ptr %g, align 4
+  %914 = fmul float %913, %g304
+  %915 = fadd float %912, %914
+  store float %915, ptr %v_new, align 4
+  %m_new305 = load float, ptr %m_new, align 4
+  %m306 = getelementptr inbounds float, ptr %m, i64 %i119297
+  store float %m_new305, ptr %m306, align 4
+  %v_new307 = load float, ptr %v_new, align 4
+  %v308 = getelementptr inbounds float, ptr %v, i64 %i119297
+  store float %v_new307, ptr %v308, align 4
+  %params309 = getelementptr inbounds float, ptr %params, i64 %i119297
+  %916 = load float, ptr %params309, align 4
+  %step_size117310 = load float, ptr %step_size117, align 4
+  %m_new311 = load float, ptr %m_new, align 4
+  %917 = fmul float %step_size117310, %m_new311
+  %v_new312 = load float, ptr %v_new, align 4
+  %918 = call float @llvm.sqrt.f32(float %v_new312)
+  %bc2_sqrt118313 = load float, ptr %bc2_sqrt118, align 4
+  %919 = fdiv float %918, %bc2_sqrt118313
+  %920 = fadd float %919, 0x3E45798EE0000000
+  %921 = fdiv float %917, %920
+  %922 = fsub float %916, %921
+  %params314 = getelementptr inbounds float, ptr %params, i64 %i119297
+  store float %922, ptr %params314, align 4
+  %i119.next = add nsw i64 %i119297, 1
+  %923 = icmp slt i64 %i119.next, 1625866
+  br i1 %923, label %i119, label %i119.end
+
+i119.end:                                         ; preds = %i119
   ret void
 }
 
@@ -1403,510 +2164,789 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi19 = alloca float, align 4
-  %best18 = alloca float, align 4
-  br label %img1
+  %bi33 = alloca float, align 4
+  %best32 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j13.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img9
+g1.end:                                           ; preds = %j13.end
+  br label %g16
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %0 = mul nsw i64 %img11, 25088
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %0
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 784, i32 9, float 1.000000e+00, ptr %params10, i32 9, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params24 = getelementptr inbounds float, ptr %params, i64 0
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 2057216
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
+  br label %j13
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %1 = icmp slt i64 %c2.next, 1
-  br i1 %1, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 1605632, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %2 = icmp slt i64 %ky3.next, 3
-  br i1 %2, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 9
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %3 = icmp slt i64 %kx4.next, 3
-  br i1 %3, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %4 = mul nsw i64 %c22, 3
-  %5 = add nsw i64 %4, %ky33
-  %6 = mul nsw i64 %5, 3
-  %7 = add nsw i64 %6, %kx44
-  %8 = mul nsw i64 %7, 784
-  %9 = add nsw i64 1605632, %8
-  %10 = mul nsw i64 %oy55, 28
-  %11 = add nsw i64 %9, %10
-  %12 = add nsw i64 %11, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float 0.000000e+00, ptr %arena7, align 4
-  %13 = add nsw i64 %oy55, %ky33
-  %14 = add nsw i64 %13, -1
-  %15 = icmp slt i64 -1, %14
-  %16 = add nsw i64 %oy55, %ky33
-  %17 = add nsw i64 %16, -1
-  %18 = icmp slt i64 %17, 28
-  %19 = and i1 %15, %18
-  %20 = add nsw i64 %ox66, %kx44
-  %21 = add nsw i64 %20, -1
-  %22 = icmp slt i64 -1, %21
-  %23 = add nsw i64 %ox66, %kx44
-  %24 = add nsw i64 %23, -1
-  %25 = icmp slt i64 %24, 28
-  %26 = and i1 %22, %25
-  %27 = and i1 %19, %26
-  br i1 %27, label %then, label %endif
+ky6:                                              ; preds = %oy11.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
+  br label %oy7
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %28 = icmp slt i64 %oy5.next, 28
-  br i1 %28, label %oy5, label %oy5.end
+ky6.end:                                          ; preds = %oy11.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
 
-then:                                             ; preds = %ox6
-  %29 = mul nsw i64 %img11, 784
-  %30 = mul nsw i64 %c22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %oy55, %ky33
-  %33 = add nsw i64 %32, -1
-  %34 = mul nsw i64 %33, 28
-  %35 = add nsw i64 %31, %34
-  %36 = add nsw i64 %ox66, %kx44
-  %37 = add nsw i64 %36, -1
-  %38 = add nsw i64 %35, %37
-  %images8 = getelementptr inbounds float, ptr %images, i64 %38
-  %39 = load float, ptr %images8, align 4
-  %40 = mul nsw i64 %c22, 3
-  %41 = add nsw i64 %40, %ky33
-  %42 = mul nsw i64 %41, 3
-  %43 = add nsw i64 %42, %kx44
-  %44 = mul nsw i64 %43, 784
-  %45 = add nsw i64 1605632, %44
-  %46 = mul nsw i64 %oy55, 28
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %47, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %39, ptr %arena9, align 4
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -1
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
+  %13 = add nsw i64 %12, -1
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
+  %23 = add nsw i64 %22, -1
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 1
+  %27 = add nsw i64 %26, -1
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 3
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 3
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 1605632, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 1
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 27
+  br i1 %41, label %ox8, label %ox8.end
+
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %49 = icmp slt i64 %ox6.next, 28
-  br i1 %49, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -1
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -1
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %i8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %i8.end ]
-  br label %i8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %i8.end
-  %img1.next = add nsw i64 %img11, 1
-  %50 = icmp slt i64 %img1.next, 64
-  br i1 %50, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-i8:                                               ; preds = %i8, %f7
-  %i814 = phi i64 [ 0, %f7 ], [ %i8.next, %i8 ]
-  %51 = mul nsw i64 %img11, 25088
-  %52 = mul nsw i64 %f713, 784
-  %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %i814
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %54
-  %55 = load float, ptr %arena15, align 4
-  %56 = add nsw i64 288, %f713
-  %params16 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params16, align 4
-  %58 = fadd float %55, %57
-  %59 = fcmp ogt float %58, 0.000000e+00
-  %60 = mul nsw i64 %img11, 25088
-  %61 = mul nsw i64 %f713, 784
-  %62 = add nsw i64 %60, %61
-  %63 = add nsw i64 %62, %i814
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load float, ptr %arena17, align 4
-  %65 = add nsw i64 288, %f713
-  %params18 = getelementptr inbounds float, ptr %params, i64 %65
-  %66 = load float, ptr %params18, align 4
-  %67 = fadd float %64, %66
-  %68 = select i1 %59, float %67, float 0.000000e+00
-  %69 = mul nsw i64 %img11, 25088
-  %70 = mul nsw i64 %f713, 784
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %i814
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %68, ptr %arena19, align 4
-  %i8.next = add nsw i64 %i814, 1
-  %73 = icmp slt i64 %i8.next, 784
-  br i1 %73, label %i8, label %i8.end
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-i8.end:                                           ; preds = %i8
-  %f7.next = add nsw i64 %f713, 1
-  %74 = icmp slt i64 %f7.next, 32
-  br i1 %74, label %f7, label %f7.end
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -1
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %58, %ox1015
+  %images16 = getelementptr inbounds float, ptr %images, i64 %59
+  %60 = load float, ptr %images16, align 4
+  %61 = mul nsw i64 %c56, 3
+  %62 = add nsw i64 %61, %ky67
+  %63 = mul nsw i64 %62, 3
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 50176
+  %66 = add nsw i64 1605632, %65
+  %67 = mul nsw i64 %j22, 784
+  %68 = add nsw i64 %66, %67
+  %69 = mul nsw i64 %oy912, 28
+  %70 = add nsw i64 %68, %69
+  %71 = add nsw i64 %70, %ox1015
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
+  store float %60, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %72 = icmp slt i64 %ox10.next, 28
+  br i1 %72, label %ox10, label %ox10.end
 
-img9:                                             ; preds = %f15.end, %img1.end
-  %img920 = phi i64 [ 0, %img1.end ], [ %img9.next, %f15.end ]
-  br label %c10
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
 
-img9.end:                                         ; preds = %f15.end
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params57 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena56, i32 12544, ptr %params57, i32 12544, float 0.000000e+00, ptr %arena58, i32 128)
-  br label %n22
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %73 = add nsw i64 %oy1118, %ky67
+  %74 = add nsw i64 %73, -1
+  %75 = icmp slt i64 -1, %74
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -1
+  %78 = icmp slt i64 %77, 28
+  %79 = and i1 %75, %78
+  br i1 %79, label %then19, label %endif20
 
-c10:                                              ; preds = %ky11.end, %img9
-  %c1021 = phi i64 [ 0, %img9 ], [ %c10.next, %ky11.end ]
-  br label %ky11
+oy11.end:                                         ; preds = %endif20
+  %ky6.next = add nsw i64 %ky67, 1
+  %80 = icmp slt i64 %ky6.next, 3
+  br i1 %80, label %ky6, label %ky6.end
 
-c10.end:                                          ; preds = %ky11.end
-  %params31 = getelementptr inbounds float, ptr %params, i64 320
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 3437056
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 784, i32 288, float 1.000000e+00, ptr %params31, i32 288, ptr %arena32, i32 784, float 0.000000e+00, ptr %arena33, i32 784)
-  br label %f15
+then19:                                           ; preds = %oy11
+  br label %ox12
 
-ky11:                                             ; preds = %kx12.end, %c10
-  %ky1122 = phi i64 [ 0, %c10 ], [ %ky11.next, %kx12.end ]
-  br label %kx12
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %81 = icmp slt i64 %oy11.next, 28
+  br i1 %81, label %oy11, label %oy11.end
 
-ky11.end:                                         ; preds = %kx12.end
-  %c10.next = add nsw i64 %c1021, 1
-  %75 = icmp slt i64 %c10.next, 32
-  br i1 %75, label %c10, label %c10.end
-
-kx12:                                             ; preds = %oy13.end, %ky11
-  %kx1223 = phi i64 [ 0, %ky11 ], [ %kx12.next, %oy13.end ]
-  br label %oy13
-
-kx12.end:                                         ; preds = %oy13.end
-  %ky11.next = add nsw i64 %ky1122, 1
-  %76 = icmp slt i64 %ky11.next, 3
-  br i1 %76, label %ky11, label %ky11.end
-
-oy13:                                             ; preds = %ox14.end, %kx12
-  %oy1324 = phi i64 [ 0, %kx12 ], [ %oy13.next, %ox14.end ]
-  br label %ox14
-
-oy13.end:                                         ; preds = %ox14.end
-  %kx12.next = add nsw i64 %kx1223, 1
-  %77 = icmp slt i64 %kx12.next, 3
-  br i1 %77, label %kx12, label %kx12.end
-
-ox14:                                             ; preds = %endif28, %oy13
-  %ox1425 = phi i64 [ 0, %oy13 ], [ %ox14.next, %endif28 ]
-  %78 = mul nsw i64 %c1021, 3
-  %79 = add nsw i64 %78, %ky1122
-  %80 = mul nsw i64 %79, 3
-  %81 = add nsw i64 %80, %kx1223
-  %82 = mul nsw i64 %81, 784
-  %83 = add nsw i64 3211264, %82
-  %84 = mul nsw i64 %oy1324, 28
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 %85, %ox1425
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %86
-  store float 0.000000e+00, ptr %arena26, align 4
-  %87 = add nsw i64 %oy1324, %ky1122
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %82 = mul nsw i64 %g11, 64
+  %83 = add nsw i64 %82, %j22
+  %84 = mul nsw i64 %83, 784
+  %85 = mul nsw i64 %c56, 784
+  %86 = add nsw i64 %84, %85
+  %87 = add nsw i64 %oy1118, %ky67
   %88 = add nsw i64 %87, -1
-  %89 = icmp slt i64 -1, %88
-  %90 = add nsw i64 %oy1324, %ky1122
-  %91 = add nsw i64 %90, -1
-  %92 = icmp slt i64 %91, 28
-  %93 = and i1 %89, %92
-  %94 = add nsw i64 %ox1425, %kx1223
-  %95 = add nsw i64 %94, -1
-  %96 = icmp slt i64 -1, %95
-  %97 = add nsw i64 %ox1425, %kx1223
-  %98 = add nsw i64 %97, -1
-  %99 = icmp slt i64 %98, 28
-  %100 = and i1 %96, %99
-  %101 = and i1 %93, %100
-  br i1 %101, label %then27, label %endif28
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %ox1221, 1
+  %92 = add nsw i64 %90, %91
+  %images22 = getelementptr inbounds float, ptr %images, i64 %92
+  %93 = load float, ptr %images22, align 4
+  %94 = mul nsw i64 %c56, 3
+  %95 = add nsw i64 %94, %ky67
+  %96 = mul nsw i64 %95, 3
+  %97 = add nsw i64 %96, 2
+  %98 = mul nsw i64 %97, 50176
+  %99 = add nsw i64 1605632, %98
+  %100 = mul nsw i64 %j22, 784
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %oy1118, 28
+  %103 = add nsw i64 %101, %102
+  %104 = add nsw i64 %103, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
+  store float %93, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %105 = icmp slt i64 %ox12.next, 27
+  br i1 %105, label %ox12, label %ox12.end
 
-ox14.end:                                         ; preds = %endif28
-  %oy13.next = add nsw i64 %oy1324, 1
-  %102 = icmp slt i64 %oy13.next, 28
-  br i1 %102, label %oy13, label %oy13.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-then27:                                           ; preds = %ox14
-  %103 = mul nsw i64 %img920, 25088
-  %104 = mul nsw i64 %c1021, 784
-  %105 = add nsw i64 %103, %104
-  %106 = add nsw i64 %oy1324, %ky1122
-  %107 = add nsw i64 %106, -1
-  %108 = mul nsw i64 %107, 28
-  %109 = add nsw i64 %105, %108
-  %110 = add nsw i64 %ox1425, %kx1223
-  %111 = add nsw i64 %110, -1
-  %112 = add nsw i64 %109, %111
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena29, align 4
-  %114 = mul nsw i64 %c1021, 3
-  %115 = add nsw i64 %114, %ky1122
-  %116 = mul nsw i64 %115, 3
-  %117 = add nsw i64 %116, %kx1223
-  %118 = mul nsw i64 %117, 784
-  %119 = add nsw i64 3211264, %118
-  %120 = mul nsw i64 %oy1324, 28
+j13:                                              ; preds = %f14.end, %j2.end
+  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
+  br label %f14
+
+j13.end:                                          ; preds = %f14.end
+  %g1.next = add nsw i64 %g11, 1
+  %106 = icmp slt i64 %g1.next, 1
+  br i1 %106, label %g1, label %g1.end
+
+f14:                                              ; preds = %i15.end, %j13
+  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %i15.end ]
+  br label %i15
+
+f14.end:                                          ; preds = %i15.end
+  %j13.next = add nsw i64 %j1327, 1
+  %107 = icmp slt i64 %j13.next, 64
+  br i1 %107, label %j13, label %j13.end
+
+i15:                                              ; preds = %i15, %f14
+  %i1529 = phi i64 [ 0, %f14 ], [ %i15.next, %i15 ]
+  %108 = mul nsw i64 %f1428, 50176
+  %109 = add nsw i64 2057216, %108
+  %110 = mul nsw i64 %j1327, 784
+  %111 = add nsw i64 %109, %110
+  %112 = add nsw i64 %111, %i1529
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %112
+  %113 = load float, ptr %arena30, align 4
+  %114 = add nsw i64 288, %f1428
+  %params31 = getelementptr inbounds float, ptr %params, i64 %114
+  %115 = load float, ptr %params31, align 4
+  %116 = fadd float %113, %115
+  %117 = fcmp ogt float %116, 0.000000e+00
+  %118 = mul nsw i64 %f1428, 50176
+  %119 = add nsw i64 2057216, %118
+  %120 = mul nsw i64 %j1327, 784
   %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 %121, %ox1425
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %122
-  store float %113, ptr %arena30, align 4
-  br label %endif28
+  %122 = add nsw i64 %121, %i1529
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %122
+  %123 = load float, ptr %arena32, align 4
+  %124 = add nsw i64 288, %f1428
+  %params33 = getelementptr inbounds float, ptr %params, i64 %124
+  %125 = load float, ptr %params33, align 4
+  %126 = fadd float %123, %125
+  %127 = select i1 %117, float %126, float 0.000000e+00
+  %128 = mul nsw i64 %g11, 64
+  %129 = add nsw i64 %128, %j1327
+  %130 = mul nsw i64 %129, 25088
+  %131 = mul nsw i64 %f1428, 784
+  %132 = add nsw i64 %130, %131
+  %133 = add nsw i64 %132, %i1529
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %133
+  store float %127, ptr %arena34, align 4
+  %i15.next = add nsw i64 %i1529, 1
+  %134 = icmp slt i64 %i15.next, 784
+  br i1 %134, label %i15, label %i15.end
 
-endif28:                                          ; preds = %then27, %ox14
-  %ox14.next = add nsw i64 %ox1425, 1
-  %123 = icmp slt i64 %ox14.next, 28
-  br i1 %123, label %ox14, label %ox14.end
+i15.end:                                          ; preds = %i15
+  %f14.next = add nsw i64 %f1428, 1
+  %135 = icmp slt i64 %f14.next, 32
+  br i1 %135, label %f14, label %f14.end
 
-f15:                                              ; preds = %py16.end, %c10.end
-  %f1534 = phi i64 [ 0, %c10.end ], [ %f15.next, %py16.end ]
-  br label %py16
+g16:                                              ; preds = %j28.end, %g1.end
+  %g1635 = phi i64 [ 0, %g1.end ], [ %g16.next, %j28.end ]
+  br label %j17
 
-f15.end:                                          ; preds = %py16.end
-  %img9.next = add nsw i64 %img920, 1
-  %124 = icmp slt i64 %img9.next, 64
-  br i1 %124, label %img9, label %img9.end
+g16.end:                                          ; preds = %j28.end
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params87 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena86, i32 12544, ptr %params87, i32 12544, float 0.000000e+00, ptr %arena88, i32 128)
+  br label %n36
 
-py16:                                             ; preds = %px17.end, %f15
-  %py1635 = phi i64 [ 0, %f15 ], [ %py16.next, %px17.end ]
-  br label %px17
+j17:                                              ; preds = %c20.end, %g16
+  %j1736 = phi i64 [ 0, %g16 ], [ %j17.next, %c20.end ]
+  br label %r18
 
-py16.end:                                         ; preds = %px17.end
-  %f15.next = add nsw i64 %f1534, 1
-  %125 = icmp slt i64 %f15.next, 64
-  br i1 %125, label %f15, label %f15.end
+j17.end:                                          ; preds = %c20.end
+  %params60 = getelementptr inbounds float, ptr %params, i64 320
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 17661952
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 50176, i32 288, float 1.000000e+00, ptr %params60, i32 288, ptr %arena61, i32 50176, float 0.000000e+00, ptr %arena62, i32 50176)
+  br label %j28
 
-px17:                                             ; preds = %ky20.end, %py16
-  %px1736 = phi i64 [ 0, %py16 ], [ %px17.next, %ky20.end ]
-  %126 = mul nsw i64 %f1534, 784
-  %127 = add nsw i64 3437056, %126
-  %128 = mul nsw i64 %py1635, 56
-  %129 = mul nsw i64 %px1736, 2
-  %130 = add nsw i64 %128, %129
-  %131 = add nsw i64 %127, %130
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %131
-  %132 = load float, ptr %arena37, align 4
-  %133 = add nsw i64 18752, %f1534
-  %params38 = getelementptr inbounds float, ptr %params, i64 %133
-  %134 = load float, ptr %params38, align 4
-  %135 = fadd float %132, %134
-  store float %135, ptr %best18, align 4
-  %136 = mul nsw i64 %py1635, 56
-  %137 = mul nsw i64 %px1736, 2
-  %138 = add nsw i64 %136, %137
-  %139 = sitofp i64 %138 to float
-  store float %139, ptr %bi19, align 4
-  br label %ky20
+r18:                                              ; preds = %i19.end, %j17
+  %r1837 = phi i64 [ 0, %j17 ], [ %r18.next, %i19.end ]
+  br label %i19
 
-px17.end:                                         ; preds = %ky20.end
-  %py16.next = add nsw i64 %py1635, 1
-  %140 = icmp slt i64 %py16.next, 14
-  br i1 %140, label %py16, label %py16.end
+r18.end:                                          ; preds = %i19.end
+  br label %c20
 
-ky20:                                             ; preds = %kx21.end, %px17
-  %ky2039 = phi i64 [ 0, %px17 ], [ %ky20.next, %kx21.end ]
-  br label %kx21
+i19:                                              ; preds = %i19, %r18
+  %i1938 = phi i64 [ 0, %r18 ], [ %i19.next, %i19 ]
+  %136 = mul nsw i64 %r1837, 50176
+  %137 = add nsw i64 3211264, %136
+  %138 = mul nsw i64 %j1736, 784
+  %139 = add nsw i64 %137, %138
+  %140 = add nsw i64 %139, %i1938
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %140
+  store float 0.000000e+00, ptr %arena39, align 4
+  %i19.next = add nsw i64 %i1938, 1
+  %141 = icmp slt i64 %i19.next, 784
+  br i1 %141, label %i19, label %i19.end
 
-ky20.end:                                         ; preds = %kx21.end
-  %best1851 = load float, ptr %best18, align 4
-  %141 = fcmp ogt float %best1851, 0.000000e+00
-  %best1852 = load float, ptr %best18, align 4
-  %142 = select i1 %141, float %best1852, float 0.000000e+00
-  %143 = mul nsw i64 %img920, 12544
-  %144 = mul nsw i64 %f1534, 196
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %py1635, 14
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %px1736
-  %149 = add nsw i64 1605632, %148
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %149
-  store float %142, ptr %arena53, align 4
-  %bi1954 = load float, ptr %bi19, align 4
-  %150 = mul nsw i64 %img920, 12544
-  %151 = mul nsw i64 %f1534, 196
-  %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %py1635, 14
-  %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %px1736
-  %156 = add nsw i64 2408448, %155
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %156
-  store float %bi1954, ptr %arena55, align 4
-  %px17.next = add nsw i64 %px1736, 1
-  %157 = icmp slt i64 %px17.next, 14
-  br i1 %157, label %px17, label %px17.end
+i19.end:                                          ; preds = %i19
+  %r18.next = add nsw i64 %r1837, 1
+  %142 = icmp slt i64 %r18.next, 288
+  br i1 %142, label %r18, label %r18.end
 
-kx21:                                             ; preds = %kx21, %ky20
-  %kx2140 = phi i64 [ 0, %ky20 ], [ %kx21.next, %kx21 ]
-  %158 = mul nsw i64 %f1534, 784
-  %159 = add nsw i64 3437056, %158
-  %160 = mul nsw i64 %py1635, 56
-  %161 = mul nsw i64 %px1736, 2
-  %162 = add nsw i64 %160, %161
-  %163 = mul nsw i64 %ky2039, 28
-  %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %164, %kx2140
-  %166 = add nsw i64 %159, %165
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %166
-  %167 = load float, ptr %arena41, align 4
-  %168 = add nsw i64 18752, %f1534
-  %params42 = getelementptr inbounds float, ptr %params, i64 %168
-  %169 = load float, ptr %params42, align 4
-  %170 = fadd float %167, %169
-  %best1843 = load float, ptr %best18, align 4
-  %171 = fcmp ogt float %170, %best1843
-  %172 = mul nsw i64 %py1635, 56
-  %173 = mul nsw i64 %px1736, 2
+c20:                                              ; preds = %ky21.end, %r18.end
+  %c2040 = phi i64 [ 0, %r18.end ], [ %c20.next, %ky21.end ]
+  br label %ky21
+
+c20.end:                                          ; preds = %ky21.end
+  %j17.next = add nsw i64 %j1736, 1
+  %143 = icmp slt i64 %j17.next, 64
+  br i1 %143, label %j17, label %j17.end
+
+ky21:                                             ; preds = %oy26.end, %c20
+  %ky2141 = phi i64 [ 0, %c20 ], [ %ky21.next, %oy26.end ]
+  br label %oy22
+
+ky21.end:                                         ; preds = %oy26.end
+  %c20.next = add nsw i64 %c2040, 1
+  %144 = icmp slt i64 %c20.next, 32
+  br i1 %144, label %c20, label %c20.end
+
+oy22:                                             ; preds = %endif44, %ky21
+  %oy2242 = phi i64 [ 0, %ky21 ], [ %oy22.next, %endif44 ]
+  %145 = add nsw i64 %oy2242, %ky2141
+  %146 = add nsw i64 %145, -1
+  %147 = icmp slt i64 -1, %146
+  %148 = add nsw i64 %oy2242, %ky2141
+  %149 = add nsw i64 %148, -1
+  %150 = icmp slt i64 %149, 28
+  %151 = and i1 %147, %150
+  br i1 %151, label %then43, label %endif44
+
+oy22.end:                                         ; preds = %endif44
+  br label %oy24
+
+then43:                                           ; preds = %oy22
+  br label %ox23
+
+endif44:                                          ; preds = %ox23.end, %oy22
+  %oy22.next = add nsw i64 %oy2242, 1
+  %152 = icmp slt i64 %oy22.next, 28
+  br i1 %152, label %oy22, label %oy22.end
+
+ox23:                                             ; preds = %ox23, %then43
+  %ox2345 = phi i64 [ 0, %then43 ], [ %ox23.next, %ox23 ]
+  %153 = mul nsw i64 %g1635, 64
+  %154 = add nsw i64 %153, %j1736
+  %155 = mul nsw i64 %154, 25088
+  %156 = mul nsw i64 %c2040, 784
+  %157 = add nsw i64 %155, %156
+  %158 = add nsw i64 %oy2242, %ky2141
+  %159 = add nsw i64 %158, -1
+  %160 = mul nsw i64 %159, 28
+  %161 = add nsw i64 %157, %160
+  %162 = add nsw i64 %ox2345, 1
+  %163 = add nsw i64 %162, -1
+  %164 = add nsw i64 %161, %163
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load float, ptr %arena46, align 4
+  %166 = mul nsw i64 %c2040, 3
+  %167 = add nsw i64 %166, %ky2141
+  %168 = mul nsw i64 %167, 3
+  %169 = mul nsw i64 %168, 50176
+  %170 = add nsw i64 3211264, %169
+  %171 = mul nsw i64 %j1736, 784
+  %172 = add nsw i64 %170, %171
+  %173 = mul nsw i64 %oy2242, 28
   %174 = add nsw i64 %172, %173
-  %175 = mul nsw i64 %ky2039, 28
+  %175 = add nsw i64 %ox2345, 1
   %176 = add nsw i64 %174, %175
-  %177 = add nsw i64 %176, %kx2140
-  %178 = sitofp i64 %177 to float
-  %bi1944 = load float, ptr %bi19, align 4
-  %179 = select i1 %171, float %178, float %bi1944
-  store float %179, ptr %bi19, align 4
-  %180 = mul nsw i64 %f1534, 784
-  %181 = add nsw i64 3437056, %180
-  %182 = mul nsw i64 %py1635, 56
-  %183 = mul nsw i64 %px1736, 2
-  %184 = add nsw i64 %182, %183
-  %185 = mul nsw i64 %ky2039, 28
-  %186 = add nsw i64 %184, %185
-  %187 = add nsw i64 %186, %kx2140
-  %188 = add nsw i64 %181, %187
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %188
-  %189 = load float, ptr %arena45, align 4
-  %190 = add nsw i64 18752, %f1534
-  %params46 = getelementptr inbounds float, ptr %params, i64 %190
-  %191 = load float, ptr %params46, align 4
-  %192 = fadd float %189, %191
-  %best1847 = load float, ptr %best18, align 4
-  %193 = fcmp ogt float %192, %best1847
-  %194 = mul nsw i64 %f1534, 784
-  %195 = add nsw i64 3437056, %194
-  %196 = mul nsw i64 %py1635, 56
-  %197 = mul nsw i64 %px1736, 2
-  %198 = add nsw i64 %196, %197
-  %199 = mul nsw i64 %ky2039, 28
-  %200 = add nsw i64 %198, %199
-  %201 = add nsw i64 %200, %kx2140
-  %202 = add nsw i64 %195, %201
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load float, ptr %arena48, align 4
-  %204 = add nsw i64 18752, %f1534
-  %params49 = getelementptr inbounds float, ptr %params, i64 %204
-  %205 = load float, ptr %params49, align 4
-  %206 = fadd float %203, %205
-  %best1850 = load float, ptr %best18, align 4
-  %207 = select i1 %193, float %206, float %best1850
-  store float %207, ptr %best18, align 4
-  %kx21.next = add nsw i64 %kx2140, 1
-  %208 = icmp slt i64 %kx21.next, 2
-  br i1 %208, label %kx21, label %kx21.end
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %176
+  store float %165, ptr %arena47, align 4
+  %ox23.next = add nsw i64 %ox2345, 1
+  %177 = icmp slt i64 %ox23.next, 27
+  br i1 %177, label %ox23, label %ox23.end
 
-kx21.end:                                         ; preds = %kx21
-  %ky20.next = add nsw i64 %ky2039, 1
-  %209 = icmp slt i64 %ky20.next, 2
-  br i1 %209, label %ky20, label %ky20.end
+ox23.end:                                         ; preds = %ox23
+  br label %endif44
 
-n22:                                              ; preds = %u23.end, %img9.end
-  %n2259 = phi i64 [ 0, %img9.end ], [ %n22.next, %u23.end ]
-  br label %u23
+oy24:                                             ; preds = %endif50, %oy22.end
+  %oy2448 = phi i64 [ 0, %oy22.end ], [ %oy24.next, %endif50 ]
+  %178 = add nsw i64 %oy2448, %ky2141
+  %179 = add nsw i64 %178, -1
+  %180 = icmp slt i64 -1, %179
+  %181 = add nsw i64 %oy2448, %ky2141
+  %182 = add nsw i64 %181, -1
+  %183 = icmp slt i64 %182, 28
+  %184 = and i1 %180, %183
+  br i1 %184, label %then49, label %endif50
 
-n22.end:                                          ; preds = %u23.end
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 0
-  %params67 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena66, i32 128, ptr %params67, i32 128, float 0.000000e+00, ptr %arena68, i32 10)
-  br label %n24
+oy24.end:                                         ; preds = %endif50
+  br label %oy26
 
-u23:                                              ; preds = %u23, %n22
-  %u2360 = phi i64 [ 0, %n22 ], [ %u23.next, %u23 ]
-  %210 = mul nsw i64 %n2259, 128
-  %211 = add nsw i64 %210, %u2360
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load float, ptr %arena61, align 4
-  %213 = add nsw i64 1624448, %u2360
-  %params62 = getelementptr inbounds float, ptr %params, i64 %213
-  %214 = load float, ptr %params62, align 4
-  %215 = fadd float %212, %214
-  %216 = fcmp ogt float %215, 0.000000e+00
-  %217 = mul nsw i64 %n2259, 128
-  %218 = add nsw i64 %217, %u2360
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena63, align 4
-  %220 = add nsw i64 1624448, %u2360
-  %params64 = getelementptr inbounds float, ptr %params, i64 %220
-  %221 = load float, ptr %params64, align 4
-  %222 = fadd float %219, %221
-  %223 = select i1 %216, float %222, float 0.000000e+00
-  %224 = mul nsw i64 %n2259, 128
-  %225 = add nsw i64 %224, %u2360
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %225
-  store float %223, ptr %arena65, align 4
-  %u23.next = add nsw i64 %u2360, 1
-  %226 = icmp slt i64 %u23.next, 128
-  br i1 %226, label %u23, label %u23.end
+then49:                                           ; preds = %oy24
+  br label %ox25
 
-u23.end:                                          ; preds = %u23
-  %n22.next = add nsw i64 %n2259, 1
-  %227 = icmp slt i64 %n22.next, 64
-  br i1 %227, label %n22, label %n22.end
+endif50:                                          ; preds = %ox25.end, %oy24
+  %oy24.next = add nsw i64 %oy2448, 1
+  %185 = icmp slt i64 %oy24.next, 28
+  br i1 %185, label %oy24, label %oy24.end
 
-n24:                                              ; preds = %u25.end, %n22.end
-  %n2469 = phi i64 [ 0, %n22.end ], [ %n24.next, %u25.end ]
-  br label %u25
+ox25:                                             ; preds = %ox25, %then49
+  %ox2551 = phi i64 [ 0, %then49 ], [ %ox25.next, %ox25 ]
+  %186 = mul nsw i64 %g1635, 64
+  %187 = add nsw i64 %186, %j1736
+  %188 = mul nsw i64 %187, 25088
+  %189 = mul nsw i64 %c2040, 784
+  %190 = add nsw i64 %188, %189
+  %191 = add nsw i64 %oy2448, %ky2141
+  %192 = add nsw i64 %191, -1
+  %193 = mul nsw i64 %192, 28
+  %194 = add nsw i64 %190, %193
+  %195 = add nsw i64 %194, %ox2551
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %195
+  %196 = load float, ptr %arena52, align 4
+  %197 = mul nsw i64 %c2040, 3
+  %198 = add nsw i64 %197, %ky2141
+  %199 = mul nsw i64 %198, 3
+  %200 = add nsw i64 %199, 1
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 3211264, %201
+  %203 = mul nsw i64 %j1736, 784
+  %204 = add nsw i64 %202, %203
+  %205 = mul nsw i64 %oy2448, 28
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, %ox2551
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %207
+  store float %196, ptr %arena53, align 4
+  %ox25.next = add nsw i64 %ox2551, 1
+  %208 = icmp slt i64 %ox25.next, 28
+  br i1 %208, label %ox25, label %ox25.end
 
-n24.end:                                          ; preds = %u25.end
+ox25.end:                                         ; preds = %ox25
+  br label %endif50
+
+oy26:                                             ; preds = %endif56, %oy24.end
+  %oy2654 = phi i64 [ 0, %oy24.end ], [ %oy26.next, %endif56 ]
+  %209 = add nsw i64 %oy2654, %ky2141
+  %210 = add nsw i64 %209, -1
+  %211 = icmp slt i64 -1, %210
+  %212 = add nsw i64 %oy2654, %ky2141
+  %213 = add nsw i64 %212, -1
+  %214 = icmp slt i64 %213, 28
+  %215 = and i1 %211, %214
+  br i1 %215, label %then55, label %endif56
+
+oy26.end:                                         ; preds = %endif56
+  %ky21.next = add nsw i64 %ky2141, 1
+  %216 = icmp slt i64 %ky21.next, 3
+  br i1 %216, label %ky21, label %ky21.end
+
+then55:                                           ; preds = %oy26
+  br label %ox27
+
+endif56:                                          ; preds = %ox27.end, %oy26
+  %oy26.next = add nsw i64 %oy2654, 1
+  %217 = icmp slt i64 %oy26.next, 28
+  br i1 %217, label %oy26, label %oy26.end
+
+ox27:                                             ; preds = %ox27, %then55
+  %ox2757 = phi i64 [ 0, %then55 ], [ %ox27.next, %ox27 ]
+  %218 = mul nsw i64 %g1635, 64
+  %219 = add nsw i64 %218, %j1736
+  %220 = mul nsw i64 %219, 25088
+  %221 = mul nsw i64 %c2040, 784
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 %oy2654, %ky2141
+  %224 = add nsw i64 %223, -1
+  %225 = mul nsw i64 %224, 28
+  %226 = add nsw i64 %222, %225
+  %227 = add nsw i64 %ox2757, 1
+  %228 = add nsw i64 %226, %227
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load float, ptr %arena58, align 4
+  %230 = mul nsw i64 %c2040, 3
+  %231 = add nsw i64 %230, %ky2141
+  %232 = mul nsw i64 %231, 3
+  %233 = add nsw i64 %232, 2
+  %234 = mul nsw i64 %233, 50176
+  %235 = add nsw i64 3211264, %234
+  %236 = mul nsw i64 %j1736, 784
+  %237 = add nsw i64 %235, %236
+  %238 = mul nsw i64 %oy2654, 28
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 %239, %ox2757
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %240
+  store float %229, ptr %arena59, align 4
+  %ox27.next = add nsw i64 %ox2757, 1
+  %241 = icmp slt i64 %ox27.next, 27
+  br i1 %241, label %ox27, label %ox27.end
+
+ox27.end:                                         ; preds = %ox27
+  br label %endif56
+
+j28:                                              ; preds = %f29.end, %j17.end
+  %j2863 = phi i64 [ 0, %j17.end ], [ %j28.next, %f29.end ]
+  br label %f29
+
+j28.end:                                          ; preds = %f29.end
+  %g16.next = add nsw i64 %g1635, 1
+  %242 = icmp slt i64 %g16.next, 1
+  br i1 %242, label %g16, label %g16.end
+
+f29:                                              ; preds = %py30.end, %j28
+  %f2964 = phi i64 [ 0, %j28 ], [ %f29.next, %py30.end ]
+  br label %py30
+
+f29.end:                                          ; preds = %py30.end
+  %j28.next = add nsw i64 %j2863, 1
+  %243 = icmp slt i64 %j28.next, 64
+  br i1 %243, label %j28, label %j28.end
+
+py30:                                             ; preds = %px31.end, %f29
+  %py3065 = phi i64 [ 0, %f29 ], [ %py30.next, %px31.end ]
+  br label %px31
+
+py30.end:                                         ; preds = %px31.end
+  %f29.next = add nsw i64 %f2964, 1
+  %244 = icmp slt i64 %f29.next, 64
+  br i1 %244, label %f29, label %f29.end
+
+px31:                                             ; preds = %ky34.end, %py30
+  %px3166 = phi i64 [ 0, %py30 ], [ %px31.next, %ky34.end ]
+  %245 = mul nsw i64 %f2964, 50176
+  %246 = add nsw i64 17661952, %245
+  %247 = mul nsw i64 %j2863, 784
+  %248 = add nsw i64 %246, %247
+  %249 = mul nsw i64 %py3065, 56
+  %250 = mul nsw i64 %px3166, 2
+  %251 = add nsw i64 %249, %250
+  %252 = add nsw i64 %248, %251
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
+  %253 = load float, ptr %arena67, align 4
+  %254 = add nsw i64 18752, %f2964
+  %params68 = getelementptr inbounds float, ptr %params, i64 %254
+  %255 = load float, ptr %params68, align 4
+  %256 = fadd float %253, %255
+  store float %256, ptr %best32, align 4
+  %257 = mul nsw i64 %py3065, 56
+  %258 = mul nsw i64 %px3166, 2
+  %259 = add nsw i64 %257, %258
+  %260 = sitofp i64 %259 to float
+  store float %260, ptr %bi33, align 4
+  br label %ky34
+
+px31.end:                                         ; preds = %ky34.end
+  %py30.next = add nsw i64 %py3065, 1
+  %261 = icmp slt i64 %py30.next, 14
+  br i1 %261, label %py30, label %py30.end
+
+ky34:                                             ; preds = %kx35.end, %px31
+  %ky3469 = phi i64 [ 0, %px31 ], [ %ky34.next, %kx35.end ]
+  br label %kx35
+
+ky34.end:                                         ; preds = %kx35.end
+  %best3281 = load float, ptr %best32, align 4
+  %262 = fcmp ogt float %best3281, 0.000000e+00
+  %best3282 = load float, ptr %best32, align 4
+  %263 = select i1 %262, float %best3282, float 0.000000e+00
+  %264 = mul nsw i64 %g1635, 64
+  %265 = add nsw i64 %264, %j2863
+  %266 = mul nsw i64 %265, 12544
+  %267 = mul nsw i64 %f2964, 196
+  %268 = add nsw i64 %266, %267
+  %269 = mul nsw i64 %py3065, 14
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, %px3166
+  %272 = add nsw i64 1605632, %271
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %272
+  store float %263, ptr %arena83, align 4
+  %bi3384 = load float, ptr %bi33, align 4
+  %273 = mul nsw i64 %g1635, 64
+  %274 = add nsw i64 %273, %j2863
+  %275 = mul nsw i64 %274, 12544
+  %276 = mul nsw i64 %f2964, 196
+  %277 = add nsw i64 %275, %276
+  %278 = mul nsw i64 %py3065, 14
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 %279, %px3166
+  %281 = add nsw i64 2408448, %280
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %bi3384, ptr %arena85, align 4
+  %px31.next = add nsw i64 %px3166, 1
+  %282 = icmp slt i64 %px31.next, 14
+  br i1 %282, label %px31, label %px31.end
+
+kx35:                                             ; preds = %kx35, %ky34
+  %kx3570 = phi i64 [ 0, %ky34 ], [ %kx35.next, %kx35 ]
+  %283 = mul nsw i64 %f2964, 50176
+  %284 = add nsw i64 17661952, %283
+  %285 = mul nsw i64 %j2863, 784
+  %286 = add nsw i64 %284, %285
+  %287 = mul nsw i64 %py3065, 56
+  %288 = mul nsw i64 %px3166, 2
+  %289 = add nsw i64 %287, %288
+  %290 = mul nsw i64 %ky3469, 28
+  %291 = add nsw i64 %289, %290
+  %292 = add nsw i64 %291, %kx3570
+  %293 = add nsw i64 %286, %292
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %293
+  %294 = load float, ptr %arena71, align 4
+  %295 = add nsw i64 18752, %f2964
+  %params72 = getelementptr inbounds float, ptr %params, i64 %295
+  %296 = load float, ptr %params72, align 4
+  %297 = fadd float %294, %296
+  %best3273 = load float, ptr %best32, align 4
+  %298 = fcmp ogt float %297, %best3273
+  %299 = mul nsw i64 %py3065, 56
+  %300 = mul nsw i64 %px3166, 2
+  %301 = add nsw i64 %299, %300
+  %302 = mul nsw i64 %ky3469, 28
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %303, %kx3570
+  %305 = sitofp i64 %304 to float
+  %bi3374 = load float, ptr %bi33, align 4
+  %306 = select i1 %298, float %305, float %bi3374
+  store float %306, ptr %bi33, align 4
+  %307 = mul nsw i64 %f2964, 50176
+  %308 = add nsw i64 17661952, %307
+  %309 = mul nsw i64 %j2863, 784
+  %310 = add nsw i64 %308, %309
+  %311 = mul nsw i64 %py3065, 56
+  %312 = mul nsw i64 %px3166, 2
+  %313 = add nsw i64 %311, %312
+  %314 = mul nsw i64 %ky3469, 28
+  %315 = add nsw i64 %313, %314
+  %316 = add nsw i64 %315, %kx3570
+  %317 = add nsw i64 %310, %316
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %317
+  %318 = load float, ptr %arena75, align 4
+  %319 = add nsw i64 18752, %f2964
+  %params76 = getelementptr inbounds float, ptr %params, i64 %319
+  %320 = load float, ptr %params76, align 4
+  %321 = fadd float %318, %320
+  %best3277 = load float, ptr %best32, align 4
+  %322 = fcmp ogt float %321, %best3277
+  %323 = mul nsw i64 %f2964, 50176
+  %324 = add nsw i64 17661952, %323
+  %325 = mul nsw i64 %j2863, 784
+  %326 = add nsw i64 %324, %325
+  %327 = mul nsw i64 %py3065, 56
+  %328 = mul nsw i64 %px3166, 2
+  %329 = add nsw i64 %327, %328
+  %330 = mul nsw i64 %ky3469, 28
+  %331 = add nsw i64 %329, %330
+  %332 = add nsw i64 %331, %kx3570
+  %333 = add nsw i64 %326, %332
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena78, align 4
+  %335 = add nsw i64 18752, %f2964
+  %params79 = getelementptr inbounds float, ptr %params, i64 %335
+  %336 = load float, ptr %params79, align 4
+  %337 = fadd float %334, %336
+  %best3280 = load float, ptr %best32, align 4
+  %338 = select i1 %322, float %337, float %best3280
+  store float %338, ptr %best32, align 4
+  %kx35.next = add nsw i64 %kx3570, 1
+  %339 = icmp slt i64 %kx35.next, 2
+  br i1 %339, label %kx35, label %kx35.end
+
+kx35.end:                                         ; preds = %kx35
+  %ky34.next = add nsw i64 %ky3469, 1
+  %340 = icmp slt i64 %ky34.next, 2
+  br i1 %340, label %ky34, label %ky34.end
+
+n36:                                              ; preds = %u37.end, %g16.end
+  %n3689 = phi i64 [ 0, %g16.end ], [ %n36.next, %u37.end ]
+  br label %u37
+
+n36.end:                                          ; preds = %u37.end
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 0
+  %params97 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena96, i32 128, ptr %params97, i32 128, float 0.000000e+00, ptr %arena98, i32 10)
+  br label %n38
+
+u37:                                              ; preds = %u37, %n36
+  %u3790 = phi i64 [ 0, %n36 ], [ %u37.next, %u37 ]
+  %341 = mul nsw i64 %n3689, 128
+  %342 = add nsw i64 %341, %u3790
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %342
+  %343 = load float, ptr %arena91, align 4
+  %344 = add nsw i64 1624448, %u3790
+  %params92 = getelementptr inbounds float, ptr %params, i64 %344
+  %345 = load float, ptr %params92, align 4
+  %346 = fadd float %343, %345
+  %347 = fcmp ogt float %346, 0.000000e+00
+  %348 = mul nsw i64 %n3689, 128
+  %349 = add nsw i64 %348, %u3790
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %349
+  %350 = load float, ptr %arena93, align 4
+  %351 = add nsw i64 1624448, %u3790
+  %params94 = getelementptr inbounds float, ptr %params, i64 %351
+  %352 = load float, ptr %params94, align 4
+  %353 = fadd float %350, %352
+  %354 = select i1 %347, float %353, float 0.000000e+00
+  %355 = mul nsw i64 %n3689, 128
+  %356 = add nsw i64 %355, %u3790
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %356
+  store float %354, ptr %arena95, align 4
+  %u37.next = add nsw i64 %u3790, 1
+  %357 = icmp slt i64 %u37.next, 128
+  br i1 %357, label %u37, label %u37.end
+
+u37.end:                                          ; preds = %u37
+  %n36.next = add nsw i64 %n3689, 1
+  %358 = icmp slt i64 %n36.next, 64
+  br i1 %358, label %n36, label %n36.end
+
+n38:                                              ; preds = %u39.end, %n36.end
+  %n3899 = phi i64 [ 0, %n36.end ], [ %n38.next, %u39.end ]
+  br label %u39
+
+n38.end:                                          ; preds = %u39.end
   ret void
 
-u25:                                              ; preds = %u25, %n24
-  %u2570 = phi i64 [ 0, %n24 ], [ %u25.next, %u25 ]
-  %228 = mul nsw i64 %n2469, 10
-  %229 = add nsw i64 8192, %228
-  %230 = add nsw i64 %229, %u2570
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %230
-  %231 = load float, ptr %arena71, align 4
-  %232 = add nsw i64 1625856, %u2570
-  %params72 = getelementptr inbounds float, ptr %params, i64 %232
-  %233 = load float, ptr %params72, align 4
-  %234 = fadd float %231, %233
-  %235 = mul nsw i64 %n2469, 10
-  %236 = add nsw i64 8192, %235
-  %237 = add nsw i64 %236, %u2570
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %237
-  store float %234, ptr %arena73, align 4
-  %u25.next = add nsw i64 %u2570, 1
-  %238 = icmp slt i64 %u25.next, 10
-  br i1 %238, label %u25, label %u25.end
+u39:                                              ; preds = %u39, %n38
+  %u39100 = phi i64 [ 0, %n38 ], [ %u39.next, %u39 ]
+  %359 = mul nsw i64 %n3899, 10
+  %360 = add nsw i64 8192, %359
+  %361 = add nsw i64 %360, %u39100
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena101, align 4
+  %363 = add nsw i64 1625856, %u39100
+  %params102 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params102, align 4
+  %365 = fadd float %362, %364
+  %366 = mul nsw i64 %n3899, 10
+  %367 = add nsw i64 8192, %366
+  %368 = add nsw i64 %367, %u39100
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %368
+  store float %365, ptr %arena103, align 4
+  %u39.next = add nsw i64 %u39100, 1
+  %369 = icmp slt i64 %u39.next, 10
+  br i1 %369, label %u39, label %u39.end
 
-u25.end:                                          ; preds = %u25
-  %n24.next = add nsw i64 %n2469, 1
-  %239 = icmp slt i64 %n24.next, 64
-  br i1 %239, label %n24, label %n24.end
+u39.end:                                          ; preds = %u39
+  %n38.next = add nsw i64 %n3899, 1
+  %370 = icmp slt i64 %n38.next, 64
+  br i1 %370, label %n38, label %n38.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

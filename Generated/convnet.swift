@@ -40,66 +40,138 @@ public func convnet_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((1605632 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -1) && ((oy5 &+ ky3) &+ -1) < 28) && (-1 < ((ox6 &+ kx4) &+ -1) && ((ox6 &+ kx4) &+ -1) < 28)) {
-                arena[(((1605632 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -1) &* 28)) &+ ((ox6 &+ kx4) &+ -1))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<9 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((1605632 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((1605632 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
+              for ox8 in 0..<27 {
+                arena[((((1605632 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
+              do {  // SIMD16 over ox10
+                var ox10 = 0
+                while ox10 &+ 16 <= 28 {
+                  store16(arena, (((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
+                  ox10 &+= 16
+                }
+                while ox10 < 28 {
+                  arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
+                  ox10 &+= 1
+                }
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
+              for ox12 in 0..<27 {
+                arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 784, 9, 1, params + 0, 9, arena + 1605632, 784, Float(bitPattern: 0x0), arena + (img1 &* 25088), 784)
-    for f7 in 0..<32 {
-      do {  // SIMD16 over i8
-        var i8 = 0
-        while i8 &+ 16 <= 784 {
-          store16(arena, ((img1 &* 25088) &+ (f7 &* 784)) &+ i8, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((img1 &* 25088) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])), where: (load16(arena, ((img1 &* 25088) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])) .> SIMD16<Float>(repeating: Float(0))))
-          i8 &+= 16
-        }
-        while i8 < 784 {
-          arena[(((img1 &* 25088) &+ (f7 &* 784)) &+ i8)] = ((arena[(((img1 &* 25088) &+ (f7 &* 784)) &+ i8)] + params[(288 &+ f7)]) > Float(0) ? (arena[(((img1 &* 25088) &+ (f7 &* 784)) &+ i8)] + params[(288 &+ f7)]) : Float(0))
-          i8 &+= 1
+    sgemm(101, 111, 111, 32, 50176, 9, 1, params + 0, 9, arena + 1605632, 50176, Float(bitPattern: 0x0), arena + 2057216, 50176)
+    for j13 in 0..<64 {
+      for f14 in 0..<32 {
+        do {  // SIMD16 over i15
+          var i15 = 0
+          while i15 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j13) &* 25088) &+ (f14 &* 784)) &+ i15, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15) + SIMD16<Float>(repeating: params[(288 &+ f14)])), where: (load16(arena, ((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15) + SIMD16<Float>(repeating: params[(288 &+ f14)])) .> SIMD16<Float>(repeating: Float(0))))
+            i15 &+= 16
+          }
+          while i15 < 784 {
+            arena[(((((g1 &* 64) &+ j13) &* 25088) &+ (f14 &* 784)) &+ i15)] = ((arena[(((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15)] + params[(288 &+ f14)]) > Float(0) ? (arena[(((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15)] + params[(288 &+ f14)]) : Float(0))
+            i15 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img9 in 0..<64 {
-    for c10 in 0..<32 {
-      for ky11 in 0..<3 {
-        for kx12 in 0..<3 {
-          for oy13 in 0..<28 {
-            for ox14 in 0..<28 {
-              arena[(((3211264 &+ (((((c10 &* 3) &+ ky11) &* 3) &+ kx12) &* 784)) &+ (oy13 &* 28)) &+ ox14)] = Float(0)
-              if ((-1 < ((oy13 &+ ky11) &+ -1) && ((oy13 &+ ky11) &+ -1) < 28) && (-1 < ((ox14 &+ kx12) &+ -1) && ((ox14 &+ kx12) &+ -1) < 28)) {
-                arena[(((3211264 &+ (((((c10 &* 3) &+ ky11) &* 3) &+ kx12) &* 784)) &+ (oy13 &* 28)) &+ ox14)] = arena[((((img9 &* 25088) &+ (c10 &* 784)) &+ (((oy13 &+ ky11) &+ -1) &* 28)) &+ ((ox14 &+ kx12) &+ -1))]
+  for g16 in 0..<1 {
+    for j17 in 0..<64 {
+      for r18 in 0..<288 {
+        do {  // SIMD16 over i19
+          var i19 = 0
+          while i19 &+ 16 <= 784 {
+            store16(arena, ((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)))
+            i19 &+= 16
+          }
+          while i19 < 784 {
+            arena[(((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19)] = Float(0)
+            i19 &+= 1
+          }
+        }
+      }
+      for c20 in 0..<32 {
+        for ky21 in 0..<3 {
+          for oy22 in 0..<28 {
+            if (-1 < ((oy22 &+ ky21) &+ -1) && ((oy22 &+ ky21) &+ -1) < 28) {
+              for ox23 in 0..<27 {
+                arena[((((3211264 &+ ((((c20 &* 3) &+ ky21) &* 3) &* 50176)) &+ (j17 &* 784)) &+ (oy22 &* 28)) &+ (ox23 &+ 1))] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy22 &+ ky21) &+ -1) &* 28)) &+ ((ox23 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy24 in 0..<28 {
+            if (-1 < ((oy24 &+ ky21) &+ -1) && ((oy24 &+ ky21) &+ -1) < 28) {
+              do {  // SIMD16 over ox25
+                var ox25 = 0
+                while ox25 &+ 16 <= 28 {
+                  store16(arena, (((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25, load16(arena, (((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25))
+                  ox25 &+= 16
+                }
+                while ox25 < 28 {
+                  arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25)]
+                  ox25 &+= 1
+                }
+              }
+            }
+          }
+          for oy26 in 0..<28 {
+            if (-1 < ((oy26 &+ ky21) &+ -1) && ((oy26 &+ ky21) &+ -1) < 28) {
+              for ox27 in 0..<27 {
+                arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 2) &* 50176)) &+ (j17 &* 784)) &+ (oy26 &* 28)) &+ ox27)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy26 &+ ky21) &+ -1) &* 28)) &+ (ox27 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 64, 784, 288, 1, params + 320, 288, arena + 3211264, 784, Float(bitPattern: 0x0), arena + 3437056, 784)
-    for f15 in 0..<64 {
-      for py16 in 0..<14 {
-        for px17 in 0..<14 {
-          var best18: Float = (arena[((3437056 &+ (f15 &* 784)) &+ ((py16 &* 56) &+ (px17 &* 2)))] + params[(18752 &+ f15)])
-          var bi19: Float = Float(((py16 &* 56) &+ (px17 &* 2)))
-          for ky20 in 0..<2 {
-            for kx21 in 0..<2 {
-              bi19 = ((arena[((3437056 &+ (f15 &* 784)) &+ ((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? Float(((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21)) : bi19)
-              best18 = ((arena[((3437056 &+ (f15 &* 784)) &+ ((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? (arena[((3437056 &+ (f15 &* 784)) &+ ((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21))] + params[(18752 &+ f15)]) : best18)
+    sgemm(101, 111, 111, 64, 50176, 288, 1, params + 320, 288, arena + 3211264, 50176, Float(bitPattern: 0x0), arena + 17661952, 50176)
+    for j28 in 0..<64 {
+      for f29 in 0..<64 {
+        for py30 in 0..<14 {
+          for px31 in 0..<14 {
+            var best32: Float = (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)])
+            var bi33: Float = Float(((py30 &* 56) &+ (px31 &* 2)))
+            for ky34 in 0..<2 {
+              for kx35 in 0..<2 {
+                bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35)) : bi33)
+                best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) : best32)
+              }
             }
+            arena[(1605632 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = (best32 > Float(0) ? best32 : Float(0))
+            arena[(2408448 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = bi33
           }
-          arena[(1605632 &+ ((((img9 &* 12544) &+ (f15 &* 196)) &+ (py16 &* 14)) &+ px17))] = (best18 > Float(0) ? best18 : Float(0))
-          arena[(2408448 &+ ((((img9 &* 12544) &+ (f15 &* 196)) &+ (py16 &* 14)) &+ px17))] = bi19
         }
       }
     }
@@ -107,174 +179,252 @@ public func convnet_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3211264, 128)
-  for n22 in 0..<64 {
-    do {  // SIMD16 over u23
-      var u23 = 0
-      while u23 &+ 16 <= 128 {
-        store16(arena, (3211264 &+ (n22 &* 128)) &+ u23, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n22 &* 128)) &+ u23) + load16(params, 1624448 &+ u23)), where: (load16(arena, (3211264 &+ (n22 &* 128)) &+ u23) + load16(params, 1624448 &+ u23)) .> SIMD16<Float>(repeating: Float(0))))
-        u23 &+= 16
+  for n36 in 0..<64 {
+    do {  // SIMD16 over u37
+      var u37 = 0
+      while u37 &+ 16 <= 128 {
+        store16(arena, (3211264 &+ (n36 &* 128)) &+ u37, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n36 &* 128)) &+ u37) + load16(params, 1624448 &+ u37)), where: (load16(arena, (3211264 &+ (n36 &* 128)) &+ u37) + load16(params, 1624448 &+ u37)) .> SIMD16<Float>(repeating: Float(0))))
+        u37 &+= 16
       }
-      while u23 < 128 {
-        arena[((3211264 &+ (n22 &* 128)) &+ u23)] = ((arena[((3211264 &+ (n22 &* 128)) &+ u23)] + params[(1624448 &+ u23)]) > Float(0) ? (arena[((3211264 &+ (n22 &* 128)) &+ u23)] + params[(1624448 &+ u23)]) : Float(0))
-        u23 &+= 1
+      while u37 < 128 {
+        arena[((3211264 &+ (n36 &* 128)) &+ u37)] = ((arena[((3211264 &+ (n36 &* 128)) &+ u37)] + params[(1624448 &+ u37)]) > Float(0) ? (arena[((3211264 &+ (n36 &* 128)) &+ u37)] + params[(1624448 &+ u37)]) : Float(0))
+        u37 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3211264, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3219456, 10)
-  for n24 in 0..<64 {
-    do {  // SIMD16 over u25
-      var u25 = 0
-      while u25 < 10 {
-        arena[((3219456 &+ (n24 &* 10)) &+ u25)] = (arena[((3219456 &+ (n24 &* 10)) &+ u25)] + params[(1625856 &+ u25)])
-        u25 &+= 1
+  for n38 in 0..<64 {
+    do {  // SIMD16 over u39
+      var u39 = 0
+      while u39 < 10 {
+        arena[((3219456 &+ (n38 &* 10)) &+ u39)] = (arena[((3219456 &+ (n38 &* 10)) &+ u39)] + params[(1625856 &+ u39)])
+        u39 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total26: Float = Float(0)
-  for n27 in 0..<64 {
-    var m28: Float = arena[(3219456 &+ (n27 &* 10))]
-    for k30 in 0..<10 {
-      m28 = { let x = m28, y = arena[((3219456 &+ (n27 &* 10)) &+ k30)]; return y > x ? y : x }()
+  var total40: Float = Float(0)
+  for n41 in 0..<64 {
+    var m42: Float = arena[(3219456 &+ (n41 &* 10))]
+    for k44 in 0..<10 {
+      m42 = { let x = m42, y = arena[((3219456 &+ (n41 &* 10)) &+ k44)]; return y > x ? y : x }()
     }
-    var s29: Float = Float(0)
-    for k31 in 0..<10 {
-      s29 = (s29 + expf((arena[((3219456 &+ (n27 &* 10)) &+ k31)] - m28)))
+    var s43: Float = Float(0)
+    for k45 in 0..<10 {
+      s43 = (s43 + expf((arena[((3219456 &+ (n41 &* 10)) &+ k45)] - m42)))
     }
-    total26 = (total26 + ((m28 + logf(s29)) - arena[((3219456 &+ (n27 &* 10)) &+ Int(labels[n27]))]))
+    total40 = (total40 + ((m42 + logf(s43)) - arena[((3219456 &+ (n41 &* 10)) &+ Int(labels[n41]))]))
   }
-  arena[3220096] = (total26 / Float(64))
+  arena[3220096] = (total40 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n32 in 0..<64 {
-    var m33: Float = arena[(3219456 &+ (n32 &* 10))]
-    for k35 in 0..<10 {
-      m33 = { let x = m33, y = arena[((3219456 &+ (n32 &* 10)) &+ k35)]; return y > x ? y : x }()
+  for n46 in 0..<64 {
+    var m47: Float = arena[(3219456 &+ (n46 &* 10))]
+    for k49 in 0..<10 {
+      m47 = { let x = m47, y = arena[((3219456 &+ (n46 &* 10)) &+ k49)]; return y > x ? y : x }()
     }
-    var s34: Float = Float(0)
-    for k36 in 0..<10 {
-      s34 = (s34 + expf((arena[((3219456 &+ (n32 &* 10)) &+ k36)] - m33)))
+    var s48: Float = Float(0)
+    for k50 in 0..<10 {
+      s48 = (s48 + expf((arena[((3219456 &+ (n46 &* 10)) &+ k50)] - m47)))
     }
-    for k37 in 0..<10 {
-      arena[((3220112 &+ (n32 &* 10)) &+ k37)] = ((k37 == Int(labels[n32]) ? ((expf((arena[((3219456 &+ (n32 &* 10)) &+ k37)] - m33)) / s34) - Float(1)) : (expf((arena[((3219456 &+ (n32 &* 10)) &+ k37)] - m33)) / s34)) / Float(64))
+    for k51 in 0..<10 {
+      arena[((3220112 &+ (n46 &* 10)) &+ k51)] = ((k51 == Int(labels[n46]) ? ((expf((arena[((3219456 &+ (n46 &* 10)) &+ k51)] - m47)) / s48) - Float(1)) : (expf((arena[((3219456 &+ (n46 &* 10)) &+ k51)] - m47)) / s48)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3220112, 10, arena + 3211264, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u38 in 0..<10 {
-    var acc39: Float = Float(0)
-    for n40 in 0..<64 {
-      acc39 = (acc39 + arena[((3220112 &+ (n40 &* 10)) &+ u38)])
+  for u52 in 0..<10 {
+    var acc53: Float = Float(0)
+    for n54 in 0..<64 {
+      acc53 = (acc53 + arena[((3220112 &+ (n54 &* 10)) &+ u52)])
     }
-    grads[(1625856 &+ u38)] = acc39
+    grads[(1625856 &+ u52)] = acc53
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i41
-    var i41 = 0
-    while i41 &+ 16 <= 8192 {
-      store16(arena, 3228944 &+ i41, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i41), where: load16(arena, 3211264 &+ i41) .> SIMD16<Float>(repeating: Float(0))))
-      i41 &+= 16
+  do {  // SIMD16 over i55
+    var i55 = 0
+    while i55 &+ 16 <= 8192 {
+      store16(arena, 3228944 &+ i55, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i55), where: load16(arena, 3211264 &+ i55) .> SIMD16<Float>(repeating: Float(0))))
+      i55 &+= 16
     }
-    while i41 < 8192 {
-      arena[(3228944 &+ i41)] = (arena[(3211264 &+ i41)] > Float(0) ? arena[(3220752 &+ i41)] : Float(0))
-      i41 &+= 1
+    while i55 < 8192 {
+      arena[(3228944 &+ i55)] = (arena[(3211264 &+ i55)] > Float(0) ? arena[(3220752 &+ i55)] : Float(0))
+      i55 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 12544, 64, 1, arena + 3228944, 128, arena + 1605632, 12544, Float(bitPattern: 0x0), grads + 18816, 12544)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u42 in 0..<128 {
-    var acc43: Float = Float(0)
-    for n44 in 0..<64 {
-      acc43 = (acc43 + arena[((3228944 &+ (n44 &* 128)) &+ u42)])
+  for u56 in 0..<128 {
+    var acc57: Float = Float(0)
+    for n58 in 0..<64 {
+      acc57 = (acc57 + arena[((3228944 &+ (n58 &* 128)) &+ u56)])
     }
-    grads[(1624448 &+ u42)] = acc43
+    grads[(1624448 &+ u56)] = acc57
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 12544, 128, 1, arena + 3228944, 128, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3237136, 12544)
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i45
-    var i45 = 0
-    while i45 &+ 16 <= 3211264 {
-      store16(arena, 4039952 &+ i45, SIMD16<Float>(repeating: Float(0)))
-      i45 &+= 16
+  do {  // SIMD16 over i59
+    var i59 = 0
+    while i59 &+ 16 <= 3211264 {
+      store16(arena, 4039952 &+ i59, SIMD16<Float>(repeating: Float(0)))
+      i59 &+= 16
     }
-    while i45 < 3211264 {
-      arena[(4039952 &+ i45)] = Float(0)
-      i45 &+= 1
+    while i59 < 3211264 {
+      arena[(4039952 &+ i59)] = Float(0)
+      i59 &+= 1
     }
   }
-  for q46 in 0..<4096 {
-    for i47 in 0..<196 {
-      if arena[(1605632 &+ ((q46 &* 196) &+ i47))] > Float(0) {
-        arena[((4039952 &+ (q46 &* 784)) &+ Int(arena[(2408448 &+ ((q46 &* 196) &+ i47))]))] += arena[(3237136 &+ ((q46 &* 196) &+ i47))]
+  for q60 in 0..<4096 {
+    for i61 in 0..<196 {
+      if arena[(1605632 &+ ((q60 &* 196) &+ i61))] > Float(0) {
+        arena[((4039952 &+ (q60 &* 784)) &+ Int(arena[(2408448 &+ ((q60 &* 196) &+ i61))]))] += arena[(3237136 &+ ((q60 &* 196) &+ i61))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i48
-    var i48 = 0
-    while i48 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i48, SIMD16<Float>(repeating: Float(0)))
-      i48 &+= 16
+  do {  // SIMD16 over i62
+    var i62 = 0
+    while i62 &+ 16 <= 18432 {
+      store16(grads, 320 &+ i62, SIMD16<Float>(repeating: Float(0)))
+      i62 &+= 16
     }
-    while i48 < 18432 {
-      grads[(320 &+ i48)] = Float(0)
-      i48 &+= 1
+    while i62 < 18432 {
+      grads[(320 &+ i62)] = Float(0)
+      i62 &+= 1
     }
   }
-  for img49 in 0..<64 {
-    for c50 in 0..<32 {
-      for ky51 in 0..<3 {
-        for kx52 in 0..<3 {
-          for oy53 in 0..<28 {
-            for ox54 in 0..<28 {
-              arena[(((1605632 &+ (((((c50 &* 3) &+ ky51) &* 3) &+ kx52) &* 784)) &+ (oy53 &* 28)) &+ ox54)] = Float(0)
-              if ((-1 < ((oy53 &+ ky51) &+ -1) && ((oy53 &+ ky51) &+ -1) < 28) && (-1 < ((ox54 &+ kx52) &+ -1) && ((ox54 &+ kx52) &+ -1) < 28)) {
-                arena[(((1605632 &+ (((((c50 &* 3) &+ ky51) &* 3) &+ kx52) &* 784)) &+ (oy53 &* 28)) &+ ox54)] = arena[((((img49 &* 25088) &+ (c50 &* 784)) &+ (((oy53 &+ ky51) &+ -1) &* 28)) &+ ((ox54 &+ kx52) &+ -1))]
+  for g63 in 0..<1 {
+    for j64 in 0..<64 {
+      for r65 in 0..<288 {
+        do {  // SIMD16 over i66
+          var i66 = 0
+          while i66 &+ 16 <= 784 {
+            store16(arena, ((7251216 &+ (r65 &* 50176)) &+ (j64 &* 784)) &+ i66, SIMD16<Float>(repeating: Float(0)))
+            i66 &+= 16
+          }
+          while i66 < 784 {
+            arena[(((7251216 &+ (r65 &* 50176)) &+ (j64 &* 784)) &+ i66)] = Float(0)
+            i66 &+= 1
+          }
+        }
+      }
+      for c67 in 0..<32 {
+        for ky68 in 0..<3 {
+          for oy69 in 0..<28 {
+            if (-1 < ((oy69 &+ ky68) &+ -1) && ((oy69 &+ ky68) &+ -1) < 28) {
+              for ox70 in 0..<27 {
+                arena[((((7251216 &+ ((((c67 &* 3) &+ ky68) &* 3) &* 50176)) &+ (j64 &* 784)) &+ (oy69 &* 28)) &+ (ox70 &+ 1))] = arena[((((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy69 &+ ky68) &+ -1) &* 28)) &+ ((ox70 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy71 in 0..<28 {
+            if (-1 < ((oy71 &+ ky68) &+ -1) && ((oy71 &+ ky68) &+ -1) < 28) {
+              do {  // SIMD16 over ox72
+                var ox72 = 0
+                while ox72 &+ 16 <= 28 {
+                  store16(arena, (((7251216 &+ (((((c67 &* 3) &+ ky68) &* 3) &+ 1) &* 50176)) &+ (j64 &* 784)) &+ (oy71 &* 28)) &+ ox72, load16(arena, (((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy71 &+ ky68) &+ -1) &* 28)) &+ ox72))
+                  ox72 &+= 16
+                }
+                while ox72 < 28 {
+                  arena[((((7251216 &+ (((((c67 &* 3) &+ ky68) &* 3) &+ 1) &* 50176)) &+ (j64 &* 784)) &+ (oy71 &* 28)) &+ ox72)] = arena[((((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy71 &+ ky68) &+ -1) &* 28)) &+ ox72)]
+                  ox72 &+= 1
+                }
+              }
+            }
+          }
+          for oy73 in 0..<28 {
+            if (-1 < ((oy73 &+ ky68) &+ -1) && ((oy73 &+ ky68) &+ -1) < 28) {
+              for ox74 in 0..<27 {
+                arena[((((7251216 &+ (((((c67 &* 3) &+ ky68) &* 3) &+ 2) &* 50176)) &+ (j64 &* 784)) &+ (oy73 &* 28)) &+ ox74)] = arena[((((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy73 &+ ky68) &+ -1) &* 28)) &+ (ox74 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 64, 288, 784, 1, arena + (4039952 &+ (img49 &* 50176)), 784, arena + 1605632, 784, Float(bitPattern: 0x3f800000), grads + 320, 288)
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f55 in 0..<64 {
-    var acc56: Float = Float(0)
-    for img57 in 0..<64 {
-      for i58 in 0..<784 {
-        acc56 = (acc56 + arena[(((4039952 &+ (img57 &* 50176)) &+ (f55 &* 784)) &+ i58)])
+    for j75 in 0..<64 {
+      for f76 in 0..<64 {
+        do {  // SIMD16 over i77
+          var i77 = 0
+          while i77 &+ 16 <= 784 {
+            store16(arena, ((21701904 &+ (f76 &* 50176)) &+ (j75 &* 784)) &+ i77, load16(arena, ((4039952 &+ (((g63 &* 64) &+ j75) &* 50176)) &+ (f76 &* 784)) &+ i77))
+            i77 &+= 16
+          }
+          while i77 < 784 {
+            arena[(((21701904 &+ (f76 &* 50176)) &+ (j75 &* 784)) &+ i77)] = arena[(((4039952 &+ (((g63 &* 64) &+ j75) &* 50176)) &+ (f76 &* 784)) &+ i77)]
+            i77 &+= 1
+          }
+        }
       }
     }
-    grads[(18752 &+ f55)] = acc56
+    sgemm(101, 111, 112, 64, 288, 50176, 1, arena + 21701904, 50176, arena + 7251216, 50176, Float(bitPattern: 0x3f800000), grads + 320, 288)
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  for f78 in 0..<64 {
+    var acc79: Float = Float(0)
+    for img80 in 0..<64 {
+      for i81 in 0..<784 {
+        acc79 = (acc79 + arena[(((4039952 &+ (img80 &* 50176)) &+ (f78 &* 784)) &+ i81)])
+      }
+    }
+    grads[(18752 &+ f78)] = acc79
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i59
-    var i59 = 0
-    while i59 &+ 16 <= 1605632 {
-      store16(arena, 1605632 &+ i59, SIMD16<Float>(repeating: Float(0)))
-      i59 &+= 16
+  do {  // SIMD16 over i82
+    var i82 = 0
+    while i82 &+ 16 <= 1605632 {
+      store16(arena, 1605632 &+ i82, SIMD16<Float>(repeating: Float(0)))
+      i82 &+= 16
     }
-    while i59 < 1605632 {
-      arena[(1605632 &+ i59)] = Float(0)
-      i59 &+= 1
+    while i82 < 1605632 {
+      arena[(1605632 &+ i82)] = Float(0)
+      i82 &+= 1
     }
   }
-  for img60 in 0..<64 {
-    sgemm(101, 112, 111, 288, 784, 64, 1, params + 320, 288, arena + (4039952 &+ (img60 &* 50176)), 784, Float(bitPattern: 0x0), arena + 3220112, 784)
-    for c61 in 0..<32 {
-      for ky62 in 0..<3 {
-        for kx63 in 0..<3 {
-          for oy64 in 0..<28 {
-            for ox65 in 0..<28 {
-              if ((-1 < ((oy64 &+ ky62) &+ -1) && ((oy64 &+ ky62) &+ -1) < 28) && (-1 < ((ox65 &+ kx63) &+ -1) && ((ox65 &+ kx63) &+ -1) < 28)) {
-                arena[((((1605632 &+ (img60 &* 25088)) &+ (c61 &* 784)) &+ (((oy64 &+ ky62) &+ -1) &* 28)) &+ ((ox65 &+ kx63) &+ -1))] += arena[(((3220112 &+ (((((c61 &* 3) &+ ky62) &* 3) &+ kx63) &* 784)) &+ (oy64 &* 28)) &+ ox65)]
+  for g83 in 0..<1 {
+    for j84 in 0..<64 {
+      for f85 in 0..<64 {
+        do {  // SIMD16 over i86
+          var i86 = 0
+          while i86 &+ 16 <= 784 {
+            store16(arena, ((21701904 &+ (f85 &* 50176)) &+ (j84 &* 784)) &+ i86, load16(arena, ((4039952 &+ (((g83 &* 64) &+ j84) &* 50176)) &+ (f85 &* 784)) &+ i86))
+            i86 &+= 16
+          }
+          while i86 < 784 {
+            arena[(((21701904 &+ (f85 &* 50176)) &+ (j84 &* 784)) &+ i86)] = arena[(((4039952 &+ (((g83 &* 64) &+ j84) &* 50176)) &+ (f85 &* 784)) &+ i86)]
+            i86 &+= 1
+          }
+        }
+      }
+    }
+    sgemm(101, 112, 111, 288, 50176, 64, 1, params + 320, 288, arena + 21701904, 50176, Float(bitPattern: 0x0), arena + 7251216, 50176)
+    for j87 in 0..<64 {
+      for c88 in 0..<32 {
+        for ky89 in 0..<3 {
+          for oy90 in 0..<28 {
+            if (-1 < ((oy90 &+ ky89) &+ -1) && ((oy90 &+ ky89) &+ -1) < 28) {
+              for ox91 in 0..<27 {
+                arena[((((1605632 &+ (((g83 &* 64) &+ j87) &* 25088)) &+ (c88 &* 784)) &+ (((oy90 &+ ky89) &+ -1) &* 28)) &+ ((ox91 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c88 &* 3) &+ ky89) &* 3) &* 50176)) &+ (j87 &* 784)) &+ (oy90 &* 28)) &+ (ox91 &+ 1))]
+              }
+            }
+          }
+          for oy92 in 0..<28 {
+            if (-1 < ((oy92 &+ ky89) &+ -1) && ((oy92 &+ ky89) &+ -1) < 28) {
+              for ox93 in 0..<28 {
+                arena[((((1605632 &+ (((g83 &* 64) &+ j87) &* 25088)) &+ (c88 &* 784)) &+ (((oy92 &+ ky89) &+ -1) &* 28)) &+ ox93)] += arena[((((7251216 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 1) &* 50176)) &+ (j87 &* 784)) &+ (oy92 &* 28)) &+ ox93)]
+              }
+            }
+          }
+          for oy94 in 0..<28 {
+            if (-1 < ((oy94 &+ ky89) &+ -1) && ((oy94 &+ ky89) &+ -1) < 28) {
+              for ox95 in 0..<27 {
+                arena[((((1605632 &+ (((g83 &* 64) &+ j87) &* 25088)) &+ (c88 &* 784)) &+ (((oy94 &+ ky89) &+ -1) &* 28)) &+ (ox95 &+ 1))] += arena[((((7251216 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 2) &* 50176)) &+ (j87 &* 784)) &+ (oy94 &* 28)) &+ ox95)]
               }
             }
           }
@@ -283,78 +433,127 @@ public func convnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i66
-    var i66 = 0
-    while i66 &+ 16 <= 1605632 {
-      store16(arena, 3220112 &+ i66, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i66), where: load16(arena, 0 &+ i66) .> SIMD16<Float>(repeating: Float(0))))
-      i66 &+= 16
+  do {  // SIMD16 over i96
+    var i96 = 0
+    while i96 &+ 16 <= 1605632 {
+      store16(arena, 3220112 &+ i96, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i96), where: load16(arena, 0 &+ i96) .> SIMD16<Float>(repeating: Float(0))))
+      i96 &+= 16
     }
-    while i66 < 1605632 {
-      arena[(3220112 &+ i66)] = (arena[i66] > Float(0) ? arena[(1605632 &+ i66)] : Float(0))
-      i66 &+= 1
+    while i96 < 1605632 {
+      arena[(3220112 &+ i96)] = (arena[i96] > Float(0) ? arena[(1605632 &+ i96)] : Float(0))
+      i96 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i67
-    var i67 = 0
-    while i67 &+ 16 <= 288 {
-      store16(grads, 0 &+ i67, SIMD16<Float>(repeating: Float(0)))
-      i67 &+= 16
+  do {  // SIMD16 over i97
+    var i97 = 0
+    while i97 &+ 16 <= 288 {
+      store16(grads, 0 &+ i97, SIMD16<Float>(repeating: Float(0)))
+      i97 &+= 16
     }
-    while i67 < 288 {
-      grads[i67] = Float(0)
-      i67 &+= 1
+    while i97 < 288 {
+      grads[i97] = Float(0)
+      i97 &+= 1
     }
   }
-  for img68 in 0..<64 {
-    for c69 in 0..<1 {
-      for ky70 in 0..<3 {
-        for kx71 in 0..<3 {
-          for oy72 in 0..<28 {
-            for ox73 in 0..<28 {
-              arena[(((((((c69 &* 3) &+ ky70) &* 3) &+ kx71) &* 784) &+ (oy72 &* 28)) &+ ox73)] = Float(0)
-              if ((-1 < ((oy72 &+ ky70) &+ -1) && ((oy72 &+ ky70) &+ -1) < 28) && (-1 < ((ox73 &+ kx71) &+ -1) && ((ox73 &+ kx71) &+ -1) < 28)) {
-                arena[(((((((c69 &* 3) &+ ky70) &* 3) &+ kx71) &* 784) &+ (oy72 &* 28)) &+ ox73)] = images[((((img68 &* 784) &+ (c69 &* 784)) &+ (((oy72 &+ ky70) &+ -1) &* 28)) &+ ((ox73 &+ kx71) &+ -1))]
+  for g98 in 0..<1 {
+    for j99 in 0..<64 {
+      for r100 in 0..<9 {
+        do {  // SIMD16 over i101
+          var i101 = 0
+          while i101 &+ 16 <= 784 {
+            store16(arena, ((r100 &* 50176) &+ (j99 &* 784)) &+ i101, SIMD16<Float>(repeating: Float(0)))
+            i101 &+= 16
+          }
+          while i101 < 784 {
+            arena[(((r100 &* 50176) &+ (j99 &* 784)) &+ i101)] = Float(0)
+            i101 &+= 1
+          }
+        }
+      }
+      for c102 in 0..<1 {
+        for ky103 in 0..<3 {
+          for oy104 in 0..<28 {
+            if (-1 < ((oy104 &+ ky103) &+ -1) && ((oy104 &+ ky103) &+ -1) < 28) {
+              for ox105 in 0..<27 {
+                arena[(((((((c102 &* 3) &+ ky103) &* 3) &* 50176) &+ (j99 &* 784)) &+ (oy104 &* 28)) &+ (ox105 &+ 1))] = images[((((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy104 &+ ky103) &+ -1) &* 28)) &+ ((ox105 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy106 in 0..<28 {
+            if (-1 < ((oy106 &+ ky103) &+ -1) && ((oy106 &+ ky103) &+ -1) < 28) {
+              do {  // SIMD16 over ox107
+                var ox107 = 0
+                while ox107 &+ 16 <= 28 {
+                  store16(arena, (((((((c102 &* 3) &+ ky103) &* 3) &+ 1) &* 50176) &+ (j99 &* 784)) &+ (oy106 &* 28)) &+ ox107, load16(images, (((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy106 &+ ky103) &+ -1) &* 28)) &+ ox107))
+                  ox107 &+= 16
+                }
+                while ox107 < 28 {
+                  arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 1) &* 50176) &+ (j99 &* 784)) &+ (oy106 &* 28)) &+ ox107)] = images[((((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy106 &+ ky103) &+ -1) &* 28)) &+ ox107)]
+                  ox107 &+= 1
+                }
+              }
+            }
+          }
+          for oy108 in 0..<28 {
+            if (-1 < ((oy108 &+ ky103) &+ -1) && ((oy108 &+ ky103) &+ -1) < 28) {
+              for ox109 in 0..<27 {
+                arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 2) &* 50176) &+ (j99 &* 784)) &+ (oy108 &* 28)) &+ ox109)] = images[((((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy108 &+ ky103) &+ -1) &* 28)) &+ (ox109 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 32, 9, 784, 1, arena + (3220112 &+ (img68 &* 25088)), 784, arena + 0, 784, Float(bitPattern: 0x3f800000), grads + 0, 9)
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f74 in 0..<32 {
-    var acc75: Float = Float(0)
-    for img76 in 0..<64 {
-      for i77 in 0..<784 {
-        acc75 = (acc75 + arena[(((3220112 &+ (img76 &* 25088)) &+ (f74 &* 784)) &+ i77)])
+    for j110 in 0..<64 {
+      for f111 in 0..<32 {
+        do {  // SIMD16 over i112
+          var i112 = 0
+          while i112 &+ 16 <= 784 {
+            store16(arena, ((451584 &+ (f111 &* 50176)) &+ (j110 &* 784)) &+ i112, load16(arena, ((3220112 &+ (((g98 &* 64) &+ j110) &* 25088)) &+ (f111 &* 784)) &+ i112))
+            i112 &+= 16
+          }
+          while i112 < 784 {
+            arena[(((451584 &+ (f111 &* 50176)) &+ (j110 &* 784)) &+ i112)] = arena[(((3220112 &+ (((g98 &* 64) &+ j110) &* 25088)) &+ (f111 &* 784)) &+ i112)]
+            i112 &+= 1
+          }
+        }
       }
     }
-    grads[(288 &+ f74)] = acc75
+    sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 451584, 50176, arena + 0, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f113 in 0..<32 {
+    var acc114: Float = Float(0)
+    for img115 in 0..<64 {
+      for i116 in 0..<784 {
+        acc114 = (acc114 + arena[(((3220112 &+ (img115 &* 25088)) &+ (f113 &* 784)) &+ i116)])
+      }
+    }
+    grads[(288 &+ f113)] = acc114
   }
   // adam update of 1625866 parameters
-  var step_size78: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt79: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i80
-    var i80 = 0
-    while i80 &+ 16 <= 1625866 {
-      let g_v = (load16(grads, 0 &+ i80) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i80)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i80)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i80)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i80, m_new_v)
-      store16(v, 0 &+ i80, v_new_v)
-      store16(params, 0 &+ i80, (load16(params, 0 &+ i80) - ((SIMD16<Float>(repeating: step_size78) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt79)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i80 &+= 16
+  var step_size117: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt118: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i119
+    var i119 = 0
+    while i119 &+ 16 <= 1625866 {
+      let g_v = (load16(grads, 0 &+ i119) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i119)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i119)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i119)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i119, m_new_v)
+      store16(v, 0 &+ i119, v_new_v)
+      store16(params, 0 &+ i119, (load16(params, 0 &+ i119) - ((SIMD16<Float>(repeating: step_size117) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt118)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i119 &+= 16
     }
-    while i80 < 1625866 {
-      var g: Float = (grads[i80] + (Float(0) * params[i80]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i80]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i80]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i80] = m_new
-      v[i80] = v_new
-      params[i80] = (params[i80] - ((step_size78 * m_new) / ((sqrtf(v_new) / bc2_sqrt79) + Float(bitPattern: 0x322bcc77))))
-      i80 &+= 1
+    while i119 < 1625866 {
+      var g: Float = (grads[i119] + (Float(0) * params[i119]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i119]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i119]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i119] = m_new
+      v[i119] = v_new
+      params[i119] = (params[i119] - ((step_size117 * m_new) / ((sqrtf(v_new) / bc2_sqrt118) + Float(bitPattern: 0x322bcc77))))
+      i119 &+= 1
     }
   }
 }
@@ -370,66 +569,138 @@ public func convnet_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((1605632 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -1) && ((oy5 &+ ky3) &+ -1) < 28) && (-1 < ((ox6 &+ kx4) &+ -1) && ((ox6 &+ kx4) &+ -1) < 28)) {
-                arena[(((1605632 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -1) &* 28)) &+ ((ox6 &+ kx4) &+ -1))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<9 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((1605632 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((1605632 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
+              for ox8 in 0..<27 {
+                arena[((((1605632 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
+              do {  // SIMD16 over ox10
+                var ox10 = 0
+                while ox10 &+ 16 <= 28 {
+                  store16(arena, (((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
+                  ox10 &+= 16
+                }
+                while ox10 < 28 {
+                  arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
+                  ox10 &+= 1
+                }
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
+              for ox12 in 0..<27 {
+                arena[((((1605632 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 784, 9, 1, params + 0, 9, arena + 1605632, 784, Float(bitPattern: 0x0), arena + (img1 &* 25088), 784)
-    for f7 in 0..<32 {
-      do {  // SIMD16 over i8
-        var i8 = 0
-        while i8 &+ 16 <= 784 {
-          store16(arena, ((img1 &* 25088) &+ (f7 &* 784)) &+ i8, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((img1 &* 25088) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])), where: (load16(arena, ((img1 &* 25088) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])) .> SIMD16<Float>(repeating: Float(0))))
-          i8 &+= 16
-        }
-        while i8 < 784 {
-          arena[(((img1 &* 25088) &+ (f7 &* 784)) &+ i8)] = ((arena[(((img1 &* 25088) &+ (f7 &* 784)) &+ i8)] + params[(288 &+ f7)]) > Float(0) ? (arena[(((img1 &* 25088) &+ (f7 &* 784)) &+ i8)] + params[(288 &+ f7)]) : Float(0))
-          i8 &+= 1
+    sgemm(101, 111, 111, 32, 50176, 9, 1, params + 0, 9, arena + 1605632, 50176, Float(bitPattern: 0x0), arena + 2057216, 50176)
+    for j13 in 0..<64 {
+      for f14 in 0..<32 {
+        do {  // SIMD16 over i15
+          var i15 = 0
+          while i15 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j13) &* 25088) &+ (f14 &* 784)) &+ i15, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15) + SIMD16<Float>(repeating: params[(288 &+ f14)])), where: (load16(arena, ((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15) + SIMD16<Float>(repeating: params[(288 &+ f14)])) .> SIMD16<Float>(repeating: Float(0))))
+            i15 &+= 16
+          }
+          while i15 < 784 {
+            arena[(((((g1 &* 64) &+ j13) &* 25088) &+ (f14 &* 784)) &+ i15)] = ((arena[(((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15)] + params[(288 &+ f14)]) > Float(0) ? (arena[(((2057216 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ i15)] + params[(288 &+ f14)]) : Float(0))
+            i15 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img9 in 0..<64 {
-    for c10 in 0..<32 {
-      for ky11 in 0..<3 {
-        for kx12 in 0..<3 {
-          for oy13 in 0..<28 {
-            for ox14 in 0..<28 {
-              arena[(((3211264 &+ (((((c10 &* 3) &+ ky11) &* 3) &+ kx12) &* 784)) &+ (oy13 &* 28)) &+ ox14)] = Float(0)
-              if ((-1 < ((oy13 &+ ky11) &+ -1) && ((oy13 &+ ky11) &+ -1) < 28) && (-1 < ((ox14 &+ kx12) &+ -1) && ((ox14 &+ kx12) &+ -1) < 28)) {
-                arena[(((3211264 &+ (((((c10 &* 3) &+ ky11) &* 3) &+ kx12) &* 784)) &+ (oy13 &* 28)) &+ ox14)] = arena[((((img9 &* 25088) &+ (c10 &* 784)) &+ (((oy13 &+ ky11) &+ -1) &* 28)) &+ ((ox14 &+ kx12) &+ -1))]
+  for g16 in 0..<1 {
+    for j17 in 0..<64 {
+      for r18 in 0..<288 {
+        do {  // SIMD16 over i19
+          var i19 = 0
+          while i19 &+ 16 <= 784 {
+            store16(arena, ((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)))
+            i19 &+= 16
+          }
+          while i19 < 784 {
+            arena[(((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19)] = Float(0)
+            i19 &+= 1
+          }
+        }
+      }
+      for c20 in 0..<32 {
+        for ky21 in 0..<3 {
+          for oy22 in 0..<28 {
+            if (-1 < ((oy22 &+ ky21) &+ -1) && ((oy22 &+ ky21) &+ -1) < 28) {
+              for ox23 in 0..<27 {
+                arena[((((3211264 &+ ((((c20 &* 3) &+ ky21) &* 3) &* 50176)) &+ (j17 &* 784)) &+ (oy22 &* 28)) &+ (ox23 &+ 1))] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy22 &+ ky21) &+ -1) &* 28)) &+ ((ox23 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy24 in 0..<28 {
+            if (-1 < ((oy24 &+ ky21) &+ -1) && ((oy24 &+ ky21) &+ -1) < 28) {
+              do {  // SIMD16 over ox25
+                var ox25 = 0
+                while ox25 &+ 16 <= 28 {
+                  store16(arena, (((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25, load16(arena, (((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25))
+                  ox25 &+= 16
+                }
+                while ox25 < 28 {
+                  arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25)]
+                  ox25 &+= 1
+                }
+              }
+            }
+          }
+          for oy26 in 0..<28 {
+            if (-1 < ((oy26 &+ ky21) &+ -1) && ((oy26 &+ ky21) &+ -1) < 28) {
+              for ox27 in 0..<27 {
+                arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 2) &* 50176)) &+ (j17 &* 784)) &+ (oy26 &* 28)) &+ ox27)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy26 &+ ky21) &+ -1) &* 28)) &+ (ox27 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 64, 784, 288, 1, params + 320, 288, arena + 3211264, 784, Float(bitPattern: 0x0), arena + 3437056, 784)
-    for f15 in 0..<64 {
-      for py16 in 0..<14 {
-        for px17 in 0..<14 {
-          var best18: Float = (arena[((3437056 &+ (f15 &* 784)) &+ ((py16 &* 56) &+ (px17 &* 2)))] + params[(18752 &+ f15)])
-          var bi19: Float = Float(((py16 &* 56) &+ (px17 &* 2)))
-          for ky20 in 0..<2 {
-            for kx21 in 0..<2 {
-              bi19 = ((arena[((3437056 &+ (f15 &* 784)) &+ ((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? Float(((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21)) : bi19)
-              best18 = ((arena[((3437056 &+ (f15 &* 784)) &+ ((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? (arena[((3437056 &+ (f15 &* 784)) &+ ((((py16 &* 56) &+ (px17 &* 2)) &+ (ky20 &* 28)) &+ kx21))] + params[(18752 &+ f15)]) : best18)
+    sgemm(101, 111, 111, 64, 50176, 288, 1, params + 320, 288, arena + 3211264, 50176, Float(bitPattern: 0x0), arena + 17661952, 50176)
+    for j28 in 0..<64 {
+      for f29 in 0..<64 {
+        for py30 in 0..<14 {
+          for px31 in 0..<14 {
+            var best32: Float = (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)])
+            var bi33: Float = Float(((py30 &* 56) &+ (px31 &* 2)))
+            for ky34 in 0..<2 {
+              for kx35 in 0..<2 {
+                bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35)) : bi33)
+                best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) : best32)
+              }
             }
+            arena[(1605632 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = (best32 > Float(0) ? best32 : Float(0))
+            arena[(2408448 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = bi33
           }
-          arena[(1605632 &+ ((((img9 &* 12544) &+ (f15 &* 196)) &+ (py16 &* 14)) &+ px17))] = (best18 > Float(0) ? best18 : Float(0))
-          arena[(2408448 &+ ((((img9 &* 12544) &+ (f15 &* 196)) &+ (py16 &* 14)) &+ px17))] = bi19
         }
       }
     }
@@ -437,27 +708,27 @@ public func convnet_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 0, 128)
-  for n22 in 0..<64 {
-    do {  // SIMD16 over u23
-      var u23 = 0
-      while u23 &+ 16 <= 128 {
-        store16(arena, (n22 &* 128) &+ u23, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n22 &* 128) &+ u23) + load16(params, 1624448 &+ u23)), where: (load16(arena, (n22 &* 128) &+ u23) + load16(params, 1624448 &+ u23)) .> SIMD16<Float>(repeating: Float(0))))
-        u23 &+= 16
+  for n36 in 0..<64 {
+    do {  // SIMD16 over u37
+      var u37 = 0
+      while u37 &+ 16 <= 128 {
+        store16(arena, (n36 &* 128) &+ u37, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n36 &* 128) &+ u37) + load16(params, 1624448 &+ u37)), where: (load16(arena, (n36 &* 128) &+ u37) + load16(params, 1624448 &+ u37)) .> SIMD16<Float>(repeating: Float(0))))
+        u37 &+= 16
       }
-      while u23 < 128 {
-        arena[((n22 &* 128) &+ u23)] = ((arena[((n22 &* 128) &+ u23)] + params[(1624448 &+ u23)]) > Float(0) ? (arena[((n22 &* 128) &+ u23)] + params[(1624448 &+ u23)]) : Float(0))
-        u23 &+= 1
+      while u37 < 128 {
+        arena[((n36 &* 128) &+ u37)] = ((arena[((n36 &* 128) &+ u37)] + params[(1624448 &+ u37)]) > Float(0) ? (arena[((n36 &* 128) &+ u37)] + params[(1624448 &+ u37)]) : Float(0))
+        u37 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n24 in 0..<64 {
-    do {  // SIMD16 over u25
-      var u25 = 0
-      while u25 < 10 {
-        arena[((8192 &+ (n24 &* 10)) &+ u25)] = (arena[((8192 &+ (n24 &* 10)) &+ u25)] + params[(1625856 &+ u25)])
-        u25 &+= 1
+  for n38 in 0..<64 {
+    do {  // SIMD16 over u39
+      var u39 = 0
+      while u39 < 10 {
+        arena[((8192 &+ (n38 &* 10)) &+ u39)] = (arena[((8192 &+ (n38 &* 10)) &+ u39)] + params[(1625856 &+ u39)])
+        u39 &+= 1
       }
     }
   }

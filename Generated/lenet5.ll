@@ -7,1560 +7,2726 @@ entry:
   %v_new = alloca float, align 4
   %m_new = alloca float, align 4
   %g = alloca float, align 4
-  %bc2_sqrt102 = alloca float, align 4
-  %step_size101 = alloca float, align 4
-  %acc98 = alloca float, align 4
-  %acc73 = alloca float, align 4
-  %acc56 = alloca float, align 4
-  %acc52 = alloca float, align 4
-  %acc48 = alloca float, align 4
-  %s43 = alloca float, align 4
-  %m42 = alloca float, align 4
-  %s38 = alloca float, align 4
-  %m37 = alloca float, align 4
-  %total35 = alloca float, align 4
-  %acc26 = alloca float, align 4
-  %acc12 = alloca float, align 4
-  br label %img1
+  %bc2_sqrt157 = alloca float, align 4
+  %step_size156 = alloca float, align 4
+  %acc153 = alloca float, align 4
+  %acc104 = alloca float, align 4
+  %acc76 = alloca float, align 4
+  %acc72 = alloca float, align 4
+  %acc68 = alloca float, align 4
+  %s63 = alloca float, align 4
+  %m62 = alloca float, align 4
+  %s58 = alloca float, align 4
+  %m57 = alloca float, align 4
+  %total55 = alloca float, align 4
+  %acc46 = alloca float, align 4
+  %acc23 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j17.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j17.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %q9
+g1.end:                                           ; preds = %j17.end
+  br label %q20
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 301056
-  %0 = mul nsw i64 %img11, 4704
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %0
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 784, i32 25, float 1.000000e+00, ptr %params10, i32 25, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params36 = getelementptr inbounds float, ptr %params, i64 0
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 301056
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 50176, i32 25, float 1.000000e+00, ptr %params36, i32 25, ptr %arena37, i32 50176, float 0.000000e+00, ptr %arena38, i32 50176)
+  br label %j17
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %1 = icmp slt i64 %c2.next, 1
-  br i1 %1, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 301056, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %2 = icmp slt i64 %ky3.next, 5
-  br i1 %2, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 25
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %3 = icmp slt i64 %kx4.next, 5
-  br i1 %3, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %4 = mul nsw i64 %c22, 5
-  %5 = add nsw i64 %4, %ky33
-  %6 = mul nsw i64 %5, 5
-  %7 = add nsw i64 %6, %kx44
-  %8 = mul nsw i64 %7, 784
-  %9 = add nsw i64 301056, %8
-  %10 = mul nsw i64 %oy55, 28
-  %11 = add nsw i64 %9, %10
-  %12 = add nsw i64 %11, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float 0.000000e+00, ptr %arena7, align 4
-  %13 = add nsw i64 %oy55, %ky33
-  %14 = add nsw i64 %13, -2
-  %15 = icmp slt i64 -1, %14
-  %16 = add nsw i64 %oy55, %ky33
-  %17 = add nsw i64 %16, -2
-  %18 = icmp slt i64 %17, 28
-  %19 = and i1 %15, %18
-  %20 = add nsw i64 %ox66, %kx44
-  %21 = add nsw i64 %20, -2
-  %22 = icmp slt i64 -1, %21
-  %23 = add nsw i64 %ox66, %kx44
-  %24 = add nsw i64 %23, -2
-  %25 = icmp slt i64 %24, 28
-  %26 = and i1 %22, %25
-  %27 = and i1 %19, %26
-  br i1 %27, label %then, label %endif
+ky6:                                              ; preds = %oy15.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy15.end ]
+  br label %oy7
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %28 = icmp slt i64 %oy5.next, 28
-  br i1 %28, label %oy5, label %oy5.end
+ky6.end:                                          ; preds = %oy15.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
 
-then:                                             ; preds = %ox6
-  %29 = mul nsw i64 %img11, 784
-  %30 = mul nsw i64 %c22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %oy55, %ky33
-  %33 = add nsw i64 %32, -2
-  %34 = mul nsw i64 %33, 28
-  %35 = add nsw i64 %31, %34
-  %36 = add nsw i64 %ox66, %kx44
-  %37 = add nsw i64 %36, -2
-  %38 = add nsw i64 %35, %37
-  %images8 = getelementptr inbounds float, ptr %images, i64 %38
-  %39 = load float, ptr %images8, align 4
-  %40 = mul nsw i64 %c22, 5
-  %41 = add nsw i64 %40, %ky33
-  %42 = mul nsw i64 %41, 5
-  %43 = add nsw i64 %42, %kx44
-  %44 = mul nsw i64 %43, 784
-  %45 = add nsw i64 301056, %44
-  %46 = mul nsw i64 %oy55, 28
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %47, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %39, ptr %arena9, align 4
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -2
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
+  %13 = add nsw i64 %12, -2
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
+  %23 = add nsw i64 %22, -2
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 2
+  %27 = add nsw i64 %26, -2
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 5
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 5
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 301056, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 2
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 26
+  br i1 %41, label %ox8, label %ox8.end
+
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %49 = icmp slt i64 %ox6.next, 28
-  br i1 %49, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -2
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -2
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %i8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %i8.end ]
-  br label %i8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %i8.end
-  %img1.next = add nsw i64 %img11, 1
-  %50 = icmp slt i64 %img1.next, 64
-  br i1 %50, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-i8:                                               ; preds = %i8, %f7
-  %i814 = phi i64 [ 0, %f7 ], [ %i8.next, %i8 ]
-  %51 = mul nsw i64 %img11, 4704
-  %52 = mul nsw i64 %f713, 784
-  %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %i814
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %54
-  %55 = load float, ptr %arena15, align 4
-  %56 = add nsw i64 150, %f713
-  %params16 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params16, align 4
-  %58 = fadd float %55, %57
-  %59 = fcmp ogt float %58, 0.000000e+00
-  %60 = mul nsw i64 %img11, 4704
-  %61 = mul nsw i64 %f713, 784
-  %62 = add nsw i64 %60, %61
-  %63 = add nsw i64 %62, %i814
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load float, ptr %arena17, align 4
-  %65 = add nsw i64 150, %f713
-  %params18 = getelementptr inbounds float, ptr %params, i64 %65
-  %66 = load float, ptr %params18, align 4
-  %67 = fadd float %64, %66
-  %68 = select i1 %59, float %67, float 0.000000e+00
-  %69 = mul nsw i64 %img11, 4704
-  %70 = mul nsw i64 %f713, 784
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %i814
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %68, ptr %arena19, align 4
-  %i8.next = add nsw i64 %i814, 1
-  %73 = icmp slt i64 %i8.next, 784
-  br i1 %73, label %i8, label %i8.end
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-i8.end:                                           ; preds = %i8
-  %f7.next = add nsw i64 %f713, 1
-  %74 = icmp slt i64 %f7.next, 6
-  br i1 %74, label %f7, label %f7.end
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -2
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %ox1015, 1
+  %60 = add nsw i64 %59, -1
+  %61 = add nsw i64 %58, %60
+  %images16 = getelementptr inbounds float, ptr %images, i64 %61
+  %62 = load float, ptr %images16, align 4
+  %63 = mul nsw i64 %c56, 5
+  %64 = add nsw i64 %63, %ky67
+  %65 = mul nsw i64 %64, 5
+  %66 = add nsw i64 %65, 1
+  %67 = mul nsw i64 %66, 50176
+  %68 = add nsw i64 301056, %67
+  %69 = mul nsw i64 %j22, 784
+  %70 = add nsw i64 %68, %69
+  %71 = mul nsw i64 %oy912, 28
+  %72 = add nsw i64 %70, %71
+  %73 = add nsw i64 %ox1015, 1
+  %74 = add nsw i64 %72, %73
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %74
+  store float %62, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %75 = icmp slt i64 %ox10.next, 27
+  br i1 %75, label %ox10, label %ox10.end
 
-q9:                                               ; preds = %py10.end, %img1.end
-  %q920 = phi i64 [ 0, %img1.end ], [ %q9.next, %py10.end ]
-  br label %py10
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
 
-q9.end:                                           ; preds = %py10.end
-  br label %img15
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -2
+  %78 = icmp slt i64 -1, %77
+  %79 = add nsw i64 %oy1118, %ky67
+  %80 = add nsw i64 %79, -2
+  %81 = icmp slt i64 %80, 28
+  %82 = and i1 %78, %81
+  br i1 %82, label %then19, label %endif20
 
-py10:                                             ; preds = %px11.end, %q9
-  %py1021 = phi i64 [ 0, %q9 ], [ %py10.next, %px11.end ]
-  br label %px11
+oy11.end:                                         ; preds = %endif20
+  br label %oy13
 
-py10.end:                                         ; preds = %px11.end
-  %q9.next = add nsw i64 %q920, 1
-  %75 = icmp slt i64 %q9.next, 384
-  br i1 %75, label %q9, label %q9.end
+then19:                                           ; preds = %oy11
+  br label %ox12
 
-px11:                                             ; preds = %ky13.end, %py10
-  %px1122 = phi i64 [ 0, %py10 ], [ %px11.next, %ky13.end ]
-  store float 0.000000e+00, ptr %acc12, align 4
-  br label %ky13
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %83 = icmp slt i64 %oy11.next, 28
+  br i1 %83, label %oy11, label %oy11.end
 
-px11.end:                                         ; preds = %ky13.end
-  %py10.next = add nsw i64 %py1021, 1
-  %76 = icmp slt i64 %py10.next, 14
-  br i1 %76, label %py10, label %py10.end
-
-ky13:                                             ; preds = %kx14.end, %px11
-  %ky1323 = phi i64 [ 0, %px11 ], [ %ky13.next, %kx14.end ]
-  br label %kx14
-
-ky13.end:                                         ; preds = %kx14.end
-  %acc1227 = load float, ptr %acc12, align 4
-  %77 = fmul float %acc1227, 2.500000e-01
-  %78 = mul nsw i64 %q920, 196
-  %79 = add nsw i64 301056, %78
-  %80 = mul nsw i64 %py1021, 14
-  %81 = add nsw i64 %79, %80
-  %82 = add nsw i64 %81, %px1122
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %82
-  store float %77, ptr %arena28, align 4
-  %px11.next = add nsw i64 %px1122, 1
-  %83 = icmp slt i64 %px11.next, 14
-  br i1 %83, label %px11, label %px11.end
-
-kx14:                                             ; preds = %kx14, %ky13
-  %kx1424 = phi i64 [ 0, %ky13 ], [ %kx14.next, %kx14 ]
-  %acc1225 = load float, ptr %acc12, align 4
-  %84 = mul nsw i64 %q920, 784
-  %85 = mul nsw i64 %py1021, 56
-  %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %px1122, 2
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %84 = mul nsw i64 %g11, 64
+  %85 = add nsw i64 %84, %j22
+  %86 = mul nsw i64 %85, 784
+  %87 = mul nsw i64 %c56, 784
   %88 = add nsw i64 %86, %87
-  %89 = mul nsw i64 %ky1323, 28
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, %kx1424
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %91
-  %92 = load float, ptr %arena26, align 4
-  %93 = fadd float %acc1225, %92
-  store float %93, ptr %acc12, align 4
-  %kx14.next = add nsw i64 %kx1424, 1
-  %94 = icmp slt i64 %kx14.next, 2
-  br i1 %94, label %kx14, label %kx14.end
-
-kx14.end:                                         ; preds = %kx14
-  %ky13.next = add nsw i64 %ky1323, 1
-  %95 = icmp slt i64 %ky13.next, 2
-  br i1 %95, label %ky13, label %ky13.end
-
-img15:                                            ; preds = %f21.end, %q9.end
-  %img1529 = phi i64 [ 0, %q9.end ], [ %img15.next, %f21.end ]
-  br label %c16
-
-img15.end:                                        ; preds = %f21.end
-  br label %q23
-
-c16:                                              ; preds = %ky17.end, %img15
-  %c1630 = phi i64 [ 0, %img15 ], [ %c16.next, %ky17.end ]
-  br label %ky17
-
-c16.end:                                          ; preds = %ky17.end
-  %params37 = getelementptr inbounds float, ptr %params, i64 156
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 478720
-  %96 = mul nsw i64 %img1529, 1600
-  %97 = add nsw i64 376320, %96
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %97
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 100, i32 150, float 1.000000e+00, ptr %params37, i32 150, ptr %arena38, i32 100, float 0.000000e+00, ptr %arena39, i32 100)
-  br label %f21
-
-ky17:                                             ; preds = %kx18.end, %c16
-  %ky1731 = phi i64 [ 0, %c16 ], [ %ky17.next, %kx18.end ]
-  br label %kx18
-
-ky17.end:                                         ; preds = %kx18.end
-  %c16.next = add nsw i64 %c1630, 1
-  %98 = icmp slt i64 %c16.next, 6
-  br i1 %98, label %c16, label %c16.end
-
-kx18:                                             ; preds = %oy19.end, %ky17
-  %kx1832 = phi i64 [ 0, %ky17 ], [ %kx18.next, %oy19.end ]
-  br label %oy19
-
-kx18.end:                                         ; preds = %oy19.end
-  %ky17.next = add nsw i64 %ky1731, 1
-  %99 = icmp slt i64 %ky17.next, 5
-  br i1 %99, label %ky17, label %ky17.end
-
-oy19:                                             ; preds = %ox20.end, %kx18
-  %oy1933 = phi i64 [ 0, %kx18 ], [ %oy19.next, %ox20.end ]
-  br label %ox20
-
-oy19.end:                                         ; preds = %ox20.end
-  %kx18.next = add nsw i64 %kx1832, 1
-  %100 = icmp slt i64 %kx18.next, 5
-  br i1 %100, label %kx18, label %kx18.end
-
-ox20:                                             ; preds = %ox20, %oy19
-  %ox2034 = phi i64 [ 0, %oy19 ], [ %ox20.next, %ox20 ]
-  %101 = mul nsw i64 %img1529, 1176
-  %102 = add nsw i64 301056, %101
-  %103 = mul nsw i64 %c1630, 196
+  %89 = add nsw i64 %oy1118, %ky67
+  %90 = add nsw i64 %89, -2
+  %91 = mul nsw i64 %90, 28
+  %92 = add nsw i64 %88, %91
+  %93 = add nsw i64 %92, %ox1221
+  %images22 = getelementptr inbounds float, ptr %images, i64 %93
+  %94 = load float, ptr %images22, align 4
+  %95 = mul nsw i64 %c56, 5
+  %96 = add nsw i64 %95, %ky67
+  %97 = mul nsw i64 %96, 5
+  %98 = add nsw i64 %97, 2
+  %99 = mul nsw i64 %98, 50176
+  %100 = add nsw i64 301056, %99
+  %101 = mul nsw i64 %j22, 784
+  %102 = add nsw i64 %100, %101
+  %103 = mul nsw i64 %oy1118, 28
   %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %oy1933, %ky1731
-  %106 = mul nsw i64 %105, 14
-  %107 = add nsw i64 %104, %106
-  %108 = add nsw i64 %ox2034, %kx1832
-  %109 = add nsw i64 %107, %108
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %109
-  %110 = load float, ptr %arena35, align 4
-  %111 = mul nsw i64 %c1630, 5
-  %112 = add nsw i64 %111, %ky1731
-  %113 = mul nsw i64 %112, 5
-  %114 = add nsw i64 %113, %kx1832
-  %115 = mul nsw i64 %114, 100
-  %116 = add nsw i64 478720, %115
-  %117 = mul nsw i64 %oy1933, 10
-  %118 = add nsw i64 %116, %117
-  %119 = add nsw i64 %118, %ox2034
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %119
-  store float %110, ptr %arena36, align 4
-  %ox20.next = add nsw i64 %ox2034, 1
-  %120 = icmp slt i64 %ox20.next, 10
-  br i1 %120, label %ox20, label %ox20.end
+  %105 = add nsw i64 %104, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %105
+  store float %94, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %106 = icmp slt i64 %ox12.next, 28
+  br i1 %106, label %ox12, label %ox12.end
 
-ox20.end:                                         ; preds = %ox20
-  %oy19.next = add nsw i64 %oy1933, 1
-  %121 = icmp slt i64 %oy19.next, 10
-  br i1 %121, label %oy19, label %oy19.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-f21:                                              ; preds = %i22.end, %c16.end
-  %f2140 = phi i64 [ 0, %c16.end ], [ %f21.next, %i22.end ]
-  br label %i22
+oy13:                                             ; preds = %endif26, %oy11.end
+  %oy1324 = phi i64 [ 0, %oy11.end ], [ %oy13.next, %endif26 ]
+  %107 = add nsw i64 %oy1324, %ky67
+  %108 = add nsw i64 %107, -2
+  %109 = icmp slt i64 -1, %108
+  %110 = add nsw i64 %oy1324, %ky67
+  %111 = add nsw i64 %110, -2
+  %112 = icmp slt i64 %111, 28
+  %113 = and i1 %109, %112
+  br i1 %113, label %then25, label %endif26
 
-f21.end:                                          ; preds = %i22.end
-  %img15.next = add nsw i64 %img1529, 1
-  %122 = icmp slt i64 %img15.next, 64
-  br i1 %122, label %img15, label %img15.end
+oy13.end:                                         ; preds = %endif26
+  br label %oy15
 
-i22:                                              ; preds = %i22, %f21
-  %i2241 = phi i64 [ 0, %f21 ], [ %i22.next, %i22 ]
-  %123 = mul nsw i64 %img1529, 1600
-  %124 = add nsw i64 376320, %123
-  %125 = mul nsw i64 %f2140, 100
-  %126 = add nsw i64 %124, %125
-  %127 = add nsw i64 %126, %i2241
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %127
-  %128 = load float, ptr %arena42, align 4
-  %129 = add nsw i64 2556, %f2140
-  %params43 = getelementptr inbounds float, ptr %params, i64 %129
-  %130 = load float, ptr %params43, align 4
-  %131 = fadd float %128, %130
-  %132 = fcmp ogt float %131, 0.000000e+00
-  %133 = mul nsw i64 %img1529, 1600
-  %134 = add nsw i64 376320, %133
-  %135 = mul nsw i64 %f2140, 100
+then25:                                           ; preds = %oy13
+  br label %ox14
+
+endif26:                                          ; preds = %ox14.end, %oy13
+  %oy13.next = add nsw i64 %oy1324, 1
+  %114 = icmp slt i64 %oy13.next, 28
+  br i1 %114, label %oy13, label %oy13.end
+
+ox14:                                             ; preds = %ox14, %then25
+  %ox1427 = phi i64 [ 0, %then25 ], [ %ox14.next, %ox14 ]
+  %115 = mul nsw i64 %g11, 64
+  %116 = add nsw i64 %115, %j22
+  %117 = mul nsw i64 %116, 784
+  %118 = mul nsw i64 %c56, 784
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %oy1324, %ky67
+  %121 = add nsw i64 %120, -2
+  %122 = mul nsw i64 %121, 28
+  %123 = add nsw i64 %119, %122
+  %124 = add nsw i64 %ox1427, 1
+  %125 = add nsw i64 %123, %124
+  %images28 = getelementptr inbounds float, ptr %images, i64 %125
+  %126 = load float, ptr %images28, align 4
+  %127 = mul nsw i64 %c56, 5
+  %128 = add nsw i64 %127, %ky67
+  %129 = mul nsw i64 %128, 5
+  %130 = add nsw i64 %129, 3
+  %131 = mul nsw i64 %130, 50176
+  %132 = add nsw i64 301056, %131
+  %133 = mul nsw i64 %j22, 784
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %oy1324, 28
   %136 = add nsw i64 %134, %135
-  %137 = add nsw i64 %136, %i2241
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %137
-  %138 = load float, ptr %arena44, align 4
-  %139 = add nsw i64 2556, %f2140
-  %params45 = getelementptr inbounds float, ptr %params, i64 %139
-  %140 = load float, ptr %params45, align 4
-  %141 = fadd float %138, %140
-  %142 = select i1 %132, float %141, float 0.000000e+00
-  %143 = mul nsw i64 %img1529, 1600
-  %144 = add nsw i64 376320, %143
-  %145 = mul nsw i64 %f2140, 100
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 %146, %i2241
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %147
-  store float %142, ptr %arena46, align 4
-  %i22.next = add nsw i64 %i2241, 1
-  %148 = icmp slt i64 %i22.next, 100
-  br i1 %148, label %i22, label %i22.end
+  %137 = add nsw i64 %136, %ox1427
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %137
+  store float %126, ptr %arena29, align 4
+  %ox14.next = add nsw i64 %ox1427, 1
+  %138 = icmp slt i64 %ox14.next, 27
+  br i1 %138, label %ox14, label %ox14.end
 
-i22.end:                                          ; preds = %i22
-  %f21.next = add nsw i64 %f2140, 1
-  %149 = icmp slt i64 %f21.next, 16
-  br i1 %149, label %f21, label %f21.end
+ox14.end:                                         ; preds = %ox14
+  br label %endif26
 
-q23:                                              ; preds = %py24.end, %img15.end
-  %q2347 = phi i64 [ 0, %img15.end ], [ %q23.next, %py24.end ]
-  br label %py24
+oy15:                                             ; preds = %endif32, %oy13.end
+  %oy1530 = phi i64 [ 0, %oy13.end ], [ %oy15.next, %endif32 ]
+  %139 = add nsw i64 %oy1530, %ky67
+  %140 = add nsw i64 %139, -2
+  %141 = icmp slt i64 -1, %140
+  %142 = add nsw i64 %oy1530, %ky67
+  %143 = add nsw i64 %142, -2
+  %144 = icmp slt i64 %143, 28
+  %145 = and i1 %141, %144
+  br i1 %145, label %then31, label %endif32
 
-q23.end:                                          ; preds = %py24.end
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 478720
-  %params57 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 504320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena56, i32 400, ptr %params57, i32 400, float 0.000000e+00, ptr %arena58, i32 120)
-  br label %n29
+oy15.end:                                         ; preds = %endif32
+  %ky6.next = add nsw i64 %ky67, 1
+  %146 = icmp slt i64 %ky6.next, 5
+  br i1 %146, label %ky6, label %ky6.end
 
-py24:                                             ; preds = %px25.end, %q23
-  %py2448 = phi i64 [ 0, %q23 ], [ %py24.next, %px25.end ]
-  br label %px25
+then31:                                           ; preds = %oy15
+  br label %ox16
 
-py24.end:                                         ; preds = %px25.end
-  %q23.next = add nsw i64 %q2347, 1
-  %150 = icmp slt i64 %q23.next, 1024
-  br i1 %150, label %q23, label %q23.end
+endif32:                                          ; preds = %ox16.end, %oy15
+  %oy15.next = add nsw i64 %oy1530, 1
+  %147 = icmp slt i64 %oy15.next, 28
+  br i1 %147, label %oy15, label %oy15.end
 
-px25:                                             ; preds = %ky27.end, %py24
-  %px2549 = phi i64 [ 0, %py24 ], [ %px25.next, %ky27.end ]
-  store float 0.000000e+00, ptr %acc26, align 4
-  br label %ky27
+ox16:                                             ; preds = %ox16, %then31
+  %ox1633 = phi i64 [ 0, %then31 ], [ %ox16.next, %ox16 ]
+  %148 = mul nsw i64 %g11, 64
+  %149 = add nsw i64 %148, %j22
+  %150 = mul nsw i64 %149, 784
+  %151 = mul nsw i64 %c56, 784
+  %152 = add nsw i64 %150, %151
+  %153 = add nsw i64 %oy1530, %ky67
+  %154 = add nsw i64 %153, -2
+  %155 = mul nsw i64 %154, 28
+  %156 = add nsw i64 %152, %155
+  %157 = add nsw i64 %ox1633, 2
+  %158 = add nsw i64 %156, %157
+  %images34 = getelementptr inbounds float, ptr %images, i64 %158
+  %159 = load float, ptr %images34, align 4
+  %160 = mul nsw i64 %c56, 5
+  %161 = add nsw i64 %160, %ky67
+  %162 = mul nsw i64 %161, 5
+  %163 = add nsw i64 %162, 4
+  %164 = mul nsw i64 %163, 50176
+  %165 = add nsw i64 301056, %164
+  %166 = mul nsw i64 %j22, 784
+  %167 = add nsw i64 %165, %166
+  %168 = mul nsw i64 %oy1530, 28
+  %169 = add nsw i64 %167, %168
+  %170 = add nsw i64 %169, %ox1633
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %170
+  store float %159, ptr %arena35, align 4
+  %ox16.next = add nsw i64 %ox1633, 1
+  %171 = icmp slt i64 %ox16.next, 26
+  br i1 %171, label %ox16, label %ox16.end
 
-px25.end:                                         ; preds = %ky27.end
-  %py24.next = add nsw i64 %py2448, 1
-  %151 = icmp slt i64 %py24.next, 5
-  br i1 %151, label %py24, label %py24.end
+ox16.end:                                         ; preds = %ox16
+  br label %endif32
 
-ky27:                                             ; preds = %kx28.end, %px25
-  %ky2750 = phi i64 [ 0, %px25 ], [ %ky27.next, %kx28.end ]
-  br label %kx28
+j17:                                              ; preds = %f18.end, %j2.end
+  %j1739 = phi i64 [ 0, %j2.end ], [ %j17.next, %f18.end ]
+  br label %f18
 
-ky27.end:                                         ; preds = %kx28.end
-  %acc2654 = load float, ptr %acc26, align 4
-  %152 = fmul float %acc2654, 2.500000e-01
-  %153 = mul nsw i64 %q2347, 25
-  %154 = add nsw i64 478720, %153
-  %155 = mul nsw i64 %py2448, 5
-  %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %156, %px2549
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %157
-  store float %152, ptr %arena55, align 4
-  %px25.next = add nsw i64 %px2549, 1
-  %158 = icmp slt i64 %px25.next, 5
-  br i1 %158, label %px25, label %px25.end
+j17.end:                                          ; preds = %f18.end
+  %g1.next = add nsw i64 %g11, 1
+  %172 = icmp slt i64 %g1.next, 1
+  br i1 %172, label %g1, label %g1.end
 
-kx28:                                             ; preds = %kx28, %ky27
-  %kx2851 = phi i64 [ 0, %ky27 ], [ %kx28.next, %kx28 ]
-  %acc2652 = load float, ptr %acc26, align 4
-  %159 = mul nsw i64 %q2347, 100
-  %160 = mul nsw i64 %py2448, 20
-  %161 = add nsw i64 %159, %160
-  %162 = mul nsw i64 %px2549, 2
-  %163 = add nsw i64 %161, %162
-  %164 = add nsw i64 376320, %163
-  %165 = mul nsw i64 %ky2750, 10
-  %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %kx2851
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %167
-  %168 = load float, ptr %arena53, align 4
-  %169 = fadd float %acc2652, %168
-  store float %169, ptr %acc26, align 4
-  %kx28.next = add nsw i64 %kx2851, 1
-  %170 = icmp slt i64 %kx28.next, 2
-  br i1 %170, label %kx28, label %kx28.end
+f18:                                              ; preds = %i19.end, %j17
+  %f1840 = phi i64 [ 0, %j17 ], [ %f18.next, %i19.end ]
+  br label %i19
 
-kx28.end:                                         ; preds = %kx28
-  %ky27.next = add nsw i64 %ky2750, 1
-  %171 = icmp slt i64 %ky27.next, 2
-  br i1 %171, label %ky27, label %ky27.end
+f18.end:                                          ; preds = %i19.end
+  %j17.next = add nsw i64 %j1739, 1
+  %173 = icmp slt i64 %j17.next, 64
+  br i1 %173, label %j17, label %j17.end
 
-n29:                                              ; preds = %u30.end, %q23.end
-  %n2959 = phi i64 [ 0, %q23.end ], [ %n29.next, %u30.end ]
-  br label %u30
+i19:                                              ; preds = %i19, %f18
+  %i1941 = phi i64 [ 0, %f18 ], [ %i19.next, %i19 ]
+  %174 = mul nsw i64 %f1840, 50176
+  %175 = add nsw i64 1555456, %174
+  %176 = mul nsw i64 %j1739, 784
+  %177 = add nsw i64 %175, %176
+  %178 = add nsw i64 %177, %i1941
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
+  %179 = load float, ptr %arena42, align 4
+  %180 = add nsw i64 150, %f1840
+  %params43 = getelementptr inbounds float, ptr %params, i64 %180
+  %181 = load float, ptr %params43, align 4
+  %182 = fadd float %179, %181
+  %183 = fcmp ogt float %182, 0.000000e+00
+  %184 = mul nsw i64 %f1840, 50176
+  %185 = add nsw i64 1555456, %184
+  %186 = mul nsw i64 %j1739, 784
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 %187, %i1941
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load float, ptr %arena44, align 4
+  %190 = add nsw i64 150, %f1840
+  %params45 = getelementptr inbounds float, ptr %params, i64 %190
+  %191 = load float, ptr %params45, align 4
+  %192 = fadd float %189, %191
+  %193 = select i1 %183, float %192, float 0.000000e+00
+  %194 = mul nsw i64 %g11, 64
+  %195 = add nsw i64 %194, %j1739
+  %196 = mul nsw i64 %195, 4704
+  %197 = mul nsw i64 %f1840, 784
+  %198 = add nsw i64 %196, %197
+  %199 = add nsw i64 %198, %i1941
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %199
+  store float %193, ptr %arena46, align 4
+  %i19.next = add nsw i64 %i1941, 1
+  %200 = icmp slt i64 %i19.next, 784
+  br i1 %200, label %i19, label %i19.end
 
-n29.end:                                          ; preds = %u30.end
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 504320
-  %params67 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 512000
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena66, i32 120, ptr %params67, i32 120, float 0.000000e+00, ptr %arena68, i32 84)
-  br label %n31
+i19.end:                                          ; preds = %i19
+  %f18.next = add nsw i64 %f1840, 1
+  %201 = icmp slt i64 %f18.next, 6
+  br i1 %201, label %f18, label %f18.end
 
-u30:                                              ; preds = %u30, %n29
-  %u3060 = phi i64 [ 0, %n29 ], [ %u30.next, %u30 ]
-  %172 = mul nsw i64 %n2959, 120
-  %173 = add nsw i64 504320, %172
-  %174 = add nsw i64 %173, %u3060
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load float, ptr %arena61, align 4
-  %176 = add nsw i64 50572, %u3060
-  %params62 = getelementptr inbounds float, ptr %params, i64 %176
-  %177 = load float, ptr %params62, align 4
-  %178 = fadd float %175, %177
-  %179 = fcmp ogt float %178, 0.000000e+00
-  %180 = mul nsw i64 %n2959, 120
-  %181 = add nsw i64 504320, %180
-  %182 = add nsw i64 %181, %u3060
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %182
-  %183 = load float, ptr %arena63, align 4
-  %184 = add nsw i64 50572, %u3060
-  %params64 = getelementptr inbounds float, ptr %params, i64 %184
-  %185 = load float, ptr %params64, align 4
-  %186 = fadd float %183, %185
-  %187 = select i1 %179, float %186, float 0.000000e+00
-  %188 = mul nsw i64 %n2959, 120
-  %189 = add nsw i64 504320, %188
-  %190 = add nsw i64 %189, %u3060
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %190
-  store float %187, ptr %arena65, align 4
-  %u30.next = add nsw i64 %u3060, 1
-  %191 = icmp slt i64 %u30.next, 120
-  br i1 %191, label %u30, label %u30.end
+q20:                                              ; preds = %py21.end, %g1.end
+  %q2047 = phi i64 [ 0, %g1.end ], [ %q20.next, %py21.end ]
+  br label %py21
 
-u30.end:                                          ; preds = %u30
-  %n29.next = add nsw i64 %n2959, 1
-  %192 = icmp slt i64 %n29.next, 64
-  br i1 %192, label %n29, label %n29.end
+q20.end:                                          ; preds = %py21.end
+  br label %g26
 
-n31:                                              ; preds = %u32.end, %n29.end
-  %n3169 = phi i64 [ 0, %n29.end ], [ %n31.next, %u32.end ]
-  br label %u32
+py21:                                             ; preds = %px22.end, %q20
+  %py2148 = phi i64 [ 0, %q20 ], [ %py21.next, %px22.end ]
+  br label %px22
 
-n31.end:                                          ; preds = %u32.end
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 512000
-  %params77 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 517376
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena76, i32 84, ptr %params77, i32 84, float 0.000000e+00, ptr %arena78, i32 10)
-  br label %n33
+py21.end:                                         ; preds = %px22.end
+  %q20.next = add nsw i64 %q2047, 1
+  %202 = icmp slt i64 %q20.next, 384
+  br i1 %202, label %q20, label %q20.end
 
-u32:                                              ; preds = %u32, %n31
-  %u3270 = phi i64 [ 0, %n31 ], [ %u32.next, %u32 ]
-  %193 = mul nsw i64 %n3169, 84
-  %194 = add nsw i64 512000, %193
-  %195 = add nsw i64 %194, %u3270
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena71, align 4
-  %197 = add nsw i64 60772, %u3270
-  %params72 = getelementptr inbounds float, ptr %params, i64 %197
-  %198 = load float, ptr %params72, align 4
-  %199 = fadd float %196, %198
-  %200 = fcmp ogt float %199, 0.000000e+00
-  %201 = mul nsw i64 %n3169, 84
-  %202 = add nsw i64 512000, %201
-  %203 = add nsw i64 %202, %u3270
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %203
-  %204 = load float, ptr %arena73, align 4
-  %205 = add nsw i64 60772, %u3270
-  %params74 = getelementptr inbounds float, ptr %params, i64 %205
-  %206 = load float, ptr %params74, align 4
-  %207 = fadd float %204, %206
-  %208 = select i1 %200, float %207, float 0.000000e+00
-  %209 = mul nsw i64 %n3169, 84
-  %210 = add nsw i64 512000, %209
-  %211 = add nsw i64 %210, %u3270
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %211
-  store float %208, ptr %arena75, align 4
-  %u32.next = add nsw i64 %u3270, 1
-  %212 = icmp slt i64 %u32.next, 84
-  br i1 %212, label %u32, label %u32.end
+px22:                                             ; preds = %ky24.end, %py21
+  %px2249 = phi i64 [ 0, %py21 ], [ %px22.next, %ky24.end ]
+  store float 0.000000e+00, ptr %acc23, align 4
+  br label %ky24
 
-u32.end:                                          ; preds = %u32
-  %n31.next = add nsw i64 %n3169, 1
-  %213 = icmp slt i64 %n31.next, 64
-  br i1 %213, label %n31, label %n31.end
+px22.end:                                         ; preds = %ky24.end
+  %py21.next = add nsw i64 %py2148, 1
+  %203 = icmp slt i64 %py21.next, 14
+  br i1 %203, label %py21, label %py21.end
 
-n33:                                              ; preds = %u34.end, %n31.end
-  %n3379 = phi i64 [ 0, %n31.end ], [ %n33.next, %u34.end ]
-  br label %u34
+ky24:                                             ; preds = %kx25.end, %px22
+  %ky2450 = phi i64 [ 0, %px22 ], [ %ky24.next, %kx25.end ]
+  br label %kx25
 
-n33.end:                                          ; preds = %u34.end
-  store float 0.000000e+00, ptr %total35, align 4
-  br label %n36
+ky24.end:                                         ; preds = %kx25.end
+  %acc2354 = load float, ptr %acc23, align 4
+  %204 = fmul float %acc2354, 2.500000e-01
+  %205 = mul nsw i64 %q2047, 196
+  %206 = add nsw i64 301056, %205
+  %207 = mul nsw i64 %py2148, 14
+  %208 = add nsw i64 %206, %207
+  %209 = add nsw i64 %208, %px2249
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %204, ptr %arena55, align 4
+  %px22.next = add nsw i64 %px2249, 1
+  %210 = icmp slt i64 %px22.next, 14
+  br i1 %210, label %px22, label %px22.end
 
-u34:                                              ; preds = %u34, %n33
-  %u3480 = phi i64 [ 0, %n33 ], [ %u34.next, %u34 ]
-  %214 = mul nsw i64 %n3379, 10
-  %215 = add nsw i64 517376, %214
-  %216 = add nsw i64 %215, %u3480
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %216
-  %217 = load float, ptr %arena81, align 4
-  %218 = add nsw i64 61696, %u3480
-  %params82 = getelementptr inbounds float, ptr %params, i64 %218
-  %219 = load float, ptr %params82, align 4
-  %220 = fadd float %217, %219
-  %221 = mul nsw i64 %n3379, 10
-  %222 = add nsw i64 517376, %221
-  %223 = add nsw i64 %222, %u3480
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %223
-  store float %220, ptr %arena83, align 4
-  %u34.next = add nsw i64 %u3480, 1
-  %224 = icmp slt i64 %u34.next, 10
-  br i1 %224, label %u34, label %u34.end
+kx25:                                             ; preds = %kx25, %ky24
+  %kx2551 = phi i64 [ 0, %ky24 ], [ %kx25.next, %kx25 ]
+  %acc2352 = load float, ptr %acc23, align 4
+  %211 = mul nsw i64 %q2047, 784
+  %212 = mul nsw i64 %py2148, 56
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %px2249, 2
+  %215 = add nsw i64 %213, %214
+  %216 = mul nsw i64 %ky2450, 28
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %kx2551
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena53, align 4
+  %220 = fadd float %acc2352, %219
+  store float %220, ptr %acc23, align 4
+  %kx25.next = add nsw i64 %kx2551, 1
+  %221 = icmp slt i64 %kx25.next, 2
+  br i1 %221, label %kx25, label %kx25.end
 
-u34.end:                                          ; preds = %u34
-  %n33.next = add nsw i64 %n3379, 1
-  %225 = icmp slt i64 %n33.next, 64
-  br i1 %225, label %n33, label %n33.end
+kx25.end:                                         ; preds = %kx25
+  %ky24.next = add nsw i64 %ky2450, 1
+  %222 = icmp slt i64 %ky24.next, 2
+  br i1 %222, label %ky24, label %ky24.end
 
-n36:                                              ; preds = %k40.end, %n33.end
-  %n3684 = phi i64 [ 0, %n33.end ], [ %n36.next, %k40.end ]
-  %226 = mul nsw i64 %n3684, 10
-  %227 = add nsw i64 517376, %226
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load float, ptr %arena85, align 4
-  store float %228, ptr %m37, align 4
-  br label %k39
+g26:                                              ; preds = %j40.end, %q20.end
+  %g2656 = phi i64 [ 0, %q20.end ], [ %g26.next, %j40.end ]
+  br label %j27
 
-n36.end:                                          ; preds = %k40.end
-  %total3598 = load float, ptr %total35, align 4
-  %229 = fdiv float %total3598, 6.400000e+01
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 518016
-  store float %229, ptr %arena99, align 4
-  br label %n41
+g26.end:                                          ; preds = %j40.end
+  br label %q43
 
-k39:                                              ; preds = %k39, %n36
-  %k3986 = phi i64 [ 0, %n36 ], [ %k39.next, %k39 ]
-  %m3787 = load float, ptr %m37, align 4
-  %230 = mul nsw i64 %n3684, 10
-  %231 = add nsw i64 517376, %230
-  %232 = add nsw i64 %231, %k3986
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena88, align 4
-  %234 = fcmp ogt float %233, %m3787
-  %235 = select i1 %234, float %233, float %m3787
-  store float %235, ptr %m37, align 4
-  %k39.next = add nsw i64 %k3986, 1
-  %236 = icmp slt i64 %k39.next, 10
-  br i1 %236, label %k39, label %k39.end
+j27:                                              ; preds = %c28.end, %g26
+  %j2757 = phi i64 [ 0, %g26 ], [ %j27.next, %c28.end ]
+  br label %c28
 
-k39.end:                                          ; preds = %k39
-  store float 0.000000e+00, ptr %s38, align 4
-  br label %k40
+j27.end:                                          ; preds = %c28.end
+  %params80 = getelementptr inbounds float, ptr %params, i64 156
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 478720
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 1438720
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params80, i32 150, ptr %arena81, i32 6400, float 0.000000e+00, ptr %arena82, i32 6400)
+  br label %j40
 
-k40:                                              ; preds = %k40, %k39.end
-  %k4089 = phi i64 [ 0, %k39.end ], [ %k40.next, %k40 ]
-  %s3890 = load float, ptr %s38, align 4
-  %237 = mul nsw i64 %n3684, 10
-  %238 = add nsw i64 517376, %237
-  %239 = add nsw i64 %238, %k4089
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %239
-  %240 = load float, ptr %arena91, align 4
-  %m3792 = load float, ptr %m37, align 4
-  %241 = fsub float %240, %m3792
-  %242 = call float @llvm.exp.f32(float %241)
-  %243 = fadd float %s3890, %242
-  store float %243, ptr %s38, align 4
-  %k40.next = add nsw i64 %k4089, 1
-  %244 = icmp slt i64 %k40.next, 10
-  br i1 %244, label %k40, label %k40.end
+c28:                                              ; preds = %ky29.end, %j27
+  %c2858 = phi i64 [ 0, %j27 ], [ %c28.next, %ky29.end ]
+  br label %ky29
 
-k40.end:                                          ; preds = %k40
-  %total3593 = load float, ptr %total35, align 4
-  %m3794 = load float, ptr %m37, align 4
-  %s3895 = load float, ptr %s38, align 4
-  %245 = call float @llvm.log.f32(float %s3895)
-  %246 = fadd float %m3794, %245
-  %247 = mul nsw i64 %n3684, 10
-  %248 = add nsw i64 517376, %247
-  %labels96 = getelementptr inbounds i32, ptr %labels, i64 %n3684
-  %label = load i32, ptr %labels96, align 4
-  %249 = sext i32 %label to i64
-  %250 = add nsw i64 %248, %249
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %250
-  %251 = load float, ptr %arena97, align 4
-  %252 = fsub float %246, %251
-  %253 = fadd float %total3593, %252
-  store float %253, ptr %total35, align 4
-  %n36.next = add nsw i64 %n3684, 1
-  %254 = icmp slt i64 %n36.next, 64
-  br i1 %254, label %n36, label %n36.end
+c28.end:                                          ; preds = %ky29.end
+  %j27.next = add nsw i64 %j2757, 1
+  %223 = icmp slt i64 %j27.next, 64
+  br i1 %223, label %j27, label %j27.end
 
-n41:                                              ; preds = %k46.end, %n36.end
-  %n41100 = phi i64 [ 0, %n36.end ], [ %n41.next, %k46.end ]
-  %255 = mul nsw i64 %n41100, 10
-  %256 = add nsw i64 517376, %255
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %256
-  %257 = load float, ptr %arena101, align 4
-  store float %257, ptr %m42, align 4
-  br label %k44
+ky29:                                             ; preds = %oy38.end, %c28
+  %ky2959 = phi i64 [ 0, %c28 ], [ %ky29.next, %oy38.end ]
+  br label %oy30
 
-n41.end:                                          ; preds = %k46.end
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 512000
-  %grads121 = getelementptr inbounds float, ptr %grads, i64 60856
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena119, i32 10, ptr %arena120, i32 84, float 0.000000e+00, ptr %grads121, i32 84)
-  br label %u47
+ky29.end:                                         ; preds = %oy38.end
+  %c28.next = add nsw i64 %c2858, 1
+  %224 = icmp slt i64 %c28.next, 6
+  br i1 %224, label %c28, label %c28.end
 
-k44:                                              ; preds = %k44, %n41
-  %k44102 = phi i64 [ 0, %n41 ], [ %k44.next, %k44 ]
-  %m42103 = load float, ptr %m42, align 4
-  %258 = mul nsw i64 %n41100, 10
-  %259 = add nsw i64 517376, %258
-  %260 = add nsw i64 %259, %k44102
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %260
-  %261 = load float, ptr %arena104, align 4
-  %262 = fcmp ogt float %261, %m42103
-  %263 = select i1 %262, float %261, float %m42103
-  store float %263, ptr %m42, align 4
-  %k44.next = add nsw i64 %k44102, 1
-  %264 = icmp slt i64 %k44.next, 10
-  br i1 %264, label %k44, label %k44.end
+oy30:                                             ; preds = %ox31.end, %ky29
+  %oy3060 = phi i64 [ 0, %ky29 ], [ %oy30.next, %ox31.end ]
+  br label %ox31
 
-k44.end:                                          ; preds = %k44
-  store float 0.000000e+00, ptr %s43, align 4
-  br label %k45
+oy30.end:                                         ; preds = %ox31.end
+  br label %oy32
 
-k45:                                              ; preds = %k45, %k44.end
-  %k45105 = phi i64 [ 0, %k44.end ], [ %k45.next, %k45 ]
-  %s43106 = load float, ptr %s43, align 4
-  %265 = mul nsw i64 %n41100, 10
-  %266 = add nsw i64 517376, %265
-  %267 = add nsw i64 %266, %k45105
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena107, align 4
-  %m42108 = load float, ptr %m42, align 4
-  %269 = fsub float %268, %m42108
-  %270 = call float @llvm.exp.f32(float %269)
-  %271 = fadd float %s43106, %270
-  store float %271, ptr %s43, align 4
-  %k45.next = add nsw i64 %k45105, 1
-  %272 = icmp slt i64 %k45.next, 10
-  br i1 %272, label %k45, label %k45.end
+ox31:                                             ; preds = %ox31, %oy30
+  %ox3161 = phi i64 [ 0, %oy30 ], [ %ox31.next, %ox31 ]
+  %225 = mul nsw i64 %g2656, 64
+  %226 = add nsw i64 %225, %j2757
+  %227 = mul nsw i64 %226, 1176
+  %228 = add nsw i64 301056, %227
+  %229 = mul nsw i64 %c2858, 196
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %oy3060, %ky2959
+  %232 = mul nsw i64 %231, 14
+  %233 = add nsw i64 %230, %232
+  %234 = add nsw i64 %233, %ox3161
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena62, align 4
+  %236 = mul nsw i64 %c2858, 5
+  %237 = add nsw i64 %236, %ky2959
+  %238 = mul nsw i64 %237, 5
+  %239 = mul nsw i64 %238, 6400
+  %240 = add nsw i64 478720, %239
+  %241 = mul nsw i64 %j2757, 100
+  %242 = add nsw i64 %240, %241
+  %243 = mul nsw i64 %oy3060, 10
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, %ox3161
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %245
+  store float %235, ptr %arena63, align 4
+  %ox31.next = add nsw i64 %ox3161, 1
+  %246 = icmp slt i64 %ox31.next, 10
+  br i1 %246, label %ox31, label %ox31.end
 
-k45.end:                                          ; preds = %k45
-  br label %k46
+ox31.end:                                         ; preds = %ox31
+  %oy30.next = add nsw i64 %oy3060, 1
+  %247 = icmp slt i64 %oy30.next, 10
+  br i1 %247, label %oy30, label %oy30.end
 
-k46:                                              ; preds = %k46, %k45.end
-  %k46109 = phi i64 [ 0, %k45.end ], [ %k46.next, %k46 ]
-  %labels110 = getelementptr inbounds i32, ptr %labels, i64 %n41100
-  %label111 = load i32, ptr %labels110, align 4
-  %273 = sext i32 %label111 to i64
-  %274 = icmp eq i64 %k46109, %273
-  %275 = mul nsw i64 %n41100, 10
-  %276 = add nsw i64 517376, %275
-  %277 = add nsw i64 %276, %k46109
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %277
-  %278 = load float, ptr %arena112, align 4
-  %m42113 = load float, ptr %m42, align 4
-  %279 = fsub float %278, %m42113
-  %280 = call float @llvm.exp.f32(float %279)
-  %s43114 = load float, ptr %s43, align 4
-  %281 = fdiv float %280, %s43114
-  %282 = fsub float %281, 1.000000e+00
-  %283 = mul nsw i64 %n41100, 10
-  %284 = add nsw i64 517376, %283
-  %285 = add nsw i64 %284, %k46109
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %285
-  %286 = load float, ptr %arena115, align 4
-  %m42116 = load float, ptr %m42, align 4
-  %287 = fsub float %286, %m42116
-  %288 = call float @llvm.exp.f32(float %287)
-  %s43117 = load float, ptr %s43, align 4
-  %289 = fdiv float %288, %s43117
-  %290 = select i1 %274, float %282, float %289
-  %291 = fdiv float %290, 6.400000e+01
-  %292 = mul nsw i64 %n41100, 10
-  %293 = add nsw i64 518032, %292
-  %294 = add nsw i64 %293, %k46109
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %294
-  store float %291, ptr %arena118, align 4
-  %k46.next = add nsw i64 %k46109, 1
-  %295 = icmp slt i64 %k46.next, 10
-  br i1 %295, label %k46, label %k46.end
+oy32:                                             ; preds = %ox33.end, %oy30.end
+  %oy3264 = phi i64 [ 0, %oy30.end ], [ %oy32.next, %ox33.end ]
+  br label %ox33
 
-k46.end:                                          ; preds = %k46
-  %n41.next = add nsw i64 %n41100, 1
-  %296 = icmp slt i64 %n41.next, 64
-  br i1 %296, label %n41, label %n41.end
+oy32.end:                                         ; preds = %ox33.end
+  br label %oy34
 
-u47:                                              ; preds = %n49.end, %n41.end
-  %u47122 = phi i64 [ 0, %n41.end ], [ %u47.next, %n49.end ]
-  store float 0.000000e+00, ptr %acc48, align 4
+ox33:                                             ; preds = %ox33, %oy32
+  %ox3365 = phi i64 [ 0, %oy32 ], [ %ox33.next, %ox33 ]
+  %248 = mul nsw i64 %g2656, 64
+  %249 = add nsw i64 %248, %j2757
+  %250 = mul nsw i64 %249, 1176
+  %251 = add nsw i64 301056, %250
+  %252 = mul nsw i64 %c2858, 196
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 %oy3264, %ky2959
+  %255 = mul nsw i64 %254, 14
+  %256 = add nsw i64 %253, %255
+  %257 = add nsw i64 %ox3365, 1
+  %258 = add nsw i64 %256, %257
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %258
+  %259 = load float, ptr %arena66, align 4
+  %260 = mul nsw i64 %c2858, 5
+  %261 = add nsw i64 %260, %ky2959
+  %262 = mul nsw i64 %261, 5
+  %263 = add nsw i64 %262, 1
+  %264 = mul nsw i64 %263, 6400
+  %265 = add nsw i64 478720, %264
+  %266 = mul nsw i64 %j2757, 100
+  %267 = add nsw i64 %265, %266
+  %268 = mul nsw i64 %oy3264, 10
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, %ox3365
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %270
+  store float %259, ptr %arena67, align 4
+  %ox33.next = add nsw i64 %ox3365, 1
+  %271 = icmp slt i64 %ox33.next, 10
+  br i1 %271, label %ox33, label %ox33.end
+
+ox33.end:                                         ; preds = %ox33
+  %oy32.next = add nsw i64 %oy3264, 1
+  %272 = icmp slt i64 %oy32.next, 10
+  br i1 %272, label %oy32, label %oy32.end
+
+oy34:                                             ; preds = %ox35.end, %oy32.end
+  %oy3468 = phi i64 [ 0, %oy32.end ], [ %oy34.next, %ox35.end ]
+  br label %ox35
+
+oy34.end:                                         ; preds = %ox35.end
+  br label %oy36
+
+ox35:                                             ; preds = %ox35, %oy34
+  %ox3569 = phi i64 [ 0, %oy34 ], [ %ox35.next, %ox35 ]
+  %273 = mul nsw i64 %g2656, 64
+  %274 = add nsw i64 %273, %j2757
+  %275 = mul nsw i64 %274, 1176
+  %276 = add nsw i64 301056, %275
+  %277 = mul nsw i64 %c2858, 196
+  %278 = add nsw i64 %276, %277
+  %279 = add nsw i64 %oy3468, %ky2959
+  %280 = mul nsw i64 %279, 14
+  %281 = add nsw i64 %278, %280
+  %282 = add nsw i64 %ox3569, 2
+  %283 = add nsw i64 %281, %282
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load float, ptr %arena70, align 4
+  %285 = mul nsw i64 %c2858, 5
+  %286 = add nsw i64 %285, %ky2959
+  %287 = mul nsw i64 %286, 5
+  %288 = add nsw i64 %287, 2
+  %289 = mul nsw i64 %288, 6400
+  %290 = add nsw i64 478720, %289
+  %291 = mul nsw i64 %j2757, 100
+  %292 = add nsw i64 %290, %291
+  %293 = mul nsw i64 %oy3468, 10
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 %294, %ox3569
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
+  store float %284, ptr %arena71, align 4
+  %ox35.next = add nsw i64 %ox3569, 1
+  %296 = icmp slt i64 %ox35.next, 10
+  br i1 %296, label %ox35, label %ox35.end
+
+ox35.end:                                         ; preds = %ox35
+  %oy34.next = add nsw i64 %oy3468, 1
+  %297 = icmp slt i64 %oy34.next, 10
+  br i1 %297, label %oy34, label %oy34.end
+
+oy36:                                             ; preds = %ox37.end, %oy34.end
+  %oy3672 = phi i64 [ 0, %oy34.end ], [ %oy36.next, %ox37.end ]
+  br label %ox37
+
+oy36.end:                                         ; preds = %ox37.end
+  br label %oy38
+
+ox37:                                             ; preds = %ox37, %oy36
+  %ox3773 = phi i64 [ 0, %oy36 ], [ %ox37.next, %ox37 ]
+  %298 = mul nsw i64 %g2656, 64
+  %299 = add nsw i64 %298, %j2757
+  %300 = mul nsw i64 %299, 1176
+  %301 = add nsw i64 301056, %300
+  %302 = mul nsw i64 %c2858, 196
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %oy3672, %ky2959
+  %305 = mul nsw i64 %304, 14
+  %306 = add nsw i64 %303, %305
+  %307 = add nsw i64 %ox3773, 3
+  %308 = add nsw i64 %306, %307
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load float, ptr %arena74, align 4
+  %310 = mul nsw i64 %c2858, 5
+  %311 = add nsw i64 %310, %ky2959
+  %312 = mul nsw i64 %311, 5
+  %313 = add nsw i64 %312, 3
+  %314 = mul nsw i64 %313, 6400
+  %315 = add nsw i64 478720, %314
+  %316 = mul nsw i64 %j2757, 100
+  %317 = add nsw i64 %315, %316
+  %318 = mul nsw i64 %oy3672, 10
+  %319 = add nsw i64 %317, %318
+  %320 = add nsw i64 %319, %ox3773
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %309, ptr %arena75, align 4
+  %ox37.next = add nsw i64 %ox3773, 1
+  %321 = icmp slt i64 %ox37.next, 10
+  br i1 %321, label %ox37, label %ox37.end
+
+ox37.end:                                         ; preds = %ox37
+  %oy36.next = add nsw i64 %oy3672, 1
+  %322 = icmp slt i64 %oy36.next, 10
+  br i1 %322, label %oy36, label %oy36.end
+
+oy38:                                             ; preds = %ox39.end, %oy36.end
+  %oy3876 = phi i64 [ 0, %oy36.end ], [ %oy38.next, %ox39.end ]
+  br label %ox39
+
+oy38.end:                                         ; preds = %ox39.end
+  %ky29.next = add nsw i64 %ky2959, 1
+  %323 = icmp slt i64 %ky29.next, 5
+  br i1 %323, label %ky29, label %ky29.end
+
+ox39:                                             ; preds = %ox39, %oy38
+  %ox3977 = phi i64 [ 0, %oy38 ], [ %ox39.next, %ox39 ]
+  %324 = mul nsw i64 %g2656, 64
+  %325 = add nsw i64 %324, %j2757
+  %326 = mul nsw i64 %325, 1176
+  %327 = add nsw i64 301056, %326
+  %328 = mul nsw i64 %c2858, 196
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %oy3876, %ky2959
+  %331 = mul nsw i64 %330, 14
+  %332 = add nsw i64 %329, %331
+  %333 = add nsw i64 %ox3977, 4
+  %334 = add nsw i64 %332, %333
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load float, ptr %arena78, align 4
+  %336 = mul nsw i64 %c2858, 5
+  %337 = add nsw i64 %336, %ky2959
+  %338 = mul nsw i64 %337, 5
+  %339 = add nsw i64 %338, 4
+  %340 = mul nsw i64 %339, 6400
+  %341 = add nsw i64 478720, %340
+  %342 = mul nsw i64 %j2757, 100
+  %343 = add nsw i64 %341, %342
+  %344 = mul nsw i64 %oy3876, 10
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 %345, %ox3977
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %346
+  store float %335, ptr %arena79, align 4
+  %ox39.next = add nsw i64 %ox3977, 1
+  %347 = icmp slt i64 %ox39.next, 10
+  br i1 %347, label %ox39, label %ox39.end
+
+ox39.end:                                         ; preds = %ox39
+  %oy38.next = add nsw i64 %oy3876, 1
+  %348 = icmp slt i64 %oy38.next, 10
+  br i1 %348, label %oy38, label %oy38.end
+
+j40:                                              ; preds = %f41.end, %j27.end
+  %j4083 = phi i64 [ 0, %j27.end ], [ %j40.next, %f41.end ]
+  br label %f41
+
+j40.end:                                          ; preds = %f41.end
+  %g26.next = add nsw i64 %g2656, 1
+  %349 = icmp slt i64 %g26.next, 1
+  br i1 %349, label %g26, label %g26.end
+
+f41:                                              ; preds = %i42.end, %j40
+  %f4184 = phi i64 [ 0, %j40 ], [ %f41.next, %i42.end ]
+  br label %i42
+
+f41.end:                                          ; preds = %i42.end
+  %j40.next = add nsw i64 %j4083, 1
+  %350 = icmp slt i64 %j40.next, 64
+  br i1 %350, label %j40, label %j40.end
+
+i42:                                              ; preds = %i42, %f41
+  %i4285 = phi i64 [ 0, %f41 ], [ %i42.next, %i42 ]
+  %351 = mul nsw i64 %f4184, 6400
+  %352 = add nsw i64 1438720, %351
+  %353 = mul nsw i64 %j4083, 100
+  %354 = add nsw i64 %352, %353
+  %355 = add nsw i64 %354, %i4285
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load float, ptr %arena86, align 4
+  %357 = add nsw i64 2556, %f4184
+  %params87 = getelementptr inbounds float, ptr %params, i64 %357
+  %358 = load float, ptr %params87, align 4
+  %359 = fadd float %356, %358
+  %360 = fcmp ogt float %359, 0.000000e+00
+  %361 = mul nsw i64 %f4184, 6400
+  %362 = add nsw i64 1438720, %361
+  %363 = mul nsw i64 %j4083, 100
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 %364, %i4285
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load float, ptr %arena88, align 4
+  %367 = add nsw i64 2556, %f4184
+  %params89 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load float, ptr %params89, align 4
+  %369 = fadd float %366, %368
+  %370 = select i1 %360, float %369, float 0.000000e+00
+  %371 = mul nsw i64 %g2656, 64
+  %372 = add nsw i64 %371, %j4083
+  %373 = mul nsw i64 %372, 1600
+  %374 = add nsw i64 376320, %373
+  %375 = mul nsw i64 %f4184, 100
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 %376, %i4285
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %377
+  store float %370, ptr %arena90, align 4
+  %i42.next = add nsw i64 %i4285, 1
+  %378 = icmp slt i64 %i42.next, 100
+  br i1 %378, label %i42, label %i42.end
+
+i42.end:                                          ; preds = %i42
+  %f41.next = add nsw i64 %f4184, 1
+  %379 = icmp slt i64 %f41.next, 16
+  br i1 %379, label %f41, label %f41.end
+
+q43:                                              ; preds = %py44.end, %g26.end
+  %q4391 = phi i64 [ 0, %g26.end ], [ %q43.next, %py44.end ]
+  br label %py44
+
+q43.end:                                          ; preds = %py44.end
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 478720
+  %params101 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 504320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena100, i32 400, ptr %params101, i32 400, float 0.000000e+00, ptr %arena102, i32 120)
   br label %n49
 
-u47.end:                                          ; preds = %n49.end
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params129 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 518672
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena128, i32 10, ptr %params129, i32 84, float 0.000000e+00, ptr %arena130, i32 84)
-  br label %i50
+py44:                                             ; preds = %px45.end, %q43
+  %py4492 = phi i64 [ 0, %q43 ], [ %py44.next, %px45.end ]
+  br label %px45
 
-n49:                                              ; preds = %n49, %u47
-  %n49123 = phi i64 [ 0, %u47 ], [ %n49.next, %n49 ]
-  %acc48124 = load float, ptr %acc48, align 4
-  %297 = mul nsw i64 %n49123, 10
-  %298 = add nsw i64 518032, %297
-  %299 = add nsw i64 %298, %u47122
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %299
-  %300 = load float, ptr %arena125, align 4
-  %301 = fadd float %acc48124, %300
-  store float %301, ptr %acc48, align 4
-  %n49.next = add nsw i64 %n49123, 1
-  %302 = icmp slt i64 %n49.next, 64
-  br i1 %302, label %n49, label %n49.end
+py44.end:                                         ; preds = %px45.end
+  %q43.next = add nsw i64 %q4391, 1
+  %380 = icmp slt i64 %q43.next, 1024
+  br i1 %380, label %q43, label %q43.end
 
-n49.end:                                          ; preds = %n49
-  %acc48126 = load float, ptr %acc48, align 4
-  %303 = add nsw i64 61696, %u47122
-  %grads127 = getelementptr inbounds float, ptr %grads, i64 %303
-  store float %acc48126, ptr %grads127, align 4
-  %u47.next = add nsw i64 %u47122, 1
-  %304 = icmp slt i64 %u47.next, 10
-  br i1 %304, label %u47, label %u47.end
+px45:                                             ; preds = %ky47.end, %py44
+  %px4593 = phi i64 [ 0, %py44 ], [ %px45.next, %ky47.end ]
+  store float 0.000000e+00, ptr %acc46, align 4
+  br label %ky47
 
-i50:                                              ; preds = %i50, %u47.end
-  %i50131 = phi i64 [ 0, %u47.end ], [ %i50.next, %i50 ]
-  %305 = add nsw i64 512000, %i50131
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %305
-  %306 = load float, ptr %arena132, align 4
-  %307 = fcmp ogt float %306, 0.000000e+00
-  %308 = add nsw i64 518672, %i50131
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load float, ptr %arena133, align 4
-  %310 = select i1 %307, float %309, float 0.000000e+00
-  %311 = add nsw i64 524048, %i50131
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %311
-  store float %310, ptr %arena134, align 4
-  %i50.next = add nsw i64 %i50131, 1
-  %312 = icmp slt i64 %i50.next, 5376
-  br i1 %312, label %i50, label %i50.end
+px45.end:                                         ; preds = %ky47.end
+  %py44.next = add nsw i64 %py4492, 1
+  %381 = icmp slt i64 %py44.next, 5
+  br i1 %381, label %py44, label %py44.end
 
-i50.end:                                          ; preds = %i50
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 524048
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 504320
-  %grads137 = getelementptr inbounds float, ptr %grads, i64 50692
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena135, i32 84, ptr %arena136, i32 120, float 0.000000e+00, ptr %grads137, i32 120)
-  br label %u51
+ky47:                                             ; preds = %kx48.end, %px45
+  %ky4794 = phi i64 [ 0, %px45 ], [ %ky47.next, %kx48.end ]
+  br label %kx48
 
-u51:                                              ; preds = %n53.end, %i50.end
-  %u51138 = phi i64 [ 0, %i50.end ], [ %u51.next, %n53.end ]
-  store float 0.000000e+00, ptr %acc52, align 4
+ky47.end:                                         ; preds = %kx48.end
+  %acc4698 = load float, ptr %acc46, align 4
+  %382 = fmul float %acc4698, 2.500000e-01
+  %383 = mul nsw i64 %q4391, 25
+  %384 = add nsw i64 478720, %383
+  %385 = mul nsw i64 %py4492, 5
+  %386 = add nsw i64 %384, %385
+  %387 = add nsw i64 %386, %px4593
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %387
+  store float %382, ptr %arena99, align 4
+  %px45.next = add nsw i64 %px4593, 1
+  %388 = icmp slt i64 %px45.next, 5
+  br i1 %388, label %px45, label %px45.end
+
+kx48:                                             ; preds = %kx48, %ky47
+  %kx4895 = phi i64 [ 0, %ky47 ], [ %kx48.next, %kx48 ]
+  %acc4696 = load float, ptr %acc46, align 4
+  %389 = mul nsw i64 %q4391, 100
+  %390 = mul nsw i64 %py4492, 20
+  %391 = add nsw i64 %389, %390
+  %392 = mul nsw i64 %px4593, 2
+  %393 = add nsw i64 %391, %392
+  %394 = add nsw i64 376320, %393
+  %395 = mul nsw i64 %ky4794, 10
+  %396 = add nsw i64 %394, %395
+  %397 = add nsw i64 %396, %kx4895
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %397
+  %398 = load float, ptr %arena97, align 4
+  %399 = fadd float %acc4696, %398
+  store float %399, ptr %acc46, align 4
+  %kx48.next = add nsw i64 %kx4895, 1
+  %400 = icmp slt i64 %kx48.next, 2
+  br i1 %400, label %kx48, label %kx48.end
+
+kx48.end:                                         ; preds = %kx48
+  %ky47.next = add nsw i64 %ky4794, 1
+  %401 = icmp slt i64 %ky47.next, 2
+  br i1 %401, label %ky47, label %ky47.end
+
+n49:                                              ; preds = %u50.end, %q43.end
+  %n49103 = phi i64 [ 0, %q43.end ], [ %n49.next, %u50.end ]
+  br label %u50
+
+n49.end:                                          ; preds = %u50.end
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 504320
+  %params111 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 512000
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena110, i32 120, ptr %params111, i32 120, float 0.000000e+00, ptr %arena112, i32 84)
+  br label %n51
+
+u50:                                              ; preds = %u50, %n49
+  %u50104 = phi i64 [ 0, %n49 ], [ %u50.next, %u50 ]
+  %402 = mul nsw i64 %n49103, 120
+  %403 = add nsw i64 504320, %402
+  %404 = add nsw i64 %403, %u50104
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load float, ptr %arena105, align 4
+  %406 = add nsw i64 50572, %u50104
+  %params106 = getelementptr inbounds float, ptr %params, i64 %406
+  %407 = load float, ptr %params106, align 4
+  %408 = fadd float %405, %407
+  %409 = fcmp ogt float %408, 0.000000e+00
+  %410 = mul nsw i64 %n49103, 120
+  %411 = add nsw i64 504320, %410
+  %412 = add nsw i64 %411, %u50104
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena107, align 4
+  %414 = add nsw i64 50572, %u50104
+  %params108 = getelementptr inbounds float, ptr %params, i64 %414
+  %415 = load float, ptr %params108, align 4
+  %416 = fadd float %413, %415
+  %417 = select i1 %409, float %416, float 0.000000e+00
+  %418 = mul nsw i64 %n49103, 120
+  %419 = add nsw i64 504320, %418
+  %420 = add nsw i64 %419, %u50104
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %420
+  store float %417, ptr %arena109, align 4
+  %u50.next = add nsw i64 %u50104, 1
+  %421 = icmp slt i64 %u50.next, 120
+  br i1 %421, label %u50, label %u50.end
+
+u50.end:                                          ; preds = %u50
+  %n49.next = add nsw i64 %n49103, 1
+  %422 = icmp slt i64 %n49.next, 64
+  br i1 %422, label %n49, label %n49.end
+
+n51:                                              ; preds = %u52.end, %n49.end
+  %n51113 = phi i64 [ 0, %n49.end ], [ %n51.next, %u52.end ]
+  br label %u52
+
+n51.end:                                          ; preds = %u52.end
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 512000
+  %params121 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 517376
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena120, i32 84, ptr %params121, i32 84, float 0.000000e+00, ptr %arena122, i32 10)
   br label %n53
 
-u51.end:                                          ; preds = %n53.end
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 524048
-  %params145 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 529424
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena144, i32 84, ptr %params145, i32 120, float 0.000000e+00, ptr %arena146, i32 120)
-  br label %i54
-
-n53:                                              ; preds = %n53, %u51
-  %n53139 = phi i64 [ 0, %u51 ], [ %n53.next, %n53 ]
-  %acc52140 = load float, ptr %acc52, align 4
-  %313 = mul nsw i64 %n53139, 84
-  %314 = add nsw i64 524048, %313
-  %315 = add nsw i64 %314, %u51138
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %315
-  %316 = load float, ptr %arena141, align 4
-  %317 = fadd float %acc52140, %316
-  store float %317, ptr %acc52, align 4
-  %n53.next = add nsw i64 %n53139, 1
-  %318 = icmp slt i64 %n53.next, 64
-  br i1 %318, label %n53, label %n53.end
-
-n53.end:                                          ; preds = %n53
-  %acc52142 = load float, ptr %acc52, align 4
-  %319 = add nsw i64 60772, %u51138
-  %grads143 = getelementptr inbounds float, ptr %grads, i64 %319
-  store float %acc52142, ptr %grads143, align 4
-  %u51.next = add nsw i64 %u51138, 1
-  %320 = icmp slt i64 %u51.next, 84
-  br i1 %320, label %u51, label %u51.end
-
-i54:                                              ; preds = %i54, %u51.end
-  %i54147 = phi i64 [ 0, %u51.end ], [ %i54.next, %i54 ]
-  %321 = add nsw i64 504320, %i54147
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load float, ptr %arena148, align 4
-  %323 = fcmp ogt float %322, 0.000000e+00
-  %324 = add nsw i64 529424, %i54147
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %324
-  %325 = load float, ptr %arena149, align 4
-  %326 = select i1 %323, float %325, float 0.000000e+00
-  %327 = add nsw i64 518032, %i54147
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %327
-  store float %326, ptr %arena150, align 4
-  %i54.next = add nsw i64 %i54147, 1
-  %328 = icmp slt i64 %i54.next, 7680
-  br i1 %328, label %i54, label %i54.end
-
-i54.end:                                          ; preds = %i54
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 478720
-  %grads153 = getelementptr inbounds float, ptr %grads, i64 2572
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena151, i32 120, ptr %arena152, i32 400, float 0.000000e+00, ptr %grads153, i32 400)
-  br label %u55
-
-u55:                                              ; preds = %n57.end, %i54.end
-  %u55154 = phi i64 [ 0, %i54.end ], [ %u55.next, %n57.end ]
-  store float 0.000000e+00, ptr %acc56, align 4
-  br label %n57
-
-u55.end:                                          ; preds = %n57.end
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params161 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 525712
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena160, i32 120, ptr %params161, i32 400, float 0.000000e+00, ptr %arena162, i32 400)
-  br label %i58
-
-n57:                                              ; preds = %n57, %u55
-  %n57155 = phi i64 [ 0, %u55 ], [ %n57.next, %n57 ]
-  %acc56156 = load float, ptr %acc56, align 4
-  %329 = mul nsw i64 %n57155, 120
-  %330 = add nsw i64 518032, %329
-  %331 = add nsw i64 %330, %u55154
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %331
-  %332 = load float, ptr %arena157, align 4
-  %333 = fadd float %acc56156, %332
-  store float %333, ptr %acc56, align 4
-  %n57.next = add nsw i64 %n57155, 1
-  %334 = icmp slt i64 %n57.next, 64
-  br i1 %334, label %n57, label %n57.end
-
-n57.end:                                          ; preds = %n57
-  %acc56158 = load float, ptr %acc56, align 4
-  %335 = add nsw i64 50572, %u55154
-  %grads159 = getelementptr inbounds float, ptr %grads, i64 %335
-  store float %acc56158, ptr %grads159, align 4
-  %u55.next = add nsw i64 %u55154, 1
-  %336 = icmp slt i64 %u55.next, 120
-  br i1 %336, label %u55, label %u55.end
-
-i58:                                              ; preds = %i58, %u55.end
-  %i58163 = phi i64 [ 0, %u55.end ], [ %i58.next, %i58 ]
-  %337 = add nsw i64 551312, %i58163
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %337
-  store float 0.000000e+00, ptr %arena164, align 4
-  %i58.next = add nsw i64 %i58163, 1
-  %338 = icmp slt i64 %i58.next, 102400
-  br i1 %338, label %i58, label %i58.end
-
-i58.end:                                          ; preds = %i58
-  br label %q59
-
-q59:                                              ; preds = %py60.end, %i58.end
-  %q59165 = phi i64 [ 0, %i58.end ], [ %q59.next, %py60.end ]
-  br label %py60
-
-q59.end:                                          ; preds = %py60.end
-  br label %i64
-
-py60:                                             ; preds = %px61.end, %q59
-  %py60166 = phi i64 [ 0, %q59 ], [ %py60.next, %px61.end ]
-  br label %px61
-
-py60.end:                                         ; preds = %px61.end
-  %q59.next = add nsw i64 %q59165, 1
-  %339 = icmp slt i64 %q59.next, 1024
-  br i1 %339, label %q59, label %q59.end
-
-px61:                                             ; preds = %ky62.end, %py60
-  %px61167 = phi i64 [ 0, %py60 ], [ %px61.next, %ky62.end ]
-  br label %ky62
-
-px61.end:                                         ; preds = %ky62.end
-  %py60.next = add nsw i64 %py60166, 1
-  %340 = icmp slt i64 %py60.next, 5
-  br i1 %340, label %py60, label %py60.end
-
-ky62:                                             ; preds = %kx63.end, %px61
-  %ky62168 = phi i64 [ 0, %px61 ], [ %ky62.next, %kx63.end ]
-  br label %kx63
-
-ky62.end:                                         ; preds = %kx63.end
-  %px61.next = add nsw i64 %px61167, 1
-  %341 = icmp slt i64 %px61.next, 5
-  br i1 %341, label %px61, label %px61.end
-
-kx63:                                             ; preds = %kx63, %ky62
-  %kx63169 = phi i64 [ 0, %ky62 ], [ %kx63.next, %kx63 ]
-  %342 = mul nsw i64 %q59165, 100
-  %343 = mul nsw i64 %py60166, 20
-  %344 = add nsw i64 %342, %343
-  %345 = mul nsw i64 %px61167, 2
-  %346 = add nsw i64 %344, %345
-  %347 = add nsw i64 551312, %346
-  %348 = mul nsw i64 %ky62168, 10
-  %349 = add nsw i64 %347, %348
-  %350 = add nsw i64 %349, %kx63169
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %350
-  %351 = load float, ptr %arena170, align 4
-  %352 = mul nsw i64 %q59165, 25
-  %353 = add nsw i64 525712, %352
-  %354 = mul nsw i64 %py60166, 5
-  %355 = add nsw i64 %353, %354
-  %356 = add nsw i64 %355, %px61167
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %356
-  %357 = load float, ptr %arena171, align 4
-  %358 = fmul float %357, 2.500000e-01
-  %359 = fadd float %351, %358
-  store float %359, ptr %arena170, align 4
-  %kx63.next = add nsw i64 %kx63169, 1
-  %360 = icmp slt i64 %kx63.next, 2
-  br i1 %360, label %kx63, label %kx63.end
-
-kx63.end:                                         ; preds = %kx63
-  %ky62.next = add nsw i64 %ky62168, 1
-  %361 = icmp slt i64 %ky62.next, 2
-  br i1 %361, label %ky62, label %ky62.end
-
-i64:                                              ; preds = %i64, %q59.end
-  %i64172 = phi i64 [ 0, %q59.end ], [ %i64.next, %i64 ]
-  %362 = add nsw i64 376320, %i64172
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %362
-  %363 = load float, ptr %arena173, align 4
-  %364 = fcmp ogt float %363, 0.000000e+00
-  %365 = add nsw i64 551312, %i64172
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena174, align 4
-  %367 = select i1 %364, float %366, float 0.000000e+00
-  %368 = add nsw i64 653712, %i64172
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %368
-  store float %367, ptr %arena175, align 4
-  %i64.next = add nsw i64 %i64172, 1
-  %369 = icmp slt i64 %i64.next, 102400
-  br i1 %369, label %i64, label %i64.end
-
-i64.end:                                          ; preds = %i64
-  br label %i65
-
-i65:                                              ; preds = %i65, %i64.end
-  %i65176 = phi i64 [ 0, %i64.end ], [ %i65.next, %i65 ]
-  %370 = add nsw i64 156, %i65176
-  %grads177 = getelementptr inbounds float, ptr %grads, i64 %370
-  store float 0.000000e+00, ptr %grads177, align 4
-  %i65.next = add nsw i64 %i65176, 1
-  %371 = icmp slt i64 %i65.next, 2400
-  br i1 %371, label %i65, label %i65.end
-
-i65.end:                                          ; preds = %i65
-  br label %img66
-
-img66:                                            ; preds = %c67.end, %i65.end
-  %img66178 = phi i64 [ 0, %i65.end ], [ %img66.next, %c67.end ]
-  br label %c67
-
-img66.end:                                        ; preds = %c67.end
-  br label %f72
-
-c67:                                              ; preds = %ky68.end, %img66
-  %c67179 = phi i64 [ 0, %img66 ], [ %c67.next, %ky68.end ]
-  br label %ky68
-
-c67.end:                                          ; preds = %ky68.end
-  %372 = mul nsw i64 %img66178, 1600
-  %373 = add nsw i64 653712, %372
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %373
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 376320
-  %grads188 = getelementptr inbounds float, ptr %grads, i64 156
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 150, i32 100, float 1.000000e+00, ptr %arena186, i32 100, ptr %arena187, i32 100, float 1.000000e+00, ptr %grads188, i32 150)
-  %img66.next = add nsw i64 %img66178, 1
-  %374 = icmp slt i64 %img66.next, 64
-  br i1 %374, label %img66, label %img66.end
-
-ky68:                                             ; preds = %kx69.end, %c67
-  %ky68180 = phi i64 [ 0, %c67 ], [ %ky68.next, %kx69.end ]
-  br label %kx69
-
-ky68.end:                                         ; preds = %kx69.end
-  %c67.next = add nsw i64 %c67179, 1
-  %375 = icmp slt i64 %c67.next, 6
-  br i1 %375, label %c67, label %c67.end
-
-kx69:                                             ; preds = %oy70.end, %ky68
-  %kx69181 = phi i64 [ 0, %ky68 ], [ %kx69.next, %oy70.end ]
-  br label %oy70
-
-kx69.end:                                         ; preds = %oy70.end
-  %ky68.next = add nsw i64 %ky68180, 1
-  %376 = icmp slt i64 %ky68.next, 5
-  br i1 %376, label %ky68, label %ky68.end
-
-oy70:                                             ; preds = %ox71.end, %kx69
-  %oy70182 = phi i64 [ 0, %kx69 ], [ %oy70.next, %ox71.end ]
-  br label %ox71
-
-oy70.end:                                         ; preds = %ox71.end
-  %kx69.next = add nsw i64 %kx69181, 1
-  %377 = icmp slt i64 %kx69.next, 5
-  br i1 %377, label %kx69, label %kx69.end
-
-ox71:                                             ; preds = %ox71, %oy70
-  %ox71183 = phi i64 [ 0, %oy70 ], [ %ox71.next, %ox71 ]
-  %378 = mul nsw i64 %img66178, 1176
-  %379 = add nsw i64 301056, %378
-  %380 = mul nsw i64 %c67179, 196
-  %381 = add nsw i64 %379, %380
-  %382 = add nsw i64 %oy70182, %ky68180
-  %383 = mul nsw i64 %382, 14
-  %384 = add nsw i64 %381, %383
-  %385 = add nsw i64 %ox71183, %kx69181
-  %386 = add nsw i64 %384, %385
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %386
-  %387 = load float, ptr %arena184, align 4
-  %388 = mul nsw i64 %c67179, 5
-  %389 = add nsw i64 %388, %ky68180
-  %390 = mul nsw i64 %389, 5
-  %391 = add nsw i64 %390, %kx69181
-  %392 = mul nsw i64 %391, 100
-  %393 = add nsw i64 376320, %392
-  %394 = mul nsw i64 %oy70182, 10
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %395, %ox71183
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %396
-  store float %387, ptr %arena185, align 4
-  %ox71.next = add nsw i64 %ox71183, 1
-  %397 = icmp slt i64 %ox71.next, 10
-  br i1 %397, label %ox71, label %ox71.end
-
-ox71.end:                                         ; preds = %ox71
-  %oy70.next = add nsw i64 %oy70182, 1
-  %398 = icmp slt i64 %oy70.next, 10
-  br i1 %398, label %oy70, label %oy70.end
-
-f72:                                              ; preds = %img74.end, %img66.end
-  %f72189 = phi i64 [ 0, %img66.end ], [ %f72.next, %img74.end ]
-  store float 0.000000e+00, ptr %acc73, align 4
-  br label %img74
-
-f72.end:                                          ; preds = %img74.end
-  br label %i76
-
-img74:                                            ; preds = %i75.end, %f72
-  %img74190 = phi i64 [ 0, %f72 ], [ %img74.next, %i75.end ]
-  br label %i75
-
-img74.end:                                        ; preds = %i75.end
-  %acc73194 = load float, ptr %acc73, align 4
-  %399 = add nsw i64 2556, %f72189
-  %grads195 = getelementptr inbounds float, ptr %grads, i64 %399
-  store float %acc73194, ptr %grads195, align 4
-  %f72.next = add nsw i64 %f72189, 1
-  %400 = icmp slt i64 %f72.next, 16
-  br i1 %400, label %f72, label %f72.end
-
-i75:                                              ; preds = %i75, %img74
-  %i75191 = phi i64 [ 0, %img74 ], [ %i75.next, %i75 ]
-  %acc73192 = load float, ptr %acc73, align 4
-  %401 = mul nsw i64 %img74190, 1600
-  %402 = add nsw i64 653712, %401
-  %403 = mul nsw i64 %f72189, 100
-  %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %404, %i75191
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %405
-  %406 = load float, ptr %arena193, align 4
-  %407 = fadd float %acc73192, %406
-  store float %407, ptr %acc73, align 4
-  %i75.next = add nsw i64 %i75191, 1
-  %408 = icmp slt i64 %i75.next, 100
-  br i1 %408, label %i75, label %i75.end
-
-i75.end:                                          ; preds = %i75
-  %img74.next = add nsw i64 %img74190, 1
-  %409 = icmp slt i64 %img74.next, 64
-  br i1 %409, label %img74, label %img74.end
-
-i76:                                              ; preds = %i76, %f72.end
-  %i76196 = phi i64 [ 0, %f72.end ], [ %i76.next, %i76 ]
-  %410 = add nsw i64 376320, %i76196
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 %410
-  store float 0.000000e+00, ptr %arena197, align 4
-  %i76.next = add nsw i64 %i76196, 1
-  %411 = icmp slt i64 %i76.next, 75264
-  br i1 %411, label %i76, label %i76.end
-
-i76.end:                                          ; preds = %i76
-  br label %img77
-
-img77:                                            ; preds = %c78.end, %i76.end
-  %img77198 = phi i64 [ 0, %i76.end ], [ %img77.next, %c78.end ]
-  %params199 = getelementptr inbounds float, ptr %params, i64 156
-  %412 = mul nsw i64 %img77198, 1600
-  %413 = add nsw i64 653712, %412
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %413
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 451584
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 100, i32 16, float 1.000000e+00, ptr %params199, i32 150, ptr %arena200, i32 100, float 0.000000e+00, ptr %arena201, i32 100)
-  br label %c78
-
-img77.end:                                        ; preds = %c78.end
-  br label %i83
-
-c78:                                              ; preds = %ky79.end, %img77
-  %c78202 = phi i64 [ 0, %img77 ], [ %c78.next, %ky79.end ]
-  br label %ky79
-
-c78.end:                                          ; preds = %ky79.end
-  %img77.next = add nsw i64 %img77198, 1
-  %414 = icmp slt i64 %img77.next, 64
-  br i1 %414, label %img77, label %img77.end
-
-ky79:                                             ; preds = %kx80.end, %c78
-  %ky79203 = phi i64 [ 0, %c78 ], [ %ky79.next, %kx80.end ]
-  br label %kx80
-
-ky79.end:                                         ; preds = %kx80.end
-  %c78.next = add nsw i64 %c78202, 1
-  %415 = icmp slt i64 %c78.next, 6
-  br i1 %415, label %c78, label %c78.end
-
-kx80:                                             ; preds = %oy81.end, %ky79
-  %kx80204 = phi i64 [ 0, %ky79 ], [ %kx80.next, %oy81.end ]
-  br label %oy81
-
-kx80.end:                                         ; preds = %oy81.end
-  %ky79.next = add nsw i64 %ky79203, 1
-  %416 = icmp slt i64 %ky79.next, 5
-  br i1 %416, label %ky79, label %ky79.end
-
-oy81:                                             ; preds = %ox82.end, %kx80
-  %oy81205 = phi i64 [ 0, %kx80 ], [ %oy81.next, %ox82.end ]
-  br label %ox82
-
-oy81.end:                                         ; preds = %ox82.end
-  %kx80.next = add nsw i64 %kx80204, 1
-  %417 = icmp slt i64 %kx80.next, 5
-  br i1 %417, label %kx80, label %kx80.end
-
-ox82:                                             ; preds = %ox82, %oy81
-  %ox82206 = phi i64 [ 0, %oy81 ], [ %ox82.next, %ox82 ]
-  %418 = mul nsw i64 %img77198, 1176
-  %419 = add nsw i64 376320, %418
-  %420 = mul nsw i64 %c78202, 196
-  %421 = add nsw i64 %419, %420
-  %422 = add nsw i64 %oy81205, %ky79203
-  %423 = mul nsw i64 %422, 14
-  %424 = add nsw i64 %421, %423
-  %425 = add nsw i64 %ox82206, %kx80204
-  %426 = add nsw i64 %424, %425
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %426
-  %427 = load float, ptr %arena207, align 4
-  %428 = mul nsw i64 %c78202, 5
-  %429 = add nsw i64 %428, %ky79203
-  %430 = mul nsw i64 %429, 5
-  %431 = add nsw i64 %430, %kx80204
-  %432 = mul nsw i64 %431, 100
-  %433 = add nsw i64 451584, %432
-  %434 = mul nsw i64 %oy81205, 10
-  %435 = add nsw i64 %433, %434
-  %436 = add nsw i64 %435, %ox82206
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %436
-  %437 = load float, ptr %arena208, align 4
-  %438 = fadd float %427, %437
-  store float %438, ptr %arena207, align 4
-  %ox82.next = add nsw i64 %ox82206, 1
-  %439 = icmp slt i64 %ox82.next, 10
-  br i1 %439, label %ox82, label %ox82.end
-
-ox82.end:                                         ; preds = %ox82
-  %oy81.next = add nsw i64 %oy81205, 1
-  %440 = icmp slt i64 %oy81.next, 10
-  br i1 %440, label %oy81, label %oy81.end
-
-i83:                                              ; preds = %i83, %img77.end
-  %i83209 = phi i64 [ 0, %img77.end ], [ %i83.next, %i83 ]
-  %441 = add nsw i64 518032, %i83209
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 %441
-  store float 0.000000e+00, ptr %arena210, align 4
-  %i83.next = add nsw i64 %i83209, 1
-  %442 = icmp slt i64 %i83.next, 301056
-  br i1 %442, label %i83, label %i83.end
-
-i83.end:                                          ; preds = %i83
-  br label %q84
-
-q84:                                              ; preds = %py85.end, %i83.end
-  %q84211 = phi i64 [ 0, %i83.end ], [ %q84.next, %py85.end ]
-  br label %py85
-
-q84.end:                                          ; preds = %py85.end
-  br label %i89
-
-py85:                                             ; preds = %px86.end, %q84
-  %py85212 = phi i64 [ 0, %q84 ], [ %py85.next, %px86.end ]
-  br label %px86
-
-py85.end:                                         ; preds = %px86.end
-  %q84.next = add nsw i64 %q84211, 1
-  %443 = icmp slt i64 %q84.next, 384
-  br i1 %443, label %q84, label %q84.end
-
-px86:                                             ; preds = %ky87.end, %py85
-  %px86213 = phi i64 [ 0, %py85 ], [ %px86.next, %ky87.end ]
-  br label %ky87
-
-px86.end:                                         ; preds = %ky87.end
-  %py85.next = add nsw i64 %py85212, 1
-  %444 = icmp slt i64 %py85.next, 14
-  br i1 %444, label %py85, label %py85.end
-
-ky87:                                             ; preds = %kx88.end, %px86
-  %ky87214 = phi i64 [ 0, %px86 ], [ %ky87.next, %kx88.end ]
-  br label %kx88
-
-ky87.end:                                         ; preds = %kx88.end
-  %px86.next = add nsw i64 %px86213, 1
-  %445 = icmp slt i64 %px86.next, 14
-  br i1 %445, label %px86, label %px86.end
-
-kx88:                                             ; preds = %kx88, %ky87
-  %kx88215 = phi i64 [ 0, %ky87 ], [ %kx88.next, %kx88 ]
-  %446 = mul nsw i64 %q84211, 784
-  %447 = mul nsw i64 %py85212, 56
-  %448 = add nsw i64 %446, %447
-  %449 = mul nsw i64 %px86213, 2
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 518032, %450
-  %452 = mul nsw i64 %ky87214, 28
-  %453 = add nsw i64 %451, %452
-  %454 = add nsw i64 %453, %kx88215
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %454
-  %455 = load float, ptr %arena216, align 4
-  %456 = mul nsw i64 %q84211, 196
-  %457 = add nsw i64 376320, %456
-  %458 = mul nsw i64 %py85212, 14
-  %459 = add nsw i64 %457, %458
-  %460 = add nsw i64 %459, %px86213
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %460
-  %461 = load float, ptr %arena217, align 4
-  %462 = fmul float %461, 2.500000e-01
-  %463 = fadd float %455, %462
-  store float %463, ptr %arena216, align 4
-  %kx88.next = add nsw i64 %kx88215, 1
-  %464 = icmp slt i64 %kx88.next, 2
-  br i1 %464, label %kx88, label %kx88.end
-
-kx88.end:                                         ; preds = %kx88
-  %ky87.next = add nsw i64 %ky87214, 1
-  %465 = icmp slt i64 %ky87.next, 2
-  br i1 %465, label %ky87, label %ky87.end
-
-i89:                                              ; preds = %i89, %q84.end
-  %i89218 = phi i64 [ 0, %q84.end ], [ %i89.next, %i89 ]
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %i89218
-  %466 = load float, ptr %arena219, align 4
-  %467 = fcmp ogt float %466, 0.000000e+00
-  %468 = add nsw i64 518032, %i89218
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load float, ptr %arena220, align 4
-  %470 = select i1 %467, float %469, float 0.000000e+00
-  %471 = add nsw i64 819088, %i89218
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 %471
-  store float %470, ptr %arena221, align 4
-  %i89.next = add nsw i64 %i89218, 1
-  %472 = icmp slt i64 %i89.next, 301056
-  br i1 %472, label %i89, label %i89.end
-
-i89.end:                                          ; preds = %i89
-  br label %i90
-
-i90:                                              ; preds = %i90, %i89.end
-  %i90222 = phi i64 [ 0, %i89.end ], [ %i90.next, %i90 ]
-  %grads223 = getelementptr inbounds float, ptr %grads, i64 %i90222
-  store float 0.000000e+00, ptr %grads223, align 4
-  %i90.next = add nsw i64 %i90222, 1
-  %473 = icmp slt i64 %i90.next, 150
-  br i1 %473, label %i90, label %i90.end
-
-i90.end:                                          ; preds = %i90
-  br label %img91
-
-img91:                                            ; preds = %c92.end, %i90.end
-  %img91224 = phi i64 [ 0, %i90.end ], [ %img91.next, %c92.end ]
-  br label %c92
-
-img91.end:                                        ; preds = %c92.end
-  br label %f97
-
-c92:                                              ; preds = %ky93.end, %img91
-  %c92225 = phi i64 [ 0, %img91 ], [ %c92.next, %ky93.end ]
-  br label %ky93
-
-c92.end:                                          ; preds = %ky93.end
-  %474 = mul nsw i64 %img91224, 4704
-  %475 = add nsw i64 819088, %474
-  %arena235 = getelementptr inbounds float, ptr %arena, i64 %475
-  %arena236 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads237 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 784, float 1.000000e+00, ptr %arena235, i32 784, ptr %arena236, i32 784, float 1.000000e+00, ptr %grads237, i32 25)
-  %img91.next = add nsw i64 %img91224, 1
-  %476 = icmp slt i64 %img91.next, 64
-  br i1 %476, label %img91, label %img91.end
-
-ky93:                                             ; preds = %kx94.end, %c92
-  %ky93226 = phi i64 [ 0, %c92 ], [ %ky93.next, %kx94.end ]
-  br label %kx94
-
-ky93.end:                                         ; preds = %kx94.end
-  %c92.next = add nsw i64 %c92225, 1
-  %477 = icmp slt i64 %c92.next, 1
-  br i1 %477, label %c92, label %c92.end
-
-kx94:                                             ; preds = %oy95.end, %ky93
-  %kx94227 = phi i64 [ 0, %ky93 ], [ %kx94.next, %oy95.end ]
-  br label %oy95
-
-kx94.end:                                         ; preds = %oy95.end
-  %ky93.next = add nsw i64 %ky93226, 1
-  %478 = icmp slt i64 %ky93.next, 5
-  br i1 %478, label %ky93, label %ky93.end
-
-oy95:                                             ; preds = %ox96.end, %kx94
-  %oy95228 = phi i64 [ 0, %kx94 ], [ %oy95.next, %ox96.end ]
-  br label %ox96
-
-oy95.end:                                         ; preds = %ox96.end
-  %kx94.next = add nsw i64 %kx94227, 1
-  %479 = icmp slt i64 %kx94.next, 5
-  br i1 %479, label %kx94, label %kx94.end
-
-ox96:                                             ; preds = %endif232, %oy95
-  %ox96229 = phi i64 [ 0, %oy95 ], [ %ox96.next, %endif232 ]
-  %480 = mul nsw i64 %c92225, 5
-  %481 = add nsw i64 %480, %ky93226
-  %482 = mul nsw i64 %481, 5
-  %483 = add nsw i64 %482, %kx94227
-  %484 = mul nsw i64 %483, 784
-  %485 = mul nsw i64 %oy95228, 28
-  %486 = add nsw i64 %484, %485
-  %487 = add nsw i64 %486, %ox96229
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %487
-  store float 0.000000e+00, ptr %arena230, align 4
-  %488 = add nsw i64 %oy95228, %ky93226
-  %489 = add nsw i64 %488, -2
-  %490 = icmp slt i64 -1, %489
-  %491 = add nsw i64 %oy95228, %ky93226
-  %492 = add nsw i64 %491, -2
-  %493 = icmp slt i64 %492, 28
-  %494 = and i1 %490, %493
-  %495 = add nsw i64 %ox96229, %kx94227
-  %496 = add nsw i64 %495, -2
-  %497 = icmp slt i64 -1, %496
-  %498 = add nsw i64 %ox96229, %kx94227
-  %499 = add nsw i64 %498, -2
-  %500 = icmp slt i64 %499, 28
-  %501 = and i1 %497, %500
-  %502 = and i1 %494, %501
-  br i1 %502, label %then231, label %endif232
-
-ox96.end:                                         ; preds = %endif232
-  %oy95.next = add nsw i64 %oy95228, 1
-  %503 = icmp slt i64 %oy95.next, 28
-  br i1 %503, label %oy95, label %oy95.end
-
-then231:                                          ; preds = %ox96
-  %504 = mul nsw i64 %img91224, 784
-  %505 = mul nsw i64 %c92225, 784
-  %506 = add nsw i64 %504, %505
-  %507 = add nsw i64 %oy95228, %ky93226
-  %508 = add nsw i64 %507, -2
-  %509 = mul nsw i64 %508, 28
-  %510 = add nsw i64 %506, %509
-  %511 = add nsw i64 %ox96229, %kx94227
-  %512 = add nsw i64 %511, -2
-  %513 = add nsw i64 %510, %512
-  %images233 = getelementptr inbounds float, ptr %images, i64 %513
-  %514 = load float, ptr %images233, align 4
-  %515 = mul nsw i64 %c92225, 5
-  %516 = add nsw i64 %515, %ky93226
-  %517 = mul nsw i64 %516, 5
-  %518 = add nsw i64 %517, %kx94227
-  %519 = mul nsw i64 %518, 784
-  %520 = mul nsw i64 %oy95228, 28
-  %521 = add nsw i64 %519, %520
-  %522 = add nsw i64 %521, %ox96229
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 %522
-  store float %514, ptr %arena234, align 4
-  br label %endif232
-
-endif232:                                         ; preds = %then231, %ox96
-  %ox96.next = add nsw i64 %ox96229, 1
-  %523 = icmp slt i64 %ox96.next, 28
-  br i1 %523, label %ox96, label %ox96.end
-
-f97:                                              ; preds = %img99.end, %img91.end
-  %f97238 = phi i64 [ 0, %img91.end ], [ %f97.next, %img99.end ]
-  store float 0.000000e+00, ptr %acc98, align 4
-  br label %img99
-
-f97.end:                                          ; preds = %img99.end
-  %524 = sitofp i64 %step to float
-  %525 = fmul float %524, 0xBFBAF8E8A0000000
-  %526 = call float @llvm.exp.f32(float %525)
-  %527 = fsub float 1.000000e+00, %526
-  %528 = fdiv float %lr, %527
-  store float %528, ptr %step_size101, align 4
-  %529 = sitofp i64 %step to float
-  %530 = fmul float %529, 0xBF50645940000000
-  %531 = call float @llvm.exp.f32(float %530)
-  %532 = fsub float 1.000000e+00, %531
-  %533 = call float @llvm.sqrt.f32(float %532)
-  store float %533, ptr %bc2_sqrt102, align 4
-  br label %i103
-
-img99:                                            ; preds = %i100.end, %f97
-  %img99239 = phi i64 [ 0, %f97 ], [ %img99.next, %i100.end ]
-  br label %i100
-
-img99.end:                                        ; preds = %i100.end
-  %acc98243 = load float, ptr %acc98, align 4
-  %534 = add nsw i64 150, %f97238
-  %grads244 = getelementptr inbounds float, ptr %grads, i64 %534
-  store float %acc98243, ptr %grads244, align 4
-  %f97.next = add nsw i64 %f97238, 1
-  %535 = icmp slt i64 %f97.next, 6
-  br i1 %535, label %f97, label %f97.end
-
-i100:                                             ; preds = %i100, %img99
-  %i100240 = phi i64 [ 0, %img99 ], [ %i100.next, %i100 ]
-  %acc98241 = load float, ptr %acc98, align 4
-  %536 = mul nsw i64 %img99239, 4704
-  %537 = add nsw i64 819088, %536
-  %538 = mul nsw i64 %f97238, 784
-  %539 = add nsw i64 %537, %538
-  %540 = add nsw i64 %539, %i100240
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 %540
-  %541 = load float, ptr %arena242, align 4
-  %542 = fadd float %acc98241, %541
-  store float %542, ptr %acc98, align 4
-  %i100.next = add nsw i64 %i100240, 1
-  %543 = icmp slt i64 %i100.next, 784
-  br i1 %543, label %i100, label %i100.end
-
-i100.end:                                         ; preds = %i100
-  %img99.next = add nsw i64 %img99239, 1
-  %544 = icmp slt i64 %img99.next, 64
-  br i1 %544, label %img99, label %img99.end
-
-i103:                                             ; preds = %i103, %f97.end
-  %i103245 = phi i64 [ 0, %f97.end ], [ %i103.next, %i103 ]
-  %grads246 = getelementptr inbounds float, ptr %grads, i64 %i103245
-  %545 = load float, ptr %grads246, align 4
-  %params247 = getelementptr inbounds float, ptr %params, i64 %i103245
-  %546 = load float, ptr %params247, align 4
-  %547 = fmul float 0.000000e+00, %546
-  %548 = fadd float %545, %547
-  store float %548, ptr %g, align 4
-  %m248 = getelementptr inbounds float, ptr %m, i64 %i103245
-  %549 = load float, ptr %m248, align 4
-  %550 = fmul float 0x3FECCCCCC0000000, %549
-  %g249 = load float, ptr %g, align 4
-  %551 = fmul float 0x3FB9999A00000000, %g249
-  %552 = fadd float %550, %551
-  store float %552, ptr %m_new, align 4
-  %v250 = getelementptr inbounds float, ptr %v, i64 %i103245
-  %553 = load float, ptr %v250, align 4
-  %554 = fmul float 0x3FEFF7CEE0000000, %553
-  %g251 = load float, ptr %g, align 4
-  %555 = fmul float 0x3F50624000000000, %g251
-  %g252 = load float, ptr %g, align 4
-  %556 = fmul float %555, %g252
-  %557 = fadd float %554, %556
-  store float %557, ptr %v_new, align 4
-  %m_new253 = load float, ptr %m_new, align 4
-  %m254 = getelementptr inbounds float, ptr %m, i64 %i103245
-  store float %m_new253, ptr %m254, align 4
-  %v_new255 = load float, ptr %v_new, align 4
-  %v256 = getelementptr inbounds float, ptr %v, i64 %i103245
-  store float %v_new255, ptr %v256, align 4
-  %params257 = getelementptr inbounds float, ptr %params, i64 %i103245
-  %558 = load float, ptr %params257, align 4
-  %step_size101258 = load float, ptr %step_size101, align 4
-  %m_new259 = load float, ptr %m_new, align 4
-  %559 = fmul float %step_size101258, %m_new259
-  %v_new260 = load float, ptr %v_new, align 4
-  %560 = call float @llvm.sqrt.f32(float %v_new260)
-  %bc2_sqrt102261 = load float, ptr %bc2_sqrt102, align 4
-  %561 = fdiv float %560, %bc2_sqrt102261
-  %562 = fadd float %561, 0x3E45798EE0000000
-  %563 = fdiv float %559, %562
-  %564 = fsub float %558, %563
-  %params262 = getelementptr inbounds float, ptr %params, i64 %i103245
-  store float %564, ptr %params262, align 4
-  %i103.next = add nsw i64 %i103245, 1
-  %565 = icmp slt i64 %i103.next, 61706
-  br i1 %565, label %i103, label %i103.end
-
-i103.end:                                         ; preds = %i103
+u52:                                              ; preds = %u52, %n51
+  %u52114 = phi i64 [ 0, %n51 ], [ %u52.next, %u52 ]
+  %423 = mul nsw i64 %n51113, 84
+  %424 = add nsw i64 512000, %423
+  %425 = add nsw i64 %424, %u52114
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %425
+  %426 = load float, ptr %arena115, align 4
+  %427 = add nsw i64 60772, %u52114
+  %params116 = getelementptr inbounds float, ptr %params, i64 %427
+  %428 = load float, ptr %params116, align 4
+  %429 = fadd float %426, %428
+  %430 = fcmp ogt float %429, 0.000000e+00
+  %431 = mul nsw i64 %n51113, 84
+  %432 = add nsw i64 512000, %431
+  %433 = add nsw i64 %432, %u52114
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %433
+  %434 = load float, ptr %arena117, align 4
+  %435 = add nsw i64 60772, %u52114
+  %params118 = getelementptr inbounds float, ptr %params, i64 %435
+  %436 = load float, ptr %params118, align 4
+  %437 = fadd float %434, %436
+  %438 = select i1 %430, float %437, float 0.000000e+00
+  %439 = mul nsw i64 %n51113, 84
+  %440 = add nsw i64 512000, %439
+  %441 = add nsw i64 %440, %u52114
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %441
+  store float %438, ptr %arena119, align 4
+  %u52.next = add nsw i64 %u52114, 1
+  %442 = icmp slt i64 %u52.next, 84
+  br i1 %442, label %u52, label %u52.end
+
+u52.end:                                          ; preds = %u52
+  %n51.next = add nsw i64 %n51113, 1
+  %443 = icmp slt i64 %n51.next, 64
+  br i1 %443, label %n51, label %n51.end
+
+n53:                                              ; preds = %u54.end, %n51.end
+  %n53123 = phi i64 [ 0, %n51.end ], [ %n53.next, %u54.end ]
+  br label %u54
+
+n53.end:                                          ; preds = %u54.end
+  store float 0.000000e+00, ptr %total55, align 4
+  br label %n56
+
+u54:                                              ; preds = %u54, %n53
+  %u54124 = phi i64 [ 0, %n53 ], [ %u54.next, %u54 ]
+  %444 = mul nsw i64 %n53123, 10
+  %445 = add nsw i64 517376, %444
+  %446 = add nsw i64 %445, %u54124
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %446
+  %447 = load float, ptr %arena125, align 4
+  %448 = add nsw i64 61696, %u54124
+  %params126 = getelementptr inbounds float, ptr %params, i64 %448
+  %449 = load float, ptr %params126, align 4
+  %450 = fadd float %447, %449
+  %451 = mul nsw i64 %n53123, 10
+  %452 = add nsw i64 517376, %451
+  %453 = add nsw i64 %452, %u54124
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %453
+  store float %450, ptr %arena127, align 4
+  %u54.next = add nsw i64 %u54124, 1
+  %454 = icmp slt i64 %u54.next, 10
+  br i1 %454, label %u54, label %u54.end
+
+u54.end:                                          ; preds = %u54
+  %n53.next = add nsw i64 %n53123, 1
+  %455 = icmp slt i64 %n53.next, 64
+  br i1 %455, label %n53, label %n53.end
+
+n56:                                              ; preds = %k60.end, %n53.end
+  %n56128 = phi i64 [ 0, %n53.end ], [ %n56.next, %k60.end ]
+  %456 = mul nsw i64 %n56128, 10
+  %457 = add nsw i64 517376, %456
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %457
+  %458 = load float, ptr %arena129, align 4
+  store float %458, ptr %m57, align 4
+  br label %k59
+
+n56.end:                                          ; preds = %k60.end
+  %total55142 = load float, ptr %total55, align 4
+  %459 = fdiv float %total55142, 6.400000e+01
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 518016
+  store float %459, ptr %arena143, align 4
+  br label %n61
+
+k59:                                              ; preds = %k59, %n56
+  %k59130 = phi i64 [ 0, %n56 ], [ %k59.next, %k59 ]
+  %m57131 = load float, ptr %m57, align 4
+  %460 = mul nsw i64 %n56128, 10
+  %461 = add nsw i64 517376, %460
+  %462 = add nsw i64 %461, %k59130
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %462
+  %463 = load float, ptr %arena132, align 4
+  %464 = fcmp ogt float %463, %m57131
+  %465 = select i1 %464, float %463, float %m57131
+  store float %465, ptr %m57, align 4
+  %k59.next = add nsw i64 %k59130, 1
+  %466 = icmp slt i64 %k59.next, 10
+  br i1 %466, label %k59, label %k59.end
+
+k59.end:                                          ; preds = %k59
+  store float 0.000000e+00, ptr %s58, align 4
+  br label %k60
+
+k60:                                              ; preds = %k60, %k59.end
+  %k60133 = phi i64 [ 0, %k59.end ], [ %k60.next, %k60 ]
+  %s58134 = load float, ptr %s58, align 4
+  %467 = mul nsw i64 %n56128, 10
+  %468 = add nsw i64 517376, %467
+  %469 = add nsw i64 %468, %k60133
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %469
+  %470 = load float, ptr %arena135, align 4
+  %m57136 = load float, ptr %m57, align 4
+  %471 = fsub float %470, %m57136
+  %472 = call float @llvm.exp.f32(float %471)
+  %473 = fadd float %s58134, %472
+  store float %473, ptr %s58, align 4
+  %k60.next = add nsw i64 %k60133, 1
+  %474 = icmp slt i64 %k60.next, 10
+  br i1 %474, label %k60, label %k60.end
+
+k60.end:                                          ; preds = %k60
+  %total55137 = load float, ptr %total55, align 4
+  %m57138 = load float, ptr %m57, align 4
+  %s58139 = load float, ptr %s58, align 4
+  %475 = call float @llvm.log.f32(float %s58139)
+  %476 = fadd float %m57138, %475
+  %477 = mul nsw i64 %n56128, 10
+  %478 = add nsw i64 517376, %477
+  %labels140 = getelementptr inbounds i32, ptr %labels, i64 %n56128
+  %label = load i32, ptr %labels140, align 4
+  %479 = sext i32 %label to i64
+  %480 = add nsw i64 %478, %479
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %480
+  %481 = load float, ptr %arena141, align 4
+  %482 = fsub float %476, %481
+  %483 = fadd float %total55137, %482
+  store float %483, ptr %total55, align 4
+  %n56.next = add nsw i64 %n56128, 1
+  %484 = icmp slt i64 %n56.next, 64
+  br i1 %484, label %n56, label %n56.end
+
+n61:                                              ; preds = %k66.end, %n56.end
+  %n61144 = phi i64 [ 0, %n56.end ], [ %n61.next, %k66.end ]
+  %485 = mul nsw i64 %n61144, 10
+  %486 = add nsw i64 517376, %485
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %486
+  %487 = load float, ptr %arena145, align 4
+  store float %487, ptr %m62, align 4
+  br label %k64
+
+n61.end:                                          ; preds = %k66.end
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 518032
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 512000
+  %grads165 = getelementptr inbounds float, ptr %grads, i64 60856
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena163, i32 10, ptr %arena164, i32 84, float 0.000000e+00, ptr %grads165, i32 84)
+  br label %u67
+
+k64:                                              ; preds = %k64, %n61
+  %k64146 = phi i64 [ 0, %n61 ], [ %k64.next, %k64 ]
+  %m62147 = load float, ptr %m62, align 4
+  %488 = mul nsw i64 %n61144, 10
+  %489 = add nsw i64 517376, %488
+  %490 = add nsw i64 %489, %k64146
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %490
+  %491 = load float, ptr %arena148, align 4
+  %492 = fcmp ogt float %491, %m62147
+  %493 = select i1 %492, float %491, float %m62147
+  store float %493, ptr %m62, align 4
+  %k64.next = add nsw i64 %k64146, 1
+  %494 = icmp slt i64 %k64.next, 10
+  br i1 %494, label %k64, label %k64.end
+
+k64.end:                                          ; preds = %k64
+  store float 0.000000e+00, ptr %s63, align 4
+  br label %k65
+
+k65:                                              ; preds = %k65, %k64.end
+  %k65149 = phi i64 [ 0, %k64.end ], [ %k65.next, %k65 ]
+  %s63150 = load float, ptr %s63, align 4
+  %495 = mul nsw i64 %n61144, 10
+  %496 = add nsw i64 517376, %495
+  %497 = add nsw i64 %496, %k65149
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %497
+  %498 = load float, ptr %arena151, align 4
+  %m62152 = load float, ptr %m62, align 4
+  %499 = fsub float %498, %m62152
+  %500 = call float @llvm.exp.f32(float %499)
+  %501 = fadd float %s63150, %500
+  store float %501, ptr %s63, align 4
+  %k65.next = add nsw i64 %k65149, 1
+  %502 = icmp slt i64 %k65.next, 10
+  br i1 %502, label %k65, label %k65.end
+
+k65.end:                                          ; preds = %k65
+  br label %k66
+
+k66:                                              ; preds = %k66, %k65.end
+  %k66153 = phi i64 [ 0, %k65.end ], [ %k66.next, %k66 ]
+  %labels154 = getelementptr inbounds i32, ptr %labels, i64 %n61144
+  %label155 = load i32, ptr %labels154, align 4
+  %503 = sext i32 %label155 to i64
+  %504 = icmp eq i64 %k66153, %503
+  %505 = mul nsw i64 %n61144, 10
+  %506 = add nsw i64 517376, %505
+  %507 = add nsw i64 %506, %k66153
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %507
+  %508 = load float, ptr %arena156, align 4
+  %m62157 = load float, ptr %m62, align 4
+  %509 = fsub float %508, %m62157
+  %510 = call float @llvm.exp.f32(float %509)
+  %s63158 = load float, ptr %s63, align 4
+  %511 = fdiv float %510, %s63158
+  %512 = fsub float %511, 1.000000e+00
+  %513 = mul nsw i64 %n61144, 10
+  %514 = add nsw i64 517376, %513
+  %515 = add nsw i64 %514, %k66153
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena159, align 4
+  %m62160 = load float, ptr %m62, align 4
+  %517 = fsub float %516, %m62160
+  %518 = call float @llvm.exp.f32(float %517)
+  %s63161 = load float, ptr %s63, align 4
+  %519 = fdiv float %518, %s63161
+  %520 = select i1 %504, float %512, float %519
+  %521 = fdiv float %520, 6.400000e+01
+  %522 = mul nsw i64 %n61144, 10
+  %523 = add nsw i64 518032, %522
+  %524 = add nsw i64 %523, %k66153
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %524
+  store float %521, ptr %arena162, align 4
+  %k66.next = add nsw i64 %k66153, 1
+  %525 = icmp slt i64 %k66.next, 10
+  br i1 %525, label %k66, label %k66.end
+
+k66.end:                                          ; preds = %k66
+  %n61.next = add nsw i64 %n61144, 1
+  %526 = icmp slt i64 %n61.next, 64
+  br i1 %526, label %n61, label %n61.end
+
+u67:                                              ; preds = %n69.end, %n61.end
+  %u67166 = phi i64 [ 0, %n61.end ], [ %u67.next, %n69.end ]
+  store float 0.000000e+00, ptr %acc68, align 4
+  br label %n69
+
+u67.end:                                          ; preds = %n69.end
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params173 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 518672
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena172, i32 10, ptr %params173, i32 84, float 0.000000e+00, ptr %arena174, i32 84)
+  br label %i70
+
+n69:                                              ; preds = %n69, %u67
+  %n69167 = phi i64 [ 0, %u67 ], [ %n69.next, %n69 ]
+  %acc68168 = load float, ptr %acc68, align 4
+  %527 = mul nsw i64 %n69167, 10
+  %528 = add nsw i64 518032, %527
+  %529 = add nsw i64 %528, %u67166
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %529
+  %530 = load float, ptr %arena169, align 4
+  %531 = fadd float %acc68168, %530
+  store float %531, ptr %acc68, align 4
+  %n69.next = add nsw i64 %n69167, 1
+  %532 = icmp slt i64 %n69.next, 64
+  br i1 %532, label %n69, label %n69.end
+
+n69.end:                                          ; preds = %n69
+  %acc68170 = load float, ptr %acc68, align 4
+  %533 = add nsw i64 61696, %u67166
+  %grads171 = getelementptr inbounds float, ptr %grads, i64 %533
+  store float %acc68170, ptr %grads171, align 4
+  %u67.next = add nsw i64 %u67166, 1
+  %534 = icmp slt i64 %u67.next, 10
+  br i1 %534, label %u67, label %u67.end
+
+i70:                                              ; preds = %i70, %u67.end
+  %i70175 = phi i64 [ 0, %u67.end ], [ %i70.next, %i70 ]
+  %535 = add nsw i64 512000, %i70175
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %535
+  %536 = load float, ptr %arena176, align 4
+  %537 = fcmp ogt float %536, 0.000000e+00
+  %538 = add nsw i64 518672, %i70175
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %538
+  %539 = load float, ptr %arena177, align 4
+  %540 = select i1 %537, float %539, float 0.000000e+00
+  %541 = add nsw i64 524048, %i70175
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %541
+  store float %540, ptr %arena178, align 4
+  %i70.next = add nsw i64 %i70175, 1
+  %542 = icmp slt i64 %i70.next, 5376
+  br i1 %542, label %i70, label %i70.end
+
+i70.end:                                          ; preds = %i70
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 524048
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 504320
+  %grads181 = getelementptr inbounds float, ptr %grads, i64 50692
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena179, i32 84, ptr %arena180, i32 120, float 0.000000e+00, ptr %grads181, i32 120)
+  br label %u71
+
+u71:                                              ; preds = %n73.end, %i70.end
+  %u71182 = phi i64 [ 0, %i70.end ], [ %u71.next, %n73.end ]
+  store float 0.000000e+00, ptr %acc72, align 4
+  br label %n73
+
+u71.end:                                          ; preds = %n73.end
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 524048
+  %params189 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 529424
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena188, i32 84, ptr %params189, i32 120, float 0.000000e+00, ptr %arena190, i32 120)
+  br label %i74
+
+n73:                                              ; preds = %n73, %u71
+  %n73183 = phi i64 [ 0, %u71 ], [ %n73.next, %n73 ]
+  %acc72184 = load float, ptr %acc72, align 4
+  %543 = mul nsw i64 %n73183, 84
+  %544 = add nsw i64 524048, %543
+  %545 = add nsw i64 %544, %u71182
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %545
+  %546 = load float, ptr %arena185, align 4
+  %547 = fadd float %acc72184, %546
+  store float %547, ptr %acc72, align 4
+  %n73.next = add nsw i64 %n73183, 1
+  %548 = icmp slt i64 %n73.next, 64
+  br i1 %548, label %n73, label %n73.end
+
+n73.end:                                          ; preds = %n73
+  %acc72186 = load float, ptr %acc72, align 4
+  %549 = add nsw i64 60772, %u71182
+  %grads187 = getelementptr inbounds float, ptr %grads, i64 %549
+  store float %acc72186, ptr %grads187, align 4
+  %u71.next = add nsw i64 %u71182, 1
+  %550 = icmp slt i64 %u71.next, 84
+  br i1 %550, label %u71, label %u71.end
+
+i74:                                              ; preds = %i74, %u71.end
+  %i74191 = phi i64 [ 0, %u71.end ], [ %i74.next, %i74 ]
+  %551 = add nsw i64 504320, %i74191
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %551
+  %552 = load float, ptr %arena192, align 4
+  %553 = fcmp ogt float %552, 0.000000e+00
+  %554 = add nsw i64 529424, %i74191
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %554
+  %555 = load float, ptr %arena193, align 4
+  %556 = select i1 %553, float %555, float 0.000000e+00
+  %557 = add nsw i64 518032, %i74191
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %557
+  store float %556, ptr %arena194, align 4
+  %i74.next = add nsw i64 %i74191, 1
+  %558 = icmp slt i64 %i74.next, 7680
+  br i1 %558, label %i74, label %i74.end
+
+i74.end:                                          ; preds = %i74
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 518032
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 478720
+  %grads197 = getelementptr inbounds float, ptr %grads, i64 2572
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena195, i32 120, ptr %arena196, i32 400, float 0.000000e+00, ptr %grads197, i32 400)
+  br label %u75
+
+u75:                                              ; preds = %n77.end, %i74.end
+  %u75198 = phi i64 [ 0, %i74.end ], [ %u75.next, %n77.end ]
+  store float 0.000000e+00, ptr %acc76, align 4
+  br label %n77
+
+u75.end:                                          ; preds = %n77.end
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params205 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 525712
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena204, i32 120, ptr %params205, i32 400, float 0.000000e+00, ptr %arena206, i32 400)
+  br label %i78
+
+n77:                                              ; preds = %n77, %u75
+  %n77199 = phi i64 [ 0, %u75 ], [ %n77.next, %n77 ]
+  %acc76200 = load float, ptr %acc76, align 4
+  %559 = mul nsw i64 %n77199, 120
+  %560 = add nsw i64 518032, %559
+  %561 = add nsw i64 %560, %u75198
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %561
+  %562 = load float, ptr %arena201, align 4
+  %563 = fadd float %acc76200, %562
+  store float %563, ptr %acc76, align 4
+  %n77.next = add nsw i64 %n77199, 1
+  %564 = icmp slt i64 %n77.next, 64
+  br i1 %564, label %n77, label %n77.end
+
+n77.end:                                          ; preds = %n77
+  %acc76202 = load float, ptr %acc76, align 4
+  %565 = add nsw i64 50572, %u75198
+  %grads203 = getelementptr inbounds float, ptr %grads, i64 %565
+  store float %acc76202, ptr %grads203, align 4
+  %u75.next = add nsw i64 %u75198, 1
+  %566 = icmp slt i64 %u75.next, 120
+  br i1 %566, label %u75, label %u75.end
+
+i78:                                              ; preds = %i78, %u75.end
+  %i78207 = phi i64 [ 0, %u75.end ], [ %i78.next, %i78 ]
+  %567 = add nsw i64 551312, %i78207
+  %arena208 = getelementptr inbounds float, ptr %arena, i64 %567
+  store float 0.000000e+00, ptr %arena208, align 4
+  %i78.next = add nsw i64 %i78207, 1
+  %568 = icmp slt i64 %i78.next, 102400
+  br i1 %568, label %i78, label %i78.end
+
+i78.end:                                          ; preds = %i78
+  br label %q79
+
+q79:                                              ; preds = %py80.end, %i78.end
+  %q79209 = phi i64 [ 0, %i78.end ], [ %q79.next, %py80.end ]
+  br label %py80
+
+q79.end:                                          ; preds = %py80.end
+  br label %i84
+
+py80:                                             ; preds = %px81.end, %q79
+  %py80210 = phi i64 [ 0, %q79 ], [ %py80.next, %px81.end ]
+  br label %px81
+
+py80.end:                                         ; preds = %px81.end
+  %q79.next = add nsw i64 %q79209, 1
+  %569 = icmp slt i64 %q79.next, 1024
+  br i1 %569, label %q79, label %q79.end
+
+px81:                                             ; preds = %ky82.end, %py80
+  %px81211 = phi i64 [ 0, %py80 ], [ %px81.next, %ky82.end ]
+  br label %ky82
+
+px81.end:                                         ; preds = %ky82.end
+  %py80.next = add nsw i64 %py80210, 1
+  %570 = icmp slt i64 %py80.next, 5
+  br i1 %570, label %py80, label %py80.end
+
+ky82:                                             ; preds = %kx83.end, %px81
+  %ky82212 = phi i64 [ 0, %px81 ], [ %ky82.next, %kx83.end ]
+  br label %kx83
+
+ky82.end:                                         ; preds = %kx83.end
+  %px81.next = add nsw i64 %px81211, 1
+  %571 = icmp slt i64 %px81.next, 5
+  br i1 %571, label %px81, label %px81.end
+
+kx83:                                             ; preds = %kx83, %ky82
+  %kx83213 = phi i64 [ 0, %ky82 ], [ %kx83.next, %kx83 ]
+  %572 = mul nsw i64 %q79209, 100
+  %573 = mul nsw i64 %py80210, 20
+  %574 = add nsw i64 %572, %573
+  %575 = mul nsw i64 %px81211, 2
+  %576 = add nsw i64 %574, %575
+  %577 = add nsw i64 551312, %576
+  %578 = mul nsw i64 %ky82212, 10
+  %579 = add nsw i64 %577, %578
+  %580 = add nsw i64 %579, %kx83213
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %580
+  %581 = load float, ptr %arena214, align 4
+  %582 = mul nsw i64 %q79209, 25
+  %583 = add nsw i64 525712, %582
+  %584 = mul nsw i64 %py80210, 5
+  %585 = add nsw i64 %583, %584
+  %586 = add nsw i64 %585, %px81211
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %586
+  %587 = load float, ptr %arena215, align 4
+  %588 = fmul float %587, 2.500000e-01
+  %589 = fadd float %581, %588
+  store float %589, ptr %arena214, align 4
+  %kx83.next = add nsw i64 %kx83213, 1
+  %590 = icmp slt i64 %kx83.next, 2
+  br i1 %590, label %kx83, label %kx83.end
+
+kx83.end:                                         ; preds = %kx83
+  %ky82.next = add nsw i64 %ky82212, 1
+  %591 = icmp slt i64 %ky82.next, 2
+  br i1 %591, label %ky82, label %ky82.end
+
+i84:                                              ; preds = %i84, %q79.end
+  %i84216 = phi i64 [ 0, %q79.end ], [ %i84.next, %i84 ]
+  %592 = add nsw i64 376320, %i84216
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load float, ptr %arena217, align 4
+  %594 = fcmp ogt float %593, 0.000000e+00
+  %595 = add nsw i64 551312, %i84216
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %595
+  %596 = load float, ptr %arena218, align 4
+  %597 = select i1 %594, float %596, float 0.000000e+00
+  %598 = add nsw i64 653712, %i84216
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %598
+  store float %597, ptr %arena219, align 4
+  %i84.next = add nsw i64 %i84216, 1
+  %599 = icmp slt i64 %i84.next, 102400
+  br i1 %599, label %i84, label %i84.end
+
+i84.end:                                          ; preds = %i84
+  br label %i85
+
+i85:                                              ; preds = %i85, %i84.end
+  %i85220 = phi i64 [ 0, %i84.end ], [ %i85.next, %i85 ]
+  %600 = add nsw i64 156, %i85220
+  %grads221 = getelementptr inbounds float, ptr %grads, i64 %600
+  store float 0.000000e+00, ptr %grads221, align 4
+  %i85.next = add nsw i64 %i85220, 1
+  %601 = icmp slt i64 %i85.next, 2400
+  br i1 %601, label %i85, label %i85.end
+
+i85.end:                                          ; preds = %i85
+  br label %g86
+
+g86:                                              ; preds = %j100.end, %i85.end
+  %g86222 = phi i64 [ 0, %i85.end ], [ %g86.next, %j100.end ]
+  br label %j87
+
+g86.end:                                          ; preds = %j100.end
+  br label %f103
+
+j87:                                              ; preds = %c88.end, %g86
+  %j87223 = phi i64 [ 0, %g86 ], [ %j87.next, %c88.end ]
+  br label %c88
+
+j87.end:                                          ; preds = %c88.end
+  br label %j100
+
+c88:                                              ; preds = %ky89.end, %j87
+  %c88224 = phi i64 [ 0, %j87 ], [ %c88.next, %ky89.end ]
+  br label %ky89
+
+c88.end:                                          ; preds = %ky89.end
+  %j87.next = add nsw i64 %j87223, 1
+  %602 = icmp slt i64 %j87.next, 64
+  br i1 %602, label %j87, label %j87.end
+
+ky89:                                             ; preds = %oy98.end, %c88
+  %ky89225 = phi i64 [ 0, %c88 ], [ %ky89.next, %oy98.end ]
+  br label %oy90
+
+ky89.end:                                         ; preds = %oy98.end
+  %c88.next = add nsw i64 %c88224, 1
+  %603 = icmp slt i64 %c88.next, 6
+  br i1 %603, label %c88, label %c88.end
+
+oy90:                                             ; preds = %ox91.end, %ky89
+  %oy90226 = phi i64 [ 0, %ky89 ], [ %oy90.next, %ox91.end ]
+  br label %ox91
+
+oy90.end:                                         ; preds = %ox91.end
+  br label %oy92
+
+ox91:                                             ; preds = %ox91, %oy90
+  %ox91227 = phi i64 [ 0, %oy90 ], [ %ox91.next, %ox91 ]
+  %604 = mul nsw i64 %g86222, 64
+  %605 = add nsw i64 %604, %j87223
+  %606 = mul nsw i64 %605, 1176
+  %607 = add nsw i64 301056, %606
+  %608 = mul nsw i64 %c88224, 196
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %oy90226, %ky89225
+  %611 = mul nsw i64 %610, 14
+  %612 = add nsw i64 %609, %611
+  %613 = add nsw i64 %612, %ox91227
+  %arena228 = getelementptr inbounds float, ptr %arena, i64 %613
+  %614 = load float, ptr %arena228, align 4
+  %615 = mul nsw i64 %c88224, 5
+  %616 = add nsw i64 %615, %ky89225
+  %617 = mul nsw i64 %616, 5
+  %618 = mul nsw i64 %617, 6400
+  %619 = add nsw i64 756112, %618
+  %620 = mul nsw i64 %j87223, 100
+  %621 = add nsw i64 %619, %620
+  %622 = mul nsw i64 %oy90226, 10
+  %623 = add nsw i64 %621, %622
+  %624 = add nsw i64 %623, %ox91227
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %624
+  store float %614, ptr %arena229, align 4
+  %ox91.next = add nsw i64 %ox91227, 1
+  %625 = icmp slt i64 %ox91.next, 10
+  br i1 %625, label %ox91, label %ox91.end
+
+ox91.end:                                         ; preds = %ox91
+  %oy90.next = add nsw i64 %oy90226, 1
+  %626 = icmp slt i64 %oy90.next, 10
+  br i1 %626, label %oy90, label %oy90.end
+
+oy92:                                             ; preds = %ox93.end, %oy90.end
+  %oy92230 = phi i64 [ 0, %oy90.end ], [ %oy92.next, %ox93.end ]
+  br label %ox93
+
+oy92.end:                                         ; preds = %ox93.end
+  br label %oy94
+
+ox93:                                             ; preds = %ox93, %oy92
+  %ox93231 = phi i64 [ 0, %oy92 ], [ %ox93.next, %ox93 ]
+  %627 = mul nsw i64 %g86222, 64
+  %628 = add nsw i64 %627, %j87223
+  %629 = mul nsw i64 %628, 1176
+  %630 = add nsw i64 301056, %629
+  %631 = mul nsw i64 %c88224, 196
+  %632 = add nsw i64 %630, %631
+  %633 = add nsw i64 %oy92230, %ky89225
+  %634 = mul nsw i64 %633, 14
+  %635 = add nsw i64 %632, %634
+  %636 = add nsw i64 %ox93231, 1
+  %637 = add nsw i64 %635, %636
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %637
+  %638 = load float, ptr %arena232, align 4
+  %639 = mul nsw i64 %c88224, 5
+  %640 = add nsw i64 %639, %ky89225
+  %641 = mul nsw i64 %640, 5
+  %642 = add nsw i64 %641, 1
+  %643 = mul nsw i64 %642, 6400
+  %644 = add nsw i64 756112, %643
+  %645 = mul nsw i64 %j87223, 100
+  %646 = add nsw i64 %644, %645
+  %647 = mul nsw i64 %oy92230, 10
+  %648 = add nsw i64 %646, %647
+  %649 = add nsw i64 %648, %ox93231
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %649
+  store float %638, ptr %arena233, align 4
+  %ox93.next = add nsw i64 %ox93231, 1
+  %650 = icmp slt i64 %ox93.next, 10
+  br i1 %650, label %ox93, label %ox93.end
+
+ox93.end:                                         ; preds = %ox93
+  %oy92.next = add nsw i64 %oy92230, 1
+  %651 = icmp slt i64 %oy92.next, 10
+  br i1 %651, label %oy92, label %oy92.end
+
+oy94:                                             ; preds = %ox95.end, %oy92.end
+  %oy94234 = phi i64 [ 0, %oy92.end ], [ %oy94.next, %ox95.end ]
+  br label %ox95
+
+oy94.end:                                         ; preds = %ox95.end
+  br label %oy96
+
+ox95:                                             ; preds = %ox95, %oy94
+  %ox95235 = phi i64 [ 0, %oy94 ], [ %ox95.next, %ox95 ]
+  %652 = mul nsw i64 %g86222, 64
+  %653 = add nsw i64 %652, %j87223
+  %654 = mul nsw i64 %653, 1176
+  %655 = add nsw i64 301056, %654
+  %656 = mul nsw i64 %c88224, 196
+  %657 = add nsw i64 %655, %656
+  %658 = add nsw i64 %oy94234, %ky89225
+  %659 = mul nsw i64 %658, 14
+  %660 = add nsw i64 %657, %659
+  %661 = add nsw i64 %ox95235, 2
+  %662 = add nsw i64 %660, %661
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %662
+  %663 = load float, ptr %arena236, align 4
+  %664 = mul nsw i64 %c88224, 5
+  %665 = add nsw i64 %664, %ky89225
+  %666 = mul nsw i64 %665, 5
+  %667 = add nsw i64 %666, 2
+  %668 = mul nsw i64 %667, 6400
+  %669 = add nsw i64 756112, %668
+  %670 = mul nsw i64 %j87223, 100
+  %671 = add nsw i64 %669, %670
+  %672 = mul nsw i64 %oy94234, 10
+  %673 = add nsw i64 %671, %672
+  %674 = add nsw i64 %673, %ox95235
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %674
+  store float %663, ptr %arena237, align 4
+  %ox95.next = add nsw i64 %ox95235, 1
+  %675 = icmp slt i64 %ox95.next, 10
+  br i1 %675, label %ox95, label %ox95.end
+
+ox95.end:                                         ; preds = %ox95
+  %oy94.next = add nsw i64 %oy94234, 1
+  %676 = icmp slt i64 %oy94.next, 10
+  br i1 %676, label %oy94, label %oy94.end
+
+oy96:                                             ; preds = %ox97.end, %oy94.end
+  %oy96238 = phi i64 [ 0, %oy94.end ], [ %oy96.next, %ox97.end ]
+  br label %ox97
+
+oy96.end:                                         ; preds = %ox97.end
+  br label %oy98
+
+ox97:                                             ; preds = %ox97, %oy96
+  %ox97239 = phi i64 [ 0, %oy96 ], [ %ox97.next, %ox97 ]
+  %677 = mul nsw i64 %g86222, 64
+  %678 = add nsw i64 %677, %j87223
+  %679 = mul nsw i64 %678, 1176
+  %680 = add nsw i64 301056, %679
+  %681 = mul nsw i64 %c88224, 196
+  %682 = add nsw i64 %680, %681
+  %683 = add nsw i64 %oy96238, %ky89225
+  %684 = mul nsw i64 %683, 14
+  %685 = add nsw i64 %682, %684
+  %686 = add nsw i64 %ox97239, 3
+  %687 = add nsw i64 %685, %686
+  %arena240 = getelementptr inbounds float, ptr %arena, i64 %687
+  %688 = load float, ptr %arena240, align 4
+  %689 = mul nsw i64 %c88224, 5
+  %690 = add nsw i64 %689, %ky89225
+  %691 = mul nsw i64 %690, 5
+  %692 = add nsw i64 %691, 3
+  %693 = mul nsw i64 %692, 6400
+  %694 = add nsw i64 756112, %693
+  %695 = mul nsw i64 %j87223, 100
+  %696 = add nsw i64 %694, %695
+  %697 = mul nsw i64 %oy96238, 10
+  %698 = add nsw i64 %696, %697
+  %699 = add nsw i64 %698, %ox97239
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %699
+  store float %688, ptr %arena241, align 4
+  %ox97.next = add nsw i64 %ox97239, 1
+  %700 = icmp slt i64 %ox97.next, 10
+  br i1 %700, label %ox97, label %ox97.end
+
+ox97.end:                                         ; preds = %ox97
+  %oy96.next = add nsw i64 %oy96238, 1
+  %701 = icmp slt i64 %oy96.next, 10
+  br i1 %701, label %oy96, label %oy96.end
+
+oy98:                                             ; preds = %ox99.end, %oy96.end
+  %oy98242 = phi i64 [ 0, %oy96.end ], [ %oy98.next, %ox99.end ]
+  br label %ox99
+
+oy98.end:                                         ; preds = %ox99.end
+  %ky89.next = add nsw i64 %ky89225, 1
+  %702 = icmp slt i64 %ky89.next, 5
+  br i1 %702, label %ky89, label %ky89.end
+
+ox99:                                             ; preds = %ox99, %oy98
+  %ox99243 = phi i64 [ 0, %oy98 ], [ %ox99.next, %ox99 ]
+  %703 = mul nsw i64 %g86222, 64
+  %704 = add nsw i64 %703, %j87223
+  %705 = mul nsw i64 %704, 1176
+  %706 = add nsw i64 301056, %705
+  %707 = mul nsw i64 %c88224, 196
+  %708 = add nsw i64 %706, %707
+  %709 = add nsw i64 %oy98242, %ky89225
+  %710 = mul nsw i64 %709, 14
+  %711 = add nsw i64 %708, %710
+  %712 = add nsw i64 %ox99243, 4
+  %713 = add nsw i64 %711, %712
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %713
+  %714 = load float, ptr %arena244, align 4
+  %715 = mul nsw i64 %c88224, 5
+  %716 = add nsw i64 %715, %ky89225
+  %717 = mul nsw i64 %716, 5
+  %718 = add nsw i64 %717, 4
+  %719 = mul nsw i64 %718, 6400
+  %720 = add nsw i64 756112, %719
+  %721 = mul nsw i64 %j87223, 100
+  %722 = add nsw i64 %720, %721
+  %723 = mul nsw i64 %oy98242, 10
+  %724 = add nsw i64 %722, %723
+  %725 = add nsw i64 %724, %ox99243
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %725
+  store float %714, ptr %arena245, align 4
+  %ox99.next = add nsw i64 %ox99243, 1
+  %726 = icmp slt i64 %ox99.next, 10
+  br i1 %726, label %ox99, label %ox99.end
+
+ox99.end:                                         ; preds = %ox99
+  %oy98.next = add nsw i64 %oy98242, 1
+  %727 = icmp slt i64 %oy98.next, 10
+  br i1 %727, label %oy98, label %oy98.end
+
+j100:                                             ; preds = %f101.end, %j87.end
+  %j100246 = phi i64 [ 0, %j87.end ], [ %j100.next, %f101.end ]
+  br label %f101
+
+j100.end:                                         ; preds = %f101.end
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 1716112
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 756112
+  %grads253 = getelementptr inbounds float, ptr %grads, i64 156
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 150, i32 6400, float 1.000000e+00, ptr %arena251, i32 6400, ptr %arena252, i32 6400, float 1.000000e+00, ptr %grads253, i32 150)
+  %g86.next = add nsw i64 %g86222, 1
+  %728 = icmp slt i64 %g86.next, 1
+  br i1 %728, label %g86, label %g86.end
+
+f101:                                             ; preds = %i102.end, %j100
+  %f101247 = phi i64 [ 0, %j100 ], [ %f101.next, %i102.end ]
+  br label %i102
+
+f101.end:                                         ; preds = %i102.end
+  %j100.next = add nsw i64 %j100246, 1
+  %729 = icmp slt i64 %j100.next, 64
+  br i1 %729, label %j100, label %j100.end
+
+i102:                                             ; preds = %i102, %f101
+  %i102248 = phi i64 [ 0, %f101 ], [ %i102.next, %i102 ]
+  %730 = mul nsw i64 %g86222, 64
+  %731 = add nsw i64 %730, %j100246
+  %732 = mul nsw i64 %731, 1600
+  %733 = add nsw i64 653712, %732
+  %734 = mul nsw i64 %f101247, 100
+  %735 = add nsw i64 %733, %734
+  %736 = add nsw i64 %735, %i102248
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %736
+  %737 = load float, ptr %arena249, align 4
+  %738 = mul nsw i64 %f101247, 6400
+  %739 = add nsw i64 1716112, %738
+  %740 = mul nsw i64 %j100246, 100
+  %741 = add nsw i64 %739, %740
+  %742 = add nsw i64 %741, %i102248
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %742
+  store float %737, ptr %arena250, align 4
+  %i102.next = add nsw i64 %i102248, 1
+  %743 = icmp slt i64 %i102.next, 100
+  br i1 %743, label %i102, label %i102.end
+
+i102.end:                                         ; preds = %i102
+  %f101.next = add nsw i64 %f101247, 1
+  %744 = icmp slt i64 %f101.next, 16
+  br i1 %744, label %f101, label %f101.end
+
+f103:                                             ; preds = %img105.end, %g86.end
+  %f103254 = phi i64 [ 0, %g86.end ], [ %f103.next, %img105.end ]
+  store float 0.000000e+00, ptr %acc104, align 4
+  br label %img105
+
+f103.end:                                         ; preds = %img105.end
+  br label %i107
+
+img105:                                           ; preds = %i106.end, %f103
+  %img105255 = phi i64 [ 0, %f103 ], [ %img105.next, %i106.end ]
+  br label %i106
+
+img105.end:                                       ; preds = %i106.end
+  %acc104259 = load float, ptr %acc104, align 4
+  %745 = add nsw i64 2556, %f103254
+  %grads260 = getelementptr inbounds float, ptr %grads, i64 %745
+  store float %acc104259, ptr %grads260, align 4
+  %f103.next = add nsw i64 %f103254, 1
+  %746 = icmp slt i64 %f103.next, 16
+  br i1 %746, label %f103, label %f103.end
+
+i106:                                             ; preds = %i106, %img105
+  %i106256 = phi i64 [ 0, %img105 ], [ %i106.next, %i106 ]
+  %acc104257 = load float, ptr %acc104, align 4
+  %747 = mul nsw i64 %img105255, 1600
+  %748 = add nsw i64 653712, %747
+  %749 = mul nsw i64 %f103254, 100
+  %750 = add nsw i64 %748, %749
+  %751 = add nsw i64 %750, %i106256
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena258, align 4
+  %753 = fadd float %acc104257, %752
+  store float %753, ptr %acc104, align 4
+  %i106.next = add nsw i64 %i106256, 1
+  %754 = icmp slt i64 %i106.next, 100
+  br i1 %754, label %i106, label %i106.end
+
+i106.end:                                         ; preds = %i106
+  %img105.next = add nsw i64 %img105255, 1
+  %755 = icmp slt i64 %img105.next, 64
+  br i1 %755, label %img105, label %img105.end
+
+i107:                                             ; preds = %i107, %f103.end
+  %i107261 = phi i64 [ 0, %f103.end ], [ %i107.next, %i107 ]
+  %756 = add nsw i64 376320, %i107261
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %756
+  store float 0.000000e+00, ptr %arena262, align 4
+  %i107.next = add nsw i64 %i107261, 1
+  %757 = icmp slt i64 %i107.next, 75264
+  br i1 %757, label %i107, label %i107.end
+
+i107.end:                                         ; preds = %i107
+  br label %g108
+
+g108:                                             ; preds = %j112.end, %i107.end
+  %g108263 = phi i64 [ 0, %i107.end ], [ %g108.next, %j112.end ]
+  br label %j109
+
+g108.end:                                         ; preds = %j112.end
+  br label %i125
+
+j109:                                             ; preds = %f110.end, %g108
+  %j109264 = phi i64 [ 0, %g108 ], [ %j109.next, %f110.end ]
+  br label %f110
+
+j109.end:                                         ; preds = %f110.end
+  %params269 = getelementptr inbounds float, ptr %params, i64 156
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 1716112
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 756112
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params269, i32 150, ptr %arena270, i32 6400, float 0.000000e+00, ptr %arena271, i32 6400)
+  br label %j112
+
+f110:                                             ; preds = %i111.end, %j109
+  %f110265 = phi i64 [ 0, %j109 ], [ %f110.next, %i111.end ]
+  br label %i111
+
+f110.end:                                         ; preds = %i111.end
+  %j109.next = add nsw i64 %j109264, 1
+  %758 = icmp slt i64 %j109.next, 64
+  br i1 %758, label %j109, label %j109.end
+
+i111:                                             ; preds = %i111, %f110
+  %i111266 = phi i64 [ 0, %f110 ], [ %i111.next, %i111 ]
+  %759 = mul nsw i64 %g108263, 64
+  %760 = add nsw i64 %759, %j109264
+  %761 = mul nsw i64 %760, 1600
+  %762 = add nsw i64 653712, %761
+  %763 = mul nsw i64 %f110265, 100
+  %764 = add nsw i64 %762, %763
+  %765 = add nsw i64 %764, %i111266
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %765
+  %766 = load float, ptr %arena267, align 4
+  %767 = mul nsw i64 %f110265, 6400
+  %768 = add nsw i64 1716112, %767
+  %769 = mul nsw i64 %j109264, 100
+  %770 = add nsw i64 %768, %769
+  %771 = add nsw i64 %770, %i111266
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %771
+  store float %766, ptr %arena268, align 4
+  %i111.next = add nsw i64 %i111266, 1
+  %772 = icmp slt i64 %i111.next, 100
+  br i1 %772, label %i111, label %i111.end
+
+i111.end:                                         ; preds = %i111
+  %f110.next = add nsw i64 %f110265, 1
+  %773 = icmp slt i64 %f110.next, 16
+  br i1 %773, label %f110, label %f110.end
+
+j112:                                             ; preds = %c113.end, %j109.end
+  %j112272 = phi i64 [ 0, %j109.end ], [ %j112.next, %c113.end ]
+  br label %c113
+
+j112.end:                                         ; preds = %c113.end
+  %g108.next = add nsw i64 %g108263, 1
+  %774 = icmp slt i64 %g108.next, 1
+  br i1 %774, label %g108, label %g108.end
+
+c113:                                             ; preds = %ky114.end, %j112
+  %c113273 = phi i64 [ 0, %j112 ], [ %c113.next, %ky114.end ]
+  br label %ky114
+
+c113.end:                                         ; preds = %ky114.end
+  %j112.next = add nsw i64 %j112272, 1
+  %775 = icmp slt i64 %j112.next, 64
+  br i1 %775, label %j112, label %j112.end
+
+ky114:                                            ; preds = %oy123.end, %c113
+  %ky114274 = phi i64 [ 0, %c113 ], [ %ky114.next, %oy123.end ]
+  br label %oy115
+
+ky114.end:                                        ; preds = %oy123.end
+  %c113.next = add nsw i64 %c113273, 1
+  %776 = icmp slt i64 %c113.next, 6
+  br i1 %776, label %c113, label %c113.end
+
+oy115:                                            ; preds = %ox116.end, %ky114
+  %oy115275 = phi i64 [ 0, %ky114 ], [ %oy115.next, %ox116.end ]
+  br label %ox116
+
+oy115.end:                                        ; preds = %ox116.end
+  br label %oy117
+
+ox116:                                            ; preds = %ox116, %oy115
+  %ox116276 = phi i64 [ 0, %oy115 ], [ %ox116.next, %ox116 ]
+  %777 = mul nsw i64 %g108263, 64
+  %778 = add nsw i64 %777, %j112272
+  %779 = mul nsw i64 %778, 1176
+  %780 = add nsw i64 376320, %779
+  %781 = mul nsw i64 %c113273, 196
+  %782 = add nsw i64 %780, %781
+  %783 = add nsw i64 %oy115275, %ky114274
+  %784 = mul nsw i64 %783, 14
+  %785 = add nsw i64 %782, %784
+  %786 = add nsw i64 %785, %ox116276
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %786
+  %787 = load float, ptr %arena277, align 4
+  %788 = mul nsw i64 %c113273, 5
+  %789 = add nsw i64 %788, %ky114274
+  %790 = mul nsw i64 %789, 5
+  %791 = mul nsw i64 %790, 6400
+  %792 = add nsw i64 756112, %791
+  %793 = mul nsw i64 %j112272, 100
+  %794 = add nsw i64 %792, %793
+  %795 = mul nsw i64 %oy115275, 10
+  %796 = add nsw i64 %794, %795
+  %797 = add nsw i64 %796, %ox116276
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %797
+  %798 = load float, ptr %arena278, align 4
+  %799 = fadd float %787, %798
+  store float %799, ptr %arena277, align 4
+  %ox116.next = add nsw i64 %ox116276, 1
+  %800 = icmp slt i64 %ox116.next, 10
+  br i1 %800, label %ox116, label %ox116.end
+
+ox116.end:                                        ; preds = %ox116
+  %oy115.next = add nsw i64 %oy115275, 1
+  %801 = icmp slt i64 %oy115.next, 10
+  br i1 %801, label %oy115, label %oy115.end
+
+oy117:                                            ; preds = %ox118.end, %oy115.end
+  %oy117279 = phi i64 [ 0, %oy115.end ], [ %oy117.next, %ox118.end ]
+  br label %ox118
+
+oy117.end:                                        ; preds = %ox118.end
+  br label %oy119
+
+ox118:                                            ; preds = %ox118, %oy117
+  %ox118280 = phi i64 [ 0, %oy117 ], [ %ox118.next, %ox118 ]
+  %802 = mul nsw i64 %g108263, 64
+  %803 = add nsw i64 %802, %j112272
+  %804 = mul nsw i64 %803, 1176
+  %805 = add nsw i64 376320, %804
+  %806 = mul nsw i64 %c113273, 196
+  %807 = add nsw i64 %805, %806
+  %808 = add nsw i64 %oy117279, %ky114274
+  %809 = mul nsw i64 %808, 14
+  %810 = add nsw i64 %807, %809
+  %811 = add nsw i64 %ox118280, 1
+  %812 = add nsw i64 %810, %811
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %812
+  %813 = load float, ptr %arena281, align 4
+  %814 = mul nsw i64 %c113273, 5
+  %815 = add nsw i64 %814, %ky114274
+  %816 = mul nsw i64 %815, 5
+  %817 = add nsw i64 %816, 1
+  %818 = mul nsw i64 %817, 6400
+  %819 = add nsw i64 756112, %818
+  %820 = mul nsw i64 %j112272, 100
+  %821 = add nsw i64 %819, %820
+  %822 = mul nsw i64 %oy117279, 10
+  %823 = add nsw i64 %821, %822
+  %824 = add nsw i64 %823, %ox118280
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %824
+  %825 = load float, ptr %arena282, align 4
+  %826 = fadd float %813, %825
+  store float %826, ptr %arena281, align 4
+  %ox118.next = add nsw i64 %ox118280, 1
+  %827 = icmp slt i64 %ox118.next, 10
+  br i1 %827, label %ox118, label %ox118.end
+
+ox118.end:                                        ; preds = %ox118
+  %oy117.next = add nsw i64 %oy117279, 1
+  %828 = icmp slt i64 %oy117.next, 10
+  br i1 %828, label %oy117, label %oy117.end
+
+oy119:                                            ; preds = %ox120.end, %oy117.end
+  %oy119283 = phi i64 [ 0, %oy117.end ], [ %oy119.next, %ox120.end ]
+  br label %ox120
+
+oy119.end:                                        ; preds = %ox120.end
+  br label %oy121
+
+ox120:                                            ; preds = %ox120, %oy119
+  %ox120284 = phi i64 [ 0, %oy119 ], [ %ox120.next, %ox120 ]
+  %829 = mul nsw i64 %g108263, 64
+  %830 = add nsw i64 %829, %j112272
+  %831 = mul nsw i64 %830, 1176
+  %832 = add nsw i64 376320, %831
+  %833 = mul nsw i64 %c113273, 196
+  %834 = add nsw i64 %832, %833
+  %835 = add nsw i64 %oy119283, %ky114274
+  %836 = mul nsw i64 %835, 14
+  %837 = add nsw i64 %834, %836
+  %838 = add nsw i64 %ox120284, 2
+  %839 = add nsw i64 %837, %838
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %839
+  %840 = load float, ptr %arena285, align 4
+  %841 = mul nsw i64 %c113273, 5
+  %842 = add nsw i64 %841, %ky114274
+  %843 = mul nsw i64 %842, 5
+  %844 = add nsw i64 %843, 2
+  %845 = mul nsw i64 %844, 6400
+  %846 = add nsw i64 756112, %845
+  %847 = mul nsw i64 %j112272, 100
+  %848 = add nsw i64 %846, %847
+  %849 = mul nsw i64 %oy119283, 10
+  %850 = add nsw i64 %848, %849
+  %851 = add nsw i64 %850, %ox120284
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %851
+  %852 = load float, ptr %arena286, align 4
+  %853 = fadd float %840, %852
+  store float %853, ptr %arena285, align 4
+  %ox120.next = add nsw i64 %ox120284, 1
+  %854 = icmp slt i64 %ox120.next, 10
+  br i1 %854, label %ox120, label %ox120.end
+
+ox120.end:                                        ; preds = %ox120
+  %oy119.next = add nsw i64 %oy119283, 1
+  %855 = icmp slt i64 %oy119.next, 10
+  br i1 %855, label %oy119, label %oy119.end
+
+oy121:                                            ; preds = %ox122.end, %oy119.end
+  %oy121287 = phi i64 [ 0, %oy119.end ], [ %oy121.next, %ox122.end ]
+  br label %ox122
+
+oy121.end:                                        ; preds = %ox122.end
+  br label %oy123
+
+ox122:                                            ; preds = %ox122, %oy121
+  %ox122288 = phi i64 [ 0, %oy121 ], [ %ox122.next, %ox122 ]
+  %856 = mul nsw i64 %g108263, 64
+  %857 = add nsw i64 %856, %j112272
+  %858 = mul nsw i64 %857, 1176
+  %859 = add nsw i64 376320, %858
+  %860 = mul nsw i64 %c113273, 196
+  %861 = add nsw i64 %859, %860
+  %862 = add nsw i64 %oy121287, %ky114274
+  %863 = mul nsw i64 %862, 14
+  %864 = add nsw i64 %861, %863
+  %865 = add nsw i64 %ox122288, 3
+  %866 = add nsw i64 %864, %865
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %866
+  %867 = load float, ptr %arena289, align 4
+  %868 = mul nsw i64 %c113273, 5
+  %869 = add nsw i64 %868, %ky114274
+  %870 = mul nsw i64 %869, 5
+  %871 = add nsw i64 %870, 3
+  %872 = mul nsw i64 %871, 6400
+  %873 = add nsw i64 756112, %872
+  %874 = mul nsw i64 %j112272, 100
+  %875 = add nsw i64 %873, %874
+  %876 = mul nsw i64 %oy121287, 10
+  %877 = add nsw i64 %875, %876
+  %878 = add nsw i64 %877, %ox122288
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %878
+  %879 = load float, ptr %arena290, align 4
+  %880 = fadd float %867, %879
+  store float %880, ptr %arena289, align 4
+  %ox122.next = add nsw i64 %ox122288, 1
+  %881 = icmp slt i64 %ox122.next, 10
+  br i1 %881, label %ox122, label %ox122.end
+
+ox122.end:                                        ; preds = %ox122
+  %oy121.next = add nsw i64 %oy121287, 1
+  %882 = icmp slt i64 %oy121.next, 10
+  br i1 %882, label %oy121, label %oy121.end
+
+oy123:                                            ; preds = %ox124.end, %oy121.end
+  %oy123291 = phi i64 [ 0, %oy121.end ], [ %oy123.next, %ox124.end ]
+  br label %ox124
+
+oy123.end:                                        ; preds = %ox124.end
+  %ky114.next = add nsw i64 %ky114274, 1
+  %883 = icmp slt i64 %ky114.next, 5
+  br i1 %883, label %ky114, label %ky114.end
+
+ox124:                                            ; preds = %ox124, %oy123
+  %ox124292 = phi i64 [ 0, %oy123 ], [ %ox124.next, %ox124 ]
+  %884 = mul nsw i64 %g108263, 64
+  %885 = add nsw i64 %884, %j112272
+  %886 = mul nsw i64 %885, 1176
+  %887 = add nsw i64 376320, %886
+  %888 = mul nsw i64 %c113273, 196
+  %889 = add nsw i64 %887, %888
+  %890 = add nsw i64 %oy123291, %ky114274
+  %891 = mul nsw i64 %890, 14
+  %892 = add nsw i64 %889, %891
+  %893 = add nsw i64 %ox124292, 4
+  %894 = add nsw i64 %892, %893
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %894
+  %895 = load float, ptr %arena293, align 4
+  %896 = mul nsw i64 %c113273, 5
+  %897 = add nsw i64 %896, %ky114274
+  %898 = mul nsw i64 %897, 5
+  %899 = add nsw i64 %898, 4
+  %900 = mul nsw i64 %899, 6400
+  %901 = add nsw i64 756112, %900
+  %902 = mul nsw i64 %j112272, 100
+  %903 = add nsw i64 %901, %902
+  %904 = mul nsw i64 %oy123291, 10
+  %905 = add nsw i64 %903, %904
+  %906 = add nsw i64 %905, %ox124292
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %906
+  %907 = load float, ptr %arena294, align 4
+  %908 = fadd float %895, %907
+  store float %908, ptr %arena293, align 4
+  %ox124.next = add nsw i64 %ox124292, 1
+  %909 = icmp slt i64 %ox124.next, 10
+  br i1 %909, label %ox124, label %ox124.end
+
+ox124.end:                                        ; preds = %ox124
+  %oy123.next = add nsw i64 %oy123291, 1
+  %910 = icmp slt i64 %oy123.next, 10
+  br i1 %910, label %oy123, label %oy123.end
+
+i125:                                             ; preds = %i125, %g108.end
+  %i125295 = phi i64 [ 0, %g108.end ], [ %i125.next, %i125 ]
+  %911 = add nsw i64 518032, %i125295
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %911
+  store float 0.000000e+00, ptr %arena296, align 4
+  %i125.next = add nsw i64 %i125295, 1
+  %912 = icmp slt i64 %i125.next, 301056
+  br i1 %912, label %i125, label %i125.end
+
+i125.end:                                         ; preds = %i125
+  br label %q126
+
+q126:                                             ; preds = %py127.end, %i125.end
+  %q126297 = phi i64 [ 0, %i125.end ], [ %q126.next, %py127.end ]
+  br label %py127
+
+q126.end:                                         ; preds = %py127.end
+  br label %i131
+
+py127:                                            ; preds = %px128.end, %q126
+  %py127298 = phi i64 [ 0, %q126 ], [ %py127.next, %px128.end ]
+  br label %px128
+
+py127.end:                                        ; preds = %px128.end
+  %q126.next = add nsw i64 %q126297, 1
+  %913 = icmp slt i64 %q126.next, 384
+  br i1 %913, label %q126, label %q126.end
+
+px128:                                            ; preds = %ky129.end, %py127
+  %px128299 = phi i64 [ 0, %py127 ], [ %px128.next, %ky129.end ]
+  br label %ky129
+
+px128.end:                                        ; preds = %ky129.end
+  %py127.next = add nsw i64 %py127298, 1
+  %914 = icmp slt i64 %py127.next, 14
+  br i1 %914, label %py127, label %py127.end
+
+ky129:                                            ; preds = %kx130.end, %px128
+  %ky129300 = phi i64 [ 0, %px128 ], [ %ky129.next, %kx130.end ]
+  br label %kx130
+
+ky129.end:                                        ; preds = %kx130.end
+  %px128.next = add nsw i64 %px128299, 1
+  %915 = icmp slt i64 %px128.next, 14
+  br i1 %915, label %px128, label %px128.end
+
+kx130:                                            ; preds = %kx130, %ky129
+  %kx130301 = phi i64 [ 0, %ky129 ], [ %kx130.next, %kx130 ]
+  %916 = mul nsw i64 %q126297, 784
+  %917 = mul nsw i64 %py127298, 56
+  %918 = add nsw i64 %916, %917
+  %919 = mul nsw i64 %px128299, 2
+  %920 = add nsw i64 %918, %919
+  %921 = add nsw i64 518032, %920
+  %922 = mul nsw i64 %ky129300, 28
+  %923 = add nsw i64 %921, %922
+  %924 = add nsw i64 %923, %kx130301
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %924
+  %925 = load float, ptr %arena302, align 4
+  %926 = mul nsw i64 %q126297, 196
+  %927 = add nsw i64 376320, %926
+  %928 = mul nsw i64 %py127298, 14
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, %px128299
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %930
+  %931 = load float, ptr %arena303, align 4
+  %932 = fmul float %931, 2.500000e-01
+  %933 = fadd float %925, %932
+  store float %933, ptr %arena302, align 4
+  %kx130.next = add nsw i64 %kx130301, 1
+  %934 = icmp slt i64 %kx130.next, 2
+  br i1 %934, label %kx130, label %kx130.end
+
+kx130.end:                                        ; preds = %kx130
+  %ky129.next = add nsw i64 %ky129300, 1
+  %935 = icmp slt i64 %ky129.next, 2
+  br i1 %935, label %ky129, label %ky129.end
+
+i131:                                             ; preds = %i131, %q126.end
+  %i131304 = phi i64 [ 0, %q126.end ], [ %i131.next, %i131 ]
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %i131304
+  %936 = load float, ptr %arena305, align 4
+  %937 = fcmp ogt float %936, 0.000000e+00
+  %938 = add nsw i64 518032, %i131304
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %938
+  %939 = load float, ptr %arena306, align 4
+  %940 = select i1 %937, float %939, float 0.000000e+00
+  %941 = add nsw i64 819088, %i131304
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %941
+  store float %940, ptr %arena307, align 4
+  %i131.next = add nsw i64 %i131304, 1
+  %942 = icmp slt i64 %i131.next, 301056
+  br i1 %942, label %i131, label %i131.end
+
+i131.end:                                         ; preds = %i131
+  br label %i132
+
+i132:                                             ; preds = %i132, %i131.end
+  %i132308 = phi i64 [ 0, %i131.end ], [ %i132.next, %i132 ]
+  %grads309 = getelementptr inbounds float, ptr %grads, i64 %i132308
+  store float 0.000000e+00, ptr %grads309, align 4
+  %i132.next = add nsw i64 %i132308, 1
+  %943 = icmp slt i64 %i132.next, 150
+  br i1 %943, label %i132, label %i132.end
+
+i132.end:                                         ; preds = %i132
+  br label %g133
+
+g133:                                             ; preds = %j149.end, %i132.end
+  %g133310 = phi i64 [ 0, %i132.end ], [ %g133.next, %j149.end ]
+  br label %j134
+
+g133.end:                                         ; preds = %j149.end
+  br label %f152
+
+j134:                                             ; preds = %c137.end, %g133
+  %j134311 = phi i64 [ 0, %g133 ], [ %j134.next, %c137.end ]
+  br label %r135
+
+j134.end:                                         ; preds = %c137.end
+  br label %j149
+
+r135:                                             ; preds = %i136.end, %j134
+  %r135312 = phi i64 [ 0, %j134 ], [ %r135.next, %i136.end ]
+  br label %i136
+
+r135.end:                                         ; preds = %i136.end
+  br label %c137
+
+i136:                                             ; preds = %i136, %r135
+  %i136313 = phi i64 [ 0, %r135 ], [ %i136.next, %i136 ]
+  %944 = mul nsw i64 %r135312, 50176
+  %945 = add nsw i64 1120144, %944
+  %946 = mul nsw i64 %j134311, 784
+  %947 = add nsw i64 %945, %946
+  %948 = add nsw i64 %947, %i136313
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %948
+  store float 0.000000e+00, ptr %arena314, align 4
+  %i136.next = add nsw i64 %i136313, 1
+  %949 = icmp slt i64 %i136.next, 784
+  br i1 %949, label %i136, label %i136.end
+
+i136.end:                                         ; preds = %i136
+  %r135.next = add nsw i64 %r135312, 1
+  %950 = icmp slt i64 %r135.next, 25
+  br i1 %950, label %r135, label %r135.end
+
+c137:                                             ; preds = %ky138.end, %r135.end
+  %c137315 = phi i64 [ 0, %r135.end ], [ %c137.next, %ky138.end ]
+  br label %ky138
+
+c137.end:                                         ; preds = %ky138.end
+  %j134.next = add nsw i64 %j134311, 1
+  %951 = icmp slt i64 %j134.next, 64
+  br i1 %951, label %j134, label %j134.end
+
+ky138:                                            ; preds = %oy147.end, %c137
+  %ky138316 = phi i64 [ 0, %c137 ], [ %ky138.next, %oy147.end ]
+  br label %oy139
+
+ky138.end:                                        ; preds = %oy147.end
+  %c137.next = add nsw i64 %c137315, 1
+  %952 = icmp slt i64 %c137.next, 1
+  br i1 %952, label %c137, label %c137.end
+
+oy139:                                            ; preds = %endif319, %ky138
+  %oy139317 = phi i64 [ 0, %ky138 ], [ %oy139.next, %endif319 ]
+  %953 = add nsw i64 %oy139317, %ky138316
+  %954 = add nsw i64 %953, -2
+  %955 = icmp slt i64 -1, %954
+  %956 = add nsw i64 %oy139317, %ky138316
+  %957 = add nsw i64 %956, -2
+  %958 = icmp slt i64 %957, 28
+  %959 = and i1 %955, %958
+  br i1 %959, label %then318, label %endif319
+
+oy139.end:                                        ; preds = %endif319
+  br label %oy141
+
+then318:                                          ; preds = %oy139
+  br label %ox140
+
+endif319:                                         ; preds = %ox140.end, %oy139
+  %oy139.next = add nsw i64 %oy139317, 1
+  %960 = icmp slt i64 %oy139.next, 28
+  br i1 %960, label %oy139, label %oy139.end
+
+ox140:                                            ; preds = %ox140, %then318
+  %ox140320 = phi i64 [ 0, %then318 ], [ %ox140.next, %ox140 ]
+  %961 = mul nsw i64 %g133310, 64
+  %962 = add nsw i64 %961, %j134311
+  %963 = mul nsw i64 %962, 784
+  %964 = mul nsw i64 %c137315, 784
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %oy139317, %ky138316
+  %967 = add nsw i64 %966, -2
+  %968 = mul nsw i64 %967, 28
+  %969 = add nsw i64 %965, %968
+  %970 = add nsw i64 %ox140320, 2
+  %971 = add nsw i64 %970, -2
+  %972 = add nsw i64 %969, %971
+  %images321 = getelementptr inbounds float, ptr %images, i64 %972
+  %973 = load float, ptr %images321, align 4
+  %974 = mul nsw i64 %c137315, 5
+  %975 = add nsw i64 %974, %ky138316
+  %976 = mul nsw i64 %975, 5
+  %977 = mul nsw i64 %976, 50176
+  %978 = add nsw i64 1120144, %977
+  %979 = mul nsw i64 %j134311, 784
+  %980 = add nsw i64 %978, %979
+  %981 = mul nsw i64 %oy139317, 28
+  %982 = add nsw i64 %980, %981
+  %983 = add nsw i64 %ox140320, 2
+  %984 = add nsw i64 %982, %983
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %984
+  store float %973, ptr %arena322, align 4
+  %ox140.next = add nsw i64 %ox140320, 1
+  %985 = icmp slt i64 %ox140.next, 26
+  br i1 %985, label %ox140, label %ox140.end
+
+ox140.end:                                        ; preds = %ox140
+  br label %endif319
+
+oy141:                                            ; preds = %endif325, %oy139.end
+  %oy141323 = phi i64 [ 0, %oy139.end ], [ %oy141.next, %endif325 ]
+  %986 = add nsw i64 %oy141323, %ky138316
+  %987 = add nsw i64 %986, -2
+  %988 = icmp slt i64 -1, %987
+  %989 = add nsw i64 %oy141323, %ky138316
+  %990 = add nsw i64 %989, -2
+  %991 = icmp slt i64 %990, 28
+  %992 = and i1 %988, %991
+  br i1 %992, label %then324, label %endif325
+
+oy141.end:                                        ; preds = %endif325
+  br label %oy143
+
+then324:                                          ; preds = %oy141
+  br label %ox142
+
+endif325:                                         ; preds = %ox142.end, %oy141
+  %oy141.next = add nsw i64 %oy141323, 1
+  %993 = icmp slt i64 %oy141.next, 28
+  br i1 %993, label %oy141, label %oy141.end
+
+ox142:                                            ; preds = %ox142, %then324
+  %ox142326 = phi i64 [ 0, %then324 ], [ %ox142.next, %ox142 ]
+  %994 = mul nsw i64 %g133310, 64
+  %995 = add nsw i64 %994, %j134311
+  %996 = mul nsw i64 %995, 784
+  %997 = mul nsw i64 %c137315, 784
+  %998 = add nsw i64 %996, %997
+  %999 = add nsw i64 %oy141323, %ky138316
+  %1000 = add nsw i64 %999, -2
+  %1001 = mul nsw i64 %1000, 28
+  %1002 = add nsw i64 %998, %1001
+  %1003 = add nsw i64 %ox142326, 1
+  %1004 = add nsw i64 %1003, -1
+  %1005 = add nsw i64 %1002, %1004
+  %images327 = getelementptr inbounds float, ptr %images, i64 %1005
+  %1006 = load float, ptr %images327, align 4
+  %1007 = mul nsw i64 %c137315, 5
+  %1008 = add nsw i64 %1007, %ky138316
+  %1009 = mul nsw i64 %1008, 5
+  %1010 = add nsw i64 %1009, 1
+  %1011 = mul nsw i64 %1010, 50176
+  %1012 = add nsw i64 1120144, %1011
+  %1013 = mul nsw i64 %j134311, 784
+  %1014 = add nsw i64 %1012, %1013
+  %1015 = mul nsw i64 %oy141323, 28
+  %1016 = add nsw i64 %1014, %1015
+  %1017 = add nsw i64 %ox142326, 1
+  %1018 = add nsw i64 %1016, %1017
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %1018
+  store float %1006, ptr %arena328, align 4
+  %ox142.next = add nsw i64 %ox142326, 1
+  %1019 = icmp slt i64 %ox142.next, 27
+  br i1 %1019, label %ox142, label %ox142.end
+
+ox142.end:                                        ; preds = %ox142
+  br label %endif325
+
+oy143:                                            ; preds = %endif331, %oy141.end
+  %oy143329 = phi i64 [ 0, %oy141.end ], [ %oy143.next, %endif331 ]
+  %1020 = add nsw i64 %oy143329, %ky138316
+  %1021 = add nsw i64 %1020, -2
+  %1022 = icmp slt i64 -1, %1021
+  %1023 = add nsw i64 %oy143329, %ky138316
+  %1024 = add nsw i64 %1023, -2
+  %1025 = icmp slt i64 %1024, 28
+  %1026 = and i1 %1022, %1025
+  br i1 %1026, label %then330, label %endif331
+
+oy143.end:                                        ; preds = %endif331
+  br label %oy145
+
+then330:                                          ; preds = %oy143
+  br label %ox144
+
+endif331:                                         ; preds = %ox144.end, %oy143
+  %oy143.next = add nsw i64 %oy143329, 1
+  %1027 = icmp slt i64 %oy143.next, 28
+  br i1 %1027, label %oy143, label %oy143.end
+
+ox144:                                            ; preds = %ox144, %then330
+  %ox144332 = phi i64 [ 0, %then330 ], [ %ox144.next, %ox144 ]
+  %1028 = mul nsw i64 %g133310, 64
+  %1029 = add nsw i64 %1028, %j134311
+  %1030 = mul nsw i64 %1029, 784
+  %1031 = mul nsw i64 %c137315, 784
+  %1032 = add nsw i64 %1030, %1031
+  %1033 = add nsw i64 %oy143329, %ky138316
+  %1034 = add nsw i64 %1033, -2
+  %1035 = mul nsw i64 %1034, 28
+  %1036 = add nsw i64 %1032, %1035
+  %1037 = add nsw i64 %1036, %ox144332
+  %images333 = getelementptr inbounds float, ptr %images, i64 %1037
+  %1038 = load float, ptr %images333, align 4
+  %1039 = mul nsw i64 %c137315, 5
+  %1040 = add nsw i64 %1039, %ky138316
+  %1041 = mul nsw i64 %1040, 5
+  %1042 = add nsw i64 %1041, 2
+  %1043 = mul nsw i64 %1042, 50176
+  %1044 = add nsw i64 1120144, %1043
+  %1045 = mul nsw i64 %j134311, 784
+  %1046 = add nsw i64 %1044, %1045
+  %1047 = mul nsw i64 %oy143329, 28
+  %1048 = add nsw i64 %1046, %1047
+  %1049 = add nsw i64 %1048, %ox144332
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %1049
+  store float %1038, ptr %arena334, align 4
+  %ox144.next = add nsw i64 %ox144332, 1
+  %1050 = icmp slt i64 %ox144.next, 28
+  br i1 %1050, label %ox144, label %ox144.end
+
+ox144.end:                                        ; preds = %ox144
+  br label %endif331
+
+oy145:                                            ; preds = %endif337, %oy143.end
+  %oy145335 = phi i64 [ 0, %oy143.end ], [ %oy145.next, %endif337 ]
+  %1051 = add nsw i64 %oy145335, %ky138316
+  %1052 = add nsw i64 %1051, -2
+  %1053 = icmp slt i64 -1, %1052
+  %1054 = add nsw i64 %oy145335, %ky138316
+  %1055 = add nsw i64 %1054, -2
+  %1056 = icmp slt i64 %1055, 28
+  %1057 = and i1 %1053, %1056
+  br i1 %1057, label %then336, label %endif337
+
+oy145.end:                                        ; preds = %endif337
+  br label %oy147
+
+then336:                                          ; preds = %oy145
+  br label %ox146
+
+endif337:                                         ; preds = %ox146.end, %oy145
+  %oy145.next = add nsw i64 %oy145335, 1
+  %1058 = icmp slt i64 %oy145.next, 28
+  br i1 %1058, label %oy145, label %oy145.end
+
+ox146:                                            ; preds = %ox146, %then336
+  %ox146338 = phi i64 [ 0, %then336 ], [ %ox146.next, %ox146 ]
+  %1059 = mul nsw i64 %g133310, 64
+  %1060 = add nsw i64 %1059, %j134311
+  %1061 = mul nsw i64 %1060, 784
+  %1062 = mul nsw i64 %c137315, 784
+  %1063 = add nsw i64 %1061, %1062
+  %1064 = add nsw i64 %oy145335, %ky138316
+  %1065 = add nsw i64 %1064, -2
+  %1066 = mul nsw i64 %1065, 28
+  %1067 = add nsw i64 %1063, %1066
+  %1068 = add nsw i64 %ox146338, 1
+  %1069 = add nsw i64 %1067, %1068
+  %images339 = getelementptr inbounds float, ptr %images, i64 %1069
+  %1070 = load float, ptr %images339, align 4
+  %1071 = mul nsw i64 %c137315, 5
+  %1072 = add nsw i64 %1071, %ky138316
+  %1073 = mul nsw i64 %1072, 5
+  %1074 = add nsw i64 %1073, 3
+  %1075 = mul nsw i64 %1074, 50176
+  %1076 = add nsw i64 1120144, %1075
+  %1077 = mul nsw i64 %j134311, 784
+  %1078 = add nsw i64 %1076, %1077
+  %1079 = mul nsw i64 %oy145335, 28
+  %1080 = add nsw i64 %1078, %1079
+  %1081 = add nsw i64 %1080, %ox146338
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %1081
+  store float %1070, ptr %arena340, align 4
+  %ox146.next = add nsw i64 %ox146338, 1
+  %1082 = icmp slt i64 %ox146.next, 27
+  br i1 %1082, label %ox146, label %ox146.end
+
+ox146.end:                                        ; preds = %ox146
+  br label %endif337
+
+oy147:                                            ; preds = %endif343, %oy145.end
+  %oy147341 = phi i64 [ 0, %oy145.end ], [ %oy147.next, %endif343 ]
+  %1083 = add nsw i64 %oy147341, %ky138316
+  %1084 = add nsw i64 %1083, -2
+  %1085 = icmp slt i64 -1, %1084
+  %1086 = add nsw i64 %oy147341, %ky138316
+  %1087 = add nsw i64 %1086, -2
+  %1088 = icmp slt i64 %1087, 28
+  %1089 = and i1 %1085, %1088
+  br i1 %1089, label %then342, label %endif343
+
+oy147.end:                                        ; preds = %endif343
+  %ky138.next = add nsw i64 %ky138316, 1
+  %1090 = icmp slt i64 %ky138.next, 5
+  br i1 %1090, label %ky138, label %ky138.end
+
+then342:                                          ; preds = %oy147
+  br label %ox148
+
+endif343:                                         ; preds = %ox148.end, %oy147
+  %oy147.next = add nsw i64 %oy147341, 1
+  %1091 = icmp slt i64 %oy147.next, 28
+  br i1 %1091, label %oy147, label %oy147.end
+
+ox148:                                            ; preds = %ox148, %then342
+  %ox148344 = phi i64 [ 0, %then342 ], [ %ox148.next, %ox148 ]
+  %1092 = mul nsw i64 %g133310, 64
+  %1093 = add nsw i64 %1092, %j134311
+  %1094 = mul nsw i64 %1093, 784
+  %1095 = mul nsw i64 %c137315, 784
+  %1096 = add nsw i64 %1094, %1095
+  %1097 = add nsw i64 %oy147341, %ky138316
+  %1098 = add nsw i64 %1097, -2
+  %1099 = mul nsw i64 %1098, 28
+  %1100 = add nsw i64 %1096, %1099
+  %1101 = add nsw i64 %ox148344, 2
+  %1102 = add nsw i64 %1100, %1101
+  %images345 = getelementptr inbounds float, ptr %images, i64 %1102
+  %1103 = load float, ptr %images345, align 4
+  %1104 = mul nsw i64 %c137315, 5
+  %1105 = add nsw i64 %1104, %ky138316
+  %1106 = mul nsw i64 %1105, 5
+  %1107 = add nsw i64 %1106, 4
+  %1108 = mul nsw i64 %1107, 50176
+  %1109 = add nsw i64 1120144, %1108
+  %1110 = mul nsw i64 %j134311, 784
+  %1111 = add nsw i64 %1109, %1110
+  %1112 = mul nsw i64 %oy147341, 28
+  %1113 = add nsw i64 %1111, %1112
+  %1114 = add nsw i64 %1113, %ox148344
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1114
+  store float %1103, ptr %arena346, align 4
+  %ox148.next = add nsw i64 %ox148344, 1
+  %1115 = icmp slt i64 %ox148.next, 26
+  br i1 %1115, label %ox148, label %ox148.end
+
+ox148.end:                                        ; preds = %ox148
+  br label %endif343
+
+j149:                                             ; preds = %f150.end, %j134.end
+  %j149347 = phi i64 [ 0, %j134.end ], [ %j149.next, %f150.end ]
+  br label %f150
+
+j149.end:                                         ; preds = %f150.end
+  %arena352 = getelementptr inbounds float, ptr %arena, i64 2374544
+  %arena353 = getelementptr inbounds float, ptr %arena, i64 1120144
+  %grads354 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena352, i32 50176, ptr %arena353, i32 50176, float 1.000000e+00, ptr %grads354, i32 25)
+  %g133.next = add nsw i64 %g133310, 1
+  %1116 = icmp slt i64 %g133.next, 1
+  br i1 %1116, label %g133, label %g133.end
+
+f150:                                             ; preds = %i151.end, %j149
+  %f150348 = phi i64 [ 0, %j149 ], [ %f150.next, %i151.end ]
+  br label %i151
+
+f150.end:                                         ; preds = %i151.end
+  %j149.next = add nsw i64 %j149347, 1
+  %1117 = icmp slt i64 %j149.next, 64
+  br i1 %1117, label %j149, label %j149.end
+
+i151:                                             ; preds = %i151, %f150
+  %i151349 = phi i64 [ 0, %f150 ], [ %i151.next, %i151 ]
+  %1118 = mul nsw i64 %g133310, 64
+  %1119 = add nsw i64 %1118, %j149347
+  %1120 = mul nsw i64 %1119, 4704
+  %1121 = add nsw i64 819088, %1120
+  %1122 = mul nsw i64 %f150348, 784
+  %1123 = add nsw i64 %1121, %1122
+  %1124 = add nsw i64 %1123, %i151349
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1124
+  %1125 = load float, ptr %arena350, align 4
+  %1126 = mul nsw i64 %f150348, 50176
+  %1127 = add nsw i64 2374544, %1126
+  %1128 = mul nsw i64 %j149347, 784
+  %1129 = add nsw i64 %1127, %1128
+  %1130 = add nsw i64 %1129, %i151349
+  %arena351 = getelementptr inbounds float, ptr %arena, i64 %1130
+  store float %1125, ptr %arena351, align 4
+  %i151.next = add nsw i64 %i151349, 1
+  %1131 = icmp slt i64 %i151.next, 784
+  br i1 %1131, label %i151, label %i151.end
+
+i151.end:                                         ; preds = %i151
+  %f150.next = add nsw i64 %f150348, 1
+  %1132 = icmp slt i64 %f150.next, 6
+  br i1 %1132, label %f150, label %f150.end
+
+f152:                                             ; preds = %img154.end, %g133.end
+  %f152355 = phi i64 [ 0, %g133.end ], [ %f152.next, %img154.end ]
+  store float 0.000000e+00, ptr %acc153, align 4
+  br label %img154
+
+f152.end:                                         ; preds = %img154.end
+  %1133 = sitofp i64 %step to float
+  %1134 = fmul float %1133, 0xBFBAF8E8A0000000
+  %1135 = call float @llvm.exp.f32(float %1134)
+  %1136 = fsub float 1.000000e+00, %1135
+  %1137 = fdiv float %lr, %1136
+  store float %1137, ptr %step_size156, align 4
+  %1138 = sitofp i64 %step to float
+  %1139 = fmul float %1138, 0xBF50645940000000
+  %1140 = call float @llvm.exp.f32(float %1139)
+  %1141 = fsub float 1.000000e+00, %1140
+  %1142 = call float @llvm.sqrt.f32(float %1141)
+  store float %1142, ptr %bc2_sqrt157, align 4
+  br label %i158
+
+img154:                                           ; preds = %i155.end, %f152
+  %img154356 = phi i64 [ 0, %f152 ], [ %img154.next, %i155.end ]
+  br label %i155
+
+img154.end:                                       ; preds = %i155.end
+  %acc153360 = load float, ptr %acc153, align 4
+  %1143 = add nsw i64 150, %f152355
+  %grads361 = getelementptr inbounds float, ptr %grads, i64 %1143
+  store float %acc153360, ptr %grads361, align 4
+  %f152.next = add nsw i64 %f152355, 1
+  %1144 = icmp slt i64 %f152.next, 6
+  br i1 %1144, label %f152, label %f152.end
+
+i155:                                             ; preds = %i155, %img154
+  %i155357 = phi i64 [ 0, %img154 ], [ %i155.next, %i155 ]
+  %acc153358 = load float, ptr %acc153, align 4
+  %1145 = mul nsw i64 %img154356, 4704
+  %1146 = add nsw i64 819088, %1145
+  %1147 = mul nsw i64 %f152355, 784
+  %1148 = add nsw i64 %1146, %1147
+  %1149 = add nsw i64 %1148, %i155357
+  %arena359 = getelementptr inbounds float, ptr %arena, i64 %1149
+  %1150 = load float, ptr %arena359, align 4
+  %1151 = fadd float %acc153358, %1150
+  store float %1151, ptr %acc153, align 4
+  %i155.next = add nsw i64 %i155357, 1
+  %1152 = icmp slt i64 %i155.next, 784
+  br i1 %1152, label %i155, label %i155.end
+
+i155.end:                                         ; preds = %i155
+  %img154.next = add nsw i64 %img154356, 1
+  %1153 = icmp slt i64 %img154.next, 64
+  br i1 %1153, label %img154, label %img154.end
+
+i158:                                             ; preds = %i158, %f152.end
+  %i158362 = phi i64 [ 0, %f152.end ], [ %i158.next, %i158 ]
+  %grads363 = getelementptr inbounds float, ptr %grads, i64 %i158362
+  %1154 = load float, ptr %grads363, align 4
+  %params364 = getelementptr inbounds float, ptr %params, i64 %i158362
+  %1155 = load float, ptr %params364, align 4
+  %1156 = fmul float 0.000000e+00, %1155
+  %1157 = fadd float %1154, %1156
+  store float %1157, ptr %g, align 4
+  %m365 = getelementptr inbounds float, ptr %m, i64 %i158362
+  %1158 = load float, ptr %m365, align 4
+  %1159 = fmul float 0x3FECCCCCC0000000, %1158
+  %g366 = load float, ptr %g, align 4
+  %1160 = fmul float 0x3FB9999A00000000, %g366
+  %1161 = fadd float %1159, %1160
+  store float %1161, ptr %m_new, align 4
+  %v367 = getelementptr inbounds float, ptr %v, i64 %i158362
+  %1162 = load float, ptr %v367, align 4
+  %1163 = fmul float 0x3FEFF7CEE0000000, %1162
+  %g368 = load float, ptr %g, align 4
+  %1164 = fmul float 0x3F50624000000000, %g368
+  %g369 = load float, ptr %g, align 4
+  %1165 = fmul float %1164, %g369
+  %1166 = fadd float %1163, %1165
+  store float %1166, ptr %v_new, align 4
+  %m_new370 = load float, ptr %m_new, align 4
+  %m371 = getelementptr inbounds float, ptr %m, i64 %i158362
+  store float %m_new370, ptr %m371, align 4
+  %v_new372 = load float, ptr %v_new, align 4
+  %v373 = getelementptr inbounds float, ptr %v, i64 %i158362
+  store float %v_new372, ptr %v373, align 4
+  %params374 = getelementptr inbounds float, ptr %params, i64 %i158362
+  %1167 = load float, ptr %params374, align 4
+  %step_size156375 = load float, ptr %step_size156, align 4
+  %m_new376 = load float, ptr %m_new, align 4
+  %1168 = fmul float %step_size156375, %m_new376
+  %v_new377 = load float, ptr %v_new, align 4
+  %1169 = call float @llvm.sqrt.f32(float %v_new377)
+  %bc2_sqrt157378 = load float, ptr %bc2_sqrt157, align 4
+  %1170 = fdiv float %1169, %bc2_sqrt157378
+  %1171 = fadd float %1170, 0x3E45798EE0000000
+  %1172 = fdiv float %1168, %1171
+  %1173 = fsub float %1167, %1172
+  %params379 = getelementptr inbounds float, ptr %params, i64 %i158362
+  store float %1173, ptr %params379, align 4
+  %i158.next = add nsw i64 %i158362, 1
+  %1174 = icmp slt i64 %i158.next, 61706
+  br i1 %1174, label %i158, label %i158.end
+
+i158.end:                                         ; preds = %i158
   ret void
 }
 
@@ -1577,557 +2743,998 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %acc26 = alloca float, align 4
-  %acc12 = alloca float, align 4
-  br label %img1
+  %acc46 = alloca float, align 4
+  %acc23 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j17.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j17.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %q9
+g1.end:                                           ; preds = %j17.end
+  br label %q20
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 301056
-  %0 = mul nsw i64 %img11, 4704
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %0
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 784, i32 25, float 1.000000e+00, ptr %params10, i32 25, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params36 = getelementptr inbounds float, ptr %params, i64 0
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 301056
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 50176, i32 25, float 1.000000e+00, ptr %params36, i32 25, ptr %arena37, i32 50176, float 0.000000e+00, ptr %arena38, i32 50176)
+  br label %j17
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %1 = icmp slt i64 %c2.next, 1
-  br i1 %1, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 301056, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %2 = icmp slt i64 %ky3.next, 5
-  br i1 %2, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 25
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %3 = icmp slt i64 %kx4.next, 5
-  br i1 %3, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %4 = mul nsw i64 %c22, 5
-  %5 = add nsw i64 %4, %ky33
-  %6 = mul nsw i64 %5, 5
-  %7 = add nsw i64 %6, %kx44
-  %8 = mul nsw i64 %7, 784
-  %9 = add nsw i64 301056, %8
-  %10 = mul nsw i64 %oy55, 28
-  %11 = add nsw i64 %9, %10
-  %12 = add nsw i64 %11, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %12
-  store float 0.000000e+00, ptr %arena7, align 4
-  %13 = add nsw i64 %oy55, %ky33
-  %14 = add nsw i64 %13, -2
-  %15 = icmp slt i64 -1, %14
-  %16 = add nsw i64 %oy55, %ky33
-  %17 = add nsw i64 %16, -2
-  %18 = icmp slt i64 %17, 28
-  %19 = and i1 %15, %18
-  %20 = add nsw i64 %ox66, %kx44
-  %21 = add nsw i64 %20, -2
-  %22 = icmp slt i64 -1, %21
-  %23 = add nsw i64 %ox66, %kx44
-  %24 = add nsw i64 %23, -2
-  %25 = icmp slt i64 %24, 28
-  %26 = and i1 %22, %25
-  %27 = and i1 %19, %26
-  br i1 %27, label %then, label %endif
+ky6:                                              ; preds = %oy15.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy15.end ]
+  br label %oy7
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %28 = icmp slt i64 %oy5.next, 28
-  br i1 %28, label %oy5, label %oy5.end
+ky6.end:                                          ; preds = %oy15.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
 
-then:                                             ; preds = %ox6
-  %29 = mul nsw i64 %img11, 784
-  %30 = mul nsw i64 %c22, 784
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %oy55, %ky33
-  %33 = add nsw i64 %32, -2
-  %34 = mul nsw i64 %33, 28
-  %35 = add nsw i64 %31, %34
-  %36 = add nsw i64 %ox66, %kx44
-  %37 = add nsw i64 %36, -2
-  %38 = add nsw i64 %35, %37
-  %images8 = getelementptr inbounds float, ptr %images, i64 %38
-  %39 = load float, ptr %images8, align 4
-  %40 = mul nsw i64 %c22, 5
-  %41 = add nsw i64 %40, %ky33
-  %42 = mul nsw i64 %41, 5
-  %43 = add nsw i64 %42, %kx44
-  %44 = mul nsw i64 %43, 784
-  %45 = add nsw i64 301056, %44
-  %46 = mul nsw i64 %oy55, 28
-  %47 = add nsw i64 %45, %46
-  %48 = add nsw i64 %47, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %48
-  store float %39, ptr %arena9, align 4
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -2
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
+  %13 = add nsw i64 %12, -2
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
+  %23 = add nsw i64 %22, -2
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 2
+  %27 = add nsw i64 %26, -2
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 5
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 5
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 301056, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 2
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 26
+  br i1 %41, label %ox8, label %ox8.end
+
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %49 = icmp slt i64 %ox6.next, 28
-  br i1 %49, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -2
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -2
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %i8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %i8.end ]
-  br label %i8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %i8.end
-  %img1.next = add nsw i64 %img11, 1
-  %50 = icmp slt i64 %img1.next, 64
-  br i1 %50, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-i8:                                               ; preds = %i8, %f7
-  %i814 = phi i64 [ 0, %f7 ], [ %i8.next, %i8 ]
-  %51 = mul nsw i64 %img11, 4704
-  %52 = mul nsw i64 %f713, 784
-  %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %53, %i814
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %54
-  %55 = load float, ptr %arena15, align 4
-  %56 = add nsw i64 150, %f713
-  %params16 = getelementptr inbounds float, ptr %params, i64 %56
-  %57 = load float, ptr %params16, align 4
-  %58 = fadd float %55, %57
-  %59 = fcmp ogt float %58, 0.000000e+00
-  %60 = mul nsw i64 %img11, 4704
-  %61 = mul nsw i64 %f713, 784
-  %62 = add nsw i64 %60, %61
-  %63 = add nsw i64 %62, %i814
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 %63
-  %64 = load float, ptr %arena17, align 4
-  %65 = add nsw i64 150, %f713
-  %params18 = getelementptr inbounds float, ptr %params, i64 %65
-  %66 = load float, ptr %params18, align 4
-  %67 = fadd float %64, %66
-  %68 = select i1 %59, float %67, float 0.000000e+00
-  %69 = mul nsw i64 %img11, 4704
-  %70 = mul nsw i64 %f713, 784
-  %71 = add nsw i64 %69, %70
-  %72 = add nsw i64 %71, %i814
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %72
-  store float %68, ptr %arena19, align 4
-  %i8.next = add nsw i64 %i814, 1
-  %73 = icmp slt i64 %i8.next, 784
-  br i1 %73, label %i8, label %i8.end
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-i8.end:                                           ; preds = %i8
-  %f7.next = add nsw i64 %f713, 1
-  %74 = icmp slt i64 %f7.next, 6
-  br i1 %74, label %f7, label %f7.end
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -2
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %ox1015, 1
+  %60 = add nsw i64 %59, -1
+  %61 = add nsw i64 %58, %60
+  %images16 = getelementptr inbounds float, ptr %images, i64 %61
+  %62 = load float, ptr %images16, align 4
+  %63 = mul nsw i64 %c56, 5
+  %64 = add nsw i64 %63, %ky67
+  %65 = mul nsw i64 %64, 5
+  %66 = add nsw i64 %65, 1
+  %67 = mul nsw i64 %66, 50176
+  %68 = add nsw i64 301056, %67
+  %69 = mul nsw i64 %j22, 784
+  %70 = add nsw i64 %68, %69
+  %71 = mul nsw i64 %oy912, 28
+  %72 = add nsw i64 %70, %71
+  %73 = add nsw i64 %ox1015, 1
+  %74 = add nsw i64 %72, %73
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %74
+  store float %62, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %75 = icmp slt i64 %ox10.next, 27
+  br i1 %75, label %ox10, label %ox10.end
 
-q9:                                               ; preds = %py10.end, %img1.end
-  %q920 = phi i64 [ 0, %img1.end ], [ %q9.next, %py10.end ]
-  br label %py10
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
 
-q9.end:                                           ; preds = %py10.end
-  br label %img15
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -2
+  %78 = icmp slt i64 -1, %77
+  %79 = add nsw i64 %oy1118, %ky67
+  %80 = add nsw i64 %79, -2
+  %81 = icmp slt i64 %80, 28
+  %82 = and i1 %78, %81
+  br i1 %82, label %then19, label %endif20
 
-py10:                                             ; preds = %px11.end, %q9
-  %py1021 = phi i64 [ 0, %q9 ], [ %py10.next, %px11.end ]
-  br label %px11
+oy11.end:                                         ; preds = %endif20
+  br label %oy13
 
-py10.end:                                         ; preds = %px11.end
-  %q9.next = add nsw i64 %q920, 1
-  %75 = icmp slt i64 %q9.next, 384
-  br i1 %75, label %q9, label %q9.end
+then19:                                           ; preds = %oy11
+  br label %ox12
 
-px11:                                             ; preds = %ky13.end, %py10
-  %px1122 = phi i64 [ 0, %py10 ], [ %px11.next, %ky13.end ]
-  store float 0.000000e+00, ptr %acc12, align 4
-  br label %ky13
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %83 = icmp slt i64 %oy11.next, 28
+  br i1 %83, label %oy11, label %oy11.end
 
-px11.end:                                         ; preds = %ky13.end
-  %py10.next = add nsw i64 %py1021, 1
-  %76 = icmp slt i64 %py10.next, 14
-  br i1 %76, label %py10, label %py10.end
-
-ky13:                                             ; preds = %kx14.end, %px11
-  %ky1323 = phi i64 [ 0, %px11 ], [ %ky13.next, %kx14.end ]
-  br label %kx14
-
-ky13.end:                                         ; preds = %kx14.end
-  %acc1227 = load float, ptr %acc12, align 4
-  %77 = fmul float %acc1227, 2.500000e-01
-  %78 = mul nsw i64 %q920, 196
-  %79 = add nsw i64 301056, %78
-  %80 = mul nsw i64 %py1021, 14
-  %81 = add nsw i64 %79, %80
-  %82 = add nsw i64 %81, %px1122
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %82
-  store float %77, ptr %arena28, align 4
-  %px11.next = add nsw i64 %px1122, 1
-  %83 = icmp slt i64 %px11.next, 14
-  br i1 %83, label %px11, label %px11.end
-
-kx14:                                             ; preds = %kx14, %ky13
-  %kx1424 = phi i64 [ 0, %ky13 ], [ %kx14.next, %kx14 ]
-  %acc1225 = load float, ptr %acc12, align 4
-  %84 = mul nsw i64 %q920, 784
-  %85 = mul nsw i64 %py1021, 56
-  %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %px1122, 2
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %84 = mul nsw i64 %g11, 64
+  %85 = add nsw i64 %84, %j22
+  %86 = mul nsw i64 %85, 784
+  %87 = mul nsw i64 %c56, 784
   %88 = add nsw i64 %86, %87
-  %89 = mul nsw i64 %ky1323, 28
-  %90 = add nsw i64 %88, %89
-  %91 = add nsw i64 %90, %kx1424
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %91
-  %92 = load float, ptr %arena26, align 4
-  %93 = fadd float %acc1225, %92
-  store float %93, ptr %acc12, align 4
-  %kx14.next = add nsw i64 %kx1424, 1
-  %94 = icmp slt i64 %kx14.next, 2
-  br i1 %94, label %kx14, label %kx14.end
+  %89 = add nsw i64 %oy1118, %ky67
+  %90 = add nsw i64 %89, -2
+  %91 = mul nsw i64 %90, 28
+  %92 = add nsw i64 %88, %91
+  %93 = add nsw i64 %92, %ox1221
+  %images22 = getelementptr inbounds float, ptr %images, i64 %93
+  %94 = load float, ptr %images22, align 4
+  %95 = mul nsw i64 %c56, 5
+  %96 = add nsw i64 %95, %ky67
+  %97 = mul nsw i64 %96, 5
+  %98 = add nsw i64 %97, 2
+  %99 = mul nsw i64 %98, 50176
+  %100 = add nsw i64 301056, %99
+  %101 = mul nsw i64 %j22, 784
+  %102 = add nsw i64 %100, %101
+  %103 = mul nsw i64 %oy1118, 28
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %104, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %105
+  store float %94, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %106 = icmp slt i64 %ox12.next, 28
+  br i1 %106, label %ox12, label %ox12.end
 
-kx14.end:                                         ; preds = %kx14
-  %ky13.next = add nsw i64 %ky1323, 1
-  %95 = icmp slt i64 %ky13.next, 2
-  br i1 %95, label %ky13, label %ky13.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-img15:                                            ; preds = %f21.end, %q9.end
-  %img1529 = phi i64 [ 0, %q9.end ], [ %img15.next, %f21.end ]
-  br label %c16
+oy13:                                             ; preds = %endif26, %oy11.end
+  %oy1324 = phi i64 [ 0, %oy11.end ], [ %oy13.next, %endif26 ]
+  %107 = add nsw i64 %oy1324, %ky67
+  %108 = add nsw i64 %107, -2
+  %109 = icmp slt i64 -1, %108
+  %110 = add nsw i64 %oy1324, %ky67
+  %111 = add nsw i64 %110, -2
+  %112 = icmp slt i64 %111, 28
+  %113 = and i1 %109, %112
+  br i1 %113, label %then25, label %endif26
 
-img15.end:                                        ; preds = %f21.end
-  br label %q23
+oy13.end:                                         ; preds = %endif26
+  br label %oy15
 
-c16:                                              ; preds = %ky17.end, %img15
-  %c1630 = phi i64 [ 0, %img15 ], [ %c16.next, %ky17.end ]
-  br label %ky17
+then25:                                           ; preds = %oy13
+  br label %ox14
 
-c16.end:                                          ; preds = %ky17.end
-  %params37 = getelementptr inbounds float, ptr %params, i64 156
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 102400
-  %96 = mul nsw i64 %img1529, 1600
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %96
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 100, i32 150, float 1.000000e+00, ptr %params37, i32 150, ptr %arena38, i32 100, float 0.000000e+00, ptr %arena39, i32 100)
-  br label %f21
+endif26:                                          ; preds = %ox14.end, %oy13
+  %oy13.next = add nsw i64 %oy1324, 1
+  %114 = icmp slt i64 %oy13.next, 28
+  br i1 %114, label %oy13, label %oy13.end
 
-ky17:                                             ; preds = %kx18.end, %c16
-  %ky1731 = phi i64 [ 0, %c16 ], [ %ky17.next, %kx18.end ]
-  br label %kx18
+ox14:                                             ; preds = %ox14, %then25
+  %ox1427 = phi i64 [ 0, %then25 ], [ %ox14.next, %ox14 ]
+  %115 = mul nsw i64 %g11, 64
+  %116 = add nsw i64 %115, %j22
+  %117 = mul nsw i64 %116, 784
+  %118 = mul nsw i64 %c56, 784
+  %119 = add nsw i64 %117, %118
+  %120 = add nsw i64 %oy1324, %ky67
+  %121 = add nsw i64 %120, -2
+  %122 = mul nsw i64 %121, 28
+  %123 = add nsw i64 %119, %122
+  %124 = add nsw i64 %ox1427, 1
+  %125 = add nsw i64 %123, %124
+  %images28 = getelementptr inbounds float, ptr %images, i64 %125
+  %126 = load float, ptr %images28, align 4
+  %127 = mul nsw i64 %c56, 5
+  %128 = add nsw i64 %127, %ky67
+  %129 = mul nsw i64 %128, 5
+  %130 = add nsw i64 %129, 3
+  %131 = mul nsw i64 %130, 50176
+  %132 = add nsw i64 301056, %131
+  %133 = mul nsw i64 %j22, 784
+  %134 = add nsw i64 %132, %133
+  %135 = mul nsw i64 %oy1324, 28
+  %136 = add nsw i64 %134, %135
+  %137 = add nsw i64 %136, %ox1427
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %137
+  store float %126, ptr %arena29, align 4
+  %ox14.next = add nsw i64 %ox1427, 1
+  %138 = icmp slt i64 %ox14.next, 27
+  br i1 %138, label %ox14, label %ox14.end
 
-ky17.end:                                         ; preds = %kx18.end
-  %c16.next = add nsw i64 %c1630, 1
-  %97 = icmp slt i64 %c16.next, 6
-  br i1 %97, label %c16, label %c16.end
+ox14.end:                                         ; preds = %ox14
+  br label %endif26
 
-kx18:                                             ; preds = %oy19.end, %ky17
-  %kx1832 = phi i64 [ 0, %ky17 ], [ %kx18.next, %oy19.end ]
-  br label %oy19
+oy15:                                             ; preds = %endif32, %oy13.end
+  %oy1530 = phi i64 [ 0, %oy13.end ], [ %oy15.next, %endif32 ]
+  %139 = add nsw i64 %oy1530, %ky67
+  %140 = add nsw i64 %139, -2
+  %141 = icmp slt i64 -1, %140
+  %142 = add nsw i64 %oy1530, %ky67
+  %143 = add nsw i64 %142, -2
+  %144 = icmp slt i64 %143, 28
+  %145 = and i1 %141, %144
+  br i1 %145, label %then31, label %endif32
 
-kx18.end:                                         ; preds = %oy19.end
-  %ky17.next = add nsw i64 %ky1731, 1
-  %98 = icmp slt i64 %ky17.next, 5
-  br i1 %98, label %ky17, label %ky17.end
+oy15.end:                                         ; preds = %endif32
+  %ky6.next = add nsw i64 %ky67, 1
+  %146 = icmp slt i64 %ky6.next, 5
+  br i1 %146, label %ky6, label %ky6.end
 
-oy19:                                             ; preds = %ox20.end, %kx18
-  %oy1933 = phi i64 [ 0, %kx18 ], [ %oy19.next, %ox20.end ]
-  br label %ox20
+then31:                                           ; preds = %oy15
+  br label %ox16
 
-oy19.end:                                         ; preds = %ox20.end
-  %kx18.next = add nsw i64 %kx1832, 1
-  %99 = icmp slt i64 %kx18.next, 5
-  br i1 %99, label %kx18, label %kx18.end
+endif32:                                          ; preds = %ox16.end, %oy15
+  %oy15.next = add nsw i64 %oy1530, 1
+  %147 = icmp slt i64 %oy15.next, 28
+  br i1 %147, label %oy15, label %oy15.end
 
-ox20:                                             ; preds = %ox20, %oy19
-  %ox2034 = phi i64 [ 0, %oy19 ], [ %ox20.next, %ox20 ]
-  %100 = mul nsw i64 %img1529, 1176
-  %101 = add nsw i64 301056, %100
-  %102 = mul nsw i64 %c1630, 196
-  %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %oy1933, %ky1731
-  %105 = mul nsw i64 %104, 14
-  %106 = add nsw i64 %103, %105
-  %107 = add nsw i64 %ox2034, %kx1832
-  %108 = add nsw i64 %106, %107
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %108
-  %109 = load float, ptr %arena35, align 4
-  %110 = mul nsw i64 %c1630, 5
-  %111 = add nsw i64 %110, %ky1731
-  %112 = mul nsw i64 %111, 5
-  %113 = add nsw i64 %112, %kx1832
-  %114 = mul nsw i64 %113, 100
-  %115 = add nsw i64 102400, %114
-  %116 = mul nsw i64 %oy1933, 10
-  %117 = add nsw i64 %115, %116
-  %118 = add nsw i64 %117, %ox2034
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %118
-  store float %109, ptr %arena36, align 4
-  %ox20.next = add nsw i64 %ox2034, 1
-  %119 = icmp slt i64 %ox20.next, 10
-  br i1 %119, label %ox20, label %ox20.end
-
-ox20.end:                                         ; preds = %ox20
-  %oy19.next = add nsw i64 %oy1933, 1
-  %120 = icmp slt i64 %oy19.next, 10
-  br i1 %120, label %oy19, label %oy19.end
-
-f21:                                              ; preds = %i22.end, %c16.end
-  %f2140 = phi i64 [ 0, %c16.end ], [ %f21.next, %i22.end ]
-  br label %i22
-
-f21.end:                                          ; preds = %i22.end
-  %img15.next = add nsw i64 %img1529, 1
-  %121 = icmp slt i64 %img15.next, 64
-  br i1 %121, label %img15, label %img15.end
-
-i22:                                              ; preds = %i22, %f21
-  %i2241 = phi i64 [ 0, %f21 ], [ %i22.next, %i22 ]
-  %122 = mul nsw i64 %img1529, 1600
-  %123 = mul nsw i64 %f2140, 100
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 %124, %i2241
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %125
-  %126 = load float, ptr %arena42, align 4
-  %127 = add nsw i64 2556, %f2140
-  %params43 = getelementptr inbounds float, ptr %params, i64 %127
-  %128 = load float, ptr %params43, align 4
-  %129 = fadd float %126, %128
-  %130 = fcmp ogt float %129, 0.000000e+00
-  %131 = mul nsw i64 %img1529, 1600
-  %132 = mul nsw i64 %f2140, 100
-  %133 = add nsw i64 %131, %132
-  %134 = add nsw i64 %133, %i2241
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %134
-  %135 = load float, ptr %arena44, align 4
-  %136 = add nsw i64 2556, %f2140
-  %params45 = getelementptr inbounds float, ptr %params, i64 %136
-  %137 = load float, ptr %params45, align 4
-  %138 = fadd float %135, %137
-  %139 = select i1 %130, float %138, float 0.000000e+00
-  %140 = mul nsw i64 %img1529, 1600
-  %141 = mul nsw i64 %f2140, 100
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %i2241
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %143
-  store float %139, ptr %arena46, align 4
-  %i22.next = add nsw i64 %i2241, 1
-  %144 = icmp slt i64 %i22.next, 100
-  br i1 %144, label %i22, label %i22.end
-
-i22.end:                                          ; preds = %i22
-  %f21.next = add nsw i64 %f2140, 1
-  %145 = icmp slt i64 %f21.next, 16
-  br i1 %145, label %f21, label %f21.end
-
-q23:                                              ; preds = %py24.end, %img15.end
-  %q2347 = phi i64 [ 0, %img15.end ], [ %q23.next, %py24.end ]
-  br label %py24
-
-q23.end:                                          ; preds = %py24.end
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 102400
-  %params57 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena56, i32 400, ptr %params57, i32 400, float 0.000000e+00, ptr %arena58, i32 120)
-  br label %n29
-
-py24:                                             ; preds = %px25.end, %q23
-  %py2448 = phi i64 [ 0, %q23 ], [ %py24.next, %px25.end ]
-  br label %px25
-
-py24.end:                                         ; preds = %px25.end
-  %q23.next = add nsw i64 %q2347, 1
-  %146 = icmp slt i64 %q23.next, 1024
-  br i1 %146, label %q23, label %q23.end
-
-px25:                                             ; preds = %ky27.end, %py24
-  %px2549 = phi i64 [ 0, %py24 ], [ %px25.next, %ky27.end ]
-  store float 0.000000e+00, ptr %acc26, align 4
-  br label %ky27
-
-px25.end:                                         ; preds = %ky27.end
-  %py24.next = add nsw i64 %py2448, 1
-  %147 = icmp slt i64 %py24.next, 5
-  br i1 %147, label %py24, label %py24.end
-
-ky27:                                             ; preds = %kx28.end, %px25
-  %ky2750 = phi i64 [ 0, %px25 ], [ %ky27.next, %kx28.end ]
-  br label %kx28
-
-ky27.end:                                         ; preds = %kx28.end
-  %acc2654 = load float, ptr %acc26, align 4
-  %148 = fmul float %acc2654, 2.500000e-01
-  %149 = mul nsw i64 %q2347, 25
-  %150 = add nsw i64 102400, %149
-  %151 = mul nsw i64 %py2448, 5
+ox16:                                             ; preds = %ox16, %then31
+  %ox1633 = phi i64 [ 0, %then31 ], [ %ox16.next, %ox16 ]
+  %148 = mul nsw i64 %g11, 64
+  %149 = add nsw i64 %148, %j22
+  %150 = mul nsw i64 %149, 784
+  %151 = mul nsw i64 %c56, 784
   %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %152, %px2549
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %153
-  store float %148, ptr %arena55, align 4
-  %px25.next = add nsw i64 %px2549, 1
-  %154 = icmp slt i64 %px25.next, 5
-  br i1 %154, label %px25, label %px25.end
+  %153 = add nsw i64 %oy1530, %ky67
+  %154 = add nsw i64 %153, -2
+  %155 = mul nsw i64 %154, 28
+  %156 = add nsw i64 %152, %155
+  %157 = add nsw i64 %ox1633, 2
+  %158 = add nsw i64 %156, %157
+  %images34 = getelementptr inbounds float, ptr %images, i64 %158
+  %159 = load float, ptr %images34, align 4
+  %160 = mul nsw i64 %c56, 5
+  %161 = add nsw i64 %160, %ky67
+  %162 = mul nsw i64 %161, 5
+  %163 = add nsw i64 %162, 4
+  %164 = mul nsw i64 %163, 50176
+  %165 = add nsw i64 301056, %164
+  %166 = mul nsw i64 %j22, 784
+  %167 = add nsw i64 %165, %166
+  %168 = mul nsw i64 %oy1530, 28
+  %169 = add nsw i64 %167, %168
+  %170 = add nsw i64 %169, %ox1633
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %170
+  store float %159, ptr %arena35, align 4
+  %ox16.next = add nsw i64 %ox1633, 1
+  %171 = icmp slt i64 %ox16.next, 26
+  br i1 %171, label %ox16, label %ox16.end
 
-kx28:                                             ; preds = %kx28, %ky27
-  %kx2851 = phi i64 [ 0, %ky27 ], [ %kx28.next, %kx28 ]
-  %acc2652 = load float, ptr %acc26, align 4
-  %155 = mul nsw i64 %q2347, 100
-  %156 = mul nsw i64 %py2448, 20
-  %157 = add nsw i64 %155, %156
-  %158 = mul nsw i64 %px2549, 2
-  %159 = add nsw i64 %157, %158
-  %160 = mul nsw i64 %ky2750, 10
-  %161 = add nsw i64 %159, %160
-  %162 = add nsw i64 %161, %kx2851
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %162
-  %163 = load float, ptr %arena53, align 4
-  %164 = fadd float %acc2652, %163
-  store float %164, ptr %acc26, align 4
-  %kx28.next = add nsw i64 %kx2851, 1
-  %165 = icmp slt i64 %kx28.next, 2
-  br i1 %165, label %kx28, label %kx28.end
+ox16.end:                                         ; preds = %ox16
+  br label %endif32
 
-kx28.end:                                         ; preds = %kx28
-  %ky27.next = add nsw i64 %ky2750, 1
-  %166 = icmp slt i64 %ky27.next, 2
-  br i1 %166, label %ky27, label %ky27.end
+j17:                                              ; preds = %f18.end, %j2.end
+  %j1739 = phi i64 [ 0, %j2.end ], [ %j17.next, %f18.end ]
+  br label %f18
 
-n29:                                              ; preds = %u30.end, %q23.end
-  %n2959 = phi i64 [ 0, %q23.end ], [ %n29.next, %u30.end ]
-  br label %u30
+j17.end:                                          ; preds = %f18.end
+  %g1.next = add nsw i64 %g11, 1
+  %172 = icmp slt i64 %g1.next, 1
+  br i1 %172, label %g1, label %g1.end
 
-n29.end:                                          ; preds = %u30.end
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 0
-  %params67 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 7680
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena66, i32 120, ptr %params67, i32 120, float 0.000000e+00, ptr %arena68, i32 84)
-  br label %n31
+f18:                                              ; preds = %i19.end, %j17
+  %f1840 = phi i64 [ 0, %j17 ], [ %f18.next, %i19.end ]
+  br label %i19
 
-u30:                                              ; preds = %u30, %n29
-  %u3060 = phi i64 [ 0, %n29 ], [ %u30.next, %u30 ]
-  %167 = mul nsw i64 %n2959, 120
-  %168 = add nsw i64 %167, %u3060
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %168
-  %169 = load float, ptr %arena61, align 4
-  %170 = add nsw i64 50572, %u3060
-  %params62 = getelementptr inbounds float, ptr %params, i64 %170
-  %171 = load float, ptr %params62, align 4
-  %172 = fadd float %169, %171
-  %173 = fcmp ogt float %172, 0.000000e+00
-  %174 = mul nsw i64 %n2959, 120
-  %175 = add nsw i64 %174, %u3060
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %175
-  %176 = load float, ptr %arena63, align 4
-  %177 = add nsw i64 50572, %u3060
-  %params64 = getelementptr inbounds float, ptr %params, i64 %177
-  %178 = load float, ptr %params64, align 4
-  %179 = fadd float %176, %178
-  %180 = select i1 %173, float %179, float 0.000000e+00
-  %181 = mul nsw i64 %n2959, 120
-  %182 = add nsw i64 %181, %u3060
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %182
-  store float %180, ptr %arena65, align 4
-  %u30.next = add nsw i64 %u3060, 1
-  %183 = icmp slt i64 %u30.next, 120
-  br i1 %183, label %u30, label %u30.end
+f18.end:                                          ; preds = %i19.end
+  %j17.next = add nsw i64 %j1739, 1
+  %173 = icmp slt i64 %j17.next, 64
+  br i1 %173, label %j17, label %j17.end
 
-u30.end:                                          ; preds = %u30
-  %n29.next = add nsw i64 %n2959, 1
-  %184 = icmp slt i64 %n29.next, 64
-  br i1 %184, label %n29, label %n29.end
+i19:                                              ; preds = %i19, %f18
+  %i1941 = phi i64 [ 0, %f18 ], [ %i19.next, %i19 ]
+  %174 = mul nsw i64 %f1840, 50176
+  %175 = add nsw i64 1555456, %174
+  %176 = mul nsw i64 %j1739, 784
+  %177 = add nsw i64 %175, %176
+  %178 = add nsw i64 %177, %i1941
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
+  %179 = load float, ptr %arena42, align 4
+  %180 = add nsw i64 150, %f1840
+  %params43 = getelementptr inbounds float, ptr %params, i64 %180
+  %181 = load float, ptr %params43, align 4
+  %182 = fadd float %179, %181
+  %183 = fcmp ogt float %182, 0.000000e+00
+  %184 = mul nsw i64 %f1840, 50176
+  %185 = add nsw i64 1555456, %184
+  %186 = mul nsw i64 %j1739, 784
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 %187, %i1941
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load float, ptr %arena44, align 4
+  %190 = add nsw i64 150, %f1840
+  %params45 = getelementptr inbounds float, ptr %params, i64 %190
+  %191 = load float, ptr %params45, align 4
+  %192 = fadd float %189, %191
+  %193 = select i1 %183, float %192, float 0.000000e+00
+  %194 = mul nsw i64 %g11, 64
+  %195 = add nsw i64 %194, %j1739
+  %196 = mul nsw i64 %195, 4704
+  %197 = mul nsw i64 %f1840, 784
+  %198 = add nsw i64 %196, %197
+  %199 = add nsw i64 %198, %i1941
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %199
+  store float %193, ptr %arena46, align 4
+  %i19.next = add nsw i64 %i1941, 1
+  %200 = icmp slt i64 %i19.next, 784
+  br i1 %200, label %i19, label %i19.end
 
-n31:                                              ; preds = %u32.end, %n29.end
-  %n3169 = phi i64 [ 0, %n29.end ], [ %n31.next, %u32.end ]
-  br label %u32
+i19.end:                                          ; preds = %i19
+  %f18.next = add nsw i64 %f1840, 1
+  %201 = icmp slt i64 %f18.next, 6
+  br i1 %201, label %f18, label %f18.end
 
-n31.end:                                          ; preds = %u32.end
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 7680
-  %params77 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena76, i32 84, ptr %params77, i32 84, float 0.000000e+00, ptr %arena78, i32 10)
-  br label %n33
+q20:                                              ; preds = %py21.end, %g1.end
+  %q2047 = phi i64 [ 0, %g1.end ], [ %q20.next, %py21.end ]
+  br label %py21
 
-u32:                                              ; preds = %u32, %n31
-  %u3270 = phi i64 [ 0, %n31 ], [ %u32.next, %u32 ]
-  %185 = mul nsw i64 %n3169, 84
-  %186 = add nsw i64 7680, %185
-  %187 = add nsw i64 %186, %u3270
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load float, ptr %arena71, align 4
-  %189 = add nsw i64 60772, %u3270
-  %params72 = getelementptr inbounds float, ptr %params, i64 %189
-  %190 = load float, ptr %params72, align 4
-  %191 = fadd float %188, %190
-  %192 = fcmp ogt float %191, 0.000000e+00
-  %193 = mul nsw i64 %n3169, 84
-  %194 = add nsw i64 7680, %193
-  %195 = add nsw i64 %194, %u3270
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena73, align 4
-  %197 = add nsw i64 60772, %u3270
-  %params74 = getelementptr inbounds float, ptr %params, i64 %197
-  %198 = load float, ptr %params74, align 4
-  %199 = fadd float %196, %198
-  %200 = select i1 %192, float %199, float 0.000000e+00
-  %201 = mul nsw i64 %n3169, 84
-  %202 = add nsw i64 7680, %201
-  %203 = add nsw i64 %202, %u3270
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %203
-  store float %200, ptr %arena75, align 4
-  %u32.next = add nsw i64 %u3270, 1
-  %204 = icmp slt i64 %u32.next, 84
-  br i1 %204, label %u32, label %u32.end
+q20.end:                                          ; preds = %py21.end
+  br label %g26
 
-u32.end:                                          ; preds = %u32
-  %n31.next = add nsw i64 %n3169, 1
-  %205 = icmp slt i64 %n31.next, 64
-  br i1 %205, label %n31, label %n31.end
+py21:                                             ; preds = %px22.end, %q20
+  %py2148 = phi i64 [ 0, %q20 ], [ %py21.next, %px22.end ]
+  br label %px22
 
-n33:                                              ; preds = %u34.end, %n31.end
-  %n3379 = phi i64 [ 0, %n31.end ], [ %n33.next, %u34.end ]
-  br label %u34
+py21.end:                                         ; preds = %px22.end
+  %q20.next = add nsw i64 %q2047, 1
+  %202 = icmp slt i64 %q20.next, 384
+  br i1 %202, label %q20, label %q20.end
 
-n33.end:                                          ; preds = %u34.end
+px22:                                             ; preds = %ky24.end, %py21
+  %px2249 = phi i64 [ 0, %py21 ], [ %px22.next, %ky24.end ]
+  store float 0.000000e+00, ptr %acc23, align 4
+  br label %ky24
+
+px22.end:                                         ; preds = %ky24.end
+  %py21.next = add nsw i64 %py2148, 1
+  %203 = icmp slt i64 %py21.next, 14
+  br i1 %203, label %py21, label %py21.end
+
+ky24:                                             ; preds = %kx25.end, %px22
+  %ky2450 = phi i64 [ 0, %px22 ], [ %ky24.next, %kx25.end ]
+  br label %kx25
+
+ky24.end:                                         ; preds = %kx25.end
+  %acc2354 = load float, ptr %acc23, align 4
+  %204 = fmul float %acc2354, 2.500000e-01
+  %205 = mul nsw i64 %q2047, 196
+  %206 = add nsw i64 301056, %205
+  %207 = mul nsw i64 %py2148, 14
+  %208 = add nsw i64 %206, %207
+  %209 = add nsw i64 %208, %px2249
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %204, ptr %arena55, align 4
+  %px22.next = add nsw i64 %px2249, 1
+  %210 = icmp slt i64 %px22.next, 14
+  br i1 %210, label %px22, label %px22.end
+
+kx25:                                             ; preds = %kx25, %ky24
+  %kx2551 = phi i64 [ 0, %ky24 ], [ %kx25.next, %kx25 ]
+  %acc2352 = load float, ptr %acc23, align 4
+  %211 = mul nsw i64 %q2047, 784
+  %212 = mul nsw i64 %py2148, 56
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %px2249, 2
+  %215 = add nsw i64 %213, %214
+  %216 = mul nsw i64 %ky2450, 28
+  %217 = add nsw i64 %215, %216
+  %218 = add nsw i64 %217, %kx2551
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena53, align 4
+  %220 = fadd float %acc2352, %219
+  store float %220, ptr %acc23, align 4
+  %kx25.next = add nsw i64 %kx2551, 1
+  %221 = icmp slt i64 %kx25.next, 2
+  br i1 %221, label %kx25, label %kx25.end
+
+kx25.end:                                         ; preds = %kx25
+  %ky24.next = add nsw i64 %ky2450, 1
+  %222 = icmp slt i64 %ky24.next, 2
+  br i1 %222, label %ky24, label %ky24.end
+
+g26:                                              ; preds = %j40.end, %q20.end
+  %g2656 = phi i64 [ 0, %q20.end ], [ %g26.next, %j40.end ]
+  br label %j27
+
+g26.end:                                          ; preds = %j40.end
+  br label %q43
+
+j27:                                              ; preds = %c28.end, %g26
+  %j2757 = phi i64 [ 0, %g26 ], [ %j27.next, %c28.end ]
+  br label %c28
+
+j27.end:                                          ; preds = %c28.end
+  %params80 = getelementptr inbounds float, ptr %params, i64 156
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 376320
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 1336320
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params80, i32 150, ptr %arena81, i32 6400, float 0.000000e+00, ptr %arena82, i32 6400)
+  br label %j40
+
+c28:                                              ; preds = %ky29.end, %j27
+  %c2858 = phi i64 [ 0, %j27 ], [ %c28.next, %ky29.end ]
+  br label %ky29
+
+c28.end:                                          ; preds = %ky29.end
+  %j27.next = add nsw i64 %j2757, 1
+  %223 = icmp slt i64 %j27.next, 64
+  br i1 %223, label %j27, label %j27.end
+
+ky29:                                             ; preds = %oy38.end, %c28
+  %ky2959 = phi i64 [ 0, %c28 ], [ %ky29.next, %oy38.end ]
+  br label %oy30
+
+ky29.end:                                         ; preds = %oy38.end
+  %c28.next = add nsw i64 %c2858, 1
+  %224 = icmp slt i64 %c28.next, 6
+  br i1 %224, label %c28, label %c28.end
+
+oy30:                                             ; preds = %ox31.end, %ky29
+  %oy3060 = phi i64 [ 0, %ky29 ], [ %oy30.next, %ox31.end ]
+  br label %ox31
+
+oy30.end:                                         ; preds = %ox31.end
+  br label %oy32
+
+ox31:                                             ; preds = %ox31, %oy30
+  %ox3161 = phi i64 [ 0, %oy30 ], [ %ox31.next, %ox31 ]
+  %225 = mul nsw i64 %g2656, 64
+  %226 = add nsw i64 %225, %j2757
+  %227 = mul nsw i64 %226, 1176
+  %228 = add nsw i64 301056, %227
+  %229 = mul nsw i64 %c2858, 196
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %oy3060, %ky2959
+  %232 = mul nsw i64 %231, 14
+  %233 = add nsw i64 %230, %232
+  %234 = add nsw i64 %233, %ox3161
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena62, align 4
+  %236 = mul nsw i64 %c2858, 5
+  %237 = add nsw i64 %236, %ky2959
+  %238 = mul nsw i64 %237, 5
+  %239 = mul nsw i64 %238, 6400
+  %240 = add nsw i64 376320, %239
+  %241 = mul nsw i64 %j2757, 100
+  %242 = add nsw i64 %240, %241
+  %243 = mul nsw i64 %oy3060, 10
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, %ox3161
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %245
+  store float %235, ptr %arena63, align 4
+  %ox31.next = add nsw i64 %ox3161, 1
+  %246 = icmp slt i64 %ox31.next, 10
+  br i1 %246, label %ox31, label %ox31.end
+
+ox31.end:                                         ; preds = %ox31
+  %oy30.next = add nsw i64 %oy3060, 1
+  %247 = icmp slt i64 %oy30.next, 10
+  br i1 %247, label %oy30, label %oy30.end
+
+oy32:                                             ; preds = %ox33.end, %oy30.end
+  %oy3264 = phi i64 [ 0, %oy30.end ], [ %oy32.next, %ox33.end ]
+  br label %ox33
+
+oy32.end:                                         ; preds = %ox33.end
+  br label %oy34
+
+ox33:                                             ; preds = %ox33, %oy32
+  %ox3365 = phi i64 [ 0, %oy32 ], [ %ox33.next, %ox33 ]
+  %248 = mul nsw i64 %g2656, 64
+  %249 = add nsw i64 %248, %j2757
+  %250 = mul nsw i64 %249, 1176
+  %251 = add nsw i64 301056, %250
+  %252 = mul nsw i64 %c2858, 196
+  %253 = add nsw i64 %251, %252
+  %254 = add nsw i64 %oy3264, %ky2959
+  %255 = mul nsw i64 %254, 14
+  %256 = add nsw i64 %253, %255
+  %257 = add nsw i64 %ox3365, 1
+  %258 = add nsw i64 %256, %257
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %258
+  %259 = load float, ptr %arena66, align 4
+  %260 = mul nsw i64 %c2858, 5
+  %261 = add nsw i64 %260, %ky2959
+  %262 = mul nsw i64 %261, 5
+  %263 = add nsw i64 %262, 1
+  %264 = mul nsw i64 %263, 6400
+  %265 = add nsw i64 376320, %264
+  %266 = mul nsw i64 %j2757, 100
+  %267 = add nsw i64 %265, %266
+  %268 = mul nsw i64 %oy3264, 10
+  %269 = add nsw i64 %267, %268
+  %270 = add nsw i64 %269, %ox3365
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %270
+  store float %259, ptr %arena67, align 4
+  %ox33.next = add nsw i64 %ox3365, 1
+  %271 = icmp slt i64 %ox33.next, 10
+  br i1 %271, label %ox33, label %ox33.end
+
+ox33.end:                                         ; preds = %ox33
+  %oy32.next = add nsw i64 %oy3264, 1
+  %272 = icmp slt i64 %oy32.next, 10
+  br i1 %272, label %oy32, label %oy32.end
+
+oy34:                                             ; preds = %ox35.end, %oy32.end
+  %oy3468 = phi i64 [ 0, %oy32.end ], [ %oy34.next, %ox35.end ]
+  br label %ox35
+
+oy34.end:                                         ; preds = %ox35.end
+  br label %oy36
+
+ox35:                                             ; preds = %ox35, %oy34
+  %ox3569 = phi i64 [ 0, %oy34 ], [ %ox35.next, %ox35 ]
+  %273 = mul nsw i64 %g2656, 64
+  %274 = add nsw i64 %273, %j2757
+  %275 = mul nsw i64 %274, 1176
+  %276 = add nsw i64 301056, %275
+  %277 = mul nsw i64 %c2858, 196
+  %278 = add nsw i64 %276, %277
+  %279 = add nsw i64 %oy3468, %ky2959
+  %280 = mul nsw i64 %279, 14
+  %281 = add nsw i64 %278, %280
+  %282 = add nsw i64 %ox3569, 2
+  %283 = add nsw i64 %281, %282
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load float, ptr %arena70, align 4
+  %285 = mul nsw i64 %c2858, 5
+  %286 = add nsw i64 %285, %ky2959
+  %287 = mul nsw i64 %286, 5
+  %288 = add nsw i64 %287, 2
+  %289 = mul nsw i64 %288, 6400
+  %290 = add nsw i64 376320, %289
+  %291 = mul nsw i64 %j2757, 100
+  %292 = add nsw i64 %290, %291
+  %293 = mul nsw i64 %oy3468, 10
+  %294 = add nsw i64 %292, %293
+  %295 = add nsw i64 %294, %ox3569
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
+  store float %284, ptr %arena71, align 4
+  %ox35.next = add nsw i64 %ox3569, 1
+  %296 = icmp slt i64 %ox35.next, 10
+  br i1 %296, label %ox35, label %ox35.end
+
+ox35.end:                                         ; preds = %ox35
+  %oy34.next = add nsw i64 %oy3468, 1
+  %297 = icmp slt i64 %oy34.next, 10
+  br i1 %297, label %oy34, label %oy34.end
+
+oy36:                                             ; preds = %ox37.end, %oy34.end
+  %oy3672 = phi i64 [ 0, %oy34.end ], [ %oy36.next, %ox37.end ]
+  br label %ox37
+
+oy36.end:                                         ; preds = %ox37.end
+  br label %oy38
+
+ox37:                                             ; preds = %ox37, %oy36
+  %ox3773 = phi i64 [ 0, %oy36 ], [ %ox37.next, %ox37 ]
+  %298 = mul nsw i64 %g2656, 64
+  %299 = add nsw i64 %298, %j2757
+  %300 = mul nsw i64 %299, 1176
+  %301 = add nsw i64 301056, %300
+  %302 = mul nsw i64 %c2858, 196
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %oy3672, %ky2959
+  %305 = mul nsw i64 %304, 14
+  %306 = add nsw i64 %303, %305
+  %307 = add nsw i64 %ox3773, 3
+  %308 = add nsw i64 %306, %307
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load float, ptr %arena74, align 4
+  %310 = mul nsw i64 %c2858, 5
+  %311 = add nsw i64 %310, %ky2959
+  %312 = mul nsw i64 %311, 5
+  %313 = add nsw i64 %312, 3
+  %314 = mul nsw i64 %313, 6400
+  %315 = add nsw i64 376320, %314
+  %316 = mul nsw i64 %j2757, 100
+  %317 = add nsw i64 %315, %316
+  %318 = mul nsw i64 %oy3672, 10
+  %319 = add nsw i64 %317, %318
+  %320 = add nsw i64 %319, %ox3773
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %309, ptr %arena75, align 4
+  %ox37.next = add nsw i64 %ox3773, 1
+  %321 = icmp slt i64 %ox37.next, 10
+  br i1 %321, label %ox37, label %ox37.end
+
+ox37.end:                                         ; preds = %ox37
+  %oy36.next = add nsw i64 %oy3672, 1
+  %322 = icmp slt i64 %oy36.next, 10
+  br i1 %322, label %oy36, label %oy36.end
+
+oy38:                                             ; preds = %ox39.end, %oy36.end
+  %oy3876 = phi i64 [ 0, %oy36.end ], [ %oy38.next, %ox39.end ]
+  br label %ox39
+
+oy38.end:                                         ; preds = %ox39.end
+  %ky29.next = add nsw i64 %ky2959, 1
+  %323 = icmp slt i64 %ky29.next, 5
+  br i1 %323, label %ky29, label %ky29.end
+
+ox39:                                             ; preds = %ox39, %oy38
+  %ox3977 = phi i64 [ 0, %oy38 ], [ %ox39.next, %ox39 ]
+  %324 = mul nsw i64 %g2656, 64
+  %325 = add nsw i64 %324, %j2757
+  %326 = mul nsw i64 %325, 1176
+  %327 = add nsw i64 301056, %326
+  %328 = mul nsw i64 %c2858, 196
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %oy3876, %ky2959
+  %331 = mul nsw i64 %330, 14
+  %332 = add nsw i64 %329, %331
+  %333 = add nsw i64 %ox3977, 4
+  %334 = add nsw i64 %332, %333
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load float, ptr %arena78, align 4
+  %336 = mul nsw i64 %c2858, 5
+  %337 = add nsw i64 %336, %ky2959
+  %338 = mul nsw i64 %337, 5
+  %339 = add nsw i64 %338, 4
+  %340 = mul nsw i64 %339, 6400
+  %341 = add nsw i64 376320, %340
+  %342 = mul nsw i64 %j2757, 100
+  %343 = add nsw i64 %341, %342
+  %344 = mul nsw i64 %oy3876, 10
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 %345, %ox3977
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %346
+  store float %335, ptr %arena79, align 4
+  %ox39.next = add nsw i64 %ox3977, 1
+  %347 = icmp slt i64 %ox39.next, 10
+  br i1 %347, label %ox39, label %ox39.end
+
+ox39.end:                                         ; preds = %ox39
+  %oy38.next = add nsw i64 %oy3876, 1
+  %348 = icmp slt i64 %oy38.next, 10
+  br i1 %348, label %oy38, label %oy38.end
+
+j40:                                              ; preds = %f41.end, %j27.end
+  %j4083 = phi i64 [ 0, %j27.end ], [ %j40.next, %f41.end ]
+  br label %f41
+
+j40.end:                                          ; preds = %f41.end
+  %g26.next = add nsw i64 %g2656, 1
+  %349 = icmp slt i64 %g26.next, 1
+  br i1 %349, label %g26, label %g26.end
+
+f41:                                              ; preds = %i42.end, %j40
+  %f4184 = phi i64 [ 0, %j40 ], [ %f41.next, %i42.end ]
+  br label %i42
+
+f41.end:                                          ; preds = %i42.end
+  %j40.next = add nsw i64 %j4083, 1
+  %350 = icmp slt i64 %j40.next, 64
+  br i1 %350, label %j40, label %j40.end
+
+i42:                                              ; preds = %i42, %f41
+  %i4285 = phi i64 [ 0, %f41 ], [ %i42.next, %i42 ]
+  %351 = mul nsw i64 %f4184, 6400
+  %352 = add nsw i64 1336320, %351
+  %353 = mul nsw i64 %j4083, 100
+  %354 = add nsw i64 %352, %353
+  %355 = add nsw i64 %354, %i4285
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load float, ptr %arena86, align 4
+  %357 = add nsw i64 2556, %f4184
+  %params87 = getelementptr inbounds float, ptr %params, i64 %357
+  %358 = load float, ptr %params87, align 4
+  %359 = fadd float %356, %358
+  %360 = fcmp ogt float %359, 0.000000e+00
+  %361 = mul nsw i64 %f4184, 6400
+  %362 = add nsw i64 1336320, %361
+  %363 = mul nsw i64 %j4083, 100
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 %364, %i4285
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load float, ptr %arena88, align 4
+  %367 = add nsw i64 2556, %f4184
+  %params89 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load float, ptr %params89, align 4
+  %369 = fadd float %366, %368
+  %370 = select i1 %360, float %369, float 0.000000e+00
+  %371 = mul nsw i64 %g2656, 64
+  %372 = add nsw i64 %371, %j4083
+  %373 = mul nsw i64 %372, 1600
+  %374 = mul nsw i64 %f4184, 100
+  %375 = add nsw i64 %373, %374
+  %376 = add nsw i64 %375, %i4285
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %376
+  store float %370, ptr %arena90, align 4
+  %i42.next = add nsw i64 %i4285, 1
+  %377 = icmp slt i64 %i42.next, 100
+  br i1 %377, label %i42, label %i42.end
+
+i42.end:                                          ; preds = %i42
+  %f41.next = add nsw i64 %f4184, 1
+  %378 = icmp slt i64 %f41.next, 16
+  br i1 %378, label %f41, label %f41.end
+
+q43:                                              ; preds = %py44.end, %g26.end
+  %q4391 = phi i64 [ 0, %g26.end ], [ %q43.next, %py44.end ]
+  br label %py44
+
+q43.end:                                          ; preds = %py44.end
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 102400
+  %params101 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena100, i32 400, ptr %params101, i32 400, float 0.000000e+00, ptr %arena102, i32 120)
+  br label %n49
+
+py44:                                             ; preds = %px45.end, %q43
+  %py4492 = phi i64 [ 0, %q43 ], [ %py44.next, %px45.end ]
+  br label %px45
+
+py44.end:                                         ; preds = %px45.end
+  %q43.next = add nsw i64 %q4391, 1
+  %379 = icmp slt i64 %q43.next, 1024
+  br i1 %379, label %q43, label %q43.end
+
+px45:                                             ; preds = %ky47.end, %py44
+  %px4593 = phi i64 [ 0, %py44 ], [ %px45.next, %ky47.end ]
+  store float 0.000000e+00, ptr %acc46, align 4
+  br label %ky47
+
+px45.end:                                         ; preds = %ky47.end
+  %py44.next = add nsw i64 %py4492, 1
+  %380 = icmp slt i64 %py44.next, 5
+  br i1 %380, label %py44, label %py44.end
+
+ky47:                                             ; preds = %kx48.end, %px45
+  %ky4794 = phi i64 [ 0, %px45 ], [ %ky47.next, %kx48.end ]
+  br label %kx48
+
+ky47.end:                                         ; preds = %kx48.end
+  %acc4698 = load float, ptr %acc46, align 4
+  %381 = fmul float %acc4698, 2.500000e-01
+  %382 = mul nsw i64 %q4391, 25
+  %383 = add nsw i64 102400, %382
+  %384 = mul nsw i64 %py4492, 5
+  %385 = add nsw i64 %383, %384
+  %386 = add nsw i64 %385, %px4593
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %386
+  store float %381, ptr %arena99, align 4
+  %px45.next = add nsw i64 %px4593, 1
+  %387 = icmp slt i64 %px45.next, 5
+  br i1 %387, label %px45, label %px45.end
+
+kx48:                                             ; preds = %kx48, %ky47
+  %kx4895 = phi i64 [ 0, %ky47 ], [ %kx48.next, %kx48 ]
+  %acc4696 = load float, ptr %acc46, align 4
+  %388 = mul nsw i64 %q4391, 100
+  %389 = mul nsw i64 %py4492, 20
+  %390 = add nsw i64 %388, %389
+  %391 = mul nsw i64 %px4593, 2
+  %392 = add nsw i64 %390, %391
+  %393 = mul nsw i64 %ky4794, 10
+  %394 = add nsw i64 %392, %393
+  %395 = add nsw i64 %394, %kx4895
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load float, ptr %arena97, align 4
+  %397 = fadd float %acc4696, %396
+  store float %397, ptr %acc46, align 4
+  %kx48.next = add nsw i64 %kx4895, 1
+  %398 = icmp slt i64 %kx48.next, 2
+  br i1 %398, label %kx48, label %kx48.end
+
+kx48.end:                                         ; preds = %kx48
+  %ky47.next = add nsw i64 %ky4794, 1
+  %399 = icmp slt i64 %ky47.next, 2
+  br i1 %399, label %ky47, label %ky47.end
+
+n49:                                              ; preds = %u50.end, %q43.end
+  %n49103 = phi i64 [ 0, %q43.end ], [ %n49.next, %u50.end ]
+  br label %u50
+
+n49.end:                                          ; preds = %u50.end
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 0
+  %params111 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 7680
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena110, i32 120, ptr %params111, i32 120, float 0.000000e+00, ptr %arena112, i32 84)
+  br label %n51
+
+u50:                                              ; preds = %u50, %n49
+  %u50104 = phi i64 [ 0, %n49 ], [ %u50.next, %u50 ]
+  %400 = mul nsw i64 %n49103, 120
+  %401 = add nsw i64 %400, %u50104
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena105, align 4
+  %403 = add nsw i64 50572, %u50104
+  %params106 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params106, align 4
+  %405 = fadd float %402, %404
+  %406 = fcmp ogt float %405, 0.000000e+00
+  %407 = mul nsw i64 %n49103, 120
+  %408 = add nsw i64 %407, %u50104
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load float, ptr %arena107, align 4
+  %410 = add nsw i64 50572, %u50104
+  %params108 = getelementptr inbounds float, ptr %params, i64 %410
+  %411 = load float, ptr %params108, align 4
+  %412 = fadd float %409, %411
+  %413 = select i1 %406, float %412, float 0.000000e+00
+  %414 = mul nsw i64 %n49103, 120
+  %415 = add nsw i64 %414, %u50104
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %415
+  store float %413, ptr %arena109, align 4
+  %u50.next = add nsw i64 %u50104, 1
+  %416 = icmp slt i64 %u50.next, 120
+  br i1 %416, label %u50, label %u50.end
+
+u50.end:                                          ; preds = %u50
+  %n49.next = add nsw i64 %n49103, 1
+  %417 = icmp slt i64 %n49.next, 64
+  br i1 %417, label %n49, label %n49.end
+
+n51:                                              ; preds = %u52.end, %n49.end
+  %n51113 = phi i64 [ 0, %n49.end ], [ %n51.next, %u52.end ]
+  br label %u52
+
+n51.end:                                          ; preds = %u52.end
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 7680
+  %params121 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena120, i32 84, ptr %params121, i32 84, float 0.000000e+00, ptr %arena122, i32 10)
+  br label %n53
+
+u52:                                              ; preds = %u52, %n51
+  %u52114 = phi i64 [ 0, %n51 ], [ %u52.next, %u52 ]
+  %418 = mul nsw i64 %n51113, 84
+  %419 = add nsw i64 7680, %418
+  %420 = add nsw i64 %419, %u52114
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena115, align 4
+  %422 = add nsw i64 60772, %u52114
+  %params116 = getelementptr inbounds float, ptr %params, i64 %422
+  %423 = load float, ptr %params116, align 4
+  %424 = fadd float %421, %423
+  %425 = fcmp ogt float %424, 0.000000e+00
+  %426 = mul nsw i64 %n51113, 84
+  %427 = add nsw i64 7680, %426
+  %428 = add nsw i64 %427, %u52114
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load float, ptr %arena117, align 4
+  %430 = add nsw i64 60772, %u52114
+  %params118 = getelementptr inbounds float, ptr %params, i64 %430
+  %431 = load float, ptr %params118, align 4
+  %432 = fadd float %429, %431
+  %433 = select i1 %425, float %432, float 0.000000e+00
+  %434 = mul nsw i64 %n51113, 84
+  %435 = add nsw i64 7680, %434
+  %436 = add nsw i64 %435, %u52114
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float %433, ptr %arena119, align 4
+  %u52.next = add nsw i64 %u52114, 1
+  %437 = icmp slt i64 %u52.next, 84
+  br i1 %437, label %u52, label %u52.end
+
+u52.end:                                          ; preds = %u52
+  %n51.next = add nsw i64 %n51113, 1
+  %438 = icmp slt i64 %n51.next, 64
+  br i1 %438, label %n51, label %n51.end
+
+n53:                                              ; preds = %u54.end, %n51.end
+  %n53123 = phi i64 [ 0, %n51.end ], [ %n53.next, %u54.end ]
+  br label %u54
+
+n53.end:                                          ; preds = %u54.end
   ret void
 
-u34:                                              ; preds = %u34, %n33
-  %u3480 = phi i64 [ 0, %n33 ], [ %u34.next, %u34 ]
-  %206 = mul nsw i64 %n3379, 10
-  %207 = add nsw i64 %206, %u3480
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %207
-  %208 = load float, ptr %arena81, align 4
-  %209 = add nsw i64 61696, %u3480
-  %params82 = getelementptr inbounds float, ptr %params, i64 %209
-  %210 = load float, ptr %params82, align 4
-  %211 = fadd float %208, %210
-  %212 = mul nsw i64 %n3379, 10
-  %213 = add nsw i64 %212, %u3480
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %213
-  store float %211, ptr %arena83, align 4
-  %u34.next = add nsw i64 %u3480, 1
-  %214 = icmp slt i64 %u34.next, 10
-  br i1 %214, label %u34, label %u34.end
+u54:                                              ; preds = %u54, %n53
+  %u54124 = phi i64 [ 0, %n53 ], [ %u54.next, %u54 ]
+  %439 = mul nsw i64 %n53123, 10
+  %440 = add nsw i64 %439, %u54124
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %440
+  %441 = load float, ptr %arena125, align 4
+  %442 = add nsw i64 61696, %u54124
+  %params126 = getelementptr inbounds float, ptr %params, i64 %442
+  %443 = load float, ptr %params126, align 4
+  %444 = fadd float %441, %443
+  %445 = mul nsw i64 %n53123, 10
+  %446 = add nsw i64 %445, %u54124
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %446
+  store float %444, ptr %arena127, align 4
+  %u54.next = add nsw i64 %u54124, 1
+  %447 = icmp slt i64 %u54.next, 10
+  br i1 %447, label %u54, label %u54.end
 
-u34.end:                                          ; preds = %u34
-  %n33.next = add nsw i64 %n3379, 1
-  %215 = icmp slt i64 %n33.next, 64
-  br i1 %215, label %n33, label %n33.end
+u54.end:                                          ; preds = %u54
+  %n53.next = add nsw i64 %n53123, 1
+  %448 = icmp slt i64 %n53.next, 64
+  br i1 %448, label %n53, label %n53.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -40,314 +40,464 @@ public func lenet5_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<5 {
-        for kx4 in 0..<5 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((301056 &+ (((((c2 &* 5) &+ ky3) &* 5) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -2) && ((oy5 &+ ky3) &+ -2) < 28) && (-1 < ((ox6 &+ kx4) &+ -2) && ((ox6 &+ kx4) &+ -2) < 28)) {
-                arena[(((301056 &+ (((((c2 &* 5) &+ ky3) &* 5) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -2) &* 28)) &+ ((ox6 &+ kx4) &+ -2))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<25 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<5 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -2) && ((oy7 &+ ky6) &+ -2) < 28) {
+              for ox8 in 0..<26 {
+                arena[((((301056 &+ ((((c5 &* 5) &+ ky6) &* 5) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 2))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -2) &* 28)) &+ ((ox8 &+ 2) &+ -2))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -2) && ((oy9 &+ ky6) &+ -2) < 28) {
+              for ox10 in 0..<27 {
+                arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ (ox10 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -2) &* 28)) &+ ((ox10 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -2) && ((oy11 &+ ky6) &+ -2) < 28) {
+              do {  // SIMD16 over ox12
+                var ox12 = 0
+                while ox12 &+ 16 <= 28 {
+                  store16(arena, (((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -2) &* 28)) &+ ox12))
+                  ox12 &+= 16
+                }
+                while ox12 < 28 {
+                  arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -2) &* 28)) &+ ox12)]
+                  ox12 &+= 1
+                }
+              }
+            }
+          }
+          for oy13 in 0..<28 {
+            if (-1 < ((oy13 &+ ky6) &+ -2) && ((oy13 &+ ky6) &+ -2) < 28) {
+              for ox14 in 0..<27 {
+                arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ (oy13 &* 28)) &+ ox14)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy13 &+ ky6) &+ -2) &* 28)) &+ (ox14 &+ 1))]
+              }
+            }
+          }
+          for oy15 in 0..<28 {
+            if (-1 < ((oy15 &+ ky6) &+ -2) && ((oy15 &+ ky6) &+ -2) < 28) {
+              for ox16 in 0..<26 {
+                arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ (oy15 &* 28)) &+ ox16)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy15 &+ ky6) &+ -2) &* 28)) &+ (ox16 &+ 2))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 6, 784, 25, 1, params + 0, 25, arena + 301056, 784, Float(bitPattern: 0x0), arena + (img1 &* 4704), 784)
-    for f7 in 0..<6 {
-      do {  // SIMD16 over i8
-        var i8 = 0
-        while i8 &+ 16 <= 784 {
-          store16(arena, ((img1 &* 4704) &+ (f7 &* 784)) &+ i8, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((img1 &* 4704) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(150 &+ f7)])), where: (load16(arena, ((img1 &* 4704) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(150 &+ f7)])) .> SIMD16<Float>(repeating: Float(0))))
-          i8 &+= 16
-        }
-        while i8 < 784 {
-          arena[(((img1 &* 4704) &+ (f7 &* 784)) &+ i8)] = ((arena[(((img1 &* 4704) &+ (f7 &* 784)) &+ i8)] + params[(150 &+ f7)]) > Float(0) ? (arena[(((img1 &* 4704) &+ (f7 &* 784)) &+ i8)] + params[(150 &+ f7)]) : Float(0))
-          i8 &+= 1
+    sgemm(101, 111, 111, 6, 50176, 25, 1, params + 0, 25, arena + 301056, 50176, Float(bitPattern: 0x0), arena + 1555456, 50176)
+    for j17 in 0..<64 {
+      for f18 in 0..<6 {
+        do {  // SIMD16 over i19
+          var i19 = 0
+          while i19 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])), where: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
+            i19 &+= 16
+          }
+          while i19 < 784 {
+            arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) > Float(0) ? (arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) : Float(0))
+            i19 &+= 1
+          }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q9 in 0..<384 {
-    for py10 in 0..<14 {
-      for px11 in 0..<14 {
-        var acc12: Float = Float(0)
-        for ky13 in 0..<2 {
-          for kx14 in 0..<2 {
-            acc12 = (acc12 + arena[(((((q9 &* 784) &+ (py10 &* 56)) &+ (px11 &* 2)) &+ (ky13 &* 28)) &+ kx14)])
+  for q20 in 0..<384 {
+    for py21 in 0..<14 {
+      for px22 in 0..<14 {
+        var acc23: Float = Float(0)
+        for ky24 in 0..<2 {
+          for kx25 in 0..<2 {
+            acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ (ky24 &* 28)) &+ kx25)])
           }
         }
-        arena[(((301056 &+ (q9 &* 196)) &+ (py10 &* 14)) &+ px11)] = (acc12 * Float(bitPattern: 0x3e800000))
+        arena[(((301056 &+ (q20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (acc23 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for img15 in 0..<64 {
-    for c16 in 0..<6 {
-      for ky17 in 0..<5 {
-        for kx18 in 0..<5 {
-          for oy19 in 0..<10 {
-            for ox20 in 0..<10 {
-              arena[(((478720 &+ (((((c16 &* 5) &+ ky17) &* 5) &+ kx18) &* 100)) &+ (oy19 &* 10)) &+ ox20)] = arena[((((301056 &+ (img15 &* 1176)) &+ (c16 &* 196)) &+ ((oy19 &+ ky17) &* 14)) &+ (ox20 &+ kx18))]
+  for g26 in 0..<1 {
+    for j27 in 0..<64 {
+      for c28 in 0..<6 {
+        for ky29 in 0..<5 {
+          for oy30 in 0..<10 {
+            do {  // SIMD16 over ox31
+              var ox31 = 0
+              while ox31 < 10 {
+                arena[((((478720 &+ ((((c28 &* 5) &+ ky29) &* 5) &* 6400)) &+ (j27 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy30 &+ ky29) &* 14)) &+ ox31)]
+                ox31 &+= 1
+              }
+            }
+          }
+          for oy32 in 0..<10 {
+            for ox33 in 0..<10 {
+              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 1) &* 6400)) &+ (j27 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy32 &+ ky29) &* 14)) &+ (ox33 &+ 1))]
+            }
+          }
+          for oy34 in 0..<10 {
+            for ox35 in 0..<10 {
+              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 2) &* 6400)) &+ (j27 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy34 &+ ky29) &* 14)) &+ (ox35 &+ 2))]
+            }
+          }
+          for oy36 in 0..<10 {
+            for ox37 in 0..<10 {
+              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 3) &* 6400)) &+ (j27 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy36 &+ ky29) &* 14)) &+ (ox37 &+ 3))]
+            }
+          }
+          for oy38 in 0..<10 {
+            for ox39 in 0..<10 {
+              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 4) &* 6400)) &+ (j27 &* 100)) &+ (oy38 &* 10)) &+ ox39)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy38 &+ ky29) &* 14)) &+ (ox39 &+ 4))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 16, 100, 150, 1, params + 156, 150, arena + 478720, 100, Float(bitPattern: 0x0), arena + (376320 &+ (img15 &* 1600)), 100)
-    for f21 in 0..<16 {
-      do {  // SIMD16 over i22
-        var i22 = 0
-        while i22 &+ 16 <= 100 {
-          store16(arena, ((376320 &+ (img15 &* 1600)) &+ (f21 &* 100)) &+ i22, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((376320 &+ (img15 &* 1600)) &+ (f21 &* 100)) &+ i22) + SIMD16<Float>(repeating: params[(2556 &+ f21)])), where: (load16(arena, ((376320 &+ (img15 &* 1600)) &+ (f21 &* 100)) &+ i22) + SIMD16<Float>(repeating: params[(2556 &+ f21)])) .> SIMD16<Float>(repeating: Float(0))))
-          i22 &+= 16
-        }
-        while i22 < 100 {
-          arena[(((376320 &+ (img15 &* 1600)) &+ (f21 &* 100)) &+ i22)] = ((arena[(((376320 &+ (img15 &* 1600)) &+ (f21 &* 100)) &+ i22)] + params[(2556 &+ f21)]) > Float(0) ? (arena[(((376320 &+ (img15 &* 1600)) &+ (f21 &* 100)) &+ i22)] + params[(2556 &+ f21)]) : Float(0))
-          i22 &+= 1
+    sgemm(101, 111, 111, 16, 6400, 150, 1, params + 156, 150, arena + 478720, 6400, Float(bitPattern: 0x0), arena + 1438720, 6400)
+    for j40 in 0..<64 {
+      for f41 in 0..<16 {
+        do {  // SIMD16 over i42
+          var i42 = 0
+          while i42 &+ 16 <= 100 {
+            store16(arena, ((376320 &+ (((g26 &* 64) &+ j40) &* 1600)) &+ (f41 &* 100)) &+ i42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])), where: (load16(arena, ((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])) .> SIMD16<Float>(repeating: Float(0))))
+            i42 &+= 16
+          }
+          while i42 < 100 {
+            arena[(((376320 &+ (((g26 &* 64) &+ j40) &* 1600)) &+ (f41 &* 100)) &+ i42)] = ((arena[(((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) > Float(0) ? (arena[(((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) : Float(0))
+            i42 &+= 1
+          }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q23 in 0..<1024 {
-    for py24 in 0..<5 {
-      for px25 in 0..<5 {
-        var acc26: Float = Float(0)
-        for ky27 in 0..<2 {
-          for kx28 in 0..<2 {
-            acc26 = (acc26 + arena[(((376320 &+ (((q23 &* 100) &+ (py24 &* 20)) &+ (px25 &* 2))) &+ (ky27 &* 10)) &+ kx28)])
+  for q43 in 0..<1024 {
+    for py44 in 0..<5 {
+      for px45 in 0..<5 {
+        var acc46: Float = Float(0)
+        for ky47 in 0..<2 {
+          for kx48 in 0..<2 {
+            acc46 = (acc46 + arena[(((376320 &+ (((q43 &* 100) &+ (py44 &* 20)) &+ (px45 &* 2))) &+ (ky47 &* 10)) &+ kx48)])
           }
         }
-        arena[(((478720 &+ (q23 &* 25)) &+ (py24 &* 5)) &+ px25)] = (acc26 * Float(bitPattern: 0x3e800000))
+        arena[(((478720 &+ (q43 &* 25)) &+ (py44 &* 5)) &+ px45)] = (acc46 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 478720, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 504320, 120)
-  for n29 in 0..<64 {
-    do {  // SIMD16 over u30
-      var u30 = 0
-      while u30 &+ 16 <= 120 {
-        store16(arena, (504320 &+ (n29 &* 120)) &+ u30, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n29 &* 120)) &+ u30) + load16(params, 50572 &+ u30)), where: (load16(arena, (504320 &+ (n29 &* 120)) &+ u30) + load16(params, 50572 &+ u30)) .> SIMD16<Float>(repeating: Float(0))))
-        u30 &+= 16
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 &+ 16 <= 120 {
+        store16(arena, (504320 &+ (n49 &* 120)) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n49 &* 120)) &+ u50) + load16(params, 50572 &+ u50)), where: (load16(arena, (504320 &+ (n49 &* 120)) &+ u50) + load16(params, 50572 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
+        u50 &+= 16
       }
-      while u30 < 120 {
-        arena[((504320 &+ (n29 &* 120)) &+ u30)] = ((arena[((504320 &+ (n29 &* 120)) &+ u30)] + params[(50572 &+ u30)]) > Float(0) ? (arena[((504320 &+ (n29 &* 120)) &+ u30)] + params[(50572 &+ u30)]) : Float(0))
-        u30 &+= 1
+      while u50 < 120 {
+        arena[((504320 &+ (n49 &* 120)) &+ u50)] = ((arena[((504320 &+ (n49 &* 120)) &+ u50)] + params[(50572 &+ u50)]) > Float(0) ? (arena[((504320 &+ (n49 &* 120)) &+ u50)] + params[(50572 &+ u50)]) : Float(0))
+        u50 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n31 in 0..<64 {
-    do {  // SIMD16 over u32
-      var u32 = 0
-      while u32 &+ 16 <= 84 {
-        store16(arena, (512000 &+ (n31 &* 84)) &+ u32, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n31 &* 84)) &+ u32) + load16(params, 60772 &+ u32)), where: (load16(arena, (512000 &+ (n31 &* 84)) &+ u32) + load16(params, 60772 &+ u32)) .> SIMD16<Float>(repeating: Float(0))))
-        u32 &+= 16
+  for n51 in 0..<64 {
+    do {  // SIMD16 over u52
+      var u52 = 0
+      while u52 &+ 16 <= 84 {
+        store16(arena, (512000 &+ (n51 &* 84)) &+ u52, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)), where: (load16(arena, (512000 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)) .> SIMD16<Float>(repeating: Float(0))))
+        u52 &+= 16
       }
-      while u32 < 84 {
-        arena[((512000 &+ (n31 &* 84)) &+ u32)] = ((arena[((512000 &+ (n31 &* 84)) &+ u32)] + params[(60772 &+ u32)]) > Float(0) ? (arena[((512000 &+ (n31 &* 84)) &+ u32)] + params[(60772 &+ u32)]) : Float(0))
-        u32 &+= 1
+      while u52 < 84 {
+        arena[((512000 &+ (n51 &* 84)) &+ u52)] = ((arena[((512000 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) > Float(0) ? (arena[((512000 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) : Float(0))
+        u52 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n33 in 0..<64 {
-    do {  // SIMD16 over u34
-      var u34 = 0
-      while u34 < 10 {
-        arena[((517376 &+ (n33 &* 10)) &+ u34)] = (arena[((517376 &+ (n33 &* 10)) &+ u34)] + params[(61696 &+ u34)])
-        u34 &+= 1
+  for n53 in 0..<64 {
+    do {  // SIMD16 over u54
+      var u54 = 0
+      while u54 < 10 {
+        arena[((517376 &+ (n53 &* 10)) &+ u54)] = (arena[((517376 &+ (n53 &* 10)) &+ u54)] + params[(61696 &+ u54)])
+        u54 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total35: Float = Float(0)
-  for n36 in 0..<64 {
-    var m37: Float = arena[(517376 &+ (n36 &* 10))]
-    for k39 in 0..<10 {
-      m37 = { let x = m37, y = arena[((517376 &+ (n36 &* 10)) &+ k39)]; return y > x ? y : x }()
+  var total55: Float = Float(0)
+  for n56 in 0..<64 {
+    var m57: Float = arena[(517376 &+ (n56 &* 10))]
+    for k59 in 0..<10 {
+      m57 = { let x = m57, y = arena[((517376 &+ (n56 &* 10)) &+ k59)]; return y > x ? y : x }()
     }
-    var s38: Float = Float(0)
-    for k40 in 0..<10 {
-      s38 = (s38 + expf((arena[((517376 &+ (n36 &* 10)) &+ k40)] - m37)))
+    var s58: Float = Float(0)
+    for k60 in 0..<10 {
+      s58 = (s58 + expf((arena[((517376 &+ (n56 &* 10)) &+ k60)] - m57)))
     }
-    total35 = (total35 + ((m37 + logf(s38)) - arena[((517376 &+ (n36 &* 10)) &+ Int(labels[n36]))]))
+    total55 = (total55 + ((m57 + logf(s58)) - arena[((517376 &+ (n56 &* 10)) &+ Int(labels[n56]))]))
   }
-  arena[518016] = (total35 / Float(64))
+  arena[518016] = (total55 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n41 in 0..<64 {
-    var m42: Float = arena[(517376 &+ (n41 &* 10))]
-    for k44 in 0..<10 {
-      m42 = { let x = m42, y = arena[((517376 &+ (n41 &* 10)) &+ k44)]; return y > x ? y : x }()
+  for n61 in 0..<64 {
+    var m62: Float = arena[(517376 &+ (n61 &* 10))]
+    for k64 in 0..<10 {
+      m62 = { let x = m62, y = arena[((517376 &+ (n61 &* 10)) &+ k64)]; return y > x ? y : x }()
     }
-    var s43: Float = Float(0)
-    for k45 in 0..<10 {
-      s43 = (s43 + expf((arena[((517376 &+ (n41 &* 10)) &+ k45)] - m42)))
+    var s63: Float = Float(0)
+    for k65 in 0..<10 {
+      s63 = (s63 + expf((arena[((517376 &+ (n61 &* 10)) &+ k65)] - m62)))
     }
-    for k46 in 0..<10 {
-      arena[((518032 &+ (n41 &* 10)) &+ k46)] = ((k46 == Int(labels[n41]) ? ((expf((arena[((517376 &+ (n41 &* 10)) &+ k46)] - m42)) / s43) - Float(1)) : (expf((arena[((517376 &+ (n41 &* 10)) &+ k46)] - m42)) / s43)) / Float(64))
+    for k66 in 0..<10 {
+      arena[((518032 &+ (n61 &* 10)) &+ k66)] = ((k66 == Int(labels[n61]) ? ((expf((arena[((517376 &+ (n61 &* 10)) &+ k66)] - m62)) / s63) - Float(1)) : (expf((arena[((517376 &+ (n61 &* 10)) &+ k66)] - m62)) / s63)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u47 in 0..<10 {
-    var acc48: Float = Float(0)
-    for n49 in 0..<64 {
-      acc48 = (acc48 + arena[((518032 &+ (n49 &* 10)) &+ u47)])
+  for u67 in 0..<10 {
+    var acc68: Float = Float(0)
+    for n69 in 0..<64 {
+      acc68 = (acc68 + arena[((518032 &+ (n69 &* 10)) &+ u67)])
     }
-    grads[(61696 &+ u47)] = acc48
+    grads[(61696 &+ u67)] = acc68
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // SIMD16 over i50
-    var i50 = 0
-    while i50 &+ 16 <= 5376 {
-      store16(arena, 524048 &+ i50, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i50), where: load16(arena, 512000 &+ i50) .> SIMD16<Float>(repeating: Float(0))))
-      i50 &+= 16
+  do {  // SIMD16 over i70
+    var i70 = 0
+    while i70 &+ 16 <= 5376 {
+      store16(arena, 524048 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i70), where: load16(arena, 512000 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
+      i70 &+= 16
     }
-    while i50 < 5376 {
-      arena[(524048 &+ i50)] = (arena[(512000 &+ i50)] > Float(0) ? arena[(518672 &+ i50)] : Float(0))
-      i50 &+= 1
+    while i70 < 5376 {
+      arena[(524048 &+ i70)] = (arena[(512000 &+ i70)] > Float(0) ? arena[(518672 &+ i70)] : Float(0))
+      i70 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u51 in 0..<84 {
-    var acc52: Float = Float(0)
-    for n53 in 0..<64 {
-      acc52 = (acc52 + arena[((524048 &+ (n53 &* 84)) &+ u51)])
+  for u71 in 0..<84 {
+    var acc72: Float = Float(0)
+    for n73 in 0..<64 {
+      acc72 = (acc72 + arena[((524048 &+ (n73 &* 84)) &+ u71)])
     }
-    grads[(60772 &+ u51)] = acc52
+    grads[(60772 &+ u71)] = acc72
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i54
-    var i54 = 0
-    while i54 &+ 16 <= 7680 {
-      store16(arena, 518032 &+ i54, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i54), where: load16(arena, 504320 &+ i54) .> SIMD16<Float>(repeating: Float(0))))
-      i54 &+= 16
+  do {  // SIMD16 over i74
+    var i74 = 0
+    while i74 &+ 16 <= 7680 {
+      store16(arena, 518032 &+ i74, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i74), where: load16(arena, 504320 &+ i74) .> SIMD16<Float>(repeating: Float(0))))
+      i74 &+= 16
     }
-    while i54 < 7680 {
-      arena[(518032 &+ i54)] = (arena[(504320 &+ i54)] > Float(0) ? arena[(529424 &+ i54)] : Float(0))
-      i54 &+= 1
+    while i74 < 7680 {
+      arena[(518032 &+ i74)] = (arena[(504320 &+ i74)] > Float(0) ? arena[(529424 &+ i74)] : Float(0))
+      i74 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 120, 400, 64, 1, arena + 518032, 120, arena + 478720, 400, Float(bitPattern: 0x0), grads + 2572, 400)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u55 in 0..<120 {
-    var acc56: Float = Float(0)
-    for n57 in 0..<64 {
-      acc56 = (acc56 + arena[((518032 &+ (n57 &* 120)) &+ u55)])
+  for u75 in 0..<120 {
+    var acc76: Float = Float(0)
+    for n77 in 0..<64 {
+      acc76 = (acc76 + arena[((518032 &+ (n77 &* 120)) &+ u75)])
     }
-    grads[(50572 &+ u55)] = acc56
+    grads[(50572 &+ u75)] = acc76
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 400, 120, 1, arena + 518032, 120, params + 2572, 400, Float(bitPattern: 0x0), arena + 525712, 400)
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // SIMD16 over i58
-    var i58 = 0
-    while i58 &+ 16 <= 102400 {
-      store16(arena, 551312 &+ i58, SIMD16<Float>(repeating: Float(0)))
-      i58 &+= 16
+  do {  // SIMD16 over i78
+    var i78 = 0
+    while i78 &+ 16 <= 102400 {
+      store16(arena, 551312 &+ i78, SIMD16<Float>(repeating: Float(0)))
+      i78 &+= 16
     }
-    while i58 < 102400 {
-      arena[(551312 &+ i58)] = Float(0)
-      i58 &+= 1
+    while i78 < 102400 {
+      arena[(551312 &+ i78)] = Float(0)
+      i78 &+= 1
     }
   }
-  for q59 in 0..<1024 {
-    for py60 in 0..<5 {
-      for px61 in 0..<5 {
-        for ky62 in 0..<2 {
-          for kx63 in 0..<2 {
-            arena[(((551312 &+ (((q59 &* 100) &+ (py60 &* 20)) &+ (px61 &* 2))) &+ (ky62 &* 10)) &+ kx63)] += (arena[(((525712 &+ (q59 &* 25)) &+ (py60 &* 5)) &+ px61)] * Float(bitPattern: 0x3e800000))
+  for q79 in 0..<1024 {
+    for py80 in 0..<5 {
+      for px81 in 0..<5 {
+        for ky82 in 0..<2 {
+          for kx83 in 0..<2 {
+            arena[(((551312 &+ (((q79 &* 100) &+ (py80 &* 20)) &+ (px81 &* 2))) &+ (ky82 &* 10)) &+ kx83)] += (arena[(((525712 &+ (q79 &* 25)) &+ (py80 &* 5)) &+ px81)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // SIMD16 over i64
-    var i64 = 0
-    while i64 &+ 16 <= 102400 {
-      store16(arena, 653712 &+ i64, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i64), where: load16(arena, 376320 &+ i64) .> SIMD16<Float>(repeating: Float(0))))
-      i64 &+= 16
+  do {  // SIMD16 over i84
+    var i84 = 0
+    while i84 &+ 16 <= 102400 {
+      store16(arena, 653712 &+ i84, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i84), where: load16(arena, 376320 &+ i84) .> SIMD16<Float>(repeating: Float(0))))
+      i84 &+= 16
     }
-    while i64 < 102400 {
-      arena[(653712 &+ i64)] = (arena[(376320 &+ i64)] > Float(0) ? arena[(551312 &+ i64)] : Float(0))
-      i64 &+= 1
+    while i84 < 102400 {
+      arena[(653712 &+ i84)] = (arena[(376320 &+ i84)] > Float(0) ? arena[(551312 &+ i84)] : Float(0))
+      i84 &+= 1
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // SIMD16 over i65
-    var i65 = 0
-    while i65 &+ 16 <= 2400 {
-      store16(grads, 156 &+ i65, SIMD16<Float>(repeating: Float(0)))
-      i65 &+= 16
+  do {  // SIMD16 over i85
+    var i85 = 0
+    while i85 &+ 16 <= 2400 {
+      store16(grads, 156 &+ i85, SIMD16<Float>(repeating: Float(0)))
+      i85 &+= 16
     }
-    while i65 < 2400 {
-      grads[(156 &+ i65)] = Float(0)
-      i65 &+= 1
+    while i85 < 2400 {
+      grads[(156 &+ i85)] = Float(0)
+      i85 &+= 1
     }
   }
-  for img66 in 0..<64 {
-    for c67 in 0..<6 {
-      for ky68 in 0..<5 {
-        for kx69 in 0..<5 {
-          for oy70 in 0..<10 {
-            for ox71 in 0..<10 {
-              arena[(((376320 &+ (((((c67 &* 5) &+ ky68) &* 5) &+ kx69) &* 100)) &+ (oy70 &* 10)) &+ ox71)] = arena[((((301056 &+ (img66 &* 1176)) &+ (c67 &* 196)) &+ ((oy70 &+ ky68) &* 14)) &+ (ox71 &+ kx69))]
+  for g86 in 0..<1 {
+    for j87 in 0..<64 {
+      for c88 in 0..<6 {
+        for ky89 in 0..<5 {
+          for oy90 in 0..<10 {
+            do {  // SIMD16 over ox91
+              var ox91 = 0
+              while ox91 < 10 {
+                arena[((((756112 &+ ((((c88 &* 5) &+ ky89) &* 5) &* 6400)) &+ (j87 &* 100)) &+ (oy90 &* 10)) &+ ox91)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy90 &+ ky89) &* 14)) &+ ox91)]
+                ox91 &+= 1
+              }
+            }
+          }
+          for oy92 in 0..<10 {
+            for ox93 in 0..<10 {
+              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 1) &* 6400)) &+ (j87 &* 100)) &+ (oy92 &* 10)) &+ ox93)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy92 &+ ky89) &* 14)) &+ (ox93 &+ 1))]
+            }
+          }
+          for oy94 in 0..<10 {
+            for ox95 in 0..<10 {
+              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 2) &* 6400)) &+ (j87 &* 100)) &+ (oy94 &* 10)) &+ ox95)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy94 &+ ky89) &* 14)) &+ (ox95 &+ 2))]
+            }
+          }
+          for oy96 in 0..<10 {
+            for ox97 in 0..<10 {
+              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 3) &* 6400)) &+ (j87 &* 100)) &+ (oy96 &* 10)) &+ ox97)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy96 &+ ky89) &* 14)) &+ (ox97 &+ 3))]
+            }
+          }
+          for oy98 in 0..<10 {
+            for ox99 in 0..<10 {
+              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 4) &* 6400)) &+ (j87 &* 100)) &+ (oy98 &* 10)) &+ ox99)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy98 &+ ky89) &* 14)) &+ (ox99 &+ 4))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 16, 150, 100, 1, arena + (653712 &+ (img66 &* 1600)), 100, arena + 376320, 100, Float(bitPattern: 0x3f800000), grads + 156, 150)
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f72 in 0..<16 {
-    var acc73: Float = Float(0)
-    for img74 in 0..<64 {
-      for i75 in 0..<100 {
-        acc73 = (acc73 + arena[(((653712 &+ (img74 &* 1600)) &+ (f72 &* 100)) &+ i75)])
+    for j100 in 0..<64 {
+      for f101 in 0..<16 {
+        do {  // SIMD16 over i102
+          var i102 = 0
+          while i102 &+ 16 <= 100 {
+            store16(arena, ((1716112 &+ (f101 &* 6400)) &+ (j100 &* 100)) &+ i102, load16(arena, ((653712 &+ (((g86 &* 64) &+ j100) &* 1600)) &+ (f101 &* 100)) &+ i102))
+            i102 &+= 16
+          }
+          while i102 < 100 {
+            arena[(((1716112 &+ (f101 &* 6400)) &+ (j100 &* 100)) &+ i102)] = arena[(((653712 &+ (((g86 &* 64) &+ j100) &* 1600)) &+ (f101 &* 100)) &+ i102)]
+            i102 &+= 1
+          }
+        }
       }
     }
-    grads[(2556 &+ f72)] = acc73
+    sgemm(101, 111, 112, 16, 150, 6400, 1, arena + 1716112, 6400, arena + 756112, 6400, Float(bitPattern: 0x3f800000), grads + 156, 150)
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  for f103 in 0..<16 {
+    var acc104: Float = Float(0)
+    for img105 in 0..<64 {
+      for i106 in 0..<100 {
+        acc104 = (acc104 + arena[(((653712 &+ (img105 &* 1600)) &+ (f103 &* 100)) &+ i106)])
+      }
+    }
+    grads[(2556 &+ f103)] = acc104
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  do {  // SIMD16 over i76
-    var i76 = 0
-    while i76 &+ 16 <= 75264 {
-      store16(arena, 376320 &+ i76, SIMD16<Float>(repeating: Float(0)))
-      i76 &+= 16
+  do {  // SIMD16 over i107
+    var i107 = 0
+    while i107 &+ 16 <= 75264 {
+      store16(arena, 376320 &+ i107, SIMD16<Float>(repeating: Float(0)))
+      i107 &+= 16
     }
-    while i76 < 75264 {
-      arena[(376320 &+ i76)] = Float(0)
-      i76 &+= 1
+    while i107 < 75264 {
+      arena[(376320 &+ i107)] = Float(0)
+      i107 &+= 1
     }
   }
-  for img77 in 0..<64 {
-    sgemm(101, 112, 111, 150, 100, 16, 1, params + 156, 150, arena + (653712 &+ (img77 &* 1600)), 100, Float(bitPattern: 0x0), arena + 451584, 100)
-    for c78 in 0..<6 {
-      for ky79 in 0..<5 {
-        for kx80 in 0..<5 {
-          for oy81 in 0..<10 {
-            for ox82 in 0..<10 {
-              arena[((((376320 &+ (img77 &* 1176)) &+ (c78 &* 196)) &+ ((oy81 &+ ky79) &* 14)) &+ (ox82 &+ kx80))] += arena[(((451584 &+ (((((c78 &* 5) &+ ky79) &* 5) &+ kx80) &* 100)) &+ (oy81 &* 10)) &+ ox82)]
+  for g108 in 0..<1 {
+    for j109 in 0..<64 {
+      for f110 in 0..<16 {
+        do {  // SIMD16 over i111
+          var i111 = 0
+          while i111 &+ 16 <= 100 {
+            store16(arena, ((1716112 &+ (f110 &* 6400)) &+ (j109 &* 100)) &+ i111, load16(arena, ((653712 &+ (((g108 &* 64) &+ j109) &* 1600)) &+ (f110 &* 100)) &+ i111))
+            i111 &+= 16
+          }
+          while i111 < 100 {
+            arena[(((1716112 &+ (f110 &* 6400)) &+ (j109 &* 100)) &+ i111)] = arena[(((653712 &+ (((g108 &* 64) &+ j109) &* 1600)) &+ (f110 &* 100)) &+ i111)]
+            i111 &+= 1
+          }
+        }
+      }
+    }
+    sgemm(101, 112, 111, 150, 6400, 16, 1, params + 156, 150, arena + 1716112, 6400, Float(bitPattern: 0x0), arena + 756112, 6400)
+    for j112 in 0..<64 {
+      for c113 in 0..<6 {
+        for ky114 in 0..<5 {
+          for oy115 in 0..<10 {
+            for ox116 in 0..<10 {
+              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy115 &+ ky114) &* 14)) &+ ox116)] += arena[((((756112 &+ ((((c113 &* 5) &+ ky114) &* 5) &* 6400)) &+ (j112 &* 100)) &+ (oy115 &* 10)) &+ ox116)]
+            }
+          }
+          for oy117 in 0..<10 {
+            for ox118 in 0..<10 {
+              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy117 &+ ky114) &* 14)) &+ (ox118 &+ 1))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 1) &* 6400)) &+ (j112 &* 100)) &+ (oy117 &* 10)) &+ ox118)]
+            }
+          }
+          for oy119 in 0..<10 {
+            for ox120 in 0..<10 {
+              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy119 &+ ky114) &* 14)) &+ (ox120 &+ 2))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 2) &* 6400)) &+ (j112 &* 100)) &+ (oy119 &* 10)) &+ ox120)]
+            }
+          }
+          for oy121 in 0..<10 {
+            for ox122 in 0..<10 {
+              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy121 &+ ky114) &* 14)) &+ (ox122 &+ 3))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 3) &* 6400)) &+ (j112 &* 100)) &+ (oy121 &* 10)) &+ ox122)]
+            }
+          }
+          for oy123 in 0..<10 {
+            for ox124 in 0..<10 {
+              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy123 &+ ky114) &* 14)) &+ (ox124 &+ 4))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 4) &* 6400)) &+ (j112 &* 100)) &+ (oy123 &* 10)) &+ ox124)]
             }
           }
         }
@@ -355,101 +505,164 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i83
-    var i83 = 0
-    while i83 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i83, SIMD16<Float>(repeating: Float(0)))
-      i83 &+= 16
+  do {  // SIMD16 over i125
+    var i125 = 0
+    while i125 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i125, SIMD16<Float>(repeating: Float(0)))
+      i125 &+= 16
     }
-    while i83 < 301056 {
-      arena[(518032 &+ i83)] = Float(0)
-      i83 &+= 1
+    while i125 < 301056 {
+      arena[(518032 &+ i125)] = Float(0)
+      i125 &+= 1
     }
   }
-  for q84 in 0..<384 {
-    for py85 in 0..<14 {
-      for px86 in 0..<14 {
-        for ky87 in 0..<2 {
-          for kx88 in 0..<2 {
-            arena[(((518032 &+ (((q84 &* 784) &+ (py85 &* 56)) &+ (px86 &* 2))) &+ (ky87 &* 28)) &+ kx88)] += (arena[(((376320 &+ (q84 &* 196)) &+ (py85 &* 14)) &+ px86)] * Float(bitPattern: 0x3e800000))
+  for q126 in 0..<384 {
+    for py127 in 0..<14 {
+      for px128 in 0..<14 {
+        for ky129 in 0..<2 {
+          for kx130 in 0..<2 {
+            arena[(((518032 &+ (((q126 &* 784) &+ (py127 &* 56)) &+ (px128 &* 2))) &+ (ky129 &* 28)) &+ kx130)] += (arena[(((376320 &+ (q126 &* 196)) &+ (py127 &* 14)) &+ px128)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i89
-    var i89 = 0
-    while i89 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i89, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i89), where: load16(arena, 0 &+ i89) .> SIMD16<Float>(repeating: Float(0))))
-      i89 &+= 16
+  do {  // SIMD16 over i131
+    var i131 = 0
+    while i131 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i131, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i131), where: load16(arena, 0 &+ i131) .> SIMD16<Float>(repeating: Float(0))))
+      i131 &+= 16
     }
-    while i89 < 301056 {
-      arena[(819088 &+ i89)] = (arena[i89] > Float(0) ? arena[(518032 &+ i89)] : Float(0))
-      i89 &+= 1
+    while i131 < 301056 {
+      arena[(819088 &+ i131)] = (arena[i131] > Float(0) ? arena[(518032 &+ i131)] : Float(0))
+      i131 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i90
-    var i90 = 0
-    while i90 &+ 16 <= 150 {
-      store16(grads, 0 &+ i90, SIMD16<Float>(repeating: Float(0)))
-      i90 &+= 16
+  do {  // SIMD16 over i132
+    var i132 = 0
+    while i132 &+ 16 <= 150 {
+      store16(grads, 0 &+ i132, SIMD16<Float>(repeating: Float(0)))
+      i132 &+= 16
     }
-    while i90 < 150 {
-      grads[i90] = Float(0)
-      i90 &+= 1
+    while i132 < 150 {
+      grads[i132] = Float(0)
+      i132 &+= 1
     }
   }
-  for img91 in 0..<64 {
-    for c92 in 0..<1 {
-      for ky93 in 0..<5 {
-        for kx94 in 0..<5 {
-          for oy95 in 0..<28 {
-            for ox96 in 0..<28 {
-              arena[(((((((c92 &* 5) &+ ky93) &* 5) &+ kx94) &* 784) &+ (oy95 &* 28)) &+ ox96)] = Float(0)
-              if ((-1 < ((oy95 &+ ky93) &+ -2) && ((oy95 &+ ky93) &+ -2) < 28) && (-1 < ((ox96 &+ kx94) &+ -2) && ((ox96 &+ kx94) &+ -2) < 28)) {
-                arena[(((((((c92 &* 5) &+ ky93) &* 5) &+ kx94) &* 784) &+ (oy95 &* 28)) &+ ox96)] = images[((((img91 &* 784) &+ (c92 &* 784)) &+ (((oy95 &+ ky93) &+ -2) &* 28)) &+ ((ox96 &+ kx94) &+ -2))]
+  for g133 in 0..<1 {
+    for j134 in 0..<64 {
+      for r135 in 0..<25 {
+        do {  // SIMD16 over i136
+          var i136 = 0
+          while i136 &+ 16 <= 784 {
+            store16(arena, ((1120144 &+ (r135 &* 50176)) &+ (j134 &* 784)) &+ i136, SIMD16<Float>(repeating: Float(0)))
+            i136 &+= 16
+          }
+          while i136 < 784 {
+            arena[(((1120144 &+ (r135 &* 50176)) &+ (j134 &* 784)) &+ i136)] = Float(0)
+            i136 &+= 1
+          }
+        }
+      }
+      for c137 in 0..<1 {
+        for ky138 in 0..<5 {
+          for oy139 in 0..<28 {
+            if (-1 < ((oy139 &+ ky138) &+ -2) && ((oy139 &+ ky138) &+ -2) < 28) {
+              for ox140 in 0..<26 {
+                arena[((((1120144 &+ ((((c137 &* 5) &+ ky138) &* 5) &* 50176)) &+ (j134 &* 784)) &+ (oy139 &* 28)) &+ (ox140 &+ 2))] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy139 &+ ky138) &+ -2) &* 28)) &+ ((ox140 &+ 2) &+ -2))]
+              }
+            }
+          }
+          for oy141 in 0..<28 {
+            if (-1 < ((oy141 &+ ky138) &+ -2) && ((oy141 &+ ky138) &+ -2) < 28) {
+              for ox142 in 0..<27 {
+                arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 1) &* 50176)) &+ (j134 &* 784)) &+ (oy141 &* 28)) &+ (ox142 &+ 1))] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy141 &+ ky138) &+ -2) &* 28)) &+ ((ox142 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy143 in 0..<28 {
+            if (-1 < ((oy143 &+ ky138) &+ -2) && ((oy143 &+ ky138) &+ -2) < 28) {
+              do {  // SIMD16 over ox144
+                var ox144 = 0
+                while ox144 &+ 16 <= 28 {
+                  store16(arena, (((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 2) &* 50176)) &+ (j134 &* 784)) &+ (oy143 &* 28)) &+ ox144, load16(images, (((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy143 &+ ky138) &+ -2) &* 28)) &+ ox144))
+                  ox144 &+= 16
+                }
+                while ox144 < 28 {
+                  arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 2) &* 50176)) &+ (j134 &* 784)) &+ (oy143 &* 28)) &+ ox144)] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy143 &+ ky138) &+ -2) &* 28)) &+ ox144)]
+                  ox144 &+= 1
+                }
+              }
+            }
+          }
+          for oy145 in 0..<28 {
+            if (-1 < ((oy145 &+ ky138) &+ -2) && ((oy145 &+ ky138) &+ -2) < 28) {
+              for ox146 in 0..<27 {
+                arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 3) &* 50176)) &+ (j134 &* 784)) &+ (oy145 &* 28)) &+ ox146)] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy145 &+ ky138) &+ -2) &* 28)) &+ (ox146 &+ 1))]
+              }
+            }
+          }
+          for oy147 in 0..<28 {
+            if (-1 < ((oy147 &+ ky138) &+ -2) && ((oy147 &+ ky138) &+ -2) < 28) {
+              for ox148 in 0..<26 {
+                arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 4) &* 50176)) &+ (j134 &* 784)) &+ (oy147 &* 28)) &+ ox148)] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy147 &+ ky138) &+ -2) &* 28)) &+ (ox148 &+ 2))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 6, 25, 784, 1, arena + (819088 &+ (img91 &* 4704)), 784, arena + 0, 784, Float(bitPattern: 0x3f800000), grads + 0, 25)
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f97 in 0..<6 {
-    var acc98: Float = Float(0)
-    for img99 in 0..<64 {
-      for i100 in 0..<784 {
-        acc98 = (acc98 + arena[(((819088 &+ (img99 &* 4704)) &+ (f97 &* 784)) &+ i100)])
+    for j149 in 0..<64 {
+      for f150 in 0..<6 {
+        do {  // SIMD16 over i151
+          var i151 = 0
+          while i151 &+ 16 <= 784 {
+            store16(arena, ((2374544 &+ (f150 &* 50176)) &+ (j149 &* 784)) &+ i151, load16(arena, ((819088 &+ (((g133 &* 64) &+ j149) &* 4704)) &+ (f150 &* 784)) &+ i151))
+            i151 &+= 16
+          }
+          while i151 < 784 {
+            arena[(((2374544 &+ (f150 &* 50176)) &+ (j149 &* 784)) &+ i151)] = arena[(((819088 &+ (((g133 &* 64) &+ j149) &* 4704)) &+ (f150 &* 784)) &+ i151)]
+            i151 &+= 1
+          }
+        }
       }
     }
-    grads[(150 &+ f97)] = acc98
+    sgemm(101, 111, 112, 6, 25, 50176, 1, arena + 2374544, 50176, arena + 1120144, 50176, Float(bitPattern: 0x3f800000), grads + 0, 25)
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f152 in 0..<6 {
+    var acc153: Float = Float(0)
+    for img154 in 0..<64 {
+      for i155 in 0..<784 {
+        acc153 = (acc153 + arena[(((819088 &+ (img154 &* 4704)) &+ (f152 &* 784)) &+ i155)])
+      }
+    }
+    grads[(150 &+ f152)] = acc153
   }
   // adam update of 61706 parameters
-  var step_size101: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt102: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i103
-    var i103 = 0
-    while i103 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i103) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i103)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i103)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i103)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i103, m_new_v)
-      store16(v, 0 &+ i103, v_new_v)
-      store16(params, 0 &+ i103, (load16(params, 0 &+ i103) - ((SIMD16<Float>(repeating: step_size101) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt102)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i103 &+= 16
+  var step_size156: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt157: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i158
+    var i158 = 0
+    while i158 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i158) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i158)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i158)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i158)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i158, m_new_v)
+      store16(v, 0 &+ i158, v_new_v)
+      store16(params, 0 &+ i158, (load16(params, 0 &+ i158) - ((SIMD16<Float>(repeating: step_size156) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt157)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i158 &+= 16
     }
-    while i103 < 61706 {
-      var g: Float = (grads[i103] + (Float(0) * params[i103]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i103]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i103]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i103] = m_new
-      v[i103] = v_new
-      params[i103] = (params[i103] - ((step_size101 * m_new) / ((sqrtf(v_new) / bc2_sqrt102) + Float(bitPattern: 0x322bcc77))))
-      i103 &+= 1
+    while i158 < 61706 {
+      var g: Float = (grads[i158] + (Float(0) * params[i158]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i158]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i158]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i158] = m_new
+      v[i158] = v_new
+      params[i158] = (params[i158] - ((step_size156 * m_new) / ((sqrtf(v_new) / bc2_sqrt157) + Float(bitPattern: 0x322bcc77))))
+      i158 &+= 1
     }
   }
 }
@@ -465,131 +678,207 @@ public func lenet5_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<5 {
-        for kx4 in 0..<5 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((301056 &+ (((((c2 &* 5) &+ ky3) &* 5) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -2) && ((oy5 &+ ky3) &+ -2) < 28) && (-1 < ((ox6 &+ kx4) &+ -2) && ((ox6 &+ kx4) &+ -2) < 28)) {
-                arena[(((301056 &+ (((((c2 &* 5) &+ ky3) &* 5) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -2) &* 28)) &+ ((ox6 &+ kx4) &+ -2))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<25 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((301056 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<5 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -2) && ((oy7 &+ ky6) &+ -2) < 28) {
+              for ox8 in 0..<26 {
+                arena[((((301056 &+ ((((c5 &* 5) &+ ky6) &* 5) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 2))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -2) &* 28)) &+ ((ox8 &+ 2) &+ -2))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -2) && ((oy9 &+ ky6) &+ -2) < 28) {
+              for ox10 in 0..<27 {
+                arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ (ox10 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -2) &* 28)) &+ ((ox10 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -2) && ((oy11 &+ ky6) &+ -2) < 28) {
+              do {  // SIMD16 over ox12
+                var ox12 = 0
+                while ox12 &+ 16 <= 28 {
+                  store16(arena, (((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -2) &* 28)) &+ ox12))
+                  ox12 &+= 16
+                }
+                while ox12 < 28 {
+                  arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -2) &* 28)) &+ ox12)]
+                  ox12 &+= 1
+                }
+              }
+            }
+          }
+          for oy13 in 0..<28 {
+            if (-1 < ((oy13 &+ ky6) &+ -2) && ((oy13 &+ ky6) &+ -2) < 28) {
+              for ox14 in 0..<27 {
+                arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 3) &* 50176)) &+ (j2 &* 784)) &+ (oy13 &* 28)) &+ ox14)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy13 &+ ky6) &+ -2) &* 28)) &+ (ox14 &+ 1))]
+              }
+            }
+          }
+          for oy15 in 0..<28 {
+            if (-1 < ((oy15 &+ ky6) &+ -2) && ((oy15 &+ ky6) &+ -2) < 28) {
+              for ox16 in 0..<26 {
+                arena[((((301056 &+ (((((c5 &* 5) &+ ky6) &* 5) &+ 4) &* 50176)) &+ (j2 &* 784)) &+ (oy15 &* 28)) &+ ox16)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy15 &+ ky6) &+ -2) &* 28)) &+ (ox16 &+ 2))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 6, 784, 25, 1, params + 0, 25, arena + 301056, 784, Float(bitPattern: 0x0), arena + (img1 &* 4704), 784)
-    for f7 in 0..<6 {
-      do {  // SIMD16 over i8
-        var i8 = 0
-        while i8 &+ 16 <= 784 {
-          store16(arena, ((img1 &* 4704) &+ (f7 &* 784)) &+ i8, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((img1 &* 4704) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(150 &+ f7)])), where: (load16(arena, ((img1 &* 4704) &+ (f7 &* 784)) &+ i8) + SIMD16<Float>(repeating: params[(150 &+ f7)])) .> SIMD16<Float>(repeating: Float(0))))
-          i8 &+= 16
-        }
-        while i8 < 784 {
-          arena[(((img1 &* 4704) &+ (f7 &* 784)) &+ i8)] = ((arena[(((img1 &* 4704) &+ (f7 &* 784)) &+ i8)] + params[(150 &+ f7)]) > Float(0) ? (arena[(((img1 &* 4704) &+ (f7 &* 784)) &+ i8)] + params[(150 &+ f7)]) : Float(0))
-          i8 &+= 1
+    sgemm(101, 111, 111, 6, 50176, 25, 1, params + 0, 25, arena + 301056, 50176, Float(bitPattern: 0x0), arena + 1555456, 50176)
+    for j17 in 0..<64 {
+      for f18 in 0..<6 {
+        do {  // SIMD16 over i19
+          var i19 = 0
+          while i19 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])), where: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
+            i19 &+= 16
+          }
+          while i19 < 784 {
+            arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) > Float(0) ? (arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) : Float(0))
+            i19 &+= 1
+          }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q9 in 0..<384 {
-    for py10 in 0..<14 {
-      for px11 in 0..<14 {
-        var acc12: Float = Float(0)
-        for ky13 in 0..<2 {
-          for kx14 in 0..<2 {
-            acc12 = (acc12 + arena[(((((q9 &* 784) &+ (py10 &* 56)) &+ (px11 &* 2)) &+ (ky13 &* 28)) &+ kx14)])
+  for q20 in 0..<384 {
+    for py21 in 0..<14 {
+      for px22 in 0..<14 {
+        var acc23: Float = Float(0)
+        for ky24 in 0..<2 {
+          for kx25 in 0..<2 {
+            acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ (ky24 &* 28)) &+ kx25)])
           }
         }
-        arena[(((301056 &+ (q9 &* 196)) &+ (py10 &* 14)) &+ px11)] = (acc12 * Float(bitPattern: 0x3e800000))
+        arena[(((301056 &+ (q20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (acc23 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for img15 in 0..<64 {
-    for c16 in 0..<6 {
-      for ky17 in 0..<5 {
-        for kx18 in 0..<5 {
-          for oy19 in 0..<10 {
-            for ox20 in 0..<10 {
-              arena[(((102400 &+ (((((c16 &* 5) &+ ky17) &* 5) &+ kx18) &* 100)) &+ (oy19 &* 10)) &+ ox20)] = arena[((((301056 &+ (img15 &* 1176)) &+ (c16 &* 196)) &+ ((oy19 &+ ky17) &* 14)) &+ (ox20 &+ kx18))]
+  for g26 in 0..<1 {
+    for j27 in 0..<64 {
+      for c28 in 0..<6 {
+        for ky29 in 0..<5 {
+          for oy30 in 0..<10 {
+            do {  // SIMD16 over ox31
+              var ox31 = 0
+              while ox31 < 10 {
+                arena[((((376320 &+ ((((c28 &* 5) &+ ky29) &* 5) &* 6400)) &+ (j27 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy30 &+ ky29) &* 14)) &+ ox31)]
+                ox31 &+= 1
+              }
+            }
+          }
+          for oy32 in 0..<10 {
+            for ox33 in 0..<10 {
+              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 1) &* 6400)) &+ (j27 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy32 &+ ky29) &* 14)) &+ (ox33 &+ 1))]
+            }
+          }
+          for oy34 in 0..<10 {
+            for ox35 in 0..<10 {
+              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 2) &* 6400)) &+ (j27 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy34 &+ ky29) &* 14)) &+ (ox35 &+ 2))]
+            }
+          }
+          for oy36 in 0..<10 {
+            for ox37 in 0..<10 {
+              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 3) &* 6400)) &+ (j27 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy36 &+ ky29) &* 14)) &+ (ox37 &+ 3))]
+            }
+          }
+          for oy38 in 0..<10 {
+            for ox39 in 0..<10 {
+              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 4) &* 6400)) &+ (j27 &* 100)) &+ (oy38 &* 10)) &+ ox39)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy38 &+ ky29) &* 14)) &+ (ox39 &+ 4))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 16, 100, 150, 1, params + 156, 150, arena + 102400, 100, Float(bitPattern: 0x0), arena + (img15 &* 1600), 100)
-    for f21 in 0..<16 {
-      do {  // SIMD16 over i22
-        var i22 = 0
-        while i22 &+ 16 <= 100 {
-          store16(arena, ((img15 &* 1600) &+ (f21 &* 100)) &+ i22, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((img15 &* 1600) &+ (f21 &* 100)) &+ i22) + SIMD16<Float>(repeating: params[(2556 &+ f21)])), where: (load16(arena, ((img15 &* 1600) &+ (f21 &* 100)) &+ i22) + SIMD16<Float>(repeating: params[(2556 &+ f21)])) .> SIMD16<Float>(repeating: Float(0))))
-          i22 &+= 16
-        }
-        while i22 < 100 {
-          arena[(((img15 &* 1600) &+ (f21 &* 100)) &+ i22)] = ((arena[(((img15 &* 1600) &+ (f21 &* 100)) &+ i22)] + params[(2556 &+ f21)]) > Float(0) ? (arena[(((img15 &* 1600) &+ (f21 &* 100)) &+ i22)] + params[(2556 &+ f21)]) : Float(0))
-          i22 &+= 1
+    sgemm(101, 111, 111, 16, 6400, 150, 1, params + 156, 150, arena + 376320, 6400, Float(bitPattern: 0x0), arena + 1336320, 6400)
+    for j40 in 0..<64 {
+      for f41 in 0..<16 {
+        do {  // SIMD16 over i42
+          var i42 = 0
+          while i42 &+ 16 <= 100 {
+            store16(arena, ((((g26 &* 64) &+ j40) &* 1600) &+ (f41 &* 100)) &+ i42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])), where: (load16(arena, ((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])) .> SIMD16<Float>(repeating: Float(0))))
+            i42 &+= 16
+          }
+          while i42 < 100 {
+            arena[(((((g26 &* 64) &+ j40) &* 1600) &+ (f41 &* 100)) &+ i42)] = ((arena[(((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) > Float(0) ? (arena[(((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) : Float(0))
+            i42 &+= 1
+          }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q23 in 0..<1024 {
-    for py24 in 0..<5 {
-      for px25 in 0..<5 {
-        var acc26: Float = Float(0)
-        for ky27 in 0..<2 {
-          for kx28 in 0..<2 {
-            acc26 = (acc26 + arena[(((((q23 &* 100) &+ (py24 &* 20)) &+ (px25 &* 2)) &+ (ky27 &* 10)) &+ kx28)])
+  for q43 in 0..<1024 {
+    for py44 in 0..<5 {
+      for px45 in 0..<5 {
+        var acc46: Float = Float(0)
+        for ky47 in 0..<2 {
+          for kx48 in 0..<2 {
+            acc46 = (acc46 + arena[(((((q43 &* 100) &+ (py44 &* 20)) &+ (px45 &* 2)) &+ (ky47 &* 10)) &+ kx48)])
           }
         }
-        arena[(((102400 &+ (q23 &* 25)) &+ (py24 &* 5)) &+ px25)] = (acc26 * Float(bitPattern: 0x3e800000))
+        arena[(((102400 &+ (q43 &* 25)) &+ (py44 &* 5)) &+ px45)] = (acc46 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 102400, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 0, 120)
-  for n29 in 0..<64 {
-    do {  // SIMD16 over u30
-      var u30 = 0
-      while u30 &+ 16 <= 120 {
-        store16(arena, (n29 &* 120) &+ u30, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n29 &* 120) &+ u30) + load16(params, 50572 &+ u30)), where: (load16(arena, (n29 &* 120) &+ u30) + load16(params, 50572 &+ u30)) .> SIMD16<Float>(repeating: Float(0))))
-        u30 &+= 16
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 &+ 16 <= 120 {
+        store16(arena, (n49 &* 120) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n49 &* 120) &+ u50) + load16(params, 50572 &+ u50)), where: (load16(arena, (n49 &* 120) &+ u50) + load16(params, 50572 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
+        u50 &+= 16
       }
-      while u30 < 120 {
-        arena[((n29 &* 120) &+ u30)] = ((arena[((n29 &* 120) &+ u30)] + params[(50572 &+ u30)]) > Float(0) ? (arena[((n29 &* 120) &+ u30)] + params[(50572 &+ u30)]) : Float(0))
-        u30 &+= 1
+      while u50 < 120 {
+        arena[((n49 &* 120) &+ u50)] = ((arena[((n49 &* 120) &+ u50)] + params[(50572 &+ u50)]) > Float(0) ? (arena[((n49 &* 120) &+ u50)] + params[(50572 &+ u50)]) : Float(0))
+        u50 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n31 in 0..<64 {
-    do {  // SIMD16 over u32
-      var u32 = 0
-      while u32 &+ 16 <= 84 {
-        store16(arena, (7680 &+ (n31 &* 84)) &+ u32, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n31 &* 84)) &+ u32) + load16(params, 60772 &+ u32)), where: (load16(arena, (7680 &+ (n31 &* 84)) &+ u32) + load16(params, 60772 &+ u32)) .> SIMD16<Float>(repeating: Float(0))))
-        u32 &+= 16
+  for n51 in 0..<64 {
+    do {  // SIMD16 over u52
+      var u52 = 0
+      while u52 &+ 16 <= 84 {
+        store16(arena, (7680 &+ (n51 &* 84)) &+ u52, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)), where: (load16(arena, (7680 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)) .> SIMD16<Float>(repeating: Float(0))))
+        u52 &+= 16
       }
-      while u32 < 84 {
-        arena[((7680 &+ (n31 &* 84)) &+ u32)] = ((arena[((7680 &+ (n31 &* 84)) &+ u32)] + params[(60772 &+ u32)]) > Float(0) ? (arena[((7680 &+ (n31 &* 84)) &+ u32)] + params[(60772 &+ u32)]) : Float(0))
-        u32 &+= 1
+      while u52 < 84 {
+        arena[((7680 &+ (n51 &* 84)) &+ u52)] = ((arena[((7680 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) > Float(0) ? (arena[((7680 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) : Float(0))
+        u52 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n33 in 0..<64 {
-    do {  // SIMD16 over u34
-      var u34 = 0
-      while u34 < 10 {
-        arena[((n33 &* 10) &+ u34)] = (arena[((n33 &* 10) &+ u34)] + params[(61696 &+ u34)])
-        u34 &+= 1
+  for n53 in 0..<64 {
+    do {  // SIMD16 over u54
+      var u54 = 0
+      while u54 < 10 {
+        arena[((n53 &* 10) &+ u54)] = (arena[((n53 &* 10) &+ u54)] + params[(61696 &+ u54)])
+        u54 &+= 1
       }
     }
   }

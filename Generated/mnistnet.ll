@@ -7,92 +7,91 @@ entry:
   %v_new = alloca float, align 4
   %m_new = alloca float, align 4
   %g = alloca float, align 4
-  %bc2_sqrt89 = alloca float, align 4
-  %step_size88 = alloca float, align 4
-  %acc85 = alloca float, align 4
-  %acc66 = alloca float, align 4
-  %acc52 = alloca float, align 4
-  %acc47 = alloca float, align 4
-  %s42 = alloca float, align 4
-  %m41 = alloca float, align 4
-  %s37 = alloca float, align 4
-  %m36 = alloca float, align 4
-  %total34 = alloca float, align 4
-  %s30 = alloca float, align 4
-  %m29 = alloca float, align 4
-  %bi19 = alloca float, align 4
-  %best18 = alloca float, align 4
-  br label %img1
+  %bc2_sqrt120 = alloca float, align 4
+  %step_size119 = alloca float, align 4
+  %acc116 = alloca float, align 4
+  %acc83 = alloca float, align 4
+  %acc62 = alloca float, align 4
+  %acc57 = alloca float, align 4
+  %s52 = alloca float, align 4
+  %m51 = alloca float, align 4
+  %s47 = alloca float, align 4
+  %m46 = alloca float, align 4
+  %total44 = alloca float, align 4
+  %s40 = alloca float, align 4
+  %m39 = alloca float, align 4
+  %bi29 = alloca float, align 4
+  %best28 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j11.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img9
+g1.end:                                           ; preds = %j11.end
+  br label %g14
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c3.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
+  br label %c3
 
-c2.end:                                           ; preds = %ky3.end
-  %params9 = getelementptr inbounds float, ptr %params, i64 0
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %0 = mul nsw i64 %img11, 21632
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %0
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 676, i32 9, float 1.000000e+00, ptr %params9, i32 9, ptr %arena10, i32 676, float 0.000000e+00, ptr %arena11, i32 676)
-  br label %f7
+j2.end:                                           ; preds = %c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 43264, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 43264, float 0.000000e+00, ptr %arena19, i32 43264)
+  br label %j11
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+c3:                                               ; preds = %ky4.end, %j2
+  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
+  br label %ky4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %1 = icmp slt i64 %c2.next, 1
-  br i1 %1, label %c2, label %c2.end
+c3.end:                                           ; preds = %ky4.end
+  %j2.next = add nsw i64 %j22, 1
+  %0 = icmp slt i64 %j2.next, 64
+  br i1 %0, label %j2, label %j2.end
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
+ky4:                                              ; preds = %oy9.end, %c3
+  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
   br label %oy5
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %2 = icmp slt i64 %ky3.next, 3
-  br i1 %2, label %ky3, label %ky3.end
+ky4.end:                                          ; preds = %oy9.end
+  %c3.next = add nsw i64 %c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %c3, label %c3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
+oy5:                                              ; preds = %ox6.end, %ky4
+  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
   br label %ox6
 
 oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %3 = icmp slt i64 %kx4.next, 3
-  br i1 %3, label %kx4, label %kx4.end
+  br label %oy7
 
 ox6:                                              ; preds = %ox6, %oy5
   %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %4 = mul nsw i64 %img11, 784
-  %5 = mul nsw i64 %c22, 784
+  %2 = mul nsw i64 %g11, 64
+  %3 = add nsw i64 %2, %j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %c33, 784
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %oy55, %ky33
+  %7 = add nsw i64 %oy55, %ky44
   %8 = mul nsw i64 %7, 28
   %9 = add nsw i64 %6, %8
-  %10 = add nsw i64 %ox66, %kx44
-  %11 = add nsw i64 %9, %10
-  %images7 = getelementptr inbounds float, ptr %images, i64 %11
-  %12 = load float, ptr %images7, align 4
-  %13 = mul nsw i64 %c22, 3
-  %14 = add nsw i64 %13, %ky33
-  %15 = mul nsw i64 %14, 3
-  %16 = add nsw i64 %15, %kx44
-  %17 = mul nsw i64 %16, 676
-  %18 = add nsw i64 1384448, %17
+  %10 = add nsw i64 %9, %ox66
+  %images7 = getelementptr inbounds float, ptr %images, i64 %10
+  %11 = load float, ptr %images7, align 4
+  %12 = mul nsw i64 %c33, 3
+  %13 = add nsw i64 %12, %ky44
+  %14 = mul nsw i64 %13, 3
+  %15 = mul nsw i64 %14, 43264
+  %16 = add nsw i64 1384448, %15
+  %17 = mul nsw i64 %j22, 676
+  %18 = add nsw i64 %16, %17
   %19 = mul nsw i64 %oy55, 26
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, %ox66
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
-  store float %12, ptr %arena8, align 4
+  store float %11, ptr %arena8, align 4
   %ox6.next = add nsw i64 %ox66, 1
   %22 = icmp slt i64 %ox6.next, 26
   br i1 %22, label %ox6, label %ox6.end
@@ -102,1400 +101,2001 @@ ox6.end:                                          ; preds = %ox6
   %23 = icmp slt i64 %oy5.next, 26
   br i1 %23, label %oy5, label %oy5.end
 
-f7:                                               ; preds = %i8.end, %c2.end
-  %f712 = phi i64 [ 0, %c2.end ], [ %f7.next, %i8.end ]
-  br label %i8
+oy7:                                              ; preds = %ox8.end, %oy5.end
+  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
+  br label %ox8
 
-f7.end:                                           ; preds = %i8.end
-  %img1.next = add nsw i64 %img11, 1
-  %24 = icmp slt i64 %img1.next, 64
-  br i1 %24, label %img1, label %img1.end
+oy7.end:                                          ; preds = %ox8.end
+  br label %oy9
 
-i8:                                               ; preds = %i8, %f7
-  %i813 = phi i64 [ 0, %f7 ], [ %i8.next, %i8 ]
-  %25 = mul nsw i64 %img11, 21632
-  %26 = mul nsw i64 %f712, 676
-  %27 = add nsw i64 %25, %26
-  %28 = add nsw i64 %27, %i813
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load float, ptr %arena14, align 4
-  %30 = add nsw i64 288, %f712
-  %params15 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params15, align 4
-  %32 = fadd float %29, %31
-  %33 = fcmp ogt float %32, 0.000000e+00
-  %34 = mul nsw i64 %img11, 21632
-  %35 = mul nsw i64 %f712, 676
-  %36 = add nsw i64 %34, %35
-  %37 = add nsw i64 %36, %i813
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %37
-  %38 = load float, ptr %arena16, align 4
-  %39 = add nsw i64 288, %f712
-  %params17 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params17, align 4
-  %41 = fadd float %38, %40
-  %42 = select i1 %33, float %41, float 0.000000e+00
-  %43 = mul nsw i64 %img11, 21632
-  %44 = mul nsw i64 %f712, 676
-  %45 = add nsw i64 %43, %44
-  %46 = add nsw i64 %45, %i813
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float %42, ptr %arena18, align 4
-  %i8.next = add nsw i64 %i813, 1
-  %47 = icmp slt i64 %i8.next, 676
-  br i1 %47, label %i8, label %i8.end
+ox8:                                              ; preds = %ox8, %oy7
+  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
+  %24 = mul nsw i64 %g11, 64
+  %25 = add nsw i64 %24, %j22
+  %26 = mul nsw i64 %25, 784
+  %27 = mul nsw i64 %c33, 784
+  %28 = add nsw i64 %26, %27
+  %29 = add nsw i64 %oy79, %ky44
+  %30 = mul nsw i64 %29, 28
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %ox810, 1
+  %33 = add nsw i64 %31, %32
+  %images11 = getelementptr inbounds float, ptr %images, i64 %33
+  %34 = load float, ptr %images11, align 4
+  %35 = mul nsw i64 %c33, 3
+  %36 = add nsw i64 %35, %ky44
+  %37 = mul nsw i64 %36, 3
+  %38 = add nsw i64 %37, 1
+  %39 = mul nsw i64 %38, 43264
+  %40 = add nsw i64 1384448, %39
+  %41 = mul nsw i64 %j22, 676
+  %42 = add nsw i64 %40, %41
+  %43 = mul nsw i64 %oy79, 26
+  %44 = add nsw i64 %42, %43
+  %45 = add nsw i64 %44, %ox810
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  store float %34, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %ox810, 1
+  %46 = icmp slt i64 %ox8.next, 26
+  br i1 %46, label %ox8, label %ox8.end
 
-i8.end:                                           ; preds = %i8
-  %f7.next = add nsw i64 %f712, 1
-  %48 = icmp slt i64 %f7.next, 32
-  br i1 %48, label %f7, label %f7.end
+ox8.end:                                          ; preds = %ox8
+  %oy7.next = add nsw i64 %oy79, 1
+  %47 = icmp slt i64 %oy7.next, 26
+  br i1 %47, label %oy7, label %oy7.end
 
-img9:                                             ; preds = %f15.end, %img1.end
-  %img919 = phi i64 [ 0, %img1.end ], [ %img9.next, %f15.end ]
-  br label %c10
+oy9:                                              ; preds = %ox10.end, %oy7.end
+  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
+  br label %ox10
 
-img9.end:                                         ; preds = %f15.end
-  br label %i22
+oy9.end:                                          ; preds = %ox10.end
+  %ky4.next = add nsw i64 %ky44, 1
+  %48 = icmp slt i64 %ky4.next, 3
+  br i1 %48, label %ky4, label %ky4.end
 
-c10:                                              ; preds = %ky11.end, %img9
-  %c1020 = phi i64 [ 0, %img9 ], [ %c10.next, %ky11.end ]
-  br label %ky11
+ox10:                                             ; preds = %ox10, %oy9
+  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
+  %49 = mul nsw i64 %g11, 64
+  %50 = add nsw i64 %49, %j22
+  %51 = mul nsw i64 %50, 784
+  %52 = mul nsw i64 %c33, 784
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %oy913, %ky44
+  %55 = mul nsw i64 %54, 28
+  %56 = add nsw i64 %53, %55
+  %57 = add nsw i64 %ox1014, 2
+  %58 = add nsw i64 %56, %57
+  %images15 = getelementptr inbounds float, ptr %images, i64 %58
+  %59 = load float, ptr %images15, align 4
+  %60 = mul nsw i64 %c33, 3
+  %61 = add nsw i64 %60, %ky44
+  %62 = mul nsw i64 %61, 3
+  %63 = add nsw i64 %62, 2
+  %64 = mul nsw i64 %63, 43264
+  %65 = add nsw i64 1384448, %64
+  %66 = mul nsw i64 %j22, 676
+  %67 = add nsw i64 %65, %66
+  %68 = mul nsw i64 %oy913, 26
+  %69 = add nsw i64 %67, %68
+  %70 = add nsw i64 %69, %ox1014
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
+  store float %59, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %ox1014, 1
+  %71 = icmp slt i64 %ox10.next, 26
+  br i1 %71, label %ox10, label %ox10.end
 
-c10.end:                                          ; preds = %ky11.end
-  %params27 = getelementptr inbounds float, ptr %params, i64 320
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 2729984
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 576, i32 288, float 1.000000e+00, ptr %params27, i32 288, ptr %arena28, i32 576, float 0.000000e+00, ptr %arena29, i32 576)
-  br label %f15
+ox10.end:                                         ; preds = %ox10
+  %oy9.next = add nsw i64 %oy913, 1
+  %72 = icmp slt i64 %oy9.next, 26
+  br i1 %72, label %oy9, label %oy9.end
 
-ky11:                                             ; preds = %kx12.end, %c10
-  %ky1121 = phi i64 [ 0, %c10 ], [ %ky11.next, %kx12.end ]
-  br label %kx12
+j11:                                              ; preds = %f12.end, %j2.end
+  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
+  br label %f12
 
-ky11.end:                                         ; preds = %kx12.end
-  %c10.next = add nsw i64 %c1020, 1
-  %49 = icmp slt i64 %c10.next, 32
-  br i1 %49, label %c10, label %c10.end
+j11.end:                                          ; preds = %f12.end
+  %g1.next = add nsw i64 %g11, 1
+  %73 = icmp slt i64 %g1.next, 1
+  br i1 %73, label %g1, label %g1.end
 
-kx12:                                             ; preds = %oy13.end, %ky11
-  %kx1222 = phi i64 [ 0, %ky11 ], [ %kx12.next, %oy13.end ]
-  br label %oy13
+f12:                                              ; preds = %i13.end, %j11
+  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %i13.end ]
+  br label %i13
 
-kx12.end:                                         ; preds = %oy13.end
-  %ky11.next = add nsw i64 %ky1121, 1
-  %50 = icmp slt i64 %ky11.next, 3
-  br i1 %50, label %ky11, label %ky11.end
+f12.end:                                          ; preds = %i13.end
+  %j11.next = add nsw i64 %j1120, 1
+  %74 = icmp slt i64 %j11.next, 64
+  br i1 %74, label %j11, label %j11.end
 
-oy13:                                             ; preds = %ox14.end, %kx12
-  %oy1323 = phi i64 [ 0, %kx12 ], [ %oy13.next, %ox14.end ]
-  br label %ox14
-
-oy13.end:                                         ; preds = %ox14.end
-  %kx12.next = add nsw i64 %kx1222, 1
-  %51 = icmp slt i64 %kx12.next, 3
-  br i1 %51, label %kx12, label %kx12.end
-
-ox14:                                             ; preds = %ox14, %oy13
-  %ox1424 = phi i64 [ 0, %oy13 ], [ %ox14.next, %ox14 ]
-  %52 = mul nsw i64 %img919, 21632
-  %53 = mul nsw i64 %c1020, 676
-  %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy1323, %ky1121
-  %56 = mul nsw i64 %55, 26
-  %57 = add nsw i64 %54, %56
-  %58 = add nsw i64 %ox1424, %kx1222
-  %59 = add nsw i64 %57, %58
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %59
-  %60 = load float, ptr %arena25, align 4
-  %61 = mul nsw i64 %c1020, 3
-  %62 = add nsw i64 %61, %ky1121
-  %63 = mul nsw i64 %62, 3
-  %64 = add nsw i64 %63, %kx1222
-  %65 = mul nsw i64 %64, 576
-  %66 = add nsw i64 2564096, %65
-  %67 = mul nsw i64 %oy1323, 24
-  %68 = add nsw i64 %66, %67
-  %69 = add nsw i64 %68, %ox1424
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %69
-  store float %60, ptr %arena26, align 4
-  %ox14.next = add nsw i64 %ox1424, 1
-  %70 = icmp slt i64 %ox14.next, 24
-  br i1 %70, label %ox14, label %ox14.end
-
-ox14.end:                                         ; preds = %ox14
-  %oy13.next = add nsw i64 %oy1323, 1
-  %71 = icmp slt i64 %oy13.next, 24
-  br i1 %71, label %oy13, label %oy13.end
-
-f15:                                              ; preds = %py16.end, %c10.end
-  %f1530 = phi i64 [ 0, %c10.end ], [ %f15.next, %py16.end ]
-  br label %py16
-
-f15.end:                                          ; preds = %py16.end
-  %img9.next = add nsw i64 %img919, 1
-  %72 = icmp slt i64 %img9.next, 64
-  br i1 %72, label %img9, label %img9.end
-
-py16:                                             ; preds = %px17.end, %f15
-  %py1631 = phi i64 [ 0, %f15 ], [ %py16.next, %px17.end ]
-  br label %px17
-
-py16.end:                                         ; preds = %px17.end
-  %f15.next = add nsw i64 %f1530, 1
-  %73 = icmp slt i64 %f15.next, 64
-  br i1 %73, label %f15, label %f15.end
-
-px17:                                             ; preds = %ky20.end, %py16
-  %px1732 = phi i64 [ 0, %py16 ], [ %px17.next, %ky20.end ]
-  %74 = mul nsw i64 %f1530, 576
-  %75 = add nsw i64 2729984, %74
-  %76 = mul nsw i64 %py1631, 48
-  %77 = mul nsw i64 %px1732, 2
+i13:                                              ; preds = %i13, %f12
+  %i1322 = phi i64 [ 0, %f12 ], [ %i13.next, %i13 ]
+  %75 = mul nsw i64 %f1221, 43264
+  %76 = add nsw i64 1773824, %75
+  %77 = mul nsw i64 %j1120, 676
   %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %75, %78
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load float, ptr %arena33, align 4
-  %81 = add nsw i64 18752, %f1530
-  %params34 = getelementptr inbounds float, ptr %params, i64 %81
-  %82 = load float, ptr %params34, align 4
+  %79 = add nsw i64 %78, %i1322
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
+  %80 = load float, ptr %arena23, align 4
+  %81 = add nsw i64 288, %f1221
+  %params24 = getelementptr inbounds float, ptr %params, i64 %81
+  %82 = load float, ptr %params24, align 4
   %83 = fadd float %80, %82
-  store float %83, ptr %best18, align 4
-  %84 = mul nsw i64 %py1631, 48
-  %85 = mul nsw i64 %px1732, 2
-  %86 = add nsw i64 %84, %85
-  %87 = sitofp i64 %86 to float
-  store float %87, ptr %bi19, align 4
-  br label %ky20
+  %84 = fcmp ogt float %83, 0.000000e+00
+  %85 = mul nsw i64 %f1221, 43264
+  %86 = add nsw i64 1773824, %85
+  %87 = mul nsw i64 %j1120, 676
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %i1322
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena25, align 4
+  %91 = add nsw i64 288, %f1221
+  %params26 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params26, align 4
+  %93 = fadd float %90, %92
+  %94 = select i1 %84, float %93, float 0.000000e+00
+  %95 = mul nsw i64 %g11, 64
+  %96 = add nsw i64 %95, %j1120
+  %97 = mul nsw i64 %96, 21632
+  %98 = mul nsw i64 %f1221, 676
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 %99, %i1322
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
+  store float %94, ptr %arena27, align 4
+  %i13.next = add nsw i64 %i1322, 1
+  %101 = icmp slt i64 %i13.next, 676
+  br i1 %101, label %i13, label %i13.end
 
-px17.end:                                         ; preds = %ky20.end
-  %py16.next = add nsw i64 %py1631, 1
-  %88 = icmp slt i64 %py16.next, 12
-  br i1 %88, label %py16, label %py16.end
+i13.end:                                          ; preds = %i13
+  %f12.next = add nsw i64 %f1221, 1
+  %102 = icmp slt i64 %f12.next, 32
+  br i1 %102, label %f12, label %f12.end
 
-ky20:                                             ; preds = %kx21.end, %px17
-  %ky2035 = phi i64 [ 0, %px17 ], [ %ky20.next, %kx21.end ]
-  br label %kx21
+g14:                                              ; preds = %j24.end, %g1.end
+  %g1428 = phi i64 [ 0, %g1.end ], [ %g14.next, %j24.end ]
+  br label %j15
 
-ky20.end:                                         ; preds = %kx21.end
-  %best1847 = load float, ptr %best18, align 4
-  %89 = fcmp ogt float %best1847, 0.000000e+00
-  %best1848 = load float, ptr %best18, align 4
-  %90 = select i1 %89, float %best1848, float 0.000000e+00
-  %91 = mul nsw i64 %img919, 9216
-  %92 = mul nsw i64 %f1530, 144
-  %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %py1631, 12
-  %95 = add nsw i64 %93, %94
-  %96 = add nsw i64 %95, %px1732
-  %97 = add nsw i64 1384448, %96
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %97
-  store float %90, ptr %arena49, align 4
-  %bi1950 = load float, ptr %bi19, align 4
-  %98 = mul nsw i64 %img919, 9216
-  %99 = mul nsw i64 %f1530, 144
-  %100 = add nsw i64 %98, %99
-  %101 = mul nsw i64 %py1631, 12
-  %102 = add nsw i64 %100, %101
-  %103 = add nsw i64 %102, %px1732
-  %104 = add nsw i64 1974272, %103
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %104
-  store float %bi1950, ptr %arena51, align 4
-  %px17.next = add nsw i64 %px1732, 1
-  %105 = icmp slt i64 %px17.next, 12
-  br i1 %105, label %px17, label %px17.end
+g14.end:                                          ; preds = %j24.end
+  br label %i32
 
-kx21:                                             ; preds = %kx21, %ky20
-  %kx2136 = phi i64 [ 0, %ky20 ], [ %kx21.next, %kx21 ]
-  %106 = mul nsw i64 %f1530, 576
-  %107 = add nsw i64 2729984, %106
-  %108 = mul nsw i64 %py1631, 48
-  %109 = mul nsw i64 %px1732, 2
-  %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %ky2035, 24
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %kx2136
-  %114 = add nsw i64 %107, %113
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %114
-  %115 = load float, ptr %arena37, align 4
-  %116 = add nsw i64 18752, %f1530
-  %params38 = getelementptr inbounds float, ptr %params, i64 %116
-  %117 = load float, ptr %params38, align 4
-  %118 = fadd float %115, %117
-  %best1839 = load float, ptr %best18, align 4
-  %119 = fcmp ogt float %118, %best1839
-  %120 = mul nsw i64 %py1631, 48
-  %121 = mul nsw i64 %px1732, 2
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %ky2035, 24
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 %124, %kx2136
-  %126 = sitofp i64 %125 to float
-  %bi1940 = load float, ptr %bi19, align 4
-  %127 = select i1 %119, float %126, float %bi1940
-  store float %127, ptr %bi19, align 4
-  %128 = mul nsw i64 %f1530, 576
-  %129 = add nsw i64 2729984, %128
-  %130 = mul nsw i64 %py1631, 48
-  %131 = mul nsw i64 %px1732, 2
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %ky2035, 24
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %kx2136
-  %136 = add nsw i64 %129, %135
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena41, align 4
-  %138 = add nsw i64 18752, %f1530
-  %params42 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params42, align 4
-  %140 = fadd float %137, %139
-  %best1843 = load float, ptr %best18, align 4
-  %141 = fcmp ogt float %140, %best1843
-  %142 = mul nsw i64 %f1530, 576
-  %143 = add nsw i64 2729984, %142
-  %144 = mul nsw i64 %py1631, 48
-  %145 = mul nsw i64 %px1732, 2
-  %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %ky2035, 24
-  %148 = add nsw i64 %146, %147
-  %149 = add nsw i64 %148, %kx2136
-  %150 = add nsw i64 %143, %149
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena44, align 4
-  %152 = add nsw i64 18752, %f1530
-  %params45 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params45, align 4
-  %154 = fadd float %151, %153
-  %best1846 = load float, ptr %best18, align 4
-  %155 = select i1 %141, float %154, float %best1846
-  store float %155, ptr %best18, align 4
-  %kx21.next = add nsw i64 %kx2136, 1
-  %156 = icmp slt i64 %kx21.next, 2
-  br i1 %156, label %kx21, label %kx21.end
+j15:                                              ; preds = %c16.end, %g14
+  %j1529 = phi i64 [ 0, %g14 ], [ %j15.next, %c16.end ]
+  br label %c16
 
-kx21.end:                                         ; preds = %kx21
-  %ky20.next = add nsw i64 %ky2035, 1
-  %157 = icmp slt i64 %ky20.next, 2
-  br i1 %157, label %ky20, label %ky20.end
+j15.end:                                          ; preds = %c16.end
+  %params44 = getelementptr inbounds float, ptr %params, i64 320
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 36864, i32 288, float 1.000000e+00, ptr %params44, i32 288, ptr %arena45, i32 36864, float 0.000000e+00, ptr %arena46, i32 36864)
+  br label %j24
 
-i22:                                              ; preds = %i22, %img9.end
-  %i2252 = phi i64 [ 0, %img9.end ], [ %i22.next, %i22 ]
-  %158 = xor i64 %seed, 7835718858194987975
-  %159 = lshr i64 %158, 30
-  %160 = xor i64 %158, %159
-  %161 = mul i64 %160, -4658895280553007687
-  %162 = lshr i64 %161, 27
-  %163 = xor i64 %161, %162
-  %164 = mul i64 %163, -7723592293110705685
-  %165 = lshr i64 %164, 31
-  %166 = xor i64 %164, %165
-  %167 = add i64 %166, %step
-  %168 = lshr i64 %167, 30
-  %169 = xor i64 %167, %168
-  %170 = mul i64 %169, -4658895280553007687
-  %171 = lshr i64 %170, 27
-  %172 = xor i64 %170, %171
-  %173 = mul i64 %172, -7723592293110705685
-  %174 = lshr i64 %173, 31
-  %175 = xor i64 %173, %174
-  %176 = mul i64 %i2252, -7046029254386353131
-  %177 = add i64 %175, %176
-  %178 = lshr i64 %177, 30
-  %179 = xor i64 %177, %178
-  %180 = mul i64 %179, -4658895280553007687
-  %181 = lshr i64 %180, 27
-  %182 = xor i64 %180, %181
-  %183 = mul i64 %182, -7723592293110705685
-  %184 = lshr i64 %183, 31
-  %185 = xor i64 %183, %184
-  %186 = lshr i64 %185, 40
-  %keep = icmp uge i64 %186, 4194304
-  %187 = add nsw i64 1384448, %i2252
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %187
-  %188 = load float, ptr %arena53, align 4
-  %189 = fmul float %188, 0x3FF5555560000000
-  %190 = select i1 %keep, float %189, float 0.000000e+00
-  %191 = add nsw i64 2564096, %i2252
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %191
-  store float %190, ptr %arena54, align 4
-  %i22.next = add nsw i64 %i2252, 1
-  %192 = icmp slt i64 %i22.next, 589824
-  br i1 %192, label %i22, label %i22.end
+c16:                                              ; preds = %ky17.end, %j15
+  %c1630 = phi i64 [ 0, %j15 ], [ %c16.next, %ky17.end ]
+  br label %ky17
 
-i22.end:                                          ; preds = %i22
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params56 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 3153920
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena55, i32 9216, ptr %params56, i32 9216, float 0.000000e+00, ptr %arena57, i32 128)
-  br label %n23
+c16.end:                                          ; preds = %ky17.end
+  %j15.next = add nsw i64 %j1529, 1
+  %103 = icmp slt i64 %j15.next, 64
+  br i1 %103, label %j15, label %j15.end
 
-n23:                                              ; preds = %u24.end, %i22.end
-  %n2358 = phi i64 [ 0, %i22.end ], [ %n23.next, %u24.end ]
-  br label %u24
+ky17:                                             ; preds = %oy22.end, %c16
+  %ky1731 = phi i64 [ 0, %c16 ], [ %ky17.next, %oy22.end ]
+  br label %oy18
 
-n23.end:                                          ; preds = %u24.end
-  br label %i25
+ky17.end:                                         ; preds = %oy22.end
+  %c16.next = add nsw i64 %c1630, 1
+  %104 = icmp slt i64 %c16.next, 32
+  br i1 %104, label %c16, label %c16.end
 
-u24:                                              ; preds = %u24, %n23
-  %u2459 = phi i64 [ 0, %n23 ], [ %u24.next, %u24 ]
-  %193 = mul nsw i64 %n2358, 128
-  %194 = add nsw i64 3153920, %193
-  %195 = add nsw i64 %194, %u2459
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena60, align 4
-  %197 = add nsw i64 1198464, %u2459
-  %params61 = getelementptr inbounds float, ptr %params, i64 %197
-  %198 = load float, ptr %params61, align 4
-  %199 = fadd float %196, %198
-  %200 = fcmp ogt float %199, 0.000000e+00
-  %201 = mul nsw i64 %n2358, 128
-  %202 = add nsw i64 3153920, %201
-  %203 = add nsw i64 %202, %u2459
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %203
-  %204 = load float, ptr %arena62, align 4
-  %205 = add nsw i64 1198464, %u2459
-  %params63 = getelementptr inbounds float, ptr %params, i64 %205
-  %206 = load float, ptr %params63, align 4
-  %207 = fadd float %204, %206
-  %208 = select i1 %200, float %207, float 0.000000e+00
-  %209 = mul nsw i64 %n2358, 128
-  %210 = add nsw i64 3153920, %209
-  %211 = add nsw i64 %210, %u2459
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %211
-  store float %208, ptr %arena64, align 4
-  %u24.next = add nsw i64 %u2459, 1
-  %212 = icmp slt i64 %u24.next, 128
-  br i1 %212, label %u24, label %u24.end
+oy18:                                             ; preds = %ox19.end, %ky17
+  %oy1832 = phi i64 [ 0, %ky17 ], [ %oy18.next, %ox19.end ]
+  br label %ox19
 
-u24.end:                                          ; preds = %u24
-  %n23.next = add nsw i64 %n2358, 1
-  %213 = icmp slt i64 %n23.next, 64
-  br i1 %213, label %n23, label %n23.end
+oy18.end:                                         ; preds = %ox19.end
+  br label %oy20
 
-i25:                                              ; preds = %i25, %n23.end
-  %i2565 = phi i64 [ 0, %n23.end ], [ %i25.next, %i25 ]
-  %214 = xor i64 %seed, 7835719957706616186
-  %215 = lshr i64 %214, 30
-  %216 = xor i64 %214, %215
-  %217 = mul i64 %216, -4658895280553007687
-  %218 = lshr i64 %217, 27
-  %219 = xor i64 %217, %218
-  %220 = mul i64 %219, -7723592293110705685
-  %221 = lshr i64 %220, 31
-  %222 = xor i64 %220, %221
-  %223 = add i64 %222, %step
-  %224 = lshr i64 %223, 30
-  %225 = xor i64 %223, %224
-  %226 = mul i64 %225, -4658895280553007687
-  %227 = lshr i64 %226, 27
-  %228 = xor i64 %226, %227
-  %229 = mul i64 %228, -7723592293110705685
-  %230 = lshr i64 %229, 31
-  %231 = xor i64 %229, %230
-  %232 = mul i64 %i2565, -7046029254386353131
-  %233 = add i64 %231, %232
-  %234 = lshr i64 %233, 30
-  %235 = xor i64 %233, %234
-  %236 = mul i64 %235, -4658895280553007687
-  %237 = lshr i64 %236, 27
-  %238 = xor i64 %236, %237
-  %239 = mul i64 %238, -7723592293110705685
-  %240 = lshr i64 %239, 31
-  %241 = xor i64 %239, %240
-  %242 = lshr i64 %241, 40
-  %keep66 = icmp uge i64 %242, 8388608
-  %243 = add nsw i64 3153920, %i2565
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %243
-  %244 = load float, ptr %arena67, align 4
-  %245 = fmul float %244, 2.000000e+00
-  %246 = select i1 %keep66, float %245, float 0.000000e+00
-  %247 = add nsw i64 3162112, %i2565
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %247
-  store float %246, ptr %arena68, align 4
-  %i25.next = add nsw i64 %i2565, 1
-  %248 = icmp slt i64 %i25.next, 8192
-  br i1 %248, label %i25, label %i25.end
+ox19:                                             ; preds = %ox19, %oy18
+  %ox1933 = phi i64 [ 0, %oy18 ], [ %ox19.next, %ox19 ]
+  %105 = mul nsw i64 %g1428, 64
+  %106 = add nsw i64 %105, %j1529
+  %107 = mul nsw i64 %106, 21632
+  %108 = mul nsw i64 %c1630, 676
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 %oy1832, %ky1731
+  %111 = mul nsw i64 %110, 26
+  %112 = add nsw i64 %109, %111
+  %113 = add nsw i64 %112, %ox1933
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
+  %114 = load float, ptr %arena34, align 4
+  %115 = mul nsw i64 %c1630, 3
+  %116 = add nsw i64 %115, %ky1731
+  %117 = mul nsw i64 %116, 3
+  %118 = mul nsw i64 %117, 36864
+  %119 = add nsw i64 2564096, %118
+  %120 = mul nsw i64 %j1529, 576
+  %121 = add nsw i64 %119, %120
+  %122 = mul nsw i64 %oy1832, 24
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %ox1933
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
+  store float %114, ptr %arena35, align 4
+  %ox19.next = add nsw i64 %ox1933, 1
+  %125 = icmp slt i64 %ox19.next, 24
+  br i1 %125, label %ox19, label %ox19.end
 
-i25.end:                                          ; preds = %i25
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params70 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 3170304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena69, i32 128, ptr %params70, i32 128, float 0.000000e+00, ptr %arena71, i32 10)
-  br label %n26
+ox19.end:                                         ; preds = %ox19
+  %oy18.next = add nsw i64 %oy1832, 1
+  %126 = icmp slt i64 %oy18.next, 24
+  br i1 %126, label %oy18, label %oy18.end
 
-n26:                                              ; preds = %u27.end, %i25.end
-  %n2672 = phi i64 [ 0, %i25.end ], [ %n26.next, %u27.end ]
-  br label %u27
+oy20:                                             ; preds = %ox21.end, %oy18.end
+  %oy2036 = phi i64 [ 0, %oy18.end ], [ %oy20.next, %ox21.end ]
+  br label %ox21
 
-n26.end:                                          ; preds = %u27.end
-  br label %n28
+oy20.end:                                         ; preds = %ox21.end
+  br label %oy22
 
-u27:                                              ; preds = %u27, %n26
-  %u2773 = phi i64 [ 0, %n26 ], [ %u27.next, %u27 ]
-  %249 = mul nsw i64 %n2672, 10
-  %250 = add nsw i64 3170304, %249
-  %251 = add nsw i64 %250, %u2773
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %251
-  %252 = load float, ptr %arena74, align 4
-  %253 = add nsw i64 1199872, %u2773
-  %params75 = getelementptr inbounds float, ptr %params, i64 %253
-  %254 = load float, ptr %params75, align 4
+ox21:                                             ; preds = %ox21, %oy20
+  %ox2137 = phi i64 [ 0, %oy20 ], [ %ox21.next, %ox21 ]
+  %127 = mul nsw i64 %g1428, 64
+  %128 = add nsw i64 %127, %j1529
+  %129 = mul nsw i64 %128, 21632
+  %130 = mul nsw i64 %c1630, 676
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %oy2036, %ky1731
+  %133 = mul nsw i64 %132, 26
+  %134 = add nsw i64 %131, %133
+  %135 = add nsw i64 %ox2137, 1
+  %136 = add nsw i64 %134, %135
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena38, align 4
+  %138 = mul nsw i64 %c1630, 3
+  %139 = add nsw i64 %138, %ky1731
+  %140 = mul nsw i64 %139, 3
+  %141 = add nsw i64 %140, 1
+  %142 = mul nsw i64 %141, 36864
+  %143 = add nsw i64 2564096, %142
+  %144 = mul nsw i64 %j1529, 576
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %oy2036, 24
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %ox2137
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
+  store float %137, ptr %arena39, align 4
+  %ox21.next = add nsw i64 %ox2137, 1
+  %149 = icmp slt i64 %ox21.next, 24
+  br i1 %149, label %ox21, label %ox21.end
+
+ox21.end:                                         ; preds = %ox21
+  %oy20.next = add nsw i64 %oy2036, 1
+  %150 = icmp slt i64 %oy20.next, 24
+  br i1 %150, label %oy20, label %oy20.end
+
+oy22:                                             ; preds = %ox23.end, %oy20.end
+  %oy2240 = phi i64 [ 0, %oy20.end ], [ %oy22.next, %ox23.end ]
+  br label %ox23
+
+oy22.end:                                         ; preds = %ox23.end
+  %ky17.next = add nsw i64 %ky1731, 1
+  %151 = icmp slt i64 %ky17.next, 3
+  br i1 %151, label %ky17, label %ky17.end
+
+ox23:                                             ; preds = %ox23, %oy22
+  %ox2341 = phi i64 [ 0, %oy22 ], [ %ox23.next, %ox23 ]
+  %152 = mul nsw i64 %g1428, 64
+  %153 = add nsw i64 %152, %j1529
+  %154 = mul nsw i64 %153, 21632
+  %155 = mul nsw i64 %c1630, 676
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 %oy2240, %ky1731
+  %158 = mul nsw i64 %157, 26
+  %159 = add nsw i64 %156, %158
+  %160 = add nsw i64 %ox2341, 2
+  %161 = add nsw i64 %159, %160
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load float, ptr %arena42, align 4
+  %163 = mul nsw i64 %c1630, 3
+  %164 = add nsw i64 %163, %ky1731
+  %165 = mul nsw i64 %164, 3
+  %166 = add nsw i64 %165, 2
+  %167 = mul nsw i64 %166, 36864
+  %168 = add nsw i64 2564096, %167
+  %169 = mul nsw i64 %j1529, 576
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %oy2240, 24
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, %ox2341
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
+  store float %162, ptr %arena43, align 4
+  %ox23.next = add nsw i64 %ox2341, 1
+  %174 = icmp slt i64 %ox23.next, 24
+  br i1 %174, label %ox23, label %ox23.end
+
+ox23.end:                                         ; preds = %ox23
+  %oy22.next = add nsw i64 %oy2240, 1
+  %175 = icmp slt i64 %oy22.next, 24
+  br i1 %175, label %oy22, label %oy22.end
+
+j24:                                              ; preds = %f25.end, %j15.end
+  %j2447 = phi i64 [ 0, %j15.end ], [ %j24.next, %f25.end ]
+  br label %f25
+
+j24.end:                                          ; preds = %f25.end
+  %g14.next = add nsw i64 %g1428, 1
+  %176 = icmp slt i64 %g14.next, 1
+  br i1 %176, label %g14, label %g14.end
+
+f25:                                              ; preds = %py26.end, %j24
+  %f2548 = phi i64 [ 0, %j24 ], [ %f25.next, %py26.end ]
+  br label %py26
+
+f25.end:                                          ; preds = %py26.end
+  %j24.next = add nsw i64 %j2447, 1
+  %177 = icmp slt i64 %j24.next, 64
+  br i1 %177, label %j24, label %j24.end
+
+py26:                                             ; preds = %px27.end, %f25
+  %py2649 = phi i64 [ 0, %f25 ], [ %py26.next, %px27.end ]
+  br label %px27
+
+py26.end:                                         ; preds = %px27.end
+  %f25.next = add nsw i64 %f2548, 1
+  %178 = icmp slt i64 %f25.next, 64
+  br i1 %178, label %f25, label %f25.end
+
+px27:                                             ; preds = %ky30.end, %py26
+  %px2750 = phi i64 [ 0, %py26 ], [ %px27.next, %ky30.end ]
+  %179 = mul nsw i64 %f2548, 36864
+  %180 = add nsw i64 13180928, %179
+  %181 = mul nsw i64 %j2447, 576
+  %182 = add nsw i64 %180, %181
+  %183 = mul nsw i64 %py2649, 48
+  %184 = mul nsw i64 %px2750, 2
+  %185 = add nsw i64 %183, %184
+  %186 = add nsw i64 %182, %185
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
+  %187 = load float, ptr %arena51, align 4
+  %188 = add nsw i64 18752, %f2548
+  %params52 = getelementptr inbounds float, ptr %params, i64 %188
+  %189 = load float, ptr %params52, align 4
+  %190 = fadd float %187, %189
+  store float %190, ptr %best28, align 4
+  %191 = mul nsw i64 %py2649, 48
+  %192 = mul nsw i64 %px2750, 2
+  %193 = add nsw i64 %191, %192
+  %194 = sitofp i64 %193 to float
+  store float %194, ptr %bi29, align 4
+  br label %ky30
+
+px27.end:                                         ; preds = %ky30.end
+  %py26.next = add nsw i64 %py2649, 1
+  %195 = icmp slt i64 %py26.next, 12
+  br i1 %195, label %py26, label %py26.end
+
+ky30:                                             ; preds = %kx31.end, %px27
+  %ky3053 = phi i64 [ 0, %px27 ], [ %ky30.next, %kx31.end ]
+  br label %kx31
+
+ky30.end:                                         ; preds = %kx31.end
+  %best2865 = load float, ptr %best28, align 4
+  %196 = fcmp ogt float %best2865, 0.000000e+00
+  %best2866 = load float, ptr %best28, align 4
+  %197 = select i1 %196, float %best2866, float 0.000000e+00
+  %198 = mul nsw i64 %g1428, 64
+  %199 = add nsw i64 %198, %j2447
+  %200 = mul nsw i64 %199, 9216
+  %201 = mul nsw i64 %f2548, 144
+  %202 = add nsw i64 %200, %201
+  %203 = mul nsw i64 %py2649, 12
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, %px2750
+  %206 = add nsw i64 1384448, %205
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %197, ptr %arena67, align 4
+  %bi2968 = load float, ptr %bi29, align 4
+  %207 = mul nsw i64 %g1428, 64
+  %208 = add nsw i64 %207, %j2447
+  %209 = mul nsw i64 %208, 9216
+  %210 = mul nsw i64 %f2548, 144
+  %211 = add nsw i64 %209, %210
+  %212 = mul nsw i64 %py2649, 12
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 %213, %px2750
+  %215 = add nsw i64 1974272, %214
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %bi2968, ptr %arena69, align 4
+  %px27.next = add nsw i64 %px2750, 1
+  %216 = icmp slt i64 %px27.next, 12
+  br i1 %216, label %px27, label %px27.end
+
+kx31:                                             ; preds = %kx31, %ky30
+  %kx3154 = phi i64 [ 0, %ky30 ], [ %kx31.next, %kx31 ]
+  %217 = mul nsw i64 %f2548, 36864
+  %218 = add nsw i64 13180928, %217
+  %219 = mul nsw i64 %j2447, 576
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %py2649, 48
+  %222 = mul nsw i64 %px2750, 2
+  %223 = add nsw i64 %221, %222
+  %224 = mul nsw i64 %ky3053, 24
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 %225, %kx3154
+  %227 = add nsw i64 %220, %226
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load float, ptr %arena55, align 4
+  %229 = add nsw i64 18752, %f2548
+  %params56 = getelementptr inbounds float, ptr %params, i64 %229
+  %230 = load float, ptr %params56, align 4
+  %231 = fadd float %228, %230
+  %best2857 = load float, ptr %best28, align 4
+  %232 = fcmp ogt float %231, %best2857
+  %233 = mul nsw i64 %py2649, 48
+  %234 = mul nsw i64 %px2750, 2
+  %235 = add nsw i64 %233, %234
+  %236 = mul nsw i64 %ky3053, 24
+  %237 = add nsw i64 %235, %236
+  %238 = add nsw i64 %237, %kx3154
+  %239 = sitofp i64 %238 to float
+  %bi2958 = load float, ptr %bi29, align 4
+  %240 = select i1 %232, float %239, float %bi2958
+  store float %240, ptr %bi29, align 4
+  %241 = mul nsw i64 %f2548, 36864
+  %242 = add nsw i64 13180928, %241
+  %243 = mul nsw i64 %j2447, 576
+  %244 = add nsw i64 %242, %243
+  %245 = mul nsw i64 %py2649, 48
+  %246 = mul nsw i64 %px2750, 2
+  %247 = add nsw i64 %245, %246
+  %248 = mul nsw i64 %ky3053, 24
+  %249 = add nsw i64 %247, %248
+  %250 = add nsw i64 %249, %kx3154
+  %251 = add nsw i64 %244, %250
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %251
+  %252 = load float, ptr %arena59, align 4
+  %253 = add nsw i64 18752, %f2548
+  %params60 = getelementptr inbounds float, ptr %params, i64 %253
+  %254 = load float, ptr %params60, align 4
   %255 = fadd float %252, %254
-  %256 = mul nsw i64 %n2672, 10
-  %257 = add nsw i64 3170304, %256
-  %258 = add nsw i64 %257, %u2773
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %258
-  store float %255, ptr %arena76, align 4
-  %u27.next = add nsw i64 %u2773, 1
-  %259 = icmp slt i64 %u27.next, 10
-  br i1 %259, label %u27, label %u27.end
+  %best2861 = load float, ptr %best28, align 4
+  %256 = fcmp ogt float %255, %best2861
+  %257 = mul nsw i64 %f2548, 36864
+  %258 = add nsw i64 13180928, %257
+  %259 = mul nsw i64 %j2447, 576
+  %260 = add nsw i64 %258, %259
+  %261 = mul nsw i64 %py2649, 48
+  %262 = mul nsw i64 %px2750, 2
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %ky3053, 24
+  %265 = add nsw i64 %263, %264
+  %266 = add nsw i64 %265, %kx3154
+  %267 = add nsw i64 %260, %266
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena62, align 4
+  %269 = add nsw i64 18752, %f2548
+  %params63 = getelementptr inbounds float, ptr %params, i64 %269
+  %270 = load float, ptr %params63, align 4
+  %271 = fadd float %268, %270
+  %best2864 = load float, ptr %best28, align 4
+  %272 = select i1 %256, float %271, float %best2864
+  store float %272, ptr %best28, align 4
+  %kx31.next = add nsw i64 %kx3154, 1
+  %273 = icmp slt i64 %kx31.next, 2
+  br i1 %273, label %kx31, label %kx31.end
 
-u27.end:                                          ; preds = %u27
-  %n26.next = add nsw i64 %n2672, 1
-  %260 = icmp slt i64 %n26.next, 64
-  br i1 %260, label %n26, label %n26.end
+kx31.end:                                         ; preds = %kx31
+  %ky30.next = add nsw i64 %ky3053, 1
+  %274 = icmp slt i64 %ky30.next, 2
+  br i1 %274, label %ky30, label %ky30.end
 
-n28:                                              ; preds = %k33.end, %n26.end
-  %n2877 = phi i64 [ 0, %n26.end ], [ %n28.next, %k33.end ]
-  %261 = mul nsw i64 %n2877, 10
-  %262 = add nsw i64 3170304, %261
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %262
-  %263 = load float, ptr %arena78, align 4
-  store float %263, ptr %m29, align 4
-  br label %k31
+i32:                                              ; preds = %i32, %g14.end
+  %i3270 = phi i64 [ 0, %g14.end ], [ %i32.next, %i32 ]
+  %275 = xor i64 %seed, 7835718858194987975
+  %276 = lshr i64 %275, 30
+  %277 = xor i64 %275, %276
+  %278 = mul i64 %277, -4658895280553007687
+  %279 = lshr i64 %278, 27
+  %280 = xor i64 %278, %279
+  %281 = mul i64 %280, -7723592293110705685
+  %282 = lshr i64 %281, 31
+  %283 = xor i64 %281, %282
+  %284 = add i64 %283, %step
+  %285 = lshr i64 %284, 30
+  %286 = xor i64 %284, %285
+  %287 = mul i64 %286, -4658895280553007687
+  %288 = lshr i64 %287, 27
+  %289 = xor i64 %287, %288
+  %290 = mul i64 %289, -7723592293110705685
+  %291 = lshr i64 %290, 31
+  %292 = xor i64 %290, %291
+  %293 = mul i64 %i3270, -7046029254386353131
+  %294 = add i64 %292, %293
+  %295 = lshr i64 %294, 30
+  %296 = xor i64 %294, %295
+  %297 = mul i64 %296, -4658895280553007687
+  %298 = lshr i64 %297, 27
+  %299 = xor i64 %297, %298
+  %300 = mul i64 %299, -7723592293110705685
+  %301 = lshr i64 %300, 31
+  %302 = xor i64 %300, %301
+  %303 = lshr i64 %302, 40
+  %keep = icmp uge i64 %303, 4194304
+  %304 = add nsw i64 1384448, %i3270
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %304
+  %305 = load float, ptr %arena71, align 4
+  %306 = fmul float %305, 0x3FF5555560000000
+  %307 = select i1 %keep, float %306, float 0.000000e+00
+  %308 = add nsw i64 2564096, %i3270
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %307, ptr %arena72, align 4
+  %i32.next = add nsw i64 %i3270, 1
+  %309 = icmp slt i64 %i32.next, 589824
+  br i1 %309, label %i32, label %i32.end
 
-n28.end:                                          ; preds = %k33.end
-  store float 0.000000e+00, ptr %total34, align 4
-  br label %n35
+i32.end:                                          ; preds = %i32
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %params74 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 3153920
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena73, i32 9216, ptr %params74, i32 9216, float 0.000000e+00, ptr %arena75, i32 128)
+  br label %n33
 
-k31:                                              ; preds = %k31, %n28
-  %k3179 = phi i64 [ 0, %n28 ], [ %k31.next, %k31 ]
-  %m2980 = load float, ptr %m29, align 4
-  %264 = mul nsw i64 %n2877, 10
-  %265 = add nsw i64 3170304, %264
-  %266 = add nsw i64 %265, %k3179
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %266
-  %267 = load float, ptr %arena81, align 4
-  %268 = fcmp ogt float %267, %m2980
-  %269 = select i1 %268, float %267, float %m2980
-  store float %269, ptr %m29, align 4
-  %k31.next = add nsw i64 %k3179, 1
-  %270 = icmp slt i64 %k31.next, 10
-  br i1 %270, label %k31, label %k31.end
+n33:                                              ; preds = %u34.end, %i32.end
+  %n3376 = phi i64 [ 0, %i32.end ], [ %n33.next, %u34.end ]
+  br label %u34
 
-k31.end:                                          ; preds = %k31
-  store float 0.000000e+00, ptr %s30, align 4
-  br label %k32
+n33.end:                                          ; preds = %u34.end
+  br label %i35
 
-k32:                                              ; preds = %k32, %k31.end
-  %k3282 = phi i64 [ 0, %k31.end ], [ %k32.next, %k32 ]
-  %s3083 = load float, ptr %s30, align 4
-  %271 = mul nsw i64 %n2877, 10
-  %272 = add nsw i64 3170304, %271
-  %273 = add nsw i64 %272, %k3282
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %273
-  %274 = load float, ptr %arena84, align 4
-  %m2985 = load float, ptr %m29, align 4
-  %275 = fsub float %274, %m2985
-  %276 = call float @llvm.exp.f32(float %275)
-  %277 = fadd float %s3083, %276
-  store float %277, ptr %s30, align 4
-  %k32.next = add nsw i64 %k3282, 1
-  %278 = icmp slt i64 %k32.next, 10
-  br i1 %278, label %k32, label %k32.end
+u34:                                              ; preds = %u34, %n33
+  %u3477 = phi i64 [ 0, %n33 ], [ %u34.next, %u34 ]
+  %310 = mul nsw i64 %n3376, 128
+  %311 = add nsw i64 3153920, %310
+  %312 = add nsw i64 %311, %u3477
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %312
+  %313 = load float, ptr %arena78, align 4
+  %314 = add nsw i64 1198464, %u3477
+  %params79 = getelementptr inbounds float, ptr %params, i64 %314
+  %315 = load float, ptr %params79, align 4
+  %316 = fadd float %313, %315
+  %317 = fcmp ogt float %316, 0.000000e+00
+  %318 = mul nsw i64 %n3376, 128
+  %319 = add nsw i64 3153920, %318
+  %320 = add nsw i64 %319, %u3477
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena80, align 4
+  %322 = add nsw i64 1198464, %u3477
+  %params81 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params81, align 4
+  %324 = fadd float %321, %323
+  %325 = select i1 %317, float %324, float 0.000000e+00
+  %326 = mul nsw i64 %n3376, 128
+  %327 = add nsw i64 3153920, %326
+  %328 = add nsw i64 %327, %u3477
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %328
+  store float %325, ptr %arena82, align 4
+  %u34.next = add nsw i64 %u3477, 1
+  %329 = icmp slt i64 %u34.next, 128
+  br i1 %329, label %u34, label %u34.end
 
-k32.end:                                          ; preds = %k32
-  br label %k33
+u34.end:                                          ; preds = %u34
+  %n33.next = add nsw i64 %n3376, 1
+  %330 = icmp slt i64 %n33.next, 64
+  br i1 %330, label %n33, label %n33.end
 
-k33:                                              ; preds = %k33, %k32.end
-  %k3386 = phi i64 [ 0, %k32.end ], [ %k33.next, %k33 ]
-  %279 = mul nsw i64 %n2877, 10
-  %280 = add nsw i64 3170304, %279
-  %281 = add nsw i64 %280, %k3386
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load float, ptr %arena87, align 4
-  %m2988 = load float, ptr %m29, align 4
-  %283 = fsub float %282, %m2988
-  %284 = call float @llvm.exp.f32(float %283)
-  %s3089 = load float, ptr %s30, align 4
-  %285 = fdiv float %284, %s3089
-  %286 = mul nsw i64 %n2877, 10
-  %287 = add nsw i64 3170944, %286
-  %288 = add nsw i64 %287, %k3386
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %288
-  store float %285, ptr %arena90, align 4
-  %k33.next = add nsw i64 %k3386, 1
-  %289 = icmp slt i64 %k33.next, 10
-  br i1 %289, label %k33, label %k33.end
+i35:                                              ; preds = %i35, %n33.end
+  %i3583 = phi i64 [ 0, %n33.end ], [ %i35.next, %i35 ]
+  %331 = xor i64 %seed, 7835719957706616186
+  %332 = lshr i64 %331, 30
+  %333 = xor i64 %331, %332
+  %334 = mul i64 %333, -4658895280553007687
+  %335 = lshr i64 %334, 27
+  %336 = xor i64 %334, %335
+  %337 = mul i64 %336, -7723592293110705685
+  %338 = lshr i64 %337, 31
+  %339 = xor i64 %337, %338
+  %340 = add i64 %339, %step
+  %341 = lshr i64 %340, 30
+  %342 = xor i64 %340, %341
+  %343 = mul i64 %342, -4658895280553007687
+  %344 = lshr i64 %343, 27
+  %345 = xor i64 %343, %344
+  %346 = mul i64 %345, -7723592293110705685
+  %347 = lshr i64 %346, 31
+  %348 = xor i64 %346, %347
+  %349 = mul i64 %i3583, -7046029254386353131
+  %350 = add i64 %348, %349
+  %351 = lshr i64 %350, 30
+  %352 = xor i64 %350, %351
+  %353 = mul i64 %352, -4658895280553007687
+  %354 = lshr i64 %353, 27
+  %355 = xor i64 %353, %354
+  %356 = mul i64 %355, -7723592293110705685
+  %357 = lshr i64 %356, 31
+  %358 = xor i64 %356, %357
+  %359 = lshr i64 %358, 40
+  %keep84 = icmp uge i64 %359, 8388608
+  %360 = add nsw i64 3153920, %i3583
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %360
+  %361 = load float, ptr %arena85, align 4
+  %362 = fmul float %361, 2.000000e+00
+  %363 = select i1 %keep84, float %362, float 0.000000e+00
+  %364 = add nsw i64 3162112, %i3583
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %364
+  store float %363, ptr %arena86, align 4
+  %i35.next = add nsw i64 %i3583, 1
+  %365 = icmp slt i64 %i35.next, 8192
+  br i1 %365, label %i35, label %i35.end
 
-k33.end:                                          ; preds = %k33
-  %n28.next = add nsw i64 %n2877, 1
-  %290 = icmp slt i64 %n28.next, 64
-  br i1 %290, label %n28, label %n28.end
+i35.end:                                          ; preds = %i35
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params88 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 3170304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena87, i32 128, ptr %params88, i32 128, float 0.000000e+00, ptr %arena89, i32 10)
+  br label %n36
 
-n35:                                              ; preds = %k39.end, %n28.end
-  %n3591 = phi i64 [ 0, %n28.end ], [ %n35.next, %k39.end ]
-  %291 = mul nsw i64 %n3591, 10
-  %292 = add nsw i64 3170304, %291
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load float, ptr %arena92, align 4
-  store float %293, ptr %m36, align 4
-  br label %k38
+n36:                                              ; preds = %u37.end, %i35.end
+  %n3690 = phi i64 [ 0, %i35.end ], [ %n36.next, %u37.end ]
+  br label %u37
 
-n35.end:                                          ; preds = %k39.end
-  %total34105 = load float, ptr %total34, align 4
-  %294 = fdiv float %total34105, 6.400000e+01
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 3171584
-  store float %294, ptr %arena106, align 4
-  br label %n40
+n36.end:                                          ; preds = %u37.end
+  br label %n38
 
-k38:                                              ; preds = %k38, %n35
-  %k3893 = phi i64 [ 0, %n35 ], [ %k38.next, %k38 ]
-  %m3694 = load float, ptr %m36, align 4
-  %295 = mul nsw i64 %n3591, 10
-  %296 = add nsw i64 3170304, %295
-  %297 = add nsw i64 %296, %k3893
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %297
-  %298 = load float, ptr %arena95, align 4
-  %299 = fcmp ogt float %298, %m3694
-  %300 = select i1 %299, float %298, float %m3694
-  store float %300, ptr %m36, align 4
-  %k38.next = add nsw i64 %k3893, 1
-  %301 = icmp slt i64 %k38.next, 10
-  br i1 %301, label %k38, label %k38.end
+u37:                                              ; preds = %u37, %n36
+  %u3791 = phi i64 [ 0, %n36 ], [ %u37.next, %u37 ]
+  %366 = mul nsw i64 %n3690, 10
+  %367 = add nsw i64 3170304, %366
+  %368 = add nsw i64 %367, %u3791
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %368
+  %369 = load float, ptr %arena92, align 4
+  %370 = add nsw i64 1199872, %u3791
+  %params93 = getelementptr inbounds float, ptr %params, i64 %370
+  %371 = load float, ptr %params93, align 4
+  %372 = fadd float %369, %371
+  %373 = mul nsw i64 %n3690, 10
+  %374 = add nsw i64 3170304, %373
+  %375 = add nsw i64 %374, %u3791
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %375
+  store float %372, ptr %arena94, align 4
+  %u37.next = add nsw i64 %u3791, 1
+  %376 = icmp slt i64 %u37.next, 10
+  br i1 %376, label %u37, label %u37.end
 
-k38.end:                                          ; preds = %k38
-  store float 0.000000e+00, ptr %s37, align 4
-  br label %k39
+u37.end:                                          ; preds = %u37
+  %n36.next = add nsw i64 %n3690, 1
+  %377 = icmp slt i64 %n36.next, 64
+  br i1 %377, label %n36, label %n36.end
 
-k39:                                              ; preds = %k39, %k38.end
-  %k3996 = phi i64 [ 0, %k38.end ], [ %k39.next, %k39 ]
-  %s3797 = load float, ptr %s37, align 4
-  %302 = mul nsw i64 %n3591, 10
-  %303 = add nsw i64 3170304, %302
-  %304 = add nsw i64 %303, %k3996
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load float, ptr %arena98, align 4
-  %m3699 = load float, ptr %m36, align 4
-  %306 = fsub float %305, %m3699
-  %307 = call float @llvm.exp.f32(float %306)
-  %308 = fadd float %s3797, %307
-  store float %308, ptr %s37, align 4
-  %k39.next = add nsw i64 %k3996, 1
-  %309 = icmp slt i64 %k39.next, 10
-  br i1 %309, label %k39, label %k39.end
+n38:                                              ; preds = %k43.end, %n36.end
+  %n3895 = phi i64 [ 0, %n36.end ], [ %n38.next, %k43.end ]
+  %378 = mul nsw i64 %n3895, 10
+  %379 = add nsw i64 3170304, %378
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %379
+  %380 = load float, ptr %arena96, align 4
+  store float %380, ptr %m39, align 4
+  br label %k41
 
-k39.end:                                          ; preds = %k39
-  %total34100 = load float, ptr %total34, align 4
-  %m36101 = load float, ptr %m36, align 4
-  %s37102 = load float, ptr %s37, align 4
-  %310 = call float @llvm.log.f32(float %s37102)
-  %311 = fadd float %m36101, %310
-  %312 = mul nsw i64 %n3591, 10
-  %313 = add nsw i64 3170304, %312
-  %labels103 = getelementptr inbounds i32, ptr %labels, i64 %n3591
-  %label = load i32, ptr %labels103, align 4
-  %314 = sext i32 %label to i64
-  %315 = add nsw i64 %313, %314
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %315
-  %316 = load float, ptr %arena104, align 4
-  %317 = fsub float %311, %316
-  %318 = fadd float %total34100, %317
-  store float %318, ptr %total34, align 4
-  %n35.next = add nsw i64 %n3591, 1
-  %319 = icmp slt i64 %n35.next, 64
-  br i1 %319, label %n35, label %n35.end
+n38.end:                                          ; preds = %k43.end
+  store float 0.000000e+00, ptr %total44, align 4
+  br label %n45
 
-n40:                                              ; preds = %k45.end, %n35.end
-  %n40107 = phi i64 [ 0, %n35.end ], [ %n40.next, %k45.end ]
-  %320 = mul nsw i64 %n40107, 10
-  %321 = add nsw i64 3170304, %320
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %321
-  %322 = load float, ptr %arena108, align 4
-  store float %322, ptr %m41, align 4
+k41:                                              ; preds = %k41, %n38
+  %k4197 = phi i64 [ 0, %n38 ], [ %k41.next, %k41 ]
+  %m3998 = load float, ptr %m39, align 4
+  %381 = mul nsw i64 %n3895, 10
+  %382 = add nsw i64 3170304, %381
+  %383 = add nsw i64 %382, %k4197
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %383
+  %384 = load float, ptr %arena99, align 4
+  %385 = fcmp ogt float %384, %m3998
+  %386 = select i1 %385, float %384, float %m3998
+  store float %386, ptr %m39, align 4
+  %k41.next = add nsw i64 %k4197, 1
+  %387 = icmp slt i64 %k41.next, 10
+  br i1 %387, label %k41, label %k41.end
+
+k41.end:                                          ; preds = %k41
+  store float 0.000000e+00, ptr %s40, align 4
+  br label %k42
+
+k42:                                              ; preds = %k42, %k41.end
+  %k42100 = phi i64 [ 0, %k41.end ], [ %k42.next, %k42 ]
+  %s40101 = load float, ptr %s40, align 4
+  %388 = mul nsw i64 %n3895, 10
+  %389 = add nsw i64 3170304, %388
+  %390 = add nsw i64 %389, %k42100
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load float, ptr %arena102, align 4
+  %m39103 = load float, ptr %m39, align 4
+  %392 = fsub float %391, %m39103
+  %393 = call float @llvm.exp.f32(float %392)
+  %394 = fadd float %s40101, %393
+  store float %394, ptr %s40, align 4
+  %k42.next = add nsw i64 %k42100, 1
+  %395 = icmp slt i64 %k42.next, 10
+  br i1 %395, label %k42, label %k42.end
+
+k42.end:                                          ; preds = %k42
   br label %k43
 
-n40.end:                                          ; preds = %k45.end
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %grads128 = getelementptr inbounds float, ptr %grads, i64 1198592
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena126, i32 10, ptr %arena127, i32 128, float 0.000000e+00, ptr %grads128, i32 128)
-  br label %u46
-
-k43:                                              ; preds = %k43, %n40
-  %k43109 = phi i64 [ 0, %n40 ], [ %k43.next, %k43 ]
-  %m41110 = load float, ptr %m41, align 4
-  %323 = mul nsw i64 %n40107, 10
-  %324 = add nsw i64 3170304, %323
-  %325 = add nsw i64 %324, %k43109
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %325
-  %326 = load float, ptr %arena111, align 4
-  %327 = fcmp ogt float %326, %m41110
-  %328 = select i1 %327, float %326, float %m41110
-  store float %328, ptr %m41, align 4
-  %k43.next = add nsw i64 %k43109, 1
-  %329 = icmp slt i64 %k43.next, 10
-  br i1 %329, label %k43, label %k43.end
+k43:                                              ; preds = %k43, %k42.end
+  %k43104 = phi i64 [ 0, %k42.end ], [ %k43.next, %k43 ]
+  %396 = mul nsw i64 %n3895, 10
+  %397 = add nsw i64 3170304, %396
+  %398 = add nsw i64 %397, %k43104
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %398
+  %399 = load float, ptr %arena105, align 4
+  %m39106 = load float, ptr %m39, align 4
+  %400 = fsub float %399, %m39106
+  %401 = call float @llvm.exp.f32(float %400)
+  %s40107 = load float, ptr %s40, align 4
+  %402 = fdiv float %401, %s40107
+  %403 = mul nsw i64 %n3895, 10
+  %404 = add nsw i64 3170944, %403
+  %405 = add nsw i64 %404, %k43104
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %405
+  store float %402, ptr %arena108, align 4
+  %k43.next = add nsw i64 %k43104, 1
+  %406 = icmp slt i64 %k43.next, 10
+  br i1 %406, label %k43, label %k43.end
 
 k43.end:                                          ; preds = %k43
-  store float 0.000000e+00, ptr %s42, align 4
-  br label %k44
+  %n38.next = add nsw i64 %n3895, 1
+  %407 = icmp slt i64 %n38.next, 64
+  br i1 %407, label %n38, label %n38.end
 
-k44:                                              ; preds = %k44, %k43.end
-  %k44112 = phi i64 [ 0, %k43.end ], [ %k44.next, %k44 ]
-  %s42113 = load float, ptr %s42, align 4
-  %330 = mul nsw i64 %n40107, 10
-  %331 = add nsw i64 3170304, %330
-  %332 = add nsw i64 %331, %k44112
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %332
-  %333 = load float, ptr %arena114, align 4
-  %m41115 = load float, ptr %m41, align 4
-  %334 = fsub float %333, %m41115
-  %335 = call float @llvm.exp.f32(float %334)
-  %336 = fadd float %s42113, %335
-  store float %336, ptr %s42, align 4
-  %k44.next = add nsw i64 %k44112, 1
-  %337 = icmp slt i64 %k44.next, 10
-  br i1 %337, label %k44, label %k44.end
+n45:                                              ; preds = %k49.end, %n38.end
+  %n45109 = phi i64 [ 0, %n38.end ], [ %n45.next, %k49.end ]
+  %408 = mul nsw i64 %n45109, 10
+  %409 = add nsw i64 3170304, %408
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %409
+  %410 = load float, ptr %arena110, align 4
+  store float %410, ptr %m46, align 4
+  br label %k48
 
-k44.end:                                          ; preds = %k44
-  br label %k45
+n45.end:                                          ; preds = %k49.end
+  %total44123 = load float, ptr %total44, align 4
+  %411 = fdiv float %total44123, 6.400000e+01
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 3171584
+  store float %411, ptr %arena124, align 4
+  br label %n50
 
-k45:                                              ; preds = %k45, %k44.end
-  %k45116 = phi i64 [ 0, %k44.end ], [ %k45.next, %k45 ]
-  %labels117 = getelementptr inbounds i32, ptr %labels, i64 %n40107
-  %label118 = load i32, ptr %labels117, align 4
-  %338 = sext i32 %label118 to i64
-  %339 = icmp eq i64 %k45116, %338
-  %340 = mul nsw i64 %n40107, 10
-  %341 = add nsw i64 3170304, %340
-  %342 = add nsw i64 %341, %k45116
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load float, ptr %arena119, align 4
-  %m41120 = load float, ptr %m41, align 4
-  %344 = fsub float %343, %m41120
-  %345 = call float @llvm.exp.f32(float %344)
-  %s42121 = load float, ptr %s42, align 4
-  %346 = fdiv float %345, %s42121
-  %347 = fsub float %346, 1.000000e+00
-  %348 = mul nsw i64 %n40107, 10
-  %349 = add nsw i64 3170304, %348
-  %350 = add nsw i64 %349, %k45116
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %350
-  %351 = load float, ptr %arena122, align 4
-  %m41123 = load float, ptr %m41, align 4
-  %352 = fsub float %351, %m41123
-  %353 = call float @llvm.exp.f32(float %352)
-  %s42124 = load float, ptr %s42, align 4
-  %354 = fdiv float %353, %s42124
-  %355 = select i1 %339, float %347, float %354
-  %356 = fdiv float %355, 6.400000e+01
-  %357 = mul nsw i64 %n40107, 10
-  %358 = add nsw i64 3171600, %357
-  %359 = add nsw i64 %358, %k45116
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %359
-  store float %356, ptr %arena125, align 4
-  %k45.next = add nsw i64 %k45116, 1
-  %360 = icmp slt i64 %k45.next, 10
-  br i1 %360, label %k45, label %k45.end
+k48:                                              ; preds = %k48, %n45
+  %k48111 = phi i64 [ 0, %n45 ], [ %k48.next, %k48 ]
+  %m46112 = load float, ptr %m46, align 4
+  %412 = mul nsw i64 %n45109, 10
+  %413 = add nsw i64 3170304, %412
+  %414 = add nsw i64 %413, %k48111
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %414
+  %415 = load float, ptr %arena113, align 4
+  %416 = fcmp ogt float %415, %m46112
+  %417 = select i1 %416, float %415, float %m46112
+  store float %417, ptr %m46, align 4
+  %k48.next = add nsw i64 %k48111, 1
+  %418 = icmp slt i64 %k48.next, 10
+  br i1 %418, label %k48, label %k48.end
 
-k45.end:                                          ; preds = %k45
-  %n40.next = add nsw i64 %n40107, 1
-  %361 = icmp slt i64 %n40.next, 64
-  br i1 %361, label %n40, label %n40.end
+k48.end:                                          ; preds = %k48
+  store float 0.000000e+00, ptr %s47, align 4
+  br label %k49
 
-u46:                                              ; preds = %n48.end, %n40.end
-  %u46129 = phi i64 [ 0, %n40.end ], [ %u46.next, %n48.end ]
-  store float 0.000000e+00, ptr %acc47, align 4
-  br label %n48
+k49:                                              ; preds = %k49, %k48.end
+  %k49114 = phi i64 [ 0, %k48.end ], [ %k49.next, %k49 ]
+  %s47115 = load float, ptr %s47, align 4
+  %419 = mul nsw i64 %n45109, 10
+  %420 = add nsw i64 3170304, %419
+  %421 = add nsw i64 %420, %k49114
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %421
+  %422 = load float, ptr %arena116, align 4
+  %m46117 = load float, ptr %m46, align 4
+  %423 = fsub float %422, %m46117
+  %424 = call float @llvm.exp.f32(float %423)
+  %425 = fadd float %s47115, %424
+  store float %425, ptr %s47, align 4
+  %k49.next = add nsw i64 %k49114, 1
+  %426 = icmp slt i64 %k49.next, 10
+  br i1 %426, label %k49, label %k49.end
 
-u46.end:                                          ; preds = %n48.end
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %params136 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 3172240
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena135, i32 10, ptr %params136, i32 128, float 0.000000e+00, ptr %arena137, i32 128)
-  br label %i49
+k49.end:                                          ; preds = %k49
+  %total44118 = load float, ptr %total44, align 4
+  %m46119 = load float, ptr %m46, align 4
+  %s47120 = load float, ptr %s47, align 4
+  %427 = call float @llvm.log.f32(float %s47120)
+  %428 = fadd float %m46119, %427
+  %429 = mul nsw i64 %n45109, 10
+  %430 = add nsw i64 3170304, %429
+  %labels121 = getelementptr inbounds i32, ptr %labels, i64 %n45109
+  %label = load i32, ptr %labels121, align 4
+  %431 = sext i32 %label to i64
+  %432 = add nsw i64 %430, %431
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load float, ptr %arena122, align 4
+  %434 = fsub float %428, %433
+  %435 = fadd float %total44118, %434
+  store float %435, ptr %total44, align 4
+  %n45.next = add nsw i64 %n45109, 1
+  %436 = icmp slt i64 %n45.next, 64
+  br i1 %436, label %n45, label %n45.end
 
-n48:                                              ; preds = %n48, %u46
-  %n48130 = phi i64 [ 0, %u46 ], [ %n48.next, %n48 ]
-  %acc47131 = load float, ptr %acc47, align 4
-  %362 = mul nsw i64 %n48130, 10
-  %363 = add nsw i64 3171600, %362
-  %364 = add nsw i64 %363, %u46129
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %364
-  %365 = load float, ptr %arena132, align 4
-  %366 = fadd float %acc47131, %365
-  store float %366, ptr %acc47, align 4
-  %n48.next = add nsw i64 %n48130, 1
-  %367 = icmp slt i64 %n48.next, 64
-  br i1 %367, label %n48, label %n48.end
+n50:                                              ; preds = %k55.end, %n45.end
+  %n50125 = phi i64 [ 0, %n45.end ], [ %n50.next, %k55.end ]
+  %437 = mul nsw i64 %n50125, 10
+  %438 = add nsw i64 3170304, %437
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %438
+  %439 = load float, ptr %arena126, align 4
+  store float %439, ptr %m51, align 4
+  br label %k53
 
-n48.end:                                          ; preds = %n48
-  %acc47133 = load float, ptr %acc47, align 4
-  %368 = add nsw i64 1199872, %u46129
-  %grads134 = getelementptr inbounds float, ptr %grads, i64 %368
-  store float %acc47133, ptr %grads134, align 4
-  %u46.next = add nsw i64 %u46129, 1
-  %369 = icmp slt i64 %u46.next, 10
-  br i1 %369, label %u46, label %u46.end
+n50.end:                                          ; preds = %k55.end
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %grads146 = getelementptr inbounds float, ptr %grads, i64 1198592
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena144, i32 10, ptr %arena145, i32 128, float 0.000000e+00, ptr %grads146, i32 128)
+  br label %u56
 
-i49:                                              ; preds = %i49, %u46.end
-  %i49138 = phi i64 [ 0, %u46.end ], [ %i49.next, %i49 ]
-  %370 = xor i64 %seed, 7835719957706616186
-  %371 = lshr i64 %370, 30
-  %372 = xor i64 %370, %371
-  %373 = mul i64 %372, -4658895280553007687
-  %374 = lshr i64 %373, 27
-  %375 = xor i64 %373, %374
-  %376 = mul i64 %375, -7723592293110705685
-  %377 = lshr i64 %376, 31
-  %378 = xor i64 %376, %377
-  %379 = add i64 %378, %step
-  %380 = lshr i64 %379, 30
-  %381 = xor i64 %379, %380
-  %382 = mul i64 %381, -4658895280553007687
-  %383 = lshr i64 %382, 27
-  %384 = xor i64 %382, %383
-  %385 = mul i64 %384, -7723592293110705685
-  %386 = lshr i64 %385, 31
-  %387 = xor i64 %385, %386
-  %388 = mul i64 %i49138, -7046029254386353131
-  %389 = add i64 %387, %388
-  %390 = lshr i64 %389, 30
-  %391 = xor i64 %389, %390
-  %392 = mul i64 %391, -4658895280553007687
-  %393 = lshr i64 %392, 27
-  %394 = xor i64 %392, %393
-  %395 = mul i64 %394, -7723592293110705685
-  %396 = lshr i64 %395, 31
-  %397 = xor i64 %395, %396
-  %398 = lshr i64 %397, 40
-  %keep139 = icmp uge i64 %398, 8388608
-  %399 = add nsw i64 3172240, %i49138
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %399
-  %400 = load float, ptr %arena140, align 4
-  %401 = fmul float %400, 2.000000e+00
-  %402 = select i1 %keep139, float %401, float 0.000000e+00
-  %403 = add nsw i64 3180432, %i49138
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %403
-  store float %402, ptr %arena141, align 4
-  %i49.next = add nsw i64 %i49138, 1
-  %404 = icmp slt i64 %i49.next, 8192
-  br i1 %404, label %i49, label %i49.end
+k53:                                              ; preds = %k53, %n50
+  %k53127 = phi i64 [ 0, %n50 ], [ %k53.next, %k53 ]
+  %m51128 = load float, ptr %m51, align 4
+  %440 = mul nsw i64 %n50125, 10
+  %441 = add nsw i64 3170304, %440
+  %442 = add nsw i64 %441, %k53127
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load float, ptr %arena129, align 4
+  %444 = fcmp ogt float %443, %m51128
+  %445 = select i1 %444, float %443, float %m51128
+  store float %445, ptr %m51, align 4
+  %k53.next = add nsw i64 %k53127, 1
+  %446 = icmp slt i64 %k53.next, 10
+  br i1 %446, label %k53, label %k53.end
 
-i49.end:                                          ; preds = %i49
-  br label %i50
+k53.end:                                          ; preds = %k53
+  store float 0.000000e+00, ptr %s52, align 4
+  br label %k54
 
-i50:                                              ; preds = %i50, %i49.end
-  %i50142 = phi i64 [ 0, %i49.end ], [ %i50.next, %i50 ]
-  %405 = add nsw i64 3153920, %i50142
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %405
-  %406 = load float, ptr %arena143, align 4
-  %407 = fcmp ogt float %406, 0.000000e+00
-  %408 = add nsw i64 3180432, %i50142
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load float, ptr %arena144, align 4
-  %410 = select i1 %407, float %409, float 0.000000e+00
-  %411 = add nsw i64 3162112, %i50142
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %411
-  store float %410, ptr %arena145, align 4
-  %i50.next = add nsw i64 %i50142, 1
-  %412 = icmp slt i64 %i50.next, 8192
-  br i1 %412, label %i50, label %i50.end
+k54:                                              ; preds = %k54, %k53.end
+  %k54130 = phi i64 [ 0, %k53.end ], [ %k54.next, %k54 ]
+  %s52131 = load float, ptr %s52, align 4
+  %447 = mul nsw i64 %n50125, 10
+  %448 = add nsw i64 3170304, %447
+  %449 = add nsw i64 %448, %k54130
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %449
+  %450 = load float, ptr %arena132, align 4
+  %m51133 = load float, ptr %m51, align 4
+  %451 = fsub float %450, %m51133
+  %452 = call float @llvm.exp.f32(float %451)
+  %453 = fadd float %s52131, %452
+  store float %453, ptr %s52, align 4
+  %k54.next = add nsw i64 %k54130, 1
+  %454 = icmp slt i64 %k54.next, 10
+  br i1 %454, label %k54, label %k54.end
 
-i50.end:                                          ; preds = %i50
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %grads148 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena146, i32 128, ptr %arena147, i32 9216, float 0.000000e+00, ptr %grads148, i32 9216)
-  br label %u51
+k54.end:                                          ; preds = %k54
+  br label %k55
 
-u51:                                              ; preds = %n53.end, %i50.end
-  %u51149 = phi i64 [ 0, %i50.end ], [ %u51.next, %n53.end ]
-  store float 0.000000e+00, ptr %acc52, align 4
-  br label %n53
+k55:                                              ; preds = %k55, %k54.end
+  %k55134 = phi i64 [ 0, %k54.end ], [ %k55.next, %k55 ]
+  %labels135 = getelementptr inbounds i32, ptr %labels, i64 %n50125
+  %label136 = load i32, ptr %labels135, align 4
+  %455 = sext i32 %label136 to i64
+  %456 = icmp eq i64 %k55134, %455
+  %457 = mul nsw i64 %n50125, 10
+  %458 = add nsw i64 3170304, %457
+  %459 = add nsw i64 %458, %k55134
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load float, ptr %arena137, align 4
+  %m51138 = load float, ptr %m51, align 4
+  %461 = fsub float %460, %m51138
+  %462 = call float @llvm.exp.f32(float %461)
+  %s52139 = load float, ptr %s52, align 4
+  %463 = fdiv float %462, %s52139
+  %464 = fsub float %463, 1.000000e+00
+  %465 = mul nsw i64 %n50125, 10
+  %466 = add nsw i64 3170304, %465
+  %467 = add nsw i64 %466, %k55134
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %467
+  %468 = load float, ptr %arena140, align 4
+  %m51141 = load float, ptr %m51, align 4
+  %469 = fsub float %468, %m51141
+  %470 = call float @llvm.exp.f32(float %469)
+  %s52142 = load float, ptr %s52, align 4
+  %471 = fdiv float %470, %s52142
+  %472 = select i1 %456, float %464, float %471
+  %473 = fdiv float %472, 6.400000e+01
+  %474 = mul nsw i64 %n50125, 10
+  %475 = add nsw i64 3171600, %474
+  %476 = add nsw i64 %475, %k55134
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %476
+  store float %473, ptr %arena143, align 4
+  %k55.next = add nsw i64 %k55134, 1
+  %477 = icmp slt i64 %k55.next, 10
+  br i1 %477, label %k55, label %k55.end
 
-u51.end:                                          ; preds = %n53.end
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params156 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 3171600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena155, i32 128, ptr %params156, i32 9216, float 0.000000e+00, ptr %arena157, i32 9216)
-  br label %i54
+k55.end:                                          ; preds = %k55
+  %n50.next = add nsw i64 %n50125, 1
+  %478 = icmp slt i64 %n50.next, 64
+  br i1 %478, label %n50, label %n50.end
 
-n53:                                              ; preds = %n53, %u51
-  %n53150 = phi i64 [ 0, %u51 ], [ %n53.next, %n53 ]
-  %acc52151 = load float, ptr %acc52, align 4
-  %413 = mul nsw i64 %n53150, 128
-  %414 = add nsw i64 3162112, %413
-  %415 = add nsw i64 %414, %u51149
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load float, ptr %arena152, align 4
-  %417 = fadd float %acc52151, %416
-  store float %417, ptr %acc52, align 4
-  %n53.next = add nsw i64 %n53150, 1
-  %418 = icmp slt i64 %n53.next, 64
-  br i1 %418, label %n53, label %n53.end
+u56:                                              ; preds = %n58.end, %n50.end
+  %u56147 = phi i64 [ 0, %n50.end ], [ %u56.next, %n58.end ]
+  store float 0.000000e+00, ptr %acc57, align 4
+  br label %n58
 
-n53.end:                                          ; preds = %n53
-  %acc52153 = load float, ptr %acc52, align 4
-  %419 = add nsw i64 1198464, %u51149
-  %grads154 = getelementptr inbounds float, ptr %grads, i64 %419
-  store float %acc52153, ptr %grads154, align 4
-  %u51.next = add nsw i64 %u51149, 1
-  %420 = icmp slt i64 %u51.next, 128
-  br i1 %420, label %u51, label %u51.end
+u56.end:                                          ; preds = %n58.end
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %params154 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 3172240
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena153, i32 10, ptr %params154, i32 128, float 0.000000e+00, ptr %arena155, i32 128)
+  br label %i59
 
-i54:                                              ; preds = %i54, %u51.end
-  %i54158 = phi i64 [ 0, %u51.end ], [ %i54.next, %i54 ]
-  %421 = xor i64 %seed, 7835718858194987975
-  %422 = lshr i64 %421, 30
-  %423 = xor i64 %421, %422
-  %424 = mul i64 %423, -4658895280553007687
-  %425 = lshr i64 %424, 27
-  %426 = xor i64 %424, %425
-  %427 = mul i64 %426, -7723592293110705685
-  %428 = lshr i64 %427, 31
-  %429 = xor i64 %427, %428
-  %430 = add i64 %429, %step
-  %431 = lshr i64 %430, 30
-  %432 = xor i64 %430, %431
-  %433 = mul i64 %432, -4658895280553007687
-  %434 = lshr i64 %433, 27
-  %435 = xor i64 %433, %434
-  %436 = mul i64 %435, -7723592293110705685
-  %437 = lshr i64 %436, 31
-  %438 = xor i64 %436, %437
-  %439 = mul i64 %i54158, -7046029254386353131
-  %440 = add i64 %438, %439
-  %441 = lshr i64 %440, 30
-  %442 = xor i64 %440, %441
-  %443 = mul i64 %442, -4658895280553007687
-  %444 = lshr i64 %443, 27
-  %445 = xor i64 %443, %444
-  %446 = mul i64 %445, -7723592293110705685
-  %447 = lshr i64 %446, 31
-  %448 = xor i64 %446, %447
-  %449 = lshr i64 %448, 40
-  %keep159 = icmp uge i64 %449, 4194304
-  %450 = add nsw i64 3171600, %i54158
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %450
-  %451 = load float, ptr %arena160, align 4
-  %452 = fmul float %451, 0x3FF5555560000000
-  %453 = select i1 %keep159, float %452, float 0.000000e+00
-  %454 = add nsw i64 3761424, %i54158
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %454
-  store float %453, ptr %arena161, align 4
-  %i54.next = add nsw i64 %i54158, 1
-  %455 = icmp slt i64 %i54.next, 589824
-  br i1 %455, label %i54, label %i54.end
+n58:                                              ; preds = %n58, %u56
+  %n58148 = phi i64 [ 0, %u56 ], [ %n58.next, %n58 ]
+  %acc57149 = load float, ptr %acc57, align 4
+  %479 = mul nsw i64 %n58148, 10
+  %480 = add nsw i64 3171600, %479
+  %481 = add nsw i64 %480, %u56147
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena150, align 4
+  %483 = fadd float %acc57149, %482
+  store float %483, ptr %acc57, align 4
+  %n58.next = add nsw i64 %n58148, 1
+  %484 = icmp slt i64 %n58.next, 64
+  br i1 %484, label %n58, label %n58.end
 
-i54.end:                                          ; preds = %i54
-  br label %i55
+n58.end:                                          ; preds = %n58
+  %acc57151 = load float, ptr %acc57, align 4
+  %485 = add nsw i64 1199872, %u56147
+  %grads152 = getelementptr inbounds float, ptr %grads, i64 %485
+  store float %acc57151, ptr %grads152, align 4
+  %u56.next = add nsw i64 %u56147, 1
+  %486 = icmp slt i64 %u56.next, 10
+  br i1 %486, label %u56, label %u56.end
 
-i55:                                              ; preds = %i55, %i54.end
-  %i55162 = phi i64 [ 0, %i54.end ], [ %i55.next, %i55 ]
-  %456 = add nsw i64 4351248, %i55162
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %456
-  store float 0.000000e+00, ptr %arena163, align 4
-  %i55.next = add nsw i64 %i55162, 1
-  %457 = icmp slt i64 %i55.next, 2359296
-  br i1 %457, label %i55, label %i55.end
+i59:                                              ; preds = %i59, %u56.end
+  %i59156 = phi i64 [ 0, %u56.end ], [ %i59.next, %i59 ]
+  %487 = xor i64 %seed, 7835719957706616186
+  %488 = lshr i64 %487, 30
+  %489 = xor i64 %487, %488
+  %490 = mul i64 %489, -4658895280553007687
+  %491 = lshr i64 %490, 27
+  %492 = xor i64 %490, %491
+  %493 = mul i64 %492, -7723592293110705685
+  %494 = lshr i64 %493, 31
+  %495 = xor i64 %493, %494
+  %496 = add i64 %495, %step
+  %497 = lshr i64 %496, 30
+  %498 = xor i64 %496, %497
+  %499 = mul i64 %498, -4658895280553007687
+  %500 = lshr i64 %499, 27
+  %501 = xor i64 %499, %500
+  %502 = mul i64 %501, -7723592293110705685
+  %503 = lshr i64 %502, 31
+  %504 = xor i64 %502, %503
+  %505 = mul i64 %i59156, -7046029254386353131
+  %506 = add i64 %504, %505
+  %507 = lshr i64 %506, 30
+  %508 = xor i64 %506, %507
+  %509 = mul i64 %508, -4658895280553007687
+  %510 = lshr i64 %509, 27
+  %511 = xor i64 %509, %510
+  %512 = mul i64 %511, -7723592293110705685
+  %513 = lshr i64 %512, 31
+  %514 = xor i64 %512, %513
+  %515 = lshr i64 %514, 40
+  %keep157 = icmp uge i64 %515, 8388608
+  %516 = add nsw i64 3172240, %i59156
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %516
+  %517 = load float, ptr %arena158, align 4
+  %518 = fmul float %517, 2.000000e+00
+  %519 = select i1 %keep157, float %518, float 0.000000e+00
+  %520 = add nsw i64 3180432, %i59156
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %520
+  store float %519, ptr %arena159, align 4
+  %i59.next = add nsw i64 %i59156, 1
+  %521 = icmp slt i64 %i59.next, 8192
+  br i1 %521, label %i59, label %i59.end
 
-i55.end:                                          ; preds = %i55
-  br label %q56
+i59.end:                                          ; preds = %i59
+  br label %i60
 
-q56:                                              ; preds = %i57.end, %i55.end
-  %q56164 = phi i64 [ 0, %i55.end ], [ %q56.next, %i57.end ]
-  br label %i57
+i60:                                              ; preds = %i60, %i59.end
+  %i60160 = phi i64 [ 0, %i59.end ], [ %i60.next, %i60 ]
+  %522 = add nsw i64 3153920, %i60160
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena161, align 4
+  %524 = fcmp ogt float %523, 0.000000e+00
+  %525 = add nsw i64 3180432, %i60160
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %525
+  %526 = load float, ptr %arena162, align 4
+  %527 = select i1 %524, float %526, float 0.000000e+00
+  %528 = add nsw i64 3162112, %i60160
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %528
+  store float %527, ptr %arena163, align 4
+  %i60.next = add nsw i64 %i60160, 1
+  %529 = icmp slt i64 %i60.next, 8192
+  br i1 %529, label %i60, label %i60.end
 
-q56.end:                                          ; preds = %i57.end
-  br label %i58
+i60.end:                                          ; preds = %i60
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %grads166 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena164, i32 128, ptr %arena165, i32 9216, float 0.000000e+00, ptr %grads166, i32 9216)
+  br label %u61
 
-i57:                                              ; preds = %endif, %q56
-  %i57165 = phi i64 [ 0, %q56 ], [ %i57.next, %endif ]
-  %458 = mul nsw i64 %q56164, 144
-  %459 = add nsw i64 %458, %i57165
-  %460 = add nsw i64 1384448, %459
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %460
-  %461 = load float, ptr %arena166, align 4
-  %462 = fcmp ogt float %461, 0.000000e+00
-  br i1 %462, label %then, label %endif
+u61:                                              ; preds = %n63.end, %i60.end
+  %u61167 = phi i64 [ 0, %i60.end ], [ %u61.next, %n63.end ]
+  store float 0.000000e+00, ptr %acc62, align 4
+  br label %n63
 
-i57.end:                                          ; preds = %endif
-  %q56.next = add nsw i64 %q56164, 1
-  %463 = icmp slt i64 %q56.next, 4096
-  br i1 %463, label %q56, label %q56.end
+u61.end:                                          ; preds = %n63.end
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params174 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 3171600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena173, i32 128, ptr %params174, i32 9216, float 0.000000e+00, ptr %arena175, i32 9216)
+  br label %i64
 
-then:                                             ; preds = %i57
-  %464 = mul nsw i64 %q56164, 576
-  %465 = add nsw i64 4351248, %464
-  %466 = mul nsw i64 %q56164, 144
-  %467 = add nsw i64 %466, %i57165
-  %468 = add nsw i64 1974272, %467
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load float, ptr %arena167, align 4
-  %470 = fptosi float %469 to i64
-  %471 = add nsw i64 %465, %470
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %471
-  %472 = load float, ptr %arena168, align 4
-  %473 = mul nsw i64 %q56164, 144
-  %474 = add nsw i64 %473, %i57165
-  %475 = add nsw i64 3761424, %474
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %475
-  %476 = load float, ptr %arena169, align 4
-  %477 = fadd float %472, %476
-  store float %477, ptr %arena168, align 4
-  br label %endif
+n63:                                              ; preds = %n63, %u61
+  %n63168 = phi i64 [ 0, %u61 ], [ %n63.next, %n63 ]
+  %acc62169 = load float, ptr %acc62, align 4
+  %530 = mul nsw i64 %n63168, 128
+  %531 = add nsw i64 3162112, %530
+  %532 = add nsw i64 %531, %u61167
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %532
+  %533 = load float, ptr %arena170, align 4
+  %534 = fadd float %acc62169, %533
+  store float %534, ptr %acc62, align 4
+  %n63.next = add nsw i64 %n63168, 1
+  %535 = icmp slt i64 %n63.next, 64
+  br i1 %535, label %n63, label %n63.end
 
-endif:                                            ; preds = %then, %i57
-  %i57.next = add nsw i64 %i57165, 1
-  %478 = icmp slt i64 %i57.next, 144
-  br i1 %478, label %i57, label %i57.end
+n63.end:                                          ; preds = %n63
+  %acc62171 = load float, ptr %acc62, align 4
+  %536 = add nsw i64 1198464, %u61167
+  %grads172 = getelementptr inbounds float, ptr %grads, i64 %536
+  store float %acc62171, ptr %grads172, align 4
+  %u61.next = add nsw i64 %u61167, 1
+  %537 = icmp slt i64 %u61.next, 128
+  br i1 %537, label %u61, label %u61.end
 
-i58:                                              ; preds = %i58, %q56.end
-  %i58170 = phi i64 [ 0, %q56.end ], [ %i58.next, %i58 ]
-  %479 = add nsw i64 320, %i58170
-  %grads171 = getelementptr inbounds float, ptr %grads, i64 %479
-  store float 0.000000e+00, ptr %grads171, align 4
-  %i58.next = add nsw i64 %i58170, 1
-  %480 = icmp slt i64 %i58.next, 18432
-  br i1 %480, label %i58, label %i58.end
+i64:                                              ; preds = %i64, %u61.end
+  %i64176 = phi i64 [ 0, %u61.end ], [ %i64.next, %i64 ]
+  %538 = xor i64 %seed, 7835718858194987975
+  %539 = lshr i64 %538, 30
+  %540 = xor i64 %538, %539
+  %541 = mul i64 %540, -4658895280553007687
+  %542 = lshr i64 %541, 27
+  %543 = xor i64 %541, %542
+  %544 = mul i64 %543, -7723592293110705685
+  %545 = lshr i64 %544, 31
+  %546 = xor i64 %544, %545
+  %547 = add i64 %546, %step
+  %548 = lshr i64 %547, 30
+  %549 = xor i64 %547, %548
+  %550 = mul i64 %549, -4658895280553007687
+  %551 = lshr i64 %550, 27
+  %552 = xor i64 %550, %551
+  %553 = mul i64 %552, -7723592293110705685
+  %554 = lshr i64 %553, 31
+  %555 = xor i64 %553, %554
+  %556 = mul i64 %i64176, -7046029254386353131
+  %557 = add i64 %555, %556
+  %558 = lshr i64 %557, 30
+  %559 = xor i64 %557, %558
+  %560 = mul i64 %559, -4658895280553007687
+  %561 = lshr i64 %560, 27
+  %562 = xor i64 %560, %561
+  %563 = mul i64 %562, -7723592293110705685
+  %564 = lshr i64 %563, 31
+  %565 = xor i64 %563, %564
+  %566 = lshr i64 %565, 40
+  %keep177 = icmp uge i64 %566, 4194304
+  %567 = add nsw i64 3171600, %i64176
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %567
+  %568 = load float, ptr %arena178, align 4
+  %569 = fmul float %568, 0x3FF5555560000000
+  %570 = select i1 %keep177, float %569, float 0.000000e+00
+  %571 = add nsw i64 3761424, %i64176
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %571
+  store float %570, ptr %arena179, align 4
+  %i64.next = add nsw i64 %i64176, 1
+  %572 = icmp slt i64 %i64.next, 589824
+  br i1 %572, label %i64, label %i64.end
 
-i58.end:                                          ; preds = %i58
-  br label %img59
+i64.end:                                          ; preds = %i64
+  br label %i65
 
-img59:                                            ; preds = %c60.end, %i58.end
-  %img59172 = phi i64 [ 0, %i58.end ], [ %img59.next, %c60.end ]
-  br label %c60
+i65:                                              ; preds = %i65, %i64.end
+  %i65180 = phi i64 [ 0, %i64.end ], [ %i65.next, %i65 ]
+  %573 = add nsw i64 4351248, %i65180
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %573
+  store float 0.000000e+00, ptr %arena181, align 4
+  %i65.next = add nsw i64 %i65180, 1
+  %574 = icmp slt i64 %i65.next, 2359296
+  br i1 %574, label %i65, label %i65.end
 
-img59.end:                                        ; preds = %c60.end
-  br label %f65
+i65.end:                                          ; preds = %i65
+  br label %q66
 
-c60:                                              ; preds = %ky61.end, %img59
-  %c60173 = phi i64 [ 0, %img59 ], [ %c60.next, %ky61.end ]
-  br label %ky61
+q66:                                              ; preds = %i67.end, %i65.end
+  %q66182 = phi i64 [ 0, %i65.end ], [ %q66.next, %i67.end ]
+  br label %i67
 
-c60.end:                                          ; preds = %ky61.end
-  %481 = mul nsw i64 %img59172, 36864
-  %482 = add nsw i64 4351248, %481
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %482
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %grads182 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 576, float 1.000000e+00, ptr %arena180, i32 576, ptr %arena181, i32 576, float 1.000000e+00, ptr %grads182, i32 288)
-  %img59.next = add nsw i64 %img59172, 1
-  %483 = icmp slt i64 %img59.next, 64
-  br i1 %483, label %img59, label %img59.end
-
-ky61:                                             ; preds = %kx62.end, %c60
-  %ky61174 = phi i64 [ 0, %c60 ], [ %ky61.next, %kx62.end ]
-  br label %kx62
-
-ky61.end:                                         ; preds = %kx62.end
-  %c60.next = add nsw i64 %c60173, 1
-  %484 = icmp slt i64 %c60.next, 32
-  br i1 %484, label %c60, label %c60.end
-
-kx62:                                             ; preds = %oy63.end, %ky61
-  %kx62175 = phi i64 [ 0, %ky61 ], [ %kx62.next, %oy63.end ]
-  br label %oy63
-
-kx62.end:                                         ; preds = %oy63.end
-  %ky61.next = add nsw i64 %ky61174, 1
-  %485 = icmp slt i64 %ky61.next, 3
-  br i1 %485, label %ky61, label %ky61.end
-
-oy63:                                             ; preds = %ox64.end, %kx62
-  %oy63176 = phi i64 [ 0, %kx62 ], [ %oy63.next, %ox64.end ]
-  br label %ox64
-
-oy63.end:                                         ; preds = %ox64.end
-  %kx62.next = add nsw i64 %kx62175, 1
-  %486 = icmp slt i64 %kx62.next, 3
-  br i1 %486, label %kx62, label %kx62.end
-
-ox64:                                             ; preds = %ox64, %oy63
-  %ox64177 = phi i64 [ 0, %oy63 ], [ %ox64.next, %ox64 ]
-  %487 = mul nsw i64 %img59172, 21632
-  %488 = mul nsw i64 %c60173, 676
-  %489 = add nsw i64 %487, %488
-  %490 = add nsw i64 %oy63176, %ky61174
-  %491 = mul nsw i64 %490, 26
-  %492 = add nsw i64 %489, %491
-  %493 = add nsw i64 %ox64177, %kx62175
-  %494 = add nsw i64 %492, %493
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %494
-  %495 = load float, ptr %arena178, align 4
-  %496 = mul nsw i64 %c60173, 3
-  %497 = add nsw i64 %496, %ky61174
-  %498 = mul nsw i64 %497, 3
-  %499 = add nsw i64 %498, %kx62175
-  %500 = mul nsw i64 %499, 576
-  %501 = add nsw i64 1384448, %500
-  %502 = mul nsw i64 %oy63176, 24
-  %503 = add nsw i64 %501, %502
-  %504 = add nsw i64 %503, %ox64177
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %504
-  store float %495, ptr %arena179, align 4
-  %ox64.next = add nsw i64 %ox64177, 1
-  %505 = icmp slt i64 %ox64.next, 24
-  br i1 %505, label %ox64, label %ox64.end
-
-ox64.end:                                         ; preds = %ox64
-  %oy63.next = add nsw i64 %oy63176, 1
-  %506 = icmp slt i64 %oy63.next, 24
-  br i1 %506, label %oy63, label %oy63.end
-
-f65:                                              ; preds = %img67.end, %img59.end
-  %f65183 = phi i64 [ 0, %img59.end ], [ %f65.next, %img67.end ]
-  store float 0.000000e+00, ptr %acc66, align 4
-  br label %img67
-
-f65.end:                                          ; preds = %img67.end
-  br label %i69
-
-img67:                                            ; preds = %i68.end, %f65
-  %img67184 = phi i64 [ 0, %f65 ], [ %img67.next, %i68.end ]
+q66.end:                                          ; preds = %i67.end
   br label %i68
 
-img67.end:                                        ; preds = %i68.end
-  %acc66188 = load float, ptr %acc66, align 4
-  %507 = add nsw i64 18752, %f65183
-  %grads189 = getelementptr inbounds float, ptr %grads, i64 %507
-  store float %acc66188, ptr %grads189, align 4
-  %f65.next = add nsw i64 %f65183, 1
-  %508 = icmp slt i64 %f65.next, 64
-  br i1 %508, label %f65, label %f65.end
+i67:                                              ; preds = %endif, %q66
+  %i67183 = phi i64 [ 0, %q66 ], [ %i67.next, %endif ]
+  %575 = mul nsw i64 %q66182, 144
+  %576 = add nsw i64 %575, %i67183
+  %577 = add nsw i64 1384448, %576
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %577
+  %578 = load float, ptr %arena184, align 4
+  %579 = fcmp ogt float %578, 0.000000e+00
+  br i1 %579, label %then, label %endif
 
-i68:                                              ; preds = %i68, %img67
-  %i68185 = phi i64 [ 0, %img67 ], [ %i68.next, %i68 ]
-  %acc66186 = load float, ptr %acc66, align 4
-  %509 = mul nsw i64 %img67184, 36864
-  %510 = add nsw i64 4351248, %509
-  %511 = mul nsw i64 %f65183, 576
-  %512 = add nsw i64 %510, %511
-  %513 = add nsw i64 %512, %i68185
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %513
-  %514 = load float, ptr %arena187, align 4
-  %515 = fadd float %acc66186, %514
-  store float %515, ptr %acc66, align 4
-  %i68.next = add nsw i64 %i68185, 1
-  %516 = icmp slt i64 %i68.next, 576
-  br i1 %516, label %i68, label %i68.end
+i67.end:                                          ; preds = %endif
+  %q66.next = add nsw i64 %q66182, 1
+  %580 = icmp slt i64 %q66.next, 4096
+  br i1 %580, label %q66, label %q66.end
+
+then:                                             ; preds = %i67
+  %581 = mul nsw i64 %q66182, 576
+  %582 = add nsw i64 4351248, %581
+  %583 = mul nsw i64 %q66182, 144
+  %584 = add nsw i64 %583, %i67183
+  %585 = add nsw i64 1974272, %584
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load float, ptr %arena185, align 4
+  %587 = fptosi float %586 to i64
+  %588 = add nsw i64 %582, %587
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %588
+  %589 = load float, ptr %arena186, align 4
+  %590 = mul nsw i64 %q66182, 144
+  %591 = add nsw i64 %590, %i67183
+  %592 = add nsw i64 3761424, %591
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load float, ptr %arena187, align 4
+  %594 = fadd float %589, %593
+  store float %594, ptr %arena186, align 4
+  br label %endif
+
+endif:                                            ; preds = %then, %i67
+  %i67.next = add nsw i64 %i67183, 1
+  %595 = icmp slt i64 %i67.next, 144
+  br i1 %595, label %i67, label %i67.end
+
+i68:                                              ; preds = %i68, %q66.end
+  %i68188 = phi i64 [ 0, %q66.end ], [ %i68.next, %i68 ]
+  %596 = add nsw i64 320, %i68188
+  %grads189 = getelementptr inbounds float, ptr %grads, i64 %596
+  store float 0.000000e+00, ptr %grads189, align 4
+  %i68.next = add nsw i64 %i68188, 1
+  %597 = icmp slt i64 %i68.next, 18432
+  br i1 %597, label %i68, label %i68.end
 
 i68.end:                                          ; preds = %i68
-  %img67.next = add nsw i64 %img67184, 1
-  %517 = icmp slt i64 %img67.next, 64
-  br i1 %517, label %img67, label %img67.end
+  br label %g69
 
-i69:                                              ; preds = %i69, %f65.end
-  %i69190 = phi i64 [ 0, %f65.end ], [ %i69.next, %i69 ]
-  %518 = add nsw i64 1384448, %i69190
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %518
-  store float 0.000000e+00, ptr %arena191, align 4
-  %i69.next = add nsw i64 %i69190, 1
-  %519 = icmp slt i64 %i69.next, 1384448
-  br i1 %519, label %i69, label %i69.end
+g69:                                              ; preds = %j79.end, %i68.end
+  %g69190 = phi i64 [ 0, %i68.end ], [ %g69.next, %j79.end ]
+  br label %j70
 
-i69.end:                                          ; preds = %i69
-  br label %img70
+g69.end:                                          ; preds = %j79.end
+  br label %f82
 
-img70:                                            ; preds = %c71.end, %i69.end
-  %img70192 = phi i64 [ 0, %i69.end ], [ %img70.next, %c71.end ]
-  %params193 = getelementptr inbounds float, ptr %params, i64 320
-  %520 = mul nsw i64 %img70192, 36864
-  %521 = add nsw i64 4351248, %520
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %521
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 2768896
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 576, i32 64, float 1.000000e+00, ptr %params193, i32 288, ptr %arena194, i32 576, float 0.000000e+00, ptr %arena195, i32 576)
+j70:                                              ; preds = %c71.end, %g69
+  %j70191 = phi i64 [ 0, %g69 ], [ %j70.next, %c71.end ]
   br label %c71
 
-img70.end:                                        ; preds = %c71.end
-  br label %i76
+j70.end:                                          ; preds = %c71.end
+  br label %j79
 
-c71:                                              ; preds = %ky72.end, %img70
-  %c71196 = phi i64 [ 0, %img70 ], [ %c71.next, %ky72.end ]
+c71:                                              ; preds = %ky72.end, %j70
+  %c71192 = phi i64 [ 0, %j70 ], [ %c71.next, %ky72.end ]
   br label %ky72
 
 c71.end:                                          ; preds = %ky72.end
-  %img70.next = add nsw i64 %img70192, 1
-  %522 = icmp slt i64 %img70.next, 64
-  br i1 %522, label %img70, label %img70.end
+  %j70.next = add nsw i64 %j70191, 1
+  %598 = icmp slt i64 %j70.next, 64
+  br i1 %598, label %j70, label %j70.end
 
-ky72:                                             ; preds = %kx73.end, %c71
-  %ky72197 = phi i64 [ 0, %c71 ], [ %ky72.next, %kx73.end ]
-  br label %kx73
+ky72:                                             ; preds = %oy77.end, %c71
+  %ky72193 = phi i64 [ 0, %c71 ], [ %ky72.next, %oy77.end ]
+  br label %oy73
 
-ky72.end:                                         ; preds = %kx73.end
-  %c71.next = add nsw i64 %c71196, 1
-  %523 = icmp slt i64 %c71.next, 32
-  br i1 %523, label %c71, label %c71.end
+ky72.end:                                         ; preds = %oy77.end
+  %c71.next = add nsw i64 %c71192, 1
+  %599 = icmp slt i64 %c71.next, 32
+  br i1 %599, label %c71, label %c71.end
 
-kx73:                                             ; preds = %oy74.end, %ky72
-  %kx73198 = phi i64 [ 0, %ky72 ], [ %kx73.next, %oy74.end ]
-  br label %oy74
+oy73:                                             ; preds = %ox74.end, %ky72
+  %oy73194 = phi i64 [ 0, %ky72 ], [ %oy73.next, %ox74.end ]
+  br label %ox74
 
-kx73.end:                                         ; preds = %oy74.end
-  %ky72.next = add nsw i64 %ky72197, 1
-  %524 = icmp slt i64 %ky72.next, 3
-  br i1 %524, label %ky72, label %ky72.end
+oy73.end:                                         ; preds = %ox74.end
+  br label %oy75
 
-oy74:                                             ; preds = %ox75.end, %kx73
-  %oy74199 = phi i64 [ 0, %kx73 ], [ %oy74.next, %ox75.end ]
-  br label %ox75
+ox74:                                             ; preds = %ox74, %oy73
+  %ox74195 = phi i64 [ 0, %oy73 ], [ %ox74.next, %ox74 ]
+  %600 = mul nsw i64 %g69190, 64
+  %601 = add nsw i64 %600, %j70191
+  %602 = mul nsw i64 %601, 21632
+  %603 = mul nsw i64 %c71192, 676
+  %604 = add nsw i64 %602, %603
+  %605 = add nsw i64 %oy73194, %ky72193
+  %606 = mul nsw i64 %605, 26
+  %607 = add nsw i64 %604, %606
+  %608 = add nsw i64 %607, %ox74195
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %608
+  %609 = load float, ptr %arena196, align 4
+  %610 = mul nsw i64 %c71192, 3
+  %611 = add nsw i64 %610, %ky72193
+  %612 = mul nsw i64 %611, 3
+  %613 = mul nsw i64 %612, 36864
+  %614 = add nsw i64 6710544, %613
+  %615 = mul nsw i64 %j70191, 576
+  %616 = add nsw i64 %614, %615
+  %617 = mul nsw i64 %oy73194, 24
+  %618 = add nsw i64 %616, %617
+  %619 = add nsw i64 %618, %ox74195
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %619
+  store float %609, ptr %arena197, align 4
+  %ox74.next = add nsw i64 %ox74195, 1
+  %620 = icmp slt i64 %ox74.next, 24
+  br i1 %620, label %ox74, label %ox74.end
 
-oy74.end:                                         ; preds = %ox75.end
-  %kx73.next = add nsw i64 %kx73198, 1
-  %525 = icmp slt i64 %kx73.next, 3
-  br i1 %525, label %kx73, label %kx73.end
+ox74.end:                                         ; preds = %ox74
+  %oy73.next = add nsw i64 %oy73194, 1
+  %621 = icmp slt i64 %oy73.next, 24
+  br i1 %621, label %oy73, label %oy73.end
 
-ox75:                                             ; preds = %ox75, %oy74
-  %ox75200 = phi i64 [ 0, %oy74 ], [ %ox75.next, %ox75 ]
-  %526 = mul nsw i64 %img70192, 21632
-  %527 = add nsw i64 1384448, %526
-  %528 = mul nsw i64 %c71196, 676
-  %529 = add nsw i64 %527, %528
-  %530 = add nsw i64 %oy74199, %ky72197
-  %531 = mul nsw i64 %530, 26
-  %532 = add nsw i64 %529, %531
-  %533 = add nsw i64 %ox75200, %kx73198
-  %534 = add nsw i64 %532, %533
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %534
-  %535 = load float, ptr %arena201, align 4
-  %536 = mul nsw i64 %c71196, 3
-  %537 = add nsw i64 %536, %ky72197
-  %538 = mul nsw i64 %537, 3
-  %539 = add nsw i64 %538, %kx73198
-  %540 = mul nsw i64 %539, 576
-  %541 = add nsw i64 2768896, %540
-  %542 = mul nsw i64 %oy74199, 24
-  %543 = add nsw i64 %541, %542
-  %544 = add nsw i64 %543, %ox75200
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %544
-  %545 = load float, ptr %arena202, align 4
-  %546 = fadd float %535, %545
-  store float %546, ptr %arena201, align 4
-  %ox75.next = add nsw i64 %ox75200, 1
-  %547 = icmp slt i64 %ox75.next, 24
-  br i1 %547, label %ox75, label %ox75.end
+oy75:                                             ; preds = %ox76.end, %oy73.end
+  %oy75198 = phi i64 [ 0, %oy73.end ], [ %oy75.next, %ox76.end ]
+  br label %ox76
 
-ox75.end:                                         ; preds = %ox75
-  %oy74.next = add nsw i64 %oy74199, 1
-  %548 = icmp slt i64 %oy74.next, 24
-  br i1 %548, label %oy74, label %oy74.end
+oy75.end:                                         ; preds = %ox76.end
+  br label %oy77
 
-i76:                                              ; preds = %i76, %img70.end
-  %i76203 = phi i64 [ 0, %img70.end ], [ %i76.next, %i76 ]
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %i76203
-  %549 = load float, ptr %arena204, align 4
-  %550 = fcmp ogt float %549, 0.000000e+00
-  %551 = add nsw i64 1384448, %i76203
-  %arena205 = getelementptr inbounds float, ptr %arena, i64 %551
-  %552 = load float, ptr %arena205, align 4
-  %553 = select i1 %550, float %552, float 0.000000e+00
-  %554 = add nsw i64 3171600, %i76203
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %554
-  store float %553, ptr %arena206, align 4
-  %i76.next = add nsw i64 %i76203, 1
-  %555 = icmp slt i64 %i76.next, 1384448
-  br i1 %555, label %i76, label %i76.end
+ox76:                                             ; preds = %ox76, %oy75
+  %ox76199 = phi i64 [ 0, %oy75 ], [ %ox76.next, %ox76 ]
+  %622 = mul nsw i64 %g69190, 64
+  %623 = add nsw i64 %622, %j70191
+  %624 = mul nsw i64 %623, 21632
+  %625 = mul nsw i64 %c71192, 676
+  %626 = add nsw i64 %624, %625
+  %627 = add nsw i64 %oy75198, %ky72193
+  %628 = mul nsw i64 %627, 26
+  %629 = add nsw i64 %626, %628
+  %630 = add nsw i64 %ox76199, 1
+  %631 = add nsw i64 %629, %630
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %631
+  %632 = load float, ptr %arena200, align 4
+  %633 = mul nsw i64 %c71192, 3
+  %634 = add nsw i64 %633, %ky72193
+  %635 = mul nsw i64 %634, 3
+  %636 = add nsw i64 %635, 1
+  %637 = mul nsw i64 %636, 36864
+  %638 = add nsw i64 6710544, %637
+  %639 = mul nsw i64 %j70191, 576
+  %640 = add nsw i64 %638, %639
+  %641 = mul nsw i64 %oy75198, 24
+  %642 = add nsw i64 %640, %641
+  %643 = add nsw i64 %642, %ox76199
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %643
+  store float %632, ptr %arena201, align 4
+  %ox76.next = add nsw i64 %ox76199, 1
+  %644 = icmp slt i64 %ox76.next, 24
+  br i1 %644, label %ox76, label %ox76.end
 
-i76.end:                                          ; preds = %i76
-  br label %i77
+ox76.end:                                         ; preds = %ox76
+  %oy75.next = add nsw i64 %oy75198, 1
+  %645 = icmp slt i64 %oy75.next, 24
+  br i1 %645, label %oy75, label %oy75.end
 
-i77:                                              ; preds = %i77, %i76.end
-  %i77207 = phi i64 [ 0, %i76.end ], [ %i77.next, %i77 ]
-  %grads208 = getelementptr inbounds float, ptr %grads, i64 %i77207
-  store float 0.000000e+00, ptr %grads208, align 4
-  %i77.next = add nsw i64 %i77207, 1
-  %556 = icmp slt i64 %i77.next, 288
-  br i1 %556, label %i77, label %i77.end
+oy77:                                             ; preds = %ox78.end, %oy75.end
+  %oy77202 = phi i64 [ 0, %oy75.end ], [ %oy77.next, %ox78.end ]
+  br label %ox78
 
-i77.end:                                          ; preds = %i77
-  br label %img78
+oy77.end:                                         ; preds = %ox78.end
+  %ky72.next = add nsw i64 %ky72193, 1
+  %646 = icmp slt i64 %ky72.next, 3
+  br i1 %646, label %ky72, label %ky72.end
 
-img78:                                            ; preds = %c79.end, %i77.end
-  %img78209 = phi i64 [ 0, %i77.end ], [ %img78.next, %c79.end ]
-  br label %c79
+ox78:                                             ; preds = %ox78, %oy77
+  %ox78203 = phi i64 [ 0, %oy77 ], [ %ox78.next, %ox78 ]
+  %647 = mul nsw i64 %g69190, 64
+  %648 = add nsw i64 %647, %j70191
+  %649 = mul nsw i64 %648, 21632
+  %650 = mul nsw i64 %c71192, 676
+  %651 = add nsw i64 %649, %650
+  %652 = add nsw i64 %oy77202, %ky72193
+  %653 = mul nsw i64 %652, 26
+  %654 = add nsw i64 %651, %653
+  %655 = add nsw i64 %ox78203, 2
+  %656 = add nsw i64 %654, %655
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %656
+  %657 = load float, ptr %arena204, align 4
+  %658 = mul nsw i64 %c71192, 3
+  %659 = add nsw i64 %658, %ky72193
+  %660 = mul nsw i64 %659, 3
+  %661 = add nsw i64 %660, 2
+  %662 = mul nsw i64 %661, 36864
+  %663 = add nsw i64 6710544, %662
+  %664 = mul nsw i64 %j70191, 576
+  %665 = add nsw i64 %663, %664
+  %666 = mul nsw i64 %oy77202, 24
+  %667 = add nsw i64 %665, %666
+  %668 = add nsw i64 %667, %ox78203
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %668
+  store float %657, ptr %arena205, align 4
+  %ox78.next = add nsw i64 %ox78203, 1
+  %669 = icmp slt i64 %ox78.next, 24
+  br i1 %669, label %ox78, label %ox78.end
 
-img78.end:                                        ; preds = %c79.end
-  br label %f84
+ox78.end:                                         ; preds = %ox78
+  %oy77.next = add nsw i64 %oy77202, 1
+  %670 = icmp slt i64 %oy77.next, 24
+  br i1 %670, label %oy77, label %oy77.end
 
-c79:                                              ; preds = %ky80.end, %img78
-  %c79210 = phi i64 [ 0, %img78 ], [ %c79.next, %ky80.end ]
-  br label %ky80
+j79:                                              ; preds = %f80.end, %j70.end
+  %j79206 = phi i64 [ 0, %j70.end ], [ %j79.next, %f80.end ]
+  br label %f80
 
-c79.end:                                          ; preds = %ky80.end
-  %557 = mul nsw i64 %img78209, 21632
-  %558 = add nsw i64 3171600, %557
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %558
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads219 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 676, float 1.000000e+00, ptr %arena217, i32 676, ptr %arena218, i32 676, float 1.000000e+00, ptr %grads219, i32 9)
-  %img78.next = add nsw i64 %img78209, 1
-  %559 = icmp slt i64 %img78.next, 64
-  br i1 %559, label %img78, label %img78.end
+j79.end:                                          ; preds = %f80.end
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 17327376
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 6710544
+  %grads213 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 36864, float 1.000000e+00, ptr %arena211, i32 36864, ptr %arena212, i32 36864, float 1.000000e+00, ptr %grads213, i32 288)
+  %g69.next = add nsw i64 %g69190, 1
+  %671 = icmp slt i64 %g69.next, 1
+  br i1 %671, label %g69, label %g69.end
 
-ky80:                                             ; preds = %kx81.end, %c79
-  %ky80211 = phi i64 [ 0, %c79 ], [ %ky80.next, %kx81.end ]
-  br label %kx81
+f80:                                              ; preds = %i81.end, %j79
+  %f80207 = phi i64 [ 0, %j79 ], [ %f80.next, %i81.end ]
+  br label %i81
 
-ky80.end:                                         ; preds = %kx81.end
-  %c79.next = add nsw i64 %c79210, 1
-  %560 = icmp slt i64 %c79.next, 1
-  br i1 %560, label %c79, label %c79.end
+f80.end:                                          ; preds = %i81.end
+  %j79.next = add nsw i64 %j79206, 1
+  %672 = icmp slt i64 %j79.next, 64
+  br i1 %672, label %j79, label %j79.end
 
-kx81:                                             ; preds = %oy82.end, %ky80
-  %kx81212 = phi i64 [ 0, %ky80 ], [ %kx81.next, %oy82.end ]
-  br label %oy82
+i81:                                              ; preds = %i81, %f80
+  %i81208 = phi i64 [ 0, %f80 ], [ %i81.next, %i81 ]
+  %673 = mul nsw i64 %g69190, 64
+  %674 = add nsw i64 %673, %j79206
+  %675 = mul nsw i64 %674, 36864
+  %676 = add nsw i64 4351248, %675
+  %677 = mul nsw i64 %f80207, 576
+  %678 = add nsw i64 %676, %677
+  %679 = add nsw i64 %678, %i81208
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %679
+  %680 = load float, ptr %arena209, align 4
+  %681 = mul nsw i64 %f80207, 36864
+  %682 = add nsw i64 17327376, %681
+  %683 = mul nsw i64 %j79206, 576
+  %684 = add nsw i64 %682, %683
+  %685 = add nsw i64 %684, %i81208
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %685
+  store float %680, ptr %arena210, align 4
+  %i81.next = add nsw i64 %i81208, 1
+  %686 = icmp slt i64 %i81.next, 576
+  br i1 %686, label %i81, label %i81.end
 
-kx81.end:                                         ; preds = %oy82.end
-  %ky80.next = add nsw i64 %ky80211, 1
-  %561 = icmp slt i64 %ky80.next, 3
-  br i1 %561, label %ky80, label %ky80.end
+i81.end:                                          ; preds = %i81
+  %f80.next = add nsw i64 %f80207, 1
+  %687 = icmp slt i64 %f80.next, 64
+  br i1 %687, label %f80, label %f80.end
 
-oy82:                                             ; preds = %ox83.end, %kx81
-  %oy82213 = phi i64 [ 0, %kx81 ], [ %oy82.next, %ox83.end ]
-  br label %ox83
+f82:                                              ; preds = %img84.end, %g69.end
+  %f82214 = phi i64 [ 0, %g69.end ], [ %f82.next, %img84.end ]
+  store float 0.000000e+00, ptr %acc83, align 4
+  br label %img84
 
-oy82.end:                                         ; preds = %ox83.end
-  %kx81.next = add nsw i64 %kx81212, 1
-  %562 = icmp slt i64 %kx81.next, 3
-  br i1 %562, label %kx81, label %kx81.end
+f82.end:                                          ; preds = %img84.end
+  br label %i86
 
-ox83:                                             ; preds = %ox83, %oy82
-  %ox83214 = phi i64 [ 0, %oy82 ], [ %ox83.next, %ox83 ]
-  %563 = mul nsw i64 %img78209, 784
-  %564 = mul nsw i64 %c79210, 784
-  %565 = add nsw i64 %563, %564
-  %566 = add nsw i64 %oy82213, %ky80211
-  %567 = mul nsw i64 %566, 28
-  %568 = add nsw i64 %565, %567
-  %569 = add nsw i64 %ox83214, %kx81212
-  %570 = add nsw i64 %568, %569
-  %images215 = getelementptr inbounds float, ptr %images, i64 %570
-  %571 = load float, ptr %images215, align 4
-  %572 = mul nsw i64 %c79210, 3
-  %573 = add nsw i64 %572, %ky80211
-  %574 = mul nsw i64 %573, 3
-  %575 = add nsw i64 %574, %kx81212
-  %576 = mul nsw i64 %575, 676
-  %577 = mul nsw i64 %oy82213, 26
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, %ox83214
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %579
-  store float %571, ptr %arena216, align 4
-  %ox83.next = add nsw i64 %ox83214, 1
-  %580 = icmp slt i64 %ox83.next, 26
-  br i1 %580, label %ox83, label %ox83.end
+img84:                                            ; preds = %i85.end, %f82
+  %img84215 = phi i64 [ 0, %f82 ], [ %img84.next, %i85.end ]
+  br label %i85
 
-ox83.end:                                         ; preds = %ox83
-  %oy82.next = add nsw i64 %oy82213, 1
-  %581 = icmp slt i64 %oy82.next, 26
-  br i1 %581, label %oy82, label %oy82.end
+img84.end:                                        ; preds = %i85.end
+  %acc83219 = load float, ptr %acc83, align 4
+  %688 = add nsw i64 18752, %f82214
+  %grads220 = getelementptr inbounds float, ptr %grads, i64 %688
+  store float %acc83219, ptr %grads220, align 4
+  %f82.next = add nsw i64 %f82214, 1
+  %689 = icmp slt i64 %f82.next, 64
+  br i1 %689, label %f82, label %f82.end
 
-f84:                                              ; preds = %img86.end, %img78.end
-  %f84220 = phi i64 [ 0, %img78.end ], [ %f84.next, %img86.end ]
-  store float 0.000000e+00, ptr %acc85, align 4
-  br label %img86
+i85:                                              ; preds = %i85, %img84
+  %i85216 = phi i64 [ 0, %img84 ], [ %i85.next, %i85 ]
+  %acc83217 = load float, ptr %acc83, align 4
+  %690 = mul nsw i64 %img84215, 36864
+  %691 = add nsw i64 4351248, %690
+  %692 = mul nsw i64 %f82214, 576
+  %693 = add nsw i64 %691, %692
+  %694 = add nsw i64 %693, %i85216
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %694
+  %695 = load float, ptr %arena218, align 4
+  %696 = fadd float %acc83217, %695
+  store float %696, ptr %acc83, align 4
+  %i85.next = add nsw i64 %i85216, 1
+  %697 = icmp slt i64 %i85.next, 576
+  br i1 %697, label %i85, label %i85.end
 
-f84.end:                                          ; preds = %img86.end
-  %582 = sitofp i64 %step to float
-  %583 = fmul float %582, 0xBFBAF8E8A0000000
-  %584 = call float @llvm.exp.f32(float %583)
-  %585 = fsub float 1.000000e+00, %584
-  %586 = fdiv float %lr, %585
-  store float %586, ptr %step_size88, align 4
-  %587 = sitofp i64 %step to float
-  %588 = fmul float %587, 0xBF50645940000000
-  %589 = call float @llvm.exp.f32(float %588)
-  %590 = fsub float 1.000000e+00, %589
-  %591 = call float @llvm.sqrt.f32(float %590)
-  store float %591, ptr %bc2_sqrt89, align 4
+i85.end:                                          ; preds = %i85
+  %img84.next = add nsw i64 %img84215, 1
+  %698 = icmp slt i64 %img84.next, 64
+  br i1 %698, label %img84, label %img84.end
+
+i86:                                              ; preds = %i86, %f82.end
+  %i86221 = phi i64 [ 0, %f82.end ], [ %i86.next, %i86 ]
+  %699 = add nsw i64 1384448, %i86221
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %699
+  store float 0.000000e+00, ptr %arena222, align 4
+  %i86.next = add nsw i64 %i86221, 1
+  %700 = icmp slt i64 %i86.next, 1384448
+  br i1 %700, label %i86, label %i86.end
+
+i86.end:                                          ; preds = %i86
+  br label %g87
+
+g87:                                              ; preds = %j91.end, %i86.end
+  %g87223 = phi i64 [ 0, %i86.end ], [ %g87.next, %j91.end ]
+  br label %j88
+
+g87.end:                                          ; preds = %j91.end
+  br label %i100
+
+j88:                                              ; preds = %f89.end, %g87
+  %j88224 = phi i64 [ 0, %g87 ], [ %j88.next, %f89.end ]
+  br label %f89
+
+j88.end:                                          ; preds = %f89.end
+  %params229 = getelementptr inbounds float, ptr %params, i64 320
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 17327376
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 6710544
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params229, i32 288, ptr %arena230, i32 36864, float 0.000000e+00, ptr %arena231, i32 36864)
+  br label %j91
+
+f89:                                              ; preds = %i90.end, %j88
+  %f89225 = phi i64 [ 0, %j88 ], [ %f89.next, %i90.end ]
   br label %i90
 
-img86:                                            ; preds = %i87.end, %f84
-  %img86221 = phi i64 [ 0, %f84 ], [ %img86.next, %i87.end ]
-  br label %i87
+f89.end:                                          ; preds = %i90.end
+  %j88.next = add nsw i64 %j88224, 1
+  %701 = icmp slt i64 %j88.next, 64
+  br i1 %701, label %j88, label %j88.end
 
-img86.end:                                        ; preds = %i87.end
-  %acc85225 = load float, ptr %acc85, align 4
-  %592 = add nsw i64 288, %f84220
-  %grads226 = getelementptr inbounds float, ptr %grads, i64 %592
-  store float %acc85225, ptr %grads226, align 4
-  %f84.next = add nsw i64 %f84220, 1
-  %593 = icmp slt i64 %f84.next, 32
-  br i1 %593, label %f84, label %f84.end
-
-i87:                                              ; preds = %i87, %img86
-  %i87222 = phi i64 [ 0, %img86 ], [ %i87.next, %i87 ]
-  %acc85223 = load float, ptr %acc85, align 4
-  %594 = mul nsw i64 %img86221, 21632
-  %595 = add nsw i64 3171600, %594
-  %596 = mul nsw i64 %f84220, 676
-  %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %597, %i87222
-  %arena224 = getelementptr inbounds float, ptr %arena, i64 %598
-  %599 = load float, ptr %arena224, align 4
-  %600 = fadd float %acc85223, %599
-  store float %600, ptr %acc85, align 4
-  %i87.next = add nsw i64 %i87222, 1
-  %601 = icmp slt i64 %i87.next, 676
-  br i1 %601, label %i87, label %i87.end
-
-i87.end:                                          ; preds = %i87
-  %img86.next = add nsw i64 %img86221, 1
-  %602 = icmp slt i64 %img86.next, 64
-  br i1 %602, label %img86, label %img86.end
-
-i90:                                              ; preds = %i90, %f84.end
-  %i90227 = phi i64 [ 0, %f84.end ], [ %i90.next, %i90 ]
-  %grads228 = getelementptr inbounds float, ptr %grads, i64 %i90227
-  %603 = load float, ptr %grads228, align 4
-  %params229 = getelementptr inbounds float, ptr %params, i64 %i90227
-  %604 = load float, ptr %params229, align 4
-  %605 = fmul float 0.000000e+00, %604
-  %606 = fadd float %603, %605
-  store float %606, ptr %g, align 4
-  %m230 = getelementptr inbounds float, ptr %m, i64 %i90227
-  %607 = load float, ptr %m230, align 4
-  %608 = fmul float 0x3FECCCCCC0000000, %607
-  %g231 = load float, ptr %g, align 4
-  %609 = fmul float 0x3FB9999A00000000, %g231
-  %610 = fadd float %608, %609
-  store float %610, ptr %m_new, align 4
-  %v232 = getelementptr inbounds float, ptr %v, i64 %i90227
-  %611 = load float, ptr %v232, align 4
-  %612 = fmul float 0x3FEFF7CEE0000000, %611
-  %g233 = load float, ptr %g, align 4
-  %613 = fmul float 0x3F50624000000000, %g233
-  %g234 = load float, ptr %g, align 4
-  %614 = fmul float %613, %g234
-  %615 = fadd float %612, %614
-  store float %615, ptr %v_new, align 4
-  %m_new235 = load float, ptr %m_new, align 4
-  %m236 = getelementptr inbounds float, ptr %m, i64 %i90227
-  store float %m_new235, ptr %m236, align 4
-  %v_new237 = load float, ptr %v_new, align 4
-  %v238 = getelementptr inbounds float, ptr %v, i64 %i90227
-  store float %v_new237, ptr %v238, align 4
-  %params239 = getelementptr inbounds float, ptr %params, i64 %i90227
-  %616 = load float, ptr %params239, align 4
-  %step_size88240 = load float, ptr %step_size88, align 4
-  %m_new241 = load float, ptr %m_new, align 4
-  %617 = fmul float %step_size88240, %m_new241
-  %v_new242 = load float, ptr %v_new, align 4
-  %618 = call float @llvm.sqrt.f32(float %v_new242)
-  %bc2_sqrt89243 = load float, ptr %bc2_sqrt89, align 4
-  %619 = fdiv float %618, %bc2_sqrt89243
-  %620 = fadd float %619, 0x3E45798EE0000000
-  %621 = fdiv float %617, %620
-  %622 = fsub float %616, %621
-  %params244 = getelementptr inbounds float, ptr %params, i64 %i90227
-  store float %622, ptr %params244, align 4
-  %i90.next = add nsw i64 %i90227, 1
-  %623 = icmp slt i64 %i90.next, 1199882
-  br i1 %623, label %i90, label %i90.end
+i90:                                              ; preds = %i90, %f89
+  %i90226 = phi i64 [ 0, %f89 ], [ %i90.next, %i90 ]
+  %702 = mul nsw i64 %g87223, 64
+  %703 = add nsw i64 %702, %j88224
+  %704 = mul nsw i64 %703, 36864
+  %705 = add nsw i64 4351248, %704
+  %706 = mul nsw i64 %f89225, 576
+  %707 = add nsw i64 %705, %706
+  %708 = add nsw i64 %707, %i90226
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %708
+  %709 = load float, ptr %arena227, align 4
+  %710 = mul nsw i64 %f89225, 36864
+  %711 = add nsw i64 17327376, %710
+  %712 = mul nsw i64 %j88224, 576
+  %713 = add nsw i64 %711, %712
+  %714 = add nsw i64 %713, %i90226
+  %arena228 = getelementptr inbounds float, ptr %arena, i64 %714
+  store float %709, ptr %arena228, align 4
+  %i90.next = add nsw i64 %i90226, 1
+  %715 = icmp slt i64 %i90.next, 576
+  br i1 %715, label %i90, label %i90.end
 
 i90.end:                                          ; preds = %i90
+  %f89.next = add nsw i64 %f89225, 1
+  %716 = icmp slt i64 %f89.next, 64
+  br i1 %716, label %f89, label %f89.end
+
+j91:                                              ; preds = %c92.end, %j88.end
+  %j91232 = phi i64 [ 0, %j88.end ], [ %j91.next, %c92.end ]
+  br label %c92
+
+j91.end:                                          ; preds = %c92.end
+  %g87.next = add nsw i64 %g87223, 1
+  %717 = icmp slt i64 %g87.next, 1
+  br i1 %717, label %g87, label %g87.end
+
+c92:                                              ; preds = %ky93.end, %j91
+  %c92233 = phi i64 [ 0, %j91 ], [ %c92.next, %ky93.end ]
+  br label %ky93
+
+c92.end:                                          ; preds = %ky93.end
+  %j91.next = add nsw i64 %j91232, 1
+  %718 = icmp slt i64 %j91.next, 64
+  br i1 %718, label %j91, label %j91.end
+
+ky93:                                             ; preds = %oy98.end, %c92
+  %ky93234 = phi i64 [ 0, %c92 ], [ %ky93.next, %oy98.end ]
+  br label %oy94
+
+ky93.end:                                         ; preds = %oy98.end
+  %c92.next = add nsw i64 %c92233, 1
+  %719 = icmp slt i64 %c92.next, 32
+  br i1 %719, label %c92, label %c92.end
+
+oy94:                                             ; preds = %ox95.end, %ky93
+  %oy94235 = phi i64 [ 0, %ky93 ], [ %oy94.next, %ox95.end ]
+  br label %ox95
+
+oy94.end:                                         ; preds = %ox95.end
+  br label %oy96
+
+ox95:                                             ; preds = %ox95, %oy94
+  %ox95236 = phi i64 [ 0, %oy94 ], [ %ox95.next, %ox95 ]
+  %720 = mul nsw i64 %g87223, 64
+  %721 = add nsw i64 %720, %j91232
+  %722 = mul nsw i64 %721, 21632
+  %723 = add nsw i64 1384448, %722
+  %724 = mul nsw i64 %c92233, 676
+  %725 = add nsw i64 %723, %724
+  %726 = add nsw i64 %oy94235, %ky93234
+  %727 = mul nsw i64 %726, 26
+  %728 = add nsw i64 %725, %727
+  %729 = add nsw i64 %728, %ox95236
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %729
+  %730 = load float, ptr %arena237, align 4
+  %731 = mul nsw i64 %c92233, 3
+  %732 = add nsw i64 %731, %ky93234
+  %733 = mul nsw i64 %732, 3
+  %734 = mul nsw i64 %733, 36864
+  %735 = add nsw i64 6710544, %734
+  %736 = mul nsw i64 %j91232, 576
+  %737 = add nsw i64 %735, %736
+  %738 = mul nsw i64 %oy94235, 24
+  %739 = add nsw i64 %737, %738
+  %740 = add nsw i64 %739, %ox95236
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %740
+  %741 = load float, ptr %arena238, align 4
+  %742 = fadd float %730, %741
+  store float %742, ptr %arena237, align 4
+  %ox95.next = add nsw i64 %ox95236, 1
+  %743 = icmp slt i64 %ox95.next, 24
+  br i1 %743, label %ox95, label %ox95.end
+
+ox95.end:                                         ; preds = %ox95
+  %oy94.next = add nsw i64 %oy94235, 1
+  %744 = icmp slt i64 %oy94.next, 24
+  br i1 %744, label %oy94, label %oy94.end
+
+oy96:                                             ; preds = %ox97.end, %oy94.end
+  %oy96239 = phi i64 [ 0, %oy94.end ], [ %oy96.next, %ox97.end ]
+  br label %ox97
+
+oy96.end:                                         ; preds = %ox97.end
+  br label %oy98
+
+ox97:                                             ; preds = %ox97, %oy96
+  %ox97240 = phi i64 [ 0, %oy96 ], [ %ox97.next, %ox97 ]
+  %745 = mul nsw i64 %g87223, 64
+  %746 = add nsw i64 %745, %j91232
+  %747 = mul nsw i64 %746, 21632
+  %748 = add nsw i64 1384448, %747
+  %749 = mul nsw i64 %c92233, 676
+  %750 = add nsw i64 %748, %749
+  %751 = add nsw i64 %oy96239, %ky93234
+  %752 = mul nsw i64 %751, 26
+  %753 = add nsw i64 %750, %752
+  %754 = add nsw i64 %ox97240, 1
+  %755 = add nsw i64 %753, %754
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %755
+  %756 = load float, ptr %arena241, align 4
+  %757 = mul nsw i64 %c92233, 3
+  %758 = add nsw i64 %757, %ky93234
+  %759 = mul nsw i64 %758, 3
+  %760 = add nsw i64 %759, 1
+  %761 = mul nsw i64 %760, 36864
+  %762 = add nsw i64 6710544, %761
+  %763 = mul nsw i64 %j91232, 576
+  %764 = add nsw i64 %762, %763
+  %765 = mul nsw i64 %oy96239, 24
+  %766 = add nsw i64 %764, %765
+  %767 = add nsw i64 %766, %ox97240
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %767
+  %768 = load float, ptr %arena242, align 4
+  %769 = fadd float %756, %768
+  store float %769, ptr %arena241, align 4
+  %ox97.next = add nsw i64 %ox97240, 1
+  %770 = icmp slt i64 %ox97.next, 24
+  br i1 %770, label %ox97, label %ox97.end
+
+ox97.end:                                         ; preds = %ox97
+  %oy96.next = add nsw i64 %oy96239, 1
+  %771 = icmp slt i64 %oy96.next, 24
+  br i1 %771, label %oy96, label %oy96.end
+
+oy98:                                             ; preds = %ox99.end, %oy96.end
+  %oy98243 = phi i64 [ 0, %oy96.end ], [ %oy98.next, %ox99.end ]
+  br label %ox99
+
+oy98.end:                                         ; preds = %ox99.end
+  %ky93.next = add nsw i64 %ky93234, 1
+  %772 = icmp slt i64 %ky93.next, 3
+  br i1 %772, label %ky93, label %ky93.end
+
+ox99:                                             ; preds = %ox99, %oy98
+  %ox99244 = phi i64 [ 0, %oy98 ], [ %ox99.next, %ox99 ]
+  %773 = mul nsw i64 %g87223, 64
+  %774 = add nsw i64 %773, %j91232
+  %775 = mul nsw i64 %774, 21632
+  %776 = add nsw i64 1384448, %775
+  %777 = mul nsw i64 %c92233, 676
+  %778 = add nsw i64 %776, %777
+  %779 = add nsw i64 %oy98243, %ky93234
+  %780 = mul nsw i64 %779, 26
+  %781 = add nsw i64 %778, %780
+  %782 = add nsw i64 %ox99244, 2
+  %783 = add nsw i64 %781, %782
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %783
+  %784 = load float, ptr %arena245, align 4
+  %785 = mul nsw i64 %c92233, 3
+  %786 = add nsw i64 %785, %ky93234
+  %787 = mul nsw i64 %786, 3
+  %788 = add nsw i64 %787, 2
+  %789 = mul nsw i64 %788, 36864
+  %790 = add nsw i64 6710544, %789
+  %791 = mul nsw i64 %j91232, 576
+  %792 = add nsw i64 %790, %791
+  %793 = mul nsw i64 %oy98243, 24
+  %794 = add nsw i64 %792, %793
+  %795 = add nsw i64 %794, %ox99244
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %795
+  %796 = load float, ptr %arena246, align 4
+  %797 = fadd float %784, %796
+  store float %797, ptr %arena245, align 4
+  %ox99.next = add nsw i64 %ox99244, 1
+  %798 = icmp slt i64 %ox99.next, 24
+  br i1 %798, label %ox99, label %ox99.end
+
+ox99.end:                                         ; preds = %ox99
+  %oy98.next = add nsw i64 %oy98243, 1
+  %799 = icmp slt i64 %oy98.next, 24
+  br i1 %799, label %oy98, label %oy98.end
+
+i100:                                             ; preds = %i100, %g87.end
+  %i100247 = phi i64 [ 0, %g87.end ], [ %i100.next, %i100 ]
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %i100247
+  %800 = load float, ptr %arena248, align 4
+  %801 = fcmp ogt float %800, 0.000000e+00
+  %802 = add nsw i64 1384448, %i100247
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %802
+  %803 = load float, ptr %arena249, align 4
+  %804 = select i1 %801, float %803, float 0.000000e+00
+  %805 = add nsw i64 3171600, %i100247
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %805
+  store float %804, ptr %arena250, align 4
+  %i100.next = add nsw i64 %i100247, 1
+  %806 = icmp slt i64 %i100.next, 1384448
+  br i1 %806, label %i100, label %i100.end
+
+i100.end:                                         ; preds = %i100
+  br label %i101
+
+i101:                                             ; preds = %i101, %i100.end
+  %i101251 = phi i64 [ 0, %i100.end ], [ %i101.next, %i101 ]
+  %grads252 = getelementptr inbounds float, ptr %grads, i64 %i101251
+  store float 0.000000e+00, ptr %grads252, align 4
+  %i101.next = add nsw i64 %i101251, 1
+  %807 = icmp slt i64 %i101.next, 288
+  br i1 %807, label %i101, label %i101.end
+
+i101.end:                                         ; preds = %i101
+  br label %g102
+
+g102:                                             ; preds = %j112.end, %i101.end
+  %g102253 = phi i64 [ 0, %i101.end ], [ %g102.next, %j112.end ]
+  br label %j103
+
+g102.end:                                         ; preds = %j112.end
+  br label %f115
+
+j103:                                             ; preds = %c104.end, %g102
+  %j103254 = phi i64 [ 0, %g102 ], [ %j103.next, %c104.end ]
+  br label %c104
+
+j103.end:                                         ; preds = %c104.end
+  br label %j112
+
+c104:                                             ; preds = %ky105.end, %j103
+  %c104255 = phi i64 [ 0, %j103 ], [ %c104.next, %ky105.end ]
+  br label %ky105
+
+c104.end:                                         ; preds = %ky105.end
+  %j103.next = add nsw i64 %j103254, 1
+  %808 = icmp slt i64 %j103.next, 64
+  br i1 %808, label %j103, label %j103.end
+
+ky105:                                            ; preds = %oy110.end, %c104
+  %ky105256 = phi i64 [ 0, %c104 ], [ %ky105.next, %oy110.end ]
+  br label %oy106
+
+ky105.end:                                        ; preds = %oy110.end
+  %c104.next = add nsw i64 %c104255, 1
+  %809 = icmp slt i64 %c104.next, 1
+  br i1 %809, label %c104, label %c104.end
+
+oy106:                                            ; preds = %ox107.end, %ky105
+  %oy106257 = phi i64 [ 0, %ky105 ], [ %oy106.next, %ox107.end ]
+  br label %ox107
+
+oy106.end:                                        ; preds = %ox107.end
+  br label %oy108
+
+ox107:                                            ; preds = %ox107, %oy106
+  %ox107258 = phi i64 [ 0, %oy106 ], [ %ox107.next, %ox107 ]
+  %810 = mul nsw i64 %g102253, 64
+  %811 = add nsw i64 %810, %j103254
+  %812 = mul nsw i64 %811, 784
+  %813 = mul nsw i64 %c104255, 784
+  %814 = add nsw i64 %812, %813
+  %815 = add nsw i64 %oy106257, %ky105256
+  %816 = mul nsw i64 %815, 28
+  %817 = add nsw i64 %814, %816
+  %818 = add nsw i64 %817, %ox107258
+  %images259 = getelementptr inbounds float, ptr %images, i64 %818
+  %819 = load float, ptr %images259, align 4
+  %820 = mul nsw i64 %c104255, 3
+  %821 = add nsw i64 %820, %ky105256
+  %822 = mul nsw i64 %821, 3
+  %823 = mul nsw i64 %822, 43264
+  %824 = mul nsw i64 %j103254, 676
+  %825 = add nsw i64 %823, %824
+  %826 = mul nsw i64 %oy106257, 26
+  %827 = add nsw i64 %825, %826
+  %828 = add nsw i64 %827, %ox107258
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %828
+  store float %819, ptr %arena260, align 4
+  %ox107.next = add nsw i64 %ox107258, 1
+  %829 = icmp slt i64 %ox107.next, 26
+  br i1 %829, label %ox107, label %ox107.end
+
+ox107.end:                                        ; preds = %ox107
+  %oy106.next = add nsw i64 %oy106257, 1
+  %830 = icmp slt i64 %oy106.next, 26
+  br i1 %830, label %oy106, label %oy106.end
+
+oy108:                                            ; preds = %ox109.end, %oy106.end
+  %oy108261 = phi i64 [ 0, %oy106.end ], [ %oy108.next, %ox109.end ]
+  br label %ox109
+
+oy108.end:                                        ; preds = %ox109.end
+  br label %oy110
+
+ox109:                                            ; preds = %ox109, %oy108
+  %ox109262 = phi i64 [ 0, %oy108 ], [ %ox109.next, %ox109 ]
+  %831 = mul nsw i64 %g102253, 64
+  %832 = add nsw i64 %831, %j103254
+  %833 = mul nsw i64 %832, 784
+  %834 = mul nsw i64 %c104255, 784
+  %835 = add nsw i64 %833, %834
+  %836 = add nsw i64 %oy108261, %ky105256
+  %837 = mul nsw i64 %836, 28
+  %838 = add nsw i64 %835, %837
+  %839 = add nsw i64 %ox109262, 1
+  %840 = add nsw i64 %838, %839
+  %images263 = getelementptr inbounds float, ptr %images, i64 %840
+  %841 = load float, ptr %images263, align 4
+  %842 = mul nsw i64 %c104255, 3
+  %843 = add nsw i64 %842, %ky105256
+  %844 = mul nsw i64 %843, 3
+  %845 = add nsw i64 %844, 1
+  %846 = mul nsw i64 %845, 43264
+  %847 = mul nsw i64 %j103254, 676
+  %848 = add nsw i64 %846, %847
+  %849 = mul nsw i64 %oy108261, 26
+  %850 = add nsw i64 %848, %849
+  %851 = add nsw i64 %850, %ox109262
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %851
+  store float %841, ptr %arena264, align 4
+  %ox109.next = add nsw i64 %ox109262, 1
+  %852 = icmp slt i64 %ox109.next, 26
+  br i1 %852, label %ox109, label %ox109.end
+
+ox109.end:                                        ; preds = %ox109
+  %oy108.next = add nsw i64 %oy108261, 1
+  %853 = icmp slt i64 %oy108.next, 26
+  br i1 %853, label %oy108, label %oy108.end
+
+oy110:                                            ; preds = %ox111.end, %oy108.end
+  %oy110265 = phi i64 [ 0, %oy108.end ], [ %oy110.next, %ox111.end ]
+  br label %ox111
+
+oy110.end:                                        ; preds = %ox111.end
+  %ky105.next = add nsw i64 %ky105256, 1
+  %854 = icmp slt i64 %ky105.next, 3
+  br i1 %854, label %ky105, label %ky105.end
+
+ox111:                                            ; preds = %ox111, %oy110
+  %ox111266 = phi i64 [ 0, %oy110 ], [ %ox111.next, %ox111 ]
+  %855 = mul nsw i64 %g102253, 64
+  %856 = add nsw i64 %855, %j103254
+  %857 = mul nsw i64 %856, 784
+  %858 = mul nsw i64 %c104255, 784
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %oy110265, %ky105256
+  %861 = mul nsw i64 %860, 28
+  %862 = add nsw i64 %859, %861
+  %863 = add nsw i64 %ox111266, 2
+  %864 = add nsw i64 %862, %863
+  %images267 = getelementptr inbounds float, ptr %images, i64 %864
+  %865 = load float, ptr %images267, align 4
+  %866 = mul nsw i64 %c104255, 3
+  %867 = add nsw i64 %866, %ky105256
+  %868 = mul nsw i64 %867, 3
+  %869 = add nsw i64 %868, 2
+  %870 = mul nsw i64 %869, 43264
+  %871 = mul nsw i64 %j103254, 676
+  %872 = add nsw i64 %870, %871
+  %873 = mul nsw i64 %oy110265, 26
+  %874 = add nsw i64 %872, %873
+  %875 = add nsw i64 %874, %ox111266
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %875
+  store float %865, ptr %arena268, align 4
+  %ox111.next = add nsw i64 %ox111266, 1
+  %876 = icmp slt i64 %ox111.next, 26
+  br i1 %876, label %ox111, label %ox111.end
+
+ox111.end:                                        ; preds = %ox111
+  %oy110.next = add nsw i64 %oy110265, 1
+  %877 = icmp slt i64 %oy110.next, 26
+  br i1 %877, label %oy110, label %oy110.end
+
+j112:                                             ; preds = %f113.end, %j103.end
+  %j112269 = phi i64 [ 0, %j103.end ], [ %j112.next, %f113.end ]
+  br label %f113
+
+j112.end:                                         ; preds = %f113.end
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 389376
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads276 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena274, i32 43264, ptr %arena275, i32 43264, float 1.000000e+00, ptr %grads276, i32 9)
+  %g102.next = add nsw i64 %g102253, 1
+  %878 = icmp slt i64 %g102.next, 1
+  br i1 %878, label %g102, label %g102.end
+
+f113:                                             ; preds = %i114.end, %j112
+  %f113270 = phi i64 [ 0, %j112 ], [ %f113.next, %i114.end ]
+  br label %i114
+
+f113.end:                                         ; preds = %i114.end
+  %j112.next = add nsw i64 %j112269, 1
+  %879 = icmp slt i64 %j112.next, 64
+  br i1 %879, label %j112, label %j112.end
+
+i114:                                             ; preds = %i114, %f113
+  %i114271 = phi i64 [ 0, %f113 ], [ %i114.next, %i114 ]
+  %880 = mul nsw i64 %g102253, 64
+  %881 = add nsw i64 %880, %j112269
+  %882 = mul nsw i64 %881, 21632
+  %883 = add nsw i64 3171600, %882
+  %884 = mul nsw i64 %f113270, 676
+  %885 = add nsw i64 %883, %884
+  %886 = add nsw i64 %885, %i114271
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 %886
+  %887 = load float, ptr %arena272, align 4
+  %888 = mul nsw i64 %f113270, 43264
+  %889 = add nsw i64 389376, %888
+  %890 = mul nsw i64 %j112269, 676
+  %891 = add nsw i64 %889, %890
+  %892 = add nsw i64 %891, %i114271
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %892
+  store float %887, ptr %arena273, align 4
+  %i114.next = add nsw i64 %i114271, 1
+  %893 = icmp slt i64 %i114.next, 676
+  br i1 %893, label %i114, label %i114.end
+
+i114.end:                                         ; preds = %i114
+  %f113.next = add nsw i64 %f113270, 1
+  %894 = icmp slt i64 %f113.next, 32
+  br i1 %894, label %f113, label %f113.end
+
+f115:                                             ; preds = %img117.end, %g102.end
+  %f115277 = phi i64 [ 0, %g102.end ], [ %f115.next, %img117.end ]
+  store float 0.000000e+00, ptr %acc116, align 4
+  br label %img117
+
+f115.end:                                         ; preds = %img117.end
+  %895 = sitofp i64 %step to float
+  %896 = fmul float %895, 0xBFBAF8E8A0000000
+  %897 = call float @llvm.exp.f32(float %896)
+  %898 = fsub float 1.000000e+00, %897
+  %899 = fdiv float %lr, %898
+  store float %899, ptr %step_size119, align 4
+  %900 = sitofp i64 %step to float
+  %901 = fmul float %900, 0xBF50645940000000
+  %902 = call float @llvm.exp.f32(float %901)
+  %903 = fsub float 1.000000e+00, %902
+  %904 = call float @llvm.sqrt.f32(float %903)
+  store float %904, ptr %bc2_sqrt120, align 4
+  br label %i121
+
+img117:                                           ; preds = %i118.end, %f115
+  %img117278 = phi i64 [ 0, %f115 ], [ %img117.next, %i118.end ]
+  br label %i118
+
+img117.end:                                       ; preds = %i118.end
+  %acc116282 = load float, ptr %acc116, align 4
+  %905 = add nsw i64 288, %f115277
+  %grads283 = getelementptr inbounds float, ptr %grads, i64 %905
+  store float %acc116282, ptr %grads283, align 4
+  %f115.next = add nsw i64 %f115277, 1
+  %906 = icmp slt i64 %f115.next, 32
+  br i1 %906, label %f115, label %f115.end
+
+i118:                                             ; preds = %i118, %img117
+  %i118279 = phi i64 [ 0, %img117 ], [ %i118.next, %i118 ]
+  %acc116280 = load float, ptr %acc116, align 4
+  %907 = mul nsw i64 %img117278, 21632
+  %908 = add nsw i64 3171600, %907
+  %909 = mul nsw i64 %f115277, 676
+  %910 = add nsw i64 %908, %909
+  %911 = add nsw i64 %910, %i118279
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load float, ptr %arena281, align 4
+  %913 = fadd float %acc116280, %912
+  store float %913, ptr %acc116, align 4
+  %i118.next = add nsw i64 %i118279, 1
+  %914 = icmp slt i64 %i118.next, 676
+  br i1 %914, label %i118, label %i118.end
+
+i118.end:                                         ; preds = %i118
+  %img117.next = add nsw i64 %img117278, 1
+  %915 = icmp slt i64 %img117.next, 64
+  br i1 %915, label %img117, label %img117.end
+
+i121:                                             ; preds = %i121, %f115.end
+  %i121284 = phi i64 [ 0, %f115.end ], [ %i121.next, %i121 ]
+  %grads285 = getelementptr inbounds float, ptr %grads, i64 %i121284
+  %916 = load float, ptr %grads285, align 4
+  %params286 = getelementptr inbounds float, ptr %params, i64 %i121284
+  %917 = load float, ptr %params286, align 4
+  %918 = fmul float 0.000000e+00, %917
+  %919 = fadd float %916, %918
+  store float %919, ptr %g, align 4
+  %m287 = getelementptr inbounds float, ptr %m, i64 %i121284
+  %920 = load float, ptr %m287, align 4
+  %921 = fmul float 0x3FECCCCCC0000000, %920
+  %g288 = load float, ptr %g, align 4
+  %922 = fmul float 0x3FB9999A00000000, %g288
+  %923 = fadd float %921, %922
+  store float %923, ptr %m_new, align 4
+  %v289 = getelementptr inbounds float, ptr %v, i64 %i121284
+  %924 = load float, ptr %v289, align 4
+  %925 = fmul float 0x3FEFF7CEE0000000, %924
+  %g290 = load float, ptr %g, align 4
+  %926 = fmul float 0x3F50624000000000, %g290
+  %g291 = load float, ptr %g, align 4
+  %927 = fmul float %926, %g291
+  %928 = fadd float %925, %927
+  store float %928, ptr %v_new, align 4
+  %m_new292 = load float, ptr %m_new, align 4
+  %m293 = getelementptr inbounds float, ptr %m, i64 %i121284
+  store float %m_new292, ptr %m293, align 4
+  %v_new294 = load float, ptr %v_new, align 4
+  %v295 = getelementptr inbounds float, ptr %v, i64 %i121284
+  store float %v_new294, ptr %v295, align 4
+  %params296 = getelementptr inbounds float, ptr %params, i64 %i121284
+  %929 = load float, ptr %params296, align 4
+  %step_size119297 = load float, ptr %step_size119, align 4
+  %m_new298 = load float, ptr %m_new, align 4
+  %930 = fmul float %step_size119297, %m_new298
+  %v_new299 = load float, ptr %v_new, align 4
+  %931 = call float @llvm.sqrt.f32(float %v_new299)
+  %bc2_sqrt120300 = load float, ptr %bc2_sqrt120, align 4
+  %932 = fdiv float %931, %bc2_sqrt120300
+  %933 = fadd float %932, 0x3E45798EE0000000
+  %934 = fdiv float %930, %933
+  %935 = fsub float %929, %934
+  %params301 = getelementptr inbounds float, ptr %params, i64 %i121284
+  store float %935, ptr %params301, align 4
+  %i121.next = add nsw i64 %i121284, 1
+  %936 = icmp slt i64 %i121.next, 1199882
+  br i1 %936, label %i121, label %i121.end
+
+i121.end:                                         ; preds = %i121
   ret void
 }
 
@@ -1512,81 +2112,80 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %s28 = alloca float, align 4
-  %m27 = alloca float, align 4
-  %bi19 = alloca float, align 4
-  %best18 = alloca float, align 4
-  br label %img1
+  %s38 = alloca float, align 4
+  %m37 = alloca float, align 4
+  %bi29 = alloca float, align 4
+  %best28 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j11.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img9
+g1.end:                                           ; preds = %j11.end
+  br label %g14
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c3.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
+  br label %c3
 
-c2.end:                                           ; preds = %ky3.end
-  %params9 = getelementptr inbounds float, ptr %params, i64 0
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %0 = mul nsw i64 %img11, 21632
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 %0
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 676, i32 9, float 1.000000e+00, ptr %params9, i32 9, ptr %arena10, i32 676, float 0.000000e+00, ptr %arena11, i32 676)
-  br label %f7
+j2.end:                                           ; preds = %c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 43264, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 43264, float 0.000000e+00, ptr %arena19, i32 43264)
+  br label %j11
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+c3:                                               ; preds = %ky4.end, %j2
+  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
+  br label %ky4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %1 = icmp slt i64 %c2.next, 1
-  br i1 %1, label %c2, label %c2.end
+c3.end:                                           ; preds = %ky4.end
+  %j2.next = add nsw i64 %j22, 1
+  %0 = icmp slt i64 %j2.next, 64
+  br i1 %0, label %j2, label %j2.end
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
+ky4:                                              ; preds = %oy9.end, %c3
+  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
   br label %oy5
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %2 = icmp slt i64 %ky3.next, 3
-  br i1 %2, label %ky3, label %ky3.end
+ky4.end:                                          ; preds = %oy9.end
+  %c3.next = add nsw i64 %c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %c3, label %c3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
+oy5:                                              ; preds = %ox6.end, %ky4
+  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
   br label %ox6
 
 oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %3 = icmp slt i64 %kx4.next, 3
-  br i1 %3, label %kx4, label %kx4.end
+  br label %oy7
 
 ox6:                                              ; preds = %ox6, %oy5
   %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %4 = mul nsw i64 %img11, 784
-  %5 = mul nsw i64 %c22, 784
+  %2 = mul nsw i64 %g11, 64
+  %3 = add nsw i64 %2, %j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %c33, 784
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %oy55, %ky33
+  %7 = add nsw i64 %oy55, %ky44
   %8 = mul nsw i64 %7, 28
   %9 = add nsw i64 %6, %8
-  %10 = add nsw i64 %ox66, %kx44
-  %11 = add nsw i64 %9, %10
-  %images7 = getelementptr inbounds float, ptr %images, i64 %11
-  %12 = load float, ptr %images7, align 4
-  %13 = mul nsw i64 %c22, 3
-  %14 = add nsw i64 %13, %ky33
-  %15 = mul nsw i64 %14, 3
-  %16 = add nsw i64 %15, %kx44
-  %17 = mul nsw i64 %16, 676
-  %18 = add nsw i64 1384448, %17
+  %10 = add nsw i64 %9, %ox66
+  %images7 = getelementptr inbounds float, ptr %images, i64 %10
+  %11 = load float, ptr %images7, align 4
+  %12 = mul nsw i64 %c33, 3
+  %13 = add nsw i64 %12, %ky44
+  %14 = mul nsw i64 %13, 3
+  %15 = mul nsw i64 %14, 43264
+  %16 = add nsw i64 1384448, %15
+  %17 = mul nsw i64 %j22, 676
+  %18 = add nsw i64 %16, %17
   %19 = mul nsw i64 %oy55, 26
   %20 = add nsw i64 %18, %19
   %21 = add nsw i64 %20, %ox66
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
-  store float %12, ptr %arena8, align 4
+  store float %11, ptr %arena8, align 4
   %ox6.next = add nsw i64 %ox66, 1
   %22 = icmp slt i64 %ox6.next, 26
   br i1 %22, label %ox6, label %ox6.end
@@ -1596,436 +2195,646 @@ ox6.end:                                          ; preds = %ox6
   %23 = icmp slt i64 %oy5.next, 26
   br i1 %23, label %oy5, label %oy5.end
 
-f7:                                               ; preds = %i8.end, %c2.end
-  %f712 = phi i64 [ 0, %c2.end ], [ %f7.next, %i8.end ]
-  br label %i8
+oy7:                                              ; preds = %ox8.end, %oy5.end
+  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
+  br label %ox8
 
-f7.end:                                           ; preds = %i8.end
-  %img1.next = add nsw i64 %img11, 1
-  %24 = icmp slt i64 %img1.next, 64
-  br i1 %24, label %img1, label %img1.end
+oy7.end:                                          ; preds = %ox8.end
+  br label %oy9
 
-i8:                                               ; preds = %i8, %f7
-  %i813 = phi i64 [ 0, %f7 ], [ %i8.next, %i8 ]
-  %25 = mul nsw i64 %img11, 21632
-  %26 = mul nsw i64 %f712, 676
-  %27 = add nsw i64 %25, %26
-  %28 = add nsw i64 %27, %i813
-  %arena14 = getelementptr inbounds float, ptr %arena, i64 %28
-  %29 = load float, ptr %arena14, align 4
-  %30 = add nsw i64 288, %f712
-  %params15 = getelementptr inbounds float, ptr %params, i64 %30
-  %31 = load float, ptr %params15, align 4
-  %32 = fadd float %29, %31
-  %33 = fcmp ogt float %32, 0.000000e+00
-  %34 = mul nsw i64 %img11, 21632
-  %35 = mul nsw i64 %f712, 676
-  %36 = add nsw i64 %34, %35
-  %37 = add nsw i64 %36, %i813
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %37
-  %38 = load float, ptr %arena16, align 4
-  %39 = add nsw i64 288, %f712
-  %params17 = getelementptr inbounds float, ptr %params, i64 %39
-  %40 = load float, ptr %params17, align 4
-  %41 = fadd float %38, %40
-  %42 = select i1 %33, float %41, float 0.000000e+00
-  %43 = mul nsw i64 %img11, 21632
-  %44 = mul nsw i64 %f712, 676
-  %45 = add nsw i64 %43, %44
-  %46 = add nsw i64 %45, %i813
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 %46
-  store float %42, ptr %arena18, align 4
-  %i8.next = add nsw i64 %i813, 1
-  %47 = icmp slt i64 %i8.next, 676
-  br i1 %47, label %i8, label %i8.end
+ox8:                                              ; preds = %ox8, %oy7
+  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
+  %24 = mul nsw i64 %g11, 64
+  %25 = add nsw i64 %24, %j22
+  %26 = mul nsw i64 %25, 784
+  %27 = mul nsw i64 %c33, 784
+  %28 = add nsw i64 %26, %27
+  %29 = add nsw i64 %oy79, %ky44
+  %30 = mul nsw i64 %29, 28
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %ox810, 1
+  %33 = add nsw i64 %31, %32
+  %images11 = getelementptr inbounds float, ptr %images, i64 %33
+  %34 = load float, ptr %images11, align 4
+  %35 = mul nsw i64 %c33, 3
+  %36 = add nsw i64 %35, %ky44
+  %37 = mul nsw i64 %36, 3
+  %38 = add nsw i64 %37, 1
+  %39 = mul nsw i64 %38, 43264
+  %40 = add nsw i64 1384448, %39
+  %41 = mul nsw i64 %j22, 676
+  %42 = add nsw i64 %40, %41
+  %43 = mul nsw i64 %oy79, 26
+  %44 = add nsw i64 %42, %43
+  %45 = add nsw i64 %44, %ox810
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  store float %34, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %ox810, 1
+  %46 = icmp slt i64 %ox8.next, 26
+  br i1 %46, label %ox8, label %ox8.end
 
-i8.end:                                           ; preds = %i8
-  %f7.next = add nsw i64 %f712, 1
-  %48 = icmp slt i64 %f7.next, 32
-  br i1 %48, label %f7, label %f7.end
+ox8.end:                                          ; preds = %ox8
+  %oy7.next = add nsw i64 %oy79, 1
+  %47 = icmp slt i64 %oy7.next, 26
+  br i1 %47, label %oy7, label %oy7.end
 
-img9:                                             ; preds = %f15.end, %img1.end
-  %img919 = phi i64 [ 0, %img1.end ], [ %img9.next, %f15.end ]
-  br label %c10
+oy9:                                              ; preds = %ox10.end, %oy7.end
+  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
+  br label %ox10
 
-img9.end:                                         ; preds = %f15.end
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params53 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena52, i32 9216, ptr %params53, i32 9216, float 0.000000e+00, ptr %arena54, i32 128)
-  br label %n22
+oy9.end:                                          ; preds = %ox10.end
+  %ky4.next = add nsw i64 %ky44, 1
+  %48 = icmp slt i64 %ky4.next, 3
+  br i1 %48, label %ky4, label %ky4.end
 
-c10:                                              ; preds = %ky11.end, %img9
-  %c1020 = phi i64 [ 0, %img9 ], [ %c10.next, %ky11.end ]
-  br label %ky11
+ox10:                                             ; preds = %ox10, %oy9
+  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
+  %49 = mul nsw i64 %g11, 64
+  %50 = add nsw i64 %49, %j22
+  %51 = mul nsw i64 %50, 784
+  %52 = mul nsw i64 %c33, 784
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %oy913, %ky44
+  %55 = mul nsw i64 %54, 28
+  %56 = add nsw i64 %53, %55
+  %57 = add nsw i64 %ox1014, 2
+  %58 = add nsw i64 %56, %57
+  %images15 = getelementptr inbounds float, ptr %images, i64 %58
+  %59 = load float, ptr %images15, align 4
+  %60 = mul nsw i64 %c33, 3
+  %61 = add nsw i64 %60, %ky44
+  %62 = mul nsw i64 %61, 3
+  %63 = add nsw i64 %62, 2
+  %64 = mul nsw i64 %63, 43264
+  %65 = add nsw i64 1384448, %64
+  %66 = mul nsw i64 %j22, 676
+  %67 = add nsw i64 %65, %66
+  %68 = mul nsw i64 %oy913, 26
+  %69 = add nsw i64 %67, %68
+  %70 = add nsw i64 %69, %ox1014
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
+  store float %59, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %ox1014, 1
+  %71 = icmp slt i64 %ox10.next, 26
+  br i1 %71, label %ox10, label %ox10.end
 
-c10.end:                                          ; preds = %ky11.end
-  %params27 = getelementptr inbounds float, ptr %params, i64 320
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %arena29 = getelementptr inbounds float, ptr %arena, i64 2729984
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 576, i32 288, float 1.000000e+00, ptr %params27, i32 288, ptr %arena28, i32 576, float 0.000000e+00, ptr %arena29, i32 576)
-  br label %f15
+ox10.end:                                         ; preds = %ox10
+  %oy9.next = add nsw i64 %oy913, 1
+  %72 = icmp slt i64 %oy9.next, 26
+  br i1 %72, label %oy9, label %oy9.end
 
-ky11:                                             ; preds = %kx12.end, %c10
-  %ky1121 = phi i64 [ 0, %c10 ], [ %ky11.next, %kx12.end ]
-  br label %kx12
+j11:                                              ; preds = %f12.end, %j2.end
+  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
+  br label %f12
 
-ky11.end:                                         ; preds = %kx12.end
-  %c10.next = add nsw i64 %c1020, 1
-  %49 = icmp slt i64 %c10.next, 32
-  br i1 %49, label %c10, label %c10.end
+j11.end:                                          ; preds = %f12.end
+  %g1.next = add nsw i64 %g11, 1
+  %73 = icmp slt i64 %g1.next, 1
+  br i1 %73, label %g1, label %g1.end
 
-kx12:                                             ; preds = %oy13.end, %ky11
-  %kx1222 = phi i64 [ 0, %ky11 ], [ %kx12.next, %oy13.end ]
-  br label %oy13
+f12:                                              ; preds = %i13.end, %j11
+  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %i13.end ]
+  br label %i13
 
-kx12.end:                                         ; preds = %oy13.end
-  %ky11.next = add nsw i64 %ky1121, 1
-  %50 = icmp slt i64 %ky11.next, 3
-  br i1 %50, label %ky11, label %ky11.end
+f12.end:                                          ; preds = %i13.end
+  %j11.next = add nsw i64 %j1120, 1
+  %74 = icmp slt i64 %j11.next, 64
+  br i1 %74, label %j11, label %j11.end
 
-oy13:                                             ; preds = %ox14.end, %kx12
-  %oy1323 = phi i64 [ 0, %kx12 ], [ %oy13.next, %ox14.end ]
-  br label %ox14
-
-oy13.end:                                         ; preds = %ox14.end
-  %kx12.next = add nsw i64 %kx1222, 1
-  %51 = icmp slt i64 %kx12.next, 3
-  br i1 %51, label %kx12, label %kx12.end
-
-ox14:                                             ; preds = %ox14, %oy13
-  %ox1424 = phi i64 [ 0, %oy13 ], [ %ox14.next, %ox14 ]
-  %52 = mul nsw i64 %img919, 21632
-  %53 = mul nsw i64 %c1020, 676
-  %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy1323, %ky1121
-  %56 = mul nsw i64 %55, 26
-  %57 = add nsw i64 %54, %56
-  %58 = add nsw i64 %ox1424, %kx1222
-  %59 = add nsw i64 %57, %58
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %59
-  %60 = load float, ptr %arena25, align 4
-  %61 = mul nsw i64 %c1020, 3
-  %62 = add nsw i64 %61, %ky1121
-  %63 = mul nsw i64 %62, 3
-  %64 = add nsw i64 %63, %kx1222
-  %65 = mul nsw i64 %64, 576
-  %66 = add nsw i64 2564096, %65
-  %67 = mul nsw i64 %oy1323, 24
-  %68 = add nsw i64 %66, %67
-  %69 = add nsw i64 %68, %ox1424
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %69
-  store float %60, ptr %arena26, align 4
-  %ox14.next = add nsw i64 %ox1424, 1
-  %70 = icmp slt i64 %ox14.next, 24
-  br i1 %70, label %ox14, label %ox14.end
-
-ox14.end:                                         ; preds = %ox14
-  %oy13.next = add nsw i64 %oy1323, 1
-  %71 = icmp slt i64 %oy13.next, 24
-  br i1 %71, label %oy13, label %oy13.end
-
-f15:                                              ; preds = %py16.end, %c10.end
-  %f1530 = phi i64 [ 0, %c10.end ], [ %f15.next, %py16.end ]
-  br label %py16
-
-f15.end:                                          ; preds = %py16.end
-  %img9.next = add nsw i64 %img919, 1
-  %72 = icmp slt i64 %img9.next, 64
-  br i1 %72, label %img9, label %img9.end
-
-py16:                                             ; preds = %px17.end, %f15
-  %py1631 = phi i64 [ 0, %f15 ], [ %py16.next, %px17.end ]
-  br label %px17
-
-py16.end:                                         ; preds = %px17.end
-  %f15.next = add nsw i64 %f1530, 1
-  %73 = icmp slt i64 %f15.next, 64
-  br i1 %73, label %f15, label %f15.end
-
-px17:                                             ; preds = %ky20.end, %py16
-  %px1732 = phi i64 [ 0, %py16 ], [ %px17.next, %ky20.end ]
-  %74 = mul nsw i64 %f1530, 576
-  %75 = add nsw i64 2729984, %74
-  %76 = mul nsw i64 %py1631, 48
-  %77 = mul nsw i64 %px1732, 2
+i13:                                              ; preds = %i13, %f12
+  %i1322 = phi i64 [ 0, %f12 ], [ %i13.next, %i13 ]
+  %75 = mul nsw i64 %f1221, 43264
+  %76 = add nsw i64 1773824, %75
+  %77 = mul nsw i64 %j1120, 676
   %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %75, %78
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load float, ptr %arena33, align 4
-  %81 = add nsw i64 18752, %f1530
-  %params34 = getelementptr inbounds float, ptr %params, i64 %81
-  %82 = load float, ptr %params34, align 4
+  %79 = add nsw i64 %78, %i1322
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
+  %80 = load float, ptr %arena23, align 4
+  %81 = add nsw i64 288, %f1221
+  %params24 = getelementptr inbounds float, ptr %params, i64 %81
+  %82 = load float, ptr %params24, align 4
   %83 = fadd float %80, %82
-  store float %83, ptr %best18, align 4
-  %84 = mul nsw i64 %py1631, 48
-  %85 = mul nsw i64 %px1732, 2
-  %86 = add nsw i64 %84, %85
-  %87 = sitofp i64 %86 to float
-  store float %87, ptr %bi19, align 4
-  br label %ky20
+  %84 = fcmp ogt float %83, 0.000000e+00
+  %85 = mul nsw i64 %f1221, 43264
+  %86 = add nsw i64 1773824, %85
+  %87 = mul nsw i64 %j1120, 676
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %i1322
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena25, align 4
+  %91 = add nsw i64 288, %f1221
+  %params26 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params26, align 4
+  %93 = fadd float %90, %92
+  %94 = select i1 %84, float %93, float 0.000000e+00
+  %95 = mul nsw i64 %g11, 64
+  %96 = add nsw i64 %95, %j1120
+  %97 = mul nsw i64 %96, 21632
+  %98 = mul nsw i64 %f1221, 676
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 %99, %i1322
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
+  store float %94, ptr %arena27, align 4
+  %i13.next = add nsw i64 %i1322, 1
+  %101 = icmp slt i64 %i13.next, 676
+  br i1 %101, label %i13, label %i13.end
 
-px17.end:                                         ; preds = %ky20.end
-  %py16.next = add nsw i64 %py1631, 1
-  %88 = icmp slt i64 %py16.next, 12
-  br i1 %88, label %py16, label %py16.end
+i13.end:                                          ; preds = %i13
+  %f12.next = add nsw i64 %f1221, 1
+  %102 = icmp slt i64 %f12.next, 32
+  br i1 %102, label %f12, label %f12.end
 
-ky20:                                             ; preds = %kx21.end, %px17
-  %ky2035 = phi i64 [ 0, %px17 ], [ %ky20.next, %kx21.end ]
-  br label %kx21
+g14:                                              ; preds = %j24.end, %g1.end
+  %g1428 = phi i64 [ 0, %g1.end ], [ %g14.next, %j24.end ]
+  br label %j15
 
-ky20.end:                                         ; preds = %kx21.end
-  %best1847 = load float, ptr %best18, align 4
-  %89 = fcmp ogt float %best1847, 0.000000e+00
-  %best1848 = load float, ptr %best18, align 4
-  %90 = select i1 %89, float %best1848, float 0.000000e+00
-  %91 = mul nsw i64 %img919, 9216
-  %92 = mul nsw i64 %f1530, 144
-  %93 = add nsw i64 %91, %92
-  %94 = mul nsw i64 %py1631, 12
-  %95 = add nsw i64 %93, %94
-  %96 = add nsw i64 %95, %px1732
-  %97 = add nsw i64 1384448, %96
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %97
-  store float %90, ptr %arena49, align 4
-  %bi1950 = load float, ptr %bi19, align 4
-  %98 = mul nsw i64 %img919, 9216
-  %99 = mul nsw i64 %f1530, 144
-  %100 = add nsw i64 %98, %99
-  %101 = mul nsw i64 %py1631, 12
-  %102 = add nsw i64 %100, %101
-  %103 = add nsw i64 %102, %px1732
-  %104 = add nsw i64 1974272, %103
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %104
-  store float %bi1950, ptr %arena51, align 4
-  %px17.next = add nsw i64 %px1732, 1
-  %105 = icmp slt i64 %px17.next, 12
-  br i1 %105, label %px17, label %px17.end
+g14.end:                                          ; preds = %j24.end
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %params71 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena70, i32 9216, ptr %params71, i32 9216, float 0.000000e+00, ptr %arena72, i32 128)
+  br label %n32
 
-kx21:                                             ; preds = %kx21, %ky20
-  %kx2136 = phi i64 [ 0, %ky20 ], [ %kx21.next, %kx21 ]
-  %106 = mul nsw i64 %f1530, 576
-  %107 = add nsw i64 2729984, %106
-  %108 = mul nsw i64 %py1631, 48
-  %109 = mul nsw i64 %px1732, 2
-  %110 = add nsw i64 %108, %109
-  %111 = mul nsw i64 %ky2035, 24
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %112, %kx2136
-  %114 = add nsw i64 %107, %113
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %114
-  %115 = load float, ptr %arena37, align 4
-  %116 = add nsw i64 18752, %f1530
-  %params38 = getelementptr inbounds float, ptr %params, i64 %116
-  %117 = load float, ptr %params38, align 4
-  %118 = fadd float %115, %117
-  %best1839 = load float, ptr %best18, align 4
-  %119 = fcmp ogt float %118, %best1839
-  %120 = mul nsw i64 %py1631, 48
-  %121 = mul nsw i64 %px1732, 2
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %ky2035, 24
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 %124, %kx2136
-  %126 = sitofp i64 %125 to float
-  %bi1940 = load float, ptr %bi19, align 4
-  %127 = select i1 %119, float %126, float %bi1940
-  store float %127, ptr %bi19, align 4
-  %128 = mul nsw i64 %f1530, 576
-  %129 = add nsw i64 2729984, %128
-  %130 = mul nsw i64 %py1631, 48
-  %131 = mul nsw i64 %px1732, 2
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %ky2035, 24
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %kx2136
-  %136 = add nsw i64 %129, %135
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena41, align 4
-  %138 = add nsw i64 18752, %f1530
-  %params42 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params42, align 4
-  %140 = fadd float %137, %139
-  %best1843 = load float, ptr %best18, align 4
-  %141 = fcmp ogt float %140, %best1843
-  %142 = mul nsw i64 %f1530, 576
-  %143 = add nsw i64 2729984, %142
-  %144 = mul nsw i64 %py1631, 48
-  %145 = mul nsw i64 %px1732, 2
-  %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %ky2035, 24
-  %148 = add nsw i64 %146, %147
-  %149 = add nsw i64 %148, %kx2136
-  %150 = add nsw i64 %143, %149
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena44, align 4
-  %152 = add nsw i64 18752, %f1530
-  %params45 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params45, align 4
-  %154 = fadd float %151, %153
-  %best1846 = load float, ptr %best18, align 4
-  %155 = select i1 %141, float %154, float %best1846
-  store float %155, ptr %best18, align 4
-  %kx21.next = add nsw i64 %kx2136, 1
-  %156 = icmp slt i64 %kx21.next, 2
-  br i1 %156, label %kx21, label %kx21.end
+j15:                                              ; preds = %c16.end, %g14
+  %j1529 = phi i64 [ 0, %g14 ], [ %j15.next, %c16.end ]
+  br label %c16
 
-kx21.end:                                         ; preds = %kx21
-  %ky20.next = add nsw i64 %ky2035, 1
-  %157 = icmp slt i64 %ky20.next, 2
-  br i1 %157, label %ky20, label %ky20.end
+j15.end:                                          ; preds = %c16.end
+  %params44 = getelementptr inbounds float, ptr %params, i64 320
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 36864, i32 288, float 1.000000e+00, ptr %params44, i32 288, ptr %arena45, i32 36864, float 0.000000e+00, ptr %arena46, i32 36864)
+  br label %j24
 
-n22:                                              ; preds = %u23.end, %img9.end
-  %n2255 = phi i64 [ 0, %img9.end ], [ %n22.next, %u23.end ]
-  br label %u23
+c16:                                              ; preds = %ky17.end, %j15
+  %c1630 = phi i64 [ 0, %j15 ], [ %c16.next, %ky17.end ]
+  br label %ky17
 
-n22.end:                                          ; preds = %u23.end
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 0
-  %params63 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena62, i32 128, ptr %params63, i32 128, float 0.000000e+00, ptr %arena64, i32 10)
-  br label %n24
+c16.end:                                          ; preds = %ky17.end
+  %j15.next = add nsw i64 %j1529, 1
+  %103 = icmp slt i64 %j15.next, 64
+  br i1 %103, label %j15, label %j15.end
 
-u23:                                              ; preds = %u23, %n22
-  %u2356 = phi i64 [ 0, %n22 ], [ %u23.next, %u23 ]
-  %158 = mul nsw i64 %n2255, 128
-  %159 = add nsw i64 %158, %u2356
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %159
-  %160 = load float, ptr %arena57, align 4
-  %161 = add nsw i64 1198464, %u2356
-  %params58 = getelementptr inbounds float, ptr %params, i64 %161
-  %162 = load float, ptr %params58, align 4
-  %163 = fadd float %160, %162
-  %164 = fcmp ogt float %163, 0.000000e+00
-  %165 = mul nsw i64 %n2255, 128
-  %166 = add nsw i64 %165, %u2356
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %166
-  %167 = load float, ptr %arena59, align 4
-  %168 = add nsw i64 1198464, %u2356
-  %params60 = getelementptr inbounds float, ptr %params, i64 %168
-  %169 = load float, ptr %params60, align 4
-  %170 = fadd float %167, %169
-  %171 = select i1 %164, float %170, float 0.000000e+00
-  %172 = mul nsw i64 %n2255, 128
-  %173 = add nsw i64 %172, %u2356
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %173
-  store float %171, ptr %arena61, align 4
-  %u23.next = add nsw i64 %u2356, 1
-  %174 = icmp slt i64 %u23.next, 128
-  br i1 %174, label %u23, label %u23.end
+ky17:                                             ; preds = %oy22.end, %c16
+  %ky1731 = phi i64 [ 0, %c16 ], [ %ky17.next, %oy22.end ]
+  br label %oy18
 
-u23.end:                                          ; preds = %u23
-  %n22.next = add nsw i64 %n2255, 1
-  %175 = icmp slt i64 %n22.next, 64
-  br i1 %175, label %n22, label %n22.end
+ky17.end:                                         ; preds = %oy22.end
+  %c16.next = add nsw i64 %c1630, 1
+  %104 = icmp slt i64 %c16.next, 32
+  br i1 %104, label %c16, label %c16.end
 
-n24:                                              ; preds = %u25.end, %n22.end
-  %n2465 = phi i64 [ 0, %n22.end ], [ %n24.next, %u25.end ]
-  br label %u25
+oy18:                                             ; preds = %ox19.end, %ky17
+  %oy1832 = phi i64 [ 0, %ky17 ], [ %oy18.next, %ox19.end ]
+  br label %ox19
 
-n24.end:                                          ; preds = %u25.end
-  br label %n26
+oy18.end:                                         ; preds = %ox19.end
+  br label %oy20
 
-u25:                                              ; preds = %u25, %n24
-  %u2566 = phi i64 [ 0, %n24 ], [ %u25.next, %u25 ]
-  %176 = mul nsw i64 %n2465, 10
-  %177 = add nsw i64 8192, %176
-  %178 = add nsw i64 %177, %u2566
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena67, align 4
-  %180 = add nsw i64 1199872, %u2566
-  %params68 = getelementptr inbounds float, ptr %params, i64 %180
-  %181 = load float, ptr %params68, align 4
-  %182 = fadd float %179, %181
-  %183 = mul nsw i64 %n2465, 10
-  %184 = add nsw i64 8192, %183
-  %185 = add nsw i64 %184, %u2566
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %185
-  store float %182, ptr %arena69, align 4
-  %u25.next = add nsw i64 %u2566, 1
-  %186 = icmp slt i64 %u25.next, 10
-  br i1 %186, label %u25, label %u25.end
+ox19:                                             ; preds = %ox19, %oy18
+  %ox1933 = phi i64 [ 0, %oy18 ], [ %ox19.next, %ox19 ]
+  %105 = mul nsw i64 %g1428, 64
+  %106 = add nsw i64 %105, %j1529
+  %107 = mul nsw i64 %106, 21632
+  %108 = mul nsw i64 %c1630, 676
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 %oy1832, %ky1731
+  %111 = mul nsw i64 %110, 26
+  %112 = add nsw i64 %109, %111
+  %113 = add nsw i64 %112, %ox1933
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
+  %114 = load float, ptr %arena34, align 4
+  %115 = mul nsw i64 %c1630, 3
+  %116 = add nsw i64 %115, %ky1731
+  %117 = mul nsw i64 %116, 3
+  %118 = mul nsw i64 %117, 36864
+  %119 = add nsw i64 2564096, %118
+  %120 = mul nsw i64 %j1529, 576
+  %121 = add nsw i64 %119, %120
+  %122 = mul nsw i64 %oy1832, 24
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %ox1933
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
+  store float %114, ptr %arena35, align 4
+  %ox19.next = add nsw i64 %ox1933, 1
+  %125 = icmp slt i64 %ox19.next, 24
+  br i1 %125, label %ox19, label %ox19.end
 
-u25.end:                                          ; preds = %u25
-  %n24.next = add nsw i64 %n2465, 1
-  %187 = icmp slt i64 %n24.next, 64
-  br i1 %187, label %n24, label %n24.end
+ox19.end:                                         ; preds = %ox19
+  %oy18.next = add nsw i64 %oy1832, 1
+  %126 = icmp slt i64 %oy18.next, 24
+  br i1 %126, label %oy18, label %oy18.end
 
-n26:                                              ; preds = %k31.end, %n24.end
-  %n2670 = phi i64 [ 0, %n24.end ], [ %n26.next, %k31.end ]
-  %188 = mul nsw i64 %n2670, 10
-  %189 = add nsw i64 8192, %188
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %189
-  %190 = load float, ptr %arena71, align 4
-  store float %190, ptr %m27, align 4
-  br label %k29
+oy20:                                             ; preds = %ox21.end, %oy18.end
+  %oy2036 = phi i64 [ 0, %oy18.end ], [ %oy20.next, %ox21.end ]
+  br label %ox21
 
-n26.end:                                          ; preds = %k31.end
+oy20.end:                                         ; preds = %ox21.end
+  br label %oy22
+
+ox21:                                             ; preds = %ox21, %oy20
+  %ox2137 = phi i64 [ 0, %oy20 ], [ %ox21.next, %ox21 ]
+  %127 = mul nsw i64 %g1428, 64
+  %128 = add nsw i64 %127, %j1529
+  %129 = mul nsw i64 %128, 21632
+  %130 = mul nsw i64 %c1630, 676
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %oy2036, %ky1731
+  %133 = mul nsw i64 %132, 26
+  %134 = add nsw i64 %131, %133
+  %135 = add nsw i64 %ox2137, 1
+  %136 = add nsw i64 %134, %135
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena38, align 4
+  %138 = mul nsw i64 %c1630, 3
+  %139 = add nsw i64 %138, %ky1731
+  %140 = mul nsw i64 %139, 3
+  %141 = add nsw i64 %140, 1
+  %142 = mul nsw i64 %141, 36864
+  %143 = add nsw i64 2564096, %142
+  %144 = mul nsw i64 %j1529, 576
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %oy2036, 24
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %ox2137
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
+  store float %137, ptr %arena39, align 4
+  %ox21.next = add nsw i64 %ox2137, 1
+  %149 = icmp slt i64 %ox21.next, 24
+  br i1 %149, label %ox21, label %ox21.end
+
+ox21.end:                                         ; preds = %ox21
+  %oy20.next = add nsw i64 %oy2036, 1
+  %150 = icmp slt i64 %oy20.next, 24
+  br i1 %150, label %oy20, label %oy20.end
+
+oy22:                                             ; preds = %ox23.end, %oy20.end
+  %oy2240 = phi i64 [ 0, %oy20.end ], [ %oy22.next, %ox23.end ]
+  br label %ox23
+
+oy22.end:                                         ; preds = %ox23.end
+  %ky17.next = add nsw i64 %ky1731, 1
+  %151 = icmp slt i64 %ky17.next, 3
+  br i1 %151, label %ky17, label %ky17.end
+
+ox23:                                             ; preds = %ox23, %oy22
+  %ox2341 = phi i64 [ 0, %oy22 ], [ %ox23.next, %ox23 ]
+  %152 = mul nsw i64 %g1428, 64
+  %153 = add nsw i64 %152, %j1529
+  %154 = mul nsw i64 %153, 21632
+  %155 = mul nsw i64 %c1630, 676
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 %oy2240, %ky1731
+  %158 = mul nsw i64 %157, 26
+  %159 = add nsw i64 %156, %158
+  %160 = add nsw i64 %ox2341, 2
+  %161 = add nsw i64 %159, %160
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load float, ptr %arena42, align 4
+  %163 = mul nsw i64 %c1630, 3
+  %164 = add nsw i64 %163, %ky1731
+  %165 = mul nsw i64 %164, 3
+  %166 = add nsw i64 %165, 2
+  %167 = mul nsw i64 %166, 36864
+  %168 = add nsw i64 2564096, %167
+  %169 = mul nsw i64 %j1529, 576
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %oy2240, 24
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, %ox2341
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
+  store float %162, ptr %arena43, align 4
+  %ox23.next = add nsw i64 %ox2341, 1
+  %174 = icmp slt i64 %ox23.next, 24
+  br i1 %174, label %ox23, label %ox23.end
+
+ox23.end:                                         ; preds = %ox23
+  %oy22.next = add nsw i64 %oy2240, 1
+  %175 = icmp slt i64 %oy22.next, 24
+  br i1 %175, label %oy22, label %oy22.end
+
+j24:                                              ; preds = %f25.end, %j15.end
+  %j2447 = phi i64 [ 0, %j15.end ], [ %j24.next, %f25.end ]
+  br label %f25
+
+j24.end:                                          ; preds = %f25.end
+  %g14.next = add nsw i64 %g1428, 1
+  %176 = icmp slt i64 %g14.next, 1
+  br i1 %176, label %g14, label %g14.end
+
+f25:                                              ; preds = %py26.end, %j24
+  %f2548 = phi i64 [ 0, %j24 ], [ %f25.next, %py26.end ]
+  br label %py26
+
+f25.end:                                          ; preds = %py26.end
+  %j24.next = add nsw i64 %j2447, 1
+  %177 = icmp slt i64 %j24.next, 64
+  br i1 %177, label %j24, label %j24.end
+
+py26:                                             ; preds = %px27.end, %f25
+  %py2649 = phi i64 [ 0, %f25 ], [ %py26.next, %px27.end ]
+  br label %px27
+
+py26.end:                                         ; preds = %px27.end
+  %f25.next = add nsw i64 %f2548, 1
+  %178 = icmp slt i64 %f25.next, 64
+  br i1 %178, label %f25, label %f25.end
+
+px27:                                             ; preds = %ky30.end, %py26
+  %px2750 = phi i64 [ 0, %py26 ], [ %px27.next, %ky30.end ]
+  %179 = mul nsw i64 %f2548, 36864
+  %180 = add nsw i64 13180928, %179
+  %181 = mul nsw i64 %j2447, 576
+  %182 = add nsw i64 %180, %181
+  %183 = mul nsw i64 %py2649, 48
+  %184 = mul nsw i64 %px2750, 2
+  %185 = add nsw i64 %183, %184
+  %186 = add nsw i64 %182, %185
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
+  %187 = load float, ptr %arena51, align 4
+  %188 = add nsw i64 18752, %f2548
+  %params52 = getelementptr inbounds float, ptr %params, i64 %188
+  %189 = load float, ptr %params52, align 4
+  %190 = fadd float %187, %189
+  store float %190, ptr %best28, align 4
+  %191 = mul nsw i64 %py2649, 48
+  %192 = mul nsw i64 %px2750, 2
+  %193 = add nsw i64 %191, %192
+  %194 = sitofp i64 %193 to float
+  store float %194, ptr %bi29, align 4
+  br label %ky30
+
+px27.end:                                         ; preds = %ky30.end
+  %py26.next = add nsw i64 %py2649, 1
+  %195 = icmp slt i64 %py26.next, 12
+  br i1 %195, label %py26, label %py26.end
+
+ky30:                                             ; preds = %kx31.end, %px27
+  %ky3053 = phi i64 [ 0, %px27 ], [ %ky30.next, %kx31.end ]
+  br label %kx31
+
+ky30.end:                                         ; preds = %kx31.end
+  %best2865 = load float, ptr %best28, align 4
+  %196 = fcmp ogt float %best2865, 0.000000e+00
+  %best2866 = load float, ptr %best28, align 4
+  %197 = select i1 %196, float %best2866, float 0.000000e+00
+  %198 = mul nsw i64 %g1428, 64
+  %199 = add nsw i64 %198, %j2447
+  %200 = mul nsw i64 %199, 9216
+  %201 = mul nsw i64 %f2548, 144
+  %202 = add nsw i64 %200, %201
+  %203 = mul nsw i64 %py2649, 12
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, %px2750
+  %206 = add nsw i64 1384448, %205
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %197, ptr %arena67, align 4
+  %bi2968 = load float, ptr %bi29, align 4
+  %207 = mul nsw i64 %g1428, 64
+  %208 = add nsw i64 %207, %j2447
+  %209 = mul nsw i64 %208, 9216
+  %210 = mul nsw i64 %f2548, 144
+  %211 = add nsw i64 %209, %210
+  %212 = mul nsw i64 %py2649, 12
+  %213 = add nsw i64 %211, %212
+  %214 = add nsw i64 %213, %px2750
+  %215 = add nsw i64 1974272, %214
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %bi2968, ptr %arena69, align 4
+  %px27.next = add nsw i64 %px2750, 1
+  %216 = icmp slt i64 %px27.next, 12
+  br i1 %216, label %px27, label %px27.end
+
+kx31:                                             ; preds = %kx31, %ky30
+  %kx3154 = phi i64 [ 0, %ky30 ], [ %kx31.next, %kx31 ]
+  %217 = mul nsw i64 %f2548, 36864
+  %218 = add nsw i64 13180928, %217
+  %219 = mul nsw i64 %j2447, 576
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %py2649, 48
+  %222 = mul nsw i64 %px2750, 2
+  %223 = add nsw i64 %221, %222
+  %224 = mul nsw i64 %ky3053, 24
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 %225, %kx3154
+  %227 = add nsw i64 %220, %226
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %227
+  %228 = load float, ptr %arena55, align 4
+  %229 = add nsw i64 18752, %f2548
+  %params56 = getelementptr inbounds float, ptr %params, i64 %229
+  %230 = load float, ptr %params56, align 4
+  %231 = fadd float %228, %230
+  %best2857 = load float, ptr %best28, align 4
+  %232 = fcmp ogt float %231, %best2857
+  %233 = mul nsw i64 %py2649, 48
+  %234 = mul nsw i64 %px2750, 2
+  %235 = add nsw i64 %233, %234
+  %236 = mul nsw i64 %ky3053, 24
+  %237 = add nsw i64 %235, %236
+  %238 = add nsw i64 %237, %kx3154
+  %239 = sitofp i64 %238 to float
+  %bi2958 = load float, ptr %bi29, align 4
+  %240 = select i1 %232, float %239, float %bi2958
+  store float %240, ptr %bi29, align 4
+  %241 = mul nsw i64 %f2548, 36864
+  %242 = add nsw i64 13180928, %241
+  %243 = mul nsw i64 %j2447, 576
+  %244 = add nsw i64 %242, %243
+  %245 = mul nsw i64 %py2649, 48
+  %246 = mul nsw i64 %px2750, 2
+  %247 = add nsw i64 %245, %246
+  %248 = mul nsw i64 %ky3053, 24
+  %249 = add nsw i64 %247, %248
+  %250 = add nsw i64 %249, %kx3154
+  %251 = add nsw i64 %244, %250
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %251
+  %252 = load float, ptr %arena59, align 4
+  %253 = add nsw i64 18752, %f2548
+  %params60 = getelementptr inbounds float, ptr %params, i64 %253
+  %254 = load float, ptr %params60, align 4
+  %255 = fadd float %252, %254
+  %best2861 = load float, ptr %best28, align 4
+  %256 = fcmp ogt float %255, %best2861
+  %257 = mul nsw i64 %f2548, 36864
+  %258 = add nsw i64 13180928, %257
+  %259 = mul nsw i64 %j2447, 576
+  %260 = add nsw i64 %258, %259
+  %261 = mul nsw i64 %py2649, 48
+  %262 = mul nsw i64 %px2750, 2
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %ky3053, 24
+  %265 = add nsw i64 %263, %264
+  %266 = add nsw i64 %265, %kx3154
+  %267 = add nsw i64 %260, %266
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena62, align 4
+  %269 = add nsw i64 18752, %f2548
+  %params63 = getelementptr inbounds float, ptr %params, i64 %269
+  %270 = load float, ptr %params63, align 4
+  %271 = fadd float %268, %270
+  %best2864 = load float, ptr %best28, align 4
+  %272 = select i1 %256, float %271, float %best2864
+  store float %272, ptr %best28, align 4
+  %kx31.next = add nsw i64 %kx3154, 1
+  %273 = icmp slt i64 %kx31.next, 2
+  br i1 %273, label %kx31, label %kx31.end
+
+kx31.end:                                         ; preds = %kx31
+  %ky30.next = add nsw i64 %ky3053, 1
+  %274 = icmp slt i64 %ky30.next, 2
+  br i1 %274, label %ky30, label %ky30.end
+
+n32:                                              ; preds = %u33.end, %g14.end
+  %n3273 = phi i64 [ 0, %g14.end ], [ %n32.next, %u33.end ]
+  br label %u33
+
+n32.end:                                          ; preds = %u33.end
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 0
+  %params81 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena80, i32 128, ptr %params81, i32 128, float 0.000000e+00, ptr %arena82, i32 10)
+  br label %n34
+
+u33:                                              ; preds = %u33, %n32
+  %u3374 = phi i64 [ 0, %n32 ], [ %u33.next, %u33 ]
+  %275 = mul nsw i64 %n3273, 128
+  %276 = add nsw i64 %275, %u3374
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %276
+  %277 = load float, ptr %arena75, align 4
+  %278 = add nsw i64 1198464, %u3374
+  %params76 = getelementptr inbounds float, ptr %params, i64 %278
+  %279 = load float, ptr %params76, align 4
+  %280 = fadd float %277, %279
+  %281 = fcmp ogt float %280, 0.000000e+00
+  %282 = mul nsw i64 %n3273, 128
+  %283 = add nsw i64 %282, %u3374
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load float, ptr %arena77, align 4
+  %285 = add nsw i64 1198464, %u3374
+  %params78 = getelementptr inbounds float, ptr %params, i64 %285
+  %286 = load float, ptr %params78, align 4
+  %287 = fadd float %284, %286
+  %288 = select i1 %281, float %287, float 0.000000e+00
+  %289 = mul nsw i64 %n3273, 128
+  %290 = add nsw i64 %289, %u3374
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %290
+  store float %288, ptr %arena79, align 4
+  %u33.next = add nsw i64 %u3374, 1
+  %291 = icmp slt i64 %u33.next, 128
+  br i1 %291, label %u33, label %u33.end
+
+u33.end:                                          ; preds = %u33
+  %n32.next = add nsw i64 %n3273, 1
+  %292 = icmp slt i64 %n32.next, 64
+  br i1 %292, label %n32, label %n32.end
+
+n34:                                              ; preds = %u35.end, %n32.end
+  %n3483 = phi i64 [ 0, %n32.end ], [ %n34.next, %u35.end ]
+  br label %u35
+
+n34.end:                                          ; preds = %u35.end
+  br label %n36
+
+u35:                                              ; preds = %u35, %n34
+  %u3584 = phi i64 [ 0, %n34 ], [ %u35.next, %u35 ]
+  %293 = mul nsw i64 %n3483, 10
+  %294 = add nsw i64 8192, %293
+  %295 = add nsw i64 %294, %u3584
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load float, ptr %arena85, align 4
+  %297 = add nsw i64 1199872, %u3584
+  %params86 = getelementptr inbounds float, ptr %params, i64 %297
+  %298 = load float, ptr %params86, align 4
+  %299 = fadd float %296, %298
+  %300 = mul nsw i64 %n3483, 10
+  %301 = add nsw i64 8192, %300
+  %302 = add nsw i64 %301, %u3584
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %302
+  store float %299, ptr %arena87, align 4
+  %u35.next = add nsw i64 %u3584, 1
+  %303 = icmp slt i64 %u35.next, 10
+  br i1 %303, label %u35, label %u35.end
+
+u35.end:                                          ; preds = %u35
+  %n34.next = add nsw i64 %n3483, 1
+  %304 = icmp slt i64 %n34.next, 64
+  br i1 %304, label %n34, label %n34.end
+
+n36:                                              ; preds = %k41.end, %n34.end
+  %n3688 = phi i64 [ 0, %n34.end ], [ %n36.next, %k41.end ]
+  %305 = mul nsw i64 %n3688, 10
+  %306 = add nsw i64 8192, %305
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %306
+  %307 = load float, ptr %arena89, align 4
+  store float %307, ptr %m37, align 4
+  br label %k39
+
+n36.end:                                          ; preds = %k41.end
   ret void
 
-k29:                                              ; preds = %k29, %n26
-  %k2972 = phi i64 [ 0, %n26 ], [ %k29.next, %k29 ]
-  %m2773 = load float, ptr %m27, align 4
-  %191 = mul nsw i64 %n2670, 10
-  %192 = add nsw i64 8192, %191
-  %193 = add nsw i64 %192, %k2972
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %193
-  %194 = load float, ptr %arena74, align 4
-  %195 = fcmp ogt float %194, %m2773
-  %196 = select i1 %195, float %194, float %m2773
-  store float %196, ptr %m27, align 4
-  %k29.next = add nsw i64 %k2972, 1
-  %197 = icmp slt i64 %k29.next, 10
-  br i1 %197, label %k29, label %k29.end
+k39:                                              ; preds = %k39, %n36
+  %k3990 = phi i64 [ 0, %n36 ], [ %k39.next, %k39 ]
+  %m3791 = load float, ptr %m37, align 4
+  %308 = mul nsw i64 %n3688, 10
+  %309 = add nsw i64 8192, %308
+  %310 = add nsw i64 %309, %k3990
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %310
+  %311 = load float, ptr %arena92, align 4
+  %312 = fcmp ogt float %311, %m3791
+  %313 = select i1 %312, float %311, float %m3791
+  store float %313, ptr %m37, align 4
+  %k39.next = add nsw i64 %k3990, 1
+  %314 = icmp slt i64 %k39.next, 10
+  br i1 %314, label %k39, label %k39.end
 
-k29.end:                                          ; preds = %k29
-  store float 0.000000e+00, ptr %s28, align 4
-  br label %k30
+k39.end:                                          ; preds = %k39
+  store float 0.000000e+00, ptr %s38, align 4
+  br label %k40
 
-k30:                                              ; preds = %k30, %k29.end
-  %k3075 = phi i64 [ 0, %k29.end ], [ %k30.next, %k30 ]
-  %s2876 = load float, ptr %s28, align 4
-  %198 = mul nsw i64 %n2670, 10
-  %199 = add nsw i64 8192, %198
-  %200 = add nsw i64 %199, %k3075
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %200
-  %201 = load float, ptr %arena77, align 4
-  %m2778 = load float, ptr %m27, align 4
-  %202 = fsub float %201, %m2778
-  %203 = call float @llvm.exp.f32(float %202)
-  %204 = fadd float %s2876, %203
-  store float %204, ptr %s28, align 4
-  %k30.next = add nsw i64 %k3075, 1
-  %205 = icmp slt i64 %k30.next, 10
-  br i1 %205, label %k30, label %k30.end
+k40:                                              ; preds = %k40, %k39.end
+  %k4093 = phi i64 [ 0, %k39.end ], [ %k40.next, %k40 ]
+  %s3894 = load float, ptr %s38, align 4
+  %315 = mul nsw i64 %n3688, 10
+  %316 = add nsw i64 8192, %315
+  %317 = add nsw i64 %316, %k4093
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %317
+  %318 = load float, ptr %arena95, align 4
+  %m3796 = load float, ptr %m37, align 4
+  %319 = fsub float %318, %m3796
+  %320 = call float @llvm.exp.f32(float %319)
+  %321 = fadd float %s3894, %320
+  store float %321, ptr %s38, align 4
+  %k40.next = add nsw i64 %k4093, 1
+  %322 = icmp slt i64 %k40.next, 10
+  br i1 %322, label %k40, label %k40.end
 
-k30.end:                                          ; preds = %k30
-  br label %k31
+k40.end:                                          ; preds = %k40
+  br label %k41
 
-k31:                                              ; preds = %k31, %k30.end
-  %k3179 = phi i64 [ 0, %k30.end ], [ %k31.next, %k31 ]
-  %206 = mul nsw i64 %n2670, 10
-  %207 = add nsw i64 8192, %206
-  %208 = add nsw i64 %207, %k3179
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %208
-  %209 = load float, ptr %arena80, align 4
-  %m2781 = load float, ptr %m27, align 4
-  %210 = fsub float %209, %m2781
-  %211 = call float @llvm.exp.f32(float %210)
-  %s2882 = load float, ptr %s28, align 4
-  %212 = fdiv float %211, %s2882
-  %213 = mul nsw i64 %n2670, 10
-  %214 = add nsw i64 %213, %k3179
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %214
-  store float %212, ptr %arena83, align 4
-  %k31.next = add nsw i64 %k3179, 1
-  %215 = icmp slt i64 %k31.next, 10
-  br i1 %215, label %k31, label %k31.end
+k41:                                              ; preds = %k41, %k40.end
+  %k4197 = phi i64 [ 0, %k40.end ], [ %k41.next, %k41 ]
+  %323 = mul nsw i64 %n3688, 10
+  %324 = add nsw i64 8192, %323
+  %325 = add nsw i64 %324, %k4197
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %325
+  %326 = load float, ptr %arena98, align 4
+  %m3799 = load float, ptr %m37, align 4
+  %327 = fsub float %326, %m3799
+  %328 = call float @llvm.exp.f32(float %327)
+  %s38100 = load float, ptr %s38, align 4
+  %329 = fdiv float %328, %s38100
+  %330 = mul nsw i64 %n3688, 10
+  %331 = add nsw i64 %330, %k4197
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %331
+  store float %329, ptr %arena101, align 4
+  %k41.next = add nsw i64 %k4197, 1
+  %332 = icmp slt i64 %k41.next, 10
+  br i1 %332, label %k41, label %k41.end
 
-k31.end:                                          ; preds = %k31
-  %n26.next = add nsw i64 %n2670, 1
-  %216 = icmp slt i64 %n26.next, 64
-  br i1 %216, label %n26, label %n26.end
+k41.end:                                          ; preds = %k41
+  %n36.next = add nsw i64 %n3688, 1
+  %333 = icmp slt i64 %n36.next, 64
+  br i1 %333, label %n36, label %n36.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

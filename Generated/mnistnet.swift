@@ -40,261 +40,359 @@ public func mnistnet_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
           for oy5 in 0..<26 {
-            for ox6 in 0..<26 {
-              arena[(((1384448 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 676)) &+ (oy5 &* 26)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ ((oy5 &+ ky3) &* 28)) &+ (ox6 &+ kx4))]
+            do {  // SIMD16 over ox6
+              var ox6 = 0
+              while ox6 &+ 16 <= 26 {
+                store16(arena, (((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6))
+                ox6 &+= 16
+              }
+              while ox6 < 26 {
+                arena[((((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
+                ox6 &+= 1
+              }
+            }
+          }
+          for oy7 in 0..<26 {
+            for ox8 in 0..<26 {
+              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ (oy7 &* 26)) &+ ox8)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
+            }
+          }
+          for oy9 in 0..<26 {
+            for ox10 in 0..<26 {
+              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ (oy9 &* 26)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 676, 9, 1, params + 0, 9, arena + 1384448, 676, Float(bitPattern: 0x0), arena + (img1 &* 21632), 676)
-    for f7 in 0..<32 {
-      do {  // SIMD16 over i8
-        var i8 = 0
-        while i8 &+ 16 <= 676 {
-          store16(arena, ((img1 &* 21632) &+ (f7 &* 676)) &+ i8, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((img1 &* 21632) &+ (f7 &* 676)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])), where: (load16(arena, ((img1 &* 21632) &+ (f7 &* 676)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])) .> SIMD16<Float>(repeating: Float(0))))
-          i8 &+= 16
-        }
-        while i8 < 676 {
-          arena[(((img1 &* 21632) &+ (f7 &* 676)) &+ i8)] = ((arena[(((img1 &* 21632) &+ (f7 &* 676)) &+ i8)] + params[(288 &+ f7)]) > Float(0) ? (arena[(((img1 &* 21632) &+ (f7 &* 676)) &+ i8)] + params[(288 &+ f7)]) : Float(0))
-          i8 &+= 1
+    sgemm(101, 111, 111, 32, 43264, 9, 1, params + 0, 9, arena + 1384448, 43264, Float(bitPattern: 0x0), arena + 1773824, 43264)
+    for j11 in 0..<64 {
+      for f12 in 0..<32 {
+        do {  // SIMD16 over i13
+          var i13 = 0
+          while i13 &+ 16 <= 676 {
+            store16(arena, ((((g1 &* 64) &+ j11) &* 21632) &+ (f12 &* 676)) &+ i13, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13) + SIMD16<Float>(repeating: params[(288 &+ f12)])), where: (load16(arena, ((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13) + SIMD16<Float>(repeating: params[(288 &+ f12)])) .> SIMD16<Float>(repeating: Float(0))))
+            i13 &+= 16
+          }
+          while i13 < 676 {
+            arena[(((((g1 &* 64) &+ j11) &* 21632) &+ (f12 &* 676)) &+ i13)] = ((arena[(((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13)] + params[(288 &+ f12)]) > Float(0) ? (arena[(((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13)] + params[(288 &+ f12)]) : Float(0))
+            i13 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img9 in 0..<64 {
-    for c10 in 0..<32 {
-      for ky11 in 0..<3 {
-        for kx12 in 0..<3 {
-          for oy13 in 0..<24 {
-            for ox14 in 0..<24 {
-              arena[(((2564096 &+ (((((c10 &* 3) &+ ky11) &* 3) &+ kx12) &* 576)) &+ (oy13 &* 24)) &+ ox14)] = arena[((((img9 &* 21632) &+ (c10 &* 676)) &+ ((oy13 &+ ky11) &* 26)) &+ (ox14 &+ kx12))]
+  for g14 in 0..<1 {
+    for j15 in 0..<64 {
+      for c16 in 0..<32 {
+        for ky17 in 0..<3 {
+          for oy18 in 0..<24 {
+            do {  // SIMD16 over ox19
+              var ox19 = 0
+              while ox19 &+ 16 <= 24 {
+                store16(arena, (((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19, load16(arena, (((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19))
+                ox19 &+= 16
+              }
+              while ox19 < 24 {
+                arena[((((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19)]
+                ox19 &+= 1
+              }
+            }
+          }
+          for oy20 in 0..<24 {
+            for ox21 in 0..<24 {
+              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 1) &* 36864)) &+ (j15 &* 576)) &+ (oy20 &* 24)) &+ ox21)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy20 &+ ky17) &* 26)) &+ (ox21 &+ 1))]
+            }
+          }
+          for oy22 in 0..<24 {
+            for ox23 in 0..<24 {
+              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 2) &* 36864)) &+ (j15 &* 576)) &+ (oy22 &* 24)) &+ ox23)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy22 &+ ky17) &* 26)) &+ (ox23 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 64, 576, 288, 1, params + 320, 288, arena + 2564096, 576, Float(bitPattern: 0x0), arena + 2729984, 576)
-    for f15 in 0..<64 {
-      for py16 in 0..<12 {
-        for px17 in 0..<12 {
-          var best18: Float = (arena[((2729984 &+ (f15 &* 576)) &+ ((py16 &* 48) &+ (px17 &* 2)))] + params[(18752 &+ f15)])
-          var bi19: Float = Float(((py16 &* 48) &+ (px17 &* 2)))
-          for ky20 in 0..<2 {
-            for kx21 in 0..<2 {
-              bi19 = ((arena[((2729984 &+ (f15 &* 576)) &+ ((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? Float(((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21)) : bi19)
-              best18 = ((arena[((2729984 &+ (f15 &* 576)) &+ ((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? (arena[((2729984 &+ (f15 &* 576)) &+ ((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21))] + params[(18752 &+ f15)]) : best18)
+    sgemm(101, 111, 111, 64, 36864, 288, 1, params + 320, 288, arena + 2564096, 36864, Float(bitPattern: 0x0), arena + 13180928, 36864)
+    for j24 in 0..<64 {
+      for f25 in 0..<64 {
+        for py26 in 0..<12 {
+          for px27 in 0..<12 {
+            var best28: Float = (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)])
+            var bi29: Float = Float(((py26 &* 48) &+ (px27 &* 2)))
+            for ky30 in 0..<2 {
+              for kx31 in 0..<2 {
+                bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31)) : bi29)
+                best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) : best28)
+              }
             }
+            arena[(1384448 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = (best28 > Float(0) ? best28 : Float(0))
+            arena[(1974272 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = bi29
           }
-          arena[(1384448 &+ ((((img9 &* 9216) &+ (f15 &* 144)) &+ (py16 &* 12)) &+ px17))] = (best18 > Float(0) ? best18 : Float(0))
-          arena[(1974272 &+ ((((img9 &* 9216) &+ (f15 &* 144)) &+ (py16 &* 12)) &+ px17))] = bi19
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  for i22 in 0..<589824 {
-    arena[(2564096 &+ i22)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i22) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i22)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i32 in 0..<589824 {
+    arena[(2564096 &+ i32)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i32) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i32)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 2564096, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3153920, 128)
-  for n23 in 0..<64 {
-    do {  // SIMD16 over u24
-      var u24 = 0
-      while u24 &+ 16 <= 128 {
-        store16(arena, (3153920 &+ (n23 &* 128)) &+ u24, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n23 &* 128)) &+ u24) + load16(params, 1198464 &+ u24)), where: (load16(arena, (3153920 &+ (n23 &* 128)) &+ u24) + load16(params, 1198464 &+ u24)) .> SIMD16<Float>(repeating: Float(0))))
-        u24 &+= 16
+  for n33 in 0..<64 {
+    do {  // SIMD16 over u34
+      var u34 = 0
+      while u34 &+ 16 <= 128 {
+        store16(arena, (3153920 &+ (n33 &* 128)) &+ u34, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n33 &* 128)) &+ u34) + load16(params, 1198464 &+ u34)), where: (load16(arena, (3153920 &+ (n33 &* 128)) &+ u34) + load16(params, 1198464 &+ u34)) .> SIMD16<Float>(repeating: Float(0))))
+        u34 &+= 16
       }
-      while u24 < 128 {
-        arena[((3153920 &+ (n23 &* 128)) &+ u24)] = ((arena[((3153920 &+ (n23 &* 128)) &+ u24)] + params[(1198464 &+ u24)]) > Float(0) ? (arena[((3153920 &+ (n23 &* 128)) &+ u24)] + params[(1198464 &+ u24)]) : Float(0))
-        u24 &+= 1
+      while u34 < 128 {
+        arena[((3153920 &+ (n33 &* 128)) &+ u34)] = ((arena[((3153920 &+ (n33 &* 128)) &+ u34)] + params[(1198464 &+ u34)]) > Float(0) ? (arena[((3153920 &+ (n33 &* 128)) &+ u34)] + params[(1198464 &+ u34)]) : Float(0))
+        u34 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
-  for i25 in 0..<8192 {
-    arena[(3162112 &+ i25)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i25) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i25)] * Float(2)) : Float(0))
+  for i35 in 0..<8192 {
+    arena[(3162112 &+ i35)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i35) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i35)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n26 in 0..<64 {
-    do {  // SIMD16 over u27
-      var u27 = 0
-      while u27 < 10 {
-        arena[((3170304 &+ (n26 &* 10)) &+ u27)] = (arena[((3170304 &+ (n26 &* 10)) &+ u27)] + params[(1199872 &+ u27)])
-        u27 &+= 1
+  for n36 in 0..<64 {
+    do {  // SIMD16 over u37
+      var u37 = 0
+      while u37 < 10 {
+        arena[((3170304 &+ (n36 &* 10)) &+ u37)] = (arena[((3170304 &+ (n36 &* 10)) &+ u37)] + params[(1199872 &+ u37)])
+        u37 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n28 in 0..<64 {
-    var m29: Float = arena[(3170304 &+ (n28 &* 10))]
-    for k31 in 0..<10 {
-      m29 = { let x = m29, y = arena[((3170304 &+ (n28 &* 10)) &+ k31)]; return y > x ? y : x }()
+  for n38 in 0..<64 {
+    var m39: Float = arena[(3170304 &+ (n38 &* 10))]
+    for k41 in 0..<10 {
+      m39 = { let x = m39, y = arena[((3170304 &+ (n38 &* 10)) &+ k41)]; return y > x ? y : x }()
     }
-    var s30: Float = Float(0)
-    for k32 in 0..<10 {
-      s30 = (s30 + expf((arena[((3170304 &+ (n28 &* 10)) &+ k32)] - m29)))
+    var s40: Float = Float(0)
+    for k42 in 0..<10 {
+      s40 = (s40 + expf((arena[((3170304 &+ (n38 &* 10)) &+ k42)] - m39)))
     }
-    for k33 in 0..<10 {
-      arena[((3170944 &+ (n28 &* 10)) &+ k33)] = (expf((arena[((3170304 &+ (n28 &* 10)) &+ k33)] - m29)) / s30)
+    for k43 in 0..<10 {
+      arena[((3170944 &+ (n38 &* 10)) &+ k43)] = (expf((arena[((3170304 &+ (n38 &* 10)) &+ k43)] - m39)) / s40)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total34: Float = Float(0)
-  for n35 in 0..<64 {
-    var m36: Float = arena[(3170304 &+ (n35 &* 10))]
-    for k38 in 0..<10 {
-      m36 = { let x = m36, y = arena[((3170304 &+ (n35 &* 10)) &+ k38)]; return y > x ? y : x }()
+  var total44: Float = Float(0)
+  for n45 in 0..<64 {
+    var m46: Float = arena[(3170304 &+ (n45 &* 10))]
+    for k48 in 0..<10 {
+      m46 = { let x = m46, y = arena[((3170304 &+ (n45 &* 10)) &+ k48)]; return y > x ? y : x }()
     }
-    var s37: Float = Float(0)
-    for k39 in 0..<10 {
-      s37 = (s37 + expf((arena[((3170304 &+ (n35 &* 10)) &+ k39)] - m36)))
+    var s47: Float = Float(0)
+    for k49 in 0..<10 {
+      s47 = (s47 + expf((arena[((3170304 &+ (n45 &* 10)) &+ k49)] - m46)))
     }
-    total34 = (total34 + ((m36 + logf(s37)) - arena[((3170304 &+ (n35 &* 10)) &+ Int(labels[n35]))]))
+    total44 = (total44 + ((m46 + logf(s47)) - arena[((3170304 &+ (n45 &* 10)) &+ Int(labels[n45]))]))
   }
-  arena[3171584] = (total34 / Float(64))
+  arena[3171584] = (total44 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n40 in 0..<64 {
-    var m41: Float = arena[(3170304 &+ (n40 &* 10))]
-    for k43 in 0..<10 {
-      m41 = { let x = m41, y = arena[((3170304 &+ (n40 &* 10)) &+ k43)]; return y > x ? y : x }()
+  for n50 in 0..<64 {
+    var m51: Float = arena[(3170304 &+ (n50 &* 10))]
+    for k53 in 0..<10 {
+      m51 = { let x = m51, y = arena[((3170304 &+ (n50 &* 10)) &+ k53)]; return y > x ? y : x }()
     }
-    var s42: Float = Float(0)
-    for k44 in 0..<10 {
-      s42 = (s42 + expf((arena[((3170304 &+ (n40 &* 10)) &+ k44)] - m41)))
+    var s52: Float = Float(0)
+    for k54 in 0..<10 {
+      s52 = (s52 + expf((arena[((3170304 &+ (n50 &* 10)) &+ k54)] - m51)))
     }
-    for k45 in 0..<10 {
-      arena[((3171600 &+ (n40 &* 10)) &+ k45)] = ((k45 == Int(labels[n40]) ? ((expf((arena[((3170304 &+ (n40 &* 10)) &+ k45)] - m41)) / s42) - Float(1)) : (expf((arena[((3170304 &+ (n40 &* 10)) &+ k45)] - m41)) / s42)) / Float(64))
+    for k55 in 0..<10 {
+      arena[((3171600 &+ (n50 &* 10)) &+ k55)] = ((k55 == Int(labels[n50]) ? ((expf((arena[((3170304 &+ (n50 &* 10)) &+ k55)] - m51)) / s52) - Float(1)) : (expf((arena[((3170304 &+ (n50 &* 10)) &+ k55)] - m51)) / s52)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u46 in 0..<10 {
-    var acc47: Float = Float(0)
-    for n48 in 0..<64 {
-      acc47 = (acc47 + arena[((3171600 &+ (n48 &* 10)) &+ u46)])
+  for u56 in 0..<10 {
+    var acc57: Float = Float(0)
+    for n58 in 0..<64 {
+      acc57 = (acc57 + arena[((3171600 &+ (n58 &* 10)) &+ u56)])
     }
-    grads[(1199872 &+ u46)] = acc47
+    grads[(1199872 &+ u56)] = acc57
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i49 in 0..<8192 {
-    arena[(3180432 &+ i49)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i49) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i49)] * Float(2)) : Float(0))
+  for i59 in 0..<8192 {
+    arena[(3180432 &+ i59)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i59) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i59)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i50
-    var i50 = 0
-    while i50 &+ 16 <= 8192 {
-      store16(arena, 3162112 &+ i50, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i50), where: load16(arena, 3153920 &+ i50) .> SIMD16<Float>(repeating: Float(0))))
-      i50 &+= 16
+  do {  // SIMD16 over i60
+    var i60 = 0
+    while i60 &+ 16 <= 8192 {
+      store16(arena, 3162112 &+ i60, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i60), where: load16(arena, 3153920 &+ i60) .> SIMD16<Float>(repeating: Float(0))))
+      i60 &+= 16
     }
-    while i50 < 8192 {
-      arena[(3162112 &+ i50)] = (arena[(3153920 &+ i50)] > Float(0) ? arena[(3180432 &+ i50)] : Float(0))
-      i50 &+= 1
+    while i60 < 8192 {
+      arena[(3162112 &+ i60)] = (arena[(3153920 &+ i60)] > Float(0) ? arena[(3180432 &+ i60)] : Float(0))
+      i60 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 9216, 64, 1, arena + 3162112, 128, arena + 2564096, 9216, Float(bitPattern: 0x0), grads + 18816, 9216)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u51 in 0..<128 {
-    var acc52: Float = Float(0)
-    for n53 in 0..<64 {
-      acc52 = (acc52 + arena[((3162112 &+ (n53 &* 128)) &+ u51)])
+  for u61 in 0..<128 {
+    var acc62: Float = Float(0)
+    for n63 in 0..<64 {
+      acc62 = (acc62 + arena[((3162112 &+ (n63 &* 128)) &+ u61)])
     }
-    grads[(1198464 &+ u51)] = acc52
+    grads[(1198464 &+ u61)] = acc62
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 9216, 128, 1, arena + 3162112, 128, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3171600, 9216)
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i54 in 0..<589824 {
-    arena[(3761424 &+ i54)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i54) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i54)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i64 in 0..<589824 {
+    arena[(3761424 &+ i64)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i64) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i64)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i55
-    var i55 = 0
-    while i55 &+ 16 <= 2359296 {
-      store16(arena, 4351248 &+ i55, SIMD16<Float>(repeating: Float(0)))
-      i55 &+= 16
+  do {  // SIMD16 over i65
+    var i65 = 0
+    while i65 &+ 16 <= 2359296 {
+      store16(arena, 4351248 &+ i65, SIMD16<Float>(repeating: Float(0)))
+      i65 &+= 16
     }
-    while i55 < 2359296 {
-      arena[(4351248 &+ i55)] = Float(0)
-      i55 &+= 1
+    while i65 < 2359296 {
+      arena[(4351248 &+ i65)] = Float(0)
+      i65 &+= 1
     }
   }
-  for q56 in 0..<4096 {
-    for i57 in 0..<144 {
-      if arena[(1384448 &+ ((q56 &* 144) &+ i57))] > Float(0) {
-        arena[((4351248 &+ (q56 &* 576)) &+ Int(arena[(1974272 &+ ((q56 &* 144) &+ i57))]))] += arena[(3761424 &+ ((q56 &* 144) &+ i57))]
+  for q66 in 0..<4096 {
+    for i67 in 0..<144 {
+      if arena[(1384448 &+ ((q66 &* 144) &+ i67))] > Float(0) {
+        arena[((4351248 &+ (q66 &* 576)) &+ Int(arena[(1974272 &+ ((q66 &* 144) &+ i67))]))] += arena[(3761424 &+ ((q66 &* 144) &+ i67))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i58
-    var i58 = 0
-    while i58 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i58, SIMD16<Float>(repeating: Float(0)))
-      i58 &+= 16
+  do {  // SIMD16 over i68
+    var i68 = 0
+    while i68 &+ 16 <= 18432 {
+      store16(grads, 320 &+ i68, SIMD16<Float>(repeating: Float(0)))
+      i68 &+= 16
     }
-    while i58 < 18432 {
-      grads[(320 &+ i58)] = Float(0)
-      i58 &+= 1
+    while i68 < 18432 {
+      grads[(320 &+ i68)] = Float(0)
+      i68 &+= 1
     }
   }
-  for img59 in 0..<64 {
-    for c60 in 0..<32 {
-      for ky61 in 0..<3 {
-        for kx62 in 0..<3 {
-          for oy63 in 0..<24 {
-            for ox64 in 0..<24 {
-              arena[(((1384448 &+ (((((c60 &* 3) &+ ky61) &* 3) &+ kx62) &* 576)) &+ (oy63 &* 24)) &+ ox64)] = arena[((((img59 &* 21632) &+ (c60 &* 676)) &+ ((oy63 &+ ky61) &* 26)) &+ (ox64 &+ kx62))]
+  for g69 in 0..<1 {
+    for j70 in 0..<64 {
+      for c71 in 0..<32 {
+        for ky72 in 0..<3 {
+          for oy73 in 0..<24 {
+            do {  // SIMD16 over ox74
+              var ox74 = 0
+              while ox74 &+ 16 <= 24 {
+                store16(arena, (((6710544 &+ ((((c71 &* 3) &+ ky72) &* 3) &* 36864)) &+ (j70 &* 576)) &+ (oy73 &* 24)) &+ ox74, load16(arena, (((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy73 &+ ky72) &* 26)) &+ ox74))
+                ox74 &+= 16
+              }
+              while ox74 < 24 {
+                arena[((((6710544 &+ ((((c71 &* 3) &+ ky72) &* 3) &* 36864)) &+ (j70 &* 576)) &+ (oy73 &* 24)) &+ ox74)] = arena[((((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy73 &+ ky72) &* 26)) &+ ox74)]
+                ox74 &+= 1
+              }
+            }
+          }
+          for oy75 in 0..<24 {
+            for ox76 in 0..<24 {
+              arena[((((6710544 &+ (((((c71 &* 3) &+ ky72) &* 3) &+ 1) &* 36864)) &+ (j70 &* 576)) &+ (oy75 &* 24)) &+ ox76)] = arena[((((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy75 &+ ky72) &* 26)) &+ (ox76 &+ 1))]
+            }
+          }
+          for oy77 in 0..<24 {
+            for ox78 in 0..<24 {
+              arena[((((6710544 &+ (((((c71 &* 3) &+ ky72) &* 3) &+ 2) &* 36864)) &+ (j70 &* 576)) &+ (oy77 &* 24)) &+ ox78)] = arena[((((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy77 &+ ky72) &* 26)) &+ (ox78 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 64, 288, 576, 1, arena + (4351248 &+ (img59 &* 36864)), 576, arena + 1384448, 576, Float(bitPattern: 0x3f800000), grads + 320, 288)
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f65 in 0..<64 {
-    var acc66: Float = Float(0)
-    for img67 in 0..<64 {
-      for i68 in 0..<576 {
-        acc66 = (acc66 + arena[(((4351248 &+ (img67 &* 36864)) &+ (f65 &* 576)) &+ i68)])
+    for j79 in 0..<64 {
+      for f80 in 0..<64 {
+        do {  // SIMD16 over i81
+          var i81 = 0
+          while i81 &+ 16 <= 576 {
+            store16(arena, ((17327376 &+ (f80 &* 36864)) &+ (j79 &* 576)) &+ i81, load16(arena, ((4351248 &+ (((g69 &* 64) &+ j79) &* 36864)) &+ (f80 &* 576)) &+ i81))
+            i81 &+= 16
+          }
+          while i81 < 576 {
+            arena[(((17327376 &+ (f80 &* 36864)) &+ (j79 &* 576)) &+ i81)] = arena[(((4351248 &+ (((g69 &* 64) &+ j79) &* 36864)) &+ (f80 &* 576)) &+ i81)]
+            i81 &+= 1
+          }
+        }
       }
     }
-    grads[(18752 &+ f65)] = acc66
+    sgemm(101, 111, 112, 64, 288, 36864, 1, arena + 17327376, 36864, arena + 6710544, 36864, Float(bitPattern: 0x3f800000), grads + 320, 288)
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  for f82 in 0..<64 {
+    var acc83: Float = Float(0)
+    for img84 in 0..<64 {
+      for i85 in 0..<576 {
+        acc83 = (acc83 + arena[(((4351248 &+ (img84 &* 36864)) &+ (f82 &* 576)) &+ i85)])
+      }
+    }
+    grads[(18752 &+ f82)] = acc83
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i69
-    var i69 = 0
-    while i69 &+ 16 <= 1384448 {
-      store16(arena, 1384448 &+ i69, SIMD16<Float>(repeating: Float(0)))
-      i69 &+= 16
+  do {  // SIMD16 over i86
+    var i86 = 0
+    while i86 &+ 16 <= 1384448 {
+      store16(arena, 1384448 &+ i86, SIMD16<Float>(repeating: Float(0)))
+      i86 &+= 16
     }
-    while i69 < 1384448 {
-      arena[(1384448 &+ i69)] = Float(0)
-      i69 &+= 1
+    while i86 < 1384448 {
+      arena[(1384448 &+ i86)] = Float(0)
+      i86 &+= 1
     }
   }
-  for img70 in 0..<64 {
-    sgemm(101, 112, 111, 288, 576, 64, 1, params + 320, 288, arena + (4351248 &+ (img70 &* 36864)), 576, Float(bitPattern: 0x0), arena + 2768896, 576)
-    for c71 in 0..<32 {
-      for ky72 in 0..<3 {
-        for kx73 in 0..<3 {
-          for oy74 in 0..<24 {
-            for ox75 in 0..<24 {
-              arena[((((1384448 &+ (img70 &* 21632)) &+ (c71 &* 676)) &+ ((oy74 &+ ky72) &* 26)) &+ (ox75 &+ kx73))] += arena[(((2768896 &+ (((((c71 &* 3) &+ ky72) &* 3) &+ kx73) &* 576)) &+ (oy74 &* 24)) &+ ox75)]
+  for g87 in 0..<1 {
+    for j88 in 0..<64 {
+      for f89 in 0..<64 {
+        do {  // SIMD16 over i90
+          var i90 = 0
+          while i90 &+ 16 <= 576 {
+            store16(arena, ((17327376 &+ (f89 &* 36864)) &+ (j88 &* 576)) &+ i90, load16(arena, ((4351248 &+ (((g87 &* 64) &+ j88) &* 36864)) &+ (f89 &* 576)) &+ i90))
+            i90 &+= 16
+          }
+          while i90 < 576 {
+            arena[(((17327376 &+ (f89 &* 36864)) &+ (j88 &* 576)) &+ i90)] = arena[(((4351248 &+ (((g87 &* 64) &+ j88) &* 36864)) &+ (f89 &* 576)) &+ i90)]
+            i90 &+= 1
+          }
+        }
+      }
+    }
+    sgemm(101, 112, 111, 288, 36864, 64, 1, params + 320, 288, arena + 17327376, 36864, Float(bitPattern: 0x0), arena + 6710544, 36864)
+    for j91 in 0..<64 {
+      for c92 in 0..<32 {
+        for ky93 in 0..<3 {
+          for oy94 in 0..<24 {
+            for ox95 in 0..<24 {
+              arena[((((1384448 &+ (((g87 &* 64) &+ j91) &* 21632)) &+ (c92 &* 676)) &+ ((oy94 &+ ky93) &* 26)) &+ ox95)] += arena[((((6710544 &+ ((((c92 &* 3) &+ ky93) &* 3) &* 36864)) &+ (j91 &* 576)) &+ (oy94 &* 24)) &+ ox95)]
+            }
+          }
+          for oy96 in 0..<24 {
+            for ox97 in 0..<24 {
+              arena[((((1384448 &+ (((g87 &* 64) &+ j91) &* 21632)) &+ (c92 &* 676)) &+ ((oy96 &+ ky93) &* 26)) &+ (ox97 &+ 1))] += arena[((((6710544 &+ (((((c92 &* 3) &+ ky93) &* 3) &+ 1) &* 36864)) &+ (j91 &* 576)) &+ (oy96 &* 24)) &+ ox97)]
+            }
+          }
+          for oy98 in 0..<24 {
+            for ox99 in 0..<24 {
+              arena[((((1384448 &+ (((g87 &* 64) &+ j91) &* 21632)) &+ (c92 &* 676)) &+ ((oy98 &+ ky93) &* 26)) &+ (ox99 &+ 2))] += arena[((((6710544 &+ (((((c92 &* 3) &+ ky93) &* 3) &+ 2) &* 36864)) &+ (j91 &* 576)) &+ (oy98 &* 24)) &+ ox99)]
             }
           }
         }
@@ -302,75 +400,108 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i76
-    var i76 = 0
-    while i76 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i76, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i76), where: load16(arena, 0 &+ i76) .> SIMD16<Float>(repeating: Float(0))))
-      i76 &+= 16
+  do {  // SIMD16 over i100
+    var i100 = 0
+    while i100 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i100, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i100), where: load16(arena, 0 &+ i100) .> SIMD16<Float>(repeating: Float(0))))
+      i100 &+= 16
     }
-    while i76 < 1384448 {
-      arena[(3171600 &+ i76)] = (arena[i76] > Float(0) ? arena[(1384448 &+ i76)] : Float(0))
-      i76 &+= 1
+    while i100 < 1384448 {
+      arena[(3171600 &+ i100)] = (arena[i100] > Float(0) ? arena[(1384448 &+ i100)] : Float(0))
+      i100 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i77
-    var i77 = 0
-    while i77 &+ 16 <= 288 {
-      store16(grads, 0 &+ i77, SIMD16<Float>(repeating: Float(0)))
-      i77 &+= 16
+  do {  // SIMD16 over i101
+    var i101 = 0
+    while i101 &+ 16 <= 288 {
+      store16(grads, 0 &+ i101, SIMD16<Float>(repeating: Float(0)))
+      i101 &+= 16
     }
-    while i77 < 288 {
-      grads[i77] = Float(0)
-      i77 &+= 1
+    while i101 < 288 {
+      grads[i101] = Float(0)
+      i101 &+= 1
     }
   }
-  for img78 in 0..<64 {
-    for c79 in 0..<1 {
-      for ky80 in 0..<3 {
-        for kx81 in 0..<3 {
-          for oy82 in 0..<26 {
-            for ox83 in 0..<26 {
-              arena[(((((((c79 &* 3) &+ ky80) &* 3) &+ kx81) &* 676) &+ (oy82 &* 26)) &+ ox83)] = images[((((img78 &* 784) &+ (c79 &* 784)) &+ ((oy82 &+ ky80) &* 28)) &+ (ox83 &+ kx81))]
+  for g102 in 0..<1 {
+    for j103 in 0..<64 {
+      for c104 in 0..<1 {
+        for ky105 in 0..<3 {
+          for oy106 in 0..<26 {
+            do {  // SIMD16 over ox107
+              var ox107 = 0
+              while ox107 &+ 16 <= 26 {
+                store16(arena, ((((((c104 &* 3) &+ ky105) &* 3) &* 43264) &+ (j103 &* 676)) &+ (oy106 &* 26)) &+ ox107, load16(images, (((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy106 &+ ky105) &* 28)) &+ ox107))
+                ox107 &+= 16
+              }
+              while ox107 < 26 {
+                arena[(((((((c104 &* 3) &+ ky105) &* 3) &* 43264) &+ (j103 &* 676)) &+ (oy106 &* 26)) &+ ox107)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy106 &+ ky105) &* 28)) &+ ox107)]
+                ox107 &+= 1
+              }
+            }
+          }
+          for oy108 in 0..<26 {
+            for ox109 in 0..<26 {
+              arena[((((((((c104 &* 3) &+ ky105) &* 3) &+ 1) &* 43264) &+ (j103 &* 676)) &+ (oy108 &* 26)) &+ ox109)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy108 &+ ky105) &* 28)) &+ (ox109 &+ 1))]
+            }
+          }
+          for oy110 in 0..<26 {
+            for ox111 in 0..<26 {
+              arena[((((((((c104 &* 3) &+ ky105) &* 3) &+ 2) &* 43264) &+ (j103 &* 676)) &+ (oy110 &* 26)) &+ ox111)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy110 &+ ky105) &* 28)) &+ (ox111 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 32, 9, 676, 1, arena + (3171600 &+ (img78 &* 21632)), 676, arena + 0, 676, Float(bitPattern: 0x3f800000), grads + 0, 9)
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f84 in 0..<32 {
-    var acc85: Float = Float(0)
-    for img86 in 0..<64 {
-      for i87 in 0..<676 {
-        acc85 = (acc85 + arena[(((3171600 &+ (img86 &* 21632)) &+ (f84 &* 676)) &+ i87)])
+    for j112 in 0..<64 {
+      for f113 in 0..<32 {
+        do {  // SIMD16 over i114
+          var i114 = 0
+          while i114 &+ 16 <= 676 {
+            store16(arena, ((389376 &+ (f113 &* 43264)) &+ (j112 &* 676)) &+ i114, load16(arena, ((3171600 &+ (((g102 &* 64) &+ j112) &* 21632)) &+ (f113 &* 676)) &+ i114))
+            i114 &+= 16
+          }
+          while i114 < 676 {
+            arena[(((389376 &+ (f113 &* 43264)) &+ (j112 &* 676)) &+ i114)] = arena[(((3171600 &+ (((g102 &* 64) &+ j112) &* 21632)) &+ (f113 &* 676)) &+ i114)]
+            i114 &+= 1
+          }
+        }
       }
     }
-    grads[(288 &+ f84)] = acc85
+    sgemm(101, 111, 112, 32, 9, 43264, 1, arena + 389376, 43264, arena + 0, 43264, Float(bitPattern: 0x3f800000), grads + 0, 9)
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f115 in 0..<32 {
+    var acc116: Float = Float(0)
+    for img117 in 0..<64 {
+      for i118 in 0..<676 {
+        acc116 = (acc116 + arena[(((3171600 &+ (img117 &* 21632)) &+ (f115 &* 676)) &+ i118)])
+      }
+    }
+    grads[(288 &+ f115)] = acc116
   }
   // adam update of 1199882 parameters
-  var step_size88: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt89: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i90
-    var i90 = 0
-    while i90 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i90) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i90)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i90)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i90)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i90, m_new_v)
-      store16(v, 0 &+ i90, v_new_v)
-      store16(params, 0 &+ i90, (load16(params, 0 &+ i90) - ((SIMD16<Float>(repeating: step_size88) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt89)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i90 &+= 16
+  var step_size119: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt120: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i121
+    var i121 = 0
+    while i121 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i121) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i121)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i121)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i121)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i121, m_new_v)
+      store16(v, 0 &+ i121, v_new_v)
+      store16(params, 0 &+ i121, (load16(params, 0 &+ i121) - ((SIMD16<Float>(repeating: step_size119) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt120)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i121 &+= 16
     }
-    while i90 < 1199882 {
-      var g: Float = (grads[i90] + (Float(0) * params[i90]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i90]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i90]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i90] = m_new
-      v[i90] = v_new
-      params[i90] = (params[i90] - ((step_size88 * m_new) / ((sqrtf(v_new) / bc2_sqrt89) + Float(bitPattern: 0x322bcc77))))
-      i90 &+= 1
+    while i121 < 1199882 {
+      var g: Float = (grads[i121] + (Float(0) * params[i121]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i121]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i121]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i121] = m_new
+      v[i121] = v_new
+      params[i121] = (params[i121] - ((step_size119 * m_new) / ((sqrtf(v_new) / bc2_sqrt120) + Float(bitPattern: 0x322bcc77))))
+      i121 &+= 1
     }
   }
 }
@@ -386,60 +517,100 @@ public func mnistnet_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
           for oy5 in 0..<26 {
-            for ox6 in 0..<26 {
-              arena[(((1384448 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 676)) &+ (oy5 &* 26)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ ((oy5 &+ ky3) &* 28)) &+ (ox6 &+ kx4))]
+            do {  // SIMD16 over ox6
+              var ox6 = 0
+              while ox6 &+ 16 <= 26 {
+                store16(arena, (((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6))
+                ox6 &+= 16
+              }
+              while ox6 < 26 {
+                arena[((((1384448 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 43264)) &+ (j2 &* 676)) &+ (oy5 &* 26)) &+ ox6)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy5 &+ ky4) &* 28)) &+ ox6)]
+                ox6 &+= 1
+              }
+            }
+          }
+          for oy7 in 0..<26 {
+            for ox8 in 0..<26 {
+              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 43264)) &+ (j2 &* 676)) &+ (oy7 &* 26)) &+ ox8)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy7 &+ ky4) &* 28)) &+ (ox8 &+ 1))]
+            }
+          }
+          for oy9 in 0..<26 {
+            for ox10 in 0..<26 {
+              arena[((((1384448 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 43264)) &+ (j2 &* 676)) &+ (oy9 &* 26)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ ((oy9 &+ ky4) &* 28)) &+ (ox10 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 676, 9, 1, params + 0, 9, arena + 1384448, 676, Float(bitPattern: 0x0), arena + (img1 &* 21632), 676)
-    for f7 in 0..<32 {
-      do {  // SIMD16 over i8
-        var i8 = 0
-        while i8 &+ 16 <= 676 {
-          store16(arena, ((img1 &* 21632) &+ (f7 &* 676)) &+ i8, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((img1 &* 21632) &+ (f7 &* 676)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])), where: (load16(arena, ((img1 &* 21632) &+ (f7 &* 676)) &+ i8) + SIMD16<Float>(repeating: params[(288 &+ f7)])) .> SIMD16<Float>(repeating: Float(0))))
-          i8 &+= 16
-        }
-        while i8 < 676 {
-          arena[(((img1 &* 21632) &+ (f7 &* 676)) &+ i8)] = ((arena[(((img1 &* 21632) &+ (f7 &* 676)) &+ i8)] + params[(288 &+ f7)]) > Float(0) ? (arena[(((img1 &* 21632) &+ (f7 &* 676)) &+ i8)] + params[(288 &+ f7)]) : Float(0))
-          i8 &+= 1
+    sgemm(101, 111, 111, 32, 43264, 9, 1, params + 0, 9, arena + 1384448, 43264, Float(bitPattern: 0x0), arena + 1773824, 43264)
+    for j11 in 0..<64 {
+      for f12 in 0..<32 {
+        do {  // SIMD16 over i13
+          var i13 = 0
+          while i13 &+ 16 <= 676 {
+            store16(arena, ((((g1 &* 64) &+ j11) &* 21632) &+ (f12 &* 676)) &+ i13, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13) + SIMD16<Float>(repeating: params[(288 &+ f12)])), where: (load16(arena, ((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13) + SIMD16<Float>(repeating: params[(288 &+ f12)])) .> SIMD16<Float>(repeating: Float(0))))
+            i13 &+= 16
+          }
+          while i13 < 676 {
+            arena[(((((g1 &* 64) &+ j11) &* 21632) &+ (f12 &* 676)) &+ i13)] = ((arena[(((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13)] + params[(288 &+ f12)]) > Float(0) ? (arena[(((1773824 &+ (f12 &* 43264)) &+ (j11 &* 676)) &+ i13)] + params[(288 &+ f12)]) : Float(0))
+            i13 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img9 in 0..<64 {
-    for c10 in 0..<32 {
-      for ky11 in 0..<3 {
-        for kx12 in 0..<3 {
-          for oy13 in 0..<24 {
-            for ox14 in 0..<24 {
-              arena[(((2564096 &+ (((((c10 &* 3) &+ ky11) &* 3) &+ kx12) &* 576)) &+ (oy13 &* 24)) &+ ox14)] = arena[((((img9 &* 21632) &+ (c10 &* 676)) &+ ((oy13 &+ ky11) &* 26)) &+ (ox14 &+ kx12))]
+  for g14 in 0..<1 {
+    for j15 in 0..<64 {
+      for c16 in 0..<32 {
+        for ky17 in 0..<3 {
+          for oy18 in 0..<24 {
+            do {  // SIMD16 over ox19
+              var ox19 = 0
+              while ox19 &+ 16 <= 24 {
+                store16(arena, (((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19, load16(arena, (((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19))
+                ox19 &+= 16
+              }
+              while ox19 < 24 {
+                arena[((((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19)]
+                ox19 &+= 1
+              }
+            }
+          }
+          for oy20 in 0..<24 {
+            for ox21 in 0..<24 {
+              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 1) &* 36864)) &+ (j15 &* 576)) &+ (oy20 &* 24)) &+ ox21)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy20 &+ ky17) &* 26)) &+ (ox21 &+ 1))]
+            }
+          }
+          for oy22 in 0..<24 {
+            for ox23 in 0..<24 {
+              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 2) &* 36864)) &+ (j15 &* 576)) &+ (oy22 &* 24)) &+ ox23)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy22 &+ ky17) &* 26)) &+ (ox23 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 64, 576, 288, 1, params + 320, 288, arena + 2564096, 576, Float(bitPattern: 0x0), arena + 2729984, 576)
-    for f15 in 0..<64 {
-      for py16 in 0..<12 {
-        for px17 in 0..<12 {
-          var best18: Float = (arena[((2729984 &+ (f15 &* 576)) &+ ((py16 &* 48) &+ (px17 &* 2)))] + params[(18752 &+ f15)])
-          var bi19: Float = Float(((py16 &* 48) &+ (px17 &* 2)))
-          for ky20 in 0..<2 {
-            for kx21 in 0..<2 {
-              bi19 = ((arena[((2729984 &+ (f15 &* 576)) &+ ((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? Float(((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21)) : bi19)
-              best18 = ((arena[((2729984 &+ (f15 &* 576)) &+ ((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21))] + params[(18752 &+ f15)]) > best18 ? (arena[((2729984 &+ (f15 &* 576)) &+ ((((py16 &* 48) &+ (px17 &* 2)) &+ (ky20 &* 24)) &+ kx21))] + params[(18752 &+ f15)]) : best18)
+    sgemm(101, 111, 111, 64, 36864, 288, 1, params + 320, 288, arena + 2564096, 36864, Float(bitPattern: 0x0), arena + 13180928, 36864)
+    for j24 in 0..<64 {
+      for f25 in 0..<64 {
+        for py26 in 0..<12 {
+          for px27 in 0..<12 {
+            var best28: Float = (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)])
+            var bi29: Float = Float(((py26 &* 48) &+ (px27 &* 2)))
+            for ky30 in 0..<2 {
+              for kx31 in 0..<2 {
+                bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31)) : bi29)
+                best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) : best28)
+              }
             }
+            arena[(1384448 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = (best28 > Float(0) ? best28 : Float(0))
+            arena[(1974272 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = bi29
           }
-          arena[(1384448 &+ ((((img9 &* 9216) &+ (f15 &* 144)) &+ (py16 &* 12)) &+ px17))] = (best18 > Float(0) ? best18 : Float(0))
-          arena[(1974272 &+ ((((img9 &* 9216) &+ (f15 &* 144)) &+ (py16 &* 12)) &+ px17))] = bi19
         }
       }
     }
@@ -448,43 +619,43 @@ public func mnistnet_infer_b64(
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 1384448, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 0, 128)
-  for n22 in 0..<64 {
-    do {  // SIMD16 over u23
-      var u23 = 0
-      while u23 &+ 16 <= 128 {
-        store16(arena, (n22 &* 128) &+ u23, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n22 &* 128) &+ u23) + load16(params, 1198464 &+ u23)), where: (load16(arena, (n22 &* 128) &+ u23) + load16(params, 1198464 &+ u23)) .> SIMD16<Float>(repeating: Float(0))))
-        u23 &+= 16
+  for n32 in 0..<64 {
+    do {  // SIMD16 over u33
+      var u33 = 0
+      while u33 &+ 16 <= 128 {
+        store16(arena, (n32 &* 128) &+ u33, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n32 &* 128) &+ u33) + load16(params, 1198464 &+ u33)), where: (load16(arena, (n32 &* 128) &+ u33) + load16(params, 1198464 &+ u33)) .> SIMD16<Float>(repeating: Float(0))))
+        u33 &+= 16
       }
-      while u23 < 128 {
-        arena[((n22 &* 128) &+ u23)] = ((arena[((n22 &* 128) &+ u23)] + params[(1198464 &+ u23)]) > Float(0) ? (arena[((n22 &* 128) &+ u23)] + params[(1198464 &+ u23)]) : Float(0))
-        u23 &+= 1
+      while u33 < 128 {
+        arena[((n32 &* 128) &+ u33)] = ((arena[((n32 &* 128) &+ u33)] + params[(1198464 &+ u33)]) > Float(0) ? (arena[((n32 &* 128) &+ u33)] + params[(1198464 &+ u33)]) : Float(0))
+        u33 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n24 in 0..<64 {
-    do {  // SIMD16 over u25
-      var u25 = 0
-      while u25 < 10 {
-        arena[((8192 &+ (n24 &* 10)) &+ u25)] = (arena[((8192 &+ (n24 &* 10)) &+ u25)] + params[(1199872 &+ u25)])
-        u25 &+= 1
+  for n34 in 0..<64 {
+    do {  // SIMD16 over u35
+      var u35 = 0
+      while u35 < 10 {
+        arena[((8192 &+ (n34 &* 10)) &+ u35)] = (arena[((8192 &+ (n34 &* 10)) &+ u35)] + params[(1199872 &+ u35)])
+        u35 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n26 in 0..<64 {
-    var m27: Float = arena[(8192 &+ (n26 &* 10))]
-    for k29 in 0..<10 {
-      m27 = { let x = m27, y = arena[((8192 &+ (n26 &* 10)) &+ k29)]; return y > x ? y : x }()
+  for n36 in 0..<64 {
+    var m37: Float = arena[(8192 &+ (n36 &* 10))]
+    for k39 in 0..<10 {
+      m37 = { let x = m37, y = arena[((8192 &+ (n36 &* 10)) &+ k39)]; return y > x ? y : x }()
     }
-    var s28: Float = Float(0)
-    for k30 in 0..<10 {
-      s28 = (s28 + expf((arena[((8192 &+ (n26 &* 10)) &+ k30)] - m27)))
+    var s38: Float = Float(0)
+    for k40 in 0..<10 {
+      s38 = (s38 + expf((arena[((8192 &+ (n36 &* 10)) &+ k40)] - m37)))
     }
-    for k31 in 0..<10 {
-      arena[((n26 &* 10) &+ k31)] = (expf((arena[((8192 &+ (n26 &* 10)) &+ k31)] - m27)) / s28)
+    for k41 in 0..<10 {
+      arena[((n36 &* 10) &+ k41)] = (expf((arena[((8192 &+ (n36 &* 10)) &+ k41)] - m37)) / s38)
     }
   }
 }

@@ -7,1622 +7,2396 @@ entry:
   %v_new = alloca float, align 4
   %m_new = alloca float, align 4
   %g = alloca float, align 4
-  %bc2_sqrt88 = alloca float, align 4
-  %step_size87 = alloca float, align 4
-  %acc84 = alloca float, align 4
-  %acc63 = alloca float, align 4
-  %acc50 = alloca float, align 4
-  %acc45 = alloca float, align 4
-  %s40 = alloca float, align 4
-  %m39 = alloca float, align 4
-  %s35 = alloca float, align 4
-  %m34 = alloca float, align 4
-  %total32 = alloca float, align 4
-  %bi24 = alloca float, align 4
-  %best23 = alloca float, align 4
-  %bi11 = alloca float, align 4
-  %best10 = alloca float, align 4
-  br label %img1
+  %bc2_sqrt127 = alloca float, align 4
+  %step_size126 = alloca float, align 4
+  %acc123 = alloca float, align 4
+  %acc86 = alloca float, align 4
+  %acc64 = alloca float, align 4
+  %acc59 = alloca float, align 4
+  %s54 = alloca float, align 4
+  %m53 = alloca float, align 4
+  %s49 = alloca float, align 4
+  %m48 = alloca float, align 4
+  %total46 = alloca float, align 4
+  %bi38 = alloca float, align 4
+  %best37 = alloca float, align 4
+  %bi18 = alloca float, align 4
+  %best17 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j13.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img14
+g1.end:                                           ; preds = %j13.end
+  br label %g21
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 802816
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 809872
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 784, i32 9, float 1.000000e+00, ptr %params10, i32 9, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params24 = getelementptr inbounds float, ptr %params, i64 0
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 802816
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 1254400
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
+  br label %j13
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %0 = icmp slt i64 %c2.next, 1
-  br i1 %0, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 802816, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %1 = icmp slt i64 %ky3.next, 3
-  br i1 %1, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 9
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %2 = icmp slt i64 %kx4.next, 3
-  br i1 %2, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %3 = mul nsw i64 %c22, 3
-  %4 = add nsw i64 %3, %ky33
-  %5 = mul nsw i64 %4, 3
-  %6 = add nsw i64 %5, %kx44
-  %7 = mul nsw i64 %6, 784
-  %8 = add nsw i64 802816, %7
-  %9 = mul nsw i64 %oy55, 28
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float 0.000000e+00, ptr %arena7, align 4
-  %12 = add nsw i64 %oy55, %ky33
+ky6:                                              ; preds = %oy11.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
+  br label %oy7
+
+ky6.end:                                          ; preds = %oy11.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
+
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -1
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
   %13 = add nsw i64 %12, -1
-  %14 = icmp slt i64 -1, %13
-  %15 = add nsw i64 %oy55, %ky33
-  %16 = add nsw i64 %15, -1
-  %17 = icmp slt i64 %16, 28
-  %18 = and i1 %14, %17
-  %19 = add nsw i64 %ox66, %kx44
-  %20 = add nsw i64 %19, -1
-  %21 = icmp slt i64 -1, %20
-  %22 = add nsw i64 %ox66, %kx44
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
   %23 = add nsw i64 %22, -1
-  %24 = icmp slt i64 %23, 28
-  %25 = and i1 %21, %24
-  %26 = and i1 %18, %25
-  br i1 %26, label %then, label %endif
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 1
+  %27 = add nsw i64 %26, -1
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 3
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 3
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 802816, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 1
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 27
+  br i1 %41, label %ox8, label %ox8.end
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %27 = icmp slt i64 %oy5.next, 28
-  br i1 %27, label %oy5, label %oy5.end
-
-then:                                             ; preds = %ox6
-  %28 = mul nsw i64 %img11, 784
-  %29 = mul nsw i64 %c22, 784
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %oy55, %ky33
-  %32 = add nsw i64 %31, -1
-  %33 = mul nsw i64 %32, 28
-  %34 = add nsw i64 %30, %33
-  %35 = add nsw i64 %ox66, %kx44
-  %36 = add nsw i64 %35, -1
-  %37 = add nsw i64 %34, %36
-  %images8 = getelementptr inbounds float, ptr %images, i64 %37
-  %38 = load float, ptr %images8, align 4
-  %39 = mul nsw i64 %c22, 3
-  %40 = add nsw i64 %39, %ky33
-  %41 = mul nsw i64 %40, 3
-  %42 = add nsw i64 %41, %kx44
-  %43 = mul nsw i64 %42, 784
-  %44 = add nsw i64 802816, %43
-  %45 = mul nsw i64 %oy55, 28
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %38, ptr %arena9, align 4
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %48 = icmp slt i64 %ox6.next, 28
-  br i1 %48, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -1
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -1
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %py8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %py8.end ]
-  br label %py8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %py8.end
-  %img1.next = add nsw i64 %img11, 1
-  %49 = icmp slt i64 %img1.next, 64
-  br i1 %49, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-py8:                                              ; preds = %px9.end, %f7
-  %py814 = phi i64 [ 0, %f7 ], [ %py8.next, %px9.end ]
-  br label %px9
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-py8.end:                                          ; preds = %px9.end
-  %f7.next = add nsw i64 %f713, 1
-  %50 = icmp slt i64 %f7.next, 32
-  br i1 %50, label %f7, label %f7.end
-
-px9:                                              ; preds = %ky12.end, %py8
-  %px915 = phi i64 [ 0, %py8 ], [ %px9.next, %ky12.end ]
-  %51 = mul nsw i64 %f713, 784
-  %52 = add nsw i64 809872, %51
-  %53 = mul nsw i64 %py814, 56
-  %54 = mul nsw i64 %px915, 2
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %52, %55
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
-  %57 = load float, ptr %arena16, align 4
-  %58 = add nsw i64 288, %f713
-  %params17 = getelementptr inbounds float, ptr %params, i64 %58
-  %59 = load float, ptr %params17, align 4
-  %60 = fadd float %57, %59
-  store float %60, ptr %best10, align 4
-  %61 = mul nsw i64 %py814, 56
-  %62 = mul nsw i64 %px915, 2
-  %63 = add nsw i64 %61, %62
-  %64 = sitofp i64 %63 to float
-  store float %64, ptr %bi11, align 4
-  br label %ky12
-
-px9.end:                                          ; preds = %ky12.end
-  %py8.next = add nsw i64 %py814, 1
-  %65 = icmp slt i64 %py8.next, 14
-  br i1 %65, label %py8, label %py8.end
-
-ky12:                                             ; preds = %kx13.end, %px9
-  %ky1218 = phi i64 [ 0, %px9 ], [ %ky12.next, %kx13.end ]
-  br label %kx13
-
-ky12.end:                                         ; preds = %kx13.end
-  %best1030 = load float, ptr %best10, align 4
-  %66 = fcmp ogt float %best1030, 0.000000e+00
-  %best1031 = load float, ptr %best10, align 4
-  %67 = select i1 %66, float %best1031, float 0.000000e+00
-  %68 = mul nsw i64 %img11, 6272
-  %69 = mul nsw i64 %f713, 196
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -1
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %58, %ox1015
+  %images16 = getelementptr inbounds float, ptr %images, i64 %59
+  %60 = load float, ptr %images16, align 4
+  %61 = mul nsw i64 %c56, 3
+  %62 = add nsw i64 %61, %ky67
+  %63 = mul nsw i64 %62, 3
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 50176
+  %66 = add nsw i64 802816, %65
+  %67 = mul nsw i64 %j22, 784
+  %68 = add nsw i64 %66, %67
+  %69 = mul nsw i64 %oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %py814, 14
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 %72, %px915
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %73
-  store float %67, ptr %arena32, align 4
-  %bi1133 = load float, ptr %bi11, align 4
-  %74 = mul nsw i64 %img11, 6272
-  %75 = mul nsw i64 %f713, 196
-  %76 = add nsw i64 %74, %75
-  %77 = mul nsw i64 %py814, 14
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %px915
-  %80 = add nsw i64 401408, %79
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %80
-  store float %bi1133, ptr %arena34, align 4
-  %px9.next = add nsw i64 %px915, 1
-  %81 = icmp slt i64 %px9.next, 14
-  br i1 %81, label %px9, label %px9.end
+  %71 = add nsw i64 %70, %ox1015
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
+  store float %60, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %72 = icmp slt i64 %ox10.next, 28
+  br i1 %72, label %ox10, label %ox10.end
 
-kx13:                                             ; preds = %kx13, %ky12
-  %kx1319 = phi i64 [ 0, %ky12 ], [ %kx13.next, %kx13 ]
-  %82 = mul nsw i64 %f713, 784
-  %83 = add nsw i64 809872, %82
-  %84 = mul nsw i64 %py814, 56
-  %85 = mul nsw i64 %px915, 2
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
+
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %73 = add nsw i64 %oy1118, %ky67
+  %74 = add nsw i64 %73, -1
+  %75 = icmp slt i64 -1, %74
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -1
+  %78 = icmp slt i64 %77, 28
+  %79 = and i1 %75, %78
+  br i1 %79, label %then19, label %endif20
+
+oy11.end:                                         ; preds = %endif20
+  %ky6.next = add nsw i64 %ky67, 1
+  %80 = icmp slt i64 %ky6.next, 3
+  br i1 %80, label %ky6, label %ky6.end
+
+then19:                                           ; preds = %oy11
+  br label %ox12
+
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %81 = icmp slt i64 %oy11.next, 28
+  br i1 %81, label %oy11, label %oy11.end
+
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %82 = mul nsw i64 %g11, 64
+  %83 = add nsw i64 %82, %j22
+  %84 = mul nsw i64 %83, 784
+  %85 = mul nsw i64 %c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %ky1218, 28
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %kx1319
-  %90 = add nsw i64 %83, %89
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %90
-  %91 = load float, ptr %arena20, align 4
-  %92 = add nsw i64 288, %f713
-  %params21 = getelementptr inbounds float, ptr %params, i64 %92
-  %93 = load float, ptr %params21, align 4
-  %94 = fadd float %91, %93
-  %best1022 = load float, ptr %best10, align 4
-  %95 = fcmp ogt float %94, %best1022
-  %96 = mul nsw i64 %py814, 56
-  %97 = mul nsw i64 %px915, 2
-  %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %ky1218, 28
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %kx1319
-  %102 = sitofp i64 %101 to float
-  %bi1123 = load float, ptr %bi11, align 4
-  %103 = select i1 %95, float %102, float %bi1123
-  store float %103, ptr %bi11, align 4
-  %104 = mul nsw i64 %f713, 784
-  %105 = add nsw i64 809872, %104
-  %106 = mul nsw i64 %py814, 56
-  %107 = mul nsw i64 %px915, 2
-  %108 = add nsw i64 %106, %107
-  %109 = mul nsw i64 %ky1218, 28
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, %kx1319
-  %112 = add nsw i64 %105, %111
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena24, align 4
-  %114 = add nsw i64 288, %f713
-  %params25 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params25, align 4
-  %116 = fadd float %113, %115
-  %best1026 = load float, ptr %best10, align 4
-  %117 = fcmp ogt float %116, %best1026
-  %118 = mul nsw i64 %f713, 784
-  %119 = add nsw i64 809872, %118
-  %120 = mul nsw i64 %py814, 56
-  %121 = mul nsw i64 %px915, 2
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %ky1218, 28
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 %124, %kx1319
-  %126 = add nsw i64 %119, %125
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %126
-  %127 = load float, ptr %arena27, align 4
-  %128 = add nsw i64 288, %f713
-  %params28 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params28, align 4
-  %130 = fadd float %127, %129
-  %best1029 = load float, ptr %best10, align 4
-  %131 = select i1 %117, float %130, float %best1029
-  store float %131, ptr %best10, align 4
-  %kx13.next = add nsw i64 %kx1319, 1
-  %132 = icmp slt i64 %kx13.next, 2
-  br i1 %132, label %kx13, label %kx13.end
+  %87 = add nsw i64 %oy1118, %ky67
+  %88 = add nsw i64 %87, -1
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %ox1221, 1
+  %92 = add nsw i64 %90, %91
+  %images22 = getelementptr inbounds float, ptr %images, i64 %92
+  %93 = load float, ptr %images22, align 4
+  %94 = mul nsw i64 %c56, 3
+  %95 = add nsw i64 %94, %ky67
+  %96 = mul nsw i64 %95, 3
+  %97 = add nsw i64 %96, 2
+  %98 = mul nsw i64 %97, 50176
+  %99 = add nsw i64 802816, %98
+  %100 = mul nsw i64 %j22, 784
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %oy1118, 28
+  %103 = add nsw i64 %101, %102
+  %104 = add nsw i64 %103, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
+  store float %93, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %105 = icmp slt i64 %ox12.next, 27
+  br i1 %105, label %ox12, label %ox12.end
 
-kx13.end:                                         ; preds = %kx13
-  %ky12.next = add nsw i64 %ky1218, 1
-  %133 = icmp slt i64 %ky12.next, 2
-  br i1 %133, label %ky12, label %ky12.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-img14:                                            ; preds = %f20.end, %img1.end
-  %img1435 = phi i64 [ 0, %img1.end ], [ %img14.next, %f20.end ]
-  br label %c15
+j13:                                              ; preds = %f14.end, %j2.end
+  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
+  br label %f14
 
-img14.end:                                        ; preds = %f20.end
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params72 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 1204224
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena71, i32 3136, ptr %params72, i32 3136, float 0.000000e+00, ptr %arena73, i32 128)
-  br label %n27
+j13.end:                                          ; preds = %f14.end
+  %g1.next = add nsw i64 %g11, 1
+  %106 = icmp slt i64 %g1.next, 1
+  br i1 %106, label %g1, label %g1.end
 
-c15:                                              ; preds = %ky16.end, %img14
-  %c1536 = phi i64 [ 0, %img14 ], [ %c15.next, %ky16.end ]
-  br label %ky16
+f14:                                              ; preds = %py15.end, %j13
+  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
+  br label %py15
 
-c15.end:                                          ; preds = %ky16.end
-  %params46 = getelementptr inbounds float, ptr %params, i64 320
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 1204224
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 1260672
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 196, i32 288, float 1.000000e+00, ptr %params46, i32 288, ptr %arena47, i32 196, float 0.000000e+00, ptr %arena48, i32 196)
-  br label %f20
+f14.end:                                          ; preds = %py15.end
+  %j13.next = add nsw i64 %j1327, 1
+  %107 = icmp slt i64 %j13.next, 64
+  br i1 %107, label %j13, label %j13.end
 
-ky16:                                             ; preds = %kx17.end, %c15
-  %ky1637 = phi i64 [ 0, %c15 ], [ %ky16.next, %kx17.end ]
-  br label %kx17
+py15:                                             ; preds = %px16.end, %f14
+  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
+  br label %px16
 
-ky16.end:                                         ; preds = %kx17.end
-  %c15.next = add nsw i64 %c1536, 1
-  %134 = icmp slt i64 %c15.next, 32
-  br i1 %134, label %c15, label %c15.end
+py15.end:                                         ; preds = %px16.end
+  %f14.next = add nsw i64 %f1428, 1
+  %108 = icmp slt i64 %f14.next, 32
+  br i1 %108, label %f14, label %f14.end
 
-kx17:                                             ; preds = %oy18.end, %ky16
-  %kx1738 = phi i64 [ 0, %ky16 ], [ %kx17.next, %oy18.end ]
-  br label %oy18
+px16:                                             ; preds = %ky19.end, %py15
+  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
+  %109 = mul nsw i64 %f1428, 50176
+  %110 = add nsw i64 1254400, %109
+  %111 = mul nsw i64 %j1327, 784
+  %112 = add nsw i64 %110, %111
+  %113 = mul nsw i64 %py1529, 56
+  %114 = mul nsw i64 %px1630, 2
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %112, %115
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load float, ptr %arena31, align 4
+  %118 = add nsw i64 288, %f1428
+  %params32 = getelementptr inbounds float, ptr %params, i64 %118
+  %119 = load float, ptr %params32, align 4
+  %120 = fadd float %117, %119
+  store float %120, ptr %best17, align 4
+  %121 = mul nsw i64 %py1529, 56
+  %122 = mul nsw i64 %px1630, 2
+  %123 = add nsw i64 %121, %122
+  %124 = sitofp i64 %123 to float
+  store float %124, ptr %bi18, align 4
+  br label %ky19
 
-kx17.end:                                         ; preds = %oy18.end
-  %ky16.next = add nsw i64 %ky1637, 1
-  %135 = icmp slt i64 %ky16.next, 3
-  br i1 %135, label %ky16, label %ky16.end
+px16.end:                                         ; preds = %ky19.end
+  %py15.next = add nsw i64 %py1529, 1
+  %125 = icmp slt i64 %py15.next, 14
+  br i1 %125, label %py15, label %py15.end
 
-oy18:                                             ; preds = %ox19.end, %kx17
-  %oy1839 = phi i64 [ 0, %kx17 ], [ %oy18.next, %ox19.end ]
-  br label %ox19
+ky19:                                             ; preds = %kx20.end, %px16
+  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
+  br label %kx20
 
-oy18.end:                                         ; preds = %ox19.end
-  %kx17.next = add nsw i64 %kx1738, 1
-  %136 = icmp slt i64 %kx17.next, 3
-  br i1 %136, label %kx17, label %kx17.end
+ky19.end:                                         ; preds = %kx20.end
+  %best1745 = load float, ptr %best17, align 4
+  %126 = fcmp ogt float %best1745, 0.000000e+00
+  %best1746 = load float, ptr %best17, align 4
+  %127 = select i1 %126, float %best1746, float 0.000000e+00
+  %128 = mul nsw i64 %g11, 64
+  %129 = add nsw i64 %128, %j1327
+  %130 = mul nsw i64 %129, 6272
+  %131 = mul nsw i64 %f1428, 196
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %py1529, 14
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 %134, %px1630
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena47, align 4
+  %bi1848 = load float, ptr %bi18, align 4
+  %136 = mul nsw i64 %g11, 64
+  %137 = add nsw i64 %136, %j1327
+  %138 = mul nsw i64 %137, 6272
+  %139 = mul nsw i64 %f1428, 196
+  %140 = add nsw i64 %138, %139
+  %141 = mul nsw i64 %py1529, 14
+  %142 = add nsw i64 %140, %141
+  %143 = add nsw i64 %142, %px1630
+  %144 = add nsw i64 401408, %143
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1848, ptr %arena49, align 4
+  %px16.next = add nsw i64 %px1630, 1
+  %145 = icmp slt i64 %px16.next, 14
+  br i1 %145, label %px16, label %px16.end
 
-ox19:                                             ; preds = %endif43, %oy18
-  %ox1940 = phi i64 [ 0, %oy18 ], [ %ox19.next, %endif43 ]
-  %137 = mul nsw i64 %c1536, 3
-  %138 = add nsw i64 %137, %ky1637
-  %139 = mul nsw i64 %138, 3
-  %140 = add nsw i64 %139, %kx1738
-  %141 = mul nsw i64 %140, 196
-  %142 = add nsw i64 1204224, %141
-  %143 = mul nsw i64 %oy1839, 14
-  %144 = add nsw i64 %142, %143
-  %145 = add nsw i64 %144, %ox1940
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %145
-  store float 0.000000e+00, ptr %arena41, align 4
-  %146 = add nsw i64 %oy1839, %ky1637
-  %147 = add nsw i64 %146, -1
-  %148 = icmp slt i64 -1, %147
-  %149 = add nsw i64 %oy1839, %ky1637
-  %150 = add nsw i64 %149, -1
-  %151 = icmp slt i64 %150, 14
-  %152 = and i1 %148, %151
-  %153 = add nsw i64 %ox1940, %kx1738
-  %154 = add nsw i64 %153, -1
-  %155 = icmp slt i64 -1, %154
-  %156 = add nsw i64 %ox1940, %kx1738
-  %157 = add nsw i64 %156, -1
-  %158 = icmp slt i64 %157, 14
-  %159 = and i1 %155, %158
-  %160 = and i1 %152, %159
-  br i1 %160, label %then42, label %endif43
-
-ox19.end:                                         ; preds = %endif43
-  %oy18.next = add nsw i64 %oy1839, 1
-  %161 = icmp slt i64 %oy18.next, 14
-  br i1 %161, label %oy18, label %oy18.end
-
-then42:                                           ; preds = %ox19
-  %162 = mul nsw i64 %img1435, 6272
-  %163 = mul nsw i64 %c1536, 196
+kx20:                                             ; preds = %kx20, %ky19
+  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
+  %146 = mul nsw i64 %f1428, 50176
+  %147 = add nsw i64 1254400, %146
+  %148 = mul nsw i64 %j1327, 784
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %py1529, 56
+  %151 = mul nsw i64 %px1630, 2
+  %152 = add nsw i64 %150, %151
+  %153 = mul nsw i64 %ky1933, 28
+  %154 = add nsw i64 %152, %153
+  %155 = add nsw i64 %154, %kx2034
+  %156 = add nsw i64 %149, %155
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
+  %157 = load float, ptr %arena35, align 4
+  %158 = add nsw i64 288, %f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %158
+  %159 = load float, ptr %params36, align 4
+  %160 = fadd float %157, %159
+  %best1737 = load float, ptr %best17, align 4
+  %161 = fcmp ogt float %160, %best1737
+  %162 = mul nsw i64 %py1529, 56
+  %163 = mul nsw i64 %px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %oy1839, %ky1637
-  %166 = add nsw i64 %165, -1
-  %167 = mul nsw i64 %166, 14
-  %168 = add nsw i64 %164, %167
-  %169 = add nsw i64 %ox1940, %kx1738
-  %170 = add nsw i64 %169, -1
-  %171 = add nsw i64 %168, %170
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %171
-  %172 = load float, ptr %arena44, align 4
-  %173 = mul nsw i64 %c1536, 3
-  %174 = add nsw i64 %173, %ky1637
-  %175 = mul nsw i64 %174, 3
-  %176 = add nsw i64 %175, %kx1738
-  %177 = mul nsw i64 %176, 196
-  %178 = add nsw i64 1204224, %177
-  %179 = mul nsw i64 %oy1839, 14
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %180, %ox1940
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float %172, ptr %arena45, align 4
-  br label %endif43
-
-endif43:                                          ; preds = %then42, %ox19
-  %ox19.next = add nsw i64 %ox1940, 1
-  %182 = icmp slt i64 %ox19.next, 14
-  br i1 %182, label %ox19, label %ox19.end
-
-f20:                                              ; preds = %py21.end, %c15.end
-  %f2049 = phi i64 [ 0, %c15.end ], [ %f20.next, %py21.end ]
-  br label %py21
-
-f20.end:                                          ; preds = %py21.end
-  %img14.next = add nsw i64 %img1435, 1
-  %183 = icmp slt i64 %img14.next, 64
-  br i1 %183, label %img14, label %img14.end
-
-py21:                                             ; preds = %px22.end, %f20
-  %py2150 = phi i64 [ 0, %f20 ], [ %py21.next, %px22.end ]
-  br label %px22
-
-py21.end:                                         ; preds = %px22.end
-  %f20.next = add nsw i64 %f2049, 1
-  %184 = icmp slt i64 %f20.next, 64
-  br i1 %184, label %f20, label %f20.end
-
-px22:                                             ; preds = %ky25.end, %py21
-  %px2251 = phi i64 [ 0, %py21 ], [ %px22.next, %ky25.end ]
-  %185 = mul nsw i64 %f2049, 196
-  %186 = add nsw i64 1260672, %185
-  %187 = mul nsw i64 %py2150, 28
-  %188 = mul nsw i64 %px2251, 2
+  %165 = mul nsw i64 %ky1933, 28
+  %166 = add nsw i64 %164, %165
+  %167 = add nsw i64 %166, %kx2034
+  %168 = sitofp i64 %167 to float
+  %bi1838 = load float, ptr %bi18, align 4
+  %169 = select i1 %161, float %168, float %bi1838
+  store float %169, ptr %bi18, align 4
+  %170 = mul nsw i64 %f1428, 50176
+  %171 = add nsw i64 1254400, %170
+  %172 = mul nsw i64 %j1327, 784
+  %173 = add nsw i64 %171, %172
+  %174 = mul nsw i64 %py1529, 56
+  %175 = mul nsw i64 %px1630, 2
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %ky1933, 28
+  %178 = add nsw i64 %176, %177
+  %179 = add nsw i64 %178, %kx2034
+  %180 = add nsw i64 %173, %179
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena39, align 4
+  %182 = add nsw i64 288, %f1428
+  %params40 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params40, align 4
+  %184 = fadd float %181, %183
+  %best1741 = load float, ptr %best17, align 4
+  %185 = fcmp ogt float %184, %best1741
+  %186 = mul nsw i64 %f1428, 50176
+  %187 = add nsw i64 1254400, %186
+  %188 = mul nsw i64 %j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 %186, %189
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %190
-  %191 = load float, ptr %arena52, align 4
-  %192 = add nsw i64 18752, %f2049
-  %params53 = getelementptr inbounds float, ptr %params, i64 %192
-  %193 = load float, ptr %params53, align 4
-  %194 = fadd float %191, %193
-  store float %194, ptr %best23, align 4
-  %195 = mul nsw i64 %py2150, 28
-  %196 = mul nsw i64 %px2251, 2
-  %197 = add nsw i64 %195, %196
-  %198 = sitofp i64 %197 to float
-  store float %198, ptr %bi24, align 4
-  br label %ky25
+  %190 = mul nsw i64 %py1529, 56
+  %191 = mul nsw i64 %px1630, 2
+  %192 = add nsw i64 %190, %191
+  %193 = mul nsw i64 %ky1933, 28
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %194, %kx2034
+  %196 = add nsw i64 %189, %195
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena42, align 4
+  %198 = add nsw i64 288, %f1428
+  %params43 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params43, align 4
+  %200 = fadd float %197, %199
+  %best1744 = load float, ptr %best17, align 4
+  %201 = select i1 %185, float %200, float %best1744
+  store float %201, ptr %best17, align 4
+  %kx20.next = add nsw i64 %kx2034, 1
+  %202 = icmp slt i64 %kx20.next, 2
+  br i1 %202, label %kx20, label %kx20.end
 
-px22.end:                                         ; preds = %ky25.end
-  %py21.next = add nsw i64 %py2150, 1
-  %199 = icmp slt i64 %py21.next, 7
-  br i1 %199, label %py21, label %py21.end
+kx20.end:                                         ; preds = %kx20
+  %ky19.next = add nsw i64 %ky1933, 1
+  %203 = icmp slt i64 %ky19.next, 2
+  br i1 %203, label %ky19, label %ky19.end
 
-ky25:                                             ; preds = %kx26.end, %px22
-  %ky2554 = phi i64 [ 0, %px22 ], [ %ky25.next, %kx26.end ]
-  br label %kx26
+g21:                                              ; preds = %j33.end, %g1.end
+  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
+  br label %j2251
 
-ky25.end:                                         ; preds = %kx26.end
-  %best2366 = load float, ptr %best23, align 4
-  %200 = fcmp ogt float %best2366, 0.000000e+00
-  %best2367 = load float, ptr %best23, align 4
-  %201 = select i1 %200, float %best2367, float 0.000000e+00
-  %202 = mul nsw i64 %img1435, 3136
-  %203 = mul nsw i64 %f2049, 49
-  %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %py2150, 7
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %px2251
-  %208 = add nsw i64 802816, %207
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float %201, ptr %arena68, align 4
-  %bi2469 = load float, ptr %bi24, align 4
-  %209 = mul nsw i64 %img1435, 3136
-  %210 = mul nsw i64 %f2049, 49
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %py2150, 7
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %px2251
-  %215 = add nsw i64 1003520, %214
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2469, ptr %arena70, align 4
-  %px22.next = add nsw i64 %px2251, 1
-  %216 = icmp slt i64 %px22.next, 7
-  br i1 %216, label %px22, label %px22.end
+g21.end:                                          ; preds = %j33.end
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 802816
+  %params103 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 1204224
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena102, i32 3136, ptr %params103, i32 3136, float 0.000000e+00, ptr %arena104, i32 128)
+  br label %n41
 
-kx26:                                             ; preds = %kx26, %ky25
-  %kx2655 = phi i64 [ 0, %ky25 ], [ %kx26.next, %kx26 ]
-  %217 = mul nsw i64 %f2049, 196
-  %218 = add nsw i64 1260672, %217
-  %219 = mul nsw i64 %py2150, 28
-  %220 = mul nsw i64 %px2251, 2
-  %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %ky2554, 14
-  %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %kx2655
-  %225 = add nsw i64 %218, %224
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena56, align 4
-  %227 = add nsw i64 18752, %f2049
-  %params57 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params57, align 4
-  %229 = fadd float %226, %228
-  %best2358 = load float, ptr %best23, align 4
-  %230 = fcmp ogt float %229, %best2358
-  %231 = mul nsw i64 %py2150, 28
-  %232 = mul nsw i64 %px2251, 2
-  %233 = add nsw i64 %231, %232
-  %234 = mul nsw i64 %ky2554, 14
-  %235 = add nsw i64 %233, %234
-  %236 = add nsw i64 %235, %kx2655
-  %237 = sitofp i64 %236 to float
-  %bi2459 = load float, ptr %bi24, align 4
-  %238 = select i1 %230, float %237, float %bi2459
-  store float %238, ptr %bi24, align 4
-  %239 = mul nsw i64 %f2049, 196
-  %240 = add nsw i64 1260672, %239
-  %241 = mul nsw i64 %py2150, 28
-  %242 = mul nsw i64 %px2251, 2
-  %243 = add nsw i64 %241, %242
-  %244 = mul nsw i64 %ky2554, 14
-  %245 = add nsw i64 %243, %244
-  %246 = add nsw i64 %245, %kx2655
-  %247 = add nsw i64 %240, %246
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena60, align 4
-  %249 = add nsw i64 18752, %f2049
-  %params61 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params61, align 4
-  %251 = fadd float %248, %250
-  %best2362 = load float, ptr %best23, align 4
-  %252 = fcmp ogt float %251, %best2362
-  %253 = mul nsw i64 %f2049, 196
-  %254 = add nsw i64 1260672, %253
-  %255 = mul nsw i64 %py2150, 28
-  %256 = mul nsw i64 %px2251, 2
-  %257 = add nsw i64 %255, %256
-  %258 = mul nsw i64 %ky2554, 14
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, %kx2655
-  %261 = add nsw i64 %254, %260
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena63, align 4
-  %263 = add nsw i64 18752, %f2049
-  %params64 = getelementptr inbounds float, ptr %params, i64 %263
-  %264 = load float, ptr %params64, align 4
-  %265 = fadd float %262, %264
-  %best2365 = load float, ptr %best23, align 4
-  %266 = select i1 %252, float %265, float %best2365
-  store float %266, ptr %best23, align 4
-  %kx26.next = add nsw i64 %kx2655, 1
-  %267 = icmp slt i64 %kx26.next, 2
-  br i1 %267, label %kx26, label %kx26.end
+j2251:                                            ; preds = %c25.end, %g21
+  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
+  br label %r23
 
-kx26.end:                                         ; preds = %kx26
-  %ky25.next = add nsw i64 %ky2554, 1
-  %268 = icmp slt i64 %ky25.next, 2
-  br i1 %268, label %ky25, label %ky25.end
+j22.end:                                          ; preds = %c25.end
+  %params76 = getelementptr inbounds float, ptr %params, i64 320
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 1204224
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 4816896
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params76, i32 288, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
+  br label %j33
 
-n27:                                              ; preds = %u28.end, %img14.end
-  %n2774 = phi i64 [ 0, %img14.end ], [ %n27.next, %u28.end ]
-  br label %u28
+r23:                                              ; preds = %i24.end, %j2251
+  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
+  br label %i24
 
-n27.end:                                          ; preds = %u28.end
-  br label %i29
+r23.end:                                          ; preds = %i24.end
+  br label %c25
 
-u28:                                              ; preds = %u28, %n27
-  %u2875 = phi i64 [ 0, %n27 ], [ %u28.next, %u28 ]
-  %269 = mul nsw i64 %n2774, 128
+i24:                                              ; preds = %i24, %r23
+  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
+  %204 = mul nsw i64 %r2353, 12544
+  %205 = add nsw i64 1204224, %204
+  %206 = mul nsw i64 %j2252, 196
+  %207 = add nsw i64 %205, %206
+  %208 = add nsw i64 %207, %i2454
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena55, align 4
+  %i24.next = add nsw i64 %i2454, 1
+  %209 = icmp slt i64 %i24.next, 196
+  br i1 %209, label %i24, label %i24.end
+
+i24.end:                                          ; preds = %i24
+  %r23.next = add nsw i64 %r2353, 1
+  %210 = icmp slt i64 %r23.next, 288
+  br i1 %210, label %r23, label %r23.end
+
+c25:                                              ; preds = %ky26.end, %r23.end
+  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
+  br label %ky26
+
+c25.end:                                          ; preds = %ky26.end
+  %j22.next = add nsw i64 %j2252, 1
+  %211 = icmp slt i64 %j22.next, 64
+  br i1 %211, label %j2251, label %j22.end
+
+ky26:                                             ; preds = %oy31.end, %c25
+  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
+  br label %oy27
+
+ky26.end:                                         ; preds = %oy31.end
+  %c25.next = add nsw i64 %c2556, 1
+  %212 = icmp slt i64 %c25.next, 32
+  br i1 %212, label %c25, label %c25.end
+
+oy27:                                             ; preds = %endif60, %ky26
+  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
+  %213 = add nsw i64 %oy2758, %ky2657
+  %214 = add nsw i64 %213, -1
+  %215 = icmp slt i64 -1, %214
+  %216 = add nsw i64 %oy2758, %ky2657
+  %217 = add nsw i64 %216, -1
+  %218 = icmp slt i64 %217, 14
+  %219 = and i1 %215, %218
+  br i1 %219, label %then59, label %endif60
+
+oy27.end:                                         ; preds = %endif60
+  br label %oy29
+
+then59:                                           ; preds = %oy27
+  br label %ox28
+
+endif60:                                          ; preds = %ox28.end, %oy27
+  %oy27.next = add nsw i64 %oy2758, 1
+  %220 = icmp slt i64 %oy27.next, 14
+  br i1 %220, label %oy27, label %oy27.end
+
+ox28:                                             ; preds = %ox28, %then59
+  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
+  %221 = mul nsw i64 %g2150, 64
+  %222 = add nsw i64 %221, %j2252
+  %223 = mul nsw i64 %222, 6272
+  %224 = mul nsw i64 %c2556, 196
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 %oy2758, %ky2657
+  %227 = add nsw i64 %226, -1
+  %228 = mul nsw i64 %227, 14
+  %229 = add nsw i64 %225, %228
+  %230 = add nsw i64 %ox2861, 1
+  %231 = add nsw i64 %230, -1
+  %232 = add nsw i64 %229, %231
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena62, align 4
+  %234 = mul nsw i64 %c2556, 3
+  %235 = add nsw i64 %234, %ky2657
+  %236 = mul nsw i64 %235, 3
+  %237 = mul nsw i64 %236, 12544
+  %238 = add nsw i64 1204224, %237
+  %239 = mul nsw i64 %j2252, 196
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %oy2758, 14
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %ox2861, 1
+  %244 = add nsw i64 %242, %243
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena63, align 4
+  %ox28.next = add nsw i64 %ox2861, 1
+  %245 = icmp slt i64 %ox28.next, 13
+  br i1 %245, label %ox28, label %ox28.end
+
+ox28.end:                                         ; preds = %ox28
+  br label %endif60
+
+oy29:                                             ; preds = %endif66, %oy27.end
+  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
+  %246 = add nsw i64 %oy2964, %ky2657
+  %247 = add nsw i64 %246, -1
+  %248 = icmp slt i64 -1, %247
+  %249 = add nsw i64 %oy2964, %ky2657
+  %250 = add nsw i64 %249, -1
+  %251 = icmp slt i64 %250, 14
+  %252 = and i1 %248, %251
+  br i1 %252, label %then65, label %endif66
+
+oy29.end:                                         ; preds = %endif66
+  br label %oy31
+
+then65:                                           ; preds = %oy29
+  br label %ox30
+
+endif66:                                          ; preds = %ox30.end, %oy29
+  %oy29.next = add nsw i64 %oy2964, 1
+  %253 = icmp slt i64 %oy29.next, 14
+  br i1 %253, label %oy29, label %oy29.end
+
+ox30:                                             ; preds = %ox30, %then65
+  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
+  %254 = mul nsw i64 %g2150, 64
+  %255 = add nsw i64 %254, %j2252
+  %256 = mul nsw i64 %255, 6272
+  %257 = mul nsw i64 %c2556, 196
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %oy2964, %ky2657
+  %260 = add nsw i64 %259, -1
+  %261 = mul nsw i64 %260, 14
+  %262 = add nsw i64 %258, %261
+  %263 = add nsw i64 %262, %ox3067
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena68, align 4
+  %265 = mul nsw i64 %c2556, 3
+  %266 = add nsw i64 %265, %ky2657
+  %267 = mul nsw i64 %266, 3
+  %268 = add nsw i64 %267, 1
+  %269 = mul nsw i64 %268, 12544
   %270 = add nsw i64 1204224, %269
-  %271 = add nsw i64 %270, %u2875
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %271
-  %272 = load float, ptr %arena76, align 4
-  %273 = add nsw i64 420224, %u2875
-  %params77 = getelementptr inbounds float, ptr %params, i64 %273
-  %274 = load float, ptr %params77, align 4
-  %275 = fadd float %272, %274
-  %276 = fcmp ogt float %275, 0.000000e+00
-  %277 = mul nsw i64 %n2774, 128
-  %278 = add nsw i64 1204224, %277
-  %279 = add nsw i64 %278, %u2875
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load float, ptr %arena78, align 4
-  %281 = add nsw i64 420224, %u2875
-  %params79 = getelementptr inbounds float, ptr %params, i64 %281
-  %282 = load float, ptr %params79, align 4
-  %283 = fadd float %280, %282
-  %284 = select i1 %276, float %283, float 0.000000e+00
-  %285 = mul nsw i64 %n2774, 128
-  %286 = add nsw i64 1204224, %285
-  %287 = add nsw i64 %286, %u2875
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %287
-  store float %284, ptr %arena80, align 4
-  %u28.next = add nsw i64 %u2875, 1
-  %288 = icmp slt i64 %u28.next, 128
-  br i1 %288, label %u28, label %u28.end
+  %271 = mul nsw i64 %j2252, 196
+  %272 = add nsw i64 %270, %271
+  %273 = mul nsw i64 %oy2964, 14
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, %ox3067
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena69, align 4
+  %ox30.next = add nsw i64 %ox3067, 1
+  %276 = icmp slt i64 %ox30.next, 14
+  br i1 %276, label %ox30, label %ox30.end
 
-u28.end:                                          ; preds = %u28
-  %n27.next = add nsw i64 %n2774, 1
-  %289 = icmp slt i64 %n27.next, 64
-  br i1 %289, label %n27, label %n27.end
+ox30.end:                                         ; preds = %ox30
+  br label %endif66
 
-i29:                                              ; preds = %i29, %n27.end
-  %i2981 = phi i64 [ 0, %n27.end ], [ %i29.next, %i29 ]
-  %290 = xor i64 %seed, -1035080904108319828
-  %291 = lshr i64 %290, 30
-  %292 = xor i64 %290, %291
-  %293 = mul i64 %292, -4658895280553007687
-  %294 = lshr i64 %293, 27
-  %295 = xor i64 %293, %294
-  %296 = mul i64 %295, -7723592293110705685
-  %297 = lshr i64 %296, 31
-  %298 = xor i64 %296, %297
-  %299 = add i64 %298, %step
-  %300 = lshr i64 %299, 30
-  %301 = xor i64 %299, %300
-  %302 = mul i64 %301, -4658895280553007687
-  %303 = lshr i64 %302, 27
-  %304 = xor i64 %302, %303
-  %305 = mul i64 %304, -7723592293110705685
-  %306 = lshr i64 %305, 31
-  %307 = xor i64 %305, %306
-  %308 = mul i64 %i2981, -7046029254386353131
-  %309 = add i64 %307, %308
-  %310 = lshr i64 %309, 30
-  %311 = xor i64 %309, %310
-  %312 = mul i64 %311, -4658895280553007687
-  %313 = lshr i64 %312, 27
-  %314 = xor i64 %312, %313
-  %315 = mul i64 %314, -7723592293110705685
-  %316 = lshr i64 %315, 31
-  %317 = xor i64 %315, %316
-  %318 = lshr i64 %317, 40
-  %keep = icmp uge i64 %318, 8388608
-  %319 = add nsw i64 1204224, %i2981
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %319
-  %320 = load float, ptr %arena82, align 4
-  %321 = fmul float %320, 2.000000e+00
-  %322 = select i1 %keep, float %321, float 0.000000e+00
-  %323 = add nsw i64 1212416, %i2981
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %323
-  store float %322, ptr %arena83, align 4
-  %i29.next = add nsw i64 %i2981, 1
-  %324 = icmp slt i64 %i29.next, 8192
-  br i1 %324, label %i29, label %i29.end
+oy31:                                             ; preds = %endif72, %oy29.end
+  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
+  %277 = add nsw i64 %oy3170, %ky2657
+  %278 = add nsw i64 %277, -1
+  %279 = icmp slt i64 -1, %278
+  %280 = add nsw i64 %oy3170, %ky2657
+  %281 = add nsw i64 %280, -1
+  %282 = icmp slt i64 %281, 14
+  %283 = and i1 %279, %282
+  br i1 %283, label %then71, label %endif72
 
-i29.end:                                          ; preds = %i29
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params85 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 1220608
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena84, i32 128, ptr %params85, i32 128, float 0.000000e+00, ptr %arena86, i32 10)
-  br label %n30
+oy31.end:                                         ; preds = %endif72
+  %ky26.next = add nsw i64 %ky2657, 1
+  %284 = icmp slt i64 %ky26.next, 3
+  br i1 %284, label %ky26, label %ky26.end
 
-n30:                                              ; preds = %u31.end, %i29.end
-  %n3087 = phi i64 [ 0, %i29.end ], [ %n30.next, %u31.end ]
-  br label %u31
+then71:                                           ; preds = %oy31
+  br label %ox32
 
-n30.end:                                          ; preds = %u31.end
-  store float 0.000000e+00, ptr %total32, align 4
-  br label %n33
+endif72:                                          ; preds = %ox32.end, %oy31
+  %oy31.next = add nsw i64 %oy3170, 1
+  %285 = icmp slt i64 %oy31.next, 14
+  br i1 %285, label %oy31, label %oy31.end
 
-u31:                                              ; preds = %u31, %n30
-  %u3188 = phi i64 [ 0, %n30 ], [ %u31.next, %u31 ]
-  %325 = mul nsw i64 %n3087, 10
-  %326 = add nsw i64 1220608, %325
-  %327 = add nsw i64 %326, %u3188
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %327
-  %328 = load float, ptr %arena89, align 4
-  %329 = add nsw i64 421632, %u3188
-  %params90 = getelementptr inbounds float, ptr %params, i64 %329
-  %330 = load float, ptr %params90, align 4
-  %331 = fadd float %328, %330
-  %332 = mul nsw i64 %n3087, 10
-  %333 = add nsw i64 1220608, %332
-  %334 = add nsw i64 %333, %u3188
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %334
-  store float %331, ptr %arena91, align 4
-  %u31.next = add nsw i64 %u3188, 1
-  %335 = icmp slt i64 %u31.next, 10
-  br i1 %335, label %u31, label %u31.end
+ox32:                                             ; preds = %ox32, %then71
+  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
+  %286 = mul nsw i64 %g2150, 64
+  %287 = add nsw i64 %286, %j2252
+  %288 = mul nsw i64 %287, 6272
+  %289 = mul nsw i64 %c2556, 196
+  %290 = add nsw i64 %288, %289
+  %291 = add nsw i64 %oy3170, %ky2657
+  %292 = add nsw i64 %291, -1
+  %293 = mul nsw i64 %292, 14
+  %294 = add nsw i64 %290, %293
+  %295 = add nsw i64 %ox3273, 1
+  %296 = add nsw i64 %294, %295
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena74, align 4
+  %298 = mul nsw i64 %c2556, 3
+  %299 = add nsw i64 %298, %ky2657
+  %300 = mul nsw i64 %299, 3
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 12544
+  %303 = add nsw i64 1204224, %302
+  %304 = mul nsw i64 %j2252, 196
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %oy3170, 14
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 %307, %ox3273
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena75, align 4
+  %ox32.next = add nsw i64 %ox3273, 1
+  %309 = icmp slt i64 %ox32.next, 13
+  br i1 %309, label %ox32, label %ox32.end
 
-u31.end:                                          ; preds = %u31
-  %n30.next = add nsw i64 %n3087, 1
-  %336 = icmp slt i64 %n30.next, 64
-  br i1 %336, label %n30, label %n30.end
+ox32.end:                                         ; preds = %ox32
+  br label %endif72
 
-n33:                                              ; preds = %k37.end, %n30.end
-  %n3392 = phi i64 [ 0, %n30.end ], [ %n33.next, %k37.end ]
-  %337 = mul nsw i64 %n3392, 10
-  %338 = add nsw i64 1220608, %337
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %338
-  %339 = load float, ptr %arena93, align 4
-  store float %339, ptr %m34, align 4
-  br label %k36
+j33:                                              ; preds = %f34.end, %j22.end
+  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
+  br label %f34
 
-n33.end:                                          ; preds = %k37.end
-  %total32106 = load float, ptr %total32, align 4
-  %340 = fdiv float %total32106, 6.400000e+01
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 1221248
-  store float %340, ptr %arena107, align 4
-  br label %n38
+j33.end:                                          ; preds = %f34.end
+  %g21.next = add nsw i64 %g2150, 1
+  %310 = icmp slt i64 %g21.next, 1
+  br i1 %310, label %g21, label %g21.end
 
-k36:                                              ; preds = %k36, %n33
-  %k3694 = phi i64 [ 0, %n33 ], [ %k36.next, %k36 ]
-  %m3495 = load float, ptr %m34, align 4
-  %341 = mul nsw i64 %n3392, 10
-  %342 = add nsw i64 1220608, %341
-  %343 = add nsw i64 %342, %k3694
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena96, align 4
-  %345 = fcmp ogt float %344, %m3495
-  %346 = select i1 %345, float %344, float %m3495
-  store float %346, ptr %m34, align 4
-  %k36.next = add nsw i64 %k3694, 1
-  %347 = icmp slt i64 %k36.next, 10
-  br i1 %347, label %k36, label %k36.end
+f34:                                              ; preds = %py35.end, %j33
+  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
+  br label %py35
 
-k36.end:                                          ; preds = %k36
-  store float 0.000000e+00, ptr %s35, align 4
-  br label %k37
+f34.end:                                          ; preds = %py35.end
+  %j33.next = add nsw i64 %j3379, 1
+  %311 = icmp slt i64 %j33.next, 64
+  br i1 %311, label %j33, label %j33.end
 
-k37:                                              ; preds = %k37, %k36.end
-  %k3797 = phi i64 [ 0, %k36.end ], [ %k37.next, %k37 ]
-  %s3598 = load float, ptr %s35, align 4
-  %348 = mul nsw i64 %n3392, 10
-  %349 = add nsw i64 1220608, %348
-  %350 = add nsw i64 %349, %k3797
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %350
-  %351 = load float, ptr %arena99, align 4
-  %m34100 = load float, ptr %m34, align 4
-  %352 = fsub float %351, %m34100
-  %353 = call float @llvm.exp.f32(float %352)
-  %354 = fadd float %s3598, %353
-  store float %354, ptr %s35, align 4
-  %k37.next = add nsw i64 %k3797, 1
-  %355 = icmp slt i64 %k37.next, 10
-  br i1 %355, label %k37, label %k37.end
+py35:                                             ; preds = %px36.end, %f34
+  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
+  br label %px36
 
-k37.end:                                          ; preds = %k37
-  %total32101 = load float, ptr %total32, align 4
-  %m34102 = load float, ptr %m34, align 4
-  %s35103 = load float, ptr %s35, align 4
-  %356 = call float @llvm.log.f32(float %s35103)
-  %357 = fadd float %m34102, %356
-  %358 = mul nsw i64 %n3392, 10
-  %359 = add nsw i64 1220608, %358
-  %labels104 = getelementptr inbounds i32, ptr %labels, i64 %n3392
-  %label = load i32, ptr %labels104, align 4
-  %360 = sext i32 %label to i64
-  %361 = add nsw i64 %359, %360
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena105, align 4
-  %363 = fsub float %357, %362
-  %364 = fadd float %total32101, %363
-  store float %364, ptr %total32, align 4
-  %n33.next = add nsw i64 %n3392, 1
-  %365 = icmp slt i64 %n33.next, 64
-  br i1 %365, label %n33, label %n33.end
+py35.end:                                         ; preds = %px36.end
+  %f34.next = add nsw i64 %f3480, 1
+  %312 = icmp slt i64 %f34.next, 64
+  br i1 %312, label %f34, label %f34.end
 
-n38:                                              ; preds = %k43.end, %n33.end
-  %n38108 = phi i64 [ 0, %n33.end ], [ %n38.next, %k43.end ]
-  %366 = mul nsw i64 %n38108, 10
-  %367 = add nsw i64 1220608, %366
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %367
-  %368 = load float, ptr %arena109, align 4
-  store float %368, ptr %m39, align 4
-  br label %k41
+px36:                                             ; preds = %ky39.end, %py35
+  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
+  %313 = mul nsw i64 %f3480, 12544
+  %314 = add nsw i64 4816896, %313
+  %315 = mul nsw i64 %j3379, 196
+  %316 = add nsw i64 %314, %315
+  %317 = mul nsw i64 %py3581, 28
+  %318 = mul nsw i64 %px3682, 2
+  %319 = add nsw i64 %317, %318
+  %320 = add nsw i64 %316, %319
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena83, align 4
+  %322 = add nsw i64 18752, %f3480
+  %params84 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params84, align 4
+  %324 = fadd float %321, %323
+  store float %324, ptr %best37, align 4
+  %325 = mul nsw i64 %py3581, 28
+  %326 = mul nsw i64 %px3682, 2
+  %327 = add nsw i64 %325, %326
+  %328 = sitofp i64 %327 to float
+  store float %328, ptr %bi38, align 4
+  br label %ky39
 
-n38.end:                                          ; preds = %k43.end
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %grads129 = getelementptr inbounds float, ptr %grads, i64 420352
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena127, i32 10, ptr %arena128, i32 128, float 0.000000e+00, ptr %grads129, i32 128)
-  br label %u44
+px36.end:                                         ; preds = %ky39.end
+  %py35.next = add nsw i64 %py3581, 1
+  %329 = icmp slt i64 %py35.next, 7
+  br i1 %329, label %py35, label %py35.end
 
-k41:                                              ; preds = %k41, %n38
-  %k41110 = phi i64 [ 0, %n38 ], [ %k41.next, %k41 ]
-  %m39111 = load float, ptr %m39, align 4
-  %369 = mul nsw i64 %n38108, 10
-  %370 = add nsw i64 1220608, %369
-  %371 = add nsw i64 %370, %k41110
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %371
-  %372 = load float, ptr %arena112, align 4
-  %373 = fcmp ogt float %372, %m39111
-  %374 = select i1 %373, float %372, float %m39111
-  store float %374, ptr %m39, align 4
-  %k41.next = add nsw i64 %k41110, 1
-  %375 = icmp slt i64 %k41.next, 10
-  br i1 %375, label %k41, label %k41.end
+ky39:                                             ; preds = %kx40.end, %px36
+  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
+  br label %kx40
 
-k41.end:                                          ; preds = %k41
-  store float 0.000000e+00, ptr %s40, align 4
-  br label %k42
+ky39.end:                                         ; preds = %kx40.end
+  %best3797 = load float, ptr %best37, align 4
+  %330 = fcmp ogt float %best3797, 0.000000e+00
+  %best3798 = load float, ptr %best37, align 4
+  %331 = select i1 %330, float %best3798, float 0.000000e+00
+  %332 = mul nsw i64 %g2150, 64
+  %333 = add nsw i64 %332, %j3379
+  %334 = mul nsw i64 %333, 3136
+  %335 = mul nsw i64 %f3480, 49
+  %336 = add nsw i64 %334, %335
+  %337 = mul nsw i64 %py3581, 7
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %338, %px3682
+  %340 = add nsw i64 802816, %339
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena99, align 4
+  %bi38100 = load float, ptr %bi38, align 4
+  %341 = mul nsw i64 %g2150, 64
+  %342 = add nsw i64 %341, %j3379
+  %343 = mul nsw i64 %342, 3136
+  %344 = mul nsw i64 %f3480, 49
+  %345 = add nsw i64 %343, %344
+  %346 = mul nsw i64 %py3581, 7
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 %347, %px3682
+  %349 = add nsw i64 1003520, %348
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi38100, ptr %arena101, align 4
+  %px36.next = add nsw i64 %px3682, 1
+  %350 = icmp slt i64 %px36.next, 7
+  br i1 %350, label %px36, label %px36.end
 
-k42:                                              ; preds = %k42, %k41.end
-  %k42113 = phi i64 [ 0, %k41.end ], [ %k42.next, %k42 ]
-  %s40114 = load float, ptr %s40, align 4
-  %376 = mul nsw i64 %n38108, 10
-  %377 = add nsw i64 1220608, %376
-  %378 = add nsw i64 %377, %k42113
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %378
-  %379 = load float, ptr %arena115, align 4
-  %m39116 = load float, ptr %m39, align 4
-  %380 = fsub float %379, %m39116
-  %381 = call float @llvm.exp.f32(float %380)
-  %382 = fadd float %s40114, %381
-  store float %382, ptr %s40, align 4
-  %k42.next = add nsw i64 %k42113, 1
-  %383 = icmp slt i64 %k42.next, 10
-  br i1 %383, label %k42, label %k42.end
+kx40:                                             ; preds = %kx40, %ky39
+  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
+  %351 = mul nsw i64 %f3480, 12544
+  %352 = add nsw i64 4816896, %351
+  %353 = mul nsw i64 %j3379, 196
+  %354 = add nsw i64 %352, %353
+  %355 = mul nsw i64 %py3581, 28
+  %356 = mul nsw i64 %px3682, 2
+  %357 = add nsw i64 %355, %356
+  %358 = mul nsw i64 %ky3985, 14
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %359, %kx4086
+  %361 = add nsw i64 %354, %360
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena87, align 4
+  %363 = add nsw i64 18752, %f3480
+  %params88 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params88, align 4
+  %365 = fadd float %362, %364
+  %best3789 = load float, ptr %best37, align 4
+  %366 = fcmp ogt float %365, %best3789
+  %367 = mul nsw i64 %py3581, 28
+  %368 = mul nsw i64 %px3682, 2
+  %369 = add nsw i64 %367, %368
+  %370 = mul nsw i64 %ky3985, 14
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %371, %kx4086
+  %373 = sitofp i64 %372 to float
+  %bi3890 = load float, ptr %bi38, align 4
+  %374 = select i1 %366, float %373, float %bi3890
+  store float %374, ptr %bi38, align 4
+  %375 = mul nsw i64 %f3480, 12544
+  %376 = add nsw i64 4816896, %375
+  %377 = mul nsw i64 %j3379, 196
+  %378 = add nsw i64 %376, %377
+  %379 = mul nsw i64 %py3581, 28
+  %380 = mul nsw i64 %px3682, 2
+  %381 = add nsw i64 %379, %380
+  %382 = mul nsw i64 %ky3985, 14
+  %383 = add nsw i64 %381, %382
+  %384 = add nsw i64 %383, %kx4086
+  %385 = add nsw i64 %378, %384
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena91, align 4
+  %387 = add nsw i64 18752, %f3480
+  %params92 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params92, align 4
+  %389 = fadd float %386, %388
+  %best3793 = load float, ptr %best37, align 4
+  %390 = fcmp ogt float %389, %best3793
+  %391 = mul nsw i64 %f3480, 12544
+  %392 = add nsw i64 4816896, %391
+  %393 = mul nsw i64 %j3379, 196
+  %394 = add nsw i64 %392, %393
+  %395 = mul nsw i64 %py3581, 28
+  %396 = mul nsw i64 %px3682, 2
+  %397 = add nsw i64 %395, %396
+  %398 = mul nsw i64 %ky3985, 14
+  %399 = add nsw i64 %397, %398
+  %400 = add nsw i64 %399, %kx4086
+  %401 = add nsw i64 %394, %400
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena94, align 4
+  %403 = add nsw i64 18752, %f3480
+  %params95 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params95, align 4
+  %405 = fadd float %402, %404
+  %best3796 = load float, ptr %best37, align 4
+  %406 = select i1 %390, float %405, float %best3796
+  store float %406, ptr %best37, align 4
+  %kx40.next = add nsw i64 %kx4086, 1
+  %407 = icmp slt i64 %kx40.next, 2
+  br i1 %407, label %kx40, label %kx40.end
 
-k42.end:                                          ; preds = %k42
-  br label %k43
+kx40.end:                                         ; preds = %kx40
+  %ky39.next = add nsw i64 %ky3985, 1
+  %408 = icmp slt i64 %ky39.next, 2
+  br i1 %408, label %ky39, label %ky39.end
 
-k43:                                              ; preds = %k43, %k42.end
-  %k43117 = phi i64 [ 0, %k42.end ], [ %k43.next, %k43 ]
-  %labels118 = getelementptr inbounds i32, ptr %labels, i64 %n38108
-  %label119 = load i32, ptr %labels118, align 4
-  %384 = sext i32 %label119 to i64
-  %385 = icmp eq i64 %k43117, %384
-  %386 = mul nsw i64 %n38108, 10
-  %387 = add nsw i64 1220608, %386
-  %388 = add nsw i64 %387, %k43117
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %388
-  %389 = load float, ptr %arena120, align 4
-  %m39121 = load float, ptr %m39, align 4
-  %390 = fsub float %389, %m39121
-  %391 = call float @llvm.exp.f32(float %390)
-  %s40122 = load float, ptr %s40, align 4
-  %392 = fdiv float %391, %s40122
-  %393 = fsub float %392, 1.000000e+00
-  %394 = mul nsw i64 %n38108, 10
-  %395 = add nsw i64 1220608, %394
-  %396 = add nsw i64 %395, %k43117
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %396
-  %397 = load float, ptr %arena123, align 4
-  %m39124 = load float, ptr %m39, align 4
-  %398 = fsub float %397, %m39124
-  %399 = call float @llvm.exp.f32(float %398)
-  %s40125 = load float, ptr %s40, align 4
-  %400 = fdiv float %399, %s40125
-  %401 = select i1 %385, float %393, float %400
-  %402 = fdiv float %401, 6.400000e+01
-  %403 = mul nsw i64 %n38108, 10
-  %404 = add nsw i64 1221264, %403
-  %405 = add nsw i64 %404, %k43117
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %405
-  store float %402, ptr %arena126, align 4
-  %k43.next = add nsw i64 %k43117, 1
-  %406 = icmp slt i64 %k43.next, 10
-  br i1 %406, label %k43, label %k43.end
+n41:                                              ; preds = %u42.end, %g21.end
+  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
+  br label %u42
 
-k43.end:                                          ; preds = %k43
-  %n38.next = add nsw i64 %n38108, 1
-  %407 = icmp slt i64 %n38.next, 64
-  br i1 %407, label %n38, label %n38.end
+n41.end:                                          ; preds = %u42.end
+  br label %i43
 
-u44:                                              ; preds = %n46.end, %n38.end
-  %u44130 = phi i64 [ 0, %n38.end ], [ %u44.next, %n46.end ]
-  store float 0.000000e+00, ptr %acc45, align 4
-  br label %n46
+u42:                                              ; preds = %u42, %n41
+  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
+  %409 = mul nsw i64 %n41105, 128
+  %410 = add nsw i64 1204224, %409
+  %411 = add nsw i64 %410, %u42106
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %411
+  %412 = load float, ptr %arena107, align 4
+  %413 = add nsw i64 420224, %u42106
+  %params108 = getelementptr inbounds float, ptr %params, i64 %413
+  %414 = load float, ptr %params108, align 4
+  %415 = fadd float %412, %414
+  %416 = fcmp ogt float %415, 0.000000e+00
+  %417 = mul nsw i64 %n41105, 128
+  %418 = add nsw i64 1204224, %417
+  %419 = add nsw i64 %418, %u42106
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %419
+  %420 = load float, ptr %arena109, align 4
+  %421 = add nsw i64 420224, %u42106
+  %params110 = getelementptr inbounds float, ptr %params, i64 %421
+  %422 = load float, ptr %params110, align 4
+  %423 = fadd float %420, %422
+  %424 = select i1 %416, float %423, float 0.000000e+00
+  %425 = mul nsw i64 %n41105, 128
+  %426 = add nsw i64 1204224, %425
+  %427 = add nsw i64 %426, %u42106
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %424, ptr %arena111, align 4
+  %u42.next = add nsw i64 %u42106, 1
+  %428 = icmp slt i64 %u42.next, 128
+  br i1 %428, label %u42, label %u42.end
 
-u44.end:                                          ; preds = %n46.end
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %params137 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 1221904
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena136, i32 10, ptr %params137, i32 128, float 0.000000e+00, ptr %arena138, i32 128)
-  br label %i47
+u42.end:                                          ; preds = %u42
+  %n41.next = add nsw i64 %n41105, 1
+  %429 = icmp slt i64 %n41.next, 64
+  br i1 %429, label %n41, label %n41.end
 
-n46:                                              ; preds = %n46, %u44
-  %n46131 = phi i64 [ 0, %u44 ], [ %n46.next, %n46 ]
-  %acc45132 = load float, ptr %acc45, align 4
-  %408 = mul nsw i64 %n46131, 10
-  %409 = add nsw i64 1221264, %408
-  %410 = add nsw i64 %409, %u44130
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena133, align 4
-  %412 = fadd float %acc45132, %411
-  store float %412, ptr %acc45, align 4
-  %n46.next = add nsw i64 %n46131, 1
-  %413 = icmp slt i64 %n46.next, 64
-  br i1 %413, label %n46, label %n46.end
+i43:                                              ; preds = %i43, %n41.end
+  %i43112 = phi i64 [ 0, %n41.end ], [ %i43.next, %i43 ]
+  %430 = xor i64 %seed, -1035080904108319828
+  %431 = lshr i64 %430, 30
+  %432 = xor i64 %430, %431
+  %433 = mul i64 %432, -4658895280553007687
+  %434 = lshr i64 %433, 27
+  %435 = xor i64 %433, %434
+  %436 = mul i64 %435, -7723592293110705685
+  %437 = lshr i64 %436, 31
+  %438 = xor i64 %436, %437
+  %439 = add i64 %438, %step
+  %440 = lshr i64 %439, 30
+  %441 = xor i64 %439, %440
+  %442 = mul i64 %441, -4658895280553007687
+  %443 = lshr i64 %442, 27
+  %444 = xor i64 %442, %443
+  %445 = mul i64 %444, -7723592293110705685
+  %446 = lshr i64 %445, 31
+  %447 = xor i64 %445, %446
+  %448 = mul i64 %i43112, -7046029254386353131
+  %449 = add i64 %447, %448
+  %450 = lshr i64 %449, 30
+  %451 = xor i64 %449, %450
+  %452 = mul i64 %451, -4658895280553007687
+  %453 = lshr i64 %452, 27
+  %454 = xor i64 %452, %453
+  %455 = mul i64 %454, -7723592293110705685
+  %456 = lshr i64 %455, 31
+  %457 = xor i64 %455, %456
+  %458 = lshr i64 %457, 40
+  %keep = icmp uge i64 %458, 8388608
+  %459 = add nsw i64 1204224, %i43112
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load float, ptr %arena113, align 4
+  %461 = fmul float %460, 2.000000e+00
+  %462 = select i1 %keep, float %461, float 0.000000e+00
+  %463 = add nsw i64 1212416, %i43112
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %463
+  store float %462, ptr %arena114, align 4
+  %i43.next = add nsw i64 %i43112, 1
+  %464 = icmp slt i64 %i43.next, 8192
+  br i1 %464, label %i43, label %i43.end
 
-n46.end:                                          ; preds = %n46
-  %acc45134 = load float, ptr %acc45, align 4
-  %414 = add nsw i64 421632, %u44130
-  %grads135 = getelementptr inbounds float, ptr %grads, i64 %414
-  store float %acc45134, ptr %grads135, align 4
-  %u44.next = add nsw i64 %u44130, 1
-  %415 = icmp slt i64 %u44.next, 10
-  br i1 %415, label %u44, label %u44.end
+i43.end:                                          ; preds = %i43
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params116 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 1220608
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena115, i32 128, ptr %params116, i32 128, float 0.000000e+00, ptr %arena117, i32 10)
+  br label %n44
 
-i47:                                              ; preds = %i47, %u44.end
-  %i47139 = phi i64 [ 0, %u44.end ], [ %i47.next, %i47 ]
-  %416 = xor i64 %seed, -1035080904108319828
-  %417 = lshr i64 %416, 30
-  %418 = xor i64 %416, %417
-  %419 = mul i64 %418, -4658895280553007687
-  %420 = lshr i64 %419, 27
-  %421 = xor i64 %419, %420
-  %422 = mul i64 %421, -7723592293110705685
-  %423 = lshr i64 %422, 31
-  %424 = xor i64 %422, %423
-  %425 = add i64 %424, %step
-  %426 = lshr i64 %425, 30
-  %427 = xor i64 %425, %426
-  %428 = mul i64 %427, -4658895280553007687
-  %429 = lshr i64 %428, 27
-  %430 = xor i64 %428, %429
-  %431 = mul i64 %430, -7723592293110705685
-  %432 = lshr i64 %431, 31
-  %433 = xor i64 %431, %432
-  %434 = mul i64 %i47139, -7046029254386353131
-  %435 = add i64 %433, %434
-  %436 = lshr i64 %435, 30
-  %437 = xor i64 %435, %436
-  %438 = mul i64 %437, -4658895280553007687
-  %439 = lshr i64 %438, 27
-  %440 = xor i64 %438, %439
-  %441 = mul i64 %440, -7723592293110705685
-  %442 = lshr i64 %441, 31
-  %443 = xor i64 %441, %442
-  %444 = lshr i64 %443, 40
-  %keep140 = icmp uge i64 %444, 8388608
-  %445 = add nsw i64 1221904, %i47139
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %445
-  %446 = load float, ptr %arena141, align 4
-  %447 = fmul float %446, 2.000000e+00
-  %448 = select i1 %keep140, float %447, float 0.000000e+00
-  %449 = add nsw i64 1230096, %i47139
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %449
-  store float %448, ptr %arena142, align 4
-  %i47.next = add nsw i64 %i47139, 1
-  %450 = icmp slt i64 %i47.next, 8192
-  br i1 %450, label %i47, label %i47.end
+n44:                                              ; preds = %u45.end, %i43.end
+  %n44118 = phi i64 [ 0, %i43.end ], [ %n44.next, %u45.end ]
+  br label %u45
 
-i47.end:                                          ; preds = %i47
-  br label %i48
+n44.end:                                          ; preds = %u45.end
+  store float 0.000000e+00, ptr %total46, align 4
+  br label %n47
 
-i48:                                              ; preds = %i48, %i47.end
-  %i48143 = phi i64 [ 0, %i47.end ], [ %i48.next, %i48 ]
-  %451 = add nsw i64 1204224, %i48143
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %451
-  %452 = load float, ptr %arena144, align 4
-  %453 = fcmp ogt float %452, 0.000000e+00
-  %454 = add nsw i64 1230096, %i48143
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %454
-  %455 = load float, ptr %arena145, align 4
-  %456 = select i1 %453, float %455, float 0.000000e+00
-  %457 = add nsw i64 1212416, %i48143
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %457
-  store float %456, ptr %arena146, align 4
-  %i48.next = add nsw i64 %i48143, 1
-  %458 = icmp slt i64 %i48.next, 8192
-  br i1 %458, label %i48, label %i48.end
+u45:                                              ; preds = %u45, %n44
+  %u45119 = phi i64 [ 0, %n44 ], [ %u45.next, %u45 ]
+  %465 = mul nsw i64 %n44118, 10
+  %466 = add nsw i64 1220608, %465
+  %467 = add nsw i64 %466, %u45119
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %467
+  %468 = load float, ptr %arena120, align 4
+  %469 = add nsw i64 421632, %u45119
+  %params121 = getelementptr inbounds float, ptr %params, i64 %469
+  %470 = load float, ptr %params121, align 4
+  %471 = fadd float %468, %470
+  %472 = mul nsw i64 %n44118, 10
+  %473 = add nsw i64 1220608, %472
+  %474 = add nsw i64 %473, %u45119
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %474
+  store float %471, ptr %arena122, align 4
+  %u45.next = add nsw i64 %u45119, 1
+  %475 = icmp slt i64 %u45.next, 10
+  br i1 %475, label %u45, label %u45.end
 
-i48.end:                                          ; preds = %i48
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads149 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena147, i32 128, ptr %arena148, i32 3136, float 0.000000e+00, ptr %grads149, i32 3136)
-  br label %u49
+u45.end:                                          ; preds = %u45
+  %n44.next = add nsw i64 %n44118, 1
+  %476 = icmp slt i64 %n44.next, 64
+  br i1 %476, label %n44, label %n44.end
 
-u49:                                              ; preds = %n51.end, %i48.end
-  %u49150 = phi i64 [ 0, %i48.end ], [ %u49.next, %n51.end ]
-  store float 0.000000e+00, ptr %acc50, align 4
-  br label %n51
+n47:                                              ; preds = %k51.end, %n44.end
+  %n47123 = phi i64 [ 0, %n44.end ], [ %n47.next, %k51.end ]
+  %477 = mul nsw i64 %n47123, 10
+  %478 = add nsw i64 1220608, %477
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %478
+  %479 = load float, ptr %arena124, align 4
+  store float %479, ptr %m48, align 4
+  br label %k50
 
-u49.end:                                          ; preds = %n51.end
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params157 = getelementptr inbounds float, ptr %params, i64 18816
+n47.end:                                          ; preds = %k51.end
+  %total46137 = load float, ptr %total46, align 4
+  %480 = fdiv float %total46137, 6.400000e+01
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 1221248
+  store float %480, ptr %arena138, align 4
+  br label %n52
+
+k50:                                              ; preds = %k50, %n47
+  %k50125 = phi i64 [ 0, %n47 ], [ %k50.next, %k50 ]
+  %m48126 = load float, ptr %m48, align 4
+  %481 = mul nsw i64 %n47123, 10
+  %482 = add nsw i64 1220608, %481
+  %483 = add nsw i64 %482, %k50125
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %483
+  %484 = load float, ptr %arena127, align 4
+  %485 = fcmp ogt float %484, %m48126
+  %486 = select i1 %485, float %484, float %m48126
+  store float %486, ptr %m48, align 4
+  %k50.next = add nsw i64 %k50125, 1
+  %487 = icmp slt i64 %k50.next, 10
+  br i1 %487, label %k50, label %k50.end
+
+k50.end:                                          ; preds = %k50
+  store float 0.000000e+00, ptr %s49, align 4
+  br label %k51
+
+k51:                                              ; preds = %k51, %k50.end
+  %k51128 = phi i64 [ 0, %k50.end ], [ %k51.next, %k51 ]
+  %s49129 = load float, ptr %s49, align 4
+  %488 = mul nsw i64 %n47123, 10
+  %489 = add nsw i64 1220608, %488
+  %490 = add nsw i64 %489, %k51128
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %490
+  %491 = load float, ptr %arena130, align 4
+  %m48131 = load float, ptr %m48, align 4
+  %492 = fsub float %491, %m48131
+  %493 = call float @llvm.exp.f32(float %492)
+  %494 = fadd float %s49129, %493
+  store float %494, ptr %s49, align 4
+  %k51.next = add nsw i64 %k51128, 1
+  %495 = icmp slt i64 %k51.next, 10
+  br i1 %495, label %k51, label %k51.end
+
+k51.end:                                          ; preds = %k51
+  %total46132 = load float, ptr %total46, align 4
+  %m48133 = load float, ptr %m48, align 4
+  %s49134 = load float, ptr %s49, align 4
+  %496 = call float @llvm.log.f32(float %s49134)
+  %497 = fadd float %m48133, %496
+  %498 = mul nsw i64 %n47123, 10
+  %499 = add nsw i64 1220608, %498
+  %labels135 = getelementptr inbounds i32, ptr %labels, i64 %n47123
+  %label = load i32, ptr %labels135, align 4
+  %500 = sext i32 %label to i64
+  %501 = add nsw i64 %499, %500
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena136, align 4
+  %503 = fsub float %497, %502
+  %504 = fadd float %total46132, %503
+  store float %504, ptr %total46, align 4
+  %n47.next = add nsw i64 %n47123, 1
+  %505 = icmp slt i64 %n47.next, 64
+  br i1 %505, label %n47, label %n47.end
+
+n52:                                              ; preds = %k57.end, %n47.end
+  %n52139 = phi i64 [ 0, %n47.end ], [ %n52.next, %k57.end ]
+  %506 = mul nsw i64 %n52139, 10
+  %507 = add nsw i64 1220608, %506
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %507
+  %508 = load float, ptr %arena140, align 4
+  store float %508, ptr %m53, align 4
+  br label %k55
+
+n52.end:                                          ; preds = %k57.end
   %arena158 = getelementptr inbounds float, ptr %arena, i64 1221264
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena156, i32 128, ptr %params157, i32 3136, float 0.000000e+00, ptr %arena158, i32 3136)
-  br label %i52
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %grads160 = getelementptr inbounds float, ptr %grads, i64 420352
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena158, i32 10, ptr %arena159, i32 128, float 0.000000e+00, ptr %grads160, i32 128)
+  br label %u58
 
-n51:                                              ; preds = %n51, %u49
-  %n51151 = phi i64 [ 0, %u49 ], [ %n51.next, %n51 ]
-  %acc50152 = load float, ptr %acc50, align 4
-  %459 = mul nsw i64 %n51151, 128
-  %460 = add nsw i64 1212416, %459
-  %461 = add nsw i64 %460, %u49150
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %461
-  %462 = load float, ptr %arena153, align 4
-  %463 = fadd float %acc50152, %462
-  store float %463, ptr %acc50, align 4
-  %n51.next = add nsw i64 %n51151, 1
-  %464 = icmp slt i64 %n51.next, 64
-  br i1 %464, label %n51, label %n51.end
+k55:                                              ; preds = %k55, %n52
+  %k55141 = phi i64 [ 0, %n52 ], [ %k55.next, %k55 ]
+  %m53142 = load float, ptr %m53, align 4
+  %509 = mul nsw i64 %n52139, 10
+  %510 = add nsw i64 1220608, %509
+  %511 = add nsw i64 %510, %k55141
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %511
+  %512 = load float, ptr %arena143, align 4
+  %513 = fcmp ogt float %512, %m53142
+  %514 = select i1 %513, float %512, float %m53142
+  store float %514, ptr %m53, align 4
+  %k55.next = add nsw i64 %k55141, 1
+  %515 = icmp slt i64 %k55.next, 10
+  br i1 %515, label %k55, label %k55.end
 
-n51.end:                                          ; preds = %n51
-  %acc50154 = load float, ptr %acc50, align 4
-  %465 = add nsw i64 420224, %u49150
-  %grads155 = getelementptr inbounds float, ptr %grads, i64 %465
-  store float %acc50154, ptr %grads155, align 4
-  %u49.next = add nsw i64 %u49150, 1
-  %466 = icmp slt i64 %u49.next, 128
-  br i1 %466, label %u49, label %u49.end
+k55.end:                                          ; preds = %k55
+  store float 0.000000e+00, ptr %s54, align 4
+  br label %k56
 
-i52:                                              ; preds = %i52, %u49.end
-  %i52159 = phi i64 [ 0, %u49.end ], [ %i52.next, %i52 ]
-  %467 = add nsw i64 1421968, %i52159
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %467
-  store float 0.000000e+00, ptr %arena160, align 4
-  %i52.next = add nsw i64 %i52159, 1
-  %468 = icmp slt i64 %i52.next, 802816
-  br i1 %468, label %i52, label %i52.end
+k56:                                              ; preds = %k56, %k55.end
+  %k56144 = phi i64 [ 0, %k55.end ], [ %k56.next, %k56 ]
+  %s54145 = load float, ptr %s54, align 4
+  %516 = mul nsw i64 %n52139, 10
+  %517 = add nsw i64 1220608, %516
+  %518 = add nsw i64 %517, %k56144
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %518
+  %519 = load float, ptr %arena146, align 4
+  %m53147 = load float, ptr %m53, align 4
+  %520 = fsub float %519, %m53147
+  %521 = call float @llvm.exp.f32(float %520)
+  %522 = fadd float %s54145, %521
+  store float %522, ptr %s54, align 4
+  %k56.next = add nsw i64 %k56144, 1
+  %523 = icmp slt i64 %k56.next, 10
+  br i1 %523, label %k56, label %k56.end
 
-i52.end:                                          ; preds = %i52
-  br label %q53
+k56.end:                                          ; preds = %k56
+  br label %k57
 
-q53:                                              ; preds = %i54.end, %i52.end
-  %q53161 = phi i64 [ 0, %i52.end ], [ %q53.next, %i54.end ]
-  br label %i54
+k57:                                              ; preds = %k57, %k56.end
+  %k57148 = phi i64 [ 0, %k56.end ], [ %k57.next, %k57 ]
+  %labels149 = getelementptr inbounds i32, ptr %labels, i64 %n52139
+  %label150 = load i32, ptr %labels149, align 4
+  %524 = sext i32 %label150 to i64
+  %525 = icmp eq i64 %k57148, %524
+  %526 = mul nsw i64 %n52139, 10
+  %527 = add nsw i64 1220608, %526
+  %528 = add nsw i64 %527, %k57148
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %528
+  %529 = load float, ptr %arena151, align 4
+  %m53152 = load float, ptr %m53, align 4
+  %530 = fsub float %529, %m53152
+  %531 = call float @llvm.exp.f32(float %530)
+  %s54153 = load float, ptr %s54, align 4
+  %532 = fdiv float %531, %s54153
+  %533 = fsub float %532, 1.000000e+00
+  %534 = mul nsw i64 %n52139, 10
+  %535 = add nsw i64 1220608, %534
+  %536 = add nsw i64 %535, %k57148
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %536
+  %537 = load float, ptr %arena154, align 4
+  %m53155 = load float, ptr %m53, align 4
+  %538 = fsub float %537, %m53155
+  %539 = call float @llvm.exp.f32(float %538)
+  %s54156 = load float, ptr %s54, align 4
+  %540 = fdiv float %539, %s54156
+  %541 = select i1 %525, float %533, float %540
+  %542 = fdiv float %541, 6.400000e+01
+  %543 = mul nsw i64 %n52139, 10
+  %544 = add nsw i64 1221264, %543
+  %545 = add nsw i64 %544, %k57148
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %545
+  store float %542, ptr %arena157, align 4
+  %k57.next = add nsw i64 %k57148, 1
+  %546 = icmp slt i64 %k57.next, 10
+  br i1 %546, label %k57, label %k57.end
 
-q53.end:                                          ; preds = %i54.end
-  br label %i55
+k57.end:                                          ; preds = %k57
+  %n52.next = add nsw i64 %n52139, 1
+  %547 = icmp slt i64 %n52.next, 64
+  br i1 %547, label %n52, label %n52.end
 
-i54:                                              ; preds = %endif164, %q53
-  %i54162 = phi i64 [ 0, %q53 ], [ %i54.next, %endif164 ]
-  %469 = mul nsw i64 %q53161, 49
-  %470 = add nsw i64 %469, %i54162
-  %471 = add nsw i64 802816, %470
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 %471
-  %472 = load float, ptr %arena165, align 4
-  %473 = fcmp ogt float %472, 0.000000e+00
-  br i1 %473, label %then163, label %endif164
+u58:                                              ; preds = %n60.end, %n52.end
+  %u58161 = phi i64 [ 0, %n52.end ], [ %u58.next, %n60.end ]
+  store float 0.000000e+00, ptr %acc59, align 4
+  br label %n60
 
-i54.end:                                          ; preds = %endif164
-  %q53.next = add nsw i64 %q53161, 1
-  %474 = icmp slt i64 %q53.next, 4096
-  br i1 %474, label %q53, label %q53.end
+u58.end:                                          ; preds = %n60.end
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %params168 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 1221904
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena167, i32 10, ptr %params168, i32 128, float 0.000000e+00, ptr %arena169, i32 128)
+  br label %i61
 
-then163:                                          ; preds = %i54
-  %475 = mul nsw i64 %q53161, 196
-  %476 = add nsw i64 1421968, %475
-  %477 = mul nsw i64 %q53161, 49
-  %478 = add nsw i64 %477, %i54162
-  %479 = add nsw i64 1003520, %478
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %479
-  %480 = load float, ptr %arena166, align 4
-  %481 = fptosi float %480 to i64
-  %482 = add nsw i64 %476, %481
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %482
-  %483 = load float, ptr %arena167, align 4
-  %484 = mul nsw i64 %q53161, 49
-  %485 = add nsw i64 %484, %i54162
-  %486 = add nsw i64 1221264, %485
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %486
-  %487 = load float, ptr %arena168, align 4
-  %488 = fadd float %483, %487
-  store float %488, ptr %arena167, align 4
-  br label %endif164
+n60:                                              ; preds = %n60, %u58
+  %n60162 = phi i64 [ 0, %u58 ], [ %n60.next, %n60 ]
+  %acc59163 = load float, ptr %acc59, align 4
+  %548 = mul nsw i64 %n60162, 10
+  %549 = add nsw i64 1221264, %548
+  %550 = add nsw i64 %549, %u58161
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %550
+  %551 = load float, ptr %arena164, align 4
+  %552 = fadd float %acc59163, %551
+  store float %552, ptr %acc59, align 4
+  %n60.next = add nsw i64 %n60162, 1
+  %553 = icmp slt i64 %n60.next, 64
+  br i1 %553, label %n60, label %n60.end
 
-endif164:                                         ; preds = %then163, %i54
-  %i54.next = add nsw i64 %i54162, 1
-  %489 = icmp slt i64 %i54.next, 49
-  br i1 %489, label %i54, label %i54.end
+n60.end:                                          ; preds = %n60
+  %acc59165 = load float, ptr %acc59, align 4
+  %554 = add nsw i64 421632, %u58161
+  %grads166 = getelementptr inbounds float, ptr %grads, i64 %554
+  store float %acc59165, ptr %grads166, align 4
+  %u58.next = add nsw i64 %u58161, 1
+  %555 = icmp slt i64 %u58.next, 10
+  br i1 %555, label %u58, label %u58.end
 
-i55:                                              ; preds = %i55, %q53.end
-  %i55169 = phi i64 [ 0, %q53.end ], [ %i55.next, %i55 ]
-  %490 = add nsw i64 320, %i55169
-  %grads170 = getelementptr inbounds float, ptr %grads, i64 %490
-  store float 0.000000e+00, ptr %grads170, align 4
-  %i55.next = add nsw i64 %i55169, 1
-  %491 = icmp slt i64 %i55.next, 18432
-  br i1 %491, label %i55, label %i55.end
+i61:                                              ; preds = %i61, %u58.end
+  %i61170 = phi i64 [ 0, %u58.end ], [ %i61.next, %i61 ]
+  %556 = xor i64 %seed, -1035080904108319828
+  %557 = lshr i64 %556, 30
+  %558 = xor i64 %556, %557
+  %559 = mul i64 %558, -4658895280553007687
+  %560 = lshr i64 %559, 27
+  %561 = xor i64 %559, %560
+  %562 = mul i64 %561, -7723592293110705685
+  %563 = lshr i64 %562, 31
+  %564 = xor i64 %562, %563
+  %565 = add i64 %564, %step
+  %566 = lshr i64 %565, 30
+  %567 = xor i64 %565, %566
+  %568 = mul i64 %567, -4658895280553007687
+  %569 = lshr i64 %568, 27
+  %570 = xor i64 %568, %569
+  %571 = mul i64 %570, -7723592293110705685
+  %572 = lshr i64 %571, 31
+  %573 = xor i64 %571, %572
+  %574 = mul i64 %i61170, -7046029254386353131
+  %575 = add i64 %573, %574
+  %576 = lshr i64 %575, 30
+  %577 = xor i64 %575, %576
+  %578 = mul i64 %577, -4658895280553007687
+  %579 = lshr i64 %578, 27
+  %580 = xor i64 %578, %579
+  %581 = mul i64 %580, -7723592293110705685
+  %582 = lshr i64 %581, 31
+  %583 = xor i64 %581, %582
+  %584 = lshr i64 %583, 40
+  %keep171 = icmp uge i64 %584, 8388608
+  %585 = add nsw i64 1221904, %i61170
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load float, ptr %arena172, align 4
+  %587 = fmul float %586, 2.000000e+00
+  %588 = select i1 %keep171, float %587, float 0.000000e+00
+  %589 = add nsw i64 1230096, %i61170
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %589
+  store float %588, ptr %arena173, align 4
+  %i61.next = add nsw i64 %i61170, 1
+  %590 = icmp slt i64 %i61.next, 8192
+  br i1 %590, label %i61, label %i61.end
 
-i55.end:                                          ; preds = %i55
-  br label %img56
+i61.end:                                          ; preds = %i61
+  br label %i62
 
-img56:                                            ; preds = %c57.end, %i55.end
-  %img56171 = phi i64 [ 0, %i55.end ], [ %img56.next, %c57.end ]
-  br label %c57
+i62:                                              ; preds = %i62, %i61.end
+  %i62174 = phi i64 [ 0, %i61.end ], [ %i62.next, %i62 ]
+  %591 = add nsw i64 1204224, %i62174
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %591
+  %592 = load float, ptr %arena175, align 4
+  %593 = fcmp ogt float %592, 0.000000e+00
+  %594 = add nsw i64 1230096, %i62174
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %594
+  %595 = load float, ptr %arena176, align 4
+  %596 = select i1 %593, float %595, float 0.000000e+00
+  %597 = add nsw i64 1212416, %i62174
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %597
+  store float %596, ptr %arena177, align 4
+  %i62.next = add nsw i64 %i62174, 1
+  %598 = icmp slt i64 %i62.next, 8192
+  br i1 %598, label %i62, label %i62.end
 
-img56.end:                                        ; preds = %c57.end
-  br label %f62
+i62.end:                                          ; preds = %i62
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 802816
+  %grads180 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena178, i32 128, ptr %arena179, i32 3136, float 0.000000e+00, ptr %grads180, i32 3136)
+  br label %u63
 
-c57:                                              ; preds = %ky58.end, %img56
-  %c57172 = phi i64 [ 0, %img56 ], [ %c57.next, %ky58.end ]
-  br label %ky58
+u63:                                              ; preds = %n65.end, %i62.end
+  %u63181 = phi i64 [ 0, %i62.end ], [ %u63.next, %n65.end ]
+  store float 0.000000e+00, ptr %acc64, align 4
+  br label %n65
 
-c57.end:                                          ; preds = %ky58.end
-  %492 = mul nsw i64 %img56171, 12544
-  %493 = add nsw i64 1421968, %492
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %493
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads184 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 196, float 1.000000e+00, ptr %arena182, i32 196, ptr %arena183, i32 196, float 1.000000e+00, ptr %grads184, i32 288)
-  %img56.next = add nsw i64 %img56171, 1
-  %494 = icmp slt i64 %img56.next, 64
-  br i1 %494, label %img56, label %img56.end
-
-ky58:                                             ; preds = %kx59.end, %c57
-  %ky58173 = phi i64 [ 0, %c57 ], [ %ky58.next, %kx59.end ]
-  br label %kx59
-
-ky58.end:                                         ; preds = %kx59.end
-  %c57.next = add nsw i64 %c57172, 1
-  %495 = icmp slt i64 %c57.next, 32
-  br i1 %495, label %c57, label %c57.end
-
-kx59:                                             ; preds = %oy60.end, %ky58
-  %kx59174 = phi i64 [ 0, %ky58 ], [ %kx59.next, %oy60.end ]
-  br label %oy60
-
-kx59.end:                                         ; preds = %oy60.end
-  %ky58.next = add nsw i64 %ky58173, 1
-  %496 = icmp slt i64 %ky58.next, 3
-  br i1 %496, label %ky58, label %ky58.end
-
-oy60:                                             ; preds = %ox61.end, %kx59
-  %oy60175 = phi i64 [ 0, %kx59 ], [ %oy60.next, %ox61.end ]
-  br label %ox61
-
-oy60.end:                                         ; preds = %ox61.end
-  %kx59.next = add nsw i64 %kx59174, 1
-  %497 = icmp slt i64 %kx59.next, 3
-  br i1 %497, label %kx59, label %kx59.end
-
-ox61:                                             ; preds = %endif179, %oy60
-  %ox61176 = phi i64 [ 0, %oy60 ], [ %ox61.next, %endif179 ]
-  %498 = mul nsw i64 %c57172, 3
-  %499 = add nsw i64 %498, %ky58173
-  %500 = mul nsw i64 %499, 3
-  %501 = add nsw i64 %500, %kx59174
-  %502 = mul nsw i64 %501, 196
-  %503 = add nsw i64 802816, %502
-  %504 = mul nsw i64 %oy60175, 14
-  %505 = add nsw i64 %503, %504
-  %506 = add nsw i64 %505, %ox61176
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %506
-  store float 0.000000e+00, ptr %arena177, align 4
-  %507 = add nsw i64 %oy60175, %ky58173
-  %508 = add nsw i64 %507, -1
-  %509 = icmp slt i64 -1, %508
-  %510 = add nsw i64 %oy60175, %ky58173
-  %511 = add nsw i64 %510, -1
-  %512 = icmp slt i64 %511, 14
-  %513 = and i1 %509, %512
-  %514 = add nsw i64 %ox61176, %kx59174
-  %515 = add nsw i64 %514, -1
-  %516 = icmp slt i64 -1, %515
-  %517 = add nsw i64 %ox61176, %kx59174
-  %518 = add nsw i64 %517, -1
-  %519 = icmp slt i64 %518, 14
-  %520 = and i1 %516, %519
-  %521 = and i1 %513, %520
-  br i1 %521, label %then178, label %endif179
-
-ox61.end:                                         ; preds = %endif179
-  %oy60.next = add nsw i64 %oy60175, 1
-  %522 = icmp slt i64 %oy60.next, 14
-  br i1 %522, label %oy60, label %oy60.end
-
-then178:                                          ; preds = %ox61
-  %523 = mul nsw i64 %img56171, 6272
-  %524 = mul nsw i64 %c57172, 196
-  %525 = add nsw i64 %523, %524
-  %526 = add nsw i64 %oy60175, %ky58173
-  %527 = add nsw i64 %526, -1
-  %528 = mul nsw i64 %527, 14
-  %529 = add nsw i64 %525, %528
-  %530 = add nsw i64 %ox61176, %kx59174
-  %531 = add nsw i64 %530, -1
-  %532 = add nsw i64 %529, %531
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %532
-  %533 = load float, ptr %arena180, align 4
-  %534 = mul nsw i64 %c57172, 3
-  %535 = add nsw i64 %534, %ky58173
-  %536 = mul nsw i64 %535, 3
-  %537 = add nsw i64 %536, %kx59174
-  %538 = mul nsw i64 %537, 196
-  %539 = add nsw i64 802816, %538
-  %540 = mul nsw i64 %oy60175, 14
-  %541 = add nsw i64 %539, %540
-  %542 = add nsw i64 %541, %ox61176
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %542
-  store float %533, ptr %arena181, align 4
-  br label %endif179
-
-endif179:                                         ; preds = %then178, %ox61
-  %ox61.next = add nsw i64 %ox61176, 1
-  %543 = icmp slt i64 %ox61.next, 14
-  br i1 %543, label %ox61, label %ox61.end
-
-f62:                                              ; preds = %img64.end, %img56.end
-  %f62185 = phi i64 [ 0, %img56.end ], [ %f62.next, %img64.end ]
-  store float 0.000000e+00, ptr %acc63, align 4
-  br label %img64
-
-f62.end:                                          ; preds = %img64.end
+u63.end:                                          ; preds = %n65.end
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params188 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 1221264
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena187, i32 128, ptr %params188, i32 3136, float 0.000000e+00, ptr %arena189, i32 3136)
   br label %i66
 
-img64:                                            ; preds = %i65.end, %f62
-  %img64186 = phi i64 [ 0, %f62 ], [ %img64.next, %i65.end ]
-  br label %i65
+n65:                                              ; preds = %n65, %u63
+  %n65182 = phi i64 [ 0, %u63 ], [ %n65.next, %n65 ]
+  %acc64183 = load float, ptr %acc64, align 4
+  %599 = mul nsw i64 %n65182, 128
+  %600 = add nsw i64 1212416, %599
+  %601 = add nsw i64 %600, %u63181
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %601
+  %602 = load float, ptr %arena184, align 4
+  %603 = fadd float %acc64183, %602
+  store float %603, ptr %acc64, align 4
+  %n65.next = add nsw i64 %n65182, 1
+  %604 = icmp slt i64 %n65.next, 64
+  br i1 %604, label %n65, label %n65.end
 
-img64.end:                                        ; preds = %i65.end
-  %acc63190 = load float, ptr %acc63, align 4
-  %544 = add nsw i64 18752, %f62185
-  %grads191 = getelementptr inbounds float, ptr %grads, i64 %544
-  store float %acc63190, ptr %grads191, align 4
-  %f62.next = add nsw i64 %f62185, 1
-  %545 = icmp slt i64 %f62.next, 64
-  br i1 %545, label %f62, label %f62.end
+n65.end:                                          ; preds = %n65
+  %acc64185 = load float, ptr %acc64, align 4
+  %605 = add nsw i64 420224, %u63181
+  %grads186 = getelementptr inbounds float, ptr %grads, i64 %605
+  store float %acc64185, ptr %grads186, align 4
+  %u63.next = add nsw i64 %u63181, 1
+  %606 = icmp slt i64 %u63.next, 128
+  br i1 %606, label %u63, label %u63.end
 
-i65:                                              ; preds = %i65, %img64
-  %i65187 = phi i64 [ 0, %img64 ], [ %i65.next, %i65 ]
-  %acc63188 = load float, ptr %acc63, align 4
-  %546 = mul nsw i64 %img64186, 12544
-  %547 = add nsw i64 1421968, %546
-  %548 = mul nsw i64 %f62185, 196
-  %549 = add nsw i64 %547, %548
-  %550 = add nsw i64 %549, %i65187
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %550
-  %551 = load float, ptr %arena189, align 4
-  %552 = fadd float %acc63188, %551
-  store float %552, ptr %acc63, align 4
-  %i65.next = add nsw i64 %i65187, 1
-  %553 = icmp slt i64 %i65.next, 196
-  br i1 %553, label %i65, label %i65.end
-
-i65.end:                                          ; preds = %i65
-  %img64.next = add nsw i64 %img64186, 1
-  %554 = icmp slt i64 %img64.next, 64
-  br i1 %554, label %img64, label %img64.end
-
-i66:                                              ; preds = %i66, %f62.end
-  %i66192 = phi i64 [ 0, %f62.end ], [ %i66.next, %i66 ]
-  %555 = add nsw i64 802816, %i66192
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %555
-  store float 0.000000e+00, ptr %arena193, align 4
-  %i66.next = add nsw i64 %i66192, 1
-  %556 = icmp slt i64 %i66.next, 401408
-  br i1 %556, label %i66, label %i66.end
+i66:                                              ; preds = %i66, %u63.end
+  %i66190 = phi i64 [ 0, %u63.end ], [ %i66.next, %i66 ]
+  %607 = add nsw i64 1421968, %i66190
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %607
+  store float 0.000000e+00, ptr %arena191, align 4
+  %i66.next = add nsw i64 %i66190, 1
+  %608 = icmp slt i64 %i66.next, 802816
+  br i1 %608, label %i66, label %i66.end
 
 i66.end:                                          ; preds = %i66
-  br label %img67
+  br label %q67
 
-img67:                                            ; preds = %c68.end, %i66.end
-  %img67194 = phi i64 [ 0, %i66.end ], [ %img67.next, %c68.end ]
-  %params195 = getelementptr inbounds float, ptr %params, i64 320
-  %557 = mul nsw i64 %img67194, 12544
-  %558 = add nsw i64 1421968, %557
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %558
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 1221264
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 196, i32 64, float 1.000000e+00, ptr %params195, i32 288, ptr %arena196, i32 196, float 0.000000e+00, ptr %arena197, i32 196)
-  br label %c68
+q67:                                              ; preds = %i68.end, %i66.end
+  %q67192 = phi i64 [ 0, %i66.end ], [ %q67.next, %i68.end ]
+  br label %i68
 
-img67.end:                                        ; preds = %c68.end
+q67.end:                                          ; preds = %i68.end
+  br label %i69
+
+i68:                                              ; preds = %endif195, %q67
+  %i68193 = phi i64 [ 0, %q67 ], [ %i68.next, %endif195 ]
+  %609 = mul nsw i64 %q67192, 49
+  %610 = add nsw i64 %609, %i68193
+  %611 = add nsw i64 802816, %610
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %611
+  %612 = load float, ptr %arena196, align 4
+  %613 = fcmp ogt float %612, 0.000000e+00
+  br i1 %613, label %then194, label %endif195
+
+i68.end:                                          ; preds = %endif195
+  %q67.next = add nsw i64 %q67192, 1
+  %614 = icmp slt i64 %q67.next, 4096
+  br i1 %614, label %q67, label %q67.end
+
+then194:                                          ; preds = %i68
+  %615 = mul nsw i64 %q67192, 196
+  %616 = add nsw i64 1421968, %615
+  %617 = mul nsw i64 %q67192, 49
+  %618 = add nsw i64 %617, %i68193
+  %619 = add nsw i64 1003520, %618
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %619
+  %620 = load float, ptr %arena197, align 4
+  %621 = fptosi float %620 to i64
+  %622 = add nsw i64 %616, %621
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load float, ptr %arena198, align 4
+  %624 = mul nsw i64 %q67192, 49
+  %625 = add nsw i64 %624, %i68193
+  %626 = add nsw i64 1221264, %625
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %626
+  %627 = load float, ptr %arena199, align 4
+  %628 = fadd float %623, %627
+  store float %628, ptr %arena198, align 4
+  br label %endif195
+
+endif195:                                         ; preds = %then194, %i68
+  %i68.next = add nsw i64 %i68193, 1
+  %629 = icmp slt i64 %i68.next, 49
+  br i1 %629, label %i68, label %i68.end
+
+i69:                                              ; preds = %i69, %q67.end
+  %i69200 = phi i64 [ 0, %q67.end ], [ %i69.next, %i69 ]
+  %630 = add nsw i64 320, %i69200
+  %grads201 = getelementptr inbounds float, ptr %grads, i64 %630
+  store float 0.000000e+00, ptr %grads201, align 4
+  %i69.next = add nsw i64 %i69200, 1
+  %631 = icmp slt i64 %i69.next, 18432
+  br i1 %631, label %i69, label %i69.end
+
+i69.end:                                          ; preds = %i69
+  br label %g70
+
+g70:                                              ; preds = %j82.end, %i69.end
+  %g70202 = phi i64 [ 0, %i69.end ], [ %g70.next, %j82.end ]
+  br label %j71
+
+g70.end:                                          ; preds = %j82.end
+  br label %f85
+
+j71:                                              ; preds = %c74.end, %g70
+  %j71203 = phi i64 [ 0, %g70 ], [ %j71.next, %c74.end ]
+  br label %r72
+
+j71.end:                                          ; preds = %c74.end
+  br label %j82
+
+r72:                                              ; preds = %i73.end, %j71
+  %r72204 = phi i64 [ 0, %j71 ], [ %r72.next, %i73.end ]
   br label %i73
 
-c68:                                              ; preds = %ky69.end, %img67
-  %c68198 = phi i64 [ 0, %img67 ], [ %c68.next, %ky69.end ]
-  br label %ky69
+r72.end:                                          ; preds = %i73.end
+  br label %c74
 
-c68.end:                                          ; preds = %ky69.end
-  %img67.next = add nsw i64 %img67194, 1
-  %559 = icmp slt i64 %img67.next, 64
-  br i1 %559, label %img67, label %img67.end
-
-ky69:                                             ; preds = %kx70.end, %c68
-  %ky69199 = phi i64 [ 0, %c68 ], [ %ky69.next, %kx70.end ]
-  br label %kx70
-
-ky69.end:                                         ; preds = %kx70.end
-  %c68.next = add nsw i64 %c68198, 1
-  %560 = icmp slt i64 %c68.next, 32
-  br i1 %560, label %c68, label %c68.end
-
-kx70:                                             ; preds = %oy71.end, %ky69
-  %kx70200 = phi i64 [ 0, %ky69 ], [ %kx70.next, %oy71.end ]
-  br label %oy71
-
-kx70.end:                                         ; preds = %oy71.end
-  %ky69.next = add nsw i64 %ky69199, 1
-  %561 = icmp slt i64 %ky69.next, 3
-  br i1 %561, label %ky69, label %ky69.end
-
-oy71:                                             ; preds = %ox72.end, %kx70
-  %oy71201 = phi i64 [ 0, %kx70 ], [ %oy71.next, %ox72.end ]
-  br label %ox72
-
-oy71.end:                                         ; preds = %ox72.end
-  %kx70.next = add nsw i64 %kx70200, 1
-  %562 = icmp slt i64 %kx70.next, 3
-  br i1 %562, label %kx70, label %kx70.end
-
-ox72:                                             ; preds = %endif204, %oy71
-  %ox72202 = phi i64 [ 0, %oy71 ], [ %ox72.next, %endif204 ]
-  %563 = add nsw i64 %oy71201, %ky69199
-  %564 = add nsw i64 %563, -1
-  %565 = icmp slt i64 -1, %564
-  %566 = add nsw i64 %oy71201, %ky69199
-  %567 = add nsw i64 %566, -1
-  %568 = icmp slt i64 %567, 14
-  %569 = and i1 %565, %568
-  %570 = add nsw i64 %ox72202, %kx70200
-  %571 = add nsw i64 %570, -1
-  %572 = icmp slt i64 -1, %571
-  %573 = add nsw i64 %ox72202, %kx70200
-  %574 = add nsw i64 %573, -1
-  %575 = icmp slt i64 %574, 14
-  %576 = and i1 %572, %575
-  %577 = and i1 %569, %576
-  br i1 %577, label %then203, label %endif204
-
-ox72.end:                                         ; preds = %endif204
-  %oy71.next = add nsw i64 %oy71201, 1
-  %578 = icmp slt i64 %oy71.next, 14
-  br i1 %578, label %oy71, label %oy71.end
-
-then203:                                          ; preds = %ox72
-  %579 = mul nsw i64 %img67194, 6272
-  %580 = add nsw i64 802816, %579
-  %581 = mul nsw i64 %c68198, 196
-  %582 = add nsw i64 %580, %581
-  %583 = add nsw i64 %oy71201, %ky69199
-  %584 = add nsw i64 %583, -1
-  %585 = mul nsw i64 %584, 14
-  %586 = add nsw i64 %582, %585
-  %587 = add nsw i64 %ox72202, %kx70200
-  %588 = add nsw i64 %587, -1
-  %589 = add nsw i64 %586, %588
-  %arena205 = getelementptr inbounds float, ptr %arena, i64 %589
-  %590 = load float, ptr %arena205, align 4
-  %591 = mul nsw i64 %c68198, 3
-  %592 = add nsw i64 %591, %ky69199
-  %593 = mul nsw i64 %592, 3
-  %594 = add nsw i64 %593, %kx70200
-  %595 = mul nsw i64 %594, 196
-  %596 = add nsw i64 1221264, %595
-  %597 = mul nsw i64 %oy71201, 14
-  %598 = add nsw i64 %596, %597
-  %599 = add nsw i64 %598, %ox72202
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %599
-  %600 = load float, ptr %arena206, align 4
-  %601 = fadd float %590, %600
-  store float %601, ptr %arena205, align 4
-  br label %endif204
-
-endif204:                                         ; preds = %then203, %ox72
-  %ox72.next = add nsw i64 %ox72202, 1
-  %602 = icmp slt i64 %ox72.next, 14
-  br i1 %602, label %ox72, label %ox72.end
-
-i73:                                              ; preds = %i73, %img67.end
-  %i73207 = phi i64 [ 0, %img67.end ], [ %i73.next, %i73 ]
-  %603 = add nsw i64 1221264, %i73207
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %603
-  store float 0.000000e+00, ptr %arena208, align 4
-  %i73.next = add nsw i64 %i73207, 1
-  %604 = icmp slt i64 %i73.next, 1605632
-  br i1 %604, label %i73, label %i73.end
+i73:                                              ; preds = %i73, %r72
+  %i73205 = phi i64 [ 0, %r72 ], [ %i73.next, %i73 ]
+  %632 = mul nsw i64 %r72204, 12544
+  %633 = add nsw i64 2224784, %632
+  %634 = mul nsw i64 %j71203, 196
+  %635 = add nsw i64 %633, %634
+  %636 = add nsw i64 %635, %i73205
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %636
+  store float 0.000000e+00, ptr %arena206, align 4
+  %i73.next = add nsw i64 %i73205, 1
+  %637 = icmp slt i64 %i73.next, 196
+  br i1 %637, label %i73, label %i73.end
 
 i73.end:                                          ; preds = %i73
-  br label %q74
+  %r72.next = add nsw i64 %r72204, 1
+  %638 = icmp slt i64 %r72.next, 288
+  br i1 %638, label %r72, label %r72.end
 
-q74:                                              ; preds = %i75.end, %i73.end
-  %q74209 = phi i64 [ 0, %i73.end ], [ %q74.next, %i75.end ]
-  br label %i75
+c74:                                              ; preds = %ky75.end, %r72.end
+  %c74207 = phi i64 [ 0, %r72.end ], [ %c74.next, %ky75.end ]
+  br label %ky75
 
-q74.end:                                          ; preds = %i75.end
-  br label %i76
+c74.end:                                          ; preds = %ky75.end
+  %j71.next = add nsw i64 %j71203, 1
+  %639 = icmp slt i64 %j71.next, 64
+  br i1 %639, label %j71, label %j71.end
 
-i75:                                              ; preds = %endif212, %q74
-  %i75210 = phi i64 [ 0, %q74 ], [ %i75.next, %endif212 ]
-  %605 = mul nsw i64 %q74209, 196
-  %606 = add nsw i64 %605, %i75210
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %606
-  %607 = load float, ptr %arena213, align 4
-  %608 = fcmp ogt float %607, 0.000000e+00
-  br i1 %608, label %then211, label %endif212
+ky75:                                             ; preds = %oy80.end, %c74
+  %ky75208 = phi i64 [ 0, %c74 ], [ %ky75.next, %oy80.end ]
+  br label %oy76
 
-i75.end:                                          ; preds = %endif212
-  %q74.next = add nsw i64 %q74209, 1
-  %609 = icmp slt i64 %q74.next, 2048
-  br i1 %609, label %q74, label %q74.end
+ky75.end:                                         ; preds = %oy80.end
+  %c74.next = add nsw i64 %c74207, 1
+  %640 = icmp slt i64 %c74.next, 32
+  br i1 %640, label %c74, label %c74.end
 
-then211:                                          ; preds = %i75
-  %610 = mul nsw i64 %q74209, 784
-  %611 = add nsw i64 1221264, %610
-  %612 = mul nsw i64 %q74209, 196
-  %613 = add nsw i64 %612, %i75210
-  %614 = add nsw i64 401408, %613
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 %614
-  %615 = load float, ptr %arena214, align 4
-  %616 = fptosi float %615 to i64
-  %617 = add nsw i64 %611, %616
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 %617
-  %618 = load float, ptr %arena215, align 4
-  %619 = mul nsw i64 %q74209, 196
-  %620 = add nsw i64 %619, %i75210
-  %621 = add nsw i64 802816, %620
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load float, ptr %arena216, align 4
-  %623 = fadd float %618, %622
-  store float %623, ptr %arena215, align 4
-  br label %endif212
+oy76:                                             ; preds = %endif211, %ky75
+  %oy76209 = phi i64 [ 0, %ky75 ], [ %oy76.next, %endif211 ]
+  %641 = add nsw i64 %oy76209, %ky75208
+  %642 = add nsw i64 %641, -1
+  %643 = icmp slt i64 -1, %642
+  %644 = add nsw i64 %oy76209, %ky75208
+  %645 = add nsw i64 %644, -1
+  %646 = icmp slt i64 %645, 14
+  %647 = and i1 %643, %646
+  br i1 %647, label %then210, label %endif211
 
-endif212:                                         ; preds = %then211, %i75
-  %i75.next = add nsw i64 %i75210, 1
-  %624 = icmp slt i64 %i75.next, 196
-  br i1 %624, label %i75, label %i75.end
+oy76.end:                                         ; preds = %endif211
+  br label %oy78215
 
-i76:                                              ; preds = %i76, %q74.end
-  %i76217 = phi i64 [ 0, %q74.end ], [ %i76.next, %i76 ]
-  %grads218 = getelementptr inbounds float, ptr %grads, i64 %i76217
-  store float 0.000000e+00, ptr %grads218, align 4
-  %i76.next = add nsw i64 %i76217, 1
-  %625 = icmp slt i64 %i76.next, 288
-  br i1 %625, label %i76, label %i76.end
+then210:                                          ; preds = %oy76
+  br label %ox77
 
-i76.end:                                          ; preds = %i76
-  br label %img77
+endif211:                                         ; preds = %ox77.end, %oy76
+  %oy76.next = add nsw i64 %oy76209, 1
+  %648 = icmp slt i64 %oy76.next, 14
+  br i1 %648, label %oy76, label %oy76.end
 
-img77:                                            ; preds = %c78.end, %i76.end
-  %img77219 = phi i64 [ 0, %i76.end ], [ %img77.next, %c78.end ]
-  br label %c78
+ox77:                                             ; preds = %ox77, %then210
+  %ox77212 = phi i64 [ 0, %then210 ], [ %ox77.next, %ox77 ]
+  %649 = mul nsw i64 %g70202, 64
+  %650 = add nsw i64 %649, %j71203
+  %651 = mul nsw i64 %650, 6272
+  %652 = mul nsw i64 %c74207, 196
+  %653 = add nsw i64 %651, %652
+  %654 = add nsw i64 %oy76209, %ky75208
+  %655 = add nsw i64 %654, -1
+  %656 = mul nsw i64 %655, 14
+  %657 = add nsw i64 %653, %656
+  %658 = add nsw i64 %ox77212, 1
+  %659 = add nsw i64 %658, -1
+  %660 = add nsw i64 %657, %659
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %660
+  %661 = load float, ptr %arena213, align 4
+  %662 = mul nsw i64 %c74207, 3
+  %663 = add nsw i64 %662, %ky75208
+  %664 = mul nsw i64 %663, 3
+  %665 = mul nsw i64 %664, 12544
+  %666 = add nsw i64 2224784, %665
+  %667 = mul nsw i64 %j71203, 196
+  %668 = add nsw i64 %666, %667
+  %669 = mul nsw i64 %oy76209, 14
+  %670 = add nsw i64 %668, %669
+  %671 = add nsw i64 %ox77212, 1
+  %672 = add nsw i64 %670, %671
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %672
+  store float %661, ptr %arena214, align 4
+  %ox77.next = add nsw i64 %ox77212, 1
+  %673 = icmp slt i64 %ox77.next, 13
+  br i1 %673, label %ox77, label %ox77.end
 
-img77.end:                                        ; preds = %c78.end
+ox77.end:                                         ; preds = %ox77
+  br label %endif211
+
+oy78215:                                          ; preds = %endif218, %oy76.end
+  %oy78216 = phi i64 [ 0, %oy76.end ], [ %oy78.next, %endif218 ]
+  %674 = add nsw i64 %oy78216, %ky75208
+  %675 = add nsw i64 %674, -1
+  %676 = icmp slt i64 -1, %675
+  %677 = add nsw i64 %oy78216, %ky75208
+  %678 = add nsw i64 %677, -1
+  %679 = icmp slt i64 %678, 14
+  %680 = and i1 %676, %679
+  br i1 %680, label %then217, label %endif218
+
+oy78.end:                                         ; preds = %endif218
+  br label %oy80
+
+then217:                                          ; preds = %oy78215
+  br label %ox79
+
+endif218:                                         ; preds = %ox79.end, %oy78215
+  %oy78.next = add nsw i64 %oy78216, 1
+  %681 = icmp slt i64 %oy78.next, 14
+  br i1 %681, label %oy78215, label %oy78.end
+
+ox79:                                             ; preds = %ox79, %then217
+  %ox79219 = phi i64 [ 0, %then217 ], [ %ox79.next, %ox79 ]
+  %682 = mul nsw i64 %g70202, 64
+  %683 = add nsw i64 %682, %j71203
+  %684 = mul nsw i64 %683, 6272
+  %685 = mul nsw i64 %c74207, 196
+  %686 = add nsw i64 %684, %685
+  %687 = add nsw i64 %oy78216, %ky75208
+  %688 = add nsw i64 %687, -1
+  %689 = mul nsw i64 %688, 14
+  %690 = add nsw i64 %686, %689
+  %691 = add nsw i64 %690, %ox79219
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %691
+  %692 = load float, ptr %arena220, align 4
+  %693 = mul nsw i64 %c74207, 3
+  %694 = add nsw i64 %693, %ky75208
+  %695 = mul nsw i64 %694, 3
+  %696 = add nsw i64 %695, 1
+  %697 = mul nsw i64 %696, 12544
+  %698 = add nsw i64 2224784, %697
+  %699 = mul nsw i64 %j71203, 196
+  %700 = add nsw i64 %698, %699
+  %701 = mul nsw i64 %oy78216, 14
+  %702 = add nsw i64 %700, %701
+  %703 = add nsw i64 %702, %ox79219
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %703
+  store float %692, ptr %arena221, align 4
+  %ox79.next = add nsw i64 %ox79219, 1
+  %704 = icmp slt i64 %ox79.next, 14
+  br i1 %704, label %ox79, label %ox79.end
+
+ox79.end:                                         ; preds = %ox79
+  br label %endif218
+
+oy80:                                             ; preds = %endif224, %oy78.end
+  %oy80222 = phi i64 [ 0, %oy78.end ], [ %oy80.next, %endif224 ]
+  %705 = add nsw i64 %oy80222, %ky75208
+  %706 = add nsw i64 %705, -1
+  %707 = icmp slt i64 -1, %706
+  %708 = add nsw i64 %oy80222, %ky75208
+  %709 = add nsw i64 %708, -1
+  %710 = icmp slt i64 %709, 14
+  %711 = and i1 %707, %710
+  br i1 %711, label %then223, label %endif224
+
+oy80.end:                                         ; preds = %endif224
+  %ky75.next = add nsw i64 %ky75208, 1
+  %712 = icmp slt i64 %ky75.next, 3
+  br i1 %712, label %ky75, label %ky75.end
+
+then223:                                          ; preds = %oy80
+  br label %ox81
+
+endif224:                                         ; preds = %ox81.end, %oy80
+  %oy80.next = add nsw i64 %oy80222, 1
+  %713 = icmp slt i64 %oy80.next, 14
+  br i1 %713, label %oy80, label %oy80.end
+
+ox81:                                             ; preds = %ox81, %then223
+  %ox81225 = phi i64 [ 0, %then223 ], [ %ox81.next, %ox81 ]
+  %714 = mul nsw i64 %g70202, 64
+  %715 = add nsw i64 %714, %j71203
+  %716 = mul nsw i64 %715, 6272
+  %717 = mul nsw i64 %c74207, 196
+  %718 = add nsw i64 %716, %717
+  %719 = add nsw i64 %oy80222, %ky75208
+  %720 = add nsw i64 %719, -1
+  %721 = mul nsw i64 %720, 14
+  %722 = add nsw i64 %718, %721
+  %723 = add nsw i64 %ox81225, 1
+  %724 = add nsw i64 %722, %723
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %724
+  %725 = load float, ptr %arena226, align 4
+  %726 = mul nsw i64 %c74207, 3
+  %727 = add nsw i64 %726, %ky75208
+  %728 = mul nsw i64 %727, 3
+  %729 = add nsw i64 %728, 2
+  %730 = mul nsw i64 %729, 12544
+  %731 = add nsw i64 2224784, %730
+  %732 = mul nsw i64 %j71203, 196
+  %733 = add nsw i64 %731, %732
+  %734 = mul nsw i64 %oy80222, 14
+  %735 = add nsw i64 %733, %734
+  %736 = add nsw i64 %735, %ox81225
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %736
+  store float %725, ptr %arena227, align 4
+  %ox81.next = add nsw i64 %ox81225, 1
+  %737 = icmp slt i64 %ox81.next, 13
+  br i1 %737, label %ox81, label %ox81.end
+
+ox81.end:                                         ; preds = %ox81
+  br label %endif224
+
+j82:                                              ; preds = %f83.end, %j71.end
+  %j82228 = phi i64 [ 0, %j71.end ], [ %j82.next, %f83.end ]
   br label %f83
 
-c78:                                              ; preds = %ky79.end, %img77
-  %c78220 = phi i64 [ 0, %img77 ], [ %c78.next, %ky79.end ]
-  br label %ky79
+j82.end:                                          ; preds = %f83.end
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 5837456
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 2224784
+  %grads235 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 12544, float 1.000000e+00, ptr %arena233, i32 12544, ptr %arena234, i32 12544, float 1.000000e+00, ptr %grads235, i32 288)
+  %g70.next = add nsw i64 %g70202, 1
+  %738 = icmp slt i64 %g70.next, 1
+  br i1 %738, label %g70, label %g70.end
 
-c78.end:                                          ; preds = %ky79.end
-  %626 = mul nsw i64 %img77219, 25088
-  %627 = add nsw i64 1221264, %626
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %627
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads232 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 784, float 1.000000e+00, ptr %arena230, i32 784, ptr %arena231, i32 784, float 1.000000e+00, ptr %grads232, i32 9)
-  %img77.next = add nsw i64 %img77219, 1
-  %628 = icmp slt i64 %img77.next, 64
-  br i1 %628, label %img77, label %img77.end
+f83:                                              ; preds = %i84.end, %j82
+  %f83229 = phi i64 [ 0, %j82 ], [ %f83.next, %i84.end ]
+  br label %i84
 
-ky79:                                             ; preds = %kx80.end, %c78
-  %ky79221 = phi i64 [ 0, %c78 ], [ %ky79.next, %kx80.end ]
-  br label %kx80
+f83.end:                                          ; preds = %i84.end
+  %j82.next = add nsw i64 %j82228, 1
+  %739 = icmp slt i64 %j82.next, 64
+  br i1 %739, label %j82, label %j82.end
 
-ky79.end:                                         ; preds = %kx80.end
-  %c78.next = add nsw i64 %c78220, 1
-  %629 = icmp slt i64 %c78.next, 1
-  br i1 %629, label %c78, label %c78.end
+i84:                                              ; preds = %i84, %f83
+  %i84230 = phi i64 [ 0, %f83 ], [ %i84.next, %i84 ]
+  %740 = mul nsw i64 %g70202, 64
+  %741 = add nsw i64 %740, %j82228
+  %742 = mul nsw i64 %741, 12544
+  %743 = add nsw i64 1421968, %742
+  %744 = mul nsw i64 %f83229, 196
+  %745 = add nsw i64 %743, %744
+  %746 = add nsw i64 %745, %i84230
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %746
+  %747 = load float, ptr %arena231, align 4
+  %748 = mul nsw i64 %f83229, 12544
+  %749 = add nsw i64 5837456, %748
+  %750 = mul nsw i64 %j82228, 196
+  %751 = add nsw i64 %749, %750
+  %752 = add nsw i64 %751, %i84230
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %752
+  store float %747, ptr %arena232, align 4
+  %i84.next = add nsw i64 %i84230, 1
+  %753 = icmp slt i64 %i84.next, 196
+  br i1 %753, label %i84, label %i84.end
 
-kx80:                                             ; preds = %oy81.end, %ky79
-  %kx80222 = phi i64 [ 0, %ky79 ], [ %kx80.next, %oy81.end ]
-  br label %oy81
+i84.end:                                          ; preds = %i84
+  %f83.next = add nsw i64 %f83229, 1
+  %754 = icmp slt i64 %f83.next, 64
+  br i1 %754, label %f83, label %f83.end
 
-kx80.end:                                         ; preds = %oy81.end
-  %ky79.next = add nsw i64 %ky79221, 1
-  %630 = icmp slt i64 %ky79.next, 3
-  br i1 %630, label %ky79, label %ky79.end
+f85:                                              ; preds = %img87.end, %g70.end
+  %f85236 = phi i64 [ 0, %g70.end ], [ %f85.next, %img87.end ]
+  store float 0.000000e+00, ptr %acc86, align 4
+  br label %img87
 
-oy81:                                             ; preds = %ox82.end, %kx80
-  %oy81223 = phi i64 [ 0, %kx80 ], [ %oy81.next, %ox82.end ]
-  br label %ox82
-
-oy81.end:                                         ; preds = %ox82.end
-  %kx80.next = add nsw i64 %kx80222, 1
-  %631 = icmp slt i64 %kx80.next, 3
-  br i1 %631, label %kx80, label %kx80.end
-
-ox82:                                             ; preds = %endif227, %oy81
-  %ox82224 = phi i64 [ 0, %oy81 ], [ %ox82.next, %endif227 ]
-  %632 = mul nsw i64 %c78220, 3
-  %633 = add nsw i64 %632, %ky79221
-  %634 = mul nsw i64 %633, 3
-  %635 = add nsw i64 %634, %kx80222
-  %636 = mul nsw i64 %635, 784
-  %637 = mul nsw i64 %oy81223, 28
-  %638 = add nsw i64 %636, %637
-  %639 = add nsw i64 %638, %ox82224
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %639
-  store float 0.000000e+00, ptr %arena225, align 4
-  %640 = add nsw i64 %oy81223, %ky79221
-  %641 = add nsw i64 %640, -1
-  %642 = icmp slt i64 -1, %641
-  %643 = add nsw i64 %oy81223, %ky79221
-  %644 = add nsw i64 %643, -1
-  %645 = icmp slt i64 %644, 28
-  %646 = and i1 %642, %645
-  %647 = add nsw i64 %ox82224, %kx80222
-  %648 = add nsw i64 %647, -1
-  %649 = icmp slt i64 -1, %648
-  %650 = add nsw i64 %ox82224, %kx80222
-  %651 = add nsw i64 %650, -1
-  %652 = icmp slt i64 %651, 28
-  %653 = and i1 %649, %652
-  %654 = and i1 %646, %653
-  br i1 %654, label %then226, label %endif227
-
-ox82.end:                                         ; preds = %endif227
-  %oy81.next = add nsw i64 %oy81223, 1
-  %655 = icmp slt i64 %oy81.next, 28
-  br i1 %655, label %oy81, label %oy81.end
-
-then226:                                          ; preds = %ox82
-  %656 = mul nsw i64 %img77219, 784
-  %657 = mul nsw i64 %c78220, 784
-  %658 = add nsw i64 %656, %657
-  %659 = add nsw i64 %oy81223, %ky79221
-  %660 = add nsw i64 %659, -1
-  %661 = mul nsw i64 %660, 28
-  %662 = add nsw i64 %658, %661
-  %663 = add nsw i64 %ox82224, %kx80222
-  %664 = add nsw i64 %663, -1
-  %665 = add nsw i64 %662, %664
-  %images228 = getelementptr inbounds float, ptr %images, i64 %665
-  %666 = load float, ptr %images228, align 4
-  %667 = mul nsw i64 %c78220, 3
-  %668 = add nsw i64 %667, %ky79221
-  %669 = mul nsw i64 %668, 3
-  %670 = add nsw i64 %669, %kx80222
-  %671 = mul nsw i64 %670, 784
-  %672 = mul nsw i64 %oy81223, 28
-  %673 = add nsw i64 %671, %672
-  %674 = add nsw i64 %673, %ox82224
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %674
-  store float %666, ptr %arena229, align 4
-  br label %endif227
-
-endif227:                                         ; preds = %then226, %ox82
-  %ox82.next = add nsw i64 %ox82224, 1
-  %675 = icmp slt i64 %ox82.next, 28
-  br i1 %675, label %ox82, label %ox82.end
-
-f83:                                              ; preds = %img85.end, %img77.end
-  %f83233 = phi i64 [ 0, %img77.end ], [ %f83.next, %img85.end ]
-  store float 0.000000e+00, ptr %acc84, align 4
-  br label %img85
-
-f83.end:                                          ; preds = %img85.end
-  %676 = sitofp i64 %step to float
-  %677 = fmul float %676, 0xBFBAF8E8A0000000
-  %678 = call float @llvm.exp.f32(float %677)
-  %679 = fsub float 1.000000e+00, %678
-  %680 = fdiv float %lr, %679
-  store float %680, ptr %step_size87, align 4
-  %681 = sitofp i64 %step to float
-  %682 = fmul float %681, 0xBF50645940000000
-  %683 = call float @llvm.exp.f32(float %682)
-  %684 = fsub float 1.000000e+00, %683
-  %685 = call float @llvm.sqrt.f32(float %684)
-  store float %685, ptr %bc2_sqrt88, align 4
+f85.end:                                          ; preds = %img87.end
   br label %i89
 
-img85:                                            ; preds = %i86.end, %f83
-  %img85234 = phi i64 [ 0, %f83 ], [ %img85.next, %i86.end ]
-  br label %i86
+img87:                                            ; preds = %i88.end, %f85
+  %img87237 = phi i64 [ 0, %f85 ], [ %img87.next, %i88.end ]
+  br label %i88
 
-img85.end:                                        ; preds = %i86.end
-  %acc84238 = load float, ptr %acc84, align 4
-  %686 = add nsw i64 288, %f83233
-  %grads239 = getelementptr inbounds float, ptr %grads, i64 %686
-  store float %acc84238, ptr %grads239, align 4
-  %f83.next = add nsw i64 %f83233, 1
-  %687 = icmp slt i64 %f83.next, 32
-  br i1 %687, label %f83, label %f83.end
+img87.end:                                        ; preds = %i88.end
+  %acc86241 = load float, ptr %acc86, align 4
+  %755 = add nsw i64 18752, %f85236
+  %grads242 = getelementptr inbounds float, ptr %grads, i64 %755
+  store float %acc86241, ptr %grads242, align 4
+  %f85.next = add nsw i64 %f85236, 1
+  %756 = icmp slt i64 %f85.next, 64
+  br i1 %756, label %f85, label %f85.end
 
-i86:                                              ; preds = %i86, %img85
-  %i86235 = phi i64 [ 0, %img85 ], [ %i86.next, %i86 ]
-  %acc84236 = load float, ptr %acc84, align 4
-  %688 = mul nsw i64 %img85234, 25088
-  %689 = add nsw i64 1221264, %688
-  %690 = mul nsw i64 %f83233, 784
-  %691 = add nsw i64 %689, %690
-  %692 = add nsw i64 %691, %i86235
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %692
-  %693 = load float, ptr %arena237, align 4
-  %694 = fadd float %acc84236, %693
-  store float %694, ptr %acc84, align 4
-  %i86.next = add nsw i64 %i86235, 1
-  %695 = icmp slt i64 %i86.next, 784
-  br i1 %695, label %i86, label %i86.end
+i88:                                              ; preds = %i88, %img87
+  %i88238 = phi i64 [ 0, %img87 ], [ %i88.next, %i88 ]
+  %acc86239 = load float, ptr %acc86, align 4
+  %757 = mul nsw i64 %img87237, 12544
+  %758 = add nsw i64 1421968, %757
+  %759 = mul nsw i64 %f85236, 196
+  %760 = add nsw i64 %758, %759
+  %761 = add nsw i64 %760, %i88238
+  %arena240 = getelementptr inbounds float, ptr %arena, i64 %761
+  %762 = load float, ptr %arena240, align 4
+  %763 = fadd float %acc86239, %762
+  store float %763, ptr %acc86, align 4
+  %i88.next = add nsw i64 %i88238, 1
+  %764 = icmp slt i64 %i88.next, 196
+  br i1 %764, label %i88, label %i88.end
 
-i86.end:                                          ; preds = %i86
-  %img85.next = add nsw i64 %img85234, 1
-  %696 = icmp slt i64 %img85.next, 64
-  br i1 %696, label %img85, label %img85.end
+i88.end:                                          ; preds = %i88
+  %img87.next = add nsw i64 %img87237, 1
+  %765 = icmp slt i64 %img87.next, 64
+  br i1 %765, label %img87, label %img87.end
 
-i89:                                              ; preds = %i89, %f83.end
-  %i89240 = phi i64 [ 0, %f83.end ], [ %i89.next, %i89 ]
-  %grads241 = getelementptr inbounds float, ptr %grads, i64 %i89240
-  %697 = load float, ptr %grads241, align 4
-  %params242 = getelementptr inbounds float, ptr %params, i64 %i89240
-  %698 = load float, ptr %params242, align 4
-  %699 = fmul float 0.000000e+00, %698
-  %700 = fadd float %697, %699
-  store float %700, ptr %g, align 4
-  %m243 = getelementptr inbounds float, ptr %m, i64 %i89240
-  %701 = load float, ptr %m243, align 4
-  %702 = fmul float 0x3FECCCCCC0000000, %701
-  %g244 = load float, ptr %g, align 4
-  %703 = fmul float 0x3FB9999A00000000, %g244
-  %704 = fadd float %702, %703
-  store float %704, ptr %m_new, align 4
-  %v245 = getelementptr inbounds float, ptr %v, i64 %i89240
-  %705 = load float, ptr %v245, align 4
-  %706 = fmul float 0x3FEFF7CEE0000000, %705
-  %g246 = load float, ptr %g, align 4
-  %707 = fmul float 0x3F50624000000000, %g246
-  %g247 = load float, ptr %g, align 4
-  %708 = fmul float %707, %g247
-  %709 = fadd float %706, %708
-  store float %709, ptr %v_new, align 4
-  %m_new248 = load float, ptr %m_new, align 4
-  %m249 = getelementptr inbounds float, ptr %m, i64 %i89240
-  store float %m_new248, ptr %m249, align 4
-  %v_new250 = load float, ptr %v_new, align 4
-  %v251 = getelementptr inbounds float, ptr %v, i64 %i89240
-  store float %v_new250, ptr %v251, align 4
-  %params252 = getelementptr inbounds float, ptr %params, i64 %i89240
-  %710 = load float, ptr %params252, align 4
-  %step_size87253 = load float, ptr %step_size87, align 4
-  %m_new254 = load float, ptr %m_new, align 4
-  %711 = fmul float %step_size87253, %m_new254
-  %v_new255 = load float, ptr %v_new, align 4
-  %712 = call float @llvm.sqrt.f32(float %v_new255)
-  %bc2_sqrt88256 = load float, ptr %bc2_sqrt88, align 4
-  %713 = fdiv float %712, %bc2_sqrt88256
-  %714 = fadd float %713, 0x3E45798EE0000000
-  %715 = fdiv float %711, %714
-  %716 = fsub float %710, %715
-  %params257 = getelementptr inbounds float, ptr %params, i64 %i89240
-  store float %716, ptr %params257, align 4
-  %i89.next = add nsw i64 %i89240, 1
-  %717 = icmp slt i64 %i89.next, 421642
-  br i1 %717, label %i89, label %i89.end
+i89:                                              ; preds = %i89, %f85.end
+  %i89243 = phi i64 [ 0, %f85.end ], [ %i89.next, %i89 ]
+  %766 = add nsw i64 802816, %i89243
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %766
+  store float 0.000000e+00, ptr %arena244, align 4
+  %i89.next = add nsw i64 %i89243, 1
+  %767 = icmp slt i64 %i89.next, 401408
+  br i1 %767, label %i89, label %i89.end
 
 i89.end:                                          ; preds = %i89
+  br label %g90
+
+g90:                                              ; preds = %j94.end, %i89.end
+  %g90245 = phi i64 [ 0, %i89.end ], [ %g90.next, %j94.end ]
+  br label %j91
+
+g90.end:                                          ; preds = %j94.end
+  br label %i103
+
+j91:                                              ; preds = %f92.end, %g90
+  %j91246 = phi i64 [ 0, %g90 ], [ %j91.next, %f92.end ]
+  br label %f92
+
+j91.end:                                          ; preds = %f92.end
+  %params251 = getelementptr inbounds float, ptr %params, i64 320
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 5837456
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 2224784
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params251, i32 288, ptr %arena252, i32 12544, float 0.000000e+00, ptr %arena253, i32 12544)
+  br label %j94
+
+f92:                                              ; preds = %i93.end, %j91
+  %f92247 = phi i64 [ 0, %j91 ], [ %f92.next, %i93.end ]
+  br label %i93
+
+f92.end:                                          ; preds = %i93.end
+  %j91.next = add nsw i64 %j91246, 1
+  %768 = icmp slt i64 %j91.next, 64
+  br i1 %768, label %j91, label %j91.end
+
+i93:                                              ; preds = %i93, %f92
+  %i93248 = phi i64 [ 0, %f92 ], [ %i93.next, %i93 ]
+  %769 = mul nsw i64 %g90245, 64
+  %770 = add nsw i64 %769, %j91246
+  %771 = mul nsw i64 %770, 12544
+  %772 = add nsw i64 1421968, %771
+  %773 = mul nsw i64 %f92247, 196
+  %774 = add nsw i64 %772, %773
+  %775 = add nsw i64 %774, %i93248
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %775
+  %776 = load float, ptr %arena249, align 4
+  %777 = mul nsw i64 %f92247, 12544
+  %778 = add nsw i64 5837456, %777
+  %779 = mul nsw i64 %j91246, 196
+  %780 = add nsw i64 %778, %779
+  %781 = add nsw i64 %780, %i93248
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %781
+  store float %776, ptr %arena250, align 4
+  %i93.next = add nsw i64 %i93248, 1
+  %782 = icmp slt i64 %i93.next, 196
+  br i1 %782, label %i93, label %i93.end
+
+i93.end:                                          ; preds = %i93
+  %f92.next = add nsw i64 %f92247, 1
+  %783 = icmp slt i64 %f92.next, 64
+  br i1 %783, label %f92, label %f92.end
+
+j94:                                              ; preds = %c95.end, %j91.end
+  %j94254 = phi i64 [ 0, %j91.end ], [ %j94.next, %c95.end ]
+  br label %c95
+
+j94.end:                                          ; preds = %c95.end
+  %g90.next = add nsw i64 %g90245, 1
+  %784 = icmp slt i64 %g90.next, 1
+  br i1 %784, label %g90, label %g90.end
+
+c95:                                              ; preds = %ky96.end, %j94
+  %c95255 = phi i64 [ 0, %j94 ], [ %c95.next, %ky96.end ]
+  br label %ky96
+
+c95.end:                                          ; preds = %ky96.end
+  %j94.next = add nsw i64 %j94254, 1
+  %785 = icmp slt i64 %j94.next, 64
+  br i1 %785, label %j94, label %j94.end
+
+ky96:                                             ; preds = %oy101.end, %c95
+  %ky96256 = phi i64 [ 0, %c95 ], [ %ky96.next, %oy101.end ]
+  br label %oy97
+
+ky96.end:                                         ; preds = %oy101.end
+  %c95.next = add nsw i64 %c95255, 1
+  %786 = icmp slt i64 %c95.next, 32
+  br i1 %786, label %c95, label %c95.end
+
+oy97:                                             ; preds = %endif259, %ky96
+  %oy97257 = phi i64 [ 0, %ky96 ], [ %oy97.next, %endif259 ]
+  %787 = add nsw i64 %oy97257, %ky96256
+  %788 = add nsw i64 %787, -1
+  %789 = icmp slt i64 -1, %788
+  %790 = add nsw i64 %oy97257, %ky96256
+  %791 = add nsw i64 %790, -1
+  %792 = icmp slt i64 %791, 14
+  %793 = and i1 %789, %792
+  br i1 %793, label %then258, label %endif259
+
+oy97.end:                                         ; preds = %endif259
+  br label %oy99
+
+then258:                                          ; preds = %oy97
+  br label %ox98
+
+endif259:                                         ; preds = %ox98.end, %oy97
+  %oy97.next = add nsw i64 %oy97257, 1
+  %794 = icmp slt i64 %oy97.next, 14
+  br i1 %794, label %oy97, label %oy97.end
+
+ox98:                                             ; preds = %ox98, %then258
+  %ox98260 = phi i64 [ 0, %then258 ], [ %ox98.next, %ox98 ]
+  %795 = mul nsw i64 %g90245, 64
+  %796 = add nsw i64 %795, %j94254
+  %797 = mul nsw i64 %796, 6272
+  %798 = add nsw i64 802816, %797
+  %799 = mul nsw i64 %c95255, 196
+  %800 = add nsw i64 %798, %799
+  %801 = add nsw i64 %oy97257, %ky96256
+  %802 = add nsw i64 %801, -1
+  %803 = mul nsw i64 %802, 14
+  %804 = add nsw i64 %800, %803
+  %805 = add nsw i64 %ox98260, 1
+  %806 = add nsw i64 %805, -1
+  %807 = add nsw i64 %804, %806
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %807
+  %808 = load float, ptr %arena261, align 4
+  %809 = mul nsw i64 %c95255, 3
+  %810 = add nsw i64 %809, %ky96256
+  %811 = mul nsw i64 %810, 3
+  %812 = mul nsw i64 %811, 12544
+  %813 = add nsw i64 2224784, %812
+  %814 = mul nsw i64 %j94254, 196
+  %815 = add nsw i64 %813, %814
+  %816 = mul nsw i64 %oy97257, 14
+  %817 = add nsw i64 %815, %816
+  %818 = add nsw i64 %ox98260, 1
+  %819 = add nsw i64 %817, %818
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %819
+  %820 = load float, ptr %arena262, align 4
+  %821 = fadd float %808, %820
+  store float %821, ptr %arena261, align 4
+  %ox98.next = add nsw i64 %ox98260, 1
+  %822 = icmp slt i64 %ox98.next, 13
+  br i1 %822, label %ox98, label %ox98.end
+
+ox98.end:                                         ; preds = %ox98
+  br label %endif259
+
+oy99:                                             ; preds = %endif265, %oy97.end
+  %oy99263 = phi i64 [ 0, %oy97.end ], [ %oy99.next, %endif265 ]
+  %823 = add nsw i64 %oy99263, %ky96256
+  %824 = add nsw i64 %823, -1
+  %825 = icmp slt i64 -1, %824
+  %826 = add nsw i64 %oy99263, %ky96256
+  %827 = add nsw i64 %826, -1
+  %828 = icmp slt i64 %827, 14
+  %829 = and i1 %825, %828
+  br i1 %829, label %then264, label %endif265
+
+oy99.end:                                         ; preds = %endif265
+  br label %oy101
+
+then264:                                          ; preds = %oy99
+  br label %ox100
+
+endif265:                                         ; preds = %ox100.end, %oy99
+  %oy99.next = add nsw i64 %oy99263, 1
+  %830 = icmp slt i64 %oy99.next, 14
+  br i1 %830, label %oy99, label %oy99.end
+
+ox100:                                            ; preds = %ox100, %then264
+  %ox100266 = phi i64 [ 0, %then264 ], [ %ox100.next, %ox100 ]
+  %831 = mul nsw i64 %g90245, 64
+  %832 = add nsw i64 %831, %j94254
+  %833 = mul nsw i64 %832, 6272
+  %834 = add nsw i64 802816, %833
+  %835 = mul nsw i64 %c95255, 196
+  %836 = add nsw i64 %834, %835
+  %837 = add nsw i64 %oy99263, %ky96256
+  %838 = add nsw i64 %837, -1
+  %839 = mul nsw i64 %838, 14
+  %840 = add nsw i64 %836, %839
+  %841 = add nsw i64 %840, %ox100266
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load float, ptr %arena267, align 4
+  %843 = mul nsw i64 %c95255, 3
+  %844 = add nsw i64 %843, %ky96256
+  %845 = mul nsw i64 %844, 3
+  %846 = add nsw i64 %845, 1
+  %847 = mul nsw i64 %846, 12544
+  %848 = add nsw i64 2224784, %847
+  %849 = mul nsw i64 %j94254, 196
+  %850 = add nsw i64 %848, %849
+  %851 = mul nsw i64 %oy99263, 14
+  %852 = add nsw i64 %850, %851
+  %853 = add nsw i64 %852, %ox100266
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %853
+  %854 = load float, ptr %arena268, align 4
+  %855 = fadd float %842, %854
+  store float %855, ptr %arena267, align 4
+  %ox100.next = add nsw i64 %ox100266, 1
+  %856 = icmp slt i64 %ox100.next, 14
+  br i1 %856, label %ox100, label %ox100.end
+
+ox100.end:                                        ; preds = %ox100
+  br label %endif265
+
+oy101:                                            ; preds = %endif271, %oy99.end
+  %oy101269 = phi i64 [ 0, %oy99.end ], [ %oy101.next, %endif271 ]
+  %857 = add nsw i64 %oy101269, %ky96256
+  %858 = add nsw i64 %857, -1
+  %859 = icmp slt i64 -1, %858
+  %860 = add nsw i64 %oy101269, %ky96256
+  %861 = add nsw i64 %860, -1
+  %862 = icmp slt i64 %861, 14
+  %863 = and i1 %859, %862
+  br i1 %863, label %then270, label %endif271
+
+oy101.end:                                        ; preds = %endif271
+  %ky96.next = add nsw i64 %ky96256, 1
+  %864 = icmp slt i64 %ky96.next, 3
+  br i1 %864, label %ky96, label %ky96.end
+
+then270:                                          ; preds = %oy101
+  br label %ox102
+
+endif271:                                         ; preds = %ox102.end, %oy101
+  %oy101.next = add nsw i64 %oy101269, 1
+  %865 = icmp slt i64 %oy101.next, 14
+  br i1 %865, label %oy101, label %oy101.end
+
+ox102:                                            ; preds = %ox102, %then270
+  %ox102272 = phi i64 [ 0, %then270 ], [ %ox102.next, %ox102 ]
+  %866 = mul nsw i64 %g90245, 64
+  %867 = add nsw i64 %866, %j94254
+  %868 = mul nsw i64 %867, 6272
+  %869 = add nsw i64 802816, %868
+  %870 = mul nsw i64 %c95255, 196
+  %871 = add nsw i64 %869, %870
+  %872 = add nsw i64 %oy101269, %ky96256
+  %873 = add nsw i64 %872, -1
+  %874 = mul nsw i64 %873, 14
+  %875 = add nsw i64 %871, %874
+  %876 = add nsw i64 %ox102272, 1
+  %877 = add nsw i64 %875, %876
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %877
+  %878 = load float, ptr %arena273, align 4
+  %879 = mul nsw i64 %c95255, 3
+  %880 = add nsw i64 %879, %ky96256
+  %881 = mul nsw i64 %880, 3
+  %882 = add nsw i64 %881, 2
+  %883 = mul nsw i64 %882, 12544
+  %884 = add nsw i64 2224784, %883
+  %885 = mul nsw i64 %j94254, 196
+  %886 = add nsw i64 %884, %885
+  %887 = mul nsw i64 %oy101269, 14
+  %888 = add nsw i64 %886, %887
+  %889 = add nsw i64 %888, %ox102272
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %889
+  %890 = load float, ptr %arena274, align 4
+  %891 = fadd float %878, %890
+  store float %891, ptr %arena273, align 4
+  %ox102.next = add nsw i64 %ox102272, 1
+  %892 = icmp slt i64 %ox102.next, 13
+  br i1 %892, label %ox102, label %ox102.end
+
+ox102.end:                                        ; preds = %ox102
+  br label %endif271
+
+i103:                                             ; preds = %i103, %g90.end
+  %i103275 = phi i64 [ 0, %g90.end ], [ %i103.next, %i103 ]
+  %893 = add nsw i64 1221264, %i103275
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %893
+  store float 0.000000e+00, ptr %arena276, align 4
+  %i103.next = add nsw i64 %i103275, 1
+  %894 = icmp slt i64 %i103.next, 1605632
+  br i1 %894, label %i103, label %i103.end
+
+i103.end:                                         ; preds = %i103
+  br label %q104
+
+q104:                                             ; preds = %i105.end, %i103.end
+  %q104277 = phi i64 [ 0, %i103.end ], [ %q104.next, %i105.end ]
+  br label %i105
+
+q104.end:                                         ; preds = %i105.end
+  br label %i106
+
+i105:                                             ; preds = %endif280, %q104
+  %i105278 = phi i64 [ 0, %q104 ], [ %i105.next, %endif280 ]
+  %895 = mul nsw i64 %q104277, 196
+  %896 = add nsw i64 %895, %i105278
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %896
+  %897 = load float, ptr %arena281, align 4
+  %898 = fcmp ogt float %897, 0.000000e+00
+  br i1 %898, label %then279, label %endif280
+
+i105.end:                                         ; preds = %endif280
+  %q104.next = add nsw i64 %q104277, 1
+  %899 = icmp slt i64 %q104.next, 2048
+  br i1 %899, label %q104, label %q104.end
+
+then279:                                          ; preds = %i105
+  %900 = mul nsw i64 %q104277, 784
+  %901 = add nsw i64 1221264, %900
+  %902 = mul nsw i64 %q104277, 196
+  %903 = add nsw i64 %902, %i105278
+  %904 = add nsw i64 401408, %903
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %904
+  %905 = load float, ptr %arena282, align 4
+  %906 = fptosi float %905 to i64
+  %907 = add nsw i64 %901, %906
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %907
+  %908 = load float, ptr %arena283, align 4
+  %909 = mul nsw i64 %q104277, 196
+  %910 = add nsw i64 %909, %i105278
+  %911 = add nsw i64 802816, %910
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load float, ptr %arena284, align 4
+  %913 = fadd float %908, %912
+  store float %913, ptr %arena283, align 4
+  br label %endif280
+
+endif280:                                         ; preds = %then279, %i105
+  %i105.next = add nsw i64 %i105278, 1
+  %914 = icmp slt i64 %i105.next, 196
+  br i1 %914, label %i105, label %i105.end
+
+i106:                                             ; preds = %i106, %q104.end
+  %i106285 = phi i64 [ 0, %q104.end ], [ %i106.next, %i106 ]
+  %grads286 = getelementptr inbounds float, ptr %grads, i64 %i106285
+  store float 0.000000e+00, ptr %grads286, align 4
+  %i106.next = add nsw i64 %i106285, 1
+  %915 = icmp slt i64 %i106.next, 288
+  br i1 %915, label %i106, label %i106.end
+
+i106.end:                                         ; preds = %i106
+  br label %g107
+
+g107:                                             ; preds = %j119.end, %i106.end
+  %g107287 = phi i64 [ 0, %i106.end ], [ %g107.next, %j119.end ]
+  br label %j108
+
+g107.end:                                         ; preds = %j119.end
+  br label %f122
+
+j108:                                             ; preds = %c111.end, %g107
+  %j108288 = phi i64 [ 0, %g107 ], [ %j108.next, %c111.end ]
+  br label %r109
+
+j108.end:                                         ; preds = %c111.end
+  br label %j119
+
+r109:                                             ; preds = %i110.end, %j108
+  %r109289 = phi i64 [ 0, %j108 ], [ %r109.next, %i110.end ]
+  br label %i110
+
+r109.end:                                         ; preds = %i110.end
+  br label %c111
+
+i110:                                             ; preds = %i110, %r109
+  %i110290 = phi i64 [ 0, %r109 ], [ %i110.next, %i110 ]
+  %916 = mul nsw i64 %r109289, 50176
+  %917 = add nsw i64 2826896, %916
+  %918 = mul nsw i64 %j108288, 784
+  %919 = add nsw i64 %917, %918
+  %920 = add nsw i64 %919, %i110290
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %920
+  store float 0.000000e+00, ptr %arena291, align 4
+  %i110.next = add nsw i64 %i110290, 1
+  %921 = icmp slt i64 %i110.next, 784
+  br i1 %921, label %i110, label %i110.end
+
+i110.end:                                         ; preds = %i110
+  %r109.next = add nsw i64 %r109289, 1
+  %922 = icmp slt i64 %r109.next, 9
+  br i1 %922, label %r109, label %r109.end
+
+c111:                                             ; preds = %ky112.end, %r109.end
+  %c111292 = phi i64 [ 0, %r109.end ], [ %c111.next, %ky112.end ]
+  br label %ky112
+
+c111.end:                                         ; preds = %ky112.end
+  %j108.next = add nsw i64 %j108288, 1
+  %923 = icmp slt i64 %j108.next, 64
+  br i1 %923, label %j108, label %j108.end
+
+ky112:                                            ; preds = %oy117.end, %c111
+  %ky112293 = phi i64 [ 0, %c111 ], [ %ky112.next, %oy117.end ]
+  br label %oy113
+
+ky112.end:                                        ; preds = %oy117.end
+  %c111.next = add nsw i64 %c111292, 1
+  %924 = icmp slt i64 %c111.next, 1
+  br i1 %924, label %c111, label %c111.end
+
+oy113:                                            ; preds = %endif296, %ky112
+  %oy113294 = phi i64 [ 0, %ky112 ], [ %oy113.next, %endif296 ]
+  %925 = add nsw i64 %oy113294, %ky112293
+  %926 = add nsw i64 %925, -1
+  %927 = icmp slt i64 -1, %926
+  %928 = add nsw i64 %oy113294, %ky112293
+  %929 = add nsw i64 %928, -1
+  %930 = icmp slt i64 %929, 28
+  %931 = and i1 %927, %930
+  br i1 %931, label %then295, label %endif296
+
+oy113.end:                                        ; preds = %endif296
+  br label %oy115
+
+then295:                                          ; preds = %oy113
+  br label %ox114
+
+endif296:                                         ; preds = %ox114.end, %oy113
+  %oy113.next = add nsw i64 %oy113294, 1
+  %932 = icmp slt i64 %oy113.next, 28
+  br i1 %932, label %oy113, label %oy113.end
+
+ox114:                                            ; preds = %ox114, %then295
+  %ox114297 = phi i64 [ 0, %then295 ], [ %ox114.next, %ox114 ]
+  %933 = mul nsw i64 %g107287, 64
+  %934 = add nsw i64 %933, %j108288
+  %935 = mul nsw i64 %934, 784
+  %936 = mul nsw i64 %c111292, 784
+  %937 = add nsw i64 %935, %936
+  %938 = add nsw i64 %oy113294, %ky112293
+  %939 = add nsw i64 %938, -1
+  %940 = mul nsw i64 %939, 28
+  %941 = add nsw i64 %937, %940
+  %942 = add nsw i64 %ox114297, 1
+  %943 = add nsw i64 %942, -1
+  %944 = add nsw i64 %941, %943
+  %images298 = getelementptr inbounds float, ptr %images, i64 %944
+  %945 = load float, ptr %images298, align 4
+  %946 = mul nsw i64 %c111292, 3
+  %947 = add nsw i64 %946, %ky112293
+  %948 = mul nsw i64 %947, 3
+  %949 = mul nsw i64 %948, 50176
+  %950 = add nsw i64 2826896, %949
+  %951 = mul nsw i64 %j108288, 784
+  %952 = add nsw i64 %950, %951
+  %953 = mul nsw i64 %oy113294, 28
+  %954 = add nsw i64 %952, %953
+  %955 = add nsw i64 %ox114297, 1
+  %956 = add nsw i64 %954, %955
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %956
+  store float %945, ptr %arena299, align 4
+  %ox114.next = add nsw i64 %ox114297, 1
+  %957 = icmp slt i64 %ox114.next, 27
+  br i1 %957, label %ox114, label %ox114.end
+
+ox114.end:                                        ; preds = %ox114
+  br label %endif296
+
+oy115:                                            ; preds = %endif302, %oy113.end
+  %oy115300 = phi i64 [ 0, %oy113.end ], [ %oy115.next, %endif302 ]
+  %958 = add nsw i64 %oy115300, %ky112293
+  %959 = add nsw i64 %958, -1
+  %960 = icmp slt i64 -1, %959
+  %961 = add nsw i64 %oy115300, %ky112293
+  %962 = add nsw i64 %961, -1
+  %963 = icmp slt i64 %962, 28
+  %964 = and i1 %960, %963
+  br i1 %964, label %then301, label %endif302
+
+oy115.end:                                        ; preds = %endif302
+  br label %oy117
+
+then301:                                          ; preds = %oy115
+  br label %ox116
+
+endif302:                                         ; preds = %ox116.end, %oy115
+  %oy115.next = add nsw i64 %oy115300, 1
+  %965 = icmp slt i64 %oy115.next, 28
+  br i1 %965, label %oy115, label %oy115.end
+
+ox116:                                            ; preds = %ox116, %then301
+  %ox116303 = phi i64 [ 0, %then301 ], [ %ox116.next, %ox116 ]
+  %966 = mul nsw i64 %g107287, 64
+  %967 = add nsw i64 %966, %j108288
+  %968 = mul nsw i64 %967, 784
+  %969 = mul nsw i64 %c111292, 784
+  %970 = add nsw i64 %968, %969
+  %971 = add nsw i64 %oy115300, %ky112293
+  %972 = add nsw i64 %971, -1
+  %973 = mul nsw i64 %972, 28
+  %974 = add nsw i64 %970, %973
+  %975 = add nsw i64 %974, %ox116303
+  %images304 = getelementptr inbounds float, ptr %images, i64 %975
+  %976 = load float, ptr %images304, align 4
+  %977 = mul nsw i64 %c111292, 3
+  %978 = add nsw i64 %977, %ky112293
+  %979 = mul nsw i64 %978, 3
+  %980 = add nsw i64 %979, 1
+  %981 = mul nsw i64 %980, 50176
+  %982 = add nsw i64 2826896, %981
+  %983 = mul nsw i64 %j108288, 784
+  %984 = add nsw i64 %982, %983
+  %985 = mul nsw i64 %oy115300, 28
+  %986 = add nsw i64 %984, %985
+  %987 = add nsw i64 %986, %ox116303
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %987
+  store float %976, ptr %arena305, align 4
+  %ox116.next = add nsw i64 %ox116303, 1
+  %988 = icmp slt i64 %ox116.next, 28
+  br i1 %988, label %ox116, label %ox116.end
+
+ox116.end:                                        ; preds = %ox116
+  br label %endif302
+
+oy117:                                            ; preds = %endif308, %oy115.end
+  %oy117306 = phi i64 [ 0, %oy115.end ], [ %oy117.next, %endif308 ]
+  %989 = add nsw i64 %oy117306, %ky112293
+  %990 = add nsw i64 %989, -1
+  %991 = icmp slt i64 -1, %990
+  %992 = add nsw i64 %oy117306, %ky112293
+  %993 = add nsw i64 %992, -1
+  %994 = icmp slt i64 %993, 28
+  %995 = and i1 %991, %994
+  br i1 %995, label %then307, label %endif308
+
+oy117.end:                                        ; preds = %endif308
+  %ky112.next = add nsw i64 %ky112293, 1
+  %996 = icmp slt i64 %ky112.next, 3
+  br i1 %996, label %ky112, label %ky112.end
+
+then307:                                          ; preds = %oy117
+  br label %ox118
+
+endif308:                                         ; preds = %ox118.end, %oy117
+  %oy117.next = add nsw i64 %oy117306, 1
+  %997 = icmp slt i64 %oy117.next, 28
+  br i1 %997, label %oy117, label %oy117.end
+
+ox118:                                            ; preds = %ox118, %then307
+  %ox118309 = phi i64 [ 0, %then307 ], [ %ox118.next, %ox118 ]
+  %998 = mul nsw i64 %g107287, 64
+  %999 = add nsw i64 %998, %j108288
+  %1000 = mul nsw i64 %999, 784
+  %1001 = mul nsw i64 %c111292, 784
+  %1002 = add nsw i64 %1000, %1001
+  %1003 = add nsw i64 %oy117306, %ky112293
+  %1004 = add nsw i64 %1003, -1
+  %1005 = mul nsw i64 %1004, 28
+  %1006 = add nsw i64 %1002, %1005
+  %1007 = add nsw i64 %ox118309, 1
+  %1008 = add nsw i64 %1006, %1007
+  %images310 = getelementptr inbounds float, ptr %images, i64 %1008
+  %1009 = load float, ptr %images310, align 4
+  %1010 = mul nsw i64 %c111292, 3
+  %1011 = add nsw i64 %1010, %ky112293
+  %1012 = mul nsw i64 %1011, 3
+  %1013 = add nsw i64 %1012, 2
+  %1014 = mul nsw i64 %1013, 50176
+  %1015 = add nsw i64 2826896, %1014
+  %1016 = mul nsw i64 %j108288, 784
+  %1017 = add nsw i64 %1015, %1016
+  %1018 = mul nsw i64 %oy117306, 28
+  %1019 = add nsw i64 %1017, %1018
+  %1020 = add nsw i64 %1019, %ox118309
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1020
+  store float %1009, ptr %arena311, align 4
+  %ox118.next = add nsw i64 %ox118309, 1
+  %1021 = icmp slt i64 %ox118.next, 27
+  br i1 %1021, label %ox118, label %ox118.end
+
+ox118.end:                                        ; preds = %ox118
+  br label %endif308
+
+j119:                                             ; preds = %f120.end, %j108.end
+  %j119312 = phi i64 [ 0, %j108.end ], [ %j119.next, %f120.end ]
+  br label %f120
+
+j119.end:                                         ; preds = %f120.end
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 3278480
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 2826896
+  %grads319 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena317, i32 50176, ptr %arena318, i32 50176, float 1.000000e+00, ptr %grads319, i32 9)
+  %g107.next = add nsw i64 %g107287, 1
+  %1022 = icmp slt i64 %g107.next, 1
+  br i1 %1022, label %g107, label %g107.end
+
+f120:                                             ; preds = %i121.end, %j119
+  %f120313 = phi i64 [ 0, %j119 ], [ %f120.next, %i121.end ]
+  br label %i121
+
+f120.end:                                         ; preds = %i121.end
+  %j119.next = add nsw i64 %j119312, 1
+  %1023 = icmp slt i64 %j119.next, 64
+  br i1 %1023, label %j119, label %j119.end
+
+i121:                                             ; preds = %i121, %f120
+  %i121314 = phi i64 [ 0, %f120 ], [ %i121.next, %i121 ]
+  %1024 = mul nsw i64 %g107287, 64
+  %1025 = add nsw i64 %1024, %j119312
+  %1026 = mul nsw i64 %1025, 25088
+  %1027 = add nsw i64 1221264, %1026
+  %1028 = mul nsw i64 %f120313, 784
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, %i121314
+  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1030
+  %1031 = load float, ptr %arena315, align 4
+  %1032 = mul nsw i64 %f120313, 50176
+  %1033 = add nsw i64 3278480, %1032
+  %1034 = mul nsw i64 %j119312, 784
+  %1035 = add nsw i64 %1033, %1034
+  %1036 = add nsw i64 %1035, %i121314
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1036
+  store float %1031, ptr %arena316, align 4
+  %i121.next = add nsw i64 %i121314, 1
+  %1037 = icmp slt i64 %i121.next, 784
+  br i1 %1037, label %i121, label %i121.end
+
+i121.end:                                         ; preds = %i121
+  %f120.next = add nsw i64 %f120313, 1
+  %1038 = icmp slt i64 %f120.next, 32
+  br i1 %1038, label %f120, label %f120.end
+
+f122:                                             ; preds = %img124.end, %g107.end
+  %f122320 = phi i64 [ 0, %g107.end ], [ %f122.next, %img124.end ]
+  store float 0.000000e+00, ptr %acc123, align 4
+  br label %img124
+
+f122.end:                                         ; preds = %img124.end
+  %1039 = sitofp i64 %step to float
+  %1040 = fmul float %1039, 0xBFBAF8E8A0000000
+  %1041 = call float @llvm.exp.f32(float %1040)
+  %1042 = fsub float 1.000000e+00, %1041
+  %1043 = fdiv float %lr, %1042
+  store float %1043, ptr %step_size126, align 4
+  %1044 = sitofp i64 %step to float
+  %1045 = fmul float %1044, 0xBF50645940000000
+  %1046 = call float @llvm.exp.f32(float %1045)
+  %1047 = fsub float 1.000000e+00, %1046
+  %1048 = call float @llvm.sqrt.f32(float %1047)
+  store float %1048, ptr %bc2_sqrt127, align 4
+  br label %i128
+
+img124:                                           ; preds = %i125.end, %f122
+  %img124321 = phi i64 [ 0, %f122 ], [ %img124.next, %i125.end ]
+  br label %i125
+
+img124.end:                                       ; preds = %i125.end
+  %acc123325 = load float, ptr %acc123, align 4
+  %1049 = add nsw i64 288, %f122320
+  %grads326 = getelementptr inbounds float, ptr %grads, i64 %1049
+  store float %acc123325, ptr %grads326, align 4
+  %f122.next = add nsw i64 %f122320, 1
+  %1050 = icmp slt i64 %f122.next, 32
+  br i1 %1050, label %f122, label %f122.end
+
+i125:                                             ; preds = %i125, %img124
+  %i125322 = phi i64 [ 0, %img124 ], [ %i125.next, %i125 ]
+  %acc123323 = load float, ptr %acc123, align 4
+  %1051 = mul nsw i64 %img124321, 25088
+  %1052 = add nsw i64 1221264, %1051
+  %1053 = mul nsw i64 %f122320, 784
+  %1054 = add nsw i64 %1052, %1053
+  %1055 = add nsw i64 %1054, %i125322
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1055
+  %1056 = load float, ptr %arena324, align 4
+  %1057 = fadd float %acc123323, %1056
+  store float %1057, ptr %acc123, align 4
+  %i125.next = add nsw i64 %i125322, 1
+  %1058 = icmp slt i64 %i125.next, 784
+  br i1 %1058, label %i125, label %i125.end
+
+i125.end:                                         ; preds = %i125
+  %img124.next = add nsw i64 %img124321, 1
+  %1059 = icmp slt i64 %img124.next, 64
+  br i1 %1059, label %img124, label %img124.end
+
+i128:                                             ; preds = %i128, %f122.end
+  %i128327 = phi i64 [ 0, %f122.end ], [ %i128.next, %i128 ]
+  %grads328 = getelementptr inbounds float, ptr %grads, i64 %i128327
+  %1060 = load float, ptr %grads328, align 4
+  %params329 = getelementptr inbounds float, ptr %params, i64 %i128327
+  %1061 = load float, ptr %params329, align 4
+  %1062 = fmul float 0.000000e+00, %1061
+  %1063 = fadd float %1060, %1062
+  store float %1063, ptr %g, align 4
+  %m330 = getelementptr inbounds float, ptr %m, i64 %i128327
+  %1064 = load float, ptr %m330, align 4
+  %1065 = fmul float 0x3FECCCCCC0000000, %1064
+  %g331 = load float, ptr %g, align 4
+  %1066 = fmul float 0x3FB9999A00000000, %g331
+  %1067 = fadd float %1065, %1066
+  store float %1067, ptr %m_new, align 4
+  %v332 = getelementptr inbounds float, ptr %v, i64 %i128327
+  %1068 = load float, ptr %v332, align 4
+  %1069 = fmul float 0x3FEFF7CEE0000000, %1068
+  %g333 = load float, ptr %g, align 4
+  %1070 = fmul float 0x3F50624000000000, %g333
+  %g334 = load float, ptr %g, align 4
+  %1071 = fmul float %1070, %g334
+  %1072 = fadd float %1069, %1071
+  store float %1072, ptr %v_new, align 4
+  %m_new335 = load float, ptr %m_new, align 4
+  %m336 = getelementptr inbounds float, ptr %m, i64 %i128327
+  store float %m_new335, ptr %m336, align 4
+  %v_new337 = load float, ptr %v_new, align 4
+  %v338 = getelementptr inbounds float, ptr %v, i64 %i128327
+  store float %v_new337, ptr %v338, align 4
+  %params339 = getelementptr inbounds float, ptr %params, i64 %i128327
+  %1073 = load float, ptr %params339, align 4
+  %step_size126340 = load float, ptr %step_size126, align 4
+  %m_new341 = load float, ptr %m_new, align 4
+  %1074 = fmul float %step_size126340, %m_new341
+  %v_new342 = load float, ptr %v_new, align 4
+  %1075 = call float @llvm.sqrt.f32(float %v_new342)
+  %bc2_sqrt127343 = load float, ptr %bc2_sqrt127, align 4
+  %1076 = fdiv float %1075, %bc2_sqrt127343
+  %1077 = fadd float %1076, 0x3E45798EE0000000
+  %1078 = fdiv float %1074, %1077
+  %1079 = fsub float %1073, %1078
+  %params344 = getelementptr inbounds float, ptr %params, i64 %i128327
+  store float %1079, ptr %params344, align 4
+  %i128.next = add nsw i64 %i128327, 1
+  %1080 = icmp slt i64 %i128.next, 421642
+  br i1 %1080, label %i128, label %i128.end
+
+i128.end:                                         ; preds = %i128
   ret void
 }
 
@@ -1639,612 +2413,900 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi24 = alloca float, align 4
-  %best23 = alloca float, align 4
-  %bi11 = alloca float, align 4
-  %best10 = alloca float, align 4
-  br label %img1
+  %bi38 = alloca float, align 4
+  %best37 = alloca float, align 4
+  %bi18 = alloca float, align 4
+  %best17 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j13.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img14
+g1.end:                                           ; preds = %j13.end
+  br label %g21
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 802816
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 809872
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 784, i32 9, float 1.000000e+00, ptr %params10, i32 9, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params24 = getelementptr inbounds float, ptr %params, i64 0
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 802816
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 1254400
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
+  br label %j13
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %0 = icmp slt i64 %c2.next, 1
-  br i1 %0, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 802816, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %1 = icmp slt i64 %ky3.next, 3
-  br i1 %1, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 9
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %2 = icmp slt i64 %kx4.next, 3
-  br i1 %2, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %3 = mul nsw i64 %c22, 3
-  %4 = add nsw i64 %3, %ky33
-  %5 = mul nsw i64 %4, 3
-  %6 = add nsw i64 %5, %kx44
-  %7 = mul nsw i64 %6, 784
-  %8 = add nsw i64 802816, %7
-  %9 = mul nsw i64 %oy55, 28
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float 0.000000e+00, ptr %arena7, align 4
-  %12 = add nsw i64 %oy55, %ky33
+ky6:                                              ; preds = %oy11.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
+  br label %oy7
+
+ky6.end:                                          ; preds = %oy11.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
+
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -1
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
   %13 = add nsw i64 %12, -1
-  %14 = icmp slt i64 -1, %13
-  %15 = add nsw i64 %oy55, %ky33
-  %16 = add nsw i64 %15, -1
-  %17 = icmp slt i64 %16, 28
-  %18 = and i1 %14, %17
-  %19 = add nsw i64 %ox66, %kx44
-  %20 = add nsw i64 %19, -1
-  %21 = icmp slt i64 -1, %20
-  %22 = add nsw i64 %ox66, %kx44
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
   %23 = add nsw i64 %22, -1
-  %24 = icmp slt i64 %23, 28
-  %25 = and i1 %21, %24
-  %26 = and i1 %18, %25
-  br i1 %26, label %then, label %endif
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 1
+  %27 = add nsw i64 %26, -1
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 3
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 3
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 802816, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 1
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 27
+  br i1 %41, label %ox8, label %ox8.end
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %27 = icmp slt i64 %oy5.next, 28
-  br i1 %27, label %oy5, label %oy5.end
-
-then:                                             ; preds = %ox6
-  %28 = mul nsw i64 %img11, 784
-  %29 = mul nsw i64 %c22, 784
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %oy55, %ky33
-  %32 = add nsw i64 %31, -1
-  %33 = mul nsw i64 %32, 28
-  %34 = add nsw i64 %30, %33
-  %35 = add nsw i64 %ox66, %kx44
-  %36 = add nsw i64 %35, -1
-  %37 = add nsw i64 %34, %36
-  %images8 = getelementptr inbounds float, ptr %images, i64 %37
-  %38 = load float, ptr %images8, align 4
-  %39 = mul nsw i64 %c22, 3
-  %40 = add nsw i64 %39, %ky33
-  %41 = mul nsw i64 %40, 3
-  %42 = add nsw i64 %41, %kx44
-  %43 = mul nsw i64 %42, 784
-  %44 = add nsw i64 802816, %43
-  %45 = mul nsw i64 %oy55, 28
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %38, ptr %arena9, align 4
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %48 = icmp slt i64 %ox6.next, 28
-  br i1 %48, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -1
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -1
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %py8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %py8.end ]
-  br label %py8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %py8.end
-  %img1.next = add nsw i64 %img11, 1
-  %49 = icmp slt i64 %img1.next, 64
-  br i1 %49, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-py8:                                              ; preds = %px9.end, %f7
-  %py814 = phi i64 [ 0, %f7 ], [ %py8.next, %px9.end ]
-  br label %px9
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-py8.end:                                          ; preds = %px9.end
-  %f7.next = add nsw i64 %f713, 1
-  %50 = icmp slt i64 %f7.next, 32
-  br i1 %50, label %f7, label %f7.end
-
-px9:                                              ; preds = %ky12.end, %py8
-  %px915 = phi i64 [ 0, %py8 ], [ %px9.next, %ky12.end ]
-  %51 = mul nsw i64 %f713, 784
-  %52 = add nsw i64 809872, %51
-  %53 = mul nsw i64 %py814, 56
-  %54 = mul nsw i64 %px915, 2
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %52, %55
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
-  %57 = load float, ptr %arena16, align 4
-  %58 = add nsw i64 288, %f713
-  %params17 = getelementptr inbounds float, ptr %params, i64 %58
-  %59 = load float, ptr %params17, align 4
-  %60 = fadd float %57, %59
-  store float %60, ptr %best10, align 4
-  %61 = mul nsw i64 %py814, 56
-  %62 = mul nsw i64 %px915, 2
-  %63 = add nsw i64 %61, %62
-  %64 = sitofp i64 %63 to float
-  store float %64, ptr %bi11, align 4
-  br label %ky12
-
-px9.end:                                          ; preds = %ky12.end
-  %py8.next = add nsw i64 %py814, 1
-  %65 = icmp slt i64 %py8.next, 14
-  br i1 %65, label %py8, label %py8.end
-
-ky12:                                             ; preds = %kx13.end, %px9
-  %ky1218 = phi i64 [ 0, %px9 ], [ %ky12.next, %kx13.end ]
-  br label %kx13
-
-ky12.end:                                         ; preds = %kx13.end
-  %best1030 = load float, ptr %best10, align 4
-  %66 = fcmp ogt float %best1030, 0.000000e+00
-  %best1031 = load float, ptr %best10, align 4
-  %67 = select i1 %66, float %best1031, float 0.000000e+00
-  %68 = mul nsw i64 %img11, 6272
-  %69 = mul nsw i64 %f713, 196
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -1
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %58, %ox1015
+  %images16 = getelementptr inbounds float, ptr %images, i64 %59
+  %60 = load float, ptr %images16, align 4
+  %61 = mul nsw i64 %c56, 3
+  %62 = add nsw i64 %61, %ky67
+  %63 = mul nsw i64 %62, 3
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 50176
+  %66 = add nsw i64 802816, %65
+  %67 = mul nsw i64 %j22, 784
+  %68 = add nsw i64 %66, %67
+  %69 = mul nsw i64 %oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %py814, 14
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 %72, %px915
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %73
-  store float %67, ptr %arena32, align 4
-  %bi1133 = load float, ptr %bi11, align 4
-  %74 = mul nsw i64 %img11, 6272
-  %75 = mul nsw i64 %f713, 196
-  %76 = add nsw i64 %74, %75
-  %77 = mul nsw i64 %py814, 14
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %px915
-  %80 = add nsw i64 401408, %79
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %80
-  store float %bi1133, ptr %arena34, align 4
-  %px9.next = add nsw i64 %px915, 1
-  %81 = icmp slt i64 %px9.next, 14
-  br i1 %81, label %px9, label %px9.end
+  %71 = add nsw i64 %70, %ox1015
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
+  store float %60, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %72 = icmp slt i64 %ox10.next, 28
+  br i1 %72, label %ox10, label %ox10.end
 
-kx13:                                             ; preds = %kx13, %ky12
-  %kx1319 = phi i64 [ 0, %ky12 ], [ %kx13.next, %kx13 ]
-  %82 = mul nsw i64 %f713, 784
-  %83 = add nsw i64 809872, %82
-  %84 = mul nsw i64 %py814, 56
-  %85 = mul nsw i64 %px915, 2
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
+
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %73 = add nsw i64 %oy1118, %ky67
+  %74 = add nsw i64 %73, -1
+  %75 = icmp slt i64 -1, %74
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -1
+  %78 = icmp slt i64 %77, 28
+  %79 = and i1 %75, %78
+  br i1 %79, label %then19, label %endif20
+
+oy11.end:                                         ; preds = %endif20
+  %ky6.next = add nsw i64 %ky67, 1
+  %80 = icmp slt i64 %ky6.next, 3
+  br i1 %80, label %ky6, label %ky6.end
+
+then19:                                           ; preds = %oy11
+  br label %ox12
+
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %81 = icmp slt i64 %oy11.next, 28
+  br i1 %81, label %oy11, label %oy11.end
+
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %82 = mul nsw i64 %g11, 64
+  %83 = add nsw i64 %82, %j22
+  %84 = mul nsw i64 %83, 784
+  %85 = mul nsw i64 %c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %ky1218, 28
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %kx1319
-  %90 = add nsw i64 %83, %89
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %90
-  %91 = load float, ptr %arena20, align 4
-  %92 = add nsw i64 288, %f713
-  %params21 = getelementptr inbounds float, ptr %params, i64 %92
-  %93 = load float, ptr %params21, align 4
-  %94 = fadd float %91, %93
-  %best1022 = load float, ptr %best10, align 4
-  %95 = fcmp ogt float %94, %best1022
-  %96 = mul nsw i64 %py814, 56
-  %97 = mul nsw i64 %px915, 2
-  %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %ky1218, 28
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %kx1319
-  %102 = sitofp i64 %101 to float
-  %bi1123 = load float, ptr %bi11, align 4
-  %103 = select i1 %95, float %102, float %bi1123
-  store float %103, ptr %bi11, align 4
-  %104 = mul nsw i64 %f713, 784
-  %105 = add nsw i64 809872, %104
-  %106 = mul nsw i64 %py814, 56
-  %107 = mul nsw i64 %px915, 2
-  %108 = add nsw i64 %106, %107
-  %109 = mul nsw i64 %ky1218, 28
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, %kx1319
-  %112 = add nsw i64 %105, %111
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena24, align 4
-  %114 = add nsw i64 288, %f713
-  %params25 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params25, align 4
-  %116 = fadd float %113, %115
-  %best1026 = load float, ptr %best10, align 4
-  %117 = fcmp ogt float %116, %best1026
-  %118 = mul nsw i64 %f713, 784
-  %119 = add nsw i64 809872, %118
-  %120 = mul nsw i64 %py814, 56
-  %121 = mul nsw i64 %px915, 2
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %ky1218, 28
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 %124, %kx1319
-  %126 = add nsw i64 %119, %125
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %126
-  %127 = load float, ptr %arena27, align 4
-  %128 = add nsw i64 288, %f713
-  %params28 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params28, align 4
-  %130 = fadd float %127, %129
-  %best1029 = load float, ptr %best10, align 4
-  %131 = select i1 %117, float %130, float %best1029
-  store float %131, ptr %best10, align 4
-  %kx13.next = add nsw i64 %kx1319, 1
-  %132 = icmp slt i64 %kx13.next, 2
-  br i1 %132, label %kx13, label %kx13.end
+  %87 = add nsw i64 %oy1118, %ky67
+  %88 = add nsw i64 %87, -1
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %ox1221, 1
+  %92 = add nsw i64 %90, %91
+  %images22 = getelementptr inbounds float, ptr %images, i64 %92
+  %93 = load float, ptr %images22, align 4
+  %94 = mul nsw i64 %c56, 3
+  %95 = add nsw i64 %94, %ky67
+  %96 = mul nsw i64 %95, 3
+  %97 = add nsw i64 %96, 2
+  %98 = mul nsw i64 %97, 50176
+  %99 = add nsw i64 802816, %98
+  %100 = mul nsw i64 %j22, 784
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %oy1118, 28
+  %103 = add nsw i64 %101, %102
+  %104 = add nsw i64 %103, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
+  store float %93, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %105 = icmp slt i64 %ox12.next, 27
+  br i1 %105, label %ox12, label %ox12.end
 
-kx13.end:                                         ; preds = %kx13
-  %ky12.next = add nsw i64 %ky1218, 1
-  %133 = icmp slt i64 %ky12.next, 2
-  br i1 %133, label %ky12, label %ky12.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-img14:                                            ; preds = %f20.end, %img1.end
-  %img1435 = phi i64 [ 0, %img1.end ], [ %img14.next, %f20.end ]
-  br label %c15
+j13:                                              ; preds = %f14.end, %j2.end
+  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
+  br label %f14
 
-img14.end:                                        ; preds = %f20.end
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params72 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena71, i32 3136, ptr %params72, i32 3136, float 0.000000e+00, ptr %arena73, i32 128)
-  br label %n27
+j13.end:                                          ; preds = %f14.end
+  %g1.next = add nsw i64 %g11, 1
+  %106 = icmp slt i64 %g1.next, 1
+  br i1 %106, label %g1, label %g1.end
 
-c15:                                              ; preds = %ky16.end, %img14
-  %c1536 = phi i64 [ 0, %img14 ], [ %c15.next, %ky16.end ]
-  br label %ky16
+f14:                                              ; preds = %py15.end, %j13
+  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
+  br label %py15
 
-c15.end:                                          ; preds = %ky16.end
-  %params46 = getelementptr inbounds float, ptr %params, i64 320
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 802816
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 859264
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 196, i32 288, float 1.000000e+00, ptr %params46, i32 288, ptr %arena47, i32 196, float 0.000000e+00, ptr %arena48, i32 196)
-  br label %f20
+f14.end:                                          ; preds = %py15.end
+  %j13.next = add nsw i64 %j1327, 1
+  %107 = icmp slt i64 %j13.next, 64
+  br i1 %107, label %j13, label %j13.end
 
-ky16:                                             ; preds = %kx17.end, %c15
-  %ky1637 = phi i64 [ 0, %c15 ], [ %ky16.next, %kx17.end ]
-  br label %kx17
+py15:                                             ; preds = %px16.end, %f14
+  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
+  br label %px16
 
-ky16.end:                                         ; preds = %kx17.end
-  %c15.next = add nsw i64 %c1536, 1
-  %134 = icmp slt i64 %c15.next, 32
-  br i1 %134, label %c15, label %c15.end
+py15.end:                                         ; preds = %px16.end
+  %f14.next = add nsw i64 %f1428, 1
+  %108 = icmp slt i64 %f14.next, 32
+  br i1 %108, label %f14, label %f14.end
 
-kx17:                                             ; preds = %oy18.end, %ky16
-  %kx1738 = phi i64 [ 0, %ky16 ], [ %kx17.next, %oy18.end ]
-  br label %oy18
+px16:                                             ; preds = %ky19.end, %py15
+  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
+  %109 = mul nsw i64 %f1428, 50176
+  %110 = add nsw i64 1254400, %109
+  %111 = mul nsw i64 %j1327, 784
+  %112 = add nsw i64 %110, %111
+  %113 = mul nsw i64 %py1529, 56
+  %114 = mul nsw i64 %px1630, 2
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %112, %115
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load float, ptr %arena31, align 4
+  %118 = add nsw i64 288, %f1428
+  %params32 = getelementptr inbounds float, ptr %params, i64 %118
+  %119 = load float, ptr %params32, align 4
+  %120 = fadd float %117, %119
+  store float %120, ptr %best17, align 4
+  %121 = mul nsw i64 %py1529, 56
+  %122 = mul nsw i64 %px1630, 2
+  %123 = add nsw i64 %121, %122
+  %124 = sitofp i64 %123 to float
+  store float %124, ptr %bi18, align 4
+  br label %ky19
 
-kx17.end:                                         ; preds = %oy18.end
-  %ky16.next = add nsw i64 %ky1637, 1
-  %135 = icmp slt i64 %ky16.next, 3
-  br i1 %135, label %ky16, label %ky16.end
+px16.end:                                         ; preds = %ky19.end
+  %py15.next = add nsw i64 %py1529, 1
+  %125 = icmp slt i64 %py15.next, 14
+  br i1 %125, label %py15, label %py15.end
 
-oy18:                                             ; preds = %ox19.end, %kx17
-  %oy1839 = phi i64 [ 0, %kx17 ], [ %oy18.next, %ox19.end ]
-  br label %ox19
+ky19:                                             ; preds = %kx20.end, %px16
+  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
+  br label %kx20
 
-oy18.end:                                         ; preds = %ox19.end
-  %kx17.next = add nsw i64 %kx1738, 1
-  %136 = icmp slt i64 %kx17.next, 3
-  br i1 %136, label %kx17, label %kx17.end
+ky19.end:                                         ; preds = %kx20.end
+  %best1745 = load float, ptr %best17, align 4
+  %126 = fcmp ogt float %best1745, 0.000000e+00
+  %best1746 = load float, ptr %best17, align 4
+  %127 = select i1 %126, float %best1746, float 0.000000e+00
+  %128 = mul nsw i64 %g11, 64
+  %129 = add nsw i64 %128, %j1327
+  %130 = mul nsw i64 %129, 6272
+  %131 = mul nsw i64 %f1428, 196
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %py1529, 14
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 %134, %px1630
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena47, align 4
+  %bi1848 = load float, ptr %bi18, align 4
+  %136 = mul nsw i64 %g11, 64
+  %137 = add nsw i64 %136, %j1327
+  %138 = mul nsw i64 %137, 6272
+  %139 = mul nsw i64 %f1428, 196
+  %140 = add nsw i64 %138, %139
+  %141 = mul nsw i64 %py1529, 14
+  %142 = add nsw i64 %140, %141
+  %143 = add nsw i64 %142, %px1630
+  %144 = add nsw i64 401408, %143
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1848, ptr %arena49, align 4
+  %px16.next = add nsw i64 %px1630, 1
+  %145 = icmp slt i64 %px16.next, 14
+  br i1 %145, label %px16, label %px16.end
 
-ox19:                                             ; preds = %endif43, %oy18
-  %ox1940 = phi i64 [ 0, %oy18 ], [ %ox19.next, %endif43 ]
-  %137 = mul nsw i64 %c1536, 3
-  %138 = add nsw i64 %137, %ky1637
-  %139 = mul nsw i64 %138, 3
-  %140 = add nsw i64 %139, %kx1738
-  %141 = mul nsw i64 %140, 196
-  %142 = add nsw i64 802816, %141
-  %143 = mul nsw i64 %oy1839, 14
-  %144 = add nsw i64 %142, %143
-  %145 = add nsw i64 %144, %ox1940
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %145
-  store float 0.000000e+00, ptr %arena41, align 4
-  %146 = add nsw i64 %oy1839, %ky1637
-  %147 = add nsw i64 %146, -1
-  %148 = icmp slt i64 -1, %147
-  %149 = add nsw i64 %oy1839, %ky1637
-  %150 = add nsw i64 %149, -1
-  %151 = icmp slt i64 %150, 14
-  %152 = and i1 %148, %151
-  %153 = add nsw i64 %ox1940, %kx1738
-  %154 = add nsw i64 %153, -1
-  %155 = icmp slt i64 -1, %154
-  %156 = add nsw i64 %ox1940, %kx1738
-  %157 = add nsw i64 %156, -1
-  %158 = icmp slt i64 %157, 14
-  %159 = and i1 %155, %158
-  %160 = and i1 %152, %159
-  br i1 %160, label %then42, label %endif43
-
-ox19.end:                                         ; preds = %endif43
-  %oy18.next = add nsw i64 %oy1839, 1
-  %161 = icmp slt i64 %oy18.next, 14
-  br i1 %161, label %oy18, label %oy18.end
-
-then42:                                           ; preds = %ox19
-  %162 = mul nsw i64 %img1435, 6272
-  %163 = mul nsw i64 %c1536, 196
+kx20:                                             ; preds = %kx20, %ky19
+  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
+  %146 = mul nsw i64 %f1428, 50176
+  %147 = add nsw i64 1254400, %146
+  %148 = mul nsw i64 %j1327, 784
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %py1529, 56
+  %151 = mul nsw i64 %px1630, 2
+  %152 = add nsw i64 %150, %151
+  %153 = mul nsw i64 %ky1933, 28
+  %154 = add nsw i64 %152, %153
+  %155 = add nsw i64 %154, %kx2034
+  %156 = add nsw i64 %149, %155
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
+  %157 = load float, ptr %arena35, align 4
+  %158 = add nsw i64 288, %f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %158
+  %159 = load float, ptr %params36, align 4
+  %160 = fadd float %157, %159
+  %best1737 = load float, ptr %best17, align 4
+  %161 = fcmp ogt float %160, %best1737
+  %162 = mul nsw i64 %py1529, 56
+  %163 = mul nsw i64 %px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %oy1839, %ky1637
-  %166 = add nsw i64 %165, -1
-  %167 = mul nsw i64 %166, 14
-  %168 = add nsw i64 %164, %167
-  %169 = add nsw i64 %ox1940, %kx1738
-  %170 = add nsw i64 %169, -1
-  %171 = add nsw i64 %168, %170
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %171
-  %172 = load float, ptr %arena44, align 4
-  %173 = mul nsw i64 %c1536, 3
-  %174 = add nsw i64 %173, %ky1637
-  %175 = mul nsw i64 %174, 3
-  %176 = add nsw i64 %175, %kx1738
-  %177 = mul nsw i64 %176, 196
-  %178 = add nsw i64 802816, %177
-  %179 = mul nsw i64 %oy1839, 14
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %180, %ox1940
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float %172, ptr %arena45, align 4
-  br label %endif43
-
-endif43:                                          ; preds = %then42, %ox19
-  %ox19.next = add nsw i64 %ox1940, 1
-  %182 = icmp slt i64 %ox19.next, 14
-  br i1 %182, label %ox19, label %ox19.end
-
-f20:                                              ; preds = %py21.end, %c15.end
-  %f2049 = phi i64 [ 0, %c15.end ], [ %f20.next, %py21.end ]
-  br label %py21
-
-f20.end:                                          ; preds = %py21.end
-  %img14.next = add nsw i64 %img1435, 1
-  %183 = icmp slt i64 %img14.next, 64
-  br i1 %183, label %img14, label %img14.end
-
-py21:                                             ; preds = %px22.end, %f20
-  %py2150 = phi i64 [ 0, %f20 ], [ %py21.next, %px22.end ]
-  br label %px22
-
-py21.end:                                         ; preds = %px22.end
-  %f20.next = add nsw i64 %f2049, 1
-  %184 = icmp slt i64 %f20.next, 64
-  br i1 %184, label %f20, label %f20.end
-
-px22:                                             ; preds = %ky25.end, %py21
-  %px2251 = phi i64 [ 0, %py21 ], [ %px22.next, %ky25.end ]
-  %185 = mul nsw i64 %f2049, 196
-  %186 = add nsw i64 859264, %185
-  %187 = mul nsw i64 %py2150, 28
-  %188 = mul nsw i64 %px2251, 2
+  %165 = mul nsw i64 %ky1933, 28
+  %166 = add nsw i64 %164, %165
+  %167 = add nsw i64 %166, %kx2034
+  %168 = sitofp i64 %167 to float
+  %bi1838 = load float, ptr %bi18, align 4
+  %169 = select i1 %161, float %168, float %bi1838
+  store float %169, ptr %bi18, align 4
+  %170 = mul nsw i64 %f1428, 50176
+  %171 = add nsw i64 1254400, %170
+  %172 = mul nsw i64 %j1327, 784
+  %173 = add nsw i64 %171, %172
+  %174 = mul nsw i64 %py1529, 56
+  %175 = mul nsw i64 %px1630, 2
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %ky1933, 28
+  %178 = add nsw i64 %176, %177
+  %179 = add nsw i64 %178, %kx2034
+  %180 = add nsw i64 %173, %179
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena39, align 4
+  %182 = add nsw i64 288, %f1428
+  %params40 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params40, align 4
+  %184 = fadd float %181, %183
+  %best1741 = load float, ptr %best17, align 4
+  %185 = fcmp ogt float %184, %best1741
+  %186 = mul nsw i64 %f1428, 50176
+  %187 = add nsw i64 1254400, %186
+  %188 = mul nsw i64 %j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 %186, %189
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %190
-  %191 = load float, ptr %arena52, align 4
-  %192 = add nsw i64 18752, %f2049
-  %params53 = getelementptr inbounds float, ptr %params, i64 %192
-  %193 = load float, ptr %params53, align 4
-  %194 = fadd float %191, %193
-  store float %194, ptr %best23, align 4
-  %195 = mul nsw i64 %py2150, 28
-  %196 = mul nsw i64 %px2251, 2
-  %197 = add nsw i64 %195, %196
-  %198 = sitofp i64 %197 to float
-  store float %198, ptr %bi24, align 4
-  br label %ky25
+  %190 = mul nsw i64 %py1529, 56
+  %191 = mul nsw i64 %px1630, 2
+  %192 = add nsw i64 %190, %191
+  %193 = mul nsw i64 %ky1933, 28
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %194, %kx2034
+  %196 = add nsw i64 %189, %195
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena42, align 4
+  %198 = add nsw i64 288, %f1428
+  %params43 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params43, align 4
+  %200 = fadd float %197, %199
+  %best1744 = load float, ptr %best17, align 4
+  %201 = select i1 %185, float %200, float %best1744
+  store float %201, ptr %best17, align 4
+  %kx20.next = add nsw i64 %kx2034, 1
+  %202 = icmp slt i64 %kx20.next, 2
+  br i1 %202, label %kx20, label %kx20.end
 
-px22.end:                                         ; preds = %ky25.end
-  %py21.next = add nsw i64 %py2150, 1
-  %199 = icmp slt i64 %py21.next, 7
-  br i1 %199, label %py21, label %py21.end
+kx20.end:                                         ; preds = %kx20
+  %ky19.next = add nsw i64 %ky1933, 1
+  %203 = icmp slt i64 %ky19.next, 2
+  br i1 %203, label %ky19, label %ky19.end
 
-ky25:                                             ; preds = %kx26.end, %px22
-  %ky2554 = phi i64 [ 0, %px22 ], [ %ky25.next, %kx26.end ]
-  br label %kx26
+g21:                                              ; preds = %j33.end, %g1.end
+  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
+  br label %j2251
 
-ky25.end:                                         ; preds = %kx26.end
-  %best2366 = load float, ptr %best23, align 4
-  %200 = fcmp ogt float %best2366, 0.000000e+00
-  %best2367 = load float, ptr %best23, align 4
-  %201 = select i1 %200, float %best2367, float 0.000000e+00
-  %202 = mul nsw i64 %img1435, 3136
-  %203 = mul nsw i64 %f2049, 49
-  %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %py2150, 7
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %px2251
-  %208 = add nsw i64 401408, %207
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float %201, ptr %arena68, align 4
-  %bi2469 = load float, ptr %bi24, align 4
-  %209 = mul nsw i64 %img1435, 3136
-  %210 = mul nsw i64 %f2049, 49
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %py2150, 7
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %px2251
-  %215 = add nsw i64 602112, %214
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2469, ptr %arena70, align 4
-  %px22.next = add nsw i64 %px2251, 1
-  %216 = icmp slt i64 %px22.next, 7
-  br i1 %216, label %px22, label %px22.end
+g21.end:                                          ; preds = %j33.end
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params103 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena102, i32 3136, ptr %params103, i32 3136, float 0.000000e+00, ptr %arena104, i32 128)
+  br label %n41
 
-kx26:                                             ; preds = %kx26, %ky25
-  %kx2655 = phi i64 [ 0, %ky25 ], [ %kx26.next, %kx26 ]
-  %217 = mul nsw i64 %f2049, 196
-  %218 = add nsw i64 859264, %217
-  %219 = mul nsw i64 %py2150, 28
-  %220 = mul nsw i64 %px2251, 2
-  %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %ky2554, 14
-  %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %kx2655
-  %225 = add nsw i64 %218, %224
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena56, align 4
-  %227 = add nsw i64 18752, %f2049
-  %params57 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params57, align 4
-  %229 = fadd float %226, %228
-  %best2358 = load float, ptr %best23, align 4
-  %230 = fcmp ogt float %229, %best2358
-  %231 = mul nsw i64 %py2150, 28
-  %232 = mul nsw i64 %px2251, 2
-  %233 = add nsw i64 %231, %232
-  %234 = mul nsw i64 %ky2554, 14
-  %235 = add nsw i64 %233, %234
-  %236 = add nsw i64 %235, %kx2655
-  %237 = sitofp i64 %236 to float
-  %bi2459 = load float, ptr %bi24, align 4
-  %238 = select i1 %230, float %237, float %bi2459
-  store float %238, ptr %bi24, align 4
-  %239 = mul nsw i64 %f2049, 196
-  %240 = add nsw i64 859264, %239
-  %241 = mul nsw i64 %py2150, 28
-  %242 = mul nsw i64 %px2251, 2
-  %243 = add nsw i64 %241, %242
-  %244 = mul nsw i64 %ky2554, 14
-  %245 = add nsw i64 %243, %244
-  %246 = add nsw i64 %245, %kx2655
-  %247 = add nsw i64 %240, %246
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena60, align 4
-  %249 = add nsw i64 18752, %f2049
-  %params61 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params61, align 4
-  %251 = fadd float %248, %250
-  %best2362 = load float, ptr %best23, align 4
-  %252 = fcmp ogt float %251, %best2362
-  %253 = mul nsw i64 %f2049, 196
-  %254 = add nsw i64 859264, %253
-  %255 = mul nsw i64 %py2150, 28
-  %256 = mul nsw i64 %px2251, 2
-  %257 = add nsw i64 %255, %256
-  %258 = mul nsw i64 %ky2554, 14
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, %kx2655
-  %261 = add nsw i64 %254, %260
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena63, align 4
-  %263 = add nsw i64 18752, %f2049
-  %params64 = getelementptr inbounds float, ptr %params, i64 %263
-  %264 = load float, ptr %params64, align 4
-  %265 = fadd float %262, %264
-  %best2365 = load float, ptr %best23, align 4
-  %266 = select i1 %252, float %265, float %best2365
-  store float %266, ptr %best23, align 4
-  %kx26.next = add nsw i64 %kx2655, 1
-  %267 = icmp slt i64 %kx26.next, 2
-  br i1 %267, label %kx26, label %kx26.end
+j2251:                                            ; preds = %c25.end, %g21
+  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
+  br label %r23
 
-kx26.end:                                         ; preds = %kx26
-  %ky25.next = add nsw i64 %ky2554, 1
-  %268 = icmp slt i64 %ky25.next, 2
-  br i1 %268, label %ky25, label %ky25.end
+j22.end:                                          ; preds = %c25.end
+  %params76 = getelementptr inbounds float, ptr %params, i64 320
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 802816
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 4415488
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params76, i32 288, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
+  br label %j33
 
-n27:                                              ; preds = %u28.end, %img14.end
-  %n2774 = phi i64 [ 0, %img14.end ], [ %n27.next, %u28.end ]
-  br label %u28
+r23:                                              ; preds = %i24.end, %j2251
+  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
+  br label %i24
 
-n27.end:                                          ; preds = %u28.end
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 0
-  %params82 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena81, i32 128, ptr %params82, i32 128, float 0.000000e+00, ptr %arena83, i32 10)
-  br label %n29
+r23.end:                                          ; preds = %i24.end
+  br label %c25
 
-u28:                                              ; preds = %u28, %n27
-  %u2875 = phi i64 [ 0, %n27 ], [ %u28.next, %u28 ]
-  %269 = mul nsw i64 %n2774, 128
-  %270 = add nsw i64 %269, %u2875
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %270
-  %271 = load float, ptr %arena76, align 4
-  %272 = add nsw i64 420224, %u2875
-  %params77 = getelementptr inbounds float, ptr %params, i64 %272
-  %273 = load float, ptr %params77, align 4
-  %274 = fadd float %271, %273
-  %275 = fcmp ogt float %274, 0.000000e+00
-  %276 = mul nsw i64 %n2774, 128
-  %277 = add nsw i64 %276, %u2875
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %277
-  %278 = load float, ptr %arena78, align 4
-  %279 = add nsw i64 420224, %u2875
-  %params79 = getelementptr inbounds float, ptr %params, i64 %279
-  %280 = load float, ptr %params79, align 4
-  %281 = fadd float %278, %280
-  %282 = select i1 %275, float %281, float 0.000000e+00
-  %283 = mul nsw i64 %n2774, 128
-  %284 = add nsw i64 %283, %u2875
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %284
-  store float %282, ptr %arena80, align 4
-  %u28.next = add nsw i64 %u2875, 1
-  %285 = icmp slt i64 %u28.next, 128
-  br i1 %285, label %u28, label %u28.end
+i24:                                              ; preds = %i24, %r23
+  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
+  %204 = mul nsw i64 %r2353, 12544
+  %205 = add nsw i64 802816, %204
+  %206 = mul nsw i64 %j2252, 196
+  %207 = add nsw i64 %205, %206
+  %208 = add nsw i64 %207, %i2454
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena55, align 4
+  %i24.next = add nsw i64 %i2454, 1
+  %209 = icmp slt i64 %i24.next, 196
+  br i1 %209, label %i24, label %i24.end
 
-u28.end:                                          ; preds = %u28
-  %n27.next = add nsw i64 %n2774, 1
-  %286 = icmp slt i64 %n27.next, 64
-  br i1 %286, label %n27, label %n27.end
+i24.end:                                          ; preds = %i24
+  %r23.next = add nsw i64 %r2353, 1
+  %210 = icmp slt i64 %r23.next, 288
+  br i1 %210, label %r23, label %r23.end
 
-n29:                                              ; preds = %u30.end, %n27.end
-  %n2984 = phi i64 [ 0, %n27.end ], [ %n29.next, %u30.end ]
-  br label %u30
+c25:                                              ; preds = %ky26.end, %r23.end
+  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
+  br label %ky26
 
-n29.end:                                          ; preds = %u30.end
+c25.end:                                          ; preds = %ky26.end
+  %j22.next = add nsw i64 %j2252, 1
+  %211 = icmp slt i64 %j22.next, 64
+  br i1 %211, label %j2251, label %j22.end
+
+ky26:                                             ; preds = %oy31.end, %c25
+  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
+  br label %oy27
+
+ky26.end:                                         ; preds = %oy31.end
+  %c25.next = add nsw i64 %c2556, 1
+  %212 = icmp slt i64 %c25.next, 32
+  br i1 %212, label %c25, label %c25.end
+
+oy27:                                             ; preds = %endif60, %ky26
+  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
+  %213 = add nsw i64 %oy2758, %ky2657
+  %214 = add nsw i64 %213, -1
+  %215 = icmp slt i64 -1, %214
+  %216 = add nsw i64 %oy2758, %ky2657
+  %217 = add nsw i64 %216, -1
+  %218 = icmp slt i64 %217, 14
+  %219 = and i1 %215, %218
+  br i1 %219, label %then59, label %endif60
+
+oy27.end:                                         ; preds = %endif60
+  br label %oy29
+
+then59:                                           ; preds = %oy27
+  br label %ox28
+
+endif60:                                          ; preds = %ox28.end, %oy27
+  %oy27.next = add nsw i64 %oy2758, 1
+  %220 = icmp slt i64 %oy27.next, 14
+  br i1 %220, label %oy27, label %oy27.end
+
+ox28:                                             ; preds = %ox28, %then59
+  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
+  %221 = mul nsw i64 %g2150, 64
+  %222 = add nsw i64 %221, %j2252
+  %223 = mul nsw i64 %222, 6272
+  %224 = mul nsw i64 %c2556, 196
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 %oy2758, %ky2657
+  %227 = add nsw i64 %226, -1
+  %228 = mul nsw i64 %227, 14
+  %229 = add nsw i64 %225, %228
+  %230 = add nsw i64 %ox2861, 1
+  %231 = add nsw i64 %230, -1
+  %232 = add nsw i64 %229, %231
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena62, align 4
+  %234 = mul nsw i64 %c2556, 3
+  %235 = add nsw i64 %234, %ky2657
+  %236 = mul nsw i64 %235, 3
+  %237 = mul nsw i64 %236, 12544
+  %238 = add nsw i64 802816, %237
+  %239 = mul nsw i64 %j2252, 196
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %oy2758, 14
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %ox2861, 1
+  %244 = add nsw i64 %242, %243
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena63, align 4
+  %ox28.next = add nsw i64 %ox2861, 1
+  %245 = icmp slt i64 %ox28.next, 13
+  br i1 %245, label %ox28, label %ox28.end
+
+ox28.end:                                         ; preds = %ox28
+  br label %endif60
+
+oy29:                                             ; preds = %endif66, %oy27.end
+  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
+  %246 = add nsw i64 %oy2964, %ky2657
+  %247 = add nsw i64 %246, -1
+  %248 = icmp slt i64 -1, %247
+  %249 = add nsw i64 %oy2964, %ky2657
+  %250 = add nsw i64 %249, -1
+  %251 = icmp slt i64 %250, 14
+  %252 = and i1 %248, %251
+  br i1 %252, label %then65, label %endif66
+
+oy29.end:                                         ; preds = %endif66
+  br label %oy31
+
+then65:                                           ; preds = %oy29
+  br label %ox30
+
+endif66:                                          ; preds = %ox30.end, %oy29
+  %oy29.next = add nsw i64 %oy2964, 1
+  %253 = icmp slt i64 %oy29.next, 14
+  br i1 %253, label %oy29, label %oy29.end
+
+ox30:                                             ; preds = %ox30, %then65
+  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
+  %254 = mul nsw i64 %g2150, 64
+  %255 = add nsw i64 %254, %j2252
+  %256 = mul nsw i64 %255, 6272
+  %257 = mul nsw i64 %c2556, 196
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %oy2964, %ky2657
+  %260 = add nsw i64 %259, -1
+  %261 = mul nsw i64 %260, 14
+  %262 = add nsw i64 %258, %261
+  %263 = add nsw i64 %262, %ox3067
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena68, align 4
+  %265 = mul nsw i64 %c2556, 3
+  %266 = add nsw i64 %265, %ky2657
+  %267 = mul nsw i64 %266, 3
+  %268 = add nsw i64 %267, 1
+  %269 = mul nsw i64 %268, 12544
+  %270 = add nsw i64 802816, %269
+  %271 = mul nsw i64 %j2252, 196
+  %272 = add nsw i64 %270, %271
+  %273 = mul nsw i64 %oy2964, 14
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, %ox3067
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena69, align 4
+  %ox30.next = add nsw i64 %ox3067, 1
+  %276 = icmp slt i64 %ox30.next, 14
+  br i1 %276, label %ox30, label %ox30.end
+
+ox30.end:                                         ; preds = %ox30
+  br label %endif66
+
+oy31:                                             ; preds = %endif72, %oy29.end
+  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
+  %277 = add nsw i64 %oy3170, %ky2657
+  %278 = add nsw i64 %277, -1
+  %279 = icmp slt i64 -1, %278
+  %280 = add nsw i64 %oy3170, %ky2657
+  %281 = add nsw i64 %280, -1
+  %282 = icmp slt i64 %281, 14
+  %283 = and i1 %279, %282
+  br i1 %283, label %then71, label %endif72
+
+oy31.end:                                         ; preds = %endif72
+  %ky26.next = add nsw i64 %ky2657, 1
+  %284 = icmp slt i64 %ky26.next, 3
+  br i1 %284, label %ky26, label %ky26.end
+
+then71:                                           ; preds = %oy31
+  br label %ox32
+
+endif72:                                          ; preds = %ox32.end, %oy31
+  %oy31.next = add nsw i64 %oy3170, 1
+  %285 = icmp slt i64 %oy31.next, 14
+  br i1 %285, label %oy31, label %oy31.end
+
+ox32:                                             ; preds = %ox32, %then71
+  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
+  %286 = mul nsw i64 %g2150, 64
+  %287 = add nsw i64 %286, %j2252
+  %288 = mul nsw i64 %287, 6272
+  %289 = mul nsw i64 %c2556, 196
+  %290 = add nsw i64 %288, %289
+  %291 = add nsw i64 %oy3170, %ky2657
+  %292 = add nsw i64 %291, -1
+  %293 = mul nsw i64 %292, 14
+  %294 = add nsw i64 %290, %293
+  %295 = add nsw i64 %ox3273, 1
+  %296 = add nsw i64 %294, %295
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena74, align 4
+  %298 = mul nsw i64 %c2556, 3
+  %299 = add nsw i64 %298, %ky2657
+  %300 = mul nsw i64 %299, 3
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 12544
+  %303 = add nsw i64 802816, %302
+  %304 = mul nsw i64 %j2252, 196
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %oy3170, 14
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 %307, %ox3273
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena75, align 4
+  %ox32.next = add nsw i64 %ox3273, 1
+  %309 = icmp slt i64 %ox32.next, 13
+  br i1 %309, label %ox32, label %ox32.end
+
+ox32.end:                                         ; preds = %ox32
+  br label %endif72
+
+j33:                                              ; preds = %f34.end, %j22.end
+  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
+  br label %f34
+
+j33.end:                                          ; preds = %f34.end
+  %g21.next = add nsw i64 %g2150, 1
+  %310 = icmp slt i64 %g21.next, 1
+  br i1 %310, label %g21, label %g21.end
+
+f34:                                              ; preds = %py35.end, %j33
+  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
+  br label %py35
+
+f34.end:                                          ; preds = %py35.end
+  %j33.next = add nsw i64 %j3379, 1
+  %311 = icmp slt i64 %j33.next, 64
+  br i1 %311, label %j33, label %j33.end
+
+py35:                                             ; preds = %px36.end, %f34
+  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
+  br label %px36
+
+py35.end:                                         ; preds = %px36.end
+  %f34.next = add nsw i64 %f3480, 1
+  %312 = icmp slt i64 %f34.next, 64
+  br i1 %312, label %f34, label %f34.end
+
+px36:                                             ; preds = %ky39.end, %py35
+  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
+  %313 = mul nsw i64 %f3480, 12544
+  %314 = add nsw i64 4415488, %313
+  %315 = mul nsw i64 %j3379, 196
+  %316 = add nsw i64 %314, %315
+  %317 = mul nsw i64 %py3581, 28
+  %318 = mul nsw i64 %px3682, 2
+  %319 = add nsw i64 %317, %318
+  %320 = add nsw i64 %316, %319
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena83, align 4
+  %322 = add nsw i64 18752, %f3480
+  %params84 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params84, align 4
+  %324 = fadd float %321, %323
+  store float %324, ptr %best37, align 4
+  %325 = mul nsw i64 %py3581, 28
+  %326 = mul nsw i64 %px3682, 2
+  %327 = add nsw i64 %325, %326
+  %328 = sitofp i64 %327 to float
+  store float %328, ptr %bi38, align 4
+  br label %ky39
+
+px36.end:                                         ; preds = %ky39.end
+  %py35.next = add nsw i64 %py3581, 1
+  %329 = icmp slt i64 %py35.next, 7
+  br i1 %329, label %py35, label %py35.end
+
+ky39:                                             ; preds = %kx40.end, %px36
+  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
+  br label %kx40
+
+ky39.end:                                         ; preds = %kx40.end
+  %best3797 = load float, ptr %best37, align 4
+  %330 = fcmp ogt float %best3797, 0.000000e+00
+  %best3798 = load float, ptr %best37, align 4
+  %331 = select i1 %330, float %best3798, float 0.000000e+00
+  %332 = mul nsw i64 %g2150, 64
+  %333 = add nsw i64 %332, %j3379
+  %334 = mul nsw i64 %333, 3136
+  %335 = mul nsw i64 %f3480, 49
+  %336 = add nsw i64 %334, %335
+  %337 = mul nsw i64 %py3581, 7
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %338, %px3682
+  %340 = add nsw i64 401408, %339
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena99, align 4
+  %bi38100 = load float, ptr %bi38, align 4
+  %341 = mul nsw i64 %g2150, 64
+  %342 = add nsw i64 %341, %j3379
+  %343 = mul nsw i64 %342, 3136
+  %344 = mul nsw i64 %f3480, 49
+  %345 = add nsw i64 %343, %344
+  %346 = mul nsw i64 %py3581, 7
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 %347, %px3682
+  %349 = add nsw i64 602112, %348
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi38100, ptr %arena101, align 4
+  %px36.next = add nsw i64 %px3682, 1
+  %350 = icmp slt i64 %px36.next, 7
+  br i1 %350, label %px36, label %px36.end
+
+kx40:                                             ; preds = %kx40, %ky39
+  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
+  %351 = mul nsw i64 %f3480, 12544
+  %352 = add nsw i64 4415488, %351
+  %353 = mul nsw i64 %j3379, 196
+  %354 = add nsw i64 %352, %353
+  %355 = mul nsw i64 %py3581, 28
+  %356 = mul nsw i64 %px3682, 2
+  %357 = add nsw i64 %355, %356
+  %358 = mul nsw i64 %ky3985, 14
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %359, %kx4086
+  %361 = add nsw i64 %354, %360
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena87, align 4
+  %363 = add nsw i64 18752, %f3480
+  %params88 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params88, align 4
+  %365 = fadd float %362, %364
+  %best3789 = load float, ptr %best37, align 4
+  %366 = fcmp ogt float %365, %best3789
+  %367 = mul nsw i64 %py3581, 28
+  %368 = mul nsw i64 %px3682, 2
+  %369 = add nsw i64 %367, %368
+  %370 = mul nsw i64 %ky3985, 14
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %371, %kx4086
+  %373 = sitofp i64 %372 to float
+  %bi3890 = load float, ptr %bi38, align 4
+  %374 = select i1 %366, float %373, float %bi3890
+  store float %374, ptr %bi38, align 4
+  %375 = mul nsw i64 %f3480, 12544
+  %376 = add nsw i64 4415488, %375
+  %377 = mul nsw i64 %j3379, 196
+  %378 = add nsw i64 %376, %377
+  %379 = mul nsw i64 %py3581, 28
+  %380 = mul nsw i64 %px3682, 2
+  %381 = add nsw i64 %379, %380
+  %382 = mul nsw i64 %ky3985, 14
+  %383 = add nsw i64 %381, %382
+  %384 = add nsw i64 %383, %kx4086
+  %385 = add nsw i64 %378, %384
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena91, align 4
+  %387 = add nsw i64 18752, %f3480
+  %params92 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params92, align 4
+  %389 = fadd float %386, %388
+  %best3793 = load float, ptr %best37, align 4
+  %390 = fcmp ogt float %389, %best3793
+  %391 = mul nsw i64 %f3480, 12544
+  %392 = add nsw i64 4415488, %391
+  %393 = mul nsw i64 %j3379, 196
+  %394 = add nsw i64 %392, %393
+  %395 = mul nsw i64 %py3581, 28
+  %396 = mul nsw i64 %px3682, 2
+  %397 = add nsw i64 %395, %396
+  %398 = mul nsw i64 %ky3985, 14
+  %399 = add nsw i64 %397, %398
+  %400 = add nsw i64 %399, %kx4086
+  %401 = add nsw i64 %394, %400
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena94, align 4
+  %403 = add nsw i64 18752, %f3480
+  %params95 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params95, align 4
+  %405 = fadd float %402, %404
+  %best3796 = load float, ptr %best37, align 4
+  %406 = select i1 %390, float %405, float %best3796
+  store float %406, ptr %best37, align 4
+  %kx40.next = add nsw i64 %kx4086, 1
+  %407 = icmp slt i64 %kx40.next, 2
+  br i1 %407, label %kx40, label %kx40.end
+
+kx40.end:                                         ; preds = %kx40
+  %ky39.next = add nsw i64 %ky3985, 1
+  %408 = icmp slt i64 %ky39.next, 2
+  br i1 %408, label %ky39, label %ky39.end
+
+n41:                                              ; preds = %u42.end, %g21.end
+  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
+  br label %u42
+
+n41.end:                                          ; preds = %u42.end
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 0
+  %params113 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena112, i32 128, ptr %params113, i32 128, float 0.000000e+00, ptr %arena114, i32 10)
+  br label %n43
+
+u42:                                              ; preds = %u42, %n41
+  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
+  %409 = mul nsw i64 %n41105, 128
+  %410 = add nsw i64 %409, %u42106
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %410
+  %411 = load float, ptr %arena107, align 4
+  %412 = add nsw i64 420224, %u42106
+  %params108 = getelementptr inbounds float, ptr %params, i64 %412
+  %413 = load float, ptr %params108, align 4
+  %414 = fadd float %411, %413
+  %415 = fcmp ogt float %414, 0.000000e+00
+  %416 = mul nsw i64 %n41105, 128
+  %417 = add nsw i64 %416, %u42106
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena109, align 4
+  %419 = add nsw i64 420224, %u42106
+  %params110 = getelementptr inbounds float, ptr %params, i64 %419
+  %420 = load float, ptr %params110, align 4
+  %421 = fadd float %418, %420
+  %422 = select i1 %415, float %421, float 0.000000e+00
+  %423 = mul nsw i64 %n41105, 128
+  %424 = add nsw i64 %423, %u42106
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %424
+  store float %422, ptr %arena111, align 4
+  %u42.next = add nsw i64 %u42106, 1
+  %425 = icmp slt i64 %u42.next, 128
+  br i1 %425, label %u42, label %u42.end
+
+u42.end:                                          ; preds = %u42
+  %n41.next = add nsw i64 %n41105, 1
+  %426 = icmp slt i64 %n41.next, 64
+  br i1 %426, label %n41, label %n41.end
+
+n43:                                              ; preds = %u44.end, %n41.end
+  %n43115 = phi i64 [ 0, %n41.end ], [ %n43.next, %u44.end ]
+  br label %u44
+
+n43.end:                                          ; preds = %u44.end
   ret void
 
-u30:                                              ; preds = %u30, %n29
-  %u3085 = phi i64 [ 0, %n29 ], [ %u30.next, %u30 ]
-  %287 = mul nsw i64 %n2984, 10
-  %288 = add nsw i64 8192, %287
-  %289 = add nsw i64 %288, %u3085
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %289
-  %290 = load float, ptr %arena86, align 4
-  %291 = add nsw i64 421632, %u3085
-  %params87 = getelementptr inbounds float, ptr %params, i64 %291
-  %292 = load float, ptr %params87, align 4
-  %293 = fadd float %290, %292
-  %294 = mul nsw i64 %n2984, 10
-  %295 = add nsw i64 8192, %294
-  %296 = add nsw i64 %295, %u3085
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %293, ptr %arena88, align 4
-  %u30.next = add nsw i64 %u3085, 1
-  %297 = icmp slt i64 %u30.next, 10
-  br i1 %297, label %u30, label %u30.end
+u44:                                              ; preds = %u44, %n43
+  %u44116 = phi i64 [ 0, %n43 ], [ %u44.next, %u44 ]
+  %427 = mul nsw i64 %n43115, 10
+  %428 = add nsw i64 8192, %427
+  %429 = add nsw i64 %428, %u44116
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load float, ptr %arena117, align 4
+  %431 = add nsw i64 421632, %u44116
+  %params118 = getelementptr inbounds float, ptr %params, i64 %431
+  %432 = load float, ptr %params118, align 4
+  %433 = fadd float %430, %432
+  %434 = mul nsw i64 %n43115, 10
+  %435 = add nsw i64 8192, %434
+  %436 = add nsw i64 %435, %u44116
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float %433, ptr %arena119, align 4
+  %u44.next = add nsw i64 %u44116, 1
+  %437 = icmp slt i64 %u44.next, 10
+  br i1 %437, label %u44, label %u44.end
 
-u30.end:                                          ; preds = %u30
-  %n29.next = add nsw i64 %n2984, 1
-  %298 = icmp slt i64 %n29.next, 64
-  br i1 %298, label %n29, label %n29.end
+u44.end:                                          ; preds = %u44
+  %n43.next = add nsw i64 %n43115, 1
+  %438 = icmp slt i64 %n43.next, 64
+  br i1 %438, label %n43, label %n43.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -40,69 +40,137 @@ public func simplecnn_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((802816 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -1) && ((oy5 &+ ky3) &+ -1) < 28) && (-1 < ((ox6 &+ kx4) &+ -1) && ((ox6 &+ kx4) &+ -1) < 28)) {
-                arena[(((802816 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -1) &* 28)) &+ ((ox6 &+ kx4) &+ -1))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<9 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
+              for ox8 in 0..<27 {
+                arena[((((802816 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
+              do {  // SIMD16 over ox10
+                var ox10 = 0
+                while ox10 &+ 16 <= 28 {
+                  store16(arena, (((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
+                  ox10 &+= 16
+                }
+                while ox10 < 28 {
+                  arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
+                  ox10 &+= 1
+                }
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
+              for ox12 in 0..<27 {
+                arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 784, 9, 1, params + 0, 9, arena + 802816, 784, Float(bitPattern: 0x0), arena + 809872, 784)
-    for f7 in 0..<32 {
-      for py8 in 0..<14 {
-        for px9 in 0..<14 {
-          var best10: Float = (arena[((809872 &+ (f7 &* 784)) &+ ((py8 &* 56) &+ (px9 &* 2)))] + params[(288 &+ f7)])
-          var bi11: Float = Float(((py8 &* 56) &+ (px9 &* 2)))
-          for ky12 in 0..<2 {
-            for kx13 in 0..<2 {
-              bi11 = ((arena[((809872 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(288 &+ f7)]) > best10 ? Float(((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13)) : bi11)
-              best10 = ((arena[((809872 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(288 &+ f7)]) > best10 ? (arena[((809872 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(288 &+ f7)]) : best10)
+    sgemm(101, 111, 111, 32, 50176, 9, 1, params + 0, 9, arena + 802816, 50176, Float(bitPattern: 0x0), arena + 1254400, 50176)
+    for j13 in 0..<64 {
+      for f14 in 0..<32 {
+        for py15 in 0..<14 {
+          for px16 in 0..<14 {
+            var best17: Float = (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)])
+            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
+            for ky19 in 0..<2 {
+              for kx20 in 0..<2 {
+                bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
+                best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) : best17)
+              }
             }
+            arena[((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
+            arena[(401408 &+ ((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
-          arena[((((img1 &* 6272) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9)] = (best10 > Float(0) ? best10 : Float(0))
-          arena[(401408 &+ ((((img1 &* 6272) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9))] = bi11
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img14 in 0..<64 {
-    for c15 in 0..<32 {
-      for ky16 in 0..<3 {
-        for kx17 in 0..<3 {
-          for oy18 in 0..<14 {
-            for ox19 in 0..<14 {
-              arena[(((1204224 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = Float(0)
-              if ((-1 < ((oy18 &+ ky16) &+ -1) && ((oy18 &+ ky16) &+ -1) < 14) && (-1 < ((ox19 &+ kx17) &+ -1) && ((ox19 &+ kx17) &+ -1) < 14)) {
-                arena[(((1204224 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = arena[((((img14 &* 6272) &+ (c15 &* 196)) &+ (((oy18 &+ ky16) &+ -1) &* 14)) &+ ((ox19 &+ kx17) &+ -1))]
+  for g21 in 0..<1 {
+    for j22 in 0..<64 {
+      for r23 in 0..<288 {
+        do {  // SIMD16 over i24
+          var i24 = 0
+          while i24 &+ 16 <= 196 {
+            store16(arena, ((1204224 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
+            i24 &+= 16
+          }
+          while i24 < 196 {
+            arena[(((1204224 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
+            i24 &+= 1
+          }
+        }
+      }
+      for c25 in 0..<32 {
+        for ky26 in 0..<3 {
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
+              for ox28 in 0..<13 {
+                arena[((((1204224 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
+              do {  // SIMD16 over ox30
+                var ox30 = 0
+                while ox30 < 14 {
+                  arena[((((1204224 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
+                  ox30 &+= 1
+                }
+              }
+            }
+          }
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((1204224 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 64, 196, 288, 1, params + 320, 288, arena + 1204224, 196, Float(bitPattern: 0x0), arena + 1260672, 196)
-    for f20 in 0..<64 {
-      for py21 in 0..<7 {
-        for px22 in 0..<7 {
-          var best23: Float = (arena[((1260672 &+ (f20 &* 196)) &+ ((py21 &* 28) &+ (px22 &* 2)))] + params[(18752 &+ f20)])
-          var bi24: Float = Float(((py21 &* 28) &+ (px22 &* 2)))
-          for ky25 in 0..<2 {
-            for kx26 in 0..<2 {
-              bi24 = ((arena[((1260672 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(18752 &+ f20)]) > best23 ? Float(((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26)) : bi24)
-              best23 = ((arena[((1260672 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(18752 &+ f20)]) > best23 ? (arena[((1260672 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(18752 &+ f20)]) : best23)
+    sgemm(101, 111, 111, 64, 12544, 288, 1, params + 320, 288, arena + 1204224, 12544, Float(bitPattern: 0x0), arena + 4816896, 12544)
+    for j33 in 0..<64 {
+      for f34 in 0..<64 {
+        for py35 in 0..<7 {
+          for px36 in 0..<7 {
+            var best37: Float = (arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(18752 &+ f34)])
+            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
+            for ky39 in 0..<2 {
+              for kx40 in 0..<2 {
+                bi38 = ((arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
+                best37 = ((arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? (arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) : best37)
+              }
             }
+            arena[(802816 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
+            arena[(1003520 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
           }
-          arena[(802816 &+ ((((img14 &* 3136) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = (best23 > Float(0) ? best23 : Float(0))
-          arena[(1003520 &+ ((((img14 &* 3136) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = bi24
         }
       }
     }
@@ -110,182 +178,256 @@ public func simplecnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 802816, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1204224, 128)
-  for n27 in 0..<64 {
-    do {  // SIMD16 over u28
-      var u28 = 0
-      while u28 &+ 16 <= 128 {
-        store16(arena, (1204224 &+ (n27 &* 128)) &+ u28, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n27 &* 128)) &+ u28) + load16(params, 420224 &+ u28)), where: (load16(arena, (1204224 &+ (n27 &* 128)) &+ u28) + load16(params, 420224 &+ u28)) .> SIMD16<Float>(repeating: Float(0))))
-        u28 &+= 16
+  for n41 in 0..<64 {
+    do {  // SIMD16 over u42
+      var u42 = 0
+      while u42 &+ 16 <= 128 {
+        store16(arena, (1204224 &+ (n41 &* 128)) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n41 &* 128)) &+ u42) + load16(params, 420224 &+ u42)), where: (load16(arena, (1204224 &+ (n41 &* 128)) &+ u42) + load16(params, 420224 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
+        u42 &+= 16
       }
-      while u28 < 128 {
-        arena[((1204224 &+ (n27 &* 128)) &+ u28)] = ((arena[((1204224 &+ (n27 &* 128)) &+ u28)] + params[(420224 &+ u28)]) > Float(0) ? (arena[((1204224 &+ (n27 &* 128)) &+ u28)] + params[(420224 &+ u28)]) : Float(0))
-        u28 &+= 1
+      while u42 < 128 {
+        arena[((1204224 &+ (n41 &* 128)) &+ u42)] = ((arena[((1204224 &+ (n41 &* 128)) &+ u42)] + params[(420224 &+ u42)]) > Float(0) ? (arena[((1204224 &+ (n41 &* 128)) &+ u42)] + params[(420224 &+ u42)]) : Float(0))
+        u42 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
-  for i29 in 0..<8192 {
-    arena[(1212416 &+ i29)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i29) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i29)] * Float(2)) : Float(0))
+  for i43 in 0..<8192 {
+    arena[(1212416 &+ i43)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i43) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i43)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n30 in 0..<64 {
-    do {  // SIMD16 over u31
-      var u31 = 0
-      while u31 < 10 {
-        arena[((1220608 &+ (n30 &* 10)) &+ u31)] = (arena[((1220608 &+ (n30 &* 10)) &+ u31)] + params[(421632 &+ u31)])
-        u31 &+= 1
+  for n44 in 0..<64 {
+    do {  // SIMD16 over u45
+      var u45 = 0
+      while u45 < 10 {
+        arena[((1220608 &+ (n44 &* 10)) &+ u45)] = (arena[((1220608 &+ (n44 &* 10)) &+ u45)] + params[(421632 &+ u45)])
+        u45 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total32: Float = Float(0)
-  for n33 in 0..<64 {
-    var m34: Float = arena[(1220608 &+ (n33 &* 10))]
-    for k36 in 0..<10 {
-      m34 = { let x = m34, y = arena[((1220608 &+ (n33 &* 10)) &+ k36)]; return y > x ? y : x }()
+  var total46: Float = Float(0)
+  for n47 in 0..<64 {
+    var m48: Float = arena[(1220608 &+ (n47 &* 10))]
+    for k50 in 0..<10 {
+      m48 = { let x = m48, y = arena[((1220608 &+ (n47 &* 10)) &+ k50)]; return y > x ? y : x }()
     }
-    var s35: Float = Float(0)
-    for k37 in 0..<10 {
-      s35 = (s35 + expf((arena[((1220608 &+ (n33 &* 10)) &+ k37)] - m34)))
+    var s49: Float = Float(0)
+    for k51 in 0..<10 {
+      s49 = (s49 + expf((arena[((1220608 &+ (n47 &* 10)) &+ k51)] - m48)))
     }
-    total32 = (total32 + ((m34 + logf(s35)) - arena[((1220608 &+ (n33 &* 10)) &+ Int(labels[n33]))]))
+    total46 = (total46 + ((m48 + logf(s49)) - arena[((1220608 &+ (n47 &* 10)) &+ Int(labels[n47]))]))
   }
-  arena[1221248] = (total32 / Float(64))
+  arena[1221248] = (total46 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n38 in 0..<64 {
-    var m39: Float = arena[(1220608 &+ (n38 &* 10))]
-    for k41 in 0..<10 {
-      m39 = { let x = m39, y = arena[((1220608 &+ (n38 &* 10)) &+ k41)]; return y > x ? y : x }()
+  for n52 in 0..<64 {
+    var m53: Float = arena[(1220608 &+ (n52 &* 10))]
+    for k55 in 0..<10 {
+      m53 = { let x = m53, y = arena[((1220608 &+ (n52 &* 10)) &+ k55)]; return y > x ? y : x }()
     }
-    var s40: Float = Float(0)
-    for k42 in 0..<10 {
-      s40 = (s40 + expf((arena[((1220608 &+ (n38 &* 10)) &+ k42)] - m39)))
+    var s54: Float = Float(0)
+    for k56 in 0..<10 {
+      s54 = (s54 + expf((arena[((1220608 &+ (n52 &* 10)) &+ k56)] - m53)))
     }
-    for k43 in 0..<10 {
-      arena[((1221264 &+ (n38 &* 10)) &+ k43)] = ((k43 == Int(labels[n38]) ? ((expf((arena[((1220608 &+ (n38 &* 10)) &+ k43)] - m39)) / s40) - Float(1)) : (expf((arena[((1220608 &+ (n38 &* 10)) &+ k43)] - m39)) / s40)) / Float(64))
+    for k57 in 0..<10 {
+      arena[((1221264 &+ (n52 &* 10)) &+ k57)] = ((k57 == Int(labels[n52]) ? ((expf((arena[((1220608 &+ (n52 &* 10)) &+ k57)] - m53)) / s54) - Float(1)) : (expf((arena[((1220608 &+ (n52 &* 10)) &+ k57)] - m53)) / s54)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u44 in 0..<10 {
-    var acc45: Float = Float(0)
-    for n46 in 0..<64 {
-      acc45 = (acc45 + arena[((1221264 &+ (n46 &* 10)) &+ u44)])
+  for u58 in 0..<10 {
+    var acc59: Float = Float(0)
+    for n60 in 0..<64 {
+      acc59 = (acc59 + arena[((1221264 &+ (n60 &* 10)) &+ u58)])
     }
-    grads[(421632 &+ u44)] = acc45
+    grads[(421632 &+ u58)] = acc59
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i47 in 0..<8192 {
-    arena[(1230096 &+ i47)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i47) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i47)] * Float(2)) : Float(0))
+  for i61 in 0..<8192 {
+    arena[(1230096 &+ i61)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i61) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i61)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i48
-    var i48 = 0
-    while i48 &+ 16 <= 8192 {
-      store16(arena, 1212416 &+ i48, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i48), where: load16(arena, 1204224 &+ i48) .> SIMD16<Float>(repeating: Float(0))))
-      i48 &+= 16
+  do {  // SIMD16 over i62
+    var i62 = 0
+    while i62 &+ 16 <= 8192 {
+      store16(arena, 1212416 &+ i62, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i62), where: load16(arena, 1204224 &+ i62) .> SIMD16<Float>(repeating: Float(0))))
+      i62 &+= 16
     }
-    while i48 < 8192 {
-      arena[(1212416 &+ i48)] = (arena[(1204224 &+ i48)] > Float(0) ? arena[(1230096 &+ i48)] : Float(0))
-      i48 &+= 1
+    while i62 < 8192 {
+      arena[(1212416 &+ i62)] = (arena[(1204224 &+ i62)] > Float(0) ? arena[(1230096 &+ i62)] : Float(0))
+      i62 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 3136, 64, 1, arena + 1212416, 128, arena + 802816, 3136, Float(bitPattern: 0x0), grads + 18816, 3136)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u49 in 0..<128 {
-    var acc50: Float = Float(0)
-    for n51 in 0..<64 {
-      acc50 = (acc50 + arena[((1212416 &+ (n51 &* 128)) &+ u49)])
+  for u63 in 0..<128 {
+    var acc64: Float = Float(0)
+    for n65 in 0..<64 {
+      acc64 = (acc64 + arena[((1212416 &+ (n65 &* 128)) &+ u63)])
     }
-    grads[(420224 &+ u49)] = acc50
+    grads[(420224 &+ u63)] = acc64
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 3136, 128, 1, arena + 1212416, 128, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1221264, 3136)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i52
-    var i52 = 0
-    while i52 &+ 16 <= 802816 {
-      store16(arena, 1421968 &+ i52, SIMD16<Float>(repeating: Float(0)))
-      i52 &+= 16
+  do {  // SIMD16 over i66
+    var i66 = 0
+    while i66 &+ 16 <= 802816 {
+      store16(arena, 1421968 &+ i66, SIMD16<Float>(repeating: Float(0)))
+      i66 &+= 16
     }
-    while i52 < 802816 {
-      arena[(1421968 &+ i52)] = Float(0)
-      i52 &+= 1
+    while i66 < 802816 {
+      arena[(1421968 &+ i66)] = Float(0)
+      i66 &+= 1
     }
   }
-  for q53 in 0..<4096 {
-    for i54 in 0..<49 {
-      if arena[(802816 &+ ((q53 &* 49) &+ i54))] > Float(0) {
-        arena[((1421968 &+ (q53 &* 196)) &+ Int(arena[(1003520 &+ ((q53 &* 49) &+ i54))]))] += arena[(1221264 &+ ((q53 &* 49) &+ i54))]
+  for q67 in 0..<4096 {
+    for i68 in 0..<49 {
+      if arena[(802816 &+ ((q67 &* 49) &+ i68))] > Float(0) {
+        arena[((1421968 &+ (q67 &* 196)) &+ Int(arena[(1003520 &+ ((q67 &* 49) &+ i68))]))] += arena[(1221264 &+ ((q67 &* 49) &+ i68))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i55
-    var i55 = 0
-    while i55 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i55, SIMD16<Float>(repeating: Float(0)))
-      i55 &+= 16
+  do {  // SIMD16 over i69
+    var i69 = 0
+    while i69 &+ 16 <= 18432 {
+      store16(grads, 320 &+ i69, SIMD16<Float>(repeating: Float(0)))
+      i69 &+= 16
     }
-    while i55 < 18432 {
-      grads[(320 &+ i55)] = Float(0)
-      i55 &+= 1
+    while i69 < 18432 {
+      grads[(320 &+ i69)] = Float(0)
+      i69 &+= 1
     }
   }
-  for img56 in 0..<64 {
-    for c57 in 0..<32 {
-      for ky58 in 0..<3 {
-        for kx59 in 0..<3 {
-          for oy60 in 0..<14 {
-            for ox61 in 0..<14 {
-              arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ kx59) &* 196)) &+ (oy60 &* 14)) &+ ox61)] = Float(0)
-              if ((-1 < ((oy60 &+ ky58) &+ -1) && ((oy60 &+ ky58) &+ -1) < 14) && (-1 < ((ox61 &+ kx59) &+ -1) && ((ox61 &+ kx59) &+ -1) < 14)) {
-                arena[(((802816 &+ (((((c57 &* 3) &+ ky58) &* 3) &+ kx59) &* 196)) &+ (oy60 &* 14)) &+ ox61)] = arena[((((img56 &* 6272) &+ (c57 &* 196)) &+ (((oy60 &+ ky58) &+ -1) &* 14)) &+ ((ox61 &+ kx59) &+ -1))]
+  for g70 in 0..<1 {
+    for j71 in 0..<64 {
+      for r72 in 0..<288 {
+        do {  // SIMD16 over i73
+          var i73 = 0
+          while i73 &+ 16 <= 196 {
+            store16(arena, ((2224784 &+ (r72 &* 12544)) &+ (j71 &* 196)) &+ i73, SIMD16<Float>(repeating: Float(0)))
+            i73 &+= 16
+          }
+          while i73 < 196 {
+            arena[(((2224784 &+ (r72 &* 12544)) &+ (j71 &* 196)) &+ i73)] = Float(0)
+            i73 &+= 1
+          }
+        }
+      }
+      for c74 in 0..<32 {
+        for ky75 in 0..<3 {
+          for oy76 in 0..<14 {
+            if (-1 < ((oy76 &+ ky75) &+ -1) && ((oy76 &+ ky75) &+ -1) < 14) {
+              for ox77 in 0..<13 {
+                arena[((((2224784 &+ ((((c74 &* 3) &+ ky75) &* 3) &* 12544)) &+ (j71 &* 196)) &+ (oy76 &* 14)) &+ (ox77 &+ 1))] = arena[((((((g70 &* 64) &+ j71) &* 6272) &+ (c74 &* 196)) &+ (((oy76 &+ ky75) &+ -1) &* 14)) &+ ((ox77 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy78 in 0..<14 {
+            if (-1 < ((oy78 &+ ky75) &+ -1) && ((oy78 &+ ky75) &+ -1) < 14) {
+              do {  // SIMD16 over ox79
+                var ox79 = 0
+                while ox79 < 14 {
+                  arena[((((2224784 &+ (((((c74 &* 3) &+ ky75) &* 3) &+ 1) &* 12544)) &+ (j71 &* 196)) &+ (oy78 &* 14)) &+ ox79)] = arena[((((((g70 &* 64) &+ j71) &* 6272) &+ (c74 &* 196)) &+ (((oy78 &+ ky75) &+ -1) &* 14)) &+ ox79)]
+                  ox79 &+= 1
+                }
+              }
+            }
+          }
+          for oy80 in 0..<14 {
+            if (-1 < ((oy80 &+ ky75) &+ -1) && ((oy80 &+ ky75) &+ -1) < 14) {
+              for ox81 in 0..<13 {
+                arena[((((2224784 &+ (((((c74 &* 3) &+ ky75) &* 3) &+ 2) &* 12544)) &+ (j71 &* 196)) &+ (oy80 &* 14)) &+ ox81)] = arena[((((((g70 &* 64) &+ j71) &* 6272) &+ (c74 &* 196)) &+ (((oy80 &+ ky75) &+ -1) &* 14)) &+ (ox81 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 64, 288, 196, 1, arena + (1421968 &+ (img56 &* 12544)), 196, arena + 802816, 196, Float(bitPattern: 0x3f800000), grads + 320, 288)
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f62 in 0..<64 {
-    var acc63: Float = Float(0)
-    for img64 in 0..<64 {
-      for i65 in 0..<196 {
-        acc63 = (acc63 + arena[(((1421968 &+ (img64 &* 12544)) &+ (f62 &* 196)) &+ i65)])
+    for j82 in 0..<64 {
+      for f83 in 0..<64 {
+        do {  // SIMD16 over i84
+          var i84 = 0
+          while i84 &+ 16 <= 196 {
+            store16(arena, ((5837456 &+ (f83 &* 12544)) &+ (j82 &* 196)) &+ i84, load16(arena, ((1421968 &+ (((g70 &* 64) &+ j82) &* 12544)) &+ (f83 &* 196)) &+ i84))
+            i84 &+= 16
+          }
+          while i84 < 196 {
+            arena[(((5837456 &+ (f83 &* 12544)) &+ (j82 &* 196)) &+ i84)] = arena[(((1421968 &+ (((g70 &* 64) &+ j82) &* 12544)) &+ (f83 &* 196)) &+ i84)]
+            i84 &+= 1
+          }
+        }
       }
     }
-    grads[(18752 &+ f62)] = acc63
+    sgemm(101, 111, 112, 64, 288, 12544, 1, arena + 5837456, 12544, arena + 2224784, 12544, Float(bitPattern: 0x3f800000), grads + 320, 288)
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  for f85 in 0..<64 {
+    var acc86: Float = Float(0)
+    for img87 in 0..<64 {
+      for i88 in 0..<196 {
+        acc86 = (acc86 + arena[(((1421968 &+ (img87 &* 12544)) &+ (f85 &* 196)) &+ i88)])
+      }
+    }
+    grads[(18752 &+ f85)] = acc86
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i66
-    var i66 = 0
-    while i66 &+ 16 <= 401408 {
-      store16(arena, 802816 &+ i66, SIMD16<Float>(repeating: Float(0)))
-      i66 &+= 16
+  do {  // SIMD16 over i89
+    var i89 = 0
+    while i89 &+ 16 <= 401408 {
+      store16(arena, 802816 &+ i89, SIMD16<Float>(repeating: Float(0)))
+      i89 &+= 16
     }
-    while i66 < 401408 {
-      arena[(802816 &+ i66)] = Float(0)
-      i66 &+= 1
+    while i89 < 401408 {
+      arena[(802816 &+ i89)] = Float(0)
+      i89 &+= 1
     }
   }
-  for img67 in 0..<64 {
-    sgemm(101, 112, 111, 288, 196, 64, 1, params + 320, 288, arena + (1421968 &+ (img67 &* 12544)), 196, Float(bitPattern: 0x0), arena + 1221264, 196)
-    for c68 in 0..<32 {
-      for ky69 in 0..<3 {
-        for kx70 in 0..<3 {
-          for oy71 in 0..<14 {
-            for ox72 in 0..<14 {
-              if ((-1 < ((oy71 &+ ky69) &+ -1) && ((oy71 &+ ky69) &+ -1) < 14) && (-1 < ((ox72 &+ kx70) &+ -1) && ((ox72 &+ kx70) &+ -1) < 14)) {
-                arena[((((802816 &+ (img67 &* 6272)) &+ (c68 &* 196)) &+ (((oy71 &+ ky69) &+ -1) &* 14)) &+ ((ox72 &+ kx70) &+ -1))] += arena[(((1221264 &+ (((((c68 &* 3) &+ ky69) &* 3) &+ kx70) &* 196)) &+ (oy71 &* 14)) &+ ox72)]
+  for g90 in 0..<1 {
+    for j91 in 0..<64 {
+      for f92 in 0..<64 {
+        do {  // SIMD16 over i93
+          var i93 = 0
+          while i93 &+ 16 <= 196 {
+            store16(arena, ((5837456 &+ (f92 &* 12544)) &+ (j91 &* 196)) &+ i93, load16(arena, ((1421968 &+ (((g90 &* 64) &+ j91) &* 12544)) &+ (f92 &* 196)) &+ i93))
+            i93 &+= 16
+          }
+          while i93 < 196 {
+            arena[(((5837456 &+ (f92 &* 12544)) &+ (j91 &* 196)) &+ i93)] = arena[(((1421968 &+ (((g90 &* 64) &+ j91) &* 12544)) &+ (f92 &* 196)) &+ i93)]
+            i93 &+= 1
+          }
+        }
+      }
+    }
+    sgemm(101, 112, 111, 288, 12544, 64, 1, params + 320, 288, arena + 5837456, 12544, Float(bitPattern: 0x0), arena + 2224784, 12544)
+    for j94 in 0..<64 {
+      for c95 in 0..<32 {
+        for ky96 in 0..<3 {
+          for oy97 in 0..<14 {
+            if (-1 < ((oy97 &+ ky96) &+ -1) && ((oy97 &+ ky96) &+ -1) < 14) {
+              for ox98 in 0..<13 {
+                arena[((((802816 &+ (((g90 &* 64) &+ j94) &* 6272)) &+ (c95 &* 196)) &+ (((oy97 &+ ky96) &+ -1) &* 14)) &+ ((ox98 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c95 &* 3) &+ ky96) &* 3) &* 12544)) &+ (j94 &* 196)) &+ (oy97 &* 14)) &+ (ox98 &+ 1))]
+              }
+            }
+          }
+          for oy99 in 0..<14 {
+            if (-1 < ((oy99 &+ ky96) &+ -1) && ((oy99 &+ ky96) &+ -1) < 14) {
+              for ox100 in 0..<14 {
+                arena[((((802816 &+ (((g90 &* 64) &+ j94) &* 6272)) &+ (c95 &* 196)) &+ (((oy99 &+ ky96) &+ -1) &* 14)) &+ ox100)] += arena[((((2224784 &+ (((((c95 &* 3) &+ ky96) &* 3) &+ 1) &* 12544)) &+ (j94 &* 196)) &+ (oy99 &* 14)) &+ ox100)]
+              }
+            }
+          }
+          for oy101 in 0..<14 {
+            if (-1 < ((oy101 &+ ky96) &+ -1) && ((oy101 &+ ky96) &+ -1) < 14) {
+              for ox102 in 0..<13 {
+                arena[((((802816 &+ (((g90 &* 64) &+ j94) &* 6272)) &+ (c95 &* 196)) &+ (((oy101 &+ ky96) &+ -1) &* 14)) &+ (ox102 &+ 1))] += arena[((((2224784 &+ (((((c95 &* 3) &+ ky96) &* 3) &+ 2) &* 12544)) &+ (j94 &* 196)) &+ (oy101 &* 14)) &+ ox102)]
               }
             }
           }
@@ -294,85 +436,134 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i73
-    var i73 = 0
-    while i73 &+ 16 <= 1605632 {
-      store16(arena, 1221264 &+ i73, SIMD16<Float>(repeating: Float(0)))
-      i73 &+= 16
+  do {  // SIMD16 over i103
+    var i103 = 0
+    while i103 &+ 16 <= 1605632 {
+      store16(arena, 1221264 &+ i103, SIMD16<Float>(repeating: Float(0)))
+      i103 &+= 16
     }
-    while i73 < 1605632 {
-      arena[(1221264 &+ i73)] = Float(0)
-      i73 &+= 1
+    while i103 < 1605632 {
+      arena[(1221264 &+ i103)] = Float(0)
+      i103 &+= 1
     }
   }
-  for q74 in 0..<2048 {
-    for i75 in 0..<196 {
-      if arena[((q74 &* 196) &+ i75)] > Float(0) {
-        arena[((1221264 &+ (q74 &* 784)) &+ Int(arena[(401408 &+ ((q74 &* 196) &+ i75))]))] += arena[(802816 &+ ((q74 &* 196) &+ i75))]
+  for q104 in 0..<2048 {
+    for i105 in 0..<196 {
+      if arena[((q104 &* 196) &+ i105)] > Float(0) {
+        arena[((1221264 &+ (q104 &* 784)) &+ Int(arena[(401408 &+ ((q104 &* 196) &+ i105))]))] += arena[(802816 &+ ((q104 &* 196) &+ i105))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i76
-    var i76 = 0
-    while i76 &+ 16 <= 288 {
-      store16(grads, 0 &+ i76, SIMD16<Float>(repeating: Float(0)))
-      i76 &+= 16
+  do {  // SIMD16 over i106
+    var i106 = 0
+    while i106 &+ 16 <= 288 {
+      store16(grads, 0 &+ i106, SIMD16<Float>(repeating: Float(0)))
+      i106 &+= 16
     }
-    while i76 < 288 {
-      grads[i76] = Float(0)
-      i76 &+= 1
+    while i106 < 288 {
+      grads[i106] = Float(0)
+      i106 &+= 1
     }
   }
-  for img77 in 0..<64 {
-    for c78 in 0..<1 {
-      for ky79 in 0..<3 {
-        for kx80 in 0..<3 {
-          for oy81 in 0..<28 {
-            for ox82 in 0..<28 {
-              arena[(((((((c78 &* 3) &+ ky79) &* 3) &+ kx80) &* 784) &+ (oy81 &* 28)) &+ ox82)] = Float(0)
-              if ((-1 < ((oy81 &+ ky79) &+ -1) && ((oy81 &+ ky79) &+ -1) < 28) && (-1 < ((ox82 &+ kx80) &+ -1) && ((ox82 &+ kx80) &+ -1) < 28)) {
-                arena[(((((((c78 &* 3) &+ ky79) &* 3) &+ kx80) &* 784) &+ (oy81 &* 28)) &+ ox82)] = images[((((img77 &* 784) &+ (c78 &* 784)) &+ (((oy81 &+ ky79) &+ -1) &* 28)) &+ ((ox82 &+ kx80) &+ -1))]
+  for g107 in 0..<1 {
+    for j108 in 0..<64 {
+      for r109 in 0..<9 {
+        do {  // SIMD16 over i110
+          var i110 = 0
+          while i110 &+ 16 <= 784 {
+            store16(arena, ((2826896 &+ (r109 &* 50176)) &+ (j108 &* 784)) &+ i110, SIMD16<Float>(repeating: Float(0)))
+            i110 &+= 16
+          }
+          while i110 < 784 {
+            arena[(((2826896 &+ (r109 &* 50176)) &+ (j108 &* 784)) &+ i110)] = Float(0)
+            i110 &+= 1
+          }
+        }
+      }
+      for c111 in 0..<1 {
+        for ky112 in 0..<3 {
+          for oy113 in 0..<28 {
+            if (-1 < ((oy113 &+ ky112) &+ -1) && ((oy113 &+ ky112) &+ -1) < 28) {
+              for ox114 in 0..<27 {
+                arena[((((2826896 &+ ((((c111 &* 3) &+ ky112) &* 3) &* 50176)) &+ (j108 &* 784)) &+ (oy113 &* 28)) &+ (ox114 &+ 1))] = images[((((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy113 &+ ky112) &+ -1) &* 28)) &+ ((ox114 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy115 in 0..<28 {
+            if (-1 < ((oy115 &+ ky112) &+ -1) && ((oy115 &+ ky112) &+ -1) < 28) {
+              do {  // SIMD16 over ox116
+                var ox116 = 0
+                while ox116 &+ 16 <= 28 {
+                  store16(arena, (((2826896 &+ (((((c111 &* 3) &+ ky112) &* 3) &+ 1) &* 50176)) &+ (j108 &* 784)) &+ (oy115 &* 28)) &+ ox116, load16(images, (((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy115 &+ ky112) &+ -1) &* 28)) &+ ox116))
+                  ox116 &+= 16
+                }
+                while ox116 < 28 {
+                  arena[((((2826896 &+ (((((c111 &* 3) &+ ky112) &* 3) &+ 1) &* 50176)) &+ (j108 &* 784)) &+ (oy115 &* 28)) &+ ox116)] = images[((((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy115 &+ ky112) &+ -1) &* 28)) &+ ox116)]
+                  ox116 &+= 1
+                }
+              }
+            }
+          }
+          for oy117 in 0..<28 {
+            if (-1 < ((oy117 &+ ky112) &+ -1) && ((oy117 &+ ky112) &+ -1) < 28) {
+              for ox118 in 0..<27 {
+                arena[((((2826896 &+ (((((c111 &* 3) &+ ky112) &* 3) &+ 2) &* 50176)) &+ (j108 &* 784)) &+ (oy117 &* 28)) &+ ox118)] = images[((((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy117 &+ ky112) &+ -1) &* 28)) &+ (ox118 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 32, 9, 784, 1, arena + (1221264 &+ (img77 &* 25088)), 784, arena + 0, 784, Float(bitPattern: 0x3f800000), grads + 0, 9)
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f83 in 0..<32 {
-    var acc84: Float = Float(0)
-    for img85 in 0..<64 {
-      for i86 in 0..<784 {
-        acc84 = (acc84 + arena[(((1221264 &+ (img85 &* 25088)) &+ (f83 &* 784)) &+ i86)])
+    for j119 in 0..<64 {
+      for f120 in 0..<32 {
+        do {  // SIMD16 over i121
+          var i121 = 0
+          while i121 &+ 16 <= 784 {
+            store16(arena, ((3278480 &+ (f120 &* 50176)) &+ (j119 &* 784)) &+ i121, load16(arena, ((1221264 &+ (((g107 &* 64) &+ j119) &* 25088)) &+ (f120 &* 784)) &+ i121))
+            i121 &+= 16
+          }
+          while i121 < 784 {
+            arena[(((3278480 &+ (f120 &* 50176)) &+ (j119 &* 784)) &+ i121)] = arena[(((1221264 &+ (((g107 &* 64) &+ j119) &* 25088)) &+ (f120 &* 784)) &+ i121)]
+            i121 &+= 1
+          }
+        }
       }
     }
-    grads[(288 &+ f83)] = acc84
+    sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 3278480, 50176, arena + 2826896, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f122 in 0..<32 {
+    var acc123: Float = Float(0)
+    for img124 in 0..<64 {
+      for i125 in 0..<784 {
+        acc123 = (acc123 + arena[(((1221264 &+ (img124 &* 25088)) &+ (f122 &* 784)) &+ i125)])
+      }
+    }
+    grads[(288 &+ f122)] = acc123
   }
   // adam update of 421642 parameters
-  var step_size87: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt88: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i89
-    var i89 = 0
-    while i89 &+ 16 <= 421642 {
-      let g_v = (load16(grads, 0 &+ i89) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i89)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i89)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i89)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i89, m_new_v)
-      store16(v, 0 &+ i89, v_new_v)
-      store16(params, 0 &+ i89, (load16(params, 0 &+ i89) - ((SIMD16<Float>(repeating: step_size87) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt88)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i89 &+= 16
+  var step_size126: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt127: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i128
+    var i128 = 0
+    while i128 &+ 16 <= 421642 {
+      let g_v = (load16(grads, 0 &+ i128) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i128)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i128)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i128)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i128, m_new_v)
+      store16(v, 0 &+ i128, v_new_v)
+      store16(params, 0 &+ i128, (load16(params, 0 &+ i128) - ((SIMD16<Float>(repeating: step_size126) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt127)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i128 &+= 16
     }
-    while i89 < 421642 {
-      var g: Float = (grads[i89] + (Float(0) * params[i89]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i89]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i89]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i89] = m_new
-      v[i89] = v_new
-      params[i89] = (params[i89] - ((step_size87 * m_new) / ((sqrtf(v_new) / bc2_sqrt88) + Float(bitPattern: 0x322bcc77))))
-      i89 &+= 1
+    while i128 < 421642 {
+      var g: Float = (grads[i128] + (Float(0) * params[i128]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i128]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i128]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i128] = m_new
+      v[i128] = v_new
+      params[i128] = (params[i128] - ((step_size126 * m_new) / ((sqrtf(v_new) / bc2_sqrt127) + Float(bitPattern: 0x322bcc77))))
+      i128 &+= 1
     }
   }
 }
@@ -388,69 +579,137 @@ public func simplecnn_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((802816 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -1) && ((oy5 &+ ky3) &+ -1) < 28) && (-1 < ((ox6 &+ kx4) &+ -1) && ((ox6 &+ kx4) &+ -1) < 28)) {
-                arena[(((802816 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -1) &* 28)) &+ ((ox6 &+ kx4) &+ -1))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<9 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((802816 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
+              for ox8 in 0..<27 {
+                arena[((((802816 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
+              do {  // SIMD16 over ox10
+                var ox10 = 0
+                while ox10 &+ 16 <= 28 {
+                  store16(arena, (((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
+                  ox10 &+= 16
+                }
+                while ox10 < 28 {
+                  arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
+                  ox10 &+= 1
+                }
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
+              for ox12 in 0..<27 {
+                arena[((((802816 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 784, 9, 1, params + 0, 9, arena + 802816, 784, Float(bitPattern: 0x0), arena + 809872, 784)
-    for f7 in 0..<32 {
-      for py8 in 0..<14 {
-        for px9 in 0..<14 {
-          var best10: Float = (arena[((809872 &+ (f7 &* 784)) &+ ((py8 &* 56) &+ (px9 &* 2)))] + params[(288 &+ f7)])
-          var bi11: Float = Float(((py8 &* 56) &+ (px9 &* 2)))
-          for ky12 in 0..<2 {
-            for kx13 in 0..<2 {
-              bi11 = ((arena[((809872 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(288 &+ f7)]) > best10 ? Float(((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13)) : bi11)
-              best10 = ((arena[((809872 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(288 &+ f7)]) > best10 ? (arena[((809872 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(288 &+ f7)]) : best10)
+    sgemm(101, 111, 111, 32, 50176, 9, 1, params + 0, 9, arena + 802816, 50176, Float(bitPattern: 0x0), arena + 1254400, 50176)
+    for j13 in 0..<64 {
+      for f14 in 0..<32 {
+        for py15 in 0..<14 {
+          for px16 in 0..<14 {
+            var best17: Float = (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)])
+            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
+            for ky19 in 0..<2 {
+              for kx20 in 0..<2 {
+                bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
+                best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) : best17)
+              }
             }
+            arena[((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
+            arena[(401408 &+ ((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
-          arena[((((img1 &* 6272) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9)] = (best10 > Float(0) ? best10 : Float(0))
-          arena[(401408 &+ ((((img1 &* 6272) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9))] = bi11
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img14 in 0..<64 {
-    for c15 in 0..<32 {
-      for ky16 in 0..<3 {
-        for kx17 in 0..<3 {
-          for oy18 in 0..<14 {
-            for ox19 in 0..<14 {
-              arena[(((802816 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = Float(0)
-              if ((-1 < ((oy18 &+ ky16) &+ -1) && ((oy18 &+ ky16) &+ -1) < 14) && (-1 < ((ox19 &+ kx17) &+ -1) && ((ox19 &+ kx17) &+ -1) < 14)) {
-                arena[(((802816 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = arena[((((img14 &* 6272) &+ (c15 &* 196)) &+ (((oy18 &+ ky16) &+ -1) &* 14)) &+ ((ox19 &+ kx17) &+ -1))]
+  for g21 in 0..<1 {
+    for j22 in 0..<64 {
+      for r23 in 0..<288 {
+        do {  // SIMD16 over i24
+          var i24 = 0
+          while i24 &+ 16 <= 196 {
+            store16(arena, ((802816 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
+            i24 &+= 16
+          }
+          while i24 < 196 {
+            arena[(((802816 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
+            i24 &+= 1
+          }
+        }
+      }
+      for c25 in 0..<32 {
+        for ky26 in 0..<3 {
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
+              for ox28 in 0..<13 {
+                arena[((((802816 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
+              do {  // SIMD16 over ox30
+                var ox30 = 0
+                while ox30 < 14 {
+                  arena[((((802816 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
+                  ox30 &+= 1
+                }
+              }
+            }
+          }
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((802816 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 64, 196, 288, 1, params + 320, 288, arena + 802816, 196, Float(bitPattern: 0x0), arena + 859264, 196)
-    for f20 in 0..<64 {
-      for py21 in 0..<7 {
-        for px22 in 0..<7 {
-          var best23: Float = (arena[((859264 &+ (f20 &* 196)) &+ ((py21 &* 28) &+ (px22 &* 2)))] + params[(18752 &+ f20)])
-          var bi24: Float = Float(((py21 &* 28) &+ (px22 &* 2)))
-          for ky25 in 0..<2 {
-            for kx26 in 0..<2 {
-              bi24 = ((arena[((859264 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(18752 &+ f20)]) > best23 ? Float(((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26)) : bi24)
-              best23 = ((arena[((859264 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(18752 &+ f20)]) > best23 ? (arena[((859264 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(18752 &+ f20)]) : best23)
+    sgemm(101, 111, 111, 64, 12544, 288, 1, params + 320, 288, arena + 802816, 12544, Float(bitPattern: 0x0), arena + 4415488, 12544)
+    for j33 in 0..<64 {
+      for f34 in 0..<64 {
+        for py35 in 0..<7 {
+          for px36 in 0..<7 {
+            var best37: Float = (arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(18752 &+ f34)])
+            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
+            for ky39 in 0..<2 {
+              for kx40 in 0..<2 {
+                bi38 = ((arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
+                best37 = ((arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? (arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) : best37)
+              }
             }
+            arena[(401408 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
+            arena[(602112 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
           }
-          arena[(401408 &+ ((((img14 &* 3136) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = (best23 > Float(0) ? best23 : Float(0))
-          arena[(602112 &+ ((((img14 &* 3136) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = bi24
         }
       }
     }
@@ -458,28 +717,28 @@ public func simplecnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 401408, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 0, 128)
-  for n27 in 0..<64 {
-    do {  // SIMD16 over u28
-      var u28 = 0
-      while u28 &+ 16 <= 128 {
-        store16(arena, (n27 &* 128) &+ u28, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n27 &* 128) &+ u28) + load16(params, 420224 &+ u28)), where: (load16(arena, (n27 &* 128) &+ u28) + load16(params, 420224 &+ u28)) .> SIMD16<Float>(repeating: Float(0))))
-        u28 &+= 16
+  for n41 in 0..<64 {
+    do {  // SIMD16 over u42
+      var u42 = 0
+      while u42 &+ 16 <= 128 {
+        store16(arena, (n41 &* 128) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 420224 &+ u42)), where: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 420224 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
+        u42 &+= 16
       }
-      while u28 < 128 {
-        arena[((n27 &* 128) &+ u28)] = ((arena[((n27 &* 128) &+ u28)] + params[(420224 &+ u28)]) > Float(0) ? (arena[((n27 &* 128) &+ u28)] + params[(420224 &+ u28)]) : Float(0))
-        u28 &+= 1
+      while u42 < 128 {
+        arena[((n41 &* 128) &+ u42)] = ((arena[((n41 &* 128) &+ u42)] + params[(420224 &+ u42)]) > Float(0) ? (arena[((n41 &* 128) &+ u42)] + params[(420224 &+ u42)]) : Float(0))
+        u42 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n29 in 0..<64 {
-    do {  // SIMD16 over u30
-      var u30 = 0
-      while u30 < 10 {
-        arena[((8192 &+ (n29 &* 10)) &+ u30)] = (arena[((8192 &+ (n29 &* 10)) &+ u30)] + params[(421632 &+ u30)])
-        u30 &+= 1
+  for n43 in 0..<64 {
+    do {  // SIMD16 over u44
+      var u44 = 0
+      while u44 < 10 {
+        arena[((8192 &+ (n43 &* 10)) &+ u44)] = (arena[((8192 &+ (n43 &* 10)) &+ u44)] + params[(421632 &+ u44)])
+        u44 &+= 1
       }
     }
   }

@@ -7,1528 +7,2302 @@ entry:
   %v_new = alloca float, align 4
   %m_new = alloca float, align 4
   %g = alloca float, align 4
-  %bc2_sqrt86 = alloca float, align 4
-  %step_size85 = alloca float, align 4
-  %acc82 = alloca float, align 4
-  %acc61 = alloca float, align 4
-  %acc48 = alloca float, align 4
-  %acc44 = alloca float, align 4
-  %s39 = alloca float, align 4
-  %m38 = alloca float, align 4
-  %s34 = alloca float, align 4
-  %m33 = alloca float, align 4
-  %total31 = alloca float, align 4
-  %bi24 = alloca float, align 4
-  %best23 = alloca float, align 4
-  %bi11 = alloca float, align 4
-  %best10 = alloca float, align 4
-  br label %img1
+  %bc2_sqrt125 = alloca float, align 4
+  %step_size124 = alloca float, align 4
+  %acc121 = alloca float, align 4
+  %acc84 = alloca float, align 4
+  %acc62 = alloca float, align 4
+  %acc58 = alloca float, align 4
+  %s53 = alloca float, align 4
+  %m52 = alloca float, align 4
+  %s48 = alloca float, align 4
+  %m47 = alloca float, align 4
+  %total45 = alloca float, align 4
+  %bi38 = alloca float, align 4
+  %best37 = alloca float, align 4
+  %bi18 = alloca float, align 4
+  %best17 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j13.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img14
+g1.end:                                           ; preds = %j13.end
+  br label %g21
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 401408
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 408464
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 784, i32 9, float 1.000000e+00, ptr %params10, i32 9, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params24 = getelementptr inbounds float, ptr %params, i64 0
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 401408
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 852992
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
+  br label %j13
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %0 = icmp slt i64 %c2.next, 1
-  br i1 %0, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 401408, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %1 = icmp slt i64 %ky3.next, 3
-  br i1 %1, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 9
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %2 = icmp slt i64 %kx4.next, 3
-  br i1 %2, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %3 = mul nsw i64 %c22, 3
-  %4 = add nsw i64 %3, %ky33
-  %5 = mul nsw i64 %4, 3
-  %6 = add nsw i64 %5, %kx44
-  %7 = mul nsw i64 %6, 784
-  %8 = add nsw i64 401408, %7
-  %9 = mul nsw i64 %oy55, 28
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float 0.000000e+00, ptr %arena7, align 4
-  %12 = add nsw i64 %oy55, %ky33
+ky6:                                              ; preds = %oy11.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
+  br label %oy7
+
+ky6.end:                                          ; preds = %oy11.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
+
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -1
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
   %13 = add nsw i64 %12, -1
-  %14 = icmp slt i64 -1, %13
-  %15 = add nsw i64 %oy55, %ky33
-  %16 = add nsw i64 %15, -1
-  %17 = icmp slt i64 %16, 28
-  %18 = and i1 %14, %17
-  %19 = add nsw i64 %ox66, %kx44
-  %20 = add nsw i64 %19, -1
-  %21 = icmp slt i64 -1, %20
-  %22 = add nsw i64 %ox66, %kx44
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
   %23 = add nsw i64 %22, -1
-  %24 = icmp slt i64 %23, 28
-  %25 = and i1 %21, %24
-  %26 = and i1 %18, %25
-  br i1 %26, label %then, label %endif
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 1
+  %27 = add nsw i64 %26, -1
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 3
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 3
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 401408, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 1
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 27
+  br i1 %41, label %ox8, label %ox8.end
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %27 = icmp slt i64 %oy5.next, 28
-  br i1 %27, label %oy5, label %oy5.end
-
-then:                                             ; preds = %ox6
-  %28 = mul nsw i64 %img11, 784
-  %29 = mul nsw i64 %c22, 784
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %oy55, %ky33
-  %32 = add nsw i64 %31, -1
-  %33 = mul nsw i64 %32, 28
-  %34 = add nsw i64 %30, %33
-  %35 = add nsw i64 %ox66, %kx44
-  %36 = add nsw i64 %35, -1
-  %37 = add nsw i64 %34, %36
-  %images8 = getelementptr inbounds float, ptr %images, i64 %37
-  %38 = load float, ptr %images8, align 4
-  %39 = mul nsw i64 %c22, 3
-  %40 = add nsw i64 %39, %ky33
-  %41 = mul nsw i64 %40, 3
-  %42 = add nsw i64 %41, %kx44
-  %43 = mul nsw i64 %42, 784
-  %44 = add nsw i64 401408, %43
-  %45 = mul nsw i64 %oy55, 28
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %38, ptr %arena9, align 4
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %48 = icmp slt i64 %ox6.next, 28
-  br i1 %48, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -1
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -1
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %py8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %py8.end ]
-  br label %py8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %py8.end
-  %img1.next = add nsw i64 %img11, 1
-  %49 = icmp slt i64 %img1.next, 64
-  br i1 %49, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-py8:                                              ; preds = %px9.end, %f7
-  %py814 = phi i64 [ 0, %f7 ], [ %py8.next, %px9.end ]
-  br label %px9
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-py8.end:                                          ; preds = %px9.end
-  %f7.next = add nsw i64 %f713, 1
-  %50 = icmp slt i64 %f7.next, 16
-  br i1 %50, label %f7, label %f7.end
-
-px9:                                              ; preds = %ky12.end, %py8
-  %px915 = phi i64 [ 0, %py8 ], [ %px9.next, %ky12.end ]
-  %51 = mul nsw i64 %f713, 784
-  %52 = add nsw i64 408464, %51
-  %53 = mul nsw i64 %py814, 56
-  %54 = mul nsw i64 %px915, 2
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %52, %55
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
-  %57 = load float, ptr %arena16, align 4
-  %58 = add nsw i64 144, %f713
-  %params17 = getelementptr inbounds float, ptr %params, i64 %58
-  %59 = load float, ptr %params17, align 4
-  %60 = fadd float %57, %59
-  store float %60, ptr %best10, align 4
-  %61 = mul nsw i64 %py814, 56
-  %62 = mul nsw i64 %px915, 2
-  %63 = add nsw i64 %61, %62
-  %64 = sitofp i64 %63 to float
-  store float %64, ptr %bi11, align 4
-  br label %ky12
-
-px9.end:                                          ; preds = %ky12.end
-  %py8.next = add nsw i64 %py814, 1
-  %65 = icmp slt i64 %py8.next, 14
-  br i1 %65, label %py8, label %py8.end
-
-ky12:                                             ; preds = %kx13.end, %px9
-  %ky1218 = phi i64 [ 0, %px9 ], [ %ky12.next, %kx13.end ]
-  br label %kx13
-
-ky12.end:                                         ; preds = %kx13.end
-  %best1030 = load float, ptr %best10, align 4
-  %66 = fcmp ogt float %best1030, 0.000000e+00
-  %best1031 = load float, ptr %best10, align 4
-  %67 = select i1 %66, float %best1031, float 0.000000e+00
-  %68 = mul nsw i64 %img11, 3136
-  %69 = mul nsw i64 %f713, 196
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -1
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %58, %ox1015
+  %images16 = getelementptr inbounds float, ptr %images, i64 %59
+  %60 = load float, ptr %images16, align 4
+  %61 = mul nsw i64 %c56, 3
+  %62 = add nsw i64 %61, %ky67
+  %63 = mul nsw i64 %62, 3
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 50176
+  %66 = add nsw i64 401408, %65
+  %67 = mul nsw i64 %j22, 784
+  %68 = add nsw i64 %66, %67
+  %69 = mul nsw i64 %oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %py814, 14
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 %72, %px915
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %73
-  store float %67, ptr %arena32, align 4
-  %bi1133 = load float, ptr %bi11, align 4
-  %74 = mul nsw i64 %img11, 3136
-  %75 = mul nsw i64 %f713, 196
-  %76 = add nsw i64 %74, %75
-  %77 = mul nsw i64 %py814, 14
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %px915
-  %80 = add nsw i64 200704, %79
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %80
-  store float %bi1133, ptr %arena34, align 4
-  %px9.next = add nsw i64 %px915, 1
-  %81 = icmp slt i64 %px9.next, 14
-  br i1 %81, label %px9, label %px9.end
+  %71 = add nsw i64 %70, %ox1015
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
+  store float %60, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %72 = icmp slt i64 %ox10.next, 28
+  br i1 %72, label %ox10, label %ox10.end
 
-kx13:                                             ; preds = %kx13, %ky12
-  %kx1319 = phi i64 [ 0, %ky12 ], [ %kx13.next, %kx13 ]
-  %82 = mul nsw i64 %f713, 784
-  %83 = add nsw i64 408464, %82
-  %84 = mul nsw i64 %py814, 56
-  %85 = mul nsw i64 %px915, 2
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
+
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %73 = add nsw i64 %oy1118, %ky67
+  %74 = add nsw i64 %73, -1
+  %75 = icmp slt i64 -1, %74
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -1
+  %78 = icmp slt i64 %77, 28
+  %79 = and i1 %75, %78
+  br i1 %79, label %then19, label %endif20
+
+oy11.end:                                         ; preds = %endif20
+  %ky6.next = add nsw i64 %ky67, 1
+  %80 = icmp slt i64 %ky6.next, 3
+  br i1 %80, label %ky6, label %ky6.end
+
+then19:                                           ; preds = %oy11
+  br label %ox12
+
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %81 = icmp slt i64 %oy11.next, 28
+  br i1 %81, label %oy11, label %oy11.end
+
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %82 = mul nsw i64 %g11, 64
+  %83 = add nsw i64 %82, %j22
+  %84 = mul nsw i64 %83, 784
+  %85 = mul nsw i64 %c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %ky1218, 28
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %kx1319
-  %90 = add nsw i64 %83, %89
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %90
-  %91 = load float, ptr %arena20, align 4
-  %92 = add nsw i64 144, %f713
-  %params21 = getelementptr inbounds float, ptr %params, i64 %92
-  %93 = load float, ptr %params21, align 4
-  %94 = fadd float %91, %93
-  %best1022 = load float, ptr %best10, align 4
-  %95 = fcmp ogt float %94, %best1022
-  %96 = mul nsw i64 %py814, 56
-  %97 = mul nsw i64 %px915, 2
-  %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %ky1218, 28
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %kx1319
-  %102 = sitofp i64 %101 to float
-  %bi1123 = load float, ptr %bi11, align 4
-  %103 = select i1 %95, float %102, float %bi1123
-  store float %103, ptr %bi11, align 4
-  %104 = mul nsw i64 %f713, 784
-  %105 = add nsw i64 408464, %104
-  %106 = mul nsw i64 %py814, 56
-  %107 = mul nsw i64 %px915, 2
-  %108 = add nsw i64 %106, %107
-  %109 = mul nsw i64 %ky1218, 28
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, %kx1319
-  %112 = add nsw i64 %105, %111
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena24, align 4
-  %114 = add nsw i64 144, %f713
-  %params25 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params25, align 4
-  %116 = fadd float %113, %115
-  %best1026 = load float, ptr %best10, align 4
-  %117 = fcmp ogt float %116, %best1026
-  %118 = mul nsw i64 %f713, 784
-  %119 = add nsw i64 408464, %118
-  %120 = mul nsw i64 %py814, 56
-  %121 = mul nsw i64 %px915, 2
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %ky1218, 28
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 %124, %kx1319
-  %126 = add nsw i64 %119, %125
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %126
-  %127 = load float, ptr %arena27, align 4
-  %128 = add nsw i64 144, %f713
-  %params28 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params28, align 4
-  %130 = fadd float %127, %129
-  %best1029 = load float, ptr %best10, align 4
-  %131 = select i1 %117, float %130, float %best1029
-  store float %131, ptr %best10, align 4
-  %kx13.next = add nsw i64 %kx1319, 1
-  %132 = icmp slt i64 %kx13.next, 2
-  br i1 %132, label %kx13, label %kx13.end
+  %87 = add nsw i64 %oy1118, %ky67
+  %88 = add nsw i64 %87, -1
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %ox1221, 1
+  %92 = add nsw i64 %90, %91
+  %images22 = getelementptr inbounds float, ptr %images, i64 %92
+  %93 = load float, ptr %images22, align 4
+  %94 = mul nsw i64 %c56, 3
+  %95 = add nsw i64 %94, %ky67
+  %96 = mul nsw i64 %95, 3
+  %97 = add nsw i64 %96, 2
+  %98 = mul nsw i64 %97, 50176
+  %99 = add nsw i64 401408, %98
+  %100 = mul nsw i64 %j22, 784
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %oy1118, 28
+  %103 = add nsw i64 %101, %102
+  %104 = add nsw i64 %103, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
+  store float %93, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %105 = icmp slt i64 %ox12.next, 27
+  br i1 %105, label %ox12, label %ox12.end
 
-kx13.end:                                         ; preds = %kx13
-  %ky12.next = add nsw i64 %ky1218, 1
-  %133 = icmp slt i64 %ky12.next, 2
-  br i1 %133, label %ky12, label %ky12.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-img14:                                            ; preds = %f20.end, %img1.end
-  %img1435 = phi i64 [ 0, %img1.end ], [ %img14.next, %f20.end ]
-  br label %c15
+j13:                                              ; preds = %f14.end, %j2.end
+  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
+  br label %f14
 
-img14.end:                                        ; preds = %f20.end
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params72 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 602112
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena71, i32 1568, ptr %params72, i32 1568, float 0.000000e+00, ptr %arena73, i32 128)
-  br label %n27
+j13.end:                                          ; preds = %f14.end
+  %g1.next = add nsw i64 %g11, 1
+  %106 = icmp slt i64 %g1.next, 1
+  br i1 %106, label %g1, label %g1.end
 
-c15:                                              ; preds = %ky16.end, %img14
-  %c1536 = phi i64 [ 0, %img14 ], [ %c15.next, %ky16.end ]
-  br label %ky16
+f14:                                              ; preds = %py15.end, %j13
+  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
+  br label %py15
 
-c15.end:                                          ; preds = %ky16.end
-  %params46 = getelementptr inbounds float, ptr %params, i64 160
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 602112
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 630336
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 196, i32 144, float 1.000000e+00, ptr %params46, i32 144, ptr %arena47, i32 196, float 0.000000e+00, ptr %arena48, i32 196)
-  br label %f20
+f14.end:                                          ; preds = %py15.end
+  %j13.next = add nsw i64 %j1327, 1
+  %107 = icmp slt i64 %j13.next, 64
+  br i1 %107, label %j13, label %j13.end
 
-ky16:                                             ; preds = %kx17.end, %c15
-  %ky1637 = phi i64 [ 0, %c15 ], [ %ky16.next, %kx17.end ]
-  br label %kx17
+py15:                                             ; preds = %px16.end, %f14
+  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
+  br label %px16
 
-ky16.end:                                         ; preds = %kx17.end
-  %c15.next = add nsw i64 %c1536, 1
-  %134 = icmp slt i64 %c15.next, 16
-  br i1 %134, label %c15, label %c15.end
+py15.end:                                         ; preds = %px16.end
+  %f14.next = add nsw i64 %f1428, 1
+  %108 = icmp slt i64 %f14.next, 16
+  br i1 %108, label %f14, label %f14.end
 
-kx17:                                             ; preds = %oy18.end, %ky16
-  %kx1738 = phi i64 [ 0, %ky16 ], [ %kx17.next, %oy18.end ]
-  br label %oy18
+px16:                                             ; preds = %ky19.end, %py15
+  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
+  %109 = mul nsw i64 %f1428, 50176
+  %110 = add nsw i64 852992, %109
+  %111 = mul nsw i64 %j1327, 784
+  %112 = add nsw i64 %110, %111
+  %113 = mul nsw i64 %py1529, 56
+  %114 = mul nsw i64 %px1630, 2
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %112, %115
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load float, ptr %arena31, align 4
+  %118 = add nsw i64 144, %f1428
+  %params32 = getelementptr inbounds float, ptr %params, i64 %118
+  %119 = load float, ptr %params32, align 4
+  %120 = fadd float %117, %119
+  store float %120, ptr %best17, align 4
+  %121 = mul nsw i64 %py1529, 56
+  %122 = mul nsw i64 %px1630, 2
+  %123 = add nsw i64 %121, %122
+  %124 = sitofp i64 %123 to float
+  store float %124, ptr %bi18, align 4
+  br label %ky19
 
-kx17.end:                                         ; preds = %oy18.end
-  %ky16.next = add nsw i64 %ky1637, 1
-  %135 = icmp slt i64 %ky16.next, 3
-  br i1 %135, label %ky16, label %ky16.end
+px16.end:                                         ; preds = %ky19.end
+  %py15.next = add nsw i64 %py1529, 1
+  %125 = icmp slt i64 %py15.next, 14
+  br i1 %125, label %py15, label %py15.end
 
-oy18:                                             ; preds = %ox19.end, %kx17
-  %oy1839 = phi i64 [ 0, %kx17 ], [ %oy18.next, %ox19.end ]
-  br label %ox19
+ky19:                                             ; preds = %kx20.end, %px16
+  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
+  br label %kx20
 
-oy18.end:                                         ; preds = %ox19.end
-  %kx17.next = add nsw i64 %kx1738, 1
-  %136 = icmp slt i64 %kx17.next, 3
-  br i1 %136, label %kx17, label %kx17.end
+ky19.end:                                         ; preds = %kx20.end
+  %best1745 = load float, ptr %best17, align 4
+  %126 = fcmp ogt float %best1745, 0.000000e+00
+  %best1746 = load float, ptr %best17, align 4
+  %127 = select i1 %126, float %best1746, float 0.000000e+00
+  %128 = mul nsw i64 %g11, 64
+  %129 = add nsw i64 %128, %j1327
+  %130 = mul nsw i64 %129, 3136
+  %131 = mul nsw i64 %f1428, 196
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %py1529, 14
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 %134, %px1630
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena47, align 4
+  %bi1848 = load float, ptr %bi18, align 4
+  %136 = mul nsw i64 %g11, 64
+  %137 = add nsw i64 %136, %j1327
+  %138 = mul nsw i64 %137, 3136
+  %139 = mul nsw i64 %f1428, 196
+  %140 = add nsw i64 %138, %139
+  %141 = mul nsw i64 %py1529, 14
+  %142 = add nsw i64 %140, %141
+  %143 = add nsw i64 %142, %px1630
+  %144 = add nsw i64 200704, %143
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1848, ptr %arena49, align 4
+  %px16.next = add nsw i64 %px1630, 1
+  %145 = icmp slt i64 %px16.next, 14
+  br i1 %145, label %px16, label %px16.end
 
-ox19:                                             ; preds = %endif43, %oy18
-  %ox1940 = phi i64 [ 0, %oy18 ], [ %ox19.next, %endif43 ]
-  %137 = mul nsw i64 %c1536, 3
-  %138 = add nsw i64 %137, %ky1637
-  %139 = mul nsw i64 %138, 3
-  %140 = add nsw i64 %139, %kx1738
-  %141 = mul nsw i64 %140, 196
-  %142 = add nsw i64 602112, %141
-  %143 = mul nsw i64 %oy1839, 14
-  %144 = add nsw i64 %142, %143
-  %145 = add nsw i64 %144, %ox1940
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %145
-  store float 0.000000e+00, ptr %arena41, align 4
-  %146 = add nsw i64 %oy1839, %ky1637
-  %147 = add nsw i64 %146, -1
-  %148 = icmp slt i64 -1, %147
-  %149 = add nsw i64 %oy1839, %ky1637
-  %150 = add nsw i64 %149, -1
-  %151 = icmp slt i64 %150, 14
-  %152 = and i1 %148, %151
-  %153 = add nsw i64 %ox1940, %kx1738
-  %154 = add nsw i64 %153, -1
-  %155 = icmp slt i64 -1, %154
-  %156 = add nsw i64 %ox1940, %kx1738
-  %157 = add nsw i64 %156, -1
-  %158 = icmp slt i64 %157, 14
-  %159 = and i1 %155, %158
-  %160 = and i1 %152, %159
-  br i1 %160, label %then42, label %endif43
-
-ox19.end:                                         ; preds = %endif43
-  %oy18.next = add nsw i64 %oy1839, 1
-  %161 = icmp slt i64 %oy18.next, 14
-  br i1 %161, label %oy18, label %oy18.end
-
-then42:                                           ; preds = %ox19
-  %162 = mul nsw i64 %img1435, 3136
-  %163 = mul nsw i64 %c1536, 196
+kx20:                                             ; preds = %kx20, %ky19
+  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
+  %146 = mul nsw i64 %f1428, 50176
+  %147 = add nsw i64 852992, %146
+  %148 = mul nsw i64 %j1327, 784
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %py1529, 56
+  %151 = mul nsw i64 %px1630, 2
+  %152 = add nsw i64 %150, %151
+  %153 = mul nsw i64 %ky1933, 28
+  %154 = add nsw i64 %152, %153
+  %155 = add nsw i64 %154, %kx2034
+  %156 = add nsw i64 %149, %155
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
+  %157 = load float, ptr %arena35, align 4
+  %158 = add nsw i64 144, %f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %158
+  %159 = load float, ptr %params36, align 4
+  %160 = fadd float %157, %159
+  %best1737 = load float, ptr %best17, align 4
+  %161 = fcmp ogt float %160, %best1737
+  %162 = mul nsw i64 %py1529, 56
+  %163 = mul nsw i64 %px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %oy1839, %ky1637
-  %166 = add nsw i64 %165, -1
-  %167 = mul nsw i64 %166, 14
-  %168 = add nsw i64 %164, %167
-  %169 = add nsw i64 %ox1940, %kx1738
-  %170 = add nsw i64 %169, -1
-  %171 = add nsw i64 %168, %170
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %171
-  %172 = load float, ptr %arena44, align 4
-  %173 = mul nsw i64 %c1536, 3
-  %174 = add nsw i64 %173, %ky1637
-  %175 = mul nsw i64 %174, 3
-  %176 = add nsw i64 %175, %kx1738
-  %177 = mul nsw i64 %176, 196
-  %178 = add nsw i64 602112, %177
-  %179 = mul nsw i64 %oy1839, 14
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %180, %ox1940
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float %172, ptr %arena45, align 4
-  br label %endif43
-
-endif43:                                          ; preds = %then42, %ox19
-  %ox19.next = add nsw i64 %ox1940, 1
-  %182 = icmp slt i64 %ox19.next, 14
-  br i1 %182, label %ox19, label %ox19.end
-
-f20:                                              ; preds = %py21.end, %c15.end
-  %f2049 = phi i64 [ 0, %c15.end ], [ %f20.next, %py21.end ]
-  br label %py21
-
-f20.end:                                          ; preds = %py21.end
-  %img14.next = add nsw i64 %img1435, 1
-  %183 = icmp slt i64 %img14.next, 64
-  br i1 %183, label %img14, label %img14.end
-
-py21:                                             ; preds = %px22.end, %f20
-  %py2150 = phi i64 [ 0, %f20 ], [ %py21.next, %px22.end ]
-  br label %px22
-
-py21.end:                                         ; preds = %px22.end
-  %f20.next = add nsw i64 %f2049, 1
-  %184 = icmp slt i64 %f20.next, 32
-  br i1 %184, label %f20, label %f20.end
-
-px22:                                             ; preds = %ky25.end, %py21
-  %px2251 = phi i64 [ 0, %py21 ], [ %px22.next, %ky25.end ]
-  %185 = mul nsw i64 %f2049, 196
-  %186 = add nsw i64 630336, %185
-  %187 = mul nsw i64 %py2150, 28
-  %188 = mul nsw i64 %px2251, 2
+  %165 = mul nsw i64 %ky1933, 28
+  %166 = add nsw i64 %164, %165
+  %167 = add nsw i64 %166, %kx2034
+  %168 = sitofp i64 %167 to float
+  %bi1838 = load float, ptr %bi18, align 4
+  %169 = select i1 %161, float %168, float %bi1838
+  store float %169, ptr %bi18, align 4
+  %170 = mul nsw i64 %f1428, 50176
+  %171 = add nsw i64 852992, %170
+  %172 = mul nsw i64 %j1327, 784
+  %173 = add nsw i64 %171, %172
+  %174 = mul nsw i64 %py1529, 56
+  %175 = mul nsw i64 %px1630, 2
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %ky1933, 28
+  %178 = add nsw i64 %176, %177
+  %179 = add nsw i64 %178, %kx2034
+  %180 = add nsw i64 %173, %179
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena39, align 4
+  %182 = add nsw i64 144, %f1428
+  %params40 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params40, align 4
+  %184 = fadd float %181, %183
+  %best1741 = load float, ptr %best17, align 4
+  %185 = fcmp ogt float %184, %best1741
+  %186 = mul nsw i64 %f1428, 50176
+  %187 = add nsw i64 852992, %186
+  %188 = mul nsw i64 %j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 %186, %189
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %190
-  %191 = load float, ptr %arena52, align 4
-  %192 = add nsw i64 4768, %f2049
-  %params53 = getelementptr inbounds float, ptr %params, i64 %192
-  %193 = load float, ptr %params53, align 4
-  %194 = fadd float %191, %193
-  store float %194, ptr %best23, align 4
-  %195 = mul nsw i64 %py2150, 28
-  %196 = mul nsw i64 %px2251, 2
-  %197 = add nsw i64 %195, %196
-  %198 = sitofp i64 %197 to float
-  store float %198, ptr %bi24, align 4
-  br label %ky25
+  %190 = mul nsw i64 %py1529, 56
+  %191 = mul nsw i64 %px1630, 2
+  %192 = add nsw i64 %190, %191
+  %193 = mul nsw i64 %ky1933, 28
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %194, %kx2034
+  %196 = add nsw i64 %189, %195
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena42, align 4
+  %198 = add nsw i64 144, %f1428
+  %params43 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params43, align 4
+  %200 = fadd float %197, %199
+  %best1744 = load float, ptr %best17, align 4
+  %201 = select i1 %185, float %200, float %best1744
+  store float %201, ptr %best17, align 4
+  %kx20.next = add nsw i64 %kx2034, 1
+  %202 = icmp slt i64 %kx20.next, 2
+  br i1 %202, label %kx20, label %kx20.end
 
-px22.end:                                         ; preds = %ky25.end
-  %py21.next = add nsw i64 %py2150, 1
-  %199 = icmp slt i64 %py21.next, 7
-  br i1 %199, label %py21, label %py21.end
+kx20.end:                                         ; preds = %kx20
+  %ky19.next = add nsw i64 %ky1933, 1
+  %203 = icmp slt i64 %ky19.next, 2
+  br i1 %203, label %ky19, label %ky19.end
 
-ky25:                                             ; preds = %kx26.end, %px22
-  %ky2554 = phi i64 [ 0, %px22 ], [ %ky25.next, %kx26.end ]
-  br label %kx26
+g21:                                              ; preds = %j33.end, %g1.end
+  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
+  br label %j2251
 
-ky25.end:                                         ; preds = %kx26.end
-  %best2366 = load float, ptr %best23, align 4
-  %200 = fcmp ogt float %best2366, 0.000000e+00
-  %best2367 = load float, ptr %best23, align 4
-  %201 = select i1 %200, float %best2367, float 0.000000e+00
-  %202 = mul nsw i64 %img1435, 1568
-  %203 = mul nsw i64 %f2049, 49
-  %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %py2150, 7
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %px2251
-  %208 = add nsw i64 401408, %207
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float %201, ptr %arena68, align 4
-  %bi2469 = load float, ptr %bi24, align 4
-  %209 = mul nsw i64 %img1435, 1568
-  %210 = mul nsw i64 %f2049, 49
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %py2150, 7
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %px2251
-  %215 = add nsw i64 501760, %214
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2469, ptr %arena70, align 4
-  %px22.next = add nsw i64 %px2251, 1
-  %216 = icmp slt i64 %px22.next, 7
-  br i1 %216, label %px22, label %px22.end
+g21.end:                                          ; preds = %j33.end
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params103 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 602112
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena102, i32 1568, ptr %params103, i32 1568, float 0.000000e+00, ptr %arena104, i32 128)
+  br label %n41
 
-kx26:                                             ; preds = %kx26, %ky25
-  %kx2655 = phi i64 [ 0, %ky25 ], [ %kx26.next, %kx26 ]
-  %217 = mul nsw i64 %f2049, 196
-  %218 = add nsw i64 630336, %217
-  %219 = mul nsw i64 %py2150, 28
-  %220 = mul nsw i64 %px2251, 2
-  %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %ky2554, 14
-  %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %kx2655
-  %225 = add nsw i64 %218, %224
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena56, align 4
-  %227 = add nsw i64 4768, %f2049
-  %params57 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params57, align 4
-  %229 = fadd float %226, %228
-  %best2358 = load float, ptr %best23, align 4
-  %230 = fcmp ogt float %229, %best2358
-  %231 = mul nsw i64 %py2150, 28
-  %232 = mul nsw i64 %px2251, 2
-  %233 = add nsw i64 %231, %232
-  %234 = mul nsw i64 %ky2554, 14
-  %235 = add nsw i64 %233, %234
-  %236 = add nsw i64 %235, %kx2655
-  %237 = sitofp i64 %236 to float
-  %bi2459 = load float, ptr %bi24, align 4
-  %238 = select i1 %230, float %237, float %bi2459
-  store float %238, ptr %bi24, align 4
-  %239 = mul nsw i64 %f2049, 196
-  %240 = add nsw i64 630336, %239
-  %241 = mul nsw i64 %py2150, 28
-  %242 = mul nsw i64 %px2251, 2
-  %243 = add nsw i64 %241, %242
-  %244 = mul nsw i64 %ky2554, 14
-  %245 = add nsw i64 %243, %244
-  %246 = add nsw i64 %245, %kx2655
-  %247 = add nsw i64 %240, %246
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena60, align 4
-  %249 = add nsw i64 4768, %f2049
-  %params61 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params61, align 4
-  %251 = fadd float %248, %250
-  %best2362 = load float, ptr %best23, align 4
-  %252 = fcmp ogt float %251, %best2362
-  %253 = mul nsw i64 %f2049, 196
-  %254 = add nsw i64 630336, %253
-  %255 = mul nsw i64 %py2150, 28
-  %256 = mul nsw i64 %px2251, 2
-  %257 = add nsw i64 %255, %256
-  %258 = mul nsw i64 %ky2554, 14
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, %kx2655
-  %261 = add nsw i64 %254, %260
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena63, align 4
-  %263 = add nsw i64 4768, %f2049
-  %params64 = getelementptr inbounds float, ptr %params, i64 %263
-  %264 = load float, ptr %params64, align 4
-  %265 = fadd float %262, %264
-  %best2365 = load float, ptr %best23, align 4
-  %266 = select i1 %252, float %265, float %best2365
-  store float %266, ptr %best23, align 4
-  %kx26.next = add nsw i64 %kx2655, 1
-  %267 = icmp slt i64 %kx26.next, 2
-  br i1 %267, label %kx26, label %kx26.end
+j2251:                                            ; preds = %c25.end, %g21
+  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
+  br label %r23
 
-kx26.end:                                         ; preds = %kx26
-  %ky25.next = add nsw i64 %ky2554, 1
-  %268 = icmp slt i64 %ky25.next, 2
-  br i1 %268, label %ky25, label %ky25.end
+j22.end:                                          ; preds = %c25.end
+  %params76 = getelementptr inbounds float, ptr %params, i64 160
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 602112
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 2408448
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params76, i32 144, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
+  br label %j33
 
-n27:                                              ; preds = %u28.end, %img14.end
-  %n2774 = phi i64 [ 0, %img14.end ], [ %n27.next, %u28.end ]
-  br label %u28
+r23:                                              ; preds = %i24.end, %j2251
+  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
+  br label %i24
 
-n27.end:                                          ; preds = %u28.end
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 602112
-  %params82 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 610304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena81, i32 128, ptr %params82, i32 128, float 0.000000e+00, ptr %arena83, i32 10)
-  br label %n29
+r23.end:                                          ; preds = %i24.end
+  br label %c25
 
-u28:                                              ; preds = %u28, %n27
-  %u2875 = phi i64 [ 0, %n27 ], [ %u28.next, %u28 ]
-  %269 = mul nsw i64 %n2774, 128
+i24:                                              ; preds = %i24, %r23
+  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
+  %204 = mul nsw i64 %r2353, 12544
+  %205 = add nsw i64 602112, %204
+  %206 = mul nsw i64 %j2252, 196
+  %207 = add nsw i64 %205, %206
+  %208 = add nsw i64 %207, %i2454
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena55, align 4
+  %i24.next = add nsw i64 %i2454, 1
+  %209 = icmp slt i64 %i24.next, 196
+  br i1 %209, label %i24, label %i24.end
+
+i24.end:                                          ; preds = %i24
+  %r23.next = add nsw i64 %r2353, 1
+  %210 = icmp slt i64 %r23.next, 144
+  br i1 %210, label %r23, label %r23.end
+
+c25:                                              ; preds = %ky26.end, %r23.end
+  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
+  br label %ky26
+
+c25.end:                                          ; preds = %ky26.end
+  %j22.next = add nsw i64 %j2252, 1
+  %211 = icmp slt i64 %j22.next, 64
+  br i1 %211, label %j2251, label %j22.end
+
+ky26:                                             ; preds = %oy31.end, %c25
+  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
+  br label %oy27
+
+ky26.end:                                         ; preds = %oy31.end
+  %c25.next = add nsw i64 %c2556, 1
+  %212 = icmp slt i64 %c25.next, 16
+  br i1 %212, label %c25, label %c25.end
+
+oy27:                                             ; preds = %endif60, %ky26
+  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
+  %213 = add nsw i64 %oy2758, %ky2657
+  %214 = add nsw i64 %213, -1
+  %215 = icmp slt i64 -1, %214
+  %216 = add nsw i64 %oy2758, %ky2657
+  %217 = add nsw i64 %216, -1
+  %218 = icmp slt i64 %217, 14
+  %219 = and i1 %215, %218
+  br i1 %219, label %then59, label %endif60
+
+oy27.end:                                         ; preds = %endif60
+  br label %oy29
+
+then59:                                           ; preds = %oy27
+  br label %ox28
+
+endif60:                                          ; preds = %ox28.end, %oy27
+  %oy27.next = add nsw i64 %oy2758, 1
+  %220 = icmp slt i64 %oy27.next, 14
+  br i1 %220, label %oy27, label %oy27.end
+
+ox28:                                             ; preds = %ox28, %then59
+  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
+  %221 = mul nsw i64 %g2150, 64
+  %222 = add nsw i64 %221, %j2252
+  %223 = mul nsw i64 %222, 3136
+  %224 = mul nsw i64 %c2556, 196
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 %oy2758, %ky2657
+  %227 = add nsw i64 %226, -1
+  %228 = mul nsw i64 %227, 14
+  %229 = add nsw i64 %225, %228
+  %230 = add nsw i64 %ox2861, 1
+  %231 = add nsw i64 %230, -1
+  %232 = add nsw i64 %229, %231
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena62, align 4
+  %234 = mul nsw i64 %c2556, 3
+  %235 = add nsw i64 %234, %ky2657
+  %236 = mul nsw i64 %235, 3
+  %237 = mul nsw i64 %236, 12544
+  %238 = add nsw i64 602112, %237
+  %239 = mul nsw i64 %j2252, 196
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %oy2758, 14
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %ox2861, 1
+  %244 = add nsw i64 %242, %243
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena63, align 4
+  %ox28.next = add nsw i64 %ox2861, 1
+  %245 = icmp slt i64 %ox28.next, 13
+  br i1 %245, label %ox28, label %ox28.end
+
+ox28.end:                                         ; preds = %ox28
+  br label %endif60
+
+oy29:                                             ; preds = %endif66, %oy27.end
+  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
+  %246 = add nsw i64 %oy2964, %ky2657
+  %247 = add nsw i64 %246, -1
+  %248 = icmp slt i64 -1, %247
+  %249 = add nsw i64 %oy2964, %ky2657
+  %250 = add nsw i64 %249, -1
+  %251 = icmp slt i64 %250, 14
+  %252 = and i1 %248, %251
+  br i1 %252, label %then65, label %endif66
+
+oy29.end:                                         ; preds = %endif66
+  br label %oy31
+
+then65:                                           ; preds = %oy29
+  br label %ox30
+
+endif66:                                          ; preds = %ox30.end, %oy29
+  %oy29.next = add nsw i64 %oy2964, 1
+  %253 = icmp slt i64 %oy29.next, 14
+  br i1 %253, label %oy29, label %oy29.end
+
+ox30:                                             ; preds = %ox30, %then65
+  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
+  %254 = mul nsw i64 %g2150, 64
+  %255 = add nsw i64 %254, %j2252
+  %256 = mul nsw i64 %255, 3136
+  %257 = mul nsw i64 %c2556, 196
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %oy2964, %ky2657
+  %260 = add nsw i64 %259, -1
+  %261 = mul nsw i64 %260, 14
+  %262 = add nsw i64 %258, %261
+  %263 = add nsw i64 %262, %ox3067
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena68, align 4
+  %265 = mul nsw i64 %c2556, 3
+  %266 = add nsw i64 %265, %ky2657
+  %267 = mul nsw i64 %266, 3
+  %268 = add nsw i64 %267, 1
+  %269 = mul nsw i64 %268, 12544
   %270 = add nsw i64 602112, %269
-  %271 = add nsw i64 %270, %u2875
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %271
-  %272 = load float, ptr %arena76, align 4
-  %273 = add nsw i64 205504, %u2875
-  %params77 = getelementptr inbounds float, ptr %params, i64 %273
-  %274 = load float, ptr %params77, align 4
-  %275 = fadd float %272, %274
-  %276 = fcmp ogt float %275, 0.000000e+00
-  %277 = mul nsw i64 %n2774, 128
-  %278 = add nsw i64 602112, %277
-  %279 = add nsw i64 %278, %u2875
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load float, ptr %arena78, align 4
-  %281 = add nsw i64 205504, %u2875
-  %params79 = getelementptr inbounds float, ptr %params, i64 %281
-  %282 = load float, ptr %params79, align 4
-  %283 = fadd float %280, %282
-  %284 = select i1 %276, float %283, float 0.000000e+00
-  %285 = mul nsw i64 %n2774, 128
-  %286 = add nsw i64 602112, %285
-  %287 = add nsw i64 %286, %u2875
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %287
-  store float %284, ptr %arena80, align 4
-  %u28.next = add nsw i64 %u2875, 1
-  %288 = icmp slt i64 %u28.next, 128
-  br i1 %288, label %u28, label %u28.end
+  %271 = mul nsw i64 %j2252, 196
+  %272 = add nsw i64 %270, %271
+  %273 = mul nsw i64 %oy2964, 14
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, %ox3067
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena69, align 4
+  %ox30.next = add nsw i64 %ox3067, 1
+  %276 = icmp slt i64 %ox30.next, 14
+  br i1 %276, label %ox30, label %ox30.end
 
-u28.end:                                          ; preds = %u28
-  %n27.next = add nsw i64 %n2774, 1
-  %289 = icmp slt i64 %n27.next, 64
-  br i1 %289, label %n27, label %n27.end
+ox30.end:                                         ; preds = %ox30
+  br label %endif66
 
-n29:                                              ; preds = %u30.end, %n27.end
-  %n2984 = phi i64 [ 0, %n27.end ], [ %n29.next, %u30.end ]
-  br label %u30
+oy31:                                             ; preds = %endif72, %oy29.end
+  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
+  %277 = add nsw i64 %oy3170, %ky2657
+  %278 = add nsw i64 %277, -1
+  %279 = icmp slt i64 -1, %278
+  %280 = add nsw i64 %oy3170, %ky2657
+  %281 = add nsw i64 %280, -1
+  %282 = icmp slt i64 %281, 14
+  %283 = and i1 %279, %282
+  br i1 %283, label %then71, label %endif72
 
-n29.end:                                          ; preds = %u30.end
-  store float 0.000000e+00, ptr %total31, align 4
-  br label %n32
+oy31.end:                                         ; preds = %endif72
+  %ky26.next = add nsw i64 %ky2657, 1
+  %284 = icmp slt i64 %ky26.next, 3
+  br i1 %284, label %ky26, label %ky26.end
 
-u30:                                              ; preds = %u30, %n29
-  %u3085 = phi i64 [ 0, %n29 ], [ %u30.next, %u30 ]
-  %290 = mul nsw i64 %n2984, 10
-  %291 = add nsw i64 610304, %290
-  %292 = add nsw i64 %291, %u3085
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %292
-  %293 = load float, ptr %arena86, align 4
-  %294 = add nsw i64 206912, %u3085
-  %params87 = getelementptr inbounds float, ptr %params, i64 %294
-  %295 = load float, ptr %params87, align 4
-  %296 = fadd float %293, %295
-  %297 = mul nsw i64 %n2984, 10
-  %298 = add nsw i64 610304, %297
-  %299 = add nsw i64 %298, %u3085
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %299
-  store float %296, ptr %arena88, align 4
-  %u30.next = add nsw i64 %u3085, 1
-  %300 = icmp slt i64 %u30.next, 10
-  br i1 %300, label %u30, label %u30.end
+then71:                                           ; preds = %oy31
+  br label %ox32
 
-u30.end:                                          ; preds = %u30
-  %n29.next = add nsw i64 %n2984, 1
-  %301 = icmp slt i64 %n29.next, 64
-  br i1 %301, label %n29, label %n29.end
+endif72:                                          ; preds = %ox32.end, %oy31
+  %oy31.next = add nsw i64 %oy3170, 1
+  %285 = icmp slt i64 %oy31.next, 14
+  br i1 %285, label %oy31, label %oy31.end
 
-n32:                                              ; preds = %k36.end, %n29.end
-  %n3289 = phi i64 [ 0, %n29.end ], [ %n32.next, %k36.end ]
-  %302 = mul nsw i64 %n3289, 10
-  %303 = add nsw i64 610304, %302
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %303
-  %304 = load float, ptr %arena90, align 4
-  store float %304, ptr %m33, align 4
-  br label %k35
+ox32:                                             ; preds = %ox32, %then71
+  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
+  %286 = mul nsw i64 %g2150, 64
+  %287 = add nsw i64 %286, %j2252
+  %288 = mul nsw i64 %287, 3136
+  %289 = mul nsw i64 %c2556, 196
+  %290 = add nsw i64 %288, %289
+  %291 = add nsw i64 %oy3170, %ky2657
+  %292 = add nsw i64 %291, -1
+  %293 = mul nsw i64 %292, 14
+  %294 = add nsw i64 %290, %293
+  %295 = add nsw i64 %ox3273, 1
+  %296 = add nsw i64 %294, %295
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena74, align 4
+  %298 = mul nsw i64 %c2556, 3
+  %299 = add nsw i64 %298, %ky2657
+  %300 = mul nsw i64 %299, 3
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 12544
+  %303 = add nsw i64 602112, %302
+  %304 = mul nsw i64 %j2252, 196
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %oy3170, 14
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 %307, %ox3273
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena75, align 4
+  %ox32.next = add nsw i64 %ox3273, 1
+  %309 = icmp slt i64 %ox32.next, 13
+  br i1 %309, label %ox32, label %ox32.end
 
-n32.end:                                          ; preds = %k36.end
-  %total31103 = load float, ptr %total31, align 4
-  %305 = fdiv float %total31103, 6.400000e+01
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 610944
-  store float %305, ptr %arena104, align 4
-  br label %n37
+ox32.end:                                         ; preds = %ox32
+  br label %endif72
 
-k35:                                              ; preds = %k35, %n32
-  %k3591 = phi i64 [ 0, %n32 ], [ %k35.next, %k35 ]
-  %m3392 = load float, ptr %m33, align 4
-  %306 = mul nsw i64 %n3289, 10
-  %307 = add nsw i64 610304, %306
-  %308 = add nsw i64 %307, %k3591
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load float, ptr %arena93, align 4
-  %310 = fcmp ogt float %309, %m3392
-  %311 = select i1 %310, float %309, float %m3392
-  store float %311, ptr %m33, align 4
-  %k35.next = add nsw i64 %k3591, 1
-  %312 = icmp slt i64 %k35.next, 10
-  br i1 %312, label %k35, label %k35.end
+j33:                                              ; preds = %f34.end, %j22.end
+  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
+  br label %f34
 
-k35.end:                                          ; preds = %k35
-  store float 0.000000e+00, ptr %s34, align 4
-  br label %k36
+j33.end:                                          ; preds = %f34.end
+  %g21.next = add nsw i64 %g2150, 1
+  %310 = icmp slt i64 %g21.next, 1
+  br i1 %310, label %g21, label %g21.end
 
-k36:                                              ; preds = %k36, %k35.end
-  %k3694 = phi i64 [ 0, %k35.end ], [ %k36.next, %k36 ]
-  %s3495 = load float, ptr %s34, align 4
-  %313 = mul nsw i64 %n3289, 10
-  %314 = add nsw i64 610304, %313
-  %315 = add nsw i64 %314, %k3694
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %315
-  %316 = load float, ptr %arena96, align 4
-  %m3397 = load float, ptr %m33, align 4
-  %317 = fsub float %316, %m3397
-  %318 = call float @llvm.exp.f32(float %317)
-  %319 = fadd float %s3495, %318
-  store float %319, ptr %s34, align 4
-  %k36.next = add nsw i64 %k3694, 1
-  %320 = icmp slt i64 %k36.next, 10
-  br i1 %320, label %k36, label %k36.end
+f34:                                              ; preds = %py35.end, %j33
+  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
+  br label %py35
 
-k36.end:                                          ; preds = %k36
-  %total3198 = load float, ptr %total31, align 4
-  %m3399 = load float, ptr %m33, align 4
-  %s34100 = load float, ptr %s34, align 4
-  %321 = call float @llvm.log.f32(float %s34100)
-  %322 = fadd float %m3399, %321
-  %323 = mul nsw i64 %n3289, 10
-  %324 = add nsw i64 610304, %323
-  %labels101 = getelementptr inbounds i32, ptr %labels, i64 %n3289
-  %label = load i32, ptr %labels101, align 4
-  %325 = sext i32 %label to i64
-  %326 = add nsw i64 %324, %325
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %326
-  %327 = load float, ptr %arena102, align 4
-  %328 = fsub float %322, %327
-  %329 = fadd float %total3198, %328
-  store float %329, ptr %total31, align 4
-  %n32.next = add nsw i64 %n3289, 1
-  %330 = icmp slt i64 %n32.next, 64
-  br i1 %330, label %n32, label %n32.end
+f34.end:                                          ; preds = %py35.end
+  %j33.next = add nsw i64 %j3379, 1
+  %311 = icmp slt i64 %j33.next, 64
+  br i1 %311, label %j33, label %j33.end
 
-n37:                                              ; preds = %k42.end, %n32.end
-  %n37105 = phi i64 [ 0, %n32.end ], [ %n37.next, %k42.end ]
-  %331 = mul nsw i64 %n37105, 10
-  %332 = add nsw i64 610304, %331
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %332
-  %333 = load float, ptr %arena106, align 4
-  store float %333, ptr %m38, align 4
-  br label %k40
+py35:                                             ; preds = %px36.end, %f34
+  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
+  br label %px36
 
-n37.end:                                          ; preds = %k42.end
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 610960
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 602112
-  %grads126 = getelementptr inbounds float, ptr %grads, i64 205632
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena124, i32 10, ptr %arena125, i32 128, float 0.000000e+00, ptr %grads126, i32 128)
-  br label %u43
+py35.end:                                         ; preds = %px36.end
+  %f34.next = add nsw i64 %f3480, 1
+  %312 = icmp slt i64 %f34.next, 32
+  br i1 %312, label %f34, label %f34.end
 
-k40:                                              ; preds = %k40, %n37
-  %k40107 = phi i64 [ 0, %n37 ], [ %k40.next, %k40 ]
-  %m38108 = load float, ptr %m38, align 4
-  %334 = mul nsw i64 %n37105, 10
-  %335 = add nsw i64 610304, %334
-  %336 = add nsw i64 %335, %k40107
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %336
-  %337 = load float, ptr %arena109, align 4
-  %338 = fcmp ogt float %337, %m38108
-  %339 = select i1 %338, float %337, float %m38108
-  store float %339, ptr %m38, align 4
-  %k40.next = add nsw i64 %k40107, 1
-  %340 = icmp slt i64 %k40.next, 10
-  br i1 %340, label %k40, label %k40.end
+px36:                                             ; preds = %ky39.end, %py35
+  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
+  %313 = mul nsw i64 %f3480, 12544
+  %314 = add nsw i64 2408448, %313
+  %315 = mul nsw i64 %j3379, 196
+  %316 = add nsw i64 %314, %315
+  %317 = mul nsw i64 %py3581, 28
+  %318 = mul nsw i64 %px3682, 2
+  %319 = add nsw i64 %317, %318
+  %320 = add nsw i64 %316, %319
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena83, align 4
+  %322 = add nsw i64 4768, %f3480
+  %params84 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params84, align 4
+  %324 = fadd float %321, %323
+  store float %324, ptr %best37, align 4
+  %325 = mul nsw i64 %py3581, 28
+  %326 = mul nsw i64 %px3682, 2
+  %327 = add nsw i64 %325, %326
+  %328 = sitofp i64 %327 to float
+  store float %328, ptr %bi38, align 4
+  br label %ky39
 
-k40.end:                                          ; preds = %k40
-  store float 0.000000e+00, ptr %s39, align 4
-  br label %k41
+px36.end:                                         ; preds = %ky39.end
+  %py35.next = add nsw i64 %py3581, 1
+  %329 = icmp slt i64 %py35.next, 7
+  br i1 %329, label %py35, label %py35.end
 
-k41:                                              ; preds = %k41, %k40.end
-  %k41110 = phi i64 [ 0, %k40.end ], [ %k41.next, %k41 ]
-  %s39111 = load float, ptr %s39, align 4
-  %341 = mul nsw i64 %n37105, 10
-  %342 = add nsw i64 610304, %341
-  %343 = add nsw i64 %342, %k41110
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena112, align 4
-  %m38113 = load float, ptr %m38, align 4
-  %345 = fsub float %344, %m38113
-  %346 = call float @llvm.exp.f32(float %345)
-  %347 = fadd float %s39111, %346
-  store float %347, ptr %s39, align 4
-  %k41.next = add nsw i64 %k41110, 1
-  %348 = icmp slt i64 %k41.next, 10
-  br i1 %348, label %k41, label %k41.end
+ky39:                                             ; preds = %kx40.end, %px36
+  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
+  br label %kx40
 
-k41.end:                                          ; preds = %k41
-  br label %k42
+ky39.end:                                         ; preds = %kx40.end
+  %best3797 = load float, ptr %best37, align 4
+  %330 = fcmp ogt float %best3797, 0.000000e+00
+  %best3798 = load float, ptr %best37, align 4
+  %331 = select i1 %330, float %best3798, float 0.000000e+00
+  %332 = mul nsw i64 %g2150, 64
+  %333 = add nsw i64 %332, %j3379
+  %334 = mul nsw i64 %333, 1568
+  %335 = mul nsw i64 %f3480, 49
+  %336 = add nsw i64 %334, %335
+  %337 = mul nsw i64 %py3581, 7
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %338, %px3682
+  %340 = add nsw i64 401408, %339
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena99, align 4
+  %bi38100 = load float, ptr %bi38, align 4
+  %341 = mul nsw i64 %g2150, 64
+  %342 = add nsw i64 %341, %j3379
+  %343 = mul nsw i64 %342, 1568
+  %344 = mul nsw i64 %f3480, 49
+  %345 = add nsw i64 %343, %344
+  %346 = mul nsw i64 %py3581, 7
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 %347, %px3682
+  %349 = add nsw i64 501760, %348
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi38100, ptr %arena101, align 4
+  %px36.next = add nsw i64 %px3682, 1
+  %350 = icmp slt i64 %px36.next, 7
+  br i1 %350, label %px36, label %px36.end
 
-k42:                                              ; preds = %k42, %k41.end
-  %k42114 = phi i64 [ 0, %k41.end ], [ %k42.next, %k42 ]
-  %labels115 = getelementptr inbounds i32, ptr %labels, i64 %n37105
-  %label116 = load i32, ptr %labels115, align 4
-  %349 = sext i32 %label116 to i64
-  %350 = icmp eq i64 %k42114, %349
-  %351 = mul nsw i64 %n37105, 10
-  %352 = add nsw i64 610304, %351
-  %353 = add nsw i64 %352, %k42114
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %353
-  %354 = load float, ptr %arena117, align 4
-  %m38118 = load float, ptr %m38, align 4
-  %355 = fsub float %354, %m38118
-  %356 = call float @llvm.exp.f32(float %355)
-  %s39119 = load float, ptr %s39, align 4
-  %357 = fdiv float %356, %s39119
-  %358 = fsub float %357, 1.000000e+00
-  %359 = mul nsw i64 %n37105, 10
-  %360 = add nsw i64 610304, %359
-  %361 = add nsw i64 %360, %k42114
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena120, align 4
-  %m38121 = load float, ptr %m38, align 4
-  %363 = fsub float %362, %m38121
-  %364 = call float @llvm.exp.f32(float %363)
-  %s39122 = load float, ptr %s39, align 4
-  %365 = fdiv float %364, %s39122
-  %366 = select i1 %350, float %358, float %365
-  %367 = fdiv float %366, 6.400000e+01
-  %368 = mul nsw i64 %n37105, 10
-  %369 = add nsw i64 610960, %368
-  %370 = add nsw i64 %369, %k42114
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %370
-  store float %367, ptr %arena123, align 4
-  %k42.next = add nsw i64 %k42114, 1
-  %371 = icmp slt i64 %k42.next, 10
-  br i1 %371, label %k42, label %k42.end
+kx40:                                             ; preds = %kx40, %ky39
+  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
+  %351 = mul nsw i64 %f3480, 12544
+  %352 = add nsw i64 2408448, %351
+  %353 = mul nsw i64 %j3379, 196
+  %354 = add nsw i64 %352, %353
+  %355 = mul nsw i64 %py3581, 28
+  %356 = mul nsw i64 %px3682, 2
+  %357 = add nsw i64 %355, %356
+  %358 = mul nsw i64 %ky3985, 14
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %359, %kx4086
+  %361 = add nsw i64 %354, %360
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena87, align 4
+  %363 = add nsw i64 4768, %f3480
+  %params88 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params88, align 4
+  %365 = fadd float %362, %364
+  %best3789 = load float, ptr %best37, align 4
+  %366 = fcmp ogt float %365, %best3789
+  %367 = mul nsw i64 %py3581, 28
+  %368 = mul nsw i64 %px3682, 2
+  %369 = add nsw i64 %367, %368
+  %370 = mul nsw i64 %ky3985, 14
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %371, %kx4086
+  %373 = sitofp i64 %372 to float
+  %bi3890 = load float, ptr %bi38, align 4
+  %374 = select i1 %366, float %373, float %bi3890
+  store float %374, ptr %bi38, align 4
+  %375 = mul nsw i64 %f3480, 12544
+  %376 = add nsw i64 2408448, %375
+  %377 = mul nsw i64 %j3379, 196
+  %378 = add nsw i64 %376, %377
+  %379 = mul nsw i64 %py3581, 28
+  %380 = mul nsw i64 %px3682, 2
+  %381 = add nsw i64 %379, %380
+  %382 = mul nsw i64 %ky3985, 14
+  %383 = add nsw i64 %381, %382
+  %384 = add nsw i64 %383, %kx4086
+  %385 = add nsw i64 %378, %384
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena91, align 4
+  %387 = add nsw i64 4768, %f3480
+  %params92 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params92, align 4
+  %389 = fadd float %386, %388
+  %best3793 = load float, ptr %best37, align 4
+  %390 = fcmp ogt float %389, %best3793
+  %391 = mul nsw i64 %f3480, 12544
+  %392 = add nsw i64 2408448, %391
+  %393 = mul nsw i64 %j3379, 196
+  %394 = add nsw i64 %392, %393
+  %395 = mul nsw i64 %py3581, 28
+  %396 = mul nsw i64 %px3682, 2
+  %397 = add nsw i64 %395, %396
+  %398 = mul nsw i64 %ky3985, 14
+  %399 = add nsw i64 %397, %398
+  %400 = add nsw i64 %399, %kx4086
+  %401 = add nsw i64 %394, %400
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena94, align 4
+  %403 = add nsw i64 4768, %f3480
+  %params95 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params95, align 4
+  %405 = fadd float %402, %404
+  %best3796 = load float, ptr %best37, align 4
+  %406 = select i1 %390, float %405, float %best3796
+  store float %406, ptr %best37, align 4
+  %kx40.next = add nsw i64 %kx4086, 1
+  %407 = icmp slt i64 %kx40.next, 2
+  br i1 %407, label %kx40, label %kx40.end
 
-k42.end:                                          ; preds = %k42
-  %n37.next = add nsw i64 %n37105, 1
-  %372 = icmp slt i64 %n37.next, 64
-  br i1 %372, label %n37, label %n37.end
+kx40.end:                                         ; preds = %kx40
+  %ky39.next = add nsw i64 %ky3985, 1
+  %408 = icmp slt i64 %ky39.next, 2
+  br i1 %408, label %ky39, label %ky39.end
 
-u43:                                              ; preds = %n45.end, %n37.end
-  %u43127 = phi i64 [ 0, %n37.end ], [ %u43.next, %n45.end ]
-  store float 0.000000e+00, ptr %acc44, align 4
-  br label %n45
+n41:                                              ; preds = %u42.end, %g21.end
+  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
+  br label %u42
 
-u43.end:                                          ; preds = %n45.end
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 610960
-  %params134 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 611600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena133, i32 10, ptr %params134, i32 128, float 0.000000e+00, ptr %arena135, i32 128)
-  br label %i46
+n41.end:                                          ; preds = %u42.end
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 602112
+  %params113 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 610304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena112, i32 128, ptr %params113, i32 128, float 0.000000e+00, ptr %arena114, i32 10)
+  br label %n43
 
-n45:                                              ; preds = %n45, %u43
-  %n45128 = phi i64 [ 0, %u43 ], [ %n45.next, %n45 ]
-  %acc44129 = load float, ptr %acc44, align 4
-  %373 = mul nsw i64 %n45128, 10
-  %374 = add nsw i64 610960, %373
-  %375 = add nsw i64 %374, %u43127
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load float, ptr %arena130, align 4
-  %377 = fadd float %acc44129, %376
-  store float %377, ptr %acc44, align 4
-  %n45.next = add nsw i64 %n45128, 1
-  %378 = icmp slt i64 %n45.next, 64
-  br i1 %378, label %n45, label %n45.end
+u42:                                              ; preds = %u42, %n41
+  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
+  %409 = mul nsw i64 %n41105, 128
+  %410 = add nsw i64 602112, %409
+  %411 = add nsw i64 %410, %u42106
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %411
+  %412 = load float, ptr %arena107, align 4
+  %413 = add nsw i64 205504, %u42106
+  %params108 = getelementptr inbounds float, ptr %params, i64 %413
+  %414 = load float, ptr %params108, align 4
+  %415 = fadd float %412, %414
+  %416 = fcmp ogt float %415, 0.000000e+00
+  %417 = mul nsw i64 %n41105, 128
+  %418 = add nsw i64 602112, %417
+  %419 = add nsw i64 %418, %u42106
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %419
+  %420 = load float, ptr %arena109, align 4
+  %421 = add nsw i64 205504, %u42106
+  %params110 = getelementptr inbounds float, ptr %params, i64 %421
+  %422 = load float, ptr %params110, align 4
+  %423 = fadd float %420, %422
+  %424 = select i1 %416, float %423, float 0.000000e+00
+  %425 = mul nsw i64 %n41105, 128
+  %426 = add nsw i64 602112, %425
+  %427 = add nsw i64 %426, %u42106
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %424, ptr %arena111, align 4
+  %u42.next = add nsw i64 %u42106, 1
+  %428 = icmp slt i64 %u42.next, 128
+  br i1 %428, label %u42, label %u42.end
 
-n45.end:                                          ; preds = %n45
-  %acc44131 = load float, ptr %acc44, align 4
-  %379 = add nsw i64 206912, %u43127
-  %grads132 = getelementptr inbounds float, ptr %grads, i64 %379
-  store float %acc44131, ptr %grads132, align 4
-  %u43.next = add nsw i64 %u43127, 1
-  %380 = icmp slt i64 %u43.next, 10
-  br i1 %380, label %u43, label %u43.end
+u42.end:                                          ; preds = %u42
+  %n41.next = add nsw i64 %n41105, 1
+  %429 = icmp slt i64 %n41.next, 64
+  br i1 %429, label %n41, label %n41.end
 
-i46:                                              ; preds = %i46, %u43.end
-  %i46136 = phi i64 [ 0, %u43.end ], [ %i46.next, %i46 ]
-  %381 = add nsw i64 602112, %i46136
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %381
-  %382 = load float, ptr %arena137, align 4
-  %383 = fcmp ogt float %382, 0.000000e+00
-  %384 = add nsw i64 611600, %i46136
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %384
-  %385 = load float, ptr %arena138, align 4
-  %386 = select i1 %383, float %385, float 0.000000e+00
-  %387 = add nsw i64 619792, %i46136
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %387
-  store float %386, ptr %arena139, align 4
-  %i46.next = add nsw i64 %i46136, 1
-  %388 = icmp slt i64 %i46.next, 8192
-  br i1 %388, label %i46, label %i46.end
+n43:                                              ; preds = %u44.end, %n41.end
+  %n43115 = phi i64 [ 0, %n41.end ], [ %n43.next, %u44.end ]
+  br label %u44
 
-i46.end:                                          ; preds = %i46
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 619792
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads142 = getelementptr inbounds float, ptr %grads, i64 4800
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena140, i32 128, ptr %arena141, i32 1568, float 0.000000e+00, ptr %grads142, i32 1568)
-  br label %u47
+n43.end:                                          ; preds = %u44.end
+  store float 0.000000e+00, ptr %total45, align 4
+  br label %n46
 
-u47:                                              ; preds = %n49.end, %i46.end
-  %u47143 = phi i64 [ 0, %i46.end ], [ %u47.next, %n49.end ]
-  store float 0.000000e+00, ptr %acc48, align 4
-  br label %n49
+u44:                                              ; preds = %u44, %n43
+  %u44116 = phi i64 [ 0, %n43 ], [ %u44.next, %u44 ]
+  %430 = mul nsw i64 %n43115, 10
+  %431 = add nsw i64 610304, %430
+  %432 = add nsw i64 %431, %u44116
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load float, ptr %arena117, align 4
+  %434 = add nsw i64 206912, %u44116
+  %params118 = getelementptr inbounds float, ptr %params, i64 %434
+  %435 = load float, ptr %params118, align 4
+  %436 = fadd float %433, %435
+  %437 = mul nsw i64 %n43115, 10
+  %438 = add nsw i64 610304, %437
+  %439 = add nsw i64 %438, %u44116
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %439
+  store float %436, ptr %arena119, align 4
+  %u44.next = add nsw i64 %u44116, 1
+  %440 = icmp slt i64 %u44.next, 10
+  br i1 %440, label %u44, label %u44.end
 
-u47.end:                                          ; preds = %n49.end
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 619792
-  %params150 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 627984
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena149, i32 128, ptr %params150, i32 1568, float 0.000000e+00, ptr %arena151, i32 1568)
-  br label %i50
+u44.end:                                          ; preds = %u44
+  %n43.next = add nsw i64 %n43115, 1
+  %441 = icmp slt i64 %n43.next, 64
+  br i1 %441, label %n43, label %n43.end
 
-n49:                                              ; preds = %n49, %u47
-  %n49144 = phi i64 [ 0, %u47 ], [ %n49.next, %n49 ]
-  %acc48145 = load float, ptr %acc48, align 4
-  %389 = mul nsw i64 %n49144, 128
-  %390 = add nsw i64 619792, %389
-  %391 = add nsw i64 %390, %u47143
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %391
-  %392 = load float, ptr %arena146, align 4
-  %393 = fadd float %acc48145, %392
-  store float %393, ptr %acc48, align 4
-  %n49.next = add nsw i64 %n49144, 1
-  %394 = icmp slt i64 %n49.next, 64
-  br i1 %394, label %n49, label %n49.end
+n46:                                              ; preds = %k50.end, %n43.end
+  %n46120 = phi i64 [ 0, %n43.end ], [ %n46.next, %k50.end ]
+  %442 = mul nsw i64 %n46120, 10
+  %443 = add nsw i64 610304, %442
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load float, ptr %arena121, align 4
+  store float %444, ptr %m47, align 4
+  br label %k49
 
-n49.end:                                          ; preds = %n49
-  %acc48147 = load float, ptr %acc48, align 4
-  %395 = add nsw i64 205504, %u47143
-  %grads148 = getelementptr inbounds float, ptr %grads, i64 %395
-  store float %acc48147, ptr %grads148, align 4
-  %u47.next = add nsw i64 %u47143, 1
-  %396 = icmp slt i64 %u47.next, 128
-  br i1 %396, label %u47, label %u47.end
+n46.end:                                          ; preds = %k50.end
+  %total45134 = load float, ptr %total45, align 4
+  %445 = fdiv float %total45134, 6.400000e+01
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 610944
+  store float %445, ptr %arena135, align 4
+  br label %n51
 
-i50:                                              ; preds = %i50, %u47.end
-  %i50152 = phi i64 [ 0, %u47.end ], [ %i50.next, %i50 ]
-  %397 = add nsw i64 728336, %i50152
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %397
-  store float 0.000000e+00, ptr %arena153, align 4
-  %i50.next = add nsw i64 %i50152, 1
-  %398 = icmp slt i64 %i50.next, 401408
-  br i1 %398, label %i50, label %i50.end
+k49:                                              ; preds = %k49, %n46
+  %k49122 = phi i64 [ 0, %n46 ], [ %k49.next, %k49 ]
+  %m47123 = load float, ptr %m47, align 4
+  %446 = mul nsw i64 %n46120, 10
+  %447 = add nsw i64 610304, %446
+  %448 = add nsw i64 %447, %k49122
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %448
+  %449 = load float, ptr %arena124, align 4
+  %450 = fcmp ogt float %449, %m47123
+  %451 = select i1 %450, float %449, float %m47123
+  store float %451, ptr %m47, align 4
+  %k49.next = add nsw i64 %k49122, 1
+  %452 = icmp slt i64 %k49.next, 10
+  br i1 %452, label %k49, label %k49.end
 
-i50.end:                                          ; preds = %i50
-  br label %q51
+k49.end:                                          ; preds = %k49
+  store float 0.000000e+00, ptr %s48, align 4
+  br label %k50
 
-q51:                                              ; preds = %i52.end, %i50.end
-  %q51154 = phi i64 [ 0, %i50.end ], [ %q51.next, %i52.end ]
-  br label %i52
+k50:                                              ; preds = %k50, %k49.end
+  %k50125 = phi i64 [ 0, %k49.end ], [ %k50.next, %k50 ]
+  %s48126 = load float, ptr %s48, align 4
+  %453 = mul nsw i64 %n46120, 10
+  %454 = add nsw i64 610304, %453
+  %455 = add nsw i64 %454, %k50125
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load float, ptr %arena127, align 4
+  %m47128 = load float, ptr %m47, align 4
+  %457 = fsub float %456, %m47128
+  %458 = call float @llvm.exp.f32(float %457)
+  %459 = fadd float %s48126, %458
+  store float %459, ptr %s48, align 4
+  %k50.next = add nsw i64 %k50125, 1
+  %460 = icmp slt i64 %k50.next, 10
+  br i1 %460, label %k50, label %k50.end
 
-q51.end:                                          ; preds = %i52.end
-  br label %i53
+k50.end:                                          ; preds = %k50
+  %total45129 = load float, ptr %total45, align 4
+  %m47130 = load float, ptr %m47, align 4
+  %s48131 = load float, ptr %s48, align 4
+  %461 = call float @llvm.log.f32(float %s48131)
+  %462 = fadd float %m47130, %461
+  %463 = mul nsw i64 %n46120, 10
+  %464 = add nsw i64 610304, %463
+  %labels132 = getelementptr inbounds i32, ptr %labels, i64 %n46120
+  %label = load i32, ptr %labels132, align 4
+  %465 = sext i32 %label to i64
+  %466 = add nsw i64 %464, %465
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %466
+  %467 = load float, ptr %arena133, align 4
+  %468 = fsub float %462, %467
+  %469 = fadd float %total45129, %468
+  store float %469, ptr %total45, align 4
+  %n46.next = add nsw i64 %n46120, 1
+  %470 = icmp slt i64 %n46.next, 64
+  br i1 %470, label %n46, label %n46.end
 
-i52:                                              ; preds = %endif157, %q51
-  %i52155 = phi i64 [ 0, %q51 ], [ %i52.next, %endif157 ]
-  %399 = mul nsw i64 %q51154, 49
-  %400 = add nsw i64 %399, %i52155
-  %401 = add nsw i64 401408, %400
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena158, align 4
-  %403 = fcmp ogt float %402, 0.000000e+00
-  br i1 %403, label %then156, label %endif157
+n51:                                              ; preds = %k56.end, %n46.end
+  %n51136 = phi i64 [ 0, %n46.end ], [ %n51.next, %k56.end ]
+  %471 = mul nsw i64 %n51136, 10
+  %472 = add nsw i64 610304, %471
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load float, ptr %arena137, align 4
+  store float %473, ptr %m52, align 4
+  br label %k54
 
-i52.end:                                          ; preds = %endif157
-  %q51.next = add nsw i64 %q51154, 1
-  %404 = icmp slt i64 %q51.next, 2048
-  br i1 %404, label %q51, label %q51.end
+n51.end:                                          ; preds = %k56.end
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 610960
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 602112
+  %grads157 = getelementptr inbounds float, ptr %grads, i64 205632
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena155, i32 10, ptr %arena156, i32 128, float 0.000000e+00, ptr %grads157, i32 128)
+  br label %u57
 
-then156:                                          ; preds = %i52
-  %405 = mul nsw i64 %q51154, 196
-  %406 = add nsw i64 728336, %405
-  %407 = mul nsw i64 %q51154, 49
-  %408 = add nsw i64 %407, %i52155
-  %409 = add nsw i64 501760, %408
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %409
-  %410 = load float, ptr %arena159, align 4
-  %411 = fptosi float %410 to i64
-  %412 = add nsw i64 %406, %411
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load float, ptr %arena160, align 4
-  %414 = mul nsw i64 %q51154, 49
-  %415 = add nsw i64 %414, %i52155
-  %416 = add nsw i64 627984, %415
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %416
-  %417 = load float, ptr %arena161, align 4
-  %418 = fadd float %413, %417
-  store float %418, ptr %arena160, align 4
-  br label %endif157
+k54:                                              ; preds = %k54, %n51
+  %k54138 = phi i64 [ 0, %n51 ], [ %k54.next, %k54 ]
+  %m52139 = load float, ptr %m52, align 4
+  %474 = mul nsw i64 %n51136, 10
+  %475 = add nsw i64 610304, %474
+  %476 = add nsw i64 %475, %k54138
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %476
+  %477 = load float, ptr %arena140, align 4
+  %478 = fcmp ogt float %477, %m52139
+  %479 = select i1 %478, float %477, float %m52139
+  store float %479, ptr %m52, align 4
+  %k54.next = add nsw i64 %k54138, 1
+  %480 = icmp slt i64 %k54.next, 10
+  br i1 %480, label %k54, label %k54.end
 
-endif157:                                         ; preds = %then156, %i52
-  %i52.next = add nsw i64 %i52155, 1
-  %419 = icmp slt i64 %i52.next, 49
-  br i1 %419, label %i52, label %i52.end
+k54.end:                                          ; preds = %k54
+  store float 0.000000e+00, ptr %s53, align 4
+  br label %k55
 
-i53:                                              ; preds = %i53, %q51.end
-  %i53162 = phi i64 [ 0, %q51.end ], [ %i53.next, %i53 ]
-  %420 = add nsw i64 160, %i53162
-  %grads163 = getelementptr inbounds float, ptr %grads, i64 %420
-  store float 0.000000e+00, ptr %grads163, align 4
-  %i53.next = add nsw i64 %i53162, 1
-  %421 = icmp slt i64 %i53.next, 4608
-  br i1 %421, label %i53, label %i53.end
+k55:                                              ; preds = %k55, %k54.end
+  %k55141 = phi i64 [ 0, %k54.end ], [ %k55.next, %k55 ]
+  %s53142 = load float, ptr %s53, align 4
+  %481 = mul nsw i64 %n51136, 10
+  %482 = add nsw i64 610304, %481
+  %483 = add nsw i64 %482, %k55141
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %483
+  %484 = load float, ptr %arena143, align 4
+  %m52144 = load float, ptr %m52, align 4
+  %485 = fsub float %484, %m52144
+  %486 = call float @llvm.exp.f32(float %485)
+  %487 = fadd float %s53142, %486
+  store float %487, ptr %s53, align 4
+  %k55.next = add nsw i64 %k55141, 1
+  %488 = icmp slt i64 %k55.next, 10
+  br i1 %488, label %k55, label %k55.end
 
-i53.end:                                          ; preds = %i53
-  br label %img54
+k55.end:                                          ; preds = %k55
+  br label %k56
 
-img54:                                            ; preds = %c55.end, %i53.end
-  %img54164 = phi i64 [ 0, %i53.end ], [ %img54.next, %c55.end ]
-  br label %c55
+k56:                                              ; preds = %k56, %k55.end
+  %k56145 = phi i64 [ 0, %k55.end ], [ %k56.next, %k56 ]
+  %labels146 = getelementptr inbounds i32, ptr %labels, i64 %n51136
+  %label147 = load i32, ptr %labels146, align 4
+  %489 = sext i32 %label147 to i64
+  %490 = icmp eq i64 %k56145, %489
+  %491 = mul nsw i64 %n51136, 10
+  %492 = add nsw i64 610304, %491
+  %493 = add nsw i64 %492, %k56145
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %493
+  %494 = load float, ptr %arena148, align 4
+  %m52149 = load float, ptr %m52, align 4
+  %495 = fsub float %494, %m52149
+  %496 = call float @llvm.exp.f32(float %495)
+  %s53150 = load float, ptr %s53, align 4
+  %497 = fdiv float %496, %s53150
+  %498 = fsub float %497, 1.000000e+00
+  %499 = mul nsw i64 %n51136, 10
+  %500 = add nsw i64 610304, %499
+  %501 = add nsw i64 %500, %k56145
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena151, align 4
+  %m52152 = load float, ptr %m52, align 4
+  %503 = fsub float %502, %m52152
+  %504 = call float @llvm.exp.f32(float %503)
+  %s53153 = load float, ptr %s53, align 4
+  %505 = fdiv float %504, %s53153
+  %506 = select i1 %490, float %498, float %505
+  %507 = fdiv float %506, 6.400000e+01
+  %508 = mul nsw i64 %n51136, 10
+  %509 = add nsw i64 610960, %508
+  %510 = add nsw i64 %509, %k56145
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %510
+  store float %507, ptr %arena154, align 4
+  %k56.next = add nsw i64 %k56145, 1
+  %511 = icmp slt i64 %k56.next, 10
+  br i1 %511, label %k56, label %k56.end
 
-img54.end:                                        ; preds = %c55.end
-  br label %f60
+k56.end:                                          ; preds = %k56
+  %n51.next = add nsw i64 %n51136, 1
+  %512 = icmp slt i64 %n51.next, 64
+  br i1 %512, label %n51, label %n51.end
 
-c55:                                              ; preds = %ky56.end, %img54
-  %c55165 = phi i64 [ 0, %img54 ], [ %c55.next, %ky56.end ]
-  br label %ky56
+u57:                                              ; preds = %n59.end, %n51.end
+  %u57158 = phi i64 [ 0, %n51.end ], [ %u57.next, %n59.end ]
+  store float 0.000000e+00, ptr %acc58, align 4
+  br label %n59
 
-c55.end:                                          ; preds = %ky56.end
-  %422 = mul nsw i64 %img54164, 6272
-  %423 = add nsw i64 728336, %422
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %423
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads177 = getelementptr inbounds float, ptr %grads, i64 160
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 144, i32 196, float 1.000000e+00, ptr %arena175, i32 196, ptr %arena176, i32 196, float 1.000000e+00, ptr %grads177, i32 144)
-  %img54.next = add nsw i64 %img54164, 1
-  %424 = icmp slt i64 %img54.next, 64
-  br i1 %424, label %img54, label %img54.end
+u57.end:                                          ; preds = %n59.end
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 610960
+  %params165 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 611600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena164, i32 10, ptr %params165, i32 128, float 0.000000e+00, ptr %arena166, i32 128)
+  br label %i60
 
-ky56:                                             ; preds = %kx57.end, %c55
-  %ky56166 = phi i64 [ 0, %c55 ], [ %ky56.next, %kx57.end ]
-  br label %kx57
+n59:                                              ; preds = %n59, %u57
+  %n59159 = phi i64 [ 0, %u57 ], [ %n59.next, %n59 ]
+  %acc58160 = load float, ptr %acc58, align 4
+  %513 = mul nsw i64 %n59159, 10
+  %514 = add nsw i64 610960, %513
+  %515 = add nsw i64 %514, %u57158
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena161, align 4
+  %517 = fadd float %acc58160, %516
+  store float %517, ptr %acc58, align 4
+  %n59.next = add nsw i64 %n59159, 1
+  %518 = icmp slt i64 %n59.next, 64
+  br i1 %518, label %n59, label %n59.end
 
-ky56.end:                                         ; preds = %kx57.end
-  %c55.next = add nsw i64 %c55165, 1
-  %425 = icmp slt i64 %c55.next, 16
-  br i1 %425, label %c55, label %c55.end
+n59.end:                                          ; preds = %n59
+  %acc58162 = load float, ptr %acc58, align 4
+  %519 = add nsw i64 206912, %u57158
+  %grads163 = getelementptr inbounds float, ptr %grads, i64 %519
+  store float %acc58162, ptr %grads163, align 4
+  %u57.next = add nsw i64 %u57158, 1
+  %520 = icmp slt i64 %u57.next, 10
+  br i1 %520, label %u57, label %u57.end
 
-kx57:                                             ; preds = %oy58.end, %ky56
-  %kx57167 = phi i64 [ 0, %ky56 ], [ %kx57.next, %oy58.end ]
-  br label %oy58
+i60:                                              ; preds = %i60, %u57.end
+  %i60167 = phi i64 [ 0, %u57.end ], [ %i60.next, %i60 ]
+  %521 = add nsw i64 602112, %i60167
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %521
+  %522 = load float, ptr %arena168, align 4
+  %523 = fcmp ogt float %522, 0.000000e+00
+  %524 = add nsw i64 611600, %i60167
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %524
+  %525 = load float, ptr %arena169, align 4
+  %526 = select i1 %523, float %525, float 0.000000e+00
+  %527 = add nsw i64 619792, %i60167
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %527
+  store float %526, ptr %arena170, align 4
+  %i60.next = add nsw i64 %i60167, 1
+  %528 = icmp slt i64 %i60.next, 8192
+  br i1 %528, label %i60, label %i60.end
 
-kx57.end:                                         ; preds = %oy58.end
-  %ky56.next = add nsw i64 %ky56166, 1
-  %426 = icmp slt i64 %ky56.next, 3
-  br i1 %426, label %ky56, label %ky56.end
+i60.end:                                          ; preds = %i60
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 619792
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 401408
+  %grads173 = getelementptr inbounds float, ptr %grads, i64 4800
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena171, i32 128, ptr %arena172, i32 1568, float 0.000000e+00, ptr %grads173, i32 1568)
+  br label %u61
 
-oy58:                                             ; preds = %ox59.end, %kx57
-  %oy58168 = phi i64 [ 0, %kx57 ], [ %oy58.next, %ox59.end ]
-  br label %ox59
+u61:                                              ; preds = %n63.end, %i60.end
+  %u61174 = phi i64 [ 0, %i60.end ], [ %u61.next, %n63.end ]
+  store float 0.000000e+00, ptr %acc62, align 4
+  br label %n63
 
-oy58.end:                                         ; preds = %ox59.end
-  %kx57.next = add nsw i64 %kx57167, 1
-  %427 = icmp slt i64 %kx57.next, 3
-  br i1 %427, label %kx57, label %kx57.end
-
-ox59:                                             ; preds = %endif172, %oy58
-  %ox59169 = phi i64 [ 0, %oy58 ], [ %ox59.next, %endif172 ]
-  %428 = mul nsw i64 %c55165, 3
-  %429 = add nsw i64 %428, %ky56166
-  %430 = mul nsw i64 %429, 3
-  %431 = add nsw i64 %430, %kx57167
-  %432 = mul nsw i64 %431, 196
-  %433 = add nsw i64 401408, %432
-  %434 = mul nsw i64 %oy58168, 14
-  %435 = add nsw i64 %433, %434
-  %436 = add nsw i64 %435, %ox59169
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float 0.000000e+00, ptr %arena170, align 4
-  %437 = add nsw i64 %oy58168, %ky56166
-  %438 = add nsw i64 %437, -1
-  %439 = icmp slt i64 -1, %438
-  %440 = add nsw i64 %oy58168, %ky56166
-  %441 = add nsw i64 %440, -1
-  %442 = icmp slt i64 %441, 14
-  %443 = and i1 %439, %442
-  %444 = add nsw i64 %ox59169, %kx57167
-  %445 = add nsw i64 %444, -1
-  %446 = icmp slt i64 -1, %445
-  %447 = add nsw i64 %ox59169, %kx57167
-  %448 = add nsw i64 %447, -1
-  %449 = icmp slt i64 %448, 14
-  %450 = and i1 %446, %449
-  %451 = and i1 %443, %450
-  br i1 %451, label %then171, label %endif172
-
-ox59.end:                                         ; preds = %endif172
-  %oy58.next = add nsw i64 %oy58168, 1
-  %452 = icmp slt i64 %oy58.next, 14
-  br i1 %452, label %oy58, label %oy58.end
-
-then171:                                          ; preds = %ox59
-  %453 = mul nsw i64 %img54164, 3136
-  %454 = mul nsw i64 %c55165, 196
-  %455 = add nsw i64 %453, %454
-  %456 = add nsw i64 %oy58168, %ky56166
-  %457 = add nsw i64 %456, -1
-  %458 = mul nsw i64 %457, 14
-  %459 = add nsw i64 %455, %458
-  %460 = add nsw i64 %ox59169, %kx57167
-  %461 = add nsw i64 %460, -1
-  %462 = add nsw i64 %459, %461
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %462
-  %463 = load float, ptr %arena173, align 4
-  %464 = mul nsw i64 %c55165, 3
-  %465 = add nsw i64 %464, %ky56166
-  %466 = mul nsw i64 %465, 3
-  %467 = add nsw i64 %466, %kx57167
-  %468 = mul nsw i64 %467, 196
-  %469 = add nsw i64 401408, %468
-  %470 = mul nsw i64 %oy58168, 14
-  %471 = add nsw i64 %469, %470
-  %472 = add nsw i64 %471, %ox59169
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %472
-  store float %463, ptr %arena174, align 4
-  br label %endif172
-
-endif172:                                         ; preds = %then171, %ox59
-  %ox59.next = add nsw i64 %ox59169, 1
-  %473 = icmp slt i64 %ox59.next, 14
-  br i1 %473, label %ox59, label %ox59.end
-
-f60:                                              ; preds = %img62.end, %img54.end
-  %f60178 = phi i64 [ 0, %img54.end ], [ %f60.next, %img62.end ]
-  store float 0.000000e+00, ptr %acc61, align 4
-  br label %img62
-
-f60.end:                                          ; preds = %img62.end
+u61.end:                                          ; preds = %n63.end
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 619792
+  %params181 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 627984
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena180, i32 128, ptr %params181, i32 1568, float 0.000000e+00, ptr %arena182, i32 1568)
   br label %i64
 
-img62:                                            ; preds = %i63.end, %f60
-  %img62179 = phi i64 [ 0, %f60 ], [ %img62.next, %i63.end ]
-  br label %i63
+n63:                                              ; preds = %n63, %u61
+  %n63175 = phi i64 [ 0, %u61 ], [ %n63.next, %n63 ]
+  %acc62176 = load float, ptr %acc62, align 4
+  %529 = mul nsw i64 %n63175, 128
+  %530 = add nsw i64 619792, %529
+  %531 = add nsw i64 %530, %u61174
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %531
+  %532 = load float, ptr %arena177, align 4
+  %533 = fadd float %acc62176, %532
+  store float %533, ptr %acc62, align 4
+  %n63.next = add nsw i64 %n63175, 1
+  %534 = icmp slt i64 %n63.next, 64
+  br i1 %534, label %n63, label %n63.end
 
-img62.end:                                        ; preds = %i63.end
-  %acc61183 = load float, ptr %acc61, align 4
-  %474 = add nsw i64 4768, %f60178
-  %grads184 = getelementptr inbounds float, ptr %grads, i64 %474
-  store float %acc61183, ptr %grads184, align 4
-  %f60.next = add nsw i64 %f60178, 1
-  %475 = icmp slt i64 %f60.next, 32
-  br i1 %475, label %f60, label %f60.end
+n63.end:                                          ; preds = %n63
+  %acc62178 = load float, ptr %acc62, align 4
+  %535 = add nsw i64 205504, %u61174
+  %grads179 = getelementptr inbounds float, ptr %grads, i64 %535
+  store float %acc62178, ptr %grads179, align 4
+  %u61.next = add nsw i64 %u61174, 1
+  %536 = icmp slt i64 %u61.next, 128
+  br i1 %536, label %u61, label %u61.end
 
-i63:                                              ; preds = %i63, %img62
-  %i63180 = phi i64 [ 0, %img62 ], [ %i63.next, %i63 ]
-  %acc61181 = load float, ptr %acc61, align 4
-  %476 = mul nsw i64 %img62179, 6272
-  %477 = add nsw i64 728336, %476
-  %478 = mul nsw i64 %f60178, 196
-  %479 = add nsw i64 %477, %478
-  %480 = add nsw i64 %479, %i63180
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %480
-  %481 = load float, ptr %arena182, align 4
-  %482 = fadd float %acc61181, %481
-  store float %482, ptr %acc61, align 4
-  %i63.next = add nsw i64 %i63180, 1
-  %483 = icmp slt i64 %i63.next, 196
-  br i1 %483, label %i63, label %i63.end
-
-i63.end:                                          ; preds = %i63
-  %img62.next = add nsw i64 %img62179, 1
-  %484 = icmp slt i64 %img62.next, 64
-  br i1 %484, label %img62, label %img62.end
-
-i64:                                              ; preds = %i64, %f60.end
-  %i64185 = phi i64 [ 0, %f60.end ], [ %i64.next, %i64 ]
-  %485 = add nsw i64 401408, %i64185
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %485
-  store float 0.000000e+00, ptr %arena186, align 4
-  %i64.next = add nsw i64 %i64185, 1
-  %486 = icmp slt i64 %i64.next, 200704
-  br i1 %486, label %i64, label %i64.end
+i64:                                              ; preds = %i64, %u61.end
+  %i64183 = phi i64 [ 0, %u61.end ], [ %i64.next, %i64 ]
+  %537 = add nsw i64 728336, %i64183
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %537
+  store float 0.000000e+00, ptr %arena184, align 4
+  %i64.next = add nsw i64 %i64183, 1
+  %538 = icmp slt i64 %i64.next, 401408
+  br i1 %538, label %i64, label %i64.end
 
 i64.end:                                          ; preds = %i64
-  br label %img65
+  br label %q65
 
-img65:                                            ; preds = %c66.end, %i64.end
-  %img65187 = phi i64 [ 0, %i64.end ], [ %img65.next, %c66.end ]
-  %params188 = getelementptr inbounds float, ptr %params, i64 160
-  %487 = mul nsw i64 %img65187, 6272
-  %488 = add nsw i64 728336, %487
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %488
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 610960
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 196, i32 32, float 1.000000e+00, ptr %params188, i32 144, ptr %arena189, i32 196, float 0.000000e+00, ptr %arena190, i32 196)
-  br label %c66
+q65:                                              ; preds = %i66.end, %i64.end
+  %q65185 = phi i64 [ 0, %i64.end ], [ %q65.next, %i66.end ]
+  br label %i66
 
-img65.end:                                        ; preds = %c66.end
+q65.end:                                          ; preds = %i66.end
+  br label %i67
+
+i66:                                              ; preds = %endif188, %q65
+  %i66186 = phi i64 [ 0, %q65 ], [ %i66.next, %endif188 ]
+  %539 = mul nsw i64 %q65185, 49
+  %540 = add nsw i64 %539, %i66186
+  %541 = add nsw i64 401408, %540
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %541
+  %542 = load float, ptr %arena189, align 4
+  %543 = fcmp ogt float %542, 0.000000e+00
+  br i1 %543, label %then187, label %endif188
+
+i66.end:                                          ; preds = %endif188
+  %q65.next = add nsw i64 %q65185, 1
+  %544 = icmp slt i64 %q65.next, 2048
+  br i1 %544, label %q65, label %q65.end
+
+then187:                                          ; preds = %i66
+  %545 = mul nsw i64 %q65185, 196
+  %546 = add nsw i64 728336, %545
+  %547 = mul nsw i64 %q65185, 49
+  %548 = add nsw i64 %547, %i66186
+  %549 = add nsw i64 501760, %548
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %549
+  %550 = load float, ptr %arena190, align 4
+  %551 = fptosi float %550 to i64
+  %552 = add nsw i64 %546, %551
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %552
+  %553 = load float, ptr %arena191, align 4
+  %554 = mul nsw i64 %q65185, 49
+  %555 = add nsw i64 %554, %i66186
+  %556 = add nsw i64 627984, %555
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load float, ptr %arena192, align 4
+  %558 = fadd float %553, %557
+  store float %558, ptr %arena191, align 4
+  br label %endif188
+
+endif188:                                         ; preds = %then187, %i66
+  %i66.next = add nsw i64 %i66186, 1
+  %559 = icmp slt i64 %i66.next, 49
+  br i1 %559, label %i66, label %i66.end
+
+i67:                                              ; preds = %i67, %q65.end
+  %i67193 = phi i64 [ 0, %q65.end ], [ %i67.next, %i67 ]
+  %560 = add nsw i64 160, %i67193
+  %grads194 = getelementptr inbounds float, ptr %grads, i64 %560
+  store float 0.000000e+00, ptr %grads194, align 4
+  %i67.next = add nsw i64 %i67193, 1
+  %561 = icmp slt i64 %i67.next, 4608
+  br i1 %561, label %i67, label %i67.end
+
+i67.end:                                          ; preds = %i67
+  br label %g68
+
+g68:                                              ; preds = %j80.end, %i67.end
+  %g68195 = phi i64 [ 0, %i67.end ], [ %g68.next, %j80.end ]
+  br label %j69
+
+g68.end:                                          ; preds = %j80.end
+  br label %f83
+
+j69:                                              ; preds = %c72.end, %g68
+  %j69196 = phi i64 [ 0, %g68 ], [ %j69.next, %c72.end ]
+  br label %r70
+
+j69.end:                                          ; preds = %c72.end
+  br label %j80
+
+r70:                                              ; preds = %i71.end, %j69
+  %r70197 = phi i64 [ 0, %j69 ], [ %r70.next, %i71.end ]
   br label %i71
 
-c66:                                              ; preds = %ky67.end, %img65
-  %c66191 = phi i64 [ 0, %img65 ], [ %c66.next, %ky67.end ]
-  br label %ky67
+r70.end:                                          ; preds = %i71.end
+  br label %c72
 
-c66.end:                                          ; preds = %ky67.end
-  %img65.next = add nsw i64 %img65187, 1
-  %489 = icmp slt i64 %img65.next, 64
-  br i1 %489, label %img65, label %img65.end
-
-ky67:                                             ; preds = %kx68.end, %c66
-  %ky67192 = phi i64 [ 0, %c66 ], [ %ky67.next, %kx68.end ]
-  br label %kx68
-
-ky67.end:                                         ; preds = %kx68.end
-  %c66.next = add nsw i64 %c66191, 1
-  %490 = icmp slt i64 %c66.next, 16
-  br i1 %490, label %c66, label %c66.end
-
-kx68:                                             ; preds = %oy69.end, %ky67
-  %kx68193 = phi i64 [ 0, %ky67 ], [ %kx68.next, %oy69.end ]
-  br label %oy69
-
-kx68.end:                                         ; preds = %oy69.end
-  %ky67.next = add nsw i64 %ky67192, 1
-  %491 = icmp slt i64 %ky67.next, 3
-  br i1 %491, label %ky67, label %ky67.end
-
-oy69:                                             ; preds = %ox70.end, %kx68
-  %oy69194 = phi i64 [ 0, %kx68 ], [ %oy69.next, %ox70.end ]
-  br label %ox70
-
-oy69.end:                                         ; preds = %ox70.end
-  %kx68.next = add nsw i64 %kx68193, 1
-  %492 = icmp slt i64 %kx68.next, 3
-  br i1 %492, label %kx68, label %kx68.end
-
-ox70:                                             ; preds = %endif197, %oy69
-  %ox70195 = phi i64 [ 0, %oy69 ], [ %ox70.next, %endif197 ]
-  %493 = add nsw i64 %oy69194, %ky67192
-  %494 = add nsw i64 %493, -1
-  %495 = icmp slt i64 -1, %494
-  %496 = add nsw i64 %oy69194, %ky67192
-  %497 = add nsw i64 %496, -1
-  %498 = icmp slt i64 %497, 14
-  %499 = and i1 %495, %498
-  %500 = add nsw i64 %ox70195, %kx68193
-  %501 = add nsw i64 %500, -1
-  %502 = icmp slt i64 -1, %501
-  %503 = add nsw i64 %ox70195, %kx68193
-  %504 = add nsw i64 %503, -1
-  %505 = icmp slt i64 %504, 14
-  %506 = and i1 %502, %505
-  %507 = and i1 %499, %506
-  br i1 %507, label %then196, label %endif197
-
-ox70.end:                                         ; preds = %endif197
-  %oy69.next = add nsw i64 %oy69194, 1
-  %508 = icmp slt i64 %oy69.next, 14
-  br i1 %508, label %oy69, label %oy69.end
-
-then196:                                          ; preds = %ox70
-  %509 = mul nsw i64 %img65187, 3136
-  %510 = add nsw i64 401408, %509
-  %511 = mul nsw i64 %c66191, 196
-  %512 = add nsw i64 %510, %511
-  %513 = add nsw i64 %oy69194, %ky67192
-  %514 = add nsw i64 %513, -1
-  %515 = mul nsw i64 %514, 14
-  %516 = add nsw i64 %512, %515
-  %517 = add nsw i64 %ox70195, %kx68193
-  %518 = add nsw i64 %517, -1
-  %519 = add nsw i64 %516, %518
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %519
-  %520 = load float, ptr %arena198, align 4
-  %521 = mul nsw i64 %c66191, 3
-  %522 = add nsw i64 %521, %ky67192
-  %523 = mul nsw i64 %522, 3
-  %524 = add nsw i64 %523, %kx68193
-  %525 = mul nsw i64 %524, 196
-  %526 = add nsw i64 610960, %525
-  %527 = mul nsw i64 %oy69194, 14
-  %528 = add nsw i64 %526, %527
-  %529 = add nsw i64 %528, %ox70195
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %529
-  %530 = load float, ptr %arena199, align 4
-  %531 = fadd float %520, %530
-  store float %531, ptr %arena198, align 4
-  br label %endif197
-
-endif197:                                         ; preds = %then196, %ox70
-  %ox70.next = add nsw i64 %ox70195, 1
-  %532 = icmp slt i64 %ox70.next, 14
-  br i1 %532, label %ox70, label %ox70.end
-
-i71:                                              ; preds = %i71, %img65.end
-  %i71200 = phi i64 [ 0, %img65.end ], [ %i71.next, %i71 ]
-  %533 = add nsw i64 610960, %i71200
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %533
-  store float 0.000000e+00, ptr %arena201, align 4
-  %i71.next = add nsw i64 %i71200, 1
-  %534 = icmp slt i64 %i71.next, 802816
-  br i1 %534, label %i71, label %i71.end
+i71:                                              ; preds = %i71, %r70
+  %i71198 = phi i64 [ 0, %r70 ], [ %i71.next, %i71 ]
+  %562 = mul nsw i64 %r70197, 12544
+  %563 = add nsw i64 1129744, %562
+  %564 = mul nsw i64 %j69196, 196
+  %565 = add nsw i64 %563, %564
+  %566 = add nsw i64 %565, %i71198
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %566
+  store float 0.000000e+00, ptr %arena199, align 4
+  %i71.next = add nsw i64 %i71198, 1
+  %567 = icmp slt i64 %i71.next, 196
+  br i1 %567, label %i71, label %i71.end
 
 i71.end:                                          ; preds = %i71
-  br label %q72
+  %r70.next = add nsw i64 %r70197, 1
+  %568 = icmp slt i64 %r70.next, 144
+  br i1 %568, label %r70, label %r70.end
 
-q72:                                              ; preds = %i73.end, %i71.end
-  %q72202 = phi i64 [ 0, %i71.end ], [ %q72.next, %i73.end ]
-  br label %i73
+c72:                                              ; preds = %ky73.end, %r70.end
+  %c72200 = phi i64 [ 0, %r70.end ], [ %c72.next, %ky73.end ]
+  br label %ky73
 
-q72.end:                                          ; preds = %i73.end
-  br label %i74
+c72.end:                                          ; preds = %ky73.end
+  %j69.next = add nsw i64 %j69196, 1
+  %569 = icmp slt i64 %j69.next, 64
+  br i1 %569, label %j69, label %j69.end
 
-i73:                                              ; preds = %endif205, %q72
-  %i73203 = phi i64 [ 0, %q72 ], [ %i73.next, %endif205 ]
-  %535 = mul nsw i64 %q72202, 196
-  %536 = add nsw i64 %535, %i73203
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %536
-  %537 = load float, ptr %arena206, align 4
-  %538 = fcmp ogt float %537, 0.000000e+00
-  br i1 %538, label %then204, label %endif205
+ky73:                                             ; preds = %oy78.end, %c72
+  %ky73201 = phi i64 [ 0, %c72 ], [ %ky73.next, %oy78.end ]
+  br label %oy74
 
-i73.end:                                          ; preds = %endif205
-  %q72.next = add nsw i64 %q72202, 1
-  %539 = icmp slt i64 %q72.next, 1024
-  br i1 %539, label %q72, label %q72.end
+ky73.end:                                         ; preds = %oy78.end
+  %c72.next = add nsw i64 %c72200, 1
+  %570 = icmp slt i64 %c72.next, 16
+  br i1 %570, label %c72, label %c72.end
 
-then204:                                          ; preds = %i73
-  %540 = mul nsw i64 %q72202, 784
-  %541 = add nsw i64 610960, %540
-  %542 = mul nsw i64 %q72202, 196
-  %543 = add nsw i64 %542, %i73203
-  %544 = add nsw i64 200704, %543
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %544
-  %545 = load float, ptr %arena207, align 4
-  %546 = fptosi float %545 to i64
-  %547 = add nsw i64 %541, %546
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %547
-  %548 = load float, ptr %arena208, align 4
-  %549 = mul nsw i64 %q72202, 196
-  %550 = add nsw i64 %549, %i73203
-  %551 = add nsw i64 401408, %550
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %551
-  %552 = load float, ptr %arena209, align 4
-  %553 = fadd float %548, %552
-  store float %553, ptr %arena208, align 4
-  br label %endif205
+oy74:                                             ; preds = %endif204, %ky73
+  %oy74202 = phi i64 [ 0, %ky73 ], [ %oy74.next, %endif204 ]
+  %571 = add nsw i64 %oy74202, %ky73201
+  %572 = add nsw i64 %571, -1
+  %573 = icmp slt i64 -1, %572
+  %574 = add nsw i64 %oy74202, %ky73201
+  %575 = add nsw i64 %574, -1
+  %576 = icmp slt i64 %575, 14
+  %577 = and i1 %573, %576
+  br i1 %577, label %then203, label %endif204
 
-endif205:                                         ; preds = %then204, %i73
-  %i73.next = add nsw i64 %i73203, 1
-  %554 = icmp slt i64 %i73.next, 196
-  br i1 %554, label %i73, label %i73.end
+oy74.end:                                         ; preds = %endif204
+  br label %oy76
 
-i74:                                              ; preds = %i74, %q72.end
-  %i74210 = phi i64 [ 0, %q72.end ], [ %i74.next, %i74 ]
-  %grads211 = getelementptr inbounds float, ptr %grads, i64 %i74210
-  store float 0.000000e+00, ptr %grads211, align 4
-  %i74.next = add nsw i64 %i74210, 1
-  %555 = icmp slt i64 %i74.next, 144
-  br i1 %555, label %i74, label %i74.end
+then203:                                          ; preds = %oy74
+  br label %ox75
 
-i74.end:                                          ; preds = %i74
-  br label %img75
+endif204:                                         ; preds = %ox75.end, %oy74
+  %oy74.next = add nsw i64 %oy74202, 1
+  %578 = icmp slt i64 %oy74.next, 14
+  br i1 %578, label %oy74, label %oy74.end
 
-img75:                                            ; preds = %c76.end, %i74.end
-  %img75212 = phi i64 [ 0, %i74.end ], [ %img75.next, %c76.end ]
-  br label %c76
+ox75:                                             ; preds = %ox75, %then203
+  %ox75205 = phi i64 [ 0, %then203 ], [ %ox75.next, %ox75 ]
+  %579 = mul nsw i64 %g68195, 64
+  %580 = add nsw i64 %579, %j69196
+  %581 = mul nsw i64 %580, 3136
+  %582 = mul nsw i64 %c72200, 196
+  %583 = add nsw i64 %581, %582
+  %584 = add nsw i64 %oy74202, %ky73201
+  %585 = add nsw i64 %584, -1
+  %586 = mul nsw i64 %585, 14
+  %587 = add nsw i64 %583, %586
+  %588 = add nsw i64 %ox75205, 1
+  %589 = add nsw i64 %588, -1
+  %590 = add nsw i64 %587, %589
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %590
+  %591 = load float, ptr %arena206, align 4
+  %592 = mul nsw i64 %c72200, 3
+  %593 = add nsw i64 %592, %ky73201
+  %594 = mul nsw i64 %593, 3
+  %595 = mul nsw i64 %594, 12544
+  %596 = add nsw i64 1129744, %595
+  %597 = mul nsw i64 %j69196, 196
+  %598 = add nsw i64 %596, %597
+  %599 = mul nsw i64 %oy74202, 14
+  %600 = add nsw i64 %598, %599
+  %601 = add nsw i64 %ox75205, 1
+  %602 = add nsw i64 %600, %601
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %602
+  store float %591, ptr %arena207, align 4
+  %ox75.next = add nsw i64 %ox75205, 1
+  %603 = icmp slt i64 %ox75.next, 13
+  br i1 %603, label %ox75, label %ox75.end
 
-img75.end:                                        ; preds = %c76.end
+ox75.end:                                         ; preds = %ox75
+  br label %endif204
+
+oy76:                                             ; preds = %endif210, %oy74.end
+  %oy76208 = phi i64 [ 0, %oy74.end ], [ %oy76.next, %endif210 ]
+  %604 = add nsw i64 %oy76208, %ky73201
+  %605 = add nsw i64 %604, -1
+  %606 = icmp slt i64 -1, %605
+  %607 = add nsw i64 %oy76208, %ky73201
+  %608 = add nsw i64 %607, -1
+  %609 = icmp slt i64 %608, 14
+  %610 = and i1 %606, %609
+  br i1 %610, label %then209, label %endif210
+
+oy76.end:                                         ; preds = %endif210
+  br label %oy78214
+
+then209:                                          ; preds = %oy76
+  br label %ox77
+
+endif210:                                         ; preds = %ox77.end, %oy76
+  %oy76.next = add nsw i64 %oy76208, 1
+  %611 = icmp slt i64 %oy76.next, 14
+  br i1 %611, label %oy76, label %oy76.end
+
+ox77:                                             ; preds = %ox77, %then209
+  %ox77211 = phi i64 [ 0, %then209 ], [ %ox77.next, %ox77 ]
+  %612 = mul nsw i64 %g68195, 64
+  %613 = add nsw i64 %612, %j69196
+  %614 = mul nsw i64 %613, 3136
+  %615 = mul nsw i64 %c72200, 196
+  %616 = add nsw i64 %614, %615
+  %617 = add nsw i64 %oy76208, %ky73201
+  %618 = add nsw i64 %617, -1
+  %619 = mul nsw i64 %618, 14
+  %620 = add nsw i64 %616, %619
+  %621 = add nsw i64 %620, %ox77211
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %621
+  %622 = load float, ptr %arena212, align 4
+  %623 = mul nsw i64 %c72200, 3
+  %624 = add nsw i64 %623, %ky73201
+  %625 = mul nsw i64 %624, 3
+  %626 = add nsw i64 %625, 1
+  %627 = mul nsw i64 %626, 12544
+  %628 = add nsw i64 1129744, %627
+  %629 = mul nsw i64 %j69196, 196
+  %630 = add nsw i64 %628, %629
+  %631 = mul nsw i64 %oy76208, 14
+  %632 = add nsw i64 %630, %631
+  %633 = add nsw i64 %632, %ox77211
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %633
+  store float %622, ptr %arena213, align 4
+  %ox77.next = add nsw i64 %ox77211, 1
+  %634 = icmp slt i64 %ox77.next, 14
+  br i1 %634, label %ox77, label %ox77.end
+
+ox77.end:                                         ; preds = %ox77
+  br label %endif210
+
+oy78214:                                          ; preds = %endif217, %oy76.end
+  %oy78215 = phi i64 [ 0, %oy76.end ], [ %oy78.next, %endif217 ]
+  %635 = add nsw i64 %oy78215, %ky73201
+  %636 = add nsw i64 %635, -1
+  %637 = icmp slt i64 -1, %636
+  %638 = add nsw i64 %oy78215, %ky73201
+  %639 = add nsw i64 %638, -1
+  %640 = icmp slt i64 %639, 14
+  %641 = and i1 %637, %640
+  br i1 %641, label %then216, label %endif217
+
+oy78.end:                                         ; preds = %endif217
+  %ky73.next = add nsw i64 %ky73201, 1
+  %642 = icmp slt i64 %ky73.next, 3
+  br i1 %642, label %ky73, label %ky73.end
+
+then216:                                          ; preds = %oy78214
+  br label %ox79
+
+endif217:                                         ; preds = %ox79.end, %oy78214
+  %oy78.next = add nsw i64 %oy78215, 1
+  %643 = icmp slt i64 %oy78.next, 14
+  br i1 %643, label %oy78214, label %oy78.end
+
+ox79:                                             ; preds = %ox79, %then216
+  %ox79218 = phi i64 [ 0, %then216 ], [ %ox79.next, %ox79 ]
+  %644 = mul nsw i64 %g68195, 64
+  %645 = add nsw i64 %644, %j69196
+  %646 = mul nsw i64 %645, 3136
+  %647 = mul nsw i64 %c72200, 196
+  %648 = add nsw i64 %646, %647
+  %649 = add nsw i64 %oy78215, %ky73201
+  %650 = add nsw i64 %649, -1
+  %651 = mul nsw i64 %650, 14
+  %652 = add nsw i64 %648, %651
+  %653 = add nsw i64 %ox79218, 1
+  %654 = add nsw i64 %652, %653
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %654
+  %655 = load float, ptr %arena219, align 4
+  %656 = mul nsw i64 %c72200, 3
+  %657 = add nsw i64 %656, %ky73201
+  %658 = mul nsw i64 %657, 3
+  %659 = add nsw i64 %658, 2
+  %660 = mul nsw i64 %659, 12544
+  %661 = add nsw i64 1129744, %660
+  %662 = mul nsw i64 %j69196, 196
+  %663 = add nsw i64 %661, %662
+  %664 = mul nsw i64 %oy78215, 14
+  %665 = add nsw i64 %663, %664
+  %666 = add nsw i64 %665, %ox79218
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %666
+  store float %655, ptr %arena220, align 4
+  %ox79.next = add nsw i64 %ox79218, 1
+  %667 = icmp slt i64 %ox79.next, 13
+  br i1 %667, label %ox79, label %ox79.end
+
+ox79.end:                                         ; preds = %ox79
+  br label %endif217
+
+j80:                                              ; preds = %f81.end, %j69.end
+  %j80221 = phi i64 [ 0, %j69.end ], [ %j80.next, %f81.end ]
   br label %f81
 
-c76:                                              ; preds = %ky77.end, %img75
-  %c76213 = phi i64 [ 0, %img75 ], [ %c76.next, %ky77.end ]
-  br label %ky77
+j80.end:                                          ; preds = %f81.end
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 2936080
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 1129744
+  %grads228 = getelementptr inbounds float, ptr %grads, i64 160
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 144, i32 12544, float 1.000000e+00, ptr %arena226, i32 12544, ptr %arena227, i32 12544, float 1.000000e+00, ptr %grads228, i32 144)
+  %g68.next = add nsw i64 %g68195, 1
+  %668 = icmp slt i64 %g68.next, 1
+  br i1 %668, label %g68, label %g68.end
 
-c76.end:                                          ; preds = %ky77.end
-  %556 = mul nsw i64 %img75212, 12544
-  %557 = add nsw i64 610960, %556
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 %557
-  %arena224 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads225 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 784, float 1.000000e+00, ptr %arena223, i32 784, ptr %arena224, i32 784, float 1.000000e+00, ptr %grads225, i32 9)
-  %img75.next = add nsw i64 %img75212, 1
-  %558 = icmp slt i64 %img75.next, 64
-  br i1 %558, label %img75, label %img75.end
+f81:                                              ; preds = %i82.end, %j80
+  %f81222 = phi i64 [ 0, %j80 ], [ %f81.next, %i82.end ]
+  br label %i82
 
-ky77:                                             ; preds = %kx78.end, %c76
-  %ky77214 = phi i64 [ 0, %c76 ], [ %ky77.next, %kx78.end ]
-  br label %kx78
+f81.end:                                          ; preds = %i82.end
+  %j80.next = add nsw i64 %j80221, 1
+  %669 = icmp slt i64 %j80.next, 64
+  br i1 %669, label %j80, label %j80.end
 
-ky77.end:                                         ; preds = %kx78.end
-  %c76.next = add nsw i64 %c76213, 1
-  %559 = icmp slt i64 %c76.next, 1
-  br i1 %559, label %c76, label %c76.end
+i82:                                              ; preds = %i82, %f81
+  %i82223 = phi i64 [ 0, %f81 ], [ %i82.next, %i82 ]
+  %670 = mul nsw i64 %g68195, 64
+  %671 = add nsw i64 %670, %j80221
+  %672 = mul nsw i64 %671, 6272
+  %673 = add nsw i64 728336, %672
+  %674 = mul nsw i64 %f81222, 196
+  %675 = add nsw i64 %673, %674
+  %676 = add nsw i64 %675, %i82223
+  %arena224 = getelementptr inbounds float, ptr %arena, i64 %676
+  %677 = load float, ptr %arena224, align 4
+  %678 = mul nsw i64 %f81222, 12544
+  %679 = add nsw i64 2936080, %678
+  %680 = mul nsw i64 %j80221, 196
+  %681 = add nsw i64 %679, %680
+  %682 = add nsw i64 %681, %i82223
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %682
+  store float %677, ptr %arena225, align 4
+  %i82.next = add nsw i64 %i82223, 1
+  %683 = icmp slt i64 %i82.next, 196
+  br i1 %683, label %i82, label %i82.end
 
-kx78:                                             ; preds = %oy79.end, %ky77
-  %kx78215 = phi i64 [ 0, %ky77 ], [ %kx78.next, %oy79.end ]
-  br label %oy79
+i82.end:                                          ; preds = %i82
+  %f81.next = add nsw i64 %f81222, 1
+  %684 = icmp slt i64 %f81.next, 32
+  br i1 %684, label %f81, label %f81.end
 
-kx78.end:                                         ; preds = %oy79.end
-  %ky77.next = add nsw i64 %ky77214, 1
-  %560 = icmp slt i64 %ky77.next, 3
-  br i1 %560, label %ky77, label %ky77.end
+f83:                                              ; preds = %img85.end, %g68.end
+  %f83229 = phi i64 [ 0, %g68.end ], [ %f83.next, %img85.end ]
+  store float 0.000000e+00, ptr %acc84, align 4
+  br label %img85
 
-oy79:                                             ; preds = %ox80.end, %kx78
-  %oy79216 = phi i64 [ 0, %kx78 ], [ %oy79.next, %ox80.end ]
-  br label %ox80
-
-oy79.end:                                         ; preds = %ox80.end
-  %kx78.next = add nsw i64 %kx78215, 1
-  %561 = icmp slt i64 %kx78.next, 3
-  br i1 %561, label %kx78, label %kx78.end
-
-ox80:                                             ; preds = %endif220, %oy79
-  %ox80217 = phi i64 [ 0, %oy79 ], [ %ox80.next, %endif220 ]
-  %562 = mul nsw i64 %c76213, 3
-  %563 = add nsw i64 %562, %ky77214
-  %564 = mul nsw i64 %563, 3
-  %565 = add nsw i64 %564, %kx78215
-  %566 = mul nsw i64 %565, 784
-  %567 = mul nsw i64 %oy79216, 28
-  %568 = add nsw i64 %566, %567
-  %569 = add nsw i64 %568, %ox80217
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 %569
-  store float 0.000000e+00, ptr %arena218, align 4
-  %570 = add nsw i64 %oy79216, %ky77214
-  %571 = add nsw i64 %570, -1
-  %572 = icmp slt i64 -1, %571
-  %573 = add nsw i64 %oy79216, %ky77214
-  %574 = add nsw i64 %573, -1
-  %575 = icmp slt i64 %574, 28
-  %576 = and i1 %572, %575
-  %577 = add nsw i64 %ox80217, %kx78215
-  %578 = add nsw i64 %577, -1
-  %579 = icmp slt i64 -1, %578
-  %580 = add nsw i64 %ox80217, %kx78215
-  %581 = add nsw i64 %580, -1
-  %582 = icmp slt i64 %581, 28
-  %583 = and i1 %579, %582
-  %584 = and i1 %576, %583
-  br i1 %584, label %then219, label %endif220
-
-ox80.end:                                         ; preds = %endif220
-  %oy79.next = add nsw i64 %oy79216, 1
-  %585 = icmp slt i64 %oy79.next, 28
-  br i1 %585, label %oy79, label %oy79.end
-
-then219:                                          ; preds = %ox80
-  %586 = mul nsw i64 %img75212, 784
-  %587 = mul nsw i64 %c76213, 784
-  %588 = add nsw i64 %586, %587
-  %589 = add nsw i64 %oy79216, %ky77214
-  %590 = add nsw i64 %589, -1
-  %591 = mul nsw i64 %590, 28
-  %592 = add nsw i64 %588, %591
-  %593 = add nsw i64 %ox80217, %kx78215
-  %594 = add nsw i64 %593, -1
-  %595 = add nsw i64 %592, %594
-  %images221 = getelementptr inbounds float, ptr %images, i64 %595
-  %596 = load float, ptr %images221, align 4
-  %597 = mul nsw i64 %c76213, 3
-  %598 = add nsw i64 %597, %ky77214
-  %599 = mul nsw i64 %598, 3
-  %600 = add nsw i64 %599, %kx78215
-  %601 = mul nsw i64 %600, 784
-  %602 = mul nsw i64 %oy79216, 28
-  %603 = add nsw i64 %601, %602
-  %604 = add nsw i64 %603, %ox80217
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 %604
-  store float %596, ptr %arena222, align 4
-  br label %endif220
-
-endif220:                                         ; preds = %then219, %ox80
-  %ox80.next = add nsw i64 %ox80217, 1
-  %605 = icmp slt i64 %ox80.next, 28
-  br i1 %605, label %ox80, label %ox80.end
-
-f81:                                              ; preds = %img83.end, %img75.end
-  %f81226 = phi i64 [ 0, %img75.end ], [ %f81.next, %img83.end ]
-  store float 0.000000e+00, ptr %acc82, align 4
-  br label %img83
-
-f81.end:                                          ; preds = %img83.end
-  %606 = sitofp i64 %step to float
-  %607 = fmul float %606, 0xBFBAF8E8A0000000
-  %608 = call float @llvm.exp.f32(float %607)
-  %609 = fsub float 1.000000e+00, %608
-  %610 = fdiv float %lr, %609
-  store float %610, ptr %step_size85, align 4
-  %611 = sitofp i64 %step to float
-  %612 = fmul float %611, 0xBF50645940000000
-  %613 = call float @llvm.exp.f32(float %612)
-  %614 = fsub float 1.000000e+00, %613
-  %615 = call float @llvm.sqrt.f32(float %614)
-  store float %615, ptr %bc2_sqrt86, align 4
+f83.end:                                          ; preds = %img85.end
   br label %i87
 
-img83:                                            ; preds = %i84.end, %f81
-  %img83227 = phi i64 [ 0, %f81 ], [ %img83.next, %i84.end ]
-  br label %i84
+img85:                                            ; preds = %i86.end, %f83
+  %img85230 = phi i64 [ 0, %f83 ], [ %img85.next, %i86.end ]
+  br label %i86
 
-img83.end:                                        ; preds = %i84.end
-  %acc82231 = load float, ptr %acc82, align 4
-  %616 = add nsw i64 144, %f81226
-  %grads232 = getelementptr inbounds float, ptr %grads, i64 %616
-  store float %acc82231, ptr %grads232, align 4
-  %f81.next = add nsw i64 %f81226, 1
-  %617 = icmp slt i64 %f81.next, 16
-  br i1 %617, label %f81, label %f81.end
+img85.end:                                        ; preds = %i86.end
+  %acc84234 = load float, ptr %acc84, align 4
+  %685 = add nsw i64 4768, %f83229
+  %grads235 = getelementptr inbounds float, ptr %grads, i64 %685
+  store float %acc84234, ptr %grads235, align 4
+  %f83.next = add nsw i64 %f83229, 1
+  %686 = icmp slt i64 %f83.next, 32
+  br i1 %686, label %f83, label %f83.end
 
-i84:                                              ; preds = %i84, %img83
-  %i84228 = phi i64 [ 0, %img83 ], [ %i84.next, %i84 ]
-  %acc82229 = load float, ptr %acc82, align 4
-  %618 = mul nsw i64 %img83227, 12544
-  %619 = add nsw i64 610960, %618
-  %620 = mul nsw i64 %f81226, 784
-  %621 = add nsw i64 %619, %620
-  %622 = add nsw i64 %621, %i84228
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %622
-  %623 = load float, ptr %arena230, align 4
-  %624 = fadd float %acc82229, %623
-  store float %624, ptr %acc82, align 4
-  %i84.next = add nsw i64 %i84228, 1
-  %625 = icmp slt i64 %i84.next, 784
-  br i1 %625, label %i84, label %i84.end
+i86:                                              ; preds = %i86, %img85
+  %i86231 = phi i64 [ 0, %img85 ], [ %i86.next, %i86 ]
+  %acc84232 = load float, ptr %acc84, align 4
+  %687 = mul nsw i64 %img85230, 6272
+  %688 = add nsw i64 728336, %687
+  %689 = mul nsw i64 %f83229, 196
+  %690 = add nsw i64 %688, %689
+  %691 = add nsw i64 %690, %i86231
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %691
+  %692 = load float, ptr %arena233, align 4
+  %693 = fadd float %acc84232, %692
+  store float %693, ptr %acc84, align 4
+  %i86.next = add nsw i64 %i86231, 1
+  %694 = icmp slt i64 %i86.next, 196
+  br i1 %694, label %i86, label %i86.end
 
-i84.end:                                          ; preds = %i84
-  %img83.next = add nsw i64 %img83227, 1
-  %626 = icmp slt i64 %img83.next, 64
-  br i1 %626, label %img83, label %img83.end
+i86.end:                                          ; preds = %i86
+  %img85.next = add nsw i64 %img85230, 1
+  %695 = icmp slt i64 %img85.next, 64
+  br i1 %695, label %img85, label %img85.end
 
-i87:                                              ; preds = %i87, %f81.end
-  %i87233 = phi i64 [ 0, %f81.end ], [ %i87.next, %i87 ]
-  %grads234 = getelementptr inbounds float, ptr %grads, i64 %i87233
-  %627 = load float, ptr %grads234, align 4
-  %params235 = getelementptr inbounds float, ptr %params, i64 %i87233
-  %628 = load float, ptr %params235, align 4
-  %629 = fmul float 0.000000e+00, %628
-  %630 = fadd float %627, %629
-  store float %630, ptr %g, align 4
-  %m236 = getelementptr inbounds float, ptr %m, i64 %i87233
-  %631 = load float, ptr %m236, align 4
-  %632 = fmul float 0x3FECCCCCC0000000, %631
-  %g237 = load float, ptr %g, align 4
-  %633 = fmul float 0x3FB9999A00000000, %g237
-  %634 = fadd float %632, %633
-  store float %634, ptr %m_new, align 4
-  %v238 = getelementptr inbounds float, ptr %v, i64 %i87233
-  %635 = load float, ptr %v238, align 4
-  %636 = fmul float 0x3FEFF7CEE0000000, %635
-  %g239 = load float, ptr %g, align 4
-  %637 = fmul float 0x3F50624000000000, %g239
-  %g240 = load float, ptr %g, align 4
-  %638 = fmul float %637, %g240
-  %639 = fadd float %636, %638
-  store float %639, ptr %v_new, align 4
-  %m_new241 = load float, ptr %m_new, align 4
-  %m242 = getelementptr inbounds float, ptr %m, i64 %i87233
-  store float %m_new241, ptr %m242, align 4
-  %v_new243 = load float, ptr %v_new, align 4
-  %v244 = getelementptr inbounds float, ptr %v, i64 %i87233
-  store float %v_new243, ptr %v244, align 4
-  %params245 = getelementptr inbounds float, ptr %params, i64 %i87233
-  %640 = load float, ptr %params245, align 4
-  %step_size85246 = load float, ptr %step_size85, align 4
-  %m_new247 = load float, ptr %m_new, align 4
-  %641 = fmul float %step_size85246, %m_new247
-  %v_new248 = load float, ptr %v_new, align 4
-  %642 = call float @llvm.sqrt.f32(float %v_new248)
-  %bc2_sqrt86249 = load float, ptr %bc2_sqrt86, align 4
-  %643 = fdiv float %642, %bc2_sqrt86249
-  %644 = fadd float %643, 0x3E45798EE0000000
-  %645 = fdiv float %641, %644
-  %646 = fsub float %640, %645
-  %params250 = getelementptr inbounds float, ptr %params, i64 %i87233
-  store float %646, ptr %params250, align 4
-  %i87.next = add nsw i64 %i87233, 1
-  %647 = icmp slt i64 %i87.next, 206922
-  br i1 %647, label %i87, label %i87.end
+i87:                                              ; preds = %i87, %f83.end
+  %i87236 = phi i64 [ 0, %f83.end ], [ %i87.next, %i87 ]
+  %696 = add nsw i64 401408, %i87236
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %696
+  store float 0.000000e+00, ptr %arena237, align 4
+  %i87.next = add nsw i64 %i87236, 1
+  %697 = icmp slt i64 %i87.next, 200704
+  br i1 %697, label %i87, label %i87.end
 
 i87.end:                                          ; preds = %i87
+  br label %g88
+
+g88:                                              ; preds = %j92.end, %i87.end
+  %g88238 = phi i64 [ 0, %i87.end ], [ %g88.next, %j92.end ]
+  br label %j89
+
+g88.end:                                          ; preds = %j92.end
+  br label %i101
+
+j89:                                              ; preds = %f90.end, %g88
+  %j89239 = phi i64 [ 0, %g88 ], [ %j89.next, %f90.end ]
+  br label %f90
+
+j89.end:                                          ; preds = %f90.end
+  %params244 = getelementptr inbounds float, ptr %params, i64 160
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 2936080
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 1129744
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params244, i32 144, ptr %arena245, i32 12544, float 0.000000e+00, ptr %arena246, i32 12544)
+  br label %j92
+
+f90:                                              ; preds = %i91.end, %j89
+  %f90240 = phi i64 [ 0, %j89 ], [ %f90.next, %i91.end ]
+  br label %i91
+
+f90.end:                                          ; preds = %i91.end
+  %j89.next = add nsw i64 %j89239, 1
+  %698 = icmp slt i64 %j89.next, 64
+  br i1 %698, label %j89, label %j89.end
+
+i91:                                              ; preds = %i91, %f90
+  %i91241 = phi i64 [ 0, %f90 ], [ %i91.next, %i91 ]
+  %699 = mul nsw i64 %g88238, 64
+  %700 = add nsw i64 %699, %j89239
+  %701 = mul nsw i64 %700, 6272
+  %702 = add nsw i64 728336, %701
+  %703 = mul nsw i64 %f90240, 196
+  %704 = add nsw i64 %702, %703
+  %705 = add nsw i64 %704, %i91241
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %705
+  %706 = load float, ptr %arena242, align 4
+  %707 = mul nsw i64 %f90240, 12544
+  %708 = add nsw i64 2936080, %707
+  %709 = mul nsw i64 %j89239, 196
+  %710 = add nsw i64 %708, %709
+  %711 = add nsw i64 %710, %i91241
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %711
+  store float %706, ptr %arena243, align 4
+  %i91.next = add nsw i64 %i91241, 1
+  %712 = icmp slt i64 %i91.next, 196
+  br i1 %712, label %i91, label %i91.end
+
+i91.end:                                          ; preds = %i91
+  %f90.next = add nsw i64 %f90240, 1
+  %713 = icmp slt i64 %f90.next, 32
+  br i1 %713, label %f90, label %f90.end
+
+j92:                                              ; preds = %c93.end, %j89.end
+  %j92247 = phi i64 [ 0, %j89.end ], [ %j92.next, %c93.end ]
+  br label %c93
+
+j92.end:                                          ; preds = %c93.end
+  %g88.next = add nsw i64 %g88238, 1
+  %714 = icmp slt i64 %g88.next, 1
+  br i1 %714, label %g88, label %g88.end
+
+c93:                                              ; preds = %ky94.end, %j92
+  %c93248 = phi i64 [ 0, %j92 ], [ %c93.next, %ky94.end ]
+  br label %ky94
+
+c93.end:                                          ; preds = %ky94.end
+  %j92.next = add nsw i64 %j92247, 1
+  %715 = icmp slt i64 %j92.next, 64
+  br i1 %715, label %j92, label %j92.end
+
+ky94:                                             ; preds = %oy99.end, %c93
+  %ky94249 = phi i64 [ 0, %c93 ], [ %ky94.next, %oy99.end ]
+  br label %oy95
+
+ky94.end:                                         ; preds = %oy99.end
+  %c93.next = add nsw i64 %c93248, 1
+  %716 = icmp slt i64 %c93.next, 16
+  br i1 %716, label %c93, label %c93.end
+
+oy95:                                             ; preds = %endif252, %ky94
+  %oy95250 = phi i64 [ 0, %ky94 ], [ %oy95.next, %endif252 ]
+  %717 = add nsw i64 %oy95250, %ky94249
+  %718 = add nsw i64 %717, -1
+  %719 = icmp slt i64 -1, %718
+  %720 = add nsw i64 %oy95250, %ky94249
+  %721 = add nsw i64 %720, -1
+  %722 = icmp slt i64 %721, 14
+  %723 = and i1 %719, %722
+  br i1 %723, label %then251, label %endif252
+
+oy95.end:                                         ; preds = %endif252
+  br label %oy97
+
+then251:                                          ; preds = %oy95
+  br label %ox96
+
+endif252:                                         ; preds = %ox96.end, %oy95
+  %oy95.next = add nsw i64 %oy95250, 1
+  %724 = icmp slt i64 %oy95.next, 14
+  br i1 %724, label %oy95, label %oy95.end
+
+ox96:                                             ; preds = %ox96, %then251
+  %ox96253 = phi i64 [ 0, %then251 ], [ %ox96.next, %ox96 ]
+  %725 = mul nsw i64 %g88238, 64
+  %726 = add nsw i64 %725, %j92247
+  %727 = mul nsw i64 %726, 3136
+  %728 = add nsw i64 401408, %727
+  %729 = mul nsw i64 %c93248, 196
+  %730 = add nsw i64 %728, %729
+  %731 = add nsw i64 %oy95250, %ky94249
+  %732 = add nsw i64 %731, -1
+  %733 = mul nsw i64 %732, 14
+  %734 = add nsw i64 %730, %733
+  %735 = add nsw i64 %ox96253, 1
+  %736 = add nsw i64 %735, -1
+  %737 = add nsw i64 %734, %736
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %737
+  %738 = load float, ptr %arena254, align 4
+  %739 = mul nsw i64 %c93248, 3
+  %740 = add nsw i64 %739, %ky94249
+  %741 = mul nsw i64 %740, 3
+  %742 = mul nsw i64 %741, 12544
+  %743 = add nsw i64 1129744, %742
+  %744 = mul nsw i64 %j92247, 196
+  %745 = add nsw i64 %743, %744
+  %746 = mul nsw i64 %oy95250, 14
+  %747 = add nsw i64 %745, %746
+  %748 = add nsw i64 %ox96253, 1
+  %749 = add nsw i64 %747, %748
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %749
+  %750 = load float, ptr %arena255, align 4
+  %751 = fadd float %738, %750
+  store float %751, ptr %arena254, align 4
+  %ox96.next = add nsw i64 %ox96253, 1
+  %752 = icmp slt i64 %ox96.next, 13
+  br i1 %752, label %ox96, label %ox96.end
+
+ox96.end:                                         ; preds = %ox96
+  br label %endif252
+
+oy97:                                             ; preds = %endif258, %oy95.end
+  %oy97256 = phi i64 [ 0, %oy95.end ], [ %oy97.next, %endif258 ]
+  %753 = add nsw i64 %oy97256, %ky94249
+  %754 = add nsw i64 %753, -1
+  %755 = icmp slt i64 -1, %754
+  %756 = add nsw i64 %oy97256, %ky94249
+  %757 = add nsw i64 %756, -1
+  %758 = icmp slt i64 %757, 14
+  %759 = and i1 %755, %758
+  br i1 %759, label %then257, label %endif258
+
+oy97.end:                                         ; preds = %endif258
+  br label %oy99
+
+then257:                                          ; preds = %oy97
+  br label %ox98
+
+endif258:                                         ; preds = %ox98.end, %oy97
+  %oy97.next = add nsw i64 %oy97256, 1
+  %760 = icmp slt i64 %oy97.next, 14
+  br i1 %760, label %oy97, label %oy97.end
+
+ox98:                                             ; preds = %ox98, %then257
+  %ox98259 = phi i64 [ 0, %then257 ], [ %ox98.next, %ox98 ]
+  %761 = mul nsw i64 %g88238, 64
+  %762 = add nsw i64 %761, %j92247
+  %763 = mul nsw i64 %762, 3136
+  %764 = add nsw i64 401408, %763
+  %765 = mul nsw i64 %c93248, 196
+  %766 = add nsw i64 %764, %765
+  %767 = add nsw i64 %oy97256, %ky94249
+  %768 = add nsw i64 %767, -1
+  %769 = mul nsw i64 %768, 14
+  %770 = add nsw i64 %766, %769
+  %771 = add nsw i64 %770, %ox98259
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %771
+  %772 = load float, ptr %arena260, align 4
+  %773 = mul nsw i64 %c93248, 3
+  %774 = add nsw i64 %773, %ky94249
+  %775 = mul nsw i64 %774, 3
+  %776 = add nsw i64 %775, 1
+  %777 = mul nsw i64 %776, 12544
+  %778 = add nsw i64 1129744, %777
+  %779 = mul nsw i64 %j92247, 196
+  %780 = add nsw i64 %778, %779
+  %781 = mul nsw i64 %oy97256, 14
+  %782 = add nsw i64 %780, %781
+  %783 = add nsw i64 %782, %ox98259
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %783
+  %784 = load float, ptr %arena261, align 4
+  %785 = fadd float %772, %784
+  store float %785, ptr %arena260, align 4
+  %ox98.next = add nsw i64 %ox98259, 1
+  %786 = icmp slt i64 %ox98.next, 14
+  br i1 %786, label %ox98, label %ox98.end
+
+ox98.end:                                         ; preds = %ox98
+  br label %endif258
+
+oy99:                                             ; preds = %endif264, %oy97.end
+  %oy99262 = phi i64 [ 0, %oy97.end ], [ %oy99.next, %endif264 ]
+  %787 = add nsw i64 %oy99262, %ky94249
+  %788 = add nsw i64 %787, -1
+  %789 = icmp slt i64 -1, %788
+  %790 = add nsw i64 %oy99262, %ky94249
+  %791 = add nsw i64 %790, -1
+  %792 = icmp slt i64 %791, 14
+  %793 = and i1 %789, %792
+  br i1 %793, label %then263, label %endif264
+
+oy99.end:                                         ; preds = %endif264
+  %ky94.next = add nsw i64 %ky94249, 1
+  %794 = icmp slt i64 %ky94.next, 3
+  br i1 %794, label %ky94, label %ky94.end
+
+then263:                                          ; preds = %oy99
+  br label %ox100
+
+endif264:                                         ; preds = %ox100.end, %oy99
+  %oy99.next = add nsw i64 %oy99262, 1
+  %795 = icmp slt i64 %oy99.next, 14
+  br i1 %795, label %oy99, label %oy99.end
+
+ox100:                                            ; preds = %ox100, %then263
+  %ox100265 = phi i64 [ 0, %then263 ], [ %ox100.next, %ox100 ]
+  %796 = mul nsw i64 %g88238, 64
+  %797 = add nsw i64 %796, %j92247
+  %798 = mul nsw i64 %797, 3136
+  %799 = add nsw i64 401408, %798
+  %800 = mul nsw i64 %c93248, 196
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %oy99262, %ky94249
+  %803 = add nsw i64 %802, -1
+  %804 = mul nsw i64 %803, 14
+  %805 = add nsw i64 %801, %804
+  %806 = add nsw i64 %ox100265, 1
+  %807 = add nsw i64 %805, %806
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %807
+  %808 = load float, ptr %arena266, align 4
+  %809 = mul nsw i64 %c93248, 3
+  %810 = add nsw i64 %809, %ky94249
+  %811 = mul nsw i64 %810, 3
+  %812 = add nsw i64 %811, 2
+  %813 = mul nsw i64 %812, 12544
+  %814 = add nsw i64 1129744, %813
+  %815 = mul nsw i64 %j92247, 196
+  %816 = add nsw i64 %814, %815
+  %817 = mul nsw i64 %oy99262, 14
+  %818 = add nsw i64 %816, %817
+  %819 = add nsw i64 %818, %ox100265
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %819
+  %820 = load float, ptr %arena267, align 4
+  %821 = fadd float %808, %820
+  store float %821, ptr %arena266, align 4
+  %ox100.next = add nsw i64 %ox100265, 1
+  %822 = icmp slt i64 %ox100.next, 13
+  br i1 %822, label %ox100, label %ox100.end
+
+ox100.end:                                        ; preds = %ox100
+  br label %endif264
+
+i101:                                             ; preds = %i101, %g88.end
+  %i101268 = phi i64 [ 0, %g88.end ], [ %i101.next, %i101 ]
+  %823 = add nsw i64 610960, %i101268
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %823
+  store float 0.000000e+00, ptr %arena269, align 4
+  %i101.next = add nsw i64 %i101268, 1
+  %824 = icmp slt i64 %i101.next, 802816
+  br i1 %824, label %i101, label %i101.end
+
+i101.end:                                         ; preds = %i101
+  br label %q102
+
+q102:                                             ; preds = %i103.end, %i101.end
+  %q102270 = phi i64 [ 0, %i101.end ], [ %q102.next, %i103.end ]
+  br label %i103
+
+q102.end:                                         ; preds = %i103.end
+  br label %i104
+
+i103:                                             ; preds = %endif273, %q102
+  %i103271 = phi i64 [ 0, %q102 ], [ %i103.next, %endif273 ]
+  %825 = mul nsw i64 %q102270, 196
+  %826 = add nsw i64 %825, %i103271
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %826
+  %827 = load float, ptr %arena274, align 4
+  %828 = fcmp ogt float %827, 0.000000e+00
+  br i1 %828, label %then272, label %endif273
+
+i103.end:                                         ; preds = %endif273
+  %q102.next = add nsw i64 %q102270, 1
+  %829 = icmp slt i64 %q102.next, 1024
+  br i1 %829, label %q102, label %q102.end
+
+then272:                                          ; preds = %i103
+  %830 = mul nsw i64 %q102270, 784
+  %831 = add nsw i64 610960, %830
+  %832 = mul nsw i64 %q102270, 196
+  %833 = add nsw i64 %832, %i103271
+  %834 = add nsw i64 200704, %833
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %834
+  %835 = load float, ptr %arena275, align 4
+  %836 = fptosi float %835 to i64
+  %837 = add nsw i64 %831, %836
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %837
+  %838 = load float, ptr %arena276, align 4
+  %839 = mul nsw i64 %q102270, 196
+  %840 = add nsw i64 %839, %i103271
+  %841 = add nsw i64 401408, %840
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load float, ptr %arena277, align 4
+  %843 = fadd float %838, %842
+  store float %843, ptr %arena276, align 4
+  br label %endif273
+
+endif273:                                         ; preds = %then272, %i103
+  %i103.next = add nsw i64 %i103271, 1
+  %844 = icmp slt i64 %i103.next, 196
+  br i1 %844, label %i103, label %i103.end
+
+i104:                                             ; preds = %i104, %q102.end
+  %i104278 = phi i64 [ 0, %q102.end ], [ %i104.next, %i104 ]
+  %grads279 = getelementptr inbounds float, ptr %grads, i64 %i104278
+  store float 0.000000e+00, ptr %grads279, align 4
+  %i104.next = add nsw i64 %i104278, 1
+  %845 = icmp slt i64 %i104.next, 144
+  br i1 %845, label %i104, label %i104.end
+
+i104.end:                                         ; preds = %i104
+  br label %g105
+
+g105:                                             ; preds = %j117.end, %i104.end
+  %g105280 = phi i64 [ 0, %i104.end ], [ %g105.next, %j117.end ]
+  br label %j106
+
+g105.end:                                         ; preds = %j117.end
+  br label %f120
+
+j106:                                             ; preds = %c109.end, %g105
+  %j106281 = phi i64 [ 0, %g105 ], [ %j106.next, %c109.end ]
+  br label %r107
+
+j106.end:                                         ; preds = %c109.end
+  br label %j117
+
+r107:                                             ; preds = %i108.end, %j106
+  %r107282 = phi i64 [ 0, %j106 ], [ %r107.next, %i108.end ]
+  br label %i108
+
+r107.end:                                         ; preds = %i108.end
+  br label %c109
+
+i108:                                             ; preds = %i108, %r107
+  %i108283 = phi i64 [ 0, %r107 ], [ %i108.next, %i108 ]
+  %846 = mul nsw i64 %r107282, 50176
+  %847 = add nsw i64 1413776, %846
+  %848 = mul nsw i64 %j106281, 784
+  %849 = add nsw i64 %847, %848
+  %850 = add nsw i64 %849, %i108283
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 %850
+  store float 0.000000e+00, ptr %arena284, align 4
+  %i108.next = add nsw i64 %i108283, 1
+  %851 = icmp slt i64 %i108.next, 784
+  br i1 %851, label %i108, label %i108.end
+
+i108.end:                                         ; preds = %i108
+  %r107.next = add nsw i64 %r107282, 1
+  %852 = icmp slt i64 %r107.next, 9
+  br i1 %852, label %r107, label %r107.end
+
+c109:                                             ; preds = %ky110.end, %r107.end
+  %c109285 = phi i64 [ 0, %r107.end ], [ %c109.next, %ky110.end ]
+  br label %ky110
+
+c109.end:                                         ; preds = %ky110.end
+  %j106.next = add nsw i64 %j106281, 1
+  %853 = icmp slt i64 %j106.next, 64
+  br i1 %853, label %j106, label %j106.end
+
+ky110:                                            ; preds = %oy115.end, %c109
+  %ky110286 = phi i64 [ 0, %c109 ], [ %ky110.next, %oy115.end ]
+  br label %oy111
+
+ky110.end:                                        ; preds = %oy115.end
+  %c109.next = add nsw i64 %c109285, 1
+  %854 = icmp slt i64 %c109.next, 1
+  br i1 %854, label %c109, label %c109.end
+
+oy111:                                            ; preds = %endif289, %ky110
+  %oy111287 = phi i64 [ 0, %ky110 ], [ %oy111.next, %endif289 ]
+  %855 = add nsw i64 %oy111287, %ky110286
+  %856 = add nsw i64 %855, -1
+  %857 = icmp slt i64 -1, %856
+  %858 = add nsw i64 %oy111287, %ky110286
+  %859 = add nsw i64 %858, -1
+  %860 = icmp slt i64 %859, 28
+  %861 = and i1 %857, %860
+  br i1 %861, label %then288, label %endif289
+
+oy111.end:                                        ; preds = %endif289
+  br label %oy113
+
+then288:                                          ; preds = %oy111
+  br label %ox112
+
+endif289:                                         ; preds = %ox112.end, %oy111
+  %oy111.next = add nsw i64 %oy111287, 1
+  %862 = icmp slt i64 %oy111.next, 28
+  br i1 %862, label %oy111, label %oy111.end
+
+ox112:                                            ; preds = %ox112, %then288
+  %ox112290 = phi i64 [ 0, %then288 ], [ %ox112.next, %ox112 ]
+  %863 = mul nsw i64 %g105280, 64
+  %864 = add nsw i64 %863, %j106281
+  %865 = mul nsw i64 %864, 784
+  %866 = mul nsw i64 %c109285, 784
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %oy111287, %ky110286
+  %869 = add nsw i64 %868, -1
+  %870 = mul nsw i64 %869, 28
+  %871 = add nsw i64 %867, %870
+  %872 = add nsw i64 %ox112290, 1
+  %873 = add nsw i64 %872, -1
+  %874 = add nsw i64 %871, %873
+  %images291 = getelementptr inbounds float, ptr %images, i64 %874
+  %875 = load float, ptr %images291, align 4
+  %876 = mul nsw i64 %c109285, 3
+  %877 = add nsw i64 %876, %ky110286
+  %878 = mul nsw i64 %877, 3
+  %879 = mul nsw i64 %878, 50176
+  %880 = add nsw i64 1413776, %879
+  %881 = mul nsw i64 %j106281, 784
+  %882 = add nsw i64 %880, %881
+  %883 = mul nsw i64 %oy111287, 28
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %ox112290, 1
+  %886 = add nsw i64 %884, %885
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 %886
+  store float %875, ptr %arena292, align 4
+  %ox112.next = add nsw i64 %ox112290, 1
+  %887 = icmp slt i64 %ox112.next, 27
+  br i1 %887, label %ox112, label %ox112.end
+
+ox112.end:                                        ; preds = %ox112
+  br label %endif289
+
+oy113:                                            ; preds = %endif295, %oy111.end
+  %oy113293 = phi i64 [ 0, %oy111.end ], [ %oy113.next, %endif295 ]
+  %888 = add nsw i64 %oy113293, %ky110286
+  %889 = add nsw i64 %888, -1
+  %890 = icmp slt i64 -1, %889
+  %891 = add nsw i64 %oy113293, %ky110286
+  %892 = add nsw i64 %891, -1
+  %893 = icmp slt i64 %892, 28
+  %894 = and i1 %890, %893
+  br i1 %894, label %then294, label %endif295
+
+oy113.end:                                        ; preds = %endif295
+  br label %oy115
+
+then294:                                          ; preds = %oy113
+  br label %ox114
+
+endif295:                                         ; preds = %ox114.end, %oy113
+  %oy113.next = add nsw i64 %oy113293, 1
+  %895 = icmp slt i64 %oy113.next, 28
+  br i1 %895, label %oy113, label %oy113.end
+
+ox114:                                            ; preds = %ox114, %then294
+  %ox114296 = phi i64 [ 0, %then294 ], [ %ox114.next, %ox114 ]
+  %896 = mul nsw i64 %g105280, 64
+  %897 = add nsw i64 %896, %j106281
+  %898 = mul nsw i64 %897, 784
+  %899 = mul nsw i64 %c109285, 784
+  %900 = add nsw i64 %898, %899
+  %901 = add nsw i64 %oy113293, %ky110286
+  %902 = add nsw i64 %901, -1
+  %903 = mul nsw i64 %902, 28
+  %904 = add nsw i64 %900, %903
+  %905 = add nsw i64 %904, %ox114296
+  %images297 = getelementptr inbounds float, ptr %images, i64 %905
+  %906 = load float, ptr %images297, align 4
+  %907 = mul nsw i64 %c109285, 3
+  %908 = add nsw i64 %907, %ky110286
+  %909 = mul nsw i64 %908, 3
+  %910 = add nsw i64 %909, 1
+  %911 = mul nsw i64 %910, 50176
+  %912 = add nsw i64 1413776, %911
+  %913 = mul nsw i64 %j106281, 784
+  %914 = add nsw i64 %912, %913
+  %915 = mul nsw i64 %oy113293, 28
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %916, %ox114296
+  %arena298 = getelementptr inbounds float, ptr %arena, i64 %917
+  store float %906, ptr %arena298, align 4
+  %ox114.next = add nsw i64 %ox114296, 1
+  %918 = icmp slt i64 %ox114.next, 28
+  br i1 %918, label %ox114, label %ox114.end
+
+ox114.end:                                        ; preds = %ox114
+  br label %endif295
+
+oy115:                                            ; preds = %endif301, %oy113.end
+  %oy115299 = phi i64 [ 0, %oy113.end ], [ %oy115.next, %endif301 ]
+  %919 = add nsw i64 %oy115299, %ky110286
+  %920 = add nsw i64 %919, -1
+  %921 = icmp slt i64 -1, %920
+  %922 = add nsw i64 %oy115299, %ky110286
+  %923 = add nsw i64 %922, -1
+  %924 = icmp slt i64 %923, 28
+  %925 = and i1 %921, %924
+  br i1 %925, label %then300, label %endif301
+
+oy115.end:                                        ; preds = %endif301
+  %ky110.next = add nsw i64 %ky110286, 1
+  %926 = icmp slt i64 %ky110.next, 3
+  br i1 %926, label %ky110, label %ky110.end
+
+then300:                                          ; preds = %oy115
+  br label %ox116
+
+endif301:                                         ; preds = %ox116.end, %oy115
+  %oy115.next = add nsw i64 %oy115299, 1
+  %927 = icmp slt i64 %oy115.next, 28
+  br i1 %927, label %oy115, label %oy115.end
+
+ox116:                                            ; preds = %ox116, %then300
+  %ox116302 = phi i64 [ 0, %then300 ], [ %ox116.next, %ox116 ]
+  %928 = mul nsw i64 %g105280, 64
+  %929 = add nsw i64 %928, %j106281
+  %930 = mul nsw i64 %929, 784
+  %931 = mul nsw i64 %c109285, 784
+  %932 = add nsw i64 %930, %931
+  %933 = add nsw i64 %oy115299, %ky110286
+  %934 = add nsw i64 %933, -1
+  %935 = mul nsw i64 %934, 28
+  %936 = add nsw i64 %932, %935
+  %937 = add nsw i64 %ox116302, 1
+  %938 = add nsw i64 %936, %937
+  %images303 = getelementptr inbounds float, ptr %images, i64 %938
+  %939 = load float, ptr %images303, align 4
+  %940 = mul nsw i64 %c109285, 3
+  %941 = add nsw i64 %940, %ky110286
+  %942 = mul nsw i64 %941, 3
+  %943 = add nsw i64 %942, 2
+  %944 = mul nsw i64 %943, 50176
+  %945 = add nsw i64 1413776, %944
+  %946 = mul nsw i64 %j106281, 784
+  %947 = add nsw i64 %945, %946
+  %948 = mul nsw i64 %oy115299, 28
+  %949 = add nsw i64 %947, %948
+  %950 = add nsw i64 %949, %ox116302
+  %arena304 = getelementptr inbounds float, ptr %arena, i64 %950
+  store float %939, ptr %arena304, align 4
+  %ox116.next = add nsw i64 %ox116302, 1
+  %951 = icmp slt i64 %ox116.next, 27
+  br i1 %951, label %ox116, label %ox116.end
+
+ox116.end:                                        ; preds = %ox116
+  br label %endif301
+
+j117:                                             ; preds = %f118.end, %j106.end
+  %j117305 = phi i64 [ 0, %j106.end ], [ %j117.next, %f118.end ]
+  br label %f118
+
+j117.end:                                         ; preds = %f118.end
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 1865360
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 1413776
+  %grads312 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena310, i32 50176, ptr %arena311, i32 50176, float 1.000000e+00, ptr %grads312, i32 9)
+  %g105.next = add nsw i64 %g105280, 1
+  %952 = icmp slt i64 %g105.next, 1
+  br i1 %952, label %g105, label %g105.end
+
+f118:                                             ; preds = %i119.end, %j117
+  %f118306 = phi i64 [ 0, %j117 ], [ %f118.next, %i119.end ]
+  br label %i119
+
+f118.end:                                         ; preds = %i119.end
+  %j117.next = add nsw i64 %j117305, 1
+  %953 = icmp slt i64 %j117.next, 64
+  br i1 %953, label %j117, label %j117.end
+
+i119:                                             ; preds = %i119, %f118
+  %i119307 = phi i64 [ 0, %f118 ], [ %i119.next, %i119 ]
+  %954 = mul nsw i64 %g105280, 64
+  %955 = add nsw i64 %954, %j117305
+  %956 = mul nsw i64 %955, 12544
+  %957 = add nsw i64 610960, %956
+  %958 = mul nsw i64 %f118306, 784
+  %959 = add nsw i64 %957, %958
+  %960 = add nsw i64 %959, %i119307
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %960
+  %961 = load float, ptr %arena308, align 4
+  %962 = mul nsw i64 %f118306, 50176
+  %963 = add nsw i64 1865360, %962
+  %964 = mul nsw i64 %j117305, 784
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %965, %i119307
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %966
+  store float %961, ptr %arena309, align 4
+  %i119.next = add nsw i64 %i119307, 1
+  %967 = icmp slt i64 %i119.next, 784
+  br i1 %967, label %i119, label %i119.end
+
+i119.end:                                         ; preds = %i119
+  %f118.next = add nsw i64 %f118306, 1
+  %968 = icmp slt i64 %f118.next, 16
+  br i1 %968, label %f118, label %f118.end
+
+f120:                                             ; preds = %img122.end, %g105.end
+  %f120313 = phi i64 [ 0, %g105.end ], [ %f120.next, %img122.end ]
+  store float 0.000000e+00, ptr %acc121, align 4
+  br label %img122
+
+f120.end:                                         ; preds = %img122.end
+  %969 = sitofp i64 %step to float
+  %970 = fmul float %969, 0xBFBAF8E8A0000000
+  %971 = call float @llvm.exp.f32(float %970)
+  %972 = fsub float 1.000000e+00, %971
+  %973 = fdiv float %lr, %972
+  store float %973, ptr %step_size124, align 4
+  %974 = sitofp i64 %step to float
+  %975 = fmul float %974, 0xBF50645940000000
+  %976 = call float @llvm.exp.f32(float %975)
+  %977 = fsub float 1.000000e+00, %976
+  %978 = call float @llvm.sqrt.f32(float %977)
+  store float %978, ptr %bc2_sqrt125, align 4
+  br label %i126
+
+img122:                                           ; preds = %i123.end, %f120
+  %img122314 = phi i64 [ 0, %f120 ], [ %img122.next, %i123.end ]
+  br label %i123
+
+img122.end:                                       ; preds = %i123.end
+  %acc121318 = load float, ptr %acc121, align 4
+  %979 = add nsw i64 144, %f120313
+  %grads319 = getelementptr inbounds float, ptr %grads, i64 %979
+  store float %acc121318, ptr %grads319, align 4
+  %f120.next = add nsw i64 %f120313, 1
+  %980 = icmp slt i64 %f120.next, 16
+  br i1 %980, label %f120, label %f120.end
+
+i123:                                             ; preds = %i123, %img122
+  %i123315 = phi i64 [ 0, %img122 ], [ %i123.next, %i123 ]
+  %acc121316 = load float, ptr %acc121, align 4
+  %981 = mul nsw i64 %img122314, 12544
+  %982 = add nsw i64 610960, %981
+  %983 = mul nsw i64 %f120313, 784
+  %984 = add nsw i64 %982, %983
+  %985 = add nsw i64 %984, %i123315
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 %985
+  %986 = load float, ptr %arena317, align 4
+  %987 = fadd float %acc121316, %986
+  store float %987, ptr %acc121, align 4
+  %i123.next = add nsw i64 %i123315, 1
+  %988 = icmp slt i64 %i123.next, 784
+  br i1 %988, label %i123, label %i123.end
+
+i123.end:                                         ; preds = %i123
+  %img122.next = add nsw i64 %img122314, 1
+  %989 = icmp slt i64 %img122.next, 64
+  br i1 %989, label %img122, label %img122.end
+
+i126:                                             ; preds = %i126, %f120.end
+  %i126320 = phi i64 [ 0, %f120.end ], [ %i126.next, %i126 ]
+  %grads321 = getelementptr inbounds float, ptr %grads, i64 %i126320
+  %990 = load float, ptr %grads321, align 4
+  %params322 = getelementptr inbounds float, ptr %params, i64 %i126320
+  %991 = load float, ptr %params322, align 4
+  %992 = fmul float 0.000000e+00, %991
+  %993 = fadd float %990, %992
+  store float %993, ptr %g, align 4
+  %m323 = getelementptr inbounds float, ptr %m, i64 %i126320
+  %994 = load float, ptr %m323, align 4
+  %995 = fmul float 0x3FECCCCCC0000000, %994
+  %g324 = load float, ptr %g, align 4
+  %996 = fmul float 0x3FB9999A00000000, %g324
+  %997 = fadd float %995, %996
+  store float %997, ptr %m_new, align 4
+  %v325 = getelementptr inbounds float, ptr %v, i64 %i126320
+  %998 = load float, ptr %v325, align 4
+  %999 = fmul float 0x3FEFF7CEE0000000, %998
+  %g326 = load float, ptr %g, align 4
+  %1000 = fmul float 0x3F50624000000000, %g326
+  %g327 = load float, ptr %g, align 4
+  %1001 = fmul float %1000, %g327
+  %1002 = fadd float %999, %1001
+  store float %1002, ptr %v_new, align 4
+  %m_new328 = load float, ptr %m_new, align 4
+  %m329 = getelementptr inbounds float, ptr %m, i64 %i126320
+  store float %m_new328, ptr %m329, align 4
+  %v_new330 = load float, ptr %v_new, align 4
+  %v331 = getelementptr inbounds float, ptr %v, i64 %i126320
+  store float %v_new330, ptr %v331, align 4
+  %params332 = getelementptr inbounds float, ptr %params, i64 %i126320
+  %1003 = load float, ptr %params332, align 4
+  %step_size124333 = load float, ptr %step_size124, align 4
+  %m_new334 = load float, ptr %m_new, align 4
+  %1004 = fmul float %step_size124333, %m_new334
+  %v_new335 = load float, ptr %v_new, align 4
+  %1005 = call float @llvm.sqrt.f32(float %v_new335)
+  %bc2_sqrt125336 = load float, ptr %bc2_sqrt125, align 4
+  %1006 = fdiv float %1005, %bc2_sqrt125336
+  %1007 = fadd float %1006, 0x3E45798EE0000000
+  %1008 = fdiv float %1004, %1007
+  %1009 = fsub float %1003, %1008
+  %params337 = getelementptr inbounds float, ptr %params, i64 %i126320
+  store float %1009, ptr %params337, align 4
+  %i126.next = add nsw i64 %i126320, 1
+  %1010 = icmp slt i64 %i126.next, 206922
+  br i1 %1010, label %i126, label %i126.end
+
+i126.end:                                         ; preds = %i126
   ret void
 }
 
@@ -1545,612 +2319,900 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi24 = alloca float, align 4
-  %best23 = alloca float, align 4
-  %bi11 = alloca float, align 4
-  %best10 = alloca float, align 4
-  br label %img1
+  %bi38 = alloca float, align 4
+  %best37 = alloca float, align 4
+  %bi18 = alloca float, align 4
+  %best17 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j13.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  br label %img14
+g1.end:                                           ; preds = %j13.end
+  br label %g21
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c5.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
+  br label %r3
 
-c2.end:                                           ; preds = %ky3.end
-  %params10 = getelementptr inbounds float, ptr %params, i64 0
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 401408
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 408464
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 784, i32 9, float 1.000000e+00, ptr %params10, i32 9, ptr %arena11, i32 784, float 0.000000e+00, ptr %arena12, i32 784)
-  br label %f7
+j2.end:                                           ; preds = %c5.end
+  %params24 = getelementptr inbounds float, ptr %params, i64 0
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 401408
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 852992
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
+  br label %j13
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+r3:                                               ; preds = %i4.end, %j2
+  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
+  br label %i4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %0 = icmp slt i64 %c2.next, 1
-  br i1 %0, label %c2, label %c2.end
+r3.end:                                           ; preds = %i4.end
+  br label %c5
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
-  br label %oy5
+i4:                                               ; preds = %i4, %r3
+  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
+  %0 = mul nsw i64 %r33, 50176
+  %1 = add nsw i64 401408, %0
+  %2 = mul nsw i64 %j22, 784
+  %3 = add nsw i64 %1, %2
+  %4 = add nsw i64 %3, %i44
+  %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
+  store float 0.000000e+00, ptr %arena5, align 4
+  %i4.next = add nsw i64 %i44, 1
+  %5 = icmp slt i64 %i4.next, 784
+  br i1 %5, label %i4, label %i4.end
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %1 = icmp slt i64 %ky3.next, 3
-  br i1 %1, label %ky3, label %ky3.end
+i4.end:                                           ; preds = %i4
+  %r3.next = add nsw i64 %r33, 1
+  %6 = icmp slt i64 %r3.next, 9
+  br i1 %6, label %r3, label %r3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+c5:                                               ; preds = %ky6.end, %r3.end
+  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
+  br label %ky6
 
-oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %2 = icmp slt i64 %kx4.next, 3
-  br i1 %2, label %kx4, label %kx4.end
+c5.end:                                           ; preds = %ky6.end
+  %j2.next = add nsw i64 %j22, 1
+  %7 = icmp slt i64 %j2.next, 64
+  br i1 %7, label %j2, label %j2.end
 
-ox6:                                              ; preds = %endif, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %endif ]
-  %3 = mul nsw i64 %c22, 3
-  %4 = add nsw i64 %3, %ky33
-  %5 = mul nsw i64 %4, 3
-  %6 = add nsw i64 %5, %kx44
-  %7 = mul nsw i64 %6, 784
-  %8 = add nsw i64 401408, %7
-  %9 = mul nsw i64 %oy55, 28
-  %10 = add nsw i64 %8, %9
-  %11 = add nsw i64 %10, %ox66
-  %arena7 = getelementptr inbounds float, ptr %arena, i64 %11
-  store float 0.000000e+00, ptr %arena7, align 4
-  %12 = add nsw i64 %oy55, %ky33
+ky6:                                              ; preds = %oy11.end, %c5
+  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
+  br label %oy7
+
+ky6.end:                                          ; preds = %oy11.end
+  %c5.next = add nsw i64 %c56, 1
+  %8 = icmp slt i64 %c5.next, 1
+  br i1 %8, label %c5, label %c5.end
+
+oy7:                                              ; preds = %endif, %ky6
+  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
+  %9 = add nsw i64 %oy78, %ky67
+  %10 = add nsw i64 %9, -1
+  %11 = icmp slt i64 -1, %10
+  %12 = add nsw i64 %oy78, %ky67
   %13 = add nsw i64 %12, -1
-  %14 = icmp slt i64 -1, %13
-  %15 = add nsw i64 %oy55, %ky33
-  %16 = add nsw i64 %15, -1
-  %17 = icmp slt i64 %16, 28
-  %18 = and i1 %14, %17
-  %19 = add nsw i64 %ox66, %kx44
-  %20 = add nsw i64 %19, -1
-  %21 = icmp slt i64 -1, %20
-  %22 = add nsw i64 %ox66, %kx44
+  %14 = icmp slt i64 %13, 28
+  %15 = and i1 %11, %14
+  br i1 %15, label %then, label %endif
+
+oy7.end:                                          ; preds = %endif
+  br label %oy9
+
+then:                                             ; preds = %oy7
+  br label %ox8
+
+endif:                                            ; preds = %ox8.end, %oy7
+  %oy7.next = add nsw i64 %oy78, 1
+  %16 = icmp slt i64 %oy7.next, 28
+  br i1 %16, label %oy7, label %oy7.end
+
+ox8:                                              ; preds = %ox8, %then
+  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
+  %17 = mul nsw i64 %g11, 64
+  %18 = add nsw i64 %17, %j22
+  %19 = mul nsw i64 %18, 784
+  %20 = mul nsw i64 %c56, 784
+  %21 = add nsw i64 %19, %20
+  %22 = add nsw i64 %oy78, %ky67
   %23 = add nsw i64 %22, -1
-  %24 = icmp slt i64 %23, 28
-  %25 = and i1 %21, %24
-  %26 = and i1 %18, %25
-  br i1 %26, label %then, label %endif
+  %24 = mul nsw i64 %23, 28
+  %25 = add nsw i64 %21, %24
+  %26 = add nsw i64 %ox89, 1
+  %27 = add nsw i64 %26, -1
+  %28 = add nsw i64 %25, %27
+  %images10 = getelementptr inbounds float, ptr %images, i64 %28
+  %29 = load float, ptr %images10, align 4
+  %30 = mul nsw i64 %c56, 3
+  %31 = add nsw i64 %30, %ky67
+  %32 = mul nsw i64 %31, 3
+  %33 = mul nsw i64 %32, 50176
+  %34 = add nsw i64 401408, %33
+  %35 = mul nsw i64 %j22, 784
+  %36 = add nsw i64 %34, %35
+  %37 = mul nsw i64 %oy78, 28
+  %38 = add nsw i64 %36, %37
+  %39 = add nsw i64 %ox89, 1
+  %40 = add nsw i64 %38, %39
+  %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
+  store float %29, ptr %arena11, align 4
+  %ox8.next = add nsw i64 %ox89, 1
+  %41 = icmp slt i64 %ox8.next, 27
+  br i1 %41, label %ox8, label %ox8.end
 
-ox6.end:                                          ; preds = %endif
-  %oy5.next = add nsw i64 %oy55, 1
-  %27 = icmp slt i64 %oy5.next, 28
-  br i1 %27, label %oy5, label %oy5.end
-
-then:                                             ; preds = %ox6
-  %28 = mul nsw i64 %img11, 784
-  %29 = mul nsw i64 %c22, 784
-  %30 = add nsw i64 %28, %29
-  %31 = add nsw i64 %oy55, %ky33
-  %32 = add nsw i64 %31, -1
-  %33 = mul nsw i64 %32, 28
-  %34 = add nsw i64 %30, %33
-  %35 = add nsw i64 %ox66, %kx44
-  %36 = add nsw i64 %35, -1
-  %37 = add nsw i64 %34, %36
-  %images8 = getelementptr inbounds float, ptr %images, i64 %37
-  %38 = load float, ptr %images8, align 4
-  %39 = mul nsw i64 %c22, 3
-  %40 = add nsw i64 %39, %ky33
-  %41 = mul nsw i64 %40, 3
-  %42 = add nsw i64 %41, %kx44
-  %43 = mul nsw i64 %42, 784
-  %44 = add nsw i64 401408, %43
-  %45 = mul nsw i64 %oy55, 28
-  %46 = add nsw i64 %44, %45
-  %47 = add nsw i64 %46, %ox66
-  %arena9 = getelementptr inbounds float, ptr %arena, i64 %47
-  store float %38, ptr %arena9, align 4
+ox8.end:                                          ; preds = %ox8
   br label %endif
 
-endif:                                            ; preds = %then, %ox6
-  %ox6.next = add nsw i64 %ox66, 1
-  %48 = icmp slt i64 %ox6.next, 28
-  br i1 %48, label %ox6, label %ox6.end
+oy9:                                              ; preds = %endif14, %oy7.end
+  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
+  %42 = add nsw i64 %oy912, %ky67
+  %43 = add nsw i64 %42, -1
+  %44 = icmp slt i64 -1, %43
+  %45 = add nsw i64 %oy912, %ky67
+  %46 = add nsw i64 %45, -1
+  %47 = icmp slt i64 %46, 28
+  %48 = and i1 %44, %47
+  br i1 %48, label %then13, label %endif14
 
-f7:                                               ; preds = %py8.end, %c2.end
-  %f713 = phi i64 [ 0, %c2.end ], [ %f7.next, %py8.end ]
-  br label %py8
+oy9.end:                                          ; preds = %endif14
+  br label %oy11
 
-f7.end:                                           ; preds = %py8.end
-  %img1.next = add nsw i64 %img11, 1
-  %49 = icmp slt i64 %img1.next, 64
-  br i1 %49, label %img1, label %img1.end
+then13:                                           ; preds = %oy9
+  br label %ox10
 
-py8:                                              ; preds = %px9.end, %f7
-  %py814 = phi i64 [ 0, %f7 ], [ %py8.next, %px9.end ]
-  br label %px9
+endif14:                                          ; preds = %ox10.end, %oy9
+  %oy9.next = add nsw i64 %oy912, 1
+  %49 = icmp slt i64 %oy9.next, 28
+  br i1 %49, label %oy9, label %oy9.end
 
-py8.end:                                          ; preds = %px9.end
-  %f7.next = add nsw i64 %f713, 1
-  %50 = icmp slt i64 %f7.next, 16
-  br i1 %50, label %f7, label %f7.end
-
-px9:                                              ; preds = %ky12.end, %py8
-  %px915 = phi i64 [ 0, %py8 ], [ %px9.next, %ky12.end ]
-  %51 = mul nsw i64 %f713, 784
-  %52 = add nsw i64 408464, %51
-  %53 = mul nsw i64 %py814, 56
-  %54 = mul nsw i64 %px915, 2
-  %55 = add nsw i64 %53, %54
-  %56 = add nsw i64 %52, %55
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %56
-  %57 = load float, ptr %arena16, align 4
-  %58 = add nsw i64 144, %f713
-  %params17 = getelementptr inbounds float, ptr %params, i64 %58
-  %59 = load float, ptr %params17, align 4
-  %60 = fadd float %57, %59
-  store float %60, ptr %best10, align 4
-  %61 = mul nsw i64 %py814, 56
-  %62 = mul nsw i64 %px915, 2
-  %63 = add nsw i64 %61, %62
-  %64 = sitofp i64 %63 to float
-  store float %64, ptr %bi11, align 4
-  br label %ky12
-
-px9.end:                                          ; preds = %ky12.end
-  %py8.next = add nsw i64 %py814, 1
-  %65 = icmp slt i64 %py8.next, 14
-  br i1 %65, label %py8, label %py8.end
-
-ky12:                                             ; preds = %kx13.end, %px9
-  %ky1218 = phi i64 [ 0, %px9 ], [ %ky12.next, %kx13.end ]
-  br label %kx13
-
-ky12.end:                                         ; preds = %kx13.end
-  %best1030 = load float, ptr %best10, align 4
-  %66 = fcmp ogt float %best1030, 0.000000e+00
-  %best1031 = load float, ptr %best10, align 4
-  %67 = select i1 %66, float %best1031, float 0.000000e+00
-  %68 = mul nsw i64 %img11, 3136
-  %69 = mul nsw i64 %f713, 196
+ox10:                                             ; preds = %ox10, %then13
+  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
+  %50 = mul nsw i64 %g11, 64
+  %51 = add nsw i64 %50, %j22
+  %52 = mul nsw i64 %51, 784
+  %53 = mul nsw i64 %c56, 784
+  %54 = add nsw i64 %52, %53
+  %55 = add nsw i64 %oy912, %ky67
+  %56 = add nsw i64 %55, -1
+  %57 = mul nsw i64 %56, 28
+  %58 = add nsw i64 %54, %57
+  %59 = add nsw i64 %58, %ox1015
+  %images16 = getelementptr inbounds float, ptr %images, i64 %59
+  %60 = load float, ptr %images16, align 4
+  %61 = mul nsw i64 %c56, 3
+  %62 = add nsw i64 %61, %ky67
+  %63 = mul nsw i64 %62, 3
+  %64 = add nsw i64 %63, 1
+  %65 = mul nsw i64 %64, 50176
+  %66 = add nsw i64 401408, %65
+  %67 = mul nsw i64 %j22, 784
+  %68 = add nsw i64 %66, %67
+  %69 = mul nsw i64 %oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %py814, 14
-  %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 %72, %px915
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %73
-  store float %67, ptr %arena32, align 4
-  %bi1133 = load float, ptr %bi11, align 4
-  %74 = mul nsw i64 %img11, 3136
-  %75 = mul nsw i64 %f713, 196
-  %76 = add nsw i64 %74, %75
-  %77 = mul nsw i64 %py814, 14
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %px915
-  %80 = add nsw i64 200704, %79
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %80
-  store float %bi1133, ptr %arena34, align 4
-  %px9.next = add nsw i64 %px915, 1
-  %81 = icmp slt i64 %px9.next, 14
-  br i1 %81, label %px9, label %px9.end
+  %71 = add nsw i64 %70, %ox1015
+  %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
+  store float %60, ptr %arena17, align 4
+  %ox10.next = add nsw i64 %ox1015, 1
+  %72 = icmp slt i64 %ox10.next, 28
+  br i1 %72, label %ox10, label %ox10.end
 
-kx13:                                             ; preds = %kx13, %ky12
-  %kx1319 = phi i64 [ 0, %ky12 ], [ %kx13.next, %kx13 ]
-  %82 = mul nsw i64 %f713, 784
-  %83 = add nsw i64 408464, %82
-  %84 = mul nsw i64 %py814, 56
-  %85 = mul nsw i64 %px915, 2
+ox10.end:                                         ; preds = %ox10
+  br label %endif14
+
+oy11:                                             ; preds = %endif20, %oy9.end
+  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
+  %73 = add nsw i64 %oy1118, %ky67
+  %74 = add nsw i64 %73, -1
+  %75 = icmp slt i64 -1, %74
+  %76 = add nsw i64 %oy1118, %ky67
+  %77 = add nsw i64 %76, -1
+  %78 = icmp slt i64 %77, 28
+  %79 = and i1 %75, %78
+  br i1 %79, label %then19, label %endif20
+
+oy11.end:                                         ; preds = %endif20
+  %ky6.next = add nsw i64 %ky67, 1
+  %80 = icmp slt i64 %ky6.next, 3
+  br i1 %80, label %ky6, label %ky6.end
+
+then19:                                           ; preds = %oy11
+  br label %ox12
+
+endif20:                                          ; preds = %ox12.end, %oy11
+  %oy11.next = add nsw i64 %oy1118, 1
+  %81 = icmp slt i64 %oy11.next, 28
+  br i1 %81, label %oy11, label %oy11.end
+
+ox12:                                             ; preds = %ox12, %then19
+  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
+  %82 = mul nsw i64 %g11, 64
+  %83 = add nsw i64 %82, %j22
+  %84 = mul nsw i64 %83, 784
+  %85 = mul nsw i64 %c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = mul nsw i64 %ky1218, 28
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %kx1319
-  %90 = add nsw i64 %83, %89
-  %arena20 = getelementptr inbounds float, ptr %arena, i64 %90
-  %91 = load float, ptr %arena20, align 4
-  %92 = add nsw i64 144, %f713
-  %params21 = getelementptr inbounds float, ptr %params, i64 %92
-  %93 = load float, ptr %params21, align 4
-  %94 = fadd float %91, %93
-  %best1022 = load float, ptr %best10, align 4
-  %95 = fcmp ogt float %94, %best1022
-  %96 = mul nsw i64 %py814, 56
-  %97 = mul nsw i64 %px915, 2
-  %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %ky1218, 28
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %kx1319
-  %102 = sitofp i64 %101 to float
-  %bi1123 = load float, ptr %bi11, align 4
-  %103 = select i1 %95, float %102, float %bi1123
-  store float %103, ptr %bi11, align 4
-  %104 = mul nsw i64 %f713, 784
-  %105 = add nsw i64 408464, %104
-  %106 = mul nsw i64 %py814, 56
-  %107 = mul nsw i64 %px915, 2
-  %108 = add nsw i64 %106, %107
-  %109 = mul nsw i64 %ky1218, 28
-  %110 = add nsw i64 %108, %109
-  %111 = add nsw i64 %110, %kx1319
-  %112 = add nsw i64 %105, %111
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena24, align 4
-  %114 = add nsw i64 144, %f713
-  %params25 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params25, align 4
-  %116 = fadd float %113, %115
-  %best1026 = load float, ptr %best10, align 4
-  %117 = fcmp ogt float %116, %best1026
-  %118 = mul nsw i64 %f713, 784
-  %119 = add nsw i64 408464, %118
-  %120 = mul nsw i64 %py814, 56
-  %121 = mul nsw i64 %px915, 2
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %ky1218, 28
-  %124 = add nsw i64 %122, %123
-  %125 = add nsw i64 %124, %kx1319
-  %126 = add nsw i64 %119, %125
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %126
-  %127 = load float, ptr %arena27, align 4
-  %128 = add nsw i64 144, %f713
-  %params28 = getelementptr inbounds float, ptr %params, i64 %128
-  %129 = load float, ptr %params28, align 4
-  %130 = fadd float %127, %129
-  %best1029 = load float, ptr %best10, align 4
-  %131 = select i1 %117, float %130, float %best1029
-  store float %131, ptr %best10, align 4
-  %kx13.next = add nsw i64 %kx1319, 1
-  %132 = icmp slt i64 %kx13.next, 2
-  br i1 %132, label %kx13, label %kx13.end
+  %87 = add nsw i64 %oy1118, %ky67
+  %88 = add nsw i64 %87, -1
+  %89 = mul nsw i64 %88, 28
+  %90 = add nsw i64 %86, %89
+  %91 = add nsw i64 %ox1221, 1
+  %92 = add nsw i64 %90, %91
+  %images22 = getelementptr inbounds float, ptr %images, i64 %92
+  %93 = load float, ptr %images22, align 4
+  %94 = mul nsw i64 %c56, 3
+  %95 = add nsw i64 %94, %ky67
+  %96 = mul nsw i64 %95, 3
+  %97 = add nsw i64 %96, 2
+  %98 = mul nsw i64 %97, 50176
+  %99 = add nsw i64 401408, %98
+  %100 = mul nsw i64 %j22, 784
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %oy1118, 28
+  %103 = add nsw i64 %101, %102
+  %104 = add nsw i64 %103, %ox1221
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
+  store float %93, ptr %arena23, align 4
+  %ox12.next = add nsw i64 %ox1221, 1
+  %105 = icmp slt i64 %ox12.next, 27
+  br i1 %105, label %ox12, label %ox12.end
 
-kx13.end:                                         ; preds = %kx13
-  %ky12.next = add nsw i64 %ky1218, 1
-  %133 = icmp slt i64 %ky12.next, 2
-  br i1 %133, label %ky12, label %ky12.end
+ox12.end:                                         ; preds = %ox12
+  br label %endif20
 
-img14:                                            ; preds = %f20.end, %img1.end
-  %img1435 = phi i64 [ 0, %img1.end ], [ %img14.next, %f20.end ]
-  br label %c15
+j13:                                              ; preds = %f14.end, %j2.end
+  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
+  br label %f14
 
-img14.end:                                        ; preds = %f20.end
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 200704
-  %params72 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena71, i32 1568, ptr %params72, i32 1568, float 0.000000e+00, ptr %arena73, i32 128)
-  br label %n27
+j13.end:                                          ; preds = %f14.end
+  %g1.next = add nsw i64 %g11, 1
+  %106 = icmp slt i64 %g1.next, 1
+  br i1 %106, label %g1, label %g1.end
 
-c15:                                              ; preds = %ky16.end, %img14
-  %c1536 = phi i64 [ 0, %img14 ], [ %c15.next, %ky16.end ]
-  br label %ky16
+f14:                                              ; preds = %py15.end, %j13
+  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
+  br label %py15
 
-c15.end:                                          ; preds = %ky16.end
-  %params46 = getelementptr inbounds float, ptr %params, i64 160
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 401408
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 429632
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 196, i32 144, float 1.000000e+00, ptr %params46, i32 144, ptr %arena47, i32 196, float 0.000000e+00, ptr %arena48, i32 196)
-  br label %f20
+f14.end:                                          ; preds = %py15.end
+  %j13.next = add nsw i64 %j1327, 1
+  %107 = icmp slt i64 %j13.next, 64
+  br i1 %107, label %j13, label %j13.end
 
-ky16:                                             ; preds = %kx17.end, %c15
-  %ky1637 = phi i64 [ 0, %c15 ], [ %ky16.next, %kx17.end ]
-  br label %kx17
+py15:                                             ; preds = %px16.end, %f14
+  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
+  br label %px16
 
-ky16.end:                                         ; preds = %kx17.end
-  %c15.next = add nsw i64 %c1536, 1
-  %134 = icmp slt i64 %c15.next, 16
-  br i1 %134, label %c15, label %c15.end
+py15.end:                                         ; preds = %px16.end
+  %f14.next = add nsw i64 %f1428, 1
+  %108 = icmp slt i64 %f14.next, 16
+  br i1 %108, label %f14, label %f14.end
 
-kx17:                                             ; preds = %oy18.end, %ky16
-  %kx1738 = phi i64 [ 0, %ky16 ], [ %kx17.next, %oy18.end ]
-  br label %oy18
+px16:                                             ; preds = %ky19.end, %py15
+  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
+  %109 = mul nsw i64 %f1428, 50176
+  %110 = add nsw i64 852992, %109
+  %111 = mul nsw i64 %j1327, 784
+  %112 = add nsw i64 %110, %111
+  %113 = mul nsw i64 %py1529, 56
+  %114 = mul nsw i64 %px1630, 2
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %112, %115
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
+  %117 = load float, ptr %arena31, align 4
+  %118 = add nsw i64 144, %f1428
+  %params32 = getelementptr inbounds float, ptr %params, i64 %118
+  %119 = load float, ptr %params32, align 4
+  %120 = fadd float %117, %119
+  store float %120, ptr %best17, align 4
+  %121 = mul nsw i64 %py1529, 56
+  %122 = mul nsw i64 %px1630, 2
+  %123 = add nsw i64 %121, %122
+  %124 = sitofp i64 %123 to float
+  store float %124, ptr %bi18, align 4
+  br label %ky19
 
-kx17.end:                                         ; preds = %oy18.end
-  %ky16.next = add nsw i64 %ky1637, 1
-  %135 = icmp slt i64 %ky16.next, 3
-  br i1 %135, label %ky16, label %ky16.end
+px16.end:                                         ; preds = %ky19.end
+  %py15.next = add nsw i64 %py1529, 1
+  %125 = icmp slt i64 %py15.next, 14
+  br i1 %125, label %py15, label %py15.end
 
-oy18:                                             ; preds = %ox19.end, %kx17
-  %oy1839 = phi i64 [ 0, %kx17 ], [ %oy18.next, %ox19.end ]
-  br label %ox19
+ky19:                                             ; preds = %kx20.end, %px16
+  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
+  br label %kx20
 
-oy18.end:                                         ; preds = %ox19.end
-  %kx17.next = add nsw i64 %kx1738, 1
-  %136 = icmp slt i64 %kx17.next, 3
-  br i1 %136, label %kx17, label %kx17.end
+ky19.end:                                         ; preds = %kx20.end
+  %best1745 = load float, ptr %best17, align 4
+  %126 = fcmp ogt float %best1745, 0.000000e+00
+  %best1746 = load float, ptr %best17, align 4
+  %127 = select i1 %126, float %best1746, float 0.000000e+00
+  %128 = mul nsw i64 %g11, 64
+  %129 = add nsw i64 %128, %j1327
+  %130 = mul nsw i64 %129, 3136
+  %131 = mul nsw i64 %f1428, 196
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %py1529, 14
+  %134 = add nsw i64 %132, %133
+  %135 = add nsw i64 %134, %px1630
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena47, align 4
+  %bi1848 = load float, ptr %bi18, align 4
+  %136 = mul nsw i64 %g11, 64
+  %137 = add nsw i64 %136, %j1327
+  %138 = mul nsw i64 %137, 3136
+  %139 = mul nsw i64 %f1428, 196
+  %140 = add nsw i64 %138, %139
+  %141 = mul nsw i64 %py1529, 14
+  %142 = add nsw i64 %140, %141
+  %143 = add nsw i64 %142, %px1630
+  %144 = add nsw i64 200704, %143
+  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1848, ptr %arena49, align 4
+  %px16.next = add nsw i64 %px1630, 1
+  %145 = icmp slt i64 %px16.next, 14
+  br i1 %145, label %px16, label %px16.end
 
-ox19:                                             ; preds = %endif43, %oy18
-  %ox1940 = phi i64 [ 0, %oy18 ], [ %ox19.next, %endif43 ]
-  %137 = mul nsw i64 %c1536, 3
-  %138 = add nsw i64 %137, %ky1637
-  %139 = mul nsw i64 %138, 3
-  %140 = add nsw i64 %139, %kx1738
-  %141 = mul nsw i64 %140, 196
-  %142 = add nsw i64 401408, %141
-  %143 = mul nsw i64 %oy1839, 14
-  %144 = add nsw i64 %142, %143
-  %145 = add nsw i64 %144, %ox1940
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %145
-  store float 0.000000e+00, ptr %arena41, align 4
-  %146 = add nsw i64 %oy1839, %ky1637
-  %147 = add nsw i64 %146, -1
-  %148 = icmp slt i64 -1, %147
-  %149 = add nsw i64 %oy1839, %ky1637
-  %150 = add nsw i64 %149, -1
-  %151 = icmp slt i64 %150, 14
-  %152 = and i1 %148, %151
-  %153 = add nsw i64 %ox1940, %kx1738
-  %154 = add nsw i64 %153, -1
-  %155 = icmp slt i64 -1, %154
-  %156 = add nsw i64 %ox1940, %kx1738
-  %157 = add nsw i64 %156, -1
-  %158 = icmp slt i64 %157, 14
-  %159 = and i1 %155, %158
-  %160 = and i1 %152, %159
-  br i1 %160, label %then42, label %endif43
-
-ox19.end:                                         ; preds = %endif43
-  %oy18.next = add nsw i64 %oy1839, 1
-  %161 = icmp slt i64 %oy18.next, 14
-  br i1 %161, label %oy18, label %oy18.end
-
-then42:                                           ; preds = %ox19
-  %162 = mul nsw i64 %img1435, 3136
-  %163 = mul nsw i64 %c1536, 196
+kx20:                                             ; preds = %kx20, %ky19
+  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
+  %146 = mul nsw i64 %f1428, 50176
+  %147 = add nsw i64 852992, %146
+  %148 = mul nsw i64 %j1327, 784
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %py1529, 56
+  %151 = mul nsw i64 %px1630, 2
+  %152 = add nsw i64 %150, %151
+  %153 = mul nsw i64 %ky1933, 28
+  %154 = add nsw i64 %152, %153
+  %155 = add nsw i64 %154, %kx2034
+  %156 = add nsw i64 %149, %155
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
+  %157 = load float, ptr %arena35, align 4
+  %158 = add nsw i64 144, %f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %158
+  %159 = load float, ptr %params36, align 4
+  %160 = fadd float %157, %159
+  %best1737 = load float, ptr %best17, align 4
+  %161 = fcmp ogt float %160, %best1737
+  %162 = mul nsw i64 %py1529, 56
+  %163 = mul nsw i64 %px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = add nsw i64 %oy1839, %ky1637
-  %166 = add nsw i64 %165, -1
-  %167 = mul nsw i64 %166, 14
-  %168 = add nsw i64 %164, %167
-  %169 = add nsw i64 %ox1940, %kx1738
-  %170 = add nsw i64 %169, -1
-  %171 = add nsw i64 %168, %170
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %171
-  %172 = load float, ptr %arena44, align 4
-  %173 = mul nsw i64 %c1536, 3
-  %174 = add nsw i64 %173, %ky1637
-  %175 = mul nsw i64 %174, 3
-  %176 = add nsw i64 %175, %kx1738
-  %177 = mul nsw i64 %176, 196
-  %178 = add nsw i64 401408, %177
-  %179 = mul nsw i64 %oy1839, 14
-  %180 = add nsw i64 %178, %179
-  %181 = add nsw i64 %180, %ox1940
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %181
-  store float %172, ptr %arena45, align 4
-  br label %endif43
-
-endif43:                                          ; preds = %then42, %ox19
-  %ox19.next = add nsw i64 %ox1940, 1
-  %182 = icmp slt i64 %ox19.next, 14
-  br i1 %182, label %ox19, label %ox19.end
-
-f20:                                              ; preds = %py21.end, %c15.end
-  %f2049 = phi i64 [ 0, %c15.end ], [ %f20.next, %py21.end ]
-  br label %py21
-
-f20.end:                                          ; preds = %py21.end
-  %img14.next = add nsw i64 %img1435, 1
-  %183 = icmp slt i64 %img14.next, 64
-  br i1 %183, label %img14, label %img14.end
-
-py21:                                             ; preds = %px22.end, %f20
-  %py2150 = phi i64 [ 0, %f20 ], [ %py21.next, %px22.end ]
-  br label %px22
-
-py21.end:                                         ; preds = %px22.end
-  %f20.next = add nsw i64 %f2049, 1
-  %184 = icmp slt i64 %f20.next, 32
-  br i1 %184, label %f20, label %f20.end
-
-px22:                                             ; preds = %ky25.end, %py21
-  %px2251 = phi i64 [ 0, %py21 ], [ %px22.next, %ky25.end ]
-  %185 = mul nsw i64 %f2049, 196
-  %186 = add nsw i64 429632, %185
-  %187 = mul nsw i64 %py2150, 28
-  %188 = mul nsw i64 %px2251, 2
+  %165 = mul nsw i64 %ky1933, 28
+  %166 = add nsw i64 %164, %165
+  %167 = add nsw i64 %166, %kx2034
+  %168 = sitofp i64 %167 to float
+  %bi1838 = load float, ptr %bi18, align 4
+  %169 = select i1 %161, float %168, float %bi1838
+  store float %169, ptr %bi18, align 4
+  %170 = mul nsw i64 %f1428, 50176
+  %171 = add nsw i64 852992, %170
+  %172 = mul nsw i64 %j1327, 784
+  %173 = add nsw i64 %171, %172
+  %174 = mul nsw i64 %py1529, 56
+  %175 = mul nsw i64 %px1630, 2
+  %176 = add nsw i64 %174, %175
+  %177 = mul nsw i64 %ky1933, 28
+  %178 = add nsw i64 %176, %177
+  %179 = add nsw i64 %178, %kx2034
+  %180 = add nsw i64 %173, %179
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena39, align 4
+  %182 = add nsw i64 144, %f1428
+  %params40 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params40, align 4
+  %184 = fadd float %181, %183
+  %best1741 = load float, ptr %best17, align 4
+  %185 = fcmp ogt float %184, %best1741
+  %186 = mul nsw i64 %f1428, 50176
+  %187 = add nsw i64 852992, %186
+  %188 = mul nsw i64 %j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = add nsw i64 %186, %189
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %190
-  %191 = load float, ptr %arena52, align 4
-  %192 = add nsw i64 4768, %f2049
-  %params53 = getelementptr inbounds float, ptr %params, i64 %192
-  %193 = load float, ptr %params53, align 4
-  %194 = fadd float %191, %193
-  store float %194, ptr %best23, align 4
-  %195 = mul nsw i64 %py2150, 28
-  %196 = mul nsw i64 %px2251, 2
-  %197 = add nsw i64 %195, %196
-  %198 = sitofp i64 %197 to float
-  store float %198, ptr %bi24, align 4
-  br label %ky25
+  %190 = mul nsw i64 %py1529, 56
+  %191 = mul nsw i64 %px1630, 2
+  %192 = add nsw i64 %190, %191
+  %193 = mul nsw i64 %ky1933, 28
+  %194 = add nsw i64 %192, %193
+  %195 = add nsw i64 %194, %kx2034
+  %196 = add nsw i64 %189, %195
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena42, align 4
+  %198 = add nsw i64 144, %f1428
+  %params43 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params43, align 4
+  %200 = fadd float %197, %199
+  %best1744 = load float, ptr %best17, align 4
+  %201 = select i1 %185, float %200, float %best1744
+  store float %201, ptr %best17, align 4
+  %kx20.next = add nsw i64 %kx2034, 1
+  %202 = icmp slt i64 %kx20.next, 2
+  br i1 %202, label %kx20, label %kx20.end
 
-px22.end:                                         ; preds = %ky25.end
-  %py21.next = add nsw i64 %py2150, 1
-  %199 = icmp slt i64 %py21.next, 7
-  br i1 %199, label %py21, label %py21.end
+kx20.end:                                         ; preds = %kx20
+  %ky19.next = add nsw i64 %ky1933, 1
+  %203 = icmp slt i64 %ky19.next, 2
+  br i1 %203, label %ky19, label %ky19.end
 
-ky25:                                             ; preds = %kx26.end, %px22
-  %ky2554 = phi i64 [ 0, %px22 ], [ %ky25.next, %kx26.end ]
-  br label %kx26
+g21:                                              ; preds = %j33.end, %g1.end
+  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
+  br label %j2251
 
-ky25.end:                                         ; preds = %kx26.end
-  %best2366 = load float, ptr %best23, align 4
-  %200 = fcmp ogt float %best2366, 0.000000e+00
-  %best2367 = load float, ptr %best23, align 4
-  %201 = select i1 %200, float %best2367, float 0.000000e+00
-  %202 = mul nsw i64 %img1435, 1568
-  %203 = mul nsw i64 %f2049, 49
-  %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %py2150, 7
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %px2251
-  %208 = add nsw i64 200704, %207
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float %201, ptr %arena68, align 4
-  %bi2469 = load float, ptr %bi24, align 4
-  %209 = mul nsw i64 %img1435, 1568
-  %210 = mul nsw i64 %f2049, 49
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %py2150, 7
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %px2251
-  %215 = add nsw i64 301056, %214
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2469, ptr %arena70, align 4
-  %px22.next = add nsw i64 %px2251, 1
-  %216 = icmp slt i64 %px22.next, 7
-  br i1 %216, label %px22, label %px22.end
+g21.end:                                          ; preds = %j33.end
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 200704
+  %params103 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena102, i32 1568, ptr %params103, i32 1568, float 0.000000e+00, ptr %arena104, i32 128)
+  br label %n41
 
-kx26:                                             ; preds = %kx26, %ky25
-  %kx2655 = phi i64 [ 0, %ky25 ], [ %kx26.next, %kx26 ]
-  %217 = mul nsw i64 %f2049, 196
-  %218 = add nsw i64 429632, %217
-  %219 = mul nsw i64 %py2150, 28
-  %220 = mul nsw i64 %px2251, 2
-  %221 = add nsw i64 %219, %220
-  %222 = mul nsw i64 %ky2554, 14
-  %223 = add nsw i64 %221, %222
-  %224 = add nsw i64 %223, %kx2655
-  %225 = add nsw i64 %218, %224
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena56, align 4
-  %227 = add nsw i64 4768, %f2049
-  %params57 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params57, align 4
-  %229 = fadd float %226, %228
-  %best2358 = load float, ptr %best23, align 4
-  %230 = fcmp ogt float %229, %best2358
-  %231 = mul nsw i64 %py2150, 28
-  %232 = mul nsw i64 %px2251, 2
-  %233 = add nsw i64 %231, %232
-  %234 = mul nsw i64 %ky2554, 14
-  %235 = add nsw i64 %233, %234
-  %236 = add nsw i64 %235, %kx2655
-  %237 = sitofp i64 %236 to float
-  %bi2459 = load float, ptr %bi24, align 4
-  %238 = select i1 %230, float %237, float %bi2459
-  store float %238, ptr %bi24, align 4
-  %239 = mul nsw i64 %f2049, 196
-  %240 = add nsw i64 429632, %239
-  %241 = mul nsw i64 %py2150, 28
-  %242 = mul nsw i64 %px2251, 2
-  %243 = add nsw i64 %241, %242
-  %244 = mul nsw i64 %ky2554, 14
-  %245 = add nsw i64 %243, %244
-  %246 = add nsw i64 %245, %kx2655
-  %247 = add nsw i64 %240, %246
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena60, align 4
-  %249 = add nsw i64 4768, %f2049
-  %params61 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params61, align 4
-  %251 = fadd float %248, %250
-  %best2362 = load float, ptr %best23, align 4
-  %252 = fcmp ogt float %251, %best2362
-  %253 = mul nsw i64 %f2049, 196
-  %254 = add nsw i64 429632, %253
-  %255 = mul nsw i64 %py2150, 28
-  %256 = mul nsw i64 %px2251, 2
-  %257 = add nsw i64 %255, %256
-  %258 = mul nsw i64 %ky2554, 14
-  %259 = add nsw i64 %257, %258
-  %260 = add nsw i64 %259, %kx2655
-  %261 = add nsw i64 %254, %260
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %261
-  %262 = load float, ptr %arena63, align 4
-  %263 = add nsw i64 4768, %f2049
-  %params64 = getelementptr inbounds float, ptr %params, i64 %263
-  %264 = load float, ptr %params64, align 4
-  %265 = fadd float %262, %264
-  %best2365 = load float, ptr %best23, align 4
-  %266 = select i1 %252, float %265, float %best2365
-  store float %266, ptr %best23, align 4
-  %kx26.next = add nsw i64 %kx2655, 1
-  %267 = icmp slt i64 %kx26.next, 2
-  br i1 %267, label %kx26, label %kx26.end
+j2251:                                            ; preds = %c25.end, %g21
+  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
+  br label %r23
 
-kx26.end:                                         ; preds = %kx26
-  %ky25.next = add nsw i64 %ky2554, 1
-  %268 = icmp slt i64 %ky25.next, 2
-  br i1 %268, label %ky25, label %ky25.end
+j22.end:                                          ; preds = %c25.end
+  %params76 = getelementptr inbounds float, ptr %params, i64 160
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 401408
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 2207744
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params76, i32 144, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
+  br label %j33
 
-n27:                                              ; preds = %u28.end, %img14.end
-  %n2774 = phi i64 [ 0, %img14.end ], [ %n27.next, %u28.end ]
-  br label %u28
+r23:                                              ; preds = %i24.end, %j2251
+  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
+  br label %i24
 
-n27.end:                                          ; preds = %u28.end
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 0
-  %params82 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena81, i32 128, ptr %params82, i32 128, float 0.000000e+00, ptr %arena83, i32 10)
-  br label %n29
+r23.end:                                          ; preds = %i24.end
+  br label %c25
 
-u28:                                              ; preds = %u28, %n27
-  %u2875 = phi i64 [ 0, %n27 ], [ %u28.next, %u28 ]
-  %269 = mul nsw i64 %n2774, 128
-  %270 = add nsw i64 %269, %u2875
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %270
-  %271 = load float, ptr %arena76, align 4
-  %272 = add nsw i64 205504, %u2875
-  %params77 = getelementptr inbounds float, ptr %params, i64 %272
-  %273 = load float, ptr %params77, align 4
-  %274 = fadd float %271, %273
-  %275 = fcmp ogt float %274, 0.000000e+00
-  %276 = mul nsw i64 %n2774, 128
-  %277 = add nsw i64 %276, %u2875
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %277
-  %278 = load float, ptr %arena78, align 4
-  %279 = add nsw i64 205504, %u2875
-  %params79 = getelementptr inbounds float, ptr %params, i64 %279
-  %280 = load float, ptr %params79, align 4
-  %281 = fadd float %278, %280
-  %282 = select i1 %275, float %281, float 0.000000e+00
-  %283 = mul nsw i64 %n2774, 128
-  %284 = add nsw i64 %283, %u2875
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %284
-  store float %282, ptr %arena80, align 4
-  %u28.next = add nsw i64 %u2875, 1
-  %285 = icmp slt i64 %u28.next, 128
-  br i1 %285, label %u28, label %u28.end
+i24:                                              ; preds = %i24, %r23
+  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
+  %204 = mul nsw i64 %r2353, 12544
+  %205 = add nsw i64 401408, %204
+  %206 = mul nsw i64 %j2252, 196
+  %207 = add nsw i64 %205, %206
+  %208 = add nsw i64 %207, %i2454
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena55, align 4
+  %i24.next = add nsw i64 %i2454, 1
+  %209 = icmp slt i64 %i24.next, 196
+  br i1 %209, label %i24, label %i24.end
 
-u28.end:                                          ; preds = %u28
-  %n27.next = add nsw i64 %n2774, 1
-  %286 = icmp slt i64 %n27.next, 64
-  br i1 %286, label %n27, label %n27.end
+i24.end:                                          ; preds = %i24
+  %r23.next = add nsw i64 %r2353, 1
+  %210 = icmp slt i64 %r23.next, 144
+  br i1 %210, label %r23, label %r23.end
 
-n29:                                              ; preds = %u30.end, %n27.end
-  %n2984 = phi i64 [ 0, %n27.end ], [ %n29.next, %u30.end ]
-  br label %u30
+c25:                                              ; preds = %ky26.end, %r23.end
+  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
+  br label %ky26
 
-n29.end:                                          ; preds = %u30.end
+c25.end:                                          ; preds = %ky26.end
+  %j22.next = add nsw i64 %j2252, 1
+  %211 = icmp slt i64 %j22.next, 64
+  br i1 %211, label %j2251, label %j22.end
+
+ky26:                                             ; preds = %oy31.end, %c25
+  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
+  br label %oy27
+
+ky26.end:                                         ; preds = %oy31.end
+  %c25.next = add nsw i64 %c2556, 1
+  %212 = icmp slt i64 %c25.next, 16
+  br i1 %212, label %c25, label %c25.end
+
+oy27:                                             ; preds = %endif60, %ky26
+  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
+  %213 = add nsw i64 %oy2758, %ky2657
+  %214 = add nsw i64 %213, -1
+  %215 = icmp slt i64 -1, %214
+  %216 = add nsw i64 %oy2758, %ky2657
+  %217 = add nsw i64 %216, -1
+  %218 = icmp slt i64 %217, 14
+  %219 = and i1 %215, %218
+  br i1 %219, label %then59, label %endif60
+
+oy27.end:                                         ; preds = %endif60
+  br label %oy29
+
+then59:                                           ; preds = %oy27
+  br label %ox28
+
+endif60:                                          ; preds = %ox28.end, %oy27
+  %oy27.next = add nsw i64 %oy2758, 1
+  %220 = icmp slt i64 %oy27.next, 14
+  br i1 %220, label %oy27, label %oy27.end
+
+ox28:                                             ; preds = %ox28, %then59
+  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
+  %221 = mul nsw i64 %g2150, 64
+  %222 = add nsw i64 %221, %j2252
+  %223 = mul nsw i64 %222, 3136
+  %224 = mul nsw i64 %c2556, 196
+  %225 = add nsw i64 %223, %224
+  %226 = add nsw i64 %oy2758, %ky2657
+  %227 = add nsw i64 %226, -1
+  %228 = mul nsw i64 %227, 14
+  %229 = add nsw i64 %225, %228
+  %230 = add nsw i64 %ox2861, 1
+  %231 = add nsw i64 %230, -1
+  %232 = add nsw i64 %229, %231
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena62, align 4
+  %234 = mul nsw i64 %c2556, 3
+  %235 = add nsw i64 %234, %ky2657
+  %236 = mul nsw i64 %235, 3
+  %237 = mul nsw i64 %236, 12544
+  %238 = add nsw i64 401408, %237
+  %239 = mul nsw i64 %j2252, 196
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %oy2758, 14
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %ox2861, 1
+  %244 = add nsw i64 %242, %243
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena63, align 4
+  %ox28.next = add nsw i64 %ox2861, 1
+  %245 = icmp slt i64 %ox28.next, 13
+  br i1 %245, label %ox28, label %ox28.end
+
+ox28.end:                                         ; preds = %ox28
+  br label %endif60
+
+oy29:                                             ; preds = %endif66, %oy27.end
+  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
+  %246 = add nsw i64 %oy2964, %ky2657
+  %247 = add nsw i64 %246, -1
+  %248 = icmp slt i64 -1, %247
+  %249 = add nsw i64 %oy2964, %ky2657
+  %250 = add nsw i64 %249, -1
+  %251 = icmp slt i64 %250, 14
+  %252 = and i1 %248, %251
+  br i1 %252, label %then65, label %endif66
+
+oy29.end:                                         ; preds = %endif66
+  br label %oy31
+
+then65:                                           ; preds = %oy29
+  br label %ox30
+
+endif66:                                          ; preds = %ox30.end, %oy29
+  %oy29.next = add nsw i64 %oy2964, 1
+  %253 = icmp slt i64 %oy29.next, 14
+  br i1 %253, label %oy29, label %oy29.end
+
+ox30:                                             ; preds = %ox30, %then65
+  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
+  %254 = mul nsw i64 %g2150, 64
+  %255 = add nsw i64 %254, %j2252
+  %256 = mul nsw i64 %255, 3136
+  %257 = mul nsw i64 %c2556, 196
+  %258 = add nsw i64 %256, %257
+  %259 = add nsw i64 %oy2964, %ky2657
+  %260 = add nsw i64 %259, -1
+  %261 = mul nsw i64 %260, 14
+  %262 = add nsw i64 %258, %261
+  %263 = add nsw i64 %262, %ox3067
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena68, align 4
+  %265 = mul nsw i64 %c2556, 3
+  %266 = add nsw i64 %265, %ky2657
+  %267 = mul nsw i64 %266, 3
+  %268 = add nsw i64 %267, 1
+  %269 = mul nsw i64 %268, 12544
+  %270 = add nsw i64 401408, %269
+  %271 = mul nsw i64 %j2252, 196
+  %272 = add nsw i64 %270, %271
+  %273 = mul nsw i64 %oy2964, 14
+  %274 = add nsw i64 %272, %273
+  %275 = add nsw i64 %274, %ox3067
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena69, align 4
+  %ox30.next = add nsw i64 %ox3067, 1
+  %276 = icmp slt i64 %ox30.next, 14
+  br i1 %276, label %ox30, label %ox30.end
+
+ox30.end:                                         ; preds = %ox30
+  br label %endif66
+
+oy31:                                             ; preds = %endif72, %oy29.end
+  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
+  %277 = add nsw i64 %oy3170, %ky2657
+  %278 = add nsw i64 %277, -1
+  %279 = icmp slt i64 -1, %278
+  %280 = add nsw i64 %oy3170, %ky2657
+  %281 = add nsw i64 %280, -1
+  %282 = icmp slt i64 %281, 14
+  %283 = and i1 %279, %282
+  br i1 %283, label %then71, label %endif72
+
+oy31.end:                                         ; preds = %endif72
+  %ky26.next = add nsw i64 %ky2657, 1
+  %284 = icmp slt i64 %ky26.next, 3
+  br i1 %284, label %ky26, label %ky26.end
+
+then71:                                           ; preds = %oy31
+  br label %ox32
+
+endif72:                                          ; preds = %ox32.end, %oy31
+  %oy31.next = add nsw i64 %oy3170, 1
+  %285 = icmp slt i64 %oy31.next, 14
+  br i1 %285, label %oy31, label %oy31.end
+
+ox32:                                             ; preds = %ox32, %then71
+  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
+  %286 = mul nsw i64 %g2150, 64
+  %287 = add nsw i64 %286, %j2252
+  %288 = mul nsw i64 %287, 3136
+  %289 = mul nsw i64 %c2556, 196
+  %290 = add nsw i64 %288, %289
+  %291 = add nsw i64 %oy3170, %ky2657
+  %292 = add nsw i64 %291, -1
+  %293 = mul nsw i64 %292, 14
+  %294 = add nsw i64 %290, %293
+  %295 = add nsw i64 %ox3273, 1
+  %296 = add nsw i64 %294, %295
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena74, align 4
+  %298 = mul nsw i64 %c2556, 3
+  %299 = add nsw i64 %298, %ky2657
+  %300 = mul nsw i64 %299, 3
+  %301 = add nsw i64 %300, 2
+  %302 = mul nsw i64 %301, 12544
+  %303 = add nsw i64 401408, %302
+  %304 = mul nsw i64 %j2252, 196
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %oy3170, 14
+  %307 = add nsw i64 %305, %306
+  %308 = add nsw i64 %307, %ox3273
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena75, align 4
+  %ox32.next = add nsw i64 %ox3273, 1
+  %309 = icmp slt i64 %ox32.next, 13
+  br i1 %309, label %ox32, label %ox32.end
+
+ox32.end:                                         ; preds = %ox32
+  br label %endif72
+
+j33:                                              ; preds = %f34.end, %j22.end
+  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
+  br label %f34
+
+j33.end:                                          ; preds = %f34.end
+  %g21.next = add nsw i64 %g2150, 1
+  %310 = icmp slt i64 %g21.next, 1
+  br i1 %310, label %g21, label %g21.end
+
+f34:                                              ; preds = %py35.end, %j33
+  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
+  br label %py35
+
+f34.end:                                          ; preds = %py35.end
+  %j33.next = add nsw i64 %j3379, 1
+  %311 = icmp slt i64 %j33.next, 64
+  br i1 %311, label %j33, label %j33.end
+
+py35:                                             ; preds = %px36.end, %f34
+  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
+  br label %px36
+
+py35.end:                                         ; preds = %px36.end
+  %f34.next = add nsw i64 %f3480, 1
+  %312 = icmp slt i64 %f34.next, 32
+  br i1 %312, label %f34, label %f34.end
+
+px36:                                             ; preds = %ky39.end, %py35
+  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
+  %313 = mul nsw i64 %f3480, 12544
+  %314 = add nsw i64 2207744, %313
+  %315 = mul nsw i64 %j3379, 196
+  %316 = add nsw i64 %314, %315
+  %317 = mul nsw i64 %py3581, 28
+  %318 = mul nsw i64 %px3682, 2
+  %319 = add nsw i64 %317, %318
+  %320 = add nsw i64 %316, %319
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena83, align 4
+  %322 = add nsw i64 4768, %f3480
+  %params84 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params84, align 4
+  %324 = fadd float %321, %323
+  store float %324, ptr %best37, align 4
+  %325 = mul nsw i64 %py3581, 28
+  %326 = mul nsw i64 %px3682, 2
+  %327 = add nsw i64 %325, %326
+  %328 = sitofp i64 %327 to float
+  store float %328, ptr %bi38, align 4
+  br label %ky39
+
+px36.end:                                         ; preds = %ky39.end
+  %py35.next = add nsw i64 %py3581, 1
+  %329 = icmp slt i64 %py35.next, 7
+  br i1 %329, label %py35, label %py35.end
+
+ky39:                                             ; preds = %kx40.end, %px36
+  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
+  br label %kx40
+
+ky39.end:                                         ; preds = %kx40.end
+  %best3797 = load float, ptr %best37, align 4
+  %330 = fcmp ogt float %best3797, 0.000000e+00
+  %best3798 = load float, ptr %best37, align 4
+  %331 = select i1 %330, float %best3798, float 0.000000e+00
+  %332 = mul nsw i64 %g2150, 64
+  %333 = add nsw i64 %332, %j3379
+  %334 = mul nsw i64 %333, 1568
+  %335 = mul nsw i64 %f3480, 49
+  %336 = add nsw i64 %334, %335
+  %337 = mul nsw i64 %py3581, 7
+  %338 = add nsw i64 %336, %337
+  %339 = add nsw i64 %338, %px3682
+  %340 = add nsw i64 200704, %339
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena99, align 4
+  %bi38100 = load float, ptr %bi38, align 4
+  %341 = mul nsw i64 %g2150, 64
+  %342 = add nsw i64 %341, %j3379
+  %343 = mul nsw i64 %342, 1568
+  %344 = mul nsw i64 %f3480, 49
+  %345 = add nsw i64 %343, %344
+  %346 = mul nsw i64 %py3581, 7
+  %347 = add nsw i64 %345, %346
+  %348 = add nsw i64 %347, %px3682
+  %349 = add nsw i64 301056, %348
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi38100, ptr %arena101, align 4
+  %px36.next = add nsw i64 %px3682, 1
+  %350 = icmp slt i64 %px36.next, 7
+  br i1 %350, label %px36, label %px36.end
+
+kx40:                                             ; preds = %kx40, %ky39
+  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
+  %351 = mul nsw i64 %f3480, 12544
+  %352 = add nsw i64 2207744, %351
+  %353 = mul nsw i64 %j3379, 196
+  %354 = add nsw i64 %352, %353
+  %355 = mul nsw i64 %py3581, 28
+  %356 = mul nsw i64 %px3682, 2
+  %357 = add nsw i64 %355, %356
+  %358 = mul nsw i64 %ky3985, 14
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %359, %kx4086
+  %361 = add nsw i64 %354, %360
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena87, align 4
+  %363 = add nsw i64 4768, %f3480
+  %params88 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params88, align 4
+  %365 = fadd float %362, %364
+  %best3789 = load float, ptr %best37, align 4
+  %366 = fcmp ogt float %365, %best3789
+  %367 = mul nsw i64 %py3581, 28
+  %368 = mul nsw i64 %px3682, 2
+  %369 = add nsw i64 %367, %368
+  %370 = mul nsw i64 %ky3985, 14
+  %371 = add nsw i64 %369, %370
+  %372 = add nsw i64 %371, %kx4086
+  %373 = sitofp i64 %372 to float
+  %bi3890 = load float, ptr %bi38, align 4
+  %374 = select i1 %366, float %373, float %bi3890
+  store float %374, ptr %bi38, align 4
+  %375 = mul nsw i64 %f3480, 12544
+  %376 = add nsw i64 2207744, %375
+  %377 = mul nsw i64 %j3379, 196
+  %378 = add nsw i64 %376, %377
+  %379 = mul nsw i64 %py3581, 28
+  %380 = mul nsw i64 %px3682, 2
+  %381 = add nsw i64 %379, %380
+  %382 = mul nsw i64 %ky3985, 14
+  %383 = add nsw i64 %381, %382
+  %384 = add nsw i64 %383, %kx4086
+  %385 = add nsw i64 %378, %384
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena91, align 4
+  %387 = add nsw i64 4768, %f3480
+  %params92 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params92, align 4
+  %389 = fadd float %386, %388
+  %best3793 = load float, ptr %best37, align 4
+  %390 = fcmp ogt float %389, %best3793
+  %391 = mul nsw i64 %f3480, 12544
+  %392 = add nsw i64 2207744, %391
+  %393 = mul nsw i64 %j3379, 196
+  %394 = add nsw i64 %392, %393
+  %395 = mul nsw i64 %py3581, 28
+  %396 = mul nsw i64 %px3682, 2
+  %397 = add nsw i64 %395, %396
+  %398 = mul nsw i64 %ky3985, 14
+  %399 = add nsw i64 %397, %398
+  %400 = add nsw i64 %399, %kx4086
+  %401 = add nsw i64 %394, %400
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena94, align 4
+  %403 = add nsw i64 4768, %f3480
+  %params95 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params95, align 4
+  %405 = fadd float %402, %404
+  %best3796 = load float, ptr %best37, align 4
+  %406 = select i1 %390, float %405, float %best3796
+  store float %406, ptr %best37, align 4
+  %kx40.next = add nsw i64 %kx4086, 1
+  %407 = icmp slt i64 %kx40.next, 2
+  br i1 %407, label %kx40, label %kx40.end
+
+kx40.end:                                         ; preds = %kx40
+  %ky39.next = add nsw i64 %ky3985, 1
+  %408 = icmp slt i64 %ky39.next, 2
+  br i1 %408, label %ky39, label %ky39.end
+
+n41:                                              ; preds = %u42.end, %g21.end
+  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
+  br label %u42
+
+n41.end:                                          ; preds = %u42.end
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 0
+  %params113 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena112, i32 128, ptr %params113, i32 128, float 0.000000e+00, ptr %arena114, i32 10)
+  br label %n43
+
+u42:                                              ; preds = %u42, %n41
+  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
+  %409 = mul nsw i64 %n41105, 128
+  %410 = add nsw i64 %409, %u42106
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %410
+  %411 = load float, ptr %arena107, align 4
+  %412 = add nsw i64 205504, %u42106
+  %params108 = getelementptr inbounds float, ptr %params, i64 %412
+  %413 = load float, ptr %params108, align 4
+  %414 = fadd float %411, %413
+  %415 = fcmp ogt float %414, 0.000000e+00
+  %416 = mul nsw i64 %n41105, 128
+  %417 = add nsw i64 %416, %u42106
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena109, align 4
+  %419 = add nsw i64 205504, %u42106
+  %params110 = getelementptr inbounds float, ptr %params, i64 %419
+  %420 = load float, ptr %params110, align 4
+  %421 = fadd float %418, %420
+  %422 = select i1 %415, float %421, float 0.000000e+00
+  %423 = mul nsw i64 %n41105, 128
+  %424 = add nsw i64 %423, %u42106
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %424
+  store float %422, ptr %arena111, align 4
+  %u42.next = add nsw i64 %u42106, 1
+  %425 = icmp slt i64 %u42.next, 128
+  br i1 %425, label %u42, label %u42.end
+
+u42.end:                                          ; preds = %u42
+  %n41.next = add nsw i64 %n41105, 1
+  %426 = icmp slt i64 %n41.next, 64
+  br i1 %426, label %n41, label %n41.end
+
+n43:                                              ; preds = %u44.end, %n41.end
+  %n43115 = phi i64 [ 0, %n41.end ], [ %n43.next, %u44.end ]
+  br label %u44
+
+n43.end:                                          ; preds = %u44.end
   ret void
 
-u30:                                              ; preds = %u30, %n29
-  %u3085 = phi i64 [ 0, %n29 ], [ %u30.next, %u30 ]
-  %287 = mul nsw i64 %n2984, 10
-  %288 = add nsw i64 8192, %287
-  %289 = add nsw i64 %288, %u3085
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %289
-  %290 = load float, ptr %arena86, align 4
-  %291 = add nsw i64 206912, %u3085
-  %params87 = getelementptr inbounds float, ptr %params, i64 %291
-  %292 = load float, ptr %params87, align 4
-  %293 = fadd float %290, %292
-  %294 = mul nsw i64 %n2984, 10
-  %295 = add nsw i64 8192, %294
-  %296 = add nsw i64 %295, %u3085
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %296
-  store float %293, ptr %arena88, align 4
-  %u30.next = add nsw i64 %u3085, 1
-  %297 = icmp slt i64 %u30.next, 10
-  br i1 %297, label %u30, label %u30.end
+u44:                                              ; preds = %u44, %n43
+  %u44116 = phi i64 [ 0, %n43 ], [ %u44.next, %u44 ]
+  %427 = mul nsw i64 %n43115, 10
+  %428 = add nsw i64 8192, %427
+  %429 = add nsw i64 %428, %u44116
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load float, ptr %arena117, align 4
+  %431 = add nsw i64 206912, %u44116
+  %params118 = getelementptr inbounds float, ptr %params, i64 %431
+  %432 = load float, ptr %params118, align 4
+  %433 = fadd float %430, %432
+  %434 = mul nsw i64 %n43115, 10
+  %435 = add nsw i64 8192, %434
+  %436 = add nsw i64 %435, %u44116
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float %433, ptr %arena119, align 4
+  %u44.next = add nsw i64 %u44116, 1
+  %437 = icmp slt i64 %u44.next, 10
+  br i1 %437, label %u44, label %u44.end
 
-u30.end:                                          ; preds = %u30
-  %n29.next = add nsw i64 %n2984, 1
-  %298 = icmp slt i64 %n29.next, 64
-  br i1 %298, label %n29, label %n29.end
+u44.end:                                          ; preds = %u44
+  %n43.next = add nsw i64 %n43115, 1
+  %438 = icmp slt i64 %n43.next, 64
+  br i1 %438, label %n43, label %n43.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -40,69 +40,137 @@ public func smallcnn_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((401408 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -1) && ((oy5 &+ ky3) &+ -1) < 28) && (-1 < ((ox6 &+ kx4) &+ -1) && ((ox6 &+ kx4) &+ -1) < 28)) {
-                arena[(((401408 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -1) &* 28)) &+ ((ox6 &+ kx4) &+ -1))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<9 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
+              for ox8 in 0..<27 {
+                arena[((((401408 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
+              do {  // SIMD16 over ox10
+                var ox10 = 0
+                while ox10 &+ 16 <= 28 {
+                  store16(arena, (((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
+                  ox10 &+= 16
+                }
+                while ox10 < 28 {
+                  arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
+                  ox10 &+= 1
+                }
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
+              for ox12 in 0..<27 {
+                arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 16, 784, 9, 1, params + 0, 9, arena + 401408, 784, Float(bitPattern: 0x0), arena + 408464, 784)
-    for f7 in 0..<16 {
-      for py8 in 0..<14 {
-        for px9 in 0..<14 {
-          var best10: Float = (arena[((408464 &+ (f7 &* 784)) &+ ((py8 &* 56) &+ (px9 &* 2)))] + params[(144 &+ f7)])
-          var bi11: Float = Float(((py8 &* 56) &+ (px9 &* 2)))
-          for ky12 in 0..<2 {
-            for kx13 in 0..<2 {
-              bi11 = ((arena[((408464 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(144 &+ f7)]) > best10 ? Float(((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13)) : bi11)
-              best10 = ((arena[((408464 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(144 &+ f7)]) > best10 ? (arena[((408464 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(144 &+ f7)]) : best10)
+    sgemm(101, 111, 111, 16, 50176, 9, 1, params + 0, 9, arena + 401408, 50176, Float(bitPattern: 0x0), arena + 852992, 50176)
+    for j13 in 0..<64 {
+      for f14 in 0..<16 {
+        for py15 in 0..<14 {
+          for px16 in 0..<14 {
+            var best17: Float = (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)])
+            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
+            for ky19 in 0..<2 {
+              for kx20 in 0..<2 {
+                bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
+                best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) : best17)
+              }
             }
+            arena[((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
+            arena[(200704 &+ ((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
-          arena[((((img1 &* 3136) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9)] = (best10 > Float(0) ? best10 : Float(0))
-          arena[(200704 &+ ((((img1 &* 3136) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9))] = bi11
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img14 in 0..<64 {
-    for c15 in 0..<16 {
-      for ky16 in 0..<3 {
-        for kx17 in 0..<3 {
-          for oy18 in 0..<14 {
-            for ox19 in 0..<14 {
-              arena[(((602112 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = Float(0)
-              if ((-1 < ((oy18 &+ ky16) &+ -1) && ((oy18 &+ ky16) &+ -1) < 14) && (-1 < ((ox19 &+ kx17) &+ -1) && ((ox19 &+ kx17) &+ -1) < 14)) {
-                arena[(((602112 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = arena[((((img14 &* 3136) &+ (c15 &* 196)) &+ (((oy18 &+ ky16) &+ -1) &* 14)) &+ ((ox19 &+ kx17) &+ -1))]
+  for g21 in 0..<1 {
+    for j22 in 0..<64 {
+      for r23 in 0..<144 {
+        do {  // SIMD16 over i24
+          var i24 = 0
+          while i24 &+ 16 <= 196 {
+            store16(arena, ((602112 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
+            i24 &+= 16
+          }
+          while i24 < 196 {
+            arena[(((602112 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
+            i24 &+= 1
+          }
+        }
+      }
+      for c25 in 0..<16 {
+        for ky26 in 0..<3 {
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
+              for ox28 in 0..<13 {
+                arena[((((602112 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
+              do {  // SIMD16 over ox30
+                var ox30 = 0
+                while ox30 < 14 {
+                  arena[((((602112 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
+                  ox30 &+= 1
+                }
+              }
+            }
+          }
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((602112 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 196, 144, 1, params + 160, 144, arena + 602112, 196, Float(bitPattern: 0x0), arena + 630336, 196)
-    for f20 in 0..<32 {
-      for py21 in 0..<7 {
-        for px22 in 0..<7 {
-          var best23: Float = (arena[((630336 &+ (f20 &* 196)) &+ ((py21 &* 28) &+ (px22 &* 2)))] + params[(4768 &+ f20)])
-          var bi24: Float = Float(((py21 &* 28) &+ (px22 &* 2)))
-          for ky25 in 0..<2 {
-            for kx26 in 0..<2 {
-              bi24 = ((arena[((630336 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(4768 &+ f20)]) > best23 ? Float(((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26)) : bi24)
-              best23 = ((arena[((630336 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(4768 &+ f20)]) > best23 ? (arena[((630336 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(4768 &+ f20)]) : best23)
+    sgemm(101, 111, 111, 32, 12544, 144, 1, params + 160, 144, arena + 602112, 12544, Float(bitPattern: 0x0), arena + 2408448, 12544)
+    for j33 in 0..<64 {
+      for f34 in 0..<32 {
+        for py35 in 0..<7 {
+          for px36 in 0..<7 {
+            var best37: Float = (arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(4768 &+ f34)])
+            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
+            for ky39 in 0..<2 {
+              for kx40 in 0..<2 {
+                bi38 = ((arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
+                best37 = ((arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? (arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) : best37)
+              }
             }
+            arena[(401408 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
+            arena[(501760 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
           }
-          arena[(401408 &+ ((((img14 &* 1568) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = (best23 > Float(0) ? best23 : Float(0))
-          arena[(501760 &+ ((((img14 &* 1568) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = bi24
         }
       }
     }
@@ -110,174 +178,248 @@ public func smallcnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 401408, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 602112, 128)
-  for n27 in 0..<64 {
-    do {  // SIMD16 over u28
-      var u28 = 0
-      while u28 &+ 16 <= 128 {
-        store16(arena, (602112 &+ (n27 &* 128)) &+ u28, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n27 &* 128)) &+ u28) + load16(params, 205504 &+ u28)), where: (load16(arena, (602112 &+ (n27 &* 128)) &+ u28) + load16(params, 205504 &+ u28)) .> SIMD16<Float>(repeating: Float(0))))
-        u28 &+= 16
+  for n41 in 0..<64 {
+    do {  // SIMD16 over u42
+      var u42 = 0
+      while u42 &+ 16 <= 128 {
+        store16(arena, (602112 &+ (n41 &* 128)) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n41 &* 128)) &+ u42) + load16(params, 205504 &+ u42)), where: (load16(arena, (602112 &+ (n41 &* 128)) &+ u42) + load16(params, 205504 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
+        u42 &+= 16
       }
-      while u28 < 128 {
-        arena[((602112 &+ (n27 &* 128)) &+ u28)] = ((arena[((602112 &+ (n27 &* 128)) &+ u28)] + params[(205504 &+ u28)]) > Float(0) ? (arena[((602112 &+ (n27 &* 128)) &+ u28)] + params[(205504 &+ u28)]) : Float(0))
-        u28 &+= 1
+      while u42 < 128 {
+        arena[((602112 &+ (n41 &* 128)) &+ u42)] = ((arena[((602112 &+ (n41 &* 128)) &+ u42)] + params[(205504 &+ u42)]) > Float(0) ? (arena[((602112 &+ (n41 &* 128)) &+ u42)] + params[(205504 &+ u42)]) : Float(0))
+        u42 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 602112, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 610304, 10)
-  for n29 in 0..<64 {
-    do {  // SIMD16 over u30
-      var u30 = 0
-      while u30 < 10 {
-        arena[((610304 &+ (n29 &* 10)) &+ u30)] = (arena[((610304 &+ (n29 &* 10)) &+ u30)] + params[(206912 &+ u30)])
-        u30 &+= 1
+  for n43 in 0..<64 {
+    do {  // SIMD16 over u44
+      var u44 = 0
+      while u44 < 10 {
+        arena[((610304 &+ (n43 &* 10)) &+ u44)] = (arena[((610304 &+ (n43 &* 10)) &+ u44)] + params[(206912 &+ u44)])
+        u44 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total31: Float = Float(0)
-  for n32 in 0..<64 {
-    var m33: Float = arena[(610304 &+ (n32 &* 10))]
-    for k35 in 0..<10 {
-      m33 = { let x = m33, y = arena[((610304 &+ (n32 &* 10)) &+ k35)]; return y > x ? y : x }()
+  var total45: Float = Float(0)
+  for n46 in 0..<64 {
+    var m47: Float = arena[(610304 &+ (n46 &* 10))]
+    for k49 in 0..<10 {
+      m47 = { let x = m47, y = arena[((610304 &+ (n46 &* 10)) &+ k49)]; return y > x ? y : x }()
     }
-    var s34: Float = Float(0)
-    for k36 in 0..<10 {
-      s34 = (s34 + expf((arena[((610304 &+ (n32 &* 10)) &+ k36)] - m33)))
+    var s48: Float = Float(0)
+    for k50 in 0..<10 {
+      s48 = (s48 + expf((arena[((610304 &+ (n46 &* 10)) &+ k50)] - m47)))
     }
-    total31 = (total31 + ((m33 + logf(s34)) - arena[((610304 &+ (n32 &* 10)) &+ Int(labels[n32]))]))
+    total45 = (total45 + ((m47 + logf(s48)) - arena[((610304 &+ (n46 &* 10)) &+ Int(labels[n46]))]))
   }
-  arena[610944] = (total31 / Float(64))
+  arena[610944] = (total45 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n37 in 0..<64 {
-    var m38: Float = arena[(610304 &+ (n37 &* 10))]
-    for k40 in 0..<10 {
-      m38 = { let x = m38, y = arena[((610304 &+ (n37 &* 10)) &+ k40)]; return y > x ? y : x }()
+  for n51 in 0..<64 {
+    var m52: Float = arena[(610304 &+ (n51 &* 10))]
+    for k54 in 0..<10 {
+      m52 = { let x = m52, y = arena[((610304 &+ (n51 &* 10)) &+ k54)]; return y > x ? y : x }()
     }
-    var s39: Float = Float(0)
-    for k41 in 0..<10 {
-      s39 = (s39 + expf((arena[((610304 &+ (n37 &* 10)) &+ k41)] - m38)))
+    var s53: Float = Float(0)
+    for k55 in 0..<10 {
+      s53 = (s53 + expf((arena[((610304 &+ (n51 &* 10)) &+ k55)] - m52)))
     }
-    for k42 in 0..<10 {
-      arena[((610960 &+ (n37 &* 10)) &+ k42)] = ((k42 == Int(labels[n37]) ? ((expf((arena[((610304 &+ (n37 &* 10)) &+ k42)] - m38)) / s39) - Float(1)) : (expf((arena[((610304 &+ (n37 &* 10)) &+ k42)] - m38)) / s39)) / Float(64))
+    for k56 in 0..<10 {
+      arena[((610960 &+ (n51 &* 10)) &+ k56)] = ((k56 == Int(labels[n51]) ? ((expf((arena[((610304 &+ (n51 &* 10)) &+ k56)] - m52)) / s53) - Float(1)) : (expf((arena[((610304 &+ (n51 &* 10)) &+ k56)] - m52)) / s53)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 610960, 10, arena + 602112, 128, Float(bitPattern: 0x0), grads + 205632, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u43 in 0..<10 {
-    var acc44: Float = Float(0)
-    for n45 in 0..<64 {
-      acc44 = (acc44 + arena[((610960 &+ (n45 &* 10)) &+ u43)])
+  for u57 in 0..<10 {
+    var acc58: Float = Float(0)
+    for n59 in 0..<64 {
+      acc58 = (acc58 + arena[((610960 &+ (n59 &* 10)) &+ u57)])
     }
-    grads[(206912 &+ u43)] = acc44
+    grads[(206912 &+ u57)] = acc58
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i46
-    var i46 = 0
-    while i46 &+ 16 <= 8192 {
-      store16(arena, 619792 &+ i46, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i46), where: load16(arena, 602112 &+ i46) .> SIMD16<Float>(repeating: Float(0))))
-      i46 &+= 16
+  do {  // SIMD16 over i60
+    var i60 = 0
+    while i60 &+ 16 <= 8192 {
+      store16(arena, 619792 &+ i60, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i60), where: load16(arena, 602112 &+ i60) .> SIMD16<Float>(repeating: Float(0))))
+      i60 &+= 16
     }
-    while i46 < 8192 {
-      arena[(619792 &+ i46)] = (arena[(602112 &+ i46)] > Float(0) ? arena[(611600 &+ i46)] : Float(0))
-      i46 &+= 1
+    while i60 < 8192 {
+      arena[(619792 &+ i60)] = (arena[(602112 &+ i60)] > Float(0) ? arena[(611600 &+ i60)] : Float(0))
+      i60 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 1568, 64, 1, arena + 619792, 128, arena + 401408, 1568, Float(bitPattern: 0x0), grads + 4800, 1568)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u47 in 0..<128 {
-    var acc48: Float = Float(0)
-    for n49 in 0..<64 {
-      acc48 = (acc48 + arena[((619792 &+ (n49 &* 128)) &+ u47)])
+  for u61 in 0..<128 {
+    var acc62: Float = Float(0)
+    for n63 in 0..<64 {
+      acc62 = (acc62 + arena[((619792 &+ (n63 &* 128)) &+ u61)])
     }
-    grads[(205504 &+ u47)] = acc48
+    grads[(205504 &+ u61)] = acc62
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 1568, 128, 1, arena + 619792, 128, params + 4800, 1568, Float(bitPattern: 0x0), arena + 627984, 1568)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i50
-    var i50 = 0
-    while i50 &+ 16 <= 401408 {
-      store16(arena, 728336 &+ i50, SIMD16<Float>(repeating: Float(0)))
-      i50 &+= 16
+  do {  // SIMD16 over i64
+    var i64 = 0
+    while i64 &+ 16 <= 401408 {
+      store16(arena, 728336 &+ i64, SIMD16<Float>(repeating: Float(0)))
+      i64 &+= 16
     }
-    while i50 < 401408 {
-      arena[(728336 &+ i50)] = Float(0)
-      i50 &+= 1
+    while i64 < 401408 {
+      arena[(728336 &+ i64)] = Float(0)
+      i64 &+= 1
     }
   }
-  for q51 in 0..<2048 {
-    for i52 in 0..<49 {
-      if arena[(401408 &+ ((q51 &* 49) &+ i52))] > Float(0) {
-        arena[((728336 &+ (q51 &* 196)) &+ Int(arena[(501760 &+ ((q51 &* 49) &+ i52))]))] += arena[(627984 &+ ((q51 &* 49) &+ i52))]
+  for q65 in 0..<2048 {
+    for i66 in 0..<49 {
+      if arena[(401408 &+ ((q65 &* 49) &+ i66))] > Float(0) {
+        arena[((728336 &+ (q65 &* 196)) &+ Int(arena[(501760 &+ ((q65 &* 49) &+ i66))]))] += arena[(627984 &+ ((q65 &* 49) &+ i66))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i53
-    var i53 = 0
-    while i53 &+ 16 <= 4608 {
-      store16(grads, 160 &+ i53, SIMD16<Float>(repeating: Float(0)))
-      i53 &+= 16
+  do {  // SIMD16 over i67
+    var i67 = 0
+    while i67 &+ 16 <= 4608 {
+      store16(grads, 160 &+ i67, SIMD16<Float>(repeating: Float(0)))
+      i67 &+= 16
     }
-    while i53 < 4608 {
-      grads[(160 &+ i53)] = Float(0)
-      i53 &+= 1
+    while i67 < 4608 {
+      grads[(160 &+ i67)] = Float(0)
+      i67 &+= 1
     }
   }
-  for img54 in 0..<64 {
-    for c55 in 0..<16 {
-      for ky56 in 0..<3 {
-        for kx57 in 0..<3 {
-          for oy58 in 0..<14 {
-            for ox59 in 0..<14 {
-              arena[(((401408 &+ (((((c55 &* 3) &+ ky56) &* 3) &+ kx57) &* 196)) &+ (oy58 &* 14)) &+ ox59)] = Float(0)
-              if ((-1 < ((oy58 &+ ky56) &+ -1) && ((oy58 &+ ky56) &+ -1) < 14) && (-1 < ((ox59 &+ kx57) &+ -1) && ((ox59 &+ kx57) &+ -1) < 14)) {
-                arena[(((401408 &+ (((((c55 &* 3) &+ ky56) &* 3) &+ kx57) &* 196)) &+ (oy58 &* 14)) &+ ox59)] = arena[((((img54 &* 3136) &+ (c55 &* 196)) &+ (((oy58 &+ ky56) &+ -1) &* 14)) &+ ((ox59 &+ kx57) &+ -1))]
+  for g68 in 0..<1 {
+    for j69 in 0..<64 {
+      for r70 in 0..<144 {
+        do {  // SIMD16 over i71
+          var i71 = 0
+          while i71 &+ 16 <= 196 {
+            store16(arena, ((1129744 &+ (r70 &* 12544)) &+ (j69 &* 196)) &+ i71, SIMD16<Float>(repeating: Float(0)))
+            i71 &+= 16
+          }
+          while i71 < 196 {
+            arena[(((1129744 &+ (r70 &* 12544)) &+ (j69 &* 196)) &+ i71)] = Float(0)
+            i71 &+= 1
+          }
+        }
+      }
+      for c72 in 0..<16 {
+        for ky73 in 0..<3 {
+          for oy74 in 0..<14 {
+            if (-1 < ((oy74 &+ ky73) &+ -1) && ((oy74 &+ ky73) &+ -1) < 14) {
+              for ox75 in 0..<13 {
+                arena[((((1129744 &+ ((((c72 &* 3) &+ ky73) &* 3) &* 12544)) &+ (j69 &* 196)) &+ (oy74 &* 14)) &+ (ox75 &+ 1))] = arena[((((((g68 &* 64) &+ j69) &* 3136) &+ (c72 &* 196)) &+ (((oy74 &+ ky73) &+ -1) &* 14)) &+ ((ox75 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy76 in 0..<14 {
+            if (-1 < ((oy76 &+ ky73) &+ -1) && ((oy76 &+ ky73) &+ -1) < 14) {
+              do {  // SIMD16 over ox77
+                var ox77 = 0
+                while ox77 < 14 {
+                  arena[((((1129744 &+ (((((c72 &* 3) &+ ky73) &* 3) &+ 1) &* 12544)) &+ (j69 &* 196)) &+ (oy76 &* 14)) &+ ox77)] = arena[((((((g68 &* 64) &+ j69) &* 3136) &+ (c72 &* 196)) &+ (((oy76 &+ ky73) &+ -1) &* 14)) &+ ox77)]
+                  ox77 &+= 1
+                }
+              }
+            }
+          }
+          for oy78 in 0..<14 {
+            if (-1 < ((oy78 &+ ky73) &+ -1) && ((oy78 &+ ky73) &+ -1) < 14) {
+              for ox79 in 0..<13 {
+                arena[((((1129744 &+ (((((c72 &* 3) &+ ky73) &* 3) &+ 2) &* 12544)) &+ (j69 &* 196)) &+ (oy78 &* 14)) &+ ox79)] = arena[((((((g68 &* 64) &+ j69) &* 3136) &+ (c72 &* 196)) &+ (((oy78 &+ ky73) &+ -1) &* 14)) &+ (ox79 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 32, 144, 196, 1, arena + (728336 &+ (img54 &* 6272)), 196, arena + 401408, 196, Float(bitPattern: 0x3f800000), grads + 160, 144)
-  }
-  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f60 in 0..<32 {
-    var acc61: Float = Float(0)
-    for img62 in 0..<64 {
-      for i63 in 0..<196 {
-        acc61 = (acc61 + arena[(((728336 &+ (img62 &* 6272)) &+ (f60 &* 196)) &+ i63)])
+    for j80 in 0..<64 {
+      for f81 in 0..<32 {
+        do {  // SIMD16 over i82
+          var i82 = 0
+          while i82 &+ 16 <= 196 {
+            store16(arena, ((2936080 &+ (f81 &* 12544)) &+ (j80 &* 196)) &+ i82, load16(arena, ((728336 &+ (((g68 &* 64) &+ j80) &* 6272)) &+ (f81 &* 196)) &+ i82))
+            i82 &+= 16
+          }
+          while i82 < 196 {
+            arena[(((2936080 &+ (f81 &* 12544)) &+ (j80 &* 196)) &+ i82)] = arena[(((728336 &+ (((g68 &* 64) &+ j80) &* 6272)) &+ (f81 &* 196)) &+ i82)]
+            i82 &+= 1
+          }
+        }
       }
     }
-    grads[(4768 &+ f60)] = acc61
+    sgemm(101, 111, 112, 32, 144, 12544, 1, arena + 2936080, 12544, arena + 1129744, 12544, Float(bitPattern: 0x3f800000), grads + 160, 144)
+  }
+  // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
+  for f83 in 0..<32 {
+    var acc84: Float = Float(0)
+    for img85 in 0..<64 {
+      for i86 in 0..<196 {
+        acc84 = (acc84 + arena[(((728336 &+ (img85 &* 6272)) &+ (f83 &* 196)) &+ i86)])
+      }
+    }
+    grads[(4768 &+ f83)] = acc84
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i64
-    var i64 = 0
-    while i64 &+ 16 <= 200704 {
-      store16(arena, 401408 &+ i64, SIMD16<Float>(repeating: Float(0)))
-      i64 &+= 16
+  do {  // SIMD16 over i87
+    var i87 = 0
+    while i87 &+ 16 <= 200704 {
+      store16(arena, 401408 &+ i87, SIMD16<Float>(repeating: Float(0)))
+      i87 &+= 16
     }
-    while i64 < 200704 {
-      arena[(401408 &+ i64)] = Float(0)
-      i64 &+= 1
+    while i87 < 200704 {
+      arena[(401408 &+ i87)] = Float(0)
+      i87 &+= 1
     }
   }
-  for img65 in 0..<64 {
-    sgemm(101, 112, 111, 144, 196, 32, 1, params + 160, 144, arena + (728336 &+ (img65 &* 6272)), 196, Float(bitPattern: 0x0), arena + 610960, 196)
-    for c66 in 0..<16 {
-      for ky67 in 0..<3 {
-        for kx68 in 0..<3 {
-          for oy69 in 0..<14 {
-            for ox70 in 0..<14 {
-              if ((-1 < ((oy69 &+ ky67) &+ -1) && ((oy69 &+ ky67) &+ -1) < 14) && (-1 < ((ox70 &+ kx68) &+ -1) && ((ox70 &+ kx68) &+ -1) < 14)) {
-                arena[((((401408 &+ (img65 &* 3136)) &+ (c66 &* 196)) &+ (((oy69 &+ ky67) &+ -1) &* 14)) &+ ((ox70 &+ kx68) &+ -1))] += arena[(((610960 &+ (((((c66 &* 3) &+ ky67) &* 3) &+ kx68) &* 196)) &+ (oy69 &* 14)) &+ ox70)]
+  for g88 in 0..<1 {
+    for j89 in 0..<64 {
+      for f90 in 0..<32 {
+        do {  // SIMD16 over i91
+          var i91 = 0
+          while i91 &+ 16 <= 196 {
+            store16(arena, ((2936080 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ i91, load16(arena, ((728336 &+ (((g88 &* 64) &+ j89) &* 6272)) &+ (f90 &* 196)) &+ i91))
+            i91 &+= 16
+          }
+          while i91 < 196 {
+            arena[(((2936080 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ i91)] = arena[(((728336 &+ (((g88 &* 64) &+ j89) &* 6272)) &+ (f90 &* 196)) &+ i91)]
+            i91 &+= 1
+          }
+        }
+      }
+    }
+    sgemm(101, 112, 111, 144, 12544, 32, 1, params + 160, 144, arena + 2936080, 12544, Float(bitPattern: 0x0), arena + 1129744, 12544)
+    for j92 in 0..<64 {
+      for c93 in 0..<16 {
+        for ky94 in 0..<3 {
+          for oy95 in 0..<14 {
+            if (-1 < ((oy95 &+ ky94) &+ -1) && ((oy95 &+ ky94) &+ -1) < 14) {
+              for ox96 in 0..<13 {
+                arena[((((401408 &+ (((g88 &* 64) &+ j92) &* 3136)) &+ (c93 &* 196)) &+ (((oy95 &+ ky94) &+ -1) &* 14)) &+ ((ox96 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c93 &* 3) &+ ky94) &* 3) &* 12544)) &+ (j92 &* 196)) &+ (oy95 &* 14)) &+ (ox96 &+ 1))]
+              }
+            }
+          }
+          for oy97 in 0..<14 {
+            if (-1 < ((oy97 &+ ky94) &+ -1) && ((oy97 &+ ky94) &+ -1) < 14) {
+              for ox98 in 0..<14 {
+                arena[((((401408 &+ (((g88 &* 64) &+ j92) &* 3136)) &+ (c93 &* 196)) &+ (((oy97 &+ ky94) &+ -1) &* 14)) &+ ox98)] += arena[((((1129744 &+ (((((c93 &* 3) &+ ky94) &* 3) &+ 1) &* 12544)) &+ (j92 &* 196)) &+ (oy97 &* 14)) &+ ox98)]
+              }
+            }
+          }
+          for oy99 in 0..<14 {
+            if (-1 < ((oy99 &+ ky94) &+ -1) && ((oy99 &+ ky94) &+ -1) < 14) {
+              for ox100 in 0..<13 {
+                arena[((((401408 &+ (((g88 &* 64) &+ j92) &* 3136)) &+ (c93 &* 196)) &+ (((oy99 &+ ky94) &+ -1) &* 14)) &+ (ox100 &+ 1))] += arena[((((1129744 &+ (((((c93 &* 3) &+ ky94) &* 3) &+ 2) &* 12544)) &+ (j92 &* 196)) &+ (oy99 &* 14)) &+ ox100)]
               }
             }
           }
@@ -286,85 +428,134 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i71
-    var i71 = 0
-    while i71 &+ 16 <= 802816 {
-      store16(arena, 610960 &+ i71, SIMD16<Float>(repeating: Float(0)))
-      i71 &+= 16
+  do {  // SIMD16 over i101
+    var i101 = 0
+    while i101 &+ 16 <= 802816 {
+      store16(arena, 610960 &+ i101, SIMD16<Float>(repeating: Float(0)))
+      i101 &+= 16
     }
-    while i71 < 802816 {
-      arena[(610960 &+ i71)] = Float(0)
-      i71 &+= 1
+    while i101 < 802816 {
+      arena[(610960 &+ i101)] = Float(0)
+      i101 &+= 1
     }
   }
-  for q72 in 0..<1024 {
-    for i73 in 0..<196 {
-      if arena[((q72 &* 196) &+ i73)] > Float(0) {
-        arena[((610960 &+ (q72 &* 784)) &+ Int(arena[(200704 &+ ((q72 &* 196) &+ i73))]))] += arena[(401408 &+ ((q72 &* 196) &+ i73))]
+  for q102 in 0..<1024 {
+    for i103 in 0..<196 {
+      if arena[((q102 &* 196) &+ i103)] > Float(0) {
+        arena[((610960 &+ (q102 &* 784)) &+ Int(arena[(200704 &+ ((q102 &* 196) &+ i103))]))] += arena[(401408 &+ ((q102 &* 196) &+ i103))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i74
-    var i74 = 0
-    while i74 &+ 16 <= 144 {
-      store16(grads, 0 &+ i74, SIMD16<Float>(repeating: Float(0)))
-      i74 &+= 16
+  do {  // SIMD16 over i104
+    var i104 = 0
+    while i104 &+ 16 <= 144 {
+      store16(grads, 0 &+ i104, SIMD16<Float>(repeating: Float(0)))
+      i104 &+= 16
     }
-    while i74 < 144 {
-      grads[i74] = Float(0)
-      i74 &+= 1
+    while i104 < 144 {
+      grads[i104] = Float(0)
+      i104 &+= 1
     }
   }
-  for img75 in 0..<64 {
-    for c76 in 0..<1 {
-      for ky77 in 0..<3 {
-        for kx78 in 0..<3 {
-          for oy79 in 0..<28 {
-            for ox80 in 0..<28 {
-              arena[(((((((c76 &* 3) &+ ky77) &* 3) &+ kx78) &* 784) &+ (oy79 &* 28)) &+ ox80)] = Float(0)
-              if ((-1 < ((oy79 &+ ky77) &+ -1) && ((oy79 &+ ky77) &+ -1) < 28) && (-1 < ((ox80 &+ kx78) &+ -1) && ((ox80 &+ kx78) &+ -1) < 28)) {
-                arena[(((((((c76 &* 3) &+ ky77) &* 3) &+ kx78) &* 784) &+ (oy79 &* 28)) &+ ox80)] = images[((((img75 &* 784) &+ (c76 &* 784)) &+ (((oy79 &+ ky77) &+ -1) &* 28)) &+ ((ox80 &+ kx78) &+ -1))]
+  for g105 in 0..<1 {
+    for j106 in 0..<64 {
+      for r107 in 0..<9 {
+        do {  // SIMD16 over i108
+          var i108 = 0
+          while i108 &+ 16 <= 784 {
+            store16(arena, ((1413776 &+ (r107 &* 50176)) &+ (j106 &* 784)) &+ i108, SIMD16<Float>(repeating: Float(0)))
+            i108 &+= 16
+          }
+          while i108 < 784 {
+            arena[(((1413776 &+ (r107 &* 50176)) &+ (j106 &* 784)) &+ i108)] = Float(0)
+            i108 &+= 1
+          }
+        }
+      }
+      for c109 in 0..<1 {
+        for ky110 in 0..<3 {
+          for oy111 in 0..<28 {
+            if (-1 < ((oy111 &+ ky110) &+ -1) && ((oy111 &+ ky110) &+ -1) < 28) {
+              for ox112 in 0..<27 {
+                arena[((((1413776 &+ ((((c109 &* 3) &+ ky110) &* 3) &* 50176)) &+ (j106 &* 784)) &+ (oy111 &* 28)) &+ (ox112 &+ 1))] = images[((((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy111 &+ ky110) &+ -1) &* 28)) &+ ((ox112 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy113 in 0..<28 {
+            if (-1 < ((oy113 &+ ky110) &+ -1) && ((oy113 &+ ky110) &+ -1) < 28) {
+              do {  // SIMD16 over ox114
+                var ox114 = 0
+                while ox114 &+ 16 <= 28 {
+                  store16(arena, (((1413776 &+ (((((c109 &* 3) &+ ky110) &* 3) &+ 1) &* 50176)) &+ (j106 &* 784)) &+ (oy113 &* 28)) &+ ox114, load16(images, (((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy113 &+ ky110) &+ -1) &* 28)) &+ ox114))
+                  ox114 &+= 16
+                }
+                while ox114 < 28 {
+                  arena[((((1413776 &+ (((((c109 &* 3) &+ ky110) &* 3) &+ 1) &* 50176)) &+ (j106 &* 784)) &+ (oy113 &* 28)) &+ ox114)] = images[((((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy113 &+ ky110) &+ -1) &* 28)) &+ ox114)]
+                  ox114 &+= 1
+                }
+              }
+            }
+          }
+          for oy115 in 0..<28 {
+            if (-1 < ((oy115 &+ ky110) &+ -1) && ((oy115 &+ ky110) &+ -1) < 28) {
+              for ox116 in 0..<27 {
+                arena[((((1413776 &+ (((((c109 &* 3) &+ ky110) &* 3) &+ 2) &* 50176)) &+ (j106 &* 784)) &+ (oy115 &* 28)) &+ ox116)] = images[((((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy115 &+ ky110) &+ -1) &* 28)) &+ (ox116 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 16, 9, 784, 1, arena + (610960 &+ (img75 &* 12544)), 784, arena + 0, 784, Float(bitPattern: 0x3f800000), grads + 0, 9)
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f81 in 0..<16 {
-    var acc82: Float = Float(0)
-    for img83 in 0..<64 {
-      for i84 in 0..<784 {
-        acc82 = (acc82 + arena[(((610960 &+ (img83 &* 12544)) &+ (f81 &* 784)) &+ i84)])
+    for j117 in 0..<64 {
+      for f118 in 0..<16 {
+        do {  // SIMD16 over i119
+          var i119 = 0
+          while i119 &+ 16 <= 784 {
+            store16(arena, ((1865360 &+ (f118 &* 50176)) &+ (j117 &* 784)) &+ i119, load16(arena, ((610960 &+ (((g105 &* 64) &+ j117) &* 12544)) &+ (f118 &* 784)) &+ i119))
+            i119 &+= 16
+          }
+          while i119 < 784 {
+            arena[(((1865360 &+ (f118 &* 50176)) &+ (j117 &* 784)) &+ i119)] = arena[(((610960 &+ (((g105 &* 64) &+ j117) &* 12544)) &+ (f118 &* 784)) &+ i119)]
+            i119 &+= 1
+          }
+        }
       }
     }
-    grads[(144 &+ f81)] = acc82
+    sgemm(101, 111, 112, 16, 9, 50176, 1, arena + 1865360, 50176, arena + 1413776, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f120 in 0..<16 {
+    var acc121: Float = Float(0)
+    for img122 in 0..<64 {
+      for i123 in 0..<784 {
+        acc121 = (acc121 + arena[(((610960 &+ (img122 &* 12544)) &+ (f120 &* 784)) &+ i123)])
+      }
+    }
+    grads[(144 &+ f120)] = acc121
   }
   // adam update of 206922 parameters
-  var step_size85: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt86: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i87
-    var i87 = 0
-    while i87 &+ 16 <= 206922 {
-      let g_v = (load16(grads, 0 &+ i87) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i87)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i87)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i87)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i87, m_new_v)
-      store16(v, 0 &+ i87, v_new_v)
-      store16(params, 0 &+ i87, (load16(params, 0 &+ i87) - ((SIMD16<Float>(repeating: step_size85) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt86)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i87 &+= 16
+  var step_size124: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt125: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i126
+    var i126 = 0
+    while i126 &+ 16 <= 206922 {
+      let g_v = (load16(grads, 0 &+ i126) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i126)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i126)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i126)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i126, m_new_v)
+      store16(v, 0 &+ i126, v_new_v)
+      store16(params, 0 &+ i126, (load16(params, 0 &+ i126) - ((SIMD16<Float>(repeating: step_size124) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt125)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i126 &+= 16
     }
-    while i87 < 206922 {
-      var g: Float = (grads[i87] + (Float(0) * params[i87]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i87]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i87]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i87] = m_new
-      v[i87] = v_new
-      params[i87] = (params[i87] - ((step_size85 * m_new) / ((sqrtf(v_new) / bc2_sqrt86) + Float(bitPattern: 0x322bcc77))))
-      i87 &+= 1
+    while i126 < 206922 {
+      var g: Float = (grads[i126] + (Float(0) * params[i126]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i126]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i126]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i126] = m_new
+      v[i126] = v_new
+      params[i126] = (params[i126] - ((step_size124 * m_new) / ((sqrtf(v_new) / bc2_sqrt125) + Float(bitPattern: 0x322bcc77))))
+      i126 &+= 1
     }
   }
 }
@@ -380,69 +571,137 @@ public func smallcnn_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
-          for oy5 in 0..<28 {
-            for ox6 in 0..<28 {
-              arena[(((401408 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = Float(0)
-              if ((-1 < ((oy5 &+ ky3) &+ -1) && ((oy5 &+ ky3) &+ -1) < 28) && (-1 < ((ox6 &+ kx4) &+ -1) && ((ox6 &+ kx4) &+ -1) < 28)) {
-                arena[(((401408 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 784)) &+ (oy5 &* 28)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &+ ky3) &+ -1) &* 28)) &+ ((ox6 &+ kx4) &+ -1))]
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for r3 in 0..<9 {
+        do {  // SIMD16 over i4
+          var i4 = 0
+          while i4 &+ 16 <= 784 {
+            store16(arena, ((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4, SIMD16<Float>(repeating: Float(0)))
+            i4 &+= 16
+          }
+          while i4 < 784 {
+            arena[(((401408 &+ (r3 &* 50176)) &+ (j2 &* 784)) &+ i4)] = Float(0)
+            i4 &+= 1
+          }
+        }
+      }
+      for c5 in 0..<1 {
+        for ky6 in 0..<3 {
+          for oy7 in 0..<28 {
+            if (-1 < ((oy7 &+ ky6) &+ -1) && ((oy7 &+ ky6) &+ -1) < 28) {
+              for ox8 in 0..<27 {
+                arena[((((401408 &+ ((((c5 &* 3) &+ ky6) &* 3) &* 50176)) &+ (j2 &* 784)) &+ (oy7 &* 28)) &+ (ox8 &+ 1))] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy7 &+ ky6) &+ -1) &* 28)) &+ ((ox8 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy9 in 0..<28 {
+            if (-1 < ((oy9 &+ ky6) &+ -1) && ((oy9 &+ ky6) &+ -1) < 28) {
+              do {  // SIMD16 over ox10
+                var ox10 = 0
+                while ox10 &+ 16 <= 28 {
+                  store16(arena, (((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10, load16(images, (((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10))
+                  ox10 &+= 16
+                }
+                while ox10 < 28 {
+                  arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 1) &* 50176)) &+ (j2 &* 784)) &+ (oy9 &* 28)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy9 &+ ky6) &+ -1) &* 28)) &+ ox10)]
+                  ox10 &+= 1
+                }
+              }
+            }
+          }
+          for oy11 in 0..<28 {
+            if (-1 < ((oy11 &+ ky6) &+ -1) && ((oy11 &+ ky6) &+ -1) < 28) {
+              for ox12 in 0..<27 {
+                arena[((((401408 &+ (((((c5 &* 3) &+ ky6) &* 3) &+ 2) &* 50176)) &+ (j2 &* 784)) &+ (oy11 &* 28)) &+ ox12)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c5 &* 784)) &+ (((oy11 &+ ky6) &+ -1) &* 28)) &+ (ox12 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 16, 784, 9, 1, params + 0, 9, arena + 401408, 784, Float(bitPattern: 0x0), arena + 408464, 784)
-    for f7 in 0..<16 {
-      for py8 in 0..<14 {
-        for px9 in 0..<14 {
-          var best10: Float = (arena[((408464 &+ (f7 &* 784)) &+ ((py8 &* 56) &+ (px9 &* 2)))] + params[(144 &+ f7)])
-          var bi11: Float = Float(((py8 &* 56) &+ (px9 &* 2)))
-          for ky12 in 0..<2 {
-            for kx13 in 0..<2 {
-              bi11 = ((arena[((408464 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(144 &+ f7)]) > best10 ? Float(((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13)) : bi11)
-              best10 = ((arena[((408464 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(144 &+ f7)]) > best10 ? (arena[((408464 &+ (f7 &* 784)) &+ ((((py8 &* 56) &+ (px9 &* 2)) &+ (ky12 &* 28)) &+ kx13))] + params[(144 &+ f7)]) : best10)
+    sgemm(101, 111, 111, 16, 50176, 9, 1, params + 0, 9, arena + 401408, 50176, Float(bitPattern: 0x0), arena + 852992, 50176)
+    for j13 in 0..<64 {
+      for f14 in 0..<16 {
+        for py15 in 0..<14 {
+          for px16 in 0..<14 {
+            var best17: Float = (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)])
+            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
+            for ky19 in 0..<2 {
+              for kx20 in 0..<2 {
+                bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
+                best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) : best17)
+              }
             }
+            arena[((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
+            arena[(200704 &+ ((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
-          arena[((((img1 &* 3136) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9)] = (best10 > Float(0) ? best10 : Float(0))
-          arena[(200704 &+ ((((img1 &* 3136) &+ (f7 &* 196)) &+ (py8 &* 14)) &+ px9))] = bi11
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for img14 in 0..<64 {
-    for c15 in 0..<16 {
-      for ky16 in 0..<3 {
-        for kx17 in 0..<3 {
-          for oy18 in 0..<14 {
-            for ox19 in 0..<14 {
-              arena[(((401408 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = Float(0)
-              if ((-1 < ((oy18 &+ ky16) &+ -1) && ((oy18 &+ ky16) &+ -1) < 14) && (-1 < ((ox19 &+ kx17) &+ -1) && ((ox19 &+ kx17) &+ -1) < 14)) {
-                arena[(((401408 &+ (((((c15 &* 3) &+ ky16) &* 3) &+ kx17) &* 196)) &+ (oy18 &* 14)) &+ ox19)] = arena[((((img14 &* 3136) &+ (c15 &* 196)) &+ (((oy18 &+ ky16) &+ -1) &* 14)) &+ ((ox19 &+ kx17) &+ -1))]
+  for g21 in 0..<1 {
+    for j22 in 0..<64 {
+      for r23 in 0..<144 {
+        do {  // SIMD16 over i24
+          var i24 = 0
+          while i24 &+ 16 <= 196 {
+            store16(arena, ((401408 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
+            i24 &+= 16
+          }
+          while i24 < 196 {
+            arena[(((401408 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
+            i24 &+= 1
+          }
+        }
+      }
+      for c25 in 0..<16 {
+        for ky26 in 0..<3 {
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
+              for ox28 in 0..<13 {
+                arena[((((401408 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
+              do {  // SIMD16 over ox30
+                var ox30 = 0
+                while ox30 < 14 {
+                  arena[((((401408 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
+                  ox30 &+= 1
+                }
+              }
+            }
+          }
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((401408 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 32, 196, 144, 1, params + 160, 144, arena + 401408, 196, Float(bitPattern: 0x0), arena + 429632, 196)
-    for f20 in 0..<32 {
-      for py21 in 0..<7 {
-        for px22 in 0..<7 {
-          var best23: Float = (arena[((429632 &+ (f20 &* 196)) &+ ((py21 &* 28) &+ (px22 &* 2)))] + params[(4768 &+ f20)])
-          var bi24: Float = Float(((py21 &* 28) &+ (px22 &* 2)))
-          for ky25 in 0..<2 {
-            for kx26 in 0..<2 {
-              bi24 = ((arena[((429632 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(4768 &+ f20)]) > best23 ? Float(((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26)) : bi24)
-              best23 = ((arena[((429632 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(4768 &+ f20)]) > best23 ? (arena[((429632 &+ (f20 &* 196)) &+ ((((py21 &* 28) &+ (px22 &* 2)) &+ (ky25 &* 14)) &+ kx26))] + params[(4768 &+ f20)]) : best23)
+    sgemm(101, 111, 111, 32, 12544, 144, 1, params + 160, 144, arena + 401408, 12544, Float(bitPattern: 0x0), arena + 2207744, 12544)
+    for j33 in 0..<64 {
+      for f34 in 0..<32 {
+        for py35 in 0..<7 {
+          for px36 in 0..<7 {
+            var best37: Float = (arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(4768 &+ f34)])
+            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
+            for ky39 in 0..<2 {
+              for kx40 in 0..<2 {
+                bi38 = ((arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
+                best37 = ((arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? (arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) : best37)
+              }
             }
+            arena[(200704 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
+            arena[(301056 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
           }
-          arena[(200704 &+ ((((img14 &* 1568) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = (best23 > Float(0) ? best23 : Float(0))
-          arena[(301056 &+ ((((img14 &* 1568) &+ (f20 &* 49)) &+ (py21 &* 7)) &+ px22))] = bi24
         }
       }
     }
@@ -450,27 +709,27 @@ public func smallcnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 200704, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 0, 128)
-  for n27 in 0..<64 {
-    do {  // SIMD16 over u28
-      var u28 = 0
-      while u28 &+ 16 <= 128 {
-        store16(arena, (n27 &* 128) &+ u28, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n27 &* 128) &+ u28) + load16(params, 205504 &+ u28)), where: (load16(arena, (n27 &* 128) &+ u28) + load16(params, 205504 &+ u28)) .> SIMD16<Float>(repeating: Float(0))))
-        u28 &+= 16
+  for n41 in 0..<64 {
+    do {  // SIMD16 over u42
+      var u42 = 0
+      while u42 &+ 16 <= 128 {
+        store16(arena, (n41 &* 128) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 205504 &+ u42)), where: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 205504 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
+        u42 &+= 16
       }
-      while u28 < 128 {
-        arena[((n27 &* 128) &+ u28)] = ((arena[((n27 &* 128) &+ u28)] + params[(205504 &+ u28)]) > Float(0) ? (arena[((n27 &* 128) &+ u28)] + params[(205504 &+ u28)]) : Float(0))
-        u28 &+= 1
+      while u42 < 128 {
+        arena[((n41 &* 128) &+ u42)] = ((arena[((n41 &* 128) &+ u42)] + params[(205504 &+ u42)]) > Float(0) ? (arena[((n41 &* 128) &+ u42)] + params[(205504 &+ u42)]) : Float(0))
+        u42 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n29 in 0..<64 {
-    do {  // SIMD16 over u30
-      var u30 = 0
-      while u30 < 10 {
-        arena[((8192 &+ (n29 &* 10)) &+ u30)] = (arena[((8192 &+ (n29 &* 10)) &+ u30)] + params[(206912 &+ u30)])
-        u30 &+= 1
+  for n43 in 0..<64 {
+    do {  // SIMD16 over u44
+      var u44 = 0
+      while u44 < 10 {
+        arena[((8192 &+ (n43 &* 10)) &+ u44)] = (arena[((8192 &+ (n43 &* 10)) &+ u44)] + params[(206912 &+ u44)])
+        u44 &+= 1
       }
     }
   }

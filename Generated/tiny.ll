@@ -7,746 +7,993 @@ entry:
   %v_new = alloca float, align 4
   %m_new = alloca float, align 4
   %g = alloca float, align 4
-  %bc2_sqrt46 = alloca float, align 4
-  %step_size45 = alloca float, align 4
-  %acc42 = alloca float, align 4
-  %acc29 = alloca float, align 4
+  %bc2_sqrt58 = alloca float, align 4
+  %step_size57 = alloca float, align 4
+  %acc54 = alloca float, align 4
+  %acc34 = alloca float, align 4
+  %s29 = alloca float, align 4
+  %m28 = alloca float, align 4
   %s24 = alloca float, align 4
   %m23 = alloca float, align 4
-  %s19 = alloca float, align 4
-  %m18 = alloca float, align 4
-  %total16 = alloca float, align 4
-  %bi11 = alloca float, align 4
-  %best10 = alloca float, align 4
-  br label %img1
+  %total21 = alloca float, align 4
+  %bi16 = alloca float, align 4
+  %best15 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j11.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 0
-  %params35 = getelementptr inbounds float, ptr %params, i64 40
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 18432
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena34, i32 144, ptr %params35, i32 144, float 0.000000e+00, ptr %arena36, i32 10)
-  br label %n14
+g1.end:                                           ; preds = %j11.end
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 0
+  %params44 = getelementptr inbounds float, ptr %params, i64 40
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 18432
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena43, i32 144, ptr %params44, i32 144, float 0.000000e+00, ptr %arena45, i32 10)
+  br label %n19
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c3.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
+  br label %c3
 
-c2.end:                                           ; preds = %ky3.end
-  %params9 = getelementptr inbounds float, ptr %params, i64 0
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 18432
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 19953
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 169, i32 9, float 1.000000e+00, ptr %params9, i32 9, ptr %arena10, i32 169, float 0.000000e+00, ptr %arena11, i32 169)
-  br label %f7
+j2.end:                                           ; preds = %c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 115776
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 10816, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 10816, float 0.000000e+00, ptr %arena19, i32 10816)
+  br label %j11
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+c3:                                               ; preds = %ky4.end, %j2
+  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
+  br label %ky4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %0 = icmp slt i64 %c2.next, 1
-  br i1 %0, label %c2, label %c2.end
+c3.end:                                           ; preds = %ky4.end
+  %j2.next = add nsw i64 %j22, 1
+  %0 = icmp slt i64 %j2.next, 64
+  br i1 %0, label %j2, label %j2.end
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
+ky4:                                              ; preds = %oy9.end, %c3
+  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
   br label %oy5
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %1 = icmp slt i64 %ky3.next, 3
-  br i1 %1, label %ky3, label %ky3.end
+ky4.end:                                          ; preds = %oy9.end
+  %c3.next = add nsw i64 %c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %c3, label %c3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
+oy5:                                              ; preds = %ox6.end, %ky4
+  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
   br label %ox6
 
 oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %2 = icmp slt i64 %kx4.next, 3
-  br i1 %2, label %kx4, label %kx4.end
+  br label %oy7
 
 ox6:                                              ; preds = %ox6, %oy5
   %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %3 = mul nsw i64 %img11, 784
-  %4 = mul nsw i64 %c22, 784
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %oy55, 2
-  %7 = add nsw i64 %6, %ky33
-  %8 = mul nsw i64 %7, 28
-  %9 = add nsw i64 %5, %8
-  %10 = mul nsw i64 %ox66, 2
-  %11 = add nsw i64 %10, %kx44
-  %12 = add nsw i64 %9, %11
+  %2 = mul nsw i64 %g11, 64
+  %3 = add nsw i64 %2, %j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %c33, 784
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %oy55, 2
+  %8 = add nsw i64 %7, %ky44
+  %9 = mul nsw i64 %8, 28
+  %10 = add nsw i64 %6, %9
+  %11 = mul nsw i64 %ox66, 2
+  %12 = add nsw i64 %10, %11
   %images7 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images7, align 4
-  %14 = mul nsw i64 %c22, 3
-  %15 = add nsw i64 %14, %ky33
+  %14 = mul nsw i64 %c33, 3
+  %15 = add nsw i64 %14, %ky44
   %16 = mul nsw i64 %15, 3
-  %17 = add nsw i64 %16, %kx44
-  %18 = mul nsw i64 %17, 169
-  %19 = add nsw i64 18432, %18
-  %20 = mul nsw i64 %oy55, 13
-  %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %21, %ox66
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
+  %17 = mul nsw i64 %16, 10816
+  %18 = add nsw i64 18432, %17
+  %19 = mul nsw i64 %j22, 169
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %oy55, 13
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %ox66
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
   store float %13, ptr %arena8, align 4
   %ox6.next = add nsw i64 %ox66, 1
-  %23 = icmp slt i64 %ox6.next, 13
-  br i1 %23, label %ox6, label %ox6.end
+  %24 = icmp slt i64 %ox6.next, 13
+  br i1 %24, label %ox6, label %ox6.end
 
 ox6.end:                                          ; preds = %ox6
   %oy5.next = add nsw i64 %oy55, 1
-  %24 = icmp slt i64 %oy5.next, 13
-  br i1 %24, label %oy5, label %oy5.end
+  %25 = icmp slt i64 %oy5.next, 13
+  br i1 %25, label %oy5, label %oy5.end
 
-f7:                                               ; preds = %py8.end, %c2.end
-  %f712 = phi i64 [ 0, %c2.end ], [ %f7.next, %py8.end ]
-  br label %py8
+oy7:                                              ; preds = %ox8.end, %oy5.end
+  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
+  br label %ox8
 
-f7.end:                                           ; preds = %py8.end
-  %img1.next = add nsw i64 %img11, 1
-  %25 = icmp slt i64 %img1.next, 64
-  br i1 %25, label %img1, label %img1.end
+oy7.end:                                          ; preds = %ox8.end
+  br label %oy9
 
-py8:                                              ; preds = %px9.end, %f7
-  %py813 = phi i64 [ 0, %f7 ], [ %py8.next, %px9.end ]
-  br label %px9
-
-py8.end:                                          ; preds = %px9.end
-  %f7.next = add nsw i64 %f712, 1
-  %26 = icmp slt i64 %f7.next, 4
-  br i1 %26, label %f7, label %f7.end
-
-px9:                                              ; preds = %ky12.end, %py8
-  %px914 = phi i64 [ 0, %py8 ], [ %px9.next, %ky12.end ]
-  %27 = mul nsw i64 %f712, 169
-  %28 = add nsw i64 19953, %27
-  %29 = mul nsw i64 %py813, 26
-  %30 = mul nsw i64 %px914, 2
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %28, %31
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load float, ptr %arena15, align 4
-  %34 = add nsw i64 36, %f712
-  %params16 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params16, align 4
-  %36 = fadd float %33, %35
-  store float %36, ptr %best10, align 4
-  %37 = mul nsw i64 %py813, 26
-  %38 = mul nsw i64 %px914, 2
-  %39 = add nsw i64 %37, %38
-  %40 = sitofp i64 %39 to float
-  store float %40, ptr %bi11, align 4
-  br label %ky12
-
-px9.end:                                          ; preds = %ky12.end
-  %py8.next = add nsw i64 %py813, 1
-  %41 = icmp slt i64 %py8.next, 6
-  br i1 %41, label %py8, label %py8.end
-
-ky12:                                             ; preds = %kx13.end, %px9
-  %ky1217 = phi i64 [ 0, %px9 ], [ %ky12.next, %kx13.end ]
-  br label %kx13
-
-ky12.end:                                         ; preds = %kx13.end
-  %best1029 = load float, ptr %best10, align 4
-  %42 = fcmp ogt float %best1029, 0.000000e+00
-  %best1030 = load float, ptr %best10, align 4
-  %43 = select i1 %42, float %best1030, float 0.000000e+00
-  %44 = mul nsw i64 %img11, 144
-  %45 = mul nsw i64 %f712, 36
+ox8:                                              ; preds = %ox8, %oy7
+  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
+  %26 = mul nsw i64 %g11, 64
+  %27 = add nsw i64 %26, %j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = mul nsw i64 %oy79, 2
+  %32 = add nsw i64 %31, %ky44
+  %33 = mul nsw i64 %32, 28
+  %34 = add nsw i64 %30, %33
+  %35 = mul nsw i64 %ox810, 2
+  %36 = add nsw i64 %35, 1
+  %37 = add nsw i64 %34, %36
+  %images11 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images11, align 4
+  %39 = mul nsw i64 %c33, 3
+  %40 = add nsw i64 %39, %ky44
+  %41 = mul nsw i64 %40, 3
+  %42 = add nsw i64 %41, 1
+  %43 = mul nsw i64 %42, 10816
+  %44 = add nsw i64 18432, %43
+  %45 = mul nsw i64 %j22, 169
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %py813, 6
+  %47 = mul nsw i64 %oy79, 13
   %48 = add nsw i64 %46, %47
-  %49 = add nsw i64 %48, %px914
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %49
-  store float %43, ptr %arena31, align 4
-  %bi1132 = load float, ptr %bi11, align 4
-  %50 = mul nsw i64 %img11, 144
-  %51 = mul nsw i64 %f712, 36
-  %52 = add nsw i64 %50, %51
-  %53 = mul nsw i64 %py813, 6
-  %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %54, %px914
-  %56 = add nsw i64 9216, %55
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %56
-  store float %bi1132, ptr %arena33, align 4
-  %px9.next = add nsw i64 %px914, 1
-  %57 = icmp slt i64 %px9.next, 6
-  br i1 %57, label %px9, label %px9.end
+  %49 = add nsw i64 %48, %ox810
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %ox810, 1
+  %50 = icmp slt i64 %ox8.next, 13
+  br i1 %50, label %ox8, label %ox8.end
 
-kx13:                                             ; preds = %kx13, %ky12
-  %kx1318 = phi i64 [ 0, %ky12 ], [ %kx13.next, %kx13 ]
-  %58 = mul nsw i64 %f712, 169
-  %59 = add nsw i64 19953, %58
-  %60 = mul nsw i64 %py813, 26
-  %61 = mul nsw i64 %px914, 2
-  %62 = add nsw i64 %60, %61
-  %63 = mul nsw i64 %ky1217, 13
-  %64 = add nsw i64 %62, %63
-  %65 = add nsw i64 %64, %kx1318
-  %66 = add nsw i64 %59, %65
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %66
-  %67 = load float, ptr %arena19, align 4
-  %68 = add nsw i64 36, %f712
-  %params20 = getelementptr inbounds float, ptr %params, i64 %68
-  %69 = load float, ptr %params20, align 4
-  %70 = fadd float %67, %69
-  %best1021 = load float, ptr %best10, align 4
-  %71 = fcmp ogt float %70, %best1021
-  %72 = mul nsw i64 %py813, 26
-  %73 = mul nsw i64 %px914, 2
-  %74 = add nsw i64 %72, %73
-  %75 = mul nsw i64 %ky1217, 13
-  %76 = add nsw i64 %74, %75
-  %77 = add nsw i64 %76, %kx1318
-  %78 = sitofp i64 %77 to float
-  %bi1122 = load float, ptr %bi11, align 4
-  %79 = select i1 %71, float %78, float %bi1122
-  store float %79, ptr %bi11, align 4
-  %80 = mul nsw i64 %f712, 169
-  %81 = add nsw i64 19953, %80
-  %82 = mul nsw i64 %py813, 26
-  %83 = mul nsw i64 %px914, 2
-  %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %ky1217, 13
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %86, %kx1318
-  %88 = add nsw i64 %81, %87
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load float, ptr %arena23, align 4
-  %90 = add nsw i64 36, %f712
-  %params24 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params24, align 4
-  %92 = fadd float %89, %91
-  %best1025 = load float, ptr %best10, align 4
-  %93 = fcmp ogt float %92, %best1025
-  %94 = mul nsw i64 %f712, 169
-  %95 = add nsw i64 19953, %94
-  %96 = mul nsw i64 %py813, 26
-  %97 = mul nsw i64 %px914, 2
-  %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %ky1217, 13
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %kx1318
-  %102 = add nsw i64 %95, %101
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %102
-  %103 = load float, ptr %arena26, align 4
-  %104 = add nsw i64 36, %f712
-  %params27 = getelementptr inbounds float, ptr %params, i64 %104
-  %105 = load float, ptr %params27, align 4
-  %106 = fadd float %103, %105
-  %best1028 = load float, ptr %best10, align 4
-  %107 = select i1 %93, float %106, float %best1028
-  store float %107, ptr %best10, align 4
-  %kx13.next = add nsw i64 %kx1318, 1
-  %108 = icmp slt i64 %kx13.next, 2
-  br i1 %108, label %kx13, label %kx13.end
+ox8.end:                                          ; preds = %ox8
+  %oy7.next = add nsw i64 %oy79, 1
+  %51 = icmp slt i64 %oy7.next, 13
+  br i1 %51, label %oy7, label %oy7.end
 
-kx13.end:                                         ; preds = %kx13
-  %ky12.next = add nsw i64 %ky1217, 1
-  %109 = icmp slt i64 %ky12.next, 2
-  br i1 %109, label %ky12, label %ky12.end
+oy9:                                              ; preds = %ox10.end, %oy7.end
+  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
+  br label %ox10
 
-n14:                                              ; preds = %u15.end, %img1.end
-  %n1437 = phi i64 [ 0, %img1.end ], [ %n14.next, %u15.end ]
-  br label %u15
+oy9.end:                                          ; preds = %ox10.end
+  %ky4.next = add nsw i64 %ky44, 1
+  %52 = icmp slt i64 %ky4.next, 3
+  br i1 %52, label %ky4, label %ky4.end
 
-n14.end:                                          ; preds = %u15.end
-  store float 0.000000e+00, ptr %total16, align 4
-  br label %n17
+ox10:                                             ; preds = %ox10, %oy9
+  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
+  %53 = mul nsw i64 %g11, 64
+  %54 = add nsw i64 %53, %j22
+  %55 = mul nsw i64 %54, 784
+  %56 = mul nsw i64 %c33, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %oy913, 2
+  %59 = add nsw i64 %58, %ky44
+  %60 = mul nsw i64 %59, 28
+  %61 = add nsw i64 %57, %60
+  %62 = mul nsw i64 %ox1014, 2
+  %63 = add nsw i64 %62, 2
+  %64 = add nsw i64 %61, %63
+  %images15 = getelementptr inbounds float, ptr %images, i64 %64
+  %65 = load float, ptr %images15, align 4
+  %66 = mul nsw i64 %c33, 3
+  %67 = add nsw i64 %66, %ky44
+  %68 = mul nsw i64 %67, 3
+  %69 = add nsw i64 %68, 2
+  %70 = mul nsw i64 %69, 10816
+  %71 = add nsw i64 18432, %70
+  %72 = mul nsw i64 %j22, 169
+  %73 = add nsw i64 %71, %72
+  %74 = mul nsw i64 %oy913, 13
+  %75 = add nsw i64 %73, %74
+  %76 = add nsw i64 %75, %ox1014
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
+  store float %65, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %ox1014, 1
+  %77 = icmp slt i64 %ox10.next, 13
+  br i1 %77, label %ox10, label %ox10.end
 
-u15:                                              ; preds = %u15, %n14
-  %u1538 = phi i64 [ 0, %n14 ], [ %u15.next, %u15 ]
-  %110 = mul nsw i64 %n1437, 10
-  %111 = add nsw i64 18432, %110
-  %112 = add nsw i64 %111, %u1538
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena39, align 4
-  %114 = add nsw i64 1480, %u1538
-  %params40 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params40, align 4
-  %116 = fadd float %113, %115
-  %117 = mul nsw i64 %n1437, 10
-  %118 = add nsw i64 18432, %117
-  %119 = add nsw i64 %118, %u1538
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %119
-  store float %116, ptr %arena41, align 4
-  %u15.next = add nsw i64 %u1538, 1
-  %120 = icmp slt i64 %u15.next, 10
-  br i1 %120, label %u15, label %u15.end
+ox10.end:                                         ; preds = %ox10
+  %oy9.next = add nsw i64 %oy913, 1
+  %78 = icmp slt i64 %oy9.next, 13
+  br i1 %78, label %oy9, label %oy9.end
 
-u15.end:                                          ; preds = %u15
-  %n14.next = add nsw i64 %n1437, 1
-  %121 = icmp slt i64 %n14.next, 64
-  br i1 %121, label %n14, label %n14.end
+j11:                                              ; preds = %f12.end, %j2.end
+  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
+  br label %f12
 
-n17:                                              ; preds = %k21.end, %n14.end
-  %n1742 = phi i64 [ 0, %n14.end ], [ %n17.next, %k21.end ]
-  %122 = mul nsw i64 %n1742, 10
-  %123 = add nsw i64 18432, %122
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %123
-  %124 = load float, ptr %arena43, align 4
-  store float %124, ptr %m18, align 4
-  br label %k20
+j11.end:                                          ; preds = %f12.end
+  %g1.next = add nsw i64 %g11, 1
+  %79 = icmp slt i64 %g1.next, 1
+  br i1 %79, label %g1, label %g1.end
 
-n17.end:                                          ; preds = %k21.end
-  %total1656 = load float, ptr %total16, align 4
-  %125 = fdiv float %total1656, 6.400000e+01
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 19072
-  store float %125, ptr %arena57, align 4
+f12:                                              ; preds = %py13.end, %j11
+  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %py13.end ]
+  br label %py13
+
+f12.end:                                          ; preds = %py13.end
+  %j11.next = add nsw i64 %j1120, 1
+  %80 = icmp slt i64 %j11.next, 64
+  br i1 %80, label %j11, label %j11.end
+
+py13:                                             ; preds = %px14.end, %f12
+  %py1322 = phi i64 [ 0, %f12 ], [ %py13.next, %px14.end ]
+  br label %px14
+
+py13.end:                                         ; preds = %px14.end
+  %f12.next = add nsw i64 %f1221, 1
+  %81 = icmp slt i64 %f12.next, 4
+  br i1 %81, label %f12, label %f12.end
+
+px14:                                             ; preds = %ky17.end, %py13
+  %px1423 = phi i64 [ 0, %py13 ], [ %px14.next, %ky17.end ]
+  %82 = mul nsw i64 %f1221, 10816
+  %83 = add nsw i64 115776, %82
+  %84 = mul nsw i64 %j1120, 169
+  %85 = add nsw i64 %83, %84
+  %86 = mul nsw i64 %py1322, 26
+  %87 = mul nsw i64 %px1423, 2
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %85, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %91 = add nsw i64 36, %f1221
+  %params25 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params25, align 4
+  %93 = fadd float %90, %92
+  store float %93, ptr %best15, align 4
+  %94 = mul nsw i64 %py1322, 26
+  %95 = mul nsw i64 %px1423, 2
+  %96 = add nsw i64 %94, %95
+  %97 = sitofp i64 %96 to float
+  store float %97, ptr %bi16, align 4
+  br label %ky17
+
+px14.end:                                         ; preds = %ky17.end
+  %py13.next = add nsw i64 %py1322, 1
+  %98 = icmp slt i64 %py13.next, 6
+  br i1 %98, label %py13, label %py13.end
+
+ky17:                                             ; preds = %kx18.end, %px14
+  %ky1726 = phi i64 [ 0, %px14 ], [ %ky17.next, %kx18.end ]
+  br label %kx18
+
+ky17.end:                                         ; preds = %kx18.end
+  %best1538 = load float, ptr %best15, align 4
+  %99 = fcmp ogt float %best1538, 0.000000e+00
+  %best1539 = load float, ptr %best15, align 4
+  %100 = select i1 %99, float %best1539, float 0.000000e+00
+  %101 = mul nsw i64 %g11, 64
+  %102 = add nsw i64 %101, %j1120
+  %103 = mul nsw i64 %102, 144
+  %104 = mul nsw i64 %f1221, 36
+  %105 = add nsw i64 %103, %104
+  %106 = mul nsw i64 %py1322, 6
+  %107 = add nsw i64 %105, %106
+  %108 = add nsw i64 %107, %px1423
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %108
+  store float %100, ptr %arena40, align 4
+  %bi1641 = load float, ptr %bi16, align 4
+  %109 = mul nsw i64 %g11, 64
+  %110 = add nsw i64 %109, %j1120
+  %111 = mul nsw i64 %110, 144
+  %112 = mul nsw i64 %f1221, 36
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %py1322, 6
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %115, %px1423
+  %117 = add nsw i64 9216, %116
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %117
+  store float %bi1641, ptr %arena42, align 4
+  %px14.next = add nsw i64 %px1423, 1
+  %118 = icmp slt i64 %px14.next, 6
+  br i1 %118, label %px14, label %px14.end
+
+kx18:                                             ; preds = %kx18, %ky17
+  %kx1827 = phi i64 [ 0, %ky17 ], [ %kx18.next, %kx18 ]
+  %119 = mul nsw i64 %f1221, 10816
+  %120 = add nsw i64 115776, %119
+  %121 = mul nsw i64 %j1120, 169
+  %122 = add nsw i64 %120, %121
+  %123 = mul nsw i64 %py1322, 26
+  %124 = mul nsw i64 %px1423, 2
+  %125 = add nsw i64 %123, %124
+  %126 = mul nsw i64 %ky1726, 13
+  %127 = add nsw i64 %125, %126
+  %128 = add nsw i64 %127, %kx1827
+  %129 = add nsw i64 %122, %128
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %129
+  %130 = load float, ptr %arena28, align 4
+  %131 = add nsw i64 36, %f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params29, align 4
+  %133 = fadd float %130, %132
+  %best1530 = load float, ptr %best15, align 4
+  %134 = fcmp ogt float %133, %best1530
+  %135 = mul nsw i64 %py1322, 26
+  %136 = mul nsw i64 %px1423, 2
+  %137 = add nsw i64 %135, %136
+  %138 = mul nsw i64 %ky1726, 13
+  %139 = add nsw i64 %137, %138
+  %140 = add nsw i64 %139, %kx1827
+  %141 = sitofp i64 %140 to float
+  %bi1631 = load float, ptr %bi16, align 4
+  %142 = select i1 %134, float %141, float %bi1631
+  store float %142, ptr %bi16, align 4
+  %143 = mul nsw i64 %f1221, 10816
+  %144 = add nsw i64 115776, %143
+  %145 = mul nsw i64 %j1120, 169
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %py1322, 26
+  %148 = mul nsw i64 %px1423, 2
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %ky1726, 13
+  %151 = add nsw i64 %149, %150
+  %152 = add nsw i64 %151, %kx1827
+  %153 = add nsw i64 %146, %152
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %153
+  %154 = load float, ptr %arena32, align 4
+  %155 = add nsw i64 36, %f1221
+  %params33 = getelementptr inbounds float, ptr %params, i64 %155
+  %156 = load float, ptr %params33, align 4
+  %157 = fadd float %154, %156
+  %best1534 = load float, ptr %best15, align 4
+  %158 = fcmp ogt float %157, %best1534
+  %159 = mul nsw i64 %f1221, 10816
+  %160 = add nsw i64 115776, %159
+  %161 = mul nsw i64 %j1120, 169
+  %162 = add nsw i64 %160, %161
+  %163 = mul nsw i64 %py1322, 26
+  %164 = mul nsw i64 %px1423, 2
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %ky1726, 13
+  %167 = add nsw i64 %165, %166
+  %168 = add nsw i64 %167, %kx1827
+  %169 = add nsw i64 %162, %168
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %169
+  %170 = load float, ptr %arena35, align 4
+  %171 = add nsw i64 36, %f1221
+  %params36 = getelementptr inbounds float, ptr %params, i64 %171
+  %172 = load float, ptr %params36, align 4
+  %173 = fadd float %170, %172
+  %best1537 = load float, ptr %best15, align 4
+  %174 = select i1 %158, float %173, float %best1537
+  store float %174, ptr %best15, align 4
+  %kx18.next = add nsw i64 %kx1827, 1
+  %175 = icmp slt i64 %kx18.next, 2
+  br i1 %175, label %kx18, label %kx18.end
+
+kx18.end:                                         ; preds = %kx18
+  %ky17.next = add nsw i64 %ky1726, 1
+  %176 = icmp slt i64 %ky17.next, 2
+  br i1 %176, label %ky17, label %ky17.end
+
+n19:                                              ; preds = %u20.end, %g1.end
+  %n1946 = phi i64 [ 0, %g1.end ], [ %n19.next, %u20.end ]
+  br label %u20
+
+n19.end:                                          ; preds = %u20.end
+  store float 0.000000e+00, ptr %total21, align 4
   br label %n22
 
-k20:                                              ; preds = %k20, %n17
-  %k2044 = phi i64 [ 0, %n17 ], [ %k20.next, %k20 ]
-  %m1845 = load float, ptr %m18, align 4
-  %126 = mul nsw i64 %n1742, 10
-  %127 = add nsw i64 18432, %126
-  %128 = add nsw i64 %127, %k2044
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %128
-  %129 = load float, ptr %arena46, align 4
-  %130 = fcmp ogt float %129, %m1845
-  %131 = select i1 %130, float %129, float %m1845
-  store float %131, ptr %m18, align 4
-  %k20.next = add nsw i64 %k2044, 1
-  %132 = icmp slt i64 %k20.next, 10
-  br i1 %132, label %k20, label %k20.end
+u20:                                              ; preds = %u20, %n19
+  %u2047 = phi i64 [ 0, %n19 ], [ %u20.next, %u20 ]
+  %177 = mul nsw i64 %n1946, 10
+  %178 = add nsw i64 18432, %177
+  %179 = add nsw i64 %178, %u2047
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %179
+  %180 = load float, ptr %arena48, align 4
+  %181 = add nsw i64 1480, %u2047
+  %params49 = getelementptr inbounds float, ptr %params, i64 %181
+  %182 = load float, ptr %params49, align 4
+  %183 = fadd float %180, %182
+  %184 = mul nsw i64 %n1946, 10
+  %185 = add nsw i64 18432, %184
+  %186 = add nsw i64 %185, %u2047
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %186
+  store float %183, ptr %arena50, align 4
+  %u20.next = add nsw i64 %u2047, 1
+  %187 = icmp slt i64 %u20.next, 10
+  br i1 %187, label %u20, label %u20.end
 
-k20.end:                                          ; preds = %k20
-  store float 0.000000e+00, ptr %s19, align 4
-  br label %k21
+u20.end:                                          ; preds = %u20
+  %n19.next = add nsw i64 %n1946, 1
+  %188 = icmp slt i64 %n19.next, 64
+  br i1 %188, label %n19, label %n19.end
 
-k21:                                              ; preds = %k21, %k20.end
-  %k2147 = phi i64 [ 0, %k20.end ], [ %k21.next, %k21 ]
-  %s1948 = load float, ptr %s19, align 4
-  %133 = mul nsw i64 %n1742, 10
-  %134 = add nsw i64 18432, %133
-  %135 = add nsw i64 %134, %k2147
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %135
-  %136 = load float, ptr %arena49, align 4
-  %m1850 = load float, ptr %m18, align 4
-  %137 = fsub float %136, %m1850
-  %138 = call float @llvm.exp.f32(float %137)
-  %139 = fadd float %s1948, %138
-  store float %139, ptr %s19, align 4
-  %k21.next = add nsw i64 %k2147, 1
-  %140 = icmp slt i64 %k21.next, 10
-  br i1 %140, label %k21, label %k21.end
-
-k21.end:                                          ; preds = %k21
-  %total1651 = load float, ptr %total16, align 4
-  %m1852 = load float, ptr %m18, align 4
-  %s1953 = load float, ptr %s19, align 4
-  %141 = call float @llvm.log.f32(float %s1953)
-  %142 = fadd float %m1852, %141
-  %143 = mul nsw i64 %n1742, 10
-  %144 = add nsw i64 18432, %143
-  %labels54 = getelementptr inbounds i32, ptr %labels, i64 %n1742
-  %label = load i32, ptr %labels54, align 4
-  %145 = sext i32 %label to i64
-  %146 = add nsw i64 %144, %145
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %146
-  %147 = load float, ptr %arena55, align 4
-  %148 = fsub float %142, %147
-  %149 = fadd float %total1651, %148
-  store float %149, ptr %total16, align 4
-  %n17.next = add nsw i64 %n1742, 1
-  %150 = icmp slt i64 %n17.next, 64
-  br i1 %150, label %n17, label %n17.end
-
-n22:                                              ; preds = %k27.end, %n17.end
-  %n2258 = phi i64 [ 0, %n17.end ], [ %n22.next, %k27.end ]
-  %151 = mul nsw i64 %n2258, 10
-  %152 = add nsw i64 18432, %151
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %152
-  %153 = load float, ptr %arena59, align 4
-  store float %153, ptr %m23, align 4
+n22:                                              ; preds = %k26.end, %n19.end
+  %n2251 = phi i64 [ 0, %n19.end ], [ %n22.next, %k26.end ]
+  %189 = mul nsw i64 %n2251, 10
+  %190 = add nsw i64 18432, %189
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load float, ptr %arena52, align 4
+  store float %191, ptr %m23, align 4
   br label %k25
 
-n22.end:                                          ; preds = %k27.end
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 19088
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads79 = getelementptr inbounds float, ptr %grads, i64 40
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena77, i32 10, ptr %arena78, i32 144, float 0.000000e+00, ptr %grads79, i32 144)
-  br label %u28
+n22.end:                                          ; preds = %k26.end
+  %total2165 = load float, ptr %total21, align 4
+  %192 = fdiv float %total2165, 6.400000e+01
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 19072
+  store float %192, ptr %arena66, align 4
+  br label %n27
 
 k25:                                              ; preds = %k25, %n22
-  %k2560 = phi i64 [ 0, %n22 ], [ %k25.next, %k25 ]
-  %m2361 = load float, ptr %m23, align 4
-  %154 = mul nsw i64 %n2258, 10
-  %155 = add nsw i64 18432, %154
-  %156 = add nsw i64 %155, %k2560
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load float, ptr %arena62, align 4
-  %158 = fcmp ogt float %157, %m2361
-  %159 = select i1 %158, float %157, float %m2361
-  store float %159, ptr %m23, align 4
-  %k25.next = add nsw i64 %k2560, 1
-  %160 = icmp slt i64 %k25.next, 10
-  br i1 %160, label %k25, label %k25.end
+  %k2553 = phi i64 [ 0, %n22 ], [ %k25.next, %k25 ]
+  %m2354 = load float, ptr %m23, align 4
+  %193 = mul nsw i64 %n2251, 10
+  %194 = add nsw i64 18432, %193
+  %195 = add nsw i64 %194, %k2553
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %195
+  %196 = load float, ptr %arena55, align 4
+  %197 = fcmp ogt float %196, %m2354
+  %198 = select i1 %197, float %196, float %m2354
+  store float %198, ptr %m23, align 4
+  %k25.next = add nsw i64 %k2553, 1
+  %199 = icmp slt i64 %k25.next, 10
+  br i1 %199, label %k25, label %k25.end
 
 k25.end:                                          ; preds = %k25
   store float 0.000000e+00, ptr %s24, align 4
   br label %k26
 
 k26:                                              ; preds = %k26, %k25.end
-  %k2663 = phi i64 [ 0, %k25.end ], [ %k26.next, %k26 ]
-  %s2464 = load float, ptr %s24, align 4
-  %161 = mul nsw i64 %n2258, 10
-  %162 = add nsw i64 18432, %161
-  %163 = add nsw i64 %162, %k2663
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %163
-  %164 = load float, ptr %arena65, align 4
-  %m2366 = load float, ptr %m23, align 4
-  %165 = fsub float %164, %m2366
-  %166 = call float @llvm.exp.f32(float %165)
-  %167 = fadd float %s2464, %166
-  store float %167, ptr %s24, align 4
-  %k26.next = add nsw i64 %k2663, 1
-  %168 = icmp slt i64 %k26.next, 10
-  br i1 %168, label %k26, label %k26.end
+  %k2656 = phi i64 [ 0, %k25.end ], [ %k26.next, %k26 ]
+  %s2457 = load float, ptr %s24, align 4
+  %200 = mul nsw i64 %n2251, 10
+  %201 = add nsw i64 18432, %200
+  %202 = add nsw i64 %201, %k2656
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load float, ptr %arena58, align 4
+  %m2359 = load float, ptr %m23, align 4
+  %204 = fsub float %203, %m2359
+  %205 = call float @llvm.exp.f32(float %204)
+  %206 = fadd float %s2457, %205
+  store float %206, ptr %s24, align 4
+  %k26.next = add nsw i64 %k2656, 1
+  %207 = icmp slt i64 %k26.next, 10
+  br i1 %207, label %k26, label %k26.end
 
 k26.end:                                          ; preds = %k26
-  br label %k27
+  %total2160 = load float, ptr %total21, align 4
+  %m2361 = load float, ptr %m23, align 4
+  %s2462 = load float, ptr %s24, align 4
+  %208 = call float @llvm.log.f32(float %s2462)
+  %209 = fadd float %m2361, %208
+  %210 = mul nsw i64 %n2251, 10
+  %211 = add nsw i64 18432, %210
+  %labels63 = getelementptr inbounds i32, ptr %labels, i64 %n2251
+  %label = load i32, ptr %labels63, align 4
+  %212 = sext i32 %label to i64
+  %213 = add nsw i64 %211, %212
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %213
+  %214 = load float, ptr %arena64, align 4
+  %215 = fsub float %209, %214
+  %216 = fadd float %total2160, %215
+  store float %216, ptr %total21, align 4
+  %n22.next = add nsw i64 %n2251, 1
+  %217 = icmp slt i64 %n22.next, 64
+  br i1 %217, label %n22, label %n22.end
 
-k27:                                              ; preds = %k27, %k26.end
-  %k2767 = phi i64 [ 0, %k26.end ], [ %k27.next, %k27 ]
-  %labels68 = getelementptr inbounds i32, ptr %labels, i64 %n2258
-  %label69 = load i32, ptr %labels68, align 4
-  %169 = sext i32 %label69 to i64
-  %170 = icmp eq i64 %k2767, %169
-  %171 = mul nsw i64 %n2258, 10
-  %172 = add nsw i64 18432, %171
-  %173 = add nsw i64 %172, %k2767
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %173
-  %174 = load float, ptr %arena70, align 4
-  %m2371 = load float, ptr %m23, align 4
-  %175 = fsub float %174, %m2371
-  %176 = call float @llvm.exp.f32(float %175)
-  %s2472 = load float, ptr %s24, align 4
-  %177 = fdiv float %176, %s2472
-  %178 = fsub float %177, 1.000000e+00
-  %179 = mul nsw i64 %n2258, 10
-  %180 = add nsw i64 18432, %179
-  %181 = add nsw i64 %180, %k2767
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %181
-  %182 = load float, ptr %arena73, align 4
-  %m2374 = load float, ptr %m23, align 4
-  %183 = fsub float %182, %m2374
-  %184 = call float @llvm.exp.f32(float %183)
-  %s2475 = load float, ptr %s24, align 4
-  %185 = fdiv float %184, %s2475
-  %186 = select i1 %170, float %178, float %185
-  %187 = fdiv float %186, 6.400000e+01
-  %188 = mul nsw i64 %n2258, 10
-  %189 = add nsw i64 19088, %188
-  %190 = add nsw i64 %189, %k2767
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %190
-  store float %187, ptr %arena76, align 4
-  %k27.next = add nsw i64 %k2767, 1
-  %191 = icmp slt i64 %k27.next, 10
-  br i1 %191, label %k27, label %k27.end
+n27:                                              ; preds = %k32.end, %n22.end
+  %n2767 = phi i64 [ 0, %n22.end ], [ %n27.next, %k32.end ]
+  %218 = mul nsw i64 %n2767, 10
+  %219 = add nsw i64 18432, %218
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %219
+  %220 = load float, ptr %arena68, align 4
+  store float %220, ptr %m28, align 4
+  br label %k30
 
-k27.end:                                          ; preds = %k27
-  %n22.next = add nsw i64 %n2258, 1
-  %192 = icmp slt i64 %n22.next, 64
-  br i1 %192, label %n22, label %n22.end
-
-u28:                                              ; preds = %n30.end, %n22.end
-  %u2880 = phi i64 [ 0, %n22.end ], [ %u28.next, %n30.end ]
-  store float 0.000000e+00, ptr %acc29, align 4
-  br label %n30
-
-u28.end:                                          ; preds = %n30.end
+n27.end:                                          ; preds = %k32.end
   %arena86 = getelementptr inbounds float, ptr %arena, i64 19088
-  %params87 = getelementptr inbounds float, ptr %params, i64 40
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 19728
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena86, i32 10, ptr %params87, i32 144, float 0.000000e+00, ptr %arena88, i32 144)
-  br label %i31
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads88 = getelementptr inbounds float, ptr %grads, i64 40
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena86, i32 10, ptr %arena87, i32 144, float 0.000000e+00, ptr %grads88, i32 144)
+  br label %u33
 
-n30:                                              ; preds = %n30, %u28
-  %n3081 = phi i64 [ 0, %u28 ], [ %n30.next, %n30 ]
-  %acc2982 = load float, ptr %acc29, align 4
-  %193 = mul nsw i64 %n3081, 10
-  %194 = add nsw i64 19088, %193
-  %195 = add nsw i64 %194, %u2880
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena83, align 4
-  %197 = fadd float %acc2982, %196
-  store float %197, ptr %acc29, align 4
-  %n30.next = add nsw i64 %n3081, 1
-  %198 = icmp slt i64 %n30.next, 64
-  br i1 %198, label %n30, label %n30.end
+k30:                                              ; preds = %k30, %n27
+  %k3069 = phi i64 [ 0, %n27 ], [ %k30.next, %k30 ]
+  %m2870 = load float, ptr %m28, align 4
+  %221 = mul nsw i64 %n2767, 10
+  %222 = add nsw i64 18432, %221
+  %223 = add nsw i64 %222, %k3069
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %223
+  %224 = load float, ptr %arena71, align 4
+  %225 = fcmp ogt float %224, %m2870
+  %226 = select i1 %225, float %224, float %m2870
+  store float %226, ptr %m28, align 4
+  %k30.next = add nsw i64 %k3069, 1
+  %227 = icmp slt i64 %k30.next, 10
+  br i1 %227, label %k30, label %k30.end
 
-n30.end:                                          ; preds = %n30
-  %acc2984 = load float, ptr %acc29, align 4
-  %199 = add nsw i64 1480, %u2880
-  %grads85 = getelementptr inbounds float, ptr %grads, i64 %199
-  store float %acc2984, ptr %grads85, align 4
-  %u28.next = add nsw i64 %u2880, 1
-  %200 = icmp slt i64 %u28.next, 10
-  br i1 %200, label %u28, label %u28.end
+k30.end:                                          ; preds = %k30
+  store float 0.000000e+00, ptr %s29, align 4
+  br label %k31
 
-i31:                                              ; preds = %i31, %u28.end
-  %i3189 = phi i64 [ 0, %u28.end ], [ %i31.next, %i31 ]
-  %201 = add nsw i64 28944, %i3189
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %201
-  store float 0.000000e+00, ptr %arena90, align 4
-  %i31.next = add nsw i64 %i3189, 1
-  %202 = icmp slt i64 %i31.next, 43264
-  br i1 %202, label %i31, label %i31.end
+k31:                                              ; preds = %k31, %k30.end
+  %k3172 = phi i64 [ 0, %k30.end ], [ %k31.next, %k31 ]
+  %s2973 = load float, ptr %s29, align 4
+  %228 = mul nsw i64 %n2767, 10
+  %229 = add nsw i64 18432, %228
+  %230 = add nsw i64 %229, %k3172
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load float, ptr %arena74, align 4
+  %m2875 = load float, ptr %m28, align 4
+  %232 = fsub float %231, %m2875
+  %233 = call float @llvm.exp.f32(float %232)
+  %234 = fadd float %s2973, %233
+  store float %234, ptr %s29, align 4
+  %k31.next = add nsw i64 %k3172, 1
+  %235 = icmp slt i64 %k31.next, 10
+  br i1 %235, label %k31, label %k31.end
 
-i31.end:                                          ; preds = %i31
-  br label %q32
+k31.end:                                          ; preds = %k31
+  br label %k32
 
-q32:                                              ; preds = %i33.end, %i31.end
-  %q3291 = phi i64 [ 0, %i31.end ], [ %q32.next, %i33.end ]
-  br label %i33
+k32:                                              ; preds = %k32, %k31.end
+  %k3276 = phi i64 [ 0, %k31.end ], [ %k32.next, %k32 ]
+  %labels77 = getelementptr inbounds i32, ptr %labels, i64 %n2767
+  %label78 = load i32, ptr %labels77, align 4
+  %236 = sext i32 %label78 to i64
+  %237 = icmp eq i64 %k3276, %236
+  %238 = mul nsw i64 %n2767, 10
+  %239 = add nsw i64 18432, %238
+  %240 = add nsw i64 %239, %k3276
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %240
+  %241 = load float, ptr %arena79, align 4
+  %m2880 = load float, ptr %m28, align 4
+  %242 = fsub float %241, %m2880
+  %243 = call float @llvm.exp.f32(float %242)
+  %s2981 = load float, ptr %s29, align 4
+  %244 = fdiv float %243, %s2981
+  %245 = fsub float %244, 1.000000e+00
+  %246 = mul nsw i64 %n2767, 10
+  %247 = add nsw i64 18432, %246
+  %248 = add nsw i64 %247, %k3276
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %248
+  %249 = load float, ptr %arena82, align 4
+  %m2883 = load float, ptr %m28, align 4
+  %250 = fsub float %249, %m2883
+  %251 = call float @llvm.exp.f32(float %250)
+  %s2984 = load float, ptr %s29, align 4
+  %252 = fdiv float %251, %s2984
+  %253 = select i1 %237, float %245, float %252
+  %254 = fdiv float %253, 6.400000e+01
+  %255 = mul nsw i64 %n2767, 10
+  %256 = add nsw i64 19088, %255
+  %257 = add nsw i64 %256, %k3276
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %257
+  store float %254, ptr %arena85, align 4
+  %k32.next = add nsw i64 %k3276, 1
+  %258 = icmp slt i64 %k32.next, 10
+  br i1 %258, label %k32, label %k32.end
 
-q32.end:                                          ; preds = %i33.end
-  br label %i34
+k32.end:                                          ; preds = %k32
+  %n27.next = add nsw i64 %n2767, 1
+  %259 = icmp slt i64 %n27.next, 64
+  br i1 %259, label %n27, label %n27.end
 
-i33:                                              ; preds = %endif, %q32
-  %i3392 = phi i64 [ 0, %q32 ], [ %i33.next, %endif ]
-  %203 = mul nsw i64 %q3291, 36
-  %204 = add nsw i64 %203, %i3392
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %204
-  %205 = load float, ptr %arena93, align 4
-  %206 = fcmp ogt float %205, 0.000000e+00
-  br i1 %206, label %then, label %endif
+u33:                                              ; preds = %n35.end, %n27.end
+  %u3389 = phi i64 [ 0, %n27.end ], [ %u33.next, %n35.end ]
+  store float 0.000000e+00, ptr %acc34, align 4
+  br label %n35
 
-i33.end:                                          ; preds = %endif
-  %q32.next = add nsw i64 %q3291, 1
-  %207 = icmp slt i64 %q32.next, 256
-  br i1 %207, label %q32, label %q32.end
+u33.end:                                          ; preds = %n35.end
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 19088
+  %params96 = getelementptr inbounds float, ptr %params, i64 40
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 19728
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena95, i32 10, ptr %params96, i32 144, float 0.000000e+00, ptr %arena97, i32 144)
+  br label %i36
 
-then:                                             ; preds = %i33
-  %208 = mul nsw i64 %q3291, 169
-  %209 = add nsw i64 28944, %208
-  %210 = mul nsw i64 %q3291, 36
-  %211 = add nsw i64 %210, %i3392
-  %212 = add nsw i64 9216, %211
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %212
-  %213 = load float, ptr %arena94, align 4
-  %214 = fptosi float %213 to i64
-  %215 = add nsw i64 %209, %214
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %215
-  %216 = load float, ptr %arena95, align 4
-  %217 = mul nsw i64 %q3291, 36
-  %218 = add nsw i64 %217, %i3392
-  %219 = add nsw i64 19728, %218
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %219
-  %220 = load float, ptr %arena96, align 4
-  %221 = fadd float %216, %220
-  store float %221, ptr %arena95, align 4
+n35:                                              ; preds = %n35, %u33
+  %n3590 = phi i64 [ 0, %u33 ], [ %n35.next, %n35 ]
+  %acc3491 = load float, ptr %acc34, align 4
+  %260 = mul nsw i64 %n3590, 10
+  %261 = add nsw i64 19088, %260
+  %262 = add nsw i64 %261, %u3389
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %262
+  %263 = load float, ptr %arena92, align 4
+  %264 = fadd float %acc3491, %263
+  store float %264, ptr %acc34, align 4
+  %n35.next = add nsw i64 %n3590, 1
+  %265 = icmp slt i64 %n35.next, 64
+  br i1 %265, label %n35, label %n35.end
+
+n35.end:                                          ; preds = %n35
+  %acc3493 = load float, ptr %acc34, align 4
+  %266 = add nsw i64 1480, %u3389
+  %grads94 = getelementptr inbounds float, ptr %grads, i64 %266
+  store float %acc3493, ptr %grads94, align 4
+  %u33.next = add nsw i64 %u3389, 1
+  %267 = icmp slt i64 %u33.next, 10
+  br i1 %267, label %u33, label %u33.end
+
+i36:                                              ; preds = %i36, %u33.end
+  %i3698 = phi i64 [ 0, %u33.end ], [ %i36.next, %i36 ]
+  %268 = add nsw i64 28944, %i3698
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %268
+  store float 0.000000e+00, ptr %arena99, align 4
+  %i36.next = add nsw i64 %i3698, 1
+  %269 = icmp slt i64 %i36.next, 43264
+  br i1 %269, label %i36, label %i36.end
+
+i36.end:                                          ; preds = %i36
+  br label %q37
+
+q37:                                              ; preds = %i38.end, %i36.end
+  %q37100 = phi i64 [ 0, %i36.end ], [ %q37.next, %i38.end ]
+  br label %i38
+
+q37.end:                                          ; preds = %i38.end
+  br label %i39
+
+i38:                                              ; preds = %endif, %q37
+  %i38101 = phi i64 [ 0, %q37 ], [ %i38.next, %endif ]
+  %270 = mul nsw i64 %q37100, 36
+  %271 = add nsw i64 %270, %i38101
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %271
+  %272 = load float, ptr %arena102, align 4
+  %273 = fcmp ogt float %272, 0.000000e+00
+  br i1 %273, label %then, label %endif
+
+i38.end:                                          ; preds = %endif
+  %q37.next = add nsw i64 %q37100, 1
+  %274 = icmp slt i64 %q37.next, 256
+  br i1 %274, label %q37, label %q37.end
+
+then:                                             ; preds = %i38
+  %275 = mul nsw i64 %q37100, 169
+  %276 = add nsw i64 28944, %275
+  %277 = mul nsw i64 %q37100, 36
+  %278 = add nsw i64 %277, %i38101
+  %279 = add nsw i64 9216, %278
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %279
+  %280 = load float, ptr %arena103, align 4
+  %281 = fptosi float %280 to i64
+  %282 = add nsw i64 %276, %281
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load float, ptr %arena104, align 4
+  %284 = mul nsw i64 %q37100, 36
+  %285 = add nsw i64 %284, %i38101
+  %286 = add nsw i64 19728, %285
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %286
+  %287 = load float, ptr %arena105, align 4
+  %288 = fadd float %283, %287
+  store float %288, ptr %arena104, align 4
   br label %endif
 
-endif:                                            ; preds = %then, %i33
-  %i33.next = add nsw i64 %i3392, 1
-  %222 = icmp slt i64 %i33.next, 36
-  br i1 %222, label %i33, label %i33.end
+endif:                                            ; preds = %then, %i38
+  %i38.next = add nsw i64 %i38101, 1
+  %289 = icmp slt i64 %i38.next, 36
+  br i1 %289, label %i38, label %i38.end
 
-i34:                                              ; preds = %i34, %q32.end
-  %i3497 = phi i64 [ 0, %q32.end ], [ %i34.next, %i34 ]
-  %grads98 = getelementptr inbounds float, ptr %grads, i64 %i3497
-  store float 0.000000e+00, ptr %grads98, align 4
-  %i34.next = add nsw i64 %i3497, 1
-  %223 = icmp slt i64 %i34.next, 36
-  br i1 %223, label %i34, label %i34.end
+i39:                                              ; preds = %i39, %q37.end
+  %i39106 = phi i64 [ 0, %q37.end ], [ %i39.next, %i39 ]
+  %grads107 = getelementptr inbounds float, ptr %grads, i64 %i39106
+  store float 0.000000e+00, ptr %grads107, align 4
+  %i39.next = add nsw i64 %i39106, 1
+  %290 = icmp slt i64 %i39.next, 36
+  br i1 %290, label %i39, label %i39.end
 
-i34.end:                                          ; preds = %i34
-  br label %img35
+i39.end:                                          ; preds = %i39
+  br label %g40
 
-img35:                                            ; preds = %c36.end, %i34.end
-  %img3599 = phi i64 [ 0, %i34.end ], [ %img35.next, %c36.end ]
-  br label %c36
+g40:                                              ; preds = %j50.end, %i39.end
+  %g40108 = phi i64 [ 0, %i39.end ], [ %g40.next, %j50.end ]
+  br label %j41
 
-img35.end:                                        ; preds = %c36.end
-  br label %f41
+g40.end:                                          ; preds = %j50.end
+  br label %f53
 
-c36:                                              ; preds = %ky37.end, %img35
-  %c36100 = phi i64 [ 0, %img35 ], [ %c36.next, %ky37.end ]
-  br label %ky37
+j41:                                              ; preds = %c42.end, %g40
+  %j41109 = phi i64 [ 0, %g40 ], [ %j41.next, %c42.end ]
+  br label %c42
 
-c36.end:                                          ; preds = %ky37.end
-  %224 = mul nsw i64 %img3599, 676
-  %225 = add nsw i64 28944, %224
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %225
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads109 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 4, i32 9, i32 169, float 1.000000e+00, ptr %arena107, i32 169, ptr %arena108, i32 169, float 1.000000e+00, ptr %grads109, i32 9)
-  %img35.next = add nsw i64 %img3599, 1
-  %226 = icmp slt i64 %img35.next, 64
-  br i1 %226, label %img35, label %img35.end
+j41.end:                                          ; preds = %c42.end
+  br label %j50
 
-ky37:                                             ; preds = %kx38.end, %c36
-  %ky37101 = phi i64 [ 0, %c36 ], [ %ky37.next, %kx38.end ]
-  br label %kx38
+c42:                                              ; preds = %ky43.end, %j41
+  %c42110 = phi i64 [ 0, %j41 ], [ %c42.next, %ky43.end ]
+  br label %ky43
 
-ky37.end:                                         ; preds = %kx38.end
-  %c36.next = add nsw i64 %c36100, 1
-  %227 = icmp slt i64 %c36.next, 1
-  br i1 %227, label %c36, label %c36.end
+c42.end:                                          ; preds = %ky43.end
+  %j41.next = add nsw i64 %j41109, 1
+  %291 = icmp slt i64 %j41.next, 64
+  br i1 %291, label %j41, label %j41.end
 
-kx38:                                             ; preds = %oy39.end, %ky37
-  %kx38102 = phi i64 [ 0, %ky37 ], [ %kx38.next, %oy39.end ]
-  br label %oy39
+ky43:                                             ; preds = %oy48.end, %c42
+  %ky43111 = phi i64 [ 0, %c42 ], [ %ky43.next, %oy48.end ]
+  br label %oy44
 
-kx38.end:                                         ; preds = %oy39.end
-  %ky37.next = add nsw i64 %ky37101, 1
-  %228 = icmp slt i64 %ky37.next, 3
-  br i1 %228, label %ky37, label %ky37.end
+ky43.end:                                         ; preds = %oy48.end
+  %c42.next = add nsw i64 %c42110, 1
+  %292 = icmp slt i64 %c42.next, 1
+  br i1 %292, label %c42, label %c42.end
 
-oy39:                                             ; preds = %ox40.end, %kx38
-  %oy39103 = phi i64 [ 0, %kx38 ], [ %oy39.next, %ox40.end ]
-  br label %ox40
+oy44:                                             ; preds = %ox45.end, %ky43
+  %oy44112 = phi i64 [ 0, %ky43 ], [ %oy44.next, %ox45.end ]
+  br label %ox45
 
-oy39.end:                                         ; preds = %ox40.end
-  %kx38.next = add nsw i64 %kx38102, 1
-  %229 = icmp slt i64 %kx38.next, 3
-  br i1 %229, label %kx38, label %kx38.end
+oy44.end:                                         ; preds = %ox45.end
+  br label %oy46
 
-ox40:                                             ; preds = %ox40, %oy39
-  %ox40104 = phi i64 [ 0, %oy39 ], [ %ox40.next, %ox40 ]
-  %230 = mul nsw i64 %img3599, 784
-  %231 = mul nsw i64 %c36100, 784
-  %232 = add nsw i64 %230, %231
-  %233 = mul nsw i64 %oy39103, 2
-  %234 = add nsw i64 %233, %ky37101
-  %235 = mul nsw i64 %234, 28
-  %236 = add nsw i64 %232, %235
-  %237 = mul nsw i64 %ox40104, 2
-  %238 = add nsw i64 %237, %kx38102
-  %239 = add nsw i64 %236, %238
-  %images105 = getelementptr inbounds float, ptr %images, i64 %239
-  %240 = load float, ptr %images105, align 4
-  %241 = mul nsw i64 %c36100, 3
-  %242 = add nsw i64 %241, %ky37101
-  %243 = mul nsw i64 %242, 3
-  %244 = add nsw i64 %243, %kx38102
-  %245 = mul nsw i64 %244, 169
-  %246 = mul nsw i64 %oy39103, 13
-  %247 = add nsw i64 %245, %246
-  %248 = add nsw i64 %247, %ox40104
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %248
-  store float %240, ptr %arena106, align 4
-  %ox40.next = add nsw i64 %ox40104, 1
-  %249 = icmp slt i64 %ox40.next, 13
-  br i1 %249, label %ox40, label %ox40.end
+ox45:                                             ; preds = %ox45, %oy44
+  %ox45113 = phi i64 [ 0, %oy44 ], [ %ox45.next, %ox45 ]
+  %293 = mul nsw i64 %g40108, 64
+  %294 = add nsw i64 %293, %j41109
+  %295 = mul nsw i64 %294, 784
+  %296 = mul nsw i64 %c42110, 784
+  %297 = add nsw i64 %295, %296
+  %298 = mul nsw i64 %oy44112, 2
+  %299 = add nsw i64 %298, %ky43111
+  %300 = mul nsw i64 %299, 28
+  %301 = add nsw i64 %297, %300
+  %302 = mul nsw i64 %ox45113, 2
+  %303 = add nsw i64 %301, %302
+  %images114 = getelementptr inbounds float, ptr %images, i64 %303
+  %304 = load float, ptr %images114, align 4
+  %305 = mul nsw i64 %c42110, 3
+  %306 = add nsw i64 %305, %ky43111
+  %307 = mul nsw i64 %306, 3
+  %308 = mul nsw i64 %307, 10816
+  %309 = add nsw i64 72208, %308
+  %310 = mul nsw i64 %j41109, 169
+  %311 = add nsw i64 %309, %310
+  %312 = mul nsw i64 %oy44112, 13
+  %313 = add nsw i64 %311, %312
+  %314 = add nsw i64 %313, %ox45113
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %314
+  store float %304, ptr %arena115, align 4
+  %ox45.next = add nsw i64 %ox45113, 1
+  %315 = icmp slt i64 %ox45.next, 13
+  br i1 %315, label %ox45, label %ox45.end
 
-ox40.end:                                         ; preds = %ox40
-  %oy39.next = add nsw i64 %oy39103, 1
-  %250 = icmp slt i64 %oy39.next, 13
-  br i1 %250, label %oy39, label %oy39.end
+ox45.end:                                         ; preds = %ox45
+  %oy44.next = add nsw i64 %oy44112, 1
+  %316 = icmp slt i64 %oy44.next, 13
+  br i1 %316, label %oy44, label %oy44.end
 
-f41:                                              ; preds = %img43.end, %img35.end
-  %f41110 = phi i64 [ 0, %img35.end ], [ %f41.next, %img43.end ]
-  store float 0.000000e+00, ptr %acc42, align 4
-  br label %img43
+oy46:                                             ; preds = %ox47.end, %oy44.end
+  %oy46116 = phi i64 [ 0, %oy44.end ], [ %oy46.next, %ox47.end ]
+  br label %ox47
 
-f41.end:                                          ; preds = %img43.end
-  %251 = sitofp i64 %step to float
-  %252 = fmul float %251, 0xBFBAF8E8A0000000
-  %253 = call float @llvm.exp.f32(float %252)
-  %254 = fsub float 1.000000e+00, %253
-  %255 = fdiv float %lr, %254
-  store float %255, ptr %step_size45, align 4
-  %256 = sitofp i64 %step to float
-  %257 = fmul float %256, 0xBF50645940000000
-  %258 = call float @llvm.exp.f32(float %257)
-  %259 = fsub float 1.000000e+00, %258
-  %260 = call float @llvm.sqrt.f32(float %259)
-  store float %260, ptr %bc2_sqrt46, align 4
-  br label %i47
+oy46.end:                                         ; preds = %ox47.end
+  br label %oy48
 
-img43:                                            ; preds = %i44.end, %f41
-  %img43111 = phi i64 [ 0, %f41 ], [ %img43.next, %i44.end ]
-  br label %i44
+ox47:                                             ; preds = %ox47, %oy46
+  %ox47117 = phi i64 [ 0, %oy46 ], [ %ox47.next, %ox47 ]
+  %317 = mul nsw i64 %g40108, 64
+  %318 = add nsw i64 %317, %j41109
+  %319 = mul nsw i64 %318, 784
+  %320 = mul nsw i64 %c42110, 784
+  %321 = add nsw i64 %319, %320
+  %322 = mul nsw i64 %oy46116, 2
+  %323 = add nsw i64 %322, %ky43111
+  %324 = mul nsw i64 %323, 28
+  %325 = add nsw i64 %321, %324
+  %326 = mul nsw i64 %ox47117, 2
+  %327 = add nsw i64 %326, 1
+  %328 = add nsw i64 %325, %327
+  %images118 = getelementptr inbounds float, ptr %images, i64 %328
+  %329 = load float, ptr %images118, align 4
+  %330 = mul nsw i64 %c42110, 3
+  %331 = add nsw i64 %330, %ky43111
+  %332 = mul nsw i64 %331, 3
+  %333 = add nsw i64 %332, 1
+  %334 = mul nsw i64 %333, 10816
+  %335 = add nsw i64 72208, %334
+  %336 = mul nsw i64 %j41109, 169
+  %337 = add nsw i64 %335, %336
+  %338 = mul nsw i64 %oy46116, 13
+  %339 = add nsw i64 %337, %338
+  %340 = add nsw i64 %339, %ox47117
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %329, ptr %arena119, align 4
+  %ox47.next = add nsw i64 %ox47117, 1
+  %341 = icmp slt i64 %ox47.next, 13
+  br i1 %341, label %ox47, label %ox47.end
 
-img43.end:                                        ; preds = %i44.end
-  %acc42115 = load float, ptr %acc42, align 4
-  %261 = add nsw i64 36, %f41110
-  %grads116 = getelementptr inbounds float, ptr %grads, i64 %261
-  store float %acc42115, ptr %grads116, align 4
-  %f41.next = add nsw i64 %f41110, 1
-  %262 = icmp slt i64 %f41.next, 4
-  br i1 %262, label %f41, label %f41.end
+ox47.end:                                         ; preds = %ox47
+  %oy46.next = add nsw i64 %oy46116, 1
+  %342 = icmp slt i64 %oy46.next, 13
+  br i1 %342, label %oy46, label %oy46.end
 
-i44:                                              ; preds = %i44, %img43
-  %i44112 = phi i64 [ 0, %img43 ], [ %i44.next, %i44 ]
-  %acc42113 = load float, ptr %acc42, align 4
-  %263 = mul nsw i64 %img43111, 676
-  %264 = add nsw i64 28944, %263
-  %265 = mul nsw i64 %f41110, 169
-  %266 = add nsw i64 %264, %265
-  %267 = add nsw i64 %266, %i44112
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena114, align 4
-  %269 = fadd float %acc42113, %268
-  store float %269, ptr %acc42, align 4
-  %i44.next = add nsw i64 %i44112, 1
-  %270 = icmp slt i64 %i44.next, 169
-  br i1 %270, label %i44, label %i44.end
+oy48:                                             ; preds = %ox49.end, %oy46.end
+  %oy48120 = phi i64 [ 0, %oy46.end ], [ %oy48.next, %ox49.end ]
+  br label %ox49
 
-i44.end:                                          ; preds = %i44
-  %img43.next = add nsw i64 %img43111, 1
-  %271 = icmp slt i64 %img43.next, 64
-  br i1 %271, label %img43, label %img43.end
+oy48.end:                                         ; preds = %ox49.end
+  %ky43.next = add nsw i64 %ky43111, 1
+  %343 = icmp slt i64 %ky43.next, 3
+  br i1 %343, label %ky43, label %ky43.end
 
-i47:                                              ; preds = %i47, %f41.end
-  %i47117 = phi i64 [ 0, %f41.end ], [ %i47.next, %i47 ]
-  %grads118 = getelementptr inbounds float, ptr %grads, i64 %i47117
-  %272 = load float, ptr %grads118, align 4
-  %params119 = getelementptr inbounds float, ptr %params, i64 %i47117
-  %273 = load float, ptr %params119, align 4
-  %274 = fmul float 0.000000e+00, %273
-  %275 = fadd float %272, %274
-  store float %275, ptr %g, align 4
-  %m120 = getelementptr inbounds float, ptr %m, i64 %i47117
-  %276 = load float, ptr %m120, align 4
-  %277 = fmul float 0x3FECCCCCC0000000, %276
-  %g121 = load float, ptr %g, align 4
-  %278 = fmul float 0x3FB9999A00000000, %g121
-  %279 = fadd float %277, %278
-  store float %279, ptr %m_new, align 4
-  %v122 = getelementptr inbounds float, ptr %v, i64 %i47117
-  %280 = load float, ptr %v122, align 4
-  %281 = fmul float 0x3FEFF7CEE0000000, %280
-  %g123 = load float, ptr %g, align 4
-  %282 = fmul float 0x3F50624000000000, %g123
-  %g124 = load float, ptr %g, align 4
-  %283 = fmul float %282, %g124
-  %284 = fadd float %281, %283
-  store float %284, ptr %v_new, align 4
-  %m_new125 = load float, ptr %m_new, align 4
-  %m126 = getelementptr inbounds float, ptr %m, i64 %i47117
-  store float %m_new125, ptr %m126, align 4
-  %v_new127 = load float, ptr %v_new, align 4
-  %v128 = getelementptr inbounds float, ptr %v, i64 %i47117
-  store float %v_new127, ptr %v128, align 4
-  %params129 = getelementptr inbounds float, ptr %params, i64 %i47117
-  %285 = load float, ptr %params129, align 4
-  %step_size45130 = load float, ptr %step_size45, align 4
-  %m_new131 = load float, ptr %m_new, align 4
-  %286 = fmul float %step_size45130, %m_new131
-  %v_new132 = load float, ptr %v_new, align 4
-  %287 = call float @llvm.sqrt.f32(float %v_new132)
-  %bc2_sqrt46133 = load float, ptr %bc2_sqrt46, align 4
-  %288 = fdiv float %287, %bc2_sqrt46133
-  %289 = fadd float %288, 0x3E45798EE0000000
-  %290 = fdiv float %286, %289
-  %291 = fsub float %285, %290
-  %params134 = getelementptr inbounds float, ptr %params, i64 %i47117
-  store float %291, ptr %params134, align 4
-  %i47.next = add nsw i64 %i47117, 1
-  %292 = icmp slt i64 %i47.next, 1490
-  br i1 %292, label %i47, label %i47.end
+ox49:                                             ; preds = %ox49, %oy48
+  %ox49121 = phi i64 [ 0, %oy48 ], [ %ox49.next, %ox49 ]
+  %344 = mul nsw i64 %g40108, 64
+  %345 = add nsw i64 %344, %j41109
+  %346 = mul nsw i64 %345, 784
+  %347 = mul nsw i64 %c42110, 784
+  %348 = add nsw i64 %346, %347
+  %349 = mul nsw i64 %oy48120, 2
+  %350 = add nsw i64 %349, %ky43111
+  %351 = mul nsw i64 %350, 28
+  %352 = add nsw i64 %348, %351
+  %353 = mul nsw i64 %ox49121, 2
+  %354 = add nsw i64 %353, 2
+  %355 = add nsw i64 %352, %354
+  %images122 = getelementptr inbounds float, ptr %images, i64 %355
+  %356 = load float, ptr %images122, align 4
+  %357 = mul nsw i64 %c42110, 3
+  %358 = add nsw i64 %357, %ky43111
+  %359 = mul nsw i64 %358, 3
+  %360 = add nsw i64 %359, 2
+  %361 = mul nsw i64 %360, 10816
+  %362 = add nsw i64 72208, %361
+  %363 = mul nsw i64 %j41109, 169
+  %364 = add nsw i64 %362, %363
+  %365 = mul nsw i64 %oy48120, 13
+  %366 = add nsw i64 %364, %365
+  %367 = add nsw i64 %366, %ox49121
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %367
+  store float %356, ptr %arena123, align 4
+  %ox49.next = add nsw i64 %ox49121, 1
+  %368 = icmp slt i64 %ox49.next, 13
+  br i1 %368, label %ox49, label %ox49.end
 
-i47.end:                                          ; preds = %i47
+ox49.end:                                         ; preds = %ox49
+  %oy48.next = add nsw i64 %oy48120, 1
+  %369 = icmp slt i64 %oy48.next, 13
+  br i1 %369, label %oy48, label %oy48.end
+
+j50:                                              ; preds = %f51.end, %j41.end
+  %j50124 = phi i64 [ 0, %j41.end ], [ %j50.next, %f51.end ]
+  br label %f51
+
+j50.end:                                          ; preds = %f51.end
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 169552
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 72208
+  %grads131 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 4, i32 9, i32 10816, float 1.000000e+00, ptr %arena129, i32 10816, ptr %arena130, i32 10816, float 1.000000e+00, ptr %grads131, i32 9)
+  %g40.next = add nsw i64 %g40108, 1
+  %370 = icmp slt i64 %g40.next, 1
+  br i1 %370, label %g40, label %g40.end
+
+f51:                                              ; preds = %i52.end, %j50
+  %f51125 = phi i64 [ 0, %j50 ], [ %f51.next, %i52.end ]
+  br label %i52
+
+f51.end:                                          ; preds = %i52.end
+  %j50.next = add nsw i64 %j50124, 1
+  %371 = icmp slt i64 %j50.next, 64
+  br i1 %371, label %j50, label %j50.end
+
+i52:                                              ; preds = %i52, %f51
+  %i52126 = phi i64 [ 0, %f51 ], [ %i52.next, %i52 ]
+  %372 = mul nsw i64 %g40108, 64
+  %373 = add nsw i64 %372, %j50124
+  %374 = mul nsw i64 %373, 676
+  %375 = add nsw i64 28944, %374
+  %376 = mul nsw i64 %f51125, 169
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, %i52126
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load float, ptr %arena127, align 4
+  %380 = mul nsw i64 %f51125, 10816
+  %381 = add nsw i64 169552, %380
+  %382 = mul nsw i64 %j50124, 169
+  %383 = add nsw i64 %381, %382
+  %384 = add nsw i64 %383, %i52126
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %384
+  store float %379, ptr %arena128, align 4
+  %i52.next = add nsw i64 %i52126, 1
+  %385 = icmp slt i64 %i52.next, 169
+  br i1 %385, label %i52, label %i52.end
+
+i52.end:                                          ; preds = %i52
+  %f51.next = add nsw i64 %f51125, 1
+  %386 = icmp slt i64 %f51.next, 4
+  br i1 %386, label %f51, label %f51.end
+
+f53:                                              ; preds = %img55.end, %g40.end
+  %f53132 = phi i64 [ 0, %g40.end ], [ %f53.next, %img55.end ]
+  store float 0.000000e+00, ptr %acc54, align 4
+  br label %img55
+
+f53.end:                                          ; preds = %img55.end
+  %387 = sitofp i64 %step to float
+  %388 = fmul float %387, 0xBFBAF8E8A0000000
+  %389 = call float @llvm.exp.f32(float %388)
+  %390 = fsub float 1.000000e+00, %389
+  %391 = fdiv float %lr, %390
+  store float %391, ptr %step_size57, align 4
+  %392 = sitofp i64 %step to float
+  %393 = fmul float %392, 0xBF50645940000000
+  %394 = call float @llvm.exp.f32(float %393)
+  %395 = fsub float 1.000000e+00, %394
+  %396 = call float @llvm.sqrt.f32(float %395)
+  store float %396, ptr %bc2_sqrt58, align 4
+  br label %i59
+
+img55:                                            ; preds = %i56.end, %f53
+  %img55133 = phi i64 [ 0, %f53 ], [ %img55.next, %i56.end ]
+  br label %i56
+
+img55.end:                                        ; preds = %i56.end
+  %acc54137 = load float, ptr %acc54, align 4
+  %397 = add nsw i64 36, %f53132
+  %grads138 = getelementptr inbounds float, ptr %grads, i64 %397
+  store float %acc54137, ptr %grads138, align 4
+  %f53.next = add nsw i64 %f53132, 1
+  %398 = icmp slt i64 %f53.next, 4
+  br i1 %398, label %f53, label %f53.end
+
+i56:                                              ; preds = %i56, %img55
+  %i56134 = phi i64 [ 0, %img55 ], [ %i56.next, %i56 ]
+  %acc54135 = load float, ptr %acc54, align 4
+  %399 = mul nsw i64 %img55133, 676
+  %400 = add nsw i64 28944, %399
+  %401 = mul nsw i64 %f53132, 169
+  %402 = add nsw i64 %400, %401
+  %403 = add nsw i64 %402, %i56134
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %403
+  %404 = load float, ptr %arena136, align 4
+  %405 = fadd float %acc54135, %404
+  store float %405, ptr %acc54, align 4
+  %i56.next = add nsw i64 %i56134, 1
+  %406 = icmp slt i64 %i56.next, 169
+  br i1 %406, label %i56, label %i56.end
+
+i56.end:                                          ; preds = %i56
+  %img55.next = add nsw i64 %img55133, 1
+  %407 = icmp slt i64 %img55.next, 64
+  br i1 %407, label %img55, label %img55.end
+
+i59:                                              ; preds = %i59, %f53.end
+  %i59139 = phi i64 [ 0, %f53.end ], [ %i59.next, %i59 ]
+  %grads140 = getelementptr inbounds float, ptr %grads, i64 %i59139
+  %408 = load float, ptr %grads140, align 4
+  %params141 = getelementptr inbounds float, ptr %params, i64 %i59139
+  %409 = load float, ptr %params141, align 4
+  %410 = fmul float 0.000000e+00, %409
+  %411 = fadd float %408, %410
+  store float %411, ptr %g, align 4
+  %m142 = getelementptr inbounds float, ptr %m, i64 %i59139
+  %412 = load float, ptr %m142, align 4
+  %413 = fmul float 0x3FECCCCCC0000000, %412
+  %g143 = load float, ptr %g, align 4
+  %414 = fmul float 0x3FB9999A00000000, %g143
+  %415 = fadd float %413, %414
+  store float %415, ptr %m_new, align 4
+  %v144 = getelementptr inbounds float, ptr %v, i64 %i59139
+  %416 = load float, ptr %v144, align 4
+  %417 = fmul float 0x3FEFF7CEE0000000, %416
+  %g145 = load float, ptr %g, align 4
+  %418 = fmul float 0x3F50624000000000, %g145
+  %g146 = load float, ptr %g, align 4
+  %419 = fmul float %418, %g146
+  %420 = fadd float %417, %419
+  store float %420, ptr %v_new, align 4
+  %m_new147 = load float, ptr %m_new, align 4
+  %m148 = getelementptr inbounds float, ptr %m, i64 %i59139
+  store float %m_new147, ptr %m148, align 4
+  %v_new149 = load float, ptr %v_new, align 4
+  %v150 = getelementptr inbounds float, ptr %v, i64 %i59139
+  store float %v_new149, ptr %v150, align 4
+  %params151 = getelementptr inbounds float, ptr %params, i64 %i59139
+  %421 = load float, ptr %params151, align 4
+  %step_size57152 = load float, ptr %step_size57, align 4
+  %m_new153 = load float, ptr %m_new, align 4
+  %422 = fmul float %step_size57152, %m_new153
+  %v_new154 = load float, ptr %v_new, align 4
+  %423 = call float @llvm.sqrt.f32(float %v_new154)
+  %bc2_sqrt58155 = load float, ptr %bc2_sqrt58, align 4
+  %424 = fdiv float %423, %bc2_sqrt58155
+  %425 = fadd float %424, 0x3E45798EE0000000
+  %426 = fdiv float %422, %425
+  %427 = fsub float %421, %426
+  %params156 = getelementptr inbounds float, ptr %params, i64 %i59139
+  store float %427, ptr %params156, align 4
+  %i59.next = add nsw i64 %i59139, 1
+  %428 = icmp slt i64 %i59.next, 1490
+  br i1 %428, label %i59, label %i59.end
+
+i59.end:                                          ; preds = %i59
   ret void
 }
 
@@ -763,273 +1010,386 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @tiny_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi11 = alloca float, align 4
-  %best10 = alloca float, align 4
-  br label %img1
+  %bi16 = alloca float, align 4
+  %best15 = alloca float, align 4
+  br label %g1
 
-img1:                                             ; preds = %f7.end, %entry
-  %img11 = phi i64 [ 0, %entry ], [ %img1.next, %f7.end ]
-  br label %c2
+g1:                                               ; preds = %j11.end, %entry
+  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
+  br label %j2
 
-img1.end:                                         ; preds = %f7.end
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 0
-  %params35 = getelementptr inbounds float, ptr %params, i64 40
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 9216
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena34, i32 144, ptr %params35, i32 144, float 0.000000e+00, ptr %arena36, i32 10)
-  br label %n14
+g1.end:                                           ; preds = %j11.end
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 0
+  %params44 = getelementptr inbounds float, ptr %params, i64 40
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 9216
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena43, i32 144, ptr %params44, i32 144, float 0.000000e+00, ptr %arena45, i32 10)
+  br label %n19
 
-c2:                                               ; preds = %ky3.end, %img1
-  %c22 = phi i64 [ 0, %img1 ], [ %c2.next, %ky3.end ]
-  br label %ky3
+j2:                                               ; preds = %c3.end, %g1
+  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
+  br label %c3
 
-c2.end:                                           ; preds = %ky3.end
-  %params9 = getelementptr inbounds float, ptr %params, i64 0
-  %arena10 = getelementptr inbounds float, ptr %arena, i64 18432
-  %arena11 = getelementptr inbounds float, ptr %arena, i64 19953
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 169, i32 9, float 1.000000e+00, ptr %params9, i32 9, ptr %arena10, i32 169, float 0.000000e+00, ptr %arena11, i32 169)
-  br label %f7
+j2.end:                                           ; preds = %c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 115776
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 10816, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 10816, float 0.000000e+00, ptr %arena19, i32 10816)
+  br label %j11
 
-ky3:                                              ; preds = %kx4.end, %c2
-  %ky33 = phi i64 [ 0, %c2 ], [ %ky3.next, %kx4.end ]
-  br label %kx4
+c3:                                               ; preds = %ky4.end, %j2
+  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
+  br label %ky4
 
-ky3.end:                                          ; preds = %kx4.end
-  %c2.next = add nsw i64 %c22, 1
-  %0 = icmp slt i64 %c2.next, 1
-  br i1 %0, label %c2, label %c2.end
+c3.end:                                           ; preds = %ky4.end
+  %j2.next = add nsw i64 %j22, 1
+  %0 = icmp slt i64 %j2.next, 64
+  br i1 %0, label %j2, label %j2.end
 
-kx4:                                              ; preds = %oy5.end, %ky3
-  %kx44 = phi i64 [ 0, %ky3 ], [ %kx4.next, %oy5.end ]
+ky4:                                              ; preds = %oy9.end, %c3
+  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
   br label %oy5
 
-kx4.end:                                          ; preds = %oy5.end
-  %ky3.next = add nsw i64 %ky33, 1
-  %1 = icmp slt i64 %ky3.next, 3
-  br i1 %1, label %ky3, label %ky3.end
+ky4.end:                                          ; preds = %oy9.end
+  %c3.next = add nsw i64 %c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %c3, label %c3.end
 
-oy5:                                              ; preds = %ox6.end, %kx4
-  %oy55 = phi i64 [ 0, %kx4 ], [ %oy5.next, %ox6.end ]
+oy5:                                              ; preds = %ox6.end, %ky4
+  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
   br label %ox6
 
 oy5.end:                                          ; preds = %ox6.end
-  %kx4.next = add nsw i64 %kx44, 1
-  %2 = icmp slt i64 %kx4.next, 3
-  br i1 %2, label %kx4, label %kx4.end
+  br label %oy7
 
 ox6:                                              ; preds = %ox6, %oy5
   %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %3 = mul nsw i64 %img11, 784
-  %4 = mul nsw i64 %c22, 784
-  %5 = add nsw i64 %3, %4
-  %6 = mul nsw i64 %oy55, 2
-  %7 = add nsw i64 %6, %ky33
-  %8 = mul nsw i64 %7, 28
-  %9 = add nsw i64 %5, %8
-  %10 = mul nsw i64 %ox66, 2
-  %11 = add nsw i64 %10, %kx44
-  %12 = add nsw i64 %9, %11
+  %2 = mul nsw i64 %g11, 64
+  %3 = add nsw i64 %2, %j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %c33, 784
+  %6 = add nsw i64 %4, %5
+  %7 = mul nsw i64 %oy55, 2
+  %8 = add nsw i64 %7, %ky44
+  %9 = mul nsw i64 %8, 28
+  %10 = add nsw i64 %6, %9
+  %11 = mul nsw i64 %ox66, 2
+  %12 = add nsw i64 %10, %11
   %images7 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images7, align 4
-  %14 = mul nsw i64 %c22, 3
-  %15 = add nsw i64 %14, %ky33
+  %14 = mul nsw i64 %c33, 3
+  %15 = add nsw i64 %14, %ky44
   %16 = mul nsw i64 %15, 3
-  %17 = add nsw i64 %16, %kx44
-  %18 = mul nsw i64 %17, 169
-  %19 = add nsw i64 18432, %18
-  %20 = mul nsw i64 %oy55, 13
-  %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %21, %ox66
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %22
+  %17 = mul nsw i64 %16, 10816
+  %18 = add nsw i64 18432, %17
+  %19 = mul nsw i64 %j22, 169
+  %20 = add nsw i64 %18, %19
+  %21 = mul nsw i64 %oy55, 13
+  %22 = add nsw i64 %20, %21
+  %23 = add nsw i64 %22, %ox66
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
   store float %13, ptr %arena8, align 4
   %ox6.next = add nsw i64 %ox66, 1
-  %23 = icmp slt i64 %ox6.next, 13
-  br i1 %23, label %ox6, label %ox6.end
+  %24 = icmp slt i64 %ox6.next, 13
+  br i1 %24, label %ox6, label %ox6.end
 
 ox6.end:                                          ; preds = %ox6
   %oy5.next = add nsw i64 %oy55, 1
-  %24 = icmp slt i64 %oy5.next, 13
-  br i1 %24, label %oy5, label %oy5.end
+  %25 = icmp slt i64 %oy5.next, 13
+  br i1 %25, label %oy5, label %oy5.end
 
-f7:                                               ; preds = %py8.end, %c2.end
-  %f712 = phi i64 [ 0, %c2.end ], [ %f7.next, %py8.end ]
-  br label %py8
+oy7:                                              ; preds = %ox8.end, %oy5.end
+  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
+  br label %ox8
 
-f7.end:                                           ; preds = %py8.end
-  %img1.next = add nsw i64 %img11, 1
-  %25 = icmp slt i64 %img1.next, 64
-  br i1 %25, label %img1, label %img1.end
+oy7.end:                                          ; preds = %ox8.end
+  br label %oy9
 
-py8:                                              ; preds = %px9.end, %f7
-  %py813 = phi i64 [ 0, %f7 ], [ %py8.next, %px9.end ]
-  br label %px9
-
-py8.end:                                          ; preds = %px9.end
-  %f7.next = add nsw i64 %f712, 1
-  %26 = icmp slt i64 %f7.next, 4
-  br i1 %26, label %f7, label %f7.end
-
-px9:                                              ; preds = %ky12.end, %py8
-  %px914 = phi i64 [ 0, %py8 ], [ %px9.next, %ky12.end ]
-  %27 = mul nsw i64 %f712, 169
-  %28 = add nsw i64 19953, %27
-  %29 = mul nsw i64 %py813, 26
-  %30 = mul nsw i64 %px914, 2
-  %31 = add nsw i64 %29, %30
-  %32 = add nsw i64 %28, %31
-  %arena15 = getelementptr inbounds float, ptr %arena, i64 %32
-  %33 = load float, ptr %arena15, align 4
-  %34 = add nsw i64 36, %f712
-  %params16 = getelementptr inbounds float, ptr %params, i64 %34
-  %35 = load float, ptr %params16, align 4
-  %36 = fadd float %33, %35
-  store float %36, ptr %best10, align 4
-  %37 = mul nsw i64 %py813, 26
-  %38 = mul nsw i64 %px914, 2
-  %39 = add nsw i64 %37, %38
-  %40 = sitofp i64 %39 to float
-  store float %40, ptr %bi11, align 4
-  br label %ky12
-
-px9.end:                                          ; preds = %ky12.end
-  %py8.next = add nsw i64 %py813, 1
-  %41 = icmp slt i64 %py8.next, 6
-  br i1 %41, label %py8, label %py8.end
-
-ky12:                                             ; preds = %kx13.end, %px9
-  %ky1217 = phi i64 [ 0, %px9 ], [ %ky12.next, %kx13.end ]
-  br label %kx13
-
-ky12.end:                                         ; preds = %kx13.end
-  %best1029 = load float, ptr %best10, align 4
-  %42 = fcmp ogt float %best1029, 0.000000e+00
-  %best1030 = load float, ptr %best10, align 4
-  %43 = select i1 %42, float %best1030, float 0.000000e+00
-  %44 = mul nsw i64 %img11, 144
-  %45 = mul nsw i64 %f712, 36
+ox8:                                              ; preds = %ox8, %oy7
+  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
+  %26 = mul nsw i64 %g11, 64
+  %27 = add nsw i64 %26, %j22
+  %28 = mul nsw i64 %27, 784
+  %29 = mul nsw i64 %c33, 784
+  %30 = add nsw i64 %28, %29
+  %31 = mul nsw i64 %oy79, 2
+  %32 = add nsw i64 %31, %ky44
+  %33 = mul nsw i64 %32, 28
+  %34 = add nsw i64 %30, %33
+  %35 = mul nsw i64 %ox810, 2
+  %36 = add nsw i64 %35, 1
+  %37 = add nsw i64 %34, %36
+  %images11 = getelementptr inbounds float, ptr %images, i64 %37
+  %38 = load float, ptr %images11, align 4
+  %39 = mul nsw i64 %c33, 3
+  %40 = add nsw i64 %39, %ky44
+  %41 = mul nsw i64 %40, 3
+  %42 = add nsw i64 %41, 1
+  %43 = mul nsw i64 %42, 10816
+  %44 = add nsw i64 18432, %43
+  %45 = mul nsw i64 %j22, 169
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %py813, 6
+  %47 = mul nsw i64 %oy79, 13
   %48 = add nsw i64 %46, %47
-  %49 = add nsw i64 %48, %px914
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %49
-  store float %43, ptr %arena31, align 4
-  %bi1132 = load float, ptr %bi11, align 4
-  %50 = mul nsw i64 %img11, 144
-  %51 = mul nsw i64 %f712, 36
-  %52 = add nsw i64 %50, %51
-  %53 = mul nsw i64 %py813, 6
-  %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %54, %px914
-  %56 = add nsw i64 9216, %55
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %56
-  store float %bi1132, ptr %arena33, align 4
-  %px9.next = add nsw i64 %px914, 1
-  %57 = icmp slt i64 %px9.next, 6
-  br i1 %57, label %px9, label %px9.end
+  %49 = add nsw i64 %48, %ox810
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
+  store float %38, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %ox810, 1
+  %50 = icmp slt i64 %ox8.next, 13
+  br i1 %50, label %ox8, label %ox8.end
 
-kx13:                                             ; preds = %kx13, %ky12
-  %kx1318 = phi i64 [ 0, %ky12 ], [ %kx13.next, %kx13 ]
-  %58 = mul nsw i64 %f712, 169
-  %59 = add nsw i64 19953, %58
-  %60 = mul nsw i64 %py813, 26
-  %61 = mul nsw i64 %px914, 2
-  %62 = add nsw i64 %60, %61
-  %63 = mul nsw i64 %ky1217, 13
-  %64 = add nsw i64 %62, %63
-  %65 = add nsw i64 %64, %kx1318
-  %66 = add nsw i64 %59, %65
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 %66
-  %67 = load float, ptr %arena19, align 4
-  %68 = add nsw i64 36, %f712
-  %params20 = getelementptr inbounds float, ptr %params, i64 %68
-  %69 = load float, ptr %params20, align 4
-  %70 = fadd float %67, %69
-  %best1021 = load float, ptr %best10, align 4
-  %71 = fcmp ogt float %70, %best1021
-  %72 = mul nsw i64 %py813, 26
-  %73 = mul nsw i64 %px914, 2
-  %74 = add nsw i64 %72, %73
-  %75 = mul nsw i64 %ky1217, 13
-  %76 = add nsw i64 %74, %75
-  %77 = add nsw i64 %76, %kx1318
-  %78 = sitofp i64 %77 to float
-  %bi1122 = load float, ptr %bi11, align 4
-  %79 = select i1 %71, float %78, float %bi1122
-  store float %79, ptr %bi11, align 4
-  %80 = mul nsw i64 %f712, 169
-  %81 = add nsw i64 19953, %80
-  %82 = mul nsw i64 %py813, 26
-  %83 = mul nsw i64 %px914, 2
-  %84 = add nsw i64 %82, %83
-  %85 = mul nsw i64 %ky1217, 13
-  %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %86, %kx1318
-  %88 = add nsw i64 %81, %87
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %88
-  %89 = load float, ptr %arena23, align 4
-  %90 = add nsw i64 36, %f712
-  %params24 = getelementptr inbounds float, ptr %params, i64 %90
-  %91 = load float, ptr %params24, align 4
-  %92 = fadd float %89, %91
-  %best1025 = load float, ptr %best10, align 4
-  %93 = fcmp ogt float %92, %best1025
-  %94 = mul nsw i64 %f712, 169
-  %95 = add nsw i64 19953, %94
-  %96 = mul nsw i64 %py813, 26
-  %97 = mul nsw i64 %px914, 2
-  %98 = add nsw i64 %96, %97
-  %99 = mul nsw i64 %ky1217, 13
-  %100 = add nsw i64 %98, %99
-  %101 = add nsw i64 %100, %kx1318
-  %102 = add nsw i64 %95, %101
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %102
-  %103 = load float, ptr %arena26, align 4
-  %104 = add nsw i64 36, %f712
-  %params27 = getelementptr inbounds float, ptr %params, i64 %104
-  %105 = load float, ptr %params27, align 4
-  %106 = fadd float %103, %105
-  %best1028 = load float, ptr %best10, align 4
-  %107 = select i1 %93, float %106, float %best1028
-  store float %107, ptr %best10, align 4
-  %kx13.next = add nsw i64 %kx1318, 1
-  %108 = icmp slt i64 %kx13.next, 2
-  br i1 %108, label %kx13, label %kx13.end
+ox8.end:                                          ; preds = %ox8
+  %oy7.next = add nsw i64 %oy79, 1
+  %51 = icmp slt i64 %oy7.next, 13
+  br i1 %51, label %oy7, label %oy7.end
 
-kx13.end:                                         ; preds = %kx13
-  %ky12.next = add nsw i64 %ky1217, 1
-  %109 = icmp slt i64 %ky12.next, 2
-  br i1 %109, label %ky12, label %ky12.end
+oy9:                                              ; preds = %ox10.end, %oy7.end
+  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
+  br label %ox10
 
-n14:                                              ; preds = %u15.end, %img1.end
-  %n1437 = phi i64 [ 0, %img1.end ], [ %n14.next, %u15.end ]
-  br label %u15
+oy9.end:                                          ; preds = %ox10.end
+  %ky4.next = add nsw i64 %ky44, 1
+  %52 = icmp slt i64 %ky4.next, 3
+  br i1 %52, label %ky4, label %ky4.end
 
-n14.end:                                          ; preds = %u15.end
+ox10:                                             ; preds = %ox10, %oy9
+  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
+  %53 = mul nsw i64 %g11, 64
+  %54 = add nsw i64 %53, %j22
+  %55 = mul nsw i64 %54, 784
+  %56 = mul nsw i64 %c33, 784
+  %57 = add nsw i64 %55, %56
+  %58 = mul nsw i64 %oy913, 2
+  %59 = add nsw i64 %58, %ky44
+  %60 = mul nsw i64 %59, 28
+  %61 = add nsw i64 %57, %60
+  %62 = mul nsw i64 %ox1014, 2
+  %63 = add nsw i64 %62, 2
+  %64 = add nsw i64 %61, %63
+  %images15 = getelementptr inbounds float, ptr %images, i64 %64
+  %65 = load float, ptr %images15, align 4
+  %66 = mul nsw i64 %c33, 3
+  %67 = add nsw i64 %66, %ky44
+  %68 = mul nsw i64 %67, 3
+  %69 = add nsw i64 %68, 2
+  %70 = mul nsw i64 %69, 10816
+  %71 = add nsw i64 18432, %70
+  %72 = mul nsw i64 %j22, 169
+  %73 = add nsw i64 %71, %72
+  %74 = mul nsw i64 %oy913, 13
+  %75 = add nsw i64 %73, %74
+  %76 = add nsw i64 %75, %ox1014
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
+  store float %65, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %ox1014, 1
+  %77 = icmp slt i64 %ox10.next, 13
+  br i1 %77, label %ox10, label %ox10.end
+
+ox10.end:                                         ; preds = %ox10
+  %oy9.next = add nsw i64 %oy913, 1
+  %78 = icmp slt i64 %oy9.next, 13
+  br i1 %78, label %oy9, label %oy9.end
+
+j11:                                              ; preds = %f12.end, %j2.end
+  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
+  br label %f12
+
+j11.end:                                          ; preds = %f12.end
+  %g1.next = add nsw i64 %g11, 1
+  %79 = icmp slt i64 %g1.next, 1
+  br i1 %79, label %g1, label %g1.end
+
+f12:                                              ; preds = %py13.end, %j11
+  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %py13.end ]
+  br label %py13
+
+f12.end:                                          ; preds = %py13.end
+  %j11.next = add nsw i64 %j1120, 1
+  %80 = icmp slt i64 %j11.next, 64
+  br i1 %80, label %j11, label %j11.end
+
+py13:                                             ; preds = %px14.end, %f12
+  %py1322 = phi i64 [ 0, %f12 ], [ %py13.next, %px14.end ]
+  br label %px14
+
+py13.end:                                         ; preds = %px14.end
+  %f12.next = add nsw i64 %f1221, 1
+  %81 = icmp slt i64 %f12.next, 4
+  br i1 %81, label %f12, label %f12.end
+
+px14:                                             ; preds = %ky17.end, %py13
+  %px1423 = phi i64 [ 0, %py13 ], [ %px14.next, %ky17.end ]
+  %82 = mul nsw i64 %f1221, 10816
+  %83 = add nsw i64 115776, %82
+  %84 = mul nsw i64 %j1120, 169
+  %85 = add nsw i64 %83, %84
+  %86 = mul nsw i64 %py1322, 26
+  %87 = mul nsw i64 %px1423, 2
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %85, %88
+  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena24, align 4
+  %91 = add nsw i64 36, %f1221
+  %params25 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params25, align 4
+  %93 = fadd float %90, %92
+  store float %93, ptr %best15, align 4
+  %94 = mul nsw i64 %py1322, 26
+  %95 = mul nsw i64 %px1423, 2
+  %96 = add nsw i64 %94, %95
+  %97 = sitofp i64 %96 to float
+  store float %97, ptr %bi16, align 4
+  br label %ky17
+
+px14.end:                                         ; preds = %ky17.end
+  %py13.next = add nsw i64 %py1322, 1
+  %98 = icmp slt i64 %py13.next, 6
+  br i1 %98, label %py13, label %py13.end
+
+ky17:                                             ; preds = %kx18.end, %px14
+  %ky1726 = phi i64 [ 0, %px14 ], [ %ky17.next, %kx18.end ]
+  br label %kx18
+
+ky17.end:                                         ; preds = %kx18.end
+  %best1538 = load float, ptr %best15, align 4
+  %99 = fcmp ogt float %best1538, 0.000000e+00
+  %best1539 = load float, ptr %best15, align 4
+  %100 = select i1 %99, float %best1539, float 0.000000e+00
+  %101 = mul nsw i64 %g11, 64
+  %102 = add nsw i64 %101, %j1120
+  %103 = mul nsw i64 %102, 144
+  %104 = mul nsw i64 %f1221, 36
+  %105 = add nsw i64 %103, %104
+  %106 = mul nsw i64 %py1322, 6
+  %107 = add nsw i64 %105, %106
+  %108 = add nsw i64 %107, %px1423
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %108
+  store float %100, ptr %arena40, align 4
+  %bi1641 = load float, ptr %bi16, align 4
+  %109 = mul nsw i64 %g11, 64
+  %110 = add nsw i64 %109, %j1120
+  %111 = mul nsw i64 %110, 144
+  %112 = mul nsw i64 %f1221, 36
+  %113 = add nsw i64 %111, %112
+  %114 = mul nsw i64 %py1322, 6
+  %115 = add nsw i64 %113, %114
+  %116 = add nsw i64 %115, %px1423
+  %117 = add nsw i64 9216, %116
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %117
+  store float %bi1641, ptr %arena42, align 4
+  %px14.next = add nsw i64 %px1423, 1
+  %118 = icmp slt i64 %px14.next, 6
+  br i1 %118, label %px14, label %px14.end
+
+kx18:                                             ; preds = %kx18, %ky17
+  %kx1827 = phi i64 [ 0, %ky17 ], [ %kx18.next, %kx18 ]
+  %119 = mul nsw i64 %f1221, 10816
+  %120 = add nsw i64 115776, %119
+  %121 = mul nsw i64 %j1120, 169
+  %122 = add nsw i64 %120, %121
+  %123 = mul nsw i64 %py1322, 26
+  %124 = mul nsw i64 %px1423, 2
+  %125 = add nsw i64 %123, %124
+  %126 = mul nsw i64 %ky1726, 13
+  %127 = add nsw i64 %125, %126
+  %128 = add nsw i64 %127, %kx1827
+  %129 = add nsw i64 %122, %128
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %129
+  %130 = load float, ptr %arena28, align 4
+  %131 = add nsw i64 36, %f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params29, align 4
+  %133 = fadd float %130, %132
+  %best1530 = load float, ptr %best15, align 4
+  %134 = fcmp ogt float %133, %best1530
+  %135 = mul nsw i64 %py1322, 26
+  %136 = mul nsw i64 %px1423, 2
+  %137 = add nsw i64 %135, %136
+  %138 = mul nsw i64 %ky1726, 13
+  %139 = add nsw i64 %137, %138
+  %140 = add nsw i64 %139, %kx1827
+  %141 = sitofp i64 %140 to float
+  %bi1631 = load float, ptr %bi16, align 4
+  %142 = select i1 %134, float %141, float %bi1631
+  store float %142, ptr %bi16, align 4
+  %143 = mul nsw i64 %f1221, 10816
+  %144 = add nsw i64 115776, %143
+  %145 = mul nsw i64 %j1120, 169
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %py1322, 26
+  %148 = mul nsw i64 %px1423, 2
+  %149 = add nsw i64 %147, %148
+  %150 = mul nsw i64 %ky1726, 13
+  %151 = add nsw i64 %149, %150
+  %152 = add nsw i64 %151, %kx1827
+  %153 = add nsw i64 %146, %152
+  %arena32 = getelementptr inbounds float, ptr %arena, i64 %153
+  %154 = load float, ptr %arena32, align 4
+  %155 = add nsw i64 36, %f1221
+  %params33 = getelementptr inbounds float, ptr %params, i64 %155
+  %156 = load float, ptr %params33, align 4
+  %157 = fadd float %154, %156
+  %best1534 = load float, ptr %best15, align 4
+  %158 = fcmp ogt float %157, %best1534
+  %159 = mul nsw i64 %f1221, 10816
+  %160 = add nsw i64 115776, %159
+  %161 = mul nsw i64 %j1120, 169
+  %162 = add nsw i64 %160, %161
+  %163 = mul nsw i64 %py1322, 26
+  %164 = mul nsw i64 %px1423, 2
+  %165 = add nsw i64 %163, %164
+  %166 = mul nsw i64 %ky1726, 13
+  %167 = add nsw i64 %165, %166
+  %168 = add nsw i64 %167, %kx1827
+  %169 = add nsw i64 %162, %168
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %169
+  %170 = load float, ptr %arena35, align 4
+  %171 = add nsw i64 36, %f1221
+  %params36 = getelementptr inbounds float, ptr %params, i64 %171
+  %172 = load float, ptr %params36, align 4
+  %173 = fadd float %170, %172
+  %best1537 = load float, ptr %best15, align 4
+  %174 = select i1 %158, float %173, float %best1537
+  store float %174, ptr %best15, align 4
+  %kx18.next = add nsw i64 %kx1827, 1
+  %175 = icmp slt i64 %kx18.next, 2
+  br i1 %175, label %kx18, label %kx18.end
+
+kx18.end:                                         ; preds = %kx18
+  %ky17.next = add nsw i64 %ky1726, 1
+  %176 = icmp slt i64 %ky17.next, 2
+  br i1 %176, label %ky17, label %ky17.end
+
+n19:                                              ; preds = %u20.end, %g1.end
+  %n1946 = phi i64 [ 0, %g1.end ], [ %n19.next, %u20.end ]
+  br label %u20
+
+n19.end:                                          ; preds = %u20.end
   ret void
 
-u15:                                              ; preds = %u15, %n14
-  %u1538 = phi i64 [ 0, %n14 ], [ %u15.next, %u15 ]
-  %110 = mul nsw i64 %n1437, 10
-  %111 = add nsw i64 9216, %110
-  %112 = add nsw i64 %111, %u1538
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena39, align 4
-  %114 = add nsw i64 1480, %u1538
-  %params40 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params40, align 4
-  %116 = fadd float %113, %115
-  %117 = mul nsw i64 %n1437, 10
-  %118 = add nsw i64 9216, %117
-  %119 = add nsw i64 %118, %u1538
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %119
-  store float %116, ptr %arena41, align 4
-  %u15.next = add nsw i64 %u1538, 1
-  %120 = icmp slt i64 %u15.next, 10
-  br i1 %120, label %u15, label %u15.end
+u20:                                              ; preds = %u20, %n19
+  %u2047 = phi i64 [ 0, %n19 ], [ %u20.next, %u20 ]
+  %177 = mul nsw i64 %n1946, 10
+  %178 = add nsw i64 9216, %177
+  %179 = add nsw i64 %178, %u2047
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %179
+  %180 = load float, ptr %arena48, align 4
+  %181 = add nsw i64 1480, %u2047
+  %params49 = getelementptr inbounds float, ptr %params, i64 %181
+  %182 = load float, ptr %params49, align 4
+  %183 = fadd float %180, %182
+  %184 = mul nsw i64 %n1946, 10
+  %185 = add nsw i64 9216, %184
+  %186 = add nsw i64 %185, %u2047
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %186
+  store float %183, ptr %arena50, align 4
+  %u20.next = add nsw i64 %u2047, 1
+  %187 = icmp slt i64 %u20.next, 10
+  br i1 %187, label %u20, label %u20.end
 
-u15.end:                                          ; preds = %u15
-  %n14.next = add nsw i64 %n1437, 1
-  %121 = icmp slt i64 %n14.next, 64
-  br i1 %121, label %n14, label %n14.end
+u20.end:                                          ; preds = %u20
+  %n19.next = add nsw i64 %n1946, 1
+  %188 = icmp slt i64 %n19.next, 64
+  br i1 %188, label %n19, label %n19.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -40,32 +40,44 @@ public func tiny_train_b64(
   let labels = labels.unsafelyUnwrapped
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
           for oy5 in 0..<13 {
             for ox6 in 0..<13 {
-              arena[(((18432 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 169)) &+ (oy5 &* 13)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &* 2) &+ ky3) &* 28)) &+ ((ox6 &* 2) &+ kx4))]
+              arena[((((18432 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 10816)) &+ (j2 &* 169)) &+ (oy5 &* 13)) &+ ox6)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy5 &* 2) &+ ky4) &* 28)) &+ (ox6 &* 2))]
+            }
+          }
+          for oy7 in 0..<13 {
+            for ox8 in 0..<13 {
+              arena[((((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 10816)) &+ (j2 &* 169)) &+ (oy7 &* 13)) &+ ox8)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy7 &* 2) &+ ky4) &* 28)) &+ ((ox8 &* 2) &+ 1))]
+            }
+          }
+          for oy9 in 0..<13 {
+            for ox10 in 0..<13 {
+              arena[((((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 10816)) &+ (j2 &* 169)) &+ (oy9 &* 13)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy9 &* 2) &+ ky4) &* 28)) &+ ((ox10 &* 2) &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 4, 169, 9, 1, params + 0, 9, arena + 18432, 169, Float(bitPattern: 0x0), arena + 19953, 169)
-    for f7 in 0..<4 {
-      for py8 in 0..<6 {
-        for px9 in 0..<6 {
-          var best10: Float = (arena[((19953 &+ (f7 &* 169)) &+ ((py8 &* 26) &+ (px9 &* 2)))] + params[(36 &+ f7)])
-          var bi11: Float = Float(((py8 &* 26) &+ (px9 &* 2)))
-          for ky12 in 0..<2 {
-            for kx13 in 0..<2 {
-              bi11 = ((arena[((19953 &+ (f7 &* 169)) &+ ((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13))] + params[(36 &+ f7)]) > best10 ? Float(((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13)) : bi11)
-              best10 = ((arena[((19953 &+ (f7 &* 169)) &+ ((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13))] + params[(36 &+ f7)]) > best10 ? (arena[((19953 &+ (f7 &* 169)) &+ ((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13))] + params[(36 &+ f7)]) : best10)
+    sgemm(101, 111, 111, 4, 10816, 9, 1, params + 0, 9, arena + 18432, 10816, Float(bitPattern: 0x0), arena + 115776, 10816)
+    for j11 in 0..<64 {
+      for f12 in 0..<4 {
+        for py13 in 0..<6 {
+          for px14 in 0..<6 {
+            var best15: Float = (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)])
+            var bi16: Float = Float(((py13 &* 26) &+ (px14 &* 2)))
+            for ky17 in 0..<2 {
+              for kx18 in 0..<2 {
+                bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18)) : bi16)
+                best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) : best15)
+              }
             }
+            arena[((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14)] = (best15 > Float(0) ? best15 : Float(0))
+            arena[(9216 &+ ((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14))] = bi16
           }
-          arena[((((img1 &* 144) &+ (f7 &* 36)) &+ (py8 &* 6)) &+ px9)] = (best10 > Float(0) ? best10 : Float(0))
-          arena[(9216 &+ ((((img1 &* 144) &+ (f7 &* 36)) &+ (py8 &* 6)) &+ px9))] = bi11
         }
       }
     }
@@ -73,30 +85,17 @@ public func tiny_train_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 18432, 10)
-  for n14 in 0..<64 {
-    do {  // SIMD16 over u15
-      var u15 = 0
-      while u15 < 10 {
-        arena[((18432 &+ (n14 &* 10)) &+ u15)] = (arena[((18432 &+ (n14 &* 10)) &+ u15)] + params[(1480 &+ u15)])
-        u15 &+= 1
+  for n19 in 0..<64 {
+    do {  // SIMD16 over u20
+      var u20 = 0
+      while u20 < 10 {
+        arena[((18432 &+ (n19 &* 10)) &+ u20)] = (arena[((18432 &+ (n19 &* 10)) &+ u20)] + params[(1480 &+ u20)])
+        u20 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc1, label)
-  var total16: Float = Float(0)
-  for n17 in 0..<64 {
-    var m18: Float = arena[(18432 &+ (n17 &* 10))]
-    for k20 in 0..<10 {
-      m18 = { let x = m18, y = arena[((18432 &+ (n17 &* 10)) &+ k20)]; return y > x ? y : x }()
-    }
-    var s19: Float = Float(0)
-    for k21 in 0..<10 {
-      s19 = (s19 + expf((arena[((18432 &+ (n17 &* 10)) &+ k21)] - m18)))
-    }
-    total16 = (total16 + ((m18 + logf(s19)) - arena[((18432 &+ (n17 &* 10)) &+ Int(labels[n17]))]))
-  }
-  arena[19072] = (total16 / Float(64))
-  // fc1_grad = cross_entropy_grad(fc1, label)
+  var total21: Float = Float(0)
   for n22 in 0..<64 {
     var m23: Float = arena[(18432 &+ (n22 &* 10))]
     for k25 in 0..<10 {
@@ -106,100 +105,138 @@ public func tiny_train_b64(
     for k26 in 0..<10 {
       s24 = (s24 + expf((arena[((18432 &+ (n22 &* 10)) &+ k26)] - m23)))
     }
-    for k27 in 0..<10 {
-      arena[((19088 &+ (n22 &* 10)) &+ k27)] = ((k27 == Int(labels[n22]) ? ((expf((arena[((18432 &+ (n22 &* 10)) &+ k27)] - m23)) / s24) - Float(1)) : (expf((arena[((18432 &+ (n22 &* 10)) &+ k27)] - m23)) / s24)) / Float(64))
+    total21 = (total21 + ((m23 + logf(s24)) - arena[((18432 &+ (n22 &* 10)) &+ Int(labels[n22]))]))
+  }
+  arena[19072] = (total21 / Float(64))
+  // fc1_grad = cross_entropy_grad(fc1, label)
+  for n27 in 0..<64 {
+    var m28: Float = arena[(18432 &+ (n27 &* 10))]
+    for k30 in 0..<10 {
+      m28 = { let x = m28, y = arena[((18432 &+ (n27 &* 10)) &+ k30)]; return y > x ? y : x }()
+    }
+    var s29: Float = Float(0)
+    for k31 in 0..<10 {
+      s29 = (s29 + expf((arena[((18432 &+ (n27 &* 10)) &+ k31)] - m28)))
+    }
+    for k32 in 0..<10 {
+      arena[((19088 &+ (n27 &* 10)) &+ k32)] = ((k32 == Int(labels[n27]) ? ((expf((arena[((18432 &+ (n27 &* 10)) &+ k32)] - m28)) / s29) - Float(1)) : (expf((arena[((18432 &+ (n27 &* 10)) &+ k32)] - m28)) / s29)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 10, 144, 64, 1, arena + 19088, 10, arena + 0, 144, Float(bitPattern: 0x0), grads + 40, 144)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u28 in 0..<10 {
-    var acc29: Float = Float(0)
-    for n30 in 0..<64 {
-      acc29 = (acc29 + arena[((19088 &+ (n30 &* 10)) &+ u28)])
+  for u33 in 0..<10 {
+    var acc34: Float = Float(0)
+    for n35 in 0..<64 {
+      acc34 = (acc34 + arena[((19088 &+ (n35 &* 10)) &+ u33)])
     }
-    grads[(1480 &+ u28)] = acc29
+    grads[(1480 &+ u33)] = acc34
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i31
-    var i31 = 0
-    while i31 &+ 16 <= 43264 {
-      store16(arena, 28944 &+ i31, SIMD16<Float>(repeating: Float(0)))
-      i31 &+= 16
+  do {  // SIMD16 over i36
+    var i36 = 0
+    while i36 &+ 16 <= 43264 {
+      store16(arena, 28944 &+ i36, SIMD16<Float>(repeating: Float(0)))
+      i36 &+= 16
     }
-    while i31 < 43264 {
-      arena[(28944 &+ i31)] = Float(0)
-      i31 &+= 1
+    while i36 < 43264 {
+      arena[(28944 &+ i36)] = Float(0)
+      i36 &+= 1
     }
   }
-  for q32 in 0..<256 {
-    for i33 in 0..<36 {
-      if arena[((q32 &* 36) &+ i33)] > Float(0) {
-        arena[((28944 &+ (q32 &* 169)) &+ Int(arena[(9216 &+ ((q32 &* 36) &+ i33))]))] += arena[(19728 &+ ((q32 &* 36) &+ i33))]
+  for q37 in 0..<256 {
+    for i38 in 0..<36 {
+      if arena[((q37 &* 36) &+ i38)] > Float(0) {
+        arena[((28944 &+ (q37 &* 169)) &+ Int(arena[(9216 &+ ((q37 &* 36) &+ i38))]))] += arena[(19728 &+ ((q37 &* 36) &+ i38))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i34
-    var i34 = 0
-    while i34 &+ 16 <= 36 {
-      store16(grads, 0 &+ i34, SIMD16<Float>(repeating: Float(0)))
-      i34 &+= 16
+  do {  // SIMD16 over i39
+    var i39 = 0
+    while i39 &+ 16 <= 36 {
+      store16(grads, 0 &+ i39, SIMD16<Float>(repeating: Float(0)))
+      i39 &+= 16
     }
-    while i34 < 36 {
-      grads[i34] = Float(0)
-      i34 &+= 1
+    while i39 < 36 {
+      grads[i39] = Float(0)
+      i39 &+= 1
     }
   }
-  for img35 in 0..<64 {
-    for c36 in 0..<1 {
-      for ky37 in 0..<3 {
-        for kx38 in 0..<3 {
-          for oy39 in 0..<13 {
-            for ox40 in 0..<13 {
-              arena[(((((((c36 &* 3) &+ ky37) &* 3) &+ kx38) &* 169) &+ (oy39 &* 13)) &+ ox40)] = images[((((img35 &* 784) &+ (c36 &* 784)) &+ (((oy39 &* 2) &+ ky37) &* 28)) &+ ((ox40 &* 2) &+ kx38))]
+  for g40 in 0..<1 {
+    for j41 in 0..<64 {
+      for c42 in 0..<1 {
+        for ky43 in 0..<3 {
+          for oy44 in 0..<13 {
+            for ox45 in 0..<13 {
+              arena[((((72208 &+ ((((c42 &* 3) &+ ky43) &* 3) &* 10816)) &+ (j41 &* 169)) &+ (oy44 &* 13)) &+ ox45)] = images[((((((g40 &* 64) &+ j41) &* 784) &+ (c42 &* 784)) &+ (((oy44 &* 2) &+ ky43) &* 28)) &+ (ox45 &* 2))]
+            }
+          }
+          for oy46 in 0..<13 {
+            for ox47 in 0..<13 {
+              arena[((((72208 &+ (((((c42 &* 3) &+ ky43) &* 3) &+ 1) &* 10816)) &+ (j41 &* 169)) &+ (oy46 &* 13)) &+ ox47)] = images[((((((g40 &* 64) &+ j41) &* 784) &+ (c42 &* 784)) &+ (((oy46 &* 2) &+ ky43) &* 28)) &+ ((ox47 &* 2) &+ 1))]
+            }
+          }
+          for oy48 in 0..<13 {
+            for ox49 in 0..<13 {
+              arena[((((72208 &+ (((((c42 &* 3) &+ ky43) &* 3) &+ 2) &* 10816)) &+ (j41 &* 169)) &+ (oy48 &* 13)) &+ ox49)] = images[((((((g40 &* 64) &+ j41) &* 784) &+ (c42 &* 784)) &+ (((oy48 &* 2) &+ ky43) &* 28)) &+ ((ox49 &* 2) &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 112, 4, 9, 169, 1, arena + (28944 &+ (img35 &* 676)), 169, arena + 0, 169, Float(bitPattern: 0x3f800000), grads + 0, 9)
-  }
-  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f41 in 0..<4 {
-    var acc42: Float = Float(0)
-    for img43 in 0..<64 {
-      for i44 in 0..<169 {
-        acc42 = (acc42 + arena[(((28944 &+ (img43 &* 676)) &+ (f41 &* 169)) &+ i44)])
+    for j50 in 0..<64 {
+      for f51 in 0..<4 {
+        do {  // SIMD16 over i52
+          var i52 = 0
+          while i52 &+ 16 <= 169 {
+            store16(arena, ((169552 &+ (f51 &* 10816)) &+ (j50 &* 169)) &+ i52, load16(arena, ((28944 &+ (((g40 &* 64) &+ j50) &* 676)) &+ (f51 &* 169)) &+ i52))
+            i52 &+= 16
+          }
+          while i52 < 169 {
+            arena[(((169552 &+ (f51 &* 10816)) &+ (j50 &* 169)) &+ i52)] = arena[(((28944 &+ (((g40 &* 64) &+ j50) &* 676)) &+ (f51 &* 169)) &+ i52)]
+            i52 &+= 1
+          }
+        }
       }
     }
-    grads[(36 &+ f41)] = acc42
+    sgemm(101, 111, 112, 4, 9, 10816, 1, arena + 169552, 10816, arena + 72208, 10816, Float(bitPattern: 0x3f800000), grads + 0, 9)
+  }
+  // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
+  for f53 in 0..<4 {
+    var acc54: Float = Float(0)
+    for img55 in 0..<64 {
+      for i56 in 0..<169 {
+        acc54 = (acc54 + arena[(((28944 &+ (img55 &* 676)) &+ (f53 &* 169)) &+ i56)])
+      }
+    }
+    grads[(36 &+ f53)] = acc54
   }
   // adam update of 1490 parameters
-  var step_size45: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt46: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i47
-    var i47 = 0
-    while i47 &+ 16 <= 1490 {
-      let g_v = (load16(grads, 0 &+ i47) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i47)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i47)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i47)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i47, m_new_v)
-      store16(v, 0 &+ i47, v_new_v)
-      store16(params, 0 &+ i47, (load16(params, 0 &+ i47) - ((SIMD16<Float>(repeating: step_size45) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt46)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i47 &+= 16
+  var step_size57: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt58: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i59
+    var i59 = 0
+    while i59 &+ 16 <= 1490 {
+      let g_v = (load16(grads, 0 &+ i59) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i59)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i59)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i59)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i59, m_new_v)
+      store16(v, 0 &+ i59, v_new_v)
+      store16(params, 0 &+ i59, (load16(params, 0 &+ i59) - ((SIMD16<Float>(repeating: step_size57) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt58)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i59 &+= 16
     }
-    while i47 < 1490 {
-      var g: Float = (grads[i47] + (Float(0) * params[i47]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i47]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i47]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i47] = m_new
-      v[i47] = v_new
-      params[i47] = (params[i47] - ((step_size45 * m_new) / ((sqrtf(v_new) / bc2_sqrt46) + Float(bitPattern: 0x322bcc77))))
-      i47 &+= 1
+    while i59 < 1490 {
+      var g: Float = (grads[i59] + (Float(0) * params[i59]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i59]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i59]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i59] = m_new
+      v[i59] = v_new
+      params[i59] = (params[i59] - ((step_size57 * m_new) / ((sqrtf(v_new) / bc2_sqrt58) + Float(bitPattern: 0x322bcc77))))
+      i59 &+= 1
     }
   }
 }
@@ -215,32 +252,44 @@ public func tiny_infer_b64(
   let images = UnsafeMutablePointer(mutating: images.unsafelyUnwrapped)
   _ = (lr, step, seed)
   // conv1 = conv2d_relu_maxpool(image)
-  for img1 in 0..<64 {
-    for c2 in 0..<1 {
-      for ky3 in 0..<3 {
-        for kx4 in 0..<3 {
+  for g1 in 0..<1 {
+    for j2 in 0..<64 {
+      for c3 in 0..<1 {
+        for ky4 in 0..<3 {
           for oy5 in 0..<13 {
             for ox6 in 0..<13 {
-              arena[(((18432 &+ (((((c2 &* 3) &+ ky3) &* 3) &+ kx4) &* 169)) &+ (oy5 &* 13)) &+ ox6)] = images[((((img1 &* 784) &+ (c2 &* 784)) &+ (((oy5 &* 2) &+ ky3) &* 28)) &+ ((ox6 &* 2) &+ kx4))]
+              arena[((((18432 &+ ((((c3 &* 3) &+ ky4) &* 3) &* 10816)) &+ (j2 &* 169)) &+ (oy5 &* 13)) &+ ox6)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy5 &* 2) &+ ky4) &* 28)) &+ (ox6 &* 2))]
+            }
+          }
+          for oy7 in 0..<13 {
+            for ox8 in 0..<13 {
+              arena[((((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 1) &* 10816)) &+ (j2 &* 169)) &+ (oy7 &* 13)) &+ ox8)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy7 &* 2) &+ ky4) &* 28)) &+ ((ox8 &* 2) &+ 1))]
+            }
+          }
+          for oy9 in 0..<13 {
+            for ox10 in 0..<13 {
+              arena[((((18432 &+ (((((c3 &* 3) &+ ky4) &* 3) &+ 2) &* 10816)) &+ (j2 &* 169)) &+ (oy9 &* 13)) &+ ox10)] = images[((((((g1 &* 64) &+ j2) &* 784) &+ (c3 &* 784)) &+ (((oy9 &* 2) &+ ky4) &* 28)) &+ ((ox10 &* 2) &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 111, 111, 4, 169, 9, 1, params + 0, 9, arena + 18432, 169, Float(bitPattern: 0x0), arena + 19953, 169)
-    for f7 in 0..<4 {
-      for py8 in 0..<6 {
-        for px9 in 0..<6 {
-          var best10: Float = (arena[((19953 &+ (f7 &* 169)) &+ ((py8 &* 26) &+ (px9 &* 2)))] + params[(36 &+ f7)])
-          var bi11: Float = Float(((py8 &* 26) &+ (px9 &* 2)))
-          for ky12 in 0..<2 {
-            for kx13 in 0..<2 {
-              bi11 = ((arena[((19953 &+ (f7 &* 169)) &+ ((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13))] + params[(36 &+ f7)]) > best10 ? Float(((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13)) : bi11)
-              best10 = ((arena[((19953 &+ (f7 &* 169)) &+ ((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13))] + params[(36 &+ f7)]) > best10 ? (arena[((19953 &+ (f7 &* 169)) &+ ((((py8 &* 26) &+ (px9 &* 2)) &+ (ky12 &* 13)) &+ kx13))] + params[(36 &+ f7)]) : best10)
+    sgemm(101, 111, 111, 4, 10816, 9, 1, params + 0, 9, arena + 18432, 10816, Float(bitPattern: 0x0), arena + 115776, 10816)
+    for j11 in 0..<64 {
+      for f12 in 0..<4 {
+        for py13 in 0..<6 {
+          for px14 in 0..<6 {
+            var best15: Float = (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)])
+            var bi16: Float = Float(((py13 &* 26) &+ (px14 &* 2)))
+            for ky17 in 0..<2 {
+              for kx18 in 0..<2 {
+                bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18)) : bi16)
+                best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) : best15)
+              }
             }
+            arena[((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14)] = (best15 > Float(0) ? best15 : Float(0))
+            arena[(9216 &+ ((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14))] = bi16
           }
-          arena[((((img1 &* 144) &+ (f7 &* 36)) &+ (py8 &* 6)) &+ px9)] = (best10 > Float(0) ? best10 : Float(0))
-          arena[(9216 &+ ((((img1 &* 144) &+ (f7 &* 36)) &+ (py8 &* 6)) &+ px9))] = bi11
         }
       }
     }
@@ -248,12 +297,12 @@ public func tiny_infer_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 9216, 10)
-  for n14 in 0..<64 {
-    do {  // SIMD16 over u15
-      var u15 = 0
-      while u15 < 10 {
-        arena[((9216 &+ (n14 &* 10)) &+ u15)] = (arena[((9216 &+ (n14 &* 10)) &+ u15)] + params[(1480 &+ u15)])
-        u15 &+= 1
+  for n19 in 0..<64 {
+    do {  // SIMD16 over u20
+      var u20 = 0
+      while u20 < 10 {
+        arena[((9216 &+ (n19 &* 10)) &+ u20)] = (arena[((9216 &+ (n19 &* 10)) &+ u20)] + params[(1480 &+ u20)])
+        u20 &+= 1
       }
     }
   }

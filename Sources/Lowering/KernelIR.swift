@@ -35,6 +35,7 @@ public indirect enum IExpr: Equatable, Sendable {
     return .add(a, b)
   }
   public static func + (a: IExpr, b: Int) -> IExpr { a + .c(b) }
+  public static func * (a: IExpr, b: IExpr) -> IExpr { .mul(a, b) }
   public static func * (a: IExpr, b: Int) -> IExpr {
     if b == 1 { return a }
     if b == 0 { return .c(0) }

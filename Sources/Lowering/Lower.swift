@@ -129,25 +129,24 @@ struct Emitter {
   }
 }
 
-/// Scratch floats a node's kernel needs (im2col columns, the pre-pool conv plane).
+/// Scratch floats a node's kernel needs: a group's column matrix plus the conv result (forward)
+/// or the gradient moved to GEMM layout (backward).
 func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
+  func geometry(_ a: Conv2DAttrs, _ x: String) -> (ckk: Int, cols: Int, f: Int) {
+    let xd = shapes[x]!.dims
+    let oh = (xd[2] + 2 * a.padding - a.kernel) / a.stride + 1, ow = (xd[3] + 2 * a.padding - a.kernel) / a.stride + 1
+    return (xd[1] * a.kernel * a.kernel, Emitter.group(xd[0]) * oh * ow, a.filters)
+  }
   switch n.op {
   case .conv2d(let a), .conv2dReLU(let a), .conv2dReLUMaxPool(let a, _):
-    let x = shapes[n.args[0]]!.dims
-    let y = try? Conv2D.resultType(a, shapes[n.args[0]]!)
-    let plane = (y?.dims[2] ?? 0) * (y?.dims[3] ?? 0)
-    let col = needsIm2col(a) ? x[1] * a.kernel * a.kernel * plane : 0
-    if case .conv2dReLUMaxPool = n.op { return col + a.filters * plane }
-    return col
+    let g = geometry(a, n.args[0])
+    return (g.ckk + g.f) * g.cols
   case .conv2dGradWeight(let a):
-    let x = shapes[n.args[1]]!.dims, dy = shapes[n.args[0]]!.dims
-    return needsIm2col(a) ? x[1] * a.kernel * a.kernel * dy[2] * dy[3] : 0
+    let g = geometry(a, n.args[1])
+    return (g.ckk + g.f) * g.cols
   case .conv2dGradInput(let a):
-    let x = shapes[n.args[2]]!.dims, dy = shapes[n.args[0]]!.dims
-    return x[1] * a.kernel * a.kernel * dy[2] * dy[3]
+    let g = geometry(a, n.args[2])
+    return (g.ckk + g.f) * g.cols
   default: return 0
   }
 }
-
-/// A 1x1, stride-1, unpadded conv reads its input directly as the column matrix.
-func needsIm2col(_ a: Conv2DAttrs) -> Bool { !(a.kernel == 1 && a.stride == 1 && a.padding == 0) }

@@ -1,107 +1,158 @@
 import GraphIR
 
-/// Convolution as im2col + GEMM per image, with the bias, relu and max-pool epilogue fused
-/// while the conv plane is in cache; its gradients as two GEMMs (weights, columns) plus col2im.
+/// Convolution as im2col + one GEMM per group of images, with the bias, relu and max-pool epilogue
+/// fused into the pass that moves the GEMM result back to NCHW; its gradients as two GEMMs per group
+/// (weights, columns) plus col2im.
+///
+/// Images are processed in groups of G (the largest divisor of the batch up to 64), so a GEMM's
+/// N dimension is G*OH*OW: large enough to run near sgemm peak, while the column buffer stays a few MB
+/// even for inference at batch 1000.
 extension Emitter {
-  /// Copies image `img` of `x` into the column matrix [C*k*k, OH*OW] (zero where padded).
-  mutating func im2col(_ a: Conv2DAttrs, x: Placement, xd: [Int], img: IExpr, col: Placement, oh: Int, ow: Int) -> Stmt {
-    let (c, h, w, k) = (xd[1], xd[2], xd[3], a.kernel)
-    return loop("c", c) { e, ci in [e.loop("ky", k) { e, ky in [e.loop("kx", k) { e, kx in [e.loop("oy", oh) { e, oy in [e.loop("ox", ow) { _, ox in
-      let iy = oy * a.stride + ky + (-a.padding), ix = ox * a.stride + kx + (-a.padding)
-      let dst = IExpr.c(col.offset) + ((ci * k + ky) * k + kx) * (oh * ow) + oy * ow + ox
-      let src = IExpr.c(x.offset) + img * (c * h * w) + ci * (h * w) + iy * w + ix
-      guard a.padding > 0 else { return [.store(col.base, dst, .load(x.base, src))] }
-      let inside = Cond.and(.and(.ilt(.c(-1), iy), .ilt(iy, .c(h))), .and(.ilt(.c(-1), ix), .ilt(ix, .c(w))))
-      return [.store(col.base, dst, .c(0)), .when(inside, [.store(col.base, dst, .load(x.base, src))])]
-    }] }] }] }] }
+  /// The conv's geometry.
+  struct ConvShape {
+    var n: Int, c: Int, h: Int, w: Int, f: Int, k: Int, oh: Int, ow: Int, group: Int
+    var plane: Int { oh * ow }
+    var ckk: Int { c * k * k }
+    /// Columns of one group's GEMM.
+    var cols: Int { group * plane }
+  }
+
+  static func group(_ batch: Int) -> Int { (1...min(batch, 64)).last { batch % $0 == 0 }! }
+
+  func convShape(_ a: Conv2DAttrs, x xd: [Int]) -> ConvShape {
+    let oh = (xd[2] + 2 * a.padding - a.kernel) / a.stride + 1, ow = (xd[3] + 2 * a.padding - a.kernel) / a.stride + 1
+    return ConvShape(n: xd[0], c: xd[1], h: xd[2], w: xd[3], f: a.filters, k: a.kernel, oh: oh, ow: ow, group: Self.group(xd[0]))
+  }
+
+  /// Output positions whose input position `o * stride - padding + kernelOffset` lies in [0, size):
+  /// the range is static once the kernel offset is, so the copy loops carry no bounds checks.
+  static func validRange(_ a: Conv2DAttrs, kernelOffset k: Int, size: Int, outputs: Int) -> Range<Int> {
+    // o * s >= p - k  and  o * s <= size - 1 + p - k
+    let lo = max(0, (a.padding - k + a.stride - 1) / a.stride)
+    let hiValue = size - 1 + a.padding - k
+    let hi = hiValue < 0 ? 0 : min(outputs, hiValue / a.stride + 1)
+    return lo..<max(lo, hi)
+  }
+
+  /// Visits every (ky, kx, oy, ox) whose input pixel exists: rows are checked once each, and kx is
+  /// unrolled so each row's valid column range is a constant and the inner copy has no bounds checks.
+  /// `body(ci, ky, kx, oy, ox, iy, ix)` gives the statements for one element.
+  mutating func patchLoops(_ a: Conv2DAttrs, _ s: ConvShape, _ ci: IExpr,
+                           _ body: (IExpr, IExpr, Int, IExpr, IExpr, IExpr, IExpr) -> [Stmt]) -> [Stmt] {
+    [loop("ky", s.k) { e, ky in
+      var out: [Stmt] = []
+      for kx in 0..<s.k {
+        let xs = Self.validRange(a, kernelOffset: kx, size: s.w, outputs: s.ow)
+        guard !xs.isEmpty else { continue }
+        out.append(e.loop("oy", s.oh) { e, oy in
+          let iy = oy * a.stride + ky + (-a.padding)
+          let row = e.loop("ox", xs.count) { _, vx in
+            let ox = vx + xs.lowerBound
+            return body(ci, ky, kx, oy, ox, iy, ox * a.stride + (kx - a.padding))
+          }
+          return a.padding == 0 ? [row] : [.when(.and(.ilt(.c(-1), iy), .ilt(iy, .c(s.h))), [row])]
+        })
+      }
+      return out
+    }]
+  }
+
+  /// Copies the images of group `g` into the column matrix [C*k*k, G*OH*OW]; padded positions are zeroed first.
+  mutating func im2col(_ a: Conv2DAttrs, _ s: ConvShape, x: Placement, g: IExpr, col: Int) -> Stmt {
+    loop("j", s.group) { e, j in
+      var out: [Stmt] = []
+      if a.padding > 0 {
+        out.append(e.loop("r", s.ckk) { e, r in [e.elementwise(s.plane) { i in .store(.arena, .c(col) + r * s.cols + j * s.plane + i, .c(0)) }] })
+      }
+      out.append(e.loop("c", s.c) { e, ci in
+        e.patchLoops(a, s, ci) { ci, ky, kx, oy, ox, iy, ix in
+          [.store(.arena, .c(col) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + oy * s.ow + ox,
+                  .load(x.base, .c(x.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix))]
+        }
+      })
+      return out
+    }
+  }
+
+  /// Copies group `g` of an NCHW gradient into [F, G*OH*OW] (the GEMM layout).
+  mutating func toGEMMLayout(_ dy: Placement, _ s: ConvShape, g: IExpr, dst: Int) -> Stmt {
+    loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
+      [.store(.arena, .c(dst) + fi * s.cols + j * s.plane + i, .load(dy.base, .c(dy.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i))]
+    }] }] }
   }
 
   mutating func convForward(_ n: Node, _ a: Conv2DAttrs, relu: Bool, pool: PoolAttrs?) {
-    let x = at(n.args[0]), xd = dims(n.args[0])
+    let x = at(n.args[0]), s = convShape(a, x: dims(n.args[0]))
     let w = at("\(n.name).weight")
     let bias = a.bias ? at("\(n.name).bias") : nil
-    let (c, h, wd, k, f) = (xd[1], xd[2], xd[3], a.kernel, a.filters)
-    let oh = (h + 2 * a.padding - k) / a.stride + 1, ow = (wd + 2 * a.padding - k) / a.stride + 1
-    let plane = oh * ow, ckk = c * k * k
     let y = at(n.name)
-    let s = plan.scratch[n.name]
-    let colSize = needsIm2col(a) ? ckk * plane : 0
-    let col = needsIm2col(a) ? Placement(base: .arena, offset: s!.offset, count: colSize) : x
-    let tmp = pool != nil ? Placement(base: .arena, offset: s!.offset + colSize, count: f * plane) : nil
-    body.append(loop("img", xd[0]) { e, img in
-      var out: [Stmt] = []
-      if needsIm2col(a) { out.append(e.im2col(a, x: x, xd: xd, img: img, col: col, oh: oh, ow: ow)) }
-      let colStart = needsIm2col(a) ? IExpr.c(col.offset) : .c(x.offset) + img * (c * h * wd)
-      let dst = tmp.map { IExpr.c($0.offset) } ?? .c(y.offset) + img * (f * plane)
-      out.append(.gemm(Gemm(transA: false, transB: false, m: f, n: plane, k: ckk, a: (.params, .c(w.offset)), lda: ckk,
-                            b: (col.base, colStart), ldb: plane, beta: 0, c: (.arena, dst), ldc: plane)))
+    let scratch = plan.scratch[n.name]!
+    let col = scratch.offset, tmp = scratch.offset + s.ckk * s.cols
+    body.append(loop("g", s.n / s.group) { e, g in
+      var out: [Stmt] = [e.im2col(a, s, x: x, g: g, col: col)]
+      out.append(.gemm(Gemm(transA: false, transB: false, m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), lda: s.ckk,
+                            b: (.arena, .c(col)), ldb: s.cols, beta: 0, c: (.arena, .c(tmp)), ldc: s.cols)))
       func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
       if let p = pool {
         // Pool the biased conv plane; relu(max) == max(relu) and the relu mask is "pooled > 0".
-        let py = (oh - p.size) / p.stride + 1, px = (ow - p.size) / p.stride + 1
+        let py = (s.oh - p.size) / p.stride + 1, px = (s.ow - p.size) / p.stride + 1
         let argmax = e.at("\(n.name).argmax")
-        out.append(e.loop("f", f) { e, fi in [e.loop("py", py) { e, yy in [e.loop("px", px) { e, xx in
+        out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("py", py) { e, yy in [e.loop("px", px) { e, xx in
           let best = e.fresh("best"), bi = e.fresh("bi")
-          let first = yy * (p.stride * ow) + xx * p.stride
-          var inner: [Stmt] = [.local(best, biased(.load(.arena, .c(tmp!.offset) + fi * plane + first), fi)), .local(bi, .ofInt(first))]
+          let first = yy * (p.stride * s.ow) + xx * p.stride
+          let plane = IExpr.c(tmp) + fi * s.cols + j * s.plane
+          var inner: [Stmt] = [.local(best, biased(.load(.arena, plane + first), fi)), .local(bi, .ofInt(first))]
           inner.append(e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in
-            let idx = first + ky * ow + kx
-            let v = biased(.load(.arena, .c(tmp!.offset) + fi * plane + idx), fi)
+            let idx = first + ky * s.ow + kx
+            let v = biased(.load(.arena, plane + idx), fi)
             return [.set(bi, .select(.fgt(v, .local(best)), .ofInt(idx), .local(bi))),
                     .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
           }] })
-          let o = img * (f * py * px) + fi * (py * px) + yy * px + xx
+          let o = (g * s.group + j) * (s.f * py * px) + fi * (py * px) + yy * px + xx
           inner.append(.store(y.base, .c(y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))))
           inner.append(.store(argmax.base, .c(argmax.offset) + o, .local(bi)))
           return inner
+        }] }] }] })
+      } else {
+        out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
+          let v = biased(.load(.arena, .c(tmp) + fi * s.cols + j * s.plane + i), fi)
+          return [.store(y.base, .c(y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
+                         relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
         }] }] })
-      } else if bias != nil || relu {
-        out.append(e.loop("f", f) { e, fi in [e.loop("i", plane) { _, i in
-          let idx = IExpr.c(y.offset) + img * (f * plane) + fi * plane + i
-          let v = biased(.load(.arena, idx), fi)
-          return [.store(.arena, idx, relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
-        }] })
       }
       return out
     })
   }
 
   mutating func convGradWeight(_ n: Node, _ a: Conv2DAttrs) {
-    let dy = at(n.args[0]), dyd = dims(n.args[0]), x = at(n.args[1]), xd = dims(n.args[1])
+    let dy = at(n.args[0]), x = at(n.args[1]), s = convShape(a, x: dims(n.args[1]))
     let dw = at(n.name)
-    let (c, k, f) = (xd[1], a.kernel, a.filters)
-    let plane = dyd[2] * dyd[3], ckk = c * k * k
+    let scratch = plan.scratch[n.name]!
+    let col = scratch.offset, dyT = scratch.offset + s.ckk * s.cols
     body.append(zero(dw))
-    let col = needsIm2col(a) ? plan.scratch[n.name]! : x
-    body.append(loop("img", xd[0]) { e, img in
-      var out: [Stmt] = []
-      if needsIm2col(a) { out.append(e.im2col(a, x: x, xd: xd, img: img, col: col, oh: dyd[2], ow: dyd[3])) }
-      let colStart = needsIm2col(a) ? IExpr.c(col.offset) : .c(x.offset) + img * (c * xd[2] * xd[3])
-      out.append(.gemm(Gemm(transA: false, transB: true, m: f, n: ckk, k: plane, a: (dy.base, .c(dy.offset) + img * (f * plane)), lda: plane,
-                            b: (col.base, colStart), ldb: plane, beta: 1, c: (dw.base, .c(dw.offset)), ldc: ckk)))
-      return out
+    body.append(loop("g", s.n / s.group) { e, g in
+      [e.im2col(a, s, x: x, g: g, col: col), e.toGEMMLayout(dy, s, g: g, dst: dyT),
+       .gemm(Gemm(transA: false, transB: true, m: s.f, n: s.ckk, k: s.cols, a: (.arena, .c(dyT)), lda: s.cols,
+                  b: (.arena, .c(col)), ldb: s.cols, beta: 1, c: (dw.base, .c(dw.offset)), ldc: s.ckk))]
     })
   }
 
   mutating func convGradInput(_ n: Node, _ a: Conv2DAttrs) {
-    let dy = at(n.args[0]), dyd = dims(n.args[0]), w = at(n.args[1]), xd = dims(n.args[2])
+    let dy = at(n.args[0]), w = at(n.args[1]), s = convShape(a, x: dims(n.args[2]))
     let dx = at(n.name)
-    let (c, h, wd, k, f) = (xd[1], xd[2], xd[3], a.kernel, a.filters)
-    let (oh, ow) = (dyd[2], dyd[3])
-    let plane = oh * ow, ckk = c * k * k
-    let dcol = plan.scratch[n.name]!
+    let scratch = plan.scratch[n.name]!
+    let dcol = scratch.offset, dyT = scratch.offset + s.ckk * s.cols
     body.append(zero(dx))
-    body.append(loop("img", xd[0]) { e, img in
-      [.gemm(Gemm(transA: true, transB: false, m: ckk, n: plane, k: f, a: (w.base, .c(w.offset)), lda: ckk,
-                  b: (dy.base, .c(dy.offset) + img * (f * plane)), ldb: plane, beta: 0, c: (.arena, .c(dcol.offset)), ldc: plane)),
-       e.loop("c", c) { e, ci in [e.loop("ky", k) { e, ky in [e.loop("kx", k) { e, kx in [e.loop("oy", oh) { e, oy in [e.loop("ox", ow) { _, ox in
-         let iy = oy * a.stride + ky + (-a.padding), ix = ox * a.stride + kx + (-a.padding)
-         let src = IExpr.c(dcol.offset) + ((ci * k + ky) * k + kx) * plane + oy * ow + ox
-         let dst = IExpr.c(dx.offset) + img * (c * h * wd) + ci * (h * wd) + iy * wd + ix
-         let acc = Stmt.accumulate(dx.base, dst, .load(.arena, src))
-         guard a.padding > 0 else { return [acc] }
-         return [.when(.and(.and(.ilt(.c(-1), iy), .ilt(iy, .c(h))), .and(.ilt(.c(-1), ix), .ilt(ix, .c(wd)))), [acc])]
-       }] }] }] }] }]
+    body.append(loop("g", s.n / s.group) { e, g in
+      [e.toGEMMLayout(dy, s, g: g, dst: dyT),
+       .gemm(Gemm(transA: true, transB: false, m: s.ckk, n: s.cols, k: s.f, a: (w.base, .c(w.offset)), lda: s.ckk,
+                  b: (.arena, .c(dyT)), ldb: s.cols, beta: 0, c: (.arena, .c(dcol)), ldc: s.cols)),
+       e.loop("j", s.group) { e, j in [e.loop("c", s.c) { e, ci in
+         e.patchLoops(a, s, ci) { ci, ky, kx, oy, ox, iy, ix in
+           [.accumulate(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix,
+                        .load(.arena, .c(dcol) + ((ci * s.k + ky) * s.k + .c(kx)) * s.cols + j * s.plane + oy * s.ow + ox))]
+         }
+       }] }]
     })
   }
 

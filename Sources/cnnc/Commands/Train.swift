@@ -85,8 +85,10 @@ struct Train: ParsableCommand {
       options.patience = patience
       options.maxSteps = steps
       if jit || backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), inferenceBatches: [options.evalBatch])
-        print(String(format: "jit: lowered, optimised and compiled in %.3f s", b.compileSeconds))
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler())
+        let c = b.compiler
+        print(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (O3) %.3f s, codegen %.3f s)", b.compileSeconds,
+                     b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, c.optimizeSeconds, c.codegenSeconds))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
