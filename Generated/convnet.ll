@@ -4,2150 +4,2150 @@ source_filename = "convnet"
 
 define void @convnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %v_new = alloca float, align 4
-  %m_new = alloca float, align 4
-  %g = alloca float, align 4
-  %bc2_sqrt118 = alloca float, align 4
-  %step_size117 = alloca float, align 4
-  %acc114 = alloca float, align 4
-  %acc79 = alloca float, align 4
-  %acc57 = alloca float, align 4
-  %acc53 = alloca float, align 4
-  %s48 = alloca float, align 4
-  %m47 = alloca float, align 4
-  %s43 = alloca float, align 4
-  %m42 = alloca float, align 4
-  %total40 = alloca float, align 4
-  %bi33 = alloca float, align 4
-  %best32 = alloca float, align 4
-  br label %g1
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt118 = alloca float, align 4
+  %adam.step_size117 = alloca float, align 4
+  %conv1_bias_grad.acc114 = alloca float, align 4
+  %conv2_bias_grad.acc79 = alloca float, align 4
+  %fc1_bias_grad.acc57 = alloca float, align 4
+  %fc2_bias_grad.acc53 = alloca float, align 4
+  %fc2_grad.s48 = alloca float, align 4
+  %fc2_grad.m47 = alloca float, align 4
+  %loss.s43 = alloca float, align 4
+  %loss.m42 = alloca float, align 4
+  %loss.total40 = alloca float, align 4
+  %conv2.bi33 = alloca float, align 4
+  %conv2.best32 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j13.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j13.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j13.end
-  br label %g16
+conv1.g1.end:                                     ; preds = %conv1.j13.end
+  br label %conv2.g16
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params24 = getelementptr inbounds float, ptr %params, i64 0
   %arena25 = getelementptr inbounds float, ptr %arena, i64 1605632
   %arena26 = getelementptr inbounds float, ptr %arena, i64 2057216
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
-  br label %j13
+  br label %conv1.j13
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 1605632, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 9
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy11.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy11.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy11.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy11.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy11.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -1
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 1
+  %26 = add nsw i64 %conv1.ox89, 1
   %27 = add nsw i64 %26, -1
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 3
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 3
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 3
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 1605632, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 1
+  %39 = add nsw i64 %conv1.ox89, 1
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 27
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -1
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -1
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -1
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %58, %ox1015
+  %59 = add nsw i64 %58, %conv1.ox1015
   %images16 = getelementptr inbounds float, ptr %images, i64 %59
   %60 = load float, ptr %images16, align 4
-  %61 = mul nsw i64 %c56, 3
-  %62 = add nsw i64 %61, %ky67
+  %61 = mul nsw i64 %conv1.c56, 3
+  %62 = add nsw i64 %61, %conv1.ky67
   %63 = mul nsw i64 %62, 3
   %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 50176
   %66 = add nsw i64 1605632, %65
-  %67 = mul nsw i64 %j22, 784
+  %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
-  %69 = mul nsw i64 %oy912, 28
+  %69 = mul nsw i64 %conv1.oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %ox1015
+  %71 = add nsw i64 %70, %conv1.ox1015
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %72 = icmp slt i64 %ox10.next, 28
-  br i1 %72, label %ox10, label %ox10.end
+  br i1 %72, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %73 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %73 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %74 = add nsw i64 %73, -1
   %75 = icmp slt i64 -1, %74
-  %76 = add nsw i64 %oy1118, %ky67
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 %77, 28
   %79 = and i1 %75, %78
-  br i1 %79, label %then19, label %endif20
+  br i1 %79, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %80 = icmp slt i64 %ky6.next, 3
-  br i1 %80, label %ky6, label %ky6.end
+  br i1 %80, label %conv1.ky6, label %conv1.ky6.end
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %81 = icmp slt i64 %oy11.next, 28
-  br i1 %81, label %oy11, label %oy11.end
+  br i1 %81, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %82 = mul nsw i64 %g11, 64
-  %83 = add nsw i64 %82, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %82 = mul nsw i64 %conv1.g11, 64
+  %83 = add nsw i64 %82, %conv1.j22
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %c56, 784
+  %85 = mul nsw i64 %conv1.c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %oy1118, %ky67
+  %87 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %ox1221, 1
+  %91 = add nsw i64 %conv1.ox1221, 1
   %92 = add nsw i64 %90, %91
   %images22 = getelementptr inbounds float, ptr %images, i64 %92
   %93 = load float, ptr %images22, align 4
-  %94 = mul nsw i64 %c56, 3
-  %95 = add nsw i64 %94, %ky67
+  %94 = mul nsw i64 %conv1.c56, 3
+  %95 = add nsw i64 %94, %conv1.ky67
   %96 = mul nsw i64 %95, 3
   %97 = add nsw i64 %96, 2
   %98 = mul nsw i64 %97, 50176
   %99 = add nsw i64 1605632, %98
-  %100 = mul nsw i64 %j22, 784
+  %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %oy1118, 28
+  %102 = mul nsw i64 %conv1.oy1118, 28
   %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %ox1221
+  %104 = add nsw i64 %103, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %105 = icmp slt i64 %ox12.next, 27
-  br i1 %105, label %ox12, label %ox12.end
+  br i1 %105, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-j13:                                              ; preds = %f14.end, %j2.end
-  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
-  br label %f14
+conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
+  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
+  br label %conv1.f14
 
-j13.end:                                          ; preds = %f14.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j13.end:                                    ; preds = %conv1.f14.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %g1, label %g1.end
+  br i1 %106, label %conv1.g1, label %conv1.g1.end
 
-f14:                                              ; preds = %i15.end, %j13
-  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %i15.end ]
-  br label %i15
+conv1.f14:                                        ; preds = %conv1.i15.end, %conv1.j13
+  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.i15.end ]
+  br label %conv1.i15
 
-f14.end:                                          ; preds = %i15.end
-  %j13.next = add nsw i64 %j1327, 1
+conv1.f14.end:                                    ; preds = %conv1.i15.end
+  %j13.next = add nsw i64 %conv1.j1327, 1
   %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %j13, label %j13.end
+  br i1 %107, label %conv1.j13, label %conv1.j13.end
 
-i15:                                              ; preds = %i15, %f14
-  %i1529 = phi i64 [ 0, %f14 ], [ %i15.next, %i15 ]
-  %108 = mul nsw i64 %f1428, 50176
+conv1.i15:                                        ; preds = %conv1.i15, %conv1.f14
+  %conv1.i1529 = phi i64 [ 0, %conv1.f14 ], [ %i15.next, %conv1.i15 ]
+  %108 = mul nsw i64 %conv1.f1428, 50176
   %109 = add nsw i64 2057216, %108
-  %110 = mul nsw i64 %j1327, 784
+  %110 = mul nsw i64 %conv1.j1327, 784
   %111 = add nsw i64 %109, %110
-  %112 = add nsw i64 %111, %i1529
+  %112 = add nsw i64 %111, %conv1.i1529
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %112
   %113 = load float, ptr %arena30, align 4
-  %114 = add nsw i64 288, %f1428
+  %114 = add nsw i64 288, %conv1.f1428
   %params31 = getelementptr inbounds float, ptr %params, i64 %114
   %115 = load float, ptr %params31, align 4
   %116 = fadd float %113, %115
   %117 = fcmp ogt float %116, 0.000000e+00
-  %118 = mul nsw i64 %f1428, 50176
+  %118 = mul nsw i64 %conv1.f1428, 50176
   %119 = add nsw i64 2057216, %118
-  %120 = mul nsw i64 %j1327, 784
+  %120 = mul nsw i64 %conv1.j1327, 784
   %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 %121, %i1529
+  %122 = add nsw i64 %121, %conv1.i1529
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %122
   %123 = load float, ptr %arena32, align 4
-  %124 = add nsw i64 288, %f1428
+  %124 = add nsw i64 288, %conv1.f1428
   %params33 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params33, align 4
   %126 = fadd float %123, %125
   %127 = select i1 %117, float %126, float 0.000000e+00
-  %128 = mul nsw i64 %g11, 64
-  %129 = add nsw i64 %128, %j1327
+  %128 = mul nsw i64 %conv1.g11, 64
+  %129 = add nsw i64 %128, %conv1.j1327
   %130 = mul nsw i64 %129, 25088
-  %131 = mul nsw i64 %f1428, 784
+  %131 = mul nsw i64 %conv1.f1428, 784
   %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 %132, %i1529
+  %133 = add nsw i64 %132, %conv1.i1529
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %133
   store float %127, ptr %arena34, align 4
-  %i15.next = add nsw i64 %i1529, 1
+  %i15.next = add nsw i64 %conv1.i1529, 1
   %134 = icmp slt i64 %i15.next, 784
-  br i1 %134, label %i15, label %i15.end
+  br i1 %134, label %conv1.i15, label %conv1.i15.end
 
-i15.end:                                          ; preds = %i15
-  %f14.next = add nsw i64 %f1428, 1
+conv1.i15.end:                                    ; preds = %conv1.i15
+  %f14.next = add nsw i64 %conv1.f1428, 1
   %135 = icmp slt i64 %f14.next, 32
-  br i1 %135, label %f14, label %f14.end
+  br i1 %135, label %conv1.f14, label %conv1.f14.end
 
-g16:                                              ; preds = %j28.end, %g1.end
-  %g1635 = phi i64 [ 0, %g1.end ], [ %g16.next, %j28.end ]
-  br label %j17
+conv2.g16:                                        ; preds = %conv2.j28.end, %conv1.g1.end
+  %conv2.g1635 = phi i64 [ 0, %conv1.g1.end ], [ %g16.next, %conv2.j28.end ]
+  br label %conv2.j17
 
-g16.end:                                          ; preds = %j28.end
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params87 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 3211264
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena86, i32 12544, ptr %params87, i32 12544, float 0.000000e+00, ptr %arena88, i32 128)
-  br label %n36
+conv2.g16.end:                                    ; preds = %conv2.j28.end
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params83 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 3211264
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena82, i32 12544, ptr %params83, i32 12544, float 0.000000e+00, ptr %arena84, i32 128)
+  br label %fc1.n36
 
-j17:                                              ; preds = %c20.end, %g16
-  %j1736 = phi i64 [ 0, %g16 ], [ %j17.next, %c20.end ]
-  br label %r18
+conv2.j17:                                        ; preds = %conv2.c20.end, %conv2.g16
+  %conv2.j1736 = phi i64 [ 0, %conv2.g16 ], [ %j17.next, %conv2.c20.end ]
+  br label %conv2.r18
 
-j17.end:                                          ; preds = %c20.end
-  %params60 = getelementptr inbounds float, ptr %params, i64 320
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 17661952
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 50176, i32 288, float 1.000000e+00, ptr %params60, i32 288, ptr %arena61, i32 50176, float 0.000000e+00, ptr %arena62, i32 50176)
-  br label %j28
+conv2.j17.end:                                    ; preds = %conv2.c20.end
+  %params58 = getelementptr inbounds float, ptr %params, i64 320
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 17661952
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 50176, i32 288, float 1.000000e+00, ptr %params58, i32 288, ptr %arena59, i32 50176, float 0.000000e+00, ptr %arena60, i32 50176)
+  br label %conv2.j28
 
-r18:                                              ; preds = %i19.end, %j17
-  %r1837 = phi i64 [ 0, %j17 ], [ %r18.next, %i19.end ]
-  br label %i19
+conv2.r18:                                        ; preds = %conv2.i19.end, %conv2.j17
+  %conv2.r1837 = phi i64 [ 0, %conv2.j17 ], [ %r18.next, %conv2.i19.end ]
+  br label %conv2.i19
 
-r18.end:                                          ; preds = %i19.end
-  br label %c20
+conv2.r18.end:                                    ; preds = %conv2.i19.end
+  br label %conv2.c20
 
-i19:                                              ; preds = %i19, %r18
-  %i1938 = phi i64 [ 0, %r18 ], [ %i19.next, %i19 ]
-  %136 = mul nsw i64 %r1837, 50176
+conv2.i19:                                        ; preds = %conv2.i19, %conv2.r18
+  %conv2.i1938 = phi i64 [ 0, %conv2.r18 ], [ %i19.next, %conv2.i19 ]
+  %136 = mul nsw i64 %conv2.r1837, 50176
   %137 = add nsw i64 3211264, %136
-  %138 = mul nsw i64 %j1736, 784
+  %138 = mul nsw i64 %conv2.j1736, 784
   %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %i1938
+  %140 = add nsw i64 %139, %conv2.i1938
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %140
   store float 0.000000e+00, ptr %arena39, align 4
-  %i19.next = add nsw i64 %i1938, 1
+  %i19.next = add nsw i64 %conv2.i1938, 1
   %141 = icmp slt i64 %i19.next, 784
-  br i1 %141, label %i19, label %i19.end
+  br i1 %141, label %conv2.i19, label %conv2.i19.end
 
-i19.end:                                          ; preds = %i19
-  %r18.next = add nsw i64 %r1837, 1
+conv2.i19.end:                                    ; preds = %conv2.i19
+  %r18.next = add nsw i64 %conv2.r1837, 1
   %142 = icmp slt i64 %r18.next, 288
-  br i1 %142, label %r18, label %r18.end
+  br i1 %142, label %conv2.r18, label %conv2.r18.end
 
-c20:                                              ; preds = %ky21.end, %r18.end
-  %c2040 = phi i64 [ 0, %r18.end ], [ %c20.next, %ky21.end ]
-  br label %ky21
+conv2.c20:                                        ; preds = %conv2.ky21.end, %conv2.r18.end
+  %conv2.c2040 = phi i64 [ 0, %conv2.r18.end ], [ %c20.next, %conv2.ky21.end ]
+  br label %conv2.ky21
 
-c20.end:                                          ; preds = %ky21.end
-  %j17.next = add nsw i64 %j1736, 1
+conv2.c20.end:                                    ; preds = %conv2.ky21.end
+  %j17.next = add nsw i64 %conv2.j1736, 1
   %143 = icmp slt i64 %j17.next, 64
-  br i1 %143, label %j17, label %j17.end
+  br i1 %143, label %conv2.j17, label %conv2.j17.end
 
-ky21:                                             ; preds = %oy26.end, %c20
-  %ky2141 = phi i64 [ 0, %c20 ], [ %ky21.next, %oy26.end ]
-  br label %oy22
+conv2.ky21:                                       ; preds = %conv2.oy26.end, %conv2.c20
+  %conv2.ky2141 = phi i64 [ 0, %conv2.c20 ], [ %ky21.next, %conv2.oy26.end ]
+  br label %conv2.oy22
 
-ky21.end:                                         ; preds = %oy26.end
-  %c20.next = add nsw i64 %c2040, 1
+conv2.ky21.end:                                   ; preds = %conv2.oy26.end
+  %c20.next = add nsw i64 %conv2.c2040, 1
   %144 = icmp slt i64 %c20.next, 32
-  br i1 %144, label %c20, label %c20.end
+  br i1 %144, label %conv2.c20, label %conv2.c20.end
 
-oy22:                                             ; preds = %endif44, %ky21
-  %oy2242 = phi i64 [ 0, %ky21 ], [ %oy22.next, %endif44 ]
-  %145 = add nsw i64 %oy2242, %ky2141
+conv2.oy22:                                       ; preds = %conv2.endif, %conv2.ky21
+  %conv2.oy2242 = phi i64 [ 0, %conv2.ky21 ], [ %oy22.next, %conv2.endif ]
+  %145 = add nsw i64 %conv2.oy2242, %conv2.ky2141
   %146 = add nsw i64 %145, -1
   %147 = icmp slt i64 -1, %146
-  %148 = add nsw i64 %oy2242, %ky2141
+  %148 = add nsw i64 %conv2.oy2242, %conv2.ky2141
   %149 = add nsw i64 %148, -1
   %150 = icmp slt i64 %149, 28
   %151 = and i1 %147, %150
-  br i1 %151, label %then43, label %endif44
+  br i1 %151, label %conv2.then, label %conv2.endif
 
-oy22.end:                                         ; preds = %endif44
-  br label %oy24
+conv2.oy22.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy24
 
-then43:                                           ; preds = %oy22
-  br label %ox23
+conv2.then:                                       ; preds = %conv2.oy22
+  br label %conv2.ox23
 
-endif44:                                          ; preds = %ox23.end, %oy22
-  %oy22.next = add nsw i64 %oy2242, 1
+conv2.endif:                                      ; preds = %conv2.ox23.end, %conv2.oy22
+  %oy22.next = add nsw i64 %conv2.oy2242, 1
   %152 = icmp slt i64 %oy22.next, 28
-  br i1 %152, label %oy22, label %oy22.end
+  br i1 %152, label %conv2.oy22, label %conv2.oy22.end
 
-ox23:                                             ; preds = %ox23, %then43
-  %ox2345 = phi i64 [ 0, %then43 ], [ %ox23.next, %ox23 ]
-  %153 = mul nsw i64 %g1635, 64
-  %154 = add nsw i64 %153, %j1736
+conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.then
+  %conv2.ox2343 = phi i64 [ 0, %conv2.then ], [ %ox23.next, %conv2.ox23 ]
+  %153 = mul nsw i64 %conv2.g1635, 64
+  %154 = add nsw i64 %153, %conv2.j1736
   %155 = mul nsw i64 %154, 25088
-  %156 = mul nsw i64 %c2040, 784
+  %156 = mul nsw i64 %conv2.c2040, 784
   %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %oy2242, %ky2141
+  %158 = add nsw i64 %conv2.oy2242, %conv2.ky2141
   %159 = add nsw i64 %158, -1
   %160 = mul nsw i64 %159, 28
   %161 = add nsw i64 %157, %160
-  %162 = add nsw i64 %ox2345, 1
+  %162 = add nsw i64 %conv2.ox2343, 1
   %163 = add nsw i64 %162, -1
   %164 = add nsw i64 %161, %163
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %164
-  %165 = load float, ptr %arena46, align 4
-  %166 = mul nsw i64 %c2040, 3
-  %167 = add nsw i64 %166, %ky2141
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load float, ptr %arena44, align 4
+  %166 = mul nsw i64 %conv2.c2040, 3
+  %167 = add nsw i64 %166, %conv2.ky2141
   %168 = mul nsw i64 %167, 3
   %169 = mul nsw i64 %168, 50176
   %170 = add nsw i64 3211264, %169
-  %171 = mul nsw i64 %j1736, 784
+  %171 = mul nsw i64 %conv2.j1736, 784
   %172 = add nsw i64 %170, %171
-  %173 = mul nsw i64 %oy2242, 28
+  %173 = mul nsw i64 %conv2.oy2242, 28
   %174 = add nsw i64 %172, %173
-  %175 = add nsw i64 %ox2345, 1
+  %175 = add nsw i64 %conv2.ox2343, 1
   %176 = add nsw i64 %174, %175
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %176
-  store float %165, ptr %arena47, align 4
-  %ox23.next = add nsw i64 %ox2345, 1
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %176
+  store float %165, ptr %arena45, align 4
+  %ox23.next = add nsw i64 %conv2.ox2343, 1
   %177 = icmp slt i64 %ox23.next, 27
-  br i1 %177, label %ox23, label %ox23.end
+  br i1 %177, label %conv2.ox23, label %conv2.ox23.end
 
-ox23.end:                                         ; preds = %ox23
-  br label %endif44
+conv2.ox23.end:                                   ; preds = %conv2.ox23
+  br label %conv2.endif
 
-oy24:                                             ; preds = %endif50, %oy22.end
-  %oy2448 = phi i64 [ 0, %oy22.end ], [ %oy24.next, %endif50 ]
-  %178 = add nsw i64 %oy2448, %ky2141
+conv2.oy24:                                       ; preds = %conv2.endif48, %conv2.oy22.end
+  %conv2.oy2446 = phi i64 [ 0, %conv2.oy22.end ], [ %oy24.next, %conv2.endif48 ]
+  %178 = add nsw i64 %conv2.oy2446, %conv2.ky2141
   %179 = add nsw i64 %178, -1
   %180 = icmp slt i64 -1, %179
-  %181 = add nsw i64 %oy2448, %ky2141
+  %181 = add nsw i64 %conv2.oy2446, %conv2.ky2141
   %182 = add nsw i64 %181, -1
   %183 = icmp slt i64 %182, 28
   %184 = and i1 %180, %183
-  br i1 %184, label %then49, label %endif50
+  br i1 %184, label %conv2.then47, label %conv2.endif48
 
-oy24.end:                                         ; preds = %endif50
-  br label %oy26
+conv2.oy24.end:                                   ; preds = %conv2.endif48
+  br label %conv2.oy26
 
-then49:                                           ; preds = %oy24
-  br label %ox25
+conv2.then47:                                     ; preds = %conv2.oy24
+  br label %conv2.ox25
 
-endif50:                                          ; preds = %ox25.end, %oy24
-  %oy24.next = add nsw i64 %oy2448, 1
+conv2.endif48:                                    ; preds = %conv2.ox25.end, %conv2.oy24
+  %oy24.next = add nsw i64 %conv2.oy2446, 1
   %185 = icmp slt i64 %oy24.next, 28
-  br i1 %185, label %oy24, label %oy24.end
+  br i1 %185, label %conv2.oy24, label %conv2.oy24.end
 
-ox25:                                             ; preds = %ox25, %then49
-  %ox2551 = phi i64 [ 0, %then49 ], [ %ox25.next, %ox25 ]
-  %186 = mul nsw i64 %g1635, 64
-  %187 = add nsw i64 %186, %j1736
+conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.then47
+  %conv2.ox2549 = phi i64 [ 0, %conv2.then47 ], [ %ox25.next, %conv2.ox25 ]
+  %186 = mul nsw i64 %conv2.g1635, 64
+  %187 = add nsw i64 %186, %conv2.j1736
   %188 = mul nsw i64 %187, 25088
-  %189 = mul nsw i64 %c2040, 784
+  %189 = mul nsw i64 %conv2.c2040, 784
   %190 = add nsw i64 %188, %189
-  %191 = add nsw i64 %oy2448, %ky2141
+  %191 = add nsw i64 %conv2.oy2446, %conv2.ky2141
   %192 = add nsw i64 %191, -1
   %193 = mul nsw i64 %192, 28
   %194 = add nsw i64 %190, %193
-  %195 = add nsw i64 %194, %ox2551
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena52, align 4
-  %197 = mul nsw i64 %c2040, 3
-  %198 = add nsw i64 %197, %ky2141
+  %195 = add nsw i64 %194, %conv2.ox2549
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %195
+  %196 = load float, ptr %arena50, align 4
+  %197 = mul nsw i64 %conv2.c2040, 3
+  %198 = add nsw i64 %197, %conv2.ky2141
   %199 = mul nsw i64 %198, 3
   %200 = add nsw i64 %199, 1
   %201 = mul nsw i64 %200, 50176
   %202 = add nsw i64 3211264, %201
-  %203 = mul nsw i64 %j1736, 784
+  %203 = mul nsw i64 %conv2.j1736, 784
   %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %oy2448, 28
+  %205 = mul nsw i64 %conv2.oy2446, 28
   %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %ox2551
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %207
-  store float %196, ptr %arena53, align 4
-  %ox25.next = add nsw i64 %ox2551, 1
+  %207 = add nsw i64 %206, %conv2.ox2549
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %207
+  store float %196, ptr %arena51, align 4
+  %ox25.next = add nsw i64 %conv2.ox2549, 1
   %208 = icmp slt i64 %ox25.next, 28
-  br i1 %208, label %ox25, label %ox25.end
+  br i1 %208, label %conv2.ox25, label %conv2.ox25.end
 
-ox25.end:                                         ; preds = %ox25
-  br label %endif50
+conv2.ox25.end:                                   ; preds = %conv2.ox25
+  br label %conv2.endif48
 
-oy26:                                             ; preds = %endif56, %oy24.end
-  %oy2654 = phi i64 [ 0, %oy24.end ], [ %oy26.next, %endif56 ]
-  %209 = add nsw i64 %oy2654, %ky2141
+conv2.oy26:                                       ; preds = %conv2.endif54, %conv2.oy24.end
+  %conv2.oy2652 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.endif54 ]
+  %209 = add nsw i64 %conv2.oy2652, %conv2.ky2141
   %210 = add nsw i64 %209, -1
   %211 = icmp slt i64 -1, %210
-  %212 = add nsw i64 %oy2654, %ky2141
+  %212 = add nsw i64 %conv2.oy2652, %conv2.ky2141
   %213 = add nsw i64 %212, -1
   %214 = icmp slt i64 %213, 28
   %215 = and i1 %211, %214
-  br i1 %215, label %then55, label %endif56
+  br i1 %215, label %conv2.then53, label %conv2.endif54
 
-oy26.end:                                         ; preds = %endif56
-  %ky21.next = add nsw i64 %ky2141, 1
+conv2.oy26.end:                                   ; preds = %conv2.endif54
+  %ky21.next = add nsw i64 %conv2.ky2141, 1
   %216 = icmp slt i64 %ky21.next, 3
-  br i1 %216, label %ky21, label %ky21.end
+  br i1 %216, label %conv2.ky21, label %conv2.ky21.end
 
-then55:                                           ; preds = %oy26
-  br label %ox27
+conv2.then53:                                     ; preds = %conv2.oy26
+  br label %conv2.ox27
 
-endif56:                                          ; preds = %ox27.end, %oy26
-  %oy26.next = add nsw i64 %oy2654, 1
+conv2.endif54:                                    ; preds = %conv2.ox27.end, %conv2.oy26
+  %oy26.next = add nsw i64 %conv2.oy2652, 1
   %217 = icmp slt i64 %oy26.next, 28
-  br i1 %217, label %oy26, label %oy26.end
+  br i1 %217, label %conv2.oy26, label %conv2.oy26.end
 
-ox27:                                             ; preds = %ox27, %then55
-  %ox2757 = phi i64 [ 0, %then55 ], [ %ox27.next, %ox27 ]
-  %218 = mul nsw i64 %g1635, 64
-  %219 = add nsw i64 %218, %j1736
+conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.then53
+  %conv2.ox2755 = phi i64 [ 0, %conv2.then53 ], [ %ox27.next, %conv2.ox27 ]
+  %218 = mul nsw i64 %conv2.g1635, 64
+  %219 = add nsw i64 %218, %conv2.j1736
   %220 = mul nsw i64 %219, 25088
-  %221 = mul nsw i64 %c2040, 784
+  %221 = mul nsw i64 %conv2.c2040, 784
   %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %oy2654, %ky2141
+  %223 = add nsw i64 %conv2.oy2652, %conv2.ky2141
   %224 = add nsw i64 %223, -1
   %225 = mul nsw i64 %224, 28
   %226 = add nsw i64 %222, %225
-  %227 = add nsw i64 %ox2757, 1
+  %227 = add nsw i64 %conv2.ox2755, 1
   %228 = add nsw i64 %226, %227
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load float, ptr %arena58, align 4
-  %230 = mul nsw i64 %c2040, 3
-  %231 = add nsw i64 %230, %ky2141
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load float, ptr %arena56, align 4
+  %230 = mul nsw i64 %conv2.c2040, 3
+  %231 = add nsw i64 %230, %conv2.ky2141
   %232 = mul nsw i64 %231, 3
   %233 = add nsw i64 %232, 2
   %234 = mul nsw i64 %233, 50176
   %235 = add nsw i64 3211264, %234
-  %236 = mul nsw i64 %j1736, 784
+  %236 = mul nsw i64 %conv2.j1736, 784
   %237 = add nsw i64 %235, %236
-  %238 = mul nsw i64 %oy2654, 28
+  %238 = mul nsw i64 %conv2.oy2652, 28
   %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 %239, %ox2757
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %240
-  store float %229, ptr %arena59, align 4
-  %ox27.next = add nsw i64 %ox2757, 1
+  %240 = add nsw i64 %239, %conv2.ox2755
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %240
+  store float %229, ptr %arena57, align 4
+  %ox27.next = add nsw i64 %conv2.ox2755, 1
   %241 = icmp slt i64 %ox27.next, 27
-  br i1 %241, label %ox27, label %ox27.end
+  br i1 %241, label %conv2.ox27, label %conv2.ox27.end
 
-ox27.end:                                         ; preds = %ox27
-  br label %endif56
+conv2.ox27.end:                                   ; preds = %conv2.ox27
+  br label %conv2.endif54
 
-j28:                                              ; preds = %f29.end, %j17.end
-  %j2863 = phi i64 [ 0, %j17.end ], [ %j28.next, %f29.end ]
-  br label %f29
+conv2.j28:                                        ; preds = %conv2.f29.end, %conv2.j17.end
+  %conv2.j2861 = phi i64 [ 0, %conv2.j17.end ], [ %j28.next, %conv2.f29.end ]
+  br label %conv2.f29
 
-j28.end:                                          ; preds = %f29.end
-  %g16.next = add nsw i64 %g1635, 1
+conv2.j28.end:                                    ; preds = %conv2.f29.end
+  %g16.next = add nsw i64 %conv2.g1635, 1
   %242 = icmp slt i64 %g16.next, 1
-  br i1 %242, label %g16, label %g16.end
+  br i1 %242, label %conv2.g16, label %conv2.g16.end
 
-f29:                                              ; preds = %py30.end, %j28
-  %f2964 = phi i64 [ 0, %j28 ], [ %f29.next, %py30.end ]
-  br label %py30
+conv2.f29:                                        ; preds = %conv2.py30.end, %conv2.j28
+  %conv2.f2962 = phi i64 [ 0, %conv2.j28 ], [ %f29.next, %conv2.py30.end ]
+  br label %conv2.py30
 
-f29.end:                                          ; preds = %py30.end
-  %j28.next = add nsw i64 %j2863, 1
+conv2.f29.end:                                    ; preds = %conv2.py30.end
+  %j28.next = add nsw i64 %conv2.j2861, 1
   %243 = icmp slt i64 %j28.next, 64
-  br i1 %243, label %j28, label %j28.end
+  br i1 %243, label %conv2.j28, label %conv2.j28.end
 
-py30:                                             ; preds = %px31.end, %f29
-  %py3065 = phi i64 [ 0, %f29 ], [ %py30.next, %px31.end ]
-  br label %px31
+conv2.py30:                                       ; preds = %conv2.px31.end, %conv2.f29
+  %conv2.py3063 = phi i64 [ 0, %conv2.f29 ], [ %py30.next, %conv2.px31.end ]
+  br label %conv2.px31
 
-py30.end:                                         ; preds = %px31.end
-  %f29.next = add nsw i64 %f2964, 1
+conv2.py30.end:                                   ; preds = %conv2.px31.end
+  %f29.next = add nsw i64 %conv2.f2962, 1
   %244 = icmp slt i64 %f29.next, 64
-  br i1 %244, label %f29, label %f29.end
+  br i1 %244, label %conv2.f29, label %conv2.f29.end
 
-px31:                                             ; preds = %ky34.end, %py30
-  %px3166 = phi i64 [ 0, %py30 ], [ %px31.next, %ky34.end ]
-  %245 = mul nsw i64 %f2964, 50176
+conv2.px31:                                       ; preds = %conv2.ky34.end, %conv2.py30
+  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.ky34.end ]
+  %245 = mul nsw i64 %conv2.f2962, 50176
   %246 = add nsw i64 17661952, %245
-  %247 = mul nsw i64 %j2863, 784
+  %247 = mul nsw i64 %conv2.j2861, 784
   %248 = add nsw i64 %246, %247
-  %249 = mul nsw i64 %py3065, 56
-  %250 = mul nsw i64 %px3166, 2
+  %249 = mul nsw i64 %conv2.py3063, 56
+  %250 = mul nsw i64 %conv2.px3164, 2
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 %248, %251
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
-  %253 = load float, ptr %arena67, align 4
-  %254 = add nsw i64 18752, %f2964
-  %params68 = getelementptr inbounds float, ptr %params, i64 %254
-  %255 = load float, ptr %params68, align 4
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %252
+  %253 = load float, ptr %arena65, align 4
+  %254 = add nsw i64 18752, %conv2.f2962
+  %params66 = getelementptr inbounds float, ptr %params, i64 %254
+  %255 = load float, ptr %params66, align 4
   %256 = fadd float %253, %255
-  store float %256, ptr %best32, align 4
-  %257 = mul nsw i64 %py3065, 56
-  %258 = mul nsw i64 %px3166, 2
+  store float %256, ptr %conv2.best32, align 4
+  %257 = mul nsw i64 %conv2.py3063, 56
+  %258 = mul nsw i64 %conv2.px3164, 2
   %259 = add nsw i64 %257, %258
   %260 = sitofp i64 %259 to float
-  store float %260, ptr %bi33, align 4
-  br label %ky34
+  store float %260, ptr %conv2.bi33, align 4
+  br label %conv2.ky34
 
-px31.end:                                         ; preds = %ky34.end
-  %py30.next = add nsw i64 %py3065, 1
+conv2.px31.end:                                   ; preds = %conv2.ky34.end
+  %py30.next = add nsw i64 %conv2.py3063, 1
   %261 = icmp slt i64 %py30.next, 14
-  br i1 %261, label %py30, label %py30.end
+  br i1 %261, label %conv2.py30, label %conv2.py30.end
 
-ky34:                                             ; preds = %kx35.end, %px31
-  %ky3469 = phi i64 [ 0, %px31 ], [ %ky34.next, %kx35.end ]
-  br label %kx35
+conv2.ky34:                                       ; preds = %conv2.kx35.end, %conv2.px31
+  %conv2.ky3467 = phi i64 [ 0, %conv2.px31 ], [ %ky34.next, %conv2.kx35.end ]
+  br label %conv2.kx35
 
-ky34.end:                                         ; preds = %kx35.end
-  %best3281 = load float, ptr %best32, align 4
-  %262 = fcmp ogt float %best3281, 0.000000e+00
-  %best3282 = load float, ptr %best32, align 4
-  %263 = select i1 %262, float %best3282, float 0.000000e+00
-  %264 = mul nsw i64 %g1635, 64
-  %265 = add nsw i64 %264, %j2863
+conv2.ky34.end:                                   ; preds = %conv2.kx35.end
+  %best3277 = load float, ptr %conv2.best32, align 4
+  %262 = fcmp ogt float %best3277, 0.000000e+00
+  %best3278 = load float, ptr %conv2.best32, align 4
+  %263 = select i1 %262, float %best3278, float 0.000000e+00
+  %264 = mul nsw i64 %conv2.g1635, 64
+  %265 = add nsw i64 %264, %conv2.j2861
   %266 = mul nsw i64 %265, 12544
-  %267 = mul nsw i64 %f2964, 196
+  %267 = mul nsw i64 %conv2.f2962, 196
   %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %py3065, 14
+  %269 = mul nsw i64 %conv2.py3063, 14
   %270 = add nsw i64 %268, %269
-  %271 = add nsw i64 %270, %px3166
+  %271 = add nsw i64 %270, %conv2.px3164
   %272 = add nsw i64 1605632, %271
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %272
-  store float %263, ptr %arena83, align 4
-  %bi3384 = load float, ptr %bi33, align 4
-  %273 = mul nsw i64 %g1635, 64
-  %274 = add nsw i64 %273, %j2863
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %272
+  store float %263, ptr %arena79, align 4
+  %bi3380 = load float, ptr %conv2.bi33, align 4
+  %273 = mul nsw i64 %conv2.g1635, 64
+  %274 = add nsw i64 %273, %conv2.j2861
   %275 = mul nsw i64 %274, 12544
-  %276 = mul nsw i64 %f2964, 196
+  %276 = mul nsw i64 %conv2.f2962, 196
   %277 = add nsw i64 %275, %276
-  %278 = mul nsw i64 %py3065, 14
+  %278 = mul nsw i64 %conv2.py3063, 14
   %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 %279, %px3166
+  %280 = add nsw i64 %279, %conv2.px3164
   %281 = add nsw i64 2408448, %280
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %bi3384, ptr %arena85, align 4
-  %px31.next = add nsw i64 %px3166, 1
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %bi3380, ptr %arena81, align 4
+  %px31.next = add nsw i64 %conv2.px3164, 1
   %282 = icmp slt i64 %px31.next, 14
-  br i1 %282, label %px31, label %px31.end
+  br i1 %282, label %conv2.px31, label %conv2.px31.end
 
-kx35:                                             ; preds = %kx35, %ky34
-  %kx3570 = phi i64 [ 0, %ky34 ], [ %kx35.next, %kx35 ]
-  %283 = mul nsw i64 %f2964, 50176
+conv2.kx35:                                       ; preds = %conv2.kx35, %conv2.ky34
+  %conv2.kx3568 = phi i64 [ 0, %conv2.ky34 ], [ %kx35.next, %conv2.kx35 ]
+  %283 = mul nsw i64 %conv2.f2962, 50176
   %284 = add nsw i64 17661952, %283
-  %285 = mul nsw i64 %j2863, 784
+  %285 = mul nsw i64 %conv2.j2861, 784
   %286 = add nsw i64 %284, %285
-  %287 = mul nsw i64 %py3065, 56
-  %288 = mul nsw i64 %px3166, 2
+  %287 = mul nsw i64 %conv2.py3063, 56
+  %288 = mul nsw i64 %conv2.px3164, 2
   %289 = add nsw i64 %287, %288
-  %290 = mul nsw i64 %ky3469, 28
+  %290 = mul nsw i64 %conv2.ky3467, 28
   %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 %291, %kx3570
+  %292 = add nsw i64 %291, %conv2.kx3568
   %293 = add nsw i64 %286, %292
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load float, ptr %arena71, align 4
-  %295 = add nsw i64 18752, %f2964
-  %params72 = getelementptr inbounds float, ptr %params, i64 %295
-  %296 = load float, ptr %params72, align 4
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %293
+  %294 = load float, ptr %arena69, align 4
+  %295 = add nsw i64 18752, %conv2.f2962
+  %params70 = getelementptr inbounds float, ptr %params, i64 %295
+  %296 = load float, ptr %params70, align 4
   %297 = fadd float %294, %296
-  %best3273 = load float, ptr %best32, align 4
-  %298 = fcmp ogt float %297, %best3273
-  %299 = mul nsw i64 %py3065, 56
-  %300 = mul nsw i64 %px3166, 2
+  %best32 = load float, ptr %conv2.best32, align 4
+  %298 = fcmp ogt float %297, %best32
+  %299 = mul nsw i64 %conv2.py3063, 56
+  %300 = mul nsw i64 %conv2.px3164, 2
   %301 = add nsw i64 %299, %300
-  %302 = mul nsw i64 %ky3469, 28
+  %302 = mul nsw i64 %conv2.ky3467, 28
   %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %303, %kx3570
+  %304 = add nsw i64 %303, %conv2.kx3568
   %305 = sitofp i64 %304 to float
-  %bi3374 = load float, ptr %bi33, align 4
-  %306 = select i1 %298, float %305, float %bi3374
-  store float %306, ptr %bi33, align 4
-  %307 = mul nsw i64 %f2964, 50176
+  %bi33 = load float, ptr %conv2.bi33, align 4
+  %306 = select i1 %298, float %305, float %bi33
+  store float %306, ptr %conv2.bi33, align 4
+  %307 = mul nsw i64 %conv2.f2962, 50176
   %308 = add nsw i64 17661952, %307
-  %309 = mul nsw i64 %j2863, 784
+  %309 = mul nsw i64 %conv2.j2861, 784
   %310 = add nsw i64 %308, %309
-  %311 = mul nsw i64 %py3065, 56
-  %312 = mul nsw i64 %px3166, 2
+  %311 = mul nsw i64 %conv2.py3063, 56
+  %312 = mul nsw i64 %conv2.px3164, 2
   %313 = add nsw i64 %311, %312
-  %314 = mul nsw i64 %ky3469, 28
+  %314 = mul nsw i64 %conv2.ky3467, 28
   %315 = add nsw i64 %313, %314
-  %316 = add nsw i64 %315, %kx3570
+  %316 = add nsw i64 %315, %conv2.kx3568
   %317 = add nsw i64 %310, %316
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena75, align 4
-  %319 = add nsw i64 18752, %f2964
-  %params76 = getelementptr inbounds float, ptr %params, i64 %319
-  %320 = load float, ptr %params76, align 4
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %317
+  %318 = load float, ptr %arena71, align 4
+  %319 = add nsw i64 18752, %conv2.f2962
+  %params72 = getelementptr inbounds float, ptr %params, i64 %319
+  %320 = load float, ptr %params72, align 4
   %321 = fadd float %318, %320
-  %best3277 = load float, ptr %best32, align 4
-  %322 = fcmp ogt float %321, %best3277
-  %323 = mul nsw i64 %f2964, 50176
+  %best3273 = load float, ptr %conv2.best32, align 4
+  %322 = fcmp ogt float %321, %best3273
+  %323 = mul nsw i64 %conv2.f2962, 50176
   %324 = add nsw i64 17661952, %323
-  %325 = mul nsw i64 %j2863, 784
+  %325 = mul nsw i64 %conv2.j2861, 784
   %326 = add nsw i64 %324, %325
-  %327 = mul nsw i64 %py3065, 56
-  %328 = mul nsw i64 %px3166, 2
+  %327 = mul nsw i64 %conv2.py3063, 56
+  %328 = mul nsw i64 %conv2.px3164, 2
   %329 = add nsw i64 %327, %328
-  %330 = mul nsw i64 %ky3469, 28
+  %330 = mul nsw i64 %conv2.ky3467, 28
   %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 %331, %kx3570
+  %332 = add nsw i64 %331, %conv2.kx3568
   %333 = add nsw i64 %326, %332
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena78, align 4
-  %335 = add nsw i64 18752, %f2964
-  %params79 = getelementptr inbounds float, ptr %params, i64 %335
-  %336 = load float, ptr %params79, align 4
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena74, align 4
+  %335 = add nsw i64 18752, %conv2.f2962
+  %params75 = getelementptr inbounds float, ptr %params, i64 %335
+  %336 = load float, ptr %params75, align 4
   %337 = fadd float %334, %336
-  %best3280 = load float, ptr %best32, align 4
-  %338 = select i1 %322, float %337, float %best3280
-  store float %338, ptr %best32, align 4
-  %kx35.next = add nsw i64 %kx3570, 1
+  %best3276 = load float, ptr %conv2.best32, align 4
+  %338 = select i1 %322, float %337, float %best3276
+  store float %338, ptr %conv2.best32, align 4
+  %kx35.next = add nsw i64 %conv2.kx3568, 1
   %339 = icmp slt i64 %kx35.next, 2
-  br i1 %339, label %kx35, label %kx35.end
+  br i1 %339, label %conv2.kx35, label %conv2.kx35.end
 
-kx35.end:                                         ; preds = %kx35
-  %ky34.next = add nsw i64 %ky3469, 1
+conv2.kx35.end:                                   ; preds = %conv2.kx35
+  %ky34.next = add nsw i64 %conv2.ky3467, 1
   %340 = icmp slt i64 %ky34.next, 2
-  br i1 %340, label %ky34, label %ky34.end
+  br i1 %340, label %conv2.ky34, label %conv2.ky34.end
 
-n36:                                              ; preds = %u37.end, %g16.end
-  %n3689 = phi i64 [ 0, %g16.end ], [ %n36.next, %u37.end ]
-  br label %u37
+fc1.n36:                                          ; preds = %fc1.u37.end, %conv2.g16.end
+  %fc1.n3685 = phi i64 [ 0, %conv2.g16.end ], [ %n36.next, %fc1.u37.end ]
+  br label %fc1.u37
 
-n36.end:                                          ; preds = %u37.end
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params97 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 3219456
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena96, i32 128, ptr %params97, i32 128, float 0.000000e+00, ptr %arena98, i32 10)
-  br label %n38
+fc1.n36.end:                                      ; preds = %fc1.u37.end
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %params93 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 3219456
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena92, i32 128, ptr %params93, i32 128, float 0.000000e+00, ptr %arena94, i32 10)
+  br label %fc2.n38
 
-u37:                                              ; preds = %u37, %n36
-  %u3790 = phi i64 [ 0, %n36 ], [ %u37.next, %u37 ]
-  %341 = mul nsw i64 %n3689, 128
+fc1.u37:                                          ; preds = %fc1.u37, %fc1.n36
+  %fc1.u3786 = phi i64 [ 0, %fc1.n36 ], [ %u37.next, %fc1.u37 ]
+  %341 = mul nsw i64 %fc1.n3685, 128
   %342 = add nsw i64 3211264, %341
-  %343 = add nsw i64 %342, %u3790
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena91, align 4
-  %345 = add nsw i64 1624448, %u3790
-  %params92 = getelementptr inbounds float, ptr %params, i64 %345
-  %346 = load float, ptr %params92, align 4
+  %343 = add nsw i64 %342, %fc1.u3786
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %343
+  %344 = load float, ptr %arena87, align 4
+  %345 = add nsw i64 1624448, %fc1.u3786
+  %params88 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load float, ptr %params88, align 4
   %347 = fadd float %344, %346
   %348 = fcmp ogt float %347, 0.000000e+00
-  %349 = mul nsw i64 %n3689, 128
+  %349 = mul nsw i64 %fc1.n3685, 128
   %350 = add nsw i64 3211264, %349
-  %351 = add nsw i64 %350, %u3790
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %351
-  %352 = load float, ptr %arena93, align 4
-  %353 = add nsw i64 1624448, %u3790
-  %params94 = getelementptr inbounds float, ptr %params, i64 %353
-  %354 = load float, ptr %params94, align 4
+  %351 = add nsw i64 %350, %fc1.u3786
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %351
+  %352 = load float, ptr %arena89, align 4
+  %353 = add nsw i64 1624448, %fc1.u3786
+  %params90 = getelementptr inbounds float, ptr %params, i64 %353
+  %354 = load float, ptr %params90, align 4
   %355 = fadd float %352, %354
   %356 = select i1 %348, float %355, float 0.000000e+00
-  %357 = mul nsw i64 %n3689, 128
+  %357 = mul nsw i64 %fc1.n3685, 128
   %358 = add nsw i64 3211264, %357
-  %359 = add nsw i64 %358, %u3790
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %359
-  store float %356, ptr %arena95, align 4
-  %u37.next = add nsw i64 %u3790, 1
+  %359 = add nsw i64 %358, %fc1.u3786
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %359
+  store float %356, ptr %arena91, align 4
+  %u37.next = add nsw i64 %fc1.u3786, 1
   %360 = icmp slt i64 %u37.next, 128
-  br i1 %360, label %u37, label %u37.end
+  br i1 %360, label %fc1.u37, label %fc1.u37.end
 
-u37.end:                                          ; preds = %u37
-  %n36.next = add nsw i64 %n3689, 1
+fc1.u37.end:                                      ; preds = %fc1.u37
+  %n36.next = add nsw i64 %fc1.n3685, 1
   %361 = icmp slt i64 %n36.next, 64
-  br i1 %361, label %n36, label %n36.end
+  br i1 %361, label %fc1.n36, label %fc1.n36.end
 
-n38:                                              ; preds = %u39.end, %n36.end
-  %n3899 = phi i64 [ 0, %n36.end ], [ %n38.next, %u39.end ]
-  br label %u39
+fc2.n38:                                          ; preds = %fc2.u39.end, %fc1.n36.end
+  %fc2.n3895 = phi i64 [ 0, %fc1.n36.end ], [ %n38.next, %fc2.u39.end ]
+  br label %fc2.u39
 
-n38.end:                                          ; preds = %u39.end
-  store float 0.000000e+00, ptr %total40, align 4
-  br label %n41
+fc2.n38.end:                                      ; preds = %fc2.u39.end
+  store float 0.000000e+00, ptr %loss.total40, align 4
+  br label %loss.n41
 
-u39:                                              ; preds = %u39, %n38
-  %u39100 = phi i64 [ 0, %n38 ], [ %u39.next, %u39 ]
-  %362 = mul nsw i64 %n3899, 10
+fc2.u39:                                          ; preds = %fc2.u39, %fc2.n38
+  %fc2.u3996 = phi i64 [ 0, %fc2.n38 ], [ %u39.next, %fc2.u39 ]
+  %362 = mul nsw i64 %fc2.n3895, 10
   %363 = add nsw i64 3219456, %362
-  %364 = add nsw i64 %363, %u39100
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %364
-  %365 = load float, ptr %arena101, align 4
-  %366 = add nsw i64 1625856, %u39100
-  %params102 = getelementptr inbounds float, ptr %params, i64 %366
-  %367 = load float, ptr %params102, align 4
+  %364 = add nsw i64 %363, %fc2.u3996
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load float, ptr %arena97, align 4
+  %366 = add nsw i64 1625856, %fc2.u3996
+  %params98 = getelementptr inbounds float, ptr %params, i64 %366
+  %367 = load float, ptr %params98, align 4
   %368 = fadd float %365, %367
-  %369 = mul nsw i64 %n3899, 10
+  %369 = mul nsw i64 %fc2.n3895, 10
   %370 = add nsw i64 3219456, %369
-  %371 = add nsw i64 %370, %u39100
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %371
-  store float %368, ptr %arena103, align 4
-  %u39.next = add nsw i64 %u39100, 1
+  %371 = add nsw i64 %370, %fc2.u3996
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %371
+  store float %368, ptr %arena99, align 4
+  %u39.next = add nsw i64 %fc2.u3996, 1
   %372 = icmp slt i64 %u39.next, 10
-  br i1 %372, label %u39, label %u39.end
+  br i1 %372, label %fc2.u39, label %fc2.u39.end
 
-u39.end:                                          ; preds = %u39
-  %n38.next = add nsw i64 %n3899, 1
+fc2.u39.end:                                      ; preds = %fc2.u39
+  %n38.next = add nsw i64 %fc2.n3895, 1
   %373 = icmp slt i64 %n38.next, 64
-  br i1 %373, label %n38, label %n38.end
+  br i1 %373, label %fc2.n38, label %fc2.n38.end
 
-n41:                                              ; preds = %k45.end, %n38.end
-  %n41104 = phi i64 [ 0, %n38.end ], [ %n41.next, %k45.end ]
-  %374 = mul nsw i64 %n41104, 10
+loss.n41:                                         ; preds = %loss.k45.end, %fc2.n38.end
+  %loss.n41100 = phi i64 [ 0, %fc2.n38.end ], [ %n41.next, %loss.k45.end ]
+  %374 = mul nsw i64 %loss.n41100, 10
   %375 = add nsw i64 3219456, %374
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load float, ptr %arena105, align 4
-  store float %376, ptr %m42, align 4
-  br label %k44
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load float, ptr %arena101, align 4
+  store float %376, ptr %loss.m42, align 4
+  br label %loss.k44
 
-n41.end:                                          ; preds = %k45.end
-  %total40118 = load float, ptr %total40, align 4
-  %377 = fdiv float %total40118, 6.400000e+01
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 3220096
-  store float %377, ptr %arena119, align 4
-  br label %n46
+loss.n41.end:                                     ; preds = %loss.k45.end
+  %total40111 = load float, ptr %loss.total40, align 4
+  %377 = fdiv float %total40111, 6.400000e+01
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 3220096
+  store float %377, ptr %arena112, align 4
+  br label %fc2_grad.n46
 
-k44:                                              ; preds = %k44, %n41
-  %k44106 = phi i64 [ 0, %n41 ], [ %k44.next, %k44 ]
-  %m42107 = load float, ptr %m42, align 4
-  %378 = mul nsw i64 %n41104, 10
+loss.k44:                                         ; preds = %loss.k44, %loss.n41
+  %loss.k44102 = phi i64 [ 0, %loss.n41 ], [ %k44.next, %loss.k44 ]
+  %m42 = load float, ptr %loss.m42, align 4
+  %378 = mul nsw i64 %loss.n41100, 10
   %379 = add nsw i64 3219456, %378
-  %380 = add nsw i64 %379, %k44106
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load float, ptr %arena108, align 4
-  %382 = fcmp ogt float %381, %m42107
-  %383 = select i1 %382, float %381, float %m42107
-  store float %383, ptr %m42, align 4
-  %k44.next = add nsw i64 %k44106, 1
+  %380 = add nsw i64 %379, %loss.k44102
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %380
+  %381 = load float, ptr %arena103, align 4
+  %382 = fcmp ogt float %381, %m42
+  %383 = select i1 %382, float %381, float %m42
+  store float %383, ptr %loss.m42, align 4
+  %k44.next = add nsw i64 %loss.k44102, 1
   %384 = icmp slt i64 %k44.next, 10
-  br i1 %384, label %k44, label %k44.end
+  br i1 %384, label %loss.k44, label %loss.k44.end
 
-k44.end:                                          ; preds = %k44
-  store float 0.000000e+00, ptr %s43, align 4
-  br label %k45
+loss.k44.end:                                     ; preds = %loss.k44
+  store float 0.000000e+00, ptr %loss.s43, align 4
+  br label %loss.k45
 
-k45:                                              ; preds = %k45, %k44.end
-  %k45109 = phi i64 [ 0, %k44.end ], [ %k45.next, %k45 ]
-  %s43110 = load float, ptr %s43, align 4
-  %385 = mul nsw i64 %n41104, 10
+loss.k45:                                         ; preds = %loss.k45, %loss.k44.end
+  %loss.k45104 = phi i64 [ 0, %loss.k44.end ], [ %k45.next, %loss.k45 ]
+  %s43 = load float, ptr %loss.s43, align 4
+  %385 = mul nsw i64 %loss.n41100, 10
   %386 = add nsw i64 3219456, %385
-  %387 = add nsw i64 %386, %k45109
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %387
-  %388 = load float, ptr %arena111, align 4
-  %m42112 = load float, ptr %m42, align 4
-  %389 = fsub float %388, %m42112
+  %387 = add nsw i64 %386, %loss.k45104
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %387
+  %388 = load float, ptr %arena105, align 4
+  %m42106 = load float, ptr %loss.m42, align 4
+  %389 = fsub float %388, %m42106
   %390 = call float @llvm.exp.f32(float %389)
-  %391 = fadd float %s43110, %390
-  store float %391, ptr %s43, align 4
-  %k45.next = add nsw i64 %k45109, 1
+  %391 = fadd float %s43, %390
+  store float %391, ptr %loss.s43, align 4
+  %k45.next = add nsw i64 %loss.k45104, 1
   %392 = icmp slt i64 %k45.next, 10
-  br i1 %392, label %k45, label %k45.end
+  br i1 %392, label %loss.k45, label %loss.k45.end
 
-k45.end:                                          ; preds = %k45
-  %total40113 = load float, ptr %total40, align 4
-  %m42114 = load float, ptr %m42, align 4
-  %s43115 = load float, ptr %s43, align 4
-  %393 = call float @llvm.log.f32(float %s43115)
-  %394 = fadd float %m42114, %393
-  %395 = mul nsw i64 %n41104, 10
+loss.k45.end:                                     ; preds = %loss.k45
+  %total40 = load float, ptr %loss.total40, align 4
+  %m42107 = load float, ptr %loss.m42, align 4
+  %s43108 = load float, ptr %loss.s43, align 4
+  %393 = call float @llvm.log.f32(float %s43108)
+  %394 = fadd float %m42107, %393
+  %395 = mul nsw i64 %loss.n41100, 10
   %396 = add nsw i64 3219456, %395
-  %labels116 = getelementptr inbounds i32, ptr %labels, i64 %n41104
-  %label = load i32, ptr %labels116, align 4
+  %labels109 = getelementptr inbounds i32, ptr %labels, i64 %loss.n41100
+  %label = load i32, ptr %labels109, align 4
   %397 = sext i32 %label to i64
   %398 = add nsw i64 %396, %397
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %398
-  %399 = load float, ptr %arena117, align 4
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %398
+  %399 = load float, ptr %arena110, align 4
   %400 = fsub float %394, %399
-  %401 = fadd float %total40113, %400
-  store float %401, ptr %total40, align 4
-  %n41.next = add nsw i64 %n41104, 1
+  %401 = fadd float %total40, %400
+  store float %401, ptr %loss.total40, align 4
+  %n41.next = add nsw i64 %loss.n41100, 1
   %402 = icmp slt i64 %n41.next, 64
-  br i1 %402, label %n41, label %n41.end
+  br i1 %402, label %loss.n41, label %loss.n41.end
 
-n46:                                              ; preds = %k51.end, %n41.end
-  %n46120 = phi i64 [ 0, %n41.end ], [ %n46.next, %k51.end ]
-  %403 = mul nsw i64 %n46120, 10
+fc2_grad.n46:                                     ; preds = %fc2_grad.k51.end, %loss.n41.end
+  %fc2_grad.n46113 = phi i64 [ 0, %loss.n41.end ], [ %n46.next, %fc2_grad.k51.end ]
+  %403 = mul nsw i64 %fc2_grad.n46113, 10
   %404 = add nsw i64 3219456, %403
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %404
-  %405 = load float, ptr %arena121, align 4
-  store float %405, ptr %m47, align 4
-  br label %k49
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load float, ptr %arena114, align 4
+  store float %405, ptr %fc2_grad.m47, align 4
+  br label %fc2_grad.k49
 
-n46.end:                                          ; preds = %k51.end
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %grads141 = getelementptr inbounds float, ptr %grads, i64 1624576
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena139, i32 10, ptr %arena140, i32 128, float 0.000000e+00, ptr %grads141, i32 128)
-  br label %u52
+fc2_grad.n46.end:                                 ; preds = %fc2_grad.k51.end
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %grads132 = getelementptr inbounds float, ptr %grads, i64 1624576
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena130, i32 10, ptr %arena131, i32 128, float 0.000000e+00, ptr %grads132, i32 128)
+  br label %fc2_bias_grad.u52
 
-k49:                                              ; preds = %k49, %n46
-  %k49122 = phi i64 [ 0, %n46 ], [ %k49.next, %k49 ]
-  %m47123 = load float, ptr %m47, align 4
-  %406 = mul nsw i64 %n46120, 10
+fc2_grad.k49:                                     ; preds = %fc2_grad.k49, %fc2_grad.n46
+  %fc2_grad.k49115 = phi i64 [ 0, %fc2_grad.n46 ], [ %k49.next, %fc2_grad.k49 ]
+  %m47 = load float, ptr %fc2_grad.m47, align 4
+  %406 = mul nsw i64 %fc2_grad.n46113, 10
   %407 = add nsw i64 3219456, %406
-  %408 = add nsw i64 %407, %k49122
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load float, ptr %arena124, align 4
-  %410 = fcmp ogt float %409, %m47123
-  %411 = select i1 %410, float %409, float %m47123
-  store float %411, ptr %m47, align 4
-  %k49.next = add nsw i64 %k49122, 1
+  %408 = add nsw i64 %407, %fc2_grad.k49115
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load float, ptr %arena116, align 4
+  %410 = fcmp ogt float %409, %m47
+  %411 = select i1 %410, float %409, float %m47
+  store float %411, ptr %fc2_grad.m47, align 4
+  %k49.next = add nsw i64 %fc2_grad.k49115, 1
   %412 = icmp slt i64 %k49.next, 10
-  br i1 %412, label %k49, label %k49.end
+  br i1 %412, label %fc2_grad.k49, label %fc2_grad.k49.end
 
-k49.end:                                          ; preds = %k49
-  store float 0.000000e+00, ptr %s48, align 4
-  br label %k50
+fc2_grad.k49.end:                                 ; preds = %fc2_grad.k49
+  store float 0.000000e+00, ptr %fc2_grad.s48, align 4
+  br label %fc2_grad.k50
 
-k50:                                              ; preds = %k50, %k49.end
-  %k50125 = phi i64 [ 0, %k49.end ], [ %k50.next, %k50 ]
-  %s48126 = load float, ptr %s48, align 4
-  %413 = mul nsw i64 %n46120, 10
+fc2_grad.k50:                                     ; preds = %fc2_grad.k50, %fc2_grad.k49.end
+  %fc2_grad.k50117 = phi i64 [ 0, %fc2_grad.k49.end ], [ %k50.next, %fc2_grad.k50 ]
+  %s48 = load float, ptr %fc2_grad.s48, align 4
+  %413 = mul nsw i64 %fc2_grad.n46113, 10
   %414 = add nsw i64 3219456, %413
-  %415 = add nsw i64 %414, %k50125
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load float, ptr %arena127, align 4
-  %m47128 = load float, ptr %m47, align 4
-  %417 = fsub float %416, %m47128
+  %415 = add nsw i64 %414, %fc2_grad.k50117
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load float, ptr %arena118, align 4
+  %m47119 = load float, ptr %fc2_grad.m47, align 4
+  %417 = fsub float %416, %m47119
   %418 = call float @llvm.exp.f32(float %417)
-  %419 = fadd float %s48126, %418
-  store float %419, ptr %s48, align 4
-  %k50.next = add nsw i64 %k50125, 1
+  %419 = fadd float %s48, %418
+  store float %419, ptr %fc2_grad.s48, align 4
+  %k50.next = add nsw i64 %fc2_grad.k50117, 1
   %420 = icmp slt i64 %k50.next, 10
-  br i1 %420, label %k50, label %k50.end
+  br i1 %420, label %fc2_grad.k50, label %fc2_grad.k50.end
 
-k50.end:                                          ; preds = %k50
-  br label %k51
+fc2_grad.k50.end:                                 ; preds = %fc2_grad.k50
+  br label %fc2_grad.k51
 
-k51:                                              ; preds = %k51, %k50.end
-  %k51129 = phi i64 [ 0, %k50.end ], [ %k51.next, %k51 ]
-  %labels130 = getelementptr inbounds i32, ptr %labels, i64 %n46120
-  %label131 = load i32, ptr %labels130, align 4
-  %421 = sext i32 %label131 to i64
-  %422 = icmp eq i64 %k51129, %421
-  %423 = mul nsw i64 %n46120, 10
+fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.k50.end
+  %fc2_grad.k51120 = phi i64 [ 0, %fc2_grad.k50.end ], [ %k51.next, %fc2_grad.k51 ]
+  %labels121 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n46113
+  %label122 = load i32, ptr %labels121, align 4
+  %421 = sext i32 %label122 to i64
+  %422 = icmp eq i64 %fc2_grad.k51120, %421
+  %423 = mul nsw i64 %fc2_grad.n46113, 10
   %424 = add nsw i64 3219456, %423
-  %425 = add nsw i64 %424, %k51129
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %425
-  %426 = load float, ptr %arena132, align 4
-  %m47133 = load float, ptr %m47, align 4
-  %427 = fsub float %426, %m47133
+  %425 = add nsw i64 %424, %fc2_grad.k51120
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %425
+  %426 = load float, ptr %arena123, align 4
+  %m47124 = load float, ptr %fc2_grad.m47, align 4
+  %427 = fsub float %426, %m47124
   %428 = call float @llvm.exp.f32(float %427)
-  %s48134 = load float, ptr %s48, align 4
-  %429 = fdiv float %428, %s48134
+  %s48125 = load float, ptr %fc2_grad.s48, align 4
+  %429 = fdiv float %428, %s48125
   %430 = fsub float %429, 1.000000e+00
-  %431 = mul nsw i64 %n46120, 10
+  %431 = mul nsw i64 %fc2_grad.n46113, 10
   %432 = add nsw i64 3219456, %431
-  %433 = add nsw i64 %432, %k51129
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %433
-  %434 = load float, ptr %arena135, align 4
-  %m47136 = load float, ptr %m47, align 4
-  %435 = fsub float %434, %m47136
+  %433 = add nsw i64 %432, %fc2_grad.k51120
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %433
+  %434 = load float, ptr %arena126, align 4
+  %m47127 = load float, ptr %fc2_grad.m47, align 4
+  %435 = fsub float %434, %m47127
   %436 = call float @llvm.exp.f32(float %435)
-  %s48137 = load float, ptr %s48, align 4
-  %437 = fdiv float %436, %s48137
+  %s48128 = load float, ptr %fc2_grad.s48, align 4
+  %437 = fdiv float %436, %s48128
   %438 = select i1 %422, float %430, float %437
   %439 = fdiv float %438, 6.400000e+01
-  %440 = mul nsw i64 %n46120, 10
+  %440 = mul nsw i64 %fc2_grad.n46113, 10
   %441 = add nsw i64 3220112, %440
-  %442 = add nsw i64 %441, %k51129
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %439, ptr %arena138, align 4
-  %k51.next = add nsw i64 %k51129, 1
+  %442 = add nsw i64 %441, %fc2_grad.k51120
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %439, ptr %arena129, align 4
+  %k51.next = add nsw i64 %fc2_grad.k51120, 1
   %443 = icmp slt i64 %k51.next, 10
-  br i1 %443, label %k51, label %k51.end
+  br i1 %443, label %fc2_grad.k51, label %fc2_grad.k51.end
 
-k51.end:                                          ; preds = %k51
-  %n46.next = add nsw i64 %n46120, 1
+fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
+  %n46.next = add nsw i64 %fc2_grad.n46113, 1
   %444 = icmp slt i64 %n46.next, 64
-  br i1 %444, label %n46, label %n46.end
+  br i1 %444, label %fc2_grad.n46, label %fc2_grad.n46.end
 
-u52:                                              ; preds = %n54.end, %n46.end
-  %u52142 = phi i64 [ 0, %n46.end ], [ %u52.next, %n54.end ]
-  store float 0.000000e+00, ptr %acc53, align 4
-  br label %n54
+fc2_bias_grad.u52:                                ; preds = %fc2_bias_grad.n54.end, %fc2_grad.n46.end
+  %fc2_bias_grad.u52133 = phi i64 [ 0, %fc2_grad.n46.end ], [ %u52.next, %fc2_bias_grad.n54.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc53, align 4
+  br label %fc2_bias_grad.n54
 
-u52.end:                                          ; preds = %n54.end
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %params149 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 3220752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena148, i32 10, ptr %params149, i32 128, float 0.000000e+00, ptr %arena150, i32 128)
-  br label %i55
+fc2_bias_grad.u52.end:                            ; preds = %fc2_bias_grad.n54.end
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %params139 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 3220752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena138, i32 10, ptr %params139, i32 128, float 0.000000e+00, ptr %arena140, i32 128)
+  br label %fc1_grad.i55
 
-n54:                                              ; preds = %n54, %u52
-  %n54143 = phi i64 [ 0, %u52 ], [ %n54.next, %n54 ]
-  %acc53144 = load float, ptr %acc53, align 4
-  %445 = mul nsw i64 %n54143, 10
+fc2_bias_grad.n54:                                ; preds = %fc2_bias_grad.n54, %fc2_bias_grad.u52
+  %fc2_bias_grad.n54134 = phi i64 [ 0, %fc2_bias_grad.u52 ], [ %n54.next, %fc2_bias_grad.n54 ]
+  %acc53 = load float, ptr %fc2_bias_grad.acc53, align 4
+  %445 = mul nsw i64 %fc2_bias_grad.n54134, 10
   %446 = add nsw i64 3220112, %445
-  %447 = add nsw i64 %446, %u52142
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena145, align 4
-  %449 = fadd float %acc53144, %448
-  store float %449, ptr %acc53, align 4
-  %n54.next = add nsw i64 %n54143, 1
+  %447 = add nsw i64 %446, %fc2_bias_grad.u52133
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena135, align 4
+  %449 = fadd float %acc53, %448
+  store float %449, ptr %fc2_bias_grad.acc53, align 4
+  %n54.next = add nsw i64 %fc2_bias_grad.n54134, 1
   %450 = icmp slt i64 %n54.next, 64
-  br i1 %450, label %n54, label %n54.end
+  br i1 %450, label %fc2_bias_grad.n54, label %fc2_bias_grad.n54.end
 
-n54.end:                                          ; preds = %n54
-  %acc53146 = load float, ptr %acc53, align 4
-  %451 = add nsw i64 1625856, %u52142
-  %grads147 = getelementptr inbounds float, ptr %grads, i64 %451
-  store float %acc53146, ptr %grads147, align 4
-  %u52.next = add nsw i64 %u52142, 1
+fc2_bias_grad.n54.end:                            ; preds = %fc2_bias_grad.n54
+  %acc53136 = load float, ptr %fc2_bias_grad.acc53, align 4
+  %451 = add nsw i64 1625856, %fc2_bias_grad.u52133
+  %grads137 = getelementptr inbounds float, ptr %grads, i64 %451
+  store float %acc53136, ptr %grads137, align 4
+  %u52.next = add nsw i64 %fc2_bias_grad.u52133, 1
   %452 = icmp slt i64 %u52.next, 10
-  br i1 %452, label %u52, label %u52.end
+  br i1 %452, label %fc2_bias_grad.u52, label %fc2_bias_grad.u52.end
 
-i55:                                              ; preds = %i55, %u52.end
-  %i55151 = phi i64 [ 0, %u52.end ], [ %i55.next, %i55 ]
-  %453 = add nsw i64 3211264, %i55151
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %453
-  %454 = load float, ptr %arena152, align 4
+fc1_grad.i55:                                     ; preds = %fc1_grad.i55, %fc2_bias_grad.u52.end
+  %fc1_grad.i55141 = phi i64 [ 0, %fc2_bias_grad.u52.end ], [ %i55.next, %fc1_grad.i55 ]
+  %453 = add nsw i64 3211264, %fc1_grad.i55141
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %453
+  %454 = load float, ptr %arena142, align 4
   %455 = fcmp ogt float %454, 0.000000e+00
-  %456 = add nsw i64 3220752, %i55151
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %456
-  %457 = load float, ptr %arena153, align 4
+  %456 = add nsw i64 3220752, %fc1_grad.i55141
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load float, ptr %arena143, align 4
   %458 = select i1 %455, float %457, float 0.000000e+00
-  %459 = add nsw i64 3228944, %i55151
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %459
-  store float %458, ptr %arena154, align 4
-  %i55.next = add nsw i64 %i55151, 1
+  %459 = add nsw i64 3228944, %fc1_grad.i55141
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %459
+  store float %458, ptr %arena144, align 4
+  %i55.next = add nsw i64 %fc1_grad.i55141, 1
   %460 = icmp slt i64 %i55.next, 8192
-  br i1 %460, label %i55, label %i55.end
+  br i1 %460, label %fc1_grad.i55, label %fc1_grad.i55.end
 
-i55.end:                                          ; preds = %i55
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads157 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena155, i32 128, ptr %arena156, i32 12544, float 0.000000e+00, ptr %grads157, i32 12544)
-  br label %u56
+fc1_grad.i55.end:                                 ; preds = %fc1_grad.i55
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads147 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena145, i32 128, ptr %arena146, i32 12544, float 0.000000e+00, ptr %grads147, i32 12544)
+  br label %fc1_bias_grad.u56
 
-u56:                                              ; preds = %n58.end, %i55.end
-  %u56158 = phi i64 [ 0, %i55.end ], [ %u56.next, %n58.end ]
-  store float 0.000000e+00, ptr %acc57, align 4
-  br label %n58
+fc1_bias_grad.u56:                                ; preds = %fc1_bias_grad.n58.end, %fc1_grad.i55.end
+  %fc1_bias_grad.u56148 = phi i64 [ 0, %fc1_grad.i55.end ], [ %u56.next, %fc1_bias_grad.n58.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc57, align 4
+  br label %fc1_bias_grad.n58
 
-u56.end:                                          ; preds = %n58.end
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %params165 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 3237136
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena164, i32 128, ptr %params165, i32 12544, float 0.000000e+00, ptr %arena166, i32 12544)
-  br label %i59
+fc1_bias_grad.u56.end:                            ; preds = %fc1_bias_grad.n58.end
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %params154 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 3237136
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena153, i32 128, ptr %params154, i32 12544, float 0.000000e+00, ptr %arena155, i32 12544)
+  br label %conv2_grad.i59
 
-n58:                                              ; preds = %n58, %u56
-  %n58159 = phi i64 [ 0, %u56 ], [ %n58.next, %n58 ]
-  %acc57160 = load float, ptr %acc57, align 4
-  %461 = mul nsw i64 %n58159, 128
+fc1_bias_grad.n58:                                ; preds = %fc1_bias_grad.n58, %fc1_bias_grad.u56
+  %fc1_bias_grad.n58149 = phi i64 [ 0, %fc1_bias_grad.u56 ], [ %n58.next, %fc1_bias_grad.n58 ]
+  %acc57 = load float, ptr %fc1_bias_grad.acc57, align 4
+  %461 = mul nsw i64 %fc1_bias_grad.n58149, 128
   %462 = add nsw i64 3228944, %461
-  %463 = add nsw i64 %462, %u56158
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %463
-  %464 = load float, ptr %arena161, align 4
-  %465 = fadd float %acc57160, %464
-  store float %465, ptr %acc57, align 4
-  %n58.next = add nsw i64 %n58159, 1
+  %463 = add nsw i64 %462, %fc1_bias_grad.u56148
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %463
+  %464 = load float, ptr %arena150, align 4
+  %465 = fadd float %acc57, %464
+  store float %465, ptr %fc1_bias_grad.acc57, align 4
+  %n58.next = add nsw i64 %fc1_bias_grad.n58149, 1
   %466 = icmp slt i64 %n58.next, 64
-  br i1 %466, label %n58, label %n58.end
+  br i1 %466, label %fc1_bias_grad.n58, label %fc1_bias_grad.n58.end
 
-n58.end:                                          ; preds = %n58
-  %acc57162 = load float, ptr %acc57, align 4
-  %467 = add nsw i64 1624448, %u56158
-  %grads163 = getelementptr inbounds float, ptr %grads, i64 %467
-  store float %acc57162, ptr %grads163, align 4
-  %u56.next = add nsw i64 %u56158, 1
+fc1_bias_grad.n58.end:                            ; preds = %fc1_bias_grad.n58
+  %acc57151 = load float, ptr %fc1_bias_grad.acc57, align 4
+  %467 = add nsw i64 1624448, %fc1_bias_grad.u56148
+  %grads152 = getelementptr inbounds float, ptr %grads, i64 %467
+  store float %acc57151, ptr %grads152, align 4
+  %u56.next = add nsw i64 %fc1_bias_grad.u56148, 1
   %468 = icmp slt i64 %u56.next, 128
-  br i1 %468, label %u56, label %u56.end
+  br i1 %468, label %fc1_bias_grad.u56, label %fc1_bias_grad.u56.end
 
-i59:                                              ; preds = %i59, %u56.end
-  %i59167 = phi i64 [ 0, %u56.end ], [ %i59.next, %i59 ]
-  %469 = add nsw i64 4039952, %i59167
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %469
-  store float 0.000000e+00, ptr %arena168, align 4
-  %i59.next = add nsw i64 %i59167, 1
+conv2_grad.i59:                                   ; preds = %conv2_grad.i59, %fc1_bias_grad.u56.end
+  %conv2_grad.i59156 = phi i64 [ 0, %fc1_bias_grad.u56.end ], [ %i59.next, %conv2_grad.i59 ]
+  %469 = add nsw i64 4039952, %conv2_grad.i59156
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %469
+  store float 0.000000e+00, ptr %arena157, align 4
+  %i59.next = add nsw i64 %conv2_grad.i59156, 1
   %470 = icmp slt i64 %i59.next, 3211264
-  br i1 %470, label %i59, label %i59.end
+  br i1 %470, label %conv2_grad.i59, label %conv2_grad.i59.end
 
-i59.end:                                          ; preds = %i59
-  br label %q60
+conv2_grad.i59.end:                               ; preds = %conv2_grad.i59
+  br label %conv2_grad.q60
 
-q60:                                              ; preds = %i61.end, %i59.end
-  %q60169 = phi i64 [ 0, %i59.end ], [ %q60.next, %i61.end ]
-  br label %i61
+conv2_grad.q60:                                   ; preds = %conv2_grad.i61.end, %conv2_grad.i59.end
+  %conv2_grad.q60158 = phi i64 [ 0, %conv2_grad.i59.end ], [ %q60.next, %conv2_grad.i61.end ]
+  br label %conv2_grad.i61
 
-q60.end:                                          ; preds = %i61.end
-  br label %i62
+conv2_grad.q60.end:                               ; preds = %conv2_grad.i61.end
+  br label %conv2_weight_grad.i62
 
-i61:                                              ; preds = %endif172, %q60
-  %i61170 = phi i64 [ 0, %q60 ], [ %i61.next, %endif172 ]
-  %471 = mul nsw i64 %q60169, 196
-  %472 = add nsw i64 %471, %i61170
+conv2_grad.i61:                                   ; preds = %conv2_grad.endif, %conv2_grad.q60
+  %conv2_grad.i61159 = phi i64 [ 0, %conv2_grad.q60 ], [ %i61.next, %conv2_grad.endif ]
+  %471 = mul nsw i64 %conv2_grad.q60158, 196
+  %472 = add nsw i64 %471, %conv2_grad.i61159
   %473 = add nsw i64 1605632, %472
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %473
-  %474 = load float, ptr %arena173, align 4
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %473
+  %474 = load float, ptr %arena160, align 4
   %475 = fcmp ogt float %474, 0.000000e+00
-  br i1 %475, label %then171, label %endif172
+  br i1 %475, label %conv2_grad.then, label %conv2_grad.endif
 
-i61.end:                                          ; preds = %endif172
-  %q60.next = add nsw i64 %q60169, 1
+conv2_grad.i61.end:                               ; preds = %conv2_grad.endif
+  %q60.next = add nsw i64 %conv2_grad.q60158, 1
   %476 = icmp slt i64 %q60.next, 4096
-  br i1 %476, label %q60, label %q60.end
+  br i1 %476, label %conv2_grad.q60, label %conv2_grad.q60.end
 
-then171:                                          ; preds = %i61
-  %477 = mul nsw i64 %q60169, 784
+conv2_grad.then:                                  ; preds = %conv2_grad.i61
+  %477 = mul nsw i64 %conv2_grad.q60158, 784
   %478 = add nsw i64 4039952, %477
-  %479 = mul nsw i64 %q60169, 196
-  %480 = add nsw i64 %479, %i61170
+  %479 = mul nsw i64 %conv2_grad.q60158, 196
+  %480 = add nsw i64 %479, %conv2_grad.i61159
   %481 = add nsw i64 2408448, %480
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %481
-  %482 = load float, ptr %arena174, align 4
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena161, align 4
   %483 = fptosi float %482 to i64
   %484 = add nsw i64 %478, %483
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %484
-  %485 = load float, ptr %arena175, align 4
-  %486 = mul nsw i64 %q60169, 196
-  %487 = add nsw i64 %486, %i61170
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %484
+  %485 = load float, ptr %arena162, align 4
+  %486 = mul nsw i64 %conv2_grad.q60158, 196
+  %487 = add nsw i64 %486, %conv2_grad.i61159
   %488 = add nsw i64 3237136, %487
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load float, ptr %arena176, align 4
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena163, align 4
   %490 = fadd float %485, %489
-  store float %490, ptr %arena175, align 4
-  br label %endif172
+  store float %490, ptr %arena162, align 4
+  br label %conv2_grad.endif
 
-endif172:                                         ; preds = %then171, %i61
-  %i61.next = add nsw i64 %i61170, 1
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i61
+  %i61.next = add nsw i64 %conv2_grad.i61159, 1
   %491 = icmp slt i64 %i61.next, 196
-  br i1 %491, label %i61, label %i61.end
+  br i1 %491, label %conv2_grad.i61, label %conv2_grad.i61.end
 
-i62:                                              ; preds = %i62, %q60.end
-  %i62177 = phi i64 [ 0, %q60.end ], [ %i62.next, %i62 ]
-  %492 = add nsw i64 320, %i62177
-  %grads178 = getelementptr inbounds float, ptr %grads, i64 %492
-  store float 0.000000e+00, ptr %grads178, align 4
-  %i62.next = add nsw i64 %i62177, 1
+conv2_weight_grad.i62:                            ; preds = %conv2_weight_grad.i62, %conv2_grad.q60.end
+  %conv2_weight_grad.i62164 = phi i64 [ 0, %conv2_grad.q60.end ], [ %i62.next, %conv2_weight_grad.i62 ]
+  %492 = add nsw i64 320, %conv2_weight_grad.i62164
+  %grads165 = getelementptr inbounds float, ptr %grads, i64 %492
+  store float 0.000000e+00, ptr %grads165, align 4
+  %i62.next = add nsw i64 %conv2_weight_grad.i62164, 1
   %493 = icmp slt i64 %i62.next, 18432
-  br i1 %493, label %i62, label %i62.end
+  br i1 %493, label %conv2_weight_grad.i62, label %conv2_weight_grad.i62.end
 
-i62.end:                                          ; preds = %i62
-  br label %g63
+conv2_weight_grad.i62.end:                        ; preds = %conv2_weight_grad.i62
+  br label %conv2_weight_grad.g63
 
-g63:                                              ; preds = %j75.end, %i62.end
-  %g63179 = phi i64 [ 0, %i62.end ], [ %g63.next, %j75.end ]
-  br label %j64
+conv2_weight_grad.g63:                            ; preds = %conv2_weight_grad.j75.end, %conv2_weight_grad.i62.end
+  %conv2_weight_grad.g63166 = phi i64 [ 0, %conv2_weight_grad.i62.end ], [ %g63.next, %conv2_weight_grad.j75.end ]
+  br label %conv2_weight_grad.j64
 
-g63.end:                                          ; preds = %j75.end
-  br label %f78
+conv2_weight_grad.g63.end:                        ; preds = %conv2_weight_grad.j75.end
+  br label %conv2_bias_grad.f78
 
-j64:                                              ; preds = %c67.end, %g63
-  %j64180 = phi i64 [ 0, %g63 ], [ %j64.next, %c67.end ]
-  br label %r65
+conv2_weight_grad.j64:                            ; preds = %conv2_weight_grad.c67.end, %conv2_weight_grad.g63
+  %conv2_weight_grad.j64167 = phi i64 [ 0, %conv2_weight_grad.g63 ], [ %j64.next, %conv2_weight_grad.c67.end ]
+  br label %conv2_weight_grad.r65
 
-j64.end:                                          ; preds = %c67.end
-  br label %j75
+conv2_weight_grad.j64.end:                        ; preds = %conv2_weight_grad.c67.end
+  br label %conv2_weight_grad.j75
 
-r65:                                              ; preds = %i66.end, %j64
-  %r65181 = phi i64 [ 0, %j64 ], [ %r65.next, %i66.end ]
-  br label %i66
+conv2_weight_grad.r65:                            ; preds = %conv2_weight_grad.i66.end, %conv2_weight_grad.j64
+  %conv2_weight_grad.r65168 = phi i64 [ 0, %conv2_weight_grad.j64 ], [ %r65.next, %conv2_weight_grad.i66.end ]
+  br label %conv2_weight_grad.i66
 
-r65.end:                                          ; preds = %i66.end
-  br label %c67
+conv2_weight_grad.r65.end:                        ; preds = %conv2_weight_grad.i66.end
+  br label %conv2_weight_grad.c67
 
-i66:                                              ; preds = %i66, %r65
-  %i66182 = phi i64 [ 0, %r65 ], [ %i66.next, %i66 ]
-  %494 = mul nsw i64 %r65181, 50176
+conv2_weight_grad.i66:                            ; preds = %conv2_weight_grad.i66, %conv2_weight_grad.r65
+  %conv2_weight_grad.i66169 = phi i64 [ 0, %conv2_weight_grad.r65 ], [ %i66.next, %conv2_weight_grad.i66 ]
+  %494 = mul nsw i64 %conv2_weight_grad.r65168, 50176
   %495 = add nsw i64 7251216, %494
-  %496 = mul nsw i64 %j64180, 784
+  %496 = mul nsw i64 %conv2_weight_grad.j64167, 784
   %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %i66182
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %498
-  store float 0.000000e+00, ptr %arena183, align 4
-  %i66.next = add nsw i64 %i66182, 1
+  %498 = add nsw i64 %497, %conv2_weight_grad.i66169
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %498
+  store float 0.000000e+00, ptr %arena170, align 4
+  %i66.next = add nsw i64 %conv2_weight_grad.i66169, 1
   %499 = icmp slt i64 %i66.next, 784
-  br i1 %499, label %i66, label %i66.end
+  br i1 %499, label %conv2_weight_grad.i66, label %conv2_weight_grad.i66.end
 
-i66.end:                                          ; preds = %i66
-  %r65.next = add nsw i64 %r65181, 1
+conv2_weight_grad.i66.end:                        ; preds = %conv2_weight_grad.i66
+  %r65.next = add nsw i64 %conv2_weight_grad.r65168, 1
   %500 = icmp slt i64 %r65.next, 288
-  br i1 %500, label %r65, label %r65.end
+  br i1 %500, label %conv2_weight_grad.r65, label %conv2_weight_grad.r65.end
 
-c67:                                              ; preds = %ky68.end, %r65.end
-  %c67184 = phi i64 [ 0, %r65.end ], [ %c67.next, %ky68.end ]
-  br label %ky68
+conv2_weight_grad.c67:                            ; preds = %conv2_weight_grad.ky68.end, %conv2_weight_grad.r65.end
+  %conv2_weight_grad.c67171 = phi i64 [ 0, %conv2_weight_grad.r65.end ], [ %c67.next, %conv2_weight_grad.ky68.end ]
+  br label %conv2_weight_grad.ky68
 
-c67.end:                                          ; preds = %ky68.end
-  %j64.next = add nsw i64 %j64180, 1
+conv2_weight_grad.c67.end:                        ; preds = %conv2_weight_grad.ky68.end
+  %j64.next = add nsw i64 %conv2_weight_grad.j64167, 1
   %501 = icmp slt i64 %j64.next, 64
-  br i1 %501, label %j64, label %j64.end
+  br i1 %501, label %conv2_weight_grad.j64, label %conv2_weight_grad.j64.end
 
-ky68:                                             ; preds = %oy73.end, %c67
-  %ky68185 = phi i64 [ 0, %c67 ], [ %ky68.next, %oy73.end ]
-  br label %oy69
+conv2_weight_grad.ky68:                           ; preds = %conv2_weight_grad.oy73.end, %conv2_weight_grad.c67
+  %conv2_weight_grad.ky68172 = phi i64 [ 0, %conv2_weight_grad.c67 ], [ %ky68.next, %conv2_weight_grad.oy73.end ]
+  br label %conv2_weight_grad.oy69
 
-ky68.end:                                         ; preds = %oy73.end
-  %c67.next = add nsw i64 %c67184, 1
+conv2_weight_grad.ky68.end:                       ; preds = %conv2_weight_grad.oy73.end
+  %c67.next = add nsw i64 %conv2_weight_grad.c67171, 1
   %502 = icmp slt i64 %c67.next, 32
-  br i1 %502, label %c67, label %c67.end
+  br i1 %502, label %conv2_weight_grad.c67, label %conv2_weight_grad.c67.end
 
-oy69:                                             ; preds = %endif188, %ky68
-  %oy69186 = phi i64 [ 0, %ky68 ], [ %oy69.next, %endif188 ]
-  %503 = add nsw i64 %oy69186, %ky68185
+conv2_weight_grad.oy69:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky68
+  %conv2_weight_grad.oy69173 = phi i64 [ 0, %conv2_weight_grad.ky68 ], [ %oy69.next, %conv2_weight_grad.endif ]
+  %503 = add nsw i64 %conv2_weight_grad.oy69173, %conv2_weight_grad.ky68172
   %504 = add nsw i64 %503, -1
   %505 = icmp slt i64 -1, %504
-  %506 = add nsw i64 %oy69186, %ky68185
+  %506 = add nsw i64 %conv2_weight_grad.oy69173, %conv2_weight_grad.ky68172
   %507 = add nsw i64 %506, -1
   %508 = icmp slt i64 %507, 28
   %509 = and i1 %505, %508
-  br i1 %509, label %then187, label %endif188
+  br i1 %509, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-oy69.end:                                         ; preds = %endif188
-  br label %oy71
+conv2_weight_grad.oy69.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy71
 
-then187:                                          ; preds = %oy69
-  br label %ox70
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy69
+  br label %conv2_weight_grad.ox70
 
-endif188:                                         ; preds = %ox70.end, %oy69
-  %oy69.next = add nsw i64 %oy69186, 1
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox70.end, %conv2_weight_grad.oy69
+  %oy69.next = add nsw i64 %conv2_weight_grad.oy69173, 1
   %510 = icmp slt i64 %oy69.next, 28
-  br i1 %510, label %oy69, label %oy69.end
+  br i1 %510, label %conv2_weight_grad.oy69, label %conv2_weight_grad.oy69.end
 
-ox70:                                             ; preds = %ox70, %then187
-  %ox70189 = phi i64 [ 0, %then187 ], [ %ox70.next, %ox70 ]
-  %511 = mul nsw i64 %g63179, 64
-  %512 = add nsw i64 %511, %j64180
+conv2_weight_grad.ox70:                           ; preds = %conv2_weight_grad.ox70, %conv2_weight_grad.then
+  %conv2_weight_grad.ox70174 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox70.next, %conv2_weight_grad.ox70 ]
+  %511 = mul nsw i64 %conv2_weight_grad.g63166, 64
+  %512 = add nsw i64 %511, %conv2_weight_grad.j64167
   %513 = mul nsw i64 %512, 25088
-  %514 = mul nsw i64 %c67184, 784
+  %514 = mul nsw i64 %conv2_weight_grad.c67171, 784
   %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %oy69186, %ky68185
+  %516 = add nsw i64 %conv2_weight_grad.oy69173, %conv2_weight_grad.ky68172
   %517 = add nsw i64 %516, -1
   %518 = mul nsw i64 %517, 28
   %519 = add nsw i64 %515, %518
-  %520 = add nsw i64 %ox70189, 1
+  %520 = add nsw i64 %conv2_weight_grad.ox70174, 1
   %521 = add nsw i64 %520, -1
   %522 = add nsw i64 %519, %521
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %522
-  %523 = load float, ptr %arena190, align 4
-  %524 = mul nsw i64 %c67184, 3
-  %525 = add nsw i64 %524, %ky68185
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena175, align 4
+  %524 = mul nsw i64 %conv2_weight_grad.c67171, 3
+  %525 = add nsw i64 %524, %conv2_weight_grad.ky68172
   %526 = mul nsw i64 %525, 3
   %527 = mul nsw i64 %526, 50176
   %528 = add nsw i64 7251216, %527
-  %529 = mul nsw i64 %j64180, 784
+  %529 = mul nsw i64 %conv2_weight_grad.j64167, 784
   %530 = add nsw i64 %528, %529
-  %531 = mul nsw i64 %oy69186, 28
+  %531 = mul nsw i64 %conv2_weight_grad.oy69173, 28
   %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %ox70189, 1
+  %533 = add nsw i64 %conv2_weight_grad.ox70174, 1
   %534 = add nsw i64 %532, %533
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %534
-  store float %523, ptr %arena191, align 4
-  %ox70.next = add nsw i64 %ox70189, 1
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %534
+  store float %523, ptr %arena176, align 4
+  %ox70.next = add nsw i64 %conv2_weight_grad.ox70174, 1
   %535 = icmp slt i64 %ox70.next, 27
-  br i1 %535, label %ox70, label %ox70.end
+  br i1 %535, label %conv2_weight_grad.ox70, label %conv2_weight_grad.ox70.end
 
-ox70.end:                                         ; preds = %ox70
-  br label %endif188
+conv2_weight_grad.ox70.end:                       ; preds = %conv2_weight_grad.ox70
+  br label %conv2_weight_grad.endif
 
-oy71:                                             ; preds = %endif194, %oy69.end
-  %oy71192 = phi i64 [ 0, %oy69.end ], [ %oy71.next, %endif194 ]
-  %536 = add nsw i64 %oy71192, %ky68185
+conv2_weight_grad.oy71:                           ; preds = %conv2_weight_grad.endif179, %conv2_weight_grad.oy69.end
+  %conv2_weight_grad.oy71177 = phi i64 [ 0, %conv2_weight_grad.oy69.end ], [ %oy71.next, %conv2_weight_grad.endif179 ]
+  %536 = add nsw i64 %conv2_weight_grad.oy71177, %conv2_weight_grad.ky68172
   %537 = add nsw i64 %536, -1
   %538 = icmp slt i64 -1, %537
-  %539 = add nsw i64 %oy71192, %ky68185
+  %539 = add nsw i64 %conv2_weight_grad.oy71177, %conv2_weight_grad.ky68172
   %540 = add nsw i64 %539, -1
   %541 = icmp slt i64 %540, 28
   %542 = and i1 %538, %541
-  br i1 %542, label %then193, label %endif194
+  br i1 %542, label %conv2_weight_grad.then178, label %conv2_weight_grad.endif179
 
-oy71.end:                                         ; preds = %endif194
-  br label %oy73
+conv2_weight_grad.oy71.end:                       ; preds = %conv2_weight_grad.endif179
+  br label %conv2_weight_grad.oy73
 
-then193:                                          ; preds = %oy71
-  br label %ox72
+conv2_weight_grad.then178:                        ; preds = %conv2_weight_grad.oy71
+  br label %conv2_weight_grad.ox72
 
-endif194:                                         ; preds = %ox72.end, %oy71
-  %oy71.next = add nsw i64 %oy71192, 1
+conv2_weight_grad.endif179:                       ; preds = %conv2_weight_grad.ox72.end, %conv2_weight_grad.oy71
+  %oy71.next = add nsw i64 %conv2_weight_grad.oy71177, 1
   %543 = icmp slt i64 %oy71.next, 28
-  br i1 %543, label %oy71, label %oy71.end
+  br i1 %543, label %conv2_weight_grad.oy71, label %conv2_weight_grad.oy71.end
 
-ox72:                                             ; preds = %ox72, %then193
-  %ox72195 = phi i64 [ 0, %then193 ], [ %ox72.next, %ox72 ]
-  %544 = mul nsw i64 %g63179, 64
-  %545 = add nsw i64 %544, %j64180
+conv2_weight_grad.ox72:                           ; preds = %conv2_weight_grad.ox72, %conv2_weight_grad.then178
+  %conv2_weight_grad.ox72180 = phi i64 [ 0, %conv2_weight_grad.then178 ], [ %ox72.next, %conv2_weight_grad.ox72 ]
+  %544 = mul nsw i64 %conv2_weight_grad.g63166, 64
+  %545 = add nsw i64 %544, %conv2_weight_grad.j64167
   %546 = mul nsw i64 %545, 25088
-  %547 = mul nsw i64 %c67184, 784
+  %547 = mul nsw i64 %conv2_weight_grad.c67171, 784
   %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %oy71192, %ky68185
+  %549 = add nsw i64 %conv2_weight_grad.oy71177, %conv2_weight_grad.ky68172
   %550 = add nsw i64 %549, -1
   %551 = mul nsw i64 %550, 28
   %552 = add nsw i64 %548, %551
-  %553 = add nsw i64 %552, %ox72195
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %553
-  %554 = load float, ptr %arena196, align 4
-  %555 = mul nsw i64 %c67184, 3
-  %556 = add nsw i64 %555, %ky68185
+  %553 = add nsw i64 %552, %conv2_weight_grad.ox72180
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %553
+  %554 = load float, ptr %arena181, align 4
+  %555 = mul nsw i64 %conv2_weight_grad.c67171, 3
+  %556 = add nsw i64 %555, %conv2_weight_grad.ky68172
   %557 = mul nsw i64 %556, 3
   %558 = add nsw i64 %557, 1
   %559 = mul nsw i64 %558, 50176
   %560 = add nsw i64 7251216, %559
-  %561 = mul nsw i64 %j64180, 784
+  %561 = mul nsw i64 %conv2_weight_grad.j64167, 784
   %562 = add nsw i64 %560, %561
-  %563 = mul nsw i64 %oy71192, 28
+  %563 = mul nsw i64 %conv2_weight_grad.oy71177, 28
   %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %ox72195
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 %565
-  store float %554, ptr %arena197, align 4
-  %ox72.next = add nsw i64 %ox72195, 1
+  %565 = add nsw i64 %564, %conv2_weight_grad.ox72180
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %565
+  store float %554, ptr %arena182, align 4
+  %ox72.next = add nsw i64 %conv2_weight_grad.ox72180, 1
   %566 = icmp slt i64 %ox72.next, 28
-  br i1 %566, label %ox72, label %ox72.end
+  br i1 %566, label %conv2_weight_grad.ox72, label %conv2_weight_grad.ox72.end
 
-ox72.end:                                         ; preds = %ox72
-  br label %endif194
+conv2_weight_grad.ox72.end:                       ; preds = %conv2_weight_grad.ox72
+  br label %conv2_weight_grad.endif179
 
-oy73:                                             ; preds = %endif200, %oy71.end
-  %oy73198 = phi i64 [ 0, %oy71.end ], [ %oy73.next, %endif200 ]
-  %567 = add nsw i64 %oy73198, %ky68185
+conv2_weight_grad.oy73:                           ; preds = %conv2_weight_grad.endif185, %conv2_weight_grad.oy71.end
+  %conv2_weight_grad.oy73183 = phi i64 [ 0, %conv2_weight_grad.oy71.end ], [ %oy73.next, %conv2_weight_grad.endif185 ]
+  %567 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky68172
   %568 = add nsw i64 %567, -1
   %569 = icmp slt i64 -1, %568
-  %570 = add nsw i64 %oy73198, %ky68185
+  %570 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky68172
   %571 = add nsw i64 %570, -1
   %572 = icmp slt i64 %571, 28
   %573 = and i1 %569, %572
-  br i1 %573, label %then199, label %endif200
+  br i1 %573, label %conv2_weight_grad.then184, label %conv2_weight_grad.endif185
 
-oy73.end:                                         ; preds = %endif200
-  %ky68.next = add nsw i64 %ky68185, 1
+conv2_weight_grad.oy73.end:                       ; preds = %conv2_weight_grad.endif185
+  %ky68.next = add nsw i64 %conv2_weight_grad.ky68172, 1
   %574 = icmp slt i64 %ky68.next, 3
-  br i1 %574, label %ky68, label %ky68.end
+  br i1 %574, label %conv2_weight_grad.ky68, label %conv2_weight_grad.ky68.end
 
-then199:                                          ; preds = %oy73
-  br label %ox74
+conv2_weight_grad.then184:                        ; preds = %conv2_weight_grad.oy73
+  br label %conv2_weight_grad.ox74
 
-endif200:                                         ; preds = %ox74.end, %oy73
-  %oy73.next = add nsw i64 %oy73198, 1
+conv2_weight_grad.endif185:                       ; preds = %conv2_weight_grad.ox74.end, %conv2_weight_grad.oy73
+  %oy73.next = add nsw i64 %conv2_weight_grad.oy73183, 1
   %575 = icmp slt i64 %oy73.next, 28
-  br i1 %575, label %oy73, label %oy73.end
+  br i1 %575, label %conv2_weight_grad.oy73, label %conv2_weight_grad.oy73.end
 
-ox74:                                             ; preds = %ox74, %then199
-  %ox74201 = phi i64 [ 0, %then199 ], [ %ox74.next, %ox74 ]
-  %576 = mul nsw i64 %g63179, 64
-  %577 = add nsw i64 %576, %j64180
+conv2_weight_grad.ox74:                           ; preds = %conv2_weight_grad.ox74, %conv2_weight_grad.then184
+  %conv2_weight_grad.ox74186 = phi i64 [ 0, %conv2_weight_grad.then184 ], [ %ox74.next, %conv2_weight_grad.ox74 ]
+  %576 = mul nsw i64 %conv2_weight_grad.g63166, 64
+  %577 = add nsw i64 %576, %conv2_weight_grad.j64167
   %578 = mul nsw i64 %577, 25088
-  %579 = mul nsw i64 %c67184, 784
+  %579 = mul nsw i64 %conv2_weight_grad.c67171, 784
   %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %oy73198, %ky68185
+  %581 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky68172
   %582 = add nsw i64 %581, -1
   %583 = mul nsw i64 %582, 28
   %584 = add nsw i64 %580, %583
-  %585 = add nsw i64 %ox74201, 1
+  %585 = add nsw i64 %conv2_weight_grad.ox74186, 1
   %586 = add nsw i64 %584, %585
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = load float, ptr %arena202, align 4
-  %588 = mul nsw i64 %c67184, 3
-  %589 = add nsw i64 %588, %ky68185
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %586
+  %587 = load float, ptr %arena187, align 4
+  %588 = mul nsw i64 %conv2_weight_grad.c67171, 3
+  %589 = add nsw i64 %588, %conv2_weight_grad.ky68172
   %590 = mul nsw i64 %589, 3
   %591 = add nsw i64 %590, 2
   %592 = mul nsw i64 %591, 50176
   %593 = add nsw i64 7251216, %592
-  %594 = mul nsw i64 %j64180, 784
+  %594 = mul nsw i64 %conv2_weight_grad.j64167, 784
   %595 = add nsw i64 %593, %594
-  %596 = mul nsw i64 %oy73198, 28
+  %596 = mul nsw i64 %conv2_weight_grad.oy73183, 28
   %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %597, %ox74201
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %598
-  store float %587, ptr %arena203, align 4
-  %ox74.next = add nsw i64 %ox74201, 1
+  %598 = add nsw i64 %597, %conv2_weight_grad.ox74186
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %598
+  store float %587, ptr %arena188, align 4
+  %ox74.next = add nsw i64 %conv2_weight_grad.ox74186, 1
   %599 = icmp slt i64 %ox74.next, 27
-  br i1 %599, label %ox74, label %ox74.end
+  br i1 %599, label %conv2_weight_grad.ox74, label %conv2_weight_grad.ox74.end
 
-ox74.end:                                         ; preds = %ox74
-  br label %endif200
+conv2_weight_grad.ox74.end:                       ; preds = %conv2_weight_grad.ox74
+  br label %conv2_weight_grad.endif185
 
-j75:                                              ; preds = %f76.end, %j64.end
-  %j75204 = phi i64 [ 0, %j64.end ], [ %j75.next, %f76.end ]
-  br label %f76
+conv2_weight_grad.j75:                            ; preds = %conv2_weight_grad.f76.end, %conv2_weight_grad.j64.end
+  %conv2_weight_grad.j75189 = phi i64 [ 0, %conv2_weight_grad.j64.end ], [ %j75.next, %conv2_weight_grad.f76.end ]
+  br label %conv2_weight_grad.f76
 
-j75.end:                                          ; preds = %f76.end
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 21701904
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 7251216
-  %grads211 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 50176, float 1.000000e+00, ptr %arena209, i32 50176, ptr %arena210, i32 50176, float 1.000000e+00, ptr %grads211, i32 288)
-  %g63.next = add nsw i64 %g63179, 1
+conv2_weight_grad.j75.end:                        ; preds = %conv2_weight_grad.f76.end
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 21701904
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 7251216
+  %grads196 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 50176, float 1.000000e+00, ptr %arena194, i32 50176, ptr %arena195, i32 50176, float 1.000000e+00, ptr %grads196, i32 288)
+  %g63.next = add nsw i64 %conv2_weight_grad.g63166, 1
   %600 = icmp slt i64 %g63.next, 1
-  br i1 %600, label %g63, label %g63.end
+  br i1 %600, label %conv2_weight_grad.g63, label %conv2_weight_grad.g63.end
 
-f76:                                              ; preds = %i77.end, %j75
-  %f76205 = phi i64 [ 0, %j75 ], [ %f76.next, %i77.end ]
-  br label %i77
+conv2_weight_grad.f76:                            ; preds = %conv2_weight_grad.i77.end, %conv2_weight_grad.j75
+  %conv2_weight_grad.f76190 = phi i64 [ 0, %conv2_weight_grad.j75 ], [ %f76.next, %conv2_weight_grad.i77.end ]
+  br label %conv2_weight_grad.i77
 
-f76.end:                                          ; preds = %i77.end
-  %j75.next = add nsw i64 %j75204, 1
+conv2_weight_grad.f76.end:                        ; preds = %conv2_weight_grad.i77.end
+  %j75.next = add nsw i64 %conv2_weight_grad.j75189, 1
   %601 = icmp slt i64 %j75.next, 64
-  br i1 %601, label %j75, label %j75.end
+  br i1 %601, label %conv2_weight_grad.j75, label %conv2_weight_grad.j75.end
 
-i77:                                              ; preds = %i77, %f76
-  %i77206 = phi i64 [ 0, %f76 ], [ %i77.next, %i77 ]
-  %602 = mul nsw i64 %g63179, 64
-  %603 = add nsw i64 %602, %j75204
+conv2_weight_grad.i77:                            ; preds = %conv2_weight_grad.i77, %conv2_weight_grad.f76
+  %conv2_weight_grad.i77191 = phi i64 [ 0, %conv2_weight_grad.f76 ], [ %i77.next, %conv2_weight_grad.i77 ]
+  %602 = mul nsw i64 %conv2_weight_grad.g63166, 64
+  %603 = add nsw i64 %602, %conv2_weight_grad.j75189
   %604 = mul nsw i64 %603, 50176
   %605 = add nsw i64 4039952, %604
-  %606 = mul nsw i64 %f76205, 784
+  %606 = mul nsw i64 %conv2_weight_grad.f76190, 784
   %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 %607, %i77206
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load float, ptr %arena207, align 4
-  %610 = mul nsw i64 %f76205, 50176
+  %608 = add nsw i64 %607, %conv2_weight_grad.i77191
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %608
+  %609 = load float, ptr %arena192, align 4
+  %610 = mul nsw i64 %conv2_weight_grad.f76190, 50176
   %611 = add nsw i64 21701904, %610
-  %612 = mul nsw i64 %j75204, 784
+  %612 = mul nsw i64 %conv2_weight_grad.j75189, 784
   %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 %613, %i77206
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %614
-  store float %609, ptr %arena208, align 4
-  %i77.next = add nsw i64 %i77206, 1
+  %614 = add nsw i64 %613, %conv2_weight_grad.i77191
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %614
+  store float %609, ptr %arena193, align 4
+  %i77.next = add nsw i64 %conv2_weight_grad.i77191, 1
   %615 = icmp slt i64 %i77.next, 784
-  br i1 %615, label %i77, label %i77.end
+  br i1 %615, label %conv2_weight_grad.i77, label %conv2_weight_grad.i77.end
 
-i77.end:                                          ; preds = %i77
-  %f76.next = add nsw i64 %f76205, 1
+conv2_weight_grad.i77.end:                        ; preds = %conv2_weight_grad.i77
+  %f76.next = add nsw i64 %conv2_weight_grad.f76190, 1
   %616 = icmp slt i64 %f76.next, 64
-  br i1 %616, label %f76, label %f76.end
+  br i1 %616, label %conv2_weight_grad.f76, label %conv2_weight_grad.f76.end
 
-f78:                                              ; preds = %img80.end, %g63.end
-  %f78212 = phi i64 [ 0, %g63.end ], [ %f78.next, %img80.end ]
-  store float 0.000000e+00, ptr %acc79, align 4
-  br label %img80
+conv2_bias_grad.f78:                              ; preds = %conv2_bias_grad.img80.end, %conv2_weight_grad.g63.end
+  %conv2_bias_grad.f78197 = phi i64 [ 0, %conv2_weight_grad.g63.end ], [ %f78.next, %conv2_bias_grad.img80.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc79, align 4
+  br label %conv2_bias_grad.img80
 
-f78.end:                                          ; preds = %img80.end
-  br label %i82
+conv2_bias_grad.f78.end:                          ; preds = %conv2_bias_grad.img80.end
+  br label %relu1_grad.i82
 
-img80:                                            ; preds = %i81.end, %f78
-  %img80213 = phi i64 [ 0, %f78 ], [ %img80.next, %i81.end ]
-  br label %i81
+conv2_bias_grad.img80:                            ; preds = %conv2_bias_grad.i81.end, %conv2_bias_grad.f78
+  %conv2_bias_grad.img80198 = phi i64 [ 0, %conv2_bias_grad.f78 ], [ %img80.next, %conv2_bias_grad.i81.end ]
+  br label %conv2_bias_grad.i81
 
-img80.end:                                        ; preds = %i81.end
-  %acc79217 = load float, ptr %acc79, align 4
-  %617 = add nsw i64 18752, %f78212
-  %grads218 = getelementptr inbounds float, ptr %grads, i64 %617
-  store float %acc79217, ptr %grads218, align 4
-  %f78.next = add nsw i64 %f78212, 1
+conv2_bias_grad.img80.end:                        ; preds = %conv2_bias_grad.i81.end
+  %acc79201 = load float, ptr %conv2_bias_grad.acc79, align 4
+  %617 = add nsw i64 18752, %conv2_bias_grad.f78197
+  %grads202 = getelementptr inbounds float, ptr %grads, i64 %617
+  store float %acc79201, ptr %grads202, align 4
+  %f78.next = add nsw i64 %conv2_bias_grad.f78197, 1
   %618 = icmp slt i64 %f78.next, 64
-  br i1 %618, label %f78, label %f78.end
+  br i1 %618, label %conv2_bias_grad.f78, label %conv2_bias_grad.f78.end
 
-i81:                                              ; preds = %i81, %img80
-  %i81214 = phi i64 [ 0, %img80 ], [ %i81.next, %i81 ]
-  %acc79215 = load float, ptr %acc79, align 4
-  %619 = mul nsw i64 %img80213, 50176
+conv2_bias_grad.i81:                              ; preds = %conv2_bias_grad.i81, %conv2_bias_grad.img80
+  %conv2_bias_grad.i81199 = phi i64 [ 0, %conv2_bias_grad.img80 ], [ %i81.next, %conv2_bias_grad.i81 ]
+  %acc79 = load float, ptr %conv2_bias_grad.acc79, align 4
+  %619 = mul nsw i64 %conv2_bias_grad.img80198, 50176
   %620 = add nsw i64 4039952, %619
-  %621 = mul nsw i64 %f78212, 784
+  %621 = mul nsw i64 %conv2_bias_grad.f78197, 784
   %622 = add nsw i64 %620, %621
-  %623 = add nsw i64 %622, %i81214
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %623
-  %624 = load float, ptr %arena216, align 4
-  %625 = fadd float %acc79215, %624
-  store float %625, ptr %acc79, align 4
-  %i81.next = add nsw i64 %i81214, 1
+  %623 = add nsw i64 %622, %conv2_bias_grad.i81199
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %623
+  %624 = load float, ptr %arena200, align 4
+  %625 = fadd float %acc79, %624
+  store float %625, ptr %conv2_bias_grad.acc79, align 4
+  %i81.next = add nsw i64 %conv2_bias_grad.i81199, 1
   %626 = icmp slt i64 %i81.next, 784
-  br i1 %626, label %i81, label %i81.end
+  br i1 %626, label %conv2_bias_grad.i81, label %conv2_bias_grad.i81.end
 
-i81.end:                                          ; preds = %i81
-  %img80.next = add nsw i64 %img80213, 1
+conv2_bias_grad.i81.end:                          ; preds = %conv2_bias_grad.i81
+  %img80.next = add nsw i64 %conv2_bias_grad.img80198, 1
   %627 = icmp slt i64 %img80.next, 64
-  br i1 %627, label %img80, label %img80.end
+  br i1 %627, label %conv2_bias_grad.img80, label %conv2_bias_grad.img80.end
 
-i82:                                              ; preds = %i82, %f78.end
-  %i82219 = phi i64 [ 0, %f78.end ], [ %i82.next, %i82 ]
-  %628 = add nsw i64 1605632, %i82219
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %628
-  store float 0.000000e+00, ptr %arena220, align 4
-  %i82.next = add nsw i64 %i82219, 1
+relu1_grad.i82:                                   ; preds = %relu1_grad.i82, %conv2_bias_grad.f78.end
+  %relu1_grad.i82203 = phi i64 [ 0, %conv2_bias_grad.f78.end ], [ %i82.next, %relu1_grad.i82 ]
+  %628 = add nsw i64 1605632, %relu1_grad.i82203
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %628
+  store float 0.000000e+00, ptr %arena204, align 4
+  %i82.next = add nsw i64 %relu1_grad.i82203, 1
   %629 = icmp slt i64 %i82.next, 1605632
-  br i1 %629, label %i82, label %i82.end
+  br i1 %629, label %relu1_grad.i82, label %relu1_grad.i82.end
 
-i82.end:                                          ; preds = %i82
-  br label %g83
+relu1_grad.i82.end:                               ; preds = %relu1_grad.i82
+  br label %relu1_grad.g83
 
-g83:                                              ; preds = %j87.end, %i82.end
-  %g83221 = phi i64 [ 0, %i82.end ], [ %g83.next, %j87.end ]
-  br label %j84
+relu1_grad.g83:                                   ; preds = %relu1_grad.j87.end, %relu1_grad.i82.end
+  %relu1_grad.g83205 = phi i64 [ 0, %relu1_grad.i82.end ], [ %g83.next, %relu1_grad.j87.end ]
+  br label %relu1_grad.j84
 
-g83.end:                                          ; preds = %j87.end
-  br label %i96
+relu1_grad.g83.end:                               ; preds = %relu1_grad.j87.end
+  br label %conv1_grad.i96
 
-j84:                                              ; preds = %f85.end, %g83
-  %j84222 = phi i64 [ 0, %g83 ], [ %j84.next, %f85.end ]
-  br label %f85
+relu1_grad.j84:                                   ; preds = %relu1_grad.f85.end, %relu1_grad.g83
+  %relu1_grad.j84206 = phi i64 [ 0, %relu1_grad.g83 ], [ %j84.next, %relu1_grad.f85.end ]
+  br label %relu1_grad.f85
 
-j84.end:                                          ; preds = %f85.end
-  %params227 = getelementptr inbounds float, ptr %params, i64 320
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 21701904
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 7251216
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params227, i32 288, ptr %arena228, i32 50176, float 0.000000e+00, ptr %arena229, i32 50176)
-  br label %j87
+relu1_grad.j84.end:                               ; preds = %relu1_grad.f85.end
+  %params211 = getelementptr inbounds float, ptr %params, i64 320
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 21701904
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 7251216
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params211, i32 288, ptr %arena212, i32 50176, float 0.000000e+00, ptr %arena213, i32 50176)
+  br label %relu1_grad.j87
 
-f85:                                              ; preds = %i86.end, %j84
-  %f85223 = phi i64 [ 0, %j84 ], [ %f85.next, %i86.end ]
-  br label %i86
+relu1_grad.f85:                                   ; preds = %relu1_grad.i86.end, %relu1_grad.j84
+  %relu1_grad.f85207 = phi i64 [ 0, %relu1_grad.j84 ], [ %f85.next, %relu1_grad.i86.end ]
+  br label %relu1_grad.i86
 
-f85.end:                                          ; preds = %i86.end
-  %j84.next = add nsw i64 %j84222, 1
+relu1_grad.f85.end:                               ; preds = %relu1_grad.i86.end
+  %j84.next = add nsw i64 %relu1_grad.j84206, 1
   %630 = icmp slt i64 %j84.next, 64
-  br i1 %630, label %j84, label %j84.end
+  br i1 %630, label %relu1_grad.j84, label %relu1_grad.j84.end
 
-i86:                                              ; preds = %i86, %f85
-  %i86224 = phi i64 [ 0, %f85 ], [ %i86.next, %i86 ]
-  %631 = mul nsw i64 %g83221, 64
-  %632 = add nsw i64 %631, %j84222
+relu1_grad.i86:                                   ; preds = %relu1_grad.i86, %relu1_grad.f85
+  %relu1_grad.i86208 = phi i64 [ 0, %relu1_grad.f85 ], [ %i86.next, %relu1_grad.i86 ]
+  %631 = mul nsw i64 %relu1_grad.g83205, 64
+  %632 = add nsw i64 %631, %relu1_grad.j84206
   %633 = mul nsw i64 %632, 50176
   %634 = add nsw i64 4039952, %633
-  %635 = mul nsw i64 %f85223, 784
+  %635 = mul nsw i64 %relu1_grad.f85207, 784
   %636 = add nsw i64 %634, %635
-  %637 = add nsw i64 %636, %i86224
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load float, ptr %arena225, align 4
-  %639 = mul nsw i64 %f85223, 50176
+  %637 = add nsw i64 %636, %relu1_grad.i86208
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %637
+  %638 = load float, ptr %arena209, align 4
+  %639 = mul nsw i64 %relu1_grad.f85207, 50176
   %640 = add nsw i64 21701904, %639
-  %641 = mul nsw i64 %j84222, 784
+  %641 = mul nsw i64 %relu1_grad.j84206, 784
   %642 = add nsw i64 %640, %641
-  %643 = add nsw i64 %642, %i86224
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %643
-  store float %638, ptr %arena226, align 4
-  %i86.next = add nsw i64 %i86224, 1
+  %643 = add nsw i64 %642, %relu1_grad.i86208
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %643
+  store float %638, ptr %arena210, align 4
+  %i86.next = add nsw i64 %relu1_grad.i86208, 1
   %644 = icmp slt i64 %i86.next, 784
-  br i1 %644, label %i86, label %i86.end
+  br i1 %644, label %relu1_grad.i86, label %relu1_grad.i86.end
 
-i86.end:                                          ; preds = %i86
-  %f85.next = add nsw i64 %f85223, 1
+relu1_grad.i86.end:                               ; preds = %relu1_grad.i86
+  %f85.next = add nsw i64 %relu1_grad.f85207, 1
   %645 = icmp slt i64 %f85.next, 64
-  br i1 %645, label %f85, label %f85.end
+  br i1 %645, label %relu1_grad.f85, label %relu1_grad.f85.end
 
-j87:                                              ; preds = %c88.end, %j84.end
-  %j87230 = phi i64 [ 0, %j84.end ], [ %j87.next, %c88.end ]
-  br label %c88
+relu1_grad.j87:                                   ; preds = %relu1_grad.c88.end, %relu1_grad.j84.end
+  %relu1_grad.j87214 = phi i64 [ 0, %relu1_grad.j84.end ], [ %j87.next, %relu1_grad.c88.end ]
+  br label %relu1_grad.c88
 
-j87.end:                                          ; preds = %c88.end
-  %g83.next = add nsw i64 %g83221, 1
+relu1_grad.j87.end:                               ; preds = %relu1_grad.c88.end
+  %g83.next = add nsw i64 %relu1_grad.g83205, 1
   %646 = icmp slt i64 %g83.next, 1
-  br i1 %646, label %g83, label %g83.end
+  br i1 %646, label %relu1_grad.g83, label %relu1_grad.g83.end
 
-c88:                                              ; preds = %ky89.end, %j87
-  %c88231 = phi i64 [ 0, %j87 ], [ %c88.next, %ky89.end ]
-  br label %ky89
+relu1_grad.c88:                                   ; preds = %relu1_grad.ky89.end, %relu1_grad.j87
+  %relu1_grad.c88215 = phi i64 [ 0, %relu1_grad.j87 ], [ %c88.next, %relu1_grad.ky89.end ]
+  br label %relu1_grad.ky89
 
-c88.end:                                          ; preds = %ky89.end
-  %j87.next = add nsw i64 %j87230, 1
+relu1_grad.c88.end:                               ; preds = %relu1_grad.ky89.end
+  %j87.next = add nsw i64 %relu1_grad.j87214, 1
   %647 = icmp slt i64 %j87.next, 64
-  br i1 %647, label %j87, label %j87.end
+  br i1 %647, label %relu1_grad.j87, label %relu1_grad.j87.end
 
-ky89:                                             ; preds = %oy94.end, %c88
-  %ky89232 = phi i64 [ 0, %c88 ], [ %ky89.next, %oy94.end ]
-  br label %oy90
+relu1_grad.ky89:                                  ; preds = %relu1_grad.oy94.end, %relu1_grad.c88
+  %relu1_grad.ky89216 = phi i64 [ 0, %relu1_grad.c88 ], [ %ky89.next, %relu1_grad.oy94.end ]
+  br label %relu1_grad.oy90
 
-ky89.end:                                         ; preds = %oy94.end
-  %c88.next = add nsw i64 %c88231, 1
+relu1_grad.ky89.end:                              ; preds = %relu1_grad.oy94.end
+  %c88.next = add nsw i64 %relu1_grad.c88215, 1
   %648 = icmp slt i64 %c88.next, 32
-  br i1 %648, label %c88, label %c88.end
+  br i1 %648, label %relu1_grad.c88, label %relu1_grad.c88.end
 
-oy90:                                             ; preds = %endif235, %ky89
-  %oy90233 = phi i64 [ 0, %ky89 ], [ %oy90.next, %endif235 ]
-  %649 = add nsw i64 %oy90233, %ky89232
+relu1_grad.oy90:                                  ; preds = %relu1_grad.endif, %relu1_grad.ky89
+  %relu1_grad.oy90217 = phi i64 [ 0, %relu1_grad.ky89 ], [ %oy90.next, %relu1_grad.endif ]
+  %649 = add nsw i64 %relu1_grad.oy90217, %relu1_grad.ky89216
   %650 = add nsw i64 %649, -1
   %651 = icmp slt i64 -1, %650
-  %652 = add nsw i64 %oy90233, %ky89232
+  %652 = add nsw i64 %relu1_grad.oy90217, %relu1_grad.ky89216
   %653 = add nsw i64 %652, -1
   %654 = icmp slt i64 %653, 28
   %655 = and i1 %651, %654
-  br i1 %655, label %then234, label %endif235
+  br i1 %655, label %relu1_grad.then, label %relu1_grad.endif
 
-oy90.end:                                         ; preds = %endif235
-  br label %oy92
+relu1_grad.oy90.end:                              ; preds = %relu1_grad.endif
+  br label %relu1_grad.oy92
 
-then234:                                          ; preds = %oy90
-  br label %ox91
+relu1_grad.then:                                  ; preds = %relu1_grad.oy90
+  br label %relu1_grad.ox91
 
-endif235:                                         ; preds = %ox91.end, %oy90
-  %oy90.next = add nsw i64 %oy90233, 1
+relu1_grad.endif:                                 ; preds = %relu1_grad.ox91.end, %relu1_grad.oy90
+  %oy90.next = add nsw i64 %relu1_grad.oy90217, 1
   %656 = icmp slt i64 %oy90.next, 28
-  br i1 %656, label %oy90, label %oy90.end
+  br i1 %656, label %relu1_grad.oy90, label %relu1_grad.oy90.end
 
-ox91:                                             ; preds = %ox91, %then234
-  %ox91236 = phi i64 [ 0, %then234 ], [ %ox91.next, %ox91 ]
-  %657 = mul nsw i64 %g83221, 64
-  %658 = add nsw i64 %657, %j87230
+relu1_grad.ox91:                                  ; preds = %relu1_grad.ox91, %relu1_grad.then
+  %relu1_grad.ox91218 = phi i64 [ 0, %relu1_grad.then ], [ %ox91.next, %relu1_grad.ox91 ]
+  %657 = mul nsw i64 %relu1_grad.g83205, 64
+  %658 = add nsw i64 %657, %relu1_grad.j87214
   %659 = mul nsw i64 %658, 25088
   %660 = add nsw i64 1605632, %659
-  %661 = mul nsw i64 %c88231, 784
+  %661 = mul nsw i64 %relu1_grad.c88215, 784
   %662 = add nsw i64 %660, %661
-  %663 = add nsw i64 %oy90233, %ky89232
+  %663 = add nsw i64 %relu1_grad.oy90217, %relu1_grad.ky89216
   %664 = add nsw i64 %663, -1
   %665 = mul nsw i64 %664, 28
   %666 = add nsw i64 %662, %665
-  %667 = add nsw i64 %ox91236, 1
+  %667 = add nsw i64 %relu1_grad.ox91218, 1
   %668 = add nsw i64 %667, -1
   %669 = add nsw i64 %666, %668
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %669
-  %670 = load float, ptr %arena237, align 4
-  %671 = mul nsw i64 %c88231, 3
-  %672 = add nsw i64 %671, %ky89232
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %669
+  %670 = load float, ptr %arena219, align 4
+  %671 = mul nsw i64 %relu1_grad.c88215, 3
+  %672 = add nsw i64 %671, %relu1_grad.ky89216
   %673 = mul nsw i64 %672, 3
   %674 = mul nsw i64 %673, 50176
   %675 = add nsw i64 7251216, %674
-  %676 = mul nsw i64 %j87230, 784
+  %676 = mul nsw i64 %relu1_grad.j87214, 784
   %677 = add nsw i64 %675, %676
-  %678 = mul nsw i64 %oy90233, 28
+  %678 = mul nsw i64 %relu1_grad.oy90217, 28
   %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %ox91236, 1
+  %680 = add nsw i64 %relu1_grad.ox91218, 1
   %681 = add nsw i64 %679, %680
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %681
-  %682 = load float, ptr %arena238, align 4
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %681
+  %682 = load float, ptr %arena220, align 4
   %683 = fadd float %670, %682
-  store float %683, ptr %arena237, align 4
-  %ox91.next = add nsw i64 %ox91236, 1
+  store float %683, ptr %arena219, align 4
+  %ox91.next = add nsw i64 %relu1_grad.ox91218, 1
   %684 = icmp slt i64 %ox91.next, 27
-  br i1 %684, label %ox91, label %ox91.end
+  br i1 %684, label %relu1_grad.ox91, label %relu1_grad.ox91.end
 
-ox91.end:                                         ; preds = %ox91
-  br label %endif235
+relu1_grad.ox91.end:                              ; preds = %relu1_grad.ox91
+  br label %relu1_grad.endif
 
-oy92:                                             ; preds = %endif241, %oy90.end
-  %oy92239 = phi i64 [ 0, %oy90.end ], [ %oy92.next, %endif241 ]
-  %685 = add nsw i64 %oy92239, %ky89232
+relu1_grad.oy92:                                  ; preds = %relu1_grad.endif223, %relu1_grad.oy90.end
+  %relu1_grad.oy92221 = phi i64 [ 0, %relu1_grad.oy90.end ], [ %oy92.next, %relu1_grad.endif223 ]
+  %685 = add nsw i64 %relu1_grad.oy92221, %relu1_grad.ky89216
   %686 = add nsw i64 %685, -1
   %687 = icmp slt i64 -1, %686
-  %688 = add nsw i64 %oy92239, %ky89232
+  %688 = add nsw i64 %relu1_grad.oy92221, %relu1_grad.ky89216
   %689 = add nsw i64 %688, -1
   %690 = icmp slt i64 %689, 28
   %691 = and i1 %687, %690
-  br i1 %691, label %then240, label %endif241
+  br i1 %691, label %relu1_grad.then222, label %relu1_grad.endif223
 
-oy92.end:                                         ; preds = %endif241
-  br label %oy94
+relu1_grad.oy92.end:                              ; preds = %relu1_grad.endif223
+  br label %relu1_grad.oy94
 
-then240:                                          ; preds = %oy92
-  br label %ox93
+relu1_grad.then222:                               ; preds = %relu1_grad.oy92
+  br label %relu1_grad.ox93
 
-endif241:                                         ; preds = %ox93.end, %oy92
-  %oy92.next = add nsw i64 %oy92239, 1
+relu1_grad.endif223:                              ; preds = %relu1_grad.ox93.end, %relu1_grad.oy92
+  %oy92.next = add nsw i64 %relu1_grad.oy92221, 1
   %692 = icmp slt i64 %oy92.next, 28
-  br i1 %692, label %oy92, label %oy92.end
+  br i1 %692, label %relu1_grad.oy92, label %relu1_grad.oy92.end
 
-ox93:                                             ; preds = %ox93, %then240
-  %ox93242 = phi i64 [ 0, %then240 ], [ %ox93.next, %ox93 ]
-  %693 = mul nsw i64 %g83221, 64
-  %694 = add nsw i64 %693, %j87230
+relu1_grad.ox93:                                  ; preds = %relu1_grad.ox93, %relu1_grad.then222
+  %relu1_grad.ox93224 = phi i64 [ 0, %relu1_grad.then222 ], [ %ox93.next, %relu1_grad.ox93 ]
+  %693 = mul nsw i64 %relu1_grad.g83205, 64
+  %694 = add nsw i64 %693, %relu1_grad.j87214
   %695 = mul nsw i64 %694, 25088
   %696 = add nsw i64 1605632, %695
-  %697 = mul nsw i64 %c88231, 784
+  %697 = mul nsw i64 %relu1_grad.c88215, 784
   %698 = add nsw i64 %696, %697
-  %699 = add nsw i64 %oy92239, %ky89232
+  %699 = add nsw i64 %relu1_grad.oy92221, %relu1_grad.ky89216
   %700 = add nsw i64 %699, -1
   %701 = mul nsw i64 %700, 28
   %702 = add nsw i64 %698, %701
-  %703 = add nsw i64 %702, %ox93242
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %703
-  %704 = load float, ptr %arena243, align 4
-  %705 = mul nsw i64 %c88231, 3
-  %706 = add nsw i64 %705, %ky89232
+  %703 = add nsw i64 %702, %relu1_grad.ox93224
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %703
+  %704 = load float, ptr %arena225, align 4
+  %705 = mul nsw i64 %relu1_grad.c88215, 3
+  %706 = add nsw i64 %705, %relu1_grad.ky89216
   %707 = mul nsw i64 %706, 3
   %708 = add nsw i64 %707, 1
   %709 = mul nsw i64 %708, 50176
   %710 = add nsw i64 7251216, %709
-  %711 = mul nsw i64 %j87230, 784
+  %711 = mul nsw i64 %relu1_grad.j87214, 784
   %712 = add nsw i64 %710, %711
-  %713 = mul nsw i64 %oy92239, 28
+  %713 = mul nsw i64 %relu1_grad.oy92221, 28
   %714 = add nsw i64 %712, %713
-  %715 = add nsw i64 %714, %ox93242
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %715
-  %716 = load float, ptr %arena244, align 4
+  %715 = add nsw i64 %714, %relu1_grad.ox93224
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %715
+  %716 = load float, ptr %arena226, align 4
   %717 = fadd float %704, %716
-  store float %717, ptr %arena243, align 4
-  %ox93.next = add nsw i64 %ox93242, 1
+  store float %717, ptr %arena225, align 4
+  %ox93.next = add nsw i64 %relu1_grad.ox93224, 1
   %718 = icmp slt i64 %ox93.next, 28
-  br i1 %718, label %ox93, label %ox93.end
+  br i1 %718, label %relu1_grad.ox93, label %relu1_grad.ox93.end
 
-ox93.end:                                         ; preds = %ox93
-  br label %endif241
+relu1_grad.ox93.end:                              ; preds = %relu1_grad.ox93
+  br label %relu1_grad.endif223
 
-oy94:                                             ; preds = %endif247, %oy92.end
-  %oy94245 = phi i64 [ 0, %oy92.end ], [ %oy94.next, %endif247 ]
-  %719 = add nsw i64 %oy94245, %ky89232
+relu1_grad.oy94:                                  ; preds = %relu1_grad.endif229, %relu1_grad.oy92.end
+  %relu1_grad.oy94227 = phi i64 [ 0, %relu1_grad.oy92.end ], [ %oy94.next, %relu1_grad.endif229 ]
+  %719 = add nsw i64 %relu1_grad.oy94227, %relu1_grad.ky89216
   %720 = add nsw i64 %719, -1
   %721 = icmp slt i64 -1, %720
-  %722 = add nsw i64 %oy94245, %ky89232
+  %722 = add nsw i64 %relu1_grad.oy94227, %relu1_grad.ky89216
   %723 = add nsw i64 %722, -1
   %724 = icmp slt i64 %723, 28
   %725 = and i1 %721, %724
-  br i1 %725, label %then246, label %endif247
+  br i1 %725, label %relu1_grad.then228, label %relu1_grad.endif229
 
-oy94.end:                                         ; preds = %endif247
-  %ky89.next = add nsw i64 %ky89232, 1
+relu1_grad.oy94.end:                              ; preds = %relu1_grad.endif229
+  %ky89.next = add nsw i64 %relu1_grad.ky89216, 1
   %726 = icmp slt i64 %ky89.next, 3
-  br i1 %726, label %ky89, label %ky89.end
+  br i1 %726, label %relu1_grad.ky89, label %relu1_grad.ky89.end
 
-then246:                                          ; preds = %oy94
-  br label %ox95
+relu1_grad.then228:                               ; preds = %relu1_grad.oy94
+  br label %relu1_grad.ox95
 
-endif247:                                         ; preds = %ox95.end, %oy94
-  %oy94.next = add nsw i64 %oy94245, 1
+relu1_grad.endif229:                              ; preds = %relu1_grad.ox95.end, %relu1_grad.oy94
+  %oy94.next = add nsw i64 %relu1_grad.oy94227, 1
   %727 = icmp slt i64 %oy94.next, 28
-  br i1 %727, label %oy94, label %oy94.end
+  br i1 %727, label %relu1_grad.oy94, label %relu1_grad.oy94.end
 
-ox95:                                             ; preds = %ox95, %then246
-  %ox95248 = phi i64 [ 0, %then246 ], [ %ox95.next, %ox95 ]
-  %728 = mul nsw i64 %g83221, 64
-  %729 = add nsw i64 %728, %j87230
+relu1_grad.ox95:                                  ; preds = %relu1_grad.ox95, %relu1_grad.then228
+  %relu1_grad.ox95230 = phi i64 [ 0, %relu1_grad.then228 ], [ %ox95.next, %relu1_grad.ox95 ]
+  %728 = mul nsw i64 %relu1_grad.g83205, 64
+  %729 = add nsw i64 %728, %relu1_grad.j87214
   %730 = mul nsw i64 %729, 25088
   %731 = add nsw i64 1605632, %730
-  %732 = mul nsw i64 %c88231, 784
+  %732 = mul nsw i64 %relu1_grad.c88215, 784
   %733 = add nsw i64 %731, %732
-  %734 = add nsw i64 %oy94245, %ky89232
+  %734 = add nsw i64 %relu1_grad.oy94227, %relu1_grad.ky89216
   %735 = add nsw i64 %734, -1
   %736 = mul nsw i64 %735, 28
   %737 = add nsw i64 %733, %736
-  %738 = add nsw i64 %ox95248, 1
+  %738 = add nsw i64 %relu1_grad.ox95230, 1
   %739 = add nsw i64 %737, %738
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %739
-  %740 = load float, ptr %arena249, align 4
-  %741 = mul nsw i64 %c88231, 3
-  %742 = add nsw i64 %741, %ky89232
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %739
+  %740 = load float, ptr %arena231, align 4
+  %741 = mul nsw i64 %relu1_grad.c88215, 3
+  %742 = add nsw i64 %741, %relu1_grad.ky89216
   %743 = mul nsw i64 %742, 3
   %744 = add nsw i64 %743, 2
   %745 = mul nsw i64 %744, 50176
   %746 = add nsw i64 7251216, %745
-  %747 = mul nsw i64 %j87230, 784
+  %747 = mul nsw i64 %relu1_grad.j87214, 784
   %748 = add nsw i64 %746, %747
-  %749 = mul nsw i64 %oy94245, 28
+  %749 = mul nsw i64 %relu1_grad.oy94227, 28
   %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %750, %ox95248
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %751
-  %752 = load float, ptr %arena250, align 4
+  %751 = add nsw i64 %750, %relu1_grad.ox95230
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena232, align 4
   %753 = fadd float %740, %752
-  store float %753, ptr %arena249, align 4
-  %ox95.next = add nsw i64 %ox95248, 1
+  store float %753, ptr %arena231, align 4
+  %ox95.next = add nsw i64 %relu1_grad.ox95230, 1
   %754 = icmp slt i64 %ox95.next, 27
-  br i1 %754, label %ox95, label %ox95.end
+  br i1 %754, label %relu1_grad.ox95, label %relu1_grad.ox95.end
 
-ox95.end:                                         ; preds = %ox95
-  br label %endif247
+relu1_grad.ox95.end:                              ; preds = %relu1_grad.ox95
+  br label %relu1_grad.endif229
 
-i96:                                              ; preds = %i96, %g83.end
-  %i96251 = phi i64 [ 0, %g83.end ], [ %i96.next, %i96 ]
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %i96251
-  %755 = load float, ptr %arena252, align 4
+conv1_grad.i96:                                   ; preds = %conv1_grad.i96, %relu1_grad.g83.end
+  %conv1_grad.i96233 = phi i64 [ 0, %relu1_grad.g83.end ], [ %i96.next, %conv1_grad.i96 ]
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i96233
+  %755 = load float, ptr %arena234, align 4
   %756 = fcmp ogt float %755, 0.000000e+00
-  %757 = add nsw i64 1605632, %i96251
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %757
-  %758 = load float, ptr %arena253, align 4
+  %757 = add nsw i64 1605632, %conv1_grad.i96233
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %757
+  %758 = load float, ptr %arena235, align 4
   %759 = select i1 %756, float %758, float 0.000000e+00
-  %760 = add nsw i64 3220112, %i96251
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %760
-  store float %759, ptr %arena254, align 4
-  %i96.next = add nsw i64 %i96251, 1
+  %760 = add nsw i64 3220112, %conv1_grad.i96233
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %760
+  store float %759, ptr %arena236, align 4
+  %i96.next = add nsw i64 %conv1_grad.i96233, 1
   %761 = icmp slt i64 %i96.next, 1605632
-  br i1 %761, label %i96, label %i96.end
+  br i1 %761, label %conv1_grad.i96, label %conv1_grad.i96.end
 
-i96.end:                                          ; preds = %i96
-  br label %i97
+conv1_grad.i96.end:                               ; preds = %conv1_grad.i96
+  br label %conv1_weight_grad.i97
 
-i97:                                              ; preds = %i97, %i96.end
-  %i97255 = phi i64 [ 0, %i96.end ], [ %i97.next, %i97 ]
-  %grads256 = getelementptr inbounds float, ptr %grads, i64 %i97255
-  store float 0.000000e+00, ptr %grads256, align 4
-  %i97.next = add nsw i64 %i97255, 1
+conv1_weight_grad.i97:                            ; preds = %conv1_weight_grad.i97, %conv1_grad.i96.end
+  %conv1_weight_grad.i97237 = phi i64 [ 0, %conv1_grad.i96.end ], [ %i97.next, %conv1_weight_grad.i97 ]
+  %grads238 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i97237
+  store float 0.000000e+00, ptr %grads238, align 4
+  %i97.next = add nsw i64 %conv1_weight_grad.i97237, 1
   %762 = icmp slt i64 %i97.next, 288
-  br i1 %762, label %i97, label %i97.end
+  br i1 %762, label %conv1_weight_grad.i97, label %conv1_weight_grad.i97.end
 
-i97.end:                                          ; preds = %i97
-  br label %g98
+conv1_weight_grad.i97.end:                        ; preds = %conv1_weight_grad.i97
+  br label %conv1_weight_grad.g98
 
-g98:                                              ; preds = %j110.end, %i97.end
-  %g98257 = phi i64 [ 0, %i97.end ], [ %g98.next, %j110.end ]
-  br label %j99
+conv1_weight_grad.g98:                            ; preds = %conv1_weight_grad.j110.end, %conv1_weight_grad.i97.end
+  %conv1_weight_grad.g98239 = phi i64 [ 0, %conv1_weight_grad.i97.end ], [ %g98.next, %conv1_weight_grad.j110.end ]
+  br label %conv1_weight_grad.j99
 
-g98.end:                                          ; preds = %j110.end
-  br label %f113
+conv1_weight_grad.g98.end:                        ; preds = %conv1_weight_grad.j110.end
+  br label %conv1_bias_grad.f113
 
-j99:                                              ; preds = %c102.end, %g98
-  %j99258 = phi i64 [ 0, %g98 ], [ %j99.next, %c102.end ]
-  br label %r100
+conv1_weight_grad.j99:                            ; preds = %conv1_weight_grad.c102.end, %conv1_weight_grad.g98
+  %conv1_weight_grad.j99240 = phi i64 [ 0, %conv1_weight_grad.g98 ], [ %j99.next, %conv1_weight_grad.c102.end ]
+  br label %conv1_weight_grad.r100
 
-j99.end:                                          ; preds = %c102.end
-  br label %j110
+conv1_weight_grad.j99.end:                        ; preds = %conv1_weight_grad.c102.end
+  br label %conv1_weight_grad.j110
 
-r100:                                             ; preds = %i101.end, %j99
-  %r100259 = phi i64 [ 0, %j99 ], [ %r100.next, %i101.end ]
-  br label %i101
+conv1_weight_grad.r100:                           ; preds = %conv1_weight_grad.i101.end, %conv1_weight_grad.j99
+  %conv1_weight_grad.r100241 = phi i64 [ 0, %conv1_weight_grad.j99 ], [ %r100.next, %conv1_weight_grad.i101.end ]
+  br label %conv1_weight_grad.i101
 
-r100.end:                                         ; preds = %i101.end
-  br label %c102
+conv1_weight_grad.r100.end:                       ; preds = %conv1_weight_grad.i101.end
+  br label %conv1_weight_grad.c102
 
-i101:                                             ; preds = %i101, %r100
-  %i101260 = phi i64 [ 0, %r100 ], [ %i101.next, %i101 ]
-  %763 = mul nsw i64 %r100259, 50176
-  %764 = mul nsw i64 %j99258, 784
+conv1_weight_grad.i101:                           ; preds = %conv1_weight_grad.i101, %conv1_weight_grad.r100
+  %conv1_weight_grad.i101242 = phi i64 [ 0, %conv1_weight_grad.r100 ], [ %i101.next, %conv1_weight_grad.i101 ]
+  %763 = mul nsw i64 %conv1_weight_grad.r100241, 50176
+  %764 = mul nsw i64 %conv1_weight_grad.j99240, 784
   %765 = add nsw i64 %763, %764
-  %766 = add nsw i64 %765, %i101260
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %766
-  store float 0.000000e+00, ptr %arena261, align 4
-  %i101.next = add nsw i64 %i101260, 1
+  %766 = add nsw i64 %765, %conv1_weight_grad.i101242
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %766
+  store float 0.000000e+00, ptr %arena243, align 4
+  %i101.next = add nsw i64 %conv1_weight_grad.i101242, 1
   %767 = icmp slt i64 %i101.next, 784
-  br i1 %767, label %i101, label %i101.end
+  br i1 %767, label %conv1_weight_grad.i101, label %conv1_weight_grad.i101.end
 
-i101.end:                                         ; preds = %i101
-  %r100.next = add nsw i64 %r100259, 1
+conv1_weight_grad.i101.end:                       ; preds = %conv1_weight_grad.i101
+  %r100.next = add nsw i64 %conv1_weight_grad.r100241, 1
   %768 = icmp slt i64 %r100.next, 9
-  br i1 %768, label %r100, label %r100.end
+  br i1 %768, label %conv1_weight_grad.r100, label %conv1_weight_grad.r100.end
 
-c102:                                             ; preds = %ky103.end, %r100.end
-  %c102262 = phi i64 [ 0, %r100.end ], [ %c102.next, %ky103.end ]
-  br label %ky103
+conv1_weight_grad.c102:                           ; preds = %conv1_weight_grad.ky103.end, %conv1_weight_grad.r100.end
+  %conv1_weight_grad.c102244 = phi i64 [ 0, %conv1_weight_grad.r100.end ], [ %c102.next, %conv1_weight_grad.ky103.end ]
+  br label %conv1_weight_grad.ky103
 
-c102.end:                                         ; preds = %ky103.end
-  %j99.next = add nsw i64 %j99258, 1
+conv1_weight_grad.c102.end:                       ; preds = %conv1_weight_grad.ky103.end
+  %j99.next = add nsw i64 %conv1_weight_grad.j99240, 1
   %769 = icmp slt i64 %j99.next, 64
-  br i1 %769, label %j99, label %j99.end
+  br i1 %769, label %conv1_weight_grad.j99, label %conv1_weight_grad.j99.end
 
-ky103:                                            ; preds = %oy108.end, %c102
-  %ky103263 = phi i64 [ 0, %c102 ], [ %ky103.next, %oy108.end ]
-  br label %oy104
+conv1_weight_grad.ky103:                          ; preds = %conv1_weight_grad.oy108.end, %conv1_weight_grad.c102
+  %conv1_weight_grad.ky103245 = phi i64 [ 0, %conv1_weight_grad.c102 ], [ %ky103.next, %conv1_weight_grad.oy108.end ]
+  br label %conv1_weight_grad.oy104
 
-ky103.end:                                        ; preds = %oy108.end
-  %c102.next = add nsw i64 %c102262, 1
+conv1_weight_grad.ky103.end:                      ; preds = %conv1_weight_grad.oy108.end
+  %c102.next = add nsw i64 %conv1_weight_grad.c102244, 1
   %770 = icmp slt i64 %c102.next, 1
-  br i1 %770, label %c102, label %c102.end
+  br i1 %770, label %conv1_weight_grad.c102, label %conv1_weight_grad.c102.end
 
-oy104:                                            ; preds = %endif266, %ky103
-  %oy104264 = phi i64 [ 0, %ky103 ], [ %oy104.next, %endif266 ]
-  %771 = add nsw i64 %oy104264, %ky103263
+conv1_weight_grad.oy104:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky103
+  %conv1_weight_grad.oy104246 = phi i64 [ 0, %conv1_weight_grad.ky103 ], [ %oy104.next, %conv1_weight_grad.endif ]
+  %771 = add nsw i64 %conv1_weight_grad.oy104246, %conv1_weight_grad.ky103245
   %772 = add nsw i64 %771, -1
   %773 = icmp slt i64 -1, %772
-  %774 = add nsw i64 %oy104264, %ky103263
+  %774 = add nsw i64 %conv1_weight_grad.oy104246, %conv1_weight_grad.ky103245
   %775 = add nsw i64 %774, -1
   %776 = icmp slt i64 %775, 28
   %777 = and i1 %773, %776
-  br i1 %777, label %then265, label %endif266
+  br i1 %777, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-oy104.end:                                        ; preds = %endif266
-  br label %oy106
+conv1_weight_grad.oy104.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy106
 
-then265:                                          ; preds = %oy104
-  br label %ox105
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy104
+  br label %conv1_weight_grad.ox105
 
-endif266:                                         ; preds = %ox105.end, %oy104
-  %oy104.next = add nsw i64 %oy104264, 1
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox105.end, %conv1_weight_grad.oy104
+  %oy104.next = add nsw i64 %conv1_weight_grad.oy104246, 1
   %778 = icmp slt i64 %oy104.next, 28
-  br i1 %778, label %oy104, label %oy104.end
+  br i1 %778, label %conv1_weight_grad.oy104, label %conv1_weight_grad.oy104.end
 
-ox105:                                            ; preds = %ox105, %then265
-  %ox105267 = phi i64 [ 0, %then265 ], [ %ox105.next, %ox105 ]
-  %779 = mul nsw i64 %g98257, 64
-  %780 = add nsw i64 %779, %j99258
+conv1_weight_grad.ox105:                          ; preds = %conv1_weight_grad.ox105, %conv1_weight_grad.then
+  %conv1_weight_grad.ox105247 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox105.next, %conv1_weight_grad.ox105 ]
+  %779 = mul nsw i64 %conv1_weight_grad.g98239, 64
+  %780 = add nsw i64 %779, %conv1_weight_grad.j99240
   %781 = mul nsw i64 %780, 784
-  %782 = mul nsw i64 %c102262, 784
+  %782 = mul nsw i64 %conv1_weight_grad.c102244, 784
   %783 = add nsw i64 %781, %782
-  %784 = add nsw i64 %oy104264, %ky103263
+  %784 = add nsw i64 %conv1_weight_grad.oy104246, %conv1_weight_grad.ky103245
   %785 = add nsw i64 %784, -1
   %786 = mul nsw i64 %785, 28
   %787 = add nsw i64 %783, %786
-  %788 = add nsw i64 %ox105267, 1
+  %788 = add nsw i64 %conv1_weight_grad.ox105247, 1
   %789 = add nsw i64 %788, -1
   %790 = add nsw i64 %787, %789
-  %images268 = getelementptr inbounds float, ptr %images, i64 %790
-  %791 = load float, ptr %images268, align 4
-  %792 = mul nsw i64 %c102262, 3
-  %793 = add nsw i64 %792, %ky103263
+  %images248 = getelementptr inbounds float, ptr %images, i64 %790
+  %791 = load float, ptr %images248, align 4
+  %792 = mul nsw i64 %conv1_weight_grad.c102244, 3
+  %793 = add nsw i64 %792, %conv1_weight_grad.ky103245
   %794 = mul nsw i64 %793, 3
   %795 = mul nsw i64 %794, 50176
-  %796 = mul nsw i64 %j99258, 784
+  %796 = mul nsw i64 %conv1_weight_grad.j99240, 784
   %797 = add nsw i64 %795, %796
-  %798 = mul nsw i64 %oy104264, 28
+  %798 = mul nsw i64 %conv1_weight_grad.oy104246, 28
   %799 = add nsw i64 %797, %798
-  %800 = add nsw i64 %ox105267, 1
+  %800 = add nsw i64 %conv1_weight_grad.ox105247, 1
   %801 = add nsw i64 %799, %800
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %801
-  store float %791, ptr %arena269, align 4
-  %ox105.next = add nsw i64 %ox105267, 1
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %801
+  store float %791, ptr %arena249, align 4
+  %ox105.next = add nsw i64 %conv1_weight_grad.ox105247, 1
   %802 = icmp slt i64 %ox105.next, 27
-  br i1 %802, label %ox105, label %ox105.end
+  br i1 %802, label %conv1_weight_grad.ox105, label %conv1_weight_grad.ox105.end
 
-ox105.end:                                        ; preds = %ox105
-  br label %endif266
+conv1_weight_grad.ox105.end:                      ; preds = %conv1_weight_grad.ox105
+  br label %conv1_weight_grad.endif
 
-oy106:                                            ; preds = %endif272, %oy104.end
-  %oy106270 = phi i64 [ 0, %oy104.end ], [ %oy106.next, %endif272 ]
-  %803 = add nsw i64 %oy106270, %ky103263
+conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.endif252, %conv1_weight_grad.oy104.end
+  %conv1_weight_grad.oy106250 = phi i64 [ 0, %conv1_weight_grad.oy104.end ], [ %oy106.next, %conv1_weight_grad.endif252 ]
+  %803 = add nsw i64 %conv1_weight_grad.oy106250, %conv1_weight_grad.ky103245
   %804 = add nsw i64 %803, -1
   %805 = icmp slt i64 -1, %804
-  %806 = add nsw i64 %oy106270, %ky103263
+  %806 = add nsw i64 %conv1_weight_grad.oy106250, %conv1_weight_grad.ky103245
   %807 = add nsw i64 %806, -1
   %808 = icmp slt i64 %807, 28
   %809 = and i1 %805, %808
-  br i1 %809, label %then271, label %endif272
+  br i1 %809, label %conv1_weight_grad.then251, label %conv1_weight_grad.endif252
 
-oy106.end:                                        ; preds = %endif272
-  br label %oy108
+conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.endif252
+  br label %conv1_weight_grad.oy108
 
-then271:                                          ; preds = %oy106
-  br label %ox107
+conv1_weight_grad.then251:                        ; preds = %conv1_weight_grad.oy106
+  br label %conv1_weight_grad.ox107
 
-endif272:                                         ; preds = %ox107.end, %oy106
-  %oy106.next = add nsw i64 %oy106270, 1
+conv1_weight_grad.endif252:                       ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy106
+  %oy106.next = add nsw i64 %conv1_weight_grad.oy106250, 1
   %810 = icmp slt i64 %oy106.next, 28
-  br i1 %810, label %oy106, label %oy106.end
+  br i1 %810, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
 
-ox107:                                            ; preds = %ox107, %then271
-  %ox107273 = phi i64 [ 0, %then271 ], [ %ox107.next, %ox107 ]
-  %811 = mul nsw i64 %g98257, 64
-  %812 = add nsw i64 %811, %j99258
+conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.then251
+  %conv1_weight_grad.ox107253 = phi i64 [ 0, %conv1_weight_grad.then251 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
+  %811 = mul nsw i64 %conv1_weight_grad.g98239, 64
+  %812 = add nsw i64 %811, %conv1_weight_grad.j99240
   %813 = mul nsw i64 %812, 784
-  %814 = mul nsw i64 %c102262, 784
+  %814 = mul nsw i64 %conv1_weight_grad.c102244, 784
   %815 = add nsw i64 %813, %814
-  %816 = add nsw i64 %oy106270, %ky103263
+  %816 = add nsw i64 %conv1_weight_grad.oy106250, %conv1_weight_grad.ky103245
   %817 = add nsw i64 %816, -1
   %818 = mul nsw i64 %817, 28
   %819 = add nsw i64 %815, %818
-  %820 = add nsw i64 %819, %ox107273
-  %images274 = getelementptr inbounds float, ptr %images, i64 %820
-  %821 = load float, ptr %images274, align 4
-  %822 = mul nsw i64 %c102262, 3
-  %823 = add nsw i64 %822, %ky103263
+  %820 = add nsw i64 %819, %conv1_weight_grad.ox107253
+  %images254 = getelementptr inbounds float, ptr %images, i64 %820
+  %821 = load float, ptr %images254, align 4
+  %822 = mul nsw i64 %conv1_weight_grad.c102244, 3
+  %823 = add nsw i64 %822, %conv1_weight_grad.ky103245
   %824 = mul nsw i64 %823, 3
   %825 = add nsw i64 %824, 1
   %826 = mul nsw i64 %825, 50176
-  %827 = mul nsw i64 %j99258, 784
+  %827 = mul nsw i64 %conv1_weight_grad.j99240, 784
   %828 = add nsw i64 %826, %827
-  %829 = mul nsw i64 %oy106270, 28
+  %829 = mul nsw i64 %conv1_weight_grad.oy106250, 28
   %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %ox107273
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %831
-  store float %821, ptr %arena275, align 4
-  %ox107.next = add nsw i64 %ox107273, 1
+  %831 = add nsw i64 %830, %conv1_weight_grad.ox107253
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %831
+  store float %821, ptr %arena255, align 4
+  %ox107.next = add nsw i64 %conv1_weight_grad.ox107253, 1
   %832 = icmp slt i64 %ox107.next, 28
-  br i1 %832, label %ox107, label %ox107.end
+  br i1 %832, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
 
-ox107.end:                                        ; preds = %ox107
-  br label %endif272
+conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
+  br label %conv1_weight_grad.endif252
 
-oy108:                                            ; preds = %endif278, %oy106.end
-  %oy108276 = phi i64 [ 0, %oy106.end ], [ %oy108.next, %endif278 ]
-  %833 = add nsw i64 %oy108276, %ky103263
+conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.endif258, %conv1_weight_grad.oy106.end
+  %conv1_weight_grad.oy108256 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.endif258 ]
+  %833 = add nsw i64 %conv1_weight_grad.oy108256, %conv1_weight_grad.ky103245
   %834 = add nsw i64 %833, -1
   %835 = icmp slt i64 -1, %834
-  %836 = add nsw i64 %oy108276, %ky103263
+  %836 = add nsw i64 %conv1_weight_grad.oy108256, %conv1_weight_grad.ky103245
   %837 = add nsw i64 %836, -1
   %838 = icmp slt i64 %837, 28
   %839 = and i1 %835, %838
-  br i1 %839, label %then277, label %endif278
+  br i1 %839, label %conv1_weight_grad.then257, label %conv1_weight_grad.endif258
 
-oy108.end:                                        ; preds = %endif278
-  %ky103.next = add nsw i64 %ky103263, 1
+conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.endif258
+  %ky103.next = add nsw i64 %conv1_weight_grad.ky103245, 1
   %840 = icmp slt i64 %ky103.next, 3
-  br i1 %840, label %ky103, label %ky103.end
+  br i1 %840, label %conv1_weight_grad.ky103, label %conv1_weight_grad.ky103.end
 
-then277:                                          ; preds = %oy108
-  br label %ox109
+conv1_weight_grad.then257:                        ; preds = %conv1_weight_grad.oy108
+  br label %conv1_weight_grad.ox109
 
-endif278:                                         ; preds = %ox109.end, %oy108
-  %oy108.next = add nsw i64 %oy108276, 1
+conv1_weight_grad.endif258:                       ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy108
+  %oy108.next = add nsw i64 %conv1_weight_grad.oy108256, 1
   %841 = icmp slt i64 %oy108.next, 28
-  br i1 %841, label %oy108, label %oy108.end
+  br i1 %841, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
 
-ox109:                                            ; preds = %ox109, %then277
-  %ox109279 = phi i64 [ 0, %then277 ], [ %ox109.next, %ox109 ]
-  %842 = mul nsw i64 %g98257, 64
-  %843 = add nsw i64 %842, %j99258
+conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.then257
+  %conv1_weight_grad.ox109259 = phi i64 [ 0, %conv1_weight_grad.then257 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
+  %842 = mul nsw i64 %conv1_weight_grad.g98239, 64
+  %843 = add nsw i64 %842, %conv1_weight_grad.j99240
   %844 = mul nsw i64 %843, 784
-  %845 = mul nsw i64 %c102262, 784
+  %845 = mul nsw i64 %conv1_weight_grad.c102244, 784
   %846 = add nsw i64 %844, %845
-  %847 = add nsw i64 %oy108276, %ky103263
+  %847 = add nsw i64 %conv1_weight_grad.oy108256, %conv1_weight_grad.ky103245
   %848 = add nsw i64 %847, -1
   %849 = mul nsw i64 %848, 28
   %850 = add nsw i64 %846, %849
-  %851 = add nsw i64 %ox109279, 1
+  %851 = add nsw i64 %conv1_weight_grad.ox109259, 1
   %852 = add nsw i64 %850, %851
-  %images280 = getelementptr inbounds float, ptr %images, i64 %852
-  %853 = load float, ptr %images280, align 4
-  %854 = mul nsw i64 %c102262, 3
-  %855 = add nsw i64 %854, %ky103263
+  %images260 = getelementptr inbounds float, ptr %images, i64 %852
+  %853 = load float, ptr %images260, align 4
+  %854 = mul nsw i64 %conv1_weight_grad.c102244, 3
+  %855 = add nsw i64 %854, %conv1_weight_grad.ky103245
   %856 = mul nsw i64 %855, 3
   %857 = add nsw i64 %856, 2
   %858 = mul nsw i64 %857, 50176
-  %859 = mul nsw i64 %j99258, 784
+  %859 = mul nsw i64 %conv1_weight_grad.j99240, 784
   %860 = add nsw i64 %858, %859
-  %861 = mul nsw i64 %oy108276, 28
+  %861 = mul nsw i64 %conv1_weight_grad.oy108256, 28
   %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %ox109279
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %863
-  store float %853, ptr %arena281, align 4
-  %ox109.next = add nsw i64 %ox109279, 1
+  %863 = add nsw i64 %862, %conv1_weight_grad.ox109259
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %863
+  store float %853, ptr %arena261, align 4
+  %ox109.next = add nsw i64 %conv1_weight_grad.ox109259, 1
   %864 = icmp slt i64 %ox109.next, 27
-  br i1 %864, label %ox109, label %ox109.end
+  br i1 %864, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
 
-ox109.end:                                        ; preds = %ox109
-  br label %endif278
+conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
+  br label %conv1_weight_grad.endif258
 
-j110:                                             ; preds = %f111.end, %j99.end
-  %j110282 = phi i64 [ 0, %j99.end ], [ %j110.next, %f111.end ]
-  br label %f111
+conv1_weight_grad.j110:                           ; preds = %conv1_weight_grad.f111.end, %conv1_weight_grad.j99.end
+  %conv1_weight_grad.j110262 = phi i64 [ 0, %conv1_weight_grad.j99.end ], [ %j110.next, %conv1_weight_grad.f111.end ]
+  br label %conv1_weight_grad.f111
 
-j110.end:                                         ; preds = %f111.end
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 451584
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads289 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena287, i32 50176, ptr %arena288, i32 50176, float 1.000000e+00, ptr %grads289, i32 9)
-  %g98.next = add nsw i64 %g98257, 1
+conv1_weight_grad.j110.end:                       ; preds = %conv1_weight_grad.f111.end
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 451584
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads269 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena267, i32 50176, ptr %arena268, i32 50176, float 1.000000e+00, ptr %grads269, i32 9)
+  %g98.next = add nsw i64 %conv1_weight_grad.g98239, 1
   %865 = icmp slt i64 %g98.next, 1
-  br i1 %865, label %g98, label %g98.end
+  br i1 %865, label %conv1_weight_grad.g98, label %conv1_weight_grad.g98.end
 
-f111:                                             ; preds = %i112.end, %j110
-  %f111283 = phi i64 [ 0, %j110 ], [ %f111.next, %i112.end ]
-  br label %i112
+conv1_weight_grad.f111:                           ; preds = %conv1_weight_grad.i112.end, %conv1_weight_grad.j110
+  %conv1_weight_grad.f111263 = phi i64 [ 0, %conv1_weight_grad.j110 ], [ %f111.next, %conv1_weight_grad.i112.end ]
+  br label %conv1_weight_grad.i112
 
-f111.end:                                         ; preds = %i112.end
-  %j110.next = add nsw i64 %j110282, 1
+conv1_weight_grad.f111.end:                       ; preds = %conv1_weight_grad.i112.end
+  %j110.next = add nsw i64 %conv1_weight_grad.j110262, 1
   %866 = icmp slt i64 %j110.next, 64
-  br i1 %866, label %j110, label %j110.end
+  br i1 %866, label %conv1_weight_grad.j110, label %conv1_weight_grad.j110.end
 
-i112:                                             ; preds = %i112, %f111
-  %i112284 = phi i64 [ 0, %f111 ], [ %i112.next, %i112 ]
-  %867 = mul nsw i64 %g98257, 64
-  %868 = add nsw i64 %867, %j110282
+conv1_weight_grad.i112:                           ; preds = %conv1_weight_grad.i112, %conv1_weight_grad.f111
+  %conv1_weight_grad.i112264 = phi i64 [ 0, %conv1_weight_grad.f111 ], [ %i112.next, %conv1_weight_grad.i112 ]
+  %867 = mul nsw i64 %conv1_weight_grad.g98239, 64
+  %868 = add nsw i64 %867, %conv1_weight_grad.j110262
   %869 = mul nsw i64 %868, 25088
   %870 = add nsw i64 3220112, %869
-  %871 = mul nsw i64 %f111283, 784
+  %871 = mul nsw i64 %conv1_weight_grad.f111263, 784
   %872 = add nsw i64 %870, %871
-  %873 = add nsw i64 %872, %i112284
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %873
-  %874 = load float, ptr %arena285, align 4
-  %875 = mul nsw i64 %f111283, 50176
+  %873 = add nsw i64 %872, %conv1_weight_grad.i112264
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %873
+  %874 = load float, ptr %arena265, align 4
+  %875 = mul nsw i64 %conv1_weight_grad.f111263, 50176
   %876 = add nsw i64 451584, %875
-  %877 = mul nsw i64 %j110282, 784
+  %877 = mul nsw i64 %conv1_weight_grad.j110262, 784
   %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %i112284
-  %arena286 = getelementptr inbounds float, ptr %arena, i64 %879
-  store float %874, ptr %arena286, align 4
-  %i112.next = add nsw i64 %i112284, 1
+  %879 = add nsw i64 %878, %conv1_weight_grad.i112264
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %879
+  store float %874, ptr %arena266, align 4
+  %i112.next = add nsw i64 %conv1_weight_grad.i112264, 1
   %880 = icmp slt i64 %i112.next, 784
-  br i1 %880, label %i112, label %i112.end
+  br i1 %880, label %conv1_weight_grad.i112, label %conv1_weight_grad.i112.end
 
-i112.end:                                         ; preds = %i112
-  %f111.next = add nsw i64 %f111283, 1
+conv1_weight_grad.i112.end:                       ; preds = %conv1_weight_grad.i112
+  %f111.next = add nsw i64 %conv1_weight_grad.f111263, 1
   %881 = icmp slt i64 %f111.next, 32
-  br i1 %881, label %f111, label %f111.end
+  br i1 %881, label %conv1_weight_grad.f111, label %conv1_weight_grad.f111.end
 
-f113:                                             ; preds = %img115.end, %g98.end
-  %f113290 = phi i64 [ 0, %g98.end ], [ %f113.next, %img115.end ]
-  store float 0.000000e+00, ptr %acc114, align 4
-  br label %img115
+conv1_bias_grad.f113:                             ; preds = %conv1_bias_grad.img115.end, %conv1_weight_grad.g98.end
+  %conv1_bias_grad.f113270 = phi i64 [ 0, %conv1_weight_grad.g98.end ], [ %f113.next, %conv1_bias_grad.img115.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc114, align 4
+  br label %conv1_bias_grad.img115
 
-f113.end:                                         ; preds = %img115.end
+conv1_bias_grad.f113.end:                         ; preds = %conv1_bias_grad.img115.end
   %882 = sitofp i64 %step to float
   %883 = fmul float %882, 0xBFBAF8E8A0000000
   %884 = call float @llvm.exp.f32(float %883)
   %885 = fsub float 1.000000e+00, %884
   %886 = fdiv float %lr, %885
-  store float %886, ptr %step_size117, align 4
+  store float %886, ptr %adam.step_size117, align 4
   %887 = sitofp i64 %step to float
   %888 = fmul float %887, 0xBF50645940000000
   %889 = call float @llvm.exp.f32(float %888)
   %890 = fsub float 1.000000e+00, %889
   %891 = call float @llvm.sqrt.f32(float %890)
-  store float %891, ptr %bc2_sqrt118, align 4
-  br label %i119
+  store float %891, ptr %adam.bc2_sqrt118, align 4
+  br label %adam.i119
 
-img115:                                           ; preds = %i116.end, %f113
-  %img115291 = phi i64 [ 0, %f113 ], [ %img115.next, %i116.end ]
-  br label %i116
+conv1_bias_grad.img115:                           ; preds = %conv1_bias_grad.i116.end, %conv1_bias_grad.f113
+  %conv1_bias_grad.img115271 = phi i64 [ 0, %conv1_bias_grad.f113 ], [ %img115.next, %conv1_bias_grad.i116.end ]
+  br label %conv1_bias_grad.i116
 
-img115.end:                                       ; preds = %i116.end
-  %acc114295 = load float, ptr %acc114, align 4
-  %892 = add nsw i64 288, %f113290
-  %grads296 = getelementptr inbounds float, ptr %grads, i64 %892
-  store float %acc114295, ptr %grads296, align 4
-  %f113.next = add nsw i64 %f113290, 1
+conv1_bias_grad.img115.end:                       ; preds = %conv1_bias_grad.i116.end
+  %acc114274 = load float, ptr %conv1_bias_grad.acc114, align 4
+  %892 = add nsw i64 288, %conv1_bias_grad.f113270
+  %grads275 = getelementptr inbounds float, ptr %grads, i64 %892
+  store float %acc114274, ptr %grads275, align 4
+  %f113.next = add nsw i64 %conv1_bias_grad.f113270, 1
   %893 = icmp slt i64 %f113.next, 32
-  br i1 %893, label %f113, label %f113.end
+  br i1 %893, label %conv1_bias_grad.f113, label %conv1_bias_grad.f113.end
 
-i116:                                             ; preds = %i116, %img115
-  %i116292 = phi i64 [ 0, %img115 ], [ %i116.next, %i116 ]
-  %acc114293 = load float, ptr %acc114, align 4
-  %894 = mul nsw i64 %img115291, 25088
+conv1_bias_grad.i116:                             ; preds = %conv1_bias_grad.i116, %conv1_bias_grad.img115
+  %conv1_bias_grad.i116272 = phi i64 [ 0, %conv1_bias_grad.img115 ], [ %i116.next, %conv1_bias_grad.i116 ]
+  %acc114 = load float, ptr %conv1_bias_grad.acc114, align 4
+  %894 = mul nsw i64 %conv1_bias_grad.img115271, 25088
   %895 = add nsw i64 3220112, %894
-  %896 = mul nsw i64 %f113290, 784
+  %896 = mul nsw i64 %conv1_bias_grad.f113270, 784
   %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %i116292
-  %arena294 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load float, ptr %arena294, align 4
-  %900 = fadd float %acc114293, %899
-  store float %900, ptr %acc114, align 4
-  %i116.next = add nsw i64 %i116292, 1
+  %898 = add nsw i64 %897, %conv1_bias_grad.i116272
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %898
+  %899 = load float, ptr %arena273, align 4
+  %900 = fadd float %acc114, %899
+  store float %900, ptr %conv1_bias_grad.acc114, align 4
+  %i116.next = add nsw i64 %conv1_bias_grad.i116272, 1
   %901 = icmp slt i64 %i116.next, 784
-  br i1 %901, label %i116, label %i116.end
+  br i1 %901, label %conv1_bias_grad.i116, label %conv1_bias_grad.i116.end
 
-i116.end:                                         ; preds = %i116
-  %img115.next = add nsw i64 %img115291, 1
+conv1_bias_grad.i116.end:                         ; preds = %conv1_bias_grad.i116
+  %img115.next = add nsw i64 %conv1_bias_grad.img115271, 1
   %902 = icmp slt i64 %img115.next, 64
-  br i1 %902, label %img115, label %img115.end
+  br i1 %902, label %conv1_bias_grad.img115, label %conv1_bias_grad.img115.end
 
-i119:                                             ; preds = %i119, %f113.end
-  %i119297 = phi i64 [ 0, %f113.end ], [ %i119.next, %i119 ]
-  %grads298 = getelementptr inbounds float, ptr %grads, i64 %i119297
-  %903 = load float, ptr %grads298, align 4
-  %params299 = getelementptr inbounds float, ptr %params, i64 %i119297
-  %904 = load float, ptr %params299, align 4
+adam.i119:                                        ; preds = %adam.i119, %conv1_bias_grad.f113.end
+  %adam.i119276 = phi i64 [ 0, %conv1_bias_grad.f113.end ], [ %i119.next, %adam.i119 ]
+  %grads277 = getelementptr inbounds float, ptr %grads, i64 %adam.i119276
+  %903 = load float, ptr %grads277, align 4
+  %params278 = getelementptr inbounds float, ptr %params, i64 %adam.i119276
+  %904 = load float, ptr %params278, align 4
   %905 = fmul float 0.000000e+00, %904
   %906 = fadd float %903, %905
-  store float %906, ptr %g, align 4
-  %m300 = getelementptr inbounds float, ptr %m, i64 %i119297
-  %907 = load float, ptr %m300, align 4
+  store float %906, ptr %adam.g, align 4
+  %m279 = getelementptr inbounds float, ptr %m, i64 %adam.i119276
+  %907 = load float, ptr %m279, align 4
   %908 = fmul float 0x3FECCCCCC0000000, %907
-  %g301 = load float, ptr %g, align 4
-  %909 = fmul float 0x3FB9999A00000000, %g301
+  %g = load float, ptr %adam.g, align 4
+  %909 = fmul float 0x3FB9999A00000000, %g
   %910 = fadd float %908, %909
-  store float %910, ptr %m_new, align 4
-  %v302 = getelementptr inbounds float, ptr %v, i64 %i119297
-  %911 = load float, ptr %v302, align 4
+  store float %910, ptr %adam.m_new, align 4
+  %v280 = getelementptr inbounds float, ptr %v, i64 %adam.i119276
+  %911 = load float, ptr %v280, align 4
   %912 = fmul float 0x3FEFF7CEE0000000, %911
-  %g303 = load float, ptr %g, align 4
-  %913 = fmul float 0x3F50624000000000, %g303
-  %g304 = load float, ptr %g, align 4
-  %914 = fmul float %913, %g304
+  %g281 = load float, ptr %adam.g, align 4
+  %913 = fmul float 0x3F50624000000000, %g281
+  %g282 = load float, ptr %adam.g, align 4
+  %914 = fmul float %913, %g282
   %915 = fadd float %912, %914
-  store float %915, ptr %v_new, align 4
-  %m_new305 = load float, ptr %m_new, align 4
-  %m306 = getelementptr inbounds float, ptr %m, i64 %i119297
-  store float %m_new305, ptr %m306, align 4
-  %v_new307 = load float, ptr %v_new, align 4
-  %v308 = getelementptr inbounds float, ptr %v, i64 %i119297
-  store float %v_new307, ptr %v308, align 4
-  %params309 = getelementptr inbounds float, ptr %params, i64 %i119297
-  %916 = load float, ptr %params309, align 4
-  %step_size117310 = load float, ptr %step_size117, align 4
-  %m_new311 = load float, ptr %m_new, align 4
-  %917 = fmul float %step_size117310, %m_new311
-  %v_new312 = load float, ptr %v_new, align 4
-  %918 = call float @llvm.sqrt.f32(float %v_new312)
-  %bc2_sqrt118313 = load float, ptr %bc2_sqrt118, align 4
-  %919 = fdiv float %918, %bc2_sqrt118313
+  store float %915, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m283 = getelementptr inbounds float, ptr %m, i64 %adam.i119276
+  store float %m_new, ptr %m283, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v284 = getelementptr inbounds float, ptr %v, i64 %adam.i119276
+  store float %v_new, ptr %v284, align 4
+  %params285 = getelementptr inbounds float, ptr %params, i64 %adam.i119276
+  %916 = load float, ptr %params285, align 4
+  %step_size117 = load float, ptr %adam.step_size117, align 4
+  %m_new286 = load float, ptr %adam.m_new, align 4
+  %917 = fmul float %step_size117, %m_new286
+  %v_new287 = load float, ptr %adam.v_new, align 4
+  %918 = call float @llvm.sqrt.f32(float %v_new287)
+  %bc2_sqrt118 = load float, ptr %adam.bc2_sqrt118, align 4
+  %919 = fdiv float %918, %bc2_sqrt118
   %920 = fadd float %919, 0x3E45798EE0000000
   %921 = fdiv float %917, %920
   %922 = fsub float %916, %921
-  %params314 = getelementptr inbounds float, ptr %params, i64 %i119297
-  store float %922, ptr %params314, align 4
-  %i119.next = add nsw i64 %i119297, 1
+  %params288 = getelementptr inbounds float, ptr %params, i64 %adam.i119276
+  store float %922, ptr %params288, align 4
+  %i119.next = add nsw i64 %adam.i119276, 1
   %923 = icmp slt i64 %i119.next, 1625866
-  br i1 %923, label %i119, label %i119.end
+  br i1 %923, label %adam.i119, label %adam.i119.end
 
-i119.end:                                         ; preds = %i119
+adam.i119.end:                                    ; preds = %adam.i119
   ret void
 }
 
@@ -2164,789 +2164,789 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi33 = alloca float, align 4
-  %best32 = alloca float, align 4
-  br label %g1
+  %conv2.bi33 = alloca float, align 4
+  %conv2.best32 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j13.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j13.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j13.end
-  br label %g16
+conv1.g1.end:                                     ; preds = %conv1.j13.end
+  br label %conv2.g16
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params24 = getelementptr inbounds float, ptr %params, i64 0
   %arena25 = getelementptr inbounds float, ptr %arena, i64 1605632
   %arena26 = getelementptr inbounds float, ptr %arena, i64 2057216
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
-  br label %j13
+  br label %conv1.j13
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 1605632, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 9
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy11.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy11.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy11.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy11.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy11.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -1
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 1
+  %26 = add nsw i64 %conv1.ox89, 1
   %27 = add nsw i64 %26, -1
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 3
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 3
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 3
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 1605632, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 1
+  %39 = add nsw i64 %conv1.ox89, 1
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 27
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -1
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -1
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -1
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %58, %ox1015
+  %59 = add nsw i64 %58, %conv1.ox1015
   %images16 = getelementptr inbounds float, ptr %images, i64 %59
   %60 = load float, ptr %images16, align 4
-  %61 = mul nsw i64 %c56, 3
-  %62 = add nsw i64 %61, %ky67
+  %61 = mul nsw i64 %conv1.c56, 3
+  %62 = add nsw i64 %61, %conv1.ky67
   %63 = mul nsw i64 %62, 3
   %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 50176
   %66 = add nsw i64 1605632, %65
-  %67 = mul nsw i64 %j22, 784
+  %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
-  %69 = mul nsw i64 %oy912, 28
+  %69 = mul nsw i64 %conv1.oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %ox1015
+  %71 = add nsw i64 %70, %conv1.ox1015
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %72 = icmp slt i64 %ox10.next, 28
-  br i1 %72, label %ox10, label %ox10.end
+  br i1 %72, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %73 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %73 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %74 = add nsw i64 %73, -1
   %75 = icmp slt i64 -1, %74
-  %76 = add nsw i64 %oy1118, %ky67
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 %77, 28
   %79 = and i1 %75, %78
-  br i1 %79, label %then19, label %endif20
+  br i1 %79, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %80 = icmp slt i64 %ky6.next, 3
-  br i1 %80, label %ky6, label %ky6.end
+  br i1 %80, label %conv1.ky6, label %conv1.ky6.end
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %81 = icmp slt i64 %oy11.next, 28
-  br i1 %81, label %oy11, label %oy11.end
+  br i1 %81, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %82 = mul nsw i64 %g11, 64
-  %83 = add nsw i64 %82, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %82 = mul nsw i64 %conv1.g11, 64
+  %83 = add nsw i64 %82, %conv1.j22
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %c56, 784
+  %85 = mul nsw i64 %conv1.c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %oy1118, %ky67
+  %87 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %ox1221, 1
+  %91 = add nsw i64 %conv1.ox1221, 1
   %92 = add nsw i64 %90, %91
   %images22 = getelementptr inbounds float, ptr %images, i64 %92
   %93 = load float, ptr %images22, align 4
-  %94 = mul nsw i64 %c56, 3
-  %95 = add nsw i64 %94, %ky67
+  %94 = mul nsw i64 %conv1.c56, 3
+  %95 = add nsw i64 %94, %conv1.ky67
   %96 = mul nsw i64 %95, 3
   %97 = add nsw i64 %96, 2
   %98 = mul nsw i64 %97, 50176
   %99 = add nsw i64 1605632, %98
-  %100 = mul nsw i64 %j22, 784
+  %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %oy1118, 28
+  %102 = mul nsw i64 %conv1.oy1118, 28
   %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %ox1221
+  %104 = add nsw i64 %103, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %105 = icmp slt i64 %ox12.next, 27
-  br i1 %105, label %ox12, label %ox12.end
+  br i1 %105, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-j13:                                              ; preds = %f14.end, %j2.end
-  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
-  br label %f14
+conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
+  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
+  br label %conv1.f14
 
-j13.end:                                          ; preds = %f14.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j13.end:                                    ; preds = %conv1.f14.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %g1, label %g1.end
+  br i1 %106, label %conv1.g1, label %conv1.g1.end
 
-f14:                                              ; preds = %i15.end, %j13
-  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %i15.end ]
-  br label %i15
+conv1.f14:                                        ; preds = %conv1.i15.end, %conv1.j13
+  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.i15.end ]
+  br label %conv1.i15
 
-f14.end:                                          ; preds = %i15.end
-  %j13.next = add nsw i64 %j1327, 1
+conv1.f14.end:                                    ; preds = %conv1.i15.end
+  %j13.next = add nsw i64 %conv1.j1327, 1
   %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %j13, label %j13.end
+  br i1 %107, label %conv1.j13, label %conv1.j13.end
 
-i15:                                              ; preds = %i15, %f14
-  %i1529 = phi i64 [ 0, %f14 ], [ %i15.next, %i15 ]
-  %108 = mul nsw i64 %f1428, 50176
+conv1.i15:                                        ; preds = %conv1.i15, %conv1.f14
+  %conv1.i1529 = phi i64 [ 0, %conv1.f14 ], [ %i15.next, %conv1.i15 ]
+  %108 = mul nsw i64 %conv1.f1428, 50176
   %109 = add nsw i64 2057216, %108
-  %110 = mul nsw i64 %j1327, 784
+  %110 = mul nsw i64 %conv1.j1327, 784
   %111 = add nsw i64 %109, %110
-  %112 = add nsw i64 %111, %i1529
+  %112 = add nsw i64 %111, %conv1.i1529
   %arena30 = getelementptr inbounds float, ptr %arena, i64 %112
   %113 = load float, ptr %arena30, align 4
-  %114 = add nsw i64 288, %f1428
+  %114 = add nsw i64 288, %conv1.f1428
   %params31 = getelementptr inbounds float, ptr %params, i64 %114
   %115 = load float, ptr %params31, align 4
   %116 = fadd float %113, %115
   %117 = fcmp ogt float %116, 0.000000e+00
-  %118 = mul nsw i64 %f1428, 50176
+  %118 = mul nsw i64 %conv1.f1428, 50176
   %119 = add nsw i64 2057216, %118
-  %120 = mul nsw i64 %j1327, 784
+  %120 = mul nsw i64 %conv1.j1327, 784
   %121 = add nsw i64 %119, %120
-  %122 = add nsw i64 %121, %i1529
+  %122 = add nsw i64 %121, %conv1.i1529
   %arena32 = getelementptr inbounds float, ptr %arena, i64 %122
   %123 = load float, ptr %arena32, align 4
-  %124 = add nsw i64 288, %f1428
+  %124 = add nsw i64 288, %conv1.f1428
   %params33 = getelementptr inbounds float, ptr %params, i64 %124
   %125 = load float, ptr %params33, align 4
   %126 = fadd float %123, %125
   %127 = select i1 %117, float %126, float 0.000000e+00
-  %128 = mul nsw i64 %g11, 64
-  %129 = add nsw i64 %128, %j1327
+  %128 = mul nsw i64 %conv1.g11, 64
+  %129 = add nsw i64 %128, %conv1.j1327
   %130 = mul nsw i64 %129, 25088
-  %131 = mul nsw i64 %f1428, 784
+  %131 = mul nsw i64 %conv1.f1428, 784
   %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 %132, %i1529
+  %133 = add nsw i64 %132, %conv1.i1529
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %133
   store float %127, ptr %arena34, align 4
-  %i15.next = add nsw i64 %i1529, 1
+  %i15.next = add nsw i64 %conv1.i1529, 1
   %134 = icmp slt i64 %i15.next, 784
-  br i1 %134, label %i15, label %i15.end
+  br i1 %134, label %conv1.i15, label %conv1.i15.end
 
-i15.end:                                          ; preds = %i15
-  %f14.next = add nsw i64 %f1428, 1
+conv1.i15.end:                                    ; preds = %conv1.i15
+  %f14.next = add nsw i64 %conv1.f1428, 1
   %135 = icmp slt i64 %f14.next, 32
-  br i1 %135, label %f14, label %f14.end
+  br i1 %135, label %conv1.f14, label %conv1.f14.end
 
-g16:                                              ; preds = %j28.end, %g1.end
-  %g1635 = phi i64 [ 0, %g1.end ], [ %g16.next, %j28.end ]
-  br label %j17
+conv2.g16:                                        ; preds = %conv2.j28.end, %conv1.g1.end
+  %conv2.g1635 = phi i64 [ 0, %conv1.g1.end ], [ %g16.next, %conv2.j28.end ]
+  br label %conv2.j17
 
-g16.end:                                          ; preds = %j28.end
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params87 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena86, i32 12544, ptr %params87, i32 12544, float 0.000000e+00, ptr %arena88, i32 128)
-  br label %n36
+conv2.g16.end:                                    ; preds = %conv2.j28.end
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params83 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena82, i32 12544, ptr %params83, i32 12544, float 0.000000e+00, ptr %arena84, i32 128)
+  br label %fc1.n36
 
-j17:                                              ; preds = %c20.end, %g16
-  %j1736 = phi i64 [ 0, %g16 ], [ %j17.next, %c20.end ]
-  br label %r18
+conv2.j17:                                        ; preds = %conv2.c20.end, %conv2.g16
+  %conv2.j1736 = phi i64 [ 0, %conv2.g16 ], [ %j17.next, %conv2.c20.end ]
+  br label %conv2.r18
 
-j17.end:                                          ; preds = %c20.end
-  %params60 = getelementptr inbounds float, ptr %params, i64 320
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 17661952
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 50176, i32 288, float 1.000000e+00, ptr %params60, i32 288, ptr %arena61, i32 50176, float 0.000000e+00, ptr %arena62, i32 50176)
-  br label %j28
+conv2.j17.end:                                    ; preds = %conv2.c20.end
+  %params58 = getelementptr inbounds float, ptr %params, i64 320
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 17661952
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 50176, i32 288, float 1.000000e+00, ptr %params58, i32 288, ptr %arena59, i32 50176, float 0.000000e+00, ptr %arena60, i32 50176)
+  br label %conv2.j28
 
-r18:                                              ; preds = %i19.end, %j17
-  %r1837 = phi i64 [ 0, %j17 ], [ %r18.next, %i19.end ]
-  br label %i19
+conv2.r18:                                        ; preds = %conv2.i19.end, %conv2.j17
+  %conv2.r1837 = phi i64 [ 0, %conv2.j17 ], [ %r18.next, %conv2.i19.end ]
+  br label %conv2.i19
 
-r18.end:                                          ; preds = %i19.end
-  br label %c20
+conv2.r18.end:                                    ; preds = %conv2.i19.end
+  br label %conv2.c20
 
-i19:                                              ; preds = %i19, %r18
-  %i1938 = phi i64 [ 0, %r18 ], [ %i19.next, %i19 ]
-  %136 = mul nsw i64 %r1837, 50176
+conv2.i19:                                        ; preds = %conv2.i19, %conv2.r18
+  %conv2.i1938 = phi i64 [ 0, %conv2.r18 ], [ %i19.next, %conv2.i19 ]
+  %136 = mul nsw i64 %conv2.r1837, 50176
   %137 = add nsw i64 3211264, %136
-  %138 = mul nsw i64 %j1736, 784
+  %138 = mul nsw i64 %conv2.j1736, 784
   %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %i1938
+  %140 = add nsw i64 %139, %conv2.i1938
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %140
   store float 0.000000e+00, ptr %arena39, align 4
-  %i19.next = add nsw i64 %i1938, 1
+  %i19.next = add nsw i64 %conv2.i1938, 1
   %141 = icmp slt i64 %i19.next, 784
-  br i1 %141, label %i19, label %i19.end
+  br i1 %141, label %conv2.i19, label %conv2.i19.end
 
-i19.end:                                          ; preds = %i19
-  %r18.next = add nsw i64 %r1837, 1
+conv2.i19.end:                                    ; preds = %conv2.i19
+  %r18.next = add nsw i64 %conv2.r1837, 1
   %142 = icmp slt i64 %r18.next, 288
-  br i1 %142, label %r18, label %r18.end
+  br i1 %142, label %conv2.r18, label %conv2.r18.end
 
-c20:                                              ; preds = %ky21.end, %r18.end
-  %c2040 = phi i64 [ 0, %r18.end ], [ %c20.next, %ky21.end ]
-  br label %ky21
+conv2.c20:                                        ; preds = %conv2.ky21.end, %conv2.r18.end
+  %conv2.c2040 = phi i64 [ 0, %conv2.r18.end ], [ %c20.next, %conv2.ky21.end ]
+  br label %conv2.ky21
 
-c20.end:                                          ; preds = %ky21.end
-  %j17.next = add nsw i64 %j1736, 1
+conv2.c20.end:                                    ; preds = %conv2.ky21.end
+  %j17.next = add nsw i64 %conv2.j1736, 1
   %143 = icmp slt i64 %j17.next, 64
-  br i1 %143, label %j17, label %j17.end
+  br i1 %143, label %conv2.j17, label %conv2.j17.end
 
-ky21:                                             ; preds = %oy26.end, %c20
-  %ky2141 = phi i64 [ 0, %c20 ], [ %ky21.next, %oy26.end ]
-  br label %oy22
+conv2.ky21:                                       ; preds = %conv2.oy26.end, %conv2.c20
+  %conv2.ky2141 = phi i64 [ 0, %conv2.c20 ], [ %ky21.next, %conv2.oy26.end ]
+  br label %conv2.oy22
 
-ky21.end:                                         ; preds = %oy26.end
-  %c20.next = add nsw i64 %c2040, 1
+conv2.ky21.end:                                   ; preds = %conv2.oy26.end
+  %c20.next = add nsw i64 %conv2.c2040, 1
   %144 = icmp slt i64 %c20.next, 32
-  br i1 %144, label %c20, label %c20.end
+  br i1 %144, label %conv2.c20, label %conv2.c20.end
 
-oy22:                                             ; preds = %endif44, %ky21
-  %oy2242 = phi i64 [ 0, %ky21 ], [ %oy22.next, %endif44 ]
-  %145 = add nsw i64 %oy2242, %ky2141
+conv2.oy22:                                       ; preds = %conv2.endif, %conv2.ky21
+  %conv2.oy2242 = phi i64 [ 0, %conv2.ky21 ], [ %oy22.next, %conv2.endif ]
+  %145 = add nsw i64 %conv2.oy2242, %conv2.ky2141
   %146 = add nsw i64 %145, -1
   %147 = icmp slt i64 -1, %146
-  %148 = add nsw i64 %oy2242, %ky2141
+  %148 = add nsw i64 %conv2.oy2242, %conv2.ky2141
   %149 = add nsw i64 %148, -1
   %150 = icmp slt i64 %149, 28
   %151 = and i1 %147, %150
-  br i1 %151, label %then43, label %endif44
+  br i1 %151, label %conv2.then, label %conv2.endif
 
-oy22.end:                                         ; preds = %endif44
-  br label %oy24
+conv2.oy22.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy24
 
-then43:                                           ; preds = %oy22
-  br label %ox23
+conv2.then:                                       ; preds = %conv2.oy22
+  br label %conv2.ox23
 
-endif44:                                          ; preds = %ox23.end, %oy22
-  %oy22.next = add nsw i64 %oy2242, 1
+conv2.endif:                                      ; preds = %conv2.ox23.end, %conv2.oy22
+  %oy22.next = add nsw i64 %conv2.oy2242, 1
   %152 = icmp slt i64 %oy22.next, 28
-  br i1 %152, label %oy22, label %oy22.end
+  br i1 %152, label %conv2.oy22, label %conv2.oy22.end
 
-ox23:                                             ; preds = %ox23, %then43
-  %ox2345 = phi i64 [ 0, %then43 ], [ %ox23.next, %ox23 ]
-  %153 = mul nsw i64 %g1635, 64
-  %154 = add nsw i64 %153, %j1736
+conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.then
+  %conv2.ox2343 = phi i64 [ 0, %conv2.then ], [ %ox23.next, %conv2.ox23 ]
+  %153 = mul nsw i64 %conv2.g1635, 64
+  %154 = add nsw i64 %153, %conv2.j1736
   %155 = mul nsw i64 %154, 25088
-  %156 = mul nsw i64 %c2040, 784
+  %156 = mul nsw i64 %conv2.c2040, 784
   %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %oy2242, %ky2141
+  %158 = add nsw i64 %conv2.oy2242, %conv2.ky2141
   %159 = add nsw i64 %158, -1
   %160 = mul nsw i64 %159, 28
   %161 = add nsw i64 %157, %160
-  %162 = add nsw i64 %ox2345, 1
+  %162 = add nsw i64 %conv2.ox2343, 1
   %163 = add nsw i64 %162, -1
   %164 = add nsw i64 %161, %163
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %164
-  %165 = load float, ptr %arena46, align 4
-  %166 = mul nsw i64 %c2040, 3
-  %167 = add nsw i64 %166, %ky2141
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load float, ptr %arena44, align 4
+  %166 = mul nsw i64 %conv2.c2040, 3
+  %167 = add nsw i64 %166, %conv2.ky2141
   %168 = mul nsw i64 %167, 3
   %169 = mul nsw i64 %168, 50176
   %170 = add nsw i64 3211264, %169
-  %171 = mul nsw i64 %j1736, 784
+  %171 = mul nsw i64 %conv2.j1736, 784
   %172 = add nsw i64 %170, %171
-  %173 = mul nsw i64 %oy2242, 28
+  %173 = mul nsw i64 %conv2.oy2242, 28
   %174 = add nsw i64 %172, %173
-  %175 = add nsw i64 %ox2345, 1
+  %175 = add nsw i64 %conv2.ox2343, 1
   %176 = add nsw i64 %174, %175
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %176
-  store float %165, ptr %arena47, align 4
-  %ox23.next = add nsw i64 %ox2345, 1
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %176
+  store float %165, ptr %arena45, align 4
+  %ox23.next = add nsw i64 %conv2.ox2343, 1
   %177 = icmp slt i64 %ox23.next, 27
-  br i1 %177, label %ox23, label %ox23.end
+  br i1 %177, label %conv2.ox23, label %conv2.ox23.end
 
-ox23.end:                                         ; preds = %ox23
-  br label %endif44
+conv2.ox23.end:                                   ; preds = %conv2.ox23
+  br label %conv2.endif
 
-oy24:                                             ; preds = %endif50, %oy22.end
-  %oy2448 = phi i64 [ 0, %oy22.end ], [ %oy24.next, %endif50 ]
-  %178 = add nsw i64 %oy2448, %ky2141
+conv2.oy24:                                       ; preds = %conv2.endif48, %conv2.oy22.end
+  %conv2.oy2446 = phi i64 [ 0, %conv2.oy22.end ], [ %oy24.next, %conv2.endif48 ]
+  %178 = add nsw i64 %conv2.oy2446, %conv2.ky2141
   %179 = add nsw i64 %178, -1
   %180 = icmp slt i64 -1, %179
-  %181 = add nsw i64 %oy2448, %ky2141
+  %181 = add nsw i64 %conv2.oy2446, %conv2.ky2141
   %182 = add nsw i64 %181, -1
   %183 = icmp slt i64 %182, 28
   %184 = and i1 %180, %183
-  br i1 %184, label %then49, label %endif50
+  br i1 %184, label %conv2.then47, label %conv2.endif48
 
-oy24.end:                                         ; preds = %endif50
-  br label %oy26
+conv2.oy24.end:                                   ; preds = %conv2.endif48
+  br label %conv2.oy26
 
-then49:                                           ; preds = %oy24
-  br label %ox25
+conv2.then47:                                     ; preds = %conv2.oy24
+  br label %conv2.ox25
 
-endif50:                                          ; preds = %ox25.end, %oy24
-  %oy24.next = add nsw i64 %oy2448, 1
+conv2.endif48:                                    ; preds = %conv2.ox25.end, %conv2.oy24
+  %oy24.next = add nsw i64 %conv2.oy2446, 1
   %185 = icmp slt i64 %oy24.next, 28
-  br i1 %185, label %oy24, label %oy24.end
+  br i1 %185, label %conv2.oy24, label %conv2.oy24.end
 
-ox25:                                             ; preds = %ox25, %then49
-  %ox2551 = phi i64 [ 0, %then49 ], [ %ox25.next, %ox25 ]
-  %186 = mul nsw i64 %g1635, 64
-  %187 = add nsw i64 %186, %j1736
+conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.then47
+  %conv2.ox2549 = phi i64 [ 0, %conv2.then47 ], [ %ox25.next, %conv2.ox25 ]
+  %186 = mul nsw i64 %conv2.g1635, 64
+  %187 = add nsw i64 %186, %conv2.j1736
   %188 = mul nsw i64 %187, 25088
-  %189 = mul nsw i64 %c2040, 784
+  %189 = mul nsw i64 %conv2.c2040, 784
   %190 = add nsw i64 %188, %189
-  %191 = add nsw i64 %oy2448, %ky2141
+  %191 = add nsw i64 %conv2.oy2446, %conv2.ky2141
   %192 = add nsw i64 %191, -1
   %193 = mul nsw i64 %192, 28
   %194 = add nsw i64 %190, %193
-  %195 = add nsw i64 %194, %ox2551
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena52, align 4
-  %197 = mul nsw i64 %c2040, 3
-  %198 = add nsw i64 %197, %ky2141
+  %195 = add nsw i64 %194, %conv2.ox2549
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %195
+  %196 = load float, ptr %arena50, align 4
+  %197 = mul nsw i64 %conv2.c2040, 3
+  %198 = add nsw i64 %197, %conv2.ky2141
   %199 = mul nsw i64 %198, 3
   %200 = add nsw i64 %199, 1
   %201 = mul nsw i64 %200, 50176
   %202 = add nsw i64 3211264, %201
-  %203 = mul nsw i64 %j1736, 784
+  %203 = mul nsw i64 %conv2.j1736, 784
   %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %oy2448, 28
+  %205 = mul nsw i64 %conv2.oy2446, 28
   %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %ox2551
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %207
-  store float %196, ptr %arena53, align 4
-  %ox25.next = add nsw i64 %ox2551, 1
+  %207 = add nsw i64 %206, %conv2.ox2549
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %207
+  store float %196, ptr %arena51, align 4
+  %ox25.next = add nsw i64 %conv2.ox2549, 1
   %208 = icmp slt i64 %ox25.next, 28
-  br i1 %208, label %ox25, label %ox25.end
+  br i1 %208, label %conv2.ox25, label %conv2.ox25.end
 
-ox25.end:                                         ; preds = %ox25
-  br label %endif50
+conv2.ox25.end:                                   ; preds = %conv2.ox25
+  br label %conv2.endif48
 
-oy26:                                             ; preds = %endif56, %oy24.end
-  %oy2654 = phi i64 [ 0, %oy24.end ], [ %oy26.next, %endif56 ]
-  %209 = add nsw i64 %oy2654, %ky2141
+conv2.oy26:                                       ; preds = %conv2.endif54, %conv2.oy24.end
+  %conv2.oy2652 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.endif54 ]
+  %209 = add nsw i64 %conv2.oy2652, %conv2.ky2141
   %210 = add nsw i64 %209, -1
   %211 = icmp slt i64 -1, %210
-  %212 = add nsw i64 %oy2654, %ky2141
+  %212 = add nsw i64 %conv2.oy2652, %conv2.ky2141
   %213 = add nsw i64 %212, -1
   %214 = icmp slt i64 %213, 28
   %215 = and i1 %211, %214
-  br i1 %215, label %then55, label %endif56
+  br i1 %215, label %conv2.then53, label %conv2.endif54
 
-oy26.end:                                         ; preds = %endif56
-  %ky21.next = add nsw i64 %ky2141, 1
+conv2.oy26.end:                                   ; preds = %conv2.endif54
+  %ky21.next = add nsw i64 %conv2.ky2141, 1
   %216 = icmp slt i64 %ky21.next, 3
-  br i1 %216, label %ky21, label %ky21.end
+  br i1 %216, label %conv2.ky21, label %conv2.ky21.end
 
-then55:                                           ; preds = %oy26
-  br label %ox27
+conv2.then53:                                     ; preds = %conv2.oy26
+  br label %conv2.ox27
 
-endif56:                                          ; preds = %ox27.end, %oy26
-  %oy26.next = add nsw i64 %oy2654, 1
+conv2.endif54:                                    ; preds = %conv2.ox27.end, %conv2.oy26
+  %oy26.next = add nsw i64 %conv2.oy2652, 1
   %217 = icmp slt i64 %oy26.next, 28
-  br i1 %217, label %oy26, label %oy26.end
+  br i1 %217, label %conv2.oy26, label %conv2.oy26.end
 
-ox27:                                             ; preds = %ox27, %then55
-  %ox2757 = phi i64 [ 0, %then55 ], [ %ox27.next, %ox27 ]
-  %218 = mul nsw i64 %g1635, 64
-  %219 = add nsw i64 %218, %j1736
+conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.then53
+  %conv2.ox2755 = phi i64 [ 0, %conv2.then53 ], [ %ox27.next, %conv2.ox27 ]
+  %218 = mul nsw i64 %conv2.g1635, 64
+  %219 = add nsw i64 %218, %conv2.j1736
   %220 = mul nsw i64 %219, 25088
-  %221 = mul nsw i64 %c2040, 784
+  %221 = mul nsw i64 %conv2.c2040, 784
   %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %oy2654, %ky2141
+  %223 = add nsw i64 %conv2.oy2652, %conv2.ky2141
   %224 = add nsw i64 %223, -1
   %225 = mul nsw i64 %224, 28
   %226 = add nsw i64 %222, %225
-  %227 = add nsw i64 %ox2757, 1
+  %227 = add nsw i64 %conv2.ox2755, 1
   %228 = add nsw i64 %226, %227
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load float, ptr %arena58, align 4
-  %230 = mul nsw i64 %c2040, 3
-  %231 = add nsw i64 %230, %ky2141
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %228
+  %229 = load float, ptr %arena56, align 4
+  %230 = mul nsw i64 %conv2.c2040, 3
+  %231 = add nsw i64 %230, %conv2.ky2141
   %232 = mul nsw i64 %231, 3
   %233 = add nsw i64 %232, 2
   %234 = mul nsw i64 %233, 50176
   %235 = add nsw i64 3211264, %234
-  %236 = mul nsw i64 %j1736, 784
+  %236 = mul nsw i64 %conv2.j1736, 784
   %237 = add nsw i64 %235, %236
-  %238 = mul nsw i64 %oy2654, 28
+  %238 = mul nsw i64 %conv2.oy2652, 28
   %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 %239, %ox2757
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %240
-  store float %229, ptr %arena59, align 4
-  %ox27.next = add nsw i64 %ox2757, 1
+  %240 = add nsw i64 %239, %conv2.ox2755
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %240
+  store float %229, ptr %arena57, align 4
+  %ox27.next = add nsw i64 %conv2.ox2755, 1
   %241 = icmp slt i64 %ox27.next, 27
-  br i1 %241, label %ox27, label %ox27.end
+  br i1 %241, label %conv2.ox27, label %conv2.ox27.end
 
-ox27.end:                                         ; preds = %ox27
-  br label %endif56
+conv2.ox27.end:                                   ; preds = %conv2.ox27
+  br label %conv2.endif54
 
-j28:                                              ; preds = %f29.end, %j17.end
-  %j2863 = phi i64 [ 0, %j17.end ], [ %j28.next, %f29.end ]
-  br label %f29
+conv2.j28:                                        ; preds = %conv2.f29.end, %conv2.j17.end
+  %conv2.j2861 = phi i64 [ 0, %conv2.j17.end ], [ %j28.next, %conv2.f29.end ]
+  br label %conv2.f29
 
-j28.end:                                          ; preds = %f29.end
-  %g16.next = add nsw i64 %g1635, 1
+conv2.j28.end:                                    ; preds = %conv2.f29.end
+  %g16.next = add nsw i64 %conv2.g1635, 1
   %242 = icmp slt i64 %g16.next, 1
-  br i1 %242, label %g16, label %g16.end
+  br i1 %242, label %conv2.g16, label %conv2.g16.end
 
-f29:                                              ; preds = %py30.end, %j28
-  %f2964 = phi i64 [ 0, %j28 ], [ %f29.next, %py30.end ]
-  br label %py30
+conv2.f29:                                        ; preds = %conv2.py30.end, %conv2.j28
+  %conv2.f2962 = phi i64 [ 0, %conv2.j28 ], [ %f29.next, %conv2.py30.end ]
+  br label %conv2.py30
 
-f29.end:                                          ; preds = %py30.end
-  %j28.next = add nsw i64 %j2863, 1
+conv2.f29.end:                                    ; preds = %conv2.py30.end
+  %j28.next = add nsw i64 %conv2.j2861, 1
   %243 = icmp slt i64 %j28.next, 64
-  br i1 %243, label %j28, label %j28.end
+  br i1 %243, label %conv2.j28, label %conv2.j28.end
 
-py30:                                             ; preds = %px31.end, %f29
-  %py3065 = phi i64 [ 0, %f29 ], [ %py30.next, %px31.end ]
-  br label %px31
+conv2.py30:                                       ; preds = %conv2.px31.end, %conv2.f29
+  %conv2.py3063 = phi i64 [ 0, %conv2.f29 ], [ %py30.next, %conv2.px31.end ]
+  br label %conv2.px31
 
-py30.end:                                         ; preds = %px31.end
-  %f29.next = add nsw i64 %f2964, 1
+conv2.py30.end:                                   ; preds = %conv2.px31.end
+  %f29.next = add nsw i64 %conv2.f2962, 1
   %244 = icmp slt i64 %f29.next, 64
-  br i1 %244, label %f29, label %f29.end
+  br i1 %244, label %conv2.f29, label %conv2.f29.end
 
-px31:                                             ; preds = %ky34.end, %py30
-  %px3166 = phi i64 [ 0, %py30 ], [ %px31.next, %ky34.end ]
-  %245 = mul nsw i64 %f2964, 50176
+conv2.px31:                                       ; preds = %conv2.ky34.end, %conv2.py30
+  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.ky34.end ]
+  %245 = mul nsw i64 %conv2.f2962, 50176
   %246 = add nsw i64 17661952, %245
-  %247 = mul nsw i64 %j2863, 784
+  %247 = mul nsw i64 %conv2.j2861, 784
   %248 = add nsw i64 %246, %247
-  %249 = mul nsw i64 %py3065, 56
-  %250 = mul nsw i64 %px3166, 2
+  %249 = mul nsw i64 %conv2.py3063, 56
+  %250 = mul nsw i64 %conv2.px3164, 2
   %251 = add nsw i64 %249, %250
   %252 = add nsw i64 %248, %251
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %252
-  %253 = load float, ptr %arena67, align 4
-  %254 = add nsw i64 18752, %f2964
-  %params68 = getelementptr inbounds float, ptr %params, i64 %254
-  %255 = load float, ptr %params68, align 4
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %252
+  %253 = load float, ptr %arena65, align 4
+  %254 = add nsw i64 18752, %conv2.f2962
+  %params66 = getelementptr inbounds float, ptr %params, i64 %254
+  %255 = load float, ptr %params66, align 4
   %256 = fadd float %253, %255
-  store float %256, ptr %best32, align 4
-  %257 = mul nsw i64 %py3065, 56
-  %258 = mul nsw i64 %px3166, 2
+  store float %256, ptr %conv2.best32, align 4
+  %257 = mul nsw i64 %conv2.py3063, 56
+  %258 = mul nsw i64 %conv2.px3164, 2
   %259 = add nsw i64 %257, %258
   %260 = sitofp i64 %259 to float
-  store float %260, ptr %bi33, align 4
-  br label %ky34
+  store float %260, ptr %conv2.bi33, align 4
+  br label %conv2.ky34
 
-px31.end:                                         ; preds = %ky34.end
-  %py30.next = add nsw i64 %py3065, 1
+conv2.px31.end:                                   ; preds = %conv2.ky34.end
+  %py30.next = add nsw i64 %conv2.py3063, 1
   %261 = icmp slt i64 %py30.next, 14
-  br i1 %261, label %py30, label %py30.end
+  br i1 %261, label %conv2.py30, label %conv2.py30.end
 
-ky34:                                             ; preds = %kx35.end, %px31
-  %ky3469 = phi i64 [ 0, %px31 ], [ %ky34.next, %kx35.end ]
-  br label %kx35
+conv2.ky34:                                       ; preds = %conv2.kx35.end, %conv2.px31
+  %conv2.ky3467 = phi i64 [ 0, %conv2.px31 ], [ %ky34.next, %conv2.kx35.end ]
+  br label %conv2.kx35
 
-ky34.end:                                         ; preds = %kx35.end
-  %best3281 = load float, ptr %best32, align 4
-  %262 = fcmp ogt float %best3281, 0.000000e+00
-  %best3282 = load float, ptr %best32, align 4
-  %263 = select i1 %262, float %best3282, float 0.000000e+00
-  %264 = mul nsw i64 %g1635, 64
-  %265 = add nsw i64 %264, %j2863
+conv2.ky34.end:                                   ; preds = %conv2.kx35.end
+  %best3277 = load float, ptr %conv2.best32, align 4
+  %262 = fcmp ogt float %best3277, 0.000000e+00
+  %best3278 = load float, ptr %conv2.best32, align 4
+  %263 = select i1 %262, float %best3278, float 0.000000e+00
+  %264 = mul nsw i64 %conv2.g1635, 64
+  %265 = add nsw i64 %264, %conv2.j2861
   %266 = mul nsw i64 %265, 12544
-  %267 = mul nsw i64 %f2964, 196
+  %267 = mul nsw i64 %conv2.f2962, 196
   %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %py3065, 14
+  %269 = mul nsw i64 %conv2.py3063, 14
   %270 = add nsw i64 %268, %269
-  %271 = add nsw i64 %270, %px3166
+  %271 = add nsw i64 %270, %conv2.px3164
   %272 = add nsw i64 1605632, %271
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %272
-  store float %263, ptr %arena83, align 4
-  %bi3384 = load float, ptr %bi33, align 4
-  %273 = mul nsw i64 %g1635, 64
-  %274 = add nsw i64 %273, %j2863
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %272
+  store float %263, ptr %arena79, align 4
+  %bi3380 = load float, ptr %conv2.bi33, align 4
+  %273 = mul nsw i64 %conv2.g1635, 64
+  %274 = add nsw i64 %273, %conv2.j2861
   %275 = mul nsw i64 %274, 12544
-  %276 = mul nsw i64 %f2964, 196
+  %276 = mul nsw i64 %conv2.f2962, 196
   %277 = add nsw i64 %275, %276
-  %278 = mul nsw i64 %py3065, 14
+  %278 = mul nsw i64 %conv2.py3063, 14
   %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 %279, %px3166
+  %280 = add nsw i64 %279, %conv2.px3164
   %281 = add nsw i64 2408448, %280
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %bi3384, ptr %arena85, align 4
-  %px31.next = add nsw i64 %px3166, 1
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %281
+  store float %bi3380, ptr %arena81, align 4
+  %px31.next = add nsw i64 %conv2.px3164, 1
   %282 = icmp slt i64 %px31.next, 14
-  br i1 %282, label %px31, label %px31.end
+  br i1 %282, label %conv2.px31, label %conv2.px31.end
 
-kx35:                                             ; preds = %kx35, %ky34
-  %kx3570 = phi i64 [ 0, %ky34 ], [ %kx35.next, %kx35 ]
-  %283 = mul nsw i64 %f2964, 50176
+conv2.kx35:                                       ; preds = %conv2.kx35, %conv2.ky34
+  %conv2.kx3568 = phi i64 [ 0, %conv2.ky34 ], [ %kx35.next, %conv2.kx35 ]
+  %283 = mul nsw i64 %conv2.f2962, 50176
   %284 = add nsw i64 17661952, %283
-  %285 = mul nsw i64 %j2863, 784
+  %285 = mul nsw i64 %conv2.j2861, 784
   %286 = add nsw i64 %284, %285
-  %287 = mul nsw i64 %py3065, 56
-  %288 = mul nsw i64 %px3166, 2
+  %287 = mul nsw i64 %conv2.py3063, 56
+  %288 = mul nsw i64 %conv2.px3164, 2
   %289 = add nsw i64 %287, %288
-  %290 = mul nsw i64 %ky3469, 28
+  %290 = mul nsw i64 %conv2.ky3467, 28
   %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 %291, %kx3570
+  %292 = add nsw i64 %291, %conv2.kx3568
   %293 = add nsw i64 %286, %292
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load float, ptr %arena71, align 4
-  %295 = add nsw i64 18752, %f2964
-  %params72 = getelementptr inbounds float, ptr %params, i64 %295
-  %296 = load float, ptr %params72, align 4
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %293
+  %294 = load float, ptr %arena69, align 4
+  %295 = add nsw i64 18752, %conv2.f2962
+  %params70 = getelementptr inbounds float, ptr %params, i64 %295
+  %296 = load float, ptr %params70, align 4
   %297 = fadd float %294, %296
-  %best3273 = load float, ptr %best32, align 4
-  %298 = fcmp ogt float %297, %best3273
-  %299 = mul nsw i64 %py3065, 56
-  %300 = mul nsw i64 %px3166, 2
+  %best32 = load float, ptr %conv2.best32, align 4
+  %298 = fcmp ogt float %297, %best32
+  %299 = mul nsw i64 %conv2.py3063, 56
+  %300 = mul nsw i64 %conv2.px3164, 2
   %301 = add nsw i64 %299, %300
-  %302 = mul nsw i64 %ky3469, 28
+  %302 = mul nsw i64 %conv2.ky3467, 28
   %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %303, %kx3570
+  %304 = add nsw i64 %303, %conv2.kx3568
   %305 = sitofp i64 %304 to float
-  %bi3374 = load float, ptr %bi33, align 4
-  %306 = select i1 %298, float %305, float %bi3374
-  store float %306, ptr %bi33, align 4
-  %307 = mul nsw i64 %f2964, 50176
+  %bi33 = load float, ptr %conv2.bi33, align 4
+  %306 = select i1 %298, float %305, float %bi33
+  store float %306, ptr %conv2.bi33, align 4
+  %307 = mul nsw i64 %conv2.f2962, 50176
   %308 = add nsw i64 17661952, %307
-  %309 = mul nsw i64 %j2863, 784
+  %309 = mul nsw i64 %conv2.j2861, 784
   %310 = add nsw i64 %308, %309
-  %311 = mul nsw i64 %py3065, 56
-  %312 = mul nsw i64 %px3166, 2
+  %311 = mul nsw i64 %conv2.py3063, 56
+  %312 = mul nsw i64 %conv2.px3164, 2
   %313 = add nsw i64 %311, %312
-  %314 = mul nsw i64 %ky3469, 28
+  %314 = mul nsw i64 %conv2.ky3467, 28
   %315 = add nsw i64 %313, %314
-  %316 = add nsw i64 %315, %kx3570
+  %316 = add nsw i64 %315, %conv2.kx3568
   %317 = add nsw i64 %310, %316
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena75, align 4
-  %319 = add nsw i64 18752, %f2964
-  %params76 = getelementptr inbounds float, ptr %params, i64 %319
-  %320 = load float, ptr %params76, align 4
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %317
+  %318 = load float, ptr %arena71, align 4
+  %319 = add nsw i64 18752, %conv2.f2962
+  %params72 = getelementptr inbounds float, ptr %params, i64 %319
+  %320 = load float, ptr %params72, align 4
   %321 = fadd float %318, %320
-  %best3277 = load float, ptr %best32, align 4
-  %322 = fcmp ogt float %321, %best3277
-  %323 = mul nsw i64 %f2964, 50176
+  %best3273 = load float, ptr %conv2.best32, align 4
+  %322 = fcmp ogt float %321, %best3273
+  %323 = mul nsw i64 %conv2.f2962, 50176
   %324 = add nsw i64 17661952, %323
-  %325 = mul nsw i64 %j2863, 784
+  %325 = mul nsw i64 %conv2.j2861, 784
   %326 = add nsw i64 %324, %325
-  %327 = mul nsw i64 %py3065, 56
-  %328 = mul nsw i64 %px3166, 2
+  %327 = mul nsw i64 %conv2.py3063, 56
+  %328 = mul nsw i64 %conv2.px3164, 2
   %329 = add nsw i64 %327, %328
-  %330 = mul nsw i64 %ky3469, 28
+  %330 = mul nsw i64 %conv2.ky3467, 28
   %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 %331, %kx3570
+  %332 = add nsw i64 %331, %conv2.kx3568
   %333 = add nsw i64 %326, %332
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena78, align 4
-  %335 = add nsw i64 18752, %f2964
-  %params79 = getelementptr inbounds float, ptr %params, i64 %335
-  %336 = load float, ptr %params79, align 4
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena74, align 4
+  %335 = add nsw i64 18752, %conv2.f2962
+  %params75 = getelementptr inbounds float, ptr %params, i64 %335
+  %336 = load float, ptr %params75, align 4
   %337 = fadd float %334, %336
-  %best3280 = load float, ptr %best32, align 4
-  %338 = select i1 %322, float %337, float %best3280
-  store float %338, ptr %best32, align 4
-  %kx35.next = add nsw i64 %kx3570, 1
+  %best3276 = load float, ptr %conv2.best32, align 4
+  %338 = select i1 %322, float %337, float %best3276
+  store float %338, ptr %conv2.best32, align 4
+  %kx35.next = add nsw i64 %conv2.kx3568, 1
   %339 = icmp slt i64 %kx35.next, 2
-  br i1 %339, label %kx35, label %kx35.end
+  br i1 %339, label %conv2.kx35, label %conv2.kx35.end
 
-kx35.end:                                         ; preds = %kx35
-  %ky34.next = add nsw i64 %ky3469, 1
+conv2.kx35.end:                                   ; preds = %conv2.kx35
+  %ky34.next = add nsw i64 %conv2.ky3467, 1
   %340 = icmp slt i64 %ky34.next, 2
-  br i1 %340, label %ky34, label %ky34.end
+  br i1 %340, label %conv2.ky34, label %conv2.ky34.end
 
-n36:                                              ; preds = %u37.end, %g16.end
-  %n3689 = phi i64 [ 0, %g16.end ], [ %n36.next, %u37.end ]
-  br label %u37
+fc1.n36:                                          ; preds = %fc1.u37.end, %conv2.g16.end
+  %fc1.n3685 = phi i64 [ 0, %conv2.g16.end ], [ %n36.next, %fc1.u37.end ]
+  br label %fc1.u37
 
-n36.end:                                          ; preds = %u37.end
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 0
-  %params97 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena96, i32 128, ptr %params97, i32 128, float 0.000000e+00, ptr %arena98, i32 10)
-  br label %n38
+fc1.n36.end:                                      ; preds = %fc1.u37.end
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 0
+  %params93 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena92, i32 128, ptr %params93, i32 128, float 0.000000e+00, ptr %arena94, i32 10)
+  br label %fc2.n38
 
-u37:                                              ; preds = %u37, %n36
-  %u3790 = phi i64 [ 0, %n36 ], [ %u37.next, %u37 ]
-  %341 = mul nsw i64 %n3689, 128
-  %342 = add nsw i64 %341, %u3790
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load float, ptr %arena91, align 4
-  %344 = add nsw i64 1624448, %u3790
-  %params92 = getelementptr inbounds float, ptr %params, i64 %344
-  %345 = load float, ptr %params92, align 4
+fc1.u37:                                          ; preds = %fc1.u37, %fc1.n36
+  %fc1.u3786 = phi i64 [ 0, %fc1.n36 ], [ %u37.next, %fc1.u37 ]
+  %341 = mul nsw i64 %fc1.n3685, 128
+  %342 = add nsw i64 %341, %fc1.u3786
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %342
+  %343 = load float, ptr %arena87, align 4
+  %344 = add nsw i64 1624448, %fc1.u3786
+  %params88 = getelementptr inbounds float, ptr %params, i64 %344
+  %345 = load float, ptr %params88, align 4
   %346 = fadd float %343, %345
   %347 = fcmp ogt float %346, 0.000000e+00
-  %348 = mul nsw i64 %n3689, 128
-  %349 = add nsw i64 %348, %u3790
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load float, ptr %arena93, align 4
-  %351 = add nsw i64 1624448, %u3790
-  %params94 = getelementptr inbounds float, ptr %params, i64 %351
-  %352 = load float, ptr %params94, align 4
+  %348 = mul nsw i64 %fc1.n3685, 128
+  %349 = add nsw i64 %348, %fc1.u3786
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %349
+  %350 = load float, ptr %arena89, align 4
+  %351 = add nsw i64 1624448, %fc1.u3786
+  %params90 = getelementptr inbounds float, ptr %params, i64 %351
+  %352 = load float, ptr %params90, align 4
   %353 = fadd float %350, %352
   %354 = select i1 %347, float %353, float 0.000000e+00
-  %355 = mul nsw i64 %n3689, 128
-  %356 = add nsw i64 %355, %u3790
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %356
-  store float %354, ptr %arena95, align 4
-  %u37.next = add nsw i64 %u3790, 1
+  %355 = mul nsw i64 %fc1.n3685, 128
+  %356 = add nsw i64 %355, %fc1.u3786
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %356
+  store float %354, ptr %arena91, align 4
+  %u37.next = add nsw i64 %fc1.u3786, 1
   %357 = icmp slt i64 %u37.next, 128
-  br i1 %357, label %u37, label %u37.end
+  br i1 %357, label %fc1.u37, label %fc1.u37.end
 
-u37.end:                                          ; preds = %u37
-  %n36.next = add nsw i64 %n3689, 1
+fc1.u37.end:                                      ; preds = %fc1.u37
+  %n36.next = add nsw i64 %fc1.n3685, 1
   %358 = icmp slt i64 %n36.next, 64
-  br i1 %358, label %n36, label %n36.end
+  br i1 %358, label %fc1.n36, label %fc1.n36.end
 
-n38:                                              ; preds = %u39.end, %n36.end
-  %n3899 = phi i64 [ 0, %n36.end ], [ %n38.next, %u39.end ]
-  br label %u39
+fc2.n38:                                          ; preds = %fc2.u39.end, %fc1.n36.end
+  %fc2.n3895 = phi i64 [ 0, %fc1.n36.end ], [ %n38.next, %fc2.u39.end ]
+  br label %fc2.u39
 
-n38.end:                                          ; preds = %u39.end
+fc2.n38.end:                                      ; preds = %fc2.u39.end
   ret void
 
-u39:                                              ; preds = %u39, %n38
-  %u39100 = phi i64 [ 0, %n38 ], [ %u39.next, %u39 ]
-  %359 = mul nsw i64 %n3899, 10
+fc2.u39:                                          ; preds = %fc2.u39, %fc2.n38
+  %fc2.u3996 = phi i64 [ 0, %fc2.n38 ], [ %u39.next, %fc2.u39 ]
+  %359 = mul nsw i64 %fc2.n3895, 10
   %360 = add nsw i64 8192, %359
-  %361 = add nsw i64 %360, %u39100
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena101, align 4
-  %363 = add nsw i64 1625856, %u39100
-  %params102 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params102, align 4
+  %361 = add nsw i64 %360, %fc2.u3996
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena97, align 4
+  %363 = add nsw i64 1625856, %fc2.u3996
+  %params98 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params98, align 4
   %365 = fadd float %362, %364
-  %366 = mul nsw i64 %n3899, 10
+  %366 = mul nsw i64 %fc2.n3895, 10
   %367 = add nsw i64 8192, %366
-  %368 = add nsw i64 %367, %u39100
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %368
-  store float %365, ptr %arena103, align 4
-  %u39.next = add nsw i64 %u39100, 1
+  %368 = add nsw i64 %367, %fc2.u3996
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %368
+  store float %365, ptr %arena99, align 4
+  %u39.next = add nsw i64 %fc2.u3996, 1
   %369 = icmp slt i64 %u39.next, 10
-  br i1 %369, label %u39, label %u39.end
+  br i1 %369, label %fc2.u39, label %fc2.u39.end
 
-u39.end:                                          ; preds = %u39
-  %n38.next = add nsw i64 %n3899, 1
+fc2.u39.end:                                      ; preds = %fc2.u39
+  %n38.next = add nsw i64 %fc2.n3895, 1
   %370 = icmp slt i64 %n38.next, 64
-  br i1 %370, label %n38, label %n38.end
+  br i1 %370, label %fc2.n38, label %fc2.n38.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -532,7 +532,7 @@ public func convnet_train_b64(
     }
     grads[(288 &+ f113)] = acc114
   }
-  // adam update of 1625866 parameters
+  // adam = update of 1625866 parameters
   var step_size117: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt118: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   do {  // SIMD16 over i119

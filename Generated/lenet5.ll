@@ -4,2729 +4,2729 @@ source_filename = "lenet5"
 
 define void @lenet5_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %v_new = alloca float, align 4
-  %m_new = alloca float, align 4
-  %g = alloca float, align 4
-  %bc2_sqrt157 = alloca float, align 4
-  %step_size156 = alloca float, align 4
-  %acc153 = alloca float, align 4
-  %acc104 = alloca float, align 4
-  %acc76 = alloca float, align 4
-  %acc72 = alloca float, align 4
-  %acc68 = alloca float, align 4
-  %s63 = alloca float, align 4
-  %m62 = alloca float, align 4
-  %s58 = alloca float, align 4
-  %m57 = alloca float, align 4
-  %total55 = alloca float, align 4
-  %acc46 = alloca float, align 4
-  %acc23 = alloca float, align 4
-  br label %g1
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt157 = alloca float, align 4
+  %adam.step_size156 = alloca float, align 4
+  %conv1_bias_grad.acc153 = alloca float, align 4
+  %conv2_bias_grad.acc104 = alloca float, align 4
+  %fc1_bias_grad.acc76 = alloca float, align 4
+  %fc2_bias_grad.acc72 = alloca float, align 4
+  %fc3_bias_grad.acc68 = alloca float, align 4
+  %fc3_grad.s63 = alloca float, align 4
+  %fc3_grad.m62 = alloca float, align 4
+  %loss.s58 = alloca float, align 4
+  %loss.m57 = alloca float, align 4
+  %loss.total55 = alloca float, align 4
+  %pool2.acc46 = alloca float, align 4
+  %pool1.acc23 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j17.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j17.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j17.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j17.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j17.end
-  br label %q20
+conv1.g1.end:                                     ; preds = %conv1.j17.end
+  br label %pool1.q20
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params36 = getelementptr inbounds float, ptr %params, i64 0
   %arena37 = getelementptr inbounds float, ptr %arena, i64 301056
   %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 50176, i32 25, float 1.000000e+00, ptr %params36, i32 25, ptr %arena37, i32 50176, float 0.000000e+00, ptr %arena38, i32 50176)
-  br label %j17
+  br label %conv1.j17
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 301056, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 25
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy15.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy15.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy15.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy15.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy15.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy15.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -2
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -2
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -2
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 2
+  %26 = add nsw i64 %conv1.ox89, 2
   %27 = add nsw i64 %26, -2
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 5
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 5
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 5
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 301056, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 2
+  %39 = add nsw i64 %conv1.ox89, 2
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 26
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -2
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -2
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -2
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %ox1015, 1
+  %59 = add nsw i64 %conv1.ox1015, 1
   %60 = add nsw i64 %59, -1
   %61 = add nsw i64 %58, %60
   %images16 = getelementptr inbounds float, ptr %images, i64 %61
   %62 = load float, ptr %images16, align 4
-  %63 = mul nsw i64 %c56, 5
-  %64 = add nsw i64 %63, %ky67
+  %63 = mul nsw i64 %conv1.c56, 5
+  %64 = add nsw i64 %63, %conv1.ky67
   %65 = mul nsw i64 %64, 5
   %66 = add nsw i64 %65, 1
   %67 = mul nsw i64 %66, 50176
   %68 = add nsw i64 301056, %67
-  %69 = mul nsw i64 %j22, 784
+  %69 = mul nsw i64 %conv1.j22, 784
   %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %oy912, 28
+  %71 = mul nsw i64 %conv1.oy912, 28
   %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 %ox1015, 1
+  %73 = add nsw i64 %conv1.ox1015, 1
   %74 = add nsw i64 %72, %73
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %74
   store float %62, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %75 = icmp slt i64 %ox10.next, 27
-  br i1 %75, label %ox10, label %ox10.end
+  br i1 %75, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %76 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -2
   %78 = icmp slt i64 -1, %77
-  %79 = add nsw i64 %oy1118, %ky67
+  %79 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %80 = add nsw i64 %79, -2
   %81 = icmp slt i64 %80, 28
   %82 = and i1 %78, %81
-  br i1 %82, label %then19, label %endif20
+  br i1 %82, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  br label %oy13
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  br label %conv1.oy13
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %83 = icmp slt i64 %oy11.next, 28
-  br i1 %83, label %oy11, label %oy11.end
+  br i1 %83, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %84 = mul nsw i64 %g11, 64
-  %85 = add nsw i64 %84, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %84 = mul nsw i64 %conv1.g11, 64
+  %85 = add nsw i64 %84, %conv1.j22
   %86 = mul nsw i64 %85, 784
-  %87 = mul nsw i64 %c56, 784
+  %87 = mul nsw i64 %conv1.c56, 784
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %oy1118, %ky67
+  %89 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %90 = add nsw i64 %89, -2
   %91 = mul nsw i64 %90, 28
   %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %92, %ox1221
+  %93 = add nsw i64 %92, %conv1.ox1221
   %images22 = getelementptr inbounds float, ptr %images, i64 %93
   %94 = load float, ptr %images22, align 4
-  %95 = mul nsw i64 %c56, 5
-  %96 = add nsw i64 %95, %ky67
+  %95 = mul nsw i64 %conv1.c56, 5
+  %96 = add nsw i64 %95, %conv1.ky67
   %97 = mul nsw i64 %96, 5
   %98 = add nsw i64 %97, 2
   %99 = mul nsw i64 %98, 50176
   %100 = add nsw i64 301056, %99
-  %101 = mul nsw i64 %j22, 784
+  %101 = mul nsw i64 %conv1.j22, 784
   %102 = add nsw i64 %100, %101
-  %103 = mul nsw i64 %oy1118, 28
+  %103 = mul nsw i64 %conv1.oy1118, 28
   %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %104, %ox1221
+  %105 = add nsw i64 %104, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %105
   store float %94, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %106 = icmp slt i64 %ox12.next, 28
-  br i1 %106, label %ox12, label %ox12.end
+  br i1 %106, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-oy13:                                             ; preds = %endif26, %oy11.end
-  %oy1324 = phi i64 [ 0, %oy11.end ], [ %oy13.next, %endif26 ]
-  %107 = add nsw i64 %oy1324, %ky67
+conv1.oy13:                                       ; preds = %conv1.endif26, %conv1.oy11.end
+  %conv1.oy1324 = phi i64 [ 0, %conv1.oy11.end ], [ %oy13.next, %conv1.endif26 ]
+  %107 = add nsw i64 %conv1.oy1324, %conv1.ky67
   %108 = add nsw i64 %107, -2
   %109 = icmp slt i64 -1, %108
-  %110 = add nsw i64 %oy1324, %ky67
+  %110 = add nsw i64 %conv1.oy1324, %conv1.ky67
   %111 = add nsw i64 %110, -2
   %112 = icmp slt i64 %111, 28
   %113 = and i1 %109, %112
-  br i1 %113, label %then25, label %endif26
+  br i1 %113, label %conv1.then25, label %conv1.endif26
 
-oy13.end:                                         ; preds = %endif26
-  br label %oy15
+conv1.oy13.end:                                   ; preds = %conv1.endif26
+  br label %conv1.oy15
 
-then25:                                           ; preds = %oy13
-  br label %ox14
+conv1.then25:                                     ; preds = %conv1.oy13
+  br label %conv1.ox14
 
-endif26:                                          ; preds = %ox14.end, %oy13
-  %oy13.next = add nsw i64 %oy1324, 1
+conv1.endif26:                                    ; preds = %conv1.ox14.end, %conv1.oy13
+  %oy13.next = add nsw i64 %conv1.oy1324, 1
   %114 = icmp slt i64 %oy13.next, 28
-  br i1 %114, label %oy13, label %oy13.end
+  br i1 %114, label %conv1.oy13, label %conv1.oy13.end
 
-ox14:                                             ; preds = %ox14, %then25
-  %ox1427 = phi i64 [ 0, %then25 ], [ %ox14.next, %ox14 ]
-  %115 = mul nsw i64 %g11, 64
-  %116 = add nsw i64 %115, %j22
+conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.then25
+  %conv1.ox1427 = phi i64 [ 0, %conv1.then25 ], [ %ox14.next, %conv1.ox14 ]
+  %115 = mul nsw i64 %conv1.g11, 64
+  %116 = add nsw i64 %115, %conv1.j22
   %117 = mul nsw i64 %116, 784
-  %118 = mul nsw i64 %c56, 784
+  %118 = mul nsw i64 %conv1.c56, 784
   %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 %oy1324, %ky67
+  %120 = add nsw i64 %conv1.oy1324, %conv1.ky67
   %121 = add nsw i64 %120, -2
   %122 = mul nsw i64 %121, 28
   %123 = add nsw i64 %119, %122
-  %124 = add nsw i64 %ox1427, 1
+  %124 = add nsw i64 %conv1.ox1427, 1
   %125 = add nsw i64 %123, %124
   %images28 = getelementptr inbounds float, ptr %images, i64 %125
   %126 = load float, ptr %images28, align 4
-  %127 = mul nsw i64 %c56, 5
-  %128 = add nsw i64 %127, %ky67
+  %127 = mul nsw i64 %conv1.c56, 5
+  %128 = add nsw i64 %127, %conv1.ky67
   %129 = mul nsw i64 %128, 5
   %130 = add nsw i64 %129, 3
   %131 = mul nsw i64 %130, 50176
   %132 = add nsw i64 301056, %131
-  %133 = mul nsw i64 %j22, 784
+  %133 = mul nsw i64 %conv1.j22, 784
   %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %oy1324, 28
+  %135 = mul nsw i64 %conv1.oy1324, 28
   %136 = add nsw i64 %134, %135
-  %137 = add nsw i64 %136, %ox1427
+  %137 = add nsw i64 %136, %conv1.ox1427
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %137
   store float %126, ptr %arena29, align 4
-  %ox14.next = add nsw i64 %ox1427, 1
+  %ox14.next = add nsw i64 %conv1.ox1427, 1
   %138 = icmp slt i64 %ox14.next, 27
-  br i1 %138, label %ox14, label %ox14.end
+  br i1 %138, label %conv1.ox14, label %conv1.ox14.end
 
-ox14.end:                                         ; preds = %ox14
-  br label %endif26
+conv1.ox14.end:                                   ; preds = %conv1.ox14
+  br label %conv1.endif26
 
-oy15:                                             ; preds = %endif32, %oy13.end
-  %oy1530 = phi i64 [ 0, %oy13.end ], [ %oy15.next, %endif32 ]
-  %139 = add nsw i64 %oy1530, %ky67
+conv1.oy15:                                       ; preds = %conv1.endif32, %conv1.oy13.end
+  %conv1.oy1530 = phi i64 [ 0, %conv1.oy13.end ], [ %oy15.next, %conv1.endif32 ]
+  %139 = add nsw i64 %conv1.oy1530, %conv1.ky67
   %140 = add nsw i64 %139, -2
   %141 = icmp slt i64 -1, %140
-  %142 = add nsw i64 %oy1530, %ky67
+  %142 = add nsw i64 %conv1.oy1530, %conv1.ky67
   %143 = add nsw i64 %142, -2
   %144 = icmp slt i64 %143, 28
   %145 = and i1 %141, %144
-  br i1 %145, label %then31, label %endif32
+  br i1 %145, label %conv1.then31, label %conv1.endif32
 
-oy15.end:                                         ; preds = %endif32
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy15.end:                                   ; preds = %conv1.endif32
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %146 = icmp slt i64 %ky6.next, 5
-  br i1 %146, label %ky6, label %ky6.end
+  br i1 %146, label %conv1.ky6, label %conv1.ky6.end
 
-then31:                                           ; preds = %oy15
-  br label %ox16
+conv1.then31:                                     ; preds = %conv1.oy15
+  br label %conv1.ox16
 
-endif32:                                          ; preds = %ox16.end, %oy15
-  %oy15.next = add nsw i64 %oy1530, 1
+conv1.endif32:                                    ; preds = %conv1.ox16.end, %conv1.oy15
+  %oy15.next = add nsw i64 %conv1.oy1530, 1
   %147 = icmp slt i64 %oy15.next, 28
-  br i1 %147, label %oy15, label %oy15.end
+  br i1 %147, label %conv1.oy15, label %conv1.oy15.end
 
-ox16:                                             ; preds = %ox16, %then31
-  %ox1633 = phi i64 [ 0, %then31 ], [ %ox16.next, %ox16 ]
-  %148 = mul nsw i64 %g11, 64
-  %149 = add nsw i64 %148, %j22
+conv1.ox16:                                       ; preds = %conv1.ox16, %conv1.then31
+  %conv1.ox1633 = phi i64 [ 0, %conv1.then31 ], [ %ox16.next, %conv1.ox16 ]
+  %148 = mul nsw i64 %conv1.g11, 64
+  %149 = add nsw i64 %148, %conv1.j22
   %150 = mul nsw i64 %149, 784
-  %151 = mul nsw i64 %c56, 784
+  %151 = mul nsw i64 %conv1.c56, 784
   %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %oy1530, %ky67
+  %153 = add nsw i64 %conv1.oy1530, %conv1.ky67
   %154 = add nsw i64 %153, -2
   %155 = mul nsw i64 %154, 28
   %156 = add nsw i64 %152, %155
-  %157 = add nsw i64 %ox1633, 2
+  %157 = add nsw i64 %conv1.ox1633, 2
   %158 = add nsw i64 %156, %157
   %images34 = getelementptr inbounds float, ptr %images, i64 %158
   %159 = load float, ptr %images34, align 4
-  %160 = mul nsw i64 %c56, 5
-  %161 = add nsw i64 %160, %ky67
+  %160 = mul nsw i64 %conv1.c56, 5
+  %161 = add nsw i64 %160, %conv1.ky67
   %162 = mul nsw i64 %161, 5
   %163 = add nsw i64 %162, 4
   %164 = mul nsw i64 %163, 50176
   %165 = add nsw i64 301056, %164
-  %166 = mul nsw i64 %j22, 784
+  %166 = mul nsw i64 %conv1.j22, 784
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %oy1530, 28
+  %168 = mul nsw i64 %conv1.oy1530, 28
   %169 = add nsw i64 %167, %168
-  %170 = add nsw i64 %169, %ox1633
+  %170 = add nsw i64 %169, %conv1.ox1633
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %170
   store float %159, ptr %arena35, align 4
-  %ox16.next = add nsw i64 %ox1633, 1
+  %ox16.next = add nsw i64 %conv1.ox1633, 1
   %171 = icmp slt i64 %ox16.next, 26
-  br i1 %171, label %ox16, label %ox16.end
+  br i1 %171, label %conv1.ox16, label %conv1.ox16.end
 
-ox16.end:                                         ; preds = %ox16
-  br label %endif32
+conv1.ox16.end:                                   ; preds = %conv1.ox16
+  br label %conv1.endif32
 
-j17:                                              ; preds = %f18.end, %j2.end
-  %j1739 = phi i64 [ 0, %j2.end ], [ %j17.next, %f18.end ]
-  br label %f18
+conv1.j17:                                        ; preds = %conv1.f18.end, %conv1.j2.end
+  %conv1.j1739 = phi i64 [ 0, %conv1.j2.end ], [ %j17.next, %conv1.f18.end ]
+  br label %conv1.f18
 
-j17.end:                                          ; preds = %f18.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j17.end:                                    ; preds = %conv1.f18.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %172 = icmp slt i64 %g1.next, 1
-  br i1 %172, label %g1, label %g1.end
+  br i1 %172, label %conv1.g1, label %conv1.g1.end
 
-f18:                                              ; preds = %i19.end, %j17
-  %f1840 = phi i64 [ 0, %j17 ], [ %f18.next, %i19.end ]
-  br label %i19
+conv1.f18:                                        ; preds = %conv1.i19.end, %conv1.j17
+  %conv1.f1840 = phi i64 [ 0, %conv1.j17 ], [ %f18.next, %conv1.i19.end ]
+  br label %conv1.i19
 
-f18.end:                                          ; preds = %i19.end
-  %j17.next = add nsw i64 %j1739, 1
+conv1.f18.end:                                    ; preds = %conv1.i19.end
+  %j17.next = add nsw i64 %conv1.j1739, 1
   %173 = icmp slt i64 %j17.next, 64
-  br i1 %173, label %j17, label %j17.end
+  br i1 %173, label %conv1.j17, label %conv1.j17.end
 
-i19:                                              ; preds = %i19, %f18
-  %i1941 = phi i64 [ 0, %f18 ], [ %i19.next, %i19 ]
-  %174 = mul nsw i64 %f1840, 50176
+conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
+  %conv1.i1941 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
+  %174 = mul nsw i64 %conv1.f1840, 50176
   %175 = add nsw i64 1555456, %174
-  %176 = mul nsw i64 %j1739, 784
+  %176 = mul nsw i64 %conv1.j1739, 784
   %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 %177, %i1941
+  %178 = add nsw i64 %177, %conv1.i1941
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load float, ptr %arena42, align 4
-  %180 = add nsw i64 150, %f1840
+  %180 = add nsw i64 150, %conv1.f1840
   %params43 = getelementptr inbounds float, ptr %params, i64 %180
   %181 = load float, ptr %params43, align 4
   %182 = fadd float %179, %181
   %183 = fcmp ogt float %182, 0.000000e+00
-  %184 = mul nsw i64 %f1840, 50176
+  %184 = mul nsw i64 %conv1.f1840, 50176
   %185 = add nsw i64 1555456, %184
-  %186 = mul nsw i64 %j1739, 784
+  %186 = mul nsw i64 %conv1.j1739, 784
   %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 %187, %i1941
+  %188 = add nsw i64 %187, %conv1.i1941
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load float, ptr %arena44, align 4
-  %190 = add nsw i64 150, %f1840
+  %190 = add nsw i64 150, %conv1.f1840
   %params45 = getelementptr inbounds float, ptr %params, i64 %190
   %191 = load float, ptr %params45, align 4
   %192 = fadd float %189, %191
   %193 = select i1 %183, float %192, float 0.000000e+00
-  %194 = mul nsw i64 %g11, 64
-  %195 = add nsw i64 %194, %j1739
+  %194 = mul nsw i64 %conv1.g11, 64
+  %195 = add nsw i64 %194, %conv1.j1739
   %196 = mul nsw i64 %195, 4704
-  %197 = mul nsw i64 %f1840, 784
+  %197 = mul nsw i64 %conv1.f1840, 784
   %198 = add nsw i64 %196, %197
-  %199 = add nsw i64 %198, %i1941
+  %199 = add nsw i64 %198, %conv1.i1941
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %199
   store float %193, ptr %arena46, align 4
-  %i19.next = add nsw i64 %i1941, 1
+  %i19.next = add nsw i64 %conv1.i1941, 1
   %200 = icmp slt i64 %i19.next, 784
-  br i1 %200, label %i19, label %i19.end
+  br i1 %200, label %conv1.i19, label %conv1.i19.end
 
-i19.end:                                          ; preds = %i19
-  %f18.next = add nsw i64 %f1840, 1
+conv1.i19.end:                                    ; preds = %conv1.i19
+  %f18.next = add nsw i64 %conv1.f1840, 1
   %201 = icmp slt i64 %f18.next, 6
-  br i1 %201, label %f18, label %f18.end
+  br i1 %201, label %conv1.f18, label %conv1.f18.end
 
-q20:                                              ; preds = %py21.end, %g1.end
-  %q2047 = phi i64 [ 0, %g1.end ], [ %q20.next, %py21.end ]
-  br label %py21
+pool1.q20:                                        ; preds = %pool1.py21.end, %conv1.g1.end
+  %pool1.q2047 = phi i64 [ 0, %conv1.g1.end ], [ %q20.next, %pool1.py21.end ]
+  br label %pool1.py21
 
-q20.end:                                          ; preds = %py21.end
-  br label %g26
+pool1.q20.end:                                    ; preds = %pool1.py21.end
+  br label %conv2.g26
 
-py21:                                             ; preds = %px22.end, %q20
-  %py2148 = phi i64 [ 0, %q20 ], [ %py21.next, %px22.end ]
-  br label %px22
+pool1.py21:                                       ; preds = %pool1.px22.end, %pool1.q20
+  %pool1.py2148 = phi i64 [ 0, %pool1.q20 ], [ %py21.next, %pool1.px22.end ]
+  br label %pool1.px22
 
-py21.end:                                         ; preds = %px22.end
-  %q20.next = add nsw i64 %q2047, 1
+pool1.py21.end:                                   ; preds = %pool1.px22.end
+  %q20.next = add nsw i64 %pool1.q2047, 1
   %202 = icmp slt i64 %q20.next, 384
-  br i1 %202, label %q20, label %q20.end
+  br i1 %202, label %pool1.q20, label %pool1.q20.end
 
-px22:                                             ; preds = %ky24.end, %py21
-  %px2249 = phi i64 [ 0, %py21 ], [ %px22.next, %ky24.end ]
-  store float 0.000000e+00, ptr %acc23, align 4
-  br label %ky24
+pool1.px22:                                       ; preds = %pool1.ky24.end, %pool1.py21
+  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.ky24.end ]
+  store float 0.000000e+00, ptr %pool1.acc23, align 4
+  br label %pool1.ky24
 
-px22.end:                                         ; preds = %ky24.end
-  %py21.next = add nsw i64 %py2148, 1
+pool1.px22.end:                                   ; preds = %pool1.ky24.end
+  %py21.next = add nsw i64 %pool1.py2148, 1
   %203 = icmp slt i64 %py21.next, 14
-  br i1 %203, label %py21, label %py21.end
+  br i1 %203, label %pool1.py21, label %pool1.py21.end
 
-ky24:                                             ; preds = %kx25.end, %px22
-  %ky2450 = phi i64 [ 0, %px22 ], [ %ky24.next, %kx25.end ]
-  br label %kx25
+pool1.ky24:                                       ; preds = %pool1.kx25.end, %pool1.px22
+  %pool1.ky2450 = phi i64 [ 0, %pool1.px22 ], [ %ky24.next, %pool1.kx25.end ]
+  br label %pool1.kx25
 
-ky24.end:                                         ; preds = %kx25.end
-  %acc2354 = load float, ptr %acc23, align 4
-  %204 = fmul float %acc2354, 2.500000e-01
-  %205 = mul nsw i64 %q2047, 196
+pool1.ky24.end:                                   ; preds = %pool1.kx25.end
+  %acc2353 = load float, ptr %pool1.acc23, align 4
+  %204 = fmul float %acc2353, 2.500000e-01
+  %205 = mul nsw i64 %pool1.q2047, 196
   %206 = add nsw i64 301056, %205
-  %207 = mul nsw i64 %py2148, 14
+  %207 = mul nsw i64 %pool1.py2148, 14
   %208 = add nsw i64 %206, %207
-  %209 = add nsw i64 %208, %px2249
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %204, ptr %arena55, align 4
-  %px22.next = add nsw i64 %px2249, 1
+  %209 = add nsw i64 %208, %pool1.px2249
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %204, ptr %arena54, align 4
+  %px22.next = add nsw i64 %pool1.px2249, 1
   %210 = icmp slt i64 %px22.next, 14
-  br i1 %210, label %px22, label %px22.end
+  br i1 %210, label %pool1.px22, label %pool1.px22.end
 
-kx25:                                             ; preds = %kx25, %ky24
-  %kx2551 = phi i64 [ 0, %ky24 ], [ %kx25.next, %kx25 ]
-  %acc2352 = load float, ptr %acc23, align 4
-  %211 = mul nsw i64 %q2047, 784
-  %212 = mul nsw i64 %py2148, 56
+pool1.kx25:                                       ; preds = %pool1.kx25, %pool1.ky24
+  %pool1.kx2551 = phi i64 [ 0, %pool1.ky24 ], [ %kx25.next, %pool1.kx25 ]
+  %acc23 = load float, ptr %pool1.acc23, align 4
+  %211 = mul nsw i64 %pool1.q2047, 784
+  %212 = mul nsw i64 %pool1.py2148, 56
   %213 = add nsw i64 %211, %212
-  %214 = mul nsw i64 %px2249, 2
+  %214 = mul nsw i64 %pool1.px2249, 2
   %215 = add nsw i64 %213, %214
-  %216 = mul nsw i64 %ky2450, 28
+  %216 = mul nsw i64 %pool1.ky2450, 28
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %kx2551
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena53, align 4
-  %220 = fadd float %acc2352, %219
-  store float %220, ptr %acc23, align 4
-  %kx25.next = add nsw i64 %kx2551, 1
+  %218 = add nsw i64 %217, %pool1.kx2551
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena52, align 4
+  %220 = fadd float %acc23, %219
+  store float %220, ptr %pool1.acc23, align 4
+  %kx25.next = add nsw i64 %pool1.kx2551, 1
   %221 = icmp slt i64 %kx25.next, 2
-  br i1 %221, label %kx25, label %kx25.end
+  br i1 %221, label %pool1.kx25, label %pool1.kx25.end
 
-kx25.end:                                         ; preds = %kx25
-  %ky24.next = add nsw i64 %ky2450, 1
+pool1.kx25.end:                                   ; preds = %pool1.kx25
+  %ky24.next = add nsw i64 %pool1.ky2450, 1
   %222 = icmp slt i64 %ky24.next, 2
-  br i1 %222, label %ky24, label %ky24.end
+  br i1 %222, label %pool1.ky24, label %pool1.ky24.end
 
-g26:                                              ; preds = %j40.end, %q20.end
-  %g2656 = phi i64 [ 0, %q20.end ], [ %g26.next, %j40.end ]
-  br label %j27
+conv2.g26:                                        ; preds = %conv2.j40.end, %pool1.q20.end
+  %conv2.g2655 = phi i64 [ 0, %pool1.q20.end ], [ %g26.next, %conv2.j40.end ]
+  br label %conv2.j27
 
-g26.end:                                          ; preds = %j40.end
-  br label %q43
+conv2.g26.end:                                    ; preds = %conv2.j40.end
+  br label %pool2.q43
 
-j27:                                              ; preds = %c28.end, %g26
-  %j2757 = phi i64 [ 0, %g26 ], [ %j27.next, %c28.end ]
-  br label %c28
+conv2.j27:                                        ; preds = %conv2.c28.end, %conv2.g26
+  %conv2.j2756 = phi i64 [ 0, %conv2.g26 ], [ %j27.next, %conv2.c28.end ]
+  br label %conv2.c28
 
-j27.end:                                          ; preds = %c28.end
-  %params80 = getelementptr inbounds float, ptr %params, i64 156
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 478720
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 1438720
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params80, i32 150, ptr %arena81, i32 6400, float 0.000000e+00, ptr %arena82, i32 6400)
-  br label %j40
+conv2.j27.end:                                    ; preds = %conv2.c28.end
+  %params79 = getelementptr inbounds float, ptr %params, i64 156
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 478720
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 1438720
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params79, i32 150, ptr %arena80, i32 6400, float 0.000000e+00, ptr %arena81, i32 6400)
+  br label %conv2.j40
 
-c28:                                              ; preds = %ky29.end, %j27
-  %c2858 = phi i64 [ 0, %j27 ], [ %c28.next, %ky29.end ]
-  br label %ky29
+conv2.c28:                                        ; preds = %conv2.ky29.end, %conv2.j27
+  %conv2.c2857 = phi i64 [ 0, %conv2.j27 ], [ %c28.next, %conv2.ky29.end ]
+  br label %conv2.ky29
 
-c28.end:                                          ; preds = %ky29.end
-  %j27.next = add nsw i64 %j2757, 1
+conv2.c28.end:                                    ; preds = %conv2.ky29.end
+  %j27.next = add nsw i64 %conv2.j2756, 1
   %223 = icmp slt i64 %j27.next, 64
-  br i1 %223, label %j27, label %j27.end
+  br i1 %223, label %conv2.j27, label %conv2.j27.end
 
-ky29:                                             ; preds = %oy38.end, %c28
-  %ky2959 = phi i64 [ 0, %c28 ], [ %ky29.next, %oy38.end ]
-  br label %oy30
+conv2.ky29:                                       ; preds = %conv2.oy38.end, %conv2.c28
+  %conv2.ky2958 = phi i64 [ 0, %conv2.c28 ], [ %ky29.next, %conv2.oy38.end ]
+  br label %conv2.oy30
 
-ky29.end:                                         ; preds = %oy38.end
-  %c28.next = add nsw i64 %c2858, 1
+conv2.ky29.end:                                   ; preds = %conv2.oy38.end
+  %c28.next = add nsw i64 %conv2.c2857, 1
   %224 = icmp slt i64 %c28.next, 6
-  br i1 %224, label %c28, label %c28.end
+  br i1 %224, label %conv2.c28, label %conv2.c28.end
 
-oy30:                                             ; preds = %ox31.end, %ky29
-  %oy3060 = phi i64 [ 0, %ky29 ], [ %oy30.next, %ox31.end ]
-  br label %ox31
+conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.ky29
+  %conv2.oy3059 = phi i64 [ 0, %conv2.ky29 ], [ %oy30.next, %conv2.ox31.end ]
+  br label %conv2.ox31
 
-oy30.end:                                         ; preds = %ox31.end
-  br label %oy32
+conv2.oy30.end:                                   ; preds = %conv2.ox31.end
+  br label %conv2.oy32
 
-ox31:                                             ; preds = %ox31, %oy30
-  %ox3161 = phi i64 [ 0, %oy30 ], [ %ox31.next, %ox31 ]
-  %225 = mul nsw i64 %g2656, 64
-  %226 = add nsw i64 %225, %j2757
+conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.oy30
+  %conv2.ox3160 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
+  %225 = mul nsw i64 %conv2.g2655, 64
+  %226 = add nsw i64 %225, %conv2.j2756
   %227 = mul nsw i64 %226, 1176
   %228 = add nsw i64 301056, %227
-  %229 = mul nsw i64 %c2858, 196
+  %229 = mul nsw i64 %conv2.c2857, 196
   %230 = add nsw i64 %228, %229
-  %231 = add nsw i64 %oy3060, %ky2959
+  %231 = add nsw i64 %conv2.oy3059, %conv2.ky2958
   %232 = mul nsw i64 %231, 14
   %233 = add nsw i64 %230, %232
-  %234 = add nsw i64 %233, %ox3161
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena62, align 4
-  %236 = mul nsw i64 %c2858, 5
-  %237 = add nsw i64 %236, %ky2959
+  %234 = add nsw i64 %233, %conv2.ox3160
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena61, align 4
+  %236 = mul nsw i64 %conv2.c2857, 5
+  %237 = add nsw i64 %236, %conv2.ky2958
   %238 = mul nsw i64 %237, 5
   %239 = mul nsw i64 %238, 6400
   %240 = add nsw i64 478720, %239
-  %241 = mul nsw i64 %j2757, 100
+  %241 = mul nsw i64 %conv2.j2756, 100
   %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %oy3060, 10
+  %243 = mul nsw i64 %conv2.oy3059, 10
   %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, %ox3161
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %245
-  store float %235, ptr %arena63, align 4
-  %ox31.next = add nsw i64 %ox3161, 1
+  %245 = add nsw i64 %244, %conv2.ox3160
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %245
+  store float %235, ptr %arena62, align 4
+  %ox31.next = add nsw i64 %conv2.ox3160, 1
   %246 = icmp slt i64 %ox31.next, 10
-  br i1 %246, label %ox31, label %ox31.end
+  br i1 %246, label %conv2.ox31, label %conv2.ox31.end
 
-ox31.end:                                         ; preds = %ox31
-  %oy30.next = add nsw i64 %oy3060, 1
+conv2.ox31.end:                                   ; preds = %conv2.ox31
+  %oy30.next = add nsw i64 %conv2.oy3059, 1
   %247 = icmp slt i64 %oy30.next, 10
-  br i1 %247, label %oy30, label %oy30.end
+  br i1 %247, label %conv2.oy30, label %conv2.oy30.end
 
-oy32:                                             ; preds = %ox33.end, %oy30.end
-  %oy3264 = phi i64 [ 0, %oy30.end ], [ %oy32.next, %ox33.end ]
-  br label %ox33
+conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.oy30.end
+  %conv2.oy3263 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
+  br label %conv2.ox33
 
-oy32.end:                                         ; preds = %ox33.end
-  br label %oy34
+conv2.oy32.end:                                   ; preds = %conv2.ox33.end
+  br label %conv2.oy34
 
-ox33:                                             ; preds = %ox33, %oy32
-  %ox3365 = phi i64 [ 0, %oy32 ], [ %ox33.next, %ox33 ]
-  %248 = mul nsw i64 %g2656, 64
-  %249 = add nsw i64 %248, %j2757
+conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.oy32
+  %conv2.ox3364 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
+  %248 = mul nsw i64 %conv2.g2655, 64
+  %249 = add nsw i64 %248, %conv2.j2756
   %250 = mul nsw i64 %249, 1176
   %251 = add nsw i64 301056, %250
-  %252 = mul nsw i64 %c2858, 196
+  %252 = mul nsw i64 %conv2.c2857, 196
   %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 %oy3264, %ky2959
+  %254 = add nsw i64 %conv2.oy3263, %conv2.ky2958
   %255 = mul nsw i64 %254, 14
   %256 = add nsw i64 %253, %255
-  %257 = add nsw i64 %ox3365, 1
+  %257 = add nsw i64 %conv2.ox3364, 1
   %258 = add nsw i64 %256, %257
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load float, ptr %arena66, align 4
-  %260 = mul nsw i64 %c2858, 5
-  %261 = add nsw i64 %260, %ky2959
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %258
+  %259 = load float, ptr %arena65, align 4
+  %260 = mul nsw i64 %conv2.c2857, 5
+  %261 = add nsw i64 %260, %conv2.ky2958
   %262 = mul nsw i64 %261, 5
   %263 = add nsw i64 %262, 1
   %264 = mul nsw i64 %263, 6400
   %265 = add nsw i64 478720, %264
-  %266 = mul nsw i64 %j2757, 100
+  %266 = mul nsw i64 %conv2.j2756, 100
   %267 = add nsw i64 %265, %266
-  %268 = mul nsw i64 %oy3264, 10
+  %268 = mul nsw i64 %conv2.oy3263, 10
   %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, %ox3365
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %270
-  store float %259, ptr %arena67, align 4
-  %ox33.next = add nsw i64 %ox3365, 1
+  %270 = add nsw i64 %269, %conv2.ox3364
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %270
+  store float %259, ptr %arena66, align 4
+  %ox33.next = add nsw i64 %conv2.ox3364, 1
   %271 = icmp slt i64 %ox33.next, 10
-  br i1 %271, label %ox33, label %ox33.end
+  br i1 %271, label %conv2.ox33, label %conv2.ox33.end
 
-ox33.end:                                         ; preds = %ox33
-  %oy32.next = add nsw i64 %oy3264, 1
+conv2.ox33.end:                                   ; preds = %conv2.ox33
+  %oy32.next = add nsw i64 %conv2.oy3263, 1
   %272 = icmp slt i64 %oy32.next, 10
-  br i1 %272, label %oy32, label %oy32.end
+  br i1 %272, label %conv2.oy32, label %conv2.oy32.end
 
-oy34:                                             ; preds = %ox35.end, %oy32.end
-  %oy3468 = phi i64 [ 0, %oy32.end ], [ %oy34.next, %ox35.end ]
-  br label %ox35
+conv2.oy34:                                       ; preds = %conv2.ox35.end, %conv2.oy32.end
+  %conv2.oy3467 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
+  br label %conv2.ox35
 
-oy34.end:                                         ; preds = %ox35.end
-  br label %oy36
+conv2.oy34.end:                                   ; preds = %conv2.ox35.end
+  br label %conv2.oy36
 
-ox35:                                             ; preds = %ox35, %oy34
-  %ox3569 = phi i64 [ 0, %oy34 ], [ %ox35.next, %ox35 ]
-  %273 = mul nsw i64 %g2656, 64
-  %274 = add nsw i64 %273, %j2757
+conv2.ox35:                                       ; preds = %conv2.ox35, %conv2.oy34
+  %conv2.ox3568 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
+  %273 = mul nsw i64 %conv2.g2655, 64
+  %274 = add nsw i64 %273, %conv2.j2756
   %275 = mul nsw i64 %274, 1176
   %276 = add nsw i64 301056, %275
-  %277 = mul nsw i64 %c2858, 196
+  %277 = mul nsw i64 %conv2.c2857, 196
   %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 %oy3468, %ky2959
+  %279 = add nsw i64 %conv2.oy3467, %conv2.ky2958
   %280 = mul nsw i64 %279, 14
   %281 = add nsw i64 %278, %280
-  %282 = add nsw i64 %ox3569, 2
+  %282 = add nsw i64 %conv2.ox3568, 2
   %283 = add nsw i64 %281, %282
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %283
-  %284 = load float, ptr %arena70, align 4
-  %285 = mul nsw i64 %c2858, 5
-  %286 = add nsw i64 %285, %ky2959
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load float, ptr %arena69, align 4
+  %285 = mul nsw i64 %conv2.c2857, 5
+  %286 = add nsw i64 %285, %conv2.ky2958
   %287 = mul nsw i64 %286, 5
   %288 = add nsw i64 %287, 2
   %289 = mul nsw i64 %288, 6400
   %290 = add nsw i64 478720, %289
-  %291 = mul nsw i64 %j2757, 100
+  %291 = mul nsw i64 %conv2.j2756, 100
   %292 = add nsw i64 %290, %291
-  %293 = mul nsw i64 %oy3468, 10
+  %293 = mul nsw i64 %conv2.oy3467, 10
   %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 %294, %ox3569
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
-  store float %284, ptr %arena71, align 4
-  %ox35.next = add nsw i64 %ox3569, 1
+  %295 = add nsw i64 %294, %conv2.ox3568
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %295
+  store float %284, ptr %arena70, align 4
+  %ox35.next = add nsw i64 %conv2.ox3568, 1
   %296 = icmp slt i64 %ox35.next, 10
-  br i1 %296, label %ox35, label %ox35.end
+  br i1 %296, label %conv2.ox35, label %conv2.ox35.end
 
-ox35.end:                                         ; preds = %ox35
-  %oy34.next = add nsw i64 %oy3468, 1
+conv2.ox35.end:                                   ; preds = %conv2.ox35
+  %oy34.next = add nsw i64 %conv2.oy3467, 1
   %297 = icmp slt i64 %oy34.next, 10
-  br i1 %297, label %oy34, label %oy34.end
+  br i1 %297, label %conv2.oy34, label %conv2.oy34.end
 
-oy36:                                             ; preds = %ox37.end, %oy34.end
-  %oy3672 = phi i64 [ 0, %oy34.end ], [ %oy36.next, %ox37.end ]
-  br label %ox37
+conv2.oy36:                                       ; preds = %conv2.ox37.end, %conv2.oy34.end
+  %conv2.oy3671 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
+  br label %conv2.ox37
 
-oy36.end:                                         ; preds = %ox37.end
-  br label %oy38
+conv2.oy36.end:                                   ; preds = %conv2.ox37.end
+  br label %conv2.oy38
 
-ox37:                                             ; preds = %ox37, %oy36
-  %ox3773 = phi i64 [ 0, %oy36 ], [ %ox37.next, %ox37 ]
-  %298 = mul nsw i64 %g2656, 64
-  %299 = add nsw i64 %298, %j2757
+conv2.ox37:                                       ; preds = %conv2.ox37, %conv2.oy36
+  %conv2.ox3772 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
+  %298 = mul nsw i64 %conv2.g2655, 64
+  %299 = add nsw i64 %298, %conv2.j2756
   %300 = mul nsw i64 %299, 1176
   %301 = add nsw i64 301056, %300
-  %302 = mul nsw i64 %c2858, 196
+  %302 = mul nsw i64 %conv2.c2857, 196
   %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %oy3672, %ky2959
+  %304 = add nsw i64 %conv2.oy3671, %conv2.ky2958
   %305 = mul nsw i64 %304, 14
   %306 = add nsw i64 %303, %305
-  %307 = add nsw i64 %ox3773, 3
+  %307 = add nsw i64 %conv2.ox3772, 3
   %308 = add nsw i64 %306, %307
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load float, ptr %arena74, align 4
-  %310 = mul nsw i64 %c2858, 5
-  %311 = add nsw i64 %310, %ky2959
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load float, ptr %arena73, align 4
+  %310 = mul nsw i64 %conv2.c2857, 5
+  %311 = add nsw i64 %310, %conv2.ky2958
   %312 = mul nsw i64 %311, 5
   %313 = add nsw i64 %312, 3
   %314 = mul nsw i64 %313, 6400
   %315 = add nsw i64 478720, %314
-  %316 = mul nsw i64 %j2757, 100
+  %316 = mul nsw i64 %conv2.j2756, 100
   %317 = add nsw i64 %315, %316
-  %318 = mul nsw i64 %oy3672, 10
+  %318 = mul nsw i64 %conv2.oy3671, 10
   %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %319, %ox3773
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %309, ptr %arena75, align 4
-  %ox37.next = add nsw i64 %ox3773, 1
+  %320 = add nsw i64 %319, %conv2.ox3772
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %309, ptr %arena74, align 4
+  %ox37.next = add nsw i64 %conv2.ox3772, 1
   %321 = icmp slt i64 %ox37.next, 10
-  br i1 %321, label %ox37, label %ox37.end
+  br i1 %321, label %conv2.ox37, label %conv2.ox37.end
 
-ox37.end:                                         ; preds = %ox37
-  %oy36.next = add nsw i64 %oy3672, 1
+conv2.ox37.end:                                   ; preds = %conv2.ox37
+  %oy36.next = add nsw i64 %conv2.oy3671, 1
   %322 = icmp slt i64 %oy36.next, 10
-  br i1 %322, label %oy36, label %oy36.end
+  br i1 %322, label %conv2.oy36, label %conv2.oy36.end
 
-oy38:                                             ; preds = %ox39.end, %oy36.end
-  %oy3876 = phi i64 [ 0, %oy36.end ], [ %oy38.next, %ox39.end ]
-  br label %ox39
+conv2.oy38:                                       ; preds = %conv2.ox39.end, %conv2.oy36.end
+  %conv2.oy3875 = phi i64 [ 0, %conv2.oy36.end ], [ %oy38.next, %conv2.ox39.end ]
+  br label %conv2.ox39
 
-oy38.end:                                         ; preds = %ox39.end
-  %ky29.next = add nsw i64 %ky2959, 1
+conv2.oy38.end:                                   ; preds = %conv2.ox39.end
+  %ky29.next = add nsw i64 %conv2.ky2958, 1
   %323 = icmp slt i64 %ky29.next, 5
-  br i1 %323, label %ky29, label %ky29.end
+  br i1 %323, label %conv2.ky29, label %conv2.ky29.end
 
-ox39:                                             ; preds = %ox39, %oy38
-  %ox3977 = phi i64 [ 0, %oy38 ], [ %ox39.next, %ox39 ]
-  %324 = mul nsw i64 %g2656, 64
-  %325 = add nsw i64 %324, %j2757
+conv2.ox39:                                       ; preds = %conv2.ox39, %conv2.oy38
+  %conv2.ox3976 = phi i64 [ 0, %conv2.oy38 ], [ %ox39.next, %conv2.ox39 ]
+  %324 = mul nsw i64 %conv2.g2655, 64
+  %325 = add nsw i64 %324, %conv2.j2756
   %326 = mul nsw i64 %325, 1176
   %327 = add nsw i64 301056, %326
-  %328 = mul nsw i64 %c2858, 196
+  %328 = mul nsw i64 %conv2.c2857, 196
   %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 %oy3876, %ky2959
+  %330 = add nsw i64 %conv2.oy3875, %conv2.ky2958
   %331 = mul nsw i64 %330, 14
   %332 = add nsw i64 %329, %331
-  %333 = add nsw i64 %ox3977, 4
+  %333 = add nsw i64 %conv2.ox3976, 4
   %334 = add nsw i64 %332, %333
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load float, ptr %arena78, align 4
-  %336 = mul nsw i64 %c2858, 5
-  %337 = add nsw i64 %336, %ky2959
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load float, ptr %arena77, align 4
+  %336 = mul nsw i64 %conv2.c2857, 5
+  %337 = add nsw i64 %336, %conv2.ky2958
   %338 = mul nsw i64 %337, 5
   %339 = add nsw i64 %338, 4
   %340 = mul nsw i64 %339, 6400
   %341 = add nsw i64 478720, %340
-  %342 = mul nsw i64 %j2757, 100
+  %342 = mul nsw i64 %conv2.j2756, 100
   %343 = add nsw i64 %341, %342
-  %344 = mul nsw i64 %oy3876, 10
+  %344 = mul nsw i64 %conv2.oy3875, 10
   %345 = add nsw i64 %343, %344
-  %346 = add nsw i64 %345, %ox3977
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %346
-  store float %335, ptr %arena79, align 4
-  %ox39.next = add nsw i64 %ox3977, 1
+  %346 = add nsw i64 %345, %conv2.ox3976
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %346
+  store float %335, ptr %arena78, align 4
+  %ox39.next = add nsw i64 %conv2.ox3976, 1
   %347 = icmp slt i64 %ox39.next, 10
-  br i1 %347, label %ox39, label %ox39.end
+  br i1 %347, label %conv2.ox39, label %conv2.ox39.end
 
-ox39.end:                                         ; preds = %ox39
-  %oy38.next = add nsw i64 %oy3876, 1
+conv2.ox39.end:                                   ; preds = %conv2.ox39
+  %oy38.next = add nsw i64 %conv2.oy3875, 1
   %348 = icmp slt i64 %oy38.next, 10
-  br i1 %348, label %oy38, label %oy38.end
+  br i1 %348, label %conv2.oy38, label %conv2.oy38.end
 
-j40:                                              ; preds = %f41.end, %j27.end
-  %j4083 = phi i64 [ 0, %j27.end ], [ %j40.next, %f41.end ]
-  br label %f41
+conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.j27.end
+  %conv2.j4082 = phi i64 [ 0, %conv2.j27.end ], [ %j40.next, %conv2.f41.end ]
+  br label %conv2.f41
 
-j40.end:                                          ; preds = %f41.end
-  %g26.next = add nsw i64 %g2656, 1
+conv2.j40.end:                                    ; preds = %conv2.f41.end
+  %g26.next = add nsw i64 %conv2.g2655, 1
   %349 = icmp slt i64 %g26.next, 1
-  br i1 %349, label %g26, label %g26.end
+  br i1 %349, label %conv2.g26, label %conv2.g26.end
 
-f41:                                              ; preds = %i42.end, %j40
-  %f4184 = phi i64 [ 0, %j40 ], [ %f41.next, %i42.end ]
-  br label %i42
+conv2.f41:                                        ; preds = %conv2.i42.end, %conv2.j40
+  %conv2.f4183 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.i42.end ]
+  br label %conv2.i42
 
-f41.end:                                          ; preds = %i42.end
-  %j40.next = add nsw i64 %j4083, 1
+conv2.f41.end:                                    ; preds = %conv2.i42.end
+  %j40.next = add nsw i64 %conv2.j4082, 1
   %350 = icmp slt i64 %j40.next, 64
-  br i1 %350, label %j40, label %j40.end
+  br i1 %350, label %conv2.j40, label %conv2.j40.end
 
-i42:                                              ; preds = %i42, %f41
-  %i4285 = phi i64 [ 0, %f41 ], [ %i42.next, %i42 ]
-  %351 = mul nsw i64 %f4184, 6400
+conv2.i42:                                        ; preds = %conv2.i42, %conv2.f41
+  %conv2.i4284 = phi i64 [ 0, %conv2.f41 ], [ %i42.next, %conv2.i42 ]
+  %351 = mul nsw i64 %conv2.f4183, 6400
   %352 = add nsw i64 1438720, %351
-  %353 = mul nsw i64 %j4083, 100
+  %353 = mul nsw i64 %conv2.j4082, 100
   %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 %354, %i4285
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %355
-  %356 = load float, ptr %arena86, align 4
-  %357 = add nsw i64 2556, %f4184
-  %params87 = getelementptr inbounds float, ptr %params, i64 %357
-  %358 = load float, ptr %params87, align 4
+  %355 = add nsw i64 %354, %conv2.i4284
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load float, ptr %arena85, align 4
+  %357 = add nsw i64 2556, %conv2.f4183
+  %params86 = getelementptr inbounds float, ptr %params, i64 %357
+  %358 = load float, ptr %params86, align 4
   %359 = fadd float %356, %358
   %360 = fcmp ogt float %359, 0.000000e+00
-  %361 = mul nsw i64 %f4184, 6400
+  %361 = mul nsw i64 %conv2.f4183, 6400
   %362 = add nsw i64 1438720, %361
-  %363 = mul nsw i64 %j4083, 100
+  %363 = mul nsw i64 %conv2.j4082, 100
   %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 %364, %i4285
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena88, align 4
-  %367 = add nsw i64 2556, %f4184
-  %params89 = getelementptr inbounds float, ptr %params, i64 %367
-  %368 = load float, ptr %params89, align 4
+  %365 = add nsw i64 %364, %conv2.i4284
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load float, ptr %arena87, align 4
+  %367 = add nsw i64 2556, %conv2.f4183
+  %params88 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load float, ptr %params88, align 4
   %369 = fadd float %366, %368
   %370 = select i1 %360, float %369, float 0.000000e+00
-  %371 = mul nsw i64 %g2656, 64
-  %372 = add nsw i64 %371, %j4083
+  %371 = mul nsw i64 %conv2.g2655, 64
+  %372 = add nsw i64 %371, %conv2.j4082
   %373 = mul nsw i64 %372, 1600
   %374 = add nsw i64 376320, %373
-  %375 = mul nsw i64 %f4184, 100
+  %375 = mul nsw i64 %conv2.f4183, 100
   %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %376, %i4285
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %377
-  store float %370, ptr %arena90, align 4
-  %i42.next = add nsw i64 %i4285, 1
+  %377 = add nsw i64 %376, %conv2.i4284
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %377
+  store float %370, ptr %arena89, align 4
+  %i42.next = add nsw i64 %conv2.i4284, 1
   %378 = icmp slt i64 %i42.next, 100
-  br i1 %378, label %i42, label %i42.end
+  br i1 %378, label %conv2.i42, label %conv2.i42.end
 
-i42.end:                                          ; preds = %i42
-  %f41.next = add nsw i64 %f4184, 1
+conv2.i42.end:                                    ; preds = %conv2.i42
+  %f41.next = add nsw i64 %conv2.f4183, 1
   %379 = icmp slt i64 %f41.next, 16
-  br i1 %379, label %f41, label %f41.end
+  br i1 %379, label %conv2.f41, label %conv2.f41.end
 
-q43:                                              ; preds = %py44.end, %g26.end
-  %q4391 = phi i64 [ 0, %g26.end ], [ %q43.next, %py44.end ]
-  br label %py44
+pool2.q43:                                        ; preds = %pool2.py44.end, %conv2.g26.end
+  %pool2.q4390 = phi i64 [ 0, %conv2.g26.end ], [ %q43.next, %pool2.py44.end ]
+  br label %pool2.py44
 
-q43.end:                                          ; preds = %py44.end
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 478720
-  %params101 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 504320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena100, i32 400, ptr %params101, i32 400, float 0.000000e+00, ptr %arena102, i32 120)
-  br label %n49
+pool2.q43.end:                                    ; preds = %pool2.py44.end
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 478720
+  %params99 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 504320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena98, i32 400, ptr %params99, i32 400, float 0.000000e+00, ptr %arena100, i32 120)
+  br label %fc1.n49
 
-py44:                                             ; preds = %px45.end, %q43
-  %py4492 = phi i64 [ 0, %q43 ], [ %py44.next, %px45.end ]
-  br label %px45
+pool2.py44:                                       ; preds = %pool2.px45.end, %pool2.q43
+  %pool2.py4491 = phi i64 [ 0, %pool2.q43 ], [ %py44.next, %pool2.px45.end ]
+  br label %pool2.px45
 
-py44.end:                                         ; preds = %px45.end
-  %q43.next = add nsw i64 %q4391, 1
+pool2.py44.end:                                   ; preds = %pool2.px45.end
+  %q43.next = add nsw i64 %pool2.q4390, 1
   %380 = icmp slt i64 %q43.next, 1024
-  br i1 %380, label %q43, label %q43.end
+  br i1 %380, label %pool2.q43, label %pool2.q43.end
 
-px45:                                             ; preds = %ky47.end, %py44
-  %px4593 = phi i64 [ 0, %py44 ], [ %px45.next, %ky47.end ]
-  store float 0.000000e+00, ptr %acc46, align 4
-  br label %ky47
+pool2.px45:                                       ; preds = %pool2.ky47.end, %pool2.py44
+  %pool2.px4592 = phi i64 [ 0, %pool2.py44 ], [ %px45.next, %pool2.ky47.end ]
+  store float 0.000000e+00, ptr %pool2.acc46, align 4
+  br label %pool2.ky47
 
-px45.end:                                         ; preds = %ky47.end
-  %py44.next = add nsw i64 %py4492, 1
+pool2.px45.end:                                   ; preds = %pool2.ky47.end
+  %py44.next = add nsw i64 %pool2.py4491, 1
   %381 = icmp slt i64 %py44.next, 5
-  br i1 %381, label %py44, label %py44.end
+  br i1 %381, label %pool2.py44, label %pool2.py44.end
 
-ky47:                                             ; preds = %kx48.end, %px45
-  %ky4794 = phi i64 [ 0, %px45 ], [ %ky47.next, %kx48.end ]
-  br label %kx48
+pool2.ky47:                                       ; preds = %pool2.kx48.end, %pool2.px45
+  %pool2.ky4793 = phi i64 [ 0, %pool2.px45 ], [ %ky47.next, %pool2.kx48.end ]
+  br label %pool2.kx48
 
-ky47.end:                                         ; preds = %kx48.end
-  %acc4698 = load float, ptr %acc46, align 4
-  %382 = fmul float %acc4698, 2.500000e-01
-  %383 = mul nsw i64 %q4391, 25
+pool2.ky47.end:                                   ; preds = %pool2.kx48.end
+  %acc4696 = load float, ptr %pool2.acc46, align 4
+  %382 = fmul float %acc4696, 2.500000e-01
+  %383 = mul nsw i64 %pool2.q4390, 25
   %384 = add nsw i64 478720, %383
-  %385 = mul nsw i64 %py4492, 5
+  %385 = mul nsw i64 %pool2.py4491, 5
   %386 = add nsw i64 %384, %385
-  %387 = add nsw i64 %386, %px4593
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %387
-  store float %382, ptr %arena99, align 4
-  %px45.next = add nsw i64 %px4593, 1
+  %387 = add nsw i64 %386, %pool2.px4592
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %387
+  store float %382, ptr %arena97, align 4
+  %px45.next = add nsw i64 %pool2.px4592, 1
   %388 = icmp slt i64 %px45.next, 5
-  br i1 %388, label %px45, label %px45.end
+  br i1 %388, label %pool2.px45, label %pool2.px45.end
 
-kx48:                                             ; preds = %kx48, %ky47
-  %kx4895 = phi i64 [ 0, %ky47 ], [ %kx48.next, %kx48 ]
-  %acc4696 = load float, ptr %acc46, align 4
-  %389 = mul nsw i64 %q4391, 100
-  %390 = mul nsw i64 %py4492, 20
+pool2.kx48:                                       ; preds = %pool2.kx48, %pool2.ky47
+  %pool2.kx4894 = phi i64 [ 0, %pool2.ky47 ], [ %kx48.next, %pool2.kx48 ]
+  %acc46 = load float, ptr %pool2.acc46, align 4
+  %389 = mul nsw i64 %pool2.q4390, 100
+  %390 = mul nsw i64 %pool2.py4491, 20
   %391 = add nsw i64 %389, %390
-  %392 = mul nsw i64 %px4593, 2
+  %392 = mul nsw i64 %pool2.px4592, 2
   %393 = add nsw i64 %391, %392
   %394 = add nsw i64 376320, %393
-  %395 = mul nsw i64 %ky4794, 10
+  %395 = mul nsw i64 %pool2.ky4793, 10
   %396 = add nsw i64 %394, %395
-  %397 = add nsw i64 %396, %kx4895
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %397
-  %398 = load float, ptr %arena97, align 4
-  %399 = fadd float %acc4696, %398
-  store float %399, ptr %acc46, align 4
-  %kx48.next = add nsw i64 %kx4895, 1
+  %397 = add nsw i64 %396, %pool2.kx4894
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %397
+  %398 = load float, ptr %arena95, align 4
+  %399 = fadd float %acc46, %398
+  store float %399, ptr %pool2.acc46, align 4
+  %kx48.next = add nsw i64 %pool2.kx4894, 1
   %400 = icmp slt i64 %kx48.next, 2
-  br i1 %400, label %kx48, label %kx48.end
+  br i1 %400, label %pool2.kx48, label %pool2.kx48.end
 
-kx48.end:                                         ; preds = %kx48
-  %ky47.next = add nsw i64 %ky4794, 1
+pool2.kx48.end:                                   ; preds = %pool2.kx48
+  %ky47.next = add nsw i64 %pool2.ky4793, 1
   %401 = icmp slt i64 %ky47.next, 2
-  br i1 %401, label %ky47, label %ky47.end
+  br i1 %401, label %pool2.ky47, label %pool2.ky47.end
 
-n49:                                              ; preds = %u50.end, %q43.end
-  %n49103 = phi i64 [ 0, %q43.end ], [ %n49.next, %u50.end ]
-  br label %u50
+fc1.n49:                                          ; preds = %fc1.u50.end, %pool2.q43.end
+  %fc1.n49101 = phi i64 [ 0, %pool2.q43.end ], [ %n49.next, %fc1.u50.end ]
+  br label %fc1.u50
 
-n49.end:                                          ; preds = %u50.end
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 504320
-  %params111 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 512000
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena110, i32 120, ptr %params111, i32 120, float 0.000000e+00, ptr %arena112, i32 84)
-  br label %n51
+fc1.n49.end:                                      ; preds = %fc1.u50.end
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 504320
+  %params109 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 512000
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena108, i32 120, ptr %params109, i32 120, float 0.000000e+00, ptr %arena110, i32 84)
+  br label %fc2.n51
 
-u50:                                              ; preds = %u50, %n49
-  %u50104 = phi i64 [ 0, %n49 ], [ %u50.next, %u50 ]
-  %402 = mul nsw i64 %n49103, 120
+fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
+  %fc1.u50102 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
+  %402 = mul nsw i64 %fc1.n49101, 120
   %403 = add nsw i64 504320, %402
-  %404 = add nsw i64 %403, %u50104
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %404
-  %405 = load float, ptr %arena105, align 4
-  %406 = add nsw i64 50572, %u50104
-  %params106 = getelementptr inbounds float, ptr %params, i64 %406
-  %407 = load float, ptr %params106, align 4
+  %404 = add nsw i64 %403, %fc1.u50102
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load float, ptr %arena103, align 4
+  %406 = add nsw i64 50572, %fc1.u50102
+  %params104 = getelementptr inbounds float, ptr %params, i64 %406
+  %407 = load float, ptr %params104, align 4
   %408 = fadd float %405, %407
   %409 = fcmp ogt float %408, 0.000000e+00
-  %410 = mul nsw i64 %n49103, 120
+  %410 = mul nsw i64 %fc1.n49101, 120
   %411 = add nsw i64 504320, %410
-  %412 = add nsw i64 %411, %u50104
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load float, ptr %arena107, align 4
-  %414 = add nsw i64 50572, %u50104
-  %params108 = getelementptr inbounds float, ptr %params, i64 %414
-  %415 = load float, ptr %params108, align 4
+  %412 = add nsw i64 %411, %fc1.u50102
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena105, align 4
+  %414 = add nsw i64 50572, %fc1.u50102
+  %params106 = getelementptr inbounds float, ptr %params, i64 %414
+  %415 = load float, ptr %params106, align 4
   %416 = fadd float %413, %415
   %417 = select i1 %409, float %416, float 0.000000e+00
-  %418 = mul nsw i64 %n49103, 120
+  %418 = mul nsw i64 %fc1.n49101, 120
   %419 = add nsw i64 504320, %418
-  %420 = add nsw i64 %419, %u50104
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %420
-  store float %417, ptr %arena109, align 4
-  %u50.next = add nsw i64 %u50104, 1
+  %420 = add nsw i64 %419, %fc1.u50102
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %420
+  store float %417, ptr %arena107, align 4
+  %u50.next = add nsw i64 %fc1.u50102, 1
   %421 = icmp slt i64 %u50.next, 120
-  br i1 %421, label %u50, label %u50.end
+  br i1 %421, label %fc1.u50, label %fc1.u50.end
 
-u50.end:                                          ; preds = %u50
-  %n49.next = add nsw i64 %n49103, 1
+fc1.u50.end:                                      ; preds = %fc1.u50
+  %n49.next = add nsw i64 %fc1.n49101, 1
   %422 = icmp slt i64 %n49.next, 64
-  br i1 %422, label %n49, label %n49.end
+  br i1 %422, label %fc1.n49, label %fc1.n49.end
 
-n51:                                              ; preds = %u52.end, %n49.end
-  %n51113 = phi i64 [ 0, %n49.end ], [ %n51.next, %u52.end ]
-  br label %u52
+fc2.n51:                                          ; preds = %fc2.u52.end, %fc1.n49.end
+  %fc2.n51111 = phi i64 [ 0, %fc1.n49.end ], [ %n51.next, %fc2.u52.end ]
+  br label %fc2.u52
 
-n51.end:                                          ; preds = %u52.end
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 512000
-  %params121 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 517376
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena120, i32 84, ptr %params121, i32 84, float 0.000000e+00, ptr %arena122, i32 10)
-  br label %n53
+fc2.n51.end:                                      ; preds = %fc2.u52.end
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 512000
+  %params119 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 517376
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena118, i32 84, ptr %params119, i32 84, float 0.000000e+00, ptr %arena120, i32 10)
+  br label %fc3.n53
 
-u52:                                              ; preds = %u52, %n51
-  %u52114 = phi i64 [ 0, %n51 ], [ %u52.next, %u52 ]
-  %423 = mul nsw i64 %n51113, 84
+fc2.u52:                                          ; preds = %fc2.u52, %fc2.n51
+  %fc2.u52112 = phi i64 [ 0, %fc2.n51 ], [ %u52.next, %fc2.u52 ]
+  %423 = mul nsw i64 %fc2.n51111, 84
   %424 = add nsw i64 512000, %423
-  %425 = add nsw i64 %424, %u52114
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %425
-  %426 = load float, ptr %arena115, align 4
-  %427 = add nsw i64 60772, %u52114
-  %params116 = getelementptr inbounds float, ptr %params, i64 %427
-  %428 = load float, ptr %params116, align 4
+  %425 = add nsw i64 %424, %fc2.u52112
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %425
+  %426 = load float, ptr %arena113, align 4
+  %427 = add nsw i64 60772, %fc2.u52112
+  %params114 = getelementptr inbounds float, ptr %params, i64 %427
+  %428 = load float, ptr %params114, align 4
   %429 = fadd float %426, %428
   %430 = fcmp ogt float %429, 0.000000e+00
-  %431 = mul nsw i64 %n51113, 84
+  %431 = mul nsw i64 %fc2.n51111, 84
   %432 = add nsw i64 512000, %431
-  %433 = add nsw i64 %432, %u52114
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %433
-  %434 = load float, ptr %arena117, align 4
-  %435 = add nsw i64 60772, %u52114
-  %params118 = getelementptr inbounds float, ptr %params, i64 %435
-  %436 = load float, ptr %params118, align 4
+  %433 = add nsw i64 %432, %fc2.u52112
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %433
+  %434 = load float, ptr %arena115, align 4
+  %435 = add nsw i64 60772, %fc2.u52112
+  %params116 = getelementptr inbounds float, ptr %params, i64 %435
+  %436 = load float, ptr %params116, align 4
   %437 = fadd float %434, %436
   %438 = select i1 %430, float %437, float 0.000000e+00
-  %439 = mul nsw i64 %n51113, 84
+  %439 = mul nsw i64 %fc2.n51111, 84
   %440 = add nsw i64 512000, %439
-  %441 = add nsw i64 %440, %u52114
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %441
-  store float %438, ptr %arena119, align 4
-  %u52.next = add nsw i64 %u52114, 1
+  %441 = add nsw i64 %440, %fc2.u52112
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %441
+  store float %438, ptr %arena117, align 4
+  %u52.next = add nsw i64 %fc2.u52112, 1
   %442 = icmp slt i64 %u52.next, 84
-  br i1 %442, label %u52, label %u52.end
+  br i1 %442, label %fc2.u52, label %fc2.u52.end
 
-u52.end:                                          ; preds = %u52
-  %n51.next = add nsw i64 %n51113, 1
+fc2.u52.end:                                      ; preds = %fc2.u52
+  %n51.next = add nsw i64 %fc2.n51111, 1
   %443 = icmp slt i64 %n51.next, 64
-  br i1 %443, label %n51, label %n51.end
+  br i1 %443, label %fc2.n51, label %fc2.n51.end
 
-n53:                                              ; preds = %u54.end, %n51.end
-  %n53123 = phi i64 [ 0, %n51.end ], [ %n53.next, %u54.end ]
-  br label %u54
+fc3.n53:                                          ; preds = %fc3.u54.end, %fc2.n51.end
+  %fc3.n53121 = phi i64 [ 0, %fc2.n51.end ], [ %n53.next, %fc3.u54.end ]
+  br label %fc3.u54
 
-n53.end:                                          ; preds = %u54.end
-  store float 0.000000e+00, ptr %total55, align 4
-  br label %n56
+fc3.n53.end:                                      ; preds = %fc3.u54.end
+  store float 0.000000e+00, ptr %loss.total55, align 4
+  br label %loss.n56
 
-u54:                                              ; preds = %u54, %n53
-  %u54124 = phi i64 [ 0, %n53 ], [ %u54.next, %u54 ]
-  %444 = mul nsw i64 %n53123, 10
+fc3.u54:                                          ; preds = %fc3.u54, %fc3.n53
+  %fc3.u54122 = phi i64 [ 0, %fc3.n53 ], [ %u54.next, %fc3.u54 ]
+  %444 = mul nsw i64 %fc3.n53121, 10
   %445 = add nsw i64 517376, %444
-  %446 = add nsw i64 %445, %u54124
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %446
-  %447 = load float, ptr %arena125, align 4
-  %448 = add nsw i64 61696, %u54124
-  %params126 = getelementptr inbounds float, ptr %params, i64 %448
-  %449 = load float, ptr %params126, align 4
+  %446 = add nsw i64 %445, %fc3.u54122
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %446
+  %447 = load float, ptr %arena123, align 4
+  %448 = add nsw i64 61696, %fc3.u54122
+  %params124 = getelementptr inbounds float, ptr %params, i64 %448
+  %449 = load float, ptr %params124, align 4
   %450 = fadd float %447, %449
-  %451 = mul nsw i64 %n53123, 10
+  %451 = mul nsw i64 %fc3.n53121, 10
   %452 = add nsw i64 517376, %451
-  %453 = add nsw i64 %452, %u54124
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %453
-  store float %450, ptr %arena127, align 4
-  %u54.next = add nsw i64 %u54124, 1
+  %453 = add nsw i64 %452, %fc3.u54122
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %453
+  store float %450, ptr %arena125, align 4
+  %u54.next = add nsw i64 %fc3.u54122, 1
   %454 = icmp slt i64 %u54.next, 10
-  br i1 %454, label %u54, label %u54.end
+  br i1 %454, label %fc3.u54, label %fc3.u54.end
 
-u54.end:                                          ; preds = %u54
-  %n53.next = add nsw i64 %n53123, 1
+fc3.u54.end:                                      ; preds = %fc3.u54
+  %n53.next = add nsw i64 %fc3.n53121, 1
   %455 = icmp slt i64 %n53.next, 64
-  br i1 %455, label %n53, label %n53.end
+  br i1 %455, label %fc3.n53, label %fc3.n53.end
 
-n56:                                              ; preds = %k60.end, %n53.end
-  %n56128 = phi i64 [ 0, %n53.end ], [ %n56.next, %k60.end ]
-  %456 = mul nsw i64 %n56128, 10
+loss.n56:                                         ; preds = %loss.k60.end, %fc3.n53.end
+  %loss.n56126 = phi i64 [ 0, %fc3.n53.end ], [ %n56.next, %loss.k60.end ]
+  %456 = mul nsw i64 %loss.n56126, 10
   %457 = add nsw i64 517376, %456
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %457
-  %458 = load float, ptr %arena129, align 4
-  store float %458, ptr %m57, align 4
-  br label %k59
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %457
+  %458 = load float, ptr %arena127, align 4
+  store float %458, ptr %loss.m57, align 4
+  br label %loss.k59
 
-n56.end:                                          ; preds = %k60.end
-  %total55142 = load float, ptr %total55, align 4
-  %459 = fdiv float %total55142, 6.400000e+01
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 518016
-  store float %459, ptr %arena143, align 4
-  br label %n61
+loss.n56.end:                                     ; preds = %loss.k60.end
+  %total55137 = load float, ptr %loss.total55, align 4
+  %459 = fdiv float %total55137, 6.400000e+01
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 518016
+  store float %459, ptr %arena138, align 4
+  br label %fc3_grad.n61
 
-k59:                                              ; preds = %k59, %n56
-  %k59130 = phi i64 [ 0, %n56 ], [ %k59.next, %k59 ]
-  %m57131 = load float, ptr %m57, align 4
-  %460 = mul nsw i64 %n56128, 10
+loss.k59:                                         ; preds = %loss.k59, %loss.n56
+  %loss.k59128 = phi i64 [ 0, %loss.n56 ], [ %k59.next, %loss.k59 ]
+  %m57 = load float, ptr %loss.m57, align 4
+  %460 = mul nsw i64 %loss.n56126, 10
   %461 = add nsw i64 517376, %460
-  %462 = add nsw i64 %461, %k59130
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %462
-  %463 = load float, ptr %arena132, align 4
-  %464 = fcmp ogt float %463, %m57131
-  %465 = select i1 %464, float %463, float %m57131
-  store float %465, ptr %m57, align 4
-  %k59.next = add nsw i64 %k59130, 1
+  %462 = add nsw i64 %461, %loss.k59128
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %462
+  %463 = load float, ptr %arena129, align 4
+  %464 = fcmp ogt float %463, %m57
+  %465 = select i1 %464, float %463, float %m57
+  store float %465, ptr %loss.m57, align 4
+  %k59.next = add nsw i64 %loss.k59128, 1
   %466 = icmp slt i64 %k59.next, 10
-  br i1 %466, label %k59, label %k59.end
+  br i1 %466, label %loss.k59, label %loss.k59.end
 
-k59.end:                                          ; preds = %k59
-  store float 0.000000e+00, ptr %s58, align 4
-  br label %k60
+loss.k59.end:                                     ; preds = %loss.k59
+  store float 0.000000e+00, ptr %loss.s58, align 4
+  br label %loss.k60
 
-k60:                                              ; preds = %k60, %k59.end
-  %k60133 = phi i64 [ 0, %k59.end ], [ %k60.next, %k60 ]
-  %s58134 = load float, ptr %s58, align 4
-  %467 = mul nsw i64 %n56128, 10
+loss.k60:                                         ; preds = %loss.k60, %loss.k59.end
+  %loss.k60130 = phi i64 [ 0, %loss.k59.end ], [ %k60.next, %loss.k60 ]
+  %s58 = load float, ptr %loss.s58, align 4
+  %467 = mul nsw i64 %loss.n56126, 10
   %468 = add nsw i64 517376, %467
-  %469 = add nsw i64 %468, %k60133
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load float, ptr %arena135, align 4
-  %m57136 = load float, ptr %m57, align 4
-  %471 = fsub float %470, %m57136
+  %469 = add nsw i64 %468, %loss.k60130
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %469
+  %470 = load float, ptr %arena131, align 4
+  %m57132 = load float, ptr %loss.m57, align 4
+  %471 = fsub float %470, %m57132
   %472 = call float @llvm.exp.f32(float %471)
-  %473 = fadd float %s58134, %472
-  store float %473, ptr %s58, align 4
-  %k60.next = add nsw i64 %k60133, 1
+  %473 = fadd float %s58, %472
+  store float %473, ptr %loss.s58, align 4
+  %k60.next = add nsw i64 %loss.k60130, 1
   %474 = icmp slt i64 %k60.next, 10
-  br i1 %474, label %k60, label %k60.end
+  br i1 %474, label %loss.k60, label %loss.k60.end
 
-k60.end:                                          ; preds = %k60
-  %total55137 = load float, ptr %total55, align 4
-  %m57138 = load float, ptr %m57, align 4
-  %s58139 = load float, ptr %s58, align 4
-  %475 = call float @llvm.log.f32(float %s58139)
-  %476 = fadd float %m57138, %475
-  %477 = mul nsw i64 %n56128, 10
+loss.k60.end:                                     ; preds = %loss.k60
+  %total55 = load float, ptr %loss.total55, align 4
+  %m57133 = load float, ptr %loss.m57, align 4
+  %s58134 = load float, ptr %loss.s58, align 4
+  %475 = call float @llvm.log.f32(float %s58134)
+  %476 = fadd float %m57133, %475
+  %477 = mul nsw i64 %loss.n56126, 10
   %478 = add nsw i64 517376, %477
-  %labels140 = getelementptr inbounds i32, ptr %labels, i64 %n56128
-  %label = load i32, ptr %labels140, align 4
+  %labels135 = getelementptr inbounds i32, ptr %labels, i64 %loss.n56126
+  %label = load i32, ptr %labels135, align 4
   %479 = sext i32 %label to i64
   %480 = add nsw i64 %478, %479
-  %arena141 = getelementptr inbounds float, ptr %arena, i64 %480
-  %481 = load float, ptr %arena141, align 4
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %480
+  %481 = load float, ptr %arena136, align 4
   %482 = fsub float %476, %481
-  %483 = fadd float %total55137, %482
-  store float %483, ptr %total55, align 4
-  %n56.next = add nsw i64 %n56128, 1
+  %483 = fadd float %total55, %482
+  store float %483, ptr %loss.total55, align 4
+  %n56.next = add nsw i64 %loss.n56126, 1
   %484 = icmp slt i64 %n56.next, 64
-  br i1 %484, label %n56, label %n56.end
+  br i1 %484, label %loss.n56, label %loss.n56.end
 
-n61:                                              ; preds = %k66.end, %n56.end
-  %n61144 = phi i64 [ 0, %n56.end ], [ %n61.next, %k66.end ]
-  %485 = mul nsw i64 %n61144, 10
+fc3_grad.n61:                                     ; preds = %fc3_grad.k66.end, %loss.n56.end
+  %fc3_grad.n61139 = phi i64 [ 0, %loss.n56.end ], [ %n61.next, %fc3_grad.k66.end ]
+  %485 = mul nsw i64 %fc3_grad.n61139, 10
   %486 = add nsw i64 517376, %485
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %486
-  %487 = load float, ptr %arena145, align 4
-  store float %487, ptr %m62, align 4
-  br label %k64
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %486
+  %487 = load float, ptr %arena140, align 4
+  store float %487, ptr %fc3_grad.m62, align 4
+  br label %fc3_grad.k64
 
-n61.end:                                          ; preds = %k66.end
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 512000
-  %grads165 = getelementptr inbounds float, ptr %grads, i64 60856
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena163, i32 10, ptr %arena164, i32 84, float 0.000000e+00, ptr %grads165, i32 84)
-  br label %u67
+fc3_grad.n61.end:                                 ; preds = %fc3_grad.k66.end
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 518032
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 512000
+  %grads158 = getelementptr inbounds float, ptr %grads, i64 60856
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena156, i32 10, ptr %arena157, i32 84, float 0.000000e+00, ptr %grads158, i32 84)
+  br label %fc3_bias_grad.u67
 
-k64:                                              ; preds = %k64, %n61
-  %k64146 = phi i64 [ 0, %n61 ], [ %k64.next, %k64 ]
-  %m62147 = load float, ptr %m62, align 4
-  %488 = mul nsw i64 %n61144, 10
+fc3_grad.k64:                                     ; preds = %fc3_grad.k64, %fc3_grad.n61
+  %fc3_grad.k64141 = phi i64 [ 0, %fc3_grad.n61 ], [ %k64.next, %fc3_grad.k64 ]
+  %m62 = load float, ptr %fc3_grad.m62, align 4
+  %488 = mul nsw i64 %fc3_grad.n61139, 10
   %489 = add nsw i64 517376, %488
-  %490 = add nsw i64 %489, %k64146
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %490
-  %491 = load float, ptr %arena148, align 4
-  %492 = fcmp ogt float %491, %m62147
-  %493 = select i1 %492, float %491, float %m62147
-  store float %493, ptr %m62, align 4
-  %k64.next = add nsw i64 %k64146, 1
+  %490 = add nsw i64 %489, %fc3_grad.k64141
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %490
+  %491 = load float, ptr %arena142, align 4
+  %492 = fcmp ogt float %491, %m62
+  %493 = select i1 %492, float %491, float %m62
+  store float %493, ptr %fc3_grad.m62, align 4
+  %k64.next = add nsw i64 %fc3_grad.k64141, 1
   %494 = icmp slt i64 %k64.next, 10
-  br i1 %494, label %k64, label %k64.end
+  br i1 %494, label %fc3_grad.k64, label %fc3_grad.k64.end
 
-k64.end:                                          ; preds = %k64
-  store float 0.000000e+00, ptr %s63, align 4
-  br label %k65
+fc3_grad.k64.end:                                 ; preds = %fc3_grad.k64
+  store float 0.000000e+00, ptr %fc3_grad.s63, align 4
+  br label %fc3_grad.k65
 
-k65:                                              ; preds = %k65, %k64.end
-  %k65149 = phi i64 [ 0, %k64.end ], [ %k65.next, %k65 ]
-  %s63150 = load float, ptr %s63, align 4
-  %495 = mul nsw i64 %n61144, 10
+fc3_grad.k65:                                     ; preds = %fc3_grad.k65, %fc3_grad.k64.end
+  %fc3_grad.k65143 = phi i64 [ 0, %fc3_grad.k64.end ], [ %k65.next, %fc3_grad.k65 ]
+  %s63 = load float, ptr %fc3_grad.s63, align 4
+  %495 = mul nsw i64 %fc3_grad.n61139, 10
   %496 = add nsw i64 517376, %495
-  %497 = add nsw i64 %496, %k65149
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %497
-  %498 = load float, ptr %arena151, align 4
-  %m62152 = load float, ptr %m62, align 4
-  %499 = fsub float %498, %m62152
+  %497 = add nsw i64 %496, %fc3_grad.k65143
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %497
+  %498 = load float, ptr %arena144, align 4
+  %m62145 = load float, ptr %fc3_grad.m62, align 4
+  %499 = fsub float %498, %m62145
   %500 = call float @llvm.exp.f32(float %499)
-  %501 = fadd float %s63150, %500
-  store float %501, ptr %s63, align 4
-  %k65.next = add nsw i64 %k65149, 1
+  %501 = fadd float %s63, %500
+  store float %501, ptr %fc3_grad.s63, align 4
+  %k65.next = add nsw i64 %fc3_grad.k65143, 1
   %502 = icmp slt i64 %k65.next, 10
-  br i1 %502, label %k65, label %k65.end
+  br i1 %502, label %fc3_grad.k65, label %fc3_grad.k65.end
 
-k65.end:                                          ; preds = %k65
-  br label %k66
+fc3_grad.k65.end:                                 ; preds = %fc3_grad.k65
+  br label %fc3_grad.k66
 
-k66:                                              ; preds = %k66, %k65.end
-  %k66153 = phi i64 [ 0, %k65.end ], [ %k66.next, %k66 ]
-  %labels154 = getelementptr inbounds i32, ptr %labels, i64 %n61144
-  %label155 = load i32, ptr %labels154, align 4
-  %503 = sext i32 %label155 to i64
-  %504 = icmp eq i64 %k66153, %503
-  %505 = mul nsw i64 %n61144, 10
+fc3_grad.k66:                                     ; preds = %fc3_grad.k66, %fc3_grad.k65.end
+  %fc3_grad.k66146 = phi i64 [ 0, %fc3_grad.k65.end ], [ %k66.next, %fc3_grad.k66 ]
+  %labels147 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n61139
+  %label148 = load i32, ptr %labels147, align 4
+  %503 = sext i32 %label148 to i64
+  %504 = icmp eq i64 %fc3_grad.k66146, %503
+  %505 = mul nsw i64 %fc3_grad.n61139, 10
   %506 = add nsw i64 517376, %505
-  %507 = add nsw i64 %506, %k66153
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %507
-  %508 = load float, ptr %arena156, align 4
-  %m62157 = load float, ptr %m62, align 4
-  %509 = fsub float %508, %m62157
+  %507 = add nsw i64 %506, %fc3_grad.k66146
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %507
+  %508 = load float, ptr %arena149, align 4
+  %m62150 = load float, ptr %fc3_grad.m62, align 4
+  %509 = fsub float %508, %m62150
   %510 = call float @llvm.exp.f32(float %509)
-  %s63158 = load float, ptr %s63, align 4
-  %511 = fdiv float %510, %s63158
+  %s63151 = load float, ptr %fc3_grad.s63, align 4
+  %511 = fdiv float %510, %s63151
   %512 = fsub float %511, 1.000000e+00
-  %513 = mul nsw i64 %n61144, 10
+  %513 = mul nsw i64 %fc3_grad.n61139, 10
   %514 = add nsw i64 517376, %513
-  %515 = add nsw i64 %514, %k66153
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena159, align 4
-  %m62160 = load float, ptr %m62, align 4
-  %517 = fsub float %516, %m62160
+  %515 = add nsw i64 %514, %fc3_grad.k66146
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena152, align 4
+  %m62153 = load float, ptr %fc3_grad.m62, align 4
+  %517 = fsub float %516, %m62153
   %518 = call float @llvm.exp.f32(float %517)
-  %s63161 = load float, ptr %s63, align 4
-  %519 = fdiv float %518, %s63161
+  %s63154 = load float, ptr %fc3_grad.s63, align 4
+  %519 = fdiv float %518, %s63154
   %520 = select i1 %504, float %512, float %519
   %521 = fdiv float %520, 6.400000e+01
-  %522 = mul nsw i64 %n61144, 10
+  %522 = mul nsw i64 %fc3_grad.n61139, 10
   %523 = add nsw i64 518032, %522
-  %524 = add nsw i64 %523, %k66153
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %524
-  store float %521, ptr %arena162, align 4
-  %k66.next = add nsw i64 %k66153, 1
+  %524 = add nsw i64 %523, %fc3_grad.k66146
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %524
+  store float %521, ptr %arena155, align 4
+  %k66.next = add nsw i64 %fc3_grad.k66146, 1
   %525 = icmp slt i64 %k66.next, 10
-  br i1 %525, label %k66, label %k66.end
+  br i1 %525, label %fc3_grad.k66, label %fc3_grad.k66.end
 
-k66.end:                                          ; preds = %k66
-  %n61.next = add nsw i64 %n61144, 1
+fc3_grad.k66.end:                                 ; preds = %fc3_grad.k66
+  %n61.next = add nsw i64 %fc3_grad.n61139, 1
   %526 = icmp slt i64 %n61.next, 64
-  br i1 %526, label %n61, label %n61.end
+  br i1 %526, label %fc3_grad.n61, label %fc3_grad.n61.end
 
-u67:                                              ; preds = %n69.end, %n61.end
-  %u67166 = phi i64 [ 0, %n61.end ], [ %u67.next, %n69.end ]
-  store float 0.000000e+00, ptr %acc68, align 4
-  br label %n69
+fc3_bias_grad.u67:                                ; preds = %fc3_bias_grad.n69.end, %fc3_grad.n61.end
+  %fc3_bias_grad.u67159 = phi i64 [ 0, %fc3_grad.n61.end ], [ %u67.next, %fc3_bias_grad.n69.end ]
+  store float 0.000000e+00, ptr %fc3_bias_grad.acc68, align 4
+  br label %fc3_bias_grad.n69
 
-u67.end:                                          ; preds = %n69.end
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params173 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 518672
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena172, i32 10, ptr %params173, i32 84, float 0.000000e+00, ptr %arena174, i32 84)
-  br label %i70
+fc3_bias_grad.u67.end:                            ; preds = %fc3_bias_grad.n69.end
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params165 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 518672
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena164, i32 10, ptr %params165, i32 84, float 0.000000e+00, ptr %arena166, i32 84)
+  br label %fc2_grad.i70
 
-n69:                                              ; preds = %n69, %u67
-  %n69167 = phi i64 [ 0, %u67 ], [ %n69.next, %n69 ]
-  %acc68168 = load float, ptr %acc68, align 4
-  %527 = mul nsw i64 %n69167, 10
+fc3_bias_grad.n69:                                ; preds = %fc3_bias_grad.n69, %fc3_bias_grad.u67
+  %fc3_bias_grad.n69160 = phi i64 [ 0, %fc3_bias_grad.u67 ], [ %n69.next, %fc3_bias_grad.n69 ]
+  %acc68 = load float, ptr %fc3_bias_grad.acc68, align 4
+  %527 = mul nsw i64 %fc3_bias_grad.n69160, 10
   %528 = add nsw i64 518032, %527
-  %529 = add nsw i64 %528, %u67166
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %529
-  %530 = load float, ptr %arena169, align 4
-  %531 = fadd float %acc68168, %530
-  store float %531, ptr %acc68, align 4
-  %n69.next = add nsw i64 %n69167, 1
+  %529 = add nsw i64 %528, %fc3_bias_grad.u67159
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %529
+  %530 = load float, ptr %arena161, align 4
+  %531 = fadd float %acc68, %530
+  store float %531, ptr %fc3_bias_grad.acc68, align 4
+  %n69.next = add nsw i64 %fc3_bias_grad.n69160, 1
   %532 = icmp slt i64 %n69.next, 64
-  br i1 %532, label %n69, label %n69.end
+  br i1 %532, label %fc3_bias_grad.n69, label %fc3_bias_grad.n69.end
 
-n69.end:                                          ; preds = %n69
-  %acc68170 = load float, ptr %acc68, align 4
-  %533 = add nsw i64 61696, %u67166
-  %grads171 = getelementptr inbounds float, ptr %grads, i64 %533
-  store float %acc68170, ptr %grads171, align 4
-  %u67.next = add nsw i64 %u67166, 1
+fc3_bias_grad.n69.end:                            ; preds = %fc3_bias_grad.n69
+  %acc68162 = load float, ptr %fc3_bias_grad.acc68, align 4
+  %533 = add nsw i64 61696, %fc3_bias_grad.u67159
+  %grads163 = getelementptr inbounds float, ptr %grads, i64 %533
+  store float %acc68162, ptr %grads163, align 4
+  %u67.next = add nsw i64 %fc3_bias_grad.u67159, 1
   %534 = icmp slt i64 %u67.next, 10
-  br i1 %534, label %u67, label %u67.end
+  br i1 %534, label %fc3_bias_grad.u67, label %fc3_bias_grad.u67.end
 
-i70:                                              ; preds = %i70, %u67.end
-  %i70175 = phi i64 [ 0, %u67.end ], [ %i70.next, %i70 ]
-  %535 = add nsw i64 512000, %i70175
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %535
-  %536 = load float, ptr %arena176, align 4
+fc2_grad.i70:                                     ; preds = %fc2_grad.i70, %fc3_bias_grad.u67.end
+  %fc2_grad.i70167 = phi i64 [ 0, %fc3_bias_grad.u67.end ], [ %i70.next, %fc2_grad.i70 ]
+  %535 = add nsw i64 512000, %fc2_grad.i70167
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %535
+  %536 = load float, ptr %arena168, align 4
   %537 = fcmp ogt float %536, 0.000000e+00
-  %538 = add nsw i64 518672, %i70175
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %538
-  %539 = load float, ptr %arena177, align 4
+  %538 = add nsw i64 518672, %fc2_grad.i70167
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %538
+  %539 = load float, ptr %arena169, align 4
   %540 = select i1 %537, float %539, float 0.000000e+00
-  %541 = add nsw i64 524048, %i70175
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %541
-  store float %540, ptr %arena178, align 4
-  %i70.next = add nsw i64 %i70175, 1
+  %541 = add nsw i64 524048, %fc2_grad.i70167
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %541
+  store float %540, ptr %arena170, align 4
+  %i70.next = add nsw i64 %fc2_grad.i70167, 1
   %542 = icmp slt i64 %i70.next, 5376
-  br i1 %542, label %i70, label %i70.end
+  br i1 %542, label %fc2_grad.i70, label %fc2_grad.i70.end
 
-i70.end:                                          ; preds = %i70
+fc2_grad.i70.end:                                 ; preds = %fc2_grad.i70
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 524048
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 504320
+  %grads173 = getelementptr inbounds float, ptr %grads, i64 50692
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena171, i32 84, ptr %arena172, i32 120, float 0.000000e+00, ptr %grads173, i32 120)
+  br label %fc2_bias_grad.u71
+
+fc2_bias_grad.u71:                                ; preds = %fc2_bias_grad.n73.end, %fc2_grad.i70.end
+  %fc2_bias_grad.u71174 = phi i64 [ 0, %fc2_grad.i70.end ], [ %u71.next, %fc2_bias_grad.n73.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc72, align 4
+  br label %fc2_bias_grad.n73
+
+fc2_bias_grad.u71.end:                            ; preds = %fc2_bias_grad.n73.end
   %arena179 = getelementptr inbounds float, ptr %arena, i64 524048
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 504320
-  %grads181 = getelementptr inbounds float, ptr %grads, i64 50692
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena179, i32 84, ptr %arena180, i32 120, float 0.000000e+00, ptr %grads181, i32 120)
-  br label %u71
+  %params180 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 529424
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena179, i32 84, ptr %params180, i32 120, float 0.000000e+00, ptr %arena181, i32 120)
+  br label %fc1_grad.i74
 
-u71:                                              ; preds = %n73.end, %i70.end
-  %u71182 = phi i64 [ 0, %i70.end ], [ %u71.next, %n73.end ]
-  store float 0.000000e+00, ptr %acc72, align 4
-  br label %n73
-
-u71.end:                                          ; preds = %n73.end
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 524048
-  %params189 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 529424
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena188, i32 84, ptr %params189, i32 120, float 0.000000e+00, ptr %arena190, i32 120)
-  br label %i74
-
-n73:                                              ; preds = %n73, %u71
-  %n73183 = phi i64 [ 0, %u71 ], [ %n73.next, %n73 ]
-  %acc72184 = load float, ptr %acc72, align 4
-  %543 = mul nsw i64 %n73183, 84
+fc2_bias_grad.n73:                                ; preds = %fc2_bias_grad.n73, %fc2_bias_grad.u71
+  %fc2_bias_grad.n73175 = phi i64 [ 0, %fc2_bias_grad.u71 ], [ %n73.next, %fc2_bias_grad.n73 ]
+  %acc72 = load float, ptr %fc2_bias_grad.acc72, align 4
+  %543 = mul nsw i64 %fc2_bias_grad.n73175, 84
   %544 = add nsw i64 524048, %543
-  %545 = add nsw i64 %544, %u71182
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %545
-  %546 = load float, ptr %arena185, align 4
-  %547 = fadd float %acc72184, %546
-  store float %547, ptr %acc72, align 4
-  %n73.next = add nsw i64 %n73183, 1
+  %545 = add nsw i64 %544, %fc2_bias_grad.u71174
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %545
+  %546 = load float, ptr %arena176, align 4
+  %547 = fadd float %acc72, %546
+  store float %547, ptr %fc2_bias_grad.acc72, align 4
+  %n73.next = add nsw i64 %fc2_bias_grad.n73175, 1
   %548 = icmp slt i64 %n73.next, 64
-  br i1 %548, label %n73, label %n73.end
+  br i1 %548, label %fc2_bias_grad.n73, label %fc2_bias_grad.n73.end
 
-n73.end:                                          ; preds = %n73
-  %acc72186 = load float, ptr %acc72, align 4
-  %549 = add nsw i64 60772, %u71182
-  %grads187 = getelementptr inbounds float, ptr %grads, i64 %549
-  store float %acc72186, ptr %grads187, align 4
-  %u71.next = add nsw i64 %u71182, 1
+fc2_bias_grad.n73.end:                            ; preds = %fc2_bias_grad.n73
+  %acc72177 = load float, ptr %fc2_bias_grad.acc72, align 4
+  %549 = add nsw i64 60772, %fc2_bias_grad.u71174
+  %grads178 = getelementptr inbounds float, ptr %grads, i64 %549
+  store float %acc72177, ptr %grads178, align 4
+  %u71.next = add nsw i64 %fc2_bias_grad.u71174, 1
   %550 = icmp slt i64 %u71.next, 84
-  br i1 %550, label %u71, label %u71.end
+  br i1 %550, label %fc2_bias_grad.u71, label %fc2_bias_grad.u71.end
 
-i74:                                              ; preds = %i74, %u71.end
-  %i74191 = phi i64 [ 0, %u71.end ], [ %i74.next, %i74 ]
-  %551 = add nsw i64 504320, %i74191
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %551
-  %552 = load float, ptr %arena192, align 4
+fc1_grad.i74:                                     ; preds = %fc1_grad.i74, %fc2_bias_grad.u71.end
+  %fc1_grad.i74182 = phi i64 [ 0, %fc2_bias_grad.u71.end ], [ %i74.next, %fc1_grad.i74 ]
+  %551 = add nsw i64 504320, %fc1_grad.i74182
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %551
+  %552 = load float, ptr %arena183, align 4
   %553 = fcmp ogt float %552, 0.000000e+00
-  %554 = add nsw i64 529424, %i74191
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %554
-  %555 = load float, ptr %arena193, align 4
+  %554 = add nsw i64 529424, %fc1_grad.i74182
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %554
+  %555 = load float, ptr %arena184, align 4
   %556 = select i1 %553, float %555, float 0.000000e+00
-  %557 = add nsw i64 518032, %i74191
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %557
-  store float %556, ptr %arena194, align 4
-  %i74.next = add nsw i64 %i74191, 1
+  %557 = add nsw i64 518032, %fc1_grad.i74182
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %557
+  store float %556, ptr %arena185, align 4
+  %i74.next = add nsw i64 %fc1_grad.i74182, 1
   %558 = icmp slt i64 %i74.next, 7680
-  br i1 %558, label %i74, label %i74.end
+  br i1 %558, label %fc1_grad.i74, label %fc1_grad.i74.end
 
-i74.end:                                          ; preds = %i74
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 478720
-  %grads197 = getelementptr inbounds float, ptr %grads, i64 2572
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena195, i32 120, ptr %arena196, i32 400, float 0.000000e+00, ptr %grads197, i32 400)
-  br label %u75
+fc1_grad.i74.end:                                 ; preds = %fc1_grad.i74
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 518032
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 478720
+  %grads188 = getelementptr inbounds float, ptr %grads, i64 2572
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena186, i32 120, ptr %arena187, i32 400, float 0.000000e+00, ptr %grads188, i32 400)
+  br label %fc1_bias_grad.u75
 
-u75:                                              ; preds = %n77.end, %i74.end
-  %u75198 = phi i64 [ 0, %i74.end ], [ %u75.next, %n77.end ]
-  store float 0.000000e+00, ptr %acc76, align 4
-  br label %n77
+fc1_bias_grad.u75:                                ; preds = %fc1_bias_grad.n77.end, %fc1_grad.i74.end
+  %fc1_bias_grad.u75189 = phi i64 [ 0, %fc1_grad.i74.end ], [ %u75.next, %fc1_bias_grad.n77.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc76, align 4
+  br label %fc1_bias_grad.n77
 
-u75.end:                                          ; preds = %n77.end
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params205 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 525712
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena204, i32 120, ptr %params205, i32 400, float 0.000000e+00, ptr %arena206, i32 400)
-  br label %i78
+fc1_bias_grad.u75.end:                            ; preds = %fc1_bias_grad.n77.end
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params195 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 525712
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena194, i32 120, ptr %params195, i32 400, float 0.000000e+00, ptr %arena196, i32 400)
+  br label %relu2_grad.i78
 
-n77:                                              ; preds = %n77, %u75
-  %n77199 = phi i64 [ 0, %u75 ], [ %n77.next, %n77 ]
-  %acc76200 = load float, ptr %acc76, align 4
-  %559 = mul nsw i64 %n77199, 120
+fc1_bias_grad.n77:                                ; preds = %fc1_bias_grad.n77, %fc1_bias_grad.u75
+  %fc1_bias_grad.n77190 = phi i64 [ 0, %fc1_bias_grad.u75 ], [ %n77.next, %fc1_bias_grad.n77 ]
+  %acc76 = load float, ptr %fc1_bias_grad.acc76, align 4
+  %559 = mul nsw i64 %fc1_bias_grad.n77190, 120
   %560 = add nsw i64 518032, %559
-  %561 = add nsw i64 %560, %u75198
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %561
-  %562 = load float, ptr %arena201, align 4
-  %563 = fadd float %acc76200, %562
-  store float %563, ptr %acc76, align 4
-  %n77.next = add nsw i64 %n77199, 1
+  %561 = add nsw i64 %560, %fc1_bias_grad.u75189
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %561
+  %562 = load float, ptr %arena191, align 4
+  %563 = fadd float %acc76, %562
+  store float %563, ptr %fc1_bias_grad.acc76, align 4
+  %n77.next = add nsw i64 %fc1_bias_grad.n77190, 1
   %564 = icmp slt i64 %n77.next, 64
-  br i1 %564, label %n77, label %n77.end
+  br i1 %564, label %fc1_bias_grad.n77, label %fc1_bias_grad.n77.end
 
-n77.end:                                          ; preds = %n77
-  %acc76202 = load float, ptr %acc76, align 4
-  %565 = add nsw i64 50572, %u75198
-  %grads203 = getelementptr inbounds float, ptr %grads, i64 %565
-  store float %acc76202, ptr %grads203, align 4
-  %u75.next = add nsw i64 %u75198, 1
+fc1_bias_grad.n77.end:                            ; preds = %fc1_bias_grad.n77
+  %acc76192 = load float, ptr %fc1_bias_grad.acc76, align 4
+  %565 = add nsw i64 50572, %fc1_bias_grad.u75189
+  %grads193 = getelementptr inbounds float, ptr %grads, i64 %565
+  store float %acc76192, ptr %grads193, align 4
+  %u75.next = add nsw i64 %fc1_bias_grad.u75189, 1
   %566 = icmp slt i64 %u75.next, 120
-  br i1 %566, label %u75, label %u75.end
+  br i1 %566, label %fc1_bias_grad.u75, label %fc1_bias_grad.u75.end
 
-i78:                                              ; preds = %i78, %u75.end
-  %i78207 = phi i64 [ 0, %u75.end ], [ %i78.next, %i78 ]
-  %567 = add nsw i64 551312, %i78207
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %567
-  store float 0.000000e+00, ptr %arena208, align 4
-  %i78.next = add nsw i64 %i78207, 1
+relu2_grad.i78:                                   ; preds = %relu2_grad.i78, %fc1_bias_grad.u75.end
+  %relu2_grad.i78197 = phi i64 [ 0, %fc1_bias_grad.u75.end ], [ %i78.next, %relu2_grad.i78 ]
+  %567 = add nsw i64 551312, %relu2_grad.i78197
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %567
+  store float 0.000000e+00, ptr %arena198, align 4
+  %i78.next = add nsw i64 %relu2_grad.i78197, 1
   %568 = icmp slt i64 %i78.next, 102400
-  br i1 %568, label %i78, label %i78.end
+  br i1 %568, label %relu2_grad.i78, label %relu2_grad.i78.end
 
-i78.end:                                          ; preds = %i78
-  br label %q79
+relu2_grad.i78.end:                               ; preds = %relu2_grad.i78
+  br label %relu2_grad.q79
 
-q79:                                              ; preds = %py80.end, %i78.end
-  %q79209 = phi i64 [ 0, %i78.end ], [ %q79.next, %py80.end ]
-  br label %py80
+relu2_grad.q79:                                   ; preds = %relu2_grad.py80.end, %relu2_grad.i78.end
+  %relu2_grad.q79199 = phi i64 [ 0, %relu2_grad.i78.end ], [ %q79.next, %relu2_grad.py80.end ]
+  br label %relu2_grad.py80
 
-q79.end:                                          ; preds = %py80.end
-  br label %i84
+relu2_grad.q79.end:                               ; preds = %relu2_grad.py80.end
+  br label %conv2_grad.i84
 
-py80:                                             ; preds = %px81.end, %q79
-  %py80210 = phi i64 [ 0, %q79 ], [ %py80.next, %px81.end ]
-  br label %px81
+relu2_grad.py80:                                  ; preds = %relu2_grad.px81.end, %relu2_grad.q79
+  %relu2_grad.py80200 = phi i64 [ 0, %relu2_grad.q79 ], [ %py80.next, %relu2_grad.px81.end ]
+  br label %relu2_grad.px81
 
-py80.end:                                         ; preds = %px81.end
-  %q79.next = add nsw i64 %q79209, 1
+relu2_grad.py80.end:                              ; preds = %relu2_grad.px81.end
+  %q79.next = add nsw i64 %relu2_grad.q79199, 1
   %569 = icmp slt i64 %q79.next, 1024
-  br i1 %569, label %q79, label %q79.end
+  br i1 %569, label %relu2_grad.q79, label %relu2_grad.q79.end
 
-px81:                                             ; preds = %ky82.end, %py80
-  %px81211 = phi i64 [ 0, %py80 ], [ %px81.next, %ky82.end ]
-  br label %ky82
+relu2_grad.px81:                                  ; preds = %relu2_grad.ky82.end, %relu2_grad.py80
+  %relu2_grad.px81201 = phi i64 [ 0, %relu2_grad.py80 ], [ %px81.next, %relu2_grad.ky82.end ]
+  br label %relu2_grad.ky82
 
-px81.end:                                         ; preds = %ky82.end
-  %py80.next = add nsw i64 %py80210, 1
+relu2_grad.px81.end:                              ; preds = %relu2_grad.ky82.end
+  %py80.next = add nsw i64 %relu2_grad.py80200, 1
   %570 = icmp slt i64 %py80.next, 5
-  br i1 %570, label %py80, label %py80.end
+  br i1 %570, label %relu2_grad.py80, label %relu2_grad.py80.end
 
-ky82:                                             ; preds = %kx83.end, %px81
-  %ky82212 = phi i64 [ 0, %px81 ], [ %ky82.next, %kx83.end ]
-  br label %kx83
+relu2_grad.ky82:                                  ; preds = %relu2_grad.kx83.end, %relu2_grad.px81
+  %relu2_grad.ky82202 = phi i64 [ 0, %relu2_grad.px81 ], [ %ky82.next, %relu2_grad.kx83.end ]
+  br label %relu2_grad.kx83
 
-ky82.end:                                         ; preds = %kx83.end
-  %px81.next = add nsw i64 %px81211, 1
+relu2_grad.ky82.end:                              ; preds = %relu2_grad.kx83.end
+  %px81.next = add nsw i64 %relu2_grad.px81201, 1
   %571 = icmp slt i64 %px81.next, 5
-  br i1 %571, label %px81, label %px81.end
+  br i1 %571, label %relu2_grad.px81, label %relu2_grad.px81.end
 
-kx83:                                             ; preds = %kx83, %ky82
-  %kx83213 = phi i64 [ 0, %ky82 ], [ %kx83.next, %kx83 ]
-  %572 = mul nsw i64 %q79209, 100
-  %573 = mul nsw i64 %py80210, 20
+relu2_grad.kx83:                                  ; preds = %relu2_grad.kx83, %relu2_grad.ky82
+  %relu2_grad.kx83203 = phi i64 [ 0, %relu2_grad.ky82 ], [ %kx83.next, %relu2_grad.kx83 ]
+  %572 = mul nsw i64 %relu2_grad.q79199, 100
+  %573 = mul nsw i64 %relu2_grad.py80200, 20
   %574 = add nsw i64 %572, %573
-  %575 = mul nsw i64 %px81211, 2
+  %575 = mul nsw i64 %relu2_grad.px81201, 2
   %576 = add nsw i64 %574, %575
   %577 = add nsw i64 551312, %576
-  %578 = mul nsw i64 %ky82212, 10
+  %578 = mul nsw i64 %relu2_grad.ky82202, 10
   %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %kx83213
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 %580
-  %581 = load float, ptr %arena214, align 4
-  %582 = mul nsw i64 %q79209, 25
+  %580 = add nsw i64 %579, %relu2_grad.kx83203
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %580
+  %581 = load float, ptr %arena204, align 4
+  %582 = mul nsw i64 %relu2_grad.q79199, 25
   %583 = add nsw i64 525712, %582
-  %584 = mul nsw i64 %py80210, 5
+  %584 = mul nsw i64 %relu2_grad.py80200, 5
   %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %px81211
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = load float, ptr %arena215, align 4
+  %586 = add nsw i64 %585, %relu2_grad.px81201
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %586
+  %587 = load float, ptr %arena205, align 4
   %588 = fmul float %587, 2.500000e-01
   %589 = fadd float %581, %588
-  store float %589, ptr %arena214, align 4
-  %kx83.next = add nsw i64 %kx83213, 1
+  store float %589, ptr %arena204, align 4
+  %kx83.next = add nsw i64 %relu2_grad.kx83203, 1
   %590 = icmp slt i64 %kx83.next, 2
-  br i1 %590, label %kx83, label %kx83.end
+  br i1 %590, label %relu2_grad.kx83, label %relu2_grad.kx83.end
 
-kx83.end:                                         ; preds = %kx83
-  %ky82.next = add nsw i64 %ky82212, 1
+relu2_grad.kx83.end:                              ; preds = %relu2_grad.kx83
+  %ky82.next = add nsw i64 %relu2_grad.ky82202, 1
   %591 = icmp slt i64 %ky82.next, 2
-  br i1 %591, label %ky82, label %ky82.end
+  br i1 %591, label %relu2_grad.ky82, label %relu2_grad.ky82.end
 
-i84:                                              ; preds = %i84, %q79.end
-  %i84216 = phi i64 [ 0, %q79.end ], [ %i84.next, %i84 ]
-  %592 = add nsw i64 376320, %i84216
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %592
-  %593 = load float, ptr %arena217, align 4
+conv2_grad.i84:                                   ; preds = %conv2_grad.i84, %relu2_grad.q79.end
+  %conv2_grad.i84206 = phi i64 [ 0, %relu2_grad.q79.end ], [ %i84.next, %conv2_grad.i84 ]
+  %592 = add nsw i64 376320, %conv2_grad.i84206
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load float, ptr %arena207, align 4
   %594 = fcmp ogt float %593, 0.000000e+00
-  %595 = add nsw i64 551312, %i84216
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 %595
-  %596 = load float, ptr %arena218, align 4
+  %595 = add nsw i64 551312, %conv2_grad.i84206
+  %arena208 = getelementptr inbounds float, ptr %arena, i64 %595
+  %596 = load float, ptr %arena208, align 4
   %597 = select i1 %594, float %596, float 0.000000e+00
-  %598 = add nsw i64 653712, %i84216
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %598
-  store float %597, ptr %arena219, align 4
-  %i84.next = add nsw i64 %i84216, 1
+  %598 = add nsw i64 653712, %conv2_grad.i84206
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %598
+  store float %597, ptr %arena209, align 4
+  %i84.next = add nsw i64 %conv2_grad.i84206, 1
   %599 = icmp slt i64 %i84.next, 102400
-  br i1 %599, label %i84, label %i84.end
+  br i1 %599, label %conv2_grad.i84, label %conv2_grad.i84.end
 
-i84.end:                                          ; preds = %i84
-  br label %i85
+conv2_grad.i84.end:                               ; preds = %conv2_grad.i84
+  br label %conv2_weight_grad.i85
 
-i85:                                              ; preds = %i85, %i84.end
-  %i85220 = phi i64 [ 0, %i84.end ], [ %i85.next, %i85 ]
-  %600 = add nsw i64 156, %i85220
-  %grads221 = getelementptr inbounds float, ptr %grads, i64 %600
-  store float 0.000000e+00, ptr %grads221, align 4
-  %i85.next = add nsw i64 %i85220, 1
+conv2_weight_grad.i85:                            ; preds = %conv2_weight_grad.i85, %conv2_grad.i84.end
+  %conv2_weight_grad.i85210 = phi i64 [ 0, %conv2_grad.i84.end ], [ %i85.next, %conv2_weight_grad.i85 ]
+  %600 = add nsw i64 156, %conv2_weight_grad.i85210
+  %grads211 = getelementptr inbounds float, ptr %grads, i64 %600
+  store float 0.000000e+00, ptr %grads211, align 4
+  %i85.next = add nsw i64 %conv2_weight_grad.i85210, 1
   %601 = icmp slt i64 %i85.next, 2400
-  br i1 %601, label %i85, label %i85.end
+  br i1 %601, label %conv2_weight_grad.i85, label %conv2_weight_grad.i85.end
 
-i85.end:                                          ; preds = %i85
-  br label %g86
+conv2_weight_grad.i85.end:                        ; preds = %conv2_weight_grad.i85
+  br label %conv2_weight_grad.g86
 
-g86:                                              ; preds = %j100.end, %i85.end
-  %g86222 = phi i64 [ 0, %i85.end ], [ %g86.next, %j100.end ]
-  br label %j87
+conv2_weight_grad.g86:                            ; preds = %conv2_weight_grad.j100.end, %conv2_weight_grad.i85.end
+  %conv2_weight_grad.g86212 = phi i64 [ 0, %conv2_weight_grad.i85.end ], [ %g86.next, %conv2_weight_grad.j100.end ]
+  br label %conv2_weight_grad.j87
 
-g86.end:                                          ; preds = %j100.end
-  br label %f103
+conv2_weight_grad.g86.end:                        ; preds = %conv2_weight_grad.j100.end
+  br label %conv2_bias_grad.f103
 
-j87:                                              ; preds = %c88.end, %g86
-  %j87223 = phi i64 [ 0, %g86 ], [ %j87.next, %c88.end ]
-  br label %c88
+conv2_weight_grad.j87:                            ; preds = %conv2_weight_grad.c88.end, %conv2_weight_grad.g86
+  %conv2_weight_grad.j87213 = phi i64 [ 0, %conv2_weight_grad.g86 ], [ %j87.next, %conv2_weight_grad.c88.end ]
+  br label %conv2_weight_grad.c88
 
-j87.end:                                          ; preds = %c88.end
-  br label %j100
+conv2_weight_grad.j87.end:                        ; preds = %conv2_weight_grad.c88.end
+  br label %conv2_weight_grad.j100
 
-c88:                                              ; preds = %ky89.end, %j87
-  %c88224 = phi i64 [ 0, %j87 ], [ %c88.next, %ky89.end ]
-  br label %ky89
+conv2_weight_grad.c88:                            ; preds = %conv2_weight_grad.ky89.end, %conv2_weight_grad.j87
+  %conv2_weight_grad.c88214 = phi i64 [ 0, %conv2_weight_grad.j87 ], [ %c88.next, %conv2_weight_grad.ky89.end ]
+  br label %conv2_weight_grad.ky89
 
-c88.end:                                          ; preds = %ky89.end
-  %j87.next = add nsw i64 %j87223, 1
+conv2_weight_grad.c88.end:                        ; preds = %conv2_weight_grad.ky89.end
+  %j87.next = add nsw i64 %conv2_weight_grad.j87213, 1
   %602 = icmp slt i64 %j87.next, 64
-  br i1 %602, label %j87, label %j87.end
+  br i1 %602, label %conv2_weight_grad.j87, label %conv2_weight_grad.j87.end
 
-ky89:                                             ; preds = %oy98.end, %c88
-  %ky89225 = phi i64 [ 0, %c88 ], [ %ky89.next, %oy98.end ]
-  br label %oy90
+conv2_weight_grad.ky89:                           ; preds = %conv2_weight_grad.oy98.end, %conv2_weight_grad.c88
+  %conv2_weight_grad.ky89215 = phi i64 [ 0, %conv2_weight_grad.c88 ], [ %ky89.next, %conv2_weight_grad.oy98.end ]
+  br label %conv2_weight_grad.oy90
 
-ky89.end:                                         ; preds = %oy98.end
-  %c88.next = add nsw i64 %c88224, 1
+conv2_weight_grad.ky89.end:                       ; preds = %conv2_weight_grad.oy98.end
+  %c88.next = add nsw i64 %conv2_weight_grad.c88214, 1
   %603 = icmp slt i64 %c88.next, 6
-  br i1 %603, label %c88, label %c88.end
+  br i1 %603, label %conv2_weight_grad.c88, label %conv2_weight_grad.c88.end
 
-oy90:                                             ; preds = %ox91.end, %ky89
-  %oy90226 = phi i64 [ 0, %ky89 ], [ %oy90.next, %ox91.end ]
-  br label %ox91
+conv2_weight_grad.oy90:                           ; preds = %conv2_weight_grad.ox91.end, %conv2_weight_grad.ky89
+  %conv2_weight_grad.oy90216 = phi i64 [ 0, %conv2_weight_grad.ky89 ], [ %oy90.next, %conv2_weight_grad.ox91.end ]
+  br label %conv2_weight_grad.ox91
 
-oy90.end:                                         ; preds = %ox91.end
-  br label %oy92
+conv2_weight_grad.oy90.end:                       ; preds = %conv2_weight_grad.ox91.end
+  br label %conv2_weight_grad.oy92
 
-ox91:                                             ; preds = %ox91, %oy90
-  %ox91227 = phi i64 [ 0, %oy90 ], [ %ox91.next, %ox91 ]
-  %604 = mul nsw i64 %g86222, 64
-  %605 = add nsw i64 %604, %j87223
+conv2_weight_grad.ox91:                           ; preds = %conv2_weight_grad.ox91, %conv2_weight_grad.oy90
+  %conv2_weight_grad.ox91217 = phi i64 [ 0, %conv2_weight_grad.oy90 ], [ %ox91.next, %conv2_weight_grad.ox91 ]
+  %604 = mul nsw i64 %conv2_weight_grad.g86212, 64
+  %605 = add nsw i64 %604, %conv2_weight_grad.j87213
   %606 = mul nsw i64 %605, 1176
   %607 = add nsw i64 301056, %606
-  %608 = mul nsw i64 %c88224, 196
+  %608 = mul nsw i64 %conv2_weight_grad.c88214, 196
   %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %oy90226, %ky89225
+  %610 = add nsw i64 %conv2_weight_grad.oy90216, %conv2_weight_grad.ky89215
   %611 = mul nsw i64 %610, 14
   %612 = add nsw i64 %609, %611
-  %613 = add nsw i64 %612, %ox91227
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 %613
-  %614 = load float, ptr %arena228, align 4
-  %615 = mul nsw i64 %c88224, 5
-  %616 = add nsw i64 %615, %ky89225
+  %613 = add nsw i64 %612, %conv2_weight_grad.ox91217
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %613
+  %614 = load float, ptr %arena218, align 4
+  %615 = mul nsw i64 %conv2_weight_grad.c88214, 5
+  %616 = add nsw i64 %615, %conv2_weight_grad.ky89215
   %617 = mul nsw i64 %616, 5
   %618 = mul nsw i64 %617, 6400
   %619 = add nsw i64 756112, %618
-  %620 = mul nsw i64 %j87223, 100
+  %620 = mul nsw i64 %conv2_weight_grad.j87213, 100
   %621 = add nsw i64 %619, %620
-  %622 = mul nsw i64 %oy90226, 10
+  %622 = mul nsw i64 %conv2_weight_grad.oy90216, 10
   %623 = add nsw i64 %621, %622
-  %624 = add nsw i64 %623, %ox91227
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %624
-  store float %614, ptr %arena229, align 4
-  %ox91.next = add nsw i64 %ox91227, 1
+  %624 = add nsw i64 %623, %conv2_weight_grad.ox91217
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %624
+  store float %614, ptr %arena219, align 4
+  %ox91.next = add nsw i64 %conv2_weight_grad.ox91217, 1
   %625 = icmp slt i64 %ox91.next, 10
-  br i1 %625, label %ox91, label %ox91.end
+  br i1 %625, label %conv2_weight_grad.ox91, label %conv2_weight_grad.ox91.end
 
-ox91.end:                                         ; preds = %ox91
-  %oy90.next = add nsw i64 %oy90226, 1
+conv2_weight_grad.ox91.end:                       ; preds = %conv2_weight_grad.ox91
+  %oy90.next = add nsw i64 %conv2_weight_grad.oy90216, 1
   %626 = icmp slt i64 %oy90.next, 10
-  br i1 %626, label %oy90, label %oy90.end
+  br i1 %626, label %conv2_weight_grad.oy90, label %conv2_weight_grad.oy90.end
 
-oy92:                                             ; preds = %ox93.end, %oy90.end
-  %oy92230 = phi i64 [ 0, %oy90.end ], [ %oy92.next, %ox93.end ]
-  br label %ox93
+conv2_weight_grad.oy92:                           ; preds = %conv2_weight_grad.ox93.end, %conv2_weight_grad.oy90.end
+  %conv2_weight_grad.oy92220 = phi i64 [ 0, %conv2_weight_grad.oy90.end ], [ %oy92.next, %conv2_weight_grad.ox93.end ]
+  br label %conv2_weight_grad.ox93
 
-oy92.end:                                         ; preds = %ox93.end
-  br label %oy94
+conv2_weight_grad.oy92.end:                       ; preds = %conv2_weight_grad.ox93.end
+  br label %conv2_weight_grad.oy94
 
-ox93:                                             ; preds = %ox93, %oy92
-  %ox93231 = phi i64 [ 0, %oy92 ], [ %ox93.next, %ox93 ]
-  %627 = mul nsw i64 %g86222, 64
-  %628 = add nsw i64 %627, %j87223
+conv2_weight_grad.ox93:                           ; preds = %conv2_weight_grad.ox93, %conv2_weight_grad.oy92
+  %conv2_weight_grad.ox93221 = phi i64 [ 0, %conv2_weight_grad.oy92 ], [ %ox93.next, %conv2_weight_grad.ox93 ]
+  %627 = mul nsw i64 %conv2_weight_grad.g86212, 64
+  %628 = add nsw i64 %627, %conv2_weight_grad.j87213
   %629 = mul nsw i64 %628, 1176
   %630 = add nsw i64 301056, %629
-  %631 = mul nsw i64 %c88224, 196
+  %631 = mul nsw i64 %conv2_weight_grad.c88214, 196
   %632 = add nsw i64 %630, %631
-  %633 = add nsw i64 %oy92230, %ky89225
+  %633 = add nsw i64 %conv2_weight_grad.oy92220, %conv2_weight_grad.ky89215
   %634 = mul nsw i64 %633, 14
   %635 = add nsw i64 %632, %634
-  %636 = add nsw i64 %ox93231, 1
+  %636 = add nsw i64 %conv2_weight_grad.ox93221, 1
   %637 = add nsw i64 %635, %636
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load float, ptr %arena232, align 4
-  %639 = mul nsw i64 %c88224, 5
-  %640 = add nsw i64 %639, %ky89225
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %637
+  %638 = load float, ptr %arena222, align 4
+  %639 = mul nsw i64 %conv2_weight_grad.c88214, 5
+  %640 = add nsw i64 %639, %conv2_weight_grad.ky89215
   %641 = mul nsw i64 %640, 5
   %642 = add nsw i64 %641, 1
   %643 = mul nsw i64 %642, 6400
   %644 = add nsw i64 756112, %643
-  %645 = mul nsw i64 %j87223, 100
+  %645 = mul nsw i64 %conv2_weight_grad.j87213, 100
   %646 = add nsw i64 %644, %645
-  %647 = mul nsw i64 %oy92230, 10
+  %647 = mul nsw i64 %conv2_weight_grad.oy92220, 10
   %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 %648, %ox93231
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %649
-  store float %638, ptr %arena233, align 4
-  %ox93.next = add nsw i64 %ox93231, 1
+  %649 = add nsw i64 %648, %conv2_weight_grad.ox93221
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 %649
+  store float %638, ptr %arena223, align 4
+  %ox93.next = add nsw i64 %conv2_weight_grad.ox93221, 1
   %650 = icmp slt i64 %ox93.next, 10
-  br i1 %650, label %ox93, label %ox93.end
+  br i1 %650, label %conv2_weight_grad.ox93, label %conv2_weight_grad.ox93.end
 
-ox93.end:                                         ; preds = %ox93
-  %oy92.next = add nsw i64 %oy92230, 1
+conv2_weight_grad.ox93.end:                       ; preds = %conv2_weight_grad.ox93
+  %oy92.next = add nsw i64 %conv2_weight_grad.oy92220, 1
   %651 = icmp slt i64 %oy92.next, 10
-  br i1 %651, label %oy92, label %oy92.end
+  br i1 %651, label %conv2_weight_grad.oy92, label %conv2_weight_grad.oy92.end
 
-oy94:                                             ; preds = %ox95.end, %oy92.end
-  %oy94234 = phi i64 [ 0, %oy92.end ], [ %oy94.next, %ox95.end ]
-  br label %ox95
+conv2_weight_grad.oy94:                           ; preds = %conv2_weight_grad.ox95.end, %conv2_weight_grad.oy92.end
+  %conv2_weight_grad.oy94224 = phi i64 [ 0, %conv2_weight_grad.oy92.end ], [ %oy94.next, %conv2_weight_grad.ox95.end ]
+  br label %conv2_weight_grad.ox95
 
-oy94.end:                                         ; preds = %ox95.end
-  br label %oy96
+conv2_weight_grad.oy94.end:                       ; preds = %conv2_weight_grad.ox95.end
+  br label %conv2_weight_grad.oy96
 
-ox95:                                             ; preds = %ox95, %oy94
-  %ox95235 = phi i64 [ 0, %oy94 ], [ %ox95.next, %ox95 ]
-  %652 = mul nsw i64 %g86222, 64
-  %653 = add nsw i64 %652, %j87223
+conv2_weight_grad.ox95:                           ; preds = %conv2_weight_grad.ox95, %conv2_weight_grad.oy94
+  %conv2_weight_grad.ox95225 = phi i64 [ 0, %conv2_weight_grad.oy94 ], [ %ox95.next, %conv2_weight_grad.ox95 ]
+  %652 = mul nsw i64 %conv2_weight_grad.g86212, 64
+  %653 = add nsw i64 %652, %conv2_weight_grad.j87213
   %654 = mul nsw i64 %653, 1176
   %655 = add nsw i64 301056, %654
-  %656 = mul nsw i64 %c88224, 196
+  %656 = mul nsw i64 %conv2_weight_grad.c88214, 196
   %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 %oy94234, %ky89225
+  %658 = add nsw i64 %conv2_weight_grad.oy94224, %conv2_weight_grad.ky89215
   %659 = mul nsw i64 %658, 14
   %660 = add nsw i64 %657, %659
-  %661 = add nsw i64 %ox95235, 2
+  %661 = add nsw i64 %conv2_weight_grad.ox95225, 2
   %662 = add nsw i64 %660, %661
-  %arena236 = getelementptr inbounds float, ptr %arena, i64 %662
-  %663 = load float, ptr %arena236, align 4
-  %664 = mul nsw i64 %c88224, 5
-  %665 = add nsw i64 %664, %ky89225
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %662
+  %663 = load float, ptr %arena226, align 4
+  %664 = mul nsw i64 %conv2_weight_grad.c88214, 5
+  %665 = add nsw i64 %664, %conv2_weight_grad.ky89215
   %666 = mul nsw i64 %665, 5
   %667 = add nsw i64 %666, 2
   %668 = mul nsw i64 %667, 6400
   %669 = add nsw i64 756112, %668
-  %670 = mul nsw i64 %j87223, 100
+  %670 = mul nsw i64 %conv2_weight_grad.j87213, 100
   %671 = add nsw i64 %669, %670
-  %672 = mul nsw i64 %oy94234, 10
+  %672 = mul nsw i64 %conv2_weight_grad.oy94224, 10
   %673 = add nsw i64 %671, %672
-  %674 = add nsw i64 %673, %ox95235
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %674
-  store float %663, ptr %arena237, align 4
-  %ox95.next = add nsw i64 %ox95235, 1
+  %674 = add nsw i64 %673, %conv2_weight_grad.ox95225
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %674
+  store float %663, ptr %arena227, align 4
+  %ox95.next = add nsw i64 %conv2_weight_grad.ox95225, 1
   %675 = icmp slt i64 %ox95.next, 10
-  br i1 %675, label %ox95, label %ox95.end
+  br i1 %675, label %conv2_weight_grad.ox95, label %conv2_weight_grad.ox95.end
 
-ox95.end:                                         ; preds = %ox95
-  %oy94.next = add nsw i64 %oy94234, 1
+conv2_weight_grad.ox95.end:                       ; preds = %conv2_weight_grad.ox95
+  %oy94.next = add nsw i64 %conv2_weight_grad.oy94224, 1
   %676 = icmp slt i64 %oy94.next, 10
-  br i1 %676, label %oy94, label %oy94.end
+  br i1 %676, label %conv2_weight_grad.oy94, label %conv2_weight_grad.oy94.end
 
-oy96:                                             ; preds = %ox97.end, %oy94.end
-  %oy96238 = phi i64 [ 0, %oy94.end ], [ %oy96.next, %ox97.end ]
-  br label %ox97
+conv2_weight_grad.oy96:                           ; preds = %conv2_weight_grad.ox97.end, %conv2_weight_grad.oy94.end
+  %conv2_weight_grad.oy96228 = phi i64 [ 0, %conv2_weight_grad.oy94.end ], [ %oy96.next, %conv2_weight_grad.ox97.end ]
+  br label %conv2_weight_grad.ox97
 
-oy96.end:                                         ; preds = %ox97.end
-  br label %oy98
+conv2_weight_grad.oy96.end:                       ; preds = %conv2_weight_grad.ox97.end
+  br label %conv2_weight_grad.oy98
 
-ox97:                                             ; preds = %ox97, %oy96
-  %ox97239 = phi i64 [ 0, %oy96 ], [ %ox97.next, %ox97 ]
-  %677 = mul nsw i64 %g86222, 64
-  %678 = add nsw i64 %677, %j87223
+conv2_weight_grad.ox97:                           ; preds = %conv2_weight_grad.ox97, %conv2_weight_grad.oy96
+  %conv2_weight_grad.ox97229 = phi i64 [ 0, %conv2_weight_grad.oy96 ], [ %ox97.next, %conv2_weight_grad.ox97 ]
+  %677 = mul nsw i64 %conv2_weight_grad.g86212, 64
+  %678 = add nsw i64 %677, %conv2_weight_grad.j87213
   %679 = mul nsw i64 %678, 1176
   %680 = add nsw i64 301056, %679
-  %681 = mul nsw i64 %c88224, 196
+  %681 = mul nsw i64 %conv2_weight_grad.c88214, 196
   %682 = add nsw i64 %680, %681
-  %683 = add nsw i64 %oy96238, %ky89225
+  %683 = add nsw i64 %conv2_weight_grad.oy96228, %conv2_weight_grad.ky89215
   %684 = mul nsw i64 %683, 14
   %685 = add nsw i64 %682, %684
-  %686 = add nsw i64 %ox97239, 3
+  %686 = add nsw i64 %conv2_weight_grad.ox97229, 3
   %687 = add nsw i64 %685, %686
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 %687
-  %688 = load float, ptr %arena240, align 4
-  %689 = mul nsw i64 %c88224, 5
-  %690 = add nsw i64 %689, %ky89225
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %687
+  %688 = load float, ptr %arena230, align 4
+  %689 = mul nsw i64 %conv2_weight_grad.c88214, 5
+  %690 = add nsw i64 %689, %conv2_weight_grad.ky89215
   %691 = mul nsw i64 %690, 5
   %692 = add nsw i64 %691, 3
   %693 = mul nsw i64 %692, 6400
   %694 = add nsw i64 756112, %693
-  %695 = mul nsw i64 %j87223, 100
+  %695 = mul nsw i64 %conv2_weight_grad.j87213, 100
   %696 = add nsw i64 %694, %695
-  %697 = mul nsw i64 %oy96238, 10
+  %697 = mul nsw i64 %conv2_weight_grad.oy96228, 10
   %698 = add nsw i64 %696, %697
-  %699 = add nsw i64 %698, %ox97239
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 %699
-  store float %688, ptr %arena241, align 4
-  %ox97.next = add nsw i64 %ox97239, 1
+  %699 = add nsw i64 %698, %conv2_weight_grad.ox97229
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %699
+  store float %688, ptr %arena231, align 4
+  %ox97.next = add nsw i64 %conv2_weight_grad.ox97229, 1
   %700 = icmp slt i64 %ox97.next, 10
-  br i1 %700, label %ox97, label %ox97.end
+  br i1 %700, label %conv2_weight_grad.ox97, label %conv2_weight_grad.ox97.end
 
-ox97.end:                                         ; preds = %ox97
-  %oy96.next = add nsw i64 %oy96238, 1
+conv2_weight_grad.ox97.end:                       ; preds = %conv2_weight_grad.ox97
+  %oy96.next = add nsw i64 %conv2_weight_grad.oy96228, 1
   %701 = icmp slt i64 %oy96.next, 10
-  br i1 %701, label %oy96, label %oy96.end
+  br i1 %701, label %conv2_weight_grad.oy96, label %conv2_weight_grad.oy96.end
 
-oy98:                                             ; preds = %ox99.end, %oy96.end
-  %oy98242 = phi i64 [ 0, %oy96.end ], [ %oy98.next, %ox99.end ]
-  br label %ox99
+conv2_weight_grad.oy98:                           ; preds = %conv2_weight_grad.ox99.end, %conv2_weight_grad.oy96.end
+  %conv2_weight_grad.oy98232 = phi i64 [ 0, %conv2_weight_grad.oy96.end ], [ %oy98.next, %conv2_weight_grad.ox99.end ]
+  br label %conv2_weight_grad.ox99
 
-oy98.end:                                         ; preds = %ox99.end
-  %ky89.next = add nsw i64 %ky89225, 1
+conv2_weight_grad.oy98.end:                       ; preds = %conv2_weight_grad.ox99.end
+  %ky89.next = add nsw i64 %conv2_weight_grad.ky89215, 1
   %702 = icmp slt i64 %ky89.next, 5
-  br i1 %702, label %ky89, label %ky89.end
+  br i1 %702, label %conv2_weight_grad.ky89, label %conv2_weight_grad.ky89.end
 
-ox99:                                             ; preds = %ox99, %oy98
-  %ox99243 = phi i64 [ 0, %oy98 ], [ %ox99.next, %ox99 ]
-  %703 = mul nsw i64 %g86222, 64
-  %704 = add nsw i64 %703, %j87223
+conv2_weight_grad.ox99:                           ; preds = %conv2_weight_grad.ox99, %conv2_weight_grad.oy98
+  %conv2_weight_grad.ox99233 = phi i64 [ 0, %conv2_weight_grad.oy98 ], [ %ox99.next, %conv2_weight_grad.ox99 ]
+  %703 = mul nsw i64 %conv2_weight_grad.g86212, 64
+  %704 = add nsw i64 %703, %conv2_weight_grad.j87213
   %705 = mul nsw i64 %704, 1176
   %706 = add nsw i64 301056, %705
-  %707 = mul nsw i64 %c88224, 196
+  %707 = mul nsw i64 %conv2_weight_grad.c88214, 196
   %708 = add nsw i64 %706, %707
-  %709 = add nsw i64 %oy98242, %ky89225
+  %709 = add nsw i64 %conv2_weight_grad.oy98232, %conv2_weight_grad.ky89215
   %710 = mul nsw i64 %709, 14
   %711 = add nsw i64 %708, %710
-  %712 = add nsw i64 %ox99243, 4
+  %712 = add nsw i64 %conv2_weight_grad.ox99233, 4
   %713 = add nsw i64 %711, %712
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %713
-  %714 = load float, ptr %arena244, align 4
-  %715 = mul nsw i64 %c88224, 5
-  %716 = add nsw i64 %715, %ky89225
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %713
+  %714 = load float, ptr %arena234, align 4
+  %715 = mul nsw i64 %conv2_weight_grad.c88214, 5
+  %716 = add nsw i64 %715, %conv2_weight_grad.ky89215
   %717 = mul nsw i64 %716, 5
   %718 = add nsw i64 %717, 4
   %719 = mul nsw i64 %718, 6400
   %720 = add nsw i64 756112, %719
-  %721 = mul nsw i64 %j87223, 100
+  %721 = mul nsw i64 %conv2_weight_grad.j87213, 100
   %722 = add nsw i64 %720, %721
-  %723 = mul nsw i64 %oy98242, 10
+  %723 = mul nsw i64 %conv2_weight_grad.oy98232, 10
   %724 = add nsw i64 %722, %723
-  %725 = add nsw i64 %724, %ox99243
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %725
-  store float %714, ptr %arena245, align 4
-  %ox99.next = add nsw i64 %ox99243, 1
+  %725 = add nsw i64 %724, %conv2_weight_grad.ox99233
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %725
+  store float %714, ptr %arena235, align 4
+  %ox99.next = add nsw i64 %conv2_weight_grad.ox99233, 1
   %726 = icmp slt i64 %ox99.next, 10
-  br i1 %726, label %ox99, label %ox99.end
+  br i1 %726, label %conv2_weight_grad.ox99, label %conv2_weight_grad.ox99.end
 
-ox99.end:                                         ; preds = %ox99
-  %oy98.next = add nsw i64 %oy98242, 1
+conv2_weight_grad.ox99.end:                       ; preds = %conv2_weight_grad.ox99
+  %oy98.next = add nsw i64 %conv2_weight_grad.oy98232, 1
   %727 = icmp slt i64 %oy98.next, 10
-  br i1 %727, label %oy98, label %oy98.end
+  br i1 %727, label %conv2_weight_grad.oy98, label %conv2_weight_grad.oy98.end
 
-j100:                                             ; preds = %f101.end, %j87.end
-  %j100246 = phi i64 [ 0, %j87.end ], [ %j100.next, %f101.end ]
-  br label %f101
+conv2_weight_grad.j100:                           ; preds = %conv2_weight_grad.f101.end, %conv2_weight_grad.j87.end
+  %conv2_weight_grad.j100236 = phi i64 [ 0, %conv2_weight_grad.j87.end ], [ %j100.next, %conv2_weight_grad.f101.end ]
+  br label %conv2_weight_grad.f101
 
-j100.end:                                         ; preds = %f101.end
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 1716112
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 756112
-  %grads253 = getelementptr inbounds float, ptr %grads, i64 156
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 150, i32 6400, float 1.000000e+00, ptr %arena251, i32 6400, ptr %arena252, i32 6400, float 1.000000e+00, ptr %grads253, i32 150)
-  %g86.next = add nsw i64 %g86222, 1
+conv2_weight_grad.j100.end:                       ; preds = %conv2_weight_grad.f101.end
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 1716112
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 756112
+  %grads243 = getelementptr inbounds float, ptr %grads, i64 156
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 150, i32 6400, float 1.000000e+00, ptr %arena241, i32 6400, ptr %arena242, i32 6400, float 1.000000e+00, ptr %grads243, i32 150)
+  %g86.next = add nsw i64 %conv2_weight_grad.g86212, 1
   %728 = icmp slt i64 %g86.next, 1
-  br i1 %728, label %g86, label %g86.end
+  br i1 %728, label %conv2_weight_grad.g86, label %conv2_weight_grad.g86.end
 
-f101:                                             ; preds = %i102.end, %j100
-  %f101247 = phi i64 [ 0, %j100 ], [ %f101.next, %i102.end ]
-  br label %i102
+conv2_weight_grad.f101:                           ; preds = %conv2_weight_grad.i102.end, %conv2_weight_grad.j100
+  %conv2_weight_grad.f101237 = phi i64 [ 0, %conv2_weight_grad.j100 ], [ %f101.next, %conv2_weight_grad.i102.end ]
+  br label %conv2_weight_grad.i102
 
-f101.end:                                         ; preds = %i102.end
-  %j100.next = add nsw i64 %j100246, 1
+conv2_weight_grad.f101.end:                       ; preds = %conv2_weight_grad.i102.end
+  %j100.next = add nsw i64 %conv2_weight_grad.j100236, 1
   %729 = icmp slt i64 %j100.next, 64
-  br i1 %729, label %j100, label %j100.end
+  br i1 %729, label %conv2_weight_grad.j100, label %conv2_weight_grad.j100.end
 
-i102:                                             ; preds = %i102, %f101
-  %i102248 = phi i64 [ 0, %f101 ], [ %i102.next, %i102 ]
-  %730 = mul nsw i64 %g86222, 64
-  %731 = add nsw i64 %730, %j100246
+conv2_weight_grad.i102:                           ; preds = %conv2_weight_grad.i102, %conv2_weight_grad.f101
+  %conv2_weight_grad.i102238 = phi i64 [ 0, %conv2_weight_grad.f101 ], [ %i102.next, %conv2_weight_grad.i102 ]
+  %730 = mul nsw i64 %conv2_weight_grad.g86212, 64
+  %731 = add nsw i64 %730, %conv2_weight_grad.j100236
   %732 = mul nsw i64 %731, 1600
   %733 = add nsw i64 653712, %732
-  %734 = mul nsw i64 %f101247, 100
+  %734 = mul nsw i64 %conv2_weight_grad.f101237, 100
   %735 = add nsw i64 %733, %734
-  %736 = add nsw i64 %735, %i102248
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %736
-  %737 = load float, ptr %arena249, align 4
-  %738 = mul nsw i64 %f101247, 6400
+  %736 = add nsw i64 %735, %conv2_weight_grad.i102238
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %736
+  %737 = load float, ptr %arena239, align 4
+  %738 = mul nsw i64 %conv2_weight_grad.f101237, 6400
   %739 = add nsw i64 1716112, %738
-  %740 = mul nsw i64 %j100246, 100
+  %740 = mul nsw i64 %conv2_weight_grad.j100236, 100
   %741 = add nsw i64 %739, %740
-  %742 = add nsw i64 %741, %i102248
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %742
-  store float %737, ptr %arena250, align 4
-  %i102.next = add nsw i64 %i102248, 1
+  %742 = add nsw i64 %741, %conv2_weight_grad.i102238
+  %arena240 = getelementptr inbounds float, ptr %arena, i64 %742
+  store float %737, ptr %arena240, align 4
+  %i102.next = add nsw i64 %conv2_weight_grad.i102238, 1
   %743 = icmp slt i64 %i102.next, 100
-  br i1 %743, label %i102, label %i102.end
+  br i1 %743, label %conv2_weight_grad.i102, label %conv2_weight_grad.i102.end
 
-i102.end:                                         ; preds = %i102
-  %f101.next = add nsw i64 %f101247, 1
+conv2_weight_grad.i102.end:                       ; preds = %conv2_weight_grad.i102
+  %f101.next = add nsw i64 %conv2_weight_grad.f101237, 1
   %744 = icmp slt i64 %f101.next, 16
-  br i1 %744, label %f101, label %f101.end
+  br i1 %744, label %conv2_weight_grad.f101, label %conv2_weight_grad.f101.end
 
-f103:                                             ; preds = %img105.end, %g86.end
-  %f103254 = phi i64 [ 0, %g86.end ], [ %f103.next, %img105.end ]
-  store float 0.000000e+00, ptr %acc104, align 4
-  br label %img105
+conv2_bias_grad.f103:                             ; preds = %conv2_bias_grad.img105.end, %conv2_weight_grad.g86.end
+  %conv2_bias_grad.f103244 = phi i64 [ 0, %conv2_weight_grad.g86.end ], [ %f103.next, %conv2_bias_grad.img105.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc104, align 4
+  br label %conv2_bias_grad.img105
 
-f103.end:                                         ; preds = %img105.end
-  br label %i107
+conv2_bias_grad.f103.end:                         ; preds = %conv2_bias_grad.img105.end
+  br label %pool1_grad.i107
 
-img105:                                           ; preds = %i106.end, %f103
-  %img105255 = phi i64 [ 0, %f103 ], [ %img105.next, %i106.end ]
-  br label %i106
+conv2_bias_grad.img105:                           ; preds = %conv2_bias_grad.i106.end, %conv2_bias_grad.f103
+  %conv2_bias_grad.img105245 = phi i64 [ 0, %conv2_bias_grad.f103 ], [ %img105.next, %conv2_bias_grad.i106.end ]
+  br label %conv2_bias_grad.i106
 
-img105.end:                                       ; preds = %i106.end
-  %acc104259 = load float, ptr %acc104, align 4
-  %745 = add nsw i64 2556, %f103254
-  %grads260 = getelementptr inbounds float, ptr %grads, i64 %745
-  store float %acc104259, ptr %grads260, align 4
-  %f103.next = add nsw i64 %f103254, 1
+conv2_bias_grad.img105.end:                       ; preds = %conv2_bias_grad.i106.end
+  %acc104248 = load float, ptr %conv2_bias_grad.acc104, align 4
+  %745 = add nsw i64 2556, %conv2_bias_grad.f103244
+  %grads249 = getelementptr inbounds float, ptr %grads, i64 %745
+  store float %acc104248, ptr %grads249, align 4
+  %f103.next = add nsw i64 %conv2_bias_grad.f103244, 1
   %746 = icmp slt i64 %f103.next, 16
-  br i1 %746, label %f103, label %f103.end
+  br i1 %746, label %conv2_bias_grad.f103, label %conv2_bias_grad.f103.end
 
-i106:                                             ; preds = %i106, %img105
-  %i106256 = phi i64 [ 0, %img105 ], [ %i106.next, %i106 ]
-  %acc104257 = load float, ptr %acc104, align 4
-  %747 = mul nsw i64 %img105255, 1600
+conv2_bias_grad.i106:                             ; preds = %conv2_bias_grad.i106, %conv2_bias_grad.img105
+  %conv2_bias_grad.i106246 = phi i64 [ 0, %conv2_bias_grad.img105 ], [ %i106.next, %conv2_bias_grad.i106 ]
+  %acc104 = load float, ptr %conv2_bias_grad.acc104, align 4
+  %747 = mul nsw i64 %conv2_bias_grad.img105245, 1600
   %748 = add nsw i64 653712, %747
-  %749 = mul nsw i64 %f103254, 100
+  %749 = mul nsw i64 %conv2_bias_grad.f103244, 100
   %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %750, %i106256
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %751
-  %752 = load float, ptr %arena258, align 4
-  %753 = fadd float %acc104257, %752
-  store float %753, ptr %acc104, align 4
-  %i106.next = add nsw i64 %i106256, 1
+  %751 = add nsw i64 %750, %conv2_bias_grad.i106246
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena247, align 4
+  %753 = fadd float %acc104, %752
+  store float %753, ptr %conv2_bias_grad.acc104, align 4
+  %i106.next = add nsw i64 %conv2_bias_grad.i106246, 1
   %754 = icmp slt i64 %i106.next, 100
-  br i1 %754, label %i106, label %i106.end
+  br i1 %754, label %conv2_bias_grad.i106, label %conv2_bias_grad.i106.end
 
-i106.end:                                         ; preds = %i106
-  %img105.next = add nsw i64 %img105255, 1
+conv2_bias_grad.i106.end:                         ; preds = %conv2_bias_grad.i106
+  %img105.next = add nsw i64 %conv2_bias_grad.img105245, 1
   %755 = icmp slt i64 %img105.next, 64
-  br i1 %755, label %img105, label %img105.end
+  br i1 %755, label %conv2_bias_grad.img105, label %conv2_bias_grad.img105.end
 
-i107:                                             ; preds = %i107, %f103.end
-  %i107261 = phi i64 [ 0, %f103.end ], [ %i107.next, %i107 ]
-  %756 = add nsw i64 376320, %i107261
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %756
-  store float 0.000000e+00, ptr %arena262, align 4
-  %i107.next = add nsw i64 %i107261, 1
+pool1_grad.i107:                                  ; preds = %pool1_grad.i107, %conv2_bias_grad.f103.end
+  %pool1_grad.i107250 = phi i64 [ 0, %conv2_bias_grad.f103.end ], [ %i107.next, %pool1_grad.i107 ]
+  %756 = add nsw i64 376320, %pool1_grad.i107250
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %756
+  store float 0.000000e+00, ptr %arena251, align 4
+  %i107.next = add nsw i64 %pool1_grad.i107250, 1
   %757 = icmp slt i64 %i107.next, 75264
-  br i1 %757, label %i107, label %i107.end
+  br i1 %757, label %pool1_grad.i107, label %pool1_grad.i107.end
 
-i107.end:                                         ; preds = %i107
-  br label %g108
+pool1_grad.i107.end:                              ; preds = %pool1_grad.i107
+  br label %pool1_grad.g108
 
-g108:                                             ; preds = %j112.end, %i107.end
-  %g108263 = phi i64 [ 0, %i107.end ], [ %g108.next, %j112.end ]
-  br label %j109
+pool1_grad.g108:                                  ; preds = %pool1_grad.j112.end, %pool1_grad.i107.end
+  %pool1_grad.g108252 = phi i64 [ 0, %pool1_grad.i107.end ], [ %g108.next, %pool1_grad.j112.end ]
+  br label %pool1_grad.j109
 
-g108.end:                                         ; preds = %j112.end
-  br label %i125
+pool1_grad.g108.end:                              ; preds = %pool1_grad.j112.end
+  br label %relu1_grad.i125
 
-j109:                                             ; preds = %f110.end, %g108
-  %j109264 = phi i64 [ 0, %g108 ], [ %j109.next, %f110.end ]
-  br label %f110
+pool1_grad.j109:                                  ; preds = %pool1_grad.f110.end, %pool1_grad.g108
+  %pool1_grad.j109253 = phi i64 [ 0, %pool1_grad.g108 ], [ %j109.next, %pool1_grad.f110.end ]
+  br label %pool1_grad.f110
 
-j109.end:                                         ; preds = %f110.end
-  %params269 = getelementptr inbounds float, ptr %params, i64 156
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 1716112
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 756112
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params269, i32 150, ptr %arena270, i32 6400, float 0.000000e+00, ptr %arena271, i32 6400)
-  br label %j112
+pool1_grad.j109.end:                              ; preds = %pool1_grad.f110.end
+  %params258 = getelementptr inbounds float, ptr %params, i64 156
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 1716112
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 756112
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params258, i32 150, ptr %arena259, i32 6400, float 0.000000e+00, ptr %arena260, i32 6400)
+  br label %pool1_grad.j112
 
-f110:                                             ; preds = %i111.end, %j109
-  %f110265 = phi i64 [ 0, %j109 ], [ %f110.next, %i111.end ]
-  br label %i111
+pool1_grad.f110:                                  ; preds = %pool1_grad.i111.end, %pool1_grad.j109
+  %pool1_grad.f110254 = phi i64 [ 0, %pool1_grad.j109 ], [ %f110.next, %pool1_grad.i111.end ]
+  br label %pool1_grad.i111
 
-f110.end:                                         ; preds = %i111.end
-  %j109.next = add nsw i64 %j109264, 1
+pool1_grad.f110.end:                              ; preds = %pool1_grad.i111.end
+  %j109.next = add nsw i64 %pool1_grad.j109253, 1
   %758 = icmp slt i64 %j109.next, 64
-  br i1 %758, label %j109, label %j109.end
+  br i1 %758, label %pool1_grad.j109, label %pool1_grad.j109.end
 
-i111:                                             ; preds = %i111, %f110
-  %i111266 = phi i64 [ 0, %f110 ], [ %i111.next, %i111 ]
-  %759 = mul nsw i64 %g108263, 64
-  %760 = add nsw i64 %759, %j109264
+pool1_grad.i111:                                  ; preds = %pool1_grad.i111, %pool1_grad.f110
+  %pool1_grad.i111255 = phi i64 [ 0, %pool1_grad.f110 ], [ %i111.next, %pool1_grad.i111 ]
+  %759 = mul nsw i64 %pool1_grad.g108252, 64
+  %760 = add nsw i64 %759, %pool1_grad.j109253
   %761 = mul nsw i64 %760, 1600
   %762 = add nsw i64 653712, %761
-  %763 = mul nsw i64 %f110265, 100
+  %763 = mul nsw i64 %pool1_grad.f110254, 100
   %764 = add nsw i64 %762, %763
-  %765 = add nsw i64 %764, %i111266
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %765
-  %766 = load float, ptr %arena267, align 4
-  %767 = mul nsw i64 %f110265, 6400
+  %765 = add nsw i64 %764, %pool1_grad.i111255
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %765
+  %766 = load float, ptr %arena256, align 4
+  %767 = mul nsw i64 %pool1_grad.f110254, 6400
   %768 = add nsw i64 1716112, %767
-  %769 = mul nsw i64 %j109264, 100
+  %769 = mul nsw i64 %pool1_grad.j109253, 100
   %770 = add nsw i64 %768, %769
-  %771 = add nsw i64 %770, %i111266
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %771
-  store float %766, ptr %arena268, align 4
-  %i111.next = add nsw i64 %i111266, 1
+  %771 = add nsw i64 %770, %pool1_grad.i111255
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %771
+  store float %766, ptr %arena257, align 4
+  %i111.next = add nsw i64 %pool1_grad.i111255, 1
   %772 = icmp slt i64 %i111.next, 100
-  br i1 %772, label %i111, label %i111.end
+  br i1 %772, label %pool1_grad.i111, label %pool1_grad.i111.end
 
-i111.end:                                         ; preds = %i111
-  %f110.next = add nsw i64 %f110265, 1
+pool1_grad.i111.end:                              ; preds = %pool1_grad.i111
+  %f110.next = add nsw i64 %pool1_grad.f110254, 1
   %773 = icmp slt i64 %f110.next, 16
-  br i1 %773, label %f110, label %f110.end
+  br i1 %773, label %pool1_grad.f110, label %pool1_grad.f110.end
 
-j112:                                             ; preds = %c113.end, %j109.end
-  %j112272 = phi i64 [ 0, %j109.end ], [ %j112.next, %c113.end ]
-  br label %c113
+pool1_grad.j112:                                  ; preds = %pool1_grad.c113.end, %pool1_grad.j109.end
+  %pool1_grad.j112261 = phi i64 [ 0, %pool1_grad.j109.end ], [ %j112.next, %pool1_grad.c113.end ]
+  br label %pool1_grad.c113
 
-j112.end:                                         ; preds = %c113.end
-  %g108.next = add nsw i64 %g108263, 1
+pool1_grad.j112.end:                              ; preds = %pool1_grad.c113.end
+  %g108.next = add nsw i64 %pool1_grad.g108252, 1
   %774 = icmp slt i64 %g108.next, 1
-  br i1 %774, label %g108, label %g108.end
+  br i1 %774, label %pool1_grad.g108, label %pool1_grad.g108.end
 
-c113:                                             ; preds = %ky114.end, %j112
-  %c113273 = phi i64 [ 0, %j112 ], [ %c113.next, %ky114.end ]
-  br label %ky114
+pool1_grad.c113:                                  ; preds = %pool1_grad.ky114.end, %pool1_grad.j112
+  %pool1_grad.c113262 = phi i64 [ 0, %pool1_grad.j112 ], [ %c113.next, %pool1_grad.ky114.end ]
+  br label %pool1_grad.ky114
 
-c113.end:                                         ; preds = %ky114.end
-  %j112.next = add nsw i64 %j112272, 1
+pool1_grad.c113.end:                              ; preds = %pool1_grad.ky114.end
+  %j112.next = add nsw i64 %pool1_grad.j112261, 1
   %775 = icmp slt i64 %j112.next, 64
-  br i1 %775, label %j112, label %j112.end
+  br i1 %775, label %pool1_grad.j112, label %pool1_grad.j112.end
 
-ky114:                                            ; preds = %oy123.end, %c113
-  %ky114274 = phi i64 [ 0, %c113 ], [ %ky114.next, %oy123.end ]
-  br label %oy115
+pool1_grad.ky114:                                 ; preds = %pool1_grad.oy123.end, %pool1_grad.c113
+  %pool1_grad.ky114263 = phi i64 [ 0, %pool1_grad.c113 ], [ %ky114.next, %pool1_grad.oy123.end ]
+  br label %pool1_grad.oy115
 
-ky114.end:                                        ; preds = %oy123.end
-  %c113.next = add nsw i64 %c113273, 1
+pool1_grad.ky114.end:                             ; preds = %pool1_grad.oy123.end
+  %c113.next = add nsw i64 %pool1_grad.c113262, 1
   %776 = icmp slt i64 %c113.next, 6
-  br i1 %776, label %c113, label %c113.end
+  br i1 %776, label %pool1_grad.c113, label %pool1_grad.c113.end
 
-oy115:                                            ; preds = %ox116.end, %ky114
-  %oy115275 = phi i64 [ 0, %ky114 ], [ %oy115.next, %ox116.end ]
-  br label %ox116
+pool1_grad.oy115:                                 ; preds = %pool1_grad.ox116.end, %pool1_grad.ky114
+  %pool1_grad.oy115264 = phi i64 [ 0, %pool1_grad.ky114 ], [ %oy115.next, %pool1_grad.ox116.end ]
+  br label %pool1_grad.ox116
 
-oy115.end:                                        ; preds = %ox116.end
-  br label %oy117
+pool1_grad.oy115.end:                             ; preds = %pool1_grad.ox116.end
+  br label %pool1_grad.oy117
 
-ox116:                                            ; preds = %ox116, %oy115
-  %ox116276 = phi i64 [ 0, %oy115 ], [ %ox116.next, %ox116 ]
-  %777 = mul nsw i64 %g108263, 64
-  %778 = add nsw i64 %777, %j112272
+pool1_grad.ox116:                                 ; preds = %pool1_grad.ox116, %pool1_grad.oy115
+  %pool1_grad.ox116265 = phi i64 [ 0, %pool1_grad.oy115 ], [ %ox116.next, %pool1_grad.ox116 ]
+  %777 = mul nsw i64 %pool1_grad.g108252, 64
+  %778 = add nsw i64 %777, %pool1_grad.j112261
   %779 = mul nsw i64 %778, 1176
   %780 = add nsw i64 376320, %779
-  %781 = mul nsw i64 %c113273, 196
+  %781 = mul nsw i64 %pool1_grad.c113262, 196
   %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %oy115275, %ky114274
+  %783 = add nsw i64 %pool1_grad.oy115264, %pool1_grad.ky114263
   %784 = mul nsw i64 %783, 14
   %785 = add nsw i64 %782, %784
-  %786 = add nsw i64 %785, %ox116276
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %786
-  %787 = load float, ptr %arena277, align 4
-  %788 = mul nsw i64 %c113273, 5
-  %789 = add nsw i64 %788, %ky114274
+  %786 = add nsw i64 %785, %pool1_grad.ox116265
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %786
+  %787 = load float, ptr %arena266, align 4
+  %788 = mul nsw i64 %pool1_grad.c113262, 5
+  %789 = add nsw i64 %788, %pool1_grad.ky114263
   %790 = mul nsw i64 %789, 5
   %791 = mul nsw i64 %790, 6400
   %792 = add nsw i64 756112, %791
-  %793 = mul nsw i64 %j112272, 100
+  %793 = mul nsw i64 %pool1_grad.j112261, 100
   %794 = add nsw i64 %792, %793
-  %795 = mul nsw i64 %oy115275, 10
+  %795 = mul nsw i64 %pool1_grad.oy115264, 10
   %796 = add nsw i64 %794, %795
-  %797 = add nsw i64 %796, %ox116276
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %797
-  %798 = load float, ptr %arena278, align 4
+  %797 = add nsw i64 %796, %pool1_grad.ox116265
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %797
+  %798 = load float, ptr %arena267, align 4
   %799 = fadd float %787, %798
-  store float %799, ptr %arena277, align 4
-  %ox116.next = add nsw i64 %ox116276, 1
+  store float %799, ptr %arena266, align 4
+  %ox116.next = add nsw i64 %pool1_grad.ox116265, 1
   %800 = icmp slt i64 %ox116.next, 10
-  br i1 %800, label %ox116, label %ox116.end
+  br i1 %800, label %pool1_grad.ox116, label %pool1_grad.ox116.end
 
-ox116.end:                                        ; preds = %ox116
-  %oy115.next = add nsw i64 %oy115275, 1
+pool1_grad.ox116.end:                             ; preds = %pool1_grad.ox116
+  %oy115.next = add nsw i64 %pool1_grad.oy115264, 1
   %801 = icmp slt i64 %oy115.next, 10
-  br i1 %801, label %oy115, label %oy115.end
+  br i1 %801, label %pool1_grad.oy115, label %pool1_grad.oy115.end
 
-oy117:                                            ; preds = %ox118.end, %oy115.end
-  %oy117279 = phi i64 [ 0, %oy115.end ], [ %oy117.next, %ox118.end ]
-  br label %ox118
+pool1_grad.oy117:                                 ; preds = %pool1_grad.ox118.end, %pool1_grad.oy115.end
+  %pool1_grad.oy117268 = phi i64 [ 0, %pool1_grad.oy115.end ], [ %oy117.next, %pool1_grad.ox118.end ]
+  br label %pool1_grad.ox118
 
-oy117.end:                                        ; preds = %ox118.end
-  br label %oy119
+pool1_grad.oy117.end:                             ; preds = %pool1_grad.ox118.end
+  br label %pool1_grad.oy119
 
-ox118:                                            ; preds = %ox118, %oy117
-  %ox118280 = phi i64 [ 0, %oy117 ], [ %ox118.next, %ox118 ]
-  %802 = mul nsw i64 %g108263, 64
-  %803 = add nsw i64 %802, %j112272
+pool1_grad.ox118:                                 ; preds = %pool1_grad.ox118, %pool1_grad.oy117
+  %pool1_grad.ox118269 = phi i64 [ 0, %pool1_grad.oy117 ], [ %ox118.next, %pool1_grad.ox118 ]
+  %802 = mul nsw i64 %pool1_grad.g108252, 64
+  %803 = add nsw i64 %802, %pool1_grad.j112261
   %804 = mul nsw i64 %803, 1176
   %805 = add nsw i64 376320, %804
-  %806 = mul nsw i64 %c113273, 196
+  %806 = mul nsw i64 %pool1_grad.c113262, 196
   %807 = add nsw i64 %805, %806
-  %808 = add nsw i64 %oy117279, %ky114274
+  %808 = add nsw i64 %pool1_grad.oy117268, %pool1_grad.ky114263
   %809 = mul nsw i64 %808, 14
   %810 = add nsw i64 %807, %809
-  %811 = add nsw i64 %ox118280, 1
+  %811 = add nsw i64 %pool1_grad.ox118269, 1
   %812 = add nsw i64 %810, %811
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %812
-  %813 = load float, ptr %arena281, align 4
-  %814 = mul nsw i64 %c113273, 5
-  %815 = add nsw i64 %814, %ky114274
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 %812
+  %813 = load float, ptr %arena270, align 4
+  %814 = mul nsw i64 %pool1_grad.c113262, 5
+  %815 = add nsw i64 %814, %pool1_grad.ky114263
   %816 = mul nsw i64 %815, 5
   %817 = add nsw i64 %816, 1
   %818 = mul nsw i64 %817, 6400
   %819 = add nsw i64 756112, %818
-  %820 = mul nsw i64 %j112272, 100
+  %820 = mul nsw i64 %pool1_grad.j112261, 100
   %821 = add nsw i64 %819, %820
-  %822 = mul nsw i64 %oy117279, 10
+  %822 = mul nsw i64 %pool1_grad.oy117268, 10
   %823 = add nsw i64 %821, %822
-  %824 = add nsw i64 %823, %ox118280
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %824
-  %825 = load float, ptr %arena282, align 4
+  %824 = add nsw i64 %823, %pool1_grad.ox118269
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %824
+  %825 = load float, ptr %arena271, align 4
   %826 = fadd float %813, %825
-  store float %826, ptr %arena281, align 4
-  %ox118.next = add nsw i64 %ox118280, 1
+  store float %826, ptr %arena270, align 4
+  %ox118.next = add nsw i64 %pool1_grad.ox118269, 1
   %827 = icmp slt i64 %ox118.next, 10
-  br i1 %827, label %ox118, label %ox118.end
+  br i1 %827, label %pool1_grad.ox118, label %pool1_grad.ox118.end
 
-ox118.end:                                        ; preds = %ox118
-  %oy117.next = add nsw i64 %oy117279, 1
+pool1_grad.ox118.end:                             ; preds = %pool1_grad.ox118
+  %oy117.next = add nsw i64 %pool1_grad.oy117268, 1
   %828 = icmp slt i64 %oy117.next, 10
-  br i1 %828, label %oy117, label %oy117.end
+  br i1 %828, label %pool1_grad.oy117, label %pool1_grad.oy117.end
 
-oy119:                                            ; preds = %ox120.end, %oy117.end
-  %oy119283 = phi i64 [ 0, %oy117.end ], [ %oy119.next, %ox120.end ]
-  br label %ox120
+pool1_grad.oy119:                                 ; preds = %pool1_grad.ox120.end, %pool1_grad.oy117.end
+  %pool1_grad.oy119272 = phi i64 [ 0, %pool1_grad.oy117.end ], [ %oy119.next, %pool1_grad.ox120.end ]
+  br label %pool1_grad.ox120
 
-oy119.end:                                        ; preds = %ox120.end
-  br label %oy121
+pool1_grad.oy119.end:                             ; preds = %pool1_grad.ox120.end
+  br label %pool1_grad.oy121
 
-ox120:                                            ; preds = %ox120, %oy119
-  %ox120284 = phi i64 [ 0, %oy119 ], [ %ox120.next, %ox120 ]
-  %829 = mul nsw i64 %g108263, 64
-  %830 = add nsw i64 %829, %j112272
+pool1_grad.ox120:                                 ; preds = %pool1_grad.ox120, %pool1_grad.oy119
+  %pool1_grad.ox120273 = phi i64 [ 0, %pool1_grad.oy119 ], [ %ox120.next, %pool1_grad.ox120 ]
+  %829 = mul nsw i64 %pool1_grad.g108252, 64
+  %830 = add nsw i64 %829, %pool1_grad.j112261
   %831 = mul nsw i64 %830, 1176
   %832 = add nsw i64 376320, %831
-  %833 = mul nsw i64 %c113273, 196
+  %833 = mul nsw i64 %pool1_grad.c113262, 196
   %834 = add nsw i64 %832, %833
-  %835 = add nsw i64 %oy119283, %ky114274
+  %835 = add nsw i64 %pool1_grad.oy119272, %pool1_grad.ky114263
   %836 = mul nsw i64 %835, 14
   %837 = add nsw i64 %834, %836
-  %838 = add nsw i64 %ox120284, 2
+  %838 = add nsw i64 %pool1_grad.ox120273, 2
   %839 = add nsw i64 %837, %838
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %839
-  %840 = load float, ptr %arena285, align 4
-  %841 = mul nsw i64 %c113273, 5
-  %842 = add nsw i64 %841, %ky114274
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %839
+  %840 = load float, ptr %arena274, align 4
+  %841 = mul nsw i64 %pool1_grad.c113262, 5
+  %842 = add nsw i64 %841, %pool1_grad.ky114263
   %843 = mul nsw i64 %842, 5
   %844 = add nsw i64 %843, 2
   %845 = mul nsw i64 %844, 6400
   %846 = add nsw i64 756112, %845
-  %847 = mul nsw i64 %j112272, 100
+  %847 = mul nsw i64 %pool1_grad.j112261, 100
   %848 = add nsw i64 %846, %847
-  %849 = mul nsw i64 %oy119283, 10
+  %849 = mul nsw i64 %pool1_grad.oy119272, 10
   %850 = add nsw i64 %848, %849
-  %851 = add nsw i64 %850, %ox120284
-  %arena286 = getelementptr inbounds float, ptr %arena, i64 %851
-  %852 = load float, ptr %arena286, align 4
+  %851 = add nsw i64 %850, %pool1_grad.ox120273
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %851
+  %852 = load float, ptr %arena275, align 4
   %853 = fadd float %840, %852
-  store float %853, ptr %arena285, align 4
-  %ox120.next = add nsw i64 %ox120284, 1
+  store float %853, ptr %arena274, align 4
+  %ox120.next = add nsw i64 %pool1_grad.ox120273, 1
   %854 = icmp slt i64 %ox120.next, 10
-  br i1 %854, label %ox120, label %ox120.end
+  br i1 %854, label %pool1_grad.ox120, label %pool1_grad.ox120.end
 
-ox120.end:                                        ; preds = %ox120
-  %oy119.next = add nsw i64 %oy119283, 1
+pool1_grad.ox120.end:                             ; preds = %pool1_grad.ox120
+  %oy119.next = add nsw i64 %pool1_grad.oy119272, 1
   %855 = icmp slt i64 %oy119.next, 10
-  br i1 %855, label %oy119, label %oy119.end
+  br i1 %855, label %pool1_grad.oy119, label %pool1_grad.oy119.end
 
-oy121:                                            ; preds = %ox122.end, %oy119.end
-  %oy121287 = phi i64 [ 0, %oy119.end ], [ %oy121.next, %ox122.end ]
-  br label %ox122
+pool1_grad.oy121:                                 ; preds = %pool1_grad.ox122.end, %pool1_grad.oy119.end
+  %pool1_grad.oy121276 = phi i64 [ 0, %pool1_grad.oy119.end ], [ %oy121.next, %pool1_grad.ox122.end ]
+  br label %pool1_grad.ox122
 
-oy121.end:                                        ; preds = %ox122.end
-  br label %oy123
+pool1_grad.oy121.end:                             ; preds = %pool1_grad.ox122.end
+  br label %pool1_grad.oy123
 
-ox122:                                            ; preds = %ox122, %oy121
-  %ox122288 = phi i64 [ 0, %oy121 ], [ %ox122.next, %ox122 ]
-  %856 = mul nsw i64 %g108263, 64
-  %857 = add nsw i64 %856, %j112272
+pool1_grad.ox122:                                 ; preds = %pool1_grad.ox122, %pool1_grad.oy121
+  %pool1_grad.ox122277 = phi i64 [ 0, %pool1_grad.oy121 ], [ %ox122.next, %pool1_grad.ox122 ]
+  %856 = mul nsw i64 %pool1_grad.g108252, 64
+  %857 = add nsw i64 %856, %pool1_grad.j112261
   %858 = mul nsw i64 %857, 1176
   %859 = add nsw i64 376320, %858
-  %860 = mul nsw i64 %c113273, 196
+  %860 = mul nsw i64 %pool1_grad.c113262, 196
   %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %oy121287, %ky114274
+  %862 = add nsw i64 %pool1_grad.oy121276, %pool1_grad.ky114263
   %863 = mul nsw i64 %862, 14
   %864 = add nsw i64 %861, %863
-  %865 = add nsw i64 %ox122288, 3
+  %865 = add nsw i64 %pool1_grad.ox122277, 3
   %866 = add nsw i64 %864, %865
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %866
-  %867 = load float, ptr %arena289, align 4
-  %868 = mul nsw i64 %c113273, 5
-  %869 = add nsw i64 %868, %ky114274
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %866
+  %867 = load float, ptr %arena278, align 4
+  %868 = mul nsw i64 %pool1_grad.c113262, 5
+  %869 = add nsw i64 %868, %pool1_grad.ky114263
   %870 = mul nsw i64 %869, 5
   %871 = add nsw i64 %870, 3
   %872 = mul nsw i64 %871, 6400
   %873 = add nsw i64 756112, %872
-  %874 = mul nsw i64 %j112272, 100
+  %874 = mul nsw i64 %pool1_grad.j112261, 100
   %875 = add nsw i64 %873, %874
-  %876 = mul nsw i64 %oy121287, 10
+  %876 = mul nsw i64 %pool1_grad.oy121276, 10
   %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %ox122288
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load float, ptr %arena290, align 4
+  %878 = add nsw i64 %877, %pool1_grad.ox122277
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %878
+  %879 = load float, ptr %arena279, align 4
   %880 = fadd float %867, %879
-  store float %880, ptr %arena289, align 4
-  %ox122.next = add nsw i64 %ox122288, 1
+  store float %880, ptr %arena278, align 4
+  %ox122.next = add nsw i64 %pool1_grad.ox122277, 1
   %881 = icmp slt i64 %ox122.next, 10
-  br i1 %881, label %ox122, label %ox122.end
+  br i1 %881, label %pool1_grad.ox122, label %pool1_grad.ox122.end
 
-ox122.end:                                        ; preds = %ox122
-  %oy121.next = add nsw i64 %oy121287, 1
+pool1_grad.ox122.end:                             ; preds = %pool1_grad.ox122
+  %oy121.next = add nsw i64 %pool1_grad.oy121276, 1
   %882 = icmp slt i64 %oy121.next, 10
-  br i1 %882, label %oy121, label %oy121.end
+  br i1 %882, label %pool1_grad.oy121, label %pool1_grad.oy121.end
 
-oy123:                                            ; preds = %ox124.end, %oy121.end
-  %oy123291 = phi i64 [ 0, %oy121.end ], [ %oy123.next, %ox124.end ]
-  br label %ox124
+pool1_grad.oy123:                                 ; preds = %pool1_grad.ox124.end, %pool1_grad.oy121.end
+  %pool1_grad.oy123280 = phi i64 [ 0, %pool1_grad.oy121.end ], [ %oy123.next, %pool1_grad.ox124.end ]
+  br label %pool1_grad.ox124
 
-oy123.end:                                        ; preds = %ox124.end
-  %ky114.next = add nsw i64 %ky114274, 1
+pool1_grad.oy123.end:                             ; preds = %pool1_grad.ox124.end
+  %ky114.next = add nsw i64 %pool1_grad.ky114263, 1
   %883 = icmp slt i64 %ky114.next, 5
-  br i1 %883, label %ky114, label %ky114.end
+  br i1 %883, label %pool1_grad.ky114, label %pool1_grad.ky114.end
 
-ox124:                                            ; preds = %ox124, %oy123
-  %ox124292 = phi i64 [ 0, %oy123 ], [ %ox124.next, %ox124 ]
-  %884 = mul nsw i64 %g108263, 64
-  %885 = add nsw i64 %884, %j112272
+pool1_grad.ox124:                                 ; preds = %pool1_grad.ox124, %pool1_grad.oy123
+  %pool1_grad.ox124281 = phi i64 [ 0, %pool1_grad.oy123 ], [ %ox124.next, %pool1_grad.ox124 ]
+  %884 = mul nsw i64 %pool1_grad.g108252, 64
+  %885 = add nsw i64 %884, %pool1_grad.j112261
   %886 = mul nsw i64 %885, 1176
   %887 = add nsw i64 376320, %886
-  %888 = mul nsw i64 %c113273, 196
+  %888 = mul nsw i64 %pool1_grad.c113262, 196
   %889 = add nsw i64 %887, %888
-  %890 = add nsw i64 %oy123291, %ky114274
+  %890 = add nsw i64 %pool1_grad.oy123280, %pool1_grad.ky114263
   %891 = mul nsw i64 %890, 14
   %892 = add nsw i64 %889, %891
-  %893 = add nsw i64 %ox124292, 4
+  %893 = add nsw i64 %pool1_grad.ox124281, 4
   %894 = add nsw i64 %892, %893
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %894
-  %895 = load float, ptr %arena293, align 4
-  %896 = mul nsw i64 %c113273, 5
-  %897 = add nsw i64 %896, %ky114274
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %894
+  %895 = load float, ptr %arena282, align 4
+  %896 = mul nsw i64 %pool1_grad.c113262, 5
+  %897 = add nsw i64 %896, %pool1_grad.ky114263
   %898 = mul nsw i64 %897, 5
   %899 = add nsw i64 %898, 4
   %900 = mul nsw i64 %899, 6400
   %901 = add nsw i64 756112, %900
-  %902 = mul nsw i64 %j112272, 100
+  %902 = mul nsw i64 %pool1_grad.j112261, 100
   %903 = add nsw i64 %901, %902
-  %904 = mul nsw i64 %oy123291, 10
+  %904 = mul nsw i64 %pool1_grad.oy123280, 10
   %905 = add nsw i64 %903, %904
-  %906 = add nsw i64 %905, %ox124292
-  %arena294 = getelementptr inbounds float, ptr %arena, i64 %906
-  %907 = load float, ptr %arena294, align 4
+  %906 = add nsw i64 %905, %pool1_grad.ox124281
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %906
+  %907 = load float, ptr %arena283, align 4
   %908 = fadd float %895, %907
-  store float %908, ptr %arena293, align 4
-  %ox124.next = add nsw i64 %ox124292, 1
+  store float %908, ptr %arena282, align 4
+  %ox124.next = add nsw i64 %pool1_grad.ox124281, 1
   %909 = icmp slt i64 %ox124.next, 10
-  br i1 %909, label %ox124, label %ox124.end
+  br i1 %909, label %pool1_grad.ox124, label %pool1_grad.ox124.end
 
-ox124.end:                                        ; preds = %ox124
-  %oy123.next = add nsw i64 %oy123291, 1
+pool1_grad.ox124.end:                             ; preds = %pool1_grad.ox124
+  %oy123.next = add nsw i64 %pool1_grad.oy123280, 1
   %910 = icmp slt i64 %oy123.next, 10
-  br i1 %910, label %oy123, label %oy123.end
+  br i1 %910, label %pool1_grad.oy123, label %pool1_grad.oy123.end
 
-i125:                                             ; preds = %i125, %g108.end
-  %i125295 = phi i64 [ 0, %g108.end ], [ %i125.next, %i125 ]
-  %911 = add nsw i64 518032, %i125295
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 %911
-  store float 0.000000e+00, ptr %arena296, align 4
-  %i125.next = add nsw i64 %i125295, 1
+relu1_grad.i125:                                  ; preds = %relu1_grad.i125, %pool1_grad.g108.end
+  %relu1_grad.i125284 = phi i64 [ 0, %pool1_grad.g108.end ], [ %i125.next, %relu1_grad.i125 ]
+  %911 = add nsw i64 518032, %relu1_grad.i125284
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %911
+  store float 0.000000e+00, ptr %arena285, align 4
+  %i125.next = add nsw i64 %relu1_grad.i125284, 1
   %912 = icmp slt i64 %i125.next, 301056
-  br i1 %912, label %i125, label %i125.end
+  br i1 %912, label %relu1_grad.i125, label %relu1_grad.i125.end
 
-i125.end:                                         ; preds = %i125
-  br label %q126
+relu1_grad.i125.end:                              ; preds = %relu1_grad.i125
+  br label %relu1_grad.q126
 
-q126:                                             ; preds = %py127.end, %i125.end
-  %q126297 = phi i64 [ 0, %i125.end ], [ %q126.next, %py127.end ]
-  br label %py127
+relu1_grad.q126:                                  ; preds = %relu1_grad.py127.end, %relu1_grad.i125.end
+  %relu1_grad.q126286 = phi i64 [ 0, %relu1_grad.i125.end ], [ %q126.next, %relu1_grad.py127.end ]
+  br label %relu1_grad.py127
 
-q126.end:                                         ; preds = %py127.end
-  br label %i131
+relu1_grad.q126.end:                              ; preds = %relu1_grad.py127.end
+  br label %conv1_grad.i131
 
-py127:                                            ; preds = %px128.end, %q126
-  %py127298 = phi i64 [ 0, %q126 ], [ %py127.next, %px128.end ]
-  br label %px128
+relu1_grad.py127:                                 ; preds = %relu1_grad.px128.end, %relu1_grad.q126
+  %relu1_grad.py127287 = phi i64 [ 0, %relu1_grad.q126 ], [ %py127.next, %relu1_grad.px128.end ]
+  br label %relu1_grad.px128
 
-py127.end:                                        ; preds = %px128.end
-  %q126.next = add nsw i64 %q126297, 1
+relu1_grad.py127.end:                             ; preds = %relu1_grad.px128.end
+  %q126.next = add nsw i64 %relu1_grad.q126286, 1
   %913 = icmp slt i64 %q126.next, 384
-  br i1 %913, label %q126, label %q126.end
+  br i1 %913, label %relu1_grad.q126, label %relu1_grad.q126.end
 
-px128:                                            ; preds = %ky129.end, %py127
-  %px128299 = phi i64 [ 0, %py127 ], [ %px128.next, %ky129.end ]
-  br label %ky129
+relu1_grad.px128:                                 ; preds = %relu1_grad.ky129.end, %relu1_grad.py127
+  %relu1_grad.px128288 = phi i64 [ 0, %relu1_grad.py127 ], [ %px128.next, %relu1_grad.ky129.end ]
+  br label %relu1_grad.ky129
 
-px128.end:                                        ; preds = %ky129.end
-  %py127.next = add nsw i64 %py127298, 1
+relu1_grad.px128.end:                             ; preds = %relu1_grad.ky129.end
+  %py127.next = add nsw i64 %relu1_grad.py127287, 1
   %914 = icmp slt i64 %py127.next, 14
-  br i1 %914, label %py127, label %py127.end
+  br i1 %914, label %relu1_grad.py127, label %relu1_grad.py127.end
 
-ky129:                                            ; preds = %kx130.end, %px128
-  %ky129300 = phi i64 [ 0, %px128 ], [ %ky129.next, %kx130.end ]
-  br label %kx130
+relu1_grad.ky129:                                 ; preds = %relu1_grad.kx130.end, %relu1_grad.px128
+  %relu1_grad.ky129289 = phi i64 [ 0, %relu1_grad.px128 ], [ %ky129.next, %relu1_grad.kx130.end ]
+  br label %relu1_grad.kx130
 
-ky129.end:                                        ; preds = %kx130.end
-  %px128.next = add nsw i64 %px128299, 1
+relu1_grad.ky129.end:                             ; preds = %relu1_grad.kx130.end
+  %px128.next = add nsw i64 %relu1_grad.px128288, 1
   %915 = icmp slt i64 %px128.next, 14
-  br i1 %915, label %px128, label %px128.end
+  br i1 %915, label %relu1_grad.px128, label %relu1_grad.px128.end
 
-kx130:                                            ; preds = %kx130, %ky129
-  %kx130301 = phi i64 [ 0, %ky129 ], [ %kx130.next, %kx130 ]
-  %916 = mul nsw i64 %q126297, 784
-  %917 = mul nsw i64 %py127298, 56
+relu1_grad.kx130:                                 ; preds = %relu1_grad.kx130, %relu1_grad.ky129
+  %relu1_grad.kx130290 = phi i64 [ 0, %relu1_grad.ky129 ], [ %kx130.next, %relu1_grad.kx130 ]
+  %916 = mul nsw i64 %relu1_grad.q126286, 784
+  %917 = mul nsw i64 %relu1_grad.py127287, 56
   %918 = add nsw i64 %916, %917
-  %919 = mul nsw i64 %px128299, 2
+  %919 = mul nsw i64 %relu1_grad.px128288, 2
   %920 = add nsw i64 %918, %919
   %921 = add nsw i64 518032, %920
-  %922 = mul nsw i64 %ky129300, 28
+  %922 = mul nsw i64 %relu1_grad.ky129289, 28
   %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %kx130301
-  %arena302 = getelementptr inbounds float, ptr %arena, i64 %924
-  %925 = load float, ptr %arena302, align 4
-  %926 = mul nsw i64 %q126297, 196
+  %924 = add nsw i64 %923, %relu1_grad.kx130290
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %924
+  %925 = load float, ptr %arena291, align 4
+  %926 = mul nsw i64 %relu1_grad.q126286, 196
   %927 = add nsw i64 376320, %926
-  %928 = mul nsw i64 %py127298, 14
+  %928 = mul nsw i64 %relu1_grad.py127287, 14
   %929 = add nsw i64 %927, %928
-  %930 = add nsw i64 %929, %px128299
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %930
-  %931 = load float, ptr %arena303, align 4
+  %930 = add nsw i64 %929, %relu1_grad.px128288
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 %930
+  %931 = load float, ptr %arena292, align 4
   %932 = fmul float %931, 2.500000e-01
   %933 = fadd float %925, %932
-  store float %933, ptr %arena302, align 4
-  %kx130.next = add nsw i64 %kx130301, 1
+  store float %933, ptr %arena291, align 4
+  %kx130.next = add nsw i64 %relu1_grad.kx130290, 1
   %934 = icmp slt i64 %kx130.next, 2
-  br i1 %934, label %kx130, label %kx130.end
+  br i1 %934, label %relu1_grad.kx130, label %relu1_grad.kx130.end
 
-kx130.end:                                        ; preds = %kx130
-  %ky129.next = add nsw i64 %ky129300, 1
+relu1_grad.kx130.end:                             ; preds = %relu1_grad.kx130
+  %ky129.next = add nsw i64 %relu1_grad.ky129289, 1
   %935 = icmp slt i64 %ky129.next, 2
-  br i1 %935, label %ky129, label %ky129.end
+  br i1 %935, label %relu1_grad.ky129, label %relu1_grad.ky129.end
 
-i131:                                             ; preds = %i131, %q126.end
-  %i131304 = phi i64 [ 0, %q126.end ], [ %i131.next, %i131 ]
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %i131304
-  %936 = load float, ptr %arena305, align 4
+conv1_grad.i131:                                  ; preds = %conv1_grad.i131, %relu1_grad.q126.end
+  %conv1_grad.i131293 = phi i64 [ 0, %relu1_grad.q126.end ], [ %i131.next, %conv1_grad.i131 ]
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i131293
+  %936 = load float, ptr %arena294, align 4
   %937 = fcmp ogt float %936, 0.000000e+00
-  %938 = add nsw i64 518032, %i131304
-  %arena306 = getelementptr inbounds float, ptr %arena, i64 %938
-  %939 = load float, ptr %arena306, align 4
+  %938 = add nsw i64 518032, %conv1_grad.i131293
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %938
+  %939 = load float, ptr %arena295, align 4
   %940 = select i1 %937, float %939, float 0.000000e+00
-  %941 = add nsw i64 819088, %i131304
-  %arena307 = getelementptr inbounds float, ptr %arena, i64 %941
-  store float %940, ptr %arena307, align 4
-  %i131.next = add nsw i64 %i131304, 1
+  %941 = add nsw i64 819088, %conv1_grad.i131293
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %941
+  store float %940, ptr %arena296, align 4
+  %i131.next = add nsw i64 %conv1_grad.i131293, 1
   %942 = icmp slt i64 %i131.next, 301056
-  br i1 %942, label %i131, label %i131.end
+  br i1 %942, label %conv1_grad.i131, label %conv1_grad.i131.end
 
-i131.end:                                         ; preds = %i131
-  br label %i132
+conv1_grad.i131.end:                              ; preds = %conv1_grad.i131
+  br label %conv1_weight_grad.i132
 
-i132:                                             ; preds = %i132, %i131.end
-  %i132308 = phi i64 [ 0, %i131.end ], [ %i132.next, %i132 ]
-  %grads309 = getelementptr inbounds float, ptr %grads, i64 %i132308
-  store float 0.000000e+00, ptr %grads309, align 4
-  %i132.next = add nsw i64 %i132308, 1
+conv1_weight_grad.i132:                           ; preds = %conv1_weight_grad.i132, %conv1_grad.i131.end
+  %conv1_weight_grad.i132297 = phi i64 [ 0, %conv1_grad.i131.end ], [ %i132.next, %conv1_weight_grad.i132 ]
+  %grads298 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i132297
+  store float 0.000000e+00, ptr %grads298, align 4
+  %i132.next = add nsw i64 %conv1_weight_grad.i132297, 1
   %943 = icmp slt i64 %i132.next, 150
-  br i1 %943, label %i132, label %i132.end
+  br i1 %943, label %conv1_weight_grad.i132, label %conv1_weight_grad.i132.end
 
-i132.end:                                         ; preds = %i132
-  br label %g133
+conv1_weight_grad.i132.end:                       ; preds = %conv1_weight_grad.i132
+  br label %conv1_weight_grad.g133
 
-g133:                                             ; preds = %j149.end, %i132.end
-  %g133310 = phi i64 [ 0, %i132.end ], [ %g133.next, %j149.end ]
-  br label %j134
+conv1_weight_grad.g133:                           ; preds = %conv1_weight_grad.j149.end, %conv1_weight_grad.i132.end
+  %conv1_weight_grad.g133299 = phi i64 [ 0, %conv1_weight_grad.i132.end ], [ %g133.next, %conv1_weight_grad.j149.end ]
+  br label %conv1_weight_grad.j134
 
-g133.end:                                         ; preds = %j149.end
-  br label %f152
+conv1_weight_grad.g133.end:                       ; preds = %conv1_weight_grad.j149.end
+  br label %conv1_bias_grad.f152
 
-j134:                                             ; preds = %c137.end, %g133
-  %j134311 = phi i64 [ 0, %g133 ], [ %j134.next, %c137.end ]
-  br label %r135
+conv1_weight_grad.j134:                           ; preds = %conv1_weight_grad.c137.end, %conv1_weight_grad.g133
+  %conv1_weight_grad.j134300 = phi i64 [ 0, %conv1_weight_grad.g133 ], [ %j134.next, %conv1_weight_grad.c137.end ]
+  br label %conv1_weight_grad.r135
 
-j134.end:                                         ; preds = %c137.end
-  br label %j149
+conv1_weight_grad.j134.end:                       ; preds = %conv1_weight_grad.c137.end
+  br label %conv1_weight_grad.j149
 
-r135:                                             ; preds = %i136.end, %j134
-  %r135312 = phi i64 [ 0, %j134 ], [ %r135.next, %i136.end ]
-  br label %i136
+conv1_weight_grad.r135:                           ; preds = %conv1_weight_grad.i136.end, %conv1_weight_grad.j134
+  %conv1_weight_grad.r135301 = phi i64 [ 0, %conv1_weight_grad.j134 ], [ %r135.next, %conv1_weight_grad.i136.end ]
+  br label %conv1_weight_grad.i136
 
-r135.end:                                         ; preds = %i136.end
-  br label %c137
+conv1_weight_grad.r135.end:                       ; preds = %conv1_weight_grad.i136.end
+  br label %conv1_weight_grad.c137
 
-i136:                                             ; preds = %i136, %r135
-  %i136313 = phi i64 [ 0, %r135 ], [ %i136.next, %i136 ]
-  %944 = mul nsw i64 %r135312, 50176
+conv1_weight_grad.i136:                           ; preds = %conv1_weight_grad.i136, %conv1_weight_grad.r135
+  %conv1_weight_grad.i136302 = phi i64 [ 0, %conv1_weight_grad.r135 ], [ %i136.next, %conv1_weight_grad.i136 ]
+  %944 = mul nsw i64 %conv1_weight_grad.r135301, 50176
   %945 = add nsw i64 1120144, %944
-  %946 = mul nsw i64 %j134311, 784
+  %946 = mul nsw i64 %conv1_weight_grad.j134300, 784
   %947 = add nsw i64 %945, %946
-  %948 = add nsw i64 %947, %i136313
-  %arena314 = getelementptr inbounds float, ptr %arena, i64 %948
-  store float 0.000000e+00, ptr %arena314, align 4
-  %i136.next = add nsw i64 %i136313, 1
+  %948 = add nsw i64 %947, %conv1_weight_grad.i136302
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %948
+  store float 0.000000e+00, ptr %arena303, align 4
+  %i136.next = add nsw i64 %conv1_weight_grad.i136302, 1
   %949 = icmp slt i64 %i136.next, 784
-  br i1 %949, label %i136, label %i136.end
+  br i1 %949, label %conv1_weight_grad.i136, label %conv1_weight_grad.i136.end
 
-i136.end:                                         ; preds = %i136
-  %r135.next = add nsw i64 %r135312, 1
+conv1_weight_grad.i136.end:                       ; preds = %conv1_weight_grad.i136
+  %r135.next = add nsw i64 %conv1_weight_grad.r135301, 1
   %950 = icmp slt i64 %r135.next, 25
-  br i1 %950, label %r135, label %r135.end
+  br i1 %950, label %conv1_weight_grad.r135, label %conv1_weight_grad.r135.end
 
-c137:                                             ; preds = %ky138.end, %r135.end
-  %c137315 = phi i64 [ 0, %r135.end ], [ %c137.next, %ky138.end ]
-  br label %ky138
+conv1_weight_grad.c137:                           ; preds = %conv1_weight_grad.ky138.end, %conv1_weight_grad.r135.end
+  %conv1_weight_grad.c137304 = phi i64 [ 0, %conv1_weight_grad.r135.end ], [ %c137.next, %conv1_weight_grad.ky138.end ]
+  br label %conv1_weight_grad.ky138
 
-c137.end:                                         ; preds = %ky138.end
-  %j134.next = add nsw i64 %j134311, 1
+conv1_weight_grad.c137.end:                       ; preds = %conv1_weight_grad.ky138.end
+  %j134.next = add nsw i64 %conv1_weight_grad.j134300, 1
   %951 = icmp slt i64 %j134.next, 64
-  br i1 %951, label %j134, label %j134.end
+  br i1 %951, label %conv1_weight_grad.j134, label %conv1_weight_grad.j134.end
 
-ky138:                                            ; preds = %oy147.end, %c137
-  %ky138316 = phi i64 [ 0, %c137 ], [ %ky138.next, %oy147.end ]
-  br label %oy139
+conv1_weight_grad.ky138:                          ; preds = %conv1_weight_grad.oy147.end, %conv1_weight_grad.c137
+  %conv1_weight_grad.ky138305 = phi i64 [ 0, %conv1_weight_grad.c137 ], [ %ky138.next, %conv1_weight_grad.oy147.end ]
+  br label %conv1_weight_grad.oy139
 
-ky138.end:                                        ; preds = %oy147.end
-  %c137.next = add nsw i64 %c137315, 1
+conv1_weight_grad.ky138.end:                      ; preds = %conv1_weight_grad.oy147.end
+  %c137.next = add nsw i64 %conv1_weight_grad.c137304, 1
   %952 = icmp slt i64 %c137.next, 1
-  br i1 %952, label %c137, label %c137.end
+  br i1 %952, label %conv1_weight_grad.c137, label %conv1_weight_grad.c137.end
 
-oy139:                                            ; preds = %endif319, %ky138
-  %oy139317 = phi i64 [ 0, %ky138 ], [ %oy139.next, %endif319 ]
-  %953 = add nsw i64 %oy139317, %ky138316
+conv1_weight_grad.oy139:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky138
+  %conv1_weight_grad.oy139306 = phi i64 [ 0, %conv1_weight_grad.ky138 ], [ %oy139.next, %conv1_weight_grad.endif ]
+  %953 = add nsw i64 %conv1_weight_grad.oy139306, %conv1_weight_grad.ky138305
   %954 = add nsw i64 %953, -2
   %955 = icmp slt i64 -1, %954
-  %956 = add nsw i64 %oy139317, %ky138316
+  %956 = add nsw i64 %conv1_weight_grad.oy139306, %conv1_weight_grad.ky138305
   %957 = add nsw i64 %956, -2
   %958 = icmp slt i64 %957, 28
   %959 = and i1 %955, %958
-  br i1 %959, label %then318, label %endif319
+  br i1 %959, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-oy139.end:                                        ; preds = %endif319
-  br label %oy141
+conv1_weight_grad.oy139.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy141
 
-then318:                                          ; preds = %oy139
-  br label %ox140
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy139
+  br label %conv1_weight_grad.ox140
 
-endif319:                                         ; preds = %ox140.end, %oy139
-  %oy139.next = add nsw i64 %oy139317, 1
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox140.end, %conv1_weight_grad.oy139
+  %oy139.next = add nsw i64 %conv1_weight_grad.oy139306, 1
   %960 = icmp slt i64 %oy139.next, 28
-  br i1 %960, label %oy139, label %oy139.end
+  br i1 %960, label %conv1_weight_grad.oy139, label %conv1_weight_grad.oy139.end
 
-ox140:                                            ; preds = %ox140, %then318
-  %ox140320 = phi i64 [ 0, %then318 ], [ %ox140.next, %ox140 ]
-  %961 = mul nsw i64 %g133310, 64
-  %962 = add nsw i64 %961, %j134311
+conv1_weight_grad.ox140:                          ; preds = %conv1_weight_grad.ox140, %conv1_weight_grad.then
+  %conv1_weight_grad.ox140307 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox140.next, %conv1_weight_grad.ox140 ]
+  %961 = mul nsw i64 %conv1_weight_grad.g133299, 64
+  %962 = add nsw i64 %961, %conv1_weight_grad.j134300
   %963 = mul nsw i64 %962, 784
-  %964 = mul nsw i64 %c137315, 784
+  %964 = mul nsw i64 %conv1_weight_grad.c137304, 784
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %oy139317, %ky138316
+  %966 = add nsw i64 %conv1_weight_grad.oy139306, %conv1_weight_grad.ky138305
   %967 = add nsw i64 %966, -2
   %968 = mul nsw i64 %967, 28
   %969 = add nsw i64 %965, %968
-  %970 = add nsw i64 %ox140320, 2
+  %970 = add nsw i64 %conv1_weight_grad.ox140307, 2
   %971 = add nsw i64 %970, -2
   %972 = add nsw i64 %969, %971
-  %images321 = getelementptr inbounds float, ptr %images, i64 %972
-  %973 = load float, ptr %images321, align 4
-  %974 = mul nsw i64 %c137315, 5
-  %975 = add nsw i64 %974, %ky138316
+  %images308 = getelementptr inbounds float, ptr %images, i64 %972
+  %973 = load float, ptr %images308, align 4
+  %974 = mul nsw i64 %conv1_weight_grad.c137304, 5
+  %975 = add nsw i64 %974, %conv1_weight_grad.ky138305
   %976 = mul nsw i64 %975, 5
   %977 = mul nsw i64 %976, 50176
   %978 = add nsw i64 1120144, %977
-  %979 = mul nsw i64 %j134311, 784
+  %979 = mul nsw i64 %conv1_weight_grad.j134300, 784
   %980 = add nsw i64 %978, %979
-  %981 = mul nsw i64 %oy139317, 28
+  %981 = mul nsw i64 %conv1_weight_grad.oy139306, 28
   %982 = add nsw i64 %980, %981
-  %983 = add nsw i64 %ox140320, 2
+  %983 = add nsw i64 %conv1_weight_grad.ox140307, 2
   %984 = add nsw i64 %982, %983
-  %arena322 = getelementptr inbounds float, ptr %arena, i64 %984
-  store float %973, ptr %arena322, align 4
-  %ox140.next = add nsw i64 %ox140320, 1
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %984
+  store float %973, ptr %arena309, align 4
+  %ox140.next = add nsw i64 %conv1_weight_grad.ox140307, 1
   %985 = icmp slt i64 %ox140.next, 26
-  br i1 %985, label %ox140, label %ox140.end
+  br i1 %985, label %conv1_weight_grad.ox140, label %conv1_weight_grad.ox140.end
 
-ox140.end:                                        ; preds = %ox140
-  br label %endif319
+conv1_weight_grad.ox140.end:                      ; preds = %conv1_weight_grad.ox140
+  br label %conv1_weight_grad.endif
 
-oy141:                                            ; preds = %endif325, %oy139.end
-  %oy141323 = phi i64 [ 0, %oy139.end ], [ %oy141.next, %endif325 ]
-  %986 = add nsw i64 %oy141323, %ky138316
+conv1_weight_grad.oy141:                          ; preds = %conv1_weight_grad.endif312, %conv1_weight_grad.oy139.end
+  %conv1_weight_grad.oy141310 = phi i64 [ 0, %conv1_weight_grad.oy139.end ], [ %oy141.next, %conv1_weight_grad.endif312 ]
+  %986 = add nsw i64 %conv1_weight_grad.oy141310, %conv1_weight_grad.ky138305
   %987 = add nsw i64 %986, -2
   %988 = icmp slt i64 -1, %987
-  %989 = add nsw i64 %oy141323, %ky138316
+  %989 = add nsw i64 %conv1_weight_grad.oy141310, %conv1_weight_grad.ky138305
   %990 = add nsw i64 %989, -2
   %991 = icmp slt i64 %990, 28
   %992 = and i1 %988, %991
-  br i1 %992, label %then324, label %endif325
+  br i1 %992, label %conv1_weight_grad.then311, label %conv1_weight_grad.endif312
 
-oy141.end:                                        ; preds = %endif325
-  br label %oy143
+conv1_weight_grad.oy141.end:                      ; preds = %conv1_weight_grad.endif312
+  br label %conv1_weight_grad.oy143
 
-then324:                                          ; preds = %oy141
-  br label %ox142
+conv1_weight_grad.then311:                        ; preds = %conv1_weight_grad.oy141
+  br label %conv1_weight_grad.ox142
 
-endif325:                                         ; preds = %ox142.end, %oy141
-  %oy141.next = add nsw i64 %oy141323, 1
+conv1_weight_grad.endif312:                       ; preds = %conv1_weight_grad.ox142.end, %conv1_weight_grad.oy141
+  %oy141.next = add nsw i64 %conv1_weight_grad.oy141310, 1
   %993 = icmp slt i64 %oy141.next, 28
-  br i1 %993, label %oy141, label %oy141.end
+  br i1 %993, label %conv1_weight_grad.oy141, label %conv1_weight_grad.oy141.end
 
-ox142:                                            ; preds = %ox142, %then324
-  %ox142326 = phi i64 [ 0, %then324 ], [ %ox142.next, %ox142 ]
-  %994 = mul nsw i64 %g133310, 64
-  %995 = add nsw i64 %994, %j134311
+conv1_weight_grad.ox142:                          ; preds = %conv1_weight_grad.ox142, %conv1_weight_grad.then311
+  %conv1_weight_grad.ox142313 = phi i64 [ 0, %conv1_weight_grad.then311 ], [ %ox142.next, %conv1_weight_grad.ox142 ]
+  %994 = mul nsw i64 %conv1_weight_grad.g133299, 64
+  %995 = add nsw i64 %994, %conv1_weight_grad.j134300
   %996 = mul nsw i64 %995, 784
-  %997 = mul nsw i64 %c137315, 784
+  %997 = mul nsw i64 %conv1_weight_grad.c137304, 784
   %998 = add nsw i64 %996, %997
-  %999 = add nsw i64 %oy141323, %ky138316
+  %999 = add nsw i64 %conv1_weight_grad.oy141310, %conv1_weight_grad.ky138305
   %1000 = add nsw i64 %999, -2
   %1001 = mul nsw i64 %1000, 28
   %1002 = add nsw i64 %998, %1001
-  %1003 = add nsw i64 %ox142326, 1
+  %1003 = add nsw i64 %conv1_weight_grad.ox142313, 1
   %1004 = add nsw i64 %1003, -1
   %1005 = add nsw i64 %1002, %1004
-  %images327 = getelementptr inbounds float, ptr %images, i64 %1005
-  %1006 = load float, ptr %images327, align 4
-  %1007 = mul nsw i64 %c137315, 5
-  %1008 = add nsw i64 %1007, %ky138316
+  %images314 = getelementptr inbounds float, ptr %images, i64 %1005
+  %1006 = load float, ptr %images314, align 4
+  %1007 = mul nsw i64 %conv1_weight_grad.c137304, 5
+  %1008 = add nsw i64 %1007, %conv1_weight_grad.ky138305
   %1009 = mul nsw i64 %1008, 5
   %1010 = add nsw i64 %1009, 1
   %1011 = mul nsw i64 %1010, 50176
   %1012 = add nsw i64 1120144, %1011
-  %1013 = mul nsw i64 %j134311, 784
+  %1013 = mul nsw i64 %conv1_weight_grad.j134300, 784
   %1014 = add nsw i64 %1012, %1013
-  %1015 = mul nsw i64 %oy141323, 28
+  %1015 = mul nsw i64 %conv1_weight_grad.oy141310, 28
   %1016 = add nsw i64 %1014, %1015
-  %1017 = add nsw i64 %ox142326, 1
+  %1017 = add nsw i64 %conv1_weight_grad.ox142313, 1
   %1018 = add nsw i64 %1016, %1017
-  %arena328 = getelementptr inbounds float, ptr %arena, i64 %1018
-  store float %1006, ptr %arena328, align 4
-  %ox142.next = add nsw i64 %ox142326, 1
+  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1018
+  store float %1006, ptr %arena315, align 4
+  %ox142.next = add nsw i64 %conv1_weight_grad.ox142313, 1
   %1019 = icmp slt i64 %ox142.next, 27
-  br i1 %1019, label %ox142, label %ox142.end
+  br i1 %1019, label %conv1_weight_grad.ox142, label %conv1_weight_grad.ox142.end
 
-ox142.end:                                        ; preds = %ox142
-  br label %endif325
+conv1_weight_grad.ox142.end:                      ; preds = %conv1_weight_grad.ox142
+  br label %conv1_weight_grad.endif312
 
-oy143:                                            ; preds = %endif331, %oy141.end
-  %oy143329 = phi i64 [ 0, %oy141.end ], [ %oy143.next, %endif331 ]
-  %1020 = add nsw i64 %oy143329, %ky138316
+conv1_weight_grad.oy143:                          ; preds = %conv1_weight_grad.endif318, %conv1_weight_grad.oy141.end
+  %conv1_weight_grad.oy143316 = phi i64 [ 0, %conv1_weight_grad.oy141.end ], [ %oy143.next, %conv1_weight_grad.endif318 ]
+  %1020 = add nsw i64 %conv1_weight_grad.oy143316, %conv1_weight_grad.ky138305
   %1021 = add nsw i64 %1020, -2
   %1022 = icmp slt i64 -1, %1021
-  %1023 = add nsw i64 %oy143329, %ky138316
+  %1023 = add nsw i64 %conv1_weight_grad.oy143316, %conv1_weight_grad.ky138305
   %1024 = add nsw i64 %1023, -2
   %1025 = icmp slt i64 %1024, 28
   %1026 = and i1 %1022, %1025
-  br i1 %1026, label %then330, label %endif331
+  br i1 %1026, label %conv1_weight_grad.then317, label %conv1_weight_grad.endif318
 
-oy143.end:                                        ; preds = %endif331
-  br label %oy145
+conv1_weight_grad.oy143.end:                      ; preds = %conv1_weight_grad.endif318
+  br label %conv1_weight_grad.oy145
 
-then330:                                          ; preds = %oy143
-  br label %ox144
+conv1_weight_grad.then317:                        ; preds = %conv1_weight_grad.oy143
+  br label %conv1_weight_grad.ox144
 
-endif331:                                         ; preds = %ox144.end, %oy143
-  %oy143.next = add nsw i64 %oy143329, 1
+conv1_weight_grad.endif318:                       ; preds = %conv1_weight_grad.ox144.end, %conv1_weight_grad.oy143
+  %oy143.next = add nsw i64 %conv1_weight_grad.oy143316, 1
   %1027 = icmp slt i64 %oy143.next, 28
-  br i1 %1027, label %oy143, label %oy143.end
+  br i1 %1027, label %conv1_weight_grad.oy143, label %conv1_weight_grad.oy143.end
 
-ox144:                                            ; preds = %ox144, %then330
-  %ox144332 = phi i64 [ 0, %then330 ], [ %ox144.next, %ox144 ]
-  %1028 = mul nsw i64 %g133310, 64
-  %1029 = add nsw i64 %1028, %j134311
+conv1_weight_grad.ox144:                          ; preds = %conv1_weight_grad.ox144, %conv1_weight_grad.then317
+  %conv1_weight_grad.ox144319 = phi i64 [ 0, %conv1_weight_grad.then317 ], [ %ox144.next, %conv1_weight_grad.ox144 ]
+  %1028 = mul nsw i64 %conv1_weight_grad.g133299, 64
+  %1029 = add nsw i64 %1028, %conv1_weight_grad.j134300
   %1030 = mul nsw i64 %1029, 784
-  %1031 = mul nsw i64 %c137315, 784
+  %1031 = mul nsw i64 %conv1_weight_grad.c137304, 784
   %1032 = add nsw i64 %1030, %1031
-  %1033 = add nsw i64 %oy143329, %ky138316
+  %1033 = add nsw i64 %conv1_weight_grad.oy143316, %conv1_weight_grad.ky138305
   %1034 = add nsw i64 %1033, -2
   %1035 = mul nsw i64 %1034, 28
   %1036 = add nsw i64 %1032, %1035
-  %1037 = add nsw i64 %1036, %ox144332
-  %images333 = getelementptr inbounds float, ptr %images, i64 %1037
-  %1038 = load float, ptr %images333, align 4
-  %1039 = mul nsw i64 %c137315, 5
-  %1040 = add nsw i64 %1039, %ky138316
+  %1037 = add nsw i64 %1036, %conv1_weight_grad.ox144319
+  %images320 = getelementptr inbounds float, ptr %images, i64 %1037
+  %1038 = load float, ptr %images320, align 4
+  %1039 = mul nsw i64 %conv1_weight_grad.c137304, 5
+  %1040 = add nsw i64 %1039, %conv1_weight_grad.ky138305
   %1041 = mul nsw i64 %1040, 5
   %1042 = add nsw i64 %1041, 2
   %1043 = mul nsw i64 %1042, 50176
   %1044 = add nsw i64 1120144, %1043
-  %1045 = mul nsw i64 %j134311, 784
+  %1045 = mul nsw i64 %conv1_weight_grad.j134300, 784
   %1046 = add nsw i64 %1044, %1045
-  %1047 = mul nsw i64 %oy143329, 28
+  %1047 = mul nsw i64 %conv1_weight_grad.oy143316, 28
   %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %ox144332
-  %arena334 = getelementptr inbounds float, ptr %arena, i64 %1049
-  store float %1038, ptr %arena334, align 4
-  %ox144.next = add nsw i64 %ox144332, 1
+  %1049 = add nsw i64 %1048, %conv1_weight_grad.ox144319
+  %arena321 = getelementptr inbounds float, ptr %arena, i64 %1049
+  store float %1038, ptr %arena321, align 4
+  %ox144.next = add nsw i64 %conv1_weight_grad.ox144319, 1
   %1050 = icmp slt i64 %ox144.next, 28
-  br i1 %1050, label %ox144, label %ox144.end
+  br i1 %1050, label %conv1_weight_grad.ox144, label %conv1_weight_grad.ox144.end
 
-ox144.end:                                        ; preds = %ox144
-  br label %endif331
+conv1_weight_grad.ox144.end:                      ; preds = %conv1_weight_grad.ox144
+  br label %conv1_weight_grad.endif318
 
-oy145:                                            ; preds = %endif337, %oy143.end
-  %oy145335 = phi i64 [ 0, %oy143.end ], [ %oy145.next, %endif337 ]
-  %1051 = add nsw i64 %oy145335, %ky138316
+conv1_weight_grad.oy145:                          ; preds = %conv1_weight_grad.endif324, %conv1_weight_grad.oy143.end
+  %conv1_weight_grad.oy145322 = phi i64 [ 0, %conv1_weight_grad.oy143.end ], [ %oy145.next, %conv1_weight_grad.endif324 ]
+  %1051 = add nsw i64 %conv1_weight_grad.oy145322, %conv1_weight_grad.ky138305
   %1052 = add nsw i64 %1051, -2
   %1053 = icmp slt i64 -1, %1052
-  %1054 = add nsw i64 %oy145335, %ky138316
+  %1054 = add nsw i64 %conv1_weight_grad.oy145322, %conv1_weight_grad.ky138305
   %1055 = add nsw i64 %1054, -2
   %1056 = icmp slt i64 %1055, 28
   %1057 = and i1 %1053, %1056
-  br i1 %1057, label %then336, label %endif337
+  br i1 %1057, label %conv1_weight_grad.then323, label %conv1_weight_grad.endif324
 
-oy145.end:                                        ; preds = %endif337
-  br label %oy147
+conv1_weight_grad.oy145.end:                      ; preds = %conv1_weight_grad.endif324
+  br label %conv1_weight_grad.oy147
 
-then336:                                          ; preds = %oy145
-  br label %ox146
+conv1_weight_grad.then323:                        ; preds = %conv1_weight_grad.oy145
+  br label %conv1_weight_grad.ox146
 
-endif337:                                         ; preds = %ox146.end, %oy145
-  %oy145.next = add nsw i64 %oy145335, 1
+conv1_weight_grad.endif324:                       ; preds = %conv1_weight_grad.ox146.end, %conv1_weight_grad.oy145
+  %oy145.next = add nsw i64 %conv1_weight_grad.oy145322, 1
   %1058 = icmp slt i64 %oy145.next, 28
-  br i1 %1058, label %oy145, label %oy145.end
+  br i1 %1058, label %conv1_weight_grad.oy145, label %conv1_weight_grad.oy145.end
 
-ox146:                                            ; preds = %ox146, %then336
-  %ox146338 = phi i64 [ 0, %then336 ], [ %ox146.next, %ox146 ]
-  %1059 = mul nsw i64 %g133310, 64
-  %1060 = add nsw i64 %1059, %j134311
+conv1_weight_grad.ox146:                          ; preds = %conv1_weight_grad.ox146, %conv1_weight_grad.then323
+  %conv1_weight_grad.ox146325 = phi i64 [ 0, %conv1_weight_grad.then323 ], [ %ox146.next, %conv1_weight_grad.ox146 ]
+  %1059 = mul nsw i64 %conv1_weight_grad.g133299, 64
+  %1060 = add nsw i64 %1059, %conv1_weight_grad.j134300
   %1061 = mul nsw i64 %1060, 784
-  %1062 = mul nsw i64 %c137315, 784
+  %1062 = mul nsw i64 %conv1_weight_grad.c137304, 784
   %1063 = add nsw i64 %1061, %1062
-  %1064 = add nsw i64 %oy145335, %ky138316
+  %1064 = add nsw i64 %conv1_weight_grad.oy145322, %conv1_weight_grad.ky138305
   %1065 = add nsw i64 %1064, -2
   %1066 = mul nsw i64 %1065, 28
   %1067 = add nsw i64 %1063, %1066
-  %1068 = add nsw i64 %ox146338, 1
+  %1068 = add nsw i64 %conv1_weight_grad.ox146325, 1
   %1069 = add nsw i64 %1067, %1068
-  %images339 = getelementptr inbounds float, ptr %images, i64 %1069
-  %1070 = load float, ptr %images339, align 4
-  %1071 = mul nsw i64 %c137315, 5
-  %1072 = add nsw i64 %1071, %ky138316
+  %images326 = getelementptr inbounds float, ptr %images, i64 %1069
+  %1070 = load float, ptr %images326, align 4
+  %1071 = mul nsw i64 %conv1_weight_grad.c137304, 5
+  %1072 = add nsw i64 %1071, %conv1_weight_grad.ky138305
   %1073 = mul nsw i64 %1072, 5
   %1074 = add nsw i64 %1073, 3
   %1075 = mul nsw i64 %1074, 50176
   %1076 = add nsw i64 1120144, %1075
-  %1077 = mul nsw i64 %j134311, 784
+  %1077 = mul nsw i64 %conv1_weight_grad.j134300, 784
   %1078 = add nsw i64 %1076, %1077
-  %1079 = mul nsw i64 %oy145335, 28
+  %1079 = mul nsw i64 %conv1_weight_grad.oy145322, 28
   %1080 = add nsw i64 %1078, %1079
-  %1081 = add nsw i64 %1080, %ox146338
-  %arena340 = getelementptr inbounds float, ptr %arena, i64 %1081
-  store float %1070, ptr %arena340, align 4
-  %ox146.next = add nsw i64 %ox146338, 1
+  %1081 = add nsw i64 %1080, %conv1_weight_grad.ox146325
+  %arena327 = getelementptr inbounds float, ptr %arena, i64 %1081
+  store float %1070, ptr %arena327, align 4
+  %ox146.next = add nsw i64 %conv1_weight_grad.ox146325, 1
   %1082 = icmp slt i64 %ox146.next, 27
-  br i1 %1082, label %ox146, label %ox146.end
+  br i1 %1082, label %conv1_weight_grad.ox146, label %conv1_weight_grad.ox146.end
 
-ox146.end:                                        ; preds = %ox146
-  br label %endif337
+conv1_weight_grad.ox146.end:                      ; preds = %conv1_weight_grad.ox146
+  br label %conv1_weight_grad.endif324
 
-oy147:                                            ; preds = %endif343, %oy145.end
-  %oy147341 = phi i64 [ 0, %oy145.end ], [ %oy147.next, %endif343 ]
-  %1083 = add nsw i64 %oy147341, %ky138316
+conv1_weight_grad.oy147:                          ; preds = %conv1_weight_grad.endif330, %conv1_weight_grad.oy145.end
+  %conv1_weight_grad.oy147328 = phi i64 [ 0, %conv1_weight_grad.oy145.end ], [ %oy147.next, %conv1_weight_grad.endif330 ]
+  %1083 = add nsw i64 %conv1_weight_grad.oy147328, %conv1_weight_grad.ky138305
   %1084 = add nsw i64 %1083, -2
   %1085 = icmp slt i64 -1, %1084
-  %1086 = add nsw i64 %oy147341, %ky138316
+  %1086 = add nsw i64 %conv1_weight_grad.oy147328, %conv1_weight_grad.ky138305
   %1087 = add nsw i64 %1086, -2
   %1088 = icmp slt i64 %1087, 28
   %1089 = and i1 %1085, %1088
-  br i1 %1089, label %then342, label %endif343
+  br i1 %1089, label %conv1_weight_grad.then329, label %conv1_weight_grad.endif330
 
-oy147.end:                                        ; preds = %endif343
-  %ky138.next = add nsw i64 %ky138316, 1
+conv1_weight_grad.oy147.end:                      ; preds = %conv1_weight_grad.endif330
+  %ky138.next = add nsw i64 %conv1_weight_grad.ky138305, 1
   %1090 = icmp slt i64 %ky138.next, 5
-  br i1 %1090, label %ky138, label %ky138.end
+  br i1 %1090, label %conv1_weight_grad.ky138, label %conv1_weight_grad.ky138.end
 
-then342:                                          ; preds = %oy147
-  br label %ox148
+conv1_weight_grad.then329:                        ; preds = %conv1_weight_grad.oy147
+  br label %conv1_weight_grad.ox148
 
-endif343:                                         ; preds = %ox148.end, %oy147
-  %oy147.next = add nsw i64 %oy147341, 1
+conv1_weight_grad.endif330:                       ; preds = %conv1_weight_grad.ox148.end, %conv1_weight_grad.oy147
+  %oy147.next = add nsw i64 %conv1_weight_grad.oy147328, 1
   %1091 = icmp slt i64 %oy147.next, 28
-  br i1 %1091, label %oy147, label %oy147.end
+  br i1 %1091, label %conv1_weight_grad.oy147, label %conv1_weight_grad.oy147.end
 
-ox148:                                            ; preds = %ox148, %then342
-  %ox148344 = phi i64 [ 0, %then342 ], [ %ox148.next, %ox148 ]
-  %1092 = mul nsw i64 %g133310, 64
-  %1093 = add nsw i64 %1092, %j134311
+conv1_weight_grad.ox148:                          ; preds = %conv1_weight_grad.ox148, %conv1_weight_grad.then329
+  %conv1_weight_grad.ox148331 = phi i64 [ 0, %conv1_weight_grad.then329 ], [ %ox148.next, %conv1_weight_grad.ox148 ]
+  %1092 = mul nsw i64 %conv1_weight_grad.g133299, 64
+  %1093 = add nsw i64 %1092, %conv1_weight_grad.j134300
   %1094 = mul nsw i64 %1093, 784
-  %1095 = mul nsw i64 %c137315, 784
+  %1095 = mul nsw i64 %conv1_weight_grad.c137304, 784
   %1096 = add nsw i64 %1094, %1095
-  %1097 = add nsw i64 %oy147341, %ky138316
+  %1097 = add nsw i64 %conv1_weight_grad.oy147328, %conv1_weight_grad.ky138305
   %1098 = add nsw i64 %1097, -2
   %1099 = mul nsw i64 %1098, 28
   %1100 = add nsw i64 %1096, %1099
-  %1101 = add nsw i64 %ox148344, 2
+  %1101 = add nsw i64 %conv1_weight_grad.ox148331, 2
   %1102 = add nsw i64 %1100, %1101
-  %images345 = getelementptr inbounds float, ptr %images, i64 %1102
-  %1103 = load float, ptr %images345, align 4
-  %1104 = mul nsw i64 %c137315, 5
-  %1105 = add nsw i64 %1104, %ky138316
+  %images332 = getelementptr inbounds float, ptr %images, i64 %1102
+  %1103 = load float, ptr %images332, align 4
+  %1104 = mul nsw i64 %conv1_weight_grad.c137304, 5
+  %1105 = add nsw i64 %1104, %conv1_weight_grad.ky138305
   %1106 = mul nsw i64 %1105, 5
   %1107 = add nsw i64 %1106, 4
   %1108 = mul nsw i64 %1107, 50176
   %1109 = add nsw i64 1120144, %1108
-  %1110 = mul nsw i64 %j134311, 784
+  %1110 = mul nsw i64 %conv1_weight_grad.j134300, 784
   %1111 = add nsw i64 %1109, %1110
-  %1112 = mul nsw i64 %oy147341, 28
+  %1112 = mul nsw i64 %conv1_weight_grad.oy147328, 28
   %1113 = add nsw i64 %1111, %1112
-  %1114 = add nsw i64 %1113, %ox148344
-  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1114
-  store float %1103, ptr %arena346, align 4
-  %ox148.next = add nsw i64 %ox148344, 1
+  %1114 = add nsw i64 %1113, %conv1_weight_grad.ox148331
+  %arena333 = getelementptr inbounds float, ptr %arena, i64 %1114
+  store float %1103, ptr %arena333, align 4
+  %ox148.next = add nsw i64 %conv1_weight_grad.ox148331, 1
   %1115 = icmp slt i64 %ox148.next, 26
-  br i1 %1115, label %ox148, label %ox148.end
+  br i1 %1115, label %conv1_weight_grad.ox148, label %conv1_weight_grad.ox148.end
 
-ox148.end:                                        ; preds = %ox148
-  br label %endif343
+conv1_weight_grad.ox148.end:                      ; preds = %conv1_weight_grad.ox148
+  br label %conv1_weight_grad.endif330
 
-j149:                                             ; preds = %f150.end, %j134.end
-  %j149347 = phi i64 [ 0, %j134.end ], [ %j149.next, %f150.end ]
-  br label %f150
+conv1_weight_grad.j149:                           ; preds = %conv1_weight_grad.f150.end, %conv1_weight_grad.j134.end
+  %conv1_weight_grad.j149334 = phi i64 [ 0, %conv1_weight_grad.j134.end ], [ %j149.next, %conv1_weight_grad.f150.end ]
+  br label %conv1_weight_grad.f150
 
-j149.end:                                         ; preds = %f150.end
-  %arena352 = getelementptr inbounds float, ptr %arena, i64 2374544
-  %arena353 = getelementptr inbounds float, ptr %arena, i64 1120144
-  %grads354 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena352, i32 50176, ptr %arena353, i32 50176, float 1.000000e+00, ptr %grads354, i32 25)
-  %g133.next = add nsw i64 %g133310, 1
+conv1_weight_grad.j149.end:                       ; preds = %conv1_weight_grad.f150.end
+  %arena339 = getelementptr inbounds float, ptr %arena, i64 2374544
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 1120144
+  %grads341 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena339, i32 50176, ptr %arena340, i32 50176, float 1.000000e+00, ptr %grads341, i32 25)
+  %g133.next = add nsw i64 %conv1_weight_grad.g133299, 1
   %1116 = icmp slt i64 %g133.next, 1
-  br i1 %1116, label %g133, label %g133.end
+  br i1 %1116, label %conv1_weight_grad.g133, label %conv1_weight_grad.g133.end
 
-f150:                                             ; preds = %i151.end, %j149
-  %f150348 = phi i64 [ 0, %j149 ], [ %f150.next, %i151.end ]
-  br label %i151
+conv1_weight_grad.f150:                           ; preds = %conv1_weight_grad.i151.end, %conv1_weight_grad.j149
+  %conv1_weight_grad.f150335 = phi i64 [ 0, %conv1_weight_grad.j149 ], [ %f150.next, %conv1_weight_grad.i151.end ]
+  br label %conv1_weight_grad.i151
 
-f150.end:                                         ; preds = %i151.end
-  %j149.next = add nsw i64 %j149347, 1
+conv1_weight_grad.f150.end:                       ; preds = %conv1_weight_grad.i151.end
+  %j149.next = add nsw i64 %conv1_weight_grad.j149334, 1
   %1117 = icmp slt i64 %j149.next, 64
-  br i1 %1117, label %j149, label %j149.end
+  br i1 %1117, label %conv1_weight_grad.j149, label %conv1_weight_grad.j149.end
 
-i151:                                             ; preds = %i151, %f150
-  %i151349 = phi i64 [ 0, %f150 ], [ %i151.next, %i151 ]
-  %1118 = mul nsw i64 %g133310, 64
-  %1119 = add nsw i64 %1118, %j149347
+conv1_weight_grad.i151:                           ; preds = %conv1_weight_grad.i151, %conv1_weight_grad.f150
+  %conv1_weight_grad.i151336 = phi i64 [ 0, %conv1_weight_grad.f150 ], [ %i151.next, %conv1_weight_grad.i151 ]
+  %1118 = mul nsw i64 %conv1_weight_grad.g133299, 64
+  %1119 = add nsw i64 %1118, %conv1_weight_grad.j149334
   %1120 = mul nsw i64 %1119, 4704
   %1121 = add nsw i64 819088, %1120
-  %1122 = mul nsw i64 %f150348, 784
+  %1122 = mul nsw i64 %conv1_weight_grad.f150335, 784
   %1123 = add nsw i64 %1121, %1122
-  %1124 = add nsw i64 %1123, %i151349
-  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1124
-  %1125 = load float, ptr %arena350, align 4
-  %1126 = mul nsw i64 %f150348, 50176
+  %1124 = add nsw i64 %1123, %conv1_weight_grad.i151336
+  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1124
+  %1125 = load float, ptr %arena337, align 4
+  %1126 = mul nsw i64 %conv1_weight_grad.f150335, 50176
   %1127 = add nsw i64 2374544, %1126
-  %1128 = mul nsw i64 %j149347, 784
+  %1128 = mul nsw i64 %conv1_weight_grad.j149334, 784
   %1129 = add nsw i64 %1127, %1128
-  %1130 = add nsw i64 %1129, %i151349
-  %arena351 = getelementptr inbounds float, ptr %arena, i64 %1130
-  store float %1125, ptr %arena351, align 4
-  %i151.next = add nsw i64 %i151349, 1
+  %1130 = add nsw i64 %1129, %conv1_weight_grad.i151336
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %1130
+  store float %1125, ptr %arena338, align 4
+  %i151.next = add nsw i64 %conv1_weight_grad.i151336, 1
   %1131 = icmp slt i64 %i151.next, 784
-  br i1 %1131, label %i151, label %i151.end
+  br i1 %1131, label %conv1_weight_grad.i151, label %conv1_weight_grad.i151.end
 
-i151.end:                                         ; preds = %i151
-  %f150.next = add nsw i64 %f150348, 1
+conv1_weight_grad.i151.end:                       ; preds = %conv1_weight_grad.i151
+  %f150.next = add nsw i64 %conv1_weight_grad.f150335, 1
   %1132 = icmp slt i64 %f150.next, 6
-  br i1 %1132, label %f150, label %f150.end
+  br i1 %1132, label %conv1_weight_grad.f150, label %conv1_weight_grad.f150.end
 
-f152:                                             ; preds = %img154.end, %g133.end
-  %f152355 = phi i64 [ 0, %g133.end ], [ %f152.next, %img154.end ]
-  store float 0.000000e+00, ptr %acc153, align 4
-  br label %img154
+conv1_bias_grad.f152:                             ; preds = %conv1_bias_grad.img154.end, %conv1_weight_grad.g133.end
+  %conv1_bias_grad.f152342 = phi i64 [ 0, %conv1_weight_grad.g133.end ], [ %f152.next, %conv1_bias_grad.img154.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc153, align 4
+  br label %conv1_bias_grad.img154
 
-f152.end:                                         ; preds = %img154.end
+conv1_bias_grad.f152.end:                         ; preds = %conv1_bias_grad.img154.end
   %1133 = sitofp i64 %step to float
   %1134 = fmul float %1133, 0xBFBAF8E8A0000000
   %1135 = call float @llvm.exp.f32(float %1134)
   %1136 = fsub float 1.000000e+00, %1135
   %1137 = fdiv float %lr, %1136
-  store float %1137, ptr %step_size156, align 4
+  store float %1137, ptr %adam.step_size156, align 4
   %1138 = sitofp i64 %step to float
   %1139 = fmul float %1138, 0xBF50645940000000
   %1140 = call float @llvm.exp.f32(float %1139)
   %1141 = fsub float 1.000000e+00, %1140
   %1142 = call float @llvm.sqrt.f32(float %1141)
-  store float %1142, ptr %bc2_sqrt157, align 4
-  br label %i158
+  store float %1142, ptr %adam.bc2_sqrt157, align 4
+  br label %adam.i158
 
-img154:                                           ; preds = %i155.end, %f152
-  %img154356 = phi i64 [ 0, %f152 ], [ %img154.next, %i155.end ]
-  br label %i155
+conv1_bias_grad.img154:                           ; preds = %conv1_bias_grad.i155.end, %conv1_bias_grad.f152
+  %conv1_bias_grad.img154343 = phi i64 [ 0, %conv1_bias_grad.f152 ], [ %img154.next, %conv1_bias_grad.i155.end ]
+  br label %conv1_bias_grad.i155
 
-img154.end:                                       ; preds = %i155.end
-  %acc153360 = load float, ptr %acc153, align 4
-  %1143 = add nsw i64 150, %f152355
-  %grads361 = getelementptr inbounds float, ptr %grads, i64 %1143
-  store float %acc153360, ptr %grads361, align 4
-  %f152.next = add nsw i64 %f152355, 1
+conv1_bias_grad.img154.end:                       ; preds = %conv1_bias_grad.i155.end
+  %acc153346 = load float, ptr %conv1_bias_grad.acc153, align 4
+  %1143 = add nsw i64 150, %conv1_bias_grad.f152342
+  %grads347 = getelementptr inbounds float, ptr %grads, i64 %1143
+  store float %acc153346, ptr %grads347, align 4
+  %f152.next = add nsw i64 %conv1_bias_grad.f152342, 1
   %1144 = icmp slt i64 %f152.next, 6
-  br i1 %1144, label %f152, label %f152.end
+  br i1 %1144, label %conv1_bias_grad.f152, label %conv1_bias_grad.f152.end
 
-i155:                                             ; preds = %i155, %img154
-  %i155357 = phi i64 [ 0, %img154 ], [ %i155.next, %i155 ]
-  %acc153358 = load float, ptr %acc153, align 4
-  %1145 = mul nsw i64 %img154356, 4704
+conv1_bias_grad.i155:                             ; preds = %conv1_bias_grad.i155, %conv1_bias_grad.img154
+  %conv1_bias_grad.i155344 = phi i64 [ 0, %conv1_bias_grad.img154 ], [ %i155.next, %conv1_bias_grad.i155 ]
+  %acc153 = load float, ptr %conv1_bias_grad.acc153, align 4
+  %1145 = mul nsw i64 %conv1_bias_grad.img154343, 4704
   %1146 = add nsw i64 819088, %1145
-  %1147 = mul nsw i64 %f152355, 784
+  %1147 = mul nsw i64 %conv1_bias_grad.f152342, 784
   %1148 = add nsw i64 %1146, %1147
-  %1149 = add nsw i64 %1148, %i155357
-  %arena359 = getelementptr inbounds float, ptr %arena, i64 %1149
-  %1150 = load float, ptr %arena359, align 4
-  %1151 = fadd float %acc153358, %1150
-  store float %1151, ptr %acc153, align 4
-  %i155.next = add nsw i64 %i155357, 1
+  %1149 = add nsw i64 %1148, %conv1_bias_grad.i155344
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1149
+  %1150 = load float, ptr %arena345, align 4
+  %1151 = fadd float %acc153, %1150
+  store float %1151, ptr %conv1_bias_grad.acc153, align 4
+  %i155.next = add nsw i64 %conv1_bias_grad.i155344, 1
   %1152 = icmp slt i64 %i155.next, 784
-  br i1 %1152, label %i155, label %i155.end
+  br i1 %1152, label %conv1_bias_grad.i155, label %conv1_bias_grad.i155.end
 
-i155.end:                                         ; preds = %i155
-  %img154.next = add nsw i64 %img154356, 1
+conv1_bias_grad.i155.end:                         ; preds = %conv1_bias_grad.i155
+  %img154.next = add nsw i64 %conv1_bias_grad.img154343, 1
   %1153 = icmp slt i64 %img154.next, 64
-  br i1 %1153, label %img154, label %img154.end
+  br i1 %1153, label %conv1_bias_grad.img154, label %conv1_bias_grad.img154.end
 
-i158:                                             ; preds = %i158, %f152.end
-  %i158362 = phi i64 [ 0, %f152.end ], [ %i158.next, %i158 ]
-  %grads363 = getelementptr inbounds float, ptr %grads, i64 %i158362
-  %1154 = load float, ptr %grads363, align 4
-  %params364 = getelementptr inbounds float, ptr %params, i64 %i158362
-  %1155 = load float, ptr %params364, align 4
+adam.i158:                                        ; preds = %adam.i158, %conv1_bias_grad.f152.end
+  %adam.i158348 = phi i64 [ 0, %conv1_bias_grad.f152.end ], [ %i158.next, %adam.i158 ]
+  %grads349 = getelementptr inbounds float, ptr %grads, i64 %adam.i158348
+  %1154 = load float, ptr %grads349, align 4
+  %params350 = getelementptr inbounds float, ptr %params, i64 %adam.i158348
+  %1155 = load float, ptr %params350, align 4
   %1156 = fmul float 0.000000e+00, %1155
   %1157 = fadd float %1154, %1156
-  store float %1157, ptr %g, align 4
-  %m365 = getelementptr inbounds float, ptr %m, i64 %i158362
-  %1158 = load float, ptr %m365, align 4
+  store float %1157, ptr %adam.g, align 4
+  %m351 = getelementptr inbounds float, ptr %m, i64 %adam.i158348
+  %1158 = load float, ptr %m351, align 4
   %1159 = fmul float 0x3FECCCCCC0000000, %1158
-  %g366 = load float, ptr %g, align 4
-  %1160 = fmul float 0x3FB9999A00000000, %g366
+  %g = load float, ptr %adam.g, align 4
+  %1160 = fmul float 0x3FB9999A00000000, %g
   %1161 = fadd float %1159, %1160
-  store float %1161, ptr %m_new, align 4
-  %v367 = getelementptr inbounds float, ptr %v, i64 %i158362
-  %1162 = load float, ptr %v367, align 4
+  store float %1161, ptr %adam.m_new, align 4
+  %v352 = getelementptr inbounds float, ptr %v, i64 %adam.i158348
+  %1162 = load float, ptr %v352, align 4
   %1163 = fmul float 0x3FEFF7CEE0000000, %1162
-  %g368 = load float, ptr %g, align 4
-  %1164 = fmul float 0x3F50624000000000, %g368
-  %g369 = load float, ptr %g, align 4
-  %1165 = fmul float %1164, %g369
+  %g353 = load float, ptr %adam.g, align 4
+  %1164 = fmul float 0x3F50624000000000, %g353
+  %g354 = load float, ptr %adam.g, align 4
+  %1165 = fmul float %1164, %g354
   %1166 = fadd float %1163, %1165
-  store float %1166, ptr %v_new, align 4
-  %m_new370 = load float, ptr %m_new, align 4
-  %m371 = getelementptr inbounds float, ptr %m, i64 %i158362
-  store float %m_new370, ptr %m371, align 4
-  %v_new372 = load float, ptr %v_new, align 4
-  %v373 = getelementptr inbounds float, ptr %v, i64 %i158362
-  store float %v_new372, ptr %v373, align 4
-  %params374 = getelementptr inbounds float, ptr %params, i64 %i158362
-  %1167 = load float, ptr %params374, align 4
-  %step_size156375 = load float, ptr %step_size156, align 4
-  %m_new376 = load float, ptr %m_new, align 4
-  %1168 = fmul float %step_size156375, %m_new376
-  %v_new377 = load float, ptr %v_new, align 4
-  %1169 = call float @llvm.sqrt.f32(float %v_new377)
-  %bc2_sqrt157378 = load float, ptr %bc2_sqrt157, align 4
-  %1170 = fdiv float %1169, %bc2_sqrt157378
+  store float %1166, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m355 = getelementptr inbounds float, ptr %m, i64 %adam.i158348
+  store float %m_new, ptr %m355, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v356 = getelementptr inbounds float, ptr %v, i64 %adam.i158348
+  store float %v_new, ptr %v356, align 4
+  %params357 = getelementptr inbounds float, ptr %params, i64 %adam.i158348
+  %1167 = load float, ptr %params357, align 4
+  %step_size156 = load float, ptr %adam.step_size156, align 4
+  %m_new358 = load float, ptr %adam.m_new, align 4
+  %1168 = fmul float %step_size156, %m_new358
+  %v_new359 = load float, ptr %adam.v_new, align 4
+  %1169 = call float @llvm.sqrt.f32(float %v_new359)
+  %bc2_sqrt157 = load float, ptr %adam.bc2_sqrt157, align 4
+  %1170 = fdiv float %1169, %bc2_sqrt157
   %1171 = fadd float %1170, 0x3E45798EE0000000
   %1172 = fdiv float %1168, %1171
   %1173 = fsub float %1167, %1172
-  %params379 = getelementptr inbounds float, ptr %params, i64 %i158362
-  store float %1173, ptr %params379, align 4
-  %i158.next = add nsw i64 %i158362, 1
+  %params360 = getelementptr inbounds float, ptr %params, i64 %adam.i158348
+  store float %1173, ptr %params360, align 4
+  %i158.next = add nsw i64 %adam.i158348, 1
   %1174 = icmp slt i64 %i158.next, 61706
-  br i1 %1174, label %i158, label %i158.end
+  br i1 %1174, label %adam.i158, label %adam.i158.end
 
-i158.end:                                         ; preds = %i158
+adam.i158.end:                                    ; preds = %adam.i158
   ret void
 }
 
@@ -2743,998 +2743,998 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %acc46 = alloca float, align 4
-  %acc23 = alloca float, align 4
-  br label %g1
+  %pool2.acc46 = alloca float, align 4
+  %pool1.acc23 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j17.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j17.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j17.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j17.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j17.end
-  br label %q20
+conv1.g1.end:                                     ; preds = %conv1.j17.end
+  br label %pool1.q20
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params36 = getelementptr inbounds float, ptr %params, i64 0
   %arena37 = getelementptr inbounds float, ptr %arena, i64 301056
   %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 50176, i32 25, float 1.000000e+00, ptr %params36, i32 25, ptr %arena37, i32 50176, float 0.000000e+00, ptr %arena38, i32 50176)
-  br label %j17
+  br label %conv1.j17
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 301056, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 25
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy15.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy15.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy15.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy15.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy15.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy15.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -2
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -2
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -2
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 2
+  %26 = add nsw i64 %conv1.ox89, 2
   %27 = add nsw i64 %26, -2
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 5
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 5
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 5
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 301056, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 2
+  %39 = add nsw i64 %conv1.ox89, 2
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 26
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -2
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -2
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -2
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %ox1015, 1
+  %59 = add nsw i64 %conv1.ox1015, 1
   %60 = add nsw i64 %59, -1
   %61 = add nsw i64 %58, %60
   %images16 = getelementptr inbounds float, ptr %images, i64 %61
   %62 = load float, ptr %images16, align 4
-  %63 = mul nsw i64 %c56, 5
-  %64 = add nsw i64 %63, %ky67
+  %63 = mul nsw i64 %conv1.c56, 5
+  %64 = add nsw i64 %63, %conv1.ky67
   %65 = mul nsw i64 %64, 5
   %66 = add nsw i64 %65, 1
   %67 = mul nsw i64 %66, 50176
   %68 = add nsw i64 301056, %67
-  %69 = mul nsw i64 %j22, 784
+  %69 = mul nsw i64 %conv1.j22, 784
   %70 = add nsw i64 %68, %69
-  %71 = mul nsw i64 %oy912, 28
+  %71 = mul nsw i64 %conv1.oy912, 28
   %72 = add nsw i64 %70, %71
-  %73 = add nsw i64 %ox1015, 1
+  %73 = add nsw i64 %conv1.ox1015, 1
   %74 = add nsw i64 %72, %73
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %74
   store float %62, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %75 = icmp slt i64 %ox10.next, 27
-  br i1 %75, label %ox10, label %ox10.end
+  br i1 %75, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %76 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -2
   %78 = icmp slt i64 -1, %77
-  %79 = add nsw i64 %oy1118, %ky67
+  %79 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %80 = add nsw i64 %79, -2
   %81 = icmp slt i64 %80, 28
   %82 = and i1 %78, %81
-  br i1 %82, label %then19, label %endif20
+  br i1 %82, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  br label %oy13
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  br label %conv1.oy13
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %83 = icmp slt i64 %oy11.next, 28
-  br i1 %83, label %oy11, label %oy11.end
+  br i1 %83, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %84 = mul nsw i64 %g11, 64
-  %85 = add nsw i64 %84, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %84 = mul nsw i64 %conv1.g11, 64
+  %85 = add nsw i64 %84, %conv1.j22
   %86 = mul nsw i64 %85, 784
-  %87 = mul nsw i64 %c56, 784
+  %87 = mul nsw i64 %conv1.c56, 784
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %oy1118, %ky67
+  %89 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %90 = add nsw i64 %89, -2
   %91 = mul nsw i64 %90, 28
   %92 = add nsw i64 %88, %91
-  %93 = add nsw i64 %92, %ox1221
+  %93 = add nsw i64 %92, %conv1.ox1221
   %images22 = getelementptr inbounds float, ptr %images, i64 %93
   %94 = load float, ptr %images22, align 4
-  %95 = mul nsw i64 %c56, 5
-  %96 = add nsw i64 %95, %ky67
+  %95 = mul nsw i64 %conv1.c56, 5
+  %96 = add nsw i64 %95, %conv1.ky67
   %97 = mul nsw i64 %96, 5
   %98 = add nsw i64 %97, 2
   %99 = mul nsw i64 %98, 50176
   %100 = add nsw i64 301056, %99
-  %101 = mul nsw i64 %j22, 784
+  %101 = mul nsw i64 %conv1.j22, 784
   %102 = add nsw i64 %100, %101
-  %103 = mul nsw i64 %oy1118, 28
+  %103 = mul nsw i64 %conv1.oy1118, 28
   %104 = add nsw i64 %102, %103
-  %105 = add nsw i64 %104, %ox1221
+  %105 = add nsw i64 %104, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %105
   store float %94, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %106 = icmp slt i64 %ox12.next, 28
-  br i1 %106, label %ox12, label %ox12.end
+  br i1 %106, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-oy13:                                             ; preds = %endif26, %oy11.end
-  %oy1324 = phi i64 [ 0, %oy11.end ], [ %oy13.next, %endif26 ]
-  %107 = add nsw i64 %oy1324, %ky67
+conv1.oy13:                                       ; preds = %conv1.endif26, %conv1.oy11.end
+  %conv1.oy1324 = phi i64 [ 0, %conv1.oy11.end ], [ %oy13.next, %conv1.endif26 ]
+  %107 = add nsw i64 %conv1.oy1324, %conv1.ky67
   %108 = add nsw i64 %107, -2
   %109 = icmp slt i64 -1, %108
-  %110 = add nsw i64 %oy1324, %ky67
+  %110 = add nsw i64 %conv1.oy1324, %conv1.ky67
   %111 = add nsw i64 %110, -2
   %112 = icmp slt i64 %111, 28
   %113 = and i1 %109, %112
-  br i1 %113, label %then25, label %endif26
+  br i1 %113, label %conv1.then25, label %conv1.endif26
 
-oy13.end:                                         ; preds = %endif26
-  br label %oy15
+conv1.oy13.end:                                   ; preds = %conv1.endif26
+  br label %conv1.oy15
 
-then25:                                           ; preds = %oy13
-  br label %ox14
+conv1.then25:                                     ; preds = %conv1.oy13
+  br label %conv1.ox14
 
-endif26:                                          ; preds = %ox14.end, %oy13
-  %oy13.next = add nsw i64 %oy1324, 1
+conv1.endif26:                                    ; preds = %conv1.ox14.end, %conv1.oy13
+  %oy13.next = add nsw i64 %conv1.oy1324, 1
   %114 = icmp slt i64 %oy13.next, 28
-  br i1 %114, label %oy13, label %oy13.end
+  br i1 %114, label %conv1.oy13, label %conv1.oy13.end
 
-ox14:                                             ; preds = %ox14, %then25
-  %ox1427 = phi i64 [ 0, %then25 ], [ %ox14.next, %ox14 ]
-  %115 = mul nsw i64 %g11, 64
-  %116 = add nsw i64 %115, %j22
+conv1.ox14:                                       ; preds = %conv1.ox14, %conv1.then25
+  %conv1.ox1427 = phi i64 [ 0, %conv1.then25 ], [ %ox14.next, %conv1.ox14 ]
+  %115 = mul nsw i64 %conv1.g11, 64
+  %116 = add nsw i64 %115, %conv1.j22
   %117 = mul nsw i64 %116, 784
-  %118 = mul nsw i64 %c56, 784
+  %118 = mul nsw i64 %conv1.c56, 784
   %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 %oy1324, %ky67
+  %120 = add nsw i64 %conv1.oy1324, %conv1.ky67
   %121 = add nsw i64 %120, -2
   %122 = mul nsw i64 %121, 28
   %123 = add nsw i64 %119, %122
-  %124 = add nsw i64 %ox1427, 1
+  %124 = add nsw i64 %conv1.ox1427, 1
   %125 = add nsw i64 %123, %124
   %images28 = getelementptr inbounds float, ptr %images, i64 %125
   %126 = load float, ptr %images28, align 4
-  %127 = mul nsw i64 %c56, 5
-  %128 = add nsw i64 %127, %ky67
+  %127 = mul nsw i64 %conv1.c56, 5
+  %128 = add nsw i64 %127, %conv1.ky67
   %129 = mul nsw i64 %128, 5
   %130 = add nsw i64 %129, 3
   %131 = mul nsw i64 %130, 50176
   %132 = add nsw i64 301056, %131
-  %133 = mul nsw i64 %j22, 784
+  %133 = mul nsw i64 %conv1.j22, 784
   %134 = add nsw i64 %132, %133
-  %135 = mul nsw i64 %oy1324, 28
+  %135 = mul nsw i64 %conv1.oy1324, 28
   %136 = add nsw i64 %134, %135
-  %137 = add nsw i64 %136, %ox1427
+  %137 = add nsw i64 %136, %conv1.ox1427
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %137
   store float %126, ptr %arena29, align 4
-  %ox14.next = add nsw i64 %ox1427, 1
+  %ox14.next = add nsw i64 %conv1.ox1427, 1
   %138 = icmp slt i64 %ox14.next, 27
-  br i1 %138, label %ox14, label %ox14.end
+  br i1 %138, label %conv1.ox14, label %conv1.ox14.end
 
-ox14.end:                                         ; preds = %ox14
-  br label %endif26
+conv1.ox14.end:                                   ; preds = %conv1.ox14
+  br label %conv1.endif26
 
-oy15:                                             ; preds = %endif32, %oy13.end
-  %oy1530 = phi i64 [ 0, %oy13.end ], [ %oy15.next, %endif32 ]
-  %139 = add nsw i64 %oy1530, %ky67
+conv1.oy15:                                       ; preds = %conv1.endif32, %conv1.oy13.end
+  %conv1.oy1530 = phi i64 [ 0, %conv1.oy13.end ], [ %oy15.next, %conv1.endif32 ]
+  %139 = add nsw i64 %conv1.oy1530, %conv1.ky67
   %140 = add nsw i64 %139, -2
   %141 = icmp slt i64 -1, %140
-  %142 = add nsw i64 %oy1530, %ky67
+  %142 = add nsw i64 %conv1.oy1530, %conv1.ky67
   %143 = add nsw i64 %142, -2
   %144 = icmp slt i64 %143, 28
   %145 = and i1 %141, %144
-  br i1 %145, label %then31, label %endif32
+  br i1 %145, label %conv1.then31, label %conv1.endif32
 
-oy15.end:                                         ; preds = %endif32
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy15.end:                                   ; preds = %conv1.endif32
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %146 = icmp slt i64 %ky6.next, 5
-  br i1 %146, label %ky6, label %ky6.end
+  br i1 %146, label %conv1.ky6, label %conv1.ky6.end
 
-then31:                                           ; preds = %oy15
-  br label %ox16
+conv1.then31:                                     ; preds = %conv1.oy15
+  br label %conv1.ox16
 
-endif32:                                          ; preds = %ox16.end, %oy15
-  %oy15.next = add nsw i64 %oy1530, 1
+conv1.endif32:                                    ; preds = %conv1.ox16.end, %conv1.oy15
+  %oy15.next = add nsw i64 %conv1.oy1530, 1
   %147 = icmp slt i64 %oy15.next, 28
-  br i1 %147, label %oy15, label %oy15.end
+  br i1 %147, label %conv1.oy15, label %conv1.oy15.end
 
-ox16:                                             ; preds = %ox16, %then31
-  %ox1633 = phi i64 [ 0, %then31 ], [ %ox16.next, %ox16 ]
-  %148 = mul nsw i64 %g11, 64
-  %149 = add nsw i64 %148, %j22
+conv1.ox16:                                       ; preds = %conv1.ox16, %conv1.then31
+  %conv1.ox1633 = phi i64 [ 0, %conv1.then31 ], [ %ox16.next, %conv1.ox16 ]
+  %148 = mul nsw i64 %conv1.g11, 64
+  %149 = add nsw i64 %148, %conv1.j22
   %150 = mul nsw i64 %149, 784
-  %151 = mul nsw i64 %c56, 784
+  %151 = mul nsw i64 %conv1.c56, 784
   %152 = add nsw i64 %150, %151
-  %153 = add nsw i64 %oy1530, %ky67
+  %153 = add nsw i64 %conv1.oy1530, %conv1.ky67
   %154 = add nsw i64 %153, -2
   %155 = mul nsw i64 %154, 28
   %156 = add nsw i64 %152, %155
-  %157 = add nsw i64 %ox1633, 2
+  %157 = add nsw i64 %conv1.ox1633, 2
   %158 = add nsw i64 %156, %157
   %images34 = getelementptr inbounds float, ptr %images, i64 %158
   %159 = load float, ptr %images34, align 4
-  %160 = mul nsw i64 %c56, 5
-  %161 = add nsw i64 %160, %ky67
+  %160 = mul nsw i64 %conv1.c56, 5
+  %161 = add nsw i64 %160, %conv1.ky67
   %162 = mul nsw i64 %161, 5
   %163 = add nsw i64 %162, 4
   %164 = mul nsw i64 %163, 50176
   %165 = add nsw i64 301056, %164
-  %166 = mul nsw i64 %j22, 784
+  %166 = mul nsw i64 %conv1.j22, 784
   %167 = add nsw i64 %165, %166
-  %168 = mul nsw i64 %oy1530, 28
+  %168 = mul nsw i64 %conv1.oy1530, 28
   %169 = add nsw i64 %167, %168
-  %170 = add nsw i64 %169, %ox1633
+  %170 = add nsw i64 %169, %conv1.ox1633
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %170
   store float %159, ptr %arena35, align 4
-  %ox16.next = add nsw i64 %ox1633, 1
+  %ox16.next = add nsw i64 %conv1.ox1633, 1
   %171 = icmp slt i64 %ox16.next, 26
-  br i1 %171, label %ox16, label %ox16.end
+  br i1 %171, label %conv1.ox16, label %conv1.ox16.end
 
-ox16.end:                                         ; preds = %ox16
-  br label %endif32
+conv1.ox16.end:                                   ; preds = %conv1.ox16
+  br label %conv1.endif32
 
-j17:                                              ; preds = %f18.end, %j2.end
-  %j1739 = phi i64 [ 0, %j2.end ], [ %j17.next, %f18.end ]
-  br label %f18
+conv1.j17:                                        ; preds = %conv1.f18.end, %conv1.j2.end
+  %conv1.j1739 = phi i64 [ 0, %conv1.j2.end ], [ %j17.next, %conv1.f18.end ]
+  br label %conv1.f18
 
-j17.end:                                          ; preds = %f18.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j17.end:                                    ; preds = %conv1.f18.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %172 = icmp slt i64 %g1.next, 1
-  br i1 %172, label %g1, label %g1.end
+  br i1 %172, label %conv1.g1, label %conv1.g1.end
 
-f18:                                              ; preds = %i19.end, %j17
-  %f1840 = phi i64 [ 0, %j17 ], [ %f18.next, %i19.end ]
-  br label %i19
+conv1.f18:                                        ; preds = %conv1.i19.end, %conv1.j17
+  %conv1.f1840 = phi i64 [ 0, %conv1.j17 ], [ %f18.next, %conv1.i19.end ]
+  br label %conv1.i19
 
-f18.end:                                          ; preds = %i19.end
-  %j17.next = add nsw i64 %j1739, 1
+conv1.f18.end:                                    ; preds = %conv1.i19.end
+  %j17.next = add nsw i64 %conv1.j1739, 1
   %173 = icmp slt i64 %j17.next, 64
-  br i1 %173, label %j17, label %j17.end
+  br i1 %173, label %conv1.j17, label %conv1.j17.end
 
-i19:                                              ; preds = %i19, %f18
-  %i1941 = phi i64 [ 0, %f18 ], [ %i19.next, %i19 ]
-  %174 = mul nsw i64 %f1840, 50176
+conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
+  %conv1.i1941 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
+  %174 = mul nsw i64 %conv1.f1840, 50176
   %175 = add nsw i64 1555456, %174
-  %176 = mul nsw i64 %j1739, 784
+  %176 = mul nsw i64 %conv1.j1739, 784
   %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 %177, %i1941
+  %178 = add nsw i64 %177, %conv1.i1941
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load float, ptr %arena42, align 4
-  %180 = add nsw i64 150, %f1840
+  %180 = add nsw i64 150, %conv1.f1840
   %params43 = getelementptr inbounds float, ptr %params, i64 %180
   %181 = load float, ptr %params43, align 4
   %182 = fadd float %179, %181
   %183 = fcmp ogt float %182, 0.000000e+00
-  %184 = mul nsw i64 %f1840, 50176
+  %184 = mul nsw i64 %conv1.f1840, 50176
   %185 = add nsw i64 1555456, %184
-  %186 = mul nsw i64 %j1739, 784
+  %186 = mul nsw i64 %conv1.j1739, 784
   %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 %187, %i1941
+  %188 = add nsw i64 %187, %conv1.i1941
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load float, ptr %arena44, align 4
-  %190 = add nsw i64 150, %f1840
+  %190 = add nsw i64 150, %conv1.f1840
   %params45 = getelementptr inbounds float, ptr %params, i64 %190
   %191 = load float, ptr %params45, align 4
   %192 = fadd float %189, %191
   %193 = select i1 %183, float %192, float 0.000000e+00
-  %194 = mul nsw i64 %g11, 64
-  %195 = add nsw i64 %194, %j1739
+  %194 = mul nsw i64 %conv1.g11, 64
+  %195 = add nsw i64 %194, %conv1.j1739
   %196 = mul nsw i64 %195, 4704
-  %197 = mul nsw i64 %f1840, 784
+  %197 = mul nsw i64 %conv1.f1840, 784
   %198 = add nsw i64 %196, %197
-  %199 = add nsw i64 %198, %i1941
+  %199 = add nsw i64 %198, %conv1.i1941
   %arena46 = getelementptr inbounds float, ptr %arena, i64 %199
   store float %193, ptr %arena46, align 4
-  %i19.next = add nsw i64 %i1941, 1
+  %i19.next = add nsw i64 %conv1.i1941, 1
   %200 = icmp slt i64 %i19.next, 784
-  br i1 %200, label %i19, label %i19.end
+  br i1 %200, label %conv1.i19, label %conv1.i19.end
 
-i19.end:                                          ; preds = %i19
-  %f18.next = add nsw i64 %f1840, 1
+conv1.i19.end:                                    ; preds = %conv1.i19
+  %f18.next = add nsw i64 %conv1.f1840, 1
   %201 = icmp slt i64 %f18.next, 6
-  br i1 %201, label %f18, label %f18.end
+  br i1 %201, label %conv1.f18, label %conv1.f18.end
 
-q20:                                              ; preds = %py21.end, %g1.end
-  %q2047 = phi i64 [ 0, %g1.end ], [ %q20.next, %py21.end ]
-  br label %py21
+pool1.q20:                                        ; preds = %pool1.py21.end, %conv1.g1.end
+  %pool1.q2047 = phi i64 [ 0, %conv1.g1.end ], [ %q20.next, %pool1.py21.end ]
+  br label %pool1.py21
 
-q20.end:                                          ; preds = %py21.end
-  br label %g26
+pool1.q20.end:                                    ; preds = %pool1.py21.end
+  br label %conv2.g26
 
-py21:                                             ; preds = %px22.end, %q20
-  %py2148 = phi i64 [ 0, %q20 ], [ %py21.next, %px22.end ]
-  br label %px22
+pool1.py21:                                       ; preds = %pool1.px22.end, %pool1.q20
+  %pool1.py2148 = phi i64 [ 0, %pool1.q20 ], [ %py21.next, %pool1.px22.end ]
+  br label %pool1.px22
 
-py21.end:                                         ; preds = %px22.end
-  %q20.next = add nsw i64 %q2047, 1
+pool1.py21.end:                                   ; preds = %pool1.px22.end
+  %q20.next = add nsw i64 %pool1.q2047, 1
   %202 = icmp slt i64 %q20.next, 384
-  br i1 %202, label %q20, label %q20.end
+  br i1 %202, label %pool1.q20, label %pool1.q20.end
 
-px22:                                             ; preds = %ky24.end, %py21
-  %px2249 = phi i64 [ 0, %py21 ], [ %px22.next, %ky24.end ]
-  store float 0.000000e+00, ptr %acc23, align 4
-  br label %ky24
+pool1.px22:                                       ; preds = %pool1.ky24.end, %pool1.py21
+  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.ky24.end ]
+  store float 0.000000e+00, ptr %pool1.acc23, align 4
+  br label %pool1.ky24
 
-px22.end:                                         ; preds = %ky24.end
-  %py21.next = add nsw i64 %py2148, 1
+pool1.px22.end:                                   ; preds = %pool1.ky24.end
+  %py21.next = add nsw i64 %pool1.py2148, 1
   %203 = icmp slt i64 %py21.next, 14
-  br i1 %203, label %py21, label %py21.end
+  br i1 %203, label %pool1.py21, label %pool1.py21.end
 
-ky24:                                             ; preds = %kx25.end, %px22
-  %ky2450 = phi i64 [ 0, %px22 ], [ %ky24.next, %kx25.end ]
-  br label %kx25
+pool1.ky24:                                       ; preds = %pool1.kx25.end, %pool1.px22
+  %pool1.ky2450 = phi i64 [ 0, %pool1.px22 ], [ %ky24.next, %pool1.kx25.end ]
+  br label %pool1.kx25
 
-ky24.end:                                         ; preds = %kx25.end
-  %acc2354 = load float, ptr %acc23, align 4
-  %204 = fmul float %acc2354, 2.500000e-01
-  %205 = mul nsw i64 %q2047, 196
+pool1.ky24.end:                                   ; preds = %pool1.kx25.end
+  %acc2353 = load float, ptr %pool1.acc23, align 4
+  %204 = fmul float %acc2353, 2.500000e-01
+  %205 = mul nsw i64 %pool1.q2047, 196
   %206 = add nsw i64 301056, %205
-  %207 = mul nsw i64 %py2148, 14
+  %207 = mul nsw i64 %pool1.py2148, 14
   %208 = add nsw i64 %206, %207
-  %209 = add nsw i64 %208, %px2249
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %204, ptr %arena55, align 4
-  %px22.next = add nsw i64 %px2249, 1
+  %209 = add nsw i64 %208, %pool1.px2249
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %209
+  store float %204, ptr %arena54, align 4
+  %px22.next = add nsw i64 %pool1.px2249, 1
   %210 = icmp slt i64 %px22.next, 14
-  br i1 %210, label %px22, label %px22.end
+  br i1 %210, label %pool1.px22, label %pool1.px22.end
 
-kx25:                                             ; preds = %kx25, %ky24
-  %kx2551 = phi i64 [ 0, %ky24 ], [ %kx25.next, %kx25 ]
-  %acc2352 = load float, ptr %acc23, align 4
-  %211 = mul nsw i64 %q2047, 784
-  %212 = mul nsw i64 %py2148, 56
+pool1.kx25:                                       ; preds = %pool1.kx25, %pool1.ky24
+  %pool1.kx2551 = phi i64 [ 0, %pool1.ky24 ], [ %kx25.next, %pool1.kx25 ]
+  %acc23 = load float, ptr %pool1.acc23, align 4
+  %211 = mul nsw i64 %pool1.q2047, 784
+  %212 = mul nsw i64 %pool1.py2148, 56
   %213 = add nsw i64 %211, %212
-  %214 = mul nsw i64 %px2249, 2
+  %214 = mul nsw i64 %pool1.px2249, 2
   %215 = add nsw i64 %213, %214
-  %216 = mul nsw i64 %ky2450, 28
+  %216 = mul nsw i64 %pool1.ky2450, 28
   %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %kx2551
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena53, align 4
-  %220 = fadd float %acc2352, %219
-  store float %220, ptr %acc23, align 4
-  %kx25.next = add nsw i64 %kx2551, 1
+  %218 = add nsw i64 %217, %pool1.kx2551
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena52, align 4
+  %220 = fadd float %acc23, %219
+  store float %220, ptr %pool1.acc23, align 4
+  %kx25.next = add nsw i64 %pool1.kx2551, 1
   %221 = icmp slt i64 %kx25.next, 2
-  br i1 %221, label %kx25, label %kx25.end
+  br i1 %221, label %pool1.kx25, label %pool1.kx25.end
 
-kx25.end:                                         ; preds = %kx25
-  %ky24.next = add nsw i64 %ky2450, 1
+pool1.kx25.end:                                   ; preds = %pool1.kx25
+  %ky24.next = add nsw i64 %pool1.ky2450, 1
   %222 = icmp slt i64 %ky24.next, 2
-  br i1 %222, label %ky24, label %ky24.end
+  br i1 %222, label %pool1.ky24, label %pool1.ky24.end
 
-g26:                                              ; preds = %j40.end, %q20.end
-  %g2656 = phi i64 [ 0, %q20.end ], [ %g26.next, %j40.end ]
-  br label %j27
+conv2.g26:                                        ; preds = %conv2.j40.end, %pool1.q20.end
+  %conv2.g2655 = phi i64 [ 0, %pool1.q20.end ], [ %g26.next, %conv2.j40.end ]
+  br label %conv2.j27
 
-g26.end:                                          ; preds = %j40.end
-  br label %q43
+conv2.g26.end:                                    ; preds = %conv2.j40.end
+  br label %pool2.q43
 
-j27:                                              ; preds = %c28.end, %g26
-  %j2757 = phi i64 [ 0, %g26 ], [ %j27.next, %c28.end ]
-  br label %c28
+conv2.j27:                                        ; preds = %conv2.c28.end, %conv2.g26
+  %conv2.j2756 = phi i64 [ 0, %conv2.g26 ], [ %j27.next, %conv2.c28.end ]
+  br label %conv2.c28
 
-j27.end:                                          ; preds = %c28.end
-  %params80 = getelementptr inbounds float, ptr %params, i64 156
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 376320
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 1336320
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params80, i32 150, ptr %arena81, i32 6400, float 0.000000e+00, ptr %arena82, i32 6400)
-  br label %j40
+conv2.j27.end:                                    ; preds = %conv2.c28.end
+  %params79 = getelementptr inbounds float, ptr %params, i64 156
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 376320
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 1336320
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params79, i32 150, ptr %arena80, i32 6400, float 0.000000e+00, ptr %arena81, i32 6400)
+  br label %conv2.j40
 
-c28:                                              ; preds = %ky29.end, %j27
-  %c2858 = phi i64 [ 0, %j27 ], [ %c28.next, %ky29.end ]
-  br label %ky29
+conv2.c28:                                        ; preds = %conv2.ky29.end, %conv2.j27
+  %conv2.c2857 = phi i64 [ 0, %conv2.j27 ], [ %c28.next, %conv2.ky29.end ]
+  br label %conv2.ky29
 
-c28.end:                                          ; preds = %ky29.end
-  %j27.next = add nsw i64 %j2757, 1
+conv2.c28.end:                                    ; preds = %conv2.ky29.end
+  %j27.next = add nsw i64 %conv2.j2756, 1
   %223 = icmp slt i64 %j27.next, 64
-  br i1 %223, label %j27, label %j27.end
+  br i1 %223, label %conv2.j27, label %conv2.j27.end
 
-ky29:                                             ; preds = %oy38.end, %c28
-  %ky2959 = phi i64 [ 0, %c28 ], [ %ky29.next, %oy38.end ]
-  br label %oy30
+conv2.ky29:                                       ; preds = %conv2.oy38.end, %conv2.c28
+  %conv2.ky2958 = phi i64 [ 0, %conv2.c28 ], [ %ky29.next, %conv2.oy38.end ]
+  br label %conv2.oy30
 
-ky29.end:                                         ; preds = %oy38.end
-  %c28.next = add nsw i64 %c2858, 1
+conv2.ky29.end:                                   ; preds = %conv2.oy38.end
+  %c28.next = add nsw i64 %conv2.c2857, 1
   %224 = icmp slt i64 %c28.next, 6
-  br i1 %224, label %c28, label %c28.end
+  br i1 %224, label %conv2.c28, label %conv2.c28.end
 
-oy30:                                             ; preds = %ox31.end, %ky29
-  %oy3060 = phi i64 [ 0, %ky29 ], [ %oy30.next, %ox31.end ]
-  br label %ox31
+conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.ky29
+  %conv2.oy3059 = phi i64 [ 0, %conv2.ky29 ], [ %oy30.next, %conv2.ox31.end ]
+  br label %conv2.ox31
 
-oy30.end:                                         ; preds = %ox31.end
-  br label %oy32
+conv2.oy30.end:                                   ; preds = %conv2.ox31.end
+  br label %conv2.oy32
 
-ox31:                                             ; preds = %ox31, %oy30
-  %ox3161 = phi i64 [ 0, %oy30 ], [ %ox31.next, %ox31 ]
-  %225 = mul nsw i64 %g2656, 64
-  %226 = add nsw i64 %225, %j2757
+conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.oy30
+  %conv2.ox3160 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
+  %225 = mul nsw i64 %conv2.g2655, 64
+  %226 = add nsw i64 %225, %conv2.j2756
   %227 = mul nsw i64 %226, 1176
   %228 = add nsw i64 301056, %227
-  %229 = mul nsw i64 %c2858, 196
+  %229 = mul nsw i64 %conv2.c2857, 196
   %230 = add nsw i64 %228, %229
-  %231 = add nsw i64 %oy3060, %ky2959
+  %231 = add nsw i64 %conv2.oy3059, %conv2.ky2958
   %232 = mul nsw i64 %231, 14
   %233 = add nsw i64 %230, %232
-  %234 = add nsw i64 %233, %ox3161
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena62, align 4
-  %236 = mul nsw i64 %c2858, 5
-  %237 = add nsw i64 %236, %ky2959
+  %234 = add nsw i64 %233, %conv2.ox3160
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena61, align 4
+  %236 = mul nsw i64 %conv2.c2857, 5
+  %237 = add nsw i64 %236, %conv2.ky2958
   %238 = mul nsw i64 %237, 5
   %239 = mul nsw i64 %238, 6400
   %240 = add nsw i64 376320, %239
-  %241 = mul nsw i64 %j2757, 100
+  %241 = mul nsw i64 %conv2.j2756, 100
   %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %oy3060, 10
+  %243 = mul nsw i64 %conv2.oy3059, 10
   %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, %ox3161
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %245
-  store float %235, ptr %arena63, align 4
-  %ox31.next = add nsw i64 %ox3161, 1
+  %245 = add nsw i64 %244, %conv2.ox3160
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 %245
+  store float %235, ptr %arena62, align 4
+  %ox31.next = add nsw i64 %conv2.ox3160, 1
   %246 = icmp slt i64 %ox31.next, 10
-  br i1 %246, label %ox31, label %ox31.end
+  br i1 %246, label %conv2.ox31, label %conv2.ox31.end
 
-ox31.end:                                         ; preds = %ox31
-  %oy30.next = add nsw i64 %oy3060, 1
+conv2.ox31.end:                                   ; preds = %conv2.ox31
+  %oy30.next = add nsw i64 %conv2.oy3059, 1
   %247 = icmp slt i64 %oy30.next, 10
-  br i1 %247, label %oy30, label %oy30.end
+  br i1 %247, label %conv2.oy30, label %conv2.oy30.end
 
-oy32:                                             ; preds = %ox33.end, %oy30.end
-  %oy3264 = phi i64 [ 0, %oy30.end ], [ %oy32.next, %ox33.end ]
-  br label %ox33
+conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.oy30.end
+  %conv2.oy3263 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
+  br label %conv2.ox33
 
-oy32.end:                                         ; preds = %ox33.end
-  br label %oy34
+conv2.oy32.end:                                   ; preds = %conv2.ox33.end
+  br label %conv2.oy34
 
-ox33:                                             ; preds = %ox33, %oy32
-  %ox3365 = phi i64 [ 0, %oy32 ], [ %ox33.next, %ox33 ]
-  %248 = mul nsw i64 %g2656, 64
-  %249 = add nsw i64 %248, %j2757
+conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.oy32
+  %conv2.ox3364 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
+  %248 = mul nsw i64 %conv2.g2655, 64
+  %249 = add nsw i64 %248, %conv2.j2756
   %250 = mul nsw i64 %249, 1176
   %251 = add nsw i64 301056, %250
-  %252 = mul nsw i64 %c2858, 196
+  %252 = mul nsw i64 %conv2.c2857, 196
   %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 %oy3264, %ky2959
+  %254 = add nsw i64 %conv2.oy3263, %conv2.ky2958
   %255 = mul nsw i64 %254, 14
   %256 = add nsw i64 %253, %255
-  %257 = add nsw i64 %ox3365, 1
+  %257 = add nsw i64 %conv2.ox3364, 1
   %258 = add nsw i64 %256, %257
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load float, ptr %arena66, align 4
-  %260 = mul nsw i64 %c2858, 5
-  %261 = add nsw i64 %260, %ky2959
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %258
+  %259 = load float, ptr %arena65, align 4
+  %260 = mul nsw i64 %conv2.c2857, 5
+  %261 = add nsw i64 %260, %conv2.ky2958
   %262 = mul nsw i64 %261, 5
   %263 = add nsw i64 %262, 1
   %264 = mul nsw i64 %263, 6400
   %265 = add nsw i64 376320, %264
-  %266 = mul nsw i64 %j2757, 100
+  %266 = mul nsw i64 %conv2.j2756, 100
   %267 = add nsw i64 %265, %266
-  %268 = mul nsw i64 %oy3264, 10
+  %268 = mul nsw i64 %conv2.oy3263, 10
   %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, %ox3365
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %270
-  store float %259, ptr %arena67, align 4
-  %ox33.next = add nsw i64 %ox3365, 1
+  %270 = add nsw i64 %269, %conv2.ox3364
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %270
+  store float %259, ptr %arena66, align 4
+  %ox33.next = add nsw i64 %conv2.ox3364, 1
   %271 = icmp slt i64 %ox33.next, 10
-  br i1 %271, label %ox33, label %ox33.end
+  br i1 %271, label %conv2.ox33, label %conv2.ox33.end
 
-ox33.end:                                         ; preds = %ox33
-  %oy32.next = add nsw i64 %oy3264, 1
+conv2.ox33.end:                                   ; preds = %conv2.ox33
+  %oy32.next = add nsw i64 %conv2.oy3263, 1
   %272 = icmp slt i64 %oy32.next, 10
-  br i1 %272, label %oy32, label %oy32.end
+  br i1 %272, label %conv2.oy32, label %conv2.oy32.end
 
-oy34:                                             ; preds = %ox35.end, %oy32.end
-  %oy3468 = phi i64 [ 0, %oy32.end ], [ %oy34.next, %ox35.end ]
-  br label %ox35
+conv2.oy34:                                       ; preds = %conv2.ox35.end, %conv2.oy32.end
+  %conv2.oy3467 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
+  br label %conv2.ox35
 
-oy34.end:                                         ; preds = %ox35.end
-  br label %oy36
+conv2.oy34.end:                                   ; preds = %conv2.ox35.end
+  br label %conv2.oy36
 
-ox35:                                             ; preds = %ox35, %oy34
-  %ox3569 = phi i64 [ 0, %oy34 ], [ %ox35.next, %ox35 ]
-  %273 = mul nsw i64 %g2656, 64
-  %274 = add nsw i64 %273, %j2757
+conv2.ox35:                                       ; preds = %conv2.ox35, %conv2.oy34
+  %conv2.ox3568 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
+  %273 = mul nsw i64 %conv2.g2655, 64
+  %274 = add nsw i64 %273, %conv2.j2756
   %275 = mul nsw i64 %274, 1176
   %276 = add nsw i64 301056, %275
-  %277 = mul nsw i64 %c2858, 196
+  %277 = mul nsw i64 %conv2.c2857, 196
   %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 %oy3468, %ky2959
+  %279 = add nsw i64 %conv2.oy3467, %conv2.ky2958
   %280 = mul nsw i64 %279, 14
   %281 = add nsw i64 %278, %280
-  %282 = add nsw i64 %ox3569, 2
+  %282 = add nsw i64 %conv2.ox3568, 2
   %283 = add nsw i64 %281, %282
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %283
-  %284 = load float, ptr %arena70, align 4
-  %285 = mul nsw i64 %c2858, 5
-  %286 = add nsw i64 %285, %ky2959
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load float, ptr %arena69, align 4
+  %285 = mul nsw i64 %conv2.c2857, 5
+  %286 = add nsw i64 %285, %conv2.ky2958
   %287 = mul nsw i64 %286, 5
   %288 = add nsw i64 %287, 2
   %289 = mul nsw i64 %288, 6400
   %290 = add nsw i64 376320, %289
-  %291 = mul nsw i64 %j2757, 100
+  %291 = mul nsw i64 %conv2.j2756, 100
   %292 = add nsw i64 %290, %291
-  %293 = mul nsw i64 %oy3468, 10
+  %293 = mul nsw i64 %conv2.oy3467, 10
   %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 %294, %ox3569
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
-  store float %284, ptr %arena71, align 4
-  %ox35.next = add nsw i64 %ox3569, 1
+  %295 = add nsw i64 %294, %conv2.ox3568
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %295
+  store float %284, ptr %arena70, align 4
+  %ox35.next = add nsw i64 %conv2.ox3568, 1
   %296 = icmp slt i64 %ox35.next, 10
-  br i1 %296, label %ox35, label %ox35.end
+  br i1 %296, label %conv2.ox35, label %conv2.ox35.end
 
-ox35.end:                                         ; preds = %ox35
-  %oy34.next = add nsw i64 %oy3468, 1
+conv2.ox35.end:                                   ; preds = %conv2.ox35
+  %oy34.next = add nsw i64 %conv2.oy3467, 1
   %297 = icmp slt i64 %oy34.next, 10
-  br i1 %297, label %oy34, label %oy34.end
+  br i1 %297, label %conv2.oy34, label %conv2.oy34.end
 
-oy36:                                             ; preds = %ox37.end, %oy34.end
-  %oy3672 = phi i64 [ 0, %oy34.end ], [ %oy36.next, %ox37.end ]
-  br label %ox37
+conv2.oy36:                                       ; preds = %conv2.ox37.end, %conv2.oy34.end
+  %conv2.oy3671 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
+  br label %conv2.ox37
 
-oy36.end:                                         ; preds = %ox37.end
-  br label %oy38
+conv2.oy36.end:                                   ; preds = %conv2.ox37.end
+  br label %conv2.oy38
 
-ox37:                                             ; preds = %ox37, %oy36
-  %ox3773 = phi i64 [ 0, %oy36 ], [ %ox37.next, %ox37 ]
-  %298 = mul nsw i64 %g2656, 64
-  %299 = add nsw i64 %298, %j2757
+conv2.ox37:                                       ; preds = %conv2.ox37, %conv2.oy36
+  %conv2.ox3772 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
+  %298 = mul nsw i64 %conv2.g2655, 64
+  %299 = add nsw i64 %298, %conv2.j2756
   %300 = mul nsw i64 %299, 1176
   %301 = add nsw i64 301056, %300
-  %302 = mul nsw i64 %c2858, 196
+  %302 = mul nsw i64 %conv2.c2857, 196
   %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %oy3672, %ky2959
+  %304 = add nsw i64 %conv2.oy3671, %conv2.ky2958
   %305 = mul nsw i64 %304, 14
   %306 = add nsw i64 %303, %305
-  %307 = add nsw i64 %ox3773, 3
+  %307 = add nsw i64 %conv2.ox3772, 3
   %308 = add nsw i64 %306, %307
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load float, ptr %arena74, align 4
-  %310 = mul nsw i64 %c2858, 5
-  %311 = add nsw i64 %310, %ky2959
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %308
+  %309 = load float, ptr %arena73, align 4
+  %310 = mul nsw i64 %conv2.c2857, 5
+  %311 = add nsw i64 %310, %conv2.ky2958
   %312 = mul nsw i64 %311, 5
   %313 = add nsw i64 %312, 3
   %314 = mul nsw i64 %313, 6400
   %315 = add nsw i64 376320, %314
-  %316 = mul nsw i64 %j2757, 100
+  %316 = mul nsw i64 %conv2.j2756, 100
   %317 = add nsw i64 %315, %316
-  %318 = mul nsw i64 %oy3672, 10
+  %318 = mul nsw i64 %conv2.oy3671, 10
   %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %319, %ox3773
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %309, ptr %arena75, align 4
-  %ox37.next = add nsw i64 %ox3773, 1
+  %320 = add nsw i64 %319, %conv2.ox3772
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %309, ptr %arena74, align 4
+  %ox37.next = add nsw i64 %conv2.ox3772, 1
   %321 = icmp slt i64 %ox37.next, 10
-  br i1 %321, label %ox37, label %ox37.end
+  br i1 %321, label %conv2.ox37, label %conv2.ox37.end
 
-ox37.end:                                         ; preds = %ox37
-  %oy36.next = add nsw i64 %oy3672, 1
+conv2.ox37.end:                                   ; preds = %conv2.ox37
+  %oy36.next = add nsw i64 %conv2.oy3671, 1
   %322 = icmp slt i64 %oy36.next, 10
-  br i1 %322, label %oy36, label %oy36.end
+  br i1 %322, label %conv2.oy36, label %conv2.oy36.end
 
-oy38:                                             ; preds = %ox39.end, %oy36.end
-  %oy3876 = phi i64 [ 0, %oy36.end ], [ %oy38.next, %ox39.end ]
-  br label %ox39
+conv2.oy38:                                       ; preds = %conv2.ox39.end, %conv2.oy36.end
+  %conv2.oy3875 = phi i64 [ 0, %conv2.oy36.end ], [ %oy38.next, %conv2.ox39.end ]
+  br label %conv2.ox39
 
-oy38.end:                                         ; preds = %ox39.end
-  %ky29.next = add nsw i64 %ky2959, 1
+conv2.oy38.end:                                   ; preds = %conv2.ox39.end
+  %ky29.next = add nsw i64 %conv2.ky2958, 1
   %323 = icmp slt i64 %ky29.next, 5
-  br i1 %323, label %ky29, label %ky29.end
+  br i1 %323, label %conv2.ky29, label %conv2.ky29.end
 
-ox39:                                             ; preds = %ox39, %oy38
-  %ox3977 = phi i64 [ 0, %oy38 ], [ %ox39.next, %ox39 ]
-  %324 = mul nsw i64 %g2656, 64
-  %325 = add nsw i64 %324, %j2757
+conv2.ox39:                                       ; preds = %conv2.ox39, %conv2.oy38
+  %conv2.ox3976 = phi i64 [ 0, %conv2.oy38 ], [ %ox39.next, %conv2.ox39 ]
+  %324 = mul nsw i64 %conv2.g2655, 64
+  %325 = add nsw i64 %324, %conv2.j2756
   %326 = mul nsw i64 %325, 1176
   %327 = add nsw i64 301056, %326
-  %328 = mul nsw i64 %c2858, 196
+  %328 = mul nsw i64 %conv2.c2857, 196
   %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 %oy3876, %ky2959
+  %330 = add nsw i64 %conv2.oy3875, %conv2.ky2958
   %331 = mul nsw i64 %330, 14
   %332 = add nsw i64 %329, %331
-  %333 = add nsw i64 %ox3977, 4
+  %333 = add nsw i64 %conv2.ox3976, 4
   %334 = add nsw i64 %332, %333
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load float, ptr %arena78, align 4
-  %336 = mul nsw i64 %c2858, 5
-  %337 = add nsw i64 %336, %ky2959
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %334
+  %335 = load float, ptr %arena77, align 4
+  %336 = mul nsw i64 %conv2.c2857, 5
+  %337 = add nsw i64 %336, %conv2.ky2958
   %338 = mul nsw i64 %337, 5
   %339 = add nsw i64 %338, 4
   %340 = mul nsw i64 %339, 6400
   %341 = add nsw i64 376320, %340
-  %342 = mul nsw i64 %j2757, 100
+  %342 = mul nsw i64 %conv2.j2756, 100
   %343 = add nsw i64 %341, %342
-  %344 = mul nsw i64 %oy3876, 10
+  %344 = mul nsw i64 %conv2.oy3875, 10
   %345 = add nsw i64 %343, %344
-  %346 = add nsw i64 %345, %ox3977
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %346
-  store float %335, ptr %arena79, align 4
-  %ox39.next = add nsw i64 %ox3977, 1
+  %346 = add nsw i64 %345, %conv2.ox3976
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %346
+  store float %335, ptr %arena78, align 4
+  %ox39.next = add nsw i64 %conv2.ox3976, 1
   %347 = icmp slt i64 %ox39.next, 10
-  br i1 %347, label %ox39, label %ox39.end
+  br i1 %347, label %conv2.ox39, label %conv2.ox39.end
 
-ox39.end:                                         ; preds = %ox39
-  %oy38.next = add nsw i64 %oy3876, 1
+conv2.ox39.end:                                   ; preds = %conv2.ox39
+  %oy38.next = add nsw i64 %conv2.oy3875, 1
   %348 = icmp slt i64 %oy38.next, 10
-  br i1 %348, label %oy38, label %oy38.end
+  br i1 %348, label %conv2.oy38, label %conv2.oy38.end
 
-j40:                                              ; preds = %f41.end, %j27.end
-  %j4083 = phi i64 [ 0, %j27.end ], [ %j40.next, %f41.end ]
-  br label %f41
+conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.j27.end
+  %conv2.j4082 = phi i64 [ 0, %conv2.j27.end ], [ %j40.next, %conv2.f41.end ]
+  br label %conv2.f41
 
-j40.end:                                          ; preds = %f41.end
-  %g26.next = add nsw i64 %g2656, 1
+conv2.j40.end:                                    ; preds = %conv2.f41.end
+  %g26.next = add nsw i64 %conv2.g2655, 1
   %349 = icmp slt i64 %g26.next, 1
-  br i1 %349, label %g26, label %g26.end
+  br i1 %349, label %conv2.g26, label %conv2.g26.end
 
-f41:                                              ; preds = %i42.end, %j40
-  %f4184 = phi i64 [ 0, %j40 ], [ %f41.next, %i42.end ]
-  br label %i42
+conv2.f41:                                        ; preds = %conv2.i42.end, %conv2.j40
+  %conv2.f4183 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.i42.end ]
+  br label %conv2.i42
 
-f41.end:                                          ; preds = %i42.end
-  %j40.next = add nsw i64 %j4083, 1
+conv2.f41.end:                                    ; preds = %conv2.i42.end
+  %j40.next = add nsw i64 %conv2.j4082, 1
   %350 = icmp slt i64 %j40.next, 64
-  br i1 %350, label %j40, label %j40.end
+  br i1 %350, label %conv2.j40, label %conv2.j40.end
 
-i42:                                              ; preds = %i42, %f41
-  %i4285 = phi i64 [ 0, %f41 ], [ %i42.next, %i42 ]
-  %351 = mul nsw i64 %f4184, 6400
+conv2.i42:                                        ; preds = %conv2.i42, %conv2.f41
+  %conv2.i4284 = phi i64 [ 0, %conv2.f41 ], [ %i42.next, %conv2.i42 ]
+  %351 = mul nsw i64 %conv2.f4183, 6400
   %352 = add nsw i64 1336320, %351
-  %353 = mul nsw i64 %j4083, 100
+  %353 = mul nsw i64 %conv2.j4082, 100
   %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 %354, %i4285
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %355
-  %356 = load float, ptr %arena86, align 4
-  %357 = add nsw i64 2556, %f4184
-  %params87 = getelementptr inbounds float, ptr %params, i64 %357
-  %358 = load float, ptr %params87, align 4
+  %355 = add nsw i64 %354, %conv2.i4284
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %355
+  %356 = load float, ptr %arena85, align 4
+  %357 = add nsw i64 2556, %conv2.f4183
+  %params86 = getelementptr inbounds float, ptr %params, i64 %357
+  %358 = load float, ptr %params86, align 4
   %359 = fadd float %356, %358
   %360 = fcmp ogt float %359, 0.000000e+00
-  %361 = mul nsw i64 %f4184, 6400
+  %361 = mul nsw i64 %conv2.f4183, 6400
   %362 = add nsw i64 1336320, %361
-  %363 = mul nsw i64 %j4083, 100
+  %363 = mul nsw i64 %conv2.j4082, 100
   %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 %364, %i4285
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena88, align 4
-  %367 = add nsw i64 2556, %f4184
-  %params89 = getelementptr inbounds float, ptr %params, i64 %367
-  %368 = load float, ptr %params89, align 4
+  %365 = add nsw i64 %364, %conv2.i4284
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %365
+  %366 = load float, ptr %arena87, align 4
+  %367 = add nsw i64 2556, %conv2.f4183
+  %params88 = getelementptr inbounds float, ptr %params, i64 %367
+  %368 = load float, ptr %params88, align 4
   %369 = fadd float %366, %368
   %370 = select i1 %360, float %369, float 0.000000e+00
-  %371 = mul nsw i64 %g2656, 64
-  %372 = add nsw i64 %371, %j4083
+  %371 = mul nsw i64 %conv2.g2655, 64
+  %372 = add nsw i64 %371, %conv2.j4082
   %373 = mul nsw i64 %372, 1600
-  %374 = mul nsw i64 %f4184, 100
+  %374 = mul nsw i64 %conv2.f4183, 100
   %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, %i4285
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %376
-  store float %370, ptr %arena90, align 4
-  %i42.next = add nsw i64 %i4285, 1
+  %376 = add nsw i64 %375, %conv2.i4284
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %376
+  store float %370, ptr %arena89, align 4
+  %i42.next = add nsw i64 %conv2.i4284, 1
   %377 = icmp slt i64 %i42.next, 100
-  br i1 %377, label %i42, label %i42.end
+  br i1 %377, label %conv2.i42, label %conv2.i42.end
 
-i42.end:                                          ; preds = %i42
-  %f41.next = add nsw i64 %f4184, 1
+conv2.i42.end:                                    ; preds = %conv2.i42
+  %f41.next = add nsw i64 %conv2.f4183, 1
   %378 = icmp slt i64 %f41.next, 16
-  br i1 %378, label %f41, label %f41.end
+  br i1 %378, label %conv2.f41, label %conv2.f41.end
 
-q43:                                              ; preds = %py44.end, %g26.end
-  %q4391 = phi i64 [ 0, %g26.end ], [ %q43.next, %py44.end ]
-  br label %py44
+pool2.q43:                                        ; preds = %pool2.py44.end, %conv2.g26.end
+  %pool2.q4390 = phi i64 [ 0, %conv2.g26.end ], [ %q43.next, %pool2.py44.end ]
+  br label %pool2.py44
 
-q43.end:                                          ; preds = %py44.end
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 102400
-  %params101 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena100, i32 400, ptr %params101, i32 400, float 0.000000e+00, ptr %arena102, i32 120)
-  br label %n49
+pool2.q43.end:                                    ; preds = %pool2.py44.end
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 102400
+  %params99 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena98, i32 400, ptr %params99, i32 400, float 0.000000e+00, ptr %arena100, i32 120)
+  br label %fc1.n49
 
-py44:                                             ; preds = %px45.end, %q43
-  %py4492 = phi i64 [ 0, %q43 ], [ %py44.next, %px45.end ]
-  br label %px45
+pool2.py44:                                       ; preds = %pool2.px45.end, %pool2.q43
+  %pool2.py4491 = phi i64 [ 0, %pool2.q43 ], [ %py44.next, %pool2.px45.end ]
+  br label %pool2.px45
 
-py44.end:                                         ; preds = %px45.end
-  %q43.next = add nsw i64 %q4391, 1
+pool2.py44.end:                                   ; preds = %pool2.px45.end
+  %q43.next = add nsw i64 %pool2.q4390, 1
   %379 = icmp slt i64 %q43.next, 1024
-  br i1 %379, label %q43, label %q43.end
+  br i1 %379, label %pool2.q43, label %pool2.q43.end
 
-px45:                                             ; preds = %ky47.end, %py44
-  %px4593 = phi i64 [ 0, %py44 ], [ %px45.next, %ky47.end ]
-  store float 0.000000e+00, ptr %acc46, align 4
-  br label %ky47
+pool2.px45:                                       ; preds = %pool2.ky47.end, %pool2.py44
+  %pool2.px4592 = phi i64 [ 0, %pool2.py44 ], [ %px45.next, %pool2.ky47.end ]
+  store float 0.000000e+00, ptr %pool2.acc46, align 4
+  br label %pool2.ky47
 
-px45.end:                                         ; preds = %ky47.end
-  %py44.next = add nsw i64 %py4492, 1
+pool2.px45.end:                                   ; preds = %pool2.ky47.end
+  %py44.next = add nsw i64 %pool2.py4491, 1
   %380 = icmp slt i64 %py44.next, 5
-  br i1 %380, label %py44, label %py44.end
+  br i1 %380, label %pool2.py44, label %pool2.py44.end
 
-ky47:                                             ; preds = %kx48.end, %px45
-  %ky4794 = phi i64 [ 0, %px45 ], [ %ky47.next, %kx48.end ]
-  br label %kx48
+pool2.ky47:                                       ; preds = %pool2.kx48.end, %pool2.px45
+  %pool2.ky4793 = phi i64 [ 0, %pool2.px45 ], [ %ky47.next, %pool2.kx48.end ]
+  br label %pool2.kx48
 
-ky47.end:                                         ; preds = %kx48.end
-  %acc4698 = load float, ptr %acc46, align 4
-  %381 = fmul float %acc4698, 2.500000e-01
-  %382 = mul nsw i64 %q4391, 25
+pool2.ky47.end:                                   ; preds = %pool2.kx48.end
+  %acc4696 = load float, ptr %pool2.acc46, align 4
+  %381 = fmul float %acc4696, 2.500000e-01
+  %382 = mul nsw i64 %pool2.q4390, 25
   %383 = add nsw i64 102400, %382
-  %384 = mul nsw i64 %py4492, 5
+  %384 = mul nsw i64 %pool2.py4491, 5
   %385 = add nsw i64 %383, %384
-  %386 = add nsw i64 %385, %px4593
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %386
-  store float %381, ptr %arena99, align 4
-  %px45.next = add nsw i64 %px4593, 1
+  %386 = add nsw i64 %385, %pool2.px4592
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %386
+  store float %381, ptr %arena97, align 4
+  %px45.next = add nsw i64 %pool2.px4592, 1
   %387 = icmp slt i64 %px45.next, 5
-  br i1 %387, label %px45, label %px45.end
+  br i1 %387, label %pool2.px45, label %pool2.px45.end
 
-kx48:                                             ; preds = %kx48, %ky47
-  %kx4895 = phi i64 [ 0, %ky47 ], [ %kx48.next, %kx48 ]
-  %acc4696 = load float, ptr %acc46, align 4
-  %388 = mul nsw i64 %q4391, 100
-  %389 = mul nsw i64 %py4492, 20
+pool2.kx48:                                       ; preds = %pool2.kx48, %pool2.ky47
+  %pool2.kx4894 = phi i64 [ 0, %pool2.ky47 ], [ %kx48.next, %pool2.kx48 ]
+  %acc46 = load float, ptr %pool2.acc46, align 4
+  %388 = mul nsw i64 %pool2.q4390, 100
+  %389 = mul nsw i64 %pool2.py4491, 20
   %390 = add nsw i64 %388, %389
-  %391 = mul nsw i64 %px4593, 2
+  %391 = mul nsw i64 %pool2.px4592, 2
   %392 = add nsw i64 %390, %391
-  %393 = mul nsw i64 %ky4794, 10
+  %393 = mul nsw i64 %pool2.ky4793, 10
   %394 = add nsw i64 %392, %393
-  %395 = add nsw i64 %394, %kx4895
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load float, ptr %arena97, align 4
-  %397 = fadd float %acc4696, %396
-  store float %397, ptr %acc46, align 4
-  %kx48.next = add nsw i64 %kx4895, 1
+  %395 = add nsw i64 %394, %pool2.kx4894
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load float, ptr %arena95, align 4
+  %397 = fadd float %acc46, %396
+  store float %397, ptr %pool2.acc46, align 4
+  %kx48.next = add nsw i64 %pool2.kx4894, 1
   %398 = icmp slt i64 %kx48.next, 2
-  br i1 %398, label %kx48, label %kx48.end
+  br i1 %398, label %pool2.kx48, label %pool2.kx48.end
 
-kx48.end:                                         ; preds = %kx48
-  %ky47.next = add nsw i64 %ky4794, 1
+pool2.kx48.end:                                   ; preds = %pool2.kx48
+  %ky47.next = add nsw i64 %pool2.ky4793, 1
   %399 = icmp slt i64 %ky47.next, 2
-  br i1 %399, label %ky47, label %ky47.end
+  br i1 %399, label %pool2.ky47, label %pool2.ky47.end
 
-n49:                                              ; preds = %u50.end, %q43.end
-  %n49103 = phi i64 [ 0, %q43.end ], [ %n49.next, %u50.end ]
-  br label %u50
+fc1.n49:                                          ; preds = %fc1.u50.end, %pool2.q43.end
+  %fc1.n49101 = phi i64 [ 0, %pool2.q43.end ], [ %n49.next, %fc1.u50.end ]
+  br label %fc1.u50
 
-n49.end:                                          ; preds = %u50.end
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 0
-  %params111 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 7680
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena110, i32 120, ptr %params111, i32 120, float 0.000000e+00, ptr %arena112, i32 84)
-  br label %n51
+fc1.n49.end:                                      ; preds = %fc1.u50.end
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 0
+  %params109 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 7680
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena108, i32 120, ptr %params109, i32 120, float 0.000000e+00, ptr %arena110, i32 84)
+  br label %fc2.n51
 
-u50:                                              ; preds = %u50, %n49
-  %u50104 = phi i64 [ 0, %n49 ], [ %u50.next, %u50 ]
-  %400 = mul nsw i64 %n49103, 120
-  %401 = add nsw i64 %400, %u50104
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena105, align 4
-  %403 = add nsw i64 50572, %u50104
-  %params106 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params106, align 4
+fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
+  %fc1.u50102 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
+  %400 = mul nsw i64 %fc1.n49101, 120
+  %401 = add nsw i64 %400, %fc1.u50102
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena103, align 4
+  %403 = add nsw i64 50572, %fc1.u50102
+  %params104 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params104, align 4
   %405 = fadd float %402, %404
   %406 = fcmp ogt float %405, 0.000000e+00
-  %407 = mul nsw i64 %n49103, 120
-  %408 = add nsw i64 %407, %u50104
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load float, ptr %arena107, align 4
-  %410 = add nsw i64 50572, %u50104
-  %params108 = getelementptr inbounds float, ptr %params, i64 %410
-  %411 = load float, ptr %params108, align 4
+  %407 = mul nsw i64 %fc1.n49101, 120
+  %408 = add nsw i64 %407, %fc1.u50102
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %408
+  %409 = load float, ptr %arena105, align 4
+  %410 = add nsw i64 50572, %fc1.u50102
+  %params106 = getelementptr inbounds float, ptr %params, i64 %410
+  %411 = load float, ptr %params106, align 4
   %412 = fadd float %409, %411
   %413 = select i1 %406, float %412, float 0.000000e+00
-  %414 = mul nsw i64 %n49103, 120
-  %415 = add nsw i64 %414, %u50104
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %415
-  store float %413, ptr %arena109, align 4
-  %u50.next = add nsw i64 %u50104, 1
+  %414 = mul nsw i64 %fc1.n49101, 120
+  %415 = add nsw i64 %414, %fc1.u50102
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %415
+  store float %413, ptr %arena107, align 4
+  %u50.next = add nsw i64 %fc1.u50102, 1
   %416 = icmp slt i64 %u50.next, 120
-  br i1 %416, label %u50, label %u50.end
+  br i1 %416, label %fc1.u50, label %fc1.u50.end
 
-u50.end:                                          ; preds = %u50
-  %n49.next = add nsw i64 %n49103, 1
+fc1.u50.end:                                      ; preds = %fc1.u50
+  %n49.next = add nsw i64 %fc1.n49101, 1
   %417 = icmp slt i64 %n49.next, 64
-  br i1 %417, label %n49, label %n49.end
+  br i1 %417, label %fc1.n49, label %fc1.n49.end
 
-n51:                                              ; preds = %u52.end, %n49.end
-  %n51113 = phi i64 [ 0, %n49.end ], [ %n51.next, %u52.end ]
-  br label %u52
+fc2.n51:                                          ; preds = %fc2.u52.end, %fc1.n49.end
+  %fc2.n51111 = phi i64 [ 0, %fc1.n49.end ], [ %n51.next, %fc2.u52.end ]
+  br label %fc2.u52
 
-n51.end:                                          ; preds = %u52.end
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 7680
-  %params121 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena120, i32 84, ptr %params121, i32 84, float 0.000000e+00, ptr %arena122, i32 10)
-  br label %n53
+fc2.n51.end:                                      ; preds = %fc2.u52.end
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 7680
+  %params119 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena118, i32 84, ptr %params119, i32 84, float 0.000000e+00, ptr %arena120, i32 10)
+  br label %fc3.n53
 
-u52:                                              ; preds = %u52, %n51
-  %u52114 = phi i64 [ 0, %n51 ], [ %u52.next, %u52 ]
-  %418 = mul nsw i64 %n51113, 84
+fc2.u52:                                          ; preds = %fc2.u52, %fc2.n51
+  %fc2.u52112 = phi i64 [ 0, %fc2.n51 ], [ %u52.next, %fc2.u52 ]
+  %418 = mul nsw i64 %fc2.n51111, 84
   %419 = add nsw i64 7680, %418
-  %420 = add nsw i64 %419, %u52114
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %420
-  %421 = load float, ptr %arena115, align 4
-  %422 = add nsw i64 60772, %u52114
-  %params116 = getelementptr inbounds float, ptr %params, i64 %422
-  %423 = load float, ptr %params116, align 4
+  %420 = add nsw i64 %419, %fc2.u52112
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena113, align 4
+  %422 = add nsw i64 60772, %fc2.u52112
+  %params114 = getelementptr inbounds float, ptr %params, i64 %422
+  %423 = load float, ptr %params114, align 4
   %424 = fadd float %421, %423
   %425 = fcmp ogt float %424, 0.000000e+00
-  %426 = mul nsw i64 %n51113, 84
+  %426 = mul nsw i64 %fc2.n51111, 84
   %427 = add nsw i64 7680, %426
-  %428 = add nsw i64 %427, %u52114
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %428
-  %429 = load float, ptr %arena117, align 4
-  %430 = add nsw i64 60772, %u52114
-  %params118 = getelementptr inbounds float, ptr %params, i64 %430
-  %431 = load float, ptr %params118, align 4
+  %428 = add nsw i64 %427, %fc2.u52112
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %428
+  %429 = load float, ptr %arena115, align 4
+  %430 = add nsw i64 60772, %fc2.u52112
+  %params116 = getelementptr inbounds float, ptr %params, i64 %430
+  %431 = load float, ptr %params116, align 4
   %432 = fadd float %429, %431
   %433 = select i1 %425, float %432, float 0.000000e+00
-  %434 = mul nsw i64 %n51113, 84
+  %434 = mul nsw i64 %fc2.n51111, 84
   %435 = add nsw i64 7680, %434
-  %436 = add nsw i64 %435, %u52114
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %433, ptr %arena119, align 4
-  %u52.next = add nsw i64 %u52114, 1
+  %436 = add nsw i64 %435, %fc2.u52112
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float %433, ptr %arena117, align 4
+  %u52.next = add nsw i64 %fc2.u52112, 1
   %437 = icmp slt i64 %u52.next, 84
-  br i1 %437, label %u52, label %u52.end
+  br i1 %437, label %fc2.u52, label %fc2.u52.end
 
-u52.end:                                          ; preds = %u52
-  %n51.next = add nsw i64 %n51113, 1
+fc2.u52.end:                                      ; preds = %fc2.u52
+  %n51.next = add nsw i64 %fc2.n51111, 1
   %438 = icmp slt i64 %n51.next, 64
-  br i1 %438, label %n51, label %n51.end
+  br i1 %438, label %fc2.n51, label %fc2.n51.end
 
-n53:                                              ; preds = %u54.end, %n51.end
-  %n53123 = phi i64 [ 0, %n51.end ], [ %n53.next, %u54.end ]
-  br label %u54
+fc3.n53:                                          ; preds = %fc3.u54.end, %fc2.n51.end
+  %fc3.n53121 = phi i64 [ 0, %fc2.n51.end ], [ %n53.next, %fc3.u54.end ]
+  br label %fc3.u54
 
-n53.end:                                          ; preds = %u54.end
+fc3.n53.end:                                      ; preds = %fc3.u54.end
   ret void
 
-u54:                                              ; preds = %u54, %n53
-  %u54124 = phi i64 [ 0, %n53 ], [ %u54.next, %u54 ]
-  %439 = mul nsw i64 %n53123, 10
-  %440 = add nsw i64 %439, %u54124
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %440
-  %441 = load float, ptr %arena125, align 4
-  %442 = add nsw i64 61696, %u54124
-  %params126 = getelementptr inbounds float, ptr %params, i64 %442
-  %443 = load float, ptr %params126, align 4
+fc3.u54:                                          ; preds = %fc3.u54, %fc3.n53
+  %fc3.u54122 = phi i64 [ 0, %fc3.n53 ], [ %u54.next, %fc3.u54 ]
+  %439 = mul nsw i64 %fc3.n53121, 10
+  %440 = add nsw i64 %439, %fc3.u54122
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %440
+  %441 = load float, ptr %arena123, align 4
+  %442 = add nsw i64 61696, %fc3.u54122
+  %params124 = getelementptr inbounds float, ptr %params, i64 %442
+  %443 = load float, ptr %params124, align 4
   %444 = fadd float %441, %443
-  %445 = mul nsw i64 %n53123, 10
-  %446 = add nsw i64 %445, %u54124
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %446
-  store float %444, ptr %arena127, align 4
-  %u54.next = add nsw i64 %u54124, 1
+  %445 = mul nsw i64 %fc3.n53121, 10
+  %446 = add nsw i64 %445, %fc3.u54122
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %446
+  store float %444, ptr %arena125, align 4
+  %u54.next = add nsw i64 %fc3.u54122, 1
   %447 = icmp slt i64 %u54.next, 10
-  br i1 %447, label %u54, label %u54.end
+  br i1 %447, label %fc3.u54, label %fc3.u54.end
 
-u54.end:                                          ; preds = %u54
-  %n53.next = add nsw i64 %n53123, 1
+fc3.u54.end:                                      ; preds = %fc3.u54
+  %n53.next = add nsw i64 %fc3.n53121, 1
   %448 = icmp slt i64 %n53.next, 64
-  br i1 %448, label %n53, label %n53.end
+  br i1 %448, label %fc3.n53, label %fc3.n53.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

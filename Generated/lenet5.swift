@@ -641,7 +641,7 @@ public func lenet5_train_b64(
     }
     grads[(150 &+ f152)] = acc153
   }
-  // adam update of 61706 parameters
+  // adam = update of 61706 parameters
   var step_size156: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt157: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   do {  // SIMD16 over i158

@@ -4,67 +4,67 @@ source_filename = "mlp"
 
 define void @mlp_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %v_new = alloca float, align 4
-  %m_new = alloca float, align 4
-  %g = alloca float, align 4
-  %bc2_sqrt33 = alloca float, align 4
-  %step_size32 = alloca float, align 4
-  %acc30 = alloca float, align 4
-  %acc25 = alloca float, align 4
-  %acc21 = alloca float, align 4
-  %s16 = alloca float, align 4
-  %m15 = alloca float, align 4
-  %s11 = alloca float, align 4
-  %m10 = alloca float, align 4
-  %total8 = alloca float, align 4
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt33 = alloca float, align 4
+  %adam.step_size32 = alloca float, align 4
+  %fc1_bias_grad.acc30 = alloca float, align 4
+  %fc2_bias_grad.acc25 = alloca float, align 4
+  %fc3_bias_grad.acc21 = alloca float, align 4
+  %fc3_grad.s16 = alloca float, align 4
+  %fc3_grad.m15 = alloca float, align 4
+  %loss.s11 = alloca float, align 4
+  %loss.m10 = alloca float, align 4
+  %loss.total8 = alloca float, align 4
   %images1 = getelementptr inbounds float, ptr %images, i64 0
   %params2 = getelementptr inbounds float, ptr %params, i64 0
   %arena3 = getelementptr inbounds float, ptr %arena, i64 0
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 256, i32 784, float 1.000000e+00, ptr %images1, i32 784, ptr %params2, i32 784, float 0.000000e+00, ptr %arena3, i32 256)
-  br label %n1
+  br label %fc1.n1
 
-n1:                                               ; preds = %u2.end, %entry
-  %n14 = phi i64 [ 0, %entry ], [ %n1.next, %u2.end ]
-  br label %u2
+fc1.n1:                                           ; preds = %fc1.u2.end, %entry
+  %fc1.n14 = phi i64 [ 0, %entry ], [ %n1.next, %fc1.u2.end ]
+  br label %fc1.u2
 
-n1.end:                                           ; preds = %u2.end
-  br label %i3
+fc1.n1.end:                                       ; preds = %fc1.u2.end
+  br label %drop.i3
 
-u2:                                               ; preds = %u2, %n1
-  %u25 = phi i64 [ 0, %n1 ], [ %u2.next, %u2 ]
-  %0 = mul nsw i64 %n14, 256
-  %1 = add nsw i64 %0, %u25
+fc1.u2:                                           ; preds = %fc1.u2, %fc1.n1
+  %fc1.u25 = phi i64 [ 0, %fc1.n1 ], [ %u2.next, %fc1.u2 ]
+  %0 = mul nsw i64 %fc1.n14, 256
+  %1 = add nsw i64 %0, %fc1.u25
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena6, align 4
-  %3 = add nsw i64 200704, %u25
+  %3 = add nsw i64 200704, %fc1.u25
   %params7 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params7, align 4
   %5 = fadd float %2, %4
   %6 = fcmp ogt float %5, 0.000000e+00
-  %7 = mul nsw i64 %n14, 256
-  %8 = add nsw i64 %7, %u25
+  %7 = mul nsw i64 %fc1.n14, 256
+  %8 = add nsw i64 %7, %fc1.u25
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena8, align 4
-  %10 = add nsw i64 200704, %u25
+  %10 = add nsw i64 200704, %fc1.u25
   %params9 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params9, align 4
   %12 = fadd float %9, %11
   %13 = select i1 %6, float %12, float 0.000000e+00
-  %14 = mul nsw i64 %n14, 256
-  %15 = add nsw i64 %14, %u25
+  %14 = mul nsw i64 %fc1.n14, 256
+  %15 = add nsw i64 %14, %fc1.u25
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %15
   store float %13, ptr %arena10, align 4
-  %u2.next = add nsw i64 %u25, 1
+  %u2.next = add nsw i64 %fc1.u25, 1
   %16 = icmp slt i64 %u2.next, 256
-  br i1 %16, label %u2, label %u2.end
+  br i1 %16, label %fc1.u2, label %fc1.u2.end
 
-u2.end:                                           ; preds = %u2
-  %n1.next = add nsw i64 %n14, 1
+fc1.u2.end:                                       ; preds = %fc1.u2
+  %n1.next = add nsw i64 %fc1.n14, 1
   %17 = icmp slt i64 %n1.next, 64
-  br i1 %17, label %n1, label %n1.end
+  br i1 %17, label %fc1.n1, label %fc1.n1.end
 
-i3:                                               ; preds = %i3, %n1.end
-  %i311 = phi i64 [ 0, %n1.end ], [ %i3.next, %i3 ]
+drop.i3:                                          ; preds = %drop.i3, %fc1.n1.end
+  %drop.i311 = phi i64 [ 0, %fc1.n1.end ], [ %i3.next, %drop.i3 ]
   %18 = xor i64 %seed, -1035080904108319828
   %19 = lshr i64 %18, 30
   %20 = xor i64 %18, %19
@@ -83,7 +83,7 @@ i3:                                               ; preds = %i3, %n1.end
   %33 = mul i64 %32, -7723592293110705685
   %34 = lshr i64 %33, 31
   %35 = xor i64 %33, %34
-  %36 = mul i64 %i311, -7046029254386353131
+  %36 = mul i64 %drop.i311, -7046029254386353131
   %37 = add i64 %35, %36
   %38 = lshr i64 %37, 30
   %39 = xor i64 %37, %38
@@ -95,371 +95,371 @@ i3:                                               ; preds = %i3, %n1.end
   %45 = xor i64 %43, %44
   %46 = lshr i64 %45, 40
   %keep = icmp uge i64 %46, 3355443
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %i311
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %drop.i311
   %47 = load float, ptr %arena12, align 4
   %48 = fmul float %47, 1.250000e+00
   %49 = select i1 %keep, float %48, float 0.000000e+00
-  %50 = add nsw i64 16384, %i311
+  %50 = add nsw i64 16384, %drop.i311
   %arena13 = getelementptr inbounds float, ptr %arena, i64 %50
   store float %49, ptr %arena13, align 4
-  %i3.next = add nsw i64 %i311, 1
+  %i3.next = add nsw i64 %drop.i311, 1
   %51 = icmp slt i64 %i3.next, 16384
-  br i1 %51, label %i3, label %i3.end
+  br i1 %51, label %drop.i3, label %drop.i3.end
 
-i3.end:                                           ; preds = %i3
+drop.i3.end:                                      ; preds = %drop.i3
   %arena14 = getelementptr inbounds float, ptr %arena, i64 16384
   %params15 = getelementptr inbounds float, ptr %params, i64 200960
   %arena16 = getelementptr inbounds float, ptr %arena, i64 32768
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 256, float 1.000000e+00, ptr %arena14, i32 256, ptr %params15, i32 256, float 0.000000e+00, ptr %arena16, i32 128)
-  br label %n4
+  br label %fc2.n4
 
-n4:                                               ; preds = %u5.end, %i3.end
-  %n417 = phi i64 [ 0, %i3.end ], [ %n4.next, %u5.end ]
-  br label %u5
+fc2.n4:                                           ; preds = %fc2.u5.end, %drop.i3.end
+  %fc2.n417 = phi i64 [ 0, %drop.i3.end ], [ %n4.next, %fc2.u5.end ]
+  br label %fc2.u5
 
-n4.end:                                           ; preds = %u5.end
+fc2.n4.end:                                       ; preds = %fc2.u5.end
   %arena24 = getelementptr inbounds float, ptr %arena, i64 32768
   %params25 = getelementptr inbounds float, ptr %params, i64 233856
   %arena26 = getelementptr inbounds float, ptr %arena, i64 40960
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena24, i32 128, ptr %params25, i32 128, float 0.000000e+00, ptr %arena26, i32 10)
-  br label %n6
+  br label %fc3.n6
 
-u5:                                               ; preds = %u5, %n4
-  %u518 = phi i64 [ 0, %n4 ], [ %u5.next, %u5 ]
-  %52 = mul nsw i64 %n417, 128
+fc2.u5:                                           ; preds = %fc2.u5, %fc2.n4
+  %fc2.u518 = phi i64 [ 0, %fc2.n4 ], [ %u5.next, %fc2.u5 ]
+  %52 = mul nsw i64 %fc2.n417, 128
   %53 = add nsw i64 32768, %52
-  %54 = add nsw i64 %53, %u518
+  %54 = add nsw i64 %53, %fc2.u518
   %arena19 = getelementptr inbounds float, ptr %arena, i64 %54
   %55 = load float, ptr %arena19, align 4
-  %56 = add nsw i64 233728, %u518
+  %56 = add nsw i64 233728, %fc2.u518
   %params20 = getelementptr inbounds float, ptr %params, i64 %56
   %57 = load float, ptr %params20, align 4
   %58 = fadd float %55, %57
   %59 = fcmp ogt float %58, 0.000000e+00
-  %60 = mul nsw i64 %n417, 128
+  %60 = mul nsw i64 %fc2.n417, 128
   %61 = add nsw i64 32768, %60
-  %62 = add nsw i64 %61, %u518
+  %62 = add nsw i64 %61, %fc2.u518
   %arena21 = getelementptr inbounds float, ptr %arena, i64 %62
   %63 = load float, ptr %arena21, align 4
-  %64 = add nsw i64 233728, %u518
+  %64 = add nsw i64 233728, %fc2.u518
   %params22 = getelementptr inbounds float, ptr %params, i64 %64
   %65 = load float, ptr %params22, align 4
   %66 = fadd float %63, %65
   %67 = select i1 %59, float %66, float 0.000000e+00
-  %68 = mul nsw i64 %n417, 128
+  %68 = mul nsw i64 %fc2.n417, 128
   %69 = add nsw i64 32768, %68
-  %70 = add nsw i64 %69, %u518
+  %70 = add nsw i64 %69, %fc2.u518
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %70
   store float %67, ptr %arena23, align 4
-  %u5.next = add nsw i64 %u518, 1
+  %u5.next = add nsw i64 %fc2.u518, 1
   %71 = icmp slt i64 %u5.next, 128
-  br i1 %71, label %u5, label %u5.end
+  br i1 %71, label %fc2.u5, label %fc2.u5.end
 
-u5.end:                                           ; preds = %u5
-  %n4.next = add nsw i64 %n417, 1
+fc2.u5.end:                                       ; preds = %fc2.u5
+  %n4.next = add nsw i64 %fc2.n417, 1
   %72 = icmp slt i64 %n4.next, 64
-  br i1 %72, label %n4, label %n4.end
+  br i1 %72, label %fc2.n4, label %fc2.n4.end
 
-n6:                                               ; preds = %u7.end, %n4.end
-  %n627 = phi i64 [ 0, %n4.end ], [ %n6.next, %u7.end ]
-  br label %u7
+fc3.n6:                                           ; preds = %fc3.u7.end, %fc2.n4.end
+  %fc3.n627 = phi i64 [ 0, %fc2.n4.end ], [ %n6.next, %fc3.u7.end ]
+  br label %fc3.u7
 
-n6.end:                                           ; preds = %u7.end
-  store float 0.000000e+00, ptr %total8, align 4
-  br label %n9
+fc3.n6.end:                                       ; preds = %fc3.u7.end
+  store float 0.000000e+00, ptr %loss.total8, align 4
+  br label %loss.n9
 
-u7:                                               ; preds = %u7, %n6
-  %u728 = phi i64 [ 0, %n6 ], [ %u7.next, %u7 ]
-  %73 = mul nsw i64 %n627, 10
+fc3.u7:                                           ; preds = %fc3.u7, %fc3.n6
+  %fc3.u728 = phi i64 [ 0, %fc3.n6 ], [ %u7.next, %fc3.u7 ]
+  %73 = mul nsw i64 %fc3.n627, 10
   %74 = add nsw i64 40960, %73
-  %75 = add nsw i64 %74, %u728
+  %75 = add nsw i64 %74, %fc3.u728
   %arena29 = getelementptr inbounds float, ptr %arena, i64 %75
   %76 = load float, ptr %arena29, align 4
-  %77 = add nsw i64 235136, %u728
+  %77 = add nsw i64 235136, %fc3.u728
   %params30 = getelementptr inbounds float, ptr %params, i64 %77
   %78 = load float, ptr %params30, align 4
   %79 = fadd float %76, %78
-  %80 = mul nsw i64 %n627, 10
+  %80 = mul nsw i64 %fc3.n627, 10
   %81 = add nsw i64 40960, %80
-  %82 = add nsw i64 %81, %u728
+  %82 = add nsw i64 %81, %fc3.u728
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %82
   store float %79, ptr %arena31, align 4
-  %u7.next = add nsw i64 %u728, 1
+  %u7.next = add nsw i64 %fc3.u728, 1
   %83 = icmp slt i64 %u7.next, 10
-  br i1 %83, label %u7, label %u7.end
+  br i1 %83, label %fc3.u7, label %fc3.u7.end
 
-u7.end:                                           ; preds = %u7
-  %n6.next = add nsw i64 %n627, 1
+fc3.u7.end:                                       ; preds = %fc3.u7
+  %n6.next = add nsw i64 %fc3.n627, 1
   %84 = icmp slt i64 %n6.next, 64
-  br i1 %84, label %n6, label %n6.end
+  br i1 %84, label %fc3.n6, label %fc3.n6.end
 
-n9:                                               ; preds = %k13.end, %n6.end
-  %n932 = phi i64 [ 0, %n6.end ], [ %n9.next, %k13.end ]
-  %85 = mul nsw i64 %n932, 10
+loss.n9:                                          ; preds = %loss.k13.end, %fc3.n6.end
+  %loss.n932 = phi i64 [ 0, %fc3.n6.end ], [ %n9.next, %loss.k13.end ]
+  %85 = mul nsw i64 %loss.n932, 10
   %86 = add nsw i64 40960, %85
   %arena33 = getelementptr inbounds float, ptr %arena, i64 %86
   %87 = load float, ptr %arena33, align 4
-  store float %87, ptr %m10, align 4
-  br label %k12
+  store float %87, ptr %loss.m10, align 4
+  br label %loss.k12
 
-n9.end:                                           ; preds = %k13.end
-  %total846 = load float, ptr %total8, align 4
-  %88 = fdiv float %total846, 6.400000e+01
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 41600
-  store float %88, ptr %arena47, align 4
-  br label %n1448
+loss.n9.end:                                      ; preds = %loss.k13.end
+  %total843 = load float, ptr %loss.total8, align 4
+  %88 = fdiv float %total843, 6.400000e+01
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 41600
+  store float %88, ptr %arena44, align 4
+  br label %fc3_grad.n14
 
-k12:                                              ; preds = %k12, %n9
-  %k1234 = phi i64 [ 0, %n9 ], [ %k12.next, %k12 ]
-  %m1035 = load float, ptr %m10, align 4
-  %89 = mul nsw i64 %n932, 10
+loss.k12:                                         ; preds = %loss.k12, %loss.n9
+  %loss.k1234 = phi i64 [ 0, %loss.n9 ], [ %k12.next, %loss.k12 ]
+  %m10 = load float, ptr %loss.m10, align 4
+  %89 = mul nsw i64 %loss.n932, 10
   %90 = add nsw i64 40960, %89
-  %91 = add nsw i64 %90, %k1234
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 %91
-  %92 = load float, ptr %arena36, align 4
-  %93 = fcmp ogt float %92, %m1035
-  %94 = select i1 %93, float %92, float %m1035
-  store float %94, ptr %m10, align 4
-  %k12.next = add nsw i64 %k1234, 1
+  %91 = add nsw i64 %90, %loss.k1234
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %91
+  %92 = load float, ptr %arena35, align 4
+  %93 = fcmp ogt float %92, %m10
+  %94 = select i1 %93, float %92, float %m10
+  store float %94, ptr %loss.m10, align 4
+  %k12.next = add nsw i64 %loss.k1234, 1
   %95 = icmp slt i64 %k12.next, 10
-  br i1 %95, label %k12, label %k12.end
+  br i1 %95, label %loss.k12, label %loss.k12.end
 
-k12.end:                                          ; preds = %k12
-  store float 0.000000e+00, ptr %s11, align 4
-  br label %k13
+loss.k12.end:                                     ; preds = %loss.k12
+  store float 0.000000e+00, ptr %loss.s11, align 4
+  br label %loss.k13
 
-k13:                                              ; preds = %k13, %k12.end
-  %k1337 = phi i64 [ 0, %k12.end ], [ %k13.next, %k13 ]
-  %s1138 = load float, ptr %s11, align 4
-  %96 = mul nsw i64 %n932, 10
+loss.k13:                                         ; preds = %loss.k13, %loss.k12.end
+  %loss.k1336 = phi i64 [ 0, %loss.k12.end ], [ %k13.next, %loss.k13 ]
+  %s11 = load float, ptr %loss.s11, align 4
+  %96 = mul nsw i64 %loss.n932, 10
   %97 = add nsw i64 40960, %96
-  %98 = add nsw i64 %97, %k1337
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %98
-  %99 = load float, ptr %arena39, align 4
-  %m1040 = load float, ptr %m10, align 4
-  %100 = fsub float %99, %m1040
+  %98 = add nsw i64 %97, %loss.k1336
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %98
+  %99 = load float, ptr %arena37, align 4
+  %m1038 = load float, ptr %loss.m10, align 4
+  %100 = fsub float %99, %m1038
   %101 = call float @llvm.exp.f32(float %100)
-  %102 = fadd float %s1138, %101
-  store float %102, ptr %s11, align 4
-  %k13.next = add nsw i64 %k1337, 1
+  %102 = fadd float %s11, %101
+  store float %102, ptr %loss.s11, align 4
+  %k13.next = add nsw i64 %loss.k1336, 1
   %103 = icmp slt i64 %k13.next, 10
-  br i1 %103, label %k13, label %k13.end
+  br i1 %103, label %loss.k13, label %loss.k13.end
 
-k13.end:                                          ; preds = %k13
-  %total841 = load float, ptr %total8, align 4
-  %m1042 = load float, ptr %m10, align 4
-  %s1143 = load float, ptr %s11, align 4
-  %104 = call float @llvm.log.f32(float %s1143)
-  %105 = fadd float %m1042, %104
-  %106 = mul nsw i64 %n932, 10
+loss.k13.end:                                     ; preds = %loss.k13
+  %total8 = load float, ptr %loss.total8, align 4
+  %m1039 = load float, ptr %loss.m10, align 4
+  %s1140 = load float, ptr %loss.s11, align 4
+  %104 = call float @llvm.log.f32(float %s1140)
+  %105 = fadd float %m1039, %104
+  %106 = mul nsw i64 %loss.n932, 10
   %107 = add nsw i64 40960, %106
-  %labels44 = getelementptr inbounds i32, ptr %labels, i64 %n932
-  %label = load i32, ptr %labels44, align 4
+  %labels41 = getelementptr inbounds i32, ptr %labels, i64 %loss.n932
+  %label = load i32, ptr %labels41, align 4
   %108 = sext i32 %label to i64
   %109 = add nsw i64 %107, %108
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %109
-  %110 = load float, ptr %arena45, align 4
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load float, ptr %arena42, align 4
   %111 = fsub float %105, %110
-  %112 = fadd float %total841, %111
-  store float %112, ptr %total8, align 4
-  %n9.next = add nsw i64 %n932, 1
+  %112 = fadd float %total8, %111
+  store float %112, ptr %loss.total8, align 4
+  %n9.next = add nsw i64 %loss.n932, 1
   %113 = icmp slt i64 %n9.next, 64
-  br i1 %113, label %n9, label %n9.end
+  br i1 %113, label %loss.n9, label %loss.n9.end
 
-n1448:                                            ; preds = %k19.end, %n9.end
-  %n1449 = phi i64 [ 0, %n9.end ], [ %n14.next, %k19.end ]
-  %114 = mul nsw i64 %n1449, 10
+fc3_grad.n14:                                     ; preds = %fc3_grad.k19.end, %loss.n9.end
+  %fc3_grad.n1445 = phi i64 [ 0, %loss.n9.end ], [ %n14.next, %fc3_grad.k19.end ]
+  %114 = mul nsw i64 %fc3_grad.n1445, 10
   %115 = add nsw i64 40960, %114
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %115
-  %116 = load float, ptr %arena50, align 4
-  store float %116, ptr %m15, align 4
-  br label %k17
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load float, ptr %arena46, align 4
+  store float %116, ptr %fc3_grad.m15, align 4
+  br label %fc3_grad.k17
 
-n14.end:                                          ; preds = %k19.end
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 41616
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 32768
-  %grads70 = getelementptr inbounds float, ptr %grads, i64 233856
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena68, i32 10, ptr %arena69, i32 128, float 0.000000e+00, ptr %grads70, i32 128)
-  br label %u20
+fc3_grad.n14.end:                                 ; preds = %fc3_grad.k19.end
+  %arena62 = getelementptr inbounds float, ptr %arena, i64 41616
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 32768
+  %grads64 = getelementptr inbounds float, ptr %grads, i64 233856
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena62, i32 10, ptr %arena63, i32 128, float 0.000000e+00, ptr %grads64, i32 128)
+  br label %fc3_bias_grad.u20
 
-k17:                                              ; preds = %k17, %n1448
-  %k1751 = phi i64 [ 0, %n1448 ], [ %k17.next, %k17 ]
-  %m1552 = load float, ptr %m15, align 4
-  %117 = mul nsw i64 %n1449, 10
+fc3_grad.k17:                                     ; preds = %fc3_grad.k17, %fc3_grad.n14
+  %fc3_grad.k1747 = phi i64 [ 0, %fc3_grad.n14 ], [ %k17.next, %fc3_grad.k17 ]
+  %m15 = load float, ptr %fc3_grad.m15, align 4
+  %117 = mul nsw i64 %fc3_grad.n1445, 10
   %118 = add nsw i64 40960, %117
-  %119 = add nsw i64 %118, %k1751
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %119
-  %120 = load float, ptr %arena53, align 4
-  %121 = fcmp ogt float %120, %m1552
-  %122 = select i1 %121, float %120, float %m1552
-  store float %122, ptr %m15, align 4
-  %k17.next = add nsw i64 %k1751, 1
+  %119 = add nsw i64 %118, %fc3_grad.k1747
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %119
+  %120 = load float, ptr %arena48, align 4
+  %121 = fcmp ogt float %120, %m15
+  %122 = select i1 %121, float %120, float %m15
+  store float %122, ptr %fc3_grad.m15, align 4
+  %k17.next = add nsw i64 %fc3_grad.k1747, 1
   %123 = icmp slt i64 %k17.next, 10
-  br i1 %123, label %k17, label %k17.end
+  br i1 %123, label %fc3_grad.k17, label %fc3_grad.k17.end
 
-k17.end:                                          ; preds = %k17
-  store float 0.000000e+00, ptr %s16, align 4
-  br label %k18
+fc3_grad.k17.end:                                 ; preds = %fc3_grad.k17
+  store float 0.000000e+00, ptr %fc3_grad.s16, align 4
+  br label %fc3_grad.k18
 
-k18:                                              ; preds = %k18, %k17.end
-  %k1854 = phi i64 [ 0, %k17.end ], [ %k18.next, %k18 ]
-  %s1655 = load float, ptr %s16, align 4
-  %124 = mul nsw i64 %n1449, 10
+fc3_grad.k18:                                     ; preds = %fc3_grad.k18, %fc3_grad.k17.end
+  %fc3_grad.k1849 = phi i64 [ 0, %fc3_grad.k17.end ], [ %k18.next, %fc3_grad.k18 ]
+  %s16 = load float, ptr %fc3_grad.s16, align 4
+  %124 = mul nsw i64 %fc3_grad.n1445, 10
   %125 = add nsw i64 40960, %124
-  %126 = add nsw i64 %125, %k1854
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %126
-  %127 = load float, ptr %arena56, align 4
-  %m1557 = load float, ptr %m15, align 4
-  %128 = fsub float %127, %m1557
+  %126 = add nsw i64 %125, %fc3_grad.k1849
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %126
+  %127 = load float, ptr %arena50, align 4
+  %m1551 = load float, ptr %fc3_grad.m15, align 4
+  %128 = fsub float %127, %m1551
   %129 = call float @llvm.exp.f32(float %128)
-  %130 = fadd float %s1655, %129
-  store float %130, ptr %s16, align 4
-  %k18.next = add nsw i64 %k1854, 1
+  %130 = fadd float %s16, %129
+  store float %130, ptr %fc3_grad.s16, align 4
+  %k18.next = add nsw i64 %fc3_grad.k1849, 1
   %131 = icmp slt i64 %k18.next, 10
-  br i1 %131, label %k18, label %k18.end
+  br i1 %131, label %fc3_grad.k18, label %fc3_grad.k18.end
 
-k18.end:                                          ; preds = %k18
-  br label %k19
+fc3_grad.k18.end:                                 ; preds = %fc3_grad.k18
+  br label %fc3_grad.k19
 
-k19:                                              ; preds = %k19, %k18.end
-  %k1958 = phi i64 [ 0, %k18.end ], [ %k19.next, %k19 ]
-  %labels59 = getelementptr inbounds i32, ptr %labels, i64 %n1449
-  %label60 = load i32, ptr %labels59, align 4
-  %132 = sext i32 %label60 to i64
-  %133 = icmp eq i64 %k1958, %132
-  %134 = mul nsw i64 %n1449, 10
+fc3_grad.k19:                                     ; preds = %fc3_grad.k19, %fc3_grad.k18.end
+  %fc3_grad.k1952 = phi i64 [ 0, %fc3_grad.k18.end ], [ %k19.next, %fc3_grad.k19 ]
+  %labels53 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n1445
+  %label54 = load i32, ptr %labels53, align 4
+  %132 = sext i32 %label54 to i64
+  %133 = icmp eq i64 %fc3_grad.k1952, %132
+  %134 = mul nsw i64 %fc3_grad.n1445, 10
   %135 = add nsw i64 40960, %134
-  %136 = add nsw i64 %135, %k1958
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena61, align 4
-  %m1562 = load float, ptr %m15, align 4
-  %138 = fsub float %137, %m1562
+  %136 = add nsw i64 %135, %fc3_grad.k1952
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena55, align 4
+  %m1556 = load float, ptr %fc3_grad.m15, align 4
+  %138 = fsub float %137, %m1556
   %139 = call float @llvm.exp.f32(float %138)
-  %s1663 = load float, ptr %s16, align 4
-  %140 = fdiv float %139, %s1663
+  %s1657 = load float, ptr %fc3_grad.s16, align 4
+  %140 = fdiv float %139, %s1657
   %141 = fsub float %140, 1.000000e+00
-  %142 = mul nsw i64 %n1449, 10
+  %142 = mul nsw i64 %fc3_grad.n1445, 10
   %143 = add nsw i64 40960, %142
-  %144 = add nsw i64 %143, %k1958
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %144
-  %145 = load float, ptr %arena64, align 4
-  %m1565 = load float, ptr %m15, align 4
-  %146 = fsub float %145, %m1565
+  %144 = add nsw i64 %143, %fc3_grad.k1952
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %144
+  %145 = load float, ptr %arena58, align 4
+  %m1559 = load float, ptr %fc3_grad.m15, align 4
+  %146 = fsub float %145, %m1559
   %147 = call float @llvm.exp.f32(float %146)
-  %s1666 = load float, ptr %s16, align 4
-  %148 = fdiv float %147, %s1666
+  %s1660 = load float, ptr %fc3_grad.s16, align 4
+  %148 = fdiv float %147, %s1660
   %149 = select i1 %133, float %141, float %148
   %150 = fdiv float %149, 6.400000e+01
-  %151 = mul nsw i64 %n1449, 10
+  %151 = mul nsw i64 %fc3_grad.n1445, 10
   %152 = add nsw i64 41616, %151
-  %153 = add nsw i64 %152, %k1958
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %153
-  store float %150, ptr %arena67, align 4
-  %k19.next = add nsw i64 %k1958, 1
+  %153 = add nsw i64 %152, %fc3_grad.k1952
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %153
+  store float %150, ptr %arena61, align 4
+  %k19.next = add nsw i64 %fc3_grad.k1952, 1
   %154 = icmp slt i64 %k19.next, 10
-  br i1 %154, label %k19, label %k19.end
+  br i1 %154, label %fc3_grad.k19, label %fc3_grad.k19.end
 
-k19.end:                                          ; preds = %k19
-  %n14.next = add nsw i64 %n1449, 1
+fc3_grad.k19.end:                                 ; preds = %fc3_grad.k19
+  %n14.next = add nsw i64 %fc3_grad.n1445, 1
   %155 = icmp slt i64 %n14.next, 64
-  br i1 %155, label %n1448, label %n14.end
+  br i1 %155, label %fc3_grad.n14, label %fc3_grad.n14.end
 
-u20:                                              ; preds = %n22.end, %n14.end
-  %u2071 = phi i64 [ 0, %n14.end ], [ %u20.next, %n22.end ]
-  store float 0.000000e+00, ptr %acc21, align 4
-  br label %n22
+fc3_bias_grad.u20:                                ; preds = %fc3_bias_grad.n22.end, %fc3_grad.n14.end
+  %fc3_bias_grad.u2065 = phi i64 [ 0, %fc3_grad.n14.end ], [ %u20.next, %fc3_bias_grad.n22.end ]
+  store float 0.000000e+00, ptr %fc3_bias_grad.acc21, align 4
+  br label %fc3_bias_grad.n22
 
-u20.end:                                          ; preds = %n22.end
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 41616
-  %params78 = getelementptr inbounds float, ptr %params, i64 233856
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 42256
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena77, i32 10, ptr %params78, i32 128, float 0.000000e+00, ptr %arena79, i32 128)
-  br label %i23
+fc3_bias_grad.u20.end:                            ; preds = %fc3_bias_grad.n22.end
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 41616
+  %params71 = getelementptr inbounds float, ptr %params, i64 233856
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 42256
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena70, i32 10, ptr %params71, i32 128, float 0.000000e+00, ptr %arena72, i32 128)
+  br label %fc2_grad.i23
 
-n22:                                              ; preds = %n22, %u20
-  %n2272 = phi i64 [ 0, %u20 ], [ %n22.next, %n22 ]
-  %acc2173 = load float, ptr %acc21, align 4
-  %156 = mul nsw i64 %n2272, 10
+fc3_bias_grad.n22:                                ; preds = %fc3_bias_grad.n22, %fc3_bias_grad.u20
+  %fc3_bias_grad.n2266 = phi i64 [ 0, %fc3_bias_grad.u20 ], [ %n22.next, %fc3_bias_grad.n22 ]
+  %acc21 = load float, ptr %fc3_bias_grad.acc21, align 4
+  %156 = mul nsw i64 %fc3_bias_grad.n2266, 10
   %157 = add nsw i64 41616, %156
-  %158 = add nsw i64 %157, %u2071
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %158
-  %159 = load float, ptr %arena74, align 4
-  %160 = fadd float %acc2173, %159
-  store float %160, ptr %acc21, align 4
-  %n22.next = add nsw i64 %n2272, 1
+  %158 = add nsw i64 %157, %fc3_bias_grad.u2065
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %158
+  %159 = load float, ptr %arena67, align 4
+  %160 = fadd float %acc21, %159
+  store float %160, ptr %fc3_bias_grad.acc21, align 4
+  %n22.next = add nsw i64 %fc3_bias_grad.n2266, 1
   %161 = icmp slt i64 %n22.next, 64
-  br i1 %161, label %n22, label %n22.end
+  br i1 %161, label %fc3_bias_grad.n22, label %fc3_bias_grad.n22.end
 
-n22.end:                                          ; preds = %n22
-  %acc2175 = load float, ptr %acc21, align 4
-  %162 = add nsw i64 235136, %u2071
-  %grads76 = getelementptr inbounds float, ptr %grads, i64 %162
-  store float %acc2175, ptr %grads76, align 4
-  %u20.next = add nsw i64 %u2071, 1
+fc3_bias_grad.n22.end:                            ; preds = %fc3_bias_grad.n22
+  %acc2168 = load float, ptr %fc3_bias_grad.acc21, align 4
+  %162 = add nsw i64 235136, %fc3_bias_grad.u2065
+  %grads69 = getelementptr inbounds float, ptr %grads, i64 %162
+  store float %acc2168, ptr %grads69, align 4
+  %u20.next = add nsw i64 %fc3_bias_grad.u2065, 1
   %163 = icmp slt i64 %u20.next, 10
-  br i1 %163, label %u20, label %u20.end
+  br i1 %163, label %fc3_bias_grad.u20, label %fc3_bias_grad.u20.end
 
-i23:                                              ; preds = %i23, %u20.end
-  %i2380 = phi i64 [ 0, %u20.end ], [ %i23.next, %i23 ]
-  %164 = add nsw i64 32768, %i2380
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %164
-  %165 = load float, ptr %arena81, align 4
+fc2_grad.i23:                                     ; preds = %fc2_grad.i23, %fc3_bias_grad.u20.end
+  %fc2_grad.i2373 = phi i64 [ 0, %fc3_bias_grad.u20.end ], [ %i23.next, %fc2_grad.i23 ]
+  %164 = add nsw i64 32768, %fc2_grad.i2373
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %164
+  %165 = load float, ptr %arena74, align 4
   %166 = fcmp ogt float %165, 0.000000e+00
-  %167 = add nsw i64 42256, %i2380
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %167
-  %168 = load float, ptr %arena82, align 4
+  %167 = add nsw i64 42256, %fc2_grad.i2373
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %167
+  %168 = load float, ptr %arena75, align 4
   %169 = select i1 %166, float %168, float 0.000000e+00
-  %170 = add nsw i64 50448, %i2380
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %170
-  store float %169, ptr %arena83, align 4
-  %i23.next = add nsw i64 %i2380, 1
+  %170 = add nsw i64 50448, %fc2_grad.i2373
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %170
+  store float %169, ptr %arena76, align 4
+  %i23.next = add nsw i64 %fc2_grad.i2373, 1
   %171 = icmp slt i64 %i23.next, 8192
-  br i1 %171, label %i23, label %i23.end
+  br i1 %171, label %fc2_grad.i23, label %fc2_grad.i23.end
 
-i23.end:                                          ; preds = %i23
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 50448
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 16384
-  %grads86 = getelementptr inbounds float, ptr %grads, i64 200960
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 256, i32 64, float 1.000000e+00, ptr %arena84, i32 128, ptr %arena85, i32 256, float 0.000000e+00, ptr %grads86, i32 256)
-  br label %u24
+fc2_grad.i23.end:                                 ; preds = %fc2_grad.i23
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 50448
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 16384
+  %grads79 = getelementptr inbounds float, ptr %grads, i64 200960
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 256, i32 64, float 1.000000e+00, ptr %arena77, i32 128, ptr %arena78, i32 256, float 0.000000e+00, ptr %grads79, i32 256)
+  br label %fc2_bias_grad.u24
 
-u24:                                              ; preds = %n26.end, %i23.end
-  %u2487 = phi i64 [ 0, %i23.end ], [ %u24.next, %n26.end ]
-  store float 0.000000e+00, ptr %acc25, align 4
-  br label %n26
+fc2_bias_grad.u24:                                ; preds = %fc2_bias_grad.n26.end, %fc2_grad.i23.end
+  %fc2_bias_grad.u2480 = phi i64 [ 0, %fc2_grad.i23.end ], [ %u24.next, %fc2_bias_grad.n26.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc25, align 4
+  br label %fc2_bias_grad.n26
 
-u24.end:                                          ; preds = %n26.end
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 50448
-  %params94 = getelementptr inbounds float, ptr %params, i64 200960
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 58640
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 256, i32 128, float 1.000000e+00, ptr %arena93, i32 128, ptr %params94, i32 256, float 0.000000e+00, ptr %arena95, i32 256)
-  br label %i27
+fc2_bias_grad.u24.end:                            ; preds = %fc2_bias_grad.n26.end
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 50448
+  %params86 = getelementptr inbounds float, ptr %params, i64 200960
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 58640
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 256, i32 128, float 1.000000e+00, ptr %arena85, i32 128, ptr %params86, i32 256, float 0.000000e+00, ptr %arena87, i32 256)
+  br label %relu1_grad.i27
 
-n26:                                              ; preds = %n26, %u24
-  %n2688 = phi i64 [ 0, %u24 ], [ %n26.next, %n26 ]
-  %acc2589 = load float, ptr %acc25, align 4
-  %172 = mul nsw i64 %n2688, 128
+fc2_bias_grad.n26:                                ; preds = %fc2_bias_grad.n26, %fc2_bias_grad.u24
+  %fc2_bias_grad.n2681 = phi i64 [ 0, %fc2_bias_grad.u24 ], [ %n26.next, %fc2_bias_grad.n26 ]
+  %acc25 = load float, ptr %fc2_bias_grad.acc25, align 4
+  %172 = mul nsw i64 %fc2_bias_grad.n2681, 128
   %173 = add nsw i64 50448, %172
-  %174 = add nsw i64 %173, %u2487
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %174
-  %175 = load float, ptr %arena90, align 4
-  %176 = fadd float %acc2589, %175
-  store float %176, ptr %acc25, align 4
-  %n26.next = add nsw i64 %n2688, 1
+  %174 = add nsw i64 %173, %fc2_bias_grad.u2480
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %174
+  %175 = load float, ptr %arena82, align 4
+  %176 = fadd float %acc25, %175
+  store float %176, ptr %fc2_bias_grad.acc25, align 4
+  %n26.next = add nsw i64 %fc2_bias_grad.n2681, 1
   %177 = icmp slt i64 %n26.next, 64
-  br i1 %177, label %n26, label %n26.end
+  br i1 %177, label %fc2_bias_grad.n26, label %fc2_bias_grad.n26.end
 
-n26.end:                                          ; preds = %n26
-  %acc2591 = load float, ptr %acc25, align 4
-  %178 = add nsw i64 233728, %u2487
-  %grads92 = getelementptr inbounds float, ptr %grads, i64 %178
-  store float %acc2591, ptr %grads92, align 4
-  %u24.next = add nsw i64 %u2487, 1
+fc2_bias_grad.n26.end:                            ; preds = %fc2_bias_grad.n26
+  %acc2583 = load float, ptr %fc2_bias_grad.acc25, align 4
+  %178 = add nsw i64 233728, %fc2_bias_grad.u2480
+  %grads84 = getelementptr inbounds float, ptr %grads, i64 %178
+  store float %acc2583, ptr %grads84, align 4
+  %u24.next = add nsw i64 %fc2_bias_grad.u2480, 1
   %179 = icmp slt i64 %u24.next, 128
-  br i1 %179, label %u24, label %u24.end
+  br i1 %179, label %fc2_bias_grad.u24, label %fc2_bias_grad.u24.end
 
-i27:                                              ; preds = %i27, %u24.end
-  %i2796 = phi i64 [ 0, %u24.end ], [ %i27.next, %i27 ]
+relu1_grad.i27:                                   ; preds = %relu1_grad.i27, %fc2_bias_grad.u24.end
+  %relu1_grad.i2788 = phi i64 [ 0, %fc2_bias_grad.u24.end ], [ %i27.next, %relu1_grad.i27 ]
   %180 = xor i64 %seed, -1035080904108319828
   %181 = lshr i64 %180, 30
   %182 = xor i64 %180, %181
@@ -478,7 +478,7 @@ i27:                                              ; preds = %i27, %u24.end
   %195 = mul i64 %194, -7723592293110705685
   %196 = lshr i64 %195, 31
   %197 = xor i64 %195, %196
-  %198 = mul i64 %i2796, -7046029254386353131
+  %198 = mul i64 %relu1_grad.i2788, -7046029254386353131
   %199 = add i64 %197, %198
   %200 = lshr i64 %199, 30
   %201 = xor i64 %199, %200
@@ -489,138 +489,138 @@ i27:                                              ; preds = %i27, %u24.end
   %206 = lshr i64 %205, 31
   %207 = xor i64 %205, %206
   %208 = lshr i64 %207, 40
-  %keep97 = icmp uge i64 %208, 3355443
-  %209 = add nsw i64 58640, %i2796
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %209
-  %210 = load float, ptr %arena98, align 4
+  %keep89 = icmp uge i64 %208, 3355443
+  %209 = add nsw i64 58640, %relu1_grad.i2788
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %209
+  %210 = load float, ptr %arena90, align 4
   %211 = fmul float %210, 1.250000e+00
-  %212 = select i1 %keep97, float %211, float 0.000000e+00
-  %213 = add nsw i64 41616, %i2796
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %213
-  store float %212, ptr %arena99, align 4
-  %i27.next = add nsw i64 %i2796, 1
+  %212 = select i1 %keep89, float %211, float 0.000000e+00
+  %213 = add nsw i64 41616, %relu1_grad.i2788
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %213
+  store float %212, ptr %arena91, align 4
+  %i27.next = add nsw i64 %relu1_grad.i2788, 1
   %214 = icmp slt i64 %i27.next, 16384
-  br i1 %214, label %i27, label %i27.end
+  br i1 %214, label %relu1_grad.i27, label %relu1_grad.i27.end
 
-i27.end:                                          ; preds = %i27
-  br label %i28
+relu1_grad.i27.end:                               ; preds = %relu1_grad.i27
+  br label %fc1_grad.i28
 
-i28:                                              ; preds = %i28, %i27.end
-  %i28100 = phi i64 [ 0, %i27.end ], [ %i28.next, %i28 ]
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %i28100
-  %215 = load float, ptr %arena101, align 4
+fc1_grad.i28:                                     ; preds = %fc1_grad.i28, %relu1_grad.i27.end
+  %fc1_grad.i2892 = phi i64 [ 0, %relu1_grad.i27.end ], [ %i28.next, %fc1_grad.i28 ]
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %fc1_grad.i2892
+  %215 = load float, ptr %arena93, align 4
   %216 = fcmp ogt float %215, 0.000000e+00
-  %217 = add nsw i64 41616, %i28100
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %217
-  %218 = load float, ptr %arena102, align 4
+  %217 = add nsw i64 41616, %fc1_grad.i2892
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %217
+  %218 = load float, ptr %arena94, align 4
   %219 = select i1 %216, float %218, float 0.000000e+00
-  %220 = add nsw i64 16384, %i28100
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %220
-  store float %219, ptr %arena103, align 4
-  %i28.next = add nsw i64 %i28100, 1
+  %220 = add nsw i64 16384, %fc1_grad.i2892
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %220
+  store float %219, ptr %arena95, align 4
+  %i28.next = add nsw i64 %fc1_grad.i2892, 1
   %221 = icmp slt i64 %i28.next, 16384
-  br i1 %221, label %i28, label %i28.end
+  br i1 %221, label %fc1_grad.i28, label %fc1_grad.i28.end
 
-i28.end:                                          ; preds = %i28
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 16384
-  %images105 = getelementptr inbounds float, ptr %images, i64 0
-  %grads106 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 256, i32 784, i32 64, float 1.000000e+00, ptr %arena104, i32 256, ptr %images105, i32 784, float 0.000000e+00, ptr %grads106, i32 784)
-  br label %u29
+fc1_grad.i28.end:                                 ; preds = %fc1_grad.i28
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 16384
+  %images97 = getelementptr inbounds float, ptr %images, i64 0
+  %grads98 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 256, i32 784, i32 64, float 1.000000e+00, ptr %arena96, i32 256, ptr %images97, i32 784, float 0.000000e+00, ptr %grads98, i32 784)
+  br label %fc1_bias_grad.u29
 
-u29:                                              ; preds = %n31.end, %i28.end
-  %u29107 = phi i64 [ 0, %i28.end ], [ %u29.next, %n31.end ]
-  store float 0.000000e+00, ptr %acc30, align 4
-  br label %n31
+fc1_bias_grad.u29:                                ; preds = %fc1_bias_grad.n31.end, %fc1_grad.i28.end
+  %fc1_bias_grad.u2999 = phi i64 [ 0, %fc1_grad.i28.end ], [ %u29.next, %fc1_bias_grad.n31.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc30, align 4
+  br label %fc1_bias_grad.n31
 
-u29.end:                                          ; preds = %n31.end
+fc1_bias_grad.u29.end:                            ; preds = %fc1_bias_grad.n31.end
   %222 = sitofp i64 %step to float
   %223 = fmul float %222, 0xBFBAF8E8A0000000
   %224 = call float @llvm.exp.f32(float %223)
   %225 = fsub float 1.000000e+00, %224
   %226 = fdiv float %lr, %225
-  store float %226, ptr %step_size32, align 4
+  store float %226, ptr %adam.step_size32, align 4
   %227 = sitofp i64 %step to float
   %228 = fmul float %227, 0xBF50645940000000
   %229 = call float @llvm.exp.f32(float %228)
   %230 = fsub float 1.000000e+00, %229
   %231 = call float @llvm.sqrt.f32(float %230)
-  store float %231, ptr %bc2_sqrt33, align 4
-  br label %i34
+  store float %231, ptr %adam.bc2_sqrt33, align 4
+  br label %adam.i34
 
-n31:                                              ; preds = %n31, %u29
-  %n31108 = phi i64 [ 0, %u29 ], [ %n31.next, %n31 ]
-  %acc30109 = load float, ptr %acc30, align 4
-  %232 = mul nsw i64 %n31108, 256
+fc1_bias_grad.n31:                                ; preds = %fc1_bias_grad.n31, %fc1_bias_grad.u29
+  %fc1_bias_grad.n31100 = phi i64 [ 0, %fc1_bias_grad.u29 ], [ %n31.next, %fc1_bias_grad.n31 ]
+  %acc30 = load float, ptr %fc1_bias_grad.acc30, align 4
+  %232 = mul nsw i64 %fc1_bias_grad.n31100, 256
   %233 = add nsw i64 16384, %232
-  %234 = add nsw i64 %233, %u29107
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena110, align 4
-  %236 = fadd float %acc30109, %235
-  store float %236, ptr %acc30, align 4
-  %n31.next = add nsw i64 %n31108, 1
+  %234 = add nsw i64 %233, %fc1_bias_grad.u2999
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %234
+  %235 = load float, ptr %arena101, align 4
+  %236 = fadd float %acc30, %235
+  store float %236, ptr %fc1_bias_grad.acc30, align 4
+  %n31.next = add nsw i64 %fc1_bias_grad.n31100, 1
   %237 = icmp slt i64 %n31.next, 64
-  br i1 %237, label %n31, label %n31.end
+  br i1 %237, label %fc1_bias_grad.n31, label %fc1_bias_grad.n31.end
 
-n31.end:                                          ; preds = %n31
-  %acc30111 = load float, ptr %acc30, align 4
-  %238 = add nsw i64 200704, %u29107
-  %grads112 = getelementptr inbounds float, ptr %grads, i64 %238
-  store float %acc30111, ptr %grads112, align 4
-  %u29.next = add nsw i64 %u29107, 1
+fc1_bias_grad.n31.end:                            ; preds = %fc1_bias_grad.n31
+  %acc30102 = load float, ptr %fc1_bias_grad.acc30, align 4
+  %238 = add nsw i64 200704, %fc1_bias_grad.u2999
+  %grads103 = getelementptr inbounds float, ptr %grads, i64 %238
+  store float %acc30102, ptr %grads103, align 4
+  %u29.next = add nsw i64 %fc1_bias_grad.u2999, 1
   %239 = icmp slt i64 %u29.next, 256
-  br i1 %239, label %u29, label %u29.end
+  br i1 %239, label %fc1_bias_grad.u29, label %fc1_bias_grad.u29.end
 
-i34:                                              ; preds = %i34, %u29.end
-  %i34113 = phi i64 [ 0, %u29.end ], [ %i34.next, %i34 ]
-  %grads114 = getelementptr inbounds float, ptr %grads, i64 %i34113
-  %240 = load float, ptr %grads114, align 4
-  %params115 = getelementptr inbounds float, ptr %params, i64 %i34113
-  %241 = load float, ptr %params115, align 4
+adam.i34:                                         ; preds = %adam.i34, %fc1_bias_grad.u29.end
+  %adam.i34104 = phi i64 [ 0, %fc1_bias_grad.u29.end ], [ %i34.next, %adam.i34 ]
+  %grads105 = getelementptr inbounds float, ptr %grads, i64 %adam.i34104
+  %240 = load float, ptr %grads105, align 4
+  %params106 = getelementptr inbounds float, ptr %params, i64 %adam.i34104
+  %241 = load float, ptr %params106, align 4
   %242 = fmul float 0.000000e+00, %241
   %243 = fadd float %240, %242
-  store float %243, ptr %g, align 4
-  %m116 = getelementptr inbounds float, ptr %m, i64 %i34113
-  %244 = load float, ptr %m116, align 4
+  store float %243, ptr %adam.g, align 4
+  %m107 = getelementptr inbounds float, ptr %m, i64 %adam.i34104
+  %244 = load float, ptr %m107, align 4
   %245 = fmul float 0x3FECCCCCC0000000, %244
-  %g117 = load float, ptr %g, align 4
-  %246 = fmul float 0x3FB9999A00000000, %g117
+  %g = load float, ptr %adam.g, align 4
+  %246 = fmul float 0x3FB9999A00000000, %g
   %247 = fadd float %245, %246
-  store float %247, ptr %m_new, align 4
-  %v118 = getelementptr inbounds float, ptr %v, i64 %i34113
-  %248 = load float, ptr %v118, align 4
+  store float %247, ptr %adam.m_new, align 4
+  %v108 = getelementptr inbounds float, ptr %v, i64 %adam.i34104
+  %248 = load float, ptr %v108, align 4
   %249 = fmul float 0x3FEFF7CEE0000000, %248
-  %g119 = load float, ptr %g, align 4
-  %250 = fmul float 0x3F50624000000000, %g119
-  %g120 = load float, ptr %g, align 4
-  %251 = fmul float %250, %g120
+  %g109 = load float, ptr %adam.g, align 4
+  %250 = fmul float 0x3F50624000000000, %g109
+  %g110 = load float, ptr %adam.g, align 4
+  %251 = fmul float %250, %g110
   %252 = fadd float %249, %251
-  store float %252, ptr %v_new, align 4
-  %m_new121 = load float, ptr %m_new, align 4
-  %m122 = getelementptr inbounds float, ptr %m, i64 %i34113
-  store float %m_new121, ptr %m122, align 4
-  %v_new123 = load float, ptr %v_new, align 4
-  %v124 = getelementptr inbounds float, ptr %v, i64 %i34113
-  store float %v_new123, ptr %v124, align 4
-  %params125 = getelementptr inbounds float, ptr %params, i64 %i34113
-  %253 = load float, ptr %params125, align 4
-  %step_size32126 = load float, ptr %step_size32, align 4
-  %m_new127 = load float, ptr %m_new, align 4
-  %254 = fmul float %step_size32126, %m_new127
-  %v_new128 = load float, ptr %v_new, align 4
-  %255 = call float @llvm.sqrt.f32(float %v_new128)
-  %bc2_sqrt33129 = load float, ptr %bc2_sqrt33, align 4
-  %256 = fdiv float %255, %bc2_sqrt33129
+  store float %252, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m111 = getelementptr inbounds float, ptr %m, i64 %adam.i34104
+  store float %m_new, ptr %m111, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v112 = getelementptr inbounds float, ptr %v, i64 %adam.i34104
+  store float %v_new, ptr %v112, align 4
+  %params113 = getelementptr inbounds float, ptr %params, i64 %adam.i34104
+  %253 = load float, ptr %params113, align 4
+  %step_size32 = load float, ptr %adam.step_size32, align 4
+  %m_new114 = load float, ptr %adam.m_new, align 4
+  %254 = fmul float %step_size32, %m_new114
+  %v_new115 = load float, ptr %adam.v_new, align 4
+  %255 = call float @llvm.sqrt.f32(float %v_new115)
+  %bc2_sqrt33 = load float, ptr %adam.bc2_sqrt33, align 4
+  %256 = fdiv float %255, %bc2_sqrt33
   %257 = fadd float %256, 0x3E45798EE0000000
   %258 = fdiv float %254, %257
   %259 = fsub float %253, %258
-  %params130 = getelementptr inbounds float, ptr %params, i64 %i34113
-  store float %259, ptr %params130, align 4
-  %i34.next = add nsw i64 %i34113, 1
+  %params116 = getelementptr inbounds float, ptr %params, i64 %adam.i34104
+  store float %259, ptr %params116, align 4
+  %i34.next = add nsw i64 %adam.i34104, 1
   %260 = icmp slt i64 %i34.next, 235146
-  br i1 %260, label %i34, label %i34.end
+  br i1 %260, label %adam.i34, label %adam.i34.end
 
-i34.end:                                          ; preds = %i34
+adam.i34.end:                                     ; preds = %adam.i34
   ret void
 }
 
@@ -641,128 +641,128 @@ entry:
   %params2 = getelementptr inbounds float, ptr %params, i64 0
   %arena3 = getelementptr inbounds float, ptr %arena, i64 0
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 256, i32 784, float 1.000000e+00, ptr %images1, i32 784, ptr %params2, i32 784, float 0.000000e+00, ptr %arena3, i32 256)
-  br label %n1
+  br label %fc1.n1
 
-n1:                                               ; preds = %u2.end, %entry
-  %n14 = phi i64 [ 0, %entry ], [ %n1.next, %u2.end ]
-  br label %u2
+fc1.n1:                                           ; preds = %fc1.u2.end, %entry
+  %fc1.n14 = phi i64 [ 0, %entry ], [ %n1.next, %fc1.u2.end ]
+  br label %fc1.u2
 
-n1.end:                                           ; preds = %u2.end
+fc1.n1.end:                                       ; preds = %fc1.u2.end
   %arena11 = getelementptr inbounds float, ptr %arena, i64 0
   %params12 = getelementptr inbounds float, ptr %params, i64 200960
   %arena13 = getelementptr inbounds float, ptr %arena, i64 16384
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 256, float 1.000000e+00, ptr %arena11, i32 256, ptr %params12, i32 256, float 0.000000e+00, ptr %arena13, i32 128)
-  br label %n3
+  br label %fc2.n3
 
-u2:                                               ; preds = %u2, %n1
-  %u25 = phi i64 [ 0, %n1 ], [ %u2.next, %u2 ]
-  %0 = mul nsw i64 %n14, 256
-  %1 = add nsw i64 %0, %u25
+fc1.u2:                                           ; preds = %fc1.u2, %fc1.n1
+  %fc1.u25 = phi i64 [ 0, %fc1.n1 ], [ %u2.next, %fc1.u2 ]
+  %0 = mul nsw i64 %fc1.n14, 256
+  %1 = add nsw i64 %0, %fc1.u25
   %arena6 = getelementptr inbounds float, ptr %arena, i64 %1
   %2 = load float, ptr %arena6, align 4
-  %3 = add nsw i64 200704, %u25
+  %3 = add nsw i64 200704, %fc1.u25
   %params7 = getelementptr inbounds float, ptr %params, i64 %3
   %4 = load float, ptr %params7, align 4
   %5 = fadd float %2, %4
   %6 = fcmp ogt float %5, 0.000000e+00
-  %7 = mul nsw i64 %n14, 256
-  %8 = add nsw i64 %7, %u25
+  %7 = mul nsw i64 %fc1.n14, 256
+  %8 = add nsw i64 %7, %fc1.u25
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %8
   %9 = load float, ptr %arena8, align 4
-  %10 = add nsw i64 200704, %u25
+  %10 = add nsw i64 200704, %fc1.u25
   %params9 = getelementptr inbounds float, ptr %params, i64 %10
   %11 = load float, ptr %params9, align 4
   %12 = fadd float %9, %11
   %13 = select i1 %6, float %12, float 0.000000e+00
-  %14 = mul nsw i64 %n14, 256
-  %15 = add nsw i64 %14, %u25
+  %14 = mul nsw i64 %fc1.n14, 256
+  %15 = add nsw i64 %14, %fc1.u25
   %arena10 = getelementptr inbounds float, ptr %arena, i64 %15
   store float %13, ptr %arena10, align 4
-  %u2.next = add nsw i64 %u25, 1
+  %u2.next = add nsw i64 %fc1.u25, 1
   %16 = icmp slt i64 %u2.next, 256
-  br i1 %16, label %u2, label %u2.end
+  br i1 %16, label %fc1.u2, label %fc1.u2.end
 
-u2.end:                                           ; preds = %u2
-  %n1.next = add nsw i64 %n14, 1
+fc1.u2.end:                                       ; preds = %fc1.u2
+  %n1.next = add nsw i64 %fc1.n14, 1
   %17 = icmp slt i64 %n1.next, 64
-  br i1 %17, label %n1, label %n1.end
+  br i1 %17, label %fc1.n1, label %fc1.n1.end
 
-n3:                                               ; preds = %u4.end, %n1.end
-  %n314 = phi i64 [ 0, %n1.end ], [ %n3.next, %u4.end ]
-  br label %u4
+fc2.n3:                                           ; preds = %fc2.u4.end, %fc1.n1.end
+  %fc2.n314 = phi i64 [ 0, %fc1.n1.end ], [ %n3.next, %fc2.u4.end ]
+  br label %fc2.u4
 
-n3.end:                                           ; preds = %u4.end
+fc2.n3.end:                                       ; preds = %fc2.u4.end
   %arena21 = getelementptr inbounds float, ptr %arena, i64 16384
   %params22 = getelementptr inbounds float, ptr %params, i64 233856
   %arena23 = getelementptr inbounds float, ptr %arena, i64 0
   call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena21, i32 128, ptr %params22, i32 128, float 0.000000e+00, ptr %arena23, i32 10)
-  br label %n5
+  br label %fc3.n5
 
-u4:                                               ; preds = %u4, %n3
-  %u415 = phi i64 [ 0, %n3 ], [ %u4.next, %u4 ]
-  %18 = mul nsw i64 %n314, 128
+fc2.u4:                                           ; preds = %fc2.u4, %fc2.n3
+  %fc2.u415 = phi i64 [ 0, %fc2.n3 ], [ %u4.next, %fc2.u4 ]
+  %18 = mul nsw i64 %fc2.n314, 128
   %19 = add nsw i64 16384, %18
-  %20 = add nsw i64 %19, %u415
+  %20 = add nsw i64 %19, %fc2.u415
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %20
   %21 = load float, ptr %arena16, align 4
-  %22 = add nsw i64 233728, %u415
+  %22 = add nsw i64 233728, %fc2.u415
   %params17 = getelementptr inbounds float, ptr %params, i64 %22
   %23 = load float, ptr %params17, align 4
   %24 = fadd float %21, %23
   %25 = fcmp ogt float %24, 0.000000e+00
-  %26 = mul nsw i64 %n314, 128
+  %26 = mul nsw i64 %fc2.n314, 128
   %27 = add nsw i64 16384, %26
-  %28 = add nsw i64 %27, %u415
+  %28 = add nsw i64 %27, %fc2.u415
   %arena18 = getelementptr inbounds float, ptr %arena, i64 %28
   %29 = load float, ptr %arena18, align 4
-  %30 = add nsw i64 233728, %u415
+  %30 = add nsw i64 233728, %fc2.u415
   %params19 = getelementptr inbounds float, ptr %params, i64 %30
   %31 = load float, ptr %params19, align 4
   %32 = fadd float %29, %31
   %33 = select i1 %25, float %32, float 0.000000e+00
-  %34 = mul nsw i64 %n314, 128
+  %34 = mul nsw i64 %fc2.n314, 128
   %35 = add nsw i64 16384, %34
-  %36 = add nsw i64 %35, %u415
+  %36 = add nsw i64 %35, %fc2.u415
   %arena20 = getelementptr inbounds float, ptr %arena, i64 %36
   store float %33, ptr %arena20, align 4
-  %u4.next = add nsw i64 %u415, 1
+  %u4.next = add nsw i64 %fc2.u415, 1
   %37 = icmp slt i64 %u4.next, 128
-  br i1 %37, label %u4, label %u4.end
+  br i1 %37, label %fc2.u4, label %fc2.u4.end
 
-u4.end:                                           ; preds = %u4
-  %n3.next = add nsw i64 %n314, 1
+fc2.u4.end:                                       ; preds = %fc2.u4
+  %n3.next = add nsw i64 %fc2.n314, 1
   %38 = icmp slt i64 %n3.next, 64
-  br i1 %38, label %n3, label %n3.end
+  br i1 %38, label %fc2.n3, label %fc2.n3.end
 
-n5:                                               ; preds = %u6.end, %n3.end
-  %n524 = phi i64 [ 0, %n3.end ], [ %n5.next, %u6.end ]
-  br label %u6
+fc3.n5:                                           ; preds = %fc3.u6.end, %fc2.n3.end
+  %fc3.n524 = phi i64 [ 0, %fc2.n3.end ], [ %n5.next, %fc3.u6.end ]
+  br label %fc3.u6
 
-n5.end:                                           ; preds = %u6.end
+fc3.n5.end:                                       ; preds = %fc3.u6.end
   ret void
 
-u6:                                               ; preds = %u6, %n5
-  %u625 = phi i64 [ 0, %n5 ], [ %u6.next, %u6 ]
-  %39 = mul nsw i64 %n524, 10
-  %40 = add nsw i64 %39, %u625
+fc3.u6:                                           ; preds = %fc3.u6, %fc3.n5
+  %fc3.u625 = phi i64 [ 0, %fc3.n5 ], [ %u6.next, %fc3.u6 ]
+  %39 = mul nsw i64 %fc3.n524, 10
+  %40 = add nsw i64 %39, %fc3.u625
   %arena26 = getelementptr inbounds float, ptr %arena, i64 %40
   %41 = load float, ptr %arena26, align 4
-  %42 = add nsw i64 235136, %u625
+  %42 = add nsw i64 235136, %fc3.u625
   %params27 = getelementptr inbounds float, ptr %params, i64 %42
   %43 = load float, ptr %params27, align 4
   %44 = fadd float %41, %43
-  %45 = mul nsw i64 %n524, 10
-  %46 = add nsw i64 %45, %u625
+  %45 = mul nsw i64 %fc3.n524, 10
+  %46 = add nsw i64 %45, %fc3.u625
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %46
   store float %44, ptr %arena28, align 4
-  %u6.next = add nsw i64 %u625, 1
+  %u6.next = add nsw i64 %fc3.u625, 1
   %47 = icmp slt i64 %u6.next, 10
-  br i1 %47, label %u6, label %u6.end
+  br i1 %47, label %fc3.u6, label %fc3.u6.end
 
-u6.end:                                           ; preds = %u6
-  %n5.next = add nsw i64 %n524, 1
+fc3.u6.end:                                       ; preds = %fc3.u6
+  %n5.next = add nsw i64 %fc3.n524, 1
   %48 = icmp slt i64 %n5.next, 64
-  br i1 %48, label %n5, label %n5.end
+  br i1 %48, label %fc3.n5, label %fc3.n5.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -175,7 +175,7 @@ public func mlp_train_b64(
     }
     grads[(200704 &+ u29)] = acc30
   }
-  // adam update of 235146 parameters
+  // adam = update of 235146 parameters
   var step_size32: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt33: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   do {  // SIMD16 over i34

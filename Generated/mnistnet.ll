@@ -4,590 +4,590 @@ source_filename = "mnistnet"
 
 define void @mnistnet_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %v_new = alloca float, align 4
-  %m_new = alloca float, align 4
-  %g = alloca float, align 4
-  %bc2_sqrt120 = alloca float, align 4
-  %step_size119 = alloca float, align 4
-  %acc116 = alloca float, align 4
-  %acc83 = alloca float, align 4
-  %acc62 = alloca float, align 4
-  %acc57 = alloca float, align 4
-  %s52 = alloca float, align 4
-  %m51 = alloca float, align 4
-  %s47 = alloca float, align 4
-  %m46 = alloca float, align 4
-  %total44 = alloca float, align 4
-  %s40 = alloca float, align 4
-  %m39 = alloca float, align 4
-  %bi29 = alloca float, align 4
-  %best28 = alloca float, align 4
-  br label %g1
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt120 = alloca float, align 4
+  %adam.step_size119 = alloca float, align 4
+  %conv1_bias_grad.acc116 = alloca float, align 4
+  %conv2_bias_grad.acc83 = alloca float, align 4
+  %fc1_bias_grad.acc62 = alloca float, align 4
+  %fc2_bias_grad.acc57 = alloca float, align 4
+  %fc2_grad.s52 = alloca float, align 4
+  %fc2_grad.m51 = alloca float, align 4
+  %loss.s47 = alloca float, align 4
+  %loss.m46 = alloca float, align 4
+  %loss.total44 = alloca float, align 4
+  %probs.s40 = alloca float, align 4
+  %probs.m39 = alloca float, align 4
+  %conv2.bi29 = alloca float, align 4
+  %conv2.best28 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j11.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j11.end
-  br label %g14
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  br label %conv2.g14
 
-j2:                                               ; preds = %c3.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
-  br label %c3
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
 
-j2.end:                                           ; preds = %c3.end
+conv1.j2.end:                                     ; preds = %conv1.c3.end
   %params17 = getelementptr inbounds float, ptr %params, i64 0
   %arena18 = getelementptr inbounds float, ptr %arena, i64 1384448
   %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 43264, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 43264, float 0.000000e+00, ptr %arena19, i32 43264)
-  br label %j11
+  br label %conv1.j11
 
-c3:                                               ; preds = %ky4.end, %j2
-  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
-  br label %ky4
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
 
-c3.end:                                           ; preds = %ky4.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %0 = icmp slt i64 %j2.next, 64
-  br i1 %0, label %j2, label %j2.end
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
 
-ky4:                                              ; preds = %oy9.end, %c3
-  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
-  br label %oy5
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
 
-ky4.end:                                          ; preds = %oy9.end
-  %c3.next = add nsw i64 %c33, 1
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
   %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %c3, label %c3.end
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
 
-oy5:                                              ; preds = %ox6.end, %ky4
-  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
 
-oy5.end:                                          ; preds = %ox6.end
-  br label %oy7
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
 
-ox6:                                              ; preds = %ox6, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %2 = mul nsw i64 %g11, 64
-  %3 = add nsw i64 %2, %j22
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 64
+  %3 = add nsw i64 %2, %conv1.j22
   %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %c33, 784
+  %5 = mul nsw i64 %conv1.c33, 784
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %oy55, %ky44
+  %7 = add nsw i64 %conv1.oy55, %conv1.ky44
   %8 = mul nsw i64 %7, 28
   %9 = add nsw i64 %6, %8
-  %10 = add nsw i64 %9, %ox66
+  %10 = add nsw i64 %9, %conv1.ox66
   %images7 = getelementptr inbounds float, ptr %images, i64 %10
   %11 = load float, ptr %images7, align 4
-  %12 = mul nsw i64 %c33, 3
-  %13 = add nsw i64 %12, %ky44
+  %12 = mul nsw i64 %conv1.c33, 3
+  %13 = add nsw i64 %12, %conv1.ky44
   %14 = mul nsw i64 %13, 3
   %15 = mul nsw i64 %14, 43264
   %16 = add nsw i64 1384448, %15
-  %17 = mul nsw i64 %j22, 676
+  %17 = mul nsw i64 %conv1.j22, 676
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %oy55, 26
+  %19 = mul nsw i64 %conv1.oy55, 26
   %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %ox66
+  %21 = add nsw i64 %20, %conv1.ox66
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   store float %11, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %ox66, 1
+  %ox6.next = add nsw i64 %conv1.ox66, 1
   %22 = icmp slt i64 %ox6.next, 26
-  br i1 %22, label %ox6, label %ox6.end
+  br i1 %22, label %conv1.ox6, label %conv1.ox6.end
 
-ox6.end:                                          ; preds = %ox6
-  %oy5.next = add nsw i64 %oy55, 1
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
   %23 = icmp slt i64 %oy5.next, 26
-  br i1 %23, label %oy5, label %oy5.end
+  br i1 %23, label %conv1.oy5, label %conv1.oy5.end
 
-oy7:                                              ; preds = %ox8.end, %oy5.end
-  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
-  br label %ox8
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
 
-oy7.end:                                          ; preds = %ox8.end
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
 
-ox8:                                              ; preds = %ox8, %oy7
-  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
-  %24 = mul nsw i64 %g11, 64
-  %25 = add nsw i64 %24, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %24 = mul nsw i64 %conv1.g11, 64
+  %25 = add nsw i64 %24, %conv1.j22
   %26 = mul nsw i64 %25, 784
-  %27 = mul nsw i64 %c33, 784
+  %27 = mul nsw i64 %conv1.c33, 784
   %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %oy79, %ky44
+  %29 = add nsw i64 %conv1.oy79, %conv1.ky44
   %30 = mul nsw i64 %29, 28
   %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %ox810, 1
+  %32 = add nsw i64 %conv1.ox810, 1
   %33 = add nsw i64 %31, %32
   %images11 = getelementptr inbounds float, ptr %images, i64 %33
   %34 = load float, ptr %images11, align 4
-  %35 = mul nsw i64 %c33, 3
-  %36 = add nsw i64 %35, %ky44
+  %35 = mul nsw i64 %conv1.c33, 3
+  %36 = add nsw i64 %35, %conv1.ky44
   %37 = mul nsw i64 %36, 3
   %38 = add nsw i64 %37, 1
   %39 = mul nsw i64 %38, 43264
   %40 = add nsw i64 1384448, %39
-  %41 = mul nsw i64 %j22, 676
+  %41 = mul nsw i64 %conv1.j22, 676
   %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %oy79, 26
+  %43 = mul nsw i64 %conv1.oy79, 26
   %44 = add nsw i64 %42, %43
-  %45 = add nsw i64 %44, %ox810
+  %45 = add nsw i64 %44, %conv1.ox810
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %34, ptr %arena12, align 4
-  %ox8.next = add nsw i64 %ox810, 1
+  %ox8.next = add nsw i64 %conv1.ox810, 1
   %46 = icmp slt i64 %ox8.next, 26
-  br i1 %46, label %ox8, label %ox8.end
+  br i1 %46, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  %oy7.next = add nsw i64 %oy79, 1
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
   %47 = icmp slt i64 %oy7.next, 26
-  br i1 %47, label %oy7, label %oy7.end
+  br i1 %47, label %conv1.oy7, label %conv1.oy7.end
 
-oy9:                                              ; preds = %ox10.end, %oy7.end
-  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
-  br label %ox10
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
 
-oy9.end:                                          ; preds = %ox10.end
-  %ky4.next = add nsw i64 %ky44, 1
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
   %48 = icmp slt i64 %ky4.next, 3
-  br i1 %48, label %ky4, label %ky4.end
+  br i1 %48, label %conv1.ky4, label %conv1.ky4.end
 
-ox10:                                             ; preds = %ox10, %oy9
-  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
-  %49 = mul nsw i64 %g11, 64
-  %50 = add nsw i64 %49, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %49 = mul nsw i64 %conv1.g11, 64
+  %50 = add nsw i64 %49, %conv1.j22
   %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %c33, 784
+  %52 = mul nsw i64 %conv1.c33, 784
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %oy913, %ky44
+  %54 = add nsw i64 %conv1.oy913, %conv1.ky44
   %55 = mul nsw i64 %54, 28
   %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %ox1014, 2
+  %57 = add nsw i64 %conv1.ox1014, 2
   %58 = add nsw i64 %56, %57
   %images15 = getelementptr inbounds float, ptr %images, i64 %58
   %59 = load float, ptr %images15, align 4
-  %60 = mul nsw i64 %c33, 3
-  %61 = add nsw i64 %60, %ky44
+  %60 = mul nsw i64 %conv1.c33, 3
+  %61 = add nsw i64 %60, %conv1.ky44
   %62 = mul nsw i64 %61, 3
   %63 = add nsw i64 %62, 2
   %64 = mul nsw i64 %63, 43264
   %65 = add nsw i64 1384448, %64
-  %66 = mul nsw i64 %j22, 676
+  %66 = mul nsw i64 %conv1.j22, 676
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %oy913, 26
+  %68 = mul nsw i64 %conv1.oy913, 26
   %69 = add nsw i64 %67, %68
-  %70 = add nsw i64 %69, %ox1014
+  %70 = add nsw i64 %69, %conv1.ox1014
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
   store float %59, ptr %arena16, align 4
-  %ox10.next = add nsw i64 %ox1014, 1
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
   %71 = icmp slt i64 %ox10.next, 26
-  br i1 %71, label %ox10, label %ox10.end
+  br i1 %71, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  %oy9.next = add nsw i64 %oy913, 1
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
   %72 = icmp slt i64 %oy9.next, 26
-  br i1 %72, label %oy9, label %oy9.end
+  br i1 %72, label %conv1.oy9, label %conv1.oy9.end
 
-j11:                                              ; preds = %f12.end, %j2.end
-  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
-  br label %f12
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-j11.end:                                          ; preds = %f12.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %73 = icmp slt i64 %g1.next, 1
-  br i1 %73, label %g1, label %g1.end
+  br i1 %73, label %conv1.g1, label %conv1.g1.end
 
-f12:                                              ; preds = %i13.end, %j11
-  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %i13.end ]
-  br label %i13
+conv1.f12:                                        ; preds = %conv1.i13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.i13.end ]
+  br label %conv1.i13
 
-f12.end:                                          ; preds = %i13.end
-  %j11.next = add nsw i64 %j1120, 1
+conv1.f12.end:                                    ; preds = %conv1.i13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
   %74 = icmp slt i64 %j11.next, 64
-  br i1 %74, label %j11, label %j11.end
+  br i1 %74, label %conv1.j11, label %conv1.j11.end
 
-i13:                                              ; preds = %i13, %f12
-  %i1322 = phi i64 [ 0, %f12 ], [ %i13.next, %i13 ]
-  %75 = mul nsw i64 %f1221, 43264
+conv1.i13:                                        ; preds = %conv1.i13, %conv1.f12
+  %conv1.i1322 = phi i64 [ 0, %conv1.f12 ], [ %i13.next, %conv1.i13 ]
+  %75 = mul nsw i64 %conv1.f1221, 43264
   %76 = add nsw i64 1773824, %75
-  %77 = mul nsw i64 %j1120, 676
+  %77 = mul nsw i64 %conv1.j1120, 676
   %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %i1322
+  %79 = add nsw i64 %78, %conv1.i1322
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena23, align 4
-  %81 = add nsw i64 288, %f1221
+  %81 = add nsw i64 288, %conv1.f1221
   %params24 = getelementptr inbounds float, ptr %params, i64 %81
   %82 = load float, ptr %params24, align 4
   %83 = fadd float %80, %82
   %84 = fcmp ogt float %83, 0.000000e+00
-  %85 = mul nsw i64 %f1221, 43264
+  %85 = mul nsw i64 %conv1.f1221, 43264
   %86 = add nsw i64 1773824, %85
-  %87 = mul nsw i64 %j1120, 676
+  %87 = mul nsw i64 %conv1.j1120, 676
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %i1322
+  %89 = add nsw i64 %88, %conv1.i1322
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load float, ptr %arena25, align 4
-  %91 = add nsw i64 288, %f1221
+  %91 = add nsw i64 288, %conv1.f1221
   %params26 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params26, align 4
   %93 = fadd float %90, %92
   %94 = select i1 %84, float %93, float 0.000000e+00
-  %95 = mul nsw i64 %g11, 64
-  %96 = add nsw i64 %95, %j1120
+  %95 = mul nsw i64 %conv1.g11, 64
+  %96 = add nsw i64 %95, %conv1.j1120
   %97 = mul nsw i64 %96, 21632
-  %98 = mul nsw i64 %f1221, 676
+  %98 = mul nsw i64 %conv1.f1221, 676
   %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, %i1322
+  %100 = add nsw i64 %99, %conv1.i1322
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
   store float %94, ptr %arena27, align 4
-  %i13.next = add nsw i64 %i1322, 1
+  %i13.next = add nsw i64 %conv1.i1322, 1
   %101 = icmp slt i64 %i13.next, 676
-  br i1 %101, label %i13, label %i13.end
+  br i1 %101, label %conv1.i13, label %conv1.i13.end
 
-i13.end:                                          ; preds = %i13
-  %f12.next = add nsw i64 %f1221, 1
+conv1.i13.end:                                    ; preds = %conv1.i13
+  %f12.next = add nsw i64 %conv1.f1221, 1
   %102 = icmp slt i64 %f12.next, 32
-  br i1 %102, label %f12, label %f12.end
+  br i1 %102, label %conv1.f12, label %conv1.f12.end
 
-g14:                                              ; preds = %j24.end, %g1.end
-  %g1428 = phi i64 [ 0, %g1.end ], [ %g14.next, %j24.end ]
-  br label %j15
+conv2.g14:                                        ; preds = %conv2.j24.end, %conv1.g1.end
+  %conv2.g1428 = phi i64 [ 0, %conv1.g1.end ], [ %g14.next, %conv2.j24.end ]
+  br label %conv2.j15
 
-g14.end:                                          ; preds = %j24.end
-  br label %i32
+conv2.g14.end:                                    ; preds = %conv2.j24.end
+  br label %drop1.i32
 
-j15:                                              ; preds = %c16.end, %g14
-  %j1529 = phi i64 [ 0, %g14 ], [ %j15.next, %c16.end ]
-  br label %c16
+conv2.j15:                                        ; preds = %conv2.c16.end, %conv2.g14
+  %conv2.j1529 = phi i64 [ 0, %conv2.g14 ], [ %j15.next, %conv2.c16.end ]
+  br label %conv2.c16
 
-j15.end:                                          ; preds = %c16.end
+conv2.j15.end:                                    ; preds = %conv2.c16.end
   %params44 = getelementptr inbounds float, ptr %params, i64 320
   %arena45 = getelementptr inbounds float, ptr %arena, i64 2564096
   %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 36864, i32 288, float 1.000000e+00, ptr %params44, i32 288, ptr %arena45, i32 36864, float 0.000000e+00, ptr %arena46, i32 36864)
-  br label %j24
+  br label %conv2.j24
 
-c16:                                              ; preds = %ky17.end, %j15
-  %c1630 = phi i64 [ 0, %j15 ], [ %c16.next, %ky17.end ]
-  br label %ky17
+conv2.c16:                                        ; preds = %conv2.ky17.end, %conv2.j15
+  %conv2.c1630 = phi i64 [ 0, %conv2.j15 ], [ %c16.next, %conv2.ky17.end ]
+  br label %conv2.ky17
 
-c16.end:                                          ; preds = %ky17.end
-  %j15.next = add nsw i64 %j1529, 1
+conv2.c16.end:                                    ; preds = %conv2.ky17.end
+  %j15.next = add nsw i64 %conv2.j1529, 1
   %103 = icmp slt i64 %j15.next, 64
-  br i1 %103, label %j15, label %j15.end
+  br i1 %103, label %conv2.j15, label %conv2.j15.end
 
-ky17:                                             ; preds = %oy22.end, %c16
-  %ky1731 = phi i64 [ 0, %c16 ], [ %ky17.next, %oy22.end ]
-  br label %oy18
+conv2.ky17:                                       ; preds = %conv2.oy22.end, %conv2.c16
+  %conv2.ky1731 = phi i64 [ 0, %conv2.c16 ], [ %ky17.next, %conv2.oy22.end ]
+  br label %conv2.oy18
 
-ky17.end:                                         ; preds = %oy22.end
-  %c16.next = add nsw i64 %c1630, 1
+conv2.ky17.end:                                   ; preds = %conv2.oy22.end
+  %c16.next = add nsw i64 %conv2.c1630, 1
   %104 = icmp slt i64 %c16.next, 32
-  br i1 %104, label %c16, label %c16.end
+  br i1 %104, label %conv2.c16, label %conv2.c16.end
 
-oy18:                                             ; preds = %ox19.end, %ky17
-  %oy1832 = phi i64 [ 0, %ky17 ], [ %oy18.next, %ox19.end ]
-  br label %ox19
+conv2.oy18:                                       ; preds = %conv2.ox19.end, %conv2.ky17
+  %conv2.oy1832 = phi i64 [ 0, %conv2.ky17 ], [ %oy18.next, %conv2.ox19.end ]
+  br label %conv2.ox19
 
-oy18.end:                                         ; preds = %ox19.end
-  br label %oy20
+conv2.oy18.end:                                   ; preds = %conv2.ox19.end
+  br label %conv2.oy20
 
-ox19:                                             ; preds = %ox19, %oy18
-  %ox1933 = phi i64 [ 0, %oy18 ], [ %ox19.next, %ox19 ]
-  %105 = mul nsw i64 %g1428, 64
-  %106 = add nsw i64 %105, %j1529
+conv2.ox19:                                       ; preds = %conv2.ox19, %conv2.oy18
+  %conv2.ox1933 = phi i64 [ 0, %conv2.oy18 ], [ %ox19.next, %conv2.ox19 ]
+  %105 = mul nsw i64 %conv2.g1428, 64
+  %106 = add nsw i64 %105, %conv2.j1529
   %107 = mul nsw i64 %106, 21632
-  %108 = mul nsw i64 %c1630, 676
+  %108 = mul nsw i64 %conv2.c1630, 676
   %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 %oy1832, %ky1731
+  %110 = add nsw i64 %conv2.oy1832, %conv2.ky1731
   %111 = mul nsw i64 %110, 26
   %112 = add nsw i64 %109, %111
-  %113 = add nsw i64 %112, %ox1933
+  %113 = add nsw i64 %112, %conv2.ox1933
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
   %114 = load float, ptr %arena34, align 4
-  %115 = mul nsw i64 %c1630, 3
-  %116 = add nsw i64 %115, %ky1731
+  %115 = mul nsw i64 %conv2.c1630, 3
+  %116 = add nsw i64 %115, %conv2.ky1731
   %117 = mul nsw i64 %116, 3
   %118 = mul nsw i64 %117, 36864
   %119 = add nsw i64 2564096, %118
-  %120 = mul nsw i64 %j1529, 576
+  %120 = mul nsw i64 %conv2.j1529, 576
   %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %oy1832, 24
+  %122 = mul nsw i64 %conv2.oy1832, 24
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %ox1933
+  %124 = add nsw i64 %123, %conv2.ox1933
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
   store float %114, ptr %arena35, align 4
-  %ox19.next = add nsw i64 %ox1933, 1
+  %ox19.next = add nsw i64 %conv2.ox1933, 1
   %125 = icmp slt i64 %ox19.next, 24
-  br i1 %125, label %ox19, label %ox19.end
+  br i1 %125, label %conv2.ox19, label %conv2.ox19.end
 
-ox19.end:                                         ; preds = %ox19
-  %oy18.next = add nsw i64 %oy1832, 1
+conv2.ox19.end:                                   ; preds = %conv2.ox19
+  %oy18.next = add nsw i64 %conv2.oy1832, 1
   %126 = icmp slt i64 %oy18.next, 24
-  br i1 %126, label %oy18, label %oy18.end
+  br i1 %126, label %conv2.oy18, label %conv2.oy18.end
 
-oy20:                                             ; preds = %ox21.end, %oy18.end
-  %oy2036 = phi i64 [ 0, %oy18.end ], [ %oy20.next, %ox21.end ]
-  br label %ox21
+conv2.oy20:                                       ; preds = %conv2.ox21.end, %conv2.oy18.end
+  %conv2.oy2036 = phi i64 [ 0, %conv2.oy18.end ], [ %oy20.next, %conv2.ox21.end ]
+  br label %conv2.ox21
 
-oy20.end:                                         ; preds = %ox21.end
-  br label %oy22
+conv2.oy20.end:                                   ; preds = %conv2.ox21.end
+  br label %conv2.oy22
 
-ox21:                                             ; preds = %ox21, %oy20
-  %ox2137 = phi i64 [ 0, %oy20 ], [ %ox21.next, %ox21 ]
-  %127 = mul nsw i64 %g1428, 64
-  %128 = add nsw i64 %127, %j1529
+conv2.ox21:                                       ; preds = %conv2.ox21, %conv2.oy20
+  %conv2.ox2137 = phi i64 [ 0, %conv2.oy20 ], [ %ox21.next, %conv2.ox21 ]
+  %127 = mul nsw i64 %conv2.g1428, 64
+  %128 = add nsw i64 %127, %conv2.j1529
   %129 = mul nsw i64 %128, 21632
-  %130 = mul nsw i64 %c1630, 676
+  %130 = mul nsw i64 %conv2.c1630, 676
   %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %oy2036, %ky1731
+  %132 = add nsw i64 %conv2.oy2036, %conv2.ky1731
   %133 = mul nsw i64 %132, 26
   %134 = add nsw i64 %131, %133
-  %135 = add nsw i64 %ox2137, 1
+  %135 = add nsw i64 %conv2.ox2137, 1
   %136 = add nsw i64 %134, %135
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load float, ptr %arena38, align 4
-  %138 = mul nsw i64 %c1630, 3
-  %139 = add nsw i64 %138, %ky1731
+  %138 = mul nsw i64 %conv2.c1630, 3
+  %139 = add nsw i64 %138, %conv2.ky1731
   %140 = mul nsw i64 %139, 3
   %141 = add nsw i64 %140, 1
   %142 = mul nsw i64 %141, 36864
   %143 = add nsw i64 2564096, %142
-  %144 = mul nsw i64 %j1529, 576
+  %144 = mul nsw i64 %conv2.j1529, 576
   %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %oy2036, 24
+  %146 = mul nsw i64 %conv2.oy2036, 24
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %ox2137
+  %148 = add nsw i64 %147, %conv2.ox2137
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
   store float %137, ptr %arena39, align 4
-  %ox21.next = add nsw i64 %ox2137, 1
+  %ox21.next = add nsw i64 %conv2.ox2137, 1
   %149 = icmp slt i64 %ox21.next, 24
-  br i1 %149, label %ox21, label %ox21.end
+  br i1 %149, label %conv2.ox21, label %conv2.ox21.end
 
-ox21.end:                                         ; preds = %ox21
-  %oy20.next = add nsw i64 %oy2036, 1
+conv2.ox21.end:                                   ; preds = %conv2.ox21
+  %oy20.next = add nsw i64 %conv2.oy2036, 1
   %150 = icmp slt i64 %oy20.next, 24
-  br i1 %150, label %oy20, label %oy20.end
+  br i1 %150, label %conv2.oy20, label %conv2.oy20.end
 
-oy22:                                             ; preds = %ox23.end, %oy20.end
-  %oy2240 = phi i64 [ 0, %oy20.end ], [ %oy22.next, %ox23.end ]
-  br label %ox23
+conv2.oy22:                                       ; preds = %conv2.ox23.end, %conv2.oy20.end
+  %conv2.oy2240 = phi i64 [ 0, %conv2.oy20.end ], [ %oy22.next, %conv2.ox23.end ]
+  br label %conv2.ox23
 
-oy22.end:                                         ; preds = %ox23.end
-  %ky17.next = add nsw i64 %ky1731, 1
+conv2.oy22.end:                                   ; preds = %conv2.ox23.end
+  %ky17.next = add nsw i64 %conv2.ky1731, 1
   %151 = icmp slt i64 %ky17.next, 3
-  br i1 %151, label %ky17, label %ky17.end
+  br i1 %151, label %conv2.ky17, label %conv2.ky17.end
 
-ox23:                                             ; preds = %ox23, %oy22
-  %ox2341 = phi i64 [ 0, %oy22 ], [ %ox23.next, %ox23 ]
-  %152 = mul nsw i64 %g1428, 64
-  %153 = add nsw i64 %152, %j1529
+conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.oy22
+  %conv2.ox2341 = phi i64 [ 0, %conv2.oy22 ], [ %ox23.next, %conv2.ox23 ]
+  %152 = mul nsw i64 %conv2.g1428, 64
+  %153 = add nsw i64 %152, %conv2.j1529
   %154 = mul nsw i64 %153, 21632
-  %155 = mul nsw i64 %c1630, 676
+  %155 = mul nsw i64 %conv2.c1630, 676
   %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %oy2240, %ky1731
+  %157 = add nsw i64 %conv2.oy2240, %conv2.ky1731
   %158 = mul nsw i64 %157, 26
   %159 = add nsw i64 %156, %158
-  %160 = add nsw i64 %ox2341, 2
+  %160 = add nsw i64 %conv2.ox2341, 2
   %161 = add nsw i64 %159, %160
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load float, ptr %arena42, align 4
-  %163 = mul nsw i64 %c1630, 3
-  %164 = add nsw i64 %163, %ky1731
+  %163 = mul nsw i64 %conv2.c1630, 3
+  %164 = add nsw i64 %163, %conv2.ky1731
   %165 = mul nsw i64 %164, 3
   %166 = add nsw i64 %165, 2
   %167 = mul nsw i64 %166, 36864
   %168 = add nsw i64 2564096, %167
-  %169 = mul nsw i64 %j1529, 576
+  %169 = mul nsw i64 %conv2.j1529, 576
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %oy2240, 24
+  %171 = mul nsw i64 %conv2.oy2240, 24
   %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, %ox2341
+  %173 = add nsw i64 %172, %conv2.ox2341
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
   store float %162, ptr %arena43, align 4
-  %ox23.next = add nsw i64 %ox2341, 1
+  %ox23.next = add nsw i64 %conv2.ox2341, 1
   %174 = icmp slt i64 %ox23.next, 24
-  br i1 %174, label %ox23, label %ox23.end
+  br i1 %174, label %conv2.ox23, label %conv2.ox23.end
 
-ox23.end:                                         ; preds = %ox23
-  %oy22.next = add nsw i64 %oy2240, 1
+conv2.ox23.end:                                   ; preds = %conv2.ox23
+  %oy22.next = add nsw i64 %conv2.oy2240, 1
   %175 = icmp slt i64 %oy22.next, 24
-  br i1 %175, label %oy22, label %oy22.end
+  br i1 %175, label %conv2.oy22, label %conv2.oy22.end
 
-j24:                                              ; preds = %f25.end, %j15.end
-  %j2447 = phi i64 [ 0, %j15.end ], [ %j24.next, %f25.end ]
-  br label %f25
+conv2.j24:                                        ; preds = %conv2.f25.end, %conv2.j15.end
+  %conv2.j2447 = phi i64 [ 0, %conv2.j15.end ], [ %j24.next, %conv2.f25.end ]
+  br label %conv2.f25
 
-j24.end:                                          ; preds = %f25.end
-  %g14.next = add nsw i64 %g1428, 1
+conv2.j24.end:                                    ; preds = %conv2.f25.end
+  %g14.next = add nsw i64 %conv2.g1428, 1
   %176 = icmp slt i64 %g14.next, 1
-  br i1 %176, label %g14, label %g14.end
+  br i1 %176, label %conv2.g14, label %conv2.g14.end
 
-f25:                                              ; preds = %py26.end, %j24
-  %f2548 = phi i64 [ 0, %j24 ], [ %f25.next, %py26.end ]
-  br label %py26
+conv2.f25:                                        ; preds = %conv2.py26.end, %conv2.j24
+  %conv2.f2548 = phi i64 [ 0, %conv2.j24 ], [ %f25.next, %conv2.py26.end ]
+  br label %conv2.py26
 
-f25.end:                                          ; preds = %py26.end
-  %j24.next = add nsw i64 %j2447, 1
+conv2.f25.end:                                    ; preds = %conv2.py26.end
+  %j24.next = add nsw i64 %conv2.j2447, 1
   %177 = icmp slt i64 %j24.next, 64
-  br i1 %177, label %j24, label %j24.end
+  br i1 %177, label %conv2.j24, label %conv2.j24.end
 
-py26:                                             ; preds = %px27.end, %f25
-  %py2649 = phi i64 [ 0, %f25 ], [ %py26.next, %px27.end ]
-  br label %px27
+conv2.py26:                                       ; preds = %conv2.px27.end, %conv2.f25
+  %conv2.py2649 = phi i64 [ 0, %conv2.f25 ], [ %py26.next, %conv2.px27.end ]
+  br label %conv2.px27
 
-py26.end:                                         ; preds = %px27.end
-  %f25.next = add nsw i64 %f2548, 1
+conv2.py26.end:                                   ; preds = %conv2.px27.end
+  %f25.next = add nsw i64 %conv2.f2548, 1
   %178 = icmp slt i64 %f25.next, 64
-  br i1 %178, label %f25, label %f25.end
+  br i1 %178, label %conv2.f25, label %conv2.f25.end
 
-px27:                                             ; preds = %ky30.end, %py26
-  %px2750 = phi i64 [ 0, %py26 ], [ %px27.next, %ky30.end ]
-  %179 = mul nsw i64 %f2548, 36864
+conv2.px27:                                       ; preds = %conv2.ky30.end, %conv2.py26
+  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.ky30.end ]
+  %179 = mul nsw i64 %conv2.f2548, 36864
   %180 = add nsw i64 13180928, %179
-  %181 = mul nsw i64 %j2447, 576
+  %181 = mul nsw i64 %conv2.j2447, 576
   %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %py2649, 48
-  %184 = mul nsw i64 %px2750, 2
+  %183 = mul nsw i64 %conv2.py2649, 48
+  %184 = mul nsw i64 %conv2.px2750, 2
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %182, %185
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
   %187 = load float, ptr %arena51, align 4
-  %188 = add nsw i64 18752, %f2548
+  %188 = add nsw i64 18752, %conv2.f2548
   %params52 = getelementptr inbounds float, ptr %params, i64 %188
   %189 = load float, ptr %params52, align 4
   %190 = fadd float %187, %189
-  store float %190, ptr %best28, align 4
-  %191 = mul nsw i64 %py2649, 48
-  %192 = mul nsw i64 %px2750, 2
+  store float %190, ptr %conv2.best28, align 4
+  %191 = mul nsw i64 %conv2.py2649, 48
+  %192 = mul nsw i64 %conv2.px2750, 2
   %193 = add nsw i64 %191, %192
   %194 = sitofp i64 %193 to float
-  store float %194, ptr %bi29, align 4
-  br label %ky30
+  store float %194, ptr %conv2.bi29, align 4
+  br label %conv2.ky30
 
-px27.end:                                         ; preds = %ky30.end
-  %py26.next = add nsw i64 %py2649, 1
+conv2.px27.end:                                   ; preds = %conv2.ky30.end
+  %py26.next = add nsw i64 %conv2.py2649, 1
   %195 = icmp slt i64 %py26.next, 12
-  br i1 %195, label %py26, label %py26.end
+  br i1 %195, label %conv2.py26, label %conv2.py26.end
 
-ky30:                                             ; preds = %kx31.end, %px27
-  %ky3053 = phi i64 [ 0, %px27 ], [ %ky30.next, %kx31.end ]
-  br label %kx31
+conv2.ky30:                                       ; preds = %conv2.kx31.end, %conv2.px27
+  %conv2.ky3053 = phi i64 [ 0, %conv2.px27 ], [ %ky30.next, %conv2.kx31.end ]
+  br label %conv2.kx31
 
-ky30.end:                                         ; preds = %kx31.end
-  %best2865 = load float, ptr %best28, align 4
-  %196 = fcmp ogt float %best2865, 0.000000e+00
-  %best2866 = load float, ptr %best28, align 4
-  %197 = select i1 %196, float %best2866, float 0.000000e+00
-  %198 = mul nsw i64 %g1428, 64
-  %199 = add nsw i64 %198, %j2447
+conv2.ky30.end:                                   ; preds = %conv2.kx31.end
+  %best2863 = load float, ptr %conv2.best28, align 4
+  %196 = fcmp ogt float %best2863, 0.000000e+00
+  %best2864 = load float, ptr %conv2.best28, align 4
+  %197 = select i1 %196, float %best2864, float 0.000000e+00
+  %198 = mul nsw i64 %conv2.g1428, 64
+  %199 = add nsw i64 %198, %conv2.j2447
   %200 = mul nsw i64 %199, 9216
-  %201 = mul nsw i64 %f2548, 144
+  %201 = mul nsw i64 %conv2.f2548, 144
   %202 = add nsw i64 %200, %201
-  %203 = mul nsw i64 %py2649, 12
+  %203 = mul nsw i64 %conv2.py2649, 12
   %204 = add nsw i64 %202, %203
-  %205 = add nsw i64 %204, %px2750
+  %205 = add nsw i64 %204, %conv2.px2750
   %206 = add nsw i64 1384448, %205
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %197, ptr %arena67, align 4
-  %bi2968 = load float, ptr %bi29, align 4
-  %207 = mul nsw i64 %g1428, 64
-  %208 = add nsw i64 %207, %j2447
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %197, ptr %arena65, align 4
+  %bi2966 = load float, ptr %conv2.bi29, align 4
+  %207 = mul nsw i64 %conv2.g1428, 64
+  %208 = add nsw i64 %207, %conv2.j2447
   %209 = mul nsw i64 %208, 9216
-  %210 = mul nsw i64 %f2548, 144
+  %210 = mul nsw i64 %conv2.f2548, 144
   %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %py2649, 12
+  %212 = mul nsw i64 %conv2.py2649, 12
   %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %px2750
+  %214 = add nsw i64 %213, %conv2.px2750
   %215 = add nsw i64 1974272, %214
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2968, ptr %arena69, align 4
-  %px27.next = add nsw i64 %px2750, 1
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %bi2966, ptr %arena67, align 4
+  %px27.next = add nsw i64 %conv2.px2750, 1
   %216 = icmp slt i64 %px27.next, 12
-  br i1 %216, label %px27, label %px27.end
+  br i1 %216, label %conv2.px27, label %conv2.px27.end
 
-kx31:                                             ; preds = %kx31, %ky30
-  %kx3154 = phi i64 [ 0, %ky30 ], [ %kx31.next, %kx31 ]
-  %217 = mul nsw i64 %f2548, 36864
+conv2.kx31:                                       ; preds = %conv2.kx31, %conv2.ky30
+  %conv2.kx3154 = phi i64 [ 0, %conv2.ky30 ], [ %kx31.next, %conv2.kx31 ]
+  %217 = mul nsw i64 %conv2.f2548, 36864
   %218 = add nsw i64 13180928, %217
-  %219 = mul nsw i64 %j2447, 576
+  %219 = mul nsw i64 %conv2.j2447, 576
   %220 = add nsw i64 %218, %219
-  %221 = mul nsw i64 %py2649, 48
-  %222 = mul nsw i64 %px2750, 2
+  %221 = mul nsw i64 %conv2.py2649, 48
+  %222 = mul nsw i64 %conv2.px2750, 2
   %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %ky3053, 24
+  %224 = mul nsw i64 %conv2.ky3053, 24
   %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %225, %kx3154
+  %226 = add nsw i64 %225, %conv2.kx3154
   %227 = add nsw i64 %220, %226
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %227
   %228 = load float, ptr %arena55, align 4
-  %229 = add nsw i64 18752, %f2548
+  %229 = add nsw i64 18752, %conv2.f2548
   %params56 = getelementptr inbounds float, ptr %params, i64 %229
   %230 = load float, ptr %params56, align 4
   %231 = fadd float %228, %230
-  %best2857 = load float, ptr %best28, align 4
-  %232 = fcmp ogt float %231, %best2857
-  %233 = mul nsw i64 %py2649, 48
-  %234 = mul nsw i64 %px2750, 2
+  %best28 = load float, ptr %conv2.best28, align 4
+  %232 = fcmp ogt float %231, %best28
+  %233 = mul nsw i64 %conv2.py2649, 48
+  %234 = mul nsw i64 %conv2.px2750, 2
   %235 = add nsw i64 %233, %234
-  %236 = mul nsw i64 %ky3053, 24
+  %236 = mul nsw i64 %conv2.ky3053, 24
   %237 = add nsw i64 %235, %236
-  %238 = add nsw i64 %237, %kx3154
+  %238 = add nsw i64 %237, %conv2.kx3154
   %239 = sitofp i64 %238 to float
-  %bi2958 = load float, ptr %bi29, align 4
-  %240 = select i1 %232, float %239, float %bi2958
-  store float %240, ptr %bi29, align 4
-  %241 = mul nsw i64 %f2548, 36864
+  %bi29 = load float, ptr %conv2.bi29, align 4
+  %240 = select i1 %232, float %239, float %bi29
+  store float %240, ptr %conv2.bi29, align 4
+  %241 = mul nsw i64 %conv2.f2548, 36864
   %242 = add nsw i64 13180928, %241
-  %243 = mul nsw i64 %j2447, 576
+  %243 = mul nsw i64 %conv2.j2447, 576
   %244 = add nsw i64 %242, %243
-  %245 = mul nsw i64 %py2649, 48
-  %246 = mul nsw i64 %px2750, 2
+  %245 = mul nsw i64 %conv2.py2649, 48
+  %246 = mul nsw i64 %conv2.px2750, 2
   %247 = add nsw i64 %245, %246
-  %248 = mul nsw i64 %ky3053, 24
+  %248 = mul nsw i64 %conv2.ky3053, 24
   %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, %kx3154
+  %250 = add nsw i64 %249, %conv2.kx3154
   %251 = add nsw i64 %244, %250
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %251
-  %252 = load float, ptr %arena59, align 4
-  %253 = add nsw i64 18752, %f2548
-  %params60 = getelementptr inbounds float, ptr %params, i64 %253
-  %254 = load float, ptr %params60, align 4
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %251
+  %252 = load float, ptr %arena57, align 4
+  %253 = add nsw i64 18752, %conv2.f2548
+  %params58 = getelementptr inbounds float, ptr %params, i64 %253
+  %254 = load float, ptr %params58, align 4
   %255 = fadd float %252, %254
-  %best2861 = load float, ptr %best28, align 4
-  %256 = fcmp ogt float %255, %best2861
-  %257 = mul nsw i64 %f2548, 36864
+  %best2859 = load float, ptr %conv2.best28, align 4
+  %256 = fcmp ogt float %255, %best2859
+  %257 = mul nsw i64 %conv2.f2548, 36864
   %258 = add nsw i64 13180928, %257
-  %259 = mul nsw i64 %j2447, 576
+  %259 = mul nsw i64 %conv2.j2447, 576
   %260 = add nsw i64 %258, %259
-  %261 = mul nsw i64 %py2649, 48
-  %262 = mul nsw i64 %px2750, 2
+  %261 = mul nsw i64 %conv2.py2649, 48
+  %262 = mul nsw i64 %conv2.px2750, 2
   %263 = add nsw i64 %261, %262
-  %264 = mul nsw i64 %ky3053, 24
+  %264 = mul nsw i64 %conv2.ky3053, 24
   %265 = add nsw i64 %263, %264
-  %266 = add nsw i64 %265, %kx3154
+  %266 = add nsw i64 %265, %conv2.kx3154
   %267 = add nsw i64 %260, %266
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena62, align 4
-  %269 = add nsw i64 18752, %f2548
-  %params63 = getelementptr inbounds float, ptr %params, i64 %269
-  %270 = load float, ptr %params63, align 4
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena60, align 4
+  %269 = add nsw i64 18752, %conv2.f2548
+  %params61 = getelementptr inbounds float, ptr %params, i64 %269
+  %270 = load float, ptr %params61, align 4
   %271 = fadd float %268, %270
-  %best2864 = load float, ptr %best28, align 4
-  %272 = select i1 %256, float %271, float %best2864
-  store float %272, ptr %best28, align 4
-  %kx31.next = add nsw i64 %kx3154, 1
+  %best2862 = load float, ptr %conv2.best28, align 4
+  %272 = select i1 %256, float %271, float %best2862
+  store float %272, ptr %conv2.best28, align 4
+  %kx31.next = add nsw i64 %conv2.kx3154, 1
   %273 = icmp slt i64 %kx31.next, 2
-  br i1 %273, label %kx31, label %kx31.end
+  br i1 %273, label %conv2.kx31, label %conv2.kx31.end
 
-kx31.end:                                         ; preds = %kx31
-  %ky30.next = add nsw i64 %ky3053, 1
+conv2.kx31.end:                                   ; preds = %conv2.kx31
+  %ky30.next = add nsw i64 %conv2.ky3053, 1
   %274 = icmp slt i64 %ky30.next, 2
-  br i1 %274, label %ky30, label %ky30.end
+  br i1 %274, label %conv2.ky30, label %conv2.ky30.end
 
-i32:                                              ; preds = %i32, %g14.end
-  %i3270 = phi i64 [ 0, %g14.end ], [ %i32.next, %i32 ]
+drop1.i32:                                        ; preds = %drop1.i32, %conv2.g14.end
+  %drop1.i3268 = phi i64 [ 0, %conv2.g14.end ], [ %i32.next, %drop1.i32 ]
   %275 = xor i64 %seed, 7835718858194987975
   %276 = lshr i64 %275, 30
   %277 = xor i64 %275, %276
@@ -606,7 +606,7 @@ i32:                                              ; preds = %i32, %g14.end
   %290 = mul i64 %289, -7723592293110705685
   %291 = lshr i64 %290, 31
   %292 = xor i64 %290, %291
-  %293 = mul i64 %i3270, -7046029254386353131
+  %293 = mul i64 %drop1.i3268, -7046029254386353131
   %294 = add i64 %292, %293
   %295 = lshr i64 %294, 30
   %296 = xor i64 %294, %295
@@ -618,70 +618,70 @@ i32:                                              ; preds = %i32, %g14.end
   %302 = xor i64 %300, %301
   %303 = lshr i64 %302, 40
   %keep = icmp uge i64 %303, 4194304
-  %304 = add nsw i64 1384448, %i3270
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load float, ptr %arena71, align 4
+  %304 = add nsw i64 1384448, %drop1.i3268
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %304
+  %305 = load float, ptr %arena69, align 4
   %306 = fmul float %305, 0x3FF5555560000000
   %307 = select i1 %keep, float %306, float 0.000000e+00
-  %308 = add nsw i64 2564096, %i3270
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %307, ptr %arena72, align 4
-  %i32.next = add nsw i64 %i3270, 1
+  %308 = add nsw i64 2564096, %drop1.i3268
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %307, ptr %arena70, align 4
+  %i32.next = add nsw i64 %drop1.i3268, 1
   %309 = icmp slt i64 %i32.next, 589824
-  br i1 %309, label %i32, label %i32.end
+  br i1 %309, label %drop1.i32, label %drop1.i32.end
 
-i32.end:                                          ; preds = %i32
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params74 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 3153920
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena73, i32 9216, ptr %params74, i32 9216, float 0.000000e+00, ptr %arena75, i32 128)
-  br label %n33
+drop1.i32.end:                                    ; preds = %drop1.i32
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %params72 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 3153920
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena71, i32 9216, ptr %params72, i32 9216, float 0.000000e+00, ptr %arena73, i32 128)
+  br label %fc1.n33
 
-n33:                                              ; preds = %u34.end, %i32.end
-  %n3376 = phi i64 [ 0, %i32.end ], [ %n33.next, %u34.end ]
-  br label %u34
+fc1.n33:                                          ; preds = %fc1.u34.end, %drop1.i32.end
+  %fc1.n3374 = phi i64 [ 0, %drop1.i32.end ], [ %n33.next, %fc1.u34.end ]
+  br label %fc1.u34
 
-n33.end:                                          ; preds = %u34.end
-  br label %i35
+fc1.n33.end:                                      ; preds = %fc1.u34.end
+  br label %drop2.i35
 
-u34:                                              ; preds = %u34, %n33
-  %u3477 = phi i64 [ 0, %n33 ], [ %u34.next, %u34 ]
-  %310 = mul nsw i64 %n3376, 128
+fc1.u34:                                          ; preds = %fc1.u34, %fc1.n33
+  %fc1.u3475 = phi i64 [ 0, %fc1.n33 ], [ %u34.next, %fc1.u34 ]
+  %310 = mul nsw i64 %fc1.n3374, 128
   %311 = add nsw i64 3153920, %310
-  %312 = add nsw i64 %311, %u3477
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %312
-  %313 = load float, ptr %arena78, align 4
-  %314 = add nsw i64 1198464, %u3477
-  %params79 = getelementptr inbounds float, ptr %params, i64 %314
-  %315 = load float, ptr %params79, align 4
+  %312 = add nsw i64 %311, %fc1.u3475
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %312
+  %313 = load float, ptr %arena76, align 4
+  %314 = add nsw i64 1198464, %fc1.u3475
+  %params77 = getelementptr inbounds float, ptr %params, i64 %314
+  %315 = load float, ptr %params77, align 4
   %316 = fadd float %313, %315
   %317 = fcmp ogt float %316, 0.000000e+00
-  %318 = mul nsw i64 %n3376, 128
+  %318 = mul nsw i64 %fc1.n3374, 128
   %319 = add nsw i64 3153920, %318
-  %320 = add nsw i64 %319, %u3477
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena80, align 4
-  %322 = add nsw i64 1198464, %u3477
-  %params81 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params81, align 4
+  %320 = add nsw i64 %319, %fc1.u3475
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena78, align 4
+  %322 = add nsw i64 1198464, %fc1.u3475
+  %params79 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params79, align 4
   %324 = fadd float %321, %323
   %325 = select i1 %317, float %324, float 0.000000e+00
-  %326 = mul nsw i64 %n3376, 128
+  %326 = mul nsw i64 %fc1.n3374, 128
   %327 = add nsw i64 3153920, %326
-  %328 = add nsw i64 %327, %u3477
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %328
-  store float %325, ptr %arena82, align 4
-  %u34.next = add nsw i64 %u3477, 1
+  %328 = add nsw i64 %327, %fc1.u3475
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %328
+  store float %325, ptr %arena80, align 4
+  %u34.next = add nsw i64 %fc1.u3475, 1
   %329 = icmp slt i64 %u34.next, 128
-  br i1 %329, label %u34, label %u34.end
+  br i1 %329, label %fc1.u34, label %fc1.u34.end
 
-u34.end:                                          ; preds = %u34
-  %n33.next = add nsw i64 %n3376, 1
+fc1.u34.end:                                      ; preds = %fc1.u34
+  %n33.next = add nsw i64 %fc1.n3374, 1
   %330 = icmp slt i64 %n33.next, 64
-  br i1 %330, label %n33, label %n33.end
+  br i1 %330, label %fc1.n33, label %fc1.n33.end
 
-i35:                                              ; preds = %i35, %n33.end
-  %i3583 = phi i64 [ 0, %n33.end ], [ %i35.next, %i35 ]
+drop2.i35:                                        ; preds = %drop2.i35, %fc1.n33.end
+  %drop2.i3581 = phi i64 [ 0, %fc1.n33.end ], [ %i35.next, %drop2.i35 ]
   %331 = xor i64 %seed, 7835719957706616186
   %332 = lshr i64 %331, 30
   %333 = xor i64 %331, %332
@@ -700,7 +700,7 @@ i35:                                              ; preds = %i35, %n33.end
   %346 = mul i64 %345, -7723592293110705685
   %347 = lshr i64 %346, 31
   %348 = xor i64 %346, %347
-  %349 = mul i64 %i3583, -7046029254386353131
+  %349 = mul i64 %drop2.i3581, -7046029254386353131
   %350 = add i64 %348, %349
   %351 = lshr i64 %350, 30
   %352 = xor i64 %350, %351
@@ -711,344 +711,344 @@ i35:                                              ; preds = %i35, %n33.end
   %357 = lshr i64 %356, 31
   %358 = xor i64 %356, %357
   %359 = lshr i64 %358, 40
-  %keep84 = icmp uge i64 %359, 8388608
-  %360 = add nsw i64 3153920, %i3583
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %360
-  %361 = load float, ptr %arena85, align 4
+  %keep82 = icmp uge i64 %359, 8388608
+  %360 = add nsw i64 3153920, %drop2.i3581
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %360
+  %361 = load float, ptr %arena83, align 4
   %362 = fmul float %361, 2.000000e+00
-  %363 = select i1 %keep84, float %362, float 0.000000e+00
-  %364 = add nsw i64 3162112, %i3583
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %364
-  store float %363, ptr %arena86, align 4
-  %i35.next = add nsw i64 %i3583, 1
+  %363 = select i1 %keep82, float %362, float 0.000000e+00
+  %364 = add nsw i64 3162112, %drop2.i3581
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %364
+  store float %363, ptr %arena84, align 4
+  %i35.next = add nsw i64 %drop2.i3581, 1
   %365 = icmp slt i64 %i35.next, 8192
-  br i1 %365, label %i35, label %i35.end
+  br i1 %365, label %drop2.i35, label %drop2.i35.end
 
-i35.end:                                          ; preds = %i35
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params88 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 3170304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena87, i32 128, ptr %params88, i32 128, float 0.000000e+00, ptr %arena89, i32 10)
-  br label %n36
+drop2.i35.end:                                    ; preds = %drop2.i35
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params86 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 3170304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena85, i32 128, ptr %params86, i32 128, float 0.000000e+00, ptr %arena87, i32 10)
+  br label %fc2.n36
 
-n36:                                              ; preds = %u37.end, %i35.end
-  %n3690 = phi i64 [ 0, %i35.end ], [ %n36.next, %u37.end ]
-  br label %u37
+fc2.n36:                                          ; preds = %fc2.u37.end, %drop2.i35.end
+  %fc2.n3688 = phi i64 [ 0, %drop2.i35.end ], [ %n36.next, %fc2.u37.end ]
+  br label %fc2.u37
 
-n36.end:                                          ; preds = %u37.end
-  br label %n38
+fc2.n36.end:                                      ; preds = %fc2.u37.end
+  br label %probs.n38
 
-u37:                                              ; preds = %u37, %n36
-  %u3791 = phi i64 [ 0, %n36 ], [ %u37.next, %u37 ]
-  %366 = mul nsw i64 %n3690, 10
+fc2.u37:                                          ; preds = %fc2.u37, %fc2.n36
+  %fc2.u3789 = phi i64 [ 0, %fc2.n36 ], [ %u37.next, %fc2.u37 ]
+  %366 = mul nsw i64 %fc2.n3688, 10
   %367 = add nsw i64 3170304, %366
-  %368 = add nsw i64 %367, %u3791
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %368
-  %369 = load float, ptr %arena92, align 4
-  %370 = add nsw i64 1199872, %u3791
-  %params93 = getelementptr inbounds float, ptr %params, i64 %370
-  %371 = load float, ptr %params93, align 4
+  %368 = add nsw i64 %367, %fc2.u3789
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %368
+  %369 = load float, ptr %arena90, align 4
+  %370 = add nsw i64 1199872, %fc2.u3789
+  %params91 = getelementptr inbounds float, ptr %params, i64 %370
+  %371 = load float, ptr %params91, align 4
   %372 = fadd float %369, %371
-  %373 = mul nsw i64 %n3690, 10
+  %373 = mul nsw i64 %fc2.n3688, 10
   %374 = add nsw i64 3170304, %373
-  %375 = add nsw i64 %374, %u3791
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %375
-  store float %372, ptr %arena94, align 4
-  %u37.next = add nsw i64 %u3791, 1
+  %375 = add nsw i64 %374, %fc2.u3789
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %375
+  store float %372, ptr %arena92, align 4
+  %u37.next = add nsw i64 %fc2.u3789, 1
   %376 = icmp slt i64 %u37.next, 10
-  br i1 %376, label %u37, label %u37.end
+  br i1 %376, label %fc2.u37, label %fc2.u37.end
 
-u37.end:                                          ; preds = %u37
-  %n36.next = add nsw i64 %n3690, 1
+fc2.u37.end:                                      ; preds = %fc2.u37
+  %n36.next = add nsw i64 %fc2.n3688, 1
   %377 = icmp slt i64 %n36.next, 64
-  br i1 %377, label %n36, label %n36.end
+  br i1 %377, label %fc2.n36, label %fc2.n36.end
 
-n38:                                              ; preds = %k43.end, %n36.end
-  %n3895 = phi i64 [ 0, %n36.end ], [ %n38.next, %k43.end ]
-  %378 = mul nsw i64 %n3895, 10
+probs.n38:                                        ; preds = %probs.k43.end, %fc2.n36.end
+  %probs.n3893 = phi i64 [ 0, %fc2.n36.end ], [ %n38.next, %probs.k43.end ]
+  %378 = mul nsw i64 %probs.n3893, 10
   %379 = add nsw i64 3170304, %378
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %379
-  %380 = load float, ptr %arena96, align 4
-  store float %380, ptr %m39, align 4
-  br label %k41
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %379
+  %380 = load float, ptr %arena94, align 4
+  store float %380, ptr %probs.m39, align 4
+  br label %probs.k41
 
-n38.end:                                          ; preds = %k43.end
-  store float 0.000000e+00, ptr %total44, align 4
-  br label %n45
+probs.n38.end:                                    ; preds = %probs.k43.end
+  store float 0.000000e+00, ptr %loss.total44, align 4
+  br label %loss.n45
 
-k41:                                              ; preds = %k41, %n38
-  %k4197 = phi i64 [ 0, %n38 ], [ %k41.next, %k41 ]
-  %m3998 = load float, ptr %m39, align 4
-  %381 = mul nsw i64 %n3895, 10
+probs.k41:                                        ; preds = %probs.k41, %probs.n38
+  %probs.k4195 = phi i64 [ 0, %probs.n38 ], [ %k41.next, %probs.k41 ]
+  %m39 = load float, ptr %probs.m39, align 4
+  %381 = mul nsw i64 %probs.n3893, 10
   %382 = add nsw i64 3170304, %381
-  %383 = add nsw i64 %382, %k4197
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %383
-  %384 = load float, ptr %arena99, align 4
-  %385 = fcmp ogt float %384, %m3998
-  %386 = select i1 %385, float %384, float %m3998
-  store float %386, ptr %m39, align 4
-  %k41.next = add nsw i64 %k4197, 1
+  %383 = add nsw i64 %382, %probs.k4195
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %383
+  %384 = load float, ptr %arena96, align 4
+  %385 = fcmp ogt float %384, %m39
+  %386 = select i1 %385, float %384, float %m39
+  store float %386, ptr %probs.m39, align 4
+  %k41.next = add nsw i64 %probs.k4195, 1
   %387 = icmp slt i64 %k41.next, 10
-  br i1 %387, label %k41, label %k41.end
+  br i1 %387, label %probs.k41, label %probs.k41.end
 
-k41.end:                                          ; preds = %k41
-  store float 0.000000e+00, ptr %s40, align 4
-  br label %k42
+probs.k41.end:                                    ; preds = %probs.k41
+  store float 0.000000e+00, ptr %probs.s40, align 4
+  br label %probs.k42
 
-k42:                                              ; preds = %k42, %k41.end
-  %k42100 = phi i64 [ 0, %k41.end ], [ %k42.next, %k42 ]
-  %s40101 = load float, ptr %s40, align 4
-  %388 = mul nsw i64 %n3895, 10
+probs.k42:                                        ; preds = %probs.k42, %probs.k41.end
+  %probs.k4297 = phi i64 [ 0, %probs.k41.end ], [ %k42.next, %probs.k42 ]
+  %s40 = load float, ptr %probs.s40, align 4
+  %388 = mul nsw i64 %probs.n3893, 10
   %389 = add nsw i64 3170304, %388
-  %390 = add nsw i64 %389, %k42100
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %390
-  %391 = load float, ptr %arena102, align 4
-  %m39103 = load float, ptr %m39, align 4
-  %392 = fsub float %391, %m39103
+  %390 = add nsw i64 %389, %probs.k4297
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load float, ptr %arena98, align 4
+  %m3999 = load float, ptr %probs.m39, align 4
+  %392 = fsub float %391, %m3999
   %393 = call float @llvm.exp.f32(float %392)
-  %394 = fadd float %s40101, %393
-  store float %394, ptr %s40, align 4
-  %k42.next = add nsw i64 %k42100, 1
+  %394 = fadd float %s40, %393
+  store float %394, ptr %probs.s40, align 4
+  %k42.next = add nsw i64 %probs.k4297, 1
   %395 = icmp slt i64 %k42.next, 10
-  br i1 %395, label %k42, label %k42.end
+  br i1 %395, label %probs.k42, label %probs.k42.end
 
-k42.end:                                          ; preds = %k42
-  br label %k43
+probs.k42.end:                                    ; preds = %probs.k42
+  br label %probs.k43
 
-k43:                                              ; preds = %k43, %k42.end
-  %k43104 = phi i64 [ 0, %k42.end ], [ %k43.next, %k43 ]
-  %396 = mul nsw i64 %n3895, 10
+probs.k43:                                        ; preds = %probs.k43, %probs.k42.end
+  %probs.k43100 = phi i64 [ 0, %probs.k42.end ], [ %k43.next, %probs.k43 ]
+  %396 = mul nsw i64 %probs.n3893, 10
   %397 = add nsw i64 3170304, %396
-  %398 = add nsw i64 %397, %k43104
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %398
-  %399 = load float, ptr %arena105, align 4
-  %m39106 = load float, ptr %m39, align 4
-  %400 = fsub float %399, %m39106
+  %398 = add nsw i64 %397, %probs.k43100
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %398
+  %399 = load float, ptr %arena101, align 4
+  %m39102 = load float, ptr %probs.m39, align 4
+  %400 = fsub float %399, %m39102
   %401 = call float @llvm.exp.f32(float %400)
-  %s40107 = load float, ptr %s40, align 4
-  %402 = fdiv float %401, %s40107
-  %403 = mul nsw i64 %n3895, 10
+  %s40103 = load float, ptr %probs.s40, align 4
+  %402 = fdiv float %401, %s40103
+  %403 = mul nsw i64 %probs.n3893, 10
   %404 = add nsw i64 3170944, %403
-  %405 = add nsw i64 %404, %k43104
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %405
-  store float %402, ptr %arena108, align 4
-  %k43.next = add nsw i64 %k43104, 1
+  %405 = add nsw i64 %404, %probs.k43100
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %405
+  store float %402, ptr %arena104, align 4
+  %k43.next = add nsw i64 %probs.k43100, 1
   %406 = icmp slt i64 %k43.next, 10
-  br i1 %406, label %k43, label %k43.end
+  br i1 %406, label %probs.k43, label %probs.k43.end
 
-k43.end:                                          ; preds = %k43
-  %n38.next = add nsw i64 %n3895, 1
+probs.k43.end:                                    ; preds = %probs.k43
+  %n38.next = add nsw i64 %probs.n3893, 1
   %407 = icmp slt i64 %n38.next, 64
-  br i1 %407, label %n38, label %n38.end
+  br i1 %407, label %probs.n38, label %probs.n38.end
 
-n45:                                              ; preds = %k49.end, %n38.end
-  %n45109 = phi i64 [ 0, %n38.end ], [ %n45.next, %k49.end ]
-  %408 = mul nsw i64 %n45109, 10
+loss.n45:                                         ; preds = %loss.k49.end, %probs.n38.end
+  %loss.n45105 = phi i64 [ 0, %probs.n38.end ], [ %n45.next, %loss.k49.end ]
+  %408 = mul nsw i64 %loss.n45105, 10
   %409 = add nsw i64 3170304, %408
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %409
-  %410 = load float, ptr %arena110, align 4
-  store float %410, ptr %m46, align 4
-  br label %k48
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %409
+  %410 = load float, ptr %arena106, align 4
+  store float %410, ptr %loss.m46, align 4
+  br label %loss.k48
 
-n45.end:                                          ; preds = %k49.end
-  %total44123 = load float, ptr %total44, align 4
-  %411 = fdiv float %total44123, 6.400000e+01
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 3171584
-  store float %411, ptr %arena124, align 4
-  br label %n50
+loss.n45.end:                                     ; preds = %loss.k49.end
+  %total44116 = load float, ptr %loss.total44, align 4
+  %411 = fdiv float %total44116, 6.400000e+01
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 3171584
+  store float %411, ptr %arena117, align 4
+  br label %fc2_grad.n50
 
-k48:                                              ; preds = %k48, %n45
-  %k48111 = phi i64 [ 0, %n45 ], [ %k48.next, %k48 ]
-  %m46112 = load float, ptr %m46, align 4
-  %412 = mul nsw i64 %n45109, 10
+loss.k48:                                         ; preds = %loss.k48, %loss.n45
+  %loss.k48107 = phi i64 [ 0, %loss.n45 ], [ %k48.next, %loss.k48 ]
+  %m46 = load float, ptr %loss.m46, align 4
+  %412 = mul nsw i64 %loss.n45105, 10
   %413 = add nsw i64 3170304, %412
-  %414 = add nsw i64 %413, %k48111
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %414
-  %415 = load float, ptr %arena113, align 4
-  %416 = fcmp ogt float %415, %m46112
-  %417 = select i1 %416, float %415, float %m46112
-  store float %417, ptr %m46, align 4
-  %k48.next = add nsw i64 %k48111, 1
+  %414 = add nsw i64 %413, %loss.k48107
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %414
+  %415 = load float, ptr %arena108, align 4
+  %416 = fcmp ogt float %415, %m46
+  %417 = select i1 %416, float %415, float %m46
+  store float %417, ptr %loss.m46, align 4
+  %k48.next = add nsw i64 %loss.k48107, 1
   %418 = icmp slt i64 %k48.next, 10
-  br i1 %418, label %k48, label %k48.end
+  br i1 %418, label %loss.k48, label %loss.k48.end
 
-k48.end:                                          ; preds = %k48
-  store float 0.000000e+00, ptr %s47, align 4
-  br label %k49
+loss.k48.end:                                     ; preds = %loss.k48
+  store float 0.000000e+00, ptr %loss.s47, align 4
+  br label %loss.k49
 
-k49:                                              ; preds = %k49, %k48.end
-  %k49114 = phi i64 [ 0, %k48.end ], [ %k49.next, %k49 ]
-  %s47115 = load float, ptr %s47, align 4
-  %419 = mul nsw i64 %n45109, 10
+loss.k49:                                         ; preds = %loss.k49, %loss.k48.end
+  %loss.k49109 = phi i64 [ 0, %loss.k48.end ], [ %k49.next, %loss.k49 ]
+  %s47 = load float, ptr %loss.s47, align 4
+  %419 = mul nsw i64 %loss.n45105, 10
   %420 = add nsw i64 3170304, %419
-  %421 = add nsw i64 %420, %k49114
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load float, ptr %arena116, align 4
-  %m46117 = load float, ptr %m46, align 4
-  %423 = fsub float %422, %m46117
+  %421 = add nsw i64 %420, %loss.k49109
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %421
+  %422 = load float, ptr %arena110, align 4
+  %m46111 = load float, ptr %loss.m46, align 4
+  %423 = fsub float %422, %m46111
   %424 = call float @llvm.exp.f32(float %423)
-  %425 = fadd float %s47115, %424
-  store float %425, ptr %s47, align 4
-  %k49.next = add nsw i64 %k49114, 1
+  %425 = fadd float %s47, %424
+  store float %425, ptr %loss.s47, align 4
+  %k49.next = add nsw i64 %loss.k49109, 1
   %426 = icmp slt i64 %k49.next, 10
-  br i1 %426, label %k49, label %k49.end
+  br i1 %426, label %loss.k49, label %loss.k49.end
 
-k49.end:                                          ; preds = %k49
-  %total44118 = load float, ptr %total44, align 4
-  %m46119 = load float, ptr %m46, align 4
-  %s47120 = load float, ptr %s47, align 4
-  %427 = call float @llvm.log.f32(float %s47120)
-  %428 = fadd float %m46119, %427
-  %429 = mul nsw i64 %n45109, 10
+loss.k49.end:                                     ; preds = %loss.k49
+  %total44 = load float, ptr %loss.total44, align 4
+  %m46112 = load float, ptr %loss.m46, align 4
+  %s47113 = load float, ptr %loss.s47, align 4
+  %427 = call float @llvm.log.f32(float %s47113)
+  %428 = fadd float %m46112, %427
+  %429 = mul nsw i64 %loss.n45105, 10
   %430 = add nsw i64 3170304, %429
-  %labels121 = getelementptr inbounds i32, ptr %labels, i64 %n45109
-  %label = load i32, ptr %labels121, align 4
+  %labels114 = getelementptr inbounds i32, ptr %labels, i64 %loss.n45105
+  %label = load i32, ptr %labels114, align 4
   %431 = sext i32 %label to i64
   %432 = add nsw i64 %430, %431
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %432
-  %433 = load float, ptr %arena122, align 4
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load float, ptr %arena115, align 4
   %434 = fsub float %428, %433
-  %435 = fadd float %total44118, %434
-  store float %435, ptr %total44, align 4
-  %n45.next = add nsw i64 %n45109, 1
+  %435 = fadd float %total44, %434
+  store float %435, ptr %loss.total44, align 4
+  %n45.next = add nsw i64 %loss.n45105, 1
   %436 = icmp slt i64 %n45.next, 64
-  br i1 %436, label %n45, label %n45.end
+  br i1 %436, label %loss.n45, label %loss.n45.end
 
-n50:                                              ; preds = %k55.end, %n45.end
-  %n50125 = phi i64 [ 0, %n45.end ], [ %n50.next, %k55.end ]
-  %437 = mul nsw i64 %n50125, 10
+fc2_grad.n50:                                     ; preds = %fc2_grad.k55.end, %loss.n45.end
+  %fc2_grad.n50118 = phi i64 [ 0, %loss.n45.end ], [ %n50.next, %fc2_grad.k55.end ]
+  %437 = mul nsw i64 %fc2_grad.n50118, 10
   %438 = add nsw i64 3170304, %437
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %438
-  %439 = load float, ptr %arena126, align 4
-  store float %439, ptr %m51, align 4
-  br label %k53
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %438
+  %439 = load float, ptr %arena119, align 4
+  store float %439, ptr %fc2_grad.m51, align 4
+  br label %fc2_grad.k53
 
-n50.end:                                          ; preds = %k55.end
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %grads146 = getelementptr inbounds float, ptr %grads, i64 1198592
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena144, i32 10, ptr %arena145, i32 128, float 0.000000e+00, ptr %grads146, i32 128)
-  br label %u56
+fc2_grad.n50.end:                                 ; preds = %fc2_grad.k55.end
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %grads137 = getelementptr inbounds float, ptr %grads, i64 1198592
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena135, i32 10, ptr %arena136, i32 128, float 0.000000e+00, ptr %grads137, i32 128)
+  br label %fc2_bias_grad.u56
 
-k53:                                              ; preds = %k53, %n50
-  %k53127 = phi i64 [ 0, %n50 ], [ %k53.next, %k53 ]
-  %m51128 = load float, ptr %m51, align 4
-  %440 = mul nsw i64 %n50125, 10
+fc2_grad.k53:                                     ; preds = %fc2_grad.k53, %fc2_grad.n50
+  %fc2_grad.k53120 = phi i64 [ 0, %fc2_grad.n50 ], [ %k53.next, %fc2_grad.k53 ]
+  %m51 = load float, ptr %fc2_grad.m51, align 4
+  %440 = mul nsw i64 %fc2_grad.n50118, 10
   %441 = add nsw i64 3170304, %440
-  %442 = add nsw i64 %441, %k53127
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load float, ptr %arena129, align 4
-  %444 = fcmp ogt float %443, %m51128
-  %445 = select i1 %444, float %443, float %m51128
-  store float %445, ptr %m51, align 4
-  %k53.next = add nsw i64 %k53127, 1
+  %442 = add nsw i64 %441, %fc2_grad.k53120
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load float, ptr %arena121, align 4
+  %444 = fcmp ogt float %443, %m51
+  %445 = select i1 %444, float %443, float %m51
+  store float %445, ptr %fc2_grad.m51, align 4
+  %k53.next = add nsw i64 %fc2_grad.k53120, 1
   %446 = icmp slt i64 %k53.next, 10
-  br i1 %446, label %k53, label %k53.end
+  br i1 %446, label %fc2_grad.k53, label %fc2_grad.k53.end
 
-k53.end:                                          ; preds = %k53
-  store float 0.000000e+00, ptr %s52, align 4
-  br label %k54
+fc2_grad.k53.end:                                 ; preds = %fc2_grad.k53
+  store float 0.000000e+00, ptr %fc2_grad.s52, align 4
+  br label %fc2_grad.k54
 
-k54:                                              ; preds = %k54, %k53.end
-  %k54130 = phi i64 [ 0, %k53.end ], [ %k54.next, %k54 ]
-  %s52131 = load float, ptr %s52, align 4
-  %447 = mul nsw i64 %n50125, 10
+fc2_grad.k54:                                     ; preds = %fc2_grad.k54, %fc2_grad.k53.end
+  %fc2_grad.k54122 = phi i64 [ 0, %fc2_grad.k53.end ], [ %k54.next, %fc2_grad.k54 ]
+  %s52 = load float, ptr %fc2_grad.s52, align 4
+  %447 = mul nsw i64 %fc2_grad.n50118, 10
   %448 = add nsw i64 3170304, %447
-  %449 = add nsw i64 %448, %k54130
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %449
-  %450 = load float, ptr %arena132, align 4
-  %m51133 = load float, ptr %m51, align 4
-  %451 = fsub float %450, %m51133
+  %449 = add nsw i64 %448, %fc2_grad.k54122
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %449
+  %450 = load float, ptr %arena123, align 4
+  %m51124 = load float, ptr %fc2_grad.m51, align 4
+  %451 = fsub float %450, %m51124
   %452 = call float @llvm.exp.f32(float %451)
-  %453 = fadd float %s52131, %452
-  store float %453, ptr %s52, align 4
-  %k54.next = add nsw i64 %k54130, 1
+  %453 = fadd float %s52, %452
+  store float %453, ptr %fc2_grad.s52, align 4
+  %k54.next = add nsw i64 %fc2_grad.k54122, 1
   %454 = icmp slt i64 %k54.next, 10
-  br i1 %454, label %k54, label %k54.end
+  br i1 %454, label %fc2_grad.k54, label %fc2_grad.k54.end
 
-k54.end:                                          ; preds = %k54
-  br label %k55
+fc2_grad.k54.end:                                 ; preds = %fc2_grad.k54
+  br label %fc2_grad.k55
 
-k55:                                              ; preds = %k55, %k54.end
-  %k55134 = phi i64 [ 0, %k54.end ], [ %k55.next, %k55 ]
-  %labels135 = getelementptr inbounds i32, ptr %labels, i64 %n50125
-  %label136 = load i32, ptr %labels135, align 4
-  %455 = sext i32 %label136 to i64
-  %456 = icmp eq i64 %k55134, %455
-  %457 = mul nsw i64 %n50125, 10
+fc2_grad.k55:                                     ; preds = %fc2_grad.k55, %fc2_grad.k54.end
+  %fc2_grad.k55125 = phi i64 [ 0, %fc2_grad.k54.end ], [ %k55.next, %fc2_grad.k55 ]
+  %labels126 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n50118
+  %label127 = load i32, ptr %labels126, align 4
+  %455 = sext i32 %label127 to i64
+  %456 = icmp eq i64 %fc2_grad.k55125, %455
+  %457 = mul nsw i64 %fc2_grad.n50118, 10
   %458 = add nsw i64 3170304, %457
-  %459 = add nsw i64 %458, %k55134
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %459
-  %460 = load float, ptr %arena137, align 4
-  %m51138 = load float, ptr %m51, align 4
-  %461 = fsub float %460, %m51138
+  %459 = add nsw i64 %458, %fc2_grad.k55125
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load float, ptr %arena128, align 4
+  %m51129 = load float, ptr %fc2_grad.m51, align 4
+  %461 = fsub float %460, %m51129
   %462 = call float @llvm.exp.f32(float %461)
-  %s52139 = load float, ptr %s52, align 4
-  %463 = fdiv float %462, %s52139
+  %s52130 = load float, ptr %fc2_grad.s52, align 4
+  %463 = fdiv float %462, %s52130
   %464 = fsub float %463, 1.000000e+00
-  %465 = mul nsw i64 %n50125, 10
+  %465 = mul nsw i64 %fc2_grad.n50118, 10
   %466 = add nsw i64 3170304, %465
-  %467 = add nsw i64 %466, %k55134
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %467
-  %468 = load float, ptr %arena140, align 4
-  %m51141 = load float, ptr %m51, align 4
-  %469 = fsub float %468, %m51141
+  %467 = add nsw i64 %466, %fc2_grad.k55125
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %467
+  %468 = load float, ptr %arena131, align 4
+  %m51132 = load float, ptr %fc2_grad.m51, align 4
+  %469 = fsub float %468, %m51132
   %470 = call float @llvm.exp.f32(float %469)
-  %s52142 = load float, ptr %s52, align 4
-  %471 = fdiv float %470, %s52142
+  %s52133 = load float, ptr %fc2_grad.s52, align 4
+  %471 = fdiv float %470, %s52133
   %472 = select i1 %456, float %464, float %471
   %473 = fdiv float %472, 6.400000e+01
-  %474 = mul nsw i64 %n50125, 10
+  %474 = mul nsw i64 %fc2_grad.n50118, 10
   %475 = add nsw i64 3171600, %474
-  %476 = add nsw i64 %475, %k55134
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %476
-  store float %473, ptr %arena143, align 4
-  %k55.next = add nsw i64 %k55134, 1
+  %476 = add nsw i64 %475, %fc2_grad.k55125
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %476
+  store float %473, ptr %arena134, align 4
+  %k55.next = add nsw i64 %fc2_grad.k55125, 1
   %477 = icmp slt i64 %k55.next, 10
-  br i1 %477, label %k55, label %k55.end
+  br i1 %477, label %fc2_grad.k55, label %fc2_grad.k55.end
 
-k55.end:                                          ; preds = %k55
-  %n50.next = add nsw i64 %n50125, 1
+fc2_grad.k55.end:                                 ; preds = %fc2_grad.k55
+  %n50.next = add nsw i64 %fc2_grad.n50118, 1
   %478 = icmp slt i64 %n50.next, 64
-  br i1 %478, label %n50, label %n50.end
+  br i1 %478, label %fc2_grad.n50, label %fc2_grad.n50.end
 
-u56:                                              ; preds = %n58.end, %n50.end
-  %u56147 = phi i64 [ 0, %n50.end ], [ %u56.next, %n58.end ]
-  store float 0.000000e+00, ptr %acc57, align 4
-  br label %n58
+fc2_bias_grad.u56:                                ; preds = %fc2_bias_grad.n58.end, %fc2_grad.n50.end
+  %fc2_bias_grad.u56138 = phi i64 [ 0, %fc2_grad.n50.end ], [ %u56.next, %fc2_bias_grad.n58.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc57, align 4
+  br label %fc2_bias_grad.n58
 
-u56.end:                                          ; preds = %n58.end
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %params154 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 3172240
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena153, i32 10, ptr %params154, i32 128, float 0.000000e+00, ptr %arena155, i32 128)
-  br label %i59
+fc2_bias_grad.u56.end:                            ; preds = %fc2_bias_grad.n58.end
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %params144 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 3172240
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena143, i32 10, ptr %params144, i32 128, float 0.000000e+00, ptr %arena145, i32 128)
+  br label %relu3_grad.i59
 
-n58:                                              ; preds = %n58, %u56
-  %n58148 = phi i64 [ 0, %u56 ], [ %n58.next, %n58 ]
-  %acc57149 = load float, ptr %acc57, align 4
-  %479 = mul nsw i64 %n58148, 10
+fc2_bias_grad.n58:                                ; preds = %fc2_bias_grad.n58, %fc2_bias_grad.u56
+  %fc2_bias_grad.n58139 = phi i64 [ 0, %fc2_bias_grad.u56 ], [ %n58.next, %fc2_bias_grad.n58 ]
+  %acc57 = load float, ptr %fc2_bias_grad.acc57, align 4
+  %479 = mul nsw i64 %fc2_bias_grad.n58139, 10
   %480 = add nsw i64 3171600, %479
-  %481 = add nsw i64 %480, %u56147
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %481
-  %482 = load float, ptr %arena150, align 4
-  %483 = fadd float %acc57149, %482
-  store float %483, ptr %acc57, align 4
-  %n58.next = add nsw i64 %n58148, 1
+  %481 = add nsw i64 %480, %fc2_bias_grad.u56138
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena140, align 4
+  %483 = fadd float %acc57, %482
+  store float %483, ptr %fc2_bias_grad.acc57, align 4
+  %n58.next = add nsw i64 %fc2_bias_grad.n58139, 1
   %484 = icmp slt i64 %n58.next, 64
-  br i1 %484, label %n58, label %n58.end
+  br i1 %484, label %fc2_bias_grad.n58, label %fc2_bias_grad.n58.end
 
-n58.end:                                          ; preds = %n58
-  %acc57151 = load float, ptr %acc57, align 4
-  %485 = add nsw i64 1199872, %u56147
-  %grads152 = getelementptr inbounds float, ptr %grads, i64 %485
-  store float %acc57151, ptr %grads152, align 4
-  %u56.next = add nsw i64 %u56147, 1
+fc2_bias_grad.n58.end:                            ; preds = %fc2_bias_grad.n58
+  %acc57141 = load float, ptr %fc2_bias_grad.acc57, align 4
+  %485 = add nsw i64 1199872, %fc2_bias_grad.u56138
+  %grads142 = getelementptr inbounds float, ptr %grads, i64 %485
+  store float %acc57141, ptr %grads142, align 4
+  %u56.next = add nsw i64 %fc2_bias_grad.u56138, 1
   %486 = icmp slt i64 %u56.next, 10
-  br i1 %486, label %u56, label %u56.end
+  br i1 %486, label %fc2_bias_grad.u56, label %fc2_bias_grad.u56.end
 
-i59:                                              ; preds = %i59, %u56.end
-  %i59156 = phi i64 [ 0, %u56.end ], [ %i59.next, %i59 ]
+relu3_grad.i59:                                   ; preds = %relu3_grad.i59, %fc2_bias_grad.u56.end
+  %relu3_grad.i59146 = phi i64 [ 0, %fc2_bias_grad.u56.end ], [ %i59.next, %relu3_grad.i59 ]
   %487 = xor i64 %seed, 7835719957706616186
   %488 = lshr i64 %487, 30
   %489 = xor i64 %487, %488
@@ -1067,7 +1067,7 @@ i59:                                              ; preds = %i59, %u56.end
   %502 = mul i64 %501, -7723592293110705685
   %503 = lshr i64 %502, 31
   %504 = xor i64 %502, %503
-  %505 = mul i64 %i59156, -7046029254386353131
+  %505 = mul i64 %relu3_grad.i59146, -7046029254386353131
   %506 = add i64 %504, %505
   %507 = lshr i64 %506, 30
   %508 = xor i64 %506, %507
@@ -1078,83 +1078,83 @@ i59:                                              ; preds = %i59, %u56.end
   %513 = lshr i64 %512, 31
   %514 = xor i64 %512, %513
   %515 = lshr i64 %514, 40
-  %keep157 = icmp uge i64 %515, 8388608
-  %516 = add nsw i64 3172240, %i59156
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %516
-  %517 = load float, ptr %arena158, align 4
+  %keep147 = icmp uge i64 %515, 8388608
+  %516 = add nsw i64 3172240, %relu3_grad.i59146
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %516
+  %517 = load float, ptr %arena148, align 4
   %518 = fmul float %517, 2.000000e+00
-  %519 = select i1 %keep157, float %518, float 0.000000e+00
-  %520 = add nsw i64 3180432, %i59156
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %520
-  store float %519, ptr %arena159, align 4
-  %i59.next = add nsw i64 %i59156, 1
+  %519 = select i1 %keep147, float %518, float 0.000000e+00
+  %520 = add nsw i64 3180432, %relu3_grad.i59146
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %520
+  store float %519, ptr %arena149, align 4
+  %i59.next = add nsw i64 %relu3_grad.i59146, 1
   %521 = icmp slt i64 %i59.next, 8192
-  br i1 %521, label %i59, label %i59.end
+  br i1 %521, label %relu3_grad.i59, label %relu3_grad.i59.end
 
-i59.end:                                          ; preds = %i59
-  br label %i60
+relu3_grad.i59.end:                               ; preds = %relu3_grad.i59
+  br label %fc1_grad.i60
 
-i60:                                              ; preds = %i60, %i59.end
-  %i60160 = phi i64 [ 0, %i59.end ], [ %i60.next, %i60 ]
-  %522 = add nsw i64 3153920, %i60160
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %522
-  %523 = load float, ptr %arena161, align 4
+fc1_grad.i60:                                     ; preds = %fc1_grad.i60, %relu3_grad.i59.end
+  %fc1_grad.i60150 = phi i64 [ 0, %relu3_grad.i59.end ], [ %i60.next, %fc1_grad.i60 ]
+  %522 = add nsw i64 3153920, %fc1_grad.i60150
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena151, align 4
   %524 = fcmp ogt float %523, 0.000000e+00
-  %525 = add nsw i64 3180432, %i60160
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %525
-  %526 = load float, ptr %arena162, align 4
+  %525 = add nsw i64 3180432, %fc1_grad.i60150
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %525
+  %526 = load float, ptr %arena152, align 4
   %527 = select i1 %524, float %526, float 0.000000e+00
-  %528 = add nsw i64 3162112, %i60160
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %528
-  store float %527, ptr %arena163, align 4
-  %i60.next = add nsw i64 %i60160, 1
+  %528 = add nsw i64 3162112, %fc1_grad.i60150
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %528
+  store float %527, ptr %arena153, align 4
+  %i60.next = add nsw i64 %fc1_grad.i60150, 1
   %529 = icmp slt i64 %i60.next, 8192
-  br i1 %529, label %i60, label %i60.end
+  br i1 %529, label %fc1_grad.i60, label %fc1_grad.i60.end
 
-i60.end:                                          ; preds = %i60
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %grads166 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena164, i32 128, ptr %arena165, i32 9216, float 0.000000e+00, ptr %grads166, i32 9216)
-  br label %u61
+fc1_grad.i60.end:                                 ; preds = %fc1_grad.i60
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %grads156 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena154, i32 128, ptr %arena155, i32 9216, float 0.000000e+00, ptr %grads156, i32 9216)
+  br label %fc1_bias_grad.u61
 
-u61:                                              ; preds = %n63.end, %i60.end
-  %u61167 = phi i64 [ 0, %i60.end ], [ %u61.next, %n63.end ]
-  store float 0.000000e+00, ptr %acc62, align 4
-  br label %n63
+fc1_bias_grad.u61:                                ; preds = %fc1_bias_grad.n63.end, %fc1_grad.i60.end
+  %fc1_bias_grad.u61157 = phi i64 [ 0, %fc1_grad.i60.end ], [ %u61.next, %fc1_bias_grad.n63.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc62, align 4
+  br label %fc1_bias_grad.n63
 
-u61.end:                                          ; preds = %n63.end
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params174 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 3171600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena173, i32 128, ptr %params174, i32 9216, float 0.000000e+00, ptr %arena175, i32 9216)
-  br label %i64
+fc1_bias_grad.u61.end:                            ; preds = %fc1_bias_grad.n63.end
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params163 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 3171600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena162, i32 128, ptr %params163, i32 9216, float 0.000000e+00, ptr %arena164, i32 9216)
+  br label %pool_grad.i64
 
-n63:                                              ; preds = %n63, %u61
-  %n63168 = phi i64 [ 0, %u61 ], [ %n63.next, %n63 ]
-  %acc62169 = load float, ptr %acc62, align 4
-  %530 = mul nsw i64 %n63168, 128
+fc1_bias_grad.n63:                                ; preds = %fc1_bias_grad.n63, %fc1_bias_grad.u61
+  %fc1_bias_grad.n63158 = phi i64 [ 0, %fc1_bias_grad.u61 ], [ %n63.next, %fc1_bias_grad.n63 ]
+  %acc62 = load float, ptr %fc1_bias_grad.acc62, align 4
+  %530 = mul nsw i64 %fc1_bias_grad.n63158, 128
   %531 = add nsw i64 3162112, %530
-  %532 = add nsw i64 %531, %u61167
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %532
-  %533 = load float, ptr %arena170, align 4
-  %534 = fadd float %acc62169, %533
-  store float %534, ptr %acc62, align 4
-  %n63.next = add nsw i64 %n63168, 1
+  %532 = add nsw i64 %531, %fc1_bias_grad.u61157
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %532
+  %533 = load float, ptr %arena159, align 4
+  %534 = fadd float %acc62, %533
+  store float %534, ptr %fc1_bias_grad.acc62, align 4
+  %n63.next = add nsw i64 %fc1_bias_grad.n63158, 1
   %535 = icmp slt i64 %n63.next, 64
-  br i1 %535, label %n63, label %n63.end
+  br i1 %535, label %fc1_bias_grad.n63, label %fc1_bias_grad.n63.end
 
-n63.end:                                          ; preds = %n63
-  %acc62171 = load float, ptr %acc62, align 4
-  %536 = add nsw i64 1198464, %u61167
-  %grads172 = getelementptr inbounds float, ptr %grads, i64 %536
-  store float %acc62171, ptr %grads172, align 4
-  %u61.next = add nsw i64 %u61167, 1
+fc1_bias_grad.n63.end:                            ; preds = %fc1_bias_grad.n63
+  %acc62160 = load float, ptr %fc1_bias_grad.acc62, align 4
+  %536 = add nsw i64 1198464, %fc1_bias_grad.u61157
+  %grads161 = getelementptr inbounds float, ptr %grads, i64 %536
+  store float %acc62160, ptr %grads161, align 4
+  %u61.next = add nsw i64 %fc1_bias_grad.u61157, 1
   %537 = icmp slt i64 %u61.next, 128
-  br i1 %537, label %u61, label %u61.end
+  br i1 %537, label %fc1_bias_grad.u61, label %fc1_bias_grad.u61.end
 
-i64:                                              ; preds = %i64, %u61.end
-  %i64176 = phi i64 [ 0, %u61.end ], [ %i64.next, %i64 ]
+pool_grad.i64:                                    ; preds = %pool_grad.i64, %fc1_bias_grad.u61.end
+  %pool_grad.i64165 = phi i64 [ 0, %fc1_bias_grad.u61.end ], [ %i64.next, %pool_grad.i64 ]
   %538 = xor i64 %seed, 7835718858194987975
   %539 = lshr i64 %538, 30
   %540 = xor i64 %538, %539
@@ -1173,7 +1173,7 @@ i64:                                              ; preds = %i64, %u61.end
   %553 = mul i64 %552, -7723592293110705685
   %554 = lshr i64 %553, 31
   %555 = xor i64 %553, %554
-  %556 = mul i64 %i64176, -7046029254386353131
+  %556 = mul i64 %pool_grad.i64165, -7046029254386353131
   %557 = add i64 %555, %556
   %558 = lshr i64 %557, 30
   %559 = xor i64 %557, %558
@@ -1184,918 +1184,918 @@ i64:                                              ; preds = %i64, %u61.end
   %564 = lshr i64 %563, 31
   %565 = xor i64 %563, %564
   %566 = lshr i64 %565, 40
-  %keep177 = icmp uge i64 %566, 4194304
-  %567 = add nsw i64 3171600, %i64176
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %567
-  %568 = load float, ptr %arena178, align 4
+  %keep166 = icmp uge i64 %566, 4194304
+  %567 = add nsw i64 3171600, %pool_grad.i64165
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %567
+  %568 = load float, ptr %arena167, align 4
   %569 = fmul float %568, 0x3FF5555560000000
-  %570 = select i1 %keep177, float %569, float 0.000000e+00
-  %571 = add nsw i64 3761424, %i64176
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %571
-  store float %570, ptr %arena179, align 4
-  %i64.next = add nsw i64 %i64176, 1
+  %570 = select i1 %keep166, float %569, float 0.000000e+00
+  %571 = add nsw i64 3761424, %pool_grad.i64165
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %571
+  store float %570, ptr %arena168, align 4
+  %i64.next = add nsw i64 %pool_grad.i64165, 1
   %572 = icmp slt i64 %i64.next, 589824
-  br i1 %572, label %i64, label %i64.end
+  br i1 %572, label %pool_grad.i64, label %pool_grad.i64.end
 
-i64.end:                                          ; preds = %i64
-  br label %i65
+pool_grad.i64.end:                                ; preds = %pool_grad.i64
+  br label %conv2_grad.i65
 
-i65:                                              ; preds = %i65, %i64.end
-  %i65180 = phi i64 [ 0, %i64.end ], [ %i65.next, %i65 ]
-  %573 = add nsw i64 4351248, %i65180
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %573
-  store float 0.000000e+00, ptr %arena181, align 4
-  %i65.next = add nsw i64 %i65180, 1
+conv2_grad.i65:                                   ; preds = %conv2_grad.i65, %pool_grad.i64.end
+  %conv2_grad.i65169 = phi i64 [ 0, %pool_grad.i64.end ], [ %i65.next, %conv2_grad.i65 ]
+  %573 = add nsw i64 4351248, %conv2_grad.i65169
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %573
+  store float 0.000000e+00, ptr %arena170, align 4
+  %i65.next = add nsw i64 %conv2_grad.i65169, 1
   %574 = icmp slt i64 %i65.next, 2359296
-  br i1 %574, label %i65, label %i65.end
+  br i1 %574, label %conv2_grad.i65, label %conv2_grad.i65.end
 
-i65.end:                                          ; preds = %i65
-  br label %q66
+conv2_grad.i65.end:                               ; preds = %conv2_grad.i65
+  br label %conv2_grad.q66
 
-q66:                                              ; preds = %i67.end, %i65.end
-  %q66182 = phi i64 [ 0, %i65.end ], [ %q66.next, %i67.end ]
-  br label %i67
+conv2_grad.q66:                                   ; preds = %conv2_grad.i67.end, %conv2_grad.i65.end
+  %conv2_grad.q66171 = phi i64 [ 0, %conv2_grad.i65.end ], [ %q66.next, %conv2_grad.i67.end ]
+  br label %conv2_grad.i67
 
-q66.end:                                          ; preds = %i67.end
-  br label %i68
+conv2_grad.q66.end:                               ; preds = %conv2_grad.i67.end
+  br label %conv2_weight_grad.i68
 
-i67:                                              ; preds = %endif, %q66
-  %i67183 = phi i64 [ 0, %q66 ], [ %i67.next, %endif ]
-  %575 = mul nsw i64 %q66182, 144
-  %576 = add nsw i64 %575, %i67183
+conv2_grad.i67:                                   ; preds = %conv2_grad.endif, %conv2_grad.q66
+  %conv2_grad.i67172 = phi i64 [ 0, %conv2_grad.q66 ], [ %i67.next, %conv2_grad.endif ]
+  %575 = mul nsw i64 %conv2_grad.q66171, 144
+  %576 = add nsw i64 %575, %conv2_grad.i67172
   %577 = add nsw i64 1384448, %576
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %577
-  %578 = load float, ptr %arena184, align 4
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %577
+  %578 = load float, ptr %arena173, align 4
   %579 = fcmp ogt float %578, 0.000000e+00
-  br i1 %579, label %then, label %endif
+  br i1 %579, label %conv2_grad.then, label %conv2_grad.endif
 
-i67.end:                                          ; preds = %endif
-  %q66.next = add nsw i64 %q66182, 1
+conv2_grad.i67.end:                               ; preds = %conv2_grad.endif
+  %q66.next = add nsw i64 %conv2_grad.q66171, 1
   %580 = icmp slt i64 %q66.next, 4096
-  br i1 %580, label %q66, label %q66.end
+  br i1 %580, label %conv2_grad.q66, label %conv2_grad.q66.end
 
-then:                                             ; preds = %i67
-  %581 = mul nsw i64 %q66182, 576
+conv2_grad.then:                                  ; preds = %conv2_grad.i67
+  %581 = mul nsw i64 %conv2_grad.q66171, 576
   %582 = add nsw i64 4351248, %581
-  %583 = mul nsw i64 %q66182, 144
-  %584 = add nsw i64 %583, %i67183
+  %583 = mul nsw i64 %conv2_grad.q66171, 144
+  %584 = add nsw i64 %583, %conv2_grad.i67172
   %585 = add nsw i64 1974272, %584
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %585
-  %586 = load float, ptr %arena185, align 4
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load float, ptr %arena174, align 4
   %587 = fptosi float %586 to i64
   %588 = add nsw i64 %582, %587
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %588
-  %589 = load float, ptr %arena186, align 4
-  %590 = mul nsw i64 %q66182, 144
-  %591 = add nsw i64 %590, %i67183
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %588
+  %589 = load float, ptr %arena175, align 4
+  %590 = mul nsw i64 %conv2_grad.q66171, 144
+  %591 = add nsw i64 %590, %conv2_grad.i67172
   %592 = add nsw i64 3761424, %591
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %592
-  %593 = load float, ptr %arena187, align 4
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %592
+  %593 = load float, ptr %arena176, align 4
   %594 = fadd float %589, %593
-  store float %594, ptr %arena186, align 4
-  br label %endif
+  store float %594, ptr %arena175, align 4
+  br label %conv2_grad.endif
 
-endif:                                            ; preds = %then, %i67
-  %i67.next = add nsw i64 %i67183, 1
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i67
+  %i67.next = add nsw i64 %conv2_grad.i67172, 1
   %595 = icmp slt i64 %i67.next, 144
-  br i1 %595, label %i67, label %i67.end
+  br i1 %595, label %conv2_grad.i67, label %conv2_grad.i67.end
 
-i68:                                              ; preds = %i68, %q66.end
-  %i68188 = phi i64 [ 0, %q66.end ], [ %i68.next, %i68 ]
-  %596 = add nsw i64 320, %i68188
-  %grads189 = getelementptr inbounds float, ptr %grads, i64 %596
-  store float 0.000000e+00, ptr %grads189, align 4
-  %i68.next = add nsw i64 %i68188, 1
+conv2_weight_grad.i68:                            ; preds = %conv2_weight_grad.i68, %conv2_grad.q66.end
+  %conv2_weight_grad.i68177 = phi i64 [ 0, %conv2_grad.q66.end ], [ %i68.next, %conv2_weight_grad.i68 ]
+  %596 = add nsw i64 320, %conv2_weight_grad.i68177
+  %grads178 = getelementptr inbounds float, ptr %grads, i64 %596
+  store float 0.000000e+00, ptr %grads178, align 4
+  %i68.next = add nsw i64 %conv2_weight_grad.i68177, 1
   %597 = icmp slt i64 %i68.next, 18432
-  br i1 %597, label %i68, label %i68.end
+  br i1 %597, label %conv2_weight_grad.i68, label %conv2_weight_grad.i68.end
 
-i68.end:                                          ; preds = %i68
-  br label %g69
+conv2_weight_grad.i68.end:                        ; preds = %conv2_weight_grad.i68
+  br label %conv2_weight_grad.g69
 
-g69:                                              ; preds = %j79.end, %i68.end
-  %g69190 = phi i64 [ 0, %i68.end ], [ %g69.next, %j79.end ]
-  br label %j70
+conv2_weight_grad.g69:                            ; preds = %conv2_weight_grad.j79.end, %conv2_weight_grad.i68.end
+  %conv2_weight_grad.g69179 = phi i64 [ 0, %conv2_weight_grad.i68.end ], [ %g69.next, %conv2_weight_grad.j79.end ]
+  br label %conv2_weight_grad.j70
 
-g69.end:                                          ; preds = %j79.end
-  br label %f82
+conv2_weight_grad.g69.end:                        ; preds = %conv2_weight_grad.j79.end
+  br label %conv2_bias_grad.f82
 
-j70:                                              ; preds = %c71.end, %g69
-  %j70191 = phi i64 [ 0, %g69 ], [ %j70.next, %c71.end ]
-  br label %c71
+conv2_weight_grad.j70:                            ; preds = %conv2_weight_grad.c71.end, %conv2_weight_grad.g69
+  %conv2_weight_grad.j70180 = phi i64 [ 0, %conv2_weight_grad.g69 ], [ %j70.next, %conv2_weight_grad.c71.end ]
+  br label %conv2_weight_grad.c71
 
-j70.end:                                          ; preds = %c71.end
-  br label %j79
+conv2_weight_grad.j70.end:                        ; preds = %conv2_weight_grad.c71.end
+  br label %conv2_weight_grad.j79
 
-c71:                                              ; preds = %ky72.end, %j70
-  %c71192 = phi i64 [ 0, %j70 ], [ %c71.next, %ky72.end ]
-  br label %ky72
+conv2_weight_grad.c71:                            ; preds = %conv2_weight_grad.ky72.end, %conv2_weight_grad.j70
+  %conv2_weight_grad.c71181 = phi i64 [ 0, %conv2_weight_grad.j70 ], [ %c71.next, %conv2_weight_grad.ky72.end ]
+  br label %conv2_weight_grad.ky72
 
-c71.end:                                          ; preds = %ky72.end
-  %j70.next = add nsw i64 %j70191, 1
+conv2_weight_grad.c71.end:                        ; preds = %conv2_weight_grad.ky72.end
+  %j70.next = add nsw i64 %conv2_weight_grad.j70180, 1
   %598 = icmp slt i64 %j70.next, 64
-  br i1 %598, label %j70, label %j70.end
+  br i1 %598, label %conv2_weight_grad.j70, label %conv2_weight_grad.j70.end
 
-ky72:                                             ; preds = %oy77.end, %c71
-  %ky72193 = phi i64 [ 0, %c71 ], [ %ky72.next, %oy77.end ]
-  br label %oy73
+conv2_weight_grad.ky72:                           ; preds = %conv2_weight_grad.oy77.end, %conv2_weight_grad.c71
+  %conv2_weight_grad.ky72182 = phi i64 [ 0, %conv2_weight_grad.c71 ], [ %ky72.next, %conv2_weight_grad.oy77.end ]
+  br label %conv2_weight_grad.oy73
 
-ky72.end:                                         ; preds = %oy77.end
-  %c71.next = add nsw i64 %c71192, 1
+conv2_weight_grad.ky72.end:                       ; preds = %conv2_weight_grad.oy77.end
+  %c71.next = add nsw i64 %conv2_weight_grad.c71181, 1
   %599 = icmp slt i64 %c71.next, 32
-  br i1 %599, label %c71, label %c71.end
+  br i1 %599, label %conv2_weight_grad.c71, label %conv2_weight_grad.c71.end
 
-oy73:                                             ; preds = %ox74.end, %ky72
-  %oy73194 = phi i64 [ 0, %ky72 ], [ %oy73.next, %ox74.end ]
-  br label %ox74
+conv2_weight_grad.oy73:                           ; preds = %conv2_weight_grad.ox74.end, %conv2_weight_grad.ky72
+  %conv2_weight_grad.oy73183 = phi i64 [ 0, %conv2_weight_grad.ky72 ], [ %oy73.next, %conv2_weight_grad.ox74.end ]
+  br label %conv2_weight_grad.ox74
 
-oy73.end:                                         ; preds = %ox74.end
-  br label %oy75
+conv2_weight_grad.oy73.end:                       ; preds = %conv2_weight_grad.ox74.end
+  br label %conv2_weight_grad.oy75
 
-ox74:                                             ; preds = %ox74, %oy73
-  %ox74195 = phi i64 [ 0, %oy73 ], [ %ox74.next, %ox74 ]
-  %600 = mul nsw i64 %g69190, 64
-  %601 = add nsw i64 %600, %j70191
+conv2_weight_grad.ox74:                           ; preds = %conv2_weight_grad.ox74, %conv2_weight_grad.oy73
+  %conv2_weight_grad.ox74184 = phi i64 [ 0, %conv2_weight_grad.oy73 ], [ %ox74.next, %conv2_weight_grad.ox74 ]
+  %600 = mul nsw i64 %conv2_weight_grad.g69179, 64
+  %601 = add nsw i64 %600, %conv2_weight_grad.j70180
   %602 = mul nsw i64 %601, 21632
-  %603 = mul nsw i64 %c71192, 676
+  %603 = mul nsw i64 %conv2_weight_grad.c71181, 676
   %604 = add nsw i64 %602, %603
-  %605 = add nsw i64 %oy73194, %ky72193
+  %605 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky72182
   %606 = mul nsw i64 %605, 26
   %607 = add nsw i64 %604, %606
-  %608 = add nsw i64 %607, %ox74195
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load float, ptr %arena196, align 4
-  %610 = mul nsw i64 %c71192, 3
-  %611 = add nsw i64 %610, %ky72193
+  %608 = add nsw i64 %607, %conv2_weight_grad.ox74184
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %608
+  %609 = load float, ptr %arena185, align 4
+  %610 = mul nsw i64 %conv2_weight_grad.c71181, 3
+  %611 = add nsw i64 %610, %conv2_weight_grad.ky72182
   %612 = mul nsw i64 %611, 3
   %613 = mul nsw i64 %612, 36864
   %614 = add nsw i64 6710544, %613
-  %615 = mul nsw i64 %j70191, 576
+  %615 = mul nsw i64 %conv2_weight_grad.j70180, 576
   %616 = add nsw i64 %614, %615
-  %617 = mul nsw i64 %oy73194, 24
+  %617 = mul nsw i64 %conv2_weight_grad.oy73183, 24
   %618 = add nsw i64 %616, %617
-  %619 = add nsw i64 %618, %ox74195
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 %619
-  store float %609, ptr %arena197, align 4
-  %ox74.next = add nsw i64 %ox74195, 1
+  %619 = add nsw i64 %618, %conv2_weight_grad.ox74184
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %619
+  store float %609, ptr %arena186, align 4
+  %ox74.next = add nsw i64 %conv2_weight_grad.ox74184, 1
   %620 = icmp slt i64 %ox74.next, 24
-  br i1 %620, label %ox74, label %ox74.end
+  br i1 %620, label %conv2_weight_grad.ox74, label %conv2_weight_grad.ox74.end
 
-ox74.end:                                         ; preds = %ox74
-  %oy73.next = add nsw i64 %oy73194, 1
+conv2_weight_grad.ox74.end:                       ; preds = %conv2_weight_grad.ox74
+  %oy73.next = add nsw i64 %conv2_weight_grad.oy73183, 1
   %621 = icmp slt i64 %oy73.next, 24
-  br i1 %621, label %oy73, label %oy73.end
+  br i1 %621, label %conv2_weight_grad.oy73, label %conv2_weight_grad.oy73.end
 
-oy75:                                             ; preds = %ox76.end, %oy73.end
-  %oy75198 = phi i64 [ 0, %oy73.end ], [ %oy75.next, %ox76.end ]
-  br label %ox76
+conv2_weight_grad.oy75:                           ; preds = %conv2_weight_grad.ox76.end, %conv2_weight_grad.oy73.end
+  %conv2_weight_grad.oy75187 = phi i64 [ 0, %conv2_weight_grad.oy73.end ], [ %oy75.next, %conv2_weight_grad.ox76.end ]
+  br label %conv2_weight_grad.ox76
 
-oy75.end:                                         ; preds = %ox76.end
-  br label %oy77
+conv2_weight_grad.oy75.end:                       ; preds = %conv2_weight_grad.ox76.end
+  br label %conv2_weight_grad.oy77
 
-ox76:                                             ; preds = %ox76, %oy75
-  %ox76199 = phi i64 [ 0, %oy75 ], [ %ox76.next, %ox76 ]
-  %622 = mul nsw i64 %g69190, 64
-  %623 = add nsw i64 %622, %j70191
+conv2_weight_grad.ox76:                           ; preds = %conv2_weight_grad.ox76, %conv2_weight_grad.oy75
+  %conv2_weight_grad.ox76188 = phi i64 [ 0, %conv2_weight_grad.oy75 ], [ %ox76.next, %conv2_weight_grad.ox76 ]
+  %622 = mul nsw i64 %conv2_weight_grad.g69179, 64
+  %623 = add nsw i64 %622, %conv2_weight_grad.j70180
   %624 = mul nsw i64 %623, 21632
-  %625 = mul nsw i64 %c71192, 676
+  %625 = mul nsw i64 %conv2_weight_grad.c71181, 676
   %626 = add nsw i64 %624, %625
-  %627 = add nsw i64 %oy75198, %ky72193
+  %627 = add nsw i64 %conv2_weight_grad.oy75187, %conv2_weight_grad.ky72182
   %628 = mul nsw i64 %627, 26
   %629 = add nsw i64 %626, %628
-  %630 = add nsw i64 %ox76199, 1
+  %630 = add nsw i64 %conv2_weight_grad.ox76188, 1
   %631 = add nsw i64 %629, %630
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %631
-  %632 = load float, ptr %arena200, align 4
-  %633 = mul nsw i64 %c71192, 3
-  %634 = add nsw i64 %633, %ky72193
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %631
+  %632 = load float, ptr %arena189, align 4
+  %633 = mul nsw i64 %conv2_weight_grad.c71181, 3
+  %634 = add nsw i64 %633, %conv2_weight_grad.ky72182
   %635 = mul nsw i64 %634, 3
   %636 = add nsw i64 %635, 1
   %637 = mul nsw i64 %636, 36864
   %638 = add nsw i64 6710544, %637
-  %639 = mul nsw i64 %j70191, 576
+  %639 = mul nsw i64 %conv2_weight_grad.j70180, 576
   %640 = add nsw i64 %638, %639
-  %641 = mul nsw i64 %oy75198, 24
+  %641 = mul nsw i64 %conv2_weight_grad.oy75187, 24
   %642 = add nsw i64 %640, %641
-  %643 = add nsw i64 %642, %ox76199
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %643
-  store float %632, ptr %arena201, align 4
-  %ox76.next = add nsw i64 %ox76199, 1
+  %643 = add nsw i64 %642, %conv2_weight_grad.ox76188
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %643
+  store float %632, ptr %arena190, align 4
+  %ox76.next = add nsw i64 %conv2_weight_grad.ox76188, 1
   %644 = icmp slt i64 %ox76.next, 24
-  br i1 %644, label %ox76, label %ox76.end
+  br i1 %644, label %conv2_weight_grad.ox76, label %conv2_weight_grad.ox76.end
 
-ox76.end:                                         ; preds = %ox76
-  %oy75.next = add nsw i64 %oy75198, 1
+conv2_weight_grad.ox76.end:                       ; preds = %conv2_weight_grad.ox76
+  %oy75.next = add nsw i64 %conv2_weight_grad.oy75187, 1
   %645 = icmp slt i64 %oy75.next, 24
-  br i1 %645, label %oy75, label %oy75.end
+  br i1 %645, label %conv2_weight_grad.oy75, label %conv2_weight_grad.oy75.end
 
-oy77:                                             ; preds = %ox78.end, %oy75.end
-  %oy77202 = phi i64 [ 0, %oy75.end ], [ %oy77.next, %ox78.end ]
-  br label %ox78
+conv2_weight_grad.oy77:                           ; preds = %conv2_weight_grad.ox78.end, %conv2_weight_grad.oy75.end
+  %conv2_weight_grad.oy77191 = phi i64 [ 0, %conv2_weight_grad.oy75.end ], [ %oy77.next, %conv2_weight_grad.ox78.end ]
+  br label %conv2_weight_grad.ox78
 
-oy77.end:                                         ; preds = %ox78.end
-  %ky72.next = add nsw i64 %ky72193, 1
+conv2_weight_grad.oy77.end:                       ; preds = %conv2_weight_grad.ox78.end
+  %ky72.next = add nsw i64 %conv2_weight_grad.ky72182, 1
   %646 = icmp slt i64 %ky72.next, 3
-  br i1 %646, label %ky72, label %ky72.end
+  br i1 %646, label %conv2_weight_grad.ky72, label %conv2_weight_grad.ky72.end
 
-ox78:                                             ; preds = %ox78, %oy77
-  %ox78203 = phi i64 [ 0, %oy77 ], [ %ox78.next, %ox78 ]
-  %647 = mul nsw i64 %g69190, 64
-  %648 = add nsw i64 %647, %j70191
+conv2_weight_grad.ox78:                           ; preds = %conv2_weight_grad.ox78, %conv2_weight_grad.oy77
+  %conv2_weight_grad.ox78192 = phi i64 [ 0, %conv2_weight_grad.oy77 ], [ %ox78.next, %conv2_weight_grad.ox78 ]
+  %647 = mul nsw i64 %conv2_weight_grad.g69179, 64
+  %648 = add nsw i64 %647, %conv2_weight_grad.j70180
   %649 = mul nsw i64 %648, 21632
-  %650 = mul nsw i64 %c71192, 676
+  %650 = mul nsw i64 %conv2_weight_grad.c71181, 676
   %651 = add nsw i64 %649, %650
-  %652 = add nsw i64 %oy77202, %ky72193
+  %652 = add nsw i64 %conv2_weight_grad.oy77191, %conv2_weight_grad.ky72182
   %653 = mul nsw i64 %652, 26
   %654 = add nsw i64 %651, %653
-  %655 = add nsw i64 %ox78203, 2
+  %655 = add nsw i64 %conv2_weight_grad.ox78192, 2
   %656 = add nsw i64 %654, %655
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %656
-  %657 = load float, ptr %arena204, align 4
-  %658 = mul nsw i64 %c71192, 3
-  %659 = add nsw i64 %658, %ky72193
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %656
+  %657 = load float, ptr %arena193, align 4
+  %658 = mul nsw i64 %conv2_weight_grad.c71181, 3
+  %659 = add nsw i64 %658, %conv2_weight_grad.ky72182
   %660 = mul nsw i64 %659, 3
   %661 = add nsw i64 %660, 2
   %662 = mul nsw i64 %661, 36864
   %663 = add nsw i64 6710544, %662
-  %664 = mul nsw i64 %j70191, 576
+  %664 = mul nsw i64 %conv2_weight_grad.j70180, 576
   %665 = add nsw i64 %663, %664
-  %666 = mul nsw i64 %oy77202, 24
+  %666 = mul nsw i64 %conv2_weight_grad.oy77191, 24
   %667 = add nsw i64 %665, %666
-  %668 = add nsw i64 %667, %ox78203
-  %arena205 = getelementptr inbounds float, ptr %arena, i64 %668
-  store float %657, ptr %arena205, align 4
-  %ox78.next = add nsw i64 %ox78203, 1
+  %668 = add nsw i64 %667, %conv2_weight_grad.ox78192
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %668
+  store float %657, ptr %arena194, align 4
+  %ox78.next = add nsw i64 %conv2_weight_grad.ox78192, 1
   %669 = icmp slt i64 %ox78.next, 24
-  br i1 %669, label %ox78, label %ox78.end
+  br i1 %669, label %conv2_weight_grad.ox78, label %conv2_weight_grad.ox78.end
 
-ox78.end:                                         ; preds = %ox78
-  %oy77.next = add nsw i64 %oy77202, 1
+conv2_weight_grad.ox78.end:                       ; preds = %conv2_weight_grad.ox78
+  %oy77.next = add nsw i64 %conv2_weight_grad.oy77191, 1
   %670 = icmp slt i64 %oy77.next, 24
-  br i1 %670, label %oy77, label %oy77.end
+  br i1 %670, label %conv2_weight_grad.oy77, label %conv2_weight_grad.oy77.end
 
-j79:                                              ; preds = %f80.end, %j70.end
-  %j79206 = phi i64 [ 0, %j70.end ], [ %j79.next, %f80.end ]
-  br label %f80
+conv2_weight_grad.j79:                            ; preds = %conv2_weight_grad.f80.end, %conv2_weight_grad.j70.end
+  %conv2_weight_grad.j79195 = phi i64 [ 0, %conv2_weight_grad.j70.end ], [ %j79.next, %conv2_weight_grad.f80.end ]
+  br label %conv2_weight_grad.f80
 
-j79.end:                                          ; preds = %f80.end
-  %arena211 = getelementptr inbounds float, ptr %arena, i64 17327376
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 6710544
-  %grads213 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 36864, float 1.000000e+00, ptr %arena211, i32 36864, ptr %arena212, i32 36864, float 1.000000e+00, ptr %grads213, i32 288)
-  %g69.next = add nsw i64 %g69190, 1
+conv2_weight_grad.j79.end:                        ; preds = %conv2_weight_grad.f80.end
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 17327376
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 6710544
+  %grads202 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 36864, float 1.000000e+00, ptr %arena200, i32 36864, ptr %arena201, i32 36864, float 1.000000e+00, ptr %grads202, i32 288)
+  %g69.next = add nsw i64 %conv2_weight_grad.g69179, 1
   %671 = icmp slt i64 %g69.next, 1
-  br i1 %671, label %g69, label %g69.end
+  br i1 %671, label %conv2_weight_grad.g69, label %conv2_weight_grad.g69.end
 
-f80:                                              ; preds = %i81.end, %j79
-  %f80207 = phi i64 [ 0, %j79 ], [ %f80.next, %i81.end ]
-  br label %i81
+conv2_weight_grad.f80:                            ; preds = %conv2_weight_grad.i81.end, %conv2_weight_grad.j79
+  %conv2_weight_grad.f80196 = phi i64 [ 0, %conv2_weight_grad.j79 ], [ %f80.next, %conv2_weight_grad.i81.end ]
+  br label %conv2_weight_grad.i81
 
-f80.end:                                          ; preds = %i81.end
-  %j79.next = add nsw i64 %j79206, 1
+conv2_weight_grad.f80.end:                        ; preds = %conv2_weight_grad.i81.end
+  %j79.next = add nsw i64 %conv2_weight_grad.j79195, 1
   %672 = icmp slt i64 %j79.next, 64
-  br i1 %672, label %j79, label %j79.end
+  br i1 %672, label %conv2_weight_grad.j79, label %conv2_weight_grad.j79.end
 
-i81:                                              ; preds = %i81, %f80
-  %i81208 = phi i64 [ 0, %f80 ], [ %i81.next, %i81 ]
-  %673 = mul nsw i64 %g69190, 64
-  %674 = add nsw i64 %673, %j79206
+conv2_weight_grad.i81:                            ; preds = %conv2_weight_grad.i81, %conv2_weight_grad.f80
+  %conv2_weight_grad.i81197 = phi i64 [ 0, %conv2_weight_grad.f80 ], [ %i81.next, %conv2_weight_grad.i81 ]
+  %673 = mul nsw i64 %conv2_weight_grad.g69179, 64
+  %674 = add nsw i64 %673, %conv2_weight_grad.j79195
   %675 = mul nsw i64 %674, 36864
   %676 = add nsw i64 4351248, %675
-  %677 = mul nsw i64 %f80207, 576
+  %677 = mul nsw i64 %conv2_weight_grad.f80196, 576
   %678 = add nsw i64 %676, %677
-  %679 = add nsw i64 %678, %i81208
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %679
-  %680 = load float, ptr %arena209, align 4
-  %681 = mul nsw i64 %f80207, 36864
+  %679 = add nsw i64 %678, %conv2_weight_grad.i81197
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %679
+  %680 = load float, ptr %arena198, align 4
+  %681 = mul nsw i64 %conv2_weight_grad.f80196, 36864
   %682 = add nsw i64 17327376, %681
-  %683 = mul nsw i64 %j79206, 576
+  %683 = mul nsw i64 %conv2_weight_grad.j79195, 576
   %684 = add nsw i64 %682, %683
-  %685 = add nsw i64 %684, %i81208
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 %685
-  store float %680, ptr %arena210, align 4
-  %i81.next = add nsw i64 %i81208, 1
+  %685 = add nsw i64 %684, %conv2_weight_grad.i81197
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %685
+  store float %680, ptr %arena199, align 4
+  %i81.next = add nsw i64 %conv2_weight_grad.i81197, 1
   %686 = icmp slt i64 %i81.next, 576
-  br i1 %686, label %i81, label %i81.end
+  br i1 %686, label %conv2_weight_grad.i81, label %conv2_weight_grad.i81.end
 
-i81.end:                                          ; preds = %i81
-  %f80.next = add nsw i64 %f80207, 1
+conv2_weight_grad.i81.end:                        ; preds = %conv2_weight_grad.i81
+  %f80.next = add nsw i64 %conv2_weight_grad.f80196, 1
   %687 = icmp slt i64 %f80.next, 64
-  br i1 %687, label %f80, label %f80.end
+  br i1 %687, label %conv2_weight_grad.f80, label %conv2_weight_grad.f80.end
 
-f82:                                              ; preds = %img84.end, %g69.end
-  %f82214 = phi i64 [ 0, %g69.end ], [ %f82.next, %img84.end ]
-  store float 0.000000e+00, ptr %acc83, align 4
-  br label %img84
+conv2_bias_grad.f82:                              ; preds = %conv2_bias_grad.img84.end, %conv2_weight_grad.g69.end
+  %conv2_bias_grad.f82203 = phi i64 [ 0, %conv2_weight_grad.g69.end ], [ %f82.next, %conv2_bias_grad.img84.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc83, align 4
+  br label %conv2_bias_grad.img84
 
-f82.end:                                          ; preds = %img84.end
-  br label %i86
+conv2_bias_grad.f82.end:                          ; preds = %conv2_bias_grad.img84.end
+  br label %relu1_grad.i86
 
-img84:                                            ; preds = %i85.end, %f82
-  %img84215 = phi i64 [ 0, %f82 ], [ %img84.next, %i85.end ]
-  br label %i85
+conv2_bias_grad.img84:                            ; preds = %conv2_bias_grad.i85.end, %conv2_bias_grad.f82
+  %conv2_bias_grad.img84204 = phi i64 [ 0, %conv2_bias_grad.f82 ], [ %img84.next, %conv2_bias_grad.i85.end ]
+  br label %conv2_bias_grad.i85
 
-img84.end:                                        ; preds = %i85.end
-  %acc83219 = load float, ptr %acc83, align 4
-  %688 = add nsw i64 18752, %f82214
-  %grads220 = getelementptr inbounds float, ptr %grads, i64 %688
-  store float %acc83219, ptr %grads220, align 4
-  %f82.next = add nsw i64 %f82214, 1
+conv2_bias_grad.img84.end:                        ; preds = %conv2_bias_grad.i85.end
+  %acc83207 = load float, ptr %conv2_bias_grad.acc83, align 4
+  %688 = add nsw i64 18752, %conv2_bias_grad.f82203
+  %grads208 = getelementptr inbounds float, ptr %grads, i64 %688
+  store float %acc83207, ptr %grads208, align 4
+  %f82.next = add nsw i64 %conv2_bias_grad.f82203, 1
   %689 = icmp slt i64 %f82.next, 64
-  br i1 %689, label %f82, label %f82.end
+  br i1 %689, label %conv2_bias_grad.f82, label %conv2_bias_grad.f82.end
 
-i85:                                              ; preds = %i85, %img84
-  %i85216 = phi i64 [ 0, %img84 ], [ %i85.next, %i85 ]
-  %acc83217 = load float, ptr %acc83, align 4
-  %690 = mul nsw i64 %img84215, 36864
+conv2_bias_grad.i85:                              ; preds = %conv2_bias_grad.i85, %conv2_bias_grad.img84
+  %conv2_bias_grad.i85205 = phi i64 [ 0, %conv2_bias_grad.img84 ], [ %i85.next, %conv2_bias_grad.i85 ]
+  %acc83 = load float, ptr %conv2_bias_grad.acc83, align 4
+  %690 = mul nsw i64 %conv2_bias_grad.img84204, 36864
   %691 = add nsw i64 4351248, %690
-  %692 = mul nsw i64 %f82214, 576
+  %692 = mul nsw i64 %conv2_bias_grad.f82203, 576
   %693 = add nsw i64 %691, %692
-  %694 = add nsw i64 %693, %i85216
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 %694
-  %695 = load float, ptr %arena218, align 4
-  %696 = fadd float %acc83217, %695
-  store float %696, ptr %acc83, align 4
-  %i85.next = add nsw i64 %i85216, 1
+  %694 = add nsw i64 %693, %conv2_bias_grad.i85205
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %694
+  %695 = load float, ptr %arena206, align 4
+  %696 = fadd float %acc83, %695
+  store float %696, ptr %conv2_bias_grad.acc83, align 4
+  %i85.next = add nsw i64 %conv2_bias_grad.i85205, 1
   %697 = icmp slt i64 %i85.next, 576
-  br i1 %697, label %i85, label %i85.end
+  br i1 %697, label %conv2_bias_grad.i85, label %conv2_bias_grad.i85.end
 
-i85.end:                                          ; preds = %i85
-  %img84.next = add nsw i64 %img84215, 1
+conv2_bias_grad.i85.end:                          ; preds = %conv2_bias_grad.i85
+  %img84.next = add nsw i64 %conv2_bias_grad.img84204, 1
   %698 = icmp slt i64 %img84.next, 64
-  br i1 %698, label %img84, label %img84.end
+  br i1 %698, label %conv2_bias_grad.img84, label %conv2_bias_grad.img84.end
 
-i86:                                              ; preds = %i86, %f82.end
-  %i86221 = phi i64 [ 0, %f82.end ], [ %i86.next, %i86 ]
-  %699 = add nsw i64 1384448, %i86221
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 %699
-  store float 0.000000e+00, ptr %arena222, align 4
-  %i86.next = add nsw i64 %i86221, 1
+relu1_grad.i86:                                   ; preds = %relu1_grad.i86, %conv2_bias_grad.f82.end
+  %relu1_grad.i86209 = phi i64 [ 0, %conv2_bias_grad.f82.end ], [ %i86.next, %relu1_grad.i86 ]
+  %699 = add nsw i64 1384448, %relu1_grad.i86209
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %699
+  store float 0.000000e+00, ptr %arena210, align 4
+  %i86.next = add nsw i64 %relu1_grad.i86209, 1
   %700 = icmp slt i64 %i86.next, 1384448
-  br i1 %700, label %i86, label %i86.end
+  br i1 %700, label %relu1_grad.i86, label %relu1_grad.i86.end
 
-i86.end:                                          ; preds = %i86
-  br label %g87
+relu1_grad.i86.end:                               ; preds = %relu1_grad.i86
+  br label %relu1_grad.g87
 
-g87:                                              ; preds = %j91.end, %i86.end
-  %g87223 = phi i64 [ 0, %i86.end ], [ %g87.next, %j91.end ]
-  br label %j88
+relu1_grad.g87:                                   ; preds = %relu1_grad.j91.end, %relu1_grad.i86.end
+  %relu1_grad.g87211 = phi i64 [ 0, %relu1_grad.i86.end ], [ %g87.next, %relu1_grad.j91.end ]
+  br label %relu1_grad.j88
 
-g87.end:                                          ; preds = %j91.end
-  br label %i100
+relu1_grad.g87.end:                               ; preds = %relu1_grad.j91.end
+  br label %conv1_grad.i100
 
-j88:                                              ; preds = %f89.end, %g87
-  %j88224 = phi i64 [ 0, %g87 ], [ %j88.next, %f89.end ]
-  br label %f89
+relu1_grad.j88:                                   ; preds = %relu1_grad.f89.end, %relu1_grad.g87
+  %relu1_grad.j88212 = phi i64 [ 0, %relu1_grad.g87 ], [ %j88.next, %relu1_grad.f89.end ]
+  br label %relu1_grad.f89
 
-j88.end:                                          ; preds = %f89.end
-  %params229 = getelementptr inbounds float, ptr %params, i64 320
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 17327376
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 6710544
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params229, i32 288, ptr %arena230, i32 36864, float 0.000000e+00, ptr %arena231, i32 36864)
-  br label %j91
+relu1_grad.j88.end:                               ; preds = %relu1_grad.f89.end
+  %params217 = getelementptr inbounds float, ptr %params, i64 320
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 17327376
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 6710544
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params217, i32 288, ptr %arena218, i32 36864, float 0.000000e+00, ptr %arena219, i32 36864)
+  br label %relu1_grad.j91
 
-f89:                                              ; preds = %i90.end, %j88
-  %f89225 = phi i64 [ 0, %j88 ], [ %f89.next, %i90.end ]
-  br label %i90
+relu1_grad.f89:                                   ; preds = %relu1_grad.i90.end, %relu1_grad.j88
+  %relu1_grad.f89213 = phi i64 [ 0, %relu1_grad.j88 ], [ %f89.next, %relu1_grad.i90.end ]
+  br label %relu1_grad.i90
 
-f89.end:                                          ; preds = %i90.end
-  %j88.next = add nsw i64 %j88224, 1
+relu1_grad.f89.end:                               ; preds = %relu1_grad.i90.end
+  %j88.next = add nsw i64 %relu1_grad.j88212, 1
   %701 = icmp slt i64 %j88.next, 64
-  br i1 %701, label %j88, label %j88.end
+  br i1 %701, label %relu1_grad.j88, label %relu1_grad.j88.end
 
-i90:                                              ; preds = %i90, %f89
-  %i90226 = phi i64 [ 0, %f89 ], [ %i90.next, %i90 ]
-  %702 = mul nsw i64 %g87223, 64
-  %703 = add nsw i64 %702, %j88224
+relu1_grad.i90:                                   ; preds = %relu1_grad.i90, %relu1_grad.f89
+  %relu1_grad.i90214 = phi i64 [ 0, %relu1_grad.f89 ], [ %i90.next, %relu1_grad.i90 ]
+  %702 = mul nsw i64 %relu1_grad.g87211, 64
+  %703 = add nsw i64 %702, %relu1_grad.j88212
   %704 = mul nsw i64 %703, 36864
   %705 = add nsw i64 4351248, %704
-  %706 = mul nsw i64 %f89225, 576
+  %706 = mul nsw i64 %relu1_grad.f89213, 576
   %707 = add nsw i64 %705, %706
-  %708 = add nsw i64 %707, %i90226
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %708
-  %709 = load float, ptr %arena227, align 4
-  %710 = mul nsw i64 %f89225, 36864
+  %708 = add nsw i64 %707, %relu1_grad.i90214
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %708
+  %709 = load float, ptr %arena215, align 4
+  %710 = mul nsw i64 %relu1_grad.f89213, 36864
   %711 = add nsw i64 17327376, %710
-  %712 = mul nsw i64 %j88224, 576
+  %712 = mul nsw i64 %relu1_grad.j88212, 576
   %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %i90226
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 %714
-  store float %709, ptr %arena228, align 4
-  %i90.next = add nsw i64 %i90226, 1
+  %714 = add nsw i64 %713, %relu1_grad.i90214
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %714
+  store float %709, ptr %arena216, align 4
+  %i90.next = add nsw i64 %relu1_grad.i90214, 1
   %715 = icmp slt i64 %i90.next, 576
-  br i1 %715, label %i90, label %i90.end
+  br i1 %715, label %relu1_grad.i90, label %relu1_grad.i90.end
 
-i90.end:                                          ; preds = %i90
-  %f89.next = add nsw i64 %f89225, 1
+relu1_grad.i90.end:                               ; preds = %relu1_grad.i90
+  %f89.next = add nsw i64 %relu1_grad.f89213, 1
   %716 = icmp slt i64 %f89.next, 64
-  br i1 %716, label %f89, label %f89.end
+  br i1 %716, label %relu1_grad.f89, label %relu1_grad.f89.end
 
-j91:                                              ; preds = %c92.end, %j88.end
-  %j91232 = phi i64 [ 0, %j88.end ], [ %j91.next, %c92.end ]
-  br label %c92
+relu1_grad.j91:                                   ; preds = %relu1_grad.c92.end, %relu1_grad.j88.end
+  %relu1_grad.j91220 = phi i64 [ 0, %relu1_grad.j88.end ], [ %j91.next, %relu1_grad.c92.end ]
+  br label %relu1_grad.c92
 
-j91.end:                                          ; preds = %c92.end
-  %g87.next = add nsw i64 %g87223, 1
+relu1_grad.j91.end:                               ; preds = %relu1_grad.c92.end
+  %g87.next = add nsw i64 %relu1_grad.g87211, 1
   %717 = icmp slt i64 %g87.next, 1
-  br i1 %717, label %g87, label %g87.end
+  br i1 %717, label %relu1_grad.g87, label %relu1_grad.g87.end
 
-c92:                                              ; preds = %ky93.end, %j91
-  %c92233 = phi i64 [ 0, %j91 ], [ %c92.next, %ky93.end ]
-  br label %ky93
+relu1_grad.c92:                                   ; preds = %relu1_grad.ky93.end, %relu1_grad.j91
+  %relu1_grad.c92221 = phi i64 [ 0, %relu1_grad.j91 ], [ %c92.next, %relu1_grad.ky93.end ]
+  br label %relu1_grad.ky93
 
-c92.end:                                          ; preds = %ky93.end
-  %j91.next = add nsw i64 %j91232, 1
+relu1_grad.c92.end:                               ; preds = %relu1_grad.ky93.end
+  %j91.next = add nsw i64 %relu1_grad.j91220, 1
   %718 = icmp slt i64 %j91.next, 64
-  br i1 %718, label %j91, label %j91.end
+  br i1 %718, label %relu1_grad.j91, label %relu1_grad.j91.end
 
-ky93:                                             ; preds = %oy98.end, %c92
-  %ky93234 = phi i64 [ 0, %c92 ], [ %ky93.next, %oy98.end ]
-  br label %oy94
+relu1_grad.ky93:                                  ; preds = %relu1_grad.oy98.end, %relu1_grad.c92
+  %relu1_grad.ky93222 = phi i64 [ 0, %relu1_grad.c92 ], [ %ky93.next, %relu1_grad.oy98.end ]
+  br label %relu1_grad.oy94
 
-ky93.end:                                         ; preds = %oy98.end
-  %c92.next = add nsw i64 %c92233, 1
+relu1_grad.ky93.end:                              ; preds = %relu1_grad.oy98.end
+  %c92.next = add nsw i64 %relu1_grad.c92221, 1
   %719 = icmp slt i64 %c92.next, 32
-  br i1 %719, label %c92, label %c92.end
+  br i1 %719, label %relu1_grad.c92, label %relu1_grad.c92.end
 
-oy94:                                             ; preds = %ox95.end, %ky93
-  %oy94235 = phi i64 [ 0, %ky93 ], [ %oy94.next, %ox95.end ]
-  br label %ox95
+relu1_grad.oy94:                                  ; preds = %relu1_grad.ox95.end, %relu1_grad.ky93
+  %relu1_grad.oy94223 = phi i64 [ 0, %relu1_grad.ky93 ], [ %oy94.next, %relu1_grad.ox95.end ]
+  br label %relu1_grad.ox95
 
-oy94.end:                                         ; preds = %ox95.end
-  br label %oy96
+relu1_grad.oy94.end:                              ; preds = %relu1_grad.ox95.end
+  br label %relu1_grad.oy96
 
-ox95:                                             ; preds = %ox95, %oy94
-  %ox95236 = phi i64 [ 0, %oy94 ], [ %ox95.next, %ox95 ]
-  %720 = mul nsw i64 %g87223, 64
-  %721 = add nsw i64 %720, %j91232
+relu1_grad.ox95:                                  ; preds = %relu1_grad.ox95, %relu1_grad.oy94
+  %relu1_grad.ox95224 = phi i64 [ 0, %relu1_grad.oy94 ], [ %ox95.next, %relu1_grad.ox95 ]
+  %720 = mul nsw i64 %relu1_grad.g87211, 64
+  %721 = add nsw i64 %720, %relu1_grad.j91220
   %722 = mul nsw i64 %721, 21632
   %723 = add nsw i64 1384448, %722
-  %724 = mul nsw i64 %c92233, 676
+  %724 = mul nsw i64 %relu1_grad.c92221, 676
   %725 = add nsw i64 %723, %724
-  %726 = add nsw i64 %oy94235, %ky93234
+  %726 = add nsw i64 %relu1_grad.oy94223, %relu1_grad.ky93222
   %727 = mul nsw i64 %726, 26
   %728 = add nsw i64 %725, %727
-  %729 = add nsw i64 %728, %ox95236
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %729
-  %730 = load float, ptr %arena237, align 4
-  %731 = mul nsw i64 %c92233, 3
-  %732 = add nsw i64 %731, %ky93234
+  %729 = add nsw i64 %728, %relu1_grad.ox95224
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %729
+  %730 = load float, ptr %arena225, align 4
+  %731 = mul nsw i64 %relu1_grad.c92221, 3
+  %732 = add nsw i64 %731, %relu1_grad.ky93222
   %733 = mul nsw i64 %732, 3
   %734 = mul nsw i64 %733, 36864
   %735 = add nsw i64 6710544, %734
-  %736 = mul nsw i64 %j91232, 576
+  %736 = mul nsw i64 %relu1_grad.j91220, 576
   %737 = add nsw i64 %735, %736
-  %738 = mul nsw i64 %oy94235, 24
+  %738 = mul nsw i64 %relu1_grad.oy94223, 24
   %739 = add nsw i64 %737, %738
-  %740 = add nsw i64 %739, %ox95236
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %740
-  %741 = load float, ptr %arena238, align 4
+  %740 = add nsw i64 %739, %relu1_grad.ox95224
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %740
+  %741 = load float, ptr %arena226, align 4
   %742 = fadd float %730, %741
-  store float %742, ptr %arena237, align 4
-  %ox95.next = add nsw i64 %ox95236, 1
+  store float %742, ptr %arena225, align 4
+  %ox95.next = add nsw i64 %relu1_grad.ox95224, 1
   %743 = icmp slt i64 %ox95.next, 24
-  br i1 %743, label %ox95, label %ox95.end
+  br i1 %743, label %relu1_grad.ox95, label %relu1_grad.ox95.end
 
-ox95.end:                                         ; preds = %ox95
-  %oy94.next = add nsw i64 %oy94235, 1
+relu1_grad.ox95.end:                              ; preds = %relu1_grad.ox95
+  %oy94.next = add nsw i64 %relu1_grad.oy94223, 1
   %744 = icmp slt i64 %oy94.next, 24
-  br i1 %744, label %oy94, label %oy94.end
+  br i1 %744, label %relu1_grad.oy94, label %relu1_grad.oy94.end
 
-oy96:                                             ; preds = %ox97.end, %oy94.end
-  %oy96239 = phi i64 [ 0, %oy94.end ], [ %oy96.next, %ox97.end ]
-  br label %ox97
+relu1_grad.oy96:                                  ; preds = %relu1_grad.ox97.end, %relu1_grad.oy94.end
+  %relu1_grad.oy96227 = phi i64 [ 0, %relu1_grad.oy94.end ], [ %oy96.next, %relu1_grad.ox97.end ]
+  br label %relu1_grad.ox97
 
-oy96.end:                                         ; preds = %ox97.end
-  br label %oy98
+relu1_grad.oy96.end:                              ; preds = %relu1_grad.ox97.end
+  br label %relu1_grad.oy98
 
-ox97:                                             ; preds = %ox97, %oy96
-  %ox97240 = phi i64 [ 0, %oy96 ], [ %ox97.next, %ox97 ]
-  %745 = mul nsw i64 %g87223, 64
-  %746 = add nsw i64 %745, %j91232
+relu1_grad.ox97:                                  ; preds = %relu1_grad.ox97, %relu1_grad.oy96
+  %relu1_grad.ox97228 = phi i64 [ 0, %relu1_grad.oy96 ], [ %ox97.next, %relu1_grad.ox97 ]
+  %745 = mul nsw i64 %relu1_grad.g87211, 64
+  %746 = add nsw i64 %745, %relu1_grad.j91220
   %747 = mul nsw i64 %746, 21632
   %748 = add nsw i64 1384448, %747
-  %749 = mul nsw i64 %c92233, 676
+  %749 = mul nsw i64 %relu1_grad.c92221, 676
   %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %oy96239, %ky93234
+  %751 = add nsw i64 %relu1_grad.oy96227, %relu1_grad.ky93222
   %752 = mul nsw i64 %751, 26
   %753 = add nsw i64 %750, %752
-  %754 = add nsw i64 %ox97240, 1
+  %754 = add nsw i64 %relu1_grad.ox97228, 1
   %755 = add nsw i64 %753, %754
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 %755
-  %756 = load float, ptr %arena241, align 4
-  %757 = mul nsw i64 %c92233, 3
-  %758 = add nsw i64 %757, %ky93234
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %755
+  %756 = load float, ptr %arena229, align 4
+  %757 = mul nsw i64 %relu1_grad.c92221, 3
+  %758 = add nsw i64 %757, %relu1_grad.ky93222
   %759 = mul nsw i64 %758, 3
   %760 = add nsw i64 %759, 1
   %761 = mul nsw i64 %760, 36864
   %762 = add nsw i64 6710544, %761
-  %763 = mul nsw i64 %j91232, 576
+  %763 = mul nsw i64 %relu1_grad.j91220, 576
   %764 = add nsw i64 %762, %763
-  %765 = mul nsw i64 %oy96239, 24
+  %765 = mul nsw i64 %relu1_grad.oy96227, 24
   %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %766, %ox97240
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 %767
-  %768 = load float, ptr %arena242, align 4
+  %767 = add nsw i64 %766, %relu1_grad.ox97228
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %767
+  %768 = load float, ptr %arena230, align 4
   %769 = fadd float %756, %768
-  store float %769, ptr %arena241, align 4
-  %ox97.next = add nsw i64 %ox97240, 1
+  store float %769, ptr %arena229, align 4
+  %ox97.next = add nsw i64 %relu1_grad.ox97228, 1
   %770 = icmp slt i64 %ox97.next, 24
-  br i1 %770, label %ox97, label %ox97.end
+  br i1 %770, label %relu1_grad.ox97, label %relu1_grad.ox97.end
 
-ox97.end:                                         ; preds = %ox97
-  %oy96.next = add nsw i64 %oy96239, 1
+relu1_grad.ox97.end:                              ; preds = %relu1_grad.ox97
+  %oy96.next = add nsw i64 %relu1_grad.oy96227, 1
   %771 = icmp slt i64 %oy96.next, 24
-  br i1 %771, label %oy96, label %oy96.end
+  br i1 %771, label %relu1_grad.oy96, label %relu1_grad.oy96.end
 
-oy98:                                             ; preds = %ox99.end, %oy96.end
-  %oy98243 = phi i64 [ 0, %oy96.end ], [ %oy98.next, %ox99.end ]
-  br label %ox99
+relu1_grad.oy98:                                  ; preds = %relu1_grad.ox99.end, %relu1_grad.oy96.end
+  %relu1_grad.oy98231 = phi i64 [ 0, %relu1_grad.oy96.end ], [ %oy98.next, %relu1_grad.ox99.end ]
+  br label %relu1_grad.ox99
 
-oy98.end:                                         ; preds = %ox99.end
-  %ky93.next = add nsw i64 %ky93234, 1
+relu1_grad.oy98.end:                              ; preds = %relu1_grad.ox99.end
+  %ky93.next = add nsw i64 %relu1_grad.ky93222, 1
   %772 = icmp slt i64 %ky93.next, 3
-  br i1 %772, label %ky93, label %ky93.end
+  br i1 %772, label %relu1_grad.ky93, label %relu1_grad.ky93.end
 
-ox99:                                             ; preds = %ox99, %oy98
-  %ox99244 = phi i64 [ 0, %oy98 ], [ %ox99.next, %ox99 ]
-  %773 = mul nsw i64 %g87223, 64
-  %774 = add nsw i64 %773, %j91232
+relu1_grad.ox99:                                  ; preds = %relu1_grad.ox99, %relu1_grad.oy98
+  %relu1_grad.ox99232 = phi i64 [ 0, %relu1_grad.oy98 ], [ %ox99.next, %relu1_grad.ox99 ]
+  %773 = mul nsw i64 %relu1_grad.g87211, 64
+  %774 = add nsw i64 %773, %relu1_grad.j91220
   %775 = mul nsw i64 %774, 21632
   %776 = add nsw i64 1384448, %775
-  %777 = mul nsw i64 %c92233, 676
+  %777 = mul nsw i64 %relu1_grad.c92221, 676
   %778 = add nsw i64 %776, %777
-  %779 = add nsw i64 %oy98243, %ky93234
+  %779 = add nsw i64 %relu1_grad.oy98231, %relu1_grad.ky93222
   %780 = mul nsw i64 %779, 26
   %781 = add nsw i64 %778, %780
-  %782 = add nsw i64 %ox99244, 2
+  %782 = add nsw i64 %relu1_grad.ox99232, 2
   %783 = add nsw i64 %781, %782
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %783
-  %784 = load float, ptr %arena245, align 4
-  %785 = mul nsw i64 %c92233, 3
-  %786 = add nsw i64 %785, %ky93234
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %783
+  %784 = load float, ptr %arena233, align 4
+  %785 = mul nsw i64 %relu1_grad.c92221, 3
+  %786 = add nsw i64 %785, %relu1_grad.ky93222
   %787 = mul nsw i64 %786, 3
   %788 = add nsw i64 %787, 2
   %789 = mul nsw i64 %788, 36864
   %790 = add nsw i64 6710544, %789
-  %791 = mul nsw i64 %j91232, 576
+  %791 = mul nsw i64 %relu1_grad.j91220, 576
   %792 = add nsw i64 %790, %791
-  %793 = mul nsw i64 %oy98243, 24
+  %793 = mul nsw i64 %relu1_grad.oy98231, 24
   %794 = add nsw i64 %792, %793
-  %795 = add nsw i64 %794, %ox99244
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 %795
-  %796 = load float, ptr %arena246, align 4
+  %795 = add nsw i64 %794, %relu1_grad.ox99232
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %795
+  %796 = load float, ptr %arena234, align 4
   %797 = fadd float %784, %796
-  store float %797, ptr %arena245, align 4
-  %ox99.next = add nsw i64 %ox99244, 1
+  store float %797, ptr %arena233, align 4
+  %ox99.next = add nsw i64 %relu1_grad.ox99232, 1
   %798 = icmp slt i64 %ox99.next, 24
-  br i1 %798, label %ox99, label %ox99.end
+  br i1 %798, label %relu1_grad.ox99, label %relu1_grad.ox99.end
 
-ox99.end:                                         ; preds = %ox99
-  %oy98.next = add nsw i64 %oy98243, 1
+relu1_grad.ox99.end:                              ; preds = %relu1_grad.ox99
+  %oy98.next = add nsw i64 %relu1_grad.oy98231, 1
   %799 = icmp slt i64 %oy98.next, 24
-  br i1 %799, label %oy98, label %oy98.end
+  br i1 %799, label %relu1_grad.oy98, label %relu1_grad.oy98.end
 
-i100:                                             ; preds = %i100, %g87.end
-  %i100247 = phi i64 [ 0, %g87.end ], [ %i100.next, %i100 ]
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %i100247
-  %800 = load float, ptr %arena248, align 4
+conv1_grad.i100:                                  ; preds = %conv1_grad.i100, %relu1_grad.g87.end
+  %conv1_grad.i100235 = phi i64 [ 0, %relu1_grad.g87.end ], [ %i100.next, %conv1_grad.i100 ]
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i100235
+  %800 = load float, ptr %arena236, align 4
   %801 = fcmp ogt float %800, 0.000000e+00
-  %802 = add nsw i64 1384448, %i100247
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %802
-  %803 = load float, ptr %arena249, align 4
+  %802 = add nsw i64 1384448, %conv1_grad.i100235
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %802
+  %803 = load float, ptr %arena237, align 4
   %804 = select i1 %801, float %803, float 0.000000e+00
-  %805 = add nsw i64 3171600, %i100247
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %805
-  store float %804, ptr %arena250, align 4
-  %i100.next = add nsw i64 %i100247, 1
+  %805 = add nsw i64 3171600, %conv1_grad.i100235
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %805
+  store float %804, ptr %arena238, align 4
+  %i100.next = add nsw i64 %conv1_grad.i100235, 1
   %806 = icmp slt i64 %i100.next, 1384448
-  br i1 %806, label %i100, label %i100.end
+  br i1 %806, label %conv1_grad.i100, label %conv1_grad.i100.end
 
-i100.end:                                         ; preds = %i100
-  br label %i101
+conv1_grad.i100.end:                              ; preds = %conv1_grad.i100
+  br label %conv1_weight_grad.i101
 
-i101:                                             ; preds = %i101, %i100.end
-  %i101251 = phi i64 [ 0, %i100.end ], [ %i101.next, %i101 ]
-  %grads252 = getelementptr inbounds float, ptr %grads, i64 %i101251
-  store float 0.000000e+00, ptr %grads252, align 4
-  %i101.next = add nsw i64 %i101251, 1
+conv1_weight_grad.i101:                           ; preds = %conv1_weight_grad.i101, %conv1_grad.i100.end
+  %conv1_weight_grad.i101239 = phi i64 [ 0, %conv1_grad.i100.end ], [ %i101.next, %conv1_weight_grad.i101 ]
+  %grads240 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i101239
+  store float 0.000000e+00, ptr %grads240, align 4
+  %i101.next = add nsw i64 %conv1_weight_grad.i101239, 1
   %807 = icmp slt i64 %i101.next, 288
-  br i1 %807, label %i101, label %i101.end
+  br i1 %807, label %conv1_weight_grad.i101, label %conv1_weight_grad.i101.end
 
-i101.end:                                         ; preds = %i101
-  br label %g102
+conv1_weight_grad.i101.end:                       ; preds = %conv1_weight_grad.i101
+  br label %conv1_weight_grad.g102
 
-g102:                                             ; preds = %j112.end, %i101.end
-  %g102253 = phi i64 [ 0, %i101.end ], [ %g102.next, %j112.end ]
-  br label %j103
+conv1_weight_grad.g102:                           ; preds = %conv1_weight_grad.j112.end, %conv1_weight_grad.i101.end
+  %conv1_weight_grad.g102241 = phi i64 [ 0, %conv1_weight_grad.i101.end ], [ %g102.next, %conv1_weight_grad.j112.end ]
+  br label %conv1_weight_grad.j103
 
-g102.end:                                         ; preds = %j112.end
-  br label %f115
+conv1_weight_grad.g102.end:                       ; preds = %conv1_weight_grad.j112.end
+  br label %conv1_bias_grad.f115
 
-j103:                                             ; preds = %c104.end, %g102
-  %j103254 = phi i64 [ 0, %g102 ], [ %j103.next, %c104.end ]
-  br label %c104
+conv1_weight_grad.j103:                           ; preds = %conv1_weight_grad.c104.end, %conv1_weight_grad.g102
+  %conv1_weight_grad.j103242 = phi i64 [ 0, %conv1_weight_grad.g102 ], [ %j103.next, %conv1_weight_grad.c104.end ]
+  br label %conv1_weight_grad.c104
 
-j103.end:                                         ; preds = %c104.end
-  br label %j112
+conv1_weight_grad.j103.end:                       ; preds = %conv1_weight_grad.c104.end
+  br label %conv1_weight_grad.j112
 
-c104:                                             ; preds = %ky105.end, %j103
-  %c104255 = phi i64 [ 0, %j103 ], [ %c104.next, %ky105.end ]
-  br label %ky105
+conv1_weight_grad.c104:                           ; preds = %conv1_weight_grad.ky105.end, %conv1_weight_grad.j103
+  %conv1_weight_grad.c104243 = phi i64 [ 0, %conv1_weight_grad.j103 ], [ %c104.next, %conv1_weight_grad.ky105.end ]
+  br label %conv1_weight_grad.ky105
 
-c104.end:                                         ; preds = %ky105.end
-  %j103.next = add nsw i64 %j103254, 1
+conv1_weight_grad.c104.end:                       ; preds = %conv1_weight_grad.ky105.end
+  %j103.next = add nsw i64 %conv1_weight_grad.j103242, 1
   %808 = icmp slt i64 %j103.next, 64
-  br i1 %808, label %j103, label %j103.end
+  br i1 %808, label %conv1_weight_grad.j103, label %conv1_weight_grad.j103.end
 
-ky105:                                            ; preds = %oy110.end, %c104
-  %ky105256 = phi i64 [ 0, %c104 ], [ %ky105.next, %oy110.end ]
-  br label %oy106
+conv1_weight_grad.ky105:                          ; preds = %conv1_weight_grad.oy110.end, %conv1_weight_grad.c104
+  %conv1_weight_grad.ky105244 = phi i64 [ 0, %conv1_weight_grad.c104 ], [ %ky105.next, %conv1_weight_grad.oy110.end ]
+  br label %conv1_weight_grad.oy106
 
-ky105.end:                                        ; preds = %oy110.end
-  %c104.next = add nsw i64 %c104255, 1
+conv1_weight_grad.ky105.end:                      ; preds = %conv1_weight_grad.oy110.end
+  %c104.next = add nsw i64 %conv1_weight_grad.c104243, 1
   %809 = icmp slt i64 %c104.next, 1
-  br i1 %809, label %c104, label %c104.end
+  br i1 %809, label %conv1_weight_grad.c104, label %conv1_weight_grad.c104.end
 
-oy106:                                            ; preds = %ox107.end, %ky105
-  %oy106257 = phi i64 [ 0, %ky105 ], [ %oy106.next, %ox107.end ]
-  br label %ox107
+conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.ky105
+  %conv1_weight_grad.oy106245 = phi i64 [ 0, %conv1_weight_grad.ky105 ], [ %oy106.next, %conv1_weight_grad.ox107.end ]
+  br label %conv1_weight_grad.ox107
 
-oy106.end:                                        ; preds = %ox107.end
-  br label %oy108
+conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.ox107.end
+  br label %conv1_weight_grad.oy108
 
-ox107:                                            ; preds = %ox107, %oy106
-  %ox107258 = phi i64 [ 0, %oy106 ], [ %ox107.next, %ox107 ]
-  %810 = mul nsw i64 %g102253, 64
-  %811 = add nsw i64 %810, %j103254
+conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.oy106
+  %conv1_weight_grad.ox107246 = phi i64 [ 0, %conv1_weight_grad.oy106 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
+  %810 = mul nsw i64 %conv1_weight_grad.g102241, 64
+  %811 = add nsw i64 %810, %conv1_weight_grad.j103242
   %812 = mul nsw i64 %811, 784
-  %813 = mul nsw i64 %c104255, 784
+  %813 = mul nsw i64 %conv1_weight_grad.c104243, 784
   %814 = add nsw i64 %812, %813
-  %815 = add nsw i64 %oy106257, %ky105256
+  %815 = add nsw i64 %conv1_weight_grad.oy106245, %conv1_weight_grad.ky105244
   %816 = mul nsw i64 %815, 28
   %817 = add nsw i64 %814, %816
-  %818 = add nsw i64 %817, %ox107258
-  %images259 = getelementptr inbounds float, ptr %images, i64 %818
-  %819 = load float, ptr %images259, align 4
-  %820 = mul nsw i64 %c104255, 3
-  %821 = add nsw i64 %820, %ky105256
+  %818 = add nsw i64 %817, %conv1_weight_grad.ox107246
+  %images247 = getelementptr inbounds float, ptr %images, i64 %818
+  %819 = load float, ptr %images247, align 4
+  %820 = mul nsw i64 %conv1_weight_grad.c104243, 3
+  %821 = add nsw i64 %820, %conv1_weight_grad.ky105244
   %822 = mul nsw i64 %821, 3
   %823 = mul nsw i64 %822, 43264
-  %824 = mul nsw i64 %j103254, 676
+  %824 = mul nsw i64 %conv1_weight_grad.j103242, 676
   %825 = add nsw i64 %823, %824
-  %826 = mul nsw i64 %oy106257, 26
+  %826 = mul nsw i64 %conv1_weight_grad.oy106245, 26
   %827 = add nsw i64 %825, %826
-  %828 = add nsw i64 %827, %ox107258
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %828
-  store float %819, ptr %arena260, align 4
-  %ox107.next = add nsw i64 %ox107258, 1
+  %828 = add nsw i64 %827, %conv1_weight_grad.ox107246
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %828
+  store float %819, ptr %arena248, align 4
+  %ox107.next = add nsw i64 %conv1_weight_grad.ox107246, 1
   %829 = icmp slt i64 %ox107.next, 26
-  br i1 %829, label %ox107, label %ox107.end
+  br i1 %829, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
 
-ox107.end:                                        ; preds = %ox107
-  %oy106.next = add nsw i64 %oy106257, 1
+conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
+  %oy106.next = add nsw i64 %conv1_weight_grad.oy106245, 1
   %830 = icmp slt i64 %oy106.next, 26
-  br i1 %830, label %oy106, label %oy106.end
+  br i1 %830, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
 
-oy108:                                            ; preds = %ox109.end, %oy106.end
-  %oy108261 = phi i64 [ 0, %oy106.end ], [ %oy108.next, %ox109.end ]
-  br label %ox109
+conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy106.end
+  %conv1_weight_grad.oy108249 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.ox109.end ]
+  br label %conv1_weight_grad.ox109
 
-oy108.end:                                        ; preds = %ox109.end
-  br label %oy110
+conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.ox109.end
+  br label %conv1_weight_grad.oy110
 
-ox109:                                            ; preds = %ox109, %oy108
-  %ox109262 = phi i64 [ 0, %oy108 ], [ %ox109.next, %ox109 ]
-  %831 = mul nsw i64 %g102253, 64
-  %832 = add nsw i64 %831, %j103254
+conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.oy108
+  %conv1_weight_grad.ox109250 = phi i64 [ 0, %conv1_weight_grad.oy108 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
+  %831 = mul nsw i64 %conv1_weight_grad.g102241, 64
+  %832 = add nsw i64 %831, %conv1_weight_grad.j103242
   %833 = mul nsw i64 %832, 784
-  %834 = mul nsw i64 %c104255, 784
+  %834 = mul nsw i64 %conv1_weight_grad.c104243, 784
   %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %oy108261, %ky105256
+  %836 = add nsw i64 %conv1_weight_grad.oy108249, %conv1_weight_grad.ky105244
   %837 = mul nsw i64 %836, 28
   %838 = add nsw i64 %835, %837
-  %839 = add nsw i64 %ox109262, 1
+  %839 = add nsw i64 %conv1_weight_grad.ox109250, 1
   %840 = add nsw i64 %838, %839
-  %images263 = getelementptr inbounds float, ptr %images, i64 %840
-  %841 = load float, ptr %images263, align 4
-  %842 = mul nsw i64 %c104255, 3
-  %843 = add nsw i64 %842, %ky105256
+  %images251 = getelementptr inbounds float, ptr %images, i64 %840
+  %841 = load float, ptr %images251, align 4
+  %842 = mul nsw i64 %conv1_weight_grad.c104243, 3
+  %843 = add nsw i64 %842, %conv1_weight_grad.ky105244
   %844 = mul nsw i64 %843, 3
   %845 = add nsw i64 %844, 1
   %846 = mul nsw i64 %845, 43264
-  %847 = mul nsw i64 %j103254, 676
+  %847 = mul nsw i64 %conv1_weight_grad.j103242, 676
   %848 = add nsw i64 %846, %847
-  %849 = mul nsw i64 %oy108261, 26
+  %849 = mul nsw i64 %conv1_weight_grad.oy108249, 26
   %850 = add nsw i64 %848, %849
-  %851 = add nsw i64 %850, %ox109262
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %851
-  store float %841, ptr %arena264, align 4
-  %ox109.next = add nsw i64 %ox109262, 1
+  %851 = add nsw i64 %850, %conv1_weight_grad.ox109250
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %851
+  store float %841, ptr %arena252, align 4
+  %ox109.next = add nsw i64 %conv1_weight_grad.ox109250, 1
   %852 = icmp slt i64 %ox109.next, 26
-  br i1 %852, label %ox109, label %ox109.end
+  br i1 %852, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
 
-ox109.end:                                        ; preds = %ox109
-  %oy108.next = add nsw i64 %oy108261, 1
+conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
+  %oy108.next = add nsw i64 %conv1_weight_grad.oy108249, 1
   %853 = icmp slt i64 %oy108.next, 26
-  br i1 %853, label %oy108, label %oy108.end
+  br i1 %853, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
 
-oy110:                                            ; preds = %ox111.end, %oy108.end
-  %oy110265 = phi i64 [ 0, %oy108.end ], [ %oy110.next, %ox111.end ]
-  br label %ox111
+conv1_weight_grad.oy110:                          ; preds = %conv1_weight_grad.ox111.end, %conv1_weight_grad.oy108.end
+  %conv1_weight_grad.oy110253 = phi i64 [ 0, %conv1_weight_grad.oy108.end ], [ %oy110.next, %conv1_weight_grad.ox111.end ]
+  br label %conv1_weight_grad.ox111
 
-oy110.end:                                        ; preds = %ox111.end
-  %ky105.next = add nsw i64 %ky105256, 1
+conv1_weight_grad.oy110.end:                      ; preds = %conv1_weight_grad.ox111.end
+  %ky105.next = add nsw i64 %conv1_weight_grad.ky105244, 1
   %854 = icmp slt i64 %ky105.next, 3
-  br i1 %854, label %ky105, label %ky105.end
+  br i1 %854, label %conv1_weight_grad.ky105, label %conv1_weight_grad.ky105.end
 
-ox111:                                            ; preds = %ox111, %oy110
-  %ox111266 = phi i64 [ 0, %oy110 ], [ %ox111.next, %ox111 ]
-  %855 = mul nsw i64 %g102253, 64
-  %856 = add nsw i64 %855, %j103254
+conv1_weight_grad.ox111:                          ; preds = %conv1_weight_grad.ox111, %conv1_weight_grad.oy110
+  %conv1_weight_grad.ox111254 = phi i64 [ 0, %conv1_weight_grad.oy110 ], [ %ox111.next, %conv1_weight_grad.ox111 ]
+  %855 = mul nsw i64 %conv1_weight_grad.g102241, 64
+  %856 = add nsw i64 %855, %conv1_weight_grad.j103242
   %857 = mul nsw i64 %856, 784
-  %858 = mul nsw i64 %c104255, 784
+  %858 = mul nsw i64 %conv1_weight_grad.c104243, 784
   %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %oy110265, %ky105256
+  %860 = add nsw i64 %conv1_weight_grad.oy110253, %conv1_weight_grad.ky105244
   %861 = mul nsw i64 %860, 28
   %862 = add nsw i64 %859, %861
-  %863 = add nsw i64 %ox111266, 2
+  %863 = add nsw i64 %conv1_weight_grad.ox111254, 2
   %864 = add nsw i64 %862, %863
-  %images267 = getelementptr inbounds float, ptr %images, i64 %864
-  %865 = load float, ptr %images267, align 4
-  %866 = mul nsw i64 %c104255, 3
-  %867 = add nsw i64 %866, %ky105256
+  %images255 = getelementptr inbounds float, ptr %images, i64 %864
+  %865 = load float, ptr %images255, align 4
+  %866 = mul nsw i64 %conv1_weight_grad.c104243, 3
+  %867 = add nsw i64 %866, %conv1_weight_grad.ky105244
   %868 = mul nsw i64 %867, 3
   %869 = add nsw i64 %868, 2
   %870 = mul nsw i64 %869, 43264
-  %871 = mul nsw i64 %j103254, 676
+  %871 = mul nsw i64 %conv1_weight_grad.j103242, 676
   %872 = add nsw i64 %870, %871
-  %873 = mul nsw i64 %oy110265, 26
+  %873 = mul nsw i64 %conv1_weight_grad.oy110253, 26
   %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %ox111266
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %875
-  store float %865, ptr %arena268, align 4
-  %ox111.next = add nsw i64 %ox111266, 1
+  %875 = add nsw i64 %874, %conv1_weight_grad.ox111254
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %875
+  store float %865, ptr %arena256, align 4
+  %ox111.next = add nsw i64 %conv1_weight_grad.ox111254, 1
   %876 = icmp slt i64 %ox111.next, 26
-  br i1 %876, label %ox111, label %ox111.end
+  br i1 %876, label %conv1_weight_grad.ox111, label %conv1_weight_grad.ox111.end
 
-ox111.end:                                        ; preds = %ox111
-  %oy110.next = add nsw i64 %oy110265, 1
+conv1_weight_grad.ox111.end:                      ; preds = %conv1_weight_grad.ox111
+  %oy110.next = add nsw i64 %conv1_weight_grad.oy110253, 1
   %877 = icmp slt i64 %oy110.next, 26
-  br i1 %877, label %oy110, label %oy110.end
+  br i1 %877, label %conv1_weight_grad.oy110, label %conv1_weight_grad.oy110.end
 
-j112:                                             ; preds = %f113.end, %j103.end
-  %j112269 = phi i64 [ 0, %j103.end ], [ %j112.next, %f113.end ]
-  br label %f113
+conv1_weight_grad.j112:                           ; preds = %conv1_weight_grad.f113.end, %conv1_weight_grad.j103.end
+  %conv1_weight_grad.j112257 = phi i64 [ 0, %conv1_weight_grad.j103.end ], [ %j112.next, %conv1_weight_grad.f113.end ]
+  br label %conv1_weight_grad.f113
 
-j112.end:                                         ; preds = %f113.end
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 389376
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads276 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena274, i32 43264, ptr %arena275, i32 43264, float 1.000000e+00, ptr %grads276, i32 9)
-  %g102.next = add nsw i64 %g102253, 1
+conv1_weight_grad.j112.end:                       ; preds = %conv1_weight_grad.f113.end
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 389376
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads264 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena262, i32 43264, ptr %arena263, i32 43264, float 1.000000e+00, ptr %grads264, i32 9)
+  %g102.next = add nsw i64 %conv1_weight_grad.g102241, 1
   %878 = icmp slt i64 %g102.next, 1
-  br i1 %878, label %g102, label %g102.end
+  br i1 %878, label %conv1_weight_grad.g102, label %conv1_weight_grad.g102.end
 
-f113:                                             ; preds = %i114.end, %j112
-  %f113270 = phi i64 [ 0, %j112 ], [ %f113.next, %i114.end ]
-  br label %i114
+conv1_weight_grad.f113:                           ; preds = %conv1_weight_grad.i114.end, %conv1_weight_grad.j112
+  %conv1_weight_grad.f113258 = phi i64 [ 0, %conv1_weight_grad.j112 ], [ %f113.next, %conv1_weight_grad.i114.end ]
+  br label %conv1_weight_grad.i114
 
-f113.end:                                         ; preds = %i114.end
-  %j112.next = add nsw i64 %j112269, 1
+conv1_weight_grad.f113.end:                       ; preds = %conv1_weight_grad.i114.end
+  %j112.next = add nsw i64 %conv1_weight_grad.j112257, 1
   %879 = icmp slt i64 %j112.next, 64
-  br i1 %879, label %j112, label %j112.end
+  br i1 %879, label %conv1_weight_grad.j112, label %conv1_weight_grad.j112.end
 
-i114:                                             ; preds = %i114, %f113
-  %i114271 = phi i64 [ 0, %f113 ], [ %i114.next, %i114 ]
-  %880 = mul nsw i64 %g102253, 64
-  %881 = add nsw i64 %880, %j112269
+conv1_weight_grad.i114:                           ; preds = %conv1_weight_grad.i114, %conv1_weight_grad.f113
+  %conv1_weight_grad.i114259 = phi i64 [ 0, %conv1_weight_grad.f113 ], [ %i114.next, %conv1_weight_grad.i114 ]
+  %880 = mul nsw i64 %conv1_weight_grad.g102241, 64
+  %881 = add nsw i64 %880, %conv1_weight_grad.j112257
   %882 = mul nsw i64 %881, 21632
   %883 = add nsw i64 3171600, %882
-  %884 = mul nsw i64 %f113270, 676
+  %884 = mul nsw i64 %conv1_weight_grad.f113258, 676
   %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %i114271
-  %arena272 = getelementptr inbounds float, ptr %arena, i64 %886
-  %887 = load float, ptr %arena272, align 4
-  %888 = mul nsw i64 %f113270, 43264
+  %886 = add nsw i64 %885, %conv1_weight_grad.i114259
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %886
+  %887 = load float, ptr %arena260, align 4
+  %888 = mul nsw i64 %conv1_weight_grad.f113258, 43264
   %889 = add nsw i64 389376, %888
-  %890 = mul nsw i64 %j112269, 676
+  %890 = mul nsw i64 %conv1_weight_grad.j112257, 676
   %891 = add nsw i64 %889, %890
-  %892 = add nsw i64 %891, %i114271
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %892
-  store float %887, ptr %arena273, align 4
-  %i114.next = add nsw i64 %i114271, 1
+  %892 = add nsw i64 %891, %conv1_weight_grad.i114259
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %892
+  store float %887, ptr %arena261, align 4
+  %i114.next = add nsw i64 %conv1_weight_grad.i114259, 1
   %893 = icmp slt i64 %i114.next, 676
-  br i1 %893, label %i114, label %i114.end
+  br i1 %893, label %conv1_weight_grad.i114, label %conv1_weight_grad.i114.end
 
-i114.end:                                         ; preds = %i114
-  %f113.next = add nsw i64 %f113270, 1
+conv1_weight_grad.i114.end:                       ; preds = %conv1_weight_grad.i114
+  %f113.next = add nsw i64 %conv1_weight_grad.f113258, 1
   %894 = icmp slt i64 %f113.next, 32
-  br i1 %894, label %f113, label %f113.end
+  br i1 %894, label %conv1_weight_grad.f113, label %conv1_weight_grad.f113.end
 
-f115:                                             ; preds = %img117.end, %g102.end
-  %f115277 = phi i64 [ 0, %g102.end ], [ %f115.next, %img117.end ]
-  store float 0.000000e+00, ptr %acc116, align 4
-  br label %img117
+conv1_bias_grad.f115:                             ; preds = %conv1_bias_grad.img117.end, %conv1_weight_grad.g102.end
+  %conv1_bias_grad.f115265 = phi i64 [ 0, %conv1_weight_grad.g102.end ], [ %f115.next, %conv1_bias_grad.img117.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc116, align 4
+  br label %conv1_bias_grad.img117
 
-f115.end:                                         ; preds = %img117.end
+conv1_bias_grad.f115.end:                         ; preds = %conv1_bias_grad.img117.end
   %895 = sitofp i64 %step to float
   %896 = fmul float %895, 0xBFBAF8E8A0000000
   %897 = call float @llvm.exp.f32(float %896)
   %898 = fsub float 1.000000e+00, %897
   %899 = fdiv float %lr, %898
-  store float %899, ptr %step_size119, align 4
+  store float %899, ptr %adam.step_size119, align 4
   %900 = sitofp i64 %step to float
   %901 = fmul float %900, 0xBF50645940000000
   %902 = call float @llvm.exp.f32(float %901)
   %903 = fsub float 1.000000e+00, %902
   %904 = call float @llvm.sqrt.f32(float %903)
-  store float %904, ptr %bc2_sqrt120, align 4
-  br label %i121
+  store float %904, ptr %adam.bc2_sqrt120, align 4
+  br label %adam.i121
 
-img117:                                           ; preds = %i118.end, %f115
-  %img117278 = phi i64 [ 0, %f115 ], [ %img117.next, %i118.end ]
-  br label %i118
+conv1_bias_grad.img117:                           ; preds = %conv1_bias_grad.i118.end, %conv1_bias_grad.f115
+  %conv1_bias_grad.img117266 = phi i64 [ 0, %conv1_bias_grad.f115 ], [ %img117.next, %conv1_bias_grad.i118.end ]
+  br label %conv1_bias_grad.i118
 
-img117.end:                                       ; preds = %i118.end
-  %acc116282 = load float, ptr %acc116, align 4
-  %905 = add nsw i64 288, %f115277
-  %grads283 = getelementptr inbounds float, ptr %grads, i64 %905
-  store float %acc116282, ptr %grads283, align 4
-  %f115.next = add nsw i64 %f115277, 1
+conv1_bias_grad.img117.end:                       ; preds = %conv1_bias_grad.i118.end
+  %acc116269 = load float, ptr %conv1_bias_grad.acc116, align 4
+  %905 = add nsw i64 288, %conv1_bias_grad.f115265
+  %grads270 = getelementptr inbounds float, ptr %grads, i64 %905
+  store float %acc116269, ptr %grads270, align 4
+  %f115.next = add nsw i64 %conv1_bias_grad.f115265, 1
   %906 = icmp slt i64 %f115.next, 32
-  br i1 %906, label %f115, label %f115.end
+  br i1 %906, label %conv1_bias_grad.f115, label %conv1_bias_grad.f115.end
 
-i118:                                             ; preds = %i118, %img117
-  %i118279 = phi i64 [ 0, %img117 ], [ %i118.next, %i118 ]
-  %acc116280 = load float, ptr %acc116, align 4
-  %907 = mul nsw i64 %img117278, 21632
+conv1_bias_grad.i118:                             ; preds = %conv1_bias_grad.i118, %conv1_bias_grad.img117
+  %conv1_bias_grad.i118267 = phi i64 [ 0, %conv1_bias_grad.img117 ], [ %i118.next, %conv1_bias_grad.i118 ]
+  %acc116 = load float, ptr %conv1_bias_grad.acc116, align 4
+  %907 = mul nsw i64 %conv1_bias_grad.img117266, 21632
   %908 = add nsw i64 3171600, %907
-  %909 = mul nsw i64 %f115277, 676
+  %909 = mul nsw i64 %conv1_bias_grad.f115265, 676
   %910 = add nsw i64 %908, %909
-  %911 = add nsw i64 %910, %i118279
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = load float, ptr %arena281, align 4
-  %913 = fadd float %acc116280, %912
-  store float %913, ptr %acc116, align 4
-  %i118.next = add nsw i64 %i118279, 1
+  %911 = add nsw i64 %910, %conv1_bias_grad.i118267
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load float, ptr %arena268, align 4
+  %913 = fadd float %acc116, %912
+  store float %913, ptr %conv1_bias_grad.acc116, align 4
+  %i118.next = add nsw i64 %conv1_bias_grad.i118267, 1
   %914 = icmp slt i64 %i118.next, 676
-  br i1 %914, label %i118, label %i118.end
+  br i1 %914, label %conv1_bias_grad.i118, label %conv1_bias_grad.i118.end
 
-i118.end:                                         ; preds = %i118
-  %img117.next = add nsw i64 %img117278, 1
+conv1_bias_grad.i118.end:                         ; preds = %conv1_bias_grad.i118
+  %img117.next = add nsw i64 %conv1_bias_grad.img117266, 1
   %915 = icmp slt i64 %img117.next, 64
-  br i1 %915, label %img117, label %img117.end
+  br i1 %915, label %conv1_bias_grad.img117, label %conv1_bias_grad.img117.end
 
-i121:                                             ; preds = %i121, %f115.end
-  %i121284 = phi i64 [ 0, %f115.end ], [ %i121.next, %i121 ]
-  %grads285 = getelementptr inbounds float, ptr %grads, i64 %i121284
-  %916 = load float, ptr %grads285, align 4
-  %params286 = getelementptr inbounds float, ptr %params, i64 %i121284
-  %917 = load float, ptr %params286, align 4
+adam.i121:                                        ; preds = %adam.i121, %conv1_bias_grad.f115.end
+  %adam.i121271 = phi i64 [ 0, %conv1_bias_grad.f115.end ], [ %i121.next, %adam.i121 ]
+  %grads272 = getelementptr inbounds float, ptr %grads, i64 %adam.i121271
+  %916 = load float, ptr %grads272, align 4
+  %params273 = getelementptr inbounds float, ptr %params, i64 %adam.i121271
+  %917 = load float, ptr %params273, align 4
   %918 = fmul float 0.000000e+00, %917
   %919 = fadd float %916, %918
-  store float %919, ptr %g, align 4
-  %m287 = getelementptr inbounds float, ptr %m, i64 %i121284
-  %920 = load float, ptr %m287, align 4
+  store float %919, ptr %adam.g, align 4
+  %m274 = getelementptr inbounds float, ptr %m, i64 %adam.i121271
+  %920 = load float, ptr %m274, align 4
   %921 = fmul float 0x3FECCCCCC0000000, %920
-  %g288 = load float, ptr %g, align 4
-  %922 = fmul float 0x3FB9999A00000000, %g288
+  %g = load float, ptr %adam.g, align 4
+  %922 = fmul float 0x3FB9999A00000000, %g
   %923 = fadd float %921, %922
-  store float %923, ptr %m_new, align 4
-  %v289 = getelementptr inbounds float, ptr %v, i64 %i121284
-  %924 = load float, ptr %v289, align 4
+  store float %923, ptr %adam.m_new, align 4
+  %v275 = getelementptr inbounds float, ptr %v, i64 %adam.i121271
+  %924 = load float, ptr %v275, align 4
   %925 = fmul float 0x3FEFF7CEE0000000, %924
-  %g290 = load float, ptr %g, align 4
-  %926 = fmul float 0x3F50624000000000, %g290
-  %g291 = load float, ptr %g, align 4
-  %927 = fmul float %926, %g291
+  %g276 = load float, ptr %adam.g, align 4
+  %926 = fmul float 0x3F50624000000000, %g276
+  %g277 = load float, ptr %adam.g, align 4
+  %927 = fmul float %926, %g277
   %928 = fadd float %925, %927
-  store float %928, ptr %v_new, align 4
-  %m_new292 = load float, ptr %m_new, align 4
-  %m293 = getelementptr inbounds float, ptr %m, i64 %i121284
-  store float %m_new292, ptr %m293, align 4
-  %v_new294 = load float, ptr %v_new, align 4
-  %v295 = getelementptr inbounds float, ptr %v, i64 %i121284
-  store float %v_new294, ptr %v295, align 4
-  %params296 = getelementptr inbounds float, ptr %params, i64 %i121284
-  %929 = load float, ptr %params296, align 4
-  %step_size119297 = load float, ptr %step_size119, align 4
-  %m_new298 = load float, ptr %m_new, align 4
-  %930 = fmul float %step_size119297, %m_new298
-  %v_new299 = load float, ptr %v_new, align 4
-  %931 = call float @llvm.sqrt.f32(float %v_new299)
-  %bc2_sqrt120300 = load float, ptr %bc2_sqrt120, align 4
-  %932 = fdiv float %931, %bc2_sqrt120300
+  store float %928, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m278 = getelementptr inbounds float, ptr %m, i64 %adam.i121271
+  store float %m_new, ptr %m278, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v279 = getelementptr inbounds float, ptr %v, i64 %adam.i121271
+  store float %v_new, ptr %v279, align 4
+  %params280 = getelementptr inbounds float, ptr %params, i64 %adam.i121271
+  %929 = load float, ptr %params280, align 4
+  %step_size119 = load float, ptr %adam.step_size119, align 4
+  %m_new281 = load float, ptr %adam.m_new, align 4
+  %930 = fmul float %step_size119, %m_new281
+  %v_new282 = load float, ptr %adam.v_new, align 4
+  %931 = call float @llvm.sqrt.f32(float %v_new282)
+  %bc2_sqrt120 = load float, ptr %adam.bc2_sqrt120, align 4
+  %932 = fdiv float %931, %bc2_sqrt120
   %933 = fadd float %932, 0x3E45798EE0000000
   %934 = fdiv float %930, %933
   %935 = fsub float %929, %934
-  %params301 = getelementptr inbounds float, ptr %params, i64 %i121284
-  store float %935, ptr %params301, align 4
-  %i121.next = add nsw i64 %i121284, 1
+  %params283 = getelementptr inbounds float, ptr %params, i64 %adam.i121271
+  store float %935, ptr %params283, align 4
+  %i121.next = add nsw i64 %adam.i121271, 1
   %936 = icmp slt i64 %i121.next, 1199882
-  br i1 %936, label %i121, label %i121.end
+  br i1 %936, label %adam.i121, label %adam.i121.end
 
-i121.end:                                         ; preds = %i121
+adam.i121.end:                                    ; preds = %adam.i121
   ret void
 }
 
@@ -2112,729 +2112,729 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %s38 = alloca float, align 4
-  %m37 = alloca float, align 4
-  %bi29 = alloca float, align 4
-  %best28 = alloca float, align 4
-  br label %g1
+  %probs.s38 = alloca float, align 4
+  %probs.m37 = alloca float, align 4
+  %conv2.bi29 = alloca float, align 4
+  %conv2.best28 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j11.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j11.end
-  br label %g14
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  br label %conv2.g14
 
-j2:                                               ; preds = %c3.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
-  br label %c3
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
 
-j2.end:                                           ; preds = %c3.end
+conv1.j2.end:                                     ; preds = %conv1.c3.end
   %params17 = getelementptr inbounds float, ptr %params, i64 0
   %arena18 = getelementptr inbounds float, ptr %arena, i64 1384448
   %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 43264, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 43264, float 0.000000e+00, ptr %arena19, i32 43264)
-  br label %j11
+  br label %conv1.j11
 
-c3:                                               ; preds = %ky4.end, %j2
-  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
-  br label %ky4
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
 
-c3.end:                                           ; preds = %ky4.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %0 = icmp slt i64 %j2.next, 64
-  br i1 %0, label %j2, label %j2.end
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
 
-ky4:                                              ; preds = %oy9.end, %c3
-  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
-  br label %oy5
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
 
-ky4.end:                                          ; preds = %oy9.end
-  %c3.next = add nsw i64 %c33, 1
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
   %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %c3, label %c3.end
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
 
-oy5:                                              ; preds = %ox6.end, %ky4
-  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
 
-oy5.end:                                          ; preds = %ox6.end
-  br label %oy7
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
 
-ox6:                                              ; preds = %ox6, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %2 = mul nsw i64 %g11, 64
-  %3 = add nsw i64 %2, %j22
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 64
+  %3 = add nsw i64 %2, %conv1.j22
   %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %c33, 784
+  %5 = mul nsw i64 %conv1.c33, 784
   %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %oy55, %ky44
+  %7 = add nsw i64 %conv1.oy55, %conv1.ky44
   %8 = mul nsw i64 %7, 28
   %9 = add nsw i64 %6, %8
-  %10 = add nsw i64 %9, %ox66
+  %10 = add nsw i64 %9, %conv1.ox66
   %images7 = getelementptr inbounds float, ptr %images, i64 %10
   %11 = load float, ptr %images7, align 4
-  %12 = mul nsw i64 %c33, 3
-  %13 = add nsw i64 %12, %ky44
+  %12 = mul nsw i64 %conv1.c33, 3
+  %13 = add nsw i64 %12, %conv1.ky44
   %14 = mul nsw i64 %13, 3
   %15 = mul nsw i64 %14, 43264
   %16 = add nsw i64 1384448, %15
-  %17 = mul nsw i64 %j22, 676
+  %17 = mul nsw i64 %conv1.j22, 676
   %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %oy55, 26
+  %19 = mul nsw i64 %conv1.oy55, 26
   %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %ox66
+  %21 = add nsw i64 %20, %conv1.ox66
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
   store float %11, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %ox66, 1
+  %ox6.next = add nsw i64 %conv1.ox66, 1
   %22 = icmp slt i64 %ox6.next, 26
-  br i1 %22, label %ox6, label %ox6.end
+  br i1 %22, label %conv1.ox6, label %conv1.ox6.end
 
-ox6.end:                                          ; preds = %ox6
-  %oy5.next = add nsw i64 %oy55, 1
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
   %23 = icmp slt i64 %oy5.next, 26
-  br i1 %23, label %oy5, label %oy5.end
+  br i1 %23, label %conv1.oy5, label %conv1.oy5.end
 
-oy7:                                              ; preds = %ox8.end, %oy5.end
-  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
-  br label %ox8
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
 
-oy7.end:                                          ; preds = %ox8.end
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
 
-ox8:                                              ; preds = %ox8, %oy7
-  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
-  %24 = mul nsw i64 %g11, 64
-  %25 = add nsw i64 %24, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %24 = mul nsw i64 %conv1.g11, 64
+  %25 = add nsw i64 %24, %conv1.j22
   %26 = mul nsw i64 %25, 784
-  %27 = mul nsw i64 %c33, 784
+  %27 = mul nsw i64 %conv1.c33, 784
   %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %oy79, %ky44
+  %29 = add nsw i64 %conv1.oy79, %conv1.ky44
   %30 = mul nsw i64 %29, 28
   %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %ox810, 1
+  %32 = add nsw i64 %conv1.ox810, 1
   %33 = add nsw i64 %31, %32
   %images11 = getelementptr inbounds float, ptr %images, i64 %33
   %34 = load float, ptr %images11, align 4
-  %35 = mul nsw i64 %c33, 3
-  %36 = add nsw i64 %35, %ky44
+  %35 = mul nsw i64 %conv1.c33, 3
+  %36 = add nsw i64 %35, %conv1.ky44
   %37 = mul nsw i64 %36, 3
   %38 = add nsw i64 %37, 1
   %39 = mul nsw i64 %38, 43264
   %40 = add nsw i64 1384448, %39
-  %41 = mul nsw i64 %j22, 676
+  %41 = mul nsw i64 %conv1.j22, 676
   %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %oy79, 26
+  %43 = mul nsw i64 %conv1.oy79, 26
   %44 = add nsw i64 %42, %43
-  %45 = add nsw i64 %44, %ox810
+  %45 = add nsw i64 %44, %conv1.ox810
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
   store float %34, ptr %arena12, align 4
-  %ox8.next = add nsw i64 %ox810, 1
+  %ox8.next = add nsw i64 %conv1.ox810, 1
   %46 = icmp slt i64 %ox8.next, 26
-  br i1 %46, label %ox8, label %ox8.end
+  br i1 %46, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  %oy7.next = add nsw i64 %oy79, 1
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
   %47 = icmp slt i64 %oy7.next, 26
-  br i1 %47, label %oy7, label %oy7.end
+  br i1 %47, label %conv1.oy7, label %conv1.oy7.end
 
-oy9:                                              ; preds = %ox10.end, %oy7.end
-  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
-  br label %ox10
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
 
-oy9.end:                                          ; preds = %ox10.end
-  %ky4.next = add nsw i64 %ky44, 1
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
   %48 = icmp slt i64 %ky4.next, 3
-  br i1 %48, label %ky4, label %ky4.end
+  br i1 %48, label %conv1.ky4, label %conv1.ky4.end
 
-ox10:                                             ; preds = %ox10, %oy9
-  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
-  %49 = mul nsw i64 %g11, 64
-  %50 = add nsw i64 %49, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %49 = mul nsw i64 %conv1.g11, 64
+  %50 = add nsw i64 %49, %conv1.j22
   %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %c33, 784
+  %52 = mul nsw i64 %conv1.c33, 784
   %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %oy913, %ky44
+  %54 = add nsw i64 %conv1.oy913, %conv1.ky44
   %55 = mul nsw i64 %54, 28
   %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %ox1014, 2
+  %57 = add nsw i64 %conv1.ox1014, 2
   %58 = add nsw i64 %56, %57
   %images15 = getelementptr inbounds float, ptr %images, i64 %58
   %59 = load float, ptr %images15, align 4
-  %60 = mul nsw i64 %c33, 3
-  %61 = add nsw i64 %60, %ky44
+  %60 = mul nsw i64 %conv1.c33, 3
+  %61 = add nsw i64 %60, %conv1.ky44
   %62 = mul nsw i64 %61, 3
   %63 = add nsw i64 %62, 2
   %64 = mul nsw i64 %63, 43264
   %65 = add nsw i64 1384448, %64
-  %66 = mul nsw i64 %j22, 676
+  %66 = mul nsw i64 %conv1.j22, 676
   %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %oy913, 26
+  %68 = mul nsw i64 %conv1.oy913, 26
   %69 = add nsw i64 %67, %68
-  %70 = add nsw i64 %69, %ox1014
+  %70 = add nsw i64 %69, %conv1.ox1014
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
   store float %59, ptr %arena16, align 4
-  %ox10.next = add nsw i64 %ox1014, 1
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
   %71 = icmp slt i64 %ox10.next, 26
-  br i1 %71, label %ox10, label %ox10.end
+  br i1 %71, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  %oy9.next = add nsw i64 %oy913, 1
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
   %72 = icmp slt i64 %oy9.next, 26
-  br i1 %72, label %oy9, label %oy9.end
+  br i1 %72, label %conv1.oy9, label %conv1.oy9.end
 
-j11:                                              ; preds = %f12.end, %j2.end
-  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
-  br label %f12
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-j11.end:                                          ; preds = %f12.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %73 = icmp slt i64 %g1.next, 1
-  br i1 %73, label %g1, label %g1.end
+  br i1 %73, label %conv1.g1, label %conv1.g1.end
 
-f12:                                              ; preds = %i13.end, %j11
-  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %i13.end ]
-  br label %i13
+conv1.f12:                                        ; preds = %conv1.i13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.i13.end ]
+  br label %conv1.i13
 
-f12.end:                                          ; preds = %i13.end
-  %j11.next = add nsw i64 %j1120, 1
+conv1.f12.end:                                    ; preds = %conv1.i13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
   %74 = icmp slt i64 %j11.next, 64
-  br i1 %74, label %j11, label %j11.end
+  br i1 %74, label %conv1.j11, label %conv1.j11.end
 
-i13:                                              ; preds = %i13, %f12
-  %i1322 = phi i64 [ 0, %f12 ], [ %i13.next, %i13 ]
-  %75 = mul nsw i64 %f1221, 43264
+conv1.i13:                                        ; preds = %conv1.i13, %conv1.f12
+  %conv1.i1322 = phi i64 [ 0, %conv1.f12 ], [ %i13.next, %conv1.i13 ]
+  %75 = mul nsw i64 %conv1.f1221, 43264
   %76 = add nsw i64 1773824, %75
-  %77 = mul nsw i64 %j1120, 676
+  %77 = mul nsw i64 %conv1.j1120, 676
   %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %i1322
+  %79 = add nsw i64 %78, %conv1.i1322
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
   %80 = load float, ptr %arena23, align 4
-  %81 = add nsw i64 288, %f1221
+  %81 = add nsw i64 288, %conv1.f1221
   %params24 = getelementptr inbounds float, ptr %params, i64 %81
   %82 = load float, ptr %params24, align 4
   %83 = fadd float %80, %82
   %84 = fcmp ogt float %83, 0.000000e+00
-  %85 = mul nsw i64 %f1221, 43264
+  %85 = mul nsw i64 %conv1.f1221, 43264
   %86 = add nsw i64 1773824, %85
-  %87 = mul nsw i64 %j1120, 676
+  %87 = mul nsw i64 %conv1.j1120, 676
   %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %i1322
+  %89 = add nsw i64 %88, %conv1.i1322
   %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load float, ptr %arena25, align 4
-  %91 = add nsw i64 288, %f1221
+  %91 = add nsw i64 288, %conv1.f1221
   %params26 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params26, align 4
   %93 = fadd float %90, %92
   %94 = select i1 %84, float %93, float 0.000000e+00
-  %95 = mul nsw i64 %g11, 64
-  %96 = add nsw i64 %95, %j1120
+  %95 = mul nsw i64 %conv1.g11, 64
+  %96 = add nsw i64 %95, %conv1.j1120
   %97 = mul nsw i64 %96, 21632
-  %98 = mul nsw i64 %f1221, 676
+  %98 = mul nsw i64 %conv1.f1221, 676
   %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, %i1322
+  %100 = add nsw i64 %99, %conv1.i1322
   %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
   store float %94, ptr %arena27, align 4
-  %i13.next = add nsw i64 %i1322, 1
+  %i13.next = add nsw i64 %conv1.i1322, 1
   %101 = icmp slt i64 %i13.next, 676
-  br i1 %101, label %i13, label %i13.end
+  br i1 %101, label %conv1.i13, label %conv1.i13.end
 
-i13.end:                                          ; preds = %i13
-  %f12.next = add nsw i64 %f1221, 1
+conv1.i13.end:                                    ; preds = %conv1.i13
+  %f12.next = add nsw i64 %conv1.f1221, 1
   %102 = icmp slt i64 %f12.next, 32
-  br i1 %102, label %f12, label %f12.end
+  br i1 %102, label %conv1.f12, label %conv1.f12.end
 
-g14:                                              ; preds = %j24.end, %g1.end
-  %g1428 = phi i64 [ 0, %g1.end ], [ %g14.next, %j24.end ]
-  br label %j15
+conv2.g14:                                        ; preds = %conv2.j24.end, %conv1.g1.end
+  %conv2.g1428 = phi i64 [ 0, %conv1.g1.end ], [ %g14.next, %conv2.j24.end ]
+  br label %conv2.j15
 
-g14.end:                                          ; preds = %j24.end
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params71 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena70, i32 9216, ptr %params71, i32 9216, float 0.000000e+00, ptr %arena72, i32 128)
-  br label %n32
+conv2.g14.end:                                    ; preds = %conv2.j24.end
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %params69 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena68, i32 9216, ptr %params69, i32 9216, float 0.000000e+00, ptr %arena70, i32 128)
+  br label %fc1.n32
 
-j15:                                              ; preds = %c16.end, %g14
-  %j1529 = phi i64 [ 0, %g14 ], [ %j15.next, %c16.end ]
-  br label %c16
+conv2.j15:                                        ; preds = %conv2.c16.end, %conv2.g14
+  %conv2.j1529 = phi i64 [ 0, %conv2.g14 ], [ %j15.next, %conv2.c16.end ]
+  br label %conv2.c16
 
-j15.end:                                          ; preds = %c16.end
+conv2.j15.end:                                    ; preds = %conv2.c16.end
   %params44 = getelementptr inbounds float, ptr %params, i64 320
   %arena45 = getelementptr inbounds float, ptr %arena, i64 2564096
   %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 36864, i32 288, float 1.000000e+00, ptr %params44, i32 288, ptr %arena45, i32 36864, float 0.000000e+00, ptr %arena46, i32 36864)
-  br label %j24
+  br label %conv2.j24
 
-c16:                                              ; preds = %ky17.end, %j15
-  %c1630 = phi i64 [ 0, %j15 ], [ %c16.next, %ky17.end ]
-  br label %ky17
+conv2.c16:                                        ; preds = %conv2.ky17.end, %conv2.j15
+  %conv2.c1630 = phi i64 [ 0, %conv2.j15 ], [ %c16.next, %conv2.ky17.end ]
+  br label %conv2.ky17
 
-c16.end:                                          ; preds = %ky17.end
-  %j15.next = add nsw i64 %j1529, 1
+conv2.c16.end:                                    ; preds = %conv2.ky17.end
+  %j15.next = add nsw i64 %conv2.j1529, 1
   %103 = icmp slt i64 %j15.next, 64
-  br i1 %103, label %j15, label %j15.end
+  br i1 %103, label %conv2.j15, label %conv2.j15.end
 
-ky17:                                             ; preds = %oy22.end, %c16
-  %ky1731 = phi i64 [ 0, %c16 ], [ %ky17.next, %oy22.end ]
-  br label %oy18
+conv2.ky17:                                       ; preds = %conv2.oy22.end, %conv2.c16
+  %conv2.ky1731 = phi i64 [ 0, %conv2.c16 ], [ %ky17.next, %conv2.oy22.end ]
+  br label %conv2.oy18
 
-ky17.end:                                         ; preds = %oy22.end
-  %c16.next = add nsw i64 %c1630, 1
+conv2.ky17.end:                                   ; preds = %conv2.oy22.end
+  %c16.next = add nsw i64 %conv2.c1630, 1
   %104 = icmp slt i64 %c16.next, 32
-  br i1 %104, label %c16, label %c16.end
+  br i1 %104, label %conv2.c16, label %conv2.c16.end
 
-oy18:                                             ; preds = %ox19.end, %ky17
-  %oy1832 = phi i64 [ 0, %ky17 ], [ %oy18.next, %ox19.end ]
-  br label %ox19
+conv2.oy18:                                       ; preds = %conv2.ox19.end, %conv2.ky17
+  %conv2.oy1832 = phi i64 [ 0, %conv2.ky17 ], [ %oy18.next, %conv2.ox19.end ]
+  br label %conv2.ox19
 
-oy18.end:                                         ; preds = %ox19.end
-  br label %oy20
+conv2.oy18.end:                                   ; preds = %conv2.ox19.end
+  br label %conv2.oy20
 
-ox19:                                             ; preds = %ox19, %oy18
-  %ox1933 = phi i64 [ 0, %oy18 ], [ %ox19.next, %ox19 ]
-  %105 = mul nsw i64 %g1428, 64
-  %106 = add nsw i64 %105, %j1529
+conv2.ox19:                                       ; preds = %conv2.ox19, %conv2.oy18
+  %conv2.ox1933 = phi i64 [ 0, %conv2.oy18 ], [ %ox19.next, %conv2.ox19 ]
+  %105 = mul nsw i64 %conv2.g1428, 64
+  %106 = add nsw i64 %105, %conv2.j1529
   %107 = mul nsw i64 %106, 21632
-  %108 = mul nsw i64 %c1630, 676
+  %108 = mul nsw i64 %conv2.c1630, 676
   %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 %oy1832, %ky1731
+  %110 = add nsw i64 %conv2.oy1832, %conv2.ky1731
   %111 = mul nsw i64 %110, 26
   %112 = add nsw i64 %109, %111
-  %113 = add nsw i64 %112, %ox1933
+  %113 = add nsw i64 %112, %conv2.ox1933
   %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
   %114 = load float, ptr %arena34, align 4
-  %115 = mul nsw i64 %c1630, 3
-  %116 = add nsw i64 %115, %ky1731
+  %115 = mul nsw i64 %conv2.c1630, 3
+  %116 = add nsw i64 %115, %conv2.ky1731
   %117 = mul nsw i64 %116, 3
   %118 = mul nsw i64 %117, 36864
   %119 = add nsw i64 2564096, %118
-  %120 = mul nsw i64 %j1529, 576
+  %120 = mul nsw i64 %conv2.j1529, 576
   %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %oy1832, 24
+  %122 = mul nsw i64 %conv2.oy1832, 24
   %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %ox1933
+  %124 = add nsw i64 %123, %conv2.ox1933
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
   store float %114, ptr %arena35, align 4
-  %ox19.next = add nsw i64 %ox1933, 1
+  %ox19.next = add nsw i64 %conv2.ox1933, 1
   %125 = icmp slt i64 %ox19.next, 24
-  br i1 %125, label %ox19, label %ox19.end
+  br i1 %125, label %conv2.ox19, label %conv2.ox19.end
 
-ox19.end:                                         ; preds = %ox19
-  %oy18.next = add nsw i64 %oy1832, 1
+conv2.ox19.end:                                   ; preds = %conv2.ox19
+  %oy18.next = add nsw i64 %conv2.oy1832, 1
   %126 = icmp slt i64 %oy18.next, 24
-  br i1 %126, label %oy18, label %oy18.end
+  br i1 %126, label %conv2.oy18, label %conv2.oy18.end
 
-oy20:                                             ; preds = %ox21.end, %oy18.end
-  %oy2036 = phi i64 [ 0, %oy18.end ], [ %oy20.next, %ox21.end ]
-  br label %ox21
+conv2.oy20:                                       ; preds = %conv2.ox21.end, %conv2.oy18.end
+  %conv2.oy2036 = phi i64 [ 0, %conv2.oy18.end ], [ %oy20.next, %conv2.ox21.end ]
+  br label %conv2.ox21
 
-oy20.end:                                         ; preds = %ox21.end
-  br label %oy22
+conv2.oy20.end:                                   ; preds = %conv2.ox21.end
+  br label %conv2.oy22
 
-ox21:                                             ; preds = %ox21, %oy20
-  %ox2137 = phi i64 [ 0, %oy20 ], [ %ox21.next, %ox21 ]
-  %127 = mul nsw i64 %g1428, 64
-  %128 = add nsw i64 %127, %j1529
+conv2.ox21:                                       ; preds = %conv2.ox21, %conv2.oy20
+  %conv2.ox2137 = phi i64 [ 0, %conv2.oy20 ], [ %ox21.next, %conv2.ox21 ]
+  %127 = mul nsw i64 %conv2.g1428, 64
+  %128 = add nsw i64 %127, %conv2.j1529
   %129 = mul nsw i64 %128, 21632
-  %130 = mul nsw i64 %c1630, 676
+  %130 = mul nsw i64 %conv2.c1630, 676
   %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %oy2036, %ky1731
+  %132 = add nsw i64 %conv2.oy2036, %conv2.ky1731
   %133 = mul nsw i64 %132, 26
   %134 = add nsw i64 %131, %133
-  %135 = add nsw i64 %ox2137, 1
+  %135 = add nsw i64 %conv2.ox2137, 1
   %136 = add nsw i64 %134, %135
   %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
   %137 = load float, ptr %arena38, align 4
-  %138 = mul nsw i64 %c1630, 3
-  %139 = add nsw i64 %138, %ky1731
+  %138 = mul nsw i64 %conv2.c1630, 3
+  %139 = add nsw i64 %138, %conv2.ky1731
   %140 = mul nsw i64 %139, 3
   %141 = add nsw i64 %140, 1
   %142 = mul nsw i64 %141, 36864
   %143 = add nsw i64 2564096, %142
-  %144 = mul nsw i64 %j1529, 576
+  %144 = mul nsw i64 %conv2.j1529, 576
   %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %oy2036, 24
+  %146 = mul nsw i64 %conv2.oy2036, 24
   %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %ox2137
+  %148 = add nsw i64 %147, %conv2.ox2137
   %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
   store float %137, ptr %arena39, align 4
-  %ox21.next = add nsw i64 %ox2137, 1
+  %ox21.next = add nsw i64 %conv2.ox2137, 1
   %149 = icmp slt i64 %ox21.next, 24
-  br i1 %149, label %ox21, label %ox21.end
+  br i1 %149, label %conv2.ox21, label %conv2.ox21.end
 
-ox21.end:                                         ; preds = %ox21
-  %oy20.next = add nsw i64 %oy2036, 1
+conv2.ox21.end:                                   ; preds = %conv2.ox21
+  %oy20.next = add nsw i64 %conv2.oy2036, 1
   %150 = icmp slt i64 %oy20.next, 24
-  br i1 %150, label %oy20, label %oy20.end
+  br i1 %150, label %conv2.oy20, label %conv2.oy20.end
 
-oy22:                                             ; preds = %ox23.end, %oy20.end
-  %oy2240 = phi i64 [ 0, %oy20.end ], [ %oy22.next, %ox23.end ]
-  br label %ox23
+conv2.oy22:                                       ; preds = %conv2.ox23.end, %conv2.oy20.end
+  %conv2.oy2240 = phi i64 [ 0, %conv2.oy20.end ], [ %oy22.next, %conv2.ox23.end ]
+  br label %conv2.ox23
 
-oy22.end:                                         ; preds = %ox23.end
-  %ky17.next = add nsw i64 %ky1731, 1
+conv2.oy22.end:                                   ; preds = %conv2.ox23.end
+  %ky17.next = add nsw i64 %conv2.ky1731, 1
   %151 = icmp slt i64 %ky17.next, 3
-  br i1 %151, label %ky17, label %ky17.end
+  br i1 %151, label %conv2.ky17, label %conv2.ky17.end
 
-ox23:                                             ; preds = %ox23, %oy22
-  %ox2341 = phi i64 [ 0, %oy22 ], [ %ox23.next, %ox23 ]
-  %152 = mul nsw i64 %g1428, 64
-  %153 = add nsw i64 %152, %j1529
+conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.oy22
+  %conv2.ox2341 = phi i64 [ 0, %conv2.oy22 ], [ %ox23.next, %conv2.ox23 ]
+  %152 = mul nsw i64 %conv2.g1428, 64
+  %153 = add nsw i64 %152, %conv2.j1529
   %154 = mul nsw i64 %153, 21632
-  %155 = mul nsw i64 %c1630, 676
+  %155 = mul nsw i64 %conv2.c1630, 676
   %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %oy2240, %ky1731
+  %157 = add nsw i64 %conv2.oy2240, %conv2.ky1731
   %158 = mul nsw i64 %157, 26
   %159 = add nsw i64 %156, %158
-  %160 = add nsw i64 %ox2341, 2
+  %160 = add nsw i64 %conv2.ox2341, 2
   %161 = add nsw i64 %159, %160
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
   %162 = load float, ptr %arena42, align 4
-  %163 = mul nsw i64 %c1630, 3
-  %164 = add nsw i64 %163, %ky1731
+  %163 = mul nsw i64 %conv2.c1630, 3
+  %164 = add nsw i64 %163, %conv2.ky1731
   %165 = mul nsw i64 %164, 3
   %166 = add nsw i64 %165, 2
   %167 = mul nsw i64 %166, 36864
   %168 = add nsw i64 2564096, %167
-  %169 = mul nsw i64 %j1529, 576
+  %169 = mul nsw i64 %conv2.j1529, 576
   %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %oy2240, 24
+  %171 = mul nsw i64 %conv2.oy2240, 24
   %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, %ox2341
+  %173 = add nsw i64 %172, %conv2.ox2341
   %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
   store float %162, ptr %arena43, align 4
-  %ox23.next = add nsw i64 %ox2341, 1
+  %ox23.next = add nsw i64 %conv2.ox2341, 1
   %174 = icmp slt i64 %ox23.next, 24
-  br i1 %174, label %ox23, label %ox23.end
+  br i1 %174, label %conv2.ox23, label %conv2.ox23.end
 
-ox23.end:                                         ; preds = %ox23
-  %oy22.next = add nsw i64 %oy2240, 1
+conv2.ox23.end:                                   ; preds = %conv2.ox23
+  %oy22.next = add nsw i64 %conv2.oy2240, 1
   %175 = icmp slt i64 %oy22.next, 24
-  br i1 %175, label %oy22, label %oy22.end
+  br i1 %175, label %conv2.oy22, label %conv2.oy22.end
 
-j24:                                              ; preds = %f25.end, %j15.end
-  %j2447 = phi i64 [ 0, %j15.end ], [ %j24.next, %f25.end ]
-  br label %f25
+conv2.j24:                                        ; preds = %conv2.f25.end, %conv2.j15.end
+  %conv2.j2447 = phi i64 [ 0, %conv2.j15.end ], [ %j24.next, %conv2.f25.end ]
+  br label %conv2.f25
 
-j24.end:                                          ; preds = %f25.end
-  %g14.next = add nsw i64 %g1428, 1
+conv2.j24.end:                                    ; preds = %conv2.f25.end
+  %g14.next = add nsw i64 %conv2.g1428, 1
   %176 = icmp slt i64 %g14.next, 1
-  br i1 %176, label %g14, label %g14.end
+  br i1 %176, label %conv2.g14, label %conv2.g14.end
 
-f25:                                              ; preds = %py26.end, %j24
-  %f2548 = phi i64 [ 0, %j24 ], [ %f25.next, %py26.end ]
-  br label %py26
+conv2.f25:                                        ; preds = %conv2.py26.end, %conv2.j24
+  %conv2.f2548 = phi i64 [ 0, %conv2.j24 ], [ %f25.next, %conv2.py26.end ]
+  br label %conv2.py26
 
-f25.end:                                          ; preds = %py26.end
-  %j24.next = add nsw i64 %j2447, 1
+conv2.f25.end:                                    ; preds = %conv2.py26.end
+  %j24.next = add nsw i64 %conv2.j2447, 1
   %177 = icmp slt i64 %j24.next, 64
-  br i1 %177, label %j24, label %j24.end
+  br i1 %177, label %conv2.j24, label %conv2.j24.end
 
-py26:                                             ; preds = %px27.end, %f25
-  %py2649 = phi i64 [ 0, %f25 ], [ %py26.next, %px27.end ]
-  br label %px27
+conv2.py26:                                       ; preds = %conv2.px27.end, %conv2.f25
+  %conv2.py2649 = phi i64 [ 0, %conv2.f25 ], [ %py26.next, %conv2.px27.end ]
+  br label %conv2.px27
 
-py26.end:                                         ; preds = %px27.end
-  %f25.next = add nsw i64 %f2548, 1
+conv2.py26.end:                                   ; preds = %conv2.px27.end
+  %f25.next = add nsw i64 %conv2.f2548, 1
   %178 = icmp slt i64 %f25.next, 64
-  br i1 %178, label %f25, label %f25.end
+  br i1 %178, label %conv2.f25, label %conv2.f25.end
 
-px27:                                             ; preds = %ky30.end, %py26
-  %px2750 = phi i64 [ 0, %py26 ], [ %px27.next, %ky30.end ]
-  %179 = mul nsw i64 %f2548, 36864
+conv2.px27:                                       ; preds = %conv2.ky30.end, %conv2.py26
+  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.ky30.end ]
+  %179 = mul nsw i64 %conv2.f2548, 36864
   %180 = add nsw i64 13180928, %179
-  %181 = mul nsw i64 %j2447, 576
+  %181 = mul nsw i64 %conv2.j2447, 576
   %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %py2649, 48
-  %184 = mul nsw i64 %px2750, 2
+  %183 = mul nsw i64 %conv2.py2649, 48
+  %184 = mul nsw i64 %conv2.px2750, 2
   %185 = add nsw i64 %183, %184
   %186 = add nsw i64 %182, %185
   %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
   %187 = load float, ptr %arena51, align 4
-  %188 = add nsw i64 18752, %f2548
+  %188 = add nsw i64 18752, %conv2.f2548
   %params52 = getelementptr inbounds float, ptr %params, i64 %188
   %189 = load float, ptr %params52, align 4
   %190 = fadd float %187, %189
-  store float %190, ptr %best28, align 4
-  %191 = mul nsw i64 %py2649, 48
-  %192 = mul nsw i64 %px2750, 2
+  store float %190, ptr %conv2.best28, align 4
+  %191 = mul nsw i64 %conv2.py2649, 48
+  %192 = mul nsw i64 %conv2.px2750, 2
   %193 = add nsw i64 %191, %192
   %194 = sitofp i64 %193 to float
-  store float %194, ptr %bi29, align 4
-  br label %ky30
+  store float %194, ptr %conv2.bi29, align 4
+  br label %conv2.ky30
 
-px27.end:                                         ; preds = %ky30.end
-  %py26.next = add nsw i64 %py2649, 1
+conv2.px27.end:                                   ; preds = %conv2.ky30.end
+  %py26.next = add nsw i64 %conv2.py2649, 1
   %195 = icmp slt i64 %py26.next, 12
-  br i1 %195, label %py26, label %py26.end
+  br i1 %195, label %conv2.py26, label %conv2.py26.end
 
-ky30:                                             ; preds = %kx31.end, %px27
-  %ky3053 = phi i64 [ 0, %px27 ], [ %ky30.next, %kx31.end ]
-  br label %kx31
+conv2.ky30:                                       ; preds = %conv2.kx31.end, %conv2.px27
+  %conv2.ky3053 = phi i64 [ 0, %conv2.px27 ], [ %ky30.next, %conv2.kx31.end ]
+  br label %conv2.kx31
 
-ky30.end:                                         ; preds = %kx31.end
-  %best2865 = load float, ptr %best28, align 4
-  %196 = fcmp ogt float %best2865, 0.000000e+00
-  %best2866 = load float, ptr %best28, align 4
-  %197 = select i1 %196, float %best2866, float 0.000000e+00
-  %198 = mul nsw i64 %g1428, 64
-  %199 = add nsw i64 %198, %j2447
+conv2.ky30.end:                                   ; preds = %conv2.kx31.end
+  %best2863 = load float, ptr %conv2.best28, align 4
+  %196 = fcmp ogt float %best2863, 0.000000e+00
+  %best2864 = load float, ptr %conv2.best28, align 4
+  %197 = select i1 %196, float %best2864, float 0.000000e+00
+  %198 = mul nsw i64 %conv2.g1428, 64
+  %199 = add nsw i64 %198, %conv2.j2447
   %200 = mul nsw i64 %199, 9216
-  %201 = mul nsw i64 %f2548, 144
+  %201 = mul nsw i64 %conv2.f2548, 144
   %202 = add nsw i64 %200, %201
-  %203 = mul nsw i64 %py2649, 12
+  %203 = mul nsw i64 %conv2.py2649, 12
   %204 = add nsw i64 %202, %203
-  %205 = add nsw i64 %204, %px2750
+  %205 = add nsw i64 %204, %conv2.px2750
   %206 = add nsw i64 1384448, %205
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %197, ptr %arena67, align 4
-  %bi2968 = load float, ptr %bi29, align 4
-  %207 = mul nsw i64 %g1428, 64
-  %208 = add nsw i64 %207, %j2447
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %206
+  store float %197, ptr %arena65, align 4
+  %bi2966 = load float, ptr %conv2.bi29, align 4
+  %207 = mul nsw i64 %conv2.g1428, 64
+  %208 = add nsw i64 %207, %conv2.j2447
   %209 = mul nsw i64 %208, 9216
-  %210 = mul nsw i64 %f2548, 144
+  %210 = mul nsw i64 %conv2.f2548, 144
   %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %py2649, 12
+  %212 = mul nsw i64 %conv2.py2649, 12
   %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %px2750
+  %214 = add nsw i64 %213, %conv2.px2750
   %215 = add nsw i64 1974272, %214
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2968, ptr %arena69, align 4
-  %px27.next = add nsw i64 %px2750, 1
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %215
+  store float %bi2966, ptr %arena67, align 4
+  %px27.next = add nsw i64 %conv2.px2750, 1
   %216 = icmp slt i64 %px27.next, 12
-  br i1 %216, label %px27, label %px27.end
+  br i1 %216, label %conv2.px27, label %conv2.px27.end
 
-kx31:                                             ; preds = %kx31, %ky30
-  %kx3154 = phi i64 [ 0, %ky30 ], [ %kx31.next, %kx31 ]
-  %217 = mul nsw i64 %f2548, 36864
+conv2.kx31:                                       ; preds = %conv2.kx31, %conv2.ky30
+  %conv2.kx3154 = phi i64 [ 0, %conv2.ky30 ], [ %kx31.next, %conv2.kx31 ]
+  %217 = mul nsw i64 %conv2.f2548, 36864
   %218 = add nsw i64 13180928, %217
-  %219 = mul nsw i64 %j2447, 576
+  %219 = mul nsw i64 %conv2.j2447, 576
   %220 = add nsw i64 %218, %219
-  %221 = mul nsw i64 %py2649, 48
-  %222 = mul nsw i64 %px2750, 2
+  %221 = mul nsw i64 %conv2.py2649, 48
+  %222 = mul nsw i64 %conv2.px2750, 2
   %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %ky3053, 24
+  %224 = mul nsw i64 %conv2.ky3053, 24
   %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %225, %kx3154
+  %226 = add nsw i64 %225, %conv2.kx3154
   %227 = add nsw i64 %220, %226
   %arena55 = getelementptr inbounds float, ptr %arena, i64 %227
   %228 = load float, ptr %arena55, align 4
-  %229 = add nsw i64 18752, %f2548
+  %229 = add nsw i64 18752, %conv2.f2548
   %params56 = getelementptr inbounds float, ptr %params, i64 %229
   %230 = load float, ptr %params56, align 4
   %231 = fadd float %228, %230
-  %best2857 = load float, ptr %best28, align 4
-  %232 = fcmp ogt float %231, %best2857
-  %233 = mul nsw i64 %py2649, 48
-  %234 = mul nsw i64 %px2750, 2
+  %best28 = load float, ptr %conv2.best28, align 4
+  %232 = fcmp ogt float %231, %best28
+  %233 = mul nsw i64 %conv2.py2649, 48
+  %234 = mul nsw i64 %conv2.px2750, 2
   %235 = add nsw i64 %233, %234
-  %236 = mul nsw i64 %ky3053, 24
+  %236 = mul nsw i64 %conv2.ky3053, 24
   %237 = add nsw i64 %235, %236
-  %238 = add nsw i64 %237, %kx3154
+  %238 = add nsw i64 %237, %conv2.kx3154
   %239 = sitofp i64 %238 to float
-  %bi2958 = load float, ptr %bi29, align 4
-  %240 = select i1 %232, float %239, float %bi2958
-  store float %240, ptr %bi29, align 4
-  %241 = mul nsw i64 %f2548, 36864
+  %bi29 = load float, ptr %conv2.bi29, align 4
+  %240 = select i1 %232, float %239, float %bi29
+  store float %240, ptr %conv2.bi29, align 4
+  %241 = mul nsw i64 %conv2.f2548, 36864
   %242 = add nsw i64 13180928, %241
-  %243 = mul nsw i64 %j2447, 576
+  %243 = mul nsw i64 %conv2.j2447, 576
   %244 = add nsw i64 %242, %243
-  %245 = mul nsw i64 %py2649, 48
-  %246 = mul nsw i64 %px2750, 2
+  %245 = mul nsw i64 %conv2.py2649, 48
+  %246 = mul nsw i64 %conv2.px2750, 2
   %247 = add nsw i64 %245, %246
-  %248 = mul nsw i64 %ky3053, 24
+  %248 = mul nsw i64 %conv2.ky3053, 24
   %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, %kx3154
+  %250 = add nsw i64 %249, %conv2.kx3154
   %251 = add nsw i64 %244, %250
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %251
-  %252 = load float, ptr %arena59, align 4
-  %253 = add nsw i64 18752, %f2548
-  %params60 = getelementptr inbounds float, ptr %params, i64 %253
-  %254 = load float, ptr %params60, align 4
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %251
+  %252 = load float, ptr %arena57, align 4
+  %253 = add nsw i64 18752, %conv2.f2548
+  %params58 = getelementptr inbounds float, ptr %params, i64 %253
+  %254 = load float, ptr %params58, align 4
   %255 = fadd float %252, %254
-  %best2861 = load float, ptr %best28, align 4
-  %256 = fcmp ogt float %255, %best2861
-  %257 = mul nsw i64 %f2548, 36864
+  %best2859 = load float, ptr %conv2.best28, align 4
+  %256 = fcmp ogt float %255, %best2859
+  %257 = mul nsw i64 %conv2.f2548, 36864
   %258 = add nsw i64 13180928, %257
-  %259 = mul nsw i64 %j2447, 576
+  %259 = mul nsw i64 %conv2.j2447, 576
   %260 = add nsw i64 %258, %259
-  %261 = mul nsw i64 %py2649, 48
-  %262 = mul nsw i64 %px2750, 2
+  %261 = mul nsw i64 %conv2.py2649, 48
+  %262 = mul nsw i64 %conv2.px2750, 2
   %263 = add nsw i64 %261, %262
-  %264 = mul nsw i64 %ky3053, 24
+  %264 = mul nsw i64 %conv2.ky3053, 24
   %265 = add nsw i64 %263, %264
-  %266 = add nsw i64 %265, %kx3154
+  %266 = add nsw i64 %265, %conv2.kx3154
   %267 = add nsw i64 %260, %266
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena62, align 4
-  %269 = add nsw i64 18752, %f2548
-  %params63 = getelementptr inbounds float, ptr %params, i64 %269
-  %270 = load float, ptr %params63, align 4
+  %arena60 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena60, align 4
+  %269 = add nsw i64 18752, %conv2.f2548
+  %params61 = getelementptr inbounds float, ptr %params, i64 %269
+  %270 = load float, ptr %params61, align 4
   %271 = fadd float %268, %270
-  %best2864 = load float, ptr %best28, align 4
-  %272 = select i1 %256, float %271, float %best2864
-  store float %272, ptr %best28, align 4
-  %kx31.next = add nsw i64 %kx3154, 1
+  %best2862 = load float, ptr %conv2.best28, align 4
+  %272 = select i1 %256, float %271, float %best2862
+  store float %272, ptr %conv2.best28, align 4
+  %kx31.next = add nsw i64 %conv2.kx3154, 1
   %273 = icmp slt i64 %kx31.next, 2
-  br i1 %273, label %kx31, label %kx31.end
+  br i1 %273, label %conv2.kx31, label %conv2.kx31.end
 
-kx31.end:                                         ; preds = %kx31
-  %ky30.next = add nsw i64 %ky3053, 1
+conv2.kx31.end:                                   ; preds = %conv2.kx31
+  %ky30.next = add nsw i64 %conv2.ky3053, 1
   %274 = icmp slt i64 %ky30.next, 2
-  br i1 %274, label %ky30, label %ky30.end
+  br i1 %274, label %conv2.ky30, label %conv2.ky30.end
 
-n32:                                              ; preds = %u33.end, %g14.end
-  %n3273 = phi i64 [ 0, %g14.end ], [ %n32.next, %u33.end ]
-  br label %u33
+fc1.n32:                                          ; preds = %fc1.u33.end, %conv2.g14.end
+  %fc1.n3271 = phi i64 [ 0, %conv2.g14.end ], [ %n32.next, %fc1.u33.end ]
+  br label %fc1.u33
 
-n32.end:                                          ; preds = %u33.end
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 0
-  %params81 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena80, i32 128, ptr %params81, i32 128, float 0.000000e+00, ptr %arena82, i32 10)
-  br label %n34
+fc1.n32.end:                                      ; preds = %fc1.u33.end
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 0
+  %params79 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena78, i32 128, ptr %params79, i32 128, float 0.000000e+00, ptr %arena80, i32 10)
+  br label %fc2.n34
 
-u33:                                              ; preds = %u33, %n32
-  %u3374 = phi i64 [ 0, %n32 ], [ %u33.next, %u33 ]
-  %275 = mul nsw i64 %n3273, 128
-  %276 = add nsw i64 %275, %u3374
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %276
-  %277 = load float, ptr %arena75, align 4
-  %278 = add nsw i64 1198464, %u3374
-  %params76 = getelementptr inbounds float, ptr %params, i64 %278
-  %279 = load float, ptr %params76, align 4
+fc1.u33:                                          ; preds = %fc1.u33, %fc1.n32
+  %fc1.u3372 = phi i64 [ 0, %fc1.n32 ], [ %u33.next, %fc1.u33 ]
+  %275 = mul nsw i64 %fc1.n3271, 128
+  %276 = add nsw i64 %275, %fc1.u3372
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
+  %277 = load float, ptr %arena73, align 4
+  %278 = add nsw i64 1198464, %fc1.u3372
+  %params74 = getelementptr inbounds float, ptr %params, i64 %278
+  %279 = load float, ptr %params74, align 4
   %280 = fadd float %277, %279
   %281 = fcmp ogt float %280, 0.000000e+00
-  %282 = mul nsw i64 %n3273, 128
-  %283 = add nsw i64 %282, %u3374
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %283
-  %284 = load float, ptr %arena77, align 4
-  %285 = add nsw i64 1198464, %u3374
-  %params78 = getelementptr inbounds float, ptr %params, i64 %285
-  %286 = load float, ptr %params78, align 4
+  %282 = mul nsw i64 %fc1.n3271, 128
+  %283 = add nsw i64 %282, %fc1.u3372
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %283
+  %284 = load float, ptr %arena75, align 4
+  %285 = add nsw i64 1198464, %fc1.u3372
+  %params76 = getelementptr inbounds float, ptr %params, i64 %285
+  %286 = load float, ptr %params76, align 4
   %287 = fadd float %284, %286
   %288 = select i1 %281, float %287, float 0.000000e+00
-  %289 = mul nsw i64 %n3273, 128
-  %290 = add nsw i64 %289, %u3374
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %290
-  store float %288, ptr %arena79, align 4
-  %u33.next = add nsw i64 %u3374, 1
+  %289 = mul nsw i64 %fc1.n3271, 128
+  %290 = add nsw i64 %289, %fc1.u3372
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %290
+  store float %288, ptr %arena77, align 4
+  %u33.next = add nsw i64 %fc1.u3372, 1
   %291 = icmp slt i64 %u33.next, 128
-  br i1 %291, label %u33, label %u33.end
+  br i1 %291, label %fc1.u33, label %fc1.u33.end
 
-u33.end:                                          ; preds = %u33
-  %n32.next = add nsw i64 %n3273, 1
+fc1.u33.end:                                      ; preds = %fc1.u33
+  %n32.next = add nsw i64 %fc1.n3271, 1
   %292 = icmp slt i64 %n32.next, 64
-  br i1 %292, label %n32, label %n32.end
+  br i1 %292, label %fc1.n32, label %fc1.n32.end
 
-n34:                                              ; preds = %u35.end, %n32.end
-  %n3483 = phi i64 [ 0, %n32.end ], [ %n34.next, %u35.end ]
-  br label %u35
+fc2.n34:                                          ; preds = %fc2.u35.end, %fc1.n32.end
+  %fc2.n3481 = phi i64 [ 0, %fc1.n32.end ], [ %n34.next, %fc2.u35.end ]
+  br label %fc2.u35
 
-n34.end:                                          ; preds = %u35.end
-  br label %n36
+fc2.n34.end:                                      ; preds = %fc2.u35.end
+  br label %probs.n36
 
-u35:                                              ; preds = %u35, %n34
-  %u3584 = phi i64 [ 0, %n34 ], [ %u35.next, %u35 ]
-  %293 = mul nsw i64 %n3483, 10
+fc2.u35:                                          ; preds = %fc2.u35, %fc2.n34
+  %fc2.u3582 = phi i64 [ 0, %fc2.n34 ], [ %u35.next, %fc2.u35 ]
+  %293 = mul nsw i64 %fc2.n3481, 10
   %294 = add nsw i64 8192, %293
-  %295 = add nsw i64 %294, %u3584
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load float, ptr %arena85, align 4
-  %297 = add nsw i64 1199872, %u3584
-  %params86 = getelementptr inbounds float, ptr %params, i64 %297
-  %298 = load float, ptr %params86, align 4
+  %295 = add nsw i64 %294, %fc2.u3582
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load float, ptr %arena83, align 4
+  %297 = add nsw i64 1199872, %fc2.u3582
+  %params84 = getelementptr inbounds float, ptr %params, i64 %297
+  %298 = load float, ptr %params84, align 4
   %299 = fadd float %296, %298
-  %300 = mul nsw i64 %n3483, 10
+  %300 = mul nsw i64 %fc2.n3481, 10
   %301 = add nsw i64 8192, %300
-  %302 = add nsw i64 %301, %u3584
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %302
-  store float %299, ptr %arena87, align 4
-  %u35.next = add nsw i64 %u3584, 1
+  %302 = add nsw i64 %301, %fc2.u3582
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %302
+  store float %299, ptr %arena85, align 4
+  %u35.next = add nsw i64 %fc2.u3582, 1
   %303 = icmp slt i64 %u35.next, 10
-  br i1 %303, label %u35, label %u35.end
+  br i1 %303, label %fc2.u35, label %fc2.u35.end
 
-u35.end:                                          ; preds = %u35
-  %n34.next = add nsw i64 %n3483, 1
+fc2.u35.end:                                      ; preds = %fc2.u35
+  %n34.next = add nsw i64 %fc2.n3481, 1
   %304 = icmp slt i64 %n34.next, 64
-  br i1 %304, label %n34, label %n34.end
+  br i1 %304, label %fc2.n34, label %fc2.n34.end
 
-n36:                                              ; preds = %k41.end, %n34.end
-  %n3688 = phi i64 [ 0, %n34.end ], [ %n36.next, %k41.end ]
-  %305 = mul nsw i64 %n3688, 10
+probs.n36:                                        ; preds = %probs.k41.end, %fc2.n34.end
+  %probs.n3686 = phi i64 [ 0, %fc2.n34.end ], [ %n36.next, %probs.k41.end ]
+  %305 = mul nsw i64 %probs.n3686, 10
   %306 = add nsw i64 8192, %305
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %306
-  %307 = load float, ptr %arena89, align 4
-  store float %307, ptr %m37, align 4
-  br label %k39
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %306
+  %307 = load float, ptr %arena87, align 4
+  store float %307, ptr %probs.m37, align 4
+  br label %probs.k39
 
-n36.end:                                          ; preds = %k41.end
+probs.n36.end:                                    ; preds = %probs.k41.end
   ret void
 
-k39:                                              ; preds = %k39, %n36
-  %k3990 = phi i64 [ 0, %n36 ], [ %k39.next, %k39 ]
-  %m3791 = load float, ptr %m37, align 4
-  %308 = mul nsw i64 %n3688, 10
+probs.k39:                                        ; preds = %probs.k39, %probs.n36
+  %probs.k3988 = phi i64 [ 0, %probs.n36 ], [ %k39.next, %probs.k39 ]
+  %m37 = load float, ptr %probs.m37, align 4
+  %308 = mul nsw i64 %probs.n3686, 10
   %309 = add nsw i64 8192, %308
-  %310 = add nsw i64 %309, %k3990
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %310
-  %311 = load float, ptr %arena92, align 4
-  %312 = fcmp ogt float %311, %m3791
-  %313 = select i1 %312, float %311, float %m3791
-  store float %313, ptr %m37, align 4
-  %k39.next = add nsw i64 %k3990, 1
+  %310 = add nsw i64 %309, %probs.k3988
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %310
+  %311 = load float, ptr %arena89, align 4
+  %312 = fcmp ogt float %311, %m37
+  %313 = select i1 %312, float %311, float %m37
+  store float %313, ptr %probs.m37, align 4
+  %k39.next = add nsw i64 %probs.k3988, 1
   %314 = icmp slt i64 %k39.next, 10
-  br i1 %314, label %k39, label %k39.end
+  br i1 %314, label %probs.k39, label %probs.k39.end
 
-k39.end:                                          ; preds = %k39
-  store float 0.000000e+00, ptr %s38, align 4
-  br label %k40
+probs.k39.end:                                    ; preds = %probs.k39
+  store float 0.000000e+00, ptr %probs.s38, align 4
+  br label %probs.k40
 
-k40:                                              ; preds = %k40, %k39.end
-  %k4093 = phi i64 [ 0, %k39.end ], [ %k40.next, %k40 ]
-  %s3894 = load float, ptr %s38, align 4
-  %315 = mul nsw i64 %n3688, 10
+probs.k40:                                        ; preds = %probs.k40, %probs.k39.end
+  %probs.k4090 = phi i64 [ 0, %probs.k39.end ], [ %k40.next, %probs.k40 ]
+  %s38 = load float, ptr %probs.s38, align 4
+  %315 = mul nsw i64 %probs.n3686, 10
   %316 = add nsw i64 8192, %315
-  %317 = add nsw i64 %316, %k4093
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena95, align 4
-  %m3796 = load float, ptr %m37, align 4
-  %319 = fsub float %318, %m3796
+  %317 = add nsw i64 %316, %probs.k4090
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %317
+  %318 = load float, ptr %arena91, align 4
+  %m3792 = load float, ptr %probs.m37, align 4
+  %319 = fsub float %318, %m3792
   %320 = call float @llvm.exp.f32(float %319)
-  %321 = fadd float %s3894, %320
-  store float %321, ptr %s38, align 4
-  %k40.next = add nsw i64 %k4093, 1
+  %321 = fadd float %s38, %320
+  store float %321, ptr %probs.s38, align 4
+  %k40.next = add nsw i64 %probs.k4090, 1
   %322 = icmp slt i64 %k40.next, 10
-  br i1 %322, label %k40, label %k40.end
+  br i1 %322, label %probs.k40, label %probs.k40.end
 
-k40.end:                                          ; preds = %k40
-  br label %k41
+probs.k40.end:                                    ; preds = %probs.k40
+  br label %probs.k41
 
-k41:                                              ; preds = %k41, %k40.end
-  %k4197 = phi i64 [ 0, %k40.end ], [ %k41.next, %k41 ]
-  %323 = mul nsw i64 %n3688, 10
+probs.k41:                                        ; preds = %probs.k41, %probs.k40.end
+  %probs.k4193 = phi i64 [ 0, %probs.k40.end ], [ %k41.next, %probs.k41 ]
+  %323 = mul nsw i64 %probs.n3686, 10
   %324 = add nsw i64 8192, %323
-  %325 = add nsw i64 %324, %k4197
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %325
-  %326 = load float, ptr %arena98, align 4
-  %m3799 = load float, ptr %m37, align 4
-  %327 = fsub float %326, %m3799
+  %325 = add nsw i64 %324, %probs.k4193
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %325
+  %326 = load float, ptr %arena94, align 4
+  %m3795 = load float, ptr %probs.m37, align 4
+  %327 = fsub float %326, %m3795
   %328 = call float @llvm.exp.f32(float %327)
-  %s38100 = load float, ptr %s38, align 4
-  %329 = fdiv float %328, %s38100
-  %330 = mul nsw i64 %n3688, 10
-  %331 = add nsw i64 %330, %k4197
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %331
-  store float %329, ptr %arena101, align 4
-  %k41.next = add nsw i64 %k4197, 1
+  %s3896 = load float, ptr %probs.s38, align 4
+  %329 = fdiv float %328, %s3896
+  %330 = mul nsw i64 %probs.n3686, 10
+  %331 = add nsw i64 %330, %probs.k4193
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %331
+  store float %329, ptr %arena97, align 4
+  %k41.next = add nsw i64 %probs.k4193, 1
   %332 = icmp slt i64 %k41.next, 10
-  br i1 %332, label %k41, label %k41.end
+  br i1 %332, label %probs.k41, label %probs.k41.end
 
-k41.end:                                          ; preds = %k41
-  %n36.next = add nsw i64 %n3688, 1
+probs.k41.end:                                    ; preds = %probs.k41
+  %n36.next = add nsw i64 %probs.n3686, 1
   %333 = icmp slt i64 %n36.next, 64
-  br i1 %333, label %n36, label %n36.end
+  br i1 %333, label %probs.n36, label %probs.n36.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

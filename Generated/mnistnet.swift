@@ -480,7 +480,7 @@ public func mnistnet_train_b64(
     }
     grads[(288 &+ f115)] = acc116
   }
-  // adam update of 1199882 parameters
+  // adam = update of 1199882 parameters
   var step_size119: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt120: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   do {  // SIMD16 over i121

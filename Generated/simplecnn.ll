@@ -4,884 +4,884 @@ source_filename = "simplecnn"
 
 define void @simplecnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %v_new = alloca float, align 4
-  %m_new = alloca float, align 4
-  %g = alloca float, align 4
-  %bc2_sqrt127 = alloca float, align 4
-  %step_size126 = alloca float, align 4
-  %acc123 = alloca float, align 4
-  %acc86 = alloca float, align 4
-  %acc64 = alloca float, align 4
-  %acc59 = alloca float, align 4
-  %s54 = alloca float, align 4
-  %m53 = alloca float, align 4
-  %s49 = alloca float, align 4
-  %m48 = alloca float, align 4
-  %total46 = alloca float, align 4
-  %bi38 = alloca float, align 4
-  %best37 = alloca float, align 4
-  %bi18 = alloca float, align 4
-  %best17 = alloca float, align 4
-  br label %g1
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt127 = alloca float, align 4
+  %adam.step_size126 = alloca float, align 4
+  %conv1_bias_grad.acc123 = alloca float, align 4
+  %conv2_bias_grad.acc86 = alloca float, align 4
+  %fc1_bias_grad.acc64 = alloca float, align 4
+  %fc2_bias_grad.acc59 = alloca float, align 4
+  %fc2_grad.s54 = alloca float, align 4
+  %fc2_grad.m53 = alloca float, align 4
+  %loss.s49 = alloca float, align 4
+  %loss.m48 = alloca float, align 4
+  %loss.total46 = alloca float, align 4
+  %conv2.bi38 = alloca float, align 4
+  %conv2.best37 = alloca float, align 4
+  %conv1.bi18 = alloca float, align 4
+  %conv1.best17 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j13.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j13.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j13.end
-  br label %g21
+conv1.g1.end:                                     ; preds = %conv1.j13.end
+  br label %conv2.g21
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params24 = getelementptr inbounds float, ptr %params, i64 0
   %arena25 = getelementptr inbounds float, ptr %arena, i64 802816
   %arena26 = getelementptr inbounds float, ptr %arena, i64 1254400
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
-  br label %j13
+  br label %conv1.j13
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 802816, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 9
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy11.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy11.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy11.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy11.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy11.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -1
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 1
+  %26 = add nsw i64 %conv1.ox89, 1
   %27 = add nsw i64 %26, -1
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 3
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 3
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 3
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 802816, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 1
+  %39 = add nsw i64 %conv1.ox89, 1
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 27
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -1
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -1
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -1
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %58, %ox1015
+  %59 = add nsw i64 %58, %conv1.ox1015
   %images16 = getelementptr inbounds float, ptr %images, i64 %59
   %60 = load float, ptr %images16, align 4
-  %61 = mul nsw i64 %c56, 3
-  %62 = add nsw i64 %61, %ky67
+  %61 = mul nsw i64 %conv1.c56, 3
+  %62 = add nsw i64 %61, %conv1.ky67
   %63 = mul nsw i64 %62, 3
   %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 50176
   %66 = add nsw i64 802816, %65
-  %67 = mul nsw i64 %j22, 784
+  %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
-  %69 = mul nsw i64 %oy912, 28
+  %69 = mul nsw i64 %conv1.oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %ox1015
+  %71 = add nsw i64 %70, %conv1.ox1015
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %72 = icmp slt i64 %ox10.next, 28
-  br i1 %72, label %ox10, label %ox10.end
+  br i1 %72, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %73 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %73 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %74 = add nsw i64 %73, -1
   %75 = icmp slt i64 -1, %74
-  %76 = add nsw i64 %oy1118, %ky67
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 %77, 28
   %79 = and i1 %75, %78
-  br i1 %79, label %then19, label %endif20
+  br i1 %79, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %80 = icmp slt i64 %ky6.next, 3
-  br i1 %80, label %ky6, label %ky6.end
+  br i1 %80, label %conv1.ky6, label %conv1.ky6.end
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %81 = icmp slt i64 %oy11.next, 28
-  br i1 %81, label %oy11, label %oy11.end
+  br i1 %81, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %82 = mul nsw i64 %g11, 64
-  %83 = add nsw i64 %82, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %82 = mul nsw i64 %conv1.g11, 64
+  %83 = add nsw i64 %82, %conv1.j22
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %c56, 784
+  %85 = mul nsw i64 %conv1.c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %oy1118, %ky67
+  %87 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %ox1221, 1
+  %91 = add nsw i64 %conv1.ox1221, 1
   %92 = add nsw i64 %90, %91
   %images22 = getelementptr inbounds float, ptr %images, i64 %92
   %93 = load float, ptr %images22, align 4
-  %94 = mul nsw i64 %c56, 3
-  %95 = add nsw i64 %94, %ky67
+  %94 = mul nsw i64 %conv1.c56, 3
+  %95 = add nsw i64 %94, %conv1.ky67
   %96 = mul nsw i64 %95, 3
   %97 = add nsw i64 %96, 2
   %98 = mul nsw i64 %97, 50176
   %99 = add nsw i64 802816, %98
-  %100 = mul nsw i64 %j22, 784
+  %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %oy1118, 28
+  %102 = mul nsw i64 %conv1.oy1118, 28
   %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %ox1221
+  %104 = add nsw i64 %103, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %105 = icmp slt i64 %ox12.next, 27
-  br i1 %105, label %ox12, label %ox12.end
+  br i1 %105, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-j13:                                              ; preds = %f14.end, %j2.end
-  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
-  br label %f14
+conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
+  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
+  br label %conv1.f14
 
-j13.end:                                          ; preds = %f14.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j13.end:                                    ; preds = %conv1.f14.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %g1, label %g1.end
+  br i1 %106, label %conv1.g1, label %conv1.g1.end
 
-f14:                                              ; preds = %py15.end, %j13
-  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
-  br label %py15
+conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
+  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
+  br label %conv1.py15
 
-f14.end:                                          ; preds = %py15.end
-  %j13.next = add nsw i64 %j1327, 1
+conv1.f14.end:                                    ; preds = %conv1.py15.end
+  %j13.next = add nsw i64 %conv1.j1327, 1
   %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %j13, label %j13.end
+  br i1 %107, label %conv1.j13, label %conv1.j13.end
 
-py15:                                             ; preds = %px16.end, %f14
-  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
-  br label %px16
+conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
+  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
+  br label %conv1.px16
 
-py15.end:                                         ; preds = %px16.end
-  %f14.next = add nsw i64 %f1428, 1
+conv1.py15.end:                                   ; preds = %conv1.px16.end
+  %f14.next = add nsw i64 %conv1.f1428, 1
   %108 = icmp slt i64 %f14.next, 32
-  br i1 %108, label %f14, label %f14.end
+  br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-px16:                                             ; preds = %ky19.end, %py15
-  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
-  %109 = mul nsw i64 %f1428, 50176
+conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+  %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 1254400, %109
-  %111 = mul nsw i64 %j1327, 784
+  %111 = mul nsw i64 %conv1.j1327, 784
   %112 = add nsw i64 %110, %111
-  %113 = mul nsw i64 %py1529, 56
-  %114 = mul nsw i64 %px1630, 2
+  %113 = mul nsw i64 %conv1.py1529, 56
+  %114 = mul nsw i64 %conv1.px1630, 2
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %112, %115
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 288, %f1428
+  %118 = add nsw i64 288, %conv1.f1428
   %params32 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params32, align 4
   %120 = fadd float %117, %119
-  store float %120, ptr %best17, align 4
-  %121 = mul nsw i64 %py1529, 56
-  %122 = mul nsw i64 %px1630, 2
+  store float %120, ptr %conv1.best17, align 4
+  %121 = mul nsw i64 %conv1.py1529, 56
+  %122 = mul nsw i64 %conv1.px1630, 2
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
-  store float %124, ptr %bi18, align 4
-  br label %ky19
+  store float %124, ptr %conv1.bi18, align 4
+  br label %conv1.ky19
 
-px16.end:                                         ; preds = %ky19.end
-  %py15.next = add nsw i64 %py1529, 1
+conv1.px16.end:                                   ; preds = %conv1.ky19.end
+  %py15.next = add nsw i64 %conv1.py1529, 1
   %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %py15, label %py15.end
+  br i1 %125, label %conv1.py15, label %conv1.py15.end
 
-ky19:                                             ; preds = %kx20.end, %px16
-  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
-  br label %kx20
+conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
+  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
+  br label %conv1.kx20
 
-ky19.end:                                         ; preds = %kx20.end
-  %best1745 = load float, ptr %best17, align 4
-  %126 = fcmp ogt float %best1745, 0.000000e+00
-  %best1746 = load float, ptr %best17, align 4
-  %127 = select i1 %126, float %best1746, float 0.000000e+00
-  %128 = mul nsw i64 %g11, 64
-  %129 = add nsw i64 %128, %j1327
+conv1.ky19.end:                                   ; preds = %conv1.kx20.end
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %126 = fcmp ogt float %best1743, 0.000000e+00
+  %best1744 = load float, ptr %conv1.best17, align 4
+  %127 = select i1 %126, float %best1744, float 0.000000e+00
+  %128 = mul nsw i64 %conv1.g11, 64
+  %129 = add nsw i64 %128, %conv1.j1327
   %130 = mul nsw i64 %129, 6272
-  %131 = mul nsw i64 %f1428, 196
+  %131 = mul nsw i64 %conv1.f1428, 196
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %py1529, 14
+  %133 = mul nsw i64 %conv1.py1529, 14
   %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %px1630
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena47, align 4
-  %bi1848 = load float, ptr %bi18, align 4
-  %136 = mul nsw i64 %g11, 64
-  %137 = add nsw i64 %136, %j1327
+  %135 = add nsw i64 %134, %conv1.px1630
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena45, align 4
+  %bi1846 = load float, ptr %conv1.bi18, align 4
+  %136 = mul nsw i64 %conv1.g11, 64
+  %137 = add nsw i64 %136, %conv1.j1327
   %138 = mul nsw i64 %137, 6272
-  %139 = mul nsw i64 %f1428, 196
+  %139 = mul nsw i64 %conv1.f1428, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %py1529, 14
+  %141 = mul nsw i64 %conv1.py1529, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %px1630
+  %143 = add nsw i64 %142, %conv1.px1630
   %144 = add nsw i64 401408, %143
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1848, ptr %arena49, align 4
-  %px16.next = add nsw i64 %px1630, 1
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1846, ptr %arena47, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
   %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %px16, label %px16.end
+  br i1 %145, label %conv1.px16, label %conv1.px16.end
 
-kx20:                                             ; preds = %kx20, %ky19
-  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
-  %146 = mul nsw i64 %f1428, 50176
+conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
+  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
+  %146 = mul nsw i64 %conv1.f1428, 50176
   %147 = add nsw i64 1254400, %146
-  %148 = mul nsw i64 %j1327, 784
+  %148 = mul nsw i64 %conv1.j1327, 784
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %py1529, 56
-  %151 = mul nsw i64 %px1630, 2
+  %150 = mul nsw i64 %conv1.py1529, 56
+  %151 = mul nsw i64 %conv1.px1630, 2
   %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %ky1933, 28
+  %153 = mul nsw i64 %conv1.ky1933, 28
   %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %kx2034
+  %155 = add nsw i64 %154, %conv1.kx2034
   %156 = add nsw i64 %149, %155
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 288, %f1428
+  %158 = add nsw i64 288, %conv1.f1428
   %params36 = getelementptr inbounds float, ptr %params, i64 %158
   %159 = load float, ptr %params36, align 4
   %160 = fadd float %157, %159
-  %best1737 = load float, ptr %best17, align 4
-  %161 = fcmp ogt float %160, %best1737
-  %162 = mul nsw i64 %py1529, 56
-  %163 = mul nsw i64 %px1630, 2
+  %best17 = load float, ptr %conv1.best17, align 4
+  %161 = fcmp ogt float %160, %best17
+  %162 = mul nsw i64 %conv1.py1529, 56
+  %163 = mul nsw i64 %conv1.px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %ky1933, 28
+  %165 = mul nsw i64 %conv1.ky1933, 28
   %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %kx2034
+  %167 = add nsw i64 %166, %conv1.kx2034
   %168 = sitofp i64 %167 to float
-  %bi1838 = load float, ptr %bi18, align 4
-  %169 = select i1 %161, float %168, float %bi1838
-  store float %169, ptr %bi18, align 4
-  %170 = mul nsw i64 %f1428, 50176
+  %bi18 = load float, ptr %conv1.bi18, align 4
+  %169 = select i1 %161, float %168, float %bi18
+  store float %169, ptr %conv1.bi18, align 4
+  %170 = mul nsw i64 %conv1.f1428, 50176
   %171 = add nsw i64 1254400, %170
-  %172 = mul nsw i64 %j1327, 784
+  %172 = mul nsw i64 %conv1.j1327, 784
   %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %py1529, 56
-  %175 = mul nsw i64 %px1630, 2
+  %174 = mul nsw i64 %conv1.py1529, 56
+  %175 = mul nsw i64 %conv1.px1630, 2
   %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %ky1933, 28
+  %177 = mul nsw i64 %conv1.ky1933, 28
   %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %kx2034
+  %179 = add nsw i64 %178, %conv1.kx2034
   %180 = add nsw i64 %173, %179
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena39, align 4
-  %182 = add nsw i64 288, %f1428
-  %params40 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params40, align 4
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena37, align 4
+  %182 = add nsw i64 288, %conv1.f1428
+  %params38 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params38, align 4
   %184 = fadd float %181, %183
-  %best1741 = load float, ptr %best17, align 4
-  %185 = fcmp ogt float %184, %best1741
-  %186 = mul nsw i64 %f1428, 50176
+  %best1739 = load float, ptr %conv1.best17, align 4
+  %185 = fcmp ogt float %184, %best1739
+  %186 = mul nsw i64 %conv1.f1428, 50176
   %187 = add nsw i64 1254400, %186
-  %188 = mul nsw i64 %j1327, 784
+  %188 = mul nsw i64 %conv1.j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %py1529, 56
-  %191 = mul nsw i64 %px1630, 2
+  %190 = mul nsw i64 %conv1.py1529, 56
+  %191 = mul nsw i64 %conv1.px1630, 2
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %ky1933, 28
+  %193 = mul nsw i64 %conv1.ky1933, 28
   %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %kx2034
+  %195 = add nsw i64 %194, %conv1.kx2034
   %196 = add nsw i64 %189, %195
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena42, align 4
-  %198 = add nsw i64 288, %f1428
-  %params43 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params43, align 4
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena40, align 4
+  %198 = add nsw i64 288, %conv1.f1428
+  %params41 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params41, align 4
   %200 = fadd float %197, %199
-  %best1744 = load float, ptr %best17, align 4
-  %201 = select i1 %185, float %200, float %best1744
-  store float %201, ptr %best17, align 4
-  %kx20.next = add nsw i64 %kx2034, 1
+  %best1742 = load float, ptr %conv1.best17, align 4
+  %201 = select i1 %185, float %200, float %best1742
+  store float %201, ptr %conv1.best17, align 4
+  %kx20.next = add nsw i64 %conv1.kx2034, 1
   %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %kx20, label %kx20.end
+  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
 
-kx20.end:                                         ; preds = %kx20
-  %ky19.next = add nsw i64 %ky1933, 1
+conv1.kx20.end:                                   ; preds = %conv1.kx20
+  %ky19.next = add nsw i64 %conv1.ky1933, 1
   %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %ky19, label %ky19.end
+  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
 
-g21:                                              ; preds = %j33.end, %g1.end
-  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
-  br label %j2251
+conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
+  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
+  br label %conv2.j22
 
-g21.end:                                          ; preds = %j33.end
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params103 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 1204224
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena102, i32 3136, ptr %params103, i32 3136, float 0.000000e+00, ptr %arena104, i32 128)
-  br label %n41
+conv2.g21.end:                                    ; preds = %conv2.j33.end
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 802816
+  %params96 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 1204224
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena95, i32 3136, ptr %params96, i32 3136, float 0.000000e+00, ptr %arena97, i32 128)
+  br label %fc1.n41
 
-j2251:                                            ; preds = %c25.end, %g21
-  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
-  br label %r23
+conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
+  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
+  br label %conv2.r23
 
-j22.end:                                          ; preds = %c25.end
-  %params76 = getelementptr inbounds float, ptr %params, i64 320
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 1204224
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 4816896
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params76, i32 288, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
-  br label %j33
+conv2.j22.end:                                    ; preds = %conv2.c25.end
+  %params71 = getelementptr inbounds float, ptr %params, i64 320
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 1204224
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 4816896
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params71, i32 288, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
+  br label %conv2.j33
 
-r23:                                              ; preds = %i24.end, %j2251
-  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
-  br label %i24
+conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
+  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
+  br label %conv2.i24
 
-r23.end:                                          ; preds = %i24.end
-  br label %c25
+conv2.r23.end:                                    ; preds = %conv2.i24.end
+  br label %conv2.c25
 
-i24:                                              ; preds = %i24, %r23
-  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
-  %204 = mul nsw i64 %r2353, 12544
+conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
+  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
+  %204 = mul nsw i64 %conv2.r2350, 12544
   %205 = add nsw i64 1204224, %204
-  %206 = mul nsw i64 %j2252, 196
+  %206 = mul nsw i64 %conv2.j2249, 196
   %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %i2454
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena55, align 4
-  %i24.next = add nsw i64 %i2454, 1
+  %208 = add nsw i64 %207, %conv2.i2451
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena52, align 4
+  %i24.next = add nsw i64 %conv2.i2451, 1
   %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %i24, label %i24.end
+  br i1 %209, label %conv2.i24, label %conv2.i24.end
 
-i24.end:                                          ; preds = %i24
-  %r23.next = add nsw i64 %r2353, 1
+conv2.i24.end:                                    ; preds = %conv2.i24
+  %r23.next = add nsw i64 %conv2.r2350, 1
   %210 = icmp slt i64 %r23.next, 288
-  br i1 %210, label %r23, label %r23.end
+  br i1 %210, label %conv2.r23, label %conv2.r23.end
 
-c25:                                              ; preds = %ky26.end, %r23.end
-  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
-  br label %ky26
+conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
+  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
+  br label %conv2.ky26
 
-c25.end:                                          ; preds = %ky26.end
-  %j22.next = add nsw i64 %j2252, 1
+conv2.c25.end:                                    ; preds = %conv2.ky26.end
+  %j22.next = add nsw i64 %conv2.j2249, 1
   %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %j2251, label %j22.end
+  br i1 %211, label %conv2.j22, label %conv2.j22.end
 
-ky26:                                             ; preds = %oy31.end, %c25
-  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
-  br label %oy27
+conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
+  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+  br label %conv2.oy27
 
-ky26.end:                                         ; preds = %oy31.end
-  %c25.next = add nsw i64 %c2556, 1
+conv2.ky26.end:                                   ; preds = %conv2.oy31.end
+  %c25.next = add nsw i64 %conv2.c2553, 1
   %212 = icmp slt i64 %c25.next, 32
-  br i1 %212, label %c25, label %c25.end
+  br i1 %212, label %conv2.c25, label %conv2.c25.end
 
-oy27:                                             ; preds = %endif60, %ky26
-  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
-  %213 = add nsw i64 %oy2758, %ky2657
+conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
+  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
+  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %214 = add nsw i64 %213, -1
   %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %oy2758, %ky2657
+  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %217 = add nsw i64 %216, -1
   %218 = icmp slt i64 %217, 14
   %219 = and i1 %215, %218
-  br i1 %219, label %then59, label %endif60
+  br i1 %219, label %conv2.then, label %conv2.endif
 
-oy27.end:                                         ; preds = %endif60
-  br label %oy29
+conv2.oy27.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy29
 
-then59:                                           ; preds = %oy27
-  br label %ox28
+conv2.then:                                       ; preds = %conv2.oy27
+  br label %conv2.ox28
 
-endif60:                                          ; preds = %ox28.end, %oy27
-  %oy27.next = add nsw i64 %oy2758, 1
+conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2755, 1
   %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %oy27, label %oy27.end
+  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
 
-ox28:                                             ; preds = %ox28, %then59
-  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
-  %221 = mul nsw i64 %g2150, 64
-  %222 = add nsw i64 %221, %j2252
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
+  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
+  %221 = mul nsw i64 %conv2.g2148, 64
+  %222 = add nsw i64 %221, %conv2.j2249
   %223 = mul nsw i64 %222, 6272
-  %224 = mul nsw i64 %c2556, 196
+  %224 = mul nsw i64 %conv2.c2553, 196
   %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %oy2758, %ky2657
+  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %227 = add nsw i64 %226, -1
   %228 = mul nsw i64 %227, 14
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %ox2861, 1
+  %230 = add nsw i64 %conv2.ox2856, 1
   %231 = add nsw i64 %230, -1
   %232 = add nsw i64 %229, %231
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena62, align 4
-  %234 = mul nsw i64 %c2556, 3
-  %235 = add nsw i64 %234, %ky2657
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena57, align 4
+  %234 = mul nsw i64 %conv2.c2553, 3
+  %235 = add nsw i64 %234, %conv2.ky2654
   %236 = mul nsw i64 %235, 3
   %237 = mul nsw i64 %236, 12544
   %238 = add nsw i64 1204224, %237
-  %239 = mul nsw i64 %j2252, 196
+  %239 = mul nsw i64 %conv2.j2249, 196
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %oy2758, 14
+  %241 = mul nsw i64 %conv2.oy2755, 14
   %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %ox2861, 1
+  %243 = add nsw i64 %conv2.ox2856, 1
   %244 = add nsw i64 %242, %243
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena63, align 4
-  %ox28.next = add nsw i64 %ox2861, 1
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena58, align 4
+  %ox28.next = add nsw i64 %conv2.ox2856, 1
   %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %ox28, label %ox28.end
+  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
 
-ox28.end:                                         ; preds = %ox28
-  br label %endif60
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif
 
-oy29:                                             ; preds = %endif66, %oy27.end
-  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
-  %246 = add nsw i64 %oy2964, %ky2657
+conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
+  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
+  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %247 = add nsw i64 %246, -1
   %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %oy2964, %ky2657
+  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %250 = add nsw i64 %249, -1
   %251 = icmp slt i64 %250, 14
   %252 = and i1 %248, %251
-  br i1 %252, label %then65, label %endif66
+  br i1 %252, label %conv2.then60, label %conv2.endif61
 
-oy29.end:                                         ; preds = %endif66
-  br label %oy31
+conv2.oy29.end:                                   ; preds = %conv2.endif61
+  br label %conv2.oy31
 
-then65:                                           ; preds = %oy29
-  br label %ox30
+conv2.then60:                                     ; preds = %conv2.oy29
+  br label %conv2.ox30
 
-endif66:                                          ; preds = %ox30.end, %oy29
-  %oy29.next = add nsw i64 %oy2964, 1
+conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2959, 1
   %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %oy29, label %oy29.end
+  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
 
-ox30:                                             ; preds = %ox30, %then65
-  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
-  %254 = mul nsw i64 %g2150, 64
-  %255 = add nsw i64 %254, %j2252
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
+  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
+  %254 = mul nsw i64 %conv2.g2148, 64
+  %255 = add nsw i64 %254, %conv2.j2249
   %256 = mul nsw i64 %255, 6272
-  %257 = mul nsw i64 %c2556, 196
+  %257 = mul nsw i64 %conv2.c2553, 196
   %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %oy2964, %ky2657
+  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %260 = add nsw i64 %259, -1
   %261 = mul nsw i64 %260, 14
   %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %ox3067
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena68, align 4
-  %265 = mul nsw i64 %c2556, 3
-  %266 = add nsw i64 %265, %ky2657
+  %263 = add nsw i64 %262, %conv2.ox3062
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena63, align 4
+  %265 = mul nsw i64 %conv2.c2553, 3
+  %266 = add nsw i64 %265, %conv2.ky2654
   %267 = mul nsw i64 %266, 3
   %268 = add nsw i64 %267, 1
   %269 = mul nsw i64 %268, 12544
   %270 = add nsw i64 1204224, %269
-  %271 = mul nsw i64 %j2252, 196
+  %271 = mul nsw i64 %conv2.j2249, 196
   %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %oy2964, 14
+  %273 = mul nsw i64 %conv2.oy2959, 14
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %ox3067
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena69, align 4
-  %ox30.next = add nsw i64 %ox3067, 1
+  %275 = add nsw i64 %274, %conv2.ox3062
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena64, align 4
+  %ox30.next = add nsw i64 %conv2.ox3062, 1
   %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %ox30, label %ox30.end
+  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
 
-ox30.end:                                         ; preds = %ox30
-  br label %endif66
+conv2.ox30.end:                                   ; preds = %conv2.ox30
+  br label %conv2.endif61
 
-oy31:                                             ; preds = %endif72, %oy29.end
-  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
-  %277 = add nsw i64 %oy3170, %ky2657
+conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
+  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
+  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %278 = add nsw i64 %277, -1
   %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %oy3170, %ky2657
+  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %281 = add nsw i64 %280, -1
   %282 = icmp slt i64 %281, 14
   %283 = and i1 %279, %282
-  br i1 %283, label %then71, label %endif72
+  br i1 %283, label %conv2.then66, label %conv2.endif67
 
-oy31.end:                                         ; preds = %endif72
-  %ky26.next = add nsw i64 %ky2657, 1
+conv2.oy31.end:                                   ; preds = %conv2.endif67
+  %ky26.next = add nsw i64 %conv2.ky2654, 1
   %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %ky26, label %ky26.end
+  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
 
-then71:                                           ; preds = %oy31
-  br label %ox32
+conv2.then66:                                     ; preds = %conv2.oy31
+  br label %conv2.ox32
 
-endif72:                                          ; preds = %ox32.end, %oy31
-  %oy31.next = add nsw i64 %oy3170, 1
+conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy3165, 1
   %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %oy31, label %oy31.end
+  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
 
-ox32:                                             ; preds = %ox32, %then71
-  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
-  %286 = mul nsw i64 %g2150, 64
-  %287 = add nsw i64 %286, %j2252
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
+  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
+  %286 = mul nsw i64 %conv2.g2148, 64
+  %287 = add nsw i64 %286, %conv2.j2249
   %288 = mul nsw i64 %287, 6272
-  %289 = mul nsw i64 %c2556, 196
+  %289 = mul nsw i64 %conv2.c2553, 196
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %oy3170, %ky2657
+  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %292 = add nsw i64 %291, -1
   %293 = mul nsw i64 %292, 14
   %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %ox3273, 1
+  %295 = add nsw i64 %conv2.ox3268, 1
   %296 = add nsw i64 %294, %295
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena74, align 4
-  %298 = mul nsw i64 %c2556, 3
-  %299 = add nsw i64 %298, %ky2657
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena69, align 4
+  %298 = mul nsw i64 %conv2.c2553, 3
+  %299 = add nsw i64 %298, %conv2.ky2654
   %300 = mul nsw i64 %299, 3
   %301 = add nsw i64 %300, 2
   %302 = mul nsw i64 %301, 12544
   %303 = add nsw i64 1204224, %302
-  %304 = mul nsw i64 %j2252, 196
+  %304 = mul nsw i64 %conv2.j2249, 196
   %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %oy3170, 14
+  %306 = mul nsw i64 %conv2.oy3165, 14
   %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %ox3273
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena75, align 4
-  %ox32.next = add nsw i64 %ox3273, 1
+  %308 = add nsw i64 %307, %conv2.ox3268
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena70, align 4
+  %ox32.next = add nsw i64 %conv2.ox3268, 1
   %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %ox32, label %ox32.end
+  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
 
-ox32.end:                                         ; preds = %ox32
-  br label %endif72
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif67
 
-j33:                                              ; preds = %f34.end, %j22.end
-  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
-  br label %f34
+conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
+  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
+  br label %conv2.f34
 
-j33.end:                                          ; preds = %f34.end
-  %g21.next = add nsw i64 %g2150, 1
+conv2.j33.end:                                    ; preds = %conv2.f34.end
+  %g21.next = add nsw i64 %conv2.g2148, 1
   %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %g21, label %g21.end
+  br i1 %310, label %conv2.g21, label %conv2.g21.end
 
-f34:                                              ; preds = %py35.end, %j33
-  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
-  br label %py35
+conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
+  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
+  br label %conv2.py35
 
-f34.end:                                          ; preds = %py35.end
-  %j33.next = add nsw i64 %j3379, 1
+conv2.f34.end:                                    ; preds = %conv2.py35.end
+  %j33.next = add nsw i64 %conv2.j3374, 1
   %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %j33, label %j33.end
+  br i1 %311, label %conv2.j33, label %conv2.j33.end
 
-py35:                                             ; preds = %px36.end, %f34
-  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
-  br label %px36
+conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
+  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
+  br label %conv2.px36
 
-py35.end:                                         ; preds = %px36.end
-  %f34.next = add nsw i64 %f3480, 1
+conv2.py35.end:                                   ; preds = %conv2.px36.end
+  %f34.next = add nsw i64 %conv2.f3475, 1
   %312 = icmp slt i64 %f34.next, 64
-  br i1 %312, label %f34, label %f34.end
+  br i1 %312, label %conv2.f34, label %conv2.f34.end
 
-px36:                                             ; preds = %ky39.end, %py35
-  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
-  %313 = mul nsw i64 %f3480, 12544
+conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
+  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
+  %313 = mul nsw i64 %conv2.f3475, 12544
   %314 = add nsw i64 4816896, %313
-  %315 = mul nsw i64 %j3379, 196
+  %315 = mul nsw i64 %conv2.j3374, 196
   %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %py3581, 28
-  %318 = mul nsw i64 %px3682, 2
+  %317 = mul nsw i64 %conv2.py3576, 28
+  %318 = mul nsw i64 %conv2.px3677, 2
   %319 = add nsw i64 %317, %318
   %320 = add nsw i64 %316, %319
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena83, align 4
-  %322 = add nsw i64 18752, %f3480
-  %params84 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params84, align 4
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena78, align 4
+  %322 = add nsw i64 18752, %conv2.f3475
+  %params79 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params79, align 4
   %324 = fadd float %321, %323
-  store float %324, ptr %best37, align 4
-  %325 = mul nsw i64 %py3581, 28
-  %326 = mul nsw i64 %px3682, 2
+  store float %324, ptr %conv2.best37, align 4
+  %325 = mul nsw i64 %conv2.py3576, 28
+  %326 = mul nsw i64 %conv2.px3677, 2
   %327 = add nsw i64 %325, %326
   %328 = sitofp i64 %327 to float
-  store float %328, ptr %bi38, align 4
-  br label %ky39
+  store float %328, ptr %conv2.bi38, align 4
+  br label %conv2.ky39
 
-px36.end:                                         ; preds = %ky39.end
-  %py35.next = add nsw i64 %py3581, 1
+conv2.px36.end:                                   ; preds = %conv2.ky39.end
+  %py35.next = add nsw i64 %conv2.py3576, 1
   %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %py35, label %py35.end
+  br i1 %329, label %conv2.py35, label %conv2.py35.end
 
-ky39:                                             ; preds = %kx40.end, %px36
-  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
-  br label %kx40
+conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
+  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
+  br label %conv2.kx40
 
-ky39.end:                                         ; preds = %kx40.end
-  %best3797 = load float, ptr %best37, align 4
-  %330 = fcmp ogt float %best3797, 0.000000e+00
-  %best3798 = load float, ptr %best37, align 4
-  %331 = select i1 %330, float %best3798, float 0.000000e+00
-  %332 = mul nsw i64 %g2150, 64
-  %333 = add nsw i64 %332, %j3379
+conv2.ky39.end:                                   ; preds = %conv2.kx40.end
+  %best3790 = load float, ptr %conv2.best37, align 4
+  %330 = fcmp ogt float %best3790, 0.000000e+00
+  %best3791 = load float, ptr %conv2.best37, align 4
+  %331 = select i1 %330, float %best3791, float 0.000000e+00
+  %332 = mul nsw i64 %conv2.g2148, 64
+  %333 = add nsw i64 %332, %conv2.j3374
   %334 = mul nsw i64 %333, 3136
-  %335 = mul nsw i64 %f3480, 49
+  %335 = mul nsw i64 %conv2.f3475, 49
   %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %py3581, 7
+  %337 = mul nsw i64 %conv2.py3576, 7
   %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %px3682
+  %339 = add nsw i64 %338, %conv2.px3677
   %340 = add nsw i64 802816, %339
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena99, align 4
-  %bi38100 = load float, ptr %bi38, align 4
-  %341 = mul nsw i64 %g2150, 64
-  %342 = add nsw i64 %341, %j3379
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena92, align 4
+  %bi3893 = load float, ptr %conv2.bi38, align 4
+  %341 = mul nsw i64 %conv2.g2148, 64
+  %342 = add nsw i64 %341, %conv2.j3374
   %343 = mul nsw i64 %342, 3136
-  %344 = mul nsw i64 %f3480, 49
+  %344 = mul nsw i64 %conv2.f3475, 49
   %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %py3581, 7
+  %346 = mul nsw i64 %conv2.py3576, 7
   %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %px3682
+  %348 = add nsw i64 %347, %conv2.px3677
   %349 = add nsw i64 1003520, %348
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi38100, ptr %arena101, align 4
-  %px36.next = add nsw i64 %px3682, 1
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi3893, ptr %arena94, align 4
+  %px36.next = add nsw i64 %conv2.px3677, 1
   %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %px36, label %px36.end
+  br i1 %350, label %conv2.px36, label %conv2.px36.end
 
-kx40:                                             ; preds = %kx40, %ky39
-  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
-  %351 = mul nsw i64 %f3480, 12544
+conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
+  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
+  %351 = mul nsw i64 %conv2.f3475, 12544
   %352 = add nsw i64 4816896, %351
-  %353 = mul nsw i64 %j3379, 196
+  %353 = mul nsw i64 %conv2.j3374, 196
   %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %py3581, 28
-  %356 = mul nsw i64 %px3682, 2
+  %355 = mul nsw i64 %conv2.py3576, 28
+  %356 = mul nsw i64 %conv2.px3677, 2
   %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %ky3985, 14
+  %358 = mul nsw i64 %conv2.ky3980, 14
   %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %kx4086
+  %360 = add nsw i64 %359, %conv2.kx4081
   %361 = add nsw i64 %354, %360
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena87, align 4
-  %363 = add nsw i64 18752, %f3480
-  %params88 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params88, align 4
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena82, align 4
+  %363 = add nsw i64 18752, %conv2.f3475
+  %params83 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params83, align 4
   %365 = fadd float %362, %364
-  %best3789 = load float, ptr %best37, align 4
-  %366 = fcmp ogt float %365, %best3789
-  %367 = mul nsw i64 %py3581, 28
-  %368 = mul nsw i64 %px3682, 2
+  %best37 = load float, ptr %conv2.best37, align 4
+  %366 = fcmp ogt float %365, %best37
+  %367 = mul nsw i64 %conv2.py3576, 28
+  %368 = mul nsw i64 %conv2.px3677, 2
   %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %ky3985, 14
+  %370 = mul nsw i64 %conv2.ky3980, 14
   %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %kx4086
+  %372 = add nsw i64 %371, %conv2.kx4081
   %373 = sitofp i64 %372 to float
-  %bi3890 = load float, ptr %bi38, align 4
-  %374 = select i1 %366, float %373, float %bi3890
-  store float %374, ptr %bi38, align 4
-  %375 = mul nsw i64 %f3480, 12544
+  %bi38 = load float, ptr %conv2.bi38, align 4
+  %374 = select i1 %366, float %373, float %bi38
+  store float %374, ptr %conv2.bi38, align 4
+  %375 = mul nsw i64 %conv2.f3475, 12544
   %376 = add nsw i64 4816896, %375
-  %377 = mul nsw i64 %j3379, 196
+  %377 = mul nsw i64 %conv2.j3374, 196
   %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %py3581, 28
-  %380 = mul nsw i64 %px3682, 2
+  %379 = mul nsw i64 %conv2.py3576, 28
+  %380 = mul nsw i64 %conv2.px3677, 2
   %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %ky3985, 14
+  %382 = mul nsw i64 %conv2.ky3980, 14
   %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %kx4086
+  %384 = add nsw i64 %383, %conv2.kx4081
   %385 = add nsw i64 %378, %384
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena91, align 4
-  %387 = add nsw i64 18752, %f3480
-  %params92 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params92, align 4
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena84, align 4
+  %387 = add nsw i64 18752, %conv2.f3475
+  %params85 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params85, align 4
   %389 = fadd float %386, %388
-  %best3793 = load float, ptr %best37, align 4
-  %390 = fcmp ogt float %389, %best3793
-  %391 = mul nsw i64 %f3480, 12544
+  %best3786 = load float, ptr %conv2.best37, align 4
+  %390 = fcmp ogt float %389, %best3786
+  %391 = mul nsw i64 %conv2.f3475, 12544
   %392 = add nsw i64 4816896, %391
-  %393 = mul nsw i64 %j3379, 196
+  %393 = mul nsw i64 %conv2.j3374, 196
   %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %py3581, 28
-  %396 = mul nsw i64 %px3682, 2
+  %395 = mul nsw i64 %conv2.py3576, 28
+  %396 = mul nsw i64 %conv2.px3677, 2
   %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %ky3985, 14
+  %398 = mul nsw i64 %conv2.ky3980, 14
   %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %kx4086
+  %400 = add nsw i64 %399, %conv2.kx4081
   %401 = add nsw i64 %394, %400
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena94, align 4
-  %403 = add nsw i64 18752, %f3480
-  %params95 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params95, align 4
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena87, align 4
+  %403 = add nsw i64 18752, %conv2.f3475
+  %params88 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params88, align 4
   %405 = fadd float %402, %404
-  %best3796 = load float, ptr %best37, align 4
-  %406 = select i1 %390, float %405, float %best3796
-  store float %406, ptr %best37, align 4
-  %kx40.next = add nsw i64 %kx4086, 1
+  %best3789 = load float, ptr %conv2.best37, align 4
+  %406 = select i1 %390, float %405, float %best3789
+  store float %406, ptr %conv2.best37, align 4
+  %kx40.next = add nsw i64 %conv2.kx4081, 1
   %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %kx40, label %kx40.end
+  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
 
-kx40.end:                                         ; preds = %kx40
-  %ky39.next = add nsw i64 %ky3985, 1
+conv2.kx40.end:                                   ; preds = %conv2.kx40
+  %ky39.next = add nsw i64 %conv2.ky3980, 1
   %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %ky39, label %ky39.end
+  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
 
-n41:                                              ; preds = %u42.end, %g21.end
-  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
-  br label %u42
+fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
+  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
+  br label %fc1.u42
 
-n41.end:                                          ; preds = %u42.end
-  br label %i43
+fc1.n41.end:                                      ; preds = %fc1.u42.end
+  br label %drop.i43
 
-u42:                                              ; preds = %u42, %n41
-  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
-  %409 = mul nsw i64 %n41105, 128
+fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
+  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
+  %409 = mul nsw i64 %fc1.n4198, 128
   %410 = add nsw i64 1204224, %409
-  %411 = add nsw i64 %410, %u42106
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %411
-  %412 = load float, ptr %arena107, align 4
-  %413 = add nsw i64 420224, %u42106
-  %params108 = getelementptr inbounds float, ptr %params, i64 %413
-  %414 = load float, ptr %params108, align 4
+  %411 = add nsw i64 %410, %fc1.u4299
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %411
+  %412 = load float, ptr %arena100, align 4
+  %413 = add nsw i64 420224, %fc1.u4299
+  %params101 = getelementptr inbounds float, ptr %params, i64 %413
+  %414 = load float, ptr %params101, align 4
   %415 = fadd float %412, %414
   %416 = fcmp ogt float %415, 0.000000e+00
-  %417 = mul nsw i64 %n41105, 128
+  %417 = mul nsw i64 %fc1.n4198, 128
   %418 = add nsw i64 1204224, %417
-  %419 = add nsw i64 %418, %u42106
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load float, ptr %arena109, align 4
-  %421 = add nsw i64 420224, %u42106
-  %params110 = getelementptr inbounds float, ptr %params, i64 %421
-  %422 = load float, ptr %params110, align 4
+  %419 = add nsw i64 %418, %fc1.u4299
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %419
+  %420 = load float, ptr %arena102, align 4
+  %421 = add nsw i64 420224, %fc1.u4299
+  %params103 = getelementptr inbounds float, ptr %params, i64 %421
+  %422 = load float, ptr %params103, align 4
   %423 = fadd float %420, %422
   %424 = select i1 %416, float %423, float 0.000000e+00
-  %425 = mul nsw i64 %n41105, 128
+  %425 = mul nsw i64 %fc1.n4198, 128
   %426 = add nsw i64 1204224, %425
-  %427 = add nsw i64 %426, %u42106
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %427
-  store float %424, ptr %arena111, align 4
-  %u42.next = add nsw i64 %u42106, 1
+  %427 = add nsw i64 %426, %fc1.u4299
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %424, ptr %arena104, align 4
+  %u42.next = add nsw i64 %fc1.u4299, 1
   %428 = icmp slt i64 %u42.next, 128
-  br i1 %428, label %u42, label %u42.end
+  br i1 %428, label %fc1.u42, label %fc1.u42.end
 
-u42.end:                                          ; preds = %u42
-  %n41.next = add nsw i64 %n41105, 1
+fc1.u42.end:                                      ; preds = %fc1.u42
+  %n41.next = add nsw i64 %fc1.n4198, 1
   %429 = icmp slt i64 %n41.next, 64
-  br i1 %429, label %n41, label %n41.end
+  br i1 %429, label %fc1.n41, label %fc1.n41.end
 
-i43:                                              ; preds = %i43, %n41.end
-  %i43112 = phi i64 [ 0, %n41.end ], [ %i43.next, %i43 ]
+drop.i43:                                         ; preds = %drop.i43, %fc1.n41.end
+  %drop.i43105 = phi i64 [ 0, %fc1.n41.end ], [ %i43.next, %drop.i43 ]
   %430 = xor i64 %seed, -1035080904108319828
   %431 = lshr i64 %430, 30
   %432 = xor i64 %430, %431
@@ -900,7 +900,7 @@ i43:                                              ; preds = %i43, %n41.end
   %445 = mul i64 %444, -7723592293110705685
   %446 = lshr i64 %445, 31
   %447 = xor i64 %445, %446
-  %448 = mul i64 %i43112, -7046029254386353131
+  %448 = mul i64 %drop.i43105, -7046029254386353131
   %449 = add i64 %447, %448
   %450 = lshr i64 %449, 30
   %451 = xor i64 %449, %450
@@ -912,266 +912,266 @@ i43:                                              ; preds = %i43, %n41.end
   %457 = xor i64 %455, %456
   %458 = lshr i64 %457, 40
   %keep = icmp uge i64 %458, 8388608
-  %459 = add nsw i64 1204224, %i43112
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %459
-  %460 = load float, ptr %arena113, align 4
+  %459 = add nsw i64 1204224, %drop.i43105
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load float, ptr %arena106, align 4
   %461 = fmul float %460, 2.000000e+00
   %462 = select i1 %keep, float %461, float 0.000000e+00
-  %463 = add nsw i64 1212416, %i43112
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %463
-  store float %462, ptr %arena114, align 4
-  %i43.next = add nsw i64 %i43112, 1
+  %463 = add nsw i64 1212416, %drop.i43105
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %463
+  store float %462, ptr %arena107, align 4
+  %i43.next = add nsw i64 %drop.i43105, 1
   %464 = icmp slt i64 %i43.next, 8192
-  br i1 %464, label %i43, label %i43.end
+  br i1 %464, label %drop.i43, label %drop.i43.end
 
-i43.end:                                          ; preds = %i43
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params116 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 1220608
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena115, i32 128, ptr %params116, i32 128, float 0.000000e+00, ptr %arena117, i32 10)
-  br label %n44
+drop.i43.end:                                     ; preds = %drop.i43
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params109 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 1220608
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena108, i32 128, ptr %params109, i32 128, float 0.000000e+00, ptr %arena110, i32 10)
+  br label %fc2.n44
 
-n44:                                              ; preds = %u45.end, %i43.end
-  %n44118 = phi i64 [ 0, %i43.end ], [ %n44.next, %u45.end ]
-  br label %u45
+fc2.n44:                                          ; preds = %fc2.u45.end, %drop.i43.end
+  %fc2.n44111 = phi i64 [ 0, %drop.i43.end ], [ %n44.next, %fc2.u45.end ]
+  br label %fc2.u45
 
-n44.end:                                          ; preds = %u45.end
-  store float 0.000000e+00, ptr %total46, align 4
-  br label %n47
+fc2.n44.end:                                      ; preds = %fc2.u45.end
+  store float 0.000000e+00, ptr %loss.total46, align 4
+  br label %loss.n47
 
-u45:                                              ; preds = %u45, %n44
-  %u45119 = phi i64 [ 0, %n44 ], [ %u45.next, %u45 ]
-  %465 = mul nsw i64 %n44118, 10
+fc2.u45:                                          ; preds = %fc2.u45, %fc2.n44
+  %fc2.u45112 = phi i64 [ 0, %fc2.n44 ], [ %u45.next, %fc2.u45 ]
+  %465 = mul nsw i64 %fc2.n44111, 10
   %466 = add nsw i64 1220608, %465
-  %467 = add nsw i64 %466, %u45119
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %467
-  %468 = load float, ptr %arena120, align 4
-  %469 = add nsw i64 421632, %u45119
-  %params121 = getelementptr inbounds float, ptr %params, i64 %469
-  %470 = load float, ptr %params121, align 4
+  %467 = add nsw i64 %466, %fc2.u45112
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %467
+  %468 = load float, ptr %arena113, align 4
+  %469 = add nsw i64 421632, %fc2.u45112
+  %params114 = getelementptr inbounds float, ptr %params, i64 %469
+  %470 = load float, ptr %params114, align 4
   %471 = fadd float %468, %470
-  %472 = mul nsw i64 %n44118, 10
+  %472 = mul nsw i64 %fc2.n44111, 10
   %473 = add nsw i64 1220608, %472
-  %474 = add nsw i64 %473, %u45119
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %474
-  store float %471, ptr %arena122, align 4
-  %u45.next = add nsw i64 %u45119, 1
+  %474 = add nsw i64 %473, %fc2.u45112
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %474
+  store float %471, ptr %arena115, align 4
+  %u45.next = add nsw i64 %fc2.u45112, 1
   %475 = icmp slt i64 %u45.next, 10
-  br i1 %475, label %u45, label %u45.end
+  br i1 %475, label %fc2.u45, label %fc2.u45.end
 
-u45.end:                                          ; preds = %u45
-  %n44.next = add nsw i64 %n44118, 1
+fc2.u45.end:                                      ; preds = %fc2.u45
+  %n44.next = add nsw i64 %fc2.n44111, 1
   %476 = icmp slt i64 %n44.next, 64
-  br i1 %476, label %n44, label %n44.end
+  br i1 %476, label %fc2.n44, label %fc2.n44.end
 
-n47:                                              ; preds = %k51.end, %n44.end
-  %n47123 = phi i64 [ 0, %n44.end ], [ %n47.next, %k51.end ]
-  %477 = mul nsw i64 %n47123, 10
+loss.n47:                                         ; preds = %loss.k51.end, %fc2.n44.end
+  %loss.n47116 = phi i64 [ 0, %fc2.n44.end ], [ %n47.next, %loss.k51.end ]
+  %477 = mul nsw i64 %loss.n47116, 10
   %478 = add nsw i64 1220608, %477
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %478
-  %479 = load float, ptr %arena124, align 4
-  store float %479, ptr %m48, align 4
-  br label %k50
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %478
+  %479 = load float, ptr %arena117, align 4
+  store float %479, ptr %loss.m48, align 4
+  br label %loss.k50
 
-n47.end:                                          ; preds = %k51.end
-  %total46137 = load float, ptr %total46, align 4
-  %480 = fdiv float %total46137, 6.400000e+01
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 1221248
-  store float %480, ptr %arena138, align 4
-  br label %n52
+loss.n47.end:                                     ; preds = %loss.k51.end
+  %total46127 = load float, ptr %loss.total46, align 4
+  %480 = fdiv float %total46127, 6.400000e+01
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 1221248
+  store float %480, ptr %arena128, align 4
+  br label %fc2_grad.n52
 
-k50:                                              ; preds = %k50, %n47
-  %k50125 = phi i64 [ 0, %n47 ], [ %k50.next, %k50 ]
-  %m48126 = load float, ptr %m48, align 4
-  %481 = mul nsw i64 %n47123, 10
+loss.k50:                                         ; preds = %loss.k50, %loss.n47
+  %loss.k50118 = phi i64 [ 0, %loss.n47 ], [ %k50.next, %loss.k50 ]
+  %m48 = load float, ptr %loss.m48, align 4
+  %481 = mul nsw i64 %loss.n47116, 10
   %482 = add nsw i64 1220608, %481
-  %483 = add nsw i64 %482, %k50125
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %483
-  %484 = load float, ptr %arena127, align 4
-  %485 = fcmp ogt float %484, %m48126
-  %486 = select i1 %485, float %484, float %m48126
-  store float %486, ptr %m48, align 4
-  %k50.next = add nsw i64 %k50125, 1
+  %483 = add nsw i64 %482, %loss.k50118
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %483
+  %484 = load float, ptr %arena119, align 4
+  %485 = fcmp ogt float %484, %m48
+  %486 = select i1 %485, float %484, float %m48
+  store float %486, ptr %loss.m48, align 4
+  %k50.next = add nsw i64 %loss.k50118, 1
   %487 = icmp slt i64 %k50.next, 10
-  br i1 %487, label %k50, label %k50.end
+  br i1 %487, label %loss.k50, label %loss.k50.end
 
-k50.end:                                          ; preds = %k50
-  store float 0.000000e+00, ptr %s49, align 4
-  br label %k51
+loss.k50.end:                                     ; preds = %loss.k50
+  store float 0.000000e+00, ptr %loss.s49, align 4
+  br label %loss.k51
 
-k51:                                              ; preds = %k51, %k50.end
-  %k51128 = phi i64 [ 0, %k50.end ], [ %k51.next, %k51 ]
-  %s49129 = load float, ptr %s49, align 4
-  %488 = mul nsw i64 %n47123, 10
+loss.k51:                                         ; preds = %loss.k51, %loss.k50.end
+  %loss.k51120 = phi i64 [ 0, %loss.k50.end ], [ %k51.next, %loss.k51 ]
+  %s49 = load float, ptr %loss.s49, align 4
+  %488 = mul nsw i64 %loss.n47116, 10
   %489 = add nsw i64 1220608, %488
-  %490 = add nsw i64 %489, %k51128
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %490
-  %491 = load float, ptr %arena130, align 4
-  %m48131 = load float, ptr %m48, align 4
-  %492 = fsub float %491, %m48131
+  %490 = add nsw i64 %489, %loss.k51120
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %490
+  %491 = load float, ptr %arena121, align 4
+  %m48122 = load float, ptr %loss.m48, align 4
+  %492 = fsub float %491, %m48122
   %493 = call float @llvm.exp.f32(float %492)
-  %494 = fadd float %s49129, %493
-  store float %494, ptr %s49, align 4
-  %k51.next = add nsw i64 %k51128, 1
+  %494 = fadd float %s49, %493
+  store float %494, ptr %loss.s49, align 4
+  %k51.next = add nsw i64 %loss.k51120, 1
   %495 = icmp slt i64 %k51.next, 10
-  br i1 %495, label %k51, label %k51.end
+  br i1 %495, label %loss.k51, label %loss.k51.end
 
-k51.end:                                          ; preds = %k51
-  %total46132 = load float, ptr %total46, align 4
-  %m48133 = load float, ptr %m48, align 4
-  %s49134 = load float, ptr %s49, align 4
-  %496 = call float @llvm.log.f32(float %s49134)
-  %497 = fadd float %m48133, %496
-  %498 = mul nsw i64 %n47123, 10
+loss.k51.end:                                     ; preds = %loss.k51
+  %total46 = load float, ptr %loss.total46, align 4
+  %m48123 = load float, ptr %loss.m48, align 4
+  %s49124 = load float, ptr %loss.s49, align 4
+  %496 = call float @llvm.log.f32(float %s49124)
+  %497 = fadd float %m48123, %496
+  %498 = mul nsw i64 %loss.n47116, 10
   %499 = add nsw i64 1220608, %498
-  %labels135 = getelementptr inbounds i32, ptr %labels, i64 %n47123
-  %label = load i32, ptr %labels135, align 4
+  %labels125 = getelementptr inbounds i32, ptr %labels, i64 %loss.n47116
+  %label = load i32, ptr %labels125, align 4
   %500 = sext i32 %label to i64
   %501 = add nsw i64 %499, %500
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena136, align 4
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena126, align 4
   %503 = fsub float %497, %502
-  %504 = fadd float %total46132, %503
-  store float %504, ptr %total46, align 4
-  %n47.next = add nsw i64 %n47123, 1
+  %504 = fadd float %total46, %503
+  store float %504, ptr %loss.total46, align 4
+  %n47.next = add nsw i64 %loss.n47116, 1
   %505 = icmp slt i64 %n47.next, 64
-  br i1 %505, label %n47, label %n47.end
+  br i1 %505, label %loss.n47, label %loss.n47.end
 
-n52:                                              ; preds = %k57.end, %n47.end
-  %n52139 = phi i64 [ 0, %n47.end ], [ %n52.next, %k57.end ]
-  %506 = mul nsw i64 %n52139, 10
+fc2_grad.n52:                                     ; preds = %fc2_grad.k57.end, %loss.n47.end
+  %fc2_grad.n52129 = phi i64 [ 0, %loss.n47.end ], [ %n52.next, %fc2_grad.k57.end ]
+  %506 = mul nsw i64 %fc2_grad.n52129, 10
   %507 = add nsw i64 1220608, %506
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %507
-  %508 = load float, ptr %arena140, align 4
-  store float %508, ptr %m53, align 4
-  br label %k55
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %507
+  %508 = load float, ptr %arena130, align 4
+  store float %508, ptr %fc2_grad.m53, align 4
+  br label %fc2_grad.k55
 
-n52.end:                                          ; preds = %k57.end
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %grads160 = getelementptr inbounds float, ptr %grads, i64 420352
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena158, i32 10, ptr %arena159, i32 128, float 0.000000e+00, ptr %grads160, i32 128)
-  br label %u58
+fc2_grad.n52.end:                                 ; preds = %fc2_grad.k57.end
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %grads148 = getelementptr inbounds float, ptr %grads, i64 420352
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena146, i32 10, ptr %arena147, i32 128, float 0.000000e+00, ptr %grads148, i32 128)
+  br label %fc2_bias_grad.u58
 
-k55:                                              ; preds = %k55, %n52
-  %k55141 = phi i64 [ 0, %n52 ], [ %k55.next, %k55 ]
-  %m53142 = load float, ptr %m53, align 4
-  %509 = mul nsw i64 %n52139, 10
+fc2_grad.k55:                                     ; preds = %fc2_grad.k55, %fc2_grad.n52
+  %fc2_grad.k55131 = phi i64 [ 0, %fc2_grad.n52 ], [ %k55.next, %fc2_grad.k55 ]
+  %m53 = load float, ptr %fc2_grad.m53, align 4
+  %509 = mul nsw i64 %fc2_grad.n52129, 10
   %510 = add nsw i64 1220608, %509
-  %511 = add nsw i64 %510, %k55141
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %511
-  %512 = load float, ptr %arena143, align 4
-  %513 = fcmp ogt float %512, %m53142
-  %514 = select i1 %513, float %512, float %m53142
-  store float %514, ptr %m53, align 4
-  %k55.next = add nsw i64 %k55141, 1
+  %511 = add nsw i64 %510, %fc2_grad.k55131
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %511
+  %512 = load float, ptr %arena132, align 4
+  %513 = fcmp ogt float %512, %m53
+  %514 = select i1 %513, float %512, float %m53
+  store float %514, ptr %fc2_grad.m53, align 4
+  %k55.next = add nsw i64 %fc2_grad.k55131, 1
   %515 = icmp slt i64 %k55.next, 10
-  br i1 %515, label %k55, label %k55.end
+  br i1 %515, label %fc2_grad.k55, label %fc2_grad.k55.end
 
-k55.end:                                          ; preds = %k55
-  store float 0.000000e+00, ptr %s54, align 4
-  br label %k56
+fc2_grad.k55.end:                                 ; preds = %fc2_grad.k55
+  store float 0.000000e+00, ptr %fc2_grad.s54, align 4
+  br label %fc2_grad.k56
 
-k56:                                              ; preds = %k56, %k55.end
-  %k56144 = phi i64 [ 0, %k55.end ], [ %k56.next, %k56 ]
-  %s54145 = load float, ptr %s54, align 4
-  %516 = mul nsw i64 %n52139, 10
+fc2_grad.k56:                                     ; preds = %fc2_grad.k56, %fc2_grad.k55.end
+  %fc2_grad.k56133 = phi i64 [ 0, %fc2_grad.k55.end ], [ %k56.next, %fc2_grad.k56 ]
+  %s54 = load float, ptr %fc2_grad.s54, align 4
+  %516 = mul nsw i64 %fc2_grad.n52129, 10
   %517 = add nsw i64 1220608, %516
-  %518 = add nsw i64 %517, %k56144
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %518
-  %519 = load float, ptr %arena146, align 4
-  %m53147 = load float, ptr %m53, align 4
-  %520 = fsub float %519, %m53147
+  %518 = add nsw i64 %517, %fc2_grad.k56133
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %518
+  %519 = load float, ptr %arena134, align 4
+  %m53135 = load float, ptr %fc2_grad.m53, align 4
+  %520 = fsub float %519, %m53135
   %521 = call float @llvm.exp.f32(float %520)
-  %522 = fadd float %s54145, %521
-  store float %522, ptr %s54, align 4
-  %k56.next = add nsw i64 %k56144, 1
+  %522 = fadd float %s54, %521
+  store float %522, ptr %fc2_grad.s54, align 4
+  %k56.next = add nsw i64 %fc2_grad.k56133, 1
   %523 = icmp slt i64 %k56.next, 10
-  br i1 %523, label %k56, label %k56.end
+  br i1 %523, label %fc2_grad.k56, label %fc2_grad.k56.end
 
-k56.end:                                          ; preds = %k56
-  br label %k57
+fc2_grad.k56.end:                                 ; preds = %fc2_grad.k56
+  br label %fc2_grad.k57
 
-k57:                                              ; preds = %k57, %k56.end
-  %k57148 = phi i64 [ 0, %k56.end ], [ %k57.next, %k57 ]
-  %labels149 = getelementptr inbounds i32, ptr %labels, i64 %n52139
-  %label150 = load i32, ptr %labels149, align 4
-  %524 = sext i32 %label150 to i64
-  %525 = icmp eq i64 %k57148, %524
-  %526 = mul nsw i64 %n52139, 10
+fc2_grad.k57:                                     ; preds = %fc2_grad.k57, %fc2_grad.k56.end
+  %fc2_grad.k57136 = phi i64 [ 0, %fc2_grad.k56.end ], [ %k57.next, %fc2_grad.k57 ]
+  %labels137 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n52129
+  %label138 = load i32, ptr %labels137, align 4
+  %524 = sext i32 %label138 to i64
+  %525 = icmp eq i64 %fc2_grad.k57136, %524
+  %526 = mul nsw i64 %fc2_grad.n52129, 10
   %527 = add nsw i64 1220608, %526
-  %528 = add nsw i64 %527, %k57148
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %528
-  %529 = load float, ptr %arena151, align 4
-  %m53152 = load float, ptr %m53, align 4
-  %530 = fsub float %529, %m53152
+  %528 = add nsw i64 %527, %fc2_grad.k57136
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %528
+  %529 = load float, ptr %arena139, align 4
+  %m53140 = load float, ptr %fc2_grad.m53, align 4
+  %530 = fsub float %529, %m53140
   %531 = call float @llvm.exp.f32(float %530)
-  %s54153 = load float, ptr %s54, align 4
-  %532 = fdiv float %531, %s54153
+  %s54141 = load float, ptr %fc2_grad.s54, align 4
+  %532 = fdiv float %531, %s54141
   %533 = fsub float %532, 1.000000e+00
-  %534 = mul nsw i64 %n52139, 10
+  %534 = mul nsw i64 %fc2_grad.n52129, 10
   %535 = add nsw i64 1220608, %534
-  %536 = add nsw i64 %535, %k57148
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %536
-  %537 = load float, ptr %arena154, align 4
-  %m53155 = load float, ptr %m53, align 4
-  %538 = fsub float %537, %m53155
+  %536 = add nsw i64 %535, %fc2_grad.k57136
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %536
+  %537 = load float, ptr %arena142, align 4
+  %m53143 = load float, ptr %fc2_grad.m53, align 4
+  %538 = fsub float %537, %m53143
   %539 = call float @llvm.exp.f32(float %538)
-  %s54156 = load float, ptr %s54, align 4
-  %540 = fdiv float %539, %s54156
+  %s54144 = load float, ptr %fc2_grad.s54, align 4
+  %540 = fdiv float %539, %s54144
   %541 = select i1 %525, float %533, float %540
   %542 = fdiv float %541, 6.400000e+01
-  %543 = mul nsw i64 %n52139, 10
+  %543 = mul nsw i64 %fc2_grad.n52129, 10
   %544 = add nsw i64 1221264, %543
-  %545 = add nsw i64 %544, %k57148
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %545
-  store float %542, ptr %arena157, align 4
-  %k57.next = add nsw i64 %k57148, 1
+  %545 = add nsw i64 %544, %fc2_grad.k57136
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %545
+  store float %542, ptr %arena145, align 4
+  %k57.next = add nsw i64 %fc2_grad.k57136, 1
   %546 = icmp slt i64 %k57.next, 10
-  br i1 %546, label %k57, label %k57.end
+  br i1 %546, label %fc2_grad.k57, label %fc2_grad.k57.end
 
-k57.end:                                          ; preds = %k57
-  %n52.next = add nsw i64 %n52139, 1
+fc2_grad.k57.end:                                 ; preds = %fc2_grad.k57
+  %n52.next = add nsw i64 %fc2_grad.n52129, 1
   %547 = icmp slt i64 %n52.next, 64
-  br i1 %547, label %n52, label %n52.end
+  br i1 %547, label %fc2_grad.n52, label %fc2_grad.n52.end
 
-u58:                                              ; preds = %n60.end, %n52.end
-  %u58161 = phi i64 [ 0, %n52.end ], [ %u58.next, %n60.end ]
-  store float 0.000000e+00, ptr %acc59, align 4
-  br label %n60
+fc2_bias_grad.u58:                                ; preds = %fc2_bias_grad.n60.end, %fc2_grad.n52.end
+  %fc2_bias_grad.u58149 = phi i64 [ 0, %fc2_grad.n52.end ], [ %u58.next, %fc2_bias_grad.n60.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc59, align 4
+  br label %fc2_bias_grad.n60
 
-u58.end:                                          ; preds = %n60.end
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %params168 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 1221904
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena167, i32 10, ptr %params168, i32 128, float 0.000000e+00, ptr %arena169, i32 128)
-  br label %i61
+fc2_bias_grad.u58.end:                            ; preds = %fc2_bias_grad.n60.end
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %params155 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 1221904
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena154, i32 10, ptr %params155, i32 128, float 0.000000e+00, ptr %arena156, i32 128)
+  br label %relu3_grad.i61
 
-n60:                                              ; preds = %n60, %u58
-  %n60162 = phi i64 [ 0, %u58 ], [ %n60.next, %n60 ]
-  %acc59163 = load float, ptr %acc59, align 4
-  %548 = mul nsw i64 %n60162, 10
+fc2_bias_grad.n60:                                ; preds = %fc2_bias_grad.n60, %fc2_bias_grad.u58
+  %fc2_bias_grad.n60150 = phi i64 [ 0, %fc2_bias_grad.u58 ], [ %n60.next, %fc2_bias_grad.n60 ]
+  %acc59 = load float, ptr %fc2_bias_grad.acc59, align 4
+  %548 = mul nsw i64 %fc2_bias_grad.n60150, 10
   %549 = add nsw i64 1221264, %548
-  %550 = add nsw i64 %549, %u58161
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %550
-  %551 = load float, ptr %arena164, align 4
-  %552 = fadd float %acc59163, %551
-  store float %552, ptr %acc59, align 4
-  %n60.next = add nsw i64 %n60162, 1
+  %550 = add nsw i64 %549, %fc2_bias_grad.u58149
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %550
+  %551 = load float, ptr %arena151, align 4
+  %552 = fadd float %acc59, %551
+  store float %552, ptr %fc2_bias_grad.acc59, align 4
+  %n60.next = add nsw i64 %fc2_bias_grad.n60150, 1
   %553 = icmp slt i64 %n60.next, 64
-  br i1 %553, label %n60, label %n60.end
+  br i1 %553, label %fc2_bias_grad.n60, label %fc2_bias_grad.n60.end
 
-n60.end:                                          ; preds = %n60
-  %acc59165 = load float, ptr %acc59, align 4
-  %554 = add nsw i64 421632, %u58161
-  %grads166 = getelementptr inbounds float, ptr %grads, i64 %554
-  store float %acc59165, ptr %grads166, align 4
-  %u58.next = add nsw i64 %u58161, 1
+fc2_bias_grad.n60.end:                            ; preds = %fc2_bias_grad.n60
+  %acc59152 = load float, ptr %fc2_bias_grad.acc59, align 4
+  %554 = add nsw i64 421632, %fc2_bias_grad.u58149
+  %grads153 = getelementptr inbounds float, ptr %grads, i64 %554
+  store float %acc59152, ptr %grads153, align 4
+  %u58.next = add nsw i64 %fc2_bias_grad.u58149, 1
   %555 = icmp slt i64 %u58.next, 10
-  br i1 %555, label %u58, label %u58.end
+  br i1 %555, label %fc2_bias_grad.u58, label %fc2_bias_grad.u58.end
 
-i61:                                              ; preds = %i61, %u58.end
-  %i61170 = phi i64 [ 0, %u58.end ], [ %i61.next, %i61 ]
+relu3_grad.i61:                                   ; preds = %relu3_grad.i61, %fc2_bias_grad.u58.end
+  %relu3_grad.i61157 = phi i64 [ 0, %fc2_bias_grad.u58.end ], [ %i61.next, %relu3_grad.i61 ]
   %556 = xor i64 %seed, -1035080904108319828
   %557 = lshr i64 %556, 30
   %558 = xor i64 %556, %557
@@ -1190,7 +1190,7 @@ i61:                                              ; preds = %i61, %u58.end
   %571 = mul i64 %570, -7723592293110705685
   %572 = lshr i64 %571, 31
   %573 = xor i64 %571, %572
-  %574 = mul i64 %i61170, -7046029254386353131
+  %574 = mul i64 %relu3_grad.i61157, -7046029254386353131
   %575 = add i64 %573, %574
   %576 = lshr i64 %575, 30
   %577 = xor i64 %575, %576
@@ -1201,1202 +1201,1202 @@ i61:                                              ; preds = %i61, %u58.end
   %582 = lshr i64 %581, 31
   %583 = xor i64 %581, %582
   %584 = lshr i64 %583, 40
-  %keep171 = icmp uge i64 %584, 8388608
-  %585 = add nsw i64 1221904, %i61170
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %585
-  %586 = load float, ptr %arena172, align 4
+  %keep158 = icmp uge i64 %584, 8388608
+  %585 = add nsw i64 1221904, %relu3_grad.i61157
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load float, ptr %arena159, align 4
   %587 = fmul float %586, 2.000000e+00
-  %588 = select i1 %keep171, float %587, float 0.000000e+00
-  %589 = add nsw i64 1230096, %i61170
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %589
-  store float %588, ptr %arena173, align 4
-  %i61.next = add nsw i64 %i61170, 1
+  %588 = select i1 %keep158, float %587, float 0.000000e+00
+  %589 = add nsw i64 1230096, %relu3_grad.i61157
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %589
+  store float %588, ptr %arena160, align 4
+  %i61.next = add nsw i64 %relu3_grad.i61157, 1
   %590 = icmp slt i64 %i61.next, 8192
-  br i1 %590, label %i61, label %i61.end
+  br i1 %590, label %relu3_grad.i61, label %relu3_grad.i61.end
 
-i61.end:                                          ; preds = %i61
-  br label %i62
+relu3_grad.i61.end:                               ; preds = %relu3_grad.i61
+  br label %fc1_grad.i62
 
-i62:                                              ; preds = %i62, %i61.end
-  %i62174 = phi i64 [ 0, %i61.end ], [ %i62.next, %i62 ]
-  %591 = add nsw i64 1204224, %i62174
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %591
-  %592 = load float, ptr %arena175, align 4
+fc1_grad.i62:                                     ; preds = %fc1_grad.i62, %relu3_grad.i61.end
+  %fc1_grad.i62161 = phi i64 [ 0, %relu3_grad.i61.end ], [ %i62.next, %fc1_grad.i62 ]
+  %591 = add nsw i64 1204224, %fc1_grad.i62161
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %591
+  %592 = load float, ptr %arena162, align 4
   %593 = fcmp ogt float %592, 0.000000e+00
-  %594 = add nsw i64 1230096, %i62174
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load float, ptr %arena176, align 4
+  %594 = add nsw i64 1230096, %fc1_grad.i62161
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %594
+  %595 = load float, ptr %arena163, align 4
   %596 = select i1 %593, float %595, float 0.000000e+00
-  %597 = add nsw i64 1212416, %i62174
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %597
-  store float %596, ptr %arena177, align 4
-  %i62.next = add nsw i64 %i62174, 1
+  %597 = add nsw i64 1212416, %fc1_grad.i62161
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %597
+  store float %596, ptr %arena164, align 4
+  %i62.next = add nsw i64 %fc1_grad.i62161, 1
   %598 = icmp slt i64 %i62.next, 8192
-  br i1 %598, label %i62, label %i62.end
+  br i1 %598, label %fc1_grad.i62, label %fc1_grad.i62.end
 
-i62.end:                                          ; preds = %i62
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads180 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena178, i32 128, ptr %arena179, i32 3136, float 0.000000e+00, ptr %grads180, i32 3136)
-  br label %u63
+fc1_grad.i62.end:                                 ; preds = %fc1_grad.i62
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 802816
+  %grads167 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena165, i32 128, ptr %arena166, i32 3136, float 0.000000e+00, ptr %grads167, i32 3136)
+  br label %fc1_bias_grad.u63
 
-u63:                                              ; preds = %n65.end, %i62.end
-  %u63181 = phi i64 [ 0, %i62.end ], [ %u63.next, %n65.end ]
-  store float 0.000000e+00, ptr %acc64, align 4
-  br label %n65
+fc1_bias_grad.u63:                                ; preds = %fc1_bias_grad.n65.end, %fc1_grad.i62.end
+  %fc1_bias_grad.u63168 = phi i64 [ 0, %fc1_grad.i62.end ], [ %u63.next, %fc1_bias_grad.n65.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc64, align 4
+  br label %fc1_bias_grad.n65
 
-u63.end:                                          ; preds = %n65.end
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params188 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 1221264
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena187, i32 128, ptr %params188, i32 3136, float 0.000000e+00, ptr %arena189, i32 3136)
-  br label %i66
+fc1_bias_grad.u63.end:                            ; preds = %fc1_bias_grad.n65.end
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params174 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 1221264
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena173, i32 128, ptr %params174, i32 3136, float 0.000000e+00, ptr %arena175, i32 3136)
+  br label %conv2_grad.i66
 
-n65:                                              ; preds = %n65, %u63
-  %n65182 = phi i64 [ 0, %u63 ], [ %n65.next, %n65 ]
-  %acc64183 = load float, ptr %acc64, align 4
-  %599 = mul nsw i64 %n65182, 128
+fc1_bias_grad.n65:                                ; preds = %fc1_bias_grad.n65, %fc1_bias_grad.u63
+  %fc1_bias_grad.n65169 = phi i64 [ 0, %fc1_bias_grad.u63 ], [ %n65.next, %fc1_bias_grad.n65 ]
+  %acc64 = load float, ptr %fc1_bias_grad.acc64, align 4
+  %599 = mul nsw i64 %fc1_bias_grad.n65169, 128
   %600 = add nsw i64 1212416, %599
-  %601 = add nsw i64 %600, %u63181
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %601
-  %602 = load float, ptr %arena184, align 4
-  %603 = fadd float %acc64183, %602
-  store float %603, ptr %acc64, align 4
-  %n65.next = add nsw i64 %n65182, 1
+  %601 = add nsw i64 %600, %fc1_bias_grad.u63168
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %601
+  %602 = load float, ptr %arena170, align 4
+  %603 = fadd float %acc64, %602
+  store float %603, ptr %fc1_bias_grad.acc64, align 4
+  %n65.next = add nsw i64 %fc1_bias_grad.n65169, 1
   %604 = icmp slt i64 %n65.next, 64
-  br i1 %604, label %n65, label %n65.end
+  br i1 %604, label %fc1_bias_grad.n65, label %fc1_bias_grad.n65.end
 
-n65.end:                                          ; preds = %n65
-  %acc64185 = load float, ptr %acc64, align 4
-  %605 = add nsw i64 420224, %u63181
-  %grads186 = getelementptr inbounds float, ptr %grads, i64 %605
-  store float %acc64185, ptr %grads186, align 4
-  %u63.next = add nsw i64 %u63181, 1
+fc1_bias_grad.n65.end:                            ; preds = %fc1_bias_grad.n65
+  %acc64171 = load float, ptr %fc1_bias_grad.acc64, align 4
+  %605 = add nsw i64 420224, %fc1_bias_grad.u63168
+  %grads172 = getelementptr inbounds float, ptr %grads, i64 %605
+  store float %acc64171, ptr %grads172, align 4
+  %u63.next = add nsw i64 %fc1_bias_grad.u63168, 1
   %606 = icmp slt i64 %u63.next, 128
-  br i1 %606, label %u63, label %u63.end
+  br i1 %606, label %fc1_bias_grad.u63, label %fc1_bias_grad.u63.end
 
-i66:                                              ; preds = %i66, %u63.end
-  %i66190 = phi i64 [ 0, %u63.end ], [ %i66.next, %i66 ]
-  %607 = add nsw i64 1421968, %i66190
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %607
-  store float 0.000000e+00, ptr %arena191, align 4
-  %i66.next = add nsw i64 %i66190, 1
+conv2_grad.i66:                                   ; preds = %conv2_grad.i66, %fc1_bias_grad.u63.end
+  %conv2_grad.i66176 = phi i64 [ 0, %fc1_bias_grad.u63.end ], [ %i66.next, %conv2_grad.i66 ]
+  %607 = add nsw i64 1421968, %conv2_grad.i66176
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %607
+  store float 0.000000e+00, ptr %arena177, align 4
+  %i66.next = add nsw i64 %conv2_grad.i66176, 1
   %608 = icmp slt i64 %i66.next, 802816
-  br i1 %608, label %i66, label %i66.end
+  br i1 %608, label %conv2_grad.i66, label %conv2_grad.i66.end
 
-i66.end:                                          ; preds = %i66
-  br label %q67
+conv2_grad.i66.end:                               ; preds = %conv2_grad.i66
+  br label %conv2_grad.q67
 
-q67:                                              ; preds = %i68.end, %i66.end
-  %q67192 = phi i64 [ 0, %i66.end ], [ %q67.next, %i68.end ]
-  br label %i68
+conv2_grad.q67:                                   ; preds = %conv2_grad.i68.end, %conv2_grad.i66.end
+  %conv2_grad.q67178 = phi i64 [ 0, %conv2_grad.i66.end ], [ %q67.next, %conv2_grad.i68.end ]
+  br label %conv2_grad.i68
 
-q67.end:                                          ; preds = %i68.end
-  br label %i69
+conv2_grad.q67.end:                               ; preds = %conv2_grad.i68.end
+  br label %conv2_weight_grad.i69
 
-i68:                                              ; preds = %endif195, %q67
-  %i68193 = phi i64 [ 0, %q67 ], [ %i68.next, %endif195 ]
-  %609 = mul nsw i64 %q67192, 49
-  %610 = add nsw i64 %609, %i68193
+conv2_grad.i68:                                   ; preds = %conv2_grad.endif, %conv2_grad.q67
+  %conv2_grad.i68179 = phi i64 [ 0, %conv2_grad.q67 ], [ %i68.next, %conv2_grad.endif ]
+  %609 = mul nsw i64 %conv2_grad.q67178, 49
+  %610 = add nsw i64 %609, %conv2_grad.i68179
   %611 = add nsw i64 802816, %610
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %611
-  %612 = load float, ptr %arena196, align 4
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %611
+  %612 = load float, ptr %arena180, align 4
   %613 = fcmp ogt float %612, 0.000000e+00
-  br i1 %613, label %then194, label %endif195
+  br i1 %613, label %conv2_grad.then, label %conv2_grad.endif
 
-i68.end:                                          ; preds = %endif195
-  %q67.next = add nsw i64 %q67192, 1
+conv2_grad.i68.end:                               ; preds = %conv2_grad.endif
+  %q67.next = add nsw i64 %conv2_grad.q67178, 1
   %614 = icmp slt i64 %q67.next, 4096
-  br i1 %614, label %q67, label %q67.end
+  br i1 %614, label %conv2_grad.q67, label %conv2_grad.q67.end
 
-then194:                                          ; preds = %i68
-  %615 = mul nsw i64 %q67192, 196
+conv2_grad.then:                                  ; preds = %conv2_grad.i68
+  %615 = mul nsw i64 %conv2_grad.q67178, 196
   %616 = add nsw i64 1421968, %615
-  %617 = mul nsw i64 %q67192, 49
-  %618 = add nsw i64 %617, %i68193
+  %617 = mul nsw i64 %conv2_grad.q67178, 49
+  %618 = add nsw i64 %617, %conv2_grad.i68179
   %619 = add nsw i64 1003520, %618
-  %arena197 = getelementptr inbounds float, ptr %arena, i64 %619
-  %620 = load float, ptr %arena197, align 4
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %619
+  %620 = load float, ptr %arena181, align 4
   %621 = fptosi float %620 to i64
   %622 = add nsw i64 %616, %621
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %622
-  %623 = load float, ptr %arena198, align 4
-  %624 = mul nsw i64 %q67192, 49
-  %625 = add nsw i64 %624, %i68193
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load float, ptr %arena182, align 4
+  %624 = mul nsw i64 %conv2_grad.q67178, 49
+  %625 = add nsw i64 %624, %conv2_grad.i68179
   %626 = add nsw i64 1221264, %625
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %626
-  %627 = load float, ptr %arena199, align 4
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %626
+  %627 = load float, ptr %arena183, align 4
   %628 = fadd float %623, %627
-  store float %628, ptr %arena198, align 4
-  br label %endif195
+  store float %628, ptr %arena182, align 4
+  br label %conv2_grad.endif
 
-endif195:                                         ; preds = %then194, %i68
-  %i68.next = add nsw i64 %i68193, 1
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i68
+  %i68.next = add nsw i64 %conv2_grad.i68179, 1
   %629 = icmp slt i64 %i68.next, 49
-  br i1 %629, label %i68, label %i68.end
+  br i1 %629, label %conv2_grad.i68, label %conv2_grad.i68.end
 
-i69:                                              ; preds = %i69, %q67.end
-  %i69200 = phi i64 [ 0, %q67.end ], [ %i69.next, %i69 ]
-  %630 = add nsw i64 320, %i69200
-  %grads201 = getelementptr inbounds float, ptr %grads, i64 %630
-  store float 0.000000e+00, ptr %grads201, align 4
-  %i69.next = add nsw i64 %i69200, 1
+conv2_weight_grad.i69:                            ; preds = %conv2_weight_grad.i69, %conv2_grad.q67.end
+  %conv2_weight_grad.i69184 = phi i64 [ 0, %conv2_grad.q67.end ], [ %i69.next, %conv2_weight_grad.i69 ]
+  %630 = add nsw i64 320, %conv2_weight_grad.i69184
+  %grads185 = getelementptr inbounds float, ptr %grads, i64 %630
+  store float 0.000000e+00, ptr %grads185, align 4
+  %i69.next = add nsw i64 %conv2_weight_grad.i69184, 1
   %631 = icmp slt i64 %i69.next, 18432
-  br i1 %631, label %i69, label %i69.end
+  br i1 %631, label %conv2_weight_grad.i69, label %conv2_weight_grad.i69.end
 
-i69.end:                                          ; preds = %i69
-  br label %g70
+conv2_weight_grad.i69.end:                        ; preds = %conv2_weight_grad.i69
+  br label %conv2_weight_grad.g70
 
-g70:                                              ; preds = %j82.end, %i69.end
-  %g70202 = phi i64 [ 0, %i69.end ], [ %g70.next, %j82.end ]
-  br label %j71
+conv2_weight_grad.g70:                            ; preds = %conv2_weight_grad.j82.end, %conv2_weight_grad.i69.end
+  %conv2_weight_grad.g70186 = phi i64 [ 0, %conv2_weight_grad.i69.end ], [ %g70.next, %conv2_weight_grad.j82.end ]
+  br label %conv2_weight_grad.j71
 
-g70.end:                                          ; preds = %j82.end
-  br label %f85
+conv2_weight_grad.g70.end:                        ; preds = %conv2_weight_grad.j82.end
+  br label %conv2_bias_grad.f85
 
-j71:                                              ; preds = %c74.end, %g70
-  %j71203 = phi i64 [ 0, %g70 ], [ %j71.next, %c74.end ]
-  br label %r72
+conv2_weight_grad.j71:                            ; preds = %conv2_weight_grad.c74.end, %conv2_weight_grad.g70
+  %conv2_weight_grad.j71187 = phi i64 [ 0, %conv2_weight_grad.g70 ], [ %j71.next, %conv2_weight_grad.c74.end ]
+  br label %conv2_weight_grad.r72
 
-j71.end:                                          ; preds = %c74.end
-  br label %j82
+conv2_weight_grad.j71.end:                        ; preds = %conv2_weight_grad.c74.end
+  br label %conv2_weight_grad.j82
 
-r72:                                              ; preds = %i73.end, %j71
-  %r72204 = phi i64 [ 0, %j71 ], [ %r72.next, %i73.end ]
-  br label %i73
+conv2_weight_grad.r72:                            ; preds = %conv2_weight_grad.i73.end, %conv2_weight_grad.j71
+  %conv2_weight_grad.r72188 = phi i64 [ 0, %conv2_weight_grad.j71 ], [ %r72.next, %conv2_weight_grad.i73.end ]
+  br label %conv2_weight_grad.i73
 
-r72.end:                                          ; preds = %i73.end
-  br label %c74
+conv2_weight_grad.r72.end:                        ; preds = %conv2_weight_grad.i73.end
+  br label %conv2_weight_grad.c74
 
-i73:                                              ; preds = %i73, %r72
-  %i73205 = phi i64 [ 0, %r72 ], [ %i73.next, %i73 ]
-  %632 = mul nsw i64 %r72204, 12544
+conv2_weight_grad.i73:                            ; preds = %conv2_weight_grad.i73, %conv2_weight_grad.r72
+  %conv2_weight_grad.i73189 = phi i64 [ 0, %conv2_weight_grad.r72 ], [ %i73.next, %conv2_weight_grad.i73 ]
+  %632 = mul nsw i64 %conv2_weight_grad.r72188, 12544
   %633 = add nsw i64 2224784, %632
-  %634 = mul nsw i64 %j71203, 196
+  %634 = mul nsw i64 %conv2_weight_grad.j71187, 196
   %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 %635, %i73205
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %636
-  store float 0.000000e+00, ptr %arena206, align 4
-  %i73.next = add nsw i64 %i73205, 1
+  %636 = add nsw i64 %635, %conv2_weight_grad.i73189
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %636
+  store float 0.000000e+00, ptr %arena190, align 4
+  %i73.next = add nsw i64 %conv2_weight_grad.i73189, 1
   %637 = icmp slt i64 %i73.next, 196
-  br i1 %637, label %i73, label %i73.end
+  br i1 %637, label %conv2_weight_grad.i73, label %conv2_weight_grad.i73.end
 
-i73.end:                                          ; preds = %i73
-  %r72.next = add nsw i64 %r72204, 1
+conv2_weight_grad.i73.end:                        ; preds = %conv2_weight_grad.i73
+  %r72.next = add nsw i64 %conv2_weight_grad.r72188, 1
   %638 = icmp slt i64 %r72.next, 288
-  br i1 %638, label %r72, label %r72.end
+  br i1 %638, label %conv2_weight_grad.r72, label %conv2_weight_grad.r72.end
 
-c74:                                              ; preds = %ky75.end, %r72.end
-  %c74207 = phi i64 [ 0, %r72.end ], [ %c74.next, %ky75.end ]
-  br label %ky75
+conv2_weight_grad.c74:                            ; preds = %conv2_weight_grad.ky75.end, %conv2_weight_grad.r72.end
+  %conv2_weight_grad.c74191 = phi i64 [ 0, %conv2_weight_grad.r72.end ], [ %c74.next, %conv2_weight_grad.ky75.end ]
+  br label %conv2_weight_grad.ky75
 
-c74.end:                                          ; preds = %ky75.end
-  %j71.next = add nsw i64 %j71203, 1
+conv2_weight_grad.c74.end:                        ; preds = %conv2_weight_grad.ky75.end
+  %j71.next = add nsw i64 %conv2_weight_grad.j71187, 1
   %639 = icmp slt i64 %j71.next, 64
-  br i1 %639, label %j71, label %j71.end
+  br i1 %639, label %conv2_weight_grad.j71, label %conv2_weight_grad.j71.end
 
-ky75:                                             ; preds = %oy80.end, %c74
-  %ky75208 = phi i64 [ 0, %c74 ], [ %ky75.next, %oy80.end ]
-  br label %oy76
+conv2_weight_grad.ky75:                           ; preds = %conv2_weight_grad.oy80.end, %conv2_weight_grad.c74
+  %conv2_weight_grad.ky75192 = phi i64 [ 0, %conv2_weight_grad.c74 ], [ %ky75.next, %conv2_weight_grad.oy80.end ]
+  br label %conv2_weight_grad.oy76
 
-ky75.end:                                         ; preds = %oy80.end
-  %c74.next = add nsw i64 %c74207, 1
+conv2_weight_grad.ky75.end:                       ; preds = %conv2_weight_grad.oy80.end
+  %c74.next = add nsw i64 %conv2_weight_grad.c74191, 1
   %640 = icmp slt i64 %c74.next, 32
-  br i1 %640, label %c74, label %c74.end
+  br i1 %640, label %conv2_weight_grad.c74, label %conv2_weight_grad.c74.end
 
-oy76:                                             ; preds = %endif211, %ky75
-  %oy76209 = phi i64 [ 0, %ky75 ], [ %oy76.next, %endif211 ]
-  %641 = add nsw i64 %oy76209, %ky75208
+conv2_weight_grad.oy76:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky75
+  %conv2_weight_grad.oy76193 = phi i64 [ 0, %conv2_weight_grad.ky75 ], [ %oy76.next, %conv2_weight_grad.endif ]
+  %641 = add nsw i64 %conv2_weight_grad.oy76193, %conv2_weight_grad.ky75192
   %642 = add nsw i64 %641, -1
   %643 = icmp slt i64 -1, %642
-  %644 = add nsw i64 %oy76209, %ky75208
+  %644 = add nsw i64 %conv2_weight_grad.oy76193, %conv2_weight_grad.ky75192
   %645 = add nsw i64 %644, -1
   %646 = icmp slt i64 %645, 14
   %647 = and i1 %643, %646
-  br i1 %647, label %then210, label %endif211
+  br i1 %647, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-oy76.end:                                         ; preds = %endif211
-  br label %oy78215
+conv2_weight_grad.oy76.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy78
 
-then210:                                          ; preds = %oy76
-  br label %ox77
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy76
+  br label %conv2_weight_grad.ox77
 
-endif211:                                         ; preds = %ox77.end, %oy76
-  %oy76.next = add nsw i64 %oy76209, 1
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox77.end, %conv2_weight_grad.oy76
+  %oy76.next = add nsw i64 %conv2_weight_grad.oy76193, 1
   %648 = icmp slt i64 %oy76.next, 14
-  br i1 %648, label %oy76, label %oy76.end
+  br i1 %648, label %conv2_weight_grad.oy76, label %conv2_weight_grad.oy76.end
 
-ox77:                                             ; preds = %ox77, %then210
-  %ox77212 = phi i64 [ 0, %then210 ], [ %ox77.next, %ox77 ]
-  %649 = mul nsw i64 %g70202, 64
-  %650 = add nsw i64 %649, %j71203
+conv2_weight_grad.ox77:                           ; preds = %conv2_weight_grad.ox77, %conv2_weight_grad.then
+  %conv2_weight_grad.ox77194 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox77.next, %conv2_weight_grad.ox77 ]
+  %649 = mul nsw i64 %conv2_weight_grad.g70186, 64
+  %650 = add nsw i64 %649, %conv2_weight_grad.j71187
   %651 = mul nsw i64 %650, 6272
-  %652 = mul nsw i64 %c74207, 196
+  %652 = mul nsw i64 %conv2_weight_grad.c74191, 196
   %653 = add nsw i64 %651, %652
-  %654 = add nsw i64 %oy76209, %ky75208
+  %654 = add nsw i64 %conv2_weight_grad.oy76193, %conv2_weight_grad.ky75192
   %655 = add nsw i64 %654, -1
   %656 = mul nsw i64 %655, 14
   %657 = add nsw i64 %653, %656
-  %658 = add nsw i64 %ox77212, 1
+  %658 = add nsw i64 %conv2_weight_grad.ox77194, 1
   %659 = add nsw i64 %658, -1
   %660 = add nsw i64 %657, %659
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %660
-  %661 = load float, ptr %arena213, align 4
-  %662 = mul nsw i64 %c74207, 3
-  %663 = add nsw i64 %662, %ky75208
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %660
+  %661 = load float, ptr %arena195, align 4
+  %662 = mul nsw i64 %conv2_weight_grad.c74191, 3
+  %663 = add nsw i64 %662, %conv2_weight_grad.ky75192
   %664 = mul nsw i64 %663, 3
   %665 = mul nsw i64 %664, 12544
   %666 = add nsw i64 2224784, %665
-  %667 = mul nsw i64 %j71203, 196
+  %667 = mul nsw i64 %conv2_weight_grad.j71187, 196
   %668 = add nsw i64 %666, %667
-  %669 = mul nsw i64 %oy76209, 14
+  %669 = mul nsw i64 %conv2_weight_grad.oy76193, 14
   %670 = add nsw i64 %668, %669
-  %671 = add nsw i64 %ox77212, 1
+  %671 = add nsw i64 %conv2_weight_grad.ox77194, 1
   %672 = add nsw i64 %670, %671
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 %672
-  store float %661, ptr %arena214, align 4
-  %ox77.next = add nsw i64 %ox77212, 1
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %672
+  store float %661, ptr %arena196, align 4
+  %ox77.next = add nsw i64 %conv2_weight_grad.ox77194, 1
   %673 = icmp slt i64 %ox77.next, 13
-  br i1 %673, label %ox77, label %ox77.end
+  br i1 %673, label %conv2_weight_grad.ox77, label %conv2_weight_grad.ox77.end
 
-ox77.end:                                         ; preds = %ox77
-  br label %endif211
+conv2_weight_grad.ox77.end:                       ; preds = %conv2_weight_grad.ox77
+  br label %conv2_weight_grad.endif
 
-oy78215:                                          ; preds = %endif218, %oy76.end
-  %oy78216 = phi i64 [ 0, %oy76.end ], [ %oy78.next, %endif218 ]
-  %674 = add nsw i64 %oy78216, %ky75208
+conv2_weight_grad.oy78:                           ; preds = %conv2_weight_grad.endif199, %conv2_weight_grad.oy76.end
+  %conv2_weight_grad.oy78197 = phi i64 [ 0, %conv2_weight_grad.oy76.end ], [ %oy78.next, %conv2_weight_grad.endif199 ]
+  %674 = add nsw i64 %conv2_weight_grad.oy78197, %conv2_weight_grad.ky75192
   %675 = add nsw i64 %674, -1
   %676 = icmp slt i64 -1, %675
-  %677 = add nsw i64 %oy78216, %ky75208
+  %677 = add nsw i64 %conv2_weight_grad.oy78197, %conv2_weight_grad.ky75192
   %678 = add nsw i64 %677, -1
   %679 = icmp slt i64 %678, 14
   %680 = and i1 %676, %679
-  br i1 %680, label %then217, label %endif218
+  br i1 %680, label %conv2_weight_grad.then198, label %conv2_weight_grad.endif199
 
-oy78.end:                                         ; preds = %endif218
-  br label %oy80
+conv2_weight_grad.oy78.end:                       ; preds = %conv2_weight_grad.endif199
+  br label %conv2_weight_grad.oy80
 
-then217:                                          ; preds = %oy78215
-  br label %ox79
+conv2_weight_grad.then198:                        ; preds = %conv2_weight_grad.oy78
+  br label %conv2_weight_grad.ox79
 
-endif218:                                         ; preds = %ox79.end, %oy78215
-  %oy78.next = add nsw i64 %oy78216, 1
+conv2_weight_grad.endif199:                       ; preds = %conv2_weight_grad.ox79.end, %conv2_weight_grad.oy78
+  %oy78.next = add nsw i64 %conv2_weight_grad.oy78197, 1
   %681 = icmp slt i64 %oy78.next, 14
-  br i1 %681, label %oy78215, label %oy78.end
+  br i1 %681, label %conv2_weight_grad.oy78, label %conv2_weight_grad.oy78.end
 
-ox79:                                             ; preds = %ox79, %then217
-  %ox79219 = phi i64 [ 0, %then217 ], [ %ox79.next, %ox79 ]
-  %682 = mul nsw i64 %g70202, 64
-  %683 = add nsw i64 %682, %j71203
+conv2_weight_grad.ox79:                           ; preds = %conv2_weight_grad.ox79, %conv2_weight_grad.then198
+  %conv2_weight_grad.ox79200 = phi i64 [ 0, %conv2_weight_grad.then198 ], [ %ox79.next, %conv2_weight_grad.ox79 ]
+  %682 = mul nsw i64 %conv2_weight_grad.g70186, 64
+  %683 = add nsw i64 %682, %conv2_weight_grad.j71187
   %684 = mul nsw i64 %683, 6272
-  %685 = mul nsw i64 %c74207, 196
+  %685 = mul nsw i64 %conv2_weight_grad.c74191, 196
   %686 = add nsw i64 %684, %685
-  %687 = add nsw i64 %oy78216, %ky75208
+  %687 = add nsw i64 %conv2_weight_grad.oy78197, %conv2_weight_grad.ky75192
   %688 = add nsw i64 %687, -1
   %689 = mul nsw i64 %688, 14
   %690 = add nsw i64 %686, %689
-  %691 = add nsw i64 %690, %ox79219
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %691
-  %692 = load float, ptr %arena220, align 4
-  %693 = mul nsw i64 %c74207, 3
-  %694 = add nsw i64 %693, %ky75208
+  %691 = add nsw i64 %690, %conv2_weight_grad.ox79200
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %691
+  %692 = load float, ptr %arena201, align 4
+  %693 = mul nsw i64 %conv2_weight_grad.c74191, 3
+  %694 = add nsw i64 %693, %conv2_weight_grad.ky75192
   %695 = mul nsw i64 %694, 3
   %696 = add nsw i64 %695, 1
   %697 = mul nsw i64 %696, 12544
   %698 = add nsw i64 2224784, %697
-  %699 = mul nsw i64 %j71203, 196
+  %699 = mul nsw i64 %conv2_weight_grad.j71187, 196
   %700 = add nsw i64 %698, %699
-  %701 = mul nsw i64 %oy78216, 14
+  %701 = mul nsw i64 %conv2_weight_grad.oy78197, 14
   %702 = add nsw i64 %700, %701
-  %703 = add nsw i64 %702, %ox79219
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 %703
-  store float %692, ptr %arena221, align 4
-  %ox79.next = add nsw i64 %ox79219, 1
+  %703 = add nsw i64 %702, %conv2_weight_grad.ox79200
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %703
+  store float %692, ptr %arena202, align 4
+  %ox79.next = add nsw i64 %conv2_weight_grad.ox79200, 1
   %704 = icmp slt i64 %ox79.next, 14
-  br i1 %704, label %ox79, label %ox79.end
+  br i1 %704, label %conv2_weight_grad.ox79, label %conv2_weight_grad.ox79.end
 
-ox79.end:                                         ; preds = %ox79
-  br label %endif218
+conv2_weight_grad.ox79.end:                       ; preds = %conv2_weight_grad.ox79
+  br label %conv2_weight_grad.endif199
 
-oy80:                                             ; preds = %endif224, %oy78.end
-  %oy80222 = phi i64 [ 0, %oy78.end ], [ %oy80.next, %endif224 ]
-  %705 = add nsw i64 %oy80222, %ky75208
+conv2_weight_grad.oy80:                           ; preds = %conv2_weight_grad.endif205, %conv2_weight_grad.oy78.end
+  %conv2_weight_grad.oy80203 = phi i64 [ 0, %conv2_weight_grad.oy78.end ], [ %oy80.next, %conv2_weight_grad.endif205 ]
+  %705 = add nsw i64 %conv2_weight_grad.oy80203, %conv2_weight_grad.ky75192
   %706 = add nsw i64 %705, -1
   %707 = icmp slt i64 -1, %706
-  %708 = add nsw i64 %oy80222, %ky75208
+  %708 = add nsw i64 %conv2_weight_grad.oy80203, %conv2_weight_grad.ky75192
   %709 = add nsw i64 %708, -1
   %710 = icmp slt i64 %709, 14
   %711 = and i1 %707, %710
-  br i1 %711, label %then223, label %endif224
+  br i1 %711, label %conv2_weight_grad.then204, label %conv2_weight_grad.endif205
 
-oy80.end:                                         ; preds = %endif224
-  %ky75.next = add nsw i64 %ky75208, 1
+conv2_weight_grad.oy80.end:                       ; preds = %conv2_weight_grad.endif205
+  %ky75.next = add nsw i64 %conv2_weight_grad.ky75192, 1
   %712 = icmp slt i64 %ky75.next, 3
-  br i1 %712, label %ky75, label %ky75.end
+  br i1 %712, label %conv2_weight_grad.ky75, label %conv2_weight_grad.ky75.end
 
-then223:                                          ; preds = %oy80
-  br label %ox81
+conv2_weight_grad.then204:                        ; preds = %conv2_weight_grad.oy80
+  br label %conv2_weight_grad.ox81
 
-endif224:                                         ; preds = %ox81.end, %oy80
-  %oy80.next = add nsw i64 %oy80222, 1
+conv2_weight_grad.endif205:                       ; preds = %conv2_weight_grad.ox81.end, %conv2_weight_grad.oy80
+  %oy80.next = add nsw i64 %conv2_weight_grad.oy80203, 1
   %713 = icmp slt i64 %oy80.next, 14
-  br i1 %713, label %oy80, label %oy80.end
+  br i1 %713, label %conv2_weight_grad.oy80, label %conv2_weight_grad.oy80.end
 
-ox81:                                             ; preds = %ox81, %then223
-  %ox81225 = phi i64 [ 0, %then223 ], [ %ox81.next, %ox81 ]
-  %714 = mul nsw i64 %g70202, 64
-  %715 = add nsw i64 %714, %j71203
+conv2_weight_grad.ox81:                           ; preds = %conv2_weight_grad.ox81, %conv2_weight_grad.then204
+  %conv2_weight_grad.ox81206 = phi i64 [ 0, %conv2_weight_grad.then204 ], [ %ox81.next, %conv2_weight_grad.ox81 ]
+  %714 = mul nsw i64 %conv2_weight_grad.g70186, 64
+  %715 = add nsw i64 %714, %conv2_weight_grad.j71187
   %716 = mul nsw i64 %715, 6272
-  %717 = mul nsw i64 %c74207, 196
+  %717 = mul nsw i64 %conv2_weight_grad.c74191, 196
   %718 = add nsw i64 %716, %717
-  %719 = add nsw i64 %oy80222, %ky75208
+  %719 = add nsw i64 %conv2_weight_grad.oy80203, %conv2_weight_grad.ky75192
   %720 = add nsw i64 %719, -1
   %721 = mul nsw i64 %720, 14
   %722 = add nsw i64 %718, %721
-  %723 = add nsw i64 %ox81225, 1
+  %723 = add nsw i64 %conv2_weight_grad.ox81206, 1
   %724 = add nsw i64 %722, %723
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %724
-  %725 = load float, ptr %arena226, align 4
-  %726 = mul nsw i64 %c74207, 3
-  %727 = add nsw i64 %726, %ky75208
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %724
+  %725 = load float, ptr %arena207, align 4
+  %726 = mul nsw i64 %conv2_weight_grad.c74191, 3
+  %727 = add nsw i64 %726, %conv2_weight_grad.ky75192
   %728 = mul nsw i64 %727, 3
   %729 = add nsw i64 %728, 2
   %730 = mul nsw i64 %729, 12544
   %731 = add nsw i64 2224784, %730
-  %732 = mul nsw i64 %j71203, 196
+  %732 = mul nsw i64 %conv2_weight_grad.j71187, 196
   %733 = add nsw i64 %731, %732
-  %734 = mul nsw i64 %oy80222, 14
+  %734 = mul nsw i64 %conv2_weight_grad.oy80203, 14
   %735 = add nsw i64 %733, %734
-  %736 = add nsw i64 %735, %ox81225
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %736
-  store float %725, ptr %arena227, align 4
-  %ox81.next = add nsw i64 %ox81225, 1
+  %736 = add nsw i64 %735, %conv2_weight_grad.ox81206
+  %arena208 = getelementptr inbounds float, ptr %arena, i64 %736
+  store float %725, ptr %arena208, align 4
+  %ox81.next = add nsw i64 %conv2_weight_grad.ox81206, 1
   %737 = icmp slt i64 %ox81.next, 13
-  br i1 %737, label %ox81, label %ox81.end
+  br i1 %737, label %conv2_weight_grad.ox81, label %conv2_weight_grad.ox81.end
 
-ox81.end:                                         ; preds = %ox81
-  br label %endif224
+conv2_weight_grad.ox81.end:                       ; preds = %conv2_weight_grad.ox81
+  br label %conv2_weight_grad.endif205
 
-j82:                                              ; preds = %f83.end, %j71.end
-  %j82228 = phi i64 [ 0, %j71.end ], [ %j82.next, %f83.end ]
-  br label %f83
+conv2_weight_grad.j82:                            ; preds = %conv2_weight_grad.f83.end, %conv2_weight_grad.j71.end
+  %conv2_weight_grad.j82209 = phi i64 [ 0, %conv2_weight_grad.j71.end ], [ %j82.next, %conv2_weight_grad.f83.end ]
+  br label %conv2_weight_grad.f83
 
-j82.end:                                          ; preds = %f83.end
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 5837456
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 2224784
-  %grads235 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 12544, float 1.000000e+00, ptr %arena233, i32 12544, ptr %arena234, i32 12544, float 1.000000e+00, ptr %grads235, i32 288)
-  %g70.next = add nsw i64 %g70202, 1
+conv2_weight_grad.j82.end:                        ; preds = %conv2_weight_grad.f83.end
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 5837456
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 2224784
+  %grads216 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 12544, float 1.000000e+00, ptr %arena214, i32 12544, ptr %arena215, i32 12544, float 1.000000e+00, ptr %grads216, i32 288)
+  %g70.next = add nsw i64 %conv2_weight_grad.g70186, 1
   %738 = icmp slt i64 %g70.next, 1
-  br i1 %738, label %g70, label %g70.end
+  br i1 %738, label %conv2_weight_grad.g70, label %conv2_weight_grad.g70.end
 
-f83:                                              ; preds = %i84.end, %j82
-  %f83229 = phi i64 [ 0, %j82 ], [ %f83.next, %i84.end ]
-  br label %i84
+conv2_weight_grad.f83:                            ; preds = %conv2_weight_grad.i84.end, %conv2_weight_grad.j82
+  %conv2_weight_grad.f83210 = phi i64 [ 0, %conv2_weight_grad.j82 ], [ %f83.next, %conv2_weight_grad.i84.end ]
+  br label %conv2_weight_grad.i84
 
-f83.end:                                          ; preds = %i84.end
-  %j82.next = add nsw i64 %j82228, 1
+conv2_weight_grad.f83.end:                        ; preds = %conv2_weight_grad.i84.end
+  %j82.next = add nsw i64 %conv2_weight_grad.j82209, 1
   %739 = icmp slt i64 %j82.next, 64
-  br i1 %739, label %j82, label %j82.end
+  br i1 %739, label %conv2_weight_grad.j82, label %conv2_weight_grad.j82.end
 
-i84:                                              ; preds = %i84, %f83
-  %i84230 = phi i64 [ 0, %f83 ], [ %i84.next, %i84 ]
-  %740 = mul nsw i64 %g70202, 64
-  %741 = add nsw i64 %740, %j82228
+conv2_weight_grad.i84:                            ; preds = %conv2_weight_grad.i84, %conv2_weight_grad.f83
+  %conv2_weight_grad.i84211 = phi i64 [ 0, %conv2_weight_grad.f83 ], [ %i84.next, %conv2_weight_grad.i84 ]
+  %740 = mul nsw i64 %conv2_weight_grad.g70186, 64
+  %741 = add nsw i64 %740, %conv2_weight_grad.j82209
   %742 = mul nsw i64 %741, 12544
   %743 = add nsw i64 1421968, %742
-  %744 = mul nsw i64 %f83229, 196
+  %744 = mul nsw i64 %conv2_weight_grad.f83210, 196
   %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %i84230
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %746
-  %747 = load float, ptr %arena231, align 4
-  %748 = mul nsw i64 %f83229, 12544
+  %746 = add nsw i64 %745, %conv2_weight_grad.i84211
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %746
+  %747 = load float, ptr %arena212, align 4
+  %748 = mul nsw i64 %conv2_weight_grad.f83210, 12544
   %749 = add nsw i64 5837456, %748
-  %750 = mul nsw i64 %j82228, 196
+  %750 = mul nsw i64 %conv2_weight_grad.j82209, 196
   %751 = add nsw i64 %749, %750
-  %752 = add nsw i64 %751, %i84230
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %752
-  store float %747, ptr %arena232, align 4
-  %i84.next = add nsw i64 %i84230, 1
+  %752 = add nsw i64 %751, %conv2_weight_grad.i84211
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %752
+  store float %747, ptr %arena213, align 4
+  %i84.next = add nsw i64 %conv2_weight_grad.i84211, 1
   %753 = icmp slt i64 %i84.next, 196
-  br i1 %753, label %i84, label %i84.end
+  br i1 %753, label %conv2_weight_grad.i84, label %conv2_weight_grad.i84.end
 
-i84.end:                                          ; preds = %i84
-  %f83.next = add nsw i64 %f83229, 1
+conv2_weight_grad.i84.end:                        ; preds = %conv2_weight_grad.i84
+  %f83.next = add nsw i64 %conv2_weight_grad.f83210, 1
   %754 = icmp slt i64 %f83.next, 64
-  br i1 %754, label %f83, label %f83.end
+  br i1 %754, label %conv2_weight_grad.f83, label %conv2_weight_grad.f83.end
 
-f85:                                              ; preds = %img87.end, %g70.end
-  %f85236 = phi i64 [ 0, %g70.end ], [ %f85.next, %img87.end ]
-  store float 0.000000e+00, ptr %acc86, align 4
-  br label %img87
+conv2_bias_grad.f85:                              ; preds = %conv2_bias_grad.img87.end, %conv2_weight_grad.g70.end
+  %conv2_bias_grad.f85217 = phi i64 [ 0, %conv2_weight_grad.g70.end ], [ %f85.next, %conv2_bias_grad.img87.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc86, align 4
+  br label %conv2_bias_grad.img87
 
-f85.end:                                          ; preds = %img87.end
-  br label %i89
+conv2_bias_grad.f85.end:                          ; preds = %conv2_bias_grad.img87.end
+  br label %pool1_grad.i89
 
-img87:                                            ; preds = %i88.end, %f85
-  %img87237 = phi i64 [ 0, %f85 ], [ %img87.next, %i88.end ]
-  br label %i88
+conv2_bias_grad.img87:                            ; preds = %conv2_bias_grad.i88.end, %conv2_bias_grad.f85
+  %conv2_bias_grad.img87218 = phi i64 [ 0, %conv2_bias_grad.f85 ], [ %img87.next, %conv2_bias_grad.i88.end ]
+  br label %conv2_bias_grad.i88
 
-img87.end:                                        ; preds = %i88.end
-  %acc86241 = load float, ptr %acc86, align 4
-  %755 = add nsw i64 18752, %f85236
-  %grads242 = getelementptr inbounds float, ptr %grads, i64 %755
-  store float %acc86241, ptr %grads242, align 4
-  %f85.next = add nsw i64 %f85236, 1
+conv2_bias_grad.img87.end:                        ; preds = %conv2_bias_grad.i88.end
+  %acc86221 = load float, ptr %conv2_bias_grad.acc86, align 4
+  %755 = add nsw i64 18752, %conv2_bias_grad.f85217
+  %grads222 = getelementptr inbounds float, ptr %grads, i64 %755
+  store float %acc86221, ptr %grads222, align 4
+  %f85.next = add nsw i64 %conv2_bias_grad.f85217, 1
   %756 = icmp slt i64 %f85.next, 64
-  br i1 %756, label %f85, label %f85.end
+  br i1 %756, label %conv2_bias_grad.f85, label %conv2_bias_grad.f85.end
 
-i88:                                              ; preds = %i88, %img87
-  %i88238 = phi i64 [ 0, %img87 ], [ %i88.next, %i88 ]
-  %acc86239 = load float, ptr %acc86, align 4
-  %757 = mul nsw i64 %img87237, 12544
+conv2_bias_grad.i88:                              ; preds = %conv2_bias_grad.i88, %conv2_bias_grad.img87
+  %conv2_bias_grad.i88219 = phi i64 [ 0, %conv2_bias_grad.img87 ], [ %i88.next, %conv2_bias_grad.i88 ]
+  %acc86 = load float, ptr %conv2_bias_grad.acc86, align 4
+  %757 = mul nsw i64 %conv2_bias_grad.img87218, 12544
   %758 = add nsw i64 1421968, %757
-  %759 = mul nsw i64 %f85236, 196
+  %759 = mul nsw i64 %conv2_bias_grad.f85217, 196
   %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, %i88238
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 %761
-  %762 = load float, ptr %arena240, align 4
-  %763 = fadd float %acc86239, %762
-  store float %763, ptr %acc86, align 4
-  %i88.next = add nsw i64 %i88238, 1
+  %761 = add nsw i64 %760, %conv2_bias_grad.i88219
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %761
+  %762 = load float, ptr %arena220, align 4
+  %763 = fadd float %acc86, %762
+  store float %763, ptr %conv2_bias_grad.acc86, align 4
+  %i88.next = add nsw i64 %conv2_bias_grad.i88219, 1
   %764 = icmp slt i64 %i88.next, 196
-  br i1 %764, label %i88, label %i88.end
+  br i1 %764, label %conv2_bias_grad.i88, label %conv2_bias_grad.i88.end
 
-i88.end:                                          ; preds = %i88
-  %img87.next = add nsw i64 %img87237, 1
+conv2_bias_grad.i88.end:                          ; preds = %conv2_bias_grad.i88
+  %img87.next = add nsw i64 %conv2_bias_grad.img87218, 1
   %765 = icmp slt i64 %img87.next, 64
-  br i1 %765, label %img87, label %img87.end
+  br i1 %765, label %conv2_bias_grad.img87, label %conv2_bias_grad.img87.end
 
-i89:                                              ; preds = %i89, %f85.end
-  %i89243 = phi i64 [ 0, %f85.end ], [ %i89.next, %i89 ]
-  %766 = add nsw i64 802816, %i89243
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %766
-  store float 0.000000e+00, ptr %arena244, align 4
-  %i89.next = add nsw i64 %i89243, 1
+pool1_grad.i89:                                   ; preds = %pool1_grad.i89, %conv2_bias_grad.f85.end
+  %pool1_grad.i89223 = phi i64 [ 0, %conv2_bias_grad.f85.end ], [ %i89.next, %pool1_grad.i89 ]
+  %766 = add nsw i64 802816, %pool1_grad.i89223
+  %arena224 = getelementptr inbounds float, ptr %arena, i64 %766
+  store float 0.000000e+00, ptr %arena224, align 4
+  %i89.next = add nsw i64 %pool1_grad.i89223, 1
   %767 = icmp slt i64 %i89.next, 401408
-  br i1 %767, label %i89, label %i89.end
+  br i1 %767, label %pool1_grad.i89, label %pool1_grad.i89.end
 
-i89.end:                                          ; preds = %i89
-  br label %g90
+pool1_grad.i89.end:                               ; preds = %pool1_grad.i89
+  br label %pool1_grad.g90
 
-g90:                                              ; preds = %j94.end, %i89.end
-  %g90245 = phi i64 [ 0, %i89.end ], [ %g90.next, %j94.end ]
-  br label %j91
+pool1_grad.g90:                                   ; preds = %pool1_grad.j94.end, %pool1_grad.i89.end
+  %pool1_grad.g90225 = phi i64 [ 0, %pool1_grad.i89.end ], [ %g90.next, %pool1_grad.j94.end ]
+  br label %pool1_grad.j91
 
-g90.end:                                          ; preds = %j94.end
-  br label %i103
+pool1_grad.g90.end:                               ; preds = %pool1_grad.j94.end
+  br label %conv1_grad.i103
 
-j91:                                              ; preds = %f92.end, %g90
-  %j91246 = phi i64 [ 0, %g90 ], [ %j91.next, %f92.end ]
-  br label %f92
+pool1_grad.j91:                                   ; preds = %pool1_grad.f92.end, %pool1_grad.g90
+  %pool1_grad.j91226 = phi i64 [ 0, %pool1_grad.g90 ], [ %j91.next, %pool1_grad.f92.end ]
+  br label %pool1_grad.f92
 
-j91.end:                                          ; preds = %f92.end
-  %params251 = getelementptr inbounds float, ptr %params, i64 320
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 5837456
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 2224784
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params251, i32 288, ptr %arena252, i32 12544, float 0.000000e+00, ptr %arena253, i32 12544)
-  br label %j94
+pool1_grad.j91.end:                               ; preds = %pool1_grad.f92.end
+  %params231 = getelementptr inbounds float, ptr %params, i64 320
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 5837456
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 2224784
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params231, i32 288, ptr %arena232, i32 12544, float 0.000000e+00, ptr %arena233, i32 12544)
+  br label %pool1_grad.j94
 
-f92:                                              ; preds = %i93.end, %j91
-  %f92247 = phi i64 [ 0, %j91 ], [ %f92.next, %i93.end ]
-  br label %i93
+pool1_grad.f92:                                   ; preds = %pool1_grad.i93.end, %pool1_grad.j91
+  %pool1_grad.f92227 = phi i64 [ 0, %pool1_grad.j91 ], [ %f92.next, %pool1_grad.i93.end ]
+  br label %pool1_grad.i93
 
-f92.end:                                          ; preds = %i93.end
-  %j91.next = add nsw i64 %j91246, 1
+pool1_grad.f92.end:                               ; preds = %pool1_grad.i93.end
+  %j91.next = add nsw i64 %pool1_grad.j91226, 1
   %768 = icmp slt i64 %j91.next, 64
-  br i1 %768, label %j91, label %j91.end
+  br i1 %768, label %pool1_grad.j91, label %pool1_grad.j91.end
 
-i93:                                              ; preds = %i93, %f92
-  %i93248 = phi i64 [ 0, %f92 ], [ %i93.next, %i93 ]
-  %769 = mul nsw i64 %g90245, 64
-  %770 = add nsw i64 %769, %j91246
+pool1_grad.i93:                                   ; preds = %pool1_grad.i93, %pool1_grad.f92
+  %pool1_grad.i93228 = phi i64 [ 0, %pool1_grad.f92 ], [ %i93.next, %pool1_grad.i93 ]
+  %769 = mul nsw i64 %pool1_grad.g90225, 64
+  %770 = add nsw i64 %769, %pool1_grad.j91226
   %771 = mul nsw i64 %770, 12544
   %772 = add nsw i64 1421968, %771
-  %773 = mul nsw i64 %f92247, 196
+  %773 = mul nsw i64 %pool1_grad.f92227, 196
   %774 = add nsw i64 %772, %773
-  %775 = add nsw i64 %774, %i93248
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %775
-  %776 = load float, ptr %arena249, align 4
-  %777 = mul nsw i64 %f92247, 12544
+  %775 = add nsw i64 %774, %pool1_grad.i93228
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %775
+  %776 = load float, ptr %arena229, align 4
+  %777 = mul nsw i64 %pool1_grad.f92227, 12544
   %778 = add nsw i64 5837456, %777
-  %779 = mul nsw i64 %j91246, 196
+  %779 = mul nsw i64 %pool1_grad.j91226, 196
   %780 = add nsw i64 %778, %779
-  %781 = add nsw i64 %780, %i93248
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %781
-  store float %776, ptr %arena250, align 4
-  %i93.next = add nsw i64 %i93248, 1
+  %781 = add nsw i64 %780, %pool1_grad.i93228
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %781
+  store float %776, ptr %arena230, align 4
+  %i93.next = add nsw i64 %pool1_grad.i93228, 1
   %782 = icmp slt i64 %i93.next, 196
-  br i1 %782, label %i93, label %i93.end
+  br i1 %782, label %pool1_grad.i93, label %pool1_grad.i93.end
 
-i93.end:                                          ; preds = %i93
-  %f92.next = add nsw i64 %f92247, 1
+pool1_grad.i93.end:                               ; preds = %pool1_grad.i93
+  %f92.next = add nsw i64 %pool1_grad.f92227, 1
   %783 = icmp slt i64 %f92.next, 64
-  br i1 %783, label %f92, label %f92.end
+  br i1 %783, label %pool1_grad.f92, label %pool1_grad.f92.end
 
-j94:                                              ; preds = %c95.end, %j91.end
-  %j94254 = phi i64 [ 0, %j91.end ], [ %j94.next, %c95.end ]
-  br label %c95
+pool1_grad.j94:                                   ; preds = %pool1_grad.c95.end, %pool1_grad.j91.end
+  %pool1_grad.j94234 = phi i64 [ 0, %pool1_grad.j91.end ], [ %j94.next, %pool1_grad.c95.end ]
+  br label %pool1_grad.c95
 
-j94.end:                                          ; preds = %c95.end
-  %g90.next = add nsw i64 %g90245, 1
+pool1_grad.j94.end:                               ; preds = %pool1_grad.c95.end
+  %g90.next = add nsw i64 %pool1_grad.g90225, 1
   %784 = icmp slt i64 %g90.next, 1
-  br i1 %784, label %g90, label %g90.end
+  br i1 %784, label %pool1_grad.g90, label %pool1_grad.g90.end
 
-c95:                                              ; preds = %ky96.end, %j94
-  %c95255 = phi i64 [ 0, %j94 ], [ %c95.next, %ky96.end ]
-  br label %ky96
+pool1_grad.c95:                                   ; preds = %pool1_grad.ky96.end, %pool1_grad.j94
+  %pool1_grad.c95235 = phi i64 [ 0, %pool1_grad.j94 ], [ %c95.next, %pool1_grad.ky96.end ]
+  br label %pool1_grad.ky96
 
-c95.end:                                          ; preds = %ky96.end
-  %j94.next = add nsw i64 %j94254, 1
+pool1_grad.c95.end:                               ; preds = %pool1_grad.ky96.end
+  %j94.next = add nsw i64 %pool1_grad.j94234, 1
   %785 = icmp slt i64 %j94.next, 64
-  br i1 %785, label %j94, label %j94.end
+  br i1 %785, label %pool1_grad.j94, label %pool1_grad.j94.end
 
-ky96:                                             ; preds = %oy101.end, %c95
-  %ky96256 = phi i64 [ 0, %c95 ], [ %ky96.next, %oy101.end ]
-  br label %oy97
+pool1_grad.ky96:                                  ; preds = %pool1_grad.oy101.end, %pool1_grad.c95
+  %pool1_grad.ky96236 = phi i64 [ 0, %pool1_grad.c95 ], [ %ky96.next, %pool1_grad.oy101.end ]
+  br label %pool1_grad.oy97
 
-ky96.end:                                         ; preds = %oy101.end
-  %c95.next = add nsw i64 %c95255, 1
+pool1_grad.ky96.end:                              ; preds = %pool1_grad.oy101.end
+  %c95.next = add nsw i64 %pool1_grad.c95235, 1
   %786 = icmp slt i64 %c95.next, 32
-  br i1 %786, label %c95, label %c95.end
+  br i1 %786, label %pool1_grad.c95, label %pool1_grad.c95.end
 
-oy97:                                             ; preds = %endif259, %ky96
-  %oy97257 = phi i64 [ 0, %ky96 ], [ %oy97.next, %endif259 ]
-  %787 = add nsw i64 %oy97257, %ky96256
+pool1_grad.oy97:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky96
+  %pool1_grad.oy97237 = phi i64 [ 0, %pool1_grad.ky96 ], [ %oy97.next, %pool1_grad.endif ]
+  %787 = add nsw i64 %pool1_grad.oy97237, %pool1_grad.ky96236
   %788 = add nsw i64 %787, -1
   %789 = icmp slt i64 -1, %788
-  %790 = add nsw i64 %oy97257, %ky96256
+  %790 = add nsw i64 %pool1_grad.oy97237, %pool1_grad.ky96236
   %791 = add nsw i64 %790, -1
   %792 = icmp slt i64 %791, 14
   %793 = and i1 %789, %792
-  br i1 %793, label %then258, label %endif259
+  br i1 %793, label %pool1_grad.then, label %pool1_grad.endif
 
-oy97.end:                                         ; preds = %endif259
-  br label %oy99
+pool1_grad.oy97.end:                              ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy99
 
-then258:                                          ; preds = %oy97
-  br label %ox98
+pool1_grad.then:                                  ; preds = %pool1_grad.oy97
+  br label %pool1_grad.ox98
 
-endif259:                                         ; preds = %ox98.end, %oy97
-  %oy97.next = add nsw i64 %oy97257, 1
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox98.end, %pool1_grad.oy97
+  %oy97.next = add nsw i64 %pool1_grad.oy97237, 1
   %794 = icmp slt i64 %oy97.next, 14
-  br i1 %794, label %oy97, label %oy97.end
+  br i1 %794, label %pool1_grad.oy97, label %pool1_grad.oy97.end
 
-ox98:                                             ; preds = %ox98, %then258
-  %ox98260 = phi i64 [ 0, %then258 ], [ %ox98.next, %ox98 ]
-  %795 = mul nsw i64 %g90245, 64
-  %796 = add nsw i64 %795, %j94254
+pool1_grad.ox98:                                  ; preds = %pool1_grad.ox98, %pool1_grad.then
+  %pool1_grad.ox98238 = phi i64 [ 0, %pool1_grad.then ], [ %ox98.next, %pool1_grad.ox98 ]
+  %795 = mul nsw i64 %pool1_grad.g90225, 64
+  %796 = add nsw i64 %795, %pool1_grad.j94234
   %797 = mul nsw i64 %796, 6272
   %798 = add nsw i64 802816, %797
-  %799 = mul nsw i64 %c95255, 196
+  %799 = mul nsw i64 %pool1_grad.c95235, 196
   %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %oy97257, %ky96256
+  %801 = add nsw i64 %pool1_grad.oy97237, %pool1_grad.ky96236
   %802 = add nsw i64 %801, -1
   %803 = mul nsw i64 %802, 14
   %804 = add nsw i64 %800, %803
-  %805 = add nsw i64 %ox98260, 1
+  %805 = add nsw i64 %pool1_grad.ox98238, 1
   %806 = add nsw i64 %805, -1
   %807 = add nsw i64 %804, %806
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %807
-  %808 = load float, ptr %arena261, align 4
-  %809 = mul nsw i64 %c95255, 3
-  %810 = add nsw i64 %809, %ky96256
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %807
+  %808 = load float, ptr %arena239, align 4
+  %809 = mul nsw i64 %pool1_grad.c95235, 3
+  %810 = add nsw i64 %809, %pool1_grad.ky96236
   %811 = mul nsw i64 %810, 3
   %812 = mul nsw i64 %811, 12544
   %813 = add nsw i64 2224784, %812
-  %814 = mul nsw i64 %j94254, 196
+  %814 = mul nsw i64 %pool1_grad.j94234, 196
   %815 = add nsw i64 %813, %814
-  %816 = mul nsw i64 %oy97257, 14
+  %816 = mul nsw i64 %pool1_grad.oy97237, 14
   %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %ox98260, 1
+  %818 = add nsw i64 %pool1_grad.ox98238, 1
   %819 = add nsw i64 %817, %818
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %819
-  %820 = load float, ptr %arena262, align 4
+  %arena240 = getelementptr inbounds float, ptr %arena, i64 %819
+  %820 = load float, ptr %arena240, align 4
   %821 = fadd float %808, %820
-  store float %821, ptr %arena261, align 4
-  %ox98.next = add nsw i64 %ox98260, 1
+  store float %821, ptr %arena239, align 4
+  %ox98.next = add nsw i64 %pool1_grad.ox98238, 1
   %822 = icmp slt i64 %ox98.next, 13
-  br i1 %822, label %ox98, label %ox98.end
+  br i1 %822, label %pool1_grad.ox98, label %pool1_grad.ox98.end
 
-ox98.end:                                         ; preds = %ox98
-  br label %endif259
+pool1_grad.ox98.end:                              ; preds = %pool1_grad.ox98
+  br label %pool1_grad.endif
 
-oy99:                                             ; preds = %endif265, %oy97.end
-  %oy99263 = phi i64 [ 0, %oy97.end ], [ %oy99.next, %endif265 ]
-  %823 = add nsw i64 %oy99263, %ky96256
+pool1_grad.oy99:                                  ; preds = %pool1_grad.endif243, %pool1_grad.oy97.end
+  %pool1_grad.oy99241 = phi i64 [ 0, %pool1_grad.oy97.end ], [ %oy99.next, %pool1_grad.endif243 ]
+  %823 = add nsw i64 %pool1_grad.oy99241, %pool1_grad.ky96236
   %824 = add nsw i64 %823, -1
   %825 = icmp slt i64 -1, %824
-  %826 = add nsw i64 %oy99263, %ky96256
+  %826 = add nsw i64 %pool1_grad.oy99241, %pool1_grad.ky96236
   %827 = add nsw i64 %826, -1
   %828 = icmp slt i64 %827, 14
   %829 = and i1 %825, %828
-  br i1 %829, label %then264, label %endif265
+  br i1 %829, label %pool1_grad.then242, label %pool1_grad.endif243
 
-oy99.end:                                         ; preds = %endif265
-  br label %oy101
+pool1_grad.oy99.end:                              ; preds = %pool1_grad.endif243
+  br label %pool1_grad.oy101
 
-then264:                                          ; preds = %oy99
-  br label %ox100
+pool1_grad.then242:                               ; preds = %pool1_grad.oy99
+  br label %pool1_grad.ox100
 
-endif265:                                         ; preds = %ox100.end, %oy99
-  %oy99.next = add nsw i64 %oy99263, 1
+pool1_grad.endif243:                              ; preds = %pool1_grad.ox100.end, %pool1_grad.oy99
+  %oy99.next = add nsw i64 %pool1_grad.oy99241, 1
   %830 = icmp slt i64 %oy99.next, 14
-  br i1 %830, label %oy99, label %oy99.end
+  br i1 %830, label %pool1_grad.oy99, label %pool1_grad.oy99.end
 
-ox100:                                            ; preds = %ox100, %then264
-  %ox100266 = phi i64 [ 0, %then264 ], [ %ox100.next, %ox100 ]
-  %831 = mul nsw i64 %g90245, 64
-  %832 = add nsw i64 %831, %j94254
+pool1_grad.ox100:                                 ; preds = %pool1_grad.ox100, %pool1_grad.then242
+  %pool1_grad.ox100244 = phi i64 [ 0, %pool1_grad.then242 ], [ %ox100.next, %pool1_grad.ox100 ]
+  %831 = mul nsw i64 %pool1_grad.g90225, 64
+  %832 = add nsw i64 %831, %pool1_grad.j94234
   %833 = mul nsw i64 %832, 6272
   %834 = add nsw i64 802816, %833
-  %835 = mul nsw i64 %c95255, 196
+  %835 = mul nsw i64 %pool1_grad.c95235, 196
   %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %oy99263, %ky96256
+  %837 = add nsw i64 %pool1_grad.oy99241, %pool1_grad.ky96236
   %838 = add nsw i64 %837, -1
   %839 = mul nsw i64 %838, 14
   %840 = add nsw i64 %836, %839
-  %841 = add nsw i64 %840, %ox100266
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load float, ptr %arena267, align 4
-  %843 = mul nsw i64 %c95255, 3
-  %844 = add nsw i64 %843, %ky96256
+  %841 = add nsw i64 %840, %pool1_grad.ox100244
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load float, ptr %arena245, align 4
+  %843 = mul nsw i64 %pool1_grad.c95235, 3
+  %844 = add nsw i64 %843, %pool1_grad.ky96236
   %845 = mul nsw i64 %844, 3
   %846 = add nsw i64 %845, 1
   %847 = mul nsw i64 %846, 12544
   %848 = add nsw i64 2224784, %847
-  %849 = mul nsw i64 %j94254, 196
+  %849 = mul nsw i64 %pool1_grad.j94234, 196
   %850 = add nsw i64 %848, %849
-  %851 = mul nsw i64 %oy99263, 14
+  %851 = mul nsw i64 %pool1_grad.oy99241, 14
   %852 = add nsw i64 %850, %851
-  %853 = add nsw i64 %852, %ox100266
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %853
-  %854 = load float, ptr %arena268, align 4
+  %853 = add nsw i64 %852, %pool1_grad.ox100244
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %853
+  %854 = load float, ptr %arena246, align 4
   %855 = fadd float %842, %854
-  store float %855, ptr %arena267, align 4
-  %ox100.next = add nsw i64 %ox100266, 1
+  store float %855, ptr %arena245, align 4
+  %ox100.next = add nsw i64 %pool1_grad.ox100244, 1
   %856 = icmp slt i64 %ox100.next, 14
-  br i1 %856, label %ox100, label %ox100.end
+  br i1 %856, label %pool1_grad.ox100, label %pool1_grad.ox100.end
 
-ox100.end:                                        ; preds = %ox100
-  br label %endif265
+pool1_grad.ox100.end:                             ; preds = %pool1_grad.ox100
+  br label %pool1_grad.endif243
 
-oy101:                                            ; preds = %endif271, %oy99.end
-  %oy101269 = phi i64 [ 0, %oy99.end ], [ %oy101.next, %endif271 ]
-  %857 = add nsw i64 %oy101269, %ky96256
+pool1_grad.oy101:                                 ; preds = %pool1_grad.endif249, %pool1_grad.oy99.end
+  %pool1_grad.oy101247 = phi i64 [ 0, %pool1_grad.oy99.end ], [ %oy101.next, %pool1_grad.endif249 ]
+  %857 = add nsw i64 %pool1_grad.oy101247, %pool1_grad.ky96236
   %858 = add nsw i64 %857, -1
   %859 = icmp slt i64 -1, %858
-  %860 = add nsw i64 %oy101269, %ky96256
+  %860 = add nsw i64 %pool1_grad.oy101247, %pool1_grad.ky96236
   %861 = add nsw i64 %860, -1
   %862 = icmp slt i64 %861, 14
   %863 = and i1 %859, %862
-  br i1 %863, label %then270, label %endif271
+  br i1 %863, label %pool1_grad.then248, label %pool1_grad.endif249
 
-oy101.end:                                        ; preds = %endif271
-  %ky96.next = add nsw i64 %ky96256, 1
+pool1_grad.oy101.end:                             ; preds = %pool1_grad.endif249
+  %ky96.next = add nsw i64 %pool1_grad.ky96236, 1
   %864 = icmp slt i64 %ky96.next, 3
-  br i1 %864, label %ky96, label %ky96.end
+  br i1 %864, label %pool1_grad.ky96, label %pool1_grad.ky96.end
 
-then270:                                          ; preds = %oy101
-  br label %ox102
+pool1_grad.then248:                               ; preds = %pool1_grad.oy101
+  br label %pool1_grad.ox102
 
-endif271:                                         ; preds = %ox102.end, %oy101
-  %oy101.next = add nsw i64 %oy101269, 1
+pool1_grad.endif249:                              ; preds = %pool1_grad.ox102.end, %pool1_grad.oy101
+  %oy101.next = add nsw i64 %pool1_grad.oy101247, 1
   %865 = icmp slt i64 %oy101.next, 14
-  br i1 %865, label %oy101, label %oy101.end
+  br i1 %865, label %pool1_grad.oy101, label %pool1_grad.oy101.end
 
-ox102:                                            ; preds = %ox102, %then270
-  %ox102272 = phi i64 [ 0, %then270 ], [ %ox102.next, %ox102 ]
-  %866 = mul nsw i64 %g90245, 64
-  %867 = add nsw i64 %866, %j94254
+pool1_grad.ox102:                                 ; preds = %pool1_grad.ox102, %pool1_grad.then248
+  %pool1_grad.ox102250 = phi i64 [ 0, %pool1_grad.then248 ], [ %ox102.next, %pool1_grad.ox102 ]
+  %866 = mul nsw i64 %pool1_grad.g90225, 64
+  %867 = add nsw i64 %866, %pool1_grad.j94234
   %868 = mul nsw i64 %867, 6272
   %869 = add nsw i64 802816, %868
-  %870 = mul nsw i64 %c95255, 196
+  %870 = mul nsw i64 %pool1_grad.c95235, 196
   %871 = add nsw i64 %869, %870
-  %872 = add nsw i64 %oy101269, %ky96256
+  %872 = add nsw i64 %pool1_grad.oy101247, %pool1_grad.ky96236
   %873 = add nsw i64 %872, -1
   %874 = mul nsw i64 %873, 14
   %875 = add nsw i64 %871, %874
-  %876 = add nsw i64 %ox102272, 1
+  %876 = add nsw i64 %pool1_grad.ox102250, 1
   %877 = add nsw i64 %875, %876
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %877
-  %878 = load float, ptr %arena273, align 4
-  %879 = mul nsw i64 %c95255, 3
-  %880 = add nsw i64 %879, %ky96256
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %877
+  %878 = load float, ptr %arena251, align 4
+  %879 = mul nsw i64 %pool1_grad.c95235, 3
+  %880 = add nsw i64 %879, %pool1_grad.ky96236
   %881 = mul nsw i64 %880, 3
   %882 = add nsw i64 %881, 2
   %883 = mul nsw i64 %882, 12544
   %884 = add nsw i64 2224784, %883
-  %885 = mul nsw i64 %j94254, 196
+  %885 = mul nsw i64 %pool1_grad.j94234, 196
   %886 = add nsw i64 %884, %885
-  %887 = mul nsw i64 %oy101269, 14
+  %887 = mul nsw i64 %pool1_grad.oy101247, 14
   %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %ox102272
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load float, ptr %arena274, align 4
+  %889 = add nsw i64 %888, %pool1_grad.ox102250
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %889
+  %890 = load float, ptr %arena252, align 4
   %891 = fadd float %878, %890
-  store float %891, ptr %arena273, align 4
-  %ox102.next = add nsw i64 %ox102272, 1
+  store float %891, ptr %arena251, align 4
+  %ox102.next = add nsw i64 %pool1_grad.ox102250, 1
   %892 = icmp slt i64 %ox102.next, 13
-  br i1 %892, label %ox102, label %ox102.end
+  br i1 %892, label %pool1_grad.ox102, label %pool1_grad.ox102.end
 
-ox102.end:                                        ; preds = %ox102
-  br label %endif271
+pool1_grad.ox102.end:                             ; preds = %pool1_grad.ox102
+  br label %pool1_grad.endif249
 
-i103:                                             ; preds = %i103, %g90.end
-  %i103275 = phi i64 [ 0, %g90.end ], [ %i103.next, %i103 ]
-  %893 = add nsw i64 1221264, %i103275
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %893
-  store float 0.000000e+00, ptr %arena276, align 4
-  %i103.next = add nsw i64 %i103275, 1
+conv1_grad.i103:                                  ; preds = %conv1_grad.i103, %pool1_grad.g90.end
+  %conv1_grad.i103253 = phi i64 [ 0, %pool1_grad.g90.end ], [ %i103.next, %conv1_grad.i103 ]
+  %893 = add nsw i64 1221264, %conv1_grad.i103253
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %893
+  store float 0.000000e+00, ptr %arena254, align 4
+  %i103.next = add nsw i64 %conv1_grad.i103253, 1
   %894 = icmp slt i64 %i103.next, 1605632
-  br i1 %894, label %i103, label %i103.end
+  br i1 %894, label %conv1_grad.i103, label %conv1_grad.i103.end
 
-i103.end:                                         ; preds = %i103
-  br label %q104
+conv1_grad.i103.end:                              ; preds = %conv1_grad.i103
+  br label %conv1_grad.q104
 
-q104:                                             ; preds = %i105.end, %i103.end
-  %q104277 = phi i64 [ 0, %i103.end ], [ %q104.next, %i105.end ]
-  br label %i105
+conv1_grad.q104:                                  ; preds = %conv1_grad.i105.end, %conv1_grad.i103.end
+  %conv1_grad.q104255 = phi i64 [ 0, %conv1_grad.i103.end ], [ %q104.next, %conv1_grad.i105.end ]
+  br label %conv1_grad.i105
 
-q104.end:                                         ; preds = %i105.end
-  br label %i106
+conv1_grad.q104.end:                              ; preds = %conv1_grad.i105.end
+  br label %conv1_weight_grad.i106
 
-i105:                                             ; preds = %endif280, %q104
-  %i105278 = phi i64 [ 0, %q104 ], [ %i105.next, %endif280 ]
-  %895 = mul nsw i64 %q104277, 196
-  %896 = add nsw i64 %895, %i105278
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %896
-  %897 = load float, ptr %arena281, align 4
+conv1_grad.i105:                                  ; preds = %conv1_grad.endif, %conv1_grad.q104
+  %conv1_grad.i105256 = phi i64 [ 0, %conv1_grad.q104 ], [ %i105.next, %conv1_grad.endif ]
+  %895 = mul nsw i64 %conv1_grad.q104255, 196
+  %896 = add nsw i64 %895, %conv1_grad.i105256
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %896
+  %897 = load float, ptr %arena257, align 4
   %898 = fcmp ogt float %897, 0.000000e+00
-  br i1 %898, label %then279, label %endif280
+  br i1 %898, label %conv1_grad.then, label %conv1_grad.endif
 
-i105.end:                                         ; preds = %endif280
-  %q104.next = add nsw i64 %q104277, 1
+conv1_grad.i105.end:                              ; preds = %conv1_grad.endif
+  %q104.next = add nsw i64 %conv1_grad.q104255, 1
   %899 = icmp slt i64 %q104.next, 2048
-  br i1 %899, label %q104, label %q104.end
+  br i1 %899, label %conv1_grad.q104, label %conv1_grad.q104.end
 
-then279:                                          ; preds = %i105
-  %900 = mul nsw i64 %q104277, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i105
+  %900 = mul nsw i64 %conv1_grad.q104255, 784
   %901 = add nsw i64 1221264, %900
-  %902 = mul nsw i64 %q104277, 196
-  %903 = add nsw i64 %902, %i105278
+  %902 = mul nsw i64 %conv1_grad.q104255, 196
+  %903 = add nsw i64 %902, %conv1_grad.i105256
   %904 = add nsw i64 401408, %903
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %904
-  %905 = load float, ptr %arena282, align 4
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %904
+  %905 = load float, ptr %arena258, align 4
   %906 = fptosi float %905 to i64
   %907 = add nsw i64 %901, %906
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load float, ptr %arena283, align 4
-  %909 = mul nsw i64 %q104277, 196
-  %910 = add nsw i64 %909, %i105278
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %907
+  %908 = load float, ptr %arena259, align 4
+  %909 = mul nsw i64 %conv1_grad.q104255, 196
+  %910 = add nsw i64 %909, %conv1_grad.i105256
   %911 = add nsw i64 802816, %910
-  %arena284 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = load float, ptr %arena284, align 4
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = load float, ptr %arena260, align 4
   %913 = fadd float %908, %912
-  store float %913, ptr %arena283, align 4
-  br label %endif280
+  store float %913, ptr %arena259, align 4
+  br label %conv1_grad.endif
 
-endif280:                                         ; preds = %then279, %i105
-  %i105.next = add nsw i64 %i105278, 1
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i105
+  %i105.next = add nsw i64 %conv1_grad.i105256, 1
   %914 = icmp slt i64 %i105.next, 196
-  br i1 %914, label %i105, label %i105.end
+  br i1 %914, label %conv1_grad.i105, label %conv1_grad.i105.end
 
-i106:                                             ; preds = %i106, %q104.end
-  %i106285 = phi i64 [ 0, %q104.end ], [ %i106.next, %i106 ]
-  %grads286 = getelementptr inbounds float, ptr %grads, i64 %i106285
-  store float 0.000000e+00, ptr %grads286, align 4
-  %i106.next = add nsw i64 %i106285, 1
+conv1_weight_grad.i106:                           ; preds = %conv1_weight_grad.i106, %conv1_grad.q104.end
+  %conv1_weight_grad.i106261 = phi i64 [ 0, %conv1_grad.q104.end ], [ %i106.next, %conv1_weight_grad.i106 ]
+  %grads262 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i106261
+  store float 0.000000e+00, ptr %grads262, align 4
+  %i106.next = add nsw i64 %conv1_weight_grad.i106261, 1
   %915 = icmp slt i64 %i106.next, 288
-  br i1 %915, label %i106, label %i106.end
+  br i1 %915, label %conv1_weight_grad.i106, label %conv1_weight_grad.i106.end
 
-i106.end:                                         ; preds = %i106
-  br label %g107
+conv1_weight_grad.i106.end:                       ; preds = %conv1_weight_grad.i106
+  br label %conv1_weight_grad.g107
 
-g107:                                             ; preds = %j119.end, %i106.end
-  %g107287 = phi i64 [ 0, %i106.end ], [ %g107.next, %j119.end ]
-  br label %j108
+conv1_weight_grad.g107:                           ; preds = %conv1_weight_grad.j119.end, %conv1_weight_grad.i106.end
+  %conv1_weight_grad.g107263 = phi i64 [ 0, %conv1_weight_grad.i106.end ], [ %g107.next, %conv1_weight_grad.j119.end ]
+  br label %conv1_weight_grad.j108
 
-g107.end:                                         ; preds = %j119.end
-  br label %f122
+conv1_weight_grad.g107.end:                       ; preds = %conv1_weight_grad.j119.end
+  br label %conv1_bias_grad.f122
 
-j108:                                             ; preds = %c111.end, %g107
-  %j108288 = phi i64 [ 0, %g107 ], [ %j108.next, %c111.end ]
-  br label %r109
+conv1_weight_grad.j108:                           ; preds = %conv1_weight_grad.c111.end, %conv1_weight_grad.g107
+  %conv1_weight_grad.j108264 = phi i64 [ 0, %conv1_weight_grad.g107 ], [ %j108.next, %conv1_weight_grad.c111.end ]
+  br label %conv1_weight_grad.r109
 
-j108.end:                                         ; preds = %c111.end
-  br label %j119
+conv1_weight_grad.j108.end:                       ; preds = %conv1_weight_grad.c111.end
+  br label %conv1_weight_grad.j119
 
-r109:                                             ; preds = %i110.end, %j108
-  %r109289 = phi i64 [ 0, %j108 ], [ %r109.next, %i110.end ]
-  br label %i110
+conv1_weight_grad.r109:                           ; preds = %conv1_weight_grad.i110.end, %conv1_weight_grad.j108
+  %conv1_weight_grad.r109265 = phi i64 [ 0, %conv1_weight_grad.j108 ], [ %r109.next, %conv1_weight_grad.i110.end ]
+  br label %conv1_weight_grad.i110
 
-r109.end:                                         ; preds = %i110.end
-  br label %c111
+conv1_weight_grad.r109.end:                       ; preds = %conv1_weight_grad.i110.end
+  br label %conv1_weight_grad.c111
 
-i110:                                             ; preds = %i110, %r109
-  %i110290 = phi i64 [ 0, %r109 ], [ %i110.next, %i110 ]
-  %916 = mul nsw i64 %r109289, 50176
+conv1_weight_grad.i110:                           ; preds = %conv1_weight_grad.i110, %conv1_weight_grad.r109
+  %conv1_weight_grad.i110266 = phi i64 [ 0, %conv1_weight_grad.r109 ], [ %i110.next, %conv1_weight_grad.i110 ]
+  %916 = mul nsw i64 %conv1_weight_grad.r109265, 50176
   %917 = add nsw i64 2826896, %916
-  %918 = mul nsw i64 %j108288, 784
+  %918 = mul nsw i64 %conv1_weight_grad.j108264, 784
   %919 = add nsw i64 %917, %918
-  %920 = add nsw i64 %919, %i110290
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %920
-  store float 0.000000e+00, ptr %arena291, align 4
-  %i110.next = add nsw i64 %i110290, 1
+  %920 = add nsw i64 %919, %conv1_weight_grad.i110266
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %920
+  store float 0.000000e+00, ptr %arena267, align 4
+  %i110.next = add nsw i64 %conv1_weight_grad.i110266, 1
   %921 = icmp slt i64 %i110.next, 784
-  br i1 %921, label %i110, label %i110.end
+  br i1 %921, label %conv1_weight_grad.i110, label %conv1_weight_grad.i110.end
 
-i110.end:                                         ; preds = %i110
-  %r109.next = add nsw i64 %r109289, 1
+conv1_weight_grad.i110.end:                       ; preds = %conv1_weight_grad.i110
+  %r109.next = add nsw i64 %conv1_weight_grad.r109265, 1
   %922 = icmp slt i64 %r109.next, 9
-  br i1 %922, label %r109, label %r109.end
+  br i1 %922, label %conv1_weight_grad.r109, label %conv1_weight_grad.r109.end
 
-c111:                                             ; preds = %ky112.end, %r109.end
-  %c111292 = phi i64 [ 0, %r109.end ], [ %c111.next, %ky112.end ]
-  br label %ky112
+conv1_weight_grad.c111:                           ; preds = %conv1_weight_grad.ky112.end, %conv1_weight_grad.r109.end
+  %conv1_weight_grad.c111268 = phi i64 [ 0, %conv1_weight_grad.r109.end ], [ %c111.next, %conv1_weight_grad.ky112.end ]
+  br label %conv1_weight_grad.ky112
 
-c111.end:                                         ; preds = %ky112.end
-  %j108.next = add nsw i64 %j108288, 1
+conv1_weight_grad.c111.end:                       ; preds = %conv1_weight_grad.ky112.end
+  %j108.next = add nsw i64 %conv1_weight_grad.j108264, 1
   %923 = icmp slt i64 %j108.next, 64
-  br i1 %923, label %j108, label %j108.end
+  br i1 %923, label %conv1_weight_grad.j108, label %conv1_weight_grad.j108.end
 
-ky112:                                            ; preds = %oy117.end, %c111
-  %ky112293 = phi i64 [ 0, %c111 ], [ %ky112.next, %oy117.end ]
-  br label %oy113
+conv1_weight_grad.ky112:                          ; preds = %conv1_weight_grad.oy117.end, %conv1_weight_grad.c111
+  %conv1_weight_grad.ky112269 = phi i64 [ 0, %conv1_weight_grad.c111 ], [ %ky112.next, %conv1_weight_grad.oy117.end ]
+  br label %conv1_weight_grad.oy113
 
-ky112.end:                                        ; preds = %oy117.end
-  %c111.next = add nsw i64 %c111292, 1
+conv1_weight_grad.ky112.end:                      ; preds = %conv1_weight_grad.oy117.end
+  %c111.next = add nsw i64 %conv1_weight_grad.c111268, 1
   %924 = icmp slt i64 %c111.next, 1
-  br i1 %924, label %c111, label %c111.end
+  br i1 %924, label %conv1_weight_grad.c111, label %conv1_weight_grad.c111.end
 
-oy113:                                            ; preds = %endif296, %ky112
-  %oy113294 = phi i64 [ 0, %ky112 ], [ %oy113.next, %endif296 ]
-  %925 = add nsw i64 %oy113294, %ky112293
+conv1_weight_grad.oy113:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky112
+  %conv1_weight_grad.oy113270 = phi i64 [ 0, %conv1_weight_grad.ky112 ], [ %oy113.next, %conv1_weight_grad.endif ]
+  %925 = add nsw i64 %conv1_weight_grad.oy113270, %conv1_weight_grad.ky112269
   %926 = add nsw i64 %925, -1
   %927 = icmp slt i64 -1, %926
-  %928 = add nsw i64 %oy113294, %ky112293
+  %928 = add nsw i64 %conv1_weight_grad.oy113270, %conv1_weight_grad.ky112269
   %929 = add nsw i64 %928, -1
   %930 = icmp slt i64 %929, 28
   %931 = and i1 %927, %930
-  br i1 %931, label %then295, label %endif296
+  br i1 %931, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-oy113.end:                                        ; preds = %endif296
-  br label %oy115
+conv1_weight_grad.oy113.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy115
 
-then295:                                          ; preds = %oy113
-  br label %ox114
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy113
+  br label %conv1_weight_grad.ox114
 
-endif296:                                         ; preds = %ox114.end, %oy113
-  %oy113.next = add nsw i64 %oy113294, 1
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox114.end, %conv1_weight_grad.oy113
+  %oy113.next = add nsw i64 %conv1_weight_grad.oy113270, 1
   %932 = icmp slt i64 %oy113.next, 28
-  br i1 %932, label %oy113, label %oy113.end
+  br i1 %932, label %conv1_weight_grad.oy113, label %conv1_weight_grad.oy113.end
 
-ox114:                                            ; preds = %ox114, %then295
-  %ox114297 = phi i64 [ 0, %then295 ], [ %ox114.next, %ox114 ]
-  %933 = mul nsw i64 %g107287, 64
-  %934 = add nsw i64 %933, %j108288
+conv1_weight_grad.ox114:                          ; preds = %conv1_weight_grad.ox114, %conv1_weight_grad.then
+  %conv1_weight_grad.ox114271 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox114.next, %conv1_weight_grad.ox114 ]
+  %933 = mul nsw i64 %conv1_weight_grad.g107263, 64
+  %934 = add nsw i64 %933, %conv1_weight_grad.j108264
   %935 = mul nsw i64 %934, 784
-  %936 = mul nsw i64 %c111292, 784
+  %936 = mul nsw i64 %conv1_weight_grad.c111268, 784
   %937 = add nsw i64 %935, %936
-  %938 = add nsw i64 %oy113294, %ky112293
+  %938 = add nsw i64 %conv1_weight_grad.oy113270, %conv1_weight_grad.ky112269
   %939 = add nsw i64 %938, -1
   %940 = mul nsw i64 %939, 28
   %941 = add nsw i64 %937, %940
-  %942 = add nsw i64 %ox114297, 1
+  %942 = add nsw i64 %conv1_weight_grad.ox114271, 1
   %943 = add nsw i64 %942, -1
   %944 = add nsw i64 %941, %943
-  %images298 = getelementptr inbounds float, ptr %images, i64 %944
-  %945 = load float, ptr %images298, align 4
-  %946 = mul nsw i64 %c111292, 3
-  %947 = add nsw i64 %946, %ky112293
+  %images272 = getelementptr inbounds float, ptr %images, i64 %944
+  %945 = load float, ptr %images272, align 4
+  %946 = mul nsw i64 %conv1_weight_grad.c111268, 3
+  %947 = add nsw i64 %946, %conv1_weight_grad.ky112269
   %948 = mul nsw i64 %947, 3
   %949 = mul nsw i64 %948, 50176
   %950 = add nsw i64 2826896, %949
-  %951 = mul nsw i64 %j108288, 784
+  %951 = mul nsw i64 %conv1_weight_grad.j108264, 784
   %952 = add nsw i64 %950, %951
-  %953 = mul nsw i64 %oy113294, 28
+  %953 = mul nsw i64 %conv1_weight_grad.oy113270, 28
   %954 = add nsw i64 %952, %953
-  %955 = add nsw i64 %ox114297, 1
+  %955 = add nsw i64 %conv1_weight_grad.ox114271, 1
   %956 = add nsw i64 %954, %955
-  %arena299 = getelementptr inbounds float, ptr %arena, i64 %956
-  store float %945, ptr %arena299, align 4
-  %ox114.next = add nsw i64 %ox114297, 1
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %956
+  store float %945, ptr %arena273, align 4
+  %ox114.next = add nsw i64 %conv1_weight_grad.ox114271, 1
   %957 = icmp slt i64 %ox114.next, 27
-  br i1 %957, label %ox114, label %ox114.end
+  br i1 %957, label %conv1_weight_grad.ox114, label %conv1_weight_grad.ox114.end
 
-ox114.end:                                        ; preds = %ox114
-  br label %endif296
+conv1_weight_grad.ox114.end:                      ; preds = %conv1_weight_grad.ox114
+  br label %conv1_weight_grad.endif
 
-oy115:                                            ; preds = %endif302, %oy113.end
-  %oy115300 = phi i64 [ 0, %oy113.end ], [ %oy115.next, %endif302 ]
-  %958 = add nsw i64 %oy115300, %ky112293
+conv1_weight_grad.oy115:                          ; preds = %conv1_weight_grad.endif276, %conv1_weight_grad.oy113.end
+  %conv1_weight_grad.oy115274 = phi i64 [ 0, %conv1_weight_grad.oy113.end ], [ %oy115.next, %conv1_weight_grad.endif276 ]
+  %958 = add nsw i64 %conv1_weight_grad.oy115274, %conv1_weight_grad.ky112269
   %959 = add nsw i64 %958, -1
   %960 = icmp slt i64 -1, %959
-  %961 = add nsw i64 %oy115300, %ky112293
+  %961 = add nsw i64 %conv1_weight_grad.oy115274, %conv1_weight_grad.ky112269
   %962 = add nsw i64 %961, -1
   %963 = icmp slt i64 %962, 28
   %964 = and i1 %960, %963
-  br i1 %964, label %then301, label %endif302
+  br i1 %964, label %conv1_weight_grad.then275, label %conv1_weight_grad.endif276
 
-oy115.end:                                        ; preds = %endif302
-  br label %oy117
+conv1_weight_grad.oy115.end:                      ; preds = %conv1_weight_grad.endif276
+  br label %conv1_weight_grad.oy117
 
-then301:                                          ; preds = %oy115
-  br label %ox116
+conv1_weight_grad.then275:                        ; preds = %conv1_weight_grad.oy115
+  br label %conv1_weight_grad.ox116
 
-endif302:                                         ; preds = %ox116.end, %oy115
-  %oy115.next = add nsw i64 %oy115300, 1
+conv1_weight_grad.endif276:                       ; preds = %conv1_weight_grad.ox116.end, %conv1_weight_grad.oy115
+  %oy115.next = add nsw i64 %conv1_weight_grad.oy115274, 1
   %965 = icmp slt i64 %oy115.next, 28
-  br i1 %965, label %oy115, label %oy115.end
+  br i1 %965, label %conv1_weight_grad.oy115, label %conv1_weight_grad.oy115.end
 
-ox116:                                            ; preds = %ox116, %then301
-  %ox116303 = phi i64 [ 0, %then301 ], [ %ox116.next, %ox116 ]
-  %966 = mul nsw i64 %g107287, 64
-  %967 = add nsw i64 %966, %j108288
+conv1_weight_grad.ox116:                          ; preds = %conv1_weight_grad.ox116, %conv1_weight_grad.then275
+  %conv1_weight_grad.ox116277 = phi i64 [ 0, %conv1_weight_grad.then275 ], [ %ox116.next, %conv1_weight_grad.ox116 ]
+  %966 = mul nsw i64 %conv1_weight_grad.g107263, 64
+  %967 = add nsw i64 %966, %conv1_weight_grad.j108264
   %968 = mul nsw i64 %967, 784
-  %969 = mul nsw i64 %c111292, 784
+  %969 = mul nsw i64 %conv1_weight_grad.c111268, 784
   %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %oy115300, %ky112293
+  %971 = add nsw i64 %conv1_weight_grad.oy115274, %conv1_weight_grad.ky112269
   %972 = add nsw i64 %971, -1
   %973 = mul nsw i64 %972, 28
   %974 = add nsw i64 %970, %973
-  %975 = add nsw i64 %974, %ox116303
-  %images304 = getelementptr inbounds float, ptr %images, i64 %975
-  %976 = load float, ptr %images304, align 4
-  %977 = mul nsw i64 %c111292, 3
-  %978 = add nsw i64 %977, %ky112293
+  %975 = add nsw i64 %974, %conv1_weight_grad.ox116277
+  %images278 = getelementptr inbounds float, ptr %images, i64 %975
+  %976 = load float, ptr %images278, align 4
+  %977 = mul nsw i64 %conv1_weight_grad.c111268, 3
+  %978 = add nsw i64 %977, %conv1_weight_grad.ky112269
   %979 = mul nsw i64 %978, 3
   %980 = add nsw i64 %979, 1
   %981 = mul nsw i64 %980, 50176
   %982 = add nsw i64 2826896, %981
-  %983 = mul nsw i64 %j108288, 784
+  %983 = mul nsw i64 %conv1_weight_grad.j108264, 784
   %984 = add nsw i64 %982, %983
-  %985 = mul nsw i64 %oy115300, 28
+  %985 = mul nsw i64 %conv1_weight_grad.oy115274, 28
   %986 = add nsw i64 %984, %985
-  %987 = add nsw i64 %986, %ox116303
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %987
-  store float %976, ptr %arena305, align 4
-  %ox116.next = add nsw i64 %ox116303, 1
+  %987 = add nsw i64 %986, %conv1_weight_grad.ox116277
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %987
+  store float %976, ptr %arena279, align 4
+  %ox116.next = add nsw i64 %conv1_weight_grad.ox116277, 1
   %988 = icmp slt i64 %ox116.next, 28
-  br i1 %988, label %ox116, label %ox116.end
+  br i1 %988, label %conv1_weight_grad.ox116, label %conv1_weight_grad.ox116.end
 
-ox116.end:                                        ; preds = %ox116
-  br label %endif302
+conv1_weight_grad.ox116.end:                      ; preds = %conv1_weight_grad.ox116
+  br label %conv1_weight_grad.endif276
 
-oy117:                                            ; preds = %endif308, %oy115.end
-  %oy117306 = phi i64 [ 0, %oy115.end ], [ %oy117.next, %endif308 ]
-  %989 = add nsw i64 %oy117306, %ky112293
+conv1_weight_grad.oy117:                          ; preds = %conv1_weight_grad.endif282, %conv1_weight_grad.oy115.end
+  %conv1_weight_grad.oy117280 = phi i64 [ 0, %conv1_weight_grad.oy115.end ], [ %oy117.next, %conv1_weight_grad.endif282 ]
+  %989 = add nsw i64 %conv1_weight_grad.oy117280, %conv1_weight_grad.ky112269
   %990 = add nsw i64 %989, -1
   %991 = icmp slt i64 -1, %990
-  %992 = add nsw i64 %oy117306, %ky112293
+  %992 = add nsw i64 %conv1_weight_grad.oy117280, %conv1_weight_grad.ky112269
   %993 = add nsw i64 %992, -1
   %994 = icmp slt i64 %993, 28
   %995 = and i1 %991, %994
-  br i1 %995, label %then307, label %endif308
+  br i1 %995, label %conv1_weight_grad.then281, label %conv1_weight_grad.endif282
 
-oy117.end:                                        ; preds = %endif308
-  %ky112.next = add nsw i64 %ky112293, 1
+conv1_weight_grad.oy117.end:                      ; preds = %conv1_weight_grad.endif282
+  %ky112.next = add nsw i64 %conv1_weight_grad.ky112269, 1
   %996 = icmp slt i64 %ky112.next, 3
-  br i1 %996, label %ky112, label %ky112.end
+  br i1 %996, label %conv1_weight_grad.ky112, label %conv1_weight_grad.ky112.end
 
-then307:                                          ; preds = %oy117
-  br label %ox118
+conv1_weight_grad.then281:                        ; preds = %conv1_weight_grad.oy117
+  br label %conv1_weight_grad.ox118
 
-endif308:                                         ; preds = %ox118.end, %oy117
-  %oy117.next = add nsw i64 %oy117306, 1
+conv1_weight_grad.endif282:                       ; preds = %conv1_weight_grad.ox118.end, %conv1_weight_grad.oy117
+  %oy117.next = add nsw i64 %conv1_weight_grad.oy117280, 1
   %997 = icmp slt i64 %oy117.next, 28
-  br i1 %997, label %oy117, label %oy117.end
+  br i1 %997, label %conv1_weight_grad.oy117, label %conv1_weight_grad.oy117.end
 
-ox118:                                            ; preds = %ox118, %then307
-  %ox118309 = phi i64 [ 0, %then307 ], [ %ox118.next, %ox118 ]
-  %998 = mul nsw i64 %g107287, 64
-  %999 = add nsw i64 %998, %j108288
+conv1_weight_grad.ox118:                          ; preds = %conv1_weight_grad.ox118, %conv1_weight_grad.then281
+  %conv1_weight_grad.ox118283 = phi i64 [ 0, %conv1_weight_grad.then281 ], [ %ox118.next, %conv1_weight_grad.ox118 ]
+  %998 = mul nsw i64 %conv1_weight_grad.g107263, 64
+  %999 = add nsw i64 %998, %conv1_weight_grad.j108264
   %1000 = mul nsw i64 %999, 784
-  %1001 = mul nsw i64 %c111292, 784
+  %1001 = mul nsw i64 %conv1_weight_grad.c111268, 784
   %1002 = add nsw i64 %1000, %1001
-  %1003 = add nsw i64 %oy117306, %ky112293
+  %1003 = add nsw i64 %conv1_weight_grad.oy117280, %conv1_weight_grad.ky112269
   %1004 = add nsw i64 %1003, -1
   %1005 = mul nsw i64 %1004, 28
   %1006 = add nsw i64 %1002, %1005
-  %1007 = add nsw i64 %ox118309, 1
+  %1007 = add nsw i64 %conv1_weight_grad.ox118283, 1
   %1008 = add nsw i64 %1006, %1007
-  %images310 = getelementptr inbounds float, ptr %images, i64 %1008
-  %1009 = load float, ptr %images310, align 4
-  %1010 = mul nsw i64 %c111292, 3
-  %1011 = add nsw i64 %1010, %ky112293
+  %images284 = getelementptr inbounds float, ptr %images, i64 %1008
+  %1009 = load float, ptr %images284, align 4
+  %1010 = mul nsw i64 %conv1_weight_grad.c111268, 3
+  %1011 = add nsw i64 %1010, %conv1_weight_grad.ky112269
   %1012 = mul nsw i64 %1011, 3
   %1013 = add nsw i64 %1012, 2
   %1014 = mul nsw i64 %1013, 50176
   %1015 = add nsw i64 2826896, %1014
-  %1016 = mul nsw i64 %j108288, 784
+  %1016 = mul nsw i64 %conv1_weight_grad.j108264, 784
   %1017 = add nsw i64 %1015, %1016
-  %1018 = mul nsw i64 %oy117306, 28
+  %1018 = mul nsw i64 %conv1_weight_grad.oy117280, 28
   %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %ox118309
-  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1020
-  store float %1009, ptr %arena311, align 4
-  %ox118.next = add nsw i64 %ox118309, 1
+  %1020 = add nsw i64 %1019, %conv1_weight_grad.ox118283
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %1020
+  store float %1009, ptr %arena285, align 4
+  %ox118.next = add nsw i64 %conv1_weight_grad.ox118283, 1
   %1021 = icmp slt i64 %ox118.next, 27
-  br i1 %1021, label %ox118, label %ox118.end
+  br i1 %1021, label %conv1_weight_grad.ox118, label %conv1_weight_grad.ox118.end
 
-ox118.end:                                        ; preds = %ox118
-  br label %endif308
+conv1_weight_grad.ox118.end:                      ; preds = %conv1_weight_grad.ox118
+  br label %conv1_weight_grad.endif282
 
-j119:                                             ; preds = %f120.end, %j108.end
-  %j119312 = phi i64 [ 0, %j108.end ], [ %j119.next, %f120.end ]
-  br label %f120
+conv1_weight_grad.j119:                           ; preds = %conv1_weight_grad.f120.end, %conv1_weight_grad.j108.end
+  %conv1_weight_grad.j119286 = phi i64 [ 0, %conv1_weight_grad.j108.end ], [ %j119.next, %conv1_weight_grad.f120.end ]
+  br label %conv1_weight_grad.f120
 
-j119.end:                                         ; preds = %f120.end
-  %arena317 = getelementptr inbounds float, ptr %arena, i64 3278480
-  %arena318 = getelementptr inbounds float, ptr %arena, i64 2826896
-  %grads319 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena317, i32 50176, ptr %arena318, i32 50176, float 1.000000e+00, ptr %grads319, i32 9)
-  %g107.next = add nsw i64 %g107287, 1
+conv1_weight_grad.j119.end:                       ; preds = %conv1_weight_grad.f120.end
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 3278480
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 2826896
+  %grads293 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena291, i32 50176, ptr %arena292, i32 50176, float 1.000000e+00, ptr %grads293, i32 9)
+  %g107.next = add nsw i64 %conv1_weight_grad.g107263, 1
   %1022 = icmp slt i64 %g107.next, 1
-  br i1 %1022, label %g107, label %g107.end
+  br i1 %1022, label %conv1_weight_grad.g107, label %conv1_weight_grad.g107.end
 
-f120:                                             ; preds = %i121.end, %j119
-  %f120313 = phi i64 [ 0, %j119 ], [ %f120.next, %i121.end ]
-  br label %i121
+conv1_weight_grad.f120:                           ; preds = %conv1_weight_grad.i121.end, %conv1_weight_grad.j119
+  %conv1_weight_grad.f120287 = phi i64 [ 0, %conv1_weight_grad.j119 ], [ %f120.next, %conv1_weight_grad.i121.end ]
+  br label %conv1_weight_grad.i121
 
-f120.end:                                         ; preds = %i121.end
-  %j119.next = add nsw i64 %j119312, 1
+conv1_weight_grad.f120.end:                       ; preds = %conv1_weight_grad.i121.end
+  %j119.next = add nsw i64 %conv1_weight_grad.j119286, 1
   %1023 = icmp slt i64 %j119.next, 64
-  br i1 %1023, label %j119, label %j119.end
+  br i1 %1023, label %conv1_weight_grad.j119, label %conv1_weight_grad.j119.end
 
-i121:                                             ; preds = %i121, %f120
-  %i121314 = phi i64 [ 0, %f120 ], [ %i121.next, %i121 ]
-  %1024 = mul nsw i64 %g107287, 64
-  %1025 = add nsw i64 %1024, %j119312
+conv1_weight_grad.i121:                           ; preds = %conv1_weight_grad.i121, %conv1_weight_grad.f120
+  %conv1_weight_grad.i121288 = phi i64 [ 0, %conv1_weight_grad.f120 ], [ %i121.next, %conv1_weight_grad.i121 ]
+  %1024 = mul nsw i64 %conv1_weight_grad.g107263, 64
+  %1025 = add nsw i64 %1024, %conv1_weight_grad.j119286
   %1026 = mul nsw i64 %1025, 25088
   %1027 = add nsw i64 1221264, %1026
-  %1028 = mul nsw i64 %f120313, 784
+  %1028 = mul nsw i64 %conv1_weight_grad.f120287, 784
   %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %i121314
-  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1030
-  %1031 = load float, ptr %arena315, align 4
-  %1032 = mul nsw i64 %f120313, 50176
+  %1030 = add nsw i64 %1029, %conv1_weight_grad.i121288
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %1030
+  %1031 = load float, ptr %arena289, align 4
+  %1032 = mul nsw i64 %conv1_weight_grad.f120287, 50176
   %1033 = add nsw i64 3278480, %1032
-  %1034 = mul nsw i64 %j119312, 784
+  %1034 = mul nsw i64 %conv1_weight_grad.j119286, 784
   %1035 = add nsw i64 %1033, %1034
-  %1036 = add nsw i64 %1035, %i121314
-  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1036
-  store float %1031, ptr %arena316, align 4
-  %i121.next = add nsw i64 %i121314, 1
+  %1036 = add nsw i64 %1035, %conv1_weight_grad.i121288
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %1036
+  store float %1031, ptr %arena290, align 4
+  %i121.next = add nsw i64 %conv1_weight_grad.i121288, 1
   %1037 = icmp slt i64 %i121.next, 784
-  br i1 %1037, label %i121, label %i121.end
+  br i1 %1037, label %conv1_weight_grad.i121, label %conv1_weight_grad.i121.end
 
-i121.end:                                         ; preds = %i121
-  %f120.next = add nsw i64 %f120313, 1
+conv1_weight_grad.i121.end:                       ; preds = %conv1_weight_grad.i121
+  %f120.next = add nsw i64 %conv1_weight_grad.f120287, 1
   %1038 = icmp slt i64 %f120.next, 32
-  br i1 %1038, label %f120, label %f120.end
+  br i1 %1038, label %conv1_weight_grad.f120, label %conv1_weight_grad.f120.end
 
-f122:                                             ; preds = %img124.end, %g107.end
-  %f122320 = phi i64 [ 0, %g107.end ], [ %f122.next, %img124.end ]
-  store float 0.000000e+00, ptr %acc123, align 4
-  br label %img124
+conv1_bias_grad.f122:                             ; preds = %conv1_bias_grad.img124.end, %conv1_weight_grad.g107.end
+  %conv1_bias_grad.f122294 = phi i64 [ 0, %conv1_weight_grad.g107.end ], [ %f122.next, %conv1_bias_grad.img124.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc123, align 4
+  br label %conv1_bias_grad.img124
 
-f122.end:                                         ; preds = %img124.end
+conv1_bias_grad.f122.end:                         ; preds = %conv1_bias_grad.img124.end
   %1039 = sitofp i64 %step to float
   %1040 = fmul float %1039, 0xBFBAF8E8A0000000
   %1041 = call float @llvm.exp.f32(float %1040)
   %1042 = fsub float 1.000000e+00, %1041
   %1043 = fdiv float %lr, %1042
-  store float %1043, ptr %step_size126, align 4
+  store float %1043, ptr %adam.step_size126, align 4
   %1044 = sitofp i64 %step to float
   %1045 = fmul float %1044, 0xBF50645940000000
   %1046 = call float @llvm.exp.f32(float %1045)
   %1047 = fsub float 1.000000e+00, %1046
   %1048 = call float @llvm.sqrt.f32(float %1047)
-  store float %1048, ptr %bc2_sqrt127, align 4
-  br label %i128
+  store float %1048, ptr %adam.bc2_sqrt127, align 4
+  br label %adam.i128
 
-img124:                                           ; preds = %i125.end, %f122
-  %img124321 = phi i64 [ 0, %f122 ], [ %img124.next, %i125.end ]
-  br label %i125
+conv1_bias_grad.img124:                           ; preds = %conv1_bias_grad.i125.end, %conv1_bias_grad.f122
+  %conv1_bias_grad.img124295 = phi i64 [ 0, %conv1_bias_grad.f122 ], [ %img124.next, %conv1_bias_grad.i125.end ]
+  br label %conv1_bias_grad.i125
 
-img124.end:                                       ; preds = %i125.end
-  %acc123325 = load float, ptr %acc123, align 4
-  %1049 = add nsw i64 288, %f122320
-  %grads326 = getelementptr inbounds float, ptr %grads, i64 %1049
-  store float %acc123325, ptr %grads326, align 4
-  %f122.next = add nsw i64 %f122320, 1
+conv1_bias_grad.img124.end:                       ; preds = %conv1_bias_grad.i125.end
+  %acc123298 = load float, ptr %conv1_bias_grad.acc123, align 4
+  %1049 = add nsw i64 288, %conv1_bias_grad.f122294
+  %grads299 = getelementptr inbounds float, ptr %grads, i64 %1049
+  store float %acc123298, ptr %grads299, align 4
+  %f122.next = add nsw i64 %conv1_bias_grad.f122294, 1
   %1050 = icmp slt i64 %f122.next, 32
-  br i1 %1050, label %f122, label %f122.end
+  br i1 %1050, label %conv1_bias_grad.f122, label %conv1_bias_grad.f122.end
 
-i125:                                             ; preds = %i125, %img124
-  %i125322 = phi i64 [ 0, %img124 ], [ %i125.next, %i125 ]
-  %acc123323 = load float, ptr %acc123, align 4
-  %1051 = mul nsw i64 %img124321, 25088
+conv1_bias_grad.i125:                             ; preds = %conv1_bias_grad.i125, %conv1_bias_grad.img124
+  %conv1_bias_grad.i125296 = phi i64 [ 0, %conv1_bias_grad.img124 ], [ %i125.next, %conv1_bias_grad.i125 ]
+  %acc123 = load float, ptr %conv1_bias_grad.acc123, align 4
+  %1051 = mul nsw i64 %conv1_bias_grad.img124295, 25088
   %1052 = add nsw i64 1221264, %1051
-  %1053 = mul nsw i64 %f122320, 784
+  %1053 = mul nsw i64 %conv1_bias_grad.f122294, 784
   %1054 = add nsw i64 %1052, %1053
-  %1055 = add nsw i64 %1054, %i125322
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1055
-  %1056 = load float, ptr %arena324, align 4
-  %1057 = fadd float %acc123323, %1056
-  store float %1057, ptr %acc123, align 4
-  %i125.next = add nsw i64 %i125322, 1
+  %1055 = add nsw i64 %1054, %conv1_bias_grad.i125296
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1055
+  %1056 = load float, ptr %arena297, align 4
+  %1057 = fadd float %acc123, %1056
+  store float %1057, ptr %conv1_bias_grad.acc123, align 4
+  %i125.next = add nsw i64 %conv1_bias_grad.i125296, 1
   %1058 = icmp slt i64 %i125.next, 784
-  br i1 %1058, label %i125, label %i125.end
+  br i1 %1058, label %conv1_bias_grad.i125, label %conv1_bias_grad.i125.end
 
-i125.end:                                         ; preds = %i125
-  %img124.next = add nsw i64 %img124321, 1
+conv1_bias_grad.i125.end:                         ; preds = %conv1_bias_grad.i125
+  %img124.next = add nsw i64 %conv1_bias_grad.img124295, 1
   %1059 = icmp slt i64 %img124.next, 64
-  br i1 %1059, label %img124, label %img124.end
+  br i1 %1059, label %conv1_bias_grad.img124, label %conv1_bias_grad.img124.end
 
-i128:                                             ; preds = %i128, %f122.end
-  %i128327 = phi i64 [ 0, %f122.end ], [ %i128.next, %i128 ]
-  %grads328 = getelementptr inbounds float, ptr %grads, i64 %i128327
-  %1060 = load float, ptr %grads328, align 4
-  %params329 = getelementptr inbounds float, ptr %params, i64 %i128327
-  %1061 = load float, ptr %params329, align 4
+adam.i128:                                        ; preds = %adam.i128, %conv1_bias_grad.f122.end
+  %adam.i128300 = phi i64 [ 0, %conv1_bias_grad.f122.end ], [ %i128.next, %adam.i128 ]
+  %grads301 = getelementptr inbounds float, ptr %grads, i64 %adam.i128300
+  %1060 = load float, ptr %grads301, align 4
+  %params302 = getelementptr inbounds float, ptr %params, i64 %adam.i128300
+  %1061 = load float, ptr %params302, align 4
   %1062 = fmul float 0.000000e+00, %1061
   %1063 = fadd float %1060, %1062
-  store float %1063, ptr %g, align 4
-  %m330 = getelementptr inbounds float, ptr %m, i64 %i128327
-  %1064 = load float, ptr %m330, align 4
+  store float %1063, ptr %adam.g, align 4
+  %m303 = getelementptr inbounds float, ptr %m, i64 %adam.i128300
+  %1064 = load float, ptr %m303, align 4
   %1065 = fmul float 0x3FECCCCCC0000000, %1064
-  %g331 = load float, ptr %g, align 4
-  %1066 = fmul float 0x3FB9999A00000000, %g331
+  %g = load float, ptr %adam.g, align 4
+  %1066 = fmul float 0x3FB9999A00000000, %g
   %1067 = fadd float %1065, %1066
-  store float %1067, ptr %m_new, align 4
-  %v332 = getelementptr inbounds float, ptr %v, i64 %i128327
-  %1068 = load float, ptr %v332, align 4
+  store float %1067, ptr %adam.m_new, align 4
+  %v304 = getelementptr inbounds float, ptr %v, i64 %adam.i128300
+  %1068 = load float, ptr %v304, align 4
   %1069 = fmul float 0x3FEFF7CEE0000000, %1068
-  %g333 = load float, ptr %g, align 4
-  %1070 = fmul float 0x3F50624000000000, %g333
-  %g334 = load float, ptr %g, align 4
-  %1071 = fmul float %1070, %g334
+  %g305 = load float, ptr %adam.g, align 4
+  %1070 = fmul float 0x3F50624000000000, %g305
+  %g306 = load float, ptr %adam.g, align 4
+  %1071 = fmul float %1070, %g306
   %1072 = fadd float %1069, %1071
-  store float %1072, ptr %v_new, align 4
-  %m_new335 = load float, ptr %m_new, align 4
-  %m336 = getelementptr inbounds float, ptr %m, i64 %i128327
-  store float %m_new335, ptr %m336, align 4
-  %v_new337 = load float, ptr %v_new, align 4
-  %v338 = getelementptr inbounds float, ptr %v, i64 %i128327
-  store float %v_new337, ptr %v338, align 4
-  %params339 = getelementptr inbounds float, ptr %params, i64 %i128327
-  %1073 = load float, ptr %params339, align 4
-  %step_size126340 = load float, ptr %step_size126, align 4
-  %m_new341 = load float, ptr %m_new, align 4
-  %1074 = fmul float %step_size126340, %m_new341
-  %v_new342 = load float, ptr %v_new, align 4
-  %1075 = call float @llvm.sqrt.f32(float %v_new342)
-  %bc2_sqrt127343 = load float, ptr %bc2_sqrt127, align 4
-  %1076 = fdiv float %1075, %bc2_sqrt127343
+  store float %1072, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m307 = getelementptr inbounds float, ptr %m, i64 %adam.i128300
+  store float %m_new, ptr %m307, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v308 = getelementptr inbounds float, ptr %v, i64 %adam.i128300
+  store float %v_new, ptr %v308, align 4
+  %params309 = getelementptr inbounds float, ptr %params, i64 %adam.i128300
+  %1073 = load float, ptr %params309, align 4
+  %step_size126 = load float, ptr %adam.step_size126, align 4
+  %m_new310 = load float, ptr %adam.m_new, align 4
+  %1074 = fmul float %step_size126, %m_new310
+  %v_new311 = load float, ptr %adam.v_new, align 4
+  %1075 = call float @llvm.sqrt.f32(float %v_new311)
+  %bc2_sqrt127 = load float, ptr %adam.bc2_sqrt127, align 4
+  %1076 = fdiv float %1075, %bc2_sqrt127
   %1077 = fadd float %1076, 0x3E45798EE0000000
   %1078 = fdiv float %1074, %1077
   %1079 = fsub float %1073, %1078
-  %params344 = getelementptr inbounds float, ptr %params, i64 %i128327
-  store float %1079, ptr %params344, align 4
-  %i128.next = add nsw i64 %i128327, 1
+  %params312 = getelementptr inbounds float, ptr %params, i64 %adam.i128300
+  store float %1079, ptr %params312, align 4
+  %i128.next = add nsw i64 %adam.i128300, 1
   %1080 = icmp slt i64 %i128.next, 421642
-  br i1 %1080, label %i128, label %i128.end
+  br i1 %1080, label %adam.i128, label %adam.i128.end
 
-i128.end:                                         ; preds = %i128
+adam.i128.end:                                    ; preds = %adam.i128
   ret void
 }
 
@@ -2413,900 +2413,900 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi38 = alloca float, align 4
-  %best37 = alloca float, align 4
-  %bi18 = alloca float, align 4
-  %best17 = alloca float, align 4
-  br label %g1
+  %conv2.bi38 = alloca float, align 4
+  %conv2.best37 = alloca float, align 4
+  %conv1.bi18 = alloca float, align 4
+  %conv1.best17 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j13.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j13.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j13.end
-  br label %g21
+conv1.g1.end:                                     ; preds = %conv1.j13.end
+  br label %conv2.g21
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params24 = getelementptr inbounds float, ptr %params, i64 0
   %arena25 = getelementptr inbounds float, ptr %arena, i64 802816
   %arena26 = getelementptr inbounds float, ptr %arena, i64 1254400
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
-  br label %j13
+  br label %conv1.j13
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 802816, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 9
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy11.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy11.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy11.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy11.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy11.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -1
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 1
+  %26 = add nsw i64 %conv1.ox89, 1
   %27 = add nsw i64 %26, -1
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 3
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 3
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 3
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 802816, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 1
+  %39 = add nsw i64 %conv1.ox89, 1
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 27
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -1
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -1
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -1
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %58, %ox1015
+  %59 = add nsw i64 %58, %conv1.ox1015
   %images16 = getelementptr inbounds float, ptr %images, i64 %59
   %60 = load float, ptr %images16, align 4
-  %61 = mul nsw i64 %c56, 3
-  %62 = add nsw i64 %61, %ky67
+  %61 = mul nsw i64 %conv1.c56, 3
+  %62 = add nsw i64 %61, %conv1.ky67
   %63 = mul nsw i64 %62, 3
   %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 50176
   %66 = add nsw i64 802816, %65
-  %67 = mul nsw i64 %j22, 784
+  %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
-  %69 = mul nsw i64 %oy912, 28
+  %69 = mul nsw i64 %conv1.oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %ox1015
+  %71 = add nsw i64 %70, %conv1.ox1015
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %72 = icmp slt i64 %ox10.next, 28
-  br i1 %72, label %ox10, label %ox10.end
+  br i1 %72, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %73 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %73 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %74 = add nsw i64 %73, -1
   %75 = icmp slt i64 -1, %74
-  %76 = add nsw i64 %oy1118, %ky67
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 %77, 28
   %79 = and i1 %75, %78
-  br i1 %79, label %then19, label %endif20
+  br i1 %79, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %80 = icmp slt i64 %ky6.next, 3
-  br i1 %80, label %ky6, label %ky6.end
+  br i1 %80, label %conv1.ky6, label %conv1.ky6.end
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %81 = icmp slt i64 %oy11.next, 28
-  br i1 %81, label %oy11, label %oy11.end
+  br i1 %81, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %82 = mul nsw i64 %g11, 64
-  %83 = add nsw i64 %82, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %82 = mul nsw i64 %conv1.g11, 64
+  %83 = add nsw i64 %82, %conv1.j22
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %c56, 784
+  %85 = mul nsw i64 %conv1.c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %oy1118, %ky67
+  %87 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %ox1221, 1
+  %91 = add nsw i64 %conv1.ox1221, 1
   %92 = add nsw i64 %90, %91
   %images22 = getelementptr inbounds float, ptr %images, i64 %92
   %93 = load float, ptr %images22, align 4
-  %94 = mul nsw i64 %c56, 3
-  %95 = add nsw i64 %94, %ky67
+  %94 = mul nsw i64 %conv1.c56, 3
+  %95 = add nsw i64 %94, %conv1.ky67
   %96 = mul nsw i64 %95, 3
   %97 = add nsw i64 %96, 2
   %98 = mul nsw i64 %97, 50176
   %99 = add nsw i64 802816, %98
-  %100 = mul nsw i64 %j22, 784
+  %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %oy1118, 28
+  %102 = mul nsw i64 %conv1.oy1118, 28
   %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %ox1221
+  %104 = add nsw i64 %103, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %105 = icmp slt i64 %ox12.next, 27
-  br i1 %105, label %ox12, label %ox12.end
+  br i1 %105, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-j13:                                              ; preds = %f14.end, %j2.end
-  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
-  br label %f14
+conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
+  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
+  br label %conv1.f14
 
-j13.end:                                          ; preds = %f14.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j13.end:                                    ; preds = %conv1.f14.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %g1, label %g1.end
+  br i1 %106, label %conv1.g1, label %conv1.g1.end
 
-f14:                                              ; preds = %py15.end, %j13
-  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
-  br label %py15
+conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
+  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
+  br label %conv1.py15
 
-f14.end:                                          ; preds = %py15.end
-  %j13.next = add nsw i64 %j1327, 1
+conv1.f14.end:                                    ; preds = %conv1.py15.end
+  %j13.next = add nsw i64 %conv1.j1327, 1
   %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %j13, label %j13.end
+  br i1 %107, label %conv1.j13, label %conv1.j13.end
 
-py15:                                             ; preds = %px16.end, %f14
-  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
-  br label %px16
+conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
+  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
+  br label %conv1.px16
 
-py15.end:                                         ; preds = %px16.end
-  %f14.next = add nsw i64 %f1428, 1
+conv1.py15.end:                                   ; preds = %conv1.px16.end
+  %f14.next = add nsw i64 %conv1.f1428, 1
   %108 = icmp slt i64 %f14.next, 32
-  br i1 %108, label %f14, label %f14.end
+  br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-px16:                                             ; preds = %ky19.end, %py15
-  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
-  %109 = mul nsw i64 %f1428, 50176
+conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+  %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 1254400, %109
-  %111 = mul nsw i64 %j1327, 784
+  %111 = mul nsw i64 %conv1.j1327, 784
   %112 = add nsw i64 %110, %111
-  %113 = mul nsw i64 %py1529, 56
-  %114 = mul nsw i64 %px1630, 2
+  %113 = mul nsw i64 %conv1.py1529, 56
+  %114 = mul nsw i64 %conv1.px1630, 2
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %112, %115
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 288, %f1428
+  %118 = add nsw i64 288, %conv1.f1428
   %params32 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params32, align 4
   %120 = fadd float %117, %119
-  store float %120, ptr %best17, align 4
-  %121 = mul nsw i64 %py1529, 56
-  %122 = mul nsw i64 %px1630, 2
+  store float %120, ptr %conv1.best17, align 4
+  %121 = mul nsw i64 %conv1.py1529, 56
+  %122 = mul nsw i64 %conv1.px1630, 2
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
-  store float %124, ptr %bi18, align 4
-  br label %ky19
+  store float %124, ptr %conv1.bi18, align 4
+  br label %conv1.ky19
 
-px16.end:                                         ; preds = %ky19.end
-  %py15.next = add nsw i64 %py1529, 1
+conv1.px16.end:                                   ; preds = %conv1.ky19.end
+  %py15.next = add nsw i64 %conv1.py1529, 1
   %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %py15, label %py15.end
+  br i1 %125, label %conv1.py15, label %conv1.py15.end
 
-ky19:                                             ; preds = %kx20.end, %px16
-  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
-  br label %kx20
+conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
+  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
+  br label %conv1.kx20
 
-ky19.end:                                         ; preds = %kx20.end
-  %best1745 = load float, ptr %best17, align 4
-  %126 = fcmp ogt float %best1745, 0.000000e+00
-  %best1746 = load float, ptr %best17, align 4
-  %127 = select i1 %126, float %best1746, float 0.000000e+00
-  %128 = mul nsw i64 %g11, 64
-  %129 = add nsw i64 %128, %j1327
+conv1.ky19.end:                                   ; preds = %conv1.kx20.end
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %126 = fcmp ogt float %best1743, 0.000000e+00
+  %best1744 = load float, ptr %conv1.best17, align 4
+  %127 = select i1 %126, float %best1744, float 0.000000e+00
+  %128 = mul nsw i64 %conv1.g11, 64
+  %129 = add nsw i64 %128, %conv1.j1327
   %130 = mul nsw i64 %129, 6272
-  %131 = mul nsw i64 %f1428, 196
+  %131 = mul nsw i64 %conv1.f1428, 196
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %py1529, 14
+  %133 = mul nsw i64 %conv1.py1529, 14
   %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %px1630
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena47, align 4
-  %bi1848 = load float, ptr %bi18, align 4
-  %136 = mul nsw i64 %g11, 64
-  %137 = add nsw i64 %136, %j1327
+  %135 = add nsw i64 %134, %conv1.px1630
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena45, align 4
+  %bi1846 = load float, ptr %conv1.bi18, align 4
+  %136 = mul nsw i64 %conv1.g11, 64
+  %137 = add nsw i64 %136, %conv1.j1327
   %138 = mul nsw i64 %137, 6272
-  %139 = mul nsw i64 %f1428, 196
+  %139 = mul nsw i64 %conv1.f1428, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %py1529, 14
+  %141 = mul nsw i64 %conv1.py1529, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %px1630
+  %143 = add nsw i64 %142, %conv1.px1630
   %144 = add nsw i64 401408, %143
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1848, ptr %arena49, align 4
-  %px16.next = add nsw i64 %px1630, 1
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1846, ptr %arena47, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
   %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %px16, label %px16.end
+  br i1 %145, label %conv1.px16, label %conv1.px16.end
 
-kx20:                                             ; preds = %kx20, %ky19
-  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
-  %146 = mul nsw i64 %f1428, 50176
+conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
+  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
+  %146 = mul nsw i64 %conv1.f1428, 50176
   %147 = add nsw i64 1254400, %146
-  %148 = mul nsw i64 %j1327, 784
+  %148 = mul nsw i64 %conv1.j1327, 784
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %py1529, 56
-  %151 = mul nsw i64 %px1630, 2
+  %150 = mul nsw i64 %conv1.py1529, 56
+  %151 = mul nsw i64 %conv1.px1630, 2
   %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %ky1933, 28
+  %153 = mul nsw i64 %conv1.ky1933, 28
   %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %kx2034
+  %155 = add nsw i64 %154, %conv1.kx2034
   %156 = add nsw i64 %149, %155
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 288, %f1428
+  %158 = add nsw i64 288, %conv1.f1428
   %params36 = getelementptr inbounds float, ptr %params, i64 %158
   %159 = load float, ptr %params36, align 4
   %160 = fadd float %157, %159
-  %best1737 = load float, ptr %best17, align 4
-  %161 = fcmp ogt float %160, %best1737
-  %162 = mul nsw i64 %py1529, 56
-  %163 = mul nsw i64 %px1630, 2
+  %best17 = load float, ptr %conv1.best17, align 4
+  %161 = fcmp ogt float %160, %best17
+  %162 = mul nsw i64 %conv1.py1529, 56
+  %163 = mul nsw i64 %conv1.px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %ky1933, 28
+  %165 = mul nsw i64 %conv1.ky1933, 28
   %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %kx2034
+  %167 = add nsw i64 %166, %conv1.kx2034
   %168 = sitofp i64 %167 to float
-  %bi1838 = load float, ptr %bi18, align 4
-  %169 = select i1 %161, float %168, float %bi1838
-  store float %169, ptr %bi18, align 4
-  %170 = mul nsw i64 %f1428, 50176
+  %bi18 = load float, ptr %conv1.bi18, align 4
+  %169 = select i1 %161, float %168, float %bi18
+  store float %169, ptr %conv1.bi18, align 4
+  %170 = mul nsw i64 %conv1.f1428, 50176
   %171 = add nsw i64 1254400, %170
-  %172 = mul nsw i64 %j1327, 784
+  %172 = mul nsw i64 %conv1.j1327, 784
   %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %py1529, 56
-  %175 = mul nsw i64 %px1630, 2
+  %174 = mul nsw i64 %conv1.py1529, 56
+  %175 = mul nsw i64 %conv1.px1630, 2
   %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %ky1933, 28
+  %177 = mul nsw i64 %conv1.ky1933, 28
   %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %kx2034
+  %179 = add nsw i64 %178, %conv1.kx2034
   %180 = add nsw i64 %173, %179
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena39, align 4
-  %182 = add nsw i64 288, %f1428
-  %params40 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params40, align 4
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena37, align 4
+  %182 = add nsw i64 288, %conv1.f1428
+  %params38 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params38, align 4
   %184 = fadd float %181, %183
-  %best1741 = load float, ptr %best17, align 4
-  %185 = fcmp ogt float %184, %best1741
-  %186 = mul nsw i64 %f1428, 50176
+  %best1739 = load float, ptr %conv1.best17, align 4
+  %185 = fcmp ogt float %184, %best1739
+  %186 = mul nsw i64 %conv1.f1428, 50176
   %187 = add nsw i64 1254400, %186
-  %188 = mul nsw i64 %j1327, 784
+  %188 = mul nsw i64 %conv1.j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %py1529, 56
-  %191 = mul nsw i64 %px1630, 2
+  %190 = mul nsw i64 %conv1.py1529, 56
+  %191 = mul nsw i64 %conv1.px1630, 2
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %ky1933, 28
+  %193 = mul nsw i64 %conv1.ky1933, 28
   %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %kx2034
+  %195 = add nsw i64 %194, %conv1.kx2034
   %196 = add nsw i64 %189, %195
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena42, align 4
-  %198 = add nsw i64 288, %f1428
-  %params43 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params43, align 4
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena40, align 4
+  %198 = add nsw i64 288, %conv1.f1428
+  %params41 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params41, align 4
   %200 = fadd float %197, %199
-  %best1744 = load float, ptr %best17, align 4
-  %201 = select i1 %185, float %200, float %best1744
-  store float %201, ptr %best17, align 4
-  %kx20.next = add nsw i64 %kx2034, 1
+  %best1742 = load float, ptr %conv1.best17, align 4
+  %201 = select i1 %185, float %200, float %best1742
+  store float %201, ptr %conv1.best17, align 4
+  %kx20.next = add nsw i64 %conv1.kx2034, 1
   %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %kx20, label %kx20.end
+  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
 
-kx20.end:                                         ; preds = %kx20
-  %ky19.next = add nsw i64 %ky1933, 1
+conv1.kx20.end:                                   ; preds = %conv1.kx20
+  %ky19.next = add nsw i64 %conv1.ky1933, 1
   %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %ky19, label %ky19.end
+  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
 
-g21:                                              ; preds = %j33.end, %g1.end
-  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
-  br label %j2251
+conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
+  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
+  br label %conv2.j22
 
-g21.end:                                          ; preds = %j33.end
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params103 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena102, i32 3136, ptr %params103, i32 3136, float 0.000000e+00, ptr %arena104, i32 128)
-  br label %n41
+conv2.g21.end:                                    ; preds = %conv2.j33.end
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params96 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena95, i32 3136, ptr %params96, i32 3136, float 0.000000e+00, ptr %arena97, i32 128)
+  br label %fc1.n41
 
-j2251:                                            ; preds = %c25.end, %g21
-  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
-  br label %r23
+conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
+  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
+  br label %conv2.r23
 
-j22.end:                                          ; preds = %c25.end
-  %params76 = getelementptr inbounds float, ptr %params, i64 320
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 802816
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 4415488
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params76, i32 288, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
-  br label %j33
+conv2.j22.end:                                    ; preds = %conv2.c25.end
+  %params71 = getelementptr inbounds float, ptr %params, i64 320
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 802816
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 4415488
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params71, i32 288, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
+  br label %conv2.j33
 
-r23:                                              ; preds = %i24.end, %j2251
-  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
-  br label %i24
+conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
+  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
+  br label %conv2.i24
 
-r23.end:                                          ; preds = %i24.end
-  br label %c25
+conv2.r23.end:                                    ; preds = %conv2.i24.end
+  br label %conv2.c25
 
-i24:                                              ; preds = %i24, %r23
-  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
-  %204 = mul nsw i64 %r2353, 12544
+conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
+  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
+  %204 = mul nsw i64 %conv2.r2350, 12544
   %205 = add nsw i64 802816, %204
-  %206 = mul nsw i64 %j2252, 196
+  %206 = mul nsw i64 %conv2.j2249, 196
   %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %i2454
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena55, align 4
-  %i24.next = add nsw i64 %i2454, 1
+  %208 = add nsw i64 %207, %conv2.i2451
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena52, align 4
+  %i24.next = add nsw i64 %conv2.i2451, 1
   %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %i24, label %i24.end
+  br i1 %209, label %conv2.i24, label %conv2.i24.end
 
-i24.end:                                          ; preds = %i24
-  %r23.next = add nsw i64 %r2353, 1
+conv2.i24.end:                                    ; preds = %conv2.i24
+  %r23.next = add nsw i64 %conv2.r2350, 1
   %210 = icmp slt i64 %r23.next, 288
-  br i1 %210, label %r23, label %r23.end
+  br i1 %210, label %conv2.r23, label %conv2.r23.end
 
-c25:                                              ; preds = %ky26.end, %r23.end
-  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
-  br label %ky26
+conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
+  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
+  br label %conv2.ky26
 
-c25.end:                                          ; preds = %ky26.end
-  %j22.next = add nsw i64 %j2252, 1
+conv2.c25.end:                                    ; preds = %conv2.ky26.end
+  %j22.next = add nsw i64 %conv2.j2249, 1
   %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %j2251, label %j22.end
+  br i1 %211, label %conv2.j22, label %conv2.j22.end
 
-ky26:                                             ; preds = %oy31.end, %c25
-  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
-  br label %oy27
+conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
+  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+  br label %conv2.oy27
 
-ky26.end:                                         ; preds = %oy31.end
-  %c25.next = add nsw i64 %c2556, 1
+conv2.ky26.end:                                   ; preds = %conv2.oy31.end
+  %c25.next = add nsw i64 %conv2.c2553, 1
   %212 = icmp slt i64 %c25.next, 32
-  br i1 %212, label %c25, label %c25.end
+  br i1 %212, label %conv2.c25, label %conv2.c25.end
 
-oy27:                                             ; preds = %endif60, %ky26
-  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
-  %213 = add nsw i64 %oy2758, %ky2657
+conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
+  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
+  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %214 = add nsw i64 %213, -1
   %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %oy2758, %ky2657
+  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %217 = add nsw i64 %216, -1
   %218 = icmp slt i64 %217, 14
   %219 = and i1 %215, %218
-  br i1 %219, label %then59, label %endif60
+  br i1 %219, label %conv2.then, label %conv2.endif
 
-oy27.end:                                         ; preds = %endif60
-  br label %oy29
+conv2.oy27.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy29
 
-then59:                                           ; preds = %oy27
-  br label %ox28
+conv2.then:                                       ; preds = %conv2.oy27
+  br label %conv2.ox28
 
-endif60:                                          ; preds = %ox28.end, %oy27
-  %oy27.next = add nsw i64 %oy2758, 1
+conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2755, 1
   %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %oy27, label %oy27.end
+  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
 
-ox28:                                             ; preds = %ox28, %then59
-  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
-  %221 = mul nsw i64 %g2150, 64
-  %222 = add nsw i64 %221, %j2252
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
+  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
+  %221 = mul nsw i64 %conv2.g2148, 64
+  %222 = add nsw i64 %221, %conv2.j2249
   %223 = mul nsw i64 %222, 6272
-  %224 = mul nsw i64 %c2556, 196
+  %224 = mul nsw i64 %conv2.c2553, 196
   %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %oy2758, %ky2657
+  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %227 = add nsw i64 %226, -1
   %228 = mul nsw i64 %227, 14
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %ox2861, 1
+  %230 = add nsw i64 %conv2.ox2856, 1
   %231 = add nsw i64 %230, -1
   %232 = add nsw i64 %229, %231
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena62, align 4
-  %234 = mul nsw i64 %c2556, 3
-  %235 = add nsw i64 %234, %ky2657
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena57, align 4
+  %234 = mul nsw i64 %conv2.c2553, 3
+  %235 = add nsw i64 %234, %conv2.ky2654
   %236 = mul nsw i64 %235, 3
   %237 = mul nsw i64 %236, 12544
   %238 = add nsw i64 802816, %237
-  %239 = mul nsw i64 %j2252, 196
+  %239 = mul nsw i64 %conv2.j2249, 196
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %oy2758, 14
+  %241 = mul nsw i64 %conv2.oy2755, 14
   %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %ox2861, 1
+  %243 = add nsw i64 %conv2.ox2856, 1
   %244 = add nsw i64 %242, %243
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena63, align 4
-  %ox28.next = add nsw i64 %ox2861, 1
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena58, align 4
+  %ox28.next = add nsw i64 %conv2.ox2856, 1
   %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %ox28, label %ox28.end
+  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
 
-ox28.end:                                         ; preds = %ox28
-  br label %endif60
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif
 
-oy29:                                             ; preds = %endif66, %oy27.end
-  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
-  %246 = add nsw i64 %oy2964, %ky2657
+conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
+  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
+  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %247 = add nsw i64 %246, -1
   %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %oy2964, %ky2657
+  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %250 = add nsw i64 %249, -1
   %251 = icmp slt i64 %250, 14
   %252 = and i1 %248, %251
-  br i1 %252, label %then65, label %endif66
+  br i1 %252, label %conv2.then60, label %conv2.endif61
 
-oy29.end:                                         ; preds = %endif66
-  br label %oy31
+conv2.oy29.end:                                   ; preds = %conv2.endif61
+  br label %conv2.oy31
 
-then65:                                           ; preds = %oy29
-  br label %ox30
+conv2.then60:                                     ; preds = %conv2.oy29
+  br label %conv2.ox30
 
-endif66:                                          ; preds = %ox30.end, %oy29
-  %oy29.next = add nsw i64 %oy2964, 1
+conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2959, 1
   %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %oy29, label %oy29.end
+  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
 
-ox30:                                             ; preds = %ox30, %then65
-  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
-  %254 = mul nsw i64 %g2150, 64
-  %255 = add nsw i64 %254, %j2252
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
+  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
+  %254 = mul nsw i64 %conv2.g2148, 64
+  %255 = add nsw i64 %254, %conv2.j2249
   %256 = mul nsw i64 %255, 6272
-  %257 = mul nsw i64 %c2556, 196
+  %257 = mul nsw i64 %conv2.c2553, 196
   %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %oy2964, %ky2657
+  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %260 = add nsw i64 %259, -1
   %261 = mul nsw i64 %260, 14
   %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %ox3067
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena68, align 4
-  %265 = mul nsw i64 %c2556, 3
-  %266 = add nsw i64 %265, %ky2657
+  %263 = add nsw i64 %262, %conv2.ox3062
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena63, align 4
+  %265 = mul nsw i64 %conv2.c2553, 3
+  %266 = add nsw i64 %265, %conv2.ky2654
   %267 = mul nsw i64 %266, 3
   %268 = add nsw i64 %267, 1
   %269 = mul nsw i64 %268, 12544
   %270 = add nsw i64 802816, %269
-  %271 = mul nsw i64 %j2252, 196
+  %271 = mul nsw i64 %conv2.j2249, 196
   %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %oy2964, 14
+  %273 = mul nsw i64 %conv2.oy2959, 14
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %ox3067
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena69, align 4
-  %ox30.next = add nsw i64 %ox3067, 1
+  %275 = add nsw i64 %274, %conv2.ox3062
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena64, align 4
+  %ox30.next = add nsw i64 %conv2.ox3062, 1
   %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %ox30, label %ox30.end
+  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
 
-ox30.end:                                         ; preds = %ox30
-  br label %endif66
+conv2.ox30.end:                                   ; preds = %conv2.ox30
+  br label %conv2.endif61
 
-oy31:                                             ; preds = %endif72, %oy29.end
-  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
-  %277 = add nsw i64 %oy3170, %ky2657
+conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
+  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
+  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %278 = add nsw i64 %277, -1
   %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %oy3170, %ky2657
+  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %281 = add nsw i64 %280, -1
   %282 = icmp slt i64 %281, 14
   %283 = and i1 %279, %282
-  br i1 %283, label %then71, label %endif72
+  br i1 %283, label %conv2.then66, label %conv2.endif67
 
-oy31.end:                                         ; preds = %endif72
-  %ky26.next = add nsw i64 %ky2657, 1
+conv2.oy31.end:                                   ; preds = %conv2.endif67
+  %ky26.next = add nsw i64 %conv2.ky2654, 1
   %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %ky26, label %ky26.end
+  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
 
-then71:                                           ; preds = %oy31
-  br label %ox32
+conv2.then66:                                     ; preds = %conv2.oy31
+  br label %conv2.ox32
 
-endif72:                                          ; preds = %ox32.end, %oy31
-  %oy31.next = add nsw i64 %oy3170, 1
+conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy3165, 1
   %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %oy31, label %oy31.end
+  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
 
-ox32:                                             ; preds = %ox32, %then71
-  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
-  %286 = mul nsw i64 %g2150, 64
-  %287 = add nsw i64 %286, %j2252
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
+  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
+  %286 = mul nsw i64 %conv2.g2148, 64
+  %287 = add nsw i64 %286, %conv2.j2249
   %288 = mul nsw i64 %287, 6272
-  %289 = mul nsw i64 %c2556, 196
+  %289 = mul nsw i64 %conv2.c2553, 196
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %oy3170, %ky2657
+  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %292 = add nsw i64 %291, -1
   %293 = mul nsw i64 %292, 14
   %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %ox3273, 1
+  %295 = add nsw i64 %conv2.ox3268, 1
   %296 = add nsw i64 %294, %295
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena74, align 4
-  %298 = mul nsw i64 %c2556, 3
-  %299 = add nsw i64 %298, %ky2657
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena69, align 4
+  %298 = mul nsw i64 %conv2.c2553, 3
+  %299 = add nsw i64 %298, %conv2.ky2654
   %300 = mul nsw i64 %299, 3
   %301 = add nsw i64 %300, 2
   %302 = mul nsw i64 %301, 12544
   %303 = add nsw i64 802816, %302
-  %304 = mul nsw i64 %j2252, 196
+  %304 = mul nsw i64 %conv2.j2249, 196
   %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %oy3170, 14
+  %306 = mul nsw i64 %conv2.oy3165, 14
   %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %ox3273
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena75, align 4
-  %ox32.next = add nsw i64 %ox3273, 1
+  %308 = add nsw i64 %307, %conv2.ox3268
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena70, align 4
+  %ox32.next = add nsw i64 %conv2.ox3268, 1
   %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %ox32, label %ox32.end
+  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
 
-ox32.end:                                         ; preds = %ox32
-  br label %endif72
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif67
 
-j33:                                              ; preds = %f34.end, %j22.end
-  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
-  br label %f34
+conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
+  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
+  br label %conv2.f34
 
-j33.end:                                          ; preds = %f34.end
-  %g21.next = add nsw i64 %g2150, 1
+conv2.j33.end:                                    ; preds = %conv2.f34.end
+  %g21.next = add nsw i64 %conv2.g2148, 1
   %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %g21, label %g21.end
+  br i1 %310, label %conv2.g21, label %conv2.g21.end
 
-f34:                                              ; preds = %py35.end, %j33
-  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
-  br label %py35
+conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
+  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
+  br label %conv2.py35
 
-f34.end:                                          ; preds = %py35.end
-  %j33.next = add nsw i64 %j3379, 1
+conv2.f34.end:                                    ; preds = %conv2.py35.end
+  %j33.next = add nsw i64 %conv2.j3374, 1
   %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %j33, label %j33.end
+  br i1 %311, label %conv2.j33, label %conv2.j33.end
 
-py35:                                             ; preds = %px36.end, %f34
-  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
-  br label %px36
+conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
+  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
+  br label %conv2.px36
 
-py35.end:                                         ; preds = %px36.end
-  %f34.next = add nsw i64 %f3480, 1
+conv2.py35.end:                                   ; preds = %conv2.px36.end
+  %f34.next = add nsw i64 %conv2.f3475, 1
   %312 = icmp slt i64 %f34.next, 64
-  br i1 %312, label %f34, label %f34.end
+  br i1 %312, label %conv2.f34, label %conv2.f34.end
 
-px36:                                             ; preds = %ky39.end, %py35
-  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
-  %313 = mul nsw i64 %f3480, 12544
+conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
+  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
+  %313 = mul nsw i64 %conv2.f3475, 12544
   %314 = add nsw i64 4415488, %313
-  %315 = mul nsw i64 %j3379, 196
+  %315 = mul nsw i64 %conv2.j3374, 196
   %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %py3581, 28
-  %318 = mul nsw i64 %px3682, 2
+  %317 = mul nsw i64 %conv2.py3576, 28
+  %318 = mul nsw i64 %conv2.px3677, 2
   %319 = add nsw i64 %317, %318
   %320 = add nsw i64 %316, %319
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena83, align 4
-  %322 = add nsw i64 18752, %f3480
-  %params84 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params84, align 4
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena78, align 4
+  %322 = add nsw i64 18752, %conv2.f3475
+  %params79 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params79, align 4
   %324 = fadd float %321, %323
-  store float %324, ptr %best37, align 4
-  %325 = mul nsw i64 %py3581, 28
-  %326 = mul nsw i64 %px3682, 2
+  store float %324, ptr %conv2.best37, align 4
+  %325 = mul nsw i64 %conv2.py3576, 28
+  %326 = mul nsw i64 %conv2.px3677, 2
   %327 = add nsw i64 %325, %326
   %328 = sitofp i64 %327 to float
-  store float %328, ptr %bi38, align 4
-  br label %ky39
+  store float %328, ptr %conv2.bi38, align 4
+  br label %conv2.ky39
 
-px36.end:                                         ; preds = %ky39.end
-  %py35.next = add nsw i64 %py3581, 1
+conv2.px36.end:                                   ; preds = %conv2.ky39.end
+  %py35.next = add nsw i64 %conv2.py3576, 1
   %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %py35, label %py35.end
+  br i1 %329, label %conv2.py35, label %conv2.py35.end
 
-ky39:                                             ; preds = %kx40.end, %px36
-  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
-  br label %kx40
+conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
+  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
+  br label %conv2.kx40
 
-ky39.end:                                         ; preds = %kx40.end
-  %best3797 = load float, ptr %best37, align 4
-  %330 = fcmp ogt float %best3797, 0.000000e+00
-  %best3798 = load float, ptr %best37, align 4
-  %331 = select i1 %330, float %best3798, float 0.000000e+00
-  %332 = mul nsw i64 %g2150, 64
-  %333 = add nsw i64 %332, %j3379
+conv2.ky39.end:                                   ; preds = %conv2.kx40.end
+  %best3790 = load float, ptr %conv2.best37, align 4
+  %330 = fcmp ogt float %best3790, 0.000000e+00
+  %best3791 = load float, ptr %conv2.best37, align 4
+  %331 = select i1 %330, float %best3791, float 0.000000e+00
+  %332 = mul nsw i64 %conv2.g2148, 64
+  %333 = add nsw i64 %332, %conv2.j3374
   %334 = mul nsw i64 %333, 3136
-  %335 = mul nsw i64 %f3480, 49
+  %335 = mul nsw i64 %conv2.f3475, 49
   %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %py3581, 7
+  %337 = mul nsw i64 %conv2.py3576, 7
   %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %px3682
+  %339 = add nsw i64 %338, %conv2.px3677
   %340 = add nsw i64 401408, %339
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena99, align 4
-  %bi38100 = load float, ptr %bi38, align 4
-  %341 = mul nsw i64 %g2150, 64
-  %342 = add nsw i64 %341, %j3379
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena92, align 4
+  %bi3893 = load float, ptr %conv2.bi38, align 4
+  %341 = mul nsw i64 %conv2.g2148, 64
+  %342 = add nsw i64 %341, %conv2.j3374
   %343 = mul nsw i64 %342, 3136
-  %344 = mul nsw i64 %f3480, 49
+  %344 = mul nsw i64 %conv2.f3475, 49
   %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %py3581, 7
+  %346 = mul nsw i64 %conv2.py3576, 7
   %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %px3682
+  %348 = add nsw i64 %347, %conv2.px3677
   %349 = add nsw i64 602112, %348
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi38100, ptr %arena101, align 4
-  %px36.next = add nsw i64 %px3682, 1
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi3893, ptr %arena94, align 4
+  %px36.next = add nsw i64 %conv2.px3677, 1
   %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %px36, label %px36.end
+  br i1 %350, label %conv2.px36, label %conv2.px36.end
 
-kx40:                                             ; preds = %kx40, %ky39
-  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
-  %351 = mul nsw i64 %f3480, 12544
+conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
+  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
+  %351 = mul nsw i64 %conv2.f3475, 12544
   %352 = add nsw i64 4415488, %351
-  %353 = mul nsw i64 %j3379, 196
+  %353 = mul nsw i64 %conv2.j3374, 196
   %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %py3581, 28
-  %356 = mul nsw i64 %px3682, 2
+  %355 = mul nsw i64 %conv2.py3576, 28
+  %356 = mul nsw i64 %conv2.px3677, 2
   %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %ky3985, 14
+  %358 = mul nsw i64 %conv2.ky3980, 14
   %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %kx4086
+  %360 = add nsw i64 %359, %conv2.kx4081
   %361 = add nsw i64 %354, %360
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena87, align 4
-  %363 = add nsw i64 18752, %f3480
-  %params88 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params88, align 4
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena82, align 4
+  %363 = add nsw i64 18752, %conv2.f3475
+  %params83 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params83, align 4
   %365 = fadd float %362, %364
-  %best3789 = load float, ptr %best37, align 4
-  %366 = fcmp ogt float %365, %best3789
-  %367 = mul nsw i64 %py3581, 28
-  %368 = mul nsw i64 %px3682, 2
+  %best37 = load float, ptr %conv2.best37, align 4
+  %366 = fcmp ogt float %365, %best37
+  %367 = mul nsw i64 %conv2.py3576, 28
+  %368 = mul nsw i64 %conv2.px3677, 2
   %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %ky3985, 14
+  %370 = mul nsw i64 %conv2.ky3980, 14
   %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %kx4086
+  %372 = add nsw i64 %371, %conv2.kx4081
   %373 = sitofp i64 %372 to float
-  %bi3890 = load float, ptr %bi38, align 4
-  %374 = select i1 %366, float %373, float %bi3890
-  store float %374, ptr %bi38, align 4
-  %375 = mul nsw i64 %f3480, 12544
+  %bi38 = load float, ptr %conv2.bi38, align 4
+  %374 = select i1 %366, float %373, float %bi38
+  store float %374, ptr %conv2.bi38, align 4
+  %375 = mul nsw i64 %conv2.f3475, 12544
   %376 = add nsw i64 4415488, %375
-  %377 = mul nsw i64 %j3379, 196
+  %377 = mul nsw i64 %conv2.j3374, 196
   %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %py3581, 28
-  %380 = mul nsw i64 %px3682, 2
+  %379 = mul nsw i64 %conv2.py3576, 28
+  %380 = mul nsw i64 %conv2.px3677, 2
   %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %ky3985, 14
+  %382 = mul nsw i64 %conv2.ky3980, 14
   %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %kx4086
+  %384 = add nsw i64 %383, %conv2.kx4081
   %385 = add nsw i64 %378, %384
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena91, align 4
-  %387 = add nsw i64 18752, %f3480
-  %params92 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params92, align 4
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena84, align 4
+  %387 = add nsw i64 18752, %conv2.f3475
+  %params85 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params85, align 4
   %389 = fadd float %386, %388
-  %best3793 = load float, ptr %best37, align 4
-  %390 = fcmp ogt float %389, %best3793
-  %391 = mul nsw i64 %f3480, 12544
+  %best3786 = load float, ptr %conv2.best37, align 4
+  %390 = fcmp ogt float %389, %best3786
+  %391 = mul nsw i64 %conv2.f3475, 12544
   %392 = add nsw i64 4415488, %391
-  %393 = mul nsw i64 %j3379, 196
+  %393 = mul nsw i64 %conv2.j3374, 196
   %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %py3581, 28
-  %396 = mul nsw i64 %px3682, 2
+  %395 = mul nsw i64 %conv2.py3576, 28
+  %396 = mul nsw i64 %conv2.px3677, 2
   %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %ky3985, 14
+  %398 = mul nsw i64 %conv2.ky3980, 14
   %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %kx4086
+  %400 = add nsw i64 %399, %conv2.kx4081
   %401 = add nsw i64 %394, %400
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena94, align 4
-  %403 = add nsw i64 18752, %f3480
-  %params95 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params95, align 4
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena87, align 4
+  %403 = add nsw i64 18752, %conv2.f3475
+  %params88 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params88, align 4
   %405 = fadd float %402, %404
-  %best3796 = load float, ptr %best37, align 4
-  %406 = select i1 %390, float %405, float %best3796
-  store float %406, ptr %best37, align 4
-  %kx40.next = add nsw i64 %kx4086, 1
+  %best3789 = load float, ptr %conv2.best37, align 4
+  %406 = select i1 %390, float %405, float %best3789
+  store float %406, ptr %conv2.best37, align 4
+  %kx40.next = add nsw i64 %conv2.kx4081, 1
   %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %kx40, label %kx40.end
+  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
 
-kx40.end:                                         ; preds = %kx40
-  %ky39.next = add nsw i64 %ky3985, 1
+conv2.kx40.end:                                   ; preds = %conv2.kx40
+  %ky39.next = add nsw i64 %conv2.ky3980, 1
   %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %ky39, label %ky39.end
+  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
 
-n41:                                              ; preds = %u42.end, %g21.end
-  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
-  br label %u42
+fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
+  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
+  br label %fc1.u42
 
-n41.end:                                          ; preds = %u42.end
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 0
-  %params113 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena112, i32 128, ptr %params113, i32 128, float 0.000000e+00, ptr %arena114, i32 10)
-  br label %n43
+fc1.n41.end:                                      ; preds = %fc1.u42.end
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 0
+  %params106 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena105, i32 128, ptr %params106, i32 128, float 0.000000e+00, ptr %arena107, i32 10)
+  br label %fc2.n43
 
-u42:                                              ; preds = %u42, %n41
-  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
-  %409 = mul nsw i64 %n41105, 128
-  %410 = add nsw i64 %409, %u42106
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena107, align 4
-  %412 = add nsw i64 420224, %u42106
-  %params108 = getelementptr inbounds float, ptr %params, i64 %412
-  %413 = load float, ptr %params108, align 4
+fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
+  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
+  %409 = mul nsw i64 %fc1.n4198, 128
+  %410 = add nsw i64 %409, %fc1.u4299
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %410
+  %411 = load float, ptr %arena100, align 4
+  %412 = add nsw i64 420224, %fc1.u4299
+  %params101 = getelementptr inbounds float, ptr %params, i64 %412
+  %413 = load float, ptr %params101, align 4
   %414 = fadd float %411, %413
   %415 = fcmp ogt float %414, 0.000000e+00
-  %416 = mul nsw i64 %n41105, 128
-  %417 = add nsw i64 %416, %u42106
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %417
-  %418 = load float, ptr %arena109, align 4
-  %419 = add nsw i64 420224, %u42106
-  %params110 = getelementptr inbounds float, ptr %params, i64 %419
-  %420 = load float, ptr %params110, align 4
+  %416 = mul nsw i64 %fc1.n4198, 128
+  %417 = add nsw i64 %416, %fc1.u4299
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena102, align 4
+  %419 = add nsw i64 420224, %fc1.u4299
+  %params103 = getelementptr inbounds float, ptr %params, i64 %419
+  %420 = load float, ptr %params103, align 4
   %421 = fadd float %418, %420
   %422 = select i1 %415, float %421, float 0.000000e+00
-  %423 = mul nsw i64 %n41105, 128
-  %424 = add nsw i64 %423, %u42106
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %424
-  store float %422, ptr %arena111, align 4
-  %u42.next = add nsw i64 %u42106, 1
+  %423 = mul nsw i64 %fc1.n4198, 128
+  %424 = add nsw i64 %423, %fc1.u4299
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %424
+  store float %422, ptr %arena104, align 4
+  %u42.next = add nsw i64 %fc1.u4299, 1
   %425 = icmp slt i64 %u42.next, 128
-  br i1 %425, label %u42, label %u42.end
+  br i1 %425, label %fc1.u42, label %fc1.u42.end
 
-u42.end:                                          ; preds = %u42
-  %n41.next = add nsw i64 %n41105, 1
+fc1.u42.end:                                      ; preds = %fc1.u42
+  %n41.next = add nsw i64 %fc1.n4198, 1
   %426 = icmp slt i64 %n41.next, 64
-  br i1 %426, label %n41, label %n41.end
+  br i1 %426, label %fc1.n41, label %fc1.n41.end
 
-n43:                                              ; preds = %u44.end, %n41.end
-  %n43115 = phi i64 [ 0, %n41.end ], [ %n43.next, %u44.end ]
-  br label %u44
+fc2.n43:                                          ; preds = %fc2.u44.end, %fc1.n41.end
+  %fc2.n43108 = phi i64 [ 0, %fc1.n41.end ], [ %n43.next, %fc2.u44.end ]
+  br label %fc2.u44
 
-n43.end:                                          ; preds = %u44.end
+fc2.n43.end:                                      ; preds = %fc2.u44.end
   ret void
 
-u44:                                              ; preds = %u44, %n43
-  %u44116 = phi i64 [ 0, %n43 ], [ %u44.next, %u44 ]
-  %427 = mul nsw i64 %n43115, 10
+fc2.u44:                                          ; preds = %fc2.u44, %fc2.n43
+  %fc2.u44109 = phi i64 [ 0, %fc2.n43 ], [ %u44.next, %fc2.u44 ]
+  %427 = mul nsw i64 %fc2.n43108, 10
   %428 = add nsw i64 8192, %427
-  %429 = add nsw i64 %428, %u44116
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load float, ptr %arena117, align 4
-  %431 = add nsw i64 421632, %u44116
-  %params118 = getelementptr inbounds float, ptr %params, i64 %431
-  %432 = load float, ptr %params118, align 4
+  %429 = add nsw i64 %428, %fc2.u44109
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load float, ptr %arena110, align 4
+  %431 = add nsw i64 421632, %fc2.u44109
+  %params111 = getelementptr inbounds float, ptr %params, i64 %431
+  %432 = load float, ptr %params111, align 4
   %433 = fadd float %430, %432
-  %434 = mul nsw i64 %n43115, 10
+  %434 = mul nsw i64 %fc2.n43108, 10
   %435 = add nsw i64 8192, %434
-  %436 = add nsw i64 %435, %u44116
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %433, ptr %arena119, align 4
-  %u44.next = add nsw i64 %u44116, 1
+  %436 = add nsw i64 %435, %fc2.u44109
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float %433, ptr %arena112, align 4
+  %u44.next = add nsw i64 %fc2.u44109, 1
   %437 = icmp slt i64 %u44.next, 10
-  br i1 %437, label %u44, label %u44.end
+  br i1 %437, label %fc2.u44, label %fc2.u44.end
 
-u44.end:                                          ; preds = %u44
-  %n43.next = add nsw i64 %n43115, 1
+fc2.u44.end:                                      ; preds = %fc2.u44
+  %n43.next = add nsw i64 %fc2.n43108, 1
   %438 = icmp slt i64 %n43.next, 64
-  br i1 %438, label %n43, label %n43.end
+  br i1 %438, label %fc2.n43, label %fc2.n43.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

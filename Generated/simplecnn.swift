@@ -542,7 +542,7 @@ public func simplecnn_train_b64(
     }
     grads[(288 &+ f122)] = acc123
   }
-  // adam update of 421642 parameters
+  // adam = update of 421642 parameters
   var step_size126: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt127: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   do {  // SIMD16 over i128

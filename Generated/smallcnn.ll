@@ -4,2305 +4,2305 @@ source_filename = "smallcnn"
 
 define void @smallcnn_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %v_new = alloca float, align 4
-  %m_new = alloca float, align 4
-  %g = alloca float, align 4
-  %bc2_sqrt125 = alloca float, align 4
-  %step_size124 = alloca float, align 4
-  %acc121 = alloca float, align 4
-  %acc84 = alloca float, align 4
-  %acc62 = alloca float, align 4
-  %acc58 = alloca float, align 4
-  %s53 = alloca float, align 4
-  %m52 = alloca float, align 4
-  %s48 = alloca float, align 4
-  %m47 = alloca float, align 4
-  %total45 = alloca float, align 4
-  %bi38 = alloca float, align 4
-  %best37 = alloca float, align 4
-  %bi18 = alloca float, align 4
-  %best17 = alloca float, align 4
-  br label %g1
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt125 = alloca float, align 4
+  %adam.step_size124 = alloca float, align 4
+  %conv1_bias_grad.acc121 = alloca float, align 4
+  %conv2_bias_grad.acc84 = alloca float, align 4
+  %fc1_bias_grad.acc62 = alloca float, align 4
+  %fc2_bias_grad.acc58 = alloca float, align 4
+  %fc2_grad.s53 = alloca float, align 4
+  %fc2_grad.m52 = alloca float, align 4
+  %loss.s48 = alloca float, align 4
+  %loss.m47 = alloca float, align 4
+  %loss.total45 = alloca float, align 4
+  %conv2.bi38 = alloca float, align 4
+  %conv2.best37 = alloca float, align 4
+  %conv1.bi18 = alloca float, align 4
+  %conv1.best17 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j13.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j13.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j13.end
-  br label %g21
+conv1.g1.end:                                     ; preds = %conv1.j13.end
+  br label %conv2.g21
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params24 = getelementptr inbounds float, ptr %params, i64 0
   %arena25 = getelementptr inbounds float, ptr %arena, i64 401408
   %arena26 = getelementptr inbounds float, ptr %arena, i64 852992
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
-  br label %j13
+  br label %conv1.j13
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 401408, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 9
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy11.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy11.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy11.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy11.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy11.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -1
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 1
+  %26 = add nsw i64 %conv1.ox89, 1
   %27 = add nsw i64 %26, -1
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 3
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 3
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 3
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 401408, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 1
+  %39 = add nsw i64 %conv1.ox89, 1
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 27
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -1
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -1
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -1
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %58, %ox1015
+  %59 = add nsw i64 %58, %conv1.ox1015
   %images16 = getelementptr inbounds float, ptr %images, i64 %59
   %60 = load float, ptr %images16, align 4
-  %61 = mul nsw i64 %c56, 3
-  %62 = add nsw i64 %61, %ky67
+  %61 = mul nsw i64 %conv1.c56, 3
+  %62 = add nsw i64 %61, %conv1.ky67
   %63 = mul nsw i64 %62, 3
   %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 50176
   %66 = add nsw i64 401408, %65
-  %67 = mul nsw i64 %j22, 784
+  %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
-  %69 = mul nsw i64 %oy912, 28
+  %69 = mul nsw i64 %conv1.oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %ox1015
+  %71 = add nsw i64 %70, %conv1.ox1015
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %72 = icmp slt i64 %ox10.next, 28
-  br i1 %72, label %ox10, label %ox10.end
+  br i1 %72, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %73 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %73 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %74 = add nsw i64 %73, -1
   %75 = icmp slt i64 -1, %74
-  %76 = add nsw i64 %oy1118, %ky67
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 %77, 28
   %79 = and i1 %75, %78
-  br i1 %79, label %then19, label %endif20
+  br i1 %79, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %80 = icmp slt i64 %ky6.next, 3
-  br i1 %80, label %ky6, label %ky6.end
+  br i1 %80, label %conv1.ky6, label %conv1.ky6.end
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %81 = icmp slt i64 %oy11.next, 28
-  br i1 %81, label %oy11, label %oy11.end
+  br i1 %81, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %82 = mul nsw i64 %g11, 64
-  %83 = add nsw i64 %82, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %82 = mul nsw i64 %conv1.g11, 64
+  %83 = add nsw i64 %82, %conv1.j22
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %c56, 784
+  %85 = mul nsw i64 %conv1.c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %oy1118, %ky67
+  %87 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %ox1221, 1
+  %91 = add nsw i64 %conv1.ox1221, 1
   %92 = add nsw i64 %90, %91
   %images22 = getelementptr inbounds float, ptr %images, i64 %92
   %93 = load float, ptr %images22, align 4
-  %94 = mul nsw i64 %c56, 3
-  %95 = add nsw i64 %94, %ky67
+  %94 = mul nsw i64 %conv1.c56, 3
+  %95 = add nsw i64 %94, %conv1.ky67
   %96 = mul nsw i64 %95, 3
   %97 = add nsw i64 %96, 2
   %98 = mul nsw i64 %97, 50176
   %99 = add nsw i64 401408, %98
-  %100 = mul nsw i64 %j22, 784
+  %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %oy1118, 28
+  %102 = mul nsw i64 %conv1.oy1118, 28
   %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %ox1221
+  %104 = add nsw i64 %103, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %105 = icmp slt i64 %ox12.next, 27
-  br i1 %105, label %ox12, label %ox12.end
+  br i1 %105, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-j13:                                              ; preds = %f14.end, %j2.end
-  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
-  br label %f14
+conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
+  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
+  br label %conv1.f14
 
-j13.end:                                          ; preds = %f14.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j13.end:                                    ; preds = %conv1.f14.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %g1, label %g1.end
+  br i1 %106, label %conv1.g1, label %conv1.g1.end
 
-f14:                                              ; preds = %py15.end, %j13
-  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
-  br label %py15
+conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
+  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
+  br label %conv1.py15
 
-f14.end:                                          ; preds = %py15.end
-  %j13.next = add nsw i64 %j1327, 1
+conv1.f14.end:                                    ; preds = %conv1.py15.end
+  %j13.next = add nsw i64 %conv1.j1327, 1
   %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %j13, label %j13.end
+  br i1 %107, label %conv1.j13, label %conv1.j13.end
 
-py15:                                             ; preds = %px16.end, %f14
-  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
-  br label %px16
+conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
+  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
+  br label %conv1.px16
 
-py15.end:                                         ; preds = %px16.end
-  %f14.next = add nsw i64 %f1428, 1
+conv1.py15.end:                                   ; preds = %conv1.px16.end
+  %f14.next = add nsw i64 %conv1.f1428, 1
   %108 = icmp slt i64 %f14.next, 16
-  br i1 %108, label %f14, label %f14.end
+  br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-px16:                                             ; preds = %ky19.end, %py15
-  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
-  %109 = mul nsw i64 %f1428, 50176
+conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+  %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 852992, %109
-  %111 = mul nsw i64 %j1327, 784
+  %111 = mul nsw i64 %conv1.j1327, 784
   %112 = add nsw i64 %110, %111
-  %113 = mul nsw i64 %py1529, 56
-  %114 = mul nsw i64 %px1630, 2
+  %113 = mul nsw i64 %conv1.py1529, 56
+  %114 = mul nsw i64 %conv1.px1630, 2
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %112, %115
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 144, %f1428
+  %118 = add nsw i64 144, %conv1.f1428
   %params32 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params32, align 4
   %120 = fadd float %117, %119
-  store float %120, ptr %best17, align 4
-  %121 = mul nsw i64 %py1529, 56
-  %122 = mul nsw i64 %px1630, 2
+  store float %120, ptr %conv1.best17, align 4
+  %121 = mul nsw i64 %conv1.py1529, 56
+  %122 = mul nsw i64 %conv1.px1630, 2
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
-  store float %124, ptr %bi18, align 4
-  br label %ky19
+  store float %124, ptr %conv1.bi18, align 4
+  br label %conv1.ky19
 
-px16.end:                                         ; preds = %ky19.end
-  %py15.next = add nsw i64 %py1529, 1
+conv1.px16.end:                                   ; preds = %conv1.ky19.end
+  %py15.next = add nsw i64 %conv1.py1529, 1
   %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %py15, label %py15.end
+  br i1 %125, label %conv1.py15, label %conv1.py15.end
 
-ky19:                                             ; preds = %kx20.end, %px16
-  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
-  br label %kx20
+conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
+  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
+  br label %conv1.kx20
 
-ky19.end:                                         ; preds = %kx20.end
-  %best1745 = load float, ptr %best17, align 4
-  %126 = fcmp ogt float %best1745, 0.000000e+00
-  %best1746 = load float, ptr %best17, align 4
-  %127 = select i1 %126, float %best1746, float 0.000000e+00
-  %128 = mul nsw i64 %g11, 64
-  %129 = add nsw i64 %128, %j1327
+conv1.ky19.end:                                   ; preds = %conv1.kx20.end
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %126 = fcmp ogt float %best1743, 0.000000e+00
+  %best1744 = load float, ptr %conv1.best17, align 4
+  %127 = select i1 %126, float %best1744, float 0.000000e+00
+  %128 = mul nsw i64 %conv1.g11, 64
+  %129 = add nsw i64 %128, %conv1.j1327
   %130 = mul nsw i64 %129, 3136
-  %131 = mul nsw i64 %f1428, 196
+  %131 = mul nsw i64 %conv1.f1428, 196
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %py1529, 14
+  %133 = mul nsw i64 %conv1.py1529, 14
   %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %px1630
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena47, align 4
-  %bi1848 = load float, ptr %bi18, align 4
-  %136 = mul nsw i64 %g11, 64
-  %137 = add nsw i64 %136, %j1327
+  %135 = add nsw i64 %134, %conv1.px1630
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena45, align 4
+  %bi1846 = load float, ptr %conv1.bi18, align 4
+  %136 = mul nsw i64 %conv1.g11, 64
+  %137 = add nsw i64 %136, %conv1.j1327
   %138 = mul nsw i64 %137, 3136
-  %139 = mul nsw i64 %f1428, 196
+  %139 = mul nsw i64 %conv1.f1428, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %py1529, 14
+  %141 = mul nsw i64 %conv1.py1529, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %px1630
+  %143 = add nsw i64 %142, %conv1.px1630
   %144 = add nsw i64 200704, %143
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1848, ptr %arena49, align 4
-  %px16.next = add nsw i64 %px1630, 1
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1846, ptr %arena47, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
   %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %px16, label %px16.end
+  br i1 %145, label %conv1.px16, label %conv1.px16.end
 
-kx20:                                             ; preds = %kx20, %ky19
-  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
-  %146 = mul nsw i64 %f1428, 50176
+conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
+  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
+  %146 = mul nsw i64 %conv1.f1428, 50176
   %147 = add nsw i64 852992, %146
-  %148 = mul nsw i64 %j1327, 784
+  %148 = mul nsw i64 %conv1.j1327, 784
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %py1529, 56
-  %151 = mul nsw i64 %px1630, 2
+  %150 = mul nsw i64 %conv1.py1529, 56
+  %151 = mul nsw i64 %conv1.px1630, 2
   %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %ky1933, 28
+  %153 = mul nsw i64 %conv1.ky1933, 28
   %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %kx2034
+  %155 = add nsw i64 %154, %conv1.kx2034
   %156 = add nsw i64 %149, %155
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 144, %f1428
+  %158 = add nsw i64 144, %conv1.f1428
   %params36 = getelementptr inbounds float, ptr %params, i64 %158
   %159 = load float, ptr %params36, align 4
   %160 = fadd float %157, %159
-  %best1737 = load float, ptr %best17, align 4
-  %161 = fcmp ogt float %160, %best1737
-  %162 = mul nsw i64 %py1529, 56
-  %163 = mul nsw i64 %px1630, 2
+  %best17 = load float, ptr %conv1.best17, align 4
+  %161 = fcmp ogt float %160, %best17
+  %162 = mul nsw i64 %conv1.py1529, 56
+  %163 = mul nsw i64 %conv1.px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %ky1933, 28
+  %165 = mul nsw i64 %conv1.ky1933, 28
   %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %kx2034
+  %167 = add nsw i64 %166, %conv1.kx2034
   %168 = sitofp i64 %167 to float
-  %bi1838 = load float, ptr %bi18, align 4
-  %169 = select i1 %161, float %168, float %bi1838
-  store float %169, ptr %bi18, align 4
-  %170 = mul nsw i64 %f1428, 50176
+  %bi18 = load float, ptr %conv1.bi18, align 4
+  %169 = select i1 %161, float %168, float %bi18
+  store float %169, ptr %conv1.bi18, align 4
+  %170 = mul nsw i64 %conv1.f1428, 50176
   %171 = add nsw i64 852992, %170
-  %172 = mul nsw i64 %j1327, 784
+  %172 = mul nsw i64 %conv1.j1327, 784
   %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %py1529, 56
-  %175 = mul nsw i64 %px1630, 2
+  %174 = mul nsw i64 %conv1.py1529, 56
+  %175 = mul nsw i64 %conv1.px1630, 2
   %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %ky1933, 28
+  %177 = mul nsw i64 %conv1.ky1933, 28
   %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %kx2034
+  %179 = add nsw i64 %178, %conv1.kx2034
   %180 = add nsw i64 %173, %179
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena39, align 4
-  %182 = add nsw i64 144, %f1428
-  %params40 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params40, align 4
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena37, align 4
+  %182 = add nsw i64 144, %conv1.f1428
+  %params38 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params38, align 4
   %184 = fadd float %181, %183
-  %best1741 = load float, ptr %best17, align 4
-  %185 = fcmp ogt float %184, %best1741
-  %186 = mul nsw i64 %f1428, 50176
+  %best1739 = load float, ptr %conv1.best17, align 4
+  %185 = fcmp ogt float %184, %best1739
+  %186 = mul nsw i64 %conv1.f1428, 50176
   %187 = add nsw i64 852992, %186
-  %188 = mul nsw i64 %j1327, 784
+  %188 = mul nsw i64 %conv1.j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %py1529, 56
-  %191 = mul nsw i64 %px1630, 2
+  %190 = mul nsw i64 %conv1.py1529, 56
+  %191 = mul nsw i64 %conv1.px1630, 2
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %ky1933, 28
+  %193 = mul nsw i64 %conv1.ky1933, 28
   %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %kx2034
+  %195 = add nsw i64 %194, %conv1.kx2034
   %196 = add nsw i64 %189, %195
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena42, align 4
-  %198 = add nsw i64 144, %f1428
-  %params43 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params43, align 4
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena40, align 4
+  %198 = add nsw i64 144, %conv1.f1428
+  %params41 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params41, align 4
   %200 = fadd float %197, %199
-  %best1744 = load float, ptr %best17, align 4
-  %201 = select i1 %185, float %200, float %best1744
-  store float %201, ptr %best17, align 4
-  %kx20.next = add nsw i64 %kx2034, 1
+  %best1742 = load float, ptr %conv1.best17, align 4
+  %201 = select i1 %185, float %200, float %best1742
+  store float %201, ptr %conv1.best17, align 4
+  %kx20.next = add nsw i64 %conv1.kx2034, 1
   %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %kx20, label %kx20.end
+  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
 
-kx20.end:                                         ; preds = %kx20
-  %ky19.next = add nsw i64 %ky1933, 1
+conv1.kx20.end:                                   ; preds = %conv1.kx20
+  %ky19.next = add nsw i64 %conv1.ky1933, 1
   %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %ky19, label %ky19.end
+  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
 
-g21:                                              ; preds = %j33.end, %g1.end
-  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
-  br label %j2251
+conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
+  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
+  br label %conv2.j22
 
-g21.end:                                          ; preds = %j33.end
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params103 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 602112
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena102, i32 1568, ptr %params103, i32 1568, float 0.000000e+00, ptr %arena104, i32 128)
-  br label %n41
+conv2.g21.end:                                    ; preds = %conv2.j33.end
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params96 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 602112
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena95, i32 1568, ptr %params96, i32 1568, float 0.000000e+00, ptr %arena97, i32 128)
+  br label %fc1.n41
 
-j2251:                                            ; preds = %c25.end, %g21
-  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
-  br label %r23
+conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
+  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
+  br label %conv2.r23
 
-j22.end:                                          ; preds = %c25.end
-  %params76 = getelementptr inbounds float, ptr %params, i64 160
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 602112
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 2408448
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params76, i32 144, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
-  br label %j33
+conv2.j22.end:                                    ; preds = %conv2.c25.end
+  %params71 = getelementptr inbounds float, ptr %params, i64 160
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 602112
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 2408448
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params71, i32 144, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
+  br label %conv2.j33
 
-r23:                                              ; preds = %i24.end, %j2251
-  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
-  br label %i24
+conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
+  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
+  br label %conv2.i24
 
-r23.end:                                          ; preds = %i24.end
-  br label %c25
+conv2.r23.end:                                    ; preds = %conv2.i24.end
+  br label %conv2.c25
 
-i24:                                              ; preds = %i24, %r23
-  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
-  %204 = mul nsw i64 %r2353, 12544
+conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
+  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
+  %204 = mul nsw i64 %conv2.r2350, 12544
   %205 = add nsw i64 602112, %204
-  %206 = mul nsw i64 %j2252, 196
+  %206 = mul nsw i64 %conv2.j2249, 196
   %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %i2454
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena55, align 4
-  %i24.next = add nsw i64 %i2454, 1
+  %208 = add nsw i64 %207, %conv2.i2451
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena52, align 4
+  %i24.next = add nsw i64 %conv2.i2451, 1
   %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %i24, label %i24.end
+  br i1 %209, label %conv2.i24, label %conv2.i24.end
 
-i24.end:                                          ; preds = %i24
-  %r23.next = add nsw i64 %r2353, 1
+conv2.i24.end:                                    ; preds = %conv2.i24
+  %r23.next = add nsw i64 %conv2.r2350, 1
   %210 = icmp slt i64 %r23.next, 144
-  br i1 %210, label %r23, label %r23.end
+  br i1 %210, label %conv2.r23, label %conv2.r23.end
 
-c25:                                              ; preds = %ky26.end, %r23.end
-  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
-  br label %ky26
+conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
+  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
+  br label %conv2.ky26
 
-c25.end:                                          ; preds = %ky26.end
-  %j22.next = add nsw i64 %j2252, 1
+conv2.c25.end:                                    ; preds = %conv2.ky26.end
+  %j22.next = add nsw i64 %conv2.j2249, 1
   %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %j2251, label %j22.end
+  br i1 %211, label %conv2.j22, label %conv2.j22.end
 
-ky26:                                             ; preds = %oy31.end, %c25
-  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
-  br label %oy27
+conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
+  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+  br label %conv2.oy27
 
-ky26.end:                                         ; preds = %oy31.end
-  %c25.next = add nsw i64 %c2556, 1
+conv2.ky26.end:                                   ; preds = %conv2.oy31.end
+  %c25.next = add nsw i64 %conv2.c2553, 1
   %212 = icmp slt i64 %c25.next, 16
-  br i1 %212, label %c25, label %c25.end
+  br i1 %212, label %conv2.c25, label %conv2.c25.end
 
-oy27:                                             ; preds = %endif60, %ky26
-  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
-  %213 = add nsw i64 %oy2758, %ky2657
+conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
+  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
+  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %214 = add nsw i64 %213, -1
   %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %oy2758, %ky2657
+  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %217 = add nsw i64 %216, -1
   %218 = icmp slt i64 %217, 14
   %219 = and i1 %215, %218
-  br i1 %219, label %then59, label %endif60
+  br i1 %219, label %conv2.then, label %conv2.endif
 
-oy27.end:                                         ; preds = %endif60
-  br label %oy29
+conv2.oy27.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy29
 
-then59:                                           ; preds = %oy27
-  br label %ox28
+conv2.then:                                       ; preds = %conv2.oy27
+  br label %conv2.ox28
 
-endif60:                                          ; preds = %ox28.end, %oy27
-  %oy27.next = add nsw i64 %oy2758, 1
+conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2755, 1
   %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %oy27, label %oy27.end
+  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
 
-ox28:                                             ; preds = %ox28, %then59
-  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
-  %221 = mul nsw i64 %g2150, 64
-  %222 = add nsw i64 %221, %j2252
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
+  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
+  %221 = mul nsw i64 %conv2.g2148, 64
+  %222 = add nsw i64 %221, %conv2.j2249
   %223 = mul nsw i64 %222, 3136
-  %224 = mul nsw i64 %c2556, 196
+  %224 = mul nsw i64 %conv2.c2553, 196
   %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %oy2758, %ky2657
+  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %227 = add nsw i64 %226, -1
   %228 = mul nsw i64 %227, 14
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %ox2861, 1
+  %230 = add nsw i64 %conv2.ox2856, 1
   %231 = add nsw i64 %230, -1
   %232 = add nsw i64 %229, %231
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena62, align 4
-  %234 = mul nsw i64 %c2556, 3
-  %235 = add nsw i64 %234, %ky2657
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena57, align 4
+  %234 = mul nsw i64 %conv2.c2553, 3
+  %235 = add nsw i64 %234, %conv2.ky2654
   %236 = mul nsw i64 %235, 3
   %237 = mul nsw i64 %236, 12544
   %238 = add nsw i64 602112, %237
-  %239 = mul nsw i64 %j2252, 196
+  %239 = mul nsw i64 %conv2.j2249, 196
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %oy2758, 14
+  %241 = mul nsw i64 %conv2.oy2755, 14
   %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %ox2861, 1
+  %243 = add nsw i64 %conv2.ox2856, 1
   %244 = add nsw i64 %242, %243
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena63, align 4
-  %ox28.next = add nsw i64 %ox2861, 1
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena58, align 4
+  %ox28.next = add nsw i64 %conv2.ox2856, 1
   %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %ox28, label %ox28.end
+  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
 
-ox28.end:                                         ; preds = %ox28
-  br label %endif60
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif
 
-oy29:                                             ; preds = %endif66, %oy27.end
-  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
-  %246 = add nsw i64 %oy2964, %ky2657
+conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
+  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
+  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %247 = add nsw i64 %246, -1
   %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %oy2964, %ky2657
+  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %250 = add nsw i64 %249, -1
   %251 = icmp slt i64 %250, 14
   %252 = and i1 %248, %251
-  br i1 %252, label %then65, label %endif66
+  br i1 %252, label %conv2.then60, label %conv2.endif61
 
-oy29.end:                                         ; preds = %endif66
-  br label %oy31
+conv2.oy29.end:                                   ; preds = %conv2.endif61
+  br label %conv2.oy31
 
-then65:                                           ; preds = %oy29
-  br label %ox30
+conv2.then60:                                     ; preds = %conv2.oy29
+  br label %conv2.ox30
 
-endif66:                                          ; preds = %ox30.end, %oy29
-  %oy29.next = add nsw i64 %oy2964, 1
+conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2959, 1
   %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %oy29, label %oy29.end
+  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
 
-ox30:                                             ; preds = %ox30, %then65
-  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
-  %254 = mul nsw i64 %g2150, 64
-  %255 = add nsw i64 %254, %j2252
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
+  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
+  %254 = mul nsw i64 %conv2.g2148, 64
+  %255 = add nsw i64 %254, %conv2.j2249
   %256 = mul nsw i64 %255, 3136
-  %257 = mul nsw i64 %c2556, 196
+  %257 = mul nsw i64 %conv2.c2553, 196
   %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %oy2964, %ky2657
+  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %260 = add nsw i64 %259, -1
   %261 = mul nsw i64 %260, 14
   %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %ox3067
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena68, align 4
-  %265 = mul nsw i64 %c2556, 3
-  %266 = add nsw i64 %265, %ky2657
+  %263 = add nsw i64 %262, %conv2.ox3062
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena63, align 4
+  %265 = mul nsw i64 %conv2.c2553, 3
+  %266 = add nsw i64 %265, %conv2.ky2654
   %267 = mul nsw i64 %266, 3
   %268 = add nsw i64 %267, 1
   %269 = mul nsw i64 %268, 12544
   %270 = add nsw i64 602112, %269
-  %271 = mul nsw i64 %j2252, 196
+  %271 = mul nsw i64 %conv2.j2249, 196
   %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %oy2964, 14
+  %273 = mul nsw i64 %conv2.oy2959, 14
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %ox3067
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena69, align 4
-  %ox30.next = add nsw i64 %ox3067, 1
+  %275 = add nsw i64 %274, %conv2.ox3062
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena64, align 4
+  %ox30.next = add nsw i64 %conv2.ox3062, 1
   %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %ox30, label %ox30.end
+  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
 
-ox30.end:                                         ; preds = %ox30
-  br label %endif66
+conv2.ox30.end:                                   ; preds = %conv2.ox30
+  br label %conv2.endif61
 
-oy31:                                             ; preds = %endif72, %oy29.end
-  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
-  %277 = add nsw i64 %oy3170, %ky2657
+conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
+  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
+  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %278 = add nsw i64 %277, -1
   %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %oy3170, %ky2657
+  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %281 = add nsw i64 %280, -1
   %282 = icmp slt i64 %281, 14
   %283 = and i1 %279, %282
-  br i1 %283, label %then71, label %endif72
+  br i1 %283, label %conv2.then66, label %conv2.endif67
 
-oy31.end:                                         ; preds = %endif72
-  %ky26.next = add nsw i64 %ky2657, 1
+conv2.oy31.end:                                   ; preds = %conv2.endif67
+  %ky26.next = add nsw i64 %conv2.ky2654, 1
   %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %ky26, label %ky26.end
+  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
 
-then71:                                           ; preds = %oy31
-  br label %ox32
+conv2.then66:                                     ; preds = %conv2.oy31
+  br label %conv2.ox32
 
-endif72:                                          ; preds = %ox32.end, %oy31
-  %oy31.next = add nsw i64 %oy3170, 1
+conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy3165, 1
   %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %oy31, label %oy31.end
+  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
 
-ox32:                                             ; preds = %ox32, %then71
-  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
-  %286 = mul nsw i64 %g2150, 64
-  %287 = add nsw i64 %286, %j2252
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
+  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
+  %286 = mul nsw i64 %conv2.g2148, 64
+  %287 = add nsw i64 %286, %conv2.j2249
   %288 = mul nsw i64 %287, 3136
-  %289 = mul nsw i64 %c2556, 196
+  %289 = mul nsw i64 %conv2.c2553, 196
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %oy3170, %ky2657
+  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %292 = add nsw i64 %291, -1
   %293 = mul nsw i64 %292, 14
   %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %ox3273, 1
+  %295 = add nsw i64 %conv2.ox3268, 1
   %296 = add nsw i64 %294, %295
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena74, align 4
-  %298 = mul nsw i64 %c2556, 3
-  %299 = add nsw i64 %298, %ky2657
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena69, align 4
+  %298 = mul nsw i64 %conv2.c2553, 3
+  %299 = add nsw i64 %298, %conv2.ky2654
   %300 = mul nsw i64 %299, 3
   %301 = add nsw i64 %300, 2
   %302 = mul nsw i64 %301, 12544
   %303 = add nsw i64 602112, %302
-  %304 = mul nsw i64 %j2252, 196
+  %304 = mul nsw i64 %conv2.j2249, 196
   %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %oy3170, 14
+  %306 = mul nsw i64 %conv2.oy3165, 14
   %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %ox3273
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena75, align 4
-  %ox32.next = add nsw i64 %ox3273, 1
+  %308 = add nsw i64 %307, %conv2.ox3268
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena70, align 4
+  %ox32.next = add nsw i64 %conv2.ox3268, 1
   %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %ox32, label %ox32.end
+  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
 
-ox32.end:                                         ; preds = %ox32
-  br label %endif72
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif67
 
-j33:                                              ; preds = %f34.end, %j22.end
-  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
-  br label %f34
+conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
+  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
+  br label %conv2.f34
 
-j33.end:                                          ; preds = %f34.end
-  %g21.next = add nsw i64 %g2150, 1
+conv2.j33.end:                                    ; preds = %conv2.f34.end
+  %g21.next = add nsw i64 %conv2.g2148, 1
   %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %g21, label %g21.end
+  br i1 %310, label %conv2.g21, label %conv2.g21.end
 
-f34:                                              ; preds = %py35.end, %j33
-  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
-  br label %py35
+conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
+  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
+  br label %conv2.py35
 
-f34.end:                                          ; preds = %py35.end
-  %j33.next = add nsw i64 %j3379, 1
+conv2.f34.end:                                    ; preds = %conv2.py35.end
+  %j33.next = add nsw i64 %conv2.j3374, 1
   %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %j33, label %j33.end
+  br i1 %311, label %conv2.j33, label %conv2.j33.end
 
-py35:                                             ; preds = %px36.end, %f34
-  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
-  br label %px36
+conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
+  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
+  br label %conv2.px36
 
-py35.end:                                         ; preds = %px36.end
-  %f34.next = add nsw i64 %f3480, 1
+conv2.py35.end:                                   ; preds = %conv2.px36.end
+  %f34.next = add nsw i64 %conv2.f3475, 1
   %312 = icmp slt i64 %f34.next, 32
-  br i1 %312, label %f34, label %f34.end
+  br i1 %312, label %conv2.f34, label %conv2.f34.end
 
-px36:                                             ; preds = %ky39.end, %py35
-  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
-  %313 = mul nsw i64 %f3480, 12544
+conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
+  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
+  %313 = mul nsw i64 %conv2.f3475, 12544
   %314 = add nsw i64 2408448, %313
-  %315 = mul nsw i64 %j3379, 196
+  %315 = mul nsw i64 %conv2.j3374, 196
   %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %py3581, 28
-  %318 = mul nsw i64 %px3682, 2
+  %317 = mul nsw i64 %conv2.py3576, 28
+  %318 = mul nsw i64 %conv2.px3677, 2
   %319 = add nsw i64 %317, %318
   %320 = add nsw i64 %316, %319
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena83, align 4
-  %322 = add nsw i64 4768, %f3480
-  %params84 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params84, align 4
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena78, align 4
+  %322 = add nsw i64 4768, %conv2.f3475
+  %params79 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params79, align 4
   %324 = fadd float %321, %323
-  store float %324, ptr %best37, align 4
-  %325 = mul nsw i64 %py3581, 28
-  %326 = mul nsw i64 %px3682, 2
+  store float %324, ptr %conv2.best37, align 4
+  %325 = mul nsw i64 %conv2.py3576, 28
+  %326 = mul nsw i64 %conv2.px3677, 2
   %327 = add nsw i64 %325, %326
   %328 = sitofp i64 %327 to float
-  store float %328, ptr %bi38, align 4
-  br label %ky39
+  store float %328, ptr %conv2.bi38, align 4
+  br label %conv2.ky39
 
-px36.end:                                         ; preds = %ky39.end
-  %py35.next = add nsw i64 %py3581, 1
+conv2.px36.end:                                   ; preds = %conv2.ky39.end
+  %py35.next = add nsw i64 %conv2.py3576, 1
   %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %py35, label %py35.end
+  br i1 %329, label %conv2.py35, label %conv2.py35.end
 
-ky39:                                             ; preds = %kx40.end, %px36
-  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
-  br label %kx40
+conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
+  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
+  br label %conv2.kx40
 
-ky39.end:                                         ; preds = %kx40.end
-  %best3797 = load float, ptr %best37, align 4
-  %330 = fcmp ogt float %best3797, 0.000000e+00
-  %best3798 = load float, ptr %best37, align 4
-  %331 = select i1 %330, float %best3798, float 0.000000e+00
-  %332 = mul nsw i64 %g2150, 64
-  %333 = add nsw i64 %332, %j3379
+conv2.ky39.end:                                   ; preds = %conv2.kx40.end
+  %best3790 = load float, ptr %conv2.best37, align 4
+  %330 = fcmp ogt float %best3790, 0.000000e+00
+  %best3791 = load float, ptr %conv2.best37, align 4
+  %331 = select i1 %330, float %best3791, float 0.000000e+00
+  %332 = mul nsw i64 %conv2.g2148, 64
+  %333 = add nsw i64 %332, %conv2.j3374
   %334 = mul nsw i64 %333, 1568
-  %335 = mul nsw i64 %f3480, 49
+  %335 = mul nsw i64 %conv2.f3475, 49
   %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %py3581, 7
+  %337 = mul nsw i64 %conv2.py3576, 7
   %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %px3682
+  %339 = add nsw i64 %338, %conv2.px3677
   %340 = add nsw i64 401408, %339
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena99, align 4
-  %bi38100 = load float, ptr %bi38, align 4
-  %341 = mul nsw i64 %g2150, 64
-  %342 = add nsw i64 %341, %j3379
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena92, align 4
+  %bi3893 = load float, ptr %conv2.bi38, align 4
+  %341 = mul nsw i64 %conv2.g2148, 64
+  %342 = add nsw i64 %341, %conv2.j3374
   %343 = mul nsw i64 %342, 1568
-  %344 = mul nsw i64 %f3480, 49
+  %344 = mul nsw i64 %conv2.f3475, 49
   %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %py3581, 7
+  %346 = mul nsw i64 %conv2.py3576, 7
   %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %px3682
+  %348 = add nsw i64 %347, %conv2.px3677
   %349 = add nsw i64 501760, %348
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi38100, ptr %arena101, align 4
-  %px36.next = add nsw i64 %px3682, 1
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi3893, ptr %arena94, align 4
+  %px36.next = add nsw i64 %conv2.px3677, 1
   %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %px36, label %px36.end
+  br i1 %350, label %conv2.px36, label %conv2.px36.end
 
-kx40:                                             ; preds = %kx40, %ky39
-  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
-  %351 = mul nsw i64 %f3480, 12544
+conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
+  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
+  %351 = mul nsw i64 %conv2.f3475, 12544
   %352 = add nsw i64 2408448, %351
-  %353 = mul nsw i64 %j3379, 196
+  %353 = mul nsw i64 %conv2.j3374, 196
   %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %py3581, 28
-  %356 = mul nsw i64 %px3682, 2
+  %355 = mul nsw i64 %conv2.py3576, 28
+  %356 = mul nsw i64 %conv2.px3677, 2
   %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %ky3985, 14
+  %358 = mul nsw i64 %conv2.ky3980, 14
   %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %kx4086
+  %360 = add nsw i64 %359, %conv2.kx4081
   %361 = add nsw i64 %354, %360
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena87, align 4
-  %363 = add nsw i64 4768, %f3480
-  %params88 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params88, align 4
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena82, align 4
+  %363 = add nsw i64 4768, %conv2.f3475
+  %params83 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params83, align 4
   %365 = fadd float %362, %364
-  %best3789 = load float, ptr %best37, align 4
-  %366 = fcmp ogt float %365, %best3789
-  %367 = mul nsw i64 %py3581, 28
-  %368 = mul nsw i64 %px3682, 2
+  %best37 = load float, ptr %conv2.best37, align 4
+  %366 = fcmp ogt float %365, %best37
+  %367 = mul nsw i64 %conv2.py3576, 28
+  %368 = mul nsw i64 %conv2.px3677, 2
   %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %ky3985, 14
+  %370 = mul nsw i64 %conv2.ky3980, 14
   %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %kx4086
+  %372 = add nsw i64 %371, %conv2.kx4081
   %373 = sitofp i64 %372 to float
-  %bi3890 = load float, ptr %bi38, align 4
-  %374 = select i1 %366, float %373, float %bi3890
-  store float %374, ptr %bi38, align 4
-  %375 = mul nsw i64 %f3480, 12544
+  %bi38 = load float, ptr %conv2.bi38, align 4
+  %374 = select i1 %366, float %373, float %bi38
+  store float %374, ptr %conv2.bi38, align 4
+  %375 = mul nsw i64 %conv2.f3475, 12544
   %376 = add nsw i64 2408448, %375
-  %377 = mul nsw i64 %j3379, 196
+  %377 = mul nsw i64 %conv2.j3374, 196
   %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %py3581, 28
-  %380 = mul nsw i64 %px3682, 2
+  %379 = mul nsw i64 %conv2.py3576, 28
+  %380 = mul nsw i64 %conv2.px3677, 2
   %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %ky3985, 14
+  %382 = mul nsw i64 %conv2.ky3980, 14
   %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %kx4086
+  %384 = add nsw i64 %383, %conv2.kx4081
   %385 = add nsw i64 %378, %384
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena91, align 4
-  %387 = add nsw i64 4768, %f3480
-  %params92 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params92, align 4
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena84, align 4
+  %387 = add nsw i64 4768, %conv2.f3475
+  %params85 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params85, align 4
   %389 = fadd float %386, %388
-  %best3793 = load float, ptr %best37, align 4
-  %390 = fcmp ogt float %389, %best3793
-  %391 = mul nsw i64 %f3480, 12544
+  %best3786 = load float, ptr %conv2.best37, align 4
+  %390 = fcmp ogt float %389, %best3786
+  %391 = mul nsw i64 %conv2.f3475, 12544
   %392 = add nsw i64 2408448, %391
-  %393 = mul nsw i64 %j3379, 196
+  %393 = mul nsw i64 %conv2.j3374, 196
   %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %py3581, 28
-  %396 = mul nsw i64 %px3682, 2
+  %395 = mul nsw i64 %conv2.py3576, 28
+  %396 = mul nsw i64 %conv2.px3677, 2
   %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %ky3985, 14
+  %398 = mul nsw i64 %conv2.ky3980, 14
   %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %kx4086
+  %400 = add nsw i64 %399, %conv2.kx4081
   %401 = add nsw i64 %394, %400
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena94, align 4
-  %403 = add nsw i64 4768, %f3480
-  %params95 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params95, align 4
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena87, align 4
+  %403 = add nsw i64 4768, %conv2.f3475
+  %params88 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params88, align 4
   %405 = fadd float %402, %404
-  %best3796 = load float, ptr %best37, align 4
-  %406 = select i1 %390, float %405, float %best3796
-  store float %406, ptr %best37, align 4
-  %kx40.next = add nsw i64 %kx4086, 1
+  %best3789 = load float, ptr %conv2.best37, align 4
+  %406 = select i1 %390, float %405, float %best3789
+  store float %406, ptr %conv2.best37, align 4
+  %kx40.next = add nsw i64 %conv2.kx4081, 1
   %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %kx40, label %kx40.end
+  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
 
-kx40.end:                                         ; preds = %kx40
-  %ky39.next = add nsw i64 %ky3985, 1
+conv2.kx40.end:                                   ; preds = %conv2.kx40
+  %ky39.next = add nsw i64 %conv2.ky3980, 1
   %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %ky39, label %ky39.end
+  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
 
-n41:                                              ; preds = %u42.end, %g21.end
-  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
-  br label %u42
+fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
+  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
+  br label %fc1.u42
 
-n41.end:                                          ; preds = %u42.end
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 602112
-  %params113 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 610304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena112, i32 128, ptr %params113, i32 128, float 0.000000e+00, ptr %arena114, i32 10)
-  br label %n43
+fc1.n41.end:                                      ; preds = %fc1.u42.end
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 602112
+  %params106 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 610304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena105, i32 128, ptr %params106, i32 128, float 0.000000e+00, ptr %arena107, i32 10)
+  br label %fc2.n43
 
-u42:                                              ; preds = %u42, %n41
-  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
-  %409 = mul nsw i64 %n41105, 128
+fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
+  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
+  %409 = mul nsw i64 %fc1.n4198, 128
   %410 = add nsw i64 602112, %409
-  %411 = add nsw i64 %410, %u42106
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %411
-  %412 = load float, ptr %arena107, align 4
-  %413 = add nsw i64 205504, %u42106
-  %params108 = getelementptr inbounds float, ptr %params, i64 %413
-  %414 = load float, ptr %params108, align 4
+  %411 = add nsw i64 %410, %fc1.u4299
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %411
+  %412 = load float, ptr %arena100, align 4
+  %413 = add nsw i64 205504, %fc1.u4299
+  %params101 = getelementptr inbounds float, ptr %params, i64 %413
+  %414 = load float, ptr %params101, align 4
   %415 = fadd float %412, %414
   %416 = fcmp ogt float %415, 0.000000e+00
-  %417 = mul nsw i64 %n41105, 128
+  %417 = mul nsw i64 %fc1.n4198, 128
   %418 = add nsw i64 602112, %417
-  %419 = add nsw i64 %418, %u42106
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load float, ptr %arena109, align 4
-  %421 = add nsw i64 205504, %u42106
-  %params110 = getelementptr inbounds float, ptr %params, i64 %421
-  %422 = load float, ptr %params110, align 4
+  %419 = add nsw i64 %418, %fc1.u4299
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %419
+  %420 = load float, ptr %arena102, align 4
+  %421 = add nsw i64 205504, %fc1.u4299
+  %params103 = getelementptr inbounds float, ptr %params, i64 %421
+  %422 = load float, ptr %params103, align 4
   %423 = fadd float %420, %422
   %424 = select i1 %416, float %423, float 0.000000e+00
-  %425 = mul nsw i64 %n41105, 128
+  %425 = mul nsw i64 %fc1.n4198, 128
   %426 = add nsw i64 602112, %425
-  %427 = add nsw i64 %426, %u42106
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %427
-  store float %424, ptr %arena111, align 4
-  %u42.next = add nsw i64 %u42106, 1
+  %427 = add nsw i64 %426, %fc1.u4299
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %427
+  store float %424, ptr %arena104, align 4
+  %u42.next = add nsw i64 %fc1.u4299, 1
   %428 = icmp slt i64 %u42.next, 128
-  br i1 %428, label %u42, label %u42.end
+  br i1 %428, label %fc1.u42, label %fc1.u42.end
 
-u42.end:                                          ; preds = %u42
-  %n41.next = add nsw i64 %n41105, 1
+fc1.u42.end:                                      ; preds = %fc1.u42
+  %n41.next = add nsw i64 %fc1.n4198, 1
   %429 = icmp slt i64 %n41.next, 64
-  br i1 %429, label %n41, label %n41.end
+  br i1 %429, label %fc1.n41, label %fc1.n41.end
 
-n43:                                              ; preds = %u44.end, %n41.end
-  %n43115 = phi i64 [ 0, %n41.end ], [ %n43.next, %u44.end ]
-  br label %u44
+fc2.n43:                                          ; preds = %fc2.u44.end, %fc1.n41.end
+  %fc2.n43108 = phi i64 [ 0, %fc1.n41.end ], [ %n43.next, %fc2.u44.end ]
+  br label %fc2.u44
 
-n43.end:                                          ; preds = %u44.end
-  store float 0.000000e+00, ptr %total45, align 4
-  br label %n46
+fc2.n43.end:                                      ; preds = %fc2.u44.end
+  store float 0.000000e+00, ptr %loss.total45, align 4
+  br label %loss.n46
 
-u44:                                              ; preds = %u44, %n43
-  %u44116 = phi i64 [ 0, %n43 ], [ %u44.next, %u44 ]
-  %430 = mul nsw i64 %n43115, 10
+fc2.u44:                                          ; preds = %fc2.u44, %fc2.n43
+  %fc2.u44109 = phi i64 [ 0, %fc2.n43 ], [ %u44.next, %fc2.u44 ]
+  %430 = mul nsw i64 %fc2.n43108, 10
   %431 = add nsw i64 610304, %430
-  %432 = add nsw i64 %431, %u44116
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %432
-  %433 = load float, ptr %arena117, align 4
-  %434 = add nsw i64 206912, %u44116
-  %params118 = getelementptr inbounds float, ptr %params, i64 %434
-  %435 = load float, ptr %params118, align 4
+  %432 = add nsw i64 %431, %fc2.u44109
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load float, ptr %arena110, align 4
+  %434 = add nsw i64 206912, %fc2.u44109
+  %params111 = getelementptr inbounds float, ptr %params, i64 %434
+  %435 = load float, ptr %params111, align 4
   %436 = fadd float %433, %435
-  %437 = mul nsw i64 %n43115, 10
+  %437 = mul nsw i64 %fc2.n43108, 10
   %438 = add nsw i64 610304, %437
-  %439 = add nsw i64 %438, %u44116
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %439
-  store float %436, ptr %arena119, align 4
-  %u44.next = add nsw i64 %u44116, 1
+  %439 = add nsw i64 %438, %fc2.u44109
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %439
+  store float %436, ptr %arena112, align 4
+  %u44.next = add nsw i64 %fc2.u44109, 1
   %440 = icmp slt i64 %u44.next, 10
-  br i1 %440, label %u44, label %u44.end
+  br i1 %440, label %fc2.u44, label %fc2.u44.end
 
-u44.end:                                          ; preds = %u44
-  %n43.next = add nsw i64 %n43115, 1
+fc2.u44.end:                                      ; preds = %fc2.u44
+  %n43.next = add nsw i64 %fc2.n43108, 1
   %441 = icmp slt i64 %n43.next, 64
-  br i1 %441, label %n43, label %n43.end
+  br i1 %441, label %fc2.n43, label %fc2.n43.end
 
-n46:                                              ; preds = %k50.end, %n43.end
-  %n46120 = phi i64 [ 0, %n43.end ], [ %n46.next, %k50.end ]
-  %442 = mul nsw i64 %n46120, 10
+loss.n46:                                         ; preds = %loss.k50.end, %fc2.n43.end
+  %loss.n46113 = phi i64 [ 0, %fc2.n43.end ], [ %n46.next, %loss.k50.end ]
+  %442 = mul nsw i64 %loss.n46113, 10
   %443 = add nsw i64 610304, %442
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %443
-  %444 = load float, ptr %arena121, align 4
-  store float %444, ptr %m47, align 4
-  br label %k49
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load float, ptr %arena114, align 4
+  store float %444, ptr %loss.m47, align 4
+  br label %loss.k49
 
-n46.end:                                          ; preds = %k50.end
-  %total45134 = load float, ptr %total45, align 4
-  %445 = fdiv float %total45134, 6.400000e+01
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 610944
-  store float %445, ptr %arena135, align 4
-  br label %n51
+loss.n46.end:                                     ; preds = %loss.k50.end
+  %total45124 = load float, ptr %loss.total45, align 4
+  %445 = fdiv float %total45124, 6.400000e+01
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 610944
+  store float %445, ptr %arena125, align 4
+  br label %fc2_grad.n51
 
-k49:                                              ; preds = %k49, %n46
-  %k49122 = phi i64 [ 0, %n46 ], [ %k49.next, %k49 ]
-  %m47123 = load float, ptr %m47, align 4
-  %446 = mul nsw i64 %n46120, 10
+loss.k49:                                         ; preds = %loss.k49, %loss.n46
+  %loss.k49115 = phi i64 [ 0, %loss.n46 ], [ %k49.next, %loss.k49 ]
+  %m47 = load float, ptr %loss.m47, align 4
+  %446 = mul nsw i64 %loss.n46113, 10
   %447 = add nsw i64 610304, %446
-  %448 = add nsw i64 %447, %k49122
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load float, ptr %arena124, align 4
-  %450 = fcmp ogt float %449, %m47123
-  %451 = select i1 %450, float %449, float %m47123
-  store float %451, ptr %m47, align 4
-  %k49.next = add nsw i64 %k49122, 1
+  %448 = add nsw i64 %447, %loss.k49115
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %448
+  %449 = load float, ptr %arena116, align 4
+  %450 = fcmp ogt float %449, %m47
+  %451 = select i1 %450, float %449, float %m47
+  store float %451, ptr %loss.m47, align 4
+  %k49.next = add nsw i64 %loss.k49115, 1
   %452 = icmp slt i64 %k49.next, 10
-  br i1 %452, label %k49, label %k49.end
+  br i1 %452, label %loss.k49, label %loss.k49.end
 
-k49.end:                                          ; preds = %k49
-  store float 0.000000e+00, ptr %s48, align 4
-  br label %k50
+loss.k49.end:                                     ; preds = %loss.k49
+  store float 0.000000e+00, ptr %loss.s48, align 4
+  br label %loss.k50
 
-k50:                                              ; preds = %k50, %k49.end
-  %k50125 = phi i64 [ 0, %k49.end ], [ %k50.next, %k50 ]
-  %s48126 = load float, ptr %s48, align 4
-  %453 = mul nsw i64 %n46120, 10
+loss.k50:                                         ; preds = %loss.k50, %loss.k49.end
+  %loss.k50117 = phi i64 [ 0, %loss.k49.end ], [ %k50.next, %loss.k50 ]
+  %s48 = load float, ptr %loss.s48, align 4
+  %453 = mul nsw i64 %loss.n46113, 10
   %454 = add nsw i64 610304, %453
-  %455 = add nsw i64 %454, %k50125
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load float, ptr %arena127, align 4
-  %m47128 = load float, ptr %m47, align 4
-  %457 = fsub float %456, %m47128
+  %455 = add nsw i64 %454, %loss.k50117
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load float, ptr %arena118, align 4
+  %m47119 = load float, ptr %loss.m47, align 4
+  %457 = fsub float %456, %m47119
   %458 = call float @llvm.exp.f32(float %457)
-  %459 = fadd float %s48126, %458
-  store float %459, ptr %s48, align 4
-  %k50.next = add nsw i64 %k50125, 1
+  %459 = fadd float %s48, %458
+  store float %459, ptr %loss.s48, align 4
+  %k50.next = add nsw i64 %loss.k50117, 1
   %460 = icmp slt i64 %k50.next, 10
-  br i1 %460, label %k50, label %k50.end
+  br i1 %460, label %loss.k50, label %loss.k50.end
 
-k50.end:                                          ; preds = %k50
-  %total45129 = load float, ptr %total45, align 4
-  %m47130 = load float, ptr %m47, align 4
-  %s48131 = load float, ptr %s48, align 4
-  %461 = call float @llvm.log.f32(float %s48131)
-  %462 = fadd float %m47130, %461
-  %463 = mul nsw i64 %n46120, 10
+loss.k50.end:                                     ; preds = %loss.k50
+  %total45 = load float, ptr %loss.total45, align 4
+  %m47120 = load float, ptr %loss.m47, align 4
+  %s48121 = load float, ptr %loss.s48, align 4
+  %461 = call float @llvm.log.f32(float %s48121)
+  %462 = fadd float %m47120, %461
+  %463 = mul nsw i64 %loss.n46113, 10
   %464 = add nsw i64 610304, %463
-  %labels132 = getelementptr inbounds i32, ptr %labels, i64 %n46120
-  %label = load i32, ptr %labels132, align 4
+  %labels122 = getelementptr inbounds i32, ptr %labels, i64 %loss.n46113
+  %label = load i32, ptr %labels122, align 4
   %465 = sext i32 %label to i64
   %466 = add nsw i64 %464, %465
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %466
-  %467 = load float, ptr %arena133, align 4
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %466
+  %467 = load float, ptr %arena123, align 4
   %468 = fsub float %462, %467
-  %469 = fadd float %total45129, %468
-  store float %469, ptr %total45, align 4
-  %n46.next = add nsw i64 %n46120, 1
+  %469 = fadd float %total45, %468
+  store float %469, ptr %loss.total45, align 4
+  %n46.next = add nsw i64 %loss.n46113, 1
   %470 = icmp slt i64 %n46.next, 64
-  br i1 %470, label %n46, label %n46.end
+  br i1 %470, label %loss.n46, label %loss.n46.end
 
-n51:                                              ; preds = %k56.end, %n46.end
-  %n51136 = phi i64 [ 0, %n46.end ], [ %n51.next, %k56.end ]
-  %471 = mul nsw i64 %n51136, 10
+fc2_grad.n51:                                     ; preds = %fc2_grad.k56.end, %loss.n46.end
+  %fc2_grad.n51126 = phi i64 [ 0, %loss.n46.end ], [ %n51.next, %fc2_grad.k56.end ]
+  %471 = mul nsw i64 %fc2_grad.n51126, 10
   %472 = add nsw i64 610304, %471
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %472
-  %473 = load float, ptr %arena137, align 4
-  store float %473, ptr %m52, align 4
-  br label %k54
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load float, ptr %arena127, align 4
+  store float %473, ptr %fc2_grad.m52, align 4
+  br label %fc2_grad.k54
 
-n51.end:                                          ; preds = %k56.end
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 610960
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 602112
-  %grads157 = getelementptr inbounds float, ptr %grads, i64 205632
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena155, i32 10, ptr %arena156, i32 128, float 0.000000e+00, ptr %grads157, i32 128)
-  br label %u57
+fc2_grad.n51.end:                                 ; preds = %fc2_grad.k56.end
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 610960
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 602112
+  %grads145 = getelementptr inbounds float, ptr %grads, i64 205632
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena143, i32 10, ptr %arena144, i32 128, float 0.000000e+00, ptr %grads145, i32 128)
+  br label %fc2_bias_grad.u57
 
-k54:                                              ; preds = %k54, %n51
-  %k54138 = phi i64 [ 0, %n51 ], [ %k54.next, %k54 ]
-  %m52139 = load float, ptr %m52, align 4
-  %474 = mul nsw i64 %n51136, 10
+fc2_grad.k54:                                     ; preds = %fc2_grad.k54, %fc2_grad.n51
+  %fc2_grad.k54128 = phi i64 [ 0, %fc2_grad.n51 ], [ %k54.next, %fc2_grad.k54 ]
+  %m52 = load float, ptr %fc2_grad.m52, align 4
+  %474 = mul nsw i64 %fc2_grad.n51126, 10
   %475 = add nsw i64 610304, %474
-  %476 = add nsw i64 %475, %k54138
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %476
-  %477 = load float, ptr %arena140, align 4
-  %478 = fcmp ogt float %477, %m52139
-  %479 = select i1 %478, float %477, float %m52139
-  store float %479, ptr %m52, align 4
-  %k54.next = add nsw i64 %k54138, 1
+  %476 = add nsw i64 %475, %fc2_grad.k54128
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %476
+  %477 = load float, ptr %arena129, align 4
+  %478 = fcmp ogt float %477, %m52
+  %479 = select i1 %478, float %477, float %m52
+  store float %479, ptr %fc2_grad.m52, align 4
+  %k54.next = add nsw i64 %fc2_grad.k54128, 1
   %480 = icmp slt i64 %k54.next, 10
-  br i1 %480, label %k54, label %k54.end
+  br i1 %480, label %fc2_grad.k54, label %fc2_grad.k54.end
 
-k54.end:                                          ; preds = %k54
-  store float 0.000000e+00, ptr %s53, align 4
-  br label %k55
+fc2_grad.k54.end:                                 ; preds = %fc2_grad.k54
+  store float 0.000000e+00, ptr %fc2_grad.s53, align 4
+  br label %fc2_grad.k55
 
-k55:                                              ; preds = %k55, %k54.end
-  %k55141 = phi i64 [ 0, %k54.end ], [ %k55.next, %k55 ]
-  %s53142 = load float, ptr %s53, align 4
-  %481 = mul nsw i64 %n51136, 10
+fc2_grad.k55:                                     ; preds = %fc2_grad.k55, %fc2_grad.k54.end
+  %fc2_grad.k55130 = phi i64 [ 0, %fc2_grad.k54.end ], [ %k55.next, %fc2_grad.k55 ]
+  %s53 = load float, ptr %fc2_grad.s53, align 4
+  %481 = mul nsw i64 %fc2_grad.n51126, 10
   %482 = add nsw i64 610304, %481
-  %483 = add nsw i64 %482, %k55141
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %483
-  %484 = load float, ptr %arena143, align 4
-  %m52144 = load float, ptr %m52, align 4
-  %485 = fsub float %484, %m52144
+  %483 = add nsw i64 %482, %fc2_grad.k55130
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %483
+  %484 = load float, ptr %arena131, align 4
+  %m52132 = load float, ptr %fc2_grad.m52, align 4
+  %485 = fsub float %484, %m52132
   %486 = call float @llvm.exp.f32(float %485)
-  %487 = fadd float %s53142, %486
-  store float %487, ptr %s53, align 4
-  %k55.next = add nsw i64 %k55141, 1
+  %487 = fadd float %s53, %486
+  store float %487, ptr %fc2_grad.s53, align 4
+  %k55.next = add nsw i64 %fc2_grad.k55130, 1
   %488 = icmp slt i64 %k55.next, 10
-  br i1 %488, label %k55, label %k55.end
+  br i1 %488, label %fc2_grad.k55, label %fc2_grad.k55.end
 
-k55.end:                                          ; preds = %k55
-  br label %k56
+fc2_grad.k55.end:                                 ; preds = %fc2_grad.k55
+  br label %fc2_grad.k56
 
-k56:                                              ; preds = %k56, %k55.end
-  %k56145 = phi i64 [ 0, %k55.end ], [ %k56.next, %k56 ]
-  %labels146 = getelementptr inbounds i32, ptr %labels, i64 %n51136
-  %label147 = load i32, ptr %labels146, align 4
-  %489 = sext i32 %label147 to i64
-  %490 = icmp eq i64 %k56145, %489
-  %491 = mul nsw i64 %n51136, 10
+fc2_grad.k56:                                     ; preds = %fc2_grad.k56, %fc2_grad.k55.end
+  %fc2_grad.k56133 = phi i64 [ 0, %fc2_grad.k55.end ], [ %k56.next, %fc2_grad.k56 ]
+  %labels134 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n51126
+  %label135 = load i32, ptr %labels134, align 4
+  %489 = sext i32 %label135 to i64
+  %490 = icmp eq i64 %fc2_grad.k56133, %489
+  %491 = mul nsw i64 %fc2_grad.n51126, 10
   %492 = add nsw i64 610304, %491
-  %493 = add nsw i64 %492, %k56145
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %493
-  %494 = load float, ptr %arena148, align 4
-  %m52149 = load float, ptr %m52, align 4
-  %495 = fsub float %494, %m52149
+  %493 = add nsw i64 %492, %fc2_grad.k56133
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %493
+  %494 = load float, ptr %arena136, align 4
+  %m52137 = load float, ptr %fc2_grad.m52, align 4
+  %495 = fsub float %494, %m52137
   %496 = call float @llvm.exp.f32(float %495)
-  %s53150 = load float, ptr %s53, align 4
-  %497 = fdiv float %496, %s53150
+  %s53138 = load float, ptr %fc2_grad.s53, align 4
+  %497 = fdiv float %496, %s53138
   %498 = fsub float %497, 1.000000e+00
-  %499 = mul nsw i64 %n51136, 10
+  %499 = mul nsw i64 %fc2_grad.n51126, 10
   %500 = add nsw i64 610304, %499
-  %501 = add nsw i64 %500, %k56145
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena151, align 4
-  %m52152 = load float, ptr %m52, align 4
-  %503 = fsub float %502, %m52152
+  %501 = add nsw i64 %500, %fc2_grad.k56133
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena139, align 4
+  %m52140 = load float, ptr %fc2_grad.m52, align 4
+  %503 = fsub float %502, %m52140
   %504 = call float @llvm.exp.f32(float %503)
-  %s53153 = load float, ptr %s53, align 4
-  %505 = fdiv float %504, %s53153
+  %s53141 = load float, ptr %fc2_grad.s53, align 4
+  %505 = fdiv float %504, %s53141
   %506 = select i1 %490, float %498, float %505
   %507 = fdiv float %506, 6.400000e+01
-  %508 = mul nsw i64 %n51136, 10
+  %508 = mul nsw i64 %fc2_grad.n51126, 10
   %509 = add nsw i64 610960, %508
-  %510 = add nsw i64 %509, %k56145
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %510
-  store float %507, ptr %arena154, align 4
-  %k56.next = add nsw i64 %k56145, 1
+  %510 = add nsw i64 %509, %fc2_grad.k56133
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %510
+  store float %507, ptr %arena142, align 4
+  %k56.next = add nsw i64 %fc2_grad.k56133, 1
   %511 = icmp slt i64 %k56.next, 10
-  br i1 %511, label %k56, label %k56.end
+  br i1 %511, label %fc2_grad.k56, label %fc2_grad.k56.end
 
-k56.end:                                          ; preds = %k56
-  %n51.next = add nsw i64 %n51136, 1
+fc2_grad.k56.end:                                 ; preds = %fc2_grad.k56
+  %n51.next = add nsw i64 %fc2_grad.n51126, 1
   %512 = icmp slt i64 %n51.next, 64
-  br i1 %512, label %n51, label %n51.end
+  br i1 %512, label %fc2_grad.n51, label %fc2_grad.n51.end
 
-u57:                                              ; preds = %n59.end, %n51.end
-  %u57158 = phi i64 [ 0, %n51.end ], [ %u57.next, %n59.end ]
-  store float 0.000000e+00, ptr %acc58, align 4
-  br label %n59
+fc2_bias_grad.u57:                                ; preds = %fc2_bias_grad.n59.end, %fc2_grad.n51.end
+  %fc2_bias_grad.u57146 = phi i64 [ 0, %fc2_grad.n51.end ], [ %u57.next, %fc2_bias_grad.n59.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc58, align 4
+  br label %fc2_bias_grad.n59
 
-u57.end:                                          ; preds = %n59.end
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 610960
-  %params165 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 611600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena164, i32 10, ptr %params165, i32 128, float 0.000000e+00, ptr %arena166, i32 128)
-  br label %i60
+fc2_bias_grad.u57.end:                            ; preds = %fc2_bias_grad.n59.end
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 610960
+  %params152 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 611600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena151, i32 10, ptr %params152, i32 128, float 0.000000e+00, ptr %arena153, i32 128)
+  br label %fc1_grad.i60
 
-n59:                                              ; preds = %n59, %u57
-  %n59159 = phi i64 [ 0, %u57 ], [ %n59.next, %n59 ]
-  %acc58160 = load float, ptr %acc58, align 4
-  %513 = mul nsw i64 %n59159, 10
+fc2_bias_grad.n59:                                ; preds = %fc2_bias_grad.n59, %fc2_bias_grad.u57
+  %fc2_bias_grad.n59147 = phi i64 [ 0, %fc2_bias_grad.u57 ], [ %n59.next, %fc2_bias_grad.n59 ]
+  %acc58 = load float, ptr %fc2_bias_grad.acc58, align 4
+  %513 = mul nsw i64 %fc2_bias_grad.n59147, 10
   %514 = add nsw i64 610960, %513
-  %515 = add nsw i64 %514, %u57158
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena161, align 4
-  %517 = fadd float %acc58160, %516
-  store float %517, ptr %acc58, align 4
-  %n59.next = add nsw i64 %n59159, 1
+  %515 = add nsw i64 %514, %fc2_bias_grad.u57146
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena148, align 4
+  %517 = fadd float %acc58, %516
+  store float %517, ptr %fc2_bias_grad.acc58, align 4
+  %n59.next = add nsw i64 %fc2_bias_grad.n59147, 1
   %518 = icmp slt i64 %n59.next, 64
-  br i1 %518, label %n59, label %n59.end
+  br i1 %518, label %fc2_bias_grad.n59, label %fc2_bias_grad.n59.end
 
-n59.end:                                          ; preds = %n59
-  %acc58162 = load float, ptr %acc58, align 4
-  %519 = add nsw i64 206912, %u57158
-  %grads163 = getelementptr inbounds float, ptr %grads, i64 %519
-  store float %acc58162, ptr %grads163, align 4
-  %u57.next = add nsw i64 %u57158, 1
+fc2_bias_grad.n59.end:                            ; preds = %fc2_bias_grad.n59
+  %acc58149 = load float, ptr %fc2_bias_grad.acc58, align 4
+  %519 = add nsw i64 206912, %fc2_bias_grad.u57146
+  %grads150 = getelementptr inbounds float, ptr %grads, i64 %519
+  store float %acc58149, ptr %grads150, align 4
+  %u57.next = add nsw i64 %fc2_bias_grad.u57146, 1
   %520 = icmp slt i64 %u57.next, 10
-  br i1 %520, label %u57, label %u57.end
+  br i1 %520, label %fc2_bias_grad.u57, label %fc2_bias_grad.u57.end
 
-i60:                                              ; preds = %i60, %u57.end
-  %i60167 = phi i64 [ 0, %u57.end ], [ %i60.next, %i60 ]
-  %521 = add nsw i64 602112, %i60167
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %521
-  %522 = load float, ptr %arena168, align 4
+fc1_grad.i60:                                     ; preds = %fc1_grad.i60, %fc2_bias_grad.u57.end
+  %fc1_grad.i60154 = phi i64 [ 0, %fc2_bias_grad.u57.end ], [ %i60.next, %fc1_grad.i60 ]
+  %521 = add nsw i64 602112, %fc1_grad.i60154
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %521
+  %522 = load float, ptr %arena155, align 4
   %523 = fcmp ogt float %522, 0.000000e+00
-  %524 = add nsw i64 611600, %i60167
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %524
-  %525 = load float, ptr %arena169, align 4
+  %524 = add nsw i64 611600, %fc1_grad.i60154
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %524
+  %525 = load float, ptr %arena156, align 4
   %526 = select i1 %523, float %525, float 0.000000e+00
-  %527 = add nsw i64 619792, %i60167
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %527
-  store float %526, ptr %arena170, align 4
-  %i60.next = add nsw i64 %i60167, 1
+  %527 = add nsw i64 619792, %fc1_grad.i60154
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %527
+  store float %526, ptr %arena157, align 4
+  %i60.next = add nsw i64 %fc1_grad.i60154, 1
   %528 = icmp slt i64 %i60.next, 8192
-  br i1 %528, label %i60, label %i60.end
+  br i1 %528, label %fc1_grad.i60, label %fc1_grad.i60.end
 
-i60.end:                                          ; preds = %i60
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 619792
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads173 = getelementptr inbounds float, ptr %grads, i64 4800
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena171, i32 128, ptr %arena172, i32 1568, float 0.000000e+00, ptr %grads173, i32 1568)
-  br label %u61
+fc1_grad.i60.end:                                 ; preds = %fc1_grad.i60
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 619792
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 401408
+  %grads160 = getelementptr inbounds float, ptr %grads, i64 4800
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena158, i32 128, ptr %arena159, i32 1568, float 0.000000e+00, ptr %grads160, i32 1568)
+  br label %fc1_bias_grad.u61
 
-u61:                                              ; preds = %n63.end, %i60.end
-  %u61174 = phi i64 [ 0, %i60.end ], [ %u61.next, %n63.end ]
-  store float 0.000000e+00, ptr %acc62, align 4
-  br label %n63
+fc1_bias_grad.u61:                                ; preds = %fc1_bias_grad.n63.end, %fc1_grad.i60.end
+  %fc1_bias_grad.u61161 = phi i64 [ 0, %fc1_grad.i60.end ], [ %u61.next, %fc1_bias_grad.n63.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc62, align 4
+  br label %fc1_bias_grad.n63
 
-u61.end:                                          ; preds = %n63.end
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 619792
-  %params181 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 627984
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena180, i32 128, ptr %params181, i32 1568, float 0.000000e+00, ptr %arena182, i32 1568)
-  br label %i64
+fc1_bias_grad.u61.end:                            ; preds = %fc1_bias_grad.n63.end
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 619792
+  %params167 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 627984
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena166, i32 128, ptr %params167, i32 1568, float 0.000000e+00, ptr %arena168, i32 1568)
+  br label %conv2_grad.i64
 
-n63:                                              ; preds = %n63, %u61
-  %n63175 = phi i64 [ 0, %u61 ], [ %n63.next, %n63 ]
-  %acc62176 = load float, ptr %acc62, align 4
-  %529 = mul nsw i64 %n63175, 128
+fc1_bias_grad.n63:                                ; preds = %fc1_bias_grad.n63, %fc1_bias_grad.u61
+  %fc1_bias_grad.n63162 = phi i64 [ 0, %fc1_bias_grad.u61 ], [ %n63.next, %fc1_bias_grad.n63 ]
+  %acc62 = load float, ptr %fc1_bias_grad.acc62, align 4
+  %529 = mul nsw i64 %fc1_bias_grad.n63162, 128
   %530 = add nsw i64 619792, %529
-  %531 = add nsw i64 %530, %u61174
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %531
-  %532 = load float, ptr %arena177, align 4
-  %533 = fadd float %acc62176, %532
-  store float %533, ptr %acc62, align 4
-  %n63.next = add nsw i64 %n63175, 1
+  %531 = add nsw i64 %530, %fc1_bias_grad.u61161
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %531
+  %532 = load float, ptr %arena163, align 4
+  %533 = fadd float %acc62, %532
+  store float %533, ptr %fc1_bias_grad.acc62, align 4
+  %n63.next = add nsw i64 %fc1_bias_grad.n63162, 1
   %534 = icmp slt i64 %n63.next, 64
-  br i1 %534, label %n63, label %n63.end
+  br i1 %534, label %fc1_bias_grad.n63, label %fc1_bias_grad.n63.end
 
-n63.end:                                          ; preds = %n63
-  %acc62178 = load float, ptr %acc62, align 4
-  %535 = add nsw i64 205504, %u61174
-  %grads179 = getelementptr inbounds float, ptr %grads, i64 %535
-  store float %acc62178, ptr %grads179, align 4
-  %u61.next = add nsw i64 %u61174, 1
+fc1_bias_grad.n63.end:                            ; preds = %fc1_bias_grad.n63
+  %acc62164 = load float, ptr %fc1_bias_grad.acc62, align 4
+  %535 = add nsw i64 205504, %fc1_bias_grad.u61161
+  %grads165 = getelementptr inbounds float, ptr %grads, i64 %535
+  store float %acc62164, ptr %grads165, align 4
+  %u61.next = add nsw i64 %fc1_bias_grad.u61161, 1
   %536 = icmp slt i64 %u61.next, 128
-  br i1 %536, label %u61, label %u61.end
+  br i1 %536, label %fc1_bias_grad.u61, label %fc1_bias_grad.u61.end
 
-i64:                                              ; preds = %i64, %u61.end
-  %i64183 = phi i64 [ 0, %u61.end ], [ %i64.next, %i64 ]
-  %537 = add nsw i64 728336, %i64183
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %537
-  store float 0.000000e+00, ptr %arena184, align 4
-  %i64.next = add nsw i64 %i64183, 1
+conv2_grad.i64:                                   ; preds = %conv2_grad.i64, %fc1_bias_grad.u61.end
+  %conv2_grad.i64169 = phi i64 [ 0, %fc1_bias_grad.u61.end ], [ %i64.next, %conv2_grad.i64 ]
+  %537 = add nsw i64 728336, %conv2_grad.i64169
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %537
+  store float 0.000000e+00, ptr %arena170, align 4
+  %i64.next = add nsw i64 %conv2_grad.i64169, 1
   %538 = icmp slt i64 %i64.next, 401408
-  br i1 %538, label %i64, label %i64.end
+  br i1 %538, label %conv2_grad.i64, label %conv2_grad.i64.end
 
-i64.end:                                          ; preds = %i64
-  br label %q65
+conv2_grad.i64.end:                               ; preds = %conv2_grad.i64
+  br label %conv2_grad.q65
 
-q65:                                              ; preds = %i66.end, %i64.end
-  %q65185 = phi i64 [ 0, %i64.end ], [ %q65.next, %i66.end ]
-  br label %i66
+conv2_grad.q65:                                   ; preds = %conv2_grad.i66.end, %conv2_grad.i64.end
+  %conv2_grad.q65171 = phi i64 [ 0, %conv2_grad.i64.end ], [ %q65.next, %conv2_grad.i66.end ]
+  br label %conv2_grad.i66
 
-q65.end:                                          ; preds = %i66.end
-  br label %i67
+conv2_grad.q65.end:                               ; preds = %conv2_grad.i66.end
+  br label %conv2_weight_grad.i67
 
-i66:                                              ; preds = %endif188, %q65
-  %i66186 = phi i64 [ 0, %q65 ], [ %i66.next, %endif188 ]
-  %539 = mul nsw i64 %q65185, 49
-  %540 = add nsw i64 %539, %i66186
+conv2_grad.i66:                                   ; preds = %conv2_grad.endif, %conv2_grad.q65
+  %conv2_grad.i66172 = phi i64 [ 0, %conv2_grad.q65 ], [ %i66.next, %conv2_grad.endif ]
+  %539 = mul nsw i64 %conv2_grad.q65171, 49
+  %540 = add nsw i64 %539, %conv2_grad.i66172
   %541 = add nsw i64 401408, %540
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load float, ptr %arena189, align 4
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %541
+  %542 = load float, ptr %arena173, align 4
   %543 = fcmp ogt float %542, 0.000000e+00
-  br i1 %543, label %then187, label %endif188
+  br i1 %543, label %conv2_grad.then, label %conv2_grad.endif
 
-i66.end:                                          ; preds = %endif188
-  %q65.next = add nsw i64 %q65185, 1
+conv2_grad.i66.end:                               ; preds = %conv2_grad.endif
+  %q65.next = add nsw i64 %conv2_grad.q65171, 1
   %544 = icmp slt i64 %q65.next, 2048
-  br i1 %544, label %q65, label %q65.end
+  br i1 %544, label %conv2_grad.q65, label %conv2_grad.q65.end
 
-then187:                                          ; preds = %i66
-  %545 = mul nsw i64 %q65185, 196
+conv2_grad.then:                                  ; preds = %conv2_grad.i66
+  %545 = mul nsw i64 %conv2_grad.q65171, 196
   %546 = add nsw i64 728336, %545
-  %547 = mul nsw i64 %q65185, 49
-  %548 = add nsw i64 %547, %i66186
+  %547 = mul nsw i64 %conv2_grad.q65171, 49
+  %548 = add nsw i64 %547, %conv2_grad.i66172
   %549 = add nsw i64 501760, %548
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena190, align 4
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %549
+  %550 = load float, ptr %arena174, align 4
   %551 = fptosi float %550 to i64
   %552 = add nsw i64 %546, %551
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %552
-  %553 = load float, ptr %arena191, align 4
-  %554 = mul nsw i64 %q65185, 49
-  %555 = add nsw i64 %554, %i66186
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %552
+  %553 = load float, ptr %arena175, align 4
+  %554 = mul nsw i64 %conv2_grad.q65171, 49
+  %555 = add nsw i64 %554, %conv2_grad.i66172
   %556 = add nsw i64 627984, %555
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %556
-  %557 = load float, ptr %arena192, align 4
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load float, ptr %arena176, align 4
   %558 = fadd float %553, %557
-  store float %558, ptr %arena191, align 4
-  br label %endif188
+  store float %558, ptr %arena175, align 4
+  br label %conv2_grad.endif
 
-endif188:                                         ; preds = %then187, %i66
-  %i66.next = add nsw i64 %i66186, 1
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i66
+  %i66.next = add nsw i64 %conv2_grad.i66172, 1
   %559 = icmp slt i64 %i66.next, 49
-  br i1 %559, label %i66, label %i66.end
+  br i1 %559, label %conv2_grad.i66, label %conv2_grad.i66.end
 
-i67:                                              ; preds = %i67, %q65.end
-  %i67193 = phi i64 [ 0, %q65.end ], [ %i67.next, %i67 ]
-  %560 = add nsw i64 160, %i67193
-  %grads194 = getelementptr inbounds float, ptr %grads, i64 %560
-  store float 0.000000e+00, ptr %grads194, align 4
-  %i67.next = add nsw i64 %i67193, 1
+conv2_weight_grad.i67:                            ; preds = %conv2_weight_grad.i67, %conv2_grad.q65.end
+  %conv2_weight_grad.i67177 = phi i64 [ 0, %conv2_grad.q65.end ], [ %i67.next, %conv2_weight_grad.i67 ]
+  %560 = add nsw i64 160, %conv2_weight_grad.i67177
+  %grads178 = getelementptr inbounds float, ptr %grads, i64 %560
+  store float 0.000000e+00, ptr %grads178, align 4
+  %i67.next = add nsw i64 %conv2_weight_grad.i67177, 1
   %561 = icmp slt i64 %i67.next, 4608
-  br i1 %561, label %i67, label %i67.end
+  br i1 %561, label %conv2_weight_grad.i67, label %conv2_weight_grad.i67.end
 
-i67.end:                                          ; preds = %i67
-  br label %g68
+conv2_weight_grad.i67.end:                        ; preds = %conv2_weight_grad.i67
+  br label %conv2_weight_grad.g68
 
-g68:                                              ; preds = %j80.end, %i67.end
-  %g68195 = phi i64 [ 0, %i67.end ], [ %g68.next, %j80.end ]
-  br label %j69
+conv2_weight_grad.g68:                            ; preds = %conv2_weight_grad.j80.end, %conv2_weight_grad.i67.end
+  %conv2_weight_grad.g68179 = phi i64 [ 0, %conv2_weight_grad.i67.end ], [ %g68.next, %conv2_weight_grad.j80.end ]
+  br label %conv2_weight_grad.j69
 
-g68.end:                                          ; preds = %j80.end
-  br label %f83
+conv2_weight_grad.g68.end:                        ; preds = %conv2_weight_grad.j80.end
+  br label %conv2_bias_grad.f83
 
-j69:                                              ; preds = %c72.end, %g68
-  %j69196 = phi i64 [ 0, %g68 ], [ %j69.next, %c72.end ]
-  br label %r70
+conv2_weight_grad.j69:                            ; preds = %conv2_weight_grad.c72.end, %conv2_weight_grad.g68
+  %conv2_weight_grad.j69180 = phi i64 [ 0, %conv2_weight_grad.g68 ], [ %j69.next, %conv2_weight_grad.c72.end ]
+  br label %conv2_weight_grad.r70
 
-j69.end:                                          ; preds = %c72.end
-  br label %j80
+conv2_weight_grad.j69.end:                        ; preds = %conv2_weight_grad.c72.end
+  br label %conv2_weight_grad.j80
 
-r70:                                              ; preds = %i71.end, %j69
-  %r70197 = phi i64 [ 0, %j69 ], [ %r70.next, %i71.end ]
-  br label %i71
+conv2_weight_grad.r70:                            ; preds = %conv2_weight_grad.i71.end, %conv2_weight_grad.j69
+  %conv2_weight_grad.r70181 = phi i64 [ 0, %conv2_weight_grad.j69 ], [ %r70.next, %conv2_weight_grad.i71.end ]
+  br label %conv2_weight_grad.i71
 
-r70.end:                                          ; preds = %i71.end
-  br label %c72
+conv2_weight_grad.r70.end:                        ; preds = %conv2_weight_grad.i71.end
+  br label %conv2_weight_grad.c72
 
-i71:                                              ; preds = %i71, %r70
-  %i71198 = phi i64 [ 0, %r70 ], [ %i71.next, %i71 ]
-  %562 = mul nsw i64 %r70197, 12544
+conv2_weight_grad.i71:                            ; preds = %conv2_weight_grad.i71, %conv2_weight_grad.r70
+  %conv2_weight_grad.i71182 = phi i64 [ 0, %conv2_weight_grad.r70 ], [ %i71.next, %conv2_weight_grad.i71 ]
+  %562 = mul nsw i64 %conv2_weight_grad.r70181, 12544
   %563 = add nsw i64 1129744, %562
-  %564 = mul nsw i64 %j69196, 196
+  %564 = mul nsw i64 %conv2_weight_grad.j69180, 196
   %565 = add nsw i64 %563, %564
-  %566 = add nsw i64 %565, %i71198
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %566
-  store float 0.000000e+00, ptr %arena199, align 4
-  %i71.next = add nsw i64 %i71198, 1
+  %566 = add nsw i64 %565, %conv2_weight_grad.i71182
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %566
+  store float 0.000000e+00, ptr %arena183, align 4
+  %i71.next = add nsw i64 %conv2_weight_grad.i71182, 1
   %567 = icmp slt i64 %i71.next, 196
-  br i1 %567, label %i71, label %i71.end
+  br i1 %567, label %conv2_weight_grad.i71, label %conv2_weight_grad.i71.end
 
-i71.end:                                          ; preds = %i71
-  %r70.next = add nsw i64 %r70197, 1
+conv2_weight_grad.i71.end:                        ; preds = %conv2_weight_grad.i71
+  %r70.next = add nsw i64 %conv2_weight_grad.r70181, 1
   %568 = icmp slt i64 %r70.next, 144
-  br i1 %568, label %r70, label %r70.end
+  br i1 %568, label %conv2_weight_grad.r70, label %conv2_weight_grad.r70.end
 
-c72:                                              ; preds = %ky73.end, %r70.end
-  %c72200 = phi i64 [ 0, %r70.end ], [ %c72.next, %ky73.end ]
-  br label %ky73
+conv2_weight_grad.c72:                            ; preds = %conv2_weight_grad.ky73.end, %conv2_weight_grad.r70.end
+  %conv2_weight_grad.c72184 = phi i64 [ 0, %conv2_weight_grad.r70.end ], [ %c72.next, %conv2_weight_grad.ky73.end ]
+  br label %conv2_weight_grad.ky73
 
-c72.end:                                          ; preds = %ky73.end
-  %j69.next = add nsw i64 %j69196, 1
+conv2_weight_grad.c72.end:                        ; preds = %conv2_weight_grad.ky73.end
+  %j69.next = add nsw i64 %conv2_weight_grad.j69180, 1
   %569 = icmp slt i64 %j69.next, 64
-  br i1 %569, label %j69, label %j69.end
+  br i1 %569, label %conv2_weight_grad.j69, label %conv2_weight_grad.j69.end
 
-ky73:                                             ; preds = %oy78.end, %c72
-  %ky73201 = phi i64 [ 0, %c72 ], [ %ky73.next, %oy78.end ]
-  br label %oy74
+conv2_weight_grad.ky73:                           ; preds = %conv2_weight_grad.oy78.end, %conv2_weight_grad.c72
+  %conv2_weight_grad.ky73185 = phi i64 [ 0, %conv2_weight_grad.c72 ], [ %ky73.next, %conv2_weight_grad.oy78.end ]
+  br label %conv2_weight_grad.oy74
 
-ky73.end:                                         ; preds = %oy78.end
-  %c72.next = add nsw i64 %c72200, 1
+conv2_weight_grad.ky73.end:                       ; preds = %conv2_weight_grad.oy78.end
+  %c72.next = add nsw i64 %conv2_weight_grad.c72184, 1
   %570 = icmp slt i64 %c72.next, 16
-  br i1 %570, label %c72, label %c72.end
+  br i1 %570, label %conv2_weight_grad.c72, label %conv2_weight_grad.c72.end
 
-oy74:                                             ; preds = %endif204, %ky73
-  %oy74202 = phi i64 [ 0, %ky73 ], [ %oy74.next, %endif204 ]
-  %571 = add nsw i64 %oy74202, %ky73201
+conv2_weight_grad.oy74:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky73
+  %conv2_weight_grad.oy74186 = phi i64 [ 0, %conv2_weight_grad.ky73 ], [ %oy74.next, %conv2_weight_grad.endif ]
+  %571 = add nsw i64 %conv2_weight_grad.oy74186, %conv2_weight_grad.ky73185
   %572 = add nsw i64 %571, -1
   %573 = icmp slt i64 -1, %572
-  %574 = add nsw i64 %oy74202, %ky73201
+  %574 = add nsw i64 %conv2_weight_grad.oy74186, %conv2_weight_grad.ky73185
   %575 = add nsw i64 %574, -1
   %576 = icmp slt i64 %575, 14
   %577 = and i1 %573, %576
-  br i1 %577, label %then203, label %endif204
+  br i1 %577, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-oy74.end:                                         ; preds = %endif204
-  br label %oy76
+conv2_weight_grad.oy74.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy76
 
-then203:                                          ; preds = %oy74
-  br label %ox75
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy74
+  br label %conv2_weight_grad.ox75
 
-endif204:                                         ; preds = %ox75.end, %oy74
-  %oy74.next = add nsw i64 %oy74202, 1
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox75.end, %conv2_weight_grad.oy74
+  %oy74.next = add nsw i64 %conv2_weight_grad.oy74186, 1
   %578 = icmp slt i64 %oy74.next, 14
-  br i1 %578, label %oy74, label %oy74.end
+  br i1 %578, label %conv2_weight_grad.oy74, label %conv2_weight_grad.oy74.end
 
-ox75:                                             ; preds = %ox75, %then203
-  %ox75205 = phi i64 [ 0, %then203 ], [ %ox75.next, %ox75 ]
-  %579 = mul nsw i64 %g68195, 64
-  %580 = add nsw i64 %579, %j69196
+conv2_weight_grad.ox75:                           ; preds = %conv2_weight_grad.ox75, %conv2_weight_grad.then
+  %conv2_weight_grad.ox75187 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox75.next, %conv2_weight_grad.ox75 ]
+  %579 = mul nsw i64 %conv2_weight_grad.g68179, 64
+  %580 = add nsw i64 %579, %conv2_weight_grad.j69180
   %581 = mul nsw i64 %580, 3136
-  %582 = mul nsw i64 %c72200, 196
+  %582 = mul nsw i64 %conv2_weight_grad.c72184, 196
   %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 %oy74202, %ky73201
+  %584 = add nsw i64 %conv2_weight_grad.oy74186, %conv2_weight_grad.ky73185
   %585 = add nsw i64 %584, -1
   %586 = mul nsw i64 %585, 14
   %587 = add nsw i64 %583, %586
-  %588 = add nsw i64 %ox75205, 1
+  %588 = add nsw i64 %conv2_weight_grad.ox75187, 1
   %589 = add nsw i64 %588, -1
   %590 = add nsw i64 %587, %589
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %590
-  %591 = load float, ptr %arena206, align 4
-  %592 = mul nsw i64 %c72200, 3
-  %593 = add nsw i64 %592, %ky73201
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %590
+  %591 = load float, ptr %arena188, align 4
+  %592 = mul nsw i64 %conv2_weight_grad.c72184, 3
+  %593 = add nsw i64 %592, %conv2_weight_grad.ky73185
   %594 = mul nsw i64 %593, 3
   %595 = mul nsw i64 %594, 12544
   %596 = add nsw i64 1129744, %595
-  %597 = mul nsw i64 %j69196, 196
+  %597 = mul nsw i64 %conv2_weight_grad.j69180, 196
   %598 = add nsw i64 %596, %597
-  %599 = mul nsw i64 %oy74202, 14
+  %599 = mul nsw i64 %conv2_weight_grad.oy74186, 14
   %600 = add nsw i64 %598, %599
-  %601 = add nsw i64 %ox75205, 1
+  %601 = add nsw i64 %conv2_weight_grad.ox75187, 1
   %602 = add nsw i64 %600, %601
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %602
-  store float %591, ptr %arena207, align 4
-  %ox75.next = add nsw i64 %ox75205, 1
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %602
+  store float %591, ptr %arena189, align 4
+  %ox75.next = add nsw i64 %conv2_weight_grad.ox75187, 1
   %603 = icmp slt i64 %ox75.next, 13
-  br i1 %603, label %ox75, label %ox75.end
+  br i1 %603, label %conv2_weight_grad.ox75, label %conv2_weight_grad.ox75.end
 
-ox75.end:                                         ; preds = %ox75
-  br label %endif204
+conv2_weight_grad.ox75.end:                       ; preds = %conv2_weight_grad.ox75
+  br label %conv2_weight_grad.endif
 
-oy76:                                             ; preds = %endif210, %oy74.end
-  %oy76208 = phi i64 [ 0, %oy74.end ], [ %oy76.next, %endif210 ]
-  %604 = add nsw i64 %oy76208, %ky73201
+conv2_weight_grad.oy76:                           ; preds = %conv2_weight_grad.endif192, %conv2_weight_grad.oy74.end
+  %conv2_weight_grad.oy76190 = phi i64 [ 0, %conv2_weight_grad.oy74.end ], [ %oy76.next, %conv2_weight_grad.endif192 ]
+  %604 = add nsw i64 %conv2_weight_grad.oy76190, %conv2_weight_grad.ky73185
   %605 = add nsw i64 %604, -1
   %606 = icmp slt i64 -1, %605
-  %607 = add nsw i64 %oy76208, %ky73201
+  %607 = add nsw i64 %conv2_weight_grad.oy76190, %conv2_weight_grad.ky73185
   %608 = add nsw i64 %607, -1
   %609 = icmp slt i64 %608, 14
   %610 = and i1 %606, %609
-  br i1 %610, label %then209, label %endif210
+  br i1 %610, label %conv2_weight_grad.then191, label %conv2_weight_grad.endif192
 
-oy76.end:                                         ; preds = %endif210
-  br label %oy78214
+conv2_weight_grad.oy76.end:                       ; preds = %conv2_weight_grad.endif192
+  br label %conv2_weight_grad.oy78
 
-then209:                                          ; preds = %oy76
-  br label %ox77
+conv2_weight_grad.then191:                        ; preds = %conv2_weight_grad.oy76
+  br label %conv2_weight_grad.ox77
 
-endif210:                                         ; preds = %ox77.end, %oy76
-  %oy76.next = add nsw i64 %oy76208, 1
+conv2_weight_grad.endif192:                       ; preds = %conv2_weight_grad.ox77.end, %conv2_weight_grad.oy76
+  %oy76.next = add nsw i64 %conv2_weight_grad.oy76190, 1
   %611 = icmp slt i64 %oy76.next, 14
-  br i1 %611, label %oy76, label %oy76.end
+  br i1 %611, label %conv2_weight_grad.oy76, label %conv2_weight_grad.oy76.end
 
-ox77:                                             ; preds = %ox77, %then209
-  %ox77211 = phi i64 [ 0, %then209 ], [ %ox77.next, %ox77 ]
-  %612 = mul nsw i64 %g68195, 64
-  %613 = add nsw i64 %612, %j69196
+conv2_weight_grad.ox77:                           ; preds = %conv2_weight_grad.ox77, %conv2_weight_grad.then191
+  %conv2_weight_grad.ox77193 = phi i64 [ 0, %conv2_weight_grad.then191 ], [ %ox77.next, %conv2_weight_grad.ox77 ]
+  %612 = mul nsw i64 %conv2_weight_grad.g68179, 64
+  %613 = add nsw i64 %612, %conv2_weight_grad.j69180
   %614 = mul nsw i64 %613, 3136
-  %615 = mul nsw i64 %c72200, 196
+  %615 = mul nsw i64 %conv2_weight_grad.c72184, 196
   %616 = add nsw i64 %614, %615
-  %617 = add nsw i64 %oy76208, %ky73201
+  %617 = add nsw i64 %conv2_weight_grad.oy76190, %conv2_weight_grad.ky73185
   %618 = add nsw i64 %617, -1
   %619 = mul nsw i64 %618, 14
   %620 = add nsw i64 %616, %619
-  %621 = add nsw i64 %620, %ox77211
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load float, ptr %arena212, align 4
-  %623 = mul nsw i64 %c72200, 3
-  %624 = add nsw i64 %623, %ky73201
+  %621 = add nsw i64 %620, %conv2_weight_grad.ox77193
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %621
+  %622 = load float, ptr %arena194, align 4
+  %623 = mul nsw i64 %conv2_weight_grad.c72184, 3
+  %624 = add nsw i64 %623, %conv2_weight_grad.ky73185
   %625 = mul nsw i64 %624, 3
   %626 = add nsw i64 %625, 1
   %627 = mul nsw i64 %626, 12544
   %628 = add nsw i64 1129744, %627
-  %629 = mul nsw i64 %j69196, 196
+  %629 = mul nsw i64 %conv2_weight_grad.j69180, 196
   %630 = add nsw i64 %628, %629
-  %631 = mul nsw i64 %oy76208, 14
+  %631 = mul nsw i64 %conv2_weight_grad.oy76190, 14
   %632 = add nsw i64 %630, %631
-  %633 = add nsw i64 %632, %ox77211
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %633
-  store float %622, ptr %arena213, align 4
-  %ox77.next = add nsw i64 %ox77211, 1
+  %633 = add nsw i64 %632, %conv2_weight_grad.ox77193
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %633
+  store float %622, ptr %arena195, align 4
+  %ox77.next = add nsw i64 %conv2_weight_grad.ox77193, 1
   %634 = icmp slt i64 %ox77.next, 14
-  br i1 %634, label %ox77, label %ox77.end
+  br i1 %634, label %conv2_weight_grad.ox77, label %conv2_weight_grad.ox77.end
 
-ox77.end:                                         ; preds = %ox77
-  br label %endif210
+conv2_weight_grad.ox77.end:                       ; preds = %conv2_weight_grad.ox77
+  br label %conv2_weight_grad.endif192
 
-oy78214:                                          ; preds = %endif217, %oy76.end
-  %oy78215 = phi i64 [ 0, %oy76.end ], [ %oy78.next, %endif217 ]
-  %635 = add nsw i64 %oy78215, %ky73201
+conv2_weight_grad.oy78:                           ; preds = %conv2_weight_grad.endif198, %conv2_weight_grad.oy76.end
+  %conv2_weight_grad.oy78196 = phi i64 [ 0, %conv2_weight_grad.oy76.end ], [ %oy78.next, %conv2_weight_grad.endif198 ]
+  %635 = add nsw i64 %conv2_weight_grad.oy78196, %conv2_weight_grad.ky73185
   %636 = add nsw i64 %635, -1
   %637 = icmp slt i64 -1, %636
-  %638 = add nsw i64 %oy78215, %ky73201
+  %638 = add nsw i64 %conv2_weight_grad.oy78196, %conv2_weight_grad.ky73185
   %639 = add nsw i64 %638, -1
   %640 = icmp slt i64 %639, 14
   %641 = and i1 %637, %640
-  br i1 %641, label %then216, label %endif217
+  br i1 %641, label %conv2_weight_grad.then197, label %conv2_weight_grad.endif198
 
-oy78.end:                                         ; preds = %endif217
-  %ky73.next = add nsw i64 %ky73201, 1
+conv2_weight_grad.oy78.end:                       ; preds = %conv2_weight_grad.endif198
+  %ky73.next = add nsw i64 %conv2_weight_grad.ky73185, 1
   %642 = icmp slt i64 %ky73.next, 3
-  br i1 %642, label %ky73, label %ky73.end
+  br i1 %642, label %conv2_weight_grad.ky73, label %conv2_weight_grad.ky73.end
 
-then216:                                          ; preds = %oy78214
-  br label %ox79
+conv2_weight_grad.then197:                        ; preds = %conv2_weight_grad.oy78
+  br label %conv2_weight_grad.ox79
 
-endif217:                                         ; preds = %ox79.end, %oy78214
-  %oy78.next = add nsw i64 %oy78215, 1
+conv2_weight_grad.endif198:                       ; preds = %conv2_weight_grad.ox79.end, %conv2_weight_grad.oy78
+  %oy78.next = add nsw i64 %conv2_weight_grad.oy78196, 1
   %643 = icmp slt i64 %oy78.next, 14
-  br i1 %643, label %oy78214, label %oy78.end
+  br i1 %643, label %conv2_weight_grad.oy78, label %conv2_weight_grad.oy78.end
 
-ox79:                                             ; preds = %ox79, %then216
-  %ox79218 = phi i64 [ 0, %then216 ], [ %ox79.next, %ox79 ]
-  %644 = mul nsw i64 %g68195, 64
-  %645 = add nsw i64 %644, %j69196
+conv2_weight_grad.ox79:                           ; preds = %conv2_weight_grad.ox79, %conv2_weight_grad.then197
+  %conv2_weight_grad.ox79199 = phi i64 [ 0, %conv2_weight_grad.then197 ], [ %ox79.next, %conv2_weight_grad.ox79 ]
+  %644 = mul nsw i64 %conv2_weight_grad.g68179, 64
+  %645 = add nsw i64 %644, %conv2_weight_grad.j69180
   %646 = mul nsw i64 %645, 3136
-  %647 = mul nsw i64 %c72200, 196
+  %647 = mul nsw i64 %conv2_weight_grad.c72184, 196
   %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 %oy78215, %ky73201
+  %649 = add nsw i64 %conv2_weight_grad.oy78196, %conv2_weight_grad.ky73185
   %650 = add nsw i64 %649, -1
   %651 = mul nsw i64 %650, 14
   %652 = add nsw i64 %648, %651
-  %653 = add nsw i64 %ox79218, 1
+  %653 = add nsw i64 %conv2_weight_grad.ox79199, 1
   %654 = add nsw i64 %652, %653
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %654
-  %655 = load float, ptr %arena219, align 4
-  %656 = mul nsw i64 %c72200, 3
-  %657 = add nsw i64 %656, %ky73201
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 %654
+  %655 = load float, ptr %arena200, align 4
+  %656 = mul nsw i64 %conv2_weight_grad.c72184, 3
+  %657 = add nsw i64 %656, %conv2_weight_grad.ky73185
   %658 = mul nsw i64 %657, 3
   %659 = add nsw i64 %658, 2
   %660 = mul nsw i64 %659, 12544
   %661 = add nsw i64 1129744, %660
-  %662 = mul nsw i64 %j69196, 196
+  %662 = mul nsw i64 %conv2_weight_grad.j69180, 196
   %663 = add nsw i64 %661, %662
-  %664 = mul nsw i64 %oy78215, 14
+  %664 = mul nsw i64 %conv2_weight_grad.oy78196, 14
   %665 = add nsw i64 %663, %664
-  %666 = add nsw i64 %665, %ox79218
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %666
-  store float %655, ptr %arena220, align 4
-  %ox79.next = add nsw i64 %ox79218, 1
+  %666 = add nsw i64 %665, %conv2_weight_grad.ox79199
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %666
+  store float %655, ptr %arena201, align 4
+  %ox79.next = add nsw i64 %conv2_weight_grad.ox79199, 1
   %667 = icmp slt i64 %ox79.next, 13
-  br i1 %667, label %ox79, label %ox79.end
+  br i1 %667, label %conv2_weight_grad.ox79, label %conv2_weight_grad.ox79.end
 
-ox79.end:                                         ; preds = %ox79
-  br label %endif217
+conv2_weight_grad.ox79.end:                       ; preds = %conv2_weight_grad.ox79
+  br label %conv2_weight_grad.endif198
 
-j80:                                              ; preds = %f81.end, %j69.end
-  %j80221 = phi i64 [ 0, %j69.end ], [ %j80.next, %f81.end ]
-  br label %f81
+conv2_weight_grad.j80:                            ; preds = %conv2_weight_grad.f81.end, %conv2_weight_grad.j69.end
+  %conv2_weight_grad.j80202 = phi i64 [ 0, %conv2_weight_grad.j69.end ], [ %j80.next, %conv2_weight_grad.f81.end ]
+  br label %conv2_weight_grad.f81
 
-j80.end:                                          ; preds = %f81.end
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 2936080
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 1129744
-  %grads228 = getelementptr inbounds float, ptr %grads, i64 160
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 144, i32 12544, float 1.000000e+00, ptr %arena226, i32 12544, ptr %arena227, i32 12544, float 1.000000e+00, ptr %grads228, i32 144)
-  %g68.next = add nsw i64 %g68195, 1
+conv2_weight_grad.j80.end:                        ; preds = %conv2_weight_grad.f81.end
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 2936080
+  %arena208 = getelementptr inbounds float, ptr %arena, i64 1129744
+  %grads209 = getelementptr inbounds float, ptr %grads, i64 160
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 144, i32 12544, float 1.000000e+00, ptr %arena207, i32 12544, ptr %arena208, i32 12544, float 1.000000e+00, ptr %grads209, i32 144)
+  %g68.next = add nsw i64 %conv2_weight_grad.g68179, 1
   %668 = icmp slt i64 %g68.next, 1
-  br i1 %668, label %g68, label %g68.end
+  br i1 %668, label %conv2_weight_grad.g68, label %conv2_weight_grad.g68.end
 
-f81:                                              ; preds = %i82.end, %j80
-  %f81222 = phi i64 [ 0, %j80 ], [ %f81.next, %i82.end ]
-  br label %i82
+conv2_weight_grad.f81:                            ; preds = %conv2_weight_grad.i82.end, %conv2_weight_grad.j80
+  %conv2_weight_grad.f81203 = phi i64 [ 0, %conv2_weight_grad.j80 ], [ %f81.next, %conv2_weight_grad.i82.end ]
+  br label %conv2_weight_grad.i82
 
-f81.end:                                          ; preds = %i82.end
-  %j80.next = add nsw i64 %j80221, 1
+conv2_weight_grad.f81.end:                        ; preds = %conv2_weight_grad.i82.end
+  %j80.next = add nsw i64 %conv2_weight_grad.j80202, 1
   %669 = icmp slt i64 %j80.next, 64
-  br i1 %669, label %j80, label %j80.end
+  br i1 %669, label %conv2_weight_grad.j80, label %conv2_weight_grad.j80.end
 
-i82:                                              ; preds = %i82, %f81
-  %i82223 = phi i64 [ 0, %f81 ], [ %i82.next, %i82 ]
-  %670 = mul nsw i64 %g68195, 64
-  %671 = add nsw i64 %670, %j80221
+conv2_weight_grad.i82:                            ; preds = %conv2_weight_grad.i82, %conv2_weight_grad.f81
+  %conv2_weight_grad.i82204 = phi i64 [ 0, %conv2_weight_grad.f81 ], [ %i82.next, %conv2_weight_grad.i82 ]
+  %670 = mul nsw i64 %conv2_weight_grad.g68179, 64
+  %671 = add nsw i64 %670, %conv2_weight_grad.j80202
   %672 = mul nsw i64 %671, 6272
   %673 = add nsw i64 728336, %672
-  %674 = mul nsw i64 %f81222, 196
+  %674 = mul nsw i64 %conv2_weight_grad.f81203, 196
   %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 %675, %i82223
-  %arena224 = getelementptr inbounds float, ptr %arena, i64 %676
-  %677 = load float, ptr %arena224, align 4
-  %678 = mul nsw i64 %f81222, 12544
+  %676 = add nsw i64 %675, %conv2_weight_grad.i82204
+  %arena205 = getelementptr inbounds float, ptr %arena, i64 %676
+  %677 = load float, ptr %arena205, align 4
+  %678 = mul nsw i64 %conv2_weight_grad.f81203, 12544
   %679 = add nsw i64 2936080, %678
-  %680 = mul nsw i64 %j80221, 196
+  %680 = mul nsw i64 %conv2_weight_grad.j80202, 196
   %681 = add nsw i64 %679, %680
-  %682 = add nsw i64 %681, %i82223
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %682
-  store float %677, ptr %arena225, align 4
-  %i82.next = add nsw i64 %i82223, 1
+  %682 = add nsw i64 %681, %conv2_weight_grad.i82204
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %682
+  store float %677, ptr %arena206, align 4
+  %i82.next = add nsw i64 %conv2_weight_grad.i82204, 1
   %683 = icmp slt i64 %i82.next, 196
-  br i1 %683, label %i82, label %i82.end
+  br i1 %683, label %conv2_weight_grad.i82, label %conv2_weight_grad.i82.end
 
-i82.end:                                          ; preds = %i82
-  %f81.next = add nsw i64 %f81222, 1
+conv2_weight_grad.i82.end:                        ; preds = %conv2_weight_grad.i82
+  %f81.next = add nsw i64 %conv2_weight_grad.f81203, 1
   %684 = icmp slt i64 %f81.next, 32
-  br i1 %684, label %f81, label %f81.end
+  br i1 %684, label %conv2_weight_grad.f81, label %conv2_weight_grad.f81.end
 
-f83:                                              ; preds = %img85.end, %g68.end
-  %f83229 = phi i64 [ 0, %g68.end ], [ %f83.next, %img85.end ]
-  store float 0.000000e+00, ptr %acc84, align 4
-  br label %img85
+conv2_bias_grad.f83:                              ; preds = %conv2_bias_grad.img85.end, %conv2_weight_grad.g68.end
+  %conv2_bias_grad.f83210 = phi i64 [ 0, %conv2_weight_grad.g68.end ], [ %f83.next, %conv2_bias_grad.img85.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc84, align 4
+  br label %conv2_bias_grad.img85
 
-f83.end:                                          ; preds = %img85.end
-  br label %i87
+conv2_bias_grad.f83.end:                          ; preds = %conv2_bias_grad.img85.end
+  br label %pool1_grad.i87
 
-img85:                                            ; preds = %i86.end, %f83
-  %img85230 = phi i64 [ 0, %f83 ], [ %img85.next, %i86.end ]
-  br label %i86
+conv2_bias_grad.img85:                            ; preds = %conv2_bias_grad.i86.end, %conv2_bias_grad.f83
+  %conv2_bias_grad.img85211 = phi i64 [ 0, %conv2_bias_grad.f83 ], [ %img85.next, %conv2_bias_grad.i86.end ]
+  br label %conv2_bias_grad.i86
 
-img85.end:                                        ; preds = %i86.end
-  %acc84234 = load float, ptr %acc84, align 4
-  %685 = add nsw i64 4768, %f83229
-  %grads235 = getelementptr inbounds float, ptr %grads, i64 %685
-  store float %acc84234, ptr %grads235, align 4
-  %f83.next = add nsw i64 %f83229, 1
+conv2_bias_grad.img85.end:                        ; preds = %conv2_bias_grad.i86.end
+  %acc84214 = load float, ptr %conv2_bias_grad.acc84, align 4
+  %685 = add nsw i64 4768, %conv2_bias_grad.f83210
+  %grads215 = getelementptr inbounds float, ptr %grads, i64 %685
+  store float %acc84214, ptr %grads215, align 4
+  %f83.next = add nsw i64 %conv2_bias_grad.f83210, 1
   %686 = icmp slt i64 %f83.next, 32
-  br i1 %686, label %f83, label %f83.end
+  br i1 %686, label %conv2_bias_grad.f83, label %conv2_bias_grad.f83.end
 
-i86:                                              ; preds = %i86, %img85
-  %i86231 = phi i64 [ 0, %img85 ], [ %i86.next, %i86 ]
-  %acc84232 = load float, ptr %acc84, align 4
-  %687 = mul nsw i64 %img85230, 6272
+conv2_bias_grad.i86:                              ; preds = %conv2_bias_grad.i86, %conv2_bias_grad.img85
+  %conv2_bias_grad.i86212 = phi i64 [ 0, %conv2_bias_grad.img85 ], [ %i86.next, %conv2_bias_grad.i86 ]
+  %acc84 = load float, ptr %conv2_bias_grad.acc84, align 4
+  %687 = mul nsw i64 %conv2_bias_grad.img85211, 6272
   %688 = add nsw i64 728336, %687
-  %689 = mul nsw i64 %f83229, 196
+  %689 = mul nsw i64 %conv2_bias_grad.f83210, 196
   %690 = add nsw i64 %688, %689
-  %691 = add nsw i64 %690, %i86231
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %691
-  %692 = load float, ptr %arena233, align 4
-  %693 = fadd float %acc84232, %692
-  store float %693, ptr %acc84, align 4
-  %i86.next = add nsw i64 %i86231, 1
+  %691 = add nsw i64 %690, %conv2_bias_grad.i86212
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %691
+  %692 = load float, ptr %arena213, align 4
+  %693 = fadd float %acc84, %692
+  store float %693, ptr %conv2_bias_grad.acc84, align 4
+  %i86.next = add nsw i64 %conv2_bias_grad.i86212, 1
   %694 = icmp slt i64 %i86.next, 196
-  br i1 %694, label %i86, label %i86.end
+  br i1 %694, label %conv2_bias_grad.i86, label %conv2_bias_grad.i86.end
 
-i86.end:                                          ; preds = %i86
-  %img85.next = add nsw i64 %img85230, 1
+conv2_bias_grad.i86.end:                          ; preds = %conv2_bias_grad.i86
+  %img85.next = add nsw i64 %conv2_bias_grad.img85211, 1
   %695 = icmp slt i64 %img85.next, 64
-  br i1 %695, label %img85, label %img85.end
+  br i1 %695, label %conv2_bias_grad.img85, label %conv2_bias_grad.img85.end
 
-i87:                                              ; preds = %i87, %f83.end
-  %i87236 = phi i64 [ 0, %f83.end ], [ %i87.next, %i87 ]
-  %696 = add nsw i64 401408, %i87236
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %696
-  store float 0.000000e+00, ptr %arena237, align 4
-  %i87.next = add nsw i64 %i87236, 1
+pool1_grad.i87:                                   ; preds = %pool1_grad.i87, %conv2_bias_grad.f83.end
+  %pool1_grad.i87216 = phi i64 [ 0, %conv2_bias_grad.f83.end ], [ %i87.next, %pool1_grad.i87 ]
+  %696 = add nsw i64 401408, %pool1_grad.i87216
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %696
+  store float 0.000000e+00, ptr %arena217, align 4
+  %i87.next = add nsw i64 %pool1_grad.i87216, 1
   %697 = icmp slt i64 %i87.next, 200704
-  br i1 %697, label %i87, label %i87.end
+  br i1 %697, label %pool1_grad.i87, label %pool1_grad.i87.end
 
-i87.end:                                          ; preds = %i87
-  br label %g88
+pool1_grad.i87.end:                               ; preds = %pool1_grad.i87
+  br label %pool1_grad.g88
 
-g88:                                              ; preds = %j92.end, %i87.end
-  %g88238 = phi i64 [ 0, %i87.end ], [ %g88.next, %j92.end ]
-  br label %j89
+pool1_grad.g88:                                   ; preds = %pool1_grad.j92.end, %pool1_grad.i87.end
+  %pool1_grad.g88218 = phi i64 [ 0, %pool1_grad.i87.end ], [ %g88.next, %pool1_grad.j92.end ]
+  br label %pool1_grad.j89
 
-g88.end:                                          ; preds = %j92.end
-  br label %i101
+pool1_grad.g88.end:                               ; preds = %pool1_grad.j92.end
+  br label %conv1_grad.i101
 
-j89:                                              ; preds = %f90.end, %g88
-  %j89239 = phi i64 [ 0, %g88 ], [ %j89.next, %f90.end ]
-  br label %f90
+pool1_grad.j89:                                   ; preds = %pool1_grad.f90.end, %pool1_grad.g88
+  %pool1_grad.j89219 = phi i64 [ 0, %pool1_grad.g88 ], [ %j89.next, %pool1_grad.f90.end ]
+  br label %pool1_grad.f90
 
-j89.end:                                          ; preds = %f90.end
-  %params244 = getelementptr inbounds float, ptr %params, i64 160
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 2936080
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 1129744
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params244, i32 144, ptr %arena245, i32 12544, float 0.000000e+00, ptr %arena246, i32 12544)
-  br label %j92
+pool1_grad.j89.end:                               ; preds = %pool1_grad.f90.end
+  %params224 = getelementptr inbounds float, ptr %params, i64 160
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 2936080
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 1129744
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params224, i32 144, ptr %arena225, i32 12544, float 0.000000e+00, ptr %arena226, i32 12544)
+  br label %pool1_grad.j92
 
-f90:                                              ; preds = %i91.end, %j89
-  %f90240 = phi i64 [ 0, %j89 ], [ %f90.next, %i91.end ]
-  br label %i91
+pool1_grad.f90:                                   ; preds = %pool1_grad.i91.end, %pool1_grad.j89
+  %pool1_grad.f90220 = phi i64 [ 0, %pool1_grad.j89 ], [ %f90.next, %pool1_grad.i91.end ]
+  br label %pool1_grad.i91
 
-f90.end:                                          ; preds = %i91.end
-  %j89.next = add nsw i64 %j89239, 1
+pool1_grad.f90.end:                               ; preds = %pool1_grad.i91.end
+  %j89.next = add nsw i64 %pool1_grad.j89219, 1
   %698 = icmp slt i64 %j89.next, 64
-  br i1 %698, label %j89, label %j89.end
+  br i1 %698, label %pool1_grad.j89, label %pool1_grad.j89.end
 
-i91:                                              ; preds = %i91, %f90
-  %i91241 = phi i64 [ 0, %f90 ], [ %i91.next, %i91 ]
-  %699 = mul nsw i64 %g88238, 64
-  %700 = add nsw i64 %699, %j89239
+pool1_grad.i91:                                   ; preds = %pool1_grad.i91, %pool1_grad.f90
+  %pool1_grad.i91221 = phi i64 [ 0, %pool1_grad.f90 ], [ %i91.next, %pool1_grad.i91 ]
+  %699 = mul nsw i64 %pool1_grad.g88218, 64
+  %700 = add nsw i64 %699, %pool1_grad.j89219
   %701 = mul nsw i64 %700, 6272
   %702 = add nsw i64 728336, %701
-  %703 = mul nsw i64 %f90240, 196
+  %703 = mul nsw i64 %pool1_grad.f90220, 196
   %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, %i91241
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 %705
-  %706 = load float, ptr %arena242, align 4
-  %707 = mul nsw i64 %f90240, 12544
+  %705 = add nsw i64 %704, %pool1_grad.i91221
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %705
+  %706 = load float, ptr %arena222, align 4
+  %707 = mul nsw i64 %pool1_grad.f90220, 12544
   %708 = add nsw i64 2936080, %707
-  %709 = mul nsw i64 %j89239, 196
+  %709 = mul nsw i64 %pool1_grad.j89219, 196
   %710 = add nsw i64 %708, %709
-  %711 = add nsw i64 %710, %i91241
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %711
-  store float %706, ptr %arena243, align 4
-  %i91.next = add nsw i64 %i91241, 1
+  %711 = add nsw i64 %710, %pool1_grad.i91221
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 %711
+  store float %706, ptr %arena223, align 4
+  %i91.next = add nsw i64 %pool1_grad.i91221, 1
   %712 = icmp slt i64 %i91.next, 196
-  br i1 %712, label %i91, label %i91.end
+  br i1 %712, label %pool1_grad.i91, label %pool1_grad.i91.end
 
-i91.end:                                          ; preds = %i91
-  %f90.next = add nsw i64 %f90240, 1
+pool1_grad.i91.end:                               ; preds = %pool1_grad.i91
+  %f90.next = add nsw i64 %pool1_grad.f90220, 1
   %713 = icmp slt i64 %f90.next, 32
-  br i1 %713, label %f90, label %f90.end
+  br i1 %713, label %pool1_grad.f90, label %pool1_grad.f90.end
 
-j92:                                              ; preds = %c93.end, %j89.end
-  %j92247 = phi i64 [ 0, %j89.end ], [ %j92.next, %c93.end ]
-  br label %c93
+pool1_grad.j92:                                   ; preds = %pool1_grad.c93.end, %pool1_grad.j89.end
+  %pool1_grad.j92227 = phi i64 [ 0, %pool1_grad.j89.end ], [ %j92.next, %pool1_grad.c93.end ]
+  br label %pool1_grad.c93
 
-j92.end:                                          ; preds = %c93.end
-  %g88.next = add nsw i64 %g88238, 1
+pool1_grad.j92.end:                               ; preds = %pool1_grad.c93.end
+  %g88.next = add nsw i64 %pool1_grad.g88218, 1
   %714 = icmp slt i64 %g88.next, 1
-  br i1 %714, label %g88, label %g88.end
+  br i1 %714, label %pool1_grad.g88, label %pool1_grad.g88.end
 
-c93:                                              ; preds = %ky94.end, %j92
-  %c93248 = phi i64 [ 0, %j92 ], [ %c93.next, %ky94.end ]
-  br label %ky94
+pool1_grad.c93:                                   ; preds = %pool1_grad.ky94.end, %pool1_grad.j92
+  %pool1_grad.c93228 = phi i64 [ 0, %pool1_grad.j92 ], [ %c93.next, %pool1_grad.ky94.end ]
+  br label %pool1_grad.ky94
 
-c93.end:                                          ; preds = %ky94.end
-  %j92.next = add nsw i64 %j92247, 1
+pool1_grad.c93.end:                               ; preds = %pool1_grad.ky94.end
+  %j92.next = add nsw i64 %pool1_grad.j92227, 1
   %715 = icmp slt i64 %j92.next, 64
-  br i1 %715, label %j92, label %j92.end
+  br i1 %715, label %pool1_grad.j92, label %pool1_grad.j92.end
 
-ky94:                                             ; preds = %oy99.end, %c93
-  %ky94249 = phi i64 [ 0, %c93 ], [ %ky94.next, %oy99.end ]
-  br label %oy95
+pool1_grad.ky94:                                  ; preds = %pool1_grad.oy99.end, %pool1_grad.c93
+  %pool1_grad.ky94229 = phi i64 [ 0, %pool1_grad.c93 ], [ %ky94.next, %pool1_grad.oy99.end ]
+  br label %pool1_grad.oy95
 
-ky94.end:                                         ; preds = %oy99.end
-  %c93.next = add nsw i64 %c93248, 1
+pool1_grad.ky94.end:                              ; preds = %pool1_grad.oy99.end
+  %c93.next = add nsw i64 %pool1_grad.c93228, 1
   %716 = icmp slt i64 %c93.next, 16
-  br i1 %716, label %c93, label %c93.end
+  br i1 %716, label %pool1_grad.c93, label %pool1_grad.c93.end
 
-oy95:                                             ; preds = %endif252, %ky94
-  %oy95250 = phi i64 [ 0, %ky94 ], [ %oy95.next, %endif252 ]
-  %717 = add nsw i64 %oy95250, %ky94249
+pool1_grad.oy95:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky94
+  %pool1_grad.oy95230 = phi i64 [ 0, %pool1_grad.ky94 ], [ %oy95.next, %pool1_grad.endif ]
+  %717 = add nsw i64 %pool1_grad.oy95230, %pool1_grad.ky94229
   %718 = add nsw i64 %717, -1
   %719 = icmp slt i64 -1, %718
-  %720 = add nsw i64 %oy95250, %ky94249
+  %720 = add nsw i64 %pool1_grad.oy95230, %pool1_grad.ky94229
   %721 = add nsw i64 %720, -1
   %722 = icmp slt i64 %721, 14
   %723 = and i1 %719, %722
-  br i1 %723, label %then251, label %endif252
+  br i1 %723, label %pool1_grad.then, label %pool1_grad.endif
 
-oy95.end:                                         ; preds = %endif252
-  br label %oy97
+pool1_grad.oy95.end:                              ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy97
 
-then251:                                          ; preds = %oy95
-  br label %ox96
+pool1_grad.then:                                  ; preds = %pool1_grad.oy95
+  br label %pool1_grad.ox96
 
-endif252:                                         ; preds = %ox96.end, %oy95
-  %oy95.next = add nsw i64 %oy95250, 1
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox96.end, %pool1_grad.oy95
+  %oy95.next = add nsw i64 %pool1_grad.oy95230, 1
   %724 = icmp slt i64 %oy95.next, 14
-  br i1 %724, label %oy95, label %oy95.end
+  br i1 %724, label %pool1_grad.oy95, label %pool1_grad.oy95.end
 
-ox96:                                             ; preds = %ox96, %then251
-  %ox96253 = phi i64 [ 0, %then251 ], [ %ox96.next, %ox96 ]
-  %725 = mul nsw i64 %g88238, 64
-  %726 = add nsw i64 %725, %j92247
+pool1_grad.ox96:                                  ; preds = %pool1_grad.ox96, %pool1_grad.then
+  %pool1_grad.ox96231 = phi i64 [ 0, %pool1_grad.then ], [ %ox96.next, %pool1_grad.ox96 ]
+  %725 = mul nsw i64 %pool1_grad.g88218, 64
+  %726 = add nsw i64 %725, %pool1_grad.j92227
   %727 = mul nsw i64 %726, 3136
   %728 = add nsw i64 401408, %727
-  %729 = mul nsw i64 %c93248, 196
+  %729 = mul nsw i64 %pool1_grad.c93228, 196
   %730 = add nsw i64 %728, %729
-  %731 = add nsw i64 %oy95250, %ky94249
+  %731 = add nsw i64 %pool1_grad.oy95230, %pool1_grad.ky94229
   %732 = add nsw i64 %731, -1
   %733 = mul nsw i64 %732, 14
   %734 = add nsw i64 %730, %733
-  %735 = add nsw i64 %ox96253, 1
+  %735 = add nsw i64 %pool1_grad.ox96231, 1
   %736 = add nsw i64 %735, -1
   %737 = add nsw i64 %734, %736
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %737
-  %738 = load float, ptr %arena254, align 4
-  %739 = mul nsw i64 %c93248, 3
-  %740 = add nsw i64 %739, %ky94249
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %737
+  %738 = load float, ptr %arena232, align 4
+  %739 = mul nsw i64 %pool1_grad.c93228, 3
+  %740 = add nsw i64 %739, %pool1_grad.ky94229
   %741 = mul nsw i64 %740, 3
   %742 = mul nsw i64 %741, 12544
   %743 = add nsw i64 1129744, %742
-  %744 = mul nsw i64 %j92247, 196
+  %744 = mul nsw i64 %pool1_grad.j92227, 196
   %745 = add nsw i64 %743, %744
-  %746 = mul nsw i64 %oy95250, 14
+  %746 = mul nsw i64 %pool1_grad.oy95230, 14
   %747 = add nsw i64 %745, %746
-  %748 = add nsw i64 %ox96253, 1
+  %748 = add nsw i64 %pool1_grad.ox96231, 1
   %749 = add nsw i64 %747, %748
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %749
-  %750 = load float, ptr %arena255, align 4
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %749
+  %750 = load float, ptr %arena233, align 4
   %751 = fadd float %738, %750
-  store float %751, ptr %arena254, align 4
-  %ox96.next = add nsw i64 %ox96253, 1
+  store float %751, ptr %arena232, align 4
+  %ox96.next = add nsw i64 %pool1_grad.ox96231, 1
   %752 = icmp slt i64 %ox96.next, 13
-  br i1 %752, label %ox96, label %ox96.end
+  br i1 %752, label %pool1_grad.ox96, label %pool1_grad.ox96.end
 
-ox96.end:                                         ; preds = %ox96
-  br label %endif252
+pool1_grad.ox96.end:                              ; preds = %pool1_grad.ox96
+  br label %pool1_grad.endif
 
-oy97:                                             ; preds = %endif258, %oy95.end
-  %oy97256 = phi i64 [ 0, %oy95.end ], [ %oy97.next, %endif258 ]
-  %753 = add nsw i64 %oy97256, %ky94249
+pool1_grad.oy97:                                  ; preds = %pool1_grad.endif236, %pool1_grad.oy95.end
+  %pool1_grad.oy97234 = phi i64 [ 0, %pool1_grad.oy95.end ], [ %oy97.next, %pool1_grad.endif236 ]
+  %753 = add nsw i64 %pool1_grad.oy97234, %pool1_grad.ky94229
   %754 = add nsw i64 %753, -1
   %755 = icmp slt i64 -1, %754
-  %756 = add nsw i64 %oy97256, %ky94249
+  %756 = add nsw i64 %pool1_grad.oy97234, %pool1_grad.ky94229
   %757 = add nsw i64 %756, -1
   %758 = icmp slt i64 %757, 14
   %759 = and i1 %755, %758
-  br i1 %759, label %then257, label %endif258
+  br i1 %759, label %pool1_grad.then235, label %pool1_grad.endif236
 
-oy97.end:                                         ; preds = %endif258
-  br label %oy99
+pool1_grad.oy97.end:                              ; preds = %pool1_grad.endif236
+  br label %pool1_grad.oy99
 
-then257:                                          ; preds = %oy97
-  br label %ox98
+pool1_grad.then235:                               ; preds = %pool1_grad.oy97
+  br label %pool1_grad.ox98
 
-endif258:                                         ; preds = %ox98.end, %oy97
-  %oy97.next = add nsw i64 %oy97256, 1
+pool1_grad.endif236:                              ; preds = %pool1_grad.ox98.end, %pool1_grad.oy97
+  %oy97.next = add nsw i64 %pool1_grad.oy97234, 1
   %760 = icmp slt i64 %oy97.next, 14
-  br i1 %760, label %oy97, label %oy97.end
+  br i1 %760, label %pool1_grad.oy97, label %pool1_grad.oy97.end
 
-ox98:                                             ; preds = %ox98, %then257
-  %ox98259 = phi i64 [ 0, %then257 ], [ %ox98.next, %ox98 ]
-  %761 = mul nsw i64 %g88238, 64
-  %762 = add nsw i64 %761, %j92247
+pool1_grad.ox98:                                  ; preds = %pool1_grad.ox98, %pool1_grad.then235
+  %pool1_grad.ox98237 = phi i64 [ 0, %pool1_grad.then235 ], [ %ox98.next, %pool1_grad.ox98 ]
+  %761 = mul nsw i64 %pool1_grad.g88218, 64
+  %762 = add nsw i64 %761, %pool1_grad.j92227
   %763 = mul nsw i64 %762, 3136
   %764 = add nsw i64 401408, %763
-  %765 = mul nsw i64 %c93248, 196
+  %765 = mul nsw i64 %pool1_grad.c93228, 196
   %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %oy97256, %ky94249
+  %767 = add nsw i64 %pool1_grad.oy97234, %pool1_grad.ky94229
   %768 = add nsw i64 %767, -1
   %769 = mul nsw i64 %768, 14
   %770 = add nsw i64 %766, %769
-  %771 = add nsw i64 %770, %ox98259
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %771
-  %772 = load float, ptr %arena260, align 4
-  %773 = mul nsw i64 %c93248, 3
-  %774 = add nsw i64 %773, %ky94249
+  %771 = add nsw i64 %770, %pool1_grad.ox98237
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %771
+  %772 = load float, ptr %arena238, align 4
+  %773 = mul nsw i64 %pool1_grad.c93228, 3
+  %774 = add nsw i64 %773, %pool1_grad.ky94229
   %775 = mul nsw i64 %774, 3
   %776 = add nsw i64 %775, 1
   %777 = mul nsw i64 %776, 12544
   %778 = add nsw i64 1129744, %777
-  %779 = mul nsw i64 %j92247, 196
+  %779 = mul nsw i64 %pool1_grad.j92227, 196
   %780 = add nsw i64 %778, %779
-  %781 = mul nsw i64 %oy97256, 14
+  %781 = mul nsw i64 %pool1_grad.oy97234, 14
   %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %782, %ox98259
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %783
-  %784 = load float, ptr %arena261, align 4
+  %783 = add nsw i64 %782, %pool1_grad.ox98237
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %783
+  %784 = load float, ptr %arena239, align 4
   %785 = fadd float %772, %784
-  store float %785, ptr %arena260, align 4
-  %ox98.next = add nsw i64 %ox98259, 1
+  store float %785, ptr %arena238, align 4
+  %ox98.next = add nsw i64 %pool1_grad.ox98237, 1
   %786 = icmp slt i64 %ox98.next, 14
-  br i1 %786, label %ox98, label %ox98.end
+  br i1 %786, label %pool1_grad.ox98, label %pool1_grad.ox98.end
 
-ox98.end:                                         ; preds = %ox98
-  br label %endif258
+pool1_grad.ox98.end:                              ; preds = %pool1_grad.ox98
+  br label %pool1_grad.endif236
 
-oy99:                                             ; preds = %endif264, %oy97.end
-  %oy99262 = phi i64 [ 0, %oy97.end ], [ %oy99.next, %endif264 ]
-  %787 = add nsw i64 %oy99262, %ky94249
+pool1_grad.oy99:                                  ; preds = %pool1_grad.endif242, %pool1_grad.oy97.end
+  %pool1_grad.oy99240 = phi i64 [ 0, %pool1_grad.oy97.end ], [ %oy99.next, %pool1_grad.endif242 ]
+  %787 = add nsw i64 %pool1_grad.oy99240, %pool1_grad.ky94229
   %788 = add nsw i64 %787, -1
   %789 = icmp slt i64 -1, %788
-  %790 = add nsw i64 %oy99262, %ky94249
+  %790 = add nsw i64 %pool1_grad.oy99240, %pool1_grad.ky94229
   %791 = add nsw i64 %790, -1
   %792 = icmp slt i64 %791, 14
   %793 = and i1 %789, %792
-  br i1 %793, label %then263, label %endif264
+  br i1 %793, label %pool1_grad.then241, label %pool1_grad.endif242
 
-oy99.end:                                         ; preds = %endif264
-  %ky94.next = add nsw i64 %ky94249, 1
+pool1_grad.oy99.end:                              ; preds = %pool1_grad.endif242
+  %ky94.next = add nsw i64 %pool1_grad.ky94229, 1
   %794 = icmp slt i64 %ky94.next, 3
-  br i1 %794, label %ky94, label %ky94.end
+  br i1 %794, label %pool1_grad.ky94, label %pool1_grad.ky94.end
 
-then263:                                          ; preds = %oy99
-  br label %ox100
+pool1_grad.then241:                               ; preds = %pool1_grad.oy99
+  br label %pool1_grad.ox100
 
-endif264:                                         ; preds = %ox100.end, %oy99
-  %oy99.next = add nsw i64 %oy99262, 1
+pool1_grad.endif242:                              ; preds = %pool1_grad.ox100.end, %pool1_grad.oy99
+  %oy99.next = add nsw i64 %pool1_grad.oy99240, 1
   %795 = icmp slt i64 %oy99.next, 14
-  br i1 %795, label %oy99, label %oy99.end
+  br i1 %795, label %pool1_grad.oy99, label %pool1_grad.oy99.end
 
-ox100:                                            ; preds = %ox100, %then263
-  %ox100265 = phi i64 [ 0, %then263 ], [ %ox100.next, %ox100 ]
-  %796 = mul nsw i64 %g88238, 64
-  %797 = add nsw i64 %796, %j92247
+pool1_grad.ox100:                                 ; preds = %pool1_grad.ox100, %pool1_grad.then241
+  %pool1_grad.ox100243 = phi i64 [ 0, %pool1_grad.then241 ], [ %ox100.next, %pool1_grad.ox100 ]
+  %796 = mul nsw i64 %pool1_grad.g88218, 64
+  %797 = add nsw i64 %796, %pool1_grad.j92227
   %798 = mul nsw i64 %797, 3136
   %799 = add nsw i64 401408, %798
-  %800 = mul nsw i64 %c93248, 196
+  %800 = mul nsw i64 %pool1_grad.c93228, 196
   %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %oy99262, %ky94249
+  %802 = add nsw i64 %pool1_grad.oy99240, %pool1_grad.ky94229
   %803 = add nsw i64 %802, -1
   %804 = mul nsw i64 %803, 14
   %805 = add nsw i64 %801, %804
-  %806 = add nsw i64 %ox100265, 1
+  %806 = add nsw i64 %pool1_grad.ox100243, 1
   %807 = add nsw i64 %805, %806
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %807
-  %808 = load float, ptr %arena266, align 4
-  %809 = mul nsw i64 %c93248, 3
-  %810 = add nsw i64 %809, %ky94249
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %807
+  %808 = load float, ptr %arena244, align 4
+  %809 = mul nsw i64 %pool1_grad.c93228, 3
+  %810 = add nsw i64 %809, %pool1_grad.ky94229
   %811 = mul nsw i64 %810, 3
   %812 = add nsw i64 %811, 2
   %813 = mul nsw i64 %812, 12544
   %814 = add nsw i64 1129744, %813
-  %815 = mul nsw i64 %j92247, 196
+  %815 = mul nsw i64 %pool1_grad.j92227, 196
   %816 = add nsw i64 %814, %815
-  %817 = mul nsw i64 %oy99262, 14
+  %817 = mul nsw i64 %pool1_grad.oy99240, 14
   %818 = add nsw i64 %816, %817
-  %819 = add nsw i64 %818, %ox100265
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %819
-  %820 = load float, ptr %arena267, align 4
+  %819 = add nsw i64 %818, %pool1_grad.ox100243
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %819
+  %820 = load float, ptr %arena245, align 4
   %821 = fadd float %808, %820
-  store float %821, ptr %arena266, align 4
-  %ox100.next = add nsw i64 %ox100265, 1
+  store float %821, ptr %arena244, align 4
+  %ox100.next = add nsw i64 %pool1_grad.ox100243, 1
   %822 = icmp slt i64 %ox100.next, 13
-  br i1 %822, label %ox100, label %ox100.end
+  br i1 %822, label %pool1_grad.ox100, label %pool1_grad.ox100.end
 
-ox100.end:                                        ; preds = %ox100
-  br label %endif264
+pool1_grad.ox100.end:                             ; preds = %pool1_grad.ox100
+  br label %pool1_grad.endif242
 
-i101:                                             ; preds = %i101, %g88.end
-  %i101268 = phi i64 [ 0, %g88.end ], [ %i101.next, %i101 ]
-  %823 = add nsw i64 610960, %i101268
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %823
-  store float 0.000000e+00, ptr %arena269, align 4
-  %i101.next = add nsw i64 %i101268, 1
+conv1_grad.i101:                                  ; preds = %conv1_grad.i101, %pool1_grad.g88.end
+  %conv1_grad.i101246 = phi i64 [ 0, %pool1_grad.g88.end ], [ %i101.next, %conv1_grad.i101 ]
+  %823 = add nsw i64 610960, %conv1_grad.i101246
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %823
+  store float 0.000000e+00, ptr %arena247, align 4
+  %i101.next = add nsw i64 %conv1_grad.i101246, 1
   %824 = icmp slt i64 %i101.next, 802816
-  br i1 %824, label %i101, label %i101.end
+  br i1 %824, label %conv1_grad.i101, label %conv1_grad.i101.end
 
-i101.end:                                         ; preds = %i101
-  br label %q102
+conv1_grad.i101.end:                              ; preds = %conv1_grad.i101
+  br label %conv1_grad.q102
 
-q102:                                             ; preds = %i103.end, %i101.end
-  %q102270 = phi i64 [ 0, %i101.end ], [ %q102.next, %i103.end ]
-  br label %i103
+conv1_grad.q102:                                  ; preds = %conv1_grad.i103.end, %conv1_grad.i101.end
+  %conv1_grad.q102248 = phi i64 [ 0, %conv1_grad.i101.end ], [ %q102.next, %conv1_grad.i103.end ]
+  br label %conv1_grad.i103
 
-q102.end:                                         ; preds = %i103.end
-  br label %i104
+conv1_grad.q102.end:                              ; preds = %conv1_grad.i103.end
+  br label %conv1_weight_grad.i104
 
-i103:                                             ; preds = %endif273, %q102
-  %i103271 = phi i64 [ 0, %q102 ], [ %i103.next, %endif273 ]
-  %825 = mul nsw i64 %q102270, 196
-  %826 = add nsw i64 %825, %i103271
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = load float, ptr %arena274, align 4
+conv1_grad.i103:                                  ; preds = %conv1_grad.endif, %conv1_grad.q102
+  %conv1_grad.i103249 = phi i64 [ 0, %conv1_grad.q102 ], [ %i103.next, %conv1_grad.endif ]
+  %825 = mul nsw i64 %conv1_grad.q102248, 196
+  %826 = add nsw i64 %825, %conv1_grad.i103249
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %826
+  %827 = load float, ptr %arena250, align 4
   %828 = fcmp ogt float %827, 0.000000e+00
-  br i1 %828, label %then272, label %endif273
+  br i1 %828, label %conv1_grad.then, label %conv1_grad.endif
 
-i103.end:                                         ; preds = %endif273
-  %q102.next = add nsw i64 %q102270, 1
+conv1_grad.i103.end:                              ; preds = %conv1_grad.endif
+  %q102.next = add nsw i64 %conv1_grad.q102248, 1
   %829 = icmp slt i64 %q102.next, 1024
-  br i1 %829, label %q102, label %q102.end
+  br i1 %829, label %conv1_grad.q102, label %conv1_grad.q102.end
 
-then272:                                          ; preds = %i103
-  %830 = mul nsw i64 %q102270, 784
+conv1_grad.then:                                  ; preds = %conv1_grad.i103
+  %830 = mul nsw i64 %conv1_grad.q102248, 784
   %831 = add nsw i64 610960, %830
-  %832 = mul nsw i64 %q102270, 196
-  %833 = add nsw i64 %832, %i103271
+  %832 = mul nsw i64 %conv1_grad.q102248, 196
+  %833 = add nsw i64 %832, %conv1_grad.i103249
   %834 = add nsw i64 200704, %833
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %834
-  %835 = load float, ptr %arena275, align 4
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %834
+  %835 = load float, ptr %arena251, align 4
   %836 = fptosi float %835 to i64
   %837 = add nsw i64 %831, %836
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %837
-  %838 = load float, ptr %arena276, align 4
-  %839 = mul nsw i64 %q102270, 196
-  %840 = add nsw i64 %839, %i103271
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %837
+  %838 = load float, ptr %arena252, align 4
+  %839 = mul nsw i64 %conv1_grad.q102248, 196
+  %840 = add nsw i64 %839, %conv1_grad.i103249
   %841 = add nsw i64 401408, %840
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load float, ptr %arena277, align 4
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %841
+  %842 = load float, ptr %arena253, align 4
   %843 = fadd float %838, %842
-  store float %843, ptr %arena276, align 4
-  br label %endif273
+  store float %843, ptr %arena252, align 4
+  br label %conv1_grad.endif
 
-endif273:                                         ; preds = %then272, %i103
-  %i103.next = add nsw i64 %i103271, 1
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i103
+  %i103.next = add nsw i64 %conv1_grad.i103249, 1
   %844 = icmp slt i64 %i103.next, 196
-  br i1 %844, label %i103, label %i103.end
+  br i1 %844, label %conv1_grad.i103, label %conv1_grad.i103.end
 
-i104:                                             ; preds = %i104, %q102.end
-  %i104278 = phi i64 [ 0, %q102.end ], [ %i104.next, %i104 ]
-  %grads279 = getelementptr inbounds float, ptr %grads, i64 %i104278
-  store float 0.000000e+00, ptr %grads279, align 4
-  %i104.next = add nsw i64 %i104278, 1
+conv1_weight_grad.i104:                           ; preds = %conv1_weight_grad.i104, %conv1_grad.q102.end
+  %conv1_weight_grad.i104254 = phi i64 [ 0, %conv1_grad.q102.end ], [ %i104.next, %conv1_weight_grad.i104 ]
+  %grads255 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i104254
+  store float 0.000000e+00, ptr %grads255, align 4
+  %i104.next = add nsw i64 %conv1_weight_grad.i104254, 1
   %845 = icmp slt i64 %i104.next, 144
-  br i1 %845, label %i104, label %i104.end
+  br i1 %845, label %conv1_weight_grad.i104, label %conv1_weight_grad.i104.end
 
-i104.end:                                         ; preds = %i104
-  br label %g105
+conv1_weight_grad.i104.end:                       ; preds = %conv1_weight_grad.i104
+  br label %conv1_weight_grad.g105
 
-g105:                                             ; preds = %j117.end, %i104.end
-  %g105280 = phi i64 [ 0, %i104.end ], [ %g105.next, %j117.end ]
-  br label %j106
+conv1_weight_grad.g105:                           ; preds = %conv1_weight_grad.j117.end, %conv1_weight_grad.i104.end
+  %conv1_weight_grad.g105256 = phi i64 [ 0, %conv1_weight_grad.i104.end ], [ %g105.next, %conv1_weight_grad.j117.end ]
+  br label %conv1_weight_grad.j106
 
-g105.end:                                         ; preds = %j117.end
-  br label %f120
+conv1_weight_grad.g105.end:                       ; preds = %conv1_weight_grad.j117.end
+  br label %conv1_bias_grad.f120
 
-j106:                                             ; preds = %c109.end, %g105
-  %j106281 = phi i64 [ 0, %g105 ], [ %j106.next, %c109.end ]
-  br label %r107
+conv1_weight_grad.j106:                           ; preds = %conv1_weight_grad.c109.end, %conv1_weight_grad.g105
+  %conv1_weight_grad.j106257 = phi i64 [ 0, %conv1_weight_grad.g105 ], [ %j106.next, %conv1_weight_grad.c109.end ]
+  br label %conv1_weight_grad.r107
 
-j106.end:                                         ; preds = %c109.end
-  br label %j117
+conv1_weight_grad.j106.end:                       ; preds = %conv1_weight_grad.c109.end
+  br label %conv1_weight_grad.j117
 
-r107:                                             ; preds = %i108.end, %j106
-  %r107282 = phi i64 [ 0, %j106 ], [ %r107.next, %i108.end ]
-  br label %i108
+conv1_weight_grad.r107:                           ; preds = %conv1_weight_grad.i108.end, %conv1_weight_grad.j106
+  %conv1_weight_grad.r107258 = phi i64 [ 0, %conv1_weight_grad.j106 ], [ %r107.next, %conv1_weight_grad.i108.end ]
+  br label %conv1_weight_grad.i108
 
-r107.end:                                         ; preds = %i108.end
-  br label %c109
+conv1_weight_grad.r107.end:                       ; preds = %conv1_weight_grad.i108.end
+  br label %conv1_weight_grad.c109
 
-i108:                                             ; preds = %i108, %r107
-  %i108283 = phi i64 [ 0, %r107 ], [ %i108.next, %i108 ]
-  %846 = mul nsw i64 %r107282, 50176
+conv1_weight_grad.i108:                           ; preds = %conv1_weight_grad.i108, %conv1_weight_grad.r107
+  %conv1_weight_grad.i108259 = phi i64 [ 0, %conv1_weight_grad.r107 ], [ %i108.next, %conv1_weight_grad.i108 ]
+  %846 = mul nsw i64 %conv1_weight_grad.r107258, 50176
   %847 = add nsw i64 1413776, %846
-  %848 = mul nsw i64 %j106281, 784
+  %848 = mul nsw i64 %conv1_weight_grad.j106257, 784
   %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %i108283
-  %arena284 = getelementptr inbounds float, ptr %arena, i64 %850
-  store float 0.000000e+00, ptr %arena284, align 4
-  %i108.next = add nsw i64 %i108283, 1
+  %850 = add nsw i64 %849, %conv1_weight_grad.i108259
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %850
+  store float 0.000000e+00, ptr %arena260, align 4
+  %i108.next = add nsw i64 %conv1_weight_grad.i108259, 1
   %851 = icmp slt i64 %i108.next, 784
-  br i1 %851, label %i108, label %i108.end
+  br i1 %851, label %conv1_weight_grad.i108, label %conv1_weight_grad.i108.end
 
-i108.end:                                         ; preds = %i108
-  %r107.next = add nsw i64 %r107282, 1
+conv1_weight_grad.i108.end:                       ; preds = %conv1_weight_grad.i108
+  %r107.next = add nsw i64 %conv1_weight_grad.r107258, 1
   %852 = icmp slt i64 %r107.next, 9
-  br i1 %852, label %r107, label %r107.end
+  br i1 %852, label %conv1_weight_grad.r107, label %conv1_weight_grad.r107.end
 
-c109:                                             ; preds = %ky110.end, %r107.end
-  %c109285 = phi i64 [ 0, %r107.end ], [ %c109.next, %ky110.end ]
-  br label %ky110
+conv1_weight_grad.c109:                           ; preds = %conv1_weight_grad.ky110.end, %conv1_weight_grad.r107.end
+  %conv1_weight_grad.c109261 = phi i64 [ 0, %conv1_weight_grad.r107.end ], [ %c109.next, %conv1_weight_grad.ky110.end ]
+  br label %conv1_weight_grad.ky110
 
-c109.end:                                         ; preds = %ky110.end
-  %j106.next = add nsw i64 %j106281, 1
+conv1_weight_grad.c109.end:                       ; preds = %conv1_weight_grad.ky110.end
+  %j106.next = add nsw i64 %conv1_weight_grad.j106257, 1
   %853 = icmp slt i64 %j106.next, 64
-  br i1 %853, label %j106, label %j106.end
+  br i1 %853, label %conv1_weight_grad.j106, label %conv1_weight_grad.j106.end
 
-ky110:                                            ; preds = %oy115.end, %c109
-  %ky110286 = phi i64 [ 0, %c109 ], [ %ky110.next, %oy115.end ]
-  br label %oy111
+conv1_weight_grad.ky110:                          ; preds = %conv1_weight_grad.oy115.end, %conv1_weight_grad.c109
+  %conv1_weight_grad.ky110262 = phi i64 [ 0, %conv1_weight_grad.c109 ], [ %ky110.next, %conv1_weight_grad.oy115.end ]
+  br label %conv1_weight_grad.oy111
 
-ky110.end:                                        ; preds = %oy115.end
-  %c109.next = add nsw i64 %c109285, 1
+conv1_weight_grad.ky110.end:                      ; preds = %conv1_weight_grad.oy115.end
+  %c109.next = add nsw i64 %conv1_weight_grad.c109261, 1
   %854 = icmp slt i64 %c109.next, 1
-  br i1 %854, label %c109, label %c109.end
+  br i1 %854, label %conv1_weight_grad.c109, label %conv1_weight_grad.c109.end
 
-oy111:                                            ; preds = %endif289, %ky110
-  %oy111287 = phi i64 [ 0, %ky110 ], [ %oy111.next, %endif289 ]
-  %855 = add nsw i64 %oy111287, %ky110286
+conv1_weight_grad.oy111:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky110
+  %conv1_weight_grad.oy111263 = phi i64 [ 0, %conv1_weight_grad.ky110 ], [ %oy111.next, %conv1_weight_grad.endif ]
+  %855 = add nsw i64 %conv1_weight_grad.oy111263, %conv1_weight_grad.ky110262
   %856 = add nsw i64 %855, -1
   %857 = icmp slt i64 -1, %856
-  %858 = add nsw i64 %oy111287, %ky110286
+  %858 = add nsw i64 %conv1_weight_grad.oy111263, %conv1_weight_grad.ky110262
   %859 = add nsw i64 %858, -1
   %860 = icmp slt i64 %859, 28
   %861 = and i1 %857, %860
-  br i1 %861, label %then288, label %endif289
+  br i1 %861, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-oy111.end:                                        ; preds = %endif289
-  br label %oy113
+conv1_weight_grad.oy111.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy113
 
-then288:                                          ; preds = %oy111
-  br label %ox112
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy111
+  br label %conv1_weight_grad.ox112
 
-endif289:                                         ; preds = %ox112.end, %oy111
-  %oy111.next = add nsw i64 %oy111287, 1
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox112.end, %conv1_weight_grad.oy111
+  %oy111.next = add nsw i64 %conv1_weight_grad.oy111263, 1
   %862 = icmp slt i64 %oy111.next, 28
-  br i1 %862, label %oy111, label %oy111.end
+  br i1 %862, label %conv1_weight_grad.oy111, label %conv1_weight_grad.oy111.end
 
-ox112:                                            ; preds = %ox112, %then288
-  %ox112290 = phi i64 [ 0, %then288 ], [ %ox112.next, %ox112 ]
-  %863 = mul nsw i64 %g105280, 64
-  %864 = add nsw i64 %863, %j106281
+conv1_weight_grad.ox112:                          ; preds = %conv1_weight_grad.ox112, %conv1_weight_grad.then
+  %conv1_weight_grad.ox112264 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox112.next, %conv1_weight_grad.ox112 ]
+  %863 = mul nsw i64 %conv1_weight_grad.g105256, 64
+  %864 = add nsw i64 %863, %conv1_weight_grad.j106257
   %865 = mul nsw i64 %864, 784
-  %866 = mul nsw i64 %c109285, 784
+  %866 = mul nsw i64 %conv1_weight_grad.c109261, 784
   %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %oy111287, %ky110286
+  %868 = add nsw i64 %conv1_weight_grad.oy111263, %conv1_weight_grad.ky110262
   %869 = add nsw i64 %868, -1
   %870 = mul nsw i64 %869, 28
   %871 = add nsw i64 %867, %870
-  %872 = add nsw i64 %ox112290, 1
+  %872 = add nsw i64 %conv1_weight_grad.ox112264, 1
   %873 = add nsw i64 %872, -1
   %874 = add nsw i64 %871, %873
-  %images291 = getelementptr inbounds float, ptr %images, i64 %874
-  %875 = load float, ptr %images291, align 4
-  %876 = mul nsw i64 %c109285, 3
-  %877 = add nsw i64 %876, %ky110286
+  %images265 = getelementptr inbounds float, ptr %images, i64 %874
+  %875 = load float, ptr %images265, align 4
+  %876 = mul nsw i64 %conv1_weight_grad.c109261, 3
+  %877 = add nsw i64 %876, %conv1_weight_grad.ky110262
   %878 = mul nsw i64 %877, 3
   %879 = mul nsw i64 %878, 50176
   %880 = add nsw i64 1413776, %879
-  %881 = mul nsw i64 %j106281, 784
+  %881 = mul nsw i64 %conv1_weight_grad.j106257, 784
   %882 = add nsw i64 %880, %881
-  %883 = mul nsw i64 %oy111287, 28
+  %883 = mul nsw i64 %conv1_weight_grad.oy111263, 28
   %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %ox112290, 1
+  %885 = add nsw i64 %conv1_weight_grad.ox112264, 1
   %886 = add nsw i64 %884, %885
-  %arena292 = getelementptr inbounds float, ptr %arena, i64 %886
-  store float %875, ptr %arena292, align 4
-  %ox112.next = add nsw i64 %ox112290, 1
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %886
+  store float %875, ptr %arena266, align 4
+  %ox112.next = add nsw i64 %conv1_weight_grad.ox112264, 1
   %887 = icmp slt i64 %ox112.next, 27
-  br i1 %887, label %ox112, label %ox112.end
+  br i1 %887, label %conv1_weight_grad.ox112, label %conv1_weight_grad.ox112.end
 
-ox112.end:                                        ; preds = %ox112
-  br label %endif289
+conv1_weight_grad.ox112.end:                      ; preds = %conv1_weight_grad.ox112
+  br label %conv1_weight_grad.endif
 
-oy113:                                            ; preds = %endif295, %oy111.end
-  %oy113293 = phi i64 [ 0, %oy111.end ], [ %oy113.next, %endif295 ]
-  %888 = add nsw i64 %oy113293, %ky110286
+conv1_weight_grad.oy113:                          ; preds = %conv1_weight_grad.endif269, %conv1_weight_grad.oy111.end
+  %conv1_weight_grad.oy113267 = phi i64 [ 0, %conv1_weight_grad.oy111.end ], [ %oy113.next, %conv1_weight_grad.endif269 ]
+  %888 = add nsw i64 %conv1_weight_grad.oy113267, %conv1_weight_grad.ky110262
   %889 = add nsw i64 %888, -1
   %890 = icmp slt i64 -1, %889
-  %891 = add nsw i64 %oy113293, %ky110286
+  %891 = add nsw i64 %conv1_weight_grad.oy113267, %conv1_weight_grad.ky110262
   %892 = add nsw i64 %891, -1
   %893 = icmp slt i64 %892, 28
   %894 = and i1 %890, %893
-  br i1 %894, label %then294, label %endif295
+  br i1 %894, label %conv1_weight_grad.then268, label %conv1_weight_grad.endif269
 
-oy113.end:                                        ; preds = %endif295
-  br label %oy115
+conv1_weight_grad.oy113.end:                      ; preds = %conv1_weight_grad.endif269
+  br label %conv1_weight_grad.oy115
 
-then294:                                          ; preds = %oy113
-  br label %ox114
+conv1_weight_grad.then268:                        ; preds = %conv1_weight_grad.oy113
+  br label %conv1_weight_grad.ox114
 
-endif295:                                         ; preds = %ox114.end, %oy113
-  %oy113.next = add nsw i64 %oy113293, 1
+conv1_weight_grad.endif269:                       ; preds = %conv1_weight_grad.ox114.end, %conv1_weight_grad.oy113
+  %oy113.next = add nsw i64 %conv1_weight_grad.oy113267, 1
   %895 = icmp slt i64 %oy113.next, 28
-  br i1 %895, label %oy113, label %oy113.end
+  br i1 %895, label %conv1_weight_grad.oy113, label %conv1_weight_grad.oy113.end
 
-ox114:                                            ; preds = %ox114, %then294
-  %ox114296 = phi i64 [ 0, %then294 ], [ %ox114.next, %ox114 ]
-  %896 = mul nsw i64 %g105280, 64
-  %897 = add nsw i64 %896, %j106281
+conv1_weight_grad.ox114:                          ; preds = %conv1_weight_grad.ox114, %conv1_weight_grad.then268
+  %conv1_weight_grad.ox114270 = phi i64 [ 0, %conv1_weight_grad.then268 ], [ %ox114.next, %conv1_weight_grad.ox114 ]
+  %896 = mul nsw i64 %conv1_weight_grad.g105256, 64
+  %897 = add nsw i64 %896, %conv1_weight_grad.j106257
   %898 = mul nsw i64 %897, 784
-  %899 = mul nsw i64 %c109285, 784
+  %899 = mul nsw i64 %conv1_weight_grad.c109261, 784
   %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %oy113293, %ky110286
+  %901 = add nsw i64 %conv1_weight_grad.oy113267, %conv1_weight_grad.ky110262
   %902 = add nsw i64 %901, -1
   %903 = mul nsw i64 %902, 28
   %904 = add nsw i64 %900, %903
-  %905 = add nsw i64 %904, %ox114296
-  %images297 = getelementptr inbounds float, ptr %images, i64 %905
-  %906 = load float, ptr %images297, align 4
-  %907 = mul nsw i64 %c109285, 3
-  %908 = add nsw i64 %907, %ky110286
+  %905 = add nsw i64 %904, %conv1_weight_grad.ox114270
+  %images271 = getelementptr inbounds float, ptr %images, i64 %905
+  %906 = load float, ptr %images271, align 4
+  %907 = mul nsw i64 %conv1_weight_grad.c109261, 3
+  %908 = add nsw i64 %907, %conv1_weight_grad.ky110262
   %909 = mul nsw i64 %908, 3
   %910 = add nsw i64 %909, 1
   %911 = mul nsw i64 %910, 50176
   %912 = add nsw i64 1413776, %911
-  %913 = mul nsw i64 %j106281, 784
+  %913 = mul nsw i64 %conv1_weight_grad.j106257, 784
   %914 = add nsw i64 %912, %913
-  %915 = mul nsw i64 %oy113293, 28
+  %915 = mul nsw i64 %conv1_weight_grad.oy113267, 28
   %916 = add nsw i64 %914, %915
-  %917 = add nsw i64 %916, %ox114296
-  %arena298 = getelementptr inbounds float, ptr %arena, i64 %917
-  store float %906, ptr %arena298, align 4
-  %ox114.next = add nsw i64 %ox114296, 1
+  %917 = add nsw i64 %916, %conv1_weight_grad.ox114270
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 %917
+  store float %906, ptr %arena272, align 4
+  %ox114.next = add nsw i64 %conv1_weight_grad.ox114270, 1
   %918 = icmp slt i64 %ox114.next, 28
-  br i1 %918, label %ox114, label %ox114.end
+  br i1 %918, label %conv1_weight_grad.ox114, label %conv1_weight_grad.ox114.end
 
-ox114.end:                                        ; preds = %ox114
-  br label %endif295
+conv1_weight_grad.ox114.end:                      ; preds = %conv1_weight_grad.ox114
+  br label %conv1_weight_grad.endif269
 
-oy115:                                            ; preds = %endif301, %oy113.end
-  %oy115299 = phi i64 [ 0, %oy113.end ], [ %oy115.next, %endif301 ]
-  %919 = add nsw i64 %oy115299, %ky110286
+conv1_weight_grad.oy115:                          ; preds = %conv1_weight_grad.endif275, %conv1_weight_grad.oy113.end
+  %conv1_weight_grad.oy115273 = phi i64 [ 0, %conv1_weight_grad.oy113.end ], [ %oy115.next, %conv1_weight_grad.endif275 ]
+  %919 = add nsw i64 %conv1_weight_grad.oy115273, %conv1_weight_grad.ky110262
   %920 = add nsw i64 %919, -1
   %921 = icmp slt i64 -1, %920
-  %922 = add nsw i64 %oy115299, %ky110286
+  %922 = add nsw i64 %conv1_weight_grad.oy115273, %conv1_weight_grad.ky110262
   %923 = add nsw i64 %922, -1
   %924 = icmp slt i64 %923, 28
   %925 = and i1 %921, %924
-  br i1 %925, label %then300, label %endif301
+  br i1 %925, label %conv1_weight_grad.then274, label %conv1_weight_grad.endif275
 
-oy115.end:                                        ; preds = %endif301
-  %ky110.next = add nsw i64 %ky110286, 1
+conv1_weight_grad.oy115.end:                      ; preds = %conv1_weight_grad.endif275
+  %ky110.next = add nsw i64 %conv1_weight_grad.ky110262, 1
   %926 = icmp slt i64 %ky110.next, 3
-  br i1 %926, label %ky110, label %ky110.end
+  br i1 %926, label %conv1_weight_grad.ky110, label %conv1_weight_grad.ky110.end
 
-then300:                                          ; preds = %oy115
-  br label %ox116
+conv1_weight_grad.then274:                        ; preds = %conv1_weight_grad.oy115
+  br label %conv1_weight_grad.ox116
 
-endif301:                                         ; preds = %ox116.end, %oy115
-  %oy115.next = add nsw i64 %oy115299, 1
+conv1_weight_grad.endif275:                       ; preds = %conv1_weight_grad.ox116.end, %conv1_weight_grad.oy115
+  %oy115.next = add nsw i64 %conv1_weight_grad.oy115273, 1
   %927 = icmp slt i64 %oy115.next, 28
-  br i1 %927, label %oy115, label %oy115.end
+  br i1 %927, label %conv1_weight_grad.oy115, label %conv1_weight_grad.oy115.end
 
-ox116:                                            ; preds = %ox116, %then300
-  %ox116302 = phi i64 [ 0, %then300 ], [ %ox116.next, %ox116 ]
-  %928 = mul nsw i64 %g105280, 64
-  %929 = add nsw i64 %928, %j106281
+conv1_weight_grad.ox116:                          ; preds = %conv1_weight_grad.ox116, %conv1_weight_grad.then274
+  %conv1_weight_grad.ox116276 = phi i64 [ 0, %conv1_weight_grad.then274 ], [ %ox116.next, %conv1_weight_grad.ox116 ]
+  %928 = mul nsw i64 %conv1_weight_grad.g105256, 64
+  %929 = add nsw i64 %928, %conv1_weight_grad.j106257
   %930 = mul nsw i64 %929, 784
-  %931 = mul nsw i64 %c109285, 784
+  %931 = mul nsw i64 %conv1_weight_grad.c109261, 784
   %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %oy115299, %ky110286
+  %933 = add nsw i64 %conv1_weight_grad.oy115273, %conv1_weight_grad.ky110262
   %934 = add nsw i64 %933, -1
   %935 = mul nsw i64 %934, 28
   %936 = add nsw i64 %932, %935
-  %937 = add nsw i64 %ox116302, 1
+  %937 = add nsw i64 %conv1_weight_grad.ox116276, 1
   %938 = add nsw i64 %936, %937
-  %images303 = getelementptr inbounds float, ptr %images, i64 %938
-  %939 = load float, ptr %images303, align 4
-  %940 = mul nsw i64 %c109285, 3
-  %941 = add nsw i64 %940, %ky110286
+  %images277 = getelementptr inbounds float, ptr %images, i64 %938
+  %939 = load float, ptr %images277, align 4
+  %940 = mul nsw i64 %conv1_weight_grad.c109261, 3
+  %941 = add nsw i64 %940, %conv1_weight_grad.ky110262
   %942 = mul nsw i64 %941, 3
   %943 = add nsw i64 %942, 2
   %944 = mul nsw i64 %943, 50176
   %945 = add nsw i64 1413776, %944
-  %946 = mul nsw i64 %j106281, 784
+  %946 = mul nsw i64 %conv1_weight_grad.j106257, 784
   %947 = add nsw i64 %945, %946
-  %948 = mul nsw i64 %oy115299, 28
+  %948 = mul nsw i64 %conv1_weight_grad.oy115273, 28
   %949 = add nsw i64 %947, %948
-  %950 = add nsw i64 %949, %ox116302
-  %arena304 = getelementptr inbounds float, ptr %arena, i64 %950
-  store float %939, ptr %arena304, align 4
-  %ox116.next = add nsw i64 %ox116302, 1
+  %950 = add nsw i64 %949, %conv1_weight_grad.ox116276
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %950
+  store float %939, ptr %arena278, align 4
+  %ox116.next = add nsw i64 %conv1_weight_grad.ox116276, 1
   %951 = icmp slt i64 %ox116.next, 27
-  br i1 %951, label %ox116, label %ox116.end
+  br i1 %951, label %conv1_weight_grad.ox116, label %conv1_weight_grad.ox116.end
 
-ox116.end:                                        ; preds = %ox116
-  br label %endif301
+conv1_weight_grad.ox116.end:                      ; preds = %conv1_weight_grad.ox116
+  br label %conv1_weight_grad.endif275
 
-j117:                                             ; preds = %f118.end, %j106.end
-  %j117305 = phi i64 [ 0, %j106.end ], [ %j117.next, %f118.end ]
-  br label %f118
+conv1_weight_grad.j117:                           ; preds = %conv1_weight_grad.f118.end, %conv1_weight_grad.j106.end
+  %conv1_weight_grad.j117279 = phi i64 [ 0, %conv1_weight_grad.j106.end ], [ %j117.next, %conv1_weight_grad.f118.end ]
+  br label %conv1_weight_grad.f118
 
-j117.end:                                         ; preds = %f118.end
-  %arena310 = getelementptr inbounds float, ptr %arena, i64 1865360
-  %arena311 = getelementptr inbounds float, ptr %arena, i64 1413776
-  %grads312 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena310, i32 50176, ptr %arena311, i32 50176, float 1.000000e+00, ptr %grads312, i32 9)
-  %g105.next = add nsw i64 %g105280, 1
+conv1_weight_grad.j117.end:                       ; preds = %conv1_weight_grad.f118.end
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 1865360
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 1413776
+  %grads286 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena284, i32 50176, ptr %arena285, i32 50176, float 1.000000e+00, ptr %grads286, i32 9)
+  %g105.next = add nsw i64 %conv1_weight_grad.g105256, 1
   %952 = icmp slt i64 %g105.next, 1
-  br i1 %952, label %g105, label %g105.end
+  br i1 %952, label %conv1_weight_grad.g105, label %conv1_weight_grad.g105.end
 
-f118:                                             ; preds = %i119.end, %j117
-  %f118306 = phi i64 [ 0, %j117 ], [ %f118.next, %i119.end ]
-  br label %i119
+conv1_weight_grad.f118:                           ; preds = %conv1_weight_grad.i119.end, %conv1_weight_grad.j117
+  %conv1_weight_grad.f118280 = phi i64 [ 0, %conv1_weight_grad.j117 ], [ %f118.next, %conv1_weight_grad.i119.end ]
+  br label %conv1_weight_grad.i119
 
-f118.end:                                         ; preds = %i119.end
-  %j117.next = add nsw i64 %j117305, 1
+conv1_weight_grad.f118.end:                       ; preds = %conv1_weight_grad.i119.end
+  %j117.next = add nsw i64 %conv1_weight_grad.j117279, 1
   %953 = icmp slt i64 %j117.next, 64
-  br i1 %953, label %j117, label %j117.end
+  br i1 %953, label %conv1_weight_grad.j117, label %conv1_weight_grad.j117.end
 
-i119:                                             ; preds = %i119, %f118
-  %i119307 = phi i64 [ 0, %f118 ], [ %i119.next, %i119 ]
-  %954 = mul nsw i64 %g105280, 64
-  %955 = add nsw i64 %954, %j117305
+conv1_weight_grad.i119:                           ; preds = %conv1_weight_grad.i119, %conv1_weight_grad.f118
+  %conv1_weight_grad.i119281 = phi i64 [ 0, %conv1_weight_grad.f118 ], [ %i119.next, %conv1_weight_grad.i119 ]
+  %954 = mul nsw i64 %conv1_weight_grad.g105256, 64
+  %955 = add nsw i64 %954, %conv1_weight_grad.j117279
   %956 = mul nsw i64 %955, 12544
   %957 = add nsw i64 610960, %956
-  %958 = mul nsw i64 %f118306, 784
+  %958 = mul nsw i64 %conv1_weight_grad.f118280, 784
   %959 = add nsw i64 %957, %958
-  %960 = add nsw i64 %959, %i119307
-  %arena308 = getelementptr inbounds float, ptr %arena, i64 %960
-  %961 = load float, ptr %arena308, align 4
-  %962 = mul nsw i64 %f118306, 50176
+  %960 = add nsw i64 %959, %conv1_weight_grad.i119281
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %960
+  %961 = load float, ptr %arena282, align 4
+  %962 = mul nsw i64 %conv1_weight_grad.f118280, 50176
   %963 = add nsw i64 1865360, %962
-  %964 = mul nsw i64 %j117305, 784
+  %964 = mul nsw i64 %conv1_weight_grad.j117279, 784
   %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %i119307
-  %arena309 = getelementptr inbounds float, ptr %arena, i64 %966
-  store float %961, ptr %arena309, align 4
-  %i119.next = add nsw i64 %i119307, 1
+  %966 = add nsw i64 %965, %conv1_weight_grad.i119281
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %966
+  store float %961, ptr %arena283, align 4
+  %i119.next = add nsw i64 %conv1_weight_grad.i119281, 1
   %967 = icmp slt i64 %i119.next, 784
-  br i1 %967, label %i119, label %i119.end
+  br i1 %967, label %conv1_weight_grad.i119, label %conv1_weight_grad.i119.end
 
-i119.end:                                         ; preds = %i119
-  %f118.next = add nsw i64 %f118306, 1
+conv1_weight_grad.i119.end:                       ; preds = %conv1_weight_grad.i119
+  %f118.next = add nsw i64 %conv1_weight_grad.f118280, 1
   %968 = icmp slt i64 %f118.next, 16
-  br i1 %968, label %f118, label %f118.end
+  br i1 %968, label %conv1_weight_grad.f118, label %conv1_weight_grad.f118.end
 
-f120:                                             ; preds = %img122.end, %g105.end
-  %f120313 = phi i64 [ 0, %g105.end ], [ %f120.next, %img122.end ]
-  store float 0.000000e+00, ptr %acc121, align 4
-  br label %img122
+conv1_bias_grad.f120:                             ; preds = %conv1_bias_grad.img122.end, %conv1_weight_grad.g105.end
+  %conv1_bias_grad.f120287 = phi i64 [ 0, %conv1_weight_grad.g105.end ], [ %f120.next, %conv1_bias_grad.img122.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc121, align 4
+  br label %conv1_bias_grad.img122
 
-f120.end:                                         ; preds = %img122.end
+conv1_bias_grad.f120.end:                         ; preds = %conv1_bias_grad.img122.end
   %969 = sitofp i64 %step to float
   %970 = fmul float %969, 0xBFBAF8E8A0000000
   %971 = call float @llvm.exp.f32(float %970)
   %972 = fsub float 1.000000e+00, %971
   %973 = fdiv float %lr, %972
-  store float %973, ptr %step_size124, align 4
+  store float %973, ptr %adam.step_size124, align 4
   %974 = sitofp i64 %step to float
   %975 = fmul float %974, 0xBF50645940000000
   %976 = call float @llvm.exp.f32(float %975)
   %977 = fsub float 1.000000e+00, %976
   %978 = call float @llvm.sqrt.f32(float %977)
-  store float %978, ptr %bc2_sqrt125, align 4
-  br label %i126
+  store float %978, ptr %adam.bc2_sqrt125, align 4
+  br label %adam.i126
 
-img122:                                           ; preds = %i123.end, %f120
-  %img122314 = phi i64 [ 0, %f120 ], [ %img122.next, %i123.end ]
-  br label %i123
+conv1_bias_grad.img122:                           ; preds = %conv1_bias_grad.i123.end, %conv1_bias_grad.f120
+  %conv1_bias_grad.img122288 = phi i64 [ 0, %conv1_bias_grad.f120 ], [ %img122.next, %conv1_bias_grad.i123.end ]
+  br label %conv1_bias_grad.i123
 
-img122.end:                                       ; preds = %i123.end
-  %acc121318 = load float, ptr %acc121, align 4
-  %979 = add nsw i64 144, %f120313
-  %grads319 = getelementptr inbounds float, ptr %grads, i64 %979
-  store float %acc121318, ptr %grads319, align 4
-  %f120.next = add nsw i64 %f120313, 1
+conv1_bias_grad.img122.end:                       ; preds = %conv1_bias_grad.i123.end
+  %acc121291 = load float, ptr %conv1_bias_grad.acc121, align 4
+  %979 = add nsw i64 144, %conv1_bias_grad.f120287
+  %grads292 = getelementptr inbounds float, ptr %grads, i64 %979
+  store float %acc121291, ptr %grads292, align 4
+  %f120.next = add nsw i64 %conv1_bias_grad.f120287, 1
   %980 = icmp slt i64 %f120.next, 16
-  br i1 %980, label %f120, label %f120.end
+  br i1 %980, label %conv1_bias_grad.f120, label %conv1_bias_grad.f120.end
 
-i123:                                             ; preds = %i123, %img122
-  %i123315 = phi i64 [ 0, %img122 ], [ %i123.next, %i123 ]
-  %acc121316 = load float, ptr %acc121, align 4
-  %981 = mul nsw i64 %img122314, 12544
+conv1_bias_grad.i123:                             ; preds = %conv1_bias_grad.i123, %conv1_bias_grad.img122
+  %conv1_bias_grad.i123289 = phi i64 [ 0, %conv1_bias_grad.img122 ], [ %i123.next, %conv1_bias_grad.i123 ]
+  %acc121 = load float, ptr %conv1_bias_grad.acc121, align 4
+  %981 = mul nsw i64 %conv1_bias_grad.img122288, 12544
   %982 = add nsw i64 610960, %981
-  %983 = mul nsw i64 %f120313, 784
+  %983 = mul nsw i64 %conv1_bias_grad.f120287, 784
   %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %i123315
-  %arena317 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load float, ptr %arena317, align 4
-  %987 = fadd float %acc121316, %986
-  store float %987, ptr %acc121, align 4
-  %i123.next = add nsw i64 %i123315, 1
+  %985 = add nsw i64 %984, %conv1_bias_grad.i123289
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %985
+  %986 = load float, ptr %arena290, align 4
+  %987 = fadd float %acc121, %986
+  store float %987, ptr %conv1_bias_grad.acc121, align 4
+  %i123.next = add nsw i64 %conv1_bias_grad.i123289, 1
   %988 = icmp slt i64 %i123.next, 784
-  br i1 %988, label %i123, label %i123.end
+  br i1 %988, label %conv1_bias_grad.i123, label %conv1_bias_grad.i123.end
 
-i123.end:                                         ; preds = %i123
-  %img122.next = add nsw i64 %img122314, 1
+conv1_bias_grad.i123.end:                         ; preds = %conv1_bias_grad.i123
+  %img122.next = add nsw i64 %conv1_bias_grad.img122288, 1
   %989 = icmp slt i64 %img122.next, 64
-  br i1 %989, label %img122, label %img122.end
+  br i1 %989, label %conv1_bias_grad.img122, label %conv1_bias_grad.img122.end
 
-i126:                                             ; preds = %i126, %f120.end
-  %i126320 = phi i64 [ 0, %f120.end ], [ %i126.next, %i126 ]
-  %grads321 = getelementptr inbounds float, ptr %grads, i64 %i126320
-  %990 = load float, ptr %grads321, align 4
-  %params322 = getelementptr inbounds float, ptr %params, i64 %i126320
-  %991 = load float, ptr %params322, align 4
+adam.i126:                                        ; preds = %adam.i126, %conv1_bias_grad.f120.end
+  %adam.i126293 = phi i64 [ 0, %conv1_bias_grad.f120.end ], [ %i126.next, %adam.i126 ]
+  %grads294 = getelementptr inbounds float, ptr %grads, i64 %adam.i126293
+  %990 = load float, ptr %grads294, align 4
+  %params295 = getelementptr inbounds float, ptr %params, i64 %adam.i126293
+  %991 = load float, ptr %params295, align 4
   %992 = fmul float 0.000000e+00, %991
   %993 = fadd float %990, %992
-  store float %993, ptr %g, align 4
-  %m323 = getelementptr inbounds float, ptr %m, i64 %i126320
-  %994 = load float, ptr %m323, align 4
+  store float %993, ptr %adam.g, align 4
+  %m296 = getelementptr inbounds float, ptr %m, i64 %adam.i126293
+  %994 = load float, ptr %m296, align 4
   %995 = fmul float 0x3FECCCCCC0000000, %994
-  %g324 = load float, ptr %g, align 4
-  %996 = fmul float 0x3FB9999A00000000, %g324
+  %g = load float, ptr %adam.g, align 4
+  %996 = fmul float 0x3FB9999A00000000, %g
   %997 = fadd float %995, %996
-  store float %997, ptr %m_new, align 4
-  %v325 = getelementptr inbounds float, ptr %v, i64 %i126320
-  %998 = load float, ptr %v325, align 4
+  store float %997, ptr %adam.m_new, align 4
+  %v297 = getelementptr inbounds float, ptr %v, i64 %adam.i126293
+  %998 = load float, ptr %v297, align 4
   %999 = fmul float 0x3FEFF7CEE0000000, %998
-  %g326 = load float, ptr %g, align 4
-  %1000 = fmul float 0x3F50624000000000, %g326
-  %g327 = load float, ptr %g, align 4
-  %1001 = fmul float %1000, %g327
+  %g298 = load float, ptr %adam.g, align 4
+  %1000 = fmul float 0x3F50624000000000, %g298
+  %g299 = load float, ptr %adam.g, align 4
+  %1001 = fmul float %1000, %g299
   %1002 = fadd float %999, %1001
-  store float %1002, ptr %v_new, align 4
-  %m_new328 = load float, ptr %m_new, align 4
-  %m329 = getelementptr inbounds float, ptr %m, i64 %i126320
-  store float %m_new328, ptr %m329, align 4
-  %v_new330 = load float, ptr %v_new, align 4
-  %v331 = getelementptr inbounds float, ptr %v, i64 %i126320
-  store float %v_new330, ptr %v331, align 4
-  %params332 = getelementptr inbounds float, ptr %params, i64 %i126320
-  %1003 = load float, ptr %params332, align 4
-  %step_size124333 = load float, ptr %step_size124, align 4
-  %m_new334 = load float, ptr %m_new, align 4
-  %1004 = fmul float %step_size124333, %m_new334
-  %v_new335 = load float, ptr %v_new, align 4
-  %1005 = call float @llvm.sqrt.f32(float %v_new335)
-  %bc2_sqrt125336 = load float, ptr %bc2_sqrt125, align 4
-  %1006 = fdiv float %1005, %bc2_sqrt125336
+  store float %1002, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m300 = getelementptr inbounds float, ptr %m, i64 %adam.i126293
+  store float %m_new, ptr %m300, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v301 = getelementptr inbounds float, ptr %v, i64 %adam.i126293
+  store float %v_new, ptr %v301, align 4
+  %params302 = getelementptr inbounds float, ptr %params, i64 %adam.i126293
+  %1003 = load float, ptr %params302, align 4
+  %step_size124 = load float, ptr %adam.step_size124, align 4
+  %m_new303 = load float, ptr %adam.m_new, align 4
+  %1004 = fmul float %step_size124, %m_new303
+  %v_new304 = load float, ptr %adam.v_new, align 4
+  %1005 = call float @llvm.sqrt.f32(float %v_new304)
+  %bc2_sqrt125 = load float, ptr %adam.bc2_sqrt125, align 4
+  %1006 = fdiv float %1005, %bc2_sqrt125
   %1007 = fadd float %1006, 0x3E45798EE0000000
   %1008 = fdiv float %1004, %1007
   %1009 = fsub float %1003, %1008
-  %params337 = getelementptr inbounds float, ptr %params, i64 %i126320
-  store float %1009, ptr %params337, align 4
-  %i126.next = add nsw i64 %i126320, 1
+  %params305 = getelementptr inbounds float, ptr %params, i64 %adam.i126293
+  store float %1009, ptr %params305, align 4
+  %i126.next = add nsw i64 %adam.i126293, 1
   %1010 = icmp slt i64 %i126.next, 206922
-  br i1 %1010, label %i126, label %i126.end
+  br i1 %1010, label %adam.i126, label %adam.i126.end
 
-i126.end:                                         ; preds = %i126
+adam.i126.end:                                    ; preds = %adam.i126
   ret void
 }
 
@@ -2319,900 +2319,900 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi38 = alloca float, align 4
-  %best37 = alloca float, align 4
-  %bi18 = alloca float, align 4
-  %best17 = alloca float, align 4
-  br label %g1
+  %conv2.bi38 = alloca float, align 4
+  %conv2.best37 = alloca float, align 4
+  %conv1.bi18 = alloca float, align 4
+  %conv1.best17 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j13.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j13.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j13.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j13.end
-  br label %g21
+conv1.g1.end:                                     ; preds = %conv1.j13.end
+  br label %conv2.g21
 
-j2:                                               ; preds = %c5.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c5.end ]
-  br label %r3
+conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
+  br label %conv1.r3
 
-j2.end:                                           ; preds = %c5.end
+conv1.j2.end:                                     ; preds = %conv1.c5.end
   %params24 = getelementptr inbounds float, ptr %params, i64 0
   %arena25 = getelementptr inbounds float, ptr %arena, i64 401408
   %arena26 = getelementptr inbounds float, ptr %arena, i64 852992
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 50176, i32 9, float 1.000000e+00, ptr %params24, i32 9, ptr %arena25, i32 50176, float 0.000000e+00, ptr %arena26, i32 50176)
-  br label %j13
+  br label %conv1.j13
 
-r3:                                               ; preds = %i4.end, %j2
-  %r33 = phi i64 [ 0, %j2 ], [ %r3.next, %i4.end ]
-  br label %i4
+conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
+  %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
+  br label %conv1.i4
 
-r3.end:                                           ; preds = %i4.end
-  br label %c5
+conv1.r3.end:                                     ; preds = %conv1.i4.end
+  br label %conv1.c5
 
-i4:                                               ; preds = %i4, %r3
-  %i44 = phi i64 [ 0, %r3 ], [ %i4.next, %i4 ]
-  %0 = mul nsw i64 %r33, 50176
+conv1.i4:                                         ; preds = %conv1.i4, %conv1.r3
+  %conv1.i44 = phi i64 [ 0, %conv1.r3 ], [ %i4.next, %conv1.i4 ]
+  %0 = mul nsw i64 %conv1.r33, 50176
   %1 = add nsw i64 401408, %0
-  %2 = mul nsw i64 %j22, 784
+  %2 = mul nsw i64 %conv1.j22, 784
   %3 = add nsw i64 %1, %2
-  %4 = add nsw i64 %3, %i44
+  %4 = add nsw i64 %3, %conv1.i44
   %arena5 = getelementptr inbounds float, ptr %arena, i64 %4
   store float 0.000000e+00, ptr %arena5, align 4
-  %i4.next = add nsw i64 %i44, 1
+  %i4.next = add nsw i64 %conv1.i44, 1
   %5 = icmp slt i64 %i4.next, 784
-  br i1 %5, label %i4, label %i4.end
+  br i1 %5, label %conv1.i4, label %conv1.i4.end
 
-i4.end:                                           ; preds = %i4
-  %r3.next = add nsw i64 %r33, 1
+conv1.i4.end:                                     ; preds = %conv1.i4
+  %r3.next = add nsw i64 %conv1.r33, 1
   %6 = icmp slt i64 %r3.next, 9
-  br i1 %6, label %r3, label %r3.end
+  br i1 %6, label %conv1.r3, label %conv1.r3.end
 
-c5:                                               ; preds = %ky6.end, %r3.end
-  %c56 = phi i64 [ 0, %r3.end ], [ %c5.next, %ky6.end ]
-  br label %ky6
+conv1.c5:                                         ; preds = %conv1.ky6.end, %conv1.r3.end
+  %conv1.c56 = phi i64 [ 0, %conv1.r3.end ], [ %c5.next, %conv1.ky6.end ]
+  br label %conv1.ky6
 
-c5.end:                                           ; preds = %ky6.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c5.end:                                     ; preds = %conv1.ky6.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %7 = icmp slt i64 %j2.next, 64
-  br i1 %7, label %j2, label %j2.end
+  br i1 %7, label %conv1.j2, label %conv1.j2.end
 
-ky6:                                              ; preds = %oy11.end, %c5
-  %ky67 = phi i64 [ 0, %c5 ], [ %ky6.next, %oy11.end ]
-  br label %oy7
+conv1.ky6:                                        ; preds = %conv1.oy11.end, %conv1.c5
+  %conv1.ky67 = phi i64 [ 0, %conv1.c5 ], [ %ky6.next, %conv1.oy11.end ]
+  br label %conv1.oy7
 
-ky6.end:                                          ; preds = %oy11.end
-  %c5.next = add nsw i64 %c56, 1
+conv1.ky6.end:                                    ; preds = %conv1.oy11.end
+  %c5.next = add nsw i64 %conv1.c56, 1
   %8 = icmp slt i64 %c5.next, 1
-  br i1 %8, label %c5, label %c5.end
+  br i1 %8, label %conv1.c5, label %conv1.c5.end
 
-oy7:                                              ; preds = %endif, %ky6
-  %oy78 = phi i64 [ 0, %ky6 ], [ %oy7.next, %endif ]
-  %9 = add nsw i64 %oy78, %ky67
+conv1.oy7:                                        ; preds = %conv1.endif, %conv1.ky6
+  %conv1.oy78 = phi i64 [ 0, %conv1.ky6 ], [ %oy7.next, %conv1.endif ]
+  %9 = add nsw i64 %conv1.oy78, %conv1.ky67
   %10 = add nsw i64 %9, -1
   %11 = icmp slt i64 -1, %10
-  %12 = add nsw i64 %oy78, %ky67
+  %12 = add nsw i64 %conv1.oy78, %conv1.ky67
   %13 = add nsw i64 %12, -1
   %14 = icmp slt i64 %13, 28
   %15 = and i1 %11, %14
-  br i1 %15, label %then, label %endif
+  br i1 %15, label %conv1.then, label %conv1.endif
 
-oy7.end:                                          ; preds = %endif
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.endif
+  br label %conv1.oy9
 
-then:                                             ; preds = %oy7
-  br label %ox8
+conv1.then:                                       ; preds = %conv1.oy7
+  br label %conv1.ox8
 
-endif:                                            ; preds = %ox8.end, %oy7
-  %oy7.next = add nsw i64 %oy78, 1
+conv1.endif:                                      ; preds = %conv1.ox8.end, %conv1.oy7
+  %oy7.next = add nsw i64 %conv1.oy78, 1
   %16 = icmp slt i64 %oy7.next, 28
-  br i1 %16, label %oy7, label %oy7.end
+  br i1 %16, label %conv1.oy7, label %conv1.oy7.end
 
-ox8:                                              ; preds = %ox8, %then
-  %ox89 = phi i64 [ 0, %then ], [ %ox8.next, %ox8 ]
-  %17 = mul nsw i64 %g11, 64
-  %18 = add nsw i64 %17, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.then
+  %conv1.ox89 = phi i64 [ 0, %conv1.then ], [ %ox8.next, %conv1.ox8 ]
+  %17 = mul nsw i64 %conv1.g11, 64
+  %18 = add nsw i64 %17, %conv1.j22
   %19 = mul nsw i64 %18, 784
-  %20 = mul nsw i64 %c56, 784
+  %20 = mul nsw i64 %conv1.c56, 784
   %21 = add nsw i64 %19, %20
-  %22 = add nsw i64 %oy78, %ky67
+  %22 = add nsw i64 %conv1.oy78, %conv1.ky67
   %23 = add nsw i64 %22, -1
   %24 = mul nsw i64 %23, 28
   %25 = add nsw i64 %21, %24
-  %26 = add nsw i64 %ox89, 1
+  %26 = add nsw i64 %conv1.ox89, 1
   %27 = add nsw i64 %26, -1
   %28 = add nsw i64 %25, %27
   %images10 = getelementptr inbounds float, ptr %images, i64 %28
   %29 = load float, ptr %images10, align 4
-  %30 = mul nsw i64 %c56, 3
-  %31 = add nsw i64 %30, %ky67
+  %30 = mul nsw i64 %conv1.c56, 3
+  %31 = add nsw i64 %30, %conv1.ky67
   %32 = mul nsw i64 %31, 3
   %33 = mul nsw i64 %32, 50176
   %34 = add nsw i64 401408, %33
-  %35 = mul nsw i64 %j22, 784
+  %35 = mul nsw i64 %conv1.j22, 784
   %36 = add nsw i64 %34, %35
-  %37 = mul nsw i64 %oy78, 28
+  %37 = mul nsw i64 %conv1.oy78, 28
   %38 = add nsw i64 %36, %37
-  %39 = add nsw i64 %ox89, 1
+  %39 = add nsw i64 %conv1.ox89, 1
   %40 = add nsw i64 %38, %39
   %arena11 = getelementptr inbounds float, ptr %arena, i64 %40
   store float %29, ptr %arena11, align 4
-  %ox8.next = add nsw i64 %ox89, 1
+  %ox8.next = add nsw i64 %conv1.ox89, 1
   %41 = icmp slt i64 %ox8.next, 27
-  br i1 %41, label %ox8, label %ox8.end
+  br i1 %41, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  br label %endif
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  br label %conv1.endif
 
-oy9:                                              ; preds = %endif14, %oy7.end
-  %oy912 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %endif14 ]
-  %42 = add nsw i64 %oy912, %ky67
+conv1.oy9:                                        ; preds = %conv1.endif14, %conv1.oy7.end
+  %conv1.oy912 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.endif14 ]
+  %42 = add nsw i64 %conv1.oy912, %conv1.ky67
   %43 = add nsw i64 %42, -1
   %44 = icmp slt i64 -1, %43
-  %45 = add nsw i64 %oy912, %ky67
+  %45 = add nsw i64 %conv1.oy912, %conv1.ky67
   %46 = add nsw i64 %45, -1
   %47 = icmp slt i64 %46, 28
   %48 = and i1 %44, %47
-  br i1 %48, label %then13, label %endif14
+  br i1 %48, label %conv1.then13, label %conv1.endif14
 
-oy9.end:                                          ; preds = %endif14
-  br label %oy11
+conv1.oy9.end:                                    ; preds = %conv1.endif14
+  br label %conv1.oy11
 
-then13:                                           ; preds = %oy9
-  br label %ox10
+conv1.then13:                                     ; preds = %conv1.oy9
+  br label %conv1.ox10
 
-endif14:                                          ; preds = %ox10.end, %oy9
-  %oy9.next = add nsw i64 %oy912, 1
+conv1.endif14:                                    ; preds = %conv1.ox10.end, %conv1.oy9
+  %oy9.next = add nsw i64 %conv1.oy912, 1
   %49 = icmp slt i64 %oy9.next, 28
-  br i1 %49, label %oy9, label %oy9.end
+  br i1 %49, label %conv1.oy9, label %conv1.oy9.end
 
-ox10:                                             ; preds = %ox10, %then13
-  %ox1015 = phi i64 [ 0, %then13 ], [ %ox10.next, %ox10 ]
-  %50 = mul nsw i64 %g11, 64
-  %51 = add nsw i64 %50, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.then13
+  %conv1.ox1015 = phi i64 [ 0, %conv1.then13 ], [ %ox10.next, %conv1.ox10 ]
+  %50 = mul nsw i64 %conv1.g11, 64
+  %51 = add nsw i64 %50, %conv1.j22
   %52 = mul nsw i64 %51, 784
-  %53 = mul nsw i64 %c56, 784
+  %53 = mul nsw i64 %conv1.c56, 784
   %54 = add nsw i64 %52, %53
-  %55 = add nsw i64 %oy912, %ky67
+  %55 = add nsw i64 %conv1.oy912, %conv1.ky67
   %56 = add nsw i64 %55, -1
   %57 = mul nsw i64 %56, 28
   %58 = add nsw i64 %54, %57
-  %59 = add nsw i64 %58, %ox1015
+  %59 = add nsw i64 %58, %conv1.ox1015
   %images16 = getelementptr inbounds float, ptr %images, i64 %59
   %60 = load float, ptr %images16, align 4
-  %61 = mul nsw i64 %c56, 3
-  %62 = add nsw i64 %61, %ky67
+  %61 = mul nsw i64 %conv1.c56, 3
+  %62 = add nsw i64 %61, %conv1.ky67
   %63 = mul nsw i64 %62, 3
   %64 = add nsw i64 %63, 1
   %65 = mul nsw i64 %64, 50176
   %66 = add nsw i64 401408, %65
-  %67 = mul nsw i64 %j22, 784
+  %67 = mul nsw i64 %conv1.j22, 784
   %68 = add nsw i64 %66, %67
-  %69 = mul nsw i64 %oy912, 28
+  %69 = mul nsw i64 %conv1.oy912, 28
   %70 = add nsw i64 %68, %69
-  %71 = add nsw i64 %70, %ox1015
+  %71 = add nsw i64 %70, %conv1.ox1015
   %arena17 = getelementptr inbounds float, ptr %arena, i64 %71
   store float %60, ptr %arena17, align 4
-  %ox10.next = add nsw i64 %ox1015, 1
+  %ox10.next = add nsw i64 %conv1.ox1015, 1
   %72 = icmp slt i64 %ox10.next, 28
-  br i1 %72, label %ox10, label %ox10.end
+  br i1 %72, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  br label %endif14
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  br label %conv1.endif14
 
-oy11:                                             ; preds = %endif20, %oy9.end
-  %oy1118 = phi i64 [ 0, %oy9.end ], [ %oy11.next, %endif20 ]
-  %73 = add nsw i64 %oy1118, %ky67
+conv1.oy11:                                       ; preds = %conv1.endif20, %conv1.oy9.end
+  %conv1.oy1118 = phi i64 [ 0, %conv1.oy9.end ], [ %oy11.next, %conv1.endif20 ]
+  %73 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %74 = add nsw i64 %73, -1
   %75 = icmp slt i64 -1, %74
-  %76 = add nsw i64 %oy1118, %ky67
+  %76 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %77 = add nsw i64 %76, -1
   %78 = icmp slt i64 %77, 28
   %79 = and i1 %75, %78
-  br i1 %79, label %then19, label %endif20
+  br i1 %79, label %conv1.then19, label %conv1.endif20
 
-oy11.end:                                         ; preds = %endif20
-  %ky6.next = add nsw i64 %ky67, 1
+conv1.oy11.end:                                   ; preds = %conv1.endif20
+  %ky6.next = add nsw i64 %conv1.ky67, 1
   %80 = icmp slt i64 %ky6.next, 3
-  br i1 %80, label %ky6, label %ky6.end
+  br i1 %80, label %conv1.ky6, label %conv1.ky6.end
 
-then19:                                           ; preds = %oy11
-  br label %ox12
+conv1.then19:                                     ; preds = %conv1.oy11
+  br label %conv1.ox12
 
-endif20:                                          ; preds = %ox12.end, %oy11
-  %oy11.next = add nsw i64 %oy1118, 1
+conv1.endif20:                                    ; preds = %conv1.ox12.end, %conv1.oy11
+  %oy11.next = add nsw i64 %conv1.oy1118, 1
   %81 = icmp slt i64 %oy11.next, 28
-  br i1 %81, label %oy11, label %oy11.end
+  br i1 %81, label %conv1.oy11, label %conv1.oy11.end
 
-ox12:                                             ; preds = %ox12, %then19
-  %ox1221 = phi i64 [ 0, %then19 ], [ %ox12.next, %ox12 ]
-  %82 = mul nsw i64 %g11, 64
-  %83 = add nsw i64 %82, %j22
+conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.then19
+  %conv1.ox1221 = phi i64 [ 0, %conv1.then19 ], [ %ox12.next, %conv1.ox12 ]
+  %82 = mul nsw i64 %conv1.g11, 64
+  %83 = add nsw i64 %82, %conv1.j22
   %84 = mul nsw i64 %83, 784
-  %85 = mul nsw i64 %c56, 784
+  %85 = mul nsw i64 %conv1.c56, 784
   %86 = add nsw i64 %84, %85
-  %87 = add nsw i64 %oy1118, %ky67
+  %87 = add nsw i64 %conv1.oy1118, %conv1.ky67
   %88 = add nsw i64 %87, -1
   %89 = mul nsw i64 %88, 28
   %90 = add nsw i64 %86, %89
-  %91 = add nsw i64 %ox1221, 1
+  %91 = add nsw i64 %conv1.ox1221, 1
   %92 = add nsw i64 %90, %91
   %images22 = getelementptr inbounds float, ptr %images, i64 %92
   %93 = load float, ptr %images22, align 4
-  %94 = mul nsw i64 %c56, 3
-  %95 = add nsw i64 %94, %ky67
+  %94 = mul nsw i64 %conv1.c56, 3
+  %95 = add nsw i64 %94, %conv1.ky67
   %96 = mul nsw i64 %95, 3
   %97 = add nsw i64 %96, 2
   %98 = mul nsw i64 %97, 50176
   %99 = add nsw i64 401408, %98
-  %100 = mul nsw i64 %j22, 784
+  %100 = mul nsw i64 %conv1.j22, 784
   %101 = add nsw i64 %99, %100
-  %102 = mul nsw i64 %oy1118, 28
+  %102 = mul nsw i64 %conv1.oy1118, 28
   %103 = add nsw i64 %101, %102
-  %104 = add nsw i64 %103, %ox1221
+  %104 = add nsw i64 %103, %conv1.ox1221
   %arena23 = getelementptr inbounds float, ptr %arena, i64 %104
   store float %93, ptr %arena23, align 4
-  %ox12.next = add nsw i64 %ox1221, 1
+  %ox12.next = add nsw i64 %conv1.ox1221, 1
   %105 = icmp slt i64 %ox12.next, 27
-  br i1 %105, label %ox12, label %ox12.end
+  br i1 %105, label %conv1.ox12, label %conv1.ox12.end
 
-ox12.end:                                         ; preds = %ox12
-  br label %endif20
+conv1.ox12.end:                                   ; preds = %conv1.ox12
+  br label %conv1.endif20
 
-j13:                                              ; preds = %f14.end, %j2.end
-  %j1327 = phi i64 [ 0, %j2.end ], [ %j13.next, %f14.end ]
-  br label %f14
+conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
+  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
+  br label %conv1.f14
 
-j13.end:                                          ; preds = %f14.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j13.end:                                    ; preds = %conv1.f14.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %g1, label %g1.end
+  br i1 %106, label %conv1.g1, label %conv1.g1.end
 
-f14:                                              ; preds = %py15.end, %j13
-  %f1428 = phi i64 [ 0, %j13 ], [ %f14.next, %py15.end ]
-  br label %py15
+conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
+  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
+  br label %conv1.py15
 
-f14.end:                                          ; preds = %py15.end
-  %j13.next = add nsw i64 %j1327, 1
+conv1.f14.end:                                    ; preds = %conv1.py15.end
+  %j13.next = add nsw i64 %conv1.j1327, 1
   %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %j13, label %j13.end
+  br i1 %107, label %conv1.j13, label %conv1.j13.end
 
-py15:                                             ; preds = %px16.end, %f14
-  %py1529 = phi i64 [ 0, %f14 ], [ %py15.next, %px16.end ]
-  br label %px16
+conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
+  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
+  br label %conv1.px16
 
-py15.end:                                         ; preds = %px16.end
-  %f14.next = add nsw i64 %f1428, 1
+conv1.py15.end:                                   ; preds = %conv1.px16.end
+  %f14.next = add nsw i64 %conv1.f1428, 1
   %108 = icmp slt i64 %f14.next, 16
-  br i1 %108, label %f14, label %f14.end
+  br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-px16:                                             ; preds = %ky19.end, %py15
-  %px1630 = phi i64 [ 0, %py15 ], [ %px16.next, %ky19.end ]
-  %109 = mul nsw i64 %f1428, 50176
+conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+  %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 852992, %109
-  %111 = mul nsw i64 %j1327, 784
+  %111 = mul nsw i64 %conv1.j1327, 784
   %112 = add nsw i64 %110, %111
-  %113 = mul nsw i64 %py1529, 56
-  %114 = mul nsw i64 %px1630, 2
+  %113 = mul nsw i64 %conv1.py1529, 56
+  %114 = mul nsw i64 %conv1.px1630, 2
   %115 = add nsw i64 %113, %114
   %116 = add nsw i64 %112, %115
   %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
   %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 144, %f1428
+  %118 = add nsw i64 144, %conv1.f1428
   %params32 = getelementptr inbounds float, ptr %params, i64 %118
   %119 = load float, ptr %params32, align 4
   %120 = fadd float %117, %119
-  store float %120, ptr %best17, align 4
-  %121 = mul nsw i64 %py1529, 56
-  %122 = mul nsw i64 %px1630, 2
+  store float %120, ptr %conv1.best17, align 4
+  %121 = mul nsw i64 %conv1.py1529, 56
+  %122 = mul nsw i64 %conv1.px1630, 2
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
-  store float %124, ptr %bi18, align 4
-  br label %ky19
+  store float %124, ptr %conv1.bi18, align 4
+  br label %conv1.ky19
 
-px16.end:                                         ; preds = %ky19.end
-  %py15.next = add nsw i64 %py1529, 1
+conv1.px16.end:                                   ; preds = %conv1.ky19.end
+  %py15.next = add nsw i64 %conv1.py1529, 1
   %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %py15, label %py15.end
+  br i1 %125, label %conv1.py15, label %conv1.py15.end
 
-ky19:                                             ; preds = %kx20.end, %px16
-  %ky1933 = phi i64 [ 0, %px16 ], [ %ky19.next, %kx20.end ]
-  br label %kx20
+conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
+  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
+  br label %conv1.kx20
 
-ky19.end:                                         ; preds = %kx20.end
-  %best1745 = load float, ptr %best17, align 4
-  %126 = fcmp ogt float %best1745, 0.000000e+00
-  %best1746 = load float, ptr %best17, align 4
-  %127 = select i1 %126, float %best1746, float 0.000000e+00
-  %128 = mul nsw i64 %g11, 64
-  %129 = add nsw i64 %128, %j1327
+conv1.ky19.end:                                   ; preds = %conv1.kx20.end
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %126 = fcmp ogt float %best1743, 0.000000e+00
+  %best1744 = load float, ptr %conv1.best17, align 4
+  %127 = select i1 %126, float %best1744, float 0.000000e+00
+  %128 = mul nsw i64 %conv1.g11, 64
+  %129 = add nsw i64 %128, %conv1.j1327
   %130 = mul nsw i64 %129, 3136
-  %131 = mul nsw i64 %f1428, 196
+  %131 = mul nsw i64 %conv1.f1428, 196
   %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %py1529, 14
+  %133 = mul nsw i64 %conv1.py1529, 14
   %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %px1630
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena47, align 4
-  %bi1848 = load float, ptr %bi18, align 4
-  %136 = mul nsw i64 %g11, 64
-  %137 = add nsw i64 %136, %j1327
+  %135 = add nsw i64 %134, %conv1.px1630
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
+  store float %127, ptr %arena45, align 4
+  %bi1846 = load float, ptr %conv1.bi18, align 4
+  %136 = mul nsw i64 %conv1.g11, 64
+  %137 = add nsw i64 %136, %conv1.j1327
   %138 = mul nsw i64 %137, 3136
-  %139 = mul nsw i64 %f1428, 196
+  %139 = mul nsw i64 %conv1.f1428, 196
   %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %py1529, 14
+  %141 = mul nsw i64 %conv1.py1529, 14
   %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %px1630
+  %143 = add nsw i64 %142, %conv1.px1630
   %144 = add nsw i64 200704, %143
-  %arena49 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1848, ptr %arena49, align 4
-  %px16.next = add nsw i64 %px1630, 1
+  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
+  store float %bi1846, ptr %arena47, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
   %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %px16, label %px16.end
+  br i1 %145, label %conv1.px16, label %conv1.px16.end
 
-kx20:                                             ; preds = %kx20, %ky19
-  %kx2034 = phi i64 [ 0, %ky19 ], [ %kx20.next, %kx20 ]
-  %146 = mul nsw i64 %f1428, 50176
+conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
+  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
+  %146 = mul nsw i64 %conv1.f1428, 50176
   %147 = add nsw i64 852992, %146
-  %148 = mul nsw i64 %j1327, 784
+  %148 = mul nsw i64 %conv1.j1327, 784
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %py1529, 56
-  %151 = mul nsw i64 %px1630, 2
+  %150 = mul nsw i64 %conv1.py1529, 56
+  %151 = mul nsw i64 %conv1.px1630, 2
   %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %ky1933, 28
+  %153 = mul nsw i64 %conv1.ky1933, 28
   %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %kx2034
+  %155 = add nsw i64 %154, %conv1.kx2034
   %156 = add nsw i64 %149, %155
   %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
   %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 144, %f1428
+  %158 = add nsw i64 144, %conv1.f1428
   %params36 = getelementptr inbounds float, ptr %params, i64 %158
   %159 = load float, ptr %params36, align 4
   %160 = fadd float %157, %159
-  %best1737 = load float, ptr %best17, align 4
-  %161 = fcmp ogt float %160, %best1737
-  %162 = mul nsw i64 %py1529, 56
-  %163 = mul nsw i64 %px1630, 2
+  %best17 = load float, ptr %conv1.best17, align 4
+  %161 = fcmp ogt float %160, %best17
+  %162 = mul nsw i64 %conv1.py1529, 56
+  %163 = mul nsw i64 %conv1.px1630, 2
   %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %ky1933, 28
+  %165 = mul nsw i64 %conv1.ky1933, 28
   %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %kx2034
+  %167 = add nsw i64 %166, %conv1.kx2034
   %168 = sitofp i64 %167 to float
-  %bi1838 = load float, ptr %bi18, align 4
-  %169 = select i1 %161, float %168, float %bi1838
-  store float %169, ptr %bi18, align 4
-  %170 = mul nsw i64 %f1428, 50176
+  %bi18 = load float, ptr %conv1.bi18, align 4
+  %169 = select i1 %161, float %168, float %bi18
+  store float %169, ptr %conv1.bi18, align 4
+  %170 = mul nsw i64 %conv1.f1428, 50176
   %171 = add nsw i64 852992, %170
-  %172 = mul nsw i64 %j1327, 784
+  %172 = mul nsw i64 %conv1.j1327, 784
   %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %py1529, 56
-  %175 = mul nsw i64 %px1630, 2
+  %174 = mul nsw i64 %conv1.py1529, 56
+  %175 = mul nsw i64 %conv1.px1630, 2
   %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %ky1933, 28
+  %177 = mul nsw i64 %conv1.ky1933, 28
   %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %kx2034
+  %179 = add nsw i64 %178, %conv1.kx2034
   %180 = add nsw i64 %173, %179
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena39, align 4
-  %182 = add nsw i64 144, %f1428
-  %params40 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params40, align 4
+  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
+  %181 = load float, ptr %arena37, align 4
+  %182 = add nsw i64 144, %conv1.f1428
+  %params38 = getelementptr inbounds float, ptr %params, i64 %182
+  %183 = load float, ptr %params38, align 4
   %184 = fadd float %181, %183
-  %best1741 = load float, ptr %best17, align 4
-  %185 = fcmp ogt float %184, %best1741
-  %186 = mul nsw i64 %f1428, 50176
+  %best1739 = load float, ptr %conv1.best17, align 4
+  %185 = fcmp ogt float %184, %best1739
+  %186 = mul nsw i64 %conv1.f1428, 50176
   %187 = add nsw i64 852992, %186
-  %188 = mul nsw i64 %j1327, 784
+  %188 = mul nsw i64 %conv1.j1327, 784
   %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %py1529, 56
-  %191 = mul nsw i64 %px1630, 2
+  %190 = mul nsw i64 %conv1.py1529, 56
+  %191 = mul nsw i64 %conv1.px1630, 2
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %ky1933, 28
+  %193 = mul nsw i64 %conv1.ky1933, 28
   %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %kx2034
+  %195 = add nsw i64 %194, %conv1.kx2034
   %196 = add nsw i64 %189, %195
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena42, align 4
-  %198 = add nsw i64 144, %f1428
-  %params43 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params43, align 4
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
+  %197 = load float, ptr %arena40, align 4
+  %198 = add nsw i64 144, %conv1.f1428
+  %params41 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params41, align 4
   %200 = fadd float %197, %199
-  %best1744 = load float, ptr %best17, align 4
-  %201 = select i1 %185, float %200, float %best1744
-  store float %201, ptr %best17, align 4
-  %kx20.next = add nsw i64 %kx2034, 1
+  %best1742 = load float, ptr %conv1.best17, align 4
+  %201 = select i1 %185, float %200, float %best1742
+  store float %201, ptr %conv1.best17, align 4
+  %kx20.next = add nsw i64 %conv1.kx2034, 1
   %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %kx20, label %kx20.end
+  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
 
-kx20.end:                                         ; preds = %kx20
-  %ky19.next = add nsw i64 %ky1933, 1
+conv1.kx20.end:                                   ; preds = %conv1.kx20
+  %ky19.next = add nsw i64 %conv1.ky1933, 1
   %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %ky19, label %ky19.end
+  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
 
-g21:                                              ; preds = %j33.end, %g1.end
-  %g2150 = phi i64 [ 0, %g1.end ], [ %g21.next, %j33.end ]
-  br label %j2251
+conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
+  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
+  br label %conv2.j22
 
-g21.end:                                          ; preds = %j33.end
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 200704
-  %params103 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena102, i32 1568, ptr %params103, i32 1568, float 0.000000e+00, ptr %arena104, i32 128)
-  br label %n41
+conv2.g21.end:                                    ; preds = %conv2.j33.end
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 200704
+  %params96 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena95, i32 1568, ptr %params96, i32 1568, float 0.000000e+00, ptr %arena97, i32 128)
+  br label %fc1.n41
 
-j2251:                                            ; preds = %c25.end, %g21
-  %j2252 = phi i64 [ 0, %g21 ], [ %j22.next, %c25.end ]
-  br label %r23
+conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
+  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
+  br label %conv2.r23
 
-j22.end:                                          ; preds = %c25.end
-  %params76 = getelementptr inbounds float, ptr %params, i64 160
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 401408
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 2207744
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params76, i32 144, ptr %arena77, i32 12544, float 0.000000e+00, ptr %arena78, i32 12544)
-  br label %j33
+conv2.j22.end:                                    ; preds = %conv2.c25.end
+  %params71 = getelementptr inbounds float, ptr %params, i64 160
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 401408
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 2207744
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params71, i32 144, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
+  br label %conv2.j33
 
-r23:                                              ; preds = %i24.end, %j2251
-  %r2353 = phi i64 [ 0, %j2251 ], [ %r23.next, %i24.end ]
-  br label %i24
+conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
+  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
+  br label %conv2.i24
 
-r23.end:                                          ; preds = %i24.end
-  br label %c25
+conv2.r23.end:                                    ; preds = %conv2.i24.end
+  br label %conv2.c25
 
-i24:                                              ; preds = %i24, %r23
-  %i2454 = phi i64 [ 0, %r23 ], [ %i24.next, %i24 ]
-  %204 = mul nsw i64 %r2353, 12544
+conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
+  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
+  %204 = mul nsw i64 %conv2.r2350, 12544
   %205 = add nsw i64 401408, %204
-  %206 = mul nsw i64 %j2252, 196
+  %206 = mul nsw i64 %conv2.j2249, 196
   %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %i2454
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena55, align 4
-  %i24.next = add nsw i64 %i2454, 1
+  %208 = add nsw i64 %207, %conv2.i2451
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
+  store float 0.000000e+00, ptr %arena52, align 4
+  %i24.next = add nsw i64 %conv2.i2451, 1
   %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %i24, label %i24.end
+  br i1 %209, label %conv2.i24, label %conv2.i24.end
 
-i24.end:                                          ; preds = %i24
-  %r23.next = add nsw i64 %r2353, 1
+conv2.i24.end:                                    ; preds = %conv2.i24
+  %r23.next = add nsw i64 %conv2.r2350, 1
   %210 = icmp slt i64 %r23.next, 144
-  br i1 %210, label %r23, label %r23.end
+  br i1 %210, label %conv2.r23, label %conv2.r23.end
 
-c25:                                              ; preds = %ky26.end, %r23.end
-  %c2556 = phi i64 [ 0, %r23.end ], [ %c25.next, %ky26.end ]
-  br label %ky26
+conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
+  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
+  br label %conv2.ky26
 
-c25.end:                                          ; preds = %ky26.end
-  %j22.next = add nsw i64 %j2252, 1
+conv2.c25.end:                                    ; preds = %conv2.ky26.end
+  %j22.next = add nsw i64 %conv2.j2249, 1
   %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %j2251, label %j22.end
+  br i1 %211, label %conv2.j22, label %conv2.j22.end
 
-ky26:                                             ; preds = %oy31.end, %c25
-  %ky2657 = phi i64 [ 0, %c25 ], [ %ky26.next, %oy31.end ]
-  br label %oy27
+conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
+  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+  br label %conv2.oy27
 
-ky26.end:                                         ; preds = %oy31.end
-  %c25.next = add nsw i64 %c2556, 1
+conv2.ky26.end:                                   ; preds = %conv2.oy31.end
+  %c25.next = add nsw i64 %conv2.c2553, 1
   %212 = icmp slt i64 %c25.next, 16
-  br i1 %212, label %c25, label %c25.end
+  br i1 %212, label %conv2.c25, label %conv2.c25.end
 
-oy27:                                             ; preds = %endif60, %ky26
-  %oy2758 = phi i64 [ 0, %ky26 ], [ %oy27.next, %endif60 ]
-  %213 = add nsw i64 %oy2758, %ky2657
+conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
+  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
+  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %214 = add nsw i64 %213, -1
   %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %oy2758, %ky2657
+  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %217 = add nsw i64 %216, -1
   %218 = icmp slt i64 %217, 14
   %219 = and i1 %215, %218
-  br i1 %219, label %then59, label %endif60
+  br i1 %219, label %conv2.then, label %conv2.endif
 
-oy27.end:                                         ; preds = %endif60
-  br label %oy29
+conv2.oy27.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy29
 
-then59:                                           ; preds = %oy27
-  br label %ox28
+conv2.then:                                       ; preds = %conv2.oy27
+  br label %conv2.ox28
 
-endif60:                                          ; preds = %ox28.end, %oy27
-  %oy27.next = add nsw i64 %oy2758, 1
+conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2755, 1
   %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %oy27, label %oy27.end
+  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
 
-ox28:                                             ; preds = %ox28, %then59
-  %ox2861 = phi i64 [ 0, %then59 ], [ %ox28.next, %ox28 ]
-  %221 = mul nsw i64 %g2150, 64
-  %222 = add nsw i64 %221, %j2252
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
+  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
+  %221 = mul nsw i64 %conv2.g2148, 64
+  %222 = add nsw i64 %221, %conv2.j2249
   %223 = mul nsw i64 %222, 3136
-  %224 = mul nsw i64 %c2556, 196
+  %224 = mul nsw i64 %conv2.c2553, 196
   %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %oy2758, %ky2657
+  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
   %227 = add nsw i64 %226, -1
   %228 = mul nsw i64 %227, 14
   %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %ox2861, 1
+  %230 = add nsw i64 %conv2.ox2856, 1
   %231 = add nsw i64 %230, -1
   %232 = add nsw i64 %229, %231
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena62, align 4
-  %234 = mul nsw i64 %c2556, 3
-  %235 = add nsw i64 %234, %ky2657
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena57, align 4
+  %234 = mul nsw i64 %conv2.c2553, 3
+  %235 = add nsw i64 %234, %conv2.ky2654
   %236 = mul nsw i64 %235, 3
   %237 = mul nsw i64 %236, 12544
   %238 = add nsw i64 401408, %237
-  %239 = mul nsw i64 %j2252, 196
+  %239 = mul nsw i64 %conv2.j2249, 196
   %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %oy2758, 14
+  %241 = mul nsw i64 %conv2.oy2755, 14
   %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %ox2861, 1
+  %243 = add nsw i64 %conv2.ox2856, 1
   %244 = add nsw i64 %242, %243
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena63, align 4
-  %ox28.next = add nsw i64 %ox2861, 1
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
+  store float %233, ptr %arena58, align 4
+  %ox28.next = add nsw i64 %conv2.ox2856, 1
   %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %ox28, label %ox28.end
+  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
 
-ox28.end:                                         ; preds = %ox28
-  br label %endif60
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif
 
-oy29:                                             ; preds = %endif66, %oy27.end
-  %oy2964 = phi i64 [ 0, %oy27.end ], [ %oy29.next, %endif66 ]
-  %246 = add nsw i64 %oy2964, %ky2657
+conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
+  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
+  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %247 = add nsw i64 %246, -1
   %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %oy2964, %ky2657
+  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %250 = add nsw i64 %249, -1
   %251 = icmp slt i64 %250, 14
   %252 = and i1 %248, %251
-  br i1 %252, label %then65, label %endif66
+  br i1 %252, label %conv2.then60, label %conv2.endif61
 
-oy29.end:                                         ; preds = %endif66
-  br label %oy31
+conv2.oy29.end:                                   ; preds = %conv2.endif61
+  br label %conv2.oy31
 
-then65:                                           ; preds = %oy29
-  br label %ox30
+conv2.then60:                                     ; preds = %conv2.oy29
+  br label %conv2.ox30
 
-endif66:                                          ; preds = %ox30.end, %oy29
-  %oy29.next = add nsw i64 %oy2964, 1
+conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2959, 1
   %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %oy29, label %oy29.end
+  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
 
-ox30:                                             ; preds = %ox30, %then65
-  %ox3067 = phi i64 [ 0, %then65 ], [ %ox30.next, %ox30 ]
-  %254 = mul nsw i64 %g2150, 64
-  %255 = add nsw i64 %254, %j2252
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
+  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
+  %254 = mul nsw i64 %conv2.g2148, 64
+  %255 = add nsw i64 %254, %conv2.j2249
   %256 = mul nsw i64 %255, 3136
-  %257 = mul nsw i64 %c2556, 196
+  %257 = mul nsw i64 %conv2.c2553, 196
   %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %oy2964, %ky2657
+  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
   %260 = add nsw i64 %259, -1
   %261 = mul nsw i64 %260, 14
   %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %ox3067
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena68, align 4
-  %265 = mul nsw i64 %c2556, 3
-  %266 = add nsw i64 %265, %ky2657
+  %263 = add nsw i64 %262, %conv2.ox3062
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
+  %264 = load float, ptr %arena63, align 4
+  %265 = mul nsw i64 %conv2.c2553, 3
+  %266 = add nsw i64 %265, %conv2.ky2654
   %267 = mul nsw i64 %266, 3
   %268 = add nsw i64 %267, 1
   %269 = mul nsw i64 %268, 12544
   %270 = add nsw i64 401408, %269
-  %271 = mul nsw i64 %j2252, 196
+  %271 = mul nsw i64 %conv2.j2249, 196
   %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %oy2964, 14
+  %273 = mul nsw i64 %conv2.oy2959, 14
   %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %ox3067
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena69, align 4
-  %ox30.next = add nsw i64 %ox3067, 1
+  %275 = add nsw i64 %274, %conv2.ox3062
+  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
+  store float %264, ptr %arena64, align 4
+  %ox30.next = add nsw i64 %conv2.ox3062, 1
   %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %ox30, label %ox30.end
+  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
 
-ox30.end:                                         ; preds = %ox30
-  br label %endif66
+conv2.ox30.end:                                   ; preds = %conv2.ox30
+  br label %conv2.endif61
 
-oy31:                                             ; preds = %endif72, %oy29.end
-  %oy3170 = phi i64 [ 0, %oy29.end ], [ %oy31.next, %endif72 ]
-  %277 = add nsw i64 %oy3170, %ky2657
+conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
+  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
+  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %278 = add nsw i64 %277, -1
   %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %oy3170, %ky2657
+  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %281 = add nsw i64 %280, -1
   %282 = icmp slt i64 %281, 14
   %283 = and i1 %279, %282
-  br i1 %283, label %then71, label %endif72
+  br i1 %283, label %conv2.then66, label %conv2.endif67
 
-oy31.end:                                         ; preds = %endif72
-  %ky26.next = add nsw i64 %ky2657, 1
+conv2.oy31.end:                                   ; preds = %conv2.endif67
+  %ky26.next = add nsw i64 %conv2.ky2654, 1
   %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %ky26, label %ky26.end
+  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
 
-then71:                                           ; preds = %oy31
-  br label %ox32
+conv2.then66:                                     ; preds = %conv2.oy31
+  br label %conv2.ox32
 
-endif72:                                          ; preds = %ox32.end, %oy31
-  %oy31.next = add nsw i64 %oy3170, 1
+conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy3165, 1
   %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %oy31, label %oy31.end
+  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
 
-ox32:                                             ; preds = %ox32, %then71
-  %ox3273 = phi i64 [ 0, %then71 ], [ %ox32.next, %ox32 ]
-  %286 = mul nsw i64 %g2150, 64
-  %287 = add nsw i64 %286, %j2252
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
+  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
+  %286 = mul nsw i64 %conv2.g2148, 64
+  %287 = add nsw i64 %286, %conv2.j2249
   %288 = mul nsw i64 %287, 3136
-  %289 = mul nsw i64 %c2556, 196
+  %289 = mul nsw i64 %conv2.c2553, 196
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %oy3170, %ky2657
+  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
   %292 = add nsw i64 %291, -1
   %293 = mul nsw i64 %292, 14
   %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %ox3273, 1
+  %295 = add nsw i64 %conv2.ox3268, 1
   %296 = add nsw i64 %294, %295
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena74, align 4
-  %298 = mul nsw i64 %c2556, 3
-  %299 = add nsw i64 %298, %ky2657
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena69, align 4
+  %298 = mul nsw i64 %conv2.c2553, 3
+  %299 = add nsw i64 %298, %conv2.ky2654
   %300 = mul nsw i64 %299, 3
   %301 = add nsw i64 %300, 2
   %302 = mul nsw i64 %301, 12544
   %303 = add nsw i64 401408, %302
-  %304 = mul nsw i64 %j2252, 196
+  %304 = mul nsw i64 %conv2.j2249, 196
   %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %oy3170, 14
+  %306 = mul nsw i64 %conv2.oy3165, 14
   %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %ox3273
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena75, align 4
-  %ox32.next = add nsw i64 %ox3273, 1
+  %308 = add nsw i64 %307, %conv2.ox3268
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %297, ptr %arena70, align 4
+  %ox32.next = add nsw i64 %conv2.ox3268, 1
   %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %ox32, label %ox32.end
+  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
 
-ox32.end:                                         ; preds = %ox32
-  br label %endif72
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif67
 
-j33:                                              ; preds = %f34.end, %j22.end
-  %j3379 = phi i64 [ 0, %j22.end ], [ %j33.next, %f34.end ]
-  br label %f34
+conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
+  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
+  br label %conv2.f34
 
-j33.end:                                          ; preds = %f34.end
-  %g21.next = add nsw i64 %g2150, 1
+conv2.j33.end:                                    ; preds = %conv2.f34.end
+  %g21.next = add nsw i64 %conv2.g2148, 1
   %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %g21, label %g21.end
+  br i1 %310, label %conv2.g21, label %conv2.g21.end
 
-f34:                                              ; preds = %py35.end, %j33
-  %f3480 = phi i64 [ 0, %j33 ], [ %f34.next, %py35.end ]
-  br label %py35
+conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
+  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
+  br label %conv2.py35
 
-f34.end:                                          ; preds = %py35.end
-  %j33.next = add nsw i64 %j3379, 1
+conv2.f34.end:                                    ; preds = %conv2.py35.end
+  %j33.next = add nsw i64 %conv2.j3374, 1
   %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %j33, label %j33.end
+  br i1 %311, label %conv2.j33, label %conv2.j33.end
 
-py35:                                             ; preds = %px36.end, %f34
-  %py3581 = phi i64 [ 0, %f34 ], [ %py35.next, %px36.end ]
-  br label %px36
+conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
+  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
+  br label %conv2.px36
 
-py35.end:                                         ; preds = %px36.end
-  %f34.next = add nsw i64 %f3480, 1
+conv2.py35.end:                                   ; preds = %conv2.px36.end
+  %f34.next = add nsw i64 %conv2.f3475, 1
   %312 = icmp slt i64 %f34.next, 32
-  br i1 %312, label %f34, label %f34.end
+  br i1 %312, label %conv2.f34, label %conv2.f34.end
 
-px36:                                             ; preds = %ky39.end, %py35
-  %px3682 = phi i64 [ 0, %py35 ], [ %px36.next, %ky39.end ]
-  %313 = mul nsw i64 %f3480, 12544
+conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
+  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
+  %313 = mul nsw i64 %conv2.f3475, 12544
   %314 = add nsw i64 2207744, %313
-  %315 = mul nsw i64 %j3379, 196
+  %315 = mul nsw i64 %conv2.j3374, 196
   %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %py3581, 28
-  %318 = mul nsw i64 %px3682, 2
+  %317 = mul nsw i64 %conv2.py3576, 28
+  %318 = mul nsw i64 %conv2.px3677, 2
   %319 = add nsw i64 %317, %318
   %320 = add nsw i64 %316, %319
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena83, align 4
-  %322 = add nsw i64 4768, %f3480
-  %params84 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params84, align 4
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
+  %321 = load float, ptr %arena78, align 4
+  %322 = add nsw i64 4768, %conv2.f3475
+  %params79 = getelementptr inbounds float, ptr %params, i64 %322
+  %323 = load float, ptr %params79, align 4
   %324 = fadd float %321, %323
-  store float %324, ptr %best37, align 4
-  %325 = mul nsw i64 %py3581, 28
-  %326 = mul nsw i64 %px3682, 2
+  store float %324, ptr %conv2.best37, align 4
+  %325 = mul nsw i64 %conv2.py3576, 28
+  %326 = mul nsw i64 %conv2.px3677, 2
   %327 = add nsw i64 %325, %326
   %328 = sitofp i64 %327 to float
-  store float %328, ptr %bi38, align 4
-  br label %ky39
+  store float %328, ptr %conv2.bi38, align 4
+  br label %conv2.ky39
 
-px36.end:                                         ; preds = %ky39.end
-  %py35.next = add nsw i64 %py3581, 1
+conv2.px36.end:                                   ; preds = %conv2.ky39.end
+  %py35.next = add nsw i64 %conv2.py3576, 1
   %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %py35, label %py35.end
+  br i1 %329, label %conv2.py35, label %conv2.py35.end
 
-ky39:                                             ; preds = %kx40.end, %px36
-  %ky3985 = phi i64 [ 0, %px36 ], [ %ky39.next, %kx40.end ]
-  br label %kx40
+conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
+  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
+  br label %conv2.kx40
 
-ky39.end:                                         ; preds = %kx40.end
-  %best3797 = load float, ptr %best37, align 4
-  %330 = fcmp ogt float %best3797, 0.000000e+00
-  %best3798 = load float, ptr %best37, align 4
-  %331 = select i1 %330, float %best3798, float 0.000000e+00
-  %332 = mul nsw i64 %g2150, 64
-  %333 = add nsw i64 %332, %j3379
+conv2.ky39.end:                                   ; preds = %conv2.kx40.end
+  %best3790 = load float, ptr %conv2.best37, align 4
+  %330 = fcmp ogt float %best3790, 0.000000e+00
+  %best3791 = load float, ptr %conv2.best37, align 4
+  %331 = select i1 %330, float %best3791, float 0.000000e+00
+  %332 = mul nsw i64 %conv2.g2148, 64
+  %333 = add nsw i64 %332, %conv2.j3374
   %334 = mul nsw i64 %333, 1568
-  %335 = mul nsw i64 %f3480, 49
+  %335 = mul nsw i64 %conv2.f3475, 49
   %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %py3581, 7
+  %337 = mul nsw i64 %conv2.py3576, 7
   %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %px3682
+  %339 = add nsw i64 %338, %conv2.px3677
   %340 = add nsw i64 200704, %339
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena99, align 4
-  %bi38100 = load float, ptr %bi38, align 4
-  %341 = mul nsw i64 %g2150, 64
-  %342 = add nsw i64 %341, %j3379
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %331, ptr %arena92, align 4
+  %bi3893 = load float, ptr %conv2.bi38, align 4
+  %341 = mul nsw i64 %conv2.g2148, 64
+  %342 = add nsw i64 %341, %conv2.j3374
   %343 = mul nsw i64 %342, 1568
-  %344 = mul nsw i64 %f3480, 49
+  %344 = mul nsw i64 %conv2.f3475, 49
   %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %py3581, 7
+  %346 = mul nsw i64 %conv2.py3576, 7
   %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %px3682
+  %348 = add nsw i64 %347, %conv2.px3677
   %349 = add nsw i64 301056, %348
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi38100, ptr %arena101, align 4
-  %px36.next = add nsw i64 %px3682, 1
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
+  store float %bi3893, ptr %arena94, align 4
+  %px36.next = add nsw i64 %conv2.px3677, 1
   %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %px36, label %px36.end
+  br i1 %350, label %conv2.px36, label %conv2.px36.end
 
-kx40:                                             ; preds = %kx40, %ky39
-  %kx4086 = phi i64 [ 0, %ky39 ], [ %kx40.next, %kx40 ]
-  %351 = mul nsw i64 %f3480, 12544
+conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
+  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
+  %351 = mul nsw i64 %conv2.f3475, 12544
   %352 = add nsw i64 2207744, %351
-  %353 = mul nsw i64 %j3379, 196
+  %353 = mul nsw i64 %conv2.j3374, 196
   %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %py3581, 28
-  %356 = mul nsw i64 %px3682, 2
+  %355 = mul nsw i64 %conv2.py3576, 28
+  %356 = mul nsw i64 %conv2.px3677, 2
   %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %ky3985, 14
+  %358 = mul nsw i64 %conv2.ky3980, 14
   %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %kx4086
+  %360 = add nsw i64 %359, %conv2.kx4081
   %361 = add nsw i64 %354, %360
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena87, align 4
-  %363 = add nsw i64 4768, %f3480
-  %params88 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params88, align 4
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena82, align 4
+  %363 = add nsw i64 4768, %conv2.f3475
+  %params83 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params83, align 4
   %365 = fadd float %362, %364
-  %best3789 = load float, ptr %best37, align 4
-  %366 = fcmp ogt float %365, %best3789
-  %367 = mul nsw i64 %py3581, 28
-  %368 = mul nsw i64 %px3682, 2
+  %best37 = load float, ptr %conv2.best37, align 4
+  %366 = fcmp ogt float %365, %best37
+  %367 = mul nsw i64 %conv2.py3576, 28
+  %368 = mul nsw i64 %conv2.px3677, 2
   %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %ky3985, 14
+  %370 = mul nsw i64 %conv2.ky3980, 14
   %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %kx4086
+  %372 = add nsw i64 %371, %conv2.kx4081
   %373 = sitofp i64 %372 to float
-  %bi3890 = load float, ptr %bi38, align 4
-  %374 = select i1 %366, float %373, float %bi3890
-  store float %374, ptr %bi38, align 4
-  %375 = mul nsw i64 %f3480, 12544
+  %bi38 = load float, ptr %conv2.bi38, align 4
+  %374 = select i1 %366, float %373, float %bi38
+  store float %374, ptr %conv2.bi38, align 4
+  %375 = mul nsw i64 %conv2.f3475, 12544
   %376 = add nsw i64 2207744, %375
-  %377 = mul nsw i64 %j3379, 196
+  %377 = mul nsw i64 %conv2.j3374, 196
   %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %py3581, 28
-  %380 = mul nsw i64 %px3682, 2
+  %379 = mul nsw i64 %conv2.py3576, 28
+  %380 = mul nsw i64 %conv2.px3677, 2
   %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %ky3985, 14
+  %382 = mul nsw i64 %conv2.ky3980, 14
   %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %kx4086
+  %384 = add nsw i64 %383, %conv2.kx4081
   %385 = add nsw i64 %378, %384
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena91, align 4
-  %387 = add nsw i64 4768, %f3480
-  %params92 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params92, align 4
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena84, align 4
+  %387 = add nsw i64 4768, %conv2.f3475
+  %params85 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params85, align 4
   %389 = fadd float %386, %388
-  %best3793 = load float, ptr %best37, align 4
-  %390 = fcmp ogt float %389, %best3793
-  %391 = mul nsw i64 %f3480, 12544
+  %best3786 = load float, ptr %conv2.best37, align 4
+  %390 = fcmp ogt float %389, %best3786
+  %391 = mul nsw i64 %conv2.f3475, 12544
   %392 = add nsw i64 2207744, %391
-  %393 = mul nsw i64 %j3379, 196
+  %393 = mul nsw i64 %conv2.j3374, 196
   %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %py3581, 28
-  %396 = mul nsw i64 %px3682, 2
+  %395 = mul nsw i64 %conv2.py3576, 28
+  %396 = mul nsw i64 %conv2.px3677, 2
   %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %ky3985, 14
+  %398 = mul nsw i64 %conv2.ky3980, 14
   %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %kx4086
+  %400 = add nsw i64 %399, %conv2.kx4081
   %401 = add nsw i64 %394, %400
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena94, align 4
-  %403 = add nsw i64 4768, %f3480
-  %params95 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params95, align 4
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
+  %402 = load float, ptr %arena87, align 4
+  %403 = add nsw i64 4768, %conv2.f3475
+  %params88 = getelementptr inbounds float, ptr %params, i64 %403
+  %404 = load float, ptr %params88, align 4
   %405 = fadd float %402, %404
-  %best3796 = load float, ptr %best37, align 4
-  %406 = select i1 %390, float %405, float %best3796
-  store float %406, ptr %best37, align 4
-  %kx40.next = add nsw i64 %kx4086, 1
+  %best3789 = load float, ptr %conv2.best37, align 4
+  %406 = select i1 %390, float %405, float %best3789
+  store float %406, ptr %conv2.best37, align 4
+  %kx40.next = add nsw i64 %conv2.kx4081, 1
   %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %kx40, label %kx40.end
+  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
 
-kx40.end:                                         ; preds = %kx40
-  %ky39.next = add nsw i64 %ky3985, 1
+conv2.kx40.end:                                   ; preds = %conv2.kx40
+  %ky39.next = add nsw i64 %conv2.ky3980, 1
   %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %ky39, label %ky39.end
+  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
 
-n41:                                              ; preds = %u42.end, %g21.end
-  %n41105 = phi i64 [ 0, %g21.end ], [ %n41.next, %u42.end ]
-  br label %u42
+fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
+  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
+  br label %fc1.u42
 
-n41.end:                                          ; preds = %u42.end
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 0
-  %params113 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena112, i32 128, ptr %params113, i32 128, float 0.000000e+00, ptr %arena114, i32 10)
-  br label %n43
+fc1.n41.end:                                      ; preds = %fc1.u42.end
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 0
+  %params106 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena105, i32 128, ptr %params106, i32 128, float 0.000000e+00, ptr %arena107, i32 10)
+  br label %fc2.n43
 
-u42:                                              ; preds = %u42, %n41
-  %u42106 = phi i64 [ 0, %n41 ], [ %u42.next, %u42 ]
-  %409 = mul nsw i64 %n41105, 128
-  %410 = add nsw i64 %409, %u42106
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena107, align 4
-  %412 = add nsw i64 205504, %u42106
-  %params108 = getelementptr inbounds float, ptr %params, i64 %412
-  %413 = load float, ptr %params108, align 4
+fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
+  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
+  %409 = mul nsw i64 %fc1.n4198, 128
+  %410 = add nsw i64 %409, %fc1.u4299
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %410
+  %411 = load float, ptr %arena100, align 4
+  %412 = add nsw i64 205504, %fc1.u4299
+  %params101 = getelementptr inbounds float, ptr %params, i64 %412
+  %413 = load float, ptr %params101, align 4
   %414 = fadd float %411, %413
   %415 = fcmp ogt float %414, 0.000000e+00
-  %416 = mul nsw i64 %n41105, 128
-  %417 = add nsw i64 %416, %u42106
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %417
-  %418 = load float, ptr %arena109, align 4
-  %419 = add nsw i64 205504, %u42106
-  %params110 = getelementptr inbounds float, ptr %params, i64 %419
-  %420 = load float, ptr %params110, align 4
+  %416 = mul nsw i64 %fc1.n4198, 128
+  %417 = add nsw i64 %416, %fc1.u4299
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena102, align 4
+  %419 = add nsw i64 205504, %fc1.u4299
+  %params103 = getelementptr inbounds float, ptr %params, i64 %419
+  %420 = load float, ptr %params103, align 4
   %421 = fadd float %418, %420
   %422 = select i1 %415, float %421, float 0.000000e+00
-  %423 = mul nsw i64 %n41105, 128
-  %424 = add nsw i64 %423, %u42106
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %424
-  store float %422, ptr %arena111, align 4
-  %u42.next = add nsw i64 %u42106, 1
+  %423 = mul nsw i64 %fc1.n4198, 128
+  %424 = add nsw i64 %423, %fc1.u4299
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %424
+  store float %422, ptr %arena104, align 4
+  %u42.next = add nsw i64 %fc1.u4299, 1
   %425 = icmp slt i64 %u42.next, 128
-  br i1 %425, label %u42, label %u42.end
+  br i1 %425, label %fc1.u42, label %fc1.u42.end
 
-u42.end:                                          ; preds = %u42
-  %n41.next = add nsw i64 %n41105, 1
+fc1.u42.end:                                      ; preds = %fc1.u42
+  %n41.next = add nsw i64 %fc1.n4198, 1
   %426 = icmp slt i64 %n41.next, 64
-  br i1 %426, label %n41, label %n41.end
+  br i1 %426, label %fc1.n41, label %fc1.n41.end
 
-n43:                                              ; preds = %u44.end, %n41.end
-  %n43115 = phi i64 [ 0, %n41.end ], [ %n43.next, %u44.end ]
-  br label %u44
+fc2.n43:                                          ; preds = %fc2.u44.end, %fc1.n41.end
+  %fc2.n43108 = phi i64 [ 0, %fc1.n41.end ], [ %n43.next, %fc2.u44.end ]
+  br label %fc2.u44
 
-n43.end:                                          ; preds = %u44.end
+fc2.n43.end:                                      ; preds = %fc2.u44.end
   ret void
 
-u44:                                              ; preds = %u44, %n43
-  %u44116 = phi i64 [ 0, %n43 ], [ %u44.next, %u44 ]
-  %427 = mul nsw i64 %n43115, 10
+fc2.u44:                                          ; preds = %fc2.u44, %fc2.n43
+  %fc2.u44109 = phi i64 [ 0, %fc2.n43 ], [ %u44.next, %fc2.u44 ]
+  %427 = mul nsw i64 %fc2.n43108, 10
   %428 = add nsw i64 8192, %427
-  %429 = add nsw i64 %428, %u44116
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load float, ptr %arena117, align 4
-  %431 = add nsw i64 206912, %u44116
-  %params118 = getelementptr inbounds float, ptr %params, i64 %431
-  %432 = load float, ptr %params118, align 4
+  %429 = add nsw i64 %428, %fc2.u44109
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load float, ptr %arena110, align 4
+  %431 = add nsw i64 206912, %fc2.u44109
+  %params111 = getelementptr inbounds float, ptr %params, i64 %431
+  %432 = load float, ptr %params111, align 4
   %433 = fadd float %430, %432
-  %434 = mul nsw i64 %n43115, 10
+  %434 = mul nsw i64 %fc2.n43108, 10
   %435 = add nsw i64 8192, %434
-  %436 = add nsw i64 %435, %u44116
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %433, ptr %arena119, align 4
-  %u44.next = add nsw i64 %u44116, 1
+  %436 = add nsw i64 %435, %fc2.u44109
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float %433, ptr %arena112, align 4
+  %u44.next = add nsw i64 %fc2.u44109, 1
   %437 = icmp slt i64 %u44.next, 10
-  br i1 %437, label %u44, label %u44.end
+  br i1 %437, label %fc2.u44, label %fc2.u44.end
 
-u44.end:                                          ; preds = %u44
-  %n43.next = add nsw i64 %n43115, 1
+fc2.u44.end:                                      ; preds = %fc2.u44
+  %n43.next = add nsw i64 %fc2.n43108, 1
   %438 = icmp slt i64 %n43.next, 64
-  br i1 %438, label %n43, label %n43.end
+  br i1 %438, label %fc2.n43, label %fc2.n43.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -534,7 +534,7 @@ public func smallcnn_train_b64(
     }
     grads[(144 &+ f120)] = acc121
   }
-  // adam update of 206922 parameters
+  // adam = update of 206922 parameters
   var step_size124: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt125: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   do {  // SIMD16 over i126

@@ -4,996 +4,996 @@ source_filename = "tiny"
 
 define void @tiny_train_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %v_new = alloca float, align 4
-  %m_new = alloca float, align 4
-  %g = alloca float, align 4
-  %bc2_sqrt58 = alloca float, align 4
-  %step_size57 = alloca float, align 4
-  %acc54 = alloca float, align 4
-  %acc34 = alloca float, align 4
-  %s29 = alloca float, align 4
-  %m28 = alloca float, align 4
-  %s24 = alloca float, align 4
-  %m23 = alloca float, align 4
-  %total21 = alloca float, align 4
-  %bi16 = alloca float, align 4
-  %best15 = alloca float, align 4
-  br label %g1
+  %adam.v_new = alloca float, align 4
+  %adam.m_new = alloca float, align 4
+  %adam.g = alloca float, align 4
+  %adam.bc2_sqrt58 = alloca float, align 4
+  %adam.step_size57 = alloca float, align 4
+  %conv1_bias_grad.acc54 = alloca float, align 4
+  %fc1_bias_grad.acc34 = alloca float, align 4
+  %fc1_grad.s29 = alloca float, align 4
+  %fc1_grad.m28 = alloca float, align 4
+  %loss.s24 = alloca float, align 4
+  %loss.m23 = alloca float, align 4
+  %loss.total21 = alloca float, align 4
+  %conv1.bi16 = alloca float, align 4
+  %conv1.best15 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j11.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j11.end
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 0
-  %params44 = getelementptr inbounds float, ptr %params, i64 40
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 18432
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena43, i32 144, ptr %params44, i32 144, float 0.000000e+00, ptr %arena45, i32 10)
-  br label %n19
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 0
+  %params42 = getelementptr inbounds float, ptr %params, i64 40
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 18432
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena41, i32 144, ptr %params42, i32 144, float 0.000000e+00, ptr %arena43, i32 10)
+  br label %fc1.n19
 
-j2:                                               ; preds = %c3.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
-  br label %c3
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
 
-j2.end:                                           ; preds = %c3.end
+conv1.j2.end:                                     ; preds = %conv1.c3.end
   %params17 = getelementptr inbounds float, ptr %params, i64 0
   %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
   %arena19 = getelementptr inbounds float, ptr %arena, i64 115776
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 10816, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 10816, float 0.000000e+00, ptr %arena19, i32 10816)
-  br label %j11
+  br label %conv1.j11
 
-c3:                                               ; preds = %ky4.end, %j2
-  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
-  br label %ky4
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
 
-c3.end:                                           ; preds = %ky4.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %0 = icmp slt i64 %j2.next, 64
-  br i1 %0, label %j2, label %j2.end
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
 
-ky4:                                              ; preds = %oy9.end, %c3
-  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
-  br label %oy5
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
 
-ky4.end:                                          ; preds = %oy9.end
-  %c3.next = add nsw i64 %c33, 1
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
   %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %c3, label %c3.end
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
 
-oy5:                                              ; preds = %ox6.end, %ky4
-  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
 
-oy5.end:                                          ; preds = %ox6.end
-  br label %oy7
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
 
-ox6:                                              ; preds = %ox6, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %2 = mul nsw i64 %g11, 64
-  %3 = add nsw i64 %2, %j22
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 64
+  %3 = add nsw i64 %2, %conv1.j22
   %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %c33, 784
+  %5 = mul nsw i64 %conv1.c33, 784
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %oy55, 2
-  %8 = add nsw i64 %7, %ky44
+  %7 = mul nsw i64 %conv1.oy55, 2
+  %8 = add nsw i64 %7, %conv1.ky44
   %9 = mul nsw i64 %8, 28
   %10 = add nsw i64 %6, %9
-  %11 = mul nsw i64 %ox66, 2
+  %11 = mul nsw i64 %conv1.ox66, 2
   %12 = add nsw i64 %10, %11
   %images7 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images7, align 4
-  %14 = mul nsw i64 %c33, 3
-  %15 = add nsw i64 %14, %ky44
+  %14 = mul nsw i64 %conv1.c33, 3
+  %15 = add nsw i64 %14, %conv1.ky44
   %16 = mul nsw i64 %15, 3
   %17 = mul nsw i64 %16, 10816
   %18 = add nsw i64 18432, %17
-  %19 = mul nsw i64 %j22, 169
+  %19 = mul nsw i64 %conv1.j22, 169
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %oy55, 13
+  %21 = mul nsw i64 %conv1.oy55, 13
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %ox66
+  %23 = add nsw i64 %22, %conv1.ox66
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
   store float %13, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %ox66, 1
+  %ox6.next = add nsw i64 %conv1.ox66, 1
   %24 = icmp slt i64 %ox6.next, 13
-  br i1 %24, label %ox6, label %ox6.end
+  br i1 %24, label %conv1.ox6, label %conv1.ox6.end
 
-ox6.end:                                          ; preds = %ox6
-  %oy5.next = add nsw i64 %oy55, 1
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
   %25 = icmp slt i64 %oy5.next, 13
-  br i1 %25, label %oy5, label %oy5.end
+  br i1 %25, label %conv1.oy5, label %conv1.oy5.end
 
-oy7:                                              ; preds = %ox8.end, %oy5.end
-  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
-  br label %ox8
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
 
-oy7.end:                                          ; preds = %ox8.end
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
 
-ox8:                                              ; preds = %ox8, %oy7
-  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
-  %26 = mul nsw i64 %g11, 64
-  %27 = add nsw i64 %26, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %26 = mul nsw i64 %conv1.g11, 64
+  %27 = add nsw i64 %26, %conv1.j22
   %28 = mul nsw i64 %27, 784
-  %29 = mul nsw i64 %c33, 784
+  %29 = mul nsw i64 %conv1.c33, 784
   %30 = add nsw i64 %28, %29
-  %31 = mul nsw i64 %oy79, 2
-  %32 = add nsw i64 %31, %ky44
+  %31 = mul nsw i64 %conv1.oy79, 2
+  %32 = add nsw i64 %31, %conv1.ky44
   %33 = mul nsw i64 %32, 28
   %34 = add nsw i64 %30, %33
-  %35 = mul nsw i64 %ox810, 2
+  %35 = mul nsw i64 %conv1.ox810, 2
   %36 = add nsw i64 %35, 1
   %37 = add nsw i64 %34, %36
   %images11 = getelementptr inbounds float, ptr %images, i64 %37
   %38 = load float, ptr %images11, align 4
-  %39 = mul nsw i64 %c33, 3
-  %40 = add nsw i64 %39, %ky44
+  %39 = mul nsw i64 %conv1.c33, 3
+  %40 = add nsw i64 %39, %conv1.ky44
   %41 = mul nsw i64 %40, 3
   %42 = add nsw i64 %41, 1
   %43 = mul nsw i64 %42, 10816
   %44 = add nsw i64 18432, %43
-  %45 = mul nsw i64 %j22, 169
+  %45 = mul nsw i64 %conv1.j22, 169
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %oy79, 13
+  %47 = mul nsw i64 %conv1.oy79, 13
   %48 = add nsw i64 %46, %47
-  %49 = add nsw i64 %48, %ox810
+  %49 = add nsw i64 %48, %conv1.ox810
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
   store float %38, ptr %arena12, align 4
-  %ox8.next = add nsw i64 %ox810, 1
+  %ox8.next = add nsw i64 %conv1.ox810, 1
   %50 = icmp slt i64 %ox8.next, 13
-  br i1 %50, label %ox8, label %ox8.end
+  br i1 %50, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  %oy7.next = add nsw i64 %oy79, 1
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
   %51 = icmp slt i64 %oy7.next, 13
-  br i1 %51, label %oy7, label %oy7.end
+  br i1 %51, label %conv1.oy7, label %conv1.oy7.end
 
-oy9:                                              ; preds = %ox10.end, %oy7.end
-  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
-  br label %ox10
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
 
-oy9.end:                                          ; preds = %ox10.end
-  %ky4.next = add nsw i64 %ky44, 1
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
   %52 = icmp slt i64 %ky4.next, 3
-  br i1 %52, label %ky4, label %ky4.end
+  br i1 %52, label %conv1.ky4, label %conv1.ky4.end
 
-ox10:                                             ; preds = %ox10, %oy9
-  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
-  %53 = mul nsw i64 %g11, 64
-  %54 = add nsw i64 %53, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %53 = mul nsw i64 %conv1.g11, 64
+  %54 = add nsw i64 %53, %conv1.j22
   %55 = mul nsw i64 %54, 784
-  %56 = mul nsw i64 %c33, 784
+  %56 = mul nsw i64 %conv1.c33, 784
   %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %oy913, 2
-  %59 = add nsw i64 %58, %ky44
+  %58 = mul nsw i64 %conv1.oy913, 2
+  %59 = add nsw i64 %58, %conv1.ky44
   %60 = mul nsw i64 %59, 28
   %61 = add nsw i64 %57, %60
-  %62 = mul nsw i64 %ox1014, 2
+  %62 = mul nsw i64 %conv1.ox1014, 2
   %63 = add nsw i64 %62, 2
   %64 = add nsw i64 %61, %63
   %images15 = getelementptr inbounds float, ptr %images, i64 %64
   %65 = load float, ptr %images15, align 4
-  %66 = mul nsw i64 %c33, 3
-  %67 = add nsw i64 %66, %ky44
+  %66 = mul nsw i64 %conv1.c33, 3
+  %67 = add nsw i64 %66, %conv1.ky44
   %68 = mul nsw i64 %67, 3
   %69 = add nsw i64 %68, 2
   %70 = mul nsw i64 %69, 10816
   %71 = add nsw i64 18432, %70
-  %72 = mul nsw i64 %j22, 169
+  %72 = mul nsw i64 %conv1.j22, 169
   %73 = add nsw i64 %71, %72
-  %74 = mul nsw i64 %oy913, 13
+  %74 = mul nsw i64 %conv1.oy913, 13
   %75 = add nsw i64 %73, %74
-  %76 = add nsw i64 %75, %ox1014
+  %76 = add nsw i64 %75, %conv1.ox1014
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   store float %65, ptr %arena16, align 4
-  %ox10.next = add nsw i64 %ox1014, 1
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
   %77 = icmp slt i64 %ox10.next, 13
-  br i1 %77, label %ox10, label %ox10.end
+  br i1 %77, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  %oy9.next = add nsw i64 %oy913, 1
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
   %78 = icmp slt i64 %oy9.next, 13
-  br i1 %78, label %oy9, label %oy9.end
+  br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-j11:                                              ; preds = %f12.end, %j2.end
-  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
-  br label %f12
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-j11.end:                                          ; preds = %f12.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %79 = icmp slt i64 %g1.next, 1
-  br i1 %79, label %g1, label %g1.end
+  br i1 %79, label %conv1.g1, label %conv1.g1.end
 
-f12:                                              ; preds = %py13.end, %j11
-  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %py13.end ]
-  br label %py13
+conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
+  br label %conv1.py13
 
-f12.end:                                          ; preds = %py13.end
-  %j11.next = add nsw i64 %j1120, 1
+conv1.f12.end:                                    ; preds = %conv1.py13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
   %80 = icmp slt i64 %j11.next, 64
-  br i1 %80, label %j11, label %j11.end
+  br i1 %80, label %conv1.j11, label %conv1.j11.end
 
-py13:                                             ; preds = %px14.end, %f12
-  %py1322 = phi i64 [ 0, %f12 ], [ %py13.next, %px14.end ]
-  br label %px14
+conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
+  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
+  br label %conv1.px14
 
-py13.end:                                         ; preds = %px14.end
-  %f12.next = add nsw i64 %f1221, 1
+conv1.py13.end:                                   ; preds = %conv1.px14.end
+  %f12.next = add nsw i64 %conv1.f1221, 1
   %81 = icmp slt i64 %f12.next, 4
-  br i1 %81, label %f12, label %f12.end
+  br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-px14:                                             ; preds = %ky17.end, %py13
-  %px1423 = phi i64 [ 0, %py13 ], [ %px14.next, %ky17.end ]
-  %82 = mul nsw i64 %f1221, 10816
+conv1.px14:                                       ; preds = %conv1.ky17.end, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.ky17.end ]
+  %82 = mul nsw i64 %conv1.f1221, 10816
   %83 = add nsw i64 115776, %82
-  %84 = mul nsw i64 %j1120, 169
+  %84 = mul nsw i64 %conv1.j1120, 169
   %85 = add nsw i64 %83, %84
-  %86 = mul nsw i64 %py1322, 26
-  %87 = mul nsw i64 %px1423, 2
+  %86 = mul nsw i64 %conv1.py1322, 26
+  %87 = mul nsw i64 %conv1.px1423, 2
   %88 = add nsw i64 %86, %87
   %89 = add nsw i64 %85, %88
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load float, ptr %arena24, align 4
-  %91 = add nsw i64 36, %f1221
+  %91 = add nsw i64 36, %conv1.f1221
   %params25 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params25, align 4
   %93 = fadd float %90, %92
-  store float %93, ptr %best15, align 4
-  %94 = mul nsw i64 %py1322, 26
-  %95 = mul nsw i64 %px1423, 2
+  store float %93, ptr %conv1.best15, align 4
+  %94 = mul nsw i64 %conv1.py1322, 26
+  %95 = mul nsw i64 %conv1.px1423, 2
   %96 = add nsw i64 %94, %95
   %97 = sitofp i64 %96 to float
-  store float %97, ptr %bi16, align 4
-  br label %ky17
+  store float %97, ptr %conv1.bi16, align 4
+  br label %conv1.ky17
 
-px14.end:                                         ; preds = %ky17.end
-  %py13.next = add nsw i64 %py1322, 1
+conv1.px14.end:                                   ; preds = %conv1.ky17.end
+  %py13.next = add nsw i64 %conv1.py1322, 1
   %98 = icmp slt i64 %py13.next, 6
-  br i1 %98, label %py13, label %py13.end
+  br i1 %98, label %conv1.py13, label %conv1.py13.end
 
-ky17:                                             ; preds = %kx18.end, %px14
-  %ky1726 = phi i64 [ 0, %px14 ], [ %ky17.next, %kx18.end ]
-  br label %kx18
+conv1.ky17:                                       ; preds = %conv1.kx18.end, %conv1.px14
+  %conv1.ky1726 = phi i64 [ 0, %conv1.px14 ], [ %ky17.next, %conv1.kx18.end ]
+  br label %conv1.kx18
 
-ky17.end:                                         ; preds = %kx18.end
-  %best1538 = load float, ptr %best15, align 4
-  %99 = fcmp ogt float %best1538, 0.000000e+00
-  %best1539 = load float, ptr %best15, align 4
-  %100 = select i1 %99, float %best1539, float 0.000000e+00
-  %101 = mul nsw i64 %g11, 64
-  %102 = add nsw i64 %101, %j1120
+conv1.ky17.end:                                   ; preds = %conv1.kx18.end
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %99 = fcmp ogt float %best1536, 0.000000e+00
+  %best1537 = load float, ptr %conv1.best15, align 4
+  %100 = select i1 %99, float %best1537, float 0.000000e+00
+  %101 = mul nsw i64 %conv1.g11, 64
+  %102 = add nsw i64 %101, %conv1.j1120
   %103 = mul nsw i64 %102, 144
-  %104 = mul nsw i64 %f1221, 36
+  %104 = mul nsw i64 %conv1.f1221, 36
   %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %py1322, 6
+  %106 = mul nsw i64 %conv1.py1322, 6
   %107 = add nsw i64 %105, %106
-  %108 = add nsw i64 %107, %px1423
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %108
-  store float %100, ptr %arena40, align 4
-  %bi1641 = load float, ptr %bi16, align 4
-  %109 = mul nsw i64 %g11, 64
-  %110 = add nsw i64 %109, %j1120
+  %108 = add nsw i64 %107, %conv1.px1423
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %108
+  store float %100, ptr %arena38, align 4
+  %bi1639 = load float, ptr %conv1.bi16, align 4
+  %109 = mul nsw i64 %conv1.g11, 64
+  %110 = add nsw i64 %109, %conv1.j1120
   %111 = mul nsw i64 %110, 144
-  %112 = mul nsw i64 %f1221, 36
+  %112 = mul nsw i64 %conv1.f1221, 36
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %py1322, 6
+  %114 = mul nsw i64 %conv1.py1322, 6
   %115 = add nsw i64 %113, %114
-  %116 = add nsw i64 %115, %px1423
+  %116 = add nsw i64 %115, %conv1.px1423
   %117 = add nsw i64 9216, %116
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %117
-  store float %bi1641, ptr %arena42, align 4
-  %px14.next = add nsw i64 %px1423, 1
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %117
+  store float %bi1639, ptr %arena40, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
   %118 = icmp slt i64 %px14.next, 6
-  br i1 %118, label %px14, label %px14.end
+  br i1 %118, label %conv1.px14, label %conv1.px14.end
 
-kx18:                                             ; preds = %kx18, %ky17
-  %kx1827 = phi i64 [ 0, %ky17 ], [ %kx18.next, %kx18 ]
-  %119 = mul nsw i64 %f1221, 10816
+conv1.kx18:                                       ; preds = %conv1.kx18, %conv1.ky17
+  %conv1.kx1827 = phi i64 [ 0, %conv1.ky17 ], [ %kx18.next, %conv1.kx18 ]
+  %119 = mul nsw i64 %conv1.f1221, 10816
   %120 = add nsw i64 115776, %119
-  %121 = mul nsw i64 %j1120, 169
+  %121 = mul nsw i64 %conv1.j1120, 169
   %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %py1322, 26
-  %124 = mul nsw i64 %px1423, 2
+  %123 = mul nsw i64 %conv1.py1322, 26
+  %124 = mul nsw i64 %conv1.px1423, 2
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %ky1726, 13
+  %126 = mul nsw i64 %conv1.ky1726, 13
   %127 = add nsw i64 %125, %126
-  %128 = add nsw i64 %127, %kx1827
+  %128 = add nsw i64 %127, %conv1.kx1827
   %129 = add nsw i64 %122, %128
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %129
   %130 = load float, ptr %arena28, align 4
-  %131 = add nsw i64 36, %f1221
+  %131 = add nsw i64 36, %conv1.f1221
   %params29 = getelementptr inbounds float, ptr %params, i64 %131
   %132 = load float, ptr %params29, align 4
   %133 = fadd float %130, %132
-  %best1530 = load float, ptr %best15, align 4
-  %134 = fcmp ogt float %133, %best1530
-  %135 = mul nsw i64 %py1322, 26
-  %136 = mul nsw i64 %px1423, 2
+  %best15 = load float, ptr %conv1.best15, align 4
+  %134 = fcmp ogt float %133, %best15
+  %135 = mul nsw i64 %conv1.py1322, 26
+  %136 = mul nsw i64 %conv1.px1423, 2
   %137 = add nsw i64 %135, %136
-  %138 = mul nsw i64 %ky1726, 13
+  %138 = mul nsw i64 %conv1.ky1726, 13
   %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %kx1827
+  %140 = add nsw i64 %139, %conv1.kx1827
   %141 = sitofp i64 %140 to float
-  %bi1631 = load float, ptr %bi16, align 4
-  %142 = select i1 %134, float %141, float %bi1631
-  store float %142, ptr %bi16, align 4
-  %143 = mul nsw i64 %f1221, 10816
+  %bi16 = load float, ptr %conv1.bi16, align 4
+  %142 = select i1 %134, float %141, float %bi16
+  store float %142, ptr %conv1.bi16, align 4
+  %143 = mul nsw i64 %conv1.f1221, 10816
   %144 = add nsw i64 115776, %143
-  %145 = mul nsw i64 %j1120, 169
+  %145 = mul nsw i64 %conv1.j1120, 169
   %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %py1322, 26
-  %148 = mul nsw i64 %px1423, 2
+  %147 = mul nsw i64 %conv1.py1322, 26
+  %148 = mul nsw i64 %conv1.px1423, 2
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %ky1726, 13
+  %150 = mul nsw i64 %conv1.ky1726, 13
   %151 = add nsw i64 %149, %150
-  %152 = add nsw i64 %151, %kx1827
+  %152 = add nsw i64 %151, %conv1.kx1827
   %153 = add nsw i64 %146, %152
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %153
-  %154 = load float, ptr %arena32, align 4
-  %155 = add nsw i64 36, %f1221
-  %params33 = getelementptr inbounds float, ptr %params, i64 %155
-  %156 = load float, ptr %params33, align 4
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %153
+  %154 = load float, ptr %arena30, align 4
+  %155 = add nsw i64 36, %conv1.f1221
+  %params31 = getelementptr inbounds float, ptr %params, i64 %155
+  %156 = load float, ptr %params31, align 4
   %157 = fadd float %154, %156
-  %best1534 = load float, ptr %best15, align 4
-  %158 = fcmp ogt float %157, %best1534
-  %159 = mul nsw i64 %f1221, 10816
+  %best1532 = load float, ptr %conv1.best15, align 4
+  %158 = fcmp ogt float %157, %best1532
+  %159 = mul nsw i64 %conv1.f1221, 10816
   %160 = add nsw i64 115776, %159
-  %161 = mul nsw i64 %j1120, 169
+  %161 = mul nsw i64 %conv1.j1120, 169
   %162 = add nsw i64 %160, %161
-  %163 = mul nsw i64 %py1322, 26
-  %164 = mul nsw i64 %px1423, 2
+  %163 = mul nsw i64 %conv1.py1322, 26
+  %164 = mul nsw i64 %conv1.px1423, 2
   %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %ky1726, 13
+  %166 = mul nsw i64 %conv1.ky1726, 13
   %167 = add nsw i64 %165, %166
-  %168 = add nsw i64 %167, %kx1827
+  %168 = add nsw i64 %167, %conv1.kx1827
   %169 = add nsw i64 %162, %168
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %169
-  %170 = load float, ptr %arena35, align 4
-  %171 = add nsw i64 36, %f1221
-  %params36 = getelementptr inbounds float, ptr %params, i64 %171
-  %172 = load float, ptr %params36, align 4
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %169
+  %170 = load float, ptr %arena33, align 4
+  %171 = add nsw i64 36, %conv1.f1221
+  %params34 = getelementptr inbounds float, ptr %params, i64 %171
+  %172 = load float, ptr %params34, align 4
   %173 = fadd float %170, %172
-  %best1537 = load float, ptr %best15, align 4
-  %174 = select i1 %158, float %173, float %best1537
-  store float %174, ptr %best15, align 4
-  %kx18.next = add nsw i64 %kx1827, 1
+  %best1535 = load float, ptr %conv1.best15, align 4
+  %174 = select i1 %158, float %173, float %best1535
+  store float %174, ptr %conv1.best15, align 4
+  %kx18.next = add nsw i64 %conv1.kx1827, 1
   %175 = icmp slt i64 %kx18.next, 2
-  br i1 %175, label %kx18, label %kx18.end
+  br i1 %175, label %conv1.kx18, label %conv1.kx18.end
 
-kx18.end:                                         ; preds = %kx18
-  %ky17.next = add nsw i64 %ky1726, 1
+conv1.kx18.end:                                   ; preds = %conv1.kx18
+  %ky17.next = add nsw i64 %conv1.ky1726, 1
   %176 = icmp slt i64 %ky17.next, 2
-  br i1 %176, label %ky17, label %ky17.end
+  br i1 %176, label %conv1.ky17, label %conv1.ky17.end
 
-n19:                                              ; preds = %u20.end, %g1.end
-  %n1946 = phi i64 [ 0, %g1.end ], [ %n19.next, %u20.end ]
-  br label %u20
+fc1.n19:                                          ; preds = %fc1.u20.end, %conv1.g1.end
+  %fc1.n1944 = phi i64 [ 0, %conv1.g1.end ], [ %n19.next, %fc1.u20.end ]
+  br label %fc1.u20
 
-n19.end:                                          ; preds = %u20.end
-  store float 0.000000e+00, ptr %total21, align 4
-  br label %n22
+fc1.n19.end:                                      ; preds = %fc1.u20.end
+  store float 0.000000e+00, ptr %loss.total21, align 4
+  br label %loss.n22
 
-u20:                                              ; preds = %u20, %n19
-  %u2047 = phi i64 [ 0, %n19 ], [ %u20.next, %u20 ]
-  %177 = mul nsw i64 %n1946, 10
+fc1.u20:                                          ; preds = %fc1.u20, %fc1.n19
+  %fc1.u2045 = phi i64 [ 0, %fc1.n19 ], [ %u20.next, %fc1.u20 ]
+  %177 = mul nsw i64 %fc1.n1944, 10
   %178 = add nsw i64 18432, %177
-  %179 = add nsw i64 %178, %u2047
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %179
-  %180 = load float, ptr %arena48, align 4
-  %181 = add nsw i64 1480, %u2047
-  %params49 = getelementptr inbounds float, ptr %params, i64 %181
-  %182 = load float, ptr %params49, align 4
+  %179 = add nsw i64 %178, %fc1.u2045
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %179
+  %180 = load float, ptr %arena46, align 4
+  %181 = add nsw i64 1480, %fc1.u2045
+  %params47 = getelementptr inbounds float, ptr %params, i64 %181
+  %182 = load float, ptr %params47, align 4
   %183 = fadd float %180, %182
-  %184 = mul nsw i64 %n1946, 10
+  %184 = mul nsw i64 %fc1.n1944, 10
   %185 = add nsw i64 18432, %184
-  %186 = add nsw i64 %185, %u2047
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %186
-  store float %183, ptr %arena50, align 4
-  %u20.next = add nsw i64 %u2047, 1
+  %186 = add nsw i64 %185, %fc1.u2045
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %186
+  store float %183, ptr %arena48, align 4
+  %u20.next = add nsw i64 %fc1.u2045, 1
   %187 = icmp slt i64 %u20.next, 10
-  br i1 %187, label %u20, label %u20.end
+  br i1 %187, label %fc1.u20, label %fc1.u20.end
 
-u20.end:                                          ; preds = %u20
-  %n19.next = add nsw i64 %n1946, 1
+fc1.u20.end:                                      ; preds = %fc1.u20
+  %n19.next = add nsw i64 %fc1.n1944, 1
   %188 = icmp slt i64 %n19.next, 64
-  br i1 %188, label %n19, label %n19.end
+  br i1 %188, label %fc1.n19, label %fc1.n19.end
 
-n22:                                              ; preds = %k26.end, %n19.end
-  %n2251 = phi i64 [ 0, %n19.end ], [ %n22.next, %k26.end ]
-  %189 = mul nsw i64 %n2251, 10
+loss.n22:                                         ; preds = %loss.k26.end, %fc1.n19.end
+  %loss.n2249 = phi i64 [ 0, %fc1.n19.end ], [ %n22.next, %loss.k26.end ]
+  %189 = mul nsw i64 %loss.n2249, 10
   %190 = add nsw i64 18432, %189
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %190
-  %191 = load float, ptr %arena52, align 4
-  store float %191, ptr %m23, align 4
-  br label %k25
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %190
+  %191 = load float, ptr %arena50, align 4
+  store float %191, ptr %loss.m23, align 4
+  br label %loss.k25
 
-n22.end:                                          ; preds = %k26.end
-  %total2165 = load float, ptr %total21, align 4
-  %192 = fdiv float %total2165, 6.400000e+01
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 19072
-  store float %192, ptr %arena66, align 4
-  br label %n27
+loss.n22.end:                                     ; preds = %loss.k26.end
+  %total2160 = load float, ptr %loss.total21, align 4
+  %192 = fdiv float %total2160, 6.400000e+01
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 19072
+  store float %192, ptr %arena61, align 4
+  br label %fc1_grad.n27
 
-k25:                                              ; preds = %k25, %n22
-  %k2553 = phi i64 [ 0, %n22 ], [ %k25.next, %k25 ]
-  %m2354 = load float, ptr %m23, align 4
-  %193 = mul nsw i64 %n2251, 10
+loss.k25:                                         ; preds = %loss.k25, %loss.n22
+  %loss.k2551 = phi i64 [ 0, %loss.n22 ], [ %k25.next, %loss.k25 ]
+  %m23 = load float, ptr %loss.m23, align 4
+  %193 = mul nsw i64 %loss.n2249, 10
   %194 = add nsw i64 18432, %193
-  %195 = add nsw i64 %194, %k2553
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena55, align 4
-  %197 = fcmp ogt float %196, %m2354
-  %198 = select i1 %197, float %196, float %m2354
-  store float %198, ptr %m23, align 4
-  %k25.next = add nsw i64 %k2553, 1
+  %195 = add nsw i64 %194, %loss.k2551
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %195
+  %196 = load float, ptr %arena52, align 4
+  %197 = fcmp ogt float %196, %m23
+  %198 = select i1 %197, float %196, float %m23
+  store float %198, ptr %loss.m23, align 4
+  %k25.next = add nsw i64 %loss.k2551, 1
   %199 = icmp slt i64 %k25.next, 10
-  br i1 %199, label %k25, label %k25.end
+  br i1 %199, label %loss.k25, label %loss.k25.end
 
-k25.end:                                          ; preds = %k25
-  store float 0.000000e+00, ptr %s24, align 4
-  br label %k26
+loss.k25.end:                                     ; preds = %loss.k25
+  store float 0.000000e+00, ptr %loss.s24, align 4
+  br label %loss.k26
 
-k26:                                              ; preds = %k26, %k25.end
-  %k2656 = phi i64 [ 0, %k25.end ], [ %k26.next, %k26 ]
-  %s2457 = load float, ptr %s24, align 4
-  %200 = mul nsw i64 %n2251, 10
+loss.k26:                                         ; preds = %loss.k26, %loss.k25.end
+  %loss.k2653 = phi i64 [ 0, %loss.k25.end ], [ %k26.next, %loss.k26 ]
+  %s24 = load float, ptr %loss.s24, align 4
+  %200 = mul nsw i64 %loss.n2249, 10
   %201 = add nsw i64 18432, %200
-  %202 = add nsw i64 %201, %k2656
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load float, ptr %arena58, align 4
-  %m2359 = load float, ptr %m23, align 4
-  %204 = fsub float %203, %m2359
+  %202 = add nsw i64 %201, %loss.k2653
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load float, ptr %arena54, align 4
+  %m2355 = load float, ptr %loss.m23, align 4
+  %204 = fsub float %203, %m2355
   %205 = call float @llvm.exp.f32(float %204)
-  %206 = fadd float %s2457, %205
-  store float %206, ptr %s24, align 4
-  %k26.next = add nsw i64 %k2656, 1
+  %206 = fadd float %s24, %205
+  store float %206, ptr %loss.s24, align 4
+  %k26.next = add nsw i64 %loss.k2653, 1
   %207 = icmp slt i64 %k26.next, 10
-  br i1 %207, label %k26, label %k26.end
+  br i1 %207, label %loss.k26, label %loss.k26.end
 
-k26.end:                                          ; preds = %k26
-  %total2160 = load float, ptr %total21, align 4
-  %m2361 = load float, ptr %m23, align 4
-  %s2462 = load float, ptr %s24, align 4
-  %208 = call float @llvm.log.f32(float %s2462)
-  %209 = fadd float %m2361, %208
-  %210 = mul nsw i64 %n2251, 10
+loss.k26.end:                                     ; preds = %loss.k26
+  %total21 = load float, ptr %loss.total21, align 4
+  %m2356 = load float, ptr %loss.m23, align 4
+  %s2457 = load float, ptr %loss.s24, align 4
+  %208 = call float @llvm.log.f32(float %s2457)
+  %209 = fadd float %m2356, %208
+  %210 = mul nsw i64 %loss.n2249, 10
   %211 = add nsw i64 18432, %210
-  %labels63 = getelementptr inbounds i32, ptr %labels, i64 %n2251
-  %label = load i32, ptr %labels63, align 4
+  %labels58 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2249
+  %label = load i32, ptr %labels58, align 4
   %212 = sext i32 %label to i64
   %213 = add nsw i64 %211, %212
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %213
-  %214 = load float, ptr %arena64, align 4
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %213
+  %214 = load float, ptr %arena59, align 4
   %215 = fsub float %209, %214
-  %216 = fadd float %total2160, %215
-  store float %216, ptr %total21, align 4
-  %n22.next = add nsw i64 %n2251, 1
+  %216 = fadd float %total21, %215
+  store float %216, ptr %loss.total21, align 4
+  %n22.next = add nsw i64 %loss.n2249, 1
   %217 = icmp slt i64 %n22.next, 64
-  br i1 %217, label %n22, label %n22.end
+  br i1 %217, label %loss.n22, label %loss.n22.end
 
-n27:                                              ; preds = %k32.end, %n22.end
-  %n2767 = phi i64 [ 0, %n22.end ], [ %n27.next, %k32.end ]
-  %218 = mul nsw i64 %n2767, 10
+fc1_grad.n27:                                     ; preds = %fc1_grad.k32.end, %loss.n22.end
+  %fc1_grad.n2762 = phi i64 [ 0, %loss.n22.end ], [ %n27.next, %fc1_grad.k32.end ]
+  %218 = mul nsw i64 %fc1_grad.n2762, 10
   %219 = add nsw i64 18432, %218
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %219
-  %220 = load float, ptr %arena68, align 4
-  store float %220, ptr %m28, align 4
-  br label %k30
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %219
+  %220 = load float, ptr %arena63, align 4
+  store float %220, ptr %fc1_grad.m28, align 4
+  br label %fc1_grad.k30
 
-n27.end:                                          ; preds = %k32.end
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 19088
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads88 = getelementptr inbounds float, ptr %grads, i64 40
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena86, i32 10, ptr %arena87, i32 144, float 0.000000e+00, ptr %grads88, i32 144)
-  br label %u33
+fc1_grad.n27.end:                                 ; preds = %fc1_grad.k32.end
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 19088
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads81 = getelementptr inbounds float, ptr %grads, i64 40
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena79, i32 10, ptr %arena80, i32 144, float 0.000000e+00, ptr %grads81, i32 144)
+  br label %fc1_bias_grad.u33
 
-k30:                                              ; preds = %k30, %n27
-  %k3069 = phi i64 [ 0, %n27 ], [ %k30.next, %k30 ]
-  %m2870 = load float, ptr %m28, align 4
-  %221 = mul nsw i64 %n2767, 10
+fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.n27
+  %fc1_grad.k3064 = phi i64 [ 0, %fc1_grad.n27 ], [ %k30.next, %fc1_grad.k30 ]
+  %m28 = load float, ptr %fc1_grad.m28, align 4
+  %221 = mul nsw i64 %fc1_grad.n2762, 10
   %222 = add nsw i64 18432, %221
-  %223 = add nsw i64 %222, %k3069
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %223
-  %224 = load float, ptr %arena71, align 4
-  %225 = fcmp ogt float %224, %m2870
-  %226 = select i1 %225, float %224, float %m2870
-  store float %226, ptr %m28, align 4
-  %k30.next = add nsw i64 %k3069, 1
+  %223 = add nsw i64 %222, %fc1_grad.k3064
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %223
+  %224 = load float, ptr %arena65, align 4
+  %225 = fcmp ogt float %224, %m28
+  %226 = select i1 %225, float %224, float %m28
+  store float %226, ptr %fc1_grad.m28, align 4
+  %k30.next = add nsw i64 %fc1_grad.k3064, 1
   %227 = icmp slt i64 %k30.next, 10
-  br i1 %227, label %k30, label %k30.end
+  br i1 %227, label %fc1_grad.k30, label %fc1_grad.k30.end
 
-k30.end:                                          ; preds = %k30
-  store float 0.000000e+00, ptr %s29, align 4
-  br label %k31
+fc1_grad.k30.end:                                 ; preds = %fc1_grad.k30
+  store float 0.000000e+00, ptr %fc1_grad.s29, align 4
+  br label %fc1_grad.k31
 
-k31:                                              ; preds = %k31, %k30.end
-  %k3172 = phi i64 [ 0, %k30.end ], [ %k31.next, %k31 ]
-  %s2973 = load float, ptr %s29, align 4
-  %228 = mul nsw i64 %n2767, 10
+fc1_grad.k31:                                     ; preds = %fc1_grad.k31, %fc1_grad.k30.end
+  %fc1_grad.k3166 = phi i64 [ 0, %fc1_grad.k30.end ], [ %k31.next, %fc1_grad.k31 ]
+  %s29 = load float, ptr %fc1_grad.s29, align 4
+  %228 = mul nsw i64 %fc1_grad.n2762, 10
   %229 = add nsw i64 18432, %228
-  %230 = add nsw i64 %229, %k3172
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %230
-  %231 = load float, ptr %arena74, align 4
-  %m2875 = load float, ptr %m28, align 4
-  %232 = fsub float %231, %m2875
+  %230 = add nsw i64 %229, %fc1_grad.k3166
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %230
+  %231 = load float, ptr %arena67, align 4
+  %m2868 = load float, ptr %fc1_grad.m28, align 4
+  %232 = fsub float %231, %m2868
   %233 = call float @llvm.exp.f32(float %232)
-  %234 = fadd float %s2973, %233
-  store float %234, ptr %s29, align 4
-  %k31.next = add nsw i64 %k3172, 1
+  %234 = fadd float %s29, %233
+  store float %234, ptr %fc1_grad.s29, align 4
+  %k31.next = add nsw i64 %fc1_grad.k3166, 1
   %235 = icmp slt i64 %k31.next, 10
-  br i1 %235, label %k31, label %k31.end
+  br i1 %235, label %fc1_grad.k31, label %fc1_grad.k31.end
 
-k31.end:                                          ; preds = %k31
-  br label %k32
+fc1_grad.k31.end:                                 ; preds = %fc1_grad.k31
+  br label %fc1_grad.k32
 
-k32:                                              ; preds = %k32, %k31.end
-  %k3276 = phi i64 [ 0, %k31.end ], [ %k32.next, %k32 ]
-  %labels77 = getelementptr inbounds i32, ptr %labels, i64 %n2767
-  %label78 = load i32, ptr %labels77, align 4
-  %236 = sext i32 %label78 to i64
-  %237 = icmp eq i64 %k3276, %236
-  %238 = mul nsw i64 %n2767, 10
+fc1_grad.k32:                                     ; preds = %fc1_grad.k32, %fc1_grad.k31.end
+  %fc1_grad.k3269 = phi i64 [ 0, %fc1_grad.k31.end ], [ %k32.next, %fc1_grad.k32 ]
+  %labels70 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n2762
+  %label71 = load i32, ptr %labels70, align 4
+  %236 = sext i32 %label71 to i64
+  %237 = icmp eq i64 %fc1_grad.k3269, %236
+  %238 = mul nsw i64 %fc1_grad.n2762, 10
   %239 = add nsw i64 18432, %238
-  %240 = add nsw i64 %239, %k3276
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %240
-  %241 = load float, ptr %arena79, align 4
-  %m2880 = load float, ptr %m28, align 4
-  %242 = fsub float %241, %m2880
+  %240 = add nsw i64 %239, %fc1_grad.k3269
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %240
+  %241 = load float, ptr %arena72, align 4
+  %m2873 = load float, ptr %fc1_grad.m28, align 4
+  %242 = fsub float %241, %m2873
   %243 = call float @llvm.exp.f32(float %242)
-  %s2981 = load float, ptr %s29, align 4
-  %244 = fdiv float %243, %s2981
+  %s2974 = load float, ptr %fc1_grad.s29, align 4
+  %244 = fdiv float %243, %s2974
   %245 = fsub float %244, 1.000000e+00
-  %246 = mul nsw i64 %n2767, 10
+  %246 = mul nsw i64 %fc1_grad.n2762, 10
   %247 = add nsw i64 18432, %246
-  %248 = add nsw i64 %247, %k3276
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %248
-  %249 = load float, ptr %arena82, align 4
-  %m2883 = load float, ptr %m28, align 4
-  %250 = fsub float %249, %m2883
+  %248 = add nsw i64 %247, %fc1_grad.k3269
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %248
+  %249 = load float, ptr %arena75, align 4
+  %m2876 = load float, ptr %fc1_grad.m28, align 4
+  %250 = fsub float %249, %m2876
   %251 = call float @llvm.exp.f32(float %250)
-  %s2984 = load float, ptr %s29, align 4
-  %252 = fdiv float %251, %s2984
+  %s2977 = load float, ptr %fc1_grad.s29, align 4
+  %252 = fdiv float %251, %s2977
   %253 = select i1 %237, float %245, float %252
   %254 = fdiv float %253, 6.400000e+01
-  %255 = mul nsw i64 %n2767, 10
+  %255 = mul nsw i64 %fc1_grad.n2762, 10
   %256 = add nsw i64 19088, %255
-  %257 = add nsw i64 %256, %k3276
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %257
-  store float %254, ptr %arena85, align 4
-  %k32.next = add nsw i64 %k3276, 1
+  %257 = add nsw i64 %256, %fc1_grad.k3269
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %257
+  store float %254, ptr %arena78, align 4
+  %k32.next = add nsw i64 %fc1_grad.k3269, 1
   %258 = icmp slt i64 %k32.next, 10
-  br i1 %258, label %k32, label %k32.end
+  br i1 %258, label %fc1_grad.k32, label %fc1_grad.k32.end
 
-k32.end:                                          ; preds = %k32
-  %n27.next = add nsw i64 %n2767, 1
+fc1_grad.k32.end:                                 ; preds = %fc1_grad.k32
+  %n27.next = add nsw i64 %fc1_grad.n2762, 1
   %259 = icmp slt i64 %n27.next, 64
-  br i1 %259, label %n27, label %n27.end
+  br i1 %259, label %fc1_grad.n27, label %fc1_grad.n27.end
 
-u33:                                              ; preds = %n35.end, %n27.end
-  %u3389 = phi i64 [ 0, %n27.end ], [ %u33.next, %n35.end ]
-  store float 0.000000e+00, ptr %acc34, align 4
-  br label %n35
+fc1_bias_grad.u33:                                ; preds = %fc1_bias_grad.n35.end, %fc1_grad.n27.end
+  %fc1_bias_grad.u3382 = phi i64 [ 0, %fc1_grad.n27.end ], [ %u33.next, %fc1_bias_grad.n35.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc34, align 4
+  br label %fc1_bias_grad.n35
 
-u33.end:                                          ; preds = %n35.end
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 19088
-  %params96 = getelementptr inbounds float, ptr %params, i64 40
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 19728
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena95, i32 10, ptr %params96, i32 144, float 0.000000e+00, ptr %arena97, i32 144)
-  br label %i36
+fc1_bias_grad.u33.end:                            ; preds = %fc1_bias_grad.n35.end
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 19088
+  %params88 = getelementptr inbounds float, ptr %params, i64 40
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 19728
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena87, i32 10, ptr %params88, i32 144, float 0.000000e+00, ptr %arena89, i32 144)
+  br label %conv1_grad.i36
 
-n35:                                              ; preds = %n35, %u33
-  %n3590 = phi i64 [ 0, %u33 ], [ %n35.next, %n35 ]
-  %acc3491 = load float, ptr %acc34, align 4
-  %260 = mul nsw i64 %n3590, 10
+fc1_bias_grad.n35:                                ; preds = %fc1_bias_grad.n35, %fc1_bias_grad.u33
+  %fc1_bias_grad.n3583 = phi i64 [ 0, %fc1_bias_grad.u33 ], [ %n35.next, %fc1_bias_grad.n35 ]
+  %acc34 = load float, ptr %fc1_bias_grad.acc34, align 4
+  %260 = mul nsw i64 %fc1_bias_grad.n3583, 10
   %261 = add nsw i64 19088, %260
-  %262 = add nsw i64 %261, %u3389
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %262
-  %263 = load float, ptr %arena92, align 4
-  %264 = fadd float %acc3491, %263
-  store float %264, ptr %acc34, align 4
-  %n35.next = add nsw i64 %n3590, 1
+  %262 = add nsw i64 %261, %fc1_bias_grad.u3382
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %262
+  %263 = load float, ptr %arena84, align 4
+  %264 = fadd float %acc34, %263
+  store float %264, ptr %fc1_bias_grad.acc34, align 4
+  %n35.next = add nsw i64 %fc1_bias_grad.n3583, 1
   %265 = icmp slt i64 %n35.next, 64
-  br i1 %265, label %n35, label %n35.end
+  br i1 %265, label %fc1_bias_grad.n35, label %fc1_bias_grad.n35.end
 
-n35.end:                                          ; preds = %n35
-  %acc3493 = load float, ptr %acc34, align 4
-  %266 = add nsw i64 1480, %u3389
-  %grads94 = getelementptr inbounds float, ptr %grads, i64 %266
-  store float %acc3493, ptr %grads94, align 4
-  %u33.next = add nsw i64 %u3389, 1
+fc1_bias_grad.n35.end:                            ; preds = %fc1_bias_grad.n35
+  %acc3485 = load float, ptr %fc1_bias_grad.acc34, align 4
+  %266 = add nsw i64 1480, %fc1_bias_grad.u3382
+  %grads86 = getelementptr inbounds float, ptr %grads, i64 %266
+  store float %acc3485, ptr %grads86, align 4
+  %u33.next = add nsw i64 %fc1_bias_grad.u3382, 1
   %267 = icmp slt i64 %u33.next, 10
-  br i1 %267, label %u33, label %u33.end
+  br i1 %267, label %fc1_bias_grad.u33, label %fc1_bias_grad.u33.end
 
-i36:                                              ; preds = %i36, %u33.end
-  %i3698 = phi i64 [ 0, %u33.end ], [ %i36.next, %i36 ]
-  %268 = add nsw i64 28944, %i3698
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %268
-  store float 0.000000e+00, ptr %arena99, align 4
-  %i36.next = add nsw i64 %i3698, 1
+conv1_grad.i36:                                   ; preds = %conv1_grad.i36, %fc1_bias_grad.u33.end
+  %conv1_grad.i3690 = phi i64 [ 0, %fc1_bias_grad.u33.end ], [ %i36.next, %conv1_grad.i36 ]
+  %268 = add nsw i64 28944, %conv1_grad.i3690
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %268
+  store float 0.000000e+00, ptr %arena91, align 4
+  %i36.next = add nsw i64 %conv1_grad.i3690, 1
   %269 = icmp slt i64 %i36.next, 43264
-  br i1 %269, label %i36, label %i36.end
+  br i1 %269, label %conv1_grad.i36, label %conv1_grad.i36.end
 
-i36.end:                                          ; preds = %i36
-  br label %q37
+conv1_grad.i36.end:                               ; preds = %conv1_grad.i36
+  br label %conv1_grad.q37
 
-q37:                                              ; preds = %i38.end, %i36.end
-  %q37100 = phi i64 [ 0, %i36.end ], [ %q37.next, %i38.end ]
-  br label %i38
+conv1_grad.q37:                                   ; preds = %conv1_grad.i38.end, %conv1_grad.i36.end
+  %conv1_grad.q3792 = phi i64 [ 0, %conv1_grad.i36.end ], [ %q37.next, %conv1_grad.i38.end ]
+  br label %conv1_grad.i38
 
-q37.end:                                          ; preds = %i38.end
-  br label %i39
+conv1_grad.q37.end:                               ; preds = %conv1_grad.i38.end
+  br label %conv1_weight_grad.i39
 
-i38:                                              ; preds = %endif, %q37
-  %i38101 = phi i64 [ 0, %q37 ], [ %i38.next, %endif ]
-  %270 = mul nsw i64 %q37100, 36
-  %271 = add nsw i64 %270, %i38101
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %271
-  %272 = load float, ptr %arena102, align 4
+conv1_grad.i38:                                   ; preds = %conv1_grad.endif, %conv1_grad.q37
+  %conv1_grad.i3893 = phi i64 [ 0, %conv1_grad.q37 ], [ %i38.next, %conv1_grad.endif ]
+  %270 = mul nsw i64 %conv1_grad.q3792, 36
+  %271 = add nsw i64 %270, %conv1_grad.i3893
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %271
+  %272 = load float, ptr %arena94, align 4
   %273 = fcmp ogt float %272, 0.000000e+00
-  br i1 %273, label %then, label %endif
+  br i1 %273, label %conv1_grad.then, label %conv1_grad.endif
 
-i38.end:                                          ; preds = %endif
-  %q37.next = add nsw i64 %q37100, 1
+conv1_grad.i38.end:                               ; preds = %conv1_grad.endif
+  %q37.next = add nsw i64 %conv1_grad.q3792, 1
   %274 = icmp slt i64 %q37.next, 256
-  br i1 %274, label %q37, label %q37.end
+  br i1 %274, label %conv1_grad.q37, label %conv1_grad.q37.end
 
-then:                                             ; preds = %i38
-  %275 = mul nsw i64 %q37100, 169
+conv1_grad.then:                                  ; preds = %conv1_grad.i38
+  %275 = mul nsw i64 %conv1_grad.q3792, 169
   %276 = add nsw i64 28944, %275
-  %277 = mul nsw i64 %q37100, 36
-  %278 = add nsw i64 %277, %i38101
+  %277 = mul nsw i64 %conv1_grad.q3792, 36
+  %278 = add nsw i64 %277, %conv1_grad.i3893
   %279 = add nsw i64 9216, %278
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load float, ptr %arena103, align 4
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %279
+  %280 = load float, ptr %arena95, align 4
   %281 = fptosi float %280 to i64
   %282 = add nsw i64 %276, %281
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %282
-  %283 = load float, ptr %arena104, align 4
-  %284 = mul nsw i64 %q37100, 36
-  %285 = add nsw i64 %284, %i38101
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %282
+  %283 = load float, ptr %arena96, align 4
+  %284 = mul nsw i64 %conv1_grad.q3792, 36
+  %285 = add nsw i64 %284, %conv1_grad.i3893
   %286 = add nsw i64 19728, %285
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %286
-  %287 = load float, ptr %arena105, align 4
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %286
+  %287 = load float, ptr %arena97, align 4
   %288 = fadd float %283, %287
-  store float %288, ptr %arena104, align 4
-  br label %endif
+  store float %288, ptr %arena96, align 4
+  br label %conv1_grad.endif
 
-endif:                                            ; preds = %then, %i38
-  %i38.next = add nsw i64 %i38101, 1
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i38
+  %i38.next = add nsw i64 %conv1_grad.i3893, 1
   %289 = icmp slt i64 %i38.next, 36
-  br i1 %289, label %i38, label %i38.end
+  br i1 %289, label %conv1_grad.i38, label %conv1_grad.i38.end
 
-i39:                                              ; preds = %i39, %q37.end
-  %i39106 = phi i64 [ 0, %q37.end ], [ %i39.next, %i39 ]
-  %grads107 = getelementptr inbounds float, ptr %grads, i64 %i39106
-  store float 0.000000e+00, ptr %grads107, align 4
-  %i39.next = add nsw i64 %i39106, 1
+conv1_weight_grad.i39:                            ; preds = %conv1_weight_grad.i39, %conv1_grad.q37.end
+  %conv1_weight_grad.i3998 = phi i64 [ 0, %conv1_grad.q37.end ], [ %i39.next, %conv1_weight_grad.i39 ]
+  %grads99 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i3998
+  store float 0.000000e+00, ptr %grads99, align 4
+  %i39.next = add nsw i64 %conv1_weight_grad.i3998, 1
   %290 = icmp slt i64 %i39.next, 36
-  br i1 %290, label %i39, label %i39.end
+  br i1 %290, label %conv1_weight_grad.i39, label %conv1_weight_grad.i39.end
 
-i39.end:                                          ; preds = %i39
-  br label %g40
+conv1_weight_grad.i39.end:                        ; preds = %conv1_weight_grad.i39
+  br label %conv1_weight_grad.g40
 
-g40:                                              ; preds = %j50.end, %i39.end
-  %g40108 = phi i64 [ 0, %i39.end ], [ %g40.next, %j50.end ]
-  br label %j41
+conv1_weight_grad.g40:                            ; preds = %conv1_weight_grad.j50.end, %conv1_weight_grad.i39.end
+  %conv1_weight_grad.g40100 = phi i64 [ 0, %conv1_weight_grad.i39.end ], [ %g40.next, %conv1_weight_grad.j50.end ]
+  br label %conv1_weight_grad.j41
 
-g40.end:                                          ; preds = %j50.end
-  br label %f53
+conv1_weight_grad.g40.end:                        ; preds = %conv1_weight_grad.j50.end
+  br label %conv1_bias_grad.f53
 
-j41:                                              ; preds = %c42.end, %g40
-  %j41109 = phi i64 [ 0, %g40 ], [ %j41.next, %c42.end ]
-  br label %c42
+conv1_weight_grad.j41:                            ; preds = %conv1_weight_grad.c42.end, %conv1_weight_grad.g40
+  %conv1_weight_grad.j41101 = phi i64 [ 0, %conv1_weight_grad.g40 ], [ %j41.next, %conv1_weight_grad.c42.end ]
+  br label %conv1_weight_grad.c42
 
-j41.end:                                          ; preds = %c42.end
-  br label %j50
+conv1_weight_grad.j41.end:                        ; preds = %conv1_weight_grad.c42.end
+  br label %conv1_weight_grad.j50
 
-c42:                                              ; preds = %ky43.end, %j41
-  %c42110 = phi i64 [ 0, %j41 ], [ %c42.next, %ky43.end ]
-  br label %ky43
+conv1_weight_grad.c42:                            ; preds = %conv1_weight_grad.ky43.end, %conv1_weight_grad.j41
+  %conv1_weight_grad.c42102 = phi i64 [ 0, %conv1_weight_grad.j41 ], [ %c42.next, %conv1_weight_grad.ky43.end ]
+  br label %conv1_weight_grad.ky43
 
-c42.end:                                          ; preds = %ky43.end
-  %j41.next = add nsw i64 %j41109, 1
+conv1_weight_grad.c42.end:                        ; preds = %conv1_weight_grad.ky43.end
+  %j41.next = add nsw i64 %conv1_weight_grad.j41101, 1
   %291 = icmp slt i64 %j41.next, 64
-  br i1 %291, label %j41, label %j41.end
+  br i1 %291, label %conv1_weight_grad.j41, label %conv1_weight_grad.j41.end
 
-ky43:                                             ; preds = %oy48.end, %c42
-  %ky43111 = phi i64 [ 0, %c42 ], [ %ky43.next, %oy48.end ]
-  br label %oy44
+conv1_weight_grad.ky43:                           ; preds = %conv1_weight_grad.oy48.end, %conv1_weight_grad.c42
+  %conv1_weight_grad.ky43103 = phi i64 [ 0, %conv1_weight_grad.c42 ], [ %ky43.next, %conv1_weight_grad.oy48.end ]
+  br label %conv1_weight_grad.oy44
 
-ky43.end:                                         ; preds = %oy48.end
-  %c42.next = add nsw i64 %c42110, 1
+conv1_weight_grad.ky43.end:                       ; preds = %conv1_weight_grad.oy48.end
+  %c42.next = add nsw i64 %conv1_weight_grad.c42102, 1
   %292 = icmp slt i64 %c42.next, 1
-  br i1 %292, label %c42, label %c42.end
+  br i1 %292, label %conv1_weight_grad.c42, label %conv1_weight_grad.c42.end
 
-oy44:                                             ; preds = %ox45.end, %ky43
-  %oy44112 = phi i64 [ 0, %ky43 ], [ %oy44.next, %ox45.end ]
-  br label %ox45
+conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.ky43
+  %conv1_weight_grad.oy44104 = phi i64 [ 0, %conv1_weight_grad.ky43 ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
+  br label %conv1_weight_grad.ox45
 
-oy44.end:                                         ; preds = %ox45.end
-  br label %oy46
+conv1_weight_grad.oy44.end:                       ; preds = %conv1_weight_grad.ox45.end
+  br label %conv1_weight_grad.oy46
 
-ox45:                                             ; preds = %ox45, %oy44
-  %ox45113 = phi i64 [ 0, %oy44 ], [ %ox45.next, %ox45 ]
-  %293 = mul nsw i64 %g40108, 64
-  %294 = add nsw i64 %293, %j41109
+conv1_weight_grad.ox45:                           ; preds = %conv1_weight_grad.ox45, %conv1_weight_grad.oy44
+  %conv1_weight_grad.ox45105 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
+  %293 = mul nsw i64 %conv1_weight_grad.g40100, 64
+  %294 = add nsw i64 %293, %conv1_weight_grad.j41101
   %295 = mul nsw i64 %294, 784
-  %296 = mul nsw i64 %c42110, 784
+  %296 = mul nsw i64 %conv1_weight_grad.c42102, 784
   %297 = add nsw i64 %295, %296
-  %298 = mul nsw i64 %oy44112, 2
-  %299 = add nsw i64 %298, %ky43111
+  %298 = mul nsw i64 %conv1_weight_grad.oy44104, 2
+  %299 = add nsw i64 %298, %conv1_weight_grad.ky43103
   %300 = mul nsw i64 %299, 28
   %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %ox45113, 2
+  %302 = mul nsw i64 %conv1_weight_grad.ox45105, 2
   %303 = add nsw i64 %301, %302
-  %images114 = getelementptr inbounds float, ptr %images, i64 %303
-  %304 = load float, ptr %images114, align 4
-  %305 = mul nsw i64 %c42110, 3
-  %306 = add nsw i64 %305, %ky43111
+  %images106 = getelementptr inbounds float, ptr %images, i64 %303
+  %304 = load float, ptr %images106, align 4
+  %305 = mul nsw i64 %conv1_weight_grad.c42102, 3
+  %306 = add nsw i64 %305, %conv1_weight_grad.ky43103
   %307 = mul nsw i64 %306, 3
   %308 = mul nsw i64 %307, 10816
   %309 = add nsw i64 72208, %308
-  %310 = mul nsw i64 %j41109, 169
+  %310 = mul nsw i64 %conv1_weight_grad.j41101, 169
   %311 = add nsw i64 %309, %310
-  %312 = mul nsw i64 %oy44112, 13
+  %312 = mul nsw i64 %conv1_weight_grad.oy44104, 13
   %313 = add nsw i64 %311, %312
-  %314 = add nsw i64 %313, %ox45113
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %314
-  store float %304, ptr %arena115, align 4
-  %ox45.next = add nsw i64 %ox45113, 1
+  %314 = add nsw i64 %313, %conv1_weight_grad.ox45105
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %314
+  store float %304, ptr %arena107, align 4
+  %ox45.next = add nsw i64 %conv1_weight_grad.ox45105, 1
   %315 = icmp slt i64 %ox45.next, 13
-  br i1 %315, label %ox45, label %ox45.end
+  br i1 %315, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
 
-ox45.end:                                         ; preds = %ox45
-  %oy44.next = add nsw i64 %oy44112, 1
+conv1_weight_grad.ox45.end:                       ; preds = %conv1_weight_grad.ox45
+  %oy44.next = add nsw i64 %conv1_weight_grad.oy44104, 1
   %316 = icmp slt i64 %oy44.next, 13
-  br i1 %316, label %oy44, label %oy44.end
+  br i1 %316, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
 
-oy46:                                             ; preds = %ox47.end, %oy44.end
-  %oy46116 = phi i64 [ 0, %oy44.end ], [ %oy46.next, %ox47.end ]
-  br label %ox47
+conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.oy44.end
+  %conv1_weight_grad.oy46108 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
+  br label %conv1_weight_grad.ox47
 
-oy46.end:                                         ; preds = %ox47.end
-  br label %oy48
+conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
+  br label %conv1_weight_grad.oy48
 
-ox47:                                             ; preds = %ox47, %oy46
-  %ox47117 = phi i64 [ 0, %oy46 ], [ %ox47.next, %ox47 ]
-  %317 = mul nsw i64 %g40108, 64
-  %318 = add nsw i64 %317, %j41109
+conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
+  %conv1_weight_grad.ox47109 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
+  %317 = mul nsw i64 %conv1_weight_grad.g40100, 64
+  %318 = add nsw i64 %317, %conv1_weight_grad.j41101
   %319 = mul nsw i64 %318, 784
-  %320 = mul nsw i64 %c42110, 784
+  %320 = mul nsw i64 %conv1_weight_grad.c42102, 784
   %321 = add nsw i64 %319, %320
-  %322 = mul nsw i64 %oy46116, 2
-  %323 = add nsw i64 %322, %ky43111
+  %322 = mul nsw i64 %conv1_weight_grad.oy46108, 2
+  %323 = add nsw i64 %322, %conv1_weight_grad.ky43103
   %324 = mul nsw i64 %323, 28
   %325 = add nsw i64 %321, %324
-  %326 = mul nsw i64 %ox47117, 2
+  %326 = mul nsw i64 %conv1_weight_grad.ox47109, 2
   %327 = add nsw i64 %326, 1
   %328 = add nsw i64 %325, %327
-  %images118 = getelementptr inbounds float, ptr %images, i64 %328
-  %329 = load float, ptr %images118, align 4
-  %330 = mul nsw i64 %c42110, 3
-  %331 = add nsw i64 %330, %ky43111
+  %images110 = getelementptr inbounds float, ptr %images, i64 %328
+  %329 = load float, ptr %images110, align 4
+  %330 = mul nsw i64 %conv1_weight_grad.c42102, 3
+  %331 = add nsw i64 %330, %conv1_weight_grad.ky43103
   %332 = mul nsw i64 %331, 3
   %333 = add nsw i64 %332, 1
   %334 = mul nsw i64 %333, 10816
   %335 = add nsw i64 72208, %334
-  %336 = mul nsw i64 %j41109, 169
+  %336 = mul nsw i64 %conv1_weight_grad.j41101, 169
   %337 = add nsw i64 %335, %336
-  %338 = mul nsw i64 %oy46116, 13
+  %338 = mul nsw i64 %conv1_weight_grad.oy46108, 13
   %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %339, %ox47117
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %329, ptr %arena119, align 4
-  %ox47.next = add nsw i64 %ox47117, 1
+  %340 = add nsw i64 %339, %conv1_weight_grad.ox47109
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %329, ptr %arena111, align 4
+  %ox47.next = add nsw i64 %conv1_weight_grad.ox47109, 1
   %341 = icmp slt i64 %ox47.next, 13
-  br i1 %341, label %ox47, label %ox47.end
+  br i1 %341, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
 
-ox47.end:                                         ; preds = %ox47
-  %oy46.next = add nsw i64 %oy46116, 1
+conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
+  %oy46.next = add nsw i64 %conv1_weight_grad.oy46108, 1
   %342 = icmp slt i64 %oy46.next, 13
-  br i1 %342, label %oy46, label %oy46.end
+  br i1 %342, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
 
-oy48:                                             ; preds = %ox49.end, %oy46.end
-  %oy48120 = phi i64 [ 0, %oy46.end ], [ %oy48.next, %ox49.end ]
-  br label %ox49
+conv1_weight_grad.oy48:                           ; preds = %conv1_weight_grad.ox49.end, %conv1_weight_grad.oy46.end
+  %conv1_weight_grad.oy48112 = phi i64 [ 0, %conv1_weight_grad.oy46.end ], [ %oy48.next, %conv1_weight_grad.ox49.end ]
+  br label %conv1_weight_grad.ox49
 
-oy48.end:                                         ; preds = %ox49.end
-  %ky43.next = add nsw i64 %ky43111, 1
+conv1_weight_grad.oy48.end:                       ; preds = %conv1_weight_grad.ox49.end
+  %ky43.next = add nsw i64 %conv1_weight_grad.ky43103, 1
   %343 = icmp slt i64 %ky43.next, 3
-  br i1 %343, label %ky43, label %ky43.end
+  br i1 %343, label %conv1_weight_grad.ky43, label %conv1_weight_grad.ky43.end
 
-ox49:                                             ; preds = %ox49, %oy48
-  %ox49121 = phi i64 [ 0, %oy48 ], [ %ox49.next, %ox49 ]
-  %344 = mul nsw i64 %g40108, 64
-  %345 = add nsw i64 %344, %j41109
+conv1_weight_grad.ox49:                           ; preds = %conv1_weight_grad.ox49, %conv1_weight_grad.oy48
+  %conv1_weight_grad.ox49113 = phi i64 [ 0, %conv1_weight_grad.oy48 ], [ %ox49.next, %conv1_weight_grad.ox49 ]
+  %344 = mul nsw i64 %conv1_weight_grad.g40100, 64
+  %345 = add nsw i64 %344, %conv1_weight_grad.j41101
   %346 = mul nsw i64 %345, 784
-  %347 = mul nsw i64 %c42110, 784
+  %347 = mul nsw i64 %conv1_weight_grad.c42102, 784
   %348 = add nsw i64 %346, %347
-  %349 = mul nsw i64 %oy48120, 2
-  %350 = add nsw i64 %349, %ky43111
+  %349 = mul nsw i64 %conv1_weight_grad.oy48112, 2
+  %350 = add nsw i64 %349, %conv1_weight_grad.ky43103
   %351 = mul nsw i64 %350, 28
   %352 = add nsw i64 %348, %351
-  %353 = mul nsw i64 %ox49121, 2
+  %353 = mul nsw i64 %conv1_weight_grad.ox49113, 2
   %354 = add nsw i64 %353, 2
   %355 = add nsw i64 %352, %354
-  %images122 = getelementptr inbounds float, ptr %images, i64 %355
-  %356 = load float, ptr %images122, align 4
-  %357 = mul nsw i64 %c42110, 3
-  %358 = add nsw i64 %357, %ky43111
+  %images114 = getelementptr inbounds float, ptr %images, i64 %355
+  %356 = load float, ptr %images114, align 4
+  %357 = mul nsw i64 %conv1_weight_grad.c42102, 3
+  %358 = add nsw i64 %357, %conv1_weight_grad.ky43103
   %359 = mul nsw i64 %358, 3
   %360 = add nsw i64 %359, 2
   %361 = mul nsw i64 %360, 10816
   %362 = add nsw i64 72208, %361
-  %363 = mul nsw i64 %j41109, 169
+  %363 = mul nsw i64 %conv1_weight_grad.j41101, 169
   %364 = add nsw i64 %362, %363
-  %365 = mul nsw i64 %oy48120, 13
+  %365 = mul nsw i64 %conv1_weight_grad.oy48112, 13
   %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 %366, %ox49121
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %367
-  store float %356, ptr %arena123, align 4
-  %ox49.next = add nsw i64 %ox49121, 1
+  %367 = add nsw i64 %366, %conv1_weight_grad.ox49113
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %367
+  store float %356, ptr %arena115, align 4
+  %ox49.next = add nsw i64 %conv1_weight_grad.ox49113, 1
   %368 = icmp slt i64 %ox49.next, 13
-  br i1 %368, label %ox49, label %ox49.end
+  br i1 %368, label %conv1_weight_grad.ox49, label %conv1_weight_grad.ox49.end
 
-ox49.end:                                         ; preds = %ox49
-  %oy48.next = add nsw i64 %oy48120, 1
+conv1_weight_grad.ox49.end:                       ; preds = %conv1_weight_grad.ox49
+  %oy48.next = add nsw i64 %conv1_weight_grad.oy48112, 1
   %369 = icmp slt i64 %oy48.next, 13
-  br i1 %369, label %oy48, label %oy48.end
+  br i1 %369, label %conv1_weight_grad.oy48, label %conv1_weight_grad.oy48.end
 
-j50:                                              ; preds = %f51.end, %j41.end
-  %j50124 = phi i64 [ 0, %j41.end ], [ %j50.next, %f51.end ]
-  br label %f51
+conv1_weight_grad.j50:                            ; preds = %conv1_weight_grad.f51.end, %conv1_weight_grad.j41.end
+  %conv1_weight_grad.j50116 = phi i64 [ 0, %conv1_weight_grad.j41.end ], [ %j50.next, %conv1_weight_grad.f51.end ]
+  br label %conv1_weight_grad.f51
 
-j50.end:                                          ; preds = %f51.end
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 169552
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 72208
-  %grads131 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 4, i32 9, i32 10816, float 1.000000e+00, ptr %arena129, i32 10816, ptr %arena130, i32 10816, float 1.000000e+00, ptr %grads131, i32 9)
-  %g40.next = add nsw i64 %g40108, 1
+conv1_weight_grad.j50.end:                        ; preds = %conv1_weight_grad.f51.end
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 169552
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 72208
+  %grads123 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 4, i32 9, i32 10816, float 1.000000e+00, ptr %arena121, i32 10816, ptr %arena122, i32 10816, float 1.000000e+00, ptr %grads123, i32 9)
+  %g40.next = add nsw i64 %conv1_weight_grad.g40100, 1
   %370 = icmp slt i64 %g40.next, 1
-  br i1 %370, label %g40, label %g40.end
+  br i1 %370, label %conv1_weight_grad.g40, label %conv1_weight_grad.g40.end
 
-f51:                                              ; preds = %i52.end, %j50
-  %f51125 = phi i64 [ 0, %j50 ], [ %f51.next, %i52.end ]
-  br label %i52
+conv1_weight_grad.f51:                            ; preds = %conv1_weight_grad.i52.end, %conv1_weight_grad.j50
+  %conv1_weight_grad.f51117 = phi i64 [ 0, %conv1_weight_grad.j50 ], [ %f51.next, %conv1_weight_grad.i52.end ]
+  br label %conv1_weight_grad.i52
 
-f51.end:                                          ; preds = %i52.end
-  %j50.next = add nsw i64 %j50124, 1
+conv1_weight_grad.f51.end:                        ; preds = %conv1_weight_grad.i52.end
+  %j50.next = add nsw i64 %conv1_weight_grad.j50116, 1
   %371 = icmp slt i64 %j50.next, 64
-  br i1 %371, label %j50, label %j50.end
+  br i1 %371, label %conv1_weight_grad.j50, label %conv1_weight_grad.j50.end
 
-i52:                                              ; preds = %i52, %f51
-  %i52126 = phi i64 [ 0, %f51 ], [ %i52.next, %i52 ]
-  %372 = mul nsw i64 %g40108, 64
-  %373 = add nsw i64 %372, %j50124
+conv1_weight_grad.i52:                            ; preds = %conv1_weight_grad.i52, %conv1_weight_grad.f51
+  %conv1_weight_grad.i52118 = phi i64 [ 0, %conv1_weight_grad.f51 ], [ %i52.next, %conv1_weight_grad.i52 ]
+  %372 = mul nsw i64 %conv1_weight_grad.g40100, 64
+  %373 = add nsw i64 %372, %conv1_weight_grad.j50116
   %374 = mul nsw i64 %373, 676
   %375 = add nsw i64 28944, %374
-  %376 = mul nsw i64 %f51125, 169
+  %376 = mul nsw i64 %conv1_weight_grad.f51117, 169
   %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 %377, %i52126
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %378
-  %379 = load float, ptr %arena127, align 4
-  %380 = mul nsw i64 %f51125, 10816
+  %378 = add nsw i64 %377, %conv1_weight_grad.i52118
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %378
+  %379 = load float, ptr %arena119, align 4
+  %380 = mul nsw i64 %conv1_weight_grad.f51117, 10816
   %381 = add nsw i64 169552, %380
-  %382 = mul nsw i64 %j50124, 169
+  %382 = mul nsw i64 %conv1_weight_grad.j50116, 169
   %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %i52126
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %384
-  store float %379, ptr %arena128, align 4
-  %i52.next = add nsw i64 %i52126, 1
+  %384 = add nsw i64 %383, %conv1_weight_grad.i52118
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %384
+  store float %379, ptr %arena120, align 4
+  %i52.next = add nsw i64 %conv1_weight_grad.i52118, 1
   %385 = icmp slt i64 %i52.next, 169
-  br i1 %385, label %i52, label %i52.end
+  br i1 %385, label %conv1_weight_grad.i52, label %conv1_weight_grad.i52.end
 
-i52.end:                                          ; preds = %i52
-  %f51.next = add nsw i64 %f51125, 1
+conv1_weight_grad.i52.end:                        ; preds = %conv1_weight_grad.i52
+  %f51.next = add nsw i64 %conv1_weight_grad.f51117, 1
   %386 = icmp slt i64 %f51.next, 4
-  br i1 %386, label %f51, label %f51.end
+  br i1 %386, label %conv1_weight_grad.f51, label %conv1_weight_grad.f51.end
 
-f53:                                              ; preds = %img55.end, %g40.end
-  %f53132 = phi i64 [ 0, %g40.end ], [ %f53.next, %img55.end ]
-  store float 0.000000e+00, ptr %acc54, align 4
-  br label %img55
+conv1_bias_grad.f53:                              ; preds = %conv1_bias_grad.img55.end, %conv1_weight_grad.g40.end
+  %conv1_bias_grad.f53124 = phi i64 [ 0, %conv1_weight_grad.g40.end ], [ %f53.next, %conv1_bias_grad.img55.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc54, align 4
+  br label %conv1_bias_grad.img55
 
-f53.end:                                          ; preds = %img55.end
+conv1_bias_grad.f53.end:                          ; preds = %conv1_bias_grad.img55.end
   %387 = sitofp i64 %step to float
   %388 = fmul float %387, 0xBFBAF8E8A0000000
   %389 = call float @llvm.exp.f32(float %388)
   %390 = fsub float 1.000000e+00, %389
   %391 = fdiv float %lr, %390
-  store float %391, ptr %step_size57, align 4
+  store float %391, ptr %adam.step_size57, align 4
   %392 = sitofp i64 %step to float
   %393 = fmul float %392, 0xBF50645940000000
   %394 = call float @llvm.exp.f32(float %393)
   %395 = fsub float 1.000000e+00, %394
   %396 = call float @llvm.sqrt.f32(float %395)
-  store float %396, ptr %bc2_sqrt58, align 4
-  br label %i59
+  store float %396, ptr %adam.bc2_sqrt58, align 4
+  br label %adam.i59
 
-img55:                                            ; preds = %i56.end, %f53
-  %img55133 = phi i64 [ 0, %f53 ], [ %img55.next, %i56.end ]
-  br label %i56
+conv1_bias_grad.img55:                            ; preds = %conv1_bias_grad.i56.end, %conv1_bias_grad.f53
+  %conv1_bias_grad.img55125 = phi i64 [ 0, %conv1_bias_grad.f53 ], [ %img55.next, %conv1_bias_grad.i56.end ]
+  br label %conv1_bias_grad.i56
 
-img55.end:                                        ; preds = %i56.end
-  %acc54137 = load float, ptr %acc54, align 4
-  %397 = add nsw i64 36, %f53132
-  %grads138 = getelementptr inbounds float, ptr %grads, i64 %397
-  store float %acc54137, ptr %grads138, align 4
-  %f53.next = add nsw i64 %f53132, 1
+conv1_bias_grad.img55.end:                        ; preds = %conv1_bias_grad.i56.end
+  %acc54128 = load float, ptr %conv1_bias_grad.acc54, align 4
+  %397 = add nsw i64 36, %conv1_bias_grad.f53124
+  %grads129 = getelementptr inbounds float, ptr %grads, i64 %397
+  store float %acc54128, ptr %grads129, align 4
+  %f53.next = add nsw i64 %conv1_bias_grad.f53124, 1
   %398 = icmp slt i64 %f53.next, 4
-  br i1 %398, label %f53, label %f53.end
+  br i1 %398, label %conv1_bias_grad.f53, label %conv1_bias_grad.f53.end
 
-i56:                                              ; preds = %i56, %img55
-  %i56134 = phi i64 [ 0, %img55 ], [ %i56.next, %i56 ]
-  %acc54135 = load float, ptr %acc54, align 4
-  %399 = mul nsw i64 %img55133, 676
+conv1_bias_grad.i56:                              ; preds = %conv1_bias_grad.i56, %conv1_bias_grad.img55
+  %conv1_bias_grad.i56126 = phi i64 [ 0, %conv1_bias_grad.img55 ], [ %i56.next, %conv1_bias_grad.i56 ]
+  %acc54 = load float, ptr %conv1_bias_grad.acc54, align 4
+  %399 = mul nsw i64 %conv1_bias_grad.img55125, 676
   %400 = add nsw i64 28944, %399
-  %401 = mul nsw i64 %f53132, 169
+  %401 = mul nsw i64 %conv1_bias_grad.f53124, 169
   %402 = add nsw i64 %400, %401
-  %403 = add nsw i64 %402, %i56134
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %403
-  %404 = load float, ptr %arena136, align 4
-  %405 = fadd float %acc54135, %404
-  store float %405, ptr %acc54, align 4
-  %i56.next = add nsw i64 %i56134, 1
+  %403 = add nsw i64 %402, %conv1_bias_grad.i56126
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %403
+  %404 = load float, ptr %arena127, align 4
+  %405 = fadd float %acc54, %404
+  store float %405, ptr %conv1_bias_grad.acc54, align 4
+  %i56.next = add nsw i64 %conv1_bias_grad.i56126, 1
   %406 = icmp slt i64 %i56.next, 169
-  br i1 %406, label %i56, label %i56.end
+  br i1 %406, label %conv1_bias_grad.i56, label %conv1_bias_grad.i56.end
 
-i56.end:                                          ; preds = %i56
-  %img55.next = add nsw i64 %img55133, 1
+conv1_bias_grad.i56.end:                          ; preds = %conv1_bias_grad.i56
+  %img55.next = add nsw i64 %conv1_bias_grad.img55125, 1
   %407 = icmp slt i64 %img55.next, 64
-  br i1 %407, label %img55, label %img55.end
+  br i1 %407, label %conv1_bias_grad.img55, label %conv1_bias_grad.img55.end
 
-i59:                                              ; preds = %i59, %f53.end
-  %i59139 = phi i64 [ 0, %f53.end ], [ %i59.next, %i59 ]
-  %grads140 = getelementptr inbounds float, ptr %grads, i64 %i59139
-  %408 = load float, ptr %grads140, align 4
-  %params141 = getelementptr inbounds float, ptr %params, i64 %i59139
-  %409 = load float, ptr %params141, align 4
+adam.i59:                                         ; preds = %adam.i59, %conv1_bias_grad.f53.end
+  %adam.i59130 = phi i64 [ 0, %conv1_bias_grad.f53.end ], [ %i59.next, %adam.i59 ]
+  %grads131 = getelementptr inbounds float, ptr %grads, i64 %adam.i59130
+  %408 = load float, ptr %grads131, align 4
+  %params132 = getelementptr inbounds float, ptr %params, i64 %adam.i59130
+  %409 = load float, ptr %params132, align 4
   %410 = fmul float 0.000000e+00, %409
   %411 = fadd float %408, %410
-  store float %411, ptr %g, align 4
-  %m142 = getelementptr inbounds float, ptr %m, i64 %i59139
-  %412 = load float, ptr %m142, align 4
+  store float %411, ptr %adam.g, align 4
+  %m133 = getelementptr inbounds float, ptr %m, i64 %adam.i59130
+  %412 = load float, ptr %m133, align 4
   %413 = fmul float 0x3FECCCCCC0000000, %412
-  %g143 = load float, ptr %g, align 4
-  %414 = fmul float 0x3FB9999A00000000, %g143
+  %g = load float, ptr %adam.g, align 4
+  %414 = fmul float 0x3FB9999A00000000, %g
   %415 = fadd float %413, %414
-  store float %415, ptr %m_new, align 4
-  %v144 = getelementptr inbounds float, ptr %v, i64 %i59139
-  %416 = load float, ptr %v144, align 4
+  store float %415, ptr %adam.m_new, align 4
+  %v134 = getelementptr inbounds float, ptr %v, i64 %adam.i59130
+  %416 = load float, ptr %v134, align 4
   %417 = fmul float 0x3FEFF7CEE0000000, %416
-  %g145 = load float, ptr %g, align 4
-  %418 = fmul float 0x3F50624000000000, %g145
-  %g146 = load float, ptr %g, align 4
-  %419 = fmul float %418, %g146
+  %g135 = load float, ptr %adam.g, align 4
+  %418 = fmul float 0x3F50624000000000, %g135
+  %g136 = load float, ptr %adam.g, align 4
+  %419 = fmul float %418, %g136
   %420 = fadd float %417, %419
-  store float %420, ptr %v_new, align 4
-  %m_new147 = load float, ptr %m_new, align 4
-  %m148 = getelementptr inbounds float, ptr %m, i64 %i59139
-  store float %m_new147, ptr %m148, align 4
-  %v_new149 = load float, ptr %v_new, align 4
-  %v150 = getelementptr inbounds float, ptr %v, i64 %i59139
-  store float %v_new149, ptr %v150, align 4
-  %params151 = getelementptr inbounds float, ptr %params, i64 %i59139
-  %421 = load float, ptr %params151, align 4
-  %step_size57152 = load float, ptr %step_size57, align 4
-  %m_new153 = load float, ptr %m_new, align 4
-  %422 = fmul float %step_size57152, %m_new153
-  %v_new154 = load float, ptr %v_new, align 4
-  %423 = call float @llvm.sqrt.f32(float %v_new154)
-  %bc2_sqrt58155 = load float, ptr %bc2_sqrt58, align 4
-  %424 = fdiv float %423, %bc2_sqrt58155
+  store float %420, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m137 = getelementptr inbounds float, ptr %m, i64 %adam.i59130
+  store float %m_new, ptr %m137, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v138 = getelementptr inbounds float, ptr %v, i64 %adam.i59130
+  store float %v_new, ptr %v138, align 4
+  %params139 = getelementptr inbounds float, ptr %params, i64 %adam.i59130
+  %421 = load float, ptr %params139, align 4
+  %step_size57 = load float, ptr %adam.step_size57, align 4
+  %m_new140 = load float, ptr %adam.m_new, align 4
+  %422 = fmul float %step_size57, %m_new140
+  %v_new141 = load float, ptr %adam.v_new, align 4
+  %423 = call float @llvm.sqrt.f32(float %v_new141)
+  %bc2_sqrt58 = load float, ptr %adam.bc2_sqrt58, align 4
+  %424 = fdiv float %423, %bc2_sqrt58
   %425 = fadd float %424, 0x3E45798EE0000000
   %426 = fdiv float %422, %425
   %427 = fsub float %421, %426
-  %params156 = getelementptr inbounds float, ptr %params, i64 %i59139
-  store float %427, ptr %params156, align 4
-  %i59.next = add nsw i64 %i59139, 1
+  %params142 = getelementptr inbounds float, ptr %params, i64 %adam.i59130
+  store float %427, ptr %params142, align 4
+  %i59.next = add nsw i64 %adam.i59130, 1
   %428 = icmp slt i64 %i59.next, 1490
-  br i1 %428, label %i59, label %i59.end
+  br i1 %428, label %adam.i59, label %adam.i59.end
 
-i59.end:                                          ; preds = %i59
+adam.i59.end:                                     ; preds = %adam.i59
   ret void
 }
 
@@ -1010,386 +1010,386 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @tiny_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %bi16 = alloca float, align 4
-  %best15 = alloca float, align 4
-  br label %g1
+  %conv1.bi16 = alloca float, align 4
+  %conv1.best15 = alloca float, align 4
+  br label %conv1.g1
 
-g1:                                               ; preds = %j11.end, %entry
-  %g11 = phi i64 [ 0, %entry ], [ %g1.next, %j11.end ]
-  br label %j2
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
 
-g1.end:                                           ; preds = %j11.end
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 0
-  %params44 = getelementptr inbounds float, ptr %params, i64 40
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 9216
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena43, i32 144, ptr %params44, i32 144, float 0.000000e+00, ptr %arena45, i32 10)
-  br label %n19
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 0
+  %params42 = getelementptr inbounds float, ptr %params, i64 40
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 9216
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena41, i32 144, ptr %params42, i32 144, float 0.000000e+00, ptr %arena43, i32 10)
+  br label %fc1.n19
 
-j2:                                               ; preds = %c3.end, %g1
-  %j22 = phi i64 [ 0, %g1 ], [ %j2.next, %c3.end ]
-  br label %c3
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
 
-j2.end:                                           ; preds = %c3.end
+conv1.j2.end:                                     ; preds = %conv1.c3.end
   %params17 = getelementptr inbounds float, ptr %params, i64 0
   %arena18 = getelementptr inbounds float, ptr %arena, i64 18432
   %arena19 = getelementptr inbounds float, ptr %arena, i64 115776
   call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 10816, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 10816, float 0.000000e+00, ptr %arena19, i32 10816)
-  br label %j11
+  br label %conv1.j11
 
-c3:                                               ; preds = %ky4.end, %j2
-  %c33 = phi i64 [ 0, %j2 ], [ %c3.next, %ky4.end ]
-  br label %ky4
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
 
-c3.end:                                           ; preds = %ky4.end
-  %j2.next = add nsw i64 %j22, 1
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
   %0 = icmp slt i64 %j2.next, 64
-  br i1 %0, label %j2, label %j2.end
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
 
-ky4:                                              ; preds = %oy9.end, %c3
-  %ky44 = phi i64 [ 0, %c3 ], [ %ky4.next, %oy9.end ]
-  br label %oy5
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
 
-ky4.end:                                          ; preds = %oy9.end
-  %c3.next = add nsw i64 %c33, 1
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
   %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %c3, label %c3.end
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
 
-oy5:                                              ; preds = %ox6.end, %ky4
-  %oy55 = phi i64 [ 0, %ky4 ], [ %oy5.next, %ox6.end ]
-  br label %ox6
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
 
-oy5.end:                                          ; preds = %ox6.end
-  br label %oy7
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
 
-ox6:                                              ; preds = %ox6, %oy5
-  %ox66 = phi i64 [ 0, %oy5 ], [ %ox6.next, %ox6 ]
-  %2 = mul nsw i64 %g11, 64
-  %3 = add nsw i64 %2, %j22
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 64
+  %3 = add nsw i64 %2, %conv1.j22
   %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %c33, 784
+  %5 = mul nsw i64 %conv1.c33, 784
   %6 = add nsw i64 %4, %5
-  %7 = mul nsw i64 %oy55, 2
-  %8 = add nsw i64 %7, %ky44
+  %7 = mul nsw i64 %conv1.oy55, 2
+  %8 = add nsw i64 %7, %conv1.ky44
   %9 = mul nsw i64 %8, 28
   %10 = add nsw i64 %6, %9
-  %11 = mul nsw i64 %ox66, 2
+  %11 = mul nsw i64 %conv1.ox66, 2
   %12 = add nsw i64 %10, %11
   %images7 = getelementptr inbounds float, ptr %images, i64 %12
   %13 = load float, ptr %images7, align 4
-  %14 = mul nsw i64 %c33, 3
-  %15 = add nsw i64 %14, %ky44
+  %14 = mul nsw i64 %conv1.c33, 3
+  %15 = add nsw i64 %14, %conv1.ky44
   %16 = mul nsw i64 %15, 3
   %17 = mul nsw i64 %16, 10816
   %18 = add nsw i64 18432, %17
-  %19 = mul nsw i64 %j22, 169
+  %19 = mul nsw i64 %conv1.j22, 169
   %20 = add nsw i64 %18, %19
-  %21 = mul nsw i64 %oy55, 13
+  %21 = mul nsw i64 %conv1.oy55, 13
   %22 = add nsw i64 %20, %21
-  %23 = add nsw i64 %22, %ox66
+  %23 = add nsw i64 %22, %conv1.ox66
   %arena8 = getelementptr inbounds float, ptr %arena, i64 %23
   store float %13, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %ox66, 1
+  %ox6.next = add nsw i64 %conv1.ox66, 1
   %24 = icmp slt i64 %ox6.next, 13
-  br i1 %24, label %ox6, label %ox6.end
+  br i1 %24, label %conv1.ox6, label %conv1.ox6.end
 
-ox6.end:                                          ; preds = %ox6
-  %oy5.next = add nsw i64 %oy55, 1
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
   %25 = icmp slt i64 %oy5.next, 13
-  br i1 %25, label %oy5, label %oy5.end
+  br i1 %25, label %conv1.oy5, label %conv1.oy5.end
 
-oy7:                                              ; preds = %ox8.end, %oy5.end
-  %oy79 = phi i64 [ 0, %oy5.end ], [ %oy7.next, %ox8.end ]
-  br label %ox8
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
 
-oy7.end:                                          ; preds = %ox8.end
-  br label %oy9
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
 
-ox8:                                              ; preds = %ox8, %oy7
-  %ox810 = phi i64 [ 0, %oy7 ], [ %ox8.next, %ox8 ]
-  %26 = mul nsw i64 %g11, 64
-  %27 = add nsw i64 %26, %j22
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %26 = mul nsw i64 %conv1.g11, 64
+  %27 = add nsw i64 %26, %conv1.j22
   %28 = mul nsw i64 %27, 784
-  %29 = mul nsw i64 %c33, 784
+  %29 = mul nsw i64 %conv1.c33, 784
   %30 = add nsw i64 %28, %29
-  %31 = mul nsw i64 %oy79, 2
-  %32 = add nsw i64 %31, %ky44
+  %31 = mul nsw i64 %conv1.oy79, 2
+  %32 = add nsw i64 %31, %conv1.ky44
   %33 = mul nsw i64 %32, 28
   %34 = add nsw i64 %30, %33
-  %35 = mul nsw i64 %ox810, 2
+  %35 = mul nsw i64 %conv1.ox810, 2
   %36 = add nsw i64 %35, 1
   %37 = add nsw i64 %34, %36
   %images11 = getelementptr inbounds float, ptr %images, i64 %37
   %38 = load float, ptr %images11, align 4
-  %39 = mul nsw i64 %c33, 3
-  %40 = add nsw i64 %39, %ky44
+  %39 = mul nsw i64 %conv1.c33, 3
+  %40 = add nsw i64 %39, %conv1.ky44
   %41 = mul nsw i64 %40, 3
   %42 = add nsw i64 %41, 1
   %43 = mul nsw i64 %42, 10816
   %44 = add nsw i64 18432, %43
-  %45 = mul nsw i64 %j22, 169
+  %45 = mul nsw i64 %conv1.j22, 169
   %46 = add nsw i64 %44, %45
-  %47 = mul nsw i64 %oy79, 13
+  %47 = mul nsw i64 %conv1.oy79, 13
   %48 = add nsw i64 %46, %47
-  %49 = add nsw i64 %48, %ox810
+  %49 = add nsw i64 %48, %conv1.ox810
   %arena12 = getelementptr inbounds float, ptr %arena, i64 %49
   store float %38, ptr %arena12, align 4
-  %ox8.next = add nsw i64 %ox810, 1
+  %ox8.next = add nsw i64 %conv1.ox810, 1
   %50 = icmp slt i64 %ox8.next, 13
-  br i1 %50, label %ox8, label %ox8.end
+  br i1 %50, label %conv1.ox8, label %conv1.ox8.end
 
-ox8.end:                                          ; preds = %ox8
-  %oy7.next = add nsw i64 %oy79, 1
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
   %51 = icmp slt i64 %oy7.next, 13
-  br i1 %51, label %oy7, label %oy7.end
+  br i1 %51, label %conv1.oy7, label %conv1.oy7.end
 
-oy9:                                              ; preds = %ox10.end, %oy7.end
-  %oy913 = phi i64 [ 0, %oy7.end ], [ %oy9.next, %ox10.end ]
-  br label %ox10
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
 
-oy9.end:                                          ; preds = %ox10.end
-  %ky4.next = add nsw i64 %ky44, 1
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
   %52 = icmp slt i64 %ky4.next, 3
-  br i1 %52, label %ky4, label %ky4.end
+  br i1 %52, label %conv1.ky4, label %conv1.ky4.end
 
-ox10:                                             ; preds = %ox10, %oy9
-  %ox1014 = phi i64 [ 0, %oy9 ], [ %ox10.next, %ox10 ]
-  %53 = mul nsw i64 %g11, 64
-  %54 = add nsw i64 %53, %j22
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %53 = mul nsw i64 %conv1.g11, 64
+  %54 = add nsw i64 %53, %conv1.j22
   %55 = mul nsw i64 %54, 784
-  %56 = mul nsw i64 %c33, 784
+  %56 = mul nsw i64 %conv1.c33, 784
   %57 = add nsw i64 %55, %56
-  %58 = mul nsw i64 %oy913, 2
-  %59 = add nsw i64 %58, %ky44
+  %58 = mul nsw i64 %conv1.oy913, 2
+  %59 = add nsw i64 %58, %conv1.ky44
   %60 = mul nsw i64 %59, 28
   %61 = add nsw i64 %57, %60
-  %62 = mul nsw i64 %ox1014, 2
+  %62 = mul nsw i64 %conv1.ox1014, 2
   %63 = add nsw i64 %62, 2
   %64 = add nsw i64 %61, %63
   %images15 = getelementptr inbounds float, ptr %images, i64 %64
   %65 = load float, ptr %images15, align 4
-  %66 = mul nsw i64 %c33, 3
-  %67 = add nsw i64 %66, %ky44
+  %66 = mul nsw i64 %conv1.c33, 3
+  %67 = add nsw i64 %66, %conv1.ky44
   %68 = mul nsw i64 %67, 3
   %69 = add nsw i64 %68, 2
   %70 = mul nsw i64 %69, 10816
   %71 = add nsw i64 18432, %70
-  %72 = mul nsw i64 %j22, 169
+  %72 = mul nsw i64 %conv1.j22, 169
   %73 = add nsw i64 %71, %72
-  %74 = mul nsw i64 %oy913, 13
+  %74 = mul nsw i64 %conv1.oy913, 13
   %75 = add nsw i64 %73, %74
-  %76 = add nsw i64 %75, %ox1014
+  %76 = add nsw i64 %75, %conv1.ox1014
   %arena16 = getelementptr inbounds float, ptr %arena, i64 %76
   store float %65, ptr %arena16, align 4
-  %ox10.next = add nsw i64 %ox1014, 1
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
   %77 = icmp slt i64 %ox10.next, 13
-  br i1 %77, label %ox10, label %ox10.end
+  br i1 %77, label %conv1.ox10, label %conv1.ox10.end
 
-ox10.end:                                         ; preds = %ox10
-  %oy9.next = add nsw i64 %oy913, 1
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
   %78 = icmp slt i64 %oy9.next, 13
-  br i1 %78, label %oy9, label %oy9.end
+  br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-j11:                                              ; preds = %f12.end, %j2.end
-  %j1120 = phi i64 [ 0, %j2.end ], [ %j11.next, %f12.end ]
-  br label %f12
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
 
-j11.end:                                          ; preds = %f12.end
-  %g1.next = add nsw i64 %g11, 1
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
   %79 = icmp slt i64 %g1.next, 1
-  br i1 %79, label %g1, label %g1.end
+  br i1 %79, label %conv1.g1, label %conv1.g1.end
 
-f12:                                              ; preds = %py13.end, %j11
-  %f1221 = phi i64 [ 0, %j11 ], [ %f12.next, %py13.end ]
-  br label %py13
+conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
+  br label %conv1.py13
 
-f12.end:                                          ; preds = %py13.end
-  %j11.next = add nsw i64 %j1120, 1
+conv1.f12.end:                                    ; preds = %conv1.py13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
   %80 = icmp slt i64 %j11.next, 64
-  br i1 %80, label %j11, label %j11.end
+  br i1 %80, label %conv1.j11, label %conv1.j11.end
 
-py13:                                             ; preds = %px14.end, %f12
-  %py1322 = phi i64 [ 0, %f12 ], [ %py13.next, %px14.end ]
-  br label %px14
+conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
+  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
+  br label %conv1.px14
 
-py13.end:                                         ; preds = %px14.end
-  %f12.next = add nsw i64 %f1221, 1
+conv1.py13.end:                                   ; preds = %conv1.px14.end
+  %f12.next = add nsw i64 %conv1.f1221, 1
   %81 = icmp slt i64 %f12.next, 4
-  br i1 %81, label %f12, label %f12.end
+  br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-px14:                                             ; preds = %ky17.end, %py13
-  %px1423 = phi i64 [ 0, %py13 ], [ %px14.next, %ky17.end ]
-  %82 = mul nsw i64 %f1221, 10816
+conv1.px14:                                       ; preds = %conv1.ky17.end, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.ky17.end ]
+  %82 = mul nsw i64 %conv1.f1221, 10816
   %83 = add nsw i64 115776, %82
-  %84 = mul nsw i64 %j1120, 169
+  %84 = mul nsw i64 %conv1.j1120, 169
   %85 = add nsw i64 %83, %84
-  %86 = mul nsw i64 %py1322, 26
-  %87 = mul nsw i64 %px1423, 2
+  %86 = mul nsw i64 %conv1.py1322, 26
+  %87 = mul nsw i64 %conv1.px1423, 2
   %88 = add nsw i64 %86, %87
   %89 = add nsw i64 %85, %88
   %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
   %90 = load float, ptr %arena24, align 4
-  %91 = add nsw i64 36, %f1221
+  %91 = add nsw i64 36, %conv1.f1221
   %params25 = getelementptr inbounds float, ptr %params, i64 %91
   %92 = load float, ptr %params25, align 4
   %93 = fadd float %90, %92
-  store float %93, ptr %best15, align 4
-  %94 = mul nsw i64 %py1322, 26
-  %95 = mul nsw i64 %px1423, 2
+  store float %93, ptr %conv1.best15, align 4
+  %94 = mul nsw i64 %conv1.py1322, 26
+  %95 = mul nsw i64 %conv1.px1423, 2
   %96 = add nsw i64 %94, %95
   %97 = sitofp i64 %96 to float
-  store float %97, ptr %bi16, align 4
-  br label %ky17
+  store float %97, ptr %conv1.bi16, align 4
+  br label %conv1.ky17
 
-px14.end:                                         ; preds = %ky17.end
-  %py13.next = add nsw i64 %py1322, 1
+conv1.px14.end:                                   ; preds = %conv1.ky17.end
+  %py13.next = add nsw i64 %conv1.py1322, 1
   %98 = icmp slt i64 %py13.next, 6
-  br i1 %98, label %py13, label %py13.end
+  br i1 %98, label %conv1.py13, label %conv1.py13.end
 
-ky17:                                             ; preds = %kx18.end, %px14
-  %ky1726 = phi i64 [ 0, %px14 ], [ %ky17.next, %kx18.end ]
-  br label %kx18
+conv1.ky17:                                       ; preds = %conv1.kx18.end, %conv1.px14
+  %conv1.ky1726 = phi i64 [ 0, %conv1.px14 ], [ %ky17.next, %conv1.kx18.end ]
+  br label %conv1.kx18
 
-ky17.end:                                         ; preds = %kx18.end
-  %best1538 = load float, ptr %best15, align 4
-  %99 = fcmp ogt float %best1538, 0.000000e+00
-  %best1539 = load float, ptr %best15, align 4
-  %100 = select i1 %99, float %best1539, float 0.000000e+00
-  %101 = mul nsw i64 %g11, 64
-  %102 = add nsw i64 %101, %j1120
+conv1.ky17.end:                                   ; preds = %conv1.kx18.end
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %99 = fcmp ogt float %best1536, 0.000000e+00
+  %best1537 = load float, ptr %conv1.best15, align 4
+  %100 = select i1 %99, float %best1537, float 0.000000e+00
+  %101 = mul nsw i64 %conv1.g11, 64
+  %102 = add nsw i64 %101, %conv1.j1120
   %103 = mul nsw i64 %102, 144
-  %104 = mul nsw i64 %f1221, 36
+  %104 = mul nsw i64 %conv1.f1221, 36
   %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %py1322, 6
+  %106 = mul nsw i64 %conv1.py1322, 6
   %107 = add nsw i64 %105, %106
-  %108 = add nsw i64 %107, %px1423
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %108
-  store float %100, ptr %arena40, align 4
-  %bi1641 = load float, ptr %bi16, align 4
-  %109 = mul nsw i64 %g11, 64
-  %110 = add nsw i64 %109, %j1120
+  %108 = add nsw i64 %107, %conv1.px1423
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %108
+  store float %100, ptr %arena38, align 4
+  %bi1639 = load float, ptr %conv1.bi16, align 4
+  %109 = mul nsw i64 %conv1.g11, 64
+  %110 = add nsw i64 %109, %conv1.j1120
   %111 = mul nsw i64 %110, 144
-  %112 = mul nsw i64 %f1221, 36
+  %112 = mul nsw i64 %conv1.f1221, 36
   %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %py1322, 6
+  %114 = mul nsw i64 %conv1.py1322, 6
   %115 = add nsw i64 %113, %114
-  %116 = add nsw i64 %115, %px1423
+  %116 = add nsw i64 %115, %conv1.px1423
   %117 = add nsw i64 9216, %116
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %117
-  store float %bi1641, ptr %arena42, align 4
-  %px14.next = add nsw i64 %px1423, 1
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %117
+  store float %bi1639, ptr %arena40, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
   %118 = icmp slt i64 %px14.next, 6
-  br i1 %118, label %px14, label %px14.end
+  br i1 %118, label %conv1.px14, label %conv1.px14.end
 
-kx18:                                             ; preds = %kx18, %ky17
-  %kx1827 = phi i64 [ 0, %ky17 ], [ %kx18.next, %kx18 ]
-  %119 = mul nsw i64 %f1221, 10816
+conv1.kx18:                                       ; preds = %conv1.kx18, %conv1.ky17
+  %conv1.kx1827 = phi i64 [ 0, %conv1.ky17 ], [ %kx18.next, %conv1.kx18 ]
+  %119 = mul nsw i64 %conv1.f1221, 10816
   %120 = add nsw i64 115776, %119
-  %121 = mul nsw i64 %j1120, 169
+  %121 = mul nsw i64 %conv1.j1120, 169
   %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %py1322, 26
-  %124 = mul nsw i64 %px1423, 2
+  %123 = mul nsw i64 %conv1.py1322, 26
+  %124 = mul nsw i64 %conv1.px1423, 2
   %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %ky1726, 13
+  %126 = mul nsw i64 %conv1.ky1726, 13
   %127 = add nsw i64 %125, %126
-  %128 = add nsw i64 %127, %kx1827
+  %128 = add nsw i64 %127, %conv1.kx1827
   %129 = add nsw i64 %122, %128
   %arena28 = getelementptr inbounds float, ptr %arena, i64 %129
   %130 = load float, ptr %arena28, align 4
-  %131 = add nsw i64 36, %f1221
+  %131 = add nsw i64 36, %conv1.f1221
   %params29 = getelementptr inbounds float, ptr %params, i64 %131
   %132 = load float, ptr %params29, align 4
   %133 = fadd float %130, %132
-  %best1530 = load float, ptr %best15, align 4
-  %134 = fcmp ogt float %133, %best1530
-  %135 = mul nsw i64 %py1322, 26
-  %136 = mul nsw i64 %px1423, 2
+  %best15 = load float, ptr %conv1.best15, align 4
+  %134 = fcmp ogt float %133, %best15
+  %135 = mul nsw i64 %conv1.py1322, 26
+  %136 = mul nsw i64 %conv1.px1423, 2
   %137 = add nsw i64 %135, %136
-  %138 = mul nsw i64 %ky1726, 13
+  %138 = mul nsw i64 %conv1.ky1726, 13
   %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %kx1827
+  %140 = add nsw i64 %139, %conv1.kx1827
   %141 = sitofp i64 %140 to float
-  %bi1631 = load float, ptr %bi16, align 4
-  %142 = select i1 %134, float %141, float %bi1631
-  store float %142, ptr %bi16, align 4
-  %143 = mul nsw i64 %f1221, 10816
+  %bi16 = load float, ptr %conv1.bi16, align 4
+  %142 = select i1 %134, float %141, float %bi16
+  store float %142, ptr %conv1.bi16, align 4
+  %143 = mul nsw i64 %conv1.f1221, 10816
   %144 = add nsw i64 115776, %143
-  %145 = mul nsw i64 %j1120, 169
+  %145 = mul nsw i64 %conv1.j1120, 169
   %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %py1322, 26
-  %148 = mul nsw i64 %px1423, 2
+  %147 = mul nsw i64 %conv1.py1322, 26
+  %148 = mul nsw i64 %conv1.px1423, 2
   %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %ky1726, 13
+  %150 = mul nsw i64 %conv1.ky1726, 13
   %151 = add nsw i64 %149, %150
-  %152 = add nsw i64 %151, %kx1827
+  %152 = add nsw i64 %151, %conv1.kx1827
   %153 = add nsw i64 %146, %152
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %153
-  %154 = load float, ptr %arena32, align 4
-  %155 = add nsw i64 36, %f1221
-  %params33 = getelementptr inbounds float, ptr %params, i64 %155
-  %156 = load float, ptr %params33, align 4
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %153
+  %154 = load float, ptr %arena30, align 4
+  %155 = add nsw i64 36, %conv1.f1221
+  %params31 = getelementptr inbounds float, ptr %params, i64 %155
+  %156 = load float, ptr %params31, align 4
   %157 = fadd float %154, %156
-  %best1534 = load float, ptr %best15, align 4
-  %158 = fcmp ogt float %157, %best1534
-  %159 = mul nsw i64 %f1221, 10816
+  %best1532 = load float, ptr %conv1.best15, align 4
+  %158 = fcmp ogt float %157, %best1532
+  %159 = mul nsw i64 %conv1.f1221, 10816
   %160 = add nsw i64 115776, %159
-  %161 = mul nsw i64 %j1120, 169
+  %161 = mul nsw i64 %conv1.j1120, 169
   %162 = add nsw i64 %160, %161
-  %163 = mul nsw i64 %py1322, 26
-  %164 = mul nsw i64 %px1423, 2
+  %163 = mul nsw i64 %conv1.py1322, 26
+  %164 = mul nsw i64 %conv1.px1423, 2
   %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %ky1726, 13
+  %166 = mul nsw i64 %conv1.ky1726, 13
   %167 = add nsw i64 %165, %166
-  %168 = add nsw i64 %167, %kx1827
+  %168 = add nsw i64 %167, %conv1.kx1827
   %169 = add nsw i64 %162, %168
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %169
-  %170 = load float, ptr %arena35, align 4
-  %171 = add nsw i64 36, %f1221
-  %params36 = getelementptr inbounds float, ptr %params, i64 %171
-  %172 = load float, ptr %params36, align 4
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %169
+  %170 = load float, ptr %arena33, align 4
+  %171 = add nsw i64 36, %conv1.f1221
+  %params34 = getelementptr inbounds float, ptr %params, i64 %171
+  %172 = load float, ptr %params34, align 4
   %173 = fadd float %170, %172
-  %best1537 = load float, ptr %best15, align 4
-  %174 = select i1 %158, float %173, float %best1537
-  store float %174, ptr %best15, align 4
-  %kx18.next = add nsw i64 %kx1827, 1
+  %best1535 = load float, ptr %conv1.best15, align 4
+  %174 = select i1 %158, float %173, float %best1535
+  store float %174, ptr %conv1.best15, align 4
+  %kx18.next = add nsw i64 %conv1.kx1827, 1
   %175 = icmp slt i64 %kx18.next, 2
-  br i1 %175, label %kx18, label %kx18.end
+  br i1 %175, label %conv1.kx18, label %conv1.kx18.end
 
-kx18.end:                                         ; preds = %kx18
-  %ky17.next = add nsw i64 %ky1726, 1
+conv1.kx18.end:                                   ; preds = %conv1.kx18
+  %ky17.next = add nsw i64 %conv1.ky1726, 1
   %176 = icmp slt i64 %ky17.next, 2
-  br i1 %176, label %ky17, label %ky17.end
+  br i1 %176, label %conv1.ky17, label %conv1.ky17.end
 
-n19:                                              ; preds = %u20.end, %g1.end
-  %n1946 = phi i64 [ 0, %g1.end ], [ %n19.next, %u20.end ]
-  br label %u20
+fc1.n19:                                          ; preds = %fc1.u20.end, %conv1.g1.end
+  %fc1.n1944 = phi i64 [ 0, %conv1.g1.end ], [ %n19.next, %fc1.u20.end ]
+  br label %fc1.u20
 
-n19.end:                                          ; preds = %u20.end
+fc1.n19.end:                                      ; preds = %fc1.u20.end
   ret void
 
-u20:                                              ; preds = %u20, %n19
-  %u2047 = phi i64 [ 0, %n19 ], [ %u20.next, %u20 ]
-  %177 = mul nsw i64 %n1946, 10
+fc1.u20:                                          ; preds = %fc1.u20, %fc1.n19
+  %fc1.u2045 = phi i64 [ 0, %fc1.n19 ], [ %u20.next, %fc1.u20 ]
+  %177 = mul nsw i64 %fc1.n1944, 10
   %178 = add nsw i64 9216, %177
-  %179 = add nsw i64 %178, %u2047
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %179
-  %180 = load float, ptr %arena48, align 4
-  %181 = add nsw i64 1480, %u2047
-  %params49 = getelementptr inbounds float, ptr %params, i64 %181
-  %182 = load float, ptr %params49, align 4
+  %179 = add nsw i64 %178, %fc1.u2045
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 %179
+  %180 = load float, ptr %arena46, align 4
+  %181 = add nsw i64 1480, %fc1.u2045
+  %params47 = getelementptr inbounds float, ptr %params, i64 %181
+  %182 = load float, ptr %params47, align 4
   %183 = fadd float %180, %182
-  %184 = mul nsw i64 %n1946, 10
+  %184 = mul nsw i64 %fc1.n1944, 10
   %185 = add nsw i64 9216, %184
-  %186 = add nsw i64 %185, %u2047
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %186
-  store float %183, ptr %arena50, align 4
-  %u20.next = add nsw i64 %u2047, 1
+  %186 = add nsw i64 %185, %fc1.u2045
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %186
+  store float %183, ptr %arena48, align 4
+  %u20.next = add nsw i64 %fc1.u2045, 1
   %187 = icmp slt i64 %u20.next, 10
-  br i1 %187, label %u20, label %u20.end
+  br i1 %187, label %fc1.u20, label %fc1.u20.end
 
-u20.end:                                          ; preds = %u20
-  %n19.next = add nsw i64 %n1946, 1
+fc1.u20.end:                                      ; preds = %fc1.u20
+  %n19.next = add nsw i64 %fc1.n1944, 1
   %188 = icmp slt i64 %n19.next, 64
-  br i1 %188, label %n19, label %n19.end
+  br i1 %188, label %fc1.n19, label %fc1.n19.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -215,7 +215,7 @@ public func tiny_train_b64(
     }
     grads[(36 &+ f53)] = acc54
   }
-  // adam update of 1490 parameters
+  // adam = update of 1490 parameters
   var step_size57: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
   var bc2_sqrt58: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
   do {  // SIMD16 over i59

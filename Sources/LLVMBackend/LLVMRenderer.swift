@@ -16,6 +16,7 @@ public struct LLVMRenderer {
     let module = Module(name: moduleName)
     var r = LLVMRenderer(module: module)
     for p in programs { for f in p.functions { r.render(f) } }
+    r.finish()
     return module
   }
 
@@ -40,6 +41,8 @@ public struct LLVMRenderer {
     var entry: LLVMBasicBlockRef
     var bases: [Base: LLVMValueRef]
     var lr: LLVMValueRef, step: LLVMValueRef, seed: LLVMValueRef
+    /// The `.graph` statement being rendered: values and blocks are named after it (`conv1.acc`).
+    var node = "entry"
     var vars: [[String: LLVMValueRef]] = [[:]]
     var locals: [[String: LLVMValueRef]] = [[:]]
     func variable(_ n: String) -> LLVMValueRef { vars.reversed().lazy.compactMap { $0[n] }.first! }
@@ -63,19 +66,23 @@ public struct LLVMRenderer {
     LLVMBuildRetVoid(builder)
   }
 
+  /// Frees the builder once every function is rendered.
+  func finish() { LLVMDisposeBuilder(builder) }
+
   // MARK: Statements
 
   func emit(_ st: Stmt, _ s: inout Scope) {
     switch st {
-    case .comment: break
+    case .comment(let text):
+      s.node = String(text.prefix { $0 != " " })
     case .loop(let v, let count, let body):
       guard count > 0 else { return }
       let pre = LLVMGetInsertBlock(builder)!
-      let head = LLVMAppendBasicBlockInContext(ctx, s.function, v)!
-      let exit = LLVMAppendBasicBlockInContext(ctx, s.function, "\(v).end")!
+      let head = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v)")!
+      let exit = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).\(v).end")!
       LLVMBuildBr(builder, head)
       LLVMPositionBuilderAtEnd(builder, head)
-      let i = LLVMBuildPhi(builder, i64, v)!
+      let i = LLVMBuildPhi(builder, i64, "\(s.node).\(v)")!
       s.vars.append([v: i])
       s.locals.append([:])
       for b in body { emit(b, &s) }
@@ -97,15 +104,15 @@ public struct LLVMRenderer {
       // Allocas go in the entry block so mem2reg turns them into registers.
       let here = LLVMGetInsertBlock(builder)!
       if let first = LLVMGetFirstInstruction(s.entry) { LLVMPositionBuilderBefore(builder, first) } else { LLVMPositionBuilderAtEnd(builder, s.entry) }
-      let slot = LLVMBuildAlloca(builder, f32, name)!
+      let slot = LLVMBuildAlloca(builder, f32, "\(s.node).\(name)")!
       LLVMPositionBuilderAtEnd(builder, here)
       s.locals[s.locals.count - 1][name] = slot
       LLVMBuildStore(builder, fexpr(v, s), slot)
     case .set(let name, let v):
       LLVMBuildStore(builder, fexpr(v, s), s.local(name))
     case .when(let c, let body):
-      let then = LLVMAppendBasicBlockInContext(ctx, s.function, "then")!
-      let done = LLVMAppendBasicBlockInContext(ctx, s.function, "endif")!
+      let then = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).then")!
+      let done = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).endif")!
       LLVMBuildCondBr(builder, cond(c, s), then, done)
       LLVMPositionBuilderAtEnd(builder, then)
       s.locals.append([:])
@@ -124,6 +131,7 @@ public struct LLVMRenderer {
         LLVMConstReal(f32, Double(g.beta)), address(g.c.0, g.c.1, s), c32(g.ldc),
       ]
       LLVMBuildCall2(builder, fnTy, callee, &args, 14, "")
+      _ = s.node
     }
   }
 

@@ -3,7 +3,7 @@ extension Emitter {
   mutating func emitOptimizer(_ o: OptimizerSpec) {
     let count = plan.parameterFloats
     guard count > 0 else { return }
-    body.append(.comment("\(o.kind.rawValue) update of \(count) parameters"))
+    body.append(.comment("\(o.kind.rawValue) = update of \(count) parameters"))
     func p(_ b: Base, _ i: IExpr) -> FExpr { .load(b, i) }
     let t = FExpr.ofInt(.step)
     switch o.kind {
