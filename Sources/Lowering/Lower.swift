@@ -15,9 +15,11 @@ public struct OptimizerSpec: Equatable, Sendable {
   }
 }
 
-/// What to lower: a training step (forward, backward, optimiser) or inference.
+/// What to lower: a training step (forward, backward, optimiser), the gradients of one shard of a
+/// batch (forward and backward only; the runtime reduces shards and runs `lowerOptimizer`), or inference.
 public enum LoweringMode: Equatable, Sendable {
   case train(OptimizerSpec)
+  case gradients
   case infer
 }
 
@@ -28,7 +30,7 @@ public enum LoweringMode: Equatable, Sendable {
 public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = true) throws(DiagnosticList) -> Program {
   var g: Graph
   switch mode {
-  case .train: g = try differentiate(graph)
+  case .train, .gradients: g = try differentiate(graph)
   case .infer:
     g = graph
     var needed: Set<String> = [graph.output!]
@@ -51,7 +53,11 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = t
     e.emit(n)
   }
   if case .train(let spec) = mode { e.emitOptimizer(spec) }
-  let suffix = training ? "train_b\(batch)" : "infer_b\(batch)"
+  let suffix = switch mode {
+  case .train: "train_b\(batch)"
+  case .gradients: "grad_b\(batch)"
+  case .infer: "infer_b\(batch)"
+  }
   let out = plan.placements[g.output!]!
   let outType = shapes[g.output!]!
   return Program(
@@ -60,6 +66,18 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = t
     parameters: g.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
     output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1)
+}
+
+/// The optimiser alone, over the parameter layout of `graph` (for sharded training steps).
+public func lowerOptimizer(_ graph: Graph, _ spec: OptimizerSpec) throws(DiagnosticList) -> Program {
+  let shapes = try inferShapes(graph, batch: 1)
+  let plan = planMemory(Graph(name: graph.name, nodes: graph.nodes.filter { !$0.op.parameterSuffixes.isEmpty }), shapes, scratch: [:], training: true)
+  var e = Emitter(graph: graph, shapes: shapes, plan: plan, training: true)
+  e.emitOptimizer(spec)
+  return Program(
+    graphName: graph.name, batch: 0, functions: [Function(name: "\(graph.name)_\(spec.kind.rawValue)", body: e.body)],
+    arenaFloats: 16, parameters: graph.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
+    parameterFloats: plan.parameterFloats, imageFloats: 0, output: Placement(base: .arena, offset: 0, count: 0), loss: nil, classes: 0)
 }
 
 /// Emits statements for nodes, resolving names to placements.

@@ -1,3 +1,5 @@
+import COpenBLAS
+import Dispatch
 import Foundation
 import GraphIR
 import Lowering
@@ -30,41 +32,76 @@ final class FloatBuffer {
 
 /// A back end that runs compiled programs: the train step at the training batch, and inference
 /// programs compiled on first use for each batch size. Parameters, gradients and optimiser state
-/// live in flat buffers laid out as the programs expect; the arena is allocated once per program.
+/// live in flat buffers laid out as the programs expect; arenas are allocated once per program.
+///
+/// With `shards` S > 1 every batch is split into S fixed shards of B/S images. Each shard runs the
+/// gradient program with single-threaded BLAS into its own arena and gradient buffer, on up to
+/// `threads` threads; the shard gradients are then averaged in shard order and the optimiser program
+/// runs once. The arithmetic depends on S but not on the thread count, so results are bit-identical
+/// with 1 or 2 threads. Dropout in shard s is keyed by seed + s * golden ratio (shard 0 uses the seed).
 public final class CompiledBackend<C: ProgramCompiler>: Backend {
   public let name: String
   let graph: Graph
   let optimizerSpec: OptimizerSpec
   public private(set) var compiler: C
+  let shards: Int
+  public let threads: Int
+  /// The train step (S = 1) or the per-shard gradient program (S > 1).
   let train: Program
   let trainEntry: EntryPoint
+  /// The optimiser program (S > 1 only).
+  let update: (Program, EntryPoint)?
   var inference: [Int: (Program, EntryPoint)] = [:]
-  let params: FloatBuffer, grads: FloatBuffer, m: FloatBuffer, v: FloatBuffer
-  var arena: FloatBuffer
+  let params: FloatBuffer, m: FloatBuffer, v: FloatBuffer
+  /// One gradient buffer and one arena per shard.
+  let grads: [FloatBuffer]
+  var arenas: [FloatBuffer]
   var optimizerKind: Optimizer.Kind
   var stepsTaken = 0
   /// Time spent compiling (lowering plus code generation), reported by the CLI.
   public private(set) var compileSeconds: Double = 0
 
-  public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = [], fuse: Bool = true) throws {
+  public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = [],
+              fuse: Bool = true, shards: Int = 1, threads: Int? = nil) throws {
     self.name = name
     self.graph = graph
     self.compiler = compiler
+    guard shards >= 1, batch % shards == 0 else { throw DataError("batch \(batch) does not split into \(shards) equal shards") }
+    self.shards = shards
+    self.threads = max(1, min(shards, threads ?? ProcessInfo.processInfo.activeProcessorCount))
     optimizerKind = optimizer.kind
     optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
+    if shards > 1 { openblas_set_num_threads(1) }  // parallelism comes from the shards, in a fixed partition
     let start = Date()
-    var programs = [try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse)]
+    var programs = [shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse)
+                                : try lower(graph, batch: batch / shards, mode: .gradients, fuse: fuse)]
+    if shards > 1 { programs.append(try lowerOptimizer(graph, optimizerSpec)) }
     for b in inferenceBatches { programs.append(try lower(graph, batch: b, mode: .infer)) }
     let entries = try self.compiler.compile(programs)
     compileSeconds = Date().timeIntervalSince(start)
     train = programs[0]
     trainEntry = entries[0]
-    for (p, e) in zip(programs.dropFirst(), entries.dropFirst()) { inference[p.batch] = (p, e) }
-    params = FloatBuffer(train.parameterFloats)
-    grads = FloatBuffer(train.parameterFloats)
-    m = FloatBuffer(train.parameterFloats)
-    v = FloatBuffer(train.parameterFloats)
-    arena = FloatBuffer(programs.map(\.arenaFloats).max() ?? 16)
+    update = shards > 1 ? (programs[1], entries[1]) : nil
+    let floats = programs[0].parameterFloats, arena = programs.map(\.arenaFloats).max() ?? 16
+    params = FloatBuffer(floats)
+    m = FloatBuffer(floats)
+    v = FloatBuffer(floats)
+    grads = (0..<shards).map { _ in FloatBuffer(floats) }
+    arenas = (0..<shards).map { _ in FloatBuffer(arena) }
+    for (p, e) in zip(programs.dropFirst(shards > 1 ? 2 : 1), entries.dropFirst(shards > 1 ? 2 : 1)) { inference[p.batch] = (p, e) }
+  }
+
+  /// Runs `body(shard)` for every shard, on up to `threads` threads.
+  func forEachShard(_ body: (Int) -> Void) {
+    if threads == 1 {
+      for s in 0..<shards { body(s) }
+    } else {
+      // The shards write disjoint buffers (own arena and gradients) and only read the shared ones.
+      withoutActuallyEscaping(body) { escaping in
+        let box = UncheckedSendable(value: escaping)
+        DispatchQueue.concurrentPerform(iterations: shards) { box.value($0) }
+      }
+    }
   }
 
   public func load(_ parameters: Parameters, _ optimizer: Optimizer) throws {
@@ -91,10 +128,10 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     return Parameters(names: train.parameters.map(\.name), shapes: shapes, values: values)
   }
 
-  /// The gradients the last train step computed, by parameter name.
+  /// The gradients the last train step computed (averaged over shards), by parameter name.
   public func gradients() -> [String: [Float]] {
     Dictionary(uniqueKeysWithValues: train.parameters.map { p in
-      (p.name, Array(UnsafeBufferPointer(start: grads.pointer.advanced(by: p.offset), count: p.shape.reduce(1, *))))
+      (p.name, Array(UnsafeBufferPointer(start: grads[0].pointer.advanced(by: p.offset), count: p.shape.reduce(1, *))))
     })
   }
 
@@ -115,36 +152,78 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     return state
   }
 
+  /// The dropout seed of shard `s`.
+  static func shardSeed(_ seed: UInt64, _ s: Int) -> Int64 { Int64(bitPattern: seed &+ UInt64(s) &* 0x9e37_79b9_7f4a_7c15) }
+
   public func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws -> (loss: Float, logits: [Float]) {
-    guard images.count == train.imageFloats, labels.count == train.batch else {
-      throw DataError("the compiled train step takes a batch of \(train.batch); got \(labels.count)")
+    guard images.count == train.imageFloats * shards, labels.count == train.batch * shards else {
+      throw DataError("the compiled train step takes a batch of \(train.batch * shards); got \(labels.count)")
     }
+    let (px, b) = (train.imageFloats, train.batch)
     images.withUnsafeBufferPointer { img in
       labels.withUnsafeBufferPointer { lab in
-        trainEntry(params.pointer, grads.pointer, m.pointer, v.pointer, arena.pointer, img.baseAddress, lab.baseAddress,
-                   learningRate, Int64(step), Int64(bitPattern: seed))
+        forEachShard { s in
+          trainEntry(params.pointer, grads[s].pointer, m.pointer, v.pointer, arenas[s].pointer, img.baseAddress! + s * px,
+                     lab.baseAddress! + s * b, learningRate, Int64(step), Self.shardSeed(seed, s))
+        }
       }
     }
+    if let (_, entry) = update {
+      // Average the shard gradients in shard order (a fixed reduction), then one optimiser step.
+      let n = train.parameterFloats, g0 = grads[0].pointer, scale = 1 / Float(shards)
+      for s in 1..<shards {
+        let gs = grads[s].pointer
+        for i in 0..<n { g0[i] += gs[i] }
+      }
+      for i in 0..<n { g0[i] *= scale }
+      entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, learningRate, Int64(step), 0)
+    }
     stepsTaken = step
-    let loss = arena.pointer[train.loss!.offset]
-    let logits = Array(UnsafeBufferPointer(start: arena.pointer.advanced(by: train.output.offset), count: train.output.count))
-    return (loss, logits)
+    var loss: Float = 0
+    var logits: [Float] = []
+    for s in 0..<shards {
+      loss += arenas[s].pointer[train.loss!.offset]
+      logits += UnsafeBufferPointer(start: arenas[s].pointer.advanced(by: train.output.offset), count: train.output.count)
+    }
+    return (loss / Float(shards), logits)
   }
 
   public func infer(images: [Float], count: Int) throws -> [Float] {
-    if inference[count] == nil {
+    // Inference shards too when the count splits evenly; each shard has its own arena.
+    let parts = count % shards == 0 ? shards : 1
+    let each = count / parts
+    if inference[each] == nil {
       let start = Date()
-      let p = try lower(graph, batch: count, mode: .infer)
+      let p = try lower(graph, batch: each, mode: .infer)
       let entry = try compiler.compile([p])[0]
       compileSeconds += Date().timeIntervalSince(start)
-      inference[count] = (p, entry)
-      if p.arenaFloats > arena.count { arena = FloatBuffer(p.arenaFloats) }
+      inference[each] = (p, entry)
+      if p.arenaFloats > arenas[0].count { arenas = arenas.map { _ in FloatBuffer(p.arenaFloats) } }
     }
-    let (p, entry) = inference[count]!
+    let (p, entry) = inference[each]!
+    let px = p.imageFloats
     images.withUnsafeBufferPointer { img in
-      entry(params.pointer, nil, nil, nil, arena.pointer, img.baseAddress, nil, 0, 0, 0)
+      let run = { (s: Int) in entry(self.params.pointer, nil, nil, nil, self.arenas[s].pointer, img.baseAddress! + s * px, nil, 0, 0, 0) }
+      if parts > 1 {
+        forEachShard(run)
+      } else if shards > 1 && threads > 1 {
+        // One unsplittable call (e.g. batch 1): let BLAS use the threads the shards would have.
+        openblas_set_num_threads(Int32(threads))
+        run(0)
+        openblas_set_num_threads(1)
+      } else {
+        run(0)
+      }
     }
-    let base = p.output.base == .images ? UnsafeMutablePointer(mutating: images) : arena.pointer
-    return Array(UnsafeBufferPointer(start: base.advanced(by: p.output.offset), count: p.output.count))
+    var out: [Float] = []
+    out.reserveCapacity(p.output.count * parts)
+    for s in 0..<parts {
+      let base = p.output.base == .images ? UnsafeMutablePointer(mutating: images) + s * px : arenas[s].pointer
+      out += UnsafeBufferPointer(start: base.advanced(by: p.output.offset), count: p.output.count)
+    }
+    return out
   }
 }
+
+/// Carries a value into concurrent code whose accesses the caller has made disjoint.
+struct UncheckedSendable<T>: @unchecked Sendable { let value: T }

@@ -45,6 +45,9 @@ struct Train: ParsableCommand {
   @Option(help: "Directory of IDX files (train-/t10k-images-idx3-ubyte[.gz], ...).") var data: String?
   @Option(help: "Directory for checkpoints (default runs/GRAPH).") var out: String?
   @Flag(help: "Continue from the checkpoint in the output directory.") var resume = false
+  @Option(help: "Split every batch into this many shards, computed in parallel (compiled back ends). Results depend on the shard count, never on --threads.")
+  var shards: Int = 2
+  @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
 
   func validate() throws {
     guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
@@ -54,6 +57,8 @@ struct Train: ParsableCommand {
     guard ["swift", "interp", "jit"].contains(backend) else { throw ValidationError("unknown back end '\(backend)'; available: swift, jit, interp") }
     guard Optimizer.Kind(rawValue: optimizer) != nil else { throw ValidationError("--optimizer must be adam or sgd") }
     if let steps, steps < 1 { throw ValidationError("--steps must be at least 1") }
+    guard shards >= 1, batch % shards == 0 else { throw ValidationError("--batch \(batch) must split into --shards \(shards) equal parts") }
+    if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
   }
 
   func run() throws {
@@ -85,14 +90,14 @@ struct Train: ParsableCommand {
       options.patience = patience
       options.maxSteps = steps
       if jit || backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler())
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), shards: shards, threads: threads)
         let c = b.compiler
         print(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (O3) %.3f s, codegen %.3f s)", b.compileSeconds,
                      b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, c.optimizeSeconds, c.codegenSeconds))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
-                                    compiler: try SwiftCompiler(source: f.path), inferenceBatches: [options.evalBatch])
+                                    compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads)
         print(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
