@@ -51,6 +51,9 @@ public struct InterpreterBackend: Backend {
   mutating func shapes(_ batch: Int) throws -> (ShapeTable, ShapeTable) {
     if let t = tables[batch] { return t }
     let t = (try inferShapes(forward, batch: batch), try inferShapes(backward, batch: batch))
+    // The interpreter keeps every value of a step alive.
+    let values = backward.nodes.reduce(0) { $0 &+ (t.1[$1.name]?.count ?? 0) }
+    try checkMemory(bytes: values &* 4, what: "interpreting \(forward.name) at batch \(batch)")
     tables[batch] = t
     return t
   }

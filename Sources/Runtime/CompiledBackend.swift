@@ -83,6 +83,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     trainEntry = entries[0]
     update = shards > 1 ? (programs[1], entries[1]) : nil
     let floats = programs[0].parameterFloats, arena = programs.map(\.arenaFloats).max() ?? 16
+    try checkMemory(bytes: 4 * (floats * (3 + shards) + arena * shards), what: "training \(graph.name) at batch \(batch)")
     params = FloatBuffer(floats)
     m = FloatBuffer(floats)
     v = FloatBuffer(floats)
@@ -195,6 +196,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     if inference[each] == nil {
       let start = Date()
       let p = try lower(graph, batch: each, mode: .infer)
+      try checkMemory(bytes: 4 * p.arenaFloats * shards, what: "inference at batch \(each)")
       let entry = try compiler.compile([p])[0]
       compileSeconds += Date().timeIntervalSince(start)
       inference[each] = (p, entry)
@@ -227,3 +229,12 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
 
 /// Carries a value into concurrent code whose accesses the caller has made disjoint.
 struct UncheckedSendable<T>: @unchecked Sendable { let value: T }
+
+/// Refuses a plan that would not fit in this machine's memory, before anything is allocated.
+public func checkMemory(bytes: Int, what: String) throws {
+  let physical = Int(clamping: ProcessInfo.processInfo.physicalMemory)
+  guard bytes <= physical else {
+    throw DataError(String(format: "%@ needs %.1f GiB of buffers, more than this machine's %.1f GiB of memory; use a smaller batch or graph",
+                           what, Double(bytes) / 1_073_741_824, Double(physical) / 1_073_741_824))
+  }
+}

@@ -50,6 +50,12 @@ public struct Trainer<B: Backend> {
   public var options: TrainingOptions
   public var classes: Int
   public var onProgress: (StepProgress) -> Void = { _ in }
+  /// Asked before every step; when it says yes the trainer saves a resumable checkpoint and stops.
+  public var shouldStop: () -> Bool = { false }
+  /// With `checkNumerics`, a non-finite loss is traced to the first op that produced it.
+  public var checkNumerics = false
+  /// Set when `shouldStop` ended the run.
+  public private(set) var interrupted = false
   public var onEpoch: (EpochReport) -> Void = { _ in }
 
   public init(backend: B, graph: Graph, parameters: Parameters, optimizer: Optimizer, options: TrainingOptions) throws {
@@ -168,13 +174,25 @@ public struct Trainer<B: Backend> {
       let skip = optimizer.step - epoch * stepsPerEpoch
       for s in max(0, skip)..<stepsPerEpoch {
         if let m = options.maxSteps, optimizer.step >= m { break }
+        if shouldStop() {
+          interrupted = true
+          try saveCheckpoint()
+          return reports
+        }
+        let before = checkNumerics ? parameters : nil
         let idx = order[(s * b)..<((s + 1) * b)]
         train.normalizedBatch(idx, into: &images)
         for (j, i) in idx.enumerated() { labels[j] = Int32(train.labels[i]) }
         let r = try backend.trainStep(images: images, labels: labels, seed: options.seed, step: optimizer.step + 1,
                                       learningRate: optimizer.learningRate)
         guard r.loss.isFinite else {
-          throw DataError("the loss became \(r.loss) at step \(optimizer.step + 1) (epoch \(epoch + 1)); stopping instead of training on garbage")
+          var message = "the loss became \(r.loss) at step \(optimizer.step + 1) (epoch \(epoch + 1)); stopping instead of training on garbage"
+          if let before, let culprit = try? firstNonFinite(before, images: images, labels: labels, step: optimizer.step + 1) {
+            message += "; the first non-finite value comes from \(culprit)"
+          } else if !checkNumerics {
+            message += " (run with --check-numerics to find the op that produced it)"
+          }
+          throw DataError(message)
         }
         optimizer.step += 1
         lossSum += Double(r.loss)
@@ -209,6 +227,27 @@ public struct Trainer<B: Backend> {
       if !finished { break }  // stopped by maxSteps
     }
     return reports
+  }
+}
+
+extension Trainer {
+  /// Replays a step in the reference interpreter and names the first node whose value is not finite.
+  func firstNonFinite(_ params: Parameters, images: [Float], labels: [Int32], step: Int) throws -> String? {
+    let backward = try differentiate(graph)
+    let table = try inferShapes(backward, batch: labels.count)
+    var inputs: [String: RefValue<Float>] = [:]
+    for i in graph.inputs {
+      inputs[i.name] = i.dtype == .f32 ? .f32(Tensor(shape: table[i.name]!.dims, data: images)) : .i32(shape: [labels.count], data: labels)
+    }
+    let tensors = Dictionary(uniqueKeysWithValues: params.names.map { ($0, Tensor(shape: params.shapes[$0]!, data: params.values[$0]!)) })
+    if let bad = params.names.first(where: { params.values[$0]!.contains { !$0.isFinite } }) { return "parameter '\(bad)' (already not finite before the step)" }
+    let env = try Interpreter<Float>(graph: backward, shapes: table)
+      .run(inputs: inputs, parameters: tensors, context: ReferenceContext(training: true, seed: options.seed, step: UInt64(step)))
+    for n in backward.nodes where env[n.name]?.tensor?.data.contains(where: { !$0.isFinite }) == true {
+      let line = n.range.line > 0 ? ", line \(n.range.line)" : " (backward)"
+      return "'\(n.name)' (\(n.op.spelling)\(line))"
+    }
+    return nil
   }
 }
 

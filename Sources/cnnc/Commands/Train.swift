@@ -48,6 +48,7 @@ struct Train: ParsableCommand {
   @Option(help: "Split every batch into this many shards, computed in parallel (compiled back ends). Results depend on the shard count, never on --threads.")
   var shards: Int = 2
   @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
+  @Flag(name: .customLong("check-numerics"), help: "On a non-finite loss, name the first op that produced it.") var checkNumerics = false
 
   func validate() throws {
     guard batch >= 1 else { throw ValidationError("--batch must be at least 1, got \(batch)") }
@@ -124,6 +125,16 @@ struct Train: ParsableCommand {
 
   func run<B: Backend>(_ t: Trainer<B>, _ trainSet: IDXDataset, _ testSet: IDXDataset, _ outDir: String) throws {
       var trainer = t
+      trainer.checkNumerics = checkNumerics
+      // SIGINT: finish the current step, save a resumable checkpoint, exit 130. A second one exits at once;
+      // checkpoints are written atomically, so even that leaves no corrupt file.
+      let interrupt = InterruptFlag()
+      signal(SIGINT, SIG_IGN)
+      let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+      source.setEventHandler { if interrupt.raise() { Foundation.exit(130) } }
+      source.resume()
+      defer { source.cancel() }
+      trainer.shouldStop = { interrupt.isRaised }
       if resume {
         try trainer.resume(from: outDir)
         print("resumed from \(outDir) at step \(trainer.optimizer.step)")
@@ -145,6 +156,31 @@ struct Train: ParsableCommand {
         flushStandardOutput()
       }
       _ = try trainer.train(train: trainSet, test: testSet)
+      if trainer.interrupted {
+        if isatty(2) != 0 { printError("\r\u{1B}[K") }
+        print("interrupted at step \(trainer.optimizer.step): checkpoint saved in \(outDir); continue with --resume")
+        flushStandardOutput()
+        throw ExitCode(130)
+      }
       print("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
+  }
+}
+
+/// Set from the SIGINT handler, read by the training loop.
+final class InterruptFlag: @unchecked Sendable {
+  private let lock = NSLock()
+  private var raised = false
+  /// Raises the flag; returns true if it was already raised (a second interrupt).
+  func raise() -> Bool {
+    lock.lock()
+    defer { lock.unlock() }
+    let again = raised
+    raised = true
+    return again
+  }
+  var isRaised: Bool {
+    lock.lock()
+    defer { lock.unlock() }
+    return raised
   }
 }

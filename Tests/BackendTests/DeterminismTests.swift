@@ -1,0 +1,62 @@
+import CNNCTestSupport
+import Foundation
+import GraphIR
+import LLVMBackend
+import Passes
+import Runtime
+import Testing
+
+/// Same seed, same bytes: whatever the thread count, run after run, and across an interrupted and
+/// resumed run.
+@Suite(.serialized) struct DeterminismTests {
+  static let data = Fixtures.root.appendingPathComponent("data/mnist").path
+
+  static func trainer(_ graph: String, steps: Int, threads: Int, dir: String) throws -> Trainer<CompiledBackend<JITCompiler>> {
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent(graph))
+    let opt = Optimizer(kind: .adam, learningRate: 1e-3)
+    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(), shards: 2, threads: threads)
+    var o = TrainingOptions(outputDirectory: dir)
+    o.maxSteps = steps
+    o.seed = 9
+    return try Trainer(backend: b, graph: g, parameters: Parameters(graph: g, shapes: try inferShapes(g, batch: 64), seed: 9), optimizer: opt, options: o)
+  }
+
+  static func checkpointBytes(_ t: Trainer<CompiledBackend<JITCompiler>>) throws -> Data {
+    try Data(contentsOf: URL(fileURLWithPath: t.weightsPath)) + Data(contentsOf: URL(fileURLWithPath: t.optimizerPath))
+  }
+
+  static func dir() -> String { NSTemporaryDirectory() + "cnnc-det-\(UUID().uuidString)" }
+
+  @Test(arguments: ["simplecnn.graph", "mnistnet.graph"]) func oneAndTwoThreadsGiveByteIdenticalCheckpoints(_ graph: String) throws {
+    let train = try IDXDataset.load(directory: Self.data, split: "train")
+    let test = IDXDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
+    var runs: [Data] = []
+    for threads in [1, 2, 2] {
+      var t = try Self.trainer(graph, steps: 25, threads: threads, dir: Self.dir())
+      #expect(t.backend.threads == threads)
+      _ = try t.train(train: train, test: test)
+      runs.append(try Self.checkpointBytes(t))
+    }
+    #expect(runs[0] == runs[1], "1 thread and 2 threads")
+    #expect(runs[1] == runs[2], "run after run")
+  }
+
+  @Test func interruptedAndResumedRunEqualsAStraightRun() throws {
+    let train = try IDXDataset.load(directory: Self.data, split: "train")
+    let test = IDXDataset(images: Array(train.images.prefix(784 * 100)), labels: Array(train.labels.prefix(100)), count: 100, rows: 28, cols: 28)
+    var straight = try Self.trainer("simplecnn.graph", steps: 30, threads: 2, dir: Self.dir())
+    _ = try straight.train(train: train, test: test)
+
+    let d = Self.dir()
+    var first = try Self.trainer("simplecnn.graph", steps: 30, threads: 2, dir: d)
+    var calls = 0
+    first.shouldStop = { calls += 1; return calls > 13 }  // as if SIGINT arrived before step 14
+    _ = try first.train(train: train, test: test)
+    #expect(first.interrupted)
+    #expect(first.optimizer.step == 13)
+    var second = try Self.trainer("simplecnn.graph", steps: 30, threads: 1, dir: d)
+    try second.resume(from: d)
+    _ = try second.train(train: train, test: test)
+    #expect(try Self.checkpointBytes(second) == Self.checkpointBytes(straight))
+  }
+}
