@@ -9,6 +9,7 @@ let ReportedFailure = ExitCode.failure
 
 /// Writes a message to stderr.
 func printError(_ s: String) {
+  fflush(nil)  // keep stdout's lines before the message when both go to one terminal or file
   FileHandle.standardError.write(Data(s.utf8))
 }
 
@@ -75,4 +76,12 @@ func lowerForEmission(_ g: Graph, batch: Int) throws(DiagnosticList) -> [Program
   if g.minimize != nil { programs.append(try lower(g, batch: batch, mode: .train(OptimizerSpec(kind: .adam)))) }
   programs.append(try lower(g, batch: batch, mode: .infer))
   return programs
+}
+
+/// Makes stdout line-buffered, so progress lines appear at once even through a pipe.
+func lineBufferStandardOutput() {
+  // stdout is a C global; this runs once, on the main thread, before any other output.
+  let symbol = dlsym(nil, "stdout")  // RTLD_DEFAULT is NULL on glibc
+  guard let file = symbol?.assumingMemoryBound(to: UnsafeMutablePointer<FILE>?.self).pointee else { return }
+  setvbuf(file, nil, _IOLBF, 0)
 }

@@ -56,6 +56,45 @@ import Testing
     }
   }
 
+  @Test func nonFiniteLossStopsTrainingNamingTheStepAndTheOp() throws {
+    let out = NSTemporaryDirectory() + "cnnc-nan-\(UUID().uuidString)"
+    let r = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--lr", "1e30", "--steps", "50", "--check-numerics", "--out", out])
+    #expect(r.status == 1)
+    #expect(r.stderr.contains("the loss became"))
+    #expect(r.stderr.contains("at step 2"))
+    #expect(r.stderr.contains("the first non-finite value comes from 'fc1' (dense, line 11)"))
+  }
+
+  @Test func sigintSavesAResumableCheckpoint() throws {
+    let out = NSTemporaryDirectory() + "cnnc-int-\(UUID().uuidString)"
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: try #require(Self.binary))
+    p.arguments = ["train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", "--out", out]
+    p.currentDirectoryURL = Fixtures.root
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    // Interrupt once training is under way (the JIT line is printed before the first step).
+    var seen = Data()
+    while !String(decoding: seen, as: UTF8.self).contains("training simplecnn") {
+      let chunk = pipe.fileHandleForReading.availableData
+      if chunk.isEmpty { break }
+      seen += chunk
+    }
+    Thread.sleep(forTimeInterval: 1)
+    p.interrupt()
+    seen += pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    #expect(p.terminationStatus == 130)
+    #expect(String(decoding: seen, as: UTF8.self).contains("continue with --resume"))
+    let files = try FileManager.default.contentsOfDirectory(atPath: out).sorted()
+    #expect(files == ["optimizer.safetensors", "weights.safetensors"], "no temporary files left behind")
+    let resumed = try Self.run(["train", "Graphs/simplecnn.graph", "--jit", "--epochs", "1", "--out", out, "--resume", "--steps", "5"])
+    #expect(resumed.status == 0, "\(resumed.stderr)")
+    #expect(resumed.stdout.contains("resumed from"))
+  }
+
   @Test func dumpIRStagesPrint() throws {
     for stage in ["parsed", "shaped", "grad", "fused", "lowered", "swift", "llvm", "llvm-opt"] {
       let r = try Self.run(["dump-ir", "Graphs/tiny.graph", "--stage", stage, "--batch", "4"])

@@ -63,6 +63,7 @@ struct Train: ParsableCommand {
   }
 
   func run() throws {
+    lineBufferStandardOutput()
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
     guard f.graph.minimize != nil else {
