@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc
 
-.PHONY: deps build release test train generate check-generated bench clean
+.PHONY: deps build release test train generate check-generated bench interop fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -46,3 +46,14 @@ bench: release
 
 clean:
 	rm -rf .build
+
+# Checkpoint interop with PyTorch's state_dict format (safetensors + numpy from PyPI, no torch needed).
+VENV = .build/venv
+$(VENV)/bin/python:
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install -q safetensors numpy
+
+interop: release $(VENV)/bin/python
+	$(CNNC) train Graphs/simplecnn.graph --jit --steps 50 --out .build/interop >/dev/null
+	$(VENV)/bin/python Scripts/interop.py check .build/interop/weights.safetensors
+	$(VENV)/bin/python Scripts/interop.py write .build/interop/from-pytorch.safetensors
+	$(CNNC) eval Graphs/simplecnn.graph --weights .build/interop/from-pytorch.safetensors | head -1

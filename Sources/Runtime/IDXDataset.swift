@@ -51,7 +51,7 @@ public struct IDXDataset: Sendable {
   }
 
   /// Reads a file through zlib, which also passes uncompressed files through unchanged.
-  static func readMaybeGzipped(_ path: String, limit: Int = 1 << 30) throws -> [UInt8] {
+  public static func readMaybeGzipped(_ path: String, limit: Int = 1 << 30) throws -> [UInt8] {
     guard let f = gzopen(path, "rb") else { throw DataError("cannot open \(path)") }
     defer { gzclose(f) }
     var out: [UInt8] = []
@@ -74,7 +74,7 @@ public struct IDXDataset: Sendable {
   }
 
   /// Parses an IDX header (magic, big-endian dims) and checks the payload size exactly.
-  static func parse(_ bytes: [UInt8], path: String, magic: UInt32) throws -> (dims: [Int], data: [UInt8]) {
+  public static func parse(_ bytes: [UInt8], path: String, magic: UInt32) throws -> (dims: [Int], data: [UInt8]) {
     func be32(_ o: Int) -> UInt32 { bytes[o..<o + 4].reduce(0) { $0 << 8 | UInt32($1) } }
     guard bytes.count >= 4 else { throw DataError("\(path): file is \(bytes.count) bytes, too short for an IDX header") }
     let m = be32(0)

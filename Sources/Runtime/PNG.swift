@@ -1,0 +1,89 @@
+import CZlib
+import Foundation
+
+/// A decoded greyscale image.
+public struct GrayImage: Sendable {
+  public var width: Int
+  public var height: Int
+  /// Row-major 8-bit luminance.
+  public var pixels: [UInt8]
+}
+
+/// Decodes non-interlaced 8-bit PNGs (greyscale, grey+alpha, RGB, RGBA) to greyscale.
+public enum PNG {
+  public static func decode(_ bytes: [UInt8], path: String) throws -> GrayImage {
+    func fail(_ m: String) -> DataError { DataError("\(path): \(m)") }
+    guard bytes.count > 8, bytes[0..<8].elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) else {
+      throw fail("not a PNG file (bad signature)")
+    }
+    func be32(_ o: Int) -> Int { bytes[o..<o + 4].reduce(0) { $0 << 8 | Int($1) } }
+    var pos = 8
+    var width = 0, height = 0, colorType = -1
+    var idat: [UInt8] = []
+    while pos + 8 <= bytes.count {
+      let length = be32(pos)
+      let type = String(decoding: bytes[(pos + 4)..<(pos + 8)], as: UTF8.self)
+      guard length >= 0, pos + 12 + length <= bytes.count else { throw fail("truncated \(type) chunk") }
+      let data = bytes[(pos + 8)..<(pos + 8 + length)]
+      switch type {
+      case "IHDR":
+        guard length == 13 else { throw fail("bad IHDR chunk") }
+        let d = Array(data)
+        width = d[0..<4].reduce(0) { $0 << 8 | Int($1) }
+        height = d[4..<8].reduce(0) { $0 << 8 | Int($1) }
+        colorType = Int(d[9])
+        guard d[8] == 8 else { throw fail("only 8-bit PNGs are supported (bit depth \(d[8]))") }
+        guard d[12] == 0 else { throw fail("interlaced PNGs are not supported") }
+        guard [0, 2, 4, 6].contains(colorType) else { throw fail("unsupported PNG colour type \(colorType) (palette images are not supported)") }
+        guard width > 0, height > 0, width <= 16384, height <= 16384 else { throw fail("absurd size \(width)x\(height)") }
+      case "IDAT": idat += data
+      case "IEND": pos = bytes.count
+      default: break
+      }
+      pos += 12 + length
+    }
+    guard colorType >= 0 else { throw fail("no IHDR chunk") }
+    let channels = [0: 1, 2: 3, 4: 2, 6: 4][colorType]!
+    let stride = width * channels
+    var raw = [UInt8](repeating: 0, count: (stride + 1) * height)
+    var rawLength = uLongf(raw.count)
+    let status = raw.withUnsafeMutableBufferPointer { out in
+      idat.withUnsafeBufferPointer { inp in uncompress(out.baseAddress, &rawLength, inp.baseAddress, uLong(inp.count)) }
+    }
+    guard status == Z_OK, Int(rawLength) == raw.count else { throw fail("corrupt or truncated image data") }
+    // Undo the per-row filters (PNG spec, section 9).
+    var img = [UInt8](repeating: 0, count: stride * height)
+    for y in 0..<height {
+      let filter = raw[y * (stride + 1)]
+      for x in 0..<stride {
+        let v = Int(raw[y * (stride + 1) + 1 + x])
+        let a = x >= channels ? Int(img[y * stride + x - channels]) : 0
+        let b = y > 0 ? Int(img[(y - 1) * stride + x]) : 0
+        let c = x >= channels && y > 0 ? Int(img[(y - 1) * stride + x - channels]) : 0
+        let predicted: Int
+        switch filter {
+        case 0: predicted = 0
+        case 1: predicted = a
+        case 2: predicted = b
+        case 3: predicted = (a + b) / 2
+        case 4:
+          let p = a + b - c, pa = abs(p - a), pb = abs(p - b), pc = abs(p - c)
+          predicted = pa <= pb && pa <= pc ? a : (pb <= pc ? b : c)
+        default: throw fail("bad PNG row filter \(filter)")
+        }
+        img[y * stride + x] = UInt8(truncatingIfNeeded: v + predicted)
+      }
+    }
+    var gray = [UInt8](repeating: 0, count: width * height)
+    for i in 0..<(width * height) {
+      let p = img[(i * channels)...]
+      switch colorType {
+      case 0, 4: gray[i] = p[p.startIndex]
+      default:  // ITU-R BT.601 luma
+        let r = 299 * Int(p[p.startIndex]), g = 587 * Int(p[p.startIndex + 1]), b = 114 * Int(p[p.startIndex + 2])
+        gray[i] = UInt8((r + g + b) / 1000)
+      }
+    }
+    return GrayImage(width: width, height: height, pixels: gray)
+  }
+}
