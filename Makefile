@@ -57,3 +57,11 @@ interop: release $(VENV)/bin/python
 	$(VENV)/bin/python Scripts/interop.py check .build/interop/weights.safetensors
 	$(VENV)/bin/python Scripts/interop.py write .build/interop/from-pytorch.safetensors
 	$(CNNC) eval Graphs/simplecnn.graph --weights .build/interop/from-pytorch.safetensors | head -1
+
+# Coverage-guided fuzzing of the front end with libFuzzer, for FUZZ_SECONDS; crashes land in Fuzz/
+# and belong in Fuzz/regressions (replayed by the test suite).
+FUZZ_SECONDS ?= 120
+fuzz: deps
+	$(SWIFT) build -c release --product cnnc-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xlinker --export-dynamic
+	mkdir -p .build-fuzz/corpus && cp Graphs/*.graph Graphs/invalid/*.graph Fuzz/regressions/* .build-fuzz/corpus/ 2>/dev/null || true
+	.build-fuzz/release/cnnc-fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=5 -max_len=4096 -artifact_prefix=Fuzz/ .build-fuzz/corpus

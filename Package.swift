@@ -6,7 +6,11 @@ import PackageDescription
 let package = Package(
   name: "cnnc",
   platforms: [.macOS(.v13)],
-  products: [.executable(name: "cnnc", targets: ["cnnc"])],
+  products: [
+    .executable(name: "cnnc", targets: ["cnnc"]),
+    // The front end under libFuzzer (`make fuzz`); without the fuzzer it replays inputs.
+    .executable(name: "cnnc-fuzz", targets: ["cnnc-fuzz"]),
+  ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2")
   ],
@@ -28,6 +32,8 @@ let package = Package(
         "GraphIR", "Passes", "Lowering", "Runtime", "LLVMBackend", "SwiftBackend", "COpenBLAS",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
+
+    .executableTarget(name: "cnnc-fuzz", dependencies: ["GraphIR", "Passes"]),
 
     .target(name: "CNNCTestSupport", dependencies: ["GraphIR", "Runtime"], path: "Tests/CNNCTestSupport"),
     .testTarget(name: "GraphIRTests", dependencies: ["GraphIR", "Passes", "CNNCTestSupport"]),

@@ -437,8 +437,12 @@ private struct ParserState {
     }
     guard let op else { defined[name] = defined[name] ?? range; return }
     let node = Node(name: name, op: op, args: args.map(\.0), range: range, opRange: opRange, argRanges: args.map(\.1))
-    define(name, range) { g in g.nodes.append(node) }
-    if nodeIndex[name] == nil { nodeIndex[name] = graph.nodes.count - 1 }
+    var index: Int?
+    define(name, range) { g in
+      index = g.nodes.count
+      g.nodes.append(node)
+    }
+    if let index { nodeIndex[name] = index }
   }
 
   // MARK: Name resolution

@@ -19,8 +19,8 @@ import Testing
   }
 
   static func write(_ dir: String, images: Data, labels: Data) {
-    FileManager.default.createFile(atPath: dir + "/t10k-images-idx3-ubyte", contents: images)
-    FileManager.default.createFile(atPath: dir + "/t10k-labels-idx1-ubyte", contents: labels)
+    _ = FileManager.default.createFile(atPath: dir + "/t10k-images-idx3-ubyte", contents: images)
+    _ = FileManager.default.createFile(atPath: dir + "/t10k-labels-idx1-ubyte", contents: labels)
   }
 
   static func error(_ body: () throws -> Void) -> String {
@@ -62,8 +62,8 @@ import Testing
     let dir = Self.tempDir()
     let src = Fixtures.root.appendingPathComponent("data/mnist/t10k-labels-idx1-ubyte.gz")
     let gz = try Data(contentsOf: src)
-    FileManager.default.createFile(atPath: dir + "/t10k-labels-idx1-ubyte.gz", contents: gz.prefix(gz.count / 2))
-    FileManager.default.createFile(atPath: dir + "/t10k-images-idx3-ubyte", contents: Self.idx(magic: 0x803, dims: [10000, 1, 1], payload: 10000))
+    _ = FileManager.default.createFile(atPath: dir + "/t10k-labels-idx1-ubyte.gz", contents: gz.prefix(gz.count / 2))
+    _ = FileManager.default.createFile(atPath: dir + "/t10k-images-idx3-ubyte", contents: Self.idx(magic: 0x803, dims: [10000, 1, 1], payload: 10000))
     let e = Self.error { _ = try IDXDataset.load(directory: dir, split: "t10k") }
     #expect(e.contains("truncated"), "got: \(e)")
   }
