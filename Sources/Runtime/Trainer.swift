@@ -20,7 +20,7 @@ public struct TrainingOptions: Sendable {
 }
 
 /// Per-epoch figures.
-public struct EpochReport: Sendable {
+public struct EpochReport: Sendable, Codable {
   public var epoch: Int
   public var trainLoss: Double
   public var trainAccuracy: Double
@@ -73,6 +73,14 @@ public struct Trainer<B: Backend> {
 
   public var weightsPath: String { (options.outputDirectory as NSString).appendingPathComponent("weights.safetensors") }
   public var optimizerPath: String { (options.outputDirectory as NSString).appendingPathComponent("optimizer.safetensors") }
+  public var historyPath: String { (options.outputDirectory as NSString).appendingPathComponent("history.json") }
+
+  /// Per-epoch figures of this run so far (kept across --resume).
+  public func loadHistory() -> [EpochReport] {
+    guard let data = FileManager.default.contents(atPath: historyPath) else { return [] }
+    return (try? JSONDecoder().decode([EpochReport].self, from: data)) ?? []
+  }
+
   public var bestPath: String { (options.outputDirectory as NSString).appendingPathComponent("best.safetensors") }
 
   /// The current parameters (from the back end).
@@ -213,6 +221,11 @@ public struct Trainer<B: Backend> {
                                trainAccuracy: Double(correct) / Double(max(1, seen)), validationAccuracy: valAcc,
                                testAccuracy: testAcc, imagesPerSecond: Double(seen) / seconds, seconds: seconds)
       reports.append(report)
+      var history = loadHistory().filter { $0.epoch < report.epoch }
+      history.append(report)
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+      try encoder.encode(history).write(to: URL(fileURLWithPath: historyPath), options: .atomic)
       onEpoch(report)
       if let v = valAcc {
         if v > best {

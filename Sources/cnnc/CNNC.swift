@@ -10,5 +10,5 @@ struct CNNC: ParsableCommand {
       A network is a .graph file (see README.md). cnnc checks it, infers shapes, derives the backward
       graph, and trains it on MNIST-format data.
       """,
-    subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, Bench.self])
+    subcommands: [Compile.self, DumpIR.self, Train.self, Eval.self, Predict.self, ReportCommand.self, Bench.self])
 }

@@ -82,6 +82,9 @@ struct Train: ParsableCommand {
       }
       print(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
       let params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
+      // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
+      try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+      try Data(f.source).write(to: URL(fileURLWithPath: (outDir as NSString).appendingPathComponent("model.graph")), options: .atomic)
       var opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       opt.step = 0
       var options = TrainingOptions(outputDirectory: outDir)
@@ -164,6 +167,9 @@ struct Train: ParsableCommand {
         throw ExitCode(130)
       }
       print("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
+      if trainer.backend.name != "interp" {
+        print("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))")
+      }
   }
 }
 

@@ -1,0 +1,86 @@
+import ArgumentParser
+import Foundation
+import GraphIR
+import LLVMBackend
+import Passes
+import Runtime
+
+/// `cnnc report`: one self-contained HTML page for a training run.
+struct ReportCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "report",
+    abstract: "Write RUN_DIR/report.html: loss and accuracy curves, confusion matrix, misclassified digits, first-layer filters and feature maps.")
+
+  @Argument(help: "A run directory written by cnnc train (history.json, weights.safetensors, model.graph).") var directory: String
+  @Option(help: "Directory of IDX files.") var data: String?
+
+  func run() throws {
+    do {
+      let path = try writeReport(runDirectory: directory, data: data ?? defaultDataDirectory())
+      print("wrote \(path)")
+    } catch let e as DataError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    } catch let e as CheckpointError {
+      printError("error: \(e)\n")
+      throw ReportedFailure
+    }
+  }
+}
+
+/// Builds the report of a run directory; returns the path of the HTML file.
+func writeReport(runDirectory dir: String, data: String) throws -> String {
+  let f = try GraphFile(path: (dir as NSString).appendingPathComponent("model.graph"))
+  let historyData = FileManager.default.contents(atPath: (dir as NSString).appendingPathComponent("history.json")) ?? Data("[]".utf8)
+  let history = (try? JSONDecoder().decode([EpochReport].self, from: historyData)) ?? []
+  let test = try IDXDataset.load(directory: data, split: "t10k")
+  let batch = 1000
+  let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
+  var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
+  let weights = (dir as NSString).appendingPathComponent("weights.safetensors")
+  try params.load(try SafeTensors.read(from: weights), path: weights)
+  let opt = Optimizer(kind: .adam, learningRate: 0)
+  var options = TrainingOptions(outputDirectory: dir)
+  options.evalBatch = batch
+  options.batchSize = batch
+  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler())
+  var trainer = try Trainer(backend: backend, graph: f.graph, parameters: params, optimizer: opt, options: options)
+  let (_, predictions) = try trainer.accuracy(test)
+  let k = trainer.classes
+  var confusion = [[Int]](repeating: [Int](repeating: 0, count: k), count: k)
+  for (p, l) in zip(predictions, test.labels) { confusion[Int(l)][p] += 1 }
+  let px = test.rows * test.cols
+  var mistakes: [(pixels: [UInt8], label: Int, predicted: Int)] = []
+  for i in predictions.indices where predictions[i] != Int(test.labels[i]) && mistakes.count < 40 {
+    let pixels = Array(test.images[(i * px)..<((i + 1) * px)])
+    mistakes.append((pixels: pixels, label: Int(test.labels[i]), predicted: predictions[i]))
+  }
+  // First conv layer: its filters, and its output for the first test digit (reference interpreter).
+  var filters: [[Float]] = [], maps: [[Float]] = [], kernel = 1, mh = 0, mw = 0
+  if let conv = f.graph.nodes.first(where: { if case .conv2d = $0.op { true } else { false } }), case .conv2d(let a) = conv.op {
+    kernel = a.kernel
+    let w = params.values["\(conv.name).weight"]!, cin = params.shapes["\(conv.name).weight"]![1]
+    filters = (0..<a.filters).map { o in Array(w[(o * cin * a.kernel * a.kernel)..<(o * cin * a.kernel * a.kernel + a.kernel * a.kernel)]) }
+    let one = try inferShapes(f.graph, batch: 1)
+    var x = [Float](repeating: 0, count: px)
+    test.normalizedBatch([0][...], into: &x)
+    var g = f.graph
+    g.nodes = Array(g.nodes.prefix { $0.name != conv.name }) + [conv]
+    g.output = conv.name
+    g.minimize = nil
+    let image = f.graph.inputs.first { $0.dtype == .f32 }!
+    let tensors = Dictionary(uniqueKeysWithValues: params.names.map { ($0, Tensor(shape: params.shapes[$0]!, data: params.values[$0]!)) })
+    var inputs: [String: RefValue<Float>] = [image.name: .f32(Tensor(shape: one[image.name]!.dims, data: x))]
+    for i in f.graph.inputs where i.dtype == .i32 { inputs[i.name] = .i32(shape: one[i.name]!.dims, data: [Int32](repeating: 0, count: one[i.name]!.count)) }
+    let env = try Interpreter<Float>(graph: g, shapes: one).run(inputs: inputs, parameters: tensors, context: ReferenceContext(training: false))
+    let y = env[conv.name]!.tensor!
+    (mh, mw) = (y.shape[2], y.shape[3])
+    maps = (0..<y.shape[1]).map { c in Array(y.data[(c * mh * mw)..<((c + 1) * mh * mw)]).map { max(0, $0) } }
+  }
+  let report = ReportData(title: "cnnc report: \(f.graph.name)", history: history, confusion: confusion, mistakes: mistakes,
+                          rows: test.rows, cols: test.cols, filters: filters, kernel: kernel, digit: Array(test.images.prefix(px)),
+                          featureMaps: maps, mapHeight: mh, mapWidth: mw)
+  let out = (dir as NSString).appendingPathComponent("report.html")
+  try Report.html(report).write(toFile: out, atomically: true, encoding: .utf8)
+  return out
+}
