@@ -4,7 +4,7 @@ CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
 APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc
 
-.PHONY: deps build release test train generate check-generated bench interop fuzz clean
+.PHONY: deps build release test train generate check-generated bench bench-compare interop fuzz report-screenshot clean
 
 deps:
 	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -65,3 +65,25 @@ fuzz: deps
 	$(SWIFT) build -c release --product cnnc-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING -Xlinker --export-dynamic
 	mkdir -p .build-fuzz/corpus && cp Graphs/*.graph Graphs/invalid/*.graph Fuzz/regressions/* .build-fuzz/corpus/ 2>/dev/null || true
 	.build-fuzz/release/cnnc-fuzz -max_total_time=$(FUZZ_SECONDS) -timeout=5 -max_len=4096 -artifact_prefix=Fuzz/ .build-fuzz/corpus
+
+# cnnc against TensorFlow and PyTorch on this machine, same protocol, one run (PyPI packages in .build/peers).
+PEERS = .build/peers
+BENCH_EPOCHS ?= 3
+$(PEERS)/bin/python:
+	python3 -m venv $(PEERS)
+	$(PEERS)/bin/pip install -q numpy tensorflow-cpu
+	$(PEERS)/bin/pip install -q torch || echo "PyTorch could not be installed from PyPI; comparing with TensorFlow only"
+
+bench-compare: release $(PEERS)/bin/python
+	{ $(CNNC) bench --epochs $(BENCH_EPOCHS); \
+	  cd Scripts/peers && ../../$(PEERS)/bin/python bench_tensorflow.py $(BENCH_EPOCHS) 2>/dev/null; \
+	  ../../$(PEERS)/bin/python bench_pytorch.py $(BENCH_EPOCHS) 2>/dev/null || true; } > .build/bench-compare.json
+	python3 Scripts/compare.py < .build/bench-compare.json
+
+# The training report rendered by a real headless browser (Debian's chromium), as a PNG to look at.
+report-screenshot: release
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+	$(CNNC) train Graphs/simplecnn.graph --jit --epochs 2 --out .build/report-run
+	chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1300,2600 \
+	  --screenshot=$(CURDIR)/.build/report-run/report.png file://$(CURDIR)/.build/report-run/report.html 2>/dev/null
+	@echo "screenshot: .build/report-run/report.png"

@@ -95,6 +95,19 @@ import Testing
     #expect(resumed.stdout.contains("resumed from"))
   }
 
+  @Test func predictClassifiesAPNGAndAnIDXImage() throws {
+    let out = NSTemporaryDirectory() + "cnnc-pred-\(UUID().uuidString)"
+    let t = try Self.run(["train", "Graphs/tiny.graph", "--jit", "--steps", "300", "--out", out])
+    #expect(t.status == 0, "\(t.stderr)")
+    let png = try Self.run(["predict", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", "Tests/Fixtures/seven.png"])
+    #expect(png.status == 0, "\(png.stderr)")
+    #expect(png.stdout.hasPrefix("prediction: 7"))
+    let idx = try Self.run(["predict", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", "data/mnist/t10k-images-idx3-ubyte.gz", "--index", "1"])
+    #expect(idx.stdout.hasPrefix("prediction: 2"))
+    let bad = try Self.run(["predict", "Graphs/tiny.graph", "--weights", out + "/weights.safetensors", "Graphs/tiny.graph"])
+    #expect(bad.status == 1)
+  }
+
   @Test func dumpIRStagesPrint() throws {
     for stage in ["parsed", "shaped", "grad", "fused", "lowered", "swift", "llvm", "llvm-opt"] {
       let r = try Self.run(["dump-ir", "Graphs/tiny.graph", "--stage", stage, "--batch", "4"])
@@ -116,6 +129,12 @@ import Testing
     #expect(r.stdout.contains("training simplecnn with the jit back end"))
     #expect(r.stdout.contains("test acc"))
     #expect(FileManager.default.fileExists(atPath: out + "/weights.safetensors"))
+    // The run directory holds the report, a self-contained page of inline SVG.
+    let html = try String(contentsOf: URL(fileURLWithPath: out + "/report.html"), encoding: .utf8)
+    for part in ["Loss and accuracy per epoch", "Confusion matrix", "Misclassified test digits", "First conv layer: filters", "<svg"] {
+      #expect(html.contains(part), "report lacks \(part)")
+    }
+    #expect(!html.contains("<script") && !html.contains("src=\"http"), "self-contained")
     let e = try Self.run(["eval", "Graphs/simplecnn.graph", "--weights", out + "/weights.safetensors"])
     #expect(e.status == 0, "\(e.stderr)")
     #expect(e.stdout.contains("confusion matrix"))

@@ -147,7 +147,7 @@ struct Bench: ParsableCommand {
     var usage = rusage()
     getrusage(RUSAGE_SELF.rawValue, &usage)
     let json: [(String, String)] = [
-      ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend)\""), ("batch", "\(batch)"),
+      ("framework", "\"cnnc \(backend)\""), ("graph", "\"\(f.graph.name)\""), ("backend", "\"\(backend)\""), ("batch", "\(batch)"),
       ("train_images_per_s", fmt(trainRate)), ("train_timed", epochs != nil ? "\"epochs 2..\(epochs!)\"" : "\"steps 2..\(steps + 1)\""),
       ("train_gflops", fmt(trainRate * trainFlops / 1e9)), ("train_fraction_of_sgemm_peak", fmt(trainRate * trainFlops / 1e9 / peak, 3)),
       ("compile_s", fmt(compileSeconds, 3)), ("first_step_s", fmt(firstStep, 4)),
