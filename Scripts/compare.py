@@ -9,9 +9,11 @@ while pos >= 0:
     rows.append(obj)
     pos = text.find("{", end)
 cnnc = next(r for r in rows if r.get("framework", "").startswith("cnnc"))
+# The peers' first step includes tracing and compiling; cnnc compiles before it, so count both.
+cnnc["first_step_s"] = round(cnnc["first_step_s"] + cnnc.get("compile_s", 0), 4)
 peers = [r for r in rows if r is not cnnc]
 keys = [("train_images_per_s", "train img/s", True), ("infer_b1000_images_per_s", "infer b1000 img/s", True),
-        ("infer_b1_us_per_image", "infer b1 us/img", False), ("first_step_s", "first step s", False),
+        ("infer_b1_us_per_image", "infer b1 us/img", False), ("first_step_s", "first step s (+compile)", False),
         ("peak_rss_mb", "peak RSS MB", False), ("test_accuracy", "test accuracy", True)]
 print(f"{'':22}" + "".join(f"{r['framework'][:20]:>22}" for r in [cnnc] + peers))
 for k, label, _ in keys:
