@@ -10,12 +10,17 @@ public struct LLVMRenderer {
   let builder: LLVMBuilderRef
   let f32: LLVMTypeRef, i32: LLVMTypeRef, i64: LLVMTypeRef, ptr: LLVMTypeRef, i1: LLVMTypeRef
   let entryType: LLVMTypeRef
+  /// Where profiling timestamps go in the arena.
+  var profileOffset = 0
 
   /// Renders every function of every program into a new module.
   public static func render(_ programs: [Program], moduleName: String) -> Module {
     let module = Module(name: moduleName)
     var r = LLVMRenderer(module: module)
-    for p in programs { for f in p.functions { r.render(f) } }
+    for p in programs {
+      r.profileOffset = p.profileOffset
+      for f in p.functions { r.render(f) }
+    }
     r.finish()
     return module
   }
@@ -75,6 +80,11 @@ public struct LLVMRenderer {
     switch st {
     case .comment(let text):
       s.node = String(text.prefix { $0 != " " })
+    case .tick(let k):
+      let fnTy = LLVMFunctionType(i64, nil, 0, 0)!
+      let counter = LLVMGetNamedFunction(module.module, "llvm.readcyclecounter") ?? module.addFunction("llvm.readcyclecounter", fnTy)
+      let now = LLVMBuildCall2(builder, fnTy, counter, nil, 0, "tick")
+      LLVMBuildStore(builder, now, address(.arena, .c(profileOffset + 2 * k), s))
     case .loop(let v, let count, let body):
       guard count > 0 else { return }
       let pre = LLVMGetInsertBlock(builder)!

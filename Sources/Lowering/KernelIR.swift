@@ -109,6 +109,8 @@ public indirect enum Stmt: Equatable, Sendable {
   case gemm(Gemm)
   /// A comment naming the `.graph` statement the following code implements.
   case comment(String)
+  /// Profiling: stores a 64-bit timestamp (cycle counter or nanoseconds) into arena slot `slot`.
+  case tick(Int)
 }
 
 /// One entry point: `void NAME(params, grads, m, v, arena, images, labels, lr, step, seed)`.
@@ -138,6 +140,10 @@ public struct Program: Equatable, Sendable {
   public var output: Placement
   public var loss: Placement?
   public var classes: Int
+  /// With profiling, the kernels between ticks k and k+1, as (statement, `.graph` line or 0), and
+  /// the arena offset (in floats) of the 64-bit timestamps.
+  public var profile: [(name: String, op: String, line: Int)] = []
+  public var profileOffset = 0
 
   public static func == (a: Program, b: Program) -> Bool {
     a.graphName == b.graphName && a.batch == b.batch && a.functions == b.functions && a.arenaFloats == b.arenaFloats

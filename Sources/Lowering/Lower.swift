@@ -27,7 +27,7 @@ public enum LoweringMode: Equatable, Sendable {
 ///
 /// Training: differentiate, fuse, plan memory, then emit each node's kernel in order, then the
 /// optimiser over all parameters. Inference: the forward nodes that feed the output, fused.
-public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = true) throws(DiagnosticList) -> Program {
+public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = true, profile: Bool = false) throws(DiagnosticList) -> Program {
   var g: Graph
   switch mode {
   case .train, .gradients: g = try differentiate(graph)
@@ -46,13 +46,30 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = t
   let training = mode != .infer
   var scratch: [String: Int] = [:]
   for n in g.nodes { scratch[n.name] = scratchFloats(n, shapes) }
-  let plan = planMemory(g, shapes, scratch: scratch, training: training)
+  var plan = planMemory(g, shapes, scratch: scratch, training: training)
+  // Profiling keeps one 64-bit timestamp per kernel boundary after the planned arena.
+  let profileOffset = plan.arenaFloats
+  var regions: [(name: String, op: String, line: Int)] = []
   var e = Emitter(graph: g, shapes: shapes, plan: plan, training: training)
   for n in g.nodes {
+    if profile {
+      e.body.append(.tick(regions.count))
+      regions.append((n.name, n.op.spelling, n.range.line))
+    }
     e.body.append(.comment("\(n.name) = \(n.op.spelling)(\(n.args.joined(separator: ", ")))"))
     e.emit(n)
   }
-  if case .train(let spec) = mode { e.emitOptimizer(spec) }
+  if case .train(let spec) = mode {
+    if profile {
+      e.body.append(.tick(regions.count))
+      regions.append((spec.kind.rawValue, "optimizer", 0))
+    }
+    e.emitOptimizer(spec)
+  }
+  if profile {
+    e.body.append(.tick(regions.count))
+    plan.arenaFloats += 2 * (regions.count + 1)
+  }
   let suffix = switch mode {
   case .train: "train_b\(batch)"
   case .gradients: "grad_b\(batch)"
@@ -65,7 +82,8 @@ public func lower(_ graph: Graph, batch: Int, mode: LoweringMode, fuse: Bool = t
     arenaFloats: plan.arenaFloats,
     parameters: g.parameterNames.map { ($0, shapes[$0]!.dims, plan.placements[$0]!.offset) },
     parameterFloats: plan.parameterFloats, imageFloats: shapes[g.inputs.first { $0.dtype == .f32 }!.name]!.count,
-    output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1)
+    output: out, loss: g.minimize.flatMap { plan.placements[$0] }, classes: outType.dims.last ?? 1,
+    profile: regions, profileOffset: profileOffset)
 }
 
 /// The optimiser alone, over the parameter layout of `graph` (for sharded training steps).

@@ -17,6 +17,7 @@ extension Program {
     let pad = String(repeating: "  ", count: depth)
     switch s {
     case .comment(let c): return "\(pad)# \(c)\n"
+    case .tick(let k): return "\(pad)tick(\(k))\n"
     case .loop(let v, let n, let body): return "\(pad)for \(v) in 0..<\(n) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
     case .store(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] = \(e.text)\n"
     case .accumulate(let b, let i, let e): return "\(pad)\(b.rawValue)[\(i.text)] += \(e.text)\n"

@@ -60,9 +60,13 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   var stepsTaken = 0
   /// Time spent compiling (lowering plus code generation), reported by the CLI.
   public private(set) var compileSeconds: Double = 0
+  /// Profiling totals: timestamp units per region (shard 0), wall seconds of the steps, steps.
+  var profileTicks: [Double] = []
+  var profileWall = 0.0
+  var profileSteps = 0
 
   public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = [],
-              fuse: Bool = true, shards: Int = 1, threads: Int? = nil) throws {
+              fuse: Bool = true, shards: Int = 1, threads: Int? = nil, profile: Bool = false) throws {
     self.name = name
     self.graph = graph
     self.compiler = compiler
@@ -73,8 +77,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
     if shards > 1 { openblas_set_num_threads(1) }  // parallelism comes from the shards, in a fixed partition
     let start = Date()
-    var programs = [shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse)
-                                : try lower(graph, batch: batch / shards, mode: .gradients, fuse: fuse)]
+    var programs = [shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse, profile: profile)
+                                : try lower(graph, batch: batch / shards, mode: .gradients, fuse: fuse, profile: profile)]
     if shards > 1 { programs.append(try lowerOptimizer(graph, optimizerSpec)) }
     for b in inferenceBatches { programs.append(try lower(graph, batch: b, mode: .infer)) }
     let entries = try self.compiler.compile(programs)
@@ -161,6 +165,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       throw DataError("the compiled train step takes a batch of \(train.batch * shards); got \(labels.count)")
     }
     let (px, b) = (train.imageFloats, train.batch)
+    let started = Date()
     images.withUnsafeBufferPointer { img in
       labels.withUnsafeBufferPointer { lab in
         forEachShard { s in
@@ -180,6 +185,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       entry(params.pointer, g0, m.pointer, v.pointer, arenas[0].pointer, nil, nil, learningRate, Int64(step), 0)
     }
     stepsTaken = step
+    if !train.profile.isEmpty { recordProfile(wall: Date().timeIntervalSince(started)) }
     var loss: Float = 0
     var logits: [Float] = []
     for s in 0..<shards {
@@ -187,6 +193,27 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
       logits += UnsafeBufferPointer(start: arenas[s].pointer.advanced(by: train.output.offset), count: train.output.count)
     }
     return (loss / Float(shards), logits)
+  }
+
+  /// Accumulates the time between shard 0's timestamps of the step just run.
+  func recordProfile(wall: Double) {
+    let stamps = UnsafeRawPointer(arenas[0].pointer + train.profileOffset)
+    let t = (0...train.profile.count).map { stamps.load(fromByteOffset: 16 * $0 / 2, as: Int64.self) }
+    if profileTicks.isEmpty { profileTicks = [Double](repeating: 0, count: train.profile.count) }
+    for k in 0..<train.profile.count { profileTicks[k] += Double(t[k + 1] &- t[k]) }
+    profileWall += wall
+    profileSteps += 1
+  }
+
+  /// Per-kernel time of the gradient (or train) program: (statement, op, `.graph` line, ms per step, share),
+  /// with timestamp units converted to seconds by the steps' wall time. Empty unless built with `profile`.
+  public func profileReport() -> [(name: String, op: String, line: Int, msPerStep: Double, share: Double)] {
+    let total = profileTicks.reduce(0, +)
+    guard profileSteps > 0, total > 0 else { return [] }
+    let secondsPerTick = profileWall / total
+    return zip(train.profile, profileTicks).map { r, ticks in
+      (r.name, r.op, r.line, ticks * secondsPerTick / Double(profileSteps) * 1000, ticks / total)
+    }
   }
 
   public func infer(images: [Float], count: Int) throws -> [Float] {

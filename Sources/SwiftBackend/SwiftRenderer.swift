@@ -36,6 +36,7 @@ public enum SwiftRenderer {
     for p in programs {
       for f in p.functions {
         var w = Writer()
+        w.profileOffset = p.profileOffset
         w.function(f)
         out += "\n" + w.text
       }
@@ -48,6 +49,8 @@ public enum SwiftRenderer {
 struct Writer {
   var text = ""
   var depth = 0
+  /// Where profiling timestamps go in the arena.
+  var profileOffset = 0
 
   mutating func line(_ s: String) { text += String(repeating: "  ", count: depth) + s + "\n" }
 
@@ -79,6 +82,9 @@ struct Writer {
   mutating func stmt(_ s: Stmt) {
     switch s {
     case .comment(let c): line("// \(c)")
+    case .tick(let k):
+      line("do { var t = timespec(); clock_gettime(CLOCK_MONOTONIC, &t)")
+      line("  UnsafeMutableRawPointer(arena + \(profileOffset) + \(2 * k)).storeBytes(of: Int64(t.tv_sec) &* 1_000_000_000 &+ Int64(t.tv_nsec), as: Int64.self) }")
     case .loop(let v, let n, let body):
       if let plan = vectorPlan(v, body) {
         vectorLoop(v, n, body, plan)
@@ -187,6 +193,7 @@ func basesUsed(_ s: Stmt) -> [Base] {
   }
   switch s {
   case .comment: return []
+  case .tick: return [.arena]
   case .loop(_, _, let body), .when(_, let body): return body.flatMap(basesUsed) + { if case .when(let c, _) = s { co(c) } else { [] } }()
   case .store(let b, let x, let e), .accumulate(let b, let x, let e): return [b] + i(x) + fl(e)
   case .local(_, let e), .set(_, let e): return fl(e)

@@ -29,6 +29,7 @@ struct Bench: ParsableCommand {
   @Option(help: "Random seed.") var seed: UInt64 = 1
   @Option(help: "Shards per batch (see cnnc train --help).") var shards: Int = 2
   @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
+  @Flag(help: "Add a per-kernel time table of the training step, keyed by .graph line.") var profile = false
 
   func validate() throws {
     guard ["jit", "swift"].contains(backend) else { throw ValidationError("--backend must be jit or swift") }
@@ -44,10 +45,10 @@ struct Bench: ParsableCommand {
       let trainSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "train")
       let testSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
       if backend == "jit" {
-        try measure(f, { try CompiledBackend(name: "jit", graph: f.graph, batch: $0, optimizer: $1, compiler: try JITCompiler(), shards: shards, threads: threads) },
+        try measure(f, { try CompiledBackend(name: "jit", graph: f.graph, batch: $0, optimizer: $1, compiler: try JITCompiler(), shards: shards, threads: threads, profile: profile) },
                     trainSet, testSet, core)
       } else {
-        try measure(f, { try CompiledBackend(name: "swift", graph: f.graph, batch: $0, optimizer: $1, compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads) },
+        try measure(f, { try CompiledBackend(name: "swift", graph: f.graph, batch: $0, optimizer: $1, compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads, profile: profile) },
                     trainSet, testSet, core)
       }
     } catch let e as DataError {
@@ -157,7 +158,16 @@ struct Bench: ParsableCommand {
       ("threads", "\(trainer.backend.threads)"), ("shards", "\(shards)"), ("blas_threads", "\(openblas_get_num_threads())"), ("openblas_kernel", "\"\(core)\""),
       ("sgemm_peak_gflops", fmt(peak, 1)), ("train_mflop_per_image", fmt(trainFlops / 1e6, 2)),
     ]
-    print("{\n" + json.map { "  \"\($0.0)\": \($0.1)" }.joined(separator: ",\n") + "\n}")
+    var fields = json.map { "  \"\($0.0)\": \($0.1)" }
+    if profile {
+      // Kernels of one shard's step (the shards run side by side), slowest first.
+      let rows = trainer.backend.profileReport().sorted { $0.msPerStep > $1.msPerStep }.map {
+        String(format: "    {\"line\": %d, \"statement\": \"%@\", \"op\": \"%@\", \"ms_per_step\": %.3f, \"share\": %.3f}",
+               $0.line, $0.name, $0.op, $0.msPerStep, $0.share)
+      }
+      fields.append("  \"profile\": [\n" + rows.joined(separator: ",\n") + "\n  ]")
+    }
+    print("{\n" + fields.joined(separator: ",\n") + "\n}")
   }
 
   func fmt(_ v: Double, _ digits: Int = 1) -> String { String(format: "%.\(digits)f", v) }
