@@ -7,17 +7,17 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt118 = alloca float, align 4
-  %adam.step_size117 = alloca float, align 4
-  %conv1_bias_grad.acc114 = alloca float, align 4
-  %conv2_bias_grad.acc79 = alloca float, align 4
-  %fc1_bias_grad.acc57 = alloca float, align 4
-  %fc2_bias_grad.acc53 = alloca float, align 4
-  %fc2_grad.s48 = alloca float, align 4
-  %fc2_grad.m47 = alloca float, align 4
-  %loss.s43 = alloca float, align 4
-  %loss.m42 = alloca float, align 4
-  %loss.total40 = alloca float, align 4
+  %adam.bc2_sqrt116 = alloca float, align 4
+  %adam.step_size115 = alloca float, align 4
+  %conv1_bias_grad.acc112 = alloca float, align 4
+  %conv2_bias_grad.acc77 = alloca float, align 4
+  %fc1_bias_grad.acc55 = alloca float, align 4
+  %fc2_bias_grad.acc51 = alloca float, align 4
+  %fc2_grad.s46 = alloca float, align 4
+  %fc2_grad.m45 = alloca float, align 4
+  %loss.s41 = alloca float, align 4
+  %loss.m40 = alloca float, align 4
+  %loss.total38 = alloca float, align 4
   %conv2.bi33 = alloca float, align 4
   %conv2.best32 = alloca float, align 4
   br label %conv1.g1
@@ -322,11 +322,11 @@ conv2.g16:                                        ; preds = %conv2.j28.end, %con
   br label %conv2.j17
 
 conv2.g16.end:                                    ; preds = %conv2.j28.end
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params83 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 3211264
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena82, i32 12544, ptr %params83, i32 12544, float 0.000000e+00, ptr %arena84, i32 128)
-  br label %fc1.n36
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params111 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 3211264
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena110, i32 12544, ptr %params111, i32 12544, float 0.000000e+00, ptr %arena112, i32 128)
+  br label %fc1.n34
 
 conv2.j17:                                        ; preds = %conv2.c20.end, %conv2.g16
   %conv2.j1736 = phi i64 [ 0, %conv2.g16 ], [ %j17.next, %conv2.c20.end ]
@@ -582,8 +582,8 @@ conv2.py30.end:                                   ; preds = %conv2.px31.end
   %244 = icmp slt i64 %f29.next, 64
   br i1 %244, label %conv2.f29, label %conv2.f29.end
 
-conv2.px31:                                       ; preds = %conv2.ky34.end, %conv2.py30
-  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.ky34.end ]
+conv2.px31:                                       ; preds = %conv2.px31, %conv2.py30
+  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.px31 ]
   %245 = mul nsw i64 %conv2.f2962, 50176
   %246 = add nsw i64 17661952, %245
   %247 = mul nsw i64 %conv2.j2861, 784
@@ -604,1550 +604,1704 @@ conv2.px31:                                       ; preds = %conv2.ky34.end, %co
   %259 = add nsw i64 %257, %258
   %260 = sitofp i64 %259 to float
   store float %260, ptr %conv2.bi33, align 4
-  br label %conv2.ky34
-
-conv2.px31.end:                                   ; preds = %conv2.ky34.end
-  %py30.next = add nsw i64 %conv2.py3063, 1
-  %261 = icmp slt i64 %py30.next, 14
-  br i1 %261, label %conv2.py30, label %conv2.py30.end
-
-conv2.ky34:                                       ; preds = %conv2.kx35.end, %conv2.px31
-  %conv2.ky3467 = phi i64 [ 0, %conv2.px31 ], [ %ky34.next, %conv2.kx35.end ]
-  br label %conv2.kx35
-
-conv2.ky34.end:                                   ; preds = %conv2.kx35.end
-  %best3277 = load float, ptr %conv2.best32, align 4
-  %262 = fcmp ogt float %best3277, 0.000000e+00
-  %best3278 = load float, ptr %conv2.best32, align 4
-  %263 = select i1 %262, float %best3278, float 0.000000e+00
-  %264 = mul nsw i64 %conv2.g1635, 64
-  %265 = add nsw i64 %264, %conv2.j2861
-  %266 = mul nsw i64 %265, 12544
-  %267 = mul nsw i64 %conv2.f2962, 196
-  %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %conv2.py3063, 14
-  %270 = add nsw i64 %268, %269
-  %271 = add nsw i64 %270, %conv2.px3164
-  %272 = add nsw i64 1605632, %271
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %272
-  store float %263, ptr %arena79, align 4
-  %bi3380 = load float, ptr %conv2.bi33, align 4
-  %273 = mul nsw i64 %conv2.g1635, 64
-  %274 = add nsw i64 %273, %conv2.j2861
-  %275 = mul nsw i64 %274, 12544
-  %276 = mul nsw i64 %conv2.f2962, 196
-  %277 = add nsw i64 %275, %276
-  %278 = mul nsw i64 %conv2.py3063, 14
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 %279, %conv2.px3164
-  %281 = add nsw i64 2408448, %280
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %bi3380, ptr %arena81, align 4
-  %px31.next = add nsw i64 %conv2.px3164, 1
-  %282 = icmp slt i64 %px31.next, 14
-  br i1 %282, label %conv2.px31, label %conv2.px31.end
-
-conv2.kx35:                                       ; preds = %conv2.kx35, %conv2.ky34
-  %conv2.kx3568 = phi i64 [ 0, %conv2.ky34 ], [ %kx35.next, %conv2.kx35 ]
-  %283 = mul nsw i64 %conv2.f2962, 50176
-  %284 = add nsw i64 17661952, %283
-  %285 = mul nsw i64 %conv2.j2861, 784
-  %286 = add nsw i64 %284, %285
-  %287 = mul nsw i64 %conv2.py3063, 56
-  %288 = mul nsw i64 %conv2.px3164, 2
-  %289 = add nsw i64 %287, %288
-  %290 = mul nsw i64 %conv2.ky3467, 28
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 %291, %conv2.kx3568
-  %293 = add nsw i64 %286, %292
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load float, ptr %arena69, align 4
-  %295 = add nsw i64 18752, %conv2.f2962
-  %params70 = getelementptr inbounds float, ptr %params, i64 %295
-  %296 = load float, ptr %params70, align 4
-  %297 = fadd float %294, %296
+  %261 = mul nsw i64 %conv2.f2962, 50176
+  %262 = add nsw i64 17661952, %261
+  %263 = mul nsw i64 %conv2.j2861, 784
+  %264 = add nsw i64 %262, %263
+  %265 = mul nsw i64 %conv2.py3063, 56
+  %266 = mul nsw i64 %conv2.px3164, 2
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 %264, %267
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load float, ptr %arena67, align 4
+  %270 = add nsw i64 18752, %conv2.f2962
+  %params68 = getelementptr inbounds float, ptr %params, i64 %270
+  %271 = load float, ptr %params68, align 4
+  %272 = fadd float %269, %271
   %best32 = load float, ptr %conv2.best32, align 4
-  %298 = fcmp ogt float %297, %best32
-  %299 = mul nsw i64 %conv2.py3063, 56
-  %300 = mul nsw i64 %conv2.px3164, 2
-  %301 = add nsw i64 %299, %300
-  %302 = mul nsw i64 %conv2.ky3467, 28
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %303, %conv2.kx3568
-  %305 = sitofp i64 %304 to float
+  %273 = fcmp ogt float %272, %best32
+  %274 = mul nsw i64 %conv2.py3063, 56
+  %275 = mul nsw i64 %conv2.px3164, 2
+  %276 = add nsw i64 %274, %275
+  %277 = sitofp i64 %276 to float
   %bi33 = load float, ptr %conv2.bi33, align 4
-  %306 = select i1 %298, float %305, float %bi33
-  store float %306, ptr %conv2.bi33, align 4
-  %307 = mul nsw i64 %conv2.f2962, 50176
-  %308 = add nsw i64 17661952, %307
-  %309 = mul nsw i64 %conv2.j2861, 784
-  %310 = add nsw i64 %308, %309
-  %311 = mul nsw i64 %conv2.py3063, 56
-  %312 = mul nsw i64 %conv2.px3164, 2
-  %313 = add nsw i64 %311, %312
-  %314 = mul nsw i64 %conv2.ky3467, 28
-  %315 = add nsw i64 %313, %314
-  %316 = add nsw i64 %315, %conv2.kx3568
-  %317 = add nsw i64 %310, %316
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena71, align 4
-  %319 = add nsw i64 18752, %conv2.f2962
-  %params72 = getelementptr inbounds float, ptr %params, i64 %319
-  %320 = load float, ptr %params72, align 4
-  %321 = fadd float %318, %320
-  %best3273 = load float, ptr %conv2.best32, align 4
-  %322 = fcmp ogt float %321, %best3273
-  %323 = mul nsw i64 %conv2.f2962, 50176
-  %324 = add nsw i64 17661952, %323
-  %325 = mul nsw i64 %conv2.j2861, 784
-  %326 = add nsw i64 %324, %325
-  %327 = mul nsw i64 %conv2.py3063, 56
-  %328 = mul nsw i64 %conv2.px3164, 2
-  %329 = add nsw i64 %327, %328
-  %330 = mul nsw i64 %conv2.ky3467, 28
+  %278 = select i1 %273, float %277, float %bi33
+  store float %278, ptr %conv2.bi33, align 4
+  %279 = mul nsw i64 %conv2.f2962, 50176
+  %280 = add nsw i64 17661952, %279
+  %281 = mul nsw i64 %conv2.j2861, 784
+  %282 = add nsw i64 %280, %281
+  %283 = mul nsw i64 %conv2.py3063, 56
+  %284 = mul nsw i64 %conv2.px3164, 2
+  %285 = add nsw i64 %283, %284
+  %286 = add nsw i64 %282, %285
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %286
+  %287 = load float, ptr %arena69, align 4
+  %288 = add nsw i64 18752, %conv2.f2962
+  %params70 = getelementptr inbounds float, ptr %params, i64 %288
+  %289 = load float, ptr %params70, align 4
+  %290 = fadd float %287, %289
+  %best3271 = load float, ptr %conv2.best32, align 4
+  %291 = fcmp ogt float %290, %best3271
+  %292 = mul nsw i64 %conv2.f2962, 50176
+  %293 = add nsw i64 17661952, %292
+  %294 = mul nsw i64 %conv2.j2861, 784
+  %295 = add nsw i64 %293, %294
+  %296 = mul nsw i64 %conv2.py3063, 56
+  %297 = mul nsw i64 %conv2.px3164, 2
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %295, %298
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %299
+  %300 = load float, ptr %arena72, align 4
+  %301 = add nsw i64 18752, %conv2.f2962
+  %params73 = getelementptr inbounds float, ptr %params, i64 %301
+  %302 = load float, ptr %params73, align 4
+  %303 = fadd float %300, %302
+  %best3274 = load float, ptr %conv2.best32, align 4
+  %304 = select i1 %291, float %303, float %best3274
+  store float %304, ptr %conv2.best32, align 4
+  %305 = mul nsw i64 %conv2.f2962, 50176
+  %306 = add nsw i64 17661952, %305
+  %307 = mul nsw i64 %conv2.j2861, 784
+  %308 = add nsw i64 %306, %307
+  %309 = mul nsw i64 %conv2.py3063, 56
+  %310 = mul nsw i64 %conv2.px3164, 2
+  %311 = add nsw i64 %309, %310
+  %312 = add nsw i64 %311, 1
+  %313 = add nsw i64 %308, %312
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %313
+  %314 = load float, ptr %arena75, align 4
+  %315 = add nsw i64 18752, %conv2.f2962
+  %params76 = getelementptr inbounds float, ptr %params, i64 %315
+  %316 = load float, ptr %params76, align 4
+  %317 = fadd float %314, %316
+  %best3277 = load float, ptr %conv2.best32, align 4
+  %318 = fcmp ogt float %317, %best3277
+  %319 = mul nsw i64 %conv2.py3063, 56
+  %320 = mul nsw i64 %conv2.px3164, 2
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 %321, 1
+  %323 = sitofp i64 %322 to float
+  %bi3378 = load float, ptr %conv2.bi33, align 4
+  %324 = select i1 %318, float %323, float %bi3378
+  store float %324, ptr %conv2.bi33, align 4
+  %325 = mul nsw i64 %conv2.f2962, 50176
+  %326 = add nsw i64 17661952, %325
+  %327 = mul nsw i64 %conv2.j2861, 784
+  %328 = add nsw i64 %326, %327
+  %329 = mul nsw i64 %conv2.py3063, 56
+  %330 = mul nsw i64 %conv2.px3164, 2
   %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 %331, %conv2.kx3568
-  %333 = add nsw i64 %326, %332
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena74, align 4
+  %332 = add nsw i64 %331, 1
+  %333 = add nsw i64 %328, %332
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena79, align 4
   %335 = add nsw i64 18752, %conv2.f2962
-  %params75 = getelementptr inbounds float, ptr %params, i64 %335
-  %336 = load float, ptr %params75, align 4
+  %params80 = getelementptr inbounds float, ptr %params, i64 %335
+  %336 = load float, ptr %params80, align 4
   %337 = fadd float %334, %336
-  %best3276 = load float, ptr %conv2.best32, align 4
-  %338 = select i1 %322, float %337, float %best3276
-  store float %338, ptr %conv2.best32, align 4
-  %kx35.next = add nsw i64 %conv2.kx3568, 1
-  %339 = icmp slt i64 %kx35.next, 2
-  br i1 %339, label %conv2.kx35, label %conv2.kx35.end
+  %best3281 = load float, ptr %conv2.best32, align 4
+  %338 = fcmp ogt float %337, %best3281
+  %339 = mul nsw i64 %conv2.f2962, 50176
+  %340 = add nsw i64 17661952, %339
+  %341 = mul nsw i64 %conv2.j2861, 784
+  %342 = add nsw i64 %340, %341
+  %343 = mul nsw i64 %conv2.py3063, 56
+  %344 = mul nsw i64 %conv2.px3164, 2
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 %345, 1
+  %347 = add nsw i64 %342, %346
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %347
+  %348 = load float, ptr %arena82, align 4
+  %349 = add nsw i64 18752, %conv2.f2962
+  %params83 = getelementptr inbounds float, ptr %params, i64 %349
+  %350 = load float, ptr %params83, align 4
+  %351 = fadd float %348, %350
+  %best3284 = load float, ptr %conv2.best32, align 4
+  %352 = select i1 %338, float %351, float %best3284
+  store float %352, ptr %conv2.best32, align 4
+  %353 = mul nsw i64 %conv2.f2962, 50176
+  %354 = add nsw i64 17661952, %353
+  %355 = mul nsw i64 %conv2.j2861, 784
+  %356 = add nsw i64 %354, %355
+  %357 = mul nsw i64 %conv2.py3063, 56
+  %358 = mul nsw i64 %conv2.px3164, 2
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %359, 28
+  %361 = add nsw i64 %356, %360
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena85, align 4
+  %363 = add nsw i64 18752, %conv2.f2962
+  %params86 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params86, align 4
+  %365 = fadd float %362, %364
+  %best3287 = load float, ptr %conv2.best32, align 4
+  %366 = fcmp ogt float %365, %best3287
+  %367 = mul nsw i64 %conv2.py3063, 56
+  %368 = mul nsw i64 %conv2.px3164, 2
+  %369 = add nsw i64 %367, %368
+  %370 = add nsw i64 %369, 28
+  %371 = sitofp i64 %370 to float
+  %bi3388 = load float, ptr %conv2.bi33, align 4
+  %372 = select i1 %366, float %371, float %bi3388
+  store float %372, ptr %conv2.bi33, align 4
+  %373 = mul nsw i64 %conv2.f2962, 50176
+  %374 = add nsw i64 17661952, %373
+  %375 = mul nsw i64 %conv2.j2861, 784
+  %376 = add nsw i64 %374, %375
+  %377 = mul nsw i64 %conv2.py3063, 56
+  %378 = mul nsw i64 %conv2.px3164, 2
+  %379 = add nsw i64 %377, %378
+  %380 = add nsw i64 %379, 28
+  %381 = add nsw i64 %376, %380
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %381
+  %382 = load float, ptr %arena89, align 4
+  %383 = add nsw i64 18752, %conv2.f2962
+  %params90 = getelementptr inbounds float, ptr %params, i64 %383
+  %384 = load float, ptr %params90, align 4
+  %385 = fadd float %382, %384
+  %best3291 = load float, ptr %conv2.best32, align 4
+  %386 = fcmp ogt float %385, %best3291
+  %387 = mul nsw i64 %conv2.f2962, 50176
+  %388 = add nsw i64 17661952, %387
+  %389 = mul nsw i64 %conv2.j2861, 784
+  %390 = add nsw i64 %388, %389
+  %391 = mul nsw i64 %conv2.py3063, 56
+  %392 = mul nsw i64 %conv2.px3164, 2
+  %393 = add nsw i64 %391, %392
+  %394 = add nsw i64 %393, 28
+  %395 = add nsw i64 %390, %394
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load float, ptr %arena92, align 4
+  %397 = add nsw i64 18752, %conv2.f2962
+  %params93 = getelementptr inbounds float, ptr %params, i64 %397
+  %398 = load float, ptr %params93, align 4
+  %399 = fadd float %396, %398
+  %best3294 = load float, ptr %conv2.best32, align 4
+  %400 = select i1 %386, float %399, float %best3294
+  store float %400, ptr %conv2.best32, align 4
+  %401 = mul nsw i64 %conv2.f2962, 50176
+  %402 = add nsw i64 17661952, %401
+  %403 = mul nsw i64 %conv2.j2861, 784
+  %404 = add nsw i64 %402, %403
+  %405 = mul nsw i64 %conv2.py3063, 56
+  %406 = mul nsw i64 %conv2.px3164, 2
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 %407, 28
+  %409 = add nsw i64 %408, 1
+  %410 = add nsw i64 %404, %409
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %410
+  %411 = load float, ptr %arena95, align 4
+  %412 = add nsw i64 18752, %conv2.f2962
+  %params96 = getelementptr inbounds float, ptr %params, i64 %412
+  %413 = load float, ptr %params96, align 4
+  %414 = fadd float %411, %413
+  %best3297 = load float, ptr %conv2.best32, align 4
+  %415 = fcmp ogt float %414, %best3297
+  %416 = mul nsw i64 %conv2.py3063, 56
+  %417 = mul nsw i64 %conv2.px3164, 2
+  %418 = add nsw i64 %416, %417
+  %419 = add nsw i64 %418, 28
+  %420 = add nsw i64 %419, 1
+  %421 = sitofp i64 %420 to float
+  %bi3398 = load float, ptr %conv2.bi33, align 4
+  %422 = select i1 %415, float %421, float %bi3398
+  store float %422, ptr %conv2.bi33, align 4
+  %423 = mul nsw i64 %conv2.f2962, 50176
+  %424 = add nsw i64 17661952, %423
+  %425 = mul nsw i64 %conv2.j2861, 784
+  %426 = add nsw i64 %424, %425
+  %427 = mul nsw i64 %conv2.py3063, 56
+  %428 = mul nsw i64 %conv2.px3164, 2
+  %429 = add nsw i64 %427, %428
+  %430 = add nsw i64 %429, 28
+  %431 = add nsw i64 %430, 1
+  %432 = add nsw i64 %426, %431
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load float, ptr %arena99, align 4
+  %434 = add nsw i64 18752, %conv2.f2962
+  %params100 = getelementptr inbounds float, ptr %params, i64 %434
+  %435 = load float, ptr %params100, align 4
+  %436 = fadd float %433, %435
+  %best32101 = load float, ptr %conv2.best32, align 4
+  %437 = fcmp ogt float %436, %best32101
+  %438 = mul nsw i64 %conv2.f2962, 50176
+  %439 = add nsw i64 17661952, %438
+  %440 = mul nsw i64 %conv2.j2861, 784
+  %441 = add nsw i64 %439, %440
+  %442 = mul nsw i64 %conv2.py3063, 56
+  %443 = mul nsw i64 %conv2.px3164, 2
+  %444 = add nsw i64 %442, %443
+  %445 = add nsw i64 %444, 28
+  %446 = add nsw i64 %445, 1
+  %447 = add nsw i64 %441, %446
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena102, align 4
+  %449 = add nsw i64 18752, %conv2.f2962
+  %params103 = getelementptr inbounds float, ptr %params, i64 %449
+  %450 = load float, ptr %params103, align 4
+  %451 = fadd float %448, %450
+  %best32104 = load float, ptr %conv2.best32, align 4
+  %452 = select i1 %437, float %451, float %best32104
+  store float %452, ptr %conv2.best32, align 4
+  %best32105 = load float, ptr %conv2.best32, align 4
+  %453 = fcmp ogt float %best32105, 0.000000e+00
+  %best32106 = load float, ptr %conv2.best32, align 4
+  %454 = select i1 %453, float %best32106, float 0.000000e+00
+  %455 = mul nsw i64 %conv2.g1635, 64
+  %456 = add nsw i64 %455, %conv2.j2861
+  %457 = mul nsw i64 %456, 12544
+  %458 = mul nsw i64 %conv2.f2962, 196
+  %459 = add nsw i64 %457, %458
+  %460 = mul nsw i64 %conv2.py3063, 14
+  %461 = add nsw i64 %459, %460
+  %462 = add nsw i64 %461, %conv2.px3164
+  %463 = add nsw i64 1605632, %462
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %463
+  store float %454, ptr %arena107, align 4
+  %bi33108 = load float, ptr %conv2.bi33, align 4
+  %464 = mul nsw i64 %conv2.g1635, 64
+  %465 = add nsw i64 %464, %conv2.j2861
+  %466 = mul nsw i64 %465, 12544
+  %467 = mul nsw i64 %conv2.f2962, 196
+  %468 = add nsw i64 %466, %467
+  %469 = mul nsw i64 %conv2.py3063, 14
+  %470 = add nsw i64 %468, %469
+  %471 = add nsw i64 %470, %conv2.px3164
+  %472 = add nsw i64 2408448, %471
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %472
+  store float %bi33108, ptr %arena109, align 4
+  %px31.next = add nsw i64 %conv2.px3164, 1
+  %473 = icmp slt i64 %px31.next, 14
+  br i1 %473, label %conv2.px31, label %conv2.px31.end
 
-conv2.kx35.end:                                   ; preds = %conv2.kx35
-  %ky34.next = add nsw i64 %conv2.ky3467, 1
-  %340 = icmp slt i64 %ky34.next, 2
-  br i1 %340, label %conv2.ky34, label %conv2.ky34.end
+conv2.px31.end:                                   ; preds = %conv2.px31
+  %py30.next = add nsw i64 %conv2.py3063, 1
+  %474 = icmp slt i64 %py30.next, 14
+  br i1 %474, label %conv2.py30, label %conv2.py30.end
 
-fc1.n36:                                          ; preds = %fc1.u37.end, %conv2.g16.end
-  %fc1.n3685 = phi i64 [ 0, %conv2.g16.end ], [ %n36.next, %fc1.u37.end ]
-  br label %fc1.u37
+fc1.n34:                                          ; preds = %fc1.u35.end, %conv2.g16.end
+  %fc1.n34113 = phi i64 [ 0, %conv2.g16.end ], [ %n34.next, %fc1.u35.end ]
+  br label %fc1.u35
 
-fc1.n36.end:                                      ; preds = %fc1.u37.end
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params93 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 3219456
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena92, i32 128, ptr %params93, i32 128, float 0.000000e+00, ptr %arena94, i32 10)
-  br label %fc2.n38
+fc1.n34.end:                                      ; preds = %fc1.u35.end
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %params121 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 3219456
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena120, i32 128, ptr %params121, i32 128, float 0.000000e+00, ptr %arena122, i32 10)
+  br label %fc2.n36
 
-fc1.u37:                                          ; preds = %fc1.u37, %fc1.n36
-  %fc1.u3786 = phi i64 [ 0, %fc1.n36 ], [ %u37.next, %fc1.u37 ]
-  %341 = mul nsw i64 %fc1.n3685, 128
-  %342 = add nsw i64 3211264, %341
-  %343 = add nsw i64 %342, %fc1.u3786
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %343
-  %344 = load float, ptr %arena87, align 4
-  %345 = add nsw i64 1624448, %fc1.u3786
-  %params88 = getelementptr inbounds float, ptr %params, i64 %345
-  %346 = load float, ptr %params88, align 4
-  %347 = fadd float %344, %346
-  %348 = fcmp ogt float %347, 0.000000e+00
-  %349 = mul nsw i64 %fc1.n3685, 128
-  %350 = add nsw i64 3211264, %349
-  %351 = add nsw i64 %350, %fc1.u3786
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %351
-  %352 = load float, ptr %arena89, align 4
-  %353 = add nsw i64 1624448, %fc1.u3786
-  %params90 = getelementptr inbounds float, ptr %params, i64 %353
-  %354 = load float, ptr %params90, align 4
-  %355 = fadd float %352, %354
-  %356 = select i1 %348, float %355, float 0.000000e+00
-  %357 = mul nsw i64 %fc1.n3685, 128
-  %358 = add nsw i64 3211264, %357
-  %359 = add nsw i64 %358, %fc1.u3786
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %359
-  store float %356, ptr %arena91, align 4
-  %u37.next = add nsw i64 %fc1.u3786, 1
-  %360 = icmp slt i64 %u37.next, 128
-  br i1 %360, label %fc1.u37, label %fc1.u37.end
+fc1.u35:                                          ; preds = %fc1.u35, %fc1.n34
+  %fc1.u35114 = phi i64 [ 0, %fc1.n34 ], [ %u35.next, %fc1.u35 ]
+  %475 = mul nsw i64 %fc1.n34113, 128
+  %476 = add nsw i64 3211264, %475
+  %477 = add nsw i64 %476, %fc1.u35114
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %477
+  %478 = load float, ptr %arena115, align 4
+  %479 = add nsw i64 1624448, %fc1.u35114
+  %params116 = getelementptr inbounds float, ptr %params, i64 %479
+  %480 = load float, ptr %params116, align 4
+  %481 = fadd float %478, %480
+  %482 = fcmp ogt float %481, 0.000000e+00
+  %483 = mul nsw i64 %fc1.n34113, 128
+  %484 = add nsw i64 3211264, %483
+  %485 = add nsw i64 %484, %fc1.u35114
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %485
+  %486 = load float, ptr %arena117, align 4
+  %487 = add nsw i64 1624448, %fc1.u35114
+  %params118 = getelementptr inbounds float, ptr %params, i64 %487
+  %488 = load float, ptr %params118, align 4
+  %489 = fadd float %486, %488
+  %490 = select i1 %482, float %489, float 0.000000e+00
+  %491 = mul nsw i64 %fc1.n34113, 128
+  %492 = add nsw i64 3211264, %491
+  %493 = add nsw i64 %492, %fc1.u35114
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %493
+  store float %490, ptr %arena119, align 4
+  %u35.next = add nsw i64 %fc1.u35114, 1
+  %494 = icmp slt i64 %u35.next, 128
+  br i1 %494, label %fc1.u35, label %fc1.u35.end
 
-fc1.u37.end:                                      ; preds = %fc1.u37
-  %n36.next = add nsw i64 %fc1.n3685, 1
-  %361 = icmp slt i64 %n36.next, 64
-  br i1 %361, label %fc1.n36, label %fc1.n36.end
+fc1.u35.end:                                      ; preds = %fc1.u35
+  %n34.next = add nsw i64 %fc1.n34113, 1
+  %495 = icmp slt i64 %n34.next, 64
+  br i1 %495, label %fc1.n34, label %fc1.n34.end
 
-fc2.n38:                                          ; preds = %fc2.u39.end, %fc1.n36.end
-  %fc2.n3895 = phi i64 [ 0, %fc1.n36.end ], [ %n38.next, %fc2.u39.end ]
-  br label %fc2.u39
+fc2.n36:                                          ; preds = %fc2.u37.end, %fc1.n34.end
+  %fc2.n36123 = phi i64 [ 0, %fc1.n34.end ], [ %n36.next, %fc2.u37.end ]
+  br label %fc2.u37
 
-fc2.n38.end:                                      ; preds = %fc2.u39.end
-  store float 0.000000e+00, ptr %loss.total40, align 4
-  br label %loss.n41
+fc2.n36.end:                                      ; preds = %fc2.u37.end
+  store float 0.000000e+00, ptr %loss.total38, align 4
+  br label %loss.n39
 
-fc2.u39:                                          ; preds = %fc2.u39, %fc2.n38
-  %fc2.u3996 = phi i64 [ 0, %fc2.n38 ], [ %u39.next, %fc2.u39 ]
-  %362 = mul nsw i64 %fc2.n3895, 10
-  %363 = add nsw i64 3219456, %362
-  %364 = add nsw i64 %363, %fc2.u3996
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %364
-  %365 = load float, ptr %arena97, align 4
-  %366 = add nsw i64 1625856, %fc2.u3996
-  %params98 = getelementptr inbounds float, ptr %params, i64 %366
-  %367 = load float, ptr %params98, align 4
-  %368 = fadd float %365, %367
-  %369 = mul nsw i64 %fc2.n3895, 10
-  %370 = add nsw i64 3219456, %369
-  %371 = add nsw i64 %370, %fc2.u3996
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %371
-  store float %368, ptr %arena99, align 4
-  %u39.next = add nsw i64 %fc2.u3996, 1
-  %372 = icmp slt i64 %u39.next, 10
-  br i1 %372, label %fc2.u39, label %fc2.u39.end
+fc2.u37:                                          ; preds = %fc2.u37, %fc2.n36
+  %fc2.u37124 = phi i64 [ 0, %fc2.n36 ], [ %u37.next, %fc2.u37 ]
+  %496 = mul nsw i64 %fc2.n36123, 10
+  %497 = add nsw i64 3219456, %496
+  %498 = add nsw i64 %497, %fc2.u37124
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %498
+  %499 = load float, ptr %arena125, align 4
+  %500 = add nsw i64 1625856, %fc2.u37124
+  %params126 = getelementptr inbounds float, ptr %params, i64 %500
+  %501 = load float, ptr %params126, align 4
+  %502 = fadd float %499, %501
+  %503 = mul nsw i64 %fc2.n36123, 10
+  %504 = add nsw i64 3219456, %503
+  %505 = add nsw i64 %504, %fc2.u37124
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %505
+  store float %502, ptr %arena127, align 4
+  %u37.next = add nsw i64 %fc2.u37124, 1
+  %506 = icmp slt i64 %u37.next, 10
+  br i1 %506, label %fc2.u37, label %fc2.u37.end
 
-fc2.u39.end:                                      ; preds = %fc2.u39
-  %n38.next = add nsw i64 %fc2.n3895, 1
-  %373 = icmp slt i64 %n38.next, 64
-  br i1 %373, label %fc2.n38, label %fc2.n38.end
+fc2.u37.end:                                      ; preds = %fc2.u37
+  %n36.next = add nsw i64 %fc2.n36123, 1
+  %507 = icmp slt i64 %n36.next, 64
+  br i1 %507, label %fc2.n36, label %fc2.n36.end
 
-loss.n41:                                         ; preds = %loss.k45.end, %fc2.n38.end
-  %loss.n41100 = phi i64 [ 0, %fc2.n38.end ], [ %n41.next, %loss.k45.end ]
-  %374 = mul nsw i64 %loss.n41100, 10
-  %375 = add nsw i64 3219456, %374
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load float, ptr %arena101, align 4
-  store float %376, ptr %loss.m42, align 4
-  br label %loss.k44
+loss.n39:                                         ; preds = %loss.k43.end, %fc2.n36.end
+  %loss.n39128 = phi i64 [ 0, %fc2.n36.end ], [ %n39.next, %loss.k43.end ]
+  %508 = mul nsw i64 %loss.n39128, 10
+  %509 = add nsw i64 3219456, %508
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %509
+  %510 = load float, ptr %arena129, align 4
+  store float %510, ptr %loss.m40, align 4
+  br label %loss.k42
 
-loss.n41.end:                                     ; preds = %loss.k45.end
-  %total40111 = load float, ptr %loss.total40, align 4
-  %377 = fdiv float %total40111, 6.400000e+01
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 3220096
-  store float %377, ptr %arena112, align 4
-  br label %fc2_grad.n46
+loss.n39.end:                                     ; preds = %loss.k43.end
+  %total38139 = load float, ptr %loss.total38, align 4
+  %511 = fdiv float %total38139, 6.400000e+01
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 3220096
+  store float %511, ptr %arena140, align 4
+  br label %fc2_grad.n44
 
-loss.k44:                                         ; preds = %loss.k44, %loss.n41
-  %loss.k44102 = phi i64 [ 0, %loss.n41 ], [ %k44.next, %loss.k44 ]
-  %m42 = load float, ptr %loss.m42, align 4
-  %378 = mul nsw i64 %loss.n41100, 10
-  %379 = add nsw i64 3219456, %378
-  %380 = add nsw i64 %379, %loss.k44102
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %380
-  %381 = load float, ptr %arena103, align 4
-  %382 = fcmp ogt float %381, %m42
-  %383 = select i1 %382, float %381, float %m42
-  store float %383, ptr %loss.m42, align 4
-  %k44.next = add nsw i64 %loss.k44102, 1
-  %384 = icmp slt i64 %k44.next, 10
-  br i1 %384, label %loss.k44, label %loss.k44.end
+loss.k42:                                         ; preds = %loss.k42, %loss.n39
+  %loss.k42130 = phi i64 [ 0, %loss.n39 ], [ %k42.next, %loss.k42 ]
+  %m40 = load float, ptr %loss.m40, align 4
+  %512 = mul nsw i64 %loss.n39128, 10
+  %513 = add nsw i64 3219456, %512
+  %514 = add nsw i64 %513, %loss.k42130
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %514
+  %515 = load float, ptr %arena131, align 4
+  %516 = fcmp ogt float %515, %m40
+  %517 = select i1 %516, float %515, float %m40
+  store float %517, ptr %loss.m40, align 4
+  %k42.next = add nsw i64 %loss.k42130, 1
+  %518 = icmp slt i64 %k42.next, 10
+  br i1 %518, label %loss.k42, label %loss.k42.end
 
-loss.k44.end:                                     ; preds = %loss.k44
-  store float 0.000000e+00, ptr %loss.s43, align 4
-  br label %loss.k45
+loss.k42.end:                                     ; preds = %loss.k42
+  store float 0.000000e+00, ptr %loss.s41, align 4
+  br label %loss.k43
 
-loss.k45:                                         ; preds = %loss.k45, %loss.k44.end
-  %loss.k45104 = phi i64 [ 0, %loss.k44.end ], [ %k45.next, %loss.k45 ]
-  %s43 = load float, ptr %loss.s43, align 4
-  %385 = mul nsw i64 %loss.n41100, 10
-  %386 = add nsw i64 3219456, %385
-  %387 = add nsw i64 %386, %loss.k45104
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %387
-  %388 = load float, ptr %arena105, align 4
-  %m42106 = load float, ptr %loss.m42, align 4
-  %389 = fsub float %388, %m42106
-  %390 = call float @llvm.exp.f32(float %389)
-  %391 = fadd float %s43, %390
-  store float %391, ptr %loss.s43, align 4
-  %k45.next = add nsw i64 %loss.k45104, 1
-  %392 = icmp slt i64 %k45.next, 10
-  br i1 %392, label %loss.k45, label %loss.k45.end
+loss.k43:                                         ; preds = %loss.k43, %loss.k42.end
+  %loss.k43132 = phi i64 [ 0, %loss.k42.end ], [ %k43.next, %loss.k43 ]
+  %s41 = load float, ptr %loss.s41, align 4
+  %519 = mul nsw i64 %loss.n39128, 10
+  %520 = add nsw i64 3219456, %519
+  %521 = add nsw i64 %520, %loss.k43132
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %521
+  %522 = load float, ptr %arena133, align 4
+  %m40134 = load float, ptr %loss.m40, align 4
+  %523 = fsub float %522, %m40134
+  %524 = call float @llvm.exp.f32(float %523)
+  %525 = fadd float %s41, %524
+  store float %525, ptr %loss.s41, align 4
+  %k43.next = add nsw i64 %loss.k43132, 1
+  %526 = icmp slt i64 %k43.next, 10
+  br i1 %526, label %loss.k43, label %loss.k43.end
 
-loss.k45.end:                                     ; preds = %loss.k45
-  %total40 = load float, ptr %loss.total40, align 4
-  %m42107 = load float, ptr %loss.m42, align 4
-  %s43108 = load float, ptr %loss.s43, align 4
-  %393 = call float @llvm.log.f32(float %s43108)
-  %394 = fadd float %m42107, %393
-  %395 = mul nsw i64 %loss.n41100, 10
-  %396 = add nsw i64 3219456, %395
-  %labels109 = getelementptr inbounds i32, ptr %labels, i64 %loss.n41100
-  %label = load i32, ptr %labels109, align 4
-  %397 = sext i32 %label to i64
-  %398 = add nsw i64 %396, %397
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %398
-  %399 = load float, ptr %arena110, align 4
-  %400 = fsub float %394, %399
-  %401 = fadd float %total40, %400
-  store float %401, ptr %loss.total40, align 4
-  %n41.next = add nsw i64 %loss.n41100, 1
-  %402 = icmp slt i64 %n41.next, 64
-  br i1 %402, label %loss.n41, label %loss.n41.end
+loss.k43.end:                                     ; preds = %loss.k43
+  %total38 = load float, ptr %loss.total38, align 4
+  %m40135 = load float, ptr %loss.m40, align 4
+  %s41136 = load float, ptr %loss.s41, align 4
+  %527 = call float @llvm.log.f32(float %s41136)
+  %528 = fadd float %m40135, %527
+  %529 = mul nsw i64 %loss.n39128, 10
+  %530 = add nsw i64 3219456, %529
+  %labels137 = getelementptr inbounds i32, ptr %labels, i64 %loss.n39128
+  %label = load i32, ptr %labels137, align 4
+  %531 = sext i32 %label to i64
+  %532 = add nsw i64 %530, %531
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %532
+  %533 = load float, ptr %arena138, align 4
+  %534 = fsub float %528, %533
+  %535 = fadd float %total38, %534
+  store float %535, ptr %loss.total38, align 4
+  %n39.next = add nsw i64 %loss.n39128, 1
+  %536 = icmp slt i64 %n39.next, 64
+  br i1 %536, label %loss.n39, label %loss.n39.end
 
-fc2_grad.n46:                                     ; preds = %fc2_grad.k51.end, %loss.n41.end
-  %fc2_grad.n46113 = phi i64 [ 0, %loss.n41.end ], [ %n46.next, %fc2_grad.k51.end ]
-  %403 = mul nsw i64 %fc2_grad.n46113, 10
-  %404 = add nsw i64 3219456, %403
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %404
-  %405 = load float, ptr %arena114, align 4
-  store float %405, ptr %fc2_grad.m47, align 4
+fc2_grad.n44:                                     ; preds = %fc2_grad.k49.end, %loss.n39.end
+  %fc2_grad.n44141 = phi i64 [ 0, %loss.n39.end ], [ %n44.next, %fc2_grad.k49.end ]
+  %537 = mul nsw i64 %fc2_grad.n44141, 10
+  %538 = add nsw i64 3219456, %537
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %538
+  %539 = load float, ptr %arena142, align 4
+  store float %539, ptr %fc2_grad.m45, align 4
+  br label %fc2_grad.k47
+
+fc2_grad.n44.end:                                 ; preds = %fc2_grad.k49.end
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %grads160 = getelementptr inbounds float, ptr %grads, i64 1624576
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena158, i32 10, ptr %arena159, i32 128, float 0.000000e+00, ptr %grads160, i32 128)
+  br label %fc2_bias_grad.u50
+
+fc2_grad.k47:                                     ; preds = %fc2_grad.k47, %fc2_grad.n44
+  %fc2_grad.k47143 = phi i64 [ 0, %fc2_grad.n44 ], [ %k47.next, %fc2_grad.k47 ]
+  %m45 = load float, ptr %fc2_grad.m45, align 4
+  %540 = mul nsw i64 %fc2_grad.n44141, 10
+  %541 = add nsw i64 3219456, %540
+  %542 = add nsw i64 %541, %fc2_grad.k47143
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %542
+  %543 = load float, ptr %arena144, align 4
+  %544 = fcmp ogt float %543, %m45
+  %545 = select i1 %544, float %543, float %m45
+  store float %545, ptr %fc2_grad.m45, align 4
+  %k47.next = add nsw i64 %fc2_grad.k47143, 1
+  %546 = icmp slt i64 %k47.next, 10
+  br i1 %546, label %fc2_grad.k47, label %fc2_grad.k47.end
+
+fc2_grad.k47.end:                                 ; preds = %fc2_grad.k47
+  store float 0.000000e+00, ptr %fc2_grad.s46, align 4
+  br label %fc2_grad.k48
+
+fc2_grad.k48:                                     ; preds = %fc2_grad.k48, %fc2_grad.k47.end
+  %fc2_grad.k48145 = phi i64 [ 0, %fc2_grad.k47.end ], [ %k48.next, %fc2_grad.k48 ]
+  %s46 = load float, ptr %fc2_grad.s46, align 4
+  %547 = mul nsw i64 %fc2_grad.n44141, 10
+  %548 = add nsw i64 3219456, %547
+  %549 = add nsw i64 %548, %fc2_grad.k48145
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %549
+  %550 = load float, ptr %arena146, align 4
+  %m45147 = load float, ptr %fc2_grad.m45, align 4
+  %551 = fsub float %550, %m45147
+  %552 = call float @llvm.exp.f32(float %551)
+  %553 = fadd float %s46, %552
+  store float %553, ptr %fc2_grad.s46, align 4
+  %k48.next = add nsw i64 %fc2_grad.k48145, 1
+  %554 = icmp slt i64 %k48.next, 10
+  br i1 %554, label %fc2_grad.k48, label %fc2_grad.k48.end
+
+fc2_grad.k48.end:                                 ; preds = %fc2_grad.k48
   br label %fc2_grad.k49
 
-fc2_grad.n46.end:                                 ; preds = %fc2_grad.k51.end
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %grads132 = getelementptr inbounds float, ptr %grads, i64 1624576
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena130, i32 10, ptr %arena131, i32 128, float 0.000000e+00, ptr %grads132, i32 128)
-  br label %fc2_bias_grad.u52
-
-fc2_grad.k49:                                     ; preds = %fc2_grad.k49, %fc2_grad.n46
-  %fc2_grad.k49115 = phi i64 [ 0, %fc2_grad.n46 ], [ %k49.next, %fc2_grad.k49 ]
-  %m47 = load float, ptr %fc2_grad.m47, align 4
-  %406 = mul nsw i64 %fc2_grad.n46113, 10
-  %407 = add nsw i64 3219456, %406
-  %408 = add nsw i64 %407, %fc2_grad.k49115
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load float, ptr %arena116, align 4
-  %410 = fcmp ogt float %409, %m47
-  %411 = select i1 %410, float %409, float %m47
-  store float %411, ptr %fc2_grad.m47, align 4
-  %k49.next = add nsw i64 %fc2_grad.k49115, 1
-  %412 = icmp slt i64 %k49.next, 10
-  br i1 %412, label %fc2_grad.k49, label %fc2_grad.k49.end
+fc2_grad.k49:                                     ; preds = %fc2_grad.k49, %fc2_grad.k48.end
+  %fc2_grad.k49148 = phi i64 [ 0, %fc2_grad.k48.end ], [ %k49.next, %fc2_grad.k49 ]
+  %labels149 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n44141
+  %label150 = load i32, ptr %labels149, align 4
+  %555 = sext i32 %label150 to i64
+  %556 = icmp eq i64 %fc2_grad.k49148, %555
+  %557 = mul nsw i64 %fc2_grad.n44141, 10
+  %558 = add nsw i64 3219456, %557
+  %559 = add nsw i64 %558, %fc2_grad.k49148
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %559
+  %560 = load float, ptr %arena151, align 4
+  %m45152 = load float, ptr %fc2_grad.m45, align 4
+  %561 = fsub float %560, %m45152
+  %562 = call float @llvm.exp.f32(float %561)
+  %s46153 = load float, ptr %fc2_grad.s46, align 4
+  %563 = fdiv float %562, %s46153
+  %564 = fsub float %563, 1.000000e+00
+  %565 = mul nsw i64 %fc2_grad.n44141, 10
+  %566 = add nsw i64 3219456, %565
+  %567 = add nsw i64 %566, %fc2_grad.k49148
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %567
+  %568 = load float, ptr %arena154, align 4
+  %m45155 = load float, ptr %fc2_grad.m45, align 4
+  %569 = fsub float %568, %m45155
+  %570 = call float @llvm.exp.f32(float %569)
+  %s46156 = load float, ptr %fc2_grad.s46, align 4
+  %571 = fdiv float %570, %s46156
+  %572 = select i1 %556, float %564, float %571
+  %573 = fdiv float %572, 6.400000e+01
+  %574 = mul nsw i64 %fc2_grad.n44141, 10
+  %575 = add nsw i64 3220112, %574
+  %576 = add nsw i64 %575, %fc2_grad.k49148
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %576
+  store float %573, ptr %arena157, align 4
+  %k49.next = add nsw i64 %fc2_grad.k49148, 1
+  %577 = icmp slt i64 %k49.next, 10
+  br i1 %577, label %fc2_grad.k49, label %fc2_grad.k49.end
 
 fc2_grad.k49.end:                                 ; preds = %fc2_grad.k49
-  store float 0.000000e+00, ptr %fc2_grad.s48, align 4
-  br label %fc2_grad.k50
+  %n44.next = add nsw i64 %fc2_grad.n44141, 1
+  %578 = icmp slt i64 %n44.next, 64
+  br i1 %578, label %fc2_grad.n44, label %fc2_grad.n44.end
 
-fc2_grad.k50:                                     ; preds = %fc2_grad.k50, %fc2_grad.k49.end
-  %fc2_grad.k50117 = phi i64 [ 0, %fc2_grad.k49.end ], [ %k50.next, %fc2_grad.k50 ]
-  %s48 = load float, ptr %fc2_grad.s48, align 4
-  %413 = mul nsw i64 %fc2_grad.n46113, 10
-  %414 = add nsw i64 3219456, %413
-  %415 = add nsw i64 %414, %fc2_grad.k50117
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load float, ptr %arena118, align 4
-  %m47119 = load float, ptr %fc2_grad.m47, align 4
-  %417 = fsub float %416, %m47119
-  %418 = call float @llvm.exp.f32(float %417)
-  %419 = fadd float %s48, %418
-  store float %419, ptr %fc2_grad.s48, align 4
-  %k50.next = add nsw i64 %fc2_grad.k50117, 1
-  %420 = icmp slt i64 %k50.next, 10
-  br i1 %420, label %fc2_grad.k50, label %fc2_grad.k50.end
+fc2_bias_grad.u50:                                ; preds = %fc2_bias_grad.n52.end, %fc2_grad.n44.end
+  %fc2_bias_grad.u50161 = phi i64 [ 0, %fc2_grad.n44.end ], [ %u50.next, %fc2_bias_grad.n52.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc51, align 4
+  br label %fc2_bias_grad.n52
 
-fc2_grad.k50.end:                                 ; preds = %fc2_grad.k50
-  br label %fc2_grad.k51
+fc2_bias_grad.u50.end:                            ; preds = %fc2_bias_grad.n52.end
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %params167 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 3220752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena166, i32 10, ptr %params167, i32 128, float 0.000000e+00, ptr %arena168, i32 128)
+  br label %fc1_grad.i53
 
-fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.k50.end
-  %fc2_grad.k51120 = phi i64 [ 0, %fc2_grad.k50.end ], [ %k51.next, %fc2_grad.k51 ]
-  %labels121 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n46113
-  %label122 = load i32, ptr %labels121, align 4
-  %421 = sext i32 %label122 to i64
-  %422 = icmp eq i64 %fc2_grad.k51120, %421
-  %423 = mul nsw i64 %fc2_grad.n46113, 10
-  %424 = add nsw i64 3219456, %423
-  %425 = add nsw i64 %424, %fc2_grad.k51120
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %425
-  %426 = load float, ptr %arena123, align 4
-  %m47124 = load float, ptr %fc2_grad.m47, align 4
-  %427 = fsub float %426, %m47124
-  %428 = call float @llvm.exp.f32(float %427)
-  %s48125 = load float, ptr %fc2_grad.s48, align 4
-  %429 = fdiv float %428, %s48125
-  %430 = fsub float %429, 1.000000e+00
-  %431 = mul nsw i64 %fc2_grad.n46113, 10
-  %432 = add nsw i64 3219456, %431
-  %433 = add nsw i64 %432, %fc2_grad.k51120
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %433
-  %434 = load float, ptr %arena126, align 4
-  %m47127 = load float, ptr %fc2_grad.m47, align 4
-  %435 = fsub float %434, %m47127
-  %436 = call float @llvm.exp.f32(float %435)
-  %s48128 = load float, ptr %fc2_grad.s48, align 4
-  %437 = fdiv float %436, %s48128
-  %438 = select i1 %422, float %430, float %437
-  %439 = fdiv float %438, 6.400000e+01
-  %440 = mul nsw i64 %fc2_grad.n46113, 10
-  %441 = add nsw i64 3220112, %440
-  %442 = add nsw i64 %441, %fc2_grad.k51120
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %439, ptr %arena129, align 4
-  %k51.next = add nsw i64 %fc2_grad.k51120, 1
-  %443 = icmp slt i64 %k51.next, 10
-  br i1 %443, label %fc2_grad.k51, label %fc2_grad.k51.end
+fc2_bias_grad.n52:                                ; preds = %fc2_bias_grad.n52, %fc2_bias_grad.u50
+  %fc2_bias_grad.n52162 = phi i64 [ 0, %fc2_bias_grad.u50 ], [ %n52.next, %fc2_bias_grad.n52 ]
+  %acc51 = load float, ptr %fc2_bias_grad.acc51, align 4
+  %579 = mul nsw i64 %fc2_bias_grad.n52162, 10
+  %580 = add nsw i64 3220112, %579
+  %581 = add nsw i64 %580, %fc2_bias_grad.u50161
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %581
+  %582 = load float, ptr %arena163, align 4
+  %583 = fadd float %acc51, %582
+  store float %583, ptr %fc2_bias_grad.acc51, align 4
+  %n52.next = add nsw i64 %fc2_bias_grad.n52162, 1
+  %584 = icmp slt i64 %n52.next, 64
+  br i1 %584, label %fc2_bias_grad.n52, label %fc2_bias_grad.n52.end
 
-fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
-  %n46.next = add nsw i64 %fc2_grad.n46113, 1
-  %444 = icmp slt i64 %n46.next, 64
-  br i1 %444, label %fc2_grad.n46, label %fc2_grad.n46.end
+fc2_bias_grad.n52.end:                            ; preds = %fc2_bias_grad.n52
+  %acc51164 = load float, ptr %fc2_bias_grad.acc51, align 4
+  %585 = add nsw i64 1625856, %fc2_bias_grad.u50161
+  %grads165 = getelementptr inbounds float, ptr %grads, i64 %585
+  store float %acc51164, ptr %grads165, align 4
+  %u50.next = add nsw i64 %fc2_bias_grad.u50161, 1
+  %586 = icmp slt i64 %u50.next, 10
+  br i1 %586, label %fc2_bias_grad.u50, label %fc2_bias_grad.u50.end
 
-fc2_bias_grad.u52:                                ; preds = %fc2_bias_grad.n54.end, %fc2_grad.n46.end
-  %fc2_bias_grad.u52133 = phi i64 [ 0, %fc2_grad.n46.end ], [ %u52.next, %fc2_bias_grad.n54.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc53, align 4
-  br label %fc2_bias_grad.n54
+fc1_grad.i53:                                     ; preds = %fc1_grad.i53, %fc2_bias_grad.u50.end
+  %fc1_grad.i53169 = phi i64 [ 0, %fc2_bias_grad.u50.end ], [ %i53.next, %fc1_grad.i53 ]
+  %587 = add nsw i64 3211264, %fc1_grad.i53169
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %587
+  %588 = load float, ptr %arena170, align 4
+  %589 = fcmp ogt float %588, 0.000000e+00
+  %590 = add nsw i64 3220752, %fc1_grad.i53169
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %590
+  %591 = load float, ptr %arena171, align 4
+  %592 = select i1 %589, float %591, float 0.000000e+00
+  %593 = add nsw i64 3228944, %fc1_grad.i53169
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 %593
+  store float %592, ptr %arena172, align 4
+  %i53.next = add nsw i64 %fc1_grad.i53169, 1
+  %594 = icmp slt i64 %i53.next, 8192
+  br i1 %594, label %fc1_grad.i53, label %fc1_grad.i53.end
 
-fc2_bias_grad.u52.end:                            ; preds = %fc2_bias_grad.n54.end
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %params139 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 3220752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena138, i32 10, ptr %params139, i32 128, float 0.000000e+00, ptr %arena140, i32 128)
-  br label %fc1_grad.i55
+fc1_grad.i53.end:                                 ; preds = %fc1_grad.i53
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads175 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena173, i32 128, ptr %arena174, i32 12544, float 0.000000e+00, ptr %grads175, i32 12544)
+  br label %fc1_bias_grad.u54
 
-fc2_bias_grad.n54:                                ; preds = %fc2_bias_grad.n54, %fc2_bias_grad.u52
-  %fc2_bias_grad.n54134 = phi i64 [ 0, %fc2_bias_grad.u52 ], [ %n54.next, %fc2_bias_grad.n54 ]
-  %acc53 = load float, ptr %fc2_bias_grad.acc53, align 4
-  %445 = mul nsw i64 %fc2_bias_grad.n54134, 10
-  %446 = add nsw i64 3220112, %445
-  %447 = add nsw i64 %446, %fc2_bias_grad.u52133
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena135, align 4
-  %449 = fadd float %acc53, %448
-  store float %449, ptr %fc2_bias_grad.acc53, align 4
-  %n54.next = add nsw i64 %fc2_bias_grad.n54134, 1
-  %450 = icmp slt i64 %n54.next, 64
-  br i1 %450, label %fc2_bias_grad.n54, label %fc2_bias_grad.n54.end
+fc1_bias_grad.u54:                                ; preds = %fc1_bias_grad.n56.end, %fc1_grad.i53.end
+  %fc1_bias_grad.u54176 = phi i64 [ 0, %fc1_grad.i53.end ], [ %u54.next, %fc1_bias_grad.n56.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc55, align 4
+  br label %fc1_bias_grad.n56
 
-fc2_bias_grad.n54.end:                            ; preds = %fc2_bias_grad.n54
-  %acc53136 = load float, ptr %fc2_bias_grad.acc53, align 4
-  %451 = add nsw i64 1625856, %fc2_bias_grad.u52133
-  %grads137 = getelementptr inbounds float, ptr %grads, i64 %451
-  store float %acc53136, ptr %grads137, align 4
-  %u52.next = add nsw i64 %fc2_bias_grad.u52133, 1
-  %452 = icmp slt i64 %u52.next, 10
-  br i1 %452, label %fc2_bias_grad.u52, label %fc2_bias_grad.u52.end
+fc1_bias_grad.u54.end:                            ; preds = %fc1_bias_grad.n56.end
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %params182 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 3237136
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena181, i32 128, ptr %params182, i32 12544, float 0.000000e+00, ptr %arena183, i32 12544)
+  br label %conv2_grad.i57
 
-fc1_grad.i55:                                     ; preds = %fc1_grad.i55, %fc2_bias_grad.u52.end
-  %fc1_grad.i55141 = phi i64 [ 0, %fc2_bias_grad.u52.end ], [ %i55.next, %fc1_grad.i55 ]
-  %453 = add nsw i64 3211264, %fc1_grad.i55141
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %453
-  %454 = load float, ptr %arena142, align 4
-  %455 = fcmp ogt float %454, 0.000000e+00
-  %456 = add nsw i64 3220752, %fc1_grad.i55141
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %456
-  %457 = load float, ptr %arena143, align 4
-  %458 = select i1 %455, float %457, float 0.000000e+00
-  %459 = add nsw i64 3228944, %fc1_grad.i55141
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %459
-  store float %458, ptr %arena144, align 4
-  %i55.next = add nsw i64 %fc1_grad.i55141, 1
-  %460 = icmp slt i64 %i55.next, 8192
-  br i1 %460, label %fc1_grad.i55, label %fc1_grad.i55.end
+fc1_bias_grad.n56:                                ; preds = %fc1_bias_grad.n56, %fc1_bias_grad.u54
+  %fc1_bias_grad.n56177 = phi i64 [ 0, %fc1_bias_grad.u54 ], [ %n56.next, %fc1_bias_grad.n56 ]
+  %acc55 = load float, ptr %fc1_bias_grad.acc55, align 4
+  %595 = mul nsw i64 %fc1_bias_grad.n56177, 128
+  %596 = add nsw i64 3228944, %595
+  %597 = add nsw i64 %596, %fc1_bias_grad.u54176
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %597
+  %598 = load float, ptr %arena178, align 4
+  %599 = fadd float %acc55, %598
+  store float %599, ptr %fc1_bias_grad.acc55, align 4
+  %n56.next = add nsw i64 %fc1_bias_grad.n56177, 1
+  %600 = icmp slt i64 %n56.next, 64
+  br i1 %600, label %fc1_bias_grad.n56, label %fc1_bias_grad.n56.end
 
-fc1_grad.i55.end:                                 ; preds = %fc1_grad.i55
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads147 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena145, i32 128, ptr %arena146, i32 12544, float 0.000000e+00, ptr %grads147, i32 12544)
-  br label %fc1_bias_grad.u56
+fc1_bias_grad.n56.end:                            ; preds = %fc1_bias_grad.n56
+  %acc55179 = load float, ptr %fc1_bias_grad.acc55, align 4
+  %601 = add nsw i64 1624448, %fc1_bias_grad.u54176
+  %grads180 = getelementptr inbounds float, ptr %grads, i64 %601
+  store float %acc55179, ptr %grads180, align 4
+  %u54.next = add nsw i64 %fc1_bias_grad.u54176, 1
+  %602 = icmp slt i64 %u54.next, 128
+  br i1 %602, label %fc1_bias_grad.u54, label %fc1_bias_grad.u54.end
 
-fc1_bias_grad.u56:                                ; preds = %fc1_bias_grad.n58.end, %fc1_grad.i55.end
-  %fc1_bias_grad.u56148 = phi i64 [ 0, %fc1_grad.i55.end ], [ %u56.next, %fc1_bias_grad.n58.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc57, align 4
-  br label %fc1_bias_grad.n58
+conv2_grad.i57:                                   ; preds = %conv2_grad.i57, %fc1_bias_grad.u54.end
+  %conv2_grad.i57184 = phi i64 [ 0, %fc1_bias_grad.u54.end ], [ %i57.next, %conv2_grad.i57 ]
+  %603 = add nsw i64 4039952, %conv2_grad.i57184
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %603
+  store float 0.000000e+00, ptr %arena185, align 4
+  %i57.next = add nsw i64 %conv2_grad.i57184, 1
+  %604 = icmp slt i64 %i57.next, 3211264
+  br i1 %604, label %conv2_grad.i57, label %conv2_grad.i57.end
 
-fc1_bias_grad.u56.end:                            ; preds = %fc1_bias_grad.n58.end
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %params154 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 3237136
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena153, i32 128, ptr %params154, i32 12544, float 0.000000e+00, ptr %arena155, i32 12544)
+conv2_grad.i57.end:                               ; preds = %conv2_grad.i57
+  br label %conv2_grad.q58
+
+conv2_grad.q58:                                   ; preds = %conv2_grad.i59.end, %conv2_grad.i57.end
+  %conv2_grad.q58186 = phi i64 [ 0, %conv2_grad.i57.end ], [ %q58.next, %conv2_grad.i59.end ]
   br label %conv2_grad.i59
 
-fc1_bias_grad.n58:                                ; preds = %fc1_bias_grad.n58, %fc1_bias_grad.u56
-  %fc1_bias_grad.n58149 = phi i64 [ 0, %fc1_bias_grad.u56 ], [ %n58.next, %fc1_bias_grad.n58 ]
-  %acc57 = load float, ptr %fc1_bias_grad.acc57, align 4
-  %461 = mul nsw i64 %fc1_bias_grad.n58149, 128
-  %462 = add nsw i64 3228944, %461
-  %463 = add nsw i64 %462, %fc1_bias_grad.u56148
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %463
-  %464 = load float, ptr %arena150, align 4
-  %465 = fadd float %acc57, %464
-  store float %465, ptr %fc1_bias_grad.acc57, align 4
-  %n58.next = add nsw i64 %fc1_bias_grad.n58149, 1
-  %466 = icmp slt i64 %n58.next, 64
-  br i1 %466, label %fc1_bias_grad.n58, label %fc1_bias_grad.n58.end
+conv2_grad.q58.end:                               ; preds = %conv2_grad.i59.end
+  br label %conv2_weight_grad.i60
 
-fc1_bias_grad.n58.end:                            ; preds = %fc1_bias_grad.n58
-  %acc57151 = load float, ptr %fc1_bias_grad.acc57, align 4
-  %467 = add nsw i64 1624448, %fc1_bias_grad.u56148
-  %grads152 = getelementptr inbounds float, ptr %grads, i64 %467
-  store float %acc57151, ptr %grads152, align 4
-  %u56.next = add nsw i64 %fc1_bias_grad.u56148, 1
-  %468 = icmp slt i64 %u56.next, 128
-  br i1 %468, label %fc1_bias_grad.u56, label %fc1_bias_grad.u56.end
+conv2_grad.i59:                                   ; preds = %conv2_grad.endif, %conv2_grad.q58
+  %conv2_grad.i59187 = phi i64 [ 0, %conv2_grad.q58 ], [ %i59.next, %conv2_grad.endif ]
+  %605 = mul nsw i64 %conv2_grad.q58186, 196
+  %606 = add nsw i64 %605, %conv2_grad.i59187
+  %607 = add nsw i64 1605632, %606
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %607
+  %608 = load float, ptr %arena188, align 4
+  %609 = fcmp ogt float %608, 0.000000e+00
+  br i1 %609, label %conv2_grad.then, label %conv2_grad.endif
 
-conv2_grad.i59:                                   ; preds = %conv2_grad.i59, %fc1_bias_grad.u56.end
-  %conv2_grad.i59156 = phi i64 [ 0, %fc1_bias_grad.u56.end ], [ %i59.next, %conv2_grad.i59 ]
-  %469 = add nsw i64 4039952, %conv2_grad.i59156
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %469
-  store float 0.000000e+00, ptr %arena157, align 4
-  %i59.next = add nsw i64 %conv2_grad.i59156, 1
-  %470 = icmp slt i64 %i59.next, 3211264
-  br i1 %470, label %conv2_grad.i59, label %conv2_grad.i59.end
+conv2_grad.i59.end:                               ; preds = %conv2_grad.endif
+  %q58.next = add nsw i64 %conv2_grad.q58186, 1
+  %610 = icmp slt i64 %q58.next, 4096
+  br i1 %610, label %conv2_grad.q58, label %conv2_grad.q58.end
 
-conv2_grad.i59.end:                               ; preds = %conv2_grad.i59
-  br label %conv2_grad.q60
-
-conv2_grad.q60:                                   ; preds = %conv2_grad.i61.end, %conv2_grad.i59.end
-  %conv2_grad.q60158 = phi i64 [ 0, %conv2_grad.i59.end ], [ %q60.next, %conv2_grad.i61.end ]
-  br label %conv2_grad.i61
-
-conv2_grad.q60.end:                               ; preds = %conv2_grad.i61.end
-  br label %conv2_weight_grad.i62
-
-conv2_grad.i61:                                   ; preds = %conv2_grad.endif, %conv2_grad.q60
-  %conv2_grad.i61159 = phi i64 [ 0, %conv2_grad.q60 ], [ %i61.next, %conv2_grad.endif ]
-  %471 = mul nsw i64 %conv2_grad.q60158, 196
-  %472 = add nsw i64 %471, %conv2_grad.i61159
-  %473 = add nsw i64 1605632, %472
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %473
-  %474 = load float, ptr %arena160, align 4
-  %475 = fcmp ogt float %474, 0.000000e+00
-  br i1 %475, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i61.end:                               ; preds = %conv2_grad.endif
-  %q60.next = add nsw i64 %conv2_grad.q60158, 1
-  %476 = icmp slt i64 %q60.next, 4096
-  br i1 %476, label %conv2_grad.q60, label %conv2_grad.q60.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i61
-  %477 = mul nsw i64 %conv2_grad.q60158, 784
-  %478 = add nsw i64 4039952, %477
-  %479 = mul nsw i64 %conv2_grad.q60158, 196
-  %480 = add nsw i64 %479, %conv2_grad.i61159
-  %481 = add nsw i64 2408448, %480
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %481
-  %482 = load float, ptr %arena161, align 4
-  %483 = fptosi float %482 to i64
-  %484 = add nsw i64 %478, %483
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %484
-  %485 = load float, ptr %arena162, align 4
-  %486 = mul nsw i64 %conv2_grad.q60158, 196
-  %487 = add nsw i64 %486, %conv2_grad.i61159
-  %488 = add nsw i64 3237136, %487
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load float, ptr %arena163, align 4
-  %490 = fadd float %485, %489
-  store float %490, ptr %arena162, align 4
+conv2_grad.then:                                  ; preds = %conv2_grad.i59
+  %611 = mul nsw i64 %conv2_grad.q58186, 784
+  %612 = add nsw i64 4039952, %611
+  %613 = mul nsw i64 %conv2_grad.q58186, 196
+  %614 = add nsw i64 %613, %conv2_grad.i59187
+  %615 = add nsw i64 2408448, %614
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %615
+  %616 = load float, ptr %arena189, align 4
+  %617 = fptosi float %616 to i64
+  %618 = add nsw i64 %612, %617
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %618
+  %619 = load float, ptr %arena190, align 4
+  %620 = mul nsw i64 %conv2_grad.q58186, 196
+  %621 = add nsw i64 %620, %conv2_grad.i59187
+  %622 = add nsw i64 3237136, %621
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load float, ptr %arena191, align 4
+  %624 = fadd float %619, %623
+  store float %624, ptr %arena190, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i61
-  %i61.next = add nsw i64 %conv2_grad.i61159, 1
-  %491 = icmp slt i64 %i61.next, 196
-  br i1 %491, label %conv2_grad.i61, label %conv2_grad.i61.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i59
+  %i59.next = add nsw i64 %conv2_grad.i59187, 1
+  %625 = icmp slt i64 %i59.next, 196
+  br i1 %625, label %conv2_grad.i59, label %conv2_grad.i59.end
 
-conv2_weight_grad.i62:                            ; preds = %conv2_weight_grad.i62, %conv2_grad.q60.end
-  %conv2_weight_grad.i62164 = phi i64 [ 0, %conv2_grad.q60.end ], [ %i62.next, %conv2_weight_grad.i62 ]
-  %492 = add nsw i64 320, %conv2_weight_grad.i62164
-  %grads165 = getelementptr inbounds float, ptr %grads, i64 %492
-  store float 0.000000e+00, ptr %grads165, align 4
-  %i62.next = add nsw i64 %conv2_weight_grad.i62164, 1
-  %493 = icmp slt i64 %i62.next, 18432
-  br i1 %493, label %conv2_weight_grad.i62, label %conv2_weight_grad.i62.end
+conv2_weight_grad.i60:                            ; preds = %conv2_weight_grad.i60, %conv2_grad.q58.end
+  %conv2_weight_grad.i60192 = phi i64 [ 0, %conv2_grad.q58.end ], [ %i60.next, %conv2_weight_grad.i60 ]
+  %626 = add nsw i64 320, %conv2_weight_grad.i60192
+  %grads193 = getelementptr inbounds float, ptr %grads, i64 %626
+  store float 0.000000e+00, ptr %grads193, align 4
+  %i60.next = add nsw i64 %conv2_weight_grad.i60192, 1
+  %627 = icmp slt i64 %i60.next, 18432
+  br i1 %627, label %conv2_weight_grad.i60, label %conv2_weight_grad.i60.end
 
-conv2_weight_grad.i62.end:                        ; preds = %conv2_weight_grad.i62
-  br label %conv2_weight_grad.g63
+conv2_weight_grad.i60.end:                        ; preds = %conv2_weight_grad.i60
+  br label %conv2_weight_grad.g61
 
-conv2_weight_grad.g63:                            ; preds = %conv2_weight_grad.j75.end, %conv2_weight_grad.i62.end
-  %conv2_weight_grad.g63166 = phi i64 [ 0, %conv2_weight_grad.i62.end ], [ %g63.next, %conv2_weight_grad.j75.end ]
-  br label %conv2_weight_grad.j64
+conv2_weight_grad.g61:                            ; preds = %conv2_weight_grad.j73.end, %conv2_weight_grad.i60.end
+  %conv2_weight_grad.g61194 = phi i64 [ 0, %conv2_weight_grad.i60.end ], [ %g61.next, %conv2_weight_grad.j73.end ]
+  br label %conv2_weight_grad.j62
 
-conv2_weight_grad.g63.end:                        ; preds = %conv2_weight_grad.j75.end
-  br label %conv2_bias_grad.f78
+conv2_weight_grad.g61.end:                        ; preds = %conv2_weight_grad.j73.end
+  br label %conv2_bias_grad.f76
 
-conv2_weight_grad.j64:                            ; preds = %conv2_weight_grad.c67.end, %conv2_weight_grad.g63
-  %conv2_weight_grad.j64167 = phi i64 [ 0, %conv2_weight_grad.g63 ], [ %j64.next, %conv2_weight_grad.c67.end ]
-  br label %conv2_weight_grad.r65
+conv2_weight_grad.j62:                            ; preds = %conv2_weight_grad.c65.end, %conv2_weight_grad.g61
+  %conv2_weight_grad.j62195 = phi i64 [ 0, %conv2_weight_grad.g61 ], [ %j62.next, %conv2_weight_grad.c65.end ]
+  br label %conv2_weight_grad.r63
 
-conv2_weight_grad.j64.end:                        ; preds = %conv2_weight_grad.c67.end
-  br label %conv2_weight_grad.j75
+conv2_weight_grad.j62.end:                        ; preds = %conv2_weight_grad.c65.end
+  br label %conv2_weight_grad.j73
 
-conv2_weight_grad.r65:                            ; preds = %conv2_weight_grad.i66.end, %conv2_weight_grad.j64
-  %conv2_weight_grad.r65168 = phi i64 [ 0, %conv2_weight_grad.j64 ], [ %r65.next, %conv2_weight_grad.i66.end ]
-  br label %conv2_weight_grad.i66
+conv2_weight_grad.r63:                            ; preds = %conv2_weight_grad.i64.end, %conv2_weight_grad.j62
+  %conv2_weight_grad.r63196 = phi i64 [ 0, %conv2_weight_grad.j62 ], [ %r63.next, %conv2_weight_grad.i64.end ]
+  br label %conv2_weight_grad.i64
 
-conv2_weight_grad.r65.end:                        ; preds = %conv2_weight_grad.i66.end
-  br label %conv2_weight_grad.c67
+conv2_weight_grad.r63.end:                        ; preds = %conv2_weight_grad.i64.end
+  br label %conv2_weight_grad.c65
 
-conv2_weight_grad.i66:                            ; preds = %conv2_weight_grad.i66, %conv2_weight_grad.r65
-  %conv2_weight_grad.i66169 = phi i64 [ 0, %conv2_weight_grad.r65 ], [ %i66.next, %conv2_weight_grad.i66 ]
-  %494 = mul nsw i64 %conv2_weight_grad.r65168, 50176
-  %495 = add nsw i64 7251216, %494
-  %496 = mul nsw i64 %conv2_weight_grad.j64167, 784
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %497, %conv2_weight_grad.i66169
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %498
-  store float 0.000000e+00, ptr %arena170, align 4
-  %i66.next = add nsw i64 %conv2_weight_grad.i66169, 1
-  %499 = icmp slt i64 %i66.next, 784
-  br i1 %499, label %conv2_weight_grad.i66, label %conv2_weight_grad.i66.end
+conv2_weight_grad.i64:                            ; preds = %conv2_weight_grad.i64, %conv2_weight_grad.r63
+  %conv2_weight_grad.i64197 = phi i64 [ 0, %conv2_weight_grad.r63 ], [ %i64.next, %conv2_weight_grad.i64 ]
+  %628 = mul nsw i64 %conv2_weight_grad.r63196, 50176
+  %629 = add nsw i64 7251216, %628
+  %630 = mul nsw i64 %conv2_weight_grad.j62195, 784
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, %conv2_weight_grad.i64197
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %632
+  store float 0.000000e+00, ptr %arena198, align 4
+  %i64.next = add nsw i64 %conv2_weight_grad.i64197, 1
+  %633 = icmp slt i64 %i64.next, 784
+  br i1 %633, label %conv2_weight_grad.i64, label %conv2_weight_grad.i64.end
 
-conv2_weight_grad.i66.end:                        ; preds = %conv2_weight_grad.i66
-  %r65.next = add nsw i64 %conv2_weight_grad.r65168, 1
-  %500 = icmp slt i64 %r65.next, 288
-  br i1 %500, label %conv2_weight_grad.r65, label %conv2_weight_grad.r65.end
+conv2_weight_grad.i64.end:                        ; preds = %conv2_weight_grad.i64
+  %r63.next = add nsw i64 %conv2_weight_grad.r63196, 1
+  %634 = icmp slt i64 %r63.next, 288
+  br i1 %634, label %conv2_weight_grad.r63, label %conv2_weight_grad.r63.end
 
-conv2_weight_grad.c67:                            ; preds = %conv2_weight_grad.ky68.end, %conv2_weight_grad.r65.end
-  %conv2_weight_grad.c67171 = phi i64 [ 0, %conv2_weight_grad.r65.end ], [ %c67.next, %conv2_weight_grad.ky68.end ]
-  br label %conv2_weight_grad.ky68
+conv2_weight_grad.c65:                            ; preds = %conv2_weight_grad.ky66.end, %conv2_weight_grad.r63.end
+  %conv2_weight_grad.c65199 = phi i64 [ 0, %conv2_weight_grad.r63.end ], [ %c65.next, %conv2_weight_grad.ky66.end ]
+  br label %conv2_weight_grad.ky66
 
-conv2_weight_grad.c67.end:                        ; preds = %conv2_weight_grad.ky68.end
-  %j64.next = add nsw i64 %conv2_weight_grad.j64167, 1
-  %501 = icmp slt i64 %j64.next, 64
-  br i1 %501, label %conv2_weight_grad.j64, label %conv2_weight_grad.j64.end
+conv2_weight_grad.c65.end:                        ; preds = %conv2_weight_grad.ky66.end
+  %j62.next = add nsw i64 %conv2_weight_grad.j62195, 1
+  %635 = icmp slt i64 %j62.next, 64
+  br i1 %635, label %conv2_weight_grad.j62, label %conv2_weight_grad.j62.end
 
-conv2_weight_grad.ky68:                           ; preds = %conv2_weight_grad.oy73.end, %conv2_weight_grad.c67
-  %conv2_weight_grad.ky68172 = phi i64 [ 0, %conv2_weight_grad.c67 ], [ %ky68.next, %conv2_weight_grad.oy73.end ]
+conv2_weight_grad.ky66:                           ; preds = %conv2_weight_grad.oy71.end, %conv2_weight_grad.c65
+  %conv2_weight_grad.ky66200 = phi i64 [ 0, %conv2_weight_grad.c65 ], [ %ky66.next, %conv2_weight_grad.oy71.end ]
+  br label %conv2_weight_grad.oy67
+
+conv2_weight_grad.ky66.end:                       ; preds = %conv2_weight_grad.oy71.end
+  %c65.next = add nsw i64 %conv2_weight_grad.c65199, 1
+  %636 = icmp slt i64 %c65.next, 32
+  br i1 %636, label %conv2_weight_grad.c65, label %conv2_weight_grad.c65.end
+
+conv2_weight_grad.oy67:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky66
+  %conv2_weight_grad.oy67201 = phi i64 [ 0, %conv2_weight_grad.ky66 ], [ %oy67.next, %conv2_weight_grad.endif ]
+  %637 = add nsw i64 %conv2_weight_grad.oy67201, %conv2_weight_grad.ky66200
+  %638 = add nsw i64 %637, -1
+  %639 = icmp slt i64 -1, %638
+  %640 = add nsw i64 %conv2_weight_grad.oy67201, %conv2_weight_grad.ky66200
+  %641 = add nsw i64 %640, -1
+  %642 = icmp slt i64 %641, 28
+  %643 = and i1 %639, %642
+  br i1 %643, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+
+conv2_weight_grad.oy67.end:                       ; preds = %conv2_weight_grad.endif
   br label %conv2_weight_grad.oy69
 
-conv2_weight_grad.ky68.end:                       ; preds = %conv2_weight_grad.oy73.end
-  %c67.next = add nsw i64 %conv2_weight_grad.c67171, 1
-  %502 = icmp slt i64 %c67.next, 32
-  br i1 %502, label %conv2_weight_grad.c67, label %conv2_weight_grad.c67.end
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy67
+  br label %conv2_weight_grad.ox68
 
-conv2_weight_grad.oy69:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky68
-  %conv2_weight_grad.oy69173 = phi i64 [ 0, %conv2_weight_grad.ky68 ], [ %oy69.next, %conv2_weight_grad.endif ]
-  %503 = add nsw i64 %conv2_weight_grad.oy69173, %conv2_weight_grad.ky68172
-  %504 = add nsw i64 %503, -1
-  %505 = icmp slt i64 -1, %504
-  %506 = add nsw i64 %conv2_weight_grad.oy69173, %conv2_weight_grad.ky68172
-  %507 = add nsw i64 %506, -1
-  %508 = icmp slt i64 %507, 28
-  %509 = and i1 %505, %508
-  br i1 %509, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox68.end, %conv2_weight_grad.oy67
+  %oy67.next = add nsw i64 %conv2_weight_grad.oy67201, 1
+  %644 = icmp slt i64 %oy67.next, 28
+  br i1 %644, label %conv2_weight_grad.oy67, label %conv2_weight_grad.oy67.end
 
-conv2_weight_grad.oy69.end:                       ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.oy71
+conv2_weight_grad.ox68:                           ; preds = %conv2_weight_grad.ox68, %conv2_weight_grad.then
+  %conv2_weight_grad.ox68202 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox68.next, %conv2_weight_grad.ox68 ]
+  %645 = mul nsw i64 %conv2_weight_grad.g61194, 64
+  %646 = add nsw i64 %645, %conv2_weight_grad.j62195
+  %647 = mul nsw i64 %646, 25088
+  %648 = mul nsw i64 %conv2_weight_grad.c65199, 784
+  %649 = add nsw i64 %647, %648
+  %650 = add nsw i64 %conv2_weight_grad.oy67201, %conv2_weight_grad.ky66200
+  %651 = add nsw i64 %650, -1
+  %652 = mul nsw i64 %651, 28
+  %653 = add nsw i64 %649, %652
+  %654 = add nsw i64 %conv2_weight_grad.ox68202, 1
+  %655 = add nsw i64 %654, -1
+  %656 = add nsw i64 %653, %655
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %656
+  %657 = load float, ptr %arena203, align 4
+  %658 = mul nsw i64 %conv2_weight_grad.c65199, 3
+  %659 = add nsw i64 %658, %conv2_weight_grad.ky66200
+  %660 = mul nsw i64 %659, 3
+  %661 = mul nsw i64 %660, 50176
+  %662 = add nsw i64 7251216, %661
+  %663 = mul nsw i64 %conv2_weight_grad.j62195, 784
+  %664 = add nsw i64 %662, %663
+  %665 = mul nsw i64 %conv2_weight_grad.oy67201, 28
+  %666 = add nsw i64 %664, %665
+  %667 = add nsw i64 %conv2_weight_grad.ox68202, 1
+  %668 = add nsw i64 %666, %667
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %668
+  store float %657, ptr %arena204, align 4
+  %ox68.next = add nsw i64 %conv2_weight_grad.ox68202, 1
+  %669 = icmp slt i64 %ox68.next, 27
+  br i1 %669, label %conv2_weight_grad.ox68, label %conv2_weight_grad.ox68.end
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy69
-  br label %conv2_weight_grad.ox70
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox70.end, %conv2_weight_grad.oy69
-  %oy69.next = add nsw i64 %conv2_weight_grad.oy69173, 1
-  %510 = icmp slt i64 %oy69.next, 28
-  br i1 %510, label %conv2_weight_grad.oy69, label %conv2_weight_grad.oy69.end
-
-conv2_weight_grad.ox70:                           ; preds = %conv2_weight_grad.ox70, %conv2_weight_grad.then
-  %conv2_weight_grad.ox70174 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox70.next, %conv2_weight_grad.ox70 ]
-  %511 = mul nsw i64 %conv2_weight_grad.g63166, 64
-  %512 = add nsw i64 %511, %conv2_weight_grad.j64167
-  %513 = mul nsw i64 %512, 25088
-  %514 = mul nsw i64 %conv2_weight_grad.c67171, 784
-  %515 = add nsw i64 %513, %514
-  %516 = add nsw i64 %conv2_weight_grad.oy69173, %conv2_weight_grad.ky68172
-  %517 = add nsw i64 %516, -1
-  %518 = mul nsw i64 %517, 28
-  %519 = add nsw i64 %515, %518
-  %520 = add nsw i64 %conv2_weight_grad.ox70174, 1
-  %521 = add nsw i64 %520, -1
-  %522 = add nsw i64 %519, %521
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %522
-  %523 = load float, ptr %arena175, align 4
-  %524 = mul nsw i64 %conv2_weight_grad.c67171, 3
-  %525 = add nsw i64 %524, %conv2_weight_grad.ky68172
-  %526 = mul nsw i64 %525, 3
-  %527 = mul nsw i64 %526, 50176
-  %528 = add nsw i64 7251216, %527
-  %529 = mul nsw i64 %conv2_weight_grad.j64167, 784
-  %530 = add nsw i64 %528, %529
-  %531 = mul nsw i64 %conv2_weight_grad.oy69173, 28
-  %532 = add nsw i64 %530, %531
-  %533 = add nsw i64 %conv2_weight_grad.ox70174, 1
-  %534 = add nsw i64 %532, %533
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %534
-  store float %523, ptr %arena176, align 4
-  %ox70.next = add nsw i64 %conv2_weight_grad.ox70174, 1
-  %535 = icmp slt i64 %ox70.next, 27
-  br i1 %535, label %conv2_weight_grad.ox70, label %conv2_weight_grad.ox70.end
-
-conv2_weight_grad.ox70.end:                       ; preds = %conv2_weight_grad.ox70
+conv2_weight_grad.ox68.end:                       ; preds = %conv2_weight_grad.ox68
   br label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy71:                           ; preds = %conv2_weight_grad.endif179, %conv2_weight_grad.oy69.end
-  %conv2_weight_grad.oy71177 = phi i64 [ 0, %conv2_weight_grad.oy69.end ], [ %oy71.next, %conv2_weight_grad.endif179 ]
-  %536 = add nsw i64 %conv2_weight_grad.oy71177, %conv2_weight_grad.ky68172
-  %537 = add nsw i64 %536, -1
-  %538 = icmp slt i64 -1, %537
-  %539 = add nsw i64 %conv2_weight_grad.oy71177, %conv2_weight_grad.ky68172
-  %540 = add nsw i64 %539, -1
-  %541 = icmp slt i64 %540, 28
-  %542 = and i1 %538, %541
-  br i1 %542, label %conv2_weight_grad.then178, label %conv2_weight_grad.endif179
+conv2_weight_grad.oy69:                           ; preds = %conv2_weight_grad.endif207, %conv2_weight_grad.oy67.end
+  %conv2_weight_grad.oy69205 = phi i64 [ 0, %conv2_weight_grad.oy67.end ], [ %oy69.next, %conv2_weight_grad.endif207 ]
+  %670 = add nsw i64 %conv2_weight_grad.oy69205, %conv2_weight_grad.ky66200
+  %671 = add nsw i64 %670, -1
+  %672 = icmp slt i64 -1, %671
+  %673 = add nsw i64 %conv2_weight_grad.oy69205, %conv2_weight_grad.ky66200
+  %674 = add nsw i64 %673, -1
+  %675 = icmp slt i64 %674, 28
+  %676 = and i1 %672, %675
+  br i1 %676, label %conv2_weight_grad.then206, label %conv2_weight_grad.endif207
 
-conv2_weight_grad.oy71.end:                       ; preds = %conv2_weight_grad.endif179
-  br label %conv2_weight_grad.oy73
+conv2_weight_grad.oy69.end:                       ; preds = %conv2_weight_grad.endif207
+  br label %conv2_weight_grad.oy71
 
-conv2_weight_grad.then178:                        ; preds = %conv2_weight_grad.oy71
+conv2_weight_grad.then206:                        ; preds = %conv2_weight_grad.oy69
+  br label %conv2_weight_grad.ox70
+
+conv2_weight_grad.endif207:                       ; preds = %conv2_weight_grad.ox70.end, %conv2_weight_grad.oy69
+  %oy69.next = add nsw i64 %conv2_weight_grad.oy69205, 1
+  %677 = icmp slt i64 %oy69.next, 28
+  br i1 %677, label %conv2_weight_grad.oy69, label %conv2_weight_grad.oy69.end
+
+conv2_weight_grad.ox70:                           ; preds = %conv2_weight_grad.ox70, %conv2_weight_grad.then206
+  %conv2_weight_grad.ox70208 = phi i64 [ 0, %conv2_weight_grad.then206 ], [ %ox70.next, %conv2_weight_grad.ox70 ]
+  %678 = mul nsw i64 %conv2_weight_grad.g61194, 64
+  %679 = add nsw i64 %678, %conv2_weight_grad.j62195
+  %680 = mul nsw i64 %679, 25088
+  %681 = mul nsw i64 %conv2_weight_grad.c65199, 784
+  %682 = add nsw i64 %680, %681
+  %683 = add nsw i64 %conv2_weight_grad.oy69205, %conv2_weight_grad.ky66200
+  %684 = add nsw i64 %683, -1
+  %685 = mul nsw i64 %684, 28
+  %686 = add nsw i64 %682, %685
+  %687 = add nsw i64 %686, %conv2_weight_grad.ox70208
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %687
+  %688 = load float, ptr %arena209, align 4
+  %689 = mul nsw i64 %conv2_weight_grad.c65199, 3
+  %690 = add nsw i64 %689, %conv2_weight_grad.ky66200
+  %691 = mul nsw i64 %690, 3
+  %692 = add nsw i64 %691, 1
+  %693 = mul nsw i64 %692, 50176
+  %694 = add nsw i64 7251216, %693
+  %695 = mul nsw i64 %conv2_weight_grad.j62195, 784
+  %696 = add nsw i64 %694, %695
+  %697 = mul nsw i64 %conv2_weight_grad.oy69205, 28
+  %698 = add nsw i64 %696, %697
+  %699 = add nsw i64 %698, %conv2_weight_grad.ox70208
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 %699
+  store float %688, ptr %arena210, align 4
+  %ox70.next = add nsw i64 %conv2_weight_grad.ox70208, 1
+  %700 = icmp slt i64 %ox70.next, 28
+  br i1 %700, label %conv2_weight_grad.ox70, label %conv2_weight_grad.ox70.end
+
+conv2_weight_grad.ox70.end:                       ; preds = %conv2_weight_grad.ox70
+  br label %conv2_weight_grad.endif207
+
+conv2_weight_grad.oy71:                           ; preds = %conv2_weight_grad.endif213, %conv2_weight_grad.oy69.end
+  %conv2_weight_grad.oy71211 = phi i64 [ 0, %conv2_weight_grad.oy69.end ], [ %oy71.next, %conv2_weight_grad.endif213 ]
+  %701 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky66200
+  %702 = add nsw i64 %701, -1
+  %703 = icmp slt i64 -1, %702
+  %704 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky66200
+  %705 = add nsw i64 %704, -1
+  %706 = icmp slt i64 %705, 28
+  %707 = and i1 %703, %706
+  br i1 %707, label %conv2_weight_grad.then212, label %conv2_weight_grad.endif213
+
+conv2_weight_grad.oy71.end:                       ; preds = %conv2_weight_grad.endif213
+  %ky66.next = add nsw i64 %conv2_weight_grad.ky66200, 1
+  %708 = icmp slt i64 %ky66.next, 3
+  br i1 %708, label %conv2_weight_grad.ky66, label %conv2_weight_grad.ky66.end
+
+conv2_weight_grad.then212:                        ; preds = %conv2_weight_grad.oy71
   br label %conv2_weight_grad.ox72
 
-conv2_weight_grad.endif179:                       ; preds = %conv2_weight_grad.ox72.end, %conv2_weight_grad.oy71
-  %oy71.next = add nsw i64 %conv2_weight_grad.oy71177, 1
-  %543 = icmp slt i64 %oy71.next, 28
-  br i1 %543, label %conv2_weight_grad.oy71, label %conv2_weight_grad.oy71.end
+conv2_weight_grad.endif213:                       ; preds = %conv2_weight_grad.ox72.end, %conv2_weight_grad.oy71
+  %oy71.next = add nsw i64 %conv2_weight_grad.oy71211, 1
+  %709 = icmp slt i64 %oy71.next, 28
+  br i1 %709, label %conv2_weight_grad.oy71, label %conv2_weight_grad.oy71.end
 
-conv2_weight_grad.ox72:                           ; preds = %conv2_weight_grad.ox72, %conv2_weight_grad.then178
-  %conv2_weight_grad.ox72180 = phi i64 [ 0, %conv2_weight_grad.then178 ], [ %ox72.next, %conv2_weight_grad.ox72 ]
-  %544 = mul nsw i64 %conv2_weight_grad.g63166, 64
-  %545 = add nsw i64 %544, %conv2_weight_grad.j64167
-  %546 = mul nsw i64 %545, 25088
-  %547 = mul nsw i64 %conv2_weight_grad.c67171, 784
-  %548 = add nsw i64 %546, %547
-  %549 = add nsw i64 %conv2_weight_grad.oy71177, %conv2_weight_grad.ky68172
-  %550 = add nsw i64 %549, -1
-  %551 = mul nsw i64 %550, 28
-  %552 = add nsw i64 %548, %551
-  %553 = add nsw i64 %552, %conv2_weight_grad.ox72180
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %553
-  %554 = load float, ptr %arena181, align 4
-  %555 = mul nsw i64 %conv2_weight_grad.c67171, 3
-  %556 = add nsw i64 %555, %conv2_weight_grad.ky68172
-  %557 = mul nsw i64 %556, 3
-  %558 = add nsw i64 %557, 1
-  %559 = mul nsw i64 %558, 50176
-  %560 = add nsw i64 7251216, %559
-  %561 = mul nsw i64 %conv2_weight_grad.j64167, 784
-  %562 = add nsw i64 %560, %561
-  %563 = mul nsw i64 %conv2_weight_grad.oy71177, 28
-  %564 = add nsw i64 %562, %563
-  %565 = add nsw i64 %564, %conv2_weight_grad.ox72180
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %565
-  store float %554, ptr %arena182, align 4
-  %ox72.next = add nsw i64 %conv2_weight_grad.ox72180, 1
-  %566 = icmp slt i64 %ox72.next, 28
-  br i1 %566, label %conv2_weight_grad.ox72, label %conv2_weight_grad.ox72.end
+conv2_weight_grad.ox72:                           ; preds = %conv2_weight_grad.ox72, %conv2_weight_grad.then212
+  %conv2_weight_grad.ox72214 = phi i64 [ 0, %conv2_weight_grad.then212 ], [ %ox72.next, %conv2_weight_grad.ox72 ]
+  %710 = mul nsw i64 %conv2_weight_grad.g61194, 64
+  %711 = add nsw i64 %710, %conv2_weight_grad.j62195
+  %712 = mul nsw i64 %711, 25088
+  %713 = mul nsw i64 %conv2_weight_grad.c65199, 784
+  %714 = add nsw i64 %712, %713
+  %715 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky66200
+  %716 = add nsw i64 %715, -1
+  %717 = mul nsw i64 %716, 28
+  %718 = add nsw i64 %714, %717
+  %719 = add nsw i64 %conv2_weight_grad.ox72214, 1
+  %720 = add nsw i64 %718, %719
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %720
+  %721 = load float, ptr %arena215, align 4
+  %722 = mul nsw i64 %conv2_weight_grad.c65199, 3
+  %723 = add nsw i64 %722, %conv2_weight_grad.ky66200
+  %724 = mul nsw i64 %723, 3
+  %725 = add nsw i64 %724, 2
+  %726 = mul nsw i64 %725, 50176
+  %727 = add nsw i64 7251216, %726
+  %728 = mul nsw i64 %conv2_weight_grad.j62195, 784
+  %729 = add nsw i64 %727, %728
+  %730 = mul nsw i64 %conv2_weight_grad.oy71211, 28
+  %731 = add nsw i64 %729, %730
+  %732 = add nsw i64 %731, %conv2_weight_grad.ox72214
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %732
+  store float %721, ptr %arena216, align 4
+  %ox72.next = add nsw i64 %conv2_weight_grad.ox72214, 1
+  %733 = icmp slt i64 %ox72.next, 27
+  br i1 %733, label %conv2_weight_grad.ox72, label %conv2_weight_grad.ox72.end
 
 conv2_weight_grad.ox72.end:                       ; preds = %conv2_weight_grad.ox72
-  br label %conv2_weight_grad.endif179
+  br label %conv2_weight_grad.endif213
 
-conv2_weight_grad.oy73:                           ; preds = %conv2_weight_grad.endif185, %conv2_weight_grad.oy71.end
-  %conv2_weight_grad.oy73183 = phi i64 [ 0, %conv2_weight_grad.oy71.end ], [ %oy73.next, %conv2_weight_grad.endif185 ]
-  %567 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky68172
-  %568 = add nsw i64 %567, -1
-  %569 = icmp slt i64 -1, %568
-  %570 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky68172
-  %571 = add nsw i64 %570, -1
-  %572 = icmp slt i64 %571, 28
-  %573 = and i1 %569, %572
-  br i1 %573, label %conv2_weight_grad.then184, label %conv2_weight_grad.endif185
+conv2_weight_grad.j73:                            ; preds = %conv2_weight_grad.f74.end, %conv2_weight_grad.j62.end
+  %conv2_weight_grad.j73217 = phi i64 [ 0, %conv2_weight_grad.j62.end ], [ %j73.next, %conv2_weight_grad.f74.end ]
+  br label %conv2_weight_grad.f74
 
-conv2_weight_grad.oy73.end:                       ; preds = %conv2_weight_grad.endif185
-  %ky68.next = add nsw i64 %conv2_weight_grad.ky68172, 1
-  %574 = icmp slt i64 %ky68.next, 3
-  br i1 %574, label %conv2_weight_grad.ky68, label %conv2_weight_grad.ky68.end
+conv2_weight_grad.j73.end:                        ; preds = %conv2_weight_grad.f74.end
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 21701904
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 7251216
+  %grads224 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 50176, float 1.000000e+00, ptr %arena222, i32 50176, ptr %arena223, i32 50176, float 1.000000e+00, ptr %grads224, i32 288)
+  %g61.next = add nsw i64 %conv2_weight_grad.g61194, 1
+  %734 = icmp slt i64 %g61.next, 1
+  br i1 %734, label %conv2_weight_grad.g61, label %conv2_weight_grad.g61.end
 
-conv2_weight_grad.then184:                        ; preds = %conv2_weight_grad.oy73
-  br label %conv2_weight_grad.ox74
+conv2_weight_grad.f74:                            ; preds = %conv2_weight_grad.i75.end, %conv2_weight_grad.j73
+  %conv2_weight_grad.f74218 = phi i64 [ 0, %conv2_weight_grad.j73 ], [ %f74.next, %conv2_weight_grad.i75.end ]
+  br label %conv2_weight_grad.i75
 
-conv2_weight_grad.endif185:                       ; preds = %conv2_weight_grad.ox74.end, %conv2_weight_grad.oy73
-  %oy73.next = add nsw i64 %conv2_weight_grad.oy73183, 1
-  %575 = icmp slt i64 %oy73.next, 28
-  br i1 %575, label %conv2_weight_grad.oy73, label %conv2_weight_grad.oy73.end
+conv2_weight_grad.f74.end:                        ; preds = %conv2_weight_grad.i75.end
+  %j73.next = add nsw i64 %conv2_weight_grad.j73217, 1
+  %735 = icmp slt i64 %j73.next, 64
+  br i1 %735, label %conv2_weight_grad.j73, label %conv2_weight_grad.j73.end
 
-conv2_weight_grad.ox74:                           ; preds = %conv2_weight_grad.ox74, %conv2_weight_grad.then184
-  %conv2_weight_grad.ox74186 = phi i64 [ 0, %conv2_weight_grad.then184 ], [ %ox74.next, %conv2_weight_grad.ox74 ]
-  %576 = mul nsw i64 %conv2_weight_grad.g63166, 64
-  %577 = add nsw i64 %576, %conv2_weight_grad.j64167
-  %578 = mul nsw i64 %577, 25088
-  %579 = mul nsw i64 %conv2_weight_grad.c67171, 784
-  %580 = add nsw i64 %578, %579
-  %581 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky68172
-  %582 = add nsw i64 %581, -1
-  %583 = mul nsw i64 %582, 28
-  %584 = add nsw i64 %580, %583
-  %585 = add nsw i64 %conv2_weight_grad.ox74186, 1
-  %586 = add nsw i64 %584, %585
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = load float, ptr %arena187, align 4
-  %588 = mul nsw i64 %conv2_weight_grad.c67171, 3
-  %589 = add nsw i64 %588, %conv2_weight_grad.ky68172
-  %590 = mul nsw i64 %589, 3
-  %591 = add nsw i64 %590, 2
-  %592 = mul nsw i64 %591, 50176
-  %593 = add nsw i64 7251216, %592
-  %594 = mul nsw i64 %conv2_weight_grad.j64167, 784
-  %595 = add nsw i64 %593, %594
-  %596 = mul nsw i64 %conv2_weight_grad.oy73183, 28
-  %597 = add nsw i64 %595, %596
-  %598 = add nsw i64 %597, %conv2_weight_grad.ox74186
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %598
-  store float %587, ptr %arena188, align 4
-  %ox74.next = add nsw i64 %conv2_weight_grad.ox74186, 1
-  %599 = icmp slt i64 %ox74.next, 27
-  br i1 %599, label %conv2_weight_grad.ox74, label %conv2_weight_grad.ox74.end
+conv2_weight_grad.i75:                            ; preds = %conv2_weight_grad.i75, %conv2_weight_grad.f74
+  %conv2_weight_grad.i75219 = phi i64 [ 0, %conv2_weight_grad.f74 ], [ %i75.next, %conv2_weight_grad.i75 ]
+  %736 = mul nsw i64 %conv2_weight_grad.g61194, 64
+  %737 = add nsw i64 %736, %conv2_weight_grad.j73217
+  %738 = mul nsw i64 %737, 50176
+  %739 = add nsw i64 4039952, %738
+  %740 = mul nsw i64 %conv2_weight_grad.f74218, 784
+  %741 = add nsw i64 %739, %740
+  %742 = add nsw i64 %741, %conv2_weight_grad.i75219
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %742
+  %743 = load float, ptr %arena220, align 4
+  %744 = mul nsw i64 %conv2_weight_grad.f74218, 50176
+  %745 = add nsw i64 21701904, %744
+  %746 = mul nsw i64 %conv2_weight_grad.j73217, 784
+  %747 = add nsw i64 %745, %746
+  %748 = add nsw i64 %747, %conv2_weight_grad.i75219
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %748
+  store float %743, ptr %arena221, align 4
+  %i75.next = add nsw i64 %conv2_weight_grad.i75219, 1
+  %749 = icmp slt i64 %i75.next, 784
+  br i1 %749, label %conv2_weight_grad.i75, label %conv2_weight_grad.i75.end
 
-conv2_weight_grad.ox74.end:                       ; preds = %conv2_weight_grad.ox74
-  br label %conv2_weight_grad.endif185
+conv2_weight_grad.i75.end:                        ; preds = %conv2_weight_grad.i75
+  %f74.next = add nsw i64 %conv2_weight_grad.f74218, 1
+  %750 = icmp slt i64 %f74.next, 64
+  br i1 %750, label %conv2_weight_grad.f74, label %conv2_weight_grad.f74.end
 
-conv2_weight_grad.j75:                            ; preds = %conv2_weight_grad.f76.end, %conv2_weight_grad.j64.end
-  %conv2_weight_grad.j75189 = phi i64 [ 0, %conv2_weight_grad.j64.end ], [ %j75.next, %conv2_weight_grad.f76.end ]
-  br label %conv2_weight_grad.f76
+conv2_bias_grad.f76:                              ; preds = %conv2_bias_grad.img78.end, %conv2_weight_grad.g61.end
+  %conv2_bias_grad.f76225 = phi i64 [ 0, %conv2_weight_grad.g61.end ], [ %f76.next, %conv2_bias_grad.img78.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc77, align 4
+  br label %conv2_bias_grad.img78
 
-conv2_weight_grad.j75.end:                        ; preds = %conv2_weight_grad.f76.end
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 21701904
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 7251216
-  %grads196 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 50176, float 1.000000e+00, ptr %arena194, i32 50176, ptr %arena195, i32 50176, float 1.000000e+00, ptr %grads196, i32 288)
-  %g63.next = add nsw i64 %conv2_weight_grad.g63166, 1
-  %600 = icmp slt i64 %g63.next, 1
-  br i1 %600, label %conv2_weight_grad.g63, label %conv2_weight_grad.g63.end
+conv2_bias_grad.f76.end:                          ; preds = %conv2_bias_grad.img78.end
+  br label %relu1_grad.i80
 
-conv2_weight_grad.f76:                            ; preds = %conv2_weight_grad.i77.end, %conv2_weight_grad.j75
-  %conv2_weight_grad.f76190 = phi i64 [ 0, %conv2_weight_grad.j75 ], [ %f76.next, %conv2_weight_grad.i77.end ]
-  br label %conv2_weight_grad.i77
+conv2_bias_grad.img78:                            ; preds = %conv2_bias_grad.i79.end, %conv2_bias_grad.f76
+  %conv2_bias_grad.img78226 = phi i64 [ 0, %conv2_bias_grad.f76 ], [ %img78.next, %conv2_bias_grad.i79.end ]
+  br label %conv2_bias_grad.i79
 
-conv2_weight_grad.f76.end:                        ; preds = %conv2_weight_grad.i77.end
-  %j75.next = add nsw i64 %conv2_weight_grad.j75189, 1
-  %601 = icmp slt i64 %j75.next, 64
-  br i1 %601, label %conv2_weight_grad.j75, label %conv2_weight_grad.j75.end
+conv2_bias_grad.img78.end:                        ; preds = %conv2_bias_grad.i79.end
+  %acc77229 = load float, ptr %conv2_bias_grad.acc77, align 4
+  %751 = add nsw i64 18752, %conv2_bias_grad.f76225
+  %grads230 = getelementptr inbounds float, ptr %grads, i64 %751
+  store float %acc77229, ptr %grads230, align 4
+  %f76.next = add nsw i64 %conv2_bias_grad.f76225, 1
+  %752 = icmp slt i64 %f76.next, 64
+  br i1 %752, label %conv2_bias_grad.f76, label %conv2_bias_grad.f76.end
 
-conv2_weight_grad.i77:                            ; preds = %conv2_weight_grad.i77, %conv2_weight_grad.f76
-  %conv2_weight_grad.i77191 = phi i64 [ 0, %conv2_weight_grad.f76 ], [ %i77.next, %conv2_weight_grad.i77 ]
-  %602 = mul nsw i64 %conv2_weight_grad.g63166, 64
-  %603 = add nsw i64 %602, %conv2_weight_grad.j75189
-  %604 = mul nsw i64 %603, 50176
-  %605 = add nsw i64 4039952, %604
-  %606 = mul nsw i64 %conv2_weight_grad.f76190, 784
-  %607 = add nsw i64 %605, %606
-  %608 = add nsw i64 %607, %conv2_weight_grad.i77191
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load float, ptr %arena192, align 4
-  %610 = mul nsw i64 %conv2_weight_grad.f76190, 50176
-  %611 = add nsw i64 21701904, %610
-  %612 = mul nsw i64 %conv2_weight_grad.j75189, 784
-  %613 = add nsw i64 %611, %612
-  %614 = add nsw i64 %613, %conv2_weight_grad.i77191
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %614
-  store float %609, ptr %arena193, align 4
-  %i77.next = add nsw i64 %conv2_weight_grad.i77191, 1
-  %615 = icmp slt i64 %i77.next, 784
-  br i1 %615, label %conv2_weight_grad.i77, label %conv2_weight_grad.i77.end
+conv2_bias_grad.i79:                              ; preds = %conv2_bias_grad.i79, %conv2_bias_grad.img78
+  %conv2_bias_grad.i79227 = phi i64 [ 0, %conv2_bias_grad.img78 ], [ %i79.next, %conv2_bias_grad.i79 ]
+  %acc77 = load float, ptr %conv2_bias_grad.acc77, align 4
+  %753 = mul nsw i64 %conv2_bias_grad.img78226, 50176
+  %754 = add nsw i64 4039952, %753
+  %755 = mul nsw i64 %conv2_bias_grad.f76225, 784
+  %756 = add nsw i64 %754, %755
+  %757 = add nsw i64 %756, %conv2_bias_grad.i79227
+  %arena228 = getelementptr inbounds float, ptr %arena, i64 %757
+  %758 = load float, ptr %arena228, align 4
+  %759 = fadd float %acc77, %758
+  store float %759, ptr %conv2_bias_grad.acc77, align 4
+  %i79.next = add nsw i64 %conv2_bias_grad.i79227, 1
+  %760 = icmp slt i64 %i79.next, 784
+  br i1 %760, label %conv2_bias_grad.i79, label %conv2_bias_grad.i79.end
 
-conv2_weight_grad.i77.end:                        ; preds = %conv2_weight_grad.i77
-  %f76.next = add nsw i64 %conv2_weight_grad.f76190, 1
-  %616 = icmp slt i64 %f76.next, 64
-  br i1 %616, label %conv2_weight_grad.f76, label %conv2_weight_grad.f76.end
+conv2_bias_grad.i79.end:                          ; preds = %conv2_bias_grad.i79
+  %img78.next = add nsw i64 %conv2_bias_grad.img78226, 1
+  %761 = icmp slt i64 %img78.next, 64
+  br i1 %761, label %conv2_bias_grad.img78, label %conv2_bias_grad.img78.end
 
-conv2_bias_grad.f78:                              ; preds = %conv2_bias_grad.img80.end, %conv2_weight_grad.g63.end
-  %conv2_bias_grad.f78197 = phi i64 [ 0, %conv2_weight_grad.g63.end ], [ %f78.next, %conv2_bias_grad.img80.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc79, align 4
-  br label %conv2_bias_grad.img80
+relu1_grad.i80:                                   ; preds = %relu1_grad.i80, %conv2_bias_grad.f76.end
+  %relu1_grad.i80231 = phi i64 [ 0, %conv2_bias_grad.f76.end ], [ %i80.next, %relu1_grad.i80 ]
+  %762 = add nsw i64 1605632, %relu1_grad.i80231
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %762
+  store float 0.000000e+00, ptr %arena232, align 4
+  %i80.next = add nsw i64 %relu1_grad.i80231, 1
+  %763 = icmp slt i64 %i80.next, 1605632
+  br i1 %763, label %relu1_grad.i80, label %relu1_grad.i80.end
 
-conv2_bias_grad.f78.end:                          ; preds = %conv2_bias_grad.img80.end
-  br label %relu1_grad.i82
+relu1_grad.i80.end:                               ; preds = %relu1_grad.i80
+  br label %relu1_grad.g81
 
-conv2_bias_grad.img80:                            ; preds = %conv2_bias_grad.i81.end, %conv2_bias_grad.f78
-  %conv2_bias_grad.img80198 = phi i64 [ 0, %conv2_bias_grad.f78 ], [ %img80.next, %conv2_bias_grad.i81.end ]
-  br label %conv2_bias_grad.i81
+relu1_grad.g81:                                   ; preds = %relu1_grad.j85.end, %relu1_grad.i80.end
+  %relu1_grad.g81233 = phi i64 [ 0, %relu1_grad.i80.end ], [ %g81.next, %relu1_grad.j85.end ]
+  br label %relu1_grad.j82
 
-conv2_bias_grad.img80.end:                        ; preds = %conv2_bias_grad.i81.end
-  %acc79201 = load float, ptr %conv2_bias_grad.acc79, align 4
-  %617 = add nsw i64 18752, %conv2_bias_grad.f78197
-  %grads202 = getelementptr inbounds float, ptr %grads, i64 %617
-  store float %acc79201, ptr %grads202, align 4
-  %f78.next = add nsw i64 %conv2_bias_grad.f78197, 1
-  %618 = icmp slt i64 %f78.next, 64
-  br i1 %618, label %conv2_bias_grad.f78, label %conv2_bias_grad.f78.end
+relu1_grad.g81.end:                               ; preds = %relu1_grad.j85.end
+  br label %conv1_grad.i94
 
-conv2_bias_grad.i81:                              ; preds = %conv2_bias_grad.i81, %conv2_bias_grad.img80
-  %conv2_bias_grad.i81199 = phi i64 [ 0, %conv2_bias_grad.img80 ], [ %i81.next, %conv2_bias_grad.i81 ]
-  %acc79 = load float, ptr %conv2_bias_grad.acc79, align 4
-  %619 = mul nsw i64 %conv2_bias_grad.img80198, 50176
-  %620 = add nsw i64 4039952, %619
-  %621 = mul nsw i64 %conv2_bias_grad.f78197, 784
-  %622 = add nsw i64 %620, %621
-  %623 = add nsw i64 %622, %conv2_bias_grad.i81199
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %623
-  %624 = load float, ptr %arena200, align 4
-  %625 = fadd float %acc79, %624
-  store float %625, ptr %conv2_bias_grad.acc79, align 4
-  %i81.next = add nsw i64 %conv2_bias_grad.i81199, 1
-  %626 = icmp slt i64 %i81.next, 784
-  br i1 %626, label %conv2_bias_grad.i81, label %conv2_bias_grad.i81.end
+relu1_grad.j82:                                   ; preds = %relu1_grad.f83.end, %relu1_grad.g81
+  %relu1_grad.j82234 = phi i64 [ 0, %relu1_grad.g81 ], [ %j82.next, %relu1_grad.f83.end ]
+  br label %relu1_grad.f83
 
-conv2_bias_grad.i81.end:                          ; preds = %conv2_bias_grad.i81
-  %img80.next = add nsw i64 %conv2_bias_grad.img80198, 1
-  %627 = icmp slt i64 %img80.next, 64
-  br i1 %627, label %conv2_bias_grad.img80, label %conv2_bias_grad.img80.end
+relu1_grad.j82.end:                               ; preds = %relu1_grad.f83.end
+  %params239 = getelementptr inbounds float, ptr %params, i64 320
+  %arena240 = getelementptr inbounds float, ptr %arena, i64 21701904
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 7251216
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params239, i32 288, ptr %arena240, i32 50176, float 0.000000e+00, ptr %arena241, i32 50176)
+  br label %relu1_grad.j85
 
-relu1_grad.i82:                                   ; preds = %relu1_grad.i82, %conv2_bias_grad.f78.end
-  %relu1_grad.i82203 = phi i64 [ 0, %conv2_bias_grad.f78.end ], [ %i82.next, %relu1_grad.i82 ]
-  %628 = add nsw i64 1605632, %relu1_grad.i82203
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %628
-  store float 0.000000e+00, ptr %arena204, align 4
-  %i82.next = add nsw i64 %relu1_grad.i82203, 1
-  %629 = icmp slt i64 %i82.next, 1605632
-  br i1 %629, label %relu1_grad.i82, label %relu1_grad.i82.end
+relu1_grad.f83:                                   ; preds = %relu1_grad.i84.end, %relu1_grad.j82
+  %relu1_grad.f83235 = phi i64 [ 0, %relu1_grad.j82 ], [ %f83.next, %relu1_grad.i84.end ]
+  br label %relu1_grad.i84
 
-relu1_grad.i82.end:                               ; preds = %relu1_grad.i82
-  br label %relu1_grad.g83
+relu1_grad.f83.end:                               ; preds = %relu1_grad.i84.end
+  %j82.next = add nsw i64 %relu1_grad.j82234, 1
+  %764 = icmp slt i64 %j82.next, 64
+  br i1 %764, label %relu1_grad.j82, label %relu1_grad.j82.end
 
-relu1_grad.g83:                                   ; preds = %relu1_grad.j87.end, %relu1_grad.i82.end
-  %relu1_grad.g83205 = phi i64 [ 0, %relu1_grad.i82.end ], [ %g83.next, %relu1_grad.j87.end ]
-  br label %relu1_grad.j84
+relu1_grad.i84:                                   ; preds = %relu1_grad.i84, %relu1_grad.f83
+  %relu1_grad.i84236 = phi i64 [ 0, %relu1_grad.f83 ], [ %i84.next, %relu1_grad.i84 ]
+  %765 = mul nsw i64 %relu1_grad.g81233, 64
+  %766 = add nsw i64 %765, %relu1_grad.j82234
+  %767 = mul nsw i64 %766, 50176
+  %768 = add nsw i64 4039952, %767
+  %769 = mul nsw i64 %relu1_grad.f83235, 784
+  %770 = add nsw i64 %768, %769
+  %771 = add nsw i64 %770, %relu1_grad.i84236
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %771
+  %772 = load float, ptr %arena237, align 4
+  %773 = mul nsw i64 %relu1_grad.f83235, 50176
+  %774 = add nsw i64 21701904, %773
+  %775 = mul nsw i64 %relu1_grad.j82234, 784
+  %776 = add nsw i64 %774, %775
+  %777 = add nsw i64 %776, %relu1_grad.i84236
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %777
+  store float %772, ptr %arena238, align 4
+  %i84.next = add nsw i64 %relu1_grad.i84236, 1
+  %778 = icmp slt i64 %i84.next, 784
+  br i1 %778, label %relu1_grad.i84, label %relu1_grad.i84.end
 
-relu1_grad.g83.end:                               ; preds = %relu1_grad.j87.end
-  br label %conv1_grad.i96
+relu1_grad.i84.end:                               ; preds = %relu1_grad.i84
+  %f83.next = add nsw i64 %relu1_grad.f83235, 1
+  %779 = icmp slt i64 %f83.next, 64
+  br i1 %779, label %relu1_grad.f83, label %relu1_grad.f83.end
 
-relu1_grad.j84:                                   ; preds = %relu1_grad.f85.end, %relu1_grad.g83
-  %relu1_grad.j84206 = phi i64 [ 0, %relu1_grad.g83 ], [ %j84.next, %relu1_grad.f85.end ]
-  br label %relu1_grad.f85
+relu1_grad.j85:                                   ; preds = %relu1_grad.c86.end, %relu1_grad.j82.end
+  %relu1_grad.j85242 = phi i64 [ 0, %relu1_grad.j82.end ], [ %j85.next, %relu1_grad.c86.end ]
+  br label %relu1_grad.c86
 
-relu1_grad.j84.end:                               ; preds = %relu1_grad.f85.end
-  %params211 = getelementptr inbounds float, ptr %params, i64 320
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 21701904
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 7251216
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params211, i32 288, ptr %arena212, i32 50176, float 0.000000e+00, ptr %arena213, i32 50176)
-  br label %relu1_grad.j87
+relu1_grad.j85.end:                               ; preds = %relu1_grad.c86.end
+  %g81.next = add nsw i64 %relu1_grad.g81233, 1
+  %780 = icmp slt i64 %g81.next, 1
+  br i1 %780, label %relu1_grad.g81, label %relu1_grad.g81.end
 
-relu1_grad.f85:                                   ; preds = %relu1_grad.i86.end, %relu1_grad.j84
-  %relu1_grad.f85207 = phi i64 [ 0, %relu1_grad.j84 ], [ %f85.next, %relu1_grad.i86.end ]
-  br label %relu1_grad.i86
+relu1_grad.c86:                                   ; preds = %relu1_grad.ky87.end, %relu1_grad.j85
+  %relu1_grad.c86243 = phi i64 [ 0, %relu1_grad.j85 ], [ %c86.next, %relu1_grad.ky87.end ]
+  br label %relu1_grad.ky87
 
-relu1_grad.f85.end:                               ; preds = %relu1_grad.i86.end
-  %j84.next = add nsw i64 %relu1_grad.j84206, 1
-  %630 = icmp slt i64 %j84.next, 64
-  br i1 %630, label %relu1_grad.j84, label %relu1_grad.j84.end
+relu1_grad.c86.end:                               ; preds = %relu1_grad.ky87.end
+  %j85.next = add nsw i64 %relu1_grad.j85242, 1
+  %781 = icmp slt i64 %j85.next, 64
+  br i1 %781, label %relu1_grad.j85, label %relu1_grad.j85.end
 
-relu1_grad.i86:                                   ; preds = %relu1_grad.i86, %relu1_grad.f85
-  %relu1_grad.i86208 = phi i64 [ 0, %relu1_grad.f85 ], [ %i86.next, %relu1_grad.i86 ]
-  %631 = mul nsw i64 %relu1_grad.g83205, 64
-  %632 = add nsw i64 %631, %relu1_grad.j84206
-  %633 = mul nsw i64 %632, 50176
-  %634 = add nsw i64 4039952, %633
-  %635 = mul nsw i64 %relu1_grad.f85207, 784
-  %636 = add nsw i64 %634, %635
-  %637 = add nsw i64 %636, %relu1_grad.i86208
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load float, ptr %arena209, align 4
-  %639 = mul nsw i64 %relu1_grad.f85207, 50176
-  %640 = add nsw i64 21701904, %639
-  %641 = mul nsw i64 %relu1_grad.j84206, 784
-  %642 = add nsw i64 %640, %641
-  %643 = add nsw i64 %642, %relu1_grad.i86208
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 %643
-  store float %638, ptr %arena210, align 4
-  %i86.next = add nsw i64 %relu1_grad.i86208, 1
-  %644 = icmp slt i64 %i86.next, 784
-  br i1 %644, label %relu1_grad.i86, label %relu1_grad.i86.end
+relu1_grad.ky87:                                  ; preds = %relu1_grad.oy92.end, %relu1_grad.c86
+  %relu1_grad.ky87244 = phi i64 [ 0, %relu1_grad.c86 ], [ %ky87.next, %relu1_grad.oy92.end ]
+  br label %relu1_grad.oy88
 
-relu1_grad.i86.end:                               ; preds = %relu1_grad.i86
-  %f85.next = add nsw i64 %relu1_grad.f85207, 1
-  %645 = icmp slt i64 %f85.next, 64
-  br i1 %645, label %relu1_grad.f85, label %relu1_grad.f85.end
+relu1_grad.ky87.end:                              ; preds = %relu1_grad.oy92.end
+  %c86.next = add nsw i64 %relu1_grad.c86243, 1
+  %782 = icmp slt i64 %c86.next, 32
+  br i1 %782, label %relu1_grad.c86, label %relu1_grad.c86.end
 
-relu1_grad.j87:                                   ; preds = %relu1_grad.c88.end, %relu1_grad.j84.end
-  %relu1_grad.j87214 = phi i64 [ 0, %relu1_grad.j84.end ], [ %j87.next, %relu1_grad.c88.end ]
-  br label %relu1_grad.c88
+relu1_grad.oy88:                                  ; preds = %relu1_grad.endif, %relu1_grad.ky87
+  %relu1_grad.oy88245 = phi i64 [ 0, %relu1_grad.ky87 ], [ %oy88.next, %relu1_grad.endif ]
+  %783 = add nsw i64 %relu1_grad.oy88245, %relu1_grad.ky87244
+  %784 = add nsw i64 %783, -1
+  %785 = icmp slt i64 -1, %784
+  %786 = add nsw i64 %relu1_grad.oy88245, %relu1_grad.ky87244
+  %787 = add nsw i64 %786, -1
+  %788 = icmp slt i64 %787, 28
+  %789 = and i1 %785, %788
+  br i1 %789, label %relu1_grad.then, label %relu1_grad.endif
 
-relu1_grad.j87.end:                               ; preds = %relu1_grad.c88.end
-  %g83.next = add nsw i64 %relu1_grad.g83205, 1
-  %646 = icmp slt i64 %g83.next, 1
-  br i1 %646, label %relu1_grad.g83, label %relu1_grad.g83.end
-
-relu1_grad.c88:                                   ; preds = %relu1_grad.ky89.end, %relu1_grad.j87
-  %relu1_grad.c88215 = phi i64 [ 0, %relu1_grad.j87 ], [ %c88.next, %relu1_grad.ky89.end ]
-  br label %relu1_grad.ky89
-
-relu1_grad.c88.end:                               ; preds = %relu1_grad.ky89.end
-  %j87.next = add nsw i64 %relu1_grad.j87214, 1
-  %647 = icmp slt i64 %j87.next, 64
-  br i1 %647, label %relu1_grad.j87, label %relu1_grad.j87.end
-
-relu1_grad.ky89:                                  ; preds = %relu1_grad.oy94.end, %relu1_grad.c88
-  %relu1_grad.ky89216 = phi i64 [ 0, %relu1_grad.c88 ], [ %ky89.next, %relu1_grad.oy94.end ]
+relu1_grad.oy88.end:                              ; preds = %relu1_grad.endif
   br label %relu1_grad.oy90
 
-relu1_grad.ky89.end:                              ; preds = %relu1_grad.oy94.end
-  %c88.next = add nsw i64 %relu1_grad.c88215, 1
-  %648 = icmp slt i64 %c88.next, 32
-  br i1 %648, label %relu1_grad.c88, label %relu1_grad.c88.end
+relu1_grad.then:                                  ; preds = %relu1_grad.oy88
+  br label %relu1_grad.ox89
 
-relu1_grad.oy90:                                  ; preds = %relu1_grad.endif, %relu1_grad.ky89
-  %relu1_grad.oy90217 = phi i64 [ 0, %relu1_grad.ky89 ], [ %oy90.next, %relu1_grad.endif ]
-  %649 = add nsw i64 %relu1_grad.oy90217, %relu1_grad.ky89216
-  %650 = add nsw i64 %649, -1
-  %651 = icmp slt i64 -1, %650
-  %652 = add nsw i64 %relu1_grad.oy90217, %relu1_grad.ky89216
-  %653 = add nsw i64 %652, -1
-  %654 = icmp slt i64 %653, 28
-  %655 = and i1 %651, %654
-  br i1 %655, label %relu1_grad.then, label %relu1_grad.endif
+relu1_grad.endif:                                 ; preds = %relu1_grad.ox89.end, %relu1_grad.oy88
+  %oy88.next = add nsw i64 %relu1_grad.oy88245, 1
+  %790 = icmp slt i64 %oy88.next, 28
+  br i1 %790, label %relu1_grad.oy88, label %relu1_grad.oy88.end
 
-relu1_grad.oy90.end:                              ; preds = %relu1_grad.endif
-  br label %relu1_grad.oy92
+relu1_grad.ox89:                                  ; preds = %relu1_grad.ox89, %relu1_grad.then
+  %relu1_grad.ox89246 = phi i64 [ 0, %relu1_grad.then ], [ %ox89.next, %relu1_grad.ox89 ]
+  %791 = mul nsw i64 %relu1_grad.g81233, 64
+  %792 = add nsw i64 %791, %relu1_grad.j85242
+  %793 = mul nsw i64 %792, 25088
+  %794 = add nsw i64 1605632, %793
+  %795 = mul nsw i64 %relu1_grad.c86243, 784
+  %796 = add nsw i64 %794, %795
+  %797 = add nsw i64 %relu1_grad.oy88245, %relu1_grad.ky87244
+  %798 = add nsw i64 %797, -1
+  %799 = mul nsw i64 %798, 28
+  %800 = add nsw i64 %796, %799
+  %801 = add nsw i64 %relu1_grad.ox89246, 1
+  %802 = add nsw i64 %801, -1
+  %803 = add nsw i64 %800, %802
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %803
+  %804 = load float, ptr %arena247, align 4
+  %805 = mul nsw i64 %relu1_grad.c86243, 3
+  %806 = add nsw i64 %805, %relu1_grad.ky87244
+  %807 = mul nsw i64 %806, 3
+  %808 = mul nsw i64 %807, 50176
+  %809 = add nsw i64 7251216, %808
+  %810 = mul nsw i64 %relu1_grad.j85242, 784
+  %811 = add nsw i64 %809, %810
+  %812 = mul nsw i64 %relu1_grad.oy88245, 28
+  %813 = add nsw i64 %811, %812
+  %814 = add nsw i64 %relu1_grad.ox89246, 1
+  %815 = add nsw i64 %813, %814
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %815
+  %816 = load float, ptr %arena248, align 4
+  %817 = fadd float %804, %816
+  store float %817, ptr %arena247, align 4
+  %ox89.next = add nsw i64 %relu1_grad.ox89246, 1
+  %818 = icmp slt i64 %ox89.next, 27
+  br i1 %818, label %relu1_grad.ox89, label %relu1_grad.ox89.end
 
-relu1_grad.then:                                  ; preds = %relu1_grad.oy90
-  br label %relu1_grad.ox91
-
-relu1_grad.endif:                                 ; preds = %relu1_grad.ox91.end, %relu1_grad.oy90
-  %oy90.next = add nsw i64 %relu1_grad.oy90217, 1
-  %656 = icmp slt i64 %oy90.next, 28
-  br i1 %656, label %relu1_grad.oy90, label %relu1_grad.oy90.end
-
-relu1_grad.ox91:                                  ; preds = %relu1_grad.ox91, %relu1_grad.then
-  %relu1_grad.ox91218 = phi i64 [ 0, %relu1_grad.then ], [ %ox91.next, %relu1_grad.ox91 ]
-  %657 = mul nsw i64 %relu1_grad.g83205, 64
-  %658 = add nsw i64 %657, %relu1_grad.j87214
-  %659 = mul nsw i64 %658, 25088
-  %660 = add nsw i64 1605632, %659
-  %661 = mul nsw i64 %relu1_grad.c88215, 784
-  %662 = add nsw i64 %660, %661
-  %663 = add nsw i64 %relu1_grad.oy90217, %relu1_grad.ky89216
-  %664 = add nsw i64 %663, -1
-  %665 = mul nsw i64 %664, 28
-  %666 = add nsw i64 %662, %665
-  %667 = add nsw i64 %relu1_grad.ox91218, 1
-  %668 = add nsw i64 %667, -1
-  %669 = add nsw i64 %666, %668
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %669
-  %670 = load float, ptr %arena219, align 4
-  %671 = mul nsw i64 %relu1_grad.c88215, 3
-  %672 = add nsw i64 %671, %relu1_grad.ky89216
-  %673 = mul nsw i64 %672, 3
-  %674 = mul nsw i64 %673, 50176
-  %675 = add nsw i64 7251216, %674
-  %676 = mul nsw i64 %relu1_grad.j87214, 784
-  %677 = add nsw i64 %675, %676
-  %678 = mul nsw i64 %relu1_grad.oy90217, 28
-  %679 = add nsw i64 %677, %678
-  %680 = add nsw i64 %relu1_grad.ox91218, 1
-  %681 = add nsw i64 %679, %680
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %681
-  %682 = load float, ptr %arena220, align 4
-  %683 = fadd float %670, %682
-  store float %683, ptr %arena219, align 4
-  %ox91.next = add nsw i64 %relu1_grad.ox91218, 1
-  %684 = icmp slt i64 %ox91.next, 27
-  br i1 %684, label %relu1_grad.ox91, label %relu1_grad.ox91.end
-
-relu1_grad.ox91.end:                              ; preds = %relu1_grad.ox91
+relu1_grad.ox89.end:                              ; preds = %relu1_grad.ox89
   br label %relu1_grad.endif
 
-relu1_grad.oy92:                                  ; preds = %relu1_grad.endif223, %relu1_grad.oy90.end
-  %relu1_grad.oy92221 = phi i64 [ 0, %relu1_grad.oy90.end ], [ %oy92.next, %relu1_grad.endif223 ]
-  %685 = add nsw i64 %relu1_grad.oy92221, %relu1_grad.ky89216
-  %686 = add nsw i64 %685, -1
-  %687 = icmp slt i64 -1, %686
-  %688 = add nsw i64 %relu1_grad.oy92221, %relu1_grad.ky89216
-  %689 = add nsw i64 %688, -1
-  %690 = icmp slt i64 %689, 28
-  %691 = and i1 %687, %690
-  br i1 %691, label %relu1_grad.then222, label %relu1_grad.endif223
+relu1_grad.oy90:                                  ; preds = %relu1_grad.endif251, %relu1_grad.oy88.end
+  %relu1_grad.oy90249 = phi i64 [ 0, %relu1_grad.oy88.end ], [ %oy90.next, %relu1_grad.endif251 ]
+  %819 = add nsw i64 %relu1_grad.oy90249, %relu1_grad.ky87244
+  %820 = add nsw i64 %819, -1
+  %821 = icmp slt i64 -1, %820
+  %822 = add nsw i64 %relu1_grad.oy90249, %relu1_grad.ky87244
+  %823 = add nsw i64 %822, -1
+  %824 = icmp slt i64 %823, 28
+  %825 = and i1 %821, %824
+  br i1 %825, label %relu1_grad.then250, label %relu1_grad.endif251
 
-relu1_grad.oy92.end:                              ; preds = %relu1_grad.endif223
-  br label %relu1_grad.oy94
+relu1_grad.oy90.end:                              ; preds = %relu1_grad.endif251
+  br label %relu1_grad.oy92
 
-relu1_grad.then222:                               ; preds = %relu1_grad.oy92
+relu1_grad.then250:                               ; preds = %relu1_grad.oy90
+  br label %relu1_grad.ox91
+
+relu1_grad.endif251:                              ; preds = %relu1_grad.ox91.end, %relu1_grad.oy90
+  %oy90.next = add nsw i64 %relu1_grad.oy90249, 1
+  %826 = icmp slt i64 %oy90.next, 28
+  br i1 %826, label %relu1_grad.oy90, label %relu1_grad.oy90.end
+
+relu1_grad.ox91:                                  ; preds = %relu1_grad.ox91, %relu1_grad.then250
+  %relu1_grad.ox91252 = phi i64 [ 0, %relu1_grad.then250 ], [ %ox91.next, %relu1_grad.ox91 ]
+  %827 = mul nsw i64 %relu1_grad.g81233, 64
+  %828 = add nsw i64 %827, %relu1_grad.j85242
+  %829 = mul nsw i64 %828, 25088
+  %830 = add nsw i64 1605632, %829
+  %831 = mul nsw i64 %relu1_grad.c86243, 784
+  %832 = add nsw i64 %830, %831
+  %833 = add nsw i64 %relu1_grad.oy90249, %relu1_grad.ky87244
+  %834 = add nsw i64 %833, -1
+  %835 = mul nsw i64 %834, 28
+  %836 = add nsw i64 %832, %835
+  %837 = add nsw i64 %836, %relu1_grad.ox91252
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %837
+  %838 = load float, ptr %arena253, align 4
+  %839 = mul nsw i64 %relu1_grad.c86243, 3
+  %840 = add nsw i64 %839, %relu1_grad.ky87244
+  %841 = mul nsw i64 %840, 3
+  %842 = add nsw i64 %841, 1
+  %843 = mul nsw i64 %842, 50176
+  %844 = add nsw i64 7251216, %843
+  %845 = mul nsw i64 %relu1_grad.j85242, 784
+  %846 = add nsw i64 %844, %845
+  %847 = mul nsw i64 %relu1_grad.oy90249, 28
+  %848 = add nsw i64 %846, %847
+  %849 = add nsw i64 %848, %relu1_grad.ox91252
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %849
+  %850 = load float, ptr %arena254, align 4
+  %851 = fadd float %838, %850
+  store float %851, ptr %arena253, align 4
+  %ox91.next = add nsw i64 %relu1_grad.ox91252, 1
+  %852 = icmp slt i64 %ox91.next, 28
+  br i1 %852, label %relu1_grad.ox91, label %relu1_grad.ox91.end
+
+relu1_grad.ox91.end:                              ; preds = %relu1_grad.ox91
+  br label %relu1_grad.endif251
+
+relu1_grad.oy92:                                  ; preds = %relu1_grad.endif257, %relu1_grad.oy90.end
+  %relu1_grad.oy92255 = phi i64 [ 0, %relu1_grad.oy90.end ], [ %oy92.next, %relu1_grad.endif257 ]
+  %853 = add nsw i64 %relu1_grad.oy92255, %relu1_grad.ky87244
+  %854 = add nsw i64 %853, -1
+  %855 = icmp slt i64 -1, %854
+  %856 = add nsw i64 %relu1_grad.oy92255, %relu1_grad.ky87244
+  %857 = add nsw i64 %856, -1
+  %858 = icmp slt i64 %857, 28
+  %859 = and i1 %855, %858
+  br i1 %859, label %relu1_grad.then256, label %relu1_grad.endif257
+
+relu1_grad.oy92.end:                              ; preds = %relu1_grad.endif257
+  %ky87.next = add nsw i64 %relu1_grad.ky87244, 1
+  %860 = icmp slt i64 %ky87.next, 3
+  br i1 %860, label %relu1_grad.ky87, label %relu1_grad.ky87.end
+
+relu1_grad.then256:                               ; preds = %relu1_grad.oy92
   br label %relu1_grad.ox93
 
-relu1_grad.endif223:                              ; preds = %relu1_grad.ox93.end, %relu1_grad.oy92
-  %oy92.next = add nsw i64 %relu1_grad.oy92221, 1
-  %692 = icmp slt i64 %oy92.next, 28
-  br i1 %692, label %relu1_grad.oy92, label %relu1_grad.oy92.end
+relu1_grad.endif257:                              ; preds = %relu1_grad.ox93.end, %relu1_grad.oy92
+  %oy92.next = add nsw i64 %relu1_grad.oy92255, 1
+  %861 = icmp slt i64 %oy92.next, 28
+  br i1 %861, label %relu1_grad.oy92, label %relu1_grad.oy92.end
 
-relu1_grad.ox93:                                  ; preds = %relu1_grad.ox93, %relu1_grad.then222
-  %relu1_grad.ox93224 = phi i64 [ 0, %relu1_grad.then222 ], [ %ox93.next, %relu1_grad.ox93 ]
-  %693 = mul nsw i64 %relu1_grad.g83205, 64
-  %694 = add nsw i64 %693, %relu1_grad.j87214
-  %695 = mul nsw i64 %694, 25088
-  %696 = add nsw i64 1605632, %695
-  %697 = mul nsw i64 %relu1_grad.c88215, 784
-  %698 = add nsw i64 %696, %697
-  %699 = add nsw i64 %relu1_grad.oy92221, %relu1_grad.ky89216
-  %700 = add nsw i64 %699, -1
-  %701 = mul nsw i64 %700, 28
-  %702 = add nsw i64 %698, %701
-  %703 = add nsw i64 %702, %relu1_grad.ox93224
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %703
-  %704 = load float, ptr %arena225, align 4
-  %705 = mul nsw i64 %relu1_grad.c88215, 3
-  %706 = add nsw i64 %705, %relu1_grad.ky89216
-  %707 = mul nsw i64 %706, 3
-  %708 = add nsw i64 %707, 1
-  %709 = mul nsw i64 %708, 50176
-  %710 = add nsw i64 7251216, %709
-  %711 = mul nsw i64 %relu1_grad.j87214, 784
-  %712 = add nsw i64 %710, %711
-  %713 = mul nsw i64 %relu1_grad.oy92221, 28
-  %714 = add nsw i64 %712, %713
-  %715 = add nsw i64 %714, %relu1_grad.ox93224
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %715
-  %716 = load float, ptr %arena226, align 4
-  %717 = fadd float %704, %716
-  store float %717, ptr %arena225, align 4
-  %ox93.next = add nsw i64 %relu1_grad.ox93224, 1
-  %718 = icmp slt i64 %ox93.next, 28
-  br i1 %718, label %relu1_grad.ox93, label %relu1_grad.ox93.end
+relu1_grad.ox93:                                  ; preds = %relu1_grad.ox93, %relu1_grad.then256
+  %relu1_grad.ox93258 = phi i64 [ 0, %relu1_grad.then256 ], [ %ox93.next, %relu1_grad.ox93 ]
+  %862 = mul nsw i64 %relu1_grad.g81233, 64
+  %863 = add nsw i64 %862, %relu1_grad.j85242
+  %864 = mul nsw i64 %863, 25088
+  %865 = add nsw i64 1605632, %864
+  %866 = mul nsw i64 %relu1_grad.c86243, 784
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %relu1_grad.oy92255, %relu1_grad.ky87244
+  %869 = add nsw i64 %868, -1
+  %870 = mul nsw i64 %869, 28
+  %871 = add nsw i64 %867, %870
+  %872 = add nsw i64 %relu1_grad.ox93258, 1
+  %873 = add nsw i64 %871, %872
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %873
+  %874 = load float, ptr %arena259, align 4
+  %875 = mul nsw i64 %relu1_grad.c86243, 3
+  %876 = add nsw i64 %875, %relu1_grad.ky87244
+  %877 = mul nsw i64 %876, 3
+  %878 = add nsw i64 %877, 2
+  %879 = mul nsw i64 %878, 50176
+  %880 = add nsw i64 7251216, %879
+  %881 = mul nsw i64 %relu1_grad.j85242, 784
+  %882 = add nsw i64 %880, %881
+  %883 = mul nsw i64 %relu1_grad.oy92255, 28
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, %relu1_grad.ox93258
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %885
+  %886 = load float, ptr %arena260, align 4
+  %887 = fadd float %874, %886
+  store float %887, ptr %arena259, align 4
+  %ox93.next = add nsw i64 %relu1_grad.ox93258, 1
+  %888 = icmp slt i64 %ox93.next, 27
+  br i1 %888, label %relu1_grad.ox93, label %relu1_grad.ox93.end
 
 relu1_grad.ox93.end:                              ; preds = %relu1_grad.ox93
-  br label %relu1_grad.endif223
+  br label %relu1_grad.endif257
 
-relu1_grad.oy94:                                  ; preds = %relu1_grad.endif229, %relu1_grad.oy92.end
-  %relu1_grad.oy94227 = phi i64 [ 0, %relu1_grad.oy92.end ], [ %oy94.next, %relu1_grad.endif229 ]
-  %719 = add nsw i64 %relu1_grad.oy94227, %relu1_grad.ky89216
-  %720 = add nsw i64 %719, -1
-  %721 = icmp slt i64 -1, %720
-  %722 = add nsw i64 %relu1_grad.oy94227, %relu1_grad.ky89216
-  %723 = add nsw i64 %722, -1
-  %724 = icmp slt i64 %723, 28
-  %725 = and i1 %721, %724
-  br i1 %725, label %relu1_grad.then228, label %relu1_grad.endif229
+conv1_grad.i94:                                   ; preds = %conv1_grad.i94, %relu1_grad.g81.end
+  %conv1_grad.i94261 = phi i64 [ 0, %relu1_grad.g81.end ], [ %i94.next, %conv1_grad.i94 ]
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i94261
+  %889 = load float, ptr %arena262, align 4
+  %890 = fcmp ogt float %889, 0.000000e+00
+  %891 = add nsw i64 1605632, %conv1_grad.i94261
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %891
+  %892 = load float, ptr %arena263, align 4
+  %893 = select i1 %890, float %892, float 0.000000e+00
+  %894 = add nsw i64 3220112, %conv1_grad.i94261
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %894
+  store float %893, ptr %arena264, align 4
+  %i94.next = add nsw i64 %conv1_grad.i94261, 1
+  %895 = icmp slt i64 %i94.next, 1605632
+  br i1 %895, label %conv1_grad.i94, label %conv1_grad.i94.end
 
-relu1_grad.oy94.end:                              ; preds = %relu1_grad.endif229
-  %ky89.next = add nsw i64 %relu1_grad.ky89216, 1
-  %726 = icmp slt i64 %ky89.next, 3
-  br i1 %726, label %relu1_grad.ky89, label %relu1_grad.ky89.end
+conv1_grad.i94.end:                               ; preds = %conv1_grad.i94
+  br label %conv1_weight_grad.i95
 
-relu1_grad.then228:                               ; preds = %relu1_grad.oy94
-  br label %relu1_grad.ox95
+conv1_weight_grad.i95:                            ; preds = %conv1_weight_grad.i95, %conv1_grad.i94.end
+  %conv1_weight_grad.i95265 = phi i64 [ 0, %conv1_grad.i94.end ], [ %i95.next, %conv1_weight_grad.i95 ]
+  %grads266 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i95265
+  store float 0.000000e+00, ptr %grads266, align 4
+  %i95.next = add nsw i64 %conv1_weight_grad.i95265, 1
+  %896 = icmp slt i64 %i95.next, 288
+  br i1 %896, label %conv1_weight_grad.i95, label %conv1_weight_grad.i95.end
 
-relu1_grad.endif229:                              ; preds = %relu1_grad.ox95.end, %relu1_grad.oy94
-  %oy94.next = add nsw i64 %relu1_grad.oy94227, 1
-  %727 = icmp slt i64 %oy94.next, 28
-  br i1 %727, label %relu1_grad.oy94, label %relu1_grad.oy94.end
+conv1_weight_grad.i95.end:                        ; preds = %conv1_weight_grad.i95
+  br label %conv1_weight_grad.g96
 
-relu1_grad.ox95:                                  ; preds = %relu1_grad.ox95, %relu1_grad.then228
-  %relu1_grad.ox95230 = phi i64 [ 0, %relu1_grad.then228 ], [ %ox95.next, %relu1_grad.ox95 ]
-  %728 = mul nsw i64 %relu1_grad.g83205, 64
-  %729 = add nsw i64 %728, %relu1_grad.j87214
-  %730 = mul nsw i64 %729, 25088
-  %731 = add nsw i64 1605632, %730
-  %732 = mul nsw i64 %relu1_grad.c88215, 784
-  %733 = add nsw i64 %731, %732
-  %734 = add nsw i64 %relu1_grad.oy94227, %relu1_grad.ky89216
-  %735 = add nsw i64 %734, -1
-  %736 = mul nsw i64 %735, 28
-  %737 = add nsw i64 %733, %736
-  %738 = add nsw i64 %relu1_grad.ox95230, 1
-  %739 = add nsw i64 %737, %738
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %739
-  %740 = load float, ptr %arena231, align 4
-  %741 = mul nsw i64 %relu1_grad.c88215, 3
-  %742 = add nsw i64 %741, %relu1_grad.ky89216
-  %743 = mul nsw i64 %742, 3
-  %744 = add nsw i64 %743, 2
-  %745 = mul nsw i64 %744, 50176
-  %746 = add nsw i64 7251216, %745
-  %747 = mul nsw i64 %relu1_grad.j87214, 784
-  %748 = add nsw i64 %746, %747
-  %749 = mul nsw i64 %relu1_grad.oy94227, 28
-  %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %750, %relu1_grad.ox95230
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %751
-  %752 = load float, ptr %arena232, align 4
-  %753 = fadd float %740, %752
-  store float %753, ptr %arena231, align 4
-  %ox95.next = add nsw i64 %relu1_grad.ox95230, 1
-  %754 = icmp slt i64 %ox95.next, 27
-  br i1 %754, label %relu1_grad.ox95, label %relu1_grad.ox95.end
+conv1_weight_grad.g96:                            ; preds = %conv1_weight_grad.j108.end, %conv1_weight_grad.i95.end
+  %conv1_weight_grad.g96267 = phi i64 [ 0, %conv1_weight_grad.i95.end ], [ %g96.next, %conv1_weight_grad.j108.end ]
+  br label %conv1_weight_grad.j97
 
-relu1_grad.ox95.end:                              ; preds = %relu1_grad.ox95
-  br label %relu1_grad.endif229
+conv1_weight_grad.g96.end:                        ; preds = %conv1_weight_grad.j108.end
+  br label %conv1_bias_grad.f111
 
-conv1_grad.i96:                                   ; preds = %conv1_grad.i96, %relu1_grad.g83.end
-  %conv1_grad.i96233 = phi i64 [ 0, %relu1_grad.g83.end ], [ %i96.next, %conv1_grad.i96 ]
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i96233
-  %755 = load float, ptr %arena234, align 4
-  %756 = fcmp ogt float %755, 0.000000e+00
-  %757 = add nsw i64 1605632, %conv1_grad.i96233
-  %arena235 = getelementptr inbounds float, ptr %arena, i64 %757
-  %758 = load float, ptr %arena235, align 4
-  %759 = select i1 %756, float %758, float 0.000000e+00
-  %760 = add nsw i64 3220112, %conv1_grad.i96233
-  %arena236 = getelementptr inbounds float, ptr %arena, i64 %760
-  store float %759, ptr %arena236, align 4
-  %i96.next = add nsw i64 %conv1_grad.i96233, 1
-  %761 = icmp slt i64 %i96.next, 1605632
-  br i1 %761, label %conv1_grad.i96, label %conv1_grad.i96.end
+conv1_weight_grad.j97:                            ; preds = %conv1_weight_grad.c100.end, %conv1_weight_grad.g96
+  %conv1_weight_grad.j97268 = phi i64 [ 0, %conv1_weight_grad.g96 ], [ %j97.next, %conv1_weight_grad.c100.end ]
+  br label %conv1_weight_grad.r98
 
-conv1_grad.i96.end:                               ; preds = %conv1_grad.i96
-  br label %conv1_weight_grad.i97
+conv1_weight_grad.j97.end:                        ; preds = %conv1_weight_grad.c100.end
+  br label %conv1_weight_grad.j108
 
-conv1_weight_grad.i97:                            ; preds = %conv1_weight_grad.i97, %conv1_grad.i96.end
-  %conv1_weight_grad.i97237 = phi i64 [ 0, %conv1_grad.i96.end ], [ %i97.next, %conv1_weight_grad.i97 ]
-  %grads238 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i97237
-  store float 0.000000e+00, ptr %grads238, align 4
-  %i97.next = add nsw i64 %conv1_weight_grad.i97237, 1
-  %762 = icmp slt i64 %i97.next, 288
-  br i1 %762, label %conv1_weight_grad.i97, label %conv1_weight_grad.i97.end
+conv1_weight_grad.r98:                            ; preds = %conv1_weight_grad.i99.end, %conv1_weight_grad.j97
+  %conv1_weight_grad.r98269 = phi i64 [ 0, %conv1_weight_grad.j97 ], [ %r98.next, %conv1_weight_grad.i99.end ]
+  br label %conv1_weight_grad.i99
 
-conv1_weight_grad.i97.end:                        ; preds = %conv1_weight_grad.i97
-  br label %conv1_weight_grad.g98
+conv1_weight_grad.r98.end:                        ; preds = %conv1_weight_grad.i99.end
+  br label %conv1_weight_grad.c100
 
-conv1_weight_grad.g98:                            ; preds = %conv1_weight_grad.j110.end, %conv1_weight_grad.i97.end
-  %conv1_weight_grad.g98239 = phi i64 [ 0, %conv1_weight_grad.i97.end ], [ %g98.next, %conv1_weight_grad.j110.end ]
-  br label %conv1_weight_grad.j99
+conv1_weight_grad.i99:                            ; preds = %conv1_weight_grad.i99, %conv1_weight_grad.r98
+  %conv1_weight_grad.i99270 = phi i64 [ 0, %conv1_weight_grad.r98 ], [ %i99.next, %conv1_weight_grad.i99 ]
+  %897 = mul nsw i64 %conv1_weight_grad.r98269, 50176
+  %898 = mul nsw i64 %conv1_weight_grad.j97268, 784
+  %899 = add nsw i64 %897, %898
+  %900 = add nsw i64 %899, %conv1_weight_grad.i99270
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %900
+  store float 0.000000e+00, ptr %arena271, align 4
+  %i99.next = add nsw i64 %conv1_weight_grad.i99270, 1
+  %901 = icmp slt i64 %i99.next, 784
+  br i1 %901, label %conv1_weight_grad.i99, label %conv1_weight_grad.i99.end
 
-conv1_weight_grad.g98.end:                        ; preds = %conv1_weight_grad.j110.end
-  br label %conv1_bias_grad.f113
+conv1_weight_grad.i99.end:                        ; preds = %conv1_weight_grad.i99
+  %r98.next = add nsw i64 %conv1_weight_grad.r98269, 1
+  %902 = icmp slt i64 %r98.next, 9
+  br i1 %902, label %conv1_weight_grad.r98, label %conv1_weight_grad.r98.end
 
-conv1_weight_grad.j99:                            ; preds = %conv1_weight_grad.c102.end, %conv1_weight_grad.g98
-  %conv1_weight_grad.j99240 = phi i64 [ 0, %conv1_weight_grad.g98 ], [ %j99.next, %conv1_weight_grad.c102.end ]
-  br label %conv1_weight_grad.r100
+conv1_weight_grad.c100:                           ; preds = %conv1_weight_grad.ky101.end, %conv1_weight_grad.r98.end
+  %conv1_weight_grad.c100272 = phi i64 [ 0, %conv1_weight_grad.r98.end ], [ %c100.next, %conv1_weight_grad.ky101.end ]
+  br label %conv1_weight_grad.ky101
 
-conv1_weight_grad.j99.end:                        ; preds = %conv1_weight_grad.c102.end
-  br label %conv1_weight_grad.j110
+conv1_weight_grad.c100.end:                       ; preds = %conv1_weight_grad.ky101.end
+  %j97.next = add nsw i64 %conv1_weight_grad.j97268, 1
+  %903 = icmp slt i64 %j97.next, 64
+  br i1 %903, label %conv1_weight_grad.j97, label %conv1_weight_grad.j97.end
 
-conv1_weight_grad.r100:                           ; preds = %conv1_weight_grad.i101.end, %conv1_weight_grad.j99
-  %conv1_weight_grad.r100241 = phi i64 [ 0, %conv1_weight_grad.j99 ], [ %r100.next, %conv1_weight_grad.i101.end ]
-  br label %conv1_weight_grad.i101
+conv1_weight_grad.ky101:                          ; preds = %conv1_weight_grad.oy106.end, %conv1_weight_grad.c100
+  %conv1_weight_grad.ky101273 = phi i64 [ 0, %conv1_weight_grad.c100 ], [ %ky101.next, %conv1_weight_grad.oy106.end ]
+  br label %conv1_weight_grad.oy102
 
-conv1_weight_grad.r100.end:                       ; preds = %conv1_weight_grad.i101.end
-  br label %conv1_weight_grad.c102
+conv1_weight_grad.ky101.end:                      ; preds = %conv1_weight_grad.oy106.end
+  %c100.next = add nsw i64 %conv1_weight_grad.c100272, 1
+  %904 = icmp slt i64 %c100.next, 1
+  br i1 %904, label %conv1_weight_grad.c100, label %conv1_weight_grad.c100.end
 
-conv1_weight_grad.i101:                           ; preds = %conv1_weight_grad.i101, %conv1_weight_grad.r100
-  %conv1_weight_grad.i101242 = phi i64 [ 0, %conv1_weight_grad.r100 ], [ %i101.next, %conv1_weight_grad.i101 ]
-  %763 = mul nsw i64 %conv1_weight_grad.r100241, 50176
-  %764 = mul nsw i64 %conv1_weight_grad.j99240, 784
-  %765 = add nsw i64 %763, %764
-  %766 = add nsw i64 %765, %conv1_weight_grad.i101242
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %766
-  store float 0.000000e+00, ptr %arena243, align 4
-  %i101.next = add nsw i64 %conv1_weight_grad.i101242, 1
-  %767 = icmp slt i64 %i101.next, 784
-  br i1 %767, label %conv1_weight_grad.i101, label %conv1_weight_grad.i101.end
+conv1_weight_grad.oy102:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky101
+  %conv1_weight_grad.oy102274 = phi i64 [ 0, %conv1_weight_grad.ky101 ], [ %oy102.next, %conv1_weight_grad.endif ]
+  %905 = add nsw i64 %conv1_weight_grad.oy102274, %conv1_weight_grad.ky101273
+  %906 = add nsw i64 %905, -1
+  %907 = icmp slt i64 -1, %906
+  %908 = add nsw i64 %conv1_weight_grad.oy102274, %conv1_weight_grad.ky101273
+  %909 = add nsw i64 %908, -1
+  %910 = icmp slt i64 %909, 28
+  %911 = and i1 %907, %910
+  br i1 %911, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.i101.end:                       ; preds = %conv1_weight_grad.i101
-  %r100.next = add nsw i64 %conv1_weight_grad.r100241, 1
-  %768 = icmp slt i64 %r100.next, 9
-  br i1 %768, label %conv1_weight_grad.r100, label %conv1_weight_grad.r100.end
-
-conv1_weight_grad.c102:                           ; preds = %conv1_weight_grad.ky103.end, %conv1_weight_grad.r100.end
-  %conv1_weight_grad.c102244 = phi i64 [ 0, %conv1_weight_grad.r100.end ], [ %c102.next, %conv1_weight_grad.ky103.end ]
-  br label %conv1_weight_grad.ky103
-
-conv1_weight_grad.c102.end:                       ; preds = %conv1_weight_grad.ky103.end
-  %j99.next = add nsw i64 %conv1_weight_grad.j99240, 1
-  %769 = icmp slt i64 %j99.next, 64
-  br i1 %769, label %conv1_weight_grad.j99, label %conv1_weight_grad.j99.end
-
-conv1_weight_grad.ky103:                          ; preds = %conv1_weight_grad.oy108.end, %conv1_weight_grad.c102
-  %conv1_weight_grad.ky103245 = phi i64 [ 0, %conv1_weight_grad.c102 ], [ %ky103.next, %conv1_weight_grad.oy108.end ]
+conv1_weight_grad.oy102.end:                      ; preds = %conv1_weight_grad.endif
   br label %conv1_weight_grad.oy104
 
-conv1_weight_grad.ky103.end:                      ; preds = %conv1_weight_grad.oy108.end
-  %c102.next = add nsw i64 %conv1_weight_grad.c102244, 1
-  %770 = icmp slt i64 %c102.next, 1
-  br i1 %770, label %conv1_weight_grad.c102, label %conv1_weight_grad.c102.end
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy102
+  br label %conv1_weight_grad.ox103
 
-conv1_weight_grad.oy104:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky103
-  %conv1_weight_grad.oy104246 = phi i64 [ 0, %conv1_weight_grad.ky103 ], [ %oy104.next, %conv1_weight_grad.endif ]
-  %771 = add nsw i64 %conv1_weight_grad.oy104246, %conv1_weight_grad.ky103245
-  %772 = add nsw i64 %771, -1
-  %773 = icmp slt i64 -1, %772
-  %774 = add nsw i64 %conv1_weight_grad.oy104246, %conv1_weight_grad.ky103245
-  %775 = add nsw i64 %774, -1
-  %776 = icmp slt i64 %775, 28
-  %777 = and i1 %773, %776
-  br i1 %777, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox103.end, %conv1_weight_grad.oy102
+  %oy102.next = add nsw i64 %conv1_weight_grad.oy102274, 1
+  %912 = icmp slt i64 %oy102.next, 28
+  br i1 %912, label %conv1_weight_grad.oy102, label %conv1_weight_grad.oy102.end
 
-conv1_weight_grad.oy104.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy106
+conv1_weight_grad.ox103:                          ; preds = %conv1_weight_grad.ox103, %conv1_weight_grad.then
+  %conv1_weight_grad.ox103275 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox103.next, %conv1_weight_grad.ox103 ]
+  %913 = mul nsw i64 %conv1_weight_grad.g96267, 64
+  %914 = add nsw i64 %913, %conv1_weight_grad.j97268
+  %915 = mul nsw i64 %914, 784
+  %916 = mul nsw i64 %conv1_weight_grad.c100272, 784
+  %917 = add nsw i64 %915, %916
+  %918 = add nsw i64 %conv1_weight_grad.oy102274, %conv1_weight_grad.ky101273
+  %919 = add nsw i64 %918, -1
+  %920 = mul nsw i64 %919, 28
+  %921 = add nsw i64 %917, %920
+  %922 = add nsw i64 %conv1_weight_grad.ox103275, 1
+  %923 = add nsw i64 %922, -1
+  %924 = add nsw i64 %921, %923
+  %images276 = getelementptr inbounds float, ptr %images, i64 %924
+  %925 = load float, ptr %images276, align 4
+  %926 = mul nsw i64 %conv1_weight_grad.c100272, 3
+  %927 = add nsw i64 %926, %conv1_weight_grad.ky101273
+  %928 = mul nsw i64 %927, 3
+  %929 = mul nsw i64 %928, 50176
+  %930 = mul nsw i64 %conv1_weight_grad.j97268, 784
+  %931 = add nsw i64 %929, %930
+  %932 = mul nsw i64 %conv1_weight_grad.oy102274, 28
+  %933 = add nsw i64 %931, %932
+  %934 = add nsw i64 %conv1_weight_grad.ox103275, 1
+  %935 = add nsw i64 %933, %934
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %935
+  store float %925, ptr %arena277, align 4
+  %ox103.next = add nsw i64 %conv1_weight_grad.ox103275, 1
+  %936 = icmp slt i64 %ox103.next, 27
+  br i1 %936, label %conv1_weight_grad.ox103, label %conv1_weight_grad.ox103.end
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy104
-  br label %conv1_weight_grad.ox105
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox105.end, %conv1_weight_grad.oy104
-  %oy104.next = add nsw i64 %conv1_weight_grad.oy104246, 1
-  %778 = icmp slt i64 %oy104.next, 28
-  br i1 %778, label %conv1_weight_grad.oy104, label %conv1_weight_grad.oy104.end
-
-conv1_weight_grad.ox105:                          ; preds = %conv1_weight_grad.ox105, %conv1_weight_grad.then
-  %conv1_weight_grad.ox105247 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox105.next, %conv1_weight_grad.ox105 ]
-  %779 = mul nsw i64 %conv1_weight_grad.g98239, 64
-  %780 = add nsw i64 %779, %conv1_weight_grad.j99240
-  %781 = mul nsw i64 %780, 784
-  %782 = mul nsw i64 %conv1_weight_grad.c102244, 784
-  %783 = add nsw i64 %781, %782
-  %784 = add nsw i64 %conv1_weight_grad.oy104246, %conv1_weight_grad.ky103245
-  %785 = add nsw i64 %784, -1
-  %786 = mul nsw i64 %785, 28
-  %787 = add nsw i64 %783, %786
-  %788 = add nsw i64 %conv1_weight_grad.ox105247, 1
-  %789 = add nsw i64 %788, -1
-  %790 = add nsw i64 %787, %789
-  %images248 = getelementptr inbounds float, ptr %images, i64 %790
-  %791 = load float, ptr %images248, align 4
-  %792 = mul nsw i64 %conv1_weight_grad.c102244, 3
-  %793 = add nsw i64 %792, %conv1_weight_grad.ky103245
-  %794 = mul nsw i64 %793, 3
-  %795 = mul nsw i64 %794, 50176
-  %796 = mul nsw i64 %conv1_weight_grad.j99240, 784
-  %797 = add nsw i64 %795, %796
-  %798 = mul nsw i64 %conv1_weight_grad.oy104246, 28
-  %799 = add nsw i64 %797, %798
-  %800 = add nsw i64 %conv1_weight_grad.ox105247, 1
-  %801 = add nsw i64 %799, %800
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %801
-  store float %791, ptr %arena249, align 4
-  %ox105.next = add nsw i64 %conv1_weight_grad.ox105247, 1
-  %802 = icmp slt i64 %ox105.next, 27
-  br i1 %802, label %conv1_weight_grad.ox105, label %conv1_weight_grad.ox105.end
-
-conv1_weight_grad.ox105.end:                      ; preds = %conv1_weight_grad.ox105
+conv1_weight_grad.ox103.end:                      ; preds = %conv1_weight_grad.ox103
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.endif252, %conv1_weight_grad.oy104.end
-  %conv1_weight_grad.oy106250 = phi i64 [ 0, %conv1_weight_grad.oy104.end ], [ %oy106.next, %conv1_weight_grad.endif252 ]
-  %803 = add nsw i64 %conv1_weight_grad.oy106250, %conv1_weight_grad.ky103245
-  %804 = add nsw i64 %803, -1
-  %805 = icmp slt i64 -1, %804
-  %806 = add nsw i64 %conv1_weight_grad.oy106250, %conv1_weight_grad.ky103245
-  %807 = add nsw i64 %806, -1
-  %808 = icmp slt i64 %807, 28
-  %809 = and i1 %805, %808
-  br i1 %809, label %conv1_weight_grad.then251, label %conv1_weight_grad.endif252
+conv1_weight_grad.oy104:                          ; preds = %conv1_weight_grad.endif280, %conv1_weight_grad.oy102.end
+  %conv1_weight_grad.oy104278 = phi i64 [ 0, %conv1_weight_grad.oy102.end ], [ %oy104.next, %conv1_weight_grad.endif280 ]
+  %937 = add nsw i64 %conv1_weight_grad.oy104278, %conv1_weight_grad.ky101273
+  %938 = add nsw i64 %937, -1
+  %939 = icmp slt i64 -1, %938
+  %940 = add nsw i64 %conv1_weight_grad.oy104278, %conv1_weight_grad.ky101273
+  %941 = add nsw i64 %940, -1
+  %942 = icmp slt i64 %941, 28
+  %943 = and i1 %939, %942
+  br i1 %943, label %conv1_weight_grad.then279, label %conv1_weight_grad.endif280
 
-conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.endif252
-  br label %conv1_weight_grad.oy108
+conv1_weight_grad.oy104.end:                      ; preds = %conv1_weight_grad.endif280
+  br label %conv1_weight_grad.oy106
 
-conv1_weight_grad.then251:                        ; preds = %conv1_weight_grad.oy106
+conv1_weight_grad.then279:                        ; preds = %conv1_weight_grad.oy104
+  br label %conv1_weight_grad.ox105
+
+conv1_weight_grad.endif280:                       ; preds = %conv1_weight_grad.ox105.end, %conv1_weight_grad.oy104
+  %oy104.next = add nsw i64 %conv1_weight_grad.oy104278, 1
+  %944 = icmp slt i64 %oy104.next, 28
+  br i1 %944, label %conv1_weight_grad.oy104, label %conv1_weight_grad.oy104.end
+
+conv1_weight_grad.ox105:                          ; preds = %conv1_weight_grad.ox105, %conv1_weight_grad.then279
+  %conv1_weight_grad.ox105281 = phi i64 [ 0, %conv1_weight_grad.then279 ], [ %ox105.next, %conv1_weight_grad.ox105 ]
+  %945 = mul nsw i64 %conv1_weight_grad.g96267, 64
+  %946 = add nsw i64 %945, %conv1_weight_grad.j97268
+  %947 = mul nsw i64 %946, 784
+  %948 = mul nsw i64 %conv1_weight_grad.c100272, 784
+  %949 = add nsw i64 %947, %948
+  %950 = add nsw i64 %conv1_weight_grad.oy104278, %conv1_weight_grad.ky101273
+  %951 = add nsw i64 %950, -1
+  %952 = mul nsw i64 %951, 28
+  %953 = add nsw i64 %949, %952
+  %954 = add nsw i64 %953, %conv1_weight_grad.ox105281
+  %images282 = getelementptr inbounds float, ptr %images, i64 %954
+  %955 = load float, ptr %images282, align 4
+  %956 = mul nsw i64 %conv1_weight_grad.c100272, 3
+  %957 = add nsw i64 %956, %conv1_weight_grad.ky101273
+  %958 = mul nsw i64 %957, 3
+  %959 = add nsw i64 %958, 1
+  %960 = mul nsw i64 %959, 50176
+  %961 = mul nsw i64 %conv1_weight_grad.j97268, 784
+  %962 = add nsw i64 %960, %961
+  %963 = mul nsw i64 %conv1_weight_grad.oy104278, 28
+  %964 = add nsw i64 %962, %963
+  %965 = add nsw i64 %964, %conv1_weight_grad.ox105281
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %965
+  store float %955, ptr %arena283, align 4
+  %ox105.next = add nsw i64 %conv1_weight_grad.ox105281, 1
+  %966 = icmp slt i64 %ox105.next, 28
+  br i1 %966, label %conv1_weight_grad.ox105, label %conv1_weight_grad.ox105.end
+
+conv1_weight_grad.ox105.end:                      ; preds = %conv1_weight_grad.ox105
+  br label %conv1_weight_grad.endif280
+
+conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.endif286, %conv1_weight_grad.oy104.end
+  %conv1_weight_grad.oy106284 = phi i64 [ 0, %conv1_weight_grad.oy104.end ], [ %oy106.next, %conv1_weight_grad.endif286 ]
+  %967 = add nsw i64 %conv1_weight_grad.oy106284, %conv1_weight_grad.ky101273
+  %968 = add nsw i64 %967, -1
+  %969 = icmp slt i64 -1, %968
+  %970 = add nsw i64 %conv1_weight_grad.oy106284, %conv1_weight_grad.ky101273
+  %971 = add nsw i64 %970, -1
+  %972 = icmp slt i64 %971, 28
+  %973 = and i1 %969, %972
+  br i1 %973, label %conv1_weight_grad.then285, label %conv1_weight_grad.endif286
+
+conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.endif286
+  %ky101.next = add nsw i64 %conv1_weight_grad.ky101273, 1
+  %974 = icmp slt i64 %ky101.next, 3
+  br i1 %974, label %conv1_weight_grad.ky101, label %conv1_weight_grad.ky101.end
+
+conv1_weight_grad.then285:                        ; preds = %conv1_weight_grad.oy106
   br label %conv1_weight_grad.ox107
 
-conv1_weight_grad.endif252:                       ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy106
-  %oy106.next = add nsw i64 %conv1_weight_grad.oy106250, 1
-  %810 = icmp slt i64 %oy106.next, 28
-  br i1 %810, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
+conv1_weight_grad.endif286:                       ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy106
+  %oy106.next = add nsw i64 %conv1_weight_grad.oy106284, 1
+  %975 = icmp slt i64 %oy106.next, 28
+  br i1 %975, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
 
-conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.then251
-  %conv1_weight_grad.ox107253 = phi i64 [ 0, %conv1_weight_grad.then251 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
-  %811 = mul nsw i64 %conv1_weight_grad.g98239, 64
-  %812 = add nsw i64 %811, %conv1_weight_grad.j99240
-  %813 = mul nsw i64 %812, 784
-  %814 = mul nsw i64 %conv1_weight_grad.c102244, 784
-  %815 = add nsw i64 %813, %814
-  %816 = add nsw i64 %conv1_weight_grad.oy106250, %conv1_weight_grad.ky103245
-  %817 = add nsw i64 %816, -1
-  %818 = mul nsw i64 %817, 28
-  %819 = add nsw i64 %815, %818
-  %820 = add nsw i64 %819, %conv1_weight_grad.ox107253
-  %images254 = getelementptr inbounds float, ptr %images, i64 %820
-  %821 = load float, ptr %images254, align 4
-  %822 = mul nsw i64 %conv1_weight_grad.c102244, 3
-  %823 = add nsw i64 %822, %conv1_weight_grad.ky103245
-  %824 = mul nsw i64 %823, 3
-  %825 = add nsw i64 %824, 1
-  %826 = mul nsw i64 %825, 50176
-  %827 = mul nsw i64 %conv1_weight_grad.j99240, 784
-  %828 = add nsw i64 %826, %827
-  %829 = mul nsw i64 %conv1_weight_grad.oy106250, 28
-  %830 = add nsw i64 %828, %829
-  %831 = add nsw i64 %830, %conv1_weight_grad.ox107253
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %831
-  store float %821, ptr %arena255, align 4
-  %ox107.next = add nsw i64 %conv1_weight_grad.ox107253, 1
-  %832 = icmp slt i64 %ox107.next, 28
-  br i1 %832, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
+conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.then285
+  %conv1_weight_grad.ox107287 = phi i64 [ 0, %conv1_weight_grad.then285 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
+  %976 = mul nsw i64 %conv1_weight_grad.g96267, 64
+  %977 = add nsw i64 %976, %conv1_weight_grad.j97268
+  %978 = mul nsw i64 %977, 784
+  %979 = mul nsw i64 %conv1_weight_grad.c100272, 784
+  %980 = add nsw i64 %978, %979
+  %981 = add nsw i64 %conv1_weight_grad.oy106284, %conv1_weight_grad.ky101273
+  %982 = add nsw i64 %981, -1
+  %983 = mul nsw i64 %982, 28
+  %984 = add nsw i64 %980, %983
+  %985 = add nsw i64 %conv1_weight_grad.ox107287, 1
+  %986 = add nsw i64 %984, %985
+  %images288 = getelementptr inbounds float, ptr %images, i64 %986
+  %987 = load float, ptr %images288, align 4
+  %988 = mul nsw i64 %conv1_weight_grad.c100272, 3
+  %989 = add nsw i64 %988, %conv1_weight_grad.ky101273
+  %990 = mul nsw i64 %989, 3
+  %991 = add nsw i64 %990, 2
+  %992 = mul nsw i64 %991, 50176
+  %993 = mul nsw i64 %conv1_weight_grad.j97268, 784
+  %994 = add nsw i64 %992, %993
+  %995 = mul nsw i64 %conv1_weight_grad.oy106284, 28
+  %996 = add nsw i64 %994, %995
+  %997 = add nsw i64 %996, %conv1_weight_grad.ox107287
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %997
+  store float %987, ptr %arena289, align 4
+  %ox107.next = add nsw i64 %conv1_weight_grad.ox107287, 1
+  %998 = icmp slt i64 %ox107.next, 27
+  br i1 %998, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
 
 conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
-  br label %conv1_weight_grad.endif252
+  br label %conv1_weight_grad.endif286
 
-conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.endif258, %conv1_weight_grad.oy106.end
-  %conv1_weight_grad.oy108256 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.endif258 ]
-  %833 = add nsw i64 %conv1_weight_grad.oy108256, %conv1_weight_grad.ky103245
-  %834 = add nsw i64 %833, -1
-  %835 = icmp slt i64 -1, %834
-  %836 = add nsw i64 %conv1_weight_grad.oy108256, %conv1_weight_grad.ky103245
-  %837 = add nsw i64 %836, -1
-  %838 = icmp slt i64 %837, 28
-  %839 = and i1 %835, %838
-  br i1 %839, label %conv1_weight_grad.then257, label %conv1_weight_grad.endif258
+conv1_weight_grad.j108:                           ; preds = %conv1_weight_grad.f109.end, %conv1_weight_grad.j97.end
+  %conv1_weight_grad.j108290 = phi i64 [ 0, %conv1_weight_grad.j97.end ], [ %j108.next, %conv1_weight_grad.f109.end ]
+  br label %conv1_weight_grad.f109
 
-conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.endif258
-  %ky103.next = add nsw i64 %conv1_weight_grad.ky103245, 1
-  %840 = icmp slt i64 %ky103.next, 3
-  br i1 %840, label %conv1_weight_grad.ky103, label %conv1_weight_grad.ky103.end
+conv1_weight_grad.j108.end:                       ; preds = %conv1_weight_grad.f109.end
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 451584
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads297 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena295, i32 50176, ptr %arena296, i32 50176, float 1.000000e+00, ptr %grads297, i32 9)
+  %g96.next = add nsw i64 %conv1_weight_grad.g96267, 1
+  %999 = icmp slt i64 %g96.next, 1
+  br i1 %999, label %conv1_weight_grad.g96, label %conv1_weight_grad.g96.end
 
-conv1_weight_grad.then257:                        ; preds = %conv1_weight_grad.oy108
-  br label %conv1_weight_grad.ox109
+conv1_weight_grad.f109:                           ; preds = %conv1_weight_grad.i110.end, %conv1_weight_grad.j108
+  %conv1_weight_grad.f109291 = phi i64 [ 0, %conv1_weight_grad.j108 ], [ %f109.next, %conv1_weight_grad.i110.end ]
+  br label %conv1_weight_grad.i110
 
-conv1_weight_grad.endif258:                       ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy108
-  %oy108.next = add nsw i64 %conv1_weight_grad.oy108256, 1
-  %841 = icmp slt i64 %oy108.next, 28
-  br i1 %841, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
+conv1_weight_grad.f109.end:                       ; preds = %conv1_weight_grad.i110.end
+  %j108.next = add nsw i64 %conv1_weight_grad.j108290, 1
+  %1000 = icmp slt i64 %j108.next, 64
+  br i1 %1000, label %conv1_weight_grad.j108, label %conv1_weight_grad.j108.end
 
-conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.then257
-  %conv1_weight_grad.ox109259 = phi i64 [ 0, %conv1_weight_grad.then257 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
-  %842 = mul nsw i64 %conv1_weight_grad.g98239, 64
-  %843 = add nsw i64 %842, %conv1_weight_grad.j99240
-  %844 = mul nsw i64 %843, 784
-  %845 = mul nsw i64 %conv1_weight_grad.c102244, 784
-  %846 = add nsw i64 %844, %845
-  %847 = add nsw i64 %conv1_weight_grad.oy108256, %conv1_weight_grad.ky103245
-  %848 = add nsw i64 %847, -1
-  %849 = mul nsw i64 %848, 28
-  %850 = add nsw i64 %846, %849
-  %851 = add nsw i64 %conv1_weight_grad.ox109259, 1
-  %852 = add nsw i64 %850, %851
-  %images260 = getelementptr inbounds float, ptr %images, i64 %852
-  %853 = load float, ptr %images260, align 4
-  %854 = mul nsw i64 %conv1_weight_grad.c102244, 3
-  %855 = add nsw i64 %854, %conv1_weight_grad.ky103245
-  %856 = mul nsw i64 %855, 3
-  %857 = add nsw i64 %856, 2
-  %858 = mul nsw i64 %857, 50176
-  %859 = mul nsw i64 %conv1_weight_grad.j99240, 784
-  %860 = add nsw i64 %858, %859
-  %861 = mul nsw i64 %conv1_weight_grad.oy108256, 28
-  %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %conv1_weight_grad.ox109259
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %863
-  store float %853, ptr %arena261, align 4
-  %ox109.next = add nsw i64 %conv1_weight_grad.ox109259, 1
-  %864 = icmp slt i64 %ox109.next, 27
-  br i1 %864, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
+conv1_weight_grad.i110:                           ; preds = %conv1_weight_grad.i110, %conv1_weight_grad.f109
+  %conv1_weight_grad.i110292 = phi i64 [ 0, %conv1_weight_grad.f109 ], [ %i110.next, %conv1_weight_grad.i110 ]
+  %1001 = mul nsw i64 %conv1_weight_grad.g96267, 64
+  %1002 = add nsw i64 %1001, %conv1_weight_grad.j108290
+  %1003 = mul nsw i64 %1002, 25088
+  %1004 = add nsw i64 3220112, %1003
+  %1005 = mul nsw i64 %conv1_weight_grad.f109291, 784
+  %1006 = add nsw i64 %1004, %1005
+  %1007 = add nsw i64 %1006, %conv1_weight_grad.i110292
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %1007
+  %1008 = load float, ptr %arena293, align 4
+  %1009 = mul nsw i64 %conv1_weight_grad.f109291, 50176
+  %1010 = add nsw i64 451584, %1009
+  %1011 = mul nsw i64 %conv1_weight_grad.j108290, 784
+  %1012 = add nsw i64 %1010, %1011
+  %1013 = add nsw i64 %1012, %conv1_weight_grad.i110292
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %1013
+  store float %1008, ptr %arena294, align 4
+  %i110.next = add nsw i64 %conv1_weight_grad.i110292, 1
+  %1014 = icmp slt i64 %i110.next, 784
+  br i1 %1014, label %conv1_weight_grad.i110, label %conv1_weight_grad.i110.end
 
-conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
-  br label %conv1_weight_grad.endif258
+conv1_weight_grad.i110.end:                       ; preds = %conv1_weight_grad.i110
+  %f109.next = add nsw i64 %conv1_weight_grad.f109291, 1
+  %1015 = icmp slt i64 %f109.next, 32
+  br i1 %1015, label %conv1_weight_grad.f109, label %conv1_weight_grad.f109.end
 
-conv1_weight_grad.j110:                           ; preds = %conv1_weight_grad.f111.end, %conv1_weight_grad.j99.end
-  %conv1_weight_grad.j110262 = phi i64 [ 0, %conv1_weight_grad.j99.end ], [ %j110.next, %conv1_weight_grad.f111.end ]
-  br label %conv1_weight_grad.f111
+conv1_bias_grad.f111:                             ; preds = %conv1_bias_grad.img113.end, %conv1_weight_grad.g96.end
+  %conv1_bias_grad.f111298 = phi i64 [ 0, %conv1_weight_grad.g96.end ], [ %f111.next, %conv1_bias_grad.img113.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc112, align 4
+  br label %conv1_bias_grad.img113
 
-conv1_weight_grad.j110.end:                       ; preds = %conv1_weight_grad.f111.end
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 451584
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads269 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena267, i32 50176, ptr %arena268, i32 50176, float 1.000000e+00, ptr %grads269, i32 9)
-  %g98.next = add nsw i64 %conv1_weight_grad.g98239, 1
-  %865 = icmp slt i64 %g98.next, 1
-  br i1 %865, label %conv1_weight_grad.g98, label %conv1_weight_grad.g98.end
+conv1_bias_grad.f111.end:                         ; preds = %conv1_bias_grad.img113.end
+  %1016 = sitofp i64 %step to float
+  %1017 = fmul float %1016, 0xBFBAF8E8A0000000
+  %1018 = call float @llvm.exp.f32(float %1017)
+  %1019 = fsub float 1.000000e+00, %1018
+  %1020 = fdiv float %lr, %1019
+  store float %1020, ptr %adam.step_size115, align 4
+  %1021 = sitofp i64 %step to float
+  %1022 = fmul float %1021, 0xBF50645940000000
+  %1023 = call float @llvm.exp.f32(float %1022)
+  %1024 = fsub float 1.000000e+00, %1023
+  %1025 = call float @llvm.sqrt.f32(float %1024)
+  store float %1025, ptr %adam.bc2_sqrt116, align 4
+  br label %adam.i117
 
-conv1_weight_grad.f111:                           ; preds = %conv1_weight_grad.i112.end, %conv1_weight_grad.j110
-  %conv1_weight_grad.f111263 = phi i64 [ 0, %conv1_weight_grad.j110 ], [ %f111.next, %conv1_weight_grad.i112.end ]
-  br label %conv1_weight_grad.i112
+conv1_bias_grad.img113:                           ; preds = %conv1_bias_grad.i114.end, %conv1_bias_grad.f111
+  %conv1_bias_grad.img113299 = phi i64 [ 0, %conv1_bias_grad.f111 ], [ %img113.next, %conv1_bias_grad.i114.end ]
+  br label %conv1_bias_grad.i114
 
-conv1_weight_grad.f111.end:                       ; preds = %conv1_weight_grad.i112.end
-  %j110.next = add nsw i64 %conv1_weight_grad.j110262, 1
-  %866 = icmp slt i64 %j110.next, 64
-  br i1 %866, label %conv1_weight_grad.j110, label %conv1_weight_grad.j110.end
+conv1_bias_grad.img113.end:                       ; preds = %conv1_bias_grad.i114.end
+  %acc112302 = load float, ptr %conv1_bias_grad.acc112, align 4
+  %1026 = add nsw i64 288, %conv1_bias_grad.f111298
+  %grads303 = getelementptr inbounds float, ptr %grads, i64 %1026
+  store float %acc112302, ptr %grads303, align 4
+  %f111.next = add nsw i64 %conv1_bias_grad.f111298, 1
+  %1027 = icmp slt i64 %f111.next, 32
+  br i1 %1027, label %conv1_bias_grad.f111, label %conv1_bias_grad.f111.end
 
-conv1_weight_grad.i112:                           ; preds = %conv1_weight_grad.i112, %conv1_weight_grad.f111
-  %conv1_weight_grad.i112264 = phi i64 [ 0, %conv1_weight_grad.f111 ], [ %i112.next, %conv1_weight_grad.i112 ]
-  %867 = mul nsw i64 %conv1_weight_grad.g98239, 64
-  %868 = add nsw i64 %867, %conv1_weight_grad.j110262
-  %869 = mul nsw i64 %868, 25088
-  %870 = add nsw i64 3220112, %869
-  %871 = mul nsw i64 %conv1_weight_grad.f111263, 784
-  %872 = add nsw i64 %870, %871
-  %873 = add nsw i64 %872, %conv1_weight_grad.i112264
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %873
-  %874 = load float, ptr %arena265, align 4
-  %875 = mul nsw i64 %conv1_weight_grad.f111263, 50176
-  %876 = add nsw i64 451584, %875
-  %877 = mul nsw i64 %conv1_weight_grad.j110262, 784
-  %878 = add nsw i64 %876, %877
-  %879 = add nsw i64 %878, %conv1_weight_grad.i112264
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %879
-  store float %874, ptr %arena266, align 4
-  %i112.next = add nsw i64 %conv1_weight_grad.i112264, 1
-  %880 = icmp slt i64 %i112.next, 784
-  br i1 %880, label %conv1_weight_grad.i112, label %conv1_weight_grad.i112.end
+conv1_bias_grad.i114:                             ; preds = %conv1_bias_grad.i114, %conv1_bias_grad.img113
+  %conv1_bias_grad.i114300 = phi i64 [ 0, %conv1_bias_grad.img113 ], [ %i114.next, %conv1_bias_grad.i114 ]
+  %acc112 = load float, ptr %conv1_bias_grad.acc112, align 4
+  %1028 = mul nsw i64 %conv1_bias_grad.img113299, 25088
+  %1029 = add nsw i64 3220112, %1028
+  %1030 = mul nsw i64 %conv1_bias_grad.f111298, 784
+  %1031 = add nsw i64 %1029, %1030
+  %1032 = add nsw i64 %1031, %conv1_bias_grad.i114300
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1032
+  %1033 = load float, ptr %arena301, align 4
+  %1034 = fadd float %acc112, %1033
+  store float %1034, ptr %conv1_bias_grad.acc112, align 4
+  %i114.next = add nsw i64 %conv1_bias_grad.i114300, 1
+  %1035 = icmp slt i64 %i114.next, 784
+  br i1 %1035, label %conv1_bias_grad.i114, label %conv1_bias_grad.i114.end
 
-conv1_weight_grad.i112.end:                       ; preds = %conv1_weight_grad.i112
-  %f111.next = add nsw i64 %conv1_weight_grad.f111263, 1
-  %881 = icmp slt i64 %f111.next, 32
-  br i1 %881, label %conv1_weight_grad.f111, label %conv1_weight_grad.f111.end
+conv1_bias_grad.i114.end:                         ; preds = %conv1_bias_grad.i114
+  %img113.next = add nsw i64 %conv1_bias_grad.img113299, 1
+  %1036 = icmp slt i64 %img113.next, 64
+  br i1 %1036, label %conv1_bias_grad.img113, label %conv1_bias_grad.img113.end
 
-conv1_bias_grad.f113:                             ; preds = %conv1_bias_grad.img115.end, %conv1_weight_grad.g98.end
-  %conv1_bias_grad.f113270 = phi i64 [ 0, %conv1_weight_grad.g98.end ], [ %f113.next, %conv1_bias_grad.img115.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc114, align 4
-  br label %conv1_bias_grad.img115
-
-conv1_bias_grad.f113.end:                         ; preds = %conv1_bias_grad.img115.end
-  %882 = sitofp i64 %step to float
-  %883 = fmul float %882, 0xBFBAF8E8A0000000
-  %884 = call float @llvm.exp.f32(float %883)
-  %885 = fsub float 1.000000e+00, %884
-  %886 = fdiv float %lr, %885
-  store float %886, ptr %adam.step_size117, align 4
-  %887 = sitofp i64 %step to float
-  %888 = fmul float %887, 0xBF50645940000000
-  %889 = call float @llvm.exp.f32(float %888)
-  %890 = fsub float 1.000000e+00, %889
-  %891 = call float @llvm.sqrt.f32(float %890)
-  store float %891, ptr %adam.bc2_sqrt118, align 4
-  br label %adam.i119
-
-conv1_bias_grad.img115:                           ; preds = %conv1_bias_grad.i116.end, %conv1_bias_grad.f113
-  %conv1_bias_grad.img115271 = phi i64 [ 0, %conv1_bias_grad.f113 ], [ %img115.next, %conv1_bias_grad.i116.end ]
-  br label %conv1_bias_grad.i116
-
-conv1_bias_grad.img115.end:                       ; preds = %conv1_bias_grad.i116.end
-  %acc114274 = load float, ptr %conv1_bias_grad.acc114, align 4
-  %892 = add nsw i64 288, %conv1_bias_grad.f113270
-  %grads275 = getelementptr inbounds float, ptr %grads, i64 %892
-  store float %acc114274, ptr %grads275, align 4
-  %f113.next = add nsw i64 %conv1_bias_grad.f113270, 1
-  %893 = icmp slt i64 %f113.next, 32
-  br i1 %893, label %conv1_bias_grad.f113, label %conv1_bias_grad.f113.end
-
-conv1_bias_grad.i116:                             ; preds = %conv1_bias_grad.i116, %conv1_bias_grad.img115
-  %conv1_bias_grad.i116272 = phi i64 [ 0, %conv1_bias_grad.img115 ], [ %i116.next, %conv1_bias_grad.i116 ]
-  %acc114 = load float, ptr %conv1_bias_grad.acc114, align 4
-  %894 = mul nsw i64 %conv1_bias_grad.img115271, 25088
-  %895 = add nsw i64 3220112, %894
-  %896 = mul nsw i64 %conv1_bias_grad.f113270, 784
-  %897 = add nsw i64 %895, %896
-  %898 = add nsw i64 %897, %conv1_bias_grad.i116272
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %898
-  %899 = load float, ptr %arena273, align 4
-  %900 = fadd float %acc114, %899
-  store float %900, ptr %conv1_bias_grad.acc114, align 4
-  %i116.next = add nsw i64 %conv1_bias_grad.i116272, 1
-  %901 = icmp slt i64 %i116.next, 784
-  br i1 %901, label %conv1_bias_grad.i116, label %conv1_bias_grad.i116.end
-
-conv1_bias_grad.i116.end:                         ; preds = %conv1_bias_grad.i116
-  %img115.next = add nsw i64 %conv1_bias_grad.img115271, 1
-  %902 = icmp slt i64 %img115.next, 64
-  br i1 %902, label %conv1_bias_grad.img115, label %conv1_bias_grad.img115.end
-
-adam.i119:                                        ; preds = %adam.i119, %conv1_bias_grad.f113.end
-  %adam.i119276 = phi i64 [ 0, %conv1_bias_grad.f113.end ], [ %i119.next, %adam.i119 ]
-  %grads277 = getelementptr inbounds float, ptr %grads, i64 %adam.i119276
-  %903 = load float, ptr %grads277, align 4
-  %params278 = getelementptr inbounds float, ptr %params, i64 %adam.i119276
-  %904 = load float, ptr %params278, align 4
-  %905 = fmul float 0.000000e+00, %904
-  %906 = fadd float %903, %905
-  store float %906, ptr %adam.g, align 4
-  %m279 = getelementptr inbounds float, ptr %m, i64 %adam.i119276
-  %907 = load float, ptr %m279, align 4
-  %908 = fmul float 0x3FECCCCCC0000000, %907
+adam.i117:                                        ; preds = %adam.i117, %conv1_bias_grad.f111.end
+  %adam.i117304 = phi i64 [ 0, %conv1_bias_grad.f111.end ], [ %i117.next, %adam.i117 ]
+  %grads305 = getelementptr inbounds float, ptr %grads, i64 %adam.i117304
+  %1037 = load float, ptr %grads305, align 4
+  %params306 = getelementptr inbounds float, ptr %params, i64 %adam.i117304
+  %1038 = load float, ptr %params306, align 4
+  %1039 = fmul float 0.000000e+00, %1038
+  %1040 = fadd float %1037, %1039
+  store float %1040, ptr %adam.g, align 4
+  %m307 = getelementptr inbounds float, ptr %m, i64 %adam.i117304
+  %1041 = load float, ptr %m307, align 4
+  %1042 = fmul float 0x3FECCCCCC0000000, %1041
   %g = load float, ptr %adam.g, align 4
-  %909 = fmul float 0x3FB9999A00000000, %g
-  %910 = fadd float %908, %909
-  store float %910, ptr %adam.m_new, align 4
-  %v280 = getelementptr inbounds float, ptr %v, i64 %adam.i119276
-  %911 = load float, ptr %v280, align 4
-  %912 = fmul float 0x3FEFF7CEE0000000, %911
-  %g281 = load float, ptr %adam.g, align 4
-  %913 = fmul float 0x3F50624000000000, %g281
-  %g282 = load float, ptr %adam.g, align 4
-  %914 = fmul float %913, %g282
-  %915 = fadd float %912, %914
-  store float %915, ptr %adam.v_new, align 4
+  %1043 = fmul float 0x3FB9999A00000000, %g
+  %1044 = fadd float %1042, %1043
+  store float %1044, ptr %adam.m_new, align 4
+  %v308 = getelementptr inbounds float, ptr %v, i64 %adam.i117304
+  %1045 = load float, ptr %v308, align 4
+  %1046 = fmul float 0x3FEFF7CEE0000000, %1045
+  %g309 = load float, ptr %adam.g, align 4
+  %1047 = fmul float 0x3F50624000000000, %g309
+  %g310 = load float, ptr %adam.g, align 4
+  %1048 = fmul float %1047, %g310
+  %1049 = fadd float %1046, %1048
+  store float %1049, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m283 = getelementptr inbounds float, ptr %m, i64 %adam.i119276
-  store float %m_new, ptr %m283, align 4
+  %m311 = getelementptr inbounds float, ptr %m, i64 %adam.i117304
+  store float %m_new, ptr %m311, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v284 = getelementptr inbounds float, ptr %v, i64 %adam.i119276
-  store float %v_new, ptr %v284, align 4
-  %params285 = getelementptr inbounds float, ptr %params, i64 %adam.i119276
-  %916 = load float, ptr %params285, align 4
-  %step_size117 = load float, ptr %adam.step_size117, align 4
-  %m_new286 = load float, ptr %adam.m_new, align 4
-  %917 = fmul float %step_size117, %m_new286
-  %v_new287 = load float, ptr %adam.v_new, align 4
-  %918 = call float @llvm.sqrt.f32(float %v_new287)
-  %bc2_sqrt118 = load float, ptr %adam.bc2_sqrt118, align 4
-  %919 = fdiv float %918, %bc2_sqrt118
-  %920 = fadd float %919, 0x3E45798EE0000000
-  %921 = fdiv float %917, %920
-  %922 = fsub float %916, %921
-  %params288 = getelementptr inbounds float, ptr %params, i64 %adam.i119276
-  store float %922, ptr %params288, align 4
-  %i119.next = add nsw i64 %adam.i119276, 1
-  %923 = icmp slt i64 %i119.next, 1625866
-  br i1 %923, label %adam.i119, label %adam.i119.end
+  %v312 = getelementptr inbounds float, ptr %v, i64 %adam.i117304
+  store float %v_new, ptr %v312, align 4
+  %params313 = getelementptr inbounds float, ptr %params, i64 %adam.i117304
+  %1050 = load float, ptr %params313, align 4
+  %step_size115 = load float, ptr %adam.step_size115, align 4
+  %m_new314 = load float, ptr %adam.m_new, align 4
+  %1051 = fmul float %step_size115, %m_new314
+  %v_new315 = load float, ptr %adam.v_new, align 4
+  %1052 = call float @llvm.sqrt.f32(float %v_new315)
+  %bc2_sqrt116 = load float, ptr %adam.bc2_sqrt116, align 4
+  %1053 = fdiv float %1052, %bc2_sqrt116
+  %1054 = fadd float %1053, 0x3E45798EE0000000
+  %1055 = fdiv float %1051, %1054
+  %1056 = fsub float %1050, %1055
+  %params316 = getelementptr inbounds float, ptr %params, i64 %adam.i117304
+  store float %1056, ptr %params316, align 4
+  %i117.next = add nsw i64 %adam.i117304, 1
+  %1057 = icmp slt i64 %i117.next, 1625866
+  br i1 %1057, label %adam.i117, label %adam.i117.end
 
-adam.i119.end:                                    ; preds = %adam.i119
+adam.i117.end:                                    ; preds = %adam.i117
   ret void
 }
 
@@ -2468,11 +2622,11 @@ conv2.g16:                                        ; preds = %conv2.j28.end, %con
   br label %conv2.j17
 
 conv2.g16.end:                                    ; preds = %conv2.j28.end
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params83 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena82, i32 12544, ptr %params83, i32 12544, float 0.000000e+00, ptr %arena84, i32 128)
-  br label %fc1.n36
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params111 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena110, i32 12544, ptr %params111, i32 12544, float 0.000000e+00, ptr %arena112, i32 128)
+  br label %fc1.n34
 
 conv2.j17:                                        ; preds = %conv2.c20.end, %conv2.g16
   %conv2.j1736 = phi i64 [ 0, %conv2.g16 ], [ %j17.next, %conv2.c20.end ]
@@ -2728,8 +2882,8 @@ conv2.py30.end:                                   ; preds = %conv2.px31.end
   %244 = icmp slt i64 %f29.next, 64
   br i1 %244, label %conv2.f29, label %conv2.f29.end
 
-conv2.px31:                                       ; preds = %conv2.ky34.end, %conv2.py30
-  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.ky34.end ]
+conv2.px31:                                       ; preds = %conv2.px31, %conv2.py30
+  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.px31 ]
   %245 = mul nsw i64 %conv2.f2962, 50176
   %246 = add nsw i64 17661952, %245
   %247 = mul nsw i64 %conv2.j2861, 784
@@ -2750,203 +2904,357 @@ conv2.px31:                                       ; preds = %conv2.ky34.end, %co
   %259 = add nsw i64 %257, %258
   %260 = sitofp i64 %259 to float
   store float %260, ptr %conv2.bi33, align 4
-  br label %conv2.ky34
-
-conv2.px31.end:                                   ; preds = %conv2.ky34.end
-  %py30.next = add nsw i64 %conv2.py3063, 1
-  %261 = icmp slt i64 %py30.next, 14
-  br i1 %261, label %conv2.py30, label %conv2.py30.end
-
-conv2.ky34:                                       ; preds = %conv2.kx35.end, %conv2.px31
-  %conv2.ky3467 = phi i64 [ 0, %conv2.px31 ], [ %ky34.next, %conv2.kx35.end ]
-  br label %conv2.kx35
-
-conv2.ky34.end:                                   ; preds = %conv2.kx35.end
-  %best3277 = load float, ptr %conv2.best32, align 4
-  %262 = fcmp ogt float %best3277, 0.000000e+00
-  %best3278 = load float, ptr %conv2.best32, align 4
-  %263 = select i1 %262, float %best3278, float 0.000000e+00
-  %264 = mul nsw i64 %conv2.g1635, 64
-  %265 = add nsw i64 %264, %conv2.j2861
-  %266 = mul nsw i64 %265, 12544
-  %267 = mul nsw i64 %conv2.f2962, 196
-  %268 = add nsw i64 %266, %267
-  %269 = mul nsw i64 %conv2.py3063, 14
-  %270 = add nsw i64 %268, %269
-  %271 = add nsw i64 %270, %conv2.px3164
-  %272 = add nsw i64 1605632, %271
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %272
-  store float %263, ptr %arena79, align 4
-  %bi3380 = load float, ptr %conv2.bi33, align 4
-  %273 = mul nsw i64 %conv2.g1635, 64
-  %274 = add nsw i64 %273, %conv2.j2861
-  %275 = mul nsw i64 %274, 12544
-  %276 = mul nsw i64 %conv2.f2962, 196
-  %277 = add nsw i64 %275, %276
-  %278 = mul nsw i64 %conv2.py3063, 14
-  %279 = add nsw i64 %277, %278
-  %280 = add nsw i64 %279, %conv2.px3164
-  %281 = add nsw i64 2408448, %280
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %281
-  store float %bi3380, ptr %arena81, align 4
-  %px31.next = add nsw i64 %conv2.px3164, 1
-  %282 = icmp slt i64 %px31.next, 14
-  br i1 %282, label %conv2.px31, label %conv2.px31.end
-
-conv2.kx35:                                       ; preds = %conv2.kx35, %conv2.ky34
-  %conv2.kx3568 = phi i64 [ 0, %conv2.ky34 ], [ %kx35.next, %conv2.kx35 ]
-  %283 = mul nsw i64 %conv2.f2962, 50176
-  %284 = add nsw i64 17661952, %283
-  %285 = mul nsw i64 %conv2.j2861, 784
-  %286 = add nsw i64 %284, %285
-  %287 = mul nsw i64 %conv2.py3063, 56
-  %288 = mul nsw i64 %conv2.px3164, 2
-  %289 = add nsw i64 %287, %288
-  %290 = mul nsw i64 %conv2.ky3467, 28
-  %291 = add nsw i64 %289, %290
-  %292 = add nsw i64 %291, %conv2.kx3568
-  %293 = add nsw i64 %286, %292
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %293
-  %294 = load float, ptr %arena69, align 4
-  %295 = add nsw i64 18752, %conv2.f2962
-  %params70 = getelementptr inbounds float, ptr %params, i64 %295
-  %296 = load float, ptr %params70, align 4
-  %297 = fadd float %294, %296
+  %261 = mul nsw i64 %conv2.f2962, 50176
+  %262 = add nsw i64 17661952, %261
+  %263 = mul nsw i64 %conv2.j2861, 784
+  %264 = add nsw i64 %262, %263
+  %265 = mul nsw i64 %conv2.py3063, 56
+  %266 = mul nsw i64 %conv2.px3164, 2
+  %267 = add nsw i64 %265, %266
+  %268 = add nsw i64 %264, %267
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %268
+  %269 = load float, ptr %arena67, align 4
+  %270 = add nsw i64 18752, %conv2.f2962
+  %params68 = getelementptr inbounds float, ptr %params, i64 %270
+  %271 = load float, ptr %params68, align 4
+  %272 = fadd float %269, %271
   %best32 = load float, ptr %conv2.best32, align 4
-  %298 = fcmp ogt float %297, %best32
-  %299 = mul nsw i64 %conv2.py3063, 56
-  %300 = mul nsw i64 %conv2.px3164, 2
-  %301 = add nsw i64 %299, %300
-  %302 = mul nsw i64 %conv2.ky3467, 28
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %303, %conv2.kx3568
-  %305 = sitofp i64 %304 to float
+  %273 = fcmp ogt float %272, %best32
+  %274 = mul nsw i64 %conv2.py3063, 56
+  %275 = mul nsw i64 %conv2.px3164, 2
+  %276 = add nsw i64 %274, %275
+  %277 = sitofp i64 %276 to float
   %bi33 = load float, ptr %conv2.bi33, align 4
-  %306 = select i1 %298, float %305, float %bi33
-  store float %306, ptr %conv2.bi33, align 4
-  %307 = mul nsw i64 %conv2.f2962, 50176
-  %308 = add nsw i64 17661952, %307
-  %309 = mul nsw i64 %conv2.j2861, 784
-  %310 = add nsw i64 %308, %309
-  %311 = mul nsw i64 %conv2.py3063, 56
-  %312 = mul nsw i64 %conv2.px3164, 2
-  %313 = add nsw i64 %311, %312
-  %314 = mul nsw i64 %conv2.ky3467, 28
-  %315 = add nsw i64 %313, %314
-  %316 = add nsw i64 %315, %conv2.kx3568
-  %317 = add nsw i64 %310, %316
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena71, align 4
-  %319 = add nsw i64 18752, %conv2.f2962
-  %params72 = getelementptr inbounds float, ptr %params, i64 %319
-  %320 = load float, ptr %params72, align 4
-  %321 = fadd float %318, %320
-  %best3273 = load float, ptr %conv2.best32, align 4
-  %322 = fcmp ogt float %321, %best3273
-  %323 = mul nsw i64 %conv2.f2962, 50176
-  %324 = add nsw i64 17661952, %323
-  %325 = mul nsw i64 %conv2.j2861, 784
-  %326 = add nsw i64 %324, %325
-  %327 = mul nsw i64 %conv2.py3063, 56
-  %328 = mul nsw i64 %conv2.px3164, 2
-  %329 = add nsw i64 %327, %328
-  %330 = mul nsw i64 %conv2.ky3467, 28
+  %278 = select i1 %273, float %277, float %bi33
+  store float %278, ptr %conv2.bi33, align 4
+  %279 = mul nsw i64 %conv2.f2962, 50176
+  %280 = add nsw i64 17661952, %279
+  %281 = mul nsw i64 %conv2.j2861, 784
+  %282 = add nsw i64 %280, %281
+  %283 = mul nsw i64 %conv2.py3063, 56
+  %284 = mul nsw i64 %conv2.px3164, 2
+  %285 = add nsw i64 %283, %284
+  %286 = add nsw i64 %282, %285
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %286
+  %287 = load float, ptr %arena69, align 4
+  %288 = add nsw i64 18752, %conv2.f2962
+  %params70 = getelementptr inbounds float, ptr %params, i64 %288
+  %289 = load float, ptr %params70, align 4
+  %290 = fadd float %287, %289
+  %best3271 = load float, ptr %conv2.best32, align 4
+  %291 = fcmp ogt float %290, %best3271
+  %292 = mul nsw i64 %conv2.f2962, 50176
+  %293 = add nsw i64 17661952, %292
+  %294 = mul nsw i64 %conv2.j2861, 784
+  %295 = add nsw i64 %293, %294
+  %296 = mul nsw i64 %conv2.py3063, 56
+  %297 = mul nsw i64 %conv2.px3164, 2
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %295, %298
+  %arena72 = getelementptr inbounds float, ptr %arena, i64 %299
+  %300 = load float, ptr %arena72, align 4
+  %301 = add nsw i64 18752, %conv2.f2962
+  %params73 = getelementptr inbounds float, ptr %params, i64 %301
+  %302 = load float, ptr %params73, align 4
+  %303 = fadd float %300, %302
+  %best3274 = load float, ptr %conv2.best32, align 4
+  %304 = select i1 %291, float %303, float %best3274
+  store float %304, ptr %conv2.best32, align 4
+  %305 = mul nsw i64 %conv2.f2962, 50176
+  %306 = add nsw i64 17661952, %305
+  %307 = mul nsw i64 %conv2.j2861, 784
+  %308 = add nsw i64 %306, %307
+  %309 = mul nsw i64 %conv2.py3063, 56
+  %310 = mul nsw i64 %conv2.px3164, 2
+  %311 = add nsw i64 %309, %310
+  %312 = add nsw i64 %311, 1
+  %313 = add nsw i64 %308, %312
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %313
+  %314 = load float, ptr %arena75, align 4
+  %315 = add nsw i64 18752, %conv2.f2962
+  %params76 = getelementptr inbounds float, ptr %params, i64 %315
+  %316 = load float, ptr %params76, align 4
+  %317 = fadd float %314, %316
+  %best3277 = load float, ptr %conv2.best32, align 4
+  %318 = fcmp ogt float %317, %best3277
+  %319 = mul nsw i64 %conv2.py3063, 56
+  %320 = mul nsw i64 %conv2.px3164, 2
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 %321, 1
+  %323 = sitofp i64 %322 to float
+  %bi3378 = load float, ptr %conv2.bi33, align 4
+  %324 = select i1 %318, float %323, float %bi3378
+  store float %324, ptr %conv2.bi33, align 4
+  %325 = mul nsw i64 %conv2.f2962, 50176
+  %326 = add nsw i64 17661952, %325
+  %327 = mul nsw i64 %conv2.j2861, 784
+  %328 = add nsw i64 %326, %327
+  %329 = mul nsw i64 %conv2.py3063, 56
+  %330 = mul nsw i64 %conv2.px3164, 2
   %331 = add nsw i64 %329, %330
-  %332 = add nsw i64 %331, %conv2.kx3568
-  %333 = add nsw i64 %326, %332
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena74, align 4
+  %332 = add nsw i64 %331, 1
+  %333 = add nsw i64 %328, %332
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %333
+  %334 = load float, ptr %arena79, align 4
   %335 = add nsw i64 18752, %conv2.f2962
-  %params75 = getelementptr inbounds float, ptr %params, i64 %335
-  %336 = load float, ptr %params75, align 4
+  %params80 = getelementptr inbounds float, ptr %params, i64 %335
+  %336 = load float, ptr %params80, align 4
   %337 = fadd float %334, %336
-  %best3276 = load float, ptr %conv2.best32, align 4
-  %338 = select i1 %322, float %337, float %best3276
-  store float %338, ptr %conv2.best32, align 4
-  %kx35.next = add nsw i64 %conv2.kx3568, 1
-  %339 = icmp slt i64 %kx35.next, 2
-  br i1 %339, label %conv2.kx35, label %conv2.kx35.end
+  %best3281 = load float, ptr %conv2.best32, align 4
+  %338 = fcmp ogt float %337, %best3281
+  %339 = mul nsw i64 %conv2.f2962, 50176
+  %340 = add nsw i64 17661952, %339
+  %341 = mul nsw i64 %conv2.j2861, 784
+  %342 = add nsw i64 %340, %341
+  %343 = mul nsw i64 %conv2.py3063, 56
+  %344 = mul nsw i64 %conv2.px3164, 2
+  %345 = add nsw i64 %343, %344
+  %346 = add nsw i64 %345, 1
+  %347 = add nsw i64 %342, %346
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %347
+  %348 = load float, ptr %arena82, align 4
+  %349 = add nsw i64 18752, %conv2.f2962
+  %params83 = getelementptr inbounds float, ptr %params, i64 %349
+  %350 = load float, ptr %params83, align 4
+  %351 = fadd float %348, %350
+  %best3284 = load float, ptr %conv2.best32, align 4
+  %352 = select i1 %338, float %351, float %best3284
+  store float %352, ptr %conv2.best32, align 4
+  %353 = mul nsw i64 %conv2.f2962, 50176
+  %354 = add nsw i64 17661952, %353
+  %355 = mul nsw i64 %conv2.j2861, 784
+  %356 = add nsw i64 %354, %355
+  %357 = mul nsw i64 %conv2.py3063, 56
+  %358 = mul nsw i64 %conv2.px3164, 2
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %359, 28
+  %361 = add nsw i64 %356, %360
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %361
+  %362 = load float, ptr %arena85, align 4
+  %363 = add nsw i64 18752, %conv2.f2962
+  %params86 = getelementptr inbounds float, ptr %params, i64 %363
+  %364 = load float, ptr %params86, align 4
+  %365 = fadd float %362, %364
+  %best3287 = load float, ptr %conv2.best32, align 4
+  %366 = fcmp ogt float %365, %best3287
+  %367 = mul nsw i64 %conv2.py3063, 56
+  %368 = mul nsw i64 %conv2.px3164, 2
+  %369 = add nsw i64 %367, %368
+  %370 = add nsw i64 %369, 28
+  %371 = sitofp i64 %370 to float
+  %bi3388 = load float, ptr %conv2.bi33, align 4
+  %372 = select i1 %366, float %371, float %bi3388
+  store float %372, ptr %conv2.bi33, align 4
+  %373 = mul nsw i64 %conv2.f2962, 50176
+  %374 = add nsw i64 17661952, %373
+  %375 = mul nsw i64 %conv2.j2861, 784
+  %376 = add nsw i64 %374, %375
+  %377 = mul nsw i64 %conv2.py3063, 56
+  %378 = mul nsw i64 %conv2.px3164, 2
+  %379 = add nsw i64 %377, %378
+  %380 = add nsw i64 %379, 28
+  %381 = add nsw i64 %376, %380
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %381
+  %382 = load float, ptr %arena89, align 4
+  %383 = add nsw i64 18752, %conv2.f2962
+  %params90 = getelementptr inbounds float, ptr %params, i64 %383
+  %384 = load float, ptr %params90, align 4
+  %385 = fadd float %382, %384
+  %best3291 = load float, ptr %conv2.best32, align 4
+  %386 = fcmp ogt float %385, %best3291
+  %387 = mul nsw i64 %conv2.f2962, 50176
+  %388 = add nsw i64 17661952, %387
+  %389 = mul nsw i64 %conv2.j2861, 784
+  %390 = add nsw i64 %388, %389
+  %391 = mul nsw i64 %conv2.py3063, 56
+  %392 = mul nsw i64 %conv2.px3164, 2
+  %393 = add nsw i64 %391, %392
+  %394 = add nsw i64 %393, 28
+  %395 = add nsw i64 %390, %394
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %395
+  %396 = load float, ptr %arena92, align 4
+  %397 = add nsw i64 18752, %conv2.f2962
+  %params93 = getelementptr inbounds float, ptr %params, i64 %397
+  %398 = load float, ptr %params93, align 4
+  %399 = fadd float %396, %398
+  %best3294 = load float, ptr %conv2.best32, align 4
+  %400 = select i1 %386, float %399, float %best3294
+  store float %400, ptr %conv2.best32, align 4
+  %401 = mul nsw i64 %conv2.f2962, 50176
+  %402 = add nsw i64 17661952, %401
+  %403 = mul nsw i64 %conv2.j2861, 784
+  %404 = add nsw i64 %402, %403
+  %405 = mul nsw i64 %conv2.py3063, 56
+  %406 = mul nsw i64 %conv2.px3164, 2
+  %407 = add nsw i64 %405, %406
+  %408 = add nsw i64 %407, 28
+  %409 = add nsw i64 %408, 1
+  %410 = add nsw i64 %404, %409
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %410
+  %411 = load float, ptr %arena95, align 4
+  %412 = add nsw i64 18752, %conv2.f2962
+  %params96 = getelementptr inbounds float, ptr %params, i64 %412
+  %413 = load float, ptr %params96, align 4
+  %414 = fadd float %411, %413
+  %best3297 = load float, ptr %conv2.best32, align 4
+  %415 = fcmp ogt float %414, %best3297
+  %416 = mul nsw i64 %conv2.py3063, 56
+  %417 = mul nsw i64 %conv2.px3164, 2
+  %418 = add nsw i64 %416, %417
+  %419 = add nsw i64 %418, 28
+  %420 = add nsw i64 %419, 1
+  %421 = sitofp i64 %420 to float
+  %bi3398 = load float, ptr %conv2.bi33, align 4
+  %422 = select i1 %415, float %421, float %bi3398
+  store float %422, ptr %conv2.bi33, align 4
+  %423 = mul nsw i64 %conv2.f2962, 50176
+  %424 = add nsw i64 17661952, %423
+  %425 = mul nsw i64 %conv2.j2861, 784
+  %426 = add nsw i64 %424, %425
+  %427 = mul nsw i64 %conv2.py3063, 56
+  %428 = mul nsw i64 %conv2.px3164, 2
+  %429 = add nsw i64 %427, %428
+  %430 = add nsw i64 %429, 28
+  %431 = add nsw i64 %430, 1
+  %432 = add nsw i64 %426, %431
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %432
+  %433 = load float, ptr %arena99, align 4
+  %434 = add nsw i64 18752, %conv2.f2962
+  %params100 = getelementptr inbounds float, ptr %params, i64 %434
+  %435 = load float, ptr %params100, align 4
+  %436 = fadd float %433, %435
+  %best32101 = load float, ptr %conv2.best32, align 4
+  %437 = fcmp ogt float %436, %best32101
+  %438 = mul nsw i64 %conv2.f2962, 50176
+  %439 = add nsw i64 17661952, %438
+  %440 = mul nsw i64 %conv2.j2861, 784
+  %441 = add nsw i64 %439, %440
+  %442 = mul nsw i64 %conv2.py3063, 56
+  %443 = mul nsw i64 %conv2.px3164, 2
+  %444 = add nsw i64 %442, %443
+  %445 = add nsw i64 %444, 28
+  %446 = add nsw i64 %445, 1
+  %447 = add nsw i64 %441, %446
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena102, align 4
+  %449 = add nsw i64 18752, %conv2.f2962
+  %params103 = getelementptr inbounds float, ptr %params, i64 %449
+  %450 = load float, ptr %params103, align 4
+  %451 = fadd float %448, %450
+  %best32104 = load float, ptr %conv2.best32, align 4
+  %452 = select i1 %437, float %451, float %best32104
+  store float %452, ptr %conv2.best32, align 4
+  %best32105 = load float, ptr %conv2.best32, align 4
+  %453 = fcmp ogt float %best32105, 0.000000e+00
+  %best32106 = load float, ptr %conv2.best32, align 4
+  %454 = select i1 %453, float %best32106, float 0.000000e+00
+  %455 = mul nsw i64 %conv2.g1635, 64
+  %456 = add nsw i64 %455, %conv2.j2861
+  %457 = mul nsw i64 %456, 12544
+  %458 = mul nsw i64 %conv2.f2962, 196
+  %459 = add nsw i64 %457, %458
+  %460 = mul nsw i64 %conv2.py3063, 14
+  %461 = add nsw i64 %459, %460
+  %462 = add nsw i64 %461, %conv2.px3164
+  %463 = add nsw i64 1605632, %462
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %463
+  store float %454, ptr %arena107, align 4
+  %bi33108 = load float, ptr %conv2.bi33, align 4
+  %464 = mul nsw i64 %conv2.g1635, 64
+  %465 = add nsw i64 %464, %conv2.j2861
+  %466 = mul nsw i64 %465, 12544
+  %467 = mul nsw i64 %conv2.f2962, 196
+  %468 = add nsw i64 %466, %467
+  %469 = mul nsw i64 %conv2.py3063, 14
+  %470 = add nsw i64 %468, %469
+  %471 = add nsw i64 %470, %conv2.px3164
+  %472 = add nsw i64 2408448, %471
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %472
+  store float %bi33108, ptr %arena109, align 4
+  %px31.next = add nsw i64 %conv2.px3164, 1
+  %473 = icmp slt i64 %px31.next, 14
+  br i1 %473, label %conv2.px31, label %conv2.px31.end
 
-conv2.kx35.end:                                   ; preds = %conv2.kx35
-  %ky34.next = add nsw i64 %conv2.ky3467, 1
-  %340 = icmp slt i64 %ky34.next, 2
-  br i1 %340, label %conv2.ky34, label %conv2.ky34.end
+conv2.px31.end:                                   ; preds = %conv2.px31
+  %py30.next = add nsw i64 %conv2.py3063, 1
+  %474 = icmp slt i64 %py30.next, 14
+  br i1 %474, label %conv2.py30, label %conv2.py30.end
 
-fc1.n36:                                          ; preds = %fc1.u37.end, %conv2.g16.end
-  %fc1.n3685 = phi i64 [ 0, %conv2.g16.end ], [ %n36.next, %fc1.u37.end ]
-  br label %fc1.u37
+fc1.n34:                                          ; preds = %fc1.u35.end, %conv2.g16.end
+  %fc1.n34113 = phi i64 [ 0, %conv2.g16.end ], [ %n34.next, %fc1.u35.end ]
+  br label %fc1.u35
 
-fc1.n36.end:                                      ; preds = %fc1.u37.end
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 0
-  %params93 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena92, i32 128, ptr %params93, i32 128, float 0.000000e+00, ptr %arena94, i32 10)
-  br label %fc2.n38
+fc1.n34.end:                                      ; preds = %fc1.u35.end
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 0
+  %params121 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena120, i32 128, ptr %params121, i32 128, float 0.000000e+00, ptr %arena122, i32 10)
+  br label %fc2.n36
 
-fc1.u37:                                          ; preds = %fc1.u37, %fc1.n36
-  %fc1.u3786 = phi i64 [ 0, %fc1.n36 ], [ %u37.next, %fc1.u37 ]
-  %341 = mul nsw i64 %fc1.n3685, 128
-  %342 = add nsw i64 %341, %fc1.u3786
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %342
-  %343 = load float, ptr %arena87, align 4
-  %344 = add nsw i64 1624448, %fc1.u3786
-  %params88 = getelementptr inbounds float, ptr %params, i64 %344
-  %345 = load float, ptr %params88, align 4
-  %346 = fadd float %343, %345
-  %347 = fcmp ogt float %346, 0.000000e+00
-  %348 = mul nsw i64 %fc1.n3685, 128
-  %349 = add nsw i64 %348, %fc1.u3786
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %349
-  %350 = load float, ptr %arena89, align 4
-  %351 = add nsw i64 1624448, %fc1.u3786
-  %params90 = getelementptr inbounds float, ptr %params, i64 %351
-  %352 = load float, ptr %params90, align 4
-  %353 = fadd float %350, %352
-  %354 = select i1 %347, float %353, float 0.000000e+00
-  %355 = mul nsw i64 %fc1.n3685, 128
-  %356 = add nsw i64 %355, %fc1.u3786
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %356
-  store float %354, ptr %arena91, align 4
-  %u37.next = add nsw i64 %fc1.u3786, 1
-  %357 = icmp slt i64 %u37.next, 128
-  br i1 %357, label %fc1.u37, label %fc1.u37.end
+fc1.u35:                                          ; preds = %fc1.u35, %fc1.n34
+  %fc1.u35114 = phi i64 [ 0, %fc1.n34 ], [ %u35.next, %fc1.u35 ]
+  %475 = mul nsw i64 %fc1.n34113, 128
+  %476 = add nsw i64 %475, %fc1.u35114
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %476
+  %477 = load float, ptr %arena115, align 4
+  %478 = add nsw i64 1624448, %fc1.u35114
+  %params116 = getelementptr inbounds float, ptr %params, i64 %478
+  %479 = load float, ptr %params116, align 4
+  %480 = fadd float %477, %479
+  %481 = fcmp ogt float %480, 0.000000e+00
+  %482 = mul nsw i64 %fc1.n34113, 128
+  %483 = add nsw i64 %482, %fc1.u35114
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %483
+  %484 = load float, ptr %arena117, align 4
+  %485 = add nsw i64 1624448, %fc1.u35114
+  %params118 = getelementptr inbounds float, ptr %params, i64 %485
+  %486 = load float, ptr %params118, align 4
+  %487 = fadd float %484, %486
+  %488 = select i1 %481, float %487, float 0.000000e+00
+  %489 = mul nsw i64 %fc1.n34113, 128
+  %490 = add nsw i64 %489, %fc1.u35114
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %490
+  store float %488, ptr %arena119, align 4
+  %u35.next = add nsw i64 %fc1.u35114, 1
+  %491 = icmp slt i64 %u35.next, 128
+  br i1 %491, label %fc1.u35, label %fc1.u35.end
 
-fc1.u37.end:                                      ; preds = %fc1.u37
-  %n36.next = add nsw i64 %fc1.n3685, 1
-  %358 = icmp slt i64 %n36.next, 64
-  br i1 %358, label %fc1.n36, label %fc1.n36.end
+fc1.u35.end:                                      ; preds = %fc1.u35
+  %n34.next = add nsw i64 %fc1.n34113, 1
+  %492 = icmp slt i64 %n34.next, 64
+  br i1 %492, label %fc1.n34, label %fc1.n34.end
 
-fc2.n38:                                          ; preds = %fc2.u39.end, %fc1.n36.end
-  %fc2.n3895 = phi i64 [ 0, %fc1.n36.end ], [ %n38.next, %fc2.u39.end ]
-  br label %fc2.u39
+fc2.n36:                                          ; preds = %fc2.u37.end, %fc1.n34.end
+  %fc2.n36123 = phi i64 [ 0, %fc1.n34.end ], [ %n36.next, %fc2.u37.end ]
+  br label %fc2.u37
 
-fc2.n38.end:                                      ; preds = %fc2.u39.end
+fc2.n36.end:                                      ; preds = %fc2.u37.end
   ret void
 
-fc2.u39:                                          ; preds = %fc2.u39, %fc2.n38
-  %fc2.u3996 = phi i64 [ 0, %fc2.n38 ], [ %u39.next, %fc2.u39 ]
-  %359 = mul nsw i64 %fc2.n3895, 10
-  %360 = add nsw i64 8192, %359
-  %361 = add nsw i64 %360, %fc2.u3996
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena97, align 4
-  %363 = add nsw i64 1625856, %fc2.u3996
-  %params98 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params98, align 4
-  %365 = fadd float %362, %364
-  %366 = mul nsw i64 %fc2.n3895, 10
-  %367 = add nsw i64 8192, %366
-  %368 = add nsw i64 %367, %fc2.u3996
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %368
-  store float %365, ptr %arena99, align 4
-  %u39.next = add nsw i64 %fc2.u3996, 1
-  %369 = icmp slt i64 %u39.next, 10
-  br i1 %369, label %fc2.u39, label %fc2.u39.end
+fc2.u37:                                          ; preds = %fc2.u37, %fc2.n36
+  %fc2.u37124 = phi i64 [ 0, %fc2.n36 ], [ %u37.next, %fc2.u37 ]
+  %493 = mul nsw i64 %fc2.n36123, 10
+  %494 = add nsw i64 8192, %493
+  %495 = add nsw i64 %494, %fc2.u37124
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %495
+  %496 = load float, ptr %arena125, align 4
+  %497 = add nsw i64 1625856, %fc2.u37124
+  %params126 = getelementptr inbounds float, ptr %params, i64 %497
+  %498 = load float, ptr %params126, align 4
+  %499 = fadd float %496, %498
+  %500 = mul nsw i64 %fc2.n36123, 10
+  %501 = add nsw i64 8192, %500
+  %502 = add nsw i64 %501, %fc2.u37124
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %502
+  store float %499, ptr %arena127, align 4
+  %u37.next = add nsw i64 %fc2.u37124, 1
+  %503 = icmp slt i64 %u37.next, 10
+  br i1 %503, label %fc2.u37, label %fc2.u37.end
 
-fc2.u39.end:                                      ; preds = %fc2.u39
-  %n38.next = add nsw i64 %fc2.n3895, 1
-  %370 = icmp slt i64 %n38.next, 64
-  br i1 %370, label %fc2.n38, label %fc2.n38.end
+fc2.u37.end:                                      ; preds = %fc2.u37
+  %n36.next = add nsw i64 %fc2.n36123, 1
+  %504 = icmp slt i64 %n36.next, 64
+  br i1 %504, label %fc2.n36, label %fc2.n36.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

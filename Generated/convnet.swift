@@ -163,12 +163,14 @@ public func convnet_train_b64(
           for px31 in 0..<14 {
             var best32: Float = (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)])
             var bi33: Float = Float(((py30 &* 56) &+ (px31 &* 2)))
-            for ky34 in 0..<2 {
-              for kx35 in 0..<2 {
-                bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35)) : bi33)
-                best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) : best32)
-              }
-            }
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)]) > best32 ? Float(((py30 &* 56) &+ (px31 &* 2))) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)]) : best32)
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1))] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 1)) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1))] + params[(18752 &+ f29)]) : best32)
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28))] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 28)) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28))] + params[(18752 &+ f29)]) : best32)
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f29)]) : best32)
             arena[(1605632 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = (best32 > Float(0) ? best32 : Float(0))
             arena[(2408448 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = bi33
           }
@@ -179,186 +181,186 @@ public func convnet_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3211264, 128)
-  for n36 in 0..<64 {
-    do {  // SIMD16 over u37
-      var u37 = 0
-      while u37 &+ 16 <= 128 {
-        store16(arena, (3211264 &+ (n36 &* 128)) &+ u37, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n36 &* 128)) &+ u37) + load16(params, 1624448 &+ u37)), where: (load16(arena, (3211264 &+ (n36 &* 128)) &+ u37) + load16(params, 1624448 &+ u37)) .> SIMD16<Float>(repeating: Float(0))))
-        u37 &+= 16
+  for n34 in 0..<64 {
+    do {  // SIMD16 over u35
+      var u35 = 0
+      while u35 &+ 16 <= 128 {
+        store16(arena, (3211264 &+ (n34 &* 128)) &+ u35, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n34 &* 128)) &+ u35) + load16(params, 1624448 &+ u35)), where: (load16(arena, (3211264 &+ (n34 &* 128)) &+ u35) + load16(params, 1624448 &+ u35)) .> SIMD16<Float>(repeating: Float(0))))
+        u35 &+= 16
       }
-      while u37 < 128 {
-        arena[((3211264 &+ (n36 &* 128)) &+ u37)] = ((arena[((3211264 &+ (n36 &* 128)) &+ u37)] + params[(1624448 &+ u37)]) > Float(0) ? (arena[((3211264 &+ (n36 &* 128)) &+ u37)] + params[(1624448 &+ u37)]) : Float(0))
-        u37 &+= 1
+      while u35 < 128 {
+        arena[((3211264 &+ (n34 &* 128)) &+ u35)] = ((arena[((3211264 &+ (n34 &* 128)) &+ u35)] + params[(1624448 &+ u35)]) > Float(0) ? (arena[((3211264 &+ (n34 &* 128)) &+ u35)] + params[(1624448 &+ u35)]) : Float(0))
+        u35 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3211264, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3219456, 10)
-  for n38 in 0..<64 {
-    do {  // SIMD16 over u39
-      var u39 = 0
-      while u39 < 10 {
-        arena[((3219456 &+ (n38 &* 10)) &+ u39)] = (arena[((3219456 &+ (n38 &* 10)) &+ u39)] + params[(1625856 &+ u39)])
-        u39 &+= 1
+  for n36 in 0..<64 {
+    do {  // SIMD16 over u37
+      var u37 = 0
+      while u37 < 10 {
+        arena[((3219456 &+ (n36 &* 10)) &+ u37)] = (arena[((3219456 &+ (n36 &* 10)) &+ u37)] + params[(1625856 &+ u37)])
+        u37 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total40: Float = Float(0)
-  for n41 in 0..<64 {
-    var m42: Float = arena[(3219456 &+ (n41 &* 10))]
-    for k44 in 0..<10 {
-      m42 = { let x = m42, y = arena[((3219456 &+ (n41 &* 10)) &+ k44)]; return y > x ? y : x }()
+  var total38: Float = Float(0)
+  for n39 in 0..<64 {
+    var m40: Float = arena[(3219456 &+ (n39 &* 10))]
+    for k42 in 0..<10 {
+      m40 = { let x = m40, y = arena[((3219456 &+ (n39 &* 10)) &+ k42)]; return y > x ? y : x }()
     }
-    var s43: Float = Float(0)
-    for k45 in 0..<10 {
-      s43 = (s43 + expf((arena[((3219456 &+ (n41 &* 10)) &+ k45)] - m42)))
+    var s41: Float = Float(0)
+    for k43 in 0..<10 {
+      s41 = (s41 + expf((arena[((3219456 &+ (n39 &* 10)) &+ k43)] - m40)))
     }
-    total40 = (total40 + ((m42 + logf(s43)) - arena[((3219456 &+ (n41 &* 10)) &+ Int(labels[n41]))]))
+    total38 = (total38 + ((m40 + logf(s41)) - arena[((3219456 &+ (n39 &* 10)) &+ Int(labels[n39]))]))
   }
-  arena[3220096] = (total40 / Float(64))
+  arena[3220096] = (total38 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n46 in 0..<64 {
-    var m47: Float = arena[(3219456 &+ (n46 &* 10))]
+  for n44 in 0..<64 {
+    var m45: Float = arena[(3219456 &+ (n44 &* 10))]
+    for k47 in 0..<10 {
+      m45 = { let x = m45, y = arena[((3219456 &+ (n44 &* 10)) &+ k47)]; return y > x ? y : x }()
+    }
+    var s46: Float = Float(0)
+    for k48 in 0..<10 {
+      s46 = (s46 + expf((arena[((3219456 &+ (n44 &* 10)) &+ k48)] - m45)))
+    }
     for k49 in 0..<10 {
-      m47 = { let x = m47, y = arena[((3219456 &+ (n46 &* 10)) &+ k49)]; return y > x ? y : x }()
-    }
-    var s48: Float = Float(0)
-    for k50 in 0..<10 {
-      s48 = (s48 + expf((arena[((3219456 &+ (n46 &* 10)) &+ k50)] - m47)))
-    }
-    for k51 in 0..<10 {
-      arena[((3220112 &+ (n46 &* 10)) &+ k51)] = ((k51 == Int(labels[n46]) ? ((expf((arena[((3219456 &+ (n46 &* 10)) &+ k51)] - m47)) / s48) - Float(1)) : (expf((arena[((3219456 &+ (n46 &* 10)) &+ k51)] - m47)) / s48)) / Float(64))
+      arena[((3220112 &+ (n44 &* 10)) &+ k49)] = ((k49 == Int(labels[n44]) ? ((expf((arena[((3219456 &+ (n44 &* 10)) &+ k49)] - m45)) / s46) - Float(1)) : (expf((arena[((3219456 &+ (n44 &* 10)) &+ k49)] - m45)) / s46)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3220112, 10, arena + 3211264, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u52 in 0..<10 {
-    var acc53: Float = Float(0)
-    for n54 in 0..<64 {
-      acc53 = (acc53 + arena[((3220112 &+ (n54 &* 10)) &+ u52)])
+  for u50 in 0..<10 {
+    var acc51: Float = Float(0)
+    for n52 in 0..<64 {
+      acc51 = (acc51 + arena[((3220112 &+ (n52 &* 10)) &+ u50)])
     }
-    grads[(1625856 &+ u52)] = acc53
+    grads[(1625856 &+ u50)] = acc51
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i55
-    var i55 = 0
-    while i55 &+ 16 <= 8192 {
-      store16(arena, 3228944 &+ i55, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i55), where: load16(arena, 3211264 &+ i55) .> SIMD16<Float>(repeating: Float(0))))
-      i55 &+= 16
+  do {  // SIMD16 over i53
+    var i53 = 0
+    while i53 &+ 16 <= 8192 {
+      store16(arena, 3228944 &+ i53, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i53), where: load16(arena, 3211264 &+ i53) .> SIMD16<Float>(repeating: Float(0))))
+      i53 &+= 16
     }
-    while i55 < 8192 {
-      arena[(3228944 &+ i55)] = (arena[(3211264 &+ i55)] > Float(0) ? arena[(3220752 &+ i55)] : Float(0))
-      i55 &+= 1
+    while i53 < 8192 {
+      arena[(3228944 &+ i53)] = (arena[(3211264 &+ i53)] > Float(0) ? arena[(3220752 &+ i53)] : Float(0))
+      i53 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 12544, 64, 1, arena + 3228944, 128, arena + 1605632, 12544, Float(bitPattern: 0x0), grads + 18816, 12544)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u56 in 0..<128 {
-    var acc57: Float = Float(0)
-    for n58 in 0..<64 {
-      acc57 = (acc57 + arena[((3228944 &+ (n58 &* 128)) &+ u56)])
+  for u54 in 0..<128 {
+    var acc55: Float = Float(0)
+    for n56 in 0..<64 {
+      acc55 = (acc55 + arena[((3228944 &+ (n56 &* 128)) &+ u54)])
     }
-    grads[(1624448 &+ u56)] = acc57
+    grads[(1624448 &+ u54)] = acc55
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 12544, 128, 1, arena + 3228944, 128, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3237136, 12544)
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i59
-    var i59 = 0
-    while i59 &+ 16 <= 3211264 {
-      store16(arena, 4039952 &+ i59, SIMD16<Float>(repeating: Float(0)))
-      i59 &+= 16
+  do {  // SIMD16 over i57
+    var i57 = 0
+    while i57 &+ 16 <= 3211264 {
+      store16(arena, 4039952 &+ i57, SIMD16<Float>(repeating: Float(0)))
+      i57 &+= 16
     }
-    while i59 < 3211264 {
-      arena[(4039952 &+ i59)] = Float(0)
-      i59 &+= 1
+    while i57 < 3211264 {
+      arena[(4039952 &+ i57)] = Float(0)
+      i57 &+= 1
     }
   }
-  for q60 in 0..<4096 {
-    for i61 in 0..<196 {
-      if arena[(1605632 &+ ((q60 &* 196) &+ i61))] > Float(0) {
-        arena[((4039952 &+ (q60 &* 784)) &+ Int(arena[(2408448 &+ ((q60 &* 196) &+ i61))]))] += arena[(3237136 &+ ((q60 &* 196) &+ i61))]
+  for q58 in 0..<4096 {
+    for i59 in 0..<196 {
+      if arena[(1605632 &+ ((q58 &* 196) &+ i59))] > Float(0) {
+        arena[((4039952 &+ (q58 &* 784)) &+ Int(arena[(2408448 &+ ((q58 &* 196) &+ i59))]))] += arena[(3237136 &+ ((q58 &* 196) &+ i59))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i62
-    var i62 = 0
-    while i62 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i62, SIMD16<Float>(repeating: Float(0)))
-      i62 &+= 16
+  do {  // SIMD16 over i60
+    var i60 = 0
+    while i60 &+ 16 <= 18432 {
+      store16(grads, 320 &+ i60, SIMD16<Float>(repeating: Float(0)))
+      i60 &+= 16
     }
-    while i62 < 18432 {
-      grads[(320 &+ i62)] = Float(0)
-      i62 &+= 1
+    while i60 < 18432 {
+      grads[(320 &+ i60)] = Float(0)
+      i60 &+= 1
     }
   }
-  for g63 in 0..<1 {
-    for j64 in 0..<64 {
-      for r65 in 0..<288 {
-        do {  // SIMD16 over i66
-          var i66 = 0
-          while i66 &+ 16 <= 784 {
-            store16(arena, ((7251216 &+ (r65 &* 50176)) &+ (j64 &* 784)) &+ i66, SIMD16<Float>(repeating: Float(0)))
-            i66 &+= 16
+  for g61 in 0..<1 {
+    for j62 in 0..<64 {
+      for r63 in 0..<288 {
+        do {  // SIMD16 over i64
+          var i64 = 0
+          while i64 &+ 16 <= 784 {
+            store16(arena, ((7251216 &+ (r63 &* 50176)) &+ (j62 &* 784)) &+ i64, SIMD16<Float>(repeating: Float(0)))
+            i64 &+= 16
           }
-          while i66 < 784 {
-            arena[(((7251216 &+ (r65 &* 50176)) &+ (j64 &* 784)) &+ i66)] = Float(0)
-            i66 &+= 1
+          while i64 < 784 {
+            arena[(((7251216 &+ (r63 &* 50176)) &+ (j62 &* 784)) &+ i64)] = Float(0)
+            i64 &+= 1
           }
         }
       }
-      for c67 in 0..<32 {
-        for ky68 in 0..<3 {
+      for c65 in 0..<32 {
+        for ky66 in 0..<3 {
+          for oy67 in 0..<28 {
+            if (-1 < ((oy67 &+ ky66) &+ -1) && ((oy67 &+ ky66) &+ -1) < 28) {
+              for ox68 in 0..<27 {
+                arena[((((7251216 &+ ((((c65 &* 3) &+ ky66) &* 3) &* 50176)) &+ (j62 &* 784)) &+ (oy67 &* 28)) &+ (ox68 &+ 1))] = arena[((((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy67 &+ ky66) &+ -1) &* 28)) &+ ((ox68 &+ 1) &+ -1))]
+              }
+            }
+          }
           for oy69 in 0..<28 {
-            if (-1 < ((oy69 &+ ky68) &+ -1) && ((oy69 &+ ky68) &+ -1) < 28) {
-              for ox70 in 0..<27 {
-                arena[((((7251216 &+ ((((c67 &* 3) &+ ky68) &* 3) &* 50176)) &+ (j64 &* 784)) &+ (oy69 &* 28)) &+ (ox70 &+ 1))] = arena[((((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy69 &+ ky68) &+ -1) &* 28)) &+ ((ox70 &+ 1) &+ -1))]
+            if (-1 < ((oy69 &+ ky66) &+ -1) && ((oy69 &+ ky66) &+ -1) < 28) {
+              do {  // SIMD16 over ox70
+                var ox70 = 0
+                while ox70 &+ 16 <= 28 {
+                  store16(arena, (((7251216 &+ (((((c65 &* 3) &+ ky66) &* 3) &+ 1) &* 50176)) &+ (j62 &* 784)) &+ (oy69 &* 28)) &+ ox70, load16(arena, (((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy69 &+ ky66) &+ -1) &* 28)) &+ ox70))
+                  ox70 &+= 16
+                }
+                while ox70 < 28 {
+                  arena[((((7251216 &+ (((((c65 &* 3) &+ ky66) &* 3) &+ 1) &* 50176)) &+ (j62 &* 784)) &+ (oy69 &* 28)) &+ ox70)] = arena[((((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy69 &+ ky66) &+ -1) &* 28)) &+ ox70)]
+                  ox70 &+= 1
+                }
               }
             }
           }
           for oy71 in 0..<28 {
-            if (-1 < ((oy71 &+ ky68) &+ -1) && ((oy71 &+ ky68) &+ -1) < 28) {
-              do {  // SIMD16 over ox72
-                var ox72 = 0
-                while ox72 &+ 16 <= 28 {
-                  store16(arena, (((7251216 &+ (((((c67 &* 3) &+ ky68) &* 3) &+ 1) &* 50176)) &+ (j64 &* 784)) &+ (oy71 &* 28)) &+ ox72, load16(arena, (((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy71 &+ ky68) &+ -1) &* 28)) &+ ox72))
-                  ox72 &+= 16
-                }
-                while ox72 < 28 {
-                  arena[((((7251216 &+ (((((c67 &* 3) &+ ky68) &* 3) &+ 1) &* 50176)) &+ (j64 &* 784)) &+ (oy71 &* 28)) &+ ox72)] = arena[((((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy71 &+ ky68) &+ -1) &* 28)) &+ ox72)]
-                  ox72 &+= 1
-                }
-              }
-            }
-          }
-          for oy73 in 0..<28 {
-            if (-1 < ((oy73 &+ ky68) &+ -1) && ((oy73 &+ ky68) &+ -1) < 28) {
-              for ox74 in 0..<27 {
-                arena[((((7251216 &+ (((((c67 &* 3) &+ ky68) &* 3) &+ 2) &* 50176)) &+ (j64 &* 784)) &+ (oy73 &* 28)) &+ ox74)] = arena[((((((g63 &* 64) &+ j64) &* 25088) &+ (c67 &* 784)) &+ (((oy73 &+ ky68) &+ -1) &* 28)) &+ (ox74 &+ 1))]
+            if (-1 < ((oy71 &+ ky66) &+ -1) && ((oy71 &+ ky66) &+ -1) < 28) {
+              for ox72 in 0..<27 {
+                arena[((((7251216 &+ (((((c65 &* 3) &+ ky66) &* 3) &+ 2) &* 50176)) &+ (j62 &* 784)) &+ (oy71 &* 28)) &+ ox72)] = arena[((((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy71 &+ ky66) &+ -1) &* 28)) &+ (ox72 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j75 in 0..<64 {
-      for f76 in 0..<64 {
-        do {  // SIMD16 over i77
-          var i77 = 0
-          while i77 &+ 16 <= 784 {
-            store16(arena, ((21701904 &+ (f76 &* 50176)) &+ (j75 &* 784)) &+ i77, load16(arena, ((4039952 &+ (((g63 &* 64) &+ j75) &* 50176)) &+ (f76 &* 784)) &+ i77))
-            i77 &+= 16
+    for j73 in 0..<64 {
+      for f74 in 0..<64 {
+        do {  // SIMD16 over i75
+          var i75 = 0
+          while i75 &+ 16 <= 784 {
+            store16(arena, ((21701904 &+ (f74 &* 50176)) &+ (j73 &* 784)) &+ i75, load16(arena, ((4039952 &+ (((g61 &* 64) &+ j73) &* 50176)) &+ (f74 &* 784)) &+ i75))
+            i75 &+= 16
           }
-          while i77 < 784 {
-            arena[(((21701904 &+ (f76 &* 50176)) &+ (j75 &* 784)) &+ i77)] = arena[(((4039952 &+ (((g63 &* 64) &+ j75) &* 50176)) &+ (f76 &* 784)) &+ i77)]
-            i77 &+= 1
+          while i75 < 784 {
+            arena[(((21701904 &+ (f74 &* 50176)) &+ (j73 &* 784)) &+ i75)] = arena[(((4039952 &+ (((g61 &* 64) &+ j73) &* 50176)) &+ (f74 &* 784)) &+ i75)]
+            i75 &+= 1
           }
         }
       }
@@ -366,65 +368,65 @@ public func convnet_train_b64(
     sgemm(101, 111, 112, 64, 288, 50176, 1, arena + 21701904, 50176, arena + 7251216, 50176, Float(bitPattern: 0x3f800000), grads + 320, 288)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f78 in 0..<64 {
-    var acc79: Float = Float(0)
-    for img80 in 0..<64 {
-      for i81 in 0..<784 {
-        acc79 = (acc79 + arena[(((4039952 &+ (img80 &* 50176)) &+ (f78 &* 784)) &+ i81)])
+  for f76 in 0..<64 {
+    var acc77: Float = Float(0)
+    for img78 in 0..<64 {
+      for i79 in 0..<784 {
+        acc77 = (acc77 + arena[(((4039952 &+ (img78 &* 50176)) &+ (f76 &* 784)) &+ i79)])
       }
     }
-    grads[(18752 &+ f78)] = acc79
+    grads[(18752 &+ f76)] = acc77
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i82
-    var i82 = 0
-    while i82 &+ 16 <= 1605632 {
-      store16(arena, 1605632 &+ i82, SIMD16<Float>(repeating: Float(0)))
-      i82 &+= 16
+  do {  // SIMD16 over i80
+    var i80 = 0
+    while i80 &+ 16 <= 1605632 {
+      store16(arena, 1605632 &+ i80, SIMD16<Float>(repeating: Float(0)))
+      i80 &+= 16
     }
-    while i82 < 1605632 {
-      arena[(1605632 &+ i82)] = Float(0)
-      i82 &+= 1
+    while i80 < 1605632 {
+      arena[(1605632 &+ i80)] = Float(0)
+      i80 &+= 1
     }
   }
-  for g83 in 0..<1 {
-    for j84 in 0..<64 {
-      for f85 in 0..<64 {
-        do {  // SIMD16 over i86
-          var i86 = 0
-          while i86 &+ 16 <= 784 {
-            store16(arena, ((21701904 &+ (f85 &* 50176)) &+ (j84 &* 784)) &+ i86, load16(arena, ((4039952 &+ (((g83 &* 64) &+ j84) &* 50176)) &+ (f85 &* 784)) &+ i86))
-            i86 &+= 16
+  for g81 in 0..<1 {
+    for j82 in 0..<64 {
+      for f83 in 0..<64 {
+        do {  // SIMD16 over i84
+          var i84 = 0
+          while i84 &+ 16 <= 784 {
+            store16(arena, ((21701904 &+ (f83 &* 50176)) &+ (j82 &* 784)) &+ i84, load16(arena, ((4039952 &+ (((g81 &* 64) &+ j82) &* 50176)) &+ (f83 &* 784)) &+ i84))
+            i84 &+= 16
           }
-          while i86 < 784 {
-            arena[(((21701904 &+ (f85 &* 50176)) &+ (j84 &* 784)) &+ i86)] = arena[(((4039952 &+ (((g83 &* 64) &+ j84) &* 50176)) &+ (f85 &* 784)) &+ i86)]
-            i86 &+= 1
+          while i84 < 784 {
+            arena[(((21701904 &+ (f83 &* 50176)) &+ (j82 &* 784)) &+ i84)] = arena[(((4039952 &+ (((g81 &* 64) &+ j82) &* 50176)) &+ (f83 &* 784)) &+ i84)]
+            i84 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 288, 50176, 64, 1, params + 320, 288, arena + 21701904, 50176, Float(bitPattern: 0x0), arena + 7251216, 50176)
-    for j87 in 0..<64 {
-      for c88 in 0..<32 {
-        for ky89 in 0..<3 {
+    for j85 in 0..<64 {
+      for c86 in 0..<32 {
+        for ky87 in 0..<3 {
+          for oy88 in 0..<28 {
+            if (-1 < ((oy88 &+ ky87) &+ -1) && ((oy88 &+ ky87) &+ -1) < 28) {
+              for ox89 in 0..<27 {
+                arena[((((1605632 &+ (((g81 &* 64) &+ j85) &* 25088)) &+ (c86 &* 784)) &+ (((oy88 &+ ky87) &+ -1) &* 28)) &+ ((ox89 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c86 &* 3) &+ ky87) &* 3) &* 50176)) &+ (j85 &* 784)) &+ (oy88 &* 28)) &+ (ox89 &+ 1))]
+              }
+            }
+          }
           for oy90 in 0..<28 {
-            if (-1 < ((oy90 &+ ky89) &+ -1) && ((oy90 &+ ky89) &+ -1) < 28) {
-              for ox91 in 0..<27 {
-                arena[((((1605632 &+ (((g83 &* 64) &+ j87) &* 25088)) &+ (c88 &* 784)) &+ (((oy90 &+ ky89) &+ -1) &* 28)) &+ ((ox91 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c88 &* 3) &+ ky89) &* 3) &* 50176)) &+ (j87 &* 784)) &+ (oy90 &* 28)) &+ (ox91 &+ 1))]
+            if (-1 < ((oy90 &+ ky87) &+ -1) && ((oy90 &+ ky87) &+ -1) < 28) {
+              for ox91 in 0..<28 {
+                arena[((((1605632 &+ (((g81 &* 64) &+ j85) &* 25088)) &+ (c86 &* 784)) &+ (((oy90 &+ ky87) &+ -1) &* 28)) &+ ox91)] += arena[((((7251216 &+ (((((c86 &* 3) &+ ky87) &* 3) &+ 1) &* 50176)) &+ (j85 &* 784)) &+ (oy90 &* 28)) &+ ox91)]
               }
             }
           }
           for oy92 in 0..<28 {
-            if (-1 < ((oy92 &+ ky89) &+ -1) && ((oy92 &+ ky89) &+ -1) < 28) {
-              for ox93 in 0..<28 {
-                arena[((((1605632 &+ (((g83 &* 64) &+ j87) &* 25088)) &+ (c88 &* 784)) &+ (((oy92 &+ ky89) &+ -1) &* 28)) &+ ox93)] += arena[((((7251216 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 1) &* 50176)) &+ (j87 &* 784)) &+ (oy92 &* 28)) &+ ox93)]
-              }
-            }
-          }
-          for oy94 in 0..<28 {
-            if (-1 < ((oy94 &+ ky89) &+ -1) && ((oy94 &+ ky89) &+ -1) < 28) {
-              for ox95 in 0..<27 {
-                arena[((((1605632 &+ (((g83 &* 64) &+ j87) &* 25088)) &+ (c88 &* 784)) &+ (((oy94 &+ ky89) &+ -1) &* 28)) &+ (ox95 &+ 1))] += arena[((((7251216 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 2) &* 50176)) &+ (j87 &* 784)) &+ (oy94 &* 28)) &+ ox95)]
+            if (-1 < ((oy92 &+ ky87) &+ -1) && ((oy92 &+ ky87) &+ -1) < 28) {
+              for ox93 in 0..<27 {
+                arena[((((1605632 &+ (((g81 &* 64) &+ j85) &* 25088)) &+ (c86 &* 784)) &+ (((oy92 &+ ky87) &+ -1) &* 28)) &+ (ox93 &+ 1))] += arena[((((7251216 &+ (((((c86 &* 3) &+ ky87) &* 3) &+ 2) &* 50176)) &+ (j85 &* 784)) &+ (oy92 &* 28)) &+ ox93)]
               }
             }
           }
@@ -433,89 +435,89 @@ public func convnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i96
-    var i96 = 0
-    while i96 &+ 16 <= 1605632 {
-      store16(arena, 3220112 &+ i96, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i96), where: load16(arena, 0 &+ i96) .> SIMD16<Float>(repeating: Float(0))))
-      i96 &+= 16
+  do {  // SIMD16 over i94
+    var i94 = 0
+    while i94 &+ 16 <= 1605632 {
+      store16(arena, 3220112 &+ i94, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i94), where: load16(arena, 0 &+ i94) .> SIMD16<Float>(repeating: Float(0))))
+      i94 &+= 16
     }
-    while i96 < 1605632 {
-      arena[(3220112 &+ i96)] = (arena[i96] > Float(0) ? arena[(1605632 &+ i96)] : Float(0))
-      i96 &+= 1
+    while i94 < 1605632 {
+      arena[(3220112 &+ i94)] = (arena[i94] > Float(0) ? arena[(1605632 &+ i94)] : Float(0))
+      i94 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i97
-    var i97 = 0
-    while i97 &+ 16 <= 288 {
-      store16(grads, 0 &+ i97, SIMD16<Float>(repeating: Float(0)))
-      i97 &+= 16
+  do {  // SIMD16 over i95
+    var i95 = 0
+    while i95 &+ 16 <= 288 {
+      store16(grads, 0 &+ i95, SIMD16<Float>(repeating: Float(0)))
+      i95 &+= 16
     }
-    while i97 < 288 {
-      grads[i97] = Float(0)
-      i97 &+= 1
+    while i95 < 288 {
+      grads[i95] = Float(0)
+      i95 &+= 1
     }
   }
-  for g98 in 0..<1 {
-    for j99 in 0..<64 {
-      for r100 in 0..<9 {
-        do {  // SIMD16 over i101
-          var i101 = 0
-          while i101 &+ 16 <= 784 {
-            store16(arena, ((r100 &* 50176) &+ (j99 &* 784)) &+ i101, SIMD16<Float>(repeating: Float(0)))
-            i101 &+= 16
+  for g96 in 0..<1 {
+    for j97 in 0..<64 {
+      for r98 in 0..<9 {
+        do {  // SIMD16 over i99
+          var i99 = 0
+          while i99 &+ 16 <= 784 {
+            store16(arena, ((r98 &* 50176) &+ (j97 &* 784)) &+ i99, SIMD16<Float>(repeating: Float(0)))
+            i99 &+= 16
           }
-          while i101 < 784 {
-            arena[(((r100 &* 50176) &+ (j99 &* 784)) &+ i101)] = Float(0)
-            i101 &+= 1
+          while i99 < 784 {
+            arena[(((r98 &* 50176) &+ (j97 &* 784)) &+ i99)] = Float(0)
+            i99 &+= 1
           }
         }
       }
-      for c102 in 0..<1 {
-        for ky103 in 0..<3 {
+      for c100 in 0..<1 {
+        for ky101 in 0..<3 {
+          for oy102 in 0..<28 {
+            if (-1 < ((oy102 &+ ky101) &+ -1) && ((oy102 &+ ky101) &+ -1) < 28) {
+              for ox103 in 0..<27 {
+                arena[(((((((c100 &* 3) &+ ky101) &* 3) &* 50176) &+ (j97 &* 784)) &+ (oy102 &* 28)) &+ (ox103 &+ 1))] = images[((((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy102 &+ ky101) &+ -1) &* 28)) &+ ((ox103 &+ 1) &+ -1))]
+              }
+            }
+          }
           for oy104 in 0..<28 {
-            if (-1 < ((oy104 &+ ky103) &+ -1) && ((oy104 &+ ky103) &+ -1) < 28) {
-              for ox105 in 0..<27 {
-                arena[(((((((c102 &* 3) &+ ky103) &* 3) &* 50176) &+ (j99 &* 784)) &+ (oy104 &* 28)) &+ (ox105 &+ 1))] = images[((((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy104 &+ ky103) &+ -1) &* 28)) &+ ((ox105 &+ 1) &+ -1))]
+            if (-1 < ((oy104 &+ ky101) &+ -1) && ((oy104 &+ ky101) &+ -1) < 28) {
+              do {  // SIMD16 over ox105
+                var ox105 = 0
+                while ox105 &+ 16 <= 28 {
+                  store16(arena, (((((((c100 &* 3) &+ ky101) &* 3) &+ 1) &* 50176) &+ (j97 &* 784)) &+ (oy104 &* 28)) &+ ox105, load16(images, (((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy104 &+ ky101) &+ -1) &* 28)) &+ ox105))
+                  ox105 &+= 16
+                }
+                while ox105 < 28 {
+                  arena[((((((((c100 &* 3) &+ ky101) &* 3) &+ 1) &* 50176) &+ (j97 &* 784)) &+ (oy104 &* 28)) &+ ox105)] = images[((((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy104 &+ ky101) &+ -1) &* 28)) &+ ox105)]
+                  ox105 &+= 1
+                }
               }
             }
           }
           for oy106 in 0..<28 {
-            if (-1 < ((oy106 &+ ky103) &+ -1) && ((oy106 &+ ky103) &+ -1) < 28) {
-              do {  // SIMD16 over ox107
-                var ox107 = 0
-                while ox107 &+ 16 <= 28 {
-                  store16(arena, (((((((c102 &* 3) &+ ky103) &* 3) &+ 1) &* 50176) &+ (j99 &* 784)) &+ (oy106 &* 28)) &+ ox107, load16(images, (((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy106 &+ ky103) &+ -1) &* 28)) &+ ox107))
-                  ox107 &+= 16
-                }
-                while ox107 < 28 {
-                  arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 1) &* 50176) &+ (j99 &* 784)) &+ (oy106 &* 28)) &+ ox107)] = images[((((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy106 &+ ky103) &+ -1) &* 28)) &+ ox107)]
-                  ox107 &+= 1
-                }
-              }
-            }
-          }
-          for oy108 in 0..<28 {
-            if (-1 < ((oy108 &+ ky103) &+ -1) && ((oy108 &+ ky103) &+ -1) < 28) {
-              for ox109 in 0..<27 {
-                arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 2) &* 50176) &+ (j99 &* 784)) &+ (oy108 &* 28)) &+ ox109)] = images[((((((g98 &* 64) &+ j99) &* 784) &+ (c102 &* 784)) &+ (((oy108 &+ ky103) &+ -1) &* 28)) &+ (ox109 &+ 1))]
+            if (-1 < ((oy106 &+ ky101) &+ -1) && ((oy106 &+ ky101) &+ -1) < 28) {
+              for ox107 in 0..<27 {
+                arena[((((((((c100 &* 3) &+ ky101) &* 3) &+ 2) &* 50176) &+ (j97 &* 784)) &+ (oy106 &* 28)) &+ ox107)] = images[((((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy106 &+ ky101) &+ -1) &* 28)) &+ (ox107 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j110 in 0..<64 {
-      for f111 in 0..<32 {
-        do {  // SIMD16 over i112
-          var i112 = 0
-          while i112 &+ 16 <= 784 {
-            store16(arena, ((451584 &+ (f111 &* 50176)) &+ (j110 &* 784)) &+ i112, load16(arena, ((3220112 &+ (((g98 &* 64) &+ j110) &* 25088)) &+ (f111 &* 784)) &+ i112))
-            i112 &+= 16
+    for j108 in 0..<64 {
+      for f109 in 0..<32 {
+        do {  // SIMD16 over i110
+          var i110 = 0
+          while i110 &+ 16 <= 784 {
+            store16(arena, ((451584 &+ (f109 &* 50176)) &+ (j108 &* 784)) &+ i110, load16(arena, ((3220112 &+ (((g96 &* 64) &+ j108) &* 25088)) &+ (f109 &* 784)) &+ i110))
+            i110 &+= 16
           }
-          while i112 < 784 {
-            arena[(((451584 &+ (f111 &* 50176)) &+ (j110 &* 784)) &+ i112)] = arena[(((3220112 &+ (((g98 &* 64) &+ j110) &* 25088)) &+ (f111 &* 784)) &+ i112)]
-            i112 &+= 1
+          while i110 < 784 {
+            arena[(((451584 &+ (f109 &* 50176)) &+ (j108 &* 784)) &+ i110)] = arena[(((3220112 &+ (((g96 &* 64) &+ j108) &* 25088)) &+ (f109 &* 784)) &+ i110)]
+            i110 &+= 1
           }
         }
       }
@@ -523,37 +525,37 @@ public func convnet_train_b64(
     sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 451584, 50176, arena + 0, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f113 in 0..<32 {
-    var acc114: Float = Float(0)
-    for img115 in 0..<64 {
-      for i116 in 0..<784 {
-        acc114 = (acc114 + arena[(((3220112 &+ (img115 &* 25088)) &+ (f113 &* 784)) &+ i116)])
+  for f111 in 0..<32 {
+    var acc112: Float = Float(0)
+    for img113 in 0..<64 {
+      for i114 in 0..<784 {
+        acc112 = (acc112 + arena[(((3220112 &+ (img113 &* 25088)) &+ (f111 &* 784)) &+ i114)])
       }
     }
-    grads[(288 &+ f113)] = acc114
+    grads[(288 &+ f111)] = acc112
   }
   // adam = update of 1625866 parameters
-  var step_size117: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt118: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i119
-    var i119 = 0
-    while i119 &+ 16 <= 1625866 {
-      let g_v = (load16(grads, 0 &+ i119) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i119)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i119)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i119)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i119, m_new_v)
-      store16(v, 0 &+ i119, v_new_v)
-      store16(params, 0 &+ i119, (load16(params, 0 &+ i119) - ((SIMD16<Float>(repeating: step_size117) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt118)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i119 &+= 16
+  var step_size115: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt116: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i117
+    var i117 = 0
+    while i117 &+ 16 <= 1625866 {
+      let g_v = (load16(grads, 0 &+ i117) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i117)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i117)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i117)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i117, m_new_v)
+      store16(v, 0 &+ i117, v_new_v)
+      store16(params, 0 &+ i117, (load16(params, 0 &+ i117) - ((SIMD16<Float>(repeating: step_size115) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt116)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i117 &+= 16
     }
-    while i119 < 1625866 {
-      var g: Float = (grads[i119] + (Float(0) * params[i119]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i119]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i119]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i119] = m_new
-      v[i119] = v_new
-      params[i119] = (params[i119] - ((step_size117 * m_new) / ((sqrtf(v_new) / bc2_sqrt118) + Float(bitPattern: 0x322bcc77))))
-      i119 &+= 1
+    while i117 < 1625866 {
+      var g: Float = (grads[i117] + (Float(0) * params[i117]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i117]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i117]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i117] = m_new
+      v[i117] = v_new
+      params[i117] = (params[i117] - ((step_size115 * m_new) / ((sqrtf(v_new) / bc2_sqrt116) + Float(bitPattern: 0x322bcc77))))
+      i117 &+= 1
     }
   }
 }
@@ -692,12 +694,14 @@ public func convnet_infer_b64(
           for px31 in 0..<14 {
             var best32: Float = (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)])
             var bi33: Float = Float(((py30 &* 56) &+ (px31 &* 2)))
-            for ky34 in 0..<2 {
-              for kx35 in 0..<2 {
-                bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35)) : bi33)
-                best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ (ky34 &* 28)) &+ kx35))] + params[(18752 &+ f29)]) : best32)
-              }
-            }
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)]) > best32 ? Float(((py30 &* 56) &+ (px31 &* 2))) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((py30 &* 56) &+ (px31 &* 2)))] + params[(18752 &+ f29)]) : best32)
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1))] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 1)) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1))] + params[(18752 &+ f29)]) : best32)
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28))] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 28)) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28))] + params[(18752 &+ f29)]) : best32)
+            bi33 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) : bi33)
+            best32 = ((arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f29)]) > best32 ? (arena[(((17661952 &+ (f29 &* 50176)) &+ (j28 &* 784)) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f29)]) : best32)
             arena[(1605632 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = (best32 > Float(0) ? best32 : Float(0))
             arena[(2408448 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = bi33
           }
@@ -708,27 +712,27 @@ public func convnet_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 0, 128)
-  for n36 in 0..<64 {
-    do {  // SIMD16 over u37
-      var u37 = 0
-      while u37 &+ 16 <= 128 {
-        store16(arena, (n36 &* 128) &+ u37, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n36 &* 128) &+ u37) + load16(params, 1624448 &+ u37)), where: (load16(arena, (n36 &* 128) &+ u37) + load16(params, 1624448 &+ u37)) .> SIMD16<Float>(repeating: Float(0))))
-        u37 &+= 16
+  for n34 in 0..<64 {
+    do {  // SIMD16 over u35
+      var u35 = 0
+      while u35 &+ 16 <= 128 {
+        store16(arena, (n34 &* 128) &+ u35, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n34 &* 128) &+ u35) + load16(params, 1624448 &+ u35)), where: (load16(arena, (n34 &* 128) &+ u35) + load16(params, 1624448 &+ u35)) .> SIMD16<Float>(repeating: Float(0))))
+        u35 &+= 16
       }
-      while u37 < 128 {
-        arena[((n36 &* 128) &+ u37)] = ((arena[((n36 &* 128) &+ u37)] + params[(1624448 &+ u37)]) > Float(0) ? (arena[((n36 &* 128) &+ u37)] + params[(1624448 &+ u37)]) : Float(0))
-        u37 &+= 1
+      while u35 < 128 {
+        arena[((n34 &* 128) &+ u35)] = ((arena[((n34 &* 128) &+ u35)] + params[(1624448 &+ u35)]) > Float(0) ? (arena[((n34 &* 128) &+ u35)] + params[(1624448 &+ u35)]) : Float(0))
+        u35 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n38 in 0..<64 {
-    do {  // SIMD16 over u39
-      var u39 = 0
-      while u39 < 10 {
-        arena[((8192 &+ (n38 &* 10)) &+ u39)] = (arena[((8192 &+ (n38 &* 10)) &+ u39)] + params[(1625856 &+ u39)])
-        u39 &+= 1
+  for n36 in 0..<64 {
+    do {  // SIMD16 over u37
+      var u37 = 0
+      while u37 < 10 {
+        arena[((8192 &+ (n36 &* 10)) &+ u37)] = (arena[((8192 &+ (n36 &* 10)) &+ u37)] + params[(1625856 &+ u37)])
+        u37 &+= 1
       }
     }
   }

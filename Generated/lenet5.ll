@@ -7,19 +7,19 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt157 = alloca float, align 4
-  %adam.step_size156 = alloca float, align 4
-  %conv1_bias_grad.acc153 = alloca float, align 4
-  %conv2_bias_grad.acc104 = alloca float, align 4
-  %fc1_bias_grad.acc76 = alloca float, align 4
-  %fc2_bias_grad.acc72 = alloca float, align 4
-  %fc3_bias_grad.acc68 = alloca float, align 4
-  %fc3_grad.s63 = alloca float, align 4
-  %fc3_grad.m62 = alloca float, align 4
-  %loss.s58 = alloca float, align 4
-  %loss.m57 = alloca float, align 4
-  %loss.total55 = alloca float, align 4
-  %pool2.acc46 = alloca float, align 4
+  %adam.bc2_sqrt153 = alloca float, align 4
+  %adam.step_size152 = alloca float, align 4
+  %conv1_bias_grad.acc149 = alloca float, align 4
+  %conv2_bias_grad.acc100 = alloca float, align 4
+  %fc1_bias_grad.acc72 = alloca float, align 4
+  %fc2_bias_grad.acc68 = alloca float, align 4
+  %fc3_bias_grad.acc64 = alloca float, align 4
+  %fc3_grad.s59 = alloca float, align 4
+  %fc3_grad.m58 = alloca float, align 4
+  %loss.s54 = alloca float, align 4
+  %loss.m53 = alloca float, align 4
+  %loss.total51 = alloca float, align 4
+  %pool2.acc44 = alloca float, align 4
   %pool1.acc23 = alloca float, align 4
   br label %conv1.g1
 
@@ -439,7 +439,7 @@ pool1.q20:                                        ; preds = %pool1.py21.end, %co
   br label %pool1.py21
 
 pool1.q20.end:                                    ; preds = %pool1.py21.end
-  br label %conv2.g26
+  br label %conv2.g24
 
 pool1.py21:                                       ; preds = %pool1.px22.end, %pool1.q20
   %pool1.py2148 = phi i64 [ 0, %pool1.q20 ], [ %py21.next, %pool1.px22.end ]
@@ -450,2283 +450,2312 @@ pool1.py21.end:                                   ; preds = %pool1.px22.end
   %202 = icmp slt i64 %q20.next, 384
   br i1 %202, label %pool1.q20, label %pool1.q20.end
 
-pool1.px22:                                       ; preds = %pool1.ky24.end, %pool1.py21
-  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.ky24.end ]
+pool1.px22:                                       ; preds = %pool1.px22, %pool1.py21
+  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.px22 ]
   store float 0.000000e+00, ptr %pool1.acc23, align 4
-  br label %pool1.ky24
-
-pool1.px22.end:                                   ; preds = %pool1.ky24.end
-  %py21.next = add nsw i64 %pool1.py2148, 1
-  %203 = icmp slt i64 %py21.next, 14
-  br i1 %203, label %pool1.py21, label %pool1.py21.end
-
-pool1.ky24:                                       ; preds = %pool1.kx25.end, %pool1.px22
-  %pool1.ky2450 = phi i64 [ 0, %pool1.px22 ], [ %ky24.next, %pool1.kx25.end ]
-  br label %pool1.kx25
-
-pool1.ky24.end:                                   ; preds = %pool1.kx25.end
-  %acc2353 = load float, ptr %pool1.acc23, align 4
-  %204 = fmul float %acc2353, 2.500000e-01
-  %205 = mul nsw i64 %pool1.q2047, 196
-  %206 = add nsw i64 301056, %205
-  %207 = mul nsw i64 %pool1.py2148, 14
-  %208 = add nsw i64 %206, %207
-  %209 = add nsw i64 %208, %pool1.px2249
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %204, ptr %arena54, align 4
-  %px22.next = add nsw i64 %pool1.px2249, 1
-  %210 = icmp slt i64 %px22.next, 14
-  br i1 %210, label %pool1.px22, label %pool1.px22.end
-
-pool1.kx25:                                       ; preds = %pool1.kx25, %pool1.ky24
-  %pool1.kx2551 = phi i64 [ 0, %pool1.ky24 ], [ %kx25.next, %pool1.kx25 ]
   %acc23 = load float, ptr %pool1.acc23, align 4
-  %211 = mul nsw i64 %pool1.q2047, 784
-  %212 = mul nsw i64 %pool1.py2148, 56
-  %213 = add nsw i64 %211, %212
-  %214 = mul nsw i64 %pool1.px2249, 2
-  %215 = add nsw i64 %213, %214
-  %216 = mul nsw i64 %pool1.ky2450, 28
-  %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %pool1.kx2551
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena52, align 4
-  %220 = fadd float %acc23, %219
-  store float %220, ptr %pool1.acc23, align 4
-  %kx25.next = add nsw i64 %pool1.kx2551, 1
-  %221 = icmp slt i64 %kx25.next, 2
-  br i1 %221, label %pool1.kx25, label %pool1.kx25.end
+  %203 = mul nsw i64 %pool1.q2047, 784
+  %204 = mul nsw i64 %pool1.py2148, 56
+  %205 = add nsw i64 %203, %204
+  %206 = mul nsw i64 %pool1.px2249, 2
+  %207 = add nsw i64 %205, %206
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena50, align 4
+  %209 = fadd float %acc23, %208
+  store float %209, ptr %pool1.acc23, align 4
+  %acc2351 = load float, ptr %pool1.acc23, align 4
+  %210 = mul nsw i64 %pool1.q2047, 784
+  %211 = mul nsw i64 %pool1.py2148, 56
+  %212 = add nsw i64 %210, %211
+  %213 = mul nsw i64 %pool1.px2249, 2
+  %214 = add nsw i64 %212, %213
+  %215 = add nsw i64 %214, 1
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %215
+  %216 = load float, ptr %arena52, align 4
+  %217 = fadd float %acc2351, %216
+  store float %217, ptr %pool1.acc23, align 4
+  %acc2353 = load float, ptr %pool1.acc23, align 4
+  %218 = mul nsw i64 %pool1.q2047, 784
+  %219 = mul nsw i64 %pool1.py2148, 56
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %pool1.px2249, 2
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 %222, 28
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %223
+  %224 = load float, ptr %arena54, align 4
+  %225 = fadd float %acc2353, %224
+  store float %225, ptr %pool1.acc23, align 4
+  %acc2355 = load float, ptr %pool1.acc23, align 4
+  %226 = mul nsw i64 %pool1.q2047, 784
+  %227 = mul nsw i64 %pool1.py2148, 56
+  %228 = add nsw i64 %226, %227
+  %229 = mul nsw i64 %pool1.px2249, 2
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 28
+  %232 = add nsw i64 %231, 1
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena56, align 4
+  %234 = fadd float %acc2355, %233
+  store float %234, ptr %pool1.acc23, align 4
+  %acc2357 = load float, ptr %pool1.acc23, align 4
+  %235 = fmul float %acc2357, 2.500000e-01
+  %236 = mul nsw i64 %pool1.q2047, 196
+  %237 = add nsw i64 301056, %236
+  %238 = mul nsw i64 %pool1.py2148, 14
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 %239, %pool1.px2249
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %240
+  store float %235, ptr %arena58, align 4
+  %px22.next = add nsw i64 %pool1.px2249, 1
+  %241 = icmp slt i64 %px22.next, 14
+  br i1 %241, label %pool1.px22, label %pool1.px22.end
 
-pool1.kx25.end:                                   ; preds = %pool1.kx25
-  %ky24.next = add nsw i64 %pool1.ky2450, 1
-  %222 = icmp slt i64 %ky24.next, 2
-  br i1 %222, label %pool1.ky24, label %pool1.ky24.end
+pool1.px22.end:                                   ; preds = %pool1.px22
+  %py21.next = add nsw i64 %pool1.py2148, 1
+  %242 = icmp slt i64 %py21.next, 14
+  br i1 %242, label %pool1.py21, label %pool1.py21.end
 
-conv2.g26:                                        ; preds = %conv2.j40.end, %pool1.q20.end
-  %conv2.g2655 = phi i64 [ 0, %pool1.q20.end ], [ %g26.next, %conv2.j40.end ]
-  br label %conv2.j27
+conv2.g24:                                        ; preds = %conv2.j38.end, %pool1.q20.end
+  %conv2.g2459 = phi i64 [ 0, %pool1.q20.end ], [ %g24.next, %conv2.j38.end ]
+  br label %conv2.j25
 
-conv2.g26.end:                                    ; preds = %conv2.j40.end
-  br label %pool2.q43
+conv2.g24.end:                                    ; preds = %conv2.j38.end
+  br label %pool2.q41
 
-conv2.j27:                                        ; preds = %conv2.c28.end, %conv2.g26
-  %conv2.j2756 = phi i64 [ 0, %conv2.g26 ], [ %j27.next, %conv2.c28.end ]
-  br label %conv2.c28
+conv2.j25:                                        ; preds = %conv2.c26.end, %conv2.g24
+  %conv2.j2560 = phi i64 [ 0, %conv2.g24 ], [ %j25.next, %conv2.c26.end ]
+  br label %conv2.c26
 
-conv2.j27.end:                                    ; preds = %conv2.c28.end
-  %params79 = getelementptr inbounds float, ptr %params, i64 156
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 478720
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 1438720
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params79, i32 150, ptr %arena80, i32 6400, float 0.000000e+00, ptr %arena81, i32 6400)
-  br label %conv2.j40
+conv2.j25.end:                                    ; preds = %conv2.c26.end
+  %params83 = getelementptr inbounds float, ptr %params, i64 156
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 478720
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 1438720
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params83, i32 150, ptr %arena84, i32 6400, float 0.000000e+00, ptr %arena85, i32 6400)
+  br label %conv2.j38
 
-conv2.c28:                                        ; preds = %conv2.ky29.end, %conv2.j27
-  %conv2.c2857 = phi i64 [ 0, %conv2.j27 ], [ %c28.next, %conv2.ky29.end ]
-  br label %conv2.ky29
+conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.j25
+  %conv2.c2661 = phi i64 [ 0, %conv2.j25 ], [ %c26.next, %conv2.ky27.end ]
+  br label %conv2.ky27
 
-conv2.c28.end:                                    ; preds = %conv2.ky29.end
-  %j27.next = add nsw i64 %conv2.j2756, 1
-  %223 = icmp slt i64 %j27.next, 64
-  br i1 %223, label %conv2.j27, label %conv2.j27.end
+conv2.c26.end:                                    ; preds = %conv2.ky27.end
+  %j25.next = add nsw i64 %conv2.j2560, 1
+  %243 = icmp slt i64 %j25.next, 64
+  br i1 %243, label %conv2.j25, label %conv2.j25.end
 
-conv2.ky29:                                       ; preds = %conv2.oy38.end, %conv2.c28
-  %conv2.ky2958 = phi i64 [ 0, %conv2.c28 ], [ %ky29.next, %conv2.oy38.end ]
+conv2.ky27:                                       ; preds = %conv2.oy36.end, %conv2.c26
+  %conv2.ky2762 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy36.end ]
+  br label %conv2.oy28
+
+conv2.ky27.end:                                   ; preds = %conv2.oy36.end
+  %c26.next = add nsw i64 %conv2.c2661, 1
+  %244 = icmp slt i64 %c26.next, 6
+  br i1 %244, label %conv2.c26, label %conv2.c26.end
+
+conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.ky27
+  %conv2.oy2863 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.ox29.end ]
+  br label %conv2.ox29
+
+conv2.oy28.end:                                   ; preds = %conv2.ox29.end
   br label %conv2.oy30
 
-conv2.ky29.end:                                   ; preds = %conv2.oy38.end
-  %c28.next = add nsw i64 %conv2.c2857, 1
-  %224 = icmp slt i64 %c28.next, 6
-  br i1 %224, label %conv2.c28, label %conv2.c28.end
+conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
+  %conv2.ox2964 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
+  %245 = mul nsw i64 %conv2.g2459, 64
+  %246 = add nsw i64 %245, %conv2.j2560
+  %247 = mul nsw i64 %246, 1176
+  %248 = add nsw i64 301056, %247
+  %249 = mul nsw i64 %conv2.c2661, 196
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %conv2.oy2863, %conv2.ky2762
+  %252 = mul nsw i64 %251, 14
+  %253 = add nsw i64 %250, %252
+  %254 = add nsw i64 %253, %conv2.ox2964
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load float, ptr %arena65, align 4
+  %256 = mul nsw i64 %conv2.c2661, 5
+  %257 = add nsw i64 %256, %conv2.ky2762
+  %258 = mul nsw i64 %257, 5
+  %259 = mul nsw i64 %258, 6400
+  %260 = add nsw i64 478720, %259
+  %261 = mul nsw i64 %conv2.j2560, 100
+  %262 = add nsw i64 %260, %261
+  %263 = mul nsw i64 %conv2.oy2863, 10
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 %264, %conv2.ox2964
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %265
+  store float %255, ptr %arena66, align 4
+  %ox29.next = add nsw i64 %conv2.ox2964, 1
+  %266 = icmp slt i64 %ox29.next, 10
+  br i1 %266, label %conv2.ox29, label %conv2.ox29.end
 
-conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.ky29
-  %conv2.oy3059 = phi i64 [ 0, %conv2.ky29 ], [ %oy30.next, %conv2.ox31.end ]
+conv2.ox29.end:                                   ; preds = %conv2.ox29
+  %oy28.next = add nsw i64 %conv2.oy2863, 1
+  %267 = icmp slt i64 %oy28.next, 10
+  br i1 %267, label %conv2.oy28, label %conv2.oy28.end
+
+conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.oy28.end
+  %conv2.oy3067 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.ox31.end ]
   br label %conv2.ox31
 
 conv2.oy30.end:                                   ; preds = %conv2.ox31.end
   br label %conv2.oy32
 
 conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.oy30
-  %conv2.ox3160 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
-  %225 = mul nsw i64 %conv2.g2655, 64
-  %226 = add nsw i64 %225, %conv2.j2756
-  %227 = mul nsw i64 %226, 1176
-  %228 = add nsw i64 301056, %227
-  %229 = mul nsw i64 %conv2.c2857, 196
-  %230 = add nsw i64 %228, %229
-  %231 = add nsw i64 %conv2.oy3059, %conv2.ky2958
-  %232 = mul nsw i64 %231, 14
-  %233 = add nsw i64 %230, %232
-  %234 = add nsw i64 %233, %conv2.ox3160
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena61, align 4
-  %236 = mul nsw i64 %conv2.c2857, 5
-  %237 = add nsw i64 %236, %conv2.ky2958
-  %238 = mul nsw i64 %237, 5
-  %239 = mul nsw i64 %238, 6400
-  %240 = add nsw i64 478720, %239
-  %241 = mul nsw i64 %conv2.j2756, 100
-  %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %conv2.oy3059, 10
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, %conv2.ox3160
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %245
-  store float %235, ptr %arena62, align 4
-  %ox31.next = add nsw i64 %conv2.ox3160, 1
-  %246 = icmp slt i64 %ox31.next, 10
-  br i1 %246, label %conv2.ox31, label %conv2.ox31.end
+  %conv2.ox3168 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
+  %268 = mul nsw i64 %conv2.g2459, 64
+  %269 = add nsw i64 %268, %conv2.j2560
+  %270 = mul nsw i64 %269, 1176
+  %271 = add nsw i64 301056, %270
+  %272 = mul nsw i64 %conv2.c2661, 196
+  %273 = add nsw i64 %271, %272
+  %274 = add nsw i64 %conv2.oy3067, %conv2.ky2762
+  %275 = mul nsw i64 %274, 14
+  %276 = add nsw i64 %273, %275
+  %277 = add nsw i64 %conv2.ox3168, 1
+  %278 = add nsw i64 %276, %277
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %278
+  %279 = load float, ptr %arena69, align 4
+  %280 = mul nsw i64 %conv2.c2661, 5
+  %281 = add nsw i64 %280, %conv2.ky2762
+  %282 = mul nsw i64 %281, 5
+  %283 = add nsw i64 %282, 1
+  %284 = mul nsw i64 %283, 6400
+  %285 = add nsw i64 478720, %284
+  %286 = mul nsw i64 %conv2.j2560, 100
+  %287 = add nsw i64 %285, %286
+  %288 = mul nsw i64 %conv2.oy3067, 10
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, %conv2.ox3168
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %290
+  store float %279, ptr %arena70, align 4
+  %ox31.next = add nsw i64 %conv2.ox3168, 1
+  %291 = icmp slt i64 %ox31.next, 10
+  br i1 %291, label %conv2.ox31, label %conv2.ox31.end
 
 conv2.ox31.end:                                   ; preds = %conv2.ox31
-  %oy30.next = add nsw i64 %conv2.oy3059, 1
-  %247 = icmp slt i64 %oy30.next, 10
-  br i1 %247, label %conv2.oy30, label %conv2.oy30.end
+  %oy30.next = add nsw i64 %conv2.oy3067, 1
+  %292 = icmp slt i64 %oy30.next, 10
+  br i1 %292, label %conv2.oy30, label %conv2.oy30.end
 
 conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.oy30.end
-  %conv2.oy3263 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
+  %conv2.oy3271 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
   br label %conv2.ox33
 
 conv2.oy32.end:                                   ; preds = %conv2.ox33.end
   br label %conv2.oy34
 
 conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.oy32
-  %conv2.ox3364 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
-  %248 = mul nsw i64 %conv2.g2655, 64
-  %249 = add nsw i64 %248, %conv2.j2756
-  %250 = mul nsw i64 %249, 1176
-  %251 = add nsw i64 301056, %250
-  %252 = mul nsw i64 %conv2.c2857, 196
-  %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 %conv2.oy3263, %conv2.ky2958
-  %255 = mul nsw i64 %254, 14
-  %256 = add nsw i64 %253, %255
-  %257 = add nsw i64 %conv2.ox3364, 1
-  %258 = add nsw i64 %256, %257
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load float, ptr %arena65, align 4
-  %260 = mul nsw i64 %conv2.c2857, 5
-  %261 = add nsw i64 %260, %conv2.ky2958
-  %262 = mul nsw i64 %261, 5
-  %263 = add nsw i64 %262, 1
-  %264 = mul nsw i64 %263, 6400
-  %265 = add nsw i64 478720, %264
-  %266 = mul nsw i64 %conv2.j2756, 100
-  %267 = add nsw i64 %265, %266
-  %268 = mul nsw i64 %conv2.oy3263, 10
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, %conv2.ox3364
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %270
-  store float %259, ptr %arena66, align 4
-  %ox33.next = add nsw i64 %conv2.ox3364, 1
-  %271 = icmp slt i64 %ox33.next, 10
-  br i1 %271, label %conv2.ox33, label %conv2.ox33.end
+  %conv2.ox3372 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
+  %293 = mul nsw i64 %conv2.g2459, 64
+  %294 = add nsw i64 %293, %conv2.j2560
+  %295 = mul nsw i64 %294, 1176
+  %296 = add nsw i64 301056, %295
+  %297 = mul nsw i64 %conv2.c2661, 196
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %conv2.oy3271, %conv2.ky2762
+  %300 = mul nsw i64 %299, 14
+  %301 = add nsw i64 %298, %300
+  %302 = add nsw i64 %conv2.ox3372, 2
+  %303 = add nsw i64 %301, %302
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %303
+  %304 = load float, ptr %arena73, align 4
+  %305 = mul nsw i64 %conv2.c2661, 5
+  %306 = add nsw i64 %305, %conv2.ky2762
+  %307 = mul nsw i64 %306, 5
+  %308 = add nsw i64 %307, 2
+  %309 = mul nsw i64 %308, 6400
+  %310 = add nsw i64 478720, %309
+  %311 = mul nsw i64 %conv2.j2560, 100
+  %312 = add nsw i64 %310, %311
+  %313 = mul nsw i64 %conv2.oy3271, 10
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 %314, %conv2.ox3372
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %315
+  store float %304, ptr %arena74, align 4
+  %ox33.next = add nsw i64 %conv2.ox3372, 1
+  %316 = icmp slt i64 %ox33.next, 10
+  br i1 %316, label %conv2.ox33, label %conv2.ox33.end
 
 conv2.ox33.end:                                   ; preds = %conv2.ox33
-  %oy32.next = add nsw i64 %conv2.oy3263, 1
-  %272 = icmp slt i64 %oy32.next, 10
-  br i1 %272, label %conv2.oy32, label %conv2.oy32.end
+  %oy32.next = add nsw i64 %conv2.oy3271, 1
+  %317 = icmp slt i64 %oy32.next, 10
+  br i1 %317, label %conv2.oy32, label %conv2.oy32.end
 
 conv2.oy34:                                       ; preds = %conv2.ox35.end, %conv2.oy32.end
-  %conv2.oy3467 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
+  %conv2.oy3475 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
   br label %conv2.ox35
 
 conv2.oy34.end:                                   ; preds = %conv2.ox35.end
   br label %conv2.oy36
 
 conv2.ox35:                                       ; preds = %conv2.ox35, %conv2.oy34
-  %conv2.ox3568 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
-  %273 = mul nsw i64 %conv2.g2655, 64
-  %274 = add nsw i64 %273, %conv2.j2756
-  %275 = mul nsw i64 %274, 1176
-  %276 = add nsw i64 301056, %275
-  %277 = mul nsw i64 %conv2.c2857, 196
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 %conv2.oy3467, %conv2.ky2958
-  %280 = mul nsw i64 %279, 14
-  %281 = add nsw i64 %278, %280
-  %282 = add nsw i64 %conv2.ox3568, 2
-  %283 = add nsw i64 %281, %282
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %283
-  %284 = load float, ptr %arena69, align 4
-  %285 = mul nsw i64 %conv2.c2857, 5
-  %286 = add nsw i64 %285, %conv2.ky2958
-  %287 = mul nsw i64 %286, 5
-  %288 = add nsw i64 %287, 2
-  %289 = mul nsw i64 %288, 6400
-  %290 = add nsw i64 478720, %289
-  %291 = mul nsw i64 %conv2.j2756, 100
-  %292 = add nsw i64 %290, %291
-  %293 = mul nsw i64 %conv2.oy3467, 10
-  %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 %294, %conv2.ox3568
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %295
-  store float %284, ptr %arena70, align 4
-  %ox35.next = add nsw i64 %conv2.ox3568, 1
-  %296 = icmp slt i64 %ox35.next, 10
-  br i1 %296, label %conv2.ox35, label %conv2.ox35.end
+  %conv2.ox3576 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
+  %318 = mul nsw i64 %conv2.g2459, 64
+  %319 = add nsw i64 %318, %conv2.j2560
+  %320 = mul nsw i64 %319, 1176
+  %321 = add nsw i64 301056, %320
+  %322 = mul nsw i64 %conv2.c2661, 196
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 %conv2.oy3475, %conv2.ky2762
+  %325 = mul nsw i64 %324, 14
+  %326 = add nsw i64 %323, %325
+  %327 = add nsw i64 %conv2.ox3576, 3
+  %328 = add nsw i64 %326, %327
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %328
+  %329 = load float, ptr %arena77, align 4
+  %330 = mul nsw i64 %conv2.c2661, 5
+  %331 = add nsw i64 %330, %conv2.ky2762
+  %332 = mul nsw i64 %331, 5
+  %333 = add nsw i64 %332, 3
+  %334 = mul nsw i64 %333, 6400
+  %335 = add nsw i64 478720, %334
+  %336 = mul nsw i64 %conv2.j2560, 100
+  %337 = add nsw i64 %335, %336
+  %338 = mul nsw i64 %conv2.oy3475, 10
+  %339 = add nsw i64 %337, %338
+  %340 = add nsw i64 %339, %conv2.ox3576
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %329, ptr %arena78, align 4
+  %ox35.next = add nsw i64 %conv2.ox3576, 1
+  %341 = icmp slt i64 %ox35.next, 10
+  br i1 %341, label %conv2.ox35, label %conv2.ox35.end
 
 conv2.ox35.end:                                   ; preds = %conv2.ox35
-  %oy34.next = add nsw i64 %conv2.oy3467, 1
-  %297 = icmp slt i64 %oy34.next, 10
-  br i1 %297, label %conv2.oy34, label %conv2.oy34.end
+  %oy34.next = add nsw i64 %conv2.oy3475, 1
+  %342 = icmp slt i64 %oy34.next, 10
+  br i1 %342, label %conv2.oy34, label %conv2.oy34.end
 
 conv2.oy36:                                       ; preds = %conv2.ox37.end, %conv2.oy34.end
-  %conv2.oy3671 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
+  %conv2.oy3679 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
   br label %conv2.ox37
 
 conv2.oy36.end:                                   ; preds = %conv2.ox37.end
-  br label %conv2.oy38
+  %ky27.next = add nsw i64 %conv2.ky2762, 1
+  %343 = icmp slt i64 %ky27.next, 5
+  br i1 %343, label %conv2.ky27, label %conv2.ky27.end
 
 conv2.ox37:                                       ; preds = %conv2.ox37, %conv2.oy36
-  %conv2.ox3772 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
-  %298 = mul nsw i64 %conv2.g2655, 64
-  %299 = add nsw i64 %298, %conv2.j2756
-  %300 = mul nsw i64 %299, 1176
-  %301 = add nsw i64 301056, %300
-  %302 = mul nsw i64 %conv2.c2857, 196
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %conv2.oy3671, %conv2.ky2958
-  %305 = mul nsw i64 %304, 14
-  %306 = add nsw i64 %303, %305
-  %307 = add nsw i64 %conv2.ox3772, 3
-  %308 = add nsw i64 %306, %307
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load float, ptr %arena73, align 4
-  %310 = mul nsw i64 %conv2.c2857, 5
-  %311 = add nsw i64 %310, %conv2.ky2958
-  %312 = mul nsw i64 %311, 5
-  %313 = add nsw i64 %312, 3
-  %314 = mul nsw i64 %313, 6400
-  %315 = add nsw i64 478720, %314
-  %316 = mul nsw i64 %conv2.j2756, 100
-  %317 = add nsw i64 %315, %316
-  %318 = mul nsw i64 %conv2.oy3671, 10
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %319, %conv2.ox3772
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %309, ptr %arena74, align 4
-  %ox37.next = add nsw i64 %conv2.ox3772, 1
-  %321 = icmp slt i64 %ox37.next, 10
-  br i1 %321, label %conv2.ox37, label %conv2.ox37.end
+  %conv2.ox3780 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
+  %344 = mul nsw i64 %conv2.g2459, 64
+  %345 = add nsw i64 %344, %conv2.j2560
+  %346 = mul nsw i64 %345, 1176
+  %347 = add nsw i64 301056, %346
+  %348 = mul nsw i64 %conv2.c2661, 196
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 %conv2.oy3679, %conv2.ky2762
+  %351 = mul nsw i64 %350, 14
+  %352 = add nsw i64 %349, %351
+  %353 = add nsw i64 %conv2.ox3780, 4
+  %354 = add nsw i64 %352, %353
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %354
+  %355 = load float, ptr %arena81, align 4
+  %356 = mul nsw i64 %conv2.c2661, 5
+  %357 = add nsw i64 %356, %conv2.ky2762
+  %358 = mul nsw i64 %357, 5
+  %359 = add nsw i64 %358, 4
+  %360 = mul nsw i64 %359, 6400
+  %361 = add nsw i64 478720, %360
+  %362 = mul nsw i64 %conv2.j2560, 100
+  %363 = add nsw i64 %361, %362
+  %364 = mul nsw i64 %conv2.oy3679, 10
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.ox3780
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %366
+  store float %355, ptr %arena82, align 4
+  %ox37.next = add nsw i64 %conv2.ox3780, 1
+  %367 = icmp slt i64 %ox37.next, 10
+  br i1 %367, label %conv2.ox37, label %conv2.ox37.end
 
 conv2.ox37.end:                                   ; preds = %conv2.ox37
-  %oy36.next = add nsw i64 %conv2.oy3671, 1
-  %322 = icmp slt i64 %oy36.next, 10
-  br i1 %322, label %conv2.oy36, label %conv2.oy36.end
+  %oy36.next = add nsw i64 %conv2.oy3679, 1
+  %368 = icmp slt i64 %oy36.next, 10
+  br i1 %368, label %conv2.oy36, label %conv2.oy36.end
 
-conv2.oy38:                                       ; preds = %conv2.ox39.end, %conv2.oy36.end
-  %conv2.oy3875 = phi i64 [ 0, %conv2.oy36.end ], [ %oy38.next, %conv2.ox39.end ]
-  br label %conv2.ox39
+conv2.j38:                                        ; preds = %conv2.f39.end, %conv2.j25.end
+  %conv2.j3886 = phi i64 [ 0, %conv2.j25.end ], [ %j38.next, %conv2.f39.end ]
+  br label %conv2.f39
 
-conv2.oy38.end:                                   ; preds = %conv2.ox39.end
-  %ky29.next = add nsw i64 %conv2.ky2958, 1
-  %323 = icmp slt i64 %ky29.next, 5
-  br i1 %323, label %conv2.ky29, label %conv2.ky29.end
+conv2.j38.end:                                    ; preds = %conv2.f39.end
+  %g24.next = add nsw i64 %conv2.g2459, 1
+  %369 = icmp slt i64 %g24.next, 1
+  br i1 %369, label %conv2.g24, label %conv2.g24.end
 
-conv2.ox39:                                       ; preds = %conv2.ox39, %conv2.oy38
-  %conv2.ox3976 = phi i64 [ 0, %conv2.oy38 ], [ %ox39.next, %conv2.ox39 ]
-  %324 = mul nsw i64 %conv2.g2655, 64
-  %325 = add nsw i64 %324, %conv2.j2756
-  %326 = mul nsw i64 %325, 1176
-  %327 = add nsw i64 301056, %326
-  %328 = mul nsw i64 %conv2.c2857, 196
-  %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 %conv2.oy3875, %conv2.ky2958
-  %331 = mul nsw i64 %330, 14
-  %332 = add nsw i64 %329, %331
-  %333 = add nsw i64 %conv2.ox3976, 4
-  %334 = add nsw i64 %332, %333
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load float, ptr %arena77, align 4
-  %336 = mul nsw i64 %conv2.c2857, 5
-  %337 = add nsw i64 %336, %conv2.ky2958
-  %338 = mul nsw i64 %337, 5
-  %339 = add nsw i64 %338, 4
-  %340 = mul nsw i64 %339, 6400
-  %341 = add nsw i64 478720, %340
-  %342 = mul nsw i64 %conv2.j2756, 100
-  %343 = add nsw i64 %341, %342
-  %344 = mul nsw i64 %conv2.oy3875, 10
-  %345 = add nsw i64 %343, %344
-  %346 = add nsw i64 %345, %conv2.ox3976
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %346
-  store float %335, ptr %arena78, align 4
-  %ox39.next = add nsw i64 %conv2.ox3976, 1
-  %347 = icmp slt i64 %ox39.next, 10
-  br i1 %347, label %conv2.ox39, label %conv2.ox39.end
+conv2.f39:                                        ; preds = %conv2.i40.end, %conv2.j38
+  %conv2.f3987 = phi i64 [ 0, %conv2.j38 ], [ %f39.next, %conv2.i40.end ]
+  br label %conv2.i40
 
-conv2.ox39.end:                                   ; preds = %conv2.ox39
-  %oy38.next = add nsw i64 %conv2.oy3875, 1
-  %348 = icmp slt i64 %oy38.next, 10
-  br i1 %348, label %conv2.oy38, label %conv2.oy38.end
+conv2.f39.end:                                    ; preds = %conv2.i40.end
+  %j38.next = add nsw i64 %conv2.j3886, 1
+  %370 = icmp slt i64 %j38.next, 64
+  br i1 %370, label %conv2.j38, label %conv2.j38.end
 
-conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.j27.end
-  %conv2.j4082 = phi i64 [ 0, %conv2.j27.end ], [ %j40.next, %conv2.f41.end ]
-  br label %conv2.f41
-
-conv2.j40.end:                                    ; preds = %conv2.f41.end
-  %g26.next = add nsw i64 %conv2.g2655, 1
-  %349 = icmp slt i64 %g26.next, 1
-  br i1 %349, label %conv2.g26, label %conv2.g26.end
-
-conv2.f41:                                        ; preds = %conv2.i42.end, %conv2.j40
-  %conv2.f4183 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.i42.end ]
-  br label %conv2.i42
-
-conv2.f41.end:                                    ; preds = %conv2.i42.end
-  %j40.next = add nsw i64 %conv2.j4082, 1
-  %350 = icmp slt i64 %j40.next, 64
-  br i1 %350, label %conv2.j40, label %conv2.j40.end
-
-conv2.i42:                                        ; preds = %conv2.i42, %conv2.f41
-  %conv2.i4284 = phi i64 [ 0, %conv2.f41 ], [ %i42.next, %conv2.i42 ]
-  %351 = mul nsw i64 %conv2.f4183, 6400
-  %352 = add nsw i64 1438720, %351
-  %353 = mul nsw i64 %conv2.j4082, 100
-  %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 %354, %conv2.i4284
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %355
-  %356 = load float, ptr %arena85, align 4
-  %357 = add nsw i64 2556, %conv2.f4183
-  %params86 = getelementptr inbounds float, ptr %params, i64 %357
-  %358 = load float, ptr %params86, align 4
-  %359 = fadd float %356, %358
-  %360 = fcmp ogt float %359, 0.000000e+00
-  %361 = mul nsw i64 %conv2.f4183, 6400
-  %362 = add nsw i64 1438720, %361
-  %363 = mul nsw i64 %conv2.j4082, 100
-  %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 %364, %conv2.i4284
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena87, align 4
-  %367 = add nsw i64 2556, %conv2.f4183
-  %params88 = getelementptr inbounds float, ptr %params, i64 %367
-  %368 = load float, ptr %params88, align 4
-  %369 = fadd float %366, %368
-  %370 = select i1 %360, float %369, float 0.000000e+00
-  %371 = mul nsw i64 %conv2.g2655, 64
-  %372 = add nsw i64 %371, %conv2.j4082
-  %373 = mul nsw i64 %372, 1600
-  %374 = add nsw i64 376320, %373
-  %375 = mul nsw i64 %conv2.f4183, 100
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %376, %conv2.i4284
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %377
-  store float %370, ptr %arena89, align 4
-  %i42.next = add nsw i64 %conv2.i4284, 1
-  %378 = icmp slt i64 %i42.next, 100
-  br i1 %378, label %conv2.i42, label %conv2.i42.end
-
-conv2.i42.end:                                    ; preds = %conv2.i42
-  %f41.next = add nsw i64 %conv2.f4183, 1
-  %379 = icmp slt i64 %f41.next, 16
-  br i1 %379, label %conv2.f41, label %conv2.f41.end
-
-pool2.q43:                                        ; preds = %pool2.py44.end, %conv2.g26.end
-  %pool2.q4390 = phi i64 [ 0, %conv2.g26.end ], [ %q43.next, %pool2.py44.end ]
-  br label %pool2.py44
-
-pool2.q43.end:                                    ; preds = %pool2.py44.end
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 478720
-  %params99 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 504320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena98, i32 400, ptr %params99, i32 400, float 0.000000e+00, ptr %arena100, i32 120)
-  br label %fc1.n49
-
-pool2.py44:                                       ; preds = %pool2.px45.end, %pool2.q43
-  %pool2.py4491 = phi i64 [ 0, %pool2.q43 ], [ %py44.next, %pool2.px45.end ]
-  br label %pool2.px45
-
-pool2.py44.end:                                   ; preds = %pool2.px45.end
-  %q43.next = add nsw i64 %pool2.q4390, 1
-  %380 = icmp slt i64 %q43.next, 1024
-  br i1 %380, label %pool2.q43, label %pool2.q43.end
-
-pool2.px45:                                       ; preds = %pool2.ky47.end, %pool2.py44
-  %pool2.px4592 = phi i64 [ 0, %pool2.py44 ], [ %px45.next, %pool2.ky47.end ]
-  store float 0.000000e+00, ptr %pool2.acc46, align 4
-  br label %pool2.ky47
-
-pool2.px45.end:                                   ; preds = %pool2.ky47.end
-  %py44.next = add nsw i64 %pool2.py4491, 1
-  %381 = icmp slt i64 %py44.next, 5
-  br i1 %381, label %pool2.py44, label %pool2.py44.end
-
-pool2.ky47:                                       ; preds = %pool2.kx48.end, %pool2.px45
-  %pool2.ky4793 = phi i64 [ 0, %pool2.px45 ], [ %ky47.next, %pool2.kx48.end ]
-  br label %pool2.kx48
-
-pool2.ky47.end:                                   ; preds = %pool2.kx48.end
-  %acc4696 = load float, ptr %pool2.acc46, align 4
-  %382 = fmul float %acc4696, 2.500000e-01
-  %383 = mul nsw i64 %pool2.q4390, 25
-  %384 = add nsw i64 478720, %383
-  %385 = mul nsw i64 %pool2.py4491, 5
-  %386 = add nsw i64 %384, %385
-  %387 = add nsw i64 %386, %pool2.px4592
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %387
-  store float %382, ptr %arena97, align 4
-  %px45.next = add nsw i64 %pool2.px4592, 1
-  %388 = icmp slt i64 %px45.next, 5
-  br i1 %388, label %pool2.px45, label %pool2.px45.end
-
-pool2.kx48:                                       ; preds = %pool2.kx48, %pool2.ky47
-  %pool2.kx4894 = phi i64 [ 0, %pool2.ky47 ], [ %kx48.next, %pool2.kx48 ]
-  %acc46 = load float, ptr %pool2.acc46, align 4
-  %389 = mul nsw i64 %pool2.q4390, 100
-  %390 = mul nsw i64 %pool2.py4491, 20
-  %391 = add nsw i64 %389, %390
-  %392 = mul nsw i64 %pool2.px4592, 2
-  %393 = add nsw i64 %391, %392
+conv2.i40:                                        ; preds = %conv2.i40, %conv2.f39
+  %conv2.i4088 = phi i64 [ 0, %conv2.f39 ], [ %i40.next, %conv2.i40 ]
+  %371 = mul nsw i64 %conv2.f3987, 6400
+  %372 = add nsw i64 1438720, %371
+  %373 = mul nsw i64 %conv2.j3886, 100
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 %374, %conv2.i4088
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load float, ptr %arena89, align 4
+  %377 = add nsw i64 2556, %conv2.f3987
+  %params90 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params90, align 4
+  %379 = fadd float %376, %378
+  %380 = fcmp ogt float %379, 0.000000e+00
+  %381 = mul nsw i64 %conv2.f3987, 6400
+  %382 = add nsw i64 1438720, %381
+  %383 = mul nsw i64 %conv2.j3886, 100
+  %384 = add nsw i64 %382, %383
+  %385 = add nsw i64 %384, %conv2.i4088
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena91, align 4
+  %387 = add nsw i64 2556, %conv2.f3987
+  %params92 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params92, align 4
+  %389 = fadd float %386, %388
+  %390 = select i1 %380, float %389, float 0.000000e+00
+  %391 = mul nsw i64 %conv2.g2459, 64
+  %392 = add nsw i64 %391, %conv2.j3886
+  %393 = mul nsw i64 %392, 1600
   %394 = add nsw i64 376320, %393
-  %395 = mul nsw i64 %pool2.ky4793, 10
+  %395 = mul nsw i64 %conv2.f3987, 100
   %396 = add nsw i64 %394, %395
-  %397 = add nsw i64 %396, %pool2.kx4894
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %397
-  %398 = load float, ptr %arena95, align 4
-  %399 = fadd float %acc46, %398
-  store float %399, ptr %pool2.acc46, align 4
-  %kx48.next = add nsw i64 %pool2.kx4894, 1
-  %400 = icmp slt i64 %kx48.next, 2
-  br i1 %400, label %pool2.kx48, label %pool2.kx48.end
+  %397 = add nsw i64 %396, %conv2.i4088
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %397
+  store float %390, ptr %arena93, align 4
+  %i40.next = add nsw i64 %conv2.i4088, 1
+  %398 = icmp slt i64 %i40.next, 100
+  br i1 %398, label %conv2.i40, label %conv2.i40.end
 
-pool2.kx48.end:                                   ; preds = %pool2.kx48
-  %ky47.next = add nsw i64 %pool2.ky4793, 1
-  %401 = icmp slt i64 %ky47.next, 2
-  br i1 %401, label %pool2.ky47, label %pool2.ky47.end
+conv2.i40.end:                                    ; preds = %conv2.i40
+  %f39.next = add nsw i64 %conv2.f3987, 1
+  %399 = icmp slt i64 %f39.next, 16
+  br i1 %399, label %conv2.f39, label %conv2.f39.end
 
-fc1.n49:                                          ; preds = %fc1.u50.end, %pool2.q43.end
-  %fc1.n49101 = phi i64 [ 0, %pool2.q43.end ], [ %n49.next, %fc1.u50.end ]
-  br label %fc1.u50
+pool2.q41:                                        ; preds = %pool2.py42.end, %conv2.g24.end
+  %pool2.q4194 = phi i64 [ 0, %conv2.g24.end ], [ %q41.next, %pool2.py42.end ]
+  br label %pool2.py42
 
-fc1.n49.end:                                      ; preds = %fc1.u50.end
+pool2.q41.end:                                    ; preds = %pool2.py42.end
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 478720
+  %params107 = getelementptr inbounds float, ptr %params, i64 2572
   %arena108 = getelementptr inbounds float, ptr %arena, i64 504320
-  %params109 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 512000
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena108, i32 120, ptr %params109, i32 120, float 0.000000e+00, ptr %arena110, i32 84)
-  br label %fc2.n51
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena106, i32 400, ptr %params107, i32 400, float 0.000000e+00, ptr %arena108, i32 120)
+  br label %fc1.n45
 
-fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
-  %fc1.u50102 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
-  %402 = mul nsw i64 %fc1.n49101, 120
-  %403 = add nsw i64 504320, %402
-  %404 = add nsw i64 %403, %fc1.u50102
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %404
-  %405 = load float, ptr %arena103, align 4
-  %406 = add nsw i64 50572, %fc1.u50102
-  %params104 = getelementptr inbounds float, ptr %params, i64 %406
-  %407 = load float, ptr %params104, align 4
-  %408 = fadd float %405, %407
-  %409 = fcmp ogt float %408, 0.000000e+00
-  %410 = mul nsw i64 %fc1.n49101, 120
-  %411 = add nsw i64 504320, %410
-  %412 = add nsw i64 %411, %fc1.u50102
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load float, ptr %arena105, align 4
-  %414 = add nsw i64 50572, %fc1.u50102
-  %params106 = getelementptr inbounds float, ptr %params, i64 %414
-  %415 = load float, ptr %params106, align 4
-  %416 = fadd float %413, %415
-  %417 = select i1 %409, float %416, float 0.000000e+00
-  %418 = mul nsw i64 %fc1.n49101, 120
-  %419 = add nsw i64 504320, %418
-  %420 = add nsw i64 %419, %fc1.u50102
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %420
-  store float %417, ptr %arena107, align 4
-  %u50.next = add nsw i64 %fc1.u50102, 1
-  %421 = icmp slt i64 %u50.next, 120
-  br i1 %421, label %fc1.u50, label %fc1.u50.end
+pool2.py42:                                       ; preds = %pool2.px43.end, %pool2.q41
+  %pool2.py4295 = phi i64 [ 0, %pool2.q41 ], [ %py42.next, %pool2.px43.end ]
+  br label %pool2.px43
 
-fc1.u50.end:                                      ; preds = %fc1.u50
-  %n49.next = add nsw i64 %fc1.n49101, 1
-  %422 = icmp slt i64 %n49.next, 64
-  br i1 %422, label %fc1.n49, label %fc1.n49.end
+pool2.py42.end:                                   ; preds = %pool2.px43.end
+  %q41.next = add nsw i64 %pool2.q4194, 1
+  %400 = icmp slt i64 %q41.next, 1024
+  br i1 %400, label %pool2.q41, label %pool2.q41.end
 
-fc2.n51:                                          ; preds = %fc2.u52.end, %fc1.n49.end
-  %fc2.n51111 = phi i64 [ 0, %fc1.n49.end ], [ %n51.next, %fc2.u52.end ]
-  br label %fc2.u52
+pool2.px43:                                       ; preds = %pool2.px43, %pool2.py42
+  %pool2.px4396 = phi i64 [ 0, %pool2.py42 ], [ %px43.next, %pool2.px43 ]
+  store float 0.000000e+00, ptr %pool2.acc44, align 4
+  %acc44 = load float, ptr %pool2.acc44, align 4
+  %401 = mul nsw i64 %pool2.q4194, 100
+  %402 = mul nsw i64 %pool2.py4295, 20
+  %403 = add nsw i64 %401, %402
+  %404 = mul nsw i64 %pool2.px4396, 2
+  %405 = add nsw i64 %403, %404
+  %406 = add nsw i64 376320, %405
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %406
+  %407 = load float, ptr %arena97, align 4
+  %408 = fadd float %acc44, %407
+  store float %408, ptr %pool2.acc44, align 4
+  %acc4498 = load float, ptr %pool2.acc44, align 4
+  %409 = mul nsw i64 %pool2.q4194, 100
+  %410 = mul nsw i64 %pool2.py4295, 20
+  %411 = add nsw i64 %409, %410
+  %412 = mul nsw i64 %pool2.px4396, 2
+  %413 = add nsw i64 %411, %412
+  %414 = add nsw i64 376320, %413
+  %415 = add nsw i64 %414, 1
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %415
+  %416 = load float, ptr %arena99, align 4
+  %417 = fadd float %acc4498, %416
+  store float %417, ptr %pool2.acc44, align 4
+  %acc44100 = load float, ptr %pool2.acc44, align 4
+  %418 = mul nsw i64 %pool2.q4194, 100
+  %419 = mul nsw i64 %pool2.py4295, 20
+  %420 = add nsw i64 %418, %419
+  %421 = mul nsw i64 %pool2.px4396, 2
+  %422 = add nsw i64 %420, %421
+  %423 = add nsw i64 376320, %422
+  %424 = add nsw i64 %423, 10
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %424
+  %425 = load float, ptr %arena101, align 4
+  %426 = fadd float %acc44100, %425
+  store float %426, ptr %pool2.acc44, align 4
+  %acc44102 = load float, ptr %pool2.acc44, align 4
+  %427 = mul nsw i64 %pool2.q4194, 100
+  %428 = mul nsw i64 %pool2.py4295, 20
+  %429 = add nsw i64 %427, %428
+  %430 = mul nsw i64 %pool2.px4396, 2
+  %431 = add nsw i64 %429, %430
+  %432 = add nsw i64 376320, %431
+  %433 = add nsw i64 %432, 10
+  %434 = add nsw i64 %433, 1
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %434
+  %435 = load float, ptr %arena103, align 4
+  %436 = fadd float %acc44102, %435
+  store float %436, ptr %pool2.acc44, align 4
+  %acc44104 = load float, ptr %pool2.acc44, align 4
+  %437 = fmul float %acc44104, 2.500000e-01
+  %438 = mul nsw i64 %pool2.q4194, 25
+  %439 = add nsw i64 478720, %438
+  %440 = mul nsw i64 %pool2.py4295, 5
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 %441, %pool2.px4396
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %437, ptr %arena105, align 4
+  %px43.next = add nsw i64 %pool2.px4396, 1
+  %443 = icmp slt i64 %px43.next, 5
+  br i1 %443, label %pool2.px43, label %pool2.px43.end
 
-fc2.n51.end:                                      ; preds = %fc2.u52.end
+pool2.px43.end:                                   ; preds = %pool2.px43
+  %py42.next = add nsw i64 %pool2.py4295, 1
+  %444 = icmp slt i64 %py42.next, 5
+  br i1 %444, label %pool2.py42, label %pool2.py42.end
+
+fc1.n45:                                          ; preds = %fc1.u46.end, %pool2.q41.end
+  %fc1.n45109 = phi i64 [ 0, %pool2.q41.end ], [ %n45.next, %fc1.u46.end ]
+  br label %fc1.u46
+
+fc1.n45.end:                                      ; preds = %fc1.u46.end
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 504320
+  %params117 = getelementptr inbounds float, ptr %params, i64 50692
   %arena118 = getelementptr inbounds float, ptr %arena, i64 512000
-  %params119 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 517376
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena118, i32 84, ptr %params119, i32 84, float 0.000000e+00, ptr %arena120, i32 10)
-  br label %fc3.n53
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena116, i32 120, ptr %params117, i32 120, float 0.000000e+00, ptr %arena118, i32 84)
+  br label %fc2.n47
 
-fc2.u52:                                          ; preds = %fc2.u52, %fc2.n51
-  %fc2.u52112 = phi i64 [ 0, %fc2.n51 ], [ %u52.next, %fc2.u52 ]
-  %423 = mul nsw i64 %fc2.n51111, 84
-  %424 = add nsw i64 512000, %423
-  %425 = add nsw i64 %424, %fc2.u52112
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %425
-  %426 = load float, ptr %arena113, align 4
-  %427 = add nsw i64 60772, %fc2.u52112
-  %params114 = getelementptr inbounds float, ptr %params, i64 %427
-  %428 = load float, ptr %params114, align 4
-  %429 = fadd float %426, %428
-  %430 = fcmp ogt float %429, 0.000000e+00
-  %431 = mul nsw i64 %fc2.n51111, 84
-  %432 = add nsw i64 512000, %431
-  %433 = add nsw i64 %432, %fc2.u52112
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %433
-  %434 = load float, ptr %arena115, align 4
-  %435 = add nsw i64 60772, %fc2.u52112
-  %params116 = getelementptr inbounds float, ptr %params, i64 %435
-  %436 = load float, ptr %params116, align 4
-  %437 = fadd float %434, %436
-  %438 = select i1 %430, float %437, float 0.000000e+00
-  %439 = mul nsw i64 %fc2.n51111, 84
-  %440 = add nsw i64 512000, %439
-  %441 = add nsw i64 %440, %fc2.u52112
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %441
-  store float %438, ptr %arena117, align 4
-  %u52.next = add nsw i64 %fc2.u52112, 1
-  %442 = icmp slt i64 %u52.next, 84
-  br i1 %442, label %fc2.u52, label %fc2.u52.end
+fc1.u46:                                          ; preds = %fc1.u46, %fc1.n45
+  %fc1.u46110 = phi i64 [ 0, %fc1.n45 ], [ %u46.next, %fc1.u46 ]
+  %445 = mul nsw i64 %fc1.n45109, 120
+  %446 = add nsw i64 504320, %445
+  %447 = add nsw i64 %446, %fc1.u46110
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena111, align 4
+  %449 = add nsw i64 50572, %fc1.u46110
+  %params112 = getelementptr inbounds float, ptr %params, i64 %449
+  %450 = load float, ptr %params112, align 4
+  %451 = fadd float %448, %450
+  %452 = fcmp ogt float %451, 0.000000e+00
+  %453 = mul nsw i64 %fc1.n45109, 120
+  %454 = add nsw i64 504320, %453
+  %455 = add nsw i64 %454, %fc1.u46110
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %455
+  %456 = load float, ptr %arena113, align 4
+  %457 = add nsw i64 50572, %fc1.u46110
+  %params114 = getelementptr inbounds float, ptr %params, i64 %457
+  %458 = load float, ptr %params114, align 4
+  %459 = fadd float %456, %458
+  %460 = select i1 %452, float %459, float 0.000000e+00
+  %461 = mul nsw i64 %fc1.n45109, 120
+  %462 = add nsw i64 504320, %461
+  %463 = add nsw i64 %462, %fc1.u46110
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %463
+  store float %460, ptr %arena115, align 4
+  %u46.next = add nsw i64 %fc1.u46110, 1
+  %464 = icmp slt i64 %u46.next, 120
+  br i1 %464, label %fc1.u46, label %fc1.u46.end
 
-fc2.u52.end:                                      ; preds = %fc2.u52
-  %n51.next = add nsw i64 %fc2.n51111, 1
-  %443 = icmp slt i64 %n51.next, 64
-  br i1 %443, label %fc2.n51, label %fc2.n51.end
+fc1.u46.end:                                      ; preds = %fc1.u46
+  %n45.next = add nsw i64 %fc1.n45109, 1
+  %465 = icmp slt i64 %n45.next, 64
+  br i1 %465, label %fc1.n45, label %fc1.n45.end
 
-fc3.n53:                                          ; preds = %fc3.u54.end, %fc2.n51.end
-  %fc3.n53121 = phi i64 [ 0, %fc2.n51.end ], [ %n53.next, %fc3.u54.end ]
-  br label %fc3.u54
+fc2.n47:                                          ; preds = %fc2.u48.end, %fc1.n45.end
+  %fc2.n47119 = phi i64 [ 0, %fc1.n45.end ], [ %n47.next, %fc2.u48.end ]
+  br label %fc2.u48
 
-fc3.n53.end:                                      ; preds = %fc3.u54.end
-  store float 0.000000e+00, ptr %loss.total55, align 4
-  br label %loss.n56
+fc2.n47.end:                                      ; preds = %fc2.u48.end
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 512000
+  %params127 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 517376
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena126, i32 84, ptr %params127, i32 84, float 0.000000e+00, ptr %arena128, i32 10)
+  br label %fc3.n49
 
-fc3.u54:                                          ; preds = %fc3.u54, %fc3.n53
-  %fc3.u54122 = phi i64 [ 0, %fc3.n53 ], [ %u54.next, %fc3.u54 ]
-  %444 = mul nsw i64 %fc3.n53121, 10
-  %445 = add nsw i64 517376, %444
-  %446 = add nsw i64 %445, %fc3.u54122
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %446
-  %447 = load float, ptr %arena123, align 4
-  %448 = add nsw i64 61696, %fc3.u54122
-  %params124 = getelementptr inbounds float, ptr %params, i64 %448
-  %449 = load float, ptr %params124, align 4
-  %450 = fadd float %447, %449
-  %451 = mul nsw i64 %fc3.n53121, 10
-  %452 = add nsw i64 517376, %451
-  %453 = add nsw i64 %452, %fc3.u54122
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %453
-  store float %450, ptr %arena125, align 4
-  %u54.next = add nsw i64 %fc3.u54122, 1
-  %454 = icmp slt i64 %u54.next, 10
-  br i1 %454, label %fc3.u54, label %fc3.u54.end
+fc2.u48:                                          ; preds = %fc2.u48, %fc2.n47
+  %fc2.u48120 = phi i64 [ 0, %fc2.n47 ], [ %u48.next, %fc2.u48 ]
+  %466 = mul nsw i64 %fc2.n47119, 84
+  %467 = add nsw i64 512000, %466
+  %468 = add nsw i64 %467, %fc2.u48120
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %468
+  %469 = load float, ptr %arena121, align 4
+  %470 = add nsw i64 60772, %fc2.u48120
+  %params122 = getelementptr inbounds float, ptr %params, i64 %470
+  %471 = load float, ptr %params122, align 4
+  %472 = fadd float %469, %471
+  %473 = fcmp ogt float %472, 0.000000e+00
+  %474 = mul nsw i64 %fc2.n47119, 84
+  %475 = add nsw i64 512000, %474
+  %476 = add nsw i64 %475, %fc2.u48120
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %476
+  %477 = load float, ptr %arena123, align 4
+  %478 = add nsw i64 60772, %fc2.u48120
+  %params124 = getelementptr inbounds float, ptr %params, i64 %478
+  %479 = load float, ptr %params124, align 4
+  %480 = fadd float %477, %479
+  %481 = select i1 %473, float %480, float 0.000000e+00
+  %482 = mul nsw i64 %fc2.n47119, 84
+  %483 = add nsw i64 512000, %482
+  %484 = add nsw i64 %483, %fc2.u48120
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %484
+  store float %481, ptr %arena125, align 4
+  %u48.next = add nsw i64 %fc2.u48120, 1
+  %485 = icmp slt i64 %u48.next, 84
+  br i1 %485, label %fc2.u48, label %fc2.u48.end
 
-fc3.u54.end:                                      ; preds = %fc3.u54
-  %n53.next = add nsw i64 %fc3.n53121, 1
-  %455 = icmp slt i64 %n53.next, 64
-  br i1 %455, label %fc3.n53, label %fc3.n53.end
+fc2.u48.end:                                      ; preds = %fc2.u48
+  %n47.next = add nsw i64 %fc2.n47119, 1
+  %486 = icmp slt i64 %n47.next, 64
+  br i1 %486, label %fc2.n47, label %fc2.n47.end
 
-loss.n56:                                         ; preds = %loss.k60.end, %fc3.n53.end
-  %loss.n56126 = phi i64 [ 0, %fc3.n53.end ], [ %n56.next, %loss.k60.end ]
-  %456 = mul nsw i64 %loss.n56126, 10
-  %457 = add nsw i64 517376, %456
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %457
-  %458 = load float, ptr %arena127, align 4
-  store float %458, ptr %loss.m57, align 4
-  br label %loss.k59
+fc3.n49:                                          ; preds = %fc3.u50.end, %fc2.n47.end
+  %fc3.n49129 = phi i64 [ 0, %fc2.n47.end ], [ %n49.next, %fc3.u50.end ]
+  br label %fc3.u50
 
-loss.n56.end:                                     ; preds = %loss.k60.end
-  %total55137 = load float, ptr %loss.total55, align 4
-  %459 = fdiv float %total55137, 6.400000e+01
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 518016
-  store float %459, ptr %arena138, align 4
-  br label %fc3_grad.n61
+fc3.n49.end:                                      ; preds = %fc3.u50.end
+  store float 0.000000e+00, ptr %loss.total51, align 4
+  br label %loss.n52
 
-loss.k59:                                         ; preds = %loss.k59, %loss.n56
-  %loss.k59128 = phi i64 [ 0, %loss.n56 ], [ %k59.next, %loss.k59 ]
-  %m57 = load float, ptr %loss.m57, align 4
-  %460 = mul nsw i64 %loss.n56126, 10
-  %461 = add nsw i64 517376, %460
-  %462 = add nsw i64 %461, %loss.k59128
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %462
-  %463 = load float, ptr %arena129, align 4
-  %464 = fcmp ogt float %463, %m57
-  %465 = select i1 %464, float %463, float %m57
-  store float %465, ptr %loss.m57, align 4
-  %k59.next = add nsw i64 %loss.k59128, 1
-  %466 = icmp slt i64 %k59.next, 10
-  br i1 %466, label %loss.k59, label %loss.k59.end
+fc3.u50:                                          ; preds = %fc3.u50, %fc3.n49
+  %fc3.u50130 = phi i64 [ 0, %fc3.n49 ], [ %u50.next, %fc3.u50 ]
+  %487 = mul nsw i64 %fc3.n49129, 10
+  %488 = add nsw i64 517376, %487
+  %489 = add nsw i64 %488, %fc3.u50130
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %489
+  %490 = load float, ptr %arena131, align 4
+  %491 = add nsw i64 61696, %fc3.u50130
+  %params132 = getelementptr inbounds float, ptr %params, i64 %491
+  %492 = load float, ptr %params132, align 4
+  %493 = fadd float %490, %492
+  %494 = mul nsw i64 %fc3.n49129, 10
+  %495 = add nsw i64 517376, %494
+  %496 = add nsw i64 %495, %fc3.u50130
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %496
+  store float %493, ptr %arena133, align 4
+  %u50.next = add nsw i64 %fc3.u50130, 1
+  %497 = icmp slt i64 %u50.next, 10
+  br i1 %497, label %fc3.u50, label %fc3.u50.end
 
-loss.k59.end:                                     ; preds = %loss.k59
-  store float 0.000000e+00, ptr %loss.s58, align 4
-  br label %loss.k60
+fc3.u50.end:                                      ; preds = %fc3.u50
+  %n49.next = add nsw i64 %fc3.n49129, 1
+  %498 = icmp slt i64 %n49.next, 64
+  br i1 %498, label %fc3.n49, label %fc3.n49.end
 
-loss.k60:                                         ; preds = %loss.k60, %loss.k59.end
-  %loss.k60130 = phi i64 [ 0, %loss.k59.end ], [ %k60.next, %loss.k60 ]
-  %s58 = load float, ptr %loss.s58, align 4
-  %467 = mul nsw i64 %loss.n56126, 10
-  %468 = add nsw i64 517376, %467
-  %469 = add nsw i64 %468, %loss.k60130
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %469
-  %470 = load float, ptr %arena131, align 4
-  %m57132 = load float, ptr %loss.m57, align 4
-  %471 = fsub float %470, %m57132
-  %472 = call float @llvm.exp.f32(float %471)
-  %473 = fadd float %s58, %472
-  store float %473, ptr %loss.s58, align 4
-  %k60.next = add nsw i64 %loss.k60130, 1
-  %474 = icmp slt i64 %k60.next, 10
-  br i1 %474, label %loss.k60, label %loss.k60.end
+loss.n52:                                         ; preds = %loss.k56.end, %fc3.n49.end
+  %loss.n52134 = phi i64 [ 0, %fc3.n49.end ], [ %n52.next, %loss.k56.end ]
+  %499 = mul nsw i64 %loss.n52134, 10
+  %500 = add nsw i64 517376, %499
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %500
+  %501 = load float, ptr %arena135, align 4
+  store float %501, ptr %loss.m53, align 4
+  br label %loss.k55
 
-loss.k60.end:                                     ; preds = %loss.k60
-  %total55 = load float, ptr %loss.total55, align 4
-  %m57133 = load float, ptr %loss.m57, align 4
-  %s58134 = load float, ptr %loss.s58, align 4
-  %475 = call float @llvm.log.f32(float %s58134)
-  %476 = fadd float %m57133, %475
-  %477 = mul nsw i64 %loss.n56126, 10
-  %478 = add nsw i64 517376, %477
-  %labels135 = getelementptr inbounds i32, ptr %labels, i64 %loss.n56126
-  %label = load i32, ptr %labels135, align 4
-  %479 = sext i32 %label to i64
-  %480 = add nsw i64 %478, %479
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %480
-  %481 = load float, ptr %arena136, align 4
-  %482 = fsub float %476, %481
-  %483 = fadd float %total55, %482
-  store float %483, ptr %loss.total55, align 4
-  %n56.next = add nsw i64 %loss.n56126, 1
-  %484 = icmp slt i64 %n56.next, 64
-  br i1 %484, label %loss.n56, label %loss.n56.end
+loss.n52.end:                                     ; preds = %loss.k56.end
+  %total51145 = load float, ptr %loss.total51, align 4
+  %502 = fdiv float %total51145, 6.400000e+01
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 518016
+  store float %502, ptr %arena146, align 4
+  br label %fc3_grad.n57
 
-fc3_grad.n61:                                     ; preds = %fc3_grad.k66.end, %loss.n56.end
-  %fc3_grad.n61139 = phi i64 [ 0, %loss.n56.end ], [ %n61.next, %fc3_grad.k66.end ]
-  %485 = mul nsw i64 %fc3_grad.n61139, 10
-  %486 = add nsw i64 517376, %485
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %486
-  %487 = load float, ptr %arena140, align 4
-  store float %487, ptr %fc3_grad.m62, align 4
-  br label %fc3_grad.k64
+loss.k55:                                         ; preds = %loss.k55, %loss.n52
+  %loss.k55136 = phi i64 [ 0, %loss.n52 ], [ %k55.next, %loss.k55 ]
+  %m53 = load float, ptr %loss.m53, align 4
+  %503 = mul nsw i64 %loss.n52134, 10
+  %504 = add nsw i64 517376, %503
+  %505 = add nsw i64 %504, %loss.k55136
+  %arena137 = getelementptr inbounds float, ptr %arena, i64 %505
+  %506 = load float, ptr %arena137, align 4
+  %507 = fcmp ogt float %506, %m53
+  %508 = select i1 %507, float %506, float %m53
+  store float %508, ptr %loss.m53, align 4
+  %k55.next = add nsw i64 %loss.k55136, 1
+  %509 = icmp slt i64 %k55.next, 10
+  br i1 %509, label %loss.k55, label %loss.k55.end
 
-fc3_grad.n61.end:                                 ; preds = %fc3_grad.k66.end
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 512000
-  %grads158 = getelementptr inbounds float, ptr %grads, i64 60856
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena156, i32 10, ptr %arena157, i32 84, float 0.000000e+00, ptr %grads158, i32 84)
-  br label %fc3_bias_grad.u67
+loss.k55.end:                                     ; preds = %loss.k55
+  store float 0.000000e+00, ptr %loss.s54, align 4
+  br label %loss.k56
 
-fc3_grad.k64:                                     ; preds = %fc3_grad.k64, %fc3_grad.n61
-  %fc3_grad.k64141 = phi i64 [ 0, %fc3_grad.n61 ], [ %k64.next, %fc3_grad.k64 ]
-  %m62 = load float, ptr %fc3_grad.m62, align 4
-  %488 = mul nsw i64 %fc3_grad.n61139, 10
-  %489 = add nsw i64 517376, %488
-  %490 = add nsw i64 %489, %fc3_grad.k64141
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %490
-  %491 = load float, ptr %arena142, align 4
-  %492 = fcmp ogt float %491, %m62
-  %493 = select i1 %492, float %491, float %m62
-  store float %493, ptr %fc3_grad.m62, align 4
-  %k64.next = add nsw i64 %fc3_grad.k64141, 1
-  %494 = icmp slt i64 %k64.next, 10
-  br i1 %494, label %fc3_grad.k64, label %fc3_grad.k64.end
+loss.k56:                                         ; preds = %loss.k56, %loss.k55.end
+  %loss.k56138 = phi i64 [ 0, %loss.k55.end ], [ %k56.next, %loss.k56 ]
+  %s54 = load float, ptr %loss.s54, align 4
+  %510 = mul nsw i64 %loss.n52134, 10
+  %511 = add nsw i64 517376, %510
+  %512 = add nsw i64 %511, %loss.k56138
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load float, ptr %arena139, align 4
+  %m53140 = load float, ptr %loss.m53, align 4
+  %514 = fsub float %513, %m53140
+  %515 = call float @llvm.exp.f32(float %514)
+  %516 = fadd float %s54, %515
+  store float %516, ptr %loss.s54, align 4
+  %k56.next = add nsw i64 %loss.k56138, 1
+  %517 = icmp slt i64 %k56.next, 10
+  br i1 %517, label %loss.k56, label %loss.k56.end
 
-fc3_grad.k64.end:                                 ; preds = %fc3_grad.k64
-  store float 0.000000e+00, ptr %fc3_grad.s63, align 4
-  br label %fc3_grad.k65
+loss.k56.end:                                     ; preds = %loss.k56
+  %total51 = load float, ptr %loss.total51, align 4
+  %m53141 = load float, ptr %loss.m53, align 4
+  %s54142 = load float, ptr %loss.s54, align 4
+  %518 = call float @llvm.log.f32(float %s54142)
+  %519 = fadd float %m53141, %518
+  %520 = mul nsw i64 %loss.n52134, 10
+  %521 = add nsw i64 517376, %520
+  %labels143 = getelementptr inbounds i32, ptr %labels, i64 %loss.n52134
+  %label = load i32, ptr %labels143, align 4
+  %522 = sext i32 %label to i64
+  %523 = add nsw i64 %521, %522
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %523
+  %524 = load float, ptr %arena144, align 4
+  %525 = fsub float %519, %524
+  %526 = fadd float %total51, %525
+  store float %526, ptr %loss.total51, align 4
+  %n52.next = add nsw i64 %loss.n52134, 1
+  %527 = icmp slt i64 %n52.next, 64
+  br i1 %527, label %loss.n52, label %loss.n52.end
 
-fc3_grad.k65:                                     ; preds = %fc3_grad.k65, %fc3_grad.k64.end
-  %fc3_grad.k65143 = phi i64 [ 0, %fc3_grad.k64.end ], [ %k65.next, %fc3_grad.k65 ]
-  %s63 = load float, ptr %fc3_grad.s63, align 4
-  %495 = mul nsw i64 %fc3_grad.n61139, 10
-  %496 = add nsw i64 517376, %495
-  %497 = add nsw i64 %496, %fc3_grad.k65143
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %497
-  %498 = load float, ptr %arena144, align 4
-  %m62145 = load float, ptr %fc3_grad.m62, align 4
-  %499 = fsub float %498, %m62145
-  %500 = call float @llvm.exp.f32(float %499)
-  %501 = fadd float %s63, %500
-  store float %501, ptr %fc3_grad.s63, align 4
-  %k65.next = add nsw i64 %fc3_grad.k65143, 1
-  %502 = icmp slt i64 %k65.next, 10
-  br i1 %502, label %fc3_grad.k65, label %fc3_grad.k65.end
+fc3_grad.n57:                                     ; preds = %fc3_grad.k62.end, %loss.n52.end
+  %fc3_grad.n57147 = phi i64 [ 0, %loss.n52.end ], [ %n57.next, %fc3_grad.k62.end ]
+  %528 = mul nsw i64 %fc3_grad.n57147, 10
+  %529 = add nsw i64 517376, %528
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %529
+  %530 = load float, ptr %arena148, align 4
+  store float %530, ptr %fc3_grad.m58, align 4
+  br label %fc3_grad.k60
 
-fc3_grad.k65.end:                                 ; preds = %fc3_grad.k65
-  br label %fc3_grad.k66
-
-fc3_grad.k66:                                     ; preds = %fc3_grad.k66, %fc3_grad.k65.end
-  %fc3_grad.k66146 = phi i64 [ 0, %fc3_grad.k65.end ], [ %k66.next, %fc3_grad.k66 ]
-  %labels147 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n61139
-  %label148 = load i32, ptr %labels147, align 4
-  %503 = sext i32 %label148 to i64
-  %504 = icmp eq i64 %fc3_grad.k66146, %503
-  %505 = mul nsw i64 %fc3_grad.n61139, 10
-  %506 = add nsw i64 517376, %505
-  %507 = add nsw i64 %506, %fc3_grad.k66146
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %507
-  %508 = load float, ptr %arena149, align 4
-  %m62150 = load float, ptr %fc3_grad.m62, align 4
-  %509 = fsub float %508, %m62150
-  %510 = call float @llvm.exp.f32(float %509)
-  %s63151 = load float, ptr %fc3_grad.s63, align 4
-  %511 = fdiv float %510, %s63151
-  %512 = fsub float %511, 1.000000e+00
-  %513 = mul nsw i64 %fc3_grad.n61139, 10
-  %514 = add nsw i64 517376, %513
-  %515 = add nsw i64 %514, %fc3_grad.k66146
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena152, align 4
-  %m62153 = load float, ptr %fc3_grad.m62, align 4
-  %517 = fsub float %516, %m62153
-  %518 = call float @llvm.exp.f32(float %517)
-  %s63154 = load float, ptr %fc3_grad.s63, align 4
-  %519 = fdiv float %518, %s63154
-  %520 = select i1 %504, float %512, float %519
-  %521 = fdiv float %520, 6.400000e+01
-  %522 = mul nsw i64 %fc3_grad.n61139, 10
-  %523 = add nsw i64 518032, %522
-  %524 = add nsw i64 %523, %fc3_grad.k66146
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %524
-  store float %521, ptr %arena155, align 4
-  %k66.next = add nsw i64 %fc3_grad.k66146, 1
-  %525 = icmp slt i64 %k66.next, 10
-  br i1 %525, label %fc3_grad.k66, label %fc3_grad.k66.end
-
-fc3_grad.k66.end:                                 ; preds = %fc3_grad.k66
-  %n61.next = add nsw i64 %fc3_grad.n61139, 1
-  %526 = icmp slt i64 %n61.next, 64
-  br i1 %526, label %fc3_grad.n61, label %fc3_grad.n61.end
-
-fc3_bias_grad.u67:                                ; preds = %fc3_bias_grad.n69.end, %fc3_grad.n61.end
-  %fc3_bias_grad.u67159 = phi i64 [ 0, %fc3_grad.n61.end ], [ %u67.next, %fc3_bias_grad.n69.end ]
-  store float 0.000000e+00, ptr %fc3_bias_grad.acc68, align 4
-  br label %fc3_bias_grad.n69
-
-fc3_bias_grad.u67.end:                            ; preds = %fc3_bias_grad.n69.end
+fc3_grad.n57.end:                                 ; preds = %fc3_grad.k62.end
   %arena164 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params165 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 518672
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena164, i32 10, ptr %params165, i32 84, float 0.000000e+00, ptr %arena166, i32 84)
-  br label %fc2_grad.i70
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 512000
+  %grads166 = getelementptr inbounds float, ptr %grads, i64 60856
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena164, i32 10, ptr %arena165, i32 84, float 0.000000e+00, ptr %grads166, i32 84)
+  br label %fc3_bias_grad.u63
 
-fc3_bias_grad.n69:                                ; preds = %fc3_bias_grad.n69, %fc3_bias_grad.u67
-  %fc3_bias_grad.n69160 = phi i64 [ 0, %fc3_bias_grad.u67 ], [ %n69.next, %fc3_bias_grad.n69 ]
-  %acc68 = load float, ptr %fc3_bias_grad.acc68, align 4
-  %527 = mul nsw i64 %fc3_bias_grad.n69160, 10
-  %528 = add nsw i64 518032, %527
-  %529 = add nsw i64 %528, %fc3_bias_grad.u67159
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 %529
-  %530 = load float, ptr %arena161, align 4
-  %531 = fadd float %acc68, %530
-  store float %531, ptr %fc3_bias_grad.acc68, align 4
-  %n69.next = add nsw i64 %fc3_bias_grad.n69160, 1
-  %532 = icmp slt i64 %n69.next, 64
-  br i1 %532, label %fc3_bias_grad.n69, label %fc3_bias_grad.n69.end
+fc3_grad.k60:                                     ; preds = %fc3_grad.k60, %fc3_grad.n57
+  %fc3_grad.k60149 = phi i64 [ 0, %fc3_grad.n57 ], [ %k60.next, %fc3_grad.k60 ]
+  %m58 = load float, ptr %fc3_grad.m58, align 4
+  %531 = mul nsw i64 %fc3_grad.n57147, 10
+  %532 = add nsw i64 517376, %531
+  %533 = add nsw i64 %532, %fc3_grad.k60149
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %533
+  %534 = load float, ptr %arena150, align 4
+  %535 = fcmp ogt float %534, %m58
+  %536 = select i1 %535, float %534, float %m58
+  store float %536, ptr %fc3_grad.m58, align 4
+  %k60.next = add nsw i64 %fc3_grad.k60149, 1
+  %537 = icmp slt i64 %k60.next, 10
+  br i1 %537, label %fc3_grad.k60, label %fc3_grad.k60.end
 
-fc3_bias_grad.n69.end:                            ; preds = %fc3_bias_grad.n69
-  %acc68162 = load float, ptr %fc3_bias_grad.acc68, align 4
-  %533 = add nsw i64 61696, %fc3_bias_grad.u67159
-  %grads163 = getelementptr inbounds float, ptr %grads, i64 %533
-  store float %acc68162, ptr %grads163, align 4
-  %u67.next = add nsw i64 %fc3_bias_grad.u67159, 1
-  %534 = icmp slt i64 %u67.next, 10
-  br i1 %534, label %fc3_bias_grad.u67, label %fc3_bias_grad.u67.end
+fc3_grad.k60.end:                                 ; preds = %fc3_grad.k60
+  store float 0.000000e+00, ptr %fc3_grad.s59, align 4
+  br label %fc3_grad.k61
 
-fc2_grad.i70:                                     ; preds = %fc2_grad.i70, %fc3_bias_grad.u67.end
-  %fc2_grad.i70167 = phi i64 [ 0, %fc3_bias_grad.u67.end ], [ %i70.next, %fc2_grad.i70 ]
-  %535 = add nsw i64 512000, %fc2_grad.i70167
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %535
-  %536 = load float, ptr %arena168, align 4
-  %537 = fcmp ogt float %536, 0.000000e+00
-  %538 = add nsw i64 518672, %fc2_grad.i70167
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %538
-  %539 = load float, ptr %arena169, align 4
-  %540 = select i1 %537, float %539, float 0.000000e+00
-  %541 = add nsw i64 524048, %fc2_grad.i70167
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %541
-  store float %540, ptr %arena170, align 4
-  %i70.next = add nsw i64 %fc2_grad.i70167, 1
-  %542 = icmp slt i64 %i70.next, 5376
-  br i1 %542, label %fc2_grad.i70, label %fc2_grad.i70.end
+fc3_grad.k61:                                     ; preds = %fc3_grad.k61, %fc3_grad.k60.end
+  %fc3_grad.k61151 = phi i64 [ 0, %fc3_grad.k60.end ], [ %k61.next, %fc3_grad.k61 ]
+  %s59 = load float, ptr %fc3_grad.s59, align 4
+  %538 = mul nsw i64 %fc3_grad.n57147, 10
+  %539 = add nsw i64 517376, %538
+  %540 = add nsw i64 %539, %fc3_grad.k61151
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %540
+  %541 = load float, ptr %arena152, align 4
+  %m58153 = load float, ptr %fc3_grad.m58, align 4
+  %542 = fsub float %541, %m58153
+  %543 = call float @llvm.exp.f32(float %542)
+  %544 = fadd float %s59, %543
+  store float %544, ptr %fc3_grad.s59, align 4
+  %k61.next = add nsw i64 %fc3_grad.k61151, 1
+  %545 = icmp slt i64 %k61.next, 10
+  br i1 %545, label %fc3_grad.k61, label %fc3_grad.k61.end
 
-fc2_grad.i70.end:                                 ; preds = %fc2_grad.i70
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 524048
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 504320
-  %grads173 = getelementptr inbounds float, ptr %grads, i64 50692
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena171, i32 84, ptr %arena172, i32 120, float 0.000000e+00, ptr %grads173, i32 120)
-  br label %fc2_bias_grad.u71
+fc3_grad.k61.end:                                 ; preds = %fc3_grad.k61
+  br label %fc3_grad.k62
 
-fc2_bias_grad.u71:                                ; preds = %fc2_bias_grad.n73.end, %fc2_grad.i70.end
-  %fc2_bias_grad.u71174 = phi i64 [ 0, %fc2_grad.i70.end ], [ %u71.next, %fc2_bias_grad.n73.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc72, align 4
-  br label %fc2_bias_grad.n73
+fc3_grad.k62:                                     ; preds = %fc3_grad.k62, %fc3_grad.k61.end
+  %fc3_grad.k62154 = phi i64 [ 0, %fc3_grad.k61.end ], [ %k62.next, %fc3_grad.k62 ]
+  %labels155 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n57147
+  %label156 = load i32, ptr %labels155, align 4
+  %546 = sext i32 %label156 to i64
+  %547 = icmp eq i64 %fc3_grad.k62154, %546
+  %548 = mul nsw i64 %fc3_grad.n57147, 10
+  %549 = add nsw i64 517376, %548
+  %550 = add nsw i64 %549, %fc3_grad.k62154
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %550
+  %551 = load float, ptr %arena157, align 4
+  %m58158 = load float, ptr %fc3_grad.m58, align 4
+  %552 = fsub float %551, %m58158
+  %553 = call float @llvm.exp.f32(float %552)
+  %s59159 = load float, ptr %fc3_grad.s59, align 4
+  %554 = fdiv float %553, %s59159
+  %555 = fsub float %554, 1.000000e+00
+  %556 = mul nsw i64 %fc3_grad.n57147, 10
+  %557 = add nsw i64 517376, %556
+  %558 = add nsw i64 %557, %fc3_grad.k62154
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %558
+  %559 = load float, ptr %arena160, align 4
+  %m58161 = load float, ptr %fc3_grad.m58, align 4
+  %560 = fsub float %559, %m58161
+  %561 = call float @llvm.exp.f32(float %560)
+  %s59162 = load float, ptr %fc3_grad.s59, align 4
+  %562 = fdiv float %561, %s59162
+  %563 = select i1 %547, float %555, float %562
+  %564 = fdiv float %563, 6.400000e+01
+  %565 = mul nsw i64 %fc3_grad.n57147, 10
+  %566 = add nsw i64 518032, %565
+  %567 = add nsw i64 %566, %fc3_grad.k62154
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %567
+  store float %564, ptr %arena163, align 4
+  %k62.next = add nsw i64 %fc3_grad.k62154, 1
+  %568 = icmp slt i64 %k62.next, 10
+  br i1 %568, label %fc3_grad.k62, label %fc3_grad.k62.end
 
-fc2_bias_grad.u71.end:                            ; preds = %fc2_bias_grad.n73.end
+fc3_grad.k62.end:                                 ; preds = %fc3_grad.k62
+  %n57.next = add nsw i64 %fc3_grad.n57147, 1
+  %569 = icmp slt i64 %n57.next, 64
+  br i1 %569, label %fc3_grad.n57, label %fc3_grad.n57.end
+
+fc3_bias_grad.u63:                                ; preds = %fc3_bias_grad.n65.end, %fc3_grad.n57.end
+  %fc3_bias_grad.u63167 = phi i64 [ 0, %fc3_grad.n57.end ], [ %u63.next, %fc3_bias_grad.n65.end ]
+  store float 0.000000e+00, ptr %fc3_bias_grad.acc64, align 4
+  br label %fc3_bias_grad.n65
+
+fc3_bias_grad.u63.end:                            ; preds = %fc3_bias_grad.n65.end
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params173 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 518672
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena172, i32 10, ptr %params173, i32 84, float 0.000000e+00, ptr %arena174, i32 84)
+  br label %fc2_grad.i66
+
+fc3_bias_grad.n65:                                ; preds = %fc3_bias_grad.n65, %fc3_bias_grad.u63
+  %fc3_bias_grad.n65168 = phi i64 [ 0, %fc3_bias_grad.u63 ], [ %n65.next, %fc3_bias_grad.n65 ]
+  %acc64 = load float, ptr %fc3_bias_grad.acc64, align 4
+  %570 = mul nsw i64 %fc3_bias_grad.n65168, 10
+  %571 = add nsw i64 518032, %570
+  %572 = add nsw i64 %571, %fc3_bias_grad.u63167
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %572
+  %573 = load float, ptr %arena169, align 4
+  %574 = fadd float %acc64, %573
+  store float %574, ptr %fc3_bias_grad.acc64, align 4
+  %n65.next = add nsw i64 %fc3_bias_grad.n65168, 1
+  %575 = icmp slt i64 %n65.next, 64
+  br i1 %575, label %fc3_bias_grad.n65, label %fc3_bias_grad.n65.end
+
+fc3_bias_grad.n65.end:                            ; preds = %fc3_bias_grad.n65
+  %acc64170 = load float, ptr %fc3_bias_grad.acc64, align 4
+  %576 = add nsw i64 61696, %fc3_bias_grad.u63167
+  %grads171 = getelementptr inbounds float, ptr %grads, i64 %576
+  store float %acc64170, ptr %grads171, align 4
+  %u63.next = add nsw i64 %fc3_bias_grad.u63167, 1
+  %577 = icmp slt i64 %u63.next, 10
+  br i1 %577, label %fc3_bias_grad.u63, label %fc3_bias_grad.u63.end
+
+fc2_grad.i66:                                     ; preds = %fc2_grad.i66, %fc3_bias_grad.u63.end
+  %fc2_grad.i66175 = phi i64 [ 0, %fc3_bias_grad.u63.end ], [ %i66.next, %fc2_grad.i66 ]
+  %578 = add nsw i64 512000, %fc2_grad.i66175
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %578
+  %579 = load float, ptr %arena176, align 4
+  %580 = fcmp ogt float %579, 0.000000e+00
+  %581 = add nsw i64 518672, %fc2_grad.i66175
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %581
+  %582 = load float, ptr %arena177, align 4
+  %583 = select i1 %580, float %582, float 0.000000e+00
+  %584 = add nsw i64 524048, %fc2_grad.i66175
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %584
+  store float %583, ptr %arena178, align 4
+  %i66.next = add nsw i64 %fc2_grad.i66175, 1
+  %585 = icmp slt i64 %i66.next, 5376
+  br i1 %585, label %fc2_grad.i66, label %fc2_grad.i66.end
+
+fc2_grad.i66.end:                                 ; preds = %fc2_grad.i66
   %arena179 = getelementptr inbounds float, ptr %arena, i64 524048
-  %params180 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 529424
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena179, i32 84, ptr %params180, i32 120, float 0.000000e+00, ptr %arena181, i32 120)
-  br label %fc1_grad.i74
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 504320
+  %grads181 = getelementptr inbounds float, ptr %grads, i64 50692
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena179, i32 84, ptr %arena180, i32 120, float 0.000000e+00, ptr %grads181, i32 120)
+  br label %fc2_bias_grad.u67
 
-fc2_bias_grad.n73:                                ; preds = %fc2_bias_grad.n73, %fc2_bias_grad.u71
-  %fc2_bias_grad.n73175 = phi i64 [ 0, %fc2_bias_grad.u71 ], [ %n73.next, %fc2_bias_grad.n73 ]
-  %acc72 = load float, ptr %fc2_bias_grad.acc72, align 4
-  %543 = mul nsw i64 %fc2_bias_grad.n73175, 84
-  %544 = add nsw i64 524048, %543
-  %545 = add nsw i64 %544, %fc2_bias_grad.u71174
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %545
-  %546 = load float, ptr %arena176, align 4
-  %547 = fadd float %acc72, %546
-  store float %547, ptr %fc2_bias_grad.acc72, align 4
-  %n73.next = add nsw i64 %fc2_bias_grad.n73175, 1
-  %548 = icmp slt i64 %n73.next, 64
-  br i1 %548, label %fc2_bias_grad.n73, label %fc2_bias_grad.n73.end
+fc2_bias_grad.u67:                                ; preds = %fc2_bias_grad.n69.end, %fc2_grad.i66.end
+  %fc2_bias_grad.u67182 = phi i64 [ 0, %fc2_grad.i66.end ], [ %u67.next, %fc2_bias_grad.n69.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc68, align 4
+  br label %fc2_bias_grad.n69
 
-fc2_bias_grad.n73.end:                            ; preds = %fc2_bias_grad.n73
-  %acc72177 = load float, ptr %fc2_bias_grad.acc72, align 4
-  %549 = add nsw i64 60772, %fc2_bias_grad.u71174
-  %grads178 = getelementptr inbounds float, ptr %grads, i64 %549
-  store float %acc72177, ptr %grads178, align 4
-  %u71.next = add nsw i64 %fc2_bias_grad.u71174, 1
-  %550 = icmp slt i64 %u71.next, 84
-  br i1 %550, label %fc2_bias_grad.u71, label %fc2_bias_grad.u71.end
+fc2_bias_grad.u67.end:                            ; preds = %fc2_bias_grad.n69.end
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 524048
+  %params188 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 529424
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena187, i32 84, ptr %params188, i32 120, float 0.000000e+00, ptr %arena189, i32 120)
+  br label %fc1_grad.i70
 
-fc1_grad.i74:                                     ; preds = %fc1_grad.i74, %fc2_bias_grad.u71.end
-  %fc1_grad.i74182 = phi i64 [ 0, %fc2_bias_grad.u71.end ], [ %i74.next, %fc1_grad.i74 ]
-  %551 = add nsw i64 504320, %fc1_grad.i74182
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %551
-  %552 = load float, ptr %arena183, align 4
-  %553 = fcmp ogt float %552, 0.000000e+00
-  %554 = add nsw i64 529424, %fc1_grad.i74182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %554
-  %555 = load float, ptr %arena184, align 4
-  %556 = select i1 %553, float %555, float 0.000000e+00
-  %557 = add nsw i64 518032, %fc1_grad.i74182
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %557
-  store float %556, ptr %arena185, align 4
-  %i74.next = add nsw i64 %fc1_grad.i74182, 1
-  %558 = icmp slt i64 %i74.next, 7680
-  br i1 %558, label %fc1_grad.i74, label %fc1_grad.i74.end
+fc2_bias_grad.n69:                                ; preds = %fc2_bias_grad.n69, %fc2_bias_grad.u67
+  %fc2_bias_grad.n69183 = phi i64 [ 0, %fc2_bias_grad.u67 ], [ %n69.next, %fc2_bias_grad.n69 ]
+  %acc68 = load float, ptr %fc2_bias_grad.acc68, align 4
+  %586 = mul nsw i64 %fc2_bias_grad.n69183, 84
+  %587 = add nsw i64 524048, %586
+  %588 = add nsw i64 %587, %fc2_bias_grad.u67182
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %588
+  %589 = load float, ptr %arena184, align 4
+  %590 = fadd float %acc68, %589
+  store float %590, ptr %fc2_bias_grad.acc68, align 4
+  %n69.next = add nsw i64 %fc2_bias_grad.n69183, 1
+  %591 = icmp slt i64 %n69.next, 64
+  br i1 %591, label %fc2_bias_grad.n69, label %fc2_bias_grad.n69.end
 
-fc1_grad.i74.end:                                 ; preds = %fc1_grad.i74
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 478720
-  %grads188 = getelementptr inbounds float, ptr %grads, i64 2572
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena186, i32 120, ptr %arena187, i32 400, float 0.000000e+00, ptr %grads188, i32 400)
-  br label %fc1_bias_grad.u75
+fc2_bias_grad.n69.end:                            ; preds = %fc2_bias_grad.n69
+  %acc68185 = load float, ptr %fc2_bias_grad.acc68, align 4
+  %592 = add nsw i64 60772, %fc2_bias_grad.u67182
+  %grads186 = getelementptr inbounds float, ptr %grads, i64 %592
+  store float %acc68185, ptr %grads186, align 4
+  %u67.next = add nsw i64 %fc2_bias_grad.u67182, 1
+  %593 = icmp slt i64 %u67.next, 84
+  br i1 %593, label %fc2_bias_grad.u67, label %fc2_bias_grad.u67.end
 
-fc1_bias_grad.u75:                                ; preds = %fc1_bias_grad.n77.end, %fc1_grad.i74.end
-  %fc1_bias_grad.u75189 = phi i64 [ 0, %fc1_grad.i74.end ], [ %u75.next, %fc1_bias_grad.n77.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc76, align 4
-  br label %fc1_bias_grad.n77
+fc1_grad.i70:                                     ; preds = %fc1_grad.i70, %fc2_bias_grad.u67.end
+  %fc1_grad.i70190 = phi i64 [ 0, %fc2_bias_grad.u67.end ], [ %i70.next, %fc1_grad.i70 ]
+  %594 = add nsw i64 504320, %fc1_grad.i70190
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %594
+  %595 = load float, ptr %arena191, align 4
+  %596 = fcmp ogt float %595, 0.000000e+00
+  %597 = add nsw i64 529424, %fc1_grad.i70190
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %597
+  %598 = load float, ptr %arena192, align 4
+  %599 = select i1 %596, float %598, float 0.000000e+00
+  %600 = add nsw i64 518032, %fc1_grad.i70190
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %600
+  store float %599, ptr %arena193, align 4
+  %i70.next = add nsw i64 %fc1_grad.i70190, 1
+  %601 = icmp slt i64 %i70.next, 7680
+  br i1 %601, label %fc1_grad.i70, label %fc1_grad.i70.end
 
-fc1_bias_grad.u75.end:                            ; preds = %fc1_bias_grad.n77.end
+fc1_grad.i70.end:                                 ; preds = %fc1_grad.i70
   %arena194 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params195 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 525712
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena194, i32 120, ptr %params195, i32 400, float 0.000000e+00, ptr %arena196, i32 400)
-  br label %relu2_grad.i78
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 478720
+  %grads196 = getelementptr inbounds float, ptr %grads, i64 2572
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena194, i32 120, ptr %arena195, i32 400, float 0.000000e+00, ptr %grads196, i32 400)
+  br label %fc1_bias_grad.u71
 
-fc1_bias_grad.n77:                                ; preds = %fc1_bias_grad.n77, %fc1_bias_grad.u75
-  %fc1_bias_grad.n77190 = phi i64 [ 0, %fc1_bias_grad.u75 ], [ %n77.next, %fc1_bias_grad.n77 ]
-  %acc76 = load float, ptr %fc1_bias_grad.acc76, align 4
-  %559 = mul nsw i64 %fc1_bias_grad.n77190, 120
-  %560 = add nsw i64 518032, %559
-  %561 = add nsw i64 %560, %fc1_bias_grad.u75189
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %561
-  %562 = load float, ptr %arena191, align 4
-  %563 = fadd float %acc76, %562
-  store float %563, ptr %fc1_bias_grad.acc76, align 4
-  %n77.next = add nsw i64 %fc1_bias_grad.n77190, 1
-  %564 = icmp slt i64 %n77.next, 64
-  br i1 %564, label %fc1_bias_grad.n77, label %fc1_bias_grad.n77.end
+fc1_bias_grad.u71:                                ; preds = %fc1_bias_grad.n73.end, %fc1_grad.i70.end
+  %fc1_bias_grad.u71197 = phi i64 [ 0, %fc1_grad.i70.end ], [ %u71.next, %fc1_bias_grad.n73.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc72, align 4
+  br label %fc1_bias_grad.n73
 
-fc1_bias_grad.n77.end:                            ; preds = %fc1_bias_grad.n77
-  %acc76192 = load float, ptr %fc1_bias_grad.acc76, align 4
-  %565 = add nsw i64 50572, %fc1_bias_grad.u75189
-  %grads193 = getelementptr inbounds float, ptr %grads, i64 %565
-  store float %acc76192, ptr %grads193, align 4
-  %u75.next = add nsw i64 %fc1_bias_grad.u75189, 1
-  %566 = icmp slt i64 %u75.next, 120
-  br i1 %566, label %fc1_bias_grad.u75, label %fc1_bias_grad.u75.end
+fc1_bias_grad.u71.end:                            ; preds = %fc1_bias_grad.n73.end
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params203 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 525712
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena202, i32 120, ptr %params203, i32 400, float 0.000000e+00, ptr %arena204, i32 400)
+  br label %relu2_grad.i74
 
-relu2_grad.i78:                                   ; preds = %relu2_grad.i78, %fc1_bias_grad.u75.end
-  %relu2_grad.i78197 = phi i64 [ 0, %fc1_bias_grad.u75.end ], [ %i78.next, %relu2_grad.i78 ]
-  %567 = add nsw i64 551312, %relu2_grad.i78197
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %567
-  store float 0.000000e+00, ptr %arena198, align 4
-  %i78.next = add nsw i64 %relu2_grad.i78197, 1
-  %568 = icmp slt i64 %i78.next, 102400
-  br i1 %568, label %relu2_grad.i78, label %relu2_grad.i78.end
+fc1_bias_grad.n73:                                ; preds = %fc1_bias_grad.n73, %fc1_bias_grad.u71
+  %fc1_bias_grad.n73198 = phi i64 [ 0, %fc1_bias_grad.u71 ], [ %n73.next, %fc1_bias_grad.n73 ]
+  %acc72 = load float, ptr %fc1_bias_grad.acc72, align 4
+  %602 = mul nsw i64 %fc1_bias_grad.n73198, 120
+  %603 = add nsw i64 518032, %602
+  %604 = add nsw i64 %603, %fc1_bias_grad.u71197
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %604
+  %605 = load float, ptr %arena199, align 4
+  %606 = fadd float %acc72, %605
+  store float %606, ptr %fc1_bias_grad.acc72, align 4
+  %n73.next = add nsw i64 %fc1_bias_grad.n73198, 1
+  %607 = icmp slt i64 %n73.next, 64
+  br i1 %607, label %fc1_bias_grad.n73, label %fc1_bias_grad.n73.end
 
-relu2_grad.i78.end:                               ; preds = %relu2_grad.i78
-  br label %relu2_grad.q79
+fc1_bias_grad.n73.end:                            ; preds = %fc1_bias_grad.n73
+  %acc72200 = load float, ptr %fc1_bias_grad.acc72, align 4
+  %608 = add nsw i64 50572, %fc1_bias_grad.u71197
+  %grads201 = getelementptr inbounds float, ptr %grads, i64 %608
+  store float %acc72200, ptr %grads201, align 4
+  %u71.next = add nsw i64 %fc1_bias_grad.u71197, 1
+  %609 = icmp slt i64 %u71.next, 120
+  br i1 %609, label %fc1_bias_grad.u71, label %fc1_bias_grad.u71.end
 
-relu2_grad.q79:                                   ; preds = %relu2_grad.py80.end, %relu2_grad.i78.end
-  %relu2_grad.q79199 = phi i64 [ 0, %relu2_grad.i78.end ], [ %q79.next, %relu2_grad.py80.end ]
-  br label %relu2_grad.py80
+relu2_grad.i74:                                   ; preds = %relu2_grad.i74, %fc1_bias_grad.u71.end
+  %relu2_grad.i74205 = phi i64 [ 0, %fc1_bias_grad.u71.end ], [ %i74.next, %relu2_grad.i74 ]
+  %610 = add nsw i64 551312, %relu2_grad.i74205
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %610
+  store float 0.000000e+00, ptr %arena206, align 4
+  %i74.next = add nsw i64 %relu2_grad.i74205, 1
+  %611 = icmp slt i64 %i74.next, 102400
+  br i1 %611, label %relu2_grad.i74, label %relu2_grad.i74.end
 
-relu2_grad.q79.end:                               ; preds = %relu2_grad.py80.end
-  br label %conv2_grad.i84
+relu2_grad.i74.end:                               ; preds = %relu2_grad.i74
+  br label %relu2_grad.q75
 
-relu2_grad.py80:                                  ; preds = %relu2_grad.px81.end, %relu2_grad.q79
-  %relu2_grad.py80200 = phi i64 [ 0, %relu2_grad.q79 ], [ %py80.next, %relu2_grad.px81.end ]
-  br label %relu2_grad.px81
+relu2_grad.q75:                                   ; preds = %relu2_grad.py76.end, %relu2_grad.i74.end
+  %relu2_grad.q75207 = phi i64 [ 0, %relu2_grad.i74.end ], [ %q75.next, %relu2_grad.py76.end ]
+  br label %relu2_grad.py76
 
-relu2_grad.py80.end:                              ; preds = %relu2_grad.px81.end
-  %q79.next = add nsw i64 %relu2_grad.q79199, 1
-  %569 = icmp slt i64 %q79.next, 1024
-  br i1 %569, label %relu2_grad.q79, label %relu2_grad.q79.end
+relu2_grad.q75.end:                               ; preds = %relu2_grad.py76.end
+  br label %conv2_grad.i80
 
-relu2_grad.px81:                                  ; preds = %relu2_grad.ky82.end, %relu2_grad.py80
-  %relu2_grad.px81201 = phi i64 [ 0, %relu2_grad.py80 ], [ %px81.next, %relu2_grad.ky82.end ]
-  br label %relu2_grad.ky82
+relu2_grad.py76:                                  ; preds = %relu2_grad.px77.end, %relu2_grad.q75
+  %relu2_grad.py76208 = phi i64 [ 0, %relu2_grad.q75 ], [ %py76.next, %relu2_grad.px77.end ]
+  br label %relu2_grad.px77
 
-relu2_grad.px81.end:                              ; preds = %relu2_grad.ky82.end
-  %py80.next = add nsw i64 %relu2_grad.py80200, 1
-  %570 = icmp slt i64 %py80.next, 5
-  br i1 %570, label %relu2_grad.py80, label %relu2_grad.py80.end
+relu2_grad.py76.end:                              ; preds = %relu2_grad.px77.end
+  %q75.next = add nsw i64 %relu2_grad.q75207, 1
+  %612 = icmp slt i64 %q75.next, 1024
+  br i1 %612, label %relu2_grad.q75, label %relu2_grad.q75.end
 
-relu2_grad.ky82:                                  ; preds = %relu2_grad.kx83.end, %relu2_grad.px81
-  %relu2_grad.ky82202 = phi i64 [ 0, %relu2_grad.px81 ], [ %ky82.next, %relu2_grad.kx83.end ]
-  br label %relu2_grad.kx83
+relu2_grad.px77:                                  ; preds = %relu2_grad.ky78.end, %relu2_grad.py76
+  %relu2_grad.px77209 = phi i64 [ 0, %relu2_grad.py76 ], [ %px77.next, %relu2_grad.ky78.end ]
+  br label %relu2_grad.ky78
 
-relu2_grad.ky82.end:                              ; preds = %relu2_grad.kx83.end
-  %px81.next = add nsw i64 %relu2_grad.px81201, 1
-  %571 = icmp slt i64 %px81.next, 5
-  br i1 %571, label %relu2_grad.px81, label %relu2_grad.px81.end
+relu2_grad.px77.end:                              ; preds = %relu2_grad.ky78.end
+  %py76.next = add nsw i64 %relu2_grad.py76208, 1
+  %613 = icmp slt i64 %py76.next, 5
+  br i1 %613, label %relu2_grad.py76, label %relu2_grad.py76.end
 
-relu2_grad.kx83:                                  ; preds = %relu2_grad.kx83, %relu2_grad.ky82
-  %relu2_grad.kx83203 = phi i64 [ 0, %relu2_grad.ky82 ], [ %kx83.next, %relu2_grad.kx83 ]
-  %572 = mul nsw i64 %relu2_grad.q79199, 100
-  %573 = mul nsw i64 %relu2_grad.py80200, 20
-  %574 = add nsw i64 %572, %573
-  %575 = mul nsw i64 %relu2_grad.px81201, 2
-  %576 = add nsw i64 %574, %575
-  %577 = add nsw i64 551312, %576
-  %578 = mul nsw i64 %relu2_grad.ky82202, 10
-  %579 = add nsw i64 %577, %578
-  %580 = add nsw i64 %579, %relu2_grad.kx83203
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %580
-  %581 = load float, ptr %arena204, align 4
-  %582 = mul nsw i64 %relu2_grad.q79199, 25
-  %583 = add nsw i64 525712, %582
-  %584 = mul nsw i64 %relu2_grad.py80200, 5
-  %585 = add nsw i64 %583, %584
-  %586 = add nsw i64 %585, %relu2_grad.px81201
-  %arena205 = getelementptr inbounds float, ptr %arena, i64 %586
-  %587 = load float, ptr %arena205, align 4
-  %588 = fmul float %587, 2.500000e-01
-  %589 = fadd float %581, %588
-  store float %589, ptr %arena204, align 4
-  %kx83.next = add nsw i64 %relu2_grad.kx83203, 1
-  %590 = icmp slt i64 %kx83.next, 2
-  br i1 %590, label %relu2_grad.kx83, label %relu2_grad.kx83.end
+relu2_grad.ky78:                                  ; preds = %relu2_grad.kx79.end, %relu2_grad.px77
+  %relu2_grad.ky78210 = phi i64 [ 0, %relu2_grad.px77 ], [ %ky78.next, %relu2_grad.kx79.end ]
+  br label %relu2_grad.kx79
 
-relu2_grad.kx83.end:                              ; preds = %relu2_grad.kx83
-  %ky82.next = add nsw i64 %relu2_grad.ky82202, 1
-  %591 = icmp slt i64 %ky82.next, 2
-  br i1 %591, label %relu2_grad.ky82, label %relu2_grad.ky82.end
+relu2_grad.ky78.end:                              ; preds = %relu2_grad.kx79.end
+  %px77.next = add nsw i64 %relu2_grad.px77209, 1
+  %614 = icmp slt i64 %px77.next, 5
+  br i1 %614, label %relu2_grad.px77, label %relu2_grad.px77.end
 
-conv2_grad.i84:                                   ; preds = %conv2_grad.i84, %relu2_grad.q79.end
-  %conv2_grad.i84206 = phi i64 [ 0, %relu2_grad.q79.end ], [ %i84.next, %conv2_grad.i84 ]
-  %592 = add nsw i64 376320, %conv2_grad.i84206
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %592
-  %593 = load float, ptr %arena207, align 4
-  %594 = fcmp ogt float %593, 0.000000e+00
-  %595 = add nsw i64 551312, %conv2_grad.i84206
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %595
-  %596 = load float, ptr %arena208, align 4
-  %597 = select i1 %594, float %596, float 0.000000e+00
-  %598 = add nsw i64 653712, %conv2_grad.i84206
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %598
-  store float %597, ptr %arena209, align 4
-  %i84.next = add nsw i64 %conv2_grad.i84206, 1
-  %599 = icmp slt i64 %i84.next, 102400
-  br i1 %599, label %conv2_grad.i84, label %conv2_grad.i84.end
+relu2_grad.kx79:                                  ; preds = %relu2_grad.kx79, %relu2_grad.ky78
+  %relu2_grad.kx79211 = phi i64 [ 0, %relu2_grad.ky78 ], [ %kx79.next, %relu2_grad.kx79 ]
+  %615 = mul nsw i64 %relu2_grad.q75207, 100
+  %616 = mul nsw i64 %relu2_grad.py76208, 20
+  %617 = add nsw i64 %615, %616
+  %618 = mul nsw i64 %relu2_grad.px77209, 2
+  %619 = add nsw i64 %617, %618
+  %620 = add nsw i64 551312, %619
+  %621 = mul nsw i64 %relu2_grad.ky78210, 10
+  %622 = add nsw i64 %620, %621
+  %623 = add nsw i64 %622, %relu2_grad.kx79211
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %623
+  %624 = load float, ptr %arena212, align 4
+  %625 = mul nsw i64 %relu2_grad.q75207, 25
+  %626 = add nsw i64 525712, %625
+  %627 = mul nsw i64 %relu2_grad.py76208, 5
+  %628 = add nsw i64 %626, %627
+  %629 = add nsw i64 %628, %relu2_grad.px77209
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %629
+  %630 = load float, ptr %arena213, align 4
+  %631 = fmul float %630, 2.500000e-01
+  %632 = fadd float %624, %631
+  store float %632, ptr %arena212, align 4
+  %kx79.next = add nsw i64 %relu2_grad.kx79211, 1
+  %633 = icmp slt i64 %kx79.next, 2
+  br i1 %633, label %relu2_grad.kx79, label %relu2_grad.kx79.end
 
-conv2_grad.i84.end:                               ; preds = %conv2_grad.i84
-  br label %conv2_weight_grad.i85
+relu2_grad.kx79.end:                              ; preds = %relu2_grad.kx79
+  %ky78.next = add nsw i64 %relu2_grad.ky78210, 1
+  %634 = icmp slt i64 %ky78.next, 2
+  br i1 %634, label %relu2_grad.ky78, label %relu2_grad.ky78.end
 
-conv2_weight_grad.i85:                            ; preds = %conv2_weight_grad.i85, %conv2_grad.i84.end
-  %conv2_weight_grad.i85210 = phi i64 [ 0, %conv2_grad.i84.end ], [ %i85.next, %conv2_weight_grad.i85 ]
-  %600 = add nsw i64 156, %conv2_weight_grad.i85210
-  %grads211 = getelementptr inbounds float, ptr %grads, i64 %600
-  store float 0.000000e+00, ptr %grads211, align 4
-  %i85.next = add nsw i64 %conv2_weight_grad.i85210, 1
-  %601 = icmp slt i64 %i85.next, 2400
-  br i1 %601, label %conv2_weight_grad.i85, label %conv2_weight_grad.i85.end
+conv2_grad.i80:                                   ; preds = %conv2_grad.i80, %relu2_grad.q75.end
+  %conv2_grad.i80214 = phi i64 [ 0, %relu2_grad.q75.end ], [ %i80.next, %conv2_grad.i80 ]
+  %635 = add nsw i64 376320, %conv2_grad.i80214
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %635
+  %636 = load float, ptr %arena215, align 4
+  %637 = fcmp ogt float %636, 0.000000e+00
+  %638 = add nsw i64 551312, %conv2_grad.i80214
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %638
+  %639 = load float, ptr %arena216, align 4
+  %640 = select i1 %637, float %639, float 0.000000e+00
+  %641 = add nsw i64 653712, %conv2_grad.i80214
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %641
+  store float %640, ptr %arena217, align 4
+  %i80.next = add nsw i64 %conv2_grad.i80214, 1
+  %642 = icmp slt i64 %i80.next, 102400
+  br i1 %642, label %conv2_grad.i80, label %conv2_grad.i80.end
 
-conv2_weight_grad.i85.end:                        ; preds = %conv2_weight_grad.i85
-  br label %conv2_weight_grad.g86
+conv2_grad.i80.end:                               ; preds = %conv2_grad.i80
+  br label %conv2_weight_grad.i81
 
-conv2_weight_grad.g86:                            ; preds = %conv2_weight_grad.j100.end, %conv2_weight_grad.i85.end
-  %conv2_weight_grad.g86212 = phi i64 [ 0, %conv2_weight_grad.i85.end ], [ %g86.next, %conv2_weight_grad.j100.end ]
-  br label %conv2_weight_grad.j87
+conv2_weight_grad.i81:                            ; preds = %conv2_weight_grad.i81, %conv2_grad.i80.end
+  %conv2_weight_grad.i81218 = phi i64 [ 0, %conv2_grad.i80.end ], [ %i81.next, %conv2_weight_grad.i81 ]
+  %643 = add nsw i64 156, %conv2_weight_grad.i81218
+  %grads219 = getelementptr inbounds float, ptr %grads, i64 %643
+  store float 0.000000e+00, ptr %grads219, align 4
+  %i81.next = add nsw i64 %conv2_weight_grad.i81218, 1
+  %644 = icmp slt i64 %i81.next, 2400
+  br i1 %644, label %conv2_weight_grad.i81, label %conv2_weight_grad.i81.end
 
-conv2_weight_grad.g86.end:                        ; preds = %conv2_weight_grad.j100.end
-  br label %conv2_bias_grad.f103
+conv2_weight_grad.i81.end:                        ; preds = %conv2_weight_grad.i81
+  br label %conv2_weight_grad.g82
 
-conv2_weight_grad.j87:                            ; preds = %conv2_weight_grad.c88.end, %conv2_weight_grad.g86
-  %conv2_weight_grad.j87213 = phi i64 [ 0, %conv2_weight_grad.g86 ], [ %j87.next, %conv2_weight_grad.c88.end ]
-  br label %conv2_weight_grad.c88
+conv2_weight_grad.g82:                            ; preds = %conv2_weight_grad.j96.end, %conv2_weight_grad.i81.end
+  %conv2_weight_grad.g82220 = phi i64 [ 0, %conv2_weight_grad.i81.end ], [ %g82.next, %conv2_weight_grad.j96.end ]
+  br label %conv2_weight_grad.j83
 
-conv2_weight_grad.j87.end:                        ; preds = %conv2_weight_grad.c88.end
-  br label %conv2_weight_grad.j100
+conv2_weight_grad.g82.end:                        ; preds = %conv2_weight_grad.j96.end
+  br label %conv2_bias_grad.f99
 
-conv2_weight_grad.c88:                            ; preds = %conv2_weight_grad.ky89.end, %conv2_weight_grad.j87
-  %conv2_weight_grad.c88214 = phi i64 [ 0, %conv2_weight_grad.j87 ], [ %c88.next, %conv2_weight_grad.ky89.end ]
-  br label %conv2_weight_grad.ky89
+conv2_weight_grad.j83:                            ; preds = %conv2_weight_grad.c84.end, %conv2_weight_grad.g82
+  %conv2_weight_grad.j83221 = phi i64 [ 0, %conv2_weight_grad.g82 ], [ %j83.next, %conv2_weight_grad.c84.end ]
+  br label %conv2_weight_grad.c84
 
-conv2_weight_grad.c88.end:                        ; preds = %conv2_weight_grad.ky89.end
-  %j87.next = add nsw i64 %conv2_weight_grad.j87213, 1
-  %602 = icmp slt i64 %j87.next, 64
-  br i1 %602, label %conv2_weight_grad.j87, label %conv2_weight_grad.j87.end
+conv2_weight_grad.j83.end:                        ; preds = %conv2_weight_grad.c84.end
+  br label %conv2_weight_grad.j96
 
-conv2_weight_grad.ky89:                           ; preds = %conv2_weight_grad.oy98.end, %conv2_weight_grad.c88
-  %conv2_weight_grad.ky89215 = phi i64 [ 0, %conv2_weight_grad.c88 ], [ %ky89.next, %conv2_weight_grad.oy98.end ]
+conv2_weight_grad.c84:                            ; preds = %conv2_weight_grad.ky85.end, %conv2_weight_grad.j83
+  %conv2_weight_grad.c84222 = phi i64 [ 0, %conv2_weight_grad.j83 ], [ %c84.next, %conv2_weight_grad.ky85.end ]
+  br label %conv2_weight_grad.ky85
+
+conv2_weight_grad.c84.end:                        ; preds = %conv2_weight_grad.ky85.end
+  %j83.next = add nsw i64 %conv2_weight_grad.j83221, 1
+  %645 = icmp slt i64 %j83.next, 64
+  br i1 %645, label %conv2_weight_grad.j83, label %conv2_weight_grad.j83.end
+
+conv2_weight_grad.ky85:                           ; preds = %conv2_weight_grad.oy94.end, %conv2_weight_grad.c84
+  %conv2_weight_grad.ky85223 = phi i64 [ 0, %conv2_weight_grad.c84 ], [ %ky85.next, %conv2_weight_grad.oy94.end ]
+  br label %conv2_weight_grad.oy86
+
+conv2_weight_grad.ky85.end:                       ; preds = %conv2_weight_grad.oy94.end
+  %c84.next = add nsw i64 %conv2_weight_grad.c84222, 1
+  %646 = icmp slt i64 %c84.next, 6
+  br i1 %646, label %conv2_weight_grad.c84, label %conv2_weight_grad.c84.end
+
+conv2_weight_grad.oy86:                           ; preds = %conv2_weight_grad.ox87.end, %conv2_weight_grad.ky85
+  %conv2_weight_grad.oy86224 = phi i64 [ 0, %conv2_weight_grad.ky85 ], [ %oy86.next, %conv2_weight_grad.ox87.end ]
+  br label %conv2_weight_grad.ox87
+
+conv2_weight_grad.oy86.end:                       ; preds = %conv2_weight_grad.ox87.end
+  br label %conv2_weight_grad.oy88
+
+conv2_weight_grad.ox87:                           ; preds = %conv2_weight_grad.ox87, %conv2_weight_grad.oy86
+  %conv2_weight_grad.ox87225 = phi i64 [ 0, %conv2_weight_grad.oy86 ], [ %ox87.next, %conv2_weight_grad.ox87 ]
+  %647 = mul nsw i64 %conv2_weight_grad.g82220, 64
+  %648 = add nsw i64 %647, %conv2_weight_grad.j83221
+  %649 = mul nsw i64 %648, 1176
+  %650 = add nsw i64 301056, %649
+  %651 = mul nsw i64 %conv2_weight_grad.c84222, 196
+  %652 = add nsw i64 %650, %651
+  %653 = add nsw i64 %conv2_weight_grad.oy86224, %conv2_weight_grad.ky85223
+  %654 = mul nsw i64 %653, 14
+  %655 = add nsw i64 %652, %654
+  %656 = add nsw i64 %655, %conv2_weight_grad.ox87225
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %656
+  %657 = load float, ptr %arena226, align 4
+  %658 = mul nsw i64 %conv2_weight_grad.c84222, 5
+  %659 = add nsw i64 %658, %conv2_weight_grad.ky85223
+  %660 = mul nsw i64 %659, 5
+  %661 = mul nsw i64 %660, 6400
+  %662 = add nsw i64 756112, %661
+  %663 = mul nsw i64 %conv2_weight_grad.j83221, 100
+  %664 = add nsw i64 %662, %663
+  %665 = mul nsw i64 %conv2_weight_grad.oy86224, 10
+  %666 = add nsw i64 %664, %665
+  %667 = add nsw i64 %666, %conv2_weight_grad.ox87225
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %667
+  store float %657, ptr %arena227, align 4
+  %ox87.next = add nsw i64 %conv2_weight_grad.ox87225, 1
+  %668 = icmp slt i64 %ox87.next, 10
+  br i1 %668, label %conv2_weight_grad.ox87, label %conv2_weight_grad.ox87.end
+
+conv2_weight_grad.ox87.end:                       ; preds = %conv2_weight_grad.ox87
+  %oy86.next = add nsw i64 %conv2_weight_grad.oy86224, 1
+  %669 = icmp slt i64 %oy86.next, 10
+  br i1 %669, label %conv2_weight_grad.oy86, label %conv2_weight_grad.oy86.end
+
+conv2_weight_grad.oy88:                           ; preds = %conv2_weight_grad.ox89.end, %conv2_weight_grad.oy86.end
+  %conv2_weight_grad.oy88228 = phi i64 [ 0, %conv2_weight_grad.oy86.end ], [ %oy88.next, %conv2_weight_grad.ox89.end ]
+  br label %conv2_weight_grad.ox89
+
+conv2_weight_grad.oy88.end:                       ; preds = %conv2_weight_grad.ox89.end
   br label %conv2_weight_grad.oy90
 
-conv2_weight_grad.ky89.end:                       ; preds = %conv2_weight_grad.oy98.end
-  %c88.next = add nsw i64 %conv2_weight_grad.c88214, 1
-  %603 = icmp slt i64 %c88.next, 6
-  br i1 %603, label %conv2_weight_grad.c88, label %conv2_weight_grad.c88.end
+conv2_weight_grad.ox89:                           ; preds = %conv2_weight_grad.ox89, %conv2_weight_grad.oy88
+  %conv2_weight_grad.ox89229 = phi i64 [ 0, %conv2_weight_grad.oy88 ], [ %ox89.next, %conv2_weight_grad.ox89 ]
+  %670 = mul nsw i64 %conv2_weight_grad.g82220, 64
+  %671 = add nsw i64 %670, %conv2_weight_grad.j83221
+  %672 = mul nsw i64 %671, 1176
+  %673 = add nsw i64 301056, %672
+  %674 = mul nsw i64 %conv2_weight_grad.c84222, 196
+  %675 = add nsw i64 %673, %674
+  %676 = add nsw i64 %conv2_weight_grad.oy88228, %conv2_weight_grad.ky85223
+  %677 = mul nsw i64 %676, 14
+  %678 = add nsw i64 %675, %677
+  %679 = add nsw i64 %conv2_weight_grad.ox89229, 1
+  %680 = add nsw i64 %678, %679
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %680
+  %681 = load float, ptr %arena230, align 4
+  %682 = mul nsw i64 %conv2_weight_grad.c84222, 5
+  %683 = add nsw i64 %682, %conv2_weight_grad.ky85223
+  %684 = mul nsw i64 %683, 5
+  %685 = add nsw i64 %684, 1
+  %686 = mul nsw i64 %685, 6400
+  %687 = add nsw i64 756112, %686
+  %688 = mul nsw i64 %conv2_weight_grad.j83221, 100
+  %689 = add nsw i64 %687, %688
+  %690 = mul nsw i64 %conv2_weight_grad.oy88228, 10
+  %691 = add nsw i64 %689, %690
+  %692 = add nsw i64 %691, %conv2_weight_grad.ox89229
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %692
+  store float %681, ptr %arena231, align 4
+  %ox89.next = add nsw i64 %conv2_weight_grad.ox89229, 1
+  %693 = icmp slt i64 %ox89.next, 10
+  br i1 %693, label %conv2_weight_grad.ox89, label %conv2_weight_grad.ox89.end
 
-conv2_weight_grad.oy90:                           ; preds = %conv2_weight_grad.ox91.end, %conv2_weight_grad.ky89
-  %conv2_weight_grad.oy90216 = phi i64 [ 0, %conv2_weight_grad.ky89 ], [ %oy90.next, %conv2_weight_grad.ox91.end ]
+conv2_weight_grad.ox89.end:                       ; preds = %conv2_weight_grad.ox89
+  %oy88.next = add nsw i64 %conv2_weight_grad.oy88228, 1
+  %694 = icmp slt i64 %oy88.next, 10
+  br i1 %694, label %conv2_weight_grad.oy88, label %conv2_weight_grad.oy88.end
+
+conv2_weight_grad.oy90:                           ; preds = %conv2_weight_grad.ox91.end, %conv2_weight_grad.oy88.end
+  %conv2_weight_grad.oy90232 = phi i64 [ 0, %conv2_weight_grad.oy88.end ], [ %oy90.next, %conv2_weight_grad.ox91.end ]
   br label %conv2_weight_grad.ox91
 
 conv2_weight_grad.oy90.end:                       ; preds = %conv2_weight_grad.ox91.end
   br label %conv2_weight_grad.oy92
 
 conv2_weight_grad.ox91:                           ; preds = %conv2_weight_grad.ox91, %conv2_weight_grad.oy90
-  %conv2_weight_grad.ox91217 = phi i64 [ 0, %conv2_weight_grad.oy90 ], [ %ox91.next, %conv2_weight_grad.ox91 ]
-  %604 = mul nsw i64 %conv2_weight_grad.g86212, 64
-  %605 = add nsw i64 %604, %conv2_weight_grad.j87213
-  %606 = mul nsw i64 %605, 1176
-  %607 = add nsw i64 301056, %606
-  %608 = mul nsw i64 %conv2_weight_grad.c88214, 196
-  %609 = add nsw i64 %607, %608
-  %610 = add nsw i64 %conv2_weight_grad.oy90216, %conv2_weight_grad.ky89215
-  %611 = mul nsw i64 %610, 14
-  %612 = add nsw i64 %609, %611
-  %613 = add nsw i64 %612, %conv2_weight_grad.ox91217
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 %613
-  %614 = load float, ptr %arena218, align 4
-  %615 = mul nsw i64 %conv2_weight_grad.c88214, 5
-  %616 = add nsw i64 %615, %conv2_weight_grad.ky89215
-  %617 = mul nsw i64 %616, 5
-  %618 = mul nsw i64 %617, 6400
-  %619 = add nsw i64 756112, %618
-  %620 = mul nsw i64 %conv2_weight_grad.j87213, 100
-  %621 = add nsw i64 %619, %620
-  %622 = mul nsw i64 %conv2_weight_grad.oy90216, 10
-  %623 = add nsw i64 %621, %622
-  %624 = add nsw i64 %623, %conv2_weight_grad.ox91217
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %624
-  store float %614, ptr %arena219, align 4
-  %ox91.next = add nsw i64 %conv2_weight_grad.ox91217, 1
-  %625 = icmp slt i64 %ox91.next, 10
-  br i1 %625, label %conv2_weight_grad.ox91, label %conv2_weight_grad.ox91.end
+  %conv2_weight_grad.ox91233 = phi i64 [ 0, %conv2_weight_grad.oy90 ], [ %ox91.next, %conv2_weight_grad.ox91 ]
+  %695 = mul nsw i64 %conv2_weight_grad.g82220, 64
+  %696 = add nsw i64 %695, %conv2_weight_grad.j83221
+  %697 = mul nsw i64 %696, 1176
+  %698 = add nsw i64 301056, %697
+  %699 = mul nsw i64 %conv2_weight_grad.c84222, 196
+  %700 = add nsw i64 %698, %699
+  %701 = add nsw i64 %conv2_weight_grad.oy90232, %conv2_weight_grad.ky85223
+  %702 = mul nsw i64 %701, 14
+  %703 = add nsw i64 %700, %702
+  %704 = add nsw i64 %conv2_weight_grad.ox91233, 2
+  %705 = add nsw i64 %703, %704
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %705
+  %706 = load float, ptr %arena234, align 4
+  %707 = mul nsw i64 %conv2_weight_grad.c84222, 5
+  %708 = add nsw i64 %707, %conv2_weight_grad.ky85223
+  %709 = mul nsw i64 %708, 5
+  %710 = add nsw i64 %709, 2
+  %711 = mul nsw i64 %710, 6400
+  %712 = add nsw i64 756112, %711
+  %713 = mul nsw i64 %conv2_weight_grad.j83221, 100
+  %714 = add nsw i64 %712, %713
+  %715 = mul nsw i64 %conv2_weight_grad.oy90232, 10
+  %716 = add nsw i64 %714, %715
+  %717 = add nsw i64 %716, %conv2_weight_grad.ox91233
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %717
+  store float %706, ptr %arena235, align 4
+  %ox91.next = add nsw i64 %conv2_weight_grad.ox91233, 1
+  %718 = icmp slt i64 %ox91.next, 10
+  br i1 %718, label %conv2_weight_grad.ox91, label %conv2_weight_grad.ox91.end
 
 conv2_weight_grad.ox91.end:                       ; preds = %conv2_weight_grad.ox91
-  %oy90.next = add nsw i64 %conv2_weight_grad.oy90216, 1
-  %626 = icmp slt i64 %oy90.next, 10
-  br i1 %626, label %conv2_weight_grad.oy90, label %conv2_weight_grad.oy90.end
+  %oy90.next = add nsw i64 %conv2_weight_grad.oy90232, 1
+  %719 = icmp slt i64 %oy90.next, 10
+  br i1 %719, label %conv2_weight_grad.oy90, label %conv2_weight_grad.oy90.end
 
 conv2_weight_grad.oy92:                           ; preds = %conv2_weight_grad.ox93.end, %conv2_weight_grad.oy90.end
-  %conv2_weight_grad.oy92220 = phi i64 [ 0, %conv2_weight_grad.oy90.end ], [ %oy92.next, %conv2_weight_grad.ox93.end ]
+  %conv2_weight_grad.oy92236 = phi i64 [ 0, %conv2_weight_grad.oy90.end ], [ %oy92.next, %conv2_weight_grad.ox93.end ]
   br label %conv2_weight_grad.ox93
 
 conv2_weight_grad.oy92.end:                       ; preds = %conv2_weight_grad.ox93.end
   br label %conv2_weight_grad.oy94
 
 conv2_weight_grad.ox93:                           ; preds = %conv2_weight_grad.ox93, %conv2_weight_grad.oy92
-  %conv2_weight_grad.ox93221 = phi i64 [ 0, %conv2_weight_grad.oy92 ], [ %ox93.next, %conv2_weight_grad.ox93 ]
-  %627 = mul nsw i64 %conv2_weight_grad.g86212, 64
-  %628 = add nsw i64 %627, %conv2_weight_grad.j87213
-  %629 = mul nsw i64 %628, 1176
-  %630 = add nsw i64 301056, %629
-  %631 = mul nsw i64 %conv2_weight_grad.c88214, 196
-  %632 = add nsw i64 %630, %631
-  %633 = add nsw i64 %conv2_weight_grad.oy92220, %conv2_weight_grad.ky89215
-  %634 = mul nsw i64 %633, 14
-  %635 = add nsw i64 %632, %634
-  %636 = add nsw i64 %conv2_weight_grad.ox93221, 1
-  %637 = add nsw i64 %635, %636
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 %637
-  %638 = load float, ptr %arena222, align 4
-  %639 = mul nsw i64 %conv2_weight_grad.c88214, 5
-  %640 = add nsw i64 %639, %conv2_weight_grad.ky89215
-  %641 = mul nsw i64 %640, 5
-  %642 = add nsw i64 %641, 1
-  %643 = mul nsw i64 %642, 6400
-  %644 = add nsw i64 756112, %643
-  %645 = mul nsw i64 %conv2_weight_grad.j87213, 100
-  %646 = add nsw i64 %644, %645
-  %647 = mul nsw i64 %conv2_weight_grad.oy92220, 10
-  %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 %648, %conv2_weight_grad.ox93221
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 %649
-  store float %638, ptr %arena223, align 4
-  %ox93.next = add nsw i64 %conv2_weight_grad.ox93221, 1
-  %650 = icmp slt i64 %ox93.next, 10
-  br i1 %650, label %conv2_weight_grad.ox93, label %conv2_weight_grad.ox93.end
+  %conv2_weight_grad.ox93237 = phi i64 [ 0, %conv2_weight_grad.oy92 ], [ %ox93.next, %conv2_weight_grad.ox93 ]
+  %720 = mul nsw i64 %conv2_weight_grad.g82220, 64
+  %721 = add nsw i64 %720, %conv2_weight_grad.j83221
+  %722 = mul nsw i64 %721, 1176
+  %723 = add nsw i64 301056, %722
+  %724 = mul nsw i64 %conv2_weight_grad.c84222, 196
+  %725 = add nsw i64 %723, %724
+  %726 = add nsw i64 %conv2_weight_grad.oy92236, %conv2_weight_grad.ky85223
+  %727 = mul nsw i64 %726, 14
+  %728 = add nsw i64 %725, %727
+  %729 = add nsw i64 %conv2_weight_grad.ox93237, 3
+  %730 = add nsw i64 %728, %729
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %730
+  %731 = load float, ptr %arena238, align 4
+  %732 = mul nsw i64 %conv2_weight_grad.c84222, 5
+  %733 = add nsw i64 %732, %conv2_weight_grad.ky85223
+  %734 = mul nsw i64 %733, 5
+  %735 = add nsw i64 %734, 3
+  %736 = mul nsw i64 %735, 6400
+  %737 = add nsw i64 756112, %736
+  %738 = mul nsw i64 %conv2_weight_grad.j83221, 100
+  %739 = add nsw i64 %737, %738
+  %740 = mul nsw i64 %conv2_weight_grad.oy92236, 10
+  %741 = add nsw i64 %739, %740
+  %742 = add nsw i64 %741, %conv2_weight_grad.ox93237
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %742
+  store float %731, ptr %arena239, align 4
+  %ox93.next = add nsw i64 %conv2_weight_grad.ox93237, 1
+  %743 = icmp slt i64 %ox93.next, 10
+  br i1 %743, label %conv2_weight_grad.ox93, label %conv2_weight_grad.ox93.end
 
 conv2_weight_grad.ox93.end:                       ; preds = %conv2_weight_grad.ox93
-  %oy92.next = add nsw i64 %conv2_weight_grad.oy92220, 1
-  %651 = icmp slt i64 %oy92.next, 10
-  br i1 %651, label %conv2_weight_grad.oy92, label %conv2_weight_grad.oy92.end
+  %oy92.next = add nsw i64 %conv2_weight_grad.oy92236, 1
+  %744 = icmp slt i64 %oy92.next, 10
+  br i1 %744, label %conv2_weight_grad.oy92, label %conv2_weight_grad.oy92.end
 
 conv2_weight_grad.oy94:                           ; preds = %conv2_weight_grad.ox95.end, %conv2_weight_grad.oy92.end
-  %conv2_weight_grad.oy94224 = phi i64 [ 0, %conv2_weight_grad.oy92.end ], [ %oy94.next, %conv2_weight_grad.ox95.end ]
+  %conv2_weight_grad.oy94240 = phi i64 [ 0, %conv2_weight_grad.oy92.end ], [ %oy94.next, %conv2_weight_grad.ox95.end ]
   br label %conv2_weight_grad.ox95
 
 conv2_weight_grad.oy94.end:                       ; preds = %conv2_weight_grad.ox95.end
-  br label %conv2_weight_grad.oy96
+  %ky85.next = add nsw i64 %conv2_weight_grad.ky85223, 1
+  %745 = icmp slt i64 %ky85.next, 5
+  br i1 %745, label %conv2_weight_grad.ky85, label %conv2_weight_grad.ky85.end
 
 conv2_weight_grad.ox95:                           ; preds = %conv2_weight_grad.ox95, %conv2_weight_grad.oy94
-  %conv2_weight_grad.ox95225 = phi i64 [ 0, %conv2_weight_grad.oy94 ], [ %ox95.next, %conv2_weight_grad.ox95 ]
-  %652 = mul nsw i64 %conv2_weight_grad.g86212, 64
-  %653 = add nsw i64 %652, %conv2_weight_grad.j87213
-  %654 = mul nsw i64 %653, 1176
-  %655 = add nsw i64 301056, %654
-  %656 = mul nsw i64 %conv2_weight_grad.c88214, 196
-  %657 = add nsw i64 %655, %656
-  %658 = add nsw i64 %conv2_weight_grad.oy94224, %conv2_weight_grad.ky89215
-  %659 = mul nsw i64 %658, 14
-  %660 = add nsw i64 %657, %659
-  %661 = add nsw i64 %conv2_weight_grad.ox95225, 2
-  %662 = add nsw i64 %660, %661
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %662
-  %663 = load float, ptr %arena226, align 4
-  %664 = mul nsw i64 %conv2_weight_grad.c88214, 5
-  %665 = add nsw i64 %664, %conv2_weight_grad.ky89215
-  %666 = mul nsw i64 %665, 5
-  %667 = add nsw i64 %666, 2
-  %668 = mul nsw i64 %667, 6400
-  %669 = add nsw i64 756112, %668
-  %670 = mul nsw i64 %conv2_weight_grad.j87213, 100
-  %671 = add nsw i64 %669, %670
-  %672 = mul nsw i64 %conv2_weight_grad.oy94224, 10
-  %673 = add nsw i64 %671, %672
-  %674 = add nsw i64 %673, %conv2_weight_grad.ox95225
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %674
-  store float %663, ptr %arena227, align 4
-  %ox95.next = add nsw i64 %conv2_weight_grad.ox95225, 1
-  %675 = icmp slt i64 %ox95.next, 10
-  br i1 %675, label %conv2_weight_grad.ox95, label %conv2_weight_grad.ox95.end
+  %conv2_weight_grad.ox95241 = phi i64 [ 0, %conv2_weight_grad.oy94 ], [ %ox95.next, %conv2_weight_grad.ox95 ]
+  %746 = mul nsw i64 %conv2_weight_grad.g82220, 64
+  %747 = add nsw i64 %746, %conv2_weight_grad.j83221
+  %748 = mul nsw i64 %747, 1176
+  %749 = add nsw i64 301056, %748
+  %750 = mul nsw i64 %conv2_weight_grad.c84222, 196
+  %751 = add nsw i64 %749, %750
+  %752 = add nsw i64 %conv2_weight_grad.oy94240, %conv2_weight_grad.ky85223
+  %753 = mul nsw i64 %752, 14
+  %754 = add nsw i64 %751, %753
+  %755 = add nsw i64 %conv2_weight_grad.ox95241, 4
+  %756 = add nsw i64 %754, %755
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 %756
+  %757 = load float, ptr %arena242, align 4
+  %758 = mul nsw i64 %conv2_weight_grad.c84222, 5
+  %759 = add nsw i64 %758, %conv2_weight_grad.ky85223
+  %760 = mul nsw i64 %759, 5
+  %761 = add nsw i64 %760, 4
+  %762 = mul nsw i64 %761, 6400
+  %763 = add nsw i64 756112, %762
+  %764 = mul nsw i64 %conv2_weight_grad.j83221, 100
+  %765 = add nsw i64 %763, %764
+  %766 = mul nsw i64 %conv2_weight_grad.oy94240, 10
+  %767 = add nsw i64 %765, %766
+  %768 = add nsw i64 %767, %conv2_weight_grad.ox95241
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %768
+  store float %757, ptr %arena243, align 4
+  %ox95.next = add nsw i64 %conv2_weight_grad.ox95241, 1
+  %769 = icmp slt i64 %ox95.next, 10
+  br i1 %769, label %conv2_weight_grad.ox95, label %conv2_weight_grad.ox95.end
 
 conv2_weight_grad.ox95.end:                       ; preds = %conv2_weight_grad.ox95
-  %oy94.next = add nsw i64 %conv2_weight_grad.oy94224, 1
-  %676 = icmp slt i64 %oy94.next, 10
-  br i1 %676, label %conv2_weight_grad.oy94, label %conv2_weight_grad.oy94.end
+  %oy94.next = add nsw i64 %conv2_weight_grad.oy94240, 1
+  %770 = icmp slt i64 %oy94.next, 10
+  br i1 %770, label %conv2_weight_grad.oy94, label %conv2_weight_grad.oy94.end
 
-conv2_weight_grad.oy96:                           ; preds = %conv2_weight_grad.ox97.end, %conv2_weight_grad.oy94.end
-  %conv2_weight_grad.oy96228 = phi i64 [ 0, %conv2_weight_grad.oy94.end ], [ %oy96.next, %conv2_weight_grad.ox97.end ]
-  br label %conv2_weight_grad.ox97
+conv2_weight_grad.j96:                            ; preds = %conv2_weight_grad.f97.end, %conv2_weight_grad.j83.end
+  %conv2_weight_grad.j96244 = phi i64 [ 0, %conv2_weight_grad.j83.end ], [ %j96.next, %conv2_weight_grad.f97.end ]
+  br label %conv2_weight_grad.f97
 
-conv2_weight_grad.oy96.end:                       ; preds = %conv2_weight_grad.ox97.end
-  br label %conv2_weight_grad.oy98
+conv2_weight_grad.j96.end:                        ; preds = %conv2_weight_grad.f97.end
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 1716112
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 756112
+  %grads251 = getelementptr inbounds float, ptr %grads, i64 156
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 150, i32 6400, float 1.000000e+00, ptr %arena249, i32 6400, ptr %arena250, i32 6400, float 1.000000e+00, ptr %grads251, i32 150)
+  %g82.next = add nsw i64 %conv2_weight_grad.g82220, 1
+  %771 = icmp slt i64 %g82.next, 1
+  br i1 %771, label %conv2_weight_grad.g82, label %conv2_weight_grad.g82.end
 
-conv2_weight_grad.ox97:                           ; preds = %conv2_weight_grad.ox97, %conv2_weight_grad.oy96
-  %conv2_weight_grad.ox97229 = phi i64 [ 0, %conv2_weight_grad.oy96 ], [ %ox97.next, %conv2_weight_grad.ox97 ]
-  %677 = mul nsw i64 %conv2_weight_grad.g86212, 64
-  %678 = add nsw i64 %677, %conv2_weight_grad.j87213
-  %679 = mul nsw i64 %678, 1176
-  %680 = add nsw i64 301056, %679
-  %681 = mul nsw i64 %conv2_weight_grad.c88214, 196
-  %682 = add nsw i64 %680, %681
-  %683 = add nsw i64 %conv2_weight_grad.oy96228, %conv2_weight_grad.ky89215
-  %684 = mul nsw i64 %683, 14
-  %685 = add nsw i64 %682, %684
-  %686 = add nsw i64 %conv2_weight_grad.ox97229, 3
-  %687 = add nsw i64 %685, %686
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %687
-  %688 = load float, ptr %arena230, align 4
-  %689 = mul nsw i64 %conv2_weight_grad.c88214, 5
-  %690 = add nsw i64 %689, %conv2_weight_grad.ky89215
-  %691 = mul nsw i64 %690, 5
-  %692 = add nsw i64 %691, 3
-  %693 = mul nsw i64 %692, 6400
-  %694 = add nsw i64 756112, %693
-  %695 = mul nsw i64 %conv2_weight_grad.j87213, 100
-  %696 = add nsw i64 %694, %695
-  %697 = mul nsw i64 %conv2_weight_grad.oy96228, 10
-  %698 = add nsw i64 %696, %697
-  %699 = add nsw i64 %698, %conv2_weight_grad.ox97229
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %699
-  store float %688, ptr %arena231, align 4
-  %ox97.next = add nsw i64 %conv2_weight_grad.ox97229, 1
-  %700 = icmp slt i64 %ox97.next, 10
-  br i1 %700, label %conv2_weight_grad.ox97, label %conv2_weight_grad.ox97.end
+conv2_weight_grad.f97:                            ; preds = %conv2_weight_grad.i98.end, %conv2_weight_grad.j96
+  %conv2_weight_grad.f97245 = phi i64 [ 0, %conv2_weight_grad.j96 ], [ %f97.next, %conv2_weight_grad.i98.end ]
+  br label %conv2_weight_grad.i98
 
-conv2_weight_grad.ox97.end:                       ; preds = %conv2_weight_grad.ox97
-  %oy96.next = add nsw i64 %conv2_weight_grad.oy96228, 1
-  %701 = icmp slt i64 %oy96.next, 10
-  br i1 %701, label %conv2_weight_grad.oy96, label %conv2_weight_grad.oy96.end
+conv2_weight_grad.f97.end:                        ; preds = %conv2_weight_grad.i98.end
+  %j96.next = add nsw i64 %conv2_weight_grad.j96244, 1
+  %772 = icmp slt i64 %j96.next, 64
+  br i1 %772, label %conv2_weight_grad.j96, label %conv2_weight_grad.j96.end
 
-conv2_weight_grad.oy98:                           ; preds = %conv2_weight_grad.ox99.end, %conv2_weight_grad.oy96.end
-  %conv2_weight_grad.oy98232 = phi i64 [ 0, %conv2_weight_grad.oy96.end ], [ %oy98.next, %conv2_weight_grad.ox99.end ]
-  br label %conv2_weight_grad.ox99
+conv2_weight_grad.i98:                            ; preds = %conv2_weight_grad.i98, %conv2_weight_grad.f97
+  %conv2_weight_grad.i98246 = phi i64 [ 0, %conv2_weight_grad.f97 ], [ %i98.next, %conv2_weight_grad.i98 ]
+  %773 = mul nsw i64 %conv2_weight_grad.g82220, 64
+  %774 = add nsw i64 %773, %conv2_weight_grad.j96244
+  %775 = mul nsw i64 %774, 1600
+  %776 = add nsw i64 653712, %775
+  %777 = mul nsw i64 %conv2_weight_grad.f97245, 100
+  %778 = add nsw i64 %776, %777
+  %779 = add nsw i64 %778, %conv2_weight_grad.i98246
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %779
+  %780 = load float, ptr %arena247, align 4
+  %781 = mul nsw i64 %conv2_weight_grad.f97245, 6400
+  %782 = add nsw i64 1716112, %781
+  %783 = mul nsw i64 %conv2_weight_grad.j96244, 100
+  %784 = add nsw i64 %782, %783
+  %785 = add nsw i64 %784, %conv2_weight_grad.i98246
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %785
+  store float %780, ptr %arena248, align 4
+  %i98.next = add nsw i64 %conv2_weight_grad.i98246, 1
+  %786 = icmp slt i64 %i98.next, 100
+  br i1 %786, label %conv2_weight_grad.i98, label %conv2_weight_grad.i98.end
 
-conv2_weight_grad.oy98.end:                       ; preds = %conv2_weight_grad.ox99.end
-  %ky89.next = add nsw i64 %conv2_weight_grad.ky89215, 1
-  %702 = icmp slt i64 %ky89.next, 5
-  br i1 %702, label %conv2_weight_grad.ky89, label %conv2_weight_grad.ky89.end
+conv2_weight_grad.i98.end:                        ; preds = %conv2_weight_grad.i98
+  %f97.next = add nsw i64 %conv2_weight_grad.f97245, 1
+  %787 = icmp slt i64 %f97.next, 16
+  br i1 %787, label %conv2_weight_grad.f97, label %conv2_weight_grad.f97.end
 
-conv2_weight_grad.ox99:                           ; preds = %conv2_weight_grad.ox99, %conv2_weight_grad.oy98
-  %conv2_weight_grad.ox99233 = phi i64 [ 0, %conv2_weight_grad.oy98 ], [ %ox99.next, %conv2_weight_grad.ox99 ]
-  %703 = mul nsw i64 %conv2_weight_grad.g86212, 64
-  %704 = add nsw i64 %703, %conv2_weight_grad.j87213
-  %705 = mul nsw i64 %704, 1176
-  %706 = add nsw i64 301056, %705
-  %707 = mul nsw i64 %conv2_weight_grad.c88214, 196
-  %708 = add nsw i64 %706, %707
-  %709 = add nsw i64 %conv2_weight_grad.oy98232, %conv2_weight_grad.ky89215
-  %710 = mul nsw i64 %709, 14
-  %711 = add nsw i64 %708, %710
-  %712 = add nsw i64 %conv2_weight_grad.ox99233, 4
-  %713 = add nsw i64 %711, %712
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 %713
-  %714 = load float, ptr %arena234, align 4
-  %715 = mul nsw i64 %conv2_weight_grad.c88214, 5
-  %716 = add nsw i64 %715, %conv2_weight_grad.ky89215
-  %717 = mul nsw i64 %716, 5
-  %718 = add nsw i64 %717, 4
-  %719 = mul nsw i64 %718, 6400
-  %720 = add nsw i64 756112, %719
-  %721 = mul nsw i64 %conv2_weight_grad.j87213, 100
-  %722 = add nsw i64 %720, %721
-  %723 = mul nsw i64 %conv2_weight_grad.oy98232, 10
-  %724 = add nsw i64 %722, %723
-  %725 = add nsw i64 %724, %conv2_weight_grad.ox99233
-  %arena235 = getelementptr inbounds float, ptr %arena, i64 %725
-  store float %714, ptr %arena235, align 4
-  %ox99.next = add nsw i64 %conv2_weight_grad.ox99233, 1
-  %726 = icmp slt i64 %ox99.next, 10
-  br i1 %726, label %conv2_weight_grad.ox99, label %conv2_weight_grad.ox99.end
+conv2_bias_grad.f99:                              ; preds = %conv2_bias_grad.img101.end, %conv2_weight_grad.g82.end
+  %conv2_bias_grad.f99252 = phi i64 [ 0, %conv2_weight_grad.g82.end ], [ %f99.next, %conv2_bias_grad.img101.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc100, align 4
+  br label %conv2_bias_grad.img101
 
-conv2_weight_grad.ox99.end:                       ; preds = %conv2_weight_grad.ox99
-  %oy98.next = add nsw i64 %conv2_weight_grad.oy98232, 1
-  %727 = icmp slt i64 %oy98.next, 10
-  br i1 %727, label %conv2_weight_grad.oy98, label %conv2_weight_grad.oy98.end
+conv2_bias_grad.f99.end:                          ; preds = %conv2_bias_grad.img101.end
+  br label %pool1_grad.i103
 
-conv2_weight_grad.j100:                           ; preds = %conv2_weight_grad.f101.end, %conv2_weight_grad.j87.end
-  %conv2_weight_grad.j100236 = phi i64 [ 0, %conv2_weight_grad.j87.end ], [ %j100.next, %conv2_weight_grad.f101.end ]
-  br label %conv2_weight_grad.f101
+conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.i102.end, %conv2_bias_grad.f99
+  %conv2_bias_grad.img101253 = phi i64 [ 0, %conv2_bias_grad.f99 ], [ %img101.next, %conv2_bias_grad.i102.end ]
+  br label %conv2_bias_grad.i102
 
-conv2_weight_grad.j100.end:                       ; preds = %conv2_weight_grad.f101.end
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 1716112
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 756112
-  %grads243 = getelementptr inbounds float, ptr %grads, i64 156
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 150, i32 6400, float 1.000000e+00, ptr %arena241, i32 6400, ptr %arena242, i32 6400, float 1.000000e+00, ptr %grads243, i32 150)
-  %g86.next = add nsw i64 %conv2_weight_grad.g86212, 1
-  %728 = icmp slt i64 %g86.next, 1
-  br i1 %728, label %conv2_weight_grad.g86, label %conv2_weight_grad.g86.end
+conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.i102.end
+  %acc100256 = load float, ptr %conv2_bias_grad.acc100, align 4
+  %788 = add nsw i64 2556, %conv2_bias_grad.f99252
+  %grads257 = getelementptr inbounds float, ptr %grads, i64 %788
+  store float %acc100256, ptr %grads257, align 4
+  %f99.next = add nsw i64 %conv2_bias_grad.f99252, 1
+  %789 = icmp slt i64 %f99.next, 16
+  br i1 %789, label %conv2_bias_grad.f99, label %conv2_bias_grad.f99.end
 
-conv2_weight_grad.f101:                           ; preds = %conv2_weight_grad.i102.end, %conv2_weight_grad.j100
-  %conv2_weight_grad.f101237 = phi i64 [ 0, %conv2_weight_grad.j100 ], [ %f101.next, %conv2_weight_grad.i102.end ]
-  br label %conv2_weight_grad.i102
+conv2_bias_grad.i102:                             ; preds = %conv2_bias_grad.i102, %conv2_bias_grad.img101
+  %conv2_bias_grad.i102254 = phi i64 [ 0, %conv2_bias_grad.img101 ], [ %i102.next, %conv2_bias_grad.i102 ]
+  %acc100 = load float, ptr %conv2_bias_grad.acc100, align 4
+  %790 = mul nsw i64 %conv2_bias_grad.img101253, 1600
+  %791 = add nsw i64 653712, %790
+  %792 = mul nsw i64 %conv2_bias_grad.f99252, 100
+  %793 = add nsw i64 %791, %792
+  %794 = add nsw i64 %793, %conv2_bias_grad.i102254
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %794
+  %795 = load float, ptr %arena255, align 4
+  %796 = fadd float %acc100, %795
+  store float %796, ptr %conv2_bias_grad.acc100, align 4
+  %i102.next = add nsw i64 %conv2_bias_grad.i102254, 1
+  %797 = icmp slt i64 %i102.next, 100
+  br i1 %797, label %conv2_bias_grad.i102, label %conv2_bias_grad.i102.end
 
-conv2_weight_grad.f101.end:                       ; preds = %conv2_weight_grad.i102.end
-  %j100.next = add nsw i64 %conv2_weight_grad.j100236, 1
-  %729 = icmp slt i64 %j100.next, 64
-  br i1 %729, label %conv2_weight_grad.j100, label %conv2_weight_grad.j100.end
+conv2_bias_grad.i102.end:                         ; preds = %conv2_bias_grad.i102
+  %img101.next = add nsw i64 %conv2_bias_grad.img101253, 1
+  %798 = icmp slt i64 %img101.next, 64
+  br i1 %798, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
 
-conv2_weight_grad.i102:                           ; preds = %conv2_weight_grad.i102, %conv2_weight_grad.f101
-  %conv2_weight_grad.i102238 = phi i64 [ 0, %conv2_weight_grad.f101 ], [ %i102.next, %conv2_weight_grad.i102 ]
-  %730 = mul nsw i64 %conv2_weight_grad.g86212, 64
-  %731 = add nsw i64 %730, %conv2_weight_grad.j100236
-  %732 = mul nsw i64 %731, 1600
-  %733 = add nsw i64 653712, %732
-  %734 = mul nsw i64 %conv2_weight_grad.f101237, 100
-  %735 = add nsw i64 %733, %734
-  %736 = add nsw i64 %735, %conv2_weight_grad.i102238
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %736
-  %737 = load float, ptr %arena239, align 4
-  %738 = mul nsw i64 %conv2_weight_grad.f101237, 6400
-  %739 = add nsw i64 1716112, %738
-  %740 = mul nsw i64 %conv2_weight_grad.j100236, 100
-  %741 = add nsw i64 %739, %740
-  %742 = add nsw i64 %741, %conv2_weight_grad.i102238
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 %742
-  store float %737, ptr %arena240, align 4
-  %i102.next = add nsw i64 %conv2_weight_grad.i102238, 1
-  %743 = icmp slt i64 %i102.next, 100
-  br i1 %743, label %conv2_weight_grad.i102, label %conv2_weight_grad.i102.end
+pool1_grad.i103:                                  ; preds = %pool1_grad.i103, %conv2_bias_grad.f99.end
+  %pool1_grad.i103258 = phi i64 [ 0, %conv2_bias_grad.f99.end ], [ %i103.next, %pool1_grad.i103 ]
+  %799 = add nsw i64 376320, %pool1_grad.i103258
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %799
+  store float 0.000000e+00, ptr %arena259, align 4
+  %i103.next = add nsw i64 %pool1_grad.i103258, 1
+  %800 = icmp slt i64 %i103.next, 75264
+  br i1 %800, label %pool1_grad.i103, label %pool1_grad.i103.end
 
-conv2_weight_grad.i102.end:                       ; preds = %conv2_weight_grad.i102
-  %f101.next = add nsw i64 %conv2_weight_grad.f101237, 1
-  %744 = icmp slt i64 %f101.next, 16
-  br i1 %744, label %conv2_weight_grad.f101, label %conv2_weight_grad.f101.end
+pool1_grad.i103.end:                              ; preds = %pool1_grad.i103
+  br label %pool1_grad.g104
 
-conv2_bias_grad.f103:                             ; preds = %conv2_bias_grad.img105.end, %conv2_weight_grad.g86.end
-  %conv2_bias_grad.f103244 = phi i64 [ 0, %conv2_weight_grad.g86.end ], [ %f103.next, %conv2_bias_grad.img105.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc104, align 4
-  br label %conv2_bias_grad.img105
+pool1_grad.g104:                                  ; preds = %pool1_grad.j108.end, %pool1_grad.i103.end
+  %pool1_grad.g104260 = phi i64 [ 0, %pool1_grad.i103.end ], [ %g104.next, %pool1_grad.j108.end ]
+  br label %pool1_grad.j105
 
-conv2_bias_grad.f103.end:                         ; preds = %conv2_bias_grad.img105.end
+pool1_grad.g104.end:                              ; preds = %pool1_grad.j108.end
+  br label %relu1_grad.i121
+
+pool1_grad.j105:                                  ; preds = %pool1_grad.f106.end, %pool1_grad.g104
+  %pool1_grad.j105261 = phi i64 [ 0, %pool1_grad.g104 ], [ %j105.next, %pool1_grad.f106.end ]
+  br label %pool1_grad.f106
+
+pool1_grad.j105.end:                              ; preds = %pool1_grad.f106.end
+  %params266 = getelementptr inbounds float, ptr %params, i64 156
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 1716112
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 756112
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params266, i32 150, ptr %arena267, i32 6400, float 0.000000e+00, ptr %arena268, i32 6400)
+  br label %pool1_grad.j108
+
+pool1_grad.f106:                                  ; preds = %pool1_grad.i107.end, %pool1_grad.j105
+  %pool1_grad.f106262 = phi i64 [ 0, %pool1_grad.j105 ], [ %f106.next, %pool1_grad.i107.end ]
   br label %pool1_grad.i107
 
-conv2_bias_grad.img105:                           ; preds = %conv2_bias_grad.i106.end, %conv2_bias_grad.f103
-  %conv2_bias_grad.img105245 = phi i64 [ 0, %conv2_bias_grad.f103 ], [ %img105.next, %conv2_bias_grad.i106.end ]
-  br label %conv2_bias_grad.i106
+pool1_grad.f106.end:                              ; preds = %pool1_grad.i107.end
+  %j105.next = add nsw i64 %pool1_grad.j105261, 1
+  %801 = icmp slt i64 %j105.next, 64
+  br i1 %801, label %pool1_grad.j105, label %pool1_grad.j105.end
 
-conv2_bias_grad.img105.end:                       ; preds = %conv2_bias_grad.i106.end
-  %acc104248 = load float, ptr %conv2_bias_grad.acc104, align 4
-  %745 = add nsw i64 2556, %conv2_bias_grad.f103244
-  %grads249 = getelementptr inbounds float, ptr %grads, i64 %745
-  store float %acc104248, ptr %grads249, align 4
-  %f103.next = add nsw i64 %conv2_bias_grad.f103244, 1
-  %746 = icmp slt i64 %f103.next, 16
-  br i1 %746, label %conv2_bias_grad.f103, label %conv2_bias_grad.f103.end
-
-conv2_bias_grad.i106:                             ; preds = %conv2_bias_grad.i106, %conv2_bias_grad.img105
-  %conv2_bias_grad.i106246 = phi i64 [ 0, %conv2_bias_grad.img105 ], [ %i106.next, %conv2_bias_grad.i106 ]
-  %acc104 = load float, ptr %conv2_bias_grad.acc104, align 4
-  %747 = mul nsw i64 %conv2_bias_grad.img105245, 1600
-  %748 = add nsw i64 653712, %747
-  %749 = mul nsw i64 %conv2_bias_grad.f103244, 100
-  %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %750, %conv2_bias_grad.i106246
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %751
-  %752 = load float, ptr %arena247, align 4
-  %753 = fadd float %acc104, %752
-  store float %753, ptr %conv2_bias_grad.acc104, align 4
-  %i106.next = add nsw i64 %conv2_bias_grad.i106246, 1
-  %754 = icmp slt i64 %i106.next, 100
-  br i1 %754, label %conv2_bias_grad.i106, label %conv2_bias_grad.i106.end
-
-conv2_bias_grad.i106.end:                         ; preds = %conv2_bias_grad.i106
-  %img105.next = add nsw i64 %conv2_bias_grad.img105245, 1
-  %755 = icmp slt i64 %img105.next, 64
-  br i1 %755, label %conv2_bias_grad.img105, label %conv2_bias_grad.img105.end
-
-pool1_grad.i107:                                  ; preds = %pool1_grad.i107, %conv2_bias_grad.f103.end
-  %pool1_grad.i107250 = phi i64 [ 0, %conv2_bias_grad.f103.end ], [ %i107.next, %pool1_grad.i107 ]
-  %756 = add nsw i64 376320, %pool1_grad.i107250
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %756
-  store float 0.000000e+00, ptr %arena251, align 4
-  %i107.next = add nsw i64 %pool1_grad.i107250, 1
-  %757 = icmp slt i64 %i107.next, 75264
-  br i1 %757, label %pool1_grad.i107, label %pool1_grad.i107.end
+pool1_grad.i107:                                  ; preds = %pool1_grad.i107, %pool1_grad.f106
+  %pool1_grad.i107263 = phi i64 [ 0, %pool1_grad.f106 ], [ %i107.next, %pool1_grad.i107 ]
+  %802 = mul nsw i64 %pool1_grad.g104260, 64
+  %803 = add nsw i64 %802, %pool1_grad.j105261
+  %804 = mul nsw i64 %803, 1600
+  %805 = add nsw i64 653712, %804
+  %806 = mul nsw i64 %pool1_grad.f106262, 100
+  %807 = add nsw i64 %805, %806
+  %808 = add nsw i64 %807, %pool1_grad.i107263
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %808
+  %809 = load float, ptr %arena264, align 4
+  %810 = mul nsw i64 %pool1_grad.f106262, 6400
+  %811 = add nsw i64 1716112, %810
+  %812 = mul nsw i64 %pool1_grad.j105261, 100
+  %813 = add nsw i64 %811, %812
+  %814 = add nsw i64 %813, %pool1_grad.i107263
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %814
+  store float %809, ptr %arena265, align 4
+  %i107.next = add nsw i64 %pool1_grad.i107263, 1
+  %815 = icmp slt i64 %i107.next, 100
+  br i1 %815, label %pool1_grad.i107, label %pool1_grad.i107.end
 
 pool1_grad.i107.end:                              ; preds = %pool1_grad.i107
-  br label %pool1_grad.g108
+  %f106.next = add nsw i64 %pool1_grad.f106262, 1
+  %816 = icmp slt i64 %f106.next, 16
+  br i1 %816, label %pool1_grad.f106, label %pool1_grad.f106.end
 
-pool1_grad.g108:                                  ; preds = %pool1_grad.j112.end, %pool1_grad.i107.end
-  %pool1_grad.g108252 = phi i64 [ 0, %pool1_grad.i107.end ], [ %g108.next, %pool1_grad.j112.end ]
-  br label %pool1_grad.j109
+pool1_grad.j108:                                  ; preds = %pool1_grad.c109.end, %pool1_grad.j105.end
+  %pool1_grad.j108269 = phi i64 [ 0, %pool1_grad.j105.end ], [ %j108.next, %pool1_grad.c109.end ]
+  br label %pool1_grad.c109
 
-pool1_grad.g108.end:                              ; preds = %pool1_grad.j112.end
-  br label %relu1_grad.i125
+pool1_grad.j108.end:                              ; preds = %pool1_grad.c109.end
+  %g104.next = add nsw i64 %pool1_grad.g104260, 1
+  %817 = icmp slt i64 %g104.next, 1
+  br i1 %817, label %pool1_grad.g104, label %pool1_grad.g104.end
 
-pool1_grad.j109:                                  ; preds = %pool1_grad.f110.end, %pool1_grad.g108
-  %pool1_grad.j109253 = phi i64 [ 0, %pool1_grad.g108 ], [ %j109.next, %pool1_grad.f110.end ]
-  br label %pool1_grad.f110
+pool1_grad.c109:                                  ; preds = %pool1_grad.ky110.end, %pool1_grad.j108
+  %pool1_grad.c109270 = phi i64 [ 0, %pool1_grad.j108 ], [ %c109.next, %pool1_grad.ky110.end ]
+  br label %pool1_grad.ky110
 
-pool1_grad.j109.end:                              ; preds = %pool1_grad.f110.end
-  %params258 = getelementptr inbounds float, ptr %params, i64 156
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 1716112
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 756112
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params258, i32 150, ptr %arena259, i32 6400, float 0.000000e+00, ptr %arena260, i32 6400)
-  br label %pool1_grad.j112
+pool1_grad.c109.end:                              ; preds = %pool1_grad.ky110.end
+  %j108.next = add nsw i64 %pool1_grad.j108269, 1
+  %818 = icmp slt i64 %j108.next, 64
+  br i1 %818, label %pool1_grad.j108, label %pool1_grad.j108.end
 
-pool1_grad.f110:                                  ; preds = %pool1_grad.i111.end, %pool1_grad.j109
-  %pool1_grad.f110254 = phi i64 [ 0, %pool1_grad.j109 ], [ %f110.next, %pool1_grad.i111.end ]
-  br label %pool1_grad.i111
+pool1_grad.ky110:                                 ; preds = %pool1_grad.oy119.end, %pool1_grad.c109
+  %pool1_grad.ky110271 = phi i64 [ 0, %pool1_grad.c109 ], [ %ky110.next, %pool1_grad.oy119.end ]
+  br label %pool1_grad.oy111
 
-pool1_grad.f110.end:                              ; preds = %pool1_grad.i111.end
-  %j109.next = add nsw i64 %pool1_grad.j109253, 1
-  %758 = icmp slt i64 %j109.next, 64
-  br i1 %758, label %pool1_grad.j109, label %pool1_grad.j109.end
+pool1_grad.ky110.end:                             ; preds = %pool1_grad.oy119.end
+  %c109.next = add nsw i64 %pool1_grad.c109270, 1
+  %819 = icmp slt i64 %c109.next, 6
+  br i1 %819, label %pool1_grad.c109, label %pool1_grad.c109.end
 
-pool1_grad.i111:                                  ; preds = %pool1_grad.i111, %pool1_grad.f110
-  %pool1_grad.i111255 = phi i64 [ 0, %pool1_grad.f110 ], [ %i111.next, %pool1_grad.i111 ]
-  %759 = mul nsw i64 %pool1_grad.g108252, 64
-  %760 = add nsw i64 %759, %pool1_grad.j109253
-  %761 = mul nsw i64 %760, 1600
-  %762 = add nsw i64 653712, %761
-  %763 = mul nsw i64 %pool1_grad.f110254, 100
-  %764 = add nsw i64 %762, %763
-  %765 = add nsw i64 %764, %pool1_grad.i111255
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %765
-  %766 = load float, ptr %arena256, align 4
-  %767 = mul nsw i64 %pool1_grad.f110254, 6400
-  %768 = add nsw i64 1716112, %767
-  %769 = mul nsw i64 %pool1_grad.j109253, 100
-  %770 = add nsw i64 %768, %769
-  %771 = add nsw i64 %770, %pool1_grad.i111255
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %771
-  store float %766, ptr %arena257, align 4
-  %i111.next = add nsw i64 %pool1_grad.i111255, 1
-  %772 = icmp slt i64 %i111.next, 100
-  br i1 %772, label %pool1_grad.i111, label %pool1_grad.i111.end
+pool1_grad.oy111:                                 ; preds = %pool1_grad.ox112.end, %pool1_grad.ky110
+  %pool1_grad.oy111272 = phi i64 [ 0, %pool1_grad.ky110 ], [ %oy111.next, %pool1_grad.ox112.end ]
+  br label %pool1_grad.ox112
 
-pool1_grad.i111.end:                              ; preds = %pool1_grad.i111
-  %f110.next = add nsw i64 %pool1_grad.f110254, 1
-  %773 = icmp slt i64 %f110.next, 16
-  br i1 %773, label %pool1_grad.f110, label %pool1_grad.f110.end
+pool1_grad.oy111.end:                             ; preds = %pool1_grad.ox112.end
+  br label %pool1_grad.oy113
 
-pool1_grad.j112:                                  ; preds = %pool1_grad.c113.end, %pool1_grad.j109.end
-  %pool1_grad.j112261 = phi i64 [ 0, %pool1_grad.j109.end ], [ %j112.next, %pool1_grad.c113.end ]
-  br label %pool1_grad.c113
+pool1_grad.ox112:                                 ; preds = %pool1_grad.ox112, %pool1_grad.oy111
+  %pool1_grad.ox112273 = phi i64 [ 0, %pool1_grad.oy111 ], [ %ox112.next, %pool1_grad.ox112 ]
+  %820 = mul nsw i64 %pool1_grad.g104260, 64
+  %821 = add nsw i64 %820, %pool1_grad.j108269
+  %822 = mul nsw i64 %821, 1176
+  %823 = add nsw i64 376320, %822
+  %824 = mul nsw i64 %pool1_grad.c109270, 196
+  %825 = add nsw i64 %823, %824
+  %826 = add nsw i64 %pool1_grad.oy111272, %pool1_grad.ky110271
+  %827 = mul nsw i64 %826, 14
+  %828 = add nsw i64 %825, %827
+  %829 = add nsw i64 %828, %pool1_grad.ox112273
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %829
+  %830 = load float, ptr %arena274, align 4
+  %831 = mul nsw i64 %pool1_grad.c109270, 5
+  %832 = add nsw i64 %831, %pool1_grad.ky110271
+  %833 = mul nsw i64 %832, 5
+  %834 = mul nsw i64 %833, 6400
+  %835 = add nsw i64 756112, %834
+  %836 = mul nsw i64 %pool1_grad.j108269, 100
+  %837 = add nsw i64 %835, %836
+  %838 = mul nsw i64 %pool1_grad.oy111272, 10
+  %839 = add nsw i64 %837, %838
+  %840 = add nsw i64 %839, %pool1_grad.ox112273
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %840
+  %841 = load float, ptr %arena275, align 4
+  %842 = fadd float %830, %841
+  store float %842, ptr %arena274, align 4
+  %ox112.next = add nsw i64 %pool1_grad.ox112273, 1
+  %843 = icmp slt i64 %ox112.next, 10
+  br i1 %843, label %pool1_grad.ox112, label %pool1_grad.ox112.end
 
-pool1_grad.j112.end:                              ; preds = %pool1_grad.c113.end
-  %g108.next = add nsw i64 %pool1_grad.g108252, 1
-  %774 = icmp slt i64 %g108.next, 1
-  br i1 %774, label %pool1_grad.g108, label %pool1_grad.g108.end
+pool1_grad.ox112.end:                             ; preds = %pool1_grad.ox112
+  %oy111.next = add nsw i64 %pool1_grad.oy111272, 1
+  %844 = icmp slt i64 %oy111.next, 10
+  br i1 %844, label %pool1_grad.oy111, label %pool1_grad.oy111.end
 
-pool1_grad.c113:                                  ; preds = %pool1_grad.ky114.end, %pool1_grad.j112
-  %pool1_grad.c113262 = phi i64 [ 0, %pool1_grad.j112 ], [ %c113.next, %pool1_grad.ky114.end ]
-  br label %pool1_grad.ky114
+pool1_grad.oy113:                                 ; preds = %pool1_grad.ox114.end, %pool1_grad.oy111.end
+  %pool1_grad.oy113276 = phi i64 [ 0, %pool1_grad.oy111.end ], [ %oy113.next, %pool1_grad.ox114.end ]
+  br label %pool1_grad.ox114
 
-pool1_grad.c113.end:                              ; preds = %pool1_grad.ky114.end
-  %j112.next = add nsw i64 %pool1_grad.j112261, 1
-  %775 = icmp slt i64 %j112.next, 64
-  br i1 %775, label %pool1_grad.j112, label %pool1_grad.j112.end
-
-pool1_grad.ky114:                                 ; preds = %pool1_grad.oy123.end, %pool1_grad.c113
-  %pool1_grad.ky114263 = phi i64 [ 0, %pool1_grad.c113 ], [ %ky114.next, %pool1_grad.oy123.end ]
+pool1_grad.oy113.end:                             ; preds = %pool1_grad.ox114.end
   br label %pool1_grad.oy115
 
-pool1_grad.ky114.end:                             ; preds = %pool1_grad.oy123.end
-  %c113.next = add nsw i64 %pool1_grad.c113262, 1
-  %776 = icmp slt i64 %c113.next, 6
-  br i1 %776, label %pool1_grad.c113, label %pool1_grad.c113.end
+pool1_grad.ox114:                                 ; preds = %pool1_grad.ox114, %pool1_grad.oy113
+  %pool1_grad.ox114277 = phi i64 [ 0, %pool1_grad.oy113 ], [ %ox114.next, %pool1_grad.ox114 ]
+  %845 = mul nsw i64 %pool1_grad.g104260, 64
+  %846 = add nsw i64 %845, %pool1_grad.j108269
+  %847 = mul nsw i64 %846, 1176
+  %848 = add nsw i64 376320, %847
+  %849 = mul nsw i64 %pool1_grad.c109270, 196
+  %850 = add nsw i64 %848, %849
+  %851 = add nsw i64 %pool1_grad.oy113276, %pool1_grad.ky110271
+  %852 = mul nsw i64 %851, 14
+  %853 = add nsw i64 %850, %852
+  %854 = add nsw i64 %pool1_grad.ox114277, 1
+  %855 = add nsw i64 %853, %854
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %855
+  %856 = load float, ptr %arena278, align 4
+  %857 = mul nsw i64 %pool1_grad.c109270, 5
+  %858 = add nsw i64 %857, %pool1_grad.ky110271
+  %859 = mul nsw i64 %858, 5
+  %860 = add nsw i64 %859, 1
+  %861 = mul nsw i64 %860, 6400
+  %862 = add nsw i64 756112, %861
+  %863 = mul nsw i64 %pool1_grad.j108269, 100
+  %864 = add nsw i64 %862, %863
+  %865 = mul nsw i64 %pool1_grad.oy113276, 10
+  %866 = add nsw i64 %864, %865
+  %867 = add nsw i64 %866, %pool1_grad.ox114277
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %867
+  %868 = load float, ptr %arena279, align 4
+  %869 = fadd float %856, %868
+  store float %869, ptr %arena278, align 4
+  %ox114.next = add nsw i64 %pool1_grad.ox114277, 1
+  %870 = icmp slt i64 %ox114.next, 10
+  br i1 %870, label %pool1_grad.ox114, label %pool1_grad.ox114.end
 
-pool1_grad.oy115:                                 ; preds = %pool1_grad.ox116.end, %pool1_grad.ky114
-  %pool1_grad.oy115264 = phi i64 [ 0, %pool1_grad.ky114 ], [ %oy115.next, %pool1_grad.ox116.end ]
+pool1_grad.ox114.end:                             ; preds = %pool1_grad.ox114
+  %oy113.next = add nsw i64 %pool1_grad.oy113276, 1
+  %871 = icmp slt i64 %oy113.next, 10
+  br i1 %871, label %pool1_grad.oy113, label %pool1_grad.oy113.end
+
+pool1_grad.oy115:                                 ; preds = %pool1_grad.ox116.end, %pool1_grad.oy113.end
+  %pool1_grad.oy115280 = phi i64 [ 0, %pool1_grad.oy113.end ], [ %oy115.next, %pool1_grad.ox116.end ]
   br label %pool1_grad.ox116
 
 pool1_grad.oy115.end:                             ; preds = %pool1_grad.ox116.end
   br label %pool1_grad.oy117
 
 pool1_grad.ox116:                                 ; preds = %pool1_grad.ox116, %pool1_grad.oy115
-  %pool1_grad.ox116265 = phi i64 [ 0, %pool1_grad.oy115 ], [ %ox116.next, %pool1_grad.ox116 ]
-  %777 = mul nsw i64 %pool1_grad.g108252, 64
-  %778 = add nsw i64 %777, %pool1_grad.j112261
-  %779 = mul nsw i64 %778, 1176
-  %780 = add nsw i64 376320, %779
-  %781 = mul nsw i64 %pool1_grad.c113262, 196
-  %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %pool1_grad.oy115264, %pool1_grad.ky114263
-  %784 = mul nsw i64 %783, 14
-  %785 = add nsw i64 %782, %784
-  %786 = add nsw i64 %785, %pool1_grad.ox116265
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %786
-  %787 = load float, ptr %arena266, align 4
-  %788 = mul nsw i64 %pool1_grad.c113262, 5
-  %789 = add nsw i64 %788, %pool1_grad.ky114263
-  %790 = mul nsw i64 %789, 5
-  %791 = mul nsw i64 %790, 6400
-  %792 = add nsw i64 756112, %791
-  %793 = mul nsw i64 %pool1_grad.j112261, 100
-  %794 = add nsw i64 %792, %793
-  %795 = mul nsw i64 %pool1_grad.oy115264, 10
-  %796 = add nsw i64 %794, %795
-  %797 = add nsw i64 %796, %pool1_grad.ox116265
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %797
-  %798 = load float, ptr %arena267, align 4
-  %799 = fadd float %787, %798
-  store float %799, ptr %arena266, align 4
-  %ox116.next = add nsw i64 %pool1_grad.ox116265, 1
-  %800 = icmp slt i64 %ox116.next, 10
-  br i1 %800, label %pool1_grad.ox116, label %pool1_grad.ox116.end
+  %pool1_grad.ox116281 = phi i64 [ 0, %pool1_grad.oy115 ], [ %ox116.next, %pool1_grad.ox116 ]
+  %872 = mul nsw i64 %pool1_grad.g104260, 64
+  %873 = add nsw i64 %872, %pool1_grad.j108269
+  %874 = mul nsw i64 %873, 1176
+  %875 = add nsw i64 376320, %874
+  %876 = mul nsw i64 %pool1_grad.c109270, 196
+  %877 = add nsw i64 %875, %876
+  %878 = add nsw i64 %pool1_grad.oy115280, %pool1_grad.ky110271
+  %879 = mul nsw i64 %878, 14
+  %880 = add nsw i64 %877, %879
+  %881 = add nsw i64 %pool1_grad.ox116281, 2
+  %882 = add nsw i64 %880, %881
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %882
+  %883 = load float, ptr %arena282, align 4
+  %884 = mul nsw i64 %pool1_grad.c109270, 5
+  %885 = add nsw i64 %884, %pool1_grad.ky110271
+  %886 = mul nsw i64 %885, 5
+  %887 = add nsw i64 %886, 2
+  %888 = mul nsw i64 %887, 6400
+  %889 = add nsw i64 756112, %888
+  %890 = mul nsw i64 %pool1_grad.j108269, 100
+  %891 = add nsw i64 %889, %890
+  %892 = mul nsw i64 %pool1_grad.oy115280, 10
+  %893 = add nsw i64 %891, %892
+  %894 = add nsw i64 %893, %pool1_grad.ox116281
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %894
+  %895 = load float, ptr %arena283, align 4
+  %896 = fadd float %883, %895
+  store float %896, ptr %arena282, align 4
+  %ox116.next = add nsw i64 %pool1_grad.ox116281, 1
+  %897 = icmp slt i64 %ox116.next, 10
+  br i1 %897, label %pool1_grad.ox116, label %pool1_grad.ox116.end
 
 pool1_grad.ox116.end:                             ; preds = %pool1_grad.ox116
-  %oy115.next = add nsw i64 %pool1_grad.oy115264, 1
-  %801 = icmp slt i64 %oy115.next, 10
-  br i1 %801, label %pool1_grad.oy115, label %pool1_grad.oy115.end
+  %oy115.next = add nsw i64 %pool1_grad.oy115280, 1
+  %898 = icmp slt i64 %oy115.next, 10
+  br i1 %898, label %pool1_grad.oy115, label %pool1_grad.oy115.end
 
 pool1_grad.oy117:                                 ; preds = %pool1_grad.ox118.end, %pool1_grad.oy115.end
-  %pool1_grad.oy117268 = phi i64 [ 0, %pool1_grad.oy115.end ], [ %oy117.next, %pool1_grad.ox118.end ]
+  %pool1_grad.oy117284 = phi i64 [ 0, %pool1_grad.oy115.end ], [ %oy117.next, %pool1_grad.ox118.end ]
   br label %pool1_grad.ox118
 
 pool1_grad.oy117.end:                             ; preds = %pool1_grad.ox118.end
   br label %pool1_grad.oy119
 
 pool1_grad.ox118:                                 ; preds = %pool1_grad.ox118, %pool1_grad.oy117
-  %pool1_grad.ox118269 = phi i64 [ 0, %pool1_grad.oy117 ], [ %ox118.next, %pool1_grad.ox118 ]
-  %802 = mul nsw i64 %pool1_grad.g108252, 64
-  %803 = add nsw i64 %802, %pool1_grad.j112261
-  %804 = mul nsw i64 %803, 1176
-  %805 = add nsw i64 376320, %804
-  %806 = mul nsw i64 %pool1_grad.c113262, 196
-  %807 = add nsw i64 %805, %806
-  %808 = add nsw i64 %pool1_grad.oy117268, %pool1_grad.ky114263
-  %809 = mul nsw i64 %808, 14
-  %810 = add nsw i64 %807, %809
-  %811 = add nsw i64 %pool1_grad.ox118269, 1
-  %812 = add nsw i64 %810, %811
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 %812
-  %813 = load float, ptr %arena270, align 4
-  %814 = mul nsw i64 %pool1_grad.c113262, 5
-  %815 = add nsw i64 %814, %pool1_grad.ky114263
-  %816 = mul nsw i64 %815, 5
-  %817 = add nsw i64 %816, 1
-  %818 = mul nsw i64 %817, 6400
-  %819 = add nsw i64 756112, %818
-  %820 = mul nsw i64 %pool1_grad.j112261, 100
-  %821 = add nsw i64 %819, %820
-  %822 = mul nsw i64 %pool1_grad.oy117268, 10
-  %823 = add nsw i64 %821, %822
-  %824 = add nsw i64 %823, %pool1_grad.ox118269
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %824
-  %825 = load float, ptr %arena271, align 4
-  %826 = fadd float %813, %825
-  store float %826, ptr %arena270, align 4
-  %ox118.next = add nsw i64 %pool1_grad.ox118269, 1
-  %827 = icmp slt i64 %ox118.next, 10
-  br i1 %827, label %pool1_grad.ox118, label %pool1_grad.ox118.end
+  %pool1_grad.ox118285 = phi i64 [ 0, %pool1_grad.oy117 ], [ %ox118.next, %pool1_grad.ox118 ]
+  %899 = mul nsw i64 %pool1_grad.g104260, 64
+  %900 = add nsw i64 %899, %pool1_grad.j108269
+  %901 = mul nsw i64 %900, 1176
+  %902 = add nsw i64 376320, %901
+  %903 = mul nsw i64 %pool1_grad.c109270, 196
+  %904 = add nsw i64 %902, %903
+  %905 = add nsw i64 %pool1_grad.oy117284, %pool1_grad.ky110271
+  %906 = mul nsw i64 %905, 14
+  %907 = add nsw i64 %904, %906
+  %908 = add nsw i64 %pool1_grad.ox118285, 3
+  %909 = add nsw i64 %907, %908
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %909
+  %910 = load float, ptr %arena286, align 4
+  %911 = mul nsw i64 %pool1_grad.c109270, 5
+  %912 = add nsw i64 %911, %pool1_grad.ky110271
+  %913 = mul nsw i64 %912, 5
+  %914 = add nsw i64 %913, 3
+  %915 = mul nsw i64 %914, 6400
+  %916 = add nsw i64 756112, %915
+  %917 = mul nsw i64 %pool1_grad.j108269, 100
+  %918 = add nsw i64 %916, %917
+  %919 = mul nsw i64 %pool1_grad.oy117284, 10
+  %920 = add nsw i64 %918, %919
+  %921 = add nsw i64 %920, %pool1_grad.ox118285
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 %921
+  %922 = load float, ptr %arena287, align 4
+  %923 = fadd float %910, %922
+  store float %923, ptr %arena286, align 4
+  %ox118.next = add nsw i64 %pool1_grad.ox118285, 1
+  %924 = icmp slt i64 %ox118.next, 10
+  br i1 %924, label %pool1_grad.ox118, label %pool1_grad.ox118.end
 
 pool1_grad.ox118.end:                             ; preds = %pool1_grad.ox118
-  %oy117.next = add nsw i64 %pool1_grad.oy117268, 1
-  %828 = icmp slt i64 %oy117.next, 10
-  br i1 %828, label %pool1_grad.oy117, label %pool1_grad.oy117.end
+  %oy117.next = add nsw i64 %pool1_grad.oy117284, 1
+  %925 = icmp slt i64 %oy117.next, 10
+  br i1 %925, label %pool1_grad.oy117, label %pool1_grad.oy117.end
 
 pool1_grad.oy119:                                 ; preds = %pool1_grad.ox120.end, %pool1_grad.oy117.end
-  %pool1_grad.oy119272 = phi i64 [ 0, %pool1_grad.oy117.end ], [ %oy119.next, %pool1_grad.ox120.end ]
+  %pool1_grad.oy119288 = phi i64 [ 0, %pool1_grad.oy117.end ], [ %oy119.next, %pool1_grad.ox120.end ]
   br label %pool1_grad.ox120
 
 pool1_grad.oy119.end:                             ; preds = %pool1_grad.ox120.end
-  br label %pool1_grad.oy121
+  %ky110.next = add nsw i64 %pool1_grad.ky110271, 1
+  %926 = icmp slt i64 %ky110.next, 5
+  br i1 %926, label %pool1_grad.ky110, label %pool1_grad.ky110.end
 
 pool1_grad.ox120:                                 ; preds = %pool1_grad.ox120, %pool1_grad.oy119
-  %pool1_grad.ox120273 = phi i64 [ 0, %pool1_grad.oy119 ], [ %ox120.next, %pool1_grad.ox120 ]
-  %829 = mul nsw i64 %pool1_grad.g108252, 64
-  %830 = add nsw i64 %829, %pool1_grad.j112261
-  %831 = mul nsw i64 %830, 1176
-  %832 = add nsw i64 376320, %831
-  %833 = mul nsw i64 %pool1_grad.c113262, 196
-  %834 = add nsw i64 %832, %833
-  %835 = add nsw i64 %pool1_grad.oy119272, %pool1_grad.ky114263
-  %836 = mul nsw i64 %835, 14
-  %837 = add nsw i64 %834, %836
-  %838 = add nsw i64 %pool1_grad.ox120273, 2
-  %839 = add nsw i64 %837, %838
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %839
-  %840 = load float, ptr %arena274, align 4
-  %841 = mul nsw i64 %pool1_grad.c113262, 5
-  %842 = add nsw i64 %841, %pool1_grad.ky114263
-  %843 = mul nsw i64 %842, 5
-  %844 = add nsw i64 %843, 2
-  %845 = mul nsw i64 %844, 6400
-  %846 = add nsw i64 756112, %845
-  %847 = mul nsw i64 %pool1_grad.j112261, 100
-  %848 = add nsw i64 %846, %847
-  %849 = mul nsw i64 %pool1_grad.oy119272, 10
-  %850 = add nsw i64 %848, %849
-  %851 = add nsw i64 %850, %pool1_grad.ox120273
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %851
-  %852 = load float, ptr %arena275, align 4
-  %853 = fadd float %840, %852
-  store float %853, ptr %arena274, align 4
-  %ox120.next = add nsw i64 %pool1_grad.ox120273, 1
-  %854 = icmp slt i64 %ox120.next, 10
-  br i1 %854, label %pool1_grad.ox120, label %pool1_grad.ox120.end
+  %pool1_grad.ox120289 = phi i64 [ 0, %pool1_grad.oy119 ], [ %ox120.next, %pool1_grad.ox120 ]
+  %927 = mul nsw i64 %pool1_grad.g104260, 64
+  %928 = add nsw i64 %927, %pool1_grad.j108269
+  %929 = mul nsw i64 %928, 1176
+  %930 = add nsw i64 376320, %929
+  %931 = mul nsw i64 %pool1_grad.c109270, 196
+  %932 = add nsw i64 %930, %931
+  %933 = add nsw i64 %pool1_grad.oy119288, %pool1_grad.ky110271
+  %934 = mul nsw i64 %933, 14
+  %935 = add nsw i64 %932, %934
+  %936 = add nsw i64 %pool1_grad.ox120289, 4
+  %937 = add nsw i64 %935, %936
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %937
+  %938 = load float, ptr %arena290, align 4
+  %939 = mul nsw i64 %pool1_grad.c109270, 5
+  %940 = add nsw i64 %939, %pool1_grad.ky110271
+  %941 = mul nsw i64 %940, 5
+  %942 = add nsw i64 %941, 4
+  %943 = mul nsw i64 %942, 6400
+  %944 = add nsw i64 756112, %943
+  %945 = mul nsw i64 %pool1_grad.j108269, 100
+  %946 = add nsw i64 %944, %945
+  %947 = mul nsw i64 %pool1_grad.oy119288, 10
+  %948 = add nsw i64 %946, %947
+  %949 = add nsw i64 %948, %pool1_grad.ox120289
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %949
+  %950 = load float, ptr %arena291, align 4
+  %951 = fadd float %938, %950
+  store float %951, ptr %arena290, align 4
+  %ox120.next = add nsw i64 %pool1_grad.ox120289, 1
+  %952 = icmp slt i64 %ox120.next, 10
+  br i1 %952, label %pool1_grad.ox120, label %pool1_grad.ox120.end
 
 pool1_grad.ox120.end:                             ; preds = %pool1_grad.ox120
-  %oy119.next = add nsw i64 %pool1_grad.oy119272, 1
-  %855 = icmp slt i64 %oy119.next, 10
-  br i1 %855, label %pool1_grad.oy119, label %pool1_grad.oy119.end
+  %oy119.next = add nsw i64 %pool1_grad.oy119288, 1
+  %953 = icmp slt i64 %oy119.next, 10
+  br i1 %953, label %pool1_grad.oy119, label %pool1_grad.oy119.end
 
-pool1_grad.oy121:                                 ; preds = %pool1_grad.ox122.end, %pool1_grad.oy119.end
-  %pool1_grad.oy121276 = phi i64 [ 0, %pool1_grad.oy119.end ], [ %oy121.next, %pool1_grad.ox122.end ]
-  br label %pool1_grad.ox122
+relu1_grad.i121:                                  ; preds = %relu1_grad.i121, %pool1_grad.g104.end
+  %relu1_grad.i121292 = phi i64 [ 0, %pool1_grad.g104.end ], [ %i121.next, %relu1_grad.i121 ]
+  %954 = add nsw i64 518032, %relu1_grad.i121292
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %954
+  store float 0.000000e+00, ptr %arena293, align 4
+  %i121.next = add nsw i64 %relu1_grad.i121292, 1
+  %955 = icmp slt i64 %i121.next, 301056
+  br i1 %955, label %relu1_grad.i121, label %relu1_grad.i121.end
 
-pool1_grad.oy121.end:                             ; preds = %pool1_grad.ox122.end
-  br label %pool1_grad.oy123
+relu1_grad.i121.end:                              ; preds = %relu1_grad.i121
+  br label %relu1_grad.q122
 
-pool1_grad.ox122:                                 ; preds = %pool1_grad.ox122, %pool1_grad.oy121
-  %pool1_grad.ox122277 = phi i64 [ 0, %pool1_grad.oy121 ], [ %ox122.next, %pool1_grad.ox122 ]
-  %856 = mul nsw i64 %pool1_grad.g108252, 64
-  %857 = add nsw i64 %856, %pool1_grad.j112261
-  %858 = mul nsw i64 %857, 1176
-  %859 = add nsw i64 376320, %858
-  %860 = mul nsw i64 %pool1_grad.c113262, 196
-  %861 = add nsw i64 %859, %860
-  %862 = add nsw i64 %pool1_grad.oy121276, %pool1_grad.ky114263
-  %863 = mul nsw i64 %862, 14
-  %864 = add nsw i64 %861, %863
-  %865 = add nsw i64 %pool1_grad.ox122277, 3
-  %866 = add nsw i64 %864, %865
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %866
-  %867 = load float, ptr %arena278, align 4
-  %868 = mul nsw i64 %pool1_grad.c113262, 5
-  %869 = add nsw i64 %868, %pool1_grad.ky114263
-  %870 = mul nsw i64 %869, 5
-  %871 = add nsw i64 %870, 3
-  %872 = mul nsw i64 %871, 6400
-  %873 = add nsw i64 756112, %872
-  %874 = mul nsw i64 %pool1_grad.j112261, 100
-  %875 = add nsw i64 %873, %874
-  %876 = mul nsw i64 %pool1_grad.oy121276, 10
-  %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %877, %pool1_grad.ox122277
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load float, ptr %arena279, align 4
-  %880 = fadd float %867, %879
-  store float %880, ptr %arena278, align 4
-  %ox122.next = add nsw i64 %pool1_grad.ox122277, 1
-  %881 = icmp slt i64 %ox122.next, 10
-  br i1 %881, label %pool1_grad.ox122, label %pool1_grad.ox122.end
+relu1_grad.q122:                                  ; preds = %relu1_grad.py123.end, %relu1_grad.i121.end
+  %relu1_grad.q122294 = phi i64 [ 0, %relu1_grad.i121.end ], [ %q122.next, %relu1_grad.py123.end ]
+  br label %relu1_grad.py123
 
-pool1_grad.ox122.end:                             ; preds = %pool1_grad.ox122
-  %oy121.next = add nsw i64 %pool1_grad.oy121276, 1
-  %882 = icmp slt i64 %oy121.next, 10
-  br i1 %882, label %pool1_grad.oy121, label %pool1_grad.oy121.end
+relu1_grad.q122.end:                              ; preds = %relu1_grad.py123.end
+  br label %conv1_grad.i127
 
-pool1_grad.oy123:                                 ; preds = %pool1_grad.ox124.end, %pool1_grad.oy121.end
-  %pool1_grad.oy123280 = phi i64 [ 0, %pool1_grad.oy121.end ], [ %oy123.next, %pool1_grad.ox124.end ]
-  br label %pool1_grad.ox124
+relu1_grad.py123:                                 ; preds = %relu1_grad.px124.end, %relu1_grad.q122
+  %relu1_grad.py123295 = phi i64 [ 0, %relu1_grad.q122 ], [ %py123.next, %relu1_grad.px124.end ]
+  br label %relu1_grad.px124
 
-pool1_grad.oy123.end:                             ; preds = %pool1_grad.ox124.end
-  %ky114.next = add nsw i64 %pool1_grad.ky114263, 1
-  %883 = icmp slt i64 %ky114.next, 5
-  br i1 %883, label %pool1_grad.ky114, label %pool1_grad.ky114.end
+relu1_grad.py123.end:                             ; preds = %relu1_grad.px124.end
+  %q122.next = add nsw i64 %relu1_grad.q122294, 1
+  %956 = icmp slt i64 %q122.next, 384
+  br i1 %956, label %relu1_grad.q122, label %relu1_grad.q122.end
 
-pool1_grad.ox124:                                 ; preds = %pool1_grad.ox124, %pool1_grad.oy123
-  %pool1_grad.ox124281 = phi i64 [ 0, %pool1_grad.oy123 ], [ %ox124.next, %pool1_grad.ox124 ]
-  %884 = mul nsw i64 %pool1_grad.g108252, 64
-  %885 = add nsw i64 %884, %pool1_grad.j112261
-  %886 = mul nsw i64 %885, 1176
-  %887 = add nsw i64 376320, %886
-  %888 = mul nsw i64 %pool1_grad.c113262, 196
-  %889 = add nsw i64 %887, %888
-  %890 = add nsw i64 %pool1_grad.oy123280, %pool1_grad.ky114263
-  %891 = mul nsw i64 %890, 14
-  %892 = add nsw i64 %889, %891
-  %893 = add nsw i64 %pool1_grad.ox124281, 4
-  %894 = add nsw i64 %892, %893
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %894
-  %895 = load float, ptr %arena282, align 4
-  %896 = mul nsw i64 %pool1_grad.c113262, 5
-  %897 = add nsw i64 %896, %pool1_grad.ky114263
-  %898 = mul nsw i64 %897, 5
-  %899 = add nsw i64 %898, 4
-  %900 = mul nsw i64 %899, 6400
-  %901 = add nsw i64 756112, %900
-  %902 = mul nsw i64 %pool1_grad.j112261, 100
-  %903 = add nsw i64 %901, %902
-  %904 = mul nsw i64 %pool1_grad.oy123280, 10
-  %905 = add nsw i64 %903, %904
-  %906 = add nsw i64 %905, %pool1_grad.ox124281
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %906
-  %907 = load float, ptr %arena283, align 4
-  %908 = fadd float %895, %907
-  store float %908, ptr %arena282, align 4
-  %ox124.next = add nsw i64 %pool1_grad.ox124281, 1
-  %909 = icmp slt i64 %ox124.next, 10
-  br i1 %909, label %pool1_grad.ox124, label %pool1_grad.ox124.end
+relu1_grad.px124:                                 ; preds = %relu1_grad.ky125.end, %relu1_grad.py123
+  %relu1_grad.px124296 = phi i64 [ 0, %relu1_grad.py123 ], [ %px124.next, %relu1_grad.ky125.end ]
+  br label %relu1_grad.ky125
 
-pool1_grad.ox124.end:                             ; preds = %pool1_grad.ox124
-  %oy123.next = add nsw i64 %pool1_grad.oy123280, 1
-  %910 = icmp slt i64 %oy123.next, 10
-  br i1 %910, label %pool1_grad.oy123, label %pool1_grad.oy123.end
+relu1_grad.px124.end:                             ; preds = %relu1_grad.ky125.end
+  %py123.next = add nsw i64 %relu1_grad.py123295, 1
+  %957 = icmp slt i64 %py123.next, 14
+  br i1 %957, label %relu1_grad.py123, label %relu1_grad.py123.end
 
-relu1_grad.i125:                                  ; preds = %relu1_grad.i125, %pool1_grad.g108.end
-  %relu1_grad.i125284 = phi i64 [ 0, %pool1_grad.g108.end ], [ %i125.next, %relu1_grad.i125 ]
-  %911 = add nsw i64 518032, %relu1_grad.i125284
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %911
-  store float 0.000000e+00, ptr %arena285, align 4
-  %i125.next = add nsw i64 %relu1_grad.i125284, 1
-  %912 = icmp slt i64 %i125.next, 301056
-  br i1 %912, label %relu1_grad.i125, label %relu1_grad.i125.end
+relu1_grad.ky125:                                 ; preds = %relu1_grad.kx126.end, %relu1_grad.px124
+  %relu1_grad.ky125297 = phi i64 [ 0, %relu1_grad.px124 ], [ %ky125.next, %relu1_grad.kx126.end ]
+  br label %relu1_grad.kx126
 
-relu1_grad.i125.end:                              ; preds = %relu1_grad.i125
-  br label %relu1_grad.q126
+relu1_grad.ky125.end:                             ; preds = %relu1_grad.kx126.end
+  %px124.next = add nsw i64 %relu1_grad.px124296, 1
+  %958 = icmp slt i64 %px124.next, 14
+  br i1 %958, label %relu1_grad.px124, label %relu1_grad.px124.end
 
-relu1_grad.q126:                                  ; preds = %relu1_grad.py127.end, %relu1_grad.i125.end
-  %relu1_grad.q126286 = phi i64 [ 0, %relu1_grad.i125.end ], [ %q126.next, %relu1_grad.py127.end ]
-  br label %relu1_grad.py127
+relu1_grad.kx126:                                 ; preds = %relu1_grad.kx126, %relu1_grad.ky125
+  %relu1_grad.kx126298 = phi i64 [ 0, %relu1_grad.ky125 ], [ %kx126.next, %relu1_grad.kx126 ]
+  %959 = mul nsw i64 %relu1_grad.q122294, 784
+  %960 = mul nsw i64 %relu1_grad.py123295, 56
+  %961 = add nsw i64 %959, %960
+  %962 = mul nsw i64 %relu1_grad.px124296, 2
+  %963 = add nsw i64 %961, %962
+  %964 = add nsw i64 518032, %963
+  %965 = mul nsw i64 %relu1_grad.ky125297, 28
+  %966 = add nsw i64 %964, %965
+  %967 = add nsw i64 %966, %relu1_grad.kx126298
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %967
+  %968 = load float, ptr %arena299, align 4
+  %969 = mul nsw i64 %relu1_grad.q122294, 196
+  %970 = add nsw i64 376320, %969
+  %971 = mul nsw i64 %relu1_grad.py123295, 14
+  %972 = add nsw i64 %970, %971
+  %973 = add nsw i64 %972, %relu1_grad.px124296
+  %arena300 = getelementptr inbounds float, ptr %arena, i64 %973
+  %974 = load float, ptr %arena300, align 4
+  %975 = fmul float %974, 2.500000e-01
+  %976 = fadd float %968, %975
+  store float %976, ptr %arena299, align 4
+  %kx126.next = add nsw i64 %relu1_grad.kx126298, 1
+  %977 = icmp slt i64 %kx126.next, 2
+  br i1 %977, label %relu1_grad.kx126, label %relu1_grad.kx126.end
 
-relu1_grad.q126.end:                              ; preds = %relu1_grad.py127.end
-  br label %conv1_grad.i131
+relu1_grad.kx126.end:                             ; preds = %relu1_grad.kx126
+  %ky125.next = add nsw i64 %relu1_grad.ky125297, 1
+  %978 = icmp slt i64 %ky125.next, 2
+  br i1 %978, label %relu1_grad.ky125, label %relu1_grad.ky125.end
 
-relu1_grad.py127:                                 ; preds = %relu1_grad.px128.end, %relu1_grad.q126
-  %relu1_grad.py127287 = phi i64 [ 0, %relu1_grad.q126 ], [ %py127.next, %relu1_grad.px128.end ]
-  br label %relu1_grad.px128
+conv1_grad.i127:                                  ; preds = %conv1_grad.i127, %relu1_grad.q122.end
+  %conv1_grad.i127301 = phi i64 [ 0, %relu1_grad.q122.end ], [ %i127.next, %conv1_grad.i127 ]
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i127301
+  %979 = load float, ptr %arena302, align 4
+  %980 = fcmp ogt float %979, 0.000000e+00
+  %981 = add nsw i64 518032, %conv1_grad.i127301
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %981
+  %982 = load float, ptr %arena303, align 4
+  %983 = select i1 %980, float %982, float 0.000000e+00
+  %984 = add nsw i64 819088, %conv1_grad.i127301
+  %arena304 = getelementptr inbounds float, ptr %arena, i64 %984
+  store float %983, ptr %arena304, align 4
+  %i127.next = add nsw i64 %conv1_grad.i127301, 1
+  %985 = icmp slt i64 %i127.next, 301056
+  br i1 %985, label %conv1_grad.i127, label %conv1_grad.i127.end
 
-relu1_grad.py127.end:                             ; preds = %relu1_grad.px128.end
-  %q126.next = add nsw i64 %relu1_grad.q126286, 1
-  %913 = icmp slt i64 %q126.next, 384
-  br i1 %913, label %relu1_grad.q126, label %relu1_grad.q126.end
+conv1_grad.i127.end:                              ; preds = %conv1_grad.i127
+  br label %conv1_weight_grad.i128
 
-relu1_grad.px128:                                 ; preds = %relu1_grad.ky129.end, %relu1_grad.py127
-  %relu1_grad.px128288 = phi i64 [ 0, %relu1_grad.py127 ], [ %px128.next, %relu1_grad.ky129.end ]
-  br label %relu1_grad.ky129
+conv1_weight_grad.i128:                           ; preds = %conv1_weight_grad.i128, %conv1_grad.i127.end
+  %conv1_weight_grad.i128305 = phi i64 [ 0, %conv1_grad.i127.end ], [ %i128.next, %conv1_weight_grad.i128 ]
+  %grads306 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i128305
+  store float 0.000000e+00, ptr %grads306, align 4
+  %i128.next = add nsw i64 %conv1_weight_grad.i128305, 1
+  %986 = icmp slt i64 %i128.next, 150
+  br i1 %986, label %conv1_weight_grad.i128, label %conv1_weight_grad.i128.end
 
-relu1_grad.px128.end:                             ; preds = %relu1_grad.ky129.end
-  %py127.next = add nsw i64 %relu1_grad.py127287, 1
-  %914 = icmp slt i64 %py127.next, 14
-  br i1 %914, label %relu1_grad.py127, label %relu1_grad.py127.end
+conv1_weight_grad.i128.end:                       ; preds = %conv1_weight_grad.i128
+  br label %conv1_weight_grad.g129
 
-relu1_grad.ky129:                                 ; preds = %relu1_grad.kx130.end, %relu1_grad.px128
-  %relu1_grad.ky129289 = phi i64 [ 0, %relu1_grad.px128 ], [ %ky129.next, %relu1_grad.kx130.end ]
-  br label %relu1_grad.kx130
+conv1_weight_grad.g129:                           ; preds = %conv1_weight_grad.j145.end, %conv1_weight_grad.i128.end
+  %conv1_weight_grad.g129307 = phi i64 [ 0, %conv1_weight_grad.i128.end ], [ %g129.next, %conv1_weight_grad.j145.end ]
+  br label %conv1_weight_grad.j130
 
-relu1_grad.ky129.end:                             ; preds = %relu1_grad.kx130.end
-  %px128.next = add nsw i64 %relu1_grad.px128288, 1
-  %915 = icmp slt i64 %px128.next, 14
-  br i1 %915, label %relu1_grad.px128, label %relu1_grad.px128.end
+conv1_weight_grad.g129.end:                       ; preds = %conv1_weight_grad.j145.end
+  br label %conv1_bias_grad.f148
 
-relu1_grad.kx130:                                 ; preds = %relu1_grad.kx130, %relu1_grad.ky129
-  %relu1_grad.kx130290 = phi i64 [ 0, %relu1_grad.ky129 ], [ %kx130.next, %relu1_grad.kx130 ]
-  %916 = mul nsw i64 %relu1_grad.q126286, 784
-  %917 = mul nsw i64 %relu1_grad.py127287, 56
-  %918 = add nsw i64 %916, %917
-  %919 = mul nsw i64 %relu1_grad.px128288, 2
-  %920 = add nsw i64 %918, %919
-  %921 = add nsw i64 518032, %920
-  %922 = mul nsw i64 %relu1_grad.ky129289, 28
-  %923 = add nsw i64 %921, %922
-  %924 = add nsw i64 %923, %relu1_grad.kx130290
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %924
-  %925 = load float, ptr %arena291, align 4
-  %926 = mul nsw i64 %relu1_grad.q126286, 196
-  %927 = add nsw i64 376320, %926
-  %928 = mul nsw i64 %relu1_grad.py127287, 14
-  %929 = add nsw i64 %927, %928
-  %930 = add nsw i64 %929, %relu1_grad.px128288
-  %arena292 = getelementptr inbounds float, ptr %arena, i64 %930
-  %931 = load float, ptr %arena292, align 4
-  %932 = fmul float %931, 2.500000e-01
-  %933 = fadd float %925, %932
-  store float %933, ptr %arena291, align 4
-  %kx130.next = add nsw i64 %relu1_grad.kx130290, 1
-  %934 = icmp slt i64 %kx130.next, 2
-  br i1 %934, label %relu1_grad.kx130, label %relu1_grad.kx130.end
+conv1_weight_grad.j130:                           ; preds = %conv1_weight_grad.c133.end, %conv1_weight_grad.g129
+  %conv1_weight_grad.j130308 = phi i64 [ 0, %conv1_weight_grad.g129 ], [ %j130.next, %conv1_weight_grad.c133.end ]
+  br label %conv1_weight_grad.r131
 
-relu1_grad.kx130.end:                             ; preds = %relu1_grad.kx130
-  %ky129.next = add nsw i64 %relu1_grad.ky129289, 1
-  %935 = icmp slt i64 %ky129.next, 2
-  br i1 %935, label %relu1_grad.ky129, label %relu1_grad.ky129.end
+conv1_weight_grad.j130.end:                       ; preds = %conv1_weight_grad.c133.end
+  br label %conv1_weight_grad.j145
 
-conv1_grad.i131:                                  ; preds = %conv1_grad.i131, %relu1_grad.q126.end
-  %conv1_grad.i131293 = phi i64 [ 0, %relu1_grad.q126.end ], [ %i131.next, %conv1_grad.i131 ]
-  %arena294 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i131293
-  %936 = load float, ptr %arena294, align 4
-  %937 = fcmp ogt float %936, 0.000000e+00
-  %938 = add nsw i64 518032, %conv1_grad.i131293
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %938
-  %939 = load float, ptr %arena295, align 4
-  %940 = select i1 %937, float %939, float 0.000000e+00
-  %941 = add nsw i64 819088, %conv1_grad.i131293
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 %941
-  store float %940, ptr %arena296, align 4
-  %i131.next = add nsw i64 %conv1_grad.i131293, 1
-  %942 = icmp slt i64 %i131.next, 301056
-  br i1 %942, label %conv1_grad.i131, label %conv1_grad.i131.end
-
-conv1_grad.i131.end:                              ; preds = %conv1_grad.i131
+conv1_weight_grad.r131:                           ; preds = %conv1_weight_grad.i132.end, %conv1_weight_grad.j130
+  %conv1_weight_grad.r131309 = phi i64 [ 0, %conv1_weight_grad.j130 ], [ %r131.next, %conv1_weight_grad.i132.end ]
   br label %conv1_weight_grad.i132
 
-conv1_weight_grad.i132:                           ; preds = %conv1_weight_grad.i132, %conv1_grad.i131.end
-  %conv1_weight_grad.i132297 = phi i64 [ 0, %conv1_grad.i131.end ], [ %i132.next, %conv1_weight_grad.i132 ]
-  %grads298 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i132297
-  store float 0.000000e+00, ptr %grads298, align 4
-  %i132.next = add nsw i64 %conv1_weight_grad.i132297, 1
-  %943 = icmp slt i64 %i132.next, 150
-  br i1 %943, label %conv1_weight_grad.i132, label %conv1_weight_grad.i132.end
+conv1_weight_grad.r131.end:                       ; preds = %conv1_weight_grad.i132.end
+  br label %conv1_weight_grad.c133
+
+conv1_weight_grad.i132:                           ; preds = %conv1_weight_grad.i132, %conv1_weight_grad.r131
+  %conv1_weight_grad.i132310 = phi i64 [ 0, %conv1_weight_grad.r131 ], [ %i132.next, %conv1_weight_grad.i132 ]
+  %987 = mul nsw i64 %conv1_weight_grad.r131309, 50176
+  %988 = add nsw i64 1120144, %987
+  %989 = mul nsw i64 %conv1_weight_grad.j130308, 784
+  %990 = add nsw i64 %988, %989
+  %991 = add nsw i64 %990, %conv1_weight_grad.i132310
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %991
+  store float 0.000000e+00, ptr %arena311, align 4
+  %i132.next = add nsw i64 %conv1_weight_grad.i132310, 1
+  %992 = icmp slt i64 %i132.next, 784
+  br i1 %992, label %conv1_weight_grad.i132, label %conv1_weight_grad.i132.end
 
 conv1_weight_grad.i132.end:                       ; preds = %conv1_weight_grad.i132
-  br label %conv1_weight_grad.g133
+  %r131.next = add nsw i64 %conv1_weight_grad.r131309, 1
+  %993 = icmp slt i64 %r131.next, 25
+  br i1 %993, label %conv1_weight_grad.r131, label %conv1_weight_grad.r131.end
 
-conv1_weight_grad.g133:                           ; preds = %conv1_weight_grad.j149.end, %conv1_weight_grad.i132.end
-  %conv1_weight_grad.g133299 = phi i64 [ 0, %conv1_weight_grad.i132.end ], [ %g133.next, %conv1_weight_grad.j149.end ]
-  br label %conv1_weight_grad.j134
+conv1_weight_grad.c133:                           ; preds = %conv1_weight_grad.ky134.end, %conv1_weight_grad.r131.end
+  %conv1_weight_grad.c133312 = phi i64 [ 0, %conv1_weight_grad.r131.end ], [ %c133.next, %conv1_weight_grad.ky134.end ]
+  br label %conv1_weight_grad.ky134
 
-conv1_weight_grad.g133.end:                       ; preds = %conv1_weight_grad.j149.end
-  br label %conv1_bias_grad.f152
+conv1_weight_grad.c133.end:                       ; preds = %conv1_weight_grad.ky134.end
+  %j130.next = add nsw i64 %conv1_weight_grad.j130308, 1
+  %994 = icmp slt i64 %j130.next, 64
+  br i1 %994, label %conv1_weight_grad.j130, label %conv1_weight_grad.j130.end
 
-conv1_weight_grad.j134:                           ; preds = %conv1_weight_grad.c137.end, %conv1_weight_grad.g133
-  %conv1_weight_grad.j134300 = phi i64 [ 0, %conv1_weight_grad.g133 ], [ %j134.next, %conv1_weight_grad.c137.end ]
-  br label %conv1_weight_grad.r135
+conv1_weight_grad.ky134:                          ; preds = %conv1_weight_grad.oy143.end, %conv1_weight_grad.c133
+  %conv1_weight_grad.ky134313 = phi i64 [ 0, %conv1_weight_grad.c133 ], [ %ky134.next, %conv1_weight_grad.oy143.end ]
+  br label %conv1_weight_grad.oy135
 
-conv1_weight_grad.j134.end:                       ; preds = %conv1_weight_grad.c137.end
-  br label %conv1_weight_grad.j149
+conv1_weight_grad.ky134.end:                      ; preds = %conv1_weight_grad.oy143.end
+  %c133.next = add nsw i64 %conv1_weight_grad.c133312, 1
+  %995 = icmp slt i64 %c133.next, 1
+  br i1 %995, label %conv1_weight_grad.c133, label %conv1_weight_grad.c133.end
 
-conv1_weight_grad.r135:                           ; preds = %conv1_weight_grad.i136.end, %conv1_weight_grad.j134
-  %conv1_weight_grad.r135301 = phi i64 [ 0, %conv1_weight_grad.j134 ], [ %r135.next, %conv1_weight_grad.i136.end ]
-  br label %conv1_weight_grad.i136
+conv1_weight_grad.oy135:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky134
+  %conv1_weight_grad.oy135314 = phi i64 [ 0, %conv1_weight_grad.ky134 ], [ %oy135.next, %conv1_weight_grad.endif ]
+  %996 = add nsw i64 %conv1_weight_grad.oy135314, %conv1_weight_grad.ky134313
+  %997 = add nsw i64 %996, -2
+  %998 = icmp slt i64 -1, %997
+  %999 = add nsw i64 %conv1_weight_grad.oy135314, %conv1_weight_grad.ky134313
+  %1000 = add nsw i64 %999, -2
+  %1001 = icmp slt i64 %1000, 28
+  %1002 = and i1 %998, %1001
+  br i1 %1002, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.r135.end:                       ; preds = %conv1_weight_grad.i136.end
-  br label %conv1_weight_grad.c137
+conv1_weight_grad.oy135.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy137
 
-conv1_weight_grad.i136:                           ; preds = %conv1_weight_grad.i136, %conv1_weight_grad.r135
-  %conv1_weight_grad.i136302 = phi i64 [ 0, %conv1_weight_grad.r135 ], [ %i136.next, %conv1_weight_grad.i136 ]
-  %944 = mul nsw i64 %conv1_weight_grad.r135301, 50176
-  %945 = add nsw i64 1120144, %944
-  %946 = mul nsw i64 %conv1_weight_grad.j134300, 784
-  %947 = add nsw i64 %945, %946
-  %948 = add nsw i64 %947, %conv1_weight_grad.i136302
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %948
-  store float 0.000000e+00, ptr %arena303, align 4
-  %i136.next = add nsw i64 %conv1_weight_grad.i136302, 1
-  %949 = icmp slt i64 %i136.next, 784
-  br i1 %949, label %conv1_weight_grad.i136, label %conv1_weight_grad.i136.end
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy135
+  br label %conv1_weight_grad.ox136
 
-conv1_weight_grad.i136.end:                       ; preds = %conv1_weight_grad.i136
-  %r135.next = add nsw i64 %conv1_weight_grad.r135301, 1
-  %950 = icmp slt i64 %r135.next, 25
-  br i1 %950, label %conv1_weight_grad.r135, label %conv1_weight_grad.r135.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox136.end, %conv1_weight_grad.oy135
+  %oy135.next = add nsw i64 %conv1_weight_grad.oy135314, 1
+  %1003 = icmp slt i64 %oy135.next, 28
+  br i1 %1003, label %conv1_weight_grad.oy135, label %conv1_weight_grad.oy135.end
 
-conv1_weight_grad.c137:                           ; preds = %conv1_weight_grad.ky138.end, %conv1_weight_grad.r135.end
-  %conv1_weight_grad.c137304 = phi i64 [ 0, %conv1_weight_grad.r135.end ], [ %c137.next, %conv1_weight_grad.ky138.end ]
-  br label %conv1_weight_grad.ky138
+conv1_weight_grad.ox136:                          ; preds = %conv1_weight_grad.ox136, %conv1_weight_grad.then
+  %conv1_weight_grad.ox136315 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox136.next, %conv1_weight_grad.ox136 ]
+  %1004 = mul nsw i64 %conv1_weight_grad.g129307, 64
+  %1005 = add nsw i64 %1004, %conv1_weight_grad.j130308
+  %1006 = mul nsw i64 %1005, 784
+  %1007 = mul nsw i64 %conv1_weight_grad.c133312, 784
+  %1008 = add nsw i64 %1006, %1007
+  %1009 = add nsw i64 %conv1_weight_grad.oy135314, %conv1_weight_grad.ky134313
+  %1010 = add nsw i64 %1009, -2
+  %1011 = mul nsw i64 %1010, 28
+  %1012 = add nsw i64 %1008, %1011
+  %1013 = add nsw i64 %conv1_weight_grad.ox136315, 2
+  %1014 = add nsw i64 %1013, -2
+  %1015 = add nsw i64 %1012, %1014
+  %images316 = getelementptr inbounds float, ptr %images, i64 %1015
+  %1016 = load float, ptr %images316, align 4
+  %1017 = mul nsw i64 %conv1_weight_grad.c133312, 5
+  %1018 = add nsw i64 %1017, %conv1_weight_grad.ky134313
+  %1019 = mul nsw i64 %1018, 5
+  %1020 = mul nsw i64 %1019, 50176
+  %1021 = add nsw i64 1120144, %1020
+  %1022 = mul nsw i64 %conv1_weight_grad.j130308, 784
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = mul nsw i64 %conv1_weight_grad.oy135314, 28
+  %1025 = add nsw i64 %1023, %1024
+  %1026 = add nsw i64 %conv1_weight_grad.ox136315, 2
+  %1027 = add nsw i64 %1025, %1026
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1027
+  store float %1016, ptr %arena317, align 4
+  %ox136.next = add nsw i64 %conv1_weight_grad.ox136315, 1
+  %1028 = icmp slt i64 %ox136.next, 26
+  br i1 %1028, label %conv1_weight_grad.ox136, label %conv1_weight_grad.ox136.end
 
-conv1_weight_grad.c137.end:                       ; preds = %conv1_weight_grad.ky138.end
-  %j134.next = add nsw i64 %conv1_weight_grad.j134300, 1
-  %951 = icmp slt i64 %j134.next, 64
-  br i1 %951, label %conv1_weight_grad.j134, label %conv1_weight_grad.j134.end
-
-conv1_weight_grad.ky138:                          ; preds = %conv1_weight_grad.oy147.end, %conv1_weight_grad.c137
-  %conv1_weight_grad.ky138305 = phi i64 [ 0, %conv1_weight_grad.c137 ], [ %ky138.next, %conv1_weight_grad.oy147.end ]
-  br label %conv1_weight_grad.oy139
-
-conv1_weight_grad.ky138.end:                      ; preds = %conv1_weight_grad.oy147.end
-  %c137.next = add nsw i64 %conv1_weight_grad.c137304, 1
-  %952 = icmp slt i64 %c137.next, 1
-  br i1 %952, label %conv1_weight_grad.c137, label %conv1_weight_grad.c137.end
-
-conv1_weight_grad.oy139:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky138
-  %conv1_weight_grad.oy139306 = phi i64 [ 0, %conv1_weight_grad.ky138 ], [ %oy139.next, %conv1_weight_grad.endif ]
-  %953 = add nsw i64 %conv1_weight_grad.oy139306, %conv1_weight_grad.ky138305
-  %954 = add nsw i64 %953, -2
-  %955 = icmp slt i64 -1, %954
-  %956 = add nsw i64 %conv1_weight_grad.oy139306, %conv1_weight_grad.ky138305
-  %957 = add nsw i64 %956, -2
-  %958 = icmp slt i64 %957, 28
-  %959 = and i1 %955, %958
-  br i1 %959, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy139.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy141
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy139
-  br label %conv1_weight_grad.ox140
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox140.end, %conv1_weight_grad.oy139
-  %oy139.next = add nsw i64 %conv1_weight_grad.oy139306, 1
-  %960 = icmp slt i64 %oy139.next, 28
-  br i1 %960, label %conv1_weight_grad.oy139, label %conv1_weight_grad.oy139.end
-
-conv1_weight_grad.ox140:                          ; preds = %conv1_weight_grad.ox140, %conv1_weight_grad.then
-  %conv1_weight_grad.ox140307 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox140.next, %conv1_weight_grad.ox140 ]
-  %961 = mul nsw i64 %conv1_weight_grad.g133299, 64
-  %962 = add nsw i64 %961, %conv1_weight_grad.j134300
-  %963 = mul nsw i64 %962, 784
-  %964 = mul nsw i64 %conv1_weight_grad.c137304, 784
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %conv1_weight_grad.oy139306, %conv1_weight_grad.ky138305
-  %967 = add nsw i64 %966, -2
-  %968 = mul nsw i64 %967, 28
-  %969 = add nsw i64 %965, %968
-  %970 = add nsw i64 %conv1_weight_grad.ox140307, 2
-  %971 = add nsw i64 %970, -2
-  %972 = add nsw i64 %969, %971
-  %images308 = getelementptr inbounds float, ptr %images, i64 %972
-  %973 = load float, ptr %images308, align 4
-  %974 = mul nsw i64 %conv1_weight_grad.c137304, 5
-  %975 = add nsw i64 %974, %conv1_weight_grad.ky138305
-  %976 = mul nsw i64 %975, 5
-  %977 = mul nsw i64 %976, 50176
-  %978 = add nsw i64 1120144, %977
-  %979 = mul nsw i64 %conv1_weight_grad.j134300, 784
-  %980 = add nsw i64 %978, %979
-  %981 = mul nsw i64 %conv1_weight_grad.oy139306, 28
-  %982 = add nsw i64 %980, %981
-  %983 = add nsw i64 %conv1_weight_grad.ox140307, 2
-  %984 = add nsw i64 %982, %983
-  %arena309 = getelementptr inbounds float, ptr %arena, i64 %984
-  store float %973, ptr %arena309, align 4
-  %ox140.next = add nsw i64 %conv1_weight_grad.ox140307, 1
-  %985 = icmp slt i64 %ox140.next, 26
-  br i1 %985, label %conv1_weight_grad.ox140, label %conv1_weight_grad.ox140.end
-
-conv1_weight_grad.ox140.end:                      ; preds = %conv1_weight_grad.ox140
+conv1_weight_grad.ox136.end:                      ; preds = %conv1_weight_grad.ox136
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy141:                          ; preds = %conv1_weight_grad.endif312, %conv1_weight_grad.oy139.end
-  %conv1_weight_grad.oy141310 = phi i64 [ 0, %conv1_weight_grad.oy139.end ], [ %oy141.next, %conv1_weight_grad.endif312 ]
-  %986 = add nsw i64 %conv1_weight_grad.oy141310, %conv1_weight_grad.ky138305
-  %987 = add nsw i64 %986, -2
-  %988 = icmp slt i64 -1, %987
-  %989 = add nsw i64 %conv1_weight_grad.oy141310, %conv1_weight_grad.ky138305
-  %990 = add nsw i64 %989, -2
-  %991 = icmp slt i64 %990, 28
-  %992 = and i1 %988, %991
-  br i1 %992, label %conv1_weight_grad.then311, label %conv1_weight_grad.endif312
+conv1_weight_grad.oy137:                          ; preds = %conv1_weight_grad.endif320, %conv1_weight_grad.oy135.end
+  %conv1_weight_grad.oy137318 = phi i64 [ 0, %conv1_weight_grad.oy135.end ], [ %oy137.next, %conv1_weight_grad.endif320 ]
+  %1029 = add nsw i64 %conv1_weight_grad.oy137318, %conv1_weight_grad.ky134313
+  %1030 = add nsw i64 %1029, -2
+  %1031 = icmp slt i64 -1, %1030
+  %1032 = add nsw i64 %conv1_weight_grad.oy137318, %conv1_weight_grad.ky134313
+  %1033 = add nsw i64 %1032, -2
+  %1034 = icmp slt i64 %1033, 28
+  %1035 = and i1 %1031, %1034
+  br i1 %1035, label %conv1_weight_grad.then319, label %conv1_weight_grad.endif320
 
-conv1_weight_grad.oy141.end:                      ; preds = %conv1_weight_grad.endif312
+conv1_weight_grad.oy137.end:                      ; preds = %conv1_weight_grad.endif320
+  br label %conv1_weight_grad.oy139
+
+conv1_weight_grad.then319:                        ; preds = %conv1_weight_grad.oy137
+  br label %conv1_weight_grad.ox138
+
+conv1_weight_grad.endif320:                       ; preds = %conv1_weight_grad.ox138.end, %conv1_weight_grad.oy137
+  %oy137.next = add nsw i64 %conv1_weight_grad.oy137318, 1
+  %1036 = icmp slt i64 %oy137.next, 28
+  br i1 %1036, label %conv1_weight_grad.oy137, label %conv1_weight_grad.oy137.end
+
+conv1_weight_grad.ox138:                          ; preds = %conv1_weight_grad.ox138, %conv1_weight_grad.then319
+  %conv1_weight_grad.ox138321 = phi i64 [ 0, %conv1_weight_grad.then319 ], [ %ox138.next, %conv1_weight_grad.ox138 ]
+  %1037 = mul nsw i64 %conv1_weight_grad.g129307, 64
+  %1038 = add nsw i64 %1037, %conv1_weight_grad.j130308
+  %1039 = mul nsw i64 %1038, 784
+  %1040 = mul nsw i64 %conv1_weight_grad.c133312, 784
+  %1041 = add nsw i64 %1039, %1040
+  %1042 = add nsw i64 %conv1_weight_grad.oy137318, %conv1_weight_grad.ky134313
+  %1043 = add nsw i64 %1042, -2
+  %1044 = mul nsw i64 %1043, 28
+  %1045 = add nsw i64 %1041, %1044
+  %1046 = add nsw i64 %conv1_weight_grad.ox138321, 1
+  %1047 = add nsw i64 %1046, -1
+  %1048 = add nsw i64 %1045, %1047
+  %images322 = getelementptr inbounds float, ptr %images, i64 %1048
+  %1049 = load float, ptr %images322, align 4
+  %1050 = mul nsw i64 %conv1_weight_grad.c133312, 5
+  %1051 = add nsw i64 %1050, %conv1_weight_grad.ky134313
+  %1052 = mul nsw i64 %1051, 5
+  %1053 = add nsw i64 %1052, 1
+  %1054 = mul nsw i64 %1053, 50176
+  %1055 = add nsw i64 1120144, %1054
+  %1056 = mul nsw i64 %conv1_weight_grad.j130308, 784
+  %1057 = add nsw i64 %1055, %1056
+  %1058 = mul nsw i64 %conv1_weight_grad.oy137318, 28
+  %1059 = add nsw i64 %1057, %1058
+  %1060 = add nsw i64 %conv1_weight_grad.ox138321, 1
+  %1061 = add nsw i64 %1059, %1060
+  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1061
+  store float %1049, ptr %arena323, align 4
+  %ox138.next = add nsw i64 %conv1_weight_grad.ox138321, 1
+  %1062 = icmp slt i64 %ox138.next, 27
+  br i1 %1062, label %conv1_weight_grad.ox138, label %conv1_weight_grad.ox138.end
+
+conv1_weight_grad.ox138.end:                      ; preds = %conv1_weight_grad.ox138
+  br label %conv1_weight_grad.endif320
+
+conv1_weight_grad.oy139:                          ; preds = %conv1_weight_grad.endif326, %conv1_weight_grad.oy137.end
+  %conv1_weight_grad.oy139324 = phi i64 [ 0, %conv1_weight_grad.oy137.end ], [ %oy139.next, %conv1_weight_grad.endif326 ]
+  %1063 = add nsw i64 %conv1_weight_grad.oy139324, %conv1_weight_grad.ky134313
+  %1064 = add nsw i64 %1063, -2
+  %1065 = icmp slt i64 -1, %1064
+  %1066 = add nsw i64 %conv1_weight_grad.oy139324, %conv1_weight_grad.ky134313
+  %1067 = add nsw i64 %1066, -2
+  %1068 = icmp slt i64 %1067, 28
+  %1069 = and i1 %1065, %1068
+  br i1 %1069, label %conv1_weight_grad.then325, label %conv1_weight_grad.endif326
+
+conv1_weight_grad.oy139.end:                      ; preds = %conv1_weight_grad.endif326
+  br label %conv1_weight_grad.oy141
+
+conv1_weight_grad.then325:                        ; preds = %conv1_weight_grad.oy139
+  br label %conv1_weight_grad.ox140
+
+conv1_weight_grad.endif326:                       ; preds = %conv1_weight_grad.ox140.end, %conv1_weight_grad.oy139
+  %oy139.next = add nsw i64 %conv1_weight_grad.oy139324, 1
+  %1070 = icmp slt i64 %oy139.next, 28
+  br i1 %1070, label %conv1_weight_grad.oy139, label %conv1_weight_grad.oy139.end
+
+conv1_weight_grad.ox140:                          ; preds = %conv1_weight_grad.ox140, %conv1_weight_grad.then325
+  %conv1_weight_grad.ox140327 = phi i64 [ 0, %conv1_weight_grad.then325 ], [ %ox140.next, %conv1_weight_grad.ox140 ]
+  %1071 = mul nsw i64 %conv1_weight_grad.g129307, 64
+  %1072 = add nsw i64 %1071, %conv1_weight_grad.j130308
+  %1073 = mul nsw i64 %1072, 784
+  %1074 = mul nsw i64 %conv1_weight_grad.c133312, 784
+  %1075 = add nsw i64 %1073, %1074
+  %1076 = add nsw i64 %conv1_weight_grad.oy139324, %conv1_weight_grad.ky134313
+  %1077 = add nsw i64 %1076, -2
+  %1078 = mul nsw i64 %1077, 28
+  %1079 = add nsw i64 %1075, %1078
+  %1080 = add nsw i64 %1079, %conv1_weight_grad.ox140327
+  %images328 = getelementptr inbounds float, ptr %images, i64 %1080
+  %1081 = load float, ptr %images328, align 4
+  %1082 = mul nsw i64 %conv1_weight_grad.c133312, 5
+  %1083 = add nsw i64 %1082, %conv1_weight_grad.ky134313
+  %1084 = mul nsw i64 %1083, 5
+  %1085 = add nsw i64 %1084, 2
+  %1086 = mul nsw i64 %1085, 50176
+  %1087 = add nsw i64 1120144, %1086
+  %1088 = mul nsw i64 %conv1_weight_grad.j130308, 784
+  %1089 = add nsw i64 %1087, %1088
+  %1090 = mul nsw i64 %conv1_weight_grad.oy139324, 28
+  %1091 = add nsw i64 %1089, %1090
+  %1092 = add nsw i64 %1091, %conv1_weight_grad.ox140327
+  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1092
+  store float %1081, ptr %arena329, align 4
+  %ox140.next = add nsw i64 %conv1_weight_grad.ox140327, 1
+  %1093 = icmp slt i64 %ox140.next, 28
+  br i1 %1093, label %conv1_weight_grad.ox140, label %conv1_weight_grad.ox140.end
+
+conv1_weight_grad.ox140.end:                      ; preds = %conv1_weight_grad.ox140
+  br label %conv1_weight_grad.endif326
+
+conv1_weight_grad.oy141:                          ; preds = %conv1_weight_grad.endif332, %conv1_weight_grad.oy139.end
+  %conv1_weight_grad.oy141330 = phi i64 [ 0, %conv1_weight_grad.oy139.end ], [ %oy141.next, %conv1_weight_grad.endif332 ]
+  %1094 = add nsw i64 %conv1_weight_grad.oy141330, %conv1_weight_grad.ky134313
+  %1095 = add nsw i64 %1094, -2
+  %1096 = icmp slt i64 -1, %1095
+  %1097 = add nsw i64 %conv1_weight_grad.oy141330, %conv1_weight_grad.ky134313
+  %1098 = add nsw i64 %1097, -2
+  %1099 = icmp slt i64 %1098, 28
+  %1100 = and i1 %1096, %1099
+  br i1 %1100, label %conv1_weight_grad.then331, label %conv1_weight_grad.endif332
+
+conv1_weight_grad.oy141.end:                      ; preds = %conv1_weight_grad.endif332
   br label %conv1_weight_grad.oy143
 
-conv1_weight_grad.then311:                        ; preds = %conv1_weight_grad.oy141
+conv1_weight_grad.then331:                        ; preds = %conv1_weight_grad.oy141
   br label %conv1_weight_grad.ox142
 
-conv1_weight_grad.endif312:                       ; preds = %conv1_weight_grad.ox142.end, %conv1_weight_grad.oy141
-  %oy141.next = add nsw i64 %conv1_weight_grad.oy141310, 1
-  %993 = icmp slt i64 %oy141.next, 28
-  br i1 %993, label %conv1_weight_grad.oy141, label %conv1_weight_grad.oy141.end
+conv1_weight_grad.endif332:                       ; preds = %conv1_weight_grad.ox142.end, %conv1_weight_grad.oy141
+  %oy141.next = add nsw i64 %conv1_weight_grad.oy141330, 1
+  %1101 = icmp slt i64 %oy141.next, 28
+  br i1 %1101, label %conv1_weight_grad.oy141, label %conv1_weight_grad.oy141.end
 
-conv1_weight_grad.ox142:                          ; preds = %conv1_weight_grad.ox142, %conv1_weight_grad.then311
-  %conv1_weight_grad.ox142313 = phi i64 [ 0, %conv1_weight_grad.then311 ], [ %ox142.next, %conv1_weight_grad.ox142 ]
-  %994 = mul nsw i64 %conv1_weight_grad.g133299, 64
-  %995 = add nsw i64 %994, %conv1_weight_grad.j134300
-  %996 = mul nsw i64 %995, 784
-  %997 = mul nsw i64 %conv1_weight_grad.c137304, 784
-  %998 = add nsw i64 %996, %997
-  %999 = add nsw i64 %conv1_weight_grad.oy141310, %conv1_weight_grad.ky138305
-  %1000 = add nsw i64 %999, -2
-  %1001 = mul nsw i64 %1000, 28
-  %1002 = add nsw i64 %998, %1001
-  %1003 = add nsw i64 %conv1_weight_grad.ox142313, 1
-  %1004 = add nsw i64 %1003, -1
-  %1005 = add nsw i64 %1002, %1004
-  %images314 = getelementptr inbounds float, ptr %images, i64 %1005
-  %1006 = load float, ptr %images314, align 4
-  %1007 = mul nsw i64 %conv1_weight_grad.c137304, 5
-  %1008 = add nsw i64 %1007, %conv1_weight_grad.ky138305
-  %1009 = mul nsw i64 %1008, 5
-  %1010 = add nsw i64 %1009, 1
-  %1011 = mul nsw i64 %1010, 50176
-  %1012 = add nsw i64 1120144, %1011
-  %1013 = mul nsw i64 %conv1_weight_grad.j134300, 784
-  %1014 = add nsw i64 %1012, %1013
-  %1015 = mul nsw i64 %conv1_weight_grad.oy141310, 28
-  %1016 = add nsw i64 %1014, %1015
-  %1017 = add nsw i64 %conv1_weight_grad.ox142313, 1
-  %1018 = add nsw i64 %1016, %1017
-  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1018
-  store float %1006, ptr %arena315, align 4
-  %ox142.next = add nsw i64 %conv1_weight_grad.ox142313, 1
-  %1019 = icmp slt i64 %ox142.next, 27
-  br i1 %1019, label %conv1_weight_grad.ox142, label %conv1_weight_grad.ox142.end
+conv1_weight_grad.ox142:                          ; preds = %conv1_weight_grad.ox142, %conv1_weight_grad.then331
+  %conv1_weight_grad.ox142333 = phi i64 [ 0, %conv1_weight_grad.then331 ], [ %ox142.next, %conv1_weight_grad.ox142 ]
+  %1102 = mul nsw i64 %conv1_weight_grad.g129307, 64
+  %1103 = add nsw i64 %1102, %conv1_weight_grad.j130308
+  %1104 = mul nsw i64 %1103, 784
+  %1105 = mul nsw i64 %conv1_weight_grad.c133312, 784
+  %1106 = add nsw i64 %1104, %1105
+  %1107 = add nsw i64 %conv1_weight_grad.oy141330, %conv1_weight_grad.ky134313
+  %1108 = add nsw i64 %1107, -2
+  %1109 = mul nsw i64 %1108, 28
+  %1110 = add nsw i64 %1106, %1109
+  %1111 = add nsw i64 %conv1_weight_grad.ox142333, 1
+  %1112 = add nsw i64 %1110, %1111
+  %images334 = getelementptr inbounds float, ptr %images, i64 %1112
+  %1113 = load float, ptr %images334, align 4
+  %1114 = mul nsw i64 %conv1_weight_grad.c133312, 5
+  %1115 = add nsw i64 %1114, %conv1_weight_grad.ky134313
+  %1116 = mul nsw i64 %1115, 5
+  %1117 = add nsw i64 %1116, 3
+  %1118 = mul nsw i64 %1117, 50176
+  %1119 = add nsw i64 1120144, %1118
+  %1120 = mul nsw i64 %conv1_weight_grad.j130308, 784
+  %1121 = add nsw i64 %1119, %1120
+  %1122 = mul nsw i64 %conv1_weight_grad.oy141330, 28
+  %1123 = add nsw i64 %1121, %1122
+  %1124 = add nsw i64 %1123, %conv1_weight_grad.ox142333
+  %arena335 = getelementptr inbounds float, ptr %arena, i64 %1124
+  store float %1113, ptr %arena335, align 4
+  %ox142.next = add nsw i64 %conv1_weight_grad.ox142333, 1
+  %1125 = icmp slt i64 %ox142.next, 27
+  br i1 %1125, label %conv1_weight_grad.ox142, label %conv1_weight_grad.ox142.end
 
 conv1_weight_grad.ox142.end:                      ; preds = %conv1_weight_grad.ox142
-  br label %conv1_weight_grad.endif312
+  br label %conv1_weight_grad.endif332
 
-conv1_weight_grad.oy143:                          ; preds = %conv1_weight_grad.endif318, %conv1_weight_grad.oy141.end
-  %conv1_weight_grad.oy143316 = phi i64 [ 0, %conv1_weight_grad.oy141.end ], [ %oy143.next, %conv1_weight_grad.endif318 ]
-  %1020 = add nsw i64 %conv1_weight_grad.oy143316, %conv1_weight_grad.ky138305
-  %1021 = add nsw i64 %1020, -2
-  %1022 = icmp slt i64 -1, %1021
-  %1023 = add nsw i64 %conv1_weight_grad.oy143316, %conv1_weight_grad.ky138305
-  %1024 = add nsw i64 %1023, -2
-  %1025 = icmp slt i64 %1024, 28
-  %1026 = and i1 %1022, %1025
-  br i1 %1026, label %conv1_weight_grad.then317, label %conv1_weight_grad.endif318
+conv1_weight_grad.oy143:                          ; preds = %conv1_weight_grad.endif338, %conv1_weight_grad.oy141.end
+  %conv1_weight_grad.oy143336 = phi i64 [ 0, %conv1_weight_grad.oy141.end ], [ %oy143.next, %conv1_weight_grad.endif338 ]
+  %1126 = add nsw i64 %conv1_weight_grad.oy143336, %conv1_weight_grad.ky134313
+  %1127 = add nsw i64 %1126, -2
+  %1128 = icmp slt i64 -1, %1127
+  %1129 = add nsw i64 %conv1_weight_grad.oy143336, %conv1_weight_grad.ky134313
+  %1130 = add nsw i64 %1129, -2
+  %1131 = icmp slt i64 %1130, 28
+  %1132 = and i1 %1128, %1131
+  br i1 %1132, label %conv1_weight_grad.then337, label %conv1_weight_grad.endif338
 
-conv1_weight_grad.oy143.end:                      ; preds = %conv1_weight_grad.endif318
-  br label %conv1_weight_grad.oy145
+conv1_weight_grad.oy143.end:                      ; preds = %conv1_weight_grad.endif338
+  %ky134.next = add nsw i64 %conv1_weight_grad.ky134313, 1
+  %1133 = icmp slt i64 %ky134.next, 5
+  br i1 %1133, label %conv1_weight_grad.ky134, label %conv1_weight_grad.ky134.end
 
-conv1_weight_grad.then317:                        ; preds = %conv1_weight_grad.oy143
+conv1_weight_grad.then337:                        ; preds = %conv1_weight_grad.oy143
   br label %conv1_weight_grad.ox144
 
-conv1_weight_grad.endif318:                       ; preds = %conv1_weight_grad.ox144.end, %conv1_weight_grad.oy143
-  %oy143.next = add nsw i64 %conv1_weight_grad.oy143316, 1
-  %1027 = icmp slt i64 %oy143.next, 28
-  br i1 %1027, label %conv1_weight_grad.oy143, label %conv1_weight_grad.oy143.end
+conv1_weight_grad.endif338:                       ; preds = %conv1_weight_grad.ox144.end, %conv1_weight_grad.oy143
+  %oy143.next = add nsw i64 %conv1_weight_grad.oy143336, 1
+  %1134 = icmp slt i64 %oy143.next, 28
+  br i1 %1134, label %conv1_weight_grad.oy143, label %conv1_weight_grad.oy143.end
 
-conv1_weight_grad.ox144:                          ; preds = %conv1_weight_grad.ox144, %conv1_weight_grad.then317
-  %conv1_weight_grad.ox144319 = phi i64 [ 0, %conv1_weight_grad.then317 ], [ %ox144.next, %conv1_weight_grad.ox144 ]
-  %1028 = mul nsw i64 %conv1_weight_grad.g133299, 64
-  %1029 = add nsw i64 %1028, %conv1_weight_grad.j134300
-  %1030 = mul nsw i64 %1029, 784
-  %1031 = mul nsw i64 %conv1_weight_grad.c137304, 784
-  %1032 = add nsw i64 %1030, %1031
-  %1033 = add nsw i64 %conv1_weight_grad.oy143316, %conv1_weight_grad.ky138305
-  %1034 = add nsw i64 %1033, -2
-  %1035 = mul nsw i64 %1034, 28
-  %1036 = add nsw i64 %1032, %1035
-  %1037 = add nsw i64 %1036, %conv1_weight_grad.ox144319
-  %images320 = getelementptr inbounds float, ptr %images, i64 %1037
-  %1038 = load float, ptr %images320, align 4
-  %1039 = mul nsw i64 %conv1_weight_grad.c137304, 5
-  %1040 = add nsw i64 %1039, %conv1_weight_grad.ky138305
-  %1041 = mul nsw i64 %1040, 5
-  %1042 = add nsw i64 %1041, 2
-  %1043 = mul nsw i64 %1042, 50176
-  %1044 = add nsw i64 1120144, %1043
-  %1045 = mul nsw i64 %conv1_weight_grad.j134300, 784
-  %1046 = add nsw i64 %1044, %1045
-  %1047 = mul nsw i64 %conv1_weight_grad.oy143316, 28
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %conv1_weight_grad.ox144319
-  %arena321 = getelementptr inbounds float, ptr %arena, i64 %1049
-  store float %1038, ptr %arena321, align 4
-  %ox144.next = add nsw i64 %conv1_weight_grad.ox144319, 1
-  %1050 = icmp slt i64 %ox144.next, 28
-  br i1 %1050, label %conv1_weight_grad.ox144, label %conv1_weight_grad.ox144.end
+conv1_weight_grad.ox144:                          ; preds = %conv1_weight_grad.ox144, %conv1_weight_grad.then337
+  %conv1_weight_grad.ox144339 = phi i64 [ 0, %conv1_weight_grad.then337 ], [ %ox144.next, %conv1_weight_grad.ox144 ]
+  %1135 = mul nsw i64 %conv1_weight_grad.g129307, 64
+  %1136 = add nsw i64 %1135, %conv1_weight_grad.j130308
+  %1137 = mul nsw i64 %1136, 784
+  %1138 = mul nsw i64 %conv1_weight_grad.c133312, 784
+  %1139 = add nsw i64 %1137, %1138
+  %1140 = add nsw i64 %conv1_weight_grad.oy143336, %conv1_weight_grad.ky134313
+  %1141 = add nsw i64 %1140, -2
+  %1142 = mul nsw i64 %1141, 28
+  %1143 = add nsw i64 %1139, %1142
+  %1144 = add nsw i64 %conv1_weight_grad.ox144339, 2
+  %1145 = add nsw i64 %1143, %1144
+  %images340 = getelementptr inbounds float, ptr %images, i64 %1145
+  %1146 = load float, ptr %images340, align 4
+  %1147 = mul nsw i64 %conv1_weight_grad.c133312, 5
+  %1148 = add nsw i64 %1147, %conv1_weight_grad.ky134313
+  %1149 = mul nsw i64 %1148, 5
+  %1150 = add nsw i64 %1149, 4
+  %1151 = mul nsw i64 %1150, 50176
+  %1152 = add nsw i64 1120144, %1151
+  %1153 = mul nsw i64 %conv1_weight_grad.j130308, 784
+  %1154 = add nsw i64 %1152, %1153
+  %1155 = mul nsw i64 %conv1_weight_grad.oy143336, 28
+  %1156 = add nsw i64 %1154, %1155
+  %1157 = add nsw i64 %1156, %conv1_weight_grad.ox144339
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1157
+  store float %1146, ptr %arena341, align 4
+  %ox144.next = add nsw i64 %conv1_weight_grad.ox144339, 1
+  %1158 = icmp slt i64 %ox144.next, 26
+  br i1 %1158, label %conv1_weight_grad.ox144, label %conv1_weight_grad.ox144.end
 
 conv1_weight_grad.ox144.end:                      ; preds = %conv1_weight_grad.ox144
-  br label %conv1_weight_grad.endif318
+  br label %conv1_weight_grad.endif338
 
-conv1_weight_grad.oy145:                          ; preds = %conv1_weight_grad.endif324, %conv1_weight_grad.oy143.end
-  %conv1_weight_grad.oy145322 = phi i64 [ 0, %conv1_weight_grad.oy143.end ], [ %oy145.next, %conv1_weight_grad.endif324 ]
-  %1051 = add nsw i64 %conv1_weight_grad.oy145322, %conv1_weight_grad.ky138305
-  %1052 = add nsw i64 %1051, -2
-  %1053 = icmp slt i64 -1, %1052
-  %1054 = add nsw i64 %conv1_weight_grad.oy145322, %conv1_weight_grad.ky138305
-  %1055 = add nsw i64 %1054, -2
-  %1056 = icmp slt i64 %1055, 28
-  %1057 = and i1 %1053, %1056
-  br i1 %1057, label %conv1_weight_grad.then323, label %conv1_weight_grad.endif324
+conv1_weight_grad.j145:                           ; preds = %conv1_weight_grad.f146.end, %conv1_weight_grad.j130.end
+  %conv1_weight_grad.j145342 = phi i64 [ 0, %conv1_weight_grad.j130.end ], [ %j145.next, %conv1_weight_grad.f146.end ]
+  br label %conv1_weight_grad.f146
 
-conv1_weight_grad.oy145.end:                      ; preds = %conv1_weight_grad.endif324
-  br label %conv1_weight_grad.oy147
+conv1_weight_grad.j145.end:                       ; preds = %conv1_weight_grad.f146.end
+  %arena347 = getelementptr inbounds float, ptr %arena, i64 2374544
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 1120144
+  %grads349 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena347, i32 50176, ptr %arena348, i32 50176, float 1.000000e+00, ptr %grads349, i32 25)
+  %g129.next = add nsw i64 %conv1_weight_grad.g129307, 1
+  %1159 = icmp slt i64 %g129.next, 1
+  br i1 %1159, label %conv1_weight_grad.g129, label %conv1_weight_grad.g129.end
 
-conv1_weight_grad.then323:                        ; preds = %conv1_weight_grad.oy145
-  br label %conv1_weight_grad.ox146
+conv1_weight_grad.f146:                           ; preds = %conv1_weight_grad.i147.end, %conv1_weight_grad.j145
+  %conv1_weight_grad.f146343 = phi i64 [ 0, %conv1_weight_grad.j145 ], [ %f146.next, %conv1_weight_grad.i147.end ]
+  br label %conv1_weight_grad.i147
 
-conv1_weight_grad.endif324:                       ; preds = %conv1_weight_grad.ox146.end, %conv1_weight_grad.oy145
-  %oy145.next = add nsw i64 %conv1_weight_grad.oy145322, 1
-  %1058 = icmp slt i64 %oy145.next, 28
-  br i1 %1058, label %conv1_weight_grad.oy145, label %conv1_weight_grad.oy145.end
+conv1_weight_grad.f146.end:                       ; preds = %conv1_weight_grad.i147.end
+  %j145.next = add nsw i64 %conv1_weight_grad.j145342, 1
+  %1160 = icmp slt i64 %j145.next, 64
+  br i1 %1160, label %conv1_weight_grad.j145, label %conv1_weight_grad.j145.end
 
-conv1_weight_grad.ox146:                          ; preds = %conv1_weight_grad.ox146, %conv1_weight_grad.then323
-  %conv1_weight_grad.ox146325 = phi i64 [ 0, %conv1_weight_grad.then323 ], [ %ox146.next, %conv1_weight_grad.ox146 ]
-  %1059 = mul nsw i64 %conv1_weight_grad.g133299, 64
-  %1060 = add nsw i64 %1059, %conv1_weight_grad.j134300
-  %1061 = mul nsw i64 %1060, 784
-  %1062 = mul nsw i64 %conv1_weight_grad.c137304, 784
-  %1063 = add nsw i64 %1061, %1062
-  %1064 = add nsw i64 %conv1_weight_grad.oy145322, %conv1_weight_grad.ky138305
-  %1065 = add nsw i64 %1064, -2
-  %1066 = mul nsw i64 %1065, 28
-  %1067 = add nsw i64 %1063, %1066
-  %1068 = add nsw i64 %conv1_weight_grad.ox146325, 1
-  %1069 = add nsw i64 %1067, %1068
-  %images326 = getelementptr inbounds float, ptr %images, i64 %1069
-  %1070 = load float, ptr %images326, align 4
-  %1071 = mul nsw i64 %conv1_weight_grad.c137304, 5
-  %1072 = add nsw i64 %1071, %conv1_weight_grad.ky138305
-  %1073 = mul nsw i64 %1072, 5
-  %1074 = add nsw i64 %1073, 3
-  %1075 = mul nsw i64 %1074, 50176
-  %1076 = add nsw i64 1120144, %1075
-  %1077 = mul nsw i64 %conv1_weight_grad.j134300, 784
-  %1078 = add nsw i64 %1076, %1077
-  %1079 = mul nsw i64 %conv1_weight_grad.oy145322, 28
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = add nsw i64 %1080, %conv1_weight_grad.ox146325
-  %arena327 = getelementptr inbounds float, ptr %arena, i64 %1081
-  store float %1070, ptr %arena327, align 4
-  %ox146.next = add nsw i64 %conv1_weight_grad.ox146325, 1
-  %1082 = icmp slt i64 %ox146.next, 27
-  br i1 %1082, label %conv1_weight_grad.ox146, label %conv1_weight_grad.ox146.end
+conv1_weight_grad.i147:                           ; preds = %conv1_weight_grad.i147, %conv1_weight_grad.f146
+  %conv1_weight_grad.i147344 = phi i64 [ 0, %conv1_weight_grad.f146 ], [ %i147.next, %conv1_weight_grad.i147 ]
+  %1161 = mul nsw i64 %conv1_weight_grad.g129307, 64
+  %1162 = add nsw i64 %1161, %conv1_weight_grad.j145342
+  %1163 = mul nsw i64 %1162, 4704
+  %1164 = add nsw i64 819088, %1163
+  %1165 = mul nsw i64 %conv1_weight_grad.f146343, 784
+  %1166 = add nsw i64 %1164, %1165
+  %1167 = add nsw i64 %1166, %conv1_weight_grad.i147344
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1167
+  %1168 = load float, ptr %arena345, align 4
+  %1169 = mul nsw i64 %conv1_weight_grad.f146343, 50176
+  %1170 = add nsw i64 2374544, %1169
+  %1171 = mul nsw i64 %conv1_weight_grad.j145342, 784
+  %1172 = add nsw i64 %1170, %1171
+  %1173 = add nsw i64 %1172, %conv1_weight_grad.i147344
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1173
+  store float %1168, ptr %arena346, align 4
+  %i147.next = add nsw i64 %conv1_weight_grad.i147344, 1
+  %1174 = icmp slt i64 %i147.next, 784
+  br i1 %1174, label %conv1_weight_grad.i147, label %conv1_weight_grad.i147.end
 
-conv1_weight_grad.ox146.end:                      ; preds = %conv1_weight_grad.ox146
-  br label %conv1_weight_grad.endif324
+conv1_weight_grad.i147.end:                       ; preds = %conv1_weight_grad.i147
+  %f146.next = add nsw i64 %conv1_weight_grad.f146343, 1
+  %1175 = icmp slt i64 %f146.next, 6
+  br i1 %1175, label %conv1_weight_grad.f146, label %conv1_weight_grad.f146.end
 
-conv1_weight_grad.oy147:                          ; preds = %conv1_weight_grad.endif330, %conv1_weight_grad.oy145.end
-  %conv1_weight_grad.oy147328 = phi i64 [ 0, %conv1_weight_grad.oy145.end ], [ %oy147.next, %conv1_weight_grad.endif330 ]
-  %1083 = add nsw i64 %conv1_weight_grad.oy147328, %conv1_weight_grad.ky138305
-  %1084 = add nsw i64 %1083, -2
-  %1085 = icmp slt i64 -1, %1084
-  %1086 = add nsw i64 %conv1_weight_grad.oy147328, %conv1_weight_grad.ky138305
-  %1087 = add nsw i64 %1086, -2
-  %1088 = icmp slt i64 %1087, 28
-  %1089 = and i1 %1085, %1088
-  br i1 %1089, label %conv1_weight_grad.then329, label %conv1_weight_grad.endif330
+conv1_bias_grad.f148:                             ; preds = %conv1_bias_grad.img150.end, %conv1_weight_grad.g129.end
+  %conv1_bias_grad.f148350 = phi i64 [ 0, %conv1_weight_grad.g129.end ], [ %f148.next, %conv1_bias_grad.img150.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc149, align 4
+  br label %conv1_bias_grad.img150
 
-conv1_weight_grad.oy147.end:                      ; preds = %conv1_weight_grad.endif330
-  %ky138.next = add nsw i64 %conv1_weight_grad.ky138305, 1
-  %1090 = icmp slt i64 %ky138.next, 5
-  br i1 %1090, label %conv1_weight_grad.ky138, label %conv1_weight_grad.ky138.end
+conv1_bias_grad.f148.end:                         ; preds = %conv1_bias_grad.img150.end
+  %1176 = sitofp i64 %step to float
+  %1177 = fmul float %1176, 0xBFBAF8E8A0000000
+  %1178 = call float @llvm.exp.f32(float %1177)
+  %1179 = fsub float 1.000000e+00, %1178
+  %1180 = fdiv float %lr, %1179
+  store float %1180, ptr %adam.step_size152, align 4
+  %1181 = sitofp i64 %step to float
+  %1182 = fmul float %1181, 0xBF50645940000000
+  %1183 = call float @llvm.exp.f32(float %1182)
+  %1184 = fsub float 1.000000e+00, %1183
+  %1185 = call float @llvm.sqrt.f32(float %1184)
+  store float %1185, ptr %adam.bc2_sqrt153, align 4
+  br label %adam.i154
 
-conv1_weight_grad.then329:                        ; preds = %conv1_weight_grad.oy147
-  br label %conv1_weight_grad.ox148
+conv1_bias_grad.img150:                           ; preds = %conv1_bias_grad.i151.end, %conv1_bias_grad.f148
+  %conv1_bias_grad.img150351 = phi i64 [ 0, %conv1_bias_grad.f148 ], [ %img150.next, %conv1_bias_grad.i151.end ]
+  br label %conv1_bias_grad.i151
 
-conv1_weight_grad.endif330:                       ; preds = %conv1_weight_grad.ox148.end, %conv1_weight_grad.oy147
-  %oy147.next = add nsw i64 %conv1_weight_grad.oy147328, 1
-  %1091 = icmp slt i64 %oy147.next, 28
-  br i1 %1091, label %conv1_weight_grad.oy147, label %conv1_weight_grad.oy147.end
+conv1_bias_grad.img150.end:                       ; preds = %conv1_bias_grad.i151.end
+  %acc149354 = load float, ptr %conv1_bias_grad.acc149, align 4
+  %1186 = add nsw i64 150, %conv1_bias_grad.f148350
+  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1186
+  store float %acc149354, ptr %grads355, align 4
+  %f148.next = add nsw i64 %conv1_bias_grad.f148350, 1
+  %1187 = icmp slt i64 %f148.next, 6
+  br i1 %1187, label %conv1_bias_grad.f148, label %conv1_bias_grad.f148.end
 
-conv1_weight_grad.ox148:                          ; preds = %conv1_weight_grad.ox148, %conv1_weight_grad.then329
-  %conv1_weight_grad.ox148331 = phi i64 [ 0, %conv1_weight_grad.then329 ], [ %ox148.next, %conv1_weight_grad.ox148 ]
-  %1092 = mul nsw i64 %conv1_weight_grad.g133299, 64
-  %1093 = add nsw i64 %1092, %conv1_weight_grad.j134300
-  %1094 = mul nsw i64 %1093, 784
-  %1095 = mul nsw i64 %conv1_weight_grad.c137304, 784
-  %1096 = add nsw i64 %1094, %1095
-  %1097 = add nsw i64 %conv1_weight_grad.oy147328, %conv1_weight_grad.ky138305
-  %1098 = add nsw i64 %1097, -2
-  %1099 = mul nsw i64 %1098, 28
-  %1100 = add nsw i64 %1096, %1099
-  %1101 = add nsw i64 %conv1_weight_grad.ox148331, 2
-  %1102 = add nsw i64 %1100, %1101
-  %images332 = getelementptr inbounds float, ptr %images, i64 %1102
-  %1103 = load float, ptr %images332, align 4
-  %1104 = mul nsw i64 %conv1_weight_grad.c137304, 5
-  %1105 = add nsw i64 %1104, %conv1_weight_grad.ky138305
-  %1106 = mul nsw i64 %1105, 5
-  %1107 = add nsw i64 %1106, 4
-  %1108 = mul nsw i64 %1107, 50176
-  %1109 = add nsw i64 1120144, %1108
-  %1110 = mul nsw i64 %conv1_weight_grad.j134300, 784
-  %1111 = add nsw i64 %1109, %1110
-  %1112 = mul nsw i64 %conv1_weight_grad.oy147328, 28
-  %1113 = add nsw i64 %1111, %1112
-  %1114 = add nsw i64 %1113, %conv1_weight_grad.ox148331
-  %arena333 = getelementptr inbounds float, ptr %arena, i64 %1114
-  store float %1103, ptr %arena333, align 4
-  %ox148.next = add nsw i64 %conv1_weight_grad.ox148331, 1
-  %1115 = icmp slt i64 %ox148.next, 26
-  br i1 %1115, label %conv1_weight_grad.ox148, label %conv1_weight_grad.ox148.end
+conv1_bias_grad.i151:                             ; preds = %conv1_bias_grad.i151, %conv1_bias_grad.img150
+  %conv1_bias_grad.i151352 = phi i64 [ 0, %conv1_bias_grad.img150 ], [ %i151.next, %conv1_bias_grad.i151 ]
+  %acc149 = load float, ptr %conv1_bias_grad.acc149, align 4
+  %1188 = mul nsw i64 %conv1_bias_grad.img150351, 4704
+  %1189 = add nsw i64 819088, %1188
+  %1190 = mul nsw i64 %conv1_bias_grad.f148350, 784
+  %1191 = add nsw i64 %1189, %1190
+  %1192 = add nsw i64 %1191, %conv1_bias_grad.i151352
+  %arena353 = getelementptr inbounds float, ptr %arena, i64 %1192
+  %1193 = load float, ptr %arena353, align 4
+  %1194 = fadd float %acc149, %1193
+  store float %1194, ptr %conv1_bias_grad.acc149, align 4
+  %i151.next = add nsw i64 %conv1_bias_grad.i151352, 1
+  %1195 = icmp slt i64 %i151.next, 784
+  br i1 %1195, label %conv1_bias_grad.i151, label %conv1_bias_grad.i151.end
 
-conv1_weight_grad.ox148.end:                      ; preds = %conv1_weight_grad.ox148
-  br label %conv1_weight_grad.endif330
+conv1_bias_grad.i151.end:                         ; preds = %conv1_bias_grad.i151
+  %img150.next = add nsw i64 %conv1_bias_grad.img150351, 1
+  %1196 = icmp slt i64 %img150.next, 64
+  br i1 %1196, label %conv1_bias_grad.img150, label %conv1_bias_grad.img150.end
 
-conv1_weight_grad.j149:                           ; preds = %conv1_weight_grad.f150.end, %conv1_weight_grad.j134.end
-  %conv1_weight_grad.j149334 = phi i64 [ 0, %conv1_weight_grad.j134.end ], [ %j149.next, %conv1_weight_grad.f150.end ]
-  br label %conv1_weight_grad.f150
-
-conv1_weight_grad.j149.end:                       ; preds = %conv1_weight_grad.f150.end
-  %arena339 = getelementptr inbounds float, ptr %arena, i64 2374544
-  %arena340 = getelementptr inbounds float, ptr %arena, i64 1120144
-  %grads341 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena339, i32 50176, ptr %arena340, i32 50176, float 1.000000e+00, ptr %grads341, i32 25)
-  %g133.next = add nsw i64 %conv1_weight_grad.g133299, 1
-  %1116 = icmp slt i64 %g133.next, 1
-  br i1 %1116, label %conv1_weight_grad.g133, label %conv1_weight_grad.g133.end
-
-conv1_weight_grad.f150:                           ; preds = %conv1_weight_grad.i151.end, %conv1_weight_grad.j149
-  %conv1_weight_grad.f150335 = phi i64 [ 0, %conv1_weight_grad.j149 ], [ %f150.next, %conv1_weight_grad.i151.end ]
-  br label %conv1_weight_grad.i151
-
-conv1_weight_grad.f150.end:                       ; preds = %conv1_weight_grad.i151.end
-  %j149.next = add nsw i64 %conv1_weight_grad.j149334, 1
-  %1117 = icmp slt i64 %j149.next, 64
-  br i1 %1117, label %conv1_weight_grad.j149, label %conv1_weight_grad.j149.end
-
-conv1_weight_grad.i151:                           ; preds = %conv1_weight_grad.i151, %conv1_weight_grad.f150
-  %conv1_weight_grad.i151336 = phi i64 [ 0, %conv1_weight_grad.f150 ], [ %i151.next, %conv1_weight_grad.i151 ]
-  %1118 = mul nsw i64 %conv1_weight_grad.g133299, 64
-  %1119 = add nsw i64 %1118, %conv1_weight_grad.j149334
-  %1120 = mul nsw i64 %1119, 4704
-  %1121 = add nsw i64 819088, %1120
-  %1122 = mul nsw i64 %conv1_weight_grad.f150335, 784
-  %1123 = add nsw i64 %1121, %1122
-  %1124 = add nsw i64 %1123, %conv1_weight_grad.i151336
-  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1124
-  %1125 = load float, ptr %arena337, align 4
-  %1126 = mul nsw i64 %conv1_weight_grad.f150335, 50176
-  %1127 = add nsw i64 2374544, %1126
-  %1128 = mul nsw i64 %conv1_weight_grad.j149334, 784
-  %1129 = add nsw i64 %1127, %1128
-  %1130 = add nsw i64 %1129, %conv1_weight_grad.i151336
-  %arena338 = getelementptr inbounds float, ptr %arena, i64 %1130
-  store float %1125, ptr %arena338, align 4
-  %i151.next = add nsw i64 %conv1_weight_grad.i151336, 1
-  %1131 = icmp slt i64 %i151.next, 784
-  br i1 %1131, label %conv1_weight_grad.i151, label %conv1_weight_grad.i151.end
-
-conv1_weight_grad.i151.end:                       ; preds = %conv1_weight_grad.i151
-  %f150.next = add nsw i64 %conv1_weight_grad.f150335, 1
-  %1132 = icmp slt i64 %f150.next, 6
-  br i1 %1132, label %conv1_weight_grad.f150, label %conv1_weight_grad.f150.end
-
-conv1_bias_grad.f152:                             ; preds = %conv1_bias_grad.img154.end, %conv1_weight_grad.g133.end
-  %conv1_bias_grad.f152342 = phi i64 [ 0, %conv1_weight_grad.g133.end ], [ %f152.next, %conv1_bias_grad.img154.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc153, align 4
-  br label %conv1_bias_grad.img154
-
-conv1_bias_grad.f152.end:                         ; preds = %conv1_bias_grad.img154.end
-  %1133 = sitofp i64 %step to float
-  %1134 = fmul float %1133, 0xBFBAF8E8A0000000
-  %1135 = call float @llvm.exp.f32(float %1134)
-  %1136 = fsub float 1.000000e+00, %1135
-  %1137 = fdiv float %lr, %1136
-  store float %1137, ptr %adam.step_size156, align 4
-  %1138 = sitofp i64 %step to float
-  %1139 = fmul float %1138, 0xBF50645940000000
-  %1140 = call float @llvm.exp.f32(float %1139)
-  %1141 = fsub float 1.000000e+00, %1140
-  %1142 = call float @llvm.sqrt.f32(float %1141)
-  store float %1142, ptr %adam.bc2_sqrt157, align 4
-  br label %adam.i158
-
-conv1_bias_grad.img154:                           ; preds = %conv1_bias_grad.i155.end, %conv1_bias_grad.f152
-  %conv1_bias_grad.img154343 = phi i64 [ 0, %conv1_bias_grad.f152 ], [ %img154.next, %conv1_bias_grad.i155.end ]
-  br label %conv1_bias_grad.i155
-
-conv1_bias_grad.img154.end:                       ; preds = %conv1_bias_grad.i155.end
-  %acc153346 = load float, ptr %conv1_bias_grad.acc153, align 4
-  %1143 = add nsw i64 150, %conv1_bias_grad.f152342
-  %grads347 = getelementptr inbounds float, ptr %grads, i64 %1143
-  store float %acc153346, ptr %grads347, align 4
-  %f152.next = add nsw i64 %conv1_bias_grad.f152342, 1
-  %1144 = icmp slt i64 %f152.next, 6
-  br i1 %1144, label %conv1_bias_grad.f152, label %conv1_bias_grad.f152.end
-
-conv1_bias_grad.i155:                             ; preds = %conv1_bias_grad.i155, %conv1_bias_grad.img154
-  %conv1_bias_grad.i155344 = phi i64 [ 0, %conv1_bias_grad.img154 ], [ %i155.next, %conv1_bias_grad.i155 ]
-  %acc153 = load float, ptr %conv1_bias_grad.acc153, align 4
-  %1145 = mul nsw i64 %conv1_bias_grad.img154343, 4704
-  %1146 = add nsw i64 819088, %1145
-  %1147 = mul nsw i64 %conv1_bias_grad.f152342, 784
-  %1148 = add nsw i64 %1146, %1147
-  %1149 = add nsw i64 %1148, %conv1_bias_grad.i155344
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1149
-  %1150 = load float, ptr %arena345, align 4
-  %1151 = fadd float %acc153, %1150
-  store float %1151, ptr %conv1_bias_grad.acc153, align 4
-  %i155.next = add nsw i64 %conv1_bias_grad.i155344, 1
-  %1152 = icmp slt i64 %i155.next, 784
-  br i1 %1152, label %conv1_bias_grad.i155, label %conv1_bias_grad.i155.end
-
-conv1_bias_grad.i155.end:                         ; preds = %conv1_bias_grad.i155
-  %img154.next = add nsw i64 %conv1_bias_grad.img154343, 1
-  %1153 = icmp slt i64 %img154.next, 64
-  br i1 %1153, label %conv1_bias_grad.img154, label %conv1_bias_grad.img154.end
-
-adam.i158:                                        ; preds = %adam.i158, %conv1_bias_grad.f152.end
-  %adam.i158348 = phi i64 [ 0, %conv1_bias_grad.f152.end ], [ %i158.next, %adam.i158 ]
-  %grads349 = getelementptr inbounds float, ptr %grads, i64 %adam.i158348
-  %1154 = load float, ptr %grads349, align 4
-  %params350 = getelementptr inbounds float, ptr %params, i64 %adam.i158348
-  %1155 = load float, ptr %params350, align 4
-  %1156 = fmul float 0.000000e+00, %1155
-  %1157 = fadd float %1154, %1156
-  store float %1157, ptr %adam.g, align 4
-  %m351 = getelementptr inbounds float, ptr %m, i64 %adam.i158348
-  %1158 = load float, ptr %m351, align 4
-  %1159 = fmul float 0x3FECCCCCC0000000, %1158
+adam.i154:                                        ; preds = %adam.i154, %conv1_bias_grad.f148.end
+  %adam.i154356 = phi i64 [ 0, %conv1_bias_grad.f148.end ], [ %i154.next, %adam.i154 ]
+  %grads357 = getelementptr inbounds float, ptr %grads, i64 %adam.i154356
+  %1197 = load float, ptr %grads357, align 4
+  %params358 = getelementptr inbounds float, ptr %params, i64 %adam.i154356
+  %1198 = load float, ptr %params358, align 4
+  %1199 = fmul float 0.000000e+00, %1198
+  %1200 = fadd float %1197, %1199
+  store float %1200, ptr %adam.g, align 4
+  %m359 = getelementptr inbounds float, ptr %m, i64 %adam.i154356
+  %1201 = load float, ptr %m359, align 4
+  %1202 = fmul float 0x3FECCCCCC0000000, %1201
   %g = load float, ptr %adam.g, align 4
-  %1160 = fmul float 0x3FB9999A00000000, %g
-  %1161 = fadd float %1159, %1160
-  store float %1161, ptr %adam.m_new, align 4
-  %v352 = getelementptr inbounds float, ptr %v, i64 %adam.i158348
-  %1162 = load float, ptr %v352, align 4
-  %1163 = fmul float 0x3FEFF7CEE0000000, %1162
-  %g353 = load float, ptr %adam.g, align 4
-  %1164 = fmul float 0x3F50624000000000, %g353
-  %g354 = load float, ptr %adam.g, align 4
-  %1165 = fmul float %1164, %g354
-  %1166 = fadd float %1163, %1165
-  store float %1166, ptr %adam.v_new, align 4
+  %1203 = fmul float 0x3FB9999A00000000, %g
+  %1204 = fadd float %1202, %1203
+  store float %1204, ptr %adam.m_new, align 4
+  %v360 = getelementptr inbounds float, ptr %v, i64 %adam.i154356
+  %1205 = load float, ptr %v360, align 4
+  %1206 = fmul float 0x3FEFF7CEE0000000, %1205
+  %g361 = load float, ptr %adam.g, align 4
+  %1207 = fmul float 0x3F50624000000000, %g361
+  %g362 = load float, ptr %adam.g, align 4
+  %1208 = fmul float %1207, %g362
+  %1209 = fadd float %1206, %1208
+  store float %1209, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m355 = getelementptr inbounds float, ptr %m, i64 %adam.i158348
-  store float %m_new, ptr %m355, align 4
+  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i154356
+  store float %m_new, ptr %m363, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v356 = getelementptr inbounds float, ptr %v, i64 %adam.i158348
-  store float %v_new, ptr %v356, align 4
-  %params357 = getelementptr inbounds float, ptr %params, i64 %adam.i158348
-  %1167 = load float, ptr %params357, align 4
-  %step_size156 = load float, ptr %adam.step_size156, align 4
-  %m_new358 = load float, ptr %adam.m_new, align 4
-  %1168 = fmul float %step_size156, %m_new358
-  %v_new359 = load float, ptr %adam.v_new, align 4
-  %1169 = call float @llvm.sqrt.f32(float %v_new359)
-  %bc2_sqrt157 = load float, ptr %adam.bc2_sqrt157, align 4
-  %1170 = fdiv float %1169, %bc2_sqrt157
-  %1171 = fadd float %1170, 0x3E45798EE0000000
-  %1172 = fdiv float %1168, %1171
-  %1173 = fsub float %1167, %1172
-  %params360 = getelementptr inbounds float, ptr %params, i64 %adam.i158348
-  store float %1173, ptr %params360, align 4
-  %i158.next = add nsw i64 %adam.i158348, 1
-  %1174 = icmp slt i64 %i158.next, 61706
-  br i1 %1174, label %adam.i158, label %adam.i158.end
+  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i154356
+  store float %v_new, ptr %v364, align 4
+  %params365 = getelementptr inbounds float, ptr %params, i64 %adam.i154356
+  %1210 = load float, ptr %params365, align 4
+  %step_size152 = load float, ptr %adam.step_size152, align 4
+  %m_new366 = load float, ptr %adam.m_new, align 4
+  %1211 = fmul float %step_size152, %m_new366
+  %v_new367 = load float, ptr %adam.v_new, align 4
+  %1212 = call float @llvm.sqrt.f32(float %v_new367)
+  %bc2_sqrt153 = load float, ptr %adam.bc2_sqrt153, align 4
+  %1213 = fdiv float %1212, %bc2_sqrt153
+  %1214 = fadd float %1213, 0x3E45798EE0000000
+  %1215 = fdiv float %1211, %1214
+  %1216 = fsub float %1210, %1215
+  %params368 = getelementptr inbounds float, ptr %params, i64 %adam.i154356
+  store float %1216, ptr %params368, align 4
+  %i154.next = add nsw i64 %adam.i154356, 1
+  %1217 = icmp slt i64 %i154.next, 61706
+  br i1 %1217, label %adam.i154, label %adam.i154.end
 
-adam.i158.end:                                    ; preds = %adam.i158
+adam.i154.end:                                    ; preds = %adam.i154
   ret void
 }
 
@@ -2743,7 +2772,7 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %pool2.acc46 = alloca float, align 4
+  %pool2.acc44 = alloca float, align 4
   %pool1.acc23 = alloca float, align 4
   br label %conv1.g1
 
@@ -3163,7 +3192,7 @@ pool1.q20:                                        ; preds = %pool1.py21.end, %co
   br label %pool1.py21
 
 pool1.q20.end:                                    ; preds = %pool1.py21.end
-  br label %conv2.g26
+  br label %conv2.g24
 
 pool1.py21:                                       ; preds = %pool1.px22.end, %pool1.q20
   %pool1.py2148 = phi i64 [ 0, %pool1.q20 ], [ %py21.next, %pool1.px22.end ]
@@ -3174,567 +3203,593 @@ pool1.py21.end:                                   ; preds = %pool1.px22.end
   %202 = icmp slt i64 %q20.next, 384
   br i1 %202, label %pool1.q20, label %pool1.q20.end
 
-pool1.px22:                                       ; preds = %pool1.ky24.end, %pool1.py21
-  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.ky24.end ]
+pool1.px22:                                       ; preds = %pool1.px22, %pool1.py21
+  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.px22 ]
   store float 0.000000e+00, ptr %pool1.acc23, align 4
-  br label %pool1.ky24
-
-pool1.px22.end:                                   ; preds = %pool1.ky24.end
-  %py21.next = add nsw i64 %pool1.py2148, 1
-  %203 = icmp slt i64 %py21.next, 14
-  br i1 %203, label %pool1.py21, label %pool1.py21.end
-
-pool1.ky24:                                       ; preds = %pool1.kx25.end, %pool1.px22
-  %pool1.ky2450 = phi i64 [ 0, %pool1.px22 ], [ %ky24.next, %pool1.kx25.end ]
-  br label %pool1.kx25
-
-pool1.ky24.end:                                   ; preds = %pool1.kx25.end
-  %acc2353 = load float, ptr %pool1.acc23, align 4
-  %204 = fmul float %acc2353, 2.500000e-01
-  %205 = mul nsw i64 %pool1.q2047, 196
-  %206 = add nsw i64 301056, %205
-  %207 = mul nsw i64 %pool1.py2148, 14
-  %208 = add nsw i64 %206, %207
-  %209 = add nsw i64 %208, %pool1.px2249
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %209
-  store float %204, ptr %arena54, align 4
-  %px22.next = add nsw i64 %pool1.px2249, 1
-  %210 = icmp slt i64 %px22.next, 14
-  br i1 %210, label %pool1.px22, label %pool1.px22.end
-
-pool1.kx25:                                       ; preds = %pool1.kx25, %pool1.ky24
-  %pool1.kx2551 = phi i64 [ 0, %pool1.ky24 ], [ %kx25.next, %pool1.kx25 ]
   %acc23 = load float, ptr %pool1.acc23, align 4
-  %211 = mul nsw i64 %pool1.q2047, 784
-  %212 = mul nsw i64 %pool1.py2148, 56
-  %213 = add nsw i64 %211, %212
-  %214 = mul nsw i64 %pool1.px2249, 2
-  %215 = add nsw i64 %213, %214
-  %216 = mul nsw i64 %pool1.ky2450, 28
-  %217 = add nsw i64 %215, %216
-  %218 = add nsw i64 %217, %pool1.kx2551
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena52, align 4
-  %220 = fadd float %acc23, %219
-  store float %220, ptr %pool1.acc23, align 4
-  %kx25.next = add nsw i64 %pool1.kx2551, 1
-  %221 = icmp slt i64 %kx25.next, 2
-  br i1 %221, label %pool1.kx25, label %pool1.kx25.end
+  %203 = mul nsw i64 %pool1.q2047, 784
+  %204 = mul nsw i64 %pool1.py2148, 56
+  %205 = add nsw i64 %203, %204
+  %206 = mul nsw i64 %pool1.px2249, 2
+  %207 = add nsw i64 %205, %206
+  %arena50 = getelementptr inbounds float, ptr %arena, i64 %207
+  %208 = load float, ptr %arena50, align 4
+  %209 = fadd float %acc23, %208
+  store float %209, ptr %pool1.acc23, align 4
+  %acc2351 = load float, ptr %pool1.acc23, align 4
+  %210 = mul nsw i64 %pool1.q2047, 784
+  %211 = mul nsw i64 %pool1.py2148, 56
+  %212 = add nsw i64 %210, %211
+  %213 = mul nsw i64 %pool1.px2249, 2
+  %214 = add nsw i64 %212, %213
+  %215 = add nsw i64 %214, 1
+  %arena52 = getelementptr inbounds float, ptr %arena, i64 %215
+  %216 = load float, ptr %arena52, align 4
+  %217 = fadd float %acc2351, %216
+  store float %217, ptr %pool1.acc23, align 4
+  %acc2353 = load float, ptr %pool1.acc23, align 4
+  %218 = mul nsw i64 %pool1.q2047, 784
+  %219 = mul nsw i64 %pool1.py2148, 56
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %pool1.px2249, 2
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 %222, 28
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %223
+  %224 = load float, ptr %arena54, align 4
+  %225 = fadd float %acc2353, %224
+  store float %225, ptr %pool1.acc23, align 4
+  %acc2355 = load float, ptr %pool1.acc23, align 4
+  %226 = mul nsw i64 %pool1.q2047, 784
+  %227 = mul nsw i64 %pool1.py2148, 56
+  %228 = add nsw i64 %226, %227
+  %229 = mul nsw i64 %pool1.px2249, 2
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 28
+  %232 = add nsw i64 %231, 1
+  %arena56 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena56, align 4
+  %234 = fadd float %acc2355, %233
+  store float %234, ptr %pool1.acc23, align 4
+  %acc2357 = load float, ptr %pool1.acc23, align 4
+  %235 = fmul float %acc2357, 2.500000e-01
+  %236 = mul nsw i64 %pool1.q2047, 196
+  %237 = add nsw i64 301056, %236
+  %238 = mul nsw i64 %pool1.py2148, 14
+  %239 = add nsw i64 %237, %238
+  %240 = add nsw i64 %239, %pool1.px2249
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %240
+  store float %235, ptr %arena58, align 4
+  %px22.next = add nsw i64 %pool1.px2249, 1
+  %241 = icmp slt i64 %px22.next, 14
+  br i1 %241, label %pool1.px22, label %pool1.px22.end
 
-pool1.kx25.end:                                   ; preds = %pool1.kx25
-  %ky24.next = add nsw i64 %pool1.ky2450, 1
-  %222 = icmp slt i64 %ky24.next, 2
-  br i1 %222, label %pool1.ky24, label %pool1.ky24.end
+pool1.px22.end:                                   ; preds = %pool1.px22
+  %py21.next = add nsw i64 %pool1.py2148, 1
+  %242 = icmp slt i64 %py21.next, 14
+  br i1 %242, label %pool1.py21, label %pool1.py21.end
 
-conv2.g26:                                        ; preds = %conv2.j40.end, %pool1.q20.end
-  %conv2.g2655 = phi i64 [ 0, %pool1.q20.end ], [ %g26.next, %conv2.j40.end ]
-  br label %conv2.j27
+conv2.g24:                                        ; preds = %conv2.j38.end, %pool1.q20.end
+  %conv2.g2459 = phi i64 [ 0, %pool1.q20.end ], [ %g24.next, %conv2.j38.end ]
+  br label %conv2.j25
 
-conv2.g26.end:                                    ; preds = %conv2.j40.end
-  br label %pool2.q43
+conv2.g24.end:                                    ; preds = %conv2.j38.end
+  br label %pool2.q41
 
-conv2.j27:                                        ; preds = %conv2.c28.end, %conv2.g26
-  %conv2.j2756 = phi i64 [ 0, %conv2.g26 ], [ %j27.next, %conv2.c28.end ]
-  br label %conv2.c28
+conv2.j25:                                        ; preds = %conv2.c26.end, %conv2.g24
+  %conv2.j2560 = phi i64 [ 0, %conv2.g24 ], [ %j25.next, %conv2.c26.end ]
+  br label %conv2.c26
 
-conv2.j27.end:                                    ; preds = %conv2.c28.end
-  %params79 = getelementptr inbounds float, ptr %params, i64 156
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 376320
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 1336320
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params79, i32 150, ptr %arena80, i32 6400, float 0.000000e+00, ptr %arena81, i32 6400)
-  br label %conv2.j40
+conv2.j25.end:                                    ; preds = %conv2.c26.end
+  %params83 = getelementptr inbounds float, ptr %params, i64 156
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 376320
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 1336320
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params83, i32 150, ptr %arena84, i32 6400, float 0.000000e+00, ptr %arena85, i32 6400)
+  br label %conv2.j38
 
-conv2.c28:                                        ; preds = %conv2.ky29.end, %conv2.j27
-  %conv2.c2857 = phi i64 [ 0, %conv2.j27 ], [ %c28.next, %conv2.ky29.end ]
-  br label %conv2.ky29
+conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.j25
+  %conv2.c2661 = phi i64 [ 0, %conv2.j25 ], [ %c26.next, %conv2.ky27.end ]
+  br label %conv2.ky27
 
-conv2.c28.end:                                    ; preds = %conv2.ky29.end
-  %j27.next = add nsw i64 %conv2.j2756, 1
-  %223 = icmp slt i64 %j27.next, 64
-  br i1 %223, label %conv2.j27, label %conv2.j27.end
+conv2.c26.end:                                    ; preds = %conv2.ky27.end
+  %j25.next = add nsw i64 %conv2.j2560, 1
+  %243 = icmp slt i64 %j25.next, 64
+  br i1 %243, label %conv2.j25, label %conv2.j25.end
 
-conv2.ky29:                                       ; preds = %conv2.oy38.end, %conv2.c28
-  %conv2.ky2958 = phi i64 [ 0, %conv2.c28 ], [ %ky29.next, %conv2.oy38.end ]
+conv2.ky27:                                       ; preds = %conv2.oy36.end, %conv2.c26
+  %conv2.ky2762 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy36.end ]
+  br label %conv2.oy28
+
+conv2.ky27.end:                                   ; preds = %conv2.oy36.end
+  %c26.next = add nsw i64 %conv2.c2661, 1
+  %244 = icmp slt i64 %c26.next, 6
+  br i1 %244, label %conv2.c26, label %conv2.c26.end
+
+conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.ky27
+  %conv2.oy2863 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.ox29.end ]
+  br label %conv2.ox29
+
+conv2.oy28.end:                                   ; preds = %conv2.ox29.end
   br label %conv2.oy30
 
-conv2.ky29.end:                                   ; preds = %conv2.oy38.end
-  %c28.next = add nsw i64 %conv2.c2857, 1
-  %224 = icmp slt i64 %c28.next, 6
-  br i1 %224, label %conv2.c28, label %conv2.c28.end
+conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
+  %conv2.ox2964 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
+  %245 = mul nsw i64 %conv2.g2459, 64
+  %246 = add nsw i64 %245, %conv2.j2560
+  %247 = mul nsw i64 %246, 1176
+  %248 = add nsw i64 301056, %247
+  %249 = mul nsw i64 %conv2.c2661, 196
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %conv2.oy2863, %conv2.ky2762
+  %252 = mul nsw i64 %251, 14
+  %253 = add nsw i64 %250, %252
+  %254 = add nsw i64 %253, %conv2.ox2964
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %254
+  %255 = load float, ptr %arena65, align 4
+  %256 = mul nsw i64 %conv2.c2661, 5
+  %257 = add nsw i64 %256, %conv2.ky2762
+  %258 = mul nsw i64 %257, 5
+  %259 = mul nsw i64 %258, 6400
+  %260 = add nsw i64 376320, %259
+  %261 = mul nsw i64 %conv2.j2560, 100
+  %262 = add nsw i64 %260, %261
+  %263 = mul nsw i64 %conv2.oy2863, 10
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 %264, %conv2.ox2964
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %265
+  store float %255, ptr %arena66, align 4
+  %ox29.next = add nsw i64 %conv2.ox2964, 1
+  %266 = icmp slt i64 %ox29.next, 10
+  br i1 %266, label %conv2.ox29, label %conv2.ox29.end
 
-conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.ky29
-  %conv2.oy3059 = phi i64 [ 0, %conv2.ky29 ], [ %oy30.next, %conv2.ox31.end ]
+conv2.ox29.end:                                   ; preds = %conv2.ox29
+  %oy28.next = add nsw i64 %conv2.oy2863, 1
+  %267 = icmp slt i64 %oy28.next, 10
+  br i1 %267, label %conv2.oy28, label %conv2.oy28.end
+
+conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.oy28.end
+  %conv2.oy3067 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.ox31.end ]
   br label %conv2.ox31
 
 conv2.oy30.end:                                   ; preds = %conv2.ox31.end
   br label %conv2.oy32
 
 conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.oy30
-  %conv2.ox3160 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
-  %225 = mul nsw i64 %conv2.g2655, 64
-  %226 = add nsw i64 %225, %conv2.j2756
-  %227 = mul nsw i64 %226, 1176
-  %228 = add nsw i64 301056, %227
-  %229 = mul nsw i64 %conv2.c2857, 196
-  %230 = add nsw i64 %228, %229
-  %231 = add nsw i64 %conv2.oy3059, %conv2.ky2958
-  %232 = mul nsw i64 %231, 14
-  %233 = add nsw i64 %230, %232
-  %234 = add nsw i64 %233, %conv2.ox3160
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %234
-  %235 = load float, ptr %arena61, align 4
-  %236 = mul nsw i64 %conv2.c2857, 5
-  %237 = add nsw i64 %236, %conv2.ky2958
-  %238 = mul nsw i64 %237, 5
-  %239 = mul nsw i64 %238, 6400
-  %240 = add nsw i64 376320, %239
-  %241 = mul nsw i64 %conv2.j2756, 100
-  %242 = add nsw i64 %240, %241
-  %243 = mul nsw i64 %conv2.oy3059, 10
-  %244 = add nsw i64 %242, %243
-  %245 = add nsw i64 %244, %conv2.ox3160
-  %arena62 = getelementptr inbounds float, ptr %arena, i64 %245
-  store float %235, ptr %arena62, align 4
-  %ox31.next = add nsw i64 %conv2.ox3160, 1
-  %246 = icmp slt i64 %ox31.next, 10
-  br i1 %246, label %conv2.ox31, label %conv2.ox31.end
+  %conv2.ox3168 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
+  %268 = mul nsw i64 %conv2.g2459, 64
+  %269 = add nsw i64 %268, %conv2.j2560
+  %270 = mul nsw i64 %269, 1176
+  %271 = add nsw i64 301056, %270
+  %272 = mul nsw i64 %conv2.c2661, 196
+  %273 = add nsw i64 %271, %272
+  %274 = add nsw i64 %conv2.oy3067, %conv2.ky2762
+  %275 = mul nsw i64 %274, 14
+  %276 = add nsw i64 %273, %275
+  %277 = add nsw i64 %conv2.ox3168, 1
+  %278 = add nsw i64 %276, %277
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %278
+  %279 = load float, ptr %arena69, align 4
+  %280 = mul nsw i64 %conv2.c2661, 5
+  %281 = add nsw i64 %280, %conv2.ky2762
+  %282 = mul nsw i64 %281, 5
+  %283 = add nsw i64 %282, 1
+  %284 = mul nsw i64 %283, 6400
+  %285 = add nsw i64 376320, %284
+  %286 = mul nsw i64 %conv2.j2560, 100
+  %287 = add nsw i64 %285, %286
+  %288 = mul nsw i64 %conv2.oy3067, 10
+  %289 = add nsw i64 %287, %288
+  %290 = add nsw i64 %289, %conv2.ox3168
+  %arena70 = getelementptr inbounds float, ptr %arena, i64 %290
+  store float %279, ptr %arena70, align 4
+  %ox31.next = add nsw i64 %conv2.ox3168, 1
+  %291 = icmp slt i64 %ox31.next, 10
+  br i1 %291, label %conv2.ox31, label %conv2.ox31.end
 
 conv2.ox31.end:                                   ; preds = %conv2.ox31
-  %oy30.next = add nsw i64 %conv2.oy3059, 1
-  %247 = icmp slt i64 %oy30.next, 10
-  br i1 %247, label %conv2.oy30, label %conv2.oy30.end
+  %oy30.next = add nsw i64 %conv2.oy3067, 1
+  %292 = icmp slt i64 %oy30.next, 10
+  br i1 %292, label %conv2.oy30, label %conv2.oy30.end
 
 conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.oy30.end
-  %conv2.oy3263 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
+  %conv2.oy3271 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
   br label %conv2.ox33
 
 conv2.oy32.end:                                   ; preds = %conv2.ox33.end
   br label %conv2.oy34
 
 conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.oy32
-  %conv2.ox3364 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
-  %248 = mul nsw i64 %conv2.g2655, 64
-  %249 = add nsw i64 %248, %conv2.j2756
-  %250 = mul nsw i64 %249, 1176
-  %251 = add nsw i64 301056, %250
-  %252 = mul nsw i64 %conv2.c2857, 196
-  %253 = add nsw i64 %251, %252
-  %254 = add nsw i64 %conv2.oy3263, %conv2.ky2958
-  %255 = mul nsw i64 %254, 14
-  %256 = add nsw i64 %253, %255
-  %257 = add nsw i64 %conv2.ox3364, 1
-  %258 = add nsw i64 %256, %257
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %258
-  %259 = load float, ptr %arena65, align 4
-  %260 = mul nsw i64 %conv2.c2857, 5
-  %261 = add nsw i64 %260, %conv2.ky2958
-  %262 = mul nsw i64 %261, 5
-  %263 = add nsw i64 %262, 1
-  %264 = mul nsw i64 %263, 6400
-  %265 = add nsw i64 376320, %264
-  %266 = mul nsw i64 %conv2.j2756, 100
-  %267 = add nsw i64 %265, %266
-  %268 = mul nsw i64 %conv2.oy3263, 10
-  %269 = add nsw i64 %267, %268
-  %270 = add nsw i64 %269, %conv2.ox3364
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %270
-  store float %259, ptr %arena66, align 4
-  %ox33.next = add nsw i64 %conv2.ox3364, 1
-  %271 = icmp slt i64 %ox33.next, 10
-  br i1 %271, label %conv2.ox33, label %conv2.ox33.end
+  %conv2.ox3372 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
+  %293 = mul nsw i64 %conv2.g2459, 64
+  %294 = add nsw i64 %293, %conv2.j2560
+  %295 = mul nsw i64 %294, 1176
+  %296 = add nsw i64 301056, %295
+  %297 = mul nsw i64 %conv2.c2661, 196
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %conv2.oy3271, %conv2.ky2762
+  %300 = mul nsw i64 %299, 14
+  %301 = add nsw i64 %298, %300
+  %302 = add nsw i64 %conv2.ox3372, 2
+  %303 = add nsw i64 %301, %302
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %303
+  %304 = load float, ptr %arena73, align 4
+  %305 = mul nsw i64 %conv2.c2661, 5
+  %306 = add nsw i64 %305, %conv2.ky2762
+  %307 = mul nsw i64 %306, 5
+  %308 = add nsw i64 %307, 2
+  %309 = mul nsw i64 %308, 6400
+  %310 = add nsw i64 376320, %309
+  %311 = mul nsw i64 %conv2.j2560, 100
+  %312 = add nsw i64 %310, %311
+  %313 = mul nsw i64 %conv2.oy3271, 10
+  %314 = add nsw i64 %312, %313
+  %315 = add nsw i64 %314, %conv2.ox3372
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %315
+  store float %304, ptr %arena74, align 4
+  %ox33.next = add nsw i64 %conv2.ox3372, 1
+  %316 = icmp slt i64 %ox33.next, 10
+  br i1 %316, label %conv2.ox33, label %conv2.ox33.end
 
 conv2.ox33.end:                                   ; preds = %conv2.ox33
-  %oy32.next = add nsw i64 %conv2.oy3263, 1
-  %272 = icmp slt i64 %oy32.next, 10
-  br i1 %272, label %conv2.oy32, label %conv2.oy32.end
+  %oy32.next = add nsw i64 %conv2.oy3271, 1
+  %317 = icmp slt i64 %oy32.next, 10
+  br i1 %317, label %conv2.oy32, label %conv2.oy32.end
 
 conv2.oy34:                                       ; preds = %conv2.ox35.end, %conv2.oy32.end
-  %conv2.oy3467 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
+  %conv2.oy3475 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
   br label %conv2.ox35
 
 conv2.oy34.end:                                   ; preds = %conv2.ox35.end
   br label %conv2.oy36
 
 conv2.ox35:                                       ; preds = %conv2.ox35, %conv2.oy34
-  %conv2.ox3568 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
-  %273 = mul nsw i64 %conv2.g2655, 64
-  %274 = add nsw i64 %273, %conv2.j2756
-  %275 = mul nsw i64 %274, 1176
-  %276 = add nsw i64 301056, %275
-  %277 = mul nsw i64 %conv2.c2857, 196
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 %conv2.oy3467, %conv2.ky2958
-  %280 = mul nsw i64 %279, 14
-  %281 = add nsw i64 %278, %280
-  %282 = add nsw i64 %conv2.ox3568, 2
-  %283 = add nsw i64 %281, %282
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %283
-  %284 = load float, ptr %arena69, align 4
-  %285 = mul nsw i64 %conv2.c2857, 5
-  %286 = add nsw i64 %285, %conv2.ky2958
-  %287 = mul nsw i64 %286, 5
-  %288 = add nsw i64 %287, 2
-  %289 = mul nsw i64 %288, 6400
-  %290 = add nsw i64 376320, %289
-  %291 = mul nsw i64 %conv2.j2756, 100
-  %292 = add nsw i64 %290, %291
-  %293 = mul nsw i64 %conv2.oy3467, 10
-  %294 = add nsw i64 %292, %293
-  %295 = add nsw i64 %294, %conv2.ox3568
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %295
-  store float %284, ptr %arena70, align 4
-  %ox35.next = add nsw i64 %conv2.ox3568, 1
-  %296 = icmp slt i64 %ox35.next, 10
-  br i1 %296, label %conv2.ox35, label %conv2.ox35.end
+  %conv2.ox3576 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
+  %318 = mul nsw i64 %conv2.g2459, 64
+  %319 = add nsw i64 %318, %conv2.j2560
+  %320 = mul nsw i64 %319, 1176
+  %321 = add nsw i64 301056, %320
+  %322 = mul nsw i64 %conv2.c2661, 196
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 %conv2.oy3475, %conv2.ky2762
+  %325 = mul nsw i64 %324, 14
+  %326 = add nsw i64 %323, %325
+  %327 = add nsw i64 %conv2.ox3576, 3
+  %328 = add nsw i64 %326, %327
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %328
+  %329 = load float, ptr %arena77, align 4
+  %330 = mul nsw i64 %conv2.c2661, 5
+  %331 = add nsw i64 %330, %conv2.ky2762
+  %332 = mul nsw i64 %331, 5
+  %333 = add nsw i64 %332, 3
+  %334 = mul nsw i64 %333, 6400
+  %335 = add nsw i64 376320, %334
+  %336 = mul nsw i64 %conv2.j2560, 100
+  %337 = add nsw i64 %335, %336
+  %338 = mul nsw i64 %conv2.oy3475, 10
+  %339 = add nsw i64 %337, %338
+  %340 = add nsw i64 %339, %conv2.ox3576
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %340
+  store float %329, ptr %arena78, align 4
+  %ox35.next = add nsw i64 %conv2.ox3576, 1
+  %341 = icmp slt i64 %ox35.next, 10
+  br i1 %341, label %conv2.ox35, label %conv2.ox35.end
 
 conv2.ox35.end:                                   ; preds = %conv2.ox35
-  %oy34.next = add nsw i64 %conv2.oy3467, 1
-  %297 = icmp slt i64 %oy34.next, 10
-  br i1 %297, label %conv2.oy34, label %conv2.oy34.end
+  %oy34.next = add nsw i64 %conv2.oy3475, 1
+  %342 = icmp slt i64 %oy34.next, 10
+  br i1 %342, label %conv2.oy34, label %conv2.oy34.end
 
 conv2.oy36:                                       ; preds = %conv2.ox37.end, %conv2.oy34.end
-  %conv2.oy3671 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
+  %conv2.oy3679 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
   br label %conv2.ox37
 
 conv2.oy36.end:                                   ; preds = %conv2.ox37.end
-  br label %conv2.oy38
+  %ky27.next = add nsw i64 %conv2.ky2762, 1
+  %343 = icmp slt i64 %ky27.next, 5
+  br i1 %343, label %conv2.ky27, label %conv2.ky27.end
 
 conv2.ox37:                                       ; preds = %conv2.ox37, %conv2.oy36
-  %conv2.ox3772 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
-  %298 = mul nsw i64 %conv2.g2655, 64
-  %299 = add nsw i64 %298, %conv2.j2756
-  %300 = mul nsw i64 %299, 1176
-  %301 = add nsw i64 301056, %300
-  %302 = mul nsw i64 %conv2.c2857, 196
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %conv2.oy3671, %conv2.ky2958
-  %305 = mul nsw i64 %304, 14
-  %306 = add nsw i64 %303, %305
-  %307 = add nsw i64 %conv2.ox3772, 3
-  %308 = add nsw i64 %306, %307
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %308
-  %309 = load float, ptr %arena73, align 4
-  %310 = mul nsw i64 %conv2.c2857, 5
-  %311 = add nsw i64 %310, %conv2.ky2958
-  %312 = mul nsw i64 %311, 5
-  %313 = add nsw i64 %312, 3
-  %314 = mul nsw i64 %313, 6400
-  %315 = add nsw i64 376320, %314
-  %316 = mul nsw i64 %conv2.j2756, 100
-  %317 = add nsw i64 %315, %316
-  %318 = mul nsw i64 %conv2.oy3671, 10
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %319, %conv2.ox3772
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %309, ptr %arena74, align 4
-  %ox37.next = add nsw i64 %conv2.ox3772, 1
-  %321 = icmp slt i64 %ox37.next, 10
-  br i1 %321, label %conv2.ox37, label %conv2.ox37.end
+  %conv2.ox3780 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
+  %344 = mul nsw i64 %conv2.g2459, 64
+  %345 = add nsw i64 %344, %conv2.j2560
+  %346 = mul nsw i64 %345, 1176
+  %347 = add nsw i64 301056, %346
+  %348 = mul nsw i64 %conv2.c2661, 196
+  %349 = add nsw i64 %347, %348
+  %350 = add nsw i64 %conv2.oy3679, %conv2.ky2762
+  %351 = mul nsw i64 %350, 14
+  %352 = add nsw i64 %349, %351
+  %353 = add nsw i64 %conv2.ox3780, 4
+  %354 = add nsw i64 %352, %353
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %354
+  %355 = load float, ptr %arena81, align 4
+  %356 = mul nsw i64 %conv2.c2661, 5
+  %357 = add nsw i64 %356, %conv2.ky2762
+  %358 = mul nsw i64 %357, 5
+  %359 = add nsw i64 %358, 4
+  %360 = mul nsw i64 %359, 6400
+  %361 = add nsw i64 376320, %360
+  %362 = mul nsw i64 %conv2.j2560, 100
+  %363 = add nsw i64 %361, %362
+  %364 = mul nsw i64 %conv2.oy3679, 10
+  %365 = add nsw i64 %363, %364
+  %366 = add nsw i64 %365, %conv2.ox3780
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %366
+  store float %355, ptr %arena82, align 4
+  %ox37.next = add nsw i64 %conv2.ox3780, 1
+  %367 = icmp slt i64 %ox37.next, 10
+  br i1 %367, label %conv2.ox37, label %conv2.ox37.end
 
 conv2.ox37.end:                                   ; preds = %conv2.ox37
-  %oy36.next = add nsw i64 %conv2.oy3671, 1
-  %322 = icmp slt i64 %oy36.next, 10
-  br i1 %322, label %conv2.oy36, label %conv2.oy36.end
+  %oy36.next = add nsw i64 %conv2.oy3679, 1
+  %368 = icmp slt i64 %oy36.next, 10
+  br i1 %368, label %conv2.oy36, label %conv2.oy36.end
 
-conv2.oy38:                                       ; preds = %conv2.ox39.end, %conv2.oy36.end
-  %conv2.oy3875 = phi i64 [ 0, %conv2.oy36.end ], [ %oy38.next, %conv2.ox39.end ]
-  br label %conv2.ox39
+conv2.j38:                                        ; preds = %conv2.f39.end, %conv2.j25.end
+  %conv2.j3886 = phi i64 [ 0, %conv2.j25.end ], [ %j38.next, %conv2.f39.end ]
+  br label %conv2.f39
 
-conv2.oy38.end:                                   ; preds = %conv2.ox39.end
-  %ky29.next = add nsw i64 %conv2.ky2958, 1
-  %323 = icmp slt i64 %ky29.next, 5
-  br i1 %323, label %conv2.ky29, label %conv2.ky29.end
+conv2.j38.end:                                    ; preds = %conv2.f39.end
+  %g24.next = add nsw i64 %conv2.g2459, 1
+  %369 = icmp slt i64 %g24.next, 1
+  br i1 %369, label %conv2.g24, label %conv2.g24.end
 
-conv2.ox39:                                       ; preds = %conv2.ox39, %conv2.oy38
-  %conv2.ox3976 = phi i64 [ 0, %conv2.oy38 ], [ %ox39.next, %conv2.ox39 ]
-  %324 = mul nsw i64 %conv2.g2655, 64
-  %325 = add nsw i64 %324, %conv2.j2756
-  %326 = mul nsw i64 %325, 1176
-  %327 = add nsw i64 301056, %326
-  %328 = mul nsw i64 %conv2.c2857, 196
-  %329 = add nsw i64 %327, %328
-  %330 = add nsw i64 %conv2.oy3875, %conv2.ky2958
-  %331 = mul nsw i64 %330, 14
-  %332 = add nsw i64 %329, %331
-  %333 = add nsw i64 %conv2.ox3976, 4
-  %334 = add nsw i64 %332, %333
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %334
-  %335 = load float, ptr %arena77, align 4
-  %336 = mul nsw i64 %conv2.c2857, 5
-  %337 = add nsw i64 %336, %conv2.ky2958
-  %338 = mul nsw i64 %337, 5
-  %339 = add nsw i64 %338, 4
-  %340 = mul nsw i64 %339, 6400
-  %341 = add nsw i64 376320, %340
-  %342 = mul nsw i64 %conv2.j2756, 100
-  %343 = add nsw i64 %341, %342
-  %344 = mul nsw i64 %conv2.oy3875, 10
-  %345 = add nsw i64 %343, %344
-  %346 = add nsw i64 %345, %conv2.ox3976
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %346
-  store float %335, ptr %arena78, align 4
-  %ox39.next = add nsw i64 %conv2.ox3976, 1
-  %347 = icmp slt i64 %ox39.next, 10
-  br i1 %347, label %conv2.ox39, label %conv2.ox39.end
+conv2.f39:                                        ; preds = %conv2.i40.end, %conv2.j38
+  %conv2.f3987 = phi i64 [ 0, %conv2.j38 ], [ %f39.next, %conv2.i40.end ]
+  br label %conv2.i40
 
-conv2.ox39.end:                                   ; preds = %conv2.ox39
-  %oy38.next = add nsw i64 %conv2.oy3875, 1
-  %348 = icmp slt i64 %oy38.next, 10
-  br i1 %348, label %conv2.oy38, label %conv2.oy38.end
+conv2.f39.end:                                    ; preds = %conv2.i40.end
+  %j38.next = add nsw i64 %conv2.j3886, 1
+  %370 = icmp slt i64 %j38.next, 64
+  br i1 %370, label %conv2.j38, label %conv2.j38.end
 
-conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.j27.end
-  %conv2.j4082 = phi i64 [ 0, %conv2.j27.end ], [ %j40.next, %conv2.f41.end ]
-  br label %conv2.f41
+conv2.i40:                                        ; preds = %conv2.i40, %conv2.f39
+  %conv2.i4088 = phi i64 [ 0, %conv2.f39 ], [ %i40.next, %conv2.i40 ]
+  %371 = mul nsw i64 %conv2.f3987, 6400
+  %372 = add nsw i64 1336320, %371
+  %373 = mul nsw i64 %conv2.j3886, 100
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 %374, %conv2.i4088
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load float, ptr %arena89, align 4
+  %377 = add nsw i64 2556, %conv2.f3987
+  %params90 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params90, align 4
+  %379 = fadd float %376, %378
+  %380 = fcmp ogt float %379, 0.000000e+00
+  %381 = mul nsw i64 %conv2.f3987, 6400
+  %382 = add nsw i64 1336320, %381
+  %383 = mul nsw i64 %conv2.j3886, 100
+  %384 = add nsw i64 %382, %383
+  %385 = add nsw i64 %384, %conv2.i4088
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
+  %386 = load float, ptr %arena91, align 4
+  %387 = add nsw i64 2556, %conv2.f3987
+  %params92 = getelementptr inbounds float, ptr %params, i64 %387
+  %388 = load float, ptr %params92, align 4
+  %389 = fadd float %386, %388
+  %390 = select i1 %380, float %389, float 0.000000e+00
+  %391 = mul nsw i64 %conv2.g2459, 64
+  %392 = add nsw i64 %391, %conv2.j3886
+  %393 = mul nsw i64 %392, 1600
+  %394 = mul nsw i64 %conv2.f3987, 100
+  %395 = add nsw i64 %393, %394
+  %396 = add nsw i64 %395, %conv2.i4088
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %396
+  store float %390, ptr %arena93, align 4
+  %i40.next = add nsw i64 %conv2.i4088, 1
+  %397 = icmp slt i64 %i40.next, 100
+  br i1 %397, label %conv2.i40, label %conv2.i40.end
 
-conv2.j40.end:                                    ; preds = %conv2.f41.end
-  %g26.next = add nsw i64 %conv2.g2655, 1
-  %349 = icmp slt i64 %g26.next, 1
-  br i1 %349, label %conv2.g26, label %conv2.g26.end
+conv2.i40.end:                                    ; preds = %conv2.i40
+  %f39.next = add nsw i64 %conv2.f3987, 1
+  %398 = icmp slt i64 %f39.next, 16
+  br i1 %398, label %conv2.f39, label %conv2.f39.end
 
-conv2.f41:                                        ; preds = %conv2.i42.end, %conv2.j40
-  %conv2.f4183 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.i42.end ]
-  br label %conv2.i42
+pool2.q41:                                        ; preds = %pool2.py42.end, %conv2.g24.end
+  %pool2.q4194 = phi i64 [ 0, %conv2.g24.end ], [ %q41.next, %pool2.py42.end ]
+  br label %pool2.py42
 
-conv2.f41.end:                                    ; preds = %conv2.i42.end
-  %j40.next = add nsw i64 %conv2.j4082, 1
-  %350 = icmp slt i64 %j40.next, 64
-  br i1 %350, label %conv2.j40, label %conv2.j40.end
-
-conv2.i42:                                        ; preds = %conv2.i42, %conv2.f41
-  %conv2.i4284 = phi i64 [ 0, %conv2.f41 ], [ %i42.next, %conv2.i42 ]
-  %351 = mul nsw i64 %conv2.f4183, 6400
-  %352 = add nsw i64 1336320, %351
-  %353 = mul nsw i64 %conv2.j4082, 100
-  %354 = add nsw i64 %352, %353
-  %355 = add nsw i64 %354, %conv2.i4284
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %355
-  %356 = load float, ptr %arena85, align 4
-  %357 = add nsw i64 2556, %conv2.f4183
-  %params86 = getelementptr inbounds float, ptr %params, i64 %357
-  %358 = load float, ptr %params86, align 4
-  %359 = fadd float %356, %358
-  %360 = fcmp ogt float %359, 0.000000e+00
-  %361 = mul nsw i64 %conv2.f4183, 6400
-  %362 = add nsw i64 1336320, %361
-  %363 = mul nsw i64 %conv2.j4082, 100
-  %364 = add nsw i64 %362, %363
-  %365 = add nsw i64 %364, %conv2.i4284
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %365
-  %366 = load float, ptr %arena87, align 4
-  %367 = add nsw i64 2556, %conv2.f4183
-  %params88 = getelementptr inbounds float, ptr %params, i64 %367
-  %368 = load float, ptr %params88, align 4
-  %369 = fadd float %366, %368
-  %370 = select i1 %360, float %369, float 0.000000e+00
-  %371 = mul nsw i64 %conv2.g2655, 64
-  %372 = add nsw i64 %371, %conv2.j4082
-  %373 = mul nsw i64 %372, 1600
-  %374 = mul nsw i64 %conv2.f4183, 100
-  %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, %conv2.i4284
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %376
-  store float %370, ptr %arena89, align 4
-  %i42.next = add nsw i64 %conv2.i4284, 1
-  %377 = icmp slt i64 %i42.next, 100
-  br i1 %377, label %conv2.i42, label %conv2.i42.end
-
-conv2.i42.end:                                    ; preds = %conv2.i42
-  %f41.next = add nsw i64 %conv2.f4183, 1
-  %378 = icmp slt i64 %f41.next, 16
-  br i1 %378, label %conv2.f41, label %conv2.f41.end
-
-pool2.q43:                                        ; preds = %pool2.py44.end, %conv2.g26.end
-  %pool2.q4390 = phi i64 [ 0, %conv2.g26.end ], [ %q43.next, %pool2.py44.end ]
-  br label %pool2.py44
-
-pool2.q43.end:                                    ; preds = %pool2.py44.end
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 102400
-  %params99 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena98, i32 400, ptr %params99, i32 400, float 0.000000e+00, ptr %arena100, i32 120)
-  br label %fc1.n49
-
-pool2.py44:                                       ; preds = %pool2.px45.end, %pool2.q43
-  %pool2.py4491 = phi i64 [ 0, %pool2.q43 ], [ %py44.next, %pool2.px45.end ]
-  br label %pool2.px45
-
-pool2.py44.end:                                   ; preds = %pool2.px45.end
-  %q43.next = add nsw i64 %pool2.q4390, 1
-  %379 = icmp slt i64 %q43.next, 1024
-  br i1 %379, label %pool2.q43, label %pool2.q43.end
-
-pool2.px45:                                       ; preds = %pool2.ky47.end, %pool2.py44
-  %pool2.px4592 = phi i64 [ 0, %pool2.py44 ], [ %px45.next, %pool2.ky47.end ]
-  store float 0.000000e+00, ptr %pool2.acc46, align 4
-  br label %pool2.ky47
-
-pool2.px45.end:                                   ; preds = %pool2.ky47.end
-  %py44.next = add nsw i64 %pool2.py4491, 1
-  %380 = icmp slt i64 %py44.next, 5
-  br i1 %380, label %pool2.py44, label %pool2.py44.end
-
-pool2.ky47:                                       ; preds = %pool2.kx48.end, %pool2.px45
-  %pool2.ky4793 = phi i64 [ 0, %pool2.px45 ], [ %ky47.next, %pool2.kx48.end ]
-  br label %pool2.kx48
-
-pool2.ky47.end:                                   ; preds = %pool2.kx48.end
-  %acc4696 = load float, ptr %pool2.acc46, align 4
-  %381 = fmul float %acc4696, 2.500000e-01
-  %382 = mul nsw i64 %pool2.q4390, 25
-  %383 = add nsw i64 102400, %382
-  %384 = mul nsw i64 %pool2.py4491, 5
-  %385 = add nsw i64 %383, %384
-  %386 = add nsw i64 %385, %pool2.px4592
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %386
-  store float %381, ptr %arena97, align 4
-  %px45.next = add nsw i64 %pool2.px4592, 1
-  %387 = icmp slt i64 %px45.next, 5
-  br i1 %387, label %pool2.px45, label %pool2.px45.end
-
-pool2.kx48:                                       ; preds = %pool2.kx48, %pool2.ky47
-  %pool2.kx4894 = phi i64 [ 0, %pool2.ky47 ], [ %kx48.next, %pool2.kx48 ]
-  %acc46 = load float, ptr %pool2.acc46, align 4
-  %388 = mul nsw i64 %pool2.q4390, 100
-  %389 = mul nsw i64 %pool2.py4491, 20
-  %390 = add nsw i64 %388, %389
-  %391 = mul nsw i64 %pool2.px4592, 2
-  %392 = add nsw i64 %390, %391
-  %393 = mul nsw i64 %pool2.ky4793, 10
-  %394 = add nsw i64 %392, %393
-  %395 = add nsw i64 %394, %pool2.kx4894
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load float, ptr %arena95, align 4
-  %397 = fadd float %acc46, %396
-  store float %397, ptr %pool2.acc46, align 4
-  %kx48.next = add nsw i64 %pool2.kx4894, 1
-  %398 = icmp slt i64 %kx48.next, 2
-  br i1 %398, label %pool2.kx48, label %pool2.kx48.end
-
-pool2.kx48.end:                                   ; preds = %pool2.kx48
-  %ky47.next = add nsw i64 %pool2.ky4793, 1
-  %399 = icmp slt i64 %ky47.next, 2
-  br i1 %399, label %pool2.ky47, label %pool2.ky47.end
-
-fc1.n49:                                          ; preds = %fc1.u50.end, %pool2.q43.end
-  %fc1.n49101 = phi i64 [ 0, %pool2.q43.end ], [ %n49.next, %fc1.u50.end ]
-  br label %fc1.u50
-
-fc1.n49.end:                                      ; preds = %fc1.u50.end
+pool2.q41.end:                                    ; preds = %pool2.py42.end
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 102400
+  %params107 = getelementptr inbounds float, ptr %params, i64 2572
   %arena108 = getelementptr inbounds float, ptr %arena, i64 0
-  %params109 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 7680
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena108, i32 120, ptr %params109, i32 120, float 0.000000e+00, ptr %arena110, i32 84)
-  br label %fc2.n51
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena106, i32 400, ptr %params107, i32 400, float 0.000000e+00, ptr %arena108, i32 120)
+  br label %fc1.n45
 
-fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
-  %fc1.u50102 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
-  %400 = mul nsw i64 %fc1.n49101, 120
-  %401 = add nsw i64 %400, %fc1.u50102
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena103, align 4
-  %403 = add nsw i64 50572, %fc1.u50102
-  %params104 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params104, align 4
-  %405 = fadd float %402, %404
-  %406 = fcmp ogt float %405, 0.000000e+00
-  %407 = mul nsw i64 %fc1.n49101, 120
-  %408 = add nsw i64 %407, %fc1.u50102
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %408
-  %409 = load float, ptr %arena105, align 4
-  %410 = add nsw i64 50572, %fc1.u50102
-  %params106 = getelementptr inbounds float, ptr %params, i64 %410
-  %411 = load float, ptr %params106, align 4
-  %412 = fadd float %409, %411
-  %413 = select i1 %406, float %412, float 0.000000e+00
-  %414 = mul nsw i64 %fc1.n49101, 120
-  %415 = add nsw i64 %414, %fc1.u50102
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %415
-  store float %413, ptr %arena107, align 4
-  %u50.next = add nsw i64 %fc1.u50102, 1
-  %416 = icmp slt i64 %u50.next, 120
-  br i1 %416, label %fc1.u50, label %fc1.u50.end
+pool2.py42:                                       ; preds = %pool2.px43.end, %pool2.q41
+  %pool2.py4295 = phi i64 [ 0, %pool2.q41 ], [ %py42.next, %pool2.px43.end ]
+  br label %pool2.px43
 
-fc1.u50.end:                                      ; preds = %fc1.u50
-  %n49.next = add nsw i64 %fc1.n49101, 1
-  %417 = icmp slt i64 %n49.next, 64
-  br i1 %417, label %fc1.n49, label %fc1.n49.end
+pool2.py42.end:                                   ; preds = %pool2.px43.end
+  %q41.next = add nsw i64 %pool2.q4194, 1
+  %399 = icmp slt i64 %q41.next, 1024
+  br i1 %399, label %pool2.q41, label %pool2.q41.end
 
-fc2.n51:                                          ; preds = %fc2.u52.end, %fc1.n49.end
-  %fc2.n51111 = phi i64 [ 0, %fc1.n49.end ], [ %n51.next, %fc2.u52.end ]
-  br label %fc2.u52
+pool2.px43:                                       ; preds = %pool2.px43, %pool2.py42
+  %pool2.px4396 = phi i64 [ 0, %pool2.py42 ], [ %px43.next, %pool2.px43 ]
+  store float 0.000000e+00, ptr %pool2.acc44, align 4
+  %acc44 = load float, ptr %pool2.acc44, align 4
+  %400 = mul nsw i64 %pool2.q4194, 100
+  %401 = mul nsw i64 %pool2.py4295, 20
+  %402 = add nsw i64 %400, %401
+  %403 = mul nsw i64 %pool2.px4396, 2
+  %404 = add nsw i64 %402, %403
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %404
+  %405 = load float, ptr %arena97, align 4
+  %406 = fadd float %acc44, %405
+  store float %406, ptr %pool2.acc44, align 4
+  %acc4498 = load float, ptr %pool2.acc44, align 4
+  %407 = mul nsw i64 %pool2.q4194, 100
+  %408 = mul nsw i64 %pool2.py4295, 20
+  %409 = add nsw i64 %407, %408
+  %410 = mul nsw i64 %pool2.px4396, 2
+  %411 = add nsw i64 %409, %410
+  %412 = add nsw i64 %411, 1
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %412
+  %413 = load float, ptr %arena99, align 4
+  %414 = fadd float %acc4498, %413
+  store float %414, ptr %pool2.acc44, align 4
+  %acc44100 = load float, ptr %pool2.acc44, align 4
+  %415 = mul nsw i64 %pool2.q4194, 100
+  %416 = mul nsw i64 %pool2.py4295, 20
+  %417 = add nsw i64 %415, %416
+  %418 = mul nsw i64 %pool2.px4396, 2
+  %419 = add nsw i64 %417, %418
+  %420 = add nsw i64 %419, 10
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena101, align 4
+  %422 = fadd float %acc44100, %421
+  store float %422, ptr %pool2.acc44, align 4
+  %acc44102 = load float, ptr %pool2.acc44, align 4
+  %423 = mul nsw i64 %pool2.q4194, 100
+  %424 = mul nsw i64 %pool2.py4295, 20
+  %425 = add nsw i64 %423, %424
+  %426 = mul nsw i64 %pool2.px4396, 2
+  %427 = add nsw i64 %425, %426
+  %428 = add nsw i64 %427, 10
+  %429 = add nsw i64 %428, 1
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load float, ptr %arena103, align 4
+  %431 = fadd float %acc44102, %430
+  store float %431, ptr %pool2.acc44, align 4
+  %acc44104 = load float, ptr %pool2.acc44, align 4
+  %432 = fmul float %acc44104, 2.500000e-01
+  %433 = mul nsw i64 %pool2.q4194, 25
+  %434 = add nsw i64 102400, %433
+  %435 = mul nsw i64 %pool2.py4295, 5
+  %436 = add nsw i64 %434, %435
+  %437 = add nsw i64 %436, %pool2.px4396
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %437
+  store float %432, ptr %arena105, align 4
+  %px43.next = add nsw i64 %pool2.px4396, 1
+  %438 = icmp slt i64 %px43.next, 5
+  br i1 %438, label %pool2.px43, label %pool2.px43.end
 
-fc2.n51.end:                                      ; preds = %fc2.u52.end
+pool2.px43.end:                                   ; preds = %pool2.px43
+  %py42.next = add nsw i64 %pool2.py4295, 1
+  %439 = icmp slt i64 %py42.next, 5
+  br i1 %439, label %pool2.py42, label %pool2.py42.end
+
+fc1.n45:                                          ; preds = %fc1.u46.end, %pool2.q41.end
+  %fc1.n45109 = phi i64 [ 0, %pool2.q41.end ], [ %n45.next, %fc1.u46.end ]
+  br label %fc1.u46
+
+fc1.n45.end:                                      ; preds = %fc1.u46.end
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 0
+  %params117 = getelementptr inbounds float, ptr %params, i64 50692
   %arena118 = getelementptr inbounds float, ptr %arena, i64 7680
-  %params119 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena118, i32 84, ptr %params119, i32 84, float 0.000000e+00, ptr %arena120, i32 10)
-  br label %fc3.n53
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena116, i32 120, ptr %params117, i32 120, float 0.000000e+00, ptr %arena118, i32 84)
+  br label %fc2.n47
 
-fc2.u52:                                          ; preds = %fc2.u52, %fc2.n51
-  %fc2.u52112 = phi i64 [ 0, %fc2.n51 ], [ %u52.next, %fc2.u52 ]
-  %418 = mul nsw i64 %fc2.n51111, 84
-  %419 = add nsw i64 7680, %418
-  %420 = add nsw i64 %419, %fc2.u52112
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %420
-  %421 = load float, ptr %arena113, align 4
-  %422 = add nsw i64 60772, %fc2.u52112
-  %params114 = getelementptr inbounds float, ptr %params, i64 %422
-  %423 = load float, ptr %params114, align 4
-  %424 = fadd float %421, %423
-  %425 = fcmp ogt float %424, 0.000000e+00
-  %426 = mul nsw i64 %fc2.n51111, 84
-  %427 = add nsw i64 7680, %426
-  %428 = add nsw i64 %427, %fc2.u52112
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %428
-  %429 = load float, ptr %arena115, align 4
-  %430 = add nsw i64 60772, %fc2.u52112
-  %params116 = getelementptr inbounds float, ptr %params, i64 %430
-  %431 = load float, ptr %params116, align 4
-  %432 = fadd float %429, %431
-  %433 = select i1 %425, float %432, float 0.000000e+00
-  %434 = mul nsw i64 %fc2.n51111, 84
-  %435 = add nsw i64 7680, %434
-  %436 = add nsw i64 %435, %fc2.u52112
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %433, ptr %arena117, align 4
-  %u52.next = add nsw i64 %fc2.u52112, 1
-  %437 = icmp slt i64 %u52.next, 84
-  br i1 %437, label %fc2.u52, label %fc2.u52.end
+fc1.u46:                                          ; preds = %fc1.u46, %fc1.n45
+  %fc1.u46110 = phi i64 [ 0, %fc1.n45 ], [ %u46.next, %fc1.u46 ]
+  %440 = mul nsw i64 %fc1.n45109, 120
+  %441 = add nsw i64 %440, %fc1.u46110
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %441
+  %442 = load float, ptr %arena111, align 4
+  %443 = add nsw i64 50572, %fc1.u46110
+  %params112 = getelementptr inbounds float, ptr %params, i64 %443
+  %444 = load float, ptr %params112, align 4
+  %445 = fadd float %442, %444
+  %446 = fcmp ogt float %445, 0.000000e+00
+  %447 = mul nsw i64 %fc1.n45109, 120
+  %448 = add nsw i64 %447, %fc1.u46110
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %448
+  %449 = load float, ptr %arena113, align 4
+  %450 = add nsw i64 50572, %fc1.u46110
+  %params114 = getelementptr inbounds float, ptr %params, i64 %450
+  %451 = load float, ptr %params114, align 4
+  %452 = fadd float %449, %451
+  %453 = select i1 %446, float %452, float 0.000000e+00
+  %454 = mul nsw i64 %fc1.n45109, 120
+  %455 = add nsw i64 %454, %fc1.u46110
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %455
+  store float %453, ptr %arena115, align 4
+  %u46.next = add nsw i64 %fc1.u46110, 1
+  %456 = icmp slt i64 %u46.next, 120
+  br i1 %456, label %fc1.u46, label %fc1.u46.end
 
-fc2.u52.end:                                      ; preds = %fc2.u52
-  %n51.next = add nsw i64 %fc2.n51111, 1
-  %438 = icmp slt i64 %n51.next, 64
-  br i1 %438, label %fc2.n51, label %fc2.n51.end
+fc1.u46.end:                                      ; preds = %fc1.u46
+  %n45.next = add nsw i64 %fc1.n45109, 1
+  %457 = icmp slt i64 %n45.next, 64
+  br i1 %457, label %fc1.n45, label %fc1.n45.end
 
-fc3.n53:                                          ; preds = %fc3.u54.end, %fc2.n51.end
-  %fc3.n53121 = phi i64 [ 0, %fc2.n51.end ], [ %n53.next, %fc3.u54.end ]
-  br label %fc3.u54
+fc2.n47:                                          ; preds = %fc2.u48.end, %fc1.n45.end
+  %fc2.n47119 = phi i64 [ 0, %fc1.n45.end ], [ %n47.next, %fc2.u48.end ]
+  br label %fc2.u48
 
-fc3.n53.end:                                      ; preds = %fc3.u54.end
+fc2.n47.end:                                      ; preds = %fc2.u48.end
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 7680
+  %params127 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena126, i32 84, ptr %params127, i32 84, float 0.000000e+00, ptr %arena128, i32 10)
+  br label %fc3.n49
+
+fc2.u48:                                          ; preds = %fc2.u48, %fc2.n47
+  %fc2.u48120 = phi i64 [ 0, %fc2.n47 ], [ %u48.next, %fc2.u48 ]
+  %458 = mul nsw i64 %fc2.n47119, 84
+  %459 = add nsw i64 7680, %458
+  %460 = add nsw i64 %459, %fc2.u48120
+  %arena121 = getelementptr inbounds float, ptr %arena, i64 %460
+  %461 = load float, ptr %arena121, align 4
+  %462 = add nsw i64 60772, %fc2.u48120
+  %params122 = getelementptr inbounds float, ptr %params, i64 %462
+  %463 = load float, ptr %params122, align 4
+  %464 = fadd float %461, %463
+  %465 = fcmp ogt float %464, 0.000000e+00
+  %466 = mul nsw i64 %fc2.n47119, 84
+  %467 = add nsw i64 7680, %466
+  %468 = add nsw i64 %467, %fc2.u48120
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %468
+  %469 = load float, ptr %arena123, align 4
+  %470 = add nsw i64 60772, %fc2.u48120
+  %params124 = getelementptr inbounds float, ptr %params, i64 %470
+  %471 = load float, ptr %params124, align 4
+  %472 = fadd float %469, %471
+  %473 = select i1 %465, float %472, float 0.000000e+00
+  %474 = mul nsw i64 %fc2.n47119, 84
+  %475 = add nsw i64 7680, %474
+  %476 = add nsw i64 %475, %fc2.u48120
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %476
+  store float %473, ptr %arena125, align 4
+  %u48.next = add nsw i64 %fc2.u48120, 1
+  %477 = icmp slt i64 %u48.next, 84
+  br i1 %477, label %fc2.u48, label %fc2.u48.end
+
+fc2.u48.end:                                      ; preds = %fc2.u48
+  %n47.next = add nsw i64 %fc2.n47119, 1
+  %478 = icmp slt i64 %n47.next, 64
+  br i1 %478, label %fc2.n47, label %fc2.n47.end
+
+fc3.n49:                                          ; preds = %fc3.u50.end, %fc2.n47.end
+  %fc3.n49129 = phi i64 [ 0, %fc2.n47.end ], [ %n49.next, %fc3.u50.end ]
+  br label %fc3.u50
+
+fc3.n49.end:                                      ; preds = %fc3.u50.end
   ret void
 
-fc3.u54:                                          ; preds = %fc3.u54, %fc3.n53
-  %fc3.u54122 = phi i64 [ 0, %fc3.n53 ], [ %u54.next, %fc3.u54 ]
-  %439 = mul nsw i64 %fc3.n53121, 10
-  %440 = add nsw i64 %439, %fc3.u54122
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %440
-  %441 = load float, ptr %arena123, align 4
-  %442 = add nsw i64 61696, %fc3.u54122
-  %params124 = getelementptr inbounds float, ptr %params, i64 %442
-  %443 = load float, ptr %params124, align 4
-  %444 = fadd float %441, %443
-  %445 = mul nsw i64 %fc3.n53121, 10
-  %446 = add nsw i64 %445, %fc3.u54122
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %446
-  store float %444, ptr %arena125, align 4
-  %u54.next = add nsw i64 %fc3.u54122, 1
-  %447 = icmp slt i64 %u54.next, 10
-  br i1 %447, label %fc3.u54, label %fc3.u54.end
+fc3.u50:                                          ; preds = %fc3.u50, %fc3.n49
+  %fc3.u50130 = phi i64 [ 0, %fc3.n49 ], [ %u50.next, %fc3.u50 ]
+  %479 = mul nsw i64 %fc3.n49129, 10
+  %480 = add nsw i64 %479, %fc3.u50130
+  %arena131 = getelementptr inbounds float, ptr %arena, i64 %480
+  %481 = load float, ptr %arena131, align 4
+  %482 = add nsw i64 61696, %fc3.u50130
+  %params132 = getelementptr inbounds float, ptr %params, i64 %482
+  %483 = load float, ptr %params132, align 4
+  %484 = fadd float %481, %483
+  %485 = mul nsw i64 %fc3.n49129, 10
+  %486 = add nsw i64 %485, %fc3.u50130
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %486
+  store float %484, ptr %arena133, align 4
+  %u50.next = add nsw i64 %fc3.u50130, 1
+  %487 = icmp slt i64 %u50.next, 10
+  br i1 %487, label %fc3.u50, label %fc3.u50.end
 
-fc3.u54.end:                                      ; preds = %fc3.u54
-  %n53.next = add nsw i64 %fc3.n53121, 1
-  %448 = icmp slt i64 %n53.next, 64
-  br i1 %448, label %fc3.n53, label %fc3.n53.end
+fc3.u50.end:                                      ; preds = %fc3.u50
+  %n49.next = add nsw i64 %fc3.n49129, 1
+  %488 = icmp slt i64 %n49.next, 64
+  br i1 %488, label %fc3.n49, label %fc3.n49.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -125,308 +125,306 @@ public func lenet5_train_b64(
     for py21 in 0..<14 {
       for px22 in 0..<14 {
         var acc23: Float = Float(0)
-        for ky24 in 0..<2 {
-          for kx25 in 0..<2 {
-            acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ (ky24 &* 28)) &+ kx25)])
-          }
-        }
+        acc23 = (acc23 + arena[(((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2))])
+        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 1)])
+        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28)])
+        acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28) &+ 1)])
         arena[(((301056 &+ (q20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (acc23 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g26 in 0..<1 {
-    for j27 in 0..<64 {
-      for c28 in 0..<6 {
-        for ky29 in 0..<5 {
-          for oy30 in 0..<10 {
-            do {  // SIMD16 over ox31
-              var ox31 = 0
-              while ox31 < 10 {
-                arena[((((478720 &+ ((((c28 &* 5) &+ ky29) &* 5) &* 6400)) &+ (j27 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy30 &+ ky29) &* 14)) &+ ox31)]
-                ox31 &+= 1
+  for g24 in 0..<1 {
+    for j25 in 0..<64 {
+      for c26 in 0..<6 {
+        for ky27 in 0..<5 {
+          for oy28 in 0..<10 {
+            do {  // SIMD16 over ox29
+              var ox29 = 0
+              while ox29 < 10 {
+                arena[((((478720 &+ ((((c26 &* 5) &+ ky27) &* 5) &* 6400)) &+ (j25 &* 100)) &+ (oy28 &* 10)) &+ ox29)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy28 &+ ky27) &* 14)) &+ ox29)]
+                ox29 &+= 1
               }
+            }
+          }
+          for oy30 in 0..<10 {
+            for ox31 in 0..<10 {
+              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 1) &* 6400)) &+ (j25 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy30 &+ ky27) &* 14)) &+ (ox31 &+ 1))]
             }
           }
           for oy32 in 0..<10 {
             for ox33 in 0..<10 {
-              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 1) &* 6400)) &+ (j27 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy32 &+ ky29) &* 14)) &+ (ox33 &+ 1))]
+              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 2) &* 6400)) &+ (j25 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy32 &+ ky27) &* 14)) &+ (ox33 &+ 2))]
             }
           }
           for oy34 in 0..<10 {
             for ox35 in 0..<10 {
-              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 2) &* 6400)) &+ (j27 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy34 &+ ky29) &* 14)) &+ (ox35 &+ 2))]
+              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 3) &* 6400)) &+ (j25 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy34 &+ ky27) &* 14)) &+ (ox35 &+ 3))]
             }
           }
           for oy36 in 0..<10 {
             for ox37 in 0..<10 {
-              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 3) &* 6400)) &+ (j27 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy36 &+ ky29) &* 14)) &+ (ox37 &+ 3))]
-            }
-          }
-          for oy38 in 0..<10 {
-            for ox39 in 0..<10 {
-              arena[((((478720 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 4) &* 6400)) &+ (j27 &* 100)) &+ (oy38 &* 10)) &+ ox39)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy38 &+ ky29) &* 14)) &+ (ox39 &+ 4))]
+              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 4) &* 6400)) &+ (j25 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy36 &+ ky27) &* 14)) &+ (ox37 &+ 4))]
             }
           }
         }
       }
     }
     sgemm(101, 111, 111, 16, 6400, 150, 1, params + 156, 150, arena + 478720, 6400, Float(bitPattern: 0x0), arena + 1438720, 6400)
-    for j40 in 0..<64 {
-      for f41 in 0..<16 {
-        do {  // SIMD16 over i42
-          var i42 = 0
-          while i42 &+ 16 <= 100 {
-            store16(arena, ((376320 &+ (((g26 &* 64) &+ j40) &* 1600)) &+ (f41 &* 100)) &+ i42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])), where: (load16(arena, ((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])) .> SIMD16<Float>(repeating: Float(0))))
-            i42 &+= 16
+    for j38 in 0..<64 {
+      for f39 in 0..<16 {
+        do {  // SIMD16 over i40
+          var i40 = 0
+          while i40 &+ 16 <= 100 {
+            store16(arena, ((376320 &+ (((g24 &* 64) &+ j38) &* 1600)) &+ (f39 &* 100)) &+ i40, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])), where: (load16(arena, ((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])) .> SIMD16<Float>(repeating: Float(0))))
+            i40 &+= 16
           }
-          while i42 < 100 {
-            arena[(((376320 &+ (((g26 &* 64) &+ j40) &* 1600)) &+ (f41 &* 100)) &+ i42)] = ((arena[(((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) > Float(0) ? (arena[(((1438720 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) : Float(0))
-            i42 &+= 1
+          while i40 < 100 {
+            arena[(((376320 &+ (((g24 &* 64) &+ j38) &* 1600)) &+ (f39 &* 100)) &+ i40)] = ((arena[(((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) > Float(0) ? (arena[(((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) : Float(0))
+            i40 &+= 1
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q43 in 0..<1024 {
-    for py44 in 0..<5 {
-      for px45 in 0..<5 {
-        var acc46: Float = Float(0)
-        for ky47 in 0..<2 {
-          for kx48 in 0..<2 {
-            acc46 = (acc46 + arena[(((376320 &+ (((q43 &* 100) &+ (py44 &* 20)) &+ (px45 &* 2))) &+ (ky47 &* 10)) &+ kx48)])
-          }
-        }
-        arena[(((478720 &+ (q43 &* 25)) &+ (py44 &* 5)) &+ px45)] = (acc46 * Float(bitPattern: 0x3e800000))
+  for q41 in 0..<1024 {
+    for py42 in 0..<5 {
+      for px43 in 0..<5 {
+        var acc44: Float = Float(0)
+        acc44 = (acc44 + arena[(376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)))])
+        acc44 = (acc44 + arena[((376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))) &+ 1)])
+        acc44 = (acc44 + arena[((376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))) &+ 10)])
+        acc44 = (acc44 + arena[(((376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))) &+ 10) &+ 1)])
+        arena[(((478720 &+ (q41 &* 25)) &+ (py42 &* 5)) &+ px43)] = (acc44 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 478720, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 504320, 120)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 &+ 16 <= 120 {
-        store16(arena, (504320 &+ (n49 &* 120)) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n49 &* 120)) &+ u50) + load16(params, 50572 &+ u50)), where: (load16(arena, (504320 &+ (n49 &* 120)) &+ u50) + load16(params, 50572 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
-        u50 &+= 16
+  for n45 in 0..<64 {
+    do {  // SIMD16 over u46
+      var u46 = 0
+      while u46 &+ 16 <= 120 {
+        store16(arena, (504320 &+ (n45 &* 120)) &+ u46, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n45 &* 120)) &+ u46) + load16(params, 50572 &+ u46)), where: (load16(arena, (504320 &+ (n45 &* 120)) &+ u46) + load16(params, 50572 &+ u46)) .> SIMD16<Float>(repeating: Float(0))))
+        u46 &+= 16
       }
-      while u50 < 120 {
-        arena[((504320 &+ (n49 &* 120)) &+ u50)] = ((arena[((504320 &+ (n49 &* 120)) &+ u50)] + params[(50572 &+ u50)]) > Float(0) ? (arena[((504320 &+ (n49 &* 120)) &+ u50)] + params[(50572 &+ u50)]) : Float(0))
-        u50 &+= 1
+      while u46 < 120 {
+        arena[((504320 &+ (n45 &* 120)) &+ u46)] = ((arena[((504320 &+ (n45 &* 120)) &+ u46)] + params[(50572 &+ u46)]) > Float(0) ? (arena[((504320 &+ (n45 &* 120)) &+ u46)] + params[(50572 &+ u46)]) : Float(0))
+        u46 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n51 in 0..<64 {
-    do {  // SIMD16 over u52
-      var u52 = 0
-      while u52 &+ 16 <= 84 {
-        store16(arena, (512000 &+ (n51 &* 84)) &+ u52, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)), where: (load16(arena, (512000 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)) .> SIMD16<Float>(repeating: Float(0))))
-        u52 &+= 16
+  for n47 in 0..<64 {
+    do {  // SIMD16 over u48
+      var u48 = 0
+      while u48 &+ 16 <= 84 {
+        store16(arena, (512000 &+ (n47 &* 84)) &+ u48, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)), where: (load16(arena, (512000 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)) .> SIMD16<Float>(repeating: Float(0))))
+        u48 &+= 16
       }
-      while u52 < 84 {
-        arena[((512000 &+ (n51 &* 84)) &+ u52)] = ((arena[((512000 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) > Float(0) ? (arena[((512000 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) : Float(0))
-        u52 &+= 1
+      while u48 < 84 {
+        arena[((512000 &+ (n47 &* 84)) &+ u48)] = ((arena[((512000 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) > Float(0) ? (arena[((512000 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) : Float(0))
+        u48 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n53 in 0..<64 {
-    do {  // SIMD16 over u54
-      var u54 = 0
-      while u54 < 10 {
-        arena[((517376 &+ (n53 &* 10)) &+ u54)] = (arena[((517376 &+ (n53 &* 10)) &+ u54)] + params[(61696 &+ u54)])
-        u54 &+= 1
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 < 10 {
+        arena[((517376 &+ (n49 &* 10)) &+ u50)] = (arena[((517376 &+ (n49 &* 10)) &+ u50)] + params[(61696 &+ u50)])
+        u50 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total55: Float = Float(0)
-  for n56 in 0..<64 {
-    var m57: Float = arena[(517376 &+ (n56 &* 10))]
-    for k59 in 0..<10 {
-      m57 = { let x = m57, y = arena[((517376 &+ (n56 &* 10)) &+ k59)]; return y > x ? y : x }()
+  var total51: Float = Float(0)
+  for n52 in 0..<64 {
+    var m53: Float = arena[(517376 &+ (n52 &* 10))]
+    for k55 in 0..<10 {
+      m53 = { let x = m53, y = arena[((517376 &+ (n52 &* 10)) &+ k55)]; return y > x ? y : x }()
     }
-    var s58: Float = Float(0)
-    for k60 in 0..<10 {
-      s58 = (s58 + expf((arena[((517376 &+ (n56 &* 10)) &+ k60)] - m57)))
+    var s54: Float = Float(0)
+    for k56 in 0..<10 {
+      s54 = (s54 + expf((arena[((517376 &+ (n52 &* 10)) &+ k56)] - m53)))
     }
-    total55 = (total55 + ((m57 + logf(s58)) - arena[((517376 &+ (n56 &* 10)) &+ Int(labels[n56]))]))
+    total51 = (total51 + ((m53 + logf(s54)) - arena[((517376 &+ (n52 &* 10)) &+ Int(labels[n52]))]))
   }
-  arena[518016] = (total55 / Float(64))
+  arena[518016] = (total51 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n61 in 0..<64 {
-    var m62: Float = arena[(517376 &+ (n61 &* 10))]
-    for k64 in 0..<10 {
-      m62 = { let x = m62, y = arena[((517376 &+ (n61 &* 10)) &+ k64)]; return y > x ? y : x }()
+  for n57 in 0..<64 {
+    var m58: Float = arena[(517376 &+ (n57 &* 10))]
+    for k60 in 0..<10 {
+      m58 = { let x = m58, y = arena[((517376 &+ (n57 &* 10)) &+ k60)]; return y > x ? y : x }()
     }
-    var s63: Float = Float(0)
-    for k65 in 0..<10 {
-      s63 = (s63 + expf((arena[((517376 &+ (n61 &* 10)) &+ k65)] - m62)))
+    var s59: Float = Float(0)
+    for k61 in 0..<10 {
+      s59 = (s59 + expf((arena[((517376 &+ (n57 &* 10)) &+ k61)] - m58)))
     }
-    for k66 in 0..<10 {
-      arena[((518032 &+ (n61 &* 10)) &+ k66)] = ((k66 == Int(labels[n61]) ? ((expf((arena[((517376 &+ (n61 &* 10)) &+ k66)] - m62)) / s63) - Float(1)) : (expf((arena[((517376 &+ (n61 &* 10)) &+ k66)] - m62)) / s63)) / Float(64))
+    for k62 in 0..<10 {
+      arena[((518032 &+ (n57 &* 10)) &+ k62)] = ((k62 == Int(labels[n57]) ? ((expf((arena[((517376 &+ (n57 &* 10)) &+ k62)] - m58)) / s59) - Float(1)) : (expf((arena[((517376 &+ (n57 &* 10)) &+ k62)] - m58)) / s59)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u67 in 0..<10 {
-    var acc68: Float = Float(0)
-    for n69 in 0..<64 {
-      acc68 = (acc68 + arena[((518032 &+ (n69 &* 10)) &+ u67)])
+  for u63 in 0..<10 {
+    var acc64: Float = Float(0)
+    for n65 in 0..<64 {
+      acc64 = (acc64 + arena[((518032 &+ (n65 &* 10)) &+ u63)])
     }
-    grads[(61696 &+ u67)] = acc68
+    grads[(61696 &+ u63)] = acc64
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // SIMD16 over i70
-    var i70 = 0
-    while i70 &+ 16 <= 5376 {
-      store16(arena, 524048 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i70), where: load16(arena, 512000 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
-      i70 &+= 16
+  do {  // SIMD16 over i66
+    var i66 = 0
+    while i66 &+ 16 <= 5376 {
+      store16(arena, 524048 &+ i66, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i66), where: load16(arena, 512000 &+ i66) .> SIMD16<Float>(repeating: Float(0))))
+      i66 &+= 16
     }
-    while i70 < 5376 {
-      arena[(524048 &+ i70)] = (arena[(512000 &+ i70)] > Float(0) ? arena[(518672 &+ i70)] : Float(0))
-      i70 &+= 1
+    while i66 < 5376 {
+      arena[(524048 &+ i66)] = (arena[(512000 &+ i66)] > Float(0) ? arena[(518672 &+ i66)] : Float(0))
+      i66 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u71 in 0..<84 {
-    var acc72: Float = Float(0)
-    for n73 in 0..<64 {
-      acc72 = (acc72 + arena[((524048 &+ (n73 &* 84)) &+ u71)])
+  for u67 in 0..<84 {
+    var acc68: Float = Float(0)
+    for n69 in 0..<64 {
+      acc68 = (acc68 + arena[((524048 &+ (n69 &* 84)) &+ u67)])
     }
-    grads[(60772 &+ u71)] = acc72
+    grads[(60772 &+ u67)] = acc68
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i74
-    var i74 = 0
-    while i74 &+ 16 <= 7680 {
-      store16(arena, 518032 &+ i74, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i74), where: load16(arena, 504320 &+ i74) .> SIMD16<Float>(repeating: Float(0))))
-      i74 &+= 16
+  do {  // SIMD16 over i70
+    var i70 = 0
+    while i70 &+ 16 <= 7680 {
+      store16(arena, 518032 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i70), where: load16(arena, 504320 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
+      i70 &+= 16
     }
-    while i74 < 7680 {
-      arena[(518032 &+ i74)] = (arena[(504320 &+ i74)] > Float(0) ? arena[(529424 &+ i74)] : Float(0))
-      i74 &+= 1
+    while i70 < 7680 {
+      arena[(518032 &+ i70)] = (arena[(504320 &+ i70)] > Float(0) ? arena[(529424 &+ i70)] : Float(0))
+      i70 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 120, 400, 64, 1, arena + 518032, 120, arena + 478720, 400, Float(bitPattern: 0x0), grads + 2572, 400)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u75 in 0..<120 {
-    var acc76: Float = Float(0)
-    for n77 in 0..<64 {
-      acc76 = (acc76 + arena[((518032 &+ (n77 &* 120)) &+ u75)])
+  for u71 in 0..<120 {
+    var acc72: Float = Float(0)
+    for n73 in 0..<64 {
+      acc72 = (acc72 + arena[((518032 &+ (n73 &* 120)) &+ u71)])
     }
-    grads[(50572 &+ u75)] = acc76
+    grads[(50572 &+ u71)] = acc72
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 400, 120, 1, arena + 518032, 120, params + 2572, 400, Float(bitPattern: 0x0), arena + 525712, 400)
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // SIMD16 over i78
-    var i78 = 0
-    while i78 &+ 16 <= 102400 {
-      store16(arena, 551312 &+ i78, SIMD16<Float>(repeating: Float(0)))
-      i78 &+= 16
+  do {  // SIMD16 over i74
+    var i74 = 0
+    while i74 &+ 16 <= 102400 {
+      store16(arena, 551312 &+ i74, SIMD16<Float>(repeating: Float(0)))
+      i74 &+= 16
     }
-    while i78 < 102400 {
-      arena[(551312 &+ i78)] = Float(0)
-      i78 &+= 1
+    while i74 < 102400 {
+      arena[(551312 &+ i74)] = Float(0)
+      i74 &+= 1
     }
   }
-  for q79 in 0..<1024 {
-    for py80 in 0..<5 {
-      for px81 in 0..<5 {
-        for ky82 in 0..<2 {
-          for kx83 in 0..<2 {
-            arena[(((551312 &+ (((q79 &* 100) &+ (py80 &* 20)) &+ (px81 &* 2))) &+ (ky82 &* 10)) &+ kx83)] += (arena[(((525712 &+ (q79 &* 25)) &+ (py80 &* 5)) &+ px81)] * Float(bitPattern: 0x3e800000))
+  for q75 in 0..<1024 {
+    for py76 in 0..<5 {
+      for px77 in 0..<5 {
+        for ky78 in 0..<2 {
+          for kx79 in 0..<2 {
+            arena[(((551312 &+ (((q75 &* 100) &+ (py76 &* 20)) &+ (px77 &* 2))) &+ (ky78 &* 10)) &+ kx79)] += (arena[(((525712 &+ (q75 &* 25)) &+ (py76 &* 5)) &+ px77)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // SIMD16 over i84
-    var i84 = 0
-    while i84 &+ 16 <= 102400 {
-      store16(arena, 653712 &+ i84, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i84), where: load16(arena, 376320 &+ i84) .> SIMD16<Float>(repeating: Float(0))))
-      i84 &+= 16
+  do {  // SIMD16 over i80
+    var i80 = 0
+    while i80 &+ 16 <= 102400 {
+      store16(arena, 653712 &+ i80, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i80), where: load16(arena, 376320 &+ i80) .> SIMD16<Float>(repeating: Float(0))))
+      i80 &+= 16
     }
-    while i84 < 102400 {
-      arena[(653712 &+ i84)] = (arena[(376320 &+ i84)] > Float(0) ? arena[(551312 &+ i84)] : Float(0))
-      i84 &+= 1
+    while i80 < 102400 {
+      arena[(653712 &+ i80)] = (arena[(376320 &+ i80)] > Float(0) ? arena[(551312 &+ i80)] : Float(0))
+      i80 &+= 1
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // SIMD16 over i85
-    var i85 = 0
-    while i85 &+ 16 <= 2400 {
-      store16(grads, 156 &+ i85, SIMD16<Float>(repeating: Float(0)))
-      i85 &+= 16
+  do {  // SIMD16 over i81
+    var i81 = 0
+    while i81 &+ 16 <= 2400 {
+      store16(grads, 156 &+ i81, SIMD16<Float>(repeating: Float(0)))
+      i81 &+= 16
     }
-    while i85 < 2400 {
-      grads[(156 &+ i85)] = Float(0)
-      i85 &+= 1
+    while i81 < 2400 {
+      grads[(156 &+ i81)] = Float(0)
+      i81 &+= 1
     }
   }
-  for g86 in 0..<1 {
-    for j87 in 0..<64 {
-      for c88 in 0..<6 {
-        for ky89 in 0..<5 {
-          for oy90 in 0..<10 {
-            do {  // SIMD16 over ox91
-              var ox91 = 0
-              while ox91 < 10 {
-                arena[((((756112 &+ ((((c88 &* 5) &+ ky89) &* 5) &* 6400)) &+ (j87 &* 100)) &+ (oy90 &* 10)) &+ ox91)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy90 &+ ky89) &* 14)) &+ ox91)]
-                ox91 &+= 1
+  for g82 in 0..<1 {
+    for j83 in 0..<64 {
+      for c84 in 0..<6 {
+        for ky85 in 0..<5 {
+          for oy86 in 0..<10 {
+            do {  // SIMD16 over ox87
+              var ox87 = 0
+              while ox87 < 10 {
+                arena[((((756112 &+ ((((c84 &* 5) &+ ky85) &* 5) &* 6400)) &+ (j83 &* 100)) &+ (oy86 &* 10)) &+ ox87)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy86 &+ ky85) &* 14)) &+ ox87)]
+                ox87 &+= 1
               }
+            }
+          }
+          for oy88 in 0..<10 {
+            for ox89 in 0..<10 {
+              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 1) &* 6400)) &+ (j83 &* 100)) &+ (oy88 &* 10)) &+ ox89)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy88 &+ ky85) &* 14)) &+ (ox89 &+ 1))]
+            }
+          }
+          for oy90 in 0..<10 {
+            for ox91 in 0..<10 {
+              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 2) &* 6400)) &+ (j83 &* 100)) &+ (oy90 &* 10)) &+ ox91)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy90 &+ ky85) &* 14)) &+ (ox91 &+ 2))]
             }
           }
           for oy92 in 0..<10 {
             for ox93 in 0..<10 {
-              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 1) &* 6400)) &+ (j87 &* 100)) &+ (oy92 &* 10)) &+ ox93)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy92 &+ ky89) &* 14)) &+ (ox93 &+ 1))]
+              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 3) &* 6400)) &+ (j83 &* 100)) &+ (oy92 &* 10)) &+ ox93)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy92 &+ ky85) &* 14)) &+ (ox93 &+ 3))]
             }
           }
           for oy94 in 0..<10 {
             for ox95 in 0..<10 {
-              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 2) &* 6400)) &+ (j87 &* 100)) &+ (oy94 &* 10)) &+ ox95)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy94 &+ ky89) &* 14)) &+ (ox95 &+ 2))]
-            }
-          }
-          for oy96 in 0..<10 {
-            for ox97 in 0..<10 {
-              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 3) &* 6400)) &+ (j87 &* 100)) &+ (oy96 &* 10)) &+ ox97)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy96 &+ ky89) &* 14)) &+ (ox97 &+ 3))]
-            }
-          }
-          for oy98 in 0..<10 {
-            for ox99 in 0..<10 {
-              arena[((((756112 &+ (((((c88 &* 5) &+ ky89) &* 5) &+ 4) &* 6400)) &+ (j87 &* 100)) &+ (oy98 &* 10)) &+ ox99)] = arena[((((301056 &+ (((g86 &* 64) &+ j87) &* 1176)) &+ (c88 &* 196)) &+ ((oy98 &+ ky89) &* 14)) &+ (ox99 &+ 4))]
+              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 4) &* 6400)) &+ (j83 &* 100)) &+ (oy94 &* 10)) &+ ox95)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy94 &+ ky85) &* 14)) &+ (ox95 &+ 4))]
             }
           }
         }
       }
     }
-    for j100 in 0..<64 {
-      for f101 in 0..<16 {
-        do {  // SIMD16 over i102
-          var i102 = 0
-          while i102 &+ 16 <= 100 {
-            store16(arena, ((1716112 &+ (f101 &* 6400)) &+ (j100 &* 100)) &+ i102, load16(arena, ((653712 &+ (((g86 &* 64) &+ j100) &* 1600)) &+ (f101 &* 100)) &+ i102))
-            i102 &+= 16
+    for j96 in 0..<64 {
+      for f97 in 0..<16 {
+        do {  // SIMD16 over i98
+          var i98 = 0
+          while i98 &+ 16 <= 100 {
+            store16(arena, ((1716112 &+ (f97 &* 6400)) &+ (j96 &* 100)) &+ i98, load16(arena, ((653712 &+ (((g82 &* 64) &+ j96) &* 1600)) &+ (f97 &* 100)) &+ i98))
+            i98 &+= 16
           }
-          while i102 < 100 {
-            arena[(((1716112 &+ (f101 &* 6400)) &+ (j100 &* 100)) &+ i102)] = arena[(((653712 &+ (((g86 &* 64) &+ j100) &* 1600)) &+ (f101 &* 100)) &+ i102)]
-            i102 &+= 1
+          while i98 < 100 {
+            arena[(((1716112 &+ (f97 &* 6400)) &+ (j96 &* 100)) &+ i98)] = arena[(((653712 &+ (((g82 &* 64) &+ j96) &* 1600)) &+ (f97 &* 100)) &+ i98)]
+            i98 &+= 1
           }
         }
       }
@@ -434,70 +432,70 @@ public func lenet5_train_b64(
     sgemm(101, 111, 112, 16, 150, 6400, 1, arena + 1716112, 6400, arena + 756112, 6400, Float(bitPattern: 0x3f800000), grads + 156, 150)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f103 in 0..<16 {
-    var acc104: Float = Float(0)
-    for img105 in 0..<64 {
-      for i106 in 0..<100 {
-        acc104 = (acc104 + arena[(((653712 &+ (img105 &* 1600)) &+ (f103 &* 100)) &+ i106)])
+  for f99 in 0..<16 {
+    var acc100: Float = Float(0)
+    for img101 in 0..<64 {
+      for i102 in 0..<100 {
+        acc100 = (acc100 + arena[(((653712 &+ (img101 &* 1600)) &+ (f99 &* 100)) &+ i102)])
       }
     }
-    grads[(2556 &+ f103)] = acc104
+    grads[(2556 &+ f99)] = acc100
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  do {  // SIMD16 over i107
-    var i107 = 0
-    while i107 &+ 16 <= 75264 {
-      store16(arena, 376320 &+ i107, SIMD16<Float>(repeating: Float(0)))
-      i107 &+= 16
+  do {  // SIMD16 over i103
+    var i103 = 0
+    while i103 &+ 16 <= 75264 {
+      store16(arena, 376320 &+ i103, SIMD16<Float>(repeating: Float(0)))
+      i103 &+= 16
     }
-    while i107 < 75264 {
-      arena[(376320 &+ i107)] = Float(0)
-      i107 &+= 1
+    while i103 < 75264 {
+      arena[(376320 &+ i103)] = Float(0)
+      i103 &+= 1
     }
   }
-  for g108 in 0..<1 {
-    for j109 in 0..<64 {
-      for f110 in 0..<16 {
-        do {  // SIMD16 over i111
-          var i111 = 0
-          while i111 &+ 16 <= 100 {
-            store16(arena, ((1716112 &+ (f110 &* 6400)) &+ (j109 &* 100)) &+ i111, load16(arena, ((653712 &+ (((g108 &* 64) &+ j109) &* 1600)) &+ (f110 &* 100)) &+ i111))
-            i111 &+= 16
+  for g104 in 0..<1 {
+    for j105 in 0..<64 {
+      for f106 in 0..<16 {
+        do {  // SIMD16 over i107
+          var i107 = 0
+          while i107 &+ 16 <= 100 {
+            store16(arena, ((1716112 &+ (f106 &* 6400)) &+ (j105 &* 100)) &+ i107, load16(arena, ((653712 &+ (((g104 &* 64) &+ j105) &* 1600)) &+ (f106 &* 100)) &+ i107))
+            i107 &+= 16
           }
-          while i111 < 100 {
-            arena[(((1716112 &+ (f110 &* 6400)) &+ (j109 &* 100)) &+ i111)] = arena[(((653712 &+ (((g108 &* 64) &+ j109) &* 1600)) &+ (f110 &* 100)) &+ i111)]
-            i111 &+= 1
+          while i107 < 100 {
+            arena[(((1716112 &+ (f106 &* 6400)) &+ (j105 &* 100)) &+ i107)] = arena[(((653712 &+ (((g104 &* 64) &+ j105) &* 1600)) &+ (f106 &* 100)) &+ i107)]
+            i107 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 150, 6400, 16, 1, params + 156, 150, arena + 1716112, 6400, Float(bitPattern: 0x0), arena + 756112, 6400)
-    for j112 in 0..<64 {
-      for c113 in 0..<6 {
-        for ky114 in 0..<5 {
+    for j108 in 0..<64 {
+      for c109 in 0..<6 {
+        for ky110 in 0..<5 {
+          for oy111 in 0..<10 {
+            for ox112 in 0..<10 {
+              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy111 &+ ky110) &* 14)) &+ ox112)] += arena[((((756112 &+ ((((c109 &* 5) &+ ky110) &* 5) &* 6400)) &+ (j108 &* 100)) &+ (oy111 &* 10)) &+ ox112)]
+            }
+          }
+          for oy113 in 0..<10 {
+            for ox114 in 0..<10 {
+              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy113 &+ ky110) &* 14)) &+ (ox114 &+ 1))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 1) &* 6400)) &+ (j108 &* 100)) &+ (oy113 &* 10)) &+ ox114)]
+            }
+          }
           for oy115 in 0..<10 {
             for ox116 in 0..<10 {
-              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy115 &+ ky114) &* 14)) &+ ox116)] += arena[((((756112 &+ ((((c113 &* 5) &+ ky114) &* 5) &* 6400)) &+ (j112 &* 100)) &+ (oy115 &* 10)) &+ ox116)]
+              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy115 &+ ky110) &* 14)) &+ (ox116 &+ 2))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 2) &* 6400)) &+ (j108 &* 100)) &+ (oy115 &* 10)) &+ ox116)]
             }
           }
           for oy117 in 0..<10 {
             for ox118 in 0..<10 {
-              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy117 &+ ky114) &* 14)) &+ (ox118 &+ 1))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 1) &* 6400)) &+ (j112 &* 100)) &+ (oy117 &* 10)) &+ ox118)]
+              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy117 &+ ky110) &* 14)) &+ (ox118 &+ 3))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 3) &* 6400)) &+ (j108 &* 100)) &+ (oy117 &* 10)) &+ ox118)]
             }
           }
           for oy119 in 0..<10 {
             for ox120 in 0..<10 {
-              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy119 &+ ky114) &* 14)) &+ (ox120 &+ 2))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 2) &* 6400)) &+ (j112 &* 100)) &+ (oy119 &* 10)) &+ ox120)]
-            }
-          }
-          for oy121 in 0..<10 {
-            for ox122 in 0..<10 {
-              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy121 &+ ky114) &* 14)) &+ (ox122 &+ 3))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 3) &* 6400)) &+ (j112 &* 100)) &+ (oy121 &* 10)) &+ ox122)]
-            }
-          }
-          for oy123 in 0..<10 {
-            for ox124 in 0..<10 {
-              arena[((((376320 &+ (((g108 &* 64) &+ j112) &* 1176)) &+ (c113 &* 196)) &+ ((oy123 &+ ky114) &* 14)) &+ (ox124 &+ 4))] += arena[((((756112 &+ (((((c113 &* 5) &+ ky114) &* 5) &+ 4) &* 6400)) &+ (j112 &* 100)) &+ (oy123 &* 10)) &+ ox124)]
+              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy119 &+ ky110) &* 14)) &+ (ox120 &+ 4))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 4) &* 6400)) &+ (j108 &* 100)) &+ (oy119 &* 10)) &+ ox120)]
             }
           }
         }
@@ -505,126 +503,126 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i125
-    var i125 = 0
-    while i125 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i125, SIMD16<Float>(repeating: Float(0)))
-      i125 &+= 16
+  do {  // SIMD16 over i121
+    var i121 = 0
+    while i121 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i121, SIMD16<Float>(repeating: Float(0)))
+      i121 &+= 16
     }
-    while i125 < 301056 {
-      arena[(518032 &+ i125)] = Float(0)
-      i125 &+= 1
+    while i121 < 301056 {
+      arena[(518032 &+ i121)] = Float(0)
+      i121 &+= 1
     }
   }
-  for q126 in 0..<384 {
-    for py127 in 0..<14 {
-      for px128 in 0..<14 {
-        for ky129 in 0..<2 {
-          for kx130 in 0..<2 {
-            arena[(((518032 &+ (((q126 &* 784) &+ (py127 &* 56)) &+ (px128 &* 2))) &+ (ky129 &* 28)) &+ kx130)] += (arena[(((376320 &+ (q126 &* 196)) &+ (py127 &* 14)) &+ px128)] * Float(bitPattern: 0x3e800000))
+  for q122 in 0..<384 {
+    for py123 in 0..<14 {
+      for px124 in 0..<14 {
+        for ky125 in 0..<2 {
+          for kx126 in 0..<2 {
+            arena[(((518032 &+ (((q122 &* 784) &+ (py123 &* 56)) &+ (px124 &* 2))) &+ (ky125 &* 28)) &+ kx126)] += (arena[(((376320 &+ (q122 &* 196)) &+ (py123 &* 14)) &+ px124)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i131
-    var i131 = 0
-    while i131 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i131, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i131), where: load16(arena, 0 &+ i131) .> SIMD16<Float>(repeating: Float(0))))
-      i131 &+= 16
+  do {  // SIMD16 over i127
+    var i127 = 0
+    while i127 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i127, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i127), where: load16(arena, 0 &+ i127) .> SIMD16<Float>(repeating: Float(0))))
+      i127 &+= 16
     }
-    while i131 < 301056 {
-      arena[(819088 &+ i131)] = (arena[i131] > Float(0) ? arena[(518032 &+ i131)] : Float(0))
-      i131 &+= 1
+    while i127 < 301056 {
+      arena[(819088 &+ i127)] = (arena[i127] > Float(0) ? arena[(518032 &+ i127)] : Float(0))
+      i127 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i132
-    var i132 = 0
-    while i132 &+ 16 <= 150 {
-      store16(grads, 0 &+ i132, SIMD16<Float>(repeating: Float(0)))
-      i132 &+= 16
+  do {  // SIMD16 over i128
+    var i128 = 0
+    while i128 &+ 16 <= 150 {
+      store16(grads, 0 &+ i128, SIMD16<Float>(repeating: Float(0)))
+      i128 &+= 16
     }
-    while i132 < 150 {
-      grads[i132] = Float(0)
-      i132 &+= 1
+    while i128 < 150 {
+      grads[i128] = Float(0)
+      i128 &+= 1
     }
   }
-  for g133 in 0..<1 {
-    for j134 in 0..<64 {
-      for r135 in 0..<25 {
-        do {  // SIMD16 over i136
-          var i136 = 0
-          while i136 &+ 16 <= 784 {
-            store16(arena, ((1120144 &+ (r135 &* 50176)) &+ (j134 &* 784)) &+ i136, SIMD16<Float>(repeating: Float(0)))
-            i136 &+= 16
+  for g129 in 0..<1 {
+    for j130 in 0..<64 {
+      for r131 in 0..<25 {
+        do {  // SIMD16 over i132
+          var i132 = 0
+          while i132 &+ 16 <= 784 {
+            store16(arena, ((1120144 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132, SIMD16<Float>(repeating: Float(0)))
+            i132 &+= 16
           }
-          while i136 < 784 {
-            arena[(((1120144 &+ (r135 &* 50176)) &+ (j134 &* 784)) &+ i136)] = Float(0)
-            i136 &+= 1
+          while i132 < 784 {
+            arena[(((1120144 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132)] = Float(0)
+            i132 &+= 1
           }
         }
       }
-      for c137 in 0..<1 {
-        for ky138 in 0..<5 {
+      for c133 in 0..<1 {
+        for ky134 in 0..<5 {
+          for oy135 in 0..<28 {
+            if (-1 < ((oy135 &+ ky134) &+ -2) && ((oy135 &+ ky134) &+ -2) < 28) {
+              for ox136 in 0..<26 {
+                arena[((((1120144 &+ ((((c133 &* 5) &+ ky134) &* 5) &* 50176)) &+ (j130 &* 784)) &+ (oy135 &* 28)) &+ (ox136 &+ 2))] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy135 &+ ky134) &+ -2) &* 28)) &+ ((ox136 &+ 2) &+ -2))]
+              }
+            }
+          }
+          for oy137 in 0..<28 {
+            if (-1 < ((oy137 &+ ky134) &+ -2) && ((oy137 &+ ky134) &+ -2) < 28) {
+              for ox138 in 0..<27 {
+                arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 1) &* 50176)) &+ (j130 &* 784)) &+ (oy137 &* 28)) &+ (ox138 &+ 1))] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy137 &+ ky134) &+ -2) &* 28)) &+ ((ox138 &+ 1) &+ -1))]
+              }
+            }
+          }
           for oy139 in 0..<28 {
-            if (-1 < ((oy139 &+ ky138) &+ -2) && ((oy139 &+ ky138) &+ -2) < 28) {
-              for ox140 in 0..<26 {
-                arena[((((1120144 &+ ((((c137 &* 5) &+ ky138) &* 5) &* 50176)) &+ (j134 &* 784)) &+ (oy139 &* 28)) &+ (ox140 &+ 2))] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy139 &+ ky138) &+ -2) &* 28)) &+ ((ox140 &+ 2) &+ -2))]
+            if (-1 < ((oy139 &+ ky134) &+ -2) && ((oy139 &+ ky134) &+ -2) < 28) {
+              do {  // SIMD16 over ox140
+                var ox140 = 0
+                while ox140 &+ 16 <= 28 {
+                  store16(arena, (((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 2) &* 50176)) &+ (j130 &* 784)) &+ (oy139 &* 28)) &+ ox140, load16(images, (((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy139 &+ ky134) &+ -2) &* 28)) &+ ox140))
+                  ox140 &+= 16
+                }
+                while ox140 < 28 {
+                  arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 2) &* 50176)) &+ (j130 &* 784)) &+ (oy139 &* 28)) &+ ox140)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy139 &+ ky134) &+ -2) &* 28)) &+ ox140)]
+                  ox140 &+= 1
+                }
               }
             }
           }
           for oy141 in 0..<28 {
-            if (-1 < ((oy141 &+ ky138) &+ -2) && ((oy141 &+ ky138) &+ -2) < 28) {
+            if (-1 < ((oy141 &+ ky134) &+ -2) && ((oy141 &+ ky134) &+ -2) < 28) {
               for ox142 in 0..<27 {
-                arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 1) &* 50176)) &+ (j134 &* 784)) &+ (oy141 &* 28)) &+ (ox142 &+ 1))] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy141 &+ ky138) &+ -2) &* 28)) &+ ((ox142 &+ 1) &+ -1))]
+                arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 3) &* 50176)) &+ (j130 &* 784)) &+ (oy141 &* 28)) &+ ox142)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy141 &+ ky134) &+ -2) &* 28)) &+ (ox142 &+ 1))]
               }
             }
           }
           for oy143 in 0..<28 {
-            if (-1 < ((oy143 &+ ky138) &+ -2) && ((oy143 &+ ky138) &+ -2) < 28) {
-              do {  // SIMD16 over ox144
-                var ox144 = 0
-                while ox144 &+ 16 <= 28 {
-                  store16(arena, (((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 2) &* 50176)) &+ (j134 &* 784)) &+ (oy143 &* 28)) &+ ox144, load16(images, (((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy143 &+ ky138) &+ -2) &* 28)) &+ ox144))
-                  ox144 &+= 16
-                }
-                while ox144 < 28 {
-                  arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 2) &* 50176)) &+ (j134 &* 784)) &+ (oy143 &* 28)) &+ ox144)] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy143 &+ ky138) &+ -2) &* 28)) &+ ox144)]
-                  ox144 &+= 1
-                }
-              }
-            }
-          }
-          for oy145 in 0..<28 {
-            if (-1 < ((oy145 &+ ky138) &+ -2) && ((oy145 &+ ky138) &+ -2) < 28) {
-              for ox146 in 0..<27 {
-                arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 3) &* 50176)) &+ (j134 &* 784)) &+ (oy145 &* 28)) &+ ox146)] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy145 &+ ky138) &+ -2) &* 28)) &+ (ox146 &+ 1))]
-              }
-            }
-          }
-          for oy147 in 0..<28 {
-            if (-1 < ((oy147 &+ ky138) &+ -2) && ((oy147 &+ ky138) &+ -2) < 28) {
-              for ox148 in 0..<26 {
-                arena[((((1120144 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 4) &* 50176)) &+ (j134 &* 784)) &+ (oy147 &* 28)) &+ ox148)] = images[((((((g133 &* 64) &+ j134) &* 784) &+ (c137 &* 784)) &+ (((oy147 &+ ky138) &+ -2) &* 28)) &+ (ox148 &+ 2))]
+            if (-1 < ((oy143 &+ ky134) &+ -2) && ((oy143 &+ ky134) &+ -2) < 28) {
+              for ox144 in 0..<26 {
+                arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 4) &* 50176)) &+ (j130 &* 784)) &+ (oy143 &* 28)) &+ ox144)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy143 &+ ky134) &+ -2) &* 28)) &+ (ox144 &+ 2))]
               }
             }
           }
         }
       }
     }
-    for j149 in 0..<64 {
-      for f150 in 0..<6 {
-        do {  // SIMD16 over i151
-          var i151 = 0
-          while i151 &+ 16 <= 784 {
-            store16(arena, ((2374544 &+ (f150 &* 50176)) &+ (j149 &* 784)) &+ i151, load16(arena, ((819088 &+ (((g133 &* 64) &+ j149) &* 4704)) &+ (f150 &* 784)) &+ i151))
-            i151 &+= 16
+    for j145 in 0..<64 {
+      for f146 in 0..<6 {
+        do {  // SIMD16 over i147
+          var i147 = 0
+          while i147 &+ 16 <= 784 {
+            store16(arena, ((2374544 &+ (f146 &* 50176)) &+ (j145 &* 784)) &+ i147, load16(arena, ((819088 &+ (((g129 &* 64) &+ j145) &* 4704)) &+ (f146 &* 784)) &+ i147))
+            i147 &+= 16
           }
-          while i151 < 784 {
-            arena[(((2374544 &+ (f150 &* 50176)) &+ (j149 &* 784)) &+ i151)] = arena[(((819088 &+ (((g133 &* 64) &+ j149) &* 4704)) &+ (f150 &* 784)) &+ i151)]
-            i151 &+= 1
+          while i147 < 784 {
+            arena[(((2374544 &+ (f146 &* 50176)) &+ (j145 &* 784)) &+ i147)] = arena[(((819088 &+ (((g129 &* 64) &+ j145) &* 4704)) &+ (f146 &* 784)) &+ i147)]
+            i147 &+= 1
           }
         }
       }
@@ -632,37 +630,37 @@ public func lenet5_train_b64(
     sgemm(101, 111, 112, 6, 25, 50176, 1, arena + 2374544, 50176, arena + 1120144, 50176, Float(bitPattern: 0x3f800000), grads + 0, 25)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f152 in 0..<6 {
-    var acc153: Float = Float(0)
-    for img154 in 0..<64 {
-      for i155 in 0..<784 {
-        acc153 = (acc153 + arena[(((819088 &+ (img154 &* 4704)) &+ (f152 &* 784)) &+ i155)])
+  for f148 in 0..<6 {
+    var acc149: Float = Float(0)
+    for img150 in 0..<64 {
+      for i151 in 0..<784 {
+        acc149 = (acc149 + arena[(((819088 &+ (img150 &* 4704)) &+ (f148 &* 784)) &+ i151)])
       }
     }
-    grads[(150 &+ f152)] = acc153
+    grads[(150 &+ f148)] = acc149
   }
   // adam = update of 61706 parameters
-  var step_size156: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt157: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i158
-    var i158 = 0
-    while i158 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i158) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i158)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i158)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i158)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i158, m_new_v)
-      store16(v, 0 &+ i158, v_new_v)
-      store16(params, 0 &+ i158, (load16(params, 0 &+ i158) - ((SIMD16<Float>(repeating: step_size156) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt157)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i158 &+= 16
+  var step_size152: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt153: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i154
+    var i154 = 0
+    while i154 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i154) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i154)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i154)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i154)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i154, m_new_v)
+      store16(v, 0 &+ i154, v_new_v)
+      store16(params, 0 &+ i154, (load16(params, 0 &+ i154) - ((SIMD16<Float>(repeating: step_size152) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt153)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i154 &+= 16
     }
-    while i158 < 61706 {
-      var g: Float = (grads[i158] + (Float(0) * params[i158]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i158]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i158]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i158] = m_new
-      v[i158] = v_new
-      params[i158] = (params[i158] - ((step_size156 * m_new) / ((sqrtf(v_new) / bc2_sqrt157) + Float(bitPattern: 0x322bcc77))))
-      i158 &+= 1
+    while i154 < 61706 {
+      var g: Float = (grads[i154] + (Float(0) * params[i154]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i154]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i154]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i154] = m_new
+      v[i154] = v_new
+      params[i154] = (params[i154] - ((step_size152 * m_new) / ((sqrtf(v_new) / bc2_sqrt153) + Float(bitPattern: 0x322bcc77))))
+      i154 &+= 1
     }
   }
 }
@@ -763,122 +761,120 @@ public func lenet5_infer_b64(
     for py21 in 0..<14 {
       for px22 in 0..<14 {
         var acc23: Float = Float(0)
-        for ky24 in 0..<2 {
-          for kx25 in 0..<2 {
-            acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ (ky24 &* 28)) &+ kx25)])
-          }
-        }
+        acc23 = (acc23 + arena[(((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2))])
+        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 1)])
+        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28)])
+        acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28) &+ 1)])
         arena[(((301056 &+ (q20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (acc23 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g26 in 0..<1 {
-    for j27 in 0..<64 {
-      for c28 in 0..<6 {
-        for ky29 in 0..<5 {
-          for oy30 in 0..<10 {
-            do {  // SIMD16 over ox31
-              var ox31 = 0
-              while ox31 < 10 {
-                arena[((((376320 &+ ((((c28 &* 5) &+ ky29) &* 5) &* 6400)) &+ (j27 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy30 &+ ky29) &* 14)) &+ ox31)]
-                ox31 &+= 1
+  for g24 in 0..<1 {
+    for j25 in 0..<64 {
+      for c26 in 0..<6 {
+        for ky27 in 0..<5 {
+          for oy28 in 0..<10 {
+            do {  // SIMD16 over ox29
+              var ox29 = 0
+              while ox29 < 10 {
+                arena[((((376320 &+ ((((c26 &* 5) &+ ky27) &* 5) &* 6400)) &+ (j25 &* 100)) &+ (oy28 &* 10)) &+ ox29)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy28 &+ ky27) &* 14)) &+ ox29)]
+                ox29 &+= 1
               }
+            }
+          }
+          for oy30 in 0..<10 {
+            for ox31 in 0..<10 {
+              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 1) &* 6400)) &+ (j25 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy30 &+ ky27) &* 14)) &+ (ox31 &+ 1))]
             }
           }
           for oy32 in 0..<10 {
             for ox33 in 0..<10 {
-              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 1) &* 6400)) &+ (j27 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy32 &+ ky29) &* 14)) &+ (ox33 &+ 1))]
+              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 2) &* 6400)) &+ (j25 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy32 &+ ky27) &* 14)) &+ (ox33 &+ 2))]
             }
           }
           for oy34 in 0..<10 {
             for ox35 in 0..<10 {
-              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 2) &* 6400)) &+ (j27 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy34 &+ ky29) &* 14)) &+ (ox35 &+ 2))]
+              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 3) &* 6400)) &+ (j25 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy34 &+ ky27) &* 14)) &+ (ox35 &+ 3))]
             }
           }
           for oy36 in 0..<10 {
             for ox37 in 0..<10 {
-              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 3) &* 6400)) &+ (j27 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy36 &+ ky29) &* 14)) &+ (ox37 &+ 3))]
-            }
-          }
-          for oy38 in 0..<10 {
-            for ox39 in 0..<10 {
-              arena[((((376320 &+ (((((c28 &* 5) &+ ky29) &* 5) &+ 4) &* 6400)) &+ (j27 &* 100)) &+ (oy38 &* 10)) &+ ox39)] = arena[((((301056 &+ (((g26 &* 64) &+ j27) &* 1176)) &+ (c28 &* 196)) &+ ((oy38 &+ ky29) &* 14)) &+ (ox39 &+ 4))]
+              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 4) &* 6400)) &+ (j25 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy36 &+ ky27) &* 14)) &+ (ox37 &+ 4))]
             }
           }
         }
       }
     }
     sgemm(101, 111, 111, 16, 6400, 150, 1, params + 156, 150, arena + 376320, 6400, Float(bitPattern: 0x0), arena + 1336320, 6400)
-    for j40 in 0..<64 {
-      for f41 in 0..<16 {
-        do {  // SIMD16 over i42
-          var i42 = 0
-          while i42 &+ 16 <= 100 {
-            store16(arena, ((((g26 &* 64) &+ j40) &* 1600) &+ (f41 &* 100)) &+ i42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])), where: (load16(arena, ((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42) + SIMD16<Float>(repeating: params[(2556 &+ f41)])) .> SIMD16<Float>(repeating: Float(0))))
-            i42 &+= 16
+    for j38 in 0..<64 {
+      for f39 in 0..<16 {
+        do {  // SIMD16 over i40
+          var i40 = 0
+          while i40 &+ 16 <= 100 {
+            store16(arena, ((((g24 &* 64) &+ j38) &* 1600) &+ (f39 &* 100)) &+ i40, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])), where: (load16(arena, ((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])) .> SIMD16<Float>(repeating: Float(0))))
+            i40 &+= 16
           }
-          while i42 < 100 {
-            arena[(((((g26 &* 64) &+ j40) &* 1600) &+ (f41 &* 100)) &+ i42)] = ((arena[(((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) > Float(0) ? (arena[(((1336320 &+ (f41 &* 6400)) &+ (j40 &* 100)) &+ i42)] + params[(2556 &+ f41)]) : Float(0))
-            i42 &+= 1
+          while i40 < 100 {
+            arena[(((((g24 &* 64) &+ j38) &* 1600) &+ (f39 &* 100)) &+ i40)] = ((arena[(((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) > Float(0) ? (arena[(((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) : Float(0))
+            i40 &+= 1
           }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q43 in 0..<1024 {
-    for py44 in 0..<5 {
-      for px45 in 0..<5 {
-        var acc46: Float = Float(0)
-        for ky47 in 0..<2 {
-          for kx48 in 0..<2 {
-            acc46 = (acc46 + arena[(((((q43 &* 100) &+ (py44 &* 20)) &+ (px45 &* 2)) &+ (ky47 &* 10)) &+ kx48)])
-          }
-        }
-        arena[(((102400 &+ (q43 &* 25)) &+ (py44 &* 5)) &+ px45)] = (acc46 * Float(bitPattern: 0x3e800000))
+  for q41 in 0..<1024 {
+    for py42 in 0..<5 {
+      for px43 in 0..<5 {
+        var acc44: Float = Float(0)
+        acc44 = (acc44 + arena[(((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))])
+        acc44 = (acc44 + arena[((((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)) &+ 1)])
+        acc44 = (acc44 + arena[((((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)) &+ 10)])
+        acc44 = (acc44 + arena[(((((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)) &+ 10) &+ 1)])
+        arena[(((102400 &+ (q41 &* 25)) &+ (py42 &* 5)) &+ px43)] = (acc44 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 102400, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 0, 120)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 &+ 16 <= 120 {
-        store16(arena, (n49 &* 120) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n49 &* 120) &+ u50) + load16(params, 50572 &+ u50)), where: (load16(arena, (n49 &* 120) &+ u50) + load16(params, 50572 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
-        u50 &+= 16
+  for n45 in 0..<64 {
+    do {  // SIMD16 over u46
+      var u46 = 0
+      while u46 &+ 16 <= 120 {
+        store16(arena, (n45 &* 120) &+ u46, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n45 &* 120) &+ u46) + load16(params, 50572 &+ u46)), where: (load16(arena, (n45 &* 120) &+ u46) + load16(params, 50572 &+ u46)) .> SIMD16<Float>(repeating: Float(0))))
+        u46 &+= 16
       }
-      while u50 < 120 {
-        arena[((n49 &* 120) &+ u50)] = ((arena[((n49 &* 120) &+ u50)] + params[(50572 &+ u50)]) > Float(0) ? (arena[((n49 &* 120) &+ u50)] + params[(50572 &+ u50)]) : Float(0))
-        u50 &+= 1
+      while u46 < 120 {
+        arena[((n45 &* 120) &+ u46)] = ((arena[((n45 &* 120) &+ u46)] + params[(50572 &+ u46)]) > Float(0) ? (arena[((n45 &* 120) &+ u46)] + params[(50572 &+ u46)]) : Float(0))
+        u46 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n51 in 0..<64 {
-    do {  // SIMD16 over u52
-      var u52 = 0
-      while u52 &+ 16 <= 84 {
-        store16(arena, (7680 &+ (n51 &* 84)) &+ u52, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)), where: (load16(arena, (7680 &+ (n51 &* 84)) &+ u52) + load16(params, 60772 &+ u52)) .> SIMD16<Float>(repeating: Float(0))))
-        u52 &+= 16
+  for n47 in 0..<64 {
+    do {  // SIMD16 over u48
+      var u48 = 0
+      while u48 &+ 16 <= 84 {
+        store16(arena, (7680 &+ (n47 &* 84)) &+ u48, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)), where: (load16(arena, (7680 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)) .> SIMD16<Float>(repeating: Float(0))))
+        u48 &+= 16
       }
-      while u52 < 84 {
-        arena[((7680 &+ (n51 &* 84)) &+ u52)] = ((arena[((7680 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) > Float(0) ? (arena[((7680 &+ (n51 &* 84)) &+ u52)] + params[(60772 &+ u52)]) : Float(0))
-        u52 &+= 1
+      while u48 < 84 {
+        arena[((7680 &+ (n47 &* 84)) &+ u48)] = ((arena[((7680 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) > Float(0) ? (arena[((7680 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) : Float(0))
+        u48 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n53 in 0..<64 {
-    do {  // SIMD16 over u54
-      var u54 = 0
-      while u54 < 10 {
-        arena[((n53 &* 10) &+ u54)] = (arena[((n53 &* 10) &+ u54)] + params[(61696 &+ u54)])
-        u54 &+= 1
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 < 10 {
+        arena[((n49 &* 10) &+ u50)] = (arena[((n49 &* 10) &+ u50)] + params[(61696 &+ u50)])
+        u50 &+= 1
       }
     }
   }

@@ -7,2111 +7,17 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt120 = alloca float, align 4
-  %adam.step_size119 = alloca float, align 4
-  %conv1_bias_grad.acc116 = alloca float, align 4
-  %conv2_bias_grad.acc83 = alloca float, align 4
-  %fc1_bias_grad.acc62 = alloca float, align 4
-  %fc2_bias_grad.acc57 = alloca float, align 4
-  %fc2_grad.s52 = alloca float, align 4
-  %fc2_grad.m51 = alloca float, align 4
-  %loss.s47 = alloca float, align 4
-  %loss.m46 = alloca float, align 4
-  %loss.total44 = alloca float, align 4
-  %probs.s40 = alloca float, align 4
-  %probs.m39 = alloca float, align 4
-  %conv2.bi29 = alloca float, align 4
-  %conv2.best28 = alloca float, align 4
-  br label %conv1.g1
-
-conv1.g1:                                         ; preds = %conv1.j11.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
-  br label %conv1.j2
-
-conv1.g1.end:                                     ; preds = %conv1.j11.end
-  br label %conv2.g14
-
-conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
-  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
-  br label %conv1.c3
-
-conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %params17 = getelementptr inbounds float, ptr %params, i64 0
-  %arena18 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 43264, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 43264, float 0.000000e+00, ptr %arena19, i32 43264)
-  br label %conv1.j11
-
-conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
-  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
-  br label %conv1.ky4
-
-conv1.c3.end:                                     ; preds = %conv1.ky4.end
-  %j2.next = add nsw i64 %conv1.j22, 1
-  %0 = icmp slt i64 %j2.next, 64
-  br i1 %0, label %conv1.j2, label %conv1.j2.end
-
-conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
-  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
-  br label %conv1.oy5
-
-conv1.ky4.end:                                    ; preds = %conv1.oy9.end
-  %c3.next = add nsw i64 %conv1.c33, 1
-  %1 = icmp slt i64 %c3.next, 1
-  br i1 %1, label %conv1.c3, label %conv1.c3.end
-
-conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
-  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
-  br label %conv1.ox6
-
-conv1.oy5.end:                                    ; preds = %conv1.ox6.end
-  br label %conv1.oy7
-
-conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
-  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
-  %2 = mul nsw i64 %conv1.g11, 64
-  %3 = add nsw i64 %2, %conv1.j22
-  %4 = mul nsw i64 %3, 784
-  %5 = mul nsw i64 %conv1.c33, 784
-  %6 = add nsw i64 %4, %5
-  %7 = add nsw i64 %conv1.oy55, %conv1.ky44
-  %8 = mul nsw i64 %7, 28
-  %9 = add nsw i64 %6, %8
-  %10 = add nsw i64 %9, %conv1.ox66
-  %images7 = getelementptr inbounds float, ptr %images, i64 %10
-  %11 = load float, ptr %images7, align 4
-  %12 = mul nsw i64 %conv1.c33, 3
-  %13 = add nsw i64 %12, %conv1.ky44
-  %14 = mul nsw i64 %13, 3
-  %15 = mul nsw i64 %14, 43264
-  %16 = add nsw i64 1384448, %15
-  %17 = mul nsw i64 %conv1.j22, 676
-  %18 = add nsw i64 %16, %17
-  %19 = mul nsw i64 %conv1.oy55, 26
-  %20 = add nsw i64 %18, %19
-  %21 = add nsw i64 %20, %conv1.ox66
-  %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
-  store float %11, ptr %arena8, align 4
-  %ox6.next = add nsw i64 %conv1.ox66, 1
-  %22 = icmp slt i64 %ox6.next, 26
-  br i1 %22, label %conv1.ox6, label %conv1.ox6.end
-
-conv1.ox6.end:                                    ; preds = %conv1.ox6
-  %oy5.next = add nsw i64 %conv1.oy55, 1
-  %23 = icmp slt i64 %oy5.next, 26
-  br i1 %23, label %conv1.oy5, label %conv1.oy5.end
-
-conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
-  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
-  br label %conv1.ox8
-
-conv1.oy7.end:                                    ; preds = %conv1.ox8.end
-  br label %conv1.oy9
-
-conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
-  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
-  %24 = mul nsw i64 %conv1.g11, 64
-  %25 = add nsw i64 %24, %conv1.j22
-  %26 = mul nsw i64 %25, 784
-  %27 = mul nsw i64 %conv1.c33, 784
-  %28 = add nsw i64 %26, %27
-  %29 = add nsw i64 %conv1.oy79, %conv1.ky44
-  %30 = mul nsw i64 %29, 28
-  %31 = add nsw i64 %28, %30
-  %32 = add nsw i64 %conv1.ox810, 1
-  %33 = add nsw i64 %31, %32
-  %images11 = getelementptr inbounds float, ptr %images, i64 %33
-  %34 = load float, ptr %images11, align 4
-  %35 = mul nsw i64 %conv1.c33, 3
-  %36 = add nsw i64 %35, %conv1.ky44
-  %37 = mul nsw i64 %36, 3
-  %38 = add nsw i64 %37, 1
-  %39 = mul nsw i64 %38, 43264
-  %40 = add nsw i64 1384448, %39
-  %41 = mul nsw i64 %conv1.j22, 676
-  %42 = add nsw i64 %40, %41
-  %43 = mul nsw i64 %conv1.oy79, 26
-  %44 = add nsw i64 %42, %43
-  %45 = add nsw i64 %44, %conv1.ox810
-  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
-  store float %34, ptr %arena12, align 4
-  %ox8.next = add nsw i64 %conv1.ox810, 1
-  %46 = icmp slt i64 %ox8.next, 26
-  br i1 %46, label %conv1.ox8, label %conv1.ox8.end
-
-conv1.ox8.end:                                    ; preds = %conv1.ox8
-  %oy7.next = add nsw i64 %conv1.oy79, 1
-  %47 = icmp slt i64 %oy7.next, 26
-  br i1 %47, label %conv1.oy7, label %conv1.oy7.end
-
-conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
-  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
-  br label %conv1.ox10
-
-conv1.oy9.end:                                    ; preds = %conv1.ox10.end
-  %ky4.next = add nsw i64 %conv1.ky44, 1
-  %48 = icmp slt i64 %ky4.next, 3
-  br i1 %48, label %conv1.ky4, label %conv1.ky4.end
-
-conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
-  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
-  %49 = mul nsw i64 %conv1.g11, 64
-  %50 = add nsw i64 %49, %conv1.j22
-  %51 = mul nsw i64 %50, 784
-  %52 = mul nsw i64 %conv1.c33, 784
-  %53 = add nsw i64 %51, %52
-  %54 = add nsw i64 %conv1.oy913, %conv1.ky44
-  %55 = mul nsw i64 %54, 28
-  %56 = add nsw i64 %53, %55
-  %57 = add nsw i64 %conv1.ox1014, 2
-  %58 = add nsw i64 %56, %57
-  %images15 = getelementptr inbounds float, ptr %images, i64 %58
-  %59 = load float, ptr %images15, align 4
-  %60 = mul nsw i64 %conv1.c33, 3
-  %61 = add nsw i64 %60, %conv1.ky44
-  %62 = mul nsw i64 %61, 3
-  %63 = add nsw i64 %62, 2
-  %64 = mul nsw i64 %63, 43264
-  %65 = add nsw i64 1384448, %64
-  %66 = mul nsw i64 %conv1.j22, 676
-  %67 = add nsw i64 %65, %66
-  %68 = mul nsw i64 %conv1.oy913, 26
-  %69 = add nsw i64 %67, %68
-  %70 = add nsw i64 %69, %conv1.ox1014
-  %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
-  store float %59, ptr %arena16, align 4
-  %ox10.next = add nsw i64 %conv1.ox1014, 1
-  %71 = icmp slt i64 %ox10.next, 26
-  br i1 %71, label %conv1.ox10, label %conv1.ox10.end
-
-conv1.ox10.end:                                   ; preds = %conv1.ox10
-  %oy9.next = add nsw i64 %conv1.oy913, 1
-  %72 = icmp slt i64 %oy9.next, 26
-  br i1 %72, label %conv1.oy9, label %conv1.oy9.end
-
-conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
-  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
-  br label %conv1.f12
-
-conv1.j11.end:                                    ; preds = %conv1.f12.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %73 = icmp slt i64 %g1.next, 1
-  br i1 %73, label %conv1.g1, label %conv1.g1.end
-
-conv1.f12:                                        ; preds = %conv1.i13.end, %conv1.j11
-  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.i13.end ]
-  br label %conv1.i13
-
-conv1.f12.end:                                    ; preds = %conv1.i13.end
-  %j11.next = add nsw i64 %conv1.j1120, 1
-  %74 = icmp slt i64 %j11.next, 64
-  br i1 %74, label %conv1.j11, label %conv1.j11.end
-
-conv1.i13:                                        ; preds = %conv1.i13, %conv1.f12
-  %conv1.i1322 = phi i64 [ 0, %conv1.f12 ], [ %i13.next, %conv1.i13 ]
-  %75 = mul nsw i64 %conv1.f1221, 43264
-  %76 = add nsw i64 1773824, %75
-  %77 = mul nsw i64 %conv1.j1120, 676
-  %78 = add nsw i64 %76, %77
-  %79 = add nsw i64 %78, %conv1.i1322
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load float, ptr %arena23, align 4
-  %81 = add nsw i64 288, %conv1.f1221
-  %params24 = getelementptr inbounds float, ptr %params, i64 %81
-  %82 = load float, ptr %params24, align 4
-  %83 = fadd float %80, %82
-  %84 = fcmp ogt float %83, 0.000000e+00
-  %85 = mul nsw i64 %conv1.f1221, 43264
-  %86 = add nsw i64 1773824, %85
-  %87 = mul nsw i64 %conv1.j1120, 676
-  %88 = add nsw i64 %86, %87
-  %89 = add nsw i64 %88, %conv1.i1322
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load float, ptr %arena25, align 4
-  %91 = add nsw i64 288, %conv1.f1221
-  %params26 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params26, align 4
-  %93 = fadd float %90, %92
-  %94 = select i1 %84, float %93, float 0.000000e+00
-  %95 = mul nsw i64 %conv1.g11, 64
-  %96 = add nsw i64 %95, %conv1.j1120
-  %97 = mul nsw i64 %96, 21632
-  %98 = mul nsw i64 %conv1.f1221, 676
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, %conv1.i1322
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
-  store float %94, ptr %arena27, align 4
-  %i13.next = add nsw i64 %conv1.i1322, 1
-  %101 = icmp slt i64 %i13.next, 676
-  br i1 %101, label %conv1.i13, label %conv1.i13.end
-
-conv1.i13.end:                                    ; preds = %conv1.i13
-  %f12.next = add nsw i64 %conv1.f1221, 1
-  %102 = icmp slt i64 %f12.next, 32
-  br i1 %102, label %conv1.f12, label %conv1.f12.end
-
-conv2.g14:                                        ; preds = %conv2.j24.end, %conv1.g1.end
-  %conv2.g1428 = phi i64 [ 0, %conv1.g1.end ], [ %g14.next, %conv2.j24.end ]
-  br label %conv2.j15
-
-conv2.g14.end:                                    ; preds = %conv2.j24.end
-  br label %drop1.i32
-
-conv2.j15:                                        ; preds = %conv2.c16.end, %conv2.g14
-  %conv2.j1529 = phi i64 [ 0, %conv2.g14 ], [ %j15.next, %conv2.c16.end ]
-  br label %conv2.c16
-
-conv2.j15.end:                                    ; preds = %conv2.c16.end
-  %params44 = getelementptr inbounds float, ptr %params, i64 320
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 36864, i32 288, float 1.000000e+00, ptr %params44, i32 288, ptr %arena45, i32 36864, float 0.000000e+00, ptr %arena46, i32 36864)
-  br label %conv2.j24
-
-conv2.c16:                                        ; preds = %conv2.ky17.end, %conv2.j15
-  %conv2.c1630 = phi i64 [ 0, %conv2.j15 ], [ %c16.next, %conv2.ky17.end ]
-  br label %conv2.ky17
-
-conv2.c16.end:                                    ; preds = %conv2.ky17.end
-  %j15.next = add nsw i64 %conv2.j1529, 1
-  %103 = icmp slt i64 %j15.next, 64
-  br i1 %103, label %conv2.j15, label %conv2.j15.end
-
-conv2.ky17:                                       ; preds = %conv2.oy22.end, %conv2.c16
-  %conv2.ky1731 = phi i64 [ 0, %conv2.c16 ], [ %ky17.next, %conv2.oy22.end ]
-  br label %conv2.oy18
-
-conv2.ky17.end:                                   ; preds = %conv2.oy22.end
-  %c16.next = add nsw i64 %conv2.c1630, 1
-  %104 = icmp slt i64 %c16.next, 32
-  br i1 %104, label %conv2.c16, label %conv2.c16.end
-
-conv2.oy18:                                       ; preds = %conv2.ox19.end, %conv2.ky17
-  %conv2.oy1832 = phi i64 [ 0, %conv2.ky17 ], [ %oy18.next, %conv2.ox19.end ]
-  br label %conv2.ox19
-
-conv2.oy18.end:                                   ; preds = %conv2.ox19.end
-  br label %conv2.oy20
-
-conv2.ox19:                                       ; preds = %conv2.ox19, %conv2.oy18
-  %conv2.ox1933 = phi i64 [ 0, %conv2.oy18 ], [ %ox19.next, %conv2.ox19 ]
-  %105 = mul nsw i64 %conv2.g1428, 64
-  %106 = add nsw i64 %105, %conv2.j1529
-  %107 = mul nsw i64 %106, 21632
-  %108 = mul nsw i64 %conv2.c1630, 676
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 %conv2.oy1832, %conv2.ky1731
-  %111 = mul nsw i64 %110, 26
-  %112 = add nsw i64 %109, %111
-  %113 = add nsw i64 %112, %conv2.ox1933
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
-  %114 = load float, ptr %arena34, align 4
-  %115 = mul nsw i64 %conv2.c1630, 3
-  %116 = add nsw i64 %115, %conv2.ky1731
-  %117 = mul nsw i64 %116, 3
-  %118 = mul nsw i64 %117, 36864
-  %119 = add nsw i64 2564096, %118
-  %120 = mul nsw i64 %conv2.j1529, 576
-  %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %conv2.oy1832, 24
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.ox1933
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store float %114, ptr %arena35, align 4
-  %ox19.next = add nsw i64 %conv2.ox1933, 1
-  %125 = icmp slt i64 %ox19.next, 24
-  br i1 %125, label %conv2.ox19, label %conv2.ox19.end
-
-conv2.ox19.end:                                   ; preds = %conv2.ox19
-  %oy18.next = add nsw i64 %conv2.oy1832, 1
-  %126 = icmp slt i64 %oy18.next, 24
-  br i1 %126, label %conv2.oy18, label %conv2.oy18.end
-
-conv2.oy20:                                       ; preds = %conv2.ox21.end, %conv2.oy18.end
-  %conv2.oy2036 = phi i64 [ 0, %conv2.oy18.end ], [ %oy20.next, %conv2.ox21.end ]
-  br label %conv2.ox21
-
-conv2.oy20.end:                                   ; preds = %conv2.ox21.end
-  br label %conv2.oy22
-
-conv2.ox21:                                       ; preds = %conv2.ox21, %conv2.oy20
-  %conv2.ox2137 = phi i64 [ 0, %conv2.oy20 ], [ %ox21.next, %conv2.ox21 ]
-  %127 = mul nsw i64 %conv2.g1428, 64
-  %128 = add nsw i64 %127, %conv2.j1529
-  %129 = mul nsw i64 %128, 21632
-  %130 = mul nsw i64 %conv2.c1630, 676
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %conv2.oy2036, %conv2.ky1731
-  %133 = mul nsw i64 %132, 26
-  %134 = add nsw i64 %131, %133
-  %135 = add nsw i64 %conv2.ox2137, 1
-  %136 = add nsw i64 %134, %135
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena38, align 4
-  %138 = mul nsw i64 %conv2.c1630, 3
-  %139 = add nsw i64 %138, %conv2.ky1731
-  %140 = mul nsw i64 %139, 3
-  %141 = add nsw i64 %140, 1
-  %142 = mul nsw i64 %141, 36864
-  %143 = add nsw i64 2564096, %142
-  %144 = mul nsw i64 %conv2.j1529, 576
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv2.oy2036, 24
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.ox2137
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
-  store float %137, ptr %arena39, align 4
-  %ox21.next = add nsw i64 %conv2.ox2137, 1
-  %149 = icmp slt i64 %ox21.next, 24
-  br i1 %149, label %conv2.ox21, label %conv2.ox21.end
-
-conv2.ox21.end:                                   ; preds = %conv2.ox21
-  %oy20.next = add nsw i64 %conv2.oy2036, 1
-  %150 = icmp slt i64 %oy20.next, 24
-  br i1 %150, label %conv2.oy20, label %conv2.oy20.end
-
-conv2.oy22:                                       ; preds = %conv2.ox23.end, %conv2.oy20.end
-  %conv2.oy2240 = phi i64 [ 0, %conv2.oy20.end ], [ %oy22.next, %conv2.ox23.end ]
-  br label %conv2.ox23
-
-conv2.oy22.end:                                   ; preds = %conv2.ox23.end
-  %ky17.next = add nsw i64 %conv2.ky1731, 1
-  %151 = icmp slt i64 %ky17.next, 3
-  br i1 %151, label %conv2.ky17, label %conv2.ky17.end
-
-conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.oy22
-  %conv2.ox2341 = phi i64 [ 0, %conv2.oy22 ], [ %ox23.next, %conv2.ox23 ]
-  %152 = mul nsw i64 %conv2.g1428, 64
-  %153 = add nsw i64 %152, %conv2.j1529
-  %154 = mul nsw i64 %153, 21632
-  %155 = mul nsw i64 %conv2.c1630, 676
-  %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %conv2.oy2240, %conv2.ky1731
-  %158 = mul nsw i64 %157, 26
-  %159 = add nsw i64 %156, %158
-  %160 = add nsw i64 %conv2.ox2341, 2
-  %161 = add nsw i64 %159, %160
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
-  %162 = load float, ptr %arena42, align 4
-  %163 = mul nsw i64 %conv2.c1630, 3
-  %164 = add nsw i64 %163, %conv2.ky1731
-  %165 = mul nsw i64 %164, 3
-  %166 = add nsw i64 %165, 2
-  %167 = mul nsw i64 %166, 36864
-  %168 = add nsw i64 2564096, %167
-  %169 = mul nsw i64 %conv2.j1529, 576
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2.oy2240, 24
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, %conv2.ox2341
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
-  store float %162, ptr %arena43, align 4
-  %ox23.next = add nsw i64 %conv2.ox2341, 1
-  %174 = icmp slt i64 %ox23.next, 24
-  br i1 %174, label %conv2.ox23, label %conv2.ox23.end
-
-conv2.ox23.end:                                   ; preds = %conv2.ox23
-  %oy22.next = add nsw i64 %conv2.oy2240, 1
-  %175 = icmp slt i64 %oy22.next, 24
-  br i1 %175, label %conv2.oy22, label %conv2.oy22.end
-
-conv2.j24:                                        ; preds = %conv2.f25.end, %conv2.j15.end
-  %conv2.j2447 = phi i64 [ 0, %conv2.j15.end ], [ %j24.next, %conv2.f25.end ]
-  br label %conv2.f25
-
-conv2.j24.end:                                    ; preds = %conv2.f25.end
-  %g14.next = add nsw i64 %conv2.g1428, 1
-  %176 = icmp slt i64 %g14.next, 1
-  br i1 %176, label %conv2.g14, label %conv2.g14.end
-
-conv2.f25:                                        ; preds = %conv2.py26.end, %conv2.j24
-  %conv2.f2548 = phi i64 [ 0, %conv2.j24 ], [ %f25.next, %conv2.py26.end ]
-  br label %conv2.py26
-
-conv2.f25.end:                                    ; preds = %conv2.py26.end
-  %j24.next = add nsw i64 %conv2.j2447, 1
-  %177 = icmp slt i64 %j24.next, 64
-  br i1 %177, label %conv2.j24, label %conv2.j24.end
-
-conv2.py26:                                       ; preds = %conv2.px27.end, %conv2.f25
-  %conv2.py2649 = phi i64 [ 0, %conv2.f25 ], [ %py26.next, %conv2.px27.end ]
-  br label %conv2.px27
-
-conv2.py26.end:                                   ; preds = %conv2.px27.end
-  %f25.next = add nsw i64 %conv2.f2548, 1
-  %178 = icmp slt i64 %f25.next, 64
-  br i1 %178, label %conv2.f25, label %conv2.f25.end
-
-conv2.px27:                                       ; preds = %conv2.ky30.end, %conv2.py26
-  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.ky30.end ]
-  %179 = mul nsw i64 %conv2.f2548, 36864
-  %180 = add nsw i64 13180928, %179
-  %181 = mul nsw i64 %conv2.j2447, 576
-  %182 = add nsw i64 %180, %181
-  %183 = mul nsw i64 %conv2.py2649, 48
-  %184 = mul nsw i64 %conv2.px2750, 2
-  %185 = add nsw i64 %183, %184
-  %186 = add nsw i64 %182, %185
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
-  %187 = load float, ptr %arena51, align 4
-  %188 = add nsw i64 18752, %conv2.f2548
-  %params52 = getelementptr inbounds float, ptr %params, i64 %188
-  %189 = load float, ptr %params52, align 4
-  %190 = fadd float %187, %189
-  store float %190, ptr %conv2.best28, align 4
-  %191 = mul nsw i64 %conv2.py2649, 48
-  %192 = mul nsw i64 %conv2.px2750, 2
-  %193 = add nsw i64 %191, %192
-  %194 = sitofp i64 %193 to float
-  store float %194, ptr %conv2.bi29, align 4
-  br label %conv2.ky30
-
-conv2.px27.end:                                   ; preds = %conv2.ky30.end
-  %py26.next = add nsw i64 %conv2.py2649, 1
-  %195 = icmp slt i64 %py26.next, 12
-  br i1 %195, label %conv2.py26, label %conv2.py26.end
-
-conv2.ky30:                                       ; preds = %conv2.kx31.end, %conv2.px27
-  %conv2.ky3053 = phi i64 [ 0, %conv2.px27 ], [ %ky30.next, %conv2.kx31.end ]
-  br label %conv2.kx31
-
-conv2.ky30.end:                                   ; preds = %conv2.kx31.end
-  %best2863 = load float, ptr %conv2.best28, align 4
-  %196 = fcmp ogt float %best2863, 0.000000e+00
-  %best2864 = load float, ptr %conv2.best28, align 4
-  %197 = select i1 %196, float %best2864, float 0.000000e+00
-  %198 = mul nsw i64 %conv2.g1428, 64
-  %199 = add nsw i64 %198, %conv2.j2447
-  %200 = mul nsw i64 %199, 9216
-  %201 = mul nsw i64 %conv2.f2548, 144
-  %202 = add nsw i64 %200, %201
-  %203 = mul nsw i64 %conv2.py2649, 12
-  %204 = add nsw i64 %202, %203
-  %205 = add nsw i64 %204, %conv2.px2750
-  %206 = add nsw i64 1384448, %205
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %197, ptr %arena65, align 4
-  %bi2966 = load float, ptr %conv2.bi29, align 4
-  %207 = mul nsw i64 %conv2.g1428, 64
-  %208 = add nsw i64 %207, %conv2.j2447
-  %209 = mul nsw i64 %208, 9216
-  %210 = mul nsw i64 %conv2.f2548, 144
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %conv2.py2649, 12
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %conv2.px2750
-  %215 = add nsw i64 1974272, %214
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2966, ptr %arena67, align 4
-  %px27.next = add nsw i64 %conv2.px2750, 1
-  %216 = icmp slt i64 %px27.next, 12
-  br i1 %216, label %conv2.px27, label %conv2.px27.end
-
-conv2.kx31:                                       ; preds = %conv2.kx31, %conv2.ky30
-  %conv2.kx3154 = phi i64 [ 0, %conv2.ky30 ], [ %kx31.next, %conv2.kx31 ]
-  %217 = mul nsw i64 %conv2.f2548, 36864
-  %218 = add nsw i64 13180928, %217
-  %219 = mul nsw i64 %conv2.j2447, 576
-  %220 = add nsw i64 %218, %219
-  %221 = mul nsw i64 %conv2.py2649, 48
-  %222 = mul nsw i64 %conv2.px2750, 2
-  %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %conv2.ky3053, 24
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %225, %conv2.kx3154
-  %227 = add nsw i64 %220, %226
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load float, ptr %arena55, align 4
-  %229 = add nsw i64 18752, %conv2.f2548
-  %params56 = getelementptr inbounds float, ptr %params, i64 %229
-  %230 = load float, ptr %params56, align 4
-  %231 = fadd float %228, %230
-  %best28 = load float, ptr %conv2.best28, align 4
-  %232 = fcmp ogt float %231, %best28
-  %233 = mul nsw i64 %conv2.py2649, 48
-  %234 = mul nsw i64 %conv2.px2750, 2
-  %235 = add nsw i64 %233, %234
-  %236 = mul nsw i64 %conv2.ky3053, 24
-  %237 = add nsw i64 %235, %236
-  %238 = add nsw i64 %237, %conv2.kx3154
-  %239 = sitofp i64 %238 to float
-  %bi29 = load float, ptr %conv2.bi29, align 4
-  %240 = select i1 %232, float %239, float %bi29
-  store float %240, ptr %conv2.bi29, align 4
-  %241 = mul nsw i64 %conv2.f2548, 36864
-  %242 = add nsw i64 13180928, %241
-  %243 = mul nsw i64 %conv2.j2447, 576
-  %244 = add nsw i64 %242, %243
-  %245 = mul nsw i64 %conv2.py2649, 48
-  %246 = mul nsw i64 %conv2.px2750, 2
-  %247 = add nsw i64 %245, %246
-  %248 = mul nsw i64 %conv2.ky3053, 24
-  %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, %conv2.kx3154
-  %251 = add nsw i64 %244, %250
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %251
-  %252 = load float, ptr %arena57, align 4
-  %253 = add nsw i64 18752, %conv2.f2548
-  %params58 = getelementptr inbounds float, ptr %params, i64 %253
-  %254 = load float, ptr %params58, align 4
-  %255 = fadd float %252, %254
-  %best2859 = load float, ptr %conv2.best28, align 4
-  %256 = fcmp ogt float %255, %best2859
-  %257 = mul nsw i64 %conv2.f2548, 36864
-  %258 = add nsw i64 13180928, %257
-  %259 = mul nsw i64 %conv2.j2447, 576
-  %260 = add nsw i64 %258, %259
-  %261 = mul nsw i64 %conv2.py2649, 48
-  %262 = mul nsw i64 %conv2.px2750, 2
-  %263 = add nsw i64 %261, %262
-  %264 = mul nsw i64 %conv2.ky3053, 24
-  %265 = add nsw i64 %263, %264
-  %266 = add nsw i64 %265, %conv2.kx3154
-  %267 = add nsw i64 %260, %266
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena60, align 4
-  %269 = add nsw i64 18752, %conv2.f2548
-  %params61 = getelementptr inbounds float, ptr %params, i64 %269
-  %270 = load float, ptr %params61, align 4
-  %271 = fadd float %268, %270
-  %best2862 = load float, ptr %conv2.best28, align 4
-  %272 = select i1 %256, float %271, float %best2862
-  store float %272, ptr %conv2.best28, align 4
-  %kx31.next = add nsw i64 %conv2.kx3154, 1
-  %273 = icmp slt i64 %kx31.next, 2
-  br i1 %273, label %conv2.kx31, label %conv2.kx31.end
-
-conv2.kx31.end:                                   ; preds = %conv2.kx31
-  %ky30.next = add nsw i64 %conv2.ky3053, 1
-  %274 = icmp slt i64 %ky30.next, 2
-  br i1 %274, label %conv2.ky30, label %conv2.ky30.end
-
-drop1.i32:                                        ; preds = %drop1.i32, %conv2.g14.end
-  %drop1.i3268 = phi i64 [ 0, %conv2.g14.end ], [ %i32.next, %drop1.i32 ]
-  %275 = xor i64 %seed, 7835718858194987975
-  %276 = lshr i64 %275, 30
-  %277 = xor i64 %275, %276
-  %278 = mul i64 %277, -4658895280553007687
-  %279 = lshr i64 %278, 27
-  %280 = xor i64 %278, %279
-  %281 = mul i64 %280, -7723592293110705685
-  %282 = lshr i64 %281, 31
-  %283 = xor i64 %281, %282
-  %284 = add i64 %283, %step
-  %285 = lshr i64 %284, 30
-  %286 = xor i64 %284, %285
-  %287 = mul i64 %286, -4658895280553007687
-  %288 = lshr i64 %287, 27
-  %289 = xor i64 %287, %288
-  %290 = mul i64 %289, -7723592293110705685
-  %291 = lshr i64 %290, 31
-  %292 = xor i64 %290, %291
-  %293 = mul i64 %drop1.i3268, -7046029254386353131
-  %294 = add i64 %292, %293
-  %295 = lshr i64 %294, 30
-  %296 = xor i64 %294, %295
-  %297 = mul i64 %296, -4658895280553007687
-  %298 = lshr i64 %297, 27
-  %299 = xor i64 %297, %298
-  %300 = mul i64 %299, -7723592293110705685
-  %301 = lshr i64 %300, 31
-  %302 = xor i64 %300, %301
-  %303 = lshr i64 %302, 40
-  %keep = icmp uge i64 %303, 4194304
-  %304 = add nsw i64 1384448, %drop1.i3268
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %304
-  %305 = load float, ptr %arena69, align 4
-  %306 = fmul float %305, 0x3FF5555560000000
-  %307 = select i1 %keep, float %306, float 0.000000e+00
-  %308 = add nsw i64 2564096, %drop1.i3268
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %307, ptr %arena70, align 4
-  %i32.next = add nsw i64 %drop1.i3268, 1
-  %309 = icmp slt i64 %i32.next, 589824
-  br i1 %309, label %drop1.i32, label %drop1.i32.end
-
-drop1.i32.end:                                    ; preds = %drop1.i32
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params72 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 3153920
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena71, i32 9216, ptr %params72, i32 9216, float 0.000000e+00, ptr %arena73, i32 128)
-  br label %fc1.n33
-
-fc1.n33:                                          ; preds = %fc1.u34.end, %drop1.i32.end
-  %fc1.n3374 = phi i64 [ 0, %drop1.i32.end ], [ %n33.next, %fc1.u34.end ]
-  br label %fc1.u34
-
-fc1.n33.end:                                      ; preds = %fc1.u34.end
-  br label %drop2.i35
-
-fc1.u34:                                          ; preds = %fc1.u34, %fc1.n33
-  %fc1.u3475 = phi i64 [ 0, %fc1.n33 ], [ %u34.next, %fc1.u34 ]
-  %310 = mul nsw i64 %fc1.n3374, 128
-  %311 = add nsw i64 3153920, %310
-  %312 = add nsw i64 %311, %fc1.u3475
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %312
-  %313 = load float, ptr %arena76, align 4
-  %314 = add nsw i64 1198464, %fc1.u3475
-  %params77 = getelementptr inbounds float, ptr %params, i64 %314
-  %315 = load float, ptr %params77, align 4
-  %316 = fadd float %313, %315
-  %317 = fcmp ogt float %316, 0.000000e+00
-  %318 = mul nsw i64 %fc1.n3374, 128
-  %319 = add nsw i64 3153920, %318
-  %320 = add nsw i64 %319, %fc1.u3475
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena78, align 4
-  %322 = add nsw i64 1198464, %fc1.u3475
-  %params79 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params79, align 4
-  %324 = fadd float %321, %323
-  %325 = select i1 %317, float %324, float 0.000000e+00
-  %326 = mul nsw i64 %fc1.n3374, 128
-  %327 = add nsw i64 3153920, %326
-  %328 = add nsw i64 %327, %fc1.u3475
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %328
-  store float %325, ptr %arena80, align 4
-  %u34.next = add nsw i64 %fc1.u3475, 1
-  %329 = icmp slt i64 %u34.next, 128
-  br i1 %329, label %fc1.u34, label %fc1.u34.end
-
-fc1.u34.end:                                      ; preds = %fc1.u34
-  %n33.next = add nsw i64 %fc1.n3374, 1
-  %330 = icmp slt i64 %n33.next, 64
-  br i1 %330, label %fc1.n33, label %fc1.n33.end
-
-drop2.i35:                                        ; preds = %drop2.i35, %fc1.n33.end
-  %drop2.i3581 = phi i64 [ 0, %fc1.n33.end ], [ %i35.next, %drop2.i35 ]
-  %331 = xor i64 %seed, 7835719957706616186
-  %332 = lshr i64 %331, 30
-  %333 = xor i64 %331, %332
-  %334 = mul i64 %333, -4658895280553007687
-  %335 = lshr i64 %334, 27
-  %336 = xor i64 %334, %335
-  %337 = mul i64 %336, -7723592293110705685
-  %338 = lshr i64 %337, 31
-  %339 = xor i64 %337, %338
-  %340 = add i64 %339, %step
-  %341 = lshr i64 %340, 30
-  %342 = xor i64 %340, %341
-  %343 = mul i64 %342, -4658895280553007687
-  %344 = lshr i64 %343, 27
-  %345 = xor i64 %343, %344
-  %346 = mul i64 %345, -7723592293110705685
-  %347 = lshr i64 %346, 31
-  %348 = xor i64 %346, %347
-  %349 = mul i64 %drop2.i3581, -7046029254386353131
-  %350 = add i64 %348, %349
-  %351 = lshr i64 %350, 30
-  %352 = xor i64 %350, %351
-  %353 = mul i64 %352, -4658895280553007687
-  %354 = lshr i64 %353, 27
-  %355 = xor i64 %353, %354
-  %356 = mul i64 %355, -7723592293110705685
-  %357 = lshr i64 %356, 31
-  %358 = xor i64 %356, %357
-  %359 = lshr i64 %358, 40
-  %keep82 = icmp uge i64 %359, 8388608
-  %360 = add nsw i64 3153920, %drop2.i3581
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %360
-  %361 = load float, ptr %arena83, align 4
-  %362 = fmul float %361, 2.000000e+00
-  %363 = select i1 %keep82, float %362, float 0.000000e+00
-  %364 = add nsw i64 3162112, %drop2.i3581
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %364
-  store float %363, ptr %arena84, align 4
-  %i35.next = add nsw i64 %drop2.i3581, 1
-  %365 = icmp slt i64 %i35.next, 8192
-  br i1 %365, label %drop2.i35, label %drop2.i35.end
-
-drop2.i35.end:                                    ; preds = %drop2.i35
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params86 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 3170304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena85, i32 128, ptr %params86, i32 128, float 0.000000e+00, ptr %arena87, i32 10)
-  br label %fc2.n36
-
-fc2.n36:                                          ; preds = %fc2.u37.end, %drop2.i35.end
-  %fc2.n3688 = phi i64 [ 0, %drop2.i35.end ], [ %n36.next, %fc2.u37.end ]
-  br label %fc2.u37
-
-fc2.n36.end:                                      ; preds = %fc2.u37.end
-  br label %probs.n38
-
-fc2.u37:                                          ; preds = %fc2.u37, %fc2.n36
-  %fc2.u3789 = phi i64 [ 0, %fc2.n36 ], [ %u37.next, %fc2.u37 ]
-  %366 = mul nsw i64 %fc2.n3688, 10
-  %367 = add nsw i64 3170304, %366
-  %368 = add nsw i64 %367, %fc2.u3789
-  %arena90 = getelementptr inbounds float, ptr %arena, i64 %368
-  %369 = load float, ptr %arena90, align 4
-  %370 = add nsw i64 1199872, %fc2.u3789
-  %params91 = getelementptr inbounds float, ptr %params, i64 %370
-  %371 = load float, ptr %params91, align 4
-  %372 = fadd float %369, %371
-  %373 = mul nsw i64 %fc2.n3688, 10
-  %374 = add nsw i64 3170304, %373
-  %375 = add nsw i64 %374, %fc2.u3789
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %375
-  store float %372, ptr %arena92, align 4
-  %u37.next = add nsw i64 %fc2.u3789, 1
-  %376 = icmp slt i64 %u37.next, 10
-  br i1 %376, label %fc2.u37, label %fc2.u37.end
-
-fc2.u37.end:                                      ; preds = %fc2.u37
-  %n36.next = add nsw i64 %fc2.n3688, 1
-  %377 = icmp slt i64 %n36.next, 64
-  br i1 %377, label %fc2.n36, label %fc2.n36.end
-
-probs.n38:                                        ; preds = %probs.k43.end, %fc2.n36.end
-  %probs.n3893 = phi i64 [ 0, %fc2.n36.end ], [ %n38.next, %probs.k43.end ]
-  %378 = mul nsw i64 %probs.n3893, 10
-  %379 = add nsw i64 3170304, %378
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %379
-  %380 = load float, ptr %arena94, align 4
-  store float %380, ptr %probs.m39, align 4
-  br label %probs.k41
-
-probs.n38.end:                                    ; preds = %probs.k43.end
-  store float 0.000000e+00, ptr %loss.total44, align 4
-  br label %loss.n45
-
-probs.k41:                                        ; preds = %probs.k41, %probs.n38
-  %probs.k4195 = phi i64 [ 0, %probs.n38 ], [ %k41.next, %probs.k41 ]
-  %m39 = load float, ptr %probs.m39, align 4
-  %381 = mul nsw i64 %probs.n3893, 10
-  %382 = add nsw i64 3170304, %381
-  %383 = add nsw i64 %382, %probs.k4195
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %383
-  %384 = load float, ptr %arena96, align 4
-  %385 = fcmp ogt float %384, %m39
-  %386 = select i1 %385, float %384, float %m39
-  store float %386, ptr %probs.m39, align 4
-  %k41.next = add nsw i64 %probs.k4195, 1
-  %387 = icmp slt i64 %k41.next, 10
-  br i1 %387, label %probs.k41, label %probs.k41.end
-
-probs.k41.end:                                    ; preds = %probs.k41
-  store float 0.000000e+00, ptr %probs.s40, align 4
-  br label %probs.k42
-
-probs.k42:                                        ; preds = %probs.k42, %probs.k41.end
-  %probs.k4297 = phi i64 [ 0, %probs.k41.end ], [ %k42.next, %probs.k42 ]
-  %s40 = load float, ptr %probs.s40, align 4
-  %388 = mul nsw i64 %probs.n3893, 10
-  %389 = add nsw i64 3170304, %388
-  %390 = add nsw i64 %389, %probs.k4297
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %390
-  %391 = load float, ptr %arena98, align 4
-  %m3999 = load float, ptr %probs.m39, align 4
-  %392 = fsub float %391, %m3999
-  %393 = call float @llvm.exp.f32(float %392)
-  %394 = fadd float %s40, %393
-  store float %394, ptr %probs.s40, align 4
-  %k42.next = add nsw i64 %probs.k4297, 1
-  %395 = icmp slt i64 %k42.next, 10
-  br i1 %395, label %probs.k42, label %probs.k42.end
-
-probs.k42.end:                                    ; preds = %probs.k42
-  br label %probs.k43
-
-probs.k43:                                        ; preds = %probs.k43, %probs.k42.end
-  %probs.k43100 = phi i64 [ 0, %probs.k42.end ], [ %k43.next, %probs.k43 ]
-  %396 = mul nsw i64 %probs.n3893, 10
-  %397 = add nsw i64 3170304, %396
-  %398 = add nsw i64 %397, %probs.k43100
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %398
-  %399 = load float, ptr %arena101, align 4
-  %m39102 = load float, ptr %probs.m39, align 4
-  %400 = fsub float %399, %m39102
-  %401 = call float @llvm.exp.f32(float %400)
-  %s40103 = load float, ptr %probs.s40, align 4
-  %402 = fdiv float %401, %s40103
-  %403 = mul nsw i64 %probs.n3893, 10
-  %404 = add nsw i64 3170944, %403
-  %405 = add nsw i64 %404, %probs.k43100
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %405
-  store float %402, ptr %arena104, align 4
-  %k43.next = add nsw i64 %probs.k43100, 1
-  %406 = icmp slt i64 %k43.next, 10
-  br i1 %406, label %probs.k43, label %probs.k43.end
-
-probs.k43.end:                                    ; preds = %probs.k43
-  %n38.next = add nsw i64 %probs.n3893, 1
-  %407 = icmp slt i64 %n38.next, 64
-  br i1 %407, label %probs.n38, label %probs.n38.end
-
-loss.n45:                                         ; preds = %loss.k49.end, %probs.n38.end
-  %loss.n45105 = phi i64 [ 0, %probs.n38.end ], [ %n45.next, %loss.k49.end ]
-  %408 = mul nsw i64 %loss.n45105, 10
-  %409 = add nsw i64 3170304, %408
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %409
-  %410 = load float, ptr %arena106, align 4
-  store float %410, ptr %loss.m46, align 4
-  br label %loss.k48
-
-loss.n45.end:                                     ; preds = %loss.k49.end
-  %total44116 = load float, ptr %loss.total44, align 4
-  %411 = fdiv float %total44116, 6.400000e+01
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 3171584
-  store float %411, ptr %arena117, align 4
-  br label %fc2_grad.n50
-
-loss.k48:                                         ; preds = %loss.k48, %loss.n45
-  %loss.k48107 = phi i64 [ 0, %loss.n45 ], [ %k48.next, %loss.k48 ]
-  %m46 = load float, ptr %loss.m46, align 4
-  %412 = mul nsw i64 %loss.n45105, 10
-  %413 = add nsw i64 3170304, %412
-  %414 = add nsw i64 %413, %loss.k48107
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %414
-  %415 = load float, ptr %arena108, align 4
-  %416 = fcmp ogt float %415, %m46
-  %417 = select i1 %416, float %415, float %m46
-  store float %417, ptr %loss.m46, align 4
-  %k48.next = add nsw i64 %loss.k48107, 1
-  %418 = icmp slt i64 %k48.next, 10
-  br i1 %418, label %loss.k48, label %loss.k48.end
-
-loss.k48.end:                                     ; preds = %loss.k48
-  store float 0.000000e+00, ptr %loss.s47, align 4
-  br label %loss.k49
-
-loss.k49:                                         ; preds = %loss.k49, %loss.k48.end
-  %loss.k49109 = phi i64 [ 0, %loss.k48.end ], [ %k49.next, %loss.k49 ]
-  %s47 = load float, ptr %loss.s47, align 4
-  %419 = mul nsw i64 %loss.n45105, 10
-  %420 = add nsw i64 3170304, %419
-  %421 = add nsw i64 %420, %loss.k49109
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %421
-  %422 = load float, ptr %arena110, align 4
-  %m46111 = load float, ptr %loss.m46, align 4
-  %423 = fsub float %422, %m46111
-  %424 = call float @llvm.exp.f32(float %423)
-  %425 = fadd float %s47, %424
-  store float %425, ptr %loss.s47, align 4
-  %k49.next = add nsw i64 %loss.k49109, 1
-  %426 = icmp slt i64 %k49.next, 10
-  br i1 %426, label %loss.k49, label %loss.k49.end
-
-loss.k49.end:                                     ; preds = %loss.k49
-  %total44 = load float, ptr %loss.total44, align 4
-  %m46112 = load float, ptr %loss.m46, align 4
-  %s47113 = load float, ptr %loss.s47, align 4
-  %427 = call float @llvm.log.f32(float %s47113)
-  %428 = fadd float %m46112, %427
-  %429 = mul nsw i64 %loss.n45105, 10
-  %430 = add nsw i64 3170304, %429
-  %labels114 = getelementptr inbounds i32, ptr %labels, i64 %loss.n45105
-  %label = load i32, ptr %labels114, align 4
-  %431 = sext i32 %label to i64
-  %432 = add nsw i64 %430, %431
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %432
-  %433 = load float, ptr %arena115, align 4
-  %434 = fsub float %428, %433
-  %435 = fadd float %total44, %434
-  store float %435, ptr %loss.total44, align 4
-  %n45.next = add nsw i64 %loss.n45105, 1
-  %436 = icmp slt i64 %n45.next, 64
-  br i1 %436, label %loss.n45, label %loss.n45.end
-
-fc2_grad.n50:                                     ; preds = %fc2_grad.k55.end, %loss.n45.end
-  %fc2_grad.n50118 = phi i64 [ 0, %loss.n45.end ], [ %n50.next, %fc2_grad.k55.end ]
-  %437 = mul nsw i64 %fc2_grad.n50118, 10
-  %438 = add nsw i64 3170304, %437
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %438
-  %439 = load float, ptr %arena119, align 4
-  store float %439, ptr %fc2_grad.m51, align 4
-  br label %fc2_grad.k53
-
-fc2_grad.n50.end:                                 ; preds = %fc2_grad.k55.end
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %grads137 = getelementptr inbounds float, ptr %grads, i64 1198592
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena135, i32 10, ptr %arena136, i32 128, float 0.000000e+00, ptr %grads137, i32 128)
-  br label %fc2_bias_grad.u56
-
-fc2_grad.k53:                                     ; preds = %fc2_grad.k53, %fc2_grad.n50
-  %fc2_grad.k53120 = phi i64 [ 0, %fc2_grad.n50 ], [ %k53.next, %fc2_grad.k53 ]
-  %m51 = load float, ptr %fc2_grad.m51, align 4
-  %440 = mul nsw i64 %fc2_grad.n50118, 10
-  %441 = add nsw i64 3170304, %440
-  %442 = add nsw i64 %441, %fc2_grad.k53120
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %442
-  %443 = load float, ptr %arena121, align 4
-  %444 = fcmp ogt float %443, %m51
-  %445 = select i1 %444, float %443, float %m51
-  store float %445, ptr %fc2_grad.m51, align 4
-  %k53.next = add nsw i64 %fc2_grad.k53120, 1
-  %446 = icmp slt i64 %k53.next, 10
-  br i1 %446, label %fc2_grad.k53, label %fc2_grad.k53.end
-
-fc2_grad.k53.end:                                 ; preds = %fc2_grad.k53
-  store float 0.000000e+00, ptr %fc2_grad.s52, align 4
-  br label %fc2_grad.k54
-
-fc2_grad.k54:                                     ; preds = %fc2_grad.k54, %fc2_grad.k53.end
-  %fc2_grad.k54122 = phi i64 [ 0, %fc2_grad.k53.end ], [ %k54.next, %fc2_grad.k54 ]
-  %s52 = load float, ptr %fc2_grad.s52, align 4
-  %447 = mul nsw i64 %fc2_grad.n50118, 10
-  %448 = add nsw i64 3170304, %447
-  %449 = add nsw i64 %448, %fc2_grad.k54122
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %449
-  %450 = load float, ptr %arena123, align 4
-  %m51124 = load float, ptr %fc2_grad.m51, align 4
-  %451 = fsub float %450, %m51124
-  %452 = call float @llvm.exp.f32(float %451)
-  %453 = fadd float %s52, %452
-  store float %453, ptr %fc2_grad.s52, align 4
-  %k54.next = add nsw i64 %fc2_grad.k54122, 1
-  %454 = icmp slt i64 %k54.next, 10
-  br i1 %454, label %fc2_grad.k54, label %fc2_grad.k54.end
-
-fc2_grad.k54.end:                                 ; preds = %fc2_grad.k54
-  br label %fc2_grad.k55
-
-fc2_grad.k55:                                     ; preds = %fc2_grad.k55, %fc2_grad.k54.end
-  %fc2_grad.k55125 = phi i64 [ 0, %fc2_grad.k54.end ], [ %k55.next, %fc2_grad.k55 ]
-  %labels126 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n50118
-  %label127 = load i32, ptr %labels126, align 4
-  %455 = sext i32 %label127 to i64
-  %456 = icmp eq i64 %fc2_grad.k55125, %455
-  %457 = mul nsw i64 %fc2_grad.n50118, 10
-  %458 = add nsw i64 3170304, %457
-  %459 = add nsw i64 %458, %fc2_grad.k55125
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 %459
-  %460 = load float, ptr %arena128, align 4
-  %m51129 = load float, ptr %fc2_grad.m51, align 4
-  %461 = fsub float %460, %m51129
-  %462 = call float @llvm.exp.f32(float %461)
-  %s52130 = load float, ptr %fc2_grad.s52, align 4
-  %463 = fdiv float %462, %s52130
-  %464 = fsub float %463, 1.000000e+00
-  %465 = mul nsw i64 %fc2_grad.n50118, 10
-  %466 = add nsw i64 3170304, %465
-  %467 = add nsw i64 %466, %fc2_grad.k55125
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %467
-  %468 = load float, ptr %arena131, align 4
-  %m51132 = load float, ptr %fc2_grad.m51, align 4
-  %469 = fsub float %468, %m51132
-  %470 = call float @llvm.exp.f32(float %469)
-  %s52133 = load float, ptr %fc2_grad.s52, align 4
-  %471 = fdiv float %470, %s52133
-  %472 = select i1 %456, float %464, float %471
-  %473 = fdiv float %472, 6.400000e+01
-  %474 = mul nsw i64 %fc2_grad.n50118, 10
-  %475 = add nsw i64 3171600, %474
-  %476 = add nsw i64 %475, %fc2_grad.k55125
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %476
-  store float %473, ptr %arena134, align 4
-  %k55.next = add nsw i64 %fc2_grad.k55125, 1
-  %477 = icmp slt i64 %k55.next, 10
-  br i1 %477, label %fc2_grad.k55, label %fc2_grad.k55.end
-
-fc2_grad.k55.end:                                 ; preds = %fc2_grad.k55
-  %n50.next = add nsw i64 %fc2_grad.n50118, 1
-  %478 = icmp slt i64 %n50.next, 64
-  br i1 %478, label %fc2_grad.n50, label %fc2_grad.n50.end
-
-fc2_bias_grad.u56:                                ; preds = %fc2_bias_grad.n58.end, %fc2_grad.n50.end
-  %fc2_bias_grad.u56138 = phi i64 [ 0, %fc2_grad.n50.end ], [ %u56.next, %fc2_bias_grad.n58.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc57, align 4
-  br label %fc2_bias_grad.n58
-
-fc2_bias_grad.u56.end:                            ; preds = %fc2_bias_grad.n58.end
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %params144 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 3172240
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena143, i32 10, ptr %params144, i32 128, float 0.000000e+00, ptr %arena145, i32 128)
-  br label %relu3_grad.i59
-
-fc2_bias_grad.n58:                                ; preds = %fc2_bias_grad.n58, %fc2_bias_grad.u56
-  %fc2_bias_grad.n58139 = phi i64 [ 0, %fc2_bias_grad.u56 ], [ %n58.next, %fc2_bias_grad.n58 ]
-  %acc57 = load float, ptr %fc2_bias_grad.acc57, align 4
-  %479 = mul nsw i64 %fc2_bias_grad.n58139, 10
-  %480 = add nsw i64 3171600, %479
-  %481 = add nsw i64 %480, %fc2_bias_grad.u56138
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %481
-  %482 = load float, ptr %arena140, align 4
-  %483 = fadd float %acc57, %482
-  store float %483, ptr %fc2_bias_grad.acc57, align 4
-  %n58.next = add nsw i64 %fc2_bias_grad.n58139, 1
-  %484 = icmp slt i64 %n58.next, 64
-  br i1 %484, label %fc2_bias_grad.n58, label %fc2_bias_grad.n58.end
-
-fc2_bias_grad.n58.end:                            ; preds = %fc2_bias_grad.n58
-  %acc57141 = load float, ptr %fc2_bias_grad.acc57, align 4
-  %485 = add nsw i64 1199872, %fc2_bias_grad.u56138
-  %grads142 = getelementptr inbounds float, ptr %grads, i64 %485
-  store float %acc57141, ptr %grads142, align 4
-  %u56.next = add nsw i64 %fc2_bias_grad.u56138, 1
-  %486 = icmp slt i64 %u56.next, 10
-  br i1 %486, label %fc2_bias_grad.u56, label %fc2_bias_grad.u56.end
-
-relu3_grad.i59:                                   ; preds = %relu3_grad.i59, %fc2_bias_grad.u56.end
-  %relu3_grad.i59146 = phi i64 [ 0, %fc2_bias_grad.u56.end ], [ %i59.next, %relu3_grad.i59 ]
-  %487 = xor i64 %seed, 7835719957706616186
-  %488 = lshr i64 %487, 30
-  %489 = xor i64 %487, %488
-  %490 = mul i64 %489, -4658895280553007687
-  %491 = lshr i64 %490, 27
-  %492 = xor i64 %490, %491
-  %493 = mul i64 %492, -7723592293110705685
-  %494 = lshr i64 %493, 31
-  %495 = xor i64 %493, %494
-  %496 = add i64 %495, %step
-  %497 = lshr i64 %496, 30
-  %498 = xor i64 %496, %497
-  %499 = mul i64 %498, -4658895280553007687
-  %500 = lshr i64 %499, 27
-  %501 = xor i64 %499, %500
-  %502 = mul i64 %501, -7723592293110705685
-  %503 = lshr i64 %502, 31
-  %504 = xor i64 %502, %503
-  %505 = mul i64 %relu3_grad.i59146, -7046029254386353131
-  %506 = add i64 %504, %505
-  %507 = lshr i64 %506, 30
-  %508 = xor i64 %506, %507
-  %509 = mul i64 %508, -4658895280553007687
-  %510 = lshr i64 %509, 27
-  %511 = xor i64 %509, %510
-  %512 = mul i64 %511, -7723592293110705685
-  %513 = lshr i64 %512, 31
-  %514 = xor i64 %512, %513
-  %515 = lshr i64 %514, 40
-  %keep147 = icmp uge i64 %515, 8388608
-  %516 = add nsw i64 3172240, %relu3_grad.i59146
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %516
-  %517 = load float, ptr %arena148, align 4
-  %518 = fmul float %517, 2.000000e+00
-  %519 = select i1 %keep147, float %518, float 0.000000e+00
-  %520 = add nsw i64 3180432, %relu3_grad.i59146
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %520
-  store float %519, ptr %arena149, align 4
-  %i59.next = add nsw i64 %relu3_grad.i59146, 1
-  %521 = icmp slt i64 %i59.next, 8192
-  br i1 %521, label %relu3_grad.i59, label %relu3_grad.i59.end
-
-relu3_grad.i59.end:                               ; preds = %relu3_grad.i59
-  br label %fc1_grad.i60
-
-fc1_grad.i60:                                     ; preds = %fc1_grad.i60, %relu3_grad.i59.end
-  %fc1_grad.i60150 = phi i64 [ 0, %relu3_grad.i59.end ], [ %i60.next, %fc1_grad.i60 ]
-  %522 = add nsw i64 3153920, %fc1_grad.i60150
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %522
-  %523 = load float, ptr %arena151, align 4
-  %524 = fcmp ogt float %523, 0.000000e+00
-  %525 = add nsw i64 3180432, %fc1_grad.i60150
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %525
-  %526 = load float, ptr %arena152, align 4
-  %527 = select i1 %524, float %526, float 0.000000e+00
-  %528 = add nsw i64 3162112, %fc1_grad.i60150
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %528
-  store float %527, ptr %arena153, align 4
-  %i60.next = add nsw i64 %fc1_grad.i60150, 1
-  %529 = icmp slt i64 %i60.next, 8192
-  br i1 %529, label %fc1_grad.i60, label %fc1_grad.i60.end
-
-fc1_grad.i60.end:                                 ; preds = %fc1_grad.i60
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %grads156 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena154, i32 128, ptr %arena155, i32 9216, float 0.000000e+00, ptr %grads156, i32 9216)
-  br label %fc1_bias_grad.u61
-
-fc1_bias_grad.u61:                                ; preds = %fc1_bias_grad.n63.end, %fc1_grad.i60.end
-  %fc1_bias_grad.u61157 = phi i64 [ 0, %fc1_grad.i60.end ], [ %u61.next, %fc1_bias_grad.n63.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc62, align 4
-  br label %fc1_bias_grad.n63
-
-fc1_bias_grad.u61.end:                            ; preds = %fc1_bias_grad.n63.end
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params163 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 3171600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena162, i32 128, ptr %params163, i32 9216, float 0.000000e+00, ptr %arena164, i32 9216)
-  br label %pool_grad.i64
-
-fc1_bias_grad.n63:                                ; preds = %fc1_bias_grad.n63, %fc1_bias_grad.u61
-  %fc1_bias_grad.n63158 = phi i64 [ 0, %fc1_bias_grad.u61 ], [ %n63.next, %fc1_bias_grad.n63 ]
-  %acc62 = load float, ptr %fc1_bias_grad.acc62, align 4
-  %530 = mul nsw i64 %fc1_bias_grad.n63158, 128
-  %531 = add nsw i64 3162112, %530
-  %532 = add nsw i64 %531, %fc1_bias_grad.u61157
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %532
-  %533 = load float, ptr %arena159, align 4
-  %534 = fadd float %acc62, %533
-  store float %534, ptr %fc1_bias_grad.acc62, align 4
-  %n63.next = add nsw i64 %fc1_bias_grad.n63158, 1
-  %535 = icmp slt i64 %n63.next, 64
-  br i1 %535, label %fc1_bias_grad.n63, label %fc1_bias_grad.n63.end
-
-fc1_bias_grad.n63.end:                            ; preds = %fc1_bias_grad.n63
-  %acc62160 = load float, ptr %fc1_bias_grad.acc62, align 4
-  %536 = add nsw i64 1198464, %fc1_bias_grad.u61157
-  %grads161 = getelementptr inbounds float, ptr %grads, i64 %536
-  store float %acc62160, ptr %grads161, align 4
-  %u61.next = add nsw i64 %fc1_bias_grad.u61157, 1
-  %537 = icmp slt i64 %u61.next, 128
-  br i1 %537, label %fc1_bias_grad.u61, label %fc1_bias_grad.u61.end
-
-pool_grad.i64:                                    ; preds = %pool_grad.i64, %fc1_bias_grad.u61.end
-  %pool_grad.i64165 = phi i64 [ 0, %fc1_bias_grad.u61.end ], [ %i64.next, %pool_grad.i64 ]
-  %538 = xor i64 %seed, 7835718858194987975
-  %539 = lshr i64 %538, 30
-  %540 = xor i64 %538, %539
-  %541 = mul i64 %540, -4658895280553007687
-  %542 = lshr i64 %541, 27
-  %543 = xor i64 %541, %542
-  %544 = mul i64 %543, -7723592293110705685
-  %545 = lshr i64 %544, 31
-  %546 = xor i64 %544, %545
-  %547 = add i64 %546, %step
-  %548 = lshr i64 %547, 30
-  %549 = xor i64 %547, %548
-  %550 = mul i64 %549, -4658895280553007687
-  %551 = lshr i64 %550, 27
-  %552 = xor i64 %550, %551
-  %553 = mul i64 %552, -7723592293110705685
-  %554 = lshr i64 %553, 31
-  %555 = xor i64 %553, %554
-  %556 = mul i64 %pool_grad.i64165, -7046029254386353131
-  %557 = add i64 %555, %556
-  %558 = lshr i64 %557, 30
-  %559 = xor i64 %557, %558
-  %560 = mul i64 %559, -4658895280553007687
-  %561 = lshr i64 %560, 27
-  %562 = xor i64 %560, %561
-  %563 = mul i64 %562, -7723592293110705685
-  %564 = lshr i64 %563, 31
-  %565 = xor i64 %563, %564
-  %566 = lshr i64 %565, 40
-  %keep166 = icmp uge i64 %566, 4194304
-  %567 = add nsw i64 3171600, %pool_grad.i64165
-  %arena167 = getelementptr inbounds float, ptr %arena, i64 %567
-  %568 = load float, ptr %arena167, align 4
-  %569 = fmul float %568, 0x3FF5555560000000
-  %570 = select i1 %keep166, float %569, float 0.000000e+00
-  %571 = add nsw i64 3761424, %pool_grad.i64165
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %571
-  store float %570, ptr %arena168, align 4
-  %i64.next = add nsw i64 %pool_grad.i64165, 1
-  %572 = icmp slt i64 %i64.next, 589824
-  br i1 %572, label %pool_grad.i64, label %pool_grad.i64.end
-
-pool_grad.i64.end:                                ; preds = %pool_grad.i64
-  br label %conv2_grad.i65
-
-conv2_grad.i65:                                   ; preds = %conv2_grad.i65, %pool_grad.i64.end
-  %conv2_grad.i65169 = phi i64 [ 0, %pool_grad.i64.end ], [ %i65.next, %conv2_grad.i65 ]
-  %573 = add nsw i64 4351248, %conv2_grad.i65169
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %573
-  store float 0.000000e+00, ptr %arena170, align 4
-  %i65.next = add nsw i64 %conv2_grad.i65169, 1
-  %574 = icmp slt i64 %i65.next, 2359296
-  br i1 %574, label %conv2_grad.i65, label %conv2_grad.i65.end
-
-conv2_grad.i65.end:                               ; preds = %conv2_grad.i65
-  br label %conv2_grad.q66
-
-conv2_grad.q66:                                   ; preds = %conv2_grad.i67.end, %conv2_grad.i65.end
-  %conv2_grad.q66171 = phi i64 [ 0, %conv2_grad.i65.end ], [ %q66.next, %conv2_grad.i67.end ]
-  br label %conv2_grad.i67
-
-conv2_grad.q66.end:                               ; preds = %conv2_grad.i67.end
-  br label %conv2_weight_grad.i68
-
-conv2_grad.i67:                                   ; preds = %conv2_grad.endif, %conv2_grad.q66
-  %conv2_grad.i67172 = phi i64 [ 0, %conv2_grad.q66 ], [ %i67.next, %conv2_grad.endif ]
-  %575 = mul nsw i64 %conv2_grad.q66171, 144
-  %576 = add nsw i64 %575, %conv2_grad.i67172
-  %577 = add nsw i64 1384448, %576
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %577
-  %578 = load float, ptr %arena173, align 4
-  %579 = fcmp ogt float %578, 0.000000e+00
-  br i1 %579, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i67.end:                               ; preds = %conv2_grad.endif
-  %q66.next = add nsw i64 %conv2_grad.q66171, 1
-  %580 = icmp slt i64 %q66.next, 4096
-  br i1 %580, label %conv2_grad.q66, label %conv2_grad.q66.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i67
-  %581 = mul nsw i64 %conv2_grad.q66171, 576
-  %582 = add nsw i64 4351248, %581
-  %583 = mul nsw i64 %conv2_grad.q66171, 144
-  %584 = add nsw i64 %583, %conv2_grad.i67172
-  %585 = add nsw i64 1974272, %584
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %585
-  %586 = load float, ptr %arena174, align 4
-  %587 = fptosi float %586 to i64
-  %588 = add nsw i64 %582, %587
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %588
-  %589 = load float, ptr %arena175, align 4
-  %590 = mul nsw i64 %conv2_grad.q66171, 144
-  %591 = add nsw i64 %590, %conv2_grad.i67172
-  %592 = add nsw i64 3761424, %591
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %592
-  %593 = load float, ptr %arena176, align 4
-  %594 = fadd float %589, %593
-  store float %594, ptr %arena175, align 4
-  br label %conv2_grad.endif
-
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i67
-  %i67.next = add nsw i64 %conv2_grad.i67172, 1
-  %595 = icmp slt i64 %i67.next, 144
-  br i1 %595, label %conv2_grad.i67, label %conv2_grad.i67.end
-
-conv2_weight_grad.i68:                            ; preds = %conv2_weight_grad.i68, %conv2_grad.q66.end
-  %conv2_weight_grad.i68177 = phi i64 [ 0, %conv2_grad.q66.end ], [ %i68.next, %conv2_weight_grad.i68 ]
-  %596 = add nsw i64 320, %conv2_weight_grad.i68177
-  %grads178 = getelementptr inbounds float, ptr %grads, i64 %596
-  store float 0.000000e+00, ptr %grads178, align 4
-  %i68.next = add nsw i64 %conv2_weight_grad.i68177, 1
-  %597 = icmp slt i64 %i68.next, 18432
-  br i1 %597, label %conv2_weight_grad.i68, label %conv2_weight_grad.i68.end
-
-conv2_weight_grad.i68.end:                        ; preds = %conv2_weight_grad.i68
-  br label %conv2_weight_grad.g69
-
-conv2_weight_grad.g69:                            ; preds = %conv2_weight_grad.j79.end, %conv2_weight_grad.i68.end
-  %conv2_weight_grad.g69179 = phi i64 [ 0, %conv2_weight_grad.i68.end ], [ %g69.next, %conv2_weight_grad.j79.end ]
-  br label %conv2_weight_grad.j70
-
-conv2_weight_grad.g69.end:                        ; preds = %conv2_weight_grad.j79.end
-  br label %conv2_bias_grad.f82
-
-conv2_weight_grad.j70:                            ; preds = %conv2_weight_grad.c71.end, %conv2_weight_grad.g69
-  %conv2_weight_grad.j70180 = phi i64 [ 0, %conv2_weight_grad.g69 ], [ %j70.next, %conv2_weight_grad.c71.end ]
-  br label %conv2_weight_grad.c71
-
-conv2_weight_grad.j70.end:                        ; preds = %conv2_weight_grad.c71.end
-  br label %conv2_weight_grad.j79
-
-conv2_weight_grad.c71:                            ; preds = %conv2_weight_grad.ky72.end, %conv2_weight_grad.j70
-  %conv2_weight_grad.c71181 = phi i64 [ 0, %conv2_weight_grad.j70 ], [ %c71.next, %conv2_weight_grad.ky72.end ]
-  br label %conv2_weight_grad.ky72
-
-conv2_weight_grad.c71.end:                        ; preds = %conv2_weight_grad.ky72.end
-  %j70.next = add nsw i64 %conv2_weight_grad.j70180, 1
-  %598 = icmp slt i64 %j70.next, 64
-  br i1 %598, label %conv2_weight_grad.j70, label %conv2_weight_grad.j70.end
-
-conv2_weight_grad.ky72:                           ; preds = %conv2_weight_grad.oy77.end, %conv2_weight_grad.c71
-  %conv2_weight_grad.ky72182 = phi i64 [ 0, %conv2_weight_grad.c71 ], [ %ky72.next, %conv2_weight_grad.oy77.end ]
-  br label %conv2_weight_grad.oy73
-
-conv2_weight_grad.ky72.end:                       ; preds = %conv2_weight_grad.oy77.end
-  %c71.next = add nsw i64 %conv2_weight_grad.c71181, 1
-  %599 = icmp slt i64 %c71.next, 32
-  br i1 %599, label %conv2_weight_grad.c71, label %conv2_weight_grad.c71.end
-
-conv2_weight_grad.oy73:                           ; preds = %conv2_weight_grad.ox74.end, %conv2_weight_grad.ky72
-  %conv2_weight_grad.oy73183 = phi i64 [ 0, %conv2_weight_grad.ky72 ], [ %oy73.next, %conv2_weight_grad.ox74.end ]
-  br label %conv2_weight_grad.ox74
-
-conv2_weight_grad.oy73.end:                       ; preds = %conv2_weight_grad.ox74.end
-  br label %conv2_weight_grad.oy75
-
-conv2_weight_grad.ox74:                           ; preds = %conv2_weight_grad.ox74, %conv2_weight_grad.oy73
-  %conv2_weight_grad.ox74184 = phi i64 [ 0, %conv2_weight_grad.oy73 ], [ %ox74.next, %conv2_weight_grad.ox74 ]
-  %600 = mul nsw i64 %conv2_weight_grad.g69179, 64
-  %601 = add nsw i64 %600, %conv2_weight_grad.j70180
-  %602 = mul nsw i64 %601, 21632
-  %603 = mul nsw i64 %conv2_weight_grad.c71181, 676
-  %604 = add nsw i64 %602, %603
-  %605 = add nsw i64 %conv2_weight_grad.oy73183, %conv2_weight_grad.ky72182
-  %606 = mul nsw i64 %605, 26
-  %607 = add nsw i64 %604, %606
-  %608 = add nsw i64 %607, %conv2_weight_grad.ox74184
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %608
-  %609 = load float, ptr %arena185, align 4
-  %610 = mul nsw i64 %conv2_weight_grad.c71181, 3
-  %611 = add nsw i64 %610, %conv2_weight_grad.ky72182
-  %612 = mul nsw i64 %611, 3
-  %613 = mul nsw i64 %612, 36864
-  %614 = add nsw i64 6710544, %613
-  %615 = mul nsw i64 %conv2_weight_grad.j70180, 576
-  %616 = add nsw i64 %614, %615
-  %617 = mul nsw i64 %conv2_weight_grad.oy73183, 24
-  %618 = add nsw i64 %616, %617
-  %619 = add nsw i64 %618, %conv2_weight_grad.ox74184
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %619
-  store float %609, ptr %arena186, align 4
-  %ox74.next = add nsw i64 %conv2_weight_grad.ox74184, 1
-  %620 = icmp slt i64 %ox74.next, 24
-  br i1 %620, label %conv2_weight_grad.ox74, label %conv2_weight_grad.ox74.end
-
-conv2_weight_grad.ox74.end:                       ; preds = %conv2_weight_grad.ox74
-  %oy73.next = add nsw i64 %conv2_weight_grad.oy73183, 1
-  %621 = icmp slt i64 %oy73.next, 24
-  br i1 %621, label %conv2_weight_grad.oy73, label %conv2_weight_grad.oy73.end
-
-conv2_weight_grad.oy75:                           ; preds = %conv2_weight_grad.ox76.end, %conv2_weight_grad.oy73.end
-  %conv2_weight_grad.oy75187 = phi i64 [ 0, %conv2_weight_grad.oy73.end ], [ %oy75.next, %conv2_weight_grad.ox76.end ]
-  br label %conv2_weight_grad.ox76
-
-conv2_weight_grad.oy75.end:                       ; preds = %conv2_weight_grad.ox76.end
-  br label %conv2_weight_grad.oy77
-
-conv2_weight_grad.ox76:                           ; preds = %conv2_weight_grad.ox76, %conv2_weight_grad.oy75
-  %conv2_weight_grad.ox76188 = phi i64 [ 0, %conv2_weight_grad.oy75 ], [ %ox76.next, %conv2_weight_grad.ox76 ]
-  %622 = mul nsw i64 %conv2_weight_grad.g69179, 64
-  %623 = add nsw i64 %622, %conv2_weight_grad.j70180
-  %624 = mul nsw i64 %623, 21632
-  %625 = mul nsw i64 %conv2_weight_grad.c71181, 676
-  %626 = add nsw i64 %624, %625
-  %627 = add nsw i64 %conv2_weight_grad.oy75187, %conv2_weight_grad.ky72182
-  %628 = mul nsw i64 %627, 26
-  %629 = add nsw i64 %626, %628
-  %630 = add nsw i64 %conv2_weight_grad.ox76188, 1
-  %631 = add nsw i64 %629, %630
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %631
-  %632 = load float, ptr %arena189, align 4
-  %633 = mul nsw i64 %conv2_weight_grad.c71181, 3
-  %634 = add nsw i64 %633, %conv2_weight_grad.ky72182
-  %635 = mul nsw i64 %634, 3
-  %636 = add nsw i64 %635, 1
-  %637 = mul nsw i64 %636, 36864
-  %638 = add nsw i64 6710544, %637
-  %639 = mul nsw i64 %conv2_weight_grad.j70180, 576
-  %640 = add nsw i64 %638, %639
-  %641 = mul nsw i64 %conv2_weight_grad.oy75187, 24
-  %642 = add nsw i64 %640, %641
-  %643 = add nsw i64 %642, %conv2_weight_grad.ox76188
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %643
-  store float %632, ptr %arena190, align 4
-  %ox76.next = add nsw i64 %conv2_weight_grad.ox76188, 1
-  %644 = icmp slt i64 %ox76.next, 24
-  br i1 %644, label %conv2_weight_grad.ox76, label %conv2_weight_grad.ox76.end
-
-conv2_weight_grad.ox76.end:                       ; preds = %conv2_weight_grad.ox76
-  %oy75.next = add nsw i64 %conv2_weight_grad.oy75187, 1
-  %645 = icmp slt i64 %oy75.next, 24
-  br i1 %645, label %conv2_weight_grad.oy75, label %conv2_weight_grad.oy75.end
-
-conv2_weight_grad.oy77:                           ; preds = %conv2_weight_grad.ox78.end, %conv2_weight_grad.oy75.end
-  %conv2_weight_grad.oy77191 = phi i64 [ 0, %conv2_weight_grad.oy75.end ], [ %oy77.next, %conv2_weight_grad.ox78.end ]
-  br label %conv2_weight_grad.ox78
-
-conv2_weight_grad.oy77.end:                       ; preds = %conv2_weight_grad.ox78.end
-  %ky72.next = add nsw i64 %conv2_weight_grad.ky72182, 1
-  %646 = icmp slt i64 %ky72.next, 3
-  br i1 %646, label %conv2_weight_grad.ky72, label %conv2_weight_grad.ky72.end
-
-conv2_weight_grad.ox78:                           ; preds = %conv2_weight_grad.ox78, %conv2_weight_grad.oy77
-  %conv2_weight_grad.ox78192 = phi i64 [ 0, %conv2_weight_grad.oy77 ], [ %ox78.next, %conv2_weight_grad.ox78 ]
-  %647 = mul nsw i64 %conv2_weight_grad.g69179, 64
-  %648 = add nsw i64 %647, %conv2_weight_grad.j70180
-  %649 = mul nsw i64 %648, 21632
-  %650 = mul nsw i64 %conv2_weight_grad.c71181, 676
-  %651 = add nsw i64 %649, %650
-  %652 = add nsw i64 %conv2_weight_grad.oy77191, %conv2_weight_grad.ky72182
-  %653 = mul nsw i64 %652, 26
-  %654 = add nsw i64 %651, %653
-  %655 = add nsw i64 %conv2_weight_grad.ox78192, 2
-  %656 = add nsw i64 %654, %655
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %656
-  %657 = load float, ptr %arena193, align 4
-  %658 = mul nsw i64 %conv2_weight_grad.c71181, 3
-  %659 = add nsw i64 %658, %conv2_weight_grad.ky72182
-  %660 = mul nsw i64 %659, 3
-  %661 = add nsw i64 %660, 2
-  %662 = mul nsw i64 %661, 36864
-  %663 = add nsw i64 6710544, %662
-  %664 = mul nsw i64 %conv2_weight_grad.j70180, 576
-  %665 = add nsw i64 %663, %664
-  %666 = mul nsw i64 %conv2_weight_grad.oy77191, 24
-  %667 = add nsw i64 %665, %666
-  %668 = add nsw i64 %667, %conv2_weight_grad.ox78192
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %668
-  store float %657, ptr %arena194, align 4
-  %ox78.next = add nsw i64 %conv2_weight_grad.ox78192, 1
-  %669 = icmp slt i64 %ox78.next, 24
-  br i1 %669, label %conv2_weight_grad.ox78, label %conv2_weight_grad.ox78.end
-
-conv2_weight_grad.ox78.end:                       ; preds = %conv2_weight_grad.ox78
-  %oy77.next = add nsw i64 %conv2_weight_grad.oy77191, 1
-  %670 = icmp slt i64 %oy77.next, 24
-  br i1 %670, label %conv2_weight_grad.oy77, label %conv2_weight_grad.oy77.end
-
-conv2_weight_grad.j79:                            ; preds = %conv2_weight_grad.f80.end, %conv2_weight_grad.j70.end
-  %conv2_weight_grad.j79195 = phi i64 [ 0, %conv2_weight_grad.j70.end ], [ %j79.next, %conv2_weight_grad.f80.end ]
-  br label %conv2_weight_grad.f80
-
-conv2_weight_grad.j79.end:                        ; preds = %conv2_weight_grad.f80.end
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 17327376
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 6710544
-  %grads202 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 36864, float 1.000000e+00, ptr %arena200, i32 36864, ptr %arena201, i32 36864, float 1.000000e+00, ptr %grads202, i32 288)
-  %g69.next = add nsw i64 %conv2_weight_grad.g69179, 1
-  %671 = icmp slt i64 %g69.next, 1
-  br i1 %671, label %conv2_weight_grad.g69, label %conv2_weight_grad.g69.end
-
-conv2_weight_grad.f80:                            ; preds = %conv2_weight_grad.i81.end, %conv2_weight_grad.j79
-  %conv2_weight_grad.f80196 = phi i64 [ 0, %conv2_weight_grad.j79 ], [ %f80.next, %conv2_weight_grad.i81.end ]
-  br label %conv2_weight_grad.i81
-
-conv2_weight_grad.f80.end:                        ; preds = %conv2_weight_grad.i81.end
-  %j79.next = add nsw i64 %conv2_weight_grad.j79195, 1
-  %672 = icmp slt i64 %j79.next, 64
-  br i1 %672, label %conv2_weight_grad.j79, label %conv2_weight_grad.j79.end
-
-conv2_weight_grad.i81:                            ; preds = %conv2_weight_grad.i81, %conv2_weight_grad.f80
-  %conv2_weight_grad.i81197 = phi i64 [ 0, %conv2_weight_grad.f80 ], [ %i81.next, %conv2_weight_grad.i81 ]
-  %673 = mul nsw i64 %conv2_weight_grad.g69179, 64
-  %674 = add nsw i64 %673, %conv2_weight_grad.j79195
-  %675 = mul nsw i64 %674, 36864
-  %676 = add nsw i64 4351248, %675
-  %677 = mul nsw i64 %conv2_weight_grad.f80196, 576
-  %678 = add nsw i64 %676, %677
-  %679 = add nsw i64 %678, %conv2_weight_grad.i81197
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %679
-  %680 = load float, ptr %arena198, align 4
-  %681 = mul nsw i64 %conv2_weight_grad.f80196, 36864
-  %682 = add nsw i64 17327376, %681
-  %683 = mul nsw i64 %conv2_weight_grad.j79195, 576
-  %684 = add nsw i64 %682, %683
-  %685 = add nsw i64 %684, %conv2_weight_grad.i81197
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %685
-  store float %680, ptr %arena199, align 4
-  %i81.next = add nsw i64 %conv2_weight_grad.i81197, 1
-  %686 = icmp slt i64 %i81.next, 576
-  br i1 %686, label %conv2_weight_grad.i81, label %conv2_weight_grad.i81.end
-
-conv2_weight_grad.i81.end:                        ; preds = %conv2_weight_grad.i81
-  %f80.next = add nsw i64 %conv2_weight_grad.f80196, 1
-  %687 = icmp slt i64 %f80.next, 64
-  br i1 %687, label %conv2_weight_grad.f80, label %conv2_weight_grad.f80.end
-
-conv2_bias_grad.f82:                              ; preds = %conv2_bias_grad.img84.end, %conv2_weight_grad.g69.end
-  %conv2_bias_grad.f82203 = phi i64 [ 0, %conv2_weight_grad.g69.end ], [ %f82.next, %conv2_bias_grad.img84.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc83, align 4
-  br label %conv2_bias_grad.img84
-
-conv2_bias_grad.f82.end:                          ; preds = %conv2_bias_grad.img84.end
-  br label %relu1_grad.i86
-
-conv2_bias_grad.img84:                            ; preds = %conv2_bias_grad.i85.end, %conv2_bias_grad.f82
-  %conv2_bias_grad.img84204 = phi i64 [ 0, %conv2_bias_grad.f82 ], [ %img84.next, %conv2_bias_grad.i85.end ]
-  br label %conv2_bias_grad.i85
-
-conv2_bias_grad.img84.end:                        ; preds = %conv2_bias_grad.i85.end
-  %acc83207 = load float, ptr %conv2_bias_grad.acc83, align 4
-  %688 = add nsw i64 18752, %conv2_bias_grad.f82203
-  %grads208 = getelementptr inbounds float, ptr %grads, i64 %688
-  store float %acc83207, ptr %grads208, align 4
-  %f82.next = add nsw i64 %conv2_bias_grad.f82203, 1
-  %689 = icmp slt i64 %f82.next, 64
-  br i1 %689, label %conv2_bias_grad.f82, label %conv2_bias_grad.f82.end
-
-conv2_bias_grad.i85:                              ; preds = %conv2_bias_grad.i85, %conv2_bias_grad.img84
-  %conv2_bias_grad.i85205 = phi i64 [ 0, %conv2_bias_grad.img84 ], [ %i85.next, %conv2_bias_grad.i85 ]
-  %acc83 = load float, ptr %conv2_bias_grad.acc83, align 4
-  %690 = mul nsw i64 %conv2_bias_grad.img84204, 36864
-  %691 = add nsw i64 4351248, %690
-  %692 = mul nsw i64 %conv2_bias_grad.f82203, 576
-  %693 = add nsw i64 %691, %692
-  %694 = add nsw i64 %693, %conv2_bias_grad.i85205
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %694
-  %695 = load float, ptr %arena206, align 4
-  %696 = fadd float %acc83, %695
-  store float %696, ptr %conv2_bias_grad.acc83, align 4
-  %i85.next = add nsw i64 %conv2_bias_grad.i85205, 1
-  %697 = icmp slt i64 %i85.next, 576
-  br i1 %697, label %conv2_bias_grad.i85, label %conv2_bias_grad.i85.end
-
-conv2_bias_grad.i85.end:                          ; preds = %conv2_bias_grad.i85
-  %img84.next = add nsw i64 %conv2_bias_grad.img84204, 1
-  %698 = icmp slt i64 %img84.next, 64
-  br i1 %698, label %conv2_bias_grad.img84, label %conv2_bias_grad.img84.end
-
-relu1_grad.i86:                                   ; preds = %relu1_grad.i86, %conv2_bias_grad.f82.end
-  %relu1_grad.i86209 = phi i64 [ 0, %conv2_bias_grad.f82.end ], [ %i86.next, %relu1_grad.i86 ]
-  %699 = add nsw i64 1384448, %relu1_grad.i86209
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 %699
-  store float 0.000000e+00, ptr %arena210, align 4
-  %i86.next = add nsw i64 %relu1_grad.i86209, 1
-  %700 = icmp slt i64 %i86.next, 1384448
-  br i1 %700, label %relu1_grad.i86, label %relu1_grad.i86.end
-
-relu1_grad.i86.end:                               ; preds = %relu1_grad.i86
-  br label %relu1_grad.g87
-
-relu1_grad.g87:                                   ; preds = %relu1_grad.j91.end, %relu1_grad.i86.end
-  %relu1_grad.g87211 = phi i64 [ 0, %relu1_grad.i86.end ], [ %g87.next, %relu1_grad.j91.end ]
-  br label %relu1_grad.j88
-
-relu1_grad.g87.end:                               ; preds = %relu1_grad.j91.end
-  br label %conv1_grad.i100
-
-relu1_grad.j88:                                   ; preds = %relu1_grad.f89.end, %relu1_grad.g87
-  %relu1_grad.j88212 = phi i64 [ 0, %relu1_grad.g87 ], [ %j88.next, %relu1_grad.f89.end ]
-  br label %relu1_grad.f89
-
-relu1_grad.j88.end:                               ; preds = %relu1_grad.f89.end
-  %params217 = getelementptr inbounds float, ptr %params, i64 320
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 17327376
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 6710544
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params217, i32 288, ptr %arena218, i32 36864, float 0.000000e+00, ptr %arena219, i32 36864)
-  br label %relu1_grad.j91
-
-relu1_grad.f89:                                   ; preds = %relu1_grad.i90.end, %relu1_grad.j88
-  %relu1_grad.f89213 = phi i64 [ 0, %relu1_grad.j88 ], [ %f89.next, %relu1_grad.i90.end ]
-  br label %relu1_grad.i90
-
-relu1_grad.f89.end:                               ; preds = %relu1_grad.i90.end
-  %j88.next = add nsw i64 %relu1_grad.j88212, 1
-  %701 = icmp slt i64 %j88.next, 64
-  br i1 %701, label %relu1_grad.j88, label %relu1_grad.j88.end
-
-relu1_grad.i90:                                   ; preds = %relu1_grad.i90, %relu1_grad.f89
-  %relu1_grad.i90214 = phi i64 [ 0, %relu1_grad.f89 ], [ %i90.next, %relu1_grad.i90 ]
-  %702 = mul nsw i64 %relu1_grad.g87211, 64
-  %703 = add nsw i64 %702, %relu1_grad.j88212
-  %704 = mul nsw i64 %703, 36864
-  %705 = add nsw i64 4351248, %704
-  %706 = mul nsw i64 %relu1_grad.f89213, 576
-  %707 = add nsw i64 %705, %706
-  %708 = add nsw i64 %707, %relu1_grad.i90214
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 %708
-  %709 = load float, ptr %arena215, align 4
-  %710 = mul nsw i64 %relu1_grad.f89213, 36864
-  %711 = add nsw i64 17327376, %710
-  %712 = mul nsw i64 %relu1_grad.j88212, 576
-  %713 = add nsw i64 %711, %712
-  %714 = add nsw i64 %713, %relu1_grad.i90214
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %714
-  store float %709, ptr %arena216, align 4
-  %i90.next = add nsw i64 %relu1_grad.i90214, 1
-  %715 = icmp slt i64 %i90.next, 576
-  br i1 %715, label %relu1_grad.i90, label %relu1_grad.i90.end
-
-relu1_grad.i90.end:                               ; preds = %relu1_grad.i90
-  %f89.next = add nsw i64 %relu1_grad.f89213, 1
-  %716 = icmp slt i64 %f89.next, 64
-  br i1 %716, label %relu1_grad.f89, label %relu1_grad.f89.end
-
-relu1_grad.j91:                                   ; preds = %relu1_grad.c92.end, %relu1_grad.j88.end
-  %relu1_grad.j91220 = phi i64 [ 0, %relu1_grad.j88.end ], [ %j91.next, %relu1_grad.c92.end ]
-  br label %relu1_grad.c92
-
-relu1_grad.j91.end:                               ; preds = %relu1_grad.c92.end
-  %g87.next = add nsw i64 %relu1_grad.g87211, 1
-  %717 = icmp slt i64 %g87.next, 1
-  br i1 %717, label %relu1_grad.g87, label %relu1_grad.g87.end
-
-relu1_grad.c92:                                   ; preds = %relu1_grad.ky93.end, %relu1_grad.j91
-  %relu1_grad.c92221 = phi i64 [ 0, %relu1_grad.j91 ], [ %c92.next, %relu1_grad.ky93.end ]
-  br label %relu1_grad.ky93
-
-relu1_grad.c92.end:                               ; preds = %relu1_grad.ky93.end
-  %j91.next = add nsw i64 %relu1_grad.j91220, 1
-  %718 = icmp slt i64 %j91.next, 64
-  br i1 %718, label %relu1_grad.j91, label %relu1_grad.j91.end
-
-relu1_grad.ky93:                                  ; preds = %relu1_grad.oy98.end, %relu1_grad.c92
-  %relu1_grad.ky93222 = phi i64 [ 0, %relu1_grad.c92 ], [ %ky93.next, %relu1_grad.oy98.end ]
-  br label %relu1_grad.oy94
-
-relu1_grad.ky93.end:                              ; preds = %relu1_grad.oy98.end
-  %c92.next = add nsw i64 %relu1_grad.c92221, 1
-  %719 = icmp slt i64 %c92.next, 32
-  br i1 %719, label %relu1_grad.c92, label %relu1_grad.c92.end
-
-relu1_grad.oy94:                                  ; preds = %relu1_grad.ox95.end, %relu1_grad.ky93
-  %relu1_grad.oy94223 = phi i64 [ 0, %relu1_grad.ky93 ], [ %oy94.next, %relu1_grad.ox95.end ]
-  br label %relu1_grad.ox95
-
-relu1_grad.oy94.end:                              ; preds = %relu1_grad.ox95.end
-  br label %relu1_grad.oy96
-
-relu1_grad.ox95:                                  ; preds = %relu1_grad.ox95, %relu1_grad.oy94
-  %relu1_grad.ox95224 = phi i64 [ 0, %relu1_grad.oy94 ], [ %ox95.next, %relu1_grad.ox95 ]
-  %720 = mul nsw i64 %relu1_grad.g87211, 64
-  %721 = add nsw i64 %720, %relu1_grad.j91220
-  %722 = mul nsw i64 %721, 21632
-  %723 = add nsw i64 1384448, %722
-  %724 = mul nsw i64 %relu1_grad.c92221, 676
-  %725 = add nsw i64 %723, %724
-  %726 = add nsw i64 %relu1_grad.oy94223, %relu1_grad.ky93222
-  %727 = mul nsw i64 %726, 26
-  %728 = add nsw i64 %725, %727
-  %729 = add nsw i64 %728, %relu1_grad.ox95224
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 %729
-  %730 = load float, ptr %arena225, align 4
-  %731 = mul nsw i64 %relu1_grad.c92221, 3
-  %732 = add nsw i64 %731, %relu1_grad.ky93222
-  %733 = mul nsw i64 %732, 3
-  %734 = mul nsw i64 %733, 36864
-  %735 = add nsw i64 6710544, %734
-  %736 = mul nsw i64 %relu1_grad.j91220, 576
-  %737 = add nsw i64 %735, %736
-  %738 = mul nsw i64 %relu1_grad.oy94223, 24
-  %739 = add nsw i64 %737, %738
-  %740 = add nsw i64 %739, %relu1_grad.ox95224
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %740
-  %741 = load float, ptr %arena226, align 4
-  %742 = fadd float %730, %741
-  store float %742, ptr %arena225, align 4
-  %ox95.next = add nsw i64 %relu1_grad.ox95224, 1
-  %743 = icmp slt i64 %ox95.next, 24
-  br i1 %743, label %relu1_grad.ox95, label %relu1_grad.ox95.end
-
-relu1_grad.ox95.end:                              ; preds = %relu1_grad.ox95
-  %oy94.next = add nsw i64 %relu1_grad.oy94223, 1
-  %744 = icmp slt i64 %oy94.next, 24
-  br i1 %744, label %relu1_grad.oy94, label %relu1_grad.oy94.end
-
-relu1_grad.oy96:                                  ; preds = %relu1_grad.ox97.end, %relu1_grad.oy94.end
-  %relu1_grad.oy96227 = phi i64 [ 0, %relu1_grad.oy94.end ], [ %oy96.next, %relu1_grad.ox97.end ]
-  br label %relu1_grad.ox97
-
-relu1_grad.oy96.end:                              ; preds = %relu1_grad.ox97.end
-  br label %relu1_grad.oy98
-
-relu1_grad.ox97:                                  ; preds = %relu1_grad.ox97, %relu1_grad.oy96
-  %relu1_grad.ox97228 = phi i64 [ 0, %relu1_grad.oy96 ], [ %ox97.next, %relu1_grad.ox97 ]
-  %745 = mul nsw i64 %relu1_grad.g87211, 64
-  %746 = add nsw i64 %745, %relu1_grad.j91220
-  %747 = mul nsw i64 %746, 21632
-  %748 = add nsw i64 1384448, %747
-  %749 = mul nsw i64 %relu1_grad.c92221, 676
-  %750 = add nsw i64 %748, %749
-  %751 = add nsw i64 %relu1_grad.oy96227, %relu1_grad.ky93222
-  %752 = mul nsw i64 %751, 26
-  %753 = add nsw i64 %750, %752
-  %754 = add nsw i64 %relu1_grad.ox97228, 1
-  %755 = add nsw i64 %753, %754
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %755
-  %756 = load float, ptr %arena229, align 4
-  %757 = mul nsw i64 %relu1_grad.c92221, 3
-  %758 = add nsw i64 %757, %relu1_grad.ky93222
-  %759 = mul nsw i64 %758, 3
-  %760 = add nsw i64 %759, 1
-  %761 = mul nsw i64 %760, 36864
-  %762 = add nsw i64 6710544, %761
-  %763 = mul nsw i64 %relu1_grad.j91220, 576
-  %764 = add nsw i64 %762, %763
-  %765 = mul nsw i64 %relu1_grad.oy96227, 24
-  %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %766, %relu1_grad.ox97228
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %767
-  %768 = load float, ptr %arena230, align 4
-  %769 = fadd float %756, %768
-  store float %769, ptr %arena229, align 4
-  %ox97.next = add nsw i64 %relu1_grad.ox97228, 1
-  %770 = icmp slt i64 %ox97.next, 24
-  br i1 %770, label %relu1_grad.ox97, label %relu1_grad.ox97.end
-
-relu1_grad.ox97.end:                              ; preds = %relu1_grad.ox97
-  %oy96.next = add nsw i64 %relu1_grad.oy96227, 1
-  %771 = icmp slt i64 %oy96.next, 24
-  br i1 %771, label %relu1_grad.oy96, label %relu1_grad.oy96.end
-
-relu1_grad.oy98:                                  ; preds = %relu1_grad.ox99.end, %relu1_grad.oy96.end
-  %relu1_grad.oy98231 = phi i64 [ 0, %relu1_grad.oy96.end ], [ %oy98.next, %relu1_grad.ox99.end ]
-  br label %relu1_grad.ox99
-
-relu1_grad.oy98.end:                              ; preds = %relu1_grad.ox99.end
-  %ky93.next = add nsw i64 %relu1_grad.ky93222, 1
-  %772 = icmp slt i64 %ky93.next, 3
-  br i1 %772, label %relu1_grad.ky93, label %relu1_grad.ky93.end
-
-relu1_grad.ox99:                                  ; preds = %relu1_grad.ox99, %relu1_grad.oy98
-  %relu1_grad.ox99232 = phi i64 [ 0, %relu1_grad.oy98 ], [ %ox99.next, %relu1_grad.ox99 ]
-  %773 = mul nsw i64 %relu1_grad.g87211, 64
-  %774 = add nsw i64 %773, %relu1_grad.j91220
-  %775 = mul nsw i64 %774, 21632
-  %776 = add nsw i64 1384448, %775
-  %777 = mul nsw i64 %relu1_grad.c92221, 676
-  %778 = add nsw i64 %776, %777
-  %779 = add nsw i64 %relu1_grad.oy98231, %relu1_grad.ky93222
-  %780 = mul nsw i64 %779, 26
-  %781 = add nsw i64 %778, %780
-  %782 = add nsw i64 %relu1_grad.ox99232, 2
-  %783 = add nsw i64 %781, %782
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %783
-  %784 = load float, ptr %arena233, align 4
-  %785 = mul nsw i64 %relu1_grad.c92221, 3
-  %786 = add nsw i64 %785, %relu1_grad.ky93222
-  %787 = mul nsw i64 %786, 3
-  %788 = add nsw i64 %787, 2
-  %789 = mul nsw i64 %788, 36864
-  %790 = add nsw i64 6710544, %789
-  %791 = mul nsw i64 %relu1_grad.j91220, 576
-  %792 = add nsw i64 %790, %791
-  %793 = mul nsw i64 %relu1_grad.oy98231, 24
-  %794 = add nsw i64 %792, %793
-  %795 = add nsw i64 %794, %relu1_grad.ox99232
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 %795
-  %796 = load float, ptr %arena234, align 4
-  %797 = fadd float %784, %796
-  store float %797, ptr %arena233, align 4
-  %ox99.next = add nsw i64 %relu1_grad.ox99232, 1
-  %798 = icmp slt i64 %ox99.next, 24
-  br i1 %798, label %relu1_grad.ox99, label %relu1_grad.ox99.end
-
-relu1_grad.ox99.end:                              ; preds = %relu1_grad.ox99
-  %oy98.next = add nsw i64 %relu1_grad.oy98231, 1
-  %799 = icmp slt i64 %oy98.next, 24
-  br i1 %799, label %relu1_grad.oy98, label %relu1_grad.oy98.end
-
-conv1_grad.i100:                                  ; preds = %conv1_grad.i100, %relu1_grad.g87.end
-  %conv1_grad.i100235 = phi i64 [ 0, %relu1_grad.g87.end ], [ %i100.next, %conv1_grad.i100 ]
-  %arena236 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i100235
-  %800 = load float, ptr %arena236, align 4
-  %801 = fcmp ogt float %800, 0.000000e+00
-  %802 = add nsw i64 1384448, %conv1_grad.i100235
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %802
-  %803 = load float, ptr %arena237, align 4
-  %804 = select i1 %801, float %803, float 0.000000e+00
-  %805 = add nsw i64 3171600, %conv1_grad.i100235
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %805
-  store float %804, ptr %arena238, align 4
-  %i100.next = add nsw i64 %conv1_grad.i100235, 1
-  %806 = icmp slt i64 %i100.next, 1384448
-  br i1 %806, label %conv1_grad.i100, label %conv1_grad.i100.end
-
-conv1_grad.i100.end:                              ; preds = %conv1_grad.i100
-  br label %conv1_weight_grad.i101
-
-conv1_weight_grad.i101:                           ; preds = %conv1_weight_grad.i101, %conv1_grad.i100.end
-  %conv1_weight_grad.i101239 = phi i64 [ 0, %conv1_grad.i100.end ], [ %i101.next, %conv1_weight_grad.i101 ]
-  %grads240 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i101239
-  store float 0.000000e+00, ptr %grads240, align 4
-  %i101.next = add nsw i64 %conv1_weight_grad.i101239, 1
-  %807 = icmp slt i64 %i101.next, 288
-  br i1 %807, label %conv1_weight_grad.i101, label %conv1_weight_grad.i101.end
-
-conv1_weight_grad.i101.end:                       ; preds = %conv1_weight_grad.i101
-  br label %conv1_weight_grad.g102
-
-conv1_weight_grad.g102:                           ; preds = %conv1_weight_grad.j112.end, %conv1_weight_grad.i101.end
-  %conv1_weight_grad.g102241 = phi i64 [ 0, %conv1_weight_grad.i101.end ], [ %g102.next, %conv1_weight_grad.j112.end ]
-  br label %conv1_weight_grad.j103
-
-conv1_weight_grad.g102.end:                       ; preds = %conv1_weight_grad.j112.end
-  br label %conv1_bias_grad.f115
-
-conv1_weight_grad.j103:                           ; preds = %conv1_weight_grad.c104.end, %conv1_weight_grad.g102
-  %conv1_weight_grad.j103242 = phi i64 [ 0, %conv1_weight_grad.g102 ], [ %j103.next, %conv1_weight_grad.c104.end ]
-  br label %conv1_weight_grad.c104
-
-conv1_weight_grad.j103.end:                       ; preds = %conv1_weight_grad.c104.end
-  br label %conv1_weight_grad.j112
-
-conv1_weight_grad.c104:                           ; preds = %conv1_weight_grad.ky105.end, %conv1_weight_grad.j103
-  %conv1_weight_grad.c104243 = phi i64 [ 0, %conv1_weight_grad.j103 ], [ %c104.next, %conv1_weight_grad.ky105.end ]
-  br label %conv1_weight_grad.ky105
-
-conv1_weight_grad.c104.end:                       ; preds = %conv1_weight_grad.ky105.end
-  %j103.next = add nsw i64 %conv1_weight_grad.j103242, 1
-  %808 = icmp slt i64 %j103.next, 64
-  br i1 %808, label %conv1_weight_grad.j103, label %conv1_weight_grad.j103.end
-
-conv1_weight_grad.ky105:                          ; preds = %conv1_weight_grad.oy110.end, %conv1_weight_grad.c104
-  %conv1_weight_grad.ky105244 = phi i64 [ 0, %conv1_weight_grad.c104 ], [ %ky105.next, %conv1_weight_grad.oy110.end ]
-  br label %conv1_weight_grad.oy106
-
-conv1_weight_grad.ky105.end:                      ; preds = %conv1_weight_grad.oy110.end
-  %c104.next = add nsw i64 %conv1_weight_grad.c104243, 1
-  %809 = icmp slt i64 %c104.next, 1
-  br i1 %809, label %conv1_weight_grad.c104, label %conv1_weight_grad.c104.end
-
-conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.ky105
-  %conv1_weight_grad.oy106245 = phi i64 [ 0, %conv1_weight_grad.ky105 ], [ %oy106.next, %conv1_weight_grad.ox107.end ]
-  br label %conv1_weight_grad.ox107
-
-conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.ox107.end
-  br label %conv1_weight_grad.oy108
-
-conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.oy106
-  %conv1_weight_grad.ox107246 = phi i64 [ 0, %conv1_weight_grad.oy106 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
-  %810 = mul nsw i64 %conv1_weight_grad.g102241, 64
-  %811 = add nsw i64 %810, %conv1_weight_grad.j103242
-  %812 = mul nsw i64 %811, 784
-  %813 = mul nsw i64 %conv1_weight_grad.c104243, 784
-  %814 = add nsw i64 %812, %813
-  %815 = add nsw i64 %conv1_weight_grad.oy106245, %conv1_weight_grad.ky105244
-  %816 = mul nsw i64 %815, 28
-  %817 = add nsw i64 %814, %816
-  %818 = add nsw i64 %817, %conv1_weight_grad.ox107246
-  %images247 = getelementptr inbounds float, ptr %images, i64 %818
-  %819 = load float, ptr %images247, align 4
-  %820 = mul nsw i64 %conv1_weight_grad.c104243, 3
-  %821 = add nsw i64 %820, %conv1_weight_grad.ky105244
-  %822 = mul nsw i64 %821, 3
-  %823 = mul nsw i64 %822, 43264
-  %824 = mul nsw i64 %conv1_weight_grad.j103242, 676
-  %825 = add nsw i64 %823, %824
-  %826 = mul nsw i64 %conv1_weight_grad.oy106245, 26
-  %827 = add nsw i64 %825, %826
-  %828 = add nsw i64 %827, %conv1_weight_grad.ox107246
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %828
-  store float %819, ptr %arena248, align 4
-  %ox107.next = add nsw i64 %conv1_weight_grad.ox107246, 1
-  %829 = icmp slt i64 %ox107.next, 26
-  br i1 %829, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
-
-conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
-  %oy106.next = add nsw i64 %conv1_weight_grad.oy106245, 1
-  %830 = icmp slt i64 %oy106.next, 26
-  br i1 %830, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
-
-conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy106.end
-  %conv1_weight_grad.oy108249 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.ox109.end ]
-  br label %conv1_weight_grad.ox109
-
-conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.ox109.end
-  br label %conv1_weight_grad.oy110
-
-conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.oy108
-  %conv1_weight_grad.ox109250 = phi i64 [ 0, %conv1_weight_grad.oy108 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
-  %831 = mul nsw i64 %conv1_weight_grad.g102241, 64
-  %832 = add nsw i64 %831, %conv1_weight_grad.j103242
-  %833 = mul nsw i64 %832, 784
-  %834 = mul nsw i64 %conv1_weight_grad.c104243, 784
-  %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %conv1_weight_grad.oy108249, %conv1_weight_grad.ky105244
-  %837 = mul nsw i64 %836, 28
-  %838 = add nsw i64 %835, %837
-  %839 = add nsw i64 %conv1_weight_grad.ox109250, 1
-  %840 = add nsw i64 %838, %839
-  %images251 = getelementptr inbounds float, ptr %images, i64 %840
-  %841 = load float, ptr %images251, align 4
-  %842 = mul nsw i64 %conv1_weight_grad.c104243, 3
-  %843 = add nsw i64 %842, %conv1_weight_grad.ky105244
-  %844 = mul nsw i64 %843, 3
-  %845 = add nsw i64 %844, 1
-  %846 = mul nsw i64 %845, 43264
-  %847 = mul nsw i64 %conv1_weight_grad.j103242, 676
-  %848 = add nsw i64 %846, %847
-  %849 = mul nsw i64 %conv1_weight_grad.oy108249, 26
-  %850 = add nsw i64 %848, %849
-  %851 = add nsw i64 %850, %conv1_weight_grad.ox109250
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %851
-  store float %841, ptr %arena252, align 4
-  %ox109.next = add nsw i64 %conv1_weight_grad.ox109250, 1
-  %852 = icmp slt i64 %ox109.next, 26
-  br i1 %852, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
-
-conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
-  %oy108.next = add nsw i64 %conv1_weight_grad.oy108249, 1
-  %853 = icmp slt i64 %oy108.next, 26
-  br i1 %853, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
-
-conv1_weight_grad.oy110:                          ; preds = %conv1_weight_grad.ox111.end, %conv1_weight_grad.oy108.end
-  %conv1_weight_grad.oy110253 = phi i64 [ 0, %conv1_weight_grad.oy108.end ], [ %oy110.next, %conv1_weight_grad.ox111.end ]
-  br label %conv1_weight_grad.ox111
-
-conv1_weight_grad.oy110.end:                      ; preds = %conv1_weight_grad.ox111.end
-  %ky105.next = add nsw i64 %conv1_weight_grad.ky105244, 1
-  %854 = icmp slt i64 %ky105.next, 3
-  br i1 %854, label %conv1_weight_grad.ky105, label %conv1_weight_grad.ky105.end
-
-conv1_weight_grad.ox111:                          ; preds = %conv1_weight_grad.ox111, %conv1_weight_grad.oy110
-  %conv1_weight_grad.ox111254 = phi i64 [ 0, %conv1_weight_grad.oy110 ], [ %ox111.next, %conv1_weight_grad.ox111 ]
-  %855 = mul nsw i64 %conv1_weight_grad.g102241, 64
-  %856 = add nsw i64 %855, %conv1_weight_grad.j103242
-  %857 = mul nsw i64 %856, 784
-  %858 = mul nsw i64 %conv1_weight_grad.c104243, 784
-  %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %conv1_weight_grad.oy110253, %conv1_weight_grad.ky105244
-  %861 = mul nsw i64 %860, 28
-  %862 = add nsw i64 %859, %861
-  %863 = add nsw i64 %conv1_weight_grad.ox111254, 2
-  %864 = add nsw i64 %862, %863
-  %images255 = getelementptr inbounds float, ptr %images, i64 %864
-  %865 = load float, ptr %images255, align 4
-  %866 = mul nsw i64 %conv1_weight_grad.c104243, 3
-  %867 = add nsw i64 %866, %conv1_weight_grad.ky105244
-  %868 = mul nsw i64 %867, 3
-  %869 = add nsw i64 %868, 2
-  %870 = mul nsw i64 %869, 43264
-  %871 = mul nsw i64 %conv1_weight_grad.j103242, 676
-  %872 = add nsw i64 %870, %871
-  %873 = mul nsw i64 %conv1_weight_grad.oy110253, 26
-  %874 = add nsw i64 %872, %873
-  %875 = add nsw i64 %874, %conv1_weight_grad.ox111254
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %875
-  store float %865, ptr %arena256, align 4
-  %ox111.next = add nsw i64 %conv1_weight_grad.ox111254, 1
-  %876 = icmp slt i64 %ox111.next, 26
-  br i1 %876, label %conv1_weight_grad.ox111, label %conv1_weight_grad.ox111.end
-
-conv1_weight_grad.ox111.end:                      ; preds = %conv1_weight_grad.ox111
-  %oy110.next = add nsw i64 %conv1_weight_grad.oy110253, 1
-  %877 = icmp slt i64 %oy110.next, 26
-  br i1 %877, label %conv1_weight_grad.oy110, label %conv1_weight_grad.oy110.end
-
-conv1_weight_grad.j112:                           ; preds = %conv1_weight_grad.f113.end, %conv1_weight_grad.j103.end
-  %conv1_weight_grad.j112257 = phi i64 [ 0, %conv1_weight_grad.j103.end ], [ %j112.next, %conv1_weight_grad.f113.end ]
-  br label %conv1_weight_grad.f113
-
-conv1_weight_grad.j112.end:                       ; preds = %conv1_weight_grad.f113.end
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 389376
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads264 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena262, i32 43264, ptr %arena263, i32 43264, float 1.000000e+00, ptr %grads264, i32 9)
-  %g102.next = add nsw i64 %conv1_weight_grad.g102241, 1
-  %878 = icmp slt i64 %g102.next, 1
-  br i1 %878, label %conv1_weight_grad.g102, label %conv1_weight_grad.g102.end
-
-conv1_weight_grad.f113:                           ; preds = %conv1_weight_grad.i114.end, %conv1_weight_grad.j112
-  %conv1_weight_grad.f113258 = phi i64 [ 0, %conv1_weight_grad.j112 ], [ %f113.next, %conv1_weight_grad.i114.end ]
-  br label %conv1_weight_grad.i114
-
-conv1_weight_grad.f113.end:                       ; preds = %conv1_weight_grad.i114.end
-  %j112.next = add nsw i64 %conv1_weight_grad.j112257, 1
-  %879 = icmp slt i64 %j112.next, 64
-  br i1 %879, label %conv1_weight_grad.j112, label %conv1_weight_grad.j112.end
-
-conv1_weight_grad.i114:                           ; preds = %conv1_weight_grad.i114, %conv1_weight_grad.f113
-  %conv1_weight_grad.i114259 = phi i64 [ 0, %conv1_weight_grad.f113 ], [ %i114.next, %conv1_weight_grad.i114 ]
-  %880 = mul nsw i64 %conv1_weight_grad.g102241, 64
-  %881 = add nsw i64 %880, %conv1_weight_grad.j112257
-  %882 = mul nsw i64 %881, 21632
-  %883 = add nsw i64 3171600, %882
-  %884 = mul nsw i64 %conv1_weight_grad.f113258, 676
-  %885 = add nsw i64 %883, %884
-  %886 = add nsw i64 %885, %conv1_weight_grad.i114259
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %886
-  %887 = load float, ptr %arena260, align 4
-  %888 = mul nsw i64 %conv1_weight_grad.f113258, 43264
-  %889 = add nsw i64 389376, %888
-  %890 = mul nsw i64 %conv1_weight_grad.j112257, 676
-  %891 = add nsw i64 %889, %890
-  %892 = add nsw i64 %891, %conv1_weight_grad.i114259
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %892
-  store float %887, ptr %arena261, align 4
-  %i114.next = add nsw i64 %conv1_weight_grad.i114259, 1
-  %893 = icmp slt i64 %i114.next, 676
-  br i1 %893, label %conv1_weight_grad.i114, label %conv1_weight_grad.i114.end
-
-conv1_weight_grad.i114.end:                       ; preds = %conv1_weight_grad.i114
-  %f113.next = add nsw i64 %conv1_weight_grad.f113258, 1
-  %894 = icmp slt i64 %f113.next, 32
-  br i1 %894, label %conv1_weight_grad.f113, label %conv1_weight_grad.f113.end
-
-conv1_bias_grad.f115:                             ; preds = %conv1_bias_grad.img117.end, %conv1_weight_grad.g102.end
-  %conv1_bias_grad.f115265 = phi i64 [ 0, %conv1_weight_grad.g102.end ], [ %f115.next, %conv1_bias_grad.img117.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc116, align 4
-  br label %conv1_bias_grad.img117
-
-conv1_bias_grad.f115.end:                         ; preds = %conv1_bias_grad.img117.end
-  %895 = sitofp i64 %step to float
-  %896 = fmul float %895, 0xBFBAF8E8A0000000
-  %897 = call float @llvm.exp.f32(float %896)
-  %898 = fsub float 1.000000e+00, %897
-  %899 = fdiv float %lr, %898
-  store float %899, ptr %adam.step_size119, align 4
-  %900 = sitofp i64 %step to float
-  %901 = fmul float %900, 0xBF50645940000000
-  %902 = call float @llvm.exp.f32(float %901)
-  %903 = fsub float 1.000000e+00, %902
-  %904 = call float @llvm.sqrt.f32(float %903)
-  store float %904, ptr %adam.bc2_sqrt120, align 4
-  br label %adam.i121
-
-conv1_bias_grad.img117:                           ; preds = %conv1_bias_grad.i118.end, %conv1_bias_grad.f115
-  %conv1_bias_grad.img117266 = phi i64 [ 0, %conv1_bias_grad.f115 ], [ %img117.next, %conv1_bias_grad.i118.end ]
-  br label %conv1_bias_grad.i118
-
-conv1_bias_grad.img117.end:                       ; preds = %conv1_bias_grad.i118.end
-  %acc116269 = load float, ptr %conv1_bias_grad.acc116, align 4
-  %905 = add nsw i64 288, %conv1_bias_grad.f115265
-  %grads270 = getelementptr inbounds float, ptr %grads, i64 %905
-  store float %acc116269, ptr %grads270, align 4
-  %f115.next = add nsw i64 %conv1_bias_grad.f115265, 1
-  %906 = icmp slt i64 %f115.next, 32
-  br i1 %906, label %conv1_bias_grad.f115, label %conv1_bias_grad.f115.end
-
-conv1_bias_grad.i118:                             ; preds = %conv1_bias_grad.i118, %conv1_bias_grad.img117
-  %conv1_bias_grad.i118267 = phi i64 [ 0, %conv1_bias_grad.img117 ], [ %i118.next, %conv1_bias_grad.i118 ]
-  %acc116 = load float, ptr %conv1_bias_grad.acc116, align 4
-  %907 = mul nsw i64 %conv1_bias_grad.img117266, 21632
-  %908 = add nsw i64 3171600, %907
-  %909 = mul nsw i64 %conv1_bias_grad.f115265, 676
-  %910 = add nsw i64 %908, %909
-  %911 = add nsw i64 %910, %conv1_bias_grad.i118267
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = load float, ptr %arena268, align 4
-  %913 = fadd float %acc116, %912
-  store float %913, ptr %conv1_bias_grad.acc116, align 4
-  %i118.next = add nsw i64 %conv1_bias_grad.i118267, 1
-  %914 = icmp slt i64 %i118.next, 676
-  br i1 %914, label %conv1_bias_grad.i118, label %conv1_bias_grad.i118.end
-
-conv1_bias_grad.i118.end:                         ; preds = %conv1_bias_grad.i118
-  %img117.next = add nsw i64 %conv1_bias_grad.img117266, 1
-  %915 = icmp slt i64 %img117.next, 64
-  br i1 %915, label %conv1_bias_grad.img117, label %conv1_bias_grad.img117.end
-
-adam.i121:                                        ; preds = %adam.i121, %conv1_bias_grad.f115.end
-  %adam.i121271 = phi i64 [ 0, %conv1_bias_grad.f115.end ], [ %i121.next, %adam.i121 ]
-  %grads272 = getelementptr inbounds float, ptr %grads, i64 %adam.i121271
-  %916 = load float, ptr %grads272, align 4
-  %params273 = getelementptr inbounds float, ptr %params, i64 %adam.i121271
-  %917 = load float, ptr %params273, align 4
-  %918 = fmul float 0.000000e+00, %917
-  %919 = fadd float %916, %918
-  store float %919, ptr %adam.g, align 4
-  %m274 = getelementptr inbounds float, ptr %m, i64 %adam.i121271
-  %920 = load float, ptr %m274, align 4
-  %921 = fmul float 0x3FECCCCCC0000000, %920
-  %g = load float, ptr %adam.g, align 4
-  %922 = fmul float 0x3FB9999A00000000, %g
-  %923 = fadd float %921, %922
-  store float %923, ptr %adam.m_new, align 4
-  %v275 = getelementptr inbounds float, ptr %v, i64 %adam.i121271
-  %924 = load float, ptr %v275, align 4
-  %925 = fmul float 0x3FEFF7CEE0000000, %924
-  %g276 = load float, ptr %adam.g, align 4
-  %926 = fmul float 0x3F50624000000000, %g276
-  %g277 = load float, ptr %adam.g, align 4
-  %927 = fmul float %926, %g277
-  %928 = fadd float %925, %927
-  store float %928, ptr %adam.v_new, align 4
-  %m_new = load float, ptr %adam.m_new, align 4
-  %m278 = getelementptr inbounds float, ptr %m, i64 %adam.i121271
-  store float %m_new, ptr %m278, align 4
-  %v_new = load float, ptr %adam.v_new, align 4
-  %v279 = getelementptr inbounds float, ptr %v, i64 %adam.i121271
-  store float %v_new, ptr %v279, align 4
-  %params280 = getelementptr inbounds float, ptr %params, i64 %adam.i121271
-  %929 = load float, ptr %params280, align 4
-  %step_size119 = load float, ptr %adam.step_size119, align 4
-  %m_new281 = load float, ptr %adam.m_new, align 4
-  %930 = fmul float %step_size119, %m_new281
-  %v_new282 = load float, ptr %adam.v_new, align 4
-  %931 = call float @llvm.sqrt.f32(float %v_new282)
-  %bc2_sqrt120 = load float, ptr %adam.bc2_sqrt120, align 4
-  %932 = fdiv float %931, %bc2_sqrt120
-  %933 = fadd float %932, 0x3E45798EE0000000
-  %934 = fdiv float %930, %933
-  %935 = fsub float %929, %934
-  %params283 = getelementptr inbounds float, ptr %params, i64 %adam.i121271
-  store float %935, ptr %params283, align 4
-  %i121.next = add nsw i64 %adam.i121271, 1
-  %936 = icmp slt i64 %i121.next, 1199882
-  br i1 %936, label %adam.i121, label %adam.i121.end
-
-adam.i121.end:                                    ; preds = %adam.i121
-  ret void
-}
-
-declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.exp.f32(float) #0
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.log.f32(float) #0
-
-; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
-declare float @llvm.sqrt.f32(float) #0
-
-define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
-entry:
+  %adam.bc2_sqrt118 = alloca float, align 4
+  %adam.step_size117 = alloca float, align 4
+  %conv1_bias_grad.acc114 = alloca float, align 4
+  %conv2_bias_grad.acc81 = alloca float, align 4
+  %fc1_bias_grad.acc60 = alloca float, align 4
+  %fc2_bias_grad.acc55 = alloca float, align 4
+  %fc2_grad.s50 = alloca float, align 4
+  %fc2_grad.m49 = alloca float, align 4
+  %loss.s45 = alloca float, align 4
+  %loss.m44 = alloca float, align 4
+  %loss.total42 = alloca float, align 4
   %probs.s38 = alloca float, align 4
   %probs.m37 = alloca float, align 4
   %conv2.bi29 = alloca float, align 4
@@ -2349,11 +255,7 @@ conv2.g14:                                        ; preds = %conv2.j24.end, %con
   br label %conv2.j15
 
 conv2.g14.end:                                    ; preds = %conv2.j24.end
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params69 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena68, i32 9216, ptr %params69, i32 9216, float 0.000000e+00, ptr %arena70, i32 128)
-  br label %fc1.n32
+  br label %drop1.i30
 
 conv2.j15:                                        ; preds = %conv2.c16.end, %conv2.g14
   %conv2.j1529 = phi i64 [ 0, %conv2.g14 ], [ %j15.next, %conv2.c16.end ]
@@ -2540,8 +442,8 @@ conv2.py26.end:                                   ; preds = %conv2.px27.end
   %178 = icmp slt i64 %f25.next, 64
   br i1 %178, label %conv2.f25, label %conv2.f25.end
 
-conv2.px27:                                       ; preds = %conv2.ky30.end, %conv2.py26
-  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.ky30.end ]
+conv2.px27:                                       ; preds = %conv2.px27, %conv2.py26
+  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.px27 ]
   %179 = mul nsw i64 %conv2.f2548, 36864
   %180 = add nsw i64 13180928, %179
   %181 = mul nsw i64 %conv2.j2447, 576
@@ -2562,279 +464,2685 @@ conv2.px27:                                       ; preds = %conv2.ky30.end, %co
   %193 = add nsw i64 %191, %192
   %194 = sitofp i64 %193 to float
   store float %194, ptr %conv2.bi29, align 4
-  br label %conv2.ky30
-
-conv2.px27.end:                                   ; preds = %conv2.ky30.end
-  %py26.next = add nsw i64 %conv2.py2649, 1
-  %195 = icmp slt i64 %py26.next, 12
-  br i1 %195, label %conv2.py26, label %conv2.py26.end
-
-conv2.ky30:                                       ; preds = %conv2.kx31.end, %conv2.px27
-  %conv2.ky3053 = phi i64 [ 0, %conv2.px27 ], [ %ky30.next, %conv2.kx31.end ]
-  br label %conv2.kx31
-
-conv2.ky30.end:                                   ; preds = %conv2.kx31.end
-  %best2863 = load float, ptr %conv2.best28, align 4
-  %196 = fcmp ogt float %best2863, 0.000000e+00
-  %best2864 = load float, ptr %conv2.best28, align 4
-  %197 = select i1 %196, float %best2864, float 0.000000e+00
-  %198 = mul nsw i64 %conv2.g1428, 64
-  %199 = add nsw i64 %198, %conv2.j2447
-  %200 = mul nsw i64 %199, 9216
-  %201 = mul nsw i64 %conv2.f2548, 144
-  %202 = add nsw i64 %200, %201
-  %203 = mul nsw i64 %conv2.py2649, 12
-  %204 = add nsw i64 %202, %203
-  %205 = add nsw i64 %204, %conv2.px2750
-  %206 = add nsw i64 1384448, %205
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %206
-  store float %197, ptr %arena65, align 4
-  %bi2966 = load float, ptr %conv2.bi29, align 4
-  %207 = mul nsw i64 %conv2.g1428, 64
-  %208 = add nsw i64 %207, %conv2.j2447
-  %209 = mul nsw i64 %208, 9216
-  %210 = mul nsw i64 %conv2.f2548, 144
-  %211 = add nsw i64 %209, %210
-  %212 = mul nsw i64 %conv2.py2649, 12
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, %conv2.px2750
-  %215 = add nsw i64 1974272, %214
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %215
-  store float %bi2966, ptr %arena67, align 4
-  %px27.next = add nsw i64 %conv2.px2750, 1
-  %216 = icmp slt i64 %px27.next, 12
-  br i1 %216, label %conv2.px27, label %conv2.px27.end
-
-conv2.kx31:                                       ; preds = %conv2.kx31, %conv2.ky30
-  %conv2.kx3154 = phi i64 [ 0, %conv2.ky30 ], [ %kx31.next, %conv2.kx31 ]
-  %217 = mul nsw i64 %conv2.f2548, 36864
-  %218 = add nsw i64 13180928, %217
-  %219 = mul nsw i64 %conv2.j2447, 576
-  %220 = add nsw i64 %218, %219
-  %221 = mul nsw i64 %conv2.py2649, 48
-  %222 = mul nsw i64 %conv2.px2750, 2
-  %223 = add nsw i64 %221, %222
-  %224 = mul nsw i64 %conv2.ky3053, 24
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %225, %conv2.kx3154
-  %227 = add nsw i64 %220, %226
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %227
-  %228 = load float, ptr %arena55, align 4
-  %229 = add nsw i64 18752, %conv2.f2548
-  %params56 = getelementptr inbounds float, ptr %params, i64 %229
-  %230 = load float, ptr %params56, align 4
-  %231 = fadd float %228, %230
+  %195 = mul nsw i64 %conv2.f2548, 36864
+  %196 = add nsw i64 13180928, %195
+  %197 = mul nsw i64 %conv2.j2447, 576
+  %198 = add nsw i64 %196, %197
+  %199 = mul nsw i64 %conv2.py2649, 48
+  %200 = mul nsw i64 %conv2.px2750, 2
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %198, %201
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load float, ptr %arena53, align 4
+  %204 = add nsw i64 18752, %conv2.f2548
+  %params54 = getelementptr inbounds float, ptr %params, i64 %204
+  %205 = load float, ptr %params54, align 4
+  %206 = fadd float %203, %205
   %best28 = load float, ptr %conv2.best28, align 4
-  %232 = fcmp ogt float %231, %best28
-  %233 = mul nsw i64 %conv2.py2649, 48
-  %234 = mul nsw i64 %conv2.px2750, 2
-  %235 = add nsw i64 %233, %234
-  %236 = mul nsw i64 %conv2.ky3053, 24
-  %237 = add nsw i64 %235, %236
-  %238 = add nsw i64 %237, %conv2.kx3154
-  %239 = sitofp i64 %238 to float
+  %207 = fcmp ogt float %206, %best28
+  %208 = mul nsw i64 %conv2.py2649, 48
+  %209 = mul nsw i64 %conv2.px2750, 2
+  %210 = add nsw i64 %208, %209
+  %211 = sitofp i64 %210 to float
   %bi29 = load float, ptr %conv2.bi29, align 4
-  %240 = select i1 %232, float %239, float %bi29
-  store float %240, ptr %conv2.bi29, align 4
-  %241 = mul nsw i64 %conv2.f2548, 36864
-  %242 = add nsw i64 13180928, %241
-  %243 = mul nsw i64 %conv2.j2447, 576
-  %244 = add nsw i64 %242, %243
-  %245 = mul nsw i64 %conv2.py2649, 48
-  %246 = mul nsw i64 %conv2.px2750, 2
-  %247 = add nsw i64 %245, %246
-  %248 = mul nsw i64 %conv2.ky3053, 24
-  %249 = add nsw i64 %247, %248
-  %250 = add nsw i64 %249, %conv2.kx3154
-  %251 = add nsw i64 %244, %250
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %251
-  %252 = load float, ptr %arena57, align 4
-  %253 = add nsw i64 18752, %conv2.f2548
-  %params58 = getelementptr inbounds float, ptr %params, i64 %253
-  %254 = load float, ptr %params58, align 4
-  %255 = fadd float %252, %254
-  %best2859 = load float, ptr %conv2.best28, align 4
-  %256 = fcmp ogt float %255, %best2859
-  %257 = mul nsw i64 %conv2.f2548, 36864
-  %258 = add nsw i64 13180928, %257
-  %259 = mul nsw i64 %conv2.j2447, 576
-  %260 = add nsw i64 %258, %259
-  %261 = mul nsw i64 %conv2.py2649, 48
-  %262 = mul nsw i64 %conv2.px2750, 2
-  %263 = add nsw i64 %261, %262
-  %264 = mul nsw i64 %conv2.ky3053, 24
+  %212 = select i1 %207, float %211, float %bi29
+  store float %212, ptr %conv2.bi29, align 4
+  %213 = mul nsw i64 %conv2.f2548, 36864
+  %214 = add nsw i64 13180928, %213
+  %215 = mul nsw i64 %conv2.j2447, 576
+  %216 = add nsw i64 %214, %215
+  %217 = mul nsw i64 %conv2.py2649, 48
+  %218 = mul nsw i64 %conv2.px2750, 2
+  %219 = add nsw i64 %217, %218
+  %220 = add nsw i64 %216, %219
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %220
+  %221 = load float, ptr %arena55, align 4
+  %222 = add nsw i64 18752, %conv2.f2548
+  %params56 = getelementptr inbounds float, ptr %params, i64 %222
+  %223 = load float, ptr %params56, align 4
+  %224 = fadd float %221, %223
+  %best2857 = load float, ptr %conv2.best28, align 4
+  %225 = fcmp ogt float %224, %best2857
+  %226 = mul nsw i64 %conv2.f2548, 36864
+  %227 = add nsw i64 13180928, %226
+  %228 = mul nsw i64 %conv2.j2447, 576
+  %229 = add nsw i64 %227, %228
+  %230 = mul nsw i64 %conv2.py2649, 48
+  %231 = mul nsw i64 %conv2.px2750, 2
+  %232 = add nsw i64 %230, %231
+  %233 = add nsw i64 %229, %232
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %233
+  %234 = load float, ptr %arena58, align 4
+  %235 = add nsw i64 18752, %conv2.f2548
+  %params59 = getelementptr inbounds float, ptr %params, i64 %235
+  %236 = load float, ptr %params59, align 4
+  %237 = fadd float %234, %236
+  %best2860 = load float, ptr %conv2.best28, align 4
+  %238 = select i1 %225, float %237, float %best2860
+  store float %238, ptr %conv2.best28, align 4
+  %239 = mul nsw i64 %conv2.f2548, 36864
+  %240 = add nsw i64 13180928, %239
+  %241 = mul nsw i64 %conv2.j2447, 576
+  %242 = add nsw i64 %240, %241
+  %243 = mul nsw i64 %conv2.py2649, 48
+  %244 = mul nsw i64 %conv2.px2750, 2
+  %245 = add nsw i64 %243, %244
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %242, %246
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load float, ptr %arena61, align 4
+  %249 = add nsw i64 18752, %conv2.f2548
+  %params62 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params62, align 4
+  %251 = fadd float %248, %250
+  %best2863 = load float, ptr %conv2.best28, align 4
+  %252 = fcmp ogt float %251, %best2863
+  %253 = mul nsw i64 %conv2.py2649, 48
+  %254 = mul nsw i64 %conv2.px2750, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 1
+  %257 = sitofp i64 %256 to float
+  %bi2964 = load float, ptr %conv2.bi29, align 4
+  %258 = select i1 %252, float %257, float %bi2964
+  store float %258, ptr %conv2.bi29, align 4
+  %259 = mul nsw i64 %conv2.f2548, 36864
+  %260 = add nsw i64 13180928, %259
+  %261 = mul nsw i64 %conv2.j2447, 576
+  %262 = add nsw i64 %260, %261
+  %263 = mul nsw i64 %conv2.py2649, 48
+  %264 = mul nsw i64 %conv2.px2750, 2
   %265 = add nsw i64 %263, %264
-  %266 = add nsw i64 %265, %conv2.kx3154
-  %267 = add nsw i64 %260, %266
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena60, align 4
+  %266 = add nsw i64 %265, 1
+  %267 = add nsw i64 %262, %266
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena65, align 4
   %269 = add nsw i64 18752, %conv2.f2548
-  %params61 = getelementptr inbounds float, ptr %params, i64 %269
-  %270 = load float, ptr %params61, align 4
+  %params66 = getelementptr inbounds float, ptr %params, i64 %269
+  %270 = load float, ptr %params66, align 4
   %271 = fadd float %268, %270
-  %best2862 = load float, ptr %conv2.best28, align 4
-  %272 = select i1 %256, float %271, float %best2862
-  store float %272, ptr %conv2.best28, align 4
-  %kx31.next = add nsw i64 %conv2.kx3154, 1
-  %273 = icmp slt i64 %kx31.next, 2
-  br i1 %273, label %conv2.kx31, label %conv2.kx31.end
+  %best2867 = load float, ptr %conv2.best28, align 4
+  %272 = fcmp ogt float %271, %best2867
+  %273 = mul nsw i64 %conv2.f2548, 36864
+  %274 = add nsw i64 13180928, %273
+  %275 = mul nsw i64 %conv2.j2447, 576
+  %276 = add nsw i64 %274, %275
+  %277 = mul nsw i64 %conv2.py2649, 48
+  %278 = mul nsw i64 %conv2.px2750, 2
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 %279, 1
+  %281 = add nsw i64 %276, %280
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load float, ptr %arena68, align 4
+  %283 = add nsw i64 18752, %conv2.f2548
+  %params69 = getelementptr inbounds float, ptr %params, i64 %283
+  %284 = load float, ptr %params69, align 4
+  %285 = fadd float %282, %284
+  %best2870 = load float, ptr %conv2.best28, align 4
+  %286 = select i1 %272, float %285, float %best2870
+  store float %286, ptr %conv2.best28, align 4
+  %287 = mul nsw i64 %conv2.f2548, 36864
+  %288 = add nsw i64 13180928, %287
+  %289 = mul nsw i64 %conv2.j2447, 576
+  %290 = add nsw i64 %288, %289
+  %291 = mul nsw i64 %conv2.py2649, 48
+  %292 = mul nsw i64 %conv2.px2750, 2
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 %293, 24
+  %295 = add nsw i64 %290, %294
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load float, ptr %arena71, align 4
+  %297 = add nsw i64 18752, %conv2.f2548
+  %params72 = getelementptr inbounds float, ptr %params, i64 %297
+  %298 = load float, ptr %params72, align 4
+  %299 = fadd float %296, %298
+  %best2873 = load float, ptr %conv2.best28, align 4
+  %300 = fcmp ogt float %299, %best2873
+  %301 = mul nsw i64 %conv2.py2649, 48
+  %302 = mul nsw i64 %conv2.px2750, 2
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %303, 24
+  %305 = sitofp i64 %304 to float
+  %bi2974 = load float, ptr %conv2.bi29, align 4
+  %306 = select i1 %300, float %305, float %bi2974
+  store float %306, ptr %conv2.bi29, align 4
+  %307 = mul nsw i64 %conv2.f2548, 36864
+  %308 = add nsw i64 13180928, %307
+  %309 = mul nsw i64 %conv2.j2447, 576
+  %310 = add nsw i64 %308, %309
+  %311 = mul nsw i64 %conv2.py2649, 48
+  %312 = mul nsw i64 %conv2.px2750, 2
+  %313 = add nsw i64 %311, %312
+  %314 = add nsw i64 %313, 24
+  %315 = add nsw i64 %310, %314
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %315
+  %316 = load float, ptr %arena75, align 4
+  %317 = add nsw i64 18752, %conv2.f2548
+  %params76 = getelementptr inbounds float, ptr %params, i64 %317
+  %318 = load float, ptr %params76, align 4
+  %319 = fadd float %316, %318
+  %best2877 = load float, ptr %conv2.best28, align 4
+  %320 = fcmp ogt float %319, %best2877
+  %321 = mul nsw i64 %conv2.f2548, 36864
+  %322 = add nsw i64 13180928, %321
+  %323 = mul nsw i64 %conv2.j2447, 576
+  %324 = add nsw i64 %322, %323
+  %325 = mul nsw i64 %conv2.py2649, 48
+  %326 = mul nsw i64 %conv2.px2750, 2
+  %327 = add nsw i64 %325, %326
+  %328 = add nsw i64 %327, 24
+  %329 = add nsw i64 %324, %328
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %329
+  %330 = load float, ptr %arena78, align 4
+  %331 = add nsw i64 18752, %conv2.f2548
+  %params79 = getelementptr inbounds float, ptr %params, i64 %331
+  %332 = load float, ptr %params79, align 4
+  %333 = fadd float %330, %332
+  %best2880 = load float, ptr %conv2.best28, align 4
+  %334 = select i1 %320, float %333, float %best2880
+  store float %334, ptr %conv2.best28, align 4
+  %335 = mul nsw i64 %conv2.f2548, 36864
+  %336 = add nsw i64 13180928, %335
+  %337 = mul nsw i64 %conv2.j2447, 576
+  %338 = add nsw i64 %336, %337
+  %339 = mul nsw i64 %conv2.py2649, 48
+  %340 = mul nsw i64 %conv2.px2750, 2
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, 24
+  %343 = add nsw i64 %342, 1
+  %344 = add nsw i64 %338, %343
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %344
+  %345 = load float, ptr %arena81, align 4
+  %346 = add nsw i64 18752, %conv2.f2548
+  %params82 = getelementptr inbounds float, ptr %params, i64 %346
+  %347 = load float, ptr %params82, align 4
+  %348 = fadd float %345, %347
+  %best2883 = load float, ptr %conv2.best28, align 4
+  %349 = fcmp ogt float %348, %best2883
+  %350 = mul nsw i64 %conv2.py2649, 48
+  %351 = mul nsw i64 %conv2.px2750, 2
+  %352 = add nsw i64 %350, %351
+  %353 = add nsw i64 %352, 24
+  %354 = add nsw i64 %353, 1
+  %355 = sitofp i64 %354 to float
+  %bi2984 = load float, ptr %conv2.bi29, align 4
+  %356 = select i1 %349, float %355, float %bi2984
+  store float %356, ptr %conv2.bi29, align 4
+  %357 = mul nsw i64 %conv2.f2548, 36864
+  %358 = add nsw i64 13180928, %357
+  %359 = mul nsw i64 %conv2.j2447, 576
+  %360 = add nsw i64 %358, %359
+  %361 = mul nsw i64 %conv2.py2649, 48
+  %362 = mul nsw i64 %conv2.px2750, 2
+  %363 = add nsw i64 %361, %362
+  %364 = add nsw i64 %363, 24
+  %365 = add nsw i64 %364, 1
+  %366 = add nsw i64 %360, %365
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load float, ptr %arena85, align 4
+  %368 = add nsw i64 18752, %conv2.f2548
+  %params86 = getelementptr inbounds float, ptr %params, i64 %368
+  %369 = load float, ptr %params86, align 4
+  %370 = fadd float %367, %369
+  %best2887 = load float, ptr %conv2.best28, align 4
+  %371 = fcmp ogt float %370, %best2887
+  %372 = mul nsw i64 %conv2.f2548, 36864
+  %373 = add nsw i64 13180928, %372
+  %374 = mul nsw i64 %conv2.j2447, 576
+  %375 = add nsw i64 %373, %374
+  %376 = mul nsw i64 %conv2.py2649, 48
+  %377 = mul nsw i64 %conv2.px2750, 2
+  %378 = add nsw i64 %376, %377
+  %379 = add nsw i64 %378, 24
+  %380 = add nsw i64 %379, 1
+  %381 = add nsw i64 %375, %380
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %381
+  %382 = load float, ptr %arena88, align 4
+  %383 = add nsw i64 18752, %conv2.f2548
+  %params89 = getelementptr inbounds float, ptr %params, i64 %383
+  %384 = load float, ptr %params89, align 4
+  %385 = fadd float %382, %384
+  %best2890 = load float, ptr %conv2.best28, align 4
+  %386 = select i1 %371, float %385, float %best2890
+  store float %386, ptr %conv2.best28, align 4
+  %best2891 = load float, ptr %conv2.best28, align 4
+  %387 = fcmp ogt float %best2891, 0.000000e+00
+  %best2892 = load float, ptr %conv2.best28, align 4
+  %388 = select i1 %387, float %best2892, float 0.000000e+00
+  %389 = mul nsw i64 %conv2.g1428, 64
+  %390 = add nsw i64 %389, %conv2.j2447
+  %391 = mul nsw i64 %390, 9216
+  %392 = mul nsw i64 %conv2.f2548, 144
+  %393 = add nsw i64 %391, %392
+  %394 = mul nsw i64 %conv2.py2649, 12
+  %395 = add nsw i64 %393, %394
+  %396 = add nsw i64 %395, %conv2.px2750
+  %397 = add nsw i64 1384448, %396
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %397
+  store float %388, ptr %arena93, align 4
+  %bi2994 = load float, ptr %conv2.bi29, align 4
+  %398 = mul nsw i64 %conv2.g1428, 64
+  %399 = add nsw i64 %398, %conv2.j2447
+  %400 = mul nsw i64 %399, 9216
+  %401 = mul nsw i64 %conv2.f2548, 144
+  %402 = add nsw i64 %400, %401
+  %403 = mul nsw i64 %conv2.py2649, 12
+  %404 = add nsw i64 %402, %403
+  %405 = add nsw i64 %404, %conv2.px2750
+  %406 = add nsw i64 1974272, %405
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %406
+  store float %bi2994, ptr %arena95, align 4
+  %px27.next = add nsw i64 %conv2.px2750, 1
+  %407 = icmp slt i64 %px27.next, 12
+  br i1 %407, label %conv2.px27, label %conv2.px27.end
 
-conv2.kx31.end:                                   ; preds = %conv2.kx31
-  %ky30.next = add nsw i64 %conv2.ky3053, 1
-  %274 = icmp slt i64 %ky30.next, 2
-  br i1 %274, label %conv2.ky30, label %conv2.ky30.end
+conv2.px27.end:                                   ; preds = %conv2.px27
+  %py26.next = add nsw i64 %conv2.py2649, 1
+  %408 = icmp slt i64 %py26.next, 12
+  br i1 %408, label %conv2.py26, label %conv2.py26.end
 
-fc1.n32:                                          ; preds = %fc1.u33.end, %conv2.g14.end
-  %fc1.n3271 = phi i64 [ 0, %conv2.g14.end ], [ %n32.next, %fc1.u33.end ]
-  br label %fc1.u33
+drop1.i30:                                        ; preds = %drop1.i30, %conv2.g14.end
+  %drop1.i3096 = phi i64 [ 0, %conv2.g14.end ], [ %i30.next, %drop1.i30 ]
+  %409 = xor i64 %seed, 7835718858194987975
+  %410 = lshr i64 %409, 30
+  %411 = xor i64 %409, %410
+  %412 = mul i64 %411, -4658895280553007687
+  %413 = lshr i64 %412, 27
+  %414 = xor i64 %412, %413
+  %415 = mul i64 %414, -7723592293110705685
+  %416 = lshr i64 %415, 31
+  %417 = xor i64 %415, %416
+  %418 = add i64 %417, %step
+  %419 = lshr i64 %418, 30
+  %420 = xor i64 %418, %419
+  %421 = mul i64 %420, -4658895280553007687
+  %422 = lshr i64 %421, 27
+  %423 = xor i64 %421, %422
+  %424 = mul i64 %423, -7723592293110705685
+  %425 = lshr i64 %424, 31
+  %426 = xor i64 %424, %425
+  %427 = mul i64 %drop1.i3096, -7046029254386353131
+  %428 = add i64 %426, %427
+  %429 = lshr i64 %428, 30
+  %430 = xor i64 %428, %429
+  %431 = mul i64 %430, -4658895280553007687
+  %432 = lshr i64 %431, 27
+  %433 = xor i64 %431, %432
+  %434 = mul i64 %433, -7723592293110705685
+  %435 = lshr i64 %434, 31
+  %436 = xor i64 %434, %435
+  %437 = lshr i64 %436, 40
+  %keep = icmp uge i64 %437, 4194304
+  %438 = add nsw i64 1384448, %drop1.i3096
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %438
+  %439 = load float, ptr %arena97, align 4
+  %440 = fmul float %439, 0x3FF5555560000000
+  %441 = select i1 %keep, float %440, float 0.000000e+00
+  %442 = add nsw i64 2564096, %drop1.i3096
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %441, ptr %arena98, align 4
+  %i30.next = add nsw i64 %drop1.i3096, 1
+  %443 = icmp slt i64 %i30.next, 589824
+  br i1 %443, label %drop1.i30, label %drop1.i30.end
 
-fc1.n32.end:                                      ; preds = %fc1.u33.end
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 0
-  %params79 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena78, i32 128, ptr %params79, i32 128, float 0.000000e+00, ptr %arena80, i32 10)
+drop1.i30.end:                                    ; preds = %drop1.i30
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %params100 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 3153920
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena99, i32 9216, ptr %params100, i32 9216, float 0.000000e+00, ptr %arena101, i32 128)
+  br label %fc1.n31
+
+fc1.n31:                                          ; preds = %fc1.u32.end, %drop1.i30.end
+  %fc1.n31102 = phi i64 [ 0, %drop1.i30.end ], [ %n31.next, %fc1.u32.end ]
+  br label %fc1.u32
+
+fc1.n31.end:                                      ; preds = %fc1.u32.end
+  br label %drop2.i33
+
+fc1.u32:                                          ; preds = %fc1.u32, %fc1.n31
+  %fc1.u32103 = phi i64 [ 0, %fc1.n31 ], [ %u32.next, %fc1.u32 ]
+  %444 = mul nsw i64 %fc1.n31102, 128
+  %445 = add nsw i64 3153920, %444
+  %446 = add nsw i64 %445, %fc1.u32103
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %446
+  %447 = load float, ptr %arena104, align 4
+  %448 = add nsw i64 1198464, %fc1.u32103
+  %params105 = getelementptr inbounds float, ptr %params, i64 %448
+  %449 = load float, ptr %params105, align 4
+  %450 = fadd float %447, %449
+  %451 = fcmp ogt float %450, 0.000000e+00
+  %452 = mul nsw i64 %fc1.n31102, 128
+  %453 = add nsw i64 3153920, %452
+  %454 = add nsw i64 %453, %fc1.u32103
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
+  %455 = load float, ptr %arena106, align 4
+  %456 = add nsw i64 1198464, %fc1.u32103
+  %params107 = getelementptr inbounds float, ptr %params, i64 %456
+  %457 = load float, ptr %params107, align 4
+  %458 = fadd float %455, %457
+  %459 = select i1 %451, float %458, float 0.000000e+00
+  %460 = mul nsw i64 %fc1.n31102, 128
+  %461 = add nsw i64 3153920, %460
+  %462 = add nsw i64 %461, %fc1.u32103
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %462
+  store float %459, ptr %arena108, align 4
+  %u32.next = add nsw i64 %fc1.u32103, 1
+  %463 = icmp slt i64 %u32.next, 128
+  br i1 %463, label %fc1.u32, label %fc1.u32.end
+
+fc1.u32.end:                                      ; preds = %fc1.u32
+  %n31.next = add nsw i64 %fc1.n31102, 1
+  %464 = icmp slt i64 %n31.next, 64
+  br i1 %464, label %fc1.n31, label %fc1.n31.end
+
+drop2.i33:                                        ; preds = %drop2.i33, %fc1.n31.end
+  %drop2.i33109 = phi i64 [ 0, %fc1.n31.end ], [ %i33.next, %drop2.i33 ]
+  %465 = xor i64 %seed, 7835719957706616186
+  %466 = lshr i64 %465, 30
+  %467 = xor i64 %465, %466
+  %468 = mul i64 %467, -4658895280553007687
+  %469 = lshr i64 %468, 27
+  %470 = xor i64 %468, %469
+  %471 = mul i64 %470, -7723592293110705685
+  %472 = lshr i64 %471, 31
+  %473 = xor i64 %471, %472
+  %474 = add i64 %473, %step
+  %475 = lshr i64 %474, 30
+  %476 = xor i64 %474, %475
+  %477 = mul i64 %476, -4658895280553007687
+  %478 = lshr i64 %477, 27
+  %479 = xor i64 %477, %478
+  %480 = mul i64 %479, -7723592293110705685
+  %481 = lshr i64 %480, 31
+  %482 = xor i64 %480, %481
+  %483 = mul i64 %drop2.i33109, -7046029254386353131
+  %484 = add i64 %482, %483
+  %485 = lshr i64 %484, 30
+  %486 = xor i64 %484, %485
+  %487 = mul i64 %486, -4658895280553007687
+  %488 = lshr i64 %487, 27
+  %489 = xor i64 %487, %488
+  %490 = mul i64 %489, -7723592293110705685
+  %491 = lshr i64 %490, 31
+  %492 = xor i64 %490, %491
+  %493 = lshr i64 %492, 40
+  %keep110 = icmp uge i64 %493, 8388608
+  %494 = add nsw i64 3153920, %drop2.i33109
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %494
+  %495 = load float, ptr %arena111, align 4
+  %496 = fmul float %495, 2.000000e+00
+  %497 = select i1 %keep110, float %496, float 0.000000e+00
+  %498 = add nsw i64 3162112, %drop2.i33109
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %498
+  store float %497, ptr %arena112, align 4
+  %i33.next = add nsw i64 %drop2.i33109, 1
+  %499 = icmp slt i64 %i33.next, 8192
+  br i1 %499, label %drop2.i33, label %drop2.i33.end
+
+drop2.i33.end:                                    ; preds = %drop2.i33
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params114 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 3170304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena113, i32 128, ptr %params114, i32 128, float 0.000000e+00, ptr %arena115, i32 10)
   br label %fc2.n34
 
-fc1.u33:                                          ; preds = %fc1.u33, %fc1.n32
-  %fc1.u3372 = phi i64 [ 0, %fc1.n32 ], [ %u33.next, %fc1.u33 ]
-  %275 = mul nsw i64 %fc1.n3271, 128
-  %276 = add nsw i64 %275, %fc1.u3372
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %276
-  %277 = load float, ptr %arena73, align 4
-  %278 = add nsw i64 1198464, %fc1.u3372
-  %params74 = getelementptr inbounds float, ptr %params, i64 %278
-  %279 = load float, ptr %params74, align 4
-  %280 = fadd float %277, %279
-  %281 = fcmp ogt float %280, 0.000000e+00
-  %282 = mul nsw i64 %fc1.n3271, 128
-  %283 = add nsw i64 %282, %fc1.u3372
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %283
-  %284 = load float, ptr %arena75, align 4
-  %285 = add nsw i64 1198464, %fc1.u3372
-  %params76 = getelementptr inbounds float, ptr %params, i64 %285
-  %286 = load float, ptr %params76, align 4
-  %287 = fadd float %284, %286
-  %288 = select i1 %281, float %287, float 0.000000e+00
-  %289 = mul nsw i64 %fc1.n3271, 128
-  %290 = add nsw i64 %289, %fc1.u3372
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %290
-  store float %288, ptr %arena77, align 4
-  %u33.next = add nsw i64 %fc1.u3372, 1
-  %291 = icmp slt i64 %u33.next, 128
-  br i1 %291, label %fc1.u33, label %fc1.u33.end
-
-fc1.u33.end:                                      ; preds = %fc1.u33
-  %n32.next = add nsw i64 %fc1.n3271, 1
-  %292 = icmp slt i64 %n32.next, 64
-  br i1 %292, label %fc1.n32, label %fc1.n32.end
-
-fc2.n34:                                          ; preds = %fc2.u35.end, %fc1.n32.end
-  %fc2.n3481 = phi i64 [ 0, %fc1.n32.end ], [ %n34.next, %fc2.u35.end ]
+fc2.n34:                                          ; preds = %fc2.u35.end, %drop2.i33.end
+  %fc2.n34116 = phi i64 [ 0, %drop2.i33.end ], [ %n34.next, %fc2.u35.end ]
   br label %fc2.u35
 
 fc2.n34.end:                                      ; preds = %fc2.u35.end
   br label %probs.n36
 
 fc2.u35:                                          ; preds = %fc2.u35, %fc2.n34
-  %fc2.u3582 = phi i64 [ 0, %fc2.n34 ], [ %u35.next, %fc2.u35 ]
-  %293 = mul nsw i64 %fc2.n3481, 10
-  %294 = add nsw i64 8192, %293
-  %295 = add nsw i64 %294, %fc2.u3582
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load float, ptr %arena83, align 4
-  %297 = add nsw i64 1199872, %fc2.u3582
-  %params84 = getelementptr inbounds float, ptr %params, i64 %297
-  %298 = load float, ptr %params84, align 4
-  %299 = fadd float %296, %298
-  %300 = mul nsw i64 %fc2.n3481, 10
-  %301 = add nsw i64 8192, %300
-  %302 = add nsw i64 %301, %fc2.u3582
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %302
-  store float %299, ptr %arena85, align 4
-  %u35.next = add nsw i64 %fc2.u3582, 1
-  %303 = icmp slt i64 %u35.next, 10
-  br i1 %303, label %fc2.u35, label %fc2.u35.end
+  %fc2.u35117 = phi i64 [ 0, %fc2.n34 ], [ %u35.next, %fc2.u35 ]
+  %500 = mul nsw i64 %fc2.n34116, 10
+  %501 = add nsw i64 3170304, %500
+  %502 = add nsw i64 %501, %fc2.u35117
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %502
+  %503 = load float, ptr %arena118, align 4
+  %504 = add nsw i64 1199872, %fc2.u35117
+  %params119 = getelementptr inbounds float, ptr %params, i64 %504
+  %505 = load float, ptr %params119, align 4
+  %506 = fadd float %503, %505
+  %507 = mul nsw i64 %fc2.n34116, 10
+  %508 = add nsw i64 3170304, %507
+  %509 = add nsw i64 %508, %fc2.u35117
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %509
+  store float %506, ptr %arena120, align 4
+  %u35.next = add nsw i64 %fc2.u35117, 1
+  %510 = icmp slt i64 %u35.next, 10
+  br i1 %510, label %fc2.u35, label %fc2.u35.end
 
 fc2.u35.end:                                      ; preds = %fc2.u35
-  %n34.next = add nsw i64 %fc2.n3481, 1
-  %304 = icmp slt i64 %n34.next, 64
-  br i1 %304, label %fc2.n34, label %fc2.n34.end
+  %n34.next = add nsw i64 %fc2.n34116, 1
+  %511 = icmp slt i64 %n34.next, 64
+  br i1 %511, label %fc2.n34, label %fc2.n34.end
 
 probs.n36:                                        ; preds = %probs.k41.end, %fc2.n34.end
-  %probs.n3686 = phi i64 [ 0, %fc2.n34.end ], [ %n36.next, %probs.k41.end ]
-  %305 = mul nsw i64 %probs.n3686, 10
-  %306 = add nsw i64 8192, %305
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %306
-  %307 = load float, ptr %arena87, align 4
-  store float %307, ptr %probs.m37, align 4
+  %probs.n36121 = phi i64 [ 0, %fc2.n34.end ], [ %n36.next, %probs.k41.end ]
+  %512 = mul nsw i64 %probs.n36121, 10
+  %513 = add nsw i64 3170304, %512
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %513
+  %514 = load float, ptr %arena122, align 4
+  store float %514, ptr %probs.m37, align 4
   br label %probs.k39
 
 probs.n36.end:                                    ; preds = %probs.k41.end
-  ret void
+  store float 0.000000e+00, ptr %loss.total42, align 4
+  br label %loss.n43
 
 probs.k39:                                        ; preds = %probs.k39, %probs.n36
-  %probs.k3988 = phi i64 [ 0, %probs.n36 ], [ %k39.next, %probs.k39 ]
+  %probs.k39123 = phi i64 [ 0, %probs.n36 ], [ %k39.next, %probs.k39 ]
   %m37 = load float, ptr %probs.m37, align 4
-  %308 = mul nsw i64 %probs.n3686, 10
-  %309 = add nsw i64 8192, %308
-  %310 = add nsw i64 %309, %probs.k3988
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %310
-  %311 = load float, ptr %arena89, align 4
-  %312 = fcmp ogt float %311, %m37
-  %313 = select i1 %312, float %311, float %m37
-  store float %313, ptr %probs.m37, align 4
-  %k39.next = add nsw i64 %probs.k3988, 1
-  %314 = icmp slt i64 %k39.next, 10
-  br i1 %314, label %probs.k39, label %probs.k39.end
+  %515 = mul nsw i64 %probs.n36121, 10
+  %516 = add nsw i64 3170304, %515
+  %517 = add nsw i64 %516, %probs.k39123
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %517
+  %518 = load float, ptr %arena124, align 4
+  %519 = fcmp ogt float %518, %m37
+  %520 = select i1 %519, float %518, float %m37
+  store float %520, ptr %probs.m37, align 4
+  %k39.next = add nsw i64 %probs.k39123, 1
+  %521 = icmp slt i64 %k39.next, 10
+  br i1 %521, label %probs.k39, label %probs.k39.end
 
 probs.k39.end:                                    ; preds = %probs.k39
   store float 0.000000e+00, ptr %probs.s38, align 4
   br label %probs.k40
 
 probs.k40:                                        ; preds = %probs.k40, %probs.k39.end
-  %probs.k4090 = phi i64 [ 0, %probs.k39.end ], [ %k40.next, %probs.k40 ]
+  %probs.k40125 = phi i64 [ 0, %probs.k39.end ], [ %k40.next, %probs.k40 ]
   %s38 = load float, ptr %probs.s38, align 4
-  %315 = mul nsw i64 %probs.n3686, 10
-  %316 = add nsw i64 8192, %315
-  %317 = add nsw i64 %316, %probs.k4090
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %317
-  %318 = load float, ptr %arena91, align 4
-  %m3792 = load float, ptr %probs.m37, align 4
-  %319 = fsub float %318, %m3792
-  %320 = call float @llvm.exp.f32(float %319)
-  %321 = fadd float %s38, %320
-  store float %321, ptr %probs.s38, align 4
-  %k40.next = add nsw i64 %probs.k4090, 1
-  %322 = icmp slt i64 %k40.next, 10
-  br i1 %322, label %probs.k40, label %probs.k40.end
+  %522 = mul nsw i64 %probs.n36121, 10
+  %523 = add nsw i64 3170304, %522
+  %524 = add nsw i64 %523, %probs.k40125
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %524
+  %525 = load float, ptr %arena126, align 4
+  %m37127 = load float, ptr %probs.m37, align 4
+  %526 = fsub float %525, %m37127
+  %527 = call float @llvm.exp.f32(float %526)
+  %528 = fadd float %s38, %527
+  store float %528, ptr %probs.s38, align 4
+  %k40.next = add nsw i64 %probs.k40125, 1
+  %529 = icmp slt i64 %k40.next, 10
+  br i1 %529, label %probs.k40, label %probs.k40.end
 
 probs.k40.end:                                    ; preds = %probs.k40
   br label %probs.k41
 
 probs.k41:                                        ; preds = %probs.k41, %probs.k40.end
-  %probs.k4193 = phi i64 [ 0, %probs.k40.end ], [ %k41.next, %probs.k41 ]
-  %323 = mul nsw i64 %probs.n3686, 10
-  %324 = add nsw i64 8192, %323
-  %325 = add nsw i64 %324, %probs.k4193
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %325
-  %326 = load float, ptr %arena94, align 4
-  %m3795 = load float, ptr %probs.m37, align 4
-  %327 = fsub float %326, %m3795
-  %328 = call float @llvm.exp.f32(float %327)
-  %s3896 = load float, ptr %probs.s38, align 4
-  %329 = fdiv float %328, %s3896
-  %330 = mul nsw i64 %probs.n3686, 10
-  %331 = add nsw i64 %330, %probs.k4193
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %331
-  store float %329, ptr %arena97, align 4
-  %k41.next = add nsw i64 %probs.k4193, 1
-  %332 = icmp slt i64 %k41.next, 10
-  br i1 %332, label %probs.k41, label %probs.k41.end
+  %probs.k41128 = phi i64 [ 0, %probs.k40.end ], [ %k41.next, %probs.k41 ]
+  %530 = mul nsw i64 %probs.n36121, 10
+  %531 = add nsw i64 3170304, %530
+  %532 = add nsw i64 %531, %probs.k41128
+  %arena129 = getelementptr inbounds float, ptr %arena, i64 %532
+  %533 = load float, ptr %arena129, align 4
+  %m37130 = load float, ptr %probs.m37, align 4
+  %534 = fsub float %533, %m37130
+  %535 = call float @llvm.exp.f32(float %534)
+  %s38131 = load float, ptr %probs.s38, align 4
+  %536 = fdiv float %535, %s38131
+  %537 = mul nsw i64 %probs.n36121, 10
+  %538 = add nsw i64 3170944, %537
+  %539 = add nsw i64 %538, %probs.k41128
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %539
+  store float %536, ptr %arena132, align 4
+  %k41.next = add nsw i64 %probs.k41128, 1
+  %540 = icmp slt i64 %k41.next, 10
+  br i1 %540, label %probs.k41, label %probs.k41.end
 
 probs.k41.end:                                    ; preds = %probs.k41
-  %n36.next = add nsw i64 %probs.n3686, 1
-  %333 = icmp slt i64 %n36.next, 64
-  br i1 %333, label %probs.n36, label %probs.n36.end
+  %n36.next = add nsw i64 %probs.n36121, 1
+  %541 = icmp slt i64 %n36.next, 64
+  br i1 %541, label %probs.n36, label %probs.n36.end
+
+loss.n43:                                         ; preds = %loss.k47.end, %probs.n36.end
+  %loss.n43133 = phi i64 [ 0, %probs.n36.end ], [ %n43.next, %loss.k47.end ]
+  %542 = mul nsw i64 %loss.n43133, 10
+  %543 = add nsw i64 3170304, %542
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %543
+  %544 = load float, ptr %arena134, align 4
+  store float %544, ptr %loss.m44, align 4
+  br label %loss.k46
+
+loss.n43.end:                                     ; preds = %loss.k47.end
+  %total42144 = load float, ptr %loss.total42, align 4
+  %545 = fdiv float %total42144, 6.400000e+01
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 3171584
+  store float %545, ptr %arena145, align 4
+  br label %fc2_grad.n48
+
+loss.k46:                                         ; preds = %loss.k46, %loss.n43
+  %loss.k46135 = phi i64 [ 0, %loss.n43 ], [ %k46.next, %loss.k46 ]
+  %m44 = load float, ptr %loss.m44, align 4
+  %546 = mul nsw i64 %loss.n43133, 10
+  %547 = add nsw i64 3170304, %546
+  %548 = add nsw i64 %547, %loss.k46135
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %548
+  %549 = load float, ptr %arena136, align 4
+  %550 = fcmp ogt float %549, %m44
+  %551 = select i1 %550, float %549, float %m44
+  store float %551, ptr %loss.m44, align 4
+  %k46.next = add nsw i64 %loss.k46135, 1
+  %552 = icmp slt i64 %k46.next, 10
+  br i1 %552, label %loss.k46, label %loss.k46.end
+
+loss.k46.end:                                     ; preds = %loss.k46
+  store float 0.000000e+00, ptr %loss.s45, align 4
+  br label %loss.k47
+
+loss.k47:                                         ; preds = %loss.k47, %loss.k46.end
+  %loss.k47137 = phi i64 [ 0, %loss.k46.end ], [ %k47.next, %loss.k47 ]
+  %s45 = load float, ptr %loss.s45, align 4
+  %553 = mul nsw i64 %loss.n43133, 10
+  %554 = add nsw i64 3170304, %553
+  %555 = add nsw i64 %554, %loss.k47137
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %555
+  %556 = load float, ptr %arena138, align 4
+  %m44139 = load float, ptr %loss.m44, align 4
+  %557 = fsub float %556, %m44139
+  %558 = call float @llvm.exp.f32(float %557)
+  %559 = fadd float %s45, %558
+  store float %559, ptr %loss.s45, align 4
+  %k47.next = add nsw i64 %loss.k47137, 1
+  %560 = icmp slt i64 %k47.next, 10
+  br i1 %560, label %loss.k47, label %loss.k47.end
+
+loss.k47.end:                                     ; preds = %loss.k47
+  %total42 = load float, ptr %loss.total42, align 4
+  %m44140 = load float, ptr %loss.m44, align 4
+  %s45141 = load float, ptr %loss.s45, align 4
+  %561 = call float @llvm.log.f32(float %s45141)
+  %562 = fadd float %m44140, %561
+  %563 = mul nsw i64 %loss.n43133, 10
+  %564 = add nsw i64 3170304, %563
+  %labels142 = getelementptr inbounds i32, ptr %labels, i64 %loss.n43133
+  %label = load i32, ptr %labels142, align 4
+  %565 = sext i32 %label to i64
+  %566 = add nsw i64 %564, %565
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %566
+  %567 = load float, ptr %arena143, align 4
+  %568 = fsub float %562, %567
+  %569 = fadd float %total42, %568
+  store float %569, ptr %loss.total42, align 4
+  %n43.next = add nsw i64 %loss.n43133, 1
+  %570 = icmp slt i64 %n43.next, 64
+  br i1 %570, label %loss.n43, label %loss.n43.end
+
+fc2_grad.n48:                                     ; preds = %fc2_grad.k53.end, %loss.n43.end
+  %fc2_grad.n48146 = phi i64 [ 0, %loss.n43.end ], [ %n48.next, %fc2_grad.k53.end ]
+  %571 = mul nsw i64 %fc2_grad.n48146, 10
+  %572 = add nsw i64 3170304, %571
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %572
+  %573 = load float, ptr %arena147, align 4
+  store float %573, ptr %fc2_grad.m49, align 4
+  br label %fc2_grad.k51
+
+fc2_grad.n48.end:                                 ; preds = %fc2_grad.k53.end
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %grads165 = getelementptr inbounds float, ptr %grads, i64 1198592
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena163, i32 10, ptr %arena164, i32 128, float 0.000000e+00, ptr %grads165, i32 128)
+  br label %fc2_bias_grad.u54
+
+fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.n48
+  %fc2_grad.k51148 = phi i64 [ 0, %fc2_grad.n48 ], [ %k51.next, %fc2_grad.k51 ]
+  %m49 = load float, ptr %fc2_grad.m49, align 4
+  %574 = mul nsw i64 %fc2_grad.n48146, 10
+  %575 = add nsw i64 3170304, %574
+  %576 = add nsw i64 %575, %fc2_grad.k51148
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %576
+  %577 = load float, ptr %arena149, align 4
+  %578 = fcmp ogt float %577, %m49
+  %579 = select i1 %578, float %577, float %m49
+  store float %579, ptr %fc2_grad.m49, align 4
+  %k51.next = add nsw i64 %fc2_grad.k51148, 1
+  %580 = icmp slt i64 %k51.next, 10
+  br i1 %580, label %fc2_grad.k51, label %fc2_grad.k51.end
+
+fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
+  store float 0.000000e+00, ptr %fc2_grad.s50, align 4
+  br label %fc2_grad.k52
+
+fc2_grad.k52:                                     ; preds = %fc2_grad.k52, %fc2_grad.k51.end
+  %fc2_grad.k52150 = phi i64 [ 0, %fc2_grad.k51.end ], [ %k52.next, %fc2_grad.k52 ]
+  %s50 = load float, ptr %fc2_grad.s50, align 4
+  %581 = mul nsw i64 %fc2_grad.n48146, 10
+  %582 = add nsw i64 3170304, %581
+  %583 = add nsw i64 %582, %fc2_grad.k52150
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %583
+  %584 = load float, ptr %arena151, align 4
+  %m49152 = load float, ptr %fc2_grad.m49, align 4
+  %585 = fsub float %584, %m49152
+  %586 = call float @llvm.exp.f32(float %585)
+  %587 = fadd float %s50, %586
+  store float %587, ptr %fc2_grad.s50, align 4
+  %k52.next = add nsw i64 %fc2_grad.k52150, 1
+  %588 = icmp slt i64 %k52.next, 10
+  br i1 %588, label %fc2_grad.k52, label %fc2_grad.k52.end
+
+fc2_grad.k52.end:                                 ; preds = %fc2_grad.k52
+  br label %fc2_grad.k53
+
+fc2_grad.k53:                                     ; preds = %fc2_grad.k53, %fc2_grad.k52.end
+  %fc2_grad.k53153 = phi i64 [ 0, %fc2_grad.k52.end ], [ %k53.next, %fc2_grad.k53 ]
+  %labels154 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n48146
+  %label155 = load i32, ptr %labels154, align 4
+  %589 = sext i32 %label155 to i64
+  %590 = icmp eq i64 %fc2_grad.k53153, %589
+  %591 = mul nsw i64 %fc2_grad.n48146, 10
+  %592 = add nsw i64 3170304, %591
+  %593 = add nsw i64 %592, %fc2_grad.k53153
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %593
+  %594 = load float, ptr %arena156, align 4
+  %m49157 = load float, ptr %fc2_grad.m49, align 4
+  %595 = fsub float %594, %m49157
+  %596 = call float @llvm.exp.f32(float %595)
+  %s50158 = load float, ptr %fc2_grad.s50, align 4
+  %597 = fdiv float %596, %s50158
+  %598 = fsub float %597, 1.000000e+00
+  %599 = mul nsw i64 %fc2_grad.n48146, 10
+  %600 = add nsw i64 3170304, %599
+  %601 = add nsw i64 %600, %fc2_grad.k53153
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %601
+  %602 = load float, ptr %arena159, align 4
+  %m49160 = load float, ptr %fc2_grad.m49, align 4
+  %603 = fsub float %602, %m49160
+  %604 = call float @llvm.exp.f32(float %603)
+  %s50161 = load float, ptr %fc2_grad.s50, align 4
+  %605 = fdiv float %604, %s50161
+  %606 = select i1 %590, float %598, float %605
+  %607 = fdiv float %606, 6.400000e+01
+  %608 = mul nsw i64 %fc2_grad.n48146, 10
+  %609 = add nsw i64 3171600, %608
+  %610 = add nsw i64 %609, %fc2_grad.k53153
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %610
+  store float %607, ptr %arena162, align 4
+  %k53.next = add nsw i64 %fc2_grad.k53153, 1
+  %611 = icmp slt i64 %k53.next, 10
+  br i1 %611, label %fc2_grad.k53, label %fc2_grad.k53.end
+
+fc2_grad.k53.end:                                 ; preds = %fc2_grad.k53
+  %n48.next = add nsw i64 %fc2_grad.n48146, 1
+  %612 = icmp slt i64 %n48.next, 64
+  br i1 %612, label %fc2_grad.n48, label %fc2_grad.n48.end
+
+fc2_bias_grad.u54:                                ; preds = %fc2_bias_grad.n56.end, %fc2_grad.n48.end
+  %fc2_bias_grad.u54166 = phi i64 [ 0, %fc2_grad.n48.end ], [ %u54.next, %fc2_bias_grad.n56.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc55, align 4
+  br label %fc2_bias_grad.n56
+
+fc2_bias_grad.u54.end:                            ; preds = %fc2_bias_grad.n56.end
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %params172 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 3172240
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena171, i32 10, ptr %params172, i32 128, float 0.000000e+00, ptr %arena173, i32 128)
+  br label %relu3_grad.i57
+
+fc2_bias_grad.n56:                                ; preds = %fc2_bias_grad.n56, %fc2_bias_grad.u54
+  %fc2_bias_grad.n56167 = phi i64 [ 0, %fc2_bias_grad.u54 ], [ %n56.next, %fc2_bias_grad.n56 ]
+  %acc55 = load float, ptr %fc2_bias_grad.acc55, align 4
+  %613 = mul nsw i64 %fc2_bias_grad.n56167, 10
+  %614 = add nsw i64 3171600, %613
+  %615 = add nsw i64 %614, %fc2_bias_grad.u54166
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %615
+  %616 = load float, ptr %arena168, align 4
+  %617 = fadd float %acc55, %616
+  store float %617, ptr %fc2_bias_grad.acc55, align 4
+  %n56.next = add nsw i64 %fc2_bias_grad.n56167, 1
+  %618 = icmp slt i64 %n56.next, 64
+  br i1 %618, label %fc2_bias_grad.n56, label %fc2_bias_grad.n56.end
+
+fc2_bias_grad.n56.end:                            ; preds = %fc2_bias_grad.n56
+  %acc55169 = load float, ptr %fc2_bias_grad.acc55, align 4
+  %619 = add nsw i64 1199872, %fc2_bias_grad.u54166
+  %grads170 = getelementptr inbounds float, ptr %grads, i64 %619
+  store float %acc55169, ptr %grads170, align 4
+  %u54.next = add nsw i64 %fc2_bias_grad.u54166, 1
+  %620 = icmp slt i64 %u54.next, 10
+  br i1 %620, label %fc2_bias_grad.u54, label %fc2_bias_grad.u54.end
+
+relu3_grad.i57:                                   ; preds = %relu3_grad.i57, %fc2_bias_grad.u54.end
+  %relu3_grad.i57174 = phi i64 [ 0, %fc2_bias_grad.u54.end ], [ %i57.next, %relu3_grad.i57 ]
+  %621 = xor i64 %seed, 7835719957706616186
+  %622 = lshr i64 %621, 30
+  %623 = xor i64 %621, %622
+  %624 = mul i64 %623, -4658895280553007687
+  %625 = lshr i64 %624, 27
+  %626 = xor i64 %624, %625
+  %627 = mul i64 %626, -7723592293110705685
+  %628 = lshr i64 %627, 31
+  %629 = xor i64 %627, %628
+  %630 = add i64 %629, %step
+  %631 = lshr i64 %630, 30
+  %632 = xor i64 %630, %631
+  %633 = mul i64 %632, -4658895280553007687
+  %634 = lshr i64 %633, 27
+  %635 = xor i64 %633, %634
+  %636 = mul i64 %635, -7723592293110705685
+  %637 = lshr i64 %636, 31
+  %638 = xor i64 %636, %637
+  %639 = mul i64 %relu3_grad.i57174, -7046029254386353131
+  %640 = add i64 %638, %639
+  %641 = lshr i64 %640, 30
+  %642 = xor i64 %640, %641
+  %643 = mul i64 %642, -4658895280553007687
+  %644 = lshr i64 %643, 27
+  %645 = xor i64 %643, %644
+  %646 = mul i64 %645, -7723592293110705685
+  %647 = lshr i64 %646, 31
+  %648 = xor i64 %646, %647
+  %649 = lshr i64 %648, 40
+  %keep175 = icmp uge i64 %649, 8388608
+  %650 = add nsw i64 3172240, %relu3_grad.i57174
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %650
+  %651 = load float, ptr %arena176, align 4
+  %652 = fmul float %651, 2.000000e+00
+  %653 = select i1 %keep175, float %652, float 0.000000e+00
+  %654 = add nsw i64 3180432, %relu3_grad.i57174
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %654
+  store float %653, ptr %arena177, align 4
+  %i57.next = add nsw i64 %relu3_grad.i57174, 1
+  %655 = icmp slt i64 %i57.next, 8192
+  br i1 %655, label %relu3_grad.i57, label %relu3_grad.i57.end
+
+relu3_grad.i57.end:                               ; preds = %relu3_grad.i57
+  br label %fc1_grad.i58
+
+fc1_grad.i58:                                     ; preds = %fc1_grad.i58, %relu3_grad.i57.end
+  %fc1_grad.i58178 = phi i64 [ 0, %relu3_grad.i57.end ], [ %i58.next, %fc1_grad.i58 ]
+  %656 = add nsw i64 3153920, %fc1_grad.i58178
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %656
+  %657 = load float, ptr %arena179, align 4
+  %658 = fcmp ogt float %657, 0.000000e+00
+  %659 = add nsw i64 3180432, %fc1_grad.i58178
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %659
+  %660 = load float, ptr %arena180, align 4
+  %661 = select i1 %658, float %660, float 0.000000e+00
+  %662 = add nsw i64 3162112, %fc1_grad.i58178
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %662
+  store float %661, ptr %arena181, align 4
+  %i58.next = add nsw i64 %fc1_grad.i58178, 1
+  %663 = icmp slt i64 %i58.next, 8192
+  br i1 %663, label %fc1_grad.i58, label %fc1_grad.i58.end
+
+fc1_grad.i58.end:                                 ; preds = %fc1_grad.i58
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %grads184 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena182, i32 128, ptr %arena183, i32 9216, float 0.000000e+00, ptr %grads184, i32 9216)
+  br label %fc1_bias_grad.u59
+
+fc1_bias_grad.u59:                                ; preds = %fc1_bias_grad.n61.end, %fc1_grad.i58.end
+  %fc1_bias_grad.u59185 = phi i64 [ 0, %fc1_grad.i58.end ], [ %u59.next, %fc1_bias_grad.n61.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc60, align 4
+  br label %fc1_bias_grad.n61
+
+fc1_bias_grad.u59.end:                            ; preds = %fc1_bias_grad.n61.end
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params191 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 3171600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena190, i32 128, ptr %params191, i32 9216, float 0.000000e+00, ptr %arena192, i32 9216)
+  br label %pool_grad.i62
+
+fc1_bias_grad.n61:                                ; preds = %fc1_bias_grad.n61, %fc1_bias_grad.u59
+  %fc1_bias_grad.n61186 = phi i64 [ 0, %fc1_bias_grad.u59 ], [ %n61.next, %fc1_bias_grad.n61 ]
+  %acc60 = load float, ptr %fc1_bias_grad.acc60, align 4
+  %664 = mul nsw i64 %fc1_bias_grad.n61186, 128
+  %665 = add nsw i64 3162112, %664
+  %666 = add nsw i64 %665, %fc1_bias_grad.u59185
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %666
+  %667 = load float, ptr %arena187, align 4
+  %668 = fadd float %acc60, %667
+  store float %668, ptr %fc1_bias_grad.acc60, align 4
+  %n61.next = add nsw i64 %fc1_bias_grad.n61186, 1
+  %669 = icmp slt i64 %n61.next, 64
+  br i1 %669, label %fc1_bias_grad.n61, label %fc1_bias_grad.n61.end
+
+fc1_bias_grad.n61.end:                            ; preds = %fc1_bias_grad.n61
+  %acc60188 = load float, ptr %fc1_bias_grad.acc60, align 4
+  %670 = add nsw i64 1198464, %fc1_bias_grad.u59185
+  %grads189 = getelementptr inbounds float, ptr %grads, i64 %670
+  store float %acc60188, ptr %grads189, align 4
+  %u59.next = add nsw i64 %fc1_bias_grad.u59185, 1
+  %671 = icmp slt i64 %u59.next, 128
+  br i1 %671, label %fc1_bias_grad.u59, label %fc1_bias_grad.u59.end
+
+pool_grad.i62:                                    ; preds = %pool_grad.i62, %fc1_bias_grad.u59.end
+  %pool_grad.i62193 = phi i64 [ 0, %fc1_bias_grad.u59.end ], [ %i62.next, %pool_grad.i62 ]
+  %672 = xor i64 %seed, 7835718858194987975
+  %673 = lshr i64 %672, 30
+  %674 = xor i64 %672, %673
+  %675 = mul i64 %674, -4658895280553007687
+  %676 = lshr i64 %675, 27
+  %677 = xor i64 %675, %676
+  %678 = mul i64 %677, -7723592293110705685
+  %679 = lshr i64 %678, 31
+  %680 = xor i64 %678, %679
+  %681 = add i64 %680, %step
+  %682 = lshr i64 %681, 30
+  %683 = xor i64 %681, %682
+  %684 = mul i64 %683, -4658895280553007687
+  %685 = lshr i64 %684, 27
+  %686 = xor i64 %684, %685
+  %687 = mul i64 %686, -7723592293110705685
+  %688 = lshr i64 %687, 31
+  %689 = xor i64 %687, %688
+  %690 = mul i64 %pool_grad.i62193, -7046029254386353131
+  %691 = add i64 %689, %690
+  %692 = lshr i64 %691, 30
+  %693 = xor i64 %691, %692
+  %694 = mul i64 %693, -4658895280553007687
+  %695 = lshr i64 %694, 27
+  %696 = xor i64 %694, %695
+  %697 = mul i64 %696, -7723592293110705685
+  %698 = lshr i64 %697, 31
+  %699 = xor i64 %697, %698
+  %700 = lshr i64 %699, 40
+  %keep194 = icmp uge i64 %700, 4194304
+  %701 = add nsw i64 3171600, %pool_grad.i62193
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %701
+  %702 = load float, ptr %arena195, align 4
+  %703 = fmul float %702, 0x3FF5555560000000
+  %704 = select i1 %keep194, float %703, float 0.000000e+00
+  %705 = add nsw i64 3761424, %pool_grad.i62193
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %705
+  store float %704, ptr %arena196, align 4
+  %i62.next = add nsw i64 %pool_grad.i62193, 1
+  %706 = icmp slt i64 %i62.next, 589824
+  br i1 %706, label %pool_grad.i62, label %pool_grad.i62.end
+
+pool_grad.i62.end:                                ; preds = %pool_grad.i62
+  br label %conv2_grad.i63
+
+conv2_grad.i63:                                   ; preds = %conv2_grad.i63, %pool_grad.i62.end
+  %conv2_grad.i63197 = phi i64 [ 0, %pool_grad.i62.end ], [ %i63.next, %conv2_grad.i63 ]
+  %707 = add nsw i64 4351248, %conv2_grad.i63197
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %707
+  store float 0.000000e+00, ptr %arena198, align 4
+  %i63.next = add nsw i64 %conv2_grad.i63197, 1
+  %708 = icmp slt i64 %i63.next, 2359296
+  br i1 %708, label %conv2_grad.i63, label %conv2_grad.i63.end
+
+conv2_grad.i63.end:                               ; preds = %conv2_grad.i63
+  br label %conv2_grad.q64
+
+conv2_grad.q64:                                   ; preds = %conv2_grad.i65.end, %conv2_grad.i63.end
+  %conv2_grad.q64199 = phi i64 [ 0, %conv2_grad.i63.end ], [ %q64.next, %conv2_grad.i65.end ]
+  br label %conv2_grad.i65
+
+conv2_grad.q64.end:                               ; preds = %conv2_grad.i65.end
+  br label %conv2_weight_grad.i66
+
+conv2_grad.i65:                                   ; preds = %conv2_grad.endif, %conv2_grad.q64
+  %conv2_grad.i65200 = phi i64 [ 0, %conv2_grad.q64 ], [ %i65.next, %conv2_grad.endif ]
+  %709 = mul nsw i64 %conv2_grad.q64199, 144
+  %710 = add nsw i64 %709, %conv2_grad.i65200
+  %711 = add nsw i64 1384448, %710
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %711
+  %712 = load float, ptr %arena201, align 4
+  %713 = fcmp ogt float %712, 0.000000e+00
+  br i1 %713, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i65.end:                               ; preds = %conv2_grad.endif
+  %q64.next = add nsw i64 %conv2_grad.q64199, 1
+  %714 = icmp slt i64 %q64.next, 4096
+  br i1 %714, label %conv2_grad.q64, label %conv2_grad.q64.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i65
+  %715 = mul nsw i64 %conv2_grad.q64199, 576
+  %716 = add nsw i64 4351248, %715
+  %717 = mul nsw i64 %conv2_grad.q64199, 144
+  %718 = add nsw i64 %717, %conv2_grad.i65200
+  %719 = add nsw i64 1974272, %718
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %719
+  %720 = load float, ptr %arena202, align 4
+  %721 = fptosi float %720 to i64
+  %722 = add nsw i64 %716, %721
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %722
+  %723 = load float, ptr %arena203, align 4
+  %724 = mul nsw i64 %conv2_grad.q64199, 144
+  %725 = add nsw i64 %724, %conv2_grad.i65200
+  %726 = add nsw i64 3761424, %725
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %726
+  %727 = load float, ptr %arena204, align 4
+  %728 = fadd float %723, %727
+  store float %728, ptr %arena203, align 4
+  br label %conv2_grad.endif
+
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i65
+  %i65.next = add nsw i64 %conv2_grad.i65200, 1
+  %729 = icmp slt i64 %i65.next, 144
+  br i1 %729, label %conv2_grad.i65, label %conv2_grad.i65.end
+
+conv2_weight_grad.i66:                            ; preds = %conv2_weight_grad.i66, %conv2_grad.q64.end
+  %conv2_weight_grad.i66205 = phi i64 [ 0, %conv2_grad.q64.end ], [ %i66.next, %conv2_weight_grad.i66 ]
+  %730 = add nsw i64 320, %conv2_weight_grad.i66205
+  %grads206 = getelementptr inbounds float, ptr %grads, i64 %730
+  store float 0.000000e+00, ptr %grads206, align 4
+  %i66.next = add nsw i64 %conv2_weight_grad.i66205, 1
+  %731 = icmp slt i64 %i66.next, 18432
+  br i1 %731, label %conv2_weight_grad.i66, label %conv2_weight_grad.i66.end
+
+conv2_weight_grad.i66.end:                        ; preds = %conv2_weight_grad.i66
+  br label %conv2_weight_grad.g67
+
+conv2_weight_grad.g67:                            ; preds = %conv2_weight_grad.j77.end, %conv2_weight_grad.i66.end
+  %conv2_weight_grad.g67207 = phi i64 [ 0, %conv2_weight_grad.i66.end ], [ %g67.next, %conv2_weight_grad.j77.end ]
+  br label %conv2_weight_grad.j68
+
+conv2_weight_grad.g67.end:                        ; preds = %conv2_weight_grad.j77.end
+  br label %conv2_bias_grad.f80
+
+conv2_weight_grad.j68:                            ; preds = %conv2_weight_grad.c69.end, %conv2_weight_grad.g67
+  %conv2_weight_grad.j68208 = phi i64 [ 0, %conv2_weight_grad.g67 ], [ %j68.next, %conv2_weight_grad.c69.end ]
+  br label %conv2_weight_grad.c69
+
+conv2_weight_grad.j68.end:                        ; preds = %conv2_weight_grad.c69.end
+  br label %conv2_weight_grad.j77
+
+conv2_weight_grad.c69:                            ; preds = %conv2_weight_grad.ky70.end, %conv2_weight_grad.j68
+  %conv2_weight_grad.c69209 = phi i64 [ 0, %conv2_weight_grad.j68 ], [ %c69.next, %conv2_weight_grad.ky70.end ]
+  br label %conv2_weight_grad.ky70
+
+conv2_weight_grad.c69.end:                        ; preds = %conv2_weight_grad.ky70.end
+  %j68.next = add nsw i64 %conv2_weight_grad.j68208, 1
+  %732 = icmp slt i64 %j68.next, 64
+  br i1 %732, label %conv2_weight_grad.j68, label %conv2_weight_grad.j68.end
+
+conv2_weight_grad.ky70:                           ; preds = %conv2_weight_grad.oy75.end, %conv2_weight_grad.c69
+  %conv2_weight_grad.ky70210 = phi i64 [ 0, %conv2_weight_grad.c69 ], [ %ky70.next, %conv2_weight_grad.oy75.end ]
+  br label %conv2_weight_grad.oy71
+
+conv2_weight_grad.ky70.end:                       ; preds = %conv2_weight_grad.oy75.end
+  %c69.next = add nsw i64 %conv2_weight_grad.c69209, 1
+  %733 = icmp slt i64 %c69.next, 32
+  br i1 %733, label %conv2_weight_grad.c69, label %conv2_weight_grad.c69.end
+
+conv2_weight_grad.oy71:                           ; preds = %conv2_weight_grad.ox72.end, %conv2_weight_grad.ky70
+  %conv2_weight_grad.oy71211 = phi i64 [ 0, %conv2_weight_grad.ky70 ], [ %oy71.next, %conv2_weight_grad.ox72.end ]
+  br label %conv2_weight_grad.ox72
+
+conv2_weight_grad.oy71.end:                       ; preds = %conv2_weight_grad.ox72.end
+  br label %conv2_weight_grad.oy73
+
+conv2_weight_grad.ox72:                           ; preds = %conv2_weight_grad.ox72, %conv2_weight_grad.oy71
+  %conv2_weight_grad.ox72212 = phi i64 [ 0, %conv2_weight_grad.oy71 ], [ %ox72.next, %conv2_weight_grad.ox72 ]
+  %734 = mul nsw i64 %conv2_weight_grad.g67207, 64
+  %735 = add nsw i64 %734, %conv2_weight_grad.j68208
+  %736 = mul nsw i64 %735, 21632
+  %737 = mul nsw i64 %conv2_weight_grad.c69209, 676
+  %738 = add nsw i64 %736, %737
+  %739 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky70210
+  %740 = mul nsw i64 %739, 26
+  %741 = add nsw i64 %738, %740
+  %742 = add nsw i64 %741, %conv2_weight_grad.ox72212
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %742
+  %743 = load float, ptr %arena213, align 4
+  %744 = mul nsw i64 %conv2_weight_grad.c69209, 3
+  %745 = add nsw i64 %744, %conv2_weight_grad.ky70210
+  %746 = mul nsw i64 %745, 3
+  %747 = mul nsw i64 %746, 36864
+  %748 = add nsw i64 6710544, %747
+  %749 = mul nsw i64 %conv2_weight_grad.j68208, 576
+  %750 = add nsw i64 %748, %749
+  %751 = mul nsw i64 %conv2_weight_grad.oy71211, 24
+  %752 = add nsw i64 %750, %751
+  %753 = add nsw i64 %752, %conv2_weight_grad.ox72212
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %753
+  store float %743, ptr %arena214, align 4
+  %ox72.next = add nsw i64 %conv2_weight_grad.ox72212, 1
+  %754 = icmp slt i64 %ox72.next, 24
+  br i1 %754, label %conv2_weight_grad.ox72, label %conv2_weight_grad.ox72.end
+
+conv2_weight_grad.ox72.end:                       ; preds = %conv2_weight_grad.ox72
+  %oy71.next = add nsw i64 %conv2_weight_grad.oy71211, 1
+  %755 = icmp slt i64 %oy71.next, 24
+  br i1 %755, label %conv2_weight_grad.oy71, label %conv2_weight_grad.oy71.end
+
+conv2_weight_grad.oy73:                           ; preds = %conv2_weight_grad.ox74.end, %conv2_weight_grad.oy71.end
+  %conv2_weight_grad.oy73215 = phi i64 [ 0, %conv2_weight_grad.oy71.end ], [ %oy73.next, %conv2_weight_grad.ox74.end ]
+  br label %conv2_weight_grad.ox74
+
+conv2_weight_grad.oy73.end:                       ; preds = %conv2_weight_grad.ox74.end
+  br label %conv2_weight_grad.oy75
+
+conv2_weight_grad.ox74:                           ; preds = %conv2_weight_grad.ox74, %conv2_weight_grad.oy73
+  %conv2_weight_grad.ox74216 = phi i64 [ 0, %conv2_weight_grad.oy73 ], [ %ox74.next, %conv2_weight_grad.ox74 ]
+  %756 = mul nsw i64 %conv2_weight_grad.g67207, 64
+  %757 = add nsw i64 %756, %conv2_weight_grad.j68208
+  %758 = mul nsw i64 %757, 21632
+  %759 = mul nsw i64 %conv2_weight_grad.c69209, 676
+  %760 = add nsw i64 %758, %759
+  %761 = add nsw i64 %conv2_weight_grad.oy73215, %conv2_weight_grad.ky70210
+  %762 = mul nsw i64 %761, 26
+  %763 = add nsw i64 %760, %762
+  %764 = add nsw i64 %conv2_weight_grad.ox74216, 1
+  %765 = add nsw i64 %763, %764
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %765
+  %766 = load float, ptr %arena217, align 4
+  %767 = mul nsw i64 %conv2_weight_grad.c69209, 3
+  %768 = add nsw i64 %767, %conv2_weight_grad.ky70210
+  %769 = mul nsw i64 %768, 3
+  %770 = add nsw i64 %769, 1
+  %771 = mul nsw i64 %770, 36864
+  %772 = add nsw i64 6710544, %771
+  %773 = mul nsw i64 %conv2_weight_grad.j68208, 576
+  %774 = add nsw i64 %772, %773
+  %775 = mul nsw i64 %conv2_weight_grad.oy73215, 24
+  %776 = add nsw i64 %774, %775
+  %777 = add nsw i64 %776, %conv2_weight_grad.ox74216
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %777
+  store float %766, ptr %arena218, align 4
+  %ox74.next = add nsw i64 %conv2_weight_grad.ox74216, 1
+  %778 = icmp slt i64 %ox74.next, 24
+  br i1 %778, label %conv2_weight_grad.ox74, label %conv2_weight_grad.ox74.end
+
+conv2_weight_grad.ox74.end:                       ; preds = %conv2_weight_grad.ox74
+  %oy73.next = add nsw i64 %conv2_weight_grad.oy73215, 1
+  %779 = icmp slt i64 %oy73.next, 24
+  br i1 %779, label %conv2_weight_grad.oy73, label %conv2_weight_grad.oy73.end
+
+conv2_weight_grad.oy75:                           ; preds = %conv2_weight_grad.ox76.end, %conv2_weight_grad.oy73.end
+  %conv2_weight_grad.oy75219 = phi i64 [ 0, %conv2_weight_grad.oy73.end ], [ %oy75.next, %conv2_weight_grad.ox76.end ]
+  br label %conv2_weight_grad.ox76
+
+conv2_weight_grad.oy75.end:                       ; preds = %conv2_weight_grad.ox76.end
+  %ky70.next = add nsw i64 %conv2_weight_grad.ky70210, 1
+  %780 = icmp slt i64 %ky70.next, 3
+  br i1 %780, label %conv2_weight_grad.ky70, label %conv2_weight_grad.ky70.end
+
+conv2_weight_grad.ox76:                           ; preds = %conv2_weight_grad.ox76, %conv2_weight_grad.oy75
+  %conv2_weight_grad.ox76220 = phi i64 [ 0, %conv2_weight_grad.oy75 ], [ %ox76.next, %conv2_weight_grad.ox76 ]
+  %781 = mul nsw i64 %conv2_weight_grad.g67207, 64
+  %782 = add nsw i64 %781, %conv2_weight_grad.j68208
+  %783 = mul nsw i64 %782, 21632
+  %784 = mul nsw i64 %conv2_weight_grad.c69209, 676
+  %785 = add nsw i64 %783, %784
+  %786 = add nsw i64 %conv2_weight_grad.oy75219, %conv2_weight_grad.ky70210
+  %787 = mul nsw i64 %786, 26
+  %788 = add nsw i64 %785, %787
+  %789 = add nsw i64 %conv2_weight_grad.ox76220, 2
+  %790 = add nsw i64 %788, %789
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %790
+  %791 = load float, ptr %arena221, align 4
+  %792 = mul nsw i64 %conv2_weight_grad.c69209, 3
+  %793 = add nsw i64 %792, %conv2_weight_grad.ky70210
+  %794 = mul nsw i64 %793, 3
+  %795 = add nsw i64 %794, 2
+  %796 = mul nsw i64 %795, 36864
+  %797 = add nsw i64 6710544, %796
+  %798 = mul nsw i64 %conv2_weight_grad.j68208, 576
+  %799 = add nsw i64 %797, %798
+  %800 = mul nsw i64 %conv2_weight_grad.oy75219, 24
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, %conv2_weight_grad.ox76220
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %802
+  store float %791, ptr %arena222, align 4
+  %ox76.next = add nsw i64 %conv2_weight_grad.ox76220, 1
+  %803 = icmp slt i64 %ox76.next, 24
+  br i1 %803, label %conv2_weight_grad.ox76, label %conv2_weight_grad.ox76.end
+
+conv2_weight_grad.ox76.end:                       ; preds = %conv2_weight_grad.ox76
+  %oy75.next = add nsw i64 %conv2_weight_grad.oy75219, 1
+  %804 = icmp slt i64 %oy75.next, 24
+  br i1 %804, label %conv2_weight_grad.oy75, label %conv2_weight_grad.oy75.end
+
+conv2_weight_grad.j77:                            ; preds = %conv2_weight_grad.f78.end, %conv2_weight_grad.j68.end
+  %conv2_weight_grad.j77223 = phi i64 [ 0, %conv2_weight_grad.j68.end ], [ %j77.next, %conv2_weight_grad.f78.end ]
+  br label %conv2_weight_grad.f78
+
+conv2_weight_grad.j77.end:                        ; preds = %conv2_weight_grad.f78.end
+  %arena228 = getelementptr inbounds float, ptr %arena, i64 17327376
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 6710544
+  %grads230 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 36864, float 1.000000e+00, ptr %arena228, i32 36864, ptr %arena229, i32 36864, float 1.000000e+00, ptr %grads230, i32 288)
+  %g67.next = add nsw i64 %conv2_weight_grad.g67207, 1
+  %805 = icmp slt i64 %g67.next, 1
+  br i1 %805, label %conv2_weight_grad.g67, label %conv2_weight_grad.g67.end
+
+conv2_weight_grad.f78:                            ; preds = %conv2_weight_grad.i79.end, %conv2_weight_grad.j77
+  %conv2_weight_grad.f78224 = phi i64 [ 0, %conv2_weight_grad.j77 ], [ %f78.next, %conv2_weight_grad.i79.end ]
+  br label %conv2_weight_grad.i79
+
+conv2_weight_grad.f78.end:                        ; preds = %conv2_weight_grad.i79.end
+  %j77.next = add nsw i64 %conv2_weight_grad.j77223, 1
+  %806 = icmp slt i64 %j77.next, 64
+  br i1 %806, label %conv2_weight_grad.j77, label %conv2_weight_grad.j77.end
+
+conv2_weight_grad.i79:                            ; preds = %conv2_weight_grad.i79, %conv2_weight_grad.f78
+  %conv2_weight_grad.i79225 = phi i64 [ 0, %conv2_weight_grad.f78 ], [ %i79.next, %conv2_weight_grad.i79 ]
+  %807 = mul nsw i64 %conv2_weight_grad.g67207, 64
+  %808 = add nsw i64 %807, %conv2_weight_grad.j77223
+  %809 = mul nsw i64 %808, 36864
+  %810 = add nsw i64 4351248, %809
+  %811 = mul nsw i64 %conv2_weight_grad.f78224, 576
+  %812 = add nsw i64 %810, %811
+  %813 = add nsw i64 %812, %conv2_weight_grad.i79225
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %813
+  %814 = load float, ptr %arena226, align 4
+  %815 = mul nsw i64 %conv2_weight_grad.f78224, 36864
+  %816 = add nsw i64 17327376, %815
+  %817 = mul nsw i64 %conv2_weight_grad.j77223, 576
+  %818 = add nsw i64 %816, %817
+  %819 = add nsw i64 %818, %conv2_weight_grad.i79225
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %819
+  store float %814, ptr %arena227, align 4
+  %i79.next = add nsw i64 %conv2_weight_grad.i79225, 1
+  %820 = icmp slt i64 %i79.next, 576
+  br i1 %820, label %conv2_weight_grad.i79, label %conv2_weight_grad.i79.end
+
+conv2_weight_grad.i79.end:                        ; preds = %conv2_weight_grad.i79
+  %f78.next = add nsw i64 %conv2_weight_grad.f78224, 1
+  %821 = icmp slt i64 %f78.next, 64
+  br i1 %821, label %conv2_weight_grad.f78, label %conv2_weight_grad.f78.end
+
+conv2_bias_grad.f80:                              ; preds = %conv2_bias_grad.img82.end, %conv2_weight_grad.g67.end
+  %conv2_bias_grad.f80231 = phi i64 [ 0, %conv2_weight_grad.g67.end ], [ %f80.next, %conv2_bias_grad.img82.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc81, align 4
+  br label %conv2_bias_grad.img82
+
+conv2_bias_grad.f80.end:                          ; preds = %conv2_bias_grad.img82.end
+  br label %relu1_grad.i84
+
+conv2_bias_grad.img82:                            ; preds = %conv2_bias_grad.i83.end, %conv2_bias_grad.f80
+  %conv2_bias_grad.img82232 = phi i64 [ 0, %conv2_bias_grad.f80 ], [ %img82.next, %conv2_bias_grad.i83.end ]
+  br label %conv2_bias_grad.i83
+
+conv2_bias_grad.img82.end:                        ; preds = %conv2_bias_grad.i83.end
+  %acc81235 = load float, ptr %conv2_bias_grad.acc81, align 4
+  %822 = add nsw i64 18752, %conv2_bias_grad.f80231
+  %grads236 = getelementptr inbounds float, ptr %grads, i64 %822
+  store float %acc81235, ptr %grads236, align 4
+  %f80.next = add nsw i64 %conv2_bias_grad.f80231, 1
+  %823 = icmp slt i64 %f80.next, 64
+  br i1 %823, label %conv2_bias_grad.f80, label %conv2_bias_grad.f80.end
+
+conv2_bias_grad.i83:                              ; preds = %conv2_bias_grad.i83, %conv2_bias_grad.img82
+  %conv2_bias_grad.i83233 = phi i64 [ 0, %conv2_bias_grad.img82 ], [ %i83.next, %conv2_bias_grad.i83 ]
+  %acc81 = load float, ptr %conv2_bias_grad.acc81, align 4
+  %824 = mul nsw i64 %conv2_bias_grad.img82232, 36864
+  %825 = add nsw i64 4351248, %824
+  %826 = mul nsw i64 %conv2_bias_grad.f80231, 576
+  %827 = add nsw i64 %825, %826
+  %828 = add nsw i64 %827, %conv2_bias_grad.i83233
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %828
+  %829 = load float, ptr %arena234, align 4
+  %830 = fadd float %acc81, %829
+  store float %830, ptr %conv2_bias_grad.acc81, align 4
+  %i83.next = add nsw i64 %conv2_bias_grad.i83233, 1
+  %831 = icmp slt i64 %i83.next, 576
+  br i1 %831, label %conv2_bias_grad.i83, label %conv2_bias_grad.i83.end
+
+conv2_bias_grad.i83.end:                          ; preds = %conv2_bias_grad.i83
+  %img82.next = add nsw i64 %conv2_bias_grad.img82232, 1
+  %832 = icmp slt i64 %img82.next, 64
+  br i1 %832, label %conv2_bias_grad.img82, label %conv2_bias_grad.img82.end
+
+relu1_grad.i84:                                   ; preds = %relu1_grad.i84, %conv2_bias_grad.f80.end
+  %relu1_grad.i84237 = phi i64 [ 0, %conv2_bias_grad.f80.end ], [ %i84.next, %relu1_grad.i84 ]
+  %833 = add nsw i64 1384448, %relu1_grad.i84237
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %833
+  store float 0.000000e+00, ptr %arena238, align 4
+  %i84.next = add nsw i64 %relu1_grad.i84237, 1
+  %834 = icmp slt i64 %i84.next, 1384448
+  br i1 %834, label %relu1_grad.i84, label %relu1_grad.i84.end
+
+relu1_grad.i84.end:                               ; preds = %relu1_grad.i84
+  br label %relu1_grad.g85
+
+relu1_grad.g85:                                   ; preds = %relu1_grad.j89.end, %relu1_grad.i84.end
+  %relu1_grad.g85239 = phi i64 [ 0, %relu1_grad.i84.end ], [ %g85.next, %relu1_grad.j89.end ]
+  br label %relu1_grad.j86
+
+relu1_grad.g85.end:                               ; preds = %relu1_grad.j89.end
+  br label %conv1_grad.i98
+
+relu1_grad.j86:                                   ; preds = %relu1_grad.f87.end, %relu1_grad.g85
+  %relu1_grad.j86240 = phi i64 [ 0, %relu1_grad.g85 ], [ %j86.next, %relu1_grad.f87.end ]
+  br label %relu1_grad.f87
+
+relu1_grad.j86.end:                               ; preds = %relu1_grad.f87.end
+  %params245 = getelementptr inbounds float, ptr %params, i64 320
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 17327376
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 6710544
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params245, i32 288, ptr %arena246, i32 36864, float 0.000000e+00, ptr %arena247, i32 36864)
+  br label %relu1_grad.j89
+
+relu1_grad.f87:                                   ; preds = %relu1_grad.i88.end, %relu1_grad.j86
+  %relu1_grad.f87241 = phi i64 [ 0, %relu1_grad.j86 ], [ %f87.next, %relu1_grad.i88.end ]
+  br label %relu1_grad.i88
+
+relu1_grad.f87.end:                               ; preds = %relu1_grad.i88.end
+  %j86.next = add nsw i64 %relu1_grad.j86240, 1
+  %835 = icmp slt i64 %j86.next, 64
+  br i1 %835, label %relu1_grad.j86, label %relu1_grad.j86.end
+
+relu1_grad.i88:                                   ; preds = %relu1_grad.i88, %relu1_grad.f87
+  %relu1_grad.i88242 = phi i64 [ 0, %relu1_grad.f87 ], [ %i88.next, %relu1_grad.i88 ]
+  %836 = mul nsw i64 %relu1_grad.g85239, 64
+  %837 = add nsw i64 %836, %relu1_grad.j86240
+  %838 = mul nsw i64 %837, 36864
+  %839 = add nsw i64 4351248, %838
+  %840 = mul nsw i64 %relu1_grad.f87241, 576
+  %841 = add nsw i64 %839, %840
+  %842 = add nsw i64 %841, %relu1_grad.i88242
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %842
+  %843 = load float, ptr %arena243, align 4
+  %844 = mul nsw i64 %relu1_grad.f87241, 36864
+  %845 = add nsw i64 17327376, %844
+  %846 = mul nsw i64 %relu1_grad.j86240, 576
+  %847 = add nsw i64 %845, %846
+  %848 = add nsw i64 %847, %relu1_grad.i88242
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %848
+  store float %843, ptr %arena244, align 4
+  %i88.next = add nsw i64 %relu1_grad.i88242, 1
+  %849 = icmp slt i64 %i88.next, 576
+  br i1 %849, label %relu1_grad.i88, label %relu1_grad.i88.end
+
+relu1_grad.i88.end:                               ; preds = %relu1_grad.i88
+  %f87.next = add nsw i64 %relu1_grad.f87241, 1
+  %850 = icmp slt i64 %f87.next, 64
+  br i1 %850, label %relu1_grad.f87, label %relu1_grad.f87.end
+
+relu1_grad.j89:                                   ; preds = %relu1_grad.c90.end, %relu1_grad.j86.end
+  %relu1_grad.j89248 = phi i64 [ 0, %relu1_grad.j86.end ], [ %j89.next, %relu1_grad.c90.end ]
+  br label %relu1_grad.c90
+
+relu1_grad.j89.end:                               ; preds = %relu1_grad.c90.end
+  %g85.next = add nsw i64 %relu1_grad.g85239, 1
+  %851 = icmp slt i64 %g85.next, 1
+  br i1 %851, label %relu1_grad.g85, label %relu1_grad.g85.end
+
+relu1_grad.c90:                                   ; preds = %relu1_grad.ky91.end, %relu1_grad.j89
+  %relu1_grad.c90249 = phi i64 [ 0, %relu1_grad.j89 ], [ %c90.next, %relu1_grad.ky91.end ]
+  br label %relu1_grad.ky91
+
+relu1_grad.c90.end:                               ; preds = %relu1_grad.ky91.end
+  %j89.next = add nsw i64 %relu1_grad.j89248, 1
+  %852 = icmp slt i64 %j89.next, 64
+  br i1 %852, label %relu1_grad.j89, label %relu1_grad.j89.end
+
+relu1_grad.ky91:                                  ; preds = %relu1_grad.oy96.end, %relu1_grad.c90
+  %relu1_grad.ky91250 = phi i64 [ 0, %relu1_grad.c90 ], [ %ky91.next, %relu1_grad.oy96.end ]
+  br label %relu1_grad.oy92
+
+relu1_grad.ky91.end:                              ; preds = %relu1_grad.oy96.end
+  %c90.next = add nsw i64 %relu1_grad.c90249, 1
+  %853 = icmp slt i64 %c90.next, 32
+  br i1 %853, label %relu1_grad.c90, label %relu1_grad.c90.end
+
+relu1_grad.oy92:                                  ; preds = %relu1_grad.ox93.end, %relu1_grad.ky91
+  %relu1_grad.oy92251 = phi i64 [ 0, %relu1_grad.ky91 ], [ %oy92.next, %relu1_grad.ox93.end ]
+  br label %relu1_grad.ox93
+
+relu1_grad.oy92.end:                              ; preds = %relu1_grad.ox93.end
+  br label %relu1_grad.oy94
+
+relu1_grad.ox93:                                  ; preds = %relu1_grad.ox93, %relu1_grad.oy92
+  %relu1_grad.ox93252 = phi i64 [ 0, %relu1_grad.oy92 ], [ %ox93.next, %relu1_grad.ox93 ]
+  %854 = mul nsw i64 %relu1_grad.g85239, 64
+  %855 = add nsw i64 %854, %relu1_grad.j89248
+  %856 = mul nsw i64 %855, 21632
+  %857 = add nsw i64 1384448, %856
+  %858 = mul nsw i64 %relu1_grad.c90249, 676
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %relu1_grad.oy92251, %relu1_grad.ky91250
+  %861 = mul nsw i64 %860, 26
+  %862 = add nsw i64 %859, %861
+  %863 = add nsw i64 %862, %relu1_grad.ox93252
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %863
+  %864 = load float, ptr %arena253, align 4
+  %865 = mul nsw i64 %relu1_grad.c90249, 3
+  %866 = add nsw i64 %865, %relu1_grad.ky91250
+  %867 = mul nsw i64 %866, 3
+  %868 = mul nsw i64 %867, 36864
+  %869 = add nsw i64 6710544, %868
+  %870 = mul nsw i64 %relu1_grad.j89248, 576
+  %871 = add nsw i64 %869, %870
+  %872 = mul nsw i64 %relu1_grad.oy92251, 24
+  %873 = add nsw i64 %871, %872
+  %874 = add nsw i64 %873, %relu1_grad.ox93252
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %874
+  %875 = load float, ptr %arena254, align 4
+  %876 = fadd float %864, %875
+  store float %876, ptr %arena253, align 4
+  %ox93.next = add nsw i64 %relu1_grad.ox93252, 1
+  %877 = icmp slt i64 %ox93.next, 24
+  br i1 %877, label %relu1_grad.ox93, label %relu1_grad.ox93.end
+
+relu1_grad.ox93.end:                              ; preds = %relu1_grad.ox93
+  %oy92.next = add nsw i64 %relu1_grad.oy92251, 1
+  %878 = icmp slt i64 %oy92.next, 24
+  br i1 %878, label %relu1_grad.oy92, label %relu1_grad.oy92.end
+
+relu1_grad.oy94:                                  ; preds = %relu1_grad.ox95.end, %relu1_grad.oy92.end
+  %relu1_grad.oy94255 = phi i64 [ 0, %relu1_grad.oy92.end ], [ %oy94.next, %relu1_grad.ox95.end ]
+  br label %relu1_grad.ox95
+
+relu1_grad.oy94.end:                              ; preds = %relu1_grad.ox95.end
+  br label %relu1_grad.oy96
+
+relu1_grad.ox95:                                  ; preds = %relu1_grad.ox95, %relu1_grad.oy94
+  %relu1_grad.ox95256 = phi i64 [ 0, %relu1_grad.oy94 ], [ %ox95.next, %relu1_grad.ox95 ]
+  %879 = mul nsw i64 %relu1_grad.g85239, 64
+  %880 = add nsw i64 %879, %relu1_grad.j89248
+  %881 = mul nsw i64 %880, 21632
+  %882 = add nsw i64 1384448, %881
+  %883 = mul nsw i64 %relu1_grad.c90249, 676
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %relu1_grad.oy94255, %relu1_grad.ky91250
+  %886 = mul nsw i64 %885, 26
+  %887 = add nsw i64 %884, %886
+  %888 = add nsw i64 %relu1_grad.ox95256, 1
+  %889 = add nsw i64 %887, %888
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %889
+  %890 = load float, ptr %arena257, align 4
+  %891 = mul nsw i64 %relu1_grad.c90249, 3
+  %892 = add nsw i64 %891, %relu1_grad.ky91250
+  %893 = mul nsw i64 %892, 3
+  %894 = add nsw i64 %893, 1
+  %895 = mul nsw i64 %894, 36864
+  %896 = add nsw i64 6710544, %895
+  %897 = mul nsw i64 %relu1_grad.j89248, 576
+  %898 = add nsw i64 %896, %897
+  %899 = mul nsw i64 %relu1_grad.oy94255, 24
+  %900 = add nsw i64 %898, %899
+  %901 = add nsw i64 %900, %relu1_grad.ox95256
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %901
+  %902 = load float, ptr %arena258, align 4
+  %903 = fadd float %890, %902
+  store float %903, ptr %arena257, align 4
+  %ox95.next = add nsw i64 %relu1_grad.ox95256, 1
+  %904 = icmp slt i64 %ox95.next, 24
+  br i1 %904, label %relu1_grad.ox95, label %relu1_grad.ox95.end
+
+relu1_grad.ox95.end:                              ; preds = %relu1_grad.ox95
+  %oy94.next = add nsw i64 %relu1_grad.oy94255, 1
+  %905 = icmp slt i64 %oy94.next, 24
+  br i1 %905, label %relu1_grad.oy94, label %relu1_grad.oy94.end
+
+relu1_grad.oy96:                                  ; preds = %relu1_grad.ox97.end, %relu1_grad.oy94.end
+  %relu1_grad.oy96259 = phi i64 [ 0, %relu1_grad.oy94.end ], [ %oy96.next, %relu1_grad.ox97.end ]
+  br label %relu1_grad.ox97
+
+relu1_grad.oy96.end:                              ; preds = %relu1_grad.ox97.end
+  %ky91.next = add nsw i64 %relu1_grad.ky91250, 1
+  %906 = icmp slt i64 %ky91.next, 3
+  br i1 %906, label %relu1_grad.ky91, label %relu1_grad.ky91.end
+
+relu1_grad.ox97:                                  ; preds = %relu1_grad.ox97, %relu1_grad.oy96
+  %relu1_grad.ox97260 = phi i64 [ 0, %relu1_grad.oy96 ], [ %ox97.next, %relu1_grad.ox97 ]
+  %907 = mul nsw i64 %relu1_grad.g85239, 64
+  %908 = add nsw i64 %907, %relu1_grad.j89248
+  %909 = mul nsw i64 %908, 21632
+  %910 = add nsw i64 1384448, %909
+  %911 = mul nsw i64 %relu1_grad.c90249, 676
+  %912 = add nsw i64 %910, %911
+  %913 = add nsw i64 %relu1_grad.oy96259, %relu1_grad.ky91250
+  %914 = mul nsw i64 %913, 26
+  %915 = add nsw i64 %912, %914
+  %916 = add nsw i64 %relu1_grad.ox97260, 2
+  %917 = add nsw i64 %915, %916
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %917
+  %918 = load float, ptr %arena261, align 4
+  %919 = mul nsw i64 %relu1_grad.c90249, 3
+  %920 = add nsw i64 %919, %relu1_grad.ky91250
+  %921 = mul nsw i64 %920, 3
+  %922 = add nsw i64 %921, 2
+  %923 = mul nsw i64 %922, 36864
+  %924 = add nsw i64 6710544, %923
+  %925 = mul nsw i64 %relu1_grad.j89248, 576
+  %926 = add nsw i64 %924, %925
+  %927 = mul nsw i64 %relu1_grad.oy96259, 24
+  %928 = add nsw i64 %926, %927
+  %929 = add nsw i64 %928, %relu1_grad.ox97260
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %929
+  %930 = load float, ptr %arena262, align 4
+  %931 = fadd float %918, %930
+  store float %931, ptr %arena261, align 4
+  %ox97.next = add nsw i64 %relu1_grad.ox97260, 1
+  %932 = icmp slt i64 %ox97.next, 24
+  br i1 %932, label %relu1_grad.ox97, label %relu1_grad.ox97.end
+
+relu1_grad.ox97.end:                              ; preds = %relu1_grad.ox97
+  %oy96.next = add nsw i64 %relu1_grad.oy96259, 1
+  %933 = icmp slt i64 %oy96.next, 24
+  br i1 %933, label %relu1_grad.oy96, label %relu1_grad.oy96.end
+
+conv1_grad.i98:                                   ; preds = %conv1_grad.i98, %relu1_grad.g85.end
+  %conv1_grad.i98263 = phi i64 [ 0, %relu1_grad.g85.end ], [ %i98.next, %conv1_grad.i98 ]
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i98263
+  %934 = load float, ptr %arena264, align 4
+  %935 = fcmp ogt float %934, 0.000000e+00
+  %936 = add nsw i64 1384448, %conv1_grad.i98263
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %936
+  %937 = load float, ptr %arena265, align 4
+  %938 = select i1 %935, float %937, float 0.000000e+00
+  %939 = add nsw i64 3171600, %conv1_grad.i98263
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %939
+  store float %938, ptr %arena266, align 4
+  %i98.next = add nsw i64 %conv1_grad.i98263, 1
+  %940 = icmp slt i64 %i98.next, 1384448
+  br i1 %940, label %conv1_grad.i98, label %conv1_grad.i98.end
+
+conv1_grad.i98.end:                               ; preds = %conv1_grad.i98
+  br label %conv1_weight_grad.i99
+
+conv1_weight_grad.i99:                            ; preds = %conv1_weight_grad.i99, %conv1_grad.i98.end
+  %conv1_weight_grad.i99267 = phi i64 [ 0, %conv1_grad.i98.end ], [ %i99.next, %conv1_weight_grad.i99 ]
+  %grads268 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i99267
+  store float 0.000000e+00, ptr %grads268, align 4
+  %i99.next = add nsw i64 %conv1_weight_grad.i99267, 1
+  %941 = icmp slt i64 %i99.next, 288
+  br i1 %941, label %conv1_weight_grad.i99, label %conv1_weight_grad.i99.end
+
+conv1_weight_grad.i99.end:                        ; preds = %conv1_weight_grad.i99
+  br label %conv1_weight_grad.g100
+
+conv1_weight_grad.g100:                           ; preds = %conv1_weight_grad.j110.end, %conv1_weight_grad.i99.end
+  %conv1_weight_grad.g100269 = phi i64 [ 0, %conv1_weight_grad.i99.end ], [ %g100.next, %conv1_weight_grad.j110.end ]
+  br label %conv1_weight_grad.j101
+
+conv1_weight_grad.g100.end:                       ; preds = %conv1_weight_grad.j110.end
+  br label %conv1_bias_grad.f113
+
+conv1_weight_grad.j101:                           ; preds = %conv1_weight_grad.c102.end, %conv1_weight_grad.g100
+  %conv1_weight_grad.j101270 = phi i64 [ 0, %conv1_weight_grad.g100 ], [ %j101.next, %conv1_weight_grad.c102.end ]
+  br label %conv1_weight_grad.c102
+
+conv1_weight_grad.j101.end:                       ; preds = %conv1_weight_grad.c102.end
+  br label %conv1_weight_grad.j110
+
+conv1_weight_grad.c102:                           ; preds = %conv1_weight_grad.ky103.end, %conv1_weight_grad.j101
+  %conv1_weight_grad.c102271 = phi i64 [ 0, %conv1_weight_grad.j101 ], [ %c102.next, %conv1_weight_grad.ky103.end ]
+  br label %conv1_weight_grad.ky103
+
+conv1_weight_grad.c102.end:                       ; preds = %conv1_weight_grad.ky103.end
+  %j101.next = add nsw i64 %conv1_weight_grad.j101270, 1
+  %942 = icmp slt i64 %j101.next, 64
+  br i1 %942, label %conv1_weight_grad.j101, label %conv1_weight_grad.j101.end
+
+conv1_weight_grad.ky103:                          ; preds = %conv1_weight_grad.oy108.end, %conv1_weight_grad.c102
+  %conv1_weight_grad.ky103272 = phi i64 [ 0, %conv1_weight_grad.c102 ], [ %ky103.next, %conv1_weight_grad.oy108.end ]
+  br label %conv1_weight_grad.oy104
+
+conv1_weight_grad.ky103.end:                      ; preds = %conv1_weight_grad.oy108.end
+  %c102.next = add nsw i64 %conv1_weight_grad.c102271, 1
+  %943 = icmp slt i64 %c102.next, 1
+  br i1 %943, label %conv1_weight_grad.c102, label %conv1_weight_grad.c102.end
+
+conv1_weight_grad.oy104:                          ; preds = %conv1_weight_grad.ox105.end, %conv1_weight_grad.ky103
+  %conv1_weight_grad.oy104273 = phi i64 [ 0, %conv1_weight_grad.ky103 ], [ %oy104.next, %conv1_weight_grad.ox105.end ]
+  br label %conv1_weight_grad.ox105
+
+conv1_weight_grad.oy104.end:                      ; preds = %conv1_weight_grad.ox105.end
+  br label %conv1_weight_grad.oy106
+
+conv1_weight_grad.ox105:                          ; preds = %conv1_weight_grad.ox105, %conv1_weight_grad.oy104
+  %conv1_weight_grad.ox105274 = phi i64 [ 0, %conv1_weight_grad.oy104 ], [ %ox105.next, %conv1_weight_grad.ox105 ]
+  %944 = mul nsw i64 %conv1_weight_grad.g100269, 64
+  %945 = add nsw i64 %944, %conv1_weight_grad.j101270
+  %946 = mul nsw i64 %945, 784
+  %947 = mul nsw i64 %conv1_weight_grad.c102271, 784
+  %948 = add nsw i64 %946, %947
+  %949 = add nsw i64 %conv1_weight_grad.oy104273, %conv1_weight_grad.ky103272
+  %950 = mul nsw i64 %949, 28
+  %951 = add nsw i64 %948, %950
+  %952 = add nsw i64 %951, %conv1_weight_grad.ox105274
+  %images275 = getelementptr inbounds float, ptr %images, i64 %952
+  %953 = load float, ptr %images275, align 4
+  %954 = mul nsw i64 %conv1_weight_grad.c102271, 3
+  %955 = add nsw i64 %954, %conv1_weight_grad.ky103272
+  %956 = mul nsw i64 %955, 3
+  %957 = mul nsw i64 %956, 43264
+  %958 = mul nsw i64 %conv1_weight_grad.j101270, 676
+  %959 = add nsw i64 %957, %958
+  %960 = mul nsw i64 %conv1_weight_grad.oy104273, 26
+  %961 = add nsw i64 %959, %960
+  %962 = add nsw i64 %961, %conv1_weight_grad.ox105274
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %962
+  store float %953, ptr %arena276, align 4
+  %ox105.next = add nsw i64 %conv1_weight_grad.ox105274, 1
+  %963 = icmp slt i64 %ox105.next, 26
+  br i1 %963, label %conv1_weight_grad.ox105, label %conv1_weight_grad.ox105.end
+
+conv1_weight_grad.ox105.end:                      ; preds = %conv1_weight_grad.ox105
+  %oy104.next = add nsw i64 %conv1_weight_grad.oy104273, 1
+  %964 = icmp slt i64 %oy104.next, 26
+  br i1 %964, label %conv1_weight_grad.oy104, label %conv1_weight_grad.oy104.end
+
+conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy104.end
+  %conv1_weight_grad.oy106277 = phi i64 [ 0, %conv1_weight_grad.oy104.end ], [ %oy106.next, %conv1_weight_grad.ox107.end ]
+  br label %conv1_weight_grad.ox107
+
+conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.ox107.end
+  br label %conv1_weight_grad.oy108
+
+conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.oy106
+  %conv1_weight_grad.ox107278 = phi i64 [ 0, %conv1_weight_grad.oy106 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
+  %965 = mul nsw i64 %conv1_weight_grad.g100269, 64
+  %966 = add nsw i64 %965, %conv1_weight_grad.j101270
+  %967 = mul nsw i64 %966, 784
+  %968 = mul nsw i64 %conv1_weight_grad.c102271, 784
+  %969 = add nsw i64 %967, %968
+  %970 = add nsw i64 %conv1_weight_grad.oy106277, %conv1_weight_grad.ky103272
+  %971 = mul nsw i64 %970, 28
+  %972 = add nsw i64 %969, %971
+  %973 = add nsw i64 %conv1_weight_grad.ox107278, 1
+  %974 = add nsw i64 %972, %973
+  %images279 = getelementptr inbounds float, ptr %images, i64 %974
+  %975 = load float, ptr %images279, align 4
+  %976 = mul nsw i64 %conv1_weight_grad.c102271, 3
+  %977 = add nsw i64 %976, %conv1_weight_grad.ky103272
+  %978 = mul nsw i64 %977, 3
+  %979 = add nsw i64 %978, 1
+  %980 = mul nsw i64 %979, 43264
+  %981 = mul nsw i64 %conv1_weight_grad.j101270, 676
+  %982 = add nsw i64 %980, %981
+  %983 = mul nsw i64 %conv1_weight_grad.oy106277, 26
+  %984 = add nsw i64 %982, %983
+  %985 = add nsw i64 %984, %conv1_weight_grad.ox107278
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %985
+  store float %975, ptr %arena280, align 4
+  %ox107.next = add nsw i64 %conv1_weight_grad.ox107278, 1
+  %986 = icmp slt i64 %ox107.next, 26
+  br i1 %986, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
+
+conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
+  %oy106.next = add nsw i64 %conv1_weight_grad.oy106277, 1
+  %987 = icmp slt i64 %oy106.next, 26
+  br i1 %987, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
+
+conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy106.end
+  %conv1_weight_grad.oy108281 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.ox109.end ]
+  br label %conv1_weight_grad.ox109
+
+conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.ox109.end
+  %ky103.next = add nsw i64 %conv1_weight_grad.ky103272, 1
+  %988 = icmp slt i64 %ky103.next, 3
+  br i1 %988, label %conv1_weight_grad.ky103, label %conv1_weight_grad.ky103.end
+
+conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.oy108
+  %conv1_weight_grad.ox109282 = phi i64 [ 0, %conv1_weight_grad.oy108 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
+  %989 = mul nsw i64 %conv1_weight_grad.g100269, 64
+  %990 = add nsw i64 %989, %conv1_weight_grad.j101270
+  %991 = mul nsw i64 %990, 784
+  %992 = mul nsw i64 %conv1_weight_grad.c102271, 784
+  %993 = add nsw i64 %991, %992
+  %994 = add nsw i64 %conv1_weight_grad.oy108281, %conv1_weight_grad.ky103272
+  %995 = mul nsw i64 %994, 28
+  %996 = add nsw i64 %993, %995
+  %997 = add nsw i64 %conv1_weight_grad.ox109282, 2
+  %998 = add nsw i64 %996, %997
+  %images283 = getelementptr inbounds float, ptr %images, i64 %998
+  %999 = load float, ptr %images283, align 4
+  %1000 = mul nsw i64 %conv1_weight_grad.c102271, 3
+  %1001 = add nsw i64 %1000, %conv1_weight_grad.ky103272
+  %1002 = mul nsw i64 %1001, 3
+  %1003 = add nsw i64 %1002, 2
+  %1004 = mul nsw i64 %1003, 43264
+  %1005 = mul nsw i64 %conv1_weight_grad.j101270, 676
+  %1006 = add nsw i64 %1004, %1005
+  %1007 = mul nsw i64 %conv1_weight_grad.oy108281, 26
+  %1008 = add nsw i64 %1006, %1007
+  %1009 = add nsw i64 %1008, %conv1_weight_grad.ox109282
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 %1009
+  store float %999, ptr %arena284, align 4
+  %ox109.next = add nsw i64 %conv1_weight_grad.ox109282, 1
+  %1010 = icmp slt i64 %ox109.next, 26
+  br i1 %1010, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
+
+conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
+  %oy108.next = add nsw i64 %conv1_weight_grad.oy108281, 1
+  %1011 = icmp slt i64 %oy108.next, 26
+  br i1 %1011, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
+
+conv1_weight_grad.j110:                           ; preds = %conv1_weight_grad.f111.end, %conv1_weight_grad.j101.end
+  %conv1_weight_grad.j110285 = phi i64 [ 0, %conv1_weight_grad.j101.end ], [ %j110.next, %conv1_weight_grad.f111.end ]
+  br label %conv1_weight_grad.f111
+
+conv1_weight_grad.j110.end:                       ; preds = %conv1_weight_grad.f111.end
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 389376
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads292 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena290, i32 43264, ptr %arena291, i32 43264, float 1.000000e+00, ptr %grads292, i32 9)
+  %g100.next = add nsw i64 %conv1_weight_grad.g100269, 1
+  %1012 = icmp slt i64 %g100.next, 1
+  br i1 %1012, label %conv1_weight_grad.g100, label %conv1_weight_grad.g100.end
+
+conv1_weight_grad.f111:                           ; preds = %conv1_weight_grad.i112.end, %conv1_weight_grad.j110
+  %conv1_weight_grad.f111286 = phi i64 [ 0, %conv1_weight_grad.j110 ], [ %f111.next, %conv1_weight_grad.i112.end ]
+  br label %conv1_weight_grad.i112
+
+conv1_weight_grad.f111.end:                       ; preds = %conv1_weight_grad.i112.end
+  %j110.next = add nsw i64 %conv1_weight_grad.j110285, 1
+  %1013 = icmp slt i64 %j110.next, 64
+  br i1 %1013, label %conv1_weight_grad.j110, label %conv1_weight_grad.j110.end
+
+conv1_weight_grad.i112:                           ; preds = %conv1_weight_grad.i112, %conv1_weight_grad.f111
+  %conv1_weight_grad.i112287 = phi i64 [ 0, %conv1_weight_grad.f111 ], [ %i112.next, %conv1_weight_grad.i112 ]
+  %1014 = mul nsw i64 %conv1_weight_grad.g100269, 64
+  %1015 = add nsw i64 %1014, %conv1_weight_grad.j110285
+  %1016 = mul nsw i64 %1015, 21632
+  %1017 = add nsw i64 3171600, %1016
+  %1018 = mul nsw i64 %conv1_weight_grad.f111286, 676
+  %1019 = add nsw i64 %1017, %1018
+  %1020 = add nsw i64 %1019, %conv1_weight_grad.i112287
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1020
+  %1021 = load float, ptr %arena288, align 4
+  %1022 = mul nsw i64 %conv1_weight_grad.f111286, 43264
+  %1023 = add nsw i64 389376, %1022
+  %1024 = mul nsw i64 %conv1_weight_grad.j110285, 676
+  %1025 = add nsw i64 %1023, %1024
+  %1026 = add nsw i64 %1025, %conv1_weight_grad.i112287
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %1026
+  store float %1021, ptr %arena289, align 4
+  %i112.next = add nsw i64 %conv1_weight_grad.i112287, 1
+  %1027 = icmp slt i64 %i112.next, 676
+  br i1 %1027, label %conv1_weight_grad.i112, label %conv1_weight_grad.i112.end
+
+conv1_weight_grad.i112.end:                       ; preds = %conv1_weight_grad.i112
+  %f111.next = add nsw i64 %conv1_weight_grad.f111286, 1
+  %1028 = icmp slt i64 %f111.next, 32
+  br i1 %1028, label %conv1_weight_grad.f111, label %conv1_weight_grad.f111.end
+
+conv1_bias_grad.f113:                             ; preds = %conv1_bias_grad.img115.end, %conv1_weight_grad.g100.end
+  %conv1_bias_grad.f113293 = phi i64 [ 0, %conv1_weight_grad.g100.end ], [ %f113.next, %conv1_bias_grad.img115.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc114, align 4
+  br label %conv1_bias_grad.img115
+
+conv1_bias_grad.f113.end:                         ; preds = %conv1_bias_grad.img115.end
+  %1029 = sitofp i64 %step to float
+  %1030 = fmul float %1029, 0xBFBAF8E8A0000000
+  %1031 = call float @llvm.exp.f32(float %1030)
+  %1032 = fsub float 1.000000e+00, %1031
+  %1033 = fdiv float %lr, %1032
+  store float %1033, ptr %adam.step_size117, align 4
+  %1034 = sitofp i64 %step to float
+  %1035 = fmul float %1034, 0xBF50645940000000
+  %1036 = call float @llvm.exp.f32(float %1035)
+  %1037 = fsub float 1.000000e+00, %1036
+  %1038 = call float @llvm.sqrt.f32(float %1037)
+  store float %1038, ptr %adam.bc2_sqrt118, align 4
+  br label %adam.i119
+
+conv1_bias_grad.img115:                           ; preds = %conv1_bias_grad.i116.end, %conv1_bias_grad.f113
+  %conv1_bias_grad.img115294 = phi i64 [ 0, %conv1_bias_grad.f113 ], [ %img115.next, %conv1_bias_grad.i116.end ]
+  br label %conv1_bias_grad.i116
+
+conv1_bias_grad.img115.end:                       ; preds = %conv1_bias_grad.i116.end
+  %acc114297 = load float, ptr %conv1_bias_grad.acc114, align 4
+  %1039 = add nsw i64 288, %conv1_bias_grad.f113293
+  %grads298 = getelementptr inbounds float, ptr %grads, i64 %1039
+  store float %acc114297, ptr %grads298, align 4
+  %f113.next = add nsw i64 %conv1_bias_grad.f113293, 1
+  %1040 = icmp slt i64 %f113.next, 32
+  br i1 %1040, label %conv1_bias_grad.f113, label %conv1_bias_grad.f113.end
+
+conv1_bias_grad.i116:                             ; preds = %conv1_bias_grad.i116, %conv1_bias_grad.img115
+  %conv1_bias_grad.i116295 = phi i64 [ 0, %conv1_bias_grad.img115 ], [ %i116.next, %conv1_bias_grad.i116 ]
+  %acc114 = load float, ptr %conv1_bias_grad.acc114, align 4
+  %1041 = mul nsw i64 %conv1_bias_grad.img115294, 21632
+  %1042 = add nsw i64 3171600, %1041
+  %1043 = mul nsw i64 %conv1_bias_grad.f113293, 676
+  %1044 = add nsw i64 %1042, %1043
+  %1045 = add nsw i64 %1044, %conv1_bias_grad.i116295
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1045
+  %1046 = load float, ptr %arena296, align 4
+  %1047 = fadd float %acc114, %1046
+  store float %1047, ptr %conv1_bias_grad.acc114, align 4
+  %i116.next = add nsw i64 %conv1_bias_grad.i116295, 1
+  %1048 = icmp slt i64 %i116.next, 676
+  br i1 %1048, label %conv1_bias_grad.i116, label %conv1_bias_grad.i116.end
+
+conv1_bias_grad.i116.end:                         ; preds = %conv1_bias_grad.i116
+  %img115.next = add nsw i64 %conv1_bias_grad.img115294, 1
+  %1049 = icmp slt i64 %img115.next, 64
+  br i1 %1049, label %conv1_bias_grad.img115, label %conv1_bias_grad.img115.end
+
+adam.i119:                                        ; preds = %adam.i119, %conv1_bias_grad.f113.end
+  %adam.i119299 = phi i64 [ 0, %conv1_bias_grad.f113.end ], [ %i119.next, %adam.i119 ]
+  %grads300 = getelementptr inbounds float, ptr %grads, i64 %adam.i119299
+  %1050 = load float, ptr %grads300, align 4
+  %params301 = getelementptr inbounds float, ptr %params, i64 %adam.i119299
+  %1051 = load float, ptr %params301, align 4
+  %1052 = fmul float 0.000000e+00, %1051
+  %1053 = fadd float %1050, %1052
+  store float %1053, ptr %adam.g, align 4
+  %m302 = getelementptr inbounds float, ptr %m, i64 %adam.i119299
+  %1054 = load float, ptr %m302, align 4
+  %1055 = fmul float 0x3FECCCCCC0000000, %1054
+  %g = load float, ptr %adam.g, align 4
+  %1056 = fmul float 0x3FB9999A00000000, %g
+  %1057 = fadd float %1055, %1056
+  store float %1057, ptr %adam.m_new, align 4
+  %v303 = getelementptr inbounds float, ptr %v, i64 %adam.i119299
+  %1058 = load float, ptr %v303, align 4
+  %1059 = fmul float 0x3FEFF7CEE0000000, %1058
+  %g304 = load float, ptr %adam.g, align 4
+  %1060 = fmul float 0x3F50624000000000, %g304
+  %g305 = load float, ptr %adam.g, align 4
+  %1061 = fmul float %1060, %g305
+  %1062 = fadd float %1059, %1061
+  store float %1062, ptr %adam.v_new, align 4
+  %m_new = load float, ptr %adam.m_new, align 4
+  %m306 = getelementptr inbounds float, ptr %m, i64 %adam.i119299
+  store float %m_new, ptr %m306, align 4
+  %v_new = load float, ptr %adam.v_new, align 4
+  %v307 = getelementptr inbounds float, ptr %v, i64 %adam.i119299
+  store float %v_new, ptr %v307, align 4
+  %params308 = getelementptr inbounds float, ptr %params, i64 %adam.i119299
+  %1063 = load float, ptr %params308, align 4
+  %step_size117 = load float, ptr %adam.step_size117, align 4
+  %m_new309 = load float, ptr %adam.m_new, align 4
+  %1064 = fmul float %step_size117, %m_new309
+  %v_new310 = load float, ptr %adam.v_new, align 4
+  %1065 = call float @llvm.sqrt.f32(float %v_new310)
+  %bc2_sqrt118 = load float, ptr %adam.bc2_sqrt118, align 4
+  %1066 = fdiv float %1065, %bc2_sqrt118
+  %1067 = fadd float %1066, 0x3E45798EE0000000
+  %1068 = fdiv float %1064, %1067
+  %1069 = fsub float %1063, %1068
+  %params311 = getelementptr inbounds float, ptr %params, i64 %adam.i119299
+  store float %1069, ptr %params311, align 4
+  %i119.next = add nsw i64 %adam.i119299, 1
+  %1070 = icmp slt i64 %i119.next, 1199882
+  br i1 %1070, label %adam.i119, label %adam.i119.end
+
+adam.i119.end:                                    ; preds = %adam.i119
+  ret void
+}
+
+declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.exp.f32(float) #0
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.log.f32(float) #0
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare float @llvm.sqrt.f32(float) #0
+
+define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
+entry:
+  %probs.s36 = alloca float, align 4
+  %probs.m35 = alloca float, align 4
+  %conv2.bi29 = alloca float, align 4
+  %conv2.best28 = alloca float, align 4
+  br label %conv1.g1
+
+conv1.g1:                                         ; preds = %conv1.j11.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+  br label %conv1.j2
+
+conv1.g1.end:                                     ; preds = %conv1.j11.end
+  br label %conv2.g14
+
+conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
+  %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
+  br label %conv1.c3
+
+conv1.j2.end:                                     ; preds = %conv1.c3.end
+  %params17 = getelementptr inbounds float, ptr %params, i64 0
+  %arena18 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 43264, i32 9, float 1.000000e+00, ptr %params17, i32 9, ptr %arena18, i32 43264, float 0.000000e+00, ptr %arena19, i32 43264)
+  br label %conv1.j11
+
+conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
+  %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
+  br label %conv1.ky4
+
+conv1.c3.end:                                     ; preds = %conv1.ky4.end
+  %j2.next = add nsw i64 %conv1.j22, 1
+  %0 = icmp slt i64 %j2.next, 64
+  br i1 %0, label %conv1.j2, label %conv1.j2.end
+
+conv1.ky4:                                        ; preds = %conv1.oy9.end, %conv1.c3
+  %conv1.ky44 = phi i64 [ 0, %conv1.c3 ], [ %ky4.next, %conv1.oy9.end ]
+  br label %conv1.oy5
+
+conv1.ky4.end:                                    ; preds = %conv1.oy9.end
+  %c3.next = add nsw i64 %conv1.c33, 1
+  %1 = icmp slt i64 %c3.next, 1
+  br i1 %1, label %conv1.c3, label %conv1.c3.end
+
+conv1.oy5:                                        ; preds = %conv1.ox6.end, %conv1.ky4
+  %conv1.oy55 = phi i64 [ 0, %conv1.ky4 ], [ %oy5.next, %conv1.ox6.end ]
+  br label %conv1.ox6
+
+conv1.oy5.end:                                    ; preds = %conv1.ox6.end
+  br label %conv1.oy7
+
+conv1.ox6:                                        ; preds = %conv1.ox6, %conv1.oy5
+  %conv1.ox66 = phi i64 [ 0, %conv1.oy5 ], [ %ox6.next, %conv1.ox6 ]
+  %2 = mul nsw i64 %conv1.g11, 64
+  %3 = add nsw i64 %2, %conv1.j22
+  %4 = mul nsw i64 %3, 784
+  %5 = mul nsw i64 %conv1.c33, 784
+  %6 = add nsw i64 %4, %5
+  %7 = add nsw i64 %conv1.oy55, %conv1.ky44
+  %8 = mul nsw i64 %7, 28
+  %9 = add nsw i64 %6, %8
+  %10 = add nsw i64 %9, %conv1.ox66
+  %images7 = getelementptr inbounds float, ptr %images, i64 %10
+  %11 = load float, ptr %images7, align 4
+  %12 = mul nsw i64 %conv1.c33, 3
+  %13 = add nsw i64 %12, %conv1.ky44
+  %14 = mul nsw i64 %13, 3
+  %15 = mul nsw i64 %14, 43264
+  %16 = add nsw i64 1384448, %15
+  %17 = mul nsw i64 %conv1.j22, 676
+  %18 = add nsw i64 %16, %17
+  %19 = mul nsw i64 %conv1.oy55, 26
+  %20 = add nsw i64 %18, %19
+  %21 = add nsw i64 %20, %conv1.ox66
+  %arena8 = getelementptr inbounds float, ptr %arena, i64 %21
+  store float %11, ptr %arena8, align 4
+  %ox6.next = add nsw i64 %conv1.ox66, 1
+  %22 = icmp slt i64 %ox6.next, 26
+  br i1 %22, label %conv1.ox6, label %conv1.ox6.end
+
+conv1.ox6.end:                                    ; preds = %conv1.ox6
+  %oy5.next = add nsw i64 %conv1.oy55, 1
+  %23 = icmp slt i64 %oy5.next, 26
+  br i1 %23, label %conv1.oy5, label %conv1.oy5.end
+
+conv1.oy7:                                        ; preds = %conv1.ox8.end, %conv1.oy5.end
+  %conv1.oy79 = phi i64 [ 0, %conv1.oy5.end ], [ %oy7.next, %conv1.ox8.end ]
+  br label %conv1.ox8
+
+conv1.oy7.end:                                    ; preds = %conv1.ox8.end
+  br label %conv1.oy9
+
+conv1.ox8:                                        ; preds = %conv1.ox8, %conv1.oy7
+  %conv1.ox810 = phi i64 [ 0, %conv1.oy7 ], [ %ox8.next, %conv1.ox8 ]
+  %24 = mul nsw i64 %conv1.g11, 64
+  %25 = add nsw i64 %24, %conv1.j22
+  %26 = mul nsw i64 %25, 784
+  %27 = mul nsw i64 %conv1.c33, 784
+  %28 = add nsw i64 %26, %27
+  %29 = add nsw i64 %conv1.oy79, %conv1.ky44
+  %30 = mul nsw i64 %29, 28
+  %31 = add nsw i64 %28, %30
+  %32 = add nsw i64 %conv1.ox810, 1
+  %33 = add nsw i64 %31, %32
+  %images11 = getelementptr inbounds float, ptr %images, i64 %33
+  %34 = load float, ptr %images11, align 4
+  %35 = mul nsw i64 %conv1.c33, 3
+  %36 = add nsw i64 %35, %conv1.ky44
+  %37 = mul nsw i64 %36, 3
+  %38 = add nsw i64 %37, 1
+  %39 = mul nsw i64 %38, 43264
+  %40 = add nsw i64 1384448, %39
+  %41 = mul nsw i64 %conv1.j22, 676
+  %42 = add nsw i64 %40, %41
+  %43 = mul nsw i64 %conv1.oy79, 26
+  %44 = add nsw i64 %42, %43
+  %45 = add nsw i64 %44, %conv1.ox810
+  %arena12 = getelementptr inbounds float, ptr %arena, i64 %45
+  store float %34, ptr %arena12, align 4
+  %ox8.next = add nsw i64 %conv1.ox810, 1
+  %46 = icmp slt i64 %ox8.next, 26
+  br i1 %46, label %conv1.ox8, label %conv1.ox8.end
+
+conv1.ox8.end:                                    ; preds = %conv1.ox8
+  %oy7.next = add nsw i64 %conv1.oy79, 1
+  %47 = icmp slt i64 %oy7.next, 26
+  br i1 %47, label %conv1.oy7, label %conv1.oy7.end
+
+conv1.oy9:                                        ; preds = %conv1.ox10.end, %conv1.oy7.end
+  %conv1.oy913 = phi i64 [ 0, %conv1.oy7.end ], [ %oy9.next, %conv1.ox10.end ]
+  br label %conv1.ox10
+
+conv1.oy9.end:                                    ; preds = %conv1.ox10.end
+  %ky4.next = add nsw i64 %conv1.ky44, 1
+  %48 = icmp slt i64 %ky4.next, 3
+  br i1 %48, label %conv1.ky4, label %conv1.ky4.end
+
+conv1.ox10:                                       ; preds = %conv1.ox10, %conv1.oy9
+  %conv1.ox1014 = phi i64 [ 0, %conv1.oy9 ], [ %ox10.next, %conv1.ox10 ]
+  %49 = mul nsw i64 %conv1.g11, 64
+  %50 = add nsw i64 %49, %conv1.j22
+  %51 = mul nsw i64 %50, 784
+  %52 = mul nsw i64 %conv1.c33, 784
+  %53 = add nsw i64 %51, %52
+  %54 = add nsw i64 %conv1.oy913, %conv1.ky44
+  %55 = mul nsw i64 %54, 28
+  %56 = add nsw i64 %53, %55
+  %57 = add nsw i64 %conv1.ox1014, 2
+  %58 = add nsw i64 %56, %57
+  %images15 = getelementptr inbounds float, ptr %images, i64 %58
+  %59 = load float, ptr %images15, align 4
+  %60 = mul nsw i64 %conv1.c33, 3
+  %61 = add nsw i64 %60, %conv1.ky44
+  %62 = mul nsw i64 %61, 3
+  %63 = add nsw i64 %62, 2
+  %64 = mul nsw i64 %63, 43264
+  %65 = add nsw i64 1384448, %64
+  %66 = mul nsw i64 %conv1.j22, 676
+  %67 = add nsw i64 %65, %66
+  %68 = mul nsw i64 %conv1.oy913, 26
+  %69 = add nsw i64 %67, %68
+  %70 = add nsw i64 %69, %conv1.ox1014
+  %arena16 = getelementptr inbounds float, ptr %arena, i64 %70
+  store float %59, ptr %arena16, align 4
+  %ox10.next = add nsw i64 %conv1.ox1014, 1
+  %71 = icmp slt i64 %ox10.next, 26
+  br i1 %71, label %conv1.ox10, label %conv1.ox10.end
+
+conv1.ox10.end:                                   ; preds = %conv1.ox10
+  %oy9.next = add nsw i64 %conv1.oy913, 1
+  %72 = icmp slt i64 %oy9.next, 26
+  br i1 %72, label %conv1.oy9, label %conv1.oy9.end
+
+conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
+  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
+  br label %conv1.f12
+
+conv1.j11.end:                                    ; preds = %conv1.f12.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %73 = icmp slt i64 %g1.next, 1
+  br i1 %73, label %conv1.g1, label %conv1.g1.end
+
+conv1.f12:                                        ; preds = %conv1.i13.end, %conv1.j11
+  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.i13.end ]
+  br label %conv1.i13
+
+conv1.f12.end:                                    ; preds = %conv1.i13.end
+  %j11.next = add nsw i64 %conv1.j1120, 1
+  %74 = icmp slt i64 %j11.next, 64
+  br i1 %74, label %conv1.j11, label %conv1.j11.end
+
+conv1.i13:                                        ; preds = %conv1.i13, %conv1.f12
+  %conv1.i1322 = phi i64 [ 0, %conv1.f12 ], [ %i13.next, %conv1.i13 ]
+  %75 = mul nsw i64 %conv1.f1221, 43264
+  %76 = add nsw i64 1773824, %75
+  %77 = mul nsw i64 %conv1.j1120, 676
+  %78 = add nsw i64 %76, %77
+  %79 = add nsw i64 %78, %conv1.i1322
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
+  %80 = load float, ptr %arena23, align 4
+  %81 = add nsw i64 288, %conv1.f1221
+  %params24 = getelementptr inbounds float, ptr %params, i64 %81
+  %82 = load float, ptr %params24, align 4
+  %83 = fadd float %80, %82
+  %84 = fcmp ogt float %83, 0.000000e+00
+  %85 = mul nsw i64 %conv1.f1221, 43264
+  %86 = add nsw i64 1773824, %85
+  %87 = mul nsw i64 %conv1.j1120, 676
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, %conv1.i1322
+  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load float, ptr %arena25, align 4
+  %91 = add nsw i64 288, %conv1.f1221
+  %params26 = getelementptr inbounds float, ptr %params, i64 %91
+  %92 = load float, ptr %params26, align 4
+  %93 = fadd float %90, %92
+  %94 = select i1 %84, float %93, float 0.000000e+00
+  %95 = mul nsw i64 %conv1.g11, 64
+  %96 = add nsw i64 %95, %conv1.j1120
+  %97 = mul nsw i64 %96, 21632
+  %98 = mul nsw i64 %conv1.f1221, 676
+  %99 = add nsw i64 %97, %98
+  %100 = add nsw i64 %99, %conv1.i1322
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
+  store float %94, ptr %arena27, align 4
+  %i13.next = add nsw i64 %conv1.i1322, 1
+  %101 = icmp slt i64 %i13.next, 676
+  br i1 %101, label %conv1.i13, label %conv1.i13.end
+
+conv1.i13.end:                                    ; preds = %conv1.i13
+  %f12.next = add nsw i64 %conv1.f1221, 1
+  %102 = icmp slt i64 %f12.next, 32
+  br i1 %102, label %conv1.f12, label %conv1.f12.end
+
+conv2.g14:                                        ; preds = %conv2.j24.end, %conv1.g1.end
+  %conv2.g1428 = phi i64 [ 0, %conv1.g1.end ], [ %g14.next, %conv2.j24.end ]
+  br label %conv2.j15
+
+conv2.g14.end:                                    ; preds = %conv2.j24.end
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %params97 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena96, i32 9216, ptr %params97, i32 9216, float 0.000000e+00, ptr %arena98, i32 128)
+  br label %fc1.n30
+
+conv2.j15:                                        ; preds = %conv2.c16.end, %conv2.g14
+  %conv2.j1529 = phi i64 [ 0, %conv2.g14 ], [ %j15.next, %conv2.c16.end ]
+  br label %conv2.c16
+
+conv2.j15.end:                                    ; preds = %conv2.c16.end
+  %params44 = getelementptr inbounds float, ptr %params, i64 320
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 36864, i32 288, float 1.000000e+00, ptr %params44, i32 288, ptr %arena45, i32 36864, float 0.000000e+00, ptr %arena46, i32 36864)
+  br label %conv2.j24
+
+conv2.c16:                                        ; preds = %conv2.ky17.end, %conv2.j15
+  %conv2.c1630 = phi i64 [ 0, %conv2.j15 ], [ %c16.next, %conv2.ky17.end ]
+  br label %conv2.ky17
+
+conv2.c16.end:                                    ; preds = %conv2.ky17.end
+  %j15.next = add nsw i64 %conv2.j1529, 1
+  %103 = icmp slt i64 %j15.next, 64
+  br i1 %103, label %conv2.j15, label %conv2.j15.end
+
+conv2.ky17:                                       ; preds = %conv2.oy22.end, %conv2.c16
+  %conv2.ky1731 = phi i64 [ 0, %conv2.c16 ], [ %ky17.next, %conv2.oy22.end ]
+  br label %conv2.oy18
+
+conv2.ky17.end:                                   ; preds = %conv2.oy22.end
+  %c16.next = add nsw i64 %conv2.c1630, 1
+  %104 = icmp slt i64 %c16.next, 32
+  br i1 %104, label %conv2.c16, label %conv2.c16.end
+
+conv2.oy18:                                       ; preds = %conv2.ox19.end, %conv2.ky17
+  %conv2.oy1832 = phi i64 [ 0, %conv2.ky17 ], [ %oy18.next, %conv2.ox19.end ]
+  br label %conv2.ox19
+
+conv2.oy18.end:                                   ; preds = %conv2.ox19.end
+  br label %conv2.oy20
+
+conv2.ox19:                                       ; preds = %conv2.ox19, %conv2.oy18
+  %conv2.ox1933 = phi i64 [ 0, %conv2.oy18 ], [ %ox19.next, %conv2.ox19 ]
+  %105 = mul nsw i64 %conv2.g1428, 64
+  %106 = add nsw i64 %105, %conv2.j1529
+  %107 = mul nsw i64 %106, 21632
+  %108 = mul nsw i64 %conv2.c1630, 676
+  %109 = add nsw i64 %107, %108
+  %110 = add nsw i64 %conv2.oy1832, %conv2.ky1731
+  %111 = mul nsw i64 %110, 26
+  %112 = add nsw i64 %109, %111
+  %113 = add nsw i64 %112, %conv2.ox1933
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
+  %114 = load float, ptr %arena34, align 4
+  %115 = mul nsw i64 %conv2.c1630, 3
+  %116 = add nsw i64 %115, %conv2.ky1731
+  %117 = mul nsw i64 %116, 3
+  %118 = mul nsw i64 %117, 36864
+  %119 = add nsw i64 2564096, %118
+  %120 = mul nsw i64 %conv2.j1529, 576
+  %121 = add nsw i64 %119, %120
+  %122 = mul nsw i64 %conv2.oy1832, 24
+  %123 = add nsw i64 %121, %122
+  %124 = add nsw i64 %123, %conv2.ox1933
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
+  store float %114, ptr %arena35, align 4
+  %ox19.next = add nsw i64 %conv2.ox1933, 1
+  %125 = icmp slt i64 %ox19.next, 24
+  br i1 %125, label %conv2.ox19, label %conv2.ox19.end
+
+conv2.ox19.end:                                   ; preds = %conv2.ox19
+  %oy18.next = add nsw i64 %conv2.oy1832, 1
+  %126 = icmp slt i64 %oy18.next, 24
+  br i1 %126, label %conv2.oy18, label %conv2.oy18.end
+
+conv2.oy20:                                       ; preds = %conv2.ox21.end, %conv2.oy18.end
+  %conv2.oy2036 = phi i64 [ 0, %conv2.oy18.end ], [ %oy20.next, %conv2.ox21.end ]
+  br label %conv2.ox21
+
+conv2.oy20.end:                                   ; preds = %conv2.ox21.end
+  br label %conv2.oy22
+
+conv2.ox21:                                       ; preds = %conv2.ox21, %conv2.oy20
+  %conv2.ox2137 = phi i64 [ 0, %conv2.oy20 ], [ %ox21.next, %conv2.ox21 ]
+  %127 = mul nsw i64 %conv2.g1428, 64
+  %128 = add nsw i64 %127, %conv2.j1529
+  %129 = mul nsw i64 %128, 21632
+  %130 = mul nsw i64 %conv2.c1630, 676
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %conv2.oy2036, %conv2.ky1731
+  %133 = mul nsw i64 %132, 26
+  %134 = add nsw i64 %131, %133
+  %135 = add nsw i64 %conv2.ox2137, 1
+  %136 = add nsw i64 %134, %135
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena38, align 4
+  %138 = mul nsw i64 %conv2.c1630, 3
+  %139 = add nsw i64 %138, %conv2.ky1731
+  %140 = mul nsw i64 %139, 3
+  %141 = add nsw i64 %140, 1
+  %142 = mul nsw i64 %141, 36864
+  %143 = add nsw i64 2564096, %142
+  %144 = mul nsw i64 %conv2.j1529, 576
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv2.oy2036, 24
+  %147 = add nsw i64 %145, %146
+  %148 = add nsw i64 %147, %conv2.ox2137
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
+  store float %137, ptr %arena39, align 4
+  %ox21.next = add nsw i64 %conv2.ox2137, 1
+  %149 = icmp slt i64 %ox21.next, 24
+  br i1 %149, label %conv2.ox21, label %conv2.ox21.end
+
+conv2.ox21.end:                                   ; preds = %conv2.ox21
+  %oy20.next = add nsw i64 %conv2.oy2036, 1
+  %150 = icmp slt i64 %oy20.next, 24
+  br i1 %150, label %conv2.oy20, label %conv2.oy20.end
+
+conv2.oy22:                                       ; preds = %conv2.ox23.end, %conv2.oy20.end
+  %conv2.oy2240 = phi i64 [ 0, %conv2.oy20.end ], [ %oy22.next, %conv2.ox23.end ]
+  br label %conv2.ox23
+
+conv2.oy22.end:                                   ; preds = %conv2.ox23.end
+  %ky17.next = add nsw i64 %conv2.ky1731, 1
+  %151 = icmp slt i64 %ky17.next, 3
+  br i1 %151, label %conv2.ky17, label %conv2.ky17.end
+
+conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.oy22
+  %conv2.ox2341 = phi i64 [ 0, %conv2.oy22 ], [ %ox23.next, %conv2.ox23 ]
+  %152 = mul nsw i64 %conv2.g1428, 64
+  %153 = add nsw i64 %152, %conv2.j1529
+  %154 = mul nsw i64 %153, 21632
+  %155 = mul nsw i64 %conv2.c1630, 676
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 %conv2.oy2240, %conv2.ky1731
+  %158 = mul nsw i64 %157, 26
+  %159 = add nsw i64 %156, %158
+  %160 = add nsw i64 %conv2.ox2341, 2
+  %161 = add nsw i64 %159, %160
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
+  %162 = load float, ptr %arena42, align 4
+  %163 = mul nsw i64 %conv2.c1630, 3
+  %164 = add nsw i64 %163, %conv2.ky1731
+  %165 = mul nsw i64 %164, 3
+  %166 = add nsw i64 %165, 2
+  %167 = mul nsw i64 %166, 36864
+  %168 = add nsw i64 2564096, %167
+  %169 = mul nsw i64 %conv2.j1529, 576
+  %170 = add nsw i64 %168, %169
+  %171 = mul nsw i64 %conv2.oy2240, 24
+  %172 = add nsw i64 %170, %171
+  %173 = add nsw i64 %172, %conv2.ox2341
+  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
+  store float %162, ptr %arena43, align 4
+  %ox23.next = add nsw i64 %conv2.ox2341, 1
+  %174 = icmp slt i64 %ox23.next, 24
+  br i1 %174, label %conv2.ox23, label %conv2.ox23.end
+
+conv2.ox23.end:                                   ; preds = %conv2.ox23
+  %oy22.next = add nsw i64 %conv2.oy2240, 1
+  %175 = icmp slt i64 %oy22.next, 24
+  br i1 %175, label %conv2.oy22, label %conv2.oy22.end
+
+conv2.j24:                                        ; preds = %conv2.f25.end, %conv2.j15.end
+  %conv2.j2447 = phi i64 [ 0, %conv2.j15.end ], [ %j24.next, %conv2.f25.end ]
+  br label %conv2.f25
+
+conv2.j24.end:                                    ; preds = %conv2.f25.end
+  %g14.next = add nsw i64 %conv2.g1428, 1
+  %176 = icmp slt i64 %g14.next, 1
+  br i1 %176, label %conv2.g14, label %conv2.g14.end
+
+conv2.f25:                                        ; preds = %conv2.py26.end, %conv2.j24
+  %conv2.f2548 = phi i64 [ 0, %conv2.j24 ], [ %f25.next, %conv2.py26.end ]
+  br label %conv2.py26
+
+conv2.f25.end:                                    ; preds = %conv2.py26.end
+  %j24.next = add nsw i64 %conv2.j2447, 1
+  %177 = icmp slt i64 %j24.next, 64
+  br i1 %177, label %conv2.j24, label %conv2.j24.end
+
+conv2.py26:                                       ; preds = %conv2.px27.end, %conv2.f25
+  %conv2.py2649 = phi i64 [ 0, %conv2.f25 ], [ %py26.next, %conv2.px27.end ]
+  br label %conv2.px27
+
+conv2.py26.end:                                   ; preds = %conv2.px27.end
+  %f25.next = add nsw i64 %conv2.f2548, 1
+  %178 = icmp slt i64 %f25.next, 64
+  br i1 %178, label %conv2.f25, label %conv2.f25.end
+
+conv2.px27:                                       ; preds = %conv2.px27, %conv2.py26
+  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.px27 ]
+  %179 = mul nsw i64 %conv2.f2548, 36864
+  %180 = add nsw i64 13180928, %179
+  %181 = mul nsw i64 %conv2.j2447, 576
+  %182 = add nsw i64 %180, %181
+  %183 = mul nsw i64 %conv2.py2649, 48
+  %184 = mul nsw i64 %conv2.px2750, 2
+  %185 = add nsw i64 %183, %184
+  %186 = add nsw i64 %182, %185
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
+  %187 = load float, ptr %arena51, align 4
+  %188 = add nsw i64 18752, %conv2.f2548
+  %params52 = getelementptr inbounds float, ptr %params, i64 %188
+  %189 = load float, ptr %params52, align 4
+  %190 = fadd float %187, %189
+  store float %190, ptr %conv2.best28, align 4
+  %191 = mul nsw i64 %conv2.py2649, 48
+  %192 = mul nsw i64 %conv2.px2750, 2
+  %193 = add nsw i64 %191, %192
+  %194 = sitofp i64 %193 to float
+  store float %194, ptr %conv2.bi29, align 4
+  %195 = mul nsw i64 %conv2.f2548, 36864
+  %196 = add nsw i64 13180928, %195
+  %197 = mul nsw i64 %conv2.j2447, 576
+  %198 = add nsw i64 %196, %197
+  %199 = mul nsw i64 %conv2.py2649, 48
+  %200 = mul nsw i64 %conv2.px2750, 2
+  %201 = add nsw i64 %199, %200
+  %202 = add nsw i64 %198, %201
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %202
+  %203 = load float, ptr %arena53, align 4
+  %204 = add nsw i64 18752, %conv2.f2548
+  %params54 = getelementptr inbounds float, ptr %params, i64 %204
+  %205 = load float, ptr %params54, align 4
+  %206 = fadd float %203, %205
+  %best28 = load float, ptr %conv2.best28, align 4
+  %207 = fcmp ogt float %206, %best28
+  %208 = mul nsw i64 %conv2.py2649, 48
+  %209 = mul nsw i64 %conv2.px2750, 2
+  %210 = add nsw i64 %208, %209
+  %211 = sitofp i64 %210 to float
+  %bi29 = load float, ptr %conv2.bi29, align 4
+  %212 = select i1 %207, float %211, float %bi29
+  store float %212, ptr %conv2.bi29, align 4
+  %213 = mul nsw i64 %conv2.f2548, 36864
+  %214 = add nsw i64 13180928, %213
+  %215 = mul nsw i64 %conv2.j2447, 576
+  %216 = add nsw i64 %214, %215
+  %217 = mul nsw i64 %conv2.py2649, 48
+  %218 = mul nsw i64 %conv2.px2750, 2
+  %219 = add nsw i64 %217, %218
+  %220 = add nsw i64 %216, %219
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %220
+  %221 = load float, ptr %arena55, align 4
+  %222 = add nsw i64 18752, %conv2.f2548
+  %params56 = getelementptr inbounds float, ptr %params, i64 %222
+  %223 = load float, ptr %params56, align 4
+  %224 = fadd float %221, %223
+  %best2857 = load float, ptr %conv2.best28, align 4
+  %225 = fcmp ogt float %224, %best2857
+  %226 = mul nsw i64 %conv2.f2548, 36864
+  %227 = add nsw i64 13180928, %226
+  %228 = mul nsw i64 %conv2.j2447, 576
+  %229 = add nsw i64 %227, %228
+  %230 = mul nsw i64 %conv2.py2649, 48
+  %231 = mul nsw i64 %conv2.px2750, 2
+  %232 = add nsw i64 %230, %231
+  %233 = add nsw i64 %229, %232
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %233
+  %234 = load float, ptr %arena58, align 4
+  %235 = add nsw i64 18752, %conv2.f2548
+  %params59 = getelementptr inbounds float, ptr %params, i64 %235
+  %236 = load float, ptr %params59, align 4
+  %237 = fadd float %234, %236
+  %best2860 = load float, ptr %conv2.best28, align 4
+  %238 = select i1 %225, float %237, float %best2860
+  store float %238, ptr %conv2.best28, align 4
+  %239 = mul nsw i64 %conv2.f2548, 36864
+  %240 = add nsw i64 13180928, %239
+  %241 = mul nsw i64 %conv2.j2447, 576
+  %242 = add nsw i64 %240, %241
+  %243 = mul nsw i64 %conv2.py2649, 48
+  %244 = mul nsw i64 %conv2.px2750, 2
+  %245 = add nsw i64 %243, %244
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %242, %246
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load float, ptr %arena61, align 4
+  %249 = add nsw i64 18752, %conv2.f2548
+  %params62 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params62, align 4
+  %251 = fadd float %248, %250
+  %best2863 = load float, ptr %conv2.best28, align 4
+  %252 = fcmp ogt float %251, %best2863
+  %253 = mul nsw i64 %conv2.py2649, 48
+  %254 = mul nsw i64 %conv2.px2750, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 1
+  %257 = sitofp i64 %256 to float
+  %bi2964 = load float, ptr %conv2.bi29, align 4
+  %258 = select i1 %252, float %257, float %bi2964
+  store float %258, ptr %conv2.bi29, align 4
+  %259 = mul nsw i64 %conv2.f2548, 36864
+  %260 = add nsw i64 13180928, %259
+  %261 = mul nsw i64 %conv2.j2447, 576
+  %262 = add nsw i64 %260, %261
+  %263 = mul nsw i64 %conv2.py2649, 48
+  %264 = mul nsw i64 %conv2.px2750, 2
+  %265 = add nsw i64 %263, %264
+  %266 = add nsw i64 %265, 1
+  %267 = add nsw i64 %262, %266
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
+  %268 = load float, ptr %arena65, align 4
+  %269 = add nsw i64 18752, %conv2.f2548
+  %params66 = getelementptr inbounds float, ptr %params, i64 %269
+  %270 = load float, ptr %params66, align 4
+  %271 = fadd float %268, %270
+  %best2867 = load float, ptr %conv2.best28, align 4
+  %272 = fcmp ogt float %271, %best2867
+  %273 = mul nsw i64 %conv2.f2548, 36864
+  %274 = add nsw i64 13180928, %273
+  %275 = mul nsw i64 %conv2.j2447, 576
+  %276 = add nsw i64 %274, %275
+  %277 = mul nsw i64 %conv2.py2649, 48
+  %278 = mul nsw i64 %conv2.px2750, 2
+  %279 = add nsw i64 %277, %278
+  %280 = add nsw i64 %279, 1
+  %281 = add nsw i64 %276, %280
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %281
+  %282 = load float, ptr %arena68, align 4
+  %283 = add nsw i64 18752, %conv2.f2548
+  %params69 = getelementptr inbounds float, ptr %params, i64 %283
+  %284 = load float, ptr %params69, align 4
+  %285 = fadd float %282, %284
+  %best2870 = load float, ptr %conv2.best28, align 4
+  %286 = select i1 %272, float %285, float %best2870
+  store float %286, ptr %conv2.best28, align 4
+  %287 = mul nsw i64 %conv2.f2548, 36864
+  %288 = add nsw i64 13180928, %287
+  %289 = mul nsw i64 %conv2.j2447, 576
+  %290 = add nsw i64 %288, %289
+  %291 = mul nsw i64 %conv2.py2649, 48
+  %292 = mul nsw i64 %conv2.px2750, 2
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 %293, 24
+  %295 = add nsw i64 %290, %294
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
+  %296 = load float, ptr %arena71, align 4
+  %297 = add nsw i64 18752, %conv2.f2548
+  %params72 = getelementptr inbounds float, ptr %params, i64 %297
+  %298 = load float, ptr %params72, align 4
+  %299 = fadd float %296, %298
+  %best2873 = load float, ptr %conv2.best28, align 4
+  %300 = fcmp ogt float %299, %best2873
+  %301 = mul nsw i64 %conv2.py2649, 48
+  %302 = mul nsw i64 %conv2.px2750, 2
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %303, 24
+  %305 = sitofp i64 %304 to float
+  %bi2974 = load float, ptr %conv2.bi29, align 4
+  %306 = select i1 %300, float %305, float %bi2974
+  store float %306, ptr %conv2.bi29, align 4
+  %307 = mul nsw i64 %conv2.f2548, 36864
+  %308 = add nsw i64 13180928, %307
+  %309 = mul nsw i64 %conv2.j2447, 576
+  %310 = add nsw i64 %308, %309
+  %311 = mul nsw i64 %conv2.py2649, 48
+  %312 = mul nsw i64 %conv2.px2750, 2
+  %313 = add nsw i64 %311, %312
+  %314 = add nsw i64 %313, 24
+  %315 = add nsw i64 %310, %314
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %315
+  %316 = load float, ptr %arena75, align 4
+  %317 = add nsw i64 18752, %conv2.f2548
+  %params76 = getelementptr inbounds float, ptr %params, i64 %317
+  %318 = load float, ptr %params76, align 4
+  %319 = fadd float %316, %318
+  %best2877 = load float, ptr %conv2.best28, align 4
+  %320 = fcmp ogt float %319, %best2877
+  %321 = mul nsw i64 %conv2.f2548, 36864
+  %322 = add nsw i64 13180928, %321
+  %323 = mul nsw i64 %conv2.j2447, 576
+  %324 = add nsw i64 %322, %323
+  %325 = mul nsw i64 %conv2.py2649, 48
+  %326 = mul nsw i64 %conv2.px2750, 2
+  %327 = add nsw i64 %325, %326
+  %328 = add nsw i64 %327, 24
+  %329 = add nsw i64 %324, %328
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %329
+  %330 = load float, ptr %arena78, align 4
+  %331 = add nsw i64 18752, %conv2.f2548
+  %params79 = getelementptr inbounds float, ptr %params, i64 %331
+  %332 = load float, ptr %params79, align 4
+  %333 = fadd float %330, %332
+  %best2880 = load float, ptr %conv2.best28, align 4
+  %334 = select i1 %320, float %333, float %best2880
+  store float %334, ptr %conv2.best28, align 4
+  %335 = mul nsw i64 %conv2.f2548, 36864
+  %336 = add nsw i64 13180928, %335
+  %337 = mul nsw i64 %conv2.j2447, 576
+  %338 = add nsw i64 %336, %337
+  %339 = mul nsw i64 %conv2.py2649, 48
+  %340 = mul nsw i64 %conv2.px2750, 2
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, 24
+  %343 = add nsw i64 %342, 1
+  %344 = add nsw i64 %338, %343
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %344
+  %345 = load float, ptr %arena81, align 4
+  %346 = add nsw i64 18752, %conv2.f2548
+  %params82 = getelementptr inbounds float, ptr %params, i64 %346
+  %347 = load float, ptr %params82, align 4
+  %348 = fadd float %345, %347
+  %best2883 = load float, ptr %conv2.best28, align 4
+  %349 = fcmp ogt float %348, %best2883
+  %350 = mul nsw i64 %conv2.py2649, 48
+  %351 = mul nsw i64 %conv2.px2750, 2
+  %352 = add nsw i64 %350, %351
+  %353 = add nsw i64 %352, 24
+  %354 = add nsw i64 %353, 1
+  %355 = sitofp i64 %354 to float
+  %bi2984 = load float, ptr %conv2.bi29, align 4
+  %356 = select i1 %349, float %355, float %bi2984
+  store float %356, ptr %conv2.bi29, align 4
+  %357 = mul nsw i64 %conv2.f2548, 36864
+  %358 = add nsw i64 13180928, %357
+  %359 = mul nsw i64 %conv2.j2447, 576
+  %360 = add nsw i64 %358, %359
+  %361 = mul nsw i64 %conv2.py2649, 48
+  %362 = mul nsw i64 %conv2.px2750, 2
+  %363 = add nsw i64 %361, %362
+  %364 = add nsw i64 %363, 24
+  %365 = add nsw i64 %364, 1
+  %366 = add nsw i64 %360, %365
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load float, ptr %arena85, align 4
+  %368 = add nsw i64 18752, %conv2.f2548
+  %params86 = getelementptr inbounds float, ptr %params, i64 %368
+  %369 = load float, ptr %params86, align 4
+  %370 = fadd float %367, %369
+  %best2887 = load float, ptr %conv2.best28, align 4
+  %371 = fcmp ogt float %370, %best2887
+  %372 = mul nsw i64 %conv2.f2548, 36864
+  %373 = add nsw i64 13180928, %372
+  %374 = mul nsw i64 %conv2.j2447, 576
+  %375 = add nsw i64 %373, %374
+  %376 = mul nsw i64 %conv2.py2649, 48
+  %377 = mul nsw i64 %conv2.px2750, 2
+  %378 = add nsw i64 %376, %377
+  %379 = add nsw i64 %378, 24
+  %380 = add nsw i64 %379, 1
+  %381 = add nsw i64 %375, %380
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %381
+  %382 = load float, ptr %arena88, align 4
+  %383 = add nsw i64 18752, %conv2.f2548
+  %params89 = getelementptr inbounds float, ptr %params, i64 %383
+  %384 = load float, ptr %params89, align 4
+  %385 = fadd float %382, %384
+  %best2890 = load float, ptr %conv2.best28, align 4
+  %386 = select i1 %371, float %385, float %best2890
+  store float %386, ptr %conv2.best28, align 4
+  %best2891 = load float, ptr %conv2.best28, align 4
+  %387 = fcmp ogt float %best2891, 0.000000e+00
+  %best2892 = load float, ptr %conv2.best28, align 4
+  %388 = select i1 %387, float %best2892, float 0.000000e+00
+  %389 = mul nsw i64 %conv2.g1428, 64
+  %390 = add nsw i64 %389, %conv2.j2447
+  %391 = mul nsw i64 %390, 9216
+  %392 = mul nsw i64 %conv2.f2548, 144
+  %393 = add nsw i64 %391, %392
+  %394 = mul nsw i64 %conv2.py2649, 12
+  %395 = add nsw i64 %393, %394
+  %396 = add nsw i64 %395, %conv2.px2750
+  %397 = add nsw i64 1384448, %396
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %397
+  store float %388, ptr %arena93, align 4
+  %bi2994 = load float, ptr %conv2.bi29, align 4
+  %398 = mul nsw i64 %conv2.g1428, 64
+  %399 = add nsw i64 %398, %conv2.j2447
+  %400 = mul nsw i64 %399, 9216
+  %401 = mul nsw i64 %conv2.f2548, 144
+  %402 = add nsw i64 %400, %401
+  %403 = mul nsw i64 %conv2.py2649, 12
+  %404 = add nsw i64 %402, %403
+  %405 = add nsw i64 %404, %conv2.px2750
+  %406 = add nsw i64 1974272, %405
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %406
+  store float %bi2994, ptr %arena95, align 4
+  %px27.next = add nsw i64 %conv2.px2750, 1
+  %407 = icmp slt i64 %px27.next, 12
+  br i1 %407, label %conv2.px27, label %conv2.px27.end
+
+conv2.px27.end:                                   ; preds = %conv2.px27
+  %py26.next = add nsw i64 %conv2.py2649, 1
+  %408 = icmp slt i64 %py26.next, 12
+  br i1 %408, label %conv2.py26, label %conv2.py26.end
+
+fc1.n30:                                          ; preds = %fc1.u31.end, %conv2.g14.end
+  %fc1.n3099 = phi i64 [ 0, %conv2.g14.end ], [ %n30.next, %fc1.u31.end ]
+  br label %fc1.u31
+
+fc1.n30.end:                                      ; preds = %fc1.u31.end
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 0
+  %params107 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena106, i32 128, ptr %params107, i32 128, float 0.000000e+00, ptr %arena108, i32 10)
+  br label %fc2.n32
+
+fc1.u31:                                          ; preds = %fc1.u31, %fc1.n30
+  %fc1.u31100 = phi i64 [ 0, %fc1.n30 ], [ %u31.next, %fc1.u31 ]
+  %409 = mul nsw i64 %fc1.n3099, 128
+  %410 = add nsw i64 %409, %fc1.u31100
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %410
+  %411 = load float, ptr %arena101, align 4
+  %412 = add nsw i64 1198464, %fc1.u31100
+  %params102 = getelementptr inbounds float, ptr %params, i64 %412
+  %413 = load float, ptr %params102, align 4
+  %414 = fadd float %411, %413
+  %415 = fcmp ogt float %414, 0.000000e+00
+  %416 = mul nsw i64 %fc1.n3099, 128
+  %417 = add nsw i64 %416, %fc1.u31100
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %417
+  %418 = load float, ptr %arena103, align 4
+  %419 = add nsw i64 1198464, %fc1.u31100
+  %params104 = getelementptr inbounds float, ptr %params, i64 %419
+  %420 = load float, ptr %params104, align 4
+  %421 = fadd float %418, %420
+  %422 = select i1 %415, float %421, float 0.000000e+00
+  %423 = mul nsw i64 %fc1.n3099, 128
+  %424 = add nsw i64 %423, %fc1.u31100
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %424
+  store float %422, ptr %arena105, align 4
+  %u31.next = add nsw i64 %fc1.u31100, 1
+  %425 = icmp slt i64 %u31.next, 128
+  br i1 %425, label %fc1.u31, label %fc1.u31.end
+
+fc1.u31.end:                                      ; preds = %fc1.u31
+  %n30.next = add nsw i64 %fc1.n3099, 1
+  %426 = icmp slt i64 %n30.next, 64
+  br i1 %426, label %fc1.n30, label %fc1.n30.end
+
+fc2.n32:                                          ; preds = %fc2.u33.end, %fc1.n30.end
+  %fc2.n32109 = phi i64 [ 0, %fc1.n30.end ], [ %n32.next, %fc2.u33.end ]
+  br label %fc2.u33
+
+fc2.n32.end:                                      ; preds = %fc2.u33.end
+  br label %probs.n34
+
+fc2.u33:                                          ; preds = %fc2.u33, %fc2.n32
+  %fc2.u33110 = phi i64 [ 0, %fc2.n32 ], [ %u33.next, %fc2.u33 ]
+  %427 = mul nsw i64 %fc2.n32109, 10
+  %428 = add nsw i64 8192, %427
+  %429 = add nsw i64 %428, %fc2.u33110
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %429
+  %430 = load float, ptr %arena111, align 4
+  %431 = add nsw i64 1199872, %fc2.u33110
+  %params112 = getelementptr inbounds float, ptr %params, i64 %431
+  %432 = load float, ptr %params112, align 4
+  %433 = fadd float %430, %432
+  %434 = mul nsw i64 %fc2.n32109, 10
+  %435 = add nsw i64 8192, %434
+  %436 = add nsw i64 %435, %fc2.u33110
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %436
+  store float %433, ptr %arena113, align 4
+  %u33.next = add nsw i64 %fc2.u33110, 1
+  %437 = icmp slt i64 %u33.next, 10
+  br i1 %437, label %fc2.u33, label %fc2.u33.end
+
+fc2.u33.end:                                      ; preds = %fc2.u33
+  %n32.next = add nsw i64 %fc2.n32109, 1
+  %438 = icmp slt i64 %n32.next, 64
+  br i1 %438, label %fc2.n32, label %fc2.n32.end
+
+probs.n34:                                        ; preds = %probs.k39.end, %fc2.n32.end
+  %probs.n34114 = phi i64 [ 0, %fc2.n32.end ], [ %n34.next, %probs.k39.end ]
+  %439 = mul nsw i64 %probs.n34114, 10
+  %440 = add nsw i64 8192, %439
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %440
+  %441 = load float, ptr %arena115, align 4
+  store float %441, ptr %probs.m35, align 4
+  br label %probs.k37
+
+probs.n34.end:                                    ; preds = %probs.k39.end
+  ret void
+
+probs.k37:                                        ; preds = %probs.k37, %probs.n34
+  %probs.k37116 = phi i64 [ 0, %probs.n34 ], [ %k37.next, %probs.k37 ]
+  %m35 = load float, ptr %probs.m35, align 4
+  %442 = mul nsw i64 %probs.n34114, 10
+  %443 = add nsw i64 8192, %442
+  %444 = add nsw i64 %443, %probs.k37116
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %444
+  %445 = load float, ptr %arena117, align 4
+  %446 = fcmp ogt float %445, %m35
+  %447 = select i1 %446, float %445, float %m35
+  store float %447, ptr %probs.m35, align 4
+  %k37.next = add nsw i64 %probs.k37116, 1
+  %448 = icmp slt i64 %k37.next, 10
+  br i1 %448, label %probs.k37, label %probs.k37.end
+
+probs.k37.end:                                    ; preds = %probs.k37
+  store float 0.000000e+00, ptr %probs.s36, align 4
+  br label %probs.k38
+
+probs.k38:                                        ; preds = %probs.k38, %probs.k37.end
+  %probs.k38118 = phi i64 [ 0, %probs.k37.end ], [ %k38.next, %probs.k38 ]
+  %s36 = load float, ptr %probs.s36, align 4
+  %449 = mul nsw i64 %probs.n34114, 10
+  %450 = add nsw i64 8192, %449
+  %451 = add nsw i64 %450, %probs.k38118
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %451
+  %452 = load float, ptr %arena119, align 4
+  %m35120 = load float, ptr %probs.m35, align 4
+  %453 = fsub float %452, %m35120
+  %454 = call float @llvm.exp.f32(float %453)
+  %455 = fadd float %s36, %454
+  store float %455, ptr %probs.s36, align 4
+  %k38.next = add nsw i64 %probs.k38118, 1
+  %456 = icmp slt i64 %k38.next, 10
+  br i1 %456, label %probs.k38, label %probs.k38.end
+
+probs.k38.end:                                    ; preds = %probs.k38
+  br label %probs.k39
+
+probs.k39:                                        ; preds = %probs.k39, %probs.k38.end
+  %probs.k39121 = phi i64 [ 0, %probs.k38.end ], [ %k39.next, %probs.k39 ]
+  %457 = mul nsw i64 %probs.n34114, 10
+  %458 = add nsw i64 8192, %457
+  %459 = add nsw i64 %458, %probs.k39121
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %459
+  %460 = load float, ptr %arena122, align 4
+  %m35123 = load float, ptr %probs.m35, align 4
+  %461 = fsub float %460, %m35123
+  %462 = call float @llvm.exp.f32(float %461)
+  %s36124 = load float, ptr %probs.s36, align 4
+  %463 = fdiv float %462, %s36124
+  %464 = mul nsw i64 %probs.n34114, 10
+  %465 = add nsw i64 %464, %probs.k39121
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %465
+  store float %463, ptr %arena125, align 4
+  %k39.next = add nsw i64 %probs.k39121, 1
+  %466 = icmp slt i64 %k39.next, 10
+  br i1 %466, label %probs.k39, label %probs.k39.end
+
+probs.k39.end:                                    ; preds = %probs.k39
+  %n34.next = add nsw i64 %probs.n34114, 1
+  %467 = icmp slt i64 %n34.next, 64
+  br i1 %467, label %probs.n34, label %probs.n34.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

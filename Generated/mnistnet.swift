@@ -125,12 +125,14 @@ public func mnistnet_train_b64(
           for px27 in 0..<12 {
             var best28: Float = (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)])
             var bi29: Float = Float(((py26 &* 48) &+ (px27 &* 2)))
-            for ky30 in 0..<2 {
-              for kx31 in 0..<2 {
-                bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31)) : bi29)
-                best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) : best28)
-              }
-            }
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)]) > best28 ? Float(((py26 &* 48) &+ (px27 &* 2))) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)]) : best28)
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1))] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 1)) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1))] + params[(18752 &+ f25)]) : best28)
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24))] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 24)) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24))] + params[(18752 &+ f25)]) : best28)
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f25)]) : best28)
             arena[(1384448 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = (best28 > Float(0) ? best28 : Float(0))
             arena[(1974272 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = bi29
           }
@@ -139,199 +141,199 @@ public func mnistnet_train_b64(
     }
   }
   // drop1 = dropout(conv2)
-  for i32 in 0..<589824 {
-    arena[(2564096 &+ i32)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i32) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i32)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i30 in 0..<589824 {
+    arena[(2564096 &+ i30)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i30) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i30)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 2564096, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3153920, 128)
-  for n33 in 0..<64 {
-    do {  // SIMD16 over u34
-      var u34 = 0
-      while u34 &+ 16 <= 128 {
-        store16(arena, (3153920 &+ (n33 &* 128)) &+ u34, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n33 &* 128)) &+ u34) + load16(params, 1198464 &+ u34)), where: (load16(arena, (3153920 &+ (n33 &* 128)) &+ u34) + load16(params, 1198464 &+ u34)) .> SIMD16<Float>(repeating: Float(0))))
-        u34 &+= 16
+  for n31 in 0..<64 {
+    do {  // SIMD16 over u32
+      var u32 = 0
+      while u32 &+ 16 <= 128 {
+        store16(arena, (3153920 &+ (n31 &* 128)) &+ u32, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n31 &* 128)) &+ u32) + load16(params, 1198464 &+ u32)), where: (load16(arena, (3153920 &+ (n31 &* 128)) &+ u32) + load16(params, 1198464 &+ u32)) .> SIMD16<Float>(repeating: Float(0))))
+        u32 &+= 16
       }
-      while u34 < 128 {
-        arena[((3153920 &+ (n33 &* 128)) &+ u34)] = ((arena[((3153920 &+ (n33 &* 128)) &+ u34)] + params[(1198464 &+ u34)]) > Float(0) ? (arena[((3153920 &+ (n33 &* 128)) &+ u34)] + params[(1198464 &+ u34)]) : Float(0))
-        u34 &+= 1
+      while u32 < 128 {
+        arena[((3153920 &+ (n31 &* 128)) &+ u32)] = ((arena[((3153920 &+ (n31 &* 128)) &+ u32)] + params[(1198464 &+ u32)]) > Float(0) ? (arena[((3153920 &+ (n31 &* 128)) &+ u32)] + params[(1198464 &+ u32)]) : Float(0))
+        u32 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
-  for i35 in 0..<8192 {
-    arena[(3162112 &+ i35)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i35) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i35)] * Float(2)) : Float(0))
+  for i33 in 0..<8192 {
+    arena[(3162112 &+ i33)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i33) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i33)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n36 in 0..<64 {
-    do {  // SIMD16 over u37
-      var u37 = 0
-      while u37 < 10 {
-        arena[((3170304 &+ (n36 &* 10)) &+ u37)] = (arena[((3170304 &+ (n36 &* 10)) &+ u37)] + params[(1199872 &+ u37)])
-        u37 &+= 1
+  for n34 in 0..<64 {
+    do {  // SIMD16 over u35
+      var u35 = 0
+      while u35 < 10 {
+        arena[((3170304 &+ (n34 &* 10)) &+ u35)] = (arena[((3170304 &+ (n34 &* 10)) &+ u35)] + params[(1199872 &+ u35)])
+        u35 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n38 in 0..<64 {
-    var m39: Float = arena[(3170304 &+ (n38 &* 10))]
+  for n36 in 0..<64 {
+    var m37: Float = arena[(3170304 &+ (n36 &* 10))]
+    for k39 in 0..<10 {
+      m37 = { let x = m37, y = arena[((3170304 &+ (n36 &* 10)) &+ k39)]; return y > x ? y : x }()
+    }
+    var s38: Float = Float(0)
+    for k40 in 0..<10 {
+      s38 = (s38 + expf((arena[((3170304 &+ (n36 &* 10)) &+ k40)] - m37)))
+    }
     for k41 in 0..<10 {
-      m39 = { let x = m39, y = arena[((3170304 &+ (n38 &* 10)) &+ k41)]; return y > x ? y : x }()
-    }
-    var s40: Float = Float(0)
-    for k42 in 0..<10 {
-      s40 = (s40 + expf((arena[((3170304 &+ (n38 &* 10)) &+ k42)] - m39)))
-    }
-    for k43 in 0..<10 {
-      arena[((3170944 &+ (n38 &* 10)) &+ k43)] = (expf((arena[((3170304 &+ (n38 &* 10)) &+ k43)] - m39)) / s40)
+      arena[((3170944 &+ (n36 &* 10)) &+ k41)] = (expf((arena[((3170304 &+ (n36 &* 10)) &+ k41)] - m37)) / s38)
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total44: Float = Float(0)
-  for n45 in 0..<64 {
-    var m46: Float = arena[(3170304 &+ (n45 &* 10))]
-    for k48 in 0..<10 {
-      m46 = { let x = m46, y = arena[((3170304 &+ (n45 &* 10)) &+ k48)]; return y > x ? y : x }()
+  var total42: Float = Float(0)
+  for n43 in 0..<64 {
+    var m44: Float = arena[(3170304 &+ (n43 &* 10))]
+    for k46 in 0..<10 {
+      m44 = { let x = m44, y = arena[((3170304 &+ (n43 &* 10)) &+ k46)]; return y > x ? y : x }()
     }
-    var s47: Float = Float(0)
-    for k49 in 0..<10 {
-      s47 = (s47 + expf((arena[((3170304 &+ (n45 &* 10)) &+ k49)] - m46)))
+    var s45: Float = Float(0)
+    for k47 in 0..<10 {
+      s45 = (s45 + expf((arena[((3170304 &+ (n43 &* 10)) &+ k47)] - m44)))
     }
-    total44 = (total44 + ((m46 + logf(s47)) - arena[((3170304 &+ (n45 &* 10)) &+ Int(labels[n45]))]))
+    total42 = (total42 + ((m44 + logf(s45)) - arena[((3170304 &+ (n43 &* 10)) &+ Int(labels[n43]))]))
   }
-  arena[3171584] = (total44 / Float(64))
+  arena[3171584] = (total42 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n50 in 0..<64 {
-    var m51: Float = arena[(3170304 &+ (n50 &* 10))]
+  for n48 in 0..<64 {
+    var m49: Float = arena[(3170304 &+ (n48 &* 10))]
+    for k51 in 0..<10 {
+      m49 = { let x = m49, y = arena[((3170304 &+ (n48 &* 10)) &+ k51)]; return y > x ? y : x }()
+    }
+    var s50: Float = Float(0)
+    for k52 in 0..<10 {
+      s50 = (s50 + expf((arena[((3170304 &+ (n48 &* 10)) &+ k52)] - m49)))
+    }
     for k53 in 0..<10 {
-      m51 = { let x = m51, y = arena[((3170304 &+ (n50 &* 10)) &+ k53)]; return y > x ? y : x }()
-    }
-    var s52: Float = Float(0)
-    for k54 in 0..<10 {
-      s52 = (s52 + expf((arena[((3170304 &+ (n50 &* 10)) &+ k54)] - m51)))
-    }
-    for k55 in 0..<10 {
-      arena[((3171600 &+ (n50 &* 10)) &+ k55)] = ((k55 == Int(labels[n50]) ? ((expf((arena[((3170304 &+ (n50 &* 10)) &+ k55)] - m51)) / s52) - Float(1)) : (expf((arena[((3170304 &+ (n50 &* 10)) &+ k55)] - m51)) / s52)) / Float(64))
+      arena[((3171600 &+ (n48 &* 10)) &+ k53)] = ((k53 == Int(labels[n48]) ? ((expf((arena[((3170304 &+ (n48 &* 10)) &+ k53)] - m49)) / s50) - Float(1)) : (expf((arena[((3170304 &+ (n48 &* 10)) &+ k53)] - m49)) / s50)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u56 in 0..<10 {
-    var acc57: Float = Float(0)
-    for n58 in 0..<64 {
-      acc57 = (acc57 + arena[((3171600 &+ (n58 &* 10)) &+ u56)])
+  for u54 in 0..<10 {
+    var acc55: Float = Float(0)
+    for n56 in 0..<64 {
+      acc55 = (acc55 + arena[((3171600 &+ (n56 &* 10)) &+ u54)])
     }
-    grads[(1199872 &+ u56)] = acc57
+    grads[(1199872 &+ u54)] = acc55
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i59 in 0..<8192 {
-    arena[(3180432 &+ i59)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i59) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i59)] * Float(2)) : Float(0))
+  for i57 in 0..<8192 {
+    arena[(3180432 &+ i57)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i57) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i57)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i60
-    var i60 = 0
-    while i60 &+ 16 <= 8192 {
-      store16(arena, 3162112 &+ i60, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i60), where: load16(arena, 3153920 &+ i60) .> SIMD16<Float>(repeating: Float(0))))
-      i60 &+= 16
+  do {  // SIMD16 over i58
+    var i58 = 0
+    while i58 &+ 16 <= 8192 {
+      store16(arena, 3162112 &+ i58, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i58), where: load16(arena, 3153920 &+ i58) .> SIMD16<Float>(repeating: Float(0))))
+      i58 &+= 16
     }
-    while i60 < 8192 {
-      arena[(3162112 &+ i60)] = (arena[(3153920 &+ i60)] > Float(0) ? arena[(3180432 &+ i60)] : Float(0))
-      i60 &+= 1
+    while i58 < 8192 {
+      arena[(3162112 &+ i58)] = (arena[(3153920 &+ i58)] > Float(0) ? arena[(3180432 &+ i58)] : Float(0))
+      i58 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 9216, 64, 1, arena + 3162112, 128, arena + 2564096, 9216, Float(bitPattern: 0x0), grads + 18816, 9216)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u61 in 0..<128 {
-    var acc62: Float = Float(0)
-    for n63 in 0..<64 {
-      acc62 = (acc62 + arena[((3162112 &+ (n63 &* 128)) &+ u61)])
+  for u59 in 0..<128 {
+    var acc60: Float = Float(0)
+    for n61 in 0..<64 {
+      acc60 = (acc60 + arena[((3162112 &+ (n61 &* 128)) &+ u59)])
     }
-    grads[(1198464 &+ u61)] = acc62
+    grads[(1198464 &+ u59)] = acc60
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 9216, 128, 1, arena + 3162112, 128, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3171600, 9216)
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i64 in 0..<589824 {
-    arena[(3761424 &+ i64)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i64) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i64)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i62 in 0..<589824 {
+    arena[(3761424 &+ i62)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i62) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i62)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i65
-    var i65 = 0
-    while i65 &+ 16 <= 2359296 {
-      store16(arena, 4351248 &+ i65, SIMD16<Float>(repeating: Float(0)))
-      i65 &+= 16
+  do {  // SIMD16 over i63
+    var i63 = 0
+    while i63 &+ 16 <= 2359296 {
+      store16(arena, 4351248 &+ i63, SIMD16<Float>(repeating: Float(0)))
+      i63 &+= 16
     }
-    while i65 < 2359296 {
-      arena[(4351248 &+ i65)] = Float(0)
-      i65 &+= 1
+    while i63 < 2359296 {
+      arena[(4351248 &+ i63)] = Float(0)
+      i63 &+= 1
     }
   }
-  for q66 in 0..<4096 {
-    for i67 in 0..<144 {
-      if arena[(1384448 &+ ((q66 &* 144) &+ i67))] > Float(0) {
-        arena[((4351248 &+ (q66 &* 576)) &+ Int(arena[(1974272 &+ ((q66 &* 144) &+ i67))]))] += arena[(3761424 &+ ((q66 &* 144) &+ i67))]
+  for q64 in 0..<4096 {
+    for i65 in 0..<144 {
+      if arena[(1384448 &+ ((q64 &* 144) &+ i65))] > Float(0) {
+        arena[((4351248 &+ (q64 &* 576)) &+ Int(arena[(1974272 &+ ((q64 &* 144) &+ i65))]))] += arena[(3761424 &+ ((q64 &* 144) &+ i65))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i68
-    var i68 = 0
-    while i68 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i68, SIMD16<Float>(repeating: Float(0)))
-      i68 &+= 16
+  do {  // SIMD16 over i66
+    var i66 = 0
+    while i66 &+ 16 <= 18432 {
+      store16(grads, 320 &+ i66, SIMD16<Float>(repeating: Float(0)))
+      i66 &+= 16
     }
-    while i68 < 18432 {
-      grads[(320 &+ i68)] = Float(0)
-      i68 &+= 1
+    while i66 < 18432 {
+      grads[(320 &+ i66)] = Float(0)
+      i66 &+= 1
     }
   }
-  for g69 in 0..<1 {
-    for j70 in 0..<64 {
-      for c71 in 0..<32 {
-        for ky72 in 0..<3 {
+  for g67 in 0..<1 {
+    for j68 in 0..<64 {
+      for c69 in 0..<32 {
+        for ky70 in 0..<3 {
+          for oy71 in 0..<24 {
+            do {  // SIMD16 over ox72
+              var ox72 = 0
+              while ox72 &+ 16 <= 24 {
+                store16(arena, (((6710544 &+ ((((c69 &* 3) &+ ky70) &* 3) &* 36864)) &+ (j68 &* 576)) &+ (oy71 &* 24)) &+ ox72, load16(arena, (((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy71 &+ ky70) &* 26)) &+ ox72))
+                ox72 &+= 16
+              }
+              while ox72 < 24 {
+                arena[((((6710544 &+ ((((c69 &* 3) &+ ky70) &* 3) &* 36864)) &+ (j68 &* 576)) &+ (oy71 &* 24)) &+ ox72)] = arena[((((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy71 &+ ky70) &* 26)) &+ ox72)]
+                ox72 &+= 1
+              }
+            }
+          }
           for oy73 in 0..<24 {
-            do {  // SIMD16 over ox74
-              var ox74 = 0
-              while ox74 &+ 16 <= 24 {
-                store16(arena, (((6710544 &+ ((((c71 &* 3) &+ ky72) &* 3) &* 36864)) &+ (j70 &* 576)) &+ (oy73 &* 24)) &+ ox74, load16(arena, (((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy73 &+ ky72) &* 26)) &+ ox74))
-                ox74 &+= 16
-              }
-              while ox74 < 24 {
-                arena[((((6710544 &+ ((((c71 &* 3) &+ ky72) &* 3) &* 36864)) &+ (j70 &* 576)) &+ (oy73 &* 24)) &+ ox74)] = arena[((((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy73 &+ ky72) &* 26)) &+ ox74)]
-                ox74 &+= 1
-              }
+            for ox74 in 0..<24 {
+              arena[((((6710544 &+ (((((c69 &* 3) &+ ky70) &* 3) &+ 1) &* 36864)) &+ (j68 &* 576)) &+ (oy73 &* 24)) &+ ox74)] = arena[((((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy73 &+ ky70) &* 26)) &+ (ox74 &+ 1))]
             }
           }
           for oy75 in 0..<24 {
             for ox76 in 0..<24 {
-              arena[((((6710544 &+ (((((c71 &* 3) &+ ky72) &* 3) &+ 1) &* 36864)) &+ (j70 &* 576)) &+ (oy75 &* 24)) &+ ox76)] = arena[((((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy75 &+ ky72) &* 26)) &+ (ox76 &+ 1))]
-            }
-          }
-          for oy77 in 0..<24 {
-            for ox78 in 0..<24 {
-              arena[((((6710544 &+ (((((c71 &* 3) &+ ky72) &* 3) &+ 2) &* 36864)) &+ (j70 &* 576)) &+ (oy77 &* 24)) &+ ox78)] = arena[((((((g69 &* 64) &+ j70) &* 21632) &+ (c71 &* 676)) &+ ((oy77 &+ ky72) &* 26)) &+ (ox78 &+ 2))]
+              arena[((((6710544 &+ (((((c69 &* 3) &+ ky70) &* 3) &+ 2) &* 36864)) &+ (j68 &* 576)) &+ (oy75 &* 24)) &+ ox76)] = arena[((((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy75 &+ ky70) &* 26)) &+ (ox76 &+ 2))]
             }
           }
         }
       }
     }
-    for j79 in 0..<64 {
-      for f80 in 0..<64 {
-        do {  // SIMD16 over i81
-          var i81 = 0
-          while i81 &+ 16 <= 576 {
-            store16(arena, ((17327376 &+ (f80 &* 36864)) &+ (j79 &* 576)) &+ i81, load16(arena, ((4351248 &+ (((g69 &* 64) &+ j79) &* 36864)) &+ (f80 &* 576)) &+ i81))
-            i81 &+= 16
+    for j77 in 0..<64 {
+      for f78 in 0..<64 {
+        do {  // SIMD16 over i79
+          var i79 = 0
+          while i79 &+ 16 <= 576 {
+            store16(arena, ((17327376 &+ (f78 &* 36864)) &+ (j77 &* 576)) &+ i79, load16(arena, ((4351248 &+ (((g67 &* 64) &+ j77) &* 36864)) &+ (f78 &* 576)) &+ i79))
+            i79 &+= 16
           }
-          while i81 < 576 {
-            arena[(((17327376 &+ (f80 &* 36864)) &+ (j79 &* 576)) &+ i81)] = arena[(((4351248 &+ (((g69 &* 64) &+ j79) &* 36864)) &+ (f80 &* 576)) &+ i81)]
-            i81 &+= 1
+          while i79 < 576 {
+            arena[(((17327376 &+ (f78 &* 36864)) &+ (j77 &* 576)) &+ i79)] = arena[(((4351248 &+ (((g67 &* 64) &+ j77) &* 36864)) &+ (f78 &* 576)) &+ i79)]
+            i79 &+= 1
           }
         }
       }
@@ -339,60 +341,60 @@ public func mnistnet_train_b64(
     sgemm(101, 111, 112, 64, 288, 36864, 1, arena + 17327376, 36864, arena + 6710544, 36864, Float(bitPattern: 0x3f800000), grads + 320, 288)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f82 in 0..<64 {
-    var acc83: Float = Float(0)
-    for img84 in 0..<64 {
-      for i85 in 0..<576 {
-        acc83 = (acc83 + arena[(((4351248 &+ (img84 &* 36864)) &+ (f82 &* 576)) &+ i85)])
+  for f80 in 0..<64 {
+    var acc81: Float = Float(0)
+    for img82 in 0..<64 {
+      for i83 in 0..<576 {
+        acc81 = (acc81 + arena[(((4351248 &+ (img82 &* 36864)) &+ (f80 &* 576)) &+ i83)])
       }
     }
-    grads[(18752 &+ f82)] = acc83
+    grads[(18752 &+ f80)] = acc81
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i86
-    var i86 = 0
-    while i86 &+ 16 <= 1384448 {
-      store16(arena, 1384448 &+ i86, SIMD16<Float>(repeating: Float(0)))
-      i86 &+= 16
+  do {  // SIMD16 over i84
+    var i84 = 0
+    while i84 &+ 16 <= 1384448 {
+      store16(arena, 1384448 &+ i84, SIMD16<Float>(repeating: Float(0)))
+      i84 &+= 16
     }
-    while i86 < 1384448 {
-      arena[(1384448 &+ i86)] = Float(0)
-      i86 &+= 1
+    while i84 < 1384448 {
+      arena[(1384448 &+ i84)] = Float(0)
+      i84 &+= 1
     }
   }
-  for g87 in 0..<1 {
-    for j88 in 0..<64 {
-      for f89 in 0..<64 {
-        do {  // SIMD16 over i90
-          var i90 = 0
-          while i90 &+ 16 <= 576 {
-            store16(arena, ((17327376 &+ (f89 &* 36864)) &+ (j88 &* 576)) &+ i90, load16(arena, ((4351248 &+ (((g87 &* 64) &+ j88) &* 36864)) &+ (f89 &* 576)) &+ i90))
-            i90 &+= 16
+  for g85 in 0..<1 {
+    for j86 in 0..<64 {
+      for f87 in 0..<64 {
+        do {  // SIMD16 over i88
+          var i88 = 0
+          while i88 &+ 16 <= 576 {
+            store16(arena, ((17327376 &+ (f87 &* 36864)) &+ (j86 &* 576)) &+ i88, load16(arena, ((4351248 &+ (((g85 &* 64) &+ j86) &* 36864)) &+ (f87 &* 576)) &+ i88))
+            i88 &+= 16
           }
-          while i90 < 576 {
-            arena[(((17327376 &+ (f89 &* 36864)) &+ (j88 &* 576)) &+ i90)] = arena[(((4351248 &+ (((g87 &* 64) &+ j88) &* 36864)) &+ (f89 &* 576)) &+ i90)]
-            i90 &+= 1
+          while i88 < 576 {
+            arena[(((17327376 &+ (f87 &* 36864)) &+ (j86 &* 576)) &+ i88)] = arena[(((4351248 &+ (((g85 &* 64) &+ j86) &* 36864)) &+ (f87 &* 576)) &+ i88)]
+            i88 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 288, 36864, 64, 1, params + 320, 288, arena + 17327376, 36864, Float(bitPattern: 0x0), arena + 6710544, 36864)
-    for j91 in 0..<64 {
-      for c92 in 0..<32 {
-        for ky93 in 0..<3 {
+    for j89 in 0..<64 {
+      for c90 in 0..<32 {
+        for ky91 in 0..<3 {
+          for oy92 in 0..<24 {
+            for ox93 in 0..<24 {
+              arena[((((1384448 &+ (((g85 &* 64) &+ j89) &* 21632)) &+ (c90 &* 676)) &+ ((oy92 &+ ky91) &* 26)) &+ ox93)] += arena[((((6710544 &+ ((((c90 &* 3) &+ ky91) &* 3) &* 36864)) &+ (j89 &* 576)) &+ (oy92 &* 24)) &+ ox93)]
+            }
+          }
           for oy94 in 0..<24 {
             for ox95 in 0..<24 {
-              arena[((((1384448 &+ (((g87 &* 64) &+ j91) &* 21632)) &+ (c92 &* 676)) &+ ((oy94 &+ ky93) &* 26)) &+ ox95)] += arena[((((6710544 &+ ((((c92 &* 3) &+ ky93) &* 3) &* 36864)) &+ (j91 &* 576)) &+ (oy94 &* 24)) &+ ox95)]
+              arena[((((1384448 &+ (((g85 &* 64) &+ j89) &* 21632)) &+ (c90 &* 676)) &+ ((oy94 &+ ky91) &* 26)) &+ (ox95 &+ 1))] += arena[((((6710544 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 1) &* 36864)) &+ (j89 &* 576)) &+ (oy94 &* 24)) &+ ox95)]
             }
           }
           for oy96 in 0..<24 {
             for ox97 in 0..<24 {
-              arena[((((1384448 &+ (((g87 &* 64) &+ j91) &* 21632)) &+ (c92 &* 676)) &+ ((oy96 &+ ky93) &* 26)) &+ (ox97 &+ 1))] += arena[((((6710544 &+ (((((c92 &* 3) &+ ky93) &* 3) &+ 1) &* 36864)) &+ (j91 &* 576)) &+ (oy96 &* 24)) &+ ox97)]
-            }
-          }
-          for oy98 in 0..<24 {
-            for ox99 in 0..<24 {
-              arena[((((1384448 &+ (((g87 &* 64) &+ j91) &* 21632)) &+ (c92 &* 676)) &+ ((oy98 &+ ky93) &* 26)) &+ (ox99 &+ 2))] += arena[((((6710544 &+ (((((c92 &* 3) &+ ky93) &* 3) &+ 2) &* 36864)) &+ (j91 &* 576)) &+ (oy98 &* 24)) &+ ox99)]
+              arena[((((1384448 &+ (((g85 &* 64) &+ j89) &* 21632)) &+ (c90 &* 676)) &+ ((oy96 &+ ky91) &* 26)) &+ (ox97 &+ 2))] += arena[((((6710544 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 2) &* 36864)) &+ (j89 &* 576)) &+ (oy96 &* 24)) &+ ox97)]
             }
           }
         }
@@ -400,70 +402,70 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i100
-    var i100 = 0
-    while i100 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i100, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i100), where: load16(arena, 0 &+ i100) .> SIMD16<Float>(repeating: Float(0))))
-      i100 &+= 16
+  do {  // SIMD16 over i98
+    var i98 = 0
+    while i98 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i98, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i98), where: load16(arena, 0 &+ i98) .> SIMD16<Float>(repeating: Float(0))))
+      i98 &+= 16
     }
-    while i100 < 1384448 {
-      arena[(3171600 &+ i100)] = (arena[i100] > Float(0) ? arena[(1384448 &+ i100)] : Float(0))
-      i100 &+= 1
+    while i98 < 1384448 {
+      arena[(3171600 &+ i98)] = (arena[i98] > Float(0) ? arena[(1384448 &+ i98)] : Float(0))
+      i98 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i101
-    var i101 = 0
-    while i101 &+ 16 <= 288 {
-      store16(grads, 0 &+ i101, SIMD16<Float>(repeating: Float(0)))
-      i101 &+= 16
+  do {  // SIMD16 over i99
+    var i99 = 0
+    while i99 &+ 16 <= 288 {
+      store16(grads, 0 &+ i99, SIMD16<Float>(repeating: Float(0)))
+      i99 &+= 16
     }
-    while i101 < 288 {
-      grads[i101] = Float(0)
-      i101 &+= 1
+    while i99 < 288 {
+      grads[i99] = Float(0)
+      i99 &+= 1
     }
   }
-  for g102 in 0..<1 {
-    for j103 in 0..<64 {
-      for c104 in 0..<1 {
-        for ky105 in 0..<3 {
+  for g100 in 0..<1 {
+    for j101 in 0..<64 {
+      for c102 in 0..<1 {
+        for ky103 in 0..<3 {
+          for oy104 in 0..<26 {
+            do {  // SIMD16 over ox105
+              var ox105 = 0
+              while ox105 &+ 16 <= 26 {
+                store16(arena, ((((((c102 &* 3) &+ ky103) &* 3) &* 43264) &+ (j101 &* 676)) &+ (oy104 &* 26)) &+ ox105, load16(images, (((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy104 &+ ky103) &* 28)) &+ ox105))
+                ox105 &+= 16
+              }
+              while ox105 < 26 {
+                arena[(((((((c102 &* 3) &+ ky103) &* 3) &* 43264) &+ (j101 &* 676)) &+ (oy104 &* 26)) &+ ox105)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy104 &+ ky103) &* 28)) &+ ox105)]
+                ox105 &+= 1
+              }
+            }
+          }
           for oy106 in 0..<26 {
-            do {  // SIMD16 over ox107
-              var ox107 = 0
-              while ox107 &+ 16 <= 26 {
-                store16(arena, ((((((c104 &* 3) &+ ky105) &* 3) &* 43264) &+ (j103 &* 676)) &+ (oy106 &* 26)) &+ ox107, load16(images, (((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy106 &+ ky105) &* 28)) &+ ox107))
-                ox107 &+= 16
-              }
-              while ox107 < 26 {
-                arena[(((((((c104 &* 3) &+ ky105) &* 3) &* 43264) &+ (j103 &* 676)) &+ (oy106 &* 26)) &+ ox107)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy106 &+ ky105) &* 28)) &+ ox107)]
-                ox107 &+= 1
-              }
+            for ox107 in 0..<26 {
+              arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 1) &* 43264) &+ (j101 &* 676)) &+ (oy106 &* 26)) &+ ox107)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy106 &+ ky103) &* 28)) &+ (ox107 &+ 1))]
             }
           }
           for oy108 in 0..<26 {
             for ox109 in 0..<26 {
-              arena[((((((((c104 &* 3) &+ ky105) &* 3) &+ 1) &* 43264) &+ (j103 &* 676)) &+ (oy108 &* 26)) &+ ox109)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy108 &+ ky105) &* 28)) &+ (ox109 &+ 1))]
-            }
-          }
-          for oy110 in 0..<26 {
-            for ox111 in 0..<26 {
-              arena[((((((((c104 &* 3) &+ ky105) &* 3) &+ 2) &* 43264) &+ (j103 &* 676)) &+ (oy110 &* 26)) &+ ox111)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c104 &* 784)) &+ ((oy110 &+ ky105) &* 28)) &+ (ox111 &+ 2))]
+              arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 2) &* 43264) &+ (j101 &* 676)) &+ (oy108 &* 26)) &+ ox109)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy108 &+ ky103) &* 28)) &+ (ox109 &+ 2))]
             }
           }
         }
       }
     }
-    for j112 in 0..<64 {
-      for f113 in 0..<32 {
-        do {  // SIMD16 over i114
-          var i114 = 0
-          while i114 &+ 16 <= 676 {
-            store16(arena, ((389376 &+ (f113 &* 43264)) &+ (j112 &* 676)) &+ i114, load16(arena, ((3171600 &+ (((g102 &* 64) &+ j112) &* 21632)) &+ (f113 &* 676)) &+ i114))
-            i114 &+= 16
+    for j110 in 0..<64 {
+      for f111 in 0..<32 {
+        do {  // SIMD16 over i112
+          var i112 = 0
+          while i112 &+ 16 <= 676 {
+            store16(arena, ((389376 &+ (f111 &* 43264)) &+ (j110 &* 676)) &+ i112, load16(arena, ((3171600 &+ (((g100 &* 64) &+ j110) &* 21632)) &+ (f111 &* 676)) &+ i112))
+            i112 &+= 16
           }
-          while i114 < 676 {
-            arena[(((389376 &+ (f113 &* 43264)) &+ (j112 &* 676)) &+ i114)] = arena[(((3171600 &+ (((g102 &* 64) &+ j112) &* 21632)) &+ (f113 &* 676)) &+ i114)]
-            i114 &+= 1
+          while i112 < 676 {
+            arena[(((389376 &+ (f111 &* 43264)) &+ (j110 &* 676)) &+ i112)] = arena[(((3171600 &+ (((g100 &* 64) &+ j110) &* 21632)) &+ (f111 &* 676)) &+ i112)]
+            i112 &+= 1
           }
         }
       }
@@ -471,37 +473,37 @@ public func mnistnet_train_b64(
     sgemm(101, 111, 112, 32, 9, 43264, 1, arena + 389376, 43264, arena + 0, 43264, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f115 in 0..<32 {
-    var acc116: Float = Float(0)
-    for img117 in 0..<64 {
-      for i118 in 0..<676 {
-        acc116 = (acc116 + arena[(((3171600 &+ (img117 &* 21632)) &+ (f115 &* 676)) &+ i118)])
+  for f113 in 0..<32 {
+    var acc114: Float = Float(0)
+    for img115 in 0..<64 {
+      for i116 in 0..<676 {
+        acc114 = (acc114 + arena[(((3171600 &+ (img115 &* 21632)) &+ (f113 &* 676)) &+ i116)])
       }
     }
-    grads[(288 &+ f115)] = acc116
+    grads[(288 &+ f113)] = acc114
   }
   // adam = update of 1199882 parameters
-  var step_size119: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt120: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i121
-    var i121 = 0
-    while i121 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i121) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i121)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i121)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i121)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i121, m_new_v)
-      store16(v, 0 &+ i121, v_new_v)
-      store16(params, 0 &+ i121, (load16(params, 0 &+ i121) - ((SIMD16<Float>(repeating: step_size119) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt120)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i121 &+= 16
+  var step_size117: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt118: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i119
+    var i119 = 0
+    while i119 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i119) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i119)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i119)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i119)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i119, m_new_v)
+      store16(v, 0 &+ i119, v_new_v)
+      store16(params, 0 &+ i119, (load16(params, 0 &+ i119) - ((SIMD16<Float>(repeating: step_size117) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt118)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i119 &+= 16
     }
-    while i121 < 1199882 {
-      var g: Float = (grads[i121] + (Float(0) * params[i121]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i121]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i121]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i121] = m_new
-      v[i121] = v_new
-      params[i121] = (params[i121] - ((step_size119 * m_new) / ((sqrtf(v_new) / bc2_sqrt120) + Float(bitPattern: 0x322bcc77))))
-      i121 &+= 1
+    while i119 < 1199882 {
+      var g: Float = (grads[i119] + (Float(0) * params[i119]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i119]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i119]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i119] = m_new
+      v[i119] = v_new
+      params[i119] = (params[i119] - ((step_size117 * m_new) / ((sqrtf(v_new) / bc2_sqrt118) + Float(bitPattern: 0x322bcc77))))
+      i119 &+= 1
     }
   }
 }
@@ -602,12 +604,14 @@ public func mnistnet_infer_b64(
           for px27 in 0..<12 {
             var best28: Float = (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)])
             var bi29: Float = Float(((py26 &* 48) &+ (px27 &* 2)))
-            for ky30 in 0..<2 {
-              for kx31 in 0..<2 {
-                bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31)) : bi29)
-                best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ (ky30 &* 24)) &+ kx31))] + params[(18752 &+ f25)]) : best28)
-              }
-            }
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)]) > best28 ? Float(((py26 &* 48) &+ (px27 &* 2))) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((py26 &* 48) &+ (px27 &* 2)))] + params[(18752 &+ f25)]) : best28)
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1))] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 1)) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1))] + params[(18752 &+ f25)]) : best28)
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24))] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 24)) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24))] + params[(18752 &+ f25)]) : best28)
+            bi29 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) : bi29)
+            best28 = ((arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f25)]) > best28 ? (arena[(((13180928 &+ (f25 &* 36864)) &+ (j24 &* 576)) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f25)]) : best28)
             arena[(1384448 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = (best28 > Float(0) ? best28 : Float(0))
             arena[(1974272 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = bi29
           }
@@ -619,43 +623,43 @@ public func mnistnet_infer_b64(
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 1384448, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 0, 128)
-  for n32 in 0..<64 {
-    do {  // SIMD16 over u33
-      var u33 = 0
-      while u33 &+ 16 <= 128 {
-        store16(arena, (n32 &* 128) &+ u33, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n32 &* 128) &+ u33) + load16(params, 1198464 &+ u33)), where: (load16(arena, (n32 &* 128) &+ u33) + load16(params, 1198464 &+ u33)) .> SIMD16<Float>(repeating: Float(0))))
-        u33 &+= 16
+  for n30 in 0..<64 {
+    do {  // SIMD16 over u31
+      var u31 = 0
+      while u31 &+ 16 <= 128 {
+        store16(arena, (n30 &* 128) &+ u31, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n30 &* 128) &+ u31) + load16(params, 1198464 &+ u31)), where: (load16(arena, (n30 &* 128) &+ u31) + load16(params, 1198464 &+ u31)) .> SIMD16<Float>(repeating: Float(0))))
+        u31 &+= 16
       }
-      while u33 < 128 {
-        arena[((n32 &* 128) &+ u33)] = ((arena[((n32 &* 128) &+ u33)] + params[(1198464 &+ u33)]) > Float(0) ? (arena[((n32 &* 128) &+ u33)] + params[(1198464 &+ u33)]) : Float(0))
-        u33 &+= 1
+      while u31 < 128 {
+        arena[((n30 &* 128) &+ u31)] = ((arena[((n30 &* 128) &+ u31)] + params[(1198464 &+ u31)]) > Float(0) ? (arena[((n30 &* 128) &+ u31)] + params[(1198464 &+ u31)]) : Float(0))
+        u31 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n34 in 0..<64 {
-    do {  // SIMD16 over u35
-      var u35 = 0
-      while u35 < 10 {
-        arena[((8192 &+ (n34 &* 10)) &+ u35)] = (arena[((8192 &+ (n34 &* 10)) &+ u35)] + params[(1199872 &+ u35)])
-        u35 &+= 1
+  for n32 in 0..<64 {
+    do {  // SIMD16 over u33
+      var u33 = 0
+      while u33 < 10 {
+        arena[((8192 &+ (n32 &* 10)) &+ u33)] = (arena[((8192 &+ (n32 &* 10)) &+ u33)] + params[(1199872 &+ u33)])
+        u33 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n36 in 0..<64 {
-    var m37: Float = arena[(8192 &+ (n36 &* 10))]
+  for n34 in 0..<64 {
+    var m35: Float = arena[(8192 &+ (n34 &* 10))]
+    for k37 in 0..<10 {
+      m35 = { let x = m35, y = arena[((8192 &+ (n34 &* 10)) &+ k37)]; return y > x ? y : x }()
+    }
+    var s36: Float = Float(0)
+    for k38 in 0..<10 {
+      s36 = (s36 + expf((arena[((8192 &+ (n34 &* 10)) &+ k38)] - m35)))
+    }
     for k39 in 0..<10 {
-      m37 = { let x = m37, y = arena[((8192 &+ (n36 &* 10)) &+ k39)]; return y > x ? y : x }()
-    }
-    var s38: Float = Float(0)
-    for k40 in 0..<10 {
-      s38 = (s38 + expf((arena[((8192 &+ (n36 &* 10)) &+ k40)] - m37)))
-    }
-    for k41 in 0..<10 {
-      arena[((n36 &* 10) &+ k41)] = (expf((arena[((8192 &+ (n36 &* 10)) &+ k41)] - m37)) / s38)
+      arena[((n34 &* 10) &+ k39)] = (expf((arena[((8192 &+ (n34 &* 10)) &+ k39)] - m35)) / s36)
     }
   }
 }

@@ -7,19 +7,19 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt127 = alloca float, align 4
-  %adam.step_size126 = alloca float, align 4
-  %conv1_bias_grad.acc123 = alloca float, align 4
-  %conv2_bias_grad.acc86 = alloca float, align 4
-  %fc1_bias_grad.acc64 = alloca float, align 4
-  %fc2_bias_grad.acc59 = alloca float, align 4
-  %fc2_grad.s54 = alloca float, align 4
-  %fc2_grad.m53 = alloca float, align 4
-  %loss.s49 = alloca float, align 4
-  %loss.m48 = alloca float, align 4
-  %loss.total46 = alloca float, align 4
-  %conv2.bi38 = alloca float, align 4
-  %conv2.best37 = alloca float, align 4
+  %adam.bc2_sqrt123 = alloca float, align 4
+  %adam.step_size122 = alloca float, align 4
+  %conv1_bias_grad.acc119 = alloca float, align 4
+  %conv2_bias_grad.acc82 = alloca float, align 4
+  %fc1_bias_grad.acc60 = alloca float, align 4
+  %fc2_bias_grad.acc55 = alloca float, align 4
+  %fc2_grad.s50 = alloca float, align 4
+  %fc2_grad.m49 = alloca float, align 4
+  %loss.s45 = alloca float, align 4
+  %loss.m44 = alloca float, align 4
+  %loss.total42 = alloca float, align 4
+  %conv2.bi36 = alloca float, align 4
+  %conv2.best35 = alloca float, align 4
   %conv1.bi18 = alloca float, align 4
   %conv1.best17 = alloca float, align 4
   br label %conv1.g1
@@ -29,7 +29,7 @@ conv1.g1:                                         ; preds = %conv1.j13.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g21
+  br label %conv2.g19
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
@@ -285,8 +285,8 @@ conv1.py15.end:                                   ; preds = %conv1.px16.end
   %108 = icmp slt i64 %f14.next, 32
   br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
   %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 1254400, %109
   %111 = mul nsw i64 %conv1.j1327, 784
@@ -307,2096 +307,2404 @@ conv1.px16:                                       ; preds = %conv1.ky19.end, %co
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
   store float %124, ptr %conv1.bi18, align 4
-  br label %conv1.ky19
-
-conv1.px16.end:                                   ; preds = %conv1.ky19.end
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %conv1.py15, label %conv1.py15.end
-
-conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
-  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
-  br label %conv1.kx20
-
-conv1.ky19.end:                                   ; preds = %conv1.kx20.end
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %126 = fcmp ogt float %best1743, 0.000000e+00
-  %best1744 = load float, ptr %conv1.best17, align 4
-  %127 = select i1 %126, float %best1744, float 0.000000e+00
-  %128 = mul nsw i64 %conv1.g11, 64
-  %129 = add nsw i64 %128, %conv1.j1327
-  %130 = mul nsw i64 %129, 6272
-  %131 = mul nsw i64 %conv1.f1428, 196
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv1.py1529, 14
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %conv1.px1630
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena45, align 4
-  %bi1846 = load float, ptr %conv1.bi18, align 4
-  %136 = mul nsw i64 %conv1.g11, 64
-  %137 = add nsw i64 %136, %conv1.j1327
-  %138 = mul nsw i64 %137, 6272
-  %139 = mul nsw i64 %conv1.f1428, 196
-  %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %conv1.py1529, 14
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %conv1.px1630
-  %144 = add nsw i64 401408, %143
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1846, ptr %arena47, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %conv1.px16, label %conv1.px16.end
-
-conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
-  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
-  %146 = mul nsw i64 %conv1.f1428, 50176
-  %147 = add nsw i64 1254400, %146
-  %148 = mul nsw i64 %conv1.j1327, 784
-  %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %conv1.py1529, 56
-  %151 = mul nsw i64 %conv1.px1630, 2
-  %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %conv1.ky1933, 28
-  %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %conv1.kx2034
-  %156 = add nsw i64 %149, %155
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 288, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %158
-  %159 = load float, ptr %params36, align 4
-  %160 = fadd float %157, %159
+  %125 = mul nsw i64 %conv1.f1428, 50176
+  %126 = add nsw i64 1254400, %125
+  %127 = mul nsw i64 %conv1.j1327, 784
+  %128 = add nsw i64 %126, %127
+  %129 = mul nsw i64 %conv1.py1529, 56
+  %130 = mul nsw i64 %conv1.px1630, 2
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %128, %131
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load float, ptr %arena33, align 4
+  %134 = add nsw i64 288, %conv1.f1428
+  %params34 = getelementptr inbounds float, ptr %params, i64 %134
+  %135 = load float, ptr %params34, align 4
+  %136 = fadd float %133, %135
   %best17 = load float, ptr %conv1.best17, align 4
-  %161 = fcmp ogt float %160, %best17
-  %162 = mul nsw i64 %conv1.py1529, 56
-  %163 = mul nsw i64 %conv1.px1630, 2
-  %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %conv1.ky1933, 28
-  %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %conv1.kx2034
-  %168 = sitofp i64 %167 to float
+  %137 = fcmp ogt float %136, %best17
+  %138 = mul nsw i64 %conv1.py1529, 56
+  %139 = mul nsw i64 %conv1.px1630, 2
+  %140 = add nsw i64 %138, %139
+  %141 = sitofp i64 %140 to float
   %bi18 = load float, ptr %conv1.bi18, align 4
-  %169 = select i1 %161, float %168, float %bi18
-  store float %169, ptr %conv1.bi18, align 4
-  %170 = mul nsw i64 %conv1.f1428, 50176
-  %171 = add nsw i64 1254400, %170
-  %172 = mul nsw i64 %conv1.j1327, 784
-  %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %conv1.py1529, 56
-  %175 = mul nsw i64 %conv1.px1630, 2
-  %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv1.ky1933, 28
-  %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %conv1.kx2034
-  %180 = add nsw i64 %173, %179
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena37, align 4
-  %182 = add nsw i64 288, %conv1.f1428
-  %params38 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params38, align 4
-  %184 = fadd float %181, %183
-  %best1739 = load float, ptr %conv1.best17, align 4
-  %185 = fcmp ogt float %184, %best1739
-  %186 = mul nsw i64 %conv1.f1428, 50176
-  %187 = add nsw i64 1254400, %186
-  %188 = mul nsw i64 %conv1.j1327, 784
-  %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
+  %142 = select i1 %137, float %141, float %bi18
+  store float %142, ptr %conv1.bi18, align 4
+  %143 = mul nsw i64 %conv1.f1428, 50176
+  %144 = add nsw i64 1254400, %143
+  %145 = mul nsw i64 %conv1.j1327, 784
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %conv1.py1529, 56
+  %148 = mul nsw i64 %conv1.px1630, 2
+  %149 = add nsw i64 %147, %148
+  %150 = add nsw i64 %146, %149
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena35, align 4
+  %152 = add nsw i64 288, %conv1.f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params36, align 4
+  %154 = fadd float %151, %153
+  %best1737 = load float, ptr %conv1.best17, align 4
+  %155 = fcmp ogt float %154, %best1737
+  %156 = mul nsw i64 %conv1.f1428, 50176
+  %157 = add nsw i64 1254400, %156
+  %158 = mul nsw i64 %conv1.j1327, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1.py1529, 56
+  %161 = mul nsw i64 %conv1.px1630, 2
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 %159, %162
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load float, ptr %arena38, align 4
+  %165 = add nsw i64 288, %conv1.f1428
+  %params39 = getelementptr inbounds float, ptr %params, i64 %165
+  %166 = load float, ptr %params39, align 4
+  %167 = fadd float %164, %166
+  %best1740 = load float, ptr %conv1.best17, align 4
+  %168 = select i1 %155, float %167, float %best1740
+  store float %168, ptr %conv1.best17, align 4
+  %169 = mul nsw i64 %conv1.f1428, 50176
+  %170 = add nsw i64 1254400, %169
+  %171 = mul nsw i64 %conv1.j1327, 784
+  %172 = add nsw i64 %170, %171
+  %173 = mul nsw i64 %conv1.py1529, 56
+  %174 = mul nsw i64 %conv1.px1630, 2
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 %175, 1
+  %177 = add nsw i64 %172, %176
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load float, ptr %arena41, align 4
+  %179 = add nsw i64 288, %conv1.f1428
+  %params42 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params42, align 4
+  %181 = fadd float %178, %180
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %182 = fcmp ogt float %181, %best1743
+  %183 = mul nsw i64 %conv1.py1529, 56
+  %184 = mul nsw i64 %conv1.px1630, 2
+  %185 = add nsw i64 %183, %184
+  %186 = add nsw i64 %185, 1
+  %187 = sitofp i64 %186 to float
+  %bi1844 = load float, ptr %conv1.bi18, align 4
+  %188 = select i1 %182, float %187, float %bi1844
+  store float %188, ptr %conv1.bi18, align 4
+  %189 = mul nsw i64 %conv1.f1428, 50176
+  %190 = add nsw i64 1254400, %189
+  %191 = mul nsw i64 %conv1.j1327, 784
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %conv1.ky1933, 28
-  %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %conv1.kx2034
-  %196 = add nsw i64 %189, %195
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena40, align 4
-  %198 = add nsw i64 288, %conv1.f1428
-  %params41 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params41, align 4
-  %200 = fadd float %197, %199
-  %best1742 = load float, ptr %conv1.best17, align 4
-  %201 = select i1 %185, float %200, float %best1742
-  store float %201, ptr %conv1.best17, align 4
-  %kx20.next = add nsw i64 %conv1.kx2034, 1
-  %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
+  %193 = mul nsw i64 %conv1.py1529, 56
+  %194 = mul nsw i64 %conv1.px1630, 2
+  %195 = add nsw i64 %193, %194
+  %196 = add nsw i64 %195, 1
+  %197 = add nsw i64 %192, %196
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
+  %198 = load float, ptr %arena45, align 4
+  %199 = add nsw i64 288, %conv1.f1428
+  %params46 = getelementptr inbounds float, ptr %params, i64 %199
+  %200 = load float, ptr %params46, align 4
+  %201 = fadd float %198, %200
+  %best1747 = load float, ptr %conv1.best17, align 4
+  %202 = fcmp ogt float %201, %best1747
+  %203 = mul nsw i64 %conv1.f1428, 50176
+  %204 = add nsw i64 1254400, %203
+  %205 = mul nsw i64 %conv1.j1327, 784
+  %206 = add nsw i64 %204, %205
+  %207 = mul nsw i64 %conv1.py1529, 56
+  %208 = mul nsw i64 %conv1.px1630, 2
+  %209 = add nsw i64 %207, %208
+  %210 = add nsw i64 %209, 1
+  %211 = add nsw i64 %206, %210
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
+  %212 = load float, ptr %arena48, align 4
+  %213 = add nsw i64 288, %conv1.f1428
+  %params49 = getelementptr inbounds float, ptr %params, i64 %213
+  %214 = load float, ptr %params49, align 4
+  %215 = fadd float %212, %214
+  %best1750 = load float, ptr %conv1.best17, align 4
+  %216 = select i1 %202, float %215, float %best1750
+  store float %216, ptr %conv1.best17, align 4
+  %217 = mul nsw i64 %conv1.f1428, 50176
+  %218 = add nsw i64 1254400, %217
+  %219 = mul nsw i64 %conv1.j1327, 784
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv1.py1529, 56
+  %222 = mul nsw i64 %conv1.px1630, 2
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %223, 28
+  %225 = add nsw i64 %220, %224
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena51, align 4
+  %227 = add nsw i64 288, %conv1.f1428
+  %params52 = getelementptr inbounds float, ptr %params, i64 %227
+  %228 = load float, ptr %params52, align 4
+  %229 = fadd float %226, %228
+  %best1753 = load float, ptr %conv1.best17, align 4
+  %230 = fcmp ogt float %229, %best1753
+  %231 = mul nsw i64 %conv1.py1529, 56
+  %232 = mul nsw i64 %conv1.px1630, 2
+  %233 = add nsw i64 %231, %232
+  %234 = add nsw i64 %233, 28
+  %235 = sitofp i64 %234 to float
+  %bi1854 = load float, ptr %conv1.bi18, align 4
+  %236 = select i1 %230, float %235, float %bi1854
+  store float %236, ptr %conv1.bi18, align 4
+  %237 = mul nsw i64 %conv1.f1428, 50176
+  %238 = add nsw i64 1254400, %237
+  %239 = mul nsw i64 %conv1.j1327, 784
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %conv1.py1529, 56
+  %242 = mul nsw i64 %conv1.px1630, 2
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 28
+  %245 = add nsw i64 %240, %244
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
+  %246 = load float, ptr %arena55, align 4
+  %247 = add nsw i64 288, %conv1.f1428
+  %params56 = getelementptr inbounds float, ptr %params, i64 %247
+  %248 = load float, ptr %params56, align 4
+  %249 = fadd float %246, %248
+  %best1757 = load float, ptr %conv1.best17, align 4
+  %250 = fcmp ogt float %249, %best1757
+  %251 = mul nsw i64 %conv1.f1428, 50176
+  %252 = add nsw i64 1254400, %251
+  %253 = mul nsw i64 %conv1.j1327, 784
+  %254 = add nsw i64 %252, %253
+  %255 = mul nsw i64 %conv1.py1529, 56
+  %256 = mul nsw i64 %conv1.px1630, 2
+  %257 = add nsw i64 %255, %256
+  %258 = add nsw i64 %257, 28
+  %259 = add nsw i64 %254, %258
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load float, ptr %arena58, align 4
+  %261 = add nsw i64 288, %conv1.f1428
+  %params59 = getelementptr inbounds float, ptr %params, i64 %261
+  %262 = load float, ptr %params59, align 4
+  %263 = fadd float %260, %262
+  %best1760 = load float, ptr %conv1.best17, align 4
+  %264 = select i1 %250, float %263, float %best1760
+  store float %264, ptr %conv1.best17, align 4
+  %265 = mul nsw i64 %conv1.f1428, 50176
+  %266 = add nsw i64 1254400, %265
+  %267 = mul nsw i64 %conv1.j1327, 784
+  %268 = add nsw i64 %266, %267
+  %269 = mul nsw i64 %conv1.py1529, 56
+  %270 = mul nsw i64 %conv1.px1630, 2
+  %271 = add nsw i64 %269, %270
+  %272 = add nsw i64 %271, 28
+  %273 = add nsw i64 %272, 1
+  %274 = add nsw i64 %268, %273
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
+  %275 = load float, ptr %arena61, align 4
+  %276 = add nsw i64 288, %conv1.f1428
+  %params62 = getelementptr inbounds float, ptr %params, i64 %276
+  %277 = load float, ptr %params62, align 4
+  %278 = fadd float %275, %277
+  %best1763 = load float, ptr %conv1.best17, align 4
+  %279 = fcmp ogt float %278, %best1763
+  %280 = mul nsw i64 %conv1.py1529, 56
+  %281 = mul nsw i64 %conv1.px1630, 2
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 %282, 28
+  %284 = add nsw i64 %283, 1
+  %285 = sitofp i64 %284 to float
+  %bi1864 = load float, ptr %conv1.bi18, align 4
+  %286 = select i1 %279, float %285, float %bi1864
+  store float %286, ptr %conv1.bi18, align 4
+  %287 = mul nsw i64 %conv1.f1428, 50176
+  %288 = add nsw i64 1254400, %287
+  %289 = mul nsw i64 %conv1.j1327, 784
+  %290 = add nsw i64 %288, %289
+  %291 = mul nsw i64 %conv1.py1529, 56
+  %292 = mul nsw i64 %conv1.px1630, 2
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 %293, 28
+  %295 = add nsw i64 %294, 1
+  %296 = add nsw i64 %290, %295
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena65, align 4
+  %298 = add nsw i64 288, %conv1.f1428
+  %params66 = getelementptr inbounds float, ptr %params, i64 %298
+  %299 = load float, ptr %params66, align 4
+  %300 = fadd float %297, %299
+  %best1767 = load float, ptr %conv1.best17, align 4
+  %301 = fcmp ogt float %300, %best1767
+  %302 = mul nsw i64 %conv1.f1428, 50176
+  %303 = add nsw i64 1254400, %302
+  %304 = mul nsw i64 %conv1.j1327, 784
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %conv1.py1529, 56
+  %307 = mul nsw i64 %conv1.px1630, 2
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 %308, 28
+  %310 = add nsw i64 %309, 1
+  %311 = add nsw i64 %305, %310
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
+  %312 = load float, ptr %arena68, align 4
+  %313 = add nsw i64 288, %conv1.f1428
+  %params69 = getelementptr inbounds float, ptr %params, i64 %313
+  %314 = load float, ptr %params69, align 4
+  %315 = fadd float %312, %314
+  %best1770 = load float, ptr %conv1.best17, align 4
+  %316 = select i1 %301, float %315, float %best1770
+  store float %316, ptr %conv1.best17, align 4
+  %best1771 = load float, ptr %conv1.best17, align 4
+  %317 = fcmp ogt float %best1771, 0.000000e+00
+  %best1772 = load float, ptr %conv1.best17, align 4
+  %318 = select i1 %317, float %best1772, float 0.000000e+00
+  %319 = mul nsw i64 %conv1.g11, 64
+  %320 = add nsw i64 %319, %conv1.j1327
+  %321 = mul nsw i64 %320, 6272
+  %322 = mul nsw i64 %conv1.f1428, 196
+  %323 = add nsw i64 %321, %322
+  %324 = mul nsw i64 %conv1.py1529, 14
+  %325 = add nsw i64 %323, %324
+  %326 = add nsw i64 %325, %conv1.px1630
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
+  store float %318, ptr %arena73, align 4
+  %bi1874 = load float, ptr %conv1.bi18, align 4
+  %327 = mul nsw i64 %conv1.g11, 64
+  %328 = add nsw i64 %327, %conv1.j1327
+  %329 = mul nsw i64 %328, 6272
+  %330 = mul nsw i64 %conv1.f1428, 196
+  %331 = add nsw i64 %329, %330
+  %332 = mul nsw i64 %conv1.py1529, 14
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %333, %conv1.px1630
+  %335 = add nsw i64 401408, %334
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
+  store float %bi1874, ptr %arena75, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
+  %336 = icmp slt i64 %px16.next, 14
+  br i1 %336, label %conv1.px16, label %conv1.px16.end
 
-conv1.kx20.end:                                   ; preds = %conv1.kx20
-  %ky19.next = add nsw i64 %conv1.ky1933, 1
-  %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
+conv1.px16.end:                                   ; preds = %conv1.px16
+  %py15.next = add nsw i64 %conv1.py1529, 1
+  %337 = icmp slt i64 %py15.next, 14
+  br i1 %337, label %conv1.py15, label %conv1.py15.end
 
-conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
-  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
-  br label %conv2.j22
+conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
+  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
+  br label %conv2.j20
 
-conv2.g21.end:                                    ; preds = %conv2.j33.end
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params96 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 1204224
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena95, i32 3136, ptr %params96, i32 3136, float 0.000000e+00, ptr %arena97, i32 128)
-  br label %fc1.n41
+conv2.g19.end:                                    ; preds = %conv2.j31.end
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 802816
+  %params152 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 1204224
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena151, i32 3136, ptr %params152, i32 3136, float 0.000000e+00, ptr %arena153, i32 128)
+  br label %fc1.n37
 
-conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
-  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
-  br label %conv2.r23
+conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
+  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
+  br label %conv2.r21
 
-conv2.j22.end:                                    ; preds = %conv2.c25.end
-  %params71 = getelementptr inbounds float, ptr %params, i64 320
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 1204224
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 4816896
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params71, i32 288, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
-  br label %conv2.j33
+conv2.j20.end:                                    ; preds = %conv2.c23.end
+  %params99 = getelementptr inbounds float, ptr %params, i64 320
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 1204224
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 4816896
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params99, i32 288, ptr %arena100, i32 12544, float 0.000000e+00, ptr %arena101, i32 12544)
+  br label %conv2.j31
 
-conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
-  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
-  br label %conv2.i24
+conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
+  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
+  br label %conv2.i22
 
-conv2.r23.end:                                    ; preds = %conv2.i24.end
-  br label %conv2.c25
+conv2.r21.end:                                    ; preds = %conv2.i22.end
+  br label %conv2.c23
 
-conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
-  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
-  %204 = mul nsw i64 %conv2.r2350, 12544
-  %205 = add nsw i64 1204224, %204
-  %206 = mul nsw i64 %conv2.j2249, 196
-  %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %conv2.i2451
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena52, align 4
-  %i24.next = add nsw i64 %conv2.i2451, 1
-  %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %conv2.i24, label %conv2.i24.end
+conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
+  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
+  %338 = mul nsw i64 %conv2.r2178, 12544
+  %339 = add nsw i64 1204224, %338
+  %340 = mul nsw i64 %conv2.j2077, 196
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, %conv2.i2279
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
+  store float 0.000000e+00, ptr %arena80, align 4
+  %i22.next = add nsw i64 %conv2.i2279, 1
+  %343 = icmp slt i64 %i22.next, 196
+  br i1 %343, label %conv2.i22, label %conv2.i22.end
 
-conv2.i24.end:                                    ; preds = %conv2.i24
-  %r23.next = add nsw i64 %conv2.r2350, 1
-  %210 = icmp slt i64 %r23.next, 288
-  br i1 %210, label %conv2.r23, label %conv2.r23.end
+conv2.i22.end:                                    ; preds = %conv2.i22
+  %r21.next = add nsw i64 %conv2.r2178, 1
+  %344 = icmp slt i64 %r21.next, 288
+  br i1 %344, label %conv2.r21, label %conv2.r21.end
 
-conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
-  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
-  br label %conv2.ky26
+conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
+  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
+  br label %conv2.ky24
 
-conv2.c25.end:                                    ; preds = %conv2.ky26.end
-  %j22.next = add nsw i64 %conv2.j2249, 1
-  %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %conv2.j22, label %conv2.j22.end
+conv2.c23.end:                                    ; preds = %conv2.ky24.end
+  %j20.next = add nsw i64 %conv2.j2077, 1
+  %345 = icmp slt i64 %j20.next, 64
+  br i1 %345, label %conv2.j20, label %conv2.j20.end
 
-conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
-  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
+  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
+  br label %conv2.oy25
+
+conv2.ky24.end:                                   ; preds = %conv2.oy29.end
+  %c23.next = add nsw i64 %conv2.c2381, 1
+  %346 = icmp slt i64 %c23.next, 32
+  br i1 %346, label %conv2.c23, label %conv2.c23.end
+
+conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
+  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
+  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %348 = add nsw i64 %347, -1
+  %349 = icmp slt i64 -1, %348
+  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %351 = add nsw i64 %350, -1
+  %352 = icmp slt i64 %351, 14
+  %353 = and i1 %349, %352
+  br i1 %353, label %conv2.then, label %conv2.endif
+
+conv2.oy25.end:                                   ; preds = %conv2.endif
   br label %conv2.oy27
 
-conv2.ky26.end:                                   ; preds = %conv2.oy31.end
-  %c25.next = add nsw i64 %conv2.c2553, 1
-  %212 = icmp slt i64 %c25.next, 32
-  br i1 %212, label %conv2.c25, label %conv2.c25.end
+conv2.then:                                       ; preds = %conv2.oy25
+  br label %conv2.ox26
 
-conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
-  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
-  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %214 = add nsw i64 %213, -1
-  %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %217 = add nsw i64 %216, -1
-  %218 = icmp slt i64 %217, 14
-  %219 = and i1 %215, %218
-  br i1 %219, label %conv2.then, label %conv2.endif
+conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
+  %oy25.next = add nsw i64 %conv2.oy2583, 1
+  %354 = icmp slt i64 %oy25.next, 14
+  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
 
-conv2.oy27.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy29
+conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
+  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
+  %355 = mul nsw i64 %conv2.g1976, 64
+  %356 = add nsw i64 %355, %conv2.j2077
+  %357 = mul nsw i64 %356, 6272
+  %358 = mul nsw i64 %conv2.c2381, 196
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %361 = add nsw i64 %360, -1
+  %362 = mul nsw i64 %361, 14
+  %363 = add nsw i64 %359, %362
+  %364 = add nsw i64 %conv2.ox2684, 1
+  %365 = add nsw i64 %364, -1
+  %366 = add nsw i64 %363, %365
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load float, ptr %arena85, align 4
+  %368 = mul nsw i64 %conv2.c2381, 3
+  %369 = add nsw i64 %368, %conv2.ky2482
+  %370 = mul nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 12544
+  %372 = add nsw i64 1204224, %371
+  %373 = mul nsw i64 %conv2.j2077, 196
+  %374 = add nsw i64 %372, %373
+  %375 = mul nsw i64 %conv2.oy2583, 14
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 %conv2.ox2684, 1
+  %378 = add nsw i64 %376, %377
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
+  store float %367, ptr %arena86, align 4
+  %ox26.next = add nsw i64 %conv2.ox2684, 1
+  %379 = icmp slt i64 %ox26.next, 13
+  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
 
-conv2.then:                                       ; preds = %conv2.oy27
-  br label %conv2.ox28
-
-conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2755, 1
-  %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
-
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
-  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
-  %221 = mul nsw i64 %conv2.g2148, 64
-  %222 = add nsw i64 %221, %conv2.j2249
-  %223 = mul nsw i64 %222, 6272
-  %224 = mul nsw i64 %conv2.c2553, 196
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %227 = add nsw i64 %226, -1
-  %228 = mul nsw i64 %227, 14
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %conv2.ox2856, 1
-  %231 = add nsw i64 %230, -1
-  %232 = add nsw i64 %229, %231
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena57, align 4
-  %234 = mul nsw i64 %conv2.c2553, 3
-  %235 = add nsw i64 %234, %conv2.ky2654
-  %236 = mul nsw i64 %235, 3
-  %237 = mul nsw i64 %236, 12544
-  %238 = add nsw i64 1204224, %237
-  %239 = mul nsw i64 %conv2.j2249, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.oy2755, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %conv2.ox2856, 1
-  %244 = add nsw i64 %242, %243
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena58, align 4
-  %ox28.next = add nsw i64 %conv2.ox2856, 1
-  %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
-
-conv2.ox28.end:                                   ; preds = %conv2.ox28
+conv2.ox26.end:                                   ; preds = %conv2.ox26
   br label %conv2.endif
 
-conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
-  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
-  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %247 = add nsw i64 %246, -1
-  %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %250 = add nsw i64 %249, -1
-  %251 = icmp slt i64 %250, 14
-  %252 = and i1 %248, %251
-  br i1 %252, label %conv2.then60, label %conv2.endif61
+conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
+  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
+  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %381 = add nsw i64 %380, -1
+  %382 = icmp slt i64 -1, %381
+  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %384 = add nsw i64 %383, -1
+  %385 = icmp slt i64 %384, 14
+  %386 = and i1 %382, %385
+  br i1 %386, label %conv2.then88, label %conv2.endif89
 
-conv2.oy29.end:                                   ; preds = %conv2.endif61
-  br label %conv2.oy31
+conv2.oy27.end:                                   ; preds = %conv2.endif89
+  br label %conv2.oy29
 
-conv2.then60:                                     ; preds = %conv2.oy29
+conv2.then88:                                     ; preds = %conv2.oy27
+  br label %conv2.ox28
+
+conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2787, 1
+  %387 = icmp slt i64 %oy27.next, 14
+  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
+  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
+  %388 = mul nsw i64 %conv2.g1976, 64
+  %389 = add nsw i64 %388, %conv2.j2077
+  %390 = mul nsw i64 %389, 6272
+  %391 = mul nsw i64 %conv2.c2381, 196
+  %392 = add nsw i64 %390, %391
+  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %394 = add nsw i64 %393, -1
+  %395 = mul nsw i64 %394, 14
+  %396 = add nsw i64 %392, %395
+  %397 = add nsw i64 %396, %conv2.ox2890
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
+  %398 = load float, ptr %arena91, align 4
+  %399 = mul nsw i64 %conv2.c2381, 3
+  %400 = add nsw i64 %399, %conv2.ky2482
+  %401 = mul nsw i64 %400, 3
+  %402 = add nsw i64 %401, 1
+  %403 = mul nsw i64 %402, 12544
+  %404 = add nsw i64 1204224, %403
+  %405 = mul nsw i64 %conv2.j2077, 196
+  %406 = add nsw i64 %404, %405
+  %407 = mul nsw i64 %conv2.oy2787, 14
+  %408 = add nsw i64 %406, %407
+  %409 = add nsw i64 %408, %conv2.ox2890
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
+  store float %398, ptr %arena92, align 4
+  %ox28.next = add nsw i64 %conv2.ox2890, 1
+  %410 = icmp slt i64 %ox28.next, 14
+  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif89
+
+conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
+  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
+  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %412 = add nsw i64 %411, -1
+  %413 = icmp slt i64 -1, %412
+  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %415 = add nsw i64 %414, -1
+  %416 = icmp slt i64 %415, 14
+  %417 = and i1 %413, %416
+  br i1 %417, label %conv2.then94, label %conv2.endif95
+
+conv2.oy29.end:                                   ; preds = %conv2.endif95
+  %ky24.next = add nsw i64 %conv2.ky2482, 1
+  %418 = icmp slt i64 %ky24.next, 3
+  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
+
+conv2.then94:                                     ; preds = %conv2.oy29
   br label %conv2.ox30
 
-conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2959, 1
-  %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
+conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2993, 1
+  %419 = icmp slt i64 %oy29.next, 14
+  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
 
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
-  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
-  %254 = mul nsw i64 %conv2.g2148, 64
-  %255 = add nsw i64 %254, %conv2.j2249
-  %256 = mul nsw i64 %255, 6272
-  %257 = mul nsw i64 %conv2.c2553, 196
-  %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %260 = add nsw i64 %259, -1
-  %261 = mul nsw i64 %260, 14
-  %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %conv2.ox3062
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena63, align 4
-  %265 = mul nsw i64 %conv2.c2553, 3
-  %266 = add nsw i64 %265, %conv2.ky2654
-  %267 = mul nsw i64 %266, 3
-  %268 = add nsw i64 %267, 1
-  %269 = mul nsw i64 %268, 12544
-  %270 = add nsw i64 1204224, %269
-  %271 = mul nsw i64 %conv2.j2249, 196
-  %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %conv2.oy2959, 14
-  %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %conv2.ox3062
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena64, align 4
-  %ox30.next = add nsw i64 %conv2.ox3062, 1
-  %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
+  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
+  %420 = mul nsw i64 %conv2.g1976, 64
+  %421 = add nsw i64 %420, %conv2.j2077
+  %422 = mul nsw i64 %421, 6272
+  %423 = mul nsw i64 %conv2.c2381, 196
+  %424 = add nsw i64 %422, %423
+  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %426 = add nsw i64 %425, -1
+  %427 = mul nsw i64 %426, 14
+  %428 = add nsw i64 %424, %427
+  %429 = add nsw i64 %conv2.ox3096, 1
+  %430 = add nsw i64 %428, %429
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
+  %431 = load float, ptr %arena97, align 4
+  %432 = mul nsw i64 %conv2.c2381, 3
+  %433 = add nsw i64 %432, %conv2.ky2482
+  %434 = mul nsw i64 %433, 3
+  %435 = add nsw i64 %434, 2
+  %436 = mul nsw i64 %435, 12544
+  %437 = add nsw i64 1204224, %436
+  %438 = mul nsw i64 %conv2.j2077, 196
+  %439 = add nsw i64 %437, %438
+  %440 = mul nsw i64 %conv2.oy2993, 14
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 %441, %conv2.ox3096
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %431, ptr %arena98, align 4
+  %ox30.next = add nsw i64 %conv2.ox3096, 1
+  %443 = icmp slt i64 %ox30.next, 13
+  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
 
 conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif61
+  br label %conv2.endif95
 
-conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
-  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
-  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %278 = add nsw i64 %277, -1
-  %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %281 = add nsw i64 %280, -1
-  %282 = icmp slt i64 %281, 14
-  %283 = and i1 %279, %282
-  br i1 %283, label %conv2.then66, label %conv2.endif67
+conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
+  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
+  br label %conv2.f32
 
-conv2.oy31.end:                                   ; preds = %conv2.endif67
-  %ky26.next = add nsw i64 %conv2.ky2654, 1
-  %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
+conv2.j31.end:                                    ; preds = %conv2.f32.end
+  %g19.next = add nsw i64 %conv2.g1976, 1
+  %444 = icmp slt i64 %g19.next, 1
+  br i1 %444, label %conv2.g19, label %conv2.g19.end
 
-conv2.then66:                                     ; preds = %conv2.oy31
-  br label %conv2.ox32
+conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
+  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
+  br label %conv2.py33
 
-conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
-  %oy31.next = add nsw i64 %conv2.oy3165, 1
-  %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
+conv2.f32.end:                                    ; preds = %conv2.py33.end
+  %j31.next = add nsw i64 %conv2.j31102, 1
+  %445 = icmp slt i64 %j31.next, 64
+  br i1 %445, label %conv2.j31, label %conv2.j31.end
 
-conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
-  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
-  %286 = mul nsw i64 %conv2.g2148, 64
-  %287 = add nsw i64 %286, %conv2.j2249
-  %288 = mul nsw i64 %287, 6272
-  %289 = mul nsw i64 %conv2.c2553, 196
-  %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %292 = add nsw i64 %291, -1
-  %293 = mul nsw i64 %292, 14
-  %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %conv2.ox3268, 1
-  %296 = add nsw i64 %294, %295
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena69, align 4
-  %298 = mul nsw i64 %conv2.c2553, 3
-  %299 = add nsw i64 %298, %conv2.ky2654
-  %300 = mul nsw i64 %299, 3
-  %301 = add nsw i64 %300, 2
-  %302 = mul nsw i64 %301, 12544
-  %303 = add nsw i64 1204224, %302
-  %304 = mul nsw i64 %conv2.j2249, 196
-  %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %conv2.oy3165, 14
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %conv2.ox3268
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena70, align 4
-  %ox32.next = add nsw i64 %conv2.ox3268, 1
-  %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
+conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
+  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
+  br label %conv2.px34
 
-conv2.ox32.end:                                   ; preds = %conv2.ox32
-  br label %conv2.endif67
+conv2.py33.end:                                   ; preds = %conv2.px34.end
+  %f32.next = add nsw i64 %conv2.f32103, 1
+  %446 = icmp slt i64 %f32.next, 64
+  br i1 %446, label %conv2.f32, label %conv2.f32.end
 
-conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
-  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
-  br label %conv2.f34
+conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
+  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
+  %447 = mul nsw i64 %conv2.f32103, 12544
+  %448 = add nsw i64 4816896, %447
+  %449 = mul nsw i64 %conv2.j31102, 196
+  %450 = add nsw i64 %448, %449
+  %451 = mul nsw i64 %conv2.py33104, 28
+  %452 = mul nsw i64 %conv2.px34105, 2
+  %453 = add nsw i64 %451, %452
+  %454 = add nsw i64 %450, %453
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
+  %455 = load float, ptr %arena106, align 4
+  %456 = add nsw i64 18752, %conv2.f32103
+  %params107 = getelementptr inbounds float, ptr %params, i64 %456
+  %457 = load float, ptr %params107, align 4
+  %458 = fadd float %455, %457
+  store float %458, ptr %conv2.best35, align 4
+  %459 = mul nsw i64 %conv2.py33104, 28
+  %460 = mul nsw i64 %conv2.px34105, 2
+  %461 = add nsw i64 %459, %460
+  %462 = sitofp i64 %461 to float
+  store float %462, ptr %conv2.bi36, align 4
+  %463 = mul nsw i64 %conv2.f32103, 12544
+  %464 = add nsw i64 4816896, %463
+  %465 = mul nsw i64 %conv2.j31102, 196
+  %466 = add nsw i64 %464, %465
+  %467 = mul nsw i64 %conv2.py33104, 28
+  %468 = mul nsw i64 %conv2.px34105, 2
+  %469 = add nsw i64 %467, %468
+  %470 = add nsw i64 %466, %469
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
+  %471 = load float, ptr %arena108, align 4
+  %472 = add nsw i64 18752, %conv2.f32103
+  %params109 = getelementptr inbounds float, ptr %params, i64 %472
+  %473 = load float, ptr %params109, align 4
+  %474 = fadd float %471, %473
+  %best35 = load float, ptr %conv2.best35, align 4
+  %475 = fcmp ogt float %474, %best35
+  %476 = mul nsw i64 %conv2.py33104, 28
+  %477 = mul nsw i64 %conv2.px34105, 2
+  %478 = add nsw i64 %476, %477
+  %479 = sitofp i64 %478 to float
+  %bi36 = load float, ptr %conv2.bi36, align 4
+  %480 = select i1 %475, float %479, float %bi36
+  store float %480, ptr %conv2.bi36, align 4
+  %481 = mul nsw i64 %conv2.f32103, 12544
+  %482 = add nsw i64 4816896, %481
+  %483 = mul nsw i64 %conv2.j31102, 196
+  %484 = add nsw i64 %482, %483
+  %485 = mul nsw i64 %conv2.py33104, 28
+  %486 = mul nsw i64 %conv2.px34105, 2
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 %484, %487
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena110, align 4
+  %490 = add nsw i64 18752, %conv2.f32103
+  %params111 = getelementptr inbounds float, ptr %params, i64 %490
+  %491 = load float, ptr %params111, align 4
+  %492 = fadd float %489, %491
+  %best35112 = load float, ptr %conv2.best35, align 4
+  %493 = fcmp ogt float %492, %best35112
+  %494 = mul nsw i64 %conv2.f32103, 12544
+  %495 = add nsw i64 4816896, %494
+  %496 = mul nsw i64 %conv2.j31102, 196
+  %497 = add nsw i64 %495, %496
+  %498 = mul nsw i64 %conv2.py33104, 28
+  %499 = mul nsw i64 %conv2.px34105, 2
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %497, %500
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena113, align 4
+  %503 = add nsw i64 18752, %conv2.f32103
+  %params114 = getelementptr inbounds float, ptr %params, i64 %503
+  %504 = load float, ptr %params114, align 4
+  %505 = fadd float %502, %504
+  %best35115 = load float, ptr %conv2.best35, align 4
+  %506 = select i1 %493, float %505, float %best35115
+  store float %506, ptr %conv2.best35, align 4
+  %507 = mul nsw i64 %conv2.f32103, 12544
+  %508 = add nsw i64 4816896, %507
+  %509 = mul nsw i64 %conv2.j31102, 196
+  %510 = add nsw i64 %508, %509
+  %511 = mul nsw i64 %conv2.py33104, 28
+  %512 = mul nsw i64 %conv2.px34105, 2
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, 1
+  %515 = add nsw i64 %510, %514
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena116, align 4
+  %517 = add nsw i64 18752, %conv2.f32103
+  %params117 = getelementptr inbounds float, ptr %params, i64 %517
+  %518 = load float, ptr %params117, align 4
+  %519 = fadd float %516, %518
+  %best35118 = load float, ptr %conv2.best35, align 4
+  %520 = fcmp ogt float %519, %best35118
+  %521 = mul nsw i64 %conv2.py33104, 28
+  %522 = mul nsw i64 %conv2.px34105, 2
+  %523 = add nsw i64 %521, %522
+  %524 = add nsw i64 %523, 1
+  %525 = sitofp i64 %524 to float
+  %bi36119 = load float, ptr %conv2.bi36, align 4
+  %526 = select i1 %520, float %525, float %bi36119
+  store float %526, ptr %conv2.bi36, align 4
+  %527 = mul nsw i64 %conv2.f32103, 12544
+  %528 = add nsw i64 4816896, %527
+  %529 = mul nsw i64 %conv2.j31102, 196
+  %530 = add nsw i64 %528, %529
+  %531 = mul nsw i64 %conv2.py33104, 28
+  %532 = mul nsw i64 %conv2.px34105, 2
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, 1
+  %535 = add nsw i64 %530, %534
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
+  %536 = load float, ptr %arena120, align 4
+  %537 = add nsw i64 18752, %conv2.f32103
+  %params121 = getelementptr inbounds float, ptr %params, i64 %537
+  %538 = load float, ptr %params121, align 4
+  %539 = fadd float %536, %538
+  %best35122 = load float, ptr %conv2.best35, align 4
+  %540 = fcmp ogt float %539, %best35122
+  %541 = mul nsw i64 %conv2.f32103, 12544
+  %542 = add nsw i64 4816896, %541
+  %543 = mul nsw i64 %conv2.j31102, 196
+  %544 = add nsw i64 %542, %543
+  %545 = mul nsw i64 %conv2.py33104, 28
+  %546 = mul nsw i64 %conv2.px34105, 2
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %547, 1
+  %549 = add nsw i64 %544, %548
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
+  %550 = load float, ptr %arena123, align 4
+  %551 = add nsw i64 18752, %conv2.f32103
+  %params124 = getelementptr inbounds float, ptr %params, i64 %551
+  %552 = load float, ptr %params124, align 4
+  %553 = fadd float %550, %552
+  %best35125 = load float, ptr %conv2.best35, align 4
+  %554 = select i1 %540, float %553, float %best35125
+  store float %554, ptr %conv2.best35, align 4
+  %555 = mul nsw i64 %conv2.f32103, 12544
+  %556 = add nsw i64 4816896, %555
+  %557 = mul nsw i64 %conv2.j31102, 196
+  %558 = add nsw i64 %556, %557
+  %559 = mul nsw i64 %conv2.py33104, 28
+  %560 = mul nsw i64 %conv2.px34105, 2
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, 14
+  %563 = add nsw i64 %558, %562
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
+  %564 = load float, ptr %arena126, align 4
+  %565 = add nsw i64 18752, %conv2.f32103
+  %params127 = getelementptr inbounds float, ptr %params, i64 %565
+  %566 = load float, ptr %params127, align 4
+  %567 = fadd float %564, %566
+  %best35128 = load float, ptr %conv2.best35, align 4
+  %568 = fcmp ogt float %567, %best35128
+  %569 = mul nsw i64 %conv2.py33104, 28
+  %570 = mul nsw i64 %conv2.px34105, 2
+  %571 = add nsw i64 %569, %570
+  %572 = add nsw i64 %571, 14
+  %573 = sitofp i64 %572 to float
+  %bi36129 = load float, ptr %conv2.bi36, align 4
+  %574 = select i1 %568, float %573, float %bi36129
+  store float %574, ptr %conv2.bi36, align 4
+  %575 = mul nsw i64 %conv2.f32103, 12544
+  %576 = add nsw i64 4816896, %575
+  %577 = mul nsw i64 %conv2.j31102, 196
+  %578 = add nsw i64 %576, %577
+  %579 = mul nsw i64 %conv2.py33104, 28
+  %580 = mul nsw i64 %conv2.px34105, 2
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, 14
+  %583 = add nsw i64 %578, %582
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
+  %584 = load float, ptr %arena130, align 4
+  %585 = add nsw i64 18752, %conv2.f32103
+  %params131 = getelementptr inbounds float, ptr %params, i64 %585
+  %586 = load float, ptr %params131, align 4
+  %587 = fadd float %584, %586
+  %best35132 = load float, ptr %conv2.best35, align 4
+  %588 = fcmp ogt float %587, %best35132
+  %589 = mul nsw i64 %conv2.f32103, 12544
+  %590 = add nsw i64 4816896, %589
+  %591 = mul nsw i64 %conv2.j31102, 196
+  %592 = add nsw i64 %590, %591
+  %593 = mul nsw i64 %conv2.py33104, 28
+  %594 = mul nsw i64 %conv2.px34105, 2
+  %595 = add nsw i64 %593, %594
+  %596 = add nsw i64 %595, 14
+  %597 = add nsw i64 %592, %596
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
+  %598 = load float, ptr %arena133, align 4
+  %599 = add nsw i64 18752, %conv2.f32103
+  %params134 = getelementptr inbounds float, ptr %params, i64 %599
+  %600 = load float, ptr %params134, align 4
+  %601 = fadd float %598, %600
+  %best35135 = load float, ptr %conv2.best35, align 4
+  %602 = select i1 %588, float %601, float %best35135
+  store float %602, ptr %conv2.best35, align 4
+  %603 = mul nsw i64 %conv2.f32103, 12544
+  %604 = add nsw i64 4816896, %603
+  %605 = mul nsw i64 %conv2.j31102, 196
+  %606 = add nsw i64 %604, %605
+  %607 = mul nsw i64 %conv2.py33104, 28
+  %608 = mul nsw i64 %conv2.px34105, 2
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, 14
+  %611 = add nsw i64 %610, 1
+  %612 = add nsw i64 %606, %611
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
+  %613 = load float, ptr %arena136, align 4
+  %614 = add nsw i64 18752, %conv2.f32103
+  %params137 = getelementptr inbounds float, ptr %params, i64 %614
+  %615 = load float, ptr %params137, align 4
+  %616 = fadd float %613, %615
+  %best35138 = load float, ptr %conv2.best35, align 4
+  %617 = fcmp ogt float %616, %best35138
+  %618 = mul nsw i64 %conv2.py33104, 28
+  %619 = mul nsw i64 %conv2.px34105, 2
+  %620 = add nsw i64 %618, %619
+  %621 = add nsw i64 %620, 14
+  %622 = add nsw i64 %621, 1
+  %623 = sitofp i64 %622 to float
+  %bi36139 = load float, ptr %conv2.bi36, align 4
+  %624 = select i1 %617, float %623, float %bi36139
+  store float %624, ptr %conv2.bi36, align 4
+  %625 = mul nsw i64 %conv2.f32103, 12544
+  %626 = add nsw i64 4816896, %625
+  %627 = mul nsw i64 %conv2.j31102, 196
+  %628 = add nsw i64 %626, %627
+  %629 = mul nsw i64 %conv2.py33104, 28
+  %630 = mul nsw i64 %conv2.px34105, 2
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, 14
+  %633 = add nsw i64 %632, 1
+  %634 = add nsw i64 %628, %633
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
+  %635 = load float, ptr %arena140, align 4
+  %636 = add nsw i64 18752, %conv2.f32103
+  %params141 = getelementptr inbounds float, ptr %params, i64 %636
+  %637 = load float, ptr %params141, align 4
+  %638 = fadd float %635, %637
+  %best35142 = load float, ptr %conv2.best35, align 4
+  %639 = fcmp ogt float %638, %best35142
+  %640 = mul nsw i64 %conv2.f32103, 12544
+  %641 = add nsw i64 4816896, %640
+  %642 = mul nsw i64 %conv2.j31102, 196
+  %643 = add nsw i64 %641, %642
+  %644 = mul nsw i64 %conv2.py33104, 28
+  %645 = mul nsw i64 %conv2.px34105, 2
+  %646 = add nsw i64 %644, %645
+  %647 = add nsw i64 %646, 14
+  %648 = add nsw i64 %647, 1
+  %649 = add nsw i64 %643, %648
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load float, ptr %arena143, align 4
+  %651 = add nsw i64 18752, %conv2.f32103
+  %params144 = getelementptr inbounds float, ptr %params, i64 %651
+  %652 = load float, ptr %params144, align 4
+  %653 = fadd float %650, %652
+  %best35145 = load float, ptr %conv2.best35, align 4
+  %654 = select i1 %639, float %653, float %best35145
+  store float %654, ptr %conv2.best35, align 4
+  %best35146 = load float, ptr %conv2.best35, align 4
+  %655 = fcmp ogt float %best35146, 0.000000e+00
+  %best35147 = load float, ptr %conv2.best35, align 4
+  %656 = select i1 %655, float %best35147, float 0.000000e+00
+  %657 = mul nsw i64 %conv2.g1976, 64
+  %658 = add nsw i64 %657, %conv2.j31102
+  %659 = mul nsw i64 %658, 3136
+  %660 = mul nsw i64 %conv2.f32103, 49
+  %661 = add nsw i64 %659, %660
+  %662 = mul nsw i64 %conv2.py33104, 7
+  %663 = add nsw i64 %661, %662
+  %664 = add nsw i64 %663, %conv2.px34105
+  %665 = add nsw i64 802816, %664
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
+  store float %656, ptr %arena148, align 4
+  %bi36149 = load float, ptr %conv2.bi36, align 4
+  %666 = mul nsw i64 %conv2.g1976, 64
+  %667 = add nsw i64 %666, %conv2.j31102
+  %668 = mul nsw i64 %667, 3136
+  %669 = mul nsw i64 %conv2.f32103, 49
+  %670 = add nsw i64 %668, %669
+  %671 = mul nsw i64 %conv2.py33104, 7
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 %672, %conv2.px34105
+  %674 = add nsw i64 1003520, %673
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
+  store float %bi36149, ptr %arena150, align 4
+  %px34.next = add nsw i64 %conv2.px34105, 1
+  %675 = icmp slt i64 %px34.next, 7
+  br i1 %675, label %conv2.px34, label %conv2.px34.end
 
-conv2.j33.end:                                    ; preds = %conv2.f34.end
-  %g21.next = add nsw i64 %conv2.g2148, 1
-  %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %conv2.g21, label %conv2.g21.end
+conv2.px34.end:                                   ; preds = %conv2.px34
+  %py33.next = add nsw i64 %conv2.py33104, 1
+  %676 = icmp slt i64 %py33.next, 7
+  br i1 %676, label %conv2.py33, label %conv2.py33.end
 
-conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
-  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
-  br label %conv2.py35
+fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
+  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
+  br label %fc1.u38
 
-conv2.f34.end:                                    ; preds = %conv2.py35.end
-  %j33.next = add nsw i64 %conv2.j3374, 1
-  %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %conv2.j33, label %conv2.j33.end
+fc1.n37.end:                                      ; preds = %fc1.u38.end
+  br label %drop.i39
 
-conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
-  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
-  br label %conv2.px36
+fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
+  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
+  %677 = mul nsw i64 %fc1.n37154, 128
+  %678 = add nsw i64 1204224, %677
+  %679 = add nsw i64 %678, %fc1.u38155
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %679
+  %680 = load float, ptr %arena156, align 4
+  %681 = add nsw i64 420224, %fc1.u38155
+  %params157 = getelementptr inbounds float, ptr %params, i64 %681
+  %682 = load float, ptr %params157, align 4
+  %683 = fadd float %680, %682
+  %684 = fcmp ogt float %683, 0.000000e+00
+  %685 = mul nsw i64 %fc1.n37154, 128
+  %686 = add nsw i64 1204224, %685
+  %687 = add nsw i64 %686, %fc1.u38155
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %687
+  %688 = load float, ptr %arena158, align 4
+  %689 = add nsw i64 420224, %fc1.u38155
+  %params159 = getelementptr inbounds float, ptr %params, i64 %689
+  %690 = load float, ptr %params159, align 4
+  %691 = fadd float %688, %690
+  %692 = select i1 %684, float %691, float 0.000000e+00
+  %693 = mul nsw i64 %fc1.n37154, 128
+  %694 = add nsw i64 1204224, %693
+  %695 = add nsw i64 %694, %fc1.u38155
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %695
+  store float %692, ptr %arena160, align 4
+  %u38.next = add nsw i64 %fc1.u38155, 1
+  %696 = icmp slt i64 %u38.next, 128
+  br i1 %696, label %fc1.u38, label %fc1.u38.end
 
-conv2.py35.end:                                   ; preds = %conv2.px36.end
-  %f34.next = add nsw i64 %conv2.f3475, 1
-  %312 = icmp slt i64 %f34.next, 64
-  br i1 %312, label %conv2.f34, label %conv2.f34.end
+fc1.u38.end:                                      ; preds = %fc1.u38
+  %n37.next = add nsw i64 %fc1.n37154, 1
+  %697 = icmp slt i64 %n37.next, 64
+  br i1 %697, label %fc1.n37, label %fc1.n37.end
 
-conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
-  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
-  %313 = mul nsw i64 %conv2.f3475, 12544
-  %314 = add nsw i64 4816896, %313
-  %315 = mul nsw i64 %conv2.j3374, 196
-  %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %conv2.py3576, 28
-  %318 = mul nsw i64 %conv2.px3677, 2
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %316, %319
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena78, align 4
-  %322 = add nsw i64 18752, %conv2.f3475
-  %params79 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params79, align 4
-  %324 = fadd float %321, %323
-  store float %324, ptr %conv2.best37, align 4
-  %325 = mul nsw i64 %conv2.py3576, 28
-  %326 = mul nsw i64 %conv2.px3677, 2
-  %327 = add nsw i64 %325, %326
-  %328 = sitofp i64 %327 to float
-  store float %328, ptr %conv2.bi38, align 4
-  br label %conv2.ky39
+drop.i39:                                         ; preds = %drop.i39, %fc1.n37.end
+  %drop.i39161 = phi i64 [ 0, %fc1.n37.end ], [ %i39.next, %drop.i39 ]
+  %698 = xor i64 %seed, -1035080904108319828
+  %699 = lshr i64 %698, 30
+  %700 = xor i64 %698, %699
+  %701 = mul i64 %700, -4658895280553007687
+  %702 = lshr i64 %701, 27
+  %703 = xor i64 %701, %702
+  %704 = mul i64 %703, -7723592293110705685
+  %705 = lshr i64 %704, 31
+  %706 = xor i64 %704, %705
+  %707 = add i64 %706, %step
+  %708 = lshr i64 %707, 30
+  %709 = xor i64 %707, %708
+  %710 = mul i64 %709, -4658895280553007687
+  %711 = lshr i64 %710, 27
+  %712 = xor i64 %710, %711
+  %713 = mul i64 %712, -7723592293110705685
+  %714 = lshr i64 %713, 31
+  %715 = xor i64 %713, %714
+  %716 = mul i64 %drop.i39161, -7046029254386353131
+  %717 = add i64 %715, %716
+  %718 = lshr i64 %717, 30
+  %719 = xor i64 %717, %718
+  %720 = mul i64 %719, -4658895280553007687
+  %721 = lshr i64 %720, 27
+  %722 = xor i64 %720, %721
+  %723 = mul i64 %722, -7723592293110705685
+  %724 = lshr i64 %723, 31
+  %725 = xor i64 %723, %724
+  %726 = lshr i64 %725, 40
+  %keep = icmp uge i64 %726, 8388608
+  %727 = add nsw i64 1204224, %drop.i39161
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %727
+  %728 = load float, ptr %arena162, align 4
+  %729 = fmul float %728, 2.000000e+00
+  %730 = select i1 %keep, float %729, float 0.000000e+00
+  %731 = add nsw i64 1212416, %drop.i39161
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %731
+  store float %730, ptr %arena163, align 4
+  %i39.next = add nsw i64 %drop.i39161, 1
+  %732 = icmp slt i64 %i39.next, 8192
+  br i1 %732, label %drop.i39, label %drop.i39.end
 
-conv2.px36.end:                                   ; preds = %conv2.ky39.end
-  %py35.next = add nsw i64 %conv2.py3576, 1
-  %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %conv2.py35, label %conv2.py35.end
+drop.i39.end:                                     ; preds = %drop.i39
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params165 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 1220608
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena164, i32 128, ptr %params165, i32 128, float 0.000000e+00, ptr %arena166, i32 10)
+  br label %fc2.n40
 
-conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
-  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
-  br label %conv2.kx40
+fc2.n40:                                          ; preds = %fc2.u41.end, %drop.i39.end
+  %fc2.n40167 = phi i64 [ 0, %drop.i39.end ], [ %n40.next, %fc2.u41.end ]
+  br label %fc2.u41
 
-conv2.ky39.end:                                   ; preds = %conv2.kx40.end
-  %best3790 = load float, ptr %conv2.best37, align 4
-  %330 = fcmp ogt float %best3790, 0.000000e+00
-  %best3791 = load float, ptr %conv2.best37, align 4
-  %331 = select i1 %330, float %best3791, float 0.000000e+00
-  %332 = mul nsw i64 %conv2.g2148, 64
-  %333 = add nsw i64 %332, %conv2.j3374
-  %334 = mul nsw i64 %333, 3136
-  %335 = mul nsw i64 %conv2.f3475, 49
-  %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %conv2.py3576, 7
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %conv2.px3677
-  %340 = add nsw i64 802816, %339
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena92, align 4
-  %bi3893 = load float, ptr %conv2.bi38, align 4
-  %341 = mul nsw i64 %conv2.g2148, 64
-  %342 = add nsw i64 %341, %conv2.j3374
-  %343 = mul nsw i64 %342, 3136
-  %344 = mul nsw i64 %conv2.f3475, 49
-  %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %conv2.py3576, 7
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %conv2.px3677
-  %349 = add nsw i64 1003520, %348
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi3893, ptr %arena94, align 4
-  %px36.next = add nsw i64 %conv2.px3677, 1
-  %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %conv2.px36, label %conv2.px36.end
+fc2.n40.end:                                      ; preds = %fc2.u41.end
+  store float 0.000000e+00, ptr %loss.total42, align 4
+  br label %loss.n43
 
-conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
-  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
-  %351 = mul nsw i64 %conv2.f3475, 12544
-  %352 = add nsw i64 4816896, %351
-  %353 = mul nsw i64 %conv2.j3374, 196
-  %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %conv2.py3576, 28
-  %356 = mul nsw i64 %conv2.px3677, 2
-  %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %conv2.ky3980, 14
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %conv2.kx4081
-  %361 = add nsw i64 %354, %360
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena82, align 4
-  %363 = add nsw i64 18752, %conv2.f3475
-  %params83 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params83, align 4
-  %365 = fadd float %362, %364
-  %best37 = load float, ptr %conv2.best37, align 4
-  %366 = fcmp ogt float %365, %best37
-  %367 = mul nsw i64 %conv2.py3576, 28
-  %368 = mul nsw i64 %conv2.px3677, 2
-  %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %conv2.ky3980, 14
-  %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %conv2.kx4081
-  %373 = sitofp i64 %372 to float
-  %bi38 = load float, ptr %conv2.bi38, align 4
-  %374 = select i1 %366, float %373, float %bi38
-  store float %374, ptr %conv2.bi38, align 4
-  %375 = mul nsw i64 %conv2.f3475, 12544
-  %376 = add nsw i64 4816896, %375
-  %377 = mul nsw i64 %conv2.j3374, 196
-  %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %conv2.py3576, 28
-  %380 = mul nsw i64 %conv2.px3677, 2
-  %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %conv2.ky3980, 14
-  %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %conv2.kx4081
-  %385 = add nsw i64 %378, %384
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena84, align 4
-  %387 = add nsw i64 18752, %conv2.f3475
-  %params85 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params85, align 4
-  %389 = fadd float %386, %388
-  %best3786 = load float, ptr %conv2.best37, align 4
-  %390 = fcmp ogt float %389, %best3786
-  %391 = mul nsw i64 %conv2.f3475, 12544
-  %392 = add nsw i64 4816896, %391
-  %393 = mul nsw i64 %conv2.j3374, 196
-  %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %conv2.py3576, 28
-  %396 = mul nsw i64 %conv2.px3677, 2
-  %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %conv2.ky3980, 14
-  %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %conv2.kx4081
-  %401 = add nsw i64 %394, %400
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena87, align 4
-  %403 = add nsw i64 18752, %conv2.f3475
-  %params88 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params88, align 4
-  %405 = fadd float %402, %404
-  %best3789 = load float, ptr %conv2.best37, align 4
-  %406 = select i1 %390, float %405, float %best3789
-  store float %406, ptr %conv2.best37, align 4
-  %kx40.next = add nsw i64 %conv2.kx4081, 1
-  %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
+fc2.u41:                                          ; preds = %fc2.u41, %fc2.n40
+  %fc2.u41168 = phi i64 [ 0, %fc2.n40 ], [ %u41.next, %fc2.u41 ]
+  %733 = mul nsw i64 %fc2.n40167, 10
+  %734 = add nsw i64 1220608, %733
+  %735 = add nsw i64 %734, %fc2.u41168
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %735
+  %736 = load float, ptr %arena169, align 4
+  %737 = add nsw i64 421632, %fc2.u41168
+  %params170 = getelementptr inbounds float, ptr %params, i64 %737
+  %738 = load float, ptr %params170, align 4
+  %739 = fadd float %736, %738
+  %740 = mul nsw i64 %fc2.n40167, 10
+  %741 = add nsw i64 1220608, %740
+  %742 = add nsw i64 %741, %fc2.u41168
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %742
+  store float %739, ptr %arena171, align 4
+  %u41.next = add nsw i64 %fc2.u41168, 1
+  %743 = icmp slt i64 %u41.next, 10
+  br i1 %743, label %fc2.u41, label %fc2.u41.end
 
-conv2.kx40.end:                                   ; preds = %conv2.kx40
-  %ky39.next = add nsw i64 %conv2.ky3980, 1
-  %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
+fc2.u41.end:                                      ; preds = %fc2.u41
+  %n40.next = add nsw i64 %fc2.n40167, 1
+  %744 = icmp slt i64 %n40.next, 64
+  br i1 %744, label %fc2.n40, label %fc2.n40.end
 
-fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
-  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
-  br label %fc1.u42
+loss.n43:                                         ; preds = %loss.k47.end, %fc2.n40.end
+  %loss.n43172 = phi i64 [ 0, %fc2.n40.end ], [ %n43.next, %loss.k47.end ]
+  %745 = mul nsw i64 %loss.n43172, 10
+  %746 = add nsw i64 1220608, %745
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %746
+  %747 = load float, ptr %arena173, align 4
+  store float %747, ptr %loss.m44, align 4
+  br label %loss.k46
 
-fc1.n41.end:                                      ; preds = %fc1.u42.end
-  br label %drop.i43
+loss.n43.end:                                     ; preds = %loss.k47.end
+  %total42183 = load float, ptr %loss.total42, align 4
+  %748 = fdiv float %total42183, 6.400000e+01
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 1221248
+  store float %748, ptr %arena184, align 4
+  br label %fc2_grad.n48
 
-fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
-  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
-  %409 = mul nsw i64 %fc1.n4198, 128
-  %410 = add nsw i64 1204224, %409
-  %411 = add nsw i64 %410, %fc1.u4299
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %411
-  %412 = load float, ptr %arena100, align 4
-  %413 = add nsw i64 420224, %fc1.u4299
-  %params101 = getelementptr inbounds float, ptr %params, i64 %413
-  %414 = load float, ptr %params101, align 4
-  %415 = fadd float %412, %414
-  %416 = fcmp ogt float %415, 0.000000e+00
-  %417 = mul nsw i64 %fc1.n4198, 128
-  %418 = add nsw i64 1204224, %417
-  %419 = add nsw i64 %418, %fc1.u4299
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load float, ptr %arena102, align 4
-  %421 = add nsw i64 420224, %fc1.u4299
-  %params103 = getelementptr inbounds float, ptr %params, i64 %421
-  %422 = load float, ptr %params103, align 4
-  %423 = fadd float %420, %422
-  %424 = select i1 %416, float %423, float 0.000000e+00
-  %425 = mul nsw i64 %fc1.n4198, 128
-  %426 = add nsw i64 1204224, %425
-  %427 = add nsw i64 %426, %fc1.u4299
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %427
-  store float %424, ptr %arena104, align 4
-  %u42.next = add nsw i64 %fc1.u4299, 1
-  %428 = icmp slt i64 %u42.next, 128
-  br i1 %428, label %fc1.u42, label %fc1.u42.end
+loss.k46:                                         ; preds = %loss.k46, %loss.n43
+  %loss.k46174 = phi i64 [ 0, %loss.n43 ], [ %k46.next, %loss.k46 ]
+  %m44 = load float, ptr %loss.m44, align 4
+  %749 = mul nsw i64 %loss.n43172, 10
+  %750 = add nsw i64 1220608, %749
+  %751 = add nsw i64 %750, %loss.k46174
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena175, align 4
+  %753 = fcmp ogt float %752, %m44
+  %754 = select i1 %753, float %752, float %m44
+  store float %754, ptr %loss.m44, align 4
+  %k46.next = add nsw i64 %loss.k46174, 1
+  %755 = icmp slt i64 %k46.next, 10
+  br i1 %755, label %loss.k46, label %loss.k46.end
 
-fc1.u42.end:                                      ; preds = %fc1.u42
-  %n41.next = add nsw i64 %fc1.n4198, 1
-  %429 = icmp slt i64 %n41.next, 64
-  br i1 %429, label %fc1.n41, label %fc1.n41.end
+loss.k46.end:                                     ; preds = %loss.k46
+  store float 0.000000e+00, ptr %loss.s45, align 4
+  br label %loss.k47
 
-drop.i43:                                         ; preds = %drop.i43, %fc1.n41.end
-  %drop.i43105 = phi i64 [ 0, %fc1.n41.end ], [ %i43.next, %drop.i43 ]
-  %430 = xor i64 %seed, -1035080904108319828
-  %431 = lshr i64 %430, 30
-  %432 = xor i64 %430, %431
-  %433 = mul i64 %432, -4658895280553007687
-  %434 = lshr i64 %433, 27
-  %435 = xor i64 %433, %434
-  %436 = mul i64 %435, -7723592293110705685
-  %437 = lshr i64 %436, 31
-  %438 = xor i64 %436, %437
-  %439 = add i64 %438, %step
-  %440 = lshr i64 %439, 30
-  %441 = xor i64 %439, %440
-  %442 = mul i64 %441, -4658895280553007687
-  %443 = lshr i64 %442, 27
-  %444 = xor i64 %442, %443
-  %445 = mul i64 %444, -7723592293110705685
-  %446 = lshr i64 %445, 31
-  %447 = xor i64 %445, %446
-  %448 = mul i64 %drop.i43105, -7046029254386353131
-  %449 = add i64 %447, %448
-  %450 = lshr i64 %449, 30
-  %451 = xor i64 %449, %450
-  %452 = mul i64 %451, -4658895280553007687
-  %453 = lshr i64 %452, 27
-  %454 = xor i64 %452, %453
-  %455 = mul i64 %454, -7723592293110705685
-  %456 = lshr i64 %455, 31
-  %457 = xor i64 %455, %456
-  %458 = lshr i64 %457, 40
-  %keep = icmp uge i64 %458, 8388608
-  %459 = add nsw i64 1204224, %drop.i43105
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %459
-  %460 = load float, ptr %arena106, align 4
-  %461 = fmul float %460, 2.000000e+00
-  %462 = select i1 %keep, float %461, float 0.000000e+00
-  %463 = add nsw i64 1212416, %drop.i43105
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %463
-  store float %462, ptr %arena107, align 4
-  %i43.next = add nsw i64 %drop.i43105, 1
-  %464 = icmp slt i64 %i43.next, 8192
-  br i1 %464, label %drop.i43, label %drop.i43.end
+loss.k47:                                         ; preds = %loss.k47, %loss.k46.end
+  %loss.k47176 = phi i64 [ 0, %loss.k46.end ], [ %k47.next, %loss.k47 ]
+  %s45 = load float, ptr %loss.s45, align 4
+  %756 = mul nsw i64 %loss.n43172, 10
+  %757 = add nsw i64 1220608, %756
+  %758 = add nsw i64 %757, %loss.k47176
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %758
+  %759 = load float, ptr %arena177, align 4
+  %m44178 = load float, ptr %loss.m44, align 4
+  %760 = fsub float %759, %m44178
+  %761 = call float @llvm.exp.f32(float %760)
+  %762 = fadd float %s45, %761
+  store float %762, ptr %loss.s45, align 4
+  %k47.next = add nsw i64 %loss.k47176, 1
+  %763 = icmp slt i64 %k47.next, 10
+  br i1 %763, label %loss.k47, label %loss.k47.end
 
-drop.i43.end:                                     ; preds = %drop.i43
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params109 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 1220608
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena108, i32 128, ptr %params109, i32 128, float 0.000000e+00, ptr %arena110, i32 10)
-  br label %fc2.n44
+loss.k47.end:                                     ; preds = %loss.k47
+  %total42 = load float, ptr %loss.total42, align 4
+  %m44179 = load float, ptr %loss.m44, align 4
+  %s45180 = load float, ptr %loss.s45, align 4
+  %764 = call float @llvm.log.f32(float %s45180)
+  %765 = fadd float %m44179, %764
+  %766 = mul nsw i64 %loss.n43172, 10
+  %767 = add nsw i64 1220608, %766
+  %labels181 = getelementptr inbounds i32, ptr %labels, i64 %loss.n43172
+  %label = load i32, ptr %labels181, align 4
+  %768 = sext i32 %label to i64
+  %769 = add nsw i64 %767, %768
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %769
+  %770 = load float, ptr %arena182, align 4
+  %771 = fsub float %765, %770
+  %772 = fadd float %total42, %771
+  store float %772, ptr %loss.total42, align 4
+  %n43.next = add nsw i64 %loss.n43172, 1
+  %773 = icmp slt i64 %n43.next, 64
+  br i1 %773, label %loss.n43, label %loss.n43.end
 
-fc2.n44:                                          ; preds = %fc2.u45.end, %drop.i43.end
-  %fc2.n44111 = phi i64 [ 0, %drop.i43.end ], [ %n44.next, %fc2.u45.end ]
-  br label %fc2.u45
+fc2_grad.n48:                                     ; preds = %fc2_grad.k53.end, %loss.n43.end
+  %fc2_grad.n48185 = phi i64 [ 0, %loss.n43.end ], [ %n48.next, %fc2_grad.k53.end ]
+  %774 = mul nsw i64 %fc2_grad.n48185, 10
+  %775 = add nsw i64 1220608, %774
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %775
+  %776 = load float, ptr %arena186, align 4
+  store float %776, ptr %fc2_grad.m49, align 4
+  br label %fc2_grad.k51
 
-fc2.n44.end:                                      ; preds = %fc2.u45.end
-  store float 0.000000e+00, ptr %loss.total46, align 4
-  br label %loss.n47
+fc2_grad.n48.end:                                 ; preds = %fc2_grad.k53.end
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %grads204 = getelementptr inbounds float, ptr %grads, i64 420352
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena202, i32 10, ptr %arena203, i32 128, float 0.000000e+00, ptr %grads204, i32 128)
+  br label %fc2_bias_grad.u54
 
-fc2.u45:                                          ; preds = %fc2.u45, %fc2.n44
-  %fc2.u45112 = phi i64 [ 0, %fc2.n44 ], [ %u45.next, %fc2.u45 ]
-  %465 = mul nsw i64 %fc2.n44111, 10
-  %466 = add nsw i64 1220608, %465
-  %467 = add nsw i64 %466, %fc2.u45112
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %467
-  %468 = load float, ptr %arena113, align 4
-  %469 = add nsw i64 421632, %fc2.u45112
-  %params114 = getelementptr inbounds float, ptr %params, i64 %469
-  %470 = load float, ptr %params114, align 4
-  %471 = fadd float %468, %470
-  %472 = mul nsw i64 %fc2.n44111, 10
-  %473 = add nsw i64 1220608, %472
-  %474 = add nsw i64 %473, %fc2.u45112
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %474
-  store float %471, ptr %arena115, align 4
-  %u45.next = add nsw i64 %fc2.u45112, 1
-  %475 = icmp slt i64 %u45.next, 10
-  br i1 %475, label %fc2.u45, label %fc2.u45.end
+fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.n48
+  %fc2_grad.k51187 = phi i64 [ 0, %fc2_grad.n48 ], [ %k51.next, %fc2_grad.k51 ]
+  %m49 = load float, ptr %fc2_grad.m49, align 4
+  %777 = mul nsw i64 %fc2_grad.n48185, 10
+  %778 = add nsw i64 1220608, %777
+  %779 = add nsw i64 %778, %fc2_grad.k51187
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %779
+  %780 = load float, ptr %arena188, align 4
+  %781 = fcmp ogt float %780, %m49
+  %782 = select i1 %781, float %780, float %m49
+  store float %782, ptr %fc2_grad.m49, align 4
+  %k51.next = add nsw i64 %fc2_grad.k51187, 1
+  %783 = icmp slt i64 %k51.next, 10
+  br i1 %783, label %fc2_grad.k51, label %fc2_grad.k51.end
 
-fc2.u45.end:                                      ; preds = %fc2.u45
-  %n44.next = add nsw i64 %fc2.n44111, 1
-  %476 = icmp slt i64 %n44.next, 64
-  br i1 %476, label %fc2.n44, label %fc2.n44.end
+fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
+  store float 0.000000e+00, ptr %fc2_grad.s50, align 4
+  br label %fc2_grad.k52
 
-loss.n47:                                         ; preds = %loss.k51.end, %fc2.n44.end
-  %loss.n47116 = phi i64 [ 0, %fc2.n44.end ], [ %n47.next, %loss.k51.end ]
-  %477 = mul nsw i64 %loss.n47116, 10
-  %478 = add nsw i64 1220608, %477
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %478
-  %479 = load float, ptr %arena117, align 4
-  store float %479, ptr %loss.m48, align 4
-  br label %loss.k50
+fc2_grad.k52:                                     ; preds = %fc2_grad.k52, %fc2_grad.k51.end
+  %fc2_grad.k52189 = phi i64 [ 0, %fc2_grad.k51.end ], [ %k52.next, %fc2_grad.k52 ]
+  %s50 = load float, ptr %fc2_grad.s50, align 4
+  %784 = mul nsw i64 %fc2_grad.n48185, 10
+  %785 = add nsw i64 1220608, %784
+  %786 = add nsw i64 %785, %fc2_grad.k52189
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %786
+  %787 = load float, ptr %arena190, align 4
+  %m49191 = load float, ptr %fc2_grad.m49, align 4
+  %788 = fsub float %787, %m49191
+  %789 = call float @llvm.exp.f32(float %788)
+  %790 = fadd float %s50, %789
+  store float %790, ptr %fc2_grad.s50, align 4
+  %k52.next = add nsw i64 %fc2_grad.k52189, 1
+  %791 = icmp slt i64 %k52.next, 10
+  br i1 %791, label %fc2_grad.k52, label %fc2_grad.k52.end
 
-loss.n47.end:                                     ; preds = %loss.k51.end
-  %total46127 = load float, ptr %loss.total46, align 4
-  %480 = fdiv float %total46127, 6.400000e+01
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 1221248
-  store float %480, ptr %arena128, align 4
-  br label %fc2_grad.n52
+fc2_grad.k52.end:                                 ; preds = %fc2_grad.k52
+  br label %fc2_grad.k53
 
-loss.k50:                                         ; preds = %loss.k50, %loss.n47
-  %loss.k50118 = phi i64 [ 0, %loss.n47 ], [ %k50.next, %loss.k50 ]
-  %m48 = load float, ptr %loss.m48, align 4
-  %481 = mul nsw i64 %loss.n47116, 10
-  %482 = add nsw i64 1220608, %481
-  %483 = add nsw i64 %482, %loss.k50118
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %483
-  %484 = load float, ptr %arena119, align 4
-  %485 = fcmp ogt float %484, %m48
-  %486 = select i1 %485, float %484, float %m48
-  store float %486, ptr %loss.m48, align 4
-  %k50.next = add nsw i64 %loss.k50118, 1
-  %487 = icmp slt i64 %k50.next, 10
-  br i1 %487, label %loss.k50, label %loss.k50.end
+fc2_grad.k53:                                     ; preds = %fc2_grad.k53, %fc2_grad.k52.end
+  %fc2_grad.k53192 = phi i64 [ 0, %fc2_grad.k52.end ], [ %k53.next, %fc2_grad.k53 ]
+  %labels193 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n48185
+  %label194 = load i32, ptr %labels193, align 4
+  %792 = sext i32 %label194 to i64
+  %793 = icmp eq i64 %fc2_grad.k53192, %792
+  %794 = mul nsw i64 %fc2_grad.n48185, 10
+  %795 = add nsw i64 1220608, %794
+  %796 = add nsw i64 %795, %fc2_grad.k53192
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %796
+  %797 = load float, ptr %arena195, align 4
+  %m49196 = load float, ptr %fc2_grad.m49, align 4
+  %798 = fsub float %797, %m49196
+  %799 = call float @llvm.exp.f32(float %798)
+  %s50197 = load float, ptr %fc2_grad.s50, align 4
+  %800 = fdiv float %799, %s50197
+  %801 = fsub float %800, 1.000000e+00
+  %802 = mul nsw i64 %fc2_grad.n48185, 10
+  %803 = add nsw i64 1220608, %802
+  %804 = add nsw i64 %803, %fc2_grad.k53192
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %804
+  %805 = load float, ptr %arena198, align 4
+  %m49199 = load float, ptr %fc2_grad.m49, align 4
+  %806 = fsub float %805, %m49199
+  %807 = call float @llvm.exp.f32(float %806)
+  %s50200 = load float, ptr %fc2_grad.s50, align 4
+  %808 = fdiv float %807, %s50200
+  %809 = select i1 %793, float %801, float %808
+  %810 = fdiv float %809, 6.400000e+01
+  %811 = mul nsw i64 %fc2_grad.n48185, 10
+  %812 = add nsw i64 1221264, %811
+  %813 = add nsw i64 %812, %fc2_grad.k53192
+  %arena201 = getelementptr inbounds float, ptr %arena, i64 %813
+  store float %810, ptr %arena201, align 4
+  %k53.next = add nsw i64 %fc2_grad.k53192, 1
+  %814 = icmp slt i64 %k53.next, 10
+  br i1 %814, label %fc2_grad.k53, label %fc2_grad.k53.end
 
-loss.k50.end:                                     ; preds = %loss.k50
-  store float 0.000000e+00, ptr %loss.s49, align 4
-  br label %loss.k51
+fc2_grad.k53.end:                                 ; preds = %fc2_grad.k53
+  %n48.next = add nsw i64 %fc2_grad.n48185, 1
+  %815 = icmp slt i64 %n48.next, 64
+  br i1 %815, label %fc2_grad.n48, label %fc2_grad.n48.end
 
-loss.k51:                                         ; preds = %loss.k51, %loss.k50.end
-  %loss.k51120 = phi i64 [ 0, %loss.k50.end ], [ %k51.next, %loss.k51 ]
-  %s49 = load float, ptr %loss.s49, align 4
-  %488 = mul nsw i64 %loss.n47116, 10
-  %489 = add nsw i64 1220608, %488
-  %490 = add nsw i64 %489, %loss.k51120
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %490
-  %491 = load float, ptr %arena121, align 4
-  %m48122 = load float, ptr %loss.m48, align 4
-  %492 = fsub float %491, %m48122
-  %493 = call float @llvm.exp.f32(float %492)
-  %494 = fadd float %s49, %493
-  store float %494, ptr %loss.s49, align 4
-  %k51.next = add nsw i64 %loss.k51120, 1
-  %495 = icmp slt i64 %k51.next, 10
-  br i1 %495, label %loss.k51, label %loss.k51.end
+fc2_bias_grad.u54:                                ; preds = %fc2_bias_grad.n56.end, %fc2_grad.n48.end
+  %fc2_bias_grad.u54205 = phi i64 [ 0, %fc2_grad.n48.end ], [ %u54.next, %fc2_bias_grad.n56.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc55, align 4
+  br label %fc2_bias_grad.n56
 
-loss.k51.end:                                     ; preds = %loss.k51
-  %total46 = load float, ptr %loss.total46, align 4
-  %m48123 = load float, ptr %loss.m48, align 4
-  %s49124 = load float, ptr %loss.s49, align 4
-  %496 = call float @llvm.log.f32(float %s49124)
-  %497 = fadd float %m48123, %496
-  %498 = mul nsw i64 %loss.n47116, 10
-  %499 = add nsw i64 1220608, %498
-  %labels125 = getelementptr inbounds i32, ptr %labels, i64 %loss.n47116
-  %label = load i32, ptr %labels125, align 4
-  %500 = sext i32 %label to i64
-  %501 = add nsw i64 %499, %500
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena126, align 4
-  %503 = fsub float %497, %502
-  %504 = fadd float %total46, %503
-  store float %504, ptr %loss.total46, align 4
-  %n47.next = add nsw i64 %loss.n47116, 1
-  %505 = icmp slt i64 %n47.next, 64
-  br i1 %505, label %loss.n47, label %loss.n47.end
+fc2_bias_grad.u54.end:                            ; preds = %fc2_bias_grad.n56.end
+  %arena210 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %params211 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 1221904
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena210, i32 10, ptr %params211, i32 128, float 0.000000e+00, ptr %arena212, i32 128)
+  br label %relu3_grad.i57
 
-fc2_grad.n52:                                     ; preds = %fc2_grad.k57.end, %loss.n47.end
-  %fc2_grad.n52129 = phi i64 [ 0, %loss.n47.end ], [ %n52.next, %fc2_grad.k57.end ]
-  %506 = mul nsw i64 %fc2_grad.n52129, 10
-  %507 = add nsw i64 1220608, %506
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %507
-  %508 = load float, ptr %arena130, align 4
-  store float %508, ptr %fc2_grad.m53, align 4
-  br label %fc2_grad.k55
+fc2_bias_grad.n56:                                ; preds = %fc2_bias_grad.n56, %fc2_bias_grad.u54
+  %fc2_bias_grad.n56206 = phi i64 [ 0, %fc2_bias_grad.u54 ], [ %n56.next, %fc2_bias_grad.n56 ]
+  %acc55 = load float, ptr %fc2_bias_grad.acc55, align 4
+  %816 = mul nsw i64 %fc2_bias_grad.n56206, 10
+  %817 = add nsw i64 1221264, %816
+  %818 = add nsw i64 %817, %fc2_bias_grad.u54205
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %818
+  %819 = load float, ptr %arena207, align 4
+  %820 = fadd float %acc55, %819
+  store float %820, ptr %fc2_bias_grad.acc55, align 4
+  %n56.next = add nsw i64 %fc2_bias_grad.n56206, 1
+  %821 = icmp slt i64 %n56.next, 64
+  br i1 %821, label %fc2_bias_grad.n56, label %fc2_bias_grad.n56.end
 
-fc2_grad.n52.end:                                 ; preds = %fc2_grad.k57.end
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %grads148 = getelementptr inbounds float, ptr %grads, i64 420352
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena146, i32 10, ptr %arena147, i32 128, float 0.000000e+00, ptr %grads148, i32 128)
-  br label %fc2_bias_grad.u58
+fc2_bias_grad.n56.end:                            ; preds = %fc2_bias_grad.n56
+  %acc55208 = load float, ptr %fc2_bias_grad.acc55, align 4
+  %822 = add nsw i64 421632, %fc2_bias_grad.u54205
+  %grads209 = getelementptr inbounds float, ptr %grads, i64 %822
+  store float %acc55208, ptr %grads209, align 4
+  %u54.next = add nsw i64 %fc2_bias_grad.u54205, 1
+  %823 = icmp slt i64 %u54.next, 10
+  br i1 %823, label %fc2_bias_grad.u54, label %fc2_bias_grad.u54.end
 
-fc2_grad.k55:                                     ; preds = %fc2_grad.k55, %fc2_grad.n52
-  %fc2_grad.k55131 = phi i64 [ 0, %fc2_grad.n52 ], [ %k55.next, %fc2_grad.k55 ]
-  %m53 = load float, ptr %fc2_grad.m53, align 4
-  %509 = mul nsw i64 %fc2_grad.n52129, 10
-  %510 = add nsw i64 1220608, %509
-  %511 = add nsw i64 %510, %fc2_grad.k55131
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %511
-  %512 = load float, ptr %arena132, align 4
-  %513 = fcmp ogt float %512, %m53
-  %514 = select i1 %513, float %512, float %m53
-  store float %514, ptr %fc2_grad.m53, align 4
-  %k55.next = add nsw i64 %fc2_grad.k55131, 1
-  %515 = icmp slt i64 %k55.next, 10
-  br i1 %515, label %fc2_grad.k55, label %fc2_grad.k55.end
+relu3_grad.i57:                                   ; preds = %relu3_grad.i57, %fc2_bias_grad.u54.end
+  %relu3_grad.i57213 = phi i64 [ 0, %fc2_bias_grad.u54.end ], [ %i57.next, %relu3_grad.i57 ]
+  %824 = xor i64 %seed, -1035080904108319828
+  %825 = lshr i64 %824, 30
+  %826 = xor i64 %824, %825
+  %827 = mul i64 %826, -4658895280553007687
+  %828 = lshr i64 %827, 27
+  %829 = xor i64 %827, %828
+  %830 = mul i64 %829, -7723592293110705685
+  %831 = lshr i64 %830, 31
+  %832 = xor i64 %830, %831
+  %833 = add i64 %832, %step
+  %834 = lshr i64 %833, 30
+  %835 = xor i64 %833, %834
+  %836 = mul i64 %835, -4658895280553007687
+  %837 = lshr i64 %836, 27
+  %838 = xor i64 %836, %837
+  %839 = mul i64 %838, -7723592293110705685
+  %840 = lshr i64 %839, 31
+  %841 = xor i64 %839, %840
+  %842 = mul i64 %relu3_grad.i57213, -7046029254386353131
+  %843 = add i64 %841, %842
+  %844 = lshr i64 %843, 30
+  %845 = xor i64 %843, %844
+  %846 = mul i64 %845, -4658895280553007687
+  %847 = lshr i64 %846, 27
+  %848 = xor i64 %846, %847
+  %849 = mul i64 %848, -7723592293110705685
+  %850 = lshr i64 %849, 31
+  %851 = xor i64 %849, %850
+  %852 = lshr i64 %851, 40
+  %keep214 = icmp uge i64 %852, 8388608
+  %853 = add nsw i64 1221904, %relu3_grad.i57213
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %853
+  %854 = load float, ptr %arena215, align 4
+  %855 = fmul float %854, 2.000000e+00
+  %856 = select i1 %keep214, float %855, float 0.000000e+00
+  %857 = add nsw i64 1230096, %relu3_grad.i57213
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %857
+  store float %856, ptr %arena216, align 4
+  %i57.next = add nsw i64 %relu3_grad.i57213, 1
+  %858 = icmp slt i64 %i57.next, 8192
+  br i1 %858, label %relu3_grad.i57, label %relu3_grad.i57.end
 
-fc2_grad.k55.end:                                 ; preds = %fc2_grad.k55
-  store float 0.000000e+00, ptr %fc2_grad.s54, align 4
-  br label %fc2_grad.k56
+relu3_grad.i57.end:                               ; preds = %relu3_grad.i57
+  br label %fc1_grad.i58
 
-fc2_grad.k56:                                     ; preds = %fc2_grad.k56, %fc2_grad.k55.end
-  %fc2_grad.k56133 = phi i64 [ 0, %fc2_grad.k55.end ], [ %k56.next, %fc2_grad.k56 ]
-  %s54 = load float, ptr %fc2_grad.s54, align 4
-  %516 = mul nsw i64 %fc2_grad.n52129, 10
-  %517 = add nsw i64 1220608, %516
-  %518 = add nsw i64 %517, %fc2_grad.k56133
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %518
-  %519 = load float, ptr %arena134, align 4
-  %m53135 = load float, ptr %fc2_grad.m53, align 4
-  %520 = fsub float %519, %m53135
-  %521 = call float @llvm.exp.f32(float %520)
-  %522 = fadd float %s54, %521
-  store float %522, ptr %fc2_grad.s54, align 4
-  %k56.next = add nsw i64 %fc2_grad.k56133, 1
-  %523 = icmp slt i64 %k56.next, 10
-  br i1 %523, label %fc2_grad.k56, label %fc2_grad.k56.end
+fc1_grad.i58:                                     ; preds = %fc1_grad.i58, %relu3_grad.i57.end
+  %fc1_grad.i58217 = phi i64 [ 0, %relu3_grad.i57.end ], [ %i58.next, %fc1_grad.i58 ]
+  %859 = add nsw i64 1204224, %fc1_grad.i58217
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %859
+  %860 = load float, ptr %arena218, align 4
+  %861 = fcmp ogt float %860, 0.000000e+00
+  %862 = add nsw i64 1230096, %fc1_grad.i58217
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %862
+  %863 = load float, ptr %arena219, align 4
+  %864 = select i1 %861, float %863, float 0.000000e+00
+  %865 = add nsw i64 1212416, %fc1_grad.i58217
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %865
+  store float %864, ptr %arena220, align 4
+  %i58.next = add nsw i64 %fc1_grad.i58217, 1
+  %866 = icmp slt i64 %i58.next, 8192
+  br i1 %866, label %fc1_grad.i58, label %fc1_grad.i58.end
 
-fc2_grad.k56.end:                                 ; preds = %fc2_grad.k56
-  br label %fc2_grad.k57
+fc1_grad.i58.end:                                 ; preds = %fc1_grad.i58
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 802816
+  %grads223 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena221, i32 128, ptr %arena222, i32 3136, float 0.000000e+00, ptr %grads223, i32 3136)
+  br label %fc1_bias_grad.u59
 
-fc2_grad.k57:                                     ; preds = %fc2_grad.k57, %fc2_grad.k56.end
-  %fc2_grad.k57136 = phi i64 [ 0, %fc2_grad.k56.end ], [ %k57.next, %fc2_grad.k57 ]
-  %labels137 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n52129
-  %label138 = load i32, ptr %labels137, align 4
-  %524 = sext i32 %label138 to i64
-  %525 = icmp eq i64 %fc2_grad.k57136, %524
-  %526 = mul nsw i64 %fc2_grad.n52129, 10
-  %527 = add nsw i64 1220608, %526
-  %528 = add nsw i64 %527, %fc2_grad.k57136
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %528
-  %529 = load float, ptr %arena139, align 4
-  %m53140 = load float, ptr %fc2_grad.m53, align 4
-  %530 = fsub float %529, %m53140
-  %531 = call float @llvm.exp.f32(float %530)
-  %s54141 = load float, ptr %fc2_grad.s54, align 4
-  %532 = fdiv float %531, %s54141
-  %533 = fsub float %532, 1.000000e+00
-  %534 = mul nsw i64 %fc2_grad.n52129, 10
-  %535 = add nsw i64 1220608, %534
-  %536 = add nsw i64 %535, %fc2_grad.k57136
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %536
-  %537 = load float, ptr %arena142, align 4
-  %m53143 = load float, ptr %fc2_grad.m53, align 4
-  %538 = fsub float %537, %m53143
-  %539 = call float @llvm.exp.f32(float %538)
-  %s54144 = load float, ptr %fc2_grad.s54, align 4
-  %540 = fdiv float %539, %s54144
-  %541 = select i1 %525, float %533, float %540
-  %542 = fdiv float %541, 6.400000e+01
-  %543 = mul nsw i64 %fc2_grad.n52129, 10
-  %544 = add nsw i64 1221264, %543
-  %545 = add nsw i64 %544, %fc2_grad.k57136
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 %545
-  store float %542, ptr %arena145, align 4
-  %k57.next = add nsw i64 %fc2_grad.k57136, 1
-  %546 = icmp slt i64 %k57.next, 10
-  br i1 %546, label %fc2_grad.k57, label %fc2_grad.k57.end
+fc1_bias_grad.u59:                                ; preds = %fc1_bias_grad.n61.end, %fc1_grad.i58.end
+  %fc1_bias_grad.u59224 = phi i64 [ 0, %fc1_grad.i58.end ], [ %u59.next, %fc1_bias_grad.n61.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc60, align 4
+  br label %fc1_bias_grad.n61
 
-fc2_grad.k57.end:                                 ; preds = %fc2_grad.k57
-  %n52.next = add nsw i64 %fc2_grad.n52129, 1
-  %547 = icmp slt i64 %n52.next, 64
-  br i1 %547, label %fc2_grad.n52, label %fc2_grad.n52.end
+fc1_bias_grad.u59.end:                            ; preds = %fc1_bias_grad.n61.end
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params230 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 1221264
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena229, i32 128, ptr %params230, i32 3136, float 0.000000e+00, ptr %arena231, i32 3136)
+  br label %conv2_grad.i62
 
-fc2_bias_grad.u58:                                ; preds = %fc2_bias_grad.n60.end, %fc2_grad.n52.end
-  %fc2_bias_grad.u58149 = phi i64 [ 0, %fc2_grad.n52.end ], [ %u58.next, %fc2_bias_grad.n60.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc59, align 4
-  br label %fc2_bias_grad.n60
+fc1_bias_grad.n61:                                ; preds = %fc1_bias_grad.n61, %fc1_bias_grad.u59
+  %fc1_bias_grad.n61225 = phi i64 [ 0, %fc1_bias_grad.u59 ], [ %n61.next, %fc1_bias_grad.n61 ]
+  %acc60 = load float, ptr %fc1_bias_grad.acc60, align 4
+  %867 = mul nsw i64 %fc1_bias_grad.n61225, 128
+  %868 = add nsw i64 1212416, %867
+  %869 = add nsw i64 %868, %fc1_bias_grad.u59224
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %869
+  %870 = load float, ptr %arena226, align 4
+  %871 = fadd float %acc60, %870
+  store float %871, ptr %fc1_bias_grad.acc60, align 4
+  %n61.next = add nsw i64 %fc1_bias_grad.n61225, 1
+  %872 = icmp slt i64 %n61.next, 64
+  br i1 %872, label %fc1_bias_grad.n61, label %fc1_bias_grad.n61.end
 
-fc2_bias_grad.u58.end:                            ; preds = %fc2_bias_grad.n60.end
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %params155 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 1221904
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena154, i32 10, ptr %params155, i32 128, float 0.000000e+00, ptr %arena156, i32 128)
-  br label %relu3_grad.i61
+fc1_bias_grad.n61.end:                            ; preds = %fc1_bias_grad.n61
+  %acc60227 = load float, ptr %fc1_bias_grad.acc60, align 4
+  %873 = add nsw i64 420224, %fc1_bias_grad.u59224
+  %grads228 = getelementptr inbounds float, ptr %grads, i64 %873
+  store float %acc60227, ptr %grads228, align 4
+  %u59.next = add nsw i64 %fc1_bias_grad.u59224, 1
+  %874 = icmp slt i64 %u59.next, 128
+  br i1 %874, label %fc1_bias_grad.u59, label %fc1_bias_grad.u59.end
 
-fc2_bias_grad.n60:                                ; preds = %fc2_bias_grad.n60, %fc2_bias_grad.u58
-  %fc2_bias_grad.n60150 = phi i64 [ 0, %fc2_bias_grad.u58 ], [ %n60.next, %fc2_bias_grad.n60 ]
-  %acc59 = load float, ptr %fc2_bias_grad.acc59, align 4
-  %548 = mul nsw i64 %fc2_bias_grad.n60150, 10
-  %549 = add nsw i64 1221264, %548
-  %550 = add nsw i64 %549, %fc2_bias_grad.u58149
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %550
-  %551 = load float, ptr %arena151, align 4
-  %552 = fadd float %acc59, %551
-  store float %552, ptr %fc2_bias_grad.acc59, align 4
-  %n60.next = add nsw i64 %fc2_bias_grad.n60150, 1
-  %553 = icmp slt i64 %n60.next, 64
-  br i1 %553, label %fc2_bias_grad.n60, label %fc2_bias_grad.n60.end
+conv2_grad.i62:                                   ; preds = %conv2_grad.i62, %fc1_bias_grad.u59.end
+  %conv2_grad.i62232 = phi i64 [ 0, %fc1_bias_grad.u59.end ], [ %i62.next, %conv2_grad.i62 ]
+  %875 = add nsw i64 1421968, %conv2_grad.i62232
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %875
+  store float 0.000000e+00, ptr %arena233, align 4
+  %i62.next = add nsw i64 %conv2_grad.i62232, 1
+  %876 = icmp slt i64 %i62.next, 802816
+  br i1 %876, label %conv2_grad.i62, label %conv2_grad.i62.end
 
-fc2_bias_grad.n60.end:                            ; preds = %fc2_bias_grad.n60
-  %acc59152 = load float, ptr %fc2_bias_grad.acc59, align 4
-  %554 = add nsw i64 421632, %fc2_bias_grad.u58149
-  %grads153 = getelementptr inbounds float, ptr %grads, i64 %554
-  store float %acc59152, ptr %grads153, align 4
-  %u58.next = add nsw i64 %fc2_bias_grad.u58149, 1
-  %555 = icmp slt i64 %u58.next, 10
-  br i1 %555, label %fc2_bias_grad.u58, label %fc2_bias_grad.u58.end
+conv2_grad.i62.end:                               ; preds = %conv2_grad.i62
+  br label %conv2_grad.q63
 
-relu3_grad.i61:                                   ; preds = %relu3_grad.i61, %fc2_bias_grad.u58.end
-  %relu3_grad.i61157 = phi i64 [ 0, %fc2_bias_grad.u58.end ], [ %i61.next, %relu3_grad.i61 ]
-  %556 = xor i64 %seed, -1035080904108319828
-  %557 = lshr i64 %556, 30
-  %558 = xor i64 %556, %557
-  %559 = mul i64 %558, -4658895280553007687
-  %560 = lshr i64 %559, 27
-  %561 = xor i64 %559, %560
-  %562 = mul i64 %561, -7723592293110705685
-  %563 = lshr i64 %562, 31
-  %564 = xor i64 %562, %563
-  %565 = add i64 %564, %step
-  %566 = lshr i64 %565, 30
-  %567 = xor i64 %565, %566
-  %568 = mul i64 %567, -4658895280553007687
-  %569 = lshr i64 %568, 27
-  %570 = xor i64 %568, %569
-  %571 = mul i64 %570, -7723592293110705685
-  %572 = lshr i64 %571, 31
-  %573 = xor i64 %571, %572
-  %574 = mul i64 %relu3_grad.i61157, -7046029254386353131
-  %575 = add i64 %573, %574
-  %576 = lshr i64 %575, 30
-  %577 = xor i64 %575, %576
-  %578 = mul i64 %577, -4658895280553007687
-  %579 = lshr i64 %578, 27
-  %580 = xor i64 %578, %579
-  %581 = mul i64 %580, -7723592293110705685
-  %582 = lshr i64 %581, 31
-  %583 = xor i64 %581, %582
-  %584 = lshr i64 %583, 40
-  %keep158 = icmp uge i64 %584, 8388608
-  %585 = add nsw i64 1221904, %relu3_grad.i61157
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %585
-  %586 = load float, ptr %arena159, align 4
-  %587 = fmul float %586, 2.000000e+00
-  %588 = select i1 %keep158, float %587, float 0.000000e+00
-  %589 = add nsw i64 1230096, %relu3_grad.i61157
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %589
-  store float %588, ptr %arena160, align 4
-  %i61.next = add nsw i64 %relu3_grad.i61157, 1
-  %590 = icmp slt i64 %i61.next, 8192
-  br i1 %590, label %relu3_grad.i61, label %relu3_grad.i61.end
+conv2_grad.q63:                                   ; preds = %conv2_grad.i64.end, %conv2_grad.i62.end
+  %conv2_grad.q63234 = phi i64 [ 0, %conv2_grad.i62.end ], [ %q63.next, %conv2_grad.i64.end ]
+  br label %conv2_grad.i64
 
-relu3_grad.i61.end:                               ; preds = %relu3_grad.i61
-  br label %fc1_grad.i62
+conv2_grad.q63.end:                               ; preds = %conv2_grad.i64.end
+  br label %conv2_weight_grad.i65
 
-fc1_grad.i62:                                     ; preds = %fc1_grad.i62, %relu3_grad.i61.end
-  %fc1_grad.i62161 = phi i64 [ 0, %relu3_grad.i61.end ], [ %i62.next, %fc1_grad.i62 ]
-  %591 = add nsw i64 1204224, %fc1_grad.i62161
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %591
-  %592 = load float, ptr %arena162, align 4
-  %593 = fcmp ogt float %592, 0.000000e+00
-  %594 = add nsw i64 1230096, %fc1_grad.i62161
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load float, ptr %arena163, align 4
-  %596 = select i1 %593, float %595, float 0.000000e+00
-  %597 = add nsw i64 1212416, %fc1_grad.i62161
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 %597
-  store float %596, ptr %arena164, align 4
-  %i62.next = add nsw i64 %fc1_grad.i62161, 1
-  %598 = icmp slt i64 %i62.next, 8192
-  br i1 %598, label %fc1_grad.i62, label %fc1_grad.i62.end
+conv2_grad.i64:                                   ; preds = %conv2_grad.endif, %conv2_grad.q63
+  %conv2_grad.i64235 = phi i64 [ 0, %conv2_grad.q63 ], [ %i64.next, %conv2_grad.endif ]
+  %877 = mul nsw i64 %conv2_grad.q63234, 49
+  %878 = add nsw i64 %877, %conv2_grad.i64235
+  %879 = add nsw i64 802816, %878
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %879
+  %880 = load float, ptr %arena236, align 4
+  %881 = fcmp ogt float %880, 0.000000e+00
+  br i1 %881, label %conv2_grad.then, label %conv2_grad.endif
 
-fc1_grad.i62.end:                                 ; preds = %fc1_grad.i62
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads167 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena165, i32 128, ptr %arena166, i32 3136, float 0.000000e+00, ptr %grads167, i32 3136)
-  br label %fc1_bias_grad.u63
+conv2_grad.i64.end:                               ; preds = %conv2_grad.endif
+  %q63.next = add nsw i64 %conv2_grad.q63234, 1
+  %882 = icmp slt i64 %q63.next, 4096
+  br i1 %882, label %conv2_grad.q63, label %conv2_grad.q63.end
 
-fc1_bias_grad.u63:                                ; preds = %fc1_bias_grad.n65.end, %fc1_grad.i62.end
-  %fc1_bias_grad.u63168 = phi i64 [ 0, %fc1_grad.i62.end ], [ %u63.next, %fc1_bias_grad.n65.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc64, align 4
-  br label %fc1_bias_grad.n65
-
-fc1_bias_grad.u63.end:                            ; preds = %fc1_bias_grad.n65.end
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params174 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 1221264
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena173, i32 128, ptr %params174, i32 3136, float 0.000000e+00, ptr %arena175, i32 3136)
-  br label %conv2_grad.i66
-
-fc1_bias_grad.n65:                                ; preds = %fc1_bias_grad.n65, %fc1_bias_grad.u63
-  %fc1_bias_grad.n65169 = phi i64 [ 0, %fc1_bias_grad.u63 ], [ %n65.next, %fc1_bias_grad.n65 ]
-  %acc64 = load float, ptr %fc1_bias_grad.acc64, align 4
-  %599 = mul nsw i64 %fc1_bias_grad.n65169, 128
-  %600 = add nsw i64 1212416, %599
-  %601 = add nsw i64 %600, %fc1_bias_grad.u63168
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %601
-  %602 = load float, ptr %arena170, align 4
-  %603 = fadd float %acc64, %602
-  store float %603, ptr %fc1_bias_grad.acc64, align 4
-  %n65.next = add nsw i64 %fc1_bias_grad.n65169, 1
-  %604 = icmp slt i64 %n65.next, 64
-  br i1 %604, label %fc1_bias_grad.n65, label %fc1_bias_grad.n65.end
-
-fc1_bias_grad.n65.end:                            ; preds = %fc1_bias_grad.n65
-  %acc64171 = load float, ptr %fc1_bias_grad.acc64, align 4
-  %605 = add nsw i64 420224, %fc1_bias_grad.u63168
-  %grads172 = getelementptr inbounds float, ptr %grads, i64 %605
-  store float %acc64171, ptr %grads172, align 4
-  %u63.next = add nsw i64 %fc1_bias_grad.u63168, 1
-  %606 = icmp slt i64 %u63.next, 128
-  br i1 %606, label %fc1_bias_grad.u63, label %fc1_bias_grad.u63.end
-
-conv2_grad.i66:                                   ; preds = %conv2_grad.i66, %fc1_bias_grad.u63.end
-  %conv2_grad.i66176 = phi i64 [ 0, %fc1_bias_grad.u63.end ], [ %i66.next, %conv2_grad.i66 ]
-  %607 = add nsw i64 1421968, %conv2_grad.i66176
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %607
-  store float 0.000000e+00, ptr %arena177, align 4
-  %i66.next = add nsw i64 %conv2_grad.i66176, 1
-  %608 = icmp slt i64 %i66.next, 802816
-  br i1 %608, label %conv2_grad.i66, label %conv2_grad.i66.end
-
-conv2_grad.i66.end:                               ; preds = %conv2_grad.i66
-  br label %conv2_grad.q67
-
-conv2_grad.q67:                                   ; preds = %conv2_grad.i68.end, %conv2_grad.i66.end
-  %conv2_grad.q67178 = phi i64 [ 0, %conv2_grad.i66.end ], [ %q67.next, %conv2_grad.i68.end ]
-  br label %conv2_grad.i68
-
-conv2_grad.q67.end:                               ; preds = %conv2_grad.i68.end
-  br label %conv2_weight_grad.i69
-
-conv2_grad.i68:                                   ; preds = %conv2_grad.endif, %conv2_grad.q67
-  %conv2_grad.i68179 = phi i64 [ 0, %conv2_grad.q67 ], [ %i68.next, %conv2_grad.endif ]
-  %609 = mul nsw i64 %conv2_grad.q67178, 49
-  %610 = add nsw i64 %609, %conv2_grad.i68179
-  %611 = add nsw i64 802816, %610
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %611
-  %612 = load float, ptr %arena180, align 4
-  %613 = fcmp ogt float %612, 0.000000e+00
-  br i1 %613, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i68.end:                               ; preds = %conv2_grad.endif
-  %q67.next = add nsw i64 %conv2_grad.q67178, 1
-  %614 = icmp slt i64 %q67.next, 4096
-  br i1 %614, label %conv2_grad.q67, label %conv2_grad.q67.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i68
-  %615 = mul nsw i64 %conv2_grad.q67178, 196
-  %616 = add nsw i64 1421968, %615
-  %617 = mul nsw i64 %conv2_grad.q67178, 49
-  %618 = add nsw i64 %617, %conv2_grad.i68179
-  %619 = add nsw i64 1003520, %618
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %619
-  %620 = load float, ptr %arena181, align 4
-  %621 = fptosi float %620 to i64
-  %622 = add nsw i64 %616, %621
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %622
-  %623 = load float, ptr %arena182, align 4
-  %624 = mul nsw i64 %conv2_grad.q67178, 49
-  %625 = add nsw i64 %624, %conv2_grad.i68179
-  %626 = add nsw i64 1221264, %625
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %626
-  %627 = load float, ptr %arena183, align 4
-  %628 = fadd float %623, %627
-  store float %628, ptr %arena182, align 4
+conv2_grad.then:                                  ; preds = %conv2_grad.i64
+  %883 = mul nsw i64 %conv2_grad.q63234, 196
+  %884 = add nsw i64 1421968, %883
+  %885 = mul nsw i64 %conv2_grad.q63234, 49
+  %886 = add nsw i64 %885, %conv2_grad.i64235
+  %887 = add nsw i64 1003520, %886
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %887
+  %888 = load float, ptr %arena237, align 4
+  %889 = fptosi float %888 to i64
+  %890 = add nsw i64 %884, %889
+  %arena238 = getelementptr inbounds float, ptr %arena, i64 %890
+  %891 = load float, ptr %arena238, align 4
+  %892 = mul nsw i64 %conv2_grad.q63234, 49
+  %893 = add nsw i64 %892, %conv2_grad.i64235
+  %894 = add nsw i64 1221264, %893
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %894
+  %895 = load float, ptr %arena239, align 4
+  %896 = fadd float %891, %895
+  store float %896, ptr %arena238, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i68
-  %i68.next = add nsw i64 %conv2_grad.i68179, 1
-  %629 = icmp slt i64 %i68.next, 49
-  br i1 %629, label %conv2_grad.i68, label %conv2_grad.i68.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i64
+  %i64.next = add nsw i64 %conv2_grad.i64235, 1
+  %897 = icmp slt i64 %i64.next, 49
+  br i1 %897, label %conv2_grad.i64, label %conv2_grad.i64.end
 
-conv2_weight_grad.i69:                            ; preds = %conv2_weight_grad.i69, %conv2_grad.q67.end
-  %conv2_weight_grad.i69184 = phi i64 [ 0, %conv2_grad.q67.end ], [ %i69.next, %conv2_weight_grad.i69 ]
-  %630 = add nsw i64 320, %conv2_weight_grad.i69184
-  %grads185 = getelementptr inbounds float, ptr %grads, i64 %630
-  store float 0.000000e+00, ptr %grads185, align 4
-  %i69.next = add nsw i64 %conv2_weight_grad.i69184, 1
-  %631 = icmp slt i64 %i69.next, 18432
-  br i1 %631, label %conv2_weight_grad.i69, label %conv2_weight_grad.i69.end
+conv2_weight_grad.i65:                            ; preds = %conv2_weight_grad.i65, %conv2_grad.q63.end
+  %conv2_weight_grad.i65240 = phi i64 [ 0, %conv2_grad.q63.end ], [ %i65.next, %conv2_weight_grad.i65 ]
+  %898 = add nsw i64 320, %conv2_weight_grad.i65240
+  %grads241 = getelementptr inbounds float, ptr %grads, i64 %898
+  store float 0.000000e+00, ptr %grads241, align 4
+  %i65.next = add nsw i64 %conv2_weight_grad.i65240, 1
+  %899 = icmp slt i64 %i65.next, 18432
+  br i1 %899, label %conv2_weight_grad.i65, label %conv2_weight_grad.i65.end
+
+conv2_weight_grad.i65.end:                        ; preds = %conv2_weight_grad.i65
+  br label %conv2_weight_grad.g66
+
+conv2_weight_grad.g66:                            ; preds = %conv2_weight_grad.j78.end, %conv2_weight_grad.i65.end
+  %conv2_weight_grad.g66242 = phi i64 [ 0, %conv2_weight_grad.i65.end ], [ %g66.next, %conv2_weight_grad.j78.end ]
+  br label %conv2_weight_grad.j67
+
+conv2_weight_grad.g66.end:                        ; preds = %conv2_weight_grad.j78.end
+  br label %conv2_bias_grad.f81
+
+conv2_weight_grad.j67:                            ; preds = %conv2_weight_grad.c70.end, %conv2_weight_grad.g66
+  %conv2_weight_grad.j67243 = phi i64 [ 0, %conv2_weight_grad.g66 ], [ %j67.next, %conv2_weight_grad.c70.end ]
+  br label %conv2_weight_grad.r68
+
+conv2_weight_grad.j67.end:                        ; preds = %conv2_weight_grad.c70.end
+  br label %conv2_weight_grad.j78
+
+conv2_weight_grad.r68:                            ; preds = %conv2_weight_grad.i69.end, %conv2_weight_grad.j67
+  %conv2_weight_grad.r68244 = phi i64 [ 0, %conv2_weight_grad.j67 ], [ %r68.next, %conv2_weight_grad.i69.end ]
+  br label %conv2_weight_grad.i69
+
+conv2_weight_grad.r68.end:                        ; preds = %conv2_weight_grad.i69.end
+  br label %conv2_weight_grad.c70
+
+conv2_weight_grad.i69:                            ; preds = %conv2_weight_grad.i69, %conv2_weight_grad.r68
+  %conv2_weight_grad.i69245 = phi i64 [ 0, %conv2_weight_grad.r68 ], [ %i69.next, %conv2_weight_grad.i69 ]
+  %900 = mul nsw i64 %conv2_weight_grad.r68244, 12544
+  %901 = add nsw i64 2224784, %900
+  %902 = mul nsw i64 %conv2_weight_grad.j67243, 196
+  %903 = add nsw i64 %901, %902
+  %904 = add nsw i64 %903, %conv2_weight_grad.i69245
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %904
+  store float 0.000000e+00, ptr %arena246, align 4
+  %i69.next = add nsw i64 %conv2_weight_grad.i69245, 1
+  %905 = icmp slt i64 %i69.next, 196
+  br i1 %905, label %conv2_weight_grad.i69, label %conv2_weight_grad.i69.end
 
 conv2_weight_grad.i69.end:                        ; preds = %conv2_weight_grad.i69
-  br label %conv2_weight_grad.g70
+  %r68.next = add nsw i64 %conv2_weight_grad.r68244, 1
+  %906 = icmp slt i64 %r68.next, 288
+  br i1 %906, label %conv2_weight_grad.r68, label %conv2_weight_grad.r68.end
 
-conv2_weight_grad.g70:                            ; preds = %conv2_weight_grad.j82.end, %conv2_weight_grad.i69.end
-  %conv2_weight_grad.g70186 = phi i64 [ 0, %conv2_weight_grad.i69.end ], [ %g70.next, %conv2_weight_grad.j82.end ]
-  br label %conv2_weight_grad.j71
+conv2_weight_grad.c70:                            ; preds = %conv2_weight_grad.ky71.end, %conv2_weight_grad.r68.end
+  %conv2_weight_grad.c70247 = phi i64 [ 0, %conv2_weight_grad.r68.end ], [ %c70.next, %conv2_weight_grad.ky71.end ]
+  br label %conv2_weight_grad.ky71
 
-conv2_weight_grad.g70.end:                        ; preds = %conv2_weight_grad.j82.end
-  br label %conv2_bias_grad.f85
+conv2_weight_grad.c70.end:                        ; preds = %conv2_weight_grad.ky71.end
+  %j67.next = add nsw i64 %conv2_weight_grad.j67243, 1
+  %907 = icmp slt i64 %j67.next, 64
+  br i1 %907, label %conv2_weight_grad.j67, label %conv2_weight_grad.j67.end
 
-conv2_weight_grad.j71:                            ; preds = %conv2_weight_grad.c74.end, %conv2_weight_grad.g70
-  %conv2_weight_grad.j71187 = phi i64 [ 0, %conv2_weight_grad.g70 ], [ %j71.next, %conv2_weight_grad.c74.end ]
-  br label %conv2_weight_grad.r72
+conv2_weight_grad.ky71:                           ; preds = %conv2_weight_grad.oy76.end, %conv2_weight_grad.c70
+  %conv2_weight_grad.ky71248 = phi i64 [ 0, %conv2_weight_grad.c70 ], [ %ky71.next, %conv2_weight_grad.oy76.end ]
+  br label %conv2_weight_grad.oy72
 
-conv2_weight_grad.j71.end:                        ; preds = %conv2_weight_grad.c74.end
-  br label %conv2_weight_grad.j82
+conv2_weight_grad.ky71.end:                       ; preds = %conv2_weight_grad.oy76.end
+  %c70.next = add nsw i64 %conv2_weight_grad.c70247, 1
+  %908 = icmp slt i64 %c70.next, 32
+  br i1 %908, label %conv2_weight_grad.c70, label %conv2_weight_grad.c70.end
 
-conv2_weight_grad.r72:                            ; preds = %conv2_weight_grad.i73.end, %conv2_weight_grad.j71
-  %conv2_weight_grad.r72188 = phi i64 [ 0, %conv2_weight_grad.j71 ], [ %r72.next, %conv2_weight_grad.i73.end ]
-  br label %conv2_weight_grad.i73
+conv2_weight_grad.oy72:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky71
+  %conv2_weight_grad.oy72249 = phi i64 [ 0, %conv2_weight_grad.ky71 ], [ %oy72.next, %conv2_weight_grad.endif ]
+  %909 = add nsw i64 %conv2_weight_grad.oy72249, %conv2_weight_grad.ky71248
+  %910 = add nsw i64 %909, -1
+  %911 = icmp slt i64 -1, %910
+  %912 = add nsw i64 %conv2_weight_grad.oy72249, %conv2_weight_grad.ky71248
+  %913 = add nsw i64 %912, -1
+  %914 = icmp slt i64 %913, 14
+  %915 = and i1 %911, %914
+  br i1 %915, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.r72.end:                        ; preds = %conv2_weight_grad.i73.end
-  br label %conv2_weight_grad.c74
+conv2_weight_grad.oy72.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy74
 
-conv2_weight_grad.i73:                            ; preds = %conv2_weight_grad.i73, %conv2_weight_grad.r72
-  %conv2_weight_grad.i73189 = phi i64 [ 0, %conv2_weight_grad.r72 ], [ %i73.next, %conv2_weight_grad.i73 ]
-  %632 = mul nsw i64 %conv2_weight_grad.r72188, 12544
-  %633 = add nsw i64 2224784, %632
-  %634 = mul nsw i64 %conv2_weight_grad.j71187, 196
-  %635 = add nsw i64 %633, %634
-  %636 = add nsw i64 %635, %conv2_weight_grad.i73189
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %636
-  store float 0.000000e+00, ptr %arena190, align 4
-  %i73.next = add nsw i64 %conv2_weight_grad.i73189, 1
-  %637 = icmp slt i64 %i73.next, 196
-  br i1 %637, label %conv2_weight_grad.i73, label %conv2_weight_grad.i73.end
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy72
+  br label %conv2_weight_grad.ox73
 
-conv2_weight_grad.i73.end:                        ; preds = %conv2_weight_grad.i73
-  %r72.next = add nsw i64 %conv2_weight_grad.r72188, 1
-  %638 = icmp slt i64 %r72.next, 288
-  br i1 %638, label %conv2_weight_grad.r72, label %conv2_weight_grad.r72.end
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox73.end, %conv2_weight_grad.oy72
+  %oy72.next = add nsw i64 %conv2_weight_grad.oy72249, 1
+  %916 = icmp slt i64 %oy72.next, 14
+  br i1 %916, label %conv2_weight_grad.oy72, label %conv2_weight_grad.oy72.end
 
-conv2_weight_grad.c74:                            ; preds = %conv2_weight_grad.ky75.end, %conv2_weight_grad.r72.end
-  %conv2_weight_grad.c74191 = phi i64 [ 0, %conv2_weight_grad.r72.end ], [ %c74.next, %conv2_weight_grad.ky75.end ]
-  br label %conv2_weight_grad.ky75
+conv2_weight_grad.ox73:                           ; preds = %conv2_weight_grad.ox73, %conv2_weight_grad.then
+  %conv2_weight_grad.ox73250 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox73.next, %conv2_weight_grad.ox73 ]
+  %917 = mul nsw i64 %conv2_weight_grad.g66242, 64
+  %918 = add nsw i64 %917, %conv2_weight_grad.j67243
+  %919 = mul nsw i64 %918, 6272
+  %920 = mul nsw i64 %conv2_weight_grad.c70247, 196
+  %921 = add nsw i64 %919, %920
+  %922 = add nsw i64 %conv2_weight_grad.oy72249, %conv2_weight_grad.ky71248
+  %923 = add nsw i64 %922, -1
+  %924 = mul nsw i64 %923, 14
+  %925 = add nsw i64 %921, %924
+  %926 = add nsw i64 %conv2_weight_grad.ox73250, 1
+  %927 = add nsw i64 %926, -1
+  %928 = add nsw i64 %925, %927
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %928
+  %929 = load float, ptr %arena251, align 4
+  %930 = mul nsw i64 %conv2_weight_grad.c70247, 3
+  %931 = add nsw i64 %930, %conv2_weight_grad.ky71248
+  %932 = mul nsw i64 %931, 3
+  %933 = mul nsw i64 %932, 12544
+  %934 = add nsw i64 2224784, %933
+  %935 = mul nsw i64 %conv2_weight_grad.j67243, 196
+  %936 = add nsw i64 %934, %935
+  %937 = mul nsw i64 %conv2_weight_grad.oy72249, 14
+  %938 = add nsw i64 %936, %937
+  %939 = add nsw i64 %conv2_weight_grad.ox73250, 1
+  %940 = add nsw i64 %938, %939
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %940
+  store float %929, ptr %arena252, align 4
+  %ox73.next = add nsw i64 %conv2_weight_grad.ox73250, 1
+  %941 = icmp slt i64 %ox73.next, 13
+  br i1 %941, label %conv2_weight_grad.ox73, label %conv2_weight_grad.ox73.end
 
-conv2_weight_grad.c74.end:                        ; preds = %conv2_weight_grad.ky75.end
-  %j71.next = add nsw i64 %conv2_weight_grad.j71187, 1
-  %639 = icmp slt i64 %j71.next, 64
-  br i1 %639, label %conv2_weight_grad.j71, label %conv2_weight_grad.j71.end
-
-conv2_weight_grad.ky75:                           ; preds = %conv2_weight_grad.oy80.end, %conv2_weight_grad.c74
-  %conv2_weight_grad.ky75192 = phi i64 [ 0, %conv2_weight_grad.c74 ], [ %ky75.next, %conv2_weight_grad.oy80.end ]
-  br label %conv2_weight_grad.oy76
-
-conv2_weight_grad.ky75.end:                       ; preds = %conv2_weight_grad.oy80.end
-  %c74.next = add nsw i64 %conv2_weight_grad.c74191, 1
-  %640 = icmp slt i64 %c74.next, 32
-  br i1 %640, label %conv2_weight_grad.c74, label %conv2_weight_grad.c74.end
-
-conv2_weight_grad.oy76:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky75
-  %conv2_weight_grad.oy76193 = phi i64 [ 0, %conv2_weight_grad.ky75 ], [ %oy76.next, %conv2_weight_grad.endif ]
-  %641 = add nsw i64 %conv2_weight_grad.oy76193, %conv2_weight_grad.ky75192
-  %642 = add nsw i64 %641, -1
-  %643 = icmp slt i64 -1, %642
-  %644 = add nsw i64 %conv2_weight_grad.oy76193, %conv2_weight_grad.ky75192
-  %645 = add nsw i64 %644, -1
-  %646 = icmp slt i64 %645, 14
-  %647 = and i1 %643, %646
-  br i1 %647, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
-
-conv2_weight_grad.oy76.end:                       ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.oy78
-
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy76
-  br label %conv2_weight_grad.ox77
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox77.end, %conv2_weight_grad.oy76
-  %oy76.next = add nsw i64 %conv2_weight_grad.oy76193, 1
-  %648 = icmp slt i64 %oy76.next, 14
-  br i1 %648, label %conv2_weight_grad.oy76, label %conv2_weight_grad.oy76.end
-
-conv2_weight_grad.ox77:                           ; preds = %conv2_weight_grad.ox77, %conv2_weight_grad.then
-  %conv2_weight_grad.ox77194 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox77.next, %conv2_weight_grad.ox77 ]
-  %649 = mul nsw i64 %conv2_weight_grad.g70186, 64
-  %650 = add nsw i64 %649, %conv2_weight_grad.j71187
-  %651 = mul nsw i64 %650, 6272
-  %652 = mul nsw i64 %conv2_weight_grad.c74191, 196
-  %653 = add nsw i64 %651, %652
-  %654 = add nsw i64 %conv2_weight_grad.oy76193, %conv2_weight_grad.ky75192
-  %655 = add nsw i64 %654, -1
-  %656 = mul nsw i64 %655, 14
-  %657 = add nsw i64 %653, %656
-  %658 = add nsw i64 %conv2_weight_grad.ox77194, 1
-  %659 = add nsw i64 %658, -1
-  %660 = add nsw i64 %657, %659
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %660
-  %661 = load float, ptr %arena195, align 4
-  %662 = mul nsw i64 %conv2_weight_grad.c74191, 3
-  %663 = add nsw i64 %662, %conv2_weight_grad.ky75192
-  %664 = mul nsw i64 %663, 3
-  %665 = mul nsw i64 %664, 12544
-  %666 = add nsw i64 2224784, %665
-  %667 = mul nsw i64 %conv2_weight_grad.j71187, 196
-  %668 = add nsw i64 %666, %667
-  %669 = mul nsw i64 %conv2_weight_grad.oy76193, 14
-  %670 = add nsw i64 %668, %669
-  %671 = add nsw i64 %conv2_weight_grad.ox77194, 1
-  %672 = add nsw i64 %670, %671
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %672
-  store float %661, ptr %arena196, align 4
-  %ox77.next = add nsw i64 %conv2_weight_grad.ox77194, 1
-  %673 = icmp slt i64 %ox77.next, 13
-  br i1 %673, label %conv2_weight_grad.ox77, label %conv2_weight_grad.ox77.end
-
-conv2_weight_grad.ox77.end:                       ; preds = %conv2_weight_grad.ox77
+conv2_weight_grad.ox73.end:                       ; preds = %conv2_weight_grad.ox73
   br label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy78:                           ; preds = %conv2_weight_grad.endif199, %conv2_weight_grad.oy76.end
-  %conv2_weight_grad.oy78197 = phi i64 [ 0, %conv2_weight_grad.oy76.end ], [ %oy78.next, %conv2_weight_grad.endif199 ]
-  %674 = add nsw i64 %conv2_weight_grad.oy78197, %conv2_weight_grad.ky75192
-  %675 = add nsw i64 %674, -1
-  %676 = icmp slt i64 -1, %675
-  %677 = add nsw i64 %conv2_weight_grad.oy78197, %conv2_weight_grad.ky75192
-  %678 = add nsw i64 %677, -1
-  %679 = icmp slt i64 %678, 14
-  %680 = and i1 %676, %679
-  br i1 %680, label %conv2_weight_grad.then198, label %conv2_weight_grad.endif199
+conv2_weight_grad.oy74:                           ; preds = %conv2_weight_grad.endif255, %conv2_weight_grad.oy72.end
+  %conv2_weight_grad.oy74253 = phi i64 [ 0, %conv2_weight_grad.oy72.end ], [ %oy74.next, %conv2_weight_grad.endif255 ]
+  %942 = add nsw i64 %conv2_weight_grad.oy74253, %conv2_weight_grad.ky71248
+  %943 = add nsw i64 %942, -1
+  %944 = icmp slt i64 -1, %943
+  %945 = add nsw i64 %conv2_weight_grad.oy74253, %conv2_weight_grad.ky71248
+  %946 = add nsw i64 %945, -1
+  %947 = icmp slt i64 %946, 14
+  %948 = and i1 %944, %947
+  br i1 %948, label %conv2_weight_grad.then254, label %conv2_weight_grad.endif255
 
-conv2_weight_grad.oy78.end:                       ; preds = %conv2_weight_grad.endif199
-  br label %conv2_weight_grad.oy80
+conv2_weight_grad.oy74.end:                       ; preds = %conv2_weight_grad.endif255
+  br label %conv2_weight_grad.oy76
 
-conv2_weight_grad.then198:                        ; preds = %conv2_weight_grad.oy78
-  br label %conv2_weight_grad.ox79
+conv2_weight_grad.then254:                        ; preds = %conv2_weight_grad.oy74
+  br label %conv2_weight_grad.ox75
 
-conv2_weight_grad.endif199:                       ; preds = %conv2_weight_grad.ox79.end, %conv2_weight_grad.oy78
-  %oy78.next = add nsw i64 %conv2_weight_grad.oy78197, 1
-  %681 = icmp slt i64 %oy78.next, 14
-  br i1 %681, label %conv2_weight_grad.oy78, label %conv2_weight_grad.oy78.end
+conv2_weight_grad.endif255:                       ; preds = %conv2_weight_grad.ox75.end, %conv2_weight_grad.oy74
+  %oy74.next = add nsw i64 %conv2_weight_grad.oy74253, 1
+  %949 = icmp slt i64 %oy74.next, 14
+  br i1 %949, label %conv2_weight_grad.oy74, label %conv2_weight_grad.oy74.end
 
-conv2_weight_grad.ox79:                           ; preds = %conv2_weight_grad.ox79, %conv2_weight_grad.then198
-  %conv2_weight_grad.ox79200 = phi i64 [ 0, %conv2_weight_grad.then198 ], [ %ox79.next, %conv2_weight_grad.ox79 ]
-  %682 = mul nsw i64 %conv2_weight_grad.g70186, 64
-  %683 = add nsw i64 %682, %conv2_weight_grad.j71187
-  %684 = mul nsw i64 %683, 6272
-  %685 = mul nsw i64 %conv2_weight_grad.c74191, 196
-  %686 = add nsw i64 %684, %685
-  %687 = add nsw i64 %conv2_weight_grad.oy78197, %conv2_weight_grad.ky75192
-  %688 = add nsw i64 %687, -1
-  %689 = mul nsw i64 %688, 14
-  %690 = add nsw i64 %686, %689
-  %691 = add nsw i64 %690, %conv2_weight_grad.ox79200
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %691
-  %692 = load float, ptr %arena201, align 4
-  %693 = mul nsw i64 %conv2_weight_grad.c74191, 3
-  %694 = add nsw i64 %693, %conv2_weight_grad.ky75192
-  %695 = mul nsw i64 %694, 3
-  %696 = add nsw i64 %695, 1
-  %697 = mul nsw i64 %696, 12544
-  %698 = add nsw i64 2224784, %697
-  %699 = mul nsw i64 %conv2_weight_grad.j71187, 196
-  %700 = add nsw i64 %698, %699
-  %701 = mul nsw i64 %conv2_weight_grad.oy78197, 14
-  %702 = add nsw i64 %700, %701
-  %703 = add nsw i64 %702, %conv2_weight_grad.ox79200
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %703
-  store float %692, ptr %arena202, align 4
-  %ox79.next = add nsw i64 %conv2_weight_grad.ox79200, 1
-  %704 = icmp slt i64 %ox79.next, 14
-  br i1 %704, label %conv2_weight_grad.ox79, label %conv2_weight_grad.ox79.end
+conv2_weight_grad.ox75:                           ; preds = %conv2_weight_grad.ox75, %conv2_weight_grad.then254
+  %conv2_weight_grad.ox75256 = phi i64 [ 0, %conv2_weight_grad.then254 ], [ %ox75.next, %conv2_weight_grad.ox75 ]
+  %950 = mul nsw i64 %conv2_weight_grad.g66242, 64
+  %951 = add nsw i64 %950, %conv2_weight_grad.j67243
+  %952 = mul nsw i64 %951, 6272
+  %953 = mul nsw i64 %conv2_weight_grad.c70247, 196
+  %954 = add nsw i64 %952, %953
+  %955 = add nsw i64 %conv2_weight_grad.oy74253, %conv2_weight_grad.ky71248
+  %956 = add nsw i64 %955, -1
+  %957 = mul nsw i64 %956, 14
+  %958 = add nsw i64 %954, %957
+  %959 = add nsw i64 %958, %conv2_weight_grad.ox75256
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %959
+  %960 = load float, ptr %arena257, align 4
+  %961 = mul nsw i64 %conv2_weight_grad.c70247, 3
+  %962 = add nsw i64 %961, %conv2_weight_grad.ky71248
+  %963 = mul nsw i64 %962, 3
+  %964 = add nsw i64 %963, 1
+  %965 = mul nsw i64 %964, 12544
+  %966 = add nsw i64 2224784, %965
+  %967 = mul nsw i64 %conv2_weight_grad.j67243, 196
+  %968 = add nsw i64 %966, %967
+  %969 = mul nsw i64 %conv2_weight_grad.oy74253, 14
+  %970 = add nsw i64 %968, %969
+  %971 = add nsw i64 %970, %conv2_weight_grad.ox75256
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %971
+  store float %960, ptr %arena258, align 4
+  %ox75.next = add nsw i64 %conv2_weight_grad.ox75256, 1
+  %972 = icmp slt i64 %ox75.next, 14
+  br i1 %972, label %conv2_weight_grad.ox75, label %conv2_weight_grad.ox75.end
 
-conv2_weight_grad.ox79.end:                       ; preds = %conv2_weight_grad.ox79
-  br label %conv2_weight_grad.endif199
+conv2_weight_grad.ox75.end:                       ; preds = %conv2_weight_grad.ox75
+  br label %conv2_weight_grad.endif255
 
-conv2_weight_grad.oy80:                           ; preds = %conv2_weight_grad.endif205, %conv2_weight_grad.oy78.end
-  %conv2_weight_grad.oy80203 = phi i64 [ 0, %conv2_weight_grad.oy78.end ], [ %oy80.next, %conv2_weight_grad.endif205 ]
-  %705 = add nsw i64 %conv2_weight_grad.oy80203, %conv2_weight_grad.ky75192
-  %706 = add nsw i64 %705, -1
-  %707 = icmp slt i64 -1, %706
-  %708 = add nsw i64 %conv2_weight_grad.oy80203, %conv2_weight_grad.ky75192
-  %709 = add nsw i64 %708, -1
-  %710 = icmp slt i64 %709, 14
-  %711 = and i1 %707, %710
-  br i1 %711, label %conv2_weight_grad.then204, label %conv2_weight_grad.endif205
+conv2_weight_grad.oy76:                           ; preds = %conv2_weight_grad.endif261, %conv2_weight_grad.oy74.end
+  %conv2_weight_grad.oy76259 = phi i64 [ 0, %conv2_weight_grad.oy74.end ], [ %oy76.next, %conv2_weight_grad.endif261 ]
+  %973 = add nsw i64 %conv2_weight_grad.oy76259, %conv2_weight_grad.ky71248
+  %974 = add nsw i64 %973, -1
+  %975 = icmp slt i64 -1, %974
+  %976 = add nsw i64 %conv2_weight_grad.oy76259, %conv2_weight_grad.ky71248
+  %977 = add nsw i64 %976, -1
+  %978 = icmp slt i64 %977, 14
+  %979 = and i1 %975, %978
+  br i1 %979, label %conv2_weight_grad.then260, label %conv2_weight_grad.endif261
 
-conv2_weight_grad.oy80.end:                       ; preds = %conv2_weight_grad.endif205
-  %ky75.next = add nsw i64 %conv2_weight_grad.ky75192, 1
-  %712 = icmp slt i64 %ky75.next, 3
-  br i1 %712, label %conv2_weight_grad.ky75, label %conv2_weight_grad.ky75.end
+conv2_weight_grad.oy76.end:                       ; preds = %conv2_weight_grad.endif261
+  %ky71.next = add nsw i64 %conv2_weight_grad.ky71248, 1
+  %980 = icmp slt i64 %ky71.next, 3
+  br i1 %980, label %conv2_weight_grad.ky71, label %conv2_weight_grad.ky71.end
 
-conv2_weight_grad.then204:                        ; preds = %conv2_weight_grad.oy80
-  br label %conv2_weight_grad.ox81
+conv2_weight_grad.then260:                        ; preds = %conv2_weight_grad.oy76
+  br label %conv2_weight_grad.ox77
 
-conv2_weight_grad.endif205:                       ; preds = %conv2_weight_grad.ox81.end, %conv2_weight_grad.oy80
-  %oy80.next = add nsw i64 %conv2_weight_grad.oy80203, 1
-  %713 = icmp slt i64 %oy80.next, 14
-  br i1 %713, label %conv2_weight_grad.oy80, label %conv2_weight_grad.oy80.end
+conv2_weight_grad.endif261:                       ; preds = %conv2_weight_grad.ox77.end, %conv2_weight_grad.oy76
+  %oy76.next = add nsw i64 %conv2_weight_grad.oy76259, 1
+  %981 = icmp slt i64 %oy76.next, 14
+  br i1 %981, label %conv2_weight_grad.oy76, label %conv2_weight_grad.oy76.end
 
-conv2_weight_grad.ox81:                           ; preds = %conv2_weight_grad.ox81, %conv2_weight_grad.then204
-  %conv2_weight_grad.ox81206 = phi i64 [ 0, %conv2_weight_grad.then204 ], [ %ox81.next, %conv2_weight_grad.ox81 ]
-  %714 = mul nsw i64 %conv2_weight_grad.g70186, 64
-  %715 = add nsw i64 %714, %conv2_weight_grad.j71187
-  %716 = mul nsw i64 %715, 6272
-  %717 = mul nsw i64 %conv2_weight_grad.c74191, 196
-  %718 = add nsw i64 %716, %717
-  %719 = add nsw i64 %conv2_weight_grad.oy80203, %conv2_weight_grad.ky75192
-  %720 = add nsw i64 %719, -1
-  %721 = mul nsw i64 %720, 14
-  %722 = add nsw i64 %718, %721
-  %723 = add nsw i64 %conv2_weight_grad.ox81206, 1
-  %724 = add nsw i64 %722, %723
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %724
-  %725 = load float, ptr %arena207, align 4
-  %726 = mul nsw i64 %conv2_weight_grad.c74191, 3
-  %727 = add nsw i64 %726, %conv2_weight_grad.ky75192
-  %728 = mul nsw i64 %727, 3
-  %729 = add nsw i64 %728, 2
-  %730 = mul nsw i64 %729, 12544
-  %731 = add nsw i64 2224784, %730
-  %732 = mul nsw i64 %conv2_weight_grad.j71187, 196
-  %733 = add nsw i64 %731, %732
-  %734 = mul nsw i64 %conv2_weight_grad.oy80203, 14
-  %735 = add nsw i64 %733, %734
-  %736 = add nsw i64 %735, %conv2_weight_grad.ox81206
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 %736
-  store float %725, ptr %arena208, align 4
-  %ox81.next = add nsw i64 %conv2_weight_grad.ox81206, 1
-  %737 = icmp slt i64 %ox81.next, 13
-  br i1 %737, label %conv2_weight_grad.ox81, label %conv2_weight_grad.ox81.end
+conv2_weight_grad.ox77:                           ; preds = %conv2_weight_grad.ox77, %conv2_weight_grad.then260
+  %conv2_weight_grad.ox77262 = phi i64 [ 0, %conv2_weight_grad.then260 ], [ %ox77.next, %conv2_weight_grad.ox77 ]
+  %982 = mul nsw i64 %conv2_weight_grad.g66242, 64
+  %983 = add nsw i64 %982, %conv2_weight_grad.j67243
+  %984 = mul nsw i64 %983, 6272
+  %985 = mul nsw i64 %conv2_weight_grad.c70247, 196
+  %986 = add nsw i64 %984, %985
+  %987 = add nsw i64 %conv2_weight_grad.oy76259, %conv2_weight_grad.ky71248
+  %988 = add nsw i64 %987, -1
+  %989 = mul nsw i64 %988, 14
+  %990 = add nsw i64 %986, %989
+  %991 = add nsw i64 %conv2_weight_grad.ox77262, 1
+  %992 = add nsw i64 %990, %991
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %992
+  %993 = load float, ptr %arena263, align 4
+  %994 = mul nsw i64 %conv2_weight_grad.c70247, 3
+  %995 = add nsw i64 %994, %conv2_weight_grad.ky71248
+  %996 = mul nsw i64 %995, 3
+  %997 = add nsw i64 %996, 2
+  %998 = mul nsw i64 %997, 12544
+  %999 = add nsw i64 2224784, %998
+  %1000 = mul nsw i64 %conv2_weight_grad.j67243, 196
+  %1001 = add nsw i64 %999, %1000
+  %1002 = mul nsw i64 %conv2_weight_grad.oy76259, 14
+  %1003 = add nsw i64 %1001, %1002
+  %1004 = add nsw i64 %1003, %conv2_weight_grad.ox77262
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %1004
+  store float %993, ptr %arena264, align 4
+  %ox77.next = add nsw i64 %conv2_weight_grad.ox77262, 1
+  %1005 = icmp slt i64 %ox77.next, 13
+  br i1 %1005, label %conv2_weight_grad.ox77, label %conv2_weight_grad.ox77.end
 
-conv2_weight_grad.ox81.end:                       ; preds = %conv2_weight_grad.ox81
-  br label %conv2_weight_grad.endif205
+conv2_weight_grad.ox77.end:                       ; preds = %conv2_weight_grad.ox77
+  br label %conv2_weight_grad.endif261
 
-conv2_weight_grad.j82:                            ; preds = %conv2_weight_grad.f83.end, %conv2_weight_grad.j71.end
-  %conv2_weight_grad.j82209 = phi i64 [ 0, %conv2_weight_grad.j71.end ], [ %j82.next, %conv2_weight_grad.f83.end ]
-  br label %conv2_weight_grad.f83
+conv2_weight_grad.j78:                            ; preds = %conv2_weight_grad.f79.end, %conv2_weight_grad.j67.end
+  %conv2_weight_grad.j78265 = phi i64 [ 0, %conv2_weight_grad.j67.end ], [ %j78.next, %conv2_weight_grad.f79.end ]
+  br label %conv2_weight_grad.f79
 
-conv2_weight_grad.j82.end:                        ; preds = %conv2_weight_grad.f83.end
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 5837456
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 2224784
-  %grads216 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 12544, float 1.000000e+00, ptr %arena214, i32 12544, ptr %arena215, i32 12544, float 1.000000e+00, ptr %grads216, i32 288)
-  %g70.next = add nsw i64 %conv2_weight_grad.g70186, 1
-  %738 = icmp slt i64 %g70.next, 1
-  br i1 %738, label %conv2_weight_grad.g70, label %conv2_weight_grad.g70.end
+conv2_weight_grad.j78.end:                        ; preds = %conv2_weight_grad.f79.end
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 5837456
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 2224784
+  %grads272 = getelementptr inbounds float, ptr %grads, i64 320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 12544, float 1.000000e+00, ptr %arena270, i32 12544, ptr %arena271, i32 12544, float 1.000000e+00, ptr %grads272, i32 288)
+  %g66.next = add nsw i64 %conv2_weight_grad.g66242, 1
+  %1006 = icmp slt i64 %g66.next, 1
+  br i1 %1006, label %conv2_weight_grad.g66, label %conv2_weight_grad.g66.end
 
-conv2_weight_grad.f83:                            ; preds = %conv2_weight_grad.i84.end, %conv2_weight_grad.j82
-  %conv2_weight_grad.f83210 = phi i64 [ 0, %conv2_weight_grad.j82 ], [ %f83.next, %conv2_weight_grad.i84.end ]
-  br label %conv2_weight_grad.i84
+conv2_weight_grad.f79:                            ; preds = %conv2_weight_grad.i80.end, %conv2_weight_grad.j78
+  %conv2_weight_grad.f79266 = phi i64 [ 0, %conv2_weight_grad.j78 ], [ %f79.next, %conv2_weight_grad.i80.end ]
+  br label %conv2_weight_grad.i80
 
-conv2_weight_grad.f83.end:                        ; preds = %conv2_weight_grad.i84.end
-  %j82.next = add nsw i64 %conv2_weight_grad.j82209, 1
-  %739 = icmp slt i64 %j82.next, 64
-  br i1 %739, label %conv2_weight_grad.j82, label %conv2_weight_grad.j82.end
+conv2_weight_grad.f79.end:                        ; preds = %conv2_weight_grad.i80.end
+  %j78.next = add nsw i64 %conv2_weight_grad.j78265, 1
+  %1007 = icmp slt i64 %j78.next, 64
+  br i1 %1007, label %conv2_weight_grad.j78, label %conv2_weight_grad.j78.end
 
-conv2_weight_grad.i84:                            ; preds = %conv2_weight_grad.i84, %conv2_weight_grad.f83
-  %conv2_weight_grad.i84211 = phi i64 [ 0, %conv2_weight_grad.f83 ], [ %i84.next, %conv2_weight_grad.i84 ]
-  %740 = mul nsw i64 %conv2_weight_grad.g70186, 64
-  %741 = add nsw i64 %740, %conv2_weight_grad.j82209
-  %742 = mul nsw i64 %741, 12544
-  %743 = add nsw i64 1421968, %742
-  %744 = mul nsw i64 %conv2_weight_grad.f83210, 196
-  %745 = add nsw i64 %743, %744
-  %746 = add nsw i64 %745, %conv2_weight_grad.i84211
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 %746
-  %747 = load float, ptr %arena212, align 4
-  %748 = mul nsw i64 %conv2_weight_grad.f83210, 12544
-  %749 = add nsw i64 5837456, %748
-  %750 = mul nsw i64 %conv2_weight_grad.j82209, 196
-  %751 = add nsw i64 %749, %750
-  %752 = add nsw i64 %751, %conv2_weight_grad.i84211
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %752
-  store float %747, ptr %arena213, align 4
-  %i84.next = add nsw i64 %conv2_weight_grad.i84211, 1
-  %753 = icmp slt i64 %i84.next, 196
-  br i1 %753, label %conv2_weight_grad.i84, label %conv2_weight_grad.i84.end
+conv2_weight_grad.i80:                            ; preds = %conv2_weight_grad.i80, %conv2_weight_grad.f79
+  %conv2_weight_grad.i80267 = phi i64 [ 0, %conv2_weight_grad.f79 ], [ %i80.next, %conv2_weight_grad.i80 ]
+  %1008 = mul nsw i64 %conv2_weight_grad.g66242, 64
+  %1009 = add nsw i64 %1008, %conv2_weight_grad.j78265
+  %1010 = mul nsw i64 %1009, 12544
+  %1011 = add nsw i64 1421968, %1010
+  %1012 = mul nsw i64 %conv2_weight_grad.f79266, 196
+  %1013 = add nsw i64 %1011, %1012
+  %1014 = add nsw i64 %1013, %conv2_weight_grad.i80267
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %1014
+  %1015 = load float, ptr %arena268, align 4
+  %1016 = mul nsw i64 %conv2_weight_grad.f79266, 12544
+  %1017 = add nsw i64 5837456, %1016
+  %1018 = mul nsw i64 %conv2_weight_grad.j78265, 196
+  %1019 = add nsw i64 %1017, %1018
+  %1020 = add nsw i64 %1019, %conv2_weight_grad.i80267
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %1020
+  store float %1015, ptr %arena269, align 4
+  %i80.next = add nsw i64 %conv2_weight_grad.i80267, 1
+  %1021 = icmp slt i64 %i80.next, 196
+  br i1 %1021, label %conv2_weight_grad.i80, label %conv2_weight_grad.i80.end
 
-conv2_weight_grad.i84.end:                        ; preds = %conv2_weight_grad.i84
-  %f83.next = add nsw i64 %conv2_weight_grad.f83210, 1
-  %754 = icmp slt i64 %f83.next, 64
-  br i1 %754, label %conv2_weight_grad.f83, label %conv2_weight_grad.f83.end
+conv2_weight_grad.i80.end:                        ; preds = %conv2_weight_grad.i80
+  %f79.next = add nsw i64 %conv2_weight_grad.f79266, 1
+  %1022 = icmp slt i64 %f79.next, 64
+  br i1 %1022, label %conv2_weight_grad.f79, label %conv2_weight_grad.f79.end
 
-conv2_bias_grad.f85:                              ; preds = %conv2_bias_grad.img87.end, %conv2_weight_grad.g70.end
-  %conv2_bias_grad.f85217 = phi i64 [ 0, %conv2_weight_grad.g70.end ], [ %f85.next, %conv2_bias_grad.img87.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc86, align 4
-  br label %conv2_bias_grad.img87
+conv2_bias_grad.f81:                              ; preds = %conv2_bias_grad.img83.end, %conv2_weight_grad.g66.end
+  %conv2_bias_grad.f81273 = phi i64 [ 0, %conv2_weight_grad.g66.end ], [ %f81.next, %conv2_bias_grad.img83.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc82, align 4
+  br label %conv2_bias_grad.img83
 
-conv2_bias_grad.f85.end:                          ; preds = %conv2_bias_grad.img87.end
+conv2_bias_grad.f81.end:                          ; preds = %conv2_bias_grad.img83.end
+  br label %pool1_grad.i85
+
+conv2_bias_grad.img83:                            ; preds = %conv2_bias_grad.i84.end, %conv2_bias_grad.f81
+  %conv2_bias_grad.img83274 = phi i64 [ 0, %conv2_bias_grad.f81 ], [ %img83.next, %conv2_bias_grad.i84.end ]
+  br label %conv2_bias_grad.i84
+
+conv2_bias_grad.img83.end:                        ; preds = %conv2_bias_grad.i84.end
+  %acc82277 = load float, ptr %conv2_bias_grad.acc82, align 4
+  %1023 = add nsw i64 18752, %conv2_bias_grad.f81273
+  %grads278 = getelementptr inbounds float, ptr %grads, i64 %1023
+  store float %acc82277, ptr %grads278, align 4
+  %f81.next = add nsw i64 %conv2_bias_grad.f81273, 1
+  %1024 = icmp slt i64 %f81.next, 64
+  br i1 %1024, label %conv2_bias_grad.f81, label %conv2_bias_grad.f81.end
+
+conv2_bias_grad.i84:                              ; preds = %conv2_bias_grad.i84, %conv2_bias_grad.img83
+  %conv2_bias_grad.i84275 = phi i64 [ 0, %conv2_bias_grad.img83 ], [ %i84.next, %conv2_bias_grad.i84 ]
+  %acc82 = load float, ptr %conv2_bias_grad.acc82, align 4
+  %1025 = mul nsw i64 %conv2_bias_grad.img83274, 12544
+  %1026 = add nsw i64 1421968, %1025
+  %1027 = mul nsw i64 %conv2_bias_grad.f81273, 196
+  %1028 = add nsw i64 %1026, %1027
+  %1029 = add nsw i64 %1028, %conv2_bias_grad.i84275
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %1029
+  %1030 = load float, ptr %arena276, align 4
+  %1031 = fadd float %acc82, %1030
+  store float %1031, ptr %conv2_bias_grad.acc82, align 4
+  %i84.next = add nsw i64 %conv2_bias_grad.i84275, 1
+  %1032 = icmp slt i64 %i84.next, 196
+  br i1 %1032, label %conv2_bias_grad.i84, label %conv2_bias_grad.i84.end
+
+conv2_bias_grad.i84.end:                          ; preds = %conv2_bias_grad.i84
+  %img83.next = add nsw i64 %conv2_bias_grad.img83274, 1
+  %1033 = icmp slt i64 %img83.next, 64
+  br i1 %1033, label %conv2_bias_grad.img83, label %conv2_bias_grad.img83.end
+
+pool1_grad.i85:                                   ; preds = %pool1_grad.i85, %conv2_bias_grad.f81.end
+  %pool1_grad.i85279 = phi i64 [ 0, %conv2_bias_grad.f81.end ], [ %i85.next, %pool1_grad.i85 ]
+  %1034 = add nsw i64 802816, %pool1_grad.i85279
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %1034
+  store float 0.000000e+00, ptr %arena280, align 4
+  %i85.next = add nsw i64 %pool1_grad.i85279, 1
+  %1035 = icmp slt i64 %i85.next, 401408
+  br i1 %1035, label %pool1_grad.i85, label %pool1_grad.i85.end
+
+pool1_grad.i85.end:                               ; preds = %pool1_grad.i85
+  br label %pool1_grad.g86
+
+pool1_grad.g86:                                   ; preds = %pool1_grad.j90.end, %pool1_grad.i85.end
+  %pool1_grad.g86281 = phi i64 [ 0, %pool1_grad.i85.end ], [ %g86.next, %pool1_grad.j90.end ]
+  br label %pool1_grad.j87
+
+pool1_grad.g86.end:                               ; preds = %pool1_grad.j90.end
+  br label %conv1_grad.i99
+
+pool1_grad.j87:                                   ; preds = %pool1_grad.f88.end, %pool1_grad.g86
+  %pool1_grad.j87282 = phi i64 [ 0, %pool1_grad.g86 ], [ %j87.next, %pool1_grad.f88.end ]
+  br label %pool1_grad.f88
+
+pool1_grad.j87.end:                               ; preds = %pool1_grad.f88.end
+  %params287 = getelementptr inbounds float, ptr %params, i64 320
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 5837456
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 2224784
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params287, i32 288, ptr %arena288, i32 12544, float 0.000000e+00, ptr %arena289, i32 12544)
+  br label %pool1_grad.j90
+
+pool1_grad.f88:                                   ; preds = %pool1_grad.i89.end, %pool1_grad.j87
+  %pool1_grad.f88283 = phi i64 [ 0, %pool1_grad.j87 ], [ %f88.next, %pool1_grad.i89.end ]
   br label %pool1_grad.i89
 
-conv2_bias_grad.img87:                            ; preds = %conv2_bias_grad.i88.end, %conv2_bias_grad.f85
-  %conv2_bias_grad.img87218 = phi i64 [ 0, %conv2_bias_grad.f85 ], [ %img87.next, %conv2_bias_grad.i88.end ]
-  br label %conv2_bias_grad.i88
+pool1_grad.f88.end:                               ; preds = %pool1_grad.i89.end
+  %j87.next = add nsw i64 %pool1_grad.j87282, 1
+  %1036 = icmp slt i64 %j87.next, 64
+  br i1 %1036, label %pool1_grad.j87, label %pool1_grad.j87.end
 
-conv2_bias_grad.img87.end:                        ; preds = %conv2_bias_grad.i88.end
-  %acc86221 = load float, ptr %conv2_bias_grad.acc86, align 4
-  %755 = add nsw i64 18752, %conv2_bias_grad.f85217
-  %grads222 = getelementptr inbounds float, ptr %grads, i64 %755
-  store float %acc86221, ptr %grads222, align 4
-  %f85.next = add nsw i64 %conv2_bias_grad.f85217, 1
-  %756 = icmp slt i64 %f85.next, 64
-  br i1 %756, label %conv2_bias_grad.f85, label %conv2_bias_grad.f85.end
-
-conv2_bias_grad.i88:                              ; preds = %conv2_bias_grad.i88, %conv2_bias_grad.img87
-  %conv2_bias_grad.i88219 = phi i64 [ 0, %conv2_bias_grad.img87 ], [ %i88.next, %conv2_bias_grad.i88 ]
-  %acc86 = load float, ptr %conv2_bias_grad.acc86, align 4
-  %757 = mul nsw i64 %conv2_bias_grad.img87218, 12544
-  %758 = add nsw i64 1421968, %757
-  %759 = mul nsw i64 %conv2_bias_grad.f85217, 196
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %760, %conv2_bias_grad.i88219
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %761
-  %762 = load float, ptr %arena220, align 4
-  %763 = fadd float %acc86, %762
-  store float %763, ptr %conv2_bias_grad.acc86, align 4
-  %i88.next = add nsw i64 %conv2_bias_grad.i88219, 1
-  %764 = icmp slt i64 %i88.next, 196
-  br i1 %764, label %conv2_bias_grad.i88, label %conv2_bias_grad.i88.end
-
-conv2_bias_grad.i88.end:                          ; preds = %conv2_bias_grad.i88
-  %img87.next = add nsw i64 %conv2_bias_grad.img87218, 1
-  %765 = icmp slt i64 %img87.next, 64
-  br i1 %765, label %conv2_bias_grad.img87, label %conv2_bias_grad.img87.end
-
-pool1_grad.i89:                                   ; preds = %pool1_grad.i89, %conv2_bias_grad.f85.end
-  %pool1_grad.i89223 = phi i64 [ 0, %conv2_bias_grad.f85.end ], [ %i89.next, %pool1_grad.i89 ]
-  %766 = add nsw i64 802816, %pool1_grad.i89223
-  %arena224 = getelementptr inbounds float, ptr %arena, i64 %766
-  store float 0.000000e+00, ptr %arena224, align 4
-  %i89.next = add nsw i64 %pool1_grad.i89223, 1
-  %767 = icmp slt i64 %i89.next, 401408
-  br i1 %767, label %pool1_grad.i89, label %pool1_grad.i89.end
+pool1_grad.i89:                                   ; preds = %pool1_grad.i89, %pool1_grad.f88
+  %pool1_grad.i89284 = phi i64 [ 0, %pool1_grad.f88 ], [ %i89.next, %pool1_grad.i89 ]
+  %1037 = mul nsw i64 %pool1_grad.g86281, 64
+  %1038 = add nsw i64 %1037, %pool1_grad.j87282
+  %1039 = mul nsw i64 %1038, 12544
+  %1040 = add nsw i64 1421968, %1039
+  %1041 = mul nsw i64 %pool1_grad.f88283, 196
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = add nsw i64 %1042, %pool1_grad.i89284
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %1043
+  %1044 = load float, ptr %arena285, align 4
+  %1045 = mul nsw i64 %pool1_grad.f88283, 12544
+  %1046 = add nsw i64 5837456, %1045
+  %1047 = mul nsw i64 %pool1_grad.j87282, 196
+  %1048 = add nsw i64 %1046, %1047
+  %1049 = add nsw i64 %1048, %pool1_grad.i89284
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %1049
+  store float %1044, ptr %arena286, align 4
+  %i89.next = add nsw i64 %pool1_grad.i89284, 1
+  %1050 = icmp slt i64 %i89.next, 196
+  br i1 %1050, label %pool1_grad.i89, label %pool1_grad.i89.end
 
 pool1_grad.i89.end:                               ; preds = %pool1_grad.i89
-  br label %pool1_grad.g90
+  %f88.next = add nsw i64 %pool1_grad.f88283, 1
+  %1051 = icmp slt i64 %f88.next, 64
+  br i1 %1051, label %pool1_grad.f88, label %pool1_grad.f88.end
 
-pool1_grad.g90:                                   ; preds = %pool1_grad.j94.end, %pool1_grad.i89.end
-  %pool1_grad.g90225 = phi i64 [ 0, %pool1_grad.i89.end ], [ %g90.next, %pool1_grad.j94.end ]
-  br label %pool1_grad.j91
+pool1_grad.j90:                                   ; preds = %pool1_grad.c91.end, %pool1_grad.j87.end
+  %pool1_grad.j90290 = phi i64 [ 0, %pool1_grad.j87.end ], [ %j90.next, %pool1_grad.c91.end ]
+  br label %pool1_grad.c91
 
-pool1_grad.g90.end:                               ; preds = %pool1_grad.j94.end
-  br label %conv1_grad.i103
+pool1_grad.j90.end:                               ; preds = %pool1_grad.c91.end
+  %g86.next = add nsw i64 %pool1_grad.g86281, 1
+  %1052 = icmp slt i64 %g86.next, 1
+  br i1 %1052, label %pool1_grad.g86, label %pool1_grad.g86.end
 
-pool1_grad.j91:                                   ; preds = %pool1_grad.f92.end, %pool1_grad.g90
-  %pool1_grad.j91226 = phi i64 [ 0, %pool1_grad.g90 ], [ %j91.next, %pool1_grad.f92.end ]
-  br label %pool1_grad.f92
+pool1_grad.c91:                                   ; preds = %pool1_grad.ky92.end, %pool1_grad.j90
+  %pool1_grad.c91291 = phi i64 [ 0, %pool1_grad.j90 ], [ %c91.next, %pool1_grad.ky92.end ]
+  br label %pool1_grad.ky92
 
-pool1_grad.j91.end:                               ; preds = %pool1_grad.f92.end
-  %params231 = getelementptr inbounds float, ptr %params, i64 320
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 5837456
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 2224784
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params231, i32 288, ptr %arena232, i32 12544, float 0.000000e+00, ptr %arena233, i32 12544)
-  br label %pool1_grad.j94
+pool1_grad.c91.end:                               ; preds = %pool1_grad.ky92.end
+  %j90.next = add nsw i64 %pool1_grad.j90290, 1
+  %1053 = icmp slt i64 %j90.next, 64
+  br i1 %1053, label %pool1_grad.j90, label %pool1_grad.j90.end
 
-pool1_grad.f92:                                   ; preds = %pool1_grad.i93.end, %pool1_grad.j91
-  %pool1_grad.f92227 = phi i64 [ 0, %pool1_grad.j91 ], [ %f92.next, %pool1_grad.i93.end ]
-  br label %pool1_grad.i93
+pool1_grad.ky92:                                  ; preds = %pool1_grad.oy97.end, %pool1_grad.c91
+  %pool1_grad.ky92292 = phi i64 [ 0, %pool1_grad.c91 ], [ %ky92.next, %pool1_grad.oy97.end ]
+  br label %pool1_grad.oy93
 
-pool1_grad.f92.end:                               ; preds = %pool1_grad.i93.end
-  %j91.next = add nsw i64 %pool1_grad.j91226, 1
-  %768 = icmp slt i64 %j91.next, 64
-  br i1 %768, label %pool1_grad.j91, label %pool1_grad.j91.end
+pool1_grad.ky92.end:                              ; preds = %pool1_grad.oy97.end
+  %c91.next = add nsw i64 %pool1_grad.c91291, 1
+  %1054 = icmp slt i64 %c91.next, 32
+  br i1 %1054, label %pool1_grad.c91, label %pool1_grad.c91.end
 
-pool1_grad.i93:                                   ; preds = %pool1_grad.i93, %pool1_grad.f92
-  %pool1_grad.i93228 = phi i64 [ 0, %pool1_grad.f92 ], [ %i93.next, %pool1_grad.i93 ]
-  %769 = mul nsw i64 %pool1_grad.g90225, 64
-  %770 = add nsw i64 %769, %pool1_grad.j91226
-  %771 = mul nsw i64 %770, 12544
-  %772 = add nsw i64 1421968, %771
-  %773 = mul nsw i64 %pool1_grad.f92227, 196
-  %774 = add nsw i64 %772, %773
-  %775 = add nsw i64 %774, %pool1_grad.i93228
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %775
-  %776 = load float, ptr %arena229, align 4
-  %777 = mul nsw i64 %pool1_grad.f92227, 12544
-  %778 = add nsw i64 5837456, %777
-  %779 = mul nsw i64 %pool1_grad.j91226, 196
-  %780 = add nsw i64 %778, %779
-  %781 = add nsw i64 %780, %pool1_grad.i93228
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %781
-  store float %776, ptr %arena230, align 4
-  %i93.next = add nsw i64 %pool1_grad.i93228, 1
-  %782 = icmp slt i64 %i93.next, 196
-  br i1 %782, label %pool1_grad.i93, label %pool1_grad.i93.end
+pool1_grad.oy93:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky92
+  %pool1_grad.oy93293 = phi i64 [ 0, %pool1_grad.ky92 ], [ %oy93.next, %pool1_grad.endif ]
+  %1055 = add nsw i64 %pool1_grad.oy93293, %pool1_grad.ky92292
+  %1056 = add nsw i64 %1055, -1
+  %1057 = icmp slt i64 -1, %1056
+  %1058 = add nsw i64 %pool1_grad.oy93293, %pool1_grad.ky92292
+  %1059 = add nsw i64 %1058, -1
+  %1060 = icmp slt i64 %1059, 14
+  %1061 = and i1 %1057, %1060
+  br i1 %1061, label %pool1_grad.then, label %pool1_grad.endif
 
-pool1_grad.i93.end:                               ; preds = %pool1_grad.i93
-  %f92.next = add nsw i64 %pool1_grad.f92227, 1
-  %783 = icmp slt i64 %f92.next, 64
-  br i1 %783, label %pool1_grad.f92, label %pool1_grad.f92.end
+pool1_grad.oy93.end:                              ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy95
 
-pool1_grad.j94:                                   ; preds = %pool1_grad.c95.end, %pool1_grad.j91.end
-  %pool1_grad.j94234 = phi i64 [ 0, %pool1_grad.j91.end ], [ %j94.next, %pool1_grad.c95.end ]
-  br label %pool1_grad.c95
+pool1_grad.then:                                  ; preds = %pool1_grad.oy93
+  br label %pool1_grad.ox94
 
-pool1_grad.j94.end:                               ; preds = %pool1_grad.c95.end
-  %g90.next = add nsw i64 %pool1_grad.g90225, 1
-  %784 = icmp slt i64 %g90.next, 1
-  br i1 %784, label %pool1_grad.g90, label %pool1_grad.g90.end
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox94.end, %pool1_grad.oy93
+  %oy93.next = add nsw i64 %pool1_grad.oy93293, 1
+  %1062 = icmp slt i64 %oy93.next, 14
+  br i1 %1062, label %pool1_grad.oy93, label %pool1_grad.oy93.end
 
-pool1_grad.c95:                                   ; preds = %pool1_grad.ky96.end, %pool1_grad.j94
-  %pool1_grad.c95235 = phi i64 [ 0, %pool1_grad.j94 ], [ %c95.next, %pool1_grad.ky96.end ]
-  br label %pool1_grad.ky96
+pool1_grad.ox94:                                  ; preds = %pool1_grad.ox94, %pool1_grad.then
+  %pool1_grad.ox94294 = phi i64 [ 0, %pool1_grad.then ], [ %ox94.next, %pool1_grad.ox94 ]
+  %1063 = mul nsw i64 %pool1_grad.g86281, 64
+  %1064 = add nsw i64 %1063, %pool1_grad.j90290
+  %1065 = mul nsw i64 %1064, 6272
+  %1066 = add nsw i64 802816, %1065
+  %1067 = mul nsw i64 %pool1_grad.c91291, 196
+  %1068 = add nsw i64 %1066, %1067
+  %1069 = add nsw i64 %pool1_grad.oy93293, %pool1_grad.ky92292
+  %1070 = add nsw i64 %1069, -1
+  %1071 = mul nsw i64 %1070, 14
+  %1072 = add nsw i64 %1068, %1071
+  %1073 = add nsw i64 %pool1_grad.ox94294, 1
+  %1074 = add nsw i64 %1073, -1
+  %1075 = add nsw i64 %1072, %1074
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1075
+  %1076 = load float, ptr %arena295, align 4
+  %1077 = mul nsw i64 %pool1_grad.c91291, 3
+  %1078 = add nsw i64 %1077, %pool1_grad.ky92292
+  %1079 = mul nsw i64 %1078, 3
+  %1080 = mul nsw i64 %1079, 12544
+  %1081 = add nsw i64 2224784, %1080
+  %1082 = mul nsw i64 %pool1_grad.j90290, 196
+  %1083 = add nsw i64 %1081, %1082
+  %1084 = mul nsw i64 %pool1_grad.oy93293, 14
+  %1085 = add nsw i64 %1083, %1084
+  %1086 = add nsw i64 %pool1_grad.ox94294, 1
+  %1087 = add nsw i64 %1085, %1086
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1087
+  %1088 = load float, ptr %arena296, align 4
+  %1089 = fadd float %1076, %1088
+  store float %1089, ptr %arena295, align 4
+  %ox94.next = add nsw i64 %pool1_grad.ox94294, 1
+  %1090 = icmp slt i64 %ox94.next, 13
+  br i1 %1090, label %pool1_grad.ox94, label %pool1_grad.ox94.end
 
-pool1_grad.c95.end:                               ; preds = %pool1_grad.ky96.end
-  %j94.next = add nsw i64 %pool1_grad.j94234, 1
-  %785 = icmp slt i64 %j94.next, 64
-  br i1 %785, label %pool1_grad.j94, label %pool1_grad.j94.end
-
-pool1_grad.ky96:                                  ; preds = %pool1_grad.oy101.end, %pool1_grad.c95
-  %pool1_grad.ky96236 = phi i64 [ 0, %pool1_grad.c95 ], [ %ky96.next, %pool1_grad.oy101.end ]
-  br label %pool1_grad.oy97
-
-pool1_grad.ky96.end:                              ; preds = %pool1_grad.oy101.end
-  %c95.next = add nsw i64 %pool1_grad.c95235, 1
-  %786 = icmp slt i64 %c95.next, 32
-  br i1 %786, label %pool1_grad.c95, label %pool1_grad.c95.end
-
-pool1_grad.oy97:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky96
-  %pool1_grad.oy97237 = phi i64 [ 0, %pool1_grad.ky96 ], [ %oy97.next, %pool1_grad.endif ]
-  %787 = add nsw i64 %pool1_grad.oy97237, %pool1_grad.ky96236
-  %788 = add nsw i64 %787, -1
-  %789 = icmp slt i64 -1, %788
-  %790 = add nsw i64 %pool1_grad.oy97237, %pool1_grad.ky96236
-  %791 = add nsw i64 %790, -1
-  %792 = icmp slt i64 %791, 14
-  %793 = and i1 %789, %792
-  br i1 %793, label %pool1_grad.then, label %pool1_grad.endif
-
-pool1_grad.oy97.end:                              ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy99
-
-pool1_grad.then:                                  ; preds = %pool1_grad.oy97
-  br label %pool1_grad.ox98
-
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox98.end, %pool1_grad.oy97
-  %oy97.next = add nsw i64 %pool1_grad.oy97237, 1
-  %794 = icmp slt i64 %oy97.next, 14
-  br i1 %794, label %pool1_grad.oy97, label %pool1_grad.oy97.end
-
-pool1_grad.ox98:                                  ; preds = %pool1_grad.ox98, %pool1_grad.then
-  %pool1_grad.ox98238 = phi i64 [ 0, %pool1_grad.then ], [ %ox98.next, %pool1_grad.ox98 ]
-  %795 = mul nsw i64 %pool1_grad.g90225, 64
-  %796 = add nsw i64 %795, %pool1_grad.j94234
-  %797 = mul nsw i64 %796, 6272
-  %798 = add nsw i64 802816, %797
-  %799 = mul nsw i64 %pool1_grad.c95235, 196
-  %800 = add nsw i64 %798, %799
-  %801 = add nsw i64 %pool1_grad.oy97237, %pool1_grad.ky96236
-  %802 = add nsw i64 %801, -1
-  %803 = mul nsw i64 %802, 14
-  %804 = add nsw i64 %800, %803
-  %805 = add nsw i64 %pool1_grad.ox98238, 1
-  %806 = add nsw i64 %805, -1
-  %807 = add nsw i64 %804, %806
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %807
-  %808 = load float, ptr %arena239, align 4
-  %809 = mul nsw i64 %pool1_grad.c95235, 3
-  %810 = add nsw i64 %809, %pool1_grad.ky96236
-  %811 = mul nsw i64 %810, 3
-  %812 = mul nsw i64 %811, 12544
-  %813 = add nsw i64 2224784, %812
-  %814 = mul nsw i64 %pool1_grad.j94234, 196
-  %815 = add nsw i64 %813, %814
-  %816 = mul nsw i64 %pool1_grad.oy97237, 14
-  %817 = add nsw i64 %815, %816
-  %818 = add nsw i64 %pool1_grad.ox98238, 1
-  %819 = add nsw i64 %817, %818
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 %819
-  %820 = load float, ptr %arena240, align 4
-  %821 = fadd float %808, %820
-  store float %821, ptr %arena239, align 4
-  %ox98.next = add nsw i64 %pool1_grad.ox98238, 1
-  %822 = icmp slt i64 %ox98.next, 13
-  br i1 %822, label %pool1_grad.ox98, label %pool1_grad.ox98.end
-
-pool1_grad.ox98.end:                              ; preds = %pool1_grad.ox98
+pool1_grad.ox94.end:                              ; preds = %pool1_grad.ox94
   br label %pool1_grad.endif
 
-pool1_grad.oy99:                                  ; preds = %pool1_grad.endif243, %pool1_grad.oy97.end
-  %pool1_grad.oy99241 = phi i64 [ 0, %pool1_grad.oy97.end ], [ %oy99.next, %pool1_grad.endif243 ]
-  %823 = add nsw i64 %pool1_grad.oy99241, %pool1_grad.ky96236
-  %824 = add nsw i64 %823, -1
-  %825 = icmp slt i64 -1, %824
-  %826 = add nsw i64 %pool1_grad.oy99241, %pool1_grad.ky96236
-  %827 = add nsw i64 %826, -1
-  %828 = icmp slt i64 %827, 14
-  %829 = and i1 %825, %828
-  br i1 %829, label %pool1_grad.then242, label %pool1_grad.endif243
+pool1_grad.oy95:                                  ; preds = %pool1_grad.endif299, %pool1_grad.oy93.end
+  %pool1_grad.oy95297 = phi i64 [ 0, %pool1_grad.oy93.end ], [ %oy95.next, %pool1_grad.endif299 ]
+  %1091 = add nsw i64 %pool1_grad.oy95297, %pool1_grad.ky92292
+  %1092 = add nsw i64 %1091, -1
+  %1093 = icmp slt i64 -1, %1092
+  %1094 = add nsw i64 %pool1_grad.oy95297, %pool1_grad.ky92292
+  %1095 = add nsw i64 %1094, -1
+  %1096 = icmp slt i64 %1095, 14
+  %1097 = and i1 %1093, %1096
+  br i1 %1097, label %pool1_grad.then298, label %pool1_grad.endif299
 
-pool1_grad.oy99.end:                              ; preds = %pool1_grad.endif243
-  br label %pool1_grad.oy101
+pool1_grad.oy95.end:                              ; preds = %pool1_grad.endif299
+  br label %pool1_grad.oy97
 
-pool1_grad.then242:                               ; preds = %pool1_grad.oy99
-  br label %pool1_grad.ox100
+pool1_grad.then298:                               ; preds = %pool1_grad.oy95
+  br label %pool1_grad.ox96
 
-pool1_grad.endif243:                              ; preds = %pool1_grad.ox100.end, %pool1_grad.oy99
-  %oy99.next = add nsw i64 %pool1_grad.oy99241, 1
-  %830 = icmp slt i64 %oy99.next, 14
-  br i1 %830, label %pool1_grad.oy99, label %pool1_grad.oy99.end
+pool1_grad.endif299:                              ; preds = %pool1_grad.ox96.end, %pool1_grad.oy95
+  %oy95.next = add nsw i64 %pool1_grad.oy95297, 1
+  %1098 = icmp slt i64 %oy95.next, 14
+  br i1 %1098, label %pool1_grad.oy95, label %pool1_grad.oy95.end
 
-pool1_grad.ox100:                                 ; preds = %pool1_grad.ox100, %pool1_grad.then242
-  %pool1_grad.ox100244 = phi i64 [ 0, %pool1_grad.then242 ], [ %ox100.next, %pool1_grad.ox100 ]
-  %831 = mul nsw i64 %pool1_grad.g90225, 64
-  %832 = add nsw i64 %831, %pool1_grad.j94234
-  %833 = mul nsw i64 %832, 6272
-  %834 = add nsw i64 802816, %833
-  %835 = mul nsw i64 %pool1_grad.c95235, 196
-  %836 = add nsw i64 %834, %835
-  %837 = add nsw i64 %pool1_grad.oy99241, %pool1_grad.ky96236
-  %838 = add nsw i64 %837, -1
-  %839 = mul nsw i64 %838, 14
-  %840 = add nsw i64 %836, %839
-  %841 = add nsw i64 %840, %pool1_grad.ox100244
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load float, ptr %arena245, align 4
-  %843 = mul nsw i64 %pool1_grad.c95235, 3
-  %844 = add nsw i64 %843, %pool1_grad.ky96236
-  %845 = mul nsw i64 %844, 3
-  %846 = add nsw i64 %845, 1
-  %847 = mul nsw i64 %846, 12544
-  %848 = add nsw i64 2224784, %847
-  %849 = mul nsw i64 %pool1_grad.j94234, 196
-  %850 = add nsw i64 %848, %849
-  %851 = mul nsw i64 %pool1_grad.oy99241, 14
-  %852 = add nsw i64 %850, %851
-  %853 = add nsw i64 %852, %pool1_grad.ox100244
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 %853
-  %854 = load float, ptr %arena246, align 4
-  %855 = fadd float %842, %854
-  store float %855, ptr %arena245, align 4
-  %ox100.next = add nsw i64 %pool1_grad.ox100244, 1
-  %856 = icmp slt i64 %ox100.next, 14
-  br i1 %856, label %pool1_grad.ox100, label %pool1_grad.ox100.end
+pool1_grad.ox96:                                  ; preds = %pool1_grad.ox96, %pool1_grad.then298
+  %pool1_grad.ox96300 = phi i64 [ 0, %pool1_grad.then298 ], [ %ox96.next, %pool1_grad.ox96 ]
+  %1099 = mul nsw i64 %pool1_grad.g86281, 64
+  %1100 = add nsw i64 %1099, %pool1_grad.j90290
+  %1101 = mul nsw i64 %1100, 6272
+  %1102 = add nsw i64 802816, %1101
+  %1103 = mul nsw i64 %pool1_grad.c91291, 196
+  %1104 = add nsw i64 %1102, %1103
+  %1105 = add nsw i64 %pool1_grad.oy95297, %pool1_grad.ky92292
+  %1106 = add nsw i64 %1105, -1
+  %1107 = mul nsw i64 %1106, 14
+  %1108 = add nsw i64 %1104, %1107
+  %1109 = add nsw i64 %1108, %pool1_grad.ox96300
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1109
+  %1110 = load float, ptr %arena301, align 4
+  %1111 = mul nsw i64 %pool1_grad.c91291, 3
+  %1112 = add nsw i64 %1111, %pool1_grad.ky92292
+  %1113 = mul nsw i64 %1112, 3
+  %1114 = add nsw i64 %1113, 1
+  %1115 = mul nsw i64 %1114, 12544
+  %1116 = add nsw i64 2224784, %1115
+  %1117 = mul nsw i64 %pool1_grad.j90290, 196
+  %1118 = add nsw i64 %1116, %1117
+  %1119 = mul nsw i64 %pool1_grad.oy95297, 14
+  %1120 = add nsw i64 %1118, %1119
+  %1121 = add nsw i64 %1120, %pool1_grad.ox96300
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %1121
+  %1122 = load float, ptr %arena302, align 4
+  %1123 = fadd float %1110, %1122
+  store float %1123, ptr %arena301, align 4
+  %ox96.next = add nsw i64 %pool1_grad.ox96300, 1
+  %1124 = icmp slt i64 %ox96.next, 14
+  br i1 %1124, label %pool1_grad.ox96, label %pool1_grad.ox96.end
 
-pool1_grad.ox100.end:                             ; preds = %pool1_grad.ox100
-  br label %pool1_grad.endif243
+pool1_grad.ox96.end:                              ; preds = %pool1_grad.ox96
+  br label %pool1_grad.endif299
 
-pool1_grad.oy101:                                 ; preds = %pool1_grad.endif249, %pool1_grad.oy99.end
-  %pool1_grad.oy101247 = phi i64 [ 0, %pool1_grad.oy99.end ], [ %oy101.next, %pool1_grad.endif249 ]
-  %857 = add nsw i64 %pool1_grad.oy101247, %pool1_grad.ky96236
-  %858 = add nsw i64 %857, -1
-  %859 = icmp slt i64 -1, %858
-  %860 = add nsw i64 %pool1_grad.oy101247, %pool1_grad.ky96236
-  %861 = add nsw i64 %860, -1
-  %862 = icmp slt i64 %861, 14
-  %863 = and i1 %859, %862
-  br i1 %863, label %pool1_grad.then248, label %pool1_grad.endif249
+pool1_grad.oy97:                                  ; preds = %pool1_grad.endif305, %pool1_grad.oy95.end
+  %pool1_grad.oy97303 = phi i64 [ 0, %pool1_grad.oy95.end ], [ %oy97.next, %pool1_grad.endif305 ]
+  %1125 = add nsw i64 %pool1_grad.oy97303, %pool1_grad.ky92292
+  %1126 = add nsw i64 %1125, -1
+  %1127 = icmp slt i64 -1, %1126
+  %1128 = add nsw i64 %pool1_grad.oy97303, %pool1_grad.ky92292
+  %1129 = add nsw i64 %1128, -1
+  %1130 = icmp slt i64 %1129, 14
+  %1131 = and i1 %1127, %1130
+  br i1 %1131, label %pool1_grad.then304, label %pool1_grad.endif305
 
-pool1_grad.oy101.end:                             ; preds = %pool1_grad.endif249
-  %ky96.next = add nsw i64 %pool1_grad.ky96236, 1
-  %864 = icmp slt i64 %ky96.next, 3
-  br i1 %864, label %pool1_grad.ky96, label %pool1_grad.ky96.end
+pool1_grad.oy97.end:                              ; preds = %pool1_grad.endif305
+  %ky92.next = add nsw i64 %pool1_grad.ky92292, 1
+  %1132 = icmp slt i64 %ky92.next, 3
+  br i1 %1132, label %pool1_grad.ky92, label %pool1_grad.ky92.end
 
-pool1_grad.then248:                               ; preds = %pool1_grad.oy101
-  br label %pool1_grad.ox102
+pool1_grad.then304:                               ; preds = %pool1_grad.oy97
+  br label %pool1_grad.ox98
 
-pool1_grad.endif249:                              ; preds = %pool1_grad.ox102.end, %pool1_grad.oy101
-  %oy101.next = add nsw i64 %pool1_grad.oy101247, 1
-  %865 = icmp slt i64 %oy101.next, 14
-  br i1 %865, label %pool1_grad.oy101, label %pool1_grad.oy101.end
+pool1_grad.endif305:                              ; preds = %pool1_grad.ox98.end, %pool1_grad.oy97
+  %oy97.next = add nsw i64 %pool1_grad.oy97303, 1
+  %1133 = icmp slt i64 %oy97.next, 14
+  br i1 %1133, label %pool1_grad.oy97, label %pool1_grad.oy97.end
 
-pool1_grad.ox102:                                 ; preds = %pool1_grad.ox102, %pool1_grad.then248
-  %pool1_grad.ox102250 = phi i64 [ 0, %pool1_grad.then248 ], [ %ox102.next, %pool1_grad.ox102 ]
-  %866 = mul nsw i64 %pool1_grad.g90225, 64
-  %867 = add nsw i64 %866, %pool1_grad.j94234
-  %868 = mul nsw i64 %867, 6272
-  %869 = add nsw i64 802816, %868
-  %870 = mul nsw i64 %pool1_grad.c95235, 196
-  %871 = add nsw i64 %869, %870
-  %872 = add nsw i64 %pool1_grad.oy101247, %pool1_grad.ky96236
-  %873 = add nsw i64 %872, -1
-  %874 = mul nsw i64 %873, 14
-  %875 = add nsw i64 %871, %874
-  %876 = add nsw i64 %pool1_grad.ox102250, 1
-  %877 = add nsw i64 %875, %876
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %877
-  %878 = load float, ptr %arena251, align 4
-  %879 = mul nsw i64 %pool1_grad.c95235, 3
-  %880 = add nsw i64 %879, %pool1_grad.ky96236
-  %881 = mul nsw i64 %880, 3
-  %882 = add nsw i64 %881, 2
-  %883 = mul nsw i64 %882, 12544
-  %884 = add nsw i64 2224784, %883
-  %885 = mul nsw i64 %pool1_grad.j94234, 196
-  %886 = add nsw i64 %884, %885
-  %887 = mul nsw i64 %pool1_grad.oy101247, 14
-  %888 = add nsw i64 %886, %887
-  %889 = add nsw i64 %888, %pool1_grad.ox102250
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load float, ptr %arena252, align 4
-  %891 = fadd float %878, %890
-  store float %891, ptr %arena251, align 4
-  %ox102.next = add nsw i64 %pool1_grad.ox102250, 1
-  %892 = icmp slt i64 %ox102.next, 13
-  br i1 %892, label %pool1_grad.ox102, label %pool1_grad.ox102.end
+pool1_grad.ox98:                                  ; preds = %pool1_grad.ox98, %pool1_grad.then304
+  %pool1_grad.ox98306 = phi i64 [ 0, %pool1_grad.then304 ], [ %ox98.next, %pool1_grad.ox98 ]
+  %1134 = mul nsw i64 %pool1_grad.g86281, 64
+  %1135 = add nsw i64 %1134, %pool1_grad.j90290
+  %1136 = mul nsw i64 %1135, 6272
+  %1137 = add nsw i64 802816, %1136
+  %1138 = mul nsw i64 %pool1_grad.c91291, 196
+  %1139 = add nsw i64 %1137, %1138
+  %1140 = add nsw i64 %pool1_grad.oy97303, %pool1_grad.ky92292
+  %1141 = add nsw i64 %1140, -1
+  %1142 = mul nsw i64 %1141, 14
+  %1143 = add nsw i64 %1139, %1142
+  %1144 = add nsw i64 %pool1_grad.ox98306, 1
+  %1145 = add nsw i64 %1143, %1144
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1145
+  %1146 = load float, ptr %arena307, align 4
+  %1147 = mul nsw i64 %pool1_grad.c91291, 3
+  %1148 = add nsw i64 %1147, %pool1_grad.ky92292
+  %1149 = mul nsw i64 %1148, 3
+  %1150 = add nsw i64 %1149, 2
+  %1151 = mul nsw i64 %1150, 12544
+  %1152 = add nsw i64 2224784, %1151
+  %1153 = mul nsw i64 %pool1_grad.j90290, 196
+  %1154 = add nsw i64 %1152, %1153
+  %1155 = mul nsw i64 %pool1_grad.oy97303, 14
+  %1156 = add nsw i64 %1154, %1155
+  %1157 = add nsw i64 %1156, %pool1_grad.ox98306
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %1157
+  %1158 = load float, ptr %arena308, align 4
+  %1159 = fadd float %1146, %1158
+  store float %1159, ptr %arena307, align 4
+  %ox98.next = add nsw i64 %pool1_grad.ox98306, 1
+  %1160 = icmp slt i64 %ox98.next, 13
+  br i1 %1160, label %pool1_grad.ox98, label %pool1_grad.ox98.end
 
-pool1_grad.ox102.end:                             ; preds = %pool1_grad.ox102
-  br label %pool1_grad.endif249
+pool1_grad.ox98.end:                              ; preds = %pool1_grad.ox98
+  br label %pool1_grad.endif305
 
-conv1_grad.i103:                                  ; preds = %conv1_grad.i103, %pool1_grad.g90.end
-  %conv1_grad.i103253 = phi i64 [ 0, %pool1_grad.g90.end ], [ %i103.next, %conv1_grad.i103 ]
-  %893 = add nsw i64 1221264, %conv1_grad.i103253
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %893
-  store float 0.000000e+00, ptr %arena254, align 4
-  %i103.next = add nsw i64 %conv1_grad.i103253, 1
-  %894 = icmp slt i64 %i103.next, 1605632
-  br i1 %894, label %conv1_grad.i103, label %conv1_grad.i103.end
+conv1_grad.i99:                                   ; preds = %conv1_grad.i99, %pool1_grad.g86.end
+  %conv1_grad.i99309 = phi i64 [ 0, %pool1_grad.g86.end ], [ %i99.next, %conv1_grad.i99 ]
+  %1161 = add nsw i64 1221264, %conv1_grad.i99309
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1161
+  store float 0.000000e+00, ptr %arena310, align 4
+  %i99.next = add nsw i64 %conv1_grad.i99309, 1
+  %1162 = icmp slt i64 %i99.next, 1605632
+  br i1 %1162, label %conv1_grad.i99, label %conv1_grad.i99.end
 
-conv1_grad.i103.end:                              ; preds = %conv1_grad.i103
-  br label %conv1_grad.q104
+conv1_grad.i99.end:                               ; preds = %conv1_grad.i99
+  br label %conv1_grad.q100
 
-conv1_grad.q104:                                  ; preds = %conv1_grad.i105.end, %conv1_grad.i103.end
-  %conv1_grad.q104255 = phi i64 [ 0, %conv1_grad.i103.end ], [ %q104.next, %conv1_grad.i105.end ]
-  br label %conv1_grad.i105
+conv1_grad.q100:                                  ; preds = %conv1_grad.i101.end, %conv1_grad.i99.end
+  %conv1_grad.q100311 = phi i64 [ 0, %conv1_grad.i99.end ], [ %q100.next, %conv1_grad.i101.end ]
+  br label %conv1_grad.i101
 
-conv1_grad.q104.end:                              ; preds = %conv1_grad.i105.end
-  br label %conv1_weight_grad.i106
+conv1_grad.q100.end:                              ; preds = %conv1_grad.i101.end
+  br label %conv1_weight_grad.i102
 
-conv1_grad.i105:                                  ; preds = %conv1_grad.endif, %conv1_grad.q104
-  %conv1_grad.i105256 = phi i64 [ 0, %conv1_grad.q104 ], [ %i105.next, %conv1_grad.endif ]
-  %895 = mul nsw i64 %conv1_grad.q104255, 196
-  %896 = add nsw i64 %895, %conv1_grad.i105256
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %896
-  %897 = load float, ptr %arena257, align 4
-  %898 = fcmp ogt float %897, 0.000000e+00
-  br i1 %898, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.i101:                                  ; preds = %conv1_grad.endif, %conv1_grad.q100
+  %conv1_grad.i101312 = phi i64 [ 0, %conv1_grad.q100 ], [ %i101.next, %conv1_grad.endif ]
+  %1163 = mul nsw i64 %conv1_grad.q100311, 196
+  %1164 = add nsw i64 %1163, %conv1_grad.i101312
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %1164
+  %1165 = load float, ptr %arena313, align 4
+  %1166 = fcmp ogt float %1165, 0.000000e+00
+  br i1 %1166, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i105.end:                              ; preds = %conv1_grad.endif
-  %q104.next = add nsw i64 %conv1_grad.q104255, 1
-  %899 = icmp slt i64 %q104.next, 2048
-  br i1 %899, label %conv1_grad.q104, label %conv1_grad.q104.end
+conv1_grad.i101.end:                              ; preds = %conv1_grad.endif
+  %q100.next = add nsw i64 %conv1_grad.q100311, 1
+  %1167 = icmp slt i64 %q100.next, 2048
+  br i1 %1167, label %conv1_grad.q100, label %conv1_grad.q100.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i105
-  %900 = mul nsw i64 %conv1_grad.q104255, 784
-  %901 = add nsw i64 1221264, %900
-  %902 = mul nsw i64 %conv1_grad.q104255, 196
-  %903 = add nsw i64 %902, %conv1_grad.i105256
-  %904 = add nsw i64 401408, %903
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %904
-  %905 = load float, ptr %arena258, align 4
-  %906 = fptosi float %905 to i64
-  %907 = add nsw i64 %901, %906
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %907
-  %908 = load float, ptr %arena259, align 4
-  %909 = mul nsw i64 %conv1_grad.q104255, 196
-  %910 = add nsw i64 %909, %conv1_grad.i105256
-  %911 = add nsw i64 802816, %910
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %911
-  %912 = load float, ptr %arena260, align 4
-  %913 = fadd float %908, %912
-  store float %913, ptr %arena259, align 4
+conv1_grad.then:                                  ; preds = %conv1_grad.i101
+  %1168 = mul nsw i64 %conv1_grad.q100311, 784
+  %1169 = add nsw i64 1221264, %1168
+  %1170 = mul nsw i64 %conv1_grad.q100311, 196
+  %1171 = add nsw i64 %1170, %conv1_grad.i101312
+  %1172 = add nsw i64 401408, %1171
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %1172
+  %1173 = load float, ptr %arena314, align 4
+  %1174 = fptosi float %1173 to i64
+  %1175 = add nsw i64 %1169, %1174
+  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1175
+  %1176 = load float, ptr %arena315, align 4
+  %1177 = mul nsw i64 %conv1_grad.q100311, 196
+  %1178 = add nsw i64 %1177, %conv1_grad.i101312
+  %1179 = add nsw i64 802816, %1178
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1179
+  %1180 = load float, ptr %arena316, align 4
+  %1181 = fadd float %1176, %1180
+  store float %1181, ptr %arena315, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i105
-  %i105.next = add nsw i64 %conv1_grad.i105256, 1
-  %914 = icmp slt i64 %i105.next, 196
-  br i1 %914, label %conv1_grad.i105, label %conv1_grad.i105.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i101
+  %i101.next = add nsw i64 %conv1_grad.i101312, 1
+  %1182 = icmp slt i64 %i101.next, 196
+  br i1 %1182, label %conv1_grad.i101, label %conv1_grad.i101.end
 
-conv1_weight_grad.i106:                           ; preds = %conv1_weight_grad.i106, %conv1_grad.q104.end
-  %conv1_weight_grad.i106261 = phi i64 [ 0, %conv1_grad.q104.end ], [ %i106.next, %conv1_weight_grad.i106 ]
-  %grads262 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i106261
-  store float 0.000000e+00, ptr %grads262, align 4
-  %i106.next = add nsw i64 %conv1_weight_grad.i106261, 1
-  %915 = icmp slt i64 %i106.next, 288
-  br i1 %915, label %conv1_weight_grad.i106, label %conv1_weight_grad.i106.end
+conv1_weight_grad.i102:                           ; preds = %conv1_weight_grad.i102, %conv1_grad.q100.end
+  %conv1_weight_grad.i102317 = phi i64 [ 0, %conv1_grad.q100.end ], [ %i102.next, %conv1_weight_grad.i102 ]
+  %grads318 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i102317
+  store float 0.000000e+00, ptr %grads318, align 4
+  %i102.next = add nsw i64 %conv1_weight_grad.i102317, 1
+  %1183 = icmp slt i64 %i102.next, 288
+  br i1 %1183, label %conv1_weight_grad.i102, label %conv1_weight_grad.i102.end
+
+conv1_weight_grad.i102.end:                       ; preds = %conv1_weight_grad.i102
+  br label %conv1_weight_grad.g103
+
+conv1_weight_grad.g103:                           ; preds = %conv1_weight_grad.j115.end, %conv1_weight_grad.i102.end
+  %conv1_weight_grad.g103319 = phi i64 [ 0, %conv1_weight_grad.i102.end ], [ %g103.next, %conv1_weight_grad.j115.end ]
+  br label %conv1_weight_grad.j104
+
+conv1_weight_grad.g103.end:                       ; preds = %conv1_weight_grad.j115.end
+  br label %conv1_bias_grad.f118
+
+conv1_weight_grad.j104:                           ; preds = %conv1_weight_grad.c107.end, %conv1_weight_grad.g103
+  %conv1_weight_grad.j104320 = phi i64 [ 0, %conv1_weight_grad.g103 ], [ %j104.next, %conv1_weight_grad.c107.end ]
+  br label %conv1_weight_grad.r105
+
+conv1_weight_grad.j104.end:                       ; preds = %conv1_weight_grad.c107.end
+  br label %conv1_weight_grad.j115
+
+conv1_weight_grad.r105:                           ; preds = %conv1_weight_grad.i106.end, %conv1_weight_grad.j104
+  %conv1_weight_grad.r105321 = phi i64 [ 0, %conv1_weight_grad.j104 ], [ %r105.next, %conv1_weight_grad.i106.end ]
+  br label %conv1_weight_grad.i106
+
+conv1_weight_grad.r105.end:                       ; preds = %conv1_weight_grad.i106.end
+  br label %conv1_weight_grad.c107
+
+conv1_weight_grad.i106:                           ; preds = %conv1_weight_grad.i106, %conv1_weight_grad.r105
+  %conv1_weight_grad.i106322 = phi i64 [ 0, %conv1_weight_grad.r105 ], [ %i106.next, %conv1_weight_grad.i106 ]
+  %1184 = mul nsw i64 %conv1_weight_grad.r105321, 50176
+  %1185 = add nsw i64 2826896, %1184
+  %1186 = mul nsw i64 %conv1_weight_grad.j104320, 784
+  %1187 = add nsw i64 %1185, %1186
+  %1188 = add nsw i64 %1187, %conv1_weight_grad.i106322
+  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1188
+  store float 0.000000e+00, ptr %arena323, align 4
+  %i106.next = add nsw i64 %conv1_weight_grad.i106322, 1
+  %1189 = icmp slt i64 %i106.next, 784
+  br i1 %1189, label %conv1_weight_grad.i106, label %conv1_weight_grad.i106.end
 
 conv1_weight_grad.i106.end:                       ; preds = %conv1_weight_grad.i106
-  br label %conv1_weight_grad.g107
+  %r105.next = add nsw i64 %conv1_weight_grad.r105321, 1
+  %1190 = icmp slt i64 %r105.next, 9
+  br i1 %1190, label %conv1_weight_grad.r105, label %conv1_weight_grad.r105.end
 
-conv1_weight_grad.g107:                           ; preds = %conv1_weight_grad.j119.end, %conv1_weight_grad.i106.end
-  %conv1_weight_grad.g107263 = phi i64 [ 0, %conv1_weight_grad.i106.end ], [ %g107.next, %conv1_weight_grad.j119.end ]
-  br label %conv1_weight_grad.j108
+conv1_weight_grad.c107:                           ; preds = %conv1_weight_grad.ky108.end, %conv1_weight_grad.r105.end
+  %conv1_weight_grad.c107324 = phi i64 [ 0, %conv1_weight_grad.r105.end ], [ %c107.next, %conv1_weight_grad.ky108.end ]
+  br label %conv1_weight_grad.ky108
 
-conv1_weight_grad.g107.end:                       ; preds = %conv1_weight_grad.j119.end
-  br label %conv1_bias_grad.f122
+conv1_weight_grad.c107.end:                       ; preds = %conv1_weight_grad.ky108.end
+  %j104.next = add nsw i64 %conv1_weight_grad.j104320, 1
+  %1191 = icmp slt i64 %j104.next, 64
+  br i1 %1191, label %conv1_weight_grad.j104, label %conv1_weight_grad.j104.end
 
-conv1_weight_grad.j108:                           ; preds = %conv1_weight_grad.c111.end, %conv1_weight_grad.g107
-  %conv1_weight_grad.j108264 = phi i64 [ 0, %conv1_weight_grad.g107 ], [ %j108.next, %conv1_weight_grad.c111.end ]
-  br label %conv1_weight_grad.r109
+conv1_weight_grad.ky108:                          ; preds = %conv1_weight_grad.oy113.end, %conv1_weight_grad.c107
+  %conv1_weight_grad.ky108325 = phi i64 [ 0, %conv1_weight_grad.c107 ], [ %ky108.next, %conv1_weight_grad.oy113.end ]
+  br label %conv1_weight_grad.oy109
 
-conv1_weight_grad.j108.end:                       ; preds = %conv1_weight_grad.c111.end
-  br label %conv1_weight_grad.j119
+conv1_weight_grad.ky108.end:                      ; preds = %conv1_weight_grad.oy113.end
+  %c107.next = add nsw i64 %conv1_weight_grad.c107324, 1
+  %1192 = icmp slt i64 %c107.next, 1
+  br i1 %1192, label %conv1_weight_grad.c107, label %conv1_weight_grad.c107.end
 
-conv1_weight_grad.r109:                           ; preds = %conv1_weight_grad.i110.end, %conv1_weight_grad.j108
-  %conv1_weight_grad.r109265 = phi i64 [ 0, %conv1_weight_grad.j108 ], [ %r109.next, %conv1_weight_grad.i110.end ]
-  br label %conv1_weight_grad.i110
+conv1_weight_grad.oy109:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky108
+  %conv1_weight_grad.oy109326 = phi i64 [ 0, %conv1_weight_grad.ky108 ], [ %oy109.next, %conv1_weight_grad.endif ]
+  %1193 = add nsw i64 %conv1_weight_grad.oy109326, %conv1_weight_grad.ky108325
+  %1194 = add nsw i64 %1193, -1
+  %1195 = icmp slt i64 -1, %1194
+  %1196 = add nsw i64 %conv1_weight_grad.oy109326, %conv1_weight_grad.ky108325
+  %1197 = add nsw i64 %1196, -1
+  %1198 = icmp slt i64 %1197, 28
+  %1199 = and i1 %1195, %1198
+  br i1 %1199, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.r109.end:                       ; preds = %conv1_weight_grad.i110.end
-  br label %conv1_weight_grad.c111
+conv1_weight_grad.oy109.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy111
 
-conv1_weight_grad.i110:                           ; preds = %conv1_weight_grad.i110, %conv1_weight_grad.r109
-  %conv1_weight_grad.i110266 = phi i64 [ 0, %conv1_weight_grad.r109 ], [ %i110.next, %conv1_weight_grad.i110 ]
-  %916 = mul nsw i64 %conv1_weight_grad.r109265, 50176
-  %917 = add nsw i64 2826896, %916
-  %918 = mul nsw i64 %conv1_weight_grad.j108264, 784
-  %919 = add nsw i64 %917, %918
-  %920 = add nsw i64 %919, %conv1_weight_grad.i110266
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %920
-  store float 0.000000e+00, ptr %arena267, align 4
-  %i110.next = add nsw i64 %conv1_weight_grad.i110266, 1
-  %921 = icmp slt i64 %i110.next, 784
-  br i1 %921, label %conv1_weight_grad.i110, label %conv1_weight_grad.i110.end
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy109
+  br label %conv1_weight_grad.ox110
 
-conv1_weight_grad.i110.end:                       ; preds = %conv1_weight_grad.i110
-  %r109.next = add nsw i64 %conv1_weight_grad.r109265, 1
-  %922 = icmp slt i64 %r109.next, 9
-  br i1 %922, label %conv1_weight_grad.r109, label %conv1_weight_grad.r109.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox110.end, %conv1_weight_grad.oy109
+  %oy109.next = add nsw i64 %conv1_weight_grad.oy109326, 1
+  %1200 = icmp slt i64 %oy109.next, 28
+  br i1 %1200, label %conv1_weight_grad.oy109, label %conv1_weight_grad.oy109.end
 
-conv1_weight_grad.c111:                           ; preds = %conv1_weight_grad.ky112.end, %conv1_weight_grad.r109.end
-  %conv1_weight_grad.c111268 = phi i64 [ 0, %conv1_weight_grad.r109.end ], [ %c111.next, %conv1_weight_grad.ky112.end ]
-  br label %conv1_weight_grad.ky112
+conv1_weight_grad.ox110:                          ; preds = %conv1_weight_grad.ox110, %conv1_weight_grad.then
+  %conv1_weight_grad.ox110327 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox110.next, %conv1_weight_grad.ox110 ]
+  %1201 = mul nsw i64 %conv1_weight_grad.g103319, 64
+  %1202 = add nsw i64 %1201, %conv1_weight_grad.j104320
+  %1203 = mul nsw i64 %1202, 784
+  %1204 = mul nsw i64 %conv1_weight_grad.c107324, 784
+  %1205 = add nsw i64 %1203, %1204
+  %1206 = add nsw i64 %conv1_weight_grad.oy109326, %conv1_weight_grad.ky108325
+  %1207 = add nsw i64 %1206, -1
+  %1208 = mul nsw i64 %1207, 28
+  %1209 = add nsw i64 %1205, %1208
+  %1210 = add nsw i64 %conv1_weight_grad.ox110327, 1
+  %1211 = add nsw i64 %1210, -1
+  %1212 = add nsw i64 %1209, %1211
+  %images328 = getelementptr inbounds float, ptr %images, i64 %1212
+  %1213 = load float, ptr %images328, align 4
+  %1214 = mul nsw i64 %conv1_weight_grad.c107324, 3
+  %1215 = add nsw i64 %1214, %conv1_weight_grad.ky108325
+  %1216 = mul nsw i64 %1215, 3
+  %1217 = mul nsw i64 %1216, 50176
+  %1218 = add nsw i64 2826896, %1217
+  %1219 = mul nsw i64 %conv1_weight_grad.j104320, 784
+  %1220 = add nsw i64 %1218, %1219
+  %1221 = mul nsw i64 %conv1_weight_grad.oy109326, 28
+  %1222 = add nsw i64 %1220, %1221
+  %1223 = add nsw i64 %conv1_weight_grad.ox110327, 1
+  %1224 = add nsw i64 %1222, %1223
+  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1224
+  store float %1213, ptr %arena329, align 4
+  %ox110.next = add nsw i64 %conv1_weight_grad.ox110327, 1
+  %1225 = icmp slt i64 %ox110.next, 27
+  br i1 %1225, label %conv1_weight_grad.ox110, label %conv1_weight_grad.ox110.end
 
-conv1_weight_grad.c111.end:                       ; preds = %conv1_weight_grad.ky112.end
-  %j108.next = add nsw i64 %conv1_weight_grad.j108264, 1
-  %923 = icmp slt i64 %j108.next, 64
-  br i1 %923, label %conv1_weight_grad.j108, label %conv1_weight_grad.j108.end
-
-conv1_weight_grad.ky112:                          ; preds = %conv1_weight_grad.oy117.end, %conv1_weight_grad.c111
-  %conv1_weight_grad.ky112269 = phi i64 [ 0, %conv1_weight_grad.c111 ], [ %ky112.next, %conv1_weight_grad.oy117.end ]
-  br label %conv1_weight_grad.oy113
-
-conv1_weight_grad.ky112.end:                      ; preds = %conv1_weight_grad.oy117.end
-  %c111.next = add nsw i64 %conv1_weight_grad.c111268, 1
-  %924 = icmp slt i64 %c111.next, 1
-  br i1 %924, label %conv1_weight_grad.c111, label %conv1_weight_grad.c111.end
-
-conv1_weight_grad.oy113:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky112
-  %conv1_weight_grad.oy113270 = phi i64 [ 0, %conv1_weight_grad.ky112 ], [ %oy113.next, %conv1_weight_grad.endif ]
-  %925 = add nsw i64 %conv1_weight_grad.oy113270, %conv1_weight_grad.ky112269
-  %926 = add nsw i64 %925, -1
-  %927 = icmp slt i64 -1, %926
-  %928 = add nsw i64 %conv1_weight_grad.oy113270, %conv1_weight_grad.ky112269
-  %929 = add nsw i64 %928, -1
-  %930 = icmp slt i64 %929, 28
-  %931 = and i1 %927, %930
-  br i1 %931, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy113.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy115
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy113
-  br label %conv1_weight_grad.ox114
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox114.end, %conv1_weight_grad.oy113
-  %oy113.next = add nsw i64 %conv1_weight_grad.oy113270, 1
-  %932 = icmp slt i64 %oy113.next, 28
-  br i1 %932, label %conv1_weight_grad.oy113, label %conv1_weight_grad.oy113.end
-
-conv1_weight_grad.ox114:                          ; preds = %conv1_weight_grad.ox114, %conv1_weight_grad.then
-  %conv1_weight_grad.ox114271 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox114.next, %conv1_weight_grad.ox114 ]
-  %933 = mul nsw i64 %conv1_weight_grad.g107263, 64
-  %934 = add nsw i64 %933, %conv1_weight_grad.j108264
-  %935 = mul nsw i64 %934, 784
-  %936 = mul nsw i64 %conv1_weight_grad.c111268, 784
-  %937 = add nsw i64 %935, %936
-  %938 = add nsw i64 %conv1_weight_grad.oy113270, %conv1_weight_grad.ky112269
-  %939 = add nsw i64 %938, -1
-  %940 = mul nsw i64 %939, 28
-  %941 = add nsw i64 %937, %940
-  %942 = add nsw i64 %conv1_weight_grad.ox114271, 1
-  %943 = add nsw i64 %942, -1
-  %944 = add nsw i64 %941, %943
-  %images272 = getelementptr inbounds float, ptr %images, i64 %944
-  %945 = load float, ptr %images272, align 4
-  %946 = mul nsw i64 %conv1_weight_grad.c111268, 3
-  %947 = add nsw i64 %946, %conv1_weight_grad.ky112269
-  %948 = mul nsw i64 %947, 3
-  %949 = mul nsw i64 %948, 50176
-  %950 = add nsw i64 2826896, %949
-  %951 = mul nsw i64 %conv1_weight_grad.j108264, 784
-  %952 = add nsw i64 %950, %951
-  %953 = mul nsw i64 %conv1_weight_grad.oy113270, 28
-  %954 = add nsw i64 %952, %953
-  %955 = add nsw i64 %conv1_weight_grad.ox114271, 1
-  %956 = add nsw i64 %954, %955
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %956
-  store float %945, ptr %arena273, align 4
-  %ox114.next = add nsw i64 %conv1_weight_grad.ox114271, 1
-  %957 = icmp slt i64 %ox114.next, 27
-  br i1 %957, label %conv1_weight_grad.ox114, label %conv1_weight_grad.ox114.end
-
-conv1_weight_grad.ox114.end:                      ; preds = %conv1_weight_grad.ox114
+conv1_weight_grad.ox110.end:                      ; preds = %conv1_weight_grad.ox110
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy115:                          ; preds = %conv1_weight_grad.endif276, %conv1_weight_grad.oy113.end
-  %conv1_weight_grad.oy115274 = phi i64 [ 0, %conv1_weight_grad.oy113.end ], [ %oy115.next, %conv1_weight_grad.endif276 ]
-  %958 = add nsw i64 %conv1_weight_grad.oy115274, %conv1_weight_grad.ky112269
-  %959 = add nsw i64 %958, -1
-  %960 = icmp slt i64 -1, %959
-  %961 = add nsw i64 %conv1_weight_grad.oy115274, %conv1_weight_grad.ky112269
-  %962 = add nsw i64 %961, -1
-  %963 = icmp slt i64 %962, 28
-  %964 = and i1 %960, %963
-  br i1 %964, label %conv1_weight_grad.then275, label %conv1_weight_grad.endif276
+conv1_weight_grad.oy111:                          ; preds = %conv1_weight_grad.endif332, %conv1_weight_grad.oy109.end
+  %conv1_weight_grad.oy111330 = phi i64 [ 0, %conv1_weight_grad.oy109.end ], [ %oy111.next, %conv1_weight_grad.endif332 ]
+  %1226 = add nsw i64 %conv1_weight_grad.oy111330, %conv1_weight_grad.ky108325
+  %1227 = add nsw i64 %1226, -1
+  %1228 = icmp slt i64 -1, %1227
+  %1229 = add nsw i64 %conv1_weight_grad.oy111330, %conv1_weight_grad.ky108325
+  %1230 = add nsw i64 %1229, -1
+  %1231 = icmp slt i64 %1230, 28
+  %1232 = and i1 %1228, %1231
+  br i1 %1232, label %conv1_weight_grad.then331, label %conv1_weight_grad.endif332
 
-conv1_weight_grad.oy115.end:                      ; preds = %conv1_weight_grad.endif276
-  br label %conv1_weight_grad.oy117
+conv1_weight_grad.oy111.end:                      ; preds = %conv1_weight_grad.endif332
+  br label %conv1_weight_grad.oy113
 
-conv1_weight_grad.then275:                        ; preds = %conv1_weight_grad.oy115
-  br label %conv1_weight_grad.ox116
+conv1_weight_grad.then331:                        ; preds = %conv1_weight_grad.oy111
+  br label %conv1_weight_grad.ox112
 
-conv1_weight_grad.endif276:                       ; preds = %conv1_weight_grad.ox116.end, %conv1_weight_grad.oy115
-  %oy115.next = add nsw i64 %conv1_weight_grad.oy115274, 1
-  %965 = icmp slt i64 %oy115.next, 28
-  br i1 %965, label %conv1_weight_grad.oy115, label %conv1_weight_grad.oy115.end
+conv1_weight_grad.endif332:                       ; preds = %conv1_weight_grad.ox112.end, %conv1_weight_grad.oy111
+  %oy111.next = add nsw i64 %conv1_weight_grad.oy111330, 1
+  %1233 = icmp slt i64 %oy111.next, 28
+  br i1 %1233, label %conv1_weight_grad.oy111, label %conv1_weight_grad.oy111.end
 
-conv1_weight_grad.ox116:                          ; preds = %conv1_weight_grad.ox116, %conv1_weight_grad.then275
-  %conv1_weight_grad.ox116277 = phi i64 [ 0, %conv1_weight_grad.then275 ], [ %ox116.next, %conv1_weight_grad.ox116 ]
-  %966 = mul nsw i64 %conv1_weight_grad.g107263, 64
-  %967 = add nsw i64 %966, %conv1_weight_grad.j108264
-  %968 = mul nsw i64 %967, 784
-  %969 = mul nsw i64 %conv1_weight_grad.c111268, 784
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %conv1_weight_grad.oy115274, %conv1_weight_grad.ky112269
-  %972 = add nsw i64 %971, -1
-  %973 = mul nsw i64 %972, 28
-  %974 = add nsw i64 %970, %973
-  %975 = add nsw i64 %974, %conv1_weight_grad.ox116277
-  %images278 = getelementptr inbounds float, ptr %images, i64 %975
-  %976 = load float, ptr %images278, align 4
-  %977 = mul nsw i64 %conv1_weight_grad.c111268, 3
-  %978 = add nsw i64 %977, %conv1_weight_grad.ky112269
-  %979 = mul nsw i64 %978, 3
-  %980 = add nsw i64 %979, 1
-  %981 = mul nsw i64 %980, 50176
-  %982 = add nsw i64 2826896, %981
-  %983 = mul nsw i64 %conv1_weight_grad.j108264, 784
-  %984 = add nsw i64 %982, %983
-  %985 = mul nsw i64 %conv1_weight_grad.oy115274, 28
-  %986 = add nsw i64 %984, %985
-  %987 = add nsw i64 %986, %conv1_weight_grad.ox116277
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %987
-  store float %976, ptr %arena279, align 4
-  %ox116.next = add nsw i64 %conv1_weight_grad.ox116277, 1
-  %988 = icmp slt i64 %ox116.next, 28
-  br i1 %988, label %conv1_weight_grad.ox116, label %conv1_weight_grad.ox116.end
+conv1_weight_grad.ox112:                          ; preds = %conv1_weight_grad.ox112, %conv1_weight_grad.then331
+  %conv1_weight_grad.ox112333 = phi i64 [ 0, %conv1_weight_grad.then331 ], [ %ox112.next, %conv1_weight_grad.ox112 ]
+  %1234 = mul nsw i64 %conv1_weight_grad.g103319, 64
+  %1235 = add nsw i64 %1234, %conv1_weight_grad.j104320
+  %1236 = mul nsw i64 %1235, 784
+  %1237 = mul nsw i64 %conv1_weight_grad.c107324, 784
+  %1238 = add nsw i64 %1236, %1237
+  %1239 = add nsw i64 %conv1_weight_grad.oy111330, %conv1_weight_grad.ky108325
+  %1240 = add nsw i64 %1239, -1
+  %1241 = mul nsw i64 %1240, 28
+  %1242 = add nsw i64 %1238, %1241
+  %1243 = add nsw i64 %1242, %conv1_weight_grad.ox112333
+  %images334 = getelementptr inbounds float, ptr %images, i64 %1243
+  %1244 = load float, ptr %images334, align 4
+  %1245 = mul nsw i64 %conv1_weight_grad.c107324, 3
+  %1246 = add nsw i64 %1245, %conv1_weight_grad.ky108325
+  %1247 = mul nsw i64 %1246, 3
+  %1248 = add nsw i64 %1247, 1
+  %1249 = mul nsw i64 %1248, 50176
+  %1250 = add nsw i64 2826896, %1249
+  %1251 = mul nsw i64 %conv1_weight_grad.j104320, 784
+  %1252 = add nsw i64 %1250, %1251
+  %1253 = mul nsw i64 %conv1_weight_grad.oy111330, 28
+  %1254 = add nsw i64 %1252, %1253
+  %1255 = add nsw i64 %1254, %conv1_weight_grad.ox112333
+  %arena335 = getelementptr inbounds float, ptr %arena, i64 %1255
+  store float %1244, ptr %arena335, align 4
+  %ox112.next = add nsw i64 %conv1_weight_grad.ox112333, 1
+  %1256 = icmp slt i64 %ox112.next, 28
+  br i1 %1256, label %conv1_weight_grad.ox112, label %conv1_weight_grad.ox112.end
 
-conv1_weight_grad.ox116.end:                      ; preds = %conv1_weight_grad.ox116
-  br label %conv1_weight_grad.endif276
+conv1_weight_grad.ox112.end:                      ; preds = %conv1_weight_grad.ox112
+  br label %conv1_weight_grad.endif332
 
-conv1_weight_grad.oy117:                          ; preds = %conv1_weight_grad.endif282, %conv1_weight_grad.oy115.end
-  %conv1_weight_grad.oy117280 = phi i64 [ 0, %conv1_weight_grad.oy115.end ], [ %oy117.next, %conv1_weight_grad.endif282 ]
-  %989 = add nsw i64 %conv1_weight_grad.oy117280, %conv1_weight_grad.ky112269
-  %990 = add nsw i64 %989, -1
-  %991 = icmp slt i64 -1, %990
-  %992 = add nsw i64 %conv1_weight_grad.oy117280, %conv1_weight_grad.ky112269
-  %993 = add nsw i64 %992, -1
-  %994 = icmp slt i64 %993, 28
-  %995 = and i1 %991, %994
-  br i1 %995, label %conv1_weight_grad.then281, label %conv1_weight_grad.endif282
+conv1_weight_grad.oy113:                          ; preds = %conv1_weight_grad.endif338, %conv1_weight_grad.oy111.end
+  %conv1_weight_grad.oy113336 = phi i64 [ 0, %conv1_weight_grad.oy111.end ], [ %oy113.next, %conv1_weight_grad.endif338 ]
+  %1257 = add nsw i64 %conv1_weight_grad.oy113336, %conv1_weight_grad.ky108325
+  %1258 = add nsw i64 %1257, -1
+  %1259 = icmp slt i64 -1, %1258
+  %1260 = add nsw i64 %conv1_weight_grad.oy113336, %conv1_weight_grad.ky108325
+  %1261 = add nsw i64 %1260, -1
+  %1262 = icmp slt i64 %1261, 28
+  %1263 = and i1 %1259, %1262
+  br i1 %1263, label %conv1_weight_grad.then337, label %conv1_weight_grad.endif338
 
-conv1_weight_grad.oy117.end:                      ; preds = %conv1_weight_grad.endif282
-  %ky112.next = add nsw i64 %conv1_weight_grad.ky112269, 1
-  %996 = icmp slt i64 %ky112.next, 3
-  br i1 %996, label %conv1_weight_grad.ky112, label %conv1_weight_grad.ky112.end
+conv1_weight_grad.oy113.end:                      ; preds = %conv1_weight_grad.endif338
+  %ky108.next = add nsw i64 %conv1_weight_grad.ky108325, 1
+  %1264 = icmp slt i64 %ky108.next, 3
+  br i1 %1264, label %conv1_weight_grad.ky108, label %conv1_weight_grad.ky108.end
 
-conv1_weight_grad.then281:                        ; preds = %conv1_weight_grad.oy117
-  br label %conv1_weight_grad.ox118
+conv1_weight_grad.then337:                        ; preds = %conv1_weight_grad.oy113
+  br label %conv1_weight_grad.ox114
 
-conv1_weight_grad.endif282:                       ; preds = %conv1_weight_grad.ox118.end, %conv1_weight_grad.oy117
-  %oy117.next = add nsw i64 %conv1_weight_grad.oy117280, 1
-  %997 = icmp slt i64 %oy117.next, 28
-  br i1 %997, label %conv1_weight_grad.oy117, label %conv1_weight_grad.oy117.end
+conv1_weight_grad.endif338:                       ; preds = %conv1_weight_grad.ox114.end, %conv1_weight_grad.oy113
+  %oy113.next = add nsw i64 %conv1_weight_grad.oy113336, 1
+  %1265 = icmp slt i64 %oy113.next, 28
+  br i1 %1265, label %conv1_weight_grad.oy113, label %conv1_weight_grad.oy113.end
 
-conv1_weight_grad.ox118:                          ; preds = %conv1_weight_grad.ox118, %conv1_weight_grad.then281
-  %conv1_weight_grad.ox118283 = phi i64 [ 0, %conv1_weight_grad.then281 ], [ %ox118.next, %conv1_weight_grad.ox118 ]
-  %998 = mul nsw i64 %conv1_weight_grad.g107263, 64
-  %999 = add nsw i64 %998, %conv1_weight_grad.j108264
-  %1000 = mul nsw i64 %999, 784
-  %1001 = mul nsw i64 %conv1_weight_grad.c111268, 784
-  %1002 = add nsw i64 %1000, %1001
-  %1003 = add nsw i64 %conv1_weight_grad.oy117280, %conv1_weight_grad.ky112269
-  %1004 = add nsw i64 %1003, -1
-  %1005 = mul nsw i64 %1004, 28
-  %1006 = add nsw i64 %1002, %1005
-  %1007 = add nsw i64 %conv1_weight_grad.ox118283, 1
-  %1008 = add nsw i64 %1006, %1007
-  %images284 = getelementptr inbounds float, ptr %images, i64 %1008
-  %1009 = load float, ptr %images284, align 4
-  %1010 = mul nsw i64 %conv1_weight_grad.c111268, 3
-  %1011 = add nsw i64 %1010, %conv1_weight_grad.ky112269
-  %1012 = mul nsw i64 %1011, 3
-  %1013 = add nsw i64 %1012, 2
-  %1014 = mul nsw i64 %1013, 50176
-  %1015 = add nsw i64 2826896, %1014
-  %1016 = mul nsw i64 %conv1_weight_grad.j108264, 784
-  %1017 = add nsw i64 %1015, %1016
-  %1018 = mul nsw i64 %conv1_weight_grad.oy117280, 28
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %conv1_weight_grad.ox118283
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %1020
-  store float %1009, ptr %arena285, align 4
-  %ox118.next = add nsw i64 %conv1_weight_grad.ox118283, 1
-  %1021 = icmp slt i64 %ox118.next, 27
-  br i1 %1021, label %conv1_weight_grad.ox118, label %conv1_weight_grad.ox118.end
+conv1_weight_grad.ox114:                          ; preds = %conv1_weight_grad.ox114, %conv1_weight_grad.then337
+  %conv1_weight_grad.ox114339 = phi i64 [ 0, %conv1_weight_grad.then337 ], [ %ox114.next, %conv1_weight_grad.ox114 ]
+  %1266 = mul nsw i64 %conv1_weight_grad.g103319, 64
+  %1267 = add nsw i64 %1266, %conv1_weight_grad.j104320
+  %1268 = mul nsw i64 %1267, 784
+  %1269 = mul nsw i64 %conv1_weight_grad.c107324, 784
+  %1270 = add nsw i64 %1268, %1269
+  %1271 = add nsw i64 %conv1_weight_grad.oy113336, %conv1_weight_grad.ky108325
+  %1272 = add nsw i64 %1271, -1
+  %1273 = mul nsw i64 %1272, 28
+  %1274 = add nsw i64 %1270, %1273
+  %1275 = add nsw i64 %conv1_weight_grad.ox114339, 1
+  %1276 = add nsw i64 %1274, %1275
+  %images340 = getelementptr inbounds float, ptr %images, i64 %1276
+  %1277 = load float, ptr %images340, align 4
+  %1278 = mul nsw i64 %conv1_weight_grad.c107324, 3
+  %1279 = add nsw i64 %1278, %conv1_weight_grad.ky108325
+  %1280 = mul nsw i64 %1279, 3
+  %1281 = add nsw i64 %1280, 2
+  %1282 = mul nsw i64 %1281, 50176
+  %1283 = add nsw i64 2826896, %1282
+  %1284 = mul nsw i64 %conv1_weight_grad.j104320, 784
+  %1285 = add nsw i64 %1283, %1284
+  %1286 = mul nsw i64 %conv1_weight_grad.oy113336, 28
+  %1287 = add nsw i64 %1285, %1286
+  %1288 = add nsw i64 %1287, %conv1_weight_grad.ox114339
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1288
+  store float %1277, ptr %arena341, align 4
+  %ox114.next = add nsw i64 %conv1_weight_grad.ox114339, 1
+  %1289 = icmp slt i64 %ox114.next, 27
+  br i1 %1289, label %conv1_weight_grad.ox114, label %conv1_weight_grad.ox114.end
 
-conv1_weight_grad.ox118.end:                      ; preds = %conv1_weight_grad.ox118
-  br label %conv1_weight_grad.endif282
+conv1_weight_grad.ox114.end:                      ; preds = %conv1_weight_grad.ox114
+  br label %conv1_weight_grad.endif338
 
-conv1_weight_grad.j119:                           ; preds = %conv1_weight_grad.f120.end, %conv1_weight_grad.j108.end
-  %conv1_weight_grad.j119286 = phi i64 [ 0, %conv1_weight_grad.j108.end ], [ %j119.next, %conv1_weight_grad.f120.end ]
-  br label %conv1_weight_grad.f120
+conv1_weight_grad.j115:                           ; preds = %conv1_weight_grad.f116.end, %conv1_weight_grad.j104.end
+  %conv1_weight_grad.j115342 = phi i64 [ 0, %conv1_weight_grad.j104.end ], [ %j115.next, %conv1_weight_grad.f116.end ]
+  br label %conv1_weight_grad.f116
 
-conv1_weight_grad.j119.end:                       ; preds = %conv1_weight_grad.f120.end
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 3278480
-  %arena292 = getelementptr inbounds float, ptr %arena, i64 2826896
-  %grads293 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena291, i32 50176, ptr %arena292, i32 50176, float 1.000000e+00, ptr %grads293, i32 9)
-  %g107.next = add nsw i64 %conv1_weight_grad.g107263, 1
-  %1022 = icmp slt i64 %g107.next, 1
-  br i1 %1022, label %conv1_weight_grad.g107, label %conv1_weight_grad.g107.end
+conv1_weight_grad.j115.end:                       ; preds = %conv1_weight_grad.f116.end
+  %arena347 = getelementptr inbounds float, ptr %arena, i64 3278480
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 2826896
+  %grads349 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena347, i32 50176, ptr %arena348, i32 50176, float 1.000000e+00, ptr %grads349, i32 9)
+  %g103.next = add nsw i64 %conv1_weight_grad.g103319, 1
+  %1290 = icmp slt i64 %g103.next, 1
+  br i1 %1290, label %conv1_weight_grad.g103, label %conv1_weight_grad.g103.end
 
-conv1_weight_grad.f120:                           ; preds = %conv1_weight_grad.i121.end, %conv1_weight_grad.j119
-  %conv1_weight_grad.f120287 = phi i64 [ 0, %conv1_weight_grad.j119 ], [ %f120.next, %conv1_weight_grad.i121.end ]
-  br label %conv1_weight_grad.i121
+conv1_weight_grad.f116:                           ; preds = %conv1_weight_grad.i117.end, %conv1_weight_grad.j115
+  %conv1_weight_grad.f116343 = phi i64 [ 0, %conv1_weight_grad.j115 ], [ %f116.next, %conv1_weight_grad.i117.end ]
+  br label %conv1_weight_grad.i117
 
-conv1_weight_grad.f120.end:                       ; preds = %conv1_weight_grad.i121.end
-  %j119.next = add nsw i64 %conv1_weight_grad.j119286, 1
-  %1023 = icmp slt i64 %j119.next, 64
-  br i1 %1023, label %conv1_weight_grad.j119, label %conv1_weight_grad.j119.end
+conv1_weight_grad.f116.end:                       ; preds = %conv1_weight_grad.i117.end
+  %j115.next = add nsw i64 %conv1_weight_grad.j115342, 1
+  %1291 = icmp slt i64 %j115.next, 64
+  br i1 %1291, label %conv1_weight_grad.j115, label %conv1_weight_grad.j115.end
 
-conv1_weight_grad.i121:                           ; preds = %conv1_weight_grad.i121, %conv1_weight_grad.f120
-  %conv1_weight_grad.i121288 = phi i64 [ 0, %conv1_weight_grad.f120 ], [ %i121.next, %conv1_weight_grad.i121 ]
-  %1024 = mul nsw i64 %conv1_weight_grad.g107263, 64
-  %1025 = add nsw i64 %1024, %conv1_weight_grad.j119286
-  %1026 = mul nsw i64 %1025, 25088
-  %1027 = add nsw i64 1221264, %1026
-  %1028 = mul nsw i64 %conv1_weight_grad.f120287, 784
-  %1029 = add nsw i64 %1027, %1028
-  %1030 = add nsw i64 %1029, %conv1_weight_grad.i121288
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %1030
-  %1031 = load float, ptr %arena289, align 4
-  %1032 = mul nsw i64 %conv1_weight_grad.f120287, 50176
-  %1033 = add nsw i64 3278480, %1032
-  %1034 = mul nsw i64 %conv1_weight_grad.j119286, 784
-  %1035 = add nsw i64 %1033, %1034
-  %1036 = add nsw i64 %1035, %conv1_weight_grad.i121288
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %1036
-  store float %1031, ptr %arena290, align 4
-  %i121.next = add nsw i64 %conv1_weight_grad.i121288, 1
-  %1037 = icmp slt i64 %i121.next, 784
-  br i1 %1037, label %conv1_weight_grad.i121, label %conv1_weight_grad.i121.end
+conv1_weight_grad.i117:                           ; preds = %conv1_weight_grad.i117, %conv1_weight_grad.f116
+  %conv1_weight_grad.i117344 = phi i64 [ 0, %conv1_weight_grad.f116 ], [ %i117.next, %conv1_weight_grad.i117 ]
+  %1292 = mul nsw i64 %conv1_weight_grad.g103319, 64
+  %1293 = add nsw i64 %1292, %conv1_weight_grad.j115342
+  %1294 = mul nsw i64 %1293, 25088
+  %1295 = add nsw i64 1221264, %1294
+  %1296 = mul nsw i64 %conv1_weight_grad.f116343, 784
+  %1297 = add nsw i64 %1295, %1296
+  %1298 = add nsw i64 %1297, %conv1_weight_grad.i117344
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1298
+  %1299 = load float, ptr %arena345, align 4
+  %1300 = mul nsw i64 %conv1_weight_grad.f116343, 50176
+  %1301 = add nsw i64 3278480, %1300
+  %1302 = mul nsw i64 %conv1_weight_grad.j115342, 784
+  %1303 = add nsw i64 %1301, %1302
+  %1304 = add nsw i64 %1303, %conv1_weight_grad.i117344
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1304
+  store float %1299, ptr %arena346, align 4
+  %i117.next = add nsw i64 %conv1_weight_grad.i117344, 1
+  %1305 = icmp slt i64 %i117.next, 784
+  br i1 %1305, label %conv1_weight_grad.i117, label %conv1_weight_grad.i117.end
 
-conv1_weight_grad.i121.end:                       ; preds = %conv1_weight_grad.i121
-  %f120.next = add nsw i64 %conv1_weight_grad.f120287, 1
-  %1038 = icmp slt i64 %f120.next, 32
-  br i1 %1038, label %conv1_weight_grad.f120, label %conv1_weight_grad.f120.end
+conv1_weight_grad.i117.end:                       ; preds = %conv1_weight_grad.i117
+  %f116.next = add nsw i64 %conv1_weight_grad.f116343, 1
+  %1306 = icmp slt i64 %f116.next, 32
+  br i1 %1306, label %conv1_weight_grad.f116, label %conv1_weight_grad.f116.end
 
-conv1_bias_grad.f122:                             ; preds = %conv1_bias_grad.img124.end, %conv1_weight_grad.g107.end
-  %conv1_bias_grad.f122294 = phi i64 [ 0, %conv1_weight_grad.g107.end ], [ %f122.next, %conv1_bias_grad.img124.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc123, align 4
-  br label %conv1_bias_grad.img124
+conv1_bias_grad.f118:                             ; preds = %conv1_bias_grad.img120.end, %conv1_weight_grad.g103.end
+  %conv1_bias_grad.f118350 = phi i64 [ 0, %conv1_weight_grad.g103.end ], [ %f118.next, %conv1_bias_grad.img120.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc119, align 4
+  br label %conv1_bias_grad.img120
 
-conv1_bias_grad.f122.end:                         ; preds = %conv1_bias_grad.img124.end
-  %1039 = sitofp i64 %step to float
-  %1040 = fmul float %1039, 0xBFBAF8E8A0000000
-  %1041 = call float @llvm.exp.f32(float %1040)
-  %1042 = fsub float 1.000000e+00, %1041
-  %1043 = fdiv float %lr, %1042
-  store float %1043, ptr %adam.step_size126, align 4
-  %1044 = sitofp i64 %step to float
-  %1045 = fmul float %1044, 0xBF50645940000000
-  %1046 = call float @llvm.exp.f32(float %1045)
-  %1047 = fsub float 1.000000e+00, %1046
-  %1048 = call float @llvm.sqrt.f32(float %1047)
-  store float %1048, ptr %adam.bc2_sqrt127, align 4
-  br label %adam.i128
+conv1_bias_grad.f118.end:                         ; preds = %conv1_bias_grad.img120.end
+  %1307 = sitofp i64 %step to float
+  %1308 = fmul float %1307, 0xBFBAF8E8A0000000
+  %1309 = call float @llvm.exp.f32(float %1308)
+  %1310 = fsub float 1.000000e+00, %1309
+  %1311 = fdiv float %lr, %1310
+  store float %1311, ptr %adam.step_size122, align 4
+  %1312 = sitofp i64 %step to float
+  %1313 = fmul float %1312, 0xBF50645940000000
+  %1314 = call float @llvm.exp.f32(float %1313)
+  %1315 = fsub float 1.000000e+00, %1314
+  %1316 = call float @llvm.sqrt.f32(float %1315)
+  store float %1316, ptr %adam.bc2_sqrt123, align 4
+  br label %adam.i124
 
-conv1_bias_grad.img124:                           ; preds = %conv1_bias_grad.i125.end, %conv1_bias_grad.f122
-  %conv1_bias_grad.img124295 = phi i64 [ 0, %conv1_bias_grad.f122 ], [ %img124.next, %conv1_bias_grad.i125.end ]
-  br label %conv1_bias_grad.i125
+conv1_bias_grad.img120:                           ; preds = %conv1_bias_grad.i121.end, %conv1_bias_grad.f118
+  %conv1_bias_grad.img120351 = phi i64 [ 0, %conv1_bias_grad.f118 ], [ %img120.next, %conv1_bias_grad.i121.end ]
+  br label %conv1_bias_grad.i121
 
-conv1_bias_grad.img124.end:                       ; preds = %conv1_bias_grad.i125.end
-  %acc123298 = load float, ptr %conv1_bias_grad.acc123, align 4
-  %1049 = add nsw i64 288, %conv1_bias_grad.f122294
-  %grads299 = getelementptr inbounds float, ptr %grads, i64 %1049
-  store float %acc123298, ptr %grads299, align 4
-  %f122.next = add nsw i64 %conv1_bias_grad.f122294, 1
-  %1050 = icmp slt i64 %f122.next, 32
-  br i1 %1050, label %conv1_bias_grad.f122, label %conv1_bias_grad.f122.end
+conv1_bias_grad.img120.end:                       ; preds = %conv1_bias_grad.i121.end
+  %acc119354 = load float, ptr %conv1_bias_grad.acc119, align 4
+  %1317 = add nsw i64 288, %conv1_bias_grad.f118350
+  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1317
+  store float %acc119354, ptr %grads355, align 4
+  %f118.next = add nsw i64 %conv1_bias_grad.f118350, 1
+  %1318 = icmp slt i64 %f118.next, 32
+  br i1 %1318, label %conv1_bias_grad.f118, label %conv1_bias_grad.f118.end
 
-conv1_bias_grad.i125:                             ; preds = %conv1_bias_grad.i125, %conv1_bias_grad.img124
-  %conv1_bias_grad.i125296 = phi i64 [ 0, %conv1_bias_grad.img124 ], [ %i125.next, %conv1_bias_grad.i125 ]
-  %acc123 = load float, ptr %conv1_bias_grad.acc123, align 4
-  %1051 = mul nsw i64 %conv1_bias_grad.img124295, 25088
-  %1052 = add nsw i64 1221264, %1051
-  %1053 = mul nsw i64 %conv1_bias_grad.f122294, 784
-  %1054 = add nsw i64 %1052, %1053
-  %1055 = add nsw i64 %1054, %conv1_bias_grad.i125296
-  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1055
-  %1056 = load float, ptr %arena297, align 4
-  %1057 = fadd float %acc123, %1056
-  store float %1057, ptr %conv1_bias_grad.acc123, align 4
-  %i125.next = add nsw i64 %conv1_bias_grad.i125296, 1
-  %1058 = icmp slt i64 %i125.next, 784
-  br i1 %1058, label %conv1_bias_grad.i125, label %conv1_bias_grad.i125.end
+conv1_bias_grad.i121:                             ; preds = %conv1_bias_grad.i121, %conv1_bias_grad.img120
+  %conv1_bias_grad.i121352 = phi i64 [ 0, %conv1_bias_grad.img120 ], [ %i121.next, %conv1_bias_grad.i121 ]
+  %acc119 = load float, ptr %conv1_bias_grad.acc119, align 4
+  %1319 = mul nsw i64 %conv1_bias_grad.img120351, 25088
+  %1320 = add nsw i64 1221264, %1319
+  %1321 = mul nsw i64 %conv1_bias_grad.f118350, 784
+  %1322 = add nsw i64 %1320, %1321
+  %1323 = add nsw i64 %1322, %conv1_bias_grad.i121352
+  %arena353 = getelementptr inbounds float, ptr %arena, i64 %1323
+  %1324 = load float, ptr %arena353, align 4
+  %1325 = fadd float %acc119, %1324
+  store float %1325, ptr %conv1_bias_grad.acc119, align 4
+  %i121.next = add nsw i64 %conv1_bias_grad.i121352, 1
+  %1326 = icmp slt i64 %i121.next, 784
+  br i1 %1326, label %conv1_bias_grad.i121, label %conv1_bias_grad.i121.end
 
-conv1_bias_grad.i125.end:                         ; preds = %conv1_bias_grad.i125
-  %img124.next = add nsw i64 %conv1_bias_grad.img124295, 1
-  %1059 = icmp slt i64 %img124.next, 64
-  br i1 %1059, label %conv1_bias_grad.img124, label %conv1_bias_grad.img124.end
+conv1_bias_grad.i121.end:                         ; preds = %conv1_bias_grad.i121
+  %img120.next = add nsw i64 %conv1_bias_grad.img120351, 1
+  %1327 = icmp slt i64 %img120.next, 64
+  br i1 %1327, label %conv1_bias_grad.img120, label %conv1_bias_grad.img120.end
 
-adam.i128:                                        ; preds = %adam.i128, %conv1_bias_grad.f122.end
-  %adam.i128300 = phi i64 [ 0, %conv1_bias_grad.f122.end ], [ %i128.next, %adam.i128 ]
-  %grads301 = getelementptr inbounds float, ptr %grads, i64 %adam.i128300
-  %1060 = load float, ptr %grads301, align 4
-  %params302 = getelementptr inbounds float, ptr %params, i64 %adam.i128300
-  %1061 = load float, ptr %params302, align 4
-  %1062 = fmul float 0.000000e+00, %1061
-  %1063 = fadd float %1060, %1062
-  store float %1063, ptr %adam.g, align 4
-  %m303 = getelementptr inbounds float, ptr %m, i64 %adam.i128300
-  %1064 = load float, ptr %m303, align 4
-  %1065 = fmul float 0x3FECCCCCC0000000, %1064
+adam.i124:                                        ; preds = %adam.i124, %conv1_bias_grad.f118.end
+  %adam.i124356 = phi i64 [ 0, %conv1_bias_grad.f118.end ], [ %i124.next, %adam.i124 ]
+  %grads357 = getelementptr inbounds float, ptr %grads, i64 %adam.i124356
+  %1328 = load float, ptr %grads357, align 4
+  %params358 = getelementptr inbounds float, ptr %params, i64 %adam.i124356
+  %1329 = load float, ptr %params358, align 4
+  %1330 = fmul float 0.000000e+00, %1329
+  %1331 = fadd float %1328, %1330
+  store float %1331, ptr %adam.g, align 4
+  %m359 = getelementptr inbounds float, ptr %m, i64 %adam.i124356
+  %1332 = load float, ptr %m359, align 4
+  %1333 = fmul float 0x3FECCCCCC0000000, %1332
   %g = load float, ptr %adam.g, align 4
-  %1066 = fmul float 0x3FB9999A00000000, %g
-  %1067 = fadd float %1065, %1066
-  store float %1067, ptr %adam.m_new, align 4
-  %v304 = getelementptr inbounds float, ptr %v, i64 %adam.i128300
-  %1068 = load float, ptr %v304, align 4
-  %1069 = fmul float 0x3FEFF7CEE0000000, %1068
-  %g305 = load float, ptr %adam.g, align 4
-  %1070 = fmul float 0x3F50624000000000, %g305
-  %g306 = load float, ptr %adam.g, align 4
-  %1071 = fmul float %1070, %g306
-  %1072 = fadd float %1069, %1071
-  store float %1072, ptr %adam.v_new, align 4
+  %1334 = fmul float 0x3FB9999A00000000, %g
+  %1335 = fadd float %1333, %1334
+  store float %1335, ptr %adam.m_new, align 4
+  %v360 = getelementptr inbounds float, ptr %v, i64 %adam.i124356
+  %1336 = load float, ptr %v360, align 4
+  %1337 = fmul float 0x3FEFF7CEE0000000, %1336
+  %g361 = load float, ptr %adam.g, align 4
+  %1338 = fmul float 0x3F50624000000000, %g361
+  %g362 = load float, ptr %adam.g, align 4
+  %1339 = fmul float %1338, %g362
+  %1340 = fadd float %1337, %1339
+  store float %1340, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m307 = getelementptr inbounds float, ptr %m, i64 %adam.i128300
-  store float %m_new, ptr %m307, align 4
+  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i124356
+  store float %m_new, ptr %m363, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v308 = getelementptr inbounds float, ptr %v, i64 %adam.i128300
-  store float %v_new, ptr %v308, align 4
-  %params309 = getelementptr inbounds float, ptr %params, i64 %adam.i128300
-  %1073 = load float, ptr %params309, align 4
-  %step_size126 = load float, ptr %adam.step_size126, align 4
-  %m_new310 = load float, ptr %adam.m_new, align 4
-  %1074 = fmul float %step_size126, %m_new310
-  %v_new311 = load float, ptr %adam.v_new, align 4
-  %1075 = call float @llvm.sqrt.f32(float %v_new311)
-  %bc2_sqrt127 = load float, ptr %adam.bc2_sqrt127, align 4
-  %1076 = fdiv float %1075, %bc2_sqrt127
-  %1077 = fadd float %1076, 0x3E45798EE0000000
-  %1078 = fdiv float %1074, %1077
-  %1079 = fsub float %1073, %1078
-  %params312 = getelementptr inbounds float, ptr %params, i64 %adam.i128300
-  store float %1079, ptr %params312, align 4
-  %i128.next = add nsw i64 %adam.i128300, 1
-  %1080 = icmp slt i64 %i128.next, 421642
-  br i1 %1080, label %adam.i128, label %adam.i128.end
+  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i124356
+  store float %v_new, ptr %v364, align 4
+  %params365 = getelementptr inbounds float, ptr %params, i64 %adam.i124356
+  %1341 = load float, ptr %params365, align 4
+  %step_size122 = load float, ptr %adam.step_size122, align 4
+  %m_new366 = load float, ptr %adam.m_new, align 4
+  %1342 = fmul float %step_size122, %m_new366
+  %v_new367 = load float, ptr %adam.v_new, align 4
+  %1343 = call float @llvm.sqrt.f32(float %v_new367)
+  %bc2_sqrt123 = load float, ptr %adam.bc2_sqrt123, align 4
+  %1344 = fdiv float %1343, %bc2_sqrt123
+  %1345 = fadd float %1344, 0x3E45798EE0000000
+  %1346 = fdiv float %1342, %1345
+  %1347 = fsub float %1341, %1346
+  %params368 = getelementptr inbounds float, ptr %params, i64 %adam.i124356
+  store float %1347, ptr %params368, align 4
+  %i124.next = add nsw i64 %adam.i124356, 1
+  %1348 = icmp slt i64 %i124.next, 421642
+  br i1 %1348, label %adam.i124, label %adam.i124.end
 
-adam.i128.end:                                    ; preds = %adam.i128
+adam.i124.end:                                    ; preds = %adam.i124
   ret void
 }
 
@@ -2413,8 +2721,8 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv2.bi38 = alloca float, align 4
-  %conv2.best37 = alloca float, align 4
+  %conv2.bi36 = alloca float, align 4
+  %conv2.best35 = alloca float, align 4
   %conv1.bi18 = alloca float, align 4
   %conv1.best17 = alloca float, align 4
   br label %conv1.g1
@@ -2424,7 +2732,7 @@ conv1.g1:                                         ; preds = %conv1.j13.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g21
+  br label %conv2.g19
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
@@ -2680,8 +2988,8 @@ conv1.py15.end:                                   ; preds = %conv1.px16.end
   %108 = icmp slt i64 %f14.next, 32
   br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
   %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 1254400, %109
   %111 = mul nsw i64 %conv1.j1327, 784
@@ -2702,611 +3010,919 @@ conv1.px16:                                       ; preds = %conv1.ky19.end, %co
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
   store float %124, ptr %conv1.bi18, align 4
-  br label %conv1.ky19
-
-conv1.px16.end:                                   ; preds = %conv1.ky19.end
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %conv1.py15, label %conv1.py15.end
-
-conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
-  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
-  br label %conv1.kx20
-
-conv1.ky19.end:                                   ; preds = %conv1.kx20.end
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %126 = fcmp ogt float %best1743, 0.000000e+00
-  %best1744 = load float, ptr %conv1.best17, align 4
-  %127 = select i1 %126, float %best1744, float 0.000000e+00
-  %128 = mul nsw i64 %conv1.g11, 64
-  %129 = add nsw i64 %128, %conv1.j1327
-  %130 = mul nsw i64 %129, 6272
-  %131 = mul nsw i64 %conv1.f1428, 196
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv1.py1529, 14
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %conv1.px1630
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena45, align 4
-  %bi1846 = load float, ptr %conv1.bi18, align 4
-  %136 = mul nsw i64 %conv1.g11, 64
-  %137 = add nsw i64 %136, %conv1.j1327
-  %138 = mul nsw i64 %137, 6272
-  %139 = mul nsw i64 %conv1.f1428, 196
-  %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %conv1.py1529, 14
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %conv1.px1630
-  %144 = add nsw i64 401408, %143
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1846, ptr %arena47, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %conv1.px16, label %conv1.px16.end
-
-conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
-  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
-  %146 = mul nsw i64 %conv1.f1428, 50176
-  %147 = add nsw i64 1254400, %146
-  %148 = mul nsw i64 %conv1.j1327, 784
-  %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %conv1.py1529, 56
-  %151 = mul nsw i64 %conv1.px1630, 2
-  %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %conv1.ky1933, 28
-  %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %conv1.kx2034
-  %156 = add nsw i64 %149, %155
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 288, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %158
-  %159 = load float, ptr %params36, align 4
-  %160 = fadd float %157, %159
+  %125 = mul nsw i64 %conv1.f1428, 50176
+  %126 = add nsw i64 1254400, %125
+  %127 = mul nsw i64 %conv1.j1327, 784
+  %128 = add nsw i64 %126, %127
+  %129 = mul nsw i64 %conv1.py1529, 56
+  %130 = mul nsw i64 %conv1.px1630, 2
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %128, %131
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load float, ptr %arena33, align 4
+  %134 = add nsw i64 288, %conv1.f1428
+  %params34 = getelementptr inbounds float, ptr %params, i64 %134
+  %135 = load float, ptr %params34, align 4
+  %136 = fadd float %133, %135
   %best17 = load float, ptr %conv1.best17, align 4
-  %161 = fcmp ogt float %160, %best17
-  %162 = mul nsw i64 %conv1.py1529, 56
-  %163 = mul nsw i64 %conv1.px1630, 2
-  %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %conv1.ky1933, 28
-  %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %conv1.kx2034
-  %168 = sitofp i64 %167 to float
+  %137 = fcmp ogt float %136, %best17
+  %138 = mul nsw i64 %conv1.py1529, 56
+  %139 = mul nsw i64 %conv1.px1630, 2
+  %140 = add nsw i64 %138, %139
+  %141 = sitofp i64 %140 to float
   %bi18 = load float, ptr %conv1.bi18, align 4
-  %169 = select i1 %161, float %168, float %bi18
-  store float %169, ptr %conv1.bi18, align 4
-  %170 = mul nsw i64 %conv1.f1428, 50176
-  %171 = add nsw i64 1254400, %170
-  %172 = mul nsw i64 %conv1.j1327, 784
-  %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %conv1.py1529, 56
-  %175 = mul nsw i64 %conv1.px1630, 2
-  %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv1.ky1933, 28
-  %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %conv1.kx2034
-  %180 = add nsw i64 %173, %179
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena37, align 4
-  %182 = add nsw i64 288, %conv1.f1428
-  %params38 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params38, align 4
-  %184 = fadd float %181, %183
-  %best1739 = load float, ptr %conv1.best17, align 4
-  %185 = fcmp ogt float %184, %best1739
-  %186 = mul nsw i64 %conv1.f1428, 50176
-  %187 = add nsw i64 1254400, %186
-  %188 = mul nsw i64 %conv1.j1327, 784
-  %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
+  %142 = select i1 %137, float %141, float %bi18
+  store float %142, ptr %conv1.bi18, align 4
+  %143 = mul nsw i64 %conv1.f1428, 50176
+  %144 = add nsw i64 1254400, %143
+  %145 = mul nsw i64 %conv1.j1327, 784
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %conv1.py1529, 56
+  %148 = mul nsw i64 %conv1.px1630, 2
+  %149 = add nsw i64 %147, %148
+  %150 = add nsw i64 %146, %149
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena35, align 4
+  %152 = add nsw i64 288, %conv1.f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params36, align 4
+  %154 = fadd float %151, %153
+  %best1737 = load float, ptr %conv1.best17, align 4
+  %155 = fcmp ogt float %154, %best1737
+  %156 = mul nsw i64 %conv1.f1428, 50176
+  %157 = add nsw i64 1254400, %156
+  %158 = mul nsw i64 %conv1.j1327, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1.py1529, 56
+  %161 = mul nsw i64 %conv1.px1630, 2
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 %159, %162
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load float, ptr %arena38, align 4
+  %165 = add nsw i64 288, %conv1.f1428
+  %params39 = getelementptr inbounds float, ptr %params, i64 %165
+  %166 = load float, ptr %params39, align 4
+  %167 = fadd float %164, %166
+  %best1740 = load float, ptr %conv1.best17, align 4
+  %168 = select i1 %155, float %167, float %best1740
+  store float %168, ptr %conv1.best17, align 4
+  %169 = mul nsw i64 %conv1.f1428, 50176
+  %170 = add nsw i64 1254400, %169
+  %171 = mul nsw i64 %conv1.j1327, 784
+  %172 = add nsw i64 %170, %171
+  %173 = mul nsw i64 %conv1.py1529, 56
+  %174 = mul nsw i64 %conv1.px1630, 2
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 %175, 1
+  %177 = add nsw i64 %172, %176
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load float, ptr %arena41, align 4
+  %179 = add nsw i64 288, %conv1.f1428
+  %params42 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params42, align 4
+  %181 = fadd float %178, %180
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %182 = fcmp ogt float %181, %best1743
+  %183 = mul nsw i64 %conv1.py1529, 56
+  %184 = mul nsw i64 %conv1.px1630, 2
+  %185 = add nsw i64 %183, %184
+  %186 = add nsw i64 %185, 1
+  %187 = sitofp i64 %186 to float
+  %bi1844 = load float, ptr %conv1.bi18, align 4
+  %188 = select i1 %182, float %187, float %bi1844
+  store float %188, ptr %conv1.bi18, align 4
+  %189 = mul nsw i64 %conv1.f1428, 50176
+  %190 = add nsw i64 1254400, %189
+  %191 = mul nsw i64 %conv1.j1327, 784
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %conv1.ky1933, 28
-  %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %conv1.kx2034
-  %196 = add nsw i64 %189, %195
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena40, align 4
-  %198 = add nsw i64 288, %conv1.f1428
-  %params41 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params41, align 4
-  %200 = fadd float %197, %199
-  %best1742 = load float, ptr %conv1.best17, align 4
-  %201 = select i1 %185, float %200, float %best1742
-  store float %201, ptr %conv1.best17, align 4
-  %kx20.next = add nsw i64 %conv1.kx2034, 1
-  %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
+  %193 = mul nsw i64 %conv1.py1529, 56
+  %194 = mul nsw i64 %conv1.px1630, 2
+  %195 = add nsw i64 %193, %194
+  %196 = add nsw i64 %195, 1
+  %197 = add nsw i64 %192, %196
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
+  %198 = load float, ptr %arena45, align 4
+  %199 = add nsw i64 288, %conv1.f1428
+  %params46 = getelementptr inbounds float, ptr %params, i64 %199
+  %200 = load float, ptr %params46, align 4
+  %201 = fadd float %198, %200
+  %best1747 = load float, ptr %conv1.best17, align 4
+  %202 = fcmp ogt float %201, %best1747
+  %203 = mul nsw i64 %conv1.f1428, 50176
+  %204 = add nsw i64 1254400, %203
+  %205 = mul nsw i64 %conv1.j1327, 784
+  %206 = add nsw i64 %204, %205
+  %207 = mul nsw i64 %conv1.py1529, 56
+  %208 = mul nsw i64 %conv1.px1630, 2
+  %209 = add nsw i64 %207, %208
+  %210 = add nsw i64 %209, 1
+  %211 = add nsw i64 %206, %210
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
+  %212 = load float, ptr %arena48, align 4
+  %213 = add nsw i64 288, %conv1.f1428
+  %params49 = getelementptr inbounds float, ptr %params, i64 %213
+  %214 = load float, ptr %params49, align 4
+  %215 = fadd float %212, %214
+  %best1750 = load float, ptr %conv1.best17, align 4
+  %216 = select i1 %202, float %215, float %best1750
+  store float %216, ptr %conv1.best17, align 4
+  %217 = mul nsw i64 %conv1.f1428, 50176
+  %218 = add nsw i64 1254400, %217
+  %219 = mul nsw i64 %conv1.j1327, 784
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv1.py1529, 56
+  %222 = mul nsw i64 %conv1.px1630, 2
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %223, 28
+  %225 = add nsw i64 %220, %224
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena51, align 4
+  %227 = add nsw i64 288, %conv1.f1428
+  %params52 = getelementptr inbounds float, ptr %params, i64 %227
+  %228 = load float, ptr %params52, align 4
+  %229 = fadd float %226, %228
+  %best1753 = load float, ptr %conv1.best17, align 4
+  %230 = fcmp ogt float %229, %best1753
+  %231 = mul nsw i64 %conv1.py1529, 56
+  %232 = mul nsw i64 %conv1.px1630, 2
+  %233 = add nsw i64 %231, %232
+  %234 = add nsw i64 %233, 28
+  %235 = sitofp i64 %234 to float
+  %bi1854 = load float, ptr %conv1.bi18, align 4
+  %236 = select i1 %230, float %235, float %bi1854
+  store float %236, ptr %conv1.bi18, align 4
+  %237 = mul nsw i64 %conv1.f1428, 50176
+  %238 = add nsw i64 1254400, %237
+  %239 = mul nsw i64 %conv1.j1327, 784
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %conv1.py1529, 56
+  %242 = mul nsw i64 %conv1.px1630, 2
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 28
+  %245 = add nsw i64 %240, %244
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
+  %246 = load float, ptr %arena55, align 4
+  %247 = add nsw i64 288, %conv1.f1428
+  %params56 = getelementptr inbounds float, ptr %params, i64 %247
+  %248 = load float, ptr %params56, align 4
+  %249 = fadd float %246, %248
+  %best1757 = load float, ptr %conv1.best17, align 4
+  %250 = fcmp ogt float %249, %best1757
+  %251 = mul nsw i64 %conv1.f1428, 50176
+  %252 = add nsw i64 1254400, %251
+  %253 = mul nsw i64 %conv1.j1327, 784
+  %254 = add nsw i64 %252, %253
+  %255 = mul nsw i64 %conv1.py1529, 56
+  %256 = mul nsw i64 %conv1.px1630, 2
+  %257 = add nsw i64 %255, %256
+  %258 = add nsw i64 %257, 28
+  %259 = add nsw i64 %254, %258
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load float, ptr %arena58, align 4
+  %261 = add nsw i64 288, %conv1.f1428
+  %params59 = getelementptr inbounds float, ptr %params, i64 %261
+  %262 = load float, ptr %params59, align 4
+  %263 = fadd float %260, %262
+  %best1760 = load float, ptr %conv1.best17, align 4
+  %264 = select i1 %250, float %263, float %best1760
+  store float %264, ptr %conv1.best17, align 4
+  %265 = mul nsw i64 %conv1.f1428, 50176
+  %266 = add nsw i64 1254400, %265
+  %267 = mul nsw i64 %conv1.j1327, 784
+  %268 = add nsw i64 %266, %267
+  %269 = mul nsw i64 %conv1.py1529, 56
+  %270 = mul nsw i64 %conv1.px1630, 2
+  %271 = add nsw i64 %269, %270
+  %272 = add nsw i64 %271, 28
+  %273 = add nsw i64 %272, 1
+  %274 = add nsw i64 %268, %273
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
+  %275 = load float, ptr %arena61, align 4
+  %276 = add nsw i64 288, %conv1.f1428
+  %params62 = getelementptr inbounds float, ptr %params, i64 %276
+  %277 = load float, ptr %params62, align 4
+  %278 = fadd float %275, %277
+  %best1763 = load float, ptr %conv1.best17, align 4
+  %279 = fcmp ogt float %278, %best1763
+  %280 = mul nsw i64 %conv1.py1529, 56
+  %281 = mul nsw i64 %conv1.px1630, 2
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 %282, 28
+  %284 = add nsw i64 %283, 1
+  %285 = sitofp i64 %284 to float
+  %bi1864 = load float, ptr %conv1.bi18, align 4
+  %286 = select i1 %279, float %285, float %bi1864
+  store float %286, ptr %conv1.bi18, align 4
+  %287 = mul nsw i64 %conv1.f1428, 50176
+  %288 = add nsw i64 1254400, %287
+  %289 = mul nsw i64 %conv1.j1327, 784
+  %290 = add nsw i64 %288, %289
+  %291 = mul nsw i64 %conv1.py1529, 56
+  %292 = mul nsw i64 %conv1.px1630, 2
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 %293, 28
+  %295 = add nsw i64 %294, 1
+  %296 = add nsw i64 %290, %295
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena65, align 4
+  %298 = add nsw i64 288, %conv1.f1428
+  %params66 = getelementptr inbounds float, ptr %params, i64 %298
+  %299 = load float, ptr %params66, align 4
+  %300 = fadd float %297, %299
+  %best1767 = load float, ptr %conv1.best17, align 4
+  %301 = fcmp ogt float %300, %best1767
+  %302 = mul nsw i64 %conv1.f1428, 50176
+  %303 = add nsw i64 1254400, %302
+  %304 = mul nsw i64 %conv1.j1327, 784
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %conv1.py1529, 56
+  %307 = mul nsw i64 %conv1.px1630, 2
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 %308, 28
+  %310 = add nsw i64 %309, 1
+  %311 = add nsw i64 %305, %310
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
+  %312 = load float, ptr %arena68, align 4
+  %313 = add nsw i64 288, %conv1.f1428
+  %params69 = getelementptr inbounds float, ptr %params, i64 %313
+  %314 = load float, ptr %params69, align 4
+  %315 = fadd float %312, %314
+  %best1770 = load float, ptr %conv1.best17, align 4
+  %316 = select i1 %301, float %315, float %best1770
+  store float %316, ptr %conv1.best17, align 4
+  %best1771 = load float, ptr %conv1.best17, align 4
+  %317 = fcmp ogt float %best1771, 0.000000e+00
+  %best1772 = load float, ptr %conv1.best17, align 4
+  %318 = select i1 %317, float %best1772, float 0.000000e+00
+  %319 = mul nsw i64 %conv1.g11, 64
+  %320 = add nsw i64 %319, %conv1.j1327
+  %321 = mul nsw i64 %320, 6272
+  %322 = mul nsw i64 %conv1.f1428, 196
+  %323 = add nsw i64 %321, %322
+  %324 = mul nsw i64 %conv1.py1529, 14
+  %325 = add nsw i64 %323, %324
+  %326 = add nsw i64 %325, %conv1.px1630
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
+  store float %318, ptr %arena73, align 4
+  %bi1874 = load float, ptr %conv1.bi18, align 4
+  %327 = mul nsw i64 %conv1.g11, 64
+  %328 = add nsw i64 %327, %conv1.j1327
+  %329 = mul nsw i64 %328, 6272
+  %330 = mul nsw i64 %conv1.f1428, 196
+  %331 = add nsw i64 %329, %330
+  %332 = mul nsw i64 %conv1.py1529, 14
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %333, %conv1.px1630
+  %335 = add nsw i64 401408, %334
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
+  store float %bi1874, ptr %arena75, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
+  %336 = icmp slt i64 %px16.next, 14
+  br i1 %336, label %conv1.px16, label %conv1.px16.end
 
-conv1.kx20.end:                                   ; preds = %conv1.kx20
-  %ky19.next = add nsw i64 %conv1.ky1933, 1
-  %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
+conv1.px16.end:                                   ; preds = %conv1.px16
+  %py15.next = add nsw i64 %conv1.py1529, 1
+  %337 = icmp slt i64 %py15.next, 14
+  br i1 %337, label %conv1.py15, label %conv1.py15.end
 
-conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
-  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
-  br label %conv2.j22
+conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
+  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
+  br label %conv2.j20
 
-conv2.g21.end:                                    ; preds = %conv2.j33.end
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params96 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena95, i32 3136, ptr %params96, i32 3136, float 0.000000e+00, ptr %arena97, i32 128)
-  br label %fc1.n41
+conv2.g19.end:                                    ; preds = %conv2.j31.end
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params152 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena151, i32 3136, ptr %params152, i32 3136, float 0.000000e+00, ptr %arena153, i32 128)
+  br label %fc1.n37
 
-conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
-  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
-  br label %conv2.r23
+conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
+  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
+  br label %conv2.r21
 
-conv2.j22.end:                                    ; preds = %conv2.c25.end
-  %params71 = getelementptr inbounds float, ptr %params, i64 320
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 802816
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 4415488
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params71, i32 288, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
-  br label %conv2.j33
+conv2.j20.end:                                    ; preds = %conv2.c23.end
+  %params99 = getelementptr inbounds float, ptr %params, i64 320
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 802816
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 4415488
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 288, float 1.000000e+00, ptr %params99, i32 288, ptr %arena100, i32 12544, float 0.000000e+00, ptr %arena101, i32 12544)
+  br label %conv2.j31
 
-conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
-  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
-  br label %conv2.i24
+conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
+  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
+  br label %conv2.i22
 
-conv2.r23.end:                                    ; preds = %conv2.i24.end
-  br label %conv2.c25
+conv2.r21.end:                                    ; preds = %conv2.i22.end
+  br label %conv2.c23
 
-conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
-  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
-  %204 = mul nsw i64 %conv2.r2350, 12544
-  %205 = add nsw i64 802816, %204
-  %206 = mul nsw i64 %conv2.j2249, 196
-  %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %conv2.i2451
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena52, align 4
-  %i24.next = add nsw i64 %conv2.i2451, 1
-  %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %conv2.i24, label %conv2.i24.end
+conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
+  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
+  %338 = mul nsw i64 %conv2.r2178, 12544
+  %339 = add nsw i64 802816, %338
+  %340 = mul nsw i64 %conv2.j2077, 196
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, %conv2.i2279
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
+  store float 0.000000e+00, ptr %arena80, align 4
+  %i22.next = add nsw i64 %conv2.i2279, 1
+  %343 = icmp slt i64 %i22.next, 196
+  br i1 %343, label %conv2.i22, label %conv2.i22.end
 
-conv2.i24.end:                                    ; preds = %conv2.i24
-  %r23.next = add nsw i64 %conv2.r2350, 1
-  %210 = icmp slt i64 %r23.next, 288
-  br i1 %210, label %conv2.r23, label %conv2.r23.end
+conv2.i22.end:                                    ; preds = %conv2.i22
+  %r21.next = add nsw i64 %conv2.r2178, 1
+  %344 = icmp slt i64 %r21.next, 288
+  br i1 %344, label %conv2.r21, label %conv2.r21.end
 
-conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
-  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
-  br label %conv2.ky26
+conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
+  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
+  br label %conv2.ky24
 
-conv2.c25.end:                                    ; preds = %conv2.ky26.end
-  %j22.next = add nsw i64 %conv2.j2249, 1
-  %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %conv2.j22, label %conv2.j22.end
+conv2.c23.end:                                    ; preds = %conv2.ky24.end
+  %j20.next = add nsw i64 %conv2.j2077, 1
+  %345 = icmp slt i64 %j20.next, 64
+  br i1 %345, label %conv2.j20, label %conv2.j20.end
 
-conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
-  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
+  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
+  br label %conv2.oy25
+
+conv2.ky24.end:                                   ; preds = %conv2.oy29.end
+  %c23.next = add nsw i64 %conv2.c2381, 1
+  %346 = icmp slt i64 %c23.next, 32
+  br i1 %346, label %conv2.c23, label %conv2.c23.end
+
+conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
+  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
+  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %348 = add nsw i64 %347, -1
+  %349 = icmp slt i64 -1, %348
+  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %351 = add nsw i64 %350, -1
+  %352 = icmp slt i64 %351, 14
+  %353 = and i1 %349, %352
+  br i1 %353, label %conv2.then, label %conv2.endif
+
+conv2.oy25.end:                                   ; preds = %conv2.endif
   br label %conv2.oy27
 
-conv2.ky26.end:                                   ; preds = %conv2.oy31.end
-  %c25.next = add nsw i64 %conv2.c2553, 1
-  %212 = icmp slt i64 %c25.next, 32
-  br i1 %212, label %conv2.c25, label %conv2.c25.end
+conv2.then:                                       ; preds = %conv2.oy25
+  br label %conv2.ox26
 
-conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
-  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
-  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %214 = add nsw i64 %213, -1
-  %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %217 = add nsw i64 %216, -1
-  %218 = icmp slt i64 %217, 14
-  %219 = and i1 %215, %218
-  br i1 %219, label %conv2.then, label %conv2.endif
+conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
+  %oy25.next = add nsw i64 %conv2.oy2583, 1
+  %354 = icmp slt i64 %oy25.next, 14
+  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
 
-conv2.oy27.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy29
+conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
+  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
+  %355 = mul nsw i64 %conv2.g1976, 64
+  %356 = add nsw i64 %355, %conv2.j2077
+  %357 = mul nsw i64 %356, 6272
+  %358 = mul nsw i64 %conv2.c2381, 196
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %361 = add nsw i64 %360, -1
+  %362 = mul nsw i64 %361, 14
+  %363 = add nsw i64 %359, %362
+  %364 = add nsw i64 %conv2.ox2684, 1
+  %365 = add nsw i64 %364, -1
+  %366 = add nsw i64 %363, %365
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load float, ptr %arena85, align 4
+  %368 = mul nsw i64 %conv2.c2381, 3
+  %369 = add nsw i64 %368, %conv2.ky2482
+  %370 = mul nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 12544
+  %372 = add nsw i64 802816, %371
+  %373 = mul nsw i64 %conv2.j2077, 196
+  %374 = add nsw i64 %372, %373
+  %375 = mul nsw i64 %conv2.oy2583, 14
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 %conv2.ox2684, 1
+  %378 = add nsw i64 %376, %377
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
+  store float %367, ptr %arena86, align 4
+  %ox26.next = add nsw i64 %conv2.ox2684, 1
+  %379 = icmp slt i64 %ox26.next, 13
+  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
 
-conv2.then:                                       ; preds = %conv2.oy27
-  br label %conv2.ox28
-
-conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2755, 1
-  %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
-
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
-  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
-  %221 = mul nsw i64 %conv2.g2148, 64
-  %222 = add nsw i64 %221, %conv2.j2249
-  %223 = mul nsw i64 %222, 6272
-  %224 = mul nsw i64 %conv2.c2553, 196
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %227 = add nsw i64 %226, -1
-  %228 = mul nsw i64 %227, 14
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %conv2.ox2856, 1
-  %231 = add nsw i64 %230, -1
-  %232 = add nsw i64 %229, %231
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena57, align 4
-  %234 = mul nsw i64 %conv2.c2553, 3
-  %235 = add nsw i64 %234, %conv2.ky2654
-  %236 = mul nsw i64 %235, 3
-  %237 = mul nsw i64 %236, 12544
-  %238 = add nsw i64 802816, %237
-  %239 = mul nsw i64 %conv2.j2249, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.oy2755, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %conv2.ox2856, 1
-  %244 = add nsw i64 %242, %243
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena58, align 4
-  %ox28.next = add nsw i64 %conv2.ox2856, 1
-  %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
-
-conv2.ox28.end:                                   ; preds = %conv2.ox28
+conv2.ox26.end:                                   ; preds = %conv2.ox26
   br label %conv2.endif
 
-conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
-  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
-  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %247 = add nsw i64 %246, -1
-  %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %250 = add nsw i64 %249, -1
-  %251 = icmp slt i64 %250, 14
-  %252 = and i1 %248, %251
-  br i1 %252, label %conv2.then60, label %conv2.endif61
+conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
+  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
+  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %381 = add nsw i64 %380, -1
+  %382 = icmp slt i64 -1, %381
+  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %384 = add nsw i64 %383, -1
+  %385 = icmp slt i64 %384, 14
+  %386 = and i1 %382, %385
+  br i1 %386, label %conv2.then88, label %conv2.endif89
 
-conv2.oy29.end:                                   ; preds = %conv2.endif61
-  br label %conv2.oy31
+conv2.oy27.end:                                   ; preds = %conv2.endif89
+  br label %conv2.oy29
 
-conv2.then60:                                     ; preds = %conv2.oy29
+conv2.then88:                                     ; preds = %conv2.oy27
+  br label %conv2.ox28
+
+conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2787, 1
+  %387 = icmp slt i64 %oy27.next, 14
+  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
+  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
+  %388 = mul nsw i64 %conv2.g1976, 64
+  %389 = add nsw i64 %388, %conv2.j2077
+  %390 = mul nsw i64 %389, 6272
+  %391 = mul nsw i64 %conv2.c2381, 196
+  %392 = add nsw i64 %390, %391
+  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %394 = add nsw i64 %393, -1
+  %395 = mul nsw i64 %394, 14
+  %396 = add nsw i64 %392, %395
+  %397 = add nsw i64 %396, %conv2.ox2890
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
+  %398 = load float, ptr %arena91, align 4
+  %399 = mul nsw i64 %conv2.c2381, 3
+  %400 = add nsw i64 %399, %conv2.ky2482
+  %401 = mul nsw i64 %400, 3
+  %402 = add nsw i64 %401, 1
+  %403 = mul nsw i64 %402, 12544
+  %404 = add nsw i64 802816, %403
+  %405 = mul nsw i64 %conv2.j2077, 196
+  %406 = add nsw i64 %404, %405
+  %407 = mul nsw i64 %conv2.oy2787, 14
+  %408 = add nsw i64 %406, %407
+  %409 = add nsw i64 %408, %conv2.ox2890
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
+  store float %398, ptr %arena92, align 4
+  %ox28.next = add nsw i64 %conv2.ox2890, 1
+  %410 = icmp slt i64 %ox28.next, 14
+  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif89
+
+conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
+  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
+  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %412 = add nsw i64 %411, -1
+  %413 = icmp slt i64 -1, %412
+  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %415 = add nsw i64 %414, -1
+  %416 = icmp slt i64 %415, 14
+  %417 = and i1 %413, %416
+  br i1 %417, label %conv2.then94, label %conv2.endif95
+
+conv2.oy29.end:                                   ; preds = %conv2.endif95
+  %ky24.next = add nsw i64 %conv2.ky2482, 1
+  %418 = icmp slt i64 %ky24.next, 3
+  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
+
+conv2.then94:                                     ; preds = %conv2.oy29
   br label %conv2.ox30
 
-conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2959, 1
-  %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
+conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2993, 1
+  %419 = icmp slt i64 %oy29.next, 14
+  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
 
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
-  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
-  %254 = mul nsw i64 %conv2.g2148, 64
-  %255 = add nsw i64 %254, %conv2.j2249
-  %256 = mul nsw i64 %255, 6272
-  %257 = mul nsw i64 %conv2.c2553, 196
-  %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %260 = add nsw i64 %259, -1
-  %261 = mul nsw i64 %260, 14
-  %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %conv2.ox3062
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena63, align 4
-  %265 = mul nsw i64 %conv2.c2553, 3
-  %266 = add nsw i64 %265, %conv2.ky2654
-  %267 = mul nsw i64 %266, 3
-  %268 = add nsw i64 %267, 1
-  %269 = mul nsw i64 %268, 12544
-  %270 = add nsw i64 802816, %269
-  %271 = mul nsw i64 %conv2.j2249, 196
-  %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %conv2.oy2959, 14
-  %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %conv2.ox3062
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena64, align 4
-  %ox30.next = add nsw i64 %conv2.ox3062, 1
-  %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
+  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
+  %420 = mul nsw i64 %conv2.g1976, 64
+  %421 = add nsw i64 %420, %conv2.j2077
+  %422 = mul nsw i64 %421, 6272
+  %423 = mul nsw i64 %conv2.c2381, 196
+  %424 = add nsw i64 %422, %423
+  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %426 = add nsw i64 %425, -1
+  %427 = mul nsw i64 %426, 14
+  %428 = add nsw i64 %424, %427
+  %429 = add nsw i64 %conv2.ox3096, 1
+  %430 = add nsw i64 %428, %429
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
+  %431 = load float, ptr %arena97, align 4
+  %432 = mul nsw i64 %conv2.c2381, 3
+  %433 = add nsw i64 %432, %conv2.ky2482
+  %434 = mul nsw i64 %433, 3
+  %435 = add nsw i64 %434, 2
+  %436 = mul nsw i64 %435, 12544
+  %437 = add nsw i64 802816, %436
+  %438 = mul nsw i64 %conv2.j2077, 196
+  %439 = add nsw i64 %437, %438
+  %440 = mul nsw i64 %conv2.oy2993, 14
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 %441, %conv2.ox3096
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %431, ptr %arena98, align 4
+  %ox30.next = add nsw i64 %conv2.ox3096, 1
+  %443 = icmp slt i64 %ox30.next, 13
+  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
 
 conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif61
+  br label %conv2.endif95
 
-conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
-  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
-  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %278 = add nsw i64 %277, -1
-  %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %281 = add nsw i64 %280, -1
-  %282 = icmp slt i64 %281, 14
-  %283 = and i1 %279, %282
-  br i1 %283, label %conv2.then66, label %conv2.endif67
+conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
+  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
+  br label %conv2.f32
 
-conv2.oy31.end:                                   ; preds = %conv2.endif67
-  %ky26.next = add nsw i64 %conv2.ky2654, 1
-  %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
+conv2.j31.end:                                    ; preds = %conv2.f32.end
+  %g19.next = add nsw i64 %conv2.g1976, 1
+  %444 = icmp slt i64 %g19.next, 1
+  br i1 %444, label %conv2.g19, label %conv2.g19.end
 
-conv2.then66:                                     ; preds = %conv2.oy31
-  br label %conv2.ox32
+conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
+  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
+  br label %conv2.py33
 
-conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
-  %oy31.next = add nsw i64 %conv2.oy3165, 1
-  %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
+conv2.f32.end:                                    ; preds = %conv2.py33.end
+  %j31.next = add nsw i64 %conv2.j31102, 1
+  %445 = icmp slt i64 %j31.next, 64
+  br i1 %445, label %conv2.j31, label %conv2.j31.end
 
-conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
-  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
-  %286 = mul nsw i64 %conv2.g2148, 64
-  %287 = add nsw i64 %286, %conv2.j2249
-  %288 = mul nsw i64 %287, 6272
-  %289 = mul nsw i64 %conv2.c2553, 196
-  %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %292 = add nsw i64 %291, -1
-  %293 = mul nsw i64 %292, 14
-  %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %conv2.ox3268, 1
-  %296 = add nsw i64 %294, %295
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena69, align 4
-  %298 = mul nsw i64 %conv2.c2553, 3
-  %299 = add nsw i64 %298, %conv2.ky2654
-  %300 = mul nsw i64 %299, 3
-  %301 = add nsw i64 %300, 2
-  %302 = mul nsw i64 %301, 12544
-  %303 = add nsw i64 802816, %302
-  %304 = mul nsw i64 %conv2.j2249, 196
-  %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %conv2.oy3165, 14
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %conv2.ox3268
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena70, align 4
-  %ox32.next = add nsw i64 %conv2.ox3268, 1
-  %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
+conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
+  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
+  br label %conv2.px34
 
-conv2.ox32.end:                                   ; preds = %conv2.ox32
-  br label %conv2.endif67
+conv2.py33.end:                                   ; preds = %conv2.px34.end
+  %f32.next = add nsw i64 %conv2.f32103, 1
+  %446 = icmp slt i64 %f32.next, 64
+  br i1 %446, label %conv2.f32, label %conv2.f32.end
 
-conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
-  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
-  br label %conv2.f34
+conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
+  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
+  %447 = mul nsw i64 %conv2.f32103, 12544
+  %448 = add nsw i64 4415488, %447
+  %449 = mul nsw i64 %conv2.j31102, 196
+  %450 = add nsw i64 %448, %449
+  %451 = mul nsw i64 %conv2.py33104, 28
+  %452 = mul nsw i64 %conv2.px34105, 2
+  %453 = add nsw i64 %451, %452
+  %454 = add nsw i64 %450, %453
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
+  %455 = load float, ptr %arena106, align 4
+  %456 = add nsw i64 18752, %conv2.f32103
+  %params107 = getelementptr inbounds float, ptr %params, i64 %456
+  %457 = load float, ptr %params107, align 4
+  %458 = fadd float %455, %457
+  store float %458, ptr %conv2.best35, align 4
+  %459 = mul nsw i64 %conv2.py33104, 28
+  %460 = mul nsw i64 %conv2.px34105, 2
+  %461 = add nsw i64 %459, %460
+  %462 = sitofp i64 %461 to float
+  store float %462, ptr %conv2.bi36, align 4
+  %463 = mul nsw i64 %conv2.f32103, 12544
+  %464 = add nsw i64 4415488, %463
+  %465 = mul nsw i64 %conv2.j31102, 196
+  %466 = add nsw i64 %464, %465
+  %467 = mul nsw i64 %conv2.py33104, 28
+  %468 = mul nsw i64 %conv2.px34105, 2
+  %469 = add nsw i64 %467, %468
+  %470 = add nsw i64 %466, %469
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
+  %471 = load float, ptr %arena108, align 4
+  %472 = add nsw i64 18752, %conv2.f32103
+  %params109 = getelementptr inbounds float, ptr %params, i64 %472
+  %473 = load float, ptr %params109, align 4
+  %474 = fadd float %471, %473
+  %best35 = load float, ptr %conv2.best35, align 4
+  %475 = fcmp ogt float %474, %best35
+  %476 = mul nsw i64 %conv2.py33104, 28
+  %477 = mul nsw i64 %conv2.px34105, 2
+  %478 = add nsw i64 %476, %477
+  %479 = sitofp i64 %478 to float
+  %bi36 = load float, ptr %conv2.bi36, align 4
+  %480 = select i1 %475, float %479, float %bi36
+  store float %480, ptr %conv2.bi36, align 4
+  %481 = mul nsw i64 %conv2.f32103, 12544
+  %482 = add nsw i64 4415488, %481
+  %483 = mul nsw i64 %conv2.j31102, 196
+  %484 = add nsw i64 %482, %483
+  %485 = mul nsw i64 %conv2.py33104, 28
+  %486 = mul nsw i64 %conv2.px34105, 2
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 %484, %487
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena110, align 4
+  %490 = add nsw i64 18752, %conv2.f32103
+  %params111 = getelementptr inbounds float, ptr %params, i64 %490
+  %491 = load float, ptr %params111, align 4
+  %492 = fadd float %489, %491
+  %best35112 = load float, ptr %conv2.best35, align 4
+  %493 = fcmp ogt float %492, %best35112
+  %494 = mul nsw i64 %conv2.f32103, 12544
+  %495 = add nsw i64 4415488, %494
+  %496 = mul nsw i64 %conv2.j31102, 196
+  %497 = add nsw i64 %495, %496
+  %498 = mul nsw i64 %conv2.py33104, 28
+  %499 = mul nsw i64 %conv2.px34105, 2
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %497, %500
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena113, align 4
+  %503 = add nsw i64 18752, %conv2.f32103
+  %params114 = getelementptr inbounds float, ptr %params, i64 %503
+  %504 = load float, ptr %params114, align 4
+  %505 = fadd float %502, %504
+  %best35115 = load float, ptr %conv2.best35, align 4
+  %506 = select i1 %493, float %505, float %best35115
+  store float %506, ptr %conv2.best35, align 4
+  %507 = mul nsw i64 %conv2.f32103, 12544
+  %508 = add nsw i64 4415488, %507
+  %509 = mul nsw i64 %conv2.j31102, 196
+  %510 = add nsw i64 %508, %509
+  %511 = mul nsw i64 %conv2.py33104, 28
+  %512 = mul nsw i64 %conv2.px34105, 2
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, 1
+  %515 = add nsw i64 %510, %514
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena116, align 4
+  %517 = add nsw i64 18752, %conv2.f32103
+  %params117 = getelementptr inbounds float, ptr %params, i64 %517
+  %518 = load float, ptr %params117, align 4
+  %519 = fadd float %516, %518
+  %best35118 = load float, ptr %conv2.best35, align 4
+  %520 = fcmp ogt float %519, %best35118
+  %521 = mul nsw i64 %conv2.py33104, 28
+  %522 = mul nsw i64 %conv2.px34105, 2
+  %523 = add nsw i64 %521, %522
+  %524 = add nsw i64 %523, 1
+  %525 = sitofp i64 %524 to float
+  %bi36119 = load float, ptr %conv2.bi36, align 4
+  %526 = select i1 %520, float %525, float %bi36119
+  store float %526, ptr %conv2.bi36, align 4
+  %527 = mul nsw i64 %conv2.f32103, 12544
+  %528 = add nsw i64 4415488, %527
+  %529 = mul nsw i64 %conv2.j31102, 196
+  %530 = add nsw i64 %528, %529
+  %531 = mul nsw i64 %conv2.py33104, 28
+  %532 = mul nsw i64 %conv2.px34105, 2
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, 1
+  %535 = add nsw i64 %530, %534
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
+  %536 = load float, ptr %arena120, align 4
+  %537 = add nsw i64 18752, %conv2.f32103
+  %params121 = getelementptr inbounds float, ptr %params, i64 %537
+  %538 = load float, ptr %params121, align 4
+  %539 = fadd float %536, %538
+  %best35122 = load float, ptr %conv2.best35, align 4
+  %540 = fcmp ogt float %539, %best35122
+  %541 = mul nsw i64 %conv2.f32103, 12544
+  %542 = add nsw i64 4415488, %541
+  %543 = mul nsw i64 %conv2.j31102, 196
+  %544 = add nsw i64 %542, %543
+  %545 = mul nsw i64 %conv2.py33104, 28
+  %546 = mul nsw i64 %conv2.px34105, 2
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %547, 1
+  %549 = add nsw i64 %544, %548
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
+  %550 = load float, ptr %arena123, align 4
+  %551 = add nsw i64 18752, %conv2.f32103
+  %params124 = getelementptr inbounds float, ptr %params, i64 %551
+  %552 = load float, ptr %params124, align 4
+  %553 = fadd float %550, %552
+  %best35125 = load float, ptr %conv2.best35, align 4
+  %554 = select i1 %540, float %553, float %best35125
+  store float %554, ptr %conv2.best35, align 4
+  %555 = mul nsw i64 %conv2.f32103, 12544
+  %556 = add nsw i64 4415488, %555
+  %557 = mul nsw i64 %conv2.j31102, 196
+  %558 = add nsw i64 %556, %557
+  %559 = mul nsw i64 %conv2.py33104, 28
+  %560 = mul nsw i64 %conv2.px34105, 2
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, 14
+  %563 = add nsw i64 %558, %562
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
+  %564 = load float, ptr %arena126, align 4
+  %565 = add nsw i64 18752, %conv2.f32103
+  %params127 = getelementptr inbounds float, ptr %params, i64 %565
+  %566 = load float, ptr %params127, align 4
+  %567 = fadd float %564, %566
+  %best35128 = load float, ptr %conv2.best35, align 4
+  %568 = fcmp ogt float %567, %best35128
+  %569 = mul nsw i64 %conv2.py33104, 28
+  %570 = mul nsw i64 %conv2.px34105, 2
+  %571 = add nsw i64 %569, %570
+  %572 = add nsw i64 %571, 14
+  %573 = sitofp i64 %572 to float
+  %bi36129 = load float, ptr %conv2.bi36, align 4
+  %574 = select i1 %568, float %573, float %bi36129
+  store float %574, ptr %conv2.bi36, align 4
+  %575 = mul nsw i64 %conv2.f32103, 12544
+  %576 = add nsw i64 4415488, %575
+  %577 = mul nsw i64 %conv2.j31102, 196
+  %578 = add nsw i64 %576, %577
+  %579 = mul nsw i64 %conv2.py33104, 28
+  %580 = mul nsw i64 %conv2.px34105, 2
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, 14
+  %583 = add nsw i64 %578, %582
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
+  %584 = load float, ptr %arena130, align 4
+  %585 = add nsw i64 18752, %conv2.f32103
+  %params131 = getelementptr inbounds float, ptr %params, i64 %585
+  %586 = load float, ptr %params131, align 4
+  %587 = fadd float %584, %586
+  %best35132 = load float, ptr %conv2.best35, align 4
+  %588 = fcmp ogt float %587, %best35132
+  %589 = mul nsw i64 %conv2.f32103, 12544
+  %590 = add nsw i64 4415488, %589
+  %591 = mul nsw i64 %conv2.j31102, 196
+  %592 = add nsw i64 %590, %591
+  %593 = mul nsw i64 %conv2.py33104, 28
+  %594 = mul nsw i64 %conv2.px34105, 2
+  %595 = add nsw i64 %593, %594
+  %596 = add nsw i64 %595, 14
+  %597 = add nsw i64 %592, %596
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
+  %598 = load float, ptr %arena133, align 4
+  %599 = add nsw i64 18752, %conv2.f32103
+  %params134 = getelementptr inbounds float, ptr %params, i64 %599
+  %600 = load float, ptr %params134, align 4
+  %601 = fadd float %598, %600
+  %best35135 = load float, ptr %conv2.best35, align 4
+  %602 = select i1 %588, float %601, float %best35135
+  store float %602, ptr %conv2.best35, align 4
+  %603 = mul nsw i64 %conv2.f32103, 12544
+  %604 = add nsw i64 4415488, %603
+  %605 = mul nsw i64 %conv2.j31102, 196
+  %606 = add nsw i64 %604, %605
+  %607 = mul nsw i64 %conv2.py33104, 28
+  %608 = mul nsw i64 %conv2.px34105, 2
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, 14
+  %611 = add nsw i64 %610, 1
+  %612 = add nsw i64 %606, %611
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
+  %613 = load float, ptr %arena136, align 4
+  %614 = add nsw i64 18752, %conv2.f32103
+  %params137 = getelementptr inbounds float, ptr %params, i64 %614
+  %615 = load float, ptr %params137, align 4
+  %616 = fadd float %613, %615
+  %best35138 = load float, ptr %conv2.best35, align 4
+  %617 = fcmp ogt float %616, %best35138
+  %618 = mul nsw i64 %conv2.py33104, 28
+  %619 = mul nsw i64 %conv2.px34105, 2
+  %620 = add nsw i64 %618, %619
+  %621 = add nsw i64 %620, 14
+  %622 = add nsw i64 %621, 1
+  %623 = sitofp i64 %622 to float
+  %bi36139 = load float, ptr %conv2.bi36, align 4
+  %624 = select i1 %617, float %623, float %bi36139
+  store float %624, ptr %conv2.bi36, align 4
+  %625 = mul nsw i64 %conv2.f32103, 12544
+  %626 = add nsw i64 4415488, %625
+  %627 = mul nsw i64 %conv2.j31102, 196
+  %628 = add nsw i64 %626, %627
+  %629 = mul nsw i64 %conv2.py33104, 28
+  %630 = mul nsw i64 %conv2.px34105, 2
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, 14
+  %633 = add nsw i64 %632, 1
+  %634 = add nsw i64 %628, %633
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
+  %635 = load float, ptr %arena140, align 4
+  %636 = add nsw i64 18752, %conv2.f32103
+  %params141 = getelementptr inbounds float, ptr %params, i64 %636
+  %637 = load float, ptr %params141, align 4
+  %638 = fadd float %635, %637
+  %best35142 = load float, ptr %conv2.best35, align 4
+  %639 = fcmp ogt float %638, %best35142
+  %640 = mul nsw i64 %conv2.f32103, 12544
+  %641 = add nsw i64 4415488, %640
+  %642 = mul nsw i64 %conv2.j31102, 196
+  %643 = add nsw i64 %641, %642
+  %644 = mul nsw i64 %conv2.py33104, 28
+  %645 = mul nsw i64 %conv2.px34105, 2
+  %646 = add nsw i64 %644, %645
+  %647 = add nsw i64 %646, 14
+  %648 = add nsw i64 %647, 1
+  %649 = add nsw i64 %643, %648
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load float, ptr %arena143, align 4
+  %651 = add nsw i64 18752, %conv2.f32103
+  %params144 = getelementptr inbounds float, ptr %params, i64 %651
+  %652 = load float, ptr %params144, align 4
+  %653 = fadd float %650, %652
+  %best35145 = load float, ptr %conv2.best35, align 4
+  %654 = select i1 %639, float %653, float %best35145
+  store float %654, ptr %conv2.best35, align 4
+  %best35146 = load float, ptr %conv2.best35, align 4
+  %655 = fcmp ogt float %best35146, 0.000000e+00
+  %best35147 = load float, ptr %conv2.best35, align 4
+  %656 = select i1 %655, float %best35147, float 0.000000e+00
+  %657 = mul nsw i64 %conv2.g1976, 64
+  %658 = add nsw i64 %657, %conv2.j31102
+  %659 = mul nsw i64 %658, 3136
+  %660 = mul nsw i64 %conv2.f32103, 49
+  %661 = add nsw i64 %659, %660
+  %662 = mul nsw i64 %conv2.py33104, 7
+  %663 = add nsw i64 %661, %662
+  %664 = add nsw i64 %663, %conv2.px34105
+  %665 = add nsw i64 401408, %664
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
+  store float %656, ptr %arena148, align 4
+  %bi36149 = load float, ptr %conv2.bi36, align 4
+  %666 = mul nsw i64 %conv2.g1976, 64
+  %667 = add nsw i64 %666, %conv2.j31102
+  %668 = mul nsw i64 %667, 3136
+  %669 = mul nsw i64 %conv2.f32103, 49
+  %670 = add nsw i64 %668, %669
+  %671 = mul nsw i64 %conv2.py33104, 7
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 %672, %conv2.px34105
+  %674 = add nsw i64 602112, %673
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
+  store float %bi36149, ptr %arena150, align 4
+  %px34.next = add nsw i64 %conv2.px34105, 1
+  %675 = icmp slt i64 %px34.next, 7
+  br i1 %675, label %conv2.px34, label %conv2.px34.end
 
-conv2.j33.end:                                    ; preds = %conv2.f34.end
-  %g21.next = add nsw i64 %conv2.g2148, 1
-  %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %conv2.g21, label %conv2.g21.end
+conv2.px34.end:                                   ; preds = %conv2.px34
+  %py33.next = add nsw i64 %conv2.py33104, 1
+  %676 = icmp slt i64 %py33.next, 7
+  br i1 %676, label %conv2.py33, label %conv2.py33.end
 
-conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
-  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
-  br label %conv2.py35
+fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
+  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
+  br label %fc1.u38
 
-conv2.f34.end:                                    ; preds = %conv2.py35.end
-  %j33.next = add nsw i64 %conv2.j3374, 1
-  %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %conv2.j33, label %conv2.j33.end
+fc1.n37.end:                                      ; preds = %fc1.u38.end
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 0
+  %params162 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena161, i32 128, ptr %params162, i32 128, float 0.000000e+00, ptr %arena163, i32 10)
+  br label %fc2.n39
 
-conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
-  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
-  br label %conv2.px36
+fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
+  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
+  %677 = mul nsw i64 %fc1.n37154, 128
+  %678 = add nsw i64 %677, %fc1.u38155
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %678
+  %679 = load float, ptr %arena156, align 4
+  %680 = add nsw i64 420224, %fc1.u38155
+  %params157 = getelementptr inbounds float, ptr %params, i64 %680
+  %681 = load float, ptr %params157, align 4
+  %682 = fadd float %679, %681
+  %683 = fcmp ogt float %682, 0.000000e+00
+  %684 = mul nsw i64 %fc1.n37154, 128
+  %685 = add nsw i64 %684, %fc1.u38155
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %685
+  %686 = load float, ptr %arena158, align 4
+  %687 = add nsw i64 420224, %fc1.u38155
+  %params159 = getelementptr inbounds float, ptr %params, i64 %687
+  %688 = load float, ptr %params159, align 4
+  %689 = fadd float %686, %688
+  %690 = select i1 %683, float %689, float 0.000000e+00
+  %691 = mul nsw i64 %fc1.n37154, 128
+  %692 = add nsw i64 %691, %fc1.u38155
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %692
+  store float %690, ptr %arena160, align 4
+  %u38.next = add nsw i64 %fc1.u38155, 1
+  %693 = icmp slt i64 %u38.next, 128
+  br i1 %693, label %fc1.u38, label %fc1.u38.end
 
-conv2.py35.end:                                   ; preds = %conv2.px36.end
-  %f34.next = add nsw i64 %conv2.f3475, 1
-  %312 = icmp slt i64 %f34.next, 64
-  br i1 %312, label %conv2.f34, label %conv2.f34.end
+fc1.u38.end:                                      ; preds = %fc1.u38
+  %n37.next = add nsw i64 %fc1.n37154, 1
+  %694 = icmp slt i64 %n37.next, 64
+  br i1 %694, label %fc1.n37, label %fc1.n37.end
 
-conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
-  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
-  %313 = mul nsw i64 %conv2.f3475, 12544
-  %314 = add nsw i64 4415488, %313
-  %315 = mul nsw i64 %conv2.j3374, 196
-  %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %conv2.py3576, 28
-  %318 = mul nsw i64 %conv2.px3677, 2
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %316, %319
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena78, align 4
-  %322 = add nsw i64 18752, %conv2.f3475
-  %params79 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params79, align 4
-  %324 = fadd float %321, %323
-  store float %324, ptr %conv2.best37, align 4
-  %325 = mul nsw i64 %conv2.py3576, 28
-  %326 = mul nsw i64 %conv2.px3677, 2
-  %327 = add nsw i64 %325, %326
-  %328 = sitofp i64 %327 to float
-  store float %328, ptr %conv2.bi38, align 4
-  br label %conv2.ky39
+fc2.n39:                                          ; preds = %fc2.u40.end, %fc1.n37.end
+  %fc2.n39164 = phi i64 [ 0, %fc1.n37.end ], [ %n39.next, %fc2.u40.end ]
+  br label %fc2.u40
 
-conv2.px36.end:                                   ; preds = %conv2.ky39.end
-  %py35.next = add nsw i64 %conv2.py3576, 1
-  %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %conv2.py35, label %conv2.py35.end
-
-conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
-  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
-  br label %conv2.kx40
-
-conv2.ky39.end:                                   ; preds = %conv2.kx40.end
-  %best3790 = load float, ptr %conv2.best37, align 4
-  %330 = fcmp ogt float %best3790, 0.000000e+00
-  %best3791 = load float, ptr %conv2.best37, align 4
-  %331 = select i1 %330, float %best3791, float 0.000000e+00
-  %332 = mul nsw i64 %conv2.g2148, 64
-  %333 = add nsw i64 %332, %conv2.j3374
-  %334 = mul nsw i64 %333, 3136
-  %335 = mul nsw i64 %conv2.f3475, 49
-  %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %conv2.py3576, 7
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %conv2.px3677
-  %340 = add nsw i64 401408, %339
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena92, align 4
-  %bi3893 = load float, ptr %conv2.bi38, align 4
-  %341 = mul nsw i64 %conv2.g2148, 64
-  %342 = add nsw i64 %341, %conv2.j3374
-  %343 = mul nsw i64 %342, 3136
-  %344 = mul nsw i64 %conv2.f3475, 49
-  %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %conv2.py3576, 7
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %conv2.px3677
-  %349 = add nsw i64 602112, %348
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi3893, ptr %arena94, align 4
-  %px36.next = add nsw i64 %conv2.px3677, 1
-  %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %conv2.px36, label %conv2.px36.end
-
-conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
-  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
-  %351 = mul nsw i64 %conv2.f3475, 12544
-  %352 = add nsw i64 4415488, %351
-  %353 = mul nsw i64 %conv2.j3374, 196
-  %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %conv2.py3576, 28
-  %356 = mul nsw i64 %conv2.px3677, 2
-  %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %conv2.ky3980, 14
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %conv2.kx4081
-  %361 = add nsw i64 %354, %360
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena82, align 4
-  %363 = add nsw i64 18752, %conv2.f3475
-  %params83 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params83, align 4
-  %365 = fadd float %362, %364
-  %best37 = load float, ptr %conv2.best37, align 4
-  %366 = fcmp ogt float %365, %best37
-  %367 = mul nsw i64 %conv2.py3576, 28
-  %368 = mul nsw i64 %conv2.px3677, 2
-  %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %conv2.ky3980, 14
-  %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %conv2.kx4081
-  %373 = sitofp i64 %372 to float
-  %bi38 = load float, ptr %conv2.bi38, align 4
-  %374 = select i1 %366, float %373, float %bi38
-  store float %374, ptr %conv2.bi38, align 4
-  %375 = mul nsw i64 %conv2.f3475, 12544
-  %376 = add nsw i64 4415488, %375
-  %377 = mul nsw i64 %conv2.j3374, 196
-  %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %conv2.py3576, 28
-  %380 = mul nsw i64 %conv2.px3677, 2
-  %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %conv2.ky3980, 14
-  %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %conv2.kx4081
-  %385 = add nsw i64 %378, %384
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena84, align 4
-  %387 = add nsw i64 18752, %conv2.f3475
-  %params85 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params85, align 4
-  %389 = fadd float %386, %388
-  %best3786 = load float, ptr %conv2.best37, align 4
-  %390 = fcmp ogt float %389, %best3786
-  %391 = mul nsw i64 %conv2.f3475, 12544
-  %392 = add nsw i64 4415488, %391
-  %393 = mul nsw i64 %conv2.j3374, 196
-  %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %conv2.py3576, 28
-  %396 = mul nsw i64 %conv2.px3677, 2
-  %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %conv2.ky3980, 14
-  %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %conv2.kx4081
-  %401 = add nsw i64 %394, %400
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena87, align 4
-  %403 = add nsw i64 18752, %conv2.f3475
-  %params88 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params88, align 4
-  %405 = fadd float %402, %404
-  %best3789 = load float, ptr %conv2.best37, align 4
-  %406 = select i1 %390, float %405, float %best3789
-  store float %406, ptr %conv2.best37, align 4
-  %kx40.next = add nsw i64 %conv2.kx4081, 1
-  %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
-
-conv2.kx40.end:                                   ; preds = %conv2.kx40
-  %ky39.next = add nsw i64 %conv2.ky3980, 1
-  %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
-
-fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
-  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
-  br label %fc1.u42
-
-fc1.n41.end:                                      ; preds = %fc1.u42.end
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 0
-  %params106 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena105, i32 128, ptr %params106, i32 128, float 0.000000e+00, ptr %arena107, i32 10)
-  br label %fc2.n43
-
-fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
-  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
-  %409 = mul nsw i64 %fc1.n4198, 128
-  %410 = add nsw i64 %409, %fc1.u4299
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena100, align 4
-  %412 = add nsw i64 420224, %fc1.u4299
-  %params101 = getelementptr inbounds float, ptr %params, i64 %412
-  %413 = load float, ptr %params101, align 4
-  %414 = fadd float %411, %413
-  %415 = fcmp ogt float %414, 0.000000e+00
-  %416 = mul nsw i64 %fc1.n4198, 128
-  %417 = add nsw i64 %416, %fc1.u4299
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %417
-  %418 = load float, ptr %arena102, align 4
-  %419 = add nsw i64 420224, %fc1.u4299
-  %params103 = getelementptr inbounds float, ptr %params, i64 %419
-  %420 = load float, ptr %params103, align 4
-  %421 = fadd float %418, %420
-  %422 = select i1 %415, float %421, float 0.000000e+00
-  %423 = mul nsw i64 %fc1.n4198, 128
-  %424 = add nsw i64 %423, %fc1.u4299
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %424
-  store float %422, ptr %arena104, align 4
-  %u42.next = add nsw i64 %fc1.u4299, 1
-  %425 = icmp slt i64 %u42.next, 128
-  br i1 %425, label %fc1.u42, label %fc1.u42.end
-
-fc1.u42.end:                                      ; preds = %fc1.u42
-  %n41.next = add nsw i64 %fc1.n4198, 1
-  %426 = icmp slt i64 %n41.next, 64
-  br i1 %426, label %fc1.n41, label %fc1.n41.end
-
-fc2.n43:                                          ; preds = %fc2.u44.end, %fc1.n41.end
-  %fc2.n43108 = phi i64 [ 0, %fc1.n41.end ], [ %n43.next, %fc2.u44.end ]
-  br label %fc2.u44
-
-fc2.n43.end:                                      ; preds = %fc2.u44.end
+fc2.n39.end:                                      ; preds = %fc2.u40.end
   ret void
 
-fc2.u44:                                          ; preds = %fc2.u44, %fc2.n43
-  %fc2.u44109 = phi i64 [ 0, %fc2.n43 ], [ %u44.next, %fc2.u44 ]
-  %427 = mul nsw i64 %fc2.n43108, 10
-  %428 = add nsw i64 8192, %427
-  %429 = add nsw i64 %428, %fc2.u44109
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load float, ptr %arena110, align 4
-  %431 = add nsw i64 421632, %fc2.u44109
-  %params111 = getelementptr inbounds float, ptr %params, i64 %431
-  %432 = load float, ptr %params111, align 4
-  %433 = fadd float %430, %432
-  %434 = mul nsw i64 %fc2.n43108, 10
-  %435 = add nsw i64 8192, %434
-  %436 = add nsw i64 %435, %fc2.u44109
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %433, ptr %arena112, align 4
-  %u44.next = add nsw i64 %fc2.u44109, 1
-  %437 = icmp slt i64 %u44.next, 10
-  br i1 %437, label %fc2.u44, label %fc2.u44.end
+fc2.u40:                                          ; preds = %fc2.u40, %fc2.n39
+  %fc2.u40165 = phi i64 [ 0, %fc2.n39 ], [ %u40.next, %fc2.u40 ]
+  %695 = mul nsw i64 %fc2.n39164, 10
+  %696 = add nsw i64 8192, %695
+  %697 = add nsw i64 %696, %fc2.u40165
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %697
+  %698 = load float, ptr %arena166, align 4
+  %699 = add nsw i64 421632, %fc2.u40165
+  %params167 = getelementptr inbounds float, ptr %params, i64 %699
+  %700 = load float, ptr %params167, align 4
+  %701 = fadd float %698, %700
+  %702 = mul nsw i64 %fc2.n39164, 10
+  %703 = add nsw i64 8192, %702
+  %704 = add nsw i64 %703, %fc2.u40165
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %704
+  store float %701, ptr %arena168, align 4
+  %u40.next = add nsw i64 %fc2.u40165, 1
+  %705 = icmp slt i64 %u40.next, 10
+  br i1 %705, label %fc2.u40, label %fc2.u40.end
 
-fc2.u44.end:                                      ; preds = %fc2.u44
-  %n43.next = add nsw i64 %fc2.n43108, 1
-  %438 = icmp slt i64 %n43.next, 64
-  br i1 %438, label %fc2.n43, label %fc2.n43.end
+fc2.u40.end:                                      ; preds = %fc2.u40
+  %n39.next = add nsw i64 %fc2.n39164, 1
+  %706 = icmp slt i64 %n39.next, 64
+  br i1 %706, label %fc2.n39, label %fc2.n39.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -96,12 +96,14 @@ public func simplecnn_train_b64(
           for px16 in 0..<14 {
             var best17: Float = (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)])
             var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            for ky19 in 0..<2 {
-              for kx20 in 0..<2 {
-                bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
-                best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) : best17)
-              }
-            }
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)]) : best17)
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(288 &+ f14)]) : best17)
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(288 &+ f14)]) : best17)
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f14)]) : best17)
             arena[((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
             arena[(401408 &+ ((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
@@ -110,45 +112,45 @@ public func simplecnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g21 in 0..<1 {
-    for j22 in 0..<64 {
-      for r23 in 0..<288 {
-        do {  // SIMD16 over i24
-          var i24 = 0
-          while i24 &+ 16 <= 196 {
-            store16(arena, ((1204224 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
-            i24 &+= 16
+  for g19 in 0..<1 {
+    for j20 in 0..<64 {
+      for r21 in 0..<288 {
+        do {  // SIMD16 over i22
+          var i22 = 0
+          while i22 &+ 16 <= 196 {
+            store16(arena, ((1204224 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
+            i22 &+= 16
           }
-          while i24 < 196 {
-            arena[(((1204224 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
-            i24 &+= 1
+          while i22 < 196 {
+            arena[(((1204224 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
+            i22 &+= 1
           }
         }
       }
-      for c25 in 0..<32 {
-        for ky26 in 0..<3 {
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
-              for ox28 in 0..<13 {
-                arena[((((1204224 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+      for c23 in 0..<32 {
+        for ky24 in 0..<3 {
+          for oy25 in 0..<14 {
+            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
+              for ox26 in 0..<13 {
+                arena[((((1204224 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
-              do {  // SIMD16 over ox30
-                var ox30 = 0
-                while ox30 < 14 {
-                  arena[((((1204224 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
-                  ox30 &+= 1
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
+              do {  // SIMD16 over ox28
+                var ox28 = 0
+                while ox28 < 14 {
+                  arena[((((1204224 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
+                  ox28 &+= 1
                 }
               }
             }
           }
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((1204224 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
+              for ox30 in 0..<13 {
+                arena[((((1204224 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
               }
             }
           }
@@ -156,20 +158,22 @@ public func simplecnn_train_b64(
       }
     }
     sgemm(101, 111, 111, 64, 12544, 288, 1, params + 320, 288, arena + 1204224, 12544, Float(bitPattern: 0x0), arena + 4816896, 12544)
-    for j33 in 0..<64 {
-      for f34 in 0..<64 {
-        for py35 in 0..<7 {
-          for px36 in 0..<7 {
-            var best37: Float = (arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(18752 &+ f34)])
-            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
-            for ky39 in 0..<2 {
-              for kx40 in 0..<2 {
-                bi38 = ((arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
-                best37 = ((arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? (arena[(((4816896 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) : best37)
-              }
-            }
-            arena[(802816 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
-            arena[(1003520 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
+    for j31 in 0..<64 {
+      for f32 in 0..<64 {
+        for py33 in 0..<7 {
+          for px34 in 0..<7 {
+            var best35: Float = (arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)])
+            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
+            bi36 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
+            best35 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)]) : best35)
+            bi36 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
+            best35 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(18752 &+ f32)]) : best35)
+            bi36 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
+            best35 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(18752 &+ f32)]) : best35)
+            bi36 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
+            best35 = ((arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4816896 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f32)]) : best35)
+            arena[(802816 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
+            arena[(1003520 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
           }
         }
       }
@@ -178,190 +182,190 @@ public func simplecnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 802816, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1204224, 128)
-  for n41 in 0..<64 {
-    do {  // SIMD16 over u42
-      var u42 = 0
-      while u42 &+ 16 <= 128 {
-        store16(arena, (1204224 &+ (n41 &* 128)) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n41 &* 128)) &+ u42) + load16(params, 420224 &+ u42)), where: (load16(arena, (1204224 &+ (n41 &* 128)) &+ u42) + load16(params, 420224 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
-        u42 &+= 16
+  for n37 in 0..<64 {
+    do {  // SIMD16 over u38
+      var u38 = 0
+      while u38 &+ 16 <= 128 {
+        store16(arena, (1204224 &+ (n37 &* 128)) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n37 &* 128)) &+ u38) + load16(params, 420224 &+ u38)), where: (load16(arena, (1204224 &+ (n37 &* 128)) &+ u38) + load16(params, 420224 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
+        u38 &+= 16
       }
-      while u42 < 128 {
-        arena[((1204224 &+ (n41 &* 128)) &+ u42)] = ((arena[((1204224 &+ (n41 &* 128)) &+ u42)] + params[(420224 &+ u42)]) > Float(0) ? (arena[((1204224 &+ (n41 &* 128)) &+ u42)] + params[(420224 &+ u42)]) : Float(0))
-        u42 &+= 1
+      while u38 < 128 {
+        arena[((1204224 &+ (n37 &* 128)) &+ u38)] = ((arena[((1204224 &+ (n37 &* 128)) &+ u38)] + params[(420224 &+ u38)]) > Float(0) ? (arena[((1204224 &+ (n37 &* 128)) &+ u38)] + params[(420224 &+ u38)]) : Float(0))
+        u38 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
-  for i43 in 0..<8192 {
-    arena[(1212416 &+ i43)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i43) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i43)] * Float(2)) : Float(0))
+  for i39 in 0..<8192 {
+    arena[(1212416 &+ i39)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i39) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i39)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n44 in 0..<64 {
-    do {  // SIMD16 over u45
-      var u45 = 0
-      while u45 < 10 {
-        arena[((1220608 &+ (n44 &* 10)) &+ u45)] = (arena[((1220608 &+ (n44 &* 10)) &+ u45)] + params[(421632 &+ u45)])
-        u45 &+= 1
+  for n40 in 0..<64 {
+    do {  // SIMD16 over u41
+      var u41 = 0
+      while u41 < 10 {
+        arena[((1220608 &+ (n40 &* 10)) &+ u41)] = (arena[((1220608 &+ (n40 &* 10)) &+ u41)] + params[(421632 &+ u41)])
+        u41 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total46: Float = Float(0)
-  for n47 in 0..<64 {
-    var m48: Float = arena[(1220608 &+ (n47 &* 10))]
-    for k50 in 0..<10 {
-      m48 = { let x = m48, y = arena[((1220608 &+ (n47 &* 10)) &+ k50)]; return y > x ? y : x }()
+  var total42: Float = Float(0)
+  for n43 in 0..<64 {
+    var m44: Float = arena[(1220608 &+ (n43 &* 10))]
+    for k46 in 0..<10 {
+      m44 = { let x = m44, y = arena[((1220608 &+ (n43 &* 10)) &+ k46)]; return y > x ? y : x }()
     }
-    var s49: Float = Float(0)
-    for k51 in 0..<10 {
-      s49 = (s49 + expf((arena[((1220608 &+ (n47 &* 10)) &+ k51)] - m48)))
+    var s45: Float = Float(0)
+    for k47 in 0..<10 {
+      s45 = (s45 + expf((arena[((1220608 &+ (n43 &* 10)) &+ k47)] - m44)))
     }
-    total46 = (total46 + ((m48 + logf(s49)) - arena[((1220608 &+ (n47 &* 10)) &+ Int(labels[n47]))]))
+    total42 = (total42 + ((m44 + logf(s45)) - arena[((1220608 &+ (n43 &* 10)) &+ Int(labels[n43]))]))
   }
-  arena[1221248] = (total46 / Float(64))
+  arena[1221248] = (total42 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n52 in 0..<64 {
-    var m53: Float = arena[(1220608 &+ (n52 &* 10))]
-    for k55 in 0..<10 {
-      m53 = { let x = m53, y = arena[((1220608 &+ (n52 &* 10)) &+ k55)]; return y > x ? y : x }()
+  for n48 in 0..<64 {
+    var m49: Float = arena[(1220608 &+ (n48 &* 10))]
+    for k51 in 0..<10 {
+      m49 = { let x = m49, y = arena[((1220608 &+ (n48 &* 10)) &+ k51)]; return y > x ? y : x }()
     }
-    var s54: Float = Float(0)
-    for k56 in 0..<10 {
-      s54 = (s54 + expf((arena[((1220608 &+ (n52 &* 10)) &+ k56)] - m53)))
+    var s50: Float = Float(0)
+    for k52 in 0..<10 {
+      s50 = (s50 + expf((arena[((1220608 &+ (n48 &* 10)) &+ k52)] - m49)))
     }
-    for k57 in 0..<10 {
-      arena[((1221264 &+ (n52 &* 10)) &+ k57)] = ((k57 == Int(labels[n52]) ? ((expf((arena[((1220608 &+ (n52 &* 10)) &+ k57)] - m53)) / s54) - Float(1)) : (expf((arena[((1220608 &+ (n52 &* 10)) &+ k57)] - m53)) / s54)) / Float(64))
+    for k53 in 0..<10 {
+      arena[((1221264 &+ (n48 &* 10)) &+ k53)] = ((k53 == Int(labels[n48]) ? ((expf((arena[((1220608 &+ (n48 &* 10)) &+ k53)] - m49)) / s50) - Float(1)) : (expf((arena[((1220608 &+ (n48 &* 10)) &+ k53)] - m49)) / s50)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u58 in 0..<10 {
-    var acc59: Float = Float(0)
-    for n60 in 0..<64 {
-      acc59 = (acc59 + arena[((1221264 &+ (n60 &* 10)) &+ u58)])
+  for u54 in 0..<10 {
+    var acc55: Float = Float(0)
+    for n56 in 0..<64 {
+      acc55 = (acc55 + arena[((1221264 &+ (n56 &* 10)) &+ u54)])
     }
-    grads[(421632 &+ u58)] = acc59
+    grads[(421632 &+ u54)] = acc55
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i61 in 0..<8192 {
-    arena[(1230096 &+ i61)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i61) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i61)] * Float(2)) : Float(0))
+  for i57 in 0..<8192 {
+    arena[(1230096 &+ i57)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i57) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i57)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i62
-    var i62 = 0
-    while i62 &+ 16 <= 8192 {
-      store16(arena, 1212416 &+ i62, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i62), where: load16(arena, 1204224 &+ i62) .> SIMD16<Float>(repeating: Float(0))))
-      i62 &+= 16
+  do {  // SIMD16 over i58
+    var i58 = 0
+    while i58 &+ 16 <= 8192 {
+      store16(arena, 1212416 &+ i58, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i58), where: load16(arena, 1204224 &+ i58) .> SIMD16<Float>(repeating: Float(0))))
+      i58 &+= 16
     }
-    while i62 < 8192 {
-      arena[(1212416 &+ i62)] = (arena[(1204224 &+ i62)] > Float(0) ? arena[(1230096 &+ i62)] : Float(0))
-      i62 &+= 1
+    while i58 < 8192 {
+      arena[(1212416 &+ i58)] = (arena[(1204224 &+ i58)] > Float(0) ? arena[(1230096 &+ i58)] : Float(0))
+      i58 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 3136, 64, 1, arena + 1212416, 128, arena + 802816, 3136, Float(bitPattern: 0x0), grads + 18816, 3136)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u63 in 0..<128 {
-    var acc64: Float = Float(0)
-    for n65 in 0..<64 {
-      acc64 = (acc64 + arena[((1212416 &+ (n65 &* 128)) &+ u63)])
+  for u59 in 0..<128 {
+    var acc60: Float = Float(0)
+    for n61 in 0..<64 {
+      acc60 = (acc60 + arena[((1212416 &+ (n61 &* 128)) &+ u59)])
     }
-    grads[(420224 &+ u63)] = acc64
+    grads[(420224 &+ u59)] = acc60
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 3136, 128, 1, arena + 1212416, 128, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1221264, 3136)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i66
-    var i66 = 0
-    while i66 &+ 16 <= 802816 {
-      store16(arena, 1421968 &+ i66, SIMD16<Float>(repeating: Float(0)))
-      i66 &+= 16
+  do {  // SIMD16 over i62
+    var i62 = 0
+    while i62 &+ 16 <= 802816 {
+      store16(arena, 1421968 &+ i62, SIMD16<Float>(repeating: Float(0)))
+      i62 &+= 16
     }
-    while i66 < 802816 {
-      arena[(1421968 &+ i66)] = Float(0)
-      i66 &+= 1
+    while i62 < 802816 {
+      arena[(1421968 &+ i62)] = Float(0)
+      i62 &+= 1
     }
   }
-  for q67 in 0..<4096 {
-    for i68 in 0..<49 {
-      if arena[(802816 &+ ((q67 &* 49) &+ i68))] > Float(0) {
-        arena[((1421968 &+ (q67 &* 196)) &+ Int(arena[(1003520 &+ ((q67 &* 49) &+ i68))]))] += arena[(1221264 &+ ((q67 &* 49) &+ i68))]
+  for q63 in 0..<4096 {
+    for i64 in 0..<49 {
+      if arena[(802816 &+ ((q63 &* 49) &+ i64))] > Float(0) {
+        arena[((1421968 &+ (q63 &* 196)) &+ Int(arena[(1003520 &+ ((q63 &* 49) &+ i64))]))] += arena[(1221264 &+ ((q63 &* 49) &+ i64))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i69
-    var i69 = 0
-    while i69 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i69, SIMD16<Float>(repeating: Float(0)))
-      i69 &+= 16
+  do {  // SIMD16 over i65
+    var i65 = 0
+    while i65 &+ 16 <= 18432 {
+      store16(grads, 320 &+ i65, SIMD16<Float>(repeating: Float(0)))
+      i65 &+= 16
     }
-    while i69 < 18432 {
-      grads[(320 &+ i69)] = Float(0)
-      i69 &+= 1
+    while i65 < 18432 {
+      grads[(320 &+ i65)] = Float(0)
+      i65 &+= 1
     }
   }
-  for g70 in 0..<1 {
-    for j71 in 0..<64 {
-      for r72 in 0..<288 {
-        do {  // SIMD16 over i73
-          var i73 = 0
-          while i73 &+ 16 <= 196 {
-            store16(arena, ((2224784 &+ (r72 &* 12544)) &+ (j71 &* 196)) &+ i73, SIMD16<Float>(repeating: Float(0)))
-            i73 &+= 16
+  for g66 in 0..<1 {
+    for j67 in 0..<64 {
+      for r68 in 0..<288 {
+        do {  // SIMD16 over i69
+          var i69 = 0
+          while i69 &+ 16 <= 196 {
+            store16(arena, ((2224784 &+ (r68 &* 12544)) &+ (j67 &* 196)) &+ i69, SIMD16<Float>(repeating: Float(0)))
+            i69 &+= 16
           }
-          while i73 < 196 {
-            arena[(((2224784 &+ (r72 &* 12544)) &+ (j71 &* 196)) &+ i73)] = Float(0)
-            i73 &+= 1
+          while i69 < 196 {
+            arena[(((2224784 &+ (r68 &* 12544)) &+ (j67 &* 196)) &+ i69)] = Float(0)
+            i69 &+= 1
           }
         }
       }
-      for c74 in 0..<32 {
-        for ky75 in 0..<3 {
-          for oy76 in 0..<14 {
-            if (-1 < ((oy76 &+ ky75) &+ -1) && ((oy76 &+ ky75) &+ -1) < 14) {
-              for ox77 in 0..<13 {
-                arena[((((2224784 &+ ((((c74 &* 3) &+ ky75) &* 3) &* 12544)) &+ (j71 &* 196)) &+ (oy76 &* 14)) &+ (ox77 &+ 1))] = arena[((((((g70 &* 64) &+ j71) &* 6272) &+ (c74 &* 196)) &+ (((oy76 &+ ky75) &+ -1) &* 14)) &+ ((ox77 &+ 1) &+ -1))]
+      for c70 in 0..<32 {
+        for ky71 in 0..<3 {
+          for oy72 in 0..<14 {
+            if (-1 < ((oy72 &+ ky71) &+ -1) && ((oy72 &+ ky71) &+ -1) < 14) {
+              for ox73 in 0..<13 {
+                arena[((((2224784 &+ ((((c70 &* 3) &+ ky71) &* 3) &* 12544)) &+ (j67 &* 196)) &+ (oy72 &* 14)) &+ (ox73 &+ 1))] = arena[((((((g66 &* 64) &+ j67) &* 6272) &+ (c70 &* 196)) &+ (((oy72 &+ ky71) &+ -1) &* 14)) &+ ((ox73 &+ 1) &+ -1))]
               }
             }
           }
-          for oy78 in 0..<14 {
-            if (-1 < ((oy78 &+ ky75) &+ -1) && ((oy78 &+ ky75) &+ -1) < 14) {
-              do {  // SIMD16 over ox79
-                var ox79 = 0
-                while ox79 < 14 {
-                  arena[((((2224784 &+ (((((c74 &* 3) &+ ky75) &* 3) &+ 1) &* 12544)) &+ (j71 &* 196)) &+ (oy78 &* 14)) &+ ox79)] = arena[((((((g70 &* 64) &+ j71) &* 6272) &+ (c74 &* 196)) &+ (((oy78 &+ ky75) &+ -1) &* 14)) &+ ox79)]
-                  ox79 &+= 1
+          for oy74 in 0..<14 {
+            if (-1 < ((oy74 &+ ky71) &+ -1) && ((oy74 &+ ky71) &+ -1) < 14) {
+              do {  // SIMD16 over ox75
+                var ox75 = 0
+                while ox75 < 14 {
+                  arena[((((2224784 &+ (((((c70 &* 3) &+ ky71) &* 3) &+ 1) &* 12544)) &+ (j67 &* 196)) &+ (oy74 &* 14)) &+ ox75)] = arena[((((((g66 &* 64) &+ j67) &* 6272) &+ (c70 &* 196)) &+ (((oy74 &+ ky71) &+ -1) &* 14)) &+ ox75)]
+                  ox75 &+= 1
                 }
               }
             }
           }
-          for oy80 in 0..<14 {
-            if (-1 < ((oy80 &+ ky75) &+ -1) && ((oy80 &+ ky75) &+ -1) < 14) {
-              for ox81 in 0..<13 {
-                arena[((((2224784 &+ (((((c74 &* 3) &+ ky75) &* 3) &+ 2) &* 12544)) &+ (j71 &* 196)) &+ (oy80 &* 14)) &+ ox81)] = arena[((((((g70 &* 64) &+ j71) &* 6272) &+ (c74 &* 196)) &+ (((oy80 &+ ky75) &+ -1) &* 14)) &+ (ox81 &+ 1))]
+          for oy76 in 0..<14 {
+            if (-1 < ((oy76 &+ ky71) &+ -1) && ((oy76 &+ ky71) &+ -1) < 14) {
+              for ox77 in 0..<13 {
+                arena[((((2224784 &+ (((((c70 &* 3) &+ ky71) &* 3) &+ 2) &* 12544)) &+ (j67 &* 196)) &+ (oy76 &* 14)) &+ ox77)] = arena[((((((g66 &* 64) &+ j67) &* 6272) &+ (c70 &* 196)) &+ (((oy76 &+ ky71) &+ -1) &* 14)) &+ (ox77 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j82 in 0..<64 {
-      for f83 in 0..<64 {
-        do {  // SIMD16 over i84
-          var i84 = 0
-          while i84 &+ 16 <= 196 {
-            store16(arena, ((5837456 &+ (f83 &* 12544)) &+ (j82 &* 196)) &+ i84, load16(arena, ((1421968 &+ (((g70 &* 64) &+ j82) &* 12544)) &+ (f83 &* 196)) &+ i84))
-            i84 &+= 16
+    for j78 in 0..<64 {
+      for f79 in 0..<64 {
+        do {  // SIMD16 over i80
+          var i80 = 0
+          while i80 &+ 16 <= 196 {
+            store16(arena, ((5837456 &+ (f79 &* 12544)) &+ (j78 &* 196)) &+ i80, load16(arena, ((1421968 &+ (((g66 &* 64) &+ j78) &* 12544)) &+ (f79 &* 196)) &+ i80))
+            i80 &+= 16
           }
-          while i84 < 196 {
-            arena[(((5837456 &+ (f83 &* 12544)) &+ (j82 &* 196)) &+ i84)] = arena[(((1421968 &+ (((g70 &* 64) &+ j82) &* 12544)) &+ (f83 &* 196)) &+ i84)]
-            i84 &+= 1
+          while i80 < 196 {
+            arena[(((5837456 &+ (f79 &* 12544)) &+ (j78 &* 196)) &+ i80)] = arena[(((1421968 &+ (((g66 &* 64) &+ j78) &* 12544)) &+ (f79 &* 196)) &+ i80)]
+            i80 &+= 1
           }
         }
       }
@@ -369,65 +373,65 @@ public func simplecnn_train_b64(
     sgemm(101, 111, 112, 64, 288, 12544, 1, arena + 5837456, 12544, arena + 2224784, 12544, Float(bitPattern: 0x3f800000), grads + 320, 288)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f85 in 0..<64 {
-    var acc86: Float = Float(0)
-    for img87 in 0..<64 {
-      for i88 in 0..<196 {
-        acc86 = (acc86 + arena[(((1421968 &+ (img87 &* 12544)) &+ (f85 &* 196)) &+ i88)])
+  for f81 in 0..<64 {
+    var acc82: Float = Float(0)
+    for img83 in 0..<64 {
+      for i84 in 0..<196 {
+        acc82 = (acc82 + arena[(((1421968 &+ (img83 &* 12544)) &+ (f81 &* 196)) &+ i84)])
       }
     }
-    grads[(18752 &+ f85)] = acc86
+    grads[(18752 &+ f81)] = acc82
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i89
-    var i89 = 0
-    while i89 &+ 16 <= 401408 {
-      store16(arena, 802816 &+ i89, SIMD16<Float>(repeating: Float(0)))
-      i89 &+= 16
+  do {  // SIMD16 over i85
+    var i85 = 0
+    while i85 &+ 16 <= 401408 {
+      store16(arena, 802816 &+ i85, SIMD16<Float>(repeating: Float(0)))
+      i85 &+= 16
     }
-    while i89 < 401408 {
-      arena[(802816 &+ i89)] = Float(0)
-      i89 &+= 1
+    while i85 < 401408 {
+      arena[(802816 &+ i85)] = Float(0)
+      i85 &+= 1
     }
   }
-  for g90 in 0..<1 {
-    for j91 in 0..<64 {
-      for f92 in 0..<64 {
-        do {  // SIMD16 over i93
-          var i93 = 0
-          while i93 &+ 16 <= 196 {
-            store16(arena, ((5837456 &+ (f92 &* 12544)) &+ (j91 &* 196)) &+ i93, load16(arena, ((1421968 &+ (((g90 &* 64) &+ j91) &* 12544)) &+ (f92 &* 196)) &+ i93))
-            i93 &+= 16
+  for g86 in 0..<1 {
+    for j87 in 0..<64 {
+      for f88 in 0..<64 {
+        do {  // SIMD16 over i89
+          var i89 = 0
+          while i89 &+ 16 <= 196 {
+            store16(arena, ((5837456 &+ (f88 &* 12544)) &+ (j87 &* 196)) &+ i89, load16(arena, ((1421968 &+ (((g86 &* 64) &+ j87) &* 12544)) &+ (f88 &* 196)) &+ i89))
+            i89 &+= 16
           }
-          while i93 < 196 {
-            arena[(((5837456 &+ (f92 &* 12544)) &+ (j91 &* 196)) &+ i93)] = arena[(((1421968 &+ (((g90 &* 64) &+ j91) &* 12544)) &+ (f92 &* 196)) &+ i93)]
-            i93 &+= 1
+          while i89 < 196 {
+            arena[(((5837456 &+ (f88 &* 12544)) &+ (j87 &* 196)) &+ i89)] = arena[(((1421968 &+ (((g86 &* 64) &+ j87) &* 12544)) &+ (f88 &* 196)) &+ i89)]
+            i89 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 288, 12544, 64, 1, params + 320, 288, arena + 5837456, 12544, Float(bitPattern: 0x0), arena + 2224784, 12544)
-    for j94 in 0..<64 {
-      for c95 in 0..<32 {
-        for ky96 in 0..<3 {
+    for j90 in 0..<64 {
+      for c91 in 0..<32 {
+        for ky92 in 0..<3 {
+          for oy93 in 0..<14 {
+            if (-1 < ((oy93 &+ ky92) &+ -1) && ((oy93 &+ ky92) &+ -1) < 14) {
+              for ox94 in 0..<13 {
+                arena[((((802816 &+ (((g86 &* 64) &+ j90) &* 6272)) &+ (c91 &* 196)) &+ (((oy93 &+ ky92) &+ -1) &* 14)) &+ ((ox94 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c91 &* 3) &+ ky92) &* 3) &* 12544)) &+ (j90 &* 196)) &+ (oy93 &* 14)) &+ (ox94 &+ 1))]
+              }
+            }
+          }
+          for oy95 in 0..<14 {
+            if (-1 < ((oy95 &+ ky92) &+ -1) && ((oy95 &+ ky92) &+ -1) < 14) {
+              for ox96 in 0..<14 {
+                arena[((((802816 &+ (((g86 &* 64) &+ j90) &* 6272)) &+ (c91 &* 196)) &+ (((oy95 &+ ky92) &+ -1) &* 14)) &+ ox96)] += arena[((((2224784 &+ (((((c91 &* 3) &+ ky92) &* 3) &+ 1) &* 12544)) &+ (j90 &* 196)) &+ (oy95 &* 14)) &+ ox96)]
+              }
+            }
+          }
           for oy97 in 0..<14 {
-            if (-1 < ((oy97 &+ ky96) &+ -1) && ((oy97 &+ ky96) &+ -1) < 14) {
+            if (-1 < ((oy97 &+ ky92) &+ -1) && ((oy97 &+ ky92) &+ -1) < 14) {
               for ox98 in 0..<13 {
-                arena[((((802816 &+ (((g90 &* 64) &+ j94) &* 6272)) &+ (c95 &* 196)) &+ (((oy97 &+ ky96) &+ -1) &* 14)) &+ ((ox98 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c95 &* 3) &+ ky96) &* 3) &* 12544)) &+ (j94 &* 196)) &+ (oy97 &* 14)) &+ (ox98 &+ 1))]
-              }
-            }
-          }
-          for oy99 in 0..<14 {
-            if (-1 < ((oy99 &+ ky96) &+ -1) && ((oy99 &+ ky96) &+ -1) < 14) {
-              for ox100 in 0..<14 {
-                arena[((((802816 &+ (((g90 &* 64) &+ j94) &* 6272)) &+ (c95 &* 196)) &+ (((oy99 &+ ky96) &+ -1) &* 14)) &+ ox100)] += arena[((((2224784 &+ (((((c95 &* 3) &+ ky96) &* 3) &+ 1) &* 12544)) &+ (j94 &* 196)) &+ (oy99 &* 14)) &+ ox100)]
-              }
-            }
-          }
-          for oy101 in 0..<14 {
-            if (-1 < ((oy101 &+ ky96) &+ -1) && ((oy101 &+ ky96) &+ -1) < 14) {
-              for ox102 in 0..<13 {
-                arena[((((802816 &+ (((g90 &* 64) &+ j94) &* 6272)) &+ (c95 &* 196)) &+ (((oy101 &+ ky96) &+ -1) &* 14)) &+ (ox102 &+ 1))] += arena[((((2224784 &+ (((((c95 &* 3) &+ ky96) &* 3) &+ 2) &* 12544)) &+ (j94 &* 196)) &+ (oy101 &* 14)) &+ ox102)]
+                arena[((((802816 &+ (((g86 &* 64) &+ j90) &* 6272)) &+ (c91 &* 196)) &+ (((oy97 &+ ky92) &+ -1) &* 14)) &+ (ox98 &+ 1))] += arena[((((2224784 &+ (((((c91 &* 3) &+ ky92) &* 3) &+ 2) &* 12544)) &+ (j90 &* 196)) &+ (oy97 &* 14)) &+ ox98)]
               }
             }
           }
@@ -436,96 +440,96 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i103
-    var i103 = 0
-    while i103 &+ 16 <= 1605632 {
-      store16(arena, 1221264 &+ i103, SIMD16<Float>(repeating: Float(0)))
-      i103 &+= 16
+  do {  // SIMD16 over i99
+    var i99 = 0
+    while i99 &+ 16 <= 1605632 {
+      store16(arena, 1221264 &+ i99, SIMD16<Float>(repeating: Float(0)))
+      i99 &+= 16
     }
-    while i103 < 1605632 {
-      arena[(1221264 &+ i103)] = Float(0)
-      i103 &+= 1
+    while i99 < 1605632 {
+      arena[(1221264 &+ i99)] = Float(0)
+      i99 &+= 1
     }
   }
-  for q104 in 0..<2048 {
-    for i105 in 0..<196 {
-      if arena[((q104 &* 196) &+ i105)] > Float(0) {
-        arena[((1221264 &+ (q104 &* 784)) &+ Int(arena[(401408 &+ ((q104 &* 196) &+ i105))]))] += arena[(802816 &+ ((q104 &* 196) &+ i105))]
+  for q100 in 0..<2048 {
+    for i101 in 0..<196 {
+      if arena[((q100 &* 196) &+ i101)] > Float(0) {
+        arena[((1221264 &+ (q100 &* 784)) &+ Int(arena[(401408 &+ ((q100 &* 196) &+ i101))]))] += arena[(802816 &+ ((q100 &* 196) &+ i101))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i106
-    var i106 = 0
-    while i106 &+ 16 <= 288 {
-      store16(grads, 0 &+ i106, SIMD16<Float>(repeating: Float(0)))
-      i106 &+= 16
+  do {  // SIMD16 over i102
+    var i102 = 0
+    while i102 &+ 16 <= 288 {
+      store16(grads, 0 &+ i102, SIMD16<Float>(repeating: Float(0)))
+      i102 &+= 16
     }
-    while i106 < 288 {
-      grads[i106] = Float(0)
-      i106 &+= 1
+    while i102 < 288 {
+      grads[i102] = Float(0)
+      i102 &+= 1
     }
   }
-  for g107 in 0..<1 {
-    for j108 in 0..<64 {
-      for r109 in 0..<9 {
-        do {  // SIMD16 over i110
-          var i110 = 0
-          while i110 &+ 16 <= 784 {
-            store16(arena, ((2826896 &+ (r109 &* 50176)) &+ (j108 &* 784)) &+ i110, SIMD16<Float>(repeating: Float(0)))
-            i110 &+= 16
+  for g103 in 0..<1 {
+    for j104 in 0..<64 {
+      for r105 in 0..<9 {
+        do {  // SIMD16 over i106
+          var i106 = 0
+          while i106 &+ 16 <= 784 {
+            store16(arena, ((2826896 &+ (r105 &* 50176)) &+ (j104 &* 784)) &+ i106, SIMD16<Float>(repeating: Float(0)))
+            i106 &+= 16
           }
-          while i110 < 784 {
-            arena[(((2826896 &+ (r109 &* 50176)) &+ (j108 &* 784)) &+ i110)] = Float(0)
-            i110 &+= 1
+          while i106 < 784 {
+            arena[(((2826896 &+ (r105 &* 50176)) &+ (j104 &* 784)) &+ i106)] = Float(0)
+            i106 &+= 1
           }
         }
       }
-      for c111 in 0..<1 {
-        for ky112 in 0..<3 {
+      for c107 in 0..<1 {
+        for ky108 in 0..<3 {
+          for oy109 in 0..<28 {
+            if (-1 < ((oy109 &+ ky108) &+ -1) && ((oy109 &+ ky108) &+ -1) < 28) {
+              for ox110 in 0..<27 {
+                arena[((((2826896 &+ ((((c107 &* 3) &+ ky108) &* 3) &* 50176)) &+ (j104 &* 784)) &+ (oy109 &* 28)) &+ (ox110 &+ 1))] = images[((((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy109 &+ ky108) &+ -1) &* 28)) &+ ((ox110 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy111 in 0..<28 {
+            if (-1 < ((oy111 &+ ky108) &+ -1) && ((oy111 &+ ky108) &+ -1) < 28) {
+              do {  // SIMD16 over ox112
+                var ox112 = 0
+                while ox112 &+ 16 <= 28 {
+                  store16(arena, (((2826896 &+ (((((c107 &* 3) &+ ky108) &* 3) &+ 1) &* 50176)) &+ (j104 &* 784)) &+ (oy111 &* 28)) &+ ox112, load16(images, (((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy111 &+ ky108) &+ -1) &* 28)) &+ ox112))
+                  ox112 &+= 16
+                }
+                while ox112 < 28 {
+                  arena[((((2826896 &+ (((((c107 &* 3) &+ ky108) &* 3) &+ 1) &* 50176)) &+ (j104 &* 784)) &+ (oy111 &* 28)) &+ ox112)] = images[((((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy111 &+ ky108) &+ -1) &* 28)) &+ ox112)]
+                  ox112 &+= 1
+                }
+              }
+            }
+          }
           for oy113 in 0..<28 {
-            if (-1 < ((oy113 &+ ky112) &+ -1) && ((oy113 &+ ky112) &+ -1) < 28) {
+            if (-1 < ((oy113 &+ ky108) &+ -1) && ((oy113 &+ ky108) &+ -1) < 28) {
               for ox114 in 0..<27 {
-                arena[((((2826896 &+ ((((c111 &* 3) &+ ky112) &* 3) &* 50176)) &+ (j108 &* 784)) &+ (oy113 &* 28)) &+ (ox114 &+ 1))] = images[((((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy113 &+ ky112) &+ -1) &* 28)) &+ ((ox114 &+ 1) &+ -1))]
-              }
-            }
-          }
-          for oy115 in 0..<28 {
-            if (-1 < ((oy115 &+ ky112) &+ -1) && ((oy115 &+ ky112) &+ -1) < 28) {
-              do {  // SIMD16 over ox116
-                var ox116 = 0
-                while ox116 &+ 16 <= 28 {
-                  store16(arena, (((2826896 &+ (((((c111 &* 3) &+ ky112) &* 3) &+ 1) &* 50176)) &+ (j108 &* 784)) &+ (oy115 &* 28)) &+ ox116, load16(images, (((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy115 &+ ky112) &+ -1) &* 28)) &+ ox116))
-                  ox116 &+= 16
-                }
-                while ox116 < 28 {
-                  arena[((((2826896 &+ (((((c111 &* 3) &+ ky112) &* 3) &+ 1) &* 50176)) &+ (j108 &* 784)) &+ (oy115 &* 28)) &+ ox116)] = images[((((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy115 &+ ky112) &+ -1) &* 28)) &+ ox116)]
-                  ox116 &+= 1
-                }
-              }
-            }
-          }
-          for oy117 in 0..<28 {
-            if (-1 < ((oy117 &+ ky112) &+ -1) && ((oy117 &+ ky112) &+ -1) < 28) {
-              for ox118 in 0..<27 {
-                arena[((((2826896 &+ (((((c111 &* 3) &+ ky112) &* 3) &+ 2) &* 50176)) &+ (j108 &* 784)) &+ (oy117 &* 28)) &+ ox118)] = images[((((((g107 &* 64) &+ j108) &* 784) &+ (c111 &* 784)) &+ (((oy117 &+ ky112) &+ -1) &* 28)) &+ (ox118 &+ 1))]
+                arena[((((2826896 &+ (((((c107 &* 3) &+ ky108) &* 3) &+ 2) &* 50176)) &+ (j104 &* 784)) &+ (oy113 &* 28)) &+ ox114)] = images[((((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy113 &+ ky108) &+ -1) &* 28)) &+ (ox114 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j119 in 0..<64 {
-      for f120 in 0..<32 {
-        do {  // SIMD16 over i121
-          var i121 = 0
-          while i121 &+ 16 <= 784 {
-            store16(arena, ((3278480 &+ (f120 &* 50176)) &+ (j119 &* 784)) &+ i121, load16(arena, ((1221264 &+ (((g107 &* 64) &+ j119) &* 25088)) &+ (f120 &* 784)) &+ i121))
-            i121 &+= 16
+    for j115 in 0..<64 {
+      for f116 in 0..<32 {
+        do {  // SIMD16 over i117
+          var i117 = 0
+          while i117 &+ 16 <= 784 {
+            store16(arena, ((3278480 &+ (f116 &* 50176)) &+ (j115 &* 784)) &+ i117, load16(arena, ((1221264 &+ (((g103 &* 64) &+ j115) &* 25088)) &+ (f116 &* 784)) &+ i117))
+            i117 &+= 16
           }
-          while i121 < 784 {
-            arena[(((3278480 &+ (f120 &* 50176)) &+ (j119 &* 784)) &+ i121)] = arena[(((1221264 &+ (((g107 &* 64) &+ j119) &* 25088)) &+ (f120 &* 784)) &+ i121)]
-            i121 &+= 1
+          while i117 < 784 {
+            arena[(((3278480 &+ (f116 &* 50176)) &+ (j115 &* 784)) &+ i117)] = arena[(((1221264 &+ (((g103 &* 64) &+ j115) &* 25088)) &+ (f116 &* 784)) &+ i117)]
+            i117 &+= 1
           }
         }
       }
@@ -533,37 +537,37 @@ public func simplecnn_train_b64(
     sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 3278480, 50176, arena + 2826896, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f122 in 0..<32 {
-    var acc123: Float = Float(0)
-    for img124 in 0..<64 {
-      for i125 in 0..<784 {
-        acc123 = (acc123 + arena[(((1221264 &+ (img124 &* 25088)) &+ (f122 &* 784)) &+ i125)])
+  for f118 in 0..<32 {
+    var acc119: Float = Float(0)
+    for img120 in 0..<64 {
+      for i121 in 0..<784 {
+        acc119 = (acc119 + arena[(((1221264 &+ (img120 &* 25088)) &+ (f118 &* 784)) &+ i121)])
       }
     }
-    grads[(288 &+ f122)] = acc123
+    grads[(288 &+ f118)] = acc119
   }
   // adam = update of 421642 parameters
-  var step_size126: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt127: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i128
-    var i128 = 0
-    while i128 &+ 16 <= 421642 {
-      let g_v = (load16(grads, 0 &+ i128) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i128)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i128)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i128)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i128, m_new_v)
-      store16(v, 0 &+ i128, v_new_v)
-      store16(params, 0 &+ i128, (load16(params, 0 &+ i128) - ((SIMD16<Float>(repeating: step_size126) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt127)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i128 &+= 16
+  var step_size122: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt123: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i124
+    var i124 = 0
+    while i124 &+ 16 <= 421642 {
+      let g_v = (load16(grads, 0 &+ i124) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i124)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i124)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i124)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i124, m_new_v)
+      store16(v, 0 &+ i124, v_new_v)
+      store16(params, 0 &+ i124, (load16(params, 0 &+ i124) - ((SIMD16<Float>(repeating: step_size122) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt123)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i124 &+= 16
     }
-    while i128 < 421642 {
-      var g: Float = (grads[i128] + (Float(0) * params[i128]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i128]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i128]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i128] = m_new
-      v[i128] = v_new
-      params[i128] = (params[i128] - ((step_size126 * m_new) / ((sqrtf(v_new) / bc2_sqrt127) + Float(bitPattern: 0x322bcc77))))
-      i128 &+= 1
+    while i124 < 421642 {
+      var g: Float = (grads[i124] + (Float(0) * params[i124]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i124]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i124]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i124] = m_new
+      v[i124] = v_new
+      params[i124] = (params[i124] - ((step_size122 * m_new) / ((sqrtf(v_new) / bc2_sqrt123) + Float(bitPattern: 0x322bcc77))))
+      i124 &+= 1
     }
   }
 }
@@ -635,12 +639,14 @@ public func simplecnn_infer_b64(
           for px16 in 0..<14 {
             var best17: Float = (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)])
             var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            for ky19 in 0..<2 {
-              for kx20 in 0..<2 {
-                bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
-                best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(288 &+ f14)]) : best17)
-              }
-            }
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(288 &+ f14)]) : best17)
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(288 &+ f14)]) : best17)
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(288 &+ f14)]) : best17)
+            bi18 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
+            best17 = ((arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f14)]) > best17 ? (arena[(((1254400 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f14)]) : best17)
             arena[((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
             arena[(401408 &+ ((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
@@ -649,45 +655,45 @@ public func simplecnn_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g21 in 0..<1 {
-    for j22 in 0..<64 {
-      for r23 in 0..<288 {
-        do {  // SIMD16 over i24
-          var i24 = 0
-          while i24 &+ 16 <= 196 {
-            store16(arena, ((802816 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
-            i24 &+= 16
+  for g19 in 0..<1 {
+    for j20 in 0..<64 {
+      for r21 in 0..<288 {
+        do {  // SIMD16 over i22
+          var i22 = 0
+          while i22 &+ 16 <= 196 {
+            store16(arena, ((802816 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
+            i22 &+= 16
           }
-          while i24 < 196 {
-            arena[(((802816 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
-            i24 &+= 1
+          while i22 < 196 {
+            arena[(((802816 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
+            i22 &+= 1
           }
         }
       }
-      for c25 in 0..<32 {
-        for ky26 in 0..<3 {
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
-              for ox28 in 0..<13 {
-                arena[((((802816 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+      for c23 in 0..<32 {
+        for ky24 in 0..<3 {
+          for oy25 in 0..<14 {
+            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
+              for ox26 in 0..<13 {
+                arena[((((802816 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
-              do {  // SIMD16 over ox30
-                var ox30 = 0
-                while ox30 < 14 {
-                  arena[((((802816 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
-                  ox30 &+= 1
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
+              do {  // SIMD16 over ox28
+                var ox28 = 0
+                while ox28 < 14 {
+                  arena[((((802816 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
+                  ox28 &+= 1
                 }
               }
             }
           }
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((802816 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 6272) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
+              for ox30 in 0..<13 {
+                arena[((((802816 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
               }
             }
           }
@@ -695,20 +701,22 @@ public func simplecnn_infer_b64(
       }
     }
     sgemm(101, 111, 111, 64, 12544, 288, 1, params + 320, 288, arena + 802816, 12544, Float(bitPattern: 0x0), arena + 4415488, 12544)
-    for j33 in 0..<64 {
-      for f34 in 0..<64 {
-        for py35 in 0..<7 {
-          for px36 in 0..<7 {
-            var best37: Float = (arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(18752 &+ f34)])
-            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
-            for ky39 in 0..<2 {
-              for kx40 in 0..<2 {
-                bi38 = ((arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
-                best37 = ((arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) > best37 ? (arena[(((4415488 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(18752 &+ f34)]) : best37)
-              }
-            }
-            arena[(401408 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
-            arena[(602112 &+ ((((((g21 &* 64) &+ j33) &* 3136) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
+    for j31 in 0..<64 {
+      for f32 in 0..<64 {
+        for py33 in 0..<7 {
+          for px34 in 0..<7 {
+            var best35: Float = (arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)])
+            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
+            bi36 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
+            best35 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(18752 &+ f32)]) : best35)
+            bi36 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
+            best35 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(18752 &+ f32)]) : best35)
+            bi36 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
+            best35 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(18752 &+ f32)]) : best35)
+            bi36 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
+            best35 = ((arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f32)]) > best35 ? (arena[(((4415488 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f32)]) : best35)
+            arena[(401408 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
+            arena[(602112 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
           }
         }
       }
@@ -717,28 +725,28 @@ public func simplecnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 401408, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 0, 128)
-  for n41 in 0..<64 {
-    do {  // SIMD16 over u42
-      var u42 = 0
-      while u42 &+ 16 <= 128 {
-        store16(arena, (n41 &* 128) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 420224 &+ u42)), where: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 420224 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
-        u42 &+= 16
+  for n37 in 0..<64 {
+    do {  // SIMD16 over u38
+      var u38 = 0
+      while u38 &+ 16 <= 128 {
+        store16(arena, (n37 &* 128) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 420224 &+ u38)), where: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 420224 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
+        u38 &+= 16
       }
-      while u42 < 128 {
-        arena[((n41 &* 128) &+ u42)] = ((arena[((n41 &* 128) &+ u42)] + params[(420224 &+ u42)]) > Float(0) ? (arena[((n41 &* 128) &+ u42)] + params[(420224 &+ u42)]) : Float(0))
-        u42 &+= 1
+      while u38 < 128 {
+        arena[((n37 &* 128) &+ u38)] = ((arena[((n37 &* 128) &+ u38)] + params[(420224 &+ u38)]) > Float(0) ? (arena[((n37 &* 128) &+ u38)] + params[(420224 &+ u38)]) : Float(0))
+        u38 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n43 in 0..<64 {
-    do {  // SIMD16 over u44
-      var u44 = 0
-      while u44 < 10 {
-        arena[((8192 &+ (n43 &* 10)) &+ u44)] = (arena[((8192 &+ (n43 &* 10)) &+ u44)] + params[(421632 &+ u44)])
-        u44 &+= 1
+  for n39 in 0..<64 {
+    do {  // SIMD16 over u40
+      var u40 = 0
+      while u40 < 10 {
+        arena[((8192 &+ (n39 &* 10)) &+ u40)] = (arena[((8192 &+ (n39 &* 10)) &+ u40)] + params[(421632 &+ u40)])
+        u40 &+= 1
       }
     }
   }

@@ -7,19 +7,19 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt125 = alloca float, align 4
-  %adam.step_size124 = alloca float, align 4
-  %conv1_bias_grad.acc121 = alloca float, align 4
-  %conv2_bias_grad.acc84 = alloca float, align 4
-  %fc1_bias_grad.acc62 = alloca float, align 4
-  %fc2_bias_grad.acc58 = alloca float, align 4
-  %fc2_grad.s53 = alloca float, align 4
-  %fc2_grad.m52 = alloca float, align 4
-  %loss.s48 = alloca float, align 4
-  %loss.m47 = alloca float, align 4
-  %loss.total45 = alloca float, align 4
-  %conv2.bi38 = alloca float, align 4
-  %conv2.best37 = alloca float, align 4
+  %adam.bc2_sqrt121 = alloca float, align 4
+  %adam.step_size120 = alloca float, align 4
+  %conv1_bias_grad.acc117 = alloca float, align 4
+  %conv2_bias_grad.acc80 = alloca float, align 4
+  %fc1_bias_grad.acc58 = alloca float, align 4
+  %fc2_bias_grad.acc54 = alloca float, align 4
+  %fc2_grad.s49 = alloca float, align 4
+  %fc2_grad.m48 = alloca float, align 4
+  %loss.s44 = alloca float, align 4
+  %loss.m43 = alloca float, align 4
+  %loss.total41 = alloca float, align 4
+  %conv2.bi36 = alloca float, align 4
+  %conv2.best35 = alloca float, align 4
   %conv1.bi18 = alloca float, align 4
   %conv1.best17 = alloca float, align 4
   br label %conv1.g1
@@ -29,7 +29,7 @@ conv1.g1:                                         ; preds = %conv1.j13.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g21
+  br label %conv2.g19
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
@@ -285,8 +285,8 @@ conv1.py15.end:                                   ; preds = %conv1.px16.end
   %108 = icmp slt i64 %f14.next, 16
   br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
   %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 852992, %109
   %111 = mul nsw i64 %conv1.j1327, 784
@@ -307,2002 +307,2310 @@ conv1.px16:                                       ; preds = %conv1.ky19.end, %co
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
   store float %124, ptr %conv1.bi18, align 4
-  br label %conv1.ky19
-
-conv1.px16.end:                                   ; preds = %conv1.ky19.end
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %conv1.py15, label %conv1.py15.end
-
-conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
-  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
-  br label %conv1.kx20
-
-conv1.ky19.end:                                   ; preds = %conv1.kx20.end
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %126 = fcmp ogt float %best1743, 0.000000e+00
-  %best1744 = load float, ptr %conv1.best17, align 4
-  %127 = select i1 %126, float %best1744, float 0.000000e+00
-  %128 = mul nsw i64 %conv1.g11, 64
-  %129 = add nsw i64 %128, %conv1.j1327
-  %130 = mul nsw i64 %129, 3136
-  %131 = mul nsw i64 %conv1.f1428, 196
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv1.py1529, 14
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %conv1.px1630
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena45, align 4
-  %bi1846 = load float, ptr %conv1.bi18, align 4
-  %136 = mul nsw i64 %conv1.g11, 64
-  %137 = add nsw i64 %136, %conv1.j1327
-  %138 = mul nsw i64 %137, 3136
-  %139 = mul nsw i64 %conv1.f1428, 196
-  %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %conv1.py1529, 14
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %conv1.px1630
-  %144 = add nsw i64 200704, %143
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1846, ptr %arena47, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %conv1.px16, label %conv1.px16.end
-
-conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
-  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
-  %146 = mul nsw i64 %conv1.f1428, 50176
-  %147 = add nsw i64 852992, %146
-  %148 = mul nsw i64 %conv1.j1327, 784
-  %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %conv1.py1529, 56
-  %151 = mul nsw i64 %conv1.px1630, 2
-  %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %conv1.ky1933, 28
-  %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %conv1.kx2034
-  %156 = add nsw i64 %149, %155
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 144, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %158
-  %159 = load float, ptr %params36, align 4
-  %160 = fadd float %157, %159
+  %125 = mul nsw i64 %conv1.f1428, 50176
+  %126 = add nsw i64 852992, %125
+  %127 = mul nsw i64 %conv1.j1327, 784
+  %128 = add nsw i64 %126, %127
+  %129 = mul nsw i64 %conv1.py1529, 56
+  %130 = mul nsw i64 %conv1.px1630, 2
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %128, %131
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load float, ptr %arena33, align 4
+  %134 = add nsw i64 144, %conv1.f1428
+  %params34 = getelementptr inbounds float, ptr %params, i64 %134
+  %135 = load float, ptr %params34, align 4
+  %136 = fadd float %133, %135
   %best17 = load float, ptr %conv1.best17, align 4
-  %161 = fcmp ogt float %160, %best17
-  %162 = mul nsw i64 %conv1.py1529, 56
-  %163 = mul nsw i64 %conv1.px1630, 2
-  %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %conv1.ky1933, 28
-  %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %conv1.kx2034
-  %168 = sitofp i64 %167 to float
+  %137 = fcmp ogt float %136, %best17
+  %138 = mul nsw i64 %conv1.py1529, 56
+  %139 = mul nsw i64 %conv1.px1630, 2
+  %140 = add nsw i64 %138, %139
+  %141 = sitofp i64 %140 to float
   %bi18 = load float, ptr %conv1.bi18, align 4
-  %169 = select i1 %161, float %168, float %bi18
-  store float %169, ptr %conv1.bi18, align 4
-  %170 = mul nsw i64 %conv1.f1428, 50176
-  %171 = add nsw i64 852992, %170
-  %172 = mul nsw i64 %conv1.j1327, 784
-  %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %conv1.py1529, 56
-  %175 = mul nsw i64 %conv1.px1630, 2
-  %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv1.ky1933, 28
-  %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %conv1.kx2034
-  %180 = add nsw i64 %173, %179
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena37, align 4
-  %182 = add nsw i64 144, %conv1.f1428
-  %params38 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params38, align 4
-  %184 = fadd float %181, %183
-  %best1739 = load float, ptr %conv1.best17, align 4
-  %185 = fcmp ogt float %184, %best1739
-  %186 = mul nsw i64 %conv1.f1428, 50176
-  %187 = add nsw i64 852992, %186
-  %188 = mul nsw i64 %conv1.j1327, 784
-  %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
+  %142 = select i1 %137, float %141, float %bi18
+  store float %142, ptr %conv1.bi18, align 4
+  %143 = mul nsw i64 %conv1.f1428, 50176
+  %144 = add nsw i64 852992, %143
+  %145 = mul nsw i64 %conv1.j1327, 784
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %conv1.py1529, 56
+  %148 = mul nsw i64 %conv1.px1630, 2
+  %149 = add nsw i64 %147, %148
+  %150 = add nsw i64 %146, %149
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena35, align 4
+  %152 = add nsw i64 144, %conv1.f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params36, align 4
+  %154 = fadd float %151, %153
+  %best1737 = load float, ptr %conv1.best17, align 4
+  %155 = fcmp ogt float %154, %best1737
+  %156 = mul nsw i64 %conv1.f1428, 50176
+  %157 = add nsw i64 852992, %156
+  %158 = mul nsw i64 %conv1.j1327, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1.py1529, 56
+  %161 = mul nsw i64 %conv1.px1630, 2
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 %159, %162
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load float, ptr %arena38, align 4
+  %165 = add nsw i64 144, %conv1.f1428
+  %params39 = getelementptr inbounds float, ptr %params, i64 %165
+  %166 = load float, ptr %params39, align 4
+  %167 = fadd float %164, %166
+  %best1740 = load float, ptr %conv1.best17, align 4
+  %168 = select i1 %155, float %167, float %best1740
+  store float %168, ptr %conv1.best17, align 4
+  %169 = mul nsw i64 %conv1.f1428, 50176
+  %170 = add nsw i64 852992, %169
+  %171 = mul nsw i64 %conv1.j1327, 784
+  %172 = add nsw i64 %170, %171
+  %173 = mul nsw i64 %conv1.py1529, 56
+  %174 = mul nsw i64 %conv1.px1630, 2
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 %175, 1
+  %177 = add nsw i64 %172, %176
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load float, ptr %arena41, align 4
+  %179 = add nsw i64 144, %conv1.f1428
+  %params42 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params42, align 4
+  %181 = fadd float %178, %180
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %182 = fcmp ogt float %181, %best1743
+  %183 = mul nsw i64 %conv1.py1529, 56
+  %184 = mul nsw i64 %conv1.px1630, 2
+  %185 = add nsw i64 %183, %184
+  %186 = add nsw i64 %185, 1
+  %187 = sitofp i64 %186 to float
+  %bi1844 = load float, ptr %conv1.bi18, align 4
+  %188 = select i1 %182, float %187, float %bi1844
+  store float %188, ptr %conv1.bi18, align 4
+  %189 = mul nsw i64 %conv1.f1428, 50176
+  %190 = add nsw i64 852992, %189
+  %191 = mul nsw i64 %conv1.j1327, 784
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %conv1.ky1933, 28
-  %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %conv1.kx2034
-  %196 = add nsw i64 %189, %195
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena40, align 4
-  %198 = add nsw i64 144, %conv1.f1428
-  %params41 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params41, align 4
-  %200 = fadd float %197, %199
-  %best1742 = load float, ptr %conv1.best17, align 4
-  %201 = select i1 %185, float %200, float %best1742
-  store float %201, ptr %conv1.best17, align 4
-  %kx20.next = add nsw i64 %conv1.kx2034, 1
-  %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
+  %193 = mul nsw i64 %conv1.py1529, 56
+  %194 = mul nsw i64 %conv1.px1630, 2
+  %195 = add nsw i64 %193, %194
+  %196 = add nsw i64 %195, 1
+  %197 = add nsw i64 %192, %196
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
+  %198 = load float, ptr %arena45, align 4
+  %199 = add nsw i64 144, %conv1.f1428
+  %params46 = getelementptr inbounds float, ptr %params, i64 %199
+  %200 = load float, ptr %params46, align 4
+  %201 = fadd float %198, %200
+  %best1747 = load float, ptr %conv1.best17, align 4
+  %202 = fcmp ogt float %201, %best1747
+  %203 = mul nsw i64 %conv1.f1428, 50176
+  %204 = add nsw i64 852992, %203
+  %205 = mul nsw i64 %conv1.j1327, 784
+  %206 = add nsw i64 %204, %205
+  %207 = mul nsw i64 %conv1.py1529, 56
+  %208 = mul nsw i64 %conv1.px1630, 2
+  %209 = add nsw i64 %207, %208
+  %210 = add nsw i64 %209, 1
+  %211 = add nsw i64 %206, %210
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
+  %212 = load float, ptr %arena48, align 4
+  %213 = add nsw i64 144, %conv1.f1428
+  %params49 = getelementptr inbounds float, ptr %params, i64 %213
+  %214 = load float, ptr %params49, align 4
+  %215 = fadd float %212, %214
+  %best1750 = load float, ptr %conv1.best17, align 4
+  %216 = select i1 %202, float %215, float %best1750
+  store float %216, ptr %conv1.best17, align 4
+  %217 = mul nsw i64 %conv1.f1428, 50176
+  %218 = add nsw i64 852992, %217
+  %219 = mul nsw i64 %conv1.j1327, 784
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv1.py1529, 56
+  %222 = mul nsw i64 %conv1.px1630, 2
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %223, 28
+  %225 = add nsw i64 %220, %224
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena51, align 4
+  %227 = add nsw i64 144, %conv1.f1428
+  %params52 = getelementptr inbounds float, ptr %params, i64 %227
+  %228 = load float, ptr %params52, align 4
+  %229 = fadd float %226, %228
+  %best1753 = load float, ptr %conv1.best17, align 4
+  %230 = fcmp ogt float %229, %best1753
+  %231 = mul nsw i64 %conv1.py1529, 56
+  %232 = mul nsw i64 %conv1.px1630, 2
+  %233 = add nsw i64 %231, %232
+  %234 = add nsw i64 %233, 28
+  %235 = sitofp i64 %234 to float
+  %bi1854 = load float, ptr %conv1.bi18, align 4
+  %236 = select i1 %230, float %235, float %bi1854
+  store float %236, ptr %conv1.bi18, align 4
+  %237 = mul nsw i64 %conv1.f1428, 50176
+  %238 = add nsw i64 852992, %237
+  %239 = mul nsw i64 %conv1.j1327, 784
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %conv1.py1529, 56
+  %242 = mul nsw i64 %conv1.px1630, 2
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 28
+  %245 = add nsw i64 %240, %244
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
+  %246 = load float, ptr %arena55, align 4
+  %247 = add nsw i64 144, %conv1.f1428
+  %params56 = getelementptr inbounds float, ptr %params, i64 %247
+  %248 = load float, ptr %params56, align 4
+  %249 = fadd float %246, %248
+  %best1757 = load float, ptr %conv1.best17, align 4
+  %250 = fcmp ogt float %249, %best1757
+  %251 = mul nsw i64 %conv1.f1428, 50176
+  %252 = add nsw i64 852992, %251
+  %253 = mul nsw i64 %conv1.j1327, 784
+  %254 = add nsw i64 %252, %253
+  %255 = mul nsw i64 %conv1.py1529, 56
+  %256 = mul nsw i64 %conv1.px1630, 2
+  %257 = add nsw i64 %255, %256
+  %258 = add nsw i64 %257, 28
+  %259 = add nsw i64 %254, %258
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load float, ptr %arena58, align 4
+  %261 = add nsw i64 144, %conv1.f1428
+  %params59 = getelementptr inbounds float, ptr %params, i64 %261
+  %262 = load float, ptr %params59, align 4
+  %263 = fadd float %260, %262
+  %best1760 = load float, ptr %conv1.best17, align 4
+  %264 = select i1 %250, float %263, float %best1760
+  store float %264, ptr %conv1.best17, align 4
+  %265 = mul nsw i64 %conv1.f1428, 50176
+  %266 = add nsw i64 852992, %265
+  %267 = mul nsw i64 %conv1.j1327, 784
+  %268 = add nsw i64 %266, %267
+  %269 = mul nsw i64 %conv1.py1529, 56
+  %270 = mul nsw i64 %conv1.px1630, 2
+  %271 = add nsw i64 %269, %270
+  %272 = add nsw i64 %271, 28
+  %273 = add nsw i64 %272, 1
+  %274 = add nsw i64 %268, %273
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
+  %275 = load float, ptr %arena61, align 4
+  %276 = add nsw i64 144, %conv1.f1428
+  %params62 = getelementptr inbounds float, ptr %params, i64 %276
+  %277 = load float, ptr %params62, align 4
+  %278 = fadd float %275, %277
+  %best1763 = load float, ptr %conv1.best17, align 4
+  %279 = fcmp ogt float %278, %best1763
+  %280 = mul nsw i64 %conv1.py1529, 56
+  %281 = mul nsw i64 %conv1.px1630, 2
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 %282, 28
+  %284 = add nsw i64 %283, 1
+  %285 = sitofp i64 %284 to float
+  %bi1864 = load float, ptr %conv1.bi18, align 4
+  %286 = select i1 %279, float %285, float %bi1864
+  store float %286, ptr %conv1.bi18, align 4
+  %287 = mul nsw i64 %conv1.f1428, 50176
+  %288 = add nsw i64 852992, %287
+  %289 = mul nsw i64 %conv1.j1327, 784
+  %290 = add nsw i64 %288, %289
+  %291 = mul nsw i64 %conv1.py1529, 56
+  %292 = mul nsw i64 %conv1.px1630, 2
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 %293, 28
+  %295 = add nsw i64 %294, 1
+  %296 = add nsw i64 %290, %295
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena65, align 4
+  %298 = add nsw i64 144, %conv1.f1428
+  %params66 = getelementptr inbounds float, ptr %params, i64 %298
+  %299 = load float, ptr %params66, align 4
+  %300 = fadd float %297, %299
+  %best1767 = load float, ptr %conv1.best17, align 4
+  %301 = fcmp ogt float %300, %best1767
+  %302 = mul nsw i64 %conv1.f1428, 50176
+  %303 = add nsw i64 852992, %302
+  %304 = mul nsw i64 %conv1.j1327, 784
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %conv1.py1529, 56
+  %307 = mul nsw i64 %conv1.px1630, 2
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 %308, 28
+  %310 = add nsw i64 %309, 1
+  %311 = add nsw i64 %305, %310
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
+  %312 = load float, ptr %arena68, align 4
+  %313 = add nsw i64 144, %conv1.f1428
+  %params69 = getelementptr inbounds float, ptr %params, i64 %313
+  %314 = load float, ptr %params69, align 4
+  %315 = fadd float %312, %314
+  %best1770 = load float, ptr %conv1.best17, align 4
+  %316 = select i1 %301, float %315, float %best1770
+  store float %316, ptr %conv1.best17, align 4
+  %best1771 = load float, ptr %conv1.best17, align 4
+  %317 = fcmp ogt float %best1771, 0.000000e+00
+  %best1772 = load float, ptr %conv1.best17, align 4
+  %318 = select i1 %317, float %best1772, float 0.000000e+00
+  %319 = mul nsw i64 %conv1.g11, 64
+  %320 = add nsw i64 %319, %conv1.j1327
+  %321 = mul nsw i64 %320, 3136
+  %322 = mul nsw i64 %conv1.f1428, 196
+  %323 = add nsw i64 %321, %322
+  %324 = mul nsw i64 %conv1.py1529, 14
+  %325 = add nsw i64 %323, %324
+  %326 = add nsw i64 %325, %conv1.px1630
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
+  store float %318, ptr %arena73, align 4
+  %bi1874 = load float, ptr %conv1.bi18, align 4
+  %327 = mul nsw i64 %conv1.g11, 64
+  %328 = add nsw i64 %327, %conv1.j1327
+  %329 = mul nsw i64 %328, 3136
+  %330 = mul nsw i64 %conv1.f1428, 196
+  %331 = add nsw i64 %329, %330
+  %332 = mul nsw i64 %conv1.py1529, 14
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %333, %conv1.px1630
+  %335 = add nsw i64 200704, %334
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
+  store float %bi1874, ptr %arena75, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
+  %336 = icmp slt i64 %px16.next, 14
+  br i1 %336, label %conv1.px16, label %conv1.px16.end
 
-conv1.kx20.end:                                   ; preds = %conv1.kx20
-  %ky19.next = add nsw i64 %conv1.ky1933, 1
-  %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
+conv1.px16.end:                                   ; preds = %conv1.px16
+  %py15.next = add nsw i64 %conv1.py1529, 1
+  %337 = icmp slt i64 %py15.next, 14
+  br i1 %337, label %conv1.py15, label %conv1.py15.end
 
-conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
-  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
-  br label %conv2.j22
+conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
+  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
+  br label %conv2.j20
 
-conv2.g21.end:                                    ; preds = %conv2.j33.end
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params96 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 602112
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena95, i32 1568, ptr %params96, i32 1568, float 0.000000e+00, ptr %arena97, i32 128)
-  br label %fc1.n41
+conv2.g19.end:                                    ; preds = %conv2.j31.end
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params152 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 602112
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena151, i32 1568, ptr %params152, i32 1568, float 0.000000e+00, ptr %arena153, i32 128)
+  br label %fc1.n37
 
-conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
-  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
-  br label %conv2.r23
+conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
+  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
+  br label %conv2.r21
 
-conv2.j22.end:                                    ; preds = %conv2.c25.end
-  %params71 = getelementptr inbounds float, ptr %params, i64 160
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 602112
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 2408448
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params71, i32 144, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
-  br label %conv2.j33
+conv2.j20.end:                                    ; preds = %conv2.c23.end
+  %params99 = getelementptr inbounds float, ptr %params, i64 160
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 602112
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 2408448
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params99, i32 144, ptr %arena100, i32 12544, float 0.000000e+00, ptr %arena101, i32 12544)
+  br label %conv2.j31
 
-conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
-  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
-  br label %conv2.i24
+conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
+  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
+  br label %conv2.i22
 
-conv2.r23.end:                                    ; preds = %conv2.i24.end
-  br label %conv2.c25
+conv2.r21.end:                                    ; preds = %conv2.i22.end
+  br label %conv2.c23
 
-conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
-  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
-  %204 = mul nsw i64 %conv2.r2350, 12544
-  %205 = add nsw i64 602112, %204
-  %206 = mul nsw i64 %conv2.j2249, 196
-  %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %conv2.i2451
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena52, align 4
-  %i24.next = add nsw i64 %conv2.i2451, 1
-  %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %conv2.i24, label %conv2.i24.end
+conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
+  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
+  %338 = mul nsw i64 %conv2.r2178, 12544
+  %339 = add nsw i64 602112, %338
+  %340 = mul nsw i64 %conv2.j2077, 196
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, %conv2.i2279
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
+  store float 0.000000e+00, ptr %arena80, align 4
+  %i22.next = add nsw i64 %conv2.i2279, 1
+  %343 = icmp slt i64 %i22.next, 196
+  br i1 %343, label %conv2.i22, label %conv2.i22.end
 
-conv2.i24.end:                                    ; preds = %conv2.i24
-  %r23.next = add nsw i64 %conv2.r2350, 1
-  %210 = icmp slt i64 %r23.next, 144
-  br i1 %210, label %conv2.r23, label %conv2.r23.end
+conv2.i22.end:                                    ; preds = %conv2.i22
+  %r21.next = add nsw i64 %conv2.r2178, 1
+  %344 = icmp slt i64 %r21.next, 144
+  br i1 %344, label %conv2.r21, label %conv2.r21.end
 
-conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
-  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
-  br label %conv2.ky26
+conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
+  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
+  br label %conv2.ky24
 
-conv2.c25.end:                                    ; preds = %conv2.ky26.end
-  %j22.next = add nsw i64 %conv2.j2249, 1
-  %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %conv2.j22, label %conv2.j22.end
+conv2.c23.end:                                    ; preds = %conv2.ky24.end
+  %j20.next = add nsw i64 %conv2.j2077, 1
+  %345 = icmp slt i64 %j20.next, 64
+  br i1 %345, label %conv2.j20, label %conv2.j20.end
 
-conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
-  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
+  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
+  br label %conv2.oy25
+
+conv2.ky24.end:                                   ; preds = %conv2.oy29.end
+  %c23.next = add nsw i64 %conv2.c2381, 1
+  %346 = icmp slt i64 %c23.next, 16
+  br i1 %346, label %conv2.c23, label %conv2.c23.end
+
+conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
+  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
+  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %348 = add nsw i64 %347, -1
+  %349 = icmp slt i64 -1, %348
+  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %351 = add nsw i64 %350, -1
+  %352 = icmp slt i64 %351, 14
+  %353 = and i1 %349, %352
+  br i1 %353, label %conv2.then, label %conv2.endif
+
+conv2.oy25.end:                                   ; preds = %conv2.endif
   br label %conv2.oy27
 
-conv2.ky26.end:                                   ; preds = %conv2.oy31.end
-  %c25.next = add nsw i64 %conv2.c2553, 1
-  %212 = icmp slt i64 %c25.next, 16
-  br i1 %212, label %conv2.c25, label %conv2.c25.end
+conv2.then:                                       ; preds = %conv2.oy25
+  br label %conv2.ox26
 
-conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
-  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
-  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %214 = add nsw i64 %213, -1
-  %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %217 = add nsw i64 %216, -1
-  %218 = icmp slt i64 %217, 14
-  %219 = and i1 %215, %218
-  br i1 %219, label %conv2.then, label %conv2.endif
+conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
+  %oy25.next = add nsw i64 %conv2.oy2583, 1
+  %354 = icmp slt i64 %oy25.next, 14
+  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
 
-conv2.oy27.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy29
+conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
+  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
+  %355 = mul nsw i64 %conv2.g1976, 64
+  %356 = add nsw i64 %355, %conv2.j2077
+  %357 = mul nsw i64 %356, 3136
+  %358 = mul nsw i64 %conv2.c2381, 196
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %361 = add nsw i64 %360, -1
+  %362 = mul nsw i64 %361, 14
+  %363 = add nsw i64 %359, %362
+  %364 = add nsw i64 %conv2.ox2684, 1
+  %365 = add nsw i64 %364, -1
+  %366 = add nsw i64 %363, %365
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load float, ptr %arena85, align 4
+  %368 = mul nsw i64 %conv2.c2381, 3
+  %369 = add nsw i64 %368, %conv2.ky2482
+  %370 = mul nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 12544
+  %372 = add nsw i64 602112, %371
+  %373 = mul nsw i64 %conv2.j2077, 196
+  %374 = add nsw i64 %372, %373
+  %375 = mul nsw i64 %conv2.oy2583, 14
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 %conv2.ox2684, 1
+  %378 = add nsw i64 %376, %377
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
+  store float %367, ptr %arena86, align 4
+  %ox26.next = add nsw i64 %conv2.ox2684, 1
+  %379 = icmp slt i64 %ox26.next, 13
+  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
 
-conv2.then:                                       ; preds = %conv2.oy27
-  br label %conv2.ox28
-
-conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2755, 1
-  %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
-
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
-  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
-  %221 = mul nsw i64 %conv2.g2148, 64
-  %222 = add nsw i64 %221, %conv2.j2249
-  %223 = mul nsw i64 %222, 3136
-  %224 = mul nsw i64 %conv2.c2553, 196
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %227 = add nsw i64 %226, -1
-  %228 = mul nsw i64 %227, 14
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %conv2.ox2856, 1
-  %231 = add nsw i64 %230, -1
-  %232 = add nsw i64 %229, %231
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena57, align 4
-  %234 = mul nsw i64 %conv2.c2553, 3
-  %235 = add nsw i64 %234, %conv2.ky2654
-  %236 = mul nsw i64 %235, 3
-  %237 = mul nsw i64 %236, 12544
-  %238 = add nsw i64 602112, %237
-  %239 = mul nsw i64 %conv2.j2249, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.oy2755, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %conv2.ox2856, 1
-  %244 = add nsw i64 %242, %243
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena58, align 4
-  %ox28.next = add nsw i64 %conv2.ox2856, 1
-  %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
-
-conv2.ox28.end:                                   ; preds = %conv2.ox28
+conv2.ox26.end:                                   ; preds = %conv2.ox26
   br label %conv2.endif
 
-conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
-  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
-  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %247 = add nsw i64 %246, -1
-  %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %250 = add nsw i64 %249, -1
-  %251 = icmp slt i64 %250, 14
-  %252 = and i1 %248, %251
-  br i1 %252, label %conv2.then60, label %conv2.endif61
+conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
+  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
+  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %381 = add nsw i64 %380, -1
+  %382 = icmp slt i64 -1, %381
+  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %384 = add nsw i64 %383, -1
+  %385 = icmp slt i64 %384, 14
+  %386 = and i1 %382, %385
+  br i1 %386, label %conv2.then88, label %conv2.endif89
 
-conv2.oy29.end:                                   ; preds = %conv2.endif61
-  br label %conv2.oy31
+conv2.oy27.end:                                   ; preds = %conv2.endif89
+  br label %conv2.oy29
 
-conv2.then60:                                     ; preds = %conv2.oy29
+conv2.then88:                                     ; preds = %conv2.oy27
+  br label %conv2.ox28
+
+conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2787, 1
+  %387 = icmp slt i64 %oy27.next, 14
+  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
+  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
+  %388 = mul nsw i64 %conv2.g1976, 64
+  %389 = add nsw i64 %388, %conv2.j2077
+  %390 = mul nsw i64 %389, 3136
+  %391 = mul nsw i64 %conv2.c2381, 196
+  %392 = add nsw i64 %390, %391
+  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %394 = add nsw i64 %393, -1
+  %395 = mul nsw i64 %394, 14
+  %396 = add nsw i64 %392, %395
+  %397 = add nsw i64 %396, %conv2.ox2890
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
+  %398 = load float, ptr %arena91, align 4
+  %399 = mul nsw i64 %conv2.c2381, 3
+  %400 = add nsw i64 %399, %conv2.ky2482
+  %401 = mul nsw i64 %400, 3
+  %402 = add nsw i64 %401, 1
+  %403 = mul nsw i64 %402, 12544
+  %404 = add nsw i64 602112, %403
+  %405 = mul nsw i64 %conv2.j2077, 196
+  %406 = add nsw i64 %404, %405
+  %407 = mul nsw i64 %conv2.oy2787, 14
+  %408 = add nsw i64 %406, %407
+  %409 = add nsw i64 %408, %conv2.ox2890
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
+  store float %398, ptr %arena92, align 4
+  %ox28.next = add nsw i64 %conv2.ox2890, 1
+  %410 = icmp slt i64 %ox28.next, 14
+  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif89
+
+conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
+  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
+  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %412 = add nsw i64 %411, -1
+  %413 = icmp slt i64 -1, %412
+  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %415 = add nsw i64 %414, -1
+  %416 = icmp slt i64 %415, 14
+  %417 = and i1 %413, %416
+  br i1 %417, label %conv2.then94, label %conv2.endif95
+
+conv2.oy29.end:                                   ; preds = %conv2.endif95
+  %ky24.next = add nsw i64 %conv2.ky2482, 1
+  %418 = icmp slt i64 %ky24.next, 3
+  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
+
+conv2.then94:                                     ; preds = %conv2.oy29
   br label %conv2.ox30
 
-conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2959, 1
-  %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
+conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2993, 1
+  %419 = icmp slt i64 %oy29.next, 14
+  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
 
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
-  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
-  %254 = mul nsw i64 %conv2.g2148, 64
-  %255 = add nsw i64 %254, %conv2.j2249
-  %256 = mul nsw i64 %255, 3136
-  %257 = mul nsw i64 %conv2.c2553, 196
-  %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %260 = add nsw i64 %259, -1
-  %261 = mul nsw i64 %260, 14
-  %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %conv2.ox3062
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena63, align 4
-  %265 = mul nsw i64 %conv2.c2553, 3
-  %266 = add nsw i64 %265, %conv2.ky2654
-  %267 = mul nsw i64 %266, 3
-  %268 = add nsw i64 %267, 1
-  %269 = mul nsw i64 %268, 12544
-  %270 = add nsw i64 602112, %269
-  %271 = mul nsw i64 %conv2.j2249, 196
-  %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %conv2.oy2959, 14
-  %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %conv2.ox3062
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena64, align 4
-  %ox30.next = add nsw i64 %conv2.ox3062, 1
-  %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
+  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
+  %420 = mul nsw i64 %conv2.g1976, 64
+  %421 = add nsw i64 %420, %conv2.j2077
+  %422 = mul nsw i64 %421, 3136
+  %423 = mul nsw i64 %conv2.c2381, 196
+  %424 = add nsw i64 %422, %423
+  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %426 = add nsw i64 %425, -1
+  %427 = mul nsw i64 %426, 14
+  %428 = add nsw i64 %424, %427
+  %429 = add nsw i64 %conv2.ox3096, 1
+  %430 = add nsw i64 %428, %429
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
+  %431 = load float, ptr %arena97, align 4
+  %432 = mul nsw i64 %conv2.c2381, 3
+  %433 = add nsw i64 %432, %conv2.ky2482
+  %434 = mul nsw i64 %433, 3
+  %435 = add nsw i64 %434, 2
+  %436 = mul nsw i64 %435, 12544
+  %437 = add nsw i64 602112, %436
+  %438 = mul nsw i64 %conv2.j2077, 196
+  %439 = add nsw i64 %437, %438
+  %440 = mul nsw i64 %conv2.oy2993, 14
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 %441, %conv2.ox3096
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %431, ptr %arena98, align 4
+  %ox30.next = add nsw i64 %conv2.ox3096, 1
+  %443 = icmp slt i64 %ox30.next, 13
+  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
 
 conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif61
+  br label %conv2.endif95
 
-conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
-  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
-  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %278 = add nsw i64 %277, -1
-  %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %281 = add nsw i64 %280, -1
-  %282 = icmp slt i64 %281, 14
-  %283 = and i1 %279, %282
-  br i1 %283, label %conv2.then66, label %conv2.endif67
+conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
+  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
+  br label %conv2.f32
 
-conv2.oy31.end:                                   ; preds = %conv2.endif67
-  %ky26.next = add nsw i64 %conv2.ky2654, 1
-  %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
+conv2.j31.end:                                    ; preds = %conv2.f32.end
+  %g19.next = add nsw i64 %conv2.g1976, 1
+  %444 = icmp slt i64 %g19.next, 1
+  br i1 %444, label %conv2.g19, label %conv2.g19.end
 
-conv2.then66:                                     ; preds = %conv2.oy31
-  br label %conv2.ox32
+conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
+  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
+  br label %conv2.py33
 
-conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
-  %oy31.next = add nsw i64 %conv2.oy3165, 1
-  %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
+conv2.f32.end:                                    ; preds = %conv2.py33.end
+  %j31.next = add nsw i64 %conv2.j31102, 1
+  %445 = icmp slt i64 %j31.next, 64
+  br i1 %445, label %conv2.j31, label %conv2.j31.end
 
-conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
-  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
-  %286 = mul nsw i64 %conv2.g2148, 64
-  %287 = add nsw i64 %286, %conv2.j2249
-  %288 = mul nsw i64 %287, 3136
-  %289 = mul nsw i64 %conv2.c2553, 196
-  %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %292 = add nsw i64 %291, -1
-  %293 = mul nsw i64 %292, 14
-  %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %conv2.ox3268, 1
-  %296 = add nsw i64 %294, %295
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena69, align 4
-  %298 = mul nsw i64 %conv2.c2553, 3
-  %299 = add nsw i64 %298, %conv2.ky2654
-  %300 = mul nsw i64 %299, 3
-  %301 = add nsw i64 %300, 2
-  %302 = mul nsw i64 %301, 12544
-  %303 = add nsw i64 602112, %302
-  %304 = mul nsw i64 %conv2.j2249, 196
-  %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %conv2.oy3165, 14
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %conv2.ox3268
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena70, align 4
-  %ox32.next = add nsw i64 %conv2.ox3268, 1
-  %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
+conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
+  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
+  br label %conv2.px34
 
-conv2.ox32.end:                                   ; preds = %conv2.ox32
-  br label %conv2.endif67
+conv2.py33.end:                                   ; preds = %conv2.px34.end
+  %f32.next = add nsw i64 %conv2.f32103, 1
+  %446 = icmp slt i64 %f32.next, 32
+  br i1 %446, label %conv2.f32, label %conv2.f32.end
 
-conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
-  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
-  br label %conv2.f34
-
-conv2.j33.end:                                    ; preds = %conv2.f34.end
-  %g21.next = add nsw i64 %conv2.g2148, 1
-  %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %conv2.g21, label %conv2.g21.end
-
-conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
-  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
-  br label %conv2.py35
-
-conv2.f34.end:                                    ; preds = %conv2.py35.end
-  %j33.next = add nsw i64 %conv2.j3374, 1
-  %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %conv2.j33, label %conv2.j33.end
-
-conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
-  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
-  br label %conv2.px36
-
-conv2.py35.end:                                   ; preds = %conv2.px36.end
-  %f34.next = add nsw i64 %conv2.f3475, 1
-  %312 = icmp slt i64 %f34.next, 32
-  br i1 %312, label %conv2.f34, label %conv2.f34.end
-
-conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
-  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
-  %313 = mul nsw i64 %conv2.f3475, 12544
-  %314 = add nsw i64 2408448, %313
-  %315 = mul nsw i64 %conv2.j3374, 196
-  %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %conv2.py3576, 28
-  %318 = mul nsw i64 %conv2.px3677, 2
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %316, %319
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena78, align 4
-  %322 = add nsw i64 4768, %conv2.f3475
-  %params79 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params79, align 4
-  %324 = fadd float %321, %323
-  store float %324, ptr %conv2.best37, align 4
-  %325 = mul nsw i64 %conv2.py3576, 28
-  %326 = mul nsw i64 %conv2.px3677, 2
-  %327 = add nsw i64 %325, %326
-  %328 = sitofp i64 %327 to float
-  store float %328, ptr %conv2.bi38, align 4
-  br label %conv2.ky39
-
-conv2.px36.end:                                   ; preds = %conv2.ky39.end
-  %py35.next = add nsw i64 %conv2.py3576, 1
-  %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %conv2.py35, label %conv2.py35.end
-
-conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
-  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
-  br label %conv2.kx40
-
-conv2.ky39.end:                                   ; preds = %conv2.kx40.end
-  %best3790 = load float, ptr %conv2.best37, align 4
-  %330 = fcmp ogt float %best3790, 0.000000e+00
-  %best3791 = load float, ptr %conv2.best37, align 4
-  %331 = select i1 %330, float %best3791, float 0.000000e+00
-  %332 = mul nsw i64 %conv2.g2148, 64
-  %333 = add nsw i64 %332, %conv2.j3374
-  %334 = mul nsw i64 %333, 1568
-  %335 = mul nsw i64 %conv2.f3475, 49
-  %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %conv2.py3576, 7
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %conv2.px3677
-  %340 = add nsw i64 401408, %339
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena92, align 4
-  %bi3893 = load float, ptr %conv2.bi38, align 4
-  %341 = mul nsw i64 %conv2.g2148, 64
-  %342 = add nsw i64 %341, %conv2.j3374
-  %343 = mul nsw i64 %342, 1568
-  %344 = mul nsw i64 %conv2.f3475, 49
-  %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %conv2.py3576, 7
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %conv2.px3677
-  %349 = add nsw i64 501760, %348
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi3893, ptr %arena94, align 4
-  %px36.next = add nsw i64 %conv2.px3677, 1
-  %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %conv2.px36, label %conv2.px36.end
-
-conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
-  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
-  %351 = mul nsw i64 %conv2.f3475, 12544
-  %352 = add nsw i64 2408448, %351
-  %353 = mul nsw i64 %conv2.j3374, 196
-  %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %conv2.py3576, 28
-  %356 = mul nsw i64 %conv2.px3677, 2
-  %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %conv2.ky3980, 14
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %conv2.kx4081
-  %361 = add nsw i64 %354, %360
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena82, align 4
-  %363 = add nsw i64 4768, %conv2.f3475
-  %params83 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params83, align 4
-  %365 = fadd float %362, %364
-  %best37 = load float, ptr %conv2.best37, align 4
-  %366 = fcmp ogt float %365, %best37
-  %367 = mul nsw i64 %conv2.py3576, 28
-  %368 = mul nsw i64 %conv2.px3677, 2
-  %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %conv2.ky3980, 14
-  %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %conv2.kx4081
-  %373 = sitofp i64 %372 to float
-  %bi38 = load float, ptr %conv2.bi38, align 4
-  %374 = select i1 %366, float %373, float %bi38
-  store float %374, ptr %conv2.bi38, align 4
-  %375 = mul nsw i64 %conv2.f3475, 12544
-  %376 = add nsw i64 2408448, %375
-  %377 = mul nsw i64 %conv2.j3374, 196
-  %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %conv2.py3576, 28
-  %380 = mul nsw i64 %conv2.px3677, 2
-  %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %conv2.ky3980, 14
-  %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %conv2.kx4081
-  %385 = add nsw i64 %378, %384
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena84, align 4
-  %387 = add nsw i64 4768, %conv2.f3475
-  %params85 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params85, align 4
-  %389 = fadd float %386, %388
-  %best3786 = load float, ptr %conv2.best37, align 4
-  %390 = fcmp ogt float %389, %best3786
-  %391 = mul nsw i64 %conv2.f3475, 12544
-  %392 = add nsw i64 2408448, %391
-  %393 = mul nsw i64 %conv2.j3374, 196
-  %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %conv2.py3576, 28
-  %396 = mul nsw i64 %conv2.px3677, 2
-  %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %conv2.ky3980, 14
-  %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %conv2.kx4081
-  %401 = add nsw i64 %394, %400
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena87, align 4
-  %403 = add nsw i64 4768, %conv2.f3475
-  %params88 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params88, align 4
-  %405 = fadd float %402, %404
-  %best3789 = load float, ptr %conv2.best37, align 4
-  %406 = select i1 %390, float %405, float %best3789
-  store float %406, ptr %conv2.best37, align 4
-  %kx40.next = add nsw i64 %conv2.kx4081, 1
-  %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
-
-conv2.kx40.end:                                   ; preds = %conv2.kx40
-  %ky39.next = add nsw i64 %conv2.ky3980, 1
-  %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
-
-fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
-  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
-  br label %fc1.u42
-
-fc1.n41.end:                                      ; preds = %fc1.u42.end
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 602112
-  %params106 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 610304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena105, i32 128, ptr %params106, i32 128, float 0.000000e+00, ptr %arena107, i32 10)
-  br label %fc2.n43
-
-fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
-  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
-  %409 = mul nsw i64 %fc1.n4198, 128
-  %410 = add nsw i64 602112, %409
-  %411 = add nsw i64 %410, %fc1.u4299
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %411
-  %412 = load float, ptr %arena100, align 4
-  %413 = add nsw i64 205504, %fc1.u4299
-  %params101 = getelementptr inbounds float, ptr %params, i64 %413
-  %414 = load float, ptr %params101, align 4
-  %415 = fadd float %412, %414
-  %416 = fcmp ogt float %415, 0.000000e+00
-  %417 = mul nsw i64 %fc1.n4198, 128
-  %418 = add nsw i64 602112, %417
-  %419 = add nsw i64 %418, %fc1.u4299
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %419
-  %420 = load float, ptr %arena102, align 4
-  %421 = add nsw i64 205504, %fc1.u4299
-  %params103 = getelementptr inbounds float, ptr %params, i64 %421
-  %422 = load float, ptr %params103, align 4
-  %423 = fadd float %420, %422
-  %424 = select i1 %416, float %423, float 0.000000e+00
-  %425 = mul nsw i64 %fc1.n4198, 128
-  %426 = add nsw i64 602112, %425
-  %427 = add nsw i64 %426, %fc1.u4299
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %427
-  store float %424, ptr %arena104, align 4
-  %u42.next = add nsw i64 %fc1.u4299, 1
-  %428 = icmp slt i64 %u42.next, 128
-  br i1 %428, label %fc1.u42, label %fc1.u42.end
-
-fc1.u42.end:                                      ; preds = %fc1.u42
-  %n41.next = add nsw i64 %fc1.n4198, 1
-  %429 = icmp slt i64 %n41.next, 64
-  br i1 %429, label %fc1.n41, label %fc1.n41.end
-
-fc2.n43:                                          ; preds = %fc2.u44.end, %fc1.n41.end
-  %fc2.n43108 = phi i64 [ 0, %fc1.n41.end ], [ %n43.next, %fc2.u44.end ]
-  br label %fc2.u44
-
-fc2.n43.end:                                      ; preds = %fc2.u44.end
-  store float 0.000000e+00, ptr %loss.total45, align 4
-  br label %loss.n46
-
-fc2.u44:                                          ; preds = %fc2.u44, %fc2.n43
-  %fc2.u44109 = phi i64 [ 0, %fc2.n43 ], [ %u44.next, %fc2.u44 ]
-  %430 = mul nsw i64 %fc2.n43108, 10
-  %431 = add nsw i64 610304, %430
-  %432 = add nsw i64 %431, %fc2.u44109
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %432
-  %433 = load float, ptr %arena110, align 4
-  %434 = add nsw i64 206912, %fc2.u44109
-  %params111 = getelementptr inbounds float, ptr %params, i64 %434
-  %435 = load float, ptr %params111, align 4
-  %436 = fadd float %433, %435
-  %437 = mul nsw i64 %fc2.n43108, 10
-  %438 = add nsw i64 610304, %437
-  %439 = add nsw i64 %438, %fc2.u44109
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %439
-  store float %436, ptr %arena112, align 4
-  %u44.next = add nsw i64 %fc2.u44109, 1
-  %440 = icmp slt i64 %u44.next, 10
-  br i1 %440, label %fc2.u44, label %fc2.u44.end
-
-fc2.u44.end:                                      ; preds = %fc2.u44
-  %n43.next = add nsw i64 %fc2.n43108, 1
-  %441 = icmp slt i64 %n43.next, 64
-  br i1 %441, label %fc2.n43, label %fc2.n43.end
-
-loss.n46:                                         ; preds = %loss.k50.end, %fc2.n43.end
-  %loss.n46113 = phi i64 [ 0, %fc2.n43.end ], [ %n46.next, %loss.k50.end ]
-  %442 = mul nsw i64 %loss.n46113, 10
-  %443 = add nsw i64 610304, %442
-  %arena114 = getelementptr inbounds float, ptr %arena, i64 %443
-  %444 = load float, ptr %arena114, align 4
-  store float %444, ptr %loss.m47, align 4
-  br label %loss.k49
-
-loss.n46.end:                                     ; preds = %loss.k50.end
-  %total45124 = load float, ptr %loss.total45, align 4
-  %445 = fdiv float %total45124, 6.400000e+01
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 610944
-  store float %445, ptr %arena125, align 4
-  br label %fc2_grad.n51
-
-loss.k49:                                         ; preds = %loss.k49, %loss.n46
-  %loss.k49115 = phi i64 [ 0, %loss.n46 ], [ %k49.next, %loss.k49 ]
-  %m47 = load float, ptr %loss.m47, align 4
-  %446 = mul nsw i64 %loss.n46113, 10
-  %447 = add nsw i64 610304, %446
-  %448 = add nsw i64 %447, %loss.k49115
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load float, ptr %arena116, align 4
-  %450 = fcmp ogt float %449, %m47
-  %451 = select i1 %450, float %449, float %m47
-  store float %451, ptr %loss.m47, align 4
-  %k49.next = add nsw i64 %loss.k49115, 1
-  %452 = icmp slt i64 %k49.next, 10
-  br i1 %452, label %loss.k49, label %loss.k49.end
-
-loss.k49.end:                                     ; preds = %loss.k49
-  store float 0.000000e+00, ptr %loss.s48, align 4
-  br label %loss.k50
-
-loss.k50:                                         ; preds = %loss.k50, %loss.k49.end
-  %loss.k50117 = phi i64 [ 0, %loss.k49.end ], [ %k50.next, %loss.k50 ]
-  %s48 = load float, ptr %loss.s48, align 4
-  %453 = mul nsw i64 %loss.n46113, 10
-  %454 = add nsw i64 610304, %453
-  %455 = add nsw i64 %454, %loss.k50117
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load float, ptr %arena118, align 4
-  %m47119 = load float, ptr %loss.m47, align 4
-  %457 = fsub float %456, %m47119
-  %458 = call float @llvm.exp.f32(float %457)
-  %459 = fadd float %s48, %458
-  store float %459, ptr %loss.s48, align 4
-  %k50.next = add nsw i64 %loss.k50117, 1
-  %460 = icmp slt i64 %k50.next, 10
-  br i1 %460, label %loss.k50, label %loss.k50.end
-
-loss.k50.end:                                     ; preds = %loss.k50
-  %total45 = load float, ptr %loss.total45, align 4
-  %m47120 = load float, ptr %loss.m47, align 4
-  %s48121 = load float, ptr %loss.s48, align 4
-  %461 = call float @llvm.log.f32(float %s48121)
-  %462 = fadd float %m47120, %461
-  %463 = mul nsw i64 %loss.n46113, 10
-  %464 = add nsw i64 610304, %463
-  %labels122 = getelementptr inbounds i32, ptr %labels, i64 %loss.n46113
-  %label = load i32, ptr %labels122, align 4
-  %465 = sext i32 %label to i64
+conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
+  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
+  %447 = mul nsw i64 %conv2.f32103, 12544
+  %448 = add nsw i64 2408448, %447
+  %449 = mul nsw i64 %conv2.j31102, 196
+  %450 = add nsw i64 %448, %449
+  %451 = mul nsw i64 %conv2.py33104, 28
+  %452 = mul nsw i64 %conv2.px34105, 2
+  %453 = add nsw i64 %451, %452
+  %454 = add nsw i64 %450, %453
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
+  %455 = load float, ptr %arena106, align 4
+  %456 = add nsw i64 4768, %conv2.f32103
+  %params107 = getelementptr inbounds float, ptr %params, i64 %456
+  %457 = load float, ptr %params107, align 4
+  %458 = fadd float %455, %457
+  store float %458, ptr %conv2.best35, align 4
+  %459 = mul nsw i64 %conv2.py33104, 28
+  %460 = mul nsw i64 %conv2.px34105, 2
+  %461 = add nsw i64 %459, %460
+  %462 = sitofp i64 %461 to float
+  store float %462, ptr %conv2.bi36, align 4
+  %463 = mul nsw i64 %conv2.f32103, 12544
+  %464 = add nsw i64 2408448, %463
+  %465 = mul nsw i64 %conv2.j31102, 196
   %466 = add nsw i64 %464, %465
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %466
-  %467 = load float, ptr %arena123, align 4
-  %468 = fsub float %462, %467
-  %469 = fadd float %total45, %468
-  store float %469, ptr %loss.total45, align 4
-  %n46.next = add nsw i64 %loss.n46113, 1
-  %470 = icmp slt i64 %n46.next, 64
-  br i1 %470, label %loss.n46, label %loss.n46.end
+  %467 = mul nsw i64 %conv2.py33104, 28
+  %468 = mul nsw i64 %conv2.px34105, 2
+  %469 = add nsw i64 %467, %468
+  %470 = add nsw i64 %466, %469
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
+  %471 = load float, ptr %arena108, align 4
+  %472 = add nsw i64 4768, %conv2.f32103
+  %params109 = getelementptr inbounds float, ptr %params, i64 %472
+  %473 = load float, ptr %params109, align 4
+  %474 = fadd float %471, %473
+  %best35 = load float, ptr %conv2.best35, align 4
+  %475 = fcmp ogt float %474, %best35
+  %476 = mul nsw i64 %conv2.py33104, 28
+  %477 = mul nsw i64 %conv2.px34105, 2
+  %478 = add nsw i64 %476, %477
+  %479 = sitofp i64 %478 to float
+  %bi36 = load float, ptr %conv2.bi36, align 4
+  %480 = select i1 %475, float %479, float %bi36
+  store float %480, ptr %conv2.bi36, align 4
+  %481 = mul nsw i64 %conv2.f32103, 12544
+  %482 = add nsw i64 2408448, %481
+  %483 = mul nsw i64 %conv2.j31102, 196
+  %484 = add nsw i64 %482, %483
+  %485 = mul nsw i64 %conv2.py33104, 28
+  %486 = mul nsw i64 %conv2.px34105, 2
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 %484, %487
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena110, align 4
+  %490 = add nsw i64 4768, %conv2.f32103
+  %params111 = getelementptr inbounds float, ptr %params, i64 %490
+  %491 = load float, ptr %params111, align 4
+  %492 = fadd float %489, %491
+  %best35112 = load float, ptr %conv2.best35, align 4
+  %493 = fcmp ogt float %492, %best35112
+  %494 = mul nsw i64 %conv2.f32103, 12544
+  %495 = add nsw i64 2408448, %494
+  %496 = mul nsw i64 %conv2.j31102, 196
+  %497 = add nsw i64 %495, %496
+  %498 = mul nsw i64 %conv2.py33104, 28
+  %499 = mul nsw i64 %conv2.px34105, 2
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %497, %500
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena113, align 4
+  %503 = add nsw i64 4768, %conv2.f32103
+  %params114 = getelementptr inbounds float, ptr %params, i64 %503
+  %504 = load float, ptr %params114, align 4
+  %505 = fadd float %502, %504
+  %best35115 = load float, ptr %conv2.best35, align 4
+  %506 = select i1 %493, float %505, float %best35115
+  store float %506, ptr %conv2.best35, align 4
+  %507 = mul nsw i64 %conv2.f32103, 12544
+  %508 = add nsw i64 2408448, %507
+  %509 = mul nsw i64 %conv2.j31102, 196
+  %510 = add nsw i64 %508, %509
+  %511 = mul nsw i64 %conv2.py33104, 28
+  %512 = mul nsw i64 %conv2.px34105, 2
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, 1
+  %515 = add nsw i64 %510, %514
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena116, align 4
+  %517 = add nsw i64 4768, %conv2.f32103
+  %params117 = getelementptr inbounds float, ptr %params, i64 %517
+  %518 = load float, ptr %params117, align 4
+  %519 = fadd float %516, %518
+  %best35118 = load float, ptr %conv2.best35, align 4
+  %520 = fcmp ogt float %519, %best35118
+  %521 = mul nsw i64 %conv2.py33104, 28
+  %522 = mul nsw i64 %conv2.px34105, 2
+  %523 = add nsw i64 %521, %522
+  %524 = add nsw i64 %523, 1
+  %525 = sitofp i64 %524 to float
+  %bi36119 = load float, ptr %conv2.bi36, align 4
+  %526 = select i1 %520, float %525, float %bi36119
+  store float %526, ptr %conv2.bi36, align 4
+  %527 = mul nsw i64 %conv2.f32103, 12544
+  %528 = add nsw i64 2408448, %527
+  %529 = mul nsw i64 %conv2.j31102, 196
+  %530 = add nsw i64 %528, %529
+  %531 = mul nsw i64 %conv2.py33104, 28
+  %532 = mul nsw i64 %conv2.px34105, 2
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, 1
+  %535 = add nsw i64 %530, %534
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
+  %536 = load float, ptr %arena120, align 4
+  %537 = add nsw i64 4768, %conv2.f32103
+  %params121 = getelementptr inbounds float, ptr %params, i64 %537
+  %538 = load float, ptr %params121, align 4
+  %539 = fadd float %536, %538
+  %best35122 = load float, ptr %conv2.best35, align 4
+  %540 = fcmp ogt float %539, %best35122
+  %541 = mul nsw i64 %conv2.f32103, 12544
+  %542 = add nsw i64 2408448, %541
+  %543 = mul nsw i64 %conv2.j31102, 196
+  %544 = add nsw i64 %542, %543
+  %545 = mul nsw i64 %conv2.py33104, 28
+  %546 = mul nsw i64 %conv2.px34105, 2
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %547, 1
+  %549 = add nsw i64 %544, %548
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
+  %550 = load float, ptr %arena123, align 4
+  %551 = add nsw i64 4768, %conv2.f32103
+  %params124 = getelementptr inbounds float, ptr %params, i64 %551
+  %552 = load float, ptr %params124, align 4
+  %553 = fadd float %550, %552
+  %best35125 = load float, ptr %conv2.best35, align 4
+  %554 = select i1 %540, float %553, float %best35125
+  store float %554, ptr %conv2.best35, align 4
+  %555 = mul nsw i64 %conv2.f32103, 12544
+  %556 = add nsw i64 2408448, %555
+  %557 = mul nsw i64 %conv2.j31102, 196
+  %558 = add nsw i64 %556, %557
+  %559 = mul nsw i64 %conv2.py33104, 28
+  %560 = mul nsw i64 %conv2.px34105, 2
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, 14
+  %563 = add nsw i64 %558, %562
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
+  %564 = load float, ptr %arena126, align 4
+  %565 = add nsw i64 4768, %conv2.f32103
+  %params127 = getelementptr inbounds float, ptr %params, i64 %565
+  %566 = load float, ptr %params127, align 4
+  %567 = fadd float %564, %566
+  %best35128 = load float, ptr %conv2.best35, align 4
+  %568 = fcmp ogt float %567, %best35128
+  %569 = mul nsw i64 %conv2.py33104, 28
+  %570 = mul nsw i64 %conv2.px34105, 2
+  %571 = add nsw i64 %569, %570
+  %572 = add nsw i64 %571, 14
+  %573 = sitofp i64 %572 to float
+  %bi36129 = load float, ptr %conv2.bi36, align 4
+  %574 = select i1 %568, float %573, float %bi36129
+  store float %574, ptr %conv2.bi36, align 4
+  %575 = mul nsw i64 %conv2.f32103, 12544
+  %576 = add nsw i64 2408448, %575
+  %577 = mul nsw i64 %conv2.j31102, 196
+  %578 = add nsw i64 %576, %577
+  %579 = mul nsw i64 %conv2.py33104, 28
+  %580 = mul nsw i64 %conv2.px34105, 2
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, 14
+  %583 = add nsw i64 %578, %582
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
+  %584 = load float, ptr %arena130, align 4
+  %585 = add nsw i64 4768, %conv2.f32103
+  %params131 = getelementptr inbounds float, ptr %params, i64 %585
+  %586 = load float, ptr %params131, align 4
+  %587 = fadd float %584, %586
+  %best35132 = load float, ptr %conv2.best35, align 4
+  %588 = fcmp ogt float %587, %best35132
+  %589 = mul nsw i64 %conv2.f32103, 12544
+  %590 = add nsw i64 2408448, %589
+  %591 = mul nsw i64 %conv2.j31102, 196
+  %592 = add nsw i64 %590, %591
+  %593 = mul nsw i64 %conv2.py33104, 28
+  %594 = mul nsw i64 %conv2.px34105, 2
+  %595 = add nsw i64 %593, %594
+  %596 = add nsw i64 %595, 14
+  %597 = add nsw i64 %592, %596
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
+  %598 = load float, ptr %arena133, align 4
+  %599 = add nsw i64 4768, %conv2.f32103
+  %params134 = getelementptr inbounds float, ptr %params, i64 %599
+  %600 = load float, ptr %params134, align 4
+  %601 = fadd float %598, %600
+  %best35135 = load float, ptr %conv2.best35, align 4
+  %602 = select i1 %588, float %601, float %best35135
+  store float %602, ptr %conv2.best35, align 4
+  %603 = mul nsw i64 %conv2.f32103, 12544
+  %604 = add nsw i64 2408448, %603
+  %605 = mul nsw i64 %conv2.j31102, 196
+  %606 = add nsw i64 %604, %605
+  %607 = mul nsw i64 %conv2.py33104, 28
+  %608 = mul nsw i64 %conv2.px34105, 2
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, 14
+  %611 = add nsw i64 %610, 1
+  %612 = add nsw i64 %606, %611
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
+  %613 = load float, ptr %arena136, align 4
+  %614 = add nsw i64 4768, %conv2.f32103
+  %params137 = getelementptr inbounds float, ptr %params, i64 %614
+  %615 = load float, ptr %params137, align 4
+  %616 = fadd float %613, %615
+  %best35138 = load float, ptr %conv2.best35, align 4
+  %617 = fcmp ogt float %616, %best35138
+  %618 = mul nsw i64 %conv2.py33104, 28
+  %619 = mul nsw i64 %conv2.px34105, 2
+  %620 = add nsw i64 %618, %619
+  %621 = add nsw i64 %620, 14
+  %622 = add nsw i64 %621, 1
+  %623 = sitofp i64 %622 to float
+  %bi36139 = load float, ptr %conv2.bi36, align 4
+  %624 = select i1 %617, float %623, float %bi36139
+  store float %624, ptr %conv2.bi36, align 4
+  %625 = mul nsw i64 %conv2.f32103, 12544
+  %626 = add nsw i64 2408448, %625
+  %627 = mul nsw i64 %conv2.j31102, 196
+  %628 = add nsw i64 %626, %627
+  %629 = mul nsw i64 %conv2.py33104, 28
+  %630 = mul nsw i64 %conv2.px34105, 2
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, 14
+  %633 = add nsw i64 %632, 1
+  %634 = add nsw i64 %628, %633
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
+  %635 = load float, ptr %arena140, align 4
+  %636 = add nsw i64 4768, %conv2.f32103
+  %params141 = getelementptr inbounds float, ptr %params, i64 %636
+  %637 = load float, ptr %params141, align 4
+  %638 = fadd float %635, %637
+  %best35142 = load float, ptr %conv2.best35, align 4
+  %639 = fcmp ogt float %638, %best35142
+  %640 = mul nsw i64 %conv2.f32103, 12544
+  %641 = add nsw i64 2408448, %640
+  %642 = mul nsw i64 %conv2.j31102, 196
+  %643 = add nsw i64 %641, %642
+  %644 = mul nsw i64 %conv2.py33104, 28
+  %645 = mul nsw i64 %conv2.px34105, 2
+  %646 = add nsw i64 %644, %645
+  %647 = add nsw i64 %646, 14
+  %648 = add nsw i64 %647, 1
+  %649 = add nsw i64 %643, %648
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load float, ptr %arena143, align 4
+  %651 = add nsw i64 4768, %conv2.f32103
+  %params144 = getelementptr inbounds float, ptr %params, i64 %651
+  %652 = load float, ptr %params144, align 4
+  %653 = fadd float %650, %652
+  %best35145 = load float, ptr %conv2.best35, align 4
+  %654 = select i1 %639, float %653, float %best35145
+  store float %654, ptr %conv2.best35, align 4
+  %best35146 = load float, ptr %conv2.best35, align 4
+  %655 = fcmp ogt float %best35146, 0.000000e+00
+  %best35147 = load float, ptr %conv2.best35, align 4
+  %656 = select i1 %655, float %best35147, float 0.000000e+00
+  %657 = mul nsw i64 %conv2.g1976, 64
+  %658 = add nsw i64 %657, %conv2.j31102
+  %659 = mul nsw i64 %658, 1568
+  %660 = mul nsw i64 %conv2.f32103, 49
+  %661 = add nsw i64 %659, %660
+  %662 = mul nsw i64 %conv2.py33104, 7
+  %663 = add nsw i64 %661, %662
+  %664 = add nsw i64 %663, %conv2.px34105
+  %665 = add nsw i64 401408, %664
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
+  store float %656, ptr %arena148, align 4
+  %bi36149 = load float, ptr %conv2.bi36, align 4
+  %666 = mul nsw i64 %conv2.g1976, 64
+  %667 = add nsw i64 %666, %conv2.j31102
+  %668 = mul nsw i64 %667, 1568
+  %669 = mul nsw i64 %conv2.f32103, 49
+  %670 = add nsw i64 %668, %669
+  %671 = mul nsw i64 %conv2.py33104, 7
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 %672, %conv2.px34105
+  %674 = add nsw i64 501760, %673
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
+  store float %bi36149, ptr %arena150, align 4
+  %px34.next = add nsw i64 %conv2.px34105, 1
+  %675 = icmp slt i64 %px34.next, 7
+  br i1 %675, label %conv2.px34, label %conv2.px34.end
 
-fc2_grad.n51:                                     ; preds = %fc2_grad.k56.end, %loss.n46.end
-  %fc2_grad.n51126 = phi i64 [ 0, %loss.n46.end ], [ %n51.next, %fc2_grad.k56.end ]
-  %471 = mul nsw i64 %fc2_grad.n51126, 10
-  %472 = add nsw i64 610304, %471
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %472
-  %473 = load float, ptr %arena127, align 4
-  store float %473, ptr %fc2_grad.m52, align 4
-  br label %fc2_grad.k54
+conv2.px34.end:                                   ; preds = %conv2.px34
+  %py33.next = add nsw i64 %conv2.py33104, 1
+  %676 = icmp slt i64 %py33.next, 7
+  br i1 %676, label %conv2.py33, label %conv2.py33.end
 
-fc2_grad.n51.end:                                 ; preds = %fc2_grad.k56.end
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 610960
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 602112
-  %grads145 = getelementptr inbounds float, ptr %grads, i64 205632
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena143, i32 10, ptr %arena144, i32 128, float 0.000000e+00, ptr %grads145, i32 128)
-  br label %fc2_bias_grad.u57
+fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
+  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
+  br label %fc1.u38
 
-fc2_grad.k54:                                     ; preds = %fc2_grad.k54, %fc2_grad.n51
-  %fc2_grad.k54128 = phi i64 [ 0, %fc2_grad.n51 ], [ %k54.next, %fc2_grad.k54 ]
-  %m52 = load float, ptr %fc2_grad.m52, align 4
-  %474 = mul nsw i64 %fc2_grad.n51126, 10
-  %475 = add nsw i64 610304, %474
-  %476 = add nsw i64 %475, %fc2_grad.k54128
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %476
-  %477 = load float, ptr %arena129, align 4
-  %478 = fcmp ogt float %477, %m52
-  %479 = select i1 %478, float %477, float %m52
-  store float %479, ptr %fc2_grad.m52, align 4
-  %k54.next = add nsw i64 %fc2_grad.k54128, 1
-  %480 = icmp slt i64 %k54.next, 10
-  br i1 %480, label %fc2_grad.k54, label %fc2_grad.k54.end
+fc1.n37.end:                                      ; preds = %fc1.u38.end
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 602112
+  %params162 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 610304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena161, i32 128, ptr %params162, i32 128, float 0.000000e+00, ptr %arena163, i32 10)
+  br label %fc2.n39
 
-fc2_grad.k54.end:                                 ; preds = %fc2_grad.k54
-  store float 0.000000e+00, ptr %fc2_grad.s53, align 4
-  br label %fc2_grad.k55
+fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
+  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
+  %677 = mul nsw i64 %fc1.n37154, 128
+  %678 = add nsw i64 602112, %677
+  %679 = add nsw i64 %678, %fc1.u38155
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %679
+  %680 = load float, ptr %arena156, align 4
+  %681 = add nsw i64 205504, %fc1.u38155
+  %params157 = getelementptr inbounds float, ptr %params, i64 %681
+  %682 = load float, ptr %params157, align 4
+  %683 = fadd float %680, %682
+  %684 = fcmp ogt float %683, 0.000000e+00
+  %685 = mul nsw i64 %fc1.n37154, 128
+  %686 = add nsw i64 602112, %685
+  %687 = add nsw i64 %686, %fc1.u38155
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %687
+  %688 = load float, ptr %arena158, align 4
+  %689 = add nsw i64 205504, %fc1.u38155
+  %params159 = getelementptr inbounds float, ptr %params, i64 %689
+  %690 = load float, ptr %params159, align 4
+  %691 = fadd float %688, %690
+  %692 = select i1 %684, float %691, float 0.000000e+00
+  %693 = mul nsw i64 %fc1.n37154, 128
+  %694 = add nsw i64 602112, %693
+  %695 = add nsw i64 %694, %fc1.u38155
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %695
+  store float %692, ptr %arena160, align 4
+  %u38.next = add nsw i64 %fc1.u38155, 1
+  %696 = icmp slt i64 %u38.next, 128
+  br i1 %696, label %fc1.u38, label %fc1.u38.end
 
-fc2_grad.k55:                                     ; preds = %fc2_grad.k55, %fc2_grad.k54.end
-  %fc2_grad.k55130 = phi i64 [ 0, %fc2_grad.k54.end ], [ %k55.next, %fc2_grad.k55 ]
-  %s53 = load float, ptr %fc2_grad.s53, align 4
-  %481 = mul nsw i64 %fc2_grad.n51126, 10
-  %482 = add nsw i64 610304, %481
-  %483 = add nsw i64 %482, %fc2_grad.k55130
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %483
-  %484 = load float, ptr %arena131, align 4
-  %m52132 = load float, ptr %fc2_grad.m52, align 4
-  %485 = fsub float %484, %m52132
-  %486 = call float @llvm.exp.f32(float %485)
-  %487 = fadd float %s53, %486
-  store float %487, ptr %fc2_grad.s53, align 4
-  %k55.next = add nsw i64 %fc2_grad.k55130, 1
-  %488 = icmp slt i64 %k55.next, 10
-  br i1 %488, label %fc2_grad.k55, label %fc2_grad.k55.end
+fc1.u38.end:                                      ; preds = %fc1.u38
+  %n37.next = add nsw i64 %fc1.n37154, 1
+  %697 = icmp slt i64 %n37.next, 64
+  br i1 %697, label %fc1.n37, label %fc1.n37.end
 
-fc2_grad.k55.end:                                 ; preds = %fc2_grad.k55
-  br label %fc2_grad.k56
+fc2.n39:                                          ; preds = %fc2.u40.end, %fc1.n37.end
+  %fc2.n39164 = phi i64 [ 0, %fc1.n37.end ], [ %n39.next, %fc2.u40.end ]
+  br label %fc2.u40
 
-fc2_grad.k56:                                     ; preds = %fc2_grad.k56, %fc2_grad.k55.end
-  %fc2_grad.k56133 = phi i64 [ 0, %fc2_grad.k55.end ], [ %k56.next, %fc2_grad.k56 ]
-  %labels134 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n51126
-  %label135 = load i32, ptr %labels134, align 4
-  %489 = sext i32 %label135 to i64
-  %490 = icmp eq i64 %fc2_grad.k56133, %489
-  %491 = mul nsw i64 %fc2_grad.n51126, 10
-  %492 = add nsw i64 610304, %491
-  %493 = add nsw i64 %492, %fc2_grad.k56133
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %493
-  %494 = load float, ptr %arena136, align 4
-  %m52137 = load float, ptr %fc2_grad.m52, align 4
-  %495 = fsub float %494, %m52137
-  %496 = call float @llvm.exp.f32(float %495)
-  %s53138 = load float, ptr %fc2_grad.s53, align 4
-  %497 = fdiv float %496, %s53138
-  %498 = fsub float %497, 1.000000e+00
-  %499 = mul nsw i64 %fc2_grad.n51126, 10
-  %500 = add nsw i64 610304, %499
-  %501 = add nsw i64 %500, %fc2_grad.k56133
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena139, align 4
-  %m52140 = load float, ptr %fc2_grad.m52, align 4
-  %503 = fsub float %502, %m52140
-  %504 = call float @llvm.exp.f32(float %503)
-  %s53141 = load float, ptr %fc2_grad.s53, align 4
-  %505 = fdiv float %504, %s53141
-  %506 = select i1 %490, float %498, float %505
-  %507 = fdiv float %506, 6.400000e+01
-  %508 = mul nsw i64 %fc2_grad.n51126, 10
-  %509 = add nsw i64 610960, %508
-  %510 = add nsw i64 %509, %fc2_grad.k56133
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %510
-  store float %507, ptr %arena142, align 4
-  %k56.next = add nsw i64 %fc2_grad.k56133, 1
-  %511 = icmp slt i64 %k56.next, 10
-  br i1 %511, label %fc2_grad.k56, label %fc2_grad.k56.end
+fc2.n39.end:                                      ; preds = %fc2.u40.end
+  store float 0.000000e+00, ptr %loss.total41, align 4
+  br label %loss.n42
 
-fc2_grad.k56.end:                                 ; preds = %fc2_grad.k56
-  %n51.next = add nsw i64 %fc2_grad.n51126, 1
-  %512 = icmp slt i64 %n51.next, 64
-  br i1 %512, label %fc2_grad.n51, label %fc2_grad.n51.end
+fc2.u40:                                          ; preds = %fc2.u40, %fc2.n39
+  %fc2.u40165 = phi i64 [ 0, %fc2.n39 ], [ %u40.next, %fc2.u40 ]
+  %698 = mul nsw i64 %fc2.n39164, 10
+  %699 = add nsw i64 610304, %698
+  %700 = add nsw i64 %699, %fc2.u40165
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %700
+  %701 = load float, ptr %arena166, align 4
+  %702 = add nsw i64 206912, %fc2.u40165
+  %params167 = getelementptr inbounds float, ptr %params, i64 %702
+  %703 = load float, ptr %params167, align 4
+  %704 = fadd float %701, %703
+  %705 = mul nsw i64 %fc2.n39164, 10
+  %706 = add nsw i64 610304, %705
+  %707 = add nsw i64 %706, %fc2.u40165
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %707
+  store float %704, ptr %arena168, align 4
+  %u40.next = add nsw i64 %fc2.u40165, 1
+  %708 = icmp slt i64 %u40.next, 10
+  br i1 %708, label %fc2.u40, label %fc2.u40.end
 
-fc2_bias_grad.u57:                                ; preds = %fc2_bias_grad.n59.end, %fc2_grad.n51.end
-  %fc2_bias_grad.u57146 = phi i64 [ 0, %fc2_grad.n51.end ], [ %u57.next, %fc2_bias_grad.n59.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc58, align 4
-  br label %fc2_bias_grad.n59
+fc2.u40.end:                                      ; preds = %fc2.u40
+  %n39.next = add nsw i64 %fc2.n39164, 1
+  %709 = icmp slt i64 %n39.next, 64
+  br i1 %709, label %fc2.n39, label %fc2.n39.end
 
-fc2_bias_grad.u57.end:                            ; preds = %fc2_bias_grad.n59.end
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 610960
-  %params152 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 611600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena151, i32 10, ptr %params152, i32 128, float 0.000000e+00, ptr %arena153, i32 128)
-  br label %fc1_grad.i60
+loss.n42:                                         ; preds = %loss.k46.end, %fc2.n39.end
+  %loss.n42169 = phi i64 [ 0, %fc2.n39.end ], [ %n42.next, %loss.k46.end ]
+  %710 = mul nsw i64 %loss.n42169, 10
+  %711 = add nsw i64 610304, %710
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %711
+  %712 = load float, ptr %arena170, align 4
+  store float %712, ptr %loss.m43, align 4
+  br label %loss.k45
 
-fc2_bias_grad.n59:                                ; preds = %fc2_bias_grad.n59, %fc2_bias_grad.u57
-  %fc2_bias_grad.n59147 = phi i64 [ 0, %fc2_bias_grad.u57 ], [ %n59.next, %fc2_bias_grad.n59 ]
-  %acc58 = load float, ptr %fc2_bias_grad.acc58, align 4
-  %513 = mul nsw i64 %fc2_bias_grad.n59147, 10
-  %514 = add nsw i64 610960, %513
-  %515 = add nsw i64 %514, %fc2_bias_grad.u57146
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena148, align 4
-  %517 = fadd float %acc58, %516
-  store float %517, ptr %fc2_bias_grad.acc58, align 4
-  %n59.next = add nsw i64 %fc2_bias_grad.n59147, 1
-  %518 = icmp slt i64 %n59.next, 64
-  br i1 %518, label %fc2_bias_grad.n59, label %fc2_bias_grad.n59.end
+loss.n42.end:                                     ; preds = %loss.k46.end
+  %total41180 = load float, ptr %loss.total41, align 4
+  %713 = fdiv float %total41180, 6.400000e+01
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 610944
+  store float %713, ptr %arena181, align 4
+  br label %fc2_grad.n47
 
-fc2_bias_grad.n59.end:                            ; preds = %fc2_bias_grad.n59
-  %acc58149 = load float, ptr %fc2_bias_grad.acc58, align 4
-  %519 = add nsw i64 206912, %fc2_bias_grad.u57146
-  %grads150 = getelementptr inbounds float, ptr %grads, i64 %519
-  store float %acc58149, ptr %grads150, align 4
-  %u57.next = add nsw i64 %fc2_bias_grad.u57146, 1
-  %520 = icmp slt i64 %u57.next, 10
-  br i1 %520, label %fc2_bias_grad.u57, label %fc2_bias_grad.u57.end
+loss.k45:                                         ; preds = %loss.k45, %loss.n42
+  %loss.k45171 = phi i64 [ 0, %loss.n42 ], [ %k45.next, %loss.k45 ]
+  %m43 = load float, ptr %loss.m43, align 4
+  %714 = mul nsw i64 %loss.n42169, 10
+  %715 = add nsw i64 610304, %714
+  %716 = add nsw i64 %715, %loss.k45171
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 %716
+  %717 = load float, ptr %arena172, align 4
+  %718 = fcmp ogt float %717, %m43
+  %719 = select i1 %718, float %717, float %m43
+  store float %719, ptr %loss.m43, align 4
+  %k45.next = add nsw i64 %loss.k45171, 1
+  %720 = icmp slt i64 %k45.next, 10
+  br i1 %720, label %loss.k45, label %loss.k45.end
 
-fc1_grad.i60:                                     ; preds = %fc1_grad.i60, %fc2_bias_grad.u57.end
-  %fc1_grad.i60154 = phi i64 [ 0, %fc2_bias_grad.u57.end ], [ %i60.next, %fc1_grad.i60 ]
-  %521 = add nsw i64 602112, %fc1_grad.i60154
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %521
-  %522 = load float, ptr %arena155, align 4
-  %523 = fcmp ogt float %522, 0.000000e+00
-  %524 = add nsw i64 611600, %fc1_grad.i60154
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %524
-  %525 = load float, ptr %arena156, align 4
-  %526 = select i1 %523, float %525, float 0.000000e+00
-  %527 = add nsw i64 619792, %fc1_grad.i60154
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %527
-  store float %526, ptr %arena157, align 4
-  %i60.next = add nsw i64 %fc1_grad.i60154, 1
-  %528 = icmp slt i64 %i60.next, 8192
-  br i1 %528, label %fc1_grad.i60, label %fc1_grad.i60.end
+loss.k45.end:                                     ; preds = %loss.k45
+  store float 0.000000e+00, ptr %loss.s44, align 4
+  br label %loss.k46
 
-fc1_grad.i60.end:                                 ; preds = %fc1_grad.i60
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 619792
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads160 = getelementptr inbounds float, ptr %grads, i64 4800
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena158, i32 128, ptr %arena159, i32 1568, float 0.000000e+00, ptr %grads160, i32 1568)
-  br label %fc1_bias_grad.u61
+loss.k46:                                         ; preds = %loss.k46, %loss.k45.end
+  %loss.k46173 = phi i64 [ 0, %loss.k45.end ], [ %k46.next, %loss.k46 ]
+  %s44 = load float, ptr %loss.s44, align 4
+  %721 = mul nsw i64 %loss.n42169, 10
+  %722 = add nsw i64 610304, %721
+  %723 = add nsw i64 %722, %loss.k46173
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %723
+  %724 = load float, ptr %arena174, align 4
+  %m43175 = load float, ptr %loss.m43, align 4
+  %725 = fsub float %724, %m43175
+  %726 = call float @llvm.exp.f32(float %725)
+  %727 = fadd float %s44, %726
+  store float %727, ptr %loss.s44, align 4
+  %k46.next = add nsw i64 %loss.k46173, 1
+  %728 = icmp slt i64 %k46.next, 10
+  br i1 %728, label %loss.k46, label %loss.k46.end
 
-fc1_bias_grad.u61:                                ; preds = %fc1_bias_grad.n63.end, %fc1_grad.i60.end
-  %fc1_bias_grad.u61161 = phi i64 [ 0, %fc1_grad.i60.end ], [ %u61.next, %fc1_bias_grad.n63.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc62, align 4
-  br label %fc1_bias_grad.n63
+loss.k46.end:                                     ; preds = %loss.k46
+  %total41 = load float, ptr %loss.total41, align 4
+  %m43176 = load float, ptr %loss.m43, align 4
+  %s44177 = load float, ptr %loss.s44, align 4
+  %729 = call float @llvm.log.f32(float %s44177)
+  %730 = fadd float %m43176, %729
+  %731 = mul nsw i64 %loss.n42169, 10
+  %732 = add nsw i64 610304, %731
+  %labels178 = getelementptr inbounds i32, ptr %labels, i64 %loss.n42169
+  %label = load i32, ptr %labels178, align 4
+  %733 = sext i32 %label to i64
+  %734 = add nsw i64 %732, %733
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %734
+  %735 = load float, ptr %arena179, align 4
+  %736 = fsub float %730, %735
+  %737 = fadd float %total41, %736
+  store float %737, ptr %loss.total41, align 4
+  %n42.next = add nsw i64 %loss.n42169, 1
+  %738 = icmp slt i64 %n42.next, 64
+  br i1 %738, label %loss.n42, label %loss.n42.end
 
-fc1_bias_grad.u61.end:                            ; preds = %fc1_bias_grad.n63.end
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 619792
-  %params167 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 627984
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena166, i32 128, ptr %params167, i32 1568, float 0.000000e+00, ptr %arena168, i32 1568)
-  br label %conv2_grad.i64
+fc2_grad.n47:                                     ; preds = %fc2_grad.k52.end, %loss.n42.end
+  %fc2_grad.n47182 = phi i64 [ 0, %loss.n42.end ], [ %n47.next, %fc2_grad.k52.end ]
+  %739 = mul nsw i64 %fc2_grad.n47182, 10
+  %740 = add nsw i64 610304, %739
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %740
+  %741 = load float, ptr %arena183, align 4
+  store float %741, ptr %fc2_grad.m48, align 4
+  br label %fc2_grad.k50
 
-fc1_bias_grad.n63:                                ; preds = %fc1_bias_grad.n63, %fc1_bias_grad.u61
-  %fc1_bias_grad.n63162 = phi i64 [ 0, %fc1_bias_grad.u61 ], [ %n63.next, %fc1_bias_grad.n63 ]
-  %acc62 = load float, ptr %fc1_bias_grad.acc62, align 4
-  %529 = mul nsw i64 %fc1_bias_grad.n63162, 128
-  %530 = add nsw i64 619792, %529
-  %531 = add nsw i64 %530, %fc1_bias_grad.u61161
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %531
-  %532 = load float, ptr %arena163, align 4
-  %533 = fadd float %acc62, %532
-  store float %533, ptr %fc1_bias_grad.acc62, align 4
-  %n63.next = add nsw i64 %fc1_bias_grad.n63162, 1
-  %534 = icmp slt i64 %n63.next, 64
-  br i1 %534, label %fc1_bias_grad.n63, label %fc1_bias_grad.n63.end
+fc2_grad.n47.end:                                 ; preds = %fc2_grad.k52.end
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 610960
+  %arena200 = getelementptr inbounds float, ptr %arena, i64 602112
+  %grads201 = getelementptr inbounds float, ptr %grads, i64 205632
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena199, i32 10, ptr %arena200, i32 128, float 0.000000e+00, ptr %grads201, i32 128)
+  br label %fc2_bias_grad.u53
 
-fc1_bias_grad.n63.end:                            ; preds = %fc1_bias_grad.n63
-  %acc62164 = load float, ptr %fc1_bias_grad.acc62, align 4
-  %535 = add nsw i64 205504, %fc1_bias_grad.u61161
-  %grads165 = getelementptr inbounds float, ptr %grads, i64 %535
-  store float %acc62164, ptr %grads165, align 4
-  %u61.next = add nsw i64 %fc1_bias_grad.u61161, 1
-  %536 = icmp slt i64 %u61.next, 128
-  br i1 %536, label %fc1_bias_grad.u61, label %fc1_bias_grad.u61.end
+fc2_grad.k50:                                     ; preds = %fc2_grad.k50, %fc2_grad.n47
+  %fc2_grad.k50184 = phi i64 [ 0, %fc2_grad.n47 ], [ %k50.next, %fc2_grad.k50 ]
+  %m48 = load float, ptr %fc2_grad.m48, align 4
+  %742 = mul nsw i64 %fc2_grad.n47182, 10
+  %743 = add nsw i64 610304, %742
+  %744 = add nsw i64 %743, %fc2_grad.k50184
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %744
+  %745 = load float, ptr %arena185, align 4
+  %746 = fcmp ogt float %745, %m48
+  %747 = select i1 %746, float %745, float %m48
+  store float %747, ptr %fc2_grad.m48, align 4
+  %k50.next = add nsw i64 %fc2_grad.k50184, 1
+  %748 = icmp slt i64 %k50.next, 10
+  br i1 %748, label %fc2_grad.k50, label %fc2_grad.k50.end
 
-conv2_grad.i64:                                   ; preds = %conv2_grad.i64, %fc1_bias_grad.u61.end
-  %conv2_grad.i64169 = phi i64 [ 0, %fc1_bias_grad.u61.end ], [ %i64.next, %conv2_grad.i64 ]
-  %537 = add nsw i64 728336, %conv2_grad.i64169
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %537
-  store float 0.000000e+00, ptr %arena170, align 4
-  %i64.next = add nsw i64 %conv2_grad.i64169, 1
-  %538 = icmp slt i64 %i64.next, 401408
-  br i1 %538, label %conv2_grad.i64, label %conv2_grad.i64.end
+fc2_grad.k50.end:                                 ; preds = %fc2_grad.k50
+  store float 0.000000e+00, ptr %fc2_grad.s49, align 4
+  br label %fc2_grad.k51
 
-conv2_grad.i64.end:                               ; preds = %conv2_grad.i64
-  br label %conv2_grad.q65
+fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.k50.end
+  %fc2_grad.k51186 = phi i64 [ 0, %fc2_grad.k50.end ], [ %k51.next, %fc2_grad.k51 ]
+  %s49 = load float, ptr %fc2_grad.s49, align 4
+  %749 = mul nsw i64 %fc2_grad.n47182, 10
+  %750 = add nsw i64 610304, %749
+  %751 = add nsw i64 %750, %fc2_grad.k51186
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %751
+  %752 = load float, ptr %arena187, align 4
+  %m48188 = load float, ptr %fc2_grad.m48, align 4
+  %753 = fsub float %752, %m48188
+  %754 = call float @llvm.exp.f32(float %753)
+  %755 = fadd float %s49, %754
+  store float %755, ptr %fc2_grad.s49, align 4
+  %k51.next = add nsw i64 %fc2_grad.k51186, 1
+  %756 = icmp slt i64 %k51.next, 10
+  br i1 %756, label %fc2_grad.k51, label %fc2_grad.k51.end
 
-conv2_grad.q65:                                   ; preds = %conv2_grad.i66.end, %conv2_grad.i64.end
-  %conv2_grad.q65171 = phi i64 [ 0, %conv2_grad.i64.end ], [ %q65.next, %conv2_grad.i66.end ]
-  br label %conv2_grad.i66
+fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
+  br label %fc2_grad.k52
 
-conv2_grad.q65.end:                               ; preds = %conv2_grad.i66.end
-  br label %conv2_weight_grad.i67
+fc2_grad.k52:                                     ; preds = %fc2_grad.k52, %fc2_grad.k51.end
+  %fc2_grad.k52189 = phi i64 [ 0, %fc2_grad.k51.end ], [ %k52.next, %fc2_grad.k52 ]
+  %labels190 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n47182
+  %label191 = load i32, ptr %labels190, align 4
+  %757 = sext i32 %label191 to i64
+  %758 = icmp eq i64 %fc2_grad.k52189, %757
+  %759 = mul nsw i64 %fc2_grad.n47182, 10
+  %760 = add nsw i64 610304, %759
+  %761 = add nsw i64 %760, %fc2_grad.k52189
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %761
+  %762 = load float, ptr %arena192, align 4
+  %m48193 = load float, ptr %fc2_grad.m48, align 4
+  %763 = fsub float %762, %m48193
+  %764 = call float @llvm.exp.f32(float %763)
+  %s49194 = load float, ptr %fc2_grad.s49, align 4
+  %765 = fdiv float %764, %s49194
+  %766 = fsub float %765, 1.000000e+00
+  %767 = mul nsw i64 %fc2_grad.n47182, 10
+  %768 = add nsw i64 610304, %767
+  %769 = add nsw i64 %768, %fc2_grad.k52189
+  %arena195 = getelementptr inbounds float, ptr %arena, i64 %769
+  %770 = load float, ptr %arena195, align 4
+  %m48196 = load float, ptr %fc2_grad.m48, align 4
+  %771 = fsub float %770, %m48196
+  %772 = call float @llvm.exp.f32(float %771)
+  %s49197 = load float, ptr %fc2_grad.s49, align 4
+  %773 = fdiv float %772, %s49197
+  %774 = select i1 %758, float %766, float %773
+  %775 = fdiv float %774, 6.400000e+01
+  %776 = mul nsw i64 %fc2_grad.n47182, 10
+  %777 = add nsw i64 610960, %776
+  %778 = add nsw i64 %777, %fc2_grad.k52189
+  %arena198 = getelementptr inbounds float, ptr %arena, i64 %778
+  store float %775, ptr %arena198, align 4
+  %k52.next = add nsw i64 %fc2_grad.k52189, 1
+  %779 = icmp slt i64 %k52.next, 10
+  br i1 %779, label %fc2_grad.k52, label %fc2_grad.k52.end
 
-conv2_grad.i66:                                   ; preds = %conv2_grad.endif, %conv2_grad.q65
-  %conv2_grad.i66172 = phi i64 [ 0, %conv2_grad.q65 ], [ %i66.next, %conv2_grad.endif ]
-  %539 = mul nsw i64 %conv2_grad.q65171, 49
-  %540 = add nsw i64 %539, %conv2_grad.i66172
-  %541 = add nsw i64 401408, %540
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %541
-  %542 = load float, ptr %arena173, align 4
-  %543 = fcmp ogt float %542, 0.000000e+00
-  br i1 %543, label %conv2_grad.then, label %conv2_grad.endif
+fc2_grad.k52.end:                                 ; preds = %fc2_grad.k52
+  %n47.next = add nsw i64 %fc2_grad.n47182, 1
+  %780 = icmp slt i64 %n47.next, 64
+  br i1 %780, label %fc2_grad.n47, label %fc2_grad.n47.end
 
-conv2_grad.i66.end:                               ; preds = %conv2_grad.endif
-  %q65.next = add nsw i64 %conv2_grad.q65171, 1
-  %544 = icmp slt i64 %q65.next, 2048
-  br i1 %544, label %conv2_grad.q65, label %conv2_grad.q65.end
+fc2_bias_grad.u53:                                ; preds = %fc2_bias_grad.n55.end, %fc2_grad.n47.end
+  %fc2_bias_grad.u53202 = phi i64 [ 0, %fc2_grad.n47.end ], [ %u53.next, %fc2_bias_grad.n55.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc54, align 4
+  br label %fc2_bias_grad.n55
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i66
-  %545 = mul nsw i64 %conv2_grad.q65171, 196
-  %546 = add nsw i64 728336, %545
-  %547 = mul nsw i64 %conv2_grad.q65171, 49
-  %548 = add nsw i64 %547, %conv2_grad.i66172
-  %549 = add nsw i64 501760, %548
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena174, align 4
-  %551 = fptosi float %550 to i64
-  %552 = add nsw i64 %546, %551
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %552
-  %553 = load float, ptr %arena175, align 4
-  %554 = mul nsw i64 %conv2_grad.q65171, 49
-  %555 = add nsw i64 %554, %conv2_grad.i66172
-  %556 = add nsw i64 627984, %555
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %556
-  %557 = load float, ptr %arena176, align 4
-  %558 = fadd float %553, %557
-  store float %558, ptr %arena175, align 4
+fc2_bias_grad.u53.end:                            ; preds = %fc2_bias_grad.n55.end
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 610960
+  %params208 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 611600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena207, i32 10, ptr %params208, i32 128, float 0.000000e+00, ptr %arena209, i32 128)
+  br label %fc1_grad.i56
+
+fc2_bias_grad.n55:                                ; preds = %fc2_bias_grad.n55, %fc2_bias_grad.u53
+  %fc2_bias_grad.n55203 = phi i64 [ 0, %fc2_bias_grad.u53 ], [ %n55.next, %fc2_bias_grad.n55 ]
+  %acc54 = load float, ptr %fc2_bias_grad.acc54, align 4
+  %781 = mul nsw i64 %fc2_bias_grad.n55203, 10
+  %782 = add nsw i64 610960, %781
+  %783 = add nsw i64 %782, %fc2_bias_grad.u53202
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %783
+  %784 = load float, ptr %arena204, align 4
+  %785 = fadd float %acc54, %784
+  store float %785, ptr %fc2_bias_grad.acc54, align 4
+  %n55.next = add nsw i64 %fc2_bias_grad.n55203, 1
+  %786 = icmp slt i64 %n55.next, 64
+  br i1 %786, label %fc2_bias_grad.n55, label %fc2_bias_grad.n55.end
+
+fc2_bias_grad.n55.end:                            ; preds = %fc2_bias_grad.n55
+  %acc54205 = load float, ptr %fc2_bias_grad.acc54, align 4
+  %787 = add nsw i64 206912, %fc2_bias_grad.u53202
+  %grads206 = getelementptr inbounds float, ptr %grads, i64 %787
+  store float %acc54205, ptr %grads206, align 4
+  %u53.next = add nsw i64 %fc2_bias_grad.u53202, 1
+  %788 = icmp slt i64 %u53.next, 10
+  br i1 %788, label %fc2_bias_grad.u53, label %fc2_bias_grad.u53.end
+
+fc1_grad.i56:                                     ; preds = %fc1_grad.i56, %fc2_bias_grad.u53.end
+  %fc1_grad.i56210 = phi i64 [ 0, %fc2_bias_grad.u53.end ], [ %i56.next, %fc1_grad.i56 ]
+  %789 = add nsw i64 602112, %fc1_grad.i56210
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 %789
+  %790 = load float, ptr %arena211, align 4
+  %791 = fcmp ogt float %790, 0.000000e+00
+  %792 = add nsw i64 611600, %fc1_grad.i56210
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %792
+  %793 = load float, ptr %arena212, align 4
+  %794 = select i1 %791, float %793, float 0.000000e+00
+  %795 = add nsw i64 619792, %fc1_grad.i56210
+  %arena213 = getelementptr inbounds float, ptr %arena, i64 %795
+  store float %794, ptr %arena213, align 4
+  %i56.next = add nsw i64 %fc1_grad.i56210, 1
+  %796 = icmp slt i64 %i56.next, 8192
+  br i1 %796, label %fc1_grad.i56, label %fc1_grad.i56.end
+
+fc1_grad.i56.end:                                 ; preds = %fc1_grad.i56
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 619792
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 401408
+  %grads216 = getelementptr inbounds float, ptr %grads, i64 4800
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena214, i32 128, ptr %arena215, i32 1568, float 0.000000e+00, ptr %grads216, i32 1568)
+  br label %fc1_bias_grad.u57
+
+fc1_bias_grad.u57:                                ; preds = %fc1_bias_grad.n59.end, %fc1_grad.i56.end
+  %fc1_bias_grad.u57217 = phi i64 [ 0, %fc1_grad.i56.end ], [ %u57.next, %fc1_bias_grad.n59.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc58, align 4
+  br label %fc1_bias_grad.n59
+
+fc1_bias_grad.u57.end:                            ; preds = %fc1_bias_grad.n59.end
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 619792
+  %params223 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena224 = getelementptr inbounds float, ptr %arena, i64 627984
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena222, i32 128, ptr %params223, i32 1568, float 0.000000e+00, ptr %arena224, i32 1568)
+  br label %conv2_grad.i60
+
+fc1_bias_grad.n59:                                ; preds = %fc1_bias_grad.n59, %fc1_bias_grad.u57
+  %fc1_bias_grad.n59218 = phi i64 [ 0, %fc1_bias_grad.u57 ], [ %n59.next, %fc1_bias_grad.n59 ]
+  %acc58 = load float, ptr %fc1_bias_grad.acc58, align 4
+  %797 = mul nsw i64 %fc1_bias_grad.n59218, 128
+  %798 = add nsw i64 619792, %797
+  %799 = add nsw i64 %798, %fc1_bias_grad.u57217
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %799
+  %800 = load float, ptr %arena219, align 4
+  %801 = fadd float %acc58, %800
+  store float %801, ptr %fc1_bias_grad.acc58, align 4
+  %n59.next = add nsw i64 %fc1_bias_grad.n59218, 1
+  %802 = icmp slt i64 %n59.next, 64
+  br i1 %802, label %fc1_bias_grad.n59, label %fc1_bias_grad.n59.end
+
+fc1_bias_grad.n59.end:                            ; preds = %fc1_bias_grad.n59
+  %acc58220 = load float, ptr %fc1_bias_grad.acc58, align 4
+  %803 = add nsw i64 205504, %fc1_bias_grad.u57217
+  %grads221 = getelementptr inbounds float, ptr %grads, i64 %803
+  store float %acc58220, ptr %grads221, align 4
+  %u57.next = add nsw i64 %fc1_bias_grad.u57217, 1
+  %804 = icmp slt i64 %u57.next, 128
+  br i1 %804, label %fc1_bias_grad.u57, label %fc1_bias_grad.u57.end
+
+conv2_grad.i60:                                   ; preds = %conv2_grad.i60, %fc1_bias_grad.u57.end
+  %conv2_grad.i60225 = phi i64 [ 0, %fc1_bias_grad.u57.end ], [ %i60.next, %conv2_grad.i60 ]
+  %805 = add nsw i64 728336, %conv2_grad.i60225
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %805
+  store float 0.000000e+00, ptr %arena226, align 4
+  %i60.next = add nsw i64 %conv2_grad.i60225, 1
+  %806 = icmp slt i64 %i60.next, 401408
+  br i1 %806, label %conv2_grad.i60, label %conv2_grad.i60.end
+
+conv2_grad.i60.end:                               ; preds = %conv2_grad.i60
+  br label %conv2_grad.q61
+
+conv2_grad.q61:                                   ; preds = %conv2_grad.i62.end, %conv2_grad.i60.end
+  %conv2_grad.q61227 = phi i64 [ 0, %conv2_grad.i60.end ], [ %q61.next, %conv2_grad.i62.end ]
+  br label %conv2_grad.i62
+
+conv2_grad.q61.end:                               ; preds = %conv2_grad.i62.end
+  br label %conv2_weight_grad.i63
+
+conv2_grad.i62:                                   ; preds = %conv2_grad.endif, %conv2_grad.q61
+  %conv2_grad.i62228 = phi i64 [ 0, %conv2_grad.q61 ], [ %i62.next, %conv2_grad.endif ]
+  %807 = mul nsw i64 %conv2_grad.q61227, 49
+  %808 = add nsw i64 %807, %conv2_grad.i62228
+  %809 = add nsw i64 401408, %808
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %809
+  %810 = load float, ptr %arena229, align 4
+  %811 = fcmp ogt float %810, 0.000000e+00
+  br i1 %811, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i62.end:                               ; preds = %conv2_grad.endif
+  %q61.next = add nsw i64 %conv2_grad.q61227, 1
+  %812 = icmp slt i64 %q61.next, 2048
+  br i1 %812, label %conv2_grad.q61, label %conv2_grad.q61.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i62
+  %813 = mul nsw i64 %conv2_grad.q61227, 196
+  %814 = add nsw i64 728336, %813
+  %815 = mul nsw i64 %conv2_grad.q61227, 49
+  %816 = add nsw i64 %815, %conv2_grad.i62228
+  %817 = add nsw i64 501760, %816
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %817
+  %818 = load float, ptr %arena230, align 4
+  %819 = fptosi float %818 to i64
+  %820 = add nsw i64 %814, %819
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %820
+  %821 = load float, ptr %arena231, align 4
+  %822 = mul nsw i64 %conv2_grad.q61227, 49
+  %823 = add nsw i64 %822, %conv2_grad.i62228
+  %824 = add nsw i64 627984, %823
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %824
+  %825 = load float, ptr %arena232, align 4
+  %826 = fadd float %821, %825
+  store float %826, ptr %arena231, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i66
-  %i66.next = add nsw i64 %conv2_grad.i66172, 1
-  %559 = icmp slt i64 %i66.next, 49
-  br i1 %559, label %conv2_grad.i66, label %conv2_grad.i66.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i62
+  %i62.next = add nsw i64 %conv2_grad.i62228, 1
+  %827 = icmp slt i64 %i62.next, 49
+  br i1 %827, label %conv2_grad.i62, label %conv2_grad.i62.end
 
-conv2_weight_grad.i67:                            ; preds = %conv2_weight_grad.i67, %conv2_grad.q65.end
-  %conv2_weight_grad.i67177 = phi i64 [ 0, %conv2_grad.q65.end ], [ %i67.next, %conv2_weight_grad.i67 ]
-  %560 = add nsw i64 160, %conv2_weight_grad.i67177
-  %grads178 = getelementptr inbounds float, ptr %grads, i64 %560
-  store float 0.000000e+00, ptr %grads178, align 4
-  %i67.next = add nsw i64 %conv2_weight_grad.i67177, 1
-  %561 = icmp slt i64 %i67.next, 4608
-  br i1 %561, label %conv2_weight_grad.i67, label %conv2_weight_grad.i67.end
+conv2_weight_grad.i63:                            ; preds = %conv2_weight_grad.i63, %conv2_grad.q61.end
+  %conv2_weight_grad.i63233 = phi i64 [ 0, %conv2_grad.q61.end ], [ %i63.next, %conv2_weight_grad.i63 ]
+  %828 = add nsw i64 160, %conv2_weight_grad.i63233
+  %grads234 = getelementptr inbounds float, ptr %grads, i64 %828
+  store float 0.000000e+00, ptr %grads234, align 4
+  %i63.next = add nsw i64 %conv2_weight_grad.i63233, 1
+  %829 = icmp slt i64 %i63.next, 4608
+  br i1 %829, label %conv2_weight_grad.i63, label %conv2_weight_grad.i63.end
+
+conv2_weight_grad.i63.end:                        ; preds = %conv2_weight_grad.i63
+  br label %conv2_weight_grad.g64
+
+conv2_weight_grad.g64:                            ; preds = %conv2_weight_grad.j76.end, %conv2_weight_grad.i63.end
+  %conv2_weight_grad.g64235 = phi i64 [ 0, %conv2_weight_grad.i63.end ], [ %g64.next, %conv2_weight_grad.j76.end ]
+  br label %conv2_weight_grad.j65
+
+conv2_weight_grad.g64.end:                        ; preds = %conv2_weight_grad.j76.end
+  br label %conv2_bias_grad.f79
+
+conv2_weight_grad.j65:                            ; preds = %conv2_weight_grad.c68.end, %conv2_weight_grad.g64
+  %conv2_weight_grad.j65236 = phi i64 [ 0, %conv2_weight_grad.g64 ], [ %j65.next, %conv2_weight_grad.c68.end ]
+  br label %conv2_weight_grad.r66
+
+conv2_weight_grad.j65.end:                        ; preds = %conv2_weight_grad.c68.end
+  br label %conv2_weight_grad.j76
+
+conv2_weight_grad.r66:                            ; preds = %conv2_weight_grad.i67.end, %conv2_weight_grad.j65
+  %conv2_weight_grad.r66237 = phi i64 [ 0, %conv2_weight_grad.j65 ], [ %r66.next, %conv2_weight_grad.i67.end ]
+  br label %conv2_weight_grad.i67
+
+conv2_weight_grad.r66.end:                        ; preds = %conv2_weight_grad.i67.end
+  br label %conv2_weight_grad.c68
+
+conv2_weight_grad.i67:                            ; preds = %conv2_weight_grad.i67, %conv2_weight_grad.r66
+  %conv2_weight_grad.i67238 = phi i64 [ 0, %conv2_weight_grad.r66 ], [ %i67.next, %conv2_weight_grad.i67 ]
+  %830 = mul nsw i64 %conv2_weight_grad.r66237, 12544
+  %831 = add nsw i64 1129744, %830
+  %832 = mul nsw i64 %conv2_weight_grad.j65236, 196
+  %833 = add nsw i64 %831, %832
+  %834 = add nsw i64 %833, %conv2_weight_grad.i67238
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %834
+  store float 0.000000e+00, ptr %arena239, align 4
+  %i67.next = add nsw i64 %conv2_weight_grad.i67238, 1
+  %835 = icmp slt i64 %i67.next, 196
+  br i1 %835, label %conv2_weight_grad.i67, label %conv2_weight_grad.i67.end
 
 conv2_weight_grad.i67.end:                        ; preds = %conv2_weight_grad.i67
-  br label %conv2_weight_grad.g68
+  %r66.next = add nsw i64 %conv2_weight_grad.r66237, 1
+  %836 = icmp slt i64 %r66.next, 144
+  br i1 %836, label %conv2_weight_grad.r66, label %conv2_weight_grad.r66.end
 
-conv2_weight_grad.g68:                            ; preds = %conv2_weight_grad.j80.end, %conv2_weight_grad.i67.end
-  %conv2_weight_grad.g68179 = phi i64 [ 0, %conv2_weight_grad.i67.end ], [ %g68.next, %conv2_weight_grad.j80.end ]
-  br label %conv2_weight_grad.j69
+conv2_weight_grad.c68:                            ; preds = %conv2_weight_grad.ky69.end, %conv2_weight_grad.r66.end
+  %conv2_weight_grad.c68240 = phi i64 [ 0, %conv2_weight_grad.r66.end ], [ %c68.next, %conv2_weight_grad.ky69.end ]
+  br label %conv2_weight_grad.ky69
 
-conv2_weight_grad.g68.end:                        ; preds = %conv2_weight_grad.j80.end
-  br label %conv2_bias_grad.f83
+conv2_weight_grad.c68.end:                        ; preds = %conv2_weight_grad.ky69.end
+  %j65.next = add nsw i64 %conv2_weight_grad.j65236, 1
+  %837 = icmp slt i64 %j65.next, 64
+  br i1 %837, label %conv2_weight_grad.j65, label %conv2_weight_grad.j65.end
 
-conv2_weight_grad.j69:                            ; preds = %conv2_weight_grad.c72.end, %conv2_weight_grad.g68
-  %conv2_weight_grad.j69180 = phi i64 [ 0, %conv2_weight_grad.g68 ], [ %j69.next, %conv2_weight_grad.c72.end ]
-  br label %conv2_weight_grad.r70
+conv2_weight_grad.ky69:                           ; preds = %conv2_weight_grad.oy74.end, %conv2_weight_grad.c68
+  %conv2_weight_grad.ky69241 = phi i64 [ 0, %conv2_weight_grad.c68 ], [ %ky69.next, %conv2_weight_grad.oy74.end ]
+  br label %conv2_weight_grad.oy70
 
-conv2_weight_grad.j69.end:                        ; preds = %conv2_weight_grad.c72.end
-  br label %conv2_weight_grad.j80
+conv2_weight_grad.ky69.end:                       ; preds = %conv2_weight_grad.oy74.end
+  %c68.next = add nsw i64 %conv2_weight_grad.c68240, 1
+  %838 = icmp slt i64 %c68.next, 16
+  br i1 %838, label %conv2_weight_grad.c68, label %conv2_weight_grad.c68.end
 
-conv2_weight_grad.r70:                            ; preds = %conv2_weight_grad.i71.end, %conv2_weight_grad.j69
-  %conv2_weight_grad.r70181 = phi i64 [ 0, %conv2_weight_grad.j69 ], [ %r70.next, %conv2_weight_grad.i71.end ]
-  br label %conv2_weight_grad.i71
+conv2_weight_grad.oy70:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky69
+  %conv2_weight_grad.oy70242 = phi i64 [ 0, %conv2_weight_grad.ky69 ], [ %oy70.next, %conv2_weight_grad.endif ]
+  %839 = add nsw i64 %conv2_weight_grad.oy70242, %conv2_weight_grad.ky69241
+  %840 = add nsw i64 %839, -1
+  %841 = icmp slt i64 -1, %840
+  %842 = add nsw i64 %conv2_weight_grad.oy70242, %conv2_weight_grad.ky69241
+  %843 = add nsw i64 %842, -1
+  %844 = icmp slt i64 %843, 14
+  %845 = and i1 %841, %844
+  br i1 %845, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.r70.end:                        ; preds = %conv2_weight_grad.i71.end
-  br label %conv2_weight_grad.c72
+conv2_weight_grad.oy70.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy72
 
-conv2_weight_grad.i71:                            ; preds = %conv2_weight_grad.i71, %conv2_weight_grad.r70
-  %conv2_weight_grad.i71182 = phi i64 [ 0, %conv2_weight_grad.r70 ], [ %i71.next, %conv2_weight_grad.i71 ]
-  %562 = mul nsw i64 %conv2_weight_grad.r70181, 12544
-  %563 = add nsw i64 1129744, %562
-  %564 = mul nsw i64 %conv2_weight_grad.j69180, 196
-  %565 = add nsw i64 %563, %564
-  %566 = add nsw i64 %565, %conv2_weight_grad.i71182
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %566
-  store float 0.000000e+00, ptr %arena183, align 4
-  %i71.next = add nsw i64 %conv2_weight_grad.i71182, 1
-  %567 = icmp slt i64 %i71.next, 196
-  br i1 %567, label %conv2_weight_grad.i71, label %conv2_weight_grad.i71.end
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy70
+  br label %conv2_weight_grad.ox71
 
-conv2_weight_grad.i71.end:                        ; preds = %conv2_weight_grad.i71
-  %r70.next = add nsw i64 %conv2_weight_grad.r70181, 1
-  %568 = icmp slt i64 %r70.next, 144
-  br i1 %568, label %conv2_weight_grad.r70, label %conv2_weight_grad.r70.end
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox71.end, %conv2_weight_grad.oy70
+  %oy70.next = add nsw i64 %conv2_weight_grad.oy70242, 1
+  %846 = icmp slt i64 %oy70.next, 14
+  br i1 %846, label %conv2_weight_grad.oy70, label %conv2_weight_grad.oy70.end
 
-conv2_weight_grad.c72:                            ; preds = %conv2_weight_grad.ky73.end, %conv2_weight_grad.r70.end
-  %conv2_weight_grad.c72184 = phi i64 [ 0, %conv2_weight_grad.r70.end ], [ %c72.next, %conv2_weight_grad.ky73.end ]
-  br label %conv2_weight_grad.ky73
+conv2_weight_grad.ox71:                           ; preds = %conv2_weight_grad.ox71, %conv2_weight_grad.then
+  %conv2_weight_grad.ox71243 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox71.next, %conv2_weight_grad.ox71 ]
+  %847 = mul nsw i64 %conv2_weight_grad.g64235, 64
+  %848 = add nsw i64 %847, %conv2_weight_grad.j65236
+  %849 = mul nsw i64 %848, 3136
+  %850 = mul nsw i64 %conv2_weight_grad.c68240, 196
+  %851 = add nsw i64 %849, %850
+  %852 = add nsw i64 %conv2_weight_grad.oy70242, %conv2_weight_grad.ky69241
+  %853 = add nsw i64 %852, -1
+  %854 = mul nsw i64 %853, 14
+  %855 = add nsw i64 %851, %854
+  %856 = add nsw i64 %conv2_weight_grad.ox71243, 1
+  %857 = add nsw i64 %856, -1
+  %858 = add nsw i64 %855, %857
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %858
+  %859 = load float, ptr %arena244, align 4
+  %860 = mul nsw i64 %conv2_weight_grad.c68240, 3
+  %861 = add nsw i64 %860, %conv2_weight_grad.ky69241
+  %862 = mul nsw i64 %861, 3
+  %863 = mul nsw i64 %862, 12544
+  %864 = add nsw i64 1129744, %863
+  %865 = mul nsw i64 %conv2_weight_grad.j65236, 196
+  %866 = add nsw i64 %864, %865
+  %867 = mul nsw i64 %conv2_weight_grad.oy70242, 14
+  %868 = add nsw i64 %866, %867
+  %869 = add nsw i64 %conv2_weight_grad.ox71243, 1
+  %870 = add nsw i64 %868, %869
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %870
+  store float %859, ptr %arena245, align 4
+  %ox71.next = add nsw i64 %conv2_weight_grad.ox71243, 1
+  %871 = icmp slt i64 %ox71.next, 13
+  br i1 %871, label %conv2_weight_grad.ox71, label %conv2_weight_grad.ox71.end
 
-conv2_weight_grad.c72.end:                        ; preds = %conv2_weight_grad.ky73.end
-  %j69.next = add nsw i64 %conv2_weight_grad.j69180, 1
-  %569 = icmp slt i64 %j69.next, 64
-  br i1 %569, label %conv2_weight_grad.j69, label %conv2_weight_grad.j69.end
-
-conv2_weight_grad.ky73:                           ; preds = %conv2_weight_grad.oy78.end, %conv2_weight_grad.c72
-  %conv2_weight_grad.ky73185 = phi i64 [ 0, %conv2_weight_grad.c72 ], [ %ky73.next, %conv2_weight_grad.oy78.end ]
-  br label %conv2_weight_grad.oy74
-
-conv2_weight_grad.ky73.end:                       ; preds = %conv2_weight_grad.oy78.end
-  %c72.next = add nsw i64 %conv2_weight_grad.c72184, 1
-  %570 = icmp slt i64 %c72.next, 16
-  br i1 %570, label %conv2_weight_grad.c72, label %conv2_weight_grad.c72.end
-
-conv2_weight_grad.oy74:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky73
-  %conv2_weight_grad.oy74186 = phi i64 [ 0, %conv2_weight_grad.ky73 ], [ %oy74.next, %conv2_weight_grad.endif ]
-  %571 = add nsw i64 %conv2_weight_grad.oy74186, %conv2_weight_grad.ky73185
-  %572 = add nsw i64 %571, -1
-  %573 = icmp slt i64 -1, %572
-  %574 = add nsw i64 %conv2_weight_grad.oy74186, %conv2_weight_grad.ky73185
-  %575 = add nsw i64 %574, -1
-  %576 = icmp slt i64 %575, 14
-  %577 = and i1 %573, %576
-  br i1 %577, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
-
-conv2_weight_grad.oy74.end:                       ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.oy76
-
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy74
-  br label %conv2_weight_grad.ox75
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox75.end, %conv2_weight_grad.oy74
-  %oy74.next = add nsw i64 %conv2_weight_grad.oy74186, 1
-  %578 = icmp slt i64 %oy74.next, 14
-  br i1 %578, label %conv2_weight_grad.oy74, label %conv2_weight_grad.oy74.end
-
-conv2_weight_grad.ox75:                           ; preds = %conv2_weight_grad.ox75, %conv2_weight_grad.then
-  %conv2_weight_grad.ox75187 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox75.next, %conv2_weight_grad.ox75 ]
-  %579 = mul nsw i64 %conv2_weight_grad.g68179, 64
-  %580 = add nsw i64 %579, %conv2_weight_grad.j69180
-  %581 = mul nsw i64 %580, 3136
-  %582 = mul nsw i64 %conv2_weight_grad.c72184, 196
-  %583 = add nsw i64 %581, %582
-  %584 = add nsw i64 %conv2_weight_grad.oy74186, %conv2_weight_grad.ky73185
-  %585 = add nsw i64 %584, -1
-  %586 = mul nsw i64 %585, 14
-  %587 = add nsw i64 %583, %586
-  %588 = add nsw i64 %conv2_weight_grad.ox75187, 1
-  %589 = add nsw i64 %588, -1
-  %590 = add nsw i64 %587, %589
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %590
-  %591 = load float, ptr %arena188, align 4
-  %592 = mul nsw i64 %conv2_weight_grad.c72184, 3
-  %593 = add nsw i64 %592, %conv2_weight_grad.ky73185
-  %594 = mul nsw i64 %593, 3
-  %595 = mul nsw i64 %594, 12544
-  %596 = add nsw i64 1129744, %595
-  %597 = mul nsw i64 %conv2_weight_grad.j69180, 196
-  %598 = add nsw i64 %596, %597
-  %599 = mul nsw i64 %conv2_weight_grad.oy74186, 14
-  %600 = add nsw i64 %598, %599
-  %601 = add nsw i64 %conv2_weight_grad.ox75187, 1
-  %602 = add nsw i64 %600, %601
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %602
-  store float %591, ptr %arena189, align 4
-  %ox75.next = add nsw i64 %conv2_weight_grad.ox75187, 1
-  %603 = icmp slt i64 %ox75.next, 13
-  br i1 %603, label %conv2_weight_grad.ox75, label %conv2_weight_grad.ox75.end
-
-conv2_weight_grad.ox75.end:                       ; preds = %conv2_weight_grad.ox75
+conv2_weight_grad.ox71.end:                       ; preds = %conv2_weight_grad.ox71
   br label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy76:                           ; preds = %conv2_weight_grad.endif192, %conv2_weight_grad.oy74.end
-  %conv2_weight_grad.oy76190 = phi i64 [ 0, %conv2_weight_grad.oy74.end ], [ %oy76.next, %conv2_weight_grad.endif192 ]
-  %604 = add nsw i64 %conv2_weight_grad.oy76190, %conv2_weight_grad.ky73185
-  %605 = add nsw i64 %604, -1
-  %606 = icmp slt i64 -1, %605
-  %607 = add nsw i64 %conv2_weight_grad.oy76190, %conv2_weight_grad.ky73185
-  %608 = add nsw i64 %607, -1
-  %609 = icmp slt i64 %608, 14
-  %610 = and i1 %606, %609
-  br i1 %610, label %conv2_weight_grad.then191, label %conv2_weight_grad.endif192
+conv2_weight_grad.oy72:                           ; preds = %conv2_weight_grad.endif248, %conv2_weight_grad.oy70.end
+  %conv2_weight_grad.oy72246 = phi i64 [ 0, %conv2_weight_grad.oy70.end ], [ %oy72.next, %conv2_weight_grad.endif248 ]
+  %872 = add nsw i64 %conv2_weight_grad.oy72246, %conv2_weight_grad.ky69241
+  %873 = add nsw i64 %872, -1
+  %874 = icmp slt i64 -1, %873
+  %875 = add nsw i64 %conv2_weight_grad.oy72246, %conv2_weight_grad.ky69241
+  %876 = add nsw i64 %875, -1
+  %877 = icmp slt i64 %876, 14
+  %878 = and i1 %874, %877
+  br i1 %878, label %conv2_weight_grad.then247, label %conv2_weight_grad.endif248
 
-conv2_weight_grad.oy76.end:                       ; preds = %conv2_weight_grad.endif192
-  br label %conv2_weight_grad.oy78
+conv2_weight_grad.oy72.end:                       ; preds = %conv2_weight_grad.endif248
+  br label %conv2_weight_grad.oy74
 
-conv2_weight_grad.then191:                        ; preds = %conv2_weight_grad.oy76
-  br label %conv2_weight_grad.ox77
+conv2_weight_grad.then247:                        ; preds = %conv2_weight_grad.oy72
+  br label %conv2_weight_grad.ox73
 
-conv2_weight_grad.endif192:                       ; preds = %conv2_weight_grad.ox77.end, %conv2_weight_grad.oy76
-  %oy76.next = add nsw i64 %conv2_weight_grad.oy76190, 1
-  %611 = icmp slt i64 %oy76.next, 14
-  br i1 %611, label %conv2_weight_grad.oy76, label %conv2_weight_grad.oy76.end
+conv2_weight_grad.endif248:                       ; preds = %conv2_weight_grad.ox73.end, %conv2_weight_grad.oy72
+  %oy72.next = add nsw i64 %conv2_weight_grad.oy72246, 1
+  %879 = icmp slt i64 %oy72.next, 14
+  br i1 %879, label %conv2_weight_grad.oy72, label %conv2_weight_grad.oy72.end
 
-conv2_weight_grad.ox77:                           ; preds = %conv2_weight_grad.ox77, %conv2_weight_grad.then191
-  %conv2_weight_grad.ox77193 = phi i64 [ 0, %conv2_weight_grad.then191 ], [ %ox77.next, %conv2_weight_grad.ox77 ]
-  %612 = mul nsw i64 %conv2_weight_grad.g68179, 64
-  %613 = add nsw i64 %612, %conv2_weight_grad.j69180
-  %614 = mul nsw i64 %613, 3136
-  %615 = mul nsw i64 %conv2_weight_grad.c72184, 196
-  %616 = add nsw i64 %614, %615
-  %617 = add nsw i64 %conv2_weight_grad.oy76190, %conv2_weight_grad.ky73185
-  %618 = add nsw i64 %617, -1
-  %619 = mul nsw i64 %618, 14
-  %620 = add nsw i64 %616, %619
-  %621 = add nsw i64 %620, %conv2_weight_grad.ox77193
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 %621
-  %622 = load float, ptr %arena194, align 4
-  %623 = mul nsw i64 %conv2_weight_grad.c72184, 3
-  %624 = add nsw i64 %623, %conv2_weight_grad.ky73185
-  %625 = mul nsw i64 %624, 3
-  %626 = add nsw i64 %625, 1
-  %627 = mul nsw i64 %626, 12544
-  %628 = add nsw i64 1129744, %627
-  %629 = mul nsw i64 %conv2_weight_grad.j69180, 196
-  %630 = add nsw i64 %628, %629
-  %631 = mul nsw i64 %conv2_weight_grad.oy76190, 14
-  %632 = add nsw i64 %630, %631
-  %633 = add nsw i64 %632, %conv2_weight_grad.ox77193
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %633
-  store float %622, ptr %arena195, align 4
-  %ox77.next = add nsw i64 %conv2_weight_grad.ox77193, 1
-  %634 = icmp slt i64 %ox77.next, 14
-  br i1 %634, label %conv2_weight_grad.ox77, label %conv2_weight_grad.ox77.end
+conv2_weight_grad.ox73:                           ; preds = %conv2_weight_grad.ox73, %conv2_weight_grad.then247
+  %conv2_weight_grad.ox73249 = phi i64 [ 0, %conv2_weight_grad.then247 ], [ %ox73.next, %conv2_weight_grad.ox73 ]
+  %880 = mul nsw i64 %conv2_weight_grad.g64235, 64
+  %881 = add nsw i64 %880, %conv2_weight_grad.j65236
+  %882 = mul nsw i64 %881, 3136
+  %883 = mul nsw i64 %conv2_weight_grad.c68240, 196
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %conv2_weight_grad.oy72246, %conv2_weight_grad.ky69241
+  %886 = add nsw i64 %885, -1
+  %887 = mul nsw i64 %886, 14
+  %888 = add nsw i64 %884, %887
+  %889 = add nsw i64 %888, %conv2_weight_grad.ox73249
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %889
+  %890 = load float, ptr %arena250, align 4
+  %891 = mul nsw i64 %conv2_weight_grad.c68240, 3
+  %892 = add nsw i64 %891, %conv2_weight_grad.ky69241
+  %893 = mul nsw i64 %892, 3
+  %894 = add nsw i64 %893, 1
+  %895 = mul nsw i64 %894, 12544
+  %896 = add nsw i64 1129744, %895
+  %897 = mul nsw i64 %conv2_weight_grad.j65236, 196
+  %898 = add nsw i64 %896, %897
+  %899 = mul nsw i64 %conv2_weight_grad.oy72246, 14
+  %900 = add nsw i64 %898, %899
+  %901 = add nsw i64 %900, %conv2_weight_grad.ox73249
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %901
+  store float %890, ptr %arena251, align 4
+  %ox73.next = add nsw i64 %conv2_weight_grad.ox73249, 1
+  %902 = icmp slt i64 %ox73.next, 14
+  br i1 %902, label %conv2_weight_grad.ox73, label %conv2_weight_grad.ox73.end
 
-conv2_weight_grad.ox77.end:                       ; preds = %conv2_weight_grad.ox77
-  br label %conv2_weight_grad.endif192
+conv2_weight_grad.ox73.end:                       ; preds = %conv2_weight_grad.ox73
+  br label %conv2_weight_grad.endif248
 
-conv2_weight_grad.oy78:                           ; preds = %conv2_weight_grad.endif198, %conv2_weight_grad.oy76.end
-  %conv2_weight_grad.oy78196 = phi i64 [ 0, %conv2_weight_grad.oy76.end ], [ %oy78.next, %conv2_weight_grad.endif198 ]
-  %635 = add nsw i64 %conv2_weight_grad.oy78196, %conv2_weight_grad.ky73185
-  %636 = add nsw i64 %635, -1
-  %637 = icmp slt i64 -1, %636
-  %638 = add nsw i64 %conv2_weight_grad.oy78196, %conv2_weight_grad.ky73185
-  %639 = add nsw i64 %638, -1
-  %640 = icmp slt i64 %639, 14
-  %641 = and i1 %637, %640
-  br i1 %641, label %conv2_weight_grad.then197, label %conv2_weight_grad.endif198
+conv2_weight_grad.oy74:                           ; preds = %conv2_weight_grad.endif254, %conv2_weight_grad.oy72.end
+  %conv2_weight_grad.oy74252 = phi i64 [ 0, %conv2_weight_grad.oy72.end ], [ %oy74.next, %conv2_weight_grad.endif254 ]
+  %903 = add nsw i64 %conv2_weight_grad.oy74252, %conv2_weight_grad.ky69241
+  %904 = add nsw i64 %903, -1
+  %905 = icmp slt i64 -1, %904
+  %906 = add nsw i64 %conv2_weight_grad.oy74252, %conv2_weight_grad.ky69241
+  %907 = add nsw i64 %906, -1
+  %908 = icmp slt i64 %907, 14
+  %909 = and i1 %905, %908
+  br i1 %909, label %conv2_weight_grad.then253, label %conv2_weight_grad.endif254
 
-conv2_weight_grad.oy78.end:                       ; preds = %conv2_weight_grad.endif198
-  %ky73.next = add nsw i64 %conv2_weight_grad.ky73185, 1
-  %642 = icmp slt i64 %ky73.next, 3
-  br i1 %642, label %conv2_weight_grad.ky73, label %conv2_weight_grad.ky73.end
+conv2_weight_grad.oy74.end:                       ; preds = %conv2_weight_grad.endif254
+  %ky69.next = add nsw i64 %conv2_weight_grad.ky69241, 1
+  %910 = icmp slt i64 %ky69.next, 3
+  br i1 %910, label %conv2_weight_grad.ky69, label %conv2_weight_grad.ky69.end
 
-conv2_weight_grad.then197:                        ; preds = %conv2_weight_grad.oy78
-  br label %conv2_weight_grad.ox79
+conv2_weight_grad.then253:                        ; preds = %conv2_weight_grad.oy74
+  br label %conv2_weight_grad.ox75
 
-conv2_weight_grad.endif198:                       ; preds = %conv2_weight_grad.ox79.end, %conv2_weight_grad.oy78
-  %oy78.next = add nsw i64 %conv2_weight_grad.oy78196, 1
-  %643 = icmp slt i64 %oy78.next, 14
-  br i1 %643, label %conv2_weight_grad.oy78, label %conv2_weight_grad.oy78.end
+conv2_weight_grad.endif254:                       ; preds = %conv2_weight_grad.ox75.end, %conv2_weight_grad.oy74
+  %oy74.next = add nsw i64 %conv2_weight_grad.oy74252, 1
+  %911 = icmp slt i64 %oy74.next, 14
+  br i1 %911, label %conv2_weight_grad.oy74, label %conv2_weight_grad.oy74.end
 
-conv2_weight_grad.ox79:                           ; preds = %conv2_weight_grad.ox79, %conv2_weight_grad.then197
-  %conv2_weight_grad.ox79199 = phi i64 [ 0, %conv2_weight_grad.then197 ], [ %ox79.next, %conv2_weight_grad.ox79 ]
-  %644 = mul nsw i64 %conv2_weight_grad.g68179, 64
-  %645 = add nsw i64 %644, %conv2_weight_grad.j69180
-  %646 = mul nsw i64 %645, 3136
-  %647 = mul nsw i64 %conv2_weight_grad.c72184, 196
-  %648 = add nsw i64 %646, %647
-  %649 = add nsw i64 %conv2_weight_grad.oy78196, %conv2_weight_grad.ky73185
-  %650 = add nsw i64 %649, -1
-  %651 = mul nsw i64 %650, 14
-  %652 = add nsw i64 %648, %651
-  %653 = add nsw i64 %conv2_weight_grad.ox79199, 1
-  %654 = add nsw i64 %652, %653
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 %654
-  %655 = load float, ptr %arena200, align 4
-  %656 = mul nsw i64 %conv2_weight_grad.c72184, 3
-  %657 = add nsw i64 %656, %conv2_weight_grad.ky73185
-  %658 = mul nsw i64 %657, 3
-  %659 = add nsw i64 %658, 2
-  %660 = mul nsw i64 %659, 12544
-  %661 = add nsw i64 1129744, %660
-  %662 = mul nsw i64 %conv2_weight_grad.j69180, 196
-  %663 = add nsw i64 %661, %662
-  %664 = mul nsw i64 %conv2_weight_grad.oy78196, 14
-  %665 = add nsw i64 %663, %664
-  %666 = add nsw i64 %665, %conv2_weight_grad.ox79199
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %666
-  store float %655, ptr %arena201, align 4
-  %ox79.next = add nsw i64 %conv2_weight_grad.ox79199, 1
-  %667 = icmp slt i64 %ox79.next, 13
-  br i1 %667, label %conv2_weight_grad.ox79, label %conv2_weight_grad.ox79.end
+conv2_weight_grad.ox75:                           ; preds = %conv2_weight_grad.ox75, %conv2_weight_grad.then253
+  %conv2_weight_grad.ox75255 = phi i64 [ 0, %conv2_weight_grad.then253 ], [ %ox75.next, %conv2_weight_grad.ox75 ]
+  %912 = mul nsw i64 %conv2_weight_grad.g64235, 64
+  %913 = add nsw i64 %912, %conv2_weight_grad.j65236
+  %914 = mul nsw i64 %913, 3136
+  %915 = mul nsw i64 %conv2_weight_grad.c68240, 196
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %conv2_weight_grad.oy74252, %conv2_weight_grad.ky69241
+  %918 = add nsw i64 %917, -1
+  %919 = mul nsw i64 %918, 14
+  %920 = add nsw i64 %916, %919
+  %921 = add nsw i64 %conv2_weight_grad.ox75255, 1
+  %922 = add nsw i64 %920, %921
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %922
+  %923 = load float, ptr %arena256, align 4
+  %924 = mul nsw i64 %conv2_weight_grad.c68240, 3
+  %925 = add nsw i64 %924, %conv2_weight_grad.ky69241
+  %926 = mul nsw i64 %925, 3
+  %927 = add nsw i64 %926, 2
+  %928 = mul nsw i64 %927, 12544
+  %929 = add nsw i64 1129744, %928
+  %930 = mul nsw i64 %conv2_weight_grad.j65236, 196
+  %931 = add nsw i64 %929, %930
+  %932 = mul nsw i64 %conv2_weight_grad.oy74252, 14
+  %933 = add nsw i64 %931, %932
+  %934 = add nsw i64 %933, %conv2_weight_grad.ox75255
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %934
+  store float %923, ptr %arena257, align 4
+  %ox75.next = add nsw i64 %conv2_weight_grad.ox75255, 1
+  %935 = icmp slt i64 %ox75.next, 13
+  br i1 %935, label %conv2_weight_grad.ox75, label %conv2_weight_grad.ox75.end
 
-conv2_weight_grad.ox79.end:                       ; preds = %conv2_weight_grad.ox79
-  br label %conv2_weight_grad.endif198
+conv2_weight_grad.ox75.end:                       ; preds = %conv2_weight_grad.ox75
+  br label %conv2_weight_grad.endif254
 
-conv2_weight_grad.j80:                            ; preds = %conv2_weight_grad.f81.end, %conv2_weight_grad.j69.end
-  %conv2_weight_grad.j80202 = phi i64 [ 0, %conv2_weight_grad.j69.end ], [ %j80.next, %conv2_weight_grad.f81.end ]
-  br label %conv2_weight_grad.f81
+conv2_weight_grad.j76:                            ; preds = %conv2_weight_grad.f77.end, %conv2_weight_grad.j65.end
+  %conv2_weight_grad.j76258 = phi i64 [ 0, %conv2_weight_grad.j65.end ], [ %j76.next, %conv2_weight_grad.f77.end ]
+  br label %conv2_weight_grad.f77
 
-conv2_weight_grad.j80.end:                        ; preds = %conv2_weight_grad.f81.end
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 2936080
-  %arena208 = getelementptr inbounds float, ptr %arena, i64 1129744
-  %grads209 = getelementptr inbounds float, ptr %grads, i64 160
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 144, i32 12544, float 1.000000e+00, ptr %arena207, i32 12544, ptr %arena208, i32 12544, float 1.000000e+00, ptr %grads209, i32 144)
-  %g68.next = add nsw i64 %conv2_weight_grad.g68179, 1
-  %668 = icmp slt i64 %g68.next, 1
-  br i1 %668, label %conv2_weight_grad.g68, label %conv2_weight_grad.g68.end
+conv2_weight_grad.j76.end:                        ; preds = %conv2_weight_grad.f77.end
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 2936080
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 1129744
+  %grads265 = getelementptr inbounds float, ptr %grads, i64 160
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 144, i32 12544, float 1.000000e+00, ptr %arena263, i32 12544, ptr %arena264, i32 12544, float 1.000000e+00, ptr %grads265, i32 144)
+  %g64.next = add nsw i64 %conv2_weight_grad.g64235, 1
+  %936 = icmp slt i64 %g64.next, 1
+  br i1 %936, label %conv2_weight_grad.g64, label %conv2_weight_grad.g64.end
 
-conv2_weight_grad.f81:                            ; preds = %conv2_weight_grad.i82.end, %conv2_weight_grad.j80
-  %conv2_weight_grad.f81203 = phi i64 [ 0, %conv2_weight_grad.j80 ], [ %f81.next, %conv2_weight_grad.i82.end ]
-  br label %conv2_weight_grad.i82
+conv2_weight_grad.f77:                            ; preds = %conv2_weight_grad.i78.end, %conv2_weight_grad.j76
+  %conv2_weight_grad.f77259 = phi i64 [ 0, %conv2_weight_grad.j76 ], [ %f77.next, %conv2_weight_grad.i78.end ]
+  br label %conv2_weight_grad.i78
 
-conv2_weight_grad.f81.end:                        ; preds = %conv2_weight_grad.i82.end
-  %j80.next = add nsw i64 %conv2_weight_grad.j80202, 1
-  %669 = icmp slt i64 %j80.next, 64
-  br i1 %669, label %conv2_weight_grad.j80, label %conv2_weight_grad.j80.end
+conv2_weight_grad.f77.end:                        ; preds = %conv2_weight_grad.i78.end
+  %j76.next = add nsw i64 %conv2_weight_grad.j76258, 1
+  %937 = icmp slt i64 %j76.next, 64
+  br i1 %937, label %conv2_weight_grad.j76, label %conv2_weight_grad.j76.end
 
-conv2_weight_grad.i82:                            ; preds = %conv2_weight_grad.i82, %conv2_weight_grad.f81
-  %conv2_weight_grad.i82204 = phi i64 [ 0, %conv2_weight_grad.f81 ], [ %i82.next, %conv2_weight_grad.i82 ]
-  %670 = mul nsw i64 %conv2_weight_grad.g68179, 64
-  %671 = add nsw i64 %670, %conv2_weight_grad.j80202
-  %672 = mul nsw i64 %671, 6272
-  %673 = add nsw i64 728336, %672
-  %674 = mul nsw i64 %conv2_weight_grad.f81203, 196
-  %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 %675, %conv2_weight_grad.i82204
-  %arena205 = getelementptr inbounds float, ptr %arena, i64 %676
-  %677 = load float, ptr %arena205, align 4
-  %678 = mul nsw i64 %conv2_weight_grad.f81203, 12544
-  %679 = add nsw i64 2936080, %678
-  %680 = mul nsw i64 %conv2_weight_grad.j80202, 196
-  %681 = add nsw i64 %679, %680
-  %682 = add nsw i64 %681, %conv2_weight_grad.i82204
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %682
-  store float %677, ptr %arena206, align 4
-  %i82.next = add nsw i64 %conv2_weight_grad.i82204, 1
-  %683 = icmp slt i64 %i82.next, 196
-  br i1 %683, label %conv2_weight_grad.i82, label %conv2_weight_grad.i82.end
+conv2_weight_grad.i78:                            ; preds = %conv2_weight_grad.i78, %conv2_weight_grad.f77
+  %conv2_weight_grad.i78260 = phi i64 [ 0, %conv2_weight_grad.f77 ], [ %i78.next, %conv2_weight_grad.i78 ]
+  %938 = mul nsw i64 %conv2_weight_grad.g64235, 64
+  %939 = add nsw i64 %938, %conv2_weight_grad.j76258
+  %940 = mul nsw i64 %939, 6272
+  %941 = add nsw i64 728336, %940
+  %942 = mul nsw i64 %conv2_weight_grad.f77259, 196
+  %943 = add nsw i64 %941, %942
+  %944 = add nsw i64 %943, %conv2_weight_grad.i78260
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %944
+  %945 = load float, ptr %arena261, align 4
+  %946 = mul nsw i64 %conv2_weight_grad.f77259, 12544
+  %947 = add nsw i64 2936080, %946
+  %948 = mul nsw i64 %conv2_weight_grad.j76258, 196
+  %949 = add nsw i64 %947, %948
+  %950 = add nsw i64 %949, %conv2_weight_grad.i78260
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %950
+  store float %945, ptr %arena262, align 4
+  %i78.next = add nsw i64 %conv2_weight_grad.i78260, 1
+  %951 = icmp slt i64 %i78.next, 196
+  br i1 %951, label %conv2_weight_grad.i78, label %conv2_weight_grad.i78.end
 
-conv2_weight_grad.i82.end:                        ; preds = %conv2_weight_grad.i82
-  %f81.next = add nsw i64 %conv2_weight_grad.f81203, 1
-  %684 = icmp slt i64 %f81.next, 32
-  br i1 %684, label %conv2_weight_grad.f81, label %conv2_weight_grad.f81.end
+conv2_weight_grad.i78.end:                        ; preds = %conv2_weight_grad.i78
+  %f77.next = add nsw i64 %conv2_weight_grad.f77259, 1
+  %952 = icmp slt i64 %f77.next, 32
+  br i1 %952, label %conv2_weight_grad.f77, label %conv2_weight_grad.f77.end
 
-conv2_bias_grad.f83:                              ; preds = %conv2_bias_grad.img85.end, %conv2_weight_grad.g68.end
-  %conv2_bias_grad.f83210 = phi i64 [ 0, %conv2_weight_grad.g68.end ], [ %f83.next, %conv2_bias_grad.img85.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc84, align 4
-  br label %conv2_bias_grad.img85
+conv2_bias_grad.f79:                              ; preds = %conv2_bias_grad.img81.end, %conv2_weight_grad.g64.end
+  %conv2_bias_grad.f79266 = phi i64 [ 0, %conv2_weight_grad.g64.end ], [ %f79.next, %conv2_bias_grad.img81.end ]
+  store float 0.000000e+00, ptr %conv2_bias_grad.acc80, align 4
+  br label %conv2_bias_grad.img81
 
-conv2_bias_grad.f83.end:                          ; preds = %conv2_bias_grad.img85.end
+conv2_bias_grad.f79.end:                          ; preds = %conv2_bias_grad.img81.end
+  br label %pool1_grad.i83
+
+conv2_bias_grad.img81:                            ; preds = %conv2_bias_grad.i82.end, %conv2_bias_grad.f79
+  %conv2_bias_grad.img81267 = phi i64 [ 0, %conv2_bias_grad.f79 ], [ %img81.next, %conv2_bias_grad.i82.end ]
+  br label %conv2_bias_grad.i82
+
+conv2_bias_grad.img81.end:                        ; preds = %conv2_bias_grad.i82.end
+  %acc80270 = load float, ptr %conv2_bias_grad.acc80, align 4
+  %953 = add nsw i64 4768, %conv2_bias_grad.f79266
+  %grads271 = getelementptr inbounds float, ptr %grads, i64 %953
+  store float %acc80270, ptr %grads271, align 4
+  %f79.next = add nsw i64 %conv2_bias_grad.f79266, 1
+  %954 = icmp slt i64 %f79.next, 32
+  br i1 %954, label %conv2_bias_grad.f79, label %conv2_bias_grad.f79.end
+
+conv2_bias_grad.i82:                              ; preds = %conv2_bias_grad.i82, %conv2_bias_grad.img81
+  %conv2_bias_grad.i82268 = phi i64 [ 0, %conv2_bias_grad.img81 ], [ %i82.next, %conv2_bias_grad.i82 ]
+  %acc80 = load float, ptr %conv2_bias_grad.acc80, align 4
+  %955 = mul nsw i64 %conv2_bias_grad.img81267, 6272
+  %956 = add nsw i64 728336, %955
+  %957 = mul nsw i64 %conv2_bias_grad.f79266, 196
+  %958 = add nsw i64 %956, %957
+  %959 = add nsw i64 %958, %conv2_bias_grad.i82268
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %959
+  %960 = load float, ptr %arena269, align 4
+  %961 = fadd float %acc80, %960
+  store float %961, ptr %conv2_bias_grad.acc80, align 4
+  %i82.next = add nsw i64 %conv2_bias_grad.i82268, 1
+  %962 = icmp slt i64 %i82.next, 196
+  br i1 %962, label %conv2_bias_grad.i82, label %conv2_bias_grad.i82.end
+
+conv2_bias_grad.i82.end:                          ; preds = %conv2_bias_grad.i82
+  %img81.next = add nsw i64 %conv2_bias_grad.img81267, 1
+  %963 = icmp slt i64 %img81.next, 64
+  br i1 %963, label %conv2_bias_grad.img81, label %conv2_bias_grad.img81.end
+
+pool1_grad.i83:                                   ; preds = %pool1_grad.i83, %conv2_bias_grad.f79.end
+  %pool1_grad.i83272 = phi i64 [ 0, %conv2_bias_grad.f79.end ], [ %i83.next, %pool1_grad.i83 ]
+  %964 = add nsw i64 401408, %pool1_grad.i83272
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %964
+  store float 0.000000e+00, ptr %arena273, align 4
+  %i83.next = add nsw i64 %pool1_grad.i83272, 1
+  %965 = icmp slt i64 %i83.next, 200704
+  br i1 %965, label %pool1_grad.i83, label %pool1_grad.i83.end
+
+pool1_grad.i83.end:                               ; preds = %pool1_grad.i83
+  br label %pool1_grad.g84
+
+pool1_grad.g84:                                   ; preds = %pool1_grad.j88.end, %pool1_grad.i83.end
+  %pool1_grad.g84274 = phi i64 [ 0, %pool1_grad.i83.end ], [ %g84.next, %pool1_grad.j88.end ]
+  br label %pool1_grad.j85
+
+pool1_grad.g84.end:                               ; preds = %pool1_grad.j88.end
+  br label %conv1_grad.i97
+
+pool1_grad.j85:                                   ; preds = %pool1_grad.f86.end, %pool1_grad.g84
+  %pool1_grad.j85275 = phi i64 [ 0, %pool1_grad.g84 ], [ %j85.next, %pool1_grad.f86.end ]
+  br label %pool1_grad.f86
+
+pool1_grad.j85.end:                               ; preds = %pool1_grad.f86.end
+  %params280 = getelementptr inbounds float, ptr %params, i64 160
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 2936080
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 1129744
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params280, i32 144, ptr %arena281, i32 12544, float 0.000000e+00, ptr %arena282, i32 12544)
+  br label %pool1_grad.j88
+
+pool1_grad.f86:                                   ; preds = %pool1_grad.i87.end, %pool1_grad.j85
+  %pool1_grad.f86276 = phi i64 [ 0, %pool1_grad.j85 ], [ %f86.next, %pool1_grad.i87.end ]
   br label %pool1_grad.i87
 
-conv2_bias_grad.img85:                            ; preds = %conv2_bias_grad.i86.end, %conv2_bias_grad.f83
-  %conv2_bias_grad.img85211 = phi i64 [ 0, %conv2_bias_grad.f83 ], [ %img85.next, %conv2_bias_grad.i86.end ]
-  br label %conv2_bias_grad.i86
+pool1_grad.f86.end:                               ; preds = %pool1_grad.i87.end
+  %j85.next = add nsw i64 %pool1_grad.j85275, 1
+  %966 = icmp slt i64 %j85.next, 64
+  br i1 %966, label %pool1_grad.j85, label %pool1_grad.j85.end
 
-conv2_bias_grad.img85.end:                        ; preds = %conv2_bias_grad.i86.end
-  %acc84214 = load float, ptr %conv2_bias_grad.acc84, align 4
-  %685 = add nsw i64 4768, %conv2_bias_grad.f83210
-  %grads215 = getelementptr inbounds float, ptr %grads, i64 %685
-  store float %acc84214, ptr %grads215, align 4
-  %f83.next = add nsw i64 %conv2_bias_grad.f83210, 1
-  %686 = icmp slt i64 %f83.next, 32
-  br i1 %686, label %conv2_bias_grad.f83, label %conv2_bias_grad.f83.end
-
-conv2_bias_grad.i86:                              ; preds = %conv2_bias_grad.i86, %conv2_bias_grad.img85
-  %conv2_bias_grad.i86212 = phi i64 [ 0, %conv2_bias_grad.img85 ], [ %i86.next, %conv2_bias_grad.i86 ]
-  %acc84 = load float, ptr %conv2_bias_grad.acc84, align 4
-  %687 = mul nsw i64 %conv2_bias_grad.img85211, 6272
-  %688 = add nsw i64 728336, %687
-  %689 = mul nsw i64 %conv2_bias_grad.f83210, 196
-  %690 = add nsw i64 %688, %689
-  %691 = add nsw i64 %690, %conv2_bias_grad.i86212
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %691
-  %692 = load float, ptr %arena213, align 4
-  %693 = fadd float %acc84, %692
-  store float %693, ptr %conv2_bias_grad.acc84, align 4
-  %i86.next = add nsw i64 %conv2_bias_grad.i86212, 1
-  %694 = icmp slt i64 %i86.next, 196
-  br i1 %694, label %conv2_bias_grad.i86, label %conv2_bias_grad.i86.end
-
-conv2_bias_grad.i86.end:                          ; preds = %conv2_bias_grad.i86
-  %img85.next = add nsw i64 %conv2_bias_grad.img85211, 1
-  %695 = icmp slt i64 %img85.next, 64
-  br i1 %695, label %conv2_bias_grad.img85, label %conv2_bias_grad.img85.end
-
-pool1_grad.i87:                                   ; preds = %pool1_grad.i87, %conv2_bias_grad.f83.end
-  %pool1_grad.i87216 = phi i64 [ 0, %conv2_bias_grad.f83.end ], [ %i87.next, %pool1_grad.i87 ]
-  %696 = add nsw i64 401408, %pool1_grad.i87216
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %696
-  store float 0.000000e+00, ptr %arena217, align 4
-  %i87.next = add nsw i64 %pool1_grad.i87216, 1
-  %697 = icmp slt i64 %i87.next, 200704
-  br i1 %697, label %pool1_grad.i87, label %pool1_grad.i87.end
+pool1_grad.i87:                                   ; preds = %pool1_grad.i87, %pool1_grad.f86
+  %pool1_grad.i87277 = phi i64 [ 0, %pool1_grad.f86 ], [ %i87.next, %pool1_grad.i87 ]
+  %967 = mul nsw i64 %pool1_grad.g84274, 64
+  %968 = add nsw i64 %967, %pool1_grad.j85275
+  %969 = mul nsw i64 %968, 6272
+  %970 = add nsw i64 728336, %969
+  %971 = mul nsw i64 %pool1_grad.f86276, 196
+  %972 = add nsw i64 %970, %971
+  %973 = add nsw i64 %972, %pool1_grad.i87277
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %973
+  %974 = load float, ptr %arena278, align 4
+  %975 = mul nsw i64 %pool1_grad.f86276, 12544
+  %976 = add nsw i64 2936080, %975
+  %977 = mul nsw i64 %pool1_grad.j85275, 196
+  %978 = add nsw i64 %976, %977
+  %979 = add nsw i64 %978, %pool1_grad.i87277
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %979
+  store float %974, ptr %arena279, align 4
+  %i87.next = add nsw i64 %pool1_grad.i87277, 1
+  %980 = icmp slt i64 %i87.next, 196
+  br i1 %980, label %pool1_grad.i87, label %pool1_grad.i87.end
 
 pool1_grad.i87.end:                               ; preds = %pool1_grad.i87
-  br label %pool1_grad.g88
+  %f86.next = add nsw i64 %pool1_grad.f86276, 1
+  %981 = icmp slt i64 %f86.next, 32
+  br i1 %981, label %pool1_grad.f86, label %pool1_grad.f86.end
 
-pool1_grad.g88:                                   ; preds = %pool1_grad.j92.end, %pool1_grad.i87.end
-  %pool1_grad.g88218 = phi i64 [ 0, %pool1_grad.i87.end ], [ %g88.next, %pool1_grad.j92.end ]
-  br label %pool1_grad.j89
+pool1_grad.j88:                                   ; preds = %pool1_grad.c89.end, %pool1_grad.j85.end
+  %pool1_grad.j88283 = phi i64 [ 0, %pool1_grad.j85.end ], [ %j88.next, %pool1_grad.c89.end ]
+  br label %pool1_grad.c89
 
-pool1_grad.g88.end:                               ; preds = %pool1_grad.j92.end
-  br label %conv1_grad.i101
+pool1_grad.j88.end:                               ; preds = %pool1_grad.c89.end
+  %g84.next = add nsw i64 %pool1_grad.g84274, 1
+  %982 = icmp slt i64 %g84.next, 1
+  br i1 %982, label %pool1_grad.g84, label %pool1_grad.g84.end
 
-pool1_grad.j89:                                   ; preds = %pool1_grad.f90.end, %pool1_grad.g88
-  %pool1_grad.j89219 = phi i64 [ 0, %pool1_grad.g88 ], [ %j89.next, %pool1_grad.f90.end ]
-  br label %pool1_grad.f90
+pool1_grad.c89:                                   ; preds = %pool1_grad.ky90.end, %pool1_grad.j88
+  %pool1_grad.c89284 = phi i64 [ 0, %pool1_grad.j88 ], [ %c89.next, %pool1_grad.ky90.end ]
+  br label %pool1_grad.ky90
 
-pool1_grad.j89.end:                               ; preds = %pool1_grad.f90.end
-  %params224 = getelementptr inbounds float, ptr %params, i64 160
-  %arena225 = getelementptr inbounds float, ptr %arena, i64 2936080
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 1129744
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params224, i32 144, ptr %arena225, i32 12544, float 0.000000e+00, ptr %arena226, i32 12544)
-  br label %pool1_grad.j92
+pool1_grad.c89.end:                               ; preds = %pool1_grad.ky90.end
+  %j88.next = add nsw i64 %pool1_grad.j88283, 1
+  %983 = icmp slt i64 %j88.next, 64
+  br i1 %983, label %pool1_grad.j88, label %pool1_grad.j88.end
 
-pool1_grad.f90:                                   ; preds = %pool1_grad.i91.end, %pool1_grad.j89
-  %pool1_grad.f90220 = phi i64 [ 0, %pool1_grad.j89 ], [ %f90.next, %pool1_grad.i91.end ]
-  br label %pool1_grad.i91
+pool1_grad.ky90:                                  ; preds = %pool1_grad.oy95.end, %pool1_grad.c89
+  %pool1_grad.ky90285 = phi i64 [ 0, %pool1_grad.c89 ], [ %ky90.next, %pool1_grad.oy95.end ]
+  br label %pool1_grad.oy91
 
-pool1_grad.f90.end:                               ; preds = %pool1_grad.i91.end
-  %j89.next = add nsw i64 %pool1_grad.j89219, 1
-  %698 = icmp slt i64 %j89.next, 64
-  br i1 %698, label %pool1_grad.j89, label %pool1_grad.j89.end
+pool1_grad.ky90.end:                              ; preds = %pool1_grad.oy95.end
+  %c89.next = add nsw i64 %pool1_grad.c89284, 1
+  %984 = icmp slt i64 %c89.next, 16
+  br i1 %984, label %pool1_grad.c89, label %pool1_grad.c89.end
 
-pool1_grad.i91:                                   ; preds = %pool1_grad.i91, %pool1_grad.f90
-  %pool1_grad.i91221 = phi i64 [ 0, %pool1_grad.f90 ], [ %i91.next, %pool1_grad.i91 ]
-  %699 = mul nsw i64 %pool1_grad.g88218, 64
-  %700 = add nsw i64 %699, %pool1_grad.j89219
-  %701 = mul nsw i64 %700, 6272
-  %702 = add nsw i64 728336, %701
-  %703 = mul nsw i64 %pool1_grad.f90220, 196
-  %704 = add nsw i64 %702, %703
-  %705 = add nsw i64 %704, %pool1_grad.i91221
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 %705
-  %706 = load float, ptr %arena222, align 4
-  %707 = mul nsw i64 %pool1_grad.f90220, 12544
-  %708 = add nsw i64 2936080, %707
-  %709 = mul nsw i64 %pool1_grad.j89219, 196
-  %710 = add nsw i64 %708, %709
-  %711 = add nsw i64 %710, %pool1_grad.i91221
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 %711
-  store float %706, ptr %arena223, align 4
-  %i91.next = add nsw i64 %pool1_grad.i91221, 1
-  %712 = icmp slt i64 %i91.next, 196
-  br i1 %712, label %pool1_grad.i91, label %pool1_grad.i91.end
+pool1_grad.oy91:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky90
+  %pool1_grad.oy91286 = phi i64 [ 0, %pool1_grad.ky90 ], [ %oy91.next, %pool1_grad.endif ]
+  %985 = add nsw i64 %pool1_grad.oy91286, %pool1_grad.ky90285
+  %986 = add nsw i64 %985, -1
+  %987 = icmp slt i64 -1, %986
+  %988 = add nsw i64 %pool1_grad.oy91286, %pool1_grad.ky90285
+  %989 = add nsw i64 %988, -1
+  %990 = icmp slt i64 %989, 14
+  %991 = and i1 %987, %990
+  br i1 %991, label %pool1_grad.then, label %pool1_grad.endif
 
-pool1_grad.i91.end:                               ; preds = %pool1_grad.i91
-  %f90.next = add nsw i64 %pool1_grad.f90220, 1
-  %713 = icmp slt i64 %f90.next, 32
-  br i1 %713, label %pool1_grad.f90, label %pool1_grad.f90.end
+pool1_grad.oy91.end:                              ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy93
 
-pool1_grad.j92:                                   ; preds = %pool1_grad.c93.end, %pool1_grad.j89.end
-  %pool1_grad.j92227 = phi i64 [ 0, %pool1_grad.j89.end ], [ %j92.next, %pool1_grad.c93.end ]
-  br label %pool1_grad.c93
+pool1_grad.then:                                  ; preds = %pool1_grad.oy91
+  br label %pool1_grad.ox92
 
-pool1_grad.j92.end:                               ; preds = %pool1_grad.c93.end
-  %g88.next = add nsw i64 %pool1_grad.g88218, 1
-  %714 = icmp slt i64 %g88.next, 1
-  br i1 %714, label %pool1_grad.g88, label %pool1_grad.g88.end
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox92.end, %pool1_grad.oy91
+  %oy91.next = add nsw i64 %pool1_grad.oy91286, 1
+  %992 = icmp slt i64 %oy91.next, 14
+  br i1 %992, label %pool1_grad.oy91, label %pool1_grad.oy91.end
 
-pool1_grad.c93:                                   ; preds = %pool1_grad.ky94.end, %pool1_grad.j92
-  %pool1_grad.c93228 = phi i64 [ 0, %pool1_grad.j92 ], [ %c93.next, %pool1_grad.ky94.end ]
-  br label %pool1_grad.ky94
+pool1_grad.ox92:                                  ; preds = %pool1_grad.ox92, %pool1_grad.then
+  %pool1_grad.ox92287 = phi i64 [ 0, %pool1_grad.then ], [ %ox92.next, %pool1_grad.ox92 ]
+  %993 = mul nsw i64 %pool1_grad.g84274, 64
+  %994 = add nsw i64 %993, %pool1_grad.j88283
+  %995 = mul nsw i64 %994, 3136
+  %996 = add nsw i64 401408, %995
+  %997 = mul nsw i64 %pool1_grad.c89284, 196
+  %998 = add nsw i64 %996, %997
+  %999 = add nsw i64 %pool1_grad.oy91286, %pool1_grad.ky90285
+  %1000 = add nsw i64 %999, -1
+  %1001 = mul nsw i64 %1000, 14
+  %1002 = add nsw i64 %998, %1001
+  %1003 = add nsw i64 %pool1_grad.ox92287, 1
+  %1004 = add nsw i64 %1003, -1
+  %1005 = add nsw i64 %1002, %1004
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1005
+  %1006 = load float, ptr %arena288, align 4
+  %1007 = mul nsw i64 %pool1_grad.c89284, 3
+  %1008 = add nsw i64 %1007, %pool1_grad.ky90285
+  %1009 = mul nsw i64 %1008, 3
+  %1010 = mul nsw i64 %1009, 12544
+  %1011 = add nsw i64 1129744, %1010
+  %1012 = mul nsw i64 %pool1_grad.j88283, 196
+  %1013 = add nsw i64 %1011, %1012
+  %1014 = mul nsw i64 %pool1_grad.oy91286, 14
+  %1015 = add nsw i64 %1013, %1014
+  %1016 = add nsw i64 %pool1_grad.ox92287, 1
+  %1017 = add nsw i64 %1015, %1016
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %1017
+  %1018 = load float, ptr %arena289, align 4
+  %1019 = fadd float %1006, %1018
+  store float %1019, ptr %arena288, align 4
+  %ox92.next = add nsw i64 %pool1_grad.ox92287, 1
+  %1020 = icmp slt i64 %ox92.next, 13
+  br i1 %1020, label %pool1_grad.ox92, label %pool1_grad.ox92.end
 
-pool1_grad.c93.end:                               ; preds = %pool1_grad.ky94.end
-  %j92.next = add nsw i64 %pool1_grad.j92227, 1
-  %715 = icmp slt i64 %j92.next, 64
-  br i1 %715, label %pool1_grad.j92, label %pool1_grad.j92.end
-
-pool1_grad.ky94:                                  ; preds = %pool1_grad.oy99.end, %pool1_grad.c93
-  %pool1_grad.ky94229 = phi i64 [ 0, %pool1_grad.c93 ], [ %ky94.next, %pool1_grad.oy99.end ]
-  br label %pool1_grad.oy95
-
-pool1_grad.ky94.end:                              ; preds = %pool1_grad.oy99.end
-  %c93.next = add nsw i64 %pool1_grad.c93228, 1
-  %716 = icmp slt i64 %c93.next, 16
-  br i1 %716, label %pool1_grad.c93, label %pool1_grad.c93.end
-
-pool1_grad.oy95:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky94
-  %pool1_grad.oy95230 = phi i64 [ 0, %pool1_grad.ky94 ], [ %oy95.next, %pool1_grad.endif ]
-  %717 = add nsw i64 %pool1_grad.oy95230, %pool1_grad.ky94229
-  %718 = add nsw i64 %717, -1
-  %719 = icmp slt i64 -1, %718
-  %720 = add nsw i64 %pool1_grad.oy95230, %pool1_grad.ky94229
-  %721 = add nsw i64 %720, -1
-  %722 = icmp slt i64 %721, 14
-  %723 = and i1 %719, %722
-  br i1 %723, label %pool1_grad.then, label %pool1_grad.endif
-
-pool1_grad.oy95.end:                              ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy97
-
-pool1_grad.then:                                  ; preds = %pool1_grad.oy95
-  br label %pool1_grad.ox96
-
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox96.end, %pool1_grad.oy95
-  %oy95.next = add nsw i64 %pool1_grad.oy95230, 1
-  %724 = icmp slt i64 %oy95.next, 14
-  br i1 %724, label %pool1_grad.oy95, label %pool1_grad.oy95.end
-
-pool1_grad.ox96:                                  ; preds = %pool1_grad.ox96, %pool1_grad.then
-  %pool1_grad.ox96231 = phi i64 [ 0, %pool1_grad.then ], [ %ox96.next, %pool1_grad.ox96 ]
-  %725 = mul nsw i64 %pool1_grad.g88218, 64
-  %726 = add nsw i64 %725, %pool1_grad.j92227
-  %727 = mul nsw i64 %726, 3136
-  %728 = add nsw i64 401408, %727
-  %729 = mul nsw i64 %pool1_grad.c93228, 196
-  %730 = add nsw i64 %728, %729
-  %731 = add nsw i64 %pool1_grad.oy95230, %pool1_grad.ky94229
-  %732 = add nsw i64 %731, -1
-  %733 = mul nsw i64 %732, 14
-  %734 = add nsw i64 %730, %733
-  %735 = add nsw i64 %pool1_grad.ox96231, 1
-  %736 = add nsw i64 %735, -1
-  %737 = add nsw i64 %734, %736
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %737
-  %738 = load float, ptr %arena232, align 4
-  %739 = mul nsw i64 %pool1_grad.c93228, 3
-  %740 = add nsw i64 %739, %pool1_grad.ky94229
-  %741 = mul nsw i64 %740, 3
-  %742 = mul nsw i64 %741, 12544
-  %743 = add nsw i64 1129744, %742
-  %744 = mul nsw i64 %pool1_grad.j92227, 196
-  %745 = add nsw i64 %743, %744
-  %746 = mul nsw i64 %pool1_grad.oy95230, 14
-  %747 = add nsw i64 %745, %746
-  %748 = add nsw i64 %pool1_grad.ox96231, 1
-  %749 = add nsw i64 %747, %748
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %749
-  %750 = load float, ptr %arena233, align 4
-  %751 = fadd float %738, %750
-  store float %751, ptr %arena232, align 4
-  %ox96.next = add nsw i64 %pool1_grad.ox96231, 1
-  %752 = icmp slt i64 %ox96.next, 13
-  br i1 %752, label %pool1_grad.ox96, label %pool1_grad.ox96.end
-
-pool1_grad.ox96.end:                              ; preds = %pool1_grad.ox96
+pool1_grad.ox92.end:                              ; preds = %pool1_grad.ox92
   br label %pool1_grad.endif
 
-pool1_grad.oy97:                                  ; preds = %pool1_grad.endif236, %pool1_grad.oy95.end
-  %pool1_grad.oy97234 = phi i64 [ 0, %pool1_grad.oy95.end ], [ %oy97.next, %pool1_grad.endif236 ]
-  %753 = add nsw i64 %pool1_grad.oy97234, %pool1_grad.ky94229
-  %754 = add nsw i64 %753, -1
-  %755 = icmp slt i64 -1, %754
-  %756 = add nsw i64 %pool1_grad.oy97234, %pool1_grad.ky94229
-  %757 = add nsw i64 %756, -1
-  %758 = icmp slt i64 %757, 14
-  %759 = and i1 %755, %758
-  br i1 %759, label %pool1_grad.then235, label %pool1_grad.endif236
+pool1_grad.oy93:                                  ; preds = %pool1_grad.endif292, %pool1_grad.oy91.end
+  %pool1_grad.oy93290 = phi i64 [ 0, %pool1_grad.oy91.end ], [ %oy93.next, %pool1_grad.endif292 ]
+  %1021 = add nsw i64 %pool1_grad.oy93290, %pool1_grad.ky90285
+  %1022 = add nsw i64 %1021, -1
+  %1023 = icmp slt i64 -1, %1022
+  %1024 = add nsw i64 %pool1_grad.oy93290, %pool1_grad.ky90285
+  %1025 = add nsw i64 %1024, -1
+  %1026 = icmp slt i64 %1025, 14
+  %1027 = and i1 %1023, %1026
+  br i1 %1027, label %pool1_grad.then291, label %pool1_grad.endif292
 
-pool1_grad.oy97.end:                              ; preds = %pool1_grad.endif236
-  br label %pool1_grad.oy99
+pool1_grad.oy93.end:                              ; preds = %pool1_grad.endif292
+  br label %pool1_grad.oy95
 
-pool1_grad.then235:                               ; preds = %pool1_grad.oy97
-  br label %pool1_grad.ox98
+pool1_grad.then291:                               ; preds = %pool1_grad.oy93
+  br label %pool1_grad.ox94
 
-pool1_grad.endif236:                              ; preds = %pool1_grad.ox98.end, %pool1_grad.oy97
-  %oy97.next = add nsw i64 %pool1_grad.oy97234, 1
-  %760 = icmp slt i64 %oy97.next, 14
-  br i1 %760, label %pool1_grad.oy97, label %pool1_grad.oy97.end
+pool1_grad.endif292:                              ; preds = %pool1_grad.ox94.end, %pool1_grad.oy93
+  %oy93.next = add nsw i64 %pool1_grad.oy93290, 1
+  %1028 = icmp slt i64 %oy93.next, 14
+  br i1 %1028, label %pool1_grad.oy93, label %pool1_grad.oy93.end
 
-pool1_grad.ox98:                                  ; preds = %pool1_grad.ox98, %pool1_grad.then235
-  %pool1_grad.ox98237 = phi i64 [ 0, %pool1_grad.then235 ], [ %ox98.next, %pool1_grad.ox98 ]
-  %761 = mul nsw i64 %pool1_grad.g88218, 64
-  %762 = add nsw i64 %761, %pool1_grad.j92227
-  %763 = mul nsw i64 %762, 3136
-  %764 = add nsw i64 401408, %763
-  %765 = mul nsw i64 %pool1_grad.c93228, 196
-  %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %pool1_grad.oy97234, %pool1_grad.ky94229
-  %768 = add nsw i64 %767, -1
-  %769 = mul nsw i64 %768, 14
-  %770 = add nsw i64 %766, %769
-  %771 = add nsw i64 %770, %pool1_grad.ox98237
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %771
-  %772 = load float, ptr %arena238, align 4
-  %773 = mul nsw i64 %pool1_grad.c93228, 3
-  %774 = add nsw i64 %773, %pool1_grad.ky94229
-  %775 = mul nsw i64 %774, 3
-  %776 = add nsw i64 %775, 1
-  %777 = mul nsw i64 %776, 12544
-  %778 = add nsw i64 1129744, %777
-  %779 = mul nsw i64 %pool1_grad.j92227, 196
-  %780 = add nsw i64 %778, %779
-  %781 = mul nsw i64 %pool1_grad.oy97234, 14
-  %782 = add nsw i64 %780, %781
-  %783 = add nsw i64 %782, %pool1_grad.ox98237
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %783
-  %784 = load float, ptr %arena239, align 4
-  %785 = fadd float %772, %784
-  store float %785, ptr %arena238, align 4
-  %ox98.next = add nsw i64 %pool1_grad.ox98237, 1
-  %786 = icmp slt i64 %ox98.next, 14
-  br i1 %786, label %pool1_grad.ox98, label %pool1_grad.ox98.end
+pool1_grad.ox94:                                  ; preds = %pool1_grad.ox94, %pool1_grad.then291
+  %pool1_grad.ox94293 = phi i64 [ 0, %pool1_grad.then291 ], [ %ox94.next, %pool1_grad.ox94 ]
+  %1029 = mul nsw i64 %pool1_grad.g84274, 64
+  %1030 = add nsw i64 %1029, %pool1_grad.j88283
+  %1031 = mul nsw i64 %1030, 3136
+  %1032 = add nsw i64 401408, %1031
+  %1033 = mul nsw i64 %pool1_grad.c89284, 196
+  %1034 = add nsw i64 %1032, %1033
+  %1035 = add nsw i64 %pool1_grad.oy93290, %pool1_grad.ky90285
+  %1036 = add nsw i64 %1035, -1
+  %1037 = mul nsw i64 %1036, 14
+  %1038 = add nsw i64 %1034, %1037
+  %1039 = add nsw i64 %1038, %pool1_grad.ox94293
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %1039
+  %1040 = load float, ptr %arena294, align 4
+  %1041 = mul nsw i64 %pool1_grad.c89284, 3
+  %1042 = add nsw i64 %1041, %pool1_grad.ky90285
+  %1043 = mul nsw i64 %1042, 3
+  %1044 = add nsw i64 %1043, 1
+  %1045 = mul nsw i64 %1044, 12544
+  %1046 = add nsw i64 1129744, %1045
+  %1047 = mul nsw i64 %pool1_grad.j88283, 196
+  %1048 = add nsw i64 %1046, %1047
+  %1049 = mul nsw i64 %pool1_grad.oy93290, 14
+  %1050 = add nsw i64 %1048, %1049
+  %1051 = add nsw i64 %1050, %pool1_grad.ox94293
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1051
+  %1052 = load float, ptr %arena295, align 4
+  %1053 = fadd float %1040, %1052
+  store float %1053, ptr %arena294, align 4
+  %ox94.next = add nsw i64 %pool1_grad.ox94293, 1
+  %1054 = icmp slt i64 %ox94.next, 14
+  br i1 %1054, label %pool1_grad.ox94, label %pool1_grad.ox94.end
 
-pool1_grad.ox98.end:                              ; preds = %pool1_grad.ox98
-  br label %pool1_grad.endif236
+pool1_grad.ox94.end:                              ; preds = %pool1_grad.ox94
+  br label %pool1_grad.endif292
 
-pool1_grad.oy99:                                  ; preds = %pool1_grad.endif242, %pool1_grad.oy97.end
-  %pool1_grad.oy99240 = phi i64 [ 0, %pool1_grad.oy97.end ], [ %oy99.next, %pool1_grad.endif242 ]
-  %787 = add nsw i64 %pool1_grad.oy99240, %pool1_grad.ky94229
-  %788 = add nsw i64 %787, -1
-  %789 = icmp slt i64 -1, %788
-  %790 = add nsw i64 %pool1_grad.oy99240, %pool1_grad.ky94229
-  %791 = add nsw i64 %790, -1
-  %792 = icmp slt i64 %791, 14
-  %793 = and i1 %789, %792
-  br i1 %793, label %pool1_grad.then241, label %pool1_grad.endif242
+pool1_grad.oy95:                                  ; preds = %pool1_grad.endif298, %pool1_grad.oy93.end
+  %pool1_grad.oy95296 = phi i64 [ 0, %pool1_grad.oy93.end ], [ %oy95.next, %pool1_grad.endif298 ]
+  %1055 = add nsw i64 %pool1_grad.oy95296, %pool1_grad.ky90285
+  %1056 = add nsw i64 %1055, -1
+  %1057 = icmp slt i64 -1, %1056
+  %1058 = add nsw i64 %pool1_grad.oy95296, %pool1_grad.ky90285
+  %1059 = add nsw i64 %1058, -1
+  %1060 = icmp slt i64 %1059, 14
+  %1061 = and i1 %1057, %1060
+  br i1 %1061, label %pool1_grad.then297, label %pool1_grad.endif298
 
-pool1_grad.oy99.end:                              ; preds = %pool1_grad.endif242
-  %ky94.next = add nsw i64 %pool1_grad.ky94229, 1
-  %794 = icmp slt i64 %ky94.next, 3
-  br i1 %794, label %pool1_grad.ky94, label %pool1_grad.ky94.end
+pool1_grad.oy95.end:                              ; preds = %pool1_grad.endif298
+  %ky90.next = add nsw i64 %pool1_grad.ky90285, 1
+  %1062 = icmp slt i64 %ky90.next, 3
+  br i1 %1062, label %pool1_grad.ky90, label %pool1_grad.ky90.end
 
-pool1_grad.then241:                               ; preds = %pool1_grad.oy99
-  br label %pool1_grad.ox100
+pool1_grad.then297:                               ; preds = %pool1_grad.oy95
+  br label %pool1_grad.ox96
 
-pool1_grad.endif242:                              ; preds = %pool1_grad.ox100.end, %pool1_grad.oy99
-  %oy99.next = add nsw i64 %pool1_grad.oy99240, 1
-  %795 = icmp slt i64 %oy99.next, 14
-  br i1 %795, label %pool1_grad.oy99, label %pool1_grad.oy99.end
+pool1_grad.endif298:                              ; preds = %pool1_grad.ox96.end, %pool1_grad.oy95
+  %oy95.next = add nsw i64 %pool1_grad.oy95296, 1
+  %1063 = icmp slt i64 %oy95.next, 14
+  br i1 %1063, label %pool1_grad.oy95, label %pool1_grad.oy95.end
 
-pool1_grad.ox100:                                 ; preds = %pool1_grad.ox100, %pool1_grad.then241
-  %pool1_grad.ox100243 = phi i64 [ 0, %pool1_grad.then241 ], [ %ox100.next, %pool1_grad.ox100 ]
-  %796 = mul nsw i64 %pool1_grad.g88218, 64
-  %797 = add nsw i64 %796, %pool1_grad.j92227
-  %798 = mul nsw i64 %797, 3136
-  %799 = add nsw i64 401408, %798
-  %800 = mul nsw i64 %pool1_grad.c93228, 196
-  %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %pool1_grad.oy99240, %pool1_grad.ky94229
-  %803 = add nsw i64 %802, -1
-  %804 = mul nsw i64 %803, 14
-  %805 = add nsw i64 %801, %804
-  %806 = add nsw i64 %pool1_grad.ox100243, 1
-  %807 = add nsw i64 %805, %806
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %807
-  %808 = load float, ptr %arena244, align 4
-  %809 = mul nsw i64 %pool1_grad.c93228, 3
-  %810 = add nsw i64 %809, %pool1_grad.ky94229
-  %811 = mul nsw i64 %810, 3
-  %812 = add nsw i64 %811, 2
-  %813 = mul nsw i64 %812, 12544
-  %814 = add nsw i64 1129744, %813
-  %815 = mul nsw i64 %pool1_grad.j92227, 196
-  %816 = add nsw i64 %814, %815
-  %817 = mul nsw i64 %pool1_grad.oy99240, 14
-  %818 = add nsw i64 %816, %817
-  %819 = add nsw i64 %818, %pool1_grad.ox100243
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %819
-  %820 = load float, ptr %arena245, align 4
-  %821 = fadd float %808, %820
-  store float %821, ptr %arena244, align 4
-  %ox100.next = add nsw i64 %pool1_grad.ox100243, 1
-  %822 = icmp slt i64 %ox100.next, 13
-  br i1 %822, label %pool1_grad.ox100, label %pool1_grad.ox100.end
+pool1_grad.ox96:                                  ; preds = %pool1_grad.ox96, %pool1_grad.then297
+  %pool1_grad.ox96299 = phi i64 [ 0, %pool1_grad.then297 ], [ %ox96.next, %pool1_grad.ox96 ]
+  %1064 = mul nsw i64 %pool1_grad.g84274, 64
+  %1065 = add nsw i64 %1064, %pool1_grad.j88283
+  %1066 = mul nsw i64 %1065, 3136
+  %1067 = add nsw i64 401408, %1066
+  %1068 = mul nsw i64 %pool1_grad.c89284, 196
+  %1069 = add nsw i64 %1067, %1068
+  %1070 = add nsw i64 %pool1_grad.oy95296, %pool1_grad.ky90285
+  %1071 = add nsw i64 %1070, -1
+  %1072 = mul nsw i64 %1071, 14
+  %1073 = add nsw i64 %1069, %1072
+  %1074 = add nsw i64 %pool1_grad.ox96299, 1
+  %1075 = add nsw i64 %1073, %1074
+  %arena300 = getelementptr inbounds float, ptr %arena, i64 %1075
+  %1076 = load float, ptr %arena300, align 4
+  %1077 = mul nsw i64 %pool1_grad.c89284, 3
+  %1078 = add nsw i64 %1077, %pool1_grad.ky90285
+  %1079 = mul nsw i64 %1078, 3
+  %1080 = add nsw i64 %1079, 2
+  %1081 = mul nsw i64 %1080, 12544
+  %1082 = add nsw i64 1129744, %1081
+  %1083 = mul nsw i64 %pool1_grad.j88283, 196
+  %1084 = add nsw i64 %1082, %1083
+  %1085 = mul nsw i64 %pool1_grad.oy95296, 14
+  %1086 = add nsw i64 %1084, %1085
+  %1087 = add nsw i64 %1086, %pool1_grad.ox96299
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1087
+  %1088 = load float, ptr %arena301, align 4
+  %1089 = fadd float %1076, %1088
+  store float %1089, ptr %arena300, align 4
+  %ox96.next = add nsw i64 %pool1_grad.ox96299, 1
+  %1090 = icmp slt i64 %ox96.next, 13
+  br i1 %1090, label %pool1_grad.ox96, label %pool1_grad.ox96.end
 
-pool1_grad.ox100.end:                             ; preds = %pool1_grad.ox100
-  br label %pool1_grad.endif242
+pool1_grad.ox96.end:                              ; preds = %pool1_grad.ox96
+  br label %pool1_grad.endif298
 
-conv1_grad.i101:                                  ; preds = %conv1_grad.i101, %pool1_grad.g88.end
-  %conv1_grad.i101246 = phi i64 [ 0, %pool1_grad.g88.end ], [ %i101.next, %conv1_grad.i101 ]
-  %823 = add nsw i64 610960, %conv1_grad.i101246
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %823
-  store float 0.000000e+00, ptr %arena247, align 4
-  %i101.next = add nsw i64 %conv1_grad.i101246, 1
-  %824 = icmp slt i64 %i101.next, 802816
-  br i1 %824, label %conv1_grad.i101, label %conv1_grad.i101.end
+conv1_grad.i97:                                   ; preds = %conv1_grad.i97, %pool1_grad.g84.end
+  %conv1_grad.i97302 = phi i64 [ 0, %pool1_grad.g84.end ], [ %i97.next, %conv1_grad.i97 ]
+  %1091 = add nsw i64 610960, %conv1_grad.i97302
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store float 0.000000e+00, ptr %arena303, align 4
+  %i97.next = add nsw i64 %conv1_grad.i97302, 1
+  %1092 = icmp slt i64 %i97.next, 802816
+  br i1 %1092, label %conv1_grad.i97, label %conv1_grad.i97.end
 
-conv1_grad.i101.end:                              ; preds = %conv1_grad.i101
-  br label %conv1_grad.q102
+conv1_grad.i97.end:                               ; preds = %conv1_grad.i97
+  br label %conv1_grad.q98
 
-conv1_grad.q102:                                  ; preds = %conv1_grad.i103.end, %conv1_grad.i101.end
-  %conv1_grad.q102248 = phi i64 [ 0, %conv1_grad.i101.end ], [ %q102.next, %conv1_grad.i103.end ]
-  br label %conv1_grad.i103
+conv1_grad.q98:                                   ; preds = %conv1_grad.i99.end, %conv1_grad.i97.end
+  %conv1_grad.q98304 = phi i64 [ 0, %conv1_grad.i97.end ], [ %q98.next, %conv1_grad.i99.end ]
+  br label %conv1_grad.i99
 
-conv1_grad.q102.end:                              ; preds = %conv1_grad.i103.end
-  br label %conv1_weight_grad.i104
+conv1_grad.q98.end:                               ; preds = %conv1_grad.i99.end
+  br label %conv1_weight_grad.i100
 
-conv1_grad.i103:                                  ; preds = %conv1_grad.endif, %conv1_grad.q102
-  %conv1_grad.i103249 = phi i64 [ 0, %conv1_grad.q102 ], [ %i103.next, %conv1_grad.endif ]
-  %825 = mul nsw i64 %conv1_grad.q102248, 196
-  %826 = add nsw i64 %825, %conv1_grad.i103249
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %826
-  %827 = load float, ptr %arena250, align 4
-  %828 = fcmp ogt float %827, 0.000000e+00
-  br i1 %828, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.i99:                                   ; preds = %conv1_grad.endif, %conv1_grad.q98
+  %conv1_grad.i99305 = phi i64 [ 0, %conv1_grad.q98 ], [ %i99.next, %conv1_grad.endif ]
+  %1093 = mul nsw i64 %conv1_grad.q98304, 196
+  %1094 = add nsw i64 %1093, %conv1_grad.i99305
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %1094
+  %1095 = load float, ptr %arena306, align 4
+  %1096 = fcmp ogt float %1095, 0.000000e+00
+  br i1 %1096, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i103.end:                              ; preds = %conv1_grad.endif
-  %q102.next = add nsw i64 %conv1_grad.q102248, 1
-  %829 = icmp slt i64 %q102.next, 1024
-  br i1 %829, label %conv1_grad.q102, label %conv1_grad.q102.end
+conv1_grad.i99.end:                               ; preds = %conv1_grad.endif
+  %q98.next = add nsw i64 %conv1_grad.q98304, 1
+  %1097 = icmp slt i64 %q98.next, 1024
+  br i1 %1097, label %conv1_grad.q98, label %conv1_grad.q98.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i103
-  %830 = mul nsw i64 %conv1_grad.q102248, 784
-  %831 = add nsw i64 610960, %830
-  %832 = mul nsw i64 %conv1_grad.q102248, 196
-  %833 = add nsw i64 %832, %conv1_grad.i103249
-  %834 = add nsw i64 200704, %833
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %834
-  %835 = load float, ptr %arena251, align 4
-  %836 = fptosi float %835 to i64
-  %837 = add nsw i64 %831, %836
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %837
-  %838 = load float, ptr %arena252, align 4
-  %839 = mul nsw i64 %conv1_grad.q102248, 196
-  %840 = add nsw i64 %839, %conv1_grad.i103249
-  %841 = add nsw i64 401408, %840
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %841
-  %842 = load float, ptr %arena253, align 4
-  %843 = fadd float %838, %842
-  store float %843, ptr %arena252, align 4
+conv1_grad.then:                                  ; preds = %conv1_grad.i99
+  %1098 = mul nsw i64 %conv1_grad.q98304, 784
+  %1099 = add nsw i64 610960, %1098
+  %1100 = mul nsw i64 %conv1_grad.q98304, 196
+  %1101 = add nsw i64 %1100, %conv1_grad.i99305
+  %1102 = add nsw i64 200704, %1101
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1102
+  %1103 = load float, ptr %arena307, align 4
+  %1104 = fptosi float %1103 to i64
+  %1105 = add nsw i64 %1099, %1104
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %1105
+  %1106 = load float, ptr %arena308, align 4
+  %1107 = mul nsw i64 %conv1_grad.q98304, 196
+  %1108 = add nsw i64 %1107, %conv1_grad.i99305
+  %1109 = add nsw i64 401408, %1108
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1109
+  %1110 = load float, ptr %arena309, align 4
+  %1111 = fadd float %1106, %1110
+  store float %1111, ptr %arena308, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i103
-  %i103.next = add nsw i64 %conv1_grad.i103249, 1
-  %844 = icmp slt i64 %i103.next, 196
-  br i1 %844, label %conv1_grad.i103, label %conv1_grad.i103.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i99
+  %i99.next = add nsw i64 %conv1_grad.i99305, 1
+  %1112 = icmp slt i64 %i99.next, 196
+  br i1 %1112, label %conv1_grad.i99, label %conv1_grad.i99.end
 
-conv1_weight_grad.i104:                           ; preds = %conv1_weight_grad.i104, %conv1_grad.q102.end
-  %conv1_weight_grad.i104254 = phi i64 [ 0, %conv1_grad.q102.end ], [ %i104.next, %conv1_weight_grad.i104 ]
-  %grads255 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i104254
-  store float 0.000000e+00, ptr %grads255, align 4
-  %i104.next = add nsw i64 %conv1_weight_grad.i104254, 1
-  %845 = icmp slt i64 %i104.next, 144
-  br i1 %845, label %conv1_weight_grad.i104, label %conv1_weight_grad.i104.end
+conv1_weight_grad.i100:                           ; preds = %conv1_weight_grad.i100, %conv1_grad.q98.end
+  %conv1_weight_grad.i100310 = phi i64 [ 0, %conv1_grad.q98.end ], [ %i100.next, %conv1_weight_grad.i100 ]
+  %grads311 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i100310
+  store float 0.000000e+00, ptr %grads311, align 4
+  %i100.next = add nsw i64 %conv1_weight_grad.i100310, 1
+  %1113 = icmp slt i64 %i100.next, 144
+  br i1 %1113, label %conv1_weight_grad.i100, label %conv1_weight_grad.i100.end
+
+conv1_weight_grad.i100.end:                       ; preds = %conv1_weight_grad.i100
+  br label %conv1_weight_grad.g101
+
+conv1_weight_grad.g101:                           ; preds = %conv1_weight_grad.j113.end, %conv1_weight_grad.i100.end
+  %conv1_weight_grad.g101312 = phi i64 [ 0, %conv1_weight_grad.i100.end ], [ %g101.next, %conv1_weight_grad.j113.end ]
+  br label %conv1_weight_grad.j102
+
+conv1_weight_grad.g101.end:                       ; preds = %conv1_weight_grad.j113.end
+  br label %conv1_bias_grad.f116
+
+conv1_weight_grad.j102:                           ; preds = %conv1_weight_grad.c105.end, %conv1_weight_grad.g101
+  %conv1_weight_grad.j102313 = phi i64 [ 0, %conv1_weight_grad.g101 ], [ %j102.next, %conv1_weight_grad.c105.end ]
+  br label %conv1_weight_grad.r103
+
+conv1_weight_grad.j102.end:                       ; preds = %conv1_weight_grad.c105.end
+  br label %conv1_weight_grad.j113
+
+conv1_weight_grad.r103:                           ; preds = %conv1_weight_grad.i104.end, %conv1_weight_grad.j102
+  %conv1_weight_grad.r103314 = phi i64 [ 0, %conv1_weight_grad.j102 ], [ %r103.next, %conv1_weight_grad.i104.end ]
+  br label %conv1_weight_grad.i104
+
+conv1_weight_grad.r103.end:                       ; preds = %conv1_weight_grad.i104.end
+  br label %conv1_weight_grad.c105
+
+conv1_weight_grad.i104:                           ; preds = %conv1_weight_grad.i104, %conv1_weight_grad.r103
+  %conv1_weight_grad.i104315 = phi i64 [ 0, %conv1_weight_grad.r103 ], [ %i104.next, %conv1_weight_grad.i104 ]
+  %1114 = mul nsw i64 %conv1_weight_grad.r103314, 50176
+  %1115 = add nsw i64 1413776, %1114
+  %1116 = mul nsw i64 %conv1_weight_grad.j102313, 784
+  %1117 = add nsw i64 %1115, %1116
+  %1118 = add nsw i64 %1117, %conv1_weight_grad.i104315
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1118
+  store float 0.000000e+00, ptr %arena316, align 4
+  %i104.next = add nsw i64 %conv1_weight_grad.i104315, 1
+  %1119 = icmp slt i64 %i104.next, 784
+  br i1 %1119, label %conv1_weight_grad.i104, label %conv1_weight_grad.i104.end
 
 conv1_weight_grad.i104.end:                       ; preds = %conv1_weight_grad.i104
-  br label %conv1_weight_grad.g105
+  %r103.next = add nsw i64 %conv1_weight_grad.r103314, 1
+  %1120 = icmp slt i64 %r103.next, 9
+  br i1 %1120, label %conv1_weight_grad.r103, label %conv1_weight_grad.r103.end
 
-conv1_weight_grad.g105:                           ; preds = %conv1_weight_grad.j117.end, %conv1_weight_grad.i104.end
-  %conv1_weight_grad.g105256 = phi i64 [ 0, %conv1_weight_grad.i104.end ], [ %g105.next, %conv1_weight_grad.j117.end ]
-  br label %conv1_weight_grad.j106
+conv1_weight_grad.c105:                           ; preds = %conv1_weight_grad.ky106.end, %conv1_weight_grad.r103.end
+  %conv1_weight_grad.c105317 = phi i64 [ 0, %conv1_weight_grad.r103.end ], [ %c105.next, %conv1_weight_grad.ky106.end ]
+  br label %conv1_weight_grad.ky106
 
-conv1_weight_grad.g105.end:                       ; preds = %conv1_weight_grad.j117.end
-  br label %conv1_bias_grad.f120
+conv1_weight_grad.c105.end:                       ; preds = %conv1_weight_grad.ky106.end
+  %j102.next = add nsw i64 %conv1_weight_grad.j102313, 1
+  %1121 = icmp slt i64 %j102.next, 64
+  br i1 %1121, label %conv1_weight_grad.j102, label %conv1_weight_grad.j102.end
 
-conv1_weight_grad.j106:                           ; preds = %conv1_weight_grad.c109.end, %conv1_weight_grad.g105
-  %conv1_weight_grad.j106257 = phi i64 [ 0, %conv1_weight_grad.g105 ], [ %j106.next, %conv1_weight_grad.c109.end ]
-  br label %conv1_weight_grad.r107
+conv1_weight_grad.ky106:                          ; preds = %conv1_weight_grad.oy111.end, %conv1_weight_grad.c105
+  %conv1_weight_grad.ky106318 = phi i64 [ 0, %conv1_weight_grad.c105 ], [ %ky106.next, %conv1_weight_grad.oy111.end ]
+  br label %conv1_weight_grad.oy107
 
-conv1_weight_grad.j106.end:                       ; preds = %conv1_weight_grad.c109.end
-  br label %conv1_weight_grad.j117
+conv1_weight_grad.ky106.end:                      ; preds = %conv1_weight_grad.oy111.end
+  %c105.next = add nsw i64 %conv1_weight_grad.c105317, 1
+  %1122 = icmp slt i64 %c105.next, 1
+  br i1 %1122, label %conv1_weight_grad.c105, label %conv1_weight_grad.c105.end
 
-conv1_weight_grad.r107:                           ; preds = %conv1_weight_grad.i108.end, %conv1_weight_grad.j106
-  %conv1_weight_grad.r107258 = phi i64 [ 0, %conv1_weight_grad.j106 ], [ %r107.next, %conv1_weight_grad.i108.end ]
-  br label %conv1_weight_grad.i108
+conv1_weight_grad.oy107:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky106
+  %conv1_weight_grad.oy107319 = phi i64 [ 0, %conv1_weight_grad.ky106 ], [ %oy107.next, %conv1_weight_grad.endif ]
+  %1123 = add nsw i64 %conv1_weight_grad.oy107319, %conv1_weight_grad.ky106318
+  %1124 = add nsw i64 %1123, -1
+  %1125 = icmp slt i64 -1, %1124
+  %1126 = add nsw i64 %conv1_weight_grad.oy107319, %conv1_weight_grad.ky106318
+  %1127 = add nsw i64 %1126, -1
+  %1128 = icmp slt i64 %1127, 28
+  %1129 = and i1 %1125, %1128
+  br i1 %1129, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.r107.end:                       ; preds = %conv1_weight_grad.i108.end
-  br label %conv1_weight_grad.c109
+conv1_weight_grad.oy107.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy109
 
-conv1_weight_grad.i108:                           ; preds = %conv1_weight_grad.i108, %conv1_weight_grad.r107
-  %conv1_weight_grad.i108259 = phi i64 [ 0, %conv1_weight_grad.r107 ], [ %i108.next, %conv1_weight_grad.i108 ]
-  %846 = mul nsw i64 %conv1_weight_grad.r107258, 50176
-  %847 = add nsw i64 1413776, %846
-  %848 = mul nsw i64 %conv1_weight_grad.j106257, 784
-  %849 = add nsw i64 %847, %848
-  %850 = add nsw i64 %849, %conv1_weight_grad.i108259
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %850
-  store float 0.000000e+00, ptr %arena260, align 4
-  %i108.next = add nsw i64 %conv1_weight_grad.i108259, 1
-  %851 = icmp slt i64 %i108.next, 784
-  br i1 %851, label %conv1_weight_grad.i108, label %conv1_weight_grad.i108.end
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy107
+  br label %conv1_weight_grad.ox108
 
-conv1_weight_grad.i108.end:                       ; preds = %conv1_weight_grad.i108
-  %r107.next = add nsw i64 %conv1_weight_grad.r107258, 1
-  %852 = icmp slt i64 %r107.next, 9
-  br i1 %852, label %conv1_weight_grad.r107, label %conv1_weight_grad.r107.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox108.end, %conv1_weight_grad.oy107
+  %oy107.next = add nsw i64 %conv1_weight_grad.oy107319, 1
+  %1130 = icmp slt i64 %oy107.next, 28
+  br i1 %1130, label %conv1_weight_grad.oy107, label %conv1_weight_grad.oy107.end
 
-conv1_weight_grad.c109:                           ; preds = %conv1_weight_grad.ky110.end, %conv1_weight_grad.r107.end
-  %conv1_weight_grad.c109261 = phi i64 [ 0, %conv1_weight_grad.r107.end ], [ %c109.next, %conv1_weight_grad.ky110.end ]
-  br label %conv1_weight_grad.ky110
+conv1_weight_grad.ox108:                          ; preds = %conv1_weight_grad.ox108, %conv1_weight_grad.then
+  %conv1_weight_grad.ox108320 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox108.next, %conv1_weight_grad.ox108 ]
+  %1131 = mul nsw i64 %conv1_weight_grad.g101312, 64
+  %1132 = add nsw i64 %1131, %conv1_weight_grad.j102313
+  %1133 = mul nsw i64 %1132, 784
+  %1134 = mul nsw i64 %conv1_weight_grad.c105317, 784
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %conv1_weight_grad.oy107319, %conv1_weight_grad.ky106318
+  %1137 = add nsw i64 %1136, -1
+  %1138 = mul nsw i64 %1137, 28
+  %1139 = add nsw i64 %1135, %1138
+  %1140 = add nsw i64 %conv1_weight_grad.ox108320, 1
+  %1141 = add nsw i64 %1140, -1
+  %1142 = add nsw i64 %1139, %1141
+  %images321 = getelementptr inbounds float, ptr %images, i64 %1142
+  %1143 = load float, ptr %images321, align 4
+  %1144 = mul nsw i64 %conv1_weight_grad.c105317, 3
+  %1145 = add nsw i64 %1144, %conv1_weight_grad.ky106318
+  %1146 = mul nsw i64 %1145, 3
+  %1147 = mul nsw i64 %1146, 50176
+  %1148 = add nsw i64 1413776, %1147
+  %1149 = mul nsw i64 %conv1_weight_grad.j102313, 784
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = mul nsw i64 %conv1_weight_grad.oy107319, 28
+  %1152 = add nsw i64 %1150, %1151
+  %1153 = add nsw i64 %conv1_weight_grad.ox108320, 1
+  %1154 = add nsw i64 %1152, %1153
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %1154
+  store float %1143, ptr %arena322, align 4
+  %ox108.next = add nsw i64 %conv1_weight_grad.ox108320, 1
+  %1155 = icmp slt i64 %ox108.next, 27
+  br i1 %1155, label %conv1_weight_grad.ox108, label %conv1_weight_grad.ox108.end
 
-conv1_weight_grad.c109.end:                       ; preds = %conv1_weight_grad.ky110.end
-  %j106.next = add nsw i64 %conv1_weight_grad.j106257, 1
-  %853 = icmp slt i64 %j106.next, 64
-  br i1 %853, label %conv1_weight_grad.j106, label %conv1_weight_grad.j106.end
-
-conv1_weight_grad.ky110:                          ; preds = %conv1_weight_grad.oy115.end, %conv1_weight_grad.c109
-  %conv1_weight_grad.ky110262 = phi i64 [ 0, %conv1_weight_grad.c109 ], [ %ky110.next, %conv1_weight_grad.oy115.end ]
-  br label %conv1_weight_grad.oy111
-
-conv1_weight_grad.ky110.end:                      ; preds = %conv1_weight_grad.oy115.end
-  %c109.next = add nsw i64 %conv1_weight_grad.c109261, 1
-  %854 = icmp slt i64 %c109.next, 1
-  br i1 %854, label %conv1_weight_grad.c109, label %conv1_weight_grad.c109.end
-
-conv1_weight_grad.oy111:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky110
-  %conv1_weight_grad.oy111263 = phi i64 [ 0, %conv1_weight_grad.ky110 ], [ %oy111.next, %conv1_weight_grad.endif ]
-  %855 = add nsw i64 %conv1_weight_grad.oy111263, %conv1_weight_grad.ky110262
-  %856 = add nsw i64 %855, -1
-  %857 = icmp slt i64 -1, %856
-  %858 = add nsw i64 %conv1_weight_grad.oy111263, %conv1_weight_grad.ky110262
-  %859 = add nsw i64 %858, -1
-  %860 = icmp slt i64 %859, 28
-  %861 = and i1 %857, %860
-  br i1 %861, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy111.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy113
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy111
-  br label %conv1_weight_grad.ox112
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox112.end, %conv1_weight_grad.oy111
-  %oy111.next = add nsw i64 %conv1_weight_grad.oy111263, 1
-  %862 = icmp slt i64 %oy111.next, 28
-  br i1 %862, label %conv1_weight_grad.oy111, label %conv1_weight_grad.oy111.end
-
-conv1_weight_grad.ox112:                          ; preds = %conv1_weight_grad.ox112, %conv1_weight_grad.then
-  %conv1_weight_grad.ox112264 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox112.next, %conv1_weight_grad.ox112 ]
-  %863 = mul nsw i64 %conv1_weight_grad.g105256, 64
-  %864 = add nsw i64 %863, %conv1_weight_grad.j106257
-  %865 = mul nsw i64 %864, 784
-  %866 = mul nsw i64 %conv1_weight_grad.c109261, 784
-  %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %conv1_weight_grad.oy111263, %conv1_weight_grad.ky110262
-  %869 = add nsw i64 %868, -1
-  %870 = mul nsw i64 %869, 28
-  %871 = add nsw i64 %867, %870
-  %872 = add nsw i64 %conv1_weight_grad.ox112264, 1
-  %873 = add nsw i64 %872, -1
-  %874 = add nsw i64 %871, %873
-  %images265 = getelementptr inbounds float, ptr %images, i64 %874
-  %875 = load float, ptr %images265, align 4
-  %876 = mul nsw i64 %conv1_weight_grad.c109261, 3
-  %877 = add nsw i64 %876, %conv1_weight_grad.ky110262
-  %878 = mul nsw i64 %877, 3
-  %879 = mul nsw i64 %878, 50176
-  %880 = add nsw i64 1413776, %879
-  %881 = mul nsw i64 %conv1_weight_grad.j106257, 784
-  %882 = add nsw i64 %880, %881
-  %883 = mul nsw i64 %conv1_weight_grad.oy111263, 28
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %conv1_weight_grad.ox112264, 1
-  %886 = add nsw i64 %884, %885
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %886
-  store float %875, ptr %arena266, align 4
-  %ox112.next = add nsw i64 %conv1_weight_grad.ox112264, 1
-  %887 = icmp slt i64 %ox112.next, 27
-  br i1 %887, label %conv1_weight_grad.ox112, label %conv1_weight_grad.ox112.end
-
-conv1_weight_grad.ox112.end:                      ; preds = %conv1_weight_grad.ox112
+conv1_weight_grad.ox108.end:                      ; preds = %conv1_weight_grad.ox108
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy113:                          ; preds = %conv1_weight_grad.endif269, %conv1_weight_grad.oy111.end
-  %conv1_weight_grad.oy113267 = phi i64 [ 0, %conv1_weight_grad.oy111.end ], [ %oy113.next, %conv1_weight_grad.endif269 ]
-  %888 = add nsw i64 %conv1_weight_grad.oy113267, %conv1_weight_grad.ky110262
-  %889 = add nsw i64 %888, -1
-  %890 = icmp slt i64 -1, %889
-  %891 = add nsw i64 %conv1_weight_grad.oy113267, %conv1_weight_grad.ky110262
-  %892 = add nsw i64 %891, -1
-  %893 = icmp slt i64 %892, 28
-  %894 = and i1 %890, %893
-  br i1 %894, label %conv1_weight_grad.then268, label %conv1_weight_grad.endif269
+conv1_weight_grad.oy109:                          ; preds = %conv1_weight_grad.endif325, %conv1_weight_grad.oy107.end
+  %conv1_weight_grad.oy109323 = phi i64 [ 0, %conv1_weight_grad.oy107.end ], [ %oy109.next, %conv1_weight_grad.endif325 ]
+  %1156 = add nsw i64 %conv1_weight_grad.oy109323, %conv1_weight_grad.ky106318
+  %1157 = add nsw i64 %1156, -1
+  %1158 = icmp slt i64 -1, %1157
+  %1159 = add nsw i64 %conv1_weight_grad.oy109323, %conv1_weight_grad.ky106318
+  %1160 = add nsw i64 %1159, -1
+  %1161 = icmp slt i64 %1160, 28
+  %1162 = and i1 %1158, %1161
+  br i1 %1162, label %conv1_weight_grad.then324, label %conv1_weight_grad.endif325
 
-conv1_weight_grad.oy113.end:                      ; preds = %conv1_weight_grad.endif269
-  br label %conv1_weight_grad.oy115
+conv1_weight_grad.oy109.end:                      ; preds = %conv1_weight_grad.endif325
+  br label %conv1_weight_grad.oy111
 
-conv1_weight_grad.then268:                        ; preds = %conv1_weight_grad.oy113
-  br label %conv1_weight_grad.ox114
+conv1_weight_grad.then324:                        ; preds = %conv1_weight_grad.oy109
+  br label %conv1_weight_grad.ox110
 
-conv1_weight_grad.endif269:                       ; preds = %conv1_weight_grad.ox114.end, %conv1_weight_grad.oy113
-  %oy113.next = add nsw i64 %conv1_weight_grad.oy113267, 1
-  %895 = icmp slt i64 %oy113.next, 28
-  br i1 %895, label %conv1_weight_grad.oy113, label %conv1_weight_grad.oy113.end
+conv1_weight_grad.endif325:                       ; preds = %conv1_weight_grad.ox110.end, %conv1_weight_grad.oy109
+  %oy109.next = add nsw i64 %conv1_weight_grad.oy109323, 1
+  %1163 = icmp slt i64 %oy109.next, 28
+  br i1 %1163, label %conv1_weight_grad.oy109, label %conv1_weight_grad.oy109.end
 
-conv1_weight_grad.ox114:                          ; preds = %conv1_weight_grad.ox114, %conv1_weight_grad.then268
-  %conv1_weight_grad.ox114270 = phi i64 [ 0, %conv1_weight_grad.then268 ], [ %ox114.next, %conv1_weight_grad.ox114 ]
-  %896 = mul nsw i64 %conv1_weight_grad.g105256, 64
-  %897 = add nsw i64 %896, %conv1_weight_grad.j106257
-  %898 = mul nsw i64 %897, 784
-  %899 = mul nsw i64 %conv1_weight_grad.c109261, 784
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %conv1_weight_grad.oy113267, %conv1_weight_grad.ky110262
-  %902 = add nsw i64 %901, -1
-  %903 = mul nsw i64 %902, 28
-  %904 = add nsw i64 %900, %903
-  %905 = add nsw i64 %904, %conv1_weight_grad.ox114270
-  %images271 = getelementptr inbounds float, ptr %images, i64 %905
-  %906 = load float, ptr %images271, align 4
-  %907 = mul nsw i64 %conv1_weight_grad.c109261, 3
-  %908 = add nsw i64 %907, %conv1_weight_grad.ky110262
-  %909 = mul nsw i64 %908, 3
-  %910 = add nsw i64 %909, 1
-  %911 = mul nsw i64 %910, 50176
-  %912 = add nsw i64 1413776, %911
-  %913 = mul nsw i64 %conv1_weight_grad.j106257, 784
-  %914 = add nsw i64 %912, %913
-  %915 = mul nsw i64 %conv1_weight_grad.oy113267, 28
-  %916 = add nsw i64 %914, %915
-  %917 = add nsw i64 %916, %conv1_weight_grad.ox114270
-  %arena272 = getelementptr inbounds float, ptr %arena, i64 %917
-  store float %906, ptr %arena272, align 4
-  %ox114.next = add nsw i64 %conv1_weight_grad.ox114270, 1
-  %918 = icmp slt i64 %ox114.next, 28
-  br i1 %918, label %conv1_weight_grad.ox114, label %conv1_weight_grad.ox114.end
+conv1_weight_grad.ox110:                          ; preds = %conv1_weight_grad.ox110, %conv1_weight_grad.then324
+  %conv1_weight_grad.ox110326 = phi i64 [ 0, %conv1_weight_grad.then324 ], [ %ox110.next, %conv1_weight_grad.ox110 ]
+  %1164 = mul nsw i64 %conv1_weight_grad.g101312, 64
+  %1165 = add nsw i64 %1164, %conv1_weight_grad.j102313
+  %1166 = mul nsw i64 %1165, 784
+  %1167 = mul nsw i64 %conv1_weight_grad.c105317, 784
+  %1168 = add nsw i64 %1166, %1167
+  %1169 = add nsw i64 %conv1_weight_grad.oy109323, %conv1_weight_grad.ky106318
+  %1170 = add nsw i64 %1169, -1
+  %1171 = mul nsw i64 %1170, 28
+  %1172 = add nsw i64 %1168, %1171
+  %1173 = add nsw i64 %1172, %conv1_weight_grad.ox110326
+  %images327 = getelementptr inbounds float, ptr %images, i64 %1173
+  %1174 = load float, ptr %images327, align 4
+  %1175 = mul nsw i64 %conv1_weight_grad.c105317, 3
+  %1176 = add nsw i64 %1175, %conv1_weight_grad.ky106318
+  %1177 = mul nsw i64 %1176, 3
+  %1178 = add nsw i64 %1177, 1
+  %1179 = mul nsw i64 %1178, 50176
+  %1180 = add nsw i64 1413776, %1179
+  %1181 = mul nsw i64 %conv1_weight_grad.j102313, 784
+  %1182 = add nsw i64 %1180, %1181
+  %1183 = mul nsw i64 %conv1_weight_grad.oy109323, 28
+  %1184 = add nsw i64 %1182, %1183
+  %1185 = add nsw i64 %1184, %conv1_weight_grad.ox110326
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %1185
+  store float %1174, ptr %arena328, align 4
+  %ox110.next = add nsw i64 %conv1_weight_grad.ox110326, 1
+  %1186 = icmp slt i64 %ox110.next, 28
+  br i1 %1186, label %conv1_weight_grad.ox110, label %conv1_weight_grad.ox110.end
 
-conv1_weight_grad.ox114.end:                      ; preds = %conv1_weight_grad.ox114
-  br label %conv1_weight_grad.endif269
+conv1_weight_grad.ox110.end:                      ; preds = %conv1_weight_grad.ox110
+  br label %conv1_weight_grad.endif325
 
-conv1_weight_grad.oy115:                          ; preds = %conv1_weight_grad.endif275, %conv1_weight_grad.oy113.end
-  %conv1_weight_grad.oy115273 = phi i64 [ 0, %conv1_weight_grad.oy113.end ], [ %oy115.next, %conv1_weight_grad.endif275 ]
-  %919 = add nsw i64 %conv1_weight_grad.oy115273, %conv1_weight_grad.ky110262
-  %920 = add nsw i64 %919, -1
-  %921 = icmp slt i64 -1, %920
-  %922 = add nsw i64 %conv1_weight_grad.oy115273, %conv1_weight_grad.ky110262
-  %923 = add nsw i64 %922, -1
-  %924 = icmp slt i64 %923, 28
-  %925 = and i1 %921, %924
-  br i1 %925, label %conv1_weight_grad.then274, label %conv1_weight_grad.endif275
+conv1_weight_grad.oy111:                          ; preds = %conv1_weight_grad.endif331, %conv1_weight_grad.oy109.end
+  %conv1_weight_grad.oy111329 = phi i64 [ 0, %conv1_weight_grad.oy109.end ], [ %oy111.next, %conv1_weight_grad.endif331 ]
+  %1187 = add nsw i64 %conv1_weight_grad.oy111329, %conv1_weight_grad.ky106318
+  %1188 = add nsw i64 %1187, -1
+  %1189 = icmp slt i64 -1, %1188
+  %1190 = add nsw i64 %conv1_weight_grad.oy111329, %conv1_weight_grad.ky106318
+  %1191 = add nsw i64 %1190, -1
+  %1192 = icmp slt i64 %1191, 28
+  %1193 = and i1 %1189, %1192
+  br i1 %1193, label %conv1_weight_grad.then330, label %conv1_weight_grad.endif331
 
-conv1_weight_grad.oy115.end:                      ; preds = %conv1_weight_grad.endif275
-  %ky110.next = add nsw i64 %conv1_weight_grad.ky110262, 1
-  %926 = icmp slt i64 %ky110.next, 3
-  br i1 %926, label %conv1_weight_grad.ky110, label %conv1_weight_grad.ky110.end
+conv1_weight_grad.oy111.end:                      ; preds = %conv1_weight_grad.endif331
+  %ky106.next = add nsw i64 %conv1_weight_grad.ky106318, 1
+  %1194 = icmp slt i64 %ky106.next, 3
+  br i1 %1194, label %conv1_weight_grad.ky106, label %conv1_weight_grad.ky106.end
 
-conv1_weight_grad.then274:                        ; preds = %conv1_weight_grad.oy115
-  br label %conv1_weight_grad.ox116
+conv1_weight_grad.then330:                        ; preds = %conv1_weight_grad.oy111
+  br label %conv1_weight_grad.ox112
 
-conv1_weight_grad.endif275:                       ; preds = %conv1_weight_grad.ox116.end, %conv1_weight_grad.oy115
-  %oy115.next = add nsw i64 %conv1_weight_grad.oy115273, 1
-  %927 = icmp slt i64 %oy115.next, 28
-  br i1 %927, label %conv1_weight_grad.oy115, label %conv1_weight_grad.oy115.end
+conv1_weight_grad.endif331:                       ; preds = %conv1_weight_grad.ox112.end, %conv1_weight_grad.oy111
+  %oy111.next = add nsw i64 %conv1_weight_grad.oy111329, 1
+  %1195 = icmp slt i64 %oy111.next, 28
+  br i1 %1195, label %conv1_weight_grad.oy111, label %conv1_weight_grad.oy111.end
 
-conv1_weight_grad.ox116:                          ; preds = %conv1_weight_grad.ox116, %conv1_weight_grad.then274
-  %conv1_weight_grad.ox116276 = phi i64 [ 0, %conv1_weight_grad.then274 ], [ %ox116.next, %conv1_weight_grad.ox116 ]
-  %928 = mul nsw i64 %conv1_weight_grad.g105256, 64
-  %929 = add nsw i64 %928, %conv1_weight_grad.j106257
-  %930 = mul nsw i64 %929, 784
-  %931 = mul nsw i64 %conv1_weight_grad.c109261, 784
-  %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %conv1_weight_grad.oy115273, %conv1_weight_grad.ky110262
-  %934 = add nsw i64 %933, -1
-  %935 = mul nsw i64 %934, 28
-  %936 = add nsw i64 %932, %935
-  %937 = add nsw i64 %conv1_weight_grad.ox116276, 1
-  %938 = add nsw i64 %936, %937
-  %images277 = getelementptr inbounds float, ptr %images, i64 %938
-  %939 = load float, ptr %images277, align 4
-  %940 = mul nsw i64 %conv1_weight_grad.c109261, 3
-  %941 = add nsw i64 %940, %conv1_weight_grad.ky110262
-  %942 = mul nsw i64 %941, 3
-  %943 = add nsw i64 %942, 2
-  %944 = mul nsw i64 %943, 50176
-  %945 = add nsw i64 1413776, %944
-  %946 = mul nsw i64 %conv1_weight_grad.j106257, 784
-  %947 = add nsw i64 %945, %946
-  %948 = mul nsw i64 %conv1_weight_grad.oy115273, 28
-  %949 = add nsw i64 %947, %948
-  %950 = add nsw i64 %949, %conv1_weight_grad.ox116276
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %950
-  store float %939, ptr %arena278, align 4
-  %ox116.next = add nsw i64 %conv1_weight_grad.ox116276, 1
-  %951 = icmp slt i64 %ox116.next, 27
-  br i1 %951, label %conv1_weight_grad.ox116, label %conv1_weight_grad.ox116.end
+conv1_weight_grad.ox112:                          ; preds = %conv1_weight_grad.ox112, %conv1_weight_grad.then330
+  %conv1_weight_grad.ox112332 = phi i64 [ 0, %conv1_weight_grad.then330 ], [ %ox112.next, %conv1_weight_grad.ox112 ]
+  %1196 = mul nsw i64 %conv1_weight_grad.g101312, 64
+  %1197 = add nsw i64 %1196, %conv1_weight_grad.j102313
+  %1198 = mul nsw i64 %1197, 784
+  %1199 = mul nsw i64 %conv1_weight_grad.c105317, 784
+  %1200 = add nsw i64 %1198, %1199
+  %1201 = add nsw i64 %conv1_weight_grad.oy111329, %conv1_weight_grad.ky106318
+  %1202 = add nsw i64 %1201, -1
+  %1203 = mul nsw i64 %1202, 28
+  %1204 = add nsw i64 %1200, %1203
+  %1205 = add nsw i64 %conv1_weight_grad.ox112332, 1
+  %1206 = add nsw i64 %1204, %1205
+  %images333 = getelementptr inbounds float, ptr %images, i64 %1206
+  %1207 = load float, ptr %images333, align 4
+  %1208 = mul nsw i64 %conv1_weight_grad.c105317, 3
+  %1209 = add nsw i64 %1208, %conv1_weight_grad.ky106318
+  %1210 = mul nsw i64 %1209, 3
+  %1211 = add nsw i64 %1210, 2
+  %1212 = mul nsw i64 %1211, 50176
+  %1213 = add nsw i64 1413776, %1212
+  %1214 = mul nsw i64 %conv1_weight_grad.j102313, 784
+  %1215 = add nsw i64 %1213, %1214
+  %1216 = mul nsw i64 %conv1_weight_grad.oy111329, 28
+  %1217 = add nsw i64 %1215, %1216
+  %1218 = add nsw i64 %1217, %conv1_weight_grad.ox112332
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %1218
+  store float %1207, ptr %arena334, align 4
+  %ox112.next = add nsw i64 %conv1_weight_grad.ox112332, 1
+  %1219 = icmp slt i64 %ox112.next, 27
+  br i1 %1219, label %conv1_weight_grad.ox112, label %conv1_weight_grad.ox112.end
 
-conv1_weight_grad.ox116.end:                      ; preds = %conv1_weight_grad.ox116
-  br label %conv1_weight_grad.endif275
+conv1_weight_grad.ox112.end:                      ; preds = %conv1_weight_grad.ox112
+  br label %conv1_weight_grad.endif331
 
-conv1_weight_grad.j117:                           ; preds = %conv1_weight_grad.f118.end, %conv1_weight_grad.j106.end
-  %conv1_weight_grad.j117279 = phi i64 [ 0, %conv1_weight_grad.j106.end ], [ %j117.next, %conv1_weight_grad.f118.end ]
-  br label %conv1_weight_grad.f118
+conv1_weight_grad.j113:                           ; preds = %conv1_weight_grad.f114.end, %conv1_weight_grad.j102.end
+  %conv1_weight_grad.j113335 = phi i64 [ 0, %conv1_weight_grad.j102.end ], [ %j113.next, %conv1_weight_grad.f114.end ]
+  br label %conv1_weight_grad.f114
 
-conv1_weight_grad.j117.end:                       ; preds = %conv1_weight_grad.f118.end
-  %arena284 = getelementptr inbounds float, ptr %arena, i64 1865360
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 1413776
-  %grads286 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena284, i32 50176, ptr %arena285, i32 50176, float 1.000000e+00, ptr %grads286, i32 9)
-  %g105.next = add nsw i64 %conv1_weight_grad.g105256, 1
-  %952 = icmp slt i64 %g105.next, 1
-  br i1 %952, label %conv1_weight_grad.g105, label %conv1_weight_grad.g105.end
+conv1_weight_grad.j113.end:                       ; preds = %conv1_weight_grad.f114.end
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 1865360
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 1413776
+  %grads342 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena340, i32 50176, ptr %arena341, i32 50176, float 1.000000e+00, ptr %grads342, i32 9)
+  %g101.next = add nsw i64 %conv1_weight_grad.g101312, 1
+  %1220 = icmp slt i64 %g101.next, 1
+  br i1 %1220, label %conv1_weight_grad.g101, label %conv1_weight_grad.g101.end
 
-conv1_weight_grad.f118:                           ; preds = %conv1_weight_grad.i119.end, %conv1_weight_grad.j117
-  %conv1_weight_grad.f118280 = phi i64 [ 0, %conv1_weight_grad.j117 ], [ %f118.next, %conv1_weight_grad.i119.end ]
-  br label %conv1_weight_grad.i119
+conv1_weight_grad.f114:                           ; preds = %conv1_weight_grad.i115.end, %conv1_weight_grad.j113
+  %conv1_weight_grad.f114336 = phi i64 [ 0, %conv1_weight_grad.j113 ], [ %f114.next, %conv1_weight_grad.i115.end ]
+  br label %conv1_weight_grad.i115
 
-conv1_weight_grad.f118.end:                       ; preds = %conv1_weight_grad.i119.end
-  %j117.next = add nsw i64 %conv1_weight_grad.j117279, 1
-  %953 = icmp slt i64 %j117.next, 64
-  br i1 %953, label %conv1_weight_grad.j117, label %conv1_weight_grad.j117.end
+conv1_weight_grad.f114.end:                       ; preds = %conv1_weight_grad.i115.end
+  %j113.next = add nsw i64 %conv1_weight_grad.j113335, 1
+  %1221 = icmp slt i64 %j113.next, 64
+  br i1 %1221, label %conv1_weight_grad.j113, label %conv1_weight_grad.j113.end
 
-conv1_weight_grad.i119:                           ; preds = %conv1_weight_grad.i119, %conv1_weight_grad.f118
-  %conv1_weight_grad.i119281 = phi i64 [ 0, %conv1_weight_grad.f118 ], [ %i119.next, %conv1_weight_grad.i119 ]
-  %954 = mul nsw i64 %conv1_weight_grad.g105256, 64
-  %955 = add nsw i64 %954, %conv1_weight_grad.j117279
-  %956 = mul nsw i64 %955, 12544
-  %957 = add nsw i64 610960, %956
-  %958 = mul nsw i64 %conv1_weight_grad.f118280, 784
-  %959 = add nsw i64 %957, %958
-  %960 = add nsw i64 %959, %conv1_weight_grad.i119281
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %960
-  %961 = load float, ptr %arena282, align 4
-  %962 = mul nsw i64 %conv1_weight_grad.f118280, 50176
-  %963 = add nsw i64 1865360, %962
-  %964 = mul nsw i64 %conv1_weight_grad.j117279, 784
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %965, %conv1_weight_grad.i119281
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %966
-  store float %961, ptr %arena283, align 4
-  %i119.next = add nsw i64 %conv1_weight_grad.i119281, 1
-  %967 = icmp slt i64 %i119.next, 784
-  br i1 %967, label %conv1_weight_grad.i119, label %conv1_weight_grad.i119.end
+conv1_weight_grad.i115:                           ; preds = %conv1_weight_grad.i115, %conv1_weight_grad.f114
+  %conv1_weight_grad.i115337 = phi i64 [ 0, %conv1_weight_grad.f114 ], [ %i115.next, %conv1_weight_grad.i115 ]
+  %1222 = mul nsw i64 %conv1_weight_grad.g101312, 64
+  %1223 = add nsw i64 %1222, %conv1_weight_grad.j113335
+  %1224 = mul nsw i64 %1223, 12544
+  %1225 = add nsw i64 610960, %1224
+  %1226 = mul nsw i64 %conv1_weight_grad.f114336, 784
+  %1227 = add nsw i64 %1225, %1226
+  %1228 = add nsw i64 %1227, %conv1_weight_grad.i115337
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %1228
+  %1229 = load float, ptr %arena338, align 4
+  %1230 = mul nsw i64 %conv1_weight_grad.f114336, 50176
+  %1231 = add nsw i64 1865360, %1230
+  %1232 = mul nsw i64 %conv1_weight_grad.j113335, 784
+  %1233 = add nsw i64 %1231, %1232
+  %1234 = add nsw i64 %1233, %conv1_weight_grad.i115337
+  %arena339 = getelementptr inbounds float, ptr %arena, i64 %1234
+  store float %1229, ptr %arena339, align 4
+  %i115.next = add nsw i64 %conv1_weight_grad.i115337, 1
+  %1235 = icmp slt i64 %i115.next, 784
+  br i1 %1235, label %conv1_weight_grad.i115, label %conv1_weight_grad.i115.end
 
-conv1_weight_grad.i119.end:                       ; preds = %conv1_weight_grad.i119
-  %f118.next = add nsw i64 %conv1_weight_grad.f118280, 1
-  %968 = icmp slt i64 %f118.next, 16
-  br i1 %968, label %conv1_weight_grad.f118, label %conv1_weight_grad.f118.end
+conv1_weight_grad.i115.end:                       ; preds = %conv1_weight_grad.i115
+  %f114.next = add nsw i64 %conv1_weight_grad.f114336, 1
+  %1236 = icmp slt i64 %f114.next, 16
+  br i1 %1236, label %conv1_weight_grad.f114, label %conv1_weight_grad.f114.end
 
-conv1_bias_grad.f120:                             ; preds = %conv1_bias_grad.img122.end, %conv1_weight_grad.g105.end
-  %conv1_bias_grad.f120287 = phi i64 [ 0, %conv1_weight_grad.g105.end ], [ %f120.next, %conv1_bias_grad.img122.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc121, align 4
-  br label %conv1_bias_grad.img122
+conv1_bias_grad.f116:                             ; preds = %conv1_bias_grad.img118.end, %conv1_weight_grad.g101.end
+  %conv1_bias_grad.f116343 = phi i64 [ 0, %conv1_weight_grad.g101.end ], [ %f116.next, %conv1_bias_grad.img118.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc117, align 4
+  br label %conv1_bias_grad.img118
 
-conv1_bias_grad.f120.end:                         ; preds = %conv1_bias_grad.img122.end
-  %969 = sitofp i64 %step to float
-  %970 = fmul float %969, 0xBFBAF8E8A0000000
-  %971 = call float @llvm.exp.f32(float %970)
-  %972 = fsub float 1.000000e+00, %971
-  %973 = fdiv float %lr, %972
-  store float %973, ptr %adam.step_size124, align 4
-  %974 = sitofp i64 %step to float
-  %975 = fmul float %974, 0xBF50645940000000
-  %976 = call float @llvm.exp.f32(float %975)
-  %977 = fsub float 1.000000e+00, %976
-  %978 = call float @llvm.sqrt.f32(float %977)
-  store float %978, ptr %adam.bc2_sqrt125, align 4
-  br label %adam.i126
+conv1_bias_grad.f116.end:                         ; preds = %conv1_bias_grad.img118.end
+  %1237 = sitofp i64 %step to float
+  %1238 = fmul float %1237, 0xBFBAF8E8A0000000
+  %1239 = call float @llvm.exp.f32(float %1238)
+  %1240 = fsub float 1.000000e+00, %1239
+  %1241 = fdiv float %lr, %1240
+  store float %1241, ptr %adam.step_size120, align 4
+  %1242 = sitofp i64 %step to float
+  %1243 = fmul float %1242, 0xBF50645940000000
+  %1244 = call float @llvm.exp.f32(float %1243)
+  %1245 = fsub float 1.000000e+00, %1244
+  %1246 = call float @llvm.sqrt.f32(float %1245)
+  store float %1246, ptr %adam.bc2_sqrt121, align 4
+  br label %adam.i122
 
-conv1_bias_grad.img122:                           ; preds = %conv1_bias_grad.i123.end, %conv1_bias_grad.f120
-  %conv1_bias_grad.img122288 = phi i64 [ 0, %conv1_bias_grad.f120 ], [ %img122.next, %conv1_bias_grad.i123.end ]
-  br label %conv1_bias_grad.i123
+conv1_bias_grad.img118:                           ; preds = %conv1_bias_grad.i119.end, %conv1_bias_grad.f116
+  %conv1_bias_grad.img118344 = phi i64 [ 0, %conv1_bias_grad.f116 ], [ %img118.next, %conv1_bias_grad.i119.end ]
+  br label %conv1_bias_grad.i119
 
-conv1_bias_grad.img122.end:                       ; preds = %conv1_bias_grad.i123.end
-  %acc121291 = load float, ptr %conv1_bias_grad.acc121, align 4
-  %979 = add nsw i64 144, %conv1_bias_grad.f120287
-  %grads292 = getelementptr inbounds float, ptr %grads, i64 %979
-  store float %acc121291, ptr %grads292, align 4
-  %f120.next = add nsw i64 %conv1_bias_grad.f120287, 1
-  %980 = icmp slt i64 %f120.next, 16
-  br i1 %980, label %conv1_bias_grad.f120, label %conv1_bias_grad.f120.end
+conv1_bias_grad.img118.end:                       ; preds = %conv1_bias_grad.i119.end
+  %acc117347 = load float, ptr %conv1_bias_grad.acc117, align 4
+  %1247 = add nsw i64 144, %conv1_bias_grad.f116343
+  %grads348 = getelementptr inbounds float, ptr %grads, i64 %1247
+  store float %acc117347, ptr %grads348, align 4
+  %f116.next = add nsw i64 %conv1_bias_grad.f116343, 1
+  %1248 = icmp slt i64 %f116.next, 16
+  br i1 %1248, label %conv1_bias_grad.f116, label %conv1_bias_grad.f116.end
 
-conv1_bias_grad.i123:                             ; preds = %conv1_bias_grad.i123, %conv1_bias_grad.img122
-  %conv1_bias_grad.i123289 = phi i64 [ 0, %conv1_bias_grad.img122 ], [ %i123.next, %conv1_bias_grad.i123 ]
-  %acc121 = load float, ptr %conv1_bias_grad.acc121, align 4
-  %981 = mul nsw i64 %conv1_bias_grad.img122288, 12544
-  %982 = add nsw i64 610960, %981
-  %983 = mul nsw i64 %conv1_bias_grad.f120287, 784
-  %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %conv1_bias_grad.i123289
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %985
-  %986 = load float, ptr %arena290, align 4
-  %987 = fadd float %acc121, %986
-  store float %987, ptr %conv1_bias_grad.acc121, align 4
-  %i123.next = add nsw i64 %conv1_bias_grad.i123289, 1
-  %988 = icmp slt i64 %i123.next, 784
-  br i1 %988, label %conv1_bias_grad.i123, label %conv1_bias_grad.i123.end
+conv1_bias_grad.i119:                             ; preds = %conv1_bias_grad.i119, %conv1_bias_grad.img118
+  %conv1_bias_grad.i119345 = phi i64 [ 0, %conv1_bias_grad.img118 ], [ %i119.next, %conv1_bias_grad.i119 ]
+  %acc117 = load float, ptr %conv1_bias_grad.acc117, align 4
+  %1249 = mul nsw i64 %conv1_bias_grad.img118344, 12544
+  %1250 = add nsw i64 610960, %1249
+  %1251 = mul nsw i64 %conv1_bias_grad.f116343, 784
+  %1252 = add nsw i64 %1250, %1251
+  %1253 = add nsw i64 %1252, %conv1_bias_grad.i119345
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1253
+  %1254 = load float, ptr %arena346, align 4
+  %1255 = fadd float %acc117, %1254
+  store float %1255, ptr %conv1_bias_grad.acc117, align 4
+  %i119.next = add nsw i64 %conv1_bias_grad.i119345, 1
+  %1256 = icmp slt i64 %i119.next, 784
+  br i1 %1256, label %conv1_bias_grad.i119, label %conv1_bias_grad.i119.end
 
-conv1_bias_grad.i123.end:                         ; preds = %conv1_bias_grad.i123
-  %img122.next = add nsw i64 %conv1_bias_grad.img122288, 1
-  %989 = icmp slt i64 %img122.next, 64
-  br i1 %989, label %conv1_bias_grad.img122, label %conv1_bias_grad.img122.end
+conv1_bias_grad.i119.end:                         ; preds = %conv1_bias_grad.i119
+  %img118.next = add nsw i64 %conv1_bias_grad.img118344, 1
+  %1257 = icmp slt i64 %img118.next, 64
+  br i1 %1257, label %conv1_bias_grad.img118, label %conv1_bias_grad.img118.end
 
-adam.i126:                                        ; preds = %adam.i126, %conv1_bias_grad.f120.end
-  %adam.i126293 = phi i64 [ 0, %conv1_bias_grad.f120.end ], [ %i126.next, %adam.i126 ]
-  %grads294 = getelementptr inbounds float, ptr %grads, i64 %adam.i126293
-  %990 = load float, ptr %grads294, align 4
-  %params295 = getelementptr inbounds float, ptr %params, i64 %adam.i126293
-  %991 = load float, ptr %params295, align 4
-  %992 = fmul float 0.000000e+00, %991
-  %993 = fadd float %990, %992
-  store float %993, ptr %adam.g, align 4
-  %m296 = getelementptr inbounds float, ptr %m, i64 %adam.i126293
-  %994 = load float, ptr %m296, align 4
-  %995 = fmul float 0x3FECCCCCC0000000, %994
+adam.i122:                                        ; preds = %adam.i122, %conv1_bias_grad.f116.end
+  %adam.i122349 = phi i64 [ 0, %conv1_bias_grad.f116.end ], [ %i122.next, %adam.i122 ]
+  %grads350 = getelementptr inbounds float, ptr %grads, i64 %adam.i122349
+  %1258 = load float, ptr %grads350, align 4
+  %params351 = getelementptr inbounds float, ptr %params, i64 %adam.i122349
+  %1259 = load float, ptr %params351, align 4
+  %1260 = fmul float 0.000000e+00, %1259
+  %1261 = fadd float %1258, %1260
+  store float %1261, ptr %adam.g, align 4
+  %m352 = getelementptr inbounds float, ptr %m, i64 %adam.i122349
+  %1262 = load float, ptr %m352, align 4
+  %1263 = fmul float 0x3FECCCCCC0000000, %1262
   %g = load float, ptr %adam.g, align 4
-  %996 = fmul float 0x3FB9999A00000000, %g
-  %997 = fadd float %995, %996
-  store float %997, ptr %adam.m_new, align 4
-  %v297 = getelementptr inbounds float, ptr %v, i64 %adam.i126293
-  %998 = load float, ptr %v297, align 4
-  %999 = fmul float 0x3FEFF7CEE0000000, %998
-  %g298 = load float, ptr %adam.g, align 4
-  %1000 = fmul float 0x3F50624000000000, %g298
-  %g299 = load float, ptr %adam.g, align 4
-  %1001 = fmul float %1000, %g299
-  %1002 = fadd float %999, %1001
-  store float %1002, ptr %adam.v_new, align 4
+  %1264 = fmul float 0x3FB9999A00000000, %g
+  %1265 = fadd float %1263, %1264
+  store float %1265, ptr %adam.m_new, align 4
+  %v353 = getelementptr inbounds float, ptr %v, i64 %adam.i122349
+  %1266 = load float, ptr %v353, align 4
+  %1267 = fmul float 0x3FEFF7CEE0000000, %1266
+  %g354 = load float, ptr %adam.g, align 4
+  %1268 = fmul float 0x3F50624000000000, %g354
+  %g355 = load float, ptr %adam.g, align 4
+  %1269 = fmul float %1268, %g355
+  %1270 = fadd float %1267, %1269
+  store float %1270, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m300 = getelementptr inbounds float, ptr %m, i64 %adam.i126293
-  store float %m_new, ptr %m300, align 4
+  %m356 = getelementptr inbounds float, ptr %m, i64 %adam.i122349
+  store float %m_new, ptr %m356, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v301 = getelementptr inbounds float, ptr %v, i64 %adam.i126293
-  store float %v_new, ptr %v301, align 4
-  %params302 = getelementptr inbounds float, ptr %params, i64 %adam.i126293
-  %1003 = load float, ptr %params302, align 4
-  %step_size124 = load float, ptr %adam.step_size124, align 4
-  %m_new303 = load float, ptr %adam.m_new, align 4
-  %1004 = fmul float %step_size124, %m_new303
-  %v_new304 = load float, ptr %adam.v_new, align 4
-  %1005 = call float @llvm.sqrt.f32(float %v_new304)
-  %bc2_sqrt125 = load float, ptr %adam.bc2_sqrt125, align 4
-  %1006 = fdiv float %1005, %bc2_sqrt125
-  %1007 = fadd float %1006, 0x3E45798EE0000000
-  %1008 = fdiv float %1004, %1007
-  %1009 = fsub float %1003, %1008
-  %params305 = getelementptr inbounds float, ptr %params, i64 %adam.i126293
-  store float %1009, ptr %params305, align 4
-  %i126.next = add nsw i64 %adam.i126293, 1
-  %1010 = icmp slt i64 %i126.next, 206922
-  br i1 %1010, label %adam.i126, label %adam.i126.end
+  %v357 = getelementptr inbounds float, ptr %v, i64 %adam.i122349
+  store float %v_new, ptr %v357, align 4
+  %params358 = getelementptr inbounds float, ptr %params, i64 %adam.i122349
+  %1271 = load float, ptr %params358, align 4
+  %step_size120 = load float, ptr %adam.step_size120, align 4
+  %m_new359 = load float, ptr %adam.m_new, align 4
+  %1272 = fmul float %step_size120, %m_new359
+  %v_new360 = load float, ptr %adam.v_new, align 4
+  %1273 = call float @llvm.sqrt.f32(float %v_new360)
+  %bc2_sqrt121 = load float, ptr %adam.bc2_sqrt121, align 4
+  %1274 = fdiv float %1273, %bc2_sqrt121
+  %1275 = fadd float %1274, 0x3E45798EE0000000
+  %1276 = fdiv float %1272, %1275
+  %1277 = fsub float %1271, %1276
+  %params361 = getelementptr inbounds float, ptr %params, i64 %adam.i122349
+  store float %1277, ptr %params361, align 4
+  %i122.next = add nsw i64 %adam.i122349, 1
+  %1278 = icmp slt i64 %i122.next, 206922
+  br i1 %1278, label %adam.i122, label %adam.i122.end
 
-adam.i126.end:                                    ; preds = %adam.i126
+adam.i122.end:                                    ; preds = %adam.i122
   ret void
 }
 
@@ -2319,8 +2627,8 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv2.bi38 = alloca float, align 4
-  %conv2.best37 = alloca float, align 4
+  %conv2.bi36 = alloca float, align 4
+  %conv2.best35 = alloca float, align 4
   %conv1.bi18 = alloca float, align 4
   %conv1.best17 = alloca float, align 4
   br label %conv1.g1
@@ -2330,7 +2638,7 @@ conv1.g1:                                         ; preds = %conv1.j13.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g21
+  br label %conv2.g19
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
@@ -2586,8 +2894,8 @@ conv1.py15.end:                                   ; preds = %conv1.px16.end
   %108 = icmp slt i64 %f14.next, 16
   br i1 %108, label %conv1.f14, label %conv1.f14.end
 
-conv1.px16:                                       ; preds = %conv1.ky19.end, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.ky19.end ]
+conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
+  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
   %109 = mul nsw i64 %conv1.f1428, 50176
   %110 = add nsw i64 852992, %109
   %111 = mul nsw i64 %conv1.j1327, 784
@@ -2608,611 +2916,919 @@ conv1.px16:                                       ; preds = %conv1.ky19.end, %co
   %123 = add nsw i64 %121, %122
   %124 = sitofp i64 %123 to float
   store float %124, ptr %conv1.bi18, align 4
-  br label %conv1.ky19
-
-conv1.px16.end:                                   ; preds = %conv1.ky19.end
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %125 = icmp slt i64 %py15.next, 14
-  br i1 %125, label %conv1.py15, label %conv1.py15.end
-
-conv1.ky19:                                       ; preds = %conv1.kx20.end, %conv1.px16
-  %conv1.ky1933 = phi i64 [ 0, %conv1.px16 ], [ %ky19.next, %conv1.kx20.end ]
-  br label %conv1.kx20
-
-conv1.ky19.end:                                   ; preds = %conv1.kx20.end
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %126 = fcmp ogt float %best1743, 0.000000e+00
-  %best1744 = load float, ptr %conv1.best17, align 4
-  %127 = select i1 %126, float %best1744, float 0.000000e+00
-  %128 = mul nsw i64 %conv1.g11, 64
-  %129 = add nsw i64 %128, %conv1.j1327
-  %130 = mul nsw i64 %129, 3136
-  %131 = mul nsw i64 %conv1.f1428, 196
-  %132 = add nsw i64 %130, %131
-  %133 = mul nsw i64 %conv1.py1529, 14
-  %134 = add nsw i64 %132, %133
-  %135 = add nsw i64 %134, %conv1.px1630
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %135
-  store float %127, ptr %arena45, align 4
-  %bi1846 = load float, ptr %conv1.bi18, align 4
-  %136 = mul nsw i64 %conv1.g11, 64
-  %137 = add nsw i64 %136, %conv1.j1327
-  %138 = mul nsw i64 %137, 3136
-  %139 = mul nsw i64 %conv1.f1428, 196
-  %140 = add nsw i64 %138, %139
-  %141 = mul nsw i64 %conv1.py1529, 14
-  %142 = add nsw i64 %140, %141
-  %143 = add nsw i64 %142, %conv1.px1630
-  %144 = add nsw i64 200704, %143
-  %arena47 = getelementptr inbounds float, ptr %arena, i64 %144
-  store float %bi1846, ptr %arena47, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %145 = icmp slt i64 %px16.next, 14
-  br i1 %145, label %conv1.px16, label %conv1.px16.end
-
-conv1.kx20:                                       ; preds = %conv1.kx20, %conv1.ky19
-  %conv1.kx2034 = phi i64 [ 0, %conv1.ky19 ], [ %kx20.next, %conv1.kx20 ]
-  %146 = mul nsw i64 %conv1.f1428, 50176
-  %147 = add nsw i64 852992, %146
-  %148 = mul nsw i64 %conv1.j1327, 784
-  %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %conv1.py1529, 56
-  %151 = mul nsw i64 %conv1.px1630, 2
-  %152 = add nsw i64 %150, %151
-  %153 = mul nsw i64 %conv1.ky1933, 28
-  %154 = add nsw i64 %152, %153
-  %155 = add nsw i64 %154, %conv1.kx2034
-  %156 = add nsw i64 %149, %155
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %156
-  %157 = load float, ptr %arena35, align 4
-  %158 = add nsw i64 144, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %158
-  %159 = load float, ptr %params36, align 4
-  %160 = fadd float %157, %159
+  %125 = mul nsw i64 %conv1.f1428, 50176
+  %126 = add nsw i64 852992, %125
+  %127 = mul nsw i64 %conv1.j1327, 784
+  %128 = add nsw i64 %126, %127
+  %129 = mul nsw i64 %conv1.py1529, 56
+  %130 = mul nsw i64 %conv1.px1630, 2
+  %131 = add nsw i64 %129, %130
+  %132 = add nsw i64 %128, %131
+  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
+  %133 = load float, ptr %arena33, align 4
+  %134 = add nsw i64 144, %conv1.f1428
+  %params34 = getelementptr inbounds float, ptr %params, i64 %134
+  %135 = load float, ptr %params34, align 4
+  %136 = fadd float %133, %135
   %best17 = load float, ptr %conv1.best17, align 4
-  %161 = fcmp ogt float %160, %best17
-  %162 = mul nsw i64 %conv1.py1529, 56
-  %163 = mul nsw i64 %conv1.px1630, 2
-  %164 = add nsw i64 %162, %163
-  %165 = mul nsw i64 %conv1.ky1933, 28
-  %166 = add nsw i64 %164, %165
-  %167 = add nsw i64 %166, %conv1.kx2034
-  %168 = sitofp i64 %167 to float
+  %137 = fcmp ogt float %136, %best17
+  %138 = mul nsw i64 %conv1.py1529, 56
+  %139 = mul nsw i64 %conv1.px1630, 2
+  %140 = add nsw i64 %138, %139
+  %141 = sitofp i64 %140 to float
   %bi18 = load float, ptr %conv1.bi18, align 4
-  %169 = select i1 %161, float %168, float %bi18
-  store float %169, ptr %conv1.bi18, align 4
-  %170 = mul nsw i64 %conv1.f1428, 50176
-  %171 = add nsw i64 852992, %170
-  %172 = mul nsw i64 %conv1.j1327, 784
-  %173 = add nsw i64 %171, %172
-  %174 = mul nsw i64 %conv1.py1529, 56
-  %175 = mul nsw i64 %conv1.px1630, 2
-  %176 = add nsw i64 %174, %175
-  %177 = mul nsw i64 %conv1.ky1933, 28
-  %178 = add nsw i64 %176, %177
-  %179 = add nsw i64 %178, %conv1.kx2034
-  %180 = add nsw i64 %173, %179
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 %180
-  %181 = load float, ptr %arena37, align 4
-  %182 = add nsw i64 144, %conv1.f1428
-  %params38 = getelementptr inbounds float, ptr %params, i64 %182
-  %183 = load float, ptr %params38, align 4
-  %184 = fadd float %181, %183
-  %best1739 = load float, ptr %conv1.best17, align 4
-  %185 = fcmp ogt float %184, %best1739
-  %186 = mul nsw i64 %conv1.f1428, 50176
-  %187 = add nsw i64 852992, %186
-  %188 = mul nsw i64 %conv1.j1327, 784
-  %189 = add nsw i64 %187, %188
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
+  %142 = select i1 %137, float %141, float %bi18
+  store float %142, ptr %conv1.bi18, align 4
+  %143 = mul nsw i64 %conv1.f1428, 50176
+  %144 = add nsw i64 852992, %143
+  %145 = mul nsw i64 %conv1.j1327, 784
+  %146 = add nsw i64 %144, %145
+  %147 = mul nsw i64 %conv1.py1529, 56
+  %148 = mul nsw i64 %conv1.px1630, 2
+  %149 = add nsw i64 %147, %148
+  %150 = add nsw i64 %146, %149
+  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena35, align 4
+  %152 = add nsw i64 144, %conv1.f1428
+  %params36 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params36, align 4
+  %154 = fadd float %151, %153
+  %best1737 = load float, ptr %conv1.best17, align 4
+  %155 = fcmp ogt float %154, %best1737
+  %156 = mul nsw i64 %conv1.f1428, 50176
+  %157 = add nsw i64 852992, %156
+  %158 = mul nsw i64 %conv1.j1327, 784
+  %159 = add nsw i64 %157, %158
+  %160 = mul nsw i64 %conv1.py1529, 56
+  %161 = mul nsw i64 %conv1.px1630, 2
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 %159, %162
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
+  %164 = load float, ptr %arena38, align 4
+  %165 = add nsw i64 144, %conv1.f1428
+  %params39 = getelementptr inbounds float, ptr %params, i64 %165
+  %166 = load float, ptr %params39, align 4
+  %167 = fadd float %164, %166
+  %best1740 = load float, ptr %conv1.best17, align 4
+  %168 = select i1 %155, float %167, float %best1740
+  store float %168, ptr %conv1.best17, align 4
+  %169 = mul nsw i64 %conv1.f1428, 50176
+  %170 = add nsw i64 852992, %169
+  %171 = mul nsw i64 %conv1.j1327, 784
+  %172 = add nsw i64 %170, %171
+  %173 = mul nsw i64 %conv1.py1529, 56
+  %174 = mul nsw i64 %conv1.px1630, 2
+  %175 = add nsw i64 %173, %174
+  %176 = add nsw i64 %175, 1
+  %177 = add nsw i64 %172, %176
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
+  %178 = load float, ptr %arena41, align 4
+  %179 = add nsw i64 144, %conv1.f1428
+  %params42 = getelementptr inbounds float, ptr %params, i64 %179
+  %180 = load float, ptr %params42, align 4
+  %181 = fadd float %178, %180
+  %best1743 = load float, ptr %conv1.best17, align 4
+  %182 = fcmp ogt float %181, %best1743
+  %183 = mul nsw i64 %conv1.py1529, 56
+  %184 = mul nsw i64 %conv1.px1630, 2
+  %185 = add nsw i64 %183, %184
+  %186 = add nsw i64 %185, 1
+  %187 = sitofp i64 %186 to float
+  %bi1844 = load float, ptr %conv1.bi18, align 4
+  %188 = select i1 %182, float %187, float %bi1844
+  store float %188, ptr %conv1.bi18, align 4
+  %189 = mul nsw i64 %conv1.f1428, 50176
+  %190 = add nsw i64 852992, %189
+  %191 = mul nsw i64 %conv1.j1327, 784
   %192 = add nsw i64 %190, %191
-  %193 = mul nsw i64 %conv1.ky1933, 28
-  %194 = add nsw i64 %192, %193
-  %195 = add nsw i64 %194, %conv1.kx2034
-  %196 = add nsw i64 %189, %195
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %196
-  %197 = load float, ptr %arena40, align 4
-  %198 = add nsw i64 144, %conv1.f1428
-  %params41 = getelementptr inbounds float, ptr %params, i64 %198
-  %199 = load float, ptr %params41, align 4
-  %200 = fadd float %197, %199
-  %best1742 = load float, ptr %conv1.best17, align 4
-  %201 = select i1 %185, float %200, float %best1742
-  store float %201, ptr %conv1.best17, align 4
-  %kx20.next = add nsw i64 %conv1.kx2034, 1
-  %202 = icmp slt i64 %kx20.next, 2
-  br i1 %202, label %conv1.kx20, label %conv1.kx20.end
+  %193 = mul nsw i64 %conv1.py1529, 56
+  %194 = mul nsw i64 %conv1.px1630, 2
+  %195 = add nsw i64 %193, %194
+  %196 = add nsw i64 %195, 1
+  %197 = add nsw i64 %192, %196
+  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
+  %198 = load float, ptr %arena45, align 4
+  %199 = add nsw i64 144, %conv1.f1428
+  %params46 = getelementptr inbounds float, ptr %params, i64 %199
+  %200 = load float, ptr %params46, align 4
+  %201 = fadd float %198, %200
+  %best1747 = load float, ptr %conv1.best17, align 4
+  %202 = fcmp ogt float %201, %best1747
+  %203 = mul nsw i64 %conv1.f1428, 50176
+  %204 = add nsw i64 852992, %203
+  %205 = mul nsw i64 %conv1.j1327, 784
+  %206 = add nsw i64 %204, %205
+  %207 = mul nsw i64 %conv1.py1529, 56
+  %208 = mul nsw i64 %conv1.px1630, 2
+  %209 = add nsw i64 %207, %208
+  %210 = add nsw i64 %209, 1
+  %211 = add nsw i64 %206, %210
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
+  %212 = load float, ptr %arena48, align 4
+  %213 = add nsw i64 144, %conv1.f1428
+  %params49 = getelementptr inbounds float, ptr %params, i64 %213
+  %214 = load float, ptr %params49, align 4
+  %215 = fadd float %212, %214
+  %best1750 = load float, ptr %conv1.best17, align 4
+  %216 = select i1 %202, float %215, float %best1750
+  store float %216, ptr %conv1.best17, align 4
+  %217 = mul nsw i64 %conv1.f1428, 50176
+  %218 = add nsw i64 852992, %217
+  %219 = mul nsw i64 %conv1.j1327, 784
+  %220 = add nsw i64 %218, %219
+  %221 = mul nsw i64 %conv1.py1529, 56
+  %222 = mul nsw i64 %conv1.px1630, 2
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %223, 28
+  %225 = add nsw i64 %220, %224
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
+  %226 = load float, ptr %arena51, align 4
+  %227 = add nsw i64 144, %conv1.f1428
+  %params52 = getelementptr inbounds float, ptr %params, i64 %227
+  %228 = load float, ptr %params52, align 4
+  %229 = fadd float %226, %228
+  %best1753 = load float, ptr %conv1.best17, align 4
+  %230 = fcmp ogt float %229, %best1753
+  %231 = mul nsw i64 %conv1.py1529, 56
+  %232 = mul nsw i64 %conv1.px1630, 2
+  %233 = add nsw i64 %231, %232
+  %234 = add nsw i64 %233, 28
+  %235 = sitofp i64 %234 to float
+  %bi1854 = load float, ptr %conv1.bi18, align 4
+  %236 = select i1 %230, float %235, float %bi1854
+  store float %236, ptr %conv1.bi18, align 4
+  %237 = mul nsw i64 %conv1.f1428, 50176
+  %238 = add nsw i64 852992, %237
+  %239 = mul nsw i64 %conv1.j1327, 784
+  %240 = add nsw i64 %238, %239
+  %241 = mul nsw i64 %conv1.py1529, 56
+  %242 = mul nsw i64 %conv1.px1630, 2
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 28
+  %245 = add nsw i64 %240, %244
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
+  %246 = load float, ptr %arena55, align 4
+  %247 = add nsw i64 144, %conv1.f1428
+  %params56 = getelementptr inbounds float, ptr %params, i64 %247
+  %248 = load float, ptr %params56, align 4
+  %249 = fadd float %246, %248
+  %best1757 = load float, ptr %conv1.best17, align 4
+  %250 = fcmp ogt float %249, %best1757
+  %251 = mul nsw i64 %conv1.f1428, 50176
+  %252 = add nsw i64 852992, %251
+  %253 = mul nsw i64 %conv1.j1327, 784
+  %254 = add nsw i64 %252, %253
+  %255 = mul nsw i64 %conv1.py1529, 56
+  %256 = mul nsw i64 %conv1.px1630, 2
+  %257 = add nsw i64 %255, %256
+  %258 = add nsw i64 %257, 28
+  %259 = add nsw i64 %254, %258
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
+  %260 = load float, ptr %arena58, align 4
+  %261 = add nsw i64 144, %conv1.f1428
+  %params59 = getelementptr inbounds float, ptr %params, i64 %261
+  %262 = load float, ptr %params59, align 4
+  %263 = fadd float %260, %262
+  %best1760 = load float, ptr %conv1.best17, align 4
+  %264 = select i1 %250, float %263, float %best1760
+  store float %264, ptr %conv1.best17, align 4
+  %265 = mul nsw i64 %conv1.f1428, 50176
+  %266 = add nsw i64 852992, %265
+  %267 = mul nsw i64 %conv1.j1327, 784
+  %268 = add nsw i64 %266, %267
+  %269 = mul nsw i64 %conv1.py1529, 56
+  %270 = mul nsw i64 %conv1.px1630, 2
+  %271 = add nsw i64 %269, %270
+  %272 = add nsw i64 %271, 28
+  %273 = add nsw i64 %272, 1
+  %274 = add nsw i64 %268, %273
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
+  %275 = load float, ptr %arena61, align 4
+  %276 = add nsw i64 144, %conv1.f1428
+  %params62 = getelementptr inbounds float, ptr %params, i64 %276
+  %277 = load float, ptr %params62, align 4
+  %278 = fadd float %275, %277
+  %best1763 = load float, ptr %conv1.best17, align 4
+  %279 = fcmp ogt float %278, %best1763
+  %280 = mul nsw i64 %conv1.py1529, 56
+  %281 = mul nsw i64 %conv1.px1630, 2
+  %282 = add nsw i64 %280, %281
+  %283 = add nsw i64 %282, 28
+  %284 = add nsw i64 %283, 1
+  %285 = sitofp i64 %284 to float
+  %bi1864 = load float, ptr %conv1.bi18, align 4
+  %286 = select i1 %279, float %285, float %bi1864
+  store float %286, ptr %conv1.bi18, align 4
+  %287 = mul nsw i64 %conv1.f1428, 50176
+  %288 = add nsw i64 852992, %287
+  %289 = mul nsw i64 %conv1.j1327, 784
+  %290 = add nsw i64 %288, %289
+  %291 = mul nsw i64 %conv1.py1529, 56
+  %292 = mul nsw i64 %conv1.px1630, 2
+  %293 = add nsw i64 %291, %292
+  %294 = add nsw i64 %293, 28
+  %295 = add nsw i64 %294, 1
+  %296 = add nsw i64 %290, %295
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena65, align 4
+  %298 = add nsw i64 144, %conv1.f1428
+  %params66 = getelementptr inbounds float, ptr %params, i64 %298
+  %299 = load float, ptr %params66, align 4
+  %300 = fadd float %297, %299
+  %best1767 = load float, ptr %conv1.best17, align 4
+  %301 = fcmp ogt float %300, %best1767
+  %302 = mul nsw i64 %conv1.f1428, 50176
+  %303 = add nsw i64 852992, %302
+  %304 = mul nsw i64 %conv1.j1327, 784
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %conv1.py1529, 56
+  %307 = mul nsw i64 %conv1.px1630, 2
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 %308, 28
+  %310 = add nsw i64 %309, 1
+  %311 = add nsw i64 %305, %310
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
+  %312 = load float, ptr %arena68, align 4
+  %313 = add nsw i64 144, %conv1.f1428
+  %params69 = getelementptr inbounds float, ptr %params, i64 %313
+  %314 = load float, ptr %params69, align 4
+  %315 = fadd float %312, %314
+  %best1770 = load float, ptr %conv1.best17, align 4
+  %316 = select i1 %301, float %315, float %best1770
+  store float %316, ptr %conv1.best17, align 4
+  %best1771 = load float, ptr %conv1.best17, align 4
+  %317 = fcmp ogt float %best1771, 0.000000e+00
+  %best1772 = load float, ptr %conv1.best17, align 4
+  %318 = select i1 %317, float %best1772, float 0.000000e+00
+  %319 = mul nsw i64 %conv1.g11, 64
+  %320 = add nsw i64 %319, %conv1.j1327
+  %321 = mul nsw i64 %320, 3136
+  %322 = mul nsw i64 %conv1.f1428, 196
+  %323 = add nsw i64 %321, %322
+  %324 = mul nsw i64 %conv1.py1529, 14
+  %325 = add nsw i64 %323, %324
+  %326 = add nsw i64 %325, %conv1.px1630
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
+  store float %318, ptr %arena73, align 4
+  %bi1874 = load float, ptr %conv1.bi18, align 4
+  %327 = mul nsw i64 %conv1.g11, 64
+  %328 = add nsw i64 %327, %conv1.j1327
+  %329 = mul nsw i64 %328, 3136
+  %330 = mul nsw i64 %conv1.f1428, 196
+  %331 = add nsw i64 %329, %330
+  %332 = mul nsw i64 %conv1.py1529, 14
+  %333 = add nsw i64 %331, %332
+  %334 = add nsw i64 %333, %conv1.px1630
+  %335 = add nsw i64 200704, %334
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
+  store float %bi1874, ptr %arena75, align 4
+  %px16.next = add nsw i64 %conv1.px1630, 1
+  %336 = icmp slt i64 %px16.next, 14
+  br i1 %336, label %conv1.px16, label %conv1.px16.end
 
-conv1.kx20.end:                                   ; preds = %conv1.kx20
-  %ky19.next = add nsw i64 %conv1.ky1933, 1
-  %203 = icmp slt i64 %ky19.next, 2
-  br i1 %203, label %conv1.ky19, label %conv1.ky19.end
+conv1.px16.end:                                   ; preds = %conv1.px16
+  %py15.next = add nsw i64 %conv1.py1529, 1
+  %337 = icmp slt i64 %py15.next, 14
+  br i1 %337, label %conv1.py15, label %conv1.py15.end
 
-conv2.g21:                                        ; preds = %conv2.j33.end, %conv1.g1.end
-  %conv2.g2148 = phi i64 [ 0, %conv1.g1.end ], [ %g21.next, %conv2.j33.end ]
-  br label %conv2.j22
+conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
+  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
+  br label %conv2.j20
 
-conv2.g21.end:                                    ; preds = %conv2.j33.end
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 200704
-  %params96 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena95, i32 1568, ptr %params96, i32 1568, float 0.000000e+00, ptr %arena97, i32 128)
-  br label %fc1.n41
+conv2.g19.end:                                    ; preds = %conv2.j31.end
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 200704
+  %params152 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena151, i32 1568, ptr %params152, i32 1568, float 0.000000e+00, ptr %arena153, i32 128)
+  br label %fc1.n37
 
-conv2.j22:                                        ; preds = %conv2.c25.end, %conv2.g21
-  %conv2.j2249 = phi i64 [ 0, %conv2.g21 ], [ %j22.next, %conv2.c25.end ]
-  br label %conv2.r23
+conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
+  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
+  br label %conv2.r21
 
-conv2.j22.end:                                    ; preds = %conv2.c25.end
-  %params71 = getelementptr inbounds float, ptr %params, i64 160
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 401408
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 2207744
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params71, i32 144, ptr %arena72, i32 12544, float 0.000000e+00, ptr %arena73, i32 12544)
-  br label %conv2.j33
+conv2.j20.end:                                    ; preds = %conv2.c23.end
+  %params99 = getelementptr inbounds float, ptr %params, i64 160
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 401408
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 2207744
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 12544, i32 144, float 1.000000e+00, ptr %params99, i32 144, ptr %arena100, i32 12544, float 0.000000e+00, ptr %arena101, i32 12544)
+  br label %conv2.j31
 
-conv2.r23:                                        ; preds = %conv2.i24.end, %conv2.j22
-  %conv2.r2350 = phi i64 [ 0, %conv2.j22 ], [ %r23.next, %conv2.i24.end ]
-  br label %conv2.i24
+conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
+  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
+  br label %conv2.i22
 
-conv2.r23.end:                                    ; preds = %conv2.i24.end
-  br label %conv2.c25
+conv2.r21.end:                                    ; preds = %conv2.i22.end
+  br label %conv2.c23
 
-conv2.i24:                                        ; preds = %conv2.i24, %conv2.r23
-  %conv2.i2451 = phi i64 [ 0, %conv2.r23 ], [ %i24.next, %conv2.i24 ]
-  %204 = mul nsw i64 %conv2.r2350, 12544
-  %205 = add nsw i64 401408, %204
-  %206 = mul nsw i64 %conv2.j2249, 196
-  %207 = add nsw i64 %205, %206
-  %208 = add nsw i64 %207, %conv2.i2451
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %208
-  store float 0.000000e+00, ptr %arena52, align 4
-  %i24.next = add nsw i64 %conv2.i2451, 1
-  %209 = icmp slt i64 %i24.next, 196
-  br i1 %209, label %conv2.i24, label %conv2.i24.end
+conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
+  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
+  %338 = mul nsw i64 %conv2.r2178, 12544
+  %339 = add nsw i64 401408, %338
+  %340 = mul nsw i64 %conv2.j2077, 196
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, %conv2.i2279
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
+  store float 0.000000e+00, ptr %arena80, align 4
+  %i22.next = add nsw i64 %conv2.i2279, 1
+  %343 = icmp slt i64 %i22.next, 196
+  br i1 %343, label %conv2.i22, label %conv2.i22.end
 
-conv2.i24.end:                                    ; preds = %conv2.i24
-  %r23.next = add nsw i64 %conv2.r2350, 1
-  %210 = icmp slt i64 %r23.next, 144
-  br i1 %210, label %conv2.r23, label %conv2.r23.end
+conv2.i22.end:                                    ; preds = %conv2.i22
+  %r21.next = add nsw i64 %conv2.r2178, 1
+  %344 = icmp slt i64 %r21.next, 144
+  br i1 %344, label %conv2.r21, label %conv2.r21.end
 
-conv2.c25:                                        ; preds = %conv2.ky26.end, %conv2.r23.end
-  %conv2.c2553 = phi i64 [ 0, %conv2.r23.end ], [ %c25.next, %conv2.ky26.end ]
-  br label %conv2.ky26
+conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
+  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
+  br label %conv2.ky24
 
-conv2.c25.end:                                    ; preds = %conv2.ky26.end
-  %j22.next = add nsw i64 %conv2.j2249, 1
-  %211 = icmp slt i64 %j22.next, 64
-  br i1 %211, label %conv2.j22, label %conv2.j22.end
+conv2.c23.end:                                    ; preds = %conv2.ky24.end
+  %j20.next = add nsw i64 %conv2.j2077, 1
+  %345 = icmp slt i64 %j20.next, 64
+  br i1 %345, label %conv2.j20, label %conv2.j20.end
 
-conv2.ky26:                                       ; preds = %conv2.oy31.end, %conv2.c25
-  %conv2.ky2654 = phi i64 [ 0, %conv2.c25 ], [ %ky26.next, %conv2.oy31.end ]
+conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
+  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
+  br label %conv2.oy25
+
+conv2.ky24.end:                                   ; preds = %conv2.oy29.end
+  %c23.next = add nsw i64 %conv2.c2381, 1
+  %346 = icmp slt i64 %c23.next, 16
+  br i1 %346, label %conv2.c23, label %conv2.c23.end
+
+conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
+  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
+  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %348 = add nsw i64 %347, -1
+  %349 = icmp slt i64 -1, %348
+  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %351 = add nsw i64 %350, -1
+  %352 = icmp slt i64 %351, 14
+  %353 = and i1 %349, %352
+  br i1 %353, label %conv2.then, label %conv2.endif
+
+conv2.oy25.end:                                   ; preds = %conv2.endif
   br label %conv2.oy27
 
-conv2.ky26.end:                                   ; preds = %conv2.oy31.end
-  %c25.next = add nsw i64 %conv2.c2553, 1
-  %212 = icmp slt i64 %c25.next, 16
-  br i1 %212, label %conv2.c25, label %conv2.c25.end
+conv2.then:                                       ; preds = %conv2.oy25
+  br label %conv2.ox26
 
-conv2.oy27:                                       ; preds = %conv2.endif, %conv2.ky26
-  %conv2.oy2755 = phi i64 [ 0, %conv2.ky26 ], [ %oy27.next, %conv2.endif ]
-  %213 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %214 = add nsw i64 %213, -1
-  %215 = icmp slt i64 -1, %214
-  %216 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %217 = add nsw i64 %216, -1
-  %218 = icmp slt i64 %217, 14
-  %219 = and i1 %215, %218
-  br i1 %219, label %conv2.then, label %conv2.endif
+conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
+  %oy25.next = add nsw i64 %conv2.oy2583, 1
+  %354 = icmp slt i64 %oy25.next, 14
+  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
 
-conv2.oy27.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy29
+conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
+  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
+  %355 = mul nsw i64 %conv2.g1976, 64
+  %356 = add nsw i64 %355, %conv2.j2077
+  %357 = mul nsw i64 %356, 3136
+  %358 = mul nsw i64 %conv2.c2381, 196
+  %359 = add nsw i64 %357, %358
+  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
+  %361 = add nsw i64 %360, -1
+  %362 = mul nsw i64 %361, 14
+  %363 = add nsw i64 %359, %362
+  %364 = add nsw i64 %conv2.ox2684, 1
+  %365 = add nsw i64 %364, -1
+  %366 = add nsw i64 %363, %365
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
+  %367 = load float, ptr %arena85, align 4
+  %368 = mul nsw i64 %conv2.c2381, 3
+  %369 = add nsw i64 %368, %conv2.ky2482
+  %370 = mul nsw i64 %369, 3
+  %371 = mul nsw i64 %370, 12544
+  %372 = add nsw i64 401408, %371
+  %373 = mul nsw i64 %conv2.j2077, 196
+  %374 = add nsw i64 %372, %373
+  %375 = mul nsw i64 %conv2.oy2583, 14
+  %376 = add nsw i64 %374, %375
+  %377 = add nsw i64 %conv2.ox2684, 1
+  %378 = add nsw i64 %376, %377
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
+  store float %367, ptr %arena86, align 4
+  %ox26.next = add nsw i64 %conv2.ox2684, 1
+  %379 = icmp slt i64 %ox26.next, 13
+  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
 
-conv2.then:                                       ; preds = %conv2.oy27
-  br label %conv2.ox28
-
-conv2.endif:                                      ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2755, 1
-  %220 = icmp slt i64 %oy27.next, 14
-  br i1 %220, label %conv2.oy27, label %conv2.oy27.end
-
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then
-  %conv2.ox2856 = phi i64 [ 0, %conv2.then ], [ %ox28.next, %conv2.ox28 ]
-  %221 = mul nsw i64 %conv2.g2148, 64
-  %222 = add nsw i64 %221, %conv2.j2249
-  %223 = mul nsw i64 %222, 3136
-  %224 = mul nsw i64 %conv2.c2553, 196
-  %225 = add nsw i64 %223, %224
-  %226 = add nsw i64 %conv2.oy2755, %conv2.ky2654
-  %227 = add nsw i64 %226, -1
-  %228 = mul nsw i64 %227, 14
-  %229 = add nsw i64 %225, %228
-  %230 = add nsw i64 %conv2.ox2856, 1
-  %231 = add nsw i64 %230, -1
-  %232 = add nsw i64 %229, %231
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena57, align 4
-  %234 = mul nsw i64 %conv2.c2553, 3
-  %235 = add nsw i64 %234, %conv2.ky2654
-  %236 = mul nsw i64 %235, 3
-  %237 = mul nsw i64 %236, 12544
-  %238 = add nsw i64 401408, %237
-  %239 = mul nsw i64 %conv2.j2249, 196
-  %240 = add nsw i64 %238, %239
-  %241 = mul nsw i64 %conv2.oy2755, 14
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %conv2.ox2856, 1
-  %244 = add nsw i64 %242, %243
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %244
-  store float %233, ptr %arena58, align 4
-  %ox28.next = add nsw i64 %conv2.ox2856, 1
-  %245 = icmp slt i64 %ox28.next, 13
-  br i1 %245, label %conv2.ox28, label %conv2.ox28.end
-
-conv2.ox28.end:                                   ; preds = %conv2.ox28
+conv2.ox26.end:                                   ; preds = %conv2.ox26
   br label %conv2.endif
 
-conv2.oy29:                                       ; preds = %conv2.endif61, %conv2.oy27.end
-  %conv2.oy2959 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif61 ]
-  %246 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %247 = add nsw i64 %246, -1
-  %248 = icmp slt i64 -1, %247
-  %249 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %250 = add nsw i64 %249, -1
-  %251 = icmp slt i64 %250, 14
-  %252 = and i1 %248, %251
-  br i1 %252, label %conv2.then60, label %conv2.endif61
+conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
+  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
+  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %381 = add nsw i64 %380, -1
+  %382 = icmp slt i64 -1, %381
+  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %384 = add nsw i64 %383, -1
+  %385 = icmp slt i64 %384, 14
+  %386 = and i1 %382, %385
+  br i1 %386, label %conv2.then88, label %conv2.endif89
 
-conv2.oy29.end:                                   ; preds = %conv2.endif61
-  br label %conv2.oy31
+conv2.oy27.end:                                   ; preds = %conv2.endif89
+  br label %conv2.oy29
 
-conv2.then60:                                     ; preds = %conv2.oy29
+conv2.then88:                                     ; preds = %conv2.oy27
+  br label %conv2.ox28
+
+conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
+  %oy27.next = add nsw i64 %conv2.oy2787, 1
+  %387 = icmp slt i64 %oy27.next, 14
+  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+
+conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
+  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
+  %388 = mul nsw i64 %conv2.g1976, 64
+  %389 = add nsw i64 %388, %conv2.j2077
+  %390 = mul nsw i64 %389, 3136
+  %391 = mul nsw i64 %conv2.c2381, 196
+  %392 = add nsw i64 %390, %391
+  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
+  %394 = add nsw i64 %393, -1
+  %395 = mul nsw i64 %394, 14
+  %396 = add nsw i64 %392, %395
+  %397 = add nsw i64 %396, %conv2.ox2890
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
+  %398 = load float, ptr %arena91, align 4
+  %399 = mul nsw i64 %conv2.c2381, 3
+  %400 = add nsw i64 %399, %conv2.ky2482
+  %401 = mul nsw i64 %400, 3
+  %402 = add nsw i64 %401, 1
+  %403 = mul nsw i64 %402, 12544
+  %404 = add nsw i64 401408, %403
+  %405 = mul nsw i64 %conv2.j2077, 196
+  %406 = add nsw i64 %404, %405
+  %407 = mul nsw i64 %conv2.oy2787, 14
+  %408 = add nsw i64 %406, %407
+  %409 = add nsw i64 %408, %conv2.ox2890
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
+  store float %398, ptr %arena92, align 4
+  %ox28.next = add nsw i64 %conv2.ox2890, 1
+  %410 = icmp slt i64 %ox28.next, 14
+  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+
+conv2.ox28.end:                                   ; preds = %conv2.ox28
+  br label %conv2.endif89
+
+conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
+  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
+  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %412 = add nsw i64 %411, -1
+  %413 = icmp slt i64 -1, %412
+  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %415 = add nsw i64 %414, -1
+  %416 = icmp slt i64 %415, 14
+  %417 = and i1 %413, %416
+  br i1 %417, label %conv2.then94, label %conv2.endif95
+
+conv2.oy29.end:                                   ; preds = %conv2.endif95
+  %ky24.next = add nsw i64 %conv2.ky2482, 1
+  %418 = icmp slt i64 %ky24.next, 3
+  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
+
+conv2.then94:                                     ; preds = %conv2.oy29
   br label %conv2.ox30
 
-conv2.endif61:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2959, 1
-  %253 = icmp slt i64 %oy29.next, 14
-  br i1 %253, label %conv2.oy29, label %conv2.oy29.end
+conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
+  %oy29.next = add nsw i64 %conv2.oy2993, 1
+  %419 = icmp slt i64 %oy29.next, 14
+  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
 
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then60
-  %conv2.ox3062 = phi i64 [ 0, %conv2.then60 ], [ %ox30.next, %conv2.ox30 ]
-  %254 = mul nsw i64 %conv2.g2148, 64
-  %255 = add nsw i64 %254, %conv2.j2249
-  %256 = mul nsw i64 %255, 3136
-  %257 = mul nsw i64 %conv2.c2553, 196
-  %258 = add nsw i64 %256, %257
-  %259 = add nsw i64 %conv2.oy2959, %conv2.ky2654
-  %260 = add nsw i64 %259, -1
-  %261 = mul nsw i64 %260, 14
-  %262 = add nsw i64 %258, %261
-  %263 = add nsw i64 %262, %conv2.ox3062
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %263
-  %264 = load float, ptr %arena63, align 4
-  %265 = mul nsw i64 %conv2.c2553, 3
-  %266 = add nsw i64 %265, %conv2.ky2654
-  %267 = mul nsw i64 %266, 3
-  %268 = add nsw i64 %267, 1
-  %269 = mul nsw i64 %268, 12544
-  %270 = add nsw i64 401408, %269
-  %271 = mul nsw i64 %conv2.j2249, 196
-  %272 = add nsw i64 %270, %271
-  %273 = mul nsw i64 %conv2.oy2959, 14
-  %274 = add nsw i64 %272, %273
-  %275 = add nsw i64 %274, %conv2.ox3062
-  %arena64 = getelementptr inbounds float, ptr %arena, i64 %275
-  store float %264, ptr %arena64, align 4
-  %ox30.next = add nsw i64 %conv2.ox3062, 1
-  %276 = icmp slt i64 %ox30.next, 14
-  br i1 %276, label %conv2.ox30, label %conv2.ox30.end
+conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
+  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
+  %420 = mul nsw i64 %conv2.g1976, 64
+  %421 = add nsw i64 %420, %conv2.j2077
+  %422 = mul nsw i64 %421, 3136
+  %423 = mul nsw i64 %conv2.c2381, 196
+  %424 = add nsw i64 %422, %423
+  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
+  %426 = add nsw i64 %425, -1
+  %427 = mul nsw i64 %426, 14
+  %428 = add nsw i64 %424, %427
+  %429 = add nsw i64 %conv2.ox3096, 1
+  %430 = add nsw i64 %428, %429
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
+  %431 = load float, ptr %arena97, align 4
+  %432 = mul nsw i64 %conv2.c2381, 3
+  %433 = add nsw i64 %432, %conv2.ky2482
+  %434 = mul nsw i64 %433, 3
+  %435 = add nsw i64 %434, 2
+  %436 = mul nsw i64 %435, 12544
+  %437 = add nsw i64 401408, %436
+  %438 = mul nsw i64 %conv2.j2077, 196
+  %439 = add nsw i64 %437, %438
+  %440 = mul nsw i64 %conv2.oy2993, 14
+  %441 = add nsw i64 %439, %440
+  %442 = add nsw i64 %441, %conv2.ox3096
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
+  store float %431, ptr %arena98, align 4
+  %ox30.next = add nsw i64 %conv2.ox3096, 1
+  %443 = icmp slt i64 %ox30.next, 13
+  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
 
 conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif61
+  br label %conv2.endif95
 
-conv2.oy31:                                       ; preds = %conv2.endif67, %conv2.oy29.end
-  %conv2.oy3165 = phi i64 [ 0, %conv2.oy29.end ], [ %oy31.next, %conv2.endif67 ]
-  %277 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %278 = add nsw i64 %277, -1
-  %279 = icmp slt i64 -1, %278
-  %280 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %281 = add nsw i64 %280, -1
-  %282 = icmp slt i64 %281, 14
-  %283 = and i1 %279, %282
-  br i1 %283, label %conv2.then66, label %conv2.endif67
+conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
+  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
+  br label %conv2.f32
 
-conv2.oy31.end:                                   ; preds = %conv2.endif67
-  %ky26.next = add nsw i64 %conv2.ky2654, 1
-  %284 = icmp slt i64 %ky26.next, 3
-  br i1 %284, label %conv2.ky26, label %conv2.ky26.end
+conv2.j31.end:                                    ; preds = %conv2.f32.end
+  %g19.next = add nsw i64 %conv2.g1976, 1
+  %444 = icmp slt i64 %g19.next, 1
+  br i1 %444, label %conv2.g19, label %conv2.g19.end
 
-conv2.then66:                                     ; preds = %conv2.oy31
-  br label %conv2.ox32
+conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
+  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
+  br label %conv2.py33
 
-conv2.endif67:                                    ; preds = %conv2.ox32.end, %conv2.oy31
-  %oy31.next = add nsw i64 %conv2.oy3165, 1
-  %285 = icmp slt i64 %oy31.next, 14
-  br i1 %285, label %conv2.oy31, label %conv2.oy31.end
+conv2.f32.end:                                    ; preds = %conv2.py33.end
+  %j31.next = add nsw i64 %conv2.j31102, 1
+  %445 = icmp slt i64 %j31.next, 64
+  br i1 %445, label %conv2.j31, label %conv2.j31.end
 
-conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then66
-  %conv2.ox3268 = phi i64 [ 0, %conv2.then66 ], [ %ox32.next, %conv2.ox32 ]
-  %286 = mul nsw i64 %conv2.g2148, 64
-  %287 = add nsw i64 %286, %conv2.j2249
-  %288 = mul nsw i64 %287, 3136
-  %289 = mul nsw i64 %conv2.c2553, 196
-  %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %conv2.oy3165, %conv2.ky2654
-  %292 = add nsw i64 %291, -1
-  %293 = mul nsw i64 %292, 14
-  %294 = add nsw i64 %290, %293
-  %295 = add nsw i64 %conv2.ox3268, 1
-  %296 = add nsw i64 %294, %295
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena69, align 4
-  %298 = mul nsw i64 %conv2.c2553, 3
-  %299 = add nsw i64 %298, %conv2.ky2654
-  %300 = mul nsw i64 %299, 3
-  %301 = add nsw i64 %300, 2
-  %302 = mul nsw i64 %301, 12544
-  %303 = add nsw i64 401408, %302
-  %304 = mul nsw i64 %conv2.j2249, 196
-  %305 = add nsw i64 %303, %304
-  %306 = mul nsw i64 %conv2.oy3165, 14
-  %307 = add nsw i64 %305, %306
-  %308 = add nsw i64 %307, %conv2.ox3268
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %297, ptr %arena70, align 4
-  %ox32.next = add nsw i64 %conv2.ox3268, 1
-  %309 = icmp slt i64 %ox32.next, 13
-  br i1 %309, label %conv2.ox32, label %conv2.ox32.end
+conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
+  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
+  br label %conv2.px34
 
-conv2.ox32.end:                                   ; preds = %conv2.ox32
-  br label %conv2.endif67
+conv2.py33.end:                                   ; preds = %conv2.px34.end
+  %f32.next = add nsw i64 %conv2.f32103, 1
+  %446 = icmp slt i64 %f32.next, 32
+  br i1 %446, label %conv2.f32, label %conv2.f32.end
 
-conv2.j33:                                        ; preds = %conv2.f34.end, %conv2.j22.end
-  %conv2.j3374 = phi i64 [ 0, %conv2.j22.end ], [ %j33.next, %conv2.f34.end ]
-  br label %conv2.f34
+conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
+  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
+  %447 = mul nsw i64 %conv2.f32103, 12544
+  %448 = add nsw i64 2207744, %447
+  %449 = mul nsw i64 %conv2.j31102, 196
+  %450 = add nsw i64 %448, %449
+  %451 = mul nsw i64 %conv2.py33104, 28
+  %452 = mul nsw i64 %conv2.px34105, 2
+  %453 = add nsw i64 %451, %452
+  %454 = add nsw i64 %450, %453
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
+  %455 = load float, ptr %arena106, align 4
+  %456 = add nsw i64 4768, %conv2.f32103
+  %params107 = getelementptr inbounds float, ptr %params, i64 %456
+  %457 = load float, ptr %params107, align 4
+  %458 = fadd float %455, %457
+  store float %458, ptr %conv2.best35, align 4
+  %459 = mul nsw i64 %conv2.py33104, 28
+  %460 = mul nsw i64 %conv2.px34105, 2
+  %461 = add nsw i64 %459, %460
+  %462 = sitofp i64 %461 to float
+  store float %462, ptr %conv2.bi36, align 4
+  %463 = mul nsw i64 %conv2.f32103, 12544
+  %464 = add nsw i64 2207744, %463
+  %465 = mul nsw i64 %conv2.j31102, 196
+  %466 = add nsw i64 %464, %465
+  %467 = mul nsw i64 %conv2.py33104, 28
+  %468 = mul nsw i64 %conv2.px34105, 2
+  %469 = add nsw i64 %467, %468
+  %470 = add nsw i64 %466, %469
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
+  %471 = load float, ptr %arena108, align 4
+  %472 = add nsw i64 4768, %conv2.f32103
+  %params109 = getelementptr inbounds float, ptr %params, i64 %472
+  %473 = load float, ptr %params109, align 4
+  %474 = fadd float %471, %473
+  %best35 = load float, ptr %conv2.best35, align 4
+  %475 = fcmp ogt float %474, %best35
+  %476 = mul nsw i64 %conv2.py33104, 28
+  %477 = mul nsw i64 %conv2.px34105, 2
+  %478 = add nsw i64 %476, %477
+  %479 = sitofp i64 %478 to float
+  %bi36 = load float, ptr %conv2.bi36, align 4
+  %480 = select i1 %475, float %479, float %bi36
+  store float %480, ptr %conv2.bi36, align 4
+  %481 = mul nsw i64 %conv2.f32103, 12544
+  %482 = add nsw i64 2207744, %481
+  %483 = mul nsw i64 %conv2.j31102, 196
+  %484 = add nsw i64 %482, %483
+  %485 = mul nsw i64 %conv2.py33104, 28
+  %486 = mul nsw i64 %conv2.px34105, 2
+  %487 = add nsw i64 %485, %486
+  %488 = add nsw i64 %484, %487
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena110, align 4
+  %490 = add nsw i64 4768, %conv2.f32103
+  %params111 = getelementptr inbounds float, ptr %params, i64 %490
+  %491 = load float, ptr %params111, align 4
+  %492 = fadd float %489, %491
+  %best35112 = load float, ptr %conv2.best35, align 4
+  %493 = fcmp ogt float %492, %best35112
+  %494 = mul nsw i64 %conv2.f32103, 12544
+  %495 = add nsw i64 2207744, %494
+  %496 = mul nsw i64 %conv2.j31102, 196
+  %497 = add nsw i64 %495, %496
+  %498 = mul nsw i64 %conv2.py33104, 28
+  %499 = mul nsw i64 %conv2.px34105, 2
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %497, %500
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
+  %502 = load float, ptr %arena113, align 4
+  %503 = add nsw i64 4768, %conv2.f32103
+  %params114 = getelementptr inbounds float, ptr %params, i64 %503
+  %504 = load float, ptr %params114, align 4
+  %505 = fadd float %502, %504
+  %best35115 = load float, ptr %conv2.best35, align 4
+  %506 = select i1 %493, float %505, float %best35115
+  store float %506, ptr %conv2.best35, align 4
+  %507 = mul nsw i64 %conv2.f32103, 12544
+  %508 = add nsw i64 2207744, %507
+  %509 = mul nsw i64 %conv2.j31102, 196
+  %510 = add nsw i64 %508, %509
+  %511 = mul nsw i64 %conv2.py33104, 28
+  %512 = mul nsw i64 %conv2.px34105, 2
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, 1
+  %515 = add nsw i64 %510, %514
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
+  %516 = load float, ptr %arena116, align 4
+  %517 = add nsw i64 4768, %conv2.f32103
+  %params117 = getelementptr inbounds float, ptr %params, i64 %517
+  %518 = load float, ptr %params117, align 4
+  %519 = fadd float %516, %518
+  %best35118 = load float, ptr %conv2.best35, align 4
+  %520 = fcmp ogt float %519, %best35118
+  %521 = mul nsw i64 %conv2.py33104, 28
+  %522 = mul nsw i64 %conv2.px34105, 2
+  %523 = add nsw i64 %521, %522
+  %524 = add nsw i64 %523, 1
+  %525 = sitofp i64 %524 to float
+  %bi36119 = load float, ptr %conv2.bi36, align 4
+  %526 = select i1 %520, float %525, float %bi36119
+  store float %526, ptr %conv2.bi36, align 4
+  %527 = mul nsw i64 %conv2.f32103, 12544
+  %528 = add nsw i64 2207744, %527
+  %529 = mul nsw i64 %conv2.j31102, 196
+  %530 = add nsw i64 %528, %529
+  %531 = mul nsw i64 %conv2.py33104, 28
+  %532 = mul nsw i64 %conv2.px34105, 2
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %533, 1
+  %535 = add nsw i64 %530, %534
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
+  %536 = load float, ptr %arena120, align 4
+  %537 = add nsw i64 4768, %conv2.f32103
+  %params121 = getelementptr inbounds float, ptr %params, i64 %537
+  %538 = load float, ptr %params121, align 4
+  %539 = fadd float %536, %538
+  %best35122 = load float, ptr %conv2.best35, align 4
+  %540 = fcmp ogt float %539, %best35122
+  %541 = mul nsw i64 %conv2.f32103, 12544
+  %542 = add nsw i64 2207744, %541
+  %543 = mul nsw i64 %conv2.j31102, 196
+  %544 = add nsw i64 %542, %543
+  %545 = mul nsw i64 %conv2.py33104, 28
+  %546 = mul nsw i64 %conv2.px34105, 2
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %547, 1
+  %549 = add nsw i64 %544, %548
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
+  %550 = load float, ptr %arena123, align 4
+  %551 = add nsw i64 4768, %conv2.f32103
+  %params124 = getelementptr inbounds float, ptr %params, i64 %551
+  %552 = load float, ptr %params124, align 4
+  %553 = fadd float %550, %552
+  %best35125 = load float, ptr %conv2.best35, align 4
+  %554 = select i1 %540, float %553, float %best35125
+  store float %554, ptr %conv2.best35, align 4
+  %555 = mul nsw i64 %conv2.f32103, 12544
+  %556 = add nsw i64 2207744, %555
+  %557 = mul nsw i64 %conv2.j31102, 196
+  %558 = add nsw i64 %556, %557
+  %559 = mul nsw i64 %conv2.py33104, 28
+  %560 = mul nsw i64 %conv2.px34105, 2
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, 14
+  %563 = add nsw i64 %558, %562
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
+  %564 = load float, ptr %arena126, align 4
+  %565 = add nsw i64 4768, %conv2.f32103
+  %params127 = getelementptr inbounds float, ptr %params, i64 %565
+  %566 = load float, ptr %params127, align 4
+  %567 = fadd float %564, %566
+  %best35128 = load float, ptr %conv2.best35, align 4
+  %568 = fcmp ogt float %567, %best35128
+  %569 = mul nsw i64 %conv2.py33104, 28
+  %570 = mul nsw i64 %conv2.px34105, 2
+  %571 = add nsw i64 %569, %570
+  %572 = add nsw i64 %571, 14
+  %573 = sitofp i64 %572 to float
+  %bi36129 = load float, ptr %conv2.bi36, align 4
+  %574 = select i1 %568, float %573, float %bi36129
+  store float %574, ptr %conv2.bi36, align 4
+  %575 = mul nsw i64 %conv2.f32103, 12544
+  %576 = add nsw i64 2207744, %575
+  %577 = mul nsw i64 %conv2.j31102, 196
+  %578 = add nsw i64 %576, %577
+  %579 = mul nsw i64 %conv2.py33104, 28
+  %580 = mul nsw i64 %conv2.px34105, 2
+  %581 = add nsw i64 %579, %580
+  %582 = add nsw i64 %581, 14
+  %583 = add nsw i64 %578, %582
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
+  %584 = load float, ptr %arena130, align 4
+  %585 = add nsw i64 4768, %conv2.f32103
+  %params131 = getelementptr inbounds float, ptr %params, i64 %585
+  %586 = load float, ptr %params131, align 4
+  %587 = fadd float %584, %586
+  %best35132 = load float, ptr %conv2.best35, align 4
+  %588 = fcmp ogt float %587, %best35132
+  %589 = mul nsw i64 %conv2.f32103, 12544
+  %590 = add nsw i64 2207744, %589
+  %591 = mul nsw i64 %conv2.j31102, 196
+  %592 = add nsw i64 %590, %591
+  %593 = mul nsw i64 %conv2.py33104, 28
+  %594 = mul nsw i64 %conv2.px34105, 2
+  %595 = add nsw i64 %593, %594
+  %596 = add nsw i64 %595, 14
+  %597 = add nsw i64 %592, %596
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
+  %598 = load float, ptr %arena133, align 4
+  %599 = add nsw i64 4768, %conv2.f32103
+  %params134 = getelementptr inbounds float, ptr %params, i64 %599
+  %600 = load float, ptr %params134, align 4
+  %601 = fadd float %598, %600
+  %best35135 = load float, ptr %conv2.best35, align 4
+  %602 = select i1 %588, float %601, float %best35135
+  store float %602, ptr %conv2.best35, align 4
+  %603 = mul nsw i64 %conv2.f32103, 12544
+  %604 = add nsw i64 2207744, %603
+  %605 = mul nsw i64 %conv2.j31102, 196
+  %606 = add nsw i64 %604, %605
+  %607 = mul nsw i64 %conv2.py33104, 28
+  %608 = mul nsw i64 %conv2.px34105, 2
+  %609 = add nsw i64 %607, %608
+  %610 = add nsw i64 %609, 14
+  %611 = add nsw i64 %610, 1
+  %612 = add nsw i64 %606, %611
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
+  %613 = load float, ptr %arena136, align 4
+  %614 = add nsw i64 4768, %conv2.f32103
+  %params137 = getelementptr inbounds float, ptr %params, i64 %614
+  %615 = load float, ptr %params137, align 4
+  %616 = fadd float %613, %615
+  %best35138 = load float, ptr %conv2.best35, align 4
+  %617 = fcmp ogt float %616, %best35138
+  %618 = mul nsw i64 %conv2.py33104, 28
+  %619 = mul nsw i64 %conv2.px34105, 2
+  %620 = add nsw i64 %618, %619
+  %621 = add nsw i64 %620, 14
+  %622 = add nsw i64 %621, 1
+  %623 = sitofp i64 %622 to float
+  %bi36139 = load float, ptr %conv2.bi36, align 4
+  %624 = select i1 %617, float %623, float %bi36139
+  store float %624, ptr %conv2.bi36, align 4
+  %625 = mul nsw i64 %conv2.f32103, 12544
+  %626 = add nsw i64 2207744, %625
+  %627 = mul nsw i64 %conv2.j31102, 196
+  %628 = add nsw i64 %626, %627
+  %629 = mul nsw i64 %conv2.py33104, 28
+  %630 = mul nsw i64 %conv2.px34105, 2
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, 14
+  %633 = add nsw i64 %632, 1
+  %634 = add nsw i64 %628, %633
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
+  %635 = load float, ptr %arena140, align 4
+  %636 = add nsw i64 4768, %conv2.f32103
+  %params141 = getelementptr inbounds float, ptr %params, i64 %636
+  %637 = load float, ptr %params141, align 4
+  %638 = fadd float %635, %637
+  %best35142 = load float, ptr %conv2.best35, align 4
+  %639 = fcmp ogt float %638, %best35142
+  %640 = mul nsw i64 %conv2.f32103, 12544
+  %641 = add nsw i64 2207744, %640
+  %642 = mul nsw i64 %conv2.j31102, 196
+  %643 = add nsw i64 %641, %642
+  %644 = mul nsw i64 %conv2.py33104, 28
+  %645 = mul nsw i64 %conv2.px34105, 2
+  %646 = add nsw i64 %644, %645
+  %647 = add nsw i64 %646, 14
+  %648 = add nsw i64 %647, 1
+  %649 = add nsw i64 %643, %648
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
+  %650 = load float, ptr %arena143, align 4
+  %651 = add nsw i64 4768, %conv2.f32103
+  %params144 = getelementptr inbounds float, ptr %params, i64 %651
+  %652 = load float, ptr %params144, align 4
+  %653 = fadd float %650, %652
+  %best35145 = load float, ptr %conv2.best35, align 4
+  %654 = select i1 %639, float %653, float %best35145
+  store float %654, ptr %conv2.best35, align 4
+  %best35146 = load float, ptr %conv2.best35, align 4
+  %655 = fcmp ogt float %best35146, 0.000000e+00
+  %best35147 = load float, ptr %conv2.best35, align 4
+  %656 = select i1 %655, float %best35147, float 0.000000e+00
+  %657 = mul nsw i64 %conv2.g1976, 64
+  %658 = add nsw i64 %657, %conv2.j31102
+  %659 = mul nsw i64 %658, 1568
+  %660 = mul nsw i64 %conv2.f32103, 49
+  %661 = add nsw i64 %659, %660
+  %662 = mul nsw i64 %conv2.py33104, 7
+  %663 = add nsw i64 %661, %662
+  %664 = add nsw i64 %663, %conv2.px34105
+  %665 = add nsw i64 200704, %664
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
+  store float %656, ptr %arena148, align 4
+  %bi36149 = load float, ptr %conv2.bi36, align 4
+  %666 = mul nsw i64 %conv2.g1976, 64
+  %667 = add nsw i64 %666, %conv2.j31102
+  %668 = mul nsw i64 %667, 1568
+  %669 = mul nsw i64 %conv2.f32103, 49
+  %670 = add nsw i64 %668, %669
+  %671 = mul nsw i64 %conv2.py33104, 7
+  %672 = add nsw i64 %670, %671
+  %673 = add nsw i64 %672, %conv2.px34105
+  %674 = add nsw i64 301056, %673
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
+  store float %bi36149, ptr %arena150, align 4
+  %px34.next = add nsw i64 %conv2.px34105, 1
+  %675 = icmp slt i64 %px34.next, 7
+  br i1 %675, label %conv2.px34, label %conv2.px34.end
 
-conv2.j33.end:                                    ; preds = %conv2.f34.end
-  %g21.next = add nsw i64 %conv2.g2148, 1
-  %310 = icmp slt i64 %g21.next, 1
-  br i1 %310, label %conv2.g21, label %conv2.g21.end
+conv2.px34.end:                                   ; preds = %conv2.px34
+  %py33.next = add nsw i64 %conv2.py33104, 1
+  %676 = icmp slt i64 %py33.next, 7
+  br i1 %676, label %conv2.py33, label %conv2.py33.end
 
-conv2.f34:                                        ; preds = %conv2.py35.end, %conv2.j33
-  %conv2.f3475 = phi i64 [ 0, %conv2.j33 ], [ %f34.next, %conv2.py35.end ]
-  br label %conv2.py35
+fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
+  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
+  br label %fc1.u38
 
-conv2.f34.end:                                    ; preds = %conv2.py35.end
-  %j33.next = add nsw i64 %conv2.j3374, 1
-  %311 = icmp slt i64 %j33.next, 64
-  br i1 %311, label %conv2.j33, label %conv2.j33.end
+fc1.n37.end:                                      ; preds = %fc1.u38.end
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 0
+  %params162 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena161, i32 128, ptr %params162, i32 128, float 0.000000e+00, ptr %arena163, i32 10)
+  br label %fc2.n39
 
-conv2.py35:                                       ; preds = %conv2.px36.end, %conv2.f34
-  %conv2.py3576 = phi i64 [ 0, %conv2.f34 ], [ %py35.next, %conv2.px36.end ]
-  br label %conv2.px36
+fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
+  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
+  %677 = mul nsw i64 %fc1.n37154, 128
+  %678 = add nsw i64 %677, %fc1.u38155
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %678
+  %679 = load float, ptr %arena156, align 4
+  %680 = add nsw i64 205504, %fc1.u38155
+  %params157 = getelementptr inbounds float, ptr %params, i64 %680
+  %681 = load float, ptr %params157, align 4
+  %682 = fadd float %679, %681
+  %683 = fcmp ogt float %682, 0.000000e+00
+  %684 = mul nsw i64 %fc1.n37154, 128
+  %685 = add nsw i64 %684, %fc1.u38155
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 %685
+  %686 = load float, ptr %arena158, align 4
+  %687 = add nsw i64 205504, %fc1.u38155
+  %params159 = getelementptr inbounds float, ptr %params, i64 %687
+  %688 = load float, ptr %params159, align 4
+  %689 = fadd float %686, %688
+  %690 = select i1 %683, float %689, float 0.000000e+00
+  %691 = mul nsw i64 %fc1.n37154, 128
+  %692 = add nsw i64 %691, %fc1.u38155
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %692
+  store float %690, ptr %arena160, align 4
+  %u38.next = add nsw i64 %fc1.u38155, 1
+  %693 = icmp slt i64 %u38.next, 128
+  br i1 %693, label %fc1.u38, label %fc1.u38.end
 
-conv2.py35.end:                                   ; preds = %conv2.px36.end
-  %f34.next = add nsw i64 %conv2.f3475, 1
-  %312 = icmp slt i64 %f34.next, 32
-  br i1 %312, label %conv2.f34, label %conv2.f34.end
+fc1.u38.end:                                      ; preds = %fc1.u38
+  %n37.next = add nsw i64 %fc1.n37154, 1
+  %694 = icmp slt i64 %n37.next, 64
+  br i1 %694, label %fc1.n37, label %fc1.n37.end
 
-conv2.px36:                                       ; preds = %conv2.ky39.end, %conv2.py35
-  %conv2.px3677 = phi i64 [ 0, %conv2.py35 ], [ %px36.next, %conv2.ky39.end ]
-  %313 = mul nsw i64 %conv2.f3475, 12544
-  %314 = add nsw i64 2207744, %313
-  %315 = mul nsw i64 %conv2.j3374, 196
-  %316 = add nsw i64 %314, %315
-  %317 = mul nsw i64 %conv2.py3576, 28
-  %318 = mul nsw i64 %conv2.px3677, 2
-  %319 = add nsw i64 %317, %318
-  %320 = add nsw i64 %316, %319
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %320
-  %321 = load float, ptr %arena78, align 4
-  %322 = add nsw i64 4768, %conv2.f3475
-  %params79 = getelementptr inbounds float, ptr %params, i64 %322
-  %323 = load float, ptr %params79, align 4
-  %324 = fadd float %321, %323
-  store float %324, ptr %conv2.best37, align 4
-  %325 = mul nsw i64 %conv2.py3576, 28
-  %326 = mul nsw i64 %conv2.px3677, 2
-  %327 = add nsw i64 %325, %326
-  %328 = sitofp i64 %327 to float
-  store float %328, ptr %conv2.bi38, align 4
-  br label %conv2.ky39
+fc2.n39:                                          ; preds = %fc2.u40.end, %fc1.n37.end
+  %fc2.n39164 = phi i64 [ 0, %fc1.n37.end ], [ %n39.next, %fc2.u40.end ]
+  br label %fc2.u40
 
-conv2.px36.end:                                   ; preds = %conv2.ky39.end
-  %py35.next = add nsw i64 %conv2.py3576, 1
-  %329 = icmp slt i64 %py35.next, 7
-  br i1 %329, label %conv2.py35, label %conv2.py35.end
-
-conv2.ky39:                                       ; preds = %conv2.kx40.end, %conv2.px36
-  %conv2.ky3980 = phi i64 [ 0, %conv2.px36 ], [ %ky39.next, %conv2.kx40.end ]
-  br label %conv2.kx40
-
-conv2.ky39.end:                                   ; preds = %conv2.kx40.end
-  %best3790 = load float, ptr %conv2.best37, align 4
-  %330 = fcmp ogt float %best3790, 0.000000e+00
-  %best3791 = load float, ptr %conv2.best37, align 4
-  %331 = select i1 %330, float %best3791, float 0.000000e+00
-  %332 = mul nsw i64 %conv2.g2148, 64
-  %333 = add nsw i64 %332, %conv2.j3374
-  %334 = mul nsw i64 %333, 1568
-  %335 = mul nsw i64 %conv2.f3475, 49
-  %336 = add nsw i64 %334, %335
-  %337 = mul nsw i64 %conv2.py3576, 7
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, %conv2.px3677
-  %340 = add nsw i64 200704, %339
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %331, ptr %arena92, align 4
-  %bi3893 = load float, ptr %conv2.bi38, align 4
-  %341 = mul nsw i64 %conv2.g2148, 64
-  %342 = add nsw i64 %341, %conv2.j3374
-  %343 = mul nsw i64 %342, 1568
-  %344 = mul nsw i64 %conv2.f3475, 49
-  %345 = add nsw i64 %343, %344
-  %346 = mul nsw i64 %conv2.py3576, 7
-  %347 = add nsw i64 %345, %346
-  %348 = add nsw i64 %347, %conv2.px3677
-  %349 = add nsw i64 301056, %348
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %349
-  store float %bi3893, ptr %arena94, align 4
-  %px36.next = add nsw i64 %conv2.px3677, 1
-  %350 = icmp slt i64 %px36.next, 7
-  br i1 %350, label %conv2.px36, label %conv2.px36.end
-
-conv2.kx40:                                       ; preds = %conv2.kx40, %conv2.ky39
-  %conv2.kx4081 = phi i64 [ 0, %conv2.ky39 ], [ %kx40.next, %conv2.kx40 ]
-  %351 = mul nsw i64 %conv2.f3475, 12544
-  %352 = add nsw i64 2207744, %351
-  %353 = mul nsw i64 %conv2.j3374, 196
-  %354 = add nsw i64 %352, %353
-  %355 = mul nsw i64 %conv2.py3576, 28
-  %356 = mul nsw i64 %conv2.px3677, 2
-  %357 = add nsw i64 %355, %356
-  %358 = mul nsw i64 %conv2.ky3980, 14
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %359, %conv2.kx4081
-  %361 = add nsw i64 %354, %360
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena82, align 4
-  %363 = add nsw i64 4768, %conv2.f3475
-  %params83 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params83, align 4
-  %365 = fadd float %362, %364
-  %best37 = load float, ptr %conv2.best37, align 4
-  %366 = fcmp ogt float %365, %best37
-  %367 = mul nsw i64 %conv2.py3576, 28
-  %368 = mul nsw i64 %conv2.px3677, 2
-  %369 = add nsw i64 %367, %368
-  %370 = mul nsw i64 %conv2.ky3980, 14
-  %371 = add nsw i64 %369, %370
-  %372 = add nsw i64 %371, %conv2.kx4081
-  %373 = sitofp i64 %372 to float
-  %bi38 = load float, ptr %conv2.bi38, align 4
-  %374 = select i1 %366, float %373, float %bi38
-  store float %374, ptr %conv2.bi38, align 4
-  %375 = mul nsw i64 %conv2.f3475, 12544
-  %376 = add nsw i64 2207744, %375
-  %377 = mul nsw i64 %conv2.j3374, 196
-  %378 = add nsw i64 %376, %377
-  %379 = mul nsw i64 %conv2.py3576, 28
-  %380 = mul nsw i64 %conv2.px3677, 2
-  %381 = add nsw i64 %379, %380
-  %382 = mul nsw i64 %conv2.ky3980, 14
-  %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %conv2.kx4081
-  %385 = add nsw i64 %378, %384
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena84, align 4
-  %387 = add nsw i64 4768, %conv2.f3475
-  %params85 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params85, align 4
-  %389 = fadd float %386, %388
-  %best3786 = load float, ptr %conv2.best37, align 4
-  %390 = fcmp ogt float %389, %best3786
-  %391 = mul nsw i64 %conv2.f3475, 12544
-  %392 = add nsw i64 2207744, %391
-  %393 = mul nsw i64 %conv2.j3374, 196
-  %394 = add nsw i64 %392, %393
-  %395 = mul nsw i64 %conv2.py3576, 28
-  %396 = mul nsw i64 %conv2.px3677, 2
-  %397 = add nsw i64 %395, %396
-  %398 = mul nsw i64 %conv2.ky3980, 14
-  %399 = add nsw i64 %397, %398
-  %400 = add nsw i64 %399, %conv2.kx4081
-  %401 = add nsw i64 %394, %400
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %401
-  %402 = load float, ptr %arena87, align 4
-  %403 = add nsw i64 4768, %conv2.f3475
-  %params88 = getelementptr inbounds float, ptr %params, i64 %403
-  %404 = load float, ptr %params88, align 4
-  %405 = fadd float %402, %404
-  %best3789 = load float, ptr %conv2.best37, align 4
-  %406 = select i1 %390, float %405, float %best3789
-  store float %406, ptr %conv2.best37, align 4
-  %kx40.next = add nsw i64 %conv2.kx4081, 1
-  %407 = icmp slt i64 %kx40.next, 2
-  br i1 %407, label %conv2.kx40, label %conv2.kx40.end
-
-conv2.kx40.end:                                   ; preds = %conv2.kx40
-  %ky39.next = add nsw i64 %conv2.ky3980, 1
-  %408 = icmp slt i64 %ky39.next, 2
-  br i1 %408, label %conv2.ky39, label %conv2.ky39.end
-
-fc1.n41:                                          ; preds = %fc1.u42.end, %conv2.g21.end
-  %fc1.n4198 = phi i64 [ 0, %conv2.g21.end ], [ %n41.next, %fc1.u42.end ]
-  br label %fc1.u42
-
-fc1.n41.end:                                      ; preds = %fc1.u42.end
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 0
-  %params106 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena105, i32 128, ptr %params106, i32 128, float 0.000000e+00, ptr %arena107, i32 10)
-  br label %fc2.n43
-
-fc1.u42:                                          ; preds = %fc1.u42, %fc1.n41
-  %fc1.u4299 = phi i64 [ 0, %fc1.n41 ], [ %u42.next, %fc1.u42 ]
-  %409 = mul nsw i64 %fc1.n4198, 128
-  %410 = add nsw i64 %409, %fc1.u4299
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena100, align 4
-  %412 = add nsw i64 205504, %fc1.u4299
-  %params101 = getelementptr inbounds float, ptr %params, i64 %412
-  %413 = load float, ptr %params101, align 4
-  %414 = fadd float %411, %413
-  %415 = fcmp ogt float %414, 0.000000e+00
-  %416 = mul nsw i64 %fc1.n4198, 128
-  %417 = add nsw i64 %416, %fc1.u4299
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %417
-  %418 = load float, ptr %arena102, align 4
-  %419 = add nsw i64 205504, %fc1.u4299
-  %params103 = getelementptr inbounds float, ptr %params, i64 %419
-  %420 = load float, ptr %params103, align 4
-  %421 = fadd float %418, %420
-  %422 = select i1 %415, float %421, float 0.000000e+00
-  %423 = mul nsw i64 %fc1.n4198, 128
-  %424 = add nsw i64 %423, %fc1.u4299
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %424
-  store float %422, ptr %arena104, align 4
-  %u42.next = add nsw i64 %fc1.u4299, 1
-  %425 = icmp slt i64 %u42.next, 128
-  br i1 %425, label %fc1.u42, label %fc1.u42.end
-
-fc1.u42.end:                                      ; preds = %fc1.u42
-  %n41.next = add nsw i64 %fc1.n4198, 1
-  %426 = icmp slt i64 %n41.next, 64
-  br i1 %426, label %fc1.n41, label %fc1.n41.end
-
-fc2.n43:                                          ; preds = %fc2.u44.end, %fc1.n41.end
-  %fc2.n43108 = phi i64 [ 0, %fc1.n41.end ], [ %n43.next, %fc2.u44.end ]
-  br label %fc2.u44
-
-fc2.n43.end:                                      ; preds = %fc2.u44.end
+fc2.n39.end:                                      ; preds = %fc2.u40.end
   ret void
 
-fc2.u44:                                          ; preds = %fc2.u44, %fc2.n43
-  %fc2.u44109 = phi i64 [ 0, %fc2.n43 ], [ %u44.next, %fc2.u44 ]
-  %427 = mul nsw i64 %fc2.n43108, 10
-  %428 = add nsw i64 8192, %427
-  %429 = add nsw i64 %428, %fc2.u44109
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load float, ptr %arena110, align 4
-  %431 = add nsw i64 206912, %fc2.u44109
-  %params111 = getelementptr inbounds float, ptr %params, i64 %431
-  %432 = load float, ptr %params111, align 4
-  %433 = fadd float %430, %432
-  %434 = mul nsw i64 %fc2.n43108, 10
-  %435 = add nsw i64 8192, %434
-  %436 = add nsw i64 %435, %fc2.u44109
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %433, ptr %arena112, align 4
-  %u44.next = add nsw i64 %fc2.u44109, 1
-  %437 = icmp slt i64 %u44.next, 10
-  br i1 %437, label %fc2.u44, label %fc2.u44.end
+fc2.u40:                                          ; preds = %fc2.u40, %fc2.n39
+  %fc2.u40165 = phi i64 [ 0, %fc2.n39 ], [ %u40.next, %fc2.u40 ]
+  %695 = mul nsw i64 %fc2.n39164, 10
+  %696 = add nsw i64 8192, %695
+  %697 = add nsw i64 %696, %fc2.u40165
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %697
+  %698 = load float, ptr %arena166, align 4
+  %699 = add nsw i64 206912, %fc2.u40165
+  %params167 = getelementptr inbounds float, ptr %params, i64 %699
+  %700 = load float, ptr %params167, align 4
+  %701 = fadd float %698, %700
+  %702 = mul nsw i64 %fc2.n39164, 10
+  %703 = add nsw i64 8192, %702
+  %704 = add nsw i64 %703, %fc2.u40165
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %704
+  store float %701, ptr %arena168, align 4
+  %u40.next = add nsw i64 %fc2.u40165, 1
+  %705 = icmp slt i64 %u40.next, 10
+  br i1 %705, label %fc2.u40, label %fc2.u40.end
 
-fc2.u44.end:                                      ; preds = %fc2.u44
-  %n43.next = add nsw i64 %fc2.n43108, 1
-  %438 = icmp slt i64 %n43.next, 64
-  br i1 %438, label %fc2.n43, label %fc2.n43.end
+fc2.u40.end:                                      ; preds = %fc2.u40
+  %n39.next = add nsw i64 %fc2.n39164, 1
+  %706 = icmp slt i64 %n39.next, 64
+  br i1 %706, label %fc2.n39, label %fc2.n39.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -96,12 +96,14 @@ public func smallcnn_train_b64(
           for px16 in 0..<14 {
             var best17: Float = (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)])
             var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            for ky19 in 0..<2 {
-              for kx20 in 0..<2 {
-                bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
-                best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) : best17)
-              }
-            }
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)]) : best17)
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(144 &+ f14)]) : best17)
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(144 &+ f14)]) : best17)
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f14)]) : best17)
             arena[((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
             arena[(200704 &+ ((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
@@ -110,45 +112,45 @@ public func smallcnn_train_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g21 in 0..<1 {
-    for j22 in 0..<64 {
-      for r23 in 0..<144 {
-        do {  // SIMD16 over i24
-          var i24 = 0
-          while i24 &+ 16 <= 196 {
-            store16(arena, ((602112 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
-            i24 &+= 16
+  for g19 in 0..<1 {
+    for j20 in 0..<64 {
+      for r21 in 0..<144 {
+        do {  // SIMD16 over i22
+          var i22 = 0
+          while i22 &+ 16 <= 196 {
+            store16(arena, ((602112 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
+            i22 &+= 16
           }
-          while i24 < 196 {
-            arena[(((602112 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
-            i24 &+= 1
+          while i22 < 196 {
+            arena[(((602112 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
+            i22 &+= 1
           }
         }
       }
-      for c25 in 0..<16 {
-        for ky26 in 0..<3 {
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
-              for ox28 in 0..<13 {
-                arena[((((602112 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+      for c23 in 0..<16 {
+        for ky24 in 0..<3 {
+          for oy25 in 0..<14 {
+            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
+              for ox26 in 0..<13 {
+                arena[((((602112 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
-              do {  // SIMD16 over ox30
-                var ox30 = 0
-                while ox30 < 14 {
-                  arena[((((602112 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
-                  ox30 &+= 1
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
+              do {  // SIMD16 over ox28
+                var ox28 = 0
+                while ox28 < 14 {
+                  arena[((((602112 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
+                  ox28 &+= 1
                 }
               }
             }
           }
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((602112 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
+              for ox30 in 0..<13 {
+                arena[((((602112 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
               }
             }
           }
@@ -156,20 +158,22 @@ public func smallcnn_train_b64(
       }
     }
     sgemm(101, 111, 111, 32, 12544, 144, 1, params + 160, 144, arena + 602112, 12544, Float(bitPattern: 0x0), arena + 2408448, 12544)
-    for j33 in 0..<64 {
-      for f34 in 0..<32 {
-        for py35 in 0..<7 {
-          for px36 in 0..<7 {
-            var best37: Float = (arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(4768 &+ f34)])
-            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
-            for ky39 in 0..<2 {
-              for kx40 in 0..<2 {
-                bi38 = ((arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
-                best37 = ((arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? (arena[(((2408448 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) : best37)
-              }
-            }
-            arena[(401408 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
-            arena[(501760 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
+    for j31 in 0..<64 {
+      for f32 in 0..<32 {
+        for py33 in 0..<7 {
+          for px34 in 0..<7 {
+            var best35: Float = (arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)])
+            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
+            bi36 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
+            best35 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)]) : best35)
+            bi36 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
+            best35 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(4768 &+ f32)]) : best35)
+            bi36 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
+            best35 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(4768 &+ f32)]) : best35)
+            bi36 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
+            best35 = ((arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2408448 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f32)]) : best35)
+            arena[(401408 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
+            arena[(501760 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
           }
         }
       }
@@ -178,182 +182,182 @@ public func smallcnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 401408, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 602112, 128)
-  for n41 in 0..<64 {
-    do {  // SIMD16 over u42
-      var u42 = 0
-      while u42 &+ 16 <= 128 {
-        store16(arena, (602112 &+ (n41 &* 128)) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n41 &* 128)) &+ u42) + load16(params, 205504 &+ u42)), where: (load16(arena, (602112 &+ (n41 &* 128)) &+ u42) + load16(params, 205504 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
-        u42 &+= 16
+  for n37 in 0..<64 {
+    do {  // SIMD16 over u38
+      var u38 = 0
+      while u38 &+ 16 <= 128 {
+        store16(arena, (602112 &+ (n37 &* 128)) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n37 &* 128)) &+ u38) + load16(params, 205504 &+ u38)), where: (load16(arena, (602112 &+ (n37 &* 128)) &+ u38) + load16(params, 205504 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
+        u38 &+= 16
       }
-      while u42 < 128 {
-        arena[((602112 &+ (n41 &* 128)) &+ u42)] = ((arena[((602112 &+ (n41 &* 128)) &+ u42)] + params[(205504 &+ u42)]) > Float(0) ? (arena[((602112 &+ (n41 &* 128)) &+ u42)] + params[(205504 &+ u42)]) : Float(0))
-        u42 &+= 1
+      while u38 < 128 {
+        arena[((602112 &+ (n37 &* 128)) &+ u38)] = ((arena[((602112 &+ (n37 &* 128)) &+ u38)] + params[(205504 &+ u38)]) > Float(0) ? (arena[((602112 &+ (n37 &* 128)) &+ u38)] + params[(205504 &+ u38)]) : Float(0))
+        u38 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 602112, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 610304, 10)
-  for n43 in 0..<64 {
-    do {  // SIMD16 over u44
-      var u44 = 0
-      while u44 < 10 {
-        arena[((610304 &+ (n43 &* 10)) &+ u44)] = (arena[((610304 &+ (n43 &* 10)) &+ u44)] + params[(206912 &+ u44)])
-        u44 &+= 1
+  for n39 in 0..<64 {
+    do {  // SIMD16 over u40
+      var u40 = 0
+      while u40 < 10 {
+        arena[((610304 &+ (n39 &* 10)) &+ u40)] = (arena[((610304 &+ (n39 &* 10)) &+ u40)] + params[(206912 &+ u40)])
+        u40 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total45: Float = Float(0)
-  for n46 in 0..<64 {
-    var m47: Float = arena[(610304 &+ (n46 &* 10))]
-    for k49 in 0..<10 {
-      m47 = { let x = m47, y = arena[((610304 &+ (n46 &* 10)) &+ k49)]; return y > x ? y : x }()
+  var total41: Float = Float(0)
+  for n42 in 0..<64 {
+    var m43: Float = arena[(610304 &+ (n42 &* 10))]
+    for k45 in 0..<10 {
+      m43 = { let x = m43, y = arena[((610304 &+ (n42 &* 10)) &+ k45)]; return y > x ? y : x }()
     }
-    var s48: Float = Float(0)
-    for k50 in 0..<10 {
-      s48 = (s48 + expf((arena[((610304 &+ (n46 &* 10)) &+ k50)] - m47)))
+    var s44: Float = Float(0)
+    for k46 in 0..<10 {
+      s44 = (s44 + expf((arena[((610304 &+ (n42 &* 10)) &+ k46)] - m43)))
     }
-    total45 = (total45 + ((m47 + logf(s48)) - arena[((610304 &+ (n46 &* 10)) &+ Int(labels[n46]))]))
+    total41 = (total41 + ((m43 + logf(s44)) - arena[((610304 &+ (n42 &* 10)) &+ Int(labels[n42]))]))
   }
-  arena[610944] = (total45 / Float(64))
+  arena[610944] = (total41 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n51 in 0..<64 {
-    var m52: Float = arena[(610304 &+ (n51 &* 10))]
-    for k54 in 0..<10 {
-      m52 = { let x = m52, y = arena[((610304 &+ (n51 &* 10)) &+ k54)]; return y > x ? y : x }()
+  for n47 in 0..<64 {
+    var m48: Float = arena[(610304 &+ (n47 &* 10))]
+    for k50 in 0..<10 {
+      m48 = { let x = m48, y = arena[((610304 &+ (n47 &* 10)) &+ k50)]; return y > x ? y : x }()
     }
-    var s53: Float = Float(0)
-    for k55 in 0..<10 {
-      s53 = (s53 + expf((arena[((610304 &+ (n51 &* 10)) &+ k55)] - m52)))
+    var s49: Float = Float(0)
+    for k51 in 0..<10 {
+      s49 = (s49 + expf((arena[((610304 &+ (n47 &* 10)) &+ k51)] - m48)))
     }
-    for k56 in 0..<10 {
-      arena[((610960 &+ (n51 &* 10)) &+ k56)] = ((k56 == Int(labels[n51]) ? ((expf((arena[((610304 &+ (n51 &* 10)) &+ k56)] - m52)) / s53) - Float(1)) : (expf((arena[((610304 &+ (n51 &* 10)) &+ k56)] - m52)) / s53)) / Float(64))
+    for k52 in 0..<10 {
+      arena[((610960 &+ (n47 &* 10)) &+ k52)] = ((k52 == Int(labels[n47]) ? ((expf((arena[((610304 &+ (n47 &* 10)) &+ k52)] - m48)) / s49) - Float(1)) : (expf((arena[((610304 &+ (n47 &* 10)) &+ k52)] - m48)) / s49)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 610960, 10, arena + 602112, 128, Float(bitPattern: 0x0), grads + 205632, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u57 in 0..<10 {
-    var acc58: Float = Float(0)
-    for n59 in 0..<64 {
-      acc58 = (acc58 + arena[((610960 &+ (n59 &* 10)) &+ u57)])
+  for u53 in 0..<10 {
+    var acc54: Float = Float(0)
+    for n55 in 0..<64 {
+      acc54 = (acc54 + arena[((610960 &+ (n55 &* 10)) &+ u53)])
     }
-    grads[(206912 &+ u57)] = acc58
+    grads[(206912 &+ u53)] = acc54
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i60
-    var i60 = 0
-    while i60 &+ 16 <= 8192 {
-      store16(arena, 619792 &+ i60, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i60), where: load16(arena, 602112 &+ i60) .> SIMD16<Float>(repeating: Float(0))))
-      i60 &+= 16
+  do {  // SIMD16 over i56
+    var i56 = 0
+    while i56 &+ 16 <= 8192 {
+      store16(arena, 619792 &+ i56, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i56), where: load16(arena, 602112 &+ i56) .> SIMD16<Float>(repeating: Float(0))))
+      i56 &+= 16
     }
-    while i60 < 8192 {
-      arena[(619792 &+ i60)] = (arena[(602112 &+ i60)] > Float(0) ? arena[(611600 &+ i60)] : Float(0))
-      i60 &+= 1
+    while i56 < 8192 {
+      arena[(619792 &+ i56)] = (arena[(602112 &+ i56)] > Float(0) ? arena[(611600 &+ i56)] : Float(0))
+      i56 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 1568, 64, 1, arena + 619792, 128, arena + 401408, 1568, Float(bitPattern: 0x0), grads + 4800, 1568)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u61 in 0..<128 {
-    var acc62: Float = Float(0)
-    for n63 in 0..<64 {
-      acc62 = (acc62 + arena[((619792 &+ (n63 &* 128)) &+ u61)])
+  for u57 in 0..<128 {
+    var acc58: Float = Float(0)
+    for n59 in 0..<64 {
+      acc58 = (acc58 + arena[((619792 &+ (n59 &* 128)) &+ u57)])
     }
-    grads[(205504 &+ u61)] = acc62
+    grads[(205504 &+ u57)] = acc58
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 1568, 128, 1, arena + 619792, 128, params + 4800, 1568, Float(bitPattern: 0x0), arena + 627984, 1568)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i64
-    var i64 = 0
-    while i64 &+ 16 <= 401408 {
-      store16(arena, 728336 &+ i64, SIMD16<Float>(repeating: Float(0)))
-      i64 &+= 16
+  do {  // SIMD16 over i60
+    var i60 = 0
+    while i60 &+ 16 <= 401408 {
+      store16(arena, 728336 &+ i60, SIMD16<Float>(repeating: Float(0)))
+      i60 &+= 16
     }
-    while i64 < 401408 {
-      arena[(728336 &+ i64)] = Float(0)
-      i64 &+= 1
+    while i60 < 401408 {
+      arena[(728336 &+ i60)] = Float(0)
+      i60 &+= 1
     }
   }
-  for q65 in 0..<2048 {
-    for i66 in 0..<49 {
-      if arena[(401408 &+ ((q65 &* 49) &+ i66))] > Float(0) {
-        arena[((728336 &+ (q65 &* 196)) &+ Int(arena[(501760 &+ ((q65 &* 49) &+ i66))]))] += arena[(627984 &+ ((q65 &* 49) &+ i66))]
+  for q61 in 0..<2048 {
+    for i62 in 0..<49 {
+      if arena[(401408 &+ ((q61 &* 49) &+ i62))] > Float(0) {
+        arena[((728336 &+ (q61 &* 196)) &+ Int(arena[(501760 &+ ((q61 &* 49) &+ i62))]))] += arena[(627984 &+ ((q61 &* 49) &+ i62))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i67
-    var i67 = 0
-    while i67 &+ 16 <= 4608 {
-      store16(grads, 160 &+ i67, SIMD16<Float>(repeating: Float(0)))
-      i67 &+= 16
+  do {  // SIMD16 over i63
+    var i63 = 0
+    while i63 &+ 16 <= 4608 {
+      store16(grads, 160 &+ i63, SIMD16<Float>(repeating: Float(0)))
+      i63 &+= 16
     }
-    while i67 < 4608 {
-      grads[(160 &+ i67)] = Float(0)
-      i67 &+= 1
+    while i63 < 4608 {
+      grads[(160 &+ i63)] = Float(0)
+      i63 &+= 1
     }
   }
-  for g68 in 0..<1 {
-    for j69 in 0..<64 {
-      for r70 in 0..<144 {
-        do {  // SIMD16 over i71
-          var i71 = 0
-          while i71 &+ 16 <= 196 {
-            store16(arena, ((1129744 &+ (r70 &* 12544)) &+ (j69 &* 196)) &+ i71, SIMD16<Float>(repeating: Float(0)))
-            i71 &+= 16
+  for g64 in 0..<1 {
+    for j65 in 0..<64 {
+      for r66 in 0..<144 {
+        do {  // SIMD16 over i67
+          var i67 = 0
+          while i67 &+ 16 <= 196 {
+            store16(arena, ((1129744 &+ (r66 &* 12544)) &+ (j65 &* 196)) &+ i67, SIMD16<Float>(repeating: Float(0)))
+            i67 &+= 16
           }
-          while i71 < 196 {
-            arena[(((1129744 &+ (r70 &* 12544)) &+ (j69 &* 196)) &+ i71)] = Float(0)
-            i71 &+= 1
+          while i67 < 196 {
+            arena[(((1129744 &+ (r66 &* 12544)) &+ (j65 &* 196)) &+ i67)] = Float(0)
+            i67 &+= 1
           }
         }
       }
-      for c72 in 0..<16 {
-        for ky73 in 0..<3 {
-          for oy74 in 0..<14 {
-            if (-1 < ((oy74 &+ ky73) &+ -1) && ((oy74 &+ ky73) &+ -1) < 14) {
-              for ox75 in 0..<13 {
-                arena[((((1129744 &+ ((((c72 &* 3) &+ ky73) &* 3) &* 12544)) &+ (j69 &* 196)) &+ (oy74 &* 14)) &+ (ox75 &+ 1))] = arena[((((((g68 &* 64) &+ j69) &* 3136) &+ (c72 &* 196)) &+ (((oy74 &+ ky73) &+ -1) &* 14)) &+ ((ox75 &+ 1) &+ -1))]
+      for c68 in 0..<16 {
+        for ky69 in 0..<3 {
+          for oy70 in 0..<14 {
+            if (-1 < ((oy70 &+ ky69) &+ -1) && ((oy70 &+ ky69) &+ -1) < 14) {
+              for ox71 in 0..<13 {
+                arena[((((1129744 &+ ((((c68 &* 3) &+ ky69) &* 3) &* 12544)) &+ (j65 &* 196)) &+ (oy70 &* 14)) &+ (ox71 &+ 1))] = arena[((((((g64 &* 64) &+ j65) &* 3136) &+ (c68 &* 196)) &+ (((oy70 &+ ky69) &+ -1) &* 14)) &+ ((ox71 &+ 1) &+ -1))]
               }
             }
           }
-          for oy76 in 0..<14 {
-            if (-1 < ((oy76 &+ ky73) &+ -1) && ((oy76 &+ ky73) &+ -1) < 14) {
-              do {  // SIMD16 over ox77
-                var ox77 = 0
-                while ox77 < 14 {
-                  arena[((((1129744 &+ (((((c72 &* 3) &+ ky73) &* 3) &+ 1) &* 12544)) &+ (j69 &* 196)) &+ (oy76 &* 14)) &+ ox77)] = arena[((((((g68 &* 64) &+ j69) &* 3136) &+ (c72 &* 196)) &+ (((oy76 &+ ky73) &+ -1) &* 14)) &+ ox77)]
-                  ox77 &+= 1
+          for oy72 in 0..<14 {
+            if (-1 < ((oy72 &+ ky69) &+ -1) && ((oy72 &+ ky69) &+ -1) < 14) {
+              do {  // SIMD16 over ox73
+                var ox73 = 0
+                while ox73 < 14 {
+                  arena[((((1129744 &+ (((((c68 &* 3) &+ ky69) &* 3) &+ 1) &* 12544)) &+ (j65 &* 196)) &+ (oy72 &* 14)) &+ ox73)] = arena[((((((g64 &* 64) &+ j65) &* 3136) &+ (c68 &* 196)) &+ (((oy72 &+ ky69) &+ -1) &* 14)) &+ ox73)]
+                  ox73 &+= 1
                 }
               }
             }
           }
-          for oy78 in 0..<14 {
-            if (-1 < ((oy78 &+ ky73) &+ -1) && ((oy78 &+ ky73) &+ -1) < 14) {
-              for ox79 in 0..<13 {
-                arena[((((1129744 &+ (((((c72 &* 3) &+ ky73) &* 3) &+ 2) &* 12544)) &+ (j69 &* 196)) &+ (oy78 &* 14)) &+ ox79)] = arena[((((((g68 &* 64) &+ j69) &* 3136) &+ (c72 &* 196)) &+ (((oy78 &+ ky73) &+ -1) &* 14)) &+ (ox79 &+ 1))]
+          for oy74 in 0..<14 {
+            if (-1 < ((oy74 &+ ky69) &+ -1) && ((oy74 &+ ky69) &+ -1) < 14) {
+              for ox75 in 0..<13 {
+                arena[((((1129744 &+ (((((c68 &* 3) &+ ky69) &* 3) &+ 2) &* 12544)) &+ (j65 &* 196)) &+ (oy74 &* 14)) &+ ox75)] = arena[((((((g64 &* 64) &+ j65) &* 3136) &+ (c68 &* 196)) &+ (((oy74 &+ ky69) &+ -1) &* 14)) &+ (ox75 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j80 in 0..<64 {
-      for f81 in 0..<32 {
-        do {  // SIMD16 over i82
-          var i82 = 0
-          while i82 &+ 16 <= 196 {
-            store16(arena, ((2936080 &+ (f81 &* 12544)) &+ (j80 &* 196)) &+ i82, load16(arena, ((728336 &+ (((g68 &* 64) &+ j80) &* 6272)) &+ (f81 &* 196)) &+ i82))
-            i82 &+= 16
+    for j76 in 0..<64 {
+      for f77 in 0..<32 {
+        do {  // SIMD16 over i78
+          var i78 = 0
+          while i78 &+ 16 <= 196 {
+            store16(arena, ((2936080 &+ (f77 &* 12544)) &+ (j76 &* 196)) &+ i78, load16(arena, ((728336 &+ (((g64 &* 64) &+ j76) &* 6272)) &+ (f77 &* 196)) &+ i78))
+            i78 &+= 16
           }
-          while i82 < 196 {
-            arena[(((2936080 &+ (f81 &* 12544)) &+ (j80 &* 196)) &+ i82)] = arena[(((728336 &+ (((g68 &* 64) &+ j80) &* 6272)) &+ (f81 &* 196)) &+ i82)]
-            i82 &+= 1
+          while i78 < 196 {
+            arena[(((2936080 &+ (f77 &* 12544)) &+ (j76 &* 196)) &+ i78)] = arena[(((728336 &+ (((g64 &* 64) &+ j76) &* 6272)) &+ (f77 &* 196)) &+ i78)]
+            i78 &+= 1
           }
         }
       }
@@ -361,65 +365,65 @@ public func smallcnn_train_b64(
     sgemm(101, 111, 112, 32, 144, 12544, 1, arena + 2936080, 12544, arena + 1129744, 12544, Float(bitPattern: 0x3f800000), grads + 160, 144)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f83 in 0..<32 {
-    var acc84: Float = Float(0)
-    for img85 in 0..<64 {
-      for i86 in 0..<196 {
-        acc84 = (acc84 + arena[(((728336 &+ (img85 &* 6272)) &+ (f83 &* 196)) &+ i86)])
+  for f79 in 0..<32 {
+    var acc80: Float = Float(0)
+    for img81 in 0..<64 {
+      for i82 in 0..<196 {
+        acc80 = (acc80 + arena[(((728336 &+ (img81 &* 6272)) &+ (f79 &* 196)) &+ i82)])
       }
     }
-    grads[(4768 &+ f83)] = acc84
+    grads[(4768 &+ f79)] = acc80
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i87
-    var i87 = 0
-    while i87 &+ 16 <= 200704 {
-      store16(arena, 401408 &+ i87, SIMD16<Float>(repeating: Float(0)))
-      i87 &+= 16
+  do {  // SIMD16 over i83
+    var i83 = 0
+    while i83 &+ 16 <= 200704 {
+      store16(arena, 401408 &+ i83, SIMD16<Float>(repeating: Float(0)))
+      i83 &+= 16
     }
-    while i87 < 200704 {
-      arena[(401408 &+ i87)] = Float(0)
-      i87 &+= 1
+    while i83 < 200704 {
+      arena[(401408 &+ i83)] = Float(0)
+      i83 &+= 1
     }
   }
-  for g88 in 0..<1 {
-    for j89 in 0..<64 {
-      for f90 in 0..<32 {
-        do {  // SIMD16 over i91
-          var i91 = 0
-          while i91 &+ 16 <= 196 {
-            store16(arena, ((2936080 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ i91, load16(arena, ((728336 &+ (((g88 &* 64) &+ j89) &* 6272)) &+ (f90 &* 196)) &+ i91))
-            i91 &+= 16
+  for g84 in 0..<1 {
+    for j85 in 0..<64 {
+      for f86 in 0..<32 {
+        do {  // SIMD16 over i87
+          var i87 = 0
+          while i87 &+ 16 <= 196 {
+            store16(arena, ((2936080 &+ (f86 &* 12544)) &+ (j85 &* 196)) &+ i87, load16(arena, ((728336 &+ (((g84 &* 64) &+ j85) &* 6272)) &+ (f86 &* 196)) &+ i87))
+            i87 &+= 16
           }
-          while i91 < 196 {
-            arena[(((2936080 &+ (f90 &* 12544)) &+ (j89 &* 196)) &+ i91)] = arena[(((728336 &+ (((g88 &* 64) &+ j89) &* 6272)) &+ (f90 &* 196)) &+ i91)]
-            i91 &+= 1
+          while i87 < 196 {
+            arena[(((2936080 &+ (f86 &* 12544)) &+ (j85 &* 196)) &+ i87)] = arena[(((728336 &+ (((g84 &* 64) &+ j85) &* 6272)) &+ (f86 &* 196)) &+ i87)]
+            i87 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 144, 12544, 32, 1, params + 160, 144, arena + 2936080, 12544, Float(bitPattern: 0x0), arena + 1129744, 12544)
-    for j92 in 0..<64 {
-      for c93 in 0..<16 {
-        for ky94 in 0..<3 {
+    for j88 in 0..<64 {
+      for c89 in 0..<16 {
+        for ky90 in 0..<3 {
+          for oy91 in 0..<14 {
+            if (-1 < ((oy91 &+ ky90) &+ -1) && ((oy91 &+ ky90) &+ -1) < 14) {
+              for ox92 in 0..<13 {
+                arena[((((401408 &+ (((g84 &* 64) &+ j88) &* 3136)) &+ (c89 &* 196)) &+ (((oy91 &+ ky90) &+ -1) &* 14)) &+ ((ox92 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c89 &* 3) &+ ky90) &* 3) &* 12544)) &+ (j88 &* 196)) &+ (oy91 &* 14)) &+ (ox92 &+ 1))]
+              }
+            }
+          }
+          for oy93 in 0..<14 {
+            if (-1 < ((oy93 &+ ky90) &+ -1) && ((oy93 &+ ky90) &+ -1) < 14) {
+              for ox94 in 0..<14 {
+                arena[((((401408 &+ (((g84 &* 64) &+ j88) &* 3136)) &+ (c89 &* 196)) &+ (((oy93 &+ ky90) &+ -1) &* 14)) &+ ox94)] += arena[((((1129744 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 1) &* 12544)) &+ (j88 &* 196)) &+ (oy93 &* 14)) &+ ox94)]
+              }
+            }
+          }
           for oy95 in 0..<14 {
-            if (-1 < ((oy95 &+ ky94) &+ -1) && ((oy95 &+ ky94) &+ -1) < 14) {
+            if (-1 < ((oy95 &+ ky90) &+ -1) && ((oy95 &+ ky90) &+ -1) < 14) {
               for ox96 in 0..<13 {
-                arena[((((401408 &+ (((g88 &* 64) &+ j92) &* 3136)) &+ (c93 &* 196)) &+ (((oy95 &+ ky94) &+ -1) &* 14)) &+ ((ox96 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c93 &* 3) &+ ky94) &* 3) &* 12544)) &+ (j92 &* 196)) &+ (oy95 &* 14)) &+ (ox96 &+ 1))]
-              }
-            }
-          }
-          for oy97 in 0..<14 {
-            if (-1 < ((oy97 &+ ky94) &+ -1) && ((oy97 &+ ky94) &+ -1) < 14) {
-              for ox98 in 0..<14 {
-                arena[((((401408 &+ (((g88 &* 64) &+ j92) &* 3136)) &+ (c93 &* 196)) &+ (((oy97 &+ ky94) &+ -1) &* 14)) &+ ox98)] += arena[((((1129744 &+ (((((c93 &* 3) &+ ky94) &* 3) &+ 1) &* 12544)) &+ (j92 &* 196)) &+ (oy97 &* 14)) &+ ox98)]
-              }
-            }
-          }
-          for oy99 in 0..<14 {
-            if (-1 < ((oy99 &+ ky94) &+ -1) && ((oy99 &+ ky94) &+ -1) < 14) {
-              for ox100 in 0..<13 {
-                arena[((((401408 &+ (((g88 &* 64) &+ j92) &* 3136)) &+ (c93 &* 196)) &+ (((oy99 &+ ky94) &+ -1) &* 14)) &+ (ox100 &+ 1))] += arena[((((1129744 &+ (((((c93 &* 3) &+ ky94) &* 3) &+ 2) &* 12544)) &+ (j92 &* 196)) &+ (oy99 &* 14)) &+ ox100)]
+                arena[((((401408 &+ (((g84 &* 64) &+ j88) &* 3136)) &+ (c89 &* 196)) &+ (((oy95 &+ ky90) &+ -1) &* 14)) &+ (ox96 &+ 1))] += arena[((((1129744 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 2) &* 12544)) &+ (j88 &* 196)) &+ (oy95 &* 14)) &+ ox96)]
               }
             }
           }
@@ -428,96 +432,96 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i101
-    var i101 = 0
-    while i101 &+ 16 <= 802816 {
-      store16(arena, 610960 &+ i101, SIMD16<Float>(repeating: Float(0)))
-      i101 &+= 16
+  do {  // SIMD16 over i97
+    var i97 = 0
+    while i97 &+ 16 <= 802816 {
+      store16(arena, 610960 &+ i97, SIMD16<Float>(repeating: Float(0)))
+      i97 &+= 16
     }
-    while i101 < 802816 {
-      arena[(610960 &+ i101)] = Float(0)
-      i101 &+= 1
+    while i97 < 802816 {
+      arena[(610960 &+ i97)] = Float(0)
+      i97 &+= 1
     }
   }
-  for q102 in 0..<1024 {
-    for i103 in 0..<196 {
-      if arena[((q102 &* 196) &+ i103)] > Float(0) {
-        arena[((610960 &+ (q102 &* 784)) &+ Int(arena[(200704 &+ ((q102 &* 196) &+ i103))]))] += arena[(401408 &+ ((q102 &* 196) &+ i103))]
+  for q98 in 0..<1024 {
+    for i99 in 0..<196 {
+      if arena[((q98 &* 196) &+ i99)] > Float(0) {
+        arena[((610960 &+ (q98 &* 784)) &+ Int(arena[(200704 &+ ((q98 &* 196) &+ i99))]))] += arena[(401408 &+ ((q98 &* 196) &+ i99))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i104
-    var i104 = 0
-    while i104 &+ 16 <= 144 {
-      store16(grads, 0 &+ i104, SIMD16<Float>(repeating: Float(0)))
-      i104 &+= 16
+  do {  // SIMD16 over i100
+    var i100 = 0
+    while i100 &+ 16 <= 144 {
+      store16(grads, 0 &+ i100, SIMD16<Float>(repeating: Float(0)))
+      i100 &+= 16
     }
-    while i104 < 144 {
-      grads[i104] = Float(0)
-      i104 &+= 1
+    while i100 < 144 {
+      grads[i100] = Float(0)
+      i100 &+= 1
     }
   }
-  for g105 in 0..<1 {
-    for j106 in 0..<64 {
-      for r107 in 0..<9 {
-        do {  // SIMD16 over i108
-          var i108 = 0
-          while i108 &+ 16 <= 784 {
-            store16(arena, ((1413776 &+ (r107 &* 50176)) &+ (j106 &* 784)) &+ i108, SIMD16<Float>(repeating: Float(0)))
-            i108 &+= 16
+  for g101 in 0..<1 {
+    for j102 in 0..<64 {
+      for r103 in 0..<9 {
+        do {  // SIMD16 over i104
+          var i104 = 0
+          while i104 &+ 16 <= 784 {
+            store16(arena, ((1413776 &+ (r103 &* 50176)) &+ (j102 &* 784)) &+ i104, SIMD16<Float>(repeating: Float(0)))
+            i104 &+= 16
           }
-          while i108 < 784 {
-            arena[(((1413776 &+ (r107 &* 50176)) &+ (j106 &* 784)) &+ i108)] = Float(0)
-            i108 &+= 1
+          while i104 < 784 {
+            arena[(((1413776 &+ (r103 &* 50176)) &+ (j102 &* 784)) &+ i104)] = Float(0)
+            i104 &+= 1
           }
         }
       }
-      for c109 in 0..<1 {
-        for ky110 in 0..<3 {
+      for c105 in 0..<1 {
+        for ky106 in 0..<3 {
+          for oy107 in 0..<28 {
+            if (-1 < ((oy107 &+ ky106) &+ -1) && ((oy107 &+ ky106) &+ -1) < 28) {
+              for ox108 in 0..<27 {
+                arena[((((1413776 &+ ((((c105 &* 3) &+ ky106) &* 3) &* 50176)) &+ (j102 &* 784)) &+ (oy107 &* 28)) &+ (ox108 &+ 1))] = images[((((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy107 &+ ky106) &+ -1) &* 28)) &+ ((ox108 &+ 1) &+ -1))]
+              }
+            }
+          }
+          for oy109 in 0..<28 {
+            if (-1 < ((oy109 &+ ky106) &+ -1) && ((oy109 &+ ky106) &+ -1) < 28) {
+              do {  // SIMD16 over ox110
+                var ox110 = 0
+                while ox110 &+ 16 <= 28 {
+                  store16(arena, (((1413776 &+ (((((c105 &* 3) &+ ky106) &* 3) &+ 1) &* 50176)) &+ (j102 &* 784)) &+ (oy109 &* 28)) &+ ox110, load16(images, (((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy109 &+ ky106) &+ -1) &* 28)) &+ ox110))
+                  ox110 &+= 16
+                }
+                while ox110 < 28 {
+                  arena[((((1413776 &+ (((((c105 &* 3) &+ ky106) &* 3) &+ 1) &* 50176)) &+ (j102 &* 784)) &+ (oy109 &* 28)) &+ ox110)] = images[((((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy109 &+ ky106) &+ -1) &* 28)) &+ ox110)]
+                  ox110 &+= 1
+                }
+              }
+            }
+          }
           for oy111 in 0..<28 {
-            if (-1 < ((oy111 &+ ky110) &+ -1) && ((oy111 &+ ky110) &+ -1) < 28) {
+            if (-1 < ((oy111 &+ ky106) &+ -1) && ((oy111 &+ ky106) &+ -1) < 28) {
               for ox112 in 0..<27 {
-                arena[((((1413776 &+ ((((c109 &* 3) &+ ky110) &* 3) &* 50176)) &+ (j106 &* 784)) &+ (oy111 &* 28)) &+ (ox112 &+ 1))] = images[((((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy111 &+ ky110) &+ -1) &* 28)) &+ ((ox112 &+ 1) &+ -1))]
-              }
-            }
-          }
-          for oy113 in 0..<28 {
-            if (-1 < ((oy113 &+ ky110) &+ -1) && ((oy113 &+ ky110) &+ -1) < 28) {
-              do {  // SIMD16 over ox114
-                var ox114 = 0
-                while ox114 &+ 16 <= 28 {
-                  store16(arena, (((1413776 &+ (((((c109 &* 3) &+ ky110) &* 3) &+ 1) &* 50176)) &+ (j106 &* 784)) &+ (oy113 &* 28)) &+ ox114, load16(images, (((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy113 &+ ky110) &+ -1) &* 28)) &+ ox114))
-                  ox114 &+= 16
-                }
-                while ox114 < 28 {
-                  arena[((((1413776 &+ (((((c109 &* 3) &+ ky110) &* 3) &+ 1) &* 50176)) &+ (j106 &* 784)) &+ (oy113 &* 28)) &+ ox114)] = images[((((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy113 &+ ky110) &+ -1) &* 28)) &+ ox114)]
-                  ox114 &+= 1
-                }
-              }
-            }
-          }
-          for oy115 in 0..<28 {
-            if (-1 < ((oy115 &+ ky110) &+ -1) && ((oy115 &+ ky110) &+ -1) < 28) {
-              for ox116 in 0..<27 {
-                arena[((((1413776 &+ (((((c109 &* 3) &+ ky110) &* 3) &+ 2) &* 50176)) &+ (j106 &* 784)) &+ (oy115 &* 28)) &+ ox116)] = images[((((((g105 &* 64) &+ j106) &* 784) &+ (c109 &* 784)) &+ (((oy115 &+ ky110) &+ -1) &* 28)) &+ (ox116 &+ 1))]
+                arena[((((1413776 &+ (((((c105 &* 3) &+ ky106) &* 3) &+ 2) &* 50176)) &+ (j102 &* 784)) &+ (oy111 &* 28)) &+ ox112)] = images[((((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy111 &+ ky106) &+ -1) &* 28)) &+ (ox112 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j117 in 0..<64 {
-      for f118 in 0..<16 {
-        do {  // SIMD16 over i119
-          var i119 = 0
-          while i119 &+ 16 <= 784 {
-            store16(arena, ((1865360 &+ (f118 &* 50176)) &+ (j117 &* 784)) &+ i119, load16(arena, ((610960 &+ (((g105 &* 64) &+ j117) &* 12544)) &+ (f118 &* 784)) &+ i119))
-            i119 &+= 16
+    for j113 in 0..<64 {
+      for f114 in 0..<16 {
+        do {  // SIMD16 over i115
+          var i115 = 0
+          while i115 &+ 16 <= 784 {
+            store16(arena, ((1865360 &+ (f114 &* 50176)) &+ (j113 &* 784)) &+ i115, load16(arena, ((610960 &+ (((g101 &* 64) &+ j113) &* 12544)) &+ (f114 &* 784)) &+ i115))
+            i115 &+= 16
           }
-          while i119 < 784 {
-            arena[(((1865360 &+ (f118 &* 50176)) &+ (j117 &* 784)) &+ i119)] = arena[(((610960 &+ (((g105 &* 64) &+ j117) &* 12544)) &+ (f118 &* 784)) &+ i119)]
-            i119 &+= 1
+          while i115 < 784 {
+            arena[(((1865360 &+ (f114 &* 50176)) &+ (j113 &* 784)) &+ i115)] = arena[(((610960 &+ (((g101 &* 64) &+ j113) &* 12544)) &+ (f114 &* 784)) &+ i115)]
+            i115 &+= 1
           }
         }
       }
@@ -525,37 +529,37 @@ public func smallcnn_train_b64(
     sgemm(101, 111, 112, 16, 9, 50176, 1, arena + 1865360, 50176, arena + 1413776, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f120 in 0..<16 {
-    var acc121: Float = Float(0)
-    for img122 in 0..<64 {
-      for i123 in 0..<784 {
-        acc121 = (acc121 + arena[(((610960 &+ (img122 &* 12544)) &+ (f120 &* 784)) &+ i123)])
+  for f116 in 0..<16 {
+    var acc117: Float = Float(0)
+    for img118 in 0..<64 {
+      for i119 in 0..<784 {
+        acc117 = (acc117 + arena[(((610960 &+ (img118 &* 12544)) &+ (f116 &* 784)) &+ i119)])
       }
     }
-    grads[(144 &+ f120)] = acc121
+    grads[(144 &+ f116)] = acc117
   }
   // adam = update of 206922 parameters
-  var step_size124: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt125: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i126
-    var i126 = 0
-    while i126 &+ 16 <= 206922 {
-      let g_v = (load16(grads, 0 &+ i126) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i126)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i126)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i126)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i126, m_new_v)
-      store16(v, 0 &+ i126, v_new_v)
-      store16(params, 0 &+ i126, (load16(params, 0 &+ i126) - ((SIMD16<Float>(repeating: step_size124) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt125)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i126 &+= 16
+  var step_size120: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt121: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i122
+    var i122 = 0
+    while i122 &+ 16 <= 206922 {
+      let g_v = (load16(grads, 0 &+ i122) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i122)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i122)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i122)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i122, m_new_v)
+      store16(v, 0 &+ i122, v_new_v)
+      store16(params, 0 &+ i122, (load16(params, 0 &+ i122) - ((SIMD16<Float>(repeating: step_size120) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt121)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i122 &+= 16
     }
-    while i126 < 206922 {
-      var g: Float = (grads[i126] + (Float(0) * params[i126]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i126]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i126]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i126] = m_new
-      v[i126] = v_new
-      params[i126] = (params[i126] - ((step_size124 * m_new) / ((sqrtf(v_new) / bc2_sqrt125) + Float(bitPattern: 0x322bcc77))))
-      i126 &+= 1
+    while i122 < 206922 {
+      var g: Float = (grads[i122] + (Float(0) * params[i122]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i122]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i122]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i122] = m_new
+      v[i122] = v_new
+      params[i122] = (params[i122] - ((step_size120 * m_new) / ((sqrtf(v_new) / bc2_sqrt121) + Float(bitPattern: 0x322bcc77))))
+      i122 &+= 1
     }
   }
 }
@@ -627,12 +631,14 @@ public func smallcnn_infer_b64(
           for px16 in 0..<14 {
             var best17: Float = (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)])
             var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            for ky19 in 0..<2 {
-              for kx20 in 0..<2 {
-                bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20)) : bi18)
-                best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ (ky19 &* 28)) &+ kx20))] + params[(144 &+ f14)]) : best17)
-              }
-            }
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((py15 &* 56) &+ (px16 &* 2)))] + params[(144 &+ f14)]) : best17)
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1))] + params[(144 &+ f14)]) : best17)
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28))] + params[(144 &+ f14)]) : best17)
+            bi18 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
+            best17 = ((arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f14)]) > best17 ? (arena[(((852992 &+ (f14 &* 50176)) &+ (j13 &* 784)) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f14)]) : best17)
             arena[((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
             arena[(200704 &+ ((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
           }
@@ -641,45 +647,45 @@ public func smallcnn_infer_b64(
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g21 in 0..<1 {
-    for j22 in 0..<64 {
-      for r23 in 0..<144 {
-        do {  // SIMD16 over i24
-          var i24 = 0
-          while i24 &+ 16 <= 196 {
-            store16(arena, ((401408 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24, SIMD16<Float>(repeating: Float(0)))
-            i24 &+= 16
+  for g19 in 0..<1 {
+    for j20 in 0..<64 {
+      for r21 in 0..<144 {
+        do {  // SIMD16 over i22
+          var i22 = 0
+          while i22 &+ 16 <= 196 {
+            store16(arena, ((401408 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
+            i22 &+= 16
           }
-          while i24 < 196 {
-            arena[(((401408 &+ (r23 &* 12544)) &+ (j22 &* 196)) &+ i24)] = Float(0)
-            i24 &+= 1
+          while i22 < 196 {
+            arena[(((401408 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
+            i22 &+= 1
           }
         }
       }
-      for c25 in 0..<16 {
-        for ky26 in 0..<3 {
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky26) &+ -1) && ((oy27 &+ ky26) &+ -1) < 14) {
-              for ox28 in 0..<13 {
-                arena[((((401408 &+ ((((c25 &* 3) &+ ky26) &* 3) &* 12544)) &+ (j22 &* 196)) &+ (oy27 &* 14)) &+ (ox28 &+ 1))] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy27 &+ ky26) &+ -1) &* 14)) &+ ((ox28 &+ 1) &+ -1))]
+      for c23 in 0..<16 {
+        for ky24 in 0..<3 {
+          for oy25 in 0..<14 {
+            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
+              for ox26 in 0..<13 {
+                arena[((((401408 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky26) &+ -1) && ((oy29 &+ ky26) &+ -1) < 14) {
-              do {  // SIMD16 over ox30
-                var ox30 = 0
-                while ox30 < 14 {
-                  arena[((((401408 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 1) &* 12544)) &+ (j22 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy29 &+ ky26) &+ -1) &* 14)) &+ ox30)]
-                  ox30 &+= 1
+          for oy27 in 0..<14 {
+            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
+              do {  // SIMD16 over ox28
+                var ox28 = 0
+                while ox28 < 14 {
+                  arena[((((401408 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
+                  ox28 &+= 1
                 }
               }
             }
           }
-          for oy31 in 0..<14 {
-            if (-1 < ((oy31 &+ ky26) &+ -1) && ((oy31 &+ ky26) &+ -1) < 14) {
-              for ox32 in 0..<13 {
-                arena[((((401408 &+ (((((c25 &* 3) &+ ky26) &* 3) &+ 2) &* 12544)) &+ (j22 &* 196)) &+ (oy31 &* 14)) &+ ox32)] = arena[((((((g21 &* 64) &+ j22) &* 3136) &+ (c25 &* 196)) &+ (((oy31 &+ ky26) &+ -1) &* 14)) &+ (ox32 &+ 1))]
+          for oy29 in 0..<14 {
+            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
+              for ox30 in 0..<13 {
+                arena[((((401408 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
               }
             }
           }
@@ -687,20 +693,22 @@ public func smallcnn_infer_b64(
       }
     }
     sgemm(101, 111, 111, 32, 12544, 144, 1, params + 160, 144, arena + 401408, 12544, Float(bitPattern: 0x0), arena + 2207744, 12544)
-    for j33 in 0..<64 {
-      for f34 in 0..<32 {
-        for py35 in 0..<7 {
-          for px36 in 0..<7 {
-            var best37: Float = (arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((py35 &* 28) &+ (px36 &* 2)))] + params[(4768 &+ f34)])
-            var bi38: Float = Float(((py35 &* 28) &+ (px36 &* 2)))
-            for ky39 in 0..<2 {
-              for kx40 in 0..<2 {
-                bi38 = ((arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? Float(((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40)) : bi38)
-                best37 = ((arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) > best37 ? (arena[(((2207744 &+ (f34 &* 12544)) &+ (j33 &* 196)) &+ ((((py35 &* 28) &+ (px36 &* 2)) &+ (ky39 &* 14)) &+ kx40))] + params[(4768 &+ f34)]) : best37)
-              }
-            }
-            arena[(200704 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = (best37 > Float(0) ? best37 : Float(0))
-            arena[(301056 &+ ((((((g21 &* 64) &+ j33) &* 1568) &+ (f34 &* 49)) &+ (py35 &* 7)) &+ px36))] = bi38
+    for j31 in 0..<64 {
+      for f32 in 0..<32 {
+        for py33 in 0..<7 {
+          for px34 in 0..<7 {
+            var best35: Float = (arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)])
+            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
+            bi36 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
+            best35 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((py33 &* 28) &+ (px34 &* 2)))] + params[(4768 &+ f32)]) : best35)
+            bi36 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
+            best35 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1))] + params[(4768 &+ f32)]) : best35)
+            bi36 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
+            best35 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14))] + params[(4768 &+ f32)]) : best35)
+            bi36 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
+            best35 = ((arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f32)]) > best35 ? (arena[(((2207744 &+ (f32 &* 12544)) &+ (j31 &* 196)) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f32)]) : best35)
+            arena[(200704 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
+            arena[(301056 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
           }
         }
       }
@@ -709,27 +717,27 @@ public func smallcnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 200704, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 0, 128)
-  for n41 in 0..<64 {
-    do {  // SIMD16 over u42
-      var u42 = 0
-      while u42 &+ 16 <= 128 {
-        store16(arena, (n41 &* 128) &+ u42, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 205504 &+ u42)), where: (load16(arena, (n41 &* 128) &+ u42) + load16(params, 205504 &+ u42)) .> SIMD16<Float>(repeating: Float(0))))
-        u42 &+= 16
+  for n37 in 0..<64 {
+    do {  // SIMD16 over u38
+      var u38 = 0
+      while u38 &+ 16 <= 128 {
+        store16(arena, (n37 &* 128) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 205504 &+ u38)), where: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 205504 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
+        u38 &+= 16
       }
-      while u42 < 128 {
-        arena[((n41 &* 128) &+ u42)] = ((arena[((n41 &* 128) &+ u42)] + params[(205504 &+ u42)]) > Float(0) ? (arena[((n41 &* 128) &+ u42)] + params[(205504 &+ u42)]) : Float(0))
-        u42 &+= 1
+      while u38 < 128 {
+        arena[((n37 &* 128) &+ u38)] = ((arena[((n37 &* 128) &+ u38)] + params[(205504 &+ u38)]) > Float(0) ? (arena[((n37 &* 128) &+ u38)] + params[(205504 &+ u38)]) : Float(0))
+        u38 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n43 in 0..<64 {
-    do {  // SIMD16 over u44
-      var u44 = 0
-      while u44 < 10 {
-        arena[((8192 &+ (n43 &* 10)) &+ u44)] = (arena[((8192 &+ (n43 &* 10)) &+ u44)] + params[(206912 &+ u44)])
-        u44 &+= 1
+  for n39 in 0..<64 {
+    do {  // SIMD16 over u40
+      var u40 = 0
+      while u40 < 10 {
+        arena[((8192 &+ (n39 &* 10)) &+ u40)] = (arena[((8192 &+ (n39 &* 10)) &+ u40)] + params[(206912 &+ u40)])
+        u40 &+= 1
       }
     }
   }

@@ -7,15 +7,15 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt58 = alloca float, align 4
-  %adam.step_size57 = alloca float, align 4
-  %conv1_bias_grad.acc54 = alloca float, align 4
-  %fc1_bias_grad.acc34 = alloca float, align 4
-  %fc1_grad.s29 = alloca float, align 4
-  %fc1_grad.m28 = alloca float, align 4
-  %loss.s24 = alloca float, align 4
-  %loss.m23 = alloca float, align 4
-  %loss.total21 = alloca float, align 4
+  %adam.bc2_sqrt56 = alloca float, align 4
+  %adam.step_size55 = alloca float, align 4
+  %conv1_bias_grad.acc52 = alloca float, align 4
+  %fc1_bias_grad.acc32 = alloca float, align 4
+  %fc1_grad.s27 = alloca float, align 4
+  %fc1_grad.m26 = alloca float, align 4
+  %loss.s22 = alloca float, align 4
+  %loss.m21 = alloca float, align 4
+  %loss.total19 = alloca float, align 4
   %conv1.bi16 = alloca float, align 4
   %conv1.best15 = alloca float, align 4
   br label %conv1.g1
@@ -25,11 +25,11 @@ conv1.g1:                                         ; preds = %conv1.j11.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j11.end
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 0
-  %params42 = getelementptr inbounds float, ptr %params, i64 40
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 18432
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena41, i32 144, ptr %params42, i32 144, float 0.000000e+00, ptr %arena43, i32 10)
-  br label %fc1.n19
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
+  %params70 = getelementptr inbounds float, ptr %params, i64 40
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 18432
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
+  br label %fc1.n17
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
@@ -222,8 +222,8 @@ conv1.py13.end:                                   ; preds = %conv1.px14.end
   %81 = icmp slt i64 %f12.next, 4
   br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-conv1.px14:                                       ; preds = %conv1.ky17.end, %conv1.py13
-  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.ky17.end ]
+conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
   %82 = mul nsw i64 %conv1.f1221, 10816
   %83 = add nsw i64 115776, %82
   %84 = mul nsw i64 %conv1.j1120, 169
@@ -244,756 +244,910 @@ conv1.px14:                                       ; preds = %conv1.ky17.end, %co
   %96 = add nsw i64 %94, %95
   %97 = sitofp i64 %96 to float
   store float %97, ptr %conv1.bi16, align 4
-  br label %conv1.ky17
-
-conv1.px14.end:                                   ; preds = %conv1.ky17.end
-  %py13.next = add nsw i64 %conv1.py1322, 1
-  %98 = icmp slt i64 %py13.next, 6
-  br i1 %98, label %conv1.py13, label %conv1.py13.end
-
-conv1.ky17:                                       ; preds = %conv1.kx18.end, %conv1.px14
-  %conv1.ky1726 = phi i64 [ 0, %conv1.px14 ], [ %ky17.next, %conv1.kx18.end ]
-  br label %conv1.kx18
-
-conv1.ky17.end:                                   ; preds = %conv1.kx18.end
-  %best1536 = load float, ptr %conv1.best15, align 4
-  %99 = fcmp ogt float %best1536, 0.000000e+00
-  %best1537 = load float, ptr %conv1.best15, align 4
-  %100 = select i1 %99, float %best1537, float 0.000000e+00
-  %101 = mul nsw i64 %conv1.g11, 64
-  %102 = add nsw i64 %101, %conv1.j1120
-  %103 = mul nsw i64 %102, 144
-  %104 = mul nsw i64 %conv1.f1221, 36
-  %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %conv1.py1322, 6
-  %107 = add nsw i64 %105, %106
-  %108 = add nsw i64 %107, %conv1.px1423
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %108
-  store float %100, ptr %arena38, align 4
-  %bi1639 = load float, ptr %conv1.bi16, align 4
-  %109 = mul nsw i64 %conv1.g11, 64
-  %110 = add nsw i64 %109, %conv1.j1120
-  %111 = mul nsw i64 %110, 144
-  %112 = mul nsw i64 %conv1.f1221, 36
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1.py1322, 6
-  %115 = add nsw i64 %113, %114
-  %116 = add nsw i64 %115, %conv1.px1423
-  %117 = add nsw i64 9216, %116
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %117
-  store float %bi1639, ptr %arena40, align 4
-  %px14.next = add nsw i64 %conv1.px1423, 1
-  %118 = icmp slt i64 %px14.next, 6
-  br i1 %118, label %conv1.px14, label %conv1.px14.end
-
-conv1.kx18:                                       ; preds = %conv1.kx18, %conv1.ky17
-  %conv1.kx1827 = phi i64 [ 0, %conv1.ky17 ], [ %kx18.next, %conv1.kx18 ]
-  %119 = mul nsw i64 %conv1.f1221, 10816
-  %120 = add nsw i64 115776, %119
-  %121 = mul nsw i64 %conv1.j1120, 169
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %conv1.py1322, 26
-  %124 = mul nsw i64 %conv1.px1423, 2
-  %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1.ky1726, 13
-  %127 = add nsw i64 %125, %126
-  %128 = add nsw i64 %127, %conv1.kx1827
-  %129 = add nsw i64 %122, %128
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %129
-  %130 = load float, ptr %arena28, align 4
-  %131 = add nsw i64 36, %conv1.f1221
-  %params29 = getelementptr inbounds float, ptr %params, i64 %131
-  %132 = load float, ptr %params29, align 4
-  %133 = fadd float %130, %132
+  %98 = mul nsw i64 %conv1.f1221, 10816
+  %99 = add nsw i64 115776, %98
+  %100 = mul nsw i64 %conv1.j1120, 169
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv1.py1322, 26
+  %103 = mul nsw i64 %conv1.px1423, 2
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %101, %104
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena26, align 4
+  %107 = add nsw i64 36, %conv1.f1221
+  %params27 = getelementptr inbounds float, ptr %params, i64 %107
+  %108 = load float, ptr %params27, align 4
+  %109 = fadd float %106, %108
   %best15 = load float, ptr %conv1.best15, align 4
-  %134 = fcmp ogt float %133, %best15
-  %135 = mul nsw i64 %conv1.py1322, 26
-  %136 = mul nsw i64 %conv1.px1423, 2
-  %137 = add nsw i64 %135, %136
-  %138 = mul nsw i64 %conv1.ky1726, 13
-  %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %conv1.kx1827
-  %141 = sitofp i64 %140 to float
+  %110 = fcmp ogt float %109, %best15
+  %111 = mul nsw i64 %conv1.py1322, 26
+  %112 = mul nsw i64 %conv1.px1423, 2
+  %113 = add nsw i64 %111, %112
+  %114 = sitofp i64 %113 to float
   %bi16 = load float, ptr %conv1.bi16, align 4
-  %142 = select i1 %134, float %141, float %bi16
-  store float %142, ptr %conv1.bi16, align 4
-  %143 = mul nsw i64 %conv1.f1221, 10816
-  %144 = add nsw i64 115776, %143
-  %145 = mul nsw i64 %conv1.j1120, 169
-  %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %conv1.py1322, 26
-  %148 = mul nsw i64 %conv1.px1423, 2
-  %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %conv1.ky1726, 13
-  %151 = add nsw i64 %149, %150
-  %152 = add nsw i64 %151, %conv1.kx1827
-  %153 = add nsw i64 %146, %152
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %153
-  %154 = load float, ptr %arena30, align 4
-  %155 = add nsw i64 36, %conv1.f1221
-  %params31 = getelementptr inbounds float, ptr %params, i64 %155
-  %156 = load float, ptr %params31, align 4
-  %157 = fadd float %154, %156
-  %best1532 = load float, ptr %conv1.best15, align 4
-  %158 = fcmp ogt float %157, %best1532
-  %159 = mul nsw i64 %conv1.f1221, 10816
-  %160 = add nsw i64 115776, %159
-  %161 = mul nsw i64 %conv1.j1120, 169
-  %162 = add nsw i64 %160, %161
-  %163 = mul nsw i64 %conv1.py1322, 26
-  %164 = mul nsw i64 %conv1.px1423, 2
+  %115 = select i1 %110, float %114, float %bi16
+  store float %115, ptr %conv1.bi16, align 4
+  %116 = mul nsw i64 %conv1.f1221, 10816
+  %117 = add nsw i64 115776, %116
+  %118 = mul nsw i64 %conv1.j1120, 169
+  %119 = add nsw i64 %117, %118
+  %120 = mul nsw i64 %conv1.py1322, 26
+  %121 = mul nsw i64 %conv1.px1423, 2
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %119, %122
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load float, ptr %arena28, align 4
+  %125 = add nsw i64 36, %conv1.f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %125
+  %126 = load float, ptr %params29, align 4
+  %127 = fadd float %124, %126
+  %best1530 = load float, ptr %conv1.best15, align 4
+  %128 = fcmp ogt float %127, %best1530
+  %129 = mul nsw i64 %conv1.f1221, 10816
+  %130 = add nsw i64 115776, %129
+  %131 = mul nsw i64 %conv1.j1120, 169
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv1.py1322, 26
+  %134 = mul nsw i64 %conv1.px1423, 2
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %132, %135
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena31, align 4
+  %138 = add nsw i64 36, %conv1.f1221
+  %params32 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params32, align 4
+  %140 = fadd float %137, %139
+  %best1533 = load float, ptr %conv1.best15, align 4
+  %141 = select i1 %128, float %140, float %best1533
+  store float %141, ptr %conv1.best15, align 4
+  %142 = mul nsw i64 %conv1.f1221, 10816
+  %143 = add nsw i64 115776, %142
+  %144 = mul nsw i64 %conv1.j1120, 169
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv1.py1322, 26
+  %147 = mul nsw i64 %conv1.px1423, 2
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 %148, 1
+  %150 = add nsw i64 %145, %149
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena34, align 4
+  %152 = add nsw i64 36, %conv1.f1221
+  %params35 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params35, align 4
+  %154 = fadd float %151, %153
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %155 = fcmp ogt float %154, %best1536
+  %156 = mul nsw i64 %conv1.py1322, 26
+  %157 = mul nsw i64 %conv1.px1423, 2
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, 1
+  %160 = sitofp i64 %159 to float
+  %bi1637 = load float, ptr %conv1.bi16, align 4
+  %161 = select i1 %155, float %160, float %bi1637
+  store float %161, ptr %conv1.bi16, align 4
+  %162 = mul nsw i64 %conv1.f1221, 10816
+  %163 = add nsw i64 115776, %162
+  %164 = mul nsw i64 %conv1.j1120, 169
   %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %conv1.ky1726, 13
-  %167 = add nsw i64 %165, %166
-  %168 = add nsw i64 %167, %conv1.kx1827
-  %169 = add nsw i64 %162, %168
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %169
-  %170 = load float, ptr %arena33, align 4
-  %171 = add nsw i64 36, %conv1.f1221
-  %params34 = getelementptr inbounds float, ptr %params, i64 %171
-  %172 = load float, ptr %params34, align 4
-  %173 = fadd float %170, %172
-  %best1535 = load float, ptr %conv1.best15, align 4
-  %174 = select i1 %158, float %173, float %best1535
-  store float %174, ptr %conv1.best15, align 4
-  %kx18.next = add nsw i64 %conv1.kx1827, 1
-  %175 = icmp slt i64 %kx18.next, 2
-  br i1 %175, label %conv1.kx18, label %conv1.kx18.end
-
-conv1.kx18.end:                                   ; preds = %conv1.kx18
-  %ky17.next = add nsw i64 %conv1.ky1726, 1
-  %176 = icmp slt i64 %ky17.next, 2
-  br i1 %176, label %conv1.ky17, label %conv1.ky17.end
-
-fc1.n19:                                          ; preds = %fc1.u20.end, %conv1.g1.end
-  %fc1.n1944 = phi i64 [ 0, %conv1.g1.end ], [ %n19.next, %fc1.u20.end ]
-  br label %fc1.u20
-
-fc1.n19.end:                                      ; preds = %fc1.u20.end
-  store float 0.000000e+00, ptr %loss.total21, align 4
-  br label %loss.n22
-
-fc1.u20:                                          ; preds = %fc1.u20, %fc1.n19
-  %fc1.u2045 = phi i64 [ 0, %fc1.n19 ], [ %u20.next, %fc1.u20 ]
-  %177 = mul nsw i64 %fc1.n1944, 10
-  %178 = add nsw i64 18432, %177
-  %179 = add nsw i64 %178, %fc1.u2045
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %179
-  %180 = load float, ptr %arena46, align 4
-  %181 = add nsw i64 1480, %fc1.u2045
-  %params47 = getelementptr inbounds float, ptr %params, i64 %181
-  %182 = load float, ptr %params47, align 4
-  %183 = fadd float %180, %182
-  %184 = mul nsw i64 %fc1.n1944, 10
-  %185 = add nsw i64 18432, %184
-  %186 = add nsw i64 %185, %fc1.u2045
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %186
-  store float %183, ptr %arena48, align 4
-  %u20.next = add nsw i64 %fc1.u2045, 1
-  %187 = icmp slt i64 %u20.next, 10
-  br i1 %187, label %fc1.u20, label %fc1.u20.end
-
-fc1.u20.end:                                      ; preds = %fc1.u20
-  %n19.next = add nsw i64 %fc1.n1944, 1
-  %188 = icmp slt i64 %n19.next, 64
-  br i1 %188, label %fc1.n19, label %fc1.n19.end
-
-loss.n22:                                         ; preds = %loss.k26.end, %fc1.n19.end
-  %loss.n2249 = phi i64 [ 0, %fc1.n19.end ], [ %n22.next, %loss.k26.end ]
-  %189 = mul nsw i64 %loss.n2249, 10
-  %190 = add nsw i64 18432, %189
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %190
-  %191 = load float, ptr %arena50, align 4
-  store float %191, ptr %loss.m23, align 4
-  br label %loss.k25
-
-loss.n22.end:                                     ; preds = %loss.k26.end
-  %total2160 = load float, ptr %loss.total21, align 4
-  %192 = fdiv float %total2160, 6.400000e+01
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 19072
-  store float %192, ptr %arena61, align 4
-  br label %fc1_grad.n27
-
-loss.k25:                                         ; preds = %loss.k25, %loss.n22
-  %loss.k2551 = phi i64 [ 0, %loss.n22 ], [ %k25.next, %loss.k25 ]
-  %m23 = load float, ptr %loss.m23, align 4
-  %193 = mul nsw i64 %loss.n2249, 10
-  %194 = add nsw i64 18432, %193
-  %195 = add nsw i64 %194, %loss.k2551
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena52, align 4
-  %197 = fcmp ogt float %196, %m23
-  %198 = select i1 %197, float %196, float %m23
-  store float %198, ptr %loss.m23, align 4
-  %k25.next = add nsw i64 %loss.k2551, 1
-  %199 = icmp slt i64 %k25.next, 10
-  br i1 %199, label %loss.k25, label %loss.k25.end
-
-loss.k25.end:                                     ; preds = %loss.k25
-  store float 0.000000e+00, ptr %loss.s24, align 4
-  br label %loss.k26
-
-loss.k26:                                         ; preds = %loss.k26, %loss.k25.end
-  %loss.k2653 = phi i64 [ 0, %loss.k25.end ], [ %k26.next, %loss.k26 ]
-  %s24 = load float, ptr %loss.s24, align 4
-  %200 = mul nsw i64 %loss.n2249, 10
-  %201 = add nsw i64 18432, %200
-  %202 = add nsw i64 %201, %loss.k2653
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load float, ptr %arena54, align 4
-  %m2355 = load float, ptr %loss.m23, align 4
-  %204 = fsub float %203, %m2355
-  %205 = call float @llvm.exp.f32(float %204)
-  %206 = fadd float %s24, %205
-  store float %206, ptr %loss.s24, align 4
-  %k26.next = add nsw i64 %loss.k2653, 1
-  %207 = icmp slt i64 %k26.next, 10
-  br i1 %207, label %loss.k26, label %loss.k26.end
-
-loss.k26.end:                                     ; preds = %loss.k26
-  %total21 = load float, ptr %loss.total21, align 4
-  %m2356 = load float, ptr %loss.m23, align 4
-  %s2457 = load float, ptr %loss.s24, align 4
-  %208 = call float @llvm.log.f32(float %s2457)
-  %209 = fadd float %m2356, %208
-  %210 = mul nsw i64 %loss.n2249, 10
-  %211 = add nsw i64 18432, %210
-  %labels58 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2249
-  %label = load i32, ptr %labels58, align 4
-  %212 = sext i32 %label to i64
+  %166 = mul nsw i64 %conv1.py1322, 26
+  %167 = mul nsw i64 %conv1.px1423, 2
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 %165, %169
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena38, align 4
+  %172 = add nsw i64 36, %conv1.f1221
+  %params39 = getelementptr inbounds float, ptr %params, i64 %172
+  %173 = load float, ptr %params39, align 4
+  %174 = fadd float %171, %173
+  %best1540 = load float, ptr %conv1.best15, align 4
+  %175 = fcmp ogt float %174, %best1540
+  %176 = mul nsw i64 %conv1.f1221, 10816
+  %177 = add nsw i64 115776, %176
+  %178 = mul nsw i64 %conv1.j1120, 169
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.py1322, 26
+  %181 = mul nsw i64 %conv1.px1423, 2
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 1
+  %184 = add nsw i64 %179, %183
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
+  %185 = load float, ptr %arena41, align 4
+  %186 = add nsw i64 36, %conv1.f1221
+  %params42 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params42, align 4
+  %188 = fadd float %185, %187
+  %best1543 = load float, ptr %conv1.best15, align 4
+  %189 = select i1 %175, float %188, float %best1543
+  store float %189, ptr %conv1.best15, align 4
+  %190 = mul nsw i64 %conv1.f1221, 10816
+  %191 = add nsw i64 115776, %190
+  %192 = mul nsw i64 %conv1.j1120, 169
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv1.py1322, 26
+  %195 = mul nsw i64 %conv1.px1423, 2
+  %196 = add nsw i64 %194, %195
+  %197 = add nsw i64 %196, 13
+  %198 = add nsw i64 %193, %197
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena44, align 4
+  %200 = add nsw i64 36, %conv1.f1221
+  %params45 = getelementptr inbounds float, ptr %params, i64 %200
+  %201 = load float, ptr %params45, align 4
+  %202 = fadd float %199, %201
+  %best1546 = load float, ptr %conv1.best15, align 4
+  %203 = fcmp ogt float %202, %best1546
+  %204 = mul nsw i64 %conv1.py1322, 26
+  %205 = mul nsw i64 %conv1.px1423, 2
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, 13
+  %208 = sitofp i64 %207 to float
+  %bi1647 = load float, ptr %conv1.bi16, align 4
+  %209 = select i1 %203, float %208, float %bi1647
+  store float %209, ptr %conv1.bi16, align 4
+  %210 = mul nsw i64 %conv1.f1221, 10816
+  %211 = add nsw i64 115776, %210
+  %212 = mul nsw i64 %conv1.j1120, 169
   %213 = add nsw i64 %211, %212
-  %arena59 = getelementptr inbounds float, ptr %arena, i64 %213
-  %214 = load float, ptr %arena59, align 4
-  %215 = fsub float %209, %214
-  %216 = fadd float %total21, %215
-  store float %216, ptr %loss.total21, align 4
-  %n22.next = add nsw i64 %loss.n2249, 1
-  %217 = icmp slt i64 %n22.next, 64
-  br i1 %217, label %loss.n22, label %loss.n22.end
+  %214 = mul nsw i64 %conv1.py1322, 26
+  %215 = mul nsw i64 %conv1.px1423, 2
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 13
+  %218 = add nsw i64 %213, %217
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena48, align 4
+  %220 = add nsw i64 36, %conv1.f1221
+  %params49 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params49, align 4
+  %222 = fadd float %219, %221
+  %best1550 = load float, ptr %conv1.best15, align 4
+  %223 = fcmp ogt float %222, %best1550
+  %224 = mul nsw i64 %conv1.f1221, 10816
+  %225 = add nsw i64 115776, %224
+  %226 = mul nsw i64 %conv1.j1120, 169
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %conv1.py1322, 26
+  %229 = mul nsw i64 %conv1.px1423, 2
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 13
+  %232 = add nsw i64 %227, %231
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena51, align 4
+  %234 = add nsw i64 36, %conv1.f1221
+  %params52 = getelementptr inbounds float, ptr %params, i64 %234
+  %235 = load float, ptr %params52, align 4
+  %236 = fadd float %233, %235
+  %best1553 = load float, ptr %conv1.best15, align 4
+  %237 = select i1 %223, float %236, float %best1553
+  store float %237, ptr %conv1.best15, align 4
+  %238 = mul nsw i64 %conv1.f1221, 10816
+  %239 = add nsw i64 115776, %238
+  %240 = mul nsw i64 %conv1.j1120, 169
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %conv1.py1322, 26
+  %243 = mul nsw i64 %conv1.px1423, 2
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 13
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %241, %246
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load float, ptr %arena54, align 4
+  %249 = add nsw i64 36, %conv1.f1221
+  %params55 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params55, align 4
+  %251 = fadd float %248, %250
+  %best1556 = load float, ptr %conv1.best15, align 4
+  %252 = fcmp ogt float %251, %best1556
+  %253 = mul nsw i64 %conv1.py1322, 26
+  %254 = mul nsw i64 %conv1.px1423, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 13
+  %257 = add nsw i64 %256, 1
+  %258 = sitofp i64 %257 to float
+  %bi1657 = load float, ptr %conv1.bi16, align 4
+  %259 = select i1 %252, float %258, float %bi1657
+  store float %259, ptr %conv1.bi16, align 4
+  %260 = mul nsw i64 %conv1.f1221, 10816
+  %261 = add nsw i64 115776, %260
+  %262 = mul nsw i64 %conv1.j1120, 169
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %conv1.py1322, 26
+  %265 = mul nsw i64 %conv1.px1423, 2
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 13
+  %268 = add nsw i64 %267, 1
+  %269 = add nsw i64 %263, %268
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load float, ptr %arena58, align 4
+  %271 = add nsw i64 36, %conv1.f1221
+  %params59 = getelementptr inbounds float, ptr %params, i64 %271
+  %272 = load float, ptr %params59, align 4
+  %273 = fadd float %270, %272
+  %best1560 = load float, ptr %conv1.best15, align 4
+  %274 = fcmp ogt float %273, %best1560
+  %275 = mul nsw i64 %conv1.f1221, 10816
+  %276 = add nsw i64 115776, %275
+  %277 = mul nsw i64 %conv1.j1120, 169
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.py1322, 26
+  %280 = mul nsw i64 %conv1.px1423, 2
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 13
+  %283 = add nsw i64 %282, 1
+  %284 = add nsw i64 %278, %283
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load float, ptr %arena61, align 4
+  %286 = add nsw i64 36, %conv1.f1221
+  %params62 = getelementptr inbounds float, ptr %params, i64 %286
+  %287 = load float, ptr %params62, align 4
+  %288 = fadd float %285, %287
+  %best1563 = load float, ptr %conv1.best15, align 4
+  %289 = select i1 %274, float %288, float %best1563
+  store float %289, ptr %conv1.best15, align 4
+  %best1564 = load float, ptr %conv1.best15, align 4
+  %290 = fcmp ogt float %best1564, 0.000000e+00
+  %best1565 = load float, ptr %conv1.best15, align 4
+  %291 = select i1 %290, float %best1565, float 0.000000e+00
+  %292 = mul nsw i64 %conv1.g11, 64
+  %293 = add nsw i64 %292, %conv1.j1120
+  %294 = mul nsw i64 %293, 144
+  %295 = mul nsw i64 %conv1.f1221, 36
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv1.py1322, 6
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, %conv1.px1423
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float %291, ptr %arena66, align 4
+  %bi1667 = load float, ptr %conv1.bi16, align 4
+  %300 = mul nsw i64 %conv1.g11, 64
+  %301 = add nsw i64 %300, %conv1.j1120
+  %302 = mul nsw i64 %301, 144
+  %303 = mul nsw i64 %conv1.f1221, 36
+  %304 = add nsw i64 %302, %303
+  %305 = mul nsw i64 %conv1.py1322, 6
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, %conv1.px1423
+  %308 = add nsw i64 9216, %307
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %bi1667, ptr %arena68, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
+  %309 = icmp slt i64 %px14.next, 6
+  br i1 %309, label %conv1.px14, label %conv1.px14.end
 
-fc1_grad.n27:                                     ; preds = %fc1_grad.k32.end, %loss.n22.end
-  %fc1_grad.n2762 = phi i64 [ 0, %loss.n22.end ], [ %n27.next, %fc1_grad.k32.end ]
-  %218 = mul nsw i64 %fc1_grad.n2762, 10
-  %219 = add nsw i64 18432, %218
-  %arena63 = getelementptr inbounds float, ptr %arena, i64 %219
-  %220 = load float, ptr %arena63, align 4
-  store float %220, ptr %fc1_grad.m28, align 4
+conv1.px14.end:                                   ; preds = %conv1.px14
+  %py13.next = add nsw i64 %conv1.py1322, 1
+  %310 = icmp slt i64 %py13.next, 6
+  br i1 %310, label %conv1.py13, label %conv1.py13.end
+
+fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
+  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
+  br label %fc1.u18
+
+fc1.n17.end:                                      ; preds = %fc1.u18.end
+  store float 0.000000e+00, ptr %loss.total19, align 4
+  br label %loss.n20
+
+fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
+  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %311 = mul nsw i64 %fc1.n1772, 10
+  %312 = add nsw i64 18432, %311
+  %313 = add nsw i64 %312, %fc1.u1873
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
+  %314 = load float, ptr %arena74, align 4
+  %315 = add nsw i64 1480, %fc1.u1873
+  %params75 = getelementptr inbounds float, ptr %params, i64 %315
+  %316 = load float, ptr %params75, align 4
+  %317 = fadd float %314, %316
+  %318 = mul nsw i64 %fc1.n1772, 10
+  %319 = add nsw i64 18432, %318
+  %320 = add nsw i64 %319, %fc1.u1873
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %317, ptr %arena76, align 4
+  %u18.next = add nsw i64 %fc1.u1873, 1
+  %321 = icmp slt i64 %u18.next, 10
+  br i1 %321, label %fc1.u18, label %fc1.u18.end
+
+fc1.u18.end:                                      ; preds = %fc1.u18
+  %n17.next = add nsw i64 %fc1.n1772, 1
+  %322 = icmp slt i64 %n17.next, 64
+  br i1 %322, label %fc1.n17, label %fc1.n17.end
+
+loss.n20:                                         ; preds = %loss.k24.end, %fc1.n17.end
+  %loss.n2077 = phi i64 [ 0, %fc1.n17.end ], [ %n20.next, %loss.k24.end ]
+  %323 = mul nsw i64 %loss.n2077, 10
+  %324 = add nsw i64 18432, %323
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load float, ptr %arena78, align 4
+  store float %325, ptr %loss.m21, align 4
+  br label %loss.k23
+
+loss.n20.end:                                     ; preds = %loss.k24.end
+  %total1988 = load float, ptr %loss.total19, align 4
+  %326 = fdiv float %total1988, 6.400000e+01
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 19072
+  store float %326, ptr %arena89, align 4
+  br label %fc1_grad.n25
+
+loss.k23:                                         ; preds = %loss.k23, %loss.n20
+  %loss.k2379 = phi i64 [ 0, %loss.n20 ], [ %k23.next, %loss.k23 ]
+  %m21 = load float, ptr %loss.m21, align 4
+  %327 = mul nsw i64 %loss.n2077, 10
+  %328 = add nsw i64 18432, %327
+  %329 = add nsw i64 %328, %loss.k2379
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %329
+  %330 = load float, ptr %arena80, align 4
+  %331 = fcmp ogt float %330, %m21
+  %332 = select i1 %331, float %330, float %m21
+  store float %332, ptr %loss.m21, align 4
+  %k23.next = add nsw i64 %loss.k2379, 1
+  %333 = icmp slt i64 %k23.next, 10
+  br i1 %333, label %loss.k23, label %loss.k23.end
+
+loss.k23.end:                                     ; preds = %loss.k23
+  store float 0.000000e+00, ptr %loss.s22, align 4
+  br label %loss.k24
+
+loss.k24:                                         ; preds = %loss.k24, %loss.k23.end
+  %loss.k2481 = phi i64 [ 0, %loss.k23.end ], [ %k24.next, %loss.k24 ]
+  %s22 = load float, ptr %loss.s22, align 4
+  %334 = mul nsw i64 %loss.n2077, 10
+  %335 = add nsw i64 18432, %334
+  %336 = add nsw i64 %335, %loss.k2481
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load float, ptr %arena82, align 4
+  %m2183 = load float, ptr %loss.m21, align 4
+  %338 = fsub float %337, %m2183
+  %339 = call float @llvm.exp.f32(float %338)
+  %340 = fadd float %s22, %339
+  store float %340, ptr %loss.s22, align 4
+  %k24.next = add nsw i64 %loss.k2481, 1
+  %341 = icmp slt i64 %k24.next, 10
+  br i1 %341, label %loss.k24, label %loss.k24.end
+
+loss.k24.end:                                     ; preds = %loss.k24
+  %total19 = load float, ptr %loss.total19, align 4
+  %m2184 = load float, ptr %loss.m21, align 4
+  %s2285 = load float, ptr %loss.s22, align 4
+  %342 = call float @llvm.log.f32(float %s2285)
+  %343 = fadd float %m2184, %342
+  %344 = mul nsw i64 %loss.n2077, 10
+  %345 = add nsw i64 18432, %344
+  %labels86 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2077
+  %label = load i32, ptr %labels86, align 4
+  %346 = sext i32 %label to i64
+  %347 = add nsw i64 %345, %346
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %347
+  %348 = load float, ptr %arena87, align 4
+  %349 = fsub float %343, %348
+  %350 = fadd float %total19, %349
+  store float %350, ptr %loss.total19, align 4
+  %n20.next = add nsw i64 %loss.n2077, 1
+  %351 = icmp slt i64 %n20.next, 64
+  br i1 %351, label %loss.n20, label %loss.n20.end
+
+fc1_grad.n25:                                     ; preds = %fc1_grad.k30.end, %loss.n20.end
+  %fc1_grad.n2590 = phi i64 [ 0, %loss.n20.end ], [ %n25.next, %fc1_grad.k30.end ]
+  %352 = mul nsw i64 %fc1_grad.n2590, 10
+  %353 = add nsw i64 18432, %352
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %353
+  %354 = load float, ptr %arena91, align 4
+  store float %354, ptr %fc1_grad.m26, align 4
+  br label %fc1_grad.k28
+
+fc1_grad.n25.end:                                 ; preds = %fc1_grad.k30.end
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 19088
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads109 = getelementptr inbounds float, ptr %grads, i64 40
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena107, i32 10, ptr %arena108, i32 144, float 0.000000e+00, ptr %grads109, i32 144)
+  br label %fc1_bias_grad.u31
+
+fc1_grad.k28:                                     ; preds = %fc1_grad.k28, %fc1_grad.n25
+  %fc1_grad.k2892 = phi i64 [ 0, %fc1_grad.n25 ], [ %k28.next, %fc1_grad.k28 ]
+  %m26 = load float, ptr %fc1_grad.m26, align 4
+  %355 = mul nsw i64 %fc1_grad.n2590, 10
+  %356 = add nsw i64 18432, %355
+  %357 = add nsw i64 %356, %fc1_grad.k2892
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load float, ptr %arena93, align 4
+  %359 = fcmp ogt float %358, %m26
+  %360 = select i1 %359, float %358, float %m26
+  store float %360, ptr %fc1_grad.m26, align 4
+  %k28.next = add nsw i64 %fc1_grad.k2892, 1
+  %361 = icmp slt i64 %k28.next, 10
+  br i1 %361, label %fc1_grad.k28, label %fc1_grad.k28.end
+
+fc1_grad.k28.end:                                 ; preds = %fc1_grad.k28
+  store float 0.000000e+00, ptr %fc1_grad.s27, align 4
+  br label %fc1_grad.k29
+
+fc1_grad.k29:                                     ; preds = %fc1_grad.k29, %fc1_grad.k28.end
+  %fc1_grad.k2994 = phi i64 [ 0, %fc1_grad.k28.end ], [ %k29.next, %fc1_grad.k29 ]
+  %s27 = load float, ptr %fc1_grad.s27, align 4
+  %362 = mul nsw i64 %fc1_grad.n2590, 10
+  %363 = add nsw i64 18432, %362
+  %364 = add nsw i64 %363, %fc1_grad.k2994
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %364
+  %365 = load float, ptr %arena95, align 4
+  %m2696 = load float, ptr %fc1_grad.m26, align 4
+  %366 = fsub float %365, %m2696
+  %367 = call float @llvm.exp.f32(float %366)
+  %368 = fadd float %s27, %367
+  store float %368, ptr %fc1_grad.s27, align 4
+  %k29.next = add nsw i64 %fc1_grad.k2994, 1
+  %369 = icmp slt i64 %k29.next, 10
+  br i1 %369, label %fc1_grad.k29, label %fc1_grad.k29.end
+
+fc1_grad.k29.end:                                 ; preds = %fc1_grad.k29
   br label %fc1_grad.k30
 
-fc1_grad.n27.end:                                 ; preds = %fc1_grad.k32.end
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 19088
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads81 = getelementptr inbounds float, ptr %grads, i64 40
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena79, i32 10, ptr %arena80, i32 144, float 0.000000e+00, ptr %grads81, i32 144)
-  br label %fc1_bias_grad.u33
-
-fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.n27
-  %fc1_grad.k3064 = phi i64 [ 0, %fc1_grad.n27 ], [ %k30.next, %fc1_grad.k30 ]
-  %m28 = load float, ptr %fc1_grad.m28, align 4
-  %221 = mul nsw i64 %fc1_grad.n2762, 10
-  %222 = add nsw i64 18432, %221
-  %223 = add nsw i64 %222, %fc1_grad.k3064
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %223
-  %224 = load float, ptr %arena65, align 4
-  %225 = fcmp ogt float %224, %m28
-  %226 = select i1 %225, float %224, float %m28
-  store float %226, ptr %fc1_grad.m28, align 4
-  %k30.next = add nsw i64 %fc1_grad.k3064, 1
-  %227 = icmp slt i64 %k30.next, 10
-  br i1 %227, label %fc1_grad.k30, label %fc1_grad.k30.end
+fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.k29.end
+  %fc1_grad.k3097 = phi i64 [ 0, %fc1_grad.k29.end ], [ %k30.next, %fc1_grad.k30 ]
+  %labels98 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n2590
+  %label99 = load i32, ptr %labels98, align 4
+  %370 = sext i32 %label99 to i64
+  %371 = icmp eq i64 %fc1_grad.k3097, %370
+  %372 = mul nsw i64 %fc1_grad.n2590, 10
+  %373 = add nsw i64 18432, %372
+  %374 = add nsw i64 %373, %fc1_grad.k3097
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %374
+  %375 = load float, ptr %arena100, align 4
+  %m26101 = load float, ptr %fc1_grad.m26, align 4
+  %376 = fsub float %375, %m26101
+  %377 = call float @llvm.exp.f32(float %376)
+  %s27102 = load float, ptr %fc1_grad.s27, align 4
+  %378 = fdiv float %377, %s27102
+  %379 = fsub float %378, 1.000000e+00
+  %380 = mul nsw i64 %fc1_grad.n2590, 10
+  %381 = add nsw i64 18432, %380
+  %382 = add nsw i64 %381, %fc1_grad.k3097
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %382
+  %383 = load float, ptr %arena103, align 4
+  %m26104 = load float, ptr %fc1_grad.m26, align 4
+  %384 = fsub float %383, %m26104
+  %385 = call float @llvm.exp.f32(float %384)
+  %s27105 = load float, ptr %fc1_grad.s27, align 4
+  %386 = fdiv float %385, %s27105
+  %387 = select i1 %371, float %379, float %386
+  %388 = fdiv float %387, 6.400000e+01
+  %389 = mul nsw i64 %fc1_grad.n2590, 10
+  %390 = add nsw i64 19088, %389
+  %391 = add nsw i64 %390, %fc1_grad.k3097
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %391
+  store float %388, ptr %arena106, align 4
+  %k30.next = add nsw i64 %fc1_grad.k3097, 1
+  %392 = icmp slt i64 %k30.next, 10
+  br i1 %392, label %fc1_grad.k30, label %fc1_grad.k30.end
 
 fc1_grad.k30.end:                                 ; preds = %fc1_grad.k30
-  store float 0.000000e+00, ptr %fc1_grad.s29, align 4
-  br label %fc1_grad.k31
+  %n25.next = add nsw i64 %fc1_grad.n2590, 1
+  %393 = icmp slt i64 %n25.next, 64
+  br i1 %393, label %fc1_grad.n25, label %fc1_grad.n25.end
 
-fc1_grad.k31:                                     ; preds = %fc1_grad.k31, %fc1_grad.k30.end
-  %fc1_grad.k3166 = phi i64 [ 0, %fc1_grad.k30.end ], [ %k31.next, %fc1_grad.k31 ]
-  %s29 = load float, ptr %fc1_grad.s29, align 4
-  %228 = mul nsw i64 %fc1_grad.n2762, 10
-  %229 = add nsw i64 18432, %228
-  %230 = add nsw i64 %229, %fc1_grad.k3166
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %230
-  %231 = load float, ptr %arena67, align 4
-  %m2868 = load float, ptr %fc1_grad.m28, align 4
-  %232 = fsub float %231, %m2868
-  %233 = call float @llvm.exp.f32(float %232)
-  %234 = fadd float %s29, %233
-  store float %234, ptr %fc1_grad.s29, align 4
-  %k31.next = add nsw i64 %fc1_grad.k3166, 1
-  %235 = icmp slt i64 %k31.next, 10
-  br i1 %235, label %fc1_grad.k31, label %fc1_grad.k31.end
+fc1_bias_grad.u31:                                ; preds = %fc1_bias_grad.n33.end, %fc1_grad.n25.end
+  %fc1_bias_grad.u31110 = phi i64 [ 0, %fc1_grad.n25.end ], [ %u31.next, %fc1_bias_grad.n33.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc32, align 4
+  br label %fc1_bias_grad.n33
 
-fc1_grad.k31.end:                                 ; preds = %fc1_grad.k31
-  br label %fc1_grad.k32
+fc1_bias_grad.u31.end:                            ; preds = %fc1_bias_grad.n33.end
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 19088
+  %params116 = getelementptr inbounds float, ptr %params, i64 40
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 19728
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena115, i32 10, ptr %params116, i32 144, float 0.000000e+00, ptr %arena117, i32 144)
+  br label %conv1_grad.i34
 
-fc1_grad.k32:                                     ; preds = %fc1_grad.k32, %fc1_grad.k31.end
-  %fc1_grad.k3269 = phi i64 [ 0, %fc1_grad.k31.end ], [ %k32.next, %fc1_grad.k32 ]
-  %labels70 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n2762
-  %label71 = load i32, ptr %labels70, align 4
-  %236 = sext i32 %label71 to i64
-  %237 = icmp eq i64 %fc1_grad.k3269, %236
-  %238 = mul nsw i64 %fc1_grad.n2762, 10
-  %239 = add nsw i64 18432, %238
-  %240 = add nsw i64 %239, %fc1_grad.k3269
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %240
-  %241 = load float, ptr %arena72, align 4
-  %m2873 = load float, ptr %fc1_grad.m28, align 4
-  %242 = fsub float %241, %m2873
-  %243 = call float @llvm.exp.f32(float %242)
-  %s2974 = load float, ptr %fc1_grad.s29, align 4
-  %244 = fdiv float %243, %s2974
-  %245 = fsub float %244, 1.000000e+00
-  %246 = mul nsw i64 %fc1_grad.n2762, 10
-  %247 = add nsw i64 18432, %246
-  %248 = add nsw i64 %247, %fc1_grad.k3269
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %248
-  %249 = load float, ptr %arena75, align 4
-  %m2876 = load float, ptr %fc1_grad.m28, align 4
-  %250 = fsub float %249, %m2876
-  %251 = call float @llvm.exp.f32(float %250)
-  %s2977 = load float, ptr %fc1_grad.s29, align 4
-  %252 = fdiv float %251, %s2977
-  %253 = select i1 %237, float %245, float %252
-  %254 = fdiv float %253, 6.400000e+01
-  %255 = mul nsw i64 %fc1_grad.n2762, 10
-  %256 = add nsw i64 19088, %255
-  %257 = add nsw i64 %256, %fc1_grad.k3269
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %257
-  store float %254, ptr %arena78, align 4
-  %k32.next = add nsw i64 %fc1_grad.k3269, 1
-  %258 = icmp slt i64 %k32.next, 10
-  br i1 %258, label %fc1_grad.k32, label %fc1_grad.k32.end
+fc1_bias_grad.n33:                                ; preds = %fc1_bias_grad.n33, %fc1_bias_grad.u31
+  %fc1_bias_grad.n33111 = phi i64 [ 0, %fc1_bias_grad.u31 ], [ %n33.next, %fc1_bias_grad.n33 ]
+  %acc32 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %394 = mul nsw i64 %fc1_bias_grad.n33111, 10
+  %395 = add nsw i64 19088, %394
+  %396 = add nsw i64 %395, %fc1_bias_grad.u31110
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %396
+  %397 = load float, ptr %arena112, align 4
+  %398 = fadd float %acc32, %397
+  store float %398, ptr %fc1_bias_grad.acc32, align 4
+  %n33.next = add nsw i64 %fc1_bias_grad.n33111, 1
+  %399 = icmp slt i64 %n33.next, 64
+  br i1 %399, label %fc1_bias_grad.n33, label %fc1_bias_grad.n33.end
 
-fc1_grad.k32.end:                                 ; preds = %fc1_grad.k32
-  %n27.next = add nsw i64 %fc1_grad.n2762, 1
-  %259 = icmp slt i64 %n27.next, 64
-  br i1 %259, label %fc1_grad.n27, label %fc1_grad.n27.end
+fc1_bias_grad.n33.end:                            ; preds = %fc1_bias_grad.n33
+  %acc32113 = load float, ptr %fc1_bias_grad.acc32, align 4
+  %400 = add nsw i64 1480, %fc1_bias_grad.u31110
+  %grads114 = getelementptr inbounds float, ptr %grads, i64 %400
+  store float %acc32113, ptr %grads114, align 4
+  %u31.next = add nsw i64 %fc1_bias_grad.u31110, 1
+  %401 = icmp slt i64 %u31.next, 10
+  br i1 %401, label %fc1_bias_grad.u31, label %fc1_bias_grad.u31.end
 
-fc1_bias_grad.u33:                                ; preds = %fc1_bias_grad.n35.end, %fc1_grad.n27.end
-  %fc1_bias_grad.u3382 = phi i64 [ 0, %fc1_grad.n27.end ], [ %u33.next, %fc1_bias_grad.n35.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc34, align 4
-  br label %fc1_bias_grad.n35
+conv1_grad.i34:                                   ; preds = %conv1_grad.i34, %fc1_bias_grad.u31.end
+  %conv1_grad.i34118 = phi i64 [ 0, %fc1_bias_grad.u31.end ], [ %i34.next, %conv1_grad.i34 ]
+  %402 = add nsw i64 28944, %conv1_grad.i34118
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %402
+  store float 0.000000e+00, ptr %arena119, align 4
+  %i34.next = add nsw i64 %conv1_grad.i34118, 1
+  %403 = icmp slt i64 %i34.next, 43264
+  br i1 %403, label %conv1_grad.i34, label %conv1_grad.i34.end
 
-fc1_bias_grad.u33.end:                            ; preds = %fc1_bias_grad.n35.end
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 19088
-  %params88 = getelementptr inbounds float, ptr %params, i64 40
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 19728
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena87, i32 10, ptr %params88, i32 144, float 0.000000e+00, ptr %arena89, i32 144)
+conv1_grad.i34.end:                               ; preds = %conv1_grad.i34
+  br label %conv1_grad.q35
+
+conv1_grad.q35:                                   ; preds = %conv1_grad.i36.end, %conv1_grad.i34.end
+  %conv1_grad.q35120 = phi i64 [ 0, %conv1_grad.i34.end ], [ %q35.next, %conv1_grad.i36.end ]
   br label %conv1_grad.i36
 
-fc1_bias_grad.n35:                                ; preds = %fc1_bias_grad.n35, %fc1_bias_grad.u33
-  %fc1_bias_grad.n3583 = phi i64 [ 0, %fc1_bias_grad.u33 ], [ %n35.next, %fc1_bias_grad.n35 ]
-  %acc34 = load float, ptr %fc1_bias_grad.acc34, align 4
-  %260 = mul nsw i64 %fc1_bias_grad.n3583, 10
-  %261 = add nsw i64 19088, %260
-  %262 = add nsw i64 %261, %fc1_bias_grad.u3382
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 %262
-  %263 = load float, ptr %arena84, align 4
-  %264 = fadd float %acc34, %263
-  store float %264, ptr %fc1_bias_grad.acc34, align 4
-  %n35.next = add nsw i64 %fc1_bias_grad.n3583, 1
-  %265 = icmp slt i64 %n35.next, 64
-  br i1 %265, label %fc1_bias_grad.n35, label %fc1_bias_grad.n35.end
+conv1_grad.q35.end:                               ; preds = %conv1_grad.i36.end
+  br label %conv1_weight_grad.i37
 
-fc1_bias_grad.n35.end:                            ; preds = %fc1_bias_grad.n35
-  %acc3485 = load float, ptr %fc1_bias_grad.acc34, align 4
-  %266 = add nsw i64 1480, %fc1_bias_grad.u3382
-  %grads86 = getelementptr inbounds float, ptr %grads, i64 %266
-  store float %acc3485, ptr %grads86, align 4
-  %u33.next = add nsw i64 %fc1_bias_grad.u3382, 1
-  %267 = icmp slt i64 %u33.next, 10
-  br i1 %267, label %fc1_bias_grad.u33, label %fc1_bias_grad.u33.end
+conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.q35
+  %conv1_grad.i36121 = phi i64 [ 0, %conv1_grad.q35 ], [ %i36.next, %conv1_grad.endif ]
+  %404 = mul nsw i64 %conv1_grad.q35120, 36
+  %405 = add nsw i64 %404, %conv1_grad.i36121
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %405
+  %406 = load float, ptr %arena122, align 4
+  %407 = fcmp ogt float %406, 0.000000e+00
+  br i1 %407, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i36:                                   ; preds = %conv1_grad.i36, %fc1_bias_grad.u33.end
-  %conv1_grad.i3690 = phi i64 [ 0, %fc1_bias_grad.u33.end ], [ %i36.next, %conv1_grad.i36 ]
-  %268 = add nsw i64 28944, %conv1_grad.i3690
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %268
-  store float 0.000000e+00, ptr %arena91, align 4
-  %i36.next = add nsw i64 %conv1_grad.i3690, 1
-  %269 = icmp slt i64 %i36.next, 43264
-  br i1 %269, label %conv1_grad.i36, label %conv1_grad.i36.end
+conv1_grad.i36.end:                               ; preds = %conv1_grad.endif
+  %q35.next = add nsw i64 %conv1_grad.q35120, 1
+  %408 = icmp slt i64 %q35.next, 256
+  br i1 %408, label %conv1_grad.q35, label %conv1_grad.q35.end
 
-conv1_grad.i36.end:                               ; preds = %conv1_grad.i36
-  br label %conv1_grad.q37
-
-conv1_grad.q37:                                   ; preds = %conv1_grad.i38.end, %conv1_grad.i36.end
-  %conv1_grad.q3792 = phi i64 [ 0, %conv1_grad.i36.end ], [ %q37.next, %conv1_grad.i38.end ]
-  br label %conv1_grad.i38
-
-conv1_grad.q37.end:                               ; preds = %conv1_grad.i38.end
-  br label %conv1_weight_grad.i39
-
-conv1_grad.i38:                                   ; preds = %conv1_grad.endif, %conv1_grad.q37
-  %conv1_grad.i3893 = phi i64 [ 0, %conv1_grad.q37 ], [ %i38.next, %conv1_grad.endif ]
-  %270 = mul nsw i64 %conv1_grad.q3792, 36
-  %271 = add nsw i64 %270, %conv1_grad.i3893
-  %arena94 = getelementptr inbounds float, ptr %arena, i64 %271
-  %272 = load float, ptr %arena94, align 4
-  %273 = fcmp ogt float %272, 0.000000e+00
-  br i1 %273, label %conv1_grad.then, label %conv1_grad.endif
-
-conv1_grad.i38.end:                               ; preds = %conv1_grad.endif
-  %q37.next = add nsw i64 %conv1_grad.q3792, 1
-  %274 = icmp slt i64 %q37.next, 256
-  br i1 %274, label %conv1_grad.q37, label %conv1_grad.q37.end
-
-conv1_grad.then:                                  ; preds = %conv1_grad.i38
-  %275 = mul nsw i64 %conv1_grad.q3792, 169
-  %276 = add nsw i64 28944, %275
-  %277 = mul nsw i64 %conv1_grad.q3792, 36
-  %278 = add nsw i64 %277, %conv1_grad.i3893
-  %279 = add nsw i64 9216, %278
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %279
-  %280 = load float, ptr %arena95, align 4
-  %281 = fptosi float %280 to i64
-  %282 = add nsw i64 %276, %281
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 %282
-  %283 = load float, ptr %arena96, align 4
-  %284 = mul nsw i64 %conv1_grad.q3792, 36
-  %285 = add nsw i64 %284, %conv1_grad.i3893
-  %286 = add nsw i64 19728, %285
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %286
-  %287 = load float, ptr %arena97, align 4
-  %288 = fadd float %283, %287
-  store float %288, ptr %arena96, align 4
+conv1_grad.then:                                  ; preds = %conv1_grad.i36
+  %409 = mul nsw i64 %conv1_grad.q35120, 169
+  %410 = add nsw i64 28944, %409
+  %411 = mul nsw i64 %conv1_grad.q35120, 36
+  %412 = add nsw i64 %411, %conv1_grad.i36121
+  %413 = add nsw i64 9216, %412
+  %arena123 = getelementptr inbounds float, ptr %arena, i64 %413
+  %414 = load float, ptr %arena123, align 4
+  %415 = fptosi float %414 to i64
+  %416 = add nsw i64 %410, %415
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %416
+  %417 = load float, ptr %arena124, align 4
+  %418 = mul nsw i64 %conv1_grad.q35120, 36
+  %419 = add nsw i64 %418, %conv1_grad.i36121
+  %420 = add nsw i64 19728, %419
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena125, align 4
+  %422 = fadd float %417, %421
+  store float %422, ptr %arena124, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i38
-  %i38.next = add nsw i64 %conv1_grad.i3893, 1
-  %289 = icmp slt i64 %i38.next, 36
-  br i1 %289, label %conv1_grad.i38, label %conv1_grad.i38.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i36
+  %i36.next = add nsw i64 %conv1_grad.i36121, 1
+  %423 = icmp slt i64 %i36.next, 36
+  br i1 %423, label %conv1_grad.i36, label %conv1_grad.i36.end
 
-conv1_weight_grad.i39:                            ; preds = %conv1_weight_grad.i39, %conv1_grad.q37.end
-  %conv1_weight_grad.i3998 = phi i64 [ 0, %conv1_grad.q37.end ], [ %i39.next, %conv1_weight_grad.i39 ]
-  %grads99 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i3998
-  store float 0.000000e+00, ptr %grads99, align 4
-  %i39.next = add nsw i64 %conv1_weight_grad.i3998, 1
-  %290 = icmp slt i64 %i39.next, 36
-  br i1 %290, label %conv1_weight_grad.i39, label %conv1_weight_grad.i39.end
+conv1_weight_grad.i37:                            ; preds = %conv1_weight_grad.i37, %conv1_grad.q35.end
+  %conv1_weight_grad.i37126 = phi i64 [ 0, %conv1_grad.q35.end ], [ %i37.next, %conv1_weight_grad.i37 ]
+  %grads127 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i37126
+  store float 0.000000e+00, ptr %grads127, align 4
+  %i37.next = add nsw i64 %conv1_weight_grad.i37126, 1
+  %424 = icmp slt i64 %i37.next, 36
+  br i1 %424, label %conv1_weight_grad.i37, label %conv1_weight_grad.i37.end
 
-conv1_weight_grad.i39.end:                        ; preds = %conv1_weight_grad.i39
-  br label %conv1_weight_grad.g40
+conv1_weight_grad.i37.end:                        ; preds = %conv1_weight_grad.i37
+  br label %conv1_weight_grad.g38
 
-conv1_weight_grad.g40:                            ; preds = %conv1_weight_grad.j50.end, %conv1_weight_grad.i39.end
-  %conv1_weight_grad.g40100 = phi i64 [ 0, %conv1_weight_grad.i39.end ], [ %g40.next, %conv1_weight_grad.j50.end ]
-  br label %conv1_weight_grad.j41
+conv1_weight_grad.g38:                            ; preds = %conv1_weight_grad.j48.end, %conv1_weight_grad.i37.end
+  %conv1_weight_grad.g38128 = phi i64 [ 0, %conv1_weight_grad.i37.end ], [ %g38.next, %conv1_weight_grad.j48.end ]
+  br label %conv1_weight_grad.j39
 
-conv1_weight_grad.g40.end:                        ; preds = %conv1_weight_grad.j50.end
-  br label %conv1_bias_grad.f53
+conv1_weight_grad.g38.end:                        ; preds = %conv1_weight_grad.j48.end
+  br label %conv1_bias_grad.f51
 
-conv1_weight_grad.j41:                            ; preds = %conv1_weight_grad.c42.end, %conv1_weight_grad.g40
-  %conv1_weight_grad.j41101 = phi i64 [ 0, %conv1_weight_grad.g40 ], [ %j41.next, %conv1_weight_grad.c42.end ]
-  br label %conv1_weight_grad.c42
+conv1_weight_grad.j39:                            ; preds = %conv1_weight_grad.c40.end, %conv1_weight_grad.g38
+  %conv1_weight_grad.j39129 = phi i64 [ 0, %conv1_weight_grad.g38 ], [ %j39.next, %conv1_weight_grad.c40.end ]
+  br label %conv1_weight_grad.c40
 
-conv1_weight_grad.j41.end:                        ; preds = %conv1_weight_grad.c42.end
-  br label %conv1_weight_grad.j50
+conv1_weight_grad.j39.end:                        ; preds = %conv1_weight_grad.c40.end
+  br label %conv1_weight_grad.j48
 
-conv1_weight_grad.c42:                            ; preds = %conv1_weight_grad.ky43.end, %conv1_weight_grad.j41
-  %conv1_weight_grad.c42102 = phi i64 [ 0, %conv1_weight_grad.j41 ], [ %c42.next, %conv1_weight_grad.ky43.end ]
-  br label %conv1_weight_grad.ky43
+conv1_weight_grad.c40:                            ; preds = %conv1_weight_grad.ky41.end, %conv1_weight_grad.j39
+  %conv1_weight_grad.c40130 = phi i64 [ 0, %conv1_weight_grad.j39 ], [ %c40.next, %conv1_weight_grad.ky41.end ]
+  br label %conv1_weight_grad.ky41
 
-conv1_weight_grad.c42.end:                        ; preds = %conv1_weight_grad.ky43.end
-  %j41.next = add nsw i64 %conv1_weight_grad.j41101, 1
-  %291 = icmp slt i64 %j41.next, 64
-  br i1 %291, label %conv1_weight_grad.j41, label %conv1_weight_grad.j41.end
+conv1_weight_grad.c40.end:                        ; preds = %conv1_weight_grad.ky41.end
+  %j39.next = add nsw i64 %conv1_weight_grad.j39129, 1
+  %425 = icmp slt i64 %j39.next, 64
+  br i1 %425, label %conv1_weight_grad.j39, label %conv1_weight_grad.j39.end
 
-conv1_weight_grad.ky43:                           ; preds = %conv1_weight_grad.oy48.end, %conv1_weight_grad.c42
-  %conv1_weight_grad.ky43103 = phi i64 [ 0, %conv1_weight_grad.c42 ], [ %ky43.next, %conv1_weight_grad.oy48.end ]
+conv1_weight_grad.ky41:                           ; preds = %conv1_weight_grad.oy46.end, %conv1_weight_grad.c40
+  %conv1_weight_grad.ky41131 = phi i64 [ 0, %conv1_weight_grad.c40 ], [ %ky41.next, %conv1_weight_grad.oy46.end ]
+  br label %conv1_weight_grad.oy42
+
+conv1_weight_grad.ky41.end:                       ; preds = %conv1_weight_grad.oy46.end
+  %c40.next = add nsw i64 %conv1_weight_grad.c40130, 1
+  %426 = icmp slt i64 %c40.next, 1
+  br i1 %426, label %conv1_weight_grad.c40, label %conv1_weight_grad.c40.end
+
+conv1_weight_grad.oy42:                           ; preds = %conv1_weight_grad.ox43.end, %conv1_weight_grad.ky41
+  %conv1_weight_grad.oy42132 = phi i64 [ 0, %conv1_weight_grad.ky41 ], [ %oy42.next, %conv1_weight_grad.ox43.end ]
+  br label %conv1_weight_grad.ox43
+
+conv1_weight_grad.oy42.end:                       ; preds = %conv1_weight_grad.ox43.end
   br label %conv1_weight_grad.oy44
 
-conv1_weight_grad.ky43.end:                       ; preds = %conv1_weight_grad.oy48.end
-  %c42.next = add nsw i64 %conv1_weight_grad.c42102, 1
-  %292 = icmp slt i64 %c42.next, 1
-  br i1 %292, label %conv1_weight_grad.c42, label %conv1_weight_grad.c42.end
+conv1_weight_grad.ox43:                           ; preds = %conv1_weight_grad.ox43, %conv1_weight_grad.oy42
+  %conv1_weight_grad.ox43133 = phi i64 [ 0, %conv1_weight_grad.oy42 ], [ %ox43.next, %conv1_weight_grad.ox43 ]
+  %427 = mul nsw i64 %conv1_weight_grad.g38128, 64
+  %428 = add nsw i64 %427, %conv1_weight_grad.j39129
+  %429 = mul nsw i64 %428, 784
+  %430 = mul nsw i64 %conv1_weight_grad.c40130, 784
+  %431 = add nsw i64 %429, %430
+  %432 = mul nsw i64 %conv1_weight_grad.oy42132, 2
+  %433 = add nsw i64 %432, %conv1_weight_grad.ky41131
+  %434 = mul nsw i64 %433, 28
+  %435 = add nsw i64 %431, %434
+  %436 = mul nsw i64 %conv1_weight_grad.ox43133, 2
+  %437 = add nsw i64 %435, %436
+  %images134 = getelementptr inbounds float, ptr %images, i64 %437
+  %438 = load float, ptr %images134, align 4
+  %439 = mul nsw i64 %conv1_weight_grad.c40130, 3
+  %440 = add nsw i64 %439, %conv1_weight_grad.ky41131
+  %441 = mul nsw i64 %440, 3
+  %442 = mul nsw i64 %441, 10816
+  %443 = add nsw i64 72208, %442
+  %444 = mul nsw i64 %conv1_weight_grad.j39129, 169
+  %445 = add nsw i64 %443, %444
+  %446 = mul nsw i64 %conv1_weight_grad.oy42132, 13
+  %447 = add nsw i64 %445, %446
+  %448 = add nsw i64 %447, %conv1_weight_grad.ox43133
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 %448
+  store float %438, ptr %arena135, align 4
+  %ox43.next = add nsw i64 %conv1_weight_grad.ox43133, 1
+  %449 = icmp slt i64 %ox43.next, 13
+  br i1 %449, label %conv1_weight_grad.ox43, label %conv1_weight_grad.ox43.end
 
-conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.ky43
-  %conv1_weight_grad.oy44104 = phi i64 [ 0, %conv1_weight_grad.ky43 ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
+conv1_weight_grad.ox43.end:                       ; preds = %conv1_weight_grad.ox43
+  %oy42.next = add nsw i64 %conv1_weight_grad.oy42132, 1
+  %450 = icmp slt i64 %oy42.next, 13
+  br i1 %450, label %conv1_weight_grad.oy42, label %conv1_weight_grad.oy42.end
+
+conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.oy42.end
+  %conv1_weight_grad.oy44136 = phi i64 [ 0, %conv1_weight_grad.oy42.end ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
   br label %conv1_weight_grad.ox45
 
 conv1_weight_grad.oy44.end:                       ; preds = %conv1_weight_grad.ox45.end
   br label %conv1_weight_grad.oy46
 
 conv1_weight_grad.ox45:                           ; preds = %conv1_weight_grad.ox45, %conv1_weight_grad.oy44
-  %conv1_weight_grad.ox45105 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
-  %293 = mul nsw i64 %conv1_weight_grad.g40100, 64
-  %294 = add nsw i64 %293, %conv1_weight_grad.j41101
-  %295 = mul nsw i64 %294, 784
-  %296 = mul nsw i64 %conv1_weight_grad.c42102, 784
-  %297 = add nsw i64 %295, %296
-  %298 = mul nsw i64 %conv1_weight_grad.oy44104, 2
-  %299 = add nsw i64 %298, %conv1_weight_grad.ky43103
-  %300 = mul nsw i64 %299, 28
-  %301 = add nsw i64 %297, %300
-  %302 = mul nsw i64 %conv1_weight_grad.ox45105, 2
-  %303 = add nsw i64 %301, %302
-  %images106 = getelementptr inbounds float, ptr %images, i64 %303
-  %304 = load float, ptr %images106, align 4
-  %305 = mul nsw i64 %conv1_weight_grad.c42102, 3
-  %306 = add nsw i64 %305, %conv1_weight_grad.ky43103
-  %307 = mul nsw i64 %306, 3
-  %308 = mul nsw i64 %307, 10816
-  %309 = add nsw i64 72208, %308
-  %310 = mul nsw i64 %conv1_weight_grad.j41101, 169
-  %311 = add nsw i64 %309, %310
-  %312 = mul nsw i64 %conv1_weight_grad.oy44104, 13
-  %313 = add nsw i64 %311, %312
-  %314 = add nsw i64 %313, %conv1_weight_grad.ox45105
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %314
-  store float %304, ptr %arena107, align 4
-  %ox45.next = add nsw i64 %conv1_weight_grad.ox45105, 1
-  %315 = icmp slt i64 %ox45.next, 13
-  br i1 %315, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
+  %conv1_weight_grad.ox45137 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
+  %451 = mul nsw i64 %conv1_weight_grad.g38128, 64
+  %452 = add nsw i64 %451, %conv1_weight_grad.j39129
+  %453 = mul nsw i64 %452, 784
+  %454 = mul nsw i64 %conv1_weight_grad.c40130, 784
+  %455 = add nsw i64 %453, %454
+  %456 = mul nsw i64 %conv1_weight_grad.oy44136, 2
+  %457 = add nsw i64 %456, %conv1_weight_grad.ky41131
+  %458 = mul nsw i64 %457, 28
+  %459 = add nsw i64 %455, %458
+  %460 = mul nsw i64 %conv1_weight_grad.ox45137, 2
+  %461 = add nsw i64 %460, 1
+  %462 = add nsw i64 %459, %461
+  %images138 = getelementptr inbounds float, ptr %images, i64 %462
+  %463 = load float, ptr %images138, align 4
+  %464 = mul nsw i64 %conv1_weight_grad.c40130, 3
+  %465 = add nsw i64 %464, %conv1_weight_grad.ky41131
+  %466 = mul nsw i64 %465, 3
+  %467 = add nsw i64 %466, 1
+  %468 = mul nsw i64 %467, 10816
+  %469 = add nsw i64 72208, %468
+  %470 = mul nsw i64 %conv1_weight_grad.j39129, 169
+  %471 = add nsw i64 %469, %470
+  %472 = mul nsw i64 %conv1_weight_grad.oy44136, 13
+  %473 = add nsw i64 %471, %472
+  %474 = add nsw i64 %473, %conv1_weight_grad.ox45137
+  %arena139 = getelementptr inbounds float, ptr %arena, i64 %474
+  store float %463, ptr %arena139, align 4
+  %ox45.next = add nsw i64 %conv1_weight_grad.ox45137, 1
+  %475 = icmp slt i64 %ox45.next, 13
+  br i1 %475, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
 
 conv1_weight_grad.ox45.end:                       ; preds = %conv1_weight_grad.ox45
-  %oy44.next = add nsw i64 %conv1_weight_grad.oy44104, 1
-  %316 = icmp slt i64 %oy44.next, 13
-  br i1 %316, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
+  %oy44.next = add nsw i64 %conv1_weight_grad.oy44136, 1
+  %476 = icmp slt i64 %oy44.next, 13
+  br i1 %476, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
 
 conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.oy44.end
-  %conv1_weight_grad.oy46108 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
+  %conv1_weight_grad.oy46140 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
   br label %conv1_weight_grad.ox47
 
 conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
-  br label %conv1_weight_grad.oy48
+  %ky41.next = add nsw i64 %conv1_weight_grad.ky41131, 1
+  %477 = icmp slt i64 %ky41.next, 3
+  br i1 %477, label %conv1_weight_grad.ky41, label %conv1_weight_grad.ky41.end
 
 conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
-  %conv1_weight_grad.ox47109 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
-  %317 = mul nsw i64 %conv1_weight_grad.g40100, 64
-  %318 = add nsw i64 %317, %conv1_weight_grad.j41101
-  %319 = mul nsw i64 %318, 784
-  %320 = mul nsw i64 %conv1_weight_grad.c42102, 784
-  %321 = add nsw i64 %319, %320
-  %322 = mul nsw i64 %conv1_weight_grad.oy46108, 2
-  %323 = add nsw i64 %322, %conv1_weight_grad.ky43103
-  %324 = mul nsw i64 %323, 28
-  %325 = add nsw i64 %321, %324
-  %326 = mul nsw i64 %conv1_weight_grad.ox47109, 2
-  %327 = add nsw i64 %326, 1
-  %328 = add nsw i64 %325, %327
-  %images110 = getelementptr inbounds float, ptr %images, i64 %328
-  %329 = load float, ptr %images110, align 4
-  %330 = mul nsw i64 %conv1_weight_grad.c42102, 3
-  %331 = add nsw i64 %330, %conv1_weight_grad.ky43103
-  %332 = mul nsw i64 %331, 3
-  %333 = add nsw i64 %332, 1
-  %334 = mul nsw i64 %333, 10816
-  %335 = add nsw i64 72208, %334
-  %336 = mul nsw i64 %conv1_weight_grad.j41101, 169
-  %337 = add nsw i64 %335, %336
-  %338 = mul nsw i64 %conv1_weight_grad.oy46108, 13
-  %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %339, %conv1_weight_grad.ox47109
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %329, ptr %arena111, align 4
-  %ox47.next = add nsw i64 %conv1_weight_grad.ox47109, 1
-  %341 = icmp slt i64 %ox47.next, 13
-  br i1 %341, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
+  %conv1_weight_grad.ox47141 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
+  %478 = mul nsw i64 %conv1_weight_grad.g38128, 64
+  %479 = add nsw i64 %478, %conv1_weight_grad.j39129
+  %480 = mul nsw i64 %479, 784
+  %481 = mul nsw i64 %conv1_weight_grad.c40130, 784
+  %482 = add nsw i64 %480, %481
+  %483 = mul nsw i64 %conv1_weight_grad.oy46140, 2
+  %484 = add nsw i64 %483, %conv1_weight_grad.ky41131
+  %485 = mul nsw i64 %484, 28
+  %486 = add nsw i64 %482, %485
+  %487 = mul nsw i64 %conv1_weight_grad.ox47141, 2
+  %488 = add nsw i64 %487, 2
+  %489 = add nsw i64 %486, %488
+  %images142 = getelementptr inbounds float, ptr %images, i64 %489
+  %490 = load float, ptr %images142, align 4
+  %491 = mul nsw i64 %conv1_weight_grad.c40130, 3
+  %492 = add nsw i64 %491, %conv1_weight_grad.ky41131
+  %493 = mul nsw i64 %492, 3
+  %494 = add nsw i64 %493, 2
+  %495 = mul nsw i64 %494, 10816
+  %496 = add nsw i64 72208, %495
+  %497 = mul nsw i64 %conv1_weight_grad.j39129, 169
+  %498 = add nsw i64 %496, %497
+  %499 = mul nsw i64 %conv1_weight_grad.oy46140, 13
+  %500 = add nsw i64 %498, %499
+  %501 = add nsw i64 %500, %conv1_weight_grad.ox47141
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %501
+  store float %490, ptr %arena143, align 4
+  %ox47.next = add nsw i64 %conv1_weight_grad.ox47141, 1
+  %502 = icmp slt i64 %ox47.next, 13
+  br i1 %502, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
 
 conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
-  %oy46.next = add nsw i64 %conv1_weight_grad.oy46108, 1
-  %342 = icmp slt i64 %oy46.next, 13
-  br i1 %342, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
+  %oy46.next = add nsw i64 %conv1_weight_grad.oy46140, 1
+  %503 = icmp slt i64 %oy46.next, 13
+  br i1 %503, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
 
-conv1_weight_grad.oy48:                           ; preds = %conv1_weight_grad.ox49.end, %conv1_weight_grad.oy46.end
-  %conv1_weight_grad.oy48112 = phi i64 [ 0, %conv1_weight_grad.oy46.end ], [ %oy48.next, %conv1_weight_grad.ox49.end ]
-  br label %conv1_weight_grad.ox49
+conv1_weight_grad.j48:                            ; preds = %conv1_weight_grad.f49.end, %conv1_weight_grad.j39.end
+  %conv1_weight_grad.j48144 = phi i64 [ 0, %conv1_weight_grad.j39.end ], [ %j48.next, %conv1_weight_grad.f49.end ]
+  br label %conv1_weight_grad.f49
 
-conv1_weight_grad.oy48.end:                       ; preds = %conv1_weight_grad.ox49.end
-  %ky43.next = add nsw i64 %conv1_weight_grad.ky43103, 1
-  %343 = icmp slt i64 %ky43.next, 3
-  br i1 %343, label %conv1_weight_grad.ky43, label %conv1_weight_grad.ky43.end
+conv1_weight_grad.j48.end:                        ; preds = %conv1_weight_grad.f49.end
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 169552
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 72208
+  %grads151 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 4, i32 9, i32 10816, float 1.000000e+00, ptr %arena149, i32 10816, ptr %arena150, i32 10816, float 1.000000e+00, ptr %grads151, i32 9)
+  %g38.next = add nsw i64 %conv1_weight_grad.g38128, 1
+  %504 = icmp slt i64 %g38.next, 1
+  br i1 %504, label %conv1_weight_grad.g38, label %conv1_weight_grad.g38.end
 
-conv1_weight_grad.ox49:                           ; preds = %conv1_weight_grad.ox49, %conv1_weight_grad.oy48
-  %conv1_weight_grad.ox49113 = phi i64 [ 0, %conv1_weight_grad.oy48 ], [ %ox49.next, %conv1_weight_grad.ox49 ]
-  %344 = mul nsw i64 %conv1_weight_grad.g40100, 64
-  %345 = add nsw i64 %344, %conv1_weight_grad.j41101
-  %346 = mul nsw i64 %345, 784
-  %347 = mul nsw i64 %conv1_weight_grad.c42102, 784
-  %348 = add nsw i64 %346, %347
-  %349 = mul nsw i64 %conv1_weight_grad.oy48112, 2
-  %350 = add nsw i64 %349, %conv1_weight_grad.ky43103
-  %351 = mul nsw i64 %350, 28
-  %352 = add nsw i64 %348, %351
-  %353 = mul nsw i64 %conv1_weight_grad.ox49113, 2
-  %354 = add nsw i64 %353, 2
-  %355 = add nsw i64 %352, %354
-  %images114 = getelementptr inbounds float, ptr %images, i64 %355
-  %356 = load float, ptr %images114, align 4
-  %357 = mul nsw i64 %conv1_weight_grad.c42102, 3
-  %358 = add nsw i64 %357, %conv1_weight_grad.ky43103
-  %359 = mul nsw i64 %358, 3
-  %360 = add nsw i64 %359, 2
-  %361 = mul nsw i64 %360, 10816
-  %362 = add nsw i64 72208, %361
-  %363 = mul nsw i64 %conv1_weight_grad.j41101, 169
-  %364 = add nsw i64 %362, %363
-  %365 = mul nsw i64 %conv1_weight_grad.oy48112, 13
-  %366 = add nsw i64 %364, %365
-  %367 = add nsw i64 %366, %conv1_weight_grad.ox49113
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %367
-  store float %356, ptr %arena115, align 4
-  %ox49.next = add nsw i64 %conv1_weight_grad.ox49113, 1
-  %368 = icmp slt i64 %ox49.next, 13
-  br i1 %368, label %conv1_weight_grad.ox49, label %conv1_weight_grad.ox49.end
+conv1_weight_grad.f49:                            ; preds = %conv1_weight_grad.i50.end, %conv1_weight_grad.j48
+  %conv1_weight_grad.f49145 = phi i64 [ 0, %conv1_weight_grad.j48 ], [ %f49.next, %conv1_weight_grad.i50.end ]
+  br label %conv1_weight_grad.i50
 
-conv1_weight_grad.ox49.end:                       ; preds = %conv1_weight_grad.ox49
-  %oy48.next = add nsw i64 %conv1_weight_grad.oy48112, 1
-  %369 = icmp slt i64 %oy48.next, 13
-  br i1 %369, label %conv1_weight_grad.oy48, label %conv1_weight_grad.oy48.end
+conv1_weight_grad.f49.end:                        ; preds = %conv1_weight_grad.i50.end
+  %j48.next = add nsw i64 %conv1_weight_grad.j48144, 1
+  %505 = icmp slt i64 %j48.next, 64
+  br i1 %505, label %conv1_weight_grad.j48, label %conv1_weight_grad.j48.end
 
-conv1_weight_grad.j50:                            ; preds = %conv1_weight_grad.f51.end, %conv1_weight_grad.j41.end
-  %conv1_weight_grad.j50116 = phi i64 [ 0, %conv1_weight_grad.j41.end ], [ %j50.next, %conv1_weight_grad.f51.end ]
-  br label %conv1_weight_grad.f51
+conv1_weight_grad.i50:                            ; preds = %conv1_weight_grad.i50, %conv1_weight_grad.f49
+  %conv1_weight_grad.i50146 = phi i64 [ 0, %conv1_weight_grad.f49 ], [ %i50.next, %conv1_weight_grad.i50 ]
+  %506 = mul nsw i64 %conv1_weight_grad.g38128, 64
+  %507 = add nsw i64 %506, %conv1_weight_grad.j48144
+  %508 = mul nsw i64 %507, 676
+  %509 = add nsw i64 28944, %508
+  %510 = mul nsw i64 %conv1_weight_grad.f49145, 169
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 %511, %conv1_weight_grad.i50146
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load float, ptr %arena147, align 4
+  %514 = mul nsw i64 %conv1_weight_grad.f49145, 10816
+  %515 = add nsw i64 169552, %514
+  %516 = mul nsw i64 %conv1_weight_grad.j48144, 169
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %conv1_weight_grad.i50146
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %518
+  store float %513, ptr %arena148, align 4
+  %i50.next = add nsw i64 %conv1_weight_grad.i50146, 1
+  %519 = icmp slt i64 %i50.next, 169
+  br i1 %519, label %conv1_weight_grad.i50, label %conv1_weight_grad.i50.end
 
-conv1_weight_grad.j50.end:                        ; preds = %conv1_weight_grad.f51.end
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 169552
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 72208
-  %grads123 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 4, i32 9, i32 10816, float 1.000000e+00, ptr %arena121, i32 10816, ptr %arena122, i32 10816, float 1.000000e+00, ptr %grads123, i32 9)
-  %g40.next = add nsw i64 %conv1_weight_grad.g40100, 1
-  %370 = icmp slt i64 %g40.next, 1
-  br i1 %370, label %conv1_weight_grad.g40, label %conv1_weight_grad.g40.end
+conv1_weight_grad.i50.end:                        ; preds = %conv1_weight_grad.i50
+  %f49.next = add nsw i64 %conv1_weight_grad.f49145, 1
+  %520 = icmp slt i64 %f49.next, 4
+  br i1 %520, label %conv1_weight_grad.f49, label %conv1_weight_grad.f49.end
 
-conv1_weight_grad.f51:                            ; preds = %conv1_weight_grad.i52.end, %conv1_weight_grad.j50
-  %conv1_weight_grad.f51117 = phi i64 [ 0, %conv1_weight_grad.j50 ], [ %f51.next, %conv1_weight_grad.i52.end ]
-  br label %conv1_weight_grad.i52
+conv1_bias_grad.f51:                              ; preds = %conv1_bias_grad.img53.end, %conv1_weight_grad.g38.end
+  %conv1_bias_grad.f51152 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %f51.next, %conv1_bias_grad.img53.end ]
+  store float 0.000000e+00, ptr %conv1_bias_grad.acc52, align 4
+  br label %conv1_bias_grad.img53
 
-conv1_weight_grad.f51.end:                        ; preds = %conv1_weight_grad.i52.end
-  %j50.next = add nsw i64 %conv1_weight_grad.j50116, 1
-  %371 = icmp slt i64 %j50.next, 64
-  br i1 %371, label %conv1_weight_grad.j50, label %conv1_weight_grad.j50.end
+conv1_bias_grad.f51.end:                          ; preds = %conv1_bias_grad.img53.end
+  %521 = sitofp i64 %step to float
+  %522 = fmul float %521, 0xBFBAF8E8A0000000
+  %523 = call float @llvm.exp.f32(float %522)
+  %524 = fsub float 1.000000e+00, %523
+  %525 = fdiv float %lr, %524
+  store float %525, ptr %adam.step_size55, align 4
+  %526 = sitofp i64 %step to float
+  %527 = fmul float %526, 0xBF50645940000000
+  %528 = call float @llvm.exp.f32(float %527)
+  %529 = fsub float 1.000000e+00, %528
+  %530 = call float @llvm.sqrt.f32(float %529)
+  store float %530, ptr %adam.bc2_sqrt56, align 4
+  br label %adam.i57
 
-conv1_weight_grad.i52:                            ; preds = %conv1_weight_grad.i52, %conv1_weight_grad.f51
-  %conv1_weight_grad.i52118 = phi i64 [ 0, %conv1_weight_grad.f51 ], [ %i52.next, %conv1_weight_grad.i52 ]
-  %372 = mul nsw i64 %conv1_weight_grad.g40100, 64
-  %373 = add nsw i64 %372, %conv1_weight_grad.j50116
-  %374 = mul nsw i64 %373, 676
-  %375 = add nsw i64 28944, %374
-  %376 = mul nsw i64 %conv1_weight_grad.f51117, 169
-  %377 = add nsw i64 %375, %376
-  %378 = add nsw i64 %377, %conv1_weight_grad.i52118
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %378
-  %379 = load float, ptr %arena119, align 4
-  %380 = mul nsw i64 %conv1_weight_grad.f51117, 10816
-  %381 = add nsw i64 169552, %380
-  %382 = mul nsw i64 %conv1_weight_grad.j50116, 169
-  %383 = add nsw i64 %381, %382
-  %384 = add nsw i64 %383, %conv1_weight_grad.i52118
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %384
-  store float %379, ptr %arena120, align 4
-  %i52.next = add nsw i64 %conv1_weight_grad.i52118, 1
-  %385 = icmp slt i64 %i52.next, 169
-  br i1 %385, label %conv1_weight_grad.i52, label %conv1_weight_grad.i52.end
+conv1_bias_grad.img53:                            ; preds = %conv1_bias_grad.i54.end, %conv1_bias_grad.f51
+  %conv1_bias_grad.img53153 = phi i64 [ 0, %conv1_bias_grad.f51 ], [ %img53.next, %conv1_bias_grad.i54.end ]
+  br label %conv1_bias_grad.i54
 
-conv1_weight_grad.i52.end:                        ; preds = %conv1_weight_grad.i52
-  %f51.next = add nsw i64 %conv1_weight_grad.f51117, 1
-  %386 = icmp slt i64 %f51.next, 4
-  br i1 %386, label %conv1_weight_grad.f51, label %conv1_weight_grad.f51.end
+conv1_bias_grad.img53.end:                        ; preds = %conv1_bias_grad.i54.end
+  %acc52156 = load float, ptr %conv1_bias_grad.acc52, align 4
+  %531 = add nsw i64 36, %conv1_bias_grad.f51152
+  %grads157 = getelementptr inbounds float, ptr %grads, i64 %531
+  store float %acc52156, ptr %grads157, align 4
+  %f51.next = add nsw i64 %conv1_bias_grad.f51152, 1
+  %532 = icmp slt i64 %f51.next, 4
+  br i1 %532, label %conv1_bias_grad.f51, label %conv1_bias_grad.f51.end
 
-conv1_bias_grad.f53:                              ; preds = %conv1_bias_grad.img55.end, %conv1_weight_grad.g40.end
-  %conv1_bias_grad.f53124 = phi i64 [ 0, %conv1_weight_grad.g40.end ], [ %f53.next, %conv1_bias_grad.img55.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc54, align 4
-  br label %conv1_bias_grad.img55
+conv1_bias_grad.i54:                              ; preds = %conv1_bias_grad.i54, %conv1_bias_grad.img53
+  %conv1_bias_grad.i54154 = phi i64 [ 0, %conv1_bias_grad.img53 ], [ %i54.next, %conv1_bias_grad.i54 ]
+  %acc52 = load float, ptr %conv1_bias_grad.acc52, align 4
+  %533 = mul nsw i64 %conv1_bias_grad.img53153, 676
+  %534 = add nsw i64 28944, %533
+  %535 = mul nsw i64 %conv1_bias_grad.f51152, 169
+  %536 = add nsw i64 %534, %535
+  %537 = add nsw i64 %536, %conv1_bias_grad.i54154
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %537
+  %538 = load float, ptr %arena155, align 4
+  %539 = fadd float %acc52, %538
+  store float %539, ptr %conv1_bias_grad.acc52, align 4
+  %i54.next = add nsw i64 %conv1_bias_grad.i54154, 1
+  %540 = icmp slt i64 %i54.next, 169
+  br i1 %540, label %conv1_bias_grad.i54, label %conv1_bias_grad.i54.end
 
-conv1_bias_grad.f53.end:                          ; preds = %conv1_bias_grad.img55.end
-  %387 = sitofp i64 %step to float
-  %388 = fmul float %387, 0xBFBAF8E8A0000000
-  %389 = call float @llvm.exp.f32(float %388)
-  %390 = fsub float 1.000000e+00, %389
-  %391 = fdiv float %lr, %390
-  store float %391, ptr %adam.step_size57, align 4
-  %392 = sitofp i64 %step to float
-  %393 = fmul float %392, 0xBF50645940000000
-  %394 = call float @llvm.exp.f32(float %393)
-  %395 = fsub float 1.000000e+00, %394
-  %396 = call float @llvm.sqrt.f32(float %395)
-  store float %396, ptr %adam.bc2_sqrt58, align 4
-  br label %adam.i59
+conv1_bias_grad.i54.end:                          ; preds = %conv1_bias_grad.i54
+  %img53.next = add nsw i64 %conv1_bias_grad.img53153, 1
+  %541 = icmp slt i64 %img53.next, 64
+  br i1 %541, label %conv1_bias_grad.img53, label %conv1_bias_grad.img53.end
 
-conv1_bias_grad.img55:                            ; preds = %conv1_bias_grad.i56.end, %conv1_bias_grad.f53
-  %conv1_bias_grad.img55125 = phi i64 [ 0, %conv1_bias_grad.f53 ], [ %img55.next, %conv1_bias_grad.i56.end ]
-  br label %conv1_bias_grad.i56
-
-conv1_bias_grad.img55.end:                        ; preds = %conv1_bias_grad.i56.end
-  %acc54128 = load float, ptr %conv1_bias_grad.acc54, align 4
-  %397 = add nsw i64 36, %conv1_bias_grad.f53124
-  %grads129 = getelementptr inbounds float, ptr %grads, i64 %397
-  store float %acc54128, ptr %grads129, align 4
-  %f53.next = add nsw i64 %conv1_bias_grad.f53124, 1
-  %398 = icmp slt i64 %f53.next, 4
-  br i1 %398, label %conv1_bias_grad.f53, label %conv1_bias_grad.f53.end
-
-conv1_bias_grad.i56:                              ; preds = %conv1_bias_grad.i56, %conv1_bias_grad.img55
-  %conv1_bias_grad.i56126 = phi i64 [ 0, %conv1_bias_grad.img55 ], [ %i56.next, %conv1_bias_grad.i56 ]
-  %acc54 = load float, ptr %conv1_bias_grad.acc54, align 4
-  %399 = mul nsw i64 %conv1_bias_grad.img55125, 676
-  %400 = add nsw i64 28944, %399
-  %401 = mul nsw i64 %conv1_bias_grad.f53124, 169
-  %402 = add nsw i64 %400, %401
-  %403 = add nsw i64 %402, %conv1_bias_grad.i56126
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %403
-  %404 = load float, ptr %arena127, align 4
-  %405 = fadd float %acc54, %404
-  store float %405, ptr %conv1_bias_grad.acc54, align 4
-  %i56.next = add nsw i64 %conv1_bias_grad.i56126, 1
-  %406 = icmp slt i64 %i56.next, 169
-  br i1 %406, label %conv1_bias_grad.i56, label %conv1_bias_grad.i56.end
-
-conv1_bias_grad.i56.end:                          ; preds = %conv1_bias_grad.i56
-  %img55.next = add nsw i64 %conv1_bias_grad.img55125, 1
-  %407 = icmp slt i64 %img55.next, 64
-  br i1 %407, label %conv1_bias_grad.img55, label %conv1_bias_grad.img55.end
-
-adam.i59:                                         ; preds = %adam.i59, %conv1_bias_grad.f53.end
-  %adam.i59130 = phi i64 [ 0, %conv1_bias_grad.f53.end ], [ %i59.next, %adam.i59 ]
-  %grads131 = getelementptr inbounds float, ptr %grads, i64 %adam.i59130
-  %408 = load float, ptr %grads131, align 4
-  %params132 = getelementptr inbounds float, ptr %params, i64 %adam.i59130
-  %409 = load float, ptr %params132, align 4
-  %410 = fmul float 0.000000e+00, %409
-  %411 = fadd float %408, %410
-  store float %411, ptr %adam.g, align 4
-  %m133 = getelementptr inbounds float, ptr %m, i64 %adam.i59130
-  %412 = load float, ptr %m133, align 4
-  %413 = fmul float 0x3FECCCCCC0000000, %412
+adam.i57:                                         ; preds = %adam.i57, %conv1_bias_grad.f51.end
+  %adam.i57158 = phi i64 [ 0, %conv1_bias_grad.f51.end ], [ %i57.next, %adam.i57 ]
+  %grads159 = getelementptr inbounds float, ptr %grads, i64 %adam.i57158
+  %542 = load float, ptr %grads159, align 4
+  %params160 = getelementptr inbounds float, ptr %params, i64 %adam.i57158
+  %543 = load float, ptr %params160, align 4
+  %544 = fmul float 0.000000e+00, %543
+  %545 = fadd float %542, %544
+  store float %545, ptr %adam.g, align 4
+  %m161 = getelementptr inbounds float, ptr %m, i64 %adam.i57158
+  %546 = load float, ptr %m161, align 4
+  %547 = fmul float 0x3FECCCCCC0000000, %546
   %g = load float, ptr %adam.g, align 4
-  %414 = fmul float 0x3FB9999A00000000, %g
-  %415 = fadd float %413, %414
-  store float %415, ptr %adam.m_new, align 4
-  %v134 = getelementptr inbounds float, ptr %v, i64 %adam.i59130
-  %416 = load float, ptr %v134, align 4
-  %417 = fmul float 0x3FEFF7CEE0000000, %416
-  %g135 = load float, ptr %adam.g, align 4
-  %418 = fmul float 0x3F50624000000000, %g135
-  %g136 = load float, ptr %adam.g, align 4
-  %419 = fmul float %418, %g136
-  %420 = fadd float %417, %419
-  store float %420, ptr %adam.v_new, align 4
+  %548 = fmul float 0x3FB9999A00000000, %g
+  %549 = fadd float %547, %548
+  store float %549, ptr %adam.m_new, align 4
+  %v162 = getelementptr inbounds float, ptr %v, i64 %adam.i57158
+  %550 = load float, ptr %v162, align 4
+  %551 = fmul float 0x3FEFF7CEE0000000, %550
+  %g163 = load float, ptr %adam.g, align 4
+  %552 = fmul float 0x3F50624000000000, %g163
+  %g164 = load float, ptr %adam.g, align 4
+  %553 = fmul float %552, %g164
+  %554 = fadd float %551, %553
+  store float %554, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m137 = getelementptr inbounds float, ptr %m, i64 %adam.i59130
-  store float %m_new, ptr %m137, align 4
+  %m165 = getelementptr inbounds float, ptr %m, i64 %adam.i57158
+  store float %m_new, ptr %m165, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v138 = getelementptr inbounds float, ptr %v, i64 %adam.i59130
-  store float %v_new, ptr %v138, align 4
-  %params139 = getelementptr inbounds float, ptr %params, i64 %adam.i59130
-  %421 = load float, ptr %params139, align 4
-  %step_size57 = load float, ptr %adam.step_size57, align 4
-  %m_new140 = load float, ptr %adam.m_new, align 4
-  %422 = fmul float %step_size57, %m_new140
-  %v_new141 = load float, ptr %adam.v_new, align 4
-  %423 = call float @llvm.sqrt.f32(float %v_new141)
-  %bc2_sqrt58 = load float, ptr %adam.bc2_sqrt58, align 4
-  %424 = fdiv float %423, %bc2_sqrt58
-  %425 = fadd float %424, 0x3E45798EE0000000
-  %426 = fdiv float %422, %425
-  %427 = fsub float %421, %426
-  %params142 = getelementptr inbounds float, ptr %params, i64 %adam.i59130
-  store float %427, ptr %params142, align 4
-  %i59.next = add nsw i64 %adam.i59130, 1
-  %428 = icmp slt i64 %i59.next, 1490
-  br i1 %428, label %adam.i59, label %adam.i59.end
+  %v166 = getelementptr inbounds float, ptr %v, i64 %adam.i57158
+  store float %v_new, ptr %v166, align 4
+  %params167 = getelementptr inbounds float, ptr %params, i64 %adam.i57158
+  %555 = load float, ptr %params167, align 4
+  %step_size55 = load float, ptr %adam.step_size55, align 4
+  %m_new168 = load float, ptr %adam.m_new, align 4
+  %556 = fmul float %step_size55, %m_new168
+  %v_new169 = load float, ptr %adam.v_new, align 4
+  %557 = call float @llvm.sqrt.f32(float %v_new169)
+  %bc2_sqrt56 = load float, ptr %adam.bc2_sqrt56, align 4
+  %558 = fdiv float %557, %bc2_sqrt56
+  %559 = fadd float %558, 0x3E45798EE0000000
+  %560 = fdiv float %556, %559
+  %561 = fsub float %555, %560
+  %params170 = getelementptr inbounds float, ptr %params, i64 %adam.i57158
+  store float %561, ptr %params170, align 4
+  %i57.next = add nsw i64 %adam.i57158, 1
+  %562 = icmp slt i64 %i57.next, 1490
+  br i1 %562, label %adam.i57, label %adam.i57.end
 
-adam.i59.end:                                     ; preds = %adam.i59
+adam.i57.end:                                     ; preds = %adam.i57
   ret void
 }
 
@@ -1019,11 +1173,11 @@ conv1.g1:                                         ; preds = %conv1.j11.end, %ent
   br label %conv1.j2
 
 conv1.g1.end:                                     ; preds = %conv1.j11.end
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 0
-  %params42 = getelementptr inbounds float, ptr %params, i64 40
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 9216
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena41, i32 144, ptr %params42, i32 144, float 0.000000e+00, ptr %arena43, i32 10)
-  br label %fc1.n19
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
+  %params70 = getelementptr inbounds float, ptr %params, i64 40
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 9216
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
+  br label %fc1.n17
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
@@ -1216,8 +1370,8 @@ conv1.py13.end:                                   ; preds = %conv1.px14.end
   %81 = icmp slt i64 %f12.next, 4
   br i1 %81, label %conv1.f12, label %conv1.f12.end
 
-conv1.px14:                                       ; preds = %conv1.ky17.end, %conv1.py13
-  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.ky17.end ]
+conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
+  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
   %82 = mul nsw i64 %conv1.f1221, 10816
   %83 = add nsw i64 115776, %82
   %84 = mul nsw i64 %conv1.j1120, 169
@@ -1238,158 +1392,312 @@ conv1.px14:                                       ; preds = %conv1.ky17.end, %co
   %96 = add nsw i64 %94, %95
   %97 = sitofp i64 %96 to float
   store float %97, ptr %conv1.bi16, align 4
-  br label %conv1.ky17
-
-conv1.px14.end:                                   ; preds = %conv1.ky17.end
-  %py13.next = add nsw i64 %conv1.py1322, 1
-  %98 = icmp slt i64 %py13.next, 6
-  br i1 %98, label %conv1.py13, label %conv1.py13.end
-
-conv1.ky17:                                       ; preds = %conv1.kx18.end, %conv1.px14
-  %conv1.ky1726 = phi i64 [ 0, %conv1.px14 ], [ %ky17.next, %conv1.kx18.end ]
-  br label %conv1.kx18
-
-conv1.ky17.end:                                   ; preds = %conv1.kx18.end
-  %best1536 = load float, ptr %conv1.best15, align 4
-  %99 = fcmp ogt float %best1536, 0.000000e+00
-  %best1537 = load float, ptr %conv1.best15, align 4
-  %100 = select i1 %99, float %best1537, float 0.000000e+00
-  %101 = mul nsw i64 %conv1.g11, 64
-  %102 = add nsw i64 %101, %conv1.j1120
-  %103 = mul nsw i64 %102, 144
-  %104 = mul nsw i64 %conv1.f1221, 36
-  %105 = add nsw i64 %103, %104
-  %106 = mul nsw i64 %conv1.py1322, 6
-  %107 = add nsw i64 %105, %106
-  %108 = add nsw i64 %107, %conv1.px1423
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %108
-  store float %100, ptr %arena38, align 4
-  %bi1639 = load float, ptr %conv1.bi16, align 4
-  %109 = mul nsw i64 %conv1.g11, 64
-  %110 = add nsw i64 %109, %conv1.j1120
-  %111 = mul nsw i64 %110, 144
-  %112 = mul nsw i64 %conv1.f1221, 36
-  %113 = add nsw i64 %111, %112
-  %114 = mul nsw i64 %conv1.py1322, 6
-  %115 = add nsw i64 %113, %114
-  %116 = add nsw i64 %115, %conv1.px1423
-  %117 = add nsw i64 9216, %116
-  %arena40 = getelementptr inbounds float, ptr %arena, i64 %117
-  store float %bi1639, ptr %arena40, align 4
-  %px14.next = add nsw i64 %conv1.px1423, 1
-  %118 = icmp slt i64 %px14.next, 6
-  br i1 %118, label %conv1.px14, label %conv1.px14.end
-
-conv1.kx18:                                       ; preds = %conv1.kx18, %conv1.ky17
-  %conv1.kx1827 = phi i64 [ 0, %conv1.ky17 ], [ %kx18.next, %conv1.kx18 ]
-  %119 = mul nsw i64 %conv1.f1221, 10816
-  %120 = add nsw i64 115776, %119
-  %121 = mul nsw i64 %conv1.j1120, 169
-  %122 = add nsw i64 %120, %121
-  %123 = mul nsw i64 %conv1.py1322, 26
-  %124 = mul nsw i64 %conv1.px1423, 2
-  %125 = add nsw i64 %123, %124
-  %126 = mul nsw i64 %conv1.ky1726, 13
-  %127 = add nsw i64 %125, %126
-  %128 = add nsw i64 %127, %conv1.kx1827
-  %129 = add nsw i64 %122, %128
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %129
-  %130 = load float, ptr %arena28, align 4
-  %131 = add nsw i64 36, %conv1.f1221
-  %params29 = getelementptr inbounds float, ptr %params, i64 %131
-  %132 = load float, ptr %params29, align 4
-  %133 = fadd float %130, %132
+  %98 = mul nsw i64 %conv1.f1221, 10816
+  %99 = add nsw i64 115776, %98
+  %100 = mul nsw i64 %conv1.j1120, 169
+  %101 = add nsw i64 %99, %100
+  %102 = mul nsw i64 %conv1.py1322, 26
+  %103 = mul nsw i64 %conv1.px1423, 2
+  %104 = add nsw i64 %102, %103
+  %105 = add nsw i64 %101, %104
+  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
+  %106 = load float, ptr %arena26, align 4
+  %107 = add nsw i64 36, %conv1.f1221
+  %params27 = getelementptr inbounds float, ptr %params, i64 %107
+  %108 = load float, ptr %params27, align 4
+  %109 = fadd float %106, %108
   %best15 = load float, ptr %conv1.best15, align 4
-  %134 = fcmp ogt float %133, %best15
-  %135 = mul nsw i64 %conv1.py1322, 26
-  %136 = mul nsw i64 %conv1.px1423, 2
-  %137 = add nsw i64 %135, %136
-  %138 = mul nsw i64 %conv1.ky1726, 13
-  %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %conv1.kx1827
-  %141 = sitofp i64 %140 to float
+  %110 = fcmp ogt float %109, %best15
+  %111 = mul nsw i64 %conv1.py1322, 26
+  %112 = mul nsw i64 %conv1.px1423, 2
+  %113 = add nsw i64 %111, %112
+  %114 = sitofp i64 %113 to float
   %bi16 = load float, ptr %conv1.bi16, align 4
-  %142 = select i1 %134, float %141, float %bi16
-  store float %142, ptr %conv1.bi16, align 4
-  %143 = mul nsw i64 %conv1.f1221, 10816
-  %144 = add nsw i64 115776, %143
-  %145 = mul nsw i64 %conv1.j1120, 169
-  %146 = add nsw i64 %144, %145
-  %147 = mul nsw i64 %conv1.py1322, 26
-  %148 = mul nsw i64 %conv1.px1423, 2
-  %149 = add nsw i64 %147, %148
-  %150 = mul nsw i64 %conv1.ky1726, 13
-  %151 = add nsw i64 %149, %150
-  %152 = add nsw i64 %151, %conv1.kx1827
-  %153 = add nsw i64 %146, %152
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %153
-  %154 = load float, ptr %arena30, align 4
-  %155 = add nsw i64 36, %conv1.f1221
-  %params31 = getelementptr inbounds float, ptr %params, i64 %155
-  %156 = load float, ptr %params31, align 4
-  %157 = fadd float %154, %156
-  %best1532 = load float, ptr %conv1.best15, align 4
-  %158 = fcmp ogt float %157, %best1532
-  %159 = mul nsw i64 %conv1.f1221, 10816
-  %160 = add nsw i64 115776, %159
-  %161 = mul nsw i64 %conv1.j1120, 169
-  %162 = add nsw i64 %160, %161
-  %163 = mul nsw i64 %conv1.py1322, 26
-  %164 = mul nsw i64 %conv1.px1423, 2
+  %115 = select i1 %110, float %114, float %bi16
+  store float %115, ptr %conv1.bi16, align 4
+  %116 = mul nsw i64 %conv1.f1221, 10816
+  %117 = add nsw i64 115776, %116
+  %118 = mul nsw i64 %conv1.j1120, 169
+  %119 = add nsw i64 %117, %118
+  %120 = mul nsw i64 %conv1.py1322, 26
+  %121 = mul nsw i64 %conv1.px1423, 2
+  %122 = add nsw i64 %120, %121
+  %123 = add nsw i64 %119, %122
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
+  %124 = load float, ptr %arena28, align 4
+  %125 = add nsw i64 36, %conv1.f1221
+  %params29 = getelementptr inbounds float, ptr %params, i64 %125
+  %126 = load float, ptr %params29, align 4
+  %127 = fadd float %124, %126
+  %best1530 = load float, ptr %conv1.best15, align 4
+  %128 = fcmp ogt float %127, %best1530
+  %129 = mul nsw i64 %conv1.f1221, 10816
+  %130 = add nsw i64 115776, %129
+  %131 = mul nsw i64 %conv1.j1120, 169
+  %132 = add nsw i64 %130, %131
+  %133 = mul nsw i64 %conv1.py1322, 26
+  %134 = mul nsw i64 %conv1.px1423, 2
+  %135 = add nsw i64 %133, %134
+  %136 = add nsw i64 %132, %135
+  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
+  %137 = load float, ptr %arena31, align 4
+  %138 = add nsw i64 36, %conv1.f1221
+  %params32 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params32, align 4
+  %140 = fadd float %137, %139
+  %best1533 = load float, ptr %conv1.best15, align 4
+  %141 = select i1 %128, float %140, float %best1533
+  store float %141, ptr %conv1.best15, align 4
+  %142 = mul nsw i64 %conv1.f1221, 10816
+  %143 = add nsw i64 115776, %142
+  %144 = mul nsw i64 %conv1.j1120, 169
+  %145 = add nsw i64 %143, %144
+  %146 = mul nsw i64 %conv1.py1322, 26
+  %147 = mul nsw i64 %conv1.px1423, 2
+  %148 = add nsw i64 %146, %147
+  %149 = add nsw i64 %148, 1
+  %150 = add nsw i64 %145, %149
+  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
+  %151 = load float, ptr %arena34, align 4
+  %152 = add nsw i64 36, %conv1.f1221
+  %params35 = getelementptr inbounds float, ptr %params, i64 %152
+  %153 = load float, ptr %params35, align 4
+  %154 = fadd float %151, %153
+  %best1536 = load float, ptr %conv1.best15, align 4
+  %155 = fcmp ogt float %154, %best1536
+  %156 = mul nsw i64 %conv1.py1322, 26
+  %157 = mul nsw i64 %conv1.px1423, 2
+  %158 = add nsw i64 %156, %157
+  %159 = add nsw i64 %158, 1
+  %160 = sitofp i64 %159 to float
+  %bi1637 = load float, ptr %conv1.bi16, align 4
+  %161 = select i1 %155, float %160, float %bi1637
+  store float %161, ptr %conv1.bi16, align 4
+  %162 = mul nsw i64 %conv1.f1221, 10816
+  %163 = add nsw i64 115776, %162
+  %164 = mul nsw i64 %conv1.j1120, 169
   %165 = add nsw i64 %163, %164
-  %166 = mul nsw i64 %conv1.ky1726, 13
-  %167 = add nsw i64 %165, %166
-  %168 = add nsw i64 %167, %conv1.kx1827
-  %169 = add nsw i64 %162, %168
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %169
-  %170 = load float, ptr %arena33, align 4
-  %171 = add nsw i64 36, %conv1.f1221
-  %params34 = getelementptr inbounds float, ptr %params, i64 %171
-  %172 = load float, ptr %params34, align 4
-  %173 = fadd float %170, %172
-  %best1535 = load float, ptr %conv1.best15, align 4
-  %174 = select i1 %158, float %173, float %best1535
-  store float %174, ptr %conv1.best15, align 4
-  %kx18.next = add nsw i64 %conv1.kx1827, 1
-  %175 = icmp slt i64 %kx18.next, 2
-  br i1 %175, label %conv1.kx18, label %conv1.kx18.end
+  %166 = mul nsw i64 %conv1.py1322, 26
+  %167 = mul nsw i64 %conv1.px1423, 2
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 1
+  %170 = add nsw i64 %165, %169
+  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
+  %171 = load float, ptr %arena38, align 4
+  %172 = add nsw i64 36, %conv1.f1221
+  %params39 = getelementptr inbounds float, ptr %params, i64 %172
+  %173 = load float, ptr %params39, align 4
+  %174 = fadd float %171, %173
+  %best1540 = load float, ptr %conv1.best15, align 4
+  %175 = fcmp ogt float %174, %best1540
+  %176 = mul nsw i64 %conv1.f1221, 10816
+  %177 = add nsw i64 115776, %176
+  %178 = mul nsw i64 %conv1.j1120, 169
+  %179 = add nsw i64 %177, %178
+  %180 = mul nsw i64 %conv1.py1322, 26
+  %181 = mul nsw i64 %conv1.px1423, 2
+  %182 = add nsw i64 %180, %181
+  %183 = add nsw i64 %182, 1
+  %184 = add nsw i64 %179, %183
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
+  %185 = load float, ptr %arena41, align 4
+  %186 = add nsw i64 36, %conv1.f1221
+  %params42 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params42, align 4
+  %188 = fadd float %185, %187
+  %best1543 = load float, ptr %conv1.best15, align 4
+  %189 = select i1 %175, float %188, float %best1543
+  store float %189, ptr %conv1.best15, align 4
+  %190 = mul nsw i64 %conv1.f1221, 10816
+  %191 = add nsw i64 115776, %190
+  %192 = mul nsw i64 %conv1.j1120, 169
+  %193 = add nsw i64 %191, %192
+  %194 = mul nsw i64 %conv1.py1322, 26
+  %195 = mul nsw i64 %conv1.px1423, 2
+  %196 = add nsw i64 %194, %195
+  %197 = add nsw i64 %196, 13
+  %198 = add nsw i64 %193, %197
+  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
+  %199 = load float, ptr %arena44, align 4
+  %200 = add nsw i64 36, %conv1.f1221
+  %params45 = getelementptr inbounds float, ptr %params, i64 %200
+  %201 = load float, ptr %params45, align 4
+  %202 = fadd float %199, %201
+  %best1546 = load float, ptr %conv1.best15, align 4
+  %203 = fcmp ogt float %202, %best1546
+  %204 = mul nsw i64 %conv1.py1322, 26
+  %205 = mul nsw i64 %conv1.px1423, 2
+  %206 = add nsw i64 %204, %205
+  %207 = add nsw i64 %206, 13
+  %208 = sitofp i64 %207 to float
+  %bi1647 = load float, ptr %conv1.bi16, align 4
+  %209 = select i1 %203, float %208, float %bi1647
+  store float %209, ptr %conv1.bi16, align 4
+  %210 = mul nsw i64 %conv1.f1221, 10816
+  %211 = add nsw i64 115776, %210
+  %212 = mul nsw i64 %conv1.j1120, 169
+  %213 = add nsw i64 %211, %212
+  %214 = mul nsw i64 %conv1.py1322, 26
+  %215 = mul nsw i64 %conv1.px1423, 2
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 13
+  %218 = add nsw i64 %213, %217
+  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
+  %219 = load float, ptr %arena48, align 4
+  %220 = add nsw i64 36, %conv1.f1221
+  %params49 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params49, align 4
+  %222 = fadd float %219, %221
+  %best1550 = load float, ptr %conv1.best15, align 4
+  %223 = fcmp ogt float %222, %best1550
+  %224 = mul nsw i64 %conv1.f1221, 10816
+  %225 = add nsw i64 115776, %224
+  %226 = mul nsw i64 %conv1.j1120, 169
+  %227 = add nsw i64 %225, %226
+  %228 = mul nsw i64 %conv1.py1322, 26
+  %229 = mul nsw i64 %conv1.px1423, 2
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 13
+  %232 = add nsw i64 %227, %231
+  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
+  %233 = load float, ptr %arena51, align 4
+  %234 = add nsw i64 36, %conv1.f1221
+  %params52 = getelementptr inbounds float, ptr %params, i64 %234
+  %235 = load float, ptr %params52, align 4
+  %236 = fadd float %233, %235
+  %best1553 = load float, ptr %conv1.best15, align 4
+  %237 = select i1 %223, float %236, float %best1553
+  store float %237, ptr %conv1.best15, align 4
+  %238 = mul nsw i64 %conv1.f1221, 10816
+  %239 = add nsw i64 115776, %238
+  %240 = mul nsw i64 %conv1.j1120, 169
+  %241 = add nsw i64 %239, %240
+  %242 = mul nsw i64 %conv1.py1322, 26
+  %243 = mul nsw i64 %conv1.px1423, 2
+  %244 = add nsw i64 %242, %243
+  %245 = add nsw i64 %244, 13
+  %246 = add nsw i64 %245, 1
+  %247 = add nsw i64 %241, %246
+  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
+  %248 = load float, ptr %arena54, align 4
+  %249 = add nsw i64 36, %conv1.f1221
+  %params55 = getelementptr inbounds float, ptr %params, i64 %249
+  %250 = load float, ptr %params55, align 4
+  %251 = fadd float %248, %250
+  %best1556 = load float, ptr %conv1.best15, align 4
+  %252 = fcmp ogt float %251, %best1556
+  %253 = mul nsw i64 %conv1.py1322, 26
+  %254 = mul nsw i64 %conv1.px1423, 2
+  %255 = add nsw i64 %253, %254
+  %256 = add nsw i64 %255, 13
+  %257 = add nsw i64 %256, 1
+  %258 = sitofp i64 %257 to float
+  %bi1657 = load float, ptr %conv1.bi16, align 4
+  %259 = select i1 %252, float %258, float %bi1657
+  store float %259, ptr %conv1.bi16, align 4
+  %260 = mul nsw i64 %conv1.f1221, 10816
+  %261 = add nsw i64 115776, %260
+  %262 = mul nsw i64 %conv1.j1120, 169
+  %263 = add nsw i64 %261, %262
+  %264 = mul nsw i64 %conv1.py1322, 26
+  %265 = mul nsw i64 %conv1.px1423, 2
+  %266 = add nsw i64 %264, %265
+  %267 = add nsw i64 %266, 13
+  %268 = add nsw i64 %267, 1
+  %269 = add nsw i64 %263, %268
+  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
+  %270 = load float, ptr %arena58, align 4
+  %271 = add nsw i64 36, %conv1.f1221
+  %params59 = getelementptr inbounds float, ptr %params, i64 %271
+  %272 = load float, ptr %params59, align 4
+  %273 = fadd float %270, %272
+  %best1560 = load float, ptr %conv1.best15, align 4
+  %274 = fcmp ogt float %273, %best1560
+  %275 = mul nsw i64 %conv1.f1221, 10816
+  %276 = add nsw i64 115776, %275
+  %277 = mul nsw i64 %conv1.j1120, 169
+  %278 = add nsw i64 %276, %277
+  %279 = mul nsw i64 %conv1.py1322, 26
+  %280 = mul nsw i64 %conv1.px1423, 2
+  %281 = add nsw i64 %279, %280
+  %282 = add nsw i64 %281, 13
+  %283 = add nsw i64 %282, 1
+  %284 = add nsw i64 %278, %283
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
+  %285 = load float, ptr %arena61, align 4
+  %286 = add nsw i64 36, %conv1.f1221
+  %params62 = getelementptr inbounds float, ptr %params, i64 %286
+  %287 = load float, ptr %params62, align 4
+  %288 = fadd float %285, %287
+  %best1563 = load float, ptr %conv1.best15, align 4
+  %289 = select i1 %274, float %288, float %best1563
+  store float %289, ptr %conv1.best15, align 4
+  %best1564 = load float, ptr %conv1.best15, align 4
+  %290 = fcmp ogt float %best1564, 0.000000e+00
+  %best1565 = load float, ptr %conv1.best15, align 4
+  %291 = select i1 %290, float %best1565, float 0.000000e+00
+  %292 = mul nsw i64 %conv1.g11, 64
+  %293 = add nsw i64 %292, %conv1.j1120
+  %294 = mul nsw i64 %293, 144
+  %295 = mul nsw i64 %conv1.f1221, 36
+  %296 = add nsw i64 %294, %295
+  %297 = mul nsw i64 %conv1.py1322, 6
+  %298 = add nsw i64 %296, %297
+  %299 = add nsw i64 %298, %conv1.px1423
+  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
+  store float %291, ptr %arena66, align 4
+  %bi1667 = load float, ptr %conv1.bi16, align 4
+  %300 = mul nsw i64 %conv1.g11, 64
+  %301 = add nsw i64 %300, %conv1.j1120
+  %302 = mul nsw i64 %301, 144
+  %303 = mul nsw i64 %conv1.f1221, 36
+  %304 = add nsw i64 %302, %303
+  %305 = mul nsw i64 %conv1.py1322, 6
+  %306 = add nsw i64 %304, %305
+  %307 = add nsw i64 %306, %conv1.px1423
+  %308 = add nsw i64 9216, %307
+  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
+  store float %bi1667, ptr %arena68, align 4
+  %px14.next = add nsw i64 %conv1.px1423, 1
+  %309 = icmp slt i64 %px14.next, 6
+  br i1 %309, label %conv1.px14, label %conv1.px14.end
 
-conv1.kx18.end:                                   ; preds = %conv1.kx18
-  %ky17.next = add nsw i64 %conv1.ky1726, 1
-  %176 = icmp slt i64 %ky17.next, 2
-  br i1 %176, label %conv1.ky17, label %conv1.ky17.end
+conv1.px14.end:                                   ; preds = %conv1.px14
+  %py13.next = add nsw i64 %conv1.py1322, 1
+  %310 = icmp slt i64 %py13.next, 6
+  br i1 %310, label %conv1.py13, label %conv1.py13.end
 
-fc1.n19:                                          ; preds = %fc1.u20.end, %conv1.g1.end
-  %fc1.n1944 = phi i64 [ 0, %conv1.g1.end ], [ %n19.next, %fc1.u20.end ]
-  br label %fc1.u20
+fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
+  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
+  br label %fc1.u18
 
-fc1.n19.end:                                      ; preds = %fc1.u20.end
+fc1.n17.end:                                      ; preds = %fc1.u18.end
   ret void
 
-fc1.u20:                                          ; preds = %fc1.u20, %fc1.n19
-  %fc1.u2045 = phi i64 [ 0, %fc1.n19 ], [ %u20.next, %fc1.u20 ]
-  %177 = mul nsw i64 %fc1.n1944, 10
-  %178 = add nsw i64 9216, %177
-  %179 = add nsw i64 %178, %fc1.u2045
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %179
-  %180 = load float, ptr %arena46, align 4
-  %181 = add nsw i64 1480, %fc1.u2045
-  %params47 = getelementptr inbounds float, ptr %params, i64 %181
-  %182 = load float, ptr %params47, align 4
-  %183 = fadd float %180, %182
-  %184 = mul nsw i64 %fc1.n1944, 10
-  %185 = add nsw i64 9216, %184
-  %186 = add nsw i64 %185, %fc1.u2045
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %186
-  store float %183, ptr %arena48, align 4
-  %u20.next = add nsw i64 %fc1.u2045, 1
-  %187 = icmp slt i64 %u20.next, 10
-  br i1 %187, label %fc1.u20, label %fc1.u20.end
+fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
+  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
+  %311 = mul nsw i64 %fc1.n1772, 10
+  %312 = add nsw i64 9216, %311
+  %313 = add nsw i64 %312, %fc1.u1873
+  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
+  %314 = load float, ptr %arena74, align 4
+  %315 = add nsw i64 1480, %fc1.u1873
+  %params75 = getelementptr inbounds float, ptr %params, i64 %315
+  %316 = load float, ptr %params75, align 4
+  %317 = fadd float %314, %316
+  %318 = mul nsw i64 %fc1.n1772, 10
+  %319 = add nsw i64 9216, %318
+  %320 = add nsw i64 %319, %fc1.u1873
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
+  store float %317, ptr %arena76, align 4
+  %u18.next = add nsw i64 %fc1.u1873, 1
+  %321 = icmp slt i64 %u18.next, 10
+  br i1 %321, label %fc1.u18, label %fc1.u18.end
 
-fc1.u20.end:                                      ; preds = %fc1.u20
-  %n19.next = add nsw i64 %fc1.n1944, 1
-  %188 = icmp slt i64 %n19.next, 64
-  br i1 %188, label %fc1.n19, label %fc1.n19.end
+fc1.u18.end:                                      ; preds = %fc1.u18
+  %n17.next = add nsw i64 %fc1.n1772, 1
+  %322 = icmp slt i64 %n17.next, 64
+  br i1 %322, label %fc1.n17, label %fc1.n17.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

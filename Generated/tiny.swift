@@ -69,12 +69,14 @@ public func tiny_train_b64(
           for px14 in 0..<6 {
             var best15: Float = (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)])
             var bi16: Float = Float(((py13 &* 26) &+ (px14 &* 2)))
-            for ky17 in 0..<2 {
-              for kx18 in 0..<2 {
-                bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18)) : bi16)
-                best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) : best15)
-              }
-            }
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)]) > best15 ? Float(((py13 &* 26) &+ (px14 &* 2))) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)]) : best15)
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1))] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 1)) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1))] + params[(36 &+ f12)]) : best15)
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13))] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 13)) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13))] + params[(36 &+ f12)]) : best15)
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f12)]) : best15)
             arena[((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14)] = (best15 > Float(0) ? best15 : Float(0))
             arena[(9216 &+ ((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14))] = bi16
           }
@@ -85,120 +87,120 @@ public func tiny_train_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 18432, 10)
-  for n19 in 0..<64 {
-    do {  // SIMD16 over u20
-      var u20 = 0
-      while u20 < 10 {
-        arena[((18432 &+ (n19 &* 10)) &+ u20)] = (arena[((18432 &+ (n19 &* 10)) &+ u20)] + params[(1480 &+ u20)])
-        u20 &+= 1
+  for n17 in 0..<64 {
+    do {  // SIMD16 over u18
+      var u18 = 0
+      while u18 < 10 {
+        arena[((18432 &+ (n17 &* 10)) &+ u18)] = (arena[((18432 &+ (n17 &* 10)) &+ u18)] + params[(1480 &+ u18)])
+        u18 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc1, label)
-  var total21: Float = Float(0)
-  for n22 in 0..<64 {
-    var m23: Float = arena[(18432 &+ (n22 &* 10))]
-    for k25 in 0..<10 {
-      m23 = { let x = m23, y = arena[((18432 &+ (n22 &* 10)) &+ k25)]; return y > x ? y : x }()
+  var total19: Float = Float(0)
+  for n20 in 0..<64 {
+    var m21: Float = arena[(18432 &+ (n20 &* 10))]
+    for k23 in 0..<10 {
+      m21 = { let x = m21, y = arena[((18432 &+ (n20 &* 10)) &+ k23)]; return y > x ? y : x }()
     }
-    var s24: Float = Float(0)
-    for k26 in 0..<10 {
-      s24 = (s24 + expf((arena[((18432 &+ (n22 &* 10)) &+ k26)] - m23)))
+    var s22: Float = Float(0)
+    for k24 in 0..<10 {
+      s22 = (s22 + expf((arena[((18432 &+ (n20 &* 10)) &+ k24)] - m21)))
     }
-    total21 = (total21 + ((m23 + logf(s24)) - arena[((18432 &+ (n22 &* 10)) &+ Int(labels[n22]))]))
+    total19 = (total19 + ((m21 + logf(s22)) - arena[((18432 &+ (n20 &* 10)) &+ Int(labels[n20]))]))
   }
-  arena[19072] = (total21 / Float(64))
+  arena[19072] = (total19 / Float(64))
   // fc1_grad = cross_entropy_grad(fc1, label)
-  for n27 in 0..<64 {
-    var m28: Float = arena[(18432 &+ (n27 &* 10))]
+  for n25 in 0..<64 {
+    var m26: Float = arena[(18432 &+ (n25 &* 10))]
+    for k28 in 0..<10 {
+      m26 = { let x = m26, y = arena[((18432 &+ (n25 &* 10)) &+ k28)]; return y > x ? y : x }()
+    }
+    var s27: Float = Float(0)
+    for k29 in 0..<10 {
+      s27 = (s27 + expf((arena[((18432 &+ (n25 &* 10)) &+ k29)] - m26)))
+    }
     for k30 in 0..<10 {
-      m28 = { let x = m28, y = arena[((18432 &+ (n27 &* 10)) &+ k30)]; return y > x ? y : x }()
-    }
-    var s29: Float = Float(0)
-    for k31 in 0..<10 {
-      s29 = (s29 + expf((arena[((18432 &+ (n27 &* 10)) &+ k31)] - m28)))
-    }
-    for k32 in 0..<10 {
-      arena[((19088 &+ (n27 &* 10)) &+ k32)] = ((k32 == Int(labels[n27]) ? ((expf((arena[((18432 &+ (n27 &* 10)) &+ k32)] - m28)) / s29) - Float(1)) : (expf((arena[((18432 &+ (n27 &* 10)) &+ k32)] - m28)) / s29)) / Float(64))
+      arena[((19088 &+ (n25 &* 10)) &+ k30)] = ((k30 == Int(labels[n25]) ? ((expf((arena[((18432 &+ (n25 &* 10)) &+ k30)] - m26)) / s27) - Float(1)) : (expf((arena[((18432 &+ (n25 &* 10)) &+ k30)] - m26)) / s27)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 10, 144, 64, 1, arena + 19088, 10, arena + 0, 144, Float(bitPattern: 0x0), grads + 40, 144)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u33 in 0..<10 {
-    var acc34: Float = Float(0)
-    for n35 in 0..<64 {
-      acc34 = (acc34 + arena[((19088 &+ (n35 &* 10)) &+ u33)])
+  for u31 in 0..<10 {
+    var acc32: Float = Float(0)
+    for n33 in 0..<64 {
+      acc32 = (acc32 + arena[((19088 &+ (n33 &* 10)) &+ u31)])
     }
-    grads[(1480 &+ u33)] = acc34
+    grads[(1480 &+ u31)] = acc32
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i36
-    var i36 = 0
-    while i36 &+ 16 <= 43264 {
-      store16(arena, 28944 &+ i36, SIMD16<Float>(repeating: Float(0)))
-      i36 &+= 16
+  do {  // SIMD16 over i34
+    var i34 = 0
+    while i34 &+ 16 <= 43264 {
+      store16(arena, 28944 &+ i34, SIMD16<Float>(repeating: Float(0)))
+      i34 &+= 16
     }
-    while i36 < 43264 {
-      arena[(28944 &+ i36)] = Float(0)
-      i36 &+= 1
+    while i34 < 43264 {
+      arena[(28944 &+ i34)] = Float(0)
+      i34 &+= 1
     }
   }
-  for q37 in 0..<256 {
-    for i38 in 0..<36 {
-      if arena[((q37 &* 36) &+ i38)] > Float(0) {
-        arena[((28944 &+ (q37 &* 169)) &+ Int(arena[(9216 &+ ((q37 &* 36) &+ i38))]))] += arena[(19728 &+ ((q37 &* 36) &+ i38))]
+  for q35 in 0..<256 {
+    for i36 in 0..<36 {
+      if arena[((q35 &* 36) &+ i36)] > Float(0) {
+        arena[((28944 &+ (q35 &* 169)) &+ Int(arena[(9216 &+ ((q35 &* 36) &+ i36))]))] += arena[(19728 &+ ((q35 &* 36) &+ i36))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i39
-    var i39 = 0
-    while i39 &+ 16 <= 36 {
-      store16(grads, 0 &+ i39, SIMD16<Float>(repeating: Float(0)))
-      i39 &+= 16
+  do {  // SIMD16 over i37
+    var i37 = 0
+    while i37 &+ 16 <= 36 {
+      store16(grads, 0 &+ i37, SIMD16<Float>(repeating: Float(0)))
+      i37 &+= 16
     }
-    while i39 < 36 {
-      grads[i39] = Float(0)
-      i39 &+= 1
+    while i37 < 36 {
+      grads[i37] = Float(0)
+      i37 &+= 1
     }
   }
-  for g40 in 0..<1 {
-    for j41 in 0..<64 {
-      for c42 in 0..<1 {
-        for ky43 in 0..<3 {
+  for g38 in 0..<1 {
+    for j39 in 0..<64 {
+      for c40 in 0..<1 {
+        for ky41 in 0..<3 {
+          for oy42 in 0..<13 {
+            for ox43 in 0..<13 {
+              arena[((((72208 &+ ((((c40 &* 3) &+ ky41) &* 3) &* 10816)) &+ (j39 &* 169)) &+ (oy42 &* 13)) &+ ox43)] = images[((((((g38 &* 64) &+ j39) &* 784) &+ (c40 &* 784)) &+ (((oy42 &* 2) &+ ky41) &* 28)) &+ (ox43 &* 2))]
+            }
+          }
           for oy44 in 0..<13 {
             for ox45 in 0..<13 {
-              arena[((((72208 &+ ((((c42 &* 3) &+ ky43) &* 3) &* 10816)) &+ (j41 &* 169)) &+ (oy44 &* 13)) &+ ox45)] = images[((((((g40 &* 64) &+ j41) &* 784) &+ (c42 &* 784)) &+ (((oy44 &* 2) &+ ky43) &* 28)) &+ (ox45 &* 2))]
+              arena[((((72208 &+ (((((c40 &* 3) &+ ky41) &* 3) &+ 1) &* 10816)) &+ (j39 &* 169)) &+ (oy44 &* 13)) &+ ox45)] = images[((((((g38 &* 64) &+ j39) &* 784) &+ (c40 &* 784)) &+ (((oy44 &* 2) &+ ky41) &* 28)) &+ ((ox45 &* 2) &+ 1))]
             }
           }
           for oy46 in 0..<13 {
             for ox47 in 0..<13 {
-              arena[((((72208 &+ (((((c42 &* 3) &+ ky43) &* 3) &+ 1) &* 10816)) &+ (j41 &* 169)) &+ (oy46 &* 13)) &+ ox47)] = images[((((((g40 &* 64) &+ j41) &* 784) &+ (c42 &* 784)) &+ (((oy46 &* 2) &+ ky43) &* 28)) &+ ((ox47 &* 2) &+ 1))]
-            }
-          }
-          for oy48 in 0..<13 {
-            for ox49 in 0..<13 {
-              arena[((((72208 &+ (((((c42 &* 3) &+ ky43) &* 3) &+ 2) &* 10816)) &+ (j41 &* 169)) &+ (oy48 &* 13)) &+ ox49)] = images[((((((g40 &* 64) &+ j41) &* 784) &+ (c42 &* 784)) &+ (((oy48 &* 2) &+ ky43) &* 28)) &+ ((ox49 &* 2) &+ 2))]
+              arena[((((72208 &+ (((((c40 &* 3) &+ ky41) &* 3) &+ 2) &* 10816)) &+ (j39 &* 169)) &+ (oy46 &* 13)) &+ ox47)] = images[((((((g38 &* 64) &+ j39) &* 784) &+ (c40 &* 784)) &+ (((oy46 &* 2) &+ ky41) &* 28)) &+ ((ox47 &* 2) &+ 2))]
             }
           }
         }
       }
     }
-    for j50 in 0..<64 {
-      for f51 in 0..<4 {
-        do {  // SIMD16 over i52
-          var i52 = 0
-          while i52 &+ 16 <= 169 {
-            store16(arena, ((169552 &+ (f51 &* 10816)) &+ (j50 &* 169)) &+ i52, load16(arena, ((28944 &+ (((g40 &* 64) &+ j50) &* 676)) &+ (f51 &* 169)) &+ i52))
-            i52 &+= 16
+    for j48 in 0..<64 {
+      for f49 in 0..<4 {
+        do {  // SIMD16 over i50
+          var i50 = 0
+          while i50 &+ 16 <= 169 {
+            store16(arena, ((169552 &+ (f49 &* 10816)) &+ (j48 &* 169)) &+ i50, load16(arena, ((28944 &+ (((g38 &* 64) &+ j48) &* 676)) &+ (f49 &* 169)) &+ i50))
+            i50 &+= 16
           }
-          while i52 < 169 {
-            arena[(((169552 &+ (f51 &* 10816)) &+ (j50 &* 169)) &+ i52)] = arena[(((28944 &+ (((g40 &* 64) &+ j50) &* 676)) &+ (f51 &* 169)) &+ i52)]
-            i52 &+= 1
+          while i50 < 169 {
+            arena[(((169552 &+ (f49 &* 10816)) &+ (j48 &* 169)) &+ i50)] = arena[(((28944 &+ (((g38 &* 64) &+ j48) &* 676)) &+ (f49 &* 169)) &+ i50)]
+            i50 &+= 1
           }
         }
       }
@@ -206,37 +208,37 @@ public func tiny_train_b64(
     sgemm(101, 111, 112, 4, 9, 10816, 1, arena + 169552, 10816, arena + 72208, 10816, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f53 in 0..<4 {
-    var acc54: Float = Float(0)
-    for img55 in 0..<64 {
-      for i56 in 0..<169 {
-        acc54 = (acc54 + arena[(((28944 &+ (img55 &* 676)) &+ (f53 &* 169)) &+ i56)])
+  for f51 in 0..<4 {
+    var acc52: Float = Float(0)
+    for img53 in 0..<64 {
+      for i54 in 0..<169 {
+        acc52 = (acc52 + arena[(((28944 &+ (img53 &* 676)) &+ (f51 &* 169)) &+ i54)])
       }
     }
-    grads[(36 &+ f53)] = acc54
+    grads[(36 &+ f51)] = acc52
   }
   // adam = update of 1490 parameters
-  var step_size57: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt58: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i59
-    var i59 = 0
-    while i59 &+ 16 <= 1490 {
-      let g_v = (load16(grads, 0 &+ i59) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i59)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i59)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i59)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i59, m_new_v)
-      store16(v, 0 &+ i59, v_new_v)
-      store16(params, 0 &+ i59, (load16(params, 0 &+ i59) - ((SIMD16<Float>(repeating: step_size57) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt58)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i59 &+= 16
+  var step_size55: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt56: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i57
+    var i57 = 0
+    while i57 &+ 16 <= 1490 {
+      let g_v = (load16(grads, 0 &+ i57) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i57)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i57)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i57)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i57, m_new_v)
+      store16(v, 0 &+ i57, v_new_v)
+      store16(params, 0 &+ i57, (load16(params, 0 &+ i57) - ((SIMD16<Float>(repeating: step_size55) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt56)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i57 &+= 16
     }
-    while i59 < 1490 {
-      var g: Float = (grads[i59] + (Float(0) * params[i59]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i59]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i59]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i59] = m_new
-      v[i59] = v_new
-      params[i59] = (params[i59] - ((step_size57 * m_new) / ((sqrtf(v_new) / bc2_sqrt58) + Float(bitPattern: 0x322bcc77))))
-      i59 &+= 1
+    while i57 < 1490 {
+      var g: Float = (grads[i57] + (Float(0) * params[i57]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i57]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i57]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i57] = m_new
+      v[i57] = v_new
+      params[i57] = (params[i57] - ((step_size55 * m_new) / ((sqrtf(v_new) / bc2_sqrt56) + Float(bitPattern: 0x322bcc77))))
+      i57 &+= 1
     }
   }
 }
@@ -281,12 +283,14 @@ public func tiny_infer_b64(
           for px14 in 0..<6 {
             var best15: Float = (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)])
             var bi16: Float = Float(((py13 &* 26) &+ (px14 &* 2)))
-            for ky17 in 0..<2 {
-              for kx18 in 0..<2 {
-                bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18)) : bi16)
-                best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ (ky17 &* 13)) &+ kx18))] + params[(36 &+ f12)]) : best15)
-              }
-            }
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)]) > best15 ? Float(((py13 &* 26) &+ (px14 &* 2))) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((py13 &* 26) &+ (px14 &* 2)))] + params[(36 &+ f12)]) : best15)
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1))] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 1)) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1))] + params[(36 &+ f12)]) : best15)
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13))] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 13)) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13))] + params[(36 &+ f12)]) : best15)
+            bi16 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) : bi16)
+            best15 = ((arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f12)]) > best15 ? (arena[(((115776 &+ (f12 &* 10816)) &+ (j11 &* 169)) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f12)]) : best15)
             arena[((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14)] = (best15 > Float(0) ? best15 : Float(0))
             arena[(9216 &+ ((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14))] = bi16
           }
@@ -297,12 +301,12 @@ public func tiny_infer_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 9216, 10)
-  for n19 in 0..<64 {
-    do {  // SIMD16 over u20
-      var u20 = 0
-      while u20 < 10 {
-        arena[((9216 &+ (n19 &* 10)) &+ u20)] = (arena[((9216 &+ (n19 &* 10)) &+ u20)] + params[(1480 &+ u20)])
-        u20 &+= 1
+  for n17 in 0..<64 {
+    do {  // SIMD16 over u18
+      var u18 = 0
+      while u18 < 10 {
+        arena[((9216 &+ (n17 &* 10)) &+ u18)] = (arena[((9216 &+ (n17 &* 10)) &+ u18)] + params[(1480 &+ u18)])
+        u18 &+= 1
       }
     }
   }

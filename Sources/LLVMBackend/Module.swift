@@ -32,6 +32,9 @@ public final class Module {
     defer { LLVMDisposePassBuilderOptions(opts) }
     LLVMPassBuilderOptionsSetLoopVectorization(opts, 1)
     LLVMPassBuilderOptionsSetSLPVectorization(opts, 1)
+    // The heavy lifting is in GEMMs; unrolling and interleaving the many small loops mostly costs compile time.
+    LLVMPassBuilderOptionsSetLoopUnrolling(opts, 0)
+    LLVMPassBuilderOptionsSetLoopInterleaving(opts, 0)
     if let m = LLVMError.message(LLVMRunPasses(module, pipeline, tm.ref, opts)) { throw LLVMError.passes(m) }
   }
 

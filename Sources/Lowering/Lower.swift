@@ -129,6 +129,15 @@ struct Emitter {
     return .loop(v, n, body(&self, .v(v)))
   }
 
+  /// `body(k)` for k in 0..<n as straight-line code when n is small (pool windows, kernel rows),
+  /// so the back ends need no loop unrolling of their own; a loop otherwise.
+  mutating func small(_ hint: String, _ n: Int, _ body: (inout Emitter, IExpr) -> [Stmt]) -> [Stmt] {
+    guard n <= 4 else { return [loop(hint, n, body)] }
+    var out: [Stmt] = []
+    for k in 0..<n { out += body(&self, .c(k)) }
+    return out
+  }
+
   /// A flat elementwise loop over `count` elements.
   mutating func elementwise(_ count: Int, _ body: (IExpr) -> Stmt) -> Stmt { loop("i", count) { _, i in [body(i)] } }
 

@@ -102,12 +102,12 @@ extension Emitter {
           let first = yy * (p.stride * s.ow) + xx * p.stride
           let plane = IExpr.c(tmp) + fi * s.cols + j * s.plane
           var inner: [Stmt] = [.local(best, biased(.load(.arena, plane + first), fi)), .local(bi, .ofInt(first))]
-          inner.append(e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in
+          inner += e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
             let idx = first + ky * s.ow + kx
             let v = biased(.load(.arena, plane + idx), fi)
             return [.set(bi, .select(.fgt(v, .local(best)), .ofInt(idx), .local(bi))),
                     .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
-          }] })
+          } }
           let o = (g * s.group + j) * (s.f * py * px) + fi * (py * px) + yy * px + xx
           inner.append(.store(y.base, .c(y.offset) + o, .select(.fgt(.local(best), .c(0)), .local(best), .c(0))))
           inner.append(.store(argmax.base, .c(argmax.offset) + o, .local(bi)))

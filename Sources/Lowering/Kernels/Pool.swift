@@ -14,11 +14,10 @@ extension Emitter {
       let acc = e.fresh("acc")
       let start = IExpr.c(x.offset) + e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
       let initial: FExpr = isMax ? .load(x.base, start) : .c(0)
-      return [.local(acc, initial),
-              e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in
+      return [.local(acc, initial)] + e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
                 let v = FExpr.load(x.base, start + ky * w + kx)
                 return [.set(acc, isMax ? .max(.local(acc), v) : .local(acc) + v)]
-              }] },
+              } } + [
               .store(y.base, .c(y.offset) + q * (oh * ow) + yy * ow + xx,
                      isMax ? .local(acc) : .local(acc) * .c(1 / Float(p.size * p.size)))]
     }] }] })
@@ -31,14 +30,13 @@ extension Emitter {
     body.append(loop("q", xd[0] * xd[1]) { e, q in [e.loop("py", oh) { e, yy in [e.loop("px", ow) { e, xx in
       let best = e.fresh("best"), bi = e.fresh("bi")
       let start = e.window(p, q: q, h: h, w: w, yy: yy, xx: xx)
-      return [.local(best, .load(x.base, .c(x.offset) + start)), .local(bi, .ofInt(start)),
-              e.loop("ky", p.size) { e, ky in [e.loop("kx", p.size) { _, kx in
+      return [.local(best, .load(x.base, .c(x.offset) + start)), .local(bi, .ofInt(start))] + e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
                 // Strictly greater: ties go to the first maximum, as in the reference kernel.
                 let idx = start + ky * w + kx
                 let v = FExpr.load(x.base, .c(x.offset) + idx)
                 return [.set(bi, .select(.fgt(v, .local(best)), .ofInt(idx), .local(bi))),
                         .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
-              }] },
+              } } + [
               .accumulate(dx.base, .c(dx.offset) + .ofFloat(.local(bi)), .load(dy.base, .c(dy.offset) + q * (oh * ow) + yy * ow + xx))]
     }] }] })
   }
