@@ -2,7 +2,7 @@
 SWIFT   ?= swift
 CNNC     = .build/release/cnnc
 GRAPHS   = $(wildcard Graphs/*.graph)
-APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc
+APT_PKGS = llvm-19-dev libopenblas-dev zlib1g-dev gcc openmpi-bin libopenmpi-dev
 
 .PHONY: deps build release test train generate check-generated bench bench-compare interop fuzz report-screenshot clean
 

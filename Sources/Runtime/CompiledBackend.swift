@@ -53,9 +53,17 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   let update: (Program, EntryPoint)?
   var inference: [Int: (Program, EntryPoint)] = [:]
   let params: FloatBuffer, m: FloatBuffer, v: FloatBuffer
-  /// One gradient buffer and one arena per shard.
-  let grads: [FloatBuffer]
+  /// The gradients of every shard of the batch, back to back (shard s at s * parameterFloats); after a
+  /// step, shard 0's slot holds their average.
+  let grads: FloatBuffer
+  /// One arena per shard this process runs.
   var arenas: [FloatBuffer]
+  /// Data-parallel training over MPI: this rank runs shards rank*L ..< (rank+1)*L of the S shards.
+  let mpi: MPIRuntime?
+  var localShards: Int { shards / (mpi?.size ?? 1) }
+  var firstShard: Int { (mpi?.rank ?? 0) * localShards }
+  /// Gradient pointer of shard s.
+  func gradient(_ s: Int) -> UnsafeMutablePointer<Float> { grads.pointer + s * train.parameterFloats }
   var optimizerKind: Optimizer.Kind
   var stepsTaken = 0
   /// Time spent compiling (lowering plus code generation), reported by the CLI.
@@ -66,13 +74,17 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   var profileSteps = 0
 
   public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = [],
-              fuse: Bool = true, shards: Int = 1, threads: Int? = nil, profile: Bool = false) throws {
+              fuse: Bool = true, shards: Int = 1, threads: Int? = nil, profile: Bool = false, mpi: MPIRuntime? = nil) throws {
     self.name = name
     self.graph = graph
     self.compiler = compiler
     guard shards >= 1, batch % shards == 0 else { throw DataError("batch \(batch) does not split into \(shards) equal shards") }
+    if let mpi, shards % mpi.size != 0 || shards < mpi.size {
+      throw DataError("\(mpi.size) MPI ranks need a shard count that is a multiple of \(mpi.size) (--shards); got \(shards)")
+    }
+    self.mpi = mpi
     self.shards = shards
-    self.threads = max(1, min(shards, threads ?? ProcessInfo.processInfo.activeProcessorCount))
+    self.threads = max(1, min(shards / (mpi?.size ?? 1), threads ?? ProcessInfo.processInfo.activeProcessorCount))
     optimizerKind = optimizer.kind
     optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
     if shards > 1 { openblas_set_num_threads(1) }  // parallelism comes from the shards, in a fixed partition
@@ -87,24 +99,25 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     trainEntry = entries[0]
     update = shards > 1 ? (programs[1], entries[1]) : nil
     let floats = programs[0].parameterFloats, arena = programs.map(\.arenaFloats).max() ?? 16
-    try checkMemory(bytes: 4 * (floats * (3 + shards) + arena * shards), what: "training \(graph.name) at batch \(batch)")
+    let local = shards / (mpi?.size ?? 1)
+    try checkMemory(bytes: 4 * (floats * (3 + shards) + arena * local), what: "training \(graph.name) at batch \(batch)")
     params = FloatBuffer(floats)
     m = FloatBuffer(floats)
     v = FloatBuffer(floats)
-    grads = (0..<shards).map { _ in FloatBuffer(floats) }
-    arenas = (0..<shards).map { _ in FloatBuffer(arena) }
+    grads = FloatBuffer(floats * shards)
+    arenas = (0..<local).map { _ in FloatBuffer(arena) }
     for (p, e) in zip(programs.dropFirst(shards > 1 ? 2 : 1), entries.dropFirst(shards > 1 ? 2 : 1)) { inference[p.batch] = (p, e) }
   }
 
-  /// Runs `body(shard)` for every shard, on up to `threads` threads.
-  func forEachShard(_ body: (Int) -> Void) {
-    if threads == 1 {
-      for s in 0..<shards { body(s) }
+  /// Runs `body(i)` for each of `count` local shards, on up to `threads` threads.
+  func forEachShard(_ count: Int, _ body: (Int) -> Void) {
+    if threads == 1 || count == 1 {
+      for s in 0..<count { body(s) }
     } else {
       // The shards write disjoint buffers (own arena and gradients) and only read the shared ones.
       withoutActuallyEscaping(body) { escaping in
         let box = UncheckedSendable(value: escaping)
-        DispatchQueue.concurrentPerform(iterations: shards) { box.value($0) }
+        DispatchQueue.concurrentPerform(iterations: count) { box.value($0) }
       }
     }
   }
@@ -136,7 +149,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   /// The gradients the last train step computed (averaged over shards), by parameter name.
   public func gradients() -> [String: [Float]] {
     Dictionary(uniqueKeysWithValues: train.parameters.map { p in
-      (p.name, Array(UnsafeBufferPointer(start: grads[0].pointer.advanced(by: p.offset), count: p.shape.reduce(1, *))))
+      (p.name, Array(UnsafeBufferPointer(start: gradient(0).advanced(by: p.offset), count: p.shape.reduce(1, *))))
     })
   }
 
@@ -164,21 +177,39 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     guard images.count == train.imageFloats * shards, labels.count == train.batch * shards else {
       throw DataError("the compiled train step takes a batch of \(train.batch * shards); got \(labels.count)")
     }
-    let (px, b) = (train.imageFloats, train.batch)
+    let (px, b, n) = (train.imageFloats, train.batch, train.parameterFloats)
+    let (local, first) = (localShards, firstShard)
     let started = Date()
     images.withUnsafeBufferPointer { img in
       labels.withUnsafeBufferPointer { lab in
-        forEachShard { s in
-          trainEntry(params.pointer, grads[s].pointer, m.pointer, v.pointer, arenas[s].pointer, img.baseAddress! + s * px,
+        forEachShard(local) { i in
+          let s = first + i
+          trainEntry(params.pointer, gradient(s), m.pointer, v.pointer, arenas[i].pointer, img.baseAddress! + s * px,
                      lab.baseAddress! + s * b, learningRate, Int64(step), Self.shardSeed(seed, s))
         }
       }
     }
+    // Each shard's loss and logits: [loss, logits...] per shard, in shard order.
+    let statsSize = 1 + train.output.count
+    var stats = [Float](repeating: 0, count: statsSize * shards)
+    for i in 0..<local {
+      stats[(first + i) * statsSize] = arenas[i].pointer[train.loss!.offset]
+      for k in 0..<train.output.count { stats[(first + i) * statsSize + 1 + k] = arenas[i].pointer[train.output.offset + k] }
+    }
+    if let mpi {
+      // Every rank receives every shard's gradients and stats, so all ranks reduce identically.
+      let sendGrads = Array(UnsafeBufferPointer(start: gradient(first), count: local * n))
+      try sendGrads.withUnsafeBufferPointer { try mpi.allgather($0.baseAddress!, count: local * n, into: grads.pointer) }
+      let sendStats = Array(stats[(first * statsSize)..<((first + local) * statsSize)])
+      try stats.withUnsafeMutableBufferPointer { all in
+        try sendStats.withUnsafeBufferPointer { try mpi.allgather($0.baseAddress!, count: local * statsSize, into: all.baseAddress!) }
+      }
+    }
     if let (_, entry) = update {
       // Average the shard gradients in shard order (a fixed reduction), then one optimiser step.
-      let n = train.parameterFloats, g0 = grads[0].pointer, scale = 1 / Float(shards)
+      let g0 = gradient(0), scale = 1 / Float(shards)
       for s in 1..<shards {
-        let gs = grads[s].pointer
+        let gs = gradient(s)
         for i in 0..<n { g0[i] += gs[i] }
       }
       for i in 0..<n { g0[i] *= scale }
@@ -189,10 +220,29 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     var loss: Float = 0
     var logits: [Float] = []
     for s in 0..<shards {
-      loss += arenas[s].pointer[train.loss!.offset]
-      logits += UnsafeBufferPointer(start: arenas[s].pointer.advanced(by: train.output.offset), count: train.output.count)
+      loss += stats[s * statsSize]
+      logits += stats[(s * statsSize + 1)..<((s + 1) * statsSize)]
     }
     return (loss / Float(shards), logits)
+  }
+
+  /// Under MPI: checks that every rank holds the same parameters (FNV-1a of their bytes) and returns
+  /// the hash; throws if any rank differs.
+  public func checkRanksAgree() throws -> UInt64? {
+    guard let mpi else { return nil }
+    var h: UInt64 = 0xcbf2_9ce4_8422_2325
+    let bytes = UnsafeRawBufferPointer(start: params.pointer, count: 4 * train.parameterFloats)
+    for b in bytes { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
+    // The hash travels as two floats' worth of bits.
+    var mine = [Float(bitPattern: UInt32(truncatingIfNeeded: h)), Float(bitPattern: UInt32(truncatingIfNeeded: h >> 32))]
+    var all = [Float](repeating: 0, count: 2 * mpi.size)
+    try mine.withUnsafeMutableBufferPointer { m in
+      try all.withUnsafeMutableBufferPointer { try mpi.allgather(m.baseAddress!, count: 2, into: $0.baseAddress!) }
+    }
+    for r in 0..<mpi.size where all[2 * r].bitPattern != mine[0].bitPattern || all[2 * r + 1].bitPattern != mine[1].bitPattern {
+      throw DataError("rank \(r) holds different weights from rank \(mpi.rank) after training")
+    }
+    return h
   }
 
   /// Accumulates the time between shard 0's timestamps of the step just run.
@@ -218,7 +268,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
 
   public func infer(images: [Float], count: Int) throws -> [Float] {
     // Inference shards too when the count splits evenly; each shard has its own arena.
-    let parts = count % shards == 0 ? shards : 1
+    let parts = count % arenas.count == 0 ? arenas.count : 1
     let each = count / parts
     if inference[each] == nil {
       let start = Date()
@@ -234,7 +284,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     images.withUnsafeBufferPointer { img in
       let run = { (s: Int) in entry(self.params.pointer, nil, nil, nil, self.arenas[s].pointer, img.baseAddress! + s * px, nil, 0, 0, 0) }
       if parts > 1 {
-        forEachShard(run)
+        forEachShard(parts, run)
       } else if shards > 1 && threads > 1 {
         // One unsplittable call (e.g. batch 1): let BLAS use the threads the shards would have.
         openblas_set_num_threads(Int32(threads))

@@ -16,6 +16,8 @@ public struct TrainingOptions: Sendable {
   /// Directory for checkpoints.
   public var outputDirectory: String
   public var evalBatch = 1000
+  /// False on the other ranks of a distributed run: only the primary evaluates and writes files.
+  public var primary = true
   public init(outputDirectory: String) { self.outputDirectory = outputDirectory }
 }
 
@@ -95,6 +97,7 @@ public struct Trainer<B: Backend> {
 
   /// Writes weights (a plain `state_dict`) and optimiser state, both stamped with the step.
   public func saveCheckpoint() throws {
+    guard options.primary else { return }
     let parameters = self.parameters
     let meta = ["format": "pt", "cnnc.graph": graph.name, "cnnc.step": "\(optimizer.step)", "cnnc.seed": "\(options.seed)"]
     try parameters.safeTensors(metadata: meta).write(to: weightsPath)
@@ -215,17 +218,19 @@ public struct Trainer<B: Backend> {
       let seconds = Date().timeIntervalSince(start)
       let finished = optimizer.step % stepsPerEpoch == 0
       try saveCheckpoint()
-      let valAcc = try validation.map { try accuracy($0).accuracy }
-      let testAcc = try accuracy(test).accuracy
+      let valAcc = options.primary ? try validation.map { try accuracy($0).accuracy } : nil
+      let testAcc = options.primary ? try accuracy(test).accuracy : 0
       let report = EpochReport(epoch: epoch + 1, trainLoss: lossSum / Double(max(1, seen / b)),
                                trainAccuracy: Double(correct) / Double(max(1, seen)), validationAccuracy: valAcc,
                                testAccuracy: testAcc, imagesPerSecond: Double(seen) / seconds, seconds: seconds)
       reports.append(report)
-      var history = loadHistory().filter { $0.epoch < report.epoch }
-      history.append(report)
-      let encoder = JSONEncoder()
-      encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-      try encoder.encode(history).write(to: URL(fileURLWithPath: historyPath), options: .atomic)
+      if options.primary {
+        var history = loadHistory().filter { $0.epoch < report.epoch }
+        history.append(report)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(history).write(to: URL(fileURLWithPath: historyPath), options: .atomic)
+      }
       onEpoch(report)
       if let v = valAcc {
         if v > best {

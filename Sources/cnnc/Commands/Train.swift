@@ -62,7 +62,13 @@ struct Train: ParsableCommand {
     if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
   }
 
-  func run() throws {
+  /// Set on the non-primary ranks of a distributed run.
+  var quiet = false
+
+  /// Prints, except on the non-primary ranks of a distributed run.
+  func say(_ s: String) { if !quiet { print(s) } }
+
+  mutating func run() throws {
     lineBufferStandardOutput()
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
@@ -71,6 +77,19 @@ struct Train: ParsableCommand {
       throw ReportedFailure
     }
     let dir = data ?? defaultDataDirectory()
+    // Under mpirun: one rank per process, data-parallel over the shards; rank 0 alone prints and writes.
+    var mpi: MPIRuntime?
+    if MPIRuntime.launched {
+      do { mpi = try MPIRuntime() } catch let e as DataError {
+        printError("error: \(e)\n")
+        throw ReportedFailure
+      }
+      guard backend != "interp" else {
+        printError("error: distributed training needs a compiled back end (--jit or --backend swift)\n")
+        throw ReportedFailure
+      }
+      if mpi!.rank != 0 { quiet = true }
+    }
     let outDir = out ?? "runs/\(f.graph.name)"
     do {
       let start = Date()
@@ -80,11 +99,13 @@ struct Train: ParsableCommand {
         printError("error: the graph's image input must be [N, 1, \(trainSet.rows), \(trainSet.cols)] for this dataset\n")
         throw ReportedFailure
       }
-      print(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
+      say(String(format: "data: %@ (%d train, %d test images) loaded in %.2f s", dir, trainSet.count, testSet.count, Date().timeIntervalSince(start)))
       let params = Parameters(graph: f.graph, shapes: shapes, seed: seed)
       // The run directory keeps the graph it trained, so reports and evaluation need nothing else.
-      try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
-      try Data(f.source).write(to: URL(fileURLWithPath: (outDir as NSString).appendingPathComponent("model.graph")), options: .atomic)
+      if !quiet {
+        try FileManager.default.createDirectory(atPath: outDir, withIntermediateDirectories: true)
+        try Data(f.source).write(to: URL(fileURLWithPath: (outDir as NSString).appendingPathComponent("model.graph")), options: .atomic)
+      }
       var opt = Optimizer(kind: Optimizer.Kind(rawValue: optimizer)!, learningRate: lr, momentum: momentum, weightDecay: weightDecay)
       opt.step = 0
       var options = TrainingOptions(outputDirectory: outDir)
@@ -94,18 +115,25 @@ struct Train: ParsableCommand {
       options.validationFraction = val
       options.patience = patience
       options.maxSteps = steps
+      options.primary = mpi.map { $0.rank == 0 } ?? true
       if jit || backend == "jit" {
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), shards: shards, threads: threads)
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), shards: shards, threads: threads, mpi: mpi)
         let c = b.compiler
-        print(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (O3) %.3f s, codegen %.3f s)", b.compileSeconds,
+        say(String(format: "jit: %.3f s (lowering and IR %.3f s, optimisation (O3) %.3f s, codegen %.3f s)", b.compileSeconds,
                      b.compileSeconds - c.optimizeSeconds - c.codegenSeconds, c.optimizeSeconds, c.codegenSeconds))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
+        if let mpi, let h = try b.checkRanksAgree() {
+          say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
+        }
       } else if backend == "swift" {
         let b = try CompiledBackend(name: "swift", graph: f.graph, batch: batch, optimizer: opt,
-                                    compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads)
-        print(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
+                                    compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads, mpi: mpi)
+        say(String(format: "swift: generated, compiled (swiftc -Ounchecked) and loaded in %.3f s%@", b.compileSeconds,
                      b.compiler.cacheHits > 0 ? " (cached library)" : ""))
         try run(Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
+        if let mpi, let h = try b.checkRanksAgree() {
+          say("all \(mpi.size) ranks hold identical weights (hash \(String(h, radix: 16)))")
+        }
       } else {
         try run(Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       }
@@ -132,43 +160,50 @@ struct Train: ParsableCommand {
       trainer.checkNumerics = checkNumerics
       // SIGINT: finish the current step, save a resumable checkpoint, exit 130. A second one exits at once;
       // checkpoints are written atomically, so even that leaves no corrupt file.
+      // Under MPI every rank must stop at the same step, so there SIGINT keeps its default: the ranks end at
+      // once and the last checkpoint, written atomically, stays intact.
       let interrupt = InterruptFlag()
-      signal(SIGINT, SIG_IGN)
-      let source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
-      source.setEventHandler { if interrupt.raise() { Foundation.exit(130) } }
-      source.resume()
-      defer { source.cancel() }
-      trainer.shouldStop = { interrupt.isRaised }
+      var source: DispatchSourceSignal?
+      if !MPIRuntime.launched {
+        signal(SIGINT, SIG_IGN)
+        source = DispatchSource.makeSignalSource(signal: SIGINT, queue: .global())
+        source?.setEventHandler { if interrupt.raise() { Foundation.exit(130) } }
+        source?.resume()
+        trainer.shouldStop = { interrupt.isRaised }
+      }
+      defer { source?.cancel() }
       if resume {
         try trainer.resume(from: outDir)
-        print("resumed from \(outDir) at step \(trainer.optimizer.step)")
+        say("resumed from \(outDir) at step \(trainer.optimizer.step)")
       }
-      print("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed)")
+      say("training \(trainer.graph.name) with the \(trainer.backend.name) back end: \(formatCount(trainer.parameters.count)) parameters, batch \(batch), \(optimizer) lr \(lr), seed \(seed)")
       let tty = isatty(2) != 0
       var lastPrint = Date.distantPast
+      let quiet = self.quiet
       trainer.onProgress = { p in
-        guard tty, Date().timeIntervalSince(lastPrint) > 0.25 || p.step == p.stepsInEpoch else { return }
+        guard tty, !quiet, Date().timeIntervalSince(lastPrint) > 0.25 || p.step == p.stepsInEpoch else { return }
         lastPrint = Date()
         printError(String(format: "\repoch %d  step %d/%d  %.0f img/s  loss %.4f  ETA %.0fs   ", p.epoch, p.step, p.stepsInEpoch, p.imagesPerSecond, p.runningLoss, p.etaSeconds))
       }
       trainer.onEpoch = { r in
+        guard !quiet else { return }
         if tty { printError("\r\u{1B}[K") }
         var line = String(format: "epoch %d: train loss %.4f, train acc %.2f%%, ", r.epoch, r.trainLoss, r.trainAccuracy * 100)
         if let v = r.validationAccuracy { line += String(format: "val acc %.2f%%, ", v * 100) }
         line += String(format: "test acc %.2f%%  (%.1f s, %.0f img/s)", r.testAccuracy * 100, r.seconds, r.imagesPerSecond)
-        print(line)
+        say(line)
         flushStandardOutput()
       }
       _ = try trainer.train(train: trainSet, test: testSet)
       if trainer.interrupted {
         if isatty(2) != 0 { printError("\r\u{1B}[K") }
-        print("interrupted at step \(trainer.optimizer.step): checkpoint saved in \(outDir); continue with --resume")
+        say("interrupted at step \(trainer.optimizer.step): checkpoint saved in \(outDir); continue with --resume")
         flushStandardOutput()
         throw ExitCode(130)
       }
-      print("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
-      if trainer.backend.name != "interp" {
-        print("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))")
+      say("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
+      if trainer.backend.name != "interp" && !quiet {
+        say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))")
       }
   }
 }
