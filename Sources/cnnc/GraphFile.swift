@@ -1,8 +1,11 @@
 import ArgumentParser
 import Foundation
 import GraphIR
+import LLVMBackend
 import Lowering
 import Passes
+import Runtime
+import SwiftBackend
 
 /// A failure already reported to the user on stderr: the command exits with status 1.
 let ReportedFailure = ExitCode.failure
@@ -84,4 +87,23 @@ func lineBufferStandardOutput() {
   let symbol = dlsym(nil, "stdout")  // RTLD_DEFAULT is NULL on glibc
   guard let file = symbol?.assumingMemoryBound(to: UnsafeMutablePointer<FILE>?.self).pointee else { return }
   setvbuf(file, nil, _IOLBF, 0)
+}
+
+/// Runs a command body, turning the errors a user can cause (bad data, checkpoints, compile failures)
+/// into one `error: ...` line and exit status 1; anything else propagates.
+func reportingErrors<T>(_ body: () throws -> T) throws -> T {
+  do {
+    return try body()
+  } catch let e as DataError {
+    printError("error: \(e)\n")
+  } catch let e as CheckpointError {
+    printError("error: \(e)\n")
+  } catch let e as EvaluationError {
+    printError("error: \(e)\n")
+  } catch let e as LLVMError {
+    printError("error: \(e)\n")
+  } catch let e as SwiftCompileError {
+    printError("error: \(e)\n")
+  }
+  throw ReportedFailure
 }

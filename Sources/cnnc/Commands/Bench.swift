@@ -40,7 +40,7 @@ struct Bench: ParsableCommand {
 
   func run() throws {
     let f = try file.map { try GraphFile(path: $0) } ?? GraphFile(builtin: "simplecnn.graph", text: defaultGraph)
-    do {
+    try reportingErrors {
       let core = try loadBLAS()
       let trainSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "train")
       let testSet = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
@@ -51,9 +51,6 @@ struct Bench: ParsableCommand {
         try measure(f, { try CompiledBackend(name: "swift", graph: f.graph, batch: $0, optimizer: $1, compiler: try SwiftCompiler(source: f.path), shards: shards, threads: threads, profile: profile) },
                     trainSet, testSet, core)
       }
-    } catch let e as DataError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
     }
   }
 

@@ -23,7 +23,7 @@ struct Eval: ParsableCommand {
   func run() throws {
     let f = try GraphFile(path: file)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: batch) }
-    do {
+    try reportingErrors {
       let test = try IDXDataset.load(directory: data ?? defaultDataDirectory(), split: "t10k")
       var params = Parameters(graph: f.graph, shapes: shapes, seed: 0)
       try params.load(try SafeTensors.read(from: weights), path: weights)
@@ -57,15 +57,6 @@ struct Eval: ParsableCommand {
         let actual = Double(confusion[c].reduce(0, +))
         print(String(format: "%5d  %8.2f%%  %5.2f%%", c, predicted > 0 ? tp / predicted * 100 : 0, actual > 0 ? tp / actual * 100 : 0))
       }
-    } catch let e as DataError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as CheckpointError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as LLVMError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
     }
   }
 }

@@ -19,7 +19,7 @@ struct Predict: ParsableCommand {
   func run() throws {
     let f = try GraphFile(path: file)
     let shapes = try f.run { () throws(DiagnosticList) in try inferShapes(f.graph, batch: 1) }
-    do {
+    try reportingErrors {
       guard let input = f.graph.inputs.first(where: { $0.dtype == .f32 }), let dims = shapes[input.name]?.dims, dims.count == 4, dims[1] == 1 else {
         throw DataError("the graph's image input must be [N, 1, H, W]")
       }
@@ -54,12 +54,6 @@ struct Predict: ParsableCommand {
       let best = probs.indices.max { probs[$0] < probs[$1] }!
       print("prediction: \(best) (p = \(String(format: "%.4f", probs[best])))")
       for (k, p) in probs.enumerated() { print(String(format: "  %2d  %.4f  %@", k, p, String(repeating: "#", count: Int((p * 40).rounded())))) }
-    } catch let e as DataError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as CheckpointError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
     }
   }
 }

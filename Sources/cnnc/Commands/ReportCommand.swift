@@ -15,15 +15,9 @@ struct ReportCommand: ParsableCommand {
   @Option(help: "Directory of IDX files.") var data: String?
 
   func run() throws {
-    do {
+    try reportingErrors {
       let path = try writeReport(runDirectory: directory, data: data ?? defaultDataDirectory())
       print("wrote \(path)")
-    } catch let e as DataError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as CheckpointError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
     }
   }
 }

@@ -80,10 +80,7 @@ struct Train: ParsableCommand {
     // Under mpirun: one rank per process, data-parallel over the shards; rank 0 alone prints and writes.
     var mpi: MPIRuntime?
     if MPIRuntime.launched {
-      do { mpi = try MPIRuntime() } catch let e as DataError {
-        printError("error: \(e)\n")
-        throw ReportedFailure
-      }
+      mpi = try reportingErrors { try MPIRuntime() }
       guard backend != "interp" else {
         printError("error: distributed training needs a compiled back end (--jit or --backend swift)\n")
         throw ReportedFailure
@@ -91,7 +88,7 @@ struct Train: ParsableCommand {
       if mpi!.rank != 0 { quiet = true }
     }
     let outDir = out ?? "runs/\(f.graph.name)"
-    do {
+    try reportingErrors {
       let start = Date()
       let trainSet = try IDXDataset.load(directory: dir, split: "train")
       let testSet = try IDXDataset.load(directory: dir, split: "t10k")
@@ -137,21 +134,6 @@ struct Train: ParsableCommand {
       } else {
         try run(Trainer(backend: try InterpreterBackend(graph: f.graph), graph: f.graph, parameters: params, optimizer: opt, options: options), trainSet, testSet, outDir)
       }
-    } catch let e as DataError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as CheckpointError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as EvaluationError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as SwiftCompileError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
-    } catch let e as LLVMError {
-      printError("error: \(e)\n")
-      throw ReportedFailure
     }
   }
 
