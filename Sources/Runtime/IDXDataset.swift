@@ -55,6 +55,14 @@ public struct IDXDataset: Sendable {
     guard let f = gzopen(path, "rb") else { throw DataError("cannot open \(path)") }
     defer { gzclose(f) }
     var out: [UInt8] = []
+    // A gzip file ends with its uncompressed size (mod 2^32): reserving it avoids growing a 47 MB array by copies.
+    if let h = FileHandle(forReadingAtPath: path), let end = try? h.seekToEnd(), end >= 4 {
+      try? h.seek(toOffset: end - 4)
+      if let t = try? h.read(upToCount: 4), t.count == 4 {
+        out.reserveCapacity(min(limit, t.reversed().reduce(0) { $0 << 8 | Int($1) }))
+      }
+      try? h.close()
+    }
     var chunk = [UInt8](repeating: 0, count: 1 << 20)
     while true {
       let n = chunk.withUnsafeMutableBytes { gzread(f, $0.baseAddress, UInt32($0.count)) }
@@ -74,7 +82,8 @@ public struct IDXDataset: Sendable {
   }
 
   /// Parses an IDX header (magic, big-endian dims) and checks the payload size exactly.
-  public static func parse(_ bytes: [UInt8], path: String, magic: UInt32) throws -> (dims: [Int], data: [UInt8]) {
+  public static func parse(_ input: consuming [UInt8], path: String, magic: UInt32) throws -> (dims: [Int], data: [UInt8]) {
+    var bytes = input
     func be32(_ o: Int) -> UInt32 { bytes[o..<o + 4].reduce(0) { $0 << 8 | UInt32($1) } }
     guard bytes.count >= 4 else { throw DataError("\(path): file is \(bytes.count) bytes, too short for an IDX header") }
     let m = be32(0)
@@ -92,7 +101,9 @@ public struct IDXDataset: Sendable {
         + (payload < size ? " (truncated)" : " (trailing data)"))
     }
     if rank == 3, dims[1] == 0 || dims[2] == 0 { throw DataError("\(path): empty images \(dims)") }
-    return (dims, Array(bytes[(4 + 4 * rank)...]))
+    // Drop the header in place: the payload is most of the file, and a copy would double the peak memory.
+    bytes.removeSubrange(0..<(4 + 4 * rank))
+    return (dims, bytes)
   }
 
   static func checkedSize(_ dims: [Int]) -> Int? {

@@ -15,7 +15,8 @@ public struct TrainingOptions: Sendable {
   public var maxSteps: Int?
   /// Directory for checkpoints.
   public var outputDirectory: String
-  public var evalBatch = 1000
+  /// Evaluation batch: big enough to keep the GEMMs efficient, small enough to keep the arenas small.
+  public var evalBatch = 250
   /// False on the other ranks of a distributed run: only the primary evaluates and writes files.
   public var primary = true
   public init(outputDirectory: String) { self.outputDirectory = outputDirectory }

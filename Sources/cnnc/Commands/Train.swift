@@ -48,6 +48,7 @@ struct Train: ParsableCommand {
   @Option(help: "Split every batch into this many shards, computed in parallel (compiled back ends). Results depend on the shard count, never on --threads.")
   var shards: Int = 2
   @Option(help: "Threads for the shards (default: all CPUs).") var threads: Int?
+  @Flag(name: .customLong("no-report"), help: "Do not write report.html at the end.") var noReport = false
   @Flag(name: .customLong("check-numerics"), help: "On a non-finite loss, name the first op that produced it.") var checkNumerics = false
 
   func validate() throws {
@@ -184,7 +185,7 @@ struct Train: ParsableCommand {
         throw ExitCode(130)
       }
       say("checkpoint: \(trainer.weightsPath) (step \(trainer.optimizer.step))")
-      if trainer.backend.name != "interp" && !quiet {
+      if trainer.backend.name != "interp" && !quiet && !noReport {
         say("report: \(try writeReport(runDirectory: outDir, data: data ?? defaultDataDirectory()))")
       }
   }
