@@ -35,10 +35,10 @@ conv1.j2:                                         ; preds = %conv1.c5.end, %conv
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %params36 = getelementptr inbounds float, ptr %params, i64 0
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 301056
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 301056
+  %params37 = getelementptr inbounds float, ptr %params, i64 0
   %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 50176, i32 25, float 1.000000e+00, ptr %params36, i32 25, ptr %arena37, i32 50176, float 0.000000e+00, ptr %arena38, i32 50176)
+  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 6, i32 25, float 1.000000e+00, ptr %arena36, i32 50176, ptr %params37, i32 25, float 0.000000e+00, ptr %arena38, i32 6)
   br label %conv1.j17
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
@@ -393,11 +393,11 @@ conv1.f18.end:                                    ; preds = %conv1.i19.end
 
 conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
   %conv1.i1941 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
-  %174 = mul nsw i64 %conv1.f1840, 50176
-  %175 = add nsw i64 1555456, %174
-  %176 = mul nsw i64 %conv1.j1739, 784
-  %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 %177, %conv1.i1941
+  %174 = mul nsw i64 %conv1.j1739, 784
+  %175 = add nsw i64 %174, %conv1.i1941
+  %176 = mul nsw i64 %175, 6
+  %177 = add nsw i64 1555456, %176
+  %178 = add nsw i64 %177, %conv1.f1840
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load float, ptr %arena42, align 4
   %180 = add nsw i64 150, %conv1.f1840
@@ -405,11 +405,11 @@ conv1.i19:                                        ; preds = %conv1.i19, %conv1.f
   %181 = load float, ptr %params43, align 4
   %182 = fadd float %179, %181
   %183 = fcmp ogt float %182, 0.000000e+00
-  %184 = mul nsw i64 %conv1.f1840, 50176
-  %185 = add nsw i64 1555456, %184
-  %186 = mul nsw i64 %conv1.j1739, 784
-  %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 %187, %conv1.i1941
+  %184 = mul nsw i64 %conv1.j1739, 784
+  %185 = add nsw i64 %184, %conv1.i1941
+  %186 = mul nsw i64 %185, 6
+  %187 = add nsw i64 1555456, %186
+  %188 = add nsw i64 %187, %conv1.f1840
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load float, ptr %arena44, align 4
   %190 = add nsw i64 150, %conv1.f1840
@@ -527,10 +527,10 @@ conv2.j25:                                        ; preds = %conv2.c26.end, %con
   br label %conv2.c26
 
 conv2.j25.end:                                    ; preds = %conv2.c26.end
-  %params83 = getelementptr inbounds float, ptr %params, i64 156
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 478720
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 478720
+  %params84 = getelementptr inbounds float, ptr %params, i64 156
   %arena85 = getelementptr inbounds float, ptr %arena, i64 1438720
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params83, i32 150, ptr %arena84, i32 6400, float 0.000000e+00, ptr %arena85, i32 6400)
+  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 6400, i32 16, i32 150, float 1.000000e+00, ptr %arena83, i32 6400, ptr %params84, i32 150, float 0.000000e+00, ptr %arena85, i32 16)
   br label %conv2.j38
 
 conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.j25
@@ -791,11 +791,11 @@ conv2.f39.end:                                    ; preds = %conv2.i40.end
 
 conv2.i40:                                        ; preds = %conv2.i40, %conv2.f39
   %conv2.i4088 = phi i64 [ 0, %conv2.f39 ], [ %i40.next, %conv2.i40 ]
-  %371 = mul nsw i64 %conv2.f3987, 6400
-  %372 = add nsw i64 1438720, %371
-  %373 = mul nsw i64 %conv2.j3886, 100
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 %374, %conv2.i4088
+  %371 = mul nsw i64 %conv2.j3886, 100
+  %372 = add nsw i64 %371, %conv2.i4088
+  %373 = mul nsw i64 %372, 16
+  %374 = add nsw i64 1438720, %373
+  %375 = add nsw i64 %374, %conv2.f3987
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load float, ptr %arena89, align 4
   %377 = add nsw i64 2556, %conv2.f3987
@@ -803,11 +803,11 @@ conv2.i40:                                        ; preds = %conv2.i40, %conv2.f
   %378 = load float, ptr %params90, align 4
   %379 = fadd float %376, %378
   %380 = fcmp ogt float %379, 0.000000e+00
-  %381 = mul nsw i64 %conv2.f3987, 6400
-  %382 = add nsw i64 1438720, %381
-  %383 = mul nsw i64 %conv2.j3886, 100
-  %384 = add nsw i64 %382, %383
-  %385 = add nsw i64 %384, %conv2.i4088
+  %381 = mul nsw i64 %conv2.j3886, 100
+  %382 = add nsw i64 %381, %conv2.i4088
+  %383 = mul nsw i64 %382, 16
+  %384 = add nsw i64 1438720, %383
+  %385 = add nsw i64 %384, %conv2.f3987
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
   %386 = load float, ptr %arena91, align 4
   %387 = add nsw i64 2556, %conv2.f3987
@@ -2788,10 +2788,10 @@ conv1.j2:                                         ; preds = %conv1.c5.end, %conv
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %params36 = getelementptr inbounds float, ptr %params, i64 0
-  %arena37 = getelementptr inbounds float, ptr %arena, i64 301056
+  %arena36 = getelementptr inbounds float, ptr %arena, i64 301056
+  %params37 = getelementptr inbounds float, ptr %params, i64 0
   %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 50176, i32 25, float 1.000000e+00, ptr %params36, i32 25, ptr %arena37, i32 50176, float 0.000000e+00, ptr %arena38, i32 50176)
+  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 6, i32 25, float 1.000000e+00, ptr %arena36, i32 50176, ptr %params37, i32 25, float 0.000000e+00, ptr %arena38, i32 6)
   br label %conv1.j17
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
@@ -3146,11 +3146,11 @@ conv1.f18.end:                                    ; preds = %conv1.i19.end
 
 conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
   %conv1.i1941 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
-  %174 = mul nsw i64 %conv1.f1840, 50176
-  %175 = add nsw i64 1555456, %174
-  %176 = mul nsw i64 %conv1.j1739, 784
-  %177 = add nsw i64 %175, %176
-  %178 = add nsw i64 %177, %conv1.i1941
+  %174 = mul nsw i64 %conv1.j1739, 784
+  %175 = add nsw i64 %174, %conv1.i1941
+  %176 = mul nsw i64 %175, 6
+  %177 = add nsw i64 1555456, %176
+  %178 = add nsw i64 %177, %conv1.f1840
   %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
   %179 = load float, ptr %arena42, align 4
   %180 = add nsw i64 150, %conv1.f1840
@@ -3158,11 +3158,11 @@ conv1.i19:                                        ; preds = %conv1.i19, %conv1.f
   %181 = load float, ptr %params43, align 4
   %182 = fadd float %179, %181
   %183 = fcmp ogt float %182, 0.000000e+00
-  %184 = mul nsw i64 %conv1.f1840, 50176
-  %185 = add nsw i64 1555456, %184
-  %186 = mul nsw i64 %conv1.j1739, 784
-  %187 = add nsw i64 %185, %186
-  %188 = add nsw i64 %187, %conv1.i1941
+  %184 = mul nsw i64 %conv1.j1739, 784
+  %185 = add nsw i64 %184, %conv1.i1941
+  %186 = mul nsw i64 %185, 6
+  %187 = add nsw i64 1555456, %186
+  %188 = add nsw i64 %187, %conv1.f1840
   %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
   %189 = load float, ptr %arena44, align 4
   %190 = add nsw i64 150, %conv1.f1840
@@ -3280,10 +3280,10 @@ conv2.j25:                                        ; preds = %conv2.c26.end, %con
   br label %conv2.c26
 
 conv2.j25.end:                                    ; preds = %conv2.c26.end
-  %params83 = getelementptr inbounds float, ptr %params, i64 156
-  %arena84 = getelementptr inbounds float, ptr %arena, i64 376320
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 376320
+  %params84 = getelementptr inbounds float, ptr %params, i64 156
   %arena85 = getelementptr inbounds float, ptr %arena, i64 1336320
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 6400, i32 150, float 1.000000e+00, ptr %params83, i32 150, ptr %arena84, i32 6400, float 0.000000e+00, ptr %arena85, i32 6400)
+  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 6400, i32 16, i32 150, float 1.000000e+00, ptr %arena83, i32 6400, ptr %params84, i32 150, float 0.000000e+00, ptr %arena85, i32 16)
   br label %conv2.j38
 
 conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.j25
@@ -3544,11 +3544,11 @@ conv2.f39.end:                                    ; preds = %conv2.i40.end
 
 conv2.i40:                                        ; preds = %conv2.i40, %conv2.f39
   %conv2.i4088 = phi i64 [ 0, %conv2.f39 ], [ %i40.next, %conv2.i40 ]
-  %371 = mul nsw i64 %conv2.f3987, 6400
-  %372 = add nsw i64 1336320, %371
-  %373 = mul nsw i64 %conv2.j3886, 100
-  %374 = add nsw i64 %372, %373
-  %375 = add nsw i64 %374, %conv2.i4088
+  %371 = mul nsw i64 %conv2.j3886, 100
+  %372 = add nsw i64 %371, %conv2.i4088
+  %373 = mul nsw i64 %372, 16
+  %374 = add nsw i64 1336320, %373
+  %375 = add nsw i64 %374, %conv2.f3987
   %arena89 = getelementptr inbounds float, ptr %arena, i64 %375
   %376 = load float, ptr %arena89, align 4
   %377 = add nsw i64 2556, %conv2.f3987
@@ -3556,11 +3556,11 @@ conv2.i40:                                        ; preds = %conv2.i40, %conv2.f
   %378 = load float, ptr %params90, align 4
   %379 = fadd float %376, %378
   %380 = fcmp ogt float %379, 0.000000e+00
-  %381 = mul nsw i64 %conv2.f3987, 6400
-  %382 = add nsw i64 1336320, %381
-  %383 = mul nsw i64 %conv2.j3886, 100
-  %384 = add nsw i64 %382, %383
-  %385 = add nsw i64 %384, %conv2.i4088
+  %381 = mul nsw i64 %conv2.j3886, 100
+  %382 = add nsw i64 %381, %conv2.i4088
+  %383 = mul nsw i64 %382, 16
+  %384 = add nsw i64 1336320, %383
+  %385 = add nsw i64 %384, %conv2.f3987
   %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
   %386 = load float, ptr %arena91, align 4
   %387 = add nsw i64 2556, %conv2.f3987

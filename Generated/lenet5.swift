@@ -103,19 +103,11 @@ public func lenet5_train_b64(
         }
       }
     }
-    sgemm(101, 111, 111, 6, 50176, 25, 1, params + 0, 25, arena + 301056, 50176, Float(bitPattern: 0x0), arena + 1555456, 50176)
+    sgemm(101, 112, 112, 50176, 6, 25, 1, arena + 301056, 50176, params + 0, 25, Float(bitPattern: 0x0), arena + 1555456, 6)
     for j17 in 0..<64 {
       for f18 in 0..<6 {
-        do {  // SIMD16 over i19
-          var i19 = 0
-          while i19 &+ 16 <= 784 {
-            store16(arena, ((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])), where: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
-            i19 &+= 16
-          }
-          while i19 < 784 {
-            arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) > Float(0) ? (arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) : Float(0))
-            i19 &+= 1
-          }
+        for i19 in 0..<784 {
+          arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) > Float(0) ? (arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) : Float(0))
         }
       }
     }
@@ -170,19 +162,11 @@ public func lenet5_train_b64(
         }
       }
     }
-    sgemm(101, 111, 111, 16, 6400, 150, 1, params + 156, 150, arena + 478720, 6400, Float(bitPattern: 0x0), arena + 1438720, 6400)
+    sgemm(101, 112, 112, 6400, 16, 150, 1, arena + 478720, 6400, params + 156, 150, Float(bitPattern: 0x0), arena + 1438720, 16)
     for j38 in 0..<64 {
       for f39 in 0..<16 {
-        do {  // SIMD16 over i40
-          var i40 = 0
-          while i40 &+ 16 <= 100 {
-            store16(arena, ((376320 &+ (((g24 &* 64) &+ j38) &* 1600)) &+ (f39 &* 100)) &+ i40, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])), where: (load16(arena, ((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])) .> SIMD16<Float>(repeating: Float(0))))
-            i40 &+= 16
-          }
-          while i40 < 100 {
-            arena[(((376320 &+ (((g24 &* 64) &+ j38) &* 1600)) &+ (f39 &* 100)) &+ i40)] = ((arena[(((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) > Float(0) ? (arena[(((1438720 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) : Float(0))
-            i40 &+= 1
-          }
+        for i40 in 0..<100 {
+          arena[(((376320 &+ (((g24 &* 64) &+ j38) &* 1600)) &+ (f39 &* 100)) &+ i40)] = ((arena[((1438720 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) > Float(0) ? (arena[((1438720 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) : Float(0))
         }
       }
     }
@@ -739,19 +723,11 @@ public func lenet5_infer_b64(
         }
       }
     }
-    sgemm(101, 111, 111, 6, 50176, 25, 1, params + 0, 25, arena + 301056, 50176, Float(bitPattern: 0x0), arena + 1555456, 50176)
+    sgemm(101, 112, 112, 50176, 6, 25, 1, arena + 301056, 50176, params + 0, 25, Float(bitPattern: 0x0), arena + 1555456, 6)
     for j17 in 0..<64 {
       for f18 in 0..<6 {
-        do {  // SIMD16 over i19
-          var i19 = 0
-          while i19 &+ 16 <= 784 {
-            store16(arena, ((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])), where: (load16(arena, ((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19) + SIMD16<Float>(repeating: params[(150 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
-            i19 &+= 16
-          }
-          while i19 < 784 {
-            arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) > Float(0) ? (arena[(((1555456 &+ (f18 &* 50176)) &+ (j17 &* 784)) &+ i19)] + params[(150 &+ f18)]) : Float(0))
-            i19 &+= 1
-          }
+        for i19 in 0..<784 {
+          arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) > Float(0) ? (arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) : Float(0))
         }
       }
     }
@@ -806,19 +782,11 @@ public func lenet5_infer_b64(
         }
       }
     }
-    sgemm(101, 111, 111, 16, 6400, 150, 1, params + 156, 150, arena + 376320, 6400, Float(bitPattern: 0x0), arena + 1336320, 6400)
+    sgemm(101, 112, 112, 6400, 16, 150, 1, arena + 376320, 6400, params + 156, 150, Float(bitPattern: 0x0), arena + 1336320, 16)
     for j38 in 0..<64 {
       for f39 in 0..<16 {
-        do {  // SIMD16 over i40
-          var i40 = 0
-          while i40 &+ 16 <= 100 {
-            store16(arena, ((((g24 &* 64) &+ j38) &* 1600) &+ (f39 &* 100)) &+ i40, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])), where: (load16(arena, ((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40) + SIMD16<Float>(repeating: params[(2556 &+ f39)])) .> SIMD16<Float>(repeating: Float(0))))
-            i40 &+= 16
-          }
-          while i40 < 100 {
-            arena[(((((g24 &* 64) &+ j38) &* 1600) &+ (f39 &* 100)) &+ i40)] = ((arena[(((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) > Float(0) ? (arena[(((1336320 &+ (f39 &* 6400)) &+ (j38 &* 100)) &+ i40)] + params[(2556 &+ f39)]) : Float(0))
-            i40 &+= 1
-          }
+        for i40 in 0..<100 {
+          arena[(((((g24 &* 64) &+ j38) &* 1600) &+ (f39 &* 100)) &+ i40)] = ((arena[((1336320 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) > Float(0) ? (arena[((1336320 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) : Float(0))
         }
       }
     }

@@ -90,8 +90,9 @@ extension Emitter {
     let col = scratch.offset, tmp = scratch.offset + s.ckk * s.cols
     body.append(loop("g", s.n / s.group) { e, g in
       var out: [Stmt] = [e.im2col(a, s, x: x, g: g, col: col)]
-      out.append(.gemm(Gemm(transA: false, transB: false, m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), lda: s.ckk,
-                            b: (.arena, .c(col)), ldb: s.cols, beta: 0, c: (.arena, .c(tmp)), ldc: s.cols)))
+      // tmp[cols x F] = col^T W^T: the long dimension (G*OH*OW) is the GEMM's M.
+      out.append(.gemm(Gemm(transA: true, transB: true, m: s.cols, n: s.f, k: s.ckk, a: (.arena, .c(col)), lda: s.cols,
+                            b: (.params, .c(w.offset)), ldb: s.ckk, beta: 0, c: (.arena, .c(tmp)), ldc: s.f)))
       func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
       if let p = pool {
         // Pool the biased conv plane; relu(max) == max(relu) and the relu mask is "pooled > 0".
@@ -100,11 +101,11 @@ extension Emitter {
         out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("py", py) { e, yy in [e.loop("px", px) { e, xx in
           let best = e.fresh("best"), bi = e.fresh("bi")
           let first = yy * (p.stride * s.ow) + xx * p.stride
-          let plane = IExpr.c(tmp) + fi * s.cols + j * s.plane
-          var inner: [Stmt] = [.local(best, biased(.load(.arena, plane + first), fi)), .local(bi, .ofInt(first))]
+          func conv(_ p: IExpr) -> IExpr { .c(tmp) + (j * s.plane + p) * s.f + fi }
+          var inner: [Stmt] = [.local(best, biased(.load(.arena, conv(first)), fi)), .local(bi, .ofInt(first))]
           inner += e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
             let idx = first + ky * s.ow + kx
-            let v = biased(.load(.arena, plane + idx), fi)
+            let v = biased(.load(.arena, conv(idx)), fi)
             return [.set(bi, .select(.fgt(v, .local(best)), .ofInt(idx), .local(bi))),
                     .set(best, .select(.fgt(v, .local(best)), v, .local(best)))]
           } }
@@ -115,7 +116,7 @@ extension Emitter {
         }] }] }] })
       } else {
         out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
-          let v = biased(.load(.arena, .c(tmp) + fi * s.cols + j * s.plane + i), fi)
+          let v = biased(.load(.arena, .c(tmp) + (j * s.plane + i) * s.f + fi), fi)
           return [.store(y.base, .c(y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
                          relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
         }] }] })
