@@ -1,4 +1,4 @@
-"""Prints cnnc's benchmark JSON next to the peers' and the ratios against the targets of the performance issue."""
+"""Prints cnnc's benchmark JSON next to the peers' (same protocol, same machine) and the ratios between them."""
 import json
 import sys
 
