@@ -7,12 +7,19 @@ public struct SwiftCompileError: Error, CustomStringConvertible {
   public var description: String
 }
 
+/// A dlopen-ed library, closed when the last reference goes (after the back end that calls into it).
+final class LoadedLibrary {
+  let handle: UnsafeMutableRawPointer
+  init(_ handle: UnsafeMutableRawPointer) { self.handle = handle }
+  deinit { dlclose(handle) }
+}
+
 /// Compiles rendered Swift with the toolchain's swiftc (`-Ounchecked`, host CPU) into a shared
 /// library cached by the source's hash, and loads it with dlopen.
 public struct SwiftCompiler: ProgramCompiler {
   let cacheDirectory: String
   let source: String
-  var handles: [UnsafeMutableRawPointer] = []
+  var libraries: [LoadedLibrary] = []
   /// Seconds spent in swiftc (zero when the cache had the library).
   public private(set) var compileSeconds = 0.0
   public private(set) var cacheHits = 0
@@ -75,7 +82,7 @@ public struct SwiftCompiler: ProgramCompiler {
     guard let h = dlopen(lib, RTLD_NOW | RTLD_LOCAL) else {
       throw SwiftCompileError(description: "cannot load \(lib): \(dlerror().map { String(cString: $0) } ?? "unknown error")")
     }
-    handles.append(h)
+    libraries.append(LoadedLibrary(h))
     return try programs.map { p in
       guard let sym = dlsym(h, p.functions[0].name) else { throw SwiftCompileError(description: "\(lib) lacks \(p.functions[0].name)") }
       return unsafeBitCast(sym, to: EntryPoint.self)
