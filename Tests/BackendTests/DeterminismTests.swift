@@ -60,3 +60,32 @@ import Testing
     #expect(try Self.checkpointBytes(second) == Self.checkpointBytes(straight))
   }
 }
+
+/// A validation split with early stopping keeps the best weights.
+@Suite struct ValidationTests {
+  @Test func validationSplitAndEarlyStoppingKeepTheBestCheckpoint() throws {
+    let train = try IDXDataset.load(directory: DeterminismTests.data, split: "train")
+    let test = try IDXDataset.load(directory: DeterminismTests.data, split: "t10k")
+    let g = try Fixtures.parse(Fixtures.graphs.appendingPathComponent("tiny.graph"))
+    let opt = Optimizer(kind: .adam, learningRate: 1e-2)
+    let b = try CompiledBackend(name: "jit", graph: g, batch: 64, optimizer: opt, compiler: try JITCompiler(), shards: 2)
+    var o = TrainingOptions(outputDirectory: DeterminismTests.dir())
+    o.validationFraction = 0.2
+    o.patience = 1
+    o.epochs = 6
+    var t = try Trainer(backend: b, graph: g, parameters: Parameters(graph: g, shapes: try inferShapes(g, batch: 64), seed: 3), optimizer: opt, options: o)
+    let reports = try t.train(train: train, test: test)
+    #expect(reports.allSatisfy { $0.validationAccuracy != nil })
+    #expect(reports.first!.validationAccuracy! > 0.8)
+    // 48,000 training images: 750 steps per epoch.
+    #expect(t.optimizer.step == 750 * reports.count)
+    let accuracies = reports.map { $0.validationAccuracy! }
+    let best = accuracies.max()!
+    let bestEpoch = accuracies.firstIndex(of: best)!
+    // Stopped either after the last epoch or one epoch without improvement (patience 1).
+    #expect(reports.count == 6 || reports.count == bestEpoch + 2)
+    let saved = try SafeTensors.read(from: t.bestPath)
+    #expect(saved.metadata["cnnc.step"] == "\(750 * (bestEpoch + 1))")
+    #expect(t.loadHistory().count == reports.count)
+  }
+}
