@@ -7,10 +7,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt116 = alloca float, align 4
-  %adam.step_size115 = alloca float, align 4
-  %conv1_bias_grad.acc112 = alloca float, align 4
-  %conv2_bias_grad.acc77 = alloca float, align 4
+  %adam.bc2_sqrt114 = alloca float, align 4
+  %adam.step_size113 = alloca float, align 4
   %fc1_bias_grad.acc55 = alloca float, align 4
   %fc2_bias_grad.acc51 = alloca float, align 4
   %fc2_grad.s46 = alloca float, align 4
@@ -1302,7 +1300,7 @@ conv2_weight_grad.g61:                            ; preds = %conv2_weight_grad.j
   br label %conv2_weight_grad.j62
 
 conv2_weight_grad.g61.end:                        ; preds = %conv2_weight_grad.j73.end
-  br label %conv2_bias_grad.f76
+  br label %conv2_bias_grad.i76
 
 conv2_weight_grad.j62:                            ; preds = %conv2_weight_grad.c65.end, %conv2_weight_grad.g61
   %conv2_weight_grad.j62195 = phi i64 [ 0, %conv2_weight_grad.g61 ], [ %j62.next, %conv2_weight_grad.c65.end ]
@@ -1576,732 +1574,725 @@ conv2_weight_grad.i75.end:                        ; preds = %conv2_weight_grad.i
   %750 = icmp slt i64 %f74.next, 64
   br i1 %750, label %conv2_weight_grad.f74, label %conv2_weight_grad.f74.end
 
-conv2_bias_grad.f76:                              ; preds = %conv2_bias_grad.img78.end, %conv2_weight_grad.g61.end
-  %conv2_bias_grad.f76225 = phi i64 [ 0, %conv2_weight_grad.g61.end ], [ %f76.next, %conv2_bias_grad.img78.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc77, align 4
+conv2_bias_grad.i76:                              ; preds = %conv2_bias_grad.i76, %conv2_weight_grad.g61.end
+  %conv2_bias_grad.i76225 = phi i64 [ 0, %conv2_weight_grad.g61.end ], [ %i76.next, %conv2_bias_grad.i76 ]
+  %751 = add nsw i64 1605632, %conv2_bias_grad.i76225
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %751
+  store float 1.000000e+00, ptr %arena226, align 4
+  %i76.next = add nsw i64 %conv2_bias_grad.i76225, 1
+  %752 = icmp slt i64 %i76.next, 784
+  br i1 %752, label %conv2_bias_grad.i76, label %conv2_bias_grad.i76.end
+
+conv2_bias_grad.i76.end:                          ; preds = %conv2_bias_grad.i76
+  br label %conv2_bias_grad.i77
+
+conv2_bias_grad.i77:                              ; preds = %conv2_bias_grad.i77, %conv2_bias_grad.i76.end
+  %conv2_bias_grad.i77227 = phi i64 [ 0, %conv2_bias_grad.i76.end ], [ %i77.next, %conv2_bias_grad.i77 ]
+  %753 = add nsw i64 18752, %conv2_bias_grad.i77227
+  %grads228 = getelementptr inbounds float, ptr %grads, i64 %753
+  store float 0.000000e+00, ptr %grads228, align 4
+  %i77.next = add nsw i64 %conv2_bias_grad.i77227, 1
+  %754 = icmp slt i64 %i77.next, 64
+  br i1 %754, label %conv2_bias_grad.i77, label %conv2_bias_grad.i77.end
+
+conv2_bias_grad.i77.end:                          ; preds = %conv2_bias_grad.i77
   br label %conv2_bias_grad.img78
 
-conv2_bias_grad.f76.end:                          ; preds = %conv2_bias_grad.img78.end
-  br label %relu1_grad.i80
+conv2_bias_grad.img78:                            ; preds = %conv2_bias_grad.img78, %conv2_bias_grad.i77.end
+  %conv2_bias_grad.img78229 = phi i64 [ 0, %conv2_bias_grad.i77.end ], [ %img78.next, %conv2_bias_grad.img78 ]
+  %755 = mul nsw i64 %conv2_bias_grad.img78229, 50176
+  %756 = add nsw i64 4039952, %755
+  %arena230 = getelementptr inbounds float, ptr %arena, i64 %756
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads232 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena230, i32 784, ptr %arena231, i32 1, float 1.000000e+00, ptr %grads232, i32 1)
+  %img78.next = add nsw i64 %conv2_bias_grad.img78229, 1
+  %757 = icmp slt i64 %img78.next, 64
+  br i1 %757, label %conv2_bias_grad.img78, label %conv2_bias_grad.img78.end
 
-conv2_bias_grad.img78:                            ; preds = %conv2_bias_grad.i79.end, %conv2_bias_grad.f76
-  %conv2_bias_grad.img78226 = phi i64 [ 0, %conv2_bias_grad.f76 ], [ %img78.next, %conv2_bias_grad.i79.end ]
-  br label %conv2_bias_grad.i79
+conv2_bias_grad.img78.end:                        ; preds = %conv2_bias_grad.img78
+  br label %relu1_grad.i79
 
-conv2_bias_grad.img78.end:                        ; preds = %conv2_bias_grad.i79.end
-  %acc77229 = load float, ptr %conv2_bias_grad.acc77, align 4
-  %751 = add nsw i64 18752, %conv2_bias_grad.f76225
-  %grads230 = getelementptr inbounds float, ptr %grads, i64 %751
-  store float %acc77229, ptr %grads230, align 4
-  %f76.next = add nsw i64 %conv2_bias_grad.f76225, 1
-  %752 = icmp slt i64 %f76.next, 64
-  br i1 %752, label %conv2_bias_grad.f76, label %conv2_bias_grad.f76.end
+relu1_grad.i79:                                   ; preds = %relu1_grad.i79, %conv2_bias_grad.img78.end
+  %relu1_grad.i79233 = phi i64 [ 0, %conv2_bias_grad.img78.end ], [ %i79.next, %relu1_grad.i79 ]
+  %758 = add nsw i64 1605632, %relu1_grad.i79233
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %758
+  store float 0.000000e+00, ptr %arena234, align 4
+  %i79.next = add nsw i64 %relu1_grad.i79233, 1
+  %759 = icmp slt i64 %i79.next, 1605632
+  br i1 %759, label %relu1_grad.i79, label %relu1_grad.i79.end
 
-conv2_bias_grad.i79:                              ; preds = %conv2_bias_grad.i79, %conv2_bias_grad.img78
-  %conv2_bias_grad.i79227 = phi i64 [ 0, %conv2_bias_grad.img78 ], [ %i79.next, %conv2_bias_grad.i79 ]
-  %acc77 = load float, ptr %conv2_bias_grad.acc77, align 4
-  %753 = mul nsw i64 %conv2_bias_grad.img78226, 50176
-  %754 = add nsw i64 4039952, %753
-  %755 = mul nsw i64 %conv2_bias_grad.f76225, 784
-  %756 = add nsw i64 %754, %755
-  %757 = add nsw i64 %756, %conv2_bias_grad.i79227
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 %757
-  %758 = load float, ptr %arena228, align 4
-  %759 = fadd float %acc77, %758
-  store float %759, ptr %conv2_bias_grad.acc77, align 4
-  %i79.next = add nsw i64 %conv2_bias_grad.i79227, 1
-  %760 = icmp slt i64 %i79.next, 784
-  br i1 %760, label %conv2_bias_grad.i79, label %conv2_bias_grad.i79.end
+relu1_grad.i79.end:                               ; preds = %relu1_grad.i79
+  br label %relu1_grad.g80
 
-conv2_bias_grad.i79.end:                          ; preds = %conv2_bias_grad.i79
-  %img78.next = add nsw i64 %conv2_bias_grad.img78226, 1
-  %761 = icmp slt i64 %img78.next, 64
-  br i1 %761, label %conv2_bias_grad.img78, label %conv2_bias_grad.img78.end
+relu1_grad.g80:                                   ; preds = %relu1_grad.j84.end, %relu1_grad.i79.end
+  %relu1_grad.g80235 = phi i64 [ 0, %relu1_grad.i79.end ], [ %g80.next, %relu1_grad.j84.end ]
+  br label %relu1_grad.j81
 
-relu1_grad.i80:                                   ; preds = %relu1_grad.i80, %conv2_bias_grad.f76.end
-  %relu1_grad.i80231 = phi i64 [ 0, %conv2_bias_grad.f76.end ], [ %i80.next, %relu1_grad.i80 ]
-  %762 = add nsw i64 1605632, %relu1_grad.i80231
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %762
-  store float 0.000000e+00, ptr %arena232, align 4
-  %i80.next = add nsw i64 %relu1_grad.i80231, 1
-  %763 = icmp slt i64 %i80.next, 1605632
-  br i1 %763, label %relu1_grad.i80, label %relu1_grad.i80.end
+relu1_grad.g80.end:                               ; preds = %relu1_grad.j84.end
+  br label %conv1_grad.i93
 
-relu1_grad.i80.end:                               ; preds = %relu1_grad.i80
-  br label %relu1_grad.g81
+relu1_grad.j81:                                   ; preds = %relu1_grad.f82.end, %relu1_grad.g80
+  %relu1_grad.j81236 = phi i64 [ 0, %relu1_grad.g80 ], [ %j81.next, %relu1_grad.f82.end ]
+  br label %relu1_grad.f82
 
-relu1_grad.g81:                                   ; preds = %relu1_grad.j85.end, %relu1_grad.i80.end
-  %relu1_grad.g81233 = phi i64 [ 0, %relu1_grad.i80.end ], [ %g81.next, %relu1_grad.j85.end ]
-  br label %relu1_grad.j82
+relu1_grad.j81.end:                               ; preds = %relu1_grad.f82.end
+  %params241 = getelementptr inbounds float, ptr %params, i64 320
+  %arena242 = getelementptr inbounds float, ptr %arena, i64 21701904
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 7251216
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params241, i32 288, ptr %arena242, i32 50176, float 0.000000e+00, ptr %arena243, i32 50176)
+  br label %relu1_grad.j84
 
-relu1_grad.g81.end:                               ; preds = %relu1_grad.j85.end
-  br label %conv1_grad.i94
+relu1_grad.f82:                                   ; preds = %relu1_grad.i83.end, %relu1_grad.j81
+  %relu1_grad.f82237 = phi i64 [ 0, %relu1_grad.j81 ], [ %f82.next, %relu1_grad.i83.end ]
+  br label %relu1_grad.i83
 
-relu1_grad.j82:                                   ; preds = %relu1_grad.f83.end, %relu1_grad.g81
-  %relu1_grad.j82234 = phi i64 [ 0, %relu1_grad.g81 ], [ %j82.next, %relu1_grad.f83.end ]
-  br label %relu1_grad.f83
+relu1_grad.f82.end:                               ; preds = %relu1_grad.i83.end
+  %j81.next = add nsw i64 %relu1_grad.j81236, 1
+  %760 = icmp slt i64 %j81.next, 64
+  br i1 %760, label %relu1_grad.j81, label %relu1_grad.j81.end
 
-relu1_grad.j82.end:                               ; preds = %relu1_grad.f83.end
-  %params239 = getelementptr inbounds float, ptr %params, i64 320
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 21701904
-  %arena241 = getelementptr inbounds float, ptr %arena, i64 7251216
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params239, i32 288, ptr %arena240, i32 50176, float 0.000000e+00, ptr %arena241, i32 50176)
-  br label %relu1_grad.j85
+relu1_grad.i83:                                   ; preds = %relu1_grad.i83, %relu1_grad.f82
+  %relu1_grad.i83238 = phi i64 [ 0, %relu1_grad.f82 ], [ %i83.next, %relu1_grad.i83 ]
+  %761 = mul nsw i64 %relu1_grad.g80235, 64
+  %762 = add nsw i64 %761, %relu1_grad.j81236
+  %763 = mul nsw i64 %762, 50176
+  %764 = add nsw i64 4039952, %763
+  %765 = mul nsw i64 %relu1_grad.f82237, 784
+  %766 = add nsw i64 %764, %765
+  %767 = add nsw i64 %766, %relu1_grad.i83238
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %767
+  %768 = load float, ptr %arena239, align 4
+  %769 = mul nsw i64 %relu1_grad.f82237, 50176
+  %770 = add nsw i64 21701904, %769
+  %771 = mul nsw i64 %relu1_grad.j81236, 784
+  %772 = add nsw i64 %770, %771
+  %773 = add nsw i64 %772, %relu1_grad.i83238
+  %arena240 = getelementptr inbounds float, ptr %arena, i64 %773
+  store float %768, ptr %arena240, align 4
+  %i83.next = add nsw i64 %relu1_grad.i83238, 1
+  %774 = icmp slt i64 %i83.next, 784
+  br i1 %774, label %relu1_grad.i83, label %relu1_grad.i83.end
 
-relu1_grad.f83:                                   ; preds = %relu1_grad.i84.end, %relu1_grad.j82
-  %relu1_grad.f83235 = phi i64 [ 0, %relu1_grad.j82 ], [ %f83.next, %relu1_grad.i84.end ]
-  br label %relu1_grad.i84
+relu1_grad.i83.end:                               ; preds = %relu1_grad.i83
+  %f82.next = add nsw i64 %relu1_grad.f82237, 1
+  %775 = icmp slt i64 %f82.next, 64
+  br i1 %775, label %relu1_grad.f82, label %relu1_grad.f82.end
 
-relu1_grad.f83.end:                               ; preds = %relu1_grad.i84.end
-  %j82.next = add nsw i64 %relu1_grad.j82234, 1
-  %764 = icmp slt i64 %j82.next, 64
-  br i1 %764, label %relu1_grad.j82, label %relu1_grad.j82.end
+relu1_grad.j84:                                   ; preds = %relu1_grad.c85.end, %relu1_grad.j81.end
+  %relu1_grad.j84244 = phi i64 [ 0, %relu1_grad.j81.end ], [ %j84.next, %relu1_grad.c85.end ]
+  br label %relu1_grad.c85
 
-relu1_grad.i84:                                   ; preds = %relu1_grad.i84, %relu1_grad.f83
-  %relu1_grad.i84236 = phi i64 [ 0, %relu1_grad.f83 ], [ %i84.next, %relu1_grad.i84 ]
-  %765 = mul nsw i64 %relu1_grad.g81233, 64
-  %766 = add nsw i64 %765, %relu1_grad.j82234
-  %767 = mul nsw i64 %766, 50176
-  %768 = add nsw i64 4039952, %767
-  %769 = mul nsw i64 %relu1_grad.f83235, 784
-  %770 = add nsw i64 %768, %769
-  %771 = add nsw i64 %770, %relu1_grad.i84236
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %771
-  %772 = load float, ptr %arena237, align 4
-  %773 = mul nsw i64 %relu1_grad.f83235, 50176
-  %774 = add nsw i64 21701904, %773
-  %775 = mul nsw i64 %relu1_grad.j82234, 784
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %relu1_grad.i84236
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %777
-  store float %772, ptr %arena238, align 4
-  %i84.next = add nsw i64 %relu1_grad.i84236, 1
-  %778 = icmp slt i64 %i84.next, 784
-  br i1 %778, label %relu1_grad.i84, label %relu1_grad.i84.end
+relu1_grad.j84.end:                               ; preds = %relu1_grad.c85.end
+  %g80.next = add nsw i64 %relu1_grad.g80235, 1
+  %776 = icmp slt i64 %g80.next, 1
+  br i1 %776, label %relu1_grad.g80, label %relu1_grad.g80.end
 
-relu1_grad.i84.end:                               ; preds = %relu1_grad.i84
-  %f83.next = add nsw i64 %relu1_grad.f83235, 1
-  %779 = icmp slt i64 %f83.next, 64
-  br i1 %779, label %relu1_grad.f83, label %relu1_grad.f83.end
+relu1_grad.c85:                                   ; preds = %relu1_grad.ky86.end, %relu1_grad.j84
+  %relu1_grad.c85245 = phi i64 [ 0, %relu1_grad.j84 ], [ %c85.next, %relu1_grad.ky86.end ]
+  br label %relu1_grad.ky86
 
-relu1_grad.j85:                                   ; preds = %relu1_grad.c86.end, %relu1_grad.j82.end
-  %relu1_grad.j85242 = phi i64 [ 0, %relu1_grad.j82.end ], [ %j85.next, %relu1_grad.c86.end ]
-  br label %relu1_grad.c86
+relu1_grad.c85.end:                               ; preds = %relu1_grad.ky86.end
+  %j84.next = add nsw i64 %relu1_grad.j84244, 1
+  %777 = icmp slt i64 %j84.next, 64
+  br i1 %777, label %relu1_grad.j84, label %relu1_grad.j84.end
 
-relu1_grad.j85.end:                               ; preds = %relu1_grad.c86.end
-  %g81.next = add nsw i64 %relu1_grad.g81233, 1
-  %780 = icmp slt i64 %g81.next, 1
-  br i1 %780, label %relu1_grad.g81, label %relu1_grad.g81.end
+relu1_grad.ky86:                                  ; preds = %relu1_grad.oy91.end, %relu1_grad.c85
+  %relu1_grad.ky86246 = phi i64 [ 0, %relu1_grad.c85 ], [ %ky86.next, %relu1_grad.oy91.end ]
+  br label %relu1_grad.oy87
 
-relu1_grad.c86:                                   ; preds = %relu1_grad.ky87.end, %relu1_grad.j85
-  %relu1_grad.c86243 = phi i64 [ 0, %relu1_grad.j85 ], [ %c86.next, %relu1_grad.ky87.end ]
-  br label %relu1_grad.ky87
+relu1_grad.ky86.end:                              ; preds = %relu1_grad.oy91.end
+  %c85.next = add nsw i64 %relu1_grad.c85245, 1
+  %778 = icmp slt i64 %c85.next, 32
+  br i1 %778, label %relu1_grad.c85, label %relu1_grad.c85.end
 
-relu1_grad.c86.end:                               ; preds = %relu1_grad.ky87.end
-  %j85.next = add nsw i64 %relu1_grad.j85242, 1
-  %781 = icmp slt i64 %j85.next, 64
-  br i1 %781, label %relu1_grad.j85, label %relu1_grad.j85.end
+relu1_grad.oy87:                                  ; preds = %relu1_grad.endif, %relu1_grad.ky86
+  %relu1_grad.oy87247 = phi i64 [ 0, %relu1_grad.ky86 ], [ %oy87.next, %relu1_grad.endif ]
+  %779 = add nsw i64 %relu1_grad.oy87247, %relu1_grad.ky86246
+  %780 = add nsw i64 %779, -1
+  %781 = icmp slt i64 -1, %780
+  %782 = add nsw i64 %relu1_grad.oy87247, %relu1_grad.ky86246
+  %783 = add nsw i64 %782, -1
+  %784 = icmp slt i64 %783, 28
+  %785 = and i1 %781, %784
+  br i1 %785, label %relu1_grad.then, label %relu1_grad.endif
 
-relu1_grad.ky87:                                  ; preds = %relu1_grad.oy92.end, %relu1_grad.c86
-  %relu1_grad.ky87244 = phi i64 [ 0, %relu1_grad.c86 ], [ %ky87.next, %relu1_grad.oy92.end ]
-  br label %relu1_grad.oy88
+relu1_grad.oy87.end:                              ; preds = %relu1_grad.endif
+  br label %relu1_grad.oy89
 
-relu1_grad.ky87.end:                              ; preds = %relu1_grad.oy92.end
-  %c86.next = add nsw i64 %relu1_grad.c86243, 1
-  %782 = icmp slt i64 %c86.next, 32
-  br i1 %782, label %relu1_grad.c86, label %relu1_grad.c86.end
+relu1_grad.then:                                  ; preds = %relu1_grad.oy87
+  br label %relu1_grad.ox88
 
-relu1_grad.oy88:                                  ; preds = %relu1_grad.endif, %relu1_grad.ky87
-  %relu1_grad.oy88245 = phi i64 [ 0, %relu1_grad.ky87 ], [ %oy88.next, %relu1_grad.endif ]
-  %783 = add nsw i64 %relu1_grad.oy88245, %relu1_grad.ky87244
-  %784 = add nsw i64 %783, -1
-  %785 = icmp slt i64 -1, %784
-  %786 = add nsw i64 %relu1_grad.oy88245, %relu1_grad.ky87244
-  %787 = add nsw i64 %786, -1
-  %788 = icmp slt i64 %787, 28
-  %789 = and i1 %785, %788
-  br i1 %789, label %relu1_grad.then, label %relu1_grad.endif
+relu1_grad.endif:                                 ; preds = %relu1_grad.ox88.end, %relu1_grad.oy87
+  %oy87.next = add nsw i64 %relu1_grad.oy87247, 1
+  %786 = icmp slt i64 %oy87.next, 28
+  br i1 %786, label %relu1_grad.oy87, label %relu1_grad.oy87.end
 
-relu1_grad.oy88.end:                              ; preds = %relu1_grad.endif
-  br label %relu1_grad.oy90
-
-relu1_grad.then:                                  ; preds = %relu1_grad.oy88
-  br label %relu1_grad.ox89
-
-relu1_grad.endif:                                 ; preds = %relu1_grad.ox89.end, %relu1_grad.oy88
-  %oy88.next = add nsw i64 %relu1_grad.oy88245, 1
-  %790 = icmp slt i64 %oy88.next, 28
-  br i1 %790, label %relu1_grad.oy88, label %relu1_grad.oy88.end
-
-relu1_grad.ox89:                                  ; preds = %relu1_grad.ox89, %relu1_grad.then
-  %relu1_grad.ox89246 = phi i64 [ 0, %relu1_grad.then ], [ %ox89.next, %relu1_grad.ox89 ]
-  %791 = mul nsw i64 %relu1_grad.g81233, 64
-  %792 = add nsw i64 %791, %relu1_grad.j85242
-  %793 = mul nsw i64 %792, 25088
-  %794 = add nsw i64 1605632, %793
-  %795 = mul nsw i64 %relu1_grad.c86243, 784
-  %796 = add nsw i64 %794, %795
-  %797 = add nsw i64 %relu1_grad.oy88245, %relu1_grad.ky87244
+relu1_grad.ox88:                                  ; preds = %relu1_grad.ox88, %relu1_grad.then
+  %relu1_grad.ox88248 = phi i64 [ 0, %relu1_grad.then ], [ %ox88.next, %relu1_grad.ox88 ]
+  %787 = mul nsw i64 %relu1_grad.g80235, 64
+  %788 = add nsw i64 %787, %relu1_grad.j84244
+  %789 = mul nsw i64 %788, 25088
+  %790 = add nsw i64 1605632, %789
+  %791 = mul nsw i64 %relu1_grad.c85245, 784
+  %792 = add nsw i64 %790, %791
+  %793 = add nsw i64 %relu1_grad.oy87247, %relu1_grad.ky86246
+  %794 = add nsw i64 %793, -1
+  %795 = mul nsw i64 %794, 28
+  %796 = add nsw i64 %792, %795
+  %797 = add nsw i64 %relu1_grad.ox88248, 1
   %798 = add nsw i64 %797, -1
-  %799 = mul nsw i64 %798, 28
-  %800 = add nsw i64 %796, %799
-  %801 = add nsw i64 %relu1_grad.ox89246, 1
-  %802 = add nsw i64 %801, -1
-  %803 = add nsw i64 %800, %802
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %803
-  %804 = load float, ptr %arena247, align 4
-  %805 = mul nsw i64 %relu1_grad.c86243, 3
-  %806 = add nsw i64 %805, %relu1_grad.ky87244
-  %807 = mul nsw i64 %806, 3
-  %808 = mul nsw i64 %807, 50176
-  %809 = add nsw i64 7251216, %808
-  %810 = mul nsw i64 %relu1_grad.j85242, 784
+  %799 = add nsw i64 %796, %798
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %799
+  %800 = load float, ptr %arena249, align 4
+  %801 = mul nsw i64 %relu1_grad.c85245, 3
+  %802 = add nsw i64 %801, %relu1_grad.ky86246
+  %803 = mul nsw i64 %802, 3
+  %804 = mul nsw i64 %803, 50176
+  %805 = add nsw i64 7251216, %804
+  %806 = mul nsw i64 %relu1_grad.j84244, 784
+  %807 = add nsw i64 %805, %806
+  %808 = mul nsw i64 %relu1_grad.oy87247, 28
+  %809 = add nsw i64 %807, %808
+  %810 = add nsw i64 %relu1_grad.ox88248, 1
   %811 = add nsw i64 %809, %810
-  %812 = mul nsw i64 %relu1_grad.oy88245, 28
-  %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %relu1_grad.ox89246, 1
-  %815 = add nsw i64 %813, %814
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %815
-  %816 = load float, ptr %arena248, align 4
-  %817 = fadd float %804, %816
-  store float %817, ptr %arena247, align 4
-  %ox89.next = add nsw i64 %relu1_grad.ox89246, 1
-  %818 = icmp slt i64 %ox89.next, 27
-  br i1 %818, label %relu1_grad.ox89, label %relu1_grad.ox89.end
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %811
+  %812 = load float, ptr %arena250, align 4
+  %813 = fadd float %800, %812
+  store float %813, ptr %arena249, align 4
+  %ox88.next = add nsw i64 %relu1_grad.ox88248, 1
+  %814 = icmp slt i64 %ox88.next, 27
+  br i1 %814, label %relu1_grad.ox88, label %relu1_grad.ox88.end
 
-relu1_grad.ox89.end:                              ; preds = %relu1_grad.ox89
+relu1_grad.ox88.end:                              ; preds = %relu1_grad.ox88
   br label %relu1_grad.endif
 
-relu1_grad.oy90:                                  ; preds = %relu1_grad.endif251, %relu1_grad.oy88.end
-  %relu1_grad.oy90249 = phi i64 [ 0, %relu1_grad.oy88.end ], [ %oy90.next, %relu1_grad.endif251 ]
-  %819 = add nsw i64 %relu1_grad.oy90249, %relu1_grad.ky87244
-  %820 = add nsw i64 %819, -1
-  %821 = icmp slt i64 -1, %820
-  %822 = add nsw i64 %relu1_grad.oy90249, %relu1_grad.ky87244
-  %823 = add nsw i64 %822, -1
-  %824 = icmp slt i64 %823, 28
-  %825 = and i1 %821, %824
-  br i1 %825, label %relu1_grad.then250, label %relu1_grad.endif251
+relu1_grad.oy89:                                  ; preds = %relu1_grad.endif253, %relu1_grad.oy87.end
+  %relu1_grad.oy89251 = phi i64 [ 0, %relu1_grad.oy87.end ], [ %oy89.next, %relu1_grad.endif253 ]
+  %815 = add nsw i64 %relu1_grad.oy89251, %relu1_grad.ky86246
+  %816 = add nsw i64 %815, -1
+  %817 = icmp slt i64 -1, %816
+  %818 = add nsw i64 %relu1_grad.oy89251, %relu1_grad.ky86246
+  %819 = add nsw i64 %818, -1
+  %820 = icmp slt i64 %819, 28
+  %821 = and i1 %817, %820
+  br i1 %821, label %relu1_grad.then252, label %relu1_grad.endif253
 
-relu1_grad.oy90.end:                              ; preds = %relu1_grad.endif251
-  br label %relu1_grad.oy92
+relu1_grad.oy89.end:                              ; preds = %relu1_grad.endif253
+  br label %relu1_grad.oy91
 
-relu1_grad.then250:                               ; preds = %relu1_grad.oy90
-  br label %relu1_grad.ox91
+relu1_grad.then252:                               ; preds = %relu1_grad.oy89
+  br label %relu1_grad.ox90
 
-relu1_grad.endif251:                              ; preds = %relu1_grad.ox91.end, %relu1_grad.oy90
-  %oy90.next = add nsw i64 %relu1_grad.oy90249, 1
-  %826 = icmp slt i64 %oy90.next, 28
-  br i1 %826, label %relu1_grad.oy90, label %relu1_grad.oy90.end
+relu1_grad.endif253:                              ; preds = %relu1_grad.ox90.end, %relu1_grad.oy89
+  %oy89.next = add nsw i64 %relu1_grad.oy89251, 1
+  %822 = icmp slt i64 %oy89.next, 28
+  br i1 %822, label %relu1_grad.oy89, label %relu1_grad.oy89.end
 
-relu1_grad.ox91:                                  ; preds = %relu1_grad.ox91, %relu1_grad.then250
-  %relu1_grad.ox91252 = phi i64 [ 0, %relu1_grad.then250 ], [ %ox91.next, %relu1_grad.ox91 ]
-  %827 = mul nsw i64 %relu1_grad.g81233, 64
-  %828 = add nsw i64 %827, %relu1_grad.j85242
-  %829 = mul nsw i64 %828, 25088
-  %830 = add nsw i64 1605632, %829
-  %831 = mul nsw i64 %relu1_grad.c86243, 784
-  %832 = add nsw i64 %830, %831
-  %833 = add nsw i64 %relu1_grad.oy90249, %relu1_grad.ky87244
-  %834 = add nsw i64 %833, -1
-  %835 = mul nsw i64 %834, 28
-  %836 = add nsw i64 %832, %835
-  %837 = add nsw i64 %836, %relu1_grad.ox91252
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %837
-  %838 = load float, ptr %arena253, align 4
-  %839 = mul nsw i64 %relu1_grad.c86243, 3
-  %840 = add nsw i64 %839, %relu1_grad.ky87244
-  %841 = mul nsw i64 %840, 3
-  %842 = add nsw i64 %841, 1
-  %843 = mul nsw i64 %842, 50176
-  %844 = add nsw i64 7251216, %843
-  %845 = mul nsw i64 %relu1_grad.j85242, 784
-  %846 = add nsw i64 %844, %845
-  %847 = mul nsw i64 %relu1_grad.oy90249, 28
-  %848 = add nsw i64 %846, %847
-  %849 = add nsw i64 %848, %relu1_grad.ox91252
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %849
-  %850 = load float, ptr %arena254, align 4
-  %851 = fadd float %838, %850
-  store float %851, ptr %arena253, align 4
-  %ox91.next = add nsw i64 %relu1_grad.ox91252, 1
-  %852 = icmp slt i64 %ox91.next, 28
-  br i1 %852, label %relu1_grad.ox91, label %relu1_grad.ox91.end
+relu1_grad.ox90:                                  ; preds = %relu1_grad.ox90, %relu1_grad.then252
+  %relu1_grad.ox90254 = phi i64 [ 0, %relu1_grad.then252 ], [ %ox90.next, %relu1_grad.ox90 ]
+  %823 = mul nsw i64 %relu1_grad.g80235, 64
+  %824 = add nsw i64 %823, %relu1_grad.j84244
+  %825 = mul nsw i64 %824, 25088
+  %826 = add nsw i64 1605632, %825
+  %827 = mul nsw i64 %relu1_grad.c85245, 784
+  %828 = add nsw i64 %826, %827
+  %829 = add nsw i64 %relu1_grad.oy89251, %relu1_grad.ky86246
+  %830 = add nsw i64 %829, -1
+  %831 = mul nsw i64 %830, 28
+  %832 = add nsw i64 %828, %831
+  %833 = add nsw i64 %832, %relu1_grad.ox90254
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %833
+  %834 = load float, ptr %arena255, align 4
+  %835 = mul nsw i64 %relu1_grad.c85245, 3
+  %836 = add nsw i64 %835, %relu1_grad.ky86246
+  %837 = mul nsw i64 %836, 3
+  %838 = add nsw i64 %837, 1
+  %839 = mul nsw i64 %838, 50176
+  %840 = add nsw i64 7251216, %839
+  %841 = mul nsw i64 %relu1_grad.j84244, 784
+  %842 = add nsw i64 %840, %841
+  %843 = mul nsw i64 %relu1_grad.oy89251, 28
+  %844 = add nsw i64 %842, %843
+  %845 = add nsw i64 %844, %relu1_grad.ox90254
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %845
+  %846 = load float, ptr %arena256, align 4
+  %847 = fadd float %834, %846
+  store float %847, ptr %arena255, align 4
+  %ox90.next = add nsw i64 %relu1_grad.ox90254, 1
+  %848 = icmp slt i64 %ox90.next, 28
+  br i1 %848, label %relu1_grad.ox90, label %relu1_grad.ox90.end
 
-relu1_grad.ox91.end:                              ; preds = %relu1_grad.ox91
-  br label %relu1_grad.endif251
+relu1_grad.ox90.end:                              ; preds = %relu1_grad.ox90
+  br label %relu1_grad.endif253
 
-relu1_grad.oy92:                                  ; preds = %relu1_grad.endif257, %relu1_grad.oy90.end
-  %relu1_grad.oy92255 = phi i64 [ 0, %relu1_grad.oy90.end ], [ %oy92.next, %relu1_grad.endif257 ]
-  %853 = add nsw i64 %relu1_grad.oy92255, %relu1_grad.ky87244
-  %854 = add nsw i64 %853, -1
-  %855 = icmp slt i64 -1, %854
-  %856 = add nsw i64 %relu1_grad.oy92255, %relu1_grad.ky87244
-  %857 = add nsw i64 %856, -1
-  %858 = icmp slt i64 %857, 28
-  %859 = and i1 %855, %858
-  br i1 %859, label %relu1_grad.then256, label %relu1_grad.endif257
+relu1_grad.oy91:                                  ; preds = %relu1_grad.endif259, %relu1_grad.oy89.end
+  %relu1_grad.oy91257 = phi i64 [ 0, %relu1_grad.oy89.end ], [ %oy91.next, %relu1_grad.endif259 ]
+  %849 = add nsw i64 %relu1_grad.oy91257, %relu1_grad.ky86246
+  %850 = add nsw i64 %849, -1
+  %851 = icmp slt i64 -1, %850
+  %852 = add nsw i64 %relu1_grad.oy91257, %relu1_grad.ky86246
+  %853 = add nsw i64 %852, -1
+  %854 = icmp slt i64 %853, 28
+  %855 = and i1 %851, %854
+  br i1 %855, label %relu1_grad.then258, label %relu1_grad.endif259
 
-relu1_grad.oy92.end:                              ; preds = %relu1_grad.endif257
-  %ky87.next = add nsw i64 %relu1_grad.ky87244, 1
-  %860 = icmp slt i64 %ky87.next, 3
-  br i1 %860, label %relu1_grad.ky87, label %relu1_grad.ky87.end
+relu1_grad.oy91.end:                              ; preds = %relu1_grad.endif259
+  %ky86.next = add nsw i64 %relu1_grad.ky86246, 1
+  %856 = icmp slt i64 %ky86.next, 3
+  br i1 %856, label %relu1_grad.ky86, label %relu1_grad.ky86.end
 
-relu1_grad.then256:                               ; preds = %relu1_grad.oy92
-  br label %relu1_grad.ox93
+relu1_grad.then258:                               ; preds = %relu1_grad.oy91
+  br label %relu1_grad.ox92
 
-relu1_grad.endif257:                              ; preds = %relu1_grad.ox93.end, %relu1_grad.oy92
-  %oy92.next = add nsw i64 %relu1_grad.oy92255, 1
-  %861 = icmp slt i64 %oy92.next, 28
-  br i1 %861, label %relu1_grad.oy92, label %relu1_grad.oy92.end
+relu1_grad.endif259:                              ; preds = %relu1_grad.ox92.end, %relu1_grad.oy91
+  %oy91.next = add nsw i64 %relu1_grad.oy91257, 1
+  %857 = icmp slt i64 %oy91.next, 28
+  br i1 %857, label %relu1_grad.oy91, label %relu1_grad.oy91.end
 
-relu1_grad.ox93:                                  ; preds = %relu1_grad.ox93, %relu1_grad.then256
-  %relu1_grad.ox93258 = phi i64 [ 0, %relu1_grad.then256 ], [ %ox93.next, %relu1_grad.ox93 ]
-  %862 = mul nsw i64 %relu1_grad.g81233, 64
-  %863 = add nsw i64 %862, %relu1_grad.j85242
-  %864 = mul nsw i64 %863, 25088
-  %865 = add nsw i64 1605632, %864
-  %866 = mul nsw i64 %relu1_grad.c86243, 784
-  %867 = add nsw i64 %865, %866
-  %868 = add nsw i64 %relu1_grad.oy92255, %relu1_grad.ky87244
-  %869 = add nsw i64 %868, -1
-  %870 = mul nsw i64 %869, 28
-  %871 = add nsw i64 %867, %870
-  %872 = add nsw i64 %relu1_grad.ox93258, 1
-  %873 = add nsw i64 %871, %872
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %873
-  %874 = load float, ptr %arena259, align 4
-  %875 = mul nsw i64 %relu1_grad.c86243, 3
-  %876 = add nsw i64 %875, %relu1_grad.ky87244
-  %877 = mul nsw i64 %876, 3
-  %878 = add nsw i64 %877, 2
-  %879 = mul nsw i64 %878, 50176
-  %880 = add nsw i64 7251216, %879
-  %881 = mul nsw i64 %relu1_grad.j85242, 784
-  %882 = add nsw i64 %880, %881
-  %883 = mul nsw i64 %relu1_grad.oy92255, 28
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %884, %relu1_grad.ox93258
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %885
-  %886 = load float, ptr %arena260, align 4
-  %887 = fadd float %874, %886
-  store float %887, ptr %arena259, align 4
-  %ox93.next = add nsw i64 %relu1_grad.ox93258, 1
-  %888 = icmp slt i64 %ox93.next, 27
-  br i1 %888, label %relu1_grad.ox93, label %relu1_grad.ox93.end
+relu1_grad.ox92:                                  ; preds = %relu1_grad.ox92, %relu1_grad.then258
+  %relu1_grad.ox92260 = phi i64 [ 0, %relu1_grad.then258 ], [ %ox92.next, %relu1_grad.ox92 ]
+  %858 = mul nsw i64 %relu1_grad.g80235, 64
+  %859 = add nsw i64 %858, %relu1_grad.j84244
+  %860 = mul nsw i64 %859, 25088
+  %861 = add nsw i64 1605632, %860
+  %862 = mul nsw i64 %relu1_grad.c85245, 784
+  %863 = add nsw i64 %861, %862
+  %864 = add nsw i64 %relu1_grad.oy91257, %relu1_grad.ky86246
+  %865 = add nsw i64 %864, -1
+  %866 = mul nsw i64 %865, 28
+  %867 = add nsw i64 %863, %866
+  %868 = add nsw i64 %relu1_grad.ox92260, 1
+  %869 = add nsw i64 %867, %868
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %869
+  %870 = load float, ptr %arena261, align 4
+  %871 = mul nsw i64 %relu1_grad.c85245, 3
+  %872 = add nsw i64 %871, %relu1_grad.ky86246
+  %873 = mul nsw i64 %872, 3
+  %874 = add nsw i64 %873, 2
+  %875 = mul nsw i64 %874, 50176
+  %876 = add nsw i64 7251216, %875
+  %877 = mul nsw i64 %relu1_grad.j84244, 784
+  %878 = add nsw i64 %876, %877
+  %879 = mul nsw i64 %relu1_grad.oy91257, 28
+  %880 = add nsw i64 %878, %879
+  %881 = add nsw i64 %880, %relu1_grad.ox92260
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %881
+  %882 = load float, ptr %arena262, align 4
+  %883 = fadd float %870, %882
+  store float %883, ptr %arena261, align 4
+  %ox92.next = add nsw i64 %relu1_grad.ox92260, 1
+  %884 = icmp slt i64 %ox92.next, 27
+  br i1 %884, label %relu1_grad.ox92, label %relu1_grad.ox92.end
 
-relu1_grad.ox93.end:                              ; preds = %relu1_grad.ox93
-  br label %relu1_grad.endif257
+relu1_grad.ox92.end:                              ; preds = %relu1_grad.ox92
+  br label %relu1_grad.endif259
 
-conv1_grad.i94:                                   ; preds = %conv1_grad.i94, %relu1_grad.g81.end
-  %conv1_grad.i94261 = phi i64 [ 0, %relu1_grad.g81.end ], [ %i94.next, %conv1_grad.i94 ]
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i94261
-  %889 = load float, ptr %arena262, align 4
-  %890 = fcmp ogt float %889, 0.000000e+00
-  %891 = add nsw i64 1605632, %conv1_grad.i94261
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %891
-  %892 = load float, ptr %arena263, align 4
-  %893 = select i1 %890, float %892, float 0.000000e+00
-  %894 = add nsw i64 3220112, %conv1_grad.i94261
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %894
-  store float %893, ptr %arena264, align 4
-  %i94.next = add nsw i64 %conv1_grad.i94261, 1
-  %895 = icmp slt i64 %i94.next, 1605632
-  br i1 %895, label %conv1_grad.i94, label %conv1_grad.i94.end
+conv1_grad.i93:                                   ; preds = %conv1_grad.i93, %relu1_grad.g80.end
+  %conv1_grad.i93263 = phi i64 [ 0, %relu1_grad.g80.end ], [ %i93.next, %conv1_grad.i93 ]
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i93263
+  %885 = load float, ptr %arena264, align 4
+  %886 = fcmp ogt float %885, 0.000000e+00
+  %887 = add nsw i64 1605632, %conv1_grad.i93263
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %887
+  %888 = load float, ptr %arena265, align 4
+  %889 = select i1 %886, float %888, float 0.000000e+00
+  %890 = add nsw i64 3220112, %conv1_grad.i93263
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %890
+  store float %889, ptr %arena266, align 4
+  %i93.next = add nsw i64 %conv1_grad.i93263, 1
+  %891 = icmp slt i64 %i93.next, 1605632
+  br i1 %891, label %conv1_grad.i93, label %conv1_grad.i93.end
 
-conv1_grad.i94.end:                               ; preds = %conv1_grad.i94
-  br label %conv1_weight_grad.i95
+conv1_grad.i93.end:                               ; preds = %conv1_grad.i93
+  br label %conv1_weight_grad.i94
 
-conv1_weight_grad.i95:                            ; preds = %conv1_weight_grad.i95, %conv1_grad.i94.end
-  %conv1_weight_grad.i95265 = phi i64 [ 0, %conv1_grad.i94.end ], [ %i95.next, %conv1_weight_grad.i95 ]
-  %grads266 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i95265
-  store float 0.000000e+00, ptr %grads266, align 4
-  %i95.next = add nsw i64 %conv1_weight_grad.i95265, 1
-  %896 = icmp slt i64 %i95.next, 288
-  br i1 %896, label %conv1_weight_grad.i95, label %conv1_weight_grad.i95.end
+conv1_weight_grad.i94:                            ; preds = %conv1_weight_grad.i94, %conv1_grad.i93.end
+  %conv1_weight_grad.i94267 = phi i64 [ 0, %conv1_grad.i93.end ], [ %i94.next, %conv1_weight_grad.i94 ]
+  %grads268 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i94267
+  store float 0.000000e+00, ptr %grads268, align 4
+  %i94.next = add nsw i64 %conv1_weight_grad.i94267, 1
+  %892 = icmp slt i64 %i94.next, 288
+  br i1 %892, label %conv1_weight_grad.i94, label %conv1_weight_grad.i94.end
 
-conv1_weight_grad.i95.end:                        ; preds = %conv1_weight_grad.i95
-  br label %conv1_weight_grad.g96
+conv1_weight_grad.i94.end:                        ; preds = %conv1_weight_grad.i94
+  br label %conv1_weight_grad.g95
 
-conv1_weight_grad.g96:                            ; preds = %conv1_weight_grad.j108.end, %conv1_weight_grad.i95.end
-  %conv1_weight_grad.g96267 = phi i64 [ 0, %conv1_weight_grad.i95.end ], [ %g96.next, %conv1_weight_grad.j108.end ]
-  br label %conv1_weight_grad.j97
+conv1_weight_grad.g95:                            ; preds = %conv1_weight_grad.j107.end, %conv1_weight_grad.i94.end
+  %conv1_weight_grad.g95269 = phi i64 [ 0, %conv1_weight_grad.i94.end ], [ %g95.next, %conv1_weight_grad.j107.end ]
+  br label %conv1_weight_grad.j96
 
-conv1_weight_grad.g96.end:                        ; preds = %conv1_weight_grad.j108.end
-  br label %conv1_bias_grad.f111
+conv1_weight_grad.g95.end:                        ; preds = %conv1_weight_grad.j107.end
+  br label %conv1_bias_grad.i110
 
-conv1_weight_grad.j97:                            ; preds = %conv1_weight_grad.c100.end, %conv1_weight_grad.g96
-  %conv1_weight_grad.j97268 = phi i64 [ 0, %conv1_weight_grad.g96 ], [ %j97.next, %conv1_weight_grad.c100.end ]
-  br label %conv1_weight_grad.r98
+conv1_weight_grad.j96:                            ; preds = %conv1_weight_grad.c99.end, %conv1_weight_grad.g95
+  %conv1_weight_grad.j96270 = phi i64 [ 0, %conv1_weight_grad.g95 ], [ %j96.next, %conv1_weight_grad.c99.end ]
+  br label %conv1_weight_grad.r97
 
-conv1_weight_grad.j97.end:                        ; preds = %conv1_weight_grad.c100.end
-  br label %conv1_weight_grad.j108
+conv1_weight_grad.j96.end:                        ; preds = %conv1_weight_grad.c99.end
+  br label %conv1_weight_grad.j107
 
-conv1_weight_grad.r98:                            ; preds = %conv1_weight_grad.i99.end, %conv1_weight_grad.j97
-  %conv1_weight_grad.r98269 = phi i64 [ 0, %conv1_weight_grad.j97 ], [ %r98.next, %conv1_weight_grad.i99.end ]
-  br label %conv1_weight_grad.i99
+conv1_weight_grad.r97:                            ; preds = %conv1_weight_grad.i98.end, %conv1_weight_grad.j96
+  %conv1_weight_grad.r97271 = phi i64 [ 0, %conv1_weight_grad.j96 ], [ %r97.next, %conv1_weight_grad.i98.end ]
+  br label %conv1_weight_grad.i98
 
-conv1_weight_grad.r98.end:                        ; preds = %conv1_weight_grad.i99.end
-  br label %conv1_weight_grad.c100
+conv1_weight_grad.r97.end:                        ; preds = %conv1_weight_grad.i98.end
+  br label %conv1_weight_grad.c99
 
-conv1_weight_grad.i99:                            ; preds = %conv1_weight_grad.i99, %conv1_weight_grad.r98
-  %conv1_weight_grad.i99270 = phi i64 [ 0, %conv1_weight_grad.r98 ], [ %i99.next, %conv1_weight_grad.i99 ]
-  %897 = mul nsw i64 %conv1_weight_grad.r98269, 50176
-  %898 = mul nsw i64 %conv1_weight_grad.j97268, 784
-  %899 = add nsw i64 %897, %898
-  %900 = add nsw i64 %899, %conv1_weight_grad.i99270
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %900
-  store float 0.000000e+00, ptr %arena271, align 4
-  %i99.next = add nsw i64 %conv1_weight_grad.i99270, 1
-  %901 = icmp slt i64 %i99.next, 784
-  br i1 %901, label %conv1_weight_grad.i99, label %conv1_weight_grad.i99.end
+conv1_weight_grad.i98:                            ; preds = %conv1_weight_grad.i98, %conv1_weight_grad.r97
+  %conv1_weight_grad.i98272 = phi i64 [ 0, %conv1_weight_grad.r97 ], [ %i98.next, %conv1_weight_grad.i98 ]
+  %893 = mul nsw i64 %conv1_weight_grad.r97271, 50176
+  %894 = mul nsw i64 %conv1_weight_grad.j96270, 784
+  %895 = add nsw i64 %893, %894
+  %896 = add nsw i64 %895, %conv1_weight_grad.i98272
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %896
+  store float 0.000000e+00, ptr %arena273, align 4
+  %i98.next = add nsw i64 %conv1_weight_grad.i98272, 1
+  %897 = icmp slt i64 %i98.next, 784
+  br i1 %897, label %conv1_weight_grad.i98, label %conv1_weight_grad.i98.end
 
-conv1_weight_grad.i99.end:                        ; preds = %conv1_weight_grad.i99
-  %r98.next = add nsw i64 %conv1_weight_grad.r98269, 1
-  %902 = icmp slt i64 %r98.next, 9
-  br i1 %902, label %conv1_weight_grad.r98, label %conv1_weight_grad.r98.end
+conv1_weight_grad.i98.end:                        ; preds = %conv1_weight_grad.i98
+  %r97.next = add nsw i64 %conv1_weight_grad.r97271, 1
+  %898 = icmp slt i64 %r97.next, 9
+  br i1 %898, label %conv1_weight_grad.r97, label %conv1_weight_grad.r97.end
 
-conv1_weight_grad.c100:                           ; preds = %conv1_weight_grad.ky101.end, %conv1_weight_grad.r98.end
-  %conv1_weight_grad.c100272 = phi i64 [ 0, %conv1_weight_grad.r98.end ], [ %c100.next, %conv1_weight_grad.ky101.end ]
-  br label %conv1_weight_grad.ky101
+conv1_weight_grad.c99:                            ; preds = %conv1_weight_grad.ky100.end, %conv1_weight_grad.r97.end
+  %conv1_weight_grad.c99274 = phi i64 [ 0, %conv1_weight_grad.r97.end ], [ %c99.next, %conv1_weight_grad.ky100.end ]
+  br label %conv1_weight_grad.ky100
 
-conv1_weight_grad.c100.end:                       ; preds = %conv1_weight_grad.ky101.end
-  %j97.next = add nsw i64 %conv1_weight_grad.j97268, 1
-  %903 = icmp slt i64 %j97.next, 64
-  br i1 %903, label %conv1_weight_grad.j97, label %conv1_weight_grad.j97.end
+conv1_weight_grad.c99.end:                        ; preds = %conv1_weight_grad.ky100.end
+  %j96.next = add nsw i64 %conv1_weight_grad.j96270, 1
+  %899 = icmp slt i64 %j96.next, 64
+  br i1 %899, label %conv1_weight_grad.j96, label %conv1_weight_grad.j96.end
 
-conv1_weight_grad.ky101:                          ; preds = %conv1_weight_grad.oy106.end, %conv1_weight_grad.c100
-  %conv1_weight_grad.ky101273 = phi i64 [ 0, %conv1_weight_grad.c100 ], [ %ky101.next, %conv1_weight_grad.oy106.end ]
-  br label %conv1_weight_grad.oy102
+conv1_weight_grad.ky100:                          ; preds = %conv1_weight_grad.oy105.end, %conv1_weight_grad.c99
+  %conv1_weight_grad.ky100275 = phi i64 [ 0, %conv1_weight_grad.c99 ], [ %ky100.next, %conv1_weight_grad.oy105.end ]
+  br label %conv1_weight_grad.oy101
 
-conv1_weight_grad.ky101.end:                      ; preds = %conv1_weight_grad.oy106.end
-  %c100.next = add nsw i64 %conv1_weight_grad.c100272, 1
-  %904 = icmp slt i64 %c100.next, 1
-  br i1 %904, label %conv1_weight_grad.c100, label %conv1_weight_grad.c100.end
+conv1_weight_grad.ky100.end:                      ; preds = %conv1_weight_grad.oy105.end
+  %c99.next = add nsw i64 %conv1_weight_grad.c99274, 1
+  %900 = icmp slt i64 %c99.next, 1
+  br i1 %900, label %conv1_weight_grad.c99, label %conv1_weight_grad.c99.end
 
-conv1_weight_grad.oy102:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky101
-  %conv1_weight_grad.oy102274 = phi i64 [ 0, %conv1_weight_grad.ky101 ], [ %oy102.next, %conv1_weight_grad.endif ]
-  %905 = add nsw i64 %conv1_weight_grad.oy102274, %conv1_weight_grad.ky101273
-  %906 = add nsw i64 %905, -1
-  %907 = icmp slt i64 -1, %906
-  %908 = add nsw i64 %conv1_weight_grad.oy102274, %conv1_weight_grad.ky101273
-  %909 = add nsw i64 %908, -1
-  %910 = icmp slt i64 %909, 28
-  %911 = and i1 %907, %910
-  br i1 %911, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy101:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky100
+  %conv1_weight_grad.oy101276 = phi i64 [ 0, %conv1_weight_grad.ky100 ], [ %oy101.next, %conv1_weight_grad.endif ]
+  %901 = add nsw i64 %conv1_weight_grad.oy101276, %conv1_weight_grad.ky100275
+  %902 = add nsw i64 %901, -1
+  %903 = icmp slt i64 -1, %902
+  %904 = add nsw i64 %conv1_weight_grad.oy101276, %conv1_weight_grad.ky100275
+  %905 = add nsw i64 %904, -1
+  %906 = icmp slt i64 %905, 28
+  %907 = and i1 %903, %906
+  br i1 %907, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy102.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy104
+conv1_weight_grad.oy101.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy103
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy102
-  br label %conv1_weight_grad.ox103
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy101
+  br label %conv1_weight_grad.ox102
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox103.end, %conv1_weight_grad.oy102
-  %oy102.next = add nsw i64 %conv1_weight_grad.oy102274, 1
-  %912 = icmp slt i64 %oy102.next, 28
-  br i1 %912, label %conv1_weight_grad.oy102, label %conv1_weight_grad.oy102.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox102.end, %conv1_weight_grad.oy101
+  %oy101.next = add nsw i64 %conv1_weight_grad.oy101276, 1
+  %908 = icmp slt i64 %oy101.next, 28
+  br i1 %908, label %conv1_weight_grad.oy101, label %conv1_weight_grad.oy101.end
 
-conv1_weight_grad.ox103:                          ; preds = %conv1_weight_grad.ox103, %conv1_weight_grad.then
-  %conv1_weight_grad.ox103275 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox103.next, %conv1_weight_grad.ox103 ]
-  %913 = mul nsw i64 %conv1_weight_grad.g96267, 64
-  %914 = add nsw i64 %913, %conv1_weight_grad.j97268
-  %915 = mul nsw i64 %914, 784
-  %916 = mul nsw i64 %conv1_weight_grad.c100272, 784
-  %917 = add nsw i64 %915, %916
-  %918 = add nsw i64 %conv1_weight_grad.oy102274, %conv1_weight_grad.ky101273
+conv1_weight_grad.ox102:                          ; preds = %conv1_weight_grad.ox102, %conv1_weight_grad.then
+  %conv1_weight_grad.ox102277 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox102.next, %conv1_weight_grad.ox102 ]
+  %909 = mul nsw i64 %conv1_weight_grad.g95269, 64
+  %910 = add nsw i64 %909, %conv1_weight_grad.j96270
+  %911 = mul nsw i64 %910, 784
+  %912 = mul nsw i64 %conv1_weight_grad.c99274, 784
+  %913 = add nsw i64 %911, %912
+  %914 = add nsw i64 %conv1_weight_grad.oy101276, %conv1_weight_grad.ky100275
+  %915 = add nsw i64 %914, -1
+  %916 = mul nsw i64 %915, 28
+  %917 = add nsw i64 %913, %916
+  %918 = add nsw i64 %conv1_weight_grad.ox102277, 1
   %919 = add nsw i64 %918, -1
-  %920 = mul nsw i64 %919, 28
-  %921 = add nsw i64 %917, %920
-  %922 = add nsw i64 %conv1_weight_grad.ox103275, 1
-  %923 = add nsw i64 %922, -1
-  %924 = add nsw i64 %921, %923
-  %images276 = getelementptr inbounds float, ptr %images, i64 %924
-  %925 = load float, ptr %images276, align 4
-  %926 = mul nsw i64 %conv1_weight_grad.c100272, 3
-  %927 = add nsw i64 %926, %conv1_weight_grad.ky101273
-  %928 = mul nsw i64 %927, 3
-  %929 = mul nsw i64 %928, 50176
-  %930 = mul nsw i64 %conv1_weight_grad.j97268, 784
+  %920 = add nsw i64 %917, %919
+  %images278 = getelementptr inbounds float, ptr %images, i64 %920
+  %921 = load float, ptr %images278, align 4
+  %922 = mul nsw i64 %conv1_weight_grad.c99274, 3
+  %923 = add nsw i64 %922, %conv1_weight_grad.ky100275
+  %924 = mul nsw i64 %923, 3
+  %925 = mul nsw i64 %924, 50176
+  %926 = mul nsw i64 %conv1_weight_grad.j96270, 784
+  %927 = add nsw i64 %925, %926
+  %928 = mul nsw i64 %conv1_weight_grad.oy101276, 28
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %conv1_weight_grad.ox102277, 1
   %931 = add nsw i64 %929, %930
-  %932 = mul nsw i64 %conv1_weight_grad.oy102274, 28
-  %933 = add nsw i64 %931, %932
-  %934 = add nsw i64 %conv1_weight_grad.ox103275, 1
-  %935 = add nsw i64 %933, %934
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %935
-  store float %925, ptr %arena277, align 4
-  %ox103.next = add nsw i64 %conv1_weight_grad.ox103275, 1
-  %936 = icmp slt i64 %ox103.next, 27
-  br i1 %936, label %conv1_weight_grad.ox103, label %conv1_weight_grad.ox103.end
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %931
+  store float %921, ptr %arena279, align 4
+  %ox102.next = add nsw i64 %conv1_weight_grad.ox102277, 1
+  %932 = icmp slt i64 %ox102.next, 27
+  br i1 %932, label %conv1_weight_grad.ox102, label %conv1_weight_grad.ox102.end
 
-conv1_weight_grad.ox103.end:                      ; preds = %conv1_weight_grad.ox103
+conv1_weight_grad.ox102.end:                      ; preds = %conv1_weight_grad.ox102
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy104:                          ; preds = %conv1_weight_grad.endif280, %conv1_weight_grad.oy102.end
-  %conv1_weight_grad.oy104278 = phi i64 [ 0, %conv1_weight_grad.oy102.end ], [ %oy104.next, %conv1_weight_grad.endif280 ]
-  %937 = add nsw i64 %conv1_weight_grad.oy104278, %conv1_weight_grad.ky101273
-  %938 = add nsw i64 %937, -1
-  %939 = icmp slt i64 -1, %938
-  %940 = add nsw i64 %conv1_weight_grad.oy104278, %conv1_weight_grad.ky101273
-  %941 = add nsw i64 %940, -1
-  %942 = icmp slt i64 %941, 28
-  %943 = and i1 %939, %942
-  br i1 %943, label %conv1_weight_grad.then279, label %conv1_weight_grad.endif280
+conv1_weight_grad.oy103:                          ; preds = %conv1_weight_grad.endif282, %conv1_weight_grad.oy101.end
+  %conv1_weight_grad.oy103280 = phi i64 [ 0, %conv1_weight_grad.oy101.end ], [ %oy103.next, %conv1_weight_grad.endif282 ]
+  %933 = add nsw i64 %conv1_weight_grad.oy103280, %conv1_weight_grad.ky100275
+  %934 = add nsw i64 %933, -1
+  %935 = icmp slt i64 -1, %934
+  %936 = add nsw i64 %conv1_weight_grad.oy103280, %conv1_weight_grad.ky100275
+  %937 = add nsw i64 %936, -1
+  %938 = icmp slt i64 %937, 28
+  %939 = and i1 %935, %938
+  br i1 %939, label %conv1_weight_grad.then281, label %conv1_weight_grad.endif282
 
-conv1_weight_grad.oy104.end:                      ; preds = %conv1_weight_grad.endif280
-  br label %conv1_weight_grad.oy106
+conv1_weight_grad.oy103.end:                      ; preds = %conv1_weight_grad.endif282
+  br label %conv1_weight_grad.oy105
 
-conv1_weight_grad.then279:                        ; preds = %conv1_weight_grad.oy104
-  br label %conv1_weight_grad.ox105
+conv1_weight_grad.then281:                        ; preds = %conv1_weight_grad.oy103
+  br label %conv1_weight_grad.ox104
 
-conv1_weight_grad.endif280:                       ; preds = %conv1_weight_grad.ox105.end, %conv1_weight_grad.oy104
-  %oy104.next = add nsw i64 %conv1_weight_grad.oy104278, 1
-  %944 = icmp slt i64 %oy104.next, 28
-  br i1 %944, label %conv1_weight_grad.oy104, label %conv1_weight_grad.oy104.end
+conv1_weight_grad.endif282:                       ; preds = %conv1_weight_grad.ox104.end, %conv1_weight_grad.oy103
+  %oy103.next = add nsw i64 %conv1_weight_grad.oy103280, 1
+  %940 = icmp slt i64 %oy103.next, 28
+  br i1 %940, label %conv1_weight_grad.oy103, label %conv1_weight_grad.oy103.end
 
-conv1_weight_grad.ox105:                          ; preds = %conv1_weight_grad.ox105, %conv1_weight_grad.then279
-  %conv1_weight_grad.ox105281 = phi i64 [ 0, %conv1_weight_grad.then279 ], [ %ox105.next, %conv1_weight_grad.ox105 ]
-  %945 = mul nsw i64 %conv1_weight_grad.g96267, 64
-  %946 = add nsw i64 %945, %conv1_weight_grad.j97268
-  %947 = mul nsw i64 %946, 784
-  %948 = mul nsw i64 %conv1_weight_grad.c100272, 784
-  %949 = add nsw i64 %947, %948
-  %950 = add nsw i64 %conv1_weight_grad.oy104278, %conv1_weight_grad.ky101273
-  %951 = add nsw i64 %950, -1
-  %952 = mul nsw i64 %951, 28
-  %953 = add nsw i64 %949, %952
-  %954 = add nsw i64 %953, %conv1_weight_grad.ox105281
-  %images282 = getelementptr inbounds float, ptr %images, i64 %954
-  %955 = load float, ptr %images282, align 4
-  %956 = mul nsw i64 %conv1_weight_grad.c100272, 3
-  %957 = add nsw i64 %956, %conv1_weight_grad.ky101273
-  %958 = mul nsw i64 %957, 3
-  %959 = add nsw i64 %958, 1
-  %960 = mul nsw i64 %959, 50176
-  %961 = mul nsw i64 %conv1_weight_grad.j97268, 784
-  %962 = add nsw i64 %960, %961
-  %963 = mul nsw i64 %conv1_weight_grad.oy104278, 28
-  %964 = add nsw i64 %962, %963
-  %965 = add nsw i64 %964, %conv1_weight_grad.ox105281
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %965
-  store float %955, ptr %arena283, align 4
-  %ox105.next = add nsw i64 %conv1_weight_grad.ox105281, 1
-  %966 = icmp slt i64 %ox105.next, 28
-  br i1 %966, label %conv1_weight_grad.ox105, label %conv1_weight_grad.ox105.end
+conv1_weight_grad.ox104:                          ; preds = %conv1_weight_grad.ox104, %conv1_weight_grad.then281
+  %conv1_weight_grad.ox104283 = phi i64 [ 0, %conv1_weight_grad.then281 ], [ %ox104.next, %conv1_weight_grad.ox104 ]
+  %941 = mul nsw i64 %conv1_weight_grad.g95269, 64
+  %942 = add nsw i64 %941, %conv1_weight_grad.j96270
+  %943 = mul nsw i64 %942, 784
+  %944 = mul nsw i64 %conv1_weight_grad.c99274, 784
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %conv1_weight_grad.oy103280, %conv1_weight_grad.ky100275
+  %947 = add nsw i64 %946, -1
+  %948 = mul nsw i64 %947, 28
+  %949 = add nsw i64 %945, %948
+  %950 = add nsw i64 %949, %conv1_weight_grad.ox104283
+  %images284 = getelementptr inbounds float, ptr %images, i64 %950
+  %951 = load float, ptr %images284, align 4
+  %952 = mul nsw i64 %conv1_weight_grad.c99274, 3
+  %953 = add nsw i64 %952, %conv1_weight_grad.ky100275
+  %954 = mul nsw i64 %953, 3
+  %955 = add nsw i64 %954, 1
+  %956 = mul nsw i64 %955, 50176
+  %957 = mul nsw i64 %conv1_weight_grad.j96270, 784
+  %958 = add nsw i64 %956, %957
+  %959 = mul nsw i64 %conv1_weight_grad.oy103280, 28
+  %960 = add nsw i64 %958, %959
+  %961 = add nsw i64 %960, %conv1_weight_grad.ox104283
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %961
+  store float %951, ptr %arena285, align 4
+  %ox104.next = add nsw i64 %conv1_weight_grad.ox104283, 1
+  %962 = icmp slt i64 %ox104.next, 28
+  br i1 %962, label %conv1_weight_grad.ox104, label %conv1_weight_grad.ox104.end
 
-conv1_weight_grad.ox105.end:                      ; preds = %conv1_weight_grad.ox105
-  br label %conv1_weight_grad.endif280
+conv1_weight_grad.ox104.end:                      ; preds = %conv1_weight_grad.ox104
+  br label %conv1_weight_grad.endif282
 
-conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.endif286, %conv1_weight_grad.oy104.end
-  %conv1_weight_grad.oy106284 = phi i64 [ 0, %conv1_weight_grad.oy104.end ], [ %oy106.next, %conv1_weight_grad.endif286 ]
-  %967 = add nsw i64 %conv1_weight_grad.oy106284, %conv1_weight_grad.ky101273
-  %968 = add nsw i64 %967, -1
-  %969 = icmp slt i64 -1, %968
-  %970 = add nsw i64 %conv1_weight_grad.oy106284, %conv1_weight_grad.ky101273
-  %971 = add nsw i64 %970, -1
-  %972 = icmp slt i64 %971, 28
-  %973 = and i1 %969, %972
-  br i1 %973, label %conv1_weight_grad.then285, label %conv1_weight_grad.endif286
+conv1_weight_grad.oy105:                          ; preds = %conv1_weight_grad.endif288, %conv1_weight_grad.oy103.end
+  %conv1_weight_grad.oy105286 = phi i64 [ 0, %conv1_weight_grad.oy103.end ], [ %oy105.next, %conv1_weight_grad.endif288 ]
+  %963 = add nsw i64 %conv1_weight_grad.oy105286, %conv1_weight_grad.ky100275
+  %964 = add nsw i64 %963, -1
+  %965 = icmp slt i64 -1, %964
+  %966 = add nsw i64 %conv1_weight_grad.oy105286, %conv1_weight_grad.ky100275
+  %967 = add nsw i64 %966, -1
+  %968 = icmp slt i64 %967, 28
+  %969 = and i1 %965, %968
+  br i1 %969, label %conv1_weight_grad.then287, label %conv1_weight_grad.endif288
 
-conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.endif286
-  %ky101.next = add nsw i64 %conv1_weight_grad.ky101273, 1
-  %974 = icmp slt i64 %ky101.next, 3
-  br i1 %974, label %conv1_weight_grad.ky101, label %conv1_weight_grad.ky101.end
+conv1_weight_grad.oy105.end:                      ; preds = %conv1_weight_grad.endif288
+  %ky100.next = add nsw i64 %conv1_weight_grad.ky100275, 1
+  %970 = icmp slt i64 %ky100.next, 3
+  br i1 %970, label %conv1_weight_grad.ky100, label %conv1_weight_grad.ky100.end
 
-conv1_weight_grad.then285:                        ; preds = %conv1_weight_grad.oy106
-  br label %conv1_weight_grad.ox107
+conv1_weight_grad.then287:                        ; preds = %conv1_weight_grad.oy105
+  br label %conv1_weight_grad.ox106
 
-conv1_weight_grad.endif286:                       ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy106
-  %oy106.next = add nsw i64 %conv1_weight_grad.oy106284, 1
-  %975 = icmp slt i64 %oy106.next, 28
-  br i1 %975, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
+conv1_weight_grad.endif288:                       ; preds = %conv1_weight_grad.ox106.end, %conv1_weight_grad.oy105
+  %oy105.next = add nsw i64 %conv1_weight_grad.oy105286, 1
+  %971 = icmp slt i64 %oy105.next, 28
+  br i1 %971, label %conv1_weight_grad.oy105, label %conv1_weight_grad.oy105.end
 
-conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.then285
-  %conv1_weight_grad.ox107287 = phi i64 [ 0, %conv1_weight_grad.then285 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
-  %976 = mul nsw i64 %conv1_weight_grad.g96267, 64
-  %977 = add nsw i64 %976, %conv1_weight_grad.j97268
-  %978 = mul nsw i64 %977, 784
-  %979 = mul nsw i64 %conv1_weight_grad.c100272, 784
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %conv1_weight_grad.oy106284, %conv1_weight_grad.ky101273
-  %982 = add nsw i64 %981, -1
-  %983 = mul nsw i64 %982, 28
-  %984 = add nsw i64 %980, %983
-  %985 = add nsw i64 %conv1_weight_grad.ox107287, 1
-  %986 = add nsw i64 %984, %985
-  %images288 = getelementptr inbounds float, ptr %images, i64 %986
-  %987 = load float, ptr %images288, align 4
-  %988 = mul nsw i64 %conv1_weight_grad.c100272, 3
-  %989 = add nsw i64 %988, %conv1_weight_grad.ky101273
-  %990 = mul nsw i64 %989, 3
-  %991 = add nsw i64 %990, 2
-  %992 = mul nsw i64 %991, 50176
-  %993 = mul nsw i64 %conv1_weight_grad.j97268, 784
-  %994 = add nsw i64 %992, %993
-  %995 = mul nsw i64 %conv1_weight_grad.oy106284, 28
-  %996 = add nsw i64 %994, %995
-  %997 = add nsw i64 %996, %conv1_weight_grad.ox107287
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %997
-  store float %987, ptr %arena289, align 4
-  %ox107.next = add nsw i64 %conv1_weight_grad.ox107287, 1
-  %998 = icmp slt i64 %ox107.next, 27
-  br i1 %998, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
+conv1_weight_grad.ox106:                          ; preds = %conv1_weight_grad.ox106, %conv1_weight_grad.then287
+  %conv1_weight_grad.ox106289 = phi i64 [ 0, %conv1_weight_grad.then287 ], [ %ox106.next, %conv1_weight_grad.ox106 ]
+  %972 = mul nsw i64 %conv1_weight_grad.g95269, 64
+  %973 = add nsw i64 %972, %conv1_weight_grad.j96270
+  %974 = mul nsw i64 %973, 784
+  %975 = mul nsw i64 %conv1_weight_grad.c99274, 784
+  %976 = add nsw i64 %974, %975
+  %977 = add nsw i64 %conv1_weight_grad.oy105286, %conv1_weight_grad.ky100275
+  %978 = add nsw i64 %977, -1
+  %979 = mul nsw i64 %978, 28
+  %980 = add nsw i64 %976, %979
+  %981 = add nsw i64 %conv1_weight_grad.ox106289, 1
+  %982 = add nsw i64 %980, %981
+  %images290 = getelementptr inbounds float, ptr %images, i64 %982
+  %983 = load float, ptr %images290, align 4
+  %984 = mul nsw i64 %conv1_weight_grad.c99274, 3
+  %985 = add nsw i64 %984, %conv1_weight_grad.ky100275
+  %986 = mul nsw i64 %985, 3
+  %987 = add nsw i64 %986, 2
+  %988 = mul nsw i64 %987, 50176
+  %989 = mul nsw i64 %conv1_weight_grad.j96270, 784
+  %990 = add nsw i64 %988, %989
+  %991 = mul nsw i64 %conv1_weight_grad.oy105286, 28
+  %992 = add nsw i64 %990, %991
+  %993 = add nsw i64 %992, %conv1_weight_grad.ox106289
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %993
+  store float %983, ptr %arena291, align 4
+  %ox106.next = add nsw i64 %conv1_weight_grad.ox106289, 1
+  %994 = icmp slt i64 %ox106.next, 27
+  br i1 %994, label %conv1_weight_grad.ox106, label %conv1_weight_grad.ox106.end
 
-conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
-  br label %conv1_weight_grad.endif286
+conv1_weight_grad.ox106.end:                      ; preds = %conv1_weight_grad.ox106
+  br label %conv1_weight_grad.endif288
 
-conv1_weight_grad.j108:                           ; preds = %conv1_weight_grad.f109.end, %conv1_weight_grad.j97.end
-  %conv1_weight_grad.j108290 = phi i64 [ 0, %conv1_weight_grad.j97.end ], [ %j108.next, %conv1_weight_grad.f109.end ]
-  br label %conv1_weight_grad.f109
+conv1_weight_grad.j107:                           ; preds = %conv1_weight_grad.f108.end, %conv1_weight_grad.j96.end
+  %conv1_weight_grad.j107292 = phi i64 [ 0, %conv1_weight_grad.j96.end ], [ %j107.next, %conv1_weight_grad.f108.end ]
+  br label %conv1_weight_grad.f108
 
-conv1_weight_grad.j108.end:                       ; preds = %conv1_weight_grad.f109.end
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 451584
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads297 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena295, i32 50176, ptr %arena296, i32 50176, float 1.000000e+00, ptr %grads297, i32 9)
-  %g96.next = add nsw i64 %conv1_weight_grad.g96267, 1
-  %999 = icmp slt i64 %g96.next, 1
-  br i1 %999, label %conv1_weight_grad.g96, label %conv1_weight_grad.g96.end
+conv1_weight_grad.j107.end:                       ; preds = %conv1_weight_grad.f108.end
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 451584
+  %arena298 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads299 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena297, i32 50176, ptr %arena298, i32 50176, float 1.000000e+00, ptr %grads299, i32 9)
+  %g95.next = add nsw i64 %conv1_weight_grad.g95269, 1
+  %995 = icmp slt i64 %g95.next, 1
+  br i1 %995, label %conv1_weight_grad.g95, label %conv1_weight_grad.g95.end
 
-conv1_weight_grad.f109:                           ; preds = %conv1_weight_grad.i110.end, %conv1_weight_grad.j108
-  %conv1_weight_grad.f109291 = phi i64 [ 0, %conv1_weight_grad.j108 ], [ %f109.next, %conv1_weight_grad.i110.end ]
-  br label %conv1_weight_grad.i110
+conv1_weight_grad.f108:                           ; preds = %conv1_weight_grad.i109.end, %conv1_weight_grad.j107
+  %conv1_weight_grad.f108293 = phi i64 [ 0, %conv1_weight_grad.j107 ], [ %f108.next, %conv1_weight_grad.i109.end ]
+  br label %conv1_weight_grad.i109
 
-conv1_weight_grad.f109.end:                       ; preds = %conv1_weight_grad.i110.end
-  %j108.next = add nsw i64 %conv1_weight_grad.j108290, 1
-  %1000 = icmp slt i64 %j108.next, 64
-  br i1 %1000, label %conv1_weight_grad.j108, label %conv1_weight_grad.j108.end
+conv1_weight_grad.f108.end:                       ; preds = %conv1_weight_grad.i109.end
+  %j107.next = add nsw i64 %conv1_weight_grad.j107292, 1
+  %996 = icmp slt i64 %j107.next, 64
+  br i1 %996, label %conv1_weight_grad.j107, label %conv1_weight_grad.j107.end
 
-conv1_weight_grad.i110:                           ; preds = %conv1_weight_grad.i110, %conv1_weight_grad.f109
-  %conv1_weight_grad.i110292 = phi i64 [ 0, %conv1_weight_grad.f109 ], [ %i110.next, %conv1_weight_grad.i110 ]
-  %1001 = mul nsw i64 %conv1_weight_grad.g96267, 64
-  %1002 = add nsw i64 %1001, %conv1_weight_grad.j108290
-  %1003 = mul nsw i64 %1002, 25088
-  %1004 = add nsw i64 3220112, %1003
-  %1005 = mul nsw i64 %conv1_weight_grad.f109291, 784
-  %1006 = add nsw i64 %1004, %1005
-  %1007 = add nsw i64 %1006, %conv1_weight_grad.i110292
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %1007
-  %1008 = load float, ptr %arena293, align 4
-  %1009 = mul nsw i64 %conv1_weight_grad.f109291, 50176
-  %1010 = add nsw i64 451584, %1009
-  %1011 = mul nsw i64 %conv1_weight_grad.j108290, 784
-  %1012 = add nsw i64 %1010, %1011
-  %1013 = add nsw i64 %1012, %conv1_weight_grad.i110292
-  %arena294 = getelementptr inbounds float, ptr %arena, i64 %1013
-  store float %1008, ptr %arena294, align 4
-  %i110.next = add nsw i64 %conv1_weight_grad.i110292, 1
-  %1014 = icmp slt i64 %i110.next, 784
-  br i1 %1014, label %conv1_weight_grad.i110, label %conv1_weight_grad.i110.end
+conv1_weight_grad.i109:                           ; preds = %conv1_weight_grad.i109, %conv1_weight_grad.f108
+  %conv1_weight_grad.i109294 = phi i64 [ 0, %conv1_weight_grad.f108 ], [ %i109.next, %conv1_weight_grad.i109 ]
+  %997 = mul nsw i64 %conv1_weight_grad.g95269, 64
+  %998 = add nsw i64 %997, %conv1_weight_grad.j107292
+  %999 = mul nsw i64 %998, 25088
+  %1000 = add nsw i64 3220112, %999
+  %1001 = mul nsw i64 %conv1_weight_grad.f108293, 784
+  %1002 = add nsw i64 %1000, %1001
+  %1003 = add nsw i64 %1002, %conv1_weight_grad.i109294
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1003
+  %1004 = load float, ptr %arena295, align 4
+  %1005 = mul nsw i64 %conv1_weight_grad.f108293, 50176
+  %1006 = add nsw i64 451584, %1005
+  %1007 = mul nsw i64 %conv1_weight_grad.j107292, 784
+  %1008 = add nsw i64 %1006, %1007
+  %1009 = add nsw i64 %1008, %conv1_weight_grad.i109294
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1009
+  store float %1004, ptr %arena296, align 4
+  %i109.next = add nsw i64 %conv1_weight_grad.i109294, 1
+  %1010 = icmp slt i64 %i109.next, 784
+  br i1 %1010, label %conv1_weight_grad.i109, label %conv1_weight_grad.i109.end
 
-conv1_weight_grad.i110.end:                       ; preds = %conv1_weight_grad.i110
-  %f109.next = add nsw i64 %conv1_weight_grad.f109291, 1
-  %1015 = icmp slt i64 %f109.next, 32
-  br i1 %1015, label %conv1_weight_grad.f109, label %conv1_weight_grad.f109.end
+conv1_weight_grad.i109.end:                       ; preds = %conv1_weight_grad.i109
+  %f108.next = add nsw i64 %conv1_weight_grad.f108293, 1
+  %1011 = icmp slt i64 %f108.next, 32
+  br i1 %1011, label %conv1_weight_grad.f108, label %conv1_weight_grad.f108.end
 
-conv1_bias_grad.f111:                             ; preds = %conv1_bias_grad.img113.end, %conv1_weight_grad.g96.end
-  %conv1_bias_grad.f111298 = phi i64 [ 0, %conv1_weight_grad.g96.end ], [ %f111.next, %conv1_bias_grad.img113.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc112, align 4
-  br label %conv1_bias_grad.img113
+conv1_bias_grad.i110:                             ; preds = %conv1_bias_grad.i110, %conv1_weight_grad.g95.end
+  %conv1_bias_grad.i110300 = phi i64 [ 0, %conv1_weight_grad.g95.end ], [ %i110.next, %conv1_bias_grad.i110 ]
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i110300
+  store float 1.000000e+00, ptr %arena301, align 4
+  %i110.next = add nsw i64 %conv1_bias_grad.i110300, 1
+  %1012 = icmp slt i64 %i110.next, 784
+  br i1 %1012, label %conv1_bias_grad.i110, label %conv1_bias_grad.i110.end
 
-conv1_bias_grad.f111.end:                         ; preds = %conv1_bias_grad.img113.end
-  %1016 = sitofp i64 %step to float
-  %1017 = fmul float %1016, 0xBFBAF8E8A0000000
-  %1018 = call float @llvm.exp.f32(float %1017)
-  %1019 = fsub float 1.000000e+00, %1018
-  %1020 = fdiv float %lr, %1019
-  store float %1020, ptr %adam.step_size115, align 4
-  %1021 = sitofp i64 %step to float
-  %1022 = fmul float %1021, 0xBF50645940000000
-  %1023 = call float @llvm.exp.f32(float %1022)
-  %1024 = fsub float 1.000000e+00, %1023
-  %1025 = call float @llvm.sqrt.f32(float %1024)
-  store float %1025, ptr %adam.bc2_sqrt116, align 4
-  br label %adam.i117
+conv1_bias_grad.i110.end:                         ; preds = %conv1_bias_grad.i110
+  br label %conv1_bias_grad.i111
 
-conv1_bias_grad.img113:                           ; preds = %conv1_bias_grad.i114.end, %conv1_bias_grad.f111
-  %conv1_bias_grad.img113299 = phi i64 [ 0, %conv1_bias_grad.f111 ], [ %img113.next, %conv1_bias_grad.i114.end ]
-  br label %conv1_bias_grad.i114
+conv1_bias_grad.i111:                             ; preds = %conv1_bias_grad.i111, %conv1_bias_grad.i110.end
+  %conv1_bias_grad.i111302 = phi i64 [ 0, %conv1_bias_grad.i110.end ], [ %i111.next, %conv1_bias_grad.i111 ]
+  %1013 = add nsw i64 288, %conv1_bias_grad.i111302
+  %grads303 = getelementptr inbounds float, ptr %grads, i64 %1013
+  store float 0.000000e+00, ptr %grads303, align 4
+  %i111.next = add nsw i64 %conv1_bias_grad.i111302, 1
+  %1014 = icmp slt i64 %i111.next, 32
+  br i1 %1014, label %conv1_bias_grad.i111, label %conv1_bias_grad.i111.end
 
-conv1_bias_grad.img113.end:                       ; preds = %conv1_bias_grad.i114.end
-  %acc112302 = load float, ptr %conv1_bias_grad.acc112, align 4
-  %1026 = add nsw i64 288, %conv1_bias_grad.f111298
-  %grads303 = getelementptr inbounds float, ptr %grads, i64 %1026
-  store float %acc112302, ptr %grads303, align 4
-  %f111.next = add nsw i64 %conv1_bias_grad.f111298, 1
-  %1027 = icmp slt i64 %f111.next, 32
-  br i1 %1027, label %conv1_bias_grad.f111, label %conv1_bias_grad.f111.end
+conv1_bias_grad.i111.end:                         ; preds = %conv1_bias_grad.i111
+  br label %conv1_bias_grad.img112
 
-conv1_bias_grad.i114:                             ; preds = %conv1_bias_grad.i114, %conv1_bias_grad.img113
-  %conv1_bias_grad.i114300 = phi i64 [ 0, %conv1_bias_grad.img113 ], [ %i114.next, %conv1_bias_grad.i114 ]
-  %acc112 = load float, ptr %conv1_bias_grad.acc112, align 4
-  %1028 = mul nsw i64 %conv1_bias_grad.img113299, 25088
-  %1029 = add nsw i64 3220112, %1028
-  %1030 = mul nsw i64 %conv1_bias_grad.f111298, 784
-  %1031 = add nsw i64 %1029, %1030
-  %1032 = add nsw i64 %1031, %conv1_bias_grad.i114300
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1032
-  %1033 = load float, ptr %arena301, align 4
-  %1034 = fadd float %acc112, %1033
-  store float %1034, ptr %conv1_bias_grad.acc112, align 4
-  %i114.next = add nsw i64 %conv1_bias_grad.i114300, 1
-  %1035 = icmp slt i64 %i114.next, 784
-  br i1 %1035, label %conv1_bias_grad.i114, label %conv1_bias_grad.i114.end
+conv1_bias_grad.img112:                           ; preds = %conv1_bias_grad.img112, %conv1_bias_grad.i111.end
+  %conv1_bias_grad.img112304 = phi i64 [ 0, %conv1_bias_grad.i111.end ], [ %img112.next, %conv1_bias_grad.img112 ]
+  %1015 = mul nsw i64 %conv1_bias_grad.img112304, 25088
+  %1016 = add nsw i64 3220112, %1015
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1016
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads307 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena305, i32 784, ptr %arena306, i32 1, float 1.000000e+00, ptr %grads307, i32 1)
+  %img112.next = add nsw i64 %conv1_bias_grad.img112304, 1
+  %1017 = icmp slt i64 %img112.next, 64
+  br i1 %1017, label %conv1_bias_grad.img112, label %conv1_bias_grad.img112.end
 
-conv1_bias_grad.i114.end:                         ; preds = %conv1_bias_grad.i114
-  %img113.next = add nsw i64 %conv1_bias_grad.img113299, 1
-  %1036 = icmp slt i64 %img113.next, 64
-  br i1 %1036, label %conv1_bias_grad.img113, label %conv1_bias_grad.img113.end
+conv1_bias_grad.img112.end:                       ; preds = %conv1_bias_grad.img112
+  %1018 = sitofp i64 %step to float
+  %1019 = fmul float %1018, 0xBFBAF8E8A0000000
+  %1020 = call float @llvm.exp.f32(float %1019)
+  %1021 = fsub float 1.000000e+00, %1020
+  %1022 = fdiv float %lr, %1021
+  store float %1022, ptr %adam.step_size113, align 4
+  %1023 = sitofp i64 %step to float
+  %1024 = fmul float %1023, 0xBF50645940000000
+  %1025 = call float @llvm.exp.f32(float %1024)
+  %1026 = fsub float 1.000000e+00, %1025
+  %1027 = call float @llvm.sqrt.f32(float %1026)
+  store float %1027, ptr %adam.bc2_sqrt114, align 4
+  br label %adam.i115
 
-adam.i117:                                        ; preds = %adam.i117, %conv1_bias_grad.f111.end
-  %adam.i117304 = phi i64 [ 0, %conv1_bias_grad.f111.end ], [ %i117.next, %adam.i117 ]
-  %grads305 = getelementptr inbounds float, ptr %grads, i64 %adam.i117304
-  %1037 = load float, ptr %grads305, align 4
-  %params306 = getelementptr inbounds float, ptr %params, i64 %adam.i117304
-  %1038 = load float, ptr %params306, align 4
-  %1039 = fmul float 0.000000e+00, %1038
-  %1040 = fadd float %1037, %1039
-  store float %1040, ptr %adam.g, align 4
-  %m307 = getelementptr inbounds float, ptr %m, i64 %adam.i117304
-  %1041 = load float, ptr %m307, align 4
-  %1042 = fmul float 0x3FECCCCCC0000000, %1041
+adam.i115:                                        ; preds = %adam.i115, %conv1_bias_grad.img112.end
+  %adam.i115308 = phi i64 [ 0, %conv1_bias_grad.img112.end ], [ %i115.next, %adam.i115 ]
+  %grads309 = getelementptr inbounds float, ptr %grads, i64 %adam.i115308
+  %1028 = load float, ptr %grads309, align 4
+  %params310 = getelementptr inbounds float, ptr %params, i64 %adam.i115308
+  %1029 = load float, ptr %params310, align 4
+  %1030 = fmul float 0.000000e+00, %1029
+  %1031 = fadd float %1028, %1030
+  store float %1031, ptr %adam.g, align 4
+  %m311 = getelementptr inbounds float, ptr %m, i64 %adam.i115308
+  %1032 = load float, ptr %m311, align 4
+  %1033 = fmul float 0x3FECCCCCC0000000, %1032
   %g = load float, ptr %adam.g, align 4
-  %1043 = fmul float 0x3FB9999A00000000, %g
-  %1044 = fadd float %1042, %1043
-  store float %1044, ptr %adam.m_new, align 4
-  %v308 = getelementptr inbounds float, ptr %v, i64 %adam.i117304
-  %1045 = load float, ptr %v308, align 4
-  %1046 = fmul float 0x3FEFF7CEE0000000, %1045
-  %g309 = load float, ptr %adam.g, align 4
-  %1047 = fmul float 0x3F50624000000000, %g309
-  %g310 = load float, ptr %adam.g, align 4
-  %1048 = fmul float %1047, %g310
-  %1049 = fadd float %1046, %1048
-  store float %1049, ptr %adam.v_new, align 4
+  %1034 = fmul float 0x3FB9999A00000000, %g
+  %1035 = fadd float %1033, %1034
+  store float %1035, ptr %adam.m_new, align 4
+  %v312 = getelementptr inbounds float, ptr %v, i64 %adam.i115308
+  %1036 = load float, ptr %v312, align 4
+  %1037 = fmul float 0x3FEFF7CEE0000000, %1036
+  %g313 = load float, ptr %adam.g, align 4
+  %1038 = fmul float 0x3F50624000000000, %g313
+  %g314 = load float, ptr %adam.g, align 4
+  %1039 = fmul float %1038, %g314
+  %1040 = fadd float %1037, %1039
+  store float %1040, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m311 = getelementptr inbounds float, ptr %m, i64 %adam.i117304
-  store float %m_new, ptr %m311, align 4
+  %m315 = getelementptr inbounds float, ptr %m, i64 %adam.i115308
+  store float %m_new, ptr %m315, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v312 = getelementptr inbounds float, ptr %v, i64 %adam.i117304
-  store float %v_new, ptr %v312, align 4
-  %params313 = getelementptr inbounds float, ptr %params, i64 %adam.i117304
-  %1050 = load float, ptr %params313, align 4
-  %step_size115 = load float, ptr %adam.step_size115, align 4
-  %m_new314 = load float, ptr %adam.m_new, align 4
-  %1051 = fmul float %step_size115, %m_new314
-  %v_new315 = load float, ptr %adam.v_new, align 4
-  %1052 = call float @llvm.sqrt.f32(float %v_new315)
-  %bc2_sqrt116 = load float, ptr %adam.bc2_sqrt116, align 4
-  %1053 = fdiv float %1052, %bc2_sqrt116
-  %1054 = fadd float %1053, 0x3E45798EE0000000
-  %1055 = fdiv float %1051, %1054
-  %1056 = fsub float %1050, %1055
-  %params316 = getelementptr inbounds float, ptr %params, i64 %adam.i117304
-  store float %1056, ptr %params316, align 4
-  %i117.next = add nsw i64 %adam.i117304, 1
-  %1057 = icmp slt i64 %i117.next, 1625866
-  br i1 %1057, label %adam.i117, label %adam.i117.end
+  %v316 = getelementptr inbounds float, ptr %v, i64 %adam.i115308
+  store float %v_new, ptr %v316, align 4
+  %params317 = getelementptr inbounds float, ptr %params, i64 %adam.i115308
+  %1041 = load float, ptr %params317, align 4
+  %step_size113 = load float, ptr %adam.step_size113, align 4
+  %m_new318 = load float, ptr %adam.m_new, align 4
+  %1042 = fmul float %step_size113, %m_new318
+  %v_new319 = load float, ptr %adam.v_new, align 4
+  %1043 = call float @llvm.sqrt.f32(float %v_new319)
+  %bc2_sqrt114 = load float, ptr %adam.bc2_sqrt114, align 4
+  %1044 = fdiv float %1043, %bc2_sqrt114
+  %1045 = fadd float %1044, 0x3E45798EE0000000
+  %1046 = fdiv float %1042, %1045
+  %1047 = fsub float %1041, %1046
+  %params320 = getelementptr inbounds float, ptr %params, i64 %adam.i115308
+  store float %1047, ptr %params320, align 4
+  %i115.next = add nsw i64 %adam.i115308, 1
+  %1048 = icmp slt i64 %i115.next, 1625866
+  br i1 %1048, label %adam.i115, label %adam.i115.end
 
-adam.i117.end:                                    ; preds = %adam.i117
+adam.i115.end:                                    ; preds = %adam.i115
   ret void
 }
 

@@ -360,65 +360,81 @@ public func convnet_train_b64(
     sgemm(101, 111, 112, 64, 288, 50176, 1, arena + 21701904, 50176, arena + 7251216, 50176, Float(bitPattern: 0x3f800000), grads + 320, 288)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f76 in 0..<64 {
-    var acc77: Float = Float(0)
-    for img78 in 0..<64 {
-      for i79 in 0..<784 {
-        acc77 = (acc77 + arena[(((4039952 &+ (img78 &* 50176)) &+ (f76 &* 784)) &+ i79)])
-      }
+  do {  // SIMD16 over i76
+    var i76 = 0
+    while i76 &+ 16 <= 784 {
+      store16(arena, 1605632 &+ i76, SIMD16<Float>(repeating: Float(1)))
+      i76 &+= 16
     }
-    grads[(18752 &+ f76)] = acc77
+    while i76 < 784 {
+      arena[(1605632 &+ i76)] = Float(1)
+      i76 &+= 1
+    }
+  }
+  do {  // SIMD16 over i77
+    var i77 = 0
+    while i77 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i77, SIMD16<Float>(repeating: Float(0)))
+      i77 &+= 16
+    }
+    while i77 < 64 {
+      grads[(18752 &+ i77)] = Float(0)
+      i77 &+= 1
+    }
+  }
+  for img78 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 784, 1, arena + (4039952 &+ (img78 &* 50176)), 784, arena + 1605632, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i80
-    var i80 = 0
-    while i80 &+ 16 <= 1605632 {
-      store16(arena, 1605632 &+ i80, SIMD16<Float>(repeating: Float(0)))
-      i80 &+= 16
+  do {  // SIMD16 over i79
+    var i79 = 0
+    while i79 &+ 16 <= 1605632 {
+      store16(arena, 1605632 &+ i79, SIMD16<Float>(repeating: Float(0)))
+      i79 &+= 16
     }
-    while i80 < 1605632 {
-      arena[(1605632 &+ i80)] = Float(0)
-      i80 &+= 1
+    while i79 < 1605632 {
+      arena[(1605632 &+ i79)] = Float(0)
+      i79 &+= 1
     }
   }
-  for g81 in 0..<1 {
-    for j82 in 0..<64 {
-      for f83 in 0..<64 {
-        do {  // SIMD16 over i84
-          var i84 = 0
-          while i84 &+ 16 <= 784 {
-            store16(arena, ((21701904 &+ (f83 &* 50176)) &+ (j82 &* 784)) &+ i84, load16(arena, ((4039952 &+ (((g81 &* 64) &+ j82) &* 50176)) &+ (f83 &* 784)) &+ i84))
-            i84 &+= 16
+  for g80 in 0..<1 {
+    for j81 in 0..<64 {
+      for f82 in 0..<64 {
+        do {  // SIMD16 over i83
+          var i83 = 0
+          while i83 &+ 16 <= 784 {
+            store16(arena, ((21701904 &+ (f82 &* 50176)) &+ (j81 &* 784)) &+ i83, load16(arena, ((4039952 &+ (((g80 &* 64) &+ j81) &* 50176)) &+ (f82 &* 784)) &+ i83))
+            i83 &+= 16
           }
-          while i84 < 784 {
-            arena[(((21701904 &+ (f83 &* 50176)) &+ (j82 &* 784)) &+ i84)] = arena[(((4039952 &+ (((g81 &* 64) &+ j82) &* 50176)) &+ (f83 &* 784)) &+ i84)]
-            i84 &+= 1
+          while i83 < 784 {
+            arena[(((21701904 &+ (f82 &* 50176)) &+ (j81 &* 784)) &+ i83)] = arena[(((4039952 &+ (((g80 &* 64) &+ j81) &* 50176)) &+ (f82 &* 784)) &+ i83)]
+            i83 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 288, 50176, 64, 1, params + 320, 288, arena + 21701904, 50176, Float(bitPattern: 0x0), arena + 7251216, 50176)
-    for j85 in 0..<64 {
-      for c86 in 0..<32 {
-        for ky87 in 0..<3 {
-          for oy88 in 0..<28 {
-            if (-1 < ((oy88 &+ ky87) &+ -1) && ((oy88 &+ ky87) &+ -1) < 28) {
-              for ox89 in 0..<27 {
-                arena[((((1605632 &+ (((g81 &* 64) &+ j85) &* 25088)) &+ (c86 &* 784)) &+ (((oy88 &+ ky87) &+ -1) &* 28)) &+ ((ox89 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c86 &* 3) &+ ky87) &* 3) &* 50176)) &+ (j85 &* 784)) &+ (oy88 &* 28)) &+ (ox89 &+ 1))]
+    for j84 in 0..<64 {
+      for c85 in 0..<32 {
+        for ky86 in 0..<3 {
+          for oy87 in 0..<28 {
+            if (-1 < ((oy87 &+ ky86) &+ -1) && ((oy87 &+ ky86) &+ -1) < 28) {
+              for ox88 in 0..<27 {
+                arena[((((1605632 &+ (((g80 &* 64) &+ j84) &* 25088)) &+ (c85 &* 784)) &+ (((oy87 &+ ky86) &+ -1) &* 28)) &+ ((ox88 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c85 &* 3) &+ ky86) &* 3) &* 50176)) &+ (j84 &* 784)) &+ (oy87 &* 28)) &+ (ox88 &+ 1))]
               }
             }
           }
-          for oy90 in 0..<28 {
-            if (-1 < ((oy90 &+ ky87) &+ -1) && ((oy90 &+ ky87) &+ -1) < 28) {
-              for ox91 in 0..<28 {
-                arena[((((1605632 &+ (((g81 &* 64) &+ j85) &* 25088)) &+ (c86 &* 784)) &+ (((oy90 &+ ky87) &+ -1) &* 28)) &+ ox91)] += arena[((((7251216 &+ (((((c86 &* 3) &+ ky87) &* 3) &+ 1) &* 50176)) &+ (j85 &* 784)) &+ (oy90 &* 28)) &+ ox91)]
+          for oy89 in 0..<28 {
+            if (-1 < ((oy89 &+ ky86) &+ -1) && ((oy89 &+ ky86) &+ -1) < 28) {
+              for ox90 in 0..<28 {
+                arena[((((1605632 &+ (((g80 &* 64) &+ j84) &* 25088)) &+ (c85 &* 784)) &+ (((oy89 &+ ky86) &+ -1) &* 28)) &+ ox90)] += arena[((((7251216 &+ (((((c85 &* 3) &+ ky86) &* 3) &+ 1) &* 50176)) &+ (j84 &* 784)) &+ (oy89 &* 28)) &+ ox90)]
               }
             }
           }
-          for oy92 in 0..<28 {
-            if (-1 < ((oy92 &+ ky87) &+ -1) && ((oy92 &+ ky87) &+ -1) < 28) {
-              for ox93 in 0..<27 {
-                arena[((((1605632 &+ (((g81 &* 64) &+ j85) &* 25088)) &+ (c86 &* 784)) &+ (((oy92 &+ ky87) &+ -1) &* 28)) &+ (ox93 &+ 1))] += arena[((((7251216 &+ (((((c86 &* 3) &+ ky87) &* 3) &+ 2) &* 50176)) &+ (j85 &* 784)) &+ (oy92 &* 28)) &+ ox93)]
+          for oy91 in 0..<28 {
+            if (-1 < ((oy91 &+ ky86) &+ -1) && ((oy91 &+ ky86) &+ -1) < 28) {
+              for ox92 in 0..<27 {
+                arena[((((1605632 &+ (((g80 &* 64) &+ j84) &* 25088)) &+ (c85 &* 784)) &+ (((oy91 &+ ky86) &+ -1) &* 28)) &+ (ox92 &+ 1))] += arena[((((7251216 &+ (((((c85 &* 3) &+ ky86) &* 3) &+ 2) &* 50176)) &+ (j84 &* 784)) &+ (oy91 &* 28)) &+ ox92)]
               }
             }
           }
@@ -427,89 +443,89 @@ public func convnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i94
-    var i94 = 0
-    while i94 &+ 16 <= 1605632 {
-      store16(arena, 3220112 &+ i94, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i94), where: load16(arena, 0 &+ i94) .> SIMD16<Float>(repeating: Float(0))))
-      i94 &+= 16
+  do {  // SIMD16 over i93
+    var i93 = 0
+    while i93 &+ 16 <= 1605632 {
+      store16(arena, 3220112 &+ i93, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i93), where: load16(arena, 0 &+ i93) .> SIMD16<Float>(repeating: Float(0))))
+      i93 &+= 16
     }
-    while i94 < 1605632 {
-      arena[(3220112 &+ i94)] = (arena[i94] > Float(0) ? arena[(1605632 &+ i94)] : Float(0))
-      i94 &+= 1
+    while i93 < 1605632 {
+      arena[(3220112 &+ i93)] = (arena[i93] > Float(0) ? arena[(1605632 &+ i93)] : Float(0))
+      i93 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i95
-    var i95 = 0
-    while i95 &+ 16 <= 288 {
-      store16(grads, 0 &+ i95, SIMD16<Float>(repeating: Float(0)))
-      i95 &+= 16
+  do {  // SIMD16 over i94
+    var i94 = 0
+    while i94 &+ 16 <= 288 {
+      store16(grads, 0 &+ i94, SIMD16<Float>(repeating: Float(0)))
+      i94 &+= 16
     }
-    while i95 < 288 {
-      grads[i95] = Float(0)
-      i95 &+= 1
+    while i94 < 288 {
+      grads[i94] = Float(0)
+      i94 &+= 1
     }
   }
-  for g96 in 0..<1 {
-    for j97 in 0..<64 {
-      for r98 in 0..<9 {
-        do {  // SIMD16 over i99
-          var i99 = 0
-          while i99 &+ 16 <= 784 {
-            store16(arena, ((r98 &* 50176) &+ (j97 &* 784)) &+ i99, SIMD16<Float>(repeating: Float(0)))
-            i99 &+= 16
+  for g95 in 0..<1 {
+    for j96 in 0..<64 {
+      for r97 in 0..<9 {
+        do {  // SIMD16 over i98
+          var i98 = 0
+          while i98 &+ 16 <= 784 {
+            store16(arena, ((r97 &* 50176) &+ (j96 &* 784)) &+ i98, SIMD16<Float>(repeating: Float(0)))
+            i98 &+= 16
           }
-          while i99 < 784 {
-            arena[(((r98 &* 50176) &+ (j97 &* 784)) &+ i99)] = Float(0)
-            i99 &+= 1
+          while i98 < 784 {
+            arena[(((r97 &* 50176) &+ (j96 &* 784)) &+ i98)] = Float(0)
+            i98 &+= 1
           }
         }
       }
-      for c100 in 0..<1 {
-        for ky101 in 0..<3 {
-          for oy102 in 0..<28 {
-            if (-1 < ((oy102 &+ ky101) &+ -1) && ((oy102 &+ ky101) &+ -1) < 28) {
-              for ox103 in 0..<27 {
-                arena[(((((((c100 &* 3) &+ ky101) &* 3) &* 50176) &+ (j97 &* 784)) &+ (oy102 &* 28)) &+ (ox103 &+ 1))] = images[((((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy102 &+ ky101) &+ -1) &* 28)) &+ ((ox103 &+ 1) &+ -1))]
+      for c99 in 0..<1 {
+        for ky100 in 0..<3 {
+          for oy101 in 0..<28 {
+            if (-1 < ((oy101 &+ ky100) &+ -1) && ((oy101 &+ ky100) &+ -1) < 28) {
+              for ox102 in 0..<27 {
+                arena[(((((((c99 &* 3) &+ ky100) &* 3) &* 50176) &+ (j96 &* 784)) &+ (oy101 &* 28)) &+ (ox102 &+ 1))] = images[((((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy101 &+ ky100) &+ -1) &* 28)) &+ ((ox102 &+ 1) &+ -1))]
               }
             }
           }
-          for oy104 in 0..<28 {
-            if (-1 < ((oy104 &+ ky101) &+ -1) && ((oy104 &+ ky101) &+ -1) < 28) {
-              do {  // SIMD16 over ox105
-                var ox105 = 0
-                while ox105 &+ 16 <= 28 {
-                  store16(arena, (((((((c100 &* 3) &+ ky101) &* 3) &+ 1) &* 50176) &+ (j97 &* 784)) &+ (oy104 &* 28)) &+ ox105, load16(images, (((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy104 &+ ky101) &+ -1) &* 28)) &+ ox105))
-                  ox105 &+= 16
+          for oy103 in 0..<28 {
+            if (-1 < ((oy103 &+ ky100) &+ -1) && ((oy103 &+ ky100) &+ -1) < 28) {
+              do {  // SIMD16 over ox104
+                var ox104 = 0
+                while ox104 &+ 16 <= 28 {
+                  store16(arena, (((((((c99 &* 3) &+ ky100) &* 3) &+ 1) &* 50176) &+ (j96 &* 784)) &+ (oy103 &* 28)) &+ ox104, load16(images, (((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy103 &+ ky100) &+ -1) &* 28)) &+ ox104))
+                  ox104 &+= 16
                 }
-                while ox105 < 28 {
-                  arena[((((((((c100 &* 3) &+ ky101) &* 3) &+ 1) &* 50176) &+ (j97 &* 784)) &+ (oy104 &* 28)) &+ ox105)] = images[((((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy104 &+ ky101) &+ -1) &* 28)) &+ ox105)]
-                  ox105 &+= 1
+                while ox104 < 28 {
+                  arena[((((((((c99 &* 3) &+ ky100) &* 3) &+ 1) &* 50176) &+ (j96 &* 784)) &+ (oy103 &* 28)) &+ ox104)] = images[((((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy103 &+ ky100) &+ -1) &* 28)) &+ ox104)]
+                  ox104 &+= 1
                 }
               }
             }
           }
-          for oy106 in 0..<28 {
-            if (-1 < ((oy106 &+ ky101) &+ -1) && ((oy106 &+ ky101) &+ -1) < 28) {
-              for ox107 in 0..<27 {
-                arena[((((((((c100 &* 3) &+ ky101) &* 3) &+ 2) &* 50176) &+ (j97 &* 784)) &+ (oy106 &* 28)) &+ ox107)] = images[((((((g96 &* 64) &+ j97) &* 784) &+ (c100 &* 784)) &+ (((oy106 &+ ky101) &+ -1) &* 28)) &+ (ox107 &+ 1))]
+          for oy105 in 0..<28 {
+            if (-1 < ((oy105 &+ ky100) &+ -1) && ((oy105 &+ ky100) &+ -1) < 28) {
+              for ox106 in 0..<27 {
+                arena[((((((((c99 &* 3) &+ ky100) &* 3) &+ 2) &* 50176) &+ (j96 &* 784)) &+ (oy105 &* 28)) &+ ox106)] = images[((((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy105 &+ ky100) &+ -1) &* 28)) &+ (ox106 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j108 in 0..<64 {
-      for f109 in 0..<32 {
-        do {  // SIMD16 over i110
-          var i110 = 0
-          while i110 &+ 16 <= 784 {
-            store16(arena, ((451584 &+ (f109 &* 50176)) &+ (j108 &* 784)) &+ i110, load16(arena, ((3220112 &+ (((g96 &* 64) &+ j108) &* 25088)) &+ (f109 &* 784)) &+ i110))
-            i110 &+= 16
+    for j107 in 0..<64 {
+      for f108 in 0..<32 {
+        do {  // SIMD16 over i109
+          var i109 = 0
+          while i109 &+ 16 <= 784 {
+            store16(arena, ((451584 &+ (f108 &* 50176)) &+ (j107 &* 784)) &+ i109, load16(arena, ((3220112 &+ (((g95 &* 64) &+ j107) &* 25088)) &+ (f108 &* 784)) &+ i109))
+            i109 &+= 16
           }
-          while i110 < 784 {
-            arena[(((451584 &+ (f109 &* 50176)) &+ (j108 &* 784)) &+ i110)] = arena[(((3220112 &+ (((g96 &* 64) &+ j108) &* 25088)) &+ (f109 &* 784)) &+ i110)]
-            i110 &+= 1
+          while i109 < 784 {
+            arena[(((451584 &+ (f108 &* 50176)) &+ (j107 &* 784)) &+ i109)] = arena[(((3220112 &+ (((g95 &* 64) &+ j107) &* 25088)) &+ (f108 &* 784)) &+ i109)]
+            i109 &+= 1
           }
         }
       }
@@ -517,37 +533,53 @@ public func convnet_train_b64(
     sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 451584, 50176, arena + 0, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f111 in 0..<32 {
-    var acc112: Float = Float(0)
-    for img113 in 0..<64 {
-      for i114 in 0..<784 {
-        acc112 = (acc112 + arena[(((3220112 &+ (img113 &* 25088)) &+ (f111 &* 784)) &+ i114)])
-      }
+  do {  // SIMD16 over i110
+    var i110 = 0
+    while i110 &+ 16 <= 784 {
+      store16(arena, 0 &+ i110, SIMD16<Float>(repeating: Float(1)))
+      i110 &+= 16
     }
-    grads[(288 &+ f111)] = acc112
+    while i110 < 784 {
+      arena[i110] = Float(1)
+      i110 &+= 1
+    }
+  }
+  do {  // SIMD16 over i111
+    var i111 = 0
+    while i111 &+ 16 <= 32 {
+      store16(grads, 288 &+ i111, SIMD16<Float>(repeating: Float(0)))
+      i111 &+= 16
+    }
+    while i111 < 32 {
+      grads[(288 &+ i111)] = Float(0)
+      i111 &+= 1
+    }
+  }
+  for img112 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (3220112 &+ (img112 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1625866 parameters
-  var step_size115: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt116: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i117
-    var i117 = 0
-    while i117 &+ 16 <= 1625866 {
-      let g_v = (load16(grads, 0 &+ i117) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i117)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i117)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i117)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i117, m_new_v)
-      store16(v, 0 &+ i117, v_new_v)
-      store16(params, 0 &+ i117, (load16(params, 0 &+ i117) - ((SIMD16<Float>(repeating: step_size115) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt116)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i117 &+= 16
+  var step_size113: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt114: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i115
+    var i115 = 0
+    while i115 &+ 16 <= 1625866 {
+      let g_v = (load16(grads, 0 &+ i115) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i115)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i115)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i115)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i115, m_new_v)
+      store16(v, 0 &+ i115, v_new_v)
+      store16(params, 0 &+ i115, (load16(params, 0 &+ i115) - ((SIMD16<Float>(repeating: step_size113) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt114)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i115 &+= 16
     }
-    while i117 < 1625866 {
-      var g: Float = (grads[i117] + (Float(0) * params[i117]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i117]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i117]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i117] = m_new
-      v[i117] = v_new
-      params[i117] = (params[i117] - ((step_size115 * m_new) / ((sqrtf(v_new) / bc2_sqrt116) + Float(bitPattern: 0x322bcc77))))
-      i117 &+= 1
+    while i115 < 1625866 {
+      var g: Float = (grads[i115] + (Float(0) * params[i115]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i115]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i115]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i115] = m_new
+      v[i115] = v_new
+      params[i115] = (params[i115] - ((step_size113 * m_new) / ((sqrtf(v_new) / bc2_sqrt114) + Float(bitPattern: 0x322bcc77))))
+      i115 &+= 1
     }
   }
 }

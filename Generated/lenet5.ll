@@ -7,10 +7,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt153 = alloca float, align 4
-  %adam.step_size152 = alloca float, align 4
-  %conv1_bias_grad.acc149 = alloca float, align 4
-  %conv2_bias_grad.acc100 = alloca float, align 4
+  %adam.bc2_sqrt151 = alloca float, align 4
+  %adam.step_size150 = alloca float, align 4
   %fc1_bias_grad.acc72 = alloca float, align 4
   %fc2_bias_grad.acc68 = alloca float, align 4
   %fc3_bias_grad.acc64 = alloca float, align 4
@@ -1488,7 +1486,7 @@ conv2_weight_grad.g82:                            ; preds = %conv2_weight_grad.j
   br label %conv2_weight_grad.j83
 
 conv2_weight_grad.g82.end:                        ; preds = %conv2_weight_grad.j96.end
-  br label %conv2_bias_grad.f99
+  br label %conv2_bias_grad.i99
 
 conv2_weight_grad.j83:                            ; preds = %conv2_weight_grad.c84.end, %conv2_weight_grad.g82
   %conv2_weight_grad.j83221 = phi i64 [ 0, %conv2_weight_grad.g82 ], [ %j83.next, %conv2_weight_grad.c84.end ]
@@ -1784,978 +1782,971 @@ conv2_weight_grad.i98.end:                        ; preds = %conv2_weight_grad.i
   %787 = icmp slt i64 %f97.next, 16
   br i1 %787, label %conv2_weight_grad.f97, label %conv2_weight_grad.f97.end
 
-conv2_bias_grad.f99:                              ; preds = %conv2_bias_grad.img101.end, %conv2_weight_grad.g82.end
-  %conv2_bias_grad.f99252 = phi i64 [ 0, %conv2_weight_grad.g82.end ], [ %f99.next, %conv2_bias_grad.img101.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc100, align 4
+conv2_bias_grad.i99:                              ; preds = %conv2_bias_grad.i99, %conv2_weight_grad.g82.end
+  %conv2_bias_grad.i99252 = phi i64 [ 0, %conv2_weight_grad.g82.end ], [ %i99.next, %conv2_bias_grad.i99 ]
+  %788 = add nsw i64 376320, %conv2_bias_grad.i99252
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %788
+  store float 1.000000e+00, ptr %arena253, align 4
+  %i99.next = add nsw i64 %conv2_bias_grad.i99252, 1
+  %789 = icmp slt i64 %i99.next, 100
+  br i1 %789, label %conv2_bias_grad.i99, label %conv2_bias_grad.i99.end
+
+conv2_bias_grad.i99.end:                          ; preds = %conv2_bias_grad.i99
+  br label %conv2_bias_grad.i100
+
+conv2_bias_grad.i100:                             ; preds = %conv2_bias_grad.i100, %conv2_bias_grad.i99.end
+  %conv2_bias_grad.i100254 = phi i64 [ 0, %conv2_bias_grad.i99.end ], [ %i100.next, %conv2_bias_grad.i100 ]
+  %790 = add nsw i64 2556, %conv2_bias_grad.i100254
+  %grads255 = getelementptr inbounds float, ptr %grads, i64 %790
+  store float 0.000000e+00, ptr %grads255, align 4
+  %i100.next = add nsw i64 %conv2_bias_grad.i100254, 1
+  %791 = icmp slt i64 %i100.next, 16
+  br i1 %791, label %conv2_bias_grad.i100, label %conv2_bias_grad.i100.end
+
+conv2_bias_grad.i100.end:                         ; preds = %conv2_bias_grad.i100
   br label %conv2_bias_grad.img101
 
-conv2_bias_grad.f99.end:                          ; preds = %conv2_bias_grad.img101.end
-  br label %pool1_grad.i103
-
-conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.i102.end, %conv2_bias_grad.f99
-  %conv2_bias_grad.img101253 = phi i64 [ 0, %conv2_bias_grad.f99 ], [ %img101.next, %conv2_bias_grad.i102.end ]
-  br label %conv2_bias_grad.i102
-
-conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.i102.end
-  %acc100256 = load float, ptr %conv2_bias_grad.acc100, align 4
-  %788 = add nsw i64 2556, %conv2_bias_grad.f99252
-  %grads257 = getelementptr inbounds float, ptr %grads, i64 %788
-  store float %acc100256, ptr %grads257, align 4
-  %f99.next = add nsw i64 %conv2_bias_grad.f99252, 1
-  %789 = icmp slt i64 %f99.next, 16
-  br i1 %789, label %conv2_bias_grad.f99, label %conv2_bias_grad.f99.end
-
-conv2_bias_grad.i102:                             ; preds = %conv2_bias_grad.i102, %conv2_bias_grad.img101
-  %conv2_bias_grad.i102254 = phi i64 [ 0, %conv2_bias_grad.img101 ], [ %i102.next, %conv2_bias_grad.i102 ]
-  %acc100 = load float, ptr %conv2_bias_grad.acc100, align 4
-  %790 = mul nsw i64 %conv2_bias_grad.img101253, 1600
-  %791 = add nsw i64 653712, %790
-  %792 = mul nsw i64 %conv2_bias_grad.f99252, 100
-  %793 = add nsw i64 %791, %792
-  %794 = add nsw i64 %793, %conv2_bias_grad.i102254
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %794
-  %795 = load float, ptr %arena255, align 4
-  %796 = fadd float %acc100, %795
-  store float %796, ptr %conv2_bias_grad.acc100, align 4
-  %i102.next = add nsw i64 %conv2_bias_grad.i102254, 1
-  %797 = icmp slt i64 %i102.next, 100
-  br i1 %797, label %conv2_bias_grad.i102, label %conv2_bias_grad.i102.end
-
-conv2_bias_grad.i102.end:                         ; preds = %conv2_bias_grad.i102
-  %img101.next = add nsw i64 %conv2_bias_grad.img101253, 1
-  %798 = icmp slt i64 %img101.next, 64
-  br i1 %798, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
-
-pool1_grad.i103:                                  ; preds = %pool1_grad.i103, %conv2_bias_grad.f99.end
-  %pool1_grad.i103258 = phi i64 [ 0, %conv2_bias_grad.f99.end ], [ %i103.next, %pool1_grad.i103 ]
-  %799 = add nsw i64 376320, %pool1_grad.i103258
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %799
-  store float 0.000000e+00, ptr %arena259, align 4
-  %i103.next = add nsw i64 %pool1_grad.i103258, 1
-  %800 = icmp slt i64 %i103.next, 75264
-  br i1 %800, label %pool1_grad.i103, label %pool1_grad.i103.end
-
-pool1_grad.i103.end:                              ; preds = %pool1_grad.i103
-  br label %pool1_grad.g104
-
-pool1_grad.g104:                                  ; preds = %pool1_grad.j108.end, %pool1_grad.i103.end
-  %pool1_grad.g104260 = phi i64 [ 0, %pool1_grad.i103.end ], [ %g104.next, %pool1_grad.j108.end ]
-  br label %pool1_grad.j105
-
-pool1_grad.g104.end:                              ; preds = %pool1_grad.j108.end
-  br label %relu1_grad.i121
-
-pool1_grad.j105:                                  ; preds = %pool1_grad.f106.end, %pool1_grad.g104
-  %pool1_grad.j105261 = phi i64 [ 0, %pool1_grad.g104 ], [ %j105.next, %pool1_grad.f106.end ]
-  br label %pool1_grad.f106
-
-pool1_grad.j105.end:                              ; preds = %pool1_grad.f106.end
-  %params266 = getelementptr inbounds float, ptr %params, i64 156
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 1716112
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 756112
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params266, i32 150, ptr %arena267, i32 6400, float 0.000000e+00, ptr %arena268, i32 6400)
-  br label %pool1_grad.j108
-
-pool1_grad.f106:                                  ; preds = %pool1_grad.i107.end, %pool1_grad.j105
-  %pool1_grad.f106262 = phi i64 [ 0, %pool1_grad.j105 ], [ %f106.next, %pool1_grad.i107.end ]
-  br label %pool1_grad.i107
-
-pool1_grad.f106.end:                              ; preds = %pool1_grad.i107.end
-  %j105.next = add nsw i64 %pool1_grad.j105261, 1
-  %801 = icmp slt i64 %j105.next, 64
-  br i1 %801, label %pool1_grad.j105, label %pool1_grad.j105.end
-
-pool1_grad.i107:                                  ; preds = %pool1_grad.i107, %pool1_grad.f106
-  %pool1_grad.i107263 = phi i64 [ 0, %pool1_grad.f106 ], [ %i107.next, %pool1_grad.i107 ]
-  %802 = mul nsw i64 %pool1_grad.g104260, 64
-  %803 = add nsw i64 %802, %pool1_grad.j105261
-  %804 = mul nsw i64 %803, 1600
-  %805 = add nsw i64 653712, %804
-  %806 = mul nsw i64 %pool1_grad.f106262, 100
-  %807 = add nsw i64 %805, %806
-  %808 = add nsw i64 %807, %pool1_grad.i107263
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %808
-  %809 = load float, ptr %arena264, align 4
-  %810 = mul nsw i64 %pool1_grad.f106262, 6400
-  %811 = add nsw i64 1716112, %810
-  %812 = mul nsw i64 %pool1_grad.j105261, 100
-  %813 = add nsw i64 %811, %812
-  %814 = add nsw i64 %813, %pool1_grad.i107263
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %814
-  store float %809, ptr %arena265, align 4
-  %i107.next = add nsw i64 %pool1_grad.i107263, 1
-  %815 = icmp slt i64 %i107.next, 100
-  br i1 %815, label %pool1_grad.i107, label %pool1_grad.i107.end
-
-pool1_grad.i107.end:                              ; preds = %pool1_grad.i107
-  %f106.next = add nsw i64 %pool1_grad.f106262, 1
-  %816 = icmp slt i64 %f106.next, 16
-  br i1 %816, label %pool1_grad.f106, label %pool1_grad.f106.end
-
-pool1_grad.j108:                                  ; preds = %pool1_grad.c109.end, %pool1_grad.j105.end
-  %pool1_grad.j108269 = phi i64 [ 0, %pool1_grad.j105.end ], [ %j108.next, %pool1_grad.c109.end ]
-  br label %pool1_grad.c109
-
-pool1_grad.j108.end:                              ; preds = %pool1_grad.c109.end
-  %g104.next = add nsw i64 %pool1_grad.g104260, 1
-  %817 = icmp slt i64 %g104.next, 1
-  br i1 %817, label %pool1_grad.g104, label %pool1_grad.g104.end
-
-pool1_grad.c109:                                  ; preds = %pool1_grad.ky110.end, %pool1_grad.j108
-  %pool1_grad.c109270 = phi i64 [ 0, %pool1_grad.j108 ], [ %c109.next, %pool1_grad.ky110.end ]
-  br label %pool1_grad.ky110
-
-pool1_grad.c109.end:                              ; preds = %pool1_grad.ky110.end
-  %j108.next = add nsw i64 %pool1_grad.j108269, 1
-  %818 = icmp slt i64 %j108.next, 64
-  br i1 %818, label %pool1_grad.j108, label %pool1_grad.j108.end
-
-pool1_grad.ky110:                                 ; preds = %pool1_grad.oy119.end, %pool1_grad.c109
-  %pool1_grad.ky110271 = phi i64 [ 0, %pool1_grad.c109 ], [ %ky110.next, %pool1_grad.oy119.end ]
-  br label %pool1_grad.oy111
-
-pool1_grad.ky110.end:                             ; preds = %pool1_grad.oy119.end
-  %c109.next = add nsw i64 %pool1_grad.c109270, 1
-  %819 = icmp slt i64 %c109.next, 6
-  br i1 %819, label %pool1_grad.c109, label %pool1_grad.c109.end
-
-pool1_grad.oy111:                                 ; preds = %pool1_grad.ox112.end, %pool1_grad.ky110
-  %pool1_grad.oy111272 = phi i64 [ 0, %pool1_grad.ky110 ], [ %oy111.next, %pool1_grad.ox112.end ]
-  br label %pool1_grad.ox112
-
-pool1_grad.oy111.end:                             ; preds = %pool1_grad.ox112.end
-  br label %pool1_grad.oy113
-
-pool1_grad.ox112:                                 ; preds = %pool1_grad.ox112, %pool1_grad.oy111
-  %pool1_grad.ox112273 = phi i64 [ 0, %pool1_grad.oy111 ], [ %ox112.next, %pool1_grad.ox112 ]
-  %820 = mul nsw i64 %pool1_grad.g104260, 64
-  %821 = add nsw i64 %820, %pool1_grad.j108269
-  %822 = mul nsw i64 %821, 1176
-  %823 = add nsw i64 376320, %822
-  %824 = mul nsw i64 %pool1_grad.c109270, 196
-  %825 = add nsw i64 %823, %824
-  %826 = add nsw i64 %pool1_grad.oy111272, %pool1_grad.ky110271
-  %827 = mul nsw i64 %826, 14
-  %828 = add nsw i64 %825, %827
-  %829 = add nsw i64 %828, %pool1_grad.ox112273
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %829
-  %830 = load float, ptr %arena274, align 4
-  %831 = mul nsw i64 %pool1_grad.c109270, 5
-  %832 = add nsw i64 %831, %pool1_grad.ky110271
-  %833 = mul nsw i64 %832, 5
-  %834 = mul nsw i64 %833, 6400
-  %835 = add nsw i64 756112, %834
-  %836 = mul nsw i64 %pool1_grad.j108269, 100
-  %837 = add nsw i64 %835, %836
-  %838 = mul nsw i64 %pool1_grad.oy111272, 10
-  %839 = add nsw i64 %837, %838
-  %840 = add nsw i64 %839, %pool1_grad.ox112273
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %840
-  %841 = load float, ptr %arena275, align 4
-  %842 = fadd float %830, %841
-  store float %842, ptr %arena274, align 4
-  %ox112.next = add nsw i64 %pool1_grad.ox112273, 1
-  %843 = icmp slt i64 %ox112.next, 10
-  br i1 %843, label %pool1_grad.ox112, label %pool1_grad.ox112.end
-
-pool1_grad.ox112.end:                             ; preds = %pool1_grad.ox112
-  %oy111.next = add nsw i64 %pool1_grad.oy111272, 1
-  %844 = icmp slt i64 %oy111.next, 10
-  br i1 %844, label %pool1_grad.oy111, label %pool1_grad.oy111.end
-
-pool1_grad.oy113:                                 ; preds = %pool1_grad.ox114.end, %pool1_grad.oy111.end
-  %pool1_grad.oy113276 = phi i64 [ 0, %pool1_grad.oy111.end ], [ %oy113.next, %pool1_grad.ox114.end ]
-  br label %pool1_grad.ox114
-
-pool1_grad.oy113.end:                             ; preds = %pool1_grad.ox114.end
-  br label %pool1_grad.oy115
-
-pool1_grad.ox114:                                 ; preds = %pool1_grad.ox114, %pool1_grad.oy113
-  %pool1_grad.ox114277 = phi i64 [ 0, %pool1_grad.oy113 ], [ %ox114.next, %pool1_grad.ox114 ]
-  %845 = mul nsw i64 %pool1_grad.g104260, 64
-  %846 = add nsw i64 %845, %pool1_grad.j108269
-  %847 = mul nsw i64 %846, 1176
-  %848 = add nsw i64 376320, %847
-  %849 = mul nsw i64 %pool1_grad.c109270, 196
-  %850 = add nsw i64 %848, %849
-  %851 = add nsw i64 %pool1_grad.oy113276, %pool1_grad.ky110271
-  %852 = mul nsw i64 %851, 14
-  %853 = add nsw i64 %850, %852
-  %854 = add nsw i64 %pool1_grad.ox114277, 1
-  %855 = add nsw i64 %853, %854
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %855
-  %856 = load float, ptr %arena278, align 4
-  %857 = mul nsw i64 %pool1_grad.c109270, 5
-  %858 = add nsw i64 %857, %pool1_grad.ky110271
-  %859 = mul nsw i64 %858, 5
-  %860 = add nsw i64 %859, 1
-  %861 = mul nsw i64 %860, 6400
-  %862 = add nsw i64 756112, %861
-  %863 = mul nsw i64 %pool1_grad.j108269, 100
-  %864 = add nsw i64 %862, %863
-  %865 = mul nsw i64 %pool1_grad.oy113276, 10
-  %866 = add nsw i64 %864, %865
-  %867 = add nsw i64 %866, %pool1_grad.ox114277
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %867
-  %868 = load float, ptr %arena279, align 4
-  %869 = fadd float %856, %868
-  store float %869, ptr %arena278, align 4
-  %ox114.next = add nsw i64 %pool1_grad.ox114277, 1
-  %870 = icmp slt i64 %ox114.next, 10
-  br i1 %870, label %pool1_grad.ox114, label %pool1_grad.ox114.end
-
-pool1_grad.ox114.end:                             ; preds = %pool1_grad.ox114
-  %oy113.next = add nsw i64 %pool1_grad.oy113276, 1
-  %871 = icmp slt i64 %oy113.next, 10
-  br i1 %871, label %pool1_grad.oy113, label %pool1_grad.oy113.end
-
-pool1_grad.oy115:                                 ; preds = %pool1_grad.ox116.end, %pool1_grad.oy113.end
-  %pool1_grad.oy115280 = phi i64 [ 0, %pool1_grad.oy113.end ], [ %oy115.next, %pool1_grad.ox116.end ]
-  br label %pool1_grad.ox116
-
-pool1_grad.oy115.end:                             ; preds = %pool1_grad.ox116.end
-  br label %pool1_grad.oy117
-
-pool1_grad.ox116:                                 ; preds = %pool1_grad.ox116, %pool1_grad.oy115
-  %pool1_grad.ox116281 = phi i64 [ 0, %pool1_grad.oy115 ], [ %ox116.next, %pool1_grad.ox116 ]
-  %872 = mul nsw i64 %pool1_grad.g104260, 64
-  %873 = add nsw i64 %872, %pool1_grad.j108269
-  %874 = mul nsw i64 %873, 1176
-  %875 = add nsw i64 376320, %874
-  %876 = mul nsw i64 %pool1_grad.c109270, 196
-  %877 = add nsw i64 %875, %876
-  %878 = add nsw i64 %pool1_grad.oy115280, %pool1_grad.ky110271
-  %879 = mul nsw i64 %878, 14
-  %880 = add nsw i64 %877, %879
-  %881 = add nsw i64 %pool1_grad.ox116281, 2
-  %882 = add nsw i64 %880, %881
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %882
-  %883 = load float, ptr %arena282, align 4
-  %884 = mul nsw i64 %pool1_grad.c109270, 5
-  %885 = add nsw i64 %884, %pool1_grad.ky110271
-  %886 = mul nsw i64 %885, 5
-  %887 = add nsw i64 %886, 2
-  %888 = mul nsw i64 %887, 6400
-  %889 = add nsw i64 756112, %888
-  %890 = mul nsw i64 %pool1_grad.j108269, 100
-  %891 = add nsw i64 %889, %890
-  %892 = mul nsw i64 %pool1_grad.oy115280, 10
-  %893 = add nsw i64 %891, %892
-  %894 = add nsw i64 %893, %pool1_grad.ox116281
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 %894
-  %895 = load float, ptr %arena283, align 4
-  %896 = fadd float %883, %895
-  store float %896, ptr %arena282, align 4
-  %ox116.next = add nsw i64 %pool1_grad.ox116281, 1
-  %897 = icmp slt i64 %ox116.next, 10
-  br i1 %897, label %pool1_grad.ox116, label %pool1_grad.ox116.end
-
-pool1_grad.ox116.end:                             ; preds = %pool1_grad.ox116
-  %oy115.next = add nsw i64 %pool1_grad.oy115280, 1
-  %898 = icmp slt i64 %oy115.next, 10
-  br i1 %898, label %pool1_grad.oy115, label %pool1_grad.oy115.end
-
-pool1_grad.oy117:                                 ; preds = %pool1_grad.ox118.end, %pool1_grad.oy115.end
-  %pool1_grad.oy117284 = phi i64 [ 0, %pool1_grad.oy115.end ], [ %oy117.next, %pool1_grad.ox118.end ]
-  br label %pool1_grad.ox118
-
-pool1_grad.oy117.end:                             ; preds = %pool1_grad.ox118.end
-  br label %pool1_grad.oy119
-
-pool1_grad.ox118:                                 ; preds = %pool1_grad.ox118, %pool1_grad.oy117
-  %pool1_grad.ox118285 = phi i64 [ 0, %pool1_grad.oy117 ], [ %ox118.next, %pool1_grad.ox118 ]
-  %899 = mul nsw i64 %pool1_grad.g104260, 64
-  %900 = add nsw i64 %899, %pool1_grad.j108269
-  %901 = mul nsw i64 %900, 1176
-  %902 = add nsw i64 376320, %901
-  %903 = mul nsw i64 %pool1_grad.c109270, 196
-  %904 = add nsw i64 %902, %903
-  %905 = add nsw i64 %pool1_grad.oy117284, %pool1_grad.ky110271
-  %906 = mul nsw i64 %905, 14
-  %907 = add nsw i64 %904, %906
-  %908 = add nsw i64 %pool1_grad.ox118285, 3
-  %909 = add nsw i64 %907, %908
-  %arena286 = getelementptr inbounds float, ptr %arena, i64 %909
-  %910 = load float, ptr %arena286, align 4
-  %911 = mul nsw i64 %pool1_grad.c109270, 5
-  %912 = add nsw i64 %911, %pool1_grad.ky110271
-  %913 = mul nsw i64 %912, 5
-  %914 = add nsw i64 %913, 3
-  %915 = mul nsw i64 %914, 6400
-  %916 = add nsw i64 756112, %915
-  %917 = mul nsw i64 %pool1_grad.j108269, 100
-  %918 = add nsw i64 %916, %917
-  %919 = mul nsw i64 %pool1_grad.oy117284, 10
-  %920 = add nsw i64 %918, %919
-  %921 = add nsw i64 %920, %pool1_grad.ox118285
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 %921
-  %922 = load float, ptr %arena287, align 4
-  %923 = fadd float %910, %922
-  store float %923, ptr %arena286, align 4
-  %ox118.next = add nsw i64 %pool1_grad.ox118285, 1
-  %924 = icmp slt i64 %ox118.next, 10
-  br i1 %924, label %pool1_grad.ox118, label %pool1_grad.ox118.end
-
-pool1_grad.ox118.end:                             ; preds = %pool1_grad.ox118
-  %oy117.next = add nsw i64 %pool1_grad.oy117284, 1
-  %925 = icmp slt i64 %oy117.next, 10
-  br i1 %925, label %pool1_grad.oy117, label %pool1_grad.oy117.end
-
-pool1_grad.oy119:                                 ; preds = %pool1_grad.ox120.end, %pool1_grad.oy117.end
-  %pool1_grad.oy119288 = phi i64 [ 0, %pool1_grad.oy117.end ], [ %oy119.next, %pool1_grad.ox120.end ]
-  br label %pool1_grad.ox120
-
-pool1_grad.oy119.end:                             ; preds = %pool1_grad.ox120.end
-  %ky110.next = add nsw i64 %pool1_grad.ky110271, 1
-  %926 = icmp slt i64 %ky110.next, 5
-  br i1 %926, label %pool1_grad.ky110, label %pool1_grad.ky110.end
-
-pool1_grad.ox120:                                 ; preds = %pool1_grad.ox120, %pool1_grad.oy119
-  %pool1_grad.ox120289 = phi i64 [ 0, %pool1_grad.oy119 ], [ %ox120.next, %pool1_grad.ox120 ]
-  %927 = mul nsw i64 %pool1_grad.g104260, 64
-  %928 = add nsw i64 %927, %pool1_grad.j108269
-  %929 = mul nsw i64 %928, 1176
-  %930 = add nsw i64 376320, %929
-  %931 = mul nsw i64 %pool1_grad.c109270, 196
-  %932 = add nsw i64 %930, %931
-  %933 = add nsw i64 %pool1_grad.oy119288, %pool1_grad.ky110271
-  %934 = mul nsw i64 %933, 14
-  %935 = add nsw i64 %932, %934
-  %936 = add nsw i64 %pool1_grad.ox120289, 4
-  %937 = add nsw i64 %935, %936
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %937
-  %938 = load float, ptr %arena290, align 4
-  %939 = mul nsw i64 %pool1_grad.c109270, 5
-  %940 = add nsw i64 %939, %pool1_grad.ky110271
-  %941 = mul nsw i64 %940, 5
-  %942 = add nsw i64 %941, 4
-  %943 = mul nsw i64 %942, 6400
-  %944 = add nsw i64 756112, %943
-  %945 = mul nsw i64 %pool1_grad.j108269, 100
-  %946 = add nsw i64 %944, %945
-  %947 = mul nsw i64 %pool1_grad.oy119288, 10
-  %948 = add nsw i64 %946, %947
-  %949 = add nsw i64 %948, %pool1_grad.ox120289
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %949
-  %950 = load float, ptr %arena291, align 4
-  %951 = fadd float %938, %950
-  store float %951, ptr %arena290, align 4
-  %ox120.next = add nsw i64 %pool1_grad.ox120289, 1
-  %952 = icmp slt i64 %ox120.next, 10
-  br i1 %952, label %pool1_grad.ox120, label %pool1_grad.ox120.end
-
-pool1_grad.ox120.end:                             ; preds = %pool1_grad.ox120
-  %oy119.next = add nsw i64 %pool1_grad.oy119288, 1
-  %953 = icmp slt i64 %oy119.next, 10
-  br i1 %953, label %pool1_grad.oy119, label %pool1_grad.oy119.end
-
-relu1_grad.i121:                                  ; preds = %relu1_grad.i121, %pool1_grad.g104.end
-  %relu1_grad.i121292 = phi i64 [ 0, %pool1_grad.g104.end ], [ %i121.next, %relu1_grad.i121 ]
-  %954 = add nsw i64 518032, %relu1_grad.i121292
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %954
-  store float 0.000000e+00, ptr %arena293, align 4
-  %i121.next = add nsw i64 %relu1_grad.i121292, 1
-  %955 = icmp slt i64 %i121.next, 301056
-  br i1 %955, label %relu1_grad.i121, label %relu1_grad.i121.end
-
-relu1_grad.i121.end:                              ; preds = %relu1_grad.i121
-  br label %relu1_grad.q122
-
-relu1_grad.q122:                                  ; preds = %relu1_grad.py123.end, %relu1_grad.i121.end
-  %relu1_grad.q122294 = phi i64 [ 0, %relu1_grad.i121.end ], [ %q122.next, %relu1_grad.py123.end ]
-  br label %relu1_grad.py123
-
-relu1_grad.q122.end:                              ; preds = %relu1_grad.py123.end
-  br label %conv1_grad.i127
-
-relu1_grad.py123:                                 ; preds = %relu1_grad.px124.end, %relu1_grad.q122
-  %relu1_grad.py123295 = phi i64 [ 0, %relu1_grad.q122 ], [ %py123.next, %relu1_grad.px124.end ]
-  br label %relu1_grad.px124
-
-relu1_grad.py123.end:                             ; preds = %relu1_grad.px124.end
-  %q122.next = add nsw i64 %relu1_grad.q122294, 1
-  %956 = icmp slt i64 %q122.next, 384
-  br i1 %956, label %relu1_grad.q122, label %relu1_grad.q122.end
-
-relu1_grad.px124:                                 ; preds = %relu1_grad.ky125.end, %relu1_grad.py123
-  %relu1_grad.px124296 = phi i64 [ 0, %relu1_grad.py123 ], [ %px124.next, %relu1_grad.ky125.end ]
-  br label %relu1_grad.ky125
-
-relu1_grad.px124.end:                             ; preds = %relu1_grad.ky125.end
-  %py123.next = add nsw i64 %relu1_grad.py123295, 1
-  %957 = icmp slt i64 %py123.next, 14
-  br i1 %957, label %relu1_grad.py123, label %relu1_grad.py123.end
-
-relu1_grad.ky125:                                 ; preds = %relu1_grad.kx126.end, %relu1_grad.px124
-  %relu1_grad.ky125297 = phi i64 [ 0, %relu1_grad.px124 ], [ %ky125.next, %relu1_grad.kx126.end ]
-  br label %relu1_grad.kx126
-
-relu1_grad.ky125.end:                             ; preds = %relu1_grad.kx126.end
-  %px124.next = add nsw i64 %relu1_grad.px124296, 1
-  %958 = icmp slt i64 %px124.next, 14
-  br i1 %958, label %relu1_grad.px124, label %relu1_grad.px124.end
-
-relu1_grad.kx126:                                 ; preds = %relu1_grad.kx126, %relu1_grad.ky125
-  %relu1_grad.kx126298 = phi i64 [ 0, %relu1_grad.ky125 ], [ %kx126.next, %relu1_grad.kx126 ]
-  %959 = mul nsw i64 %relu1_grad.q122294, 784
-  %960 = mul nsw i64 %relu1_grad.py123295, 56
-  %961 = add nsw i64 %959, %960
-  %962 = mul nsw i64 %relu1_grad.px124296, 2
-  %963 = add nsw i64 %961, %962
-  %964 = add nsw i64 518032, %963
-  %965 = mul nsw i64 %relu1_grad.ky125297, 28
-  %966 = add nsw i64 %964, %965
-  %967 = add nsw i64 %966, %relu1_grad.kx126298
-  %arena299 = getelementptr inbounds float, ptr %arena, i64 %967
-  %968 = load float, ptr %arena299, align 4
-  %969 = mul nsw i64 %relu1_grad.q122294, 196
-  %970 = add nsw i64 376320, %969
-  %971 = mul nsw i64 %relu1_grad.py123295, 14
-  %972 = add nsw i64 %970, %971
-  %973 = add nsw i64 %972, %relu1_grad.px124296
-  %arena300 = getelementptr inbounds float, ptr %arena, i64 %973
-  %974 = load float, ptr %arena300, align 4
-  %975 = fmul float %974, 2.500000e-01
-  %976 = fadd float %968, %975
-  store float %976, ptr %arena299, align 4
-  %kx126.next = add nsw i64 %relu1_grad.kx126298, 1
-  %977 = icmp slt i64 %kx126.next, 2
-  br i1 %977, label %relu1_grad.kx126, label %relu1_grad.kx126.end
-
-relu1_grad.kx126.end:                             ; preds = %relu1_grad.kx126
-  %ky125.next = add nsw i64 %relu1_grad.ky125297, 1
-  %978 = icmp slt i64 %ky125.next, 2
-  br i1 %978, label %relu1_grad.ky125, label %relu1_grad.ky125.end
-
-conv1_grad.i127:                                  ; preds = %conv1_grad.i127, %relu1_grad.q122.end
-  %conv1_grad.i127301 = phi i64 [ 0, %relu1_grad.q122.end ], [ %i127.next, %conv1_grad.i127 ]
-  %arena302 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i127301
-  %979 = load float, ptr %arena302, align 4
-  %980 = fcmp ogt float %979, 0.000000e+00
-  %981 = add nsw i64 518032, %conv1_grad.i127301
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %981
-  %982 = load float, ptr %arena303, align 4
-  %983 = select i1 %980, float %982, float 0.000000e+00
-  %984 = add nsw i64 819088, %conv1_grad.i127301
-  %arena304 = getelementptr inbounds float, ptr %arena, i64 %984
-  store float %983, ptr %arena304, align 4
-  %i127.next = add nsw i64 %conv1_grad.i127301, 1
-  %985 = icmp slt i64 %i127.next, 301056
-  br i1 %985, label %conv1_grad.i127, label %conv1_grad.i127.end
-
-conv1_grad.i127.end:                              ; preds = %conv1_grad.i127
-  br label %conv1_weight_grad.i128
-
-conv1_weight_grad.i128:                           ; preds = %conv1_weight_grad.i128, %conv1_grad.i127.end
-  %conv1_weight_grad.i128305 = phi i64 [ 0, %conv1_grad.i127.end ], [ %i128.next, %conv1_weight_grad.i128 ]
-  %grads306 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i128305
-  store float 0.000000e+00, ptr %grads306, align 4
-  %i128.next = add nsw i64 %conv1_weight_grad.i128305, 1
-  %986 = icmp slt i64 %i128.next, 150
-  br i1 %986, label %conv1_weight_grad.i128, label %conv1_weight_grad.i128.end
-
-conv1_weight_grad.i128.end:                       ; preds = %conv1_weight_grad.i128
-  br label %conv1_weight_grad.g129
-
-conv1_weight_grad.g129:                           ; preds = %conv1_weight_grad.j145.end, %conv1_weight_grad.i128.end
-  %conv1_weight_grad.g129307 = phi i64 [ 0, %conv1_weight_grad.i128.end ], [ %g129.next, %conv1_weight_grad.j145.end ]
-  br label %conv1_weight_grad.j130
-
-conv1_weight_grad.g129.end:                       ; preds = %conv1_weight_grad.j145.end
-  br label %conv1_bias_grad.f148
-
-conv1_weight_grad.j130:                           ; preds = %conv1_weight_grad.c133.end, %conv1_weight_grad.g129
-  %conv1_weight_grad.j130308 = phi i64 [ 0, %conv1_weight_grad.g129 ], [ %j130.next, %conv1_weight_grad.c133.end ]
-  br label %conv1_weight_grad.r131
-
-conv1_weight_grad.j130.end:                       ; preds = %conv1_weight_grad.c133.end
-  br label %conv1_weight_grad.j145
-
-conv1_weight_grad.r131:                           ; preds = %conv1_weight_grad.i132.end, %conv1_weight_grad.j130
-  %conv1_weight_grad.r131309 = phi i64 [ 0, %conv1_weight_grad.j130 ], [ %r131.next, %conv1_weight_grad.i132.end ]
-  br label %conv1_weight_grad.i132
-
-conv1_weight_grad.r131.end:                       ; preds = %conv1_weight_grad.i132.end
-  br label %conv1_weight_grad.c133
-
-conv1_weight_grad.i132:                           ; preds = %conv1_weight_grad.i132, %conv1_weight_grad.r131
-  %conv1_weight_grad.i132310 = phi i64 [ 0, %conv1_weight_grad.r131 ], [ %i132.next, %conv1_weight_grad.i132 ]
-  %987 = mul nsw i64 %conv1_weight_grad.r131309, 50176
-  %988 = add nsw i64 1120144, %987
-  %989 = mul nsw i64 %conv1_weight_grad.j130308, 784
-  %990 = add nsw i64 %988, %989
-  %991 = add nsw i64 %990, %conv1_weight_grad.i132310
-  %arena311 = getelementptr inbounds float, ptr %arena, i64 %991
-  store float 0.000000e+00, ptr %arena311, align 4
-  %i132.next = add nsw i64 %conv1_weight_grad.i132310, 1
-  %992 = icmp slt i64 %i132.next, 784
-  br i1 %992, label %conv1_weight_grad.i132, label %conv1_weight_grad.i132.end
-
-conv1_weight_grad.i132.end:                       ; preds = %conv1_weight_grad.i132
-  %r131.next = add nsw i64 %conv1_weight_grad.r131309, 1
-  %993 = icmp slt i64 %r131.next, 25
-  br i1 %993, label %conv1_weight_grad.r131, label %conv1_weight_grad.r131.end
-
-conv1_weight_grad.c133:                           ; preds = %conv1_weight_grad.ky134.end, %conv1_weight_grad.r131.end
-  %conv1_weight_grad.c133312 = phi i64 [ 0, %conv1_weight_grad.r131.end ], [ %c133.next, %conv1_weight_grad.ky134.end ]
-  br label %conv1_weight_grad.ky134
-
-conv1_weight_grad.c133.end:                       ; preds = %conv1_weight_grad.ky134.end
-  %j130.next = add nsw i64 %conv1_weight_grad.j130308, 1
-  %994 = icmp slt i64 %j130.next, 64
-  br i1 %994, label %conv1_weight_grad.j130, label %conv1_weight_grad.j130.end
-
-conv1_weight_grad.ky134:                          ; preds = %conv1_weight_grad.oy143.end, %conv1_weight_grad.c133
-  %conv1_weight_grad.ky134313 = phi i64 [ 0, %conv1_weight_grad.c133 ], [ %ky134.next, %conv1_weight_grad.oy143.end ]
-  br label %conv1_weight_grad.oy135
-
-conv1_weight_grad.ky134.end:                      ; preds = %conv1_weight_grad.oy143.end
-  %c133.next = add nsw i64 %conv1_weight_grad.c133312, 1
-  %995 = icmp slt i64 %c133.next, 1
-  br i1 %995, label %conv1_weight_grad.c133, label %conv1_weight_grad.c133.end
-
-conv1_weight_grad.oy135:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky134
-  %conv1_weight_grad.oy135314 = phi i64 [ 0, %conv1_weight_grad.ky134 ], [ %oy135.next, %conv1_weight_grad.endif ]
-  %996 = add nsw i64 %conv1_weight_grad.oy135314, %conv1_weight_grad.ky134313
-  %997 = add nsw i64 %996, -2
-  %998 = icmp slt i64 -1, %997
-  %999 = add nsw i64 %conv1_weight_grad.oy135314, %conv1_weight_grad.ky134313
-  %1000 = add nsw i64 %999, -2
-  %1001 = icmp slt i64 %1000, 28
-  %1002 = and i1 %998, %1001
-  br i1 %1002, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
-
-conv1_weight_grad.oy135.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy137
-
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy135
-  br label %conv1_weight_grad.ox136
-
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox136.end, %conv1_weight_grad.oy135
-  %oy135.next = add nsw i64 %conv1_weight_grad.oy135314, 1
-  %1003 = icmp slt i64 %oy135.next, 28
-  br i1 %1003, label %conv1_weight_grad.oy135, label %conv1_weight_grad.oy135.end
-
-conv1_weight_grad.ox136:                          ; preds = %conv1_weight_grad.ox136, %conv1_weight_grad.then
-  %conv1_weight_grad.ox136315 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox136.next, %conv1_weight_grad.ox136 ]
-  %1004 = mul nsw i64 %conv1_weight_grad.g129307, 64
-  %1005 = add nsw i64 %1004, %conv1_weight_grad.j130308
-  %1006 = mul nsw i64 %1005, 784
-  %1007 = mul nsw i64 %conv1_weight_grad.c133312, 784
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = add nsw i64 %conv1_weight_grad.oy135314, %conv1_weight_grad.ky134313
+conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.img101, %conv2_bias_grad.i100.end
+  %conv2_bias_grad.img101256 = phi i64 [ 0, %conv2_bias_grad.i100.end ], [ %img101.next, %conv2_bias_grad.img101 ]
+  %792 = mul nsw i64 %conv2_bias_grad.img101256, 1600
+  %793 = add nsw i64 653712, %792
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %793
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 376320
+  %grads259 = getelementptr inbounds float, ptr %grads, i64 2556
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 100, float 1.000000e+00, ptr %arena257, i32 100, ptr %arena258, i32 1, float 1.000000e+00, ptr %grads259, i32 1)
+  %img101.next = add nsw i64 %conv2_bias_grad.img101256, 1
+  %794 = icmp slt i64 %img101.next, 64
+  br i1 %794, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
+
+conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.img101
+  br label %pool1_grad.i102
+
+pool1_grad.i102:                                  ; preds = %pool1_grad.i102, %conv2_bias_grad.img101.end
+  %pool1_grad.i102260 = phi i64 [ 0, %conv2_bias_grad.img101.end ], [ %i102.next, %pool1_grad.i102 ]
+  %795 = add nsw i64 376320, %pool1_grad.i102260
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %795
+  store float 0.000000e+00, ptr %arena261, align 4
+  %i102.next = add nsw i64 %pool1_grad.i102260, 1
+  %796 = icmp slt i64 %i102.next, 75264
+  br i1 %796, label %pool1_grad.i102, label %pool1_grad.i102.end
+
+pool1_grad.i102.end:                              ; preds = %pool1_grad.i102
+  br label %pool1_grad.g103
+
+pool1_grad.g103:                                  ; preds = %pool1_grad.j107.end, %pool1_grad.i102.end
+  %pool1_grad.g103262 = phi i64 [ 0, %pool1_grad.i102.end ], [ %g103.next, %pool1_grad.j107.end ]
+  br label %pool1_grad.j104
+
+pool1_grad.g103.end:                              ; preds = %pool1_grad.j107.end
+  br label %relu1_grad.i120
+
+pool1_grad.j104:                                  ; preds = %pool1_grad.f105.end, %pool1_grad.g103
+  %pool1_grad.j104263 = phi i64 [ 0, %pool1_grad.g103 ], [ %j104.next, %pool1_grad.f105.end ]
+  br label %pool1_grad.f105
+
+pool1_grad.j104.end:                              ; preds = %pool1_grad.f105.end
+  %params268 = getelementptr inbounds float, ptr %params, i64 156
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 1716112
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 756112
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params268, i32 150, ptr %arena269, i32 6400, float 0.000000e+00, ptr %arena270, i32 6400)
+  br label %pool1_grad.j107
+
+pool1_grad.f105:                                  ; preds = %pool1_grad.i106.end, %pool1_grad.j104
+  %pool1_grad.f105264 = phi i64 [ 0, %pool1_grad.j104 ], [ %f105.next, %pool1_grad.i106.end ]
+  br label %pool1_grad.i106
+
+pool1_grad.f105.end:                              ; preds = %pool1_grad.i106.end
+  %j104.next = add nsw i64 %pool1_grad.j104263, 1
+  %797 = icmp slt i64 %j104.next, 64
+  br i1 %797, label %pool1_grad.j104, label %pool1_grad.j104.end
+
+pool1_grad.i106:                                  ; preds = %pool1_grad.i106, %pool1_grad.f105
+  %pool1_grad.i106265 = phi i64 [ 0, %pool1_grad.f105 ], [ %i106.next, %pool1_grad.i106 ]
+  %798 = mul nsw i64 %pool1_grad.g103262, 64
+  %799 = add nsw i64 %798, %pool1_grad.j104263
+  %800 = mul nsw i64 %799, 1600
+  %801 = add nsw i64 653712, %800
+  %802 = mul nsw i64 %pool1_grad.f105264, 100
+  %803 = add nsw i64 %801, %802
+  %804 = add nsw i64 %803, %pool1_grad.i106265
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %804
+  %805 = load float, ptr %arena266, align 4
+  %806 = mul nsw i64 %pool1_grad.f105264, 6400
+  %807 = add nsw i64 1716112, %806
+  %808 = mul nsw i64 %pool1_grad.j104263, 100
+  %809 = add nsw i64 %807, %808
+  %810 = add nsw i64 %809, %pool1_grad.i106265
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %810
+  store float %805, ptr %arena267, align 4
+  %i106.next = add nsw i64 %pool1_grad.i106265, 1
+  %811 = icmp slt i64 %i106.next, 100
+  br i1 %811, label %pool1_grad.i106, label %pool1_grad.i106.end
+
+pool1_grad.i106.end:                              ; preds = %pool1_grad.i106
+  %f105.next = add nsw i64 %pool1_grad.f105264, 1
+  %812 = icmp slt i64 %f105.next, 16
+  br i1 %812, label %pool1_grad.f105, label %pool1_grad.f105.end
+
+pool1_grad.j107:                                  ; preds = %pool1_grad.c108.end, %pool1_grad.j104.end
+  %pool1_grad.j107271 = phi i64 [ 0, %pool1_grad.j104.end ], [ %j107.next, %pool1_grad.c108.end ]
+  br label %pool1_grad.c108
+
+pool1_grad.j107.end:                              ; preds = %pool1_grad.c108.end
+  %g103.next = add nsw i64 %pool1_grad.g103262, 1
+  %813 = icmp slt i64 %g103.next, 1
+  br i1 %813, label %pool1_grad.g103, label %pool1_grad.g103.end
+
+pool1_grad.c108:                                  ; preds = %pool1_grad.ky109.end, %pool1_grad.j107
+  %pool1_grad.c108272 = phi i64 [ 0, %pool1_grad.j107 ], [ %c108.next, %pool1_grad.ky109.end ]
+  br label %pool1_grad.ky109
+
+pool1_grad.c108.end:                              ; preds = %pool1_grad.ky109.end
+  %j107.next = add nsw i64 %pool1_grad.j107271, 1
+  %814 = icmp slt i64 %j107.next, 64
+  br i1 %814, label %pool1_grad.j107, label %pool1_grad.j107.end
+
+pool1_grad.ky109:                                 ; preds = %pool1_grad.oy118.end, %pool1_grad.c108
+  %pool1_grad.ky109273 = phi i64 [ 0, %pool1_grad.c108 ], [ %ky109.next, %pool1_grad.oy118.end ]
+  br label %pool1_grad.oy110
+
+pool1_grad.ky109.end:                             ; preds = %pool1_grad.oy118.end
+  %c108.next = add nsw i64 %pool1_grad.c108272, 1
+  %815 = icmp slt i64 %c108.next, 6
+  br i1 %815, label %pool1_grad.c108, label %pool1_grad.c108.end
+
+pool1_grad.oy110:                                 ; preds = %pool1_grad.ox111.end, %pool1_grad.ky109
+  %pool1_grad.oy110274 = phi i64 [ 0, %pool1_grad.ky109 ], [ %oy110.next, %pool1_grad.ox111.end ]
+  br label %pool1_grad.ox111
+
+pool1_grad.oy110.end:                             ; preds = %pool1_grad.ox111.end
+  br label %pool1_grad.oy112
+
+pool1_grad.ox111:                                 ; preds = %pool1_grad.ox111, %pool1_grad.oy110
+  %pool1_grad.ox111275 = phi i64 [ 0, %pool1_grad.oy110 ], [ %ox111.next, %pool1_grad.ox111 ]
+  %816 = mul nsw i64 %pool1_grad.g103262, 64
+  %817 = add nsw i64 %816, %pool1_grad.j107271
+  %818 = mul nsw i64 %817, 1176
+  %819 = add nsw i64 376320, %818
+  %820 = mul nsw i64 %pool1_grad.c108272, 196
+  %821 = add nsw i64 %819, %820
+  %822 = add nsw i64 %pool1_grad.oy110274, %pool1_grad.ky109273
+  %823 = mul nsw i64 %822, 14
+  %824 = add nsw i64 %821, %823
+  %825 = add nsw i64 %824, %pool1_grad.ox111275
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %825
+  %826 = load float, ptr %arena276, align 4
+  %827 = mul nsw i64 %pool1_grad.c108272, 5
+  %828 = add nsw i64 %827, %pool1_grad.ky109273
+  %829 = mul nsw i64 %828, 5
+  %830 = mul nsw i64 %829, 6400
+  %831 = add nsw i64 756112, %830
+  %832 = mul nsw i64 %pool1_grad.j107271, 100
+  %833 = add nsw i64 %831, %832
+  %834 = mul nsw i64 %pool1_grad.oy110274, 10
+  %835 = add nsw i64 %833, %834
+  %836 = add nsw i64 %835, %pool1_grad.ox111275
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %836
+  %837 = load float, ptr %arena277, align 4
+  %838 = fadd float %826, %837
+  store float %838, ptr %arena276, align 4
+  %ox111.next = add nsw i64 %pool1_grad.ox111275, 1
+  %839 = icmp slt i64 %ox111.next, 10
+  br i1 %839, label %pool1_grad.ox111, label %pool1_grad.ox111.end
+
+pool1_grad.ox111.end:                             ; preds = %pool1_grad.ox111
+  %oy110.next = add nsw i64 %pool1_grad.oy110274, 1
+  %840 = icmp slt i64 %oy110.next, 10
+  br i1 %840, label %pool1_grad.oy110, label %pool1_grad.oy110.end
+
+pool1_grad.oy112:                                 ; preds = %pool1_grad.ox113.end, %pool1_grad.oy110.end
+  %pool1_grad.oy112278 = phi i64 [ 0, %pool1_grad.oy110.end ], [ %oy112.next, %pool1_grad.ox113.end ]
+  br label %pool1_grad.ox113
+
+pool1_grad.oy112.end:                             ; preds = %pool1_grad.ox113.end
+  br label %pool1_grad.oy114
+
+pool1_grad.ox113:                                 ; preds = %pool1_grad.ox113, %pool1_grad.oy112
+  %pool1_grad.ox113279 = phi i64 [ 0, %pool1_grad.oy112 ], [ %ox113.next, %pool1_grad.ox113 ]
+  %841 = mul nsw i64 %pool1_grad.g103262, 64
+  %842 = add nsw i64 %841, %pool1_grad.j107271
+  %843 = mul nsw i64 %842, 1176
+  %844 = add nsw i64 376320, %843
+  %845 = mul nsw i64 %pool1_grad.c108272, 196
+  %846 = add nsw i64 %844, %845
+  %847 = add nsw i64 %pool1_grad.oy112278, %pool1_grad.ky109273
+  %848 = mul nsw i64 %847, 14
+  %849 = add nsw i64 %846, %848
+  %850 = add nsw i64 %pool1_grad.ox113279, 1
+  %851 = add nsw i64 %849, %850
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %851
+  %852 = load float, ptr %arena280, align 4
+  %853 = mul nsw i64 %pool1_grad.c108272, 5
+  %854 = add nsw i64 %853, %pool1_grad.ky109273
+  %855 = mul nsw i64 %854, 5
+  %856 = add nsw i64 %855, 1
+  %857 = mul nsw i64 %856, 6400
+  %858 = add nsw i64 756112, %857
+  %859 = mul nsw i64 %pool1_grad.j107271, 100
+  %860 = add nsw i64 %858, %859
+  %861 = mul nsw i64 %pool1_grad.oy112278, 10
+  %862 = add nsw i64 %860, %861
+  %863 = add nsw i64 %862, %pool1_grad.ox113279
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %863
+  %864 = load float, ptr %arena281, align 4
+  %865 = fadd float %852, %864
+  store float %865, ptr %arena280, align 4
+  %ox113.next = add nsw i64 %pool1_grad.ox113279, 1
+  %866 = icmp slt i64 %ox113.next, 10
+  br i1 %866, label %pool1_grad.ox113, label %pool1_grad.ox113.end
+
+pool1_grad.ox113.end:                             ; preds = %pool1_grad.ox113
+  %oy112.next = add nsw i64 %pool1_grad.oy112278, 1
+  %867 = icmp slt i64 %oy112.next, 10
+  br i1 %867, label %pool1_grad.oy112, label %pool1_grad.oy112.end
+
+pool1_grad.oy114:                                 ; preds = %pool1_grad.ox115.end, %pool1_grad.oy112.end
+  %pool1_grad.oy114282 = phi i64 [ 0, %pool1_grad.oy112.end ], [ %oy114.next, %pool1_grad.ox115.end ]
+  br label %pool1_grad.ox115
+
+pool1_grad.oy114.end:                             ; preds = %pool1_grad.ox115.end
+  br label %pool1_grad.oy116
+
+pool1_grad.ox115:                                 ; preds = %pool1_grad.ox115, %pool1_grad.oy114
+  %pool1_grad.ox115283 = phi i64 [ 0, %pool1_grad.oy114 ], [ %ox115.next, %pool1_grad.ox115 ]
+  %868 = mul nsw i64 %pool1_grad.g103262, 64
+  %869 = add nsw i64 %868, %pool1_grad.j107271
+  %870 = mul nsw i64 %869, 1176
+  %871 = add nsw i64 376320, %870
+  %872 = mul nsw i64 %pool1_grad.c108272, 196
+  %873 = add nsw i64 %871, %872
+  %874 = add nsw i64 %pool1_grad.oy114282, %pool1_grad.ky109273
+  %875 = mul nsw i64 %874, 14
+  %876 = add nsw i64 %873, %875
+  %877 = add nsw i64 %pool1_grad.ox115283, 2
+  %878 = add nsw i64 %876, %877
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 %878
+  %879 = load float, ptr %arena284, align 4
+  %880 = mul nsw i64 %pool1_grad.c108272, 5
+  %881 = add nsw i64 %880, %pool1_grad.ky109273
+  %882 = mul nsw i64 %881, 5
+  %883 = add nsw i64 %882, 2
+  %884 = mul nsw i64 %883, 6400
+  %885 = add nsw i64 756112, %884
+  %886 = mul nsw i64 %pool1_grad.j107271, 100
+  %887 = add nsw i64 %885, %886
+  %888 = mul nsw i64 %pool1_grad.oy114282, 10
+  %889 = add nsw i64 %887, %888
+  %890 = add nsw i64 %889, %pool1_grad.ox115283
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %890
+  %891 = load float, ptr %arena285, align 4
+  %892 = fadd float %879, %891
+  store float %892, ptr %arena284, align 4
+  %ox115.next = add nsw i64 %pool1_grad.ox115283, 1
+  %893 = icmp slt i64 %ox115.next, 10
+  br i1 %893, label %pool1_grad.ox115, label %pool1_grad.ox115.end
+
+pool1_grad.ox115.end:                             ; preds = %pool1_grad.ox115
+  %oy114.next = add nsw i64 %pool1_grad.oy114282, 1
+  %894 = icmp slt i64 %oy114.next, 10
+  br i1 %894, label %pool1_grad.oy114, label %pool1_grad.oy114.end
+
+pool1_grad.oy116:                                 ; preds = %pool1_grad.ox117.end, %pool1_grad.oy114.end
+  %pool1_grad.oy116286 = phi i64 [ 0, %pool1_grad.oy114.end ], [ %oy116.next, %pool1_grad.ox117.end ]
+  br label %pool1_grad.ox117
+
+pool1_grad.oy116.end:                             ; preds = %pool1_grad.ox117.end
+  br label %pool1_grad.oy118
+
+pool1_grad.ox117:                                 ; preds = %pool1_grad.ox117, %pool1_grad.oy116
+  %pool1_grad.ox117287 = phi i64 [ 0, %pool1_grad.oy116 ], [ %ox117.next, %pool1_grad.ox117 ]
+  %895 = mul nsw i64 %pool1_grad.g103262, 64
+  %896 = add nsw i64 %895, %pool1_grad.j107271
+  %897 = mul nsw i64 %896, 1176
+  %898 = add nsw i64 376320, %897
+  %899 = mul nsw i64 %pool1_grad.c108272, 196
+  %900 = add nsw i64 %898, %899
+  %901 = add nsw i64 %pool1_grad.oy116286, %pool1_grad.ky109273
+  %902 = mul nsw i64 %901, 14
+  %903 = add nsw i64 %900, %902
+  %904 = add nsw i64 %pool1_grad.ox117287, 3
+  %905 = add nsw i64 %903, %904
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %905
+  %906 = load float, ptr %arena288, align 4
+  %907 = mul nsw i64 %pool1_grad.c108272, 5
+  %908 = add nsw i64 %907, %pool1_grad.ky109273
+  %909 = mul nsw i64 %908, 5
+  %910 = add nsw i64 %909, 3
+  %911 = mul nsw i64 %910, 6400
+  %912 = add nsw i64 756112, %911
+  %913 = mul nsw i64 %pool1_grad.j107271, 100
+  %914 = add nsw i64 %912, %913
+  %915 = mul nsw i64 %pool1_grad.oy116286, 10
+  %916 = add nsw i64 %914, %915
+  %917 = add nsw i64 %916, %pool1_grad.ox117287
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %917
+  %918 = load float, ptr %arena289, align 4
+  %919 = fadd float %906, %918
+  store float %919, ptr %arena288, align 4
+  %ox117.next = add nsw i64 %pool1_grad.ox117287, 1
+  %920 = icmp slt i64 %ox117.next, 10
+  br i1 %920, label %pool1_grad.ox117, label %pool1_grad.ox117.end
+
+pool1_grad.ox117.end:                             ; preds = %pool1_grad.ox117
+  %oy116.next = add nsw i64 %pool1_grad.oy116286, 1
+  %921 = icmp slt i64 %oy116.next, 10
+  br i1 %921, label %pool1_grad.oy116, label %pool1_grad.oy116.end
+
+pool1_grad.oy118:                                 ; preds = %pool1_grad.ox119.end, %pool1_grad.oy116.end
+  %pool1_grad.oy118290 = phi i64 [ 0, %pool1_grad.oy116.end ], [ %oy118.next, %pool1_grad.ox119.end ]
+  br label %pool1_grad.ox119
+
+pool1_grad.oy118.end:                             ; preds = %pool1_grad.ox119.end
+  %ky109.next = add nsw i64 %pool1_grad.ky109273, 1
+  %922 = icmp slt i64 %ky109.next, 5
+  br i1 %922, label %pool1_grad.ky109, label %pool1_grad.ky109.end
+
+pool1_grad.ox119:                                 ; preds = %pool1_grad.ox119, %pool1_grad.oy118
+  %pool1_grad.ox119291 = phi i64 [ 0, %pool1_grad.oy118 ], [ %ox119.next, %pool1_grad.ox119 ]
+  %923 = mul nsw i64 %pool1_grad.g103262, 64
+  %924 = add nsw i64 %923, %pool1_grad.j107271
+  %925 = mul nsw i64 %924, 1176
+  %926 = add nsw i64 376320, %925
+  %927 = mul nsw i64 %pool1_grad.c108272, 196
+  %928 = add nsw i64 %926, %927
+  %929 = add nsw i64 %pool1_grad.oy118290, %pool1_grad.ky109273
+  %930 = mul nsw i64 %929, 14
+  %931 = add nsw i64 %928, %930
+  %932 = add nsw i64 %pool1_grad.ox119291, 4
+  %933 = add nsw i64 %931, %932
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 %933
+  %934 = load float, ptr %arena292, align 4
+  %935 = mul nsw i64 %pool1_grad.c108272, 5
+  %936 = add nsw i64 %935, %pool1_grad.ky109273
+  %937 = mul nsw i64 %936, 5
+  %938 = add nsw i64 %937, 4
+  %939 = mul nsw i64 %938, 6400
+  %940 = add nsw i64 756112, %939
+  %941 = mul nsw i64 %pool1_grad.j107271, 100
+  %942 = add nsw i64 %940, %941
+  %943 = mul nsw i64 %pool1_grad.oy118290, 10
+  %944 = add nsw i64 %942, %943
+  %945 = add nsw i64 %944, %pool1_grad.ox119291
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %945
+  %946 = load float, ptr %arena293, align 4
+  %947 = fadd float %934, %946
+  store float %947, ptr %arena292, align 4
+  %ox119.next = add nsw i64 %pool1_grad.ox119291, 1
+  %948 = icmp slt i64 %ox119.next, 10
+  br i1 %948, label %pool1_grad.ox119, label %pool1_grad.ox119.end
+
+pool1_grad.ox119.end:                             ; preds = %pool1_grad.ox119
+  %oy118.next = add nsw i64 %pool1_grad.oy118290, 1
+  %949 = icmp slt i64 %oy118.next, 10
+  br i1 %949, label %pool1_grad.oy118, label %pool1_grad.oy118.end
+
+relu1_grad.i120:                                  ; preds = %relu1_grad.i120, %pool1_grad.g103.end
+  %relu1_grad.i120294 = phi i64 [ 0, %pool1_grad.g103.end ], [ %i120.next, %relu1_grad.i120 ]
+  %950 = add nsw i64 518032, %relu1_grad.i120294
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %950
+  store float 0.000000e+00, ptr %arena295, align 4
+  %i120.next = add nsw i64 %relu1_grad.i120294, 1
+  %951 = icmp slt i64 %i120.next, 301056
+  br i1 %951, label %relu1_grad.i120, label %relu1_grad.i120.end
+
+relu1_grad.i120.end:                              ; preds = %relu1_grad.i120
+  br label %relu1_grad.q121
+
+relu1_grad.q121:                                  ; preds = %relu1_grad.py122.end, %relu1_grad.i120.end
+  %relu1_grad.q121296 = phi i64 [ 0, %relu1_grad.i120.end ], [ %q121.next, %relu1_grad.py122.end ]
+  br label %relu1_grad.py122
+
+relu1_grad.q121.end:                              ; preds = %relu1_grad.py122.end
+  br label %conv1_grad.i126
+
+relu1_grad.py122:                                 ; preds = %relu1_grad.px123.end, %relu1_grad.q121
+  %relu1_grad.py122297 = phi i64 [ 0, %relu1_grad.q121 ], [ %py122.next, %relu1_grad.px123.end ]
+  br label %relu1_grad.px123
+
+relu1_grad.py122.end:                             ; preds = %relu1_grad.px123.end
+  %q121.next = add nsw i64 %relu1_grad.q121296, 1
+  %952 = icmp slt i64 %q121.next, 384
+  br i1 %952, label %relu1_grad.q121, label %relu1_grad.q121.end
+
+relu1_grad.px123:                                 ; preds = %relu1_grad.ky124.end, %relu1_grad.py122
+  %relu1_grad.px123298 = phi i64 [ 0, %relu1_grad.py122 ], [ %px123.next, %relu1_grad.ky124.end ]
+  br label %relu1_grad.ky124
+
+relu1_grad.px123.end:                             ; preds = %relu1_grad.ky124.end
+  %py122.next = add nsw i64 %relu1_grad.py122297, 1
+  %953 = icmp slt i64 %py122.next, 14
+  br i1 %953, label %relu1_grad.py122, label %relu1_grad.py122.end
+
+relu1_grad.ky124:                                 ; preds = %relu1_grad.kx125.end, %relu1_grad.px123
+  %relu1_grad.ky124299 = phi i64 [ 0, %relu1_grad.px123 ], [ %ky124.next, %relu1_grad.kx125.end ]
+  br label %relu1_grad.kx125
+
+relu1_grad.ky124.end:                             ; preds = %relu1_grad.kx125.end
+  %px123.next = add nsw i64 %relu1_grad.px123298, 1
+  %954 = icmp slt i64 %px123.next, 14
+  br i1 %954, label %relu1_grad.px123, label %relu1_grad.px123.end
+
+relu1_grad.kx125:                                 ; preds = %relu1_grad.kx125, %relu1_grad.ky124
+  %relu1_grad.kx125300 = phi i64 [ 0, %relu1_grad.ky124 ], [ %kx125.next, %relu1_grad.kx125 ]
+  %955 = mul nsw i64 %relu1_grad.q121296, 784
+  %956 = mul nsw i64 %relu1_grad.py122297, 56
+  %957 = add nsw i64 %955, %956
+  %958 = mul nsw i64 %relu1_grad.px123298, 2
+  %959 = add nsw i64 %957, %958
+  %960 = add nsw i64 518032, %959
+  %961 = mul nsw i64 %relu1_grad.ky124299, 28
+  %962 = add nsw i64 %960, %961
+  %963 = add nsw i64 %962, %relu1_grad.kx125300
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %963
+  %964 = load float, ptr %arena301, align 4
+  %965 = mul nsw i64 %relu1_grad.q121296, 196
+  %966 = add nsw i64 376320, %965
+  %967 = mul nsw i64 %relu1_grad.py122297, 14
+  %968 = add nsw i64 %966, %967
+  %969 = add nsw i64 %968, %relu1_grad.px123298
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %969
+  %970 = load float, ptr %arena302, align 4
+  %971 = fmul float %970, 2.500000e-01
+  %972 = fadd float %964, %971
+  store float %972, ptr %arena301, align 4
+  %kx125.next = add nsw i64 %relu1_grad.kx125300, 1
+  %973 = icmp slt i64 %kx125.next, 2
+  br i1 %973, label %relu1_grad.kx125, label %relu1_grad.kx125.end
+
+relu1_grad.kx125.end:                             ; preds = %relu1_grad.kx125
+  %ky124.next = add nsw i64 %relu1_grad.ky124299, 1
+  %974 = icmp slt i64 %ky124.next, 2
+  br i1 %974, label %relu1_grad.ky124, label %relu1_grad.ky124.end
+
+conv1_grad.i126:                                  ; preds = %conv1_grad.i126, %relu1_grad.q121.end
+  %conv1_grad.i126303 = phi i64 [ 0, %relu1_grad.q121.end ], [ %i126.next, %conv1_grad.i126 ]
+  %arena304 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i126303
+  %975 = load float, ptr %arena304, align 4
+  %976 = fcmp ogt float %975, 0.000000e+00
+  %977 = add nsw i64 518032, %conv1_grad.i126303
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %977
+  %978 = load float, ptr %arena305, align 4
+  %979 = select i1 %976, float %978, float 0.000000e+00
+  %980 = add nsw i64 819088, %conv1_grad.i126303
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %980
+  store float %979, ptr %arena306, align 4
+  %i126.next = add nsw i64 %conv1_grad.i126303, 1
+  %981 = icmp slt i64 %i126.next, 301056
+  br i1 %981, label %conv1_grad.i126, label %conv1_grad.i126.end
+
+conv1_grad.i126.end:                              ; preds = %conv1_grad.i126
+  br label %conv1_weight_grad.i127
+
+conv1_weight_grad.i127:                           ; preds = %conv1_weight_grad.i127, %conv1_grad.i126.end
+  %conv1_weight_grad.i127307 = phi i64 [ 0, %conv1_grad.i126.end ], [ %i127.next, %conv1_weight_grad.i127 ]
+  %grads308 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i127307
+  store float 0.000000e+00, ptr %grads308, align 4
+  %i127.next = add nsw i64 %conv1_weight_grad.i127307, 1
+  %982 = icmp slt i64 %i127.next, 150
+  br i1 %982, label %conv1_weight_grad.i127, label %conv1_weight_grad.i127.end
+
+conv1_weight_grad.i127.end:                       ; preds = %conv1_weight_grad.i127
+  br label %conv1_weight_grad.g128
+
+conv1_weight_grad.g128:                           ; preds = %conv1_weight_grad.j144.end, %conv1_weight_grad.i127.end
+  %conv1_weight_grad.g128309 = phi i64 [ 0, %conv1_weight_grad.i127.end ], [ %g128.next, %conv1_weight_grad.j144.end ]
+  br label %conv1_weight_grad.j129
+
+conv1_weight_grad.g128.end:                       ; preds = %conv1_weight_grad.j144.end
+  br label %conv1_bias_grad.i147
+
+conv1_weight_grad.j129:                           ; preds = %conv1_weight_grad.c132.end, %conv1_weight_grad.g128
+  %conv1_weight_grad.j129310 = phi i64 [ 0, %conv1_weight_grad.g128 ], [ %j129.next, %conv1_weight_grad.c132.end ]
+  br label %conv1_weight_grad.r130
+
+conv1_weight_grad.j129.end:                       ; preds = %conv1_weight_grad.c132.end
+  br label %conv1_weight_grad.j144
+
+conv1_weight_grad.r130:                           ; preds = %conv1_weight_grad.i131.end, %conv1_weight_grad.j129
+  %conv1_weight_grad.r130311 = phi i64 [ 0, %conv1_weight_grad.j129 ], [ %r130.next, %conv1_weight_grad.i131.end ]
+  br label %conv1_weight_grad.i131
+
+conv1_weight_grad.r130.end:                       ; preds = %conv1_weight_grad.i131.end
+  br label %conv1_weight_grad.c132
+
+conv1_weight_grad.i131:                           ; preds = %conv1_weight_grad.i131, %conv1_weight_grad.r130
+  %conv1_weight_grad.i131312 = phi i64 [ 0, %conv1_weight_grad.r130 ], [ %i131.next, %conv1_weight_grad.i131 ]
+  %983 = mul nsw i64 %conv1_weight_grad.r130311, 50176
+  %984 = add nsw i64 1120144, %983
+  %985 = mul nsw i64 %conv1_weight_grad.j129310, 784
+  %986 = add nsw i64 %984, %985
+  %987 = add nsw i64 %986, %conv1_weight_grad.i131312
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %987
+  store float 0.000000e+00, ptr %arena313, align 4
+  %i131.next = add nsw i64 %conv1_weight_grad.i131312, 1
+  %988 = icmp slt i64 %i131.next, 784
+  br i1 %988, label %conv1_weight_grad.i131, label %conv1_weight_grad.i131.end
+
+conv1_weight_grad.i131.end:                       ; preds = %conv1_weight_grad.i131
+  %r130.next = add nsw i64 %conv1_weight_grad.r130311, 1
+  %989 = icmp slt i64 %r130.next, 25
+  br i1 %989, label %conv1_weight_grad.r130, label %conv1_weight_grad.r130.end
+
+conv1_weight_grad.c132:                           ; preds = %conv1_weight_grad.ky133.end, %conv1_weight_grad.r130.end
+  %conv1_weight_grad.c132314 = phi i64 [ 0, %conv1_weight_grad.r130.end ], [ %c132.next, %conv1_weight_grad.ky133.end ]
+  br label %conv1_weight_grad.ky133
+
+conv1_weight_grad.c132.end:                       ; preds = %conv1_weight_grad.ky133.end
+  %j129.next = add nsw i64 %conv1_weight_grad.j129310, 1
+  %990 = icmp slt i64 %j129.next, 64
+  br i1 %990, label %conv1_weight_grad.j129, label %conv1_weight_grad.j129.end
+
+conv1_weight_grad.ky133:                          ; preds = %conv1_weight_grad.oy142.end, %conv1_weight_grad.c132
+  %conv1_weight_grad.ky133315 = phi i64 [ 0, %conv1_weight_grad.c132 ], [ %ky133.next, %conv1_weight_grad.oy142.end ]
+  br label %conv1_weight_grad.oy134
+
+conv1_weight_grad.ky133.end:                      ; preds = %conv1_weight_grad.oy142.end
+  %c132.next = add nsw i64 %conv1_weight_grad.c132314, 1
+  %991 = icmp slt i64 %c132.next, 1
+  br i1 %991, label %conv1_weight_grad.c132, label %conv1_weight_grad.c132.end
+
+conv1_weight_grad.oy134:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky133
+  %conv1_weight_grad.oy134316 = phi i64 [ 0, %conv1_weight_grad.ky133 ], [ %oy134.next, %conv1_weight_grad.endif ]
+  %992 = add nsw i64 %conv1_weight_grad.oy134316, %conv1_weight_grad.ky133315
+  %993 = add nsw i64 %992, -2
+  %994 = icmp slt i64 -1, %993
+  %995 = add nsw i64 %conv1_weight_grad.oy134316, %conv1_weight_grad.ky133315
+  %996 = add nsw i64 %995, -2
+  %997 = icmp slt i64 %996, 28
+  %998 = and i1 %994, %997
+  br i1 %998, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+
+conv1_weight_grad.oy134.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy136
+
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy134
+  br label %conv1_weight_grad.ox135
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox135.end, %conv1_weight_grad.oy134
+  %oy134.next = add nsw i64 %conv1_weight_grad.oy134316, 1
+  %999 = icmp slt i64 %oy134.next, 28
+  br i1 %999, label %conv1_weight_grad.oy134, label %conv1_weight_grad.oy134.end
+
+conv1_weight_grad.ox135:                          ; preds = %conv1_weight_grad.ox135, %conv1_weight_grad.then
+  %conv1_weight_grad.ox135317 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox135.next, %conv1_weight_grad.ox135 ]
+  %1000 = mul nsw i64 %conv1_weight_grad.g128309, 64
+  %1001 = add nsw i64 %1000, %conv1_weight_grad.j129310
+  %1002 = mul nsw i64 %1001, 784
+  %1003 = mul nsw i64 %conv1_weight_grad.c132314, 784
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = add nsw i64 %conv1_weight_grad.oy134316, %conv1_weight_grad.ky133315
+  %1006 = add nsw i64 %1005, -2
+  %1007 = mul nsw i64 %1006, 28
+  %1008 = add nsw i64 %1004, %1007
+  %1009 = add nsw i64 %conv1_weight_grad.ox135317, 2
   %1010 = add nsw i64 %1009, -2
-  %1011 = mul nsw i64 %1010, 28
-  %1012 = add nsw i64 %1008, %1011
-  %1013 = add nsw i64 %conv1_weight_grad.ox136315, 2
-  %1014 = add nsw i64 %1013, -2
-  %1015 = add nsw i64 %1012, %1014
-  %images316 = getelementptr inbounds float, ptr %images, i64 %1015
-  %1016 = load float, ptr %images316, align 4
-  %1017 = mul nsw i64 %conv1_weight_grad.c133312, 5
-  %1018 = add nsw i64 %1017, %conv1_weight_grad.ky134313
-  %1019 = mul nsw i64 %1018, 5
-  %1020 = mul nsw i64 %1019, 50176
-  %1021 = add nsw i64 1120144, %1020
-  %1022 = mul nsw i64 %conv1_weight_grad.j130308, 784
+  %1011 = add nsw i64 %1008, %1010
+  %images318 = getelementptr inbounds float, ptr %images, i64 %1011
+  %1012 = load float, ptr %images318, align 4
+  %1013 = mul nsw i64 %conv1_weight_grad.c132314, 5
+  %1014 = add nsw i64 %1013, %conv1_weight_grad.ky133315
+  %1015 = mul nsw i64 %1014, 5
+  %1016 = mul nsw i64 %1015, 50176
+  %1017 = add nsw i64 1120144, %1016
+  %1018 = mul nsw i64 %conv1_weight_grad.j129310, 784
+  %1019 = add nsw i64 %1017, %1018
+  %1020 = mul nsw i64 %conv1_weight_grad.oy134316, 28
+  %1021 = add nsw i64 %1019, %1020
+  %1022 = add nsw i64 %conv1_weight_grad.ox135317, 2
   %1023 = add nsw i64 %1021, %1022
-  %1024 = mul nsw i64 %conv1_weight_grad.oy135314, 28
-  %1025 = add nsw i64 %1023, %1024
-  %1026 = add nsw i64 %conv1_weight_grad.ox136315, 2
-  %1027 = add nsw i64 %1025, %1026
-  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1027
-  store float %1016, ptr %arena317, align 4
-  %ox136.next = add nsw i64 %conv1_weight_grad.ox136315, 1
-  %1028 = icmp slt i64 %ox136.next, 26
-  br i1 %1028, label %conv1_weight_grad.ox136, label %conv1_weight_grad.ox136.end
+  %arena319 = getelementptr inbounds float, ptr %arena, i64 %1023
+  store float %1012, ptr %arena319, align 4
+  %ox135.next = add nsw i64 %conv1_weight_grad.ox135317, 1
+  %1024 = icmp slt i64 %ox135.next, 26
+  br i1 %1024, label %conv1_weight_grad.ox135, label %conv1_weight_grad.ox135.end
 
-conv1_weight_grad.ox136.end:                      ; preds = %conv1_weight_grad.ox136
+conv1_weight_grad.ox135.end:                      ; preds = %conv1_weight_grad.ox135
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy137:                          ; preds = %conv1_weight_grad.endif320, %conv1_weight_grad.oy135.end
-  %conv1_weight_grad.oy137318 = phi i64 [ 0, %conv1_weight_grad.oy135.end ], [ %oy137.next, %conv1_weight_grad.endif320 ]
-  %1029 = add nsw i64 %conv1_weight_grad.oy137318, %conv1_weight_grad.ky134313
-  %1030 = add nsw i64 %1029, -2
-  %1031 = icmp slt i64 -1, %1030
-  %1032 = add nsw i64 %conv1_weight_grad.oy137318, %conv1_weight_grad.ky134313
-  %1033 = add nsw i64 %1032, -2
-  %1034 = icmp slt i64 %1033, 28
-  %1035 = and i1 %1031, %1034
-  br i1 %1035, label %conv1_weight_grad.then319, label %conv1_weight_grad.endif320
+conv1_weight_grad.oy136:                          ; preds = %conv1_weight_grad.endif322, %conv1_weight_grad.oy134.end
+  %conv1_weight_grad.oy136320 = phi i64 [ 0, %conv1_weight_grad.oy134.end ], [ %oy136.next, %conv1_weight_grad.endif322 ]
+  %1025 = add nsw i64 %conv1_weight_grad.oy136320, %conv1_weight_grad.ky133315
+  %1026 = add nsw i64 %1025, -2
+  %1027 = icmp slt i64 -1, %1026
+  %1028 = add nsw i64 %conv1_weight_grad.oy136320, %conv1_weight_grad.ky133315
+  %1029 = add nsw i64 %1028, -2
+  %1030 = icmp slt i64 %1029, 28
+  %1031 = and i1 %1027, %1030
+  br i1 %1031, label %conv1_weight_grad.then321, label %conv1_weight_grad.endif322
 
-conv1_weight_grad.oy137.end:                      ; preds = %conv1_weight_grad.endif320
-  br label %conv1_weight_grad.oy139
+conv1_weight_grad.oy136.end:                      ; preds = %conv1_weight_grad.endif322
+  br label %conv1_weight_grad.oy138
 
-conv1_weight_grad.then319:                        ; preds = %conv1_weight_grad.oy137
-  br label %conv1_weight_grad.ox138
+conv1_weight_grad.then321:                        ; preds = %conv1_weight_grad.oy136
+  br label %conv1_weight_grad.ox137
 
-conv1_weight_grad.endif320:                       ; preds = %conv1_weight_grad.ox138.end, %conv1_weight_grad.oy137
-  %oy137.next = add nsw i64 %conv1_weight_grad.oy137318, 1
-  %1036 = icmp slt i64 %oy137.next, 28
-  br i1 %1036, label %conv1_weight_grad.oy137, label %conv1_weight_grad.oy137.end
+conv1_weight_grad.endif322:                       ; preds = %conv1_weight_grad.ox137.end, %conv1_weight_grad.oy136
+  %oy136.next = add nsw i64 %conv1_weight_grad.oy136320, 1
+  %1032 = icmp slt i64 %oy136.next, 28
+  br i1 %1032, label %conv1_weight_grad.oy136, label %conv1_weight_grad.oy136.end
 
-conv1_weight_grad.ox138:                          ; preds = %conv1_weight_grad.ox138, %conv1_weight_grad.then319
-  %conv1_weight_grad.ox138321 = phi i64 [ 0, %conv1_weight_grad.then319 ], [ %ox138.next, %conv1_weight_grad.ox138 ]
-  %1037 = mul nsw i64 %conv1_weight_grad.g129307, 64
-  %1038 = add nsw i64 %1037, %conv1_weight_grad.j130308
-  %1039 = mul nsw i64 %1038, 784
-  %1040 = mul nsw i64 %conv1_weight_grad.c133312, 784
-  %1041 = add nsw i64 %1039, %1040
-  %1042 = add nsw i64 %conv1_weight_grad.oy137318, %conv1_weight_grad.ky134313
-  %1043 = add nsw i64 %1042, -2
-  %1044 = mul nsw i64 %1043, 28
-  %1045 = add nsw i64 %1041, %1044
-  %1046 = add nsw i64 %conv1_weight_grad.ox138321, 1
-  %1047 = add nsw i64 %1046, -1
-  %1048 = add nsw i64 %1045, %1047
-  %images322 = getelementptr inbounds float, ptr %images, i64 %1048
-  %1049 = load float, ptr %images322, align 4
-  %1050 = mul nsw i64 %conv1_weight_grad.c133312, 5
-  %1051 = add nsw i64 %1050, %conv1_weight_grad.ky134313
-  %1052 = mul nsw i64 %1051, 5
-  %1053 = add nsw i64 %1052, 1
-  %1054 = mul nsw i64 %1053, 50176
-  %1055 = add nsw i64 1120144, %1054
-  %1056 = mul nsw i64 %conv1_weight_grad.j130308, 784
+conv1_weight_grad.ox137:                          ; preds = %conv1_weight_grad.ox137, %conv1_weight_grad.then321
+  %conv1_weight_grad.ox137323 = phi i64 [ 0, %conv1_weight_grad.then321 ], [ %ox137.next, %conv1_weight_grad.ox137 ]
+  %1033 = mul nsw i64 %conv1_weight_grad.g128309, 64
+  %1034 = add nsw i64 %1033, %conv1_weight_grad.j129310
+  %1035 = mul nsw i64 %1034, 784
+  %1036 = mul nsw i64 %conv1_weight_grad.c132314, 784
+  %1037 = add nsw i64 %1035, %1036
+  %1038 = add nsw i64 %conv1_weight_grad.oy136320, %conv1_weight_grad.ky133315
+  %1039 = add nsw i64 %1038, -2
+  %1040 = mul nsw i64 %1039, 28
+  %1041 = add nsw i64 %1037, %1040
+  %1042 = add nsw i64 %conv1_weight_grad.ox137323, 1
+  %1043 = add nsw i64 %1042, -1
+  %1044 = add nsw i64 %1041, %1043
+  %images324 = getelementptr inbounds float, ptr %images, i64 %1044
+  %1045 = load float, ptr %images324, align 4
+  %1046 = mul nsw i64 %conv1_weight_grad.c132314, 5
+  %1047 = add nsw i64 %1046, %conv1_weight_grad.ky133315
+  %1048 = mul nsw i64 %1047, 5
+  %1049 = add nsw i64 %1048, 1
+  %1050 = mul nsw i64 %1049, 50176
+  %1051 = add nsw i64 1120144, %1050
+  %1052 = mul nsw i64 %conv1_weight_grad.j129310, 784
+  %1053 = add nsw i64 %1051, %1052
+  %1054 = mul nsw i64 %conv1_weight_grad.oy136320, 28
+  %1055 = add nsw i64 %1053, %1054
+  %1056 = add nsw i64 %conv1_weight_grad.ox137323, 1
   %1057 = add nsw i64 %1055, %1056
-  %1058 = mul nsw i64 %conv1_weight_grad.oy137318, 28
-  %1059 = add nsw i64 %1057, %1058
-  %1060 = add nsw i64 %conv1_weight_grad.ox138321, 1
-  %1061 = add nsw i64 %1059, %1060
-  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1061
-  store float %1049, ptr %arena323, align 4
-  %ox138.next = add nsw i64 %conv1_weight_grad.ox138321, 1
-  %1062 = icmp slt i64 %ox138.next, 27
-  br i1 %1062, label %conv1_weight_grad.ox138, label %conv1_weight_grad.ox138.end
+  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1057
+  store float %1045, ptr %arena325, align 4
+  %ox137.next = add nsw i64 %conv1_weight_grad.ox137323, 1
+  %1058 = icmp slt i64 %ox137.next, 27
+  br i1 %1058, label %conv1_weight_grad.ox137, label %conv1_weight_grad.ox137.end
 
-conv1_weight_grad.ox138.end:                      ; preds = %conv1_weight_grad.ox138
-  br label %conv1_weight_grad.endif320
+conv1_weight_grad.ox137.end:                      ; preds = %conv1_weight_grad.ox137
+  br label %conv1_weight_grad.endif322
 
-conv1_weight_grad.oy139:                          ; preds = %conv1_weight_grad.endif326, %conv1_weight_grad.oy137.end
-  %conv1_weight_grad.oy139324 = phi i64 [ 0, %conv1_weight_grad.oy137.end ], [ %oy139.next, %conv1_weight_grad.endif326 ]
-  %1063 = add nsw i64 %conv1_weight_grad.oy139324, %conv1_weight_grad.ky134313
-  %1064 = add nsw i64 %1063, -2
-  %1065 = icmp slt i64 -1, %1064
-  %1066 = add nsw i64 %conv1_weight_grad.oy139324, %conv1_weight_grad.ky134313
-  %1067 = add nsw i64 %1066, -2
-  %1068 = icmp slt i64 %1067, 28
-  %1069 = and i1 %1065, %1068
-  br i1 %1069, label %conv1_weight_grad.then325, label %conv1_weight_grad.endif326
+conv1_weight_grad.oy138:                          ; preds = %conv1_weight_grad.endif328, %conv1_weight_grad.oy136.end
+  %conv1_weight_grad.oy138326 = phi i64 [ 0, %conv1_weight_grad.oy136.end ], [ %oy138.next, %conv1_weight_grad.endif328 ]
+  %1059 = add nsw i64 %conv1_weight_grad.oy138326, %conv1_weight_grad.ky133315
+  %1060 = add nsw i64 %1059, -2
+  %1061 = icmp slt i64 -1, %1060
+  %1062 = add nsw i64 %conv1_weight_grad.oy138326, %conv1_weight_grad.ky133315
+  %1063 = add nsw i64 %1062, -2
+  %1064 = icmp slt i64 %1063, 28
+  %1065 = and i1 %1061, %1064
+  br i1 %1065, label %conv1_weight_grad.then327, label %conv1_weight_grad.endif328
 
-conv1_weight_grad.oy139.end:                      ; preds = %conv1_weight_grad.endif326
-  br label %conv1_weight_grad.oy141
+conv1_weight_grad.oy138.end:                      ; preds = %conv1_weight_grad.endif328
+  br label %conv1_weight_grad.oy140
 
-conv1_weight_grad.then325:                        ; preds = %conv1_weight_grad.oy139
-  br label %conv1_weight_grad.ox140
+conv1_weight_grad.then327:                        ; preds = %conv1_weight_grad.oy138
+  br label %conv1_weight_grad.ox139
 
-conv1_weight_grad.endif326:                       ; preds = %conv1_weight_grad.ox140.end, %conv1_weight_grad.oy139
-  %oy139.next = add nsw i64 %conv1_weight_grad.oy139324, 1
-  %1070 = icmp slt i64 %oy139.next, 28
-  br i1 %1070, label %conv1_weight_grad.oy139, label %conv1_weight_grad.oy139.end
+conv1_weight_grad.endif328:                       ; preds = %conv1_weight_grad.ox139.end, %conv1_weight_grad.oy138
+  %oy138.next = add nsw i64 %conv1_weight_grad.oy138326, 1
+  %1066 = icmp slt i64 %oy138.next, 28
+  br i1 %1066, label %conv1_weight_grad.oy138, label %conv1_weight_grad.oy138.end
 
-conv1_weight_grad.ox140:                          ; preds = %conv1_weight_grad.ox140, %conv1_weight_grad.then325
-  %conv1_weight_grad.ox140327 = phi i64 [ 0, %conv1_weight_grad.then325 ], [ %ox140.next, %conv1_weight_grad.ox140 ]
-  %1071 = mul nsw i64 %conv1_weight_grad.g129307, 64
-  %1072 = add nsw i64 %1071, %conv1_weight_grad.j130308
-  %1073 = mul nsw i64 %1072, 784
-  %1074 = mul nsw i64 %conv1_weight_grad.c133312, 784
-  %1075 = add nsw i64 %1073, %1074
-  %1076 = add nsw i64 %conv1_weight_grad.oy139324, %conv1_weight_grad.ky134313
-  %1077 = add nsw i64 %1076, -2
-  %1078 = mul nsw i64 %1077, 28
-  %1079 = add nsw i64 %1075, %1078
-  %1080 = add nsw i64 %1079, %conv1_weight_grad.ox140327
-  %images328 = getelementptr inbounds float, ptr %images, i64 %1080
-  %1081 = load float, ptr %images328, align 4
-  %1082 = mul nsw i64 %conv1_weight_grad.c133312, 5
-  %1083 = add nsw i64 %1082, %conv1_weight_grad.ky134313
-  %1084 = mul nsw i64 %1083, 5
-  %1085 = add nsw i64 %1084, 2
-  %1086 = mul nsw i64 %1085, 50176
-  %1087 = add nsw i64 1120144, %1086
-  %1088 = mul nsw i64 %conv1_weight_grad.j130308, 784
-  %1089 = add nsw i64 %1087, %1088
-  %1090 = mul nsw i64 %conv1_weight_grad.oy139324, 28
-  %1091 = add nsw i64 %1089, %1090
-  %1092 = add nsw i64 %1091, %conv1_weight_grad.ox140327
-  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1092
-  store float %1081, ptr %arena329, align 4
-  %ox140.next = add nsw i64 %conv1_weight_grad.ox140327, 1
-  %1093 = icmp slt i64 %ox140.next, 28
-  br i1 %1093, label %conv1_weight_grad.ox140, label %conv1_weight_grad.ox140.end
+conv1_weight_grad.ox139:                          ; preds = %conv1_weight_grad.ox139, %conv1_weight_grad.then327
+  %conv1_weight_grad.ox139329 = phi i64 [ 0, %conv1_weight_grad.then327 ], [ %ox139.next, %conv1_weight_grad.ox139 ]
+  %1067 = mul nsw i64 %conv1_weight_grad.g128309, 64
+  %1068 = add nsw i64 %1067, %conv1_weight_grad.j129310
+  %1069 = mul nsw i64 %1068, 784
+  %1070 = mul nsw i64 %conv1_weight_grad.c132314, 784
+  %1071 = add nsw i64 %1069, %1070
+  %1072 = add nsw i64 %conv1_weight_grad.oy138326, %conv1_weight_grad.ky133315
+  %1073 = add nsw i64 %1072, -2
+  %1074 = mul nsw i64 %1073, 28
+  %1075 = add nsw i64 %1071, %1074
+  %1076 = add nsw i64 %1075, %conv1_weight_grad.ox139329
+  %images330 = getelementptr inbounds float, ptr %images, i64 %1076
+  %1077 = load float, ptr %images330, align 4
+  %1078 = mul nsw i64 %conv1_weight_grad.c132314, 5
+  %1079 = add nsw i64 %1078, %conv1_weight_grad.ky133315
+  %1080 = mul nsw i64 %1079, 5
+  %1081 = add nsw i64 %1080, 2
+  %1082 = mul nsw i64 %1081, 50176
+  %1083 = add nsw i64 1120144, %1082
+  %1084 = mul nsw i64 %conv1_weight_grad.j129310, 784
+  %1085 = add nsw i64 %1083, %1084
+  %1086 = mul nsw i64 %conv1_weight_grad.oy138326, 28
+  %1087 = add nsw i64 %1085, %1086
+  %1088 = add nsw i64 %1087, %conv1_weight_grad.ox139329
+  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store float %1077, ptr %arena331, align 4
+  %ox139.next = add nsw i64 %conv1_weight_grad.ox139329, 1
+  %1089 = icmp slt i64 %ox139.next, 28
+  br i1 %1089, label %conv1_weight_grad.ox139, label %conv1_weight_grad.ox139.end
 
-conv1_weight_grad.ox140.end:                      ; preds = %conv1_weight_grad.ox140
-  br label %conv1_weight_grad.endif326
+conv1_weight_grad.ox139.end:                      ; preds = %conv1_weight_grad.ox139
+  br label %conv1_weight_grad.endif328
 
-conv1_weight_grad.oy141:                          ; preds = %conv1_weight_grad.endif332, %conv1_weight_grad.oy139.end
-  %conv1_weight_grad.oy141330 = phi i64 [ 0, %conv1_weight_grad.oy139.end ], [ %oy141.next, %conv1_weight_grad.endif332 ]
-  %1094 = add nsw i64 %conv1_weight_grad.oy141330, %conv1_weight_grad.ky134313
-  %1095 = add nsw i64 %1094, -2
-  %1096 = icmp slt i64 -1, %1095
-  %1097 = add nsw i64 %conv1_weight_grad.oy141330, %conv1_weight_grad.ky134313
-  %1098 = add nsw i64 %1097, -2
-  %1099 = icmp slt i64 %1098, 28
-  %1100 = and i1 %1096, %1099
-  br i1 %1100, label %conv1_weight_grad.then331, label %conv1_weight_grad.endif332
+conv1_weight_grad.oy140:                          ; preds = %conv1_weight_grad.endif334, %conv1_weight_grad.oy138.end
+  %conv1_weight_grad.oy140332 = phi i64 [ 0, %conv1_weight_grad.oy138.end ], [ %oy140.next, %conv1_weight_grad.endif334 ]
+  %1090 = add nsw i64 %conv1_weight_grad.oy140332, %conv1_weight_grad.ky133315
+  %1091 = add nsw i64 %1090, -2
+  %1092 = icmp slt i64 -1, %1091
+  %1093 = add nsw i64 %conv1_weight_grad.oy140332, %conv1_weight_grad.ky133315
+  %1094 = add nsw i64 %1093, -2
+  %1095 = icmp slt i64 %1094, 28
+  %1096 = and i1 %1092, %1095
+  br i1 %1096, label %conv1_weight_grad.then333, label %conv1_weight_grad.endif334
 
-conv1_weight_grad.oy141.end:                      ; preds = %conv1_weight_grad.endif332
-  br label %conv1_weight_grad.oy143
+conv1_weight_grad.oy140.end:                      ; preds = %conv1_weight_grad.endif334
+  br label %conv1_weight_grad.oy142
 
-conv1_weight_grad.then331:                        ; preds = %conv1_weight_grad.oy141
-  br label %conv1_weight_grad.ox142
+conv1_weight_grad.then333:                        ; preds = %conv1_weight_grad.oy140
+  br label %conv1_weight_grad.ox141
 
-conv1_weight_grad.endif332:                       ; preds = %conv1_weight_grad.ox142.end, %conv1_weight_grad.oy141
-  %oy141.next = add nsw i64 %conv1_weight_grad.oy141330, 1
-  %1101 = icmp slt i64 %oy141.next, 28
-  br i1 %1101, label %conv1_weight_grad.oy141, label %conv1_weight_grad.oy141.end
+conv1_weight_grad.endif334:                       ; preds = %conv1_weight_grad.ox141.end, %conv1_weight_grad.oy140
+  %oy140.next = add nsw i64 %conv1_weight_grad.oy140332, 1
+  %1097 = icmp slt i64 %oy140.next, 28
+  br i1 %1097, label %conv1_weight_grad.oy140, label %conv1_weight_grad.oy140.end
 
-conv1_weight_grad.ox142:                          ; preds = %conv1_weight_grad.ox142, %conv1_weight_grad.then331
-  %conv1_weight_grad.ox142333 = phi i64 [ 0, %conv1_weight_grad.then331 ], [ %ox142.next, %conv1_weight_grad.ox142 ]
-  %1102 = mul nsw i64 %conv1_weight_grad.g129307, 64
-  %1103 = add nsw i64 %1102, %conv1_weight_grad.j130308
-  %1104 = mul nsw i64 %1103, 784
-  %1105 = mul nsw i64 %conv1_weight_grad.c133312, 784
-  %1106 = add nsw i64 %1104, %1105
-  %1107 = add nsw i64 %conv1_weight_grad.oy141330, %conv1_weight_grad.ky134313
-  %1108 = add nsw i64 %1107, -2
-  %1109 = mul nsw i64 %1108, 28
-  %1110 = add nsw i64 %1106, %1109
-  %1111 = add nsw i64 %conv1_weight_grad.ox142333, 1
-  %1112 = add nsw i64 %1110, %1111
-  %images334 = getelementptr inbounds float, ptr %images, i64 %1112
-  %1113 = load float, ptr %images334, align 4
-  %1114 = mul nsw i64 %conv1_weight_grad.c133312, 5
-  %1115 = add nsw i64 %1114, %conv1_weight_grad.ky134313
-  %1116 = mul nsw i64 %1115, 5
-  %1117 = add nsw i64 %1116, 3
-  %1118 = mul nsw i64 %1117, 50176
-  %1119 = add nsw i64 1120144, %1118
-  %1120 = mul nsw i64 %conv1_weight_grad.j130308, 784
-  %1121 = add nsw i64 %1119, %1120
-  %1122 = mul nsw i64 %conv1_weight_grad.oy141330, 28
-  %1123 = add nsw i64 %1121, %1122
-  %1124 = add nsw i64 %1123, %conv1_weight_grad.ox142333
-  %arena335 = getelementptr inbounds float, ptr %arena, i64 %1124
-  store float %1113, ptr %arena335, align 4
-  %ox142.next = add nsw i64 %conv1_weight_grad.ox142333, 1
-  %1125 = icmp slt i64 %ox142.next, 27
-  br i1 %1125, label %conv1_weight_grad.ox142, label %conv1_weight_grad.ox142.end
+conv1_weight_grad.ox141:                          ; preds = %conv1_weight_grad.ox141, %conv1_weight_grad.then333
+  %conv1_weight_grad.ox141335 = phi i64 [ 0, %conv1_weight_grad.then333 ], [ %ox141.next, %conv1_weight_grad.ox141 ]
+  %1098 = mul nsw i64 %conv1_weight_grad.g128309, 64
+  %1099 = add nsw i64 %1098, %conv1_weight_grad.j129310
+  %1100 = mul nsw i64 %1099, 784
+  %1101 = mul nsw i64 %conv1_weight_grad.c132314, 784
+  %1102 = add nsw i64 %1100, %1101
+  %1103 = add nsw i64 %conv1_weight_grad.oy140332, %conv1_weight_grad.ky133315
+  %1104 = add nsw i64 %1103, -2
+  %1105 = mul nsw i64 %1104, 28
+  %1106 = add nsw i64 %1102, %1105
+  %1107 = add nsw i64 %conv1_weight_grad.ox141335, 1
+  %1108 = add nsw i64 %1106, %1107
+  %images336 = getelementptr inbounds float, ptr %images, i64 %1108
+  %1109 = load float, ptr %images336, align 4
+  %1110 = mul nsw i64 %conv1_weight_grad.c132314, 5
+  %1111 = add nsw i64 %1110, %conv1_weight_grad.ky133315
+  %1112 = mul nsw i64 %1111, 5
+  %1113 = add nsw i64 %1112, 3
+  %1114 = mul nsw i64 %1113, 50176
+  %1115 = add nsw i64 1120144, %1114
+  %1116 = mul nsw i64 %conv1_weight_grad.j129310, 784
+  %1117 = add nsw i64 %1115, %1116
+  %1118 = mul nsw i64 %conv1_weight_grad.oy140332, 28
+  %1119 = add nsw i64 %1117, %1118
+  %1120 = add nsw i64 %1119, %conv1_weight_grad.ox141335
+  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1120
+  store float %1109, ptr %arena337, align 4
+  %ox141.next = add nsw i64 %conv1_weight_grad.ox141335, 1
+  %1121 = icmp slt i64 %ox141.next, 27
+  br i1 %1121, label %conv1_weight_grad.ox141, label %conv1_weight_grad.ox141.end
 
-conv1_weight_grad.ox142.end:                      ; preds = %conv1_weight_grad.ox142
-  br label %conv1_weight_grad.endif332
+conv1_weight_grad.ox141.end:                      ; preds = %conv1_weight_grad.ox141
+  br label %conv1_weight_grad.endif334
 
-conv1_weight_grad.oy143:                          ; preds = %conv1_weight_grad.endif338, %conv1_weight_grad.oy141.end
-  %conv1_weight_grad.oy143336 = phi i64 [ 0, %conv1_weight_grad.oy141.end ], [ %oy143.next, %conv1_weight_grad.endif338 ]
-  %1126 = add nsw i64 %conv1_weight_grad.oy143336, %conv1_weight_grad.ky134313
-  %1127 = add nsw i64 %1126, -2
-  %1128 = icmp slt i64 -1, %1127
-  %1129 = add nsw i64 %conv1_weight_grad.oy143336, %conv1_weight_grad.ky134313
-  %1130 = add nsw i64 %1129, -2
-  %1131 = icmp slt i64 %1130, 28
-  %1132 = and i1 %1128, %1131
-  br i1 %1132, label %conv1_weight_grad.then337, label %conv1_weight_grad.endif338
+conv1_weight_grad.oy142:                          ; preds = %conv1_weight_grad.endif340, %conv1_weight_grad.oy140.end
+  %conv1_weight_grad.oy142338 = phi i64 [ 0, %conv1_weight_grad.oy140.end ], [ %oy142.next, %conv1_weight_grad.endif340 ]
+  %1122 = add nsw i64 %conv1_weight_grad.oy142338, %conv1_weight_grad.ky133315
+  %1123 = add nsw i64 %1122, -2
+  %1124 = icmp slt i64 -1, %1123
+  %1125 = add nsw i64 %conv1_weight_grad.oy142338, %conv1_weight_grad.ky133315
+  %1126 = add nsw i64 %1125, -2
+  %1127 = icmp slt i64 %1126, 28
+  %1128 = and i1 %1124, %1127
+  br i1 %1128, label %conv1_weight_grad.then339, label %conv1_weight_grad.endif340
 
-conv1_weight_grad.oy143.end:                      ; preds = %conv1_weight_grad.endif338
-  %ky134.next = add nsw i64 %conv1_weight_grad.ky134313, 1
-  %1133 = icmp slt i64 %ky134.next, 5
-  br i1 %1133, label %conv1_weight_grad.ky134, label %conv1_weight_grad.ky134.end
+conv1_weight_grad.oy142.end:                      ; preds = %conv1_weight_grad.endif340
+  %ky133.next = add nsw i64 %conv1_weight_grad.ky133315, 1
+  %1129 = icmp slt i64 %ky133.next, 5
+  br i1 %1129, label %conv1_weight_grad.ky133, label %conv1_weight_grad.ky133.end
 
-conv1_weight_grad.then337:                        ; preds = %conv1_weight_grad.oy143
-  br label %conv1_weight_grad.ox144
+conv1_weight_grad.then339:                        ; preds = %conv1_weight_grad.oy142
+  br label %conv1_weight_grad.ox143
 
-conv1_weight_grad.endif338:                       ; preds = %conv1_weight_grad.ox144.end, %conv1_weight_grad.oy143
-  %oy143.next = add nsw i64 %conv1_weight_grad.oy143336, 1
-  %1134 = icmp slt i64 %oy143.next, 28
-  br i1 %1134, label %conv1_weight_grad.oy143, label %conv1_weight_grad.oy143.end
+conv1_weight_grad.endif340:                       ; preds = %conv1_weight_grad.ox143.end, %conv1_weight_grad.oy142
+  %oy142.next = add nsw i64 %conv1_weight_grad.oy142338, 1
+  %1130 = icmp slt i64 %oy142.next, 28
+  br i1 %1130, label %conv1_weight_grad.oy142, label %conv1_weight_grad.oy142.end
 
-conv1_weight_grad.ox144:                          ; preds = %conv1_weight_grad.ox144, %conv1_weight_grad.then337
-  %conv1_weight_grad.ox144339 = phi i64 [ 0, %conv1_weight_grad.then337 ], [ %ox144.next, %conv1_weight_grad.ox144 ]
-  %1135 = mul nsw i64 %conv1_weight_grad.g129307, 64
-  %1136 = add nsw i64 %1135, %conv1_weight_grad.j130308
-  %1137 = mul nsw i64 %1136, 784
-  %1138 = mul nsw i64 %conv1_weight_grad.c133312, 784
-  %1139 = add nsw i64 %1137, %1138
-  %1140 = add nsw i64 %conv1_weight_grad.oy143336, %conv1_weight_grad.ky134313
-  %1141 = add nsw i64 %1140, -2
-  %1142 = mul nsw i64 %1141, 28
-  %1143 = add nsw i64 %1139, %1142
-  %1144 = add nsw i64 %conv1_weight_grad.ox144339, 2
-  %1145 = add nsw i64 %1143, %1144
-  %images340 = getelementptr inbounds float, ptr %images, i64 %1145
-  %1146 = load float, ptr %images340, align 4
-  %1147 = mul nsw i64 %conv1_weight_grad.c133312, 5
-  %1148 = add nsw i64 %1147, %conv1_weight_grad.ky134313
-  %1149 = mul nsw i64 %1148, 5
-  %1150 = add nsw i64 %1149, 4
-  %1151 = mul nsw i64 %1150, 50176
-  %1152 = add nsw i64 1120144, %1151
-  %1153 = mul nsw i64 %conv1_weight_grad.j130308, 784
-  %1154 = add nsw i64 %1152, %1153
-  %1155 = mul nsw i64 %conv1_weight_grad.oy143336, 28
-  %1156 = add nsw i64 %1154, %1155
-  %1157 = add nsw i64 %1156, %conv1_weight_grad.ox144339
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1157
-  store float %1146, ptr %arena341, align 4
-  %ox144.next = add nsw i64 %conv1_weight_grad.ox144339, 1
-  %1158 = icmp slt i64 %ox144.next, 26
-  br i1 %1158, label %conv1_weight_grad.ox144, label %conv1_weight_grad.ox144.end
+conv1_weight_grad.ox143:                          ; preds = %conv1_weight_grad.ox143, %conv1_weight_grad.then339
+  %conv1_weight_grad.ox143341 = phi i64 [ 0, %conv1_weight_grad.then339 ], [ %ox143.next, %conv1_weight_grad.ox143 ]
+  %1131 = mul nsw i64 %conv1_weight_grad.g128309, 64
+  %1132 = add nsw i64 %1131, %conv1_weight_grad.j129310
+  %1133 = mul nsw i64 %1132, 784
+  %1134 = mul nsw i64 %conv1_weight_grad.c132314, 784
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %conv1_weight_grad.oy142338, %conv1_weight_grad.ky133315
+  %1137 = add nsw i64 %1136, -2
+  %1138 = mul nsw i64 %1137, 28
+  %1139 = add nsw i64 %1135, %1138
+  %1140 = add nsw i64 %conv1_weight_grad.ox143341, 2
+  %1141 = add nsw i64 %1139, %1140
+  %images342 = getelementptr inbounds float, ptr %images, i64 %1141
+  %1142 = load float, ptr %images342, align 4
+  %1143 = mul nsw i64 %conv1_weight_grad.c132314, 5
+  %1144 = add nsw i64 %1143, %conv1_weight_grad.ky133315
+  %1145 = mul nsw i64 %1144, 5
+  %1146 = add nsw i64 %1145, 4
+  %1147 = mul nsw i64 %1146, 50176
+  %1148 = add nsw i64 1120144, %1147
+  %1149 = mul nsw i64 %conv1_weight_grad.j129310, 784
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = mul nsw i64 %conv1_weight_grad.oy142338, 28
+  %1152 = add nsw i64 %1150, %1151
+  %1153 = add nsw i64 %1152, %conv1_weight_grad.ox143341
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1153
+  store float %1142, ptr %arena343, align 4
+  %ox143.next = add nsw i64 %conv1_weight_grad.ox143341, 1
+  %1154 = icmp slt i64 %ox143.next, 26
+  br i1 %1154, label %conv1_weight_grad.ox143, label %conv1_weight_grad.ox143.end
 
-conv1_weight_grad.ox144.end:                      ; preds = %conv1_weight_grad.ox144
-  br label %conv1_weight_grad.endif338
+conv1_weight_grad.ox143.end:                      ; preds = %conv1_weight_grad.ox143
+  br label %conv1_weight_grad.endif340
 
-conv1_weight_grad.j145:                           ; preds = %conv1_weight_grad.f146.end, %conv1_weight_grad.j130.end
-  %conv1_weight_grad.j145342 = phi i64 [ 0, %conv1_weight_grad.j130.end ], [ %j145.next, %conv1_weight_grad.f146.end ]
-  br label %conv1_weight_grad.f146
+conv1_weight_grad.j144:                           ; preds = %conv1_weight_grad.f145.end, %conv1_weight_grad.j129.end
+  %conv1_weight_grad.j144344 = phi i64 [ 0, %conv1_weight_grad.j129.end ], [ %j144.next, %conv1_weight_grad.f145.end ]
+  br label %conv1_weight_grad.f145
 
-conv1_weight_grad.j145.end:                       ; preds = %conv1_weight_grad.f146.end
-  %arena347 = getelementptr inbounds float, ptr %arena, i64 2374544
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 1120144
-  %grads349 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena347, i32 50176, ptr %arena348, i32 50176, float 1.000000e+00, ptr %grads349, i32 25)
-  %g129.next = add nsw i64 %conv1_weight_grad.g129307, 1
-  %1159 = icmp slt i64 %g129.next, 1
-  br i1 %1159, label %conv1_weight_grad.g129, label %conv1_weight_grad.g129.end
+conv1_weight_grad.j144.end:                       ; preds = %conv1_weight_grad.f145.end
+  %arena349 = getelementptr inbounds float, ptr %arena, i64 2374544
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 1120144
+  %grads351 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena349, i32 50176, ptr %arena350, i32 50176, float 1.000000e+00, ptr %grads351, i32 25)
+  %g128.next = add nsw i64 %conv1_weight_grad.g128309, 1
+  %1155 = icmp slt i64 %g128.next, 1
+  br i1 %1155, label %conv1_weight_grad.g128, label %conv1_weight_grad.g128.end
 
-conv1_weight_grad.f146:                           ; preds = %conv1_weight_grad.i147.end, %conv1_weight_grad.j145
-  %conv1_weight_grad.f146343 = phi i64 [ 0, %conv1_weight_grad.j145 ], [ %f146.next, %conv1_weight_grad.i147.end ]
-  br label %conv1_weight_grad.i147
+conv1_weight_grad.f145:                           ; preds = %conv1_weight_grad.i146.end, %conv1_weight_grad.j144
+  %conv1_weight_grad.f145345 = phi i64 [ 0, %conv1_weight_grad.j144 ], [ %f145.next, %conv1_weight_grad.i146.end ]
+  br label %conv1_weight_grad.i146
 
-conv1_weight_grad.f146.end:                       ; preds = %conv1_weight_grad.i147.end
-  %j145.next = add nsw i64 %conv1_weight_grad.j145342, 1
-  %1160 = icmp slt i64 %j145.next, 64
-  br i1 %1160, label %conv1_weight_grad.j145, label %conv1_weight_grad.j145.end
+conv1_weight_grad.f145.end:                       ; preds = %conv1_weight_grad.i146.end
+  %j144.next = add nsw i64 %conv1_weight_grad.j144344, 1
+  %1156 = icmp slt i64 %j144.next, 64
+  br i1 %1156, label %conv1_weight_grad.j144, label %conv1_weight_grad.j144.end
 
-conv1_weight_grad.i147:                           ; preds = %conv1_weight_grad.i147, %conv1_weight_grad.f146
-  %conv1_weight_grad.i147344 = phi i64 [ 0, %conv1_weight_grad.f146 ], [ %i147.next, %conv1_weight_grad.i147 ]
-  %1161 = mul nsw i64 %conv1_weight_grad.g129307, 64
-  %1162 = add nsw i64 %1161, %conv1_weight_grad.j145342
-  %1163 = mul nsw i64 %1162, 4704
-  %1164 = add nsw i64 819088, %1163
-  %1165 = mul nsw i64 %conv1_weight_grad.f146343, 784
-  %1166 = add nsw i64 %1164, %1165
-  %1167 = add nsw i64 %1166, %conv1_weight_grad.i147344
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1167
-  %1168 = load float, ptr %arena345, align 4
-  %1169 = mul nsw i64 %conv1_weight_grad.f146343, 50176
-  %1170 = add nsw i64 2374544, %1169
-  %1171 = mul nsw i64 %conv1_weight_grad.j145342, 784
-  %1172 = add nsw i64 %1170, %1171
-  %1173 = add nsw i64 %1172, %conv1_weight_grad.i147344
-  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1173
-  store float %1168, ptr %arena346, align 4
-  %i147.next = add nsw i64 %conv1_weight_grad.i147344, 1
-  %1174 = icmp slt i64 %i147.next, 784
-  br i1 %1174, label %conv1_weight_grad.i147, label %conv1_weight_grad.i147.end
+conv1_weight_grad.i146:                           ; preds = %conv1_weight_grad.i146, %conv1_weight_grad.f145
+  %conv1_weight_grad.i146346 = phi i64 [ 0, %conv1_weight_grad.f145 ], [ %i146.next, %conv1_weight_grad.i146 ]
+  %1157 = mul nsw i64 %conv1_weight_grad.g128309, 64
+  %1158 = add nsw i64 %1157, %conv1_weight_grad.j144344
+  %1159 = mul nsw i64 %1158, 4704
+  %1160 = add nsw i64 819088, %1159
+  %1161 = mul nsw i64 %conv1_weight_grad.f145345, 784
+  %1162 = add nsw i64 %1160, %1161
+  %1163 = add nsw i64 %1162, %conv1_weight_grad.i146346
+  %arena347 = getelementptr inbounds float, ptr %arena, i64 %1163
+  %1164 = load float, ptr %arena347, align 4
+  %1165 = mul nsw i64 %conv1_weight_grad.f145345, 50176
+  %1166 = add nsw i64 2374544, %1165
+  %1167 = mul nsw i64 %conv1_weight_grad.j144344, 784
+  %1168 = add nsw i64 %1166, %1167
+  %1169 = add nsw i64 %1168, %conv1_weight_grad.i146346
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1169
+  store float %1164, ptr %arena348, align 4
+  %i146.next = add nsw i64 %conv1_weight_grad.i146346, 1
+  %1170 = icmp slt i64 %i146.next, 784
+  br i1 %1170, label %conv1_weight_grad.i146, label %conv1_weight_grad.i146.end
 
-conv1_weight_grad.i147.end:                       ; preds = %conv1_weight_grad.i147
-  %f146.next = add nsw i64 %conv1_weight_grad.f146343, 1
-  %1175 = icmp slt i64 %f146.next, 6
-  br i1 %1175, label %conv1_weight_grad.f146, label %conv1_weight_grad.f146.end
+conv1_weight_grad.i146.end:                       ; preds = %conv1_weight_grad.i146
+  %f145.next = add nsw i64 %conv1_weight_grad.f145345, 1
+  %1171 = icmp slt i64 %f145.next, 6
+  br i1 %1171, label %conv1_weight_grad.f145, label %conv1_weight_grad.f145.end
 
-conv1_bias_grad.f148:                             ; preds = %conv1_bias_grad.img150.end, %conv1_weight_grad.g129.end
-  %conv1_bias_grad.f148350 = phi i64 [ 0, %conv1_weight_grad.g129.end ], [ %f148.next, %conv1_bias_grad.img150.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc149, align 4
-  br label %conv1_bias_grad.img150
+conv1_bias_grad.i147:                             ; preds = %conv1_bias_grad.i147, %conv1_weight_grad.g128.end
+  %conv1_bias_grad.i147352 = phi i64 [ 0, %conv1_weight_grad.g128.end ], [ %i147.next, %conv1_bias_grad.i147 ]
+  %arena353 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i147352
+  store float 1.000000e+00, ptr %arena353, align 4
+  %i147.next = add nsw i64 %conv1_bias_grad.i147352, 1
+  %1172 = icmp slt i64 %i147.next, 784
+  br i1 %1172, label %conv1_bias_grad.i147, label %conv1_bias_grad.i147.end
 
-conv1_bias_grad.f148.end:                         ; preds = %conv1_bias_grad.img150.end
-  %1176 = sitofp i64 %step to float
-  %1177 = fmul float %1176, 0xBFBAF8E8A0000000
-  %1178 = call float @llvm.exp.f32(float %1177)
-  %1179 = fsub float 1.000000e+00, %1178
-  %1180 = fdiv float %lr, %1179
-  store float %1180, ptr %adam.step_size152, align 4
-  %1181 = sitofp i64 %step to float
-  %1182 = fmul float %1181, 0xBF50645940000000
-  %1183 = call float @llvm.exp.f32(float %1182)
-  %1184 = fsub float 1.000000e+00, %1183
-  %1185 = call float @llvm.sqrt.f32(float %1184)
-  store float %1185, ptr %adam.bc2_sqrt153, align 4
-  br label %adam.i154
+conv1_bias_grad.i147.end:                         ; preds = %conv1_bias_grad.i147
+  br label %conv1_bias_grad.i148
 
-conv1_bias_grad.img150:                           ; preds = %conv1_bias_grad.i151.end, %conv1_bias_grad.f148
-  %conv1_bias_grad.img150351 = phi i64 [ 0, %conv1_bias_grad.f148 ], [ %img150.next, %conv1_bias_grad.i151.end ]
-  br label %conv1_bias_grad.i151
+conv1_bias_grad.i148:                             ; preds = %conv1_bias_grad.i148, %conv1_bias_grad.i147.end
+  %conv1_bias_grad.i148354 = phi i64 [ 0, %conv1_bias_grad.i147.end ], [ %i148.next, %conv1_bias_grad.i148 ]
+  %1173 = add nsw i64 150, %conv1_bias_grad.i148354
+  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1173
+  store float 0.000000e+00, ptr %grads355, align 4
+  %i148.next = add nsw i64 %conv1_bias_grad.i148354, 1
+  %1174 = icmp slt i64 %i148.next, 6
+  br i1 %1174, label %conv1_bias_grad.i148, label %conv1_bias_grad.i148.end
 
-conv1_bias_grad.img150.end:                       ; preds = %conv1_bias_grad.i151.end
-  %acc149354 = load float, ptr %conv1_bias_grad.acc149, align 4
-  %1186 = add nsw i64 150, %conv1_bias_grad.f148350
-  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1186
-  store float %acc149354, ptr %grads355, align 4
-  %f148.next = add nsw i64 %conv1_bias_grad.f148350, 1
-  %1187 = icmp slt i64 %f148.next, 6
-  br i1 %1187, label %conv1_bias_grad.f148, label %conv1_bias_grad.f148.end
+conv1_bias_grad.i148.end:                         ; preds = %conv1_bias_grad.i148
+  br label %conv1_bias_grad.img149
 
-conv1_bias_grad.i151:                             ; preds = %conv1_bias_grad.i151, %conv1_bias_grad.img150
-  %conv1_bias_grad.i151352 = phi i64 [ 0, %conv1_bias_grad.img150 ], [ %i151.next, %conv1_bias_grad.i151 ]
-  %acc149 = load float, ptr %conv1_bias_grad.acc149, align 4
-  %1188 = mul nsw i64 %conv1_bias_grad.img150351, 4704
-  %1189 = add nsw i64 819088, %1188
-  %1190 = mul nsw i64 %conv1_bias_grad.f148350, 784
-  %1191 = add nsw i64 %1189, %1190
-  %1192 = add nsw i64 %1191, %conv1_bias_grad.i151352
-  %arena353 = getelementptr inbounds float, ptr %arena, i64 %1192
-  %1193 = load float, ptr %arena353, align 4
-  %1194 = fadd float %acc149, %1193
-  store float %1194, ptr %conv1_bias_grad.acc149, align 4
-  %i151.next = add nsw i64 %conv1_bias_grad.i151352, 1
-  %1195 = icmp slt i64 %i151.next, 784
-  br i1 %1195, label %conv1_bias_grad.i151, label %conv1_bias_grad.i151.end
+conv1_bias_grad.img149:                           ; preds = %conv1_bias_grad.img149, %conv1_bias_grad.i148.end
+  %conv1_bias_grad.img149356 = phi i64 [ 0, %conv1_bias_grad.i148.end ], [ %img149.next, %conv1_bias_grad.img149 ]
+  %1175 = mul nsw i64 %conv1_bias_grad.img149356, 4704
+  %1176 = add nsw i64 819088, %1175
+  %arena357 = getelementptr inbounds float, ptr %arena, i64 %1176
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads359 = getelementptr inbounds float, ptr %grads, i64 150
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 1, i32 784, float 1.000000e+00, ptr %arena357, i32 784, ptr %arena358, i32 1, float 1.000000e+00, ptr %grads359, i32 1)
+  %img149.next = add nsw i64 %conv1_bias_grad.img149356, 1
+  %1177 = icmp slt i64 %img149.next, 64
+  br i1 %1177, label %conv1_bias_grad.img149, label %conv1_bias_grad.img149.end
 
-conv1_bias_grad.i151.end:                         ; preds = %conv1_bias_grad.i151
-  %img150.next = add nsw i64 %conv1_bias_grad.img150351, 1
-  %1196 = icmp slt i64 %img150.next, 64
-  br i1 %1196, label %conv1_bias_grad.img150, label %conv1_bias_grad.img150.end
+conv1_bias_grad.img149.end:                       ; preds = %conv1_bias_grad.img149
+  %1178 = sitofp i64 %step to float
+  %1179 = fmul float %1178, 0xBFBAF8E8A0000000
+  %1180 = call float @llvm.exp.f32(float %1179)
+  %1181 = fsub float 1.000000e+00, %1180
+  %1182 = fdiv float %lr, %1181
+  store float %1182, ptr %adam.step_size150, align 4
+  %1183 = sitofp i64 %step to float
+  %1184 = fmul float %1183, 0xBF50645940000000
+  %1185 = call float @llvm.exp.f32(float %1184)
+  %1186 = fsub float 1.000000e+00, %1185
+  %1187 = call float @llvm.sqrt.f32(float %1186)
+  store float %1187, ptr %adam.bc2_sqrt151, align 4
+  br label %adam.i152
 
-adam.i154:                                        ; preds = %adam.i154, %conv1_bias_grad.f148.end
-  %adam.i154356 = phi i64 [ 0, %conv1_bias_grad.f148.end ], [ %i154.next, %adam.i154 ]
-  %grads357 = getelementptr inbounds float, ptr %grads, i64 %adam.i154356
-  %1197 = load float, ptr %grads357, align 4
-  %params358 = getelementptr inbounds float, ptr %params, i64 %adam.i154356
-  %1198 = load float, ptr %params358, align 4
-  %1199 = fmul float 0.000000e+00, %1198
-  %1200 = fadd float %1197, %1199
-  store float %1200, ptr %adam.g, align 4
-  %m359 = getelementptr inbounds float, ptr %m, i64 %adam.i154356
-  %1201 = load float, ptr %m359, align 4
-  %1202 = fmul float 0x3FECCCCCC0000000, %1201
+adam.i152:                                        ; preds = %adam.i152, %conv1_bias_grad.img149.end
+  %adam.i152360 = phi i64 [ 0, %conv1_bias_grad.img149.end ], [ %i152.next, %adam.i152 ]
+  %grads361 = getelementptr inbounds float, ptr %grads, i64 %adam.i152360
+  %1188 = load float, ptr %grads361, align 4
+  %params362 = getelementptr inbounds float, ptr %params, i64 %adam.i152360
+  %1189 = load float, ptr %params362, align 4
+  %1190 = fmul float 0.000000e+00, %1189
+  %1191 = fadd float %1188, %1190
+  store float %1191, ptr %adam.g, align 4
+  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i152360
+  %1192 = load float, ptr %m363, align 4
+  %1193 = fmul float 0x3FECCCCCC0000000, %1192
   %g = load float, ptr %adam.g, align 4
-  %1203 = fmul float 0x3FB9999A00000000, %g
-  %1204 = fadd float %1202, %1203
-  store float %1204, ptr %adam.m_new, align 4
-  %v360 = getelementptr inbounds float, ptr %v, i64 %adam.i154356
-  %1205 = load float, ptr %v360, align 4
-  %1206 = fmul float 0x3FEFF7CEE0000000, %1205
-  %g361 = load float, ptr %adam.g, align 4
-  %1207 = fmul float 0x3F50624000000000, %g361
-  %g362 = load float, ptr %adam.g, align 4
-  %1208 = fmul float %1207, %g362
-  %1209 = fadd float %1206, %1208
-  store float %1209, ptr %adam.v_new, align 4
+  %1194 = fmul float 0x3FB9999A00000000, %g
+  %1195 = fadd float %1193, %1194
+  store float %1195, ptr %adam.m_new, align 4
+  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i152360
+  %1196 = load float, ptr %v364, align 4
+  %1197 = fmul float 0x3FEFF7CEE0000000, %1196
+  %g365 = load float, ptr %adam.g, align 4
+  %1198 = fmul float 0x3F50624000000000, %g365
+  %g366 = load float, ptr %adam.g, align 4
+  %1199 = fmul float %1198, %g366
+  %1200 = fadd float %1197, %1199
+  store float %1200, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i154356
-  store float %m_new, ptr %m363, align 4
+  %m367 = getelementptr inbounds float, ptr %m, i64 %adam.i152360
+  store float %m_new, ptr %m367, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i154356
-  store float %v_new, ptr %v364, align 4
-  %params365 = getelementptr inbounds float, ptr %params, i64 %adam.i154356
-  %1210 = load float, ptr %params365, align 4
-  %step_size152 = load float, ptr %adam.step_size152, align 4
-  %m_new366 = load float, ptr %adam.m_new, align 4
-  %1211 = fmul float %step_size152, %m_new366
-  %v_new367 = load float, ptr %adam.v_new, align 4
-  %1212 = call float @llvm.sqrt.f32(float %v_new367)
-  %bc2_sqrt153 = load float, ptr %adam.bc2_sqrt153, align 4
-  %1213 = fdiv float %1212, %bc2_sqrt153
-  %1214 = fadd float %1213, 0x3E45798EE0000000
-  %1215 = fdiv float %1211, %1214
-  %1216 = fsub float %1210, %1215
-  %params368 = getelementptr inbounds float, ptr %params, i64 %adam.i154356
-  store float %1216, ptr %params368, align 4
-  %i154.next = add nsw i64 %adam.i154356, 1
-  %1217 = icmp slt i64 %i154.next, 61706
-  br i1 %1217, label %adam.i154, label %adam.i154.end
+  %v368 = getelementptr inbounds float, ptr %v, i64 %adam.i152360
+  store float %v_new, ptr %v368, align 4
+  %params369 = getelementptr inbounds float, ptr %params, i64 %adam.i152360
+  %1201 = load float, ptr %params369, align 4
+  %step_size150 = load float, ptr %adam.step_size150, align 4
+  %m_new370 = load float, ptr %adam.m_new, align 4
+  %1202 = fmul float %step_size150, %m_new370
+  %v_new371 = load float, ptr %adam.v_new, align 4
+  %1203 = call float @llvm.sqrt.f32(float %v_new371)
+  %bc2_sqrt151 = load float, ptr %adam.bc2_sqrt151, align 4
+  %1204 = fdiv float %1203, %bc2_sqrt151
+  %1205 = fadd float %1204, 0x3E45798EE0000000
+  %1206 = fdiv float %1202, %1205
+  %1207 = fsub float %1201, %1206
+  %params372 = getelementptr inbounds float, ptr %params, i64 %adam.i152360
+  store float %1207, ptr %params372, align 4
+  %i152.next = add nsw i64 %adam.i152360, 1
+  %1208 = icmp slt i64 %i152.next, 61706
+  br i1 %1208, label %adam.i152, label %adam.i152.end
 
-adam.i154.end:                                    ; preds = %adam.i154
+adam.i152.end:                                    ; preds = %adam.i152
   ret void
 }
 

@@ -416,70 +416,86 @@ public func lenet5_train_b64(
     sgemm(101, 111, 112, 16, 150, 6400, 1, arena + 1716112, 6400, arena + 756112, 6400, Float(bitPattern: 0x3f800000), grads + 156, 150)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f99 in 0..<16 {
-    var acc100: Float = Float(0)
-    for img101 in 0..<64 {
-      for i102 in 0..<100 {
-        acc100 = (acc100 + arena[(((653712 &+ (img101 &* 1600)) &+ (f99 &* 100)) &+ i102)])
-      }
+  do {  // SIMD16 over i99
+    var i99 = 0
+    while i99 &+ 16 <= 100 {
+      store16(arena, 376320 &+ i99, SIMD16<Float>(repeating: Float(1)))
+      i99 &+= 16
     }
-    grads[(2556 &+ f99)] = acc100
+    while i99 < 100 {
+      arena[(376320 &+ i99)] = Float(1)
+      i99 &+= 1
+    }
+  }
+  do {  // SIMD16 over i100
+    var i100 = 0
+    while i100 &+ 16 <= 16 {
+      store16(grads, 2556 &+ i100, SIMD16<Float>(repeating: Float(0)))
+      i100 &+= 16
+    }
+    while i100 < 16 {
+      grads[(2556 &+ i100)] = Float(0)
+      i100 &+= 1
+    }
+  }
+  for img101 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 100, 1, arena + (653712 &+ (img101 &* 1600)), 100, arena + 376320, 1, Float(bitPattern: 0x3f800000), grads + 2556, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  do {  // SIMD16 over i103
-    var i103 = 0
-    while i103 &+ 16 <= 75264 {
-      store16(arena, 376320 &+ i103, SIMD16<Float>(repeating: Float(0)))
-      i103 &+= 16
+  do {  // SIMD16 over i102
+    var i102 = 0
+    while i102 &+ 16 <= 75264 {
+      store16(arena, 376320 &+ i102, SIMD16<Float>(repeating: Float(0)))
+      i102 &+= 16
     }
-    while i103 < 75264 {
-      arena[(376320 &+ i103)] = Float(0)
-      i103 &+= 1
+    while i102 < 75264 {
+      arena[(376320 &+ i102)] = Float(0)
+      i102 &+= 1
     }
   }
-  for g104 in 0..<1 {
-    for j105 in 0..<64 {
-      for f106 in 0..<16 {
-        do {  // SIMD16 over i107
-          var i107 = 0
-          while i107 &+ 16 <= 100 {
-            store16(arena, ((1716112 &+ (f106 &* 6400)) &+ (j105 &* 100)) &+ i107, load16(arena, ((653712 &+ (((g104 &* 64) &+ j105) &* 1600)) &+ (f106 &* 100)) &+ i107))
-            i107 &+= 16
+  for g103 in 0..<1 {
+    for j104 in 0..<64 {
+      for f105 in 0..<16 {
+        do {  // SIMD16 over i106
+          var i106 = 0
+          while i106 &+ 16 <= 100 {
+            store16(arena, ((1716112 &+ (f105 &* 6400)) &+ (j104 &* 100)) &+ i106, load16(arena, ((653712 &+ (((g103 &* 64) &+ j104) &* 1600)) &+ (f105 &* 100)) &+ i106))
+            i106 &+= 16
           }
-          while i107 < 100 {
-            arena[(((1716112 &+ (f106 &* 6400)) &+ (j105 &* 100)) &+ i107)] = arena[(((653712 &+ (((g104 &* 64) &+ j105) &* 1600)) &+ (f106 &* 100)) &+ i107)]
-            i107 &+= 1
+          while i106 < 100 {
+            arena[(((1716112 &+ (f105 &* 6400)) &+ (j104 &* 100)) &+ i106)] = arena[(((653712 &+ (((g103 &* 64) &+ j104) &* 1600)) &+ (f105 &* 100)) &+ i106)]
+            i106 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 150, 6400, 16, 1, params + 156, 150, arena + 1716112, 6400, Float(bitPattern: 0x0), arena + 756112, 6400)
-    for j108 in 0..<64 {
-      for c109 in 0..<6 {
-        for ky110 in 0..<5 {
-          for oy111 in 0..<10 {
-            for ox112 in 0..<10 {
-              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy111 &+ ky110) &* 14)) &+ ox112)] += arena[((((756112 &+ ((((c109 &* 5) &+ ky110) &* 5) &* 6400)) &+ (j108 &* 100)) &+ (oy111 &* 10)) &+ ox112)]
+    for j107 in 0..<64 {
+      for c108 in 0..<6 {
+        for ky109 in 0..<5 {
+          for oy110 in 0..<10 {
+            for ox111 in 0..<10 {
+              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy110 &+ ky109) &* 14)) &+ ox111)] += arena[((((756112 &+ ((((c108 &* 5) &+ ky109) &* 5) &* 6400)) &+ (j107 &* 100)) &+ (oy110 &* 10)) &+ ox111)]
             }
           }
-          for oy113 in 0..<10 {
-            for ox114 in 0..<10 {
-              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy113 &+ ky110) &* 14)) &+ (ox114 &+ 1))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 1) &* 6400)) &+ (j108 &* 100)) &+ (oy113 &* 10)) &+ ox114)]
+          for oy112 in 0..<10 {
+            for ox113 in 0..<10 {
+              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy112 &+ ky109) &* 14)) &+ (ox113 &+ 1))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 1) &* 6400)) &+ (j107 &* 100)) &+ (oy112 &* 10)) &+ ox113)]
             }
           }
-          for oy115 in 0..<10 {
-            for ox116 in 0..<10 {
-              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy115 &+ ky110) &* 14)) &+ (ox116 &+ 2))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 2) &* 6400)) &+ (j108 &* 100)) &+ (oy115 &* 10)) &+ ox116)]
+          for oy114 in 0..<10 {
+            for ox115 in 0..<10 {
+              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy114 &+ ky109) &* 14)) &+ (ox115 &+ 2))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 2) &* 6400)) &+ (j107 &* 100)) &+ (oy114 &* 10)) &+ ox115)]
             }
           }
-          for oy117 in 0..<10 {
-            for ox118 in 0..<10 {
-              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy117 &+ ky110) &* 14)) &+ (ox118 &+ 3))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 3) &* 6400)) &+ (j108 &* 100)) &+ (oy117 &* 10)) &+ ox118)]
+          for oy116 in 0..<10 {
+            for ox117 in 0..<10 {
+              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy116 &+ ky109) &* 14)) &+ (ox117 &+ 3))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 3) &* 6400)) &+ (j107 &* 100)) &+ (oy116 &* 10)) &+ ox117)]
             }
           }
-          for oy119 in 0..<10 {
-            for ox120 in 0..<10 {
-              arena[((((376320 &+ (((g104 &* 64) &+ j108) &* 1176)) &+ (c109 &* 196)) &+ ((oy119 &+ ky110) &* 14)) &+ (ox120 &+ 4))] += arena[((((756112 &+ (((((c109 &* 5) &+ ky110) &* 5) &+ 4) &* 6400)) &+ (j108 &* 100)) &+ (oy119 &* 10)) &+ ox120)]
+          for oy118 in 0..<10 {
+            for ox119 in 0..<10 {
+              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy118 &+ ky109) &* 14)) &+ (ox119 &+ 4))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 4) &* 6400)) &+ (j107 &* 100)) &+ (oy118 &* 10)) &+ ox119)]
             }
           }
         }
@@ -487,126 +503,126 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i121
-    var i121 = 0
-    while i121 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i121, SIMD16<Float>(repeating: Float(0)))
-      i121 &+= 16
+  do {  // SIMD16 over i120
+    var i120 = 0
+    while i120 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i120, SIMD16<Float>(repeating: Float(0)))
+      i120 &+= 16
     }
-    while i121 < 301056 {
-      arena[(518032 &+ i121)] = Float(0)
-      i121 &+= 1
+    while i120 < 301056 {
+      arena[(518032 &+ i120)] = Float(0)
+      i120 &+= 1
     }
   }
-  for q122 in 0..<384 {
-    for py123 in 0..<14 {
-      for px124 in 0..<14 {
-        for ky125 in 0..<2 {
-          for kx126 in 0..<2 {
-            arena[(((518032 &+ (((q122 &* 784) &+ (py123 &* 56)) &+ (px124 &* 2))) &+ (ky125 &* 28)) &+ kx126)] += (arena[(((376320 &+ (q122 &* 196)) &+ (py123 &* 14)) &+ px124)] * Float(bitPattern: 0x3e800000))
+  for q121 in 0..<384 {
+    for py122 in 0..<14 {
+      for px123 in 0..<14 {
+        for ky124 in 0..<2 {
+          for kx125 in 0..<2 {
+            arena[(((518032 &+ (((q121 &* 784) &+ (py122 &* 56)) &+ (px123 &* 2))) &+ (ky124 &* 28)) &+ kx125)] += (arena[(((376320 &+ (q121 &* 196)) &+ (py122 &* 14)) &+ px123)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i127
-    var i127 = 0
-    while i127 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i127, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i127), where: load16(arena, 0 &+ i127) .> SIMD16<Float>(repeating: Float(0))))
-      i127 &+= 16
+  do {  // SIMD16 over i126
+    var i126 = 0
+    while i126 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i126, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i126), where: load16(arena, 0 &+ i126) .> SIMD16<Float>(repeating: Float(0))))
+      i126 &+= 16
     }
-    while i127 < 301056 {
-      arena[(819088 &+ i127)] = (arena[i127] > Float(0) ? arena[(518032 &+ i127)] : Float(0))
-      i127 &+= 1
+    while i126 < 301056 {
+      arena[(819088 &+ i126)] = (arena[i126] > Float(0) ? arena[(518032 &+ i126)] : Float(0))
+      i126 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i128
-    var i128 = 0
-    while i128 &+ 16 <= 150 {
-      store16(grads, 0 &+ i128, SIMD16<Float>(repeating: Float(0)))
-      i128 &+= 16
+  do {  // SIMD16 over i127
+    var i127 = 0
+    while i127 &+ 16 <= 150 {
+      store16(grads, 0 &+ i127, SIMD16<Float>(repeating: Float(0)))
+      i127 &+= 16
     }
-    while i128 < 150 {
-      grads[i128] = Float(0)
-      i128 &+= 1
+    while i127 < 150 {
+      grads[i127] = Float(0)
+      i127 &+= 1
     }
   }
-  for g129 in 0..<1 {
-    for j130 in 0..<64 {
-      for r131 in 0..<25 {
-        do {  // SIMD16 over i132
-          var i132 = 0
-          while i132 &+ 16 <= 784 {
-            store16(arena, ((1120144 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132, SIMD16<Float>(repeating: Float(0)))
-            i132 &+= 16
+  for g128 in 0..<1 {
+    for j129 in 0..<64 {
+      for r130 in 0..<25 {
+        do {  // SIMD16 over i131
+          var i131 = 0
+          while i131 &+ 16 <= 784 {
+            store16(arena, ((1120144 &+ (r130 &* 50176)) &+ (j129 &* 784)) &+ i131, SIMD16<Float>(repeating: Float(0)))
+            i131 &+= 16
           }
-          while i132 < 784 {
-            arena[(((1120144 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132)] = Float(0)
-            i132 &+= 1
+          while i131 < 784 {
+            arena[(((1120144 &+ (r130 &* 50176)) &+ (j129 &* 784)) &+ i131)] = Float(0)
+            i131 &+= 1
           }
         }
       }
-      for c133 in 0..<1 {
-        for ky134 in 0..<5 {
-          for oy135 in 0..<28 {
-            if (-1 < ((oy135 &+ ky134) &+ -2) && ((oy135 &+ ky134) &+ -2) < 28) {
-              for ox136 in 0..<26 {
-                arena[((((1120144 &+ ((((c133 &* 5) &+ ky134) &* 5) &* 50176)) &+ (j130 &* 784)) &+ (oy135 &* 28)) &+ (ox136 &+ 2))] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy135 &+ ky134) &+ -2) &* 28)) &+ ((ox136 &+ 2) &+ -2))]
+      for c132 in 0..<1 {
+        for ky133 in 0..<5 {
+          for oy134 in 0..<28 {
+            if (-1 < ((oy134 &+ ky133) &+ -2) && ((oy134 &+ ky133) &+ -2) < 28) {
+              for ox135 in 0..<26 {
+                arena[((((1120144 &+ ((((c132 &* 5) &+ ky133) &* 5) &* 50176)) &+ (j129 &* 784)) &+ (oy134 &* 28)) &+ (ox135 &+ 2))] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy134 &+ ky133) &+ -2) &* 28)) &+ ((ox135 &+ 2) &+ -2))]
               }
             }
           }
-          for oy137 in 0..<28 {
-            if (-1 < ((oy137 &+ ky134) &+ -2) && ((oy137 &+ ky134) &+ -2) < 28) {
-              for ox138 in 0..<27 {
-                arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 1) &* 50176)) &+ (j130 &* 784)) &+ (oy137 &* 28)) &+ (ox138 &+ 1))] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy137 &+ ky134) &+ -2) &* 28)) &+ ((ox138 &+ 1) &+ -1))]
+          for oy136 in 0..<28 {
+            if (-1 < ((oy136 &+ ky133) &+ -2) && ((oy136 &+ ky133) &+ -2) < 28) {
+              for ox137 in 0..<27 {
+                arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 1) &* 50176)) &+ (j129 &* 784)) &+ (oy136 &* 28)) &+ (ox137 &+ 1))] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy136 &+ ky133) &+ -2) &* 28)) &+ ((ox137 &+ 1) &+ -1))]
               }
             }
           }
-          for oy139 in 0..<28 {
-            if (-1 < ((oy139 &+ ky134) &+ -2) && ((oy139 &+ ky134) &+ -2) < 28) {
-              do {  // SIMD16 over ox140
-                var ox140 = 0
-                while ox140 &+ 16 <= 28 {
-                  store16(arena, (((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 2) &* 50176)) &+ (j130 &* 784)) &+ (oy139 &* 28)) &+ ox140, load16(images, (((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy139 &+ ky134) &+ -2) &* 28)) &+ ox140))
-                  ox140 &+= 16
+          for oy138 in 0..<28 {
+            if (-1 < ((oy138 &+ ky133) &+ -2) && ((oy138 &+ ky133) &+ -2) < 28) {
+              do {  // SIMD16 over ox139
+                var ox139 = 0
+                while ox139 &+ 16 <= 28 {
+                  store16(arena, (((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 2) &* 50176)) &+ (j129 &* 784)) &+ (oy138 &* 28)) &+ ox139, load16(images, (((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy138 &+ ky133) &+ -2) &* 28)) &+ ox139))
+                  ox139 &+= 16
                 }
-                while ox140 < 28 {
-                  arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 2) &* 50176)) &+ (j130 &* 784)) &+ (oy139 &* 28)) &+ ox140)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy139 &+ ky134) &+ -2) &* 28)) &+ ox140)]
-                  ox140 &+= 1
+                while ox139 < 28 {
+                  arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 2) &* 50176)) &+ (j129 &* 784)) &+ (oy138 &* 28)) &+ ox139)] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy138 &+ ky133) &+ -2) &* 28)) &+ ox139)]
+                  ox139 &+= 1
                 }
               }
             }
           }
-          for oy141 in 0..<28 {
-            if (-1 < ((oy141 &+ ky134) &+ -2) && ((oy141 &+ ky134) &+ -2) < 28) {
-              for ox142 in 0..<27 {
-                arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 3) &* 50176)) &+ (j130 &* 784)) &+ (oy141 &* 28)) &+ ox142)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy141 &+ ky134) &+ -2) &* 28)) &+ (ox142 &+ 1))]
+          for oy140 in 0..<28 {
+            if (-1 < ((oy140 &+ ky133) &+ -2) && ((oy140 &+ ky133) &+ -2) < 28) {
+              for ox141 in 0..<27 {
+                arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 3) &* 50176)) &+ (j129 &* 784)) &+ (oy140 &* 28)) &+ ox141)] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy140 &+ ky133) &+ -2) &* 28)) &+ (ox141 &+ 1))]
               }
             }
           }
-          for oy143 in 0..<28 {
-            if (-1 < ((oy143 &+ ky134) &+ -2) && ((oy143 &+ ky134) &+ -2) < 28) {
-              for ox144 in 0..<26 {
-                arena[((((1120144 &+ (((((c133 &* 5) &+ ky134) &* 5) &+ 4) &* 50176)) &+ (j130 &* 784)) &+ (oy143 &* 28)) &+ ox144)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy143 &+ ky134) &+ -2) &* 28)) &+ (ox144 &+ 2))]
+          for oy142 in 0..<28 {
+            if (-1 < ((oy142 &+ ky133) &+ -2) && ((oy142 &+ ky133) &+ -2) < 28) {
+              for ox143 in 0..<26 {
+                arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 4) &* 50176)) &+ (j129 &* 784)) &+ (oy142 &* 28)) &+ ox143)] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy142 &+ ky133) &+ -2) &* 28)) &+ (ox143 &+ 2))]
               }
             }
           }
         }
       }
     }
-    for j145 in 0..<64 {
-      for f146 in 0..<6 {
-        do {  // SIMD16 over i147
-          var i147 = 0
-          while i147 &+ 16 <= 784 {
-            store16(arena, ((2374544 &+ (f146 &* 50176)) &+ (j145 &* 784)) &+ i147, load16(arena, ((819088 &+ (((g129 &* 64) &+ j145) &* 4704)) &+ (f146 &* 784)) &+ i147))
-            i147 &+= 16
+    for j144 in 0..<64 {
+      for f145 in 0..<6 {
+        do {  // SIMD16 over i146
+          var i146 = 0
+          while i146 &+ 16 <= 784 {
+            store16(arena, ((2374544 &+ (f145 &* 50176)) &+ (j144 &* 784)) &+ i146, load16(arena, ((819088 &+ (((g128 &* 64) &+ j144) &* 4704)) &+ (f145 &* 784)) &+ i146))
+            i146 &+= 16
           }
-          while i147 < 784 {
-            arena[(((2374544 &+ (f146 &* 50176)) &+ (j145 &* 784)) &+ i147)] = arena[(((819088 &+ (((g129 &* 64) &+ j145) &* 4704)) &+ (f146 &* 784)) &+ i147)]
-            i147 &+= 1
+          while i146 < 784 {
+            arena[(((2374544 &+ (f145 &* 50176)) &+ (j144 &* 784)) &+ i146)] = arena[(((819088 &+ (((g128 &* 64) &+ j144) &* 4704)) &+ (f145 &* 784)) &+ i146)]
+            i146 &+= 1
           }
         }
       }
@@ -614,37 +630,49 @@ public func lenet5_train_b64(
     sgemm(101, 111, 112, 6, 25, 50176, 1, arena + 2374544, 50176, arena + 1120144, 50176, Float(bitPattern: 0x3f800000), grads + 0, 25)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f148 in 0..<6 {
-    var acc149: Float = Float(0)
-    for img150 in 0..<64 {
-      for i151 in 0..<784 {
-        acc149 = (acc149 + arena[(((819088 &+ (img150 &* 4704)) &+ (f148 &* 784)) &+ i151)])
-      }
+  do {  // SIMD16 over i147
+    var i147 = 0
+    while i147 &+ 16 <= 784 {
+      store16(arena, 0 &+ i147, SIMD16<Float>(repeating: Float(1)))
+      i147 &+= 16
     }
-    grads[(150 &+ f148)] = acc149
+    while i147 < 784 {
+      arena[i147] = Float(1)
+      i147 &+= 1
+    }
+  }
+  do {  // SIMD16 over i148
+    var i148 = 0
+    while i148 < 6 {
+      grads[(150 &+ i148)] = Float(0)
+      i148 &+= 1
+    }
+  }
+  for img149 in 0..<64 {
+    sgemm(101, 111, 111, 6, 1, 784, 1, arena + (819088 &+ (img149 &* 4704)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 150, 1)
   }
   // adam = update of 61706 parameters
-  var step_size152: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt153: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i154
-    var i154 = 0
-    while i154 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i154) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i154)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i154)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i154)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i154, m_new_v)
-      store16(v, 0 &+ i154, v_new_v)
-      store16(params, 0 &+ i154, (load16(params, 0 &+ i154) - ((SIMD16<Float>(repeating: step_size152) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt153)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i154 &+= 16
+  var step_size150: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt151: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i152
+    var i152 = 0
+    while i152 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i152) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i152)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i152)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i152)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i152, m_new_v)
+      store16(v, 0 &+ i152, v_new_v)
+      store16(params, 0 &+ i152, (load16(params, 0 &+ i152) - ((SIMD16<Float>(repeating: step_size150) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt151)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i152 &+= 16
     }
-    while i154 < 61706 {
-      var g: Float = (grads[i154] + (Float(0) * params[i154]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i154]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i154]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i154] = m_new
-      v[i154] = v_new
-      params[i154] = (params[i154] - ((step_size152 * m_new) / ((sqrtf(v_new) / bc2_sqrt153) + Float(bitPattern: 0x322bcc77))))
-      i154 &+= 1
+    while i152 < 61706 {
+      var g: Float = (grads[i152] + (Float(0) * params[i152]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i152]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i152]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i152] = m_new
+      v[i152] = v_new
+      params[i152] = (params[i152] - ((step_size150 * m_new) / ((sqrtf(v_new) / bc2_sqrt151) + Float(bitPattern: 0x322bcc77))))
+      i152 &+= 1
     }
   }
 }

@@ -7,10 +7,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt118 = alloca float, align 4
-  %adam.step_size117 = alloca float, align 4
-  %conv1_bias_grad.acc114 = alloca float, align 4
-  %conv2_bias_grad.acc81 = alloca float, align 4
+  %adam.bc2_sqrt116 = alloca float, align 4
+  %adam.step_size115 = alloca float, align 4
   %fc1_bias_grad.acc60 = alloca float, align 4
   %fc2_bias_grad.acc55 = alloca float, align 4
   %fc2_grad.s50 = alloca float, align 4
@@ -1431,7 +1429,7 @@ conv2_weight_grad.g67:                            ; preds = %conv2_weight_grad.j
   br label %conv2_weight_grad.j68
 
 conv2_weight_grad.g67.end:                        ; preds = %conv2_weight_grad.j77.end
-  br label %conv2_bias_grad.f80
+  br label %conv2_bias_grad.i80
 
 conv2_weight_grad.j68:                            ; preds = %conv2_weight_grad.c69.end, %conv2_weight_grad.g67
   %conv2_weight_grad.j68208 = phi i64 [ 0, %conv2_weight_grad.g67 ], [ %j68.next, %conv2_weight_grad.c69.end ]
@@ -1636,620 +1634,613 @@ conv2_weight_grad.i79.end:                        ; preds = %conv2_weight_grad.i
   %821 = icmp slt i64 %f78.next, 64
   br i1 %821, label %conv2_weight_grad.f78, label %conv2_weight_grad.f78.end
 
-conv2_bias_grad.f80:                              ; preds = %conv2_bias_grad.img82.end, %conv2_weight_grad.g67.end
-  %conv2_bias_grad.f80231 = phi i64 [ 0, %conv2_weight_grad.g67.end ], [ %f80.next, %conv2_bias_grad.img82.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc81, align 4
+conv2_bias_grad.i80:                              ; preds = %conv2_bias_grad.i80, %conv2_weight_grad.g67.end
+  %conv2_bias_grad.i80231 = phi i64 [ 0, %conv2_weight_grad.g67.end ], [ %i80.next, %conv2_bias_grad.i80 ]
+  %822 = add nsw i64 1384448, %conv2_bias_grad.i80231
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %822
+  store float 1.000000e+00, ptr %arena232, align 4
+  %i80.next = add nsw i64 %conv2_bias_grad.i80231, 1
+  %823 = icmp slt i64 %i80.next, 576
+  br i1 %823, label %conv2_bias_grad.i80, label %conv2_bias_grad.i80.end
+
+conv2_bias_grad.i80.end:                          ; preds = %conv2_bias_grad.i80
+  br label %conv2_bias_grad.i81
+
+conv2_bias_grad.i81:                              ; preds = %conv2_bias_grad.i81, %conv2_bias_grad.i80.end
+  %conv2_bias_grad.i81233 = phi i64 [ 0, %conv2_bias_grad.i80.end ], [ %i81.next, %conv2_bias_grad.i81 ]
+  %824 = add nsw i64 18752, %conv2_bias_grad.i81233
+  %grads234 = getelementptr inbounds float, ptr %grads, i64 %824
+  store float 0.000000e+00, ptr %grads234, align 4
+  %i81.next = add nsw i64 %conv2_bias_grad.i81233, 1
+  %825 = icmp slt i64 %i81.next, 64
+  br i1 %825, label %conv2_bias_grad.i81, label %conv2_bias_grad.i81.end
+
+conv2_bias_grad.i81.end:                          ; preds = %conv2_bias_grad.i81
   br label %conv2_bias_grad.img82
 
-conv2_bias_grad.f80.end:                          ; preds = %conv2_bias_grad.img82.end
-  br label %relu1_grad.i84
-
-conv2_bias_grad.img82:                            ; preds = %conv2_bias_grad.i83.end, %conv2_bias_grad.f80
-  %conv2_bias_grad.img82232 = phi i64 [ 0, %conv2_bias_grad.f80 ], [ %img82.next, %conv2_bias_grad.i83.end ]
-  br label %conv2_bias_grad.i83
-
-conv2_bias_grad.img82.end:                        ; preds = %conv2_bias_grad.i83.end
-  %acc81235 = load float, ptr %conv2_bias_grad.acc81, align 4
-  %822 = add nsw i64 18752, %conv2_bias_grad.f80231
-  %grads236 = getelementptr inbounds float, ptr %grads, i64 %822
-  store float %acc81235, ptr %grads236, align 4
-  %f80.next = add nsw i64 %conv2_bias_grad.f80231, 1
-  %823 = icmp slt i64 %f80.next, 64
-  br i1 %823, label %conv2_bias_grad.f80, label %conv2_bias_grad.f80.end
-
-conv2_bias_grad.i83:                              ; preds = %conv2_bias_grad.i83, %conv2_bias_grad.img82
-  %conv2_bias_grad.i83233 = phi i64 [ 0, %conv2_bias_grad.img82 ], [ %i83.next, %conv2_bias_grad.i83 ]
-  %acc81 = load float, ptr %conv2_bias_grad.acc81, align 4
-  %824 = mul nsw i64 %conv2_bias_grad.img82232, 36864
-  %825 = add nsw i64 4351248, %824
-  %826 = mul nsw i64 %conv2_bias_grad.f80231, 576
-  %827 = add nsw i64 %825, %826
-  %828 = add nsw i64 %827, %conv2_bias_grad.i83233
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 %828
-  %829 = load float, ptr %arena234, align 4
-  %830 = fadd float %acc81, %829
-  store float %830, ptr %conv2_bias_grad.acc81, align 4
-  %i83.next = add nsw i64 %conv2_bias_grad.i83233, 1
-  %831 = icmp slt i64 %i83.next, 576
-  br i1 %831, label %conv2_bias_grad.i83, label %conv2_bias_grad.i83.end
-
-conv2_bias_grad.i83.end:                          ; preds = %conv2_bias_grad.i83
-  %img82.next = add nsw i64 %conv2_bias_grad.img82232, 1
-  %832 = icmp slt i64 %img82.next, 64
-  br i1 %832, label %conv2_bias_grad.img82, label %conv2_bias_grad.img82.end
-
-relu1_grad.i84:                                   ; preds = %relu1_grad.i84, %conv2_bias_grad.f80.end
-  %relu1_grad.i84237 = phi i64 [ 0, %conv2_bias_grad.f80.end ], [ %i84.next, %relu1_grad.i84 ]
-  %833 = add nsw i64 1384448, %relu1_grad.i84237
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %833
-  store float 0.000000e+00, ptr %arena238, align 4
-  %i84.next = add nsw i64 %relu1_grad.i84237, 1
-  %834 = icmp slt i64 %i84.next, 1384448
-  br i1 %834, label %relu1_grad.i84, label %relu1_grad.i84.end
-
-relu1_grad.i84.end:                               ; preds = %relu1_grad.i84
-  br label %relu1_grad.g85
-
-relu1_grad.g85:                                   ; preds = %relu1_grad.j89.end, %relu1_grad.i84.end
-  %relu1_grad.g85239 = phi i64 [ 0, %relu1_grad.i84.end ], [ %g85.next, %relu1_grad.j89.end ]
-  br label %relu1_grad.j86
-
-relu1_grad.g85.end:                               ; preds = %relu1_grad.j89.end
-  br label %conv1_grad.i98
-
-relu1_grad.j86:                                   ; preds = %relu1_grad.f87.end, %relu1_grad.g85
-  %relu1_grad.j86240 = phi i64 [ 0, %relu1_grad.g85 ], [ %j86.next, %relu1_grad.f87.end ]
-  br label %relu1_grad.f87
-
-relu1_grad.j86.end:                               ; preds = %relu1_grad.f87.end
-  %params245 = getelementptr inbounds float, ptr %params, i64 320
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 17327376
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 6710544
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params245, i32 288, ptr %arena246, i32 36864, float 0.000000e+00, ptr %arena247, i32 36864)
-  br label %relu1_grad.j89
-
-relu1_grad.f87:                                   ; preds = %relu1_grad.i88.end, %relu1_grad.j86
-  %relu1_grad.f87241 = phi i64 [ 0, %relu1_grad.j86 ], [ %f87.next, %relu1_grad.i88.end ]
-  br label %relu1_grad.i88
-
-relu1_grad.f87.end:                               ; preds = %relu1_grad.i88.end
-  %j86.next = add nsw i64 %relu1_grad.j86240, 1
-  %835 = icmp slt i64 %j86.next, 64
-  br i1 %835, label %relu1_grad.j86, label %relu1_grad.j86.end
-
-relu1_grad.i88:                                   ; preds = %relu1_grad.i88, %relu1_grad.f87
-  %relu1_grad.i88242 = phi i64 [ 0, %relu1_grad.f87 ], [ %i88.next, %relu1_grad.i88 ]
-  %836 = mul nsw i64 %relu1_grad.g85239, 64
-  %837 = add nsw i64 %836, %relu1_grad.j86240
-  %838 = mul nsw i64 %837, 36864
-  %839 = add nsw i64 4351248, %838
-  %840 = mul nsw i64 %relu1_grad.f87241, 576
-  %841 = add nsw i64 %839, %840
-  %842 = add nsw i64 %841, %relu1_grad.i88242
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %842
-  %843 = load float, ptr %arena243, align 4
-  %844 = mul nsw i64 %relu1_grad.f87241, 36864
-  %845 = add nsw i64 17327376, %844
-  %846 = mul nsw i64 %relu1_grad.j86240, 576
-  %847 = add nsw i64 %845, %846
-  %848 = add nsw i64 %847, %relu1_grad.i88242
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %848
-  store float %843, ptr %arena244, align 4
-  %i88.next = add nsw i64 %relu1_grad.i88242, 1
-  %849 = icmp slt i64 %i88.next, 576
-  br i1 %849, label %relu1_grad.i88, label %relu1_grad.i88.end
-
-relu1_grad.i88.end:                               ; preds = %relu1_grad.i88
-  %f87.next = add nsw i64 %relu1_grad.f87241, 1
-  %850 = icmp slt i64 %f87.next, 64
-  br i1 %850, label %relu1_grad.f87, label %relu1_grad.f87.end
-
-relu1_grad.j89:                                   ; preds = %relu1_grad.c90.end, %relu1_grad.j86.end
-  %relu1_grad.j89248 = phi i64 [ 0, %relu1_grad.j86.end ], [ %j89.next, %relu1_grad.c90.end ]
-  br label %relu1_grad.c90
-
-relu1_grad.j89.end:                               ; preds = %relu1_grad.c90.end
-  %g85.next = add nsw i64 %relu1_grad.g85239, 1
-  %851 = icmp slt i64 %g85.next, 1
-  br i1 %851, label %relu1_grad.g85, label %relu1_grad.g85.end
-
-relu1_grad.c90:                                   ; preds = %relu1_grad.ky91.end, %relu1_grad.j89
-  %relu1_grad.c90249 = phi i64 [ 0, %relu1_grad.j89 ], [ %c90.next, %relu1_grad.ky91.end ]
-  br label %relu1_grad.ky91
-
-relu1_grad.c90.end:                               ; preds = %relu1_grad.ky91.end
-  %j89.next = add nsw i64 %relu1_grad.j89248, 1
-  %852 = icmp slt i64 %j89.next, 64
-  br i1 %852, label %relu1_grad.j89, label %relu1_grad.j89.end
-
-relu1_grad.ky91:                                  ; preds = %relu1_grad.oy96.end, %relu1_grad.c90
-  %relu1_grad.ky91250 = phi i64 [ 0, %relu1_grad.c90 ], [ %ky91.next, %relu1_grad.oy96.end ]
-  br label %relu1_grad.oy92
-
-relu1_grad.ky91.end:                              ; preds = %relu1_grad.oy96.end
-  %c90.next = add nsw i64 %relu1_grad.c90249, 1
-  %853 = icmp slt i64 %c90.next, 32
-  br i1 %853, label %relu1_grad.c90, label %relu1_grad.c90.end
-
-relu1_grad.oy92:                                  ; preds = %relu1_grad.ox93.end, %relu1_grad.ky91
-  %relu1_grad.oy92251 = phi i64 [ 0, %relu1_grad.ky91 ], [ %oy92.next, %relu1_grad.ox93.end ]
-  br label %relu1_grad.ox93
-
-relu1_grad.oy92.end:                              ; preds = %relu1_grad.ox93.end
-  br label %relu1_grad.oy94
-
-relu1_grad.ox93:                                  ; preds = %relu1_grad.ox93, %relu1_grad.oy92
-  %relu1_grad.ox93252 = phi i64 [ 0, %relu1_grad.oy92 ], [ %ox93.next, %relu1_grad.ox93 ]
-  %854 = mul nsw i64 %relu1_grad.g85239, 64
-  %855 = add nsw i64 %854, %relu1_grad.j89248
-  %856 = mul nsw i64 %855, 21632
-  %857 = add nsw i64 1384448, %856
-  %858 = mul nsw i64 %relu1_grad.c90249, 676
-  %859 = add nsw i64 %857, %858
-  %860 = add nsw i64 %relu1_grad.oy92251, %relu1_grad.ky91250
-  %861 = mul nsw i64 %860, 26
-  %862 = add nsw i64 %859, %861
-  %863 = add nsw i64 %862, %relu1_grad.ox93252
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %863
-  %864 = load float, ptr %arena253, align 4
-  %865 = mul nsw i64 %relu1_grad.c90249, 3
-  %866 = add nsw i64 %865, %relu1_grad.ky91250
-  %867 = mul nsw i64 %866, 3
-  %868 = mul nsw i64 %867, 36864
-  %869 = add nsw i64 6710544, %868
-  %870 = mul nsw i64 %relu1_grad.j89248, 576
-  %871 = add nsw i64 %869, %870
-  %872 = mul nsw i64 %relu1_grad.oy92251, 24
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %873, %relu1_grad.ox93252
-  %arena254 = getelementptr inbounds float, ptr %arena, i64 %874
-  %875 = load float, ptr %arena254, align 4
-  %876 = fadd float %864, %875
-  store float %876, ptr %arena253, align 4
-  %ox93.next = add nsw i64 %relu1_grad.ox93252, 1
-  %877 = icmp slt i64 %ox93.next, 24
-  br i1 %877, label %relu1_grad.ox93, label %relu1_grad.ox93.end
-
-relu1_grad.ox93.end:                              ; preds = %relu1_grad.ox93
-  %oy92.next = add nsw i64 %relu1_grad.oy92251, 1
-  %878 = icmp slt i64 %oy92.next, 24
-  br i1 %878, label %relu1_grad.oy92, label %relu1_grad.oy92.end
-
-relu1_grad.oy94:                                  ; preds = %relu1_grad.ox95.end, %relu1_grad.oy92.end
-  %relu1_grad.oy94255 = phi i64 [ 0, %relu1_grad.oy92.end ], [ %oy94.next, %relu1_grad.ox95.end ]
-  br label %relu1_grad.ox95
-
-relu1_grad.oy94.end:                              ; preds = %relu1_grad.ox95.end
-  br label %relu1_grad.oy96
-
-relu1_grad.ox95:                                  ; preds = %relu1_grad.ox95, %relu1_grad.oy94
-  %relu1_grad.ox95256 = phi i64 [ 0, %relu1_grad.oy94 ], [ %ox95.next, %relu1_grad.ox95 ]
-  %879 = mul nsw i64 %relu1_grad.g85239, 64
-  %880 = add nsw i64 %879, %relu1_grad.j89248
-  %881 = mul nsw i64 %880, 21632
-  %882 = add nsw i64 1384448, %881
-  %883 = mul nsw i64 %relu1_grad.c90249, 676
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %relu1_grad.oy94255, %relu1_grad.ky91250
-  %886 = mul nsw i64 %885, 26
-  %887 = add nsw i64 %884, %886
-  %888 = add nsw i64 %relu1_grad.ox95256, 1
-  %889 = add nsw i64 %887, %888
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load float, ptr %arena257, align 4
-  %891 = mul nsw i64 %relu1_grad.c90249, 3
-  %892 = add nsw i64 %891, %relu1_grad.ky91250
-  %893 = mul nsw i64 %892, 3
-  %894 = add nsw i64 %893, 1
-  %895 = mul nsw i64 %894, 36864
-  %896 = add nsw i64 6710544, %895
-  %897 = mul nsw i64 %relu1_grad.j89248, 576
-  %898 = add nsw i64 %896, %897
-  %899 = mul nsw i64 %relu1_grad.oy94255, 24
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %900, %relu1_grad.ox95256
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %901
-  %902 = load float, ptr %arena258, align 4
-  %903 = fadd float %890, %902
-  store float %903, ptr %arena257, align 4
-  %ox95.next = add nsw i64 %relu1_grad.ox95256, 1
-  %904 = icmp slt i64 %ox95.next, 24
-  br i1 %904, label %relu1_grad.ox95, label %relu1_grad.ox95.end
-
-relu1_grad.ox95.end:                              ; preds = %relu1_grad.ox95
-  %oy94.next = add nsw i64 %relu1_grad.oy94255, 1
-  %905 = icmp slt i64 %oy94.next, 24
-  br i1 %905, label %relu1_grad.oy94, label %relu1_grad.oy94.end
-
-relu1_grad.oy96:                                  ; preds = %relu1_grad.ox97.end, %relu1_grad.oy94.end
-  %relu1_grad.oy96259 = phi i64 [ 0, %relu1_grad.oy94.end ], [ %oy96.next, %relu1_grad.ox97.end ]
-  br label %relu1_grad.ox97
-
-relu1_grad.oy96.end:                              ; preds = %relu1_grad.ox97.end
-  %ky91.next = add nsw i64 %relu1_grad.ky91250, 1
-  %906 = icmp slt i64 %ky91.next, 3
-  br i1 %906, label %relu1_grad.ky91, label %relu1_grad.ky91.end
-
-relu1_grad.ox97:                                  ; preds = %relu1_grad.ox97, %relu1_grad.oy96
-  %relu1_grad.ox97260 = phi i64 [ 0, %relu1_grad.oy96 ], [ %ox97.next, %relu1_grad.ox97 ]
-  %907 = mul nsw i64 %relu1_grad.g85239, 64
-  %908 = add nsw i64 %907, %relu1_grad.j89248
-  %909 = mul nsw i64 %908, 21632
-  %910 = add nsw i64 1384448, %909
-  %911 = mul nsw i64 %relu1_grad.c90249, 676
-  %912 = add nsw i64 %910, %911
-  %913 = add nsw i64 %relu1_grad.oy96259, %relu1_grad.ky91250
-  %914 = mul nsw i64 %913, 26
-  %915 = add nsw i64 %912, %914
-  %916 = add nsw i64 %relu1_grad.ox97260, 2
-  %917 = add nsw i64 %915, %916
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load float, ptr %arena261, align 4
-  %919 = mul nsw i64 %relu1_grad.c90249, 3
-  %920 = add nsw i64 %919, %relu1_grad.ky91250
-  %921 = mul nsw i64 %920, 3
-  %922 = add nsw i64 %921, 2
-  %923 = mul nsw i64 %922, 36864
-  %924 = add nsw i64 6710544, %923
-  %925 = mul nsw i64 %relu1_grad.j89248, 576
-  %926 = add nsw i64 %924, %925
-  %927 = mul nsw i64 %relu1_grad.oy96259, 24
-  %928 = add nsw i64 %926, %927
-  %929 = add nsw i64 %928, %relu1_grad.ox97260
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %929
-  %930 = load float, ptr %arena262, align 4
-  %931 = fadd float %918, %930
-  store float %931, ptr %arena261, align 4
-  %ox97.next = add nsw i64 %relu1_grad.ox97260, 1
-  %932 = icmp slt i64 %ox97.next, 24
-  br i1 %932, label %relu1_grad.ox97, label %relu1_grad.ox97.end
-
-relu1_grad.ox97.end:                              ; preds = %relu1_grad.ox97
-  %oy96.next = add nsw i64 %relu1_grad.oy96259, 1
-  %933 = icmp slt i64 %oy96.next, 24
-  br i1 %933, label %relu1_grad.oy96, label %relu1_grad.oy96.end
-
-conv1_grad.i98:                                   ; preds = %conv1_grad.i98, %relu1_grad.g85.end
-  %conv1_grad.i98263 = phi i64 [ 0, %relu1_grad.g85.end ], [ %i98.next, %conv1_grad.i98 ]
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i98263
-  %934 = load float, ptr %arena264, align 4
-  %935 = fcmp ogt float %934, 0.000000e+00
-  %936 = add nsw i64 1384448, %conv1_grad.i98263
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %936
-  %937 = load float, ptr %arena265, align 4
-  %938 = select i1 %935, float %937, float 0.000000e+00
-  %939 = add nsw i64 3171600, %conv1_grad.i98263
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %939
-  store float %938, ptr %arena266, align 4
-  %i98.next = add nsw i64 %conv1_grad.i98263, 1
-  %940 = icmp slt i64 %i98.next, 1384448
-  br i1 %940, label %conv1_grad.i98, label %conv1_grad.i98.end
-
-conv1_grad.i98.end:                               ; preds = %conv1_grad.i98
-  br label %conv1_weight_grad.i99
-
-conv1_weight_grad.i99:                            ; preds = %conv1_weight_grad.i99, %conv1_grad.i98.end
-  %conv1_weight_grad.i99267 = phi i64 [ 0, %conv1_grad.i98.end ], [ %i99.next, %conv1_weight_grad.i99 ]
-  %grads268 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i99267
-  store float 0.000000e+00, ptr %grads268, align 4
-  %i99.next = add nsw i64 %conv1_weight_grad.i99267, 1
-  %941 = icmp slt i64 %i99.next, 288
-  br i1 %941, label %conv1_weight_grad.i99, label %conv1_weight_grad.i99.end
-
-conv1_weight_grad.i99.end:                        ; preds = %conv1_weight_grad.i99
-  br label %conv1_weight_grad.g100
-
-conv1_weight_grad.g100:                           ; preds = %conv1_weight_grad.j110.end, %conv1_weight_grad.i99.end
-  %conv1_weight_grad.g100269 = phi i64 [ 0, %conv1_weight_grad.i99.end ], [ %g100.next, %conv1_weight_grad.j110.end ]
-  br label %conv1_weight_grad.j101
-
-conv1_weight_grad.g100.end:                       ; preds = %conv1_weight_grad.j110.end
-  br label %conv1_bias_grad.f113
-
-conv1_weight_grad.j101:                           ; preds = %conv1_weight_grad.c102.end, %conv1_weight_grad.g100
-  %conv1_weight_grad.j101270 = phi i64 [ 0, %conv1_weight_grad.g100 ], [ %j101.next, %conv1_weight_grad.c102.end ]
-  br label %conv1_weight_grad.c102
-
-conv1_weight_grad.j101.end:                       ; preds = %conv1_weight_grad.c102.end
-  br label %conv1_weight_grad.j110
-
-conv1_weight_grad.c102:                           ; preds = %conv1_weight_grad.ky103.end, %conv1_weight_grad.j101
-  %conv1_weight_grad.c102271 = phi i64 [ 0, %conv1_weight_grad.j101 ], [ %c102.next, %conv1_weight_grad.ky103.end ]
-  br label %conv1_weight_grad.ky103
-
-conv1_weight_grad.c102.end:                       ; preds = %conv1_weight_grad.ky103.end
-  %j101.next = add nsw i64 %conv1_weight_grad.j101270, 1
-  %942 = icmp slt i64 %j101.next, 64
-  br i1 %942, label %conv1_weight_grad.j101, label %conv1_weight_grad.j101.end
-
-conv1_weight_grad.ky103:                          ; preds = %conv1_weight_grad.oy108.end, %conv1_weight_grad.c102
-  %conv1_weight_grad.ky103272 = phi i64 [ 0, %conv1_weight_grad.c102 ], [ %ky103.next, %conv1_weight_grad.oy108.end ]
-  br label %conv1_weight_grad.oy104
-
-conv1_weight_grad.ky103.end:                      ; preds = %conv1_weight_grad.oy108.end
-  %c102.next = add nsw i64 %conv1_weight_grad.c102271, 1
-  %943 = icmp slt i64 %c102.next, 1
-  br i1 %943, label %conv1_weight_grad.c102, label %conv1_weight_grad.c102.end
-
-conv1_weight_grad.oy104:                          ; preds = %conv1_weight_grad.ox105.end, %conv1_weight_grad.ky103
-  %conv1_weight_grad.oy104273 = phi i64 [ 0, %conv1_weight_grad.ky103 ], [ %oy104.next, %conv1_weight_grad.ox105.end ]
-  br label %conv1_weight_grad.ox105
-
-conv1_weight_grad.oy104.end:                      ; preds = %conv1_weight_grad.ox105.end
-  br label %conv1_weight_grad.oy106
-
-conv1_weight_grad.ox105:                          ; preds = %conv1_weight_grad.ox105, %conv1_weight_grad.oy104
-  %conv1_weight_grad.ox105274 = phi i64 [ 0, %conv1_weight_grad.oy104 ], [ %ox105.next, %conv1_weight_grad.ox105 ]
-  %944 = mul nsw i64 %conv1_weight_grad.g100269, 64
-  %945 = add nsw i64 %944, %conv1_weight_grad.j101270
-  %946 = mul nsw i64 %945, 784
-  %947 = mul nsw i64 %conv1_weight_grad.c102271, 784
-  %948 = add nsw i64 %946, %947
-  %949 = add nsw i64 %conv1_weight_grad.oy104273, %conv1_weight_grad.ky103272
-  %950 = mul nsw i64 %949, 28
-  %951 = add nsw i64 %948, %950
-  %952 = add nsw i64 %951, %conv1_weight_grad.ox105274
-  %images275 = getelementptr inbounds float, ptr %images, i64 %952
-  %953 = load float, ptr %images275, align 4
-  %954 = mul nsw i64 %conv1_weight_grad.c102271, 3
-  %955 = add nsw i64 %954, %conv1_weight_grad.ky103272
-  %956 = mul nsw i64 %955, 3
-  %957 = mul nsw i64 %956, 43264
-  %958 = mul nsw i64 %conv1_weight_grad.j101270, 676
-  %959 = add nsw i64 %957, %958
-  %960 = mul nsw i64 %conv1_weight_grad.oy104273, 26
-  %961 = add nsw i64 %959, %960
-  %962 = add nsw i64 %961, %conv1_weight_grad.ox105274
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %962
-  store float %953, ptr %arena276, align 4
-  %ox105.next = add nsw i64 %conv1_weight_grad.ox105274, 1
-  %963 = icmp slt i64 %ox105.next, 26
-  br i1 %963, label %conv1_weight_grad.ox105, label %conv1_weight_grad.ox105.end
-
-conv1_weight_grad.ox105.end:                      ; preds = %conv1_weight_grad.ox105
-  %oy104.next = add nsw i64 %conv1_weight_grad.oy104273, 1
-  %964 = icmp slt i64 %oy104.next, 26
-  br i1 %964, label %conv1_weight_grad.oy104, label %conv1_weight_grad.oy104.end
-
-conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy104.end
-  %conv1_weight_grad.oy106277 = phi i64 [ 0, %conv1_weight_grad.oy104.end ], [ %oy106.next, %conv1_weight_grad.ox107.end ]
-  br label %conv1_weight_grad.ox107
-
-conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.ox107.end
-  br label %conv1_weight_grad.oy108
-
-conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.oy106
-  %conv1_weight_grad.ox107278 = phi i64 [ 0, %conv1_weight_grad.oy106 ], [ %ox107.next, %conv1_weight_grad.ox107 ]
-  %965 = mul nsw i64 %conv1_weight_grad.g100269, 64
-  %966 = add nsw i64 %965, %conv1_weight_grad.j101270
-  %967 = mul nsw i64 %966, 784
-  %968 = mul nsw i64 %conv1_weight_grad.c102271, 784
-  %969 = add nsw i64 %967, %968
-  %970 = add nsw i64 %conv1_weight_grad.oy106277, %conv1_weight_grad.ky103272
-  %971 = mul nsw i64 %970, 28
-  %972 = add nsw i64 %969, %971
-  %973 = add nsw i64 %conv1_weight_grad.ox107278, 1
-  %974 = add nsw i64 %972, %973
-  %images279 = getelementptr inbounds float, ptr %images, i64 %974
-  %975 = load float, ptr %images279, align 4
-  %976 = mul nsw i64 %conv1_weight_grad.c102271, 3
-  %977 = add nsw i64 %976, %conv1_weight_grad.ky103272
-  %978 = mul nsw i64 %977, 3
-  %979 = add nsw i64 %978, 1
-  %980 = mul nsw i64 %979, 43264
-  %981 = mul nsw i64 %conv1_weight_grad.j101270, 676
-  %982 = add nsw i64 %980, %981
-  %983 = mul nsw i64 %conv1_weight_grad.oy106277, 26
-  %984 = add nsw i64 %982, %983
-  %985 = add nsw i64 %984, %conv1_weight_grad.ox107278
-  %arena280 = getelementptr inbounds float, ptr %arena, i64 %985
-  store float %975, ptr %arena280, align 4
-  %ox107.next = add nsw i64 %conv1_weight_grad.ox107278, 1
-  %986 = icmp slt i64 %ox107.next, 26
-  br i1 %986, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
-
-conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
-  %oy106.next = add nsw i64 %conv1_weight_grad.oy106277, 1
-  %987 = icmp slt i64 %oy106.next, 26
-  br i1 %987, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
-
-conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy106.end
-  %conv1_weight_grad.oy108281 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.ox109.end ]
-  br label %conv1_weight_grad.ox109
-
-conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.ox109.end
-  %ky103.next = add nsw i64 %conv1_weight_grad.ky103272, 1
-  %988 = icmp slt i64 %ky103.next, 3
-  br i1 %988, label %conv1_weight_grad.ky103, label %conv1_weight_grad.ky103.end
-
-conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.oy108
-  %conv1_weight_grad.ox109282 = phi i64 [ 0, %conv1_weight_grad.oy108 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
-  %989 = mul nsw i64 %conv1_weight_grad.g100269, 64
-  %990 = add nsw i64 %989, %conv1_weight_grad.j101270
-  %991 = mul nsw i64 %990, 784
-  %992 = mul nsw i64 %conv1_weight_grad.c102271, 784
-  %993 = add nsw i64 %991, %992
-  %994 = add nsw i64 %conv1_weight_grad.oy108281, %conv1_weight_grad.ky103272
-  %995 = mul nsw i64 %994, 28
-  %996 = add nsw i64 %993, %995
-  %997 = add nsw i64 %conv1_weight_grad.ox109282, 2
-  %998 = add nsw i64 %996, %997
-  %images283 = getelementptr inbounds float, ptr %images, i64 %998
-  %999 = load float, ptr %images283, align 4
-  %1000 = mul nsw i64 %conv1_weight_grad.c102271, 3
-  %1001 = add nsw i64 %1000, %conv1_weight_grad.ky103272
-  %1002 = mul nsw i64 %1001, 3
-  %1003 = add nsw i64 %1002, 2
-  %1004 = mul nsw i64 %1003, 43264
-  %1005 = mul nsw i64 %conv1_weight_grad.j101270, 676
-  %1006 = add nsw i64 %1004, %1005
-  %1007 = mul nsw i64 %conv1_weight_grad.oy108281, 26
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = add nsw i64 %1008, %conv1_weight_grad.ox109282
-  %arena284 = getelementptr inbounds float, ptr %arena, i64 %1009
-  store float %999, ptr %arena284, align 4
-  %ox109.next = add nsw i64 %conv1_weight_grad.ox109282, 1
-  %1010 = icmp slt i64 %ox109.next, 26
-  br i1 %1010, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
-
-conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
-  %oy108.next = add nsw i64 %conv1_weight_grad.oy108281, 1
-  %1011 = icmp slt i64 %oy108.next, 26
-  br i1 %1011, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
-
-conv1_weight_grad.j110:                           ; preds = %conv1_weight_grad.f111.end, %conv1_weight_grad.j101.end
-  %conv1_weight_grad.j110285 = phi i64 [ 0, %conv1_weight_grad.j101.end ], [ %j110.next, %conv1_weight_grad.f111.end ]
-  br label %conv1_weight_grad.f111
-
-conv1_weight_grad.j110.end:                       ; preds = %conv1_weight_grad.f111.end
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 389376
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads292 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena290, i32 43264, ptr %arena291, i32 43264, float 1.000000e+00, ptr %grads292, i32 9)
-  %g100.next = add nsw i64 %conv1_weight_grad.g100269, 1
-  %1012 = icmp slt i64 %g100.next, 1
-  br i1 %1012, label %conv1_weight_grad.g100, label %conv1_weight_grad.g100.end
-
-conv1_weight_grad.f111:                           ; preds = %conv1_weight_grad.i112.end, %conv1_weight_grad.j110
-  %conv1_weight_grad.f111286 = phi i64 [ 0, %conv1_weight_grad.j110 ], [ %f111.next, %conv1_weight_grad.i112.end ]
-  br label %conv1_weight_grad.i112
-
-conv1_weight_grad.f111.end:                       ; preds = %conv1_weight_grad.i112.end
-  %j110.next = add nsw i64 %conv1_weight_grad.j110285, 1
-  %1013 = icmp slt i64 %j110.next, 64
-  br i1 %1013, label %conv1_weight_grad.j110, label %conv1_weight_grad.j110.end
-
-conv1_weight_grad.i112:                           ; preds = %conv1_weight_grad.i112, %conv1_weight_grad.f111
-  %conv1_weight_grad.i112287 = phi i64 [ 0, %conv1_weight_grad.f111 ], [ %i112.next, %conv1_weight_grad.i112 ]
-  %1014 = mul nsw i64 %conv1_weight_grad.g100269, 64
-  %1015 = add nsw i64 %1014, %conv1_weight_grad.j110285
-  %1016 = mul nsw i64 %1015, 21632
-  %1017 = add nsw i64 3171600, %1016
-  %1018 = mul nsw i64 %conv1_weight_grad.f111286, 676
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %conv1_weight_grad.i112287
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1020
-  %1021 = load float, ptr %arena288, align 4
-  %1022 = mul nsw i64 %conv1_weight_grad.f111286, 43264
-  %1023 = add nsw i64 389376, %1022
-  %1024 = mul nsw i64 %conv1_weight_grad.j110285, 676
-  %1025 = add nsw i64 %1023, %1024
-  %1026 = add nsw i64 %1025, %conv1_weight_grad.i112287
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %1026
-  store float %1021, ptr %arena289, align 4
-  %i112.next = add nsw i64 %conv1_weight_grad.i112287, 1
-  %1027 = icmp slt i64 %i112.next, 676
-  br i1 %1027, label %conv1_weight_grad.i112, label %conv1_weight_grad.i112.end
-
-conv1_weight_grad.i112.end:                       ; preds = %conv1_weight_grad.i112
-  %f111.next = add nsw i64 %conv1_weight_grad.f111286, 1
-  %1028 = icmp slt i64 %f111.next, 32
-  br i1 %1028, label %conv1_weight_grad.f111, label %conv1_weight_grad.f111.end
-
-conv1_bias_grad.f113:                             ; preds = %conv1_bias_grad.img115.end, %conv1_weight_grad.g100.end
-  %conv1_bias_grad.f113293 = phi i64 [ 0, %conv1_weight_grad.g100.end ], [ %f113.next, %conv1_bias_grad.img115.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc114, align 4
-  br label %conv1_bias_grad.img115
-
-conv1_bias_grad.f113.end:                         ; preds = %conv1_bias_grad.img115.end
-  %1029 = sitofp i64 %step to float
-  %1030 = fmul float %1029, 0xBFBAF8E8A0000000
-  %1031 = call float @llvm.exp.f32(float %1030)
-  %1032 = fsub float 1.000000e+00, %1031
-  %1033 = fdiv float %lr, %1032
-  store float %1033, ptr %adam.step_size117, align 4
-  %1034 = sitofp i64 %step to float
-  %1035 = fmul float %1034, 0xBF50645940000000
-  %1036 = call float @llvm.exp.f32(float %1035)
-  %1037 = fsub float 1.000000e+00, %1036
-  %1038 = call float @llvm.sqrt.f32(float %1037)
-  store float %1038, ptr %adam.bc2_sqrt118, align 4
-  br label %adam.i119
-
-conv1_bias_grad.img115:                           ; preds = %conv1_bias_grad.i116.end, %conv1_bias_grad.f113
-  %conv1_bias_grad.img115294 = phi i64 [ 0, %conv1_bias_grad.f113 ], [ %img115.next, %conv1_bias_grad.i116.end ]
-  br label %conv1_bias_grad.i116
-
-conv1_bias_grad.img115.end:                       ; preds = %conv1_bias_grad.i116.end
-  %acc114297 = load float, ptr %conv1_bias_grad.acc114, align 4
-  %1039 = add nsw i64 288, %conv1_bias_grad.f113293
-  %grads298 = getelementptr inbounds float, ptr %grads, i64 %1039
-  store float %acc114297, ptr %grads298, align 4
-  %f113.next = add nsw i64 %conv1_bias_grad.f113293, 1
-  %1040 = icmp slt i64 %f113.next, 32
-  br i1 %1040, label %conv1_bias_grad.f113, label %conv1_bias_grad.f113.end
-
-conv1_bias_grad.i116:                             ; preds = %conv1_bias_grad.i116, %conv1_bias_grad.img115
-  %conv1_bias_grad.i116295 = phi i64 [ 0, %conv1_bias_grad.img115 ], [ %i116.next, %conv1_bias_grad.i116 ]
-  %acc114 = load float, ptr %conv1_bias_grad.acc114, align 4
-  %1041 = mul nsw i64 %conv1_bias_grad.img115294, 21632
-  %1042 = add nsw i64 3171600, %1041
-  %1043 = mul nsw i64 %conv1_bias_grad.f113293, 676
-  %1044 = add nsw i64 %1042, %1043
-  %1045 = add nsw i64 %1044, %conv1_bias_grad.i116295
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1045
-  %1046 = load float, ptr %arena296, align 4
-  %1047 = fadd float %acc114, %1046
-  store float %1047, ptr %conv1_bias_grad.acc114, align 4
-  %i116.next = add nsw i64 %conv1_bias_grad.i116295, 1
-  %1048 = icmp slt i64 %i116.next, 676
-  br i1 %1048, label %conv1_bias_grad.i116, label %conv1_bias_grad.i116.end
-
-conv1_bias_grad.i116.end:                         ; preds = %conv1_bias_grad.i116
-  %img115.next = add nsw i64 %conv1_bias_grad.img115294, 1
-  %1049 = icmp slt i64 %img115.next, 64
-  br i1 %1049, label %conv1_bias_grad.img115, label %conv1_bias_grad.img115.end
-
-adam.i119:                                        ; preds = %adam.i119, %conv1_bias_grad.f113.end
-  %adam.i119299 = phi i64 [ 0, %conv1_bias_grad.f113.end ], [ %i119.next, %adam.i119 ]
-  %grads300 = getelementptr inbounds float, ptr %grads, i64 %adam.i119299
-  %1050 = load float, ptr %grads300, align 4
-  %params301 = getelementptr inbounds float, ptr %params, i64 %adam.i119299
-  %1051 = load float, ptr %params301, align 4
-  %1052 = fmul float 0.000000e+00, %1051
-  %1053 = fadd float %1050, %1052
-  store float %1053, ptr %adam.g, align 4
-  %m302 = getelementptr inbounds float, ptr %m, i64 %adam.i119299
-  %1054 = load float, ptr %m302, align 4
-  %1055 = fmul float 0x3FECCCCCC0000000, %1054
+conv2_bias_grad.img82:                            ; preds = %conv2_bias_grad.img82, %conv2_bias_grad.i81.end
+  %conv2_bias_grad.img82235 = phi i64 [ 0, %conv2_bias_grad.i81.end ], [ %img82.next, %conv2_bias_grad.img82 ]
+  %826 = mul nsw i64 %conv2_bias_grad.img82235, 36864
+  %827 = add nsw i64 4351248, %826
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %827
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %grads238 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena236, i32 576, ptr %arena237, i32 1, float 1.000000e+00, ptr %grads238, i32 1)
+  %img82.next = add nsw i64 %conv2_bias_grad.img82235, 1
+  %828 = icmp slt i64 %img82.next, 64
+  br i1 %828, label %conv2_bias_grad.img82, label %conv2_bias_grad.img82.end
+
+conv2_bias_grad.img82.end:                        ; preds = %conv2_bias_grad.img82
+  br label %relu1_grad.i83
+
+relu1_grad.i83:                                   ; preds = %relu1_grad.i83, %conv2_bias_grad.img82.end
+  %relu1_grad.i83239 = phi i64 [ 0, %conv2_bias_grad.img82.end ], [ %i83.next, %relu1_grad.i83 ]
+  %829 = add nsw i64 1384448, %relu1_grad.i83239
+  %arena240 = getelementptr inbounds float, ptr %arena, i64 %829
+  store float 0.000000e+00, ptr %arena240, align 4
+  %i83.next = add nsw i64 %relu1_grad.i83239, 1
+  %830 = icmp slt i64 %i83.next, 1384448
+  br i1 %830, label %relu1_grad.i83, label %relu1_grad.i83.end
+
+relu1_grad.i83.end:                               ; preds = %relu1_grad.i83
+  br label %relu1_grad.g84
+
+relu1_grad.g84:                                   ; preds = %relu1_grad.j88.end, %relu1_grad.i83.end
+  %relu1_grad.g84241 = phi i64 [ 0, %relu1_grad.i83.end ], [ %g84.next, %relu1_grad.j88.end ]
+  br label %relu1_grad.j85
+
+relu1_grad.g84.end:                               ; preds = %relu1_grad.j88.end
+  br label %conv1_grad.i97
+
+relu1_grad.j85:                                   ; preds = %relu1_grad.f86.end, %relu1_grad.g84
+  %relu1_grad.j85242 = phi i64 [ 0, %relu1_grad.g84 ], [ %j85.next, %relu1_grad.f86.end ]
+  br label %relu1_grad.f86
+
+relu1_grad.j85.end:                               ; preds = %relu1_grad.f86.end
+  %params247 = getelementptr inbounds float, ptr %params, i64 320
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 17327376
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 6710544
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params247, i32 288, ptr %arena248, i32 36864, float 0.000000e+00, ptr %arena249, i32 36864)
+  br label %relu1_grad.j88
+
+relu1_grad.f86:                                   ; preds = %relu1_grad.i87.end, %relu1_grad.j85
+  %relu1_grad.f86243 = phi i64 [ 0, %relu1_grad.j85 ], [ %f86.next, %relu1_grad.i87.end ]
+  br label %relu1_grad.i87
+
+relu1_grad.f86.end:                               ; preds = %relu1_grad.i87.end
+  %j85.next = add nsw i64 %relu1_grad.j85242, 1
+  %831 = icmp slt i64 %j85.next, 64
+  br i1 %831, label %relu1_grad.j85, label %relu1_grad.j85.end
+
+relu1_grad.i87:                                   ; preds = %relu1_grad.i87, %relu1_grad.f86
+  %relu1_grad.i87244 = phi i64 [ 0, %relu1_grad.f86 ], [ %i87.next, %relu1_grad.i87 ]
+  %832 = mul nsw i64 %relu1_grad.g84241, 64
+  %833 = add nsw i64 %832, %relu1_grad.j85242
+  %834 = mul nsw i64 %833, 36864
+  %835 = add nsw i64 4351248, %834
+  %836 = mul nsw i64 %relu1_grad.f86243, 576
+  %837 = add nsw i64 %835, %836
+  %838 = add nsw i64 %837, %relu1_grad.i87244
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %838
+  %839 = load float, ptr %arena245, align 4
+  %840 = mul nsw i64 %relu1_grad.f86243, 36864
+  %841 = add nsw i64 17327376, %840
+  %842 = mul nsw i64 %relu1_grad.j85242, 576
+  %843 = add nsw i64 %841, %842
+  %844 = add nsw i64 %843, %relu1_grad.i87244
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %844
+  store float %839, ptr %arena246, align 4
+  %i87.next = add nsw i64 %relu1_grad.i87244, 1
+  %845 = icmp slt i64 %i87.next, 576
+  br i1 %845, label %relu1_grad.i87, label %relu1_grad.i87.end
+
+relu1_grad.i87.end:                               ; preds = %relu1_grad.i87
+  %f86.next = add nsw i64 %relu1_grad.f86243, 1
+  %846 = icmp slt i64 %f86.next, 64
+  br i1 %846, label %relu1_grad.f86, label %relu1_grad.f86.end
+
+relu1_grad.j88:                                   ; preds = %relu1_grad.c89.end, %relu1_grad.j85.end
+  %relu1_grad.j88250 = phi i64 [ 0, %relu1_grad.j85.end ], [ %j88.next, %relu1_grad.c89.end ]
+  br label %relu1_grad.c89
+
+relu1_grad.j88.end:                               ; preds = %relu1_grad.c89.end
+  %g84.next = add nsw i64 %relu1_grad.g84241, 1
+  %847 = icmp slt i64 %g84.next, 1
+  br i1 %847, label %relu1_grad.g84, label %relu1_grad.g84.end
+
+relu1_grad.c89:                                   ; preds = %relu1_grad.ky90.end, %relu1_grad.j88
+  %relu1_grad.c89251 = phi i64 [ 0, %relu1_grad.j88 ], [ %c89.next, %relu1_grad.ky90.end ]
+  br label %relu1_grad.ky90
+
+relu1_grad.c89.end:                               ; preds = %relu1_grad.ky90.end
+  %j88.next = add nsw i64 %relu1_grad.j88250, 1
+  %848 = icmp slt i64 %j88.next, 64
+  br i1 %848, label %relu1_grad.j88, label %relu1_grad.j88.end
+
+relu1_grad.ky90:                                  ; preds = %relu1_grad.oy95.end, %relu1_grad.c89
+  %relu1_grad.ky90252 = phi i64 [ 0, %relu1_grad.c89 ], [ %ky90.next, %relu1_grad.oy95.end ]
+  br label %relu1_grad.oy91
+
+relu1_grad.ky90.end:                              ; preds = %relu1_grad.oy95.end
+  %c89.next = add nsw i64 %relu1_grad.c89251, 1
+  %849 = icmp slt i64 %c89.next, 32
+  br i1 %849, label %relu1_grad.c89, label %relu1_grad.c89.end
+
+relu1_grad.oy91:                                  ; preds = %relu1_grad.ox92.end, %relu1_grad.ky90
+  %relu1_grad.oy91253 = phi i64 [ 0, %relu1_grad.ky90 ], [ %oy91.next, %relu1_grad.ox92.end ]
+  br label %relu1_grad.ox92
+
+relu1_grad.oy91.end:                              ; preds = %relu1_grad.ox92.end
+  br label %relu1_grad.oy93
+
+relu1_grad.ox92:                                  ; preds = %relu1_grad.ox92, %relu1_grad.oy91
+  %relu1_grad.ox92254 = phi i64 [ 0, %relu1_grad.oy91 ], [ %ox92.next, %relu1_grad.ox92 ]
+  %850 = mul nsw i64 %relu1_grad.g84241, 64
+  %851 = add nsw i64 %850, %relu1_grad.j88250
+  %852 = mul nsw i64 %851, 21632
+  %853 = add nsw i64 1384448, %852
+  %854 = mul nsw i64 %relu1_grad.c89251, 676
+  %855 = add nsw i64 %853, %854
+  %856 = add nsw i64 %relu1_grad.oy91253, %relu1_grad.ky90252
+  %857 = mul nsw i64 %856, 26
+  %858 = add nsw i64 %855, %857
+  %859 = add nsw i64 %858, %relu1_grad.ox92254
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %859
+  %860 = load float, ptr %arena255, align 4
+  %861 = mul nsw i64 %relu1_grad.c89251, 3
+  %862 = add nsw i64 %861, %relu1_grad.ky90252
+  %863 = mul nsw i64 %862, 3
+  %864 = mul nsw i64 %863, 36864
+  %865 = add nsw i64 6710544, %864
+  %866 = mul nsw i64 %relu1_grad.j88250, 576
+  %867 = add nsw i64 %865, %866
+  %868 = mul nsw i64 %relu1_grad.oy91253, 24
+  %869 = add nsw i64 %867, %868
+  %870 = add nsw i64 %869, %relu1_grad.ox92254
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %870
+  %871 = load float, ptr %arena256, align 4
+  %872 = fadd float %860, %871
+  store float %872, ptr %arena255, align 4
+  %ox92.next = add nsw i64 %relu1_grad.ox92254, 1
+  %873 = icmp slt i64 %ox92.next, 24
+  br i1 %873, label %relu1_grad.ox92, label %relu1_grad.ox92.end
+
+relu1_grad.ox92.end:                              ; preds = %relu1_grad.ox92
+  %oy91.next = add nsw i64 %relu1_grad.oy91253, 1
+  %874 = icmp slt i64 %oy91.next, 24
+  br i1 %874, label %relu1_grad.oy91, label %relu1_grad.oy91.end
+
+relu1_grad.oy93:                                  ; preds = %relu1_grad.ox94.end, %relu1_grad.oy91.end
+  %relu1_grad.oy93257 = phi i64 [ 0, %relu1_grad.oy91.end ], [ %oy93.next, %relu1_grad.ox94.end ]
+  br label %relu1_grad.ox94
+
+relu1_grad.oy93.end:                              ; preds = %relu1_grad.ox94.end
+  br label %relu1_grad.oy95
+
+relu1_grad.ox94:                                  ; preds = %relu1_grad.ox94, %relu1_grad.oy93
+  %relu1_grad.ox94258 = phi i64 [ 0, %relu1_grad.oy93 ], [ %ox94.next, %relu1_grad.ox94 ]
+  %875 = mul nsw i64 %relu1_grad.g84241, 64
+  %876 = add nsw i64 %875, %relu1_grad.j88250
+  %877 = mul nsw i64 %876, 21632
+  %878 = add nsw i64 1384448, %877
+  %879 = mul nsw i64 %relu1_grad.c89251, 676
+  %880 = add nsw i64 %878, %879
+  %881 = add nsw i64 %relu1_grad.oy93257, %relu1_grad.ky90252
+  %882 = mul nsw i64 %881, 26
+  %883 = add nsw i64 %880, %882
+  %884 = add nsw i64 %relu1_grad.ox94258, 1
+  %885 = add nsw i64 %883, %884
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %885
+  %886 = load float, ptr %arena259, align 4
+  %887 = mul nsw i64 %relu1_grad.c89251, 3
+  %888 = add nsw i64 %887, %relu1_grad.ky90252
+  %889 = mul nsw i64 %888, 3
+  %890 = add nsw i64 %889, 1
+  %891 = mul nsw i64 %890, 36864
+  %892 = add nsw i64 6710544, %891
+  %893 = mul nsw i64 %relu1_grad.j88250, 576
+  %894 = add nsw i64 %892, %893
+  %895 = mul nsw i64 %relu1_grad.oy93257, 24
+  %896 = add nsw i64 %894, %895
+  %897 = add nsw i64 %896, %relu1_grad.ox94258
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %897
+  %898 = load float, ptr %arena260, align 4
+  %899 = fadd float %886, %898
+  store float %899, ptr %arena259, align 4
+  %ox94.next = add nsw i64 %relu1_grad.ox94258, 1
+  %900 = icmp slt i64 %ox94.next, 24
+  br i1 %900, label %relu1_grad.ox94, label %relu1_grad.ox94.end
+
+relu1_grad.ox94.end:                              ; preds = %relu1_grad.ox94
+  %oy93.next = add nsw i64 %relu1_grad.oy93257, 1
+  %901 = icmp slt i64 %oy93.next, 24
+  br i1 %901, label %relu1_grad.oy93, label %relu1_grad.oy93.end
+
+relu1_grad.oy95:                                  ; preds = %relu1_grad.ox96.end, %relu1_grad.oy93.end
+  %relu1_grad.oy95261 = phi i64 [ 0, %relu1_grad.oy93.end ], [ %oy95.next, %relu1_grad.ox96.end ]
+  br label %relu1_grad.ox96
+
+relu1_grad.oy95.end:                              ; preds = %relu1_grad.ox96.end
+  %ky90.next = add nsw i64 %relu1_grad.ky90252, 1
+  %902 = icmp slt i64 %ky90.next, 3
+  br i1 %902, label %relu1_grad.ky90, label %relu1_grad.ky90.end
+
+relu1_grad.ox96:                                  ; preds = %relu1_grad.ox96, %relu1_grad.oy95
+  %relu1_grad.ox96262 = phi i64 [ 0, %relu1_grad.oy95 ], [ %ox96.next, %relu1_grad.ox96 ]
+  %903 = mul nsw i64 %relu1_grad.g84241, 64
+  %904 = add nsw i64 %903, %relu1_grad.j88250
+  %905 = mul nsw i64 %904, 21632
+  %906 = add nsw i64 1384448, %905
+  %907 = mul nsw i64 %relu1_grad.c89251, 676
+  %908 = add nsw i64 %906, %907
+  %909 = add nsw i64 %relu1_grad.oy95261, %relu1_grad.ky90252
+  %910 = mul nsw i64 %909, 26
+  %911 = add nsw i64 %908, %910
+  %912 = add nsw i64 %relu1_grad.ox96262, 2
+  %913 = add nsw i64 %911, %912
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %913
+  %914 = load float, ptr %arena263, align 4
+  %915 = mul nsw i64 %relu1_grad.c89251, 3
+  %916 = add nsw i64 %915, %relu1_grad.ky90252
+  %917 = mul nsw i64 %916, 3
+  %918 = add nsw i64 %917, 2
+  %919 = mul nsw i64 %918, 36864
+  %920 = add nsw i64 6710544, %919
+  %921 = mul nsw i64 %relu1_grad.j88250, 576
+  %922 = add nsw i64 %920, %921
+  %923 = mul nsw i64 %relu1_grad.oy95261, 24
+  %924 = add nsw i64 %922, %923
+  %925 = add nsw i64 %924, %relu1_grad.ox96262
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %925
+  %926 = load float, ptr %arena264, align 4
+  %927 = fadd float %914, %926
+  store float %927, ptr %arena263, align 4
+  %ox96.next = add nsw i64 %relu1_grad.ox96262, 1
+  %928 = icmp slt i64 %ox96.next, 24
+  br i1 %928, label %relu1_grad.ox96, label %relu1_grad.ox96.end
+
+relu1_grad.ox96.end:                              ; preds = %relu1_grad.ox96
+  %oy95.next = add nsw i64 %relu1_grad.oy95261, 1
+  %929 = icmp slt i64 %oy95.next, 24
+  br i1 %929, label %relu1_grad.oy95, label %relu1_grad.oy95.end
+
+conv1_grad.i97:                                   ; preds = %conv1_grad.i97, %relu1_grad.g84.end
+  %conv1_grad.i97265 = phi i64 [ 0, %relu1_grad.g84.end ], [ %i97.next, %conv1_grad.i97 ]
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i97265
+  %930 = load float, ptr %arena266, align 4
+  %931 = fcmp ogt float %930, 0.000000e+00
+  %932 = add nsw i64 1384448, %conv1_grad.i97265
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %932
+  %933 = load float, ptr %arena267, align 4
+  %934 = select i1 %931, float %933, float 0.000000e+00
+  %935 = add nsw i64 3171600, %conv1_grad.i97265
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %935
+  store float %934, ptr %arena268, align 4
+  %i97.next = add nsw i64 %conv1_grad.i97265, 1
+  %936 = icmp slt i64 %i97.next, 1384448
+  br i1 %936, label %conv1_grad.i97, label %conv1_grad.i97.end
+
+conv1_grad.i97.end:                               ; preds = %conv1_grad.i97
+  br label %conv1_weight_grad.i98
+
+conv1_weight_grad.i98:                            ; preds = %conv1_weight_grad.i98, %conv1_grad.i97.end
+  %conv1_weight_grad.i98269 = phi i64 [ 0, %conv1_grad.i97.end ], [ %i98.next, %conv1_weight_grad.i98 ]
+  %grads270 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i98269
+  store float 0.000000e+00, ptr %grads270, align 4
+  %i98.next = add nsw i64 %conv1_weight_grad.i98269, 1
+  %937 = icmp slt i64 %i98.next, 288
+  br i1 %937, label %conv1_weight_grad.i98, label %conv1_weight_grad.i98.end
+
+conv1_weight_grad.i98.end:                        ; preds = %conv1_weight_grad.i98
+  br label %conv1_weight_grad.g99
+
+conv1_weight_grad.g99:                            ; preds = %conv1_weight_grad.j109.end, %conv1_weight_grad.i98.end
+  %conv1_weight_grad.g99271 = phi i64 [ 0, %conv1_weight_grad.i98.end ], [ %g99.next, %conv1_weight_grad.j109.end ]
+  br label %conv1_weight_grad.j100
+
+conv1_weight_grad.g99.end:                        ; preds = %conv1_weight_grad.j109.end
+  br label %conv1_bias_grad.i112
+
+conv1_weight_grad.j100:                           ; preds = %conv1_weight_grad.c101.end, %conv1_weight_grad.g99
+  %conv1_weight_grad.j100272 = phi i64 [ 0, %conv1_weight_grad.g99 ], [ %j100.next, %conv1_weight_grad.c101.end ]
+  br label %conv1_weight_grad.c101
+
+conv1_weight_grad.j100.end:                       ; preds = %conv1_weight_grad.c101.end
+  br label %conv1_weight_grad.j109
+
+conv1_weight_grad.c101:                           ; preds = %conv1_weight_grad.ky102.end, %conv1_weight_grad.j100
+  %conv1_weight_grad.c101273 = phi i64 [ 0, %conv1_weight_grad.j100 ], [ %c101.next, %conv1_weight_grad.ky102.end ]
+  br label %conv1_weight_grad.ky102
+
+conv1_weight_grad.c101.end:                       ; preds = %conv1_weight_grad.ky102.end
+  %j100.next = add nsw i64 %conv1_weight_grad.j100272, 1
+  %938 = icmp slt i64 %j100.next, 64
+  br i1 %938, label %conv1_weight_grad.j100, label %conv1_weight_grad.j100.end
+
+conv1_weight_grad.ky102:                          ; preds = %conv1_weight_grad.oy107.end, %conv1_weight_grad.c101
+  %conv1_weight_grad.ky102274 = phi i64 [ 0, %conv1_weight_grad.c101 ], [ %ky102.next, %conv1_weight_grad.oy107.end ]
+  br label %conv1_weight_grad.oy103
+
+conv1_weight_grad.ky102.end:                      ; preds = %conv1_weight_grad.oy107.end
+  %c101.next = add nsw i64 %conv1_weight_grad.c101273, 1
+  %939 = icmp slt i64 %c101.next, 1
+  br i1 %939, label %conv1_weight_grad.c101, label %conv1_weight_grad.c101.end
+
+conv1_weight_grad.oy103:                          ; preds = %conv1_weight_grad.ox104.end, %conv1_weight_grad.ky102
+  %conv1_weight_grad.oy103275 = phi i64 [ 0, %conv1_weight_grad.ky102 ], [ %oy103.next, %conv1_weight_grad.ox104.end ]
+  br label %conv1_weight_grad.ox104
+
+conv1_weight_grad.oy103.end:                      ; preds = %conv1_weight_grad.ox104.end
+  br label %conv1_weight_grad.oy105
+
+conv1_weight_grad.ox104:                          ; preds = %conv1_weight_grad.ox104, %conv1_weight_grad.oy103
+  %conv1_weight_grad.ox104276 = phi i64 [ 0, %conv1_weight_grad.oy103 ], [ %ox104.next, %conv1_weight_grad.ox104 ]
+  %940 = mul nsw i64 %conv1_weight_grad.g99271, 64
+  %941 = add nsw i64 %940, %conv1_weight_grad.j100272
+  %942 = mul nsw i64 %941, 784
+  %943 = mul nsw i64 %conv1_weight_grad.c101273, 784
+  %944 = add nsw i64 %942, %943
+  %945 = add nsw i64 %conv1_weight_grad.oy103275, %conv1_weight_grad.ky102274
+  %946 = mul nsw i64 %945, 28
+  %947 = add nsw i64 %944, %946
+  %948 = add nsw i64 %947, %conv1_weight_grad.ox104276
+  %images277 = getelementptr inbounds float, ptr %images, i64 %948
+  %949 = load float, ptr %images277, align 4
+  %950 = mul nsw i64 %conv1_weight_grad.c101273, 3
+  %951 = add nsw i64 %950, %conv1_weight_grad.ky102274
+  %952 = mul nsw i64 %951, 3
+  %953 = mul nsw i64 %952, 43264
+  %954 = mul nsw i64 %conv1_weight_grad.j100272, 676
+  %955 = add nsw i64 %953, %954
+  %956 = mul nsw i64 %conv1_weight_grad.oy103275, 26
+  %957 = add nsw i64 %955, %956
+  %958 = add nsw i64 %957, %conv1_weight_grad.ox104276
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %958
+  store float %949, ptr %arena278, align 4
+  %ox104.next = add nsw i64 %conv1_weight_grad.ox104276, 1
+  %959 = icmp slt i64 %ox104.next, 26
+  br i1 %959, label %conv1_weight_grad.ox104, label %conv1_weight_grad.ox104.end
+
+conv1_weight_grad.ox104.end:                      ; preds = %conv1_weight_grad.ox104
+  %oy103.next = add nsw i64 %conv1_weight_grad.oy103275, 1
+  %960 = icmp slt i64 %oy103.next, 26
+  br i1 %960, label %conv1_weight_grad.oy103, label %conv1_weight_grad.oy103.end
+
+conv1_weight_grad.oy105:                          ; preds = %conv1_weight_grad.ox106.end, %conv1_weight_grad.oy103.end
+  %conv1_weight_grad.oy105279 = phi i64 [ 0, %conv1_weight_grad.oy103.end ], [ %oy105.next, %conv1_weight_grad.ox106.end ]
+  br label %conv1_weight_grad.ox106
+
+conv1_weight_grad.oy105.end:                      ; preds = %conv1_weight_grad.ox106.end
+  br label %conv1_weight_grad.oy107
+
+conv1_weight_grad.ox106:                          ; preds = %conv1_weight_grad.ox106, %conv1_weight_grad.oy105
+  %conv1_weight_grad.ox106280 = phi i64 [ 0, %conv1_weight_grad.oy105 ], [ %ox106.next, %conv1_weight_grad.ox106 ]
+  %961 = mul nsw i64 %conv1_weight_grad.g99271, 64
+  %962 = add nsw i64 %961, %conv1_weight_grad.j100272
+  %963 = mul nsw i64 %962, 784
+  %964 = mul nsw i64 %conv1_weight_grad.c101273, 784
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %conv1_weight_grad.oy105279, %conv1_weight_grad.ky102274
+  %967 = mul nsw i64 %966, 28
+  %968 = add nsw i64 %965, %967
+  %969 = add nsw i64 %conv1_weight_grad.ox106280, 1
+  %970 = add nsw i64 %968, %969
+  %images281 = getelementptr inbounds float, ptr %images, i64 %970
+  %971 = load float, ptr %images281, align 4
+  %972 = mul nsw i64 %conv1_weight_grad.c101273, 3
+  %973 = add nsw i64 %972, %conv1_weight_grad.ky102274
+  %974 = mul nsw i64 %973, 3
+  %975 = add nsw i64 %974, 1
+  %976 = mul nsw i64 %975, 43264
+  %977 = mul nsw i64 %conv1_weight_grad.j100272, 676
+  %978 = add nsw i64 %976, %977
+  %979 = mul nsw i64 %conv1_weight_grad.oy105279, 26
+  %980 = add nsw i64 %978, %979
+  %981 = add nsw i64 %980, %conv1_weight_grad.ox106280
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %981
+  store float %971, ptr %arena282, align 4
+  %ox106.next = add nsw i64 %conv1_weight_grad.ox106280, 1
+  %982 = icmp slt i64 %ox106.next, 26
+  br i1 %982, label %conv1_weight_grad.ox106, label %conv1_weight_grad.ox106.end
+
+conv1_weight_grad.ox106.end:                      ; preds = %conv1_weight_grad.ox106
+  %oy105.next = add nsw i64 %conv1_weight_grad.oy105279, 1
+  %983 = icmp slt i64 %oy105.next, 26
+  br i1 %983, label %conv1_weight_grad.oy105, label %conv1_weight_grad.oy105.end
+
+conv1_weight_grad.oy107:                          ; preds = %conv1_weight_grad.ox108.end, %conv1_weight_grad.oy105.end
+  %conv1_weight_grad.oy107283 = phi i64 [ 0, %conv1_weight_grad.oy105.end ], [ %oy107.next, %conv1_weight_grad.ox108.end ]
+  br label %conv1_weight_grad.ox108
+
+conv1_weight_grad.oy107.end:                      ; preds = %conv1_weight_grad.ox108.end
+  %ky102.next = add nsw i64 %conv1_weight_grad.ky102274, 1
+  %984 = icmp slt i64 %ky102.next, 3
+  br i1 %984, label %conv1_weight_grad.ky102, label %conv1_weight_grad.ky102.end
+
+conv1_weight_grad.ox108:                          ; preds = %conv1_weight_grad.ox108, %conv1_weight_grad.oy107
+  %conv1_weight_grad.ox108284 = phi i64 [ 0, %conv1_weight_grad.oy107 ], [ %ox108.next, %conv1_weight_grad.ox108 ]
+  %985 = mul nsw i64 %conv1_weight_grad.g99271, 64
+  %986 = add nsw i64 %985, %conv1_weight_grad.j100272
+  %987 = mul nsw i64 %986, 784
+  %988 = mul nsw i64 %conv1_weight_grad.c101273, 784
+  %989 = add nsw i64 %987, %988
+  %990 = add nsw i64 %conv1_weight_grad.oy107283, %conv1_weight_grad.ky102274
+  %991 = mul nsw i64 %990, 28
+  %992 = add nsw i64 %989, %991
+  %993 = add nsw i64 %conv1_weight_grad.ox108284, 2
+  %994 = add nsw i64 %992, %993
+  %images285 = getelementptr inbounds float, ptr %images, i64 %994
+  %995 = load float, ptr %images285, align 4
+  %996 = mul nsw i64 %conv1_weight_grad.c101273, 3
+  %997 = add nsw i64 %996, %conv1_weight_grad.ky102274
+  %998 = mul nsw i64 %997, 3
+  %999 = add nsw i64 %998, 2
+  %1000 = mul nsw i64 %999, 43264
+  %1001 = mul nsw i64 %conv1_weight_grad.j100272, 676
+  %1002 = add nsw i64 %1000, %1001
+  %1003 = mul nsw i64 %conv1_weight_grad.oy107283, 26
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = add nsw i64 %1004, %conv1_weight_grad.ox108284
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %1005
+  store float %995, ptr %arena286, align 4
+  %ox108.next = add nsw i64 %conv1_weight_grad.ox108284, 1
+  %1006 = icmp slt i64 %ox108.next, 26
+  br i1 %1006, label %conv1_weight_grad.ox108, label %conv1_weight_grad.ox108.end
+
+conv1_weight_grad.ox108.end:                      ; preds = %conv1_weight_grad.ox108
+  %oy107.next = add nsw i64 %conv1_weight_grad.oy107283, 1
+  %1007 = icmp slt i64 %oy107.next, 26
+  br i1 %1007, label %conv1_weight_grad.oy107, label %conv1_weight_grad.oy107.end
+
+conv1_weight_grad.j109:                           ; preds = %conv1_weight_grad.f110.end, %conv1_weight_grad.j100.end
+  %conv1_weight_grad.j109287 = phi i64 [ 0, %conv1_weight_grad.j100.end ], [ %j109.next, %conv1_weight_grad.f110.end ]
+  br label %conv1_weight_grad.f110
+
+conv1_weight_grad.j109.end:                       ; preds = %conv1_weight_grad.f110.end
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 389376
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads294 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena292, i32 43264, ptr %arena293, i32 43264, float 1.000000e+00, ptr %grads294, i32 9)
+  %g99.next = add nsw i64 %conv1_weight_grad.g99271, 1
+  %1008 = icmp slt i64 %g99.next, 1
+  br i1 %1008, label %conv1_weight_grad.g99, label %conv1_weight_grad.g99.end
+
+conv1_weight_grad.f110:                           ; preds = %conv1_weight_grad.i111.end, %conv1_weight_grad.j109
+  %conv1_weight_grad.f110288 = phi i64 [ 0, %conv1_weight_grad.j109 ], [ %f110.next, %conv1_weight_grad.i111.end ]
+  br label %conv1_weight_grad.i111
+
+conv1_weight_grad.f110.end:                       ; preds = %conv1_weight_grad.i111.end
+  %j109.next = add nsw i64 %conv1_weight_grad.j109287, 1
+  %1009 = icmp slt i64 %j109.next, 64
+  br i1 %1009, label %conv1_weight_grad.j109, label %conv1_weight_grad.j109.end
+
+conv1_weight_grad.i111:                           ; preds = %conv1_weight_grad.i111, %conv1_weight_grad.f110
+  %conv1_weight_grad.i111289 = phi i64 [ 0, %conv1_weight_grad.f110 ], [ %i111.next, %conv1_weight_grad.i111 ]
+  %1010 = mul nsw i64 %conv1_weight_grad.g99271, 64
+  %1011 = add nsw i64 %1010, %conv1_weight_grad.j109287
+  %1012 = mul nsw i64 %1011, 21632
+  %1013 = add nsw i64 3171600, %1012
+  %1014 = mul nsw i64 %conv1_weight_grad.f110288, 676
+  %1015 = add nsw i64 %1013, %1014
+  %1016 = add nsw i64 %1015, %conv1_weight_grad.i111289
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %1016
+  %1017 = load float, ptr %arena290, align 4
+  %1018 = mul nsw i64 %conv1_weight_grad.f110288, 43264
+  %1019 = add nsw i64 389376, %1018
+  %1020 = mul nsw i64 %conv1_weight_grad.j109287, 676
+  %1021 = add nsw i64 %1019, %1020
+  %1022 = add nsw i64 %1021, %conv1_weight_grad.i111289
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %1022
+  store float %1017, ptr %arena291, align 4
+  %i111.next = add nsw i64 %conv1_weight_grad.i111289, 1
+  %1023 = icmp slt i64 %i111.next, 676
+  br i1 %1023, label %conv1_weight_grad.i111, label %conv1_weight_grad.i111.end
+
+conv1_weight_grad.i111.end:                       ; preds = %conv1_weight_grad.i111
+  %f110.next = add nsw i64 %conv1_weight_grad.f110288, 1
+  %1024 = icmp slt i64 %f110.next, 32
+  br i1 %1024, label %conv1_weight_grad.f110, label %conv1_weight_grad.f110.end
+
+conv1_bias_grad.i112:                             ; preds = %conv1_bias_grad.i112, %conv1_weight_grad.g99.end
+  %conv1_bias_grad.i112295 = phi i64 [ 0, %conv1_weight_grad.g99.end ], [ %i112.next, %conv1_bias_grad.i112 ]
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i112295
+  store float 1.000000e+00, ptr %arena296, align 4
+  %i112.next = add nsw i64 %conv1_bias_grad.i112295, 1
+  %1025 = icmp slt i64 %i112.next, 676
+  br i1 %1025, label %conv1_bias_grad.i112, label %conv1_bias_grad.i112.end
+
+conv1_bias_grad.i112.end:                         ; preds = %conv1_bias_grad.i112
+  br label %conv1_bias_grad.i113
+
+conv1_bias_grad.i113:                             ; preds = %conv1_bias_grad.i113, %conv1_bias_grad.i112.end
+  %conv1_bias_grad.i113297 = phi i64 [ 0, %conv1_bias_grad.i112.end ], [ %i113.next, %conv1_bias_grad.i113 ]
+  %1026 = add nsw i64 288, %conv1_bias_grad.i113297
+  %grads298 = getelementptr inbounds float, ptr %grads, i64 %1026
+  store float 0.000000e+00, ptr %grads298, align 4
+  %i113.next = add nsw i64 %conv1_bias_grad.i113297, 1
+  %1027 = icmp slt i64 %i113.next, 32
+  br i1 %1027, label %conv1_bias_grad.i113, label %conv1_bias_grad.i113.end
+
+conv1_bias_grad.i113.end:                         ; preds = %conv1_bias_grad.i113
+  br label %conv1_bias_grad.img114
+
+conv1_bias_grad.img114:                           ; preds = %conv1_bias_grad.img114, %conv1_bias_grad.i113.end
+  %conv1_bias_grad.img114299 = phi i64 [ 0, %conv1_bias_grad.i113.end ], [ %img114.next, %conv1_bias_grad.img114 ]
+  %1028 = mul nsw i64 %conv1_bias_grad.img114299, 21632
+  %1029 = add nsw i64 3171600, %1028
+  %arena300 = getelementptr inbounds float, ptr %arena, i64 %1029
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads302 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena300, i32 676, ptr %arena301, i32 1, float 1.000000e+00, ptr %grads302, i32 1)
+  %img114.next = add nsw i64 %conv1_bias_grad.img114299, 1
+  %1030 = icmp slt i64 %img114.next, 64
+  br i1 %1030, label %conv1_bias_grad.img114, label %conv1_bias_grad.img114.end
+
+conv1_bias_grad.img114.end:                       ; preds = %conv1_bias_grad.img114
+  %1031 = sitofp i64 %step to float
+  %1032 = fmul float %1031, 0xBFBAF8E8A0000000
+  %1033 = call float @llvm.exp.f32(float %1032)
+  %1034 = fsub float 1.000000e+00, %1033
+  %1035 = fdiv float %lr, %1034
+  store float %1035, ptr %adam.step_size115, align 4
+  %1036 = sitofp i64 %step to float
+  %1037 = fmul float %1036, 0xBF50645940000000
+  %1038 = call float @llvm.exp.f32(float %1037)
+  %1039 = fsub float 1.000000e+00, %1038
+  %1040 = call float @llvm.sqrt.f32(float %1039)
+  store float %1040, ptr %adam.bc2_sqrt116, align 4
+  br label %adam.i117
+
+adam.i117:                                        ; preds = %adam.i117, %conv1_bias_grad.img114.end
+  %adam.i117303 = phi i64 [ 0, %conv1_bias_grad.img114.end ], [ %i117.next, %adam.i117 ]
+  %grads304 = getelementptr inbounds float, ptr %grads, i64 %adam.i117303
+  %1041 = load float, ptr %grads304, align 4
+  %params305 = getelementptr inbounds float, ptr %params, i64 %adam.i117303
+  %1042 = load float, ptr %params305, align 4
+  %1043 = fmul float 0.000000e+00, %1042
+  %1044 = fadd float %1041, %1043
+  store float %1044, ptr %adam.g, align 4
+  %m306 = getelementptr inbounds float, ptr %m, i64 %adam.i117303
+  %1045 = load float, ptr %m306, align 4
+  %1046 = fmul float 0x3FECCCCCC0000000, %1045
   %g = load float, ptr %adam.g, align 4
-  %1056 = fmul float 0x3FB9999A00000000, %g
-  %1057 = fadd float %1055, %1056
-  store float %1057, ptr %adam.m_new, align 4
-  %v303 = getelementptr inbounds float, ptr %v, i64 %adam.i119299
-  %1058 = load float, ptr %v303, align 4
-  %1059 = fmul float 0x3FEFF7CEE0000000, %1058
-  %g304 = load float, ptr %adam.g, align 4
-  %1060 = fmul float 0x3F50624000000000, %g304
-  %g305 = load float, ptr %adam.g, align 4
-  %1061 = fmul float %1060, %g305
-  %1062 = fadd float %1059, %1061
-  store float %1062, ptr %adam.v_new, align 4
+  %1047 = fmul float 0x3FB9999A00000000, %g
+  %1048 = fadd float %1046, %1047
+  store float %1048, ptr %adam.m_new, align 4
+  %v307 = getelementptr inbounds float, ptr %v, i64 %adam.i117303
+  %1049 = load float, ptr %v307, align 4
+  %1050 = fmul float 0x3FEFF7CEE0000000, %1049
+  %g308 = load float, ptr %adam.g, align 4
+  %1051 = fmul float 0x3F50624000000000, %g308
+  %g309 = load float, ptr %adam.g, align 4
+  %1052 = fmul float %1051, %g309
+  %1053 = fadd float %1050, %1052
+  store float %1053, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m306 = getelementptr inbounds float, ptr %m, i64 %adam.i119299
-  store float %m_new, ptr %m306, align 4
+  %m310 = getelementptr inbounds float, ptr %m, i64 %adam.i117303
+  store float %m_new, ptr %m310, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v307 = getelementptr inbounds float, ptr %v, i64 %adam.i119299
-  store float %v_new, ptr %v307, align 4
-  %params308 = getelementptr inbounds float, ptr %params, i64 %adam.i119299
-  %1063 = load float, ptr %params308, align 4
-  %step_size117 = load float, ptr %adam.step_size117, align 4
-  %m_new309 = load float, ptr %adam.m_new, align 4
-  %1064 = fmul float %step_size117, %m_new309
-  %v_new310 = load float, ptr %adam.v_new, align 4
-  %1065 = call float @llvm.sqrt.f32(float %v_new310)
-  %bc2_sqrt118 = load float, ptr %adam.bc2_sqrt118, align 4
-  %1066 = fdiv float %1065, %bc2_sqrt118
-  %1067 = fadd float %1066, 0x3E45798EE0000000
-  %1068 = fdiv float %1064, %1067
-  %1069 = fsub float %1063, %1068
-  %params311 = getelementptr inbounds float, ptr %params, i64 %adam.i119299
-  store float %1069, ptr %params311, align 4
-  %i119.next = add nsw i64 %adam.i119299, 1
-  %1070 = icmp slt i64 %i119.next, 1199882
-  br i1 %1070, label %adam.i119, label %adam.i119.end
+  %v311 = getelementptr inbounds float, ptr %v, i64 %adam.i117303
+  store float %v_new, ptr %v311, align 4
+  %params312 = getelementptr inbounds float, ptr %params, i64 %adam.i117303
+  %1054 = load float, ptr %params312, align 4
+  %step_size115 = load float, ptr %adam.step_size115, align 4
+  %m_new313 = load float, ptr %adam.m_new, align 4
+  %1055 = fmul float %step_size115, %m_new313
+  %v_new314 = load float, ptr %adam.v_new, align 4
+  %1056 = call float @llvm.sqrt.f32(float %v_new314)
+  %bc2_sqrt116 = load float, ptr %adam.bc2_sqrt116, align 4
+  %1057 = fdiv float %1056, %bc2_sqrt116
+  %1058 = fadd float %1057, 0x3E45798EE0000000
+  %1059 = fdiv float %1055, %1058
+  %1060 = fsub float %1054, %1059
+  %params315 = getelementptr inbounds float, ptr %params, i64 %adam.i117303
+  store float %1060, ptr %params315, align 4
+  %i117.next = add nsw i64 %adam.i117303, 1
+  %1061 = icmp slt i64 %i117.next, 1199882
+  br i1 %1061, label %adam.i117, label %adam.i117.end
 
-adam.i119.end:                                    ; preds = %adam.i119
+adam.i117.end:                                    ; preds = %adam.i117
   ret void
 }
 

@@ -333,60 +333,76 @@ public func mnistnet_train_b64(
     sgemm(101, 111, 112, 64, 288, 36864, 1, arena + 17327376, 36864, arena + 6710544, 36864, Float(bitPattern: 0x3f800000), grads + 320, 288)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f80 in 0..<64 {
-    var acc81: Float = Float(0)
-    for img82 in 0..<64 {
-      for i83 in 0..<576 {
-        acc81 = (acc81 + arena[(((4351248 &+ (img82 &* 36864)) &+ (f80 &* 576)) &+ i83)])
-      }
+  do {  // SIMD16 over i80
+    var i80 = 0
+    while i80 &+ 16 <= 576 {
+      store16(arena, 1384448 &+ i80, SIMD16<Float>(repeating: Float(1)))
+      i80 &+= 16
     }
-    grads[(18752 &+ f80)] = acc81
+    while i80 < 576 {
+      arena[(1384448 &+ i80)] = Float(1)
+      i80 &+= 1
+    }
+  }
+  do {  // SIMD16 over i81
+    var i81 = 0
+    while i81 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i81, SIMD16<Float>(repeating: Float(0)))
+      i81 &+= 16
+    }
+    while i81 < 64 {
+      grads[(18752 &+ i81)] = Float(0)
+      i81 &+= 1
+    }
+  }
+  for img82 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 &+ (img82 &* 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i84
-    var i84 = 0
-    while i84 &+ 16 <= 1384448 {
-      store16(arena, 1384448 &+ i84, SIMD16<Float>(repeating: Float(0)))
-      i84 &+= 16
+  do {  // SIMD16 over i83
+    var i83 = 0
+    while i83 &+ 16 <= 1384448 {
+      store16(arena, 1384448 &+ i83, SIMD16<Float>(repeating: Float(0)))
+      i83 &+= 16
     }
-    while i84 < 1384448 {
-      arena[(1384448 &+ i84)] = Float(0)
-      i84 &+= 1
+    while i83 < 1384448 {
+      arena[(1384448 &+ i83)] = Float(0)
+      i83 &+= 1
     }
   }
-  for g85 in 0..<1 {
-    for j86 in 0..<64 {
-      for f87 in 0..<64 {
-        do {  // SIMD16 over i88
-          var i88 = 0
-          while i88 &+ 16 <= 576 {
-            store16(arena, ((17327376 &+ (f87 &* 36864)) &+ (j86 &* 576)) &+ i88, load16(arena, ((4351248 &+ (((g85 &* 64) &+ j86) &* 36864)) &+ (f87 &* 576)) &+ i88))
-            i88 &+= 16
+  for g84 in 0..<1 {
+    for j85 in 0..<64 {
+      for f86 in 0..<64 {
+        do {  // SIMD16 over i87
+          var i87 = 0
+          while i87 &+ 16 <= 576 {
+            store16(arena, ((17327376 &+ (f86 &* 36864)) &+ (j85 &* 576)) &+ i87, load16(arena, ((4351248 &+ (((g84 &* 64) &+ j85) &* 36864)) &+ (f86 &* 576)) &+ i87))
+            i87 &+= 16
           }
-          while i88 < 576 {
-            arena[(((17327376 &+ (f87 &* 36864)) &+ (j86 &* 576)) &+ i88)] = arena[(((4351248 &+ (((g85 &* 64) &+ j86) &* 36864)) &+ (f87 &* 576)) &+ i88)]
-            i88 &+= 1
+          while i87 < 576 {
+            arena[(((17327376 &+ (f86 &* 36864)) &+ (j85 &* 576)) &+ i87)] = arena[(((4351248 &+ (((g84 &* 64) &+ j85) &* 36864)) &+ (f86 &* 576)) &+ i87)]
+            i87 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 288, 36864, 64, 1, params + 320, 288, arena + 17327376, 36864, Float(bitPattern: 0x0), arena + 6710544, 36864)
-    for j89 in 0..<64 {
-      for c90 in 0..<32 {
-        for ky91 in 0..<3 {
-          for oy92 in 0..<24 {
-            for ox93 in 0..<24 {
-              arena[((((1384448 &+ (((g85 &* 64) &+ j89) &* 21632)) &+ (c90 &* 676)) &+ ((oy92 &+ ky91) &* 26)) &+ ox93)] += arena[((((6710544 &+ ((((c90 &* 3) &+ ky91) &* 3) &* 36864)) &+ (j89 &* 576)) &+ (oy92 &* 24)) &+ ox93)]
+    for j88 in 0..<64 {
+      for c89 in 0..<32 {
+        for ky90 in 0..<3 {
+          for oy91 in 0..<24 {
+            for ox92 in 0..<24 {
+              arena[((((1384448 &+ (((g84 &* 64) &+ j88) &* 21632)) &+ (c89 &* 676)) &+ ((oy91 &+ ky90) &* 26)) &+ ox92)] += arena[((((6710544 &+ ((((c89 &* 3) &+ ky90) &* 3) &* 36864)) &+ (j88 &* 576)) &+ (oy91 &* 24)) &+ ox92)]
             }
           }
-          for oy94 in 0..<24 {
-            for ox95 in 0..<24 {
-              arena[((((1384448 &+ (((g85 &* 64) &+ j89) &* 21632)) &+ (c90 &* 676)) &+ ((oy94 &+ ky91) &* 26)) &+ (ox95 &+ 1))] += arena[((((6710544 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 1) &* 36864)) &+ (j89 &* 576)) &+ (oy94 &* 24)) &+ ox95)]
+          for oy93 in 0..<24 {
+            for ox94 in 0..<24 {
+              arena[((((1384448 &+ (((g84 &* 64) &+ j88) &* 21632)) &+ (c89 &* 676)) &+ ((oy93 &+ ky90) &* 26)) &+ (ox94 &+ 1))] += arena[((((6710544 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 1) &* 36864)) &+ (j88 &* 576)) &+ (oy93 &* 24)) &+ ox94)]
             }
           }
-          for oy96 in 0..<24 {
-            for ox97 in 0..<24 {
-              arena[((((1384448 &+ (((g85 &* 64) &+ j89) &* 21632)) &+ (c90 &* 676)) &+ ((oy96 &+ ky91) &* 26)) &+ (ox97 &+ 2))] += arena[((((6710544 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 2) &* 36864)) &+ (j89 &* 576)) &+ (oy96 &* 24)) &+ ox97)]
+          for oy95 in 0..<24 {
+            for ox96 in 0..<24 {
+              arena[((((1384448 &+ (((g84 &* 64) &+ j88) &* 21632)) &+ (c89 &* 676)) &+ ((oy95 &+ ky90) &* 26)) &+ (ox96 &+ 2))] += arena[((((6710544 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 2) &* 36864)) &+ (j88 &* 576)) &+ (oy95 &* 24)) &+ ox96)]
             }
           }
         }
@@ -394,70 +410,70 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i98
-    var i98 = 0
-    while i98 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i98, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i98), where: load16(arena, 0 &+ i98) .> SIMD16<Float>(repeating: Float(0))))
-      i98 &+= 16
+  do {  // SIMD16 over i97
+    var i97 = 0
+    while i97 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i97, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i97), where: load16(arena, 0 &+ i97) .> SIMD16<Float>(repeating: Float(0))))
+      i97 &+= 16
     }
-    while i98 < 1384448 {
-      arena[(3171600 &+ i98)] = (arena[i98] > Float(0) ? arena[(1384448 &+ i98)] : Float(0))
-      i98 &+= 1
+    while i97 < 1384448 {
+      arena[(3171600 &+ i97)] = (arena[i97] > Float(0) ? arena[(1384448 &+ i97)] : Float(0))
+      i97 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i99
-    var i99 = 0
-    while i99 &+ 16 <= 288 {
-      store16(grads, 0 &+ i99, SIMD16<Float>(repeating: Float(0)))
-      i99 &+= 16
+  do {  // SIMD16 over i98
+    var i98 = 0
+    while i98 &+ 16 <= 288 {
+      store16(grads, 0 &+ i98, SIMD16<Float>(repeating: Float(0)))
+      i98 &+= 16
     }
-    while i99 < 288 {
-      grads[i99] = Float(0)
-      i99 &+= 1
+    while i98 < 288 {
+      grads[i98] = Float(0)
+      i98 &+= 1
     }
   }
-  for g100 in 0..<1 {
-    for j101 in 0..<64 {
-      for c102 in 0..<1 {
-        for ky103 in 0..<3 {
-          for oy104 in 0..<26 {
-            do {  // SIMD16 over ox105
-              var ox105 = 0
-              while ox105 &+ 16 <= 26 {
-                store16(arena, ((((((c102 &* 3) &+ ky103) &* 3) &* 43264) &+ (j101 &* 676)) &+ (oy104 &* 26)) &+ ox105, load16(images, (((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy104 &+ ky103) &* 28)) &+ ox105))
-                ox105 &+= 16
+  for g99 in 0..<1 {
+    for j100 in 0..<64 {
+      for c101 in 0..<1 {
+        for ky102 in 0..<3 {
+          for oy103 in 0..<26 {
+            do {  // SIMD16 over ox104
+              var ox104 = 0
+              while ox104 &+ 16 <= 26 {
+                store16(arena, ((((((c101 &* 3) &+ ky102) &* 3) &* 43264) &+ (j100 &* 676)) &+ (oy103 &* 26)) &+ ox104, load16(images, (((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy103 &+ ky102) &* 28)) &+ ox104))
+                ox104 &+= 16
               }
-              while ox105 < 26 {
-                arena[(((((((c102 &* 3) &+ ky103) &* 3) &* 43264) &+ (j101 &* 676)) &+ (oy104 &* 26)) &+ ox105)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy104 &+ ky103) &* 28)) &+ ox105)]
-                ox105 &+= 1
+              while ox104 < 26 {
+                arena[(((((((c101 &* 3) &+ ky102) &* 3) &* 43264) &+ (j100 &* 676)) &+ (oy103 &* 26)) &+ ox104)] = images[((((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy103 &+ ky102) &* 28)) &+ ox104)]
+                ox104 &+= 1
               }
             }
           }
-          for oy106 in 0..<26 {
-            for ox107 in 0..<26 {
-              arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 1) &* 43264) &+ (j101 &* 676)) &+ (oy106 &* 26)) &+ ox107)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy106 &+ ky103) &* 28)) &+ (ox107 &+ 1))]
+          for oy105 in 0..<26 {
+            for ox106 in 0..<26 {
+              arena[((((((((c101 &* 3) &+ ky102) &* 3) &+ 1) &* 43264) &+ (j100 &* 676)) &+ (oy105 &* 26)) &+ ox106)] = images[((((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy105 &+ ky102) &* 28)) &+ (ox106 &+ 1))]
             }
           }
-          for oy108 in 0..<26 {
-            for ox109 in 0..<26 {
-              arena[((((((((c102 &* 3) &+ ky103) &* 3) &+ 2) &* 43264) &+ (j101 &* 676)) &+ (oy108 &* 26)) &+ ox109)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c102 &* 784)) &+ ((oy108 &+ ky103) &* 28)) &+ (ox109 &+ 2))]
+          for oy107 in 0..<26 {
+            for ox108 in 0..<26 {
+              arena[((((((((c101 &* 3) &+ ky102) &* 3) &+ 2) &* 43264) &+ (j100 &* 676)) &+ (oy107 &* 26)) &+ ox108)] = images[((((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy107 &+ ky102) &* 28)) &+ (ox108 &+ 2))]
             }
           }
         }
       }
     }
-    for j110 in 0..<64 {
-      for f111 in 0..<32 {
-        do {  // SIMD16 over i112
-          var i112 = 0
-          while i112 &+ 16 <= 676 {
-            store16(arena, ((389376 &+ (f111 &* 43264)) &+ (j110 &* 676)) &+ i112, load16(arena, ((3171600 &+ (((g100 &* 64) &+ j110) &* 21632)) &+ (f111 &* 676)) &+ i112))
-            i112 &+= 16
+    for j109 in 0..<64 {
+      for f110 in 0..<32 {
+        do {  // SIMD16 over i111
+          var i111 = 0
+          while i111 &+ 16 <= 676 {
+            store16(arena, ((389376 &+ (f110 &* 43264)) &+ (j109 &* 676)) &+ i111, load16(arena, ((3171600 &+ (((g99 &* 64) &+ j109) &* 21632)) &+ (f110 &* 676)) &+ i111))
+            i111 &+= 16
           }
-          while i112 < 676 {
-            arena[(((389376 &+ (f111 &* 43264)) &+ (j110 &* 676)) &+ i112)] = arena[(((3171600 &+ (((g100 &* 64) &+ j110) &* 21632)) &+ (f111 &* 676)) &+ i112)]
-            i112 &+= 1
+          while i111 < 676 {
+            arena[(((389376 &+ (f110 &* 43264)) &+ (j109 &* 676)) &+ i111)] = arena[(((3171600 &+ (((g99 &* 64) &+ j109) &* 21632)) &+ (f110 &* 676)) &+ i111)]
+            i111 &+= 1
           }
         }
       }
@@ -465,37 +481,53 @@ public func mnistnet_train_b64(
     sgemm(101, 111, 112, 32, 9, 43264, 1, arena + 389376, 43264, arena + 0, 43264, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f113 in 0..<32 {
-    var acc114: Float = Float(0)
-    for img115 in 0..<64 {
-      for i116 in 0..<676 {
-        acc114 = (acc114 + arena[(((3171600 &+ (img115 &* 21632)) &+ (f113 &* 676)) &+ i116)])
-      }
+  do {  // SIMD16 over i112
+    var i112 = 0
+    while i112 &+ 16 <= 676 {
+      store16(arena, 0 &+ i112, SIMD16<Float>(repeating: Float(1)))
+      i112 &+= 16
     }
-    grads[(288 &+ f113)] = acc114
+    while i112 < 676 {
+      arena[i112] = Float(1)
+      i112 &+= 1
+    }
+  }
+  do {  // SIMD16 over i113
+    var i113 = 0
+    while i113 &+ 16 <= 32 {
+      store16(grads, 288 &+ i113, SIMD16<Float>(repeating: Float(0)))
+      i113 &+= 16
+    }
+    while i113 < 32 {
+      grads[(288 &+ i113)] = Float(0)
+      i113 &+= 1
+    }
+  }
+  for img114 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 &+ (img114 &* 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1199882 parameters
-  var step_size117: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt118: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i119
-    var i119 = 0
-    while i119 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i119) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i119)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i119)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i119)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i119, m_new_v)
-      store16(v, 0 &+ i119, v_new_v)
-      store16(params, 0 &+ i119, (load16(params, 0 &+ i119) - ((SIMD16<Float>(repeating: step_size117) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt118)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i119 &+= 16
+  var step_size115: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt116: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i117
+    var i117 = 0
+    while i117 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i117) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i117)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i117)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i117)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i117, m_new_v)
+      store16(v, 0 &+ i117, v_new_v)
+      store16(params, 0 &+ i117, (load16(params, 0 &+ i117) - ((SIMD16<Float>(repeating: step_size115) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt116)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i117 &+= 16
     }
-    while i119 < 1199882 {
-      var g: Float = (grads[i119] + (Float(0) * params[i119]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i119]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i119]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i119] = m_new
-      v[i119] = v_new
-      params[i119] = (params[i119] - ((step_size117 * m_new) / ((sqrtf(v_new) / bc2_sqrt118) + Float(bitPattern: 0x322bcc77))))
-      i119 &+= 1
+    while i117 < 1199882 {
+      var g: Float = (grads[i117] + (Float(0) * params[i117]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i117]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i117]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i117] = m_new
+      v[i117] = v_new
+      params[i117] = (params[i117] - ((step_size115 * m_new) / ((sqrtf(v_new) / bc2_sqrt116) + Float(bitPattern: 0x322bcc77))))
+      i117 &+= 1
     }
   }
 }

@@ -7,10 +7,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt123 = alloca float, align 4
-  %adam.step_size122 = alloca float, align 4
-  %conv1_bias_grad.acc119 = alloca float, align 4
-  %conv2_bias_grad.acc82 = alloca float, align 4
+  %adam.bc2_sqrt121 = alloca float, align 4
+  %adam.step_size120 = alloca float, align 4
   %fc1_bias_grad.acc60 = alloca float, align 4
   %fc2_bias_grad.acc55 = alloca float, align 4
   %fc2_grad.s50 = alloca float, align 4
@@ -1661,7 +1659,7 @@ conv2_weight_grad.g66:                            ; preds = %conv2_weight_grad.j
   br label %conv2_weight_grad.j67
 
 conv2_weight_grad.g66.end:                        ; preds = %conv2_weight_grad.j78.end
-  br label %conv2_bias_grad.f81
+  br label %conv2_bias_grad.i81
 
 conv2_weight_grad.j67:                            ; preds = %conv2_weight_grad.c70.end, %conv2_weight_grad.g66
   %conv2_weight_grad.j67243 = phi i64 [ 0, %conv2_weight_grad.g66 ], [ %j67.next, %conv2_weight_grad.c70.end ]
@@ -1935,776 +1933,769 @@ conv2_weight_grad.i80.end:                        ; preds = %conv2_weight_grad.i
   %1022 = icmp slt i64 %f79.next, 64
   br i1 %1022, label %conv2_weight_grad.f79, label %conv2_weight_grad.f79.end
 
-conv2_bias_grad.f81:                              ; preds = %conv2_bias_grad.img83.end, %conv2_weight_grad.g66.end
-  %conv2_bias_grad.f81273 = phi i64 [ 0, %conv2_weight_grad.g66.end ], [ %f81.next, %conv2_bias_grad.img83.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc82, align 4
+conv2_bias_grad.i81:                              ; preds = %conv2_bias_grad.i81, %conv2_weight_grad.g66.end
+  %conv2_bias_grad.i81273 = phi i64 [ 0, %conv2_weight_grad.g66.end ], [ %i81.next, %conv2_bias_grad.i81 ]
+  %1023 = add nsw i64 802816, %conv2_bias_grad.i81273
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %1023
+  store float 1.000000e+00, ptr %arena274, align 4
+  %i81.next = add nsw i64 %conv2_bias_grad.i81273, 1
+  %1024 = icmp slt i64 %i81.next, 196
+  br i1 %1024, label %conv2_bias_grad.i81, label %conv2_bias_grad.i81.end
+
+conv2_bias_grad.i81.end:                          ; preds = %conv2_bias_grad.i81
+  br label %conv2_bias_grad.i82
+
+conv2_bias_grad.i82:                              ; preds = %conv2_bias_grad.i82, %conv2_bias_grad.i81.end
+  %conv2_bias_grad.i82275 = phi i64 [ 0, %conv2_bias_grad.i81.end ], [ %i82.next, %conv2_bias_grad.i82 ]
+  %1025 = add nsw i64 18752, %conv2_bias_grad.i82275
+  %grads276 = getelementptr inbounds float, ptr %grads, i64 %1025
+  store float 0.000000e+00, ptr %grads276, align 4
+  %i82.next = add nsw i64 %conv2_bias_grad.i82275, 1
+  %1026 = icmp slt i64 %i82.next, 64
+  br i1 %1026, label %conv2_bias_grad.i82, label %conv2_bias_grad.i82.end
+
+conv2_bias_grad.i82.end:                          ; preds = %conv2_bias_grad.i82
   br label %conv2_bias_grad.img83
 
-conv2_bias_grad.f81.end:                          ; preds = %conv2_bias_grad.img83.end
-  br label %pool1_grad.i85
+conv2_bias_grad.img83:                            ; preds = %conv2_bias_grad.img83, %conv2_bias_grad.i82.end
+  %conv2_bias_grad.img83277 = phi i64 [ 0, %conv2_bias_grad.i82.end ], [ %img83.next, %conv2_bias_grad.img83 ]
+  %1027 = mul nsw i64 %conv2_bias_grad.img83277, 12544
+  %1028 = add nsw i64 1421968, %1027
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %1028
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 802816
+  %grads280 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 196, float 1.000000e+00, ptr %arena278, i32 196, ptr %arena279, i32 1, float 1.000000e+00, ptr %grads280, i32 1)
+  %img83.next = add nsw i64 %conv2_bias_grad.img83277, 1
+  %1029 = icmp slt i64 %img83.next, 64
+  br i1 %1029, label %conv2_bias_grad.img83, label %conv2_bias_grad.img83.end
 
-conv2_bias_grad.img83:                            ; preds = %conv2_bias_grad.i84.end, %conv2_bias_grad.f81
-  %conv2_bias_grad.img83274 = phi i64 [ 0, %conv2_bias_grad.f81 ], [ %img83.next, %conv2_bias_grad.i84.end ]
-  br label %conv2_bias_grad.i84
+conv2_bias_grad.img83.end:                        ; preds = %conv2_bias_grad.img83
+  br label %pool1_grad.i84
 
-conv2_bias_grad.img83.end:                        ; preds = %conv2_bias_grad.i84.end
-  %acc82277 = load float, ptr %conv2_bias_grad.acc82, align 4
-  %1023 = add nsw i64 18752, %conv2_bias_grad.f81273
-  %grads278 = getelementptr inbounds float, ptr %grads, i64 %1023
-  store float %acc82277, ptr %grads278, align 4
-  %f81.next = add nsw i64 %conv2_bias_grad.f81273, 1
-  %1024 = icmp slt i64 %f81.next, 64
-  br i1 %1024, label %conv2_bias_grad.f81, label %conv2_bias_grad.f81.end
+pool1_grad.i84:                                   ; preds = %pool1_grad.i84, %conv2_bias_grad.img83.end
+  %pool1_grad.i84281 = phi i64 [ 0, %conv2_bias_grad.img83.end ], [ %i84.next, %pool1_grad.i84 ]
+  %1030 = add nsw i64 802816, %pool1_grad.i84281
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %1030
+  store float 0.000000e+00, ptr %arena282, align 4
+  %i84.next = add nsw i64 %pool1_grad.i84281, 1
+  %1031 = icmp slt i64 %i84.next, 401408
+  br i1 %1031, label %pool1_grad.i84, label %pool1_grad.i84.end
 
-conv2_bias_grad.i84:                              ; preds = %conv2_bias_grad.i84, %conv2_bias_grad.img83
-  %conv2_bias_grad.i84275 = phi i64 [ 0, %conv2_bias_grad.img83 ], [ %i84.next, %conv2_bias_grad.i84 ]
-  %acc82 = load float, ptr %conv2_bias_grad.acc82, align 4
-  %1025 = mul nsw i64 %conv2_bias_grad.img83274, 12544
-  %1026 = add nsw i64 1421968, %1025
-  %1027 = mul nsw i64 %conv2_bias_grad.f81273, 196
-  %1028 = add nsw i64 %1026, %1027
-  %1029 = add nsw i64 %1028, %conv2_bias_grad.i84275
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %1029
-  %1030 = load float, ptr %arena276, align 4
-  %1031 = fadd float %acc82, %1030
-  store float %1031, ptr %conv2_bias_grad.acc82, align 4
-  %i84.next = add nsw i64 %conv2_bias_grad.i84275, 1
-  %1032 = icmp slt i64 %i84.next, 196
-  br i1 %1032, label %conv2_bias_grad.i84, label %conv2_bias_grad.i84.end
+pool1_grad.i84.end:                               ; preds = %pool1_grad.i84
+  br label %pool1_grad.g85
 
-conv2_bias_grad.i84.end:                          ; preds = %conv2_bias_grad.i84
-  %img83.next = add nsw i64 %conv2_bias_grad.img83274, 1
-  %1033 = icmp slt i64 %img83.next, 64
-  br i1 %1033, label %conv2_bias_grad.img83, label %conv2_bias_grad.img83.end
+pool1_grad.g85:                                   ; preds = %pool1_grad.j89.end, %pool1_grad.i84.end
+  %pool1_grad.g85283 = phi i64 [ 0, %pool1_grad.i84.end ], [ %g85.next, %pool1_grad.j89.end ]
+  br label %pool1_grad.j86
 
-pool1_grad.i85:                                   ; preds = %pool1_grad.i85, %conv2_bias_grad.f81.end
-  %pool1_grad.i85279 = phi i64 [ 0, %conv2_bias_grad.f81.end ], [ %i85.next, %pool1_grad.i85 ]
-  %1034 = add nsw i64 802816, %pool1_grad.i85279
-  %arena280 = getelementptr inbounds float, ptr %arena, i64 %1034
-  store float 0.000000e+00, ptr %arena280, align 4
-  %i85.next = add nsw i64 %pool1_grad.i85279, 1
-  %1035 = icmp slt i64 %i85.next, 401408
-  br i1 %1035, label %pool1_grad.i85, label %pool1_grad.i85.end
+pool1_grad.g85.end:                               ; preds = %pool1_grad.j89.end
+  br label %conv1_grad.i98
 
-pool1_grad.i85.end:                               ; preds = %pool1_grad.i85
-  br label %pool1_grad.g86
+pool1_grad.j86:                                   ; preds = %pool1_grad.f87.end, %pool1_grad.g85
+  %pool1_grad.j86284 = phi i64 [ 0, %pool1_grad.g85 ], [ %j86.next, %pool1_grad.f87.end ]
+  br label %pool1_grad.f87
 
-pool1_grad.g86:                                   ; preds = %pool1_grad.j90.end, %pool1_grad.i85.end
-  %pool1_grad.g86281 = phi i64 [ 0, %pool1_grad.i85.end ], [ %g86.next, %pool1_grad.j90.end ]
-  br label %pool1_grad.j87
+pool1_grad.j86.end:                               ; preds = %pool1_grad.f87.end
+  %params289 = getelementptr inbounds float, ptr %params, i64 320
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 5837456
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 2224784
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params289, i32 288, ptr %arena290, i32 12544, float 0.000000e+00, ptr %arena291, i32 12544)
+  br label %pool1_grad.j89
 
-pool1_grad.g86.end:                               ; preds = %pool1_grad.j90.end
-  br label %conv1_grad.i99
+pool1_grad.f87:                                   ; preds = %pool1_grad.i88.end, %pool1_grad.j86
+  %pool1_grad.f87285 = phi i64 [ 0, %pool1_grad.j86 ], [ %f87.next, %pool1_grad.i88.end ]
+  br label %pool1_grad.i88
 
-pool1_grad.j87:                                   ; preds = %pool1_grad.f88.end, %pool1_grad.g86
-  %pool1_grad.j87282 = phi i64 [ 0, %pool1_grad.g86 ], [ %j87.next, %pool1_grad.f88.end ]
-  br label %pool1_grad.f88
+pool1_grad.f87.end:                               ; preds = %pool1_grad.i88.end
+  %j86.next = add nsw i64 %pool1_grad.j86284, 1
+  %1032 = icmp slt i64 %j86.next, 64
+  br i1 %1032, label %pool1_grad.j86, label %pool1_grad.j86.end
 
-pool1_grad.j87.end:                               ; preds = %pool1_grad.f88.end
-  %params287 = getelementptr inbounds float, ptr %params, i64 320
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 5837456
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 2224784
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params287, i32 288, ptr %arena288, i32 12544, float 0.000000e+00, ptr %arena289, i32 12544)
-  br label %pool1_grad.j90
+pool1_grad.i88:                                   ; preds = %pool1_grad.i88, %pool1_grad.f87
+  %pool1_grad.i88286 = phi i64 [ 0, %pool1_grad.f87 ], [ %i88.next, %pool1_grad.i88 ]
+  %1033 = mul nsw i64 %pool1_grad.g85283, 64
+  %1034 = add nsw i64 %1033, %pool1_grad.j86284
+  %1035 = mul nsw i64 %1034, 12544
+  %1036 = add nsw i64 1421968, %1035
+  %1037 = mul nsw i64 %pool1_grad.f87285, 196
+  %1038 = add nsw i64 %1036, %1037
+  %1039 = add nsw i64 %1038, %pool1_grad.i88286
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 %1039
+  %1040 = load float, ptr %arena287, align 4
+  %1041 = mul nsw i64 %pool1_grad.f87285, 12544
+  %1042 = add nsw i64 5837456, %1041
+  %1043 = mul nsw i64 %pool1_grad.j86284, 196
+  %1044 = add nsw i64 %1042, %1043
+  %1045 = add nsw i64 %1044, %pool1_grad.i88286
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1045
+  store float %1040, ptr %arena288, align 4
+  %i88.next = add nsw i64 %pool1_grad.i88286, 1
+  %1046 = icmp slt i64 %i88.next, 196
+  br i1 %1046, label %pool1_grad.i88, label %pool1_grad.i88.end
 
-pool1_grad.f88:                                   ; preds = %pool1_grad.i89.end, %pool1_grad.j87
-  %pool1_grad.f88283 = phi i64 [ 0, %pool1_grad.j87 ], [ %f88.next, %pool1_grad.i89.end ]
-  br label %pool1_grad.i89
+pool1_grad.i88.end:                               ; preds = %pool1_grad.i88
+  %f87.next = add nsw i64 %pool1_grad.f87285, 1
+  %1047 = icmp slt i64 %f87.next, 64
+  br i1 %1047, label %pool1_grad.f87, label %pool1_grad.f87.end
 
-pool1_grad.f88.end:                               ; preds = %pool1_grad.i89.end
-  %j87.next = add nsw i64 %pool1_grad.j87282, 1
-  %1036 = icmp slt i64 %j87.next, 64
-  br i1 %1036, label %pool1_grad.j87, label %pool1_grad.j87.end
+pool1_grad.j89:                                   ; preds = %pool1_grad.c90.end, %pool1_grad.j86.end
+  %pool1_grad.j89292 = phi i64 [ 0, %pool1_grad.j86.end ], [ %j89.next, %pool1_grad.c90.end ]
+  br label %pool1_grad.c90
 
-pool1_grad.i89:                                   ; preds = %pool1_grad.i89, %pool1_grad.f88
-  %pool1_grad.i89284 = phi i64 [ 0, %pool1_grad.f88 ], [ %i89.next, %pool1_grad.i89 ]
-  %1037 = mul nsw i64 %pool1_grad.g86281, 64
-  %1038 = add nsw i64 %1037, %pool1_grad.j87282
-  %1039 = mul nsw i64 %1038, 12544
-  %1040 = add nsw i64 1421968, %1039
-  %1041 = mul nsw i64 %pool1_grad.f88283, 196
-  %1042 = add nsw i64 %1040, %1041
-  %1043 = add nsw i64 %1042, %pool1_grad.i89284
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %1043
-  %1044 = load float, ptr %arena285, align 4
-  %1045 = mul nsw i64 %pool1_grad.f88283, 12544
-  %1046 = add nsw i64 5837456, %1045
-  %1047 = mul nsw i64 %pool1_grad.j87282, 196
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = add nsw i64 %1048, %pool1_grad.i89284
-  %arena286 = getelementptr inbounds float, ptr %arena, i64 %1049
-  store float %1044, ptr %arena286, align 4
-  %i89.next = add nsw i64 %pool1_grad.i89284, 1
-  %1050 = icmp slt i64 %i89.next, 196
-  br i1 %1050, label %pool1_grad.i89, label %pool1_grad.i89.end
+pool1_grad.j89.end:                               ; preds = %pool1_grad.c90.end
+  %g85.next = add nsw i64 %pool1_grad.g85283, 1
+  %1048 = icmp slt i64 %g85.next, 1
+  br i1 %1048, label %pool1_grad.g85, label %pool1_grad.g85.end
 
-pool1_grad.i89.end:                               ; preds = %pool1_grad.i89
-  %f88.next = add nsw i64 %pool1_grad.f88283, 1
-  %1051 = icmp slt i64 %f88.next, 64
-  br i1 %1051, label %pool1_grad.f88, label %pool1_grad.f88.end
+pool1_grad.c90:                                   ; preds = %pool1_grad.ky91.end, %pool1_grad.j89
+  %pool1_grad.c90293 = phi i64 [ 0, %pool1_grad.j89 ], [ %c90.next, %pool1_grad.ky91.end ]
+  br label %pool1_grad.ky91
 
-pool1_grad.j90:                                   ; preds = %pool1_grad.c91.end, %pool1_grad.j87.end
-  %pool1_grad.j90290 = phi i64 [ 0, %pool1_grad.j87.end ], [ %j90.next, %pool1_grad.c91.end ]
-  br label %pool1_grad.c91
+pool1_grad.c90.end:                               ; preds = %pool1_grad.ky91.end
+  %j89.next = add nsw i64 %pool1_grad.j89292, 1
+  %1049 = icmp slt i64 %j89.next, 64
+  br i1 %1049, label %pool1_grad.j89, label %pool1_grad.j89.end
 
-pool1_grad.j90.end:                               ; preds = %pool1_grad.c91.end
-  %g86.next = add nsw i64 %pool1_grad.g86281, 1
-  %1052 = icmp slt i64 %g86.next, 1
-  br i1 %1052, label %pool1_grad.g86, label %pool1_grad.g86.end
+pool1_grad.ky91:                                  ; preds = %pool1_grad.oy96.end, %pool1_grad.c90
+  %pool1_grad.ky91294 = phi i64 [ 0, %pool1_grad.c90 ], [ %ky91.next, %pool1_grad.oy96.end ]
+  br label %pool1_grad.oy92
 
-pool1_grad.c91:                                   ; preds = %pool1_grad.ky92.end, %pool1_grad.j90
-  %pool1_grad.c91291 = phi i64 [ 0, %pool1_grad.j90 ], [ %c91.next, %pool1_grad.ky92.end ]
-  br label %pool1_grad.ky92
+pool1_grad.ky91.end:                              ; preds = %pool1_grad.oy96.end
+  %c90.next = add nsw i64 %pool1_grad.c90293, 1
+  %1050 = icmp slt i64 %c90.next, 32
+  br i1 %1050, label %pool1_grad.c90, label %pool1_grad.c90.end
 
-pool1_grad.c91.end:                               ; preds = %pool1_grad.ky92.end
-  %j90.next = add nsw i64 %pool1_grad.j90290, 1
-  %1053 = icmp slt i64 %j90.next, 64
-  br i1 %1053, label %pool1_grad.j90, label %pool1_grad.j90.end
+pool1_grad.oy92:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky91
+  %pool1_grad.oy92295 = phi i64 [ 0, %pool1_grad.ky91 ], [ %oy92.next, %pool1_grad.endif ]
+  %1051 = add nsw i64 %pool1_grad.oy92295, %pool1_grad.ky91294
+  %1052 = add nsw i64 %1051, -1
+  %1053 = icmp slt i64 -1, %1052
+  %1054 = add nsw i64 %pool1_grad.oy92295, %pool1_grad.ky91294
+  %1055 = add nsw i64 %1054, -1
+  %1056 = icmp slt i64 %1055, 14
+  %1057 = and i1 %1053, %1056
+  br i1 %1057, label %pool1_grad.then, label %pool1_grad.endif
 
-pool1_grad.ky92:                                  ; preds = %pool1_grad.oy97.end, %pool1_grad.c91
-  %pool1_grad.ky92292 = phi i64 [ 0, %pool1_grad.c91 ], [ %ky92.next, %pool1_grad.oy97.end ]
-  br label %pool1_grad.oy93
+pool1_grad.oy92.end:                              ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy94
 
-pool1_grad.ky92.end:                              ; preds = %pool1_grad.oy97.end
-  %c91.next = add nsw i64 %pool1_grad.c91291, 1
-  %1054 = icmp slt i64 %c91.next, 32
-  br i1 %1054, label %pool1_grad.c91, label %pool1_grad.c91.end
+pool1_grad.then:                                  ; preds = %pool1_grad.oy92
+  br label %pool1_grad.ox93
 
-pool1_grad.oy93:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky92
-  %pool1_grad.oy93293 = phi i64 [ 0, %pool1_grad.ky92 ], [ %oy93.next, %pool1_grad.endif ]
-  %1055 = add nsw i64 %pool1_grad.oy93293, %pool1_grad.ky92292
-  %1056 = add nsw i64 %1055, -1
-  %1057 = icmp slt i64 -1, %1056
-  %1058 = add nsw i64 %pool1_grad.oy93293, %pool1_grad.ky92292
-  %1059 = add nsw i64 %1058, -1
-  %1060 = icmp slt i64 %1059, 14
-  %1061 = and i1 %1057, %1060
-  br i1 %1061, label %pool1_grad.then, label %pool1_grad.endif
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox93.end, %pool1_grad.oy92
+  %oy92.next = add nsw i64 %pool1_grad.oy92295, 1
+  %1058 = icmp slt i64 %oy92.next, 14
+  br i1 %1058, label %pool1_grad.oy92, label %pool1_grad.oy92.end
 
-pool1_grad.oy93.end:                              ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy95
-
-pool1_grad.then:                                  ; preds = %pool1_grad.oy93
-  br label %pool1_grad.ox94
-
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox94.end, %pool1_grad.oy93
-  %oy93.next = add nsw i64 %pool1_grad.oy93293, 1
-  %1062 = icmp slt i64 %oy93.next, 14
-  br i1 %1062, label %pool1_grad.oy93, label %pool1_grad.oy93.end
-
-pool1_grad.ox94:                                  ; preds = %pool1_grad.ox94, %pool1_grad.then
-  %pool1_grad.ox94294 = phi i64 [ 0, %pool1_grad.then ], [ %ox94.next, %pool1_grad.ox94 ]
-  %1063 = mul nsw i64 %pool1_grad.g86281, 64
-  %1064 = add nsw i64 %1063, %pool1_grad.j90290
-  %1065 = mul nsw i64 %1064, 6272
-  %1066 = add nsw i64 802816, %1065
-  %1067 = mul nsw i64 %pool1_grad.c91291, 196
-  %1068 = add nsw i64 %1066, %1067
-  %1069 = add nsw i64 %pool1_grad.oy93293, %pool1_grad.ky92292
+pool1_grad.ox93:                                  ; preds = %pool1_grad.ox93, %pool1_grad.then
+  %pool1_grad.ox93296 = phi i64 [ 0, %pool1_grad.then ], [ %ox93.next, %pool1_grad.ox93 ]
+  %1059 = mul nsw i64 %pool1_grad.g85283, 64
+  %1060 = add nsw i64 %1059, %pool1_grad.j89292
+  %1061 = mul nsw i64 %1060, 6272
+  %1062 = add nsw i64 802816, %1061
+  %1063 = mul nsw i64 %pool1_grad.c90293, 196
+  %1064 = add nsw i64 %1062, %1063
+  %1065 = add nsw i64 %pool1_grad.oy92295, %pool1_grad.ky91294
+  %1066 = add nsw i64 %1065, -1
+  %1067 = mul nsw i64 %1066, 14
+  %1068 = add nsw i64 %1064, %1067
+  %1069 = add nsw i64 %pool1_grad.ox93296, 1
   %1070 = add nsw i64 %1069, -1
-  %1071 = mul nsw i64 %1070, 14
-  %1072 = add nsw i64 %1068, %1071
-  %1073 = add nsw i64 %pool1_grad.ox94294, 1
-  %1074 = add nsw i64 %1073, -1
-  %1075 = add nsw i64 %1072, %1074
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1075
-  %1076 = load float, ptr %arena295, align 4
-  %1077 = mul nsw i64 %pool1_grad.c91291, 3
-  %1078 = add nsw i64 %1077, %pool1_grad.ky92292
-  %1079 = mul nsw i64 %1078, 3
-  %1080 = mul nsw i64 %1079, 12544
-  %1081 = add nsw i64 2224784, %1080
-  %1082 = mul nsw i64 %pool1_grad.j90290, 196
+  %1071 = add nsw i64 %1068, %1070
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1071
+  %1072 = load float, ptr %arena297, align 4
+  %1073 = mul nsw i64 %pool1_grad.c90293, 3
+  %1074 = add nsw i64 %1073, %pool1_grad.ky91294
+  %1075 = mul nsw i64 %1074, 3
+  %1076 = mul nsw i64 %1075, 12544
+  %1077 = add nsw i64 2224784, %1076
+  %1078 = mul nsw i64 %pool1_grad.j89292, 196
+  %1079 = add nsw i64 %1077, %1078
+  %1080 = mul nsw i64 %pool1_grad.oy92295, 14
+  %1081 = add nsw i64 %1079, %1080
+  %1082 = add nsw i64 %pool1_grad.ox93296, 1
   %1083 = add nsw i64 %1081, %1082
-  %1084 = mul nsw i64 %pool1_grad.oy93293, 14
-  %1085 = add nsw i64 %1083, %1084
-  %1086 = add nsw i64 %pool1_grad.ox94294, 1
-  %1087 = add nsw i64 %1085, %1086
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1087
-  %1088 = load float, ptr %arena296, align 4
-  %1089 = fadd float %1076, %1088
-  store float %1089, ptr %arena295, align 4
-  %ox94.next = add nsw i64 %pool1_grad.ox94294, 1
-  %1090 = icmp slt i64 %ox94.next, 13
-  br i1 %1090, label %pool1_grad.ox94, label %pool1_grad.ox94.end
+  %arena298 = getelementptr inbounds float, ptr %arena, i64 %1083
+  %1084 = load float, ptr %arena298, align 4
+  %1085 = fadd float %1072, %1084
+  store float %1085, ptr %arena297, align 4
+  %ox93.next = add nsw i64 %pool1_grad.ox93296, 1
+  %1086 = icmp slt i64 %ox93.next, 13
+  br i1 %1086, label %pool1_grad.ox93, label %pool1_grad.ox93.end
 
-pool1_grad.ox94.end:                              ; preds = %pool1_grad.ox94
+pool1_grad.ox93.end:                              ; preds = %pool1_grad.ox93
   br label %pool1_grad.endif
 
-pool1_grad.oy95:                                  ; preds = %pool1_grad.endif299, %pool1_grad.oy93.end
-  %pool1_grad.oy95297 = phi i64 [ 0, %pool1_grad.oy93.end ], [ %oy95.next, %pool1_grad.endif299 ]
-  %1091 = add nsw i64 %pool1_grad.oy95297, %pool1_grad.ky92292
-  %1092 = add nsw i64 %1091, -1
-  %1093 = icmp slt i64 -1, %1092
-  %1094 = add nsw i64 %pool1_grad.oy95297, %pool1_grad.ky92292
-  %1095 = add nsw i64 %1094, -1
-  %1096 = icmp slt i64 %1095, 14
-  %1097 = and i1 %1093, %1096
-  br i1 %1097, label %pool1_grad.then298, label %pool1_grad.endif299
+pool1_grad.oy94:                                  ; preds = %pool1_grad.endif301, %pool1_grad.oy92.end
+  %pool1_grad.oy94299 = phi i64 [ 0, %pool1_grad.oy92.end ], [ %oy94.next, %pool1_grad.endif301 ]
+  %1087 = add nsw i64 %pool1_grad.oy94299, %pool1_grad.ky91294
+  %1088 = add nsw i64 %1087, -1
+  %1089 = icmp slt i64 -1, %1088
+  %1090 = add nsw i64 %pool1_grad.oy94299, %pool1_grad.ky91294
+  %1091 = add nsw i64 %1090, -1
+  %1092 = icmp slt i64 %1091, 14
+  %1093 = and i1 %1089, %1092
+  br i1 %1093, label %pool1_grad.then300, label %pool1_grad.endif301
 
-pool1_grad.oy95.end:                              ; preds = %pool1_grad.endif299
-  br label %pool1_grad.oy97
+pool1_grad.oy94.end:                              ; preds = %pool1_grad.endif301
+  br label %pool1_grad.oy96
 
-pool1_grad.then298:                               ; preds = %pool1_grad.oy95
-  br label %pool1_grad.ox96
+pool1_grad.then300:                               ; preds = %pool1_grad.oy94
+  br label %pool1_grad.ox95
 
-pool1_grad.endif299:                              ; preds = %pool1_grad.ox96.end, %pool1_grad.oy95
-  %oy95.next = add nsw i64 %pool1_grad.oy95297, 1
-  %1098 = icmp slt i64 %oy95.next, 14
-  br i1 %1098, label %pool1_grad.oy95, label %pool1_grad.oy95.end
+pool1_grad.endif301:                              ; preds = %pool1_grad.ox95.end, %pool1_grad.oy94
+  %oy94.next = add nsw i64 %pool1_grad.oy94299, 1
+  %1094 = icmp slt i64 %oy94.next, 14
+  br i1 %1094, label %pool1_grad.oy94, label %pool1_grad.oy94.end
 
-pool1_grad.ox96:                                  ; preds = %pool1_grad.ox96, %pool1_grad.then298
-  %pool1_grad.ox96300 = phi i64 [ 0, %pool1_grad.then298 ], [ %ox96.next, %pool1_grad.ox96 ]
-  %1099 = mul nsw i64 %pool1_grad.g86281, 64
-  %1100 = add nsw i64 %1099, %pool1_grad.j90290
-  %1101 = mul nsw i64 %1100, 6272
-  %1102 = add nsw i64 802816, %1101
-  %1103 = mul nsw i64 %pool1_grad.c91291, 196
-  %1104 = add nsw i64 %1102, %1103
-  %1105 = add nsw i64 %pool1_grad.oy95297, %pool1_grad.ky92292
-  %1106 = add nsw i64 %1105, -1
-  %1107 = mul nsw i64 %1106, 14
-  %1108 = add nsw i64 %1104, %1107
-  %1109 = add nsw i64 %1108, %pool1_grad.ox96300
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1109
-  %1110 = load float, ptr %arena301, align 4
-  %1111 = mul nsw i64 %pool1_grad.c91291, 3
-  %1112 = add nsw i64 %1111, %pool1_grad.ky92292
-  %1113 = mul nsw i64 %1112, 3
-  %1114 = add nsw i64 %1113, 1
-  %1115 = mul nsw i64 %1114, 12544
-  %1116 = add nsw i64 2224784, %1115
-  %1117 = mul nsw i64 %pool1_grad.j90290, 196
-  %1118 = add nsw i64 %1116, %1117
-  %1119 = mul nsw i64 %pool1_grad.oy95297, 14
-  %1120 = add nsw i64 %1118, %1119
-  %1121 = add nsw i64 %1120, %pool1_grad.ox96300
-  %arena302 = getelementptr inbounds float, ptr %arena, i64 %1121
-  %1122 = load float, ptr %arena302, align 4
-  %1123 = fadd float %1110, %1122
-  store float %1123, ptr %arena301, align 4
-  %ox96.next = add nsw i64 %pool1_grad.ox96300, 1
-  %1124 = icmp slt i64 %ox96.next, 14
-  br i1 %1124, label %pool1_grad.ox96, label %pool1_grad.ox96.end
+pool1_grad.ox95:                                  ; preds = %pool1_grad.ox95, %pool1_grad.then300
+  %pool1_grad.ox95302 = phi i64 [ 0, %pool1_grad.then300 ], [ %ox95.next, %pool1_grad.ox95 ]
+  %1095 = mul nsw i64 %pool1_grad.g85283, 64
+  %1096 = add nsw i64 %1095, %pool1_grad.j89292
+  %1097 = mul nsw i64 %1096, 6272
+  %1098 = add nsw i64 802816, %1097
+  %1099 = mul nsw i64 %pool1_grad.c90293, 196
+  %1100 = add nsw i64 %1098, %1099
+  %1101 = add nsw i64 %pool1_grad.oy94299, %pool1_grad.ky91294
+  %1102 = add nsw i64 %1101, -1
+  %1103 = mul nsw i64 %1102, 14
+  %1104 = add nsw i64 %1100, %1103
+  %1105 = add nsw i64 %1104, %pool1_grad.ox95302
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1105
+  %1106 = load float, ptr %arena303, align 4
+  %1107 = mul nsw i64 %pool1_grad.c90293, 3
+  %1108 = add nsw i64 %1107, %pool1_grad.ky91294
+  %1109 = mul nsw i64 %1108, 3
+  %1110 = add nsw i64 %1109, 1
+  %1111 = mul nsw i64 %1110, 12544
+  %1112 = add nsw i64 2224784, %1111
+  %1113 = mul nsw i64 %pool1_grad.j89292, 196
+  %1114 = add nsw i64 %1112, %1113
+  %1115 = mul nsw i64 %pool1_grad.oy94299, 14
+  %1116 = add nsw i64 %1114, %1115
+  %1117 = add nsw i64 %1116, %pool1_grad.ox95302
+  %arena304 = getelementptr inbounds float, ptr %arena, i64 %1117
+  %1118 = load float, ptr %arena304, align 4
+  %1119 = fadd float %1106, %1118
+  store float %1119, ptr %arena303, align 4
+  %ox95.next = add nsw i64 %pool1_grad.ox95302, 1
+  %1120 = icmp slt i64 %ox95.next, 14
+  br i1 %1120, label %pool1_grad.ox95, label %pool1_grad.ox95.end
 
-pool1_grad.ox96.end:                              ; preds = %pool1_grad.ox96
-  br label %pool1_grad.endif299
+pool1_grad.ox95.end:                              ; preds = %pool1_grad.ox95
+  br label %pool1_grad.endif301
 
-pool1_grad.oy97:                                  ; preds = %pool1_grad.endif305, %pool1_grad.oy95.end
-  %pool1_grad.oy97303 = phi i64 [ 0, %pool1_grad.oy95.end ], [ %oy97.next, %pool1_grad.endif305 ]
-  %1125 = add nsw i64 %pool1_grad.oy97303, %pool1_grad.ky92292
-  %1126 = add nsw i64 %1125, -1
-  %1127 = icmp slt i64 -1, %1126
-  %1128 = add nsw i64 %pool1_grad.oy97303, %pool1_grad.ky92292
-  %1129 = add nsw i64 %1128, -1
-  %1130 = icmp slt i64 %1129, 14
-  %1131 = and i1 %1127, %1130
-  br i1 %1131, label %pool1_grad.then304, label %pool1_grad.endif305
+pool1_grad.oy96:                                  ; preds = %pool1_grad.endif307, %pool1_grad.oy94.end
+  %pool1_grad.oy96305 = phi i64 [ 0, %pool1_grad.oy94.end ], [ %oy96.next, %pool1_grad.endif307 ]
+  %1121 = add nsw i64 %pool1_grad.oy96305, %pool1_grad.ky91294
+  %1122 = add nsw i64 %1121, -1
+  %1123 = icmp slt i64 -1, %1122
+  %1124 = add nsw i64 %pool1_grad.oy96305, %pool1_grad.ky91294
+  %1125 = add nsw i64 %1124, -1
+  %1126 = icmp slt i64 %1125, 14
+  %1127 = and i1 %1123, %1126
+  br i1 %1127, label %pool1_grad.then306, label %pool1_grad.endif307
 
-pool1_grad.oy97.end:                              ; preds = %pool1_grad.endif305
-  %ky92.next = add nsw i64 %pool1_grad.ky92292, 1
-  %1132 = icmp slt i64 %ky92.next, 3
-  br i1 %1132, label %pool1_grad.ky92, label %pool1_grad.ky92.end
+pool1_grad.oy96.end:                              ; preds = %pool1_grad.endif307
+  %ky91.next = add nsw i64 %pool1_grad.ky91294, 1
+  %1128 = icmp slt i64 %ky91.next, 3
+  br i1 %1128, label %pool1_grad.ky91, label %pool1_grad.ky91.end
 
-pool1_grad.then304:                               ; preds = %pool1_grad.oy97
-  br label %pool1_grad.ox98
+pool1_grad.then306:                               ; preds = %pool1_grad.oy96
+  br label %pool1_grad.ox97
 
-pool1_grad.endif305:                              ; preds = %pool1_grad.ox98.end, %pool1_grad.oy97
-  %oy97.next = add nsw i64 %pool1_grad.oy97303, 1
-  %1133 = icmp slt i64 %oy97.next, 14
-  br i1 %1133, label %pool1_grad.oy97, label %pool1_grad.oy97.end
+pool1_grad.endif307:                              ; preds = %pool1_grad.ox97.end, %pool1_grad.oy96
+  %oy96.next = add nsw i64 %pool1_grad.oy96305, 1
+  %1129 = icmp slt i64 %oy96.next, 14
+  br i1 %1129, label %pool1_grad.oy96, label %pool1_grad.oy96.end
 
-pool1_grad.ox98:                                  ; preds = %pool1_grad.ox98, %pool1_grad.then304
-  %pool1_grad.ox98306 = phi i64 [ 0, %pool1_grad.then304 ], [ %ox98.next, %pool1_grad.ox98 ]
-  %1134 = mul nsw i64 %pool1_grad.g86281, 64
-  %1135 = add nsw i64 %1134, %pool1_grad.j90290
-  %1136 = mul nsw i64 %1135, 6272
-  %1137 = add nsw i64 802816, %1136
-  %1138 = mul nsw i64 %pool1_grad.c91291, 196
-  %1139 = add nsw i64 %1137, %1138
-  %1140 = add nsw i64 %pool1_grad.oy97303, %pool1_grad.ky92292
-  %1141 = add nsw i64 %1140, -1
-  %1142 = mul nsw i64 %1141, 14
-  %1143 = add nsw i64 %1139, %1142
-  %1144 = add nsw i64 %pool1_grad.ox98306, 1
-  %1145 = add nsw i64 %1143, %1144
-  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1145
-  %1146 = load float, ptr %arena307, align 4
-  %1147 = mul nsw i64 %pool1_grad.c91291, 3
-  %1148 = add nsw i64 %1147, %pool1_grad.ky92292
-  %1149 = mul nsw i64 %1148, 3
-  %1150 = add nsw i64 %1149, 2
-  %1151 = mul nsw i64 %1150, 12544
-  %1152 = add nsw i64 2224784, %1151
-  %1153 = mul nsw i64 %pool1_grad.j90290, 196
-  %1154 = add nsw i64 %1152, %1153
-  %1155 = mul nsw i64 %pool1_grad.oy97303, 14
-  %1156 = add nsw i64 %1154, %1155
-  %1157 = add nsw i64 %1156, %pool1_grad.ox98306
-  %arena308 = getelementptr inbounds float, ptr %arena, i64 %1157
-  %1158 = load float, ptr %arena308, align 4
-  %1159 = fadd float %1146, %1158
-  store float %1159, ptr %arena307, align 4
-  %ox98.next = add nsw i64 %pool1_grad.ox98306, 1
-  %1160 = icmp slt i64 %ox98.next, 13
-  br i1 %1160, label %pool1_grad.ox98, label %pool1_grad.ox98.end
+pool1_grad.ox97:                                  ; preds = %pool1_grad.ox97, %pool1_grad.then306
+  %pool1_grad.ox97308 = phi i64 [ 0, %pool1_grad.then306 ], [ %ox97.next, %pool1_grad.ox97 ]
+  %1130 = mul nsw i64 %pool1_grad.g85283, 64
+  %1131 = add nsw i64 %1130, %pool1_grad.j89292
+  %1132 = mul nsw i64 %1131, 6272
+  %1133 = add nsw i64 802816, %1132
+  %1134 = mul nsw i64 %pool1_grad.c90293, 196
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %pool1_grad.oy96305, %pool1_grad.ky91294
+  %1137 = add nsw i64 %1136, -1
+  %1138 = mul nsw i64 %1137, 14
+  %1139 = add nsw i64 %1135, %1138
+  %1140 = add nsw i64 %pool1_grad.ox97308, 1
+  %1141 = add nsw i64 %1139, %1140
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1141
+  %1142 = load float, ptr %arena309, align 4
+  %1143 = mul nsw i64 %pool1_grad.c90293, 3
+  %1144 = add nsw i64 %1143, %pool1_grad.ky91294
+  %1145 = mul nsw i64 %1144, 3
+  %1146 = add nsw i64 %1145, 2
+  %1147 = mul nsw i64 %1146, 12544
+  %1148 = add nsw i64 2224784, %1147
+  %1149 = mul nsw i64 %pool1_grad.j89292, 196
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = mul nsw i64 %pool1_grad.oy96305, 14
+  %1152 = add nsw i64 %1150, %1151
+  %1153 = add nsw i64 %1152, %pool1_grad.ox97308
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1153
+  %1154 = load float, ptr %arena310, align 4
+  %1155 = fadd float %1142, %1154
+  store float %1155, ptr %arena309, align 4
+  %ox97.next = add nsw i64 %pool1_grad.ox97308, 1
+  %1156 = icmp slt i64 %ox97.next, 13
+  br i1 %1156, label %pool1_grad.ox97, label %pool1_grad.ox97.end
 
-pool1_grad.ox98.end:                              ; preds = %pool1_grad.ox98
-  br label %pool1_grad.endif305
+pool1_grad.ox97.end:                              ; preds = %pool1_grad.ox97
+  br label %pool1_grad.endif307
 
-conv1_grad.i99:                                   ; preds = %conv1_grad.i99, %pool1_grad.g86.end
-  %conv1_grad.i99309 = phi i64 [ 0, %pool1_grad.g86.end ], [ %i99.next, %conv1_grad.i99 ]
-  %1161 = add nsw i64 1221264, %conv1_grad.i99309
-  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1161
-  store float 0.000000e+00, ptr %arena310, align 4
-  %i99.next = add nsw i64 %conv1_grad.i99309, 1
-  %1162 = icmp slt i64 %i99.next, 1605632
-  br i1 %1162, label %conv1_grad.i99, label %conv1_grad.i99.end
+conv1_grad.i98:                                   ; preds = %conv1_grad.i98, %pool1_grad.g85.end
+  %conv1_grad.i98311 = phi i64 [ 0, %pool1_grad.g85.end ], [ %i98.next, %conv1_grad.i98 ]
+  %1157 = add nsw i64 1221264, %conv1_grad.i98311
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %1157
+  store float 0.000000e+00, ptr %arena312, align 4
+  %i98.next = add nsw i64 %conv1_grad.i98311, 1
+  %1158 = icmp slt i64 %i98.next, 1605632
+  br i1 %1158, label %conv1_grad.i98, label %conv1_grad.i98.end
 
-conv1_grad.i99.end:                               ; preds = %conv1_grad.i99
-  br label %conv1_grad.q100
+conv1_grad.i98.end:                               ; preds = %conv1_grad.i98
+  br label %conv1_grad.q99
 
-conv1_grad.q100:                                  ; preds = %conv1_grad.i101.end, %conv1_grad.i99.end
-  %conv1_grad.q100311 = phi i64 [ 0, %conv1_grad.i99.end ], [ %q100.next, %conv1_grad.i101.end ]
-  br label %conv1_grad.i101
+conv1_grad.q99:                                   ; preds = %conv1_grad.i100.end, %conv1_grad.i98.end
+  %conv1_grad.q99313 = phi i64 [ 0, %conv1_grad.i98.end ], [ %q99.next, %conv1_grad.i100.end ]
+  br label %conv1_grad.i100
 
-conv1_grad.q100.end:                              ; preds = %conv1_grad.i101.end
-  br label %conv1_weight_grad.i102
+conv1_grad.q99.end:                               ; preds = %conv1_grad.i100.end
+  br label %conv1_weight_grad.i101
 
-conv1_grad.i101:                                  ; preds = %conv1_grad.endif, %conv1_grad.q100
-  %conv1_grad.i101312 = phi i64 [ 0, %conv1_grad.q100 ], [ %i101.next, %conv1_grad.endif ]
-  %1163 = mul nsw i64 %conv1_grad.q100311, 196
-  %1164 = add nsw i64 %1163, %conv1_grad.i101312
-  %arena313 = getelementptr inbounds float, ptr %arena, i64 %1164
-  %1165 = load float, ptr %arena313, align 4
-  %1166 = fcmp ogt float %1165, 0.000000e+00
-  br i1 %1166, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.i100:                                  ; preds = %conv1_grad.endif, %conv1_grad.q99
+  %conv1_grad.i100314 = phi i64 [ 0, %conv1_grad.q99 ], [ %i100.next, %conv1_grad.endif ]
+  %1159 = mul nsw i64 %conv1_grad.q99313, 196
+  %1160 = add nsw i64 %1159, %conv1_grad.i100314
+  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1160
+  %1161 = load float, ptr %arena315, align 4
+  %1162 = fcmp ogt float %1161, 0.000000e+00
+  br i1 %1162, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i101.end:                              ; preds = %conv1_grad.endif
-  %q100.next = add nsw i64 %conv1_grad.q100311, 1
-  %1167 = icmp slt i64 %q100.next, 2048
-  br i1 %1167, label %conv1_grad.q100, label %conv1_grad.q100.end
+conv1_grad.i100.end:                              ; preds = %conv1_grad.endif
+  %q99.next = add nsw i64 %conv1_grad.q99313, 1
+  %1163 = icmp slt i64 %q99.next, 2048
+  br i1 %1163, label %conv1_grad.q99, label %conv1_grad.q99.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i101
-  %1168 = mul nsw i64 %conv1_grad.q100311, 784
-  %1169 = add nsw i64 1221264, %1168
-  %1170 = mul nsw i64 %conv1_grad.q100311, 196
-  %1171 = add nsw i64 %1170, %conv1_grad.i101312
-  %1172 = add nsw i64 401408, %1171
-  %arena314 = getelementptr inbounds float, ptr %arena, i64 %1172
-  %1173 = load float, ptr %arena314, align 4
-  %1174 = fptosi float %1173 to i64
-  %1175 = add nsw i64 %1169, %1174
-  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena315, align 4
-  %1177 = mul nsw i64 %conv1_grad.q100311, 196
-  %1178 = add nsw i64 %1177, %conv1_grad.i101312
-  %1179 = add nsw i64 802816, %1178
-  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1179
-  %1180 = load float, ptr %arena316, align 4
-  %1181 = fadd float %1176, %1180
-  store float %1181, ptr %arena315, align 4
+conv1_grad.then:                                  ; preds = %conv1_grad.i100
+  %1164 = mul nsw i64 %conv1_grad.q99313, 784
+  %1165 = add nsw i64 1221264, %1164
+  %1166 = mul nsw i64 %conv1_grad.q99313, 196
+  %1167 = add nsw i64 %1166, %conv1_grad.i100314
+  %1168 = add nsw i64 401408, %1167
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1168
+  %1169 = load float, ptr %arena316, align 4
+  %1170 = fptosi float %1169 to i64
+  %1171 = add nsw i64 %1165, %1170
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1171
+  %1172 = load float, ptr %arena317, align 4
+  %1173 = mul nsw i64 %conv1_grad.q99313, 196
+  %1174 = add nsw i64 %1173, %conv1_grad.i100314
+  %1175 = add nsw i64 802816, %1174
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %1175
+  %1176 = load float, ptr %arena318, align 4
+  %1177 = fadd float %1172, %1176
+  store float %1177, ptr %arena317, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i101
-  %i101.next = add nsw i64 %conv1_grad.i101312, 1
-  %1182 = icmp slt i64 %i101.next, 196
-  br i1 %1182, label %conv1_grad.i101, label %conv1_grad.i101.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i100
+  %i100.next = add nsw i64 %conv1_grad.i100314, 1
+  %1178 = icmp slt i64 %i100.next, 196
+  br i1 %1178, label %conv1_grad.i100, label %conv1_grad.i100.end
 
-conv1_weight_grad.i102:                           ; preds = %conv1_weight_grad.i102, %conv1_grad.q100.end
-  %conv1_weight_grad.i102317 = phi i64 [ 0, %conv1_grad.q100.end ], [ %i102.next, %conv1_weight_grad.i102 ]
-  %grads318 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i102317
-  store float 0.000000e+00, ptr %grads318, align 4
-  %i102.next = add nsw i64 %conv1_weight_grad.i102317, 1
-  %1183 = icmp slt i64 %i102.next, 288
-  br i1 %1183, label %conv1_weight_grad.i102, label %conv1_weight_grad.i102.end
+conv1_weight_grad.i101:                           ; preds = %conv1_weight_grad.i101, %conv1_grad.q99.end
+  %conv1_weight_grad.i101319 = phi i64 [ 0, %conv1_grad.q99.end ], [ %i101.next, %conv1_weight_grad.i101 ]
+  %grads320 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i101319
+  store float 0.000000e+00, ptr %grads320, align 4
+  %i101.next = add nsw i64 %conv1_weight_grad.i101319, 1
+  %1179 = icmp slt i64 %i101.next, 288
+  br i1 %1179, label %conv1_weight_grad.i101, label %conv1_weight_grad.i101.end
 
-conv1_weight_grad.i102.end:                       ; preds = %conv1_weight_grad.i102
-  br label %conv1_weight_grad.g103
+conv1_weight_grad.i101.end:                       ; preds = %conv1_weight_grad.i101
+  br label %conv1_weight_grad.g102
 
-conv1_weight_grad.g103:                           ; preds = %conv1_weight_grad.j115.end, %conv1_weight_grad.i102.end
-  %conv1_weight_grad.g103319 = phi i64 [ 0, %conv1_weight_grad.i102.end ], [ %g103.next, %conv1_weight_grad.j115.end ]
-  br label %conv1_weight_grad.j104
+conv1_weight_grad.g102:                           ; preds = %conv1_weight_grad.j114.end, %conv1_weight_grad.i101.end
+  %conv1_weight_grad.g102321 = phi i64 [ 0, %conv1_weight_grad.i101.end ], [ %g102.next, %conv1_weight_grad.j114.end ]
+  br label %conv1_weight_grad.j103
 
-conv1_weight_grad.g103.end:                       ; preds = %conv1_weight_grad.j115.end
-  br label %conv1_bias_grad.f118
+conv1_weight_grad.g102.end:                       ; preds = %conv1_weight_grad.j114.end
+  br label %conv1_bias_grad.i117
 
-conv1_weight_grad.j104:                           ; preds = %conv1_weight_grad.c107.end, %conv1_weight_grad.g103
-  %conv1_weight_grad.j104320 = phi i64 [ 0, %conv1_weight_grad.g103 ], [ %j104.next, %conv1_weight_grad.c107.end ]
-  br label %conv1_weight_grad.r105
+conv1_weight_grad.j103:                           ; preds = %conv1_weight_grad.c106.end, %conv1_weight_grad.g102
+  %conv1_weight_grad.j103322 = phi i64 [ 0, %conv1_weight_grad.g102 ], [ %j103.next, %conv1_weight_grad.c106.end ]
+  br label %conv1_weight_grad.r104
 
-conv1_weight_grad.j104.end:                       ; preds = %conv1_weight_grad.c107.end
-  br label %conv1_weight_grad.j115
+conv1_weight_grad.j103.end:                       ; preds = %conv1_weight_grad.c106.end
+  br label %conv1_weight_grad.j114
 
-conv1_weight_grad.r105:                           ; preds = %conv1_weight_grad.i106.end, %conv1_weight_grad.j104
-  %conv1_weight_grad.r105321 = phi i64 [ 0, %conv1_weight_grad.j104 ], [ %r105.next, %conv1_weight_grad.i106.end ]
-  br label %conv1_weight_grad.i106
+conv1_weight_grad.r104:                           ; preds = %conv1_weight_grad.i105.end, %conv1_weight_grad.j103
+  %conv1_weight_grad.r104323 = phi i64 [ 0, %conv1_weight_grad.j103 ], [ %r104.next, %conv1_weight_grad.i105.end ]
+  br label %conv1_weight_grad.i105
 
-conv1_weight_grad.r105.end:                       ; preds = %conv1_weight_grad.i106.end
-  br label %conv1_weight_grad.c107
+conv1_weight_grad.r104.end:                       ; preds = %conv1_weight_grad.i105.end
+  br label %conv1_weight_grad.c106
 
-conv1_weight_grad.i106:                           ; preds = %conv1_weight_grad.i106, %conv1_weight_grad.r105
-  %conv1_weight_grad.i106322 = phi i64 [ 0, %conv1_weight_grad.r105 ], [ %i106.next, %conv1_weight_grad.i106 ]
-  %1184 = mul nsw i64 %conv1_weight_grad.r105321, 50176
-  %1185 = add nsw i64 2826896, %1184
-  %1186 = mul nsw i64 %conv1_weight_grad.j104320, 784
-  %1187 = add nsw i64 %1185, %1186
-  %1188 = add nsw i64 %1187, %conv1_weight_grad.i106322
-  %arena323 = getelementptr inbounds float, ptr %arena, i64 %1188
-  store float 0.000000e+00, ptr %arena323, align 4
-  %i106.next = add nsw i64 %conv1_weight_grad.i106322, 1
-  %1189 = icmp slt i64 %i106.next, 784
-  br i1 %1189, label %conv1_weight_grad.i106, label %conv1_weight_grad.i106.end
+conv1_weight_grad.i105:                           ; preds = %conv1_weight_grad.i105, %conv1_weight_grad.r104
+  %conv1_weight_grad.i105324 = phi i64 [ 0, %conv1_weight_grad.r104 ], [ %i105.next, %conv1_weight_grad.i105 ]
+  %1180 = mul nsw i64 %conv1_weight_grad.r104323, 50176
+  %1181 = add nsw i64 2826896, %1180
+  %1182 = mul nsw i64 %conv1_weight_grad.j103322, 784
+  %1183 = add nsw i64 %1181, %1182
+  %1184 = add nsw i64 %1183, %conv1_weight_grad.i105324
+  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1184
+  store float 0.000000e+00, ptr %arena325, align 4
+  %i105.next = add nsw i64 %conv1_weight_grad.i105324, 1
+  %1185 = icmp slt i64 %i105.next, 784
+  br i1 %1185, label %conv1_weight_grad.i105, label %conv1_weight_grad.i105.end
 
-conv1_weight_grad.i106.end:                       ; preds = %conv1_weight_grad.i106
-  %r105.next = add nsw i64 %conv1_weight_grad.r105321, 1
-  %1190 = icmp slt i64 %r105.next, 9
-  br i1 %1190, label %conv1_weight_grad.r105, label %conv1_weight_grad.r105.end
+conv1_weight_grad.i105.end:                       ; preds = %conv1_weight_grad.i105
+  %r104.next = add nsw i64 %conv1_weight_grad.r104323, 1
+  %1186 = icmp slt i64 %r104.next, 9
+  br i1 %1186, label %conv1_weight_grad.r104, label %conv1_weight_grad.r104.end
 
-conv1_weight_grad.c107:                           ; preds = %conv1_weight_grad.ky108.end, %conv1_weight_grad.r105.end
-  %conv1_weight_grad.c107324 = phi i64 [ 0, %conv1_weight_grad.r105.end ], [ %c107.next, %conv1_weight_grad.ky108.end ]
-  br label %conv1_weight_grad.ky108
+conv1_weight_grad.c106:                           ; preds = %conv1_weight_grad.ky107.end, %conv1_weight_grad.r104.end
+  %conv1_weight_grad.c106326 = phi i64 [ 0, %conv1_weight_grad.r104.end ], [ %c106.next, %conv1_weight_grad.ky107.end ]
+  br label %conv1_weight_grad.ky107
 
-conv1_weight_grad.c107.end:                       ; preds = %conv1_weight_grad.ky108.end
-  %j104.next = add nsw i64 %conv1_weight_grad.j104320, 1
-  %1191 = icmp slt i64 %j104.next, 64
-  br i1 %1191, label %conv1_weight_grad.j104, label %conv1_weight_grad.j104.end
+conv1_weight_grad.c106.end:                       ; preds = %conv1_weight_grad.ky107.end
+  %j103.next = add nsw i64 %conv1_weight_grad.j103322, 1
+  %1187 = icmp slt i64 %j103.next, 64
+  br i1 %1187, label %conv1_weight_grad.j103, label %conv1_weight_grad.j103.end
 
-conv1_weight_grad.ky108:                          ; preds = %conv1_weight_grad.oy113.end, %conv1_weight_grad.c107
-  %conv1_weight_grad.ky108325 = phi i64 [ 0, %conv1_weight_grad.c107 ], [ %ky108.next, %conv1_weight_grad.oy113.end ]
-  br label %conv1_weight_grad.oy109
+conv1_weight_grad.ky107:                          ; preds = %conv1_weight_grad.oy112.end, %conv1_weight_grad.c106
+  %conv1_weight_grad.ky107327 = phi i64 [ 0, %conv1_weight_grad.c106 ], [ %ky107.next, %conv1_weight_grad.oy112.end ]
+  br label %conv1_weight_grad.oy108
 
-conv1_weight_grad.ky108.end:                      ; preds = %conv1_weight_grad.oy113.end
-  %c107.next = add nsw i64 %conv1_weight_grad.c107324, 1
-  %1192 = icmp slt i64 %c107.next, 1
-  br i1 %1192, label %conv1_weight_grad.c107, label %conv1_weight_grad.c107.end
+conv1_weight_grad.ky107.end:                      ; preds = %conv1_weight_grad.oy112.end
+  %c106.next = add nsw i64 %conv1_weight_grad.c106326, 1
+  %1188 = icmp slt i64 %c106.next, 1
+  br i1 %1188, label %conv1_weight_grad.c106, label %conv1_weight_grad.c106.end
 
-conv1_weight_grad.oy109:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky108
-  %conv1_weight_grad.oy109326 = phi i64 [ 0, %conv1_weight_grad.ky108 ], [ %oy109.next, %conv1_weight_grad.endif ]
-  %1193 = add nsw i64 %conv1_weight_grad.oy109326, %conv1_weight_grad.ky108325
-  %1194 = add nsw i64 %1193, -1
-  %1195 = icmp slt i64 -1, %1194
-  %1196 = add nsw i64 %conv1_weight_grad.oy109326, %conv1_weight_grad.ky108325
-  %1197 = add nsw i64 %1196, -1
-  %1198 = icmp slt i64 %1197, 28
-  %1199 = and i1 %1195, %1198
-  br i1 %1199, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky107
+  %conv1_weight_grad.oy108328 = phi i64 [ 0, %conv1_weight_grad.ky107 ], [ %oy108.next, %conv1_weight_grad.endif ]
+  %1189 = add nsw i64 %conv1_weight_grad.oy108328, %conv1_weight_grad.ky107327
+  %1190 = add nsw i64 %1189, -1
+  %1191 = icmp slt i64 -1, %1190
+  %1192 = add nsw i64 %conv1_weight_grad.oy108328, %conv1_weight_grad.ky107327
+  %1193 = add nsw i64 %1192, -1
+  %1194 = icmp slt i64 %1193, 28
+  %1195 = and i1 %1191, %1194
+  br i1 %1195, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy109.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy111
+conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy110
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy109
-  br label %conv1_weight_grad.ox110
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy108
+  br label %conv1_weight_grad.ox109
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox110.end, %conv1_weight_grad.oy109
-  %oy109.next = add nsw i64 %conv1_weight_grad.oy109326, 1
-  %1200 = icmp slt i64 %oy109.next, 28
-  br i1 %1200, label %conv1_weight_grad.oy109, label %conv1_weight_grad.oy109.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy108
+  %oy108.next = add nsw i64 %conv1_weight_grad.oy108328, 1
+  %1196 = icmp slt i64 %oy108.next, 28
+  br i1 %1196, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
 
-conv1_weight_grad.ox110:                          ; preds = %conv1_weight_grad.ox110, %conv1_weight_grad.then
-  %conv1_weight_grad.ox110327 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox110.next, %conv1_weight_grad.ox110 ]
-  %1201 = mul nsw i64 %conv1_weight_grad.g103319, 64
-  %1202 = add nsw i64 %1201, %conv1_weight_grad.j104320
-  %1203 = mul nsw i64 %1202, 784
-  %1204 = mul nsw i64 %conv1_weight_grad.c107324, 784
-  %1205 = add nsw i64 %1203, %1204
-  %1206 = add nsw i64 %conv1_weight_grad.oy109326, %conv1_weight_grad.ky108325
+conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.then
+  %conv1_weight_grad.ox109329 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox109.next, %conv1_weight_grad.ox109 ]
+  %1197 = mul nsw i64 %conv1_weight_grad.g102321, 64
+  %1198 = add nsw i64 %1197, %conv1_weight_grad.j103322
+  %1199 = mul nsw i64 %1198, 784
+  %1200 = mul nsw i64 %conv1_weight_grad.c106326, 784
+  %1201 = add nsw i64 %1199, %1200
+  %1202 = add nsw i64 %conv1_weight_grad.oy108328, %conv1_weight_grad.ky107327
+  %1203 = add nsw i64 %1202, -1
+  %1204 = mul nsw i64 %1203, 28
+  %1205 = add nsw i64 %1201, %1204
+  %1206 = add nsw i64 %conv1_weight_grad.ox109329, 1
   %1207 = add nsw i64 %1206, -1
-  %1208 = mul nsw i64 %1207, 28
-  %1209 = add nsw i64 %1205, %1208
-  %1210 = add nsw i64 %conv1_weight_grad.ox110327, 1
-  %1211 = add nsw i64 %1210, -1
-  %1212 = add nsw i64 %1209, %1211
-  %images328 = getelementptr inbounds float, ptr %images, i64 %1212
-  %1213 = load float, ptr %images328, align 4
-  %1214 = mul nsw i64 %conv1_weight_grad.c107324, 3
-  %1215 = add nsw i64 %1214, %conv1_weight_grad.ky108325
-  %1216 = mul nsw i64 %1215, 3
-  %1217 = mul nsw i64 %1216, 50176
-  %1218 = add nsw i64 2826896, %1217
-  %1219 = mul nsw i64 %conv1_weight_grad.j104320, 784
+  %1208 = add nsw i64 %1205, %1207
+  %images330 = getelementptr inbounds float, ptr %images, i64 %1208
+  %1209 = load float, ptr %images330, align 4
+  %1210 = mul nsw i64 %conv1_weight_grad.c106326, 3
+  %1211 = add nsw i64 %1210, %conv1_weight_grad.ky107327
+  %1212 = mul nsw i64 %1211, 3
+  %1213 = mul nsw i64 %1212, 50176
+  %1214 = add nsw i64 2826896, %1213
+  %1215 = mul nsw i64 %conv1_weight_grad.j103322, 784
+  %1216 = add nsw i64 %1214, %1215
+  %1217 = mul nsw i64 %conv1_weight_grad.oy108328, 28
+  %1218 = add nsw i64 %1216, %1217
+  %1219 = add nsw i64 %conv1_weight_grad.ox109329, 1
   %1220 = add nsw i64 %1218, %1219
-  %1221 = mul nsw i64 %conv1_weight_grad.oy109326, 28
-  %1222 = add nsw i64 %1220, %1221
-  %1223 = add nsw i64 %conv1_weight_grad.ox110327, 1
-  %1224 = add nsw i64 %1222, %1223
-  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1224
-  store float %1213, ptr %arena329, align 4
-  %ox110.next = add nsw i64 %conv1_weight_grad.ox110327, 1
-  %1225 = icmp slt i64 %ox110.next, 27
-  br i1 %1225, label %conv1_weight_grad.ox110, label %conv1_weight_grad.ox110.end
+  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1220
+  store float %1209, ptr %arena331, align 4
+  %ox109.next = add nsw i64 %conv1_weight_grad.ox109329, 1
+  %1221 = icmp slt i64 %ox109.next, 27
+  br i1 %1221, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
 
-conv1_weight_grad.ox110.end:                      ; preds = %conv1_weight_grad.ox110
+conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy111:                          ; preds = %conv1_weight_grad.endif332, %conv1_weight_grad.oy109.end
-  %conv1_weight_grad.oy111330 = phi i64 [ 0, %conv1_weight_grad.oy109.end ], [ %oy111.next, %conv1_weight_grad.endif332 ]
-  %1226 = add nsw i64 %conv1_weight_grad.oy111330, %conv1_weight_grad.ky108325
-  %1227 = add nsw i64 %1226, -1
-  %1228 = icmp slt i64 -1, %1227
-  %1229 = add nsw i64 %conv1_weight_grad.oy111330, %conv1_weight_grad.ky108325
-  %1230 = add nsw i64 %1229, -1
-  %1231 = icmp slt i64 %1230, 28
-  %1232 = and i1 %1228, %1231
-  br i1 %1232, label %conv1_weight_grad.then331, label %conv1_weight_grad.endif332
+conv1_weight_grad.oy110:                          ; preds = %conv1_weight_grad.endif334, %conv1_weight_grad.oy108.end
+  %conv1_weight_grad.oy110332 = phi i64 [ 0, %conv1_weight_grad.oy108.end ], [ %oy110.next, %conv1_weight_grad.endif334 ]
+  %1222 = add nsw i64 %conv1_weight_grad.oy110332, %conv1_weight_grad.ky107327
+  %1223 = add nsw i64 %1222, -1
+  %1224 = icmp slt i64 -1, %1223
+  %1225 = add nsw i64 %conv1_weight_grad.oy110332, %conv1_weight_grad.ky107327
+  %1226 = add nsw i64 %1225, -1
+  %1227 = icmp slt i64 %1226, 28
+  %1228 = and i1 %1224, %1227
+  br i1 %1228, label %conv1_weight_grad.then333, label %conv1_weight_grad.endif334
 
-conv1_weight_grad.oy111.end:                      ; preds = %conv1_weight_grad.endif332
-  br label %conv1_weight_grad.oy113
+conv1_weight_grad.oy110.end:                      ; preds = %conv1_weight_grad.endif334
+  br label %conv1_weight_grad.oy112
 
-conv1_weight_grad.then331:                        ; preds = %conv1_weight_grad.oy111
-  br label %conv1_weight_grad.ox112
+conv1_weight_grad.then333:                        ; preds = %conv1_weight_grad.oy110
+  br label %conv1_weight_grad.ox111
 
-conv1_weight_grad.endif332:                       ; preds = %conv1_weight_grad.ox112.end, %conv1_weight_grad.oy111
-  %oy111.next = add nsw i64 %conv1_weight_grad.oy111330, 1
-  %1233 = icmp slt i64 %oy111.next, 28
-  br i1 %1233, label %conv1_weight_grad.oy111, label %conv1_weight_grad.oy111.end
+conv1_weight_grad.endif334:                       ; preds = %conv1_weight_grad.ox111.end, %conv1_weight_grad.oy110
+  %oy110.next = add nsw i64 %conv1_weight_grad.oy110332, 1
+  %1229 = icmp slt i64 %oy110.next, 28
+  br i1 %1229, label %conv1_weight_grad.oy110, label %conv1_weight_grad.oy110.end
 
-conv1_weight_grad.ox112:                          ; preds = %conv1_weight_grad.ox112, %conv1_weight_grad.then331
-  %conv1_weight_grad.ox112333 = phi i64 [ 0, %conv1_weight_grad.then331 ], [ %ox112.next, %conv1_weight_grad.ox112 ]
-  %1234 = mul nsw i64 %conv1_weight_grad.g103319, 64
-  %1235 = add nsw i64 %1234, %conv1_weight_grad.j104320
-  %1236 = mul nsw i64 %1235, 784
-  %1237 = mul nsw i64 %conv1_weight_grad.c107324, 784
-  %1238 = add nsw i64 %1236, %1237
-  %1239 = add nsw i64 %conv1_weight_grad.oy111330, %conv1_weight_grad.ky108325
-  %1240 = add nsw i64 %1239, -1
-  %1241 = mul nsw i64 %1240, 28
-  %1242 = add nsw i64 %1238, %1241
-  %1243 = add nsw i64 %1242, %conv1_weight_grad.ox112333
-  %images334 = getelementptr inbounds float, ptr %images, i64 %1243
-  %1244 = load float, ptr %images334, align 4
-  %1245 = mul nsw i64 %conv1_weight_grad.c107324, 3
-  %1246 = add nsw i64 %1245, %conv1_weight_grad.ky108325
-  %1247 = mul nsw i64 %1246, 3
-  %1248 = add nsw i64 %1247, 1
-  %1249 = mul nsw i64 %1248, 50176
-  %1250 = add nsw i64 2826896, %1249
-  %1251 = mul nsw i64 %conv1_weight_grad.j104320, 784
-  %1252 = add nsw i64 %1250, %1251
-  %1253 = mul nsw i64 %conv1_weight_grad.oy111330, 28
-  %1254 = add nsw i64 %1252, %1253
-  %1255 = add nsw i64 %1254, %conv1_weight_grad.ox112333
-  %arena335 = getelementptr inbounds float, ptr %arena, i64 %1255
-  store float %1244, ptr %arena335, align 4
-  %ox112.next = add nsw i64 %conv1_weight_grad.ox112333, 1
-  %1256 = icmp slt i64 %ox112.next, 28
-  br i1 %1256, label %conv1_weight_grad.ox112, label %conv1_weight_grad.ox112.end
+conv1_weight_grad.ox111:                          ; preds = %conv1_weight_grad.ox111, %conv1_weight_grad.then333
+  %conv1_weight_grad.ox111335 = phi i64 [ 0, %conv1_weight_grad.then333 ], [ %ox111.next, %conv1_weight_grad.ox111 ]
+  %1230 = mul nsw i64 %conv1_weight_grad.g102321, 64
+  %1231 = add nsw i64 %1230, %conv1_weight_grad.j103322
+  %1232 = mul nsw i64 %1231, 784
+  %1233 = mul nsw i64 %conv1_weight_grad.c106326, 784
+  %1234 = add nsw i64 %1232, %1233
+  %1235 = add nsw i64 %conv1_weight_grad.oy110332, %conv1_weight_grad.ky107327
+  %1236 = add nsw i64 %1235, -1
+  %1237 = mul nsw i64 %1236, 28
+  %1238 = add nsw i64 %1234, %1237
+  %1239 = add nsw i64 %1238, %conv1_weight_grad.ox111335
+  %images336 = getelementptr inbounds float, ptr %images, i64 %1239
+  %1240 = load float, ptr %images336, align 4
+  %1241 = mul nsw i64 %conv1_weight_grad.c106326, 3
+  %1242 = add nsw i64 %1241, %conv1_weight_grad.ky107327
+  %1243 = mul nsw i64 %1242, 3
+  %1244 = add nsw i64 %1243, 1
+  %1245 = mul nsw i64 %1244, 50176
+  %1246 = add nsw i64 2826896, %1245
+  %1247 = mul nsw i64 %conv1_weight_grad.j103322, 784
+  %1248 = add nsw i64 %1246, %1247
+  %1249 = mul nsw i64 %conv1_weight_grad.oy110332, 28
+  %1250 = add nsw i64 %1248, %1249
+  %1251 = add nsw i64 %1250, %conv1_weight_grad.ox111335
+  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1251
+  store float %1240, ptr %arena337, align 4
+  %ox111.next = add nsw i64 %conv1_weight_grad.ox111335, 1
+  %1252 = icmp slt i64 %ox111.next, 28
+  br i1 %1252, label %conv1_weight_grad.ox111, label %conv1_weight_grad.ox111.end
 
-conv1_weight_grad.ox112.end:                      ; preds = %conv1_weight_grad.ox112
-  br label %conv1_weight_grad.endif332
+conv1_weight_grad.ox111.end:                      ; preds = %conv1_weight_grad.ox111
+  br label %conv1_weight_grad.endif334
 
-conv1_weight_grad.oy113:                          ; preds = %conv1_weight_grad.endif338, %conv1_weight_grad.oy111.end
-  %conv1_weight_grad.oy113336 = phi i64 [ 0, %conv1_weight_grad.oy111.end ], [ %oy113.next, %conv1_weight_grad.endif338 ]
-  %1257 = add nsw i64 %conv1_weight_grad.oy113336, %conv1_weight_grad.ky108325
-  %1258 = add nsw i64 %1257, -1
-  %1259 = icmp slt i64 -1, %1258
-  %1260 = add nsw i64 %conv1_weight_grad.oy113336, %conv1_weight_grad.ky108325
-  %1261 = add nsw i64 %1260, -1
-  %1262 = icmp slt i64 %1261, 28
-  %1263 = and i1 %1259, %1262
-  br i1 %1263, label %conv1_weight_grad.then337, label %conv1_weight_grad.endif338
+conv1_weight_grad.oy112:                          ; preds = %conv1_weight_grad.endif340, %conv1_weight_grad.oy110.end
+  %conv1_weight_grad.oy112338 = phi i64 [ 0, %conv1_weight_grad.oy110.end ], [ %oy112.next, %conv1_weight_grad.endif340 ]
+  %1253 = add nsw i64 %conv1_weight_grad.oy112338, %conv1_weight_grad.ky107327
+  %1254 = add nsw i64 %1253, -1
+  %1255 = icmp slt i64 -1, %1254
+  %1256 = add nsw i64 %conv1_weight_grad.oy112338, %conv1_weight_grad.ky107327
+  %1257 = add nsw i64 %1256, -1
+  %1258 = icmp slt i64 %1257, 28
+  %1259 = and i1 %1255, %1258
+  br i1 %1259, label %conv1_weight_grad.then339, label %conv1_weight_grad.endif340
 
-conv1_weight_grad.oy113.end:                      ; preds = %conv1_weight_grad.endif338
-  %ky108.next = add nsw i64 %conv1_weight_grad.ky108325, 1
-  %1264 = icmp slt i64 %ky108.next, 3
-  br i1 %1264, label %conv1_weight_grad.ky108, label %conv1_weight_grad.ky108.end
+conv1_weight_grad.oy112.end:                      ; preds = %conv1_weight_grad.endif340
+  %ky107.next = add nsw i64 %conv1_weight_grad.ky107327, 1
+  %1260 = icmp slt i64 %ky107.next, 3
+  br i1 %1260, label %conv1_weight_grad.ky107, label %conv1_weight_grad.ky107.end
 
-conv1_weight_grad.then337:                        ; preds = %conv1_weight_grad.oy113
-  br label %conv1_weight_grad.ox114
+conv1_weight_grad.then339:                        ; preds = %conv1_weight_grad.oy112
+  br label %conv1_weight_grad.ox113
 
-conv1_weight_grad.endif338:                       ; preds = %conv1_weight_grad.ox114.end, %conv1_weight_grad.oy113
-  %oy113.next = add nsw i64 %conv1_weight_grad.oy113336, 1
-  %1265 = icmp slt i64 %oy113.next, 28
-  br i1 %1265, label %conv1_weight_grad.oy113, label %conv1_weight_grad.oy113.end
+conv1_weight_grad.endif340:                       ; preds = %conv1_weight_grad.ox113.end, %conv1_weight_grad.oy112
+  %oy112.next = add nsw i64 %conv1_weight_grad.oy112338, 1
+  %1261 = icmp slt i64 %oy112.next, 28
+  br i1 %1261, label %conv1_weight_grad.oy112, label %conv1_weight_grad.oy112.end
 
-conv1_weight_grad.ox114:                          ; preds = %conv1_weight_grad.ox114, %conv1_weight_grad.then337
-  %conv1_weight_grad.ox114339 = phi i64 [ 0, %conv1_weight_grad.then337 ], [ %ox114.next, %conv1_weight_grad.ox114 ]
-  %1266 = mul nsw i64 %conv1_weight_grad.g103319, 64
-  %1267 = add nsw i64 %1266, %conv1_weight_grad.j104320
-  %1268 = mul nsw i64 %1267, 784
-  %1269 = mul nsw i64 %conv1_weight_grad.c107324, 784
-  %1270 = add nsw i64 %1268, %1269
-  %1271 = add nsw i64 %conv1_weight_grad.oy113336, %conv1_weight_grad.ky108325
-  %1272 = add nsw i64 %1271, -1
-  %1273 = mul nsw i64 %1272, 28
-  %1274 = add nsw i64 %1270, %1273
-  %1275 = add nsw i64 %conv1_weight_grad.ox114339, 1
-  %1276 = add nsw i64 %1274, %1275
-  %images340 = getelementptr inbounds float, ptr %images, i64 %1276
-  %1277 = load float, ptr %images340, align 4
-  %1278 = mul nsw i64 %conv1_weight_grad.c107324, 3
-  %1279 = add nsw i64 %1278, %conv1_weight_grad.ky108325
-  %1280 = mul nsw i64 %1279, 3
-  %1281 = add nsw i64 %1280, 2
-  %1282 = mul nsw i64 %1281, 50176
-  %1283 = add nsw i64 2826896, %1282
-  %1284 = mul nsw i64 %conv1_weight_grad.j104320, 784
-  %1285 = add nsw i64 %1283, %1284
-  %1286 = mul nsw i64 %conv1_weight_grad.oy113336, 28
-  %1287 = add nsw i64 %1285, %1286
-  %1288 = add nsw i64 %1287, %conv1_weight_grad.ox114339
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1288
-  store float %1277, ptr %arena341, align 4
-  %ox114.next = add nsw i64 %conv1_weight_grad.ox114339, 1
-  %1289 = icmp slt i64 %ox114.next, 27
-  br i1 %1289, label %conv1_weight_grad.ox114, label %conv1_weight_grad.ox114.end
+conv1_weight_grad.ox113:                          ; preds = %conv1_weight_grad.ox113, %conv1_weight_grad.then339
+  %conv1_weight_grad.ox113341 = phi i64 [ 0, %conv1_weight_grad.then339 ], [ %ox113.next, %conv1_weight_grad.ox113 ]
+  %1262 = mul nsw i64 %conv1_weight_grad.g102321, 64
+  %1263 = add nsw i64 %1262, %conv1_weight_grad.j103322
+  %1264 = mul nsw i64 %1263, 784
+  %1265 = mul nsw i64 %conv1_weight_grad.c106326, 784
+  %1266 = add nsw i64 %1264, %1265
+  %1267 = add nsw i64 %conv1_weight_grad.oy112338, %conv1_weight_grad.ky107327
+  %1268 = add nsw i64 %1267, -1
+  %1269 = mul nsw i64 %1268, 28
+  %1270 = add nsw i64 %1266, %1269
+  %1271 = add nsw i64 %conv1_weight_grad.ox113341, 1
+  %1272 = add nsw i64 %1270, %1271
+  %images342 = getelementptr inbounds float, ptr %images, i64 %1272
+  %1273 = load float, ptr %images342, align 4
+  %1274 = mul nsw i64 %conv1_weight_grad.c106326, 3
+  %1275 = add nsw i64 %1274, %conv1_weight_grad.ky107327
+  %1276 = mul nsw i64 %1275, 3
+  %1277 = add nsw i64 %1276, 2
+  %1278 = mul nsw i64 %1277, 50176
+  %1279 = add nsw i64 2826896, %1278
+  %1280 = mul nsw i64 %conv1_weight_grad.j103322, 784
+  %1281 = add nsw i64 %1279, %1280
+  %1282 = mul nsw i64 %conv1_weight_grad.oy112338, 28
+  %1283 = add nsw i64 %1281, %1282
+  %1284 = add nsw i64 %1283, %conv1_weight_grad.ox113341
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1284
+  store float %1273, ptr %arena343, align 4
+  %ox113.next = add nsw i64 %conv1_weight_grad.ox113341, 1
+  %1285 = icmp slt i64 %ox113.next, 27
+  br i1 %1285, label %conv1_weight_grad.ox113, label %conv1_weight_grad.ox113.end
 
-conv1_weight_grad.ox114.end:                      ; preds = %conv1_weight_grad.ox114
-  br label %conv1_weight_grad.endif338
+conv1_weight_grad.ox113.end:                      ; preds = %conv1_weight_grad.ox113
+  br label %conv1_weight_grad.endif340
 
-conv1_weight_grad.j115:                           ; preds = %conv1_weight_grad.f116.end, %conv1_weight_grad.j104.end
-  %conv1_weight_grad.j115342 = phi i64 [ 0, %conv1_weight_grad.j104.end ], [ %j115.next, %conv1_weight_grad.f116.end ]
-  br label %conv1_weight_grad.f116
+conv1_weight_grad.j114:                           ; preds = %conv1_weight_grad.f115.end, %conv1_weight_grad.j103.end
+  %conv1_weight_grad.j114344 = phi i64 [ 0, %conv1_weight_grad.j103.end ], [ %j114.next, %conv1_weight_grad.f115.end ]
+  br label %conv1_weight_grad.f115
 
-conv1_weight_grad.j115.end:                       ; preds = %conv1_weight_grad.f116.end
-  %arena347 = getelementptr inbounds float, ptr %arena, i64 3278480
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 2826896
-  %grads349 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena347, i32 50176, ptr %arena348, i32 50176, float 1.000000e+00, ptr %grads349, i32 9)
-  %g103.next = add nsw i64 %conv1_weight_grad.g103319, 1
-  %1290 = icmp slt i64 %g103.next, 1
-  br i1 %1290, label %conv1_weight_grad.g103, label %conv1_weight_grad.g103.end
+conv1_weight_grad.j114.end:                       ; preds = %conv1_weight_grad.f115.end
+  %arena349 = getelementptr inbounds float, ptr %arena, i64 3278480
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 2826896
+  %grads351 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena349, i32 50176, ptr %arena350, i32 50176, float 1.000000e+00, ptr %grads351, i32 9)
+  %g102.next = add nsw i64 %conv1_weight_grad.g102321, 1
+  %1286 = icmp slt i64 %g102.next, 1
+  br i1 %1286, label %conv1_weight_grad.g102, label %conv1_weight_grad.g102.end
 
-conv1_weight_grad.f116:                           ; preds = %conv1_weight_grad.i117.end, %conv1_weight_grad.j115
-  %conv1_weight_grad.f116343 = phi i64 [ 0, %conv1_weight_grad.j115 ], [ %f116.next, %conv1_weight_grad.i117.end ]
-  br label %conv1_weight_grad.i117
+conv1_weight_grad.f115:                           ; preds = %conv1_weight_grad.i116.end, %conv1_weight_grad.j114
+  %conv1_weight_grad.f115345 = phi i64 [ 0, %conv1_weight_grad.j114 ], [ %f115.next, %conv1_weight_grad.i116.end ]
+  br label %conv1_weight_grad.i116
 
-conv1_weight_grad.f116.end:                       ; preds = %conv1_weight_grad.i117.end
-  %j115.next = add nsw i64 %conv1_weight_grad.j115342, 1
-  %1291 = icmp slt i64 %j115.next, 64
-  br i1 %1291, label %conv1_weight_grad.j115, label %conv1_weight_grad.j115.end
+conv1_weight_grad.f115.end:                       ; preds = %conv1_weight_grad.i116.end
+  %j114.next = add nsw i64 %conv1_weight_grad.j114344, 1
+  %1287 = icmp slt i64 %j114.next, 64
+  br i1 %1287, label %conv1_weight_grad.j114, label %conv1_weight_grad.j114.end
 
-conv1_weight_grad.i117:                           ; preds = %conv1_weight_grad.i117, %conv1_weight_grad.f116
-  %conv1_weight_grad.i117344 = phi i64 [ 0, %conv1_weight_grad.f116 ], [ %i117.next, %conv1_weight_grad.i117 ]
-  %1292 = mul nsw i64 %conv1_weight_grad.g103319, 64
-  %1293 = add nsw i64 %1292, %conv1_weight_grad.j115342
-  %1294 = mul nsw i64 %1293, 25088
-  %1295 = add nsw i64 1221264, %1294
-  %1296 = mul nsw i64 %conv1_weight_grad.f116343, 784
-  %1297 = add nsw i64 %1295, %1296
-  %1298 = add nsw i64 %1297, %conv1_weight_grad.i117344
-  %arena345 = getelementptr inbounds float, ptr %arena, i64 %1298
-  %1299 = load float, ptr %arena345, align 4
-  %1300 = mul nsw i64 %conv1_weight_grad.f116343, 50176
-  %1301 = add nsw i64 3278480, %1300
-  %1302 = mul nsw i64 %conv1_weight_grad.j115342, 784
-  %1303 = add nsw i64 %1301, %1302
-  %1304 = add nsw i64 %1303, %conv1_weight_grad.i117344
-  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1304
-  store float %1299, ptr %arena346, align 4
-  %i117.next = add nsw i64 %conv1_weight_grad.i117344, 1
-  %1305 = icmp slt i64 %i117.next, 784
-  br i1 %1305, label %conv1_weight_grad.i117, label %conv1_weight_grad.i117.end
+conv1_weight_grad.i116:                           ; preds = %conv1_weight_grad.i116, %conv1_weight_grad.f115
+  %conv1_weight_grad.i116346 = phi i64 [ 0, %conv1_weight_grad.f115 ], [ %i116.next, %conv1_weight_grad.i116 ]
+  %1288 = mul nsw i64 %conv1_weight_grad.g102321, 64
+  %1289 = add nsw i64 %1288, %conv1_weight_grad.j114344
+  %1290 = mul nsw i64 %1289, 25088
+  %1291 = add nsw i64 1221264, %1290
+  %1292 = mul nsw i64 %conv1_weight_grad.f115345, 784
+  %1293 = add nsw i64 %1291, %1292
+  %1294 = add nsw i64 %1293, %conv1_weight_grad.i116346
+  %arena347 = getelementptr inbounds float, ptr %arena, i64 %1294
+  %1295 = load float, ptr %arena347, align 4
+  %1296 = mul nsw i64 %conv1_weight_grad.f115345, 50176
+  %1297 = add nsw i64 3278480, %1296
+  %1298 = mul nsw i64 %conv1_weight_grad.j114344, 784
+  %1299 = add nsw i64 %1297, %1298
+  %1300 = add nsw i64 %1299, %conv1_weight_grad.i116346
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1300
+  store float %1295, ptr %arena348, align 4
+  %i116.next = add nsw i64 %conv1_weight_grad.i116346, 1
+  %1301 = icmp slt i64 %i116.next, 784
+  br i1 %1301, label %conv1_weight_grad.i116, label %conv1_weight_grad.i116.end
 
-conv1_weight_grad.i117.end:                       ; preds = %conv1_weight_grad.i117
-  %f116.next = add nsw i64 %conv1_weight_grad.f116343, 1
-  %1306 = icmp slt i64 %f116.next, 32
-  br i1 %1306, label %conv1_weight_grad.f116, label %conv1_weight_grad.f116.end
+conv1_weight_grad.i116.end:                       ; preds = %conv1_weight_grad.i116
+  %f115.next = add nsw i64 %conv1_weight_grad.f115345, 1
+  %1302 = icmp slt i64 %f115.next, 32
+  br i1 %1302, label %conv1_weight_grad.f115, label %conv1_weight_grad.f115.end
 
-conv1_bias_grad.f118:                             ; preds = %conv1_bias_grad.img120.end, %conv1_weight_grad.g103.end
-  %conv1_bias_grad.f118350 = phi i64 [ 0, %conv1_weight_grad.g103.end ], [ %f118.next, %conv1_bias_grad.img120.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc119, align 4
-  br label %conv1_bias_grad.img120
+conv1_bias_grad.i117:                             ; preds = %conv1_bias_grad.i117, %conv1_weight_grad.g102.end
+  %conv1_bias_grad.i117352 = phi i64 [ 0, %conv1_weight_grad.g102.end ], [ %i117.next, %conv1_bias_grad.i117 ]
+  %arena353 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i117352
+  store float 1.000000e+00, ptr %arena353, align 4
+  %i117.next = add nsw i64 %conv1_bias_grad.i117352, 1
+  %1303 = icmp slt i64 %i117.next, 784
+  br i1 %1303, label %conv1_bias_grad.i117, label %conv1_bias_grad.i117.end
 
-conv1_bias_grad.f118.end:                         ; preds = %conv1_bias_grad.img120.end
-  %1307 = sitofp i64 %step to float
-  %1308 = fmul float %1307, 0xBFBAF8E8A0000000
-  %1309 = call float @llvm.exp.f32(float %1308)
-  %1310 = fsub float 1.000000e+00, %1309
-  %1311 = fdiv float %lr, %1310
-  store float %1311, ptr %adam.step_size122, align 4
-  %1312 = sitofp i64 %step to float
-  %1313 = fmul float %1312, 0xBF50645940000000
-  %1314 = call float @llvm.exp.f32(float %1313)
-  %1315 = fsub float 1.000000e+00, %1314
-  %1316 = call float @llvm.sqrt.f32(float %1315)
-  store float %1316, ptr %adam.bc2_sqrt123, align 4
-  br label %adam.i124
+conv1_bias_grad.i117.end:                         ; preds = %conv1_bias_grad.i117
+  br label %conv1_bias_grad.i118
 
-conv1_bias_grad.img120:                           ; preds = %conv1_bias_grad.i121.end, %conv1_bias_grad.f118
-  %conv1_bias_grad.img120351 = phi i64 [ 0, %conv1_bias_grad.f118 ], [ %img120.next, %conv1_bias_grad.i121.end ]
-  br label %conv1_bias_grad.i121
+conv1_bias_grad.i118:                             ; preds = %conv1_bias_grad.i118, %conv1_bias_grad.i117.end
+  %conv1_bias_grad.i118354 = phi i64 [ 0, %conv1_bias_grad.i117.end ], [ %i118.next, %conv1_bias_grad.i118 ]
+  %1304 = add nsw i64 288, %conv1_bias_grad.i118354
+  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1304
+  store float 0.000000e+00, ptr %grads355, align 4
+  %i118.next = add nsw i64 %conv1_bias_grad.i118354, 1
+  %1305 = icmp slt i64 %i118.next, 32
+  br i1 %1305, label %conv1_bias_grad.i118, label %conv1_bias_grad.i118.end
 
-conv1_bias_grad.img120.end:                       ; preds = %conv1_bias_grad.i121.end
-  %acc119354 = load float, ptr %conv1_bias_grad.acc119, align 4
-  %1317 = add nsw i64 288, %conv1_bias_grad.f118350
-  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1317
-  store float %acc119354, ptr %grads355, align 4
-  %f118.next = add nsw i64 %conv1_bias_grad.f118350, 1
-  %1318 = icmp slt i64 %f118.next, 32
-  br i1 %1318, label %conv1_bias_grad.f118, label %conv1_bias_grad.f118.end
+conv1_bias_grad.i118.end:                         ; preds = %conv1_bias_grad.i118
+  br label %conv1_bias_grad.img119
 
-conv1_bias_grad.i121:                             ; preds = %conv1_bias_grad.i121, %conv1_bias_grad.img120
-  %conv1_bias_grad.i121352 = phi i64 [ 0, %conv1_bias_grad.img120 ], [ %i121.next, %conv1_bias_grad.i121 ]
-  %acc119 = load float, ptr %conv1_bias_grad.acc119, align 4
-  %1319 = mul nsw i64 %conv1_bias_grad.img120351, 25088
-  %1320 = add nsw i64 1221264, %1319
-  %1321 = mul nsw i64 %conv1_bias_grad.f118350, 784
-  %1322 = add nsw i64 %1320, %1321
-  %1323 = add nsw i64 %1322, %conv1_bias_grad.i121352
-  %arena353 = getelementptr inbounds float, ptr %arena, i64 %1323
-  %1324 = load float, ptr %arena353, align 4
-  %1325 = fadd float %acc119, %1324
-  store float %1325, ptr %conv1_bias_grad.acc119, align 4
-  %i121.next = add nsw i64 %conv1_bias_grad.i121352, 1
-  %1326 = icmp slt i64 %i121.next, 784
-  br i1 %1326, label %conv1_bias_grad.i121, label %conv1_bias_grad.i121.end
+conv1_bias_grad.img119:                           ; preds = %conv1_bias_grad.img119, %conv1_bias_grad.i118.end
+  %conv1_bias_grad.img119356 = phi i64 [ 0, %conv1_bias_grad.i118.end ], [ %img119.next, %conv1_bias_grad.img119 ]
+  %1306 = mul nsw i64 %conv1_bias_grad.img119356, 25088
+  %1307 = add nsw i64 1221264, %1306
+  %arena357 = getelementptr inbounds float, ptr %arena, i64 %1307
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads359 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena357, i32 784, ptr %arena358, i32 1, float 1.000000e+00, ptr %grads359, i32 1)
+  %img119.next = add nsw i64 %conv1_bias_grad.img119356, 1
+  %1308 = icmp slt i64 %img119.next, 64
+  br i1 %1308, label %conv1_bias_grad.img119, label %conv1_bias_grad.img119.end
 
-conv1_bias_grad.i121.end:                         ; preds = %conv1_bias_grad.i121
-  %img120.next = add nsw i64 %conv1_bias_grad.img120351, 1
-  %1327 = icmp slt i64 %img120.next, 64
-  br i1 %1327, label %conv1_bias_grad.img120, label %conv1_bias_grad.img120.end
+conv1_bias_grad.img119.end:                       ; preds = %conv1_bias_grad.img119
+  %1309 = sitofp i64 %step to float
+  %1310 = fmul float %1309, 0xBFBAF8E8A0000000
+  %1311 = call float @llvm.exp.f32(float %1310)
+  %1312 = fsub float 1.000000e+00, %1311
+  %1313 = fdiv float %lr, %1312
+  store float %1313, ptr %adam.step_size120, align 4
+  %1314 = sitofp i64 %step to float
+  %1315 = fmul float %1314, 0xBF50645940000000
+  %1316 = call float @llvm.exp.f32(float %1315)
+  %1317 = fsub float 1.000000e+00, %1316
+  %1318 = call float @llvm.sqrt.f32(float %1317)
+  store float %1318, ptr %adam.bc2_sqrt121, align 4
+  br label %adam.i122
 
-adam.i124:                                        ; preds = %adam.i124, %conv1_bias_grad.f118.end
-  %adam.i124356 = phi i64 [ 0, %conv1_bias_grad.f118.end ], [ %i124.next, %adam.i124 ]
-  %grads357 = getelementptr inbounds float, ptr %grads, i64 %adam.i124356
-  %1328 = load float, ptr %grads357, align 4
-  %params358 = getelementptr inbounds float, ptr %params, i64 %adam.i124356
-  %1329 = load float, ptr %params358, align 4
-  %1330 = fmul float 0.000000e+00, %1329
-  %1331 = fadd float %1328, %1330
-  store float %1331, ptr %adam.g, align 4
-  %m359 = getelementptr inbounds float, ptr %m, i64 %adam.i124356
-  %1332 = load float, ptr %m359, align 4
-  %1333 = fmul float 0x3FECCCCCC0000000, %1332
+adam.i122:                                        ; preds = %adam.i122, %conv1_bias_grad.img119.end
+  %adam.i122360 = phi i64 [ 0, %conv1_bias_grad.img119.end ], [ %i122.next, %adam.i122 ]
+  %grads361 = getelementptr inbounds float, ptr %grads, i64 %adam.i122360
+  %1319 = load float, ptr %grads361, align 4
+  %params362 = getelementptr inbounds float, ptr %params, i64 %adam.i122360
+  %1320 = load float, ptr %params362, align 4
+  %1321 = fmul float 0.000000e+00, %1320
+  %1322 = fadd float %1319, %1321
+  store float %1322, ptr %adam.g, align 4
+  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i122360
+  %1323 = load float, ptr %m363, align 4
+  %1324 = fmul float 0x3FECCCCCC0000000, %1323
   %g = load float, ptr %adam.g, align 4
-  %1334 = fmul float 0x3FB9999A00000000, %g
-  %1335 = fadd float %1333, %1334
-  store float %1335, ptr %adam.m_new, align 4
-  %v360 = getelementptr inbounds float, ptr %v, i64 %adam.i124356
-  %1336 = load float, ptr %v360, align 4
-  %1337 = fmul float 0x3FEFF7CEE0000000, %1336
-  %g361 = load float, ptr %adam.g, align 4
-  %1338 = fmul float 0x3F50624000000000, %g361
-  %g362 = load float, ptr %adam.g, align 4
-  %1339 = fmul float %1338, %g362
-  %1340 = fadd float %1337, %1339
-  store float %1340, ptr %adam.v_new, align 4
+  %1325 = fmul float 0x3FB9999A00000000, %g
+  %1326 = fadd float %1324, %1325
+  store float %1326, ptr %adam.m_new, align 4
+  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i122360
+  %1327 = load float, ptr %v364, align 4
+  %1328 = fmul float 0x3FEFF7CEE0000000, %1327
+  %g365 = load float, ptr %adam.g, align 4
+  %1329 = fmul float 0x3F50624000000000, %g365
+  %g366 = load float, ptr %adam.g, align 4
+  %1330 = fmul float %1329, %g366
+  %1331 = fadd float %1328, %1330
+  store float %1331, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i124356
-  store float %m_new, ptr %m363, align 4
+  %m367 = getelementptr inbounds float, ptr %m, i64 %adam.i122360
+  store float %m_new, ptr %m367, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i124356
-  store float %v_new, ptr %v364, align 4
-  %params365 = getelementptr inbounds float, ptr %params, i64 %adam.i124356
-  %1341 = load float, ptr %params365, align 4
-  %step_size122 = load float, ptr %adam.step_size122, align 4
-  %m_new366 = load float, ptr %adam.m_new, align 4
-  %1342 = fmul float %step_size122, %m_new366
-  %v_new367 = load float, ptr %adam.v_new, align 4
-  %1343 = call float @llvm.sqrt.f32(float %v_new367)
-  %bc2_sqrt123 = load float, ptr %adam.bc2_sqrt123, align 4
-  %1344 = fdiv float %1343, %bc2_sqrt123
-  %1345 = fadd float %1344, 0x3E45798EE0000000
-  %1346 = fdiv float %1342, %1345
-  %1347 = fsub float %1341, %1346
-  %params368 = getelementptr inbounds float, ptr %params, i64 %adam.i124356
-  store float %1347, ptr %params368, align 4
-  %i124.next = add nsw i64 %adam.i124356, 1
-  %1348 = icmp slt i64 %i124.next, 421642
-  br i1 %1348, label %adam.i124, label %adam.i124.end
+  %v368 = getelementptr inbounds float, ptr %v, i64 %adam.i122360
+  store float %v_new, ptr %v368, align 4
+  %params369 = getelementptr inbounds float, ptr %params, i64 %adam.i122360
+  %1332 = load float, ptr %params369, align 4
+  %step_size120 = load float, ptr %adam.step_size120, align 4
+  %m_new370 = load float, ptr %adam.m_new, align 4
+  %1333 = fmul float %step_size120, %m_new370
+  %v_new371 = load float, ptr %adam.v_new, align 4
+  %1334 = call float @llvm.sqrt.f32(float %v_new371)
+  %bc2_sqrt121 = load float, ptr %adam.bc2_sqrt121, align 4
+  %1335 = fdiv float %1334, %bc2_sqrt121
+  %1336 = fadd float %1335, 0x3E45798EE0000000
+  %1337 = fdiv float %1333, %1336
+  %1338 = fsub float %1332, %1337
+  %params372 = getelementptr inbounds float, ptr %params, i64 %adam.i122360
+  store float %1338, ptr %params372, align 4
+  %i122.next = add nsw i64 %adam.i122360, 1
+  %1339 = icmp slt i64 %i122.next, 421642
+  br i1 %1339, label %adam.i122, label %adam.i122.end
 
-adam.i124.end:                                    ; preds = %adam.i124
+adam.i122.end:                                    ; preds = %adam.i122
   ret void
 }
 

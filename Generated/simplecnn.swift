@@ -373,65 +373,81 @@ public func simplecnn_train_b64(
     sgemm(101, 111, 112, 64, 288, 12544, 1, arena + 5837456, 12544, arena + 2224784, 12544, Float(bitPattern: 0x3f800000), grads + 320, 288)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f81 in 0..<64 {
-    var acc82: Float = Float(0)
-    for img83 in 0..<64 {
-      for i84 in 0..<196 {
-        acc82 = (acc82 + arena[(((1421968 &+ (img83 &* 12544)) &+ (f81 &* 196)) &+ i84)])
-      }
+  do {  // SIMD16 over i81
+    var i81 = 0
+    while i81 &+ 16 <= 196 {
+      store16(arena, 802816 &+ i81, SIMD16<Float>(repeating: Float(1)))
+      i81 &+= 16
     }
-    grads[(18752 &+ f81)] = acc82
+    while i81 < 196 {
+      arena[(802816 &+ i81)] = Float(1)
+      i81 &+= 1
+    }
+  }
+  do {  // SIMD16 over i82
+    var i82 = 0
+    while i82 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i82, SIMD16<Float>(repeating: Float(0)))
+      i82 &+= 16
+    }
+    while i82 < 64 {
+      grads[(18752 &+ i82)] = Float(0)
+      i82 &+= 1
+    }
+  }
+  for img83 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 196, 1, arena + (1421968 &+ (img83 &* 12544)), 196, arena + 802816, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i85
-    var i85 = 0
-    while i85 &+ 16 <= 401408 {
-      store16(arena, 802816 &+ i85, SIMD16<Float>(repeating: Float(0)))
-      i85 &+= 16
+  do {  // SIMD16 over i84
+    var i84 = 0
+    while i84 &+ 16 <= 401408 {
+      store16(arena, 802816 &+ i84, SIMD16<Float>(repeating: Float(0)))
+      i84 &+= 16
     }
-    while i85 < 401408 {
-      arena[(802816 &+ i85)] = Float(0)
-      i85 &+= 1
+    while i84 < 401408 {
+      arena[(802816 &+ i84)] = Float(0)
+      i84 &+= 1
     }
   }
-  for g86 in 0..<1 {
-    for j87 in 0..<64 {
-      for f88 in 0..<64 {
-        do {  // SIMD16 over i89
-          var i89 = 0
-          while i89 &+ 16 <= 196 {
-            store16(arena, ((5837456 &+ (f88 &* 12544)) &+ (j87 &* 196)) &+ i89, load16(arena, ((1421968 &+ (((g86 &* 64) &+ j87) &* 12544)) &+ (f88 &* 196)) &+ i89))
-            i89 &+= 16
+  for g85 in 0..<1 {
+    for j86 in 0..<64 {
+      for f87 in 0..<64 {
+        do {  // SIMD16 over i88
+          var i88 = 0
+          while i88 &+ 16 <= 196 {
+            store16(arena, ((5837456 &+ (f87 &* 12544)) &+ (j86 &* 196)) &+ i88, load16(arena, ((1421968 &+ (((g85 &* 64) &+ j86) &* 12544)) &+ (f87 &* 196)) &+ i88))
+            i88 &+= 16
           }
-          while i89 < 196 {
-            arena[(((5837456 &+ (f88 &* 12544)) &+ (j87 &* 196)) &+ i89)] = arena[(((1421968 &+ (((g86 &* 64) &+ j87) &* 12544)) &+ (f88 &* 196)) &+ i89)]
-            i89 &+= 1
+          while i88 < 196 {
+            arena[(((5837456 &+ (f87 &* 12544)) &+ (j86 &* 196)) &+ i88)] = arena[(((1421968 &+ (((g85 &* 64) &+ j86) &* 12544)) &+ (f87 &* 196)) &+ i88)]
+            i88 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 288, 12544, 64, 1, params + 320, 288, arena + 5837456, 12544, Float(bitPattern: 0x0), arena + 2224784, 12544)
-    for j90 in 0..<64 {
-      for c91 in 0..<32 {
-        for ky92 in 0..<3 {
-          for oy93 in 0..<14 {
-            if (-1 < ((oy93 &+ ky92) &+ -1) && ((oy93 &+ ky92) &+ -1) < 14) {
-              for ox94 in 0..<13 {
-                arena[((((802816 &+ (((g86 &* 64) &+ j90) &* 6272)) &+ (c91 &* 196)) &+ (((oy93 &+ ky92) &+ -1) &* 14)) &+ ((ox94 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c91 &* 3) &+ ky92) &* 3) &* 12544)) &+ (j90 &* 196)) &+ (oy93 &* 14)) &+ (ox94 &+ 1))]
+    for j89 in 0..<64 {
+      for c90 in 0..<32 {
+        for ky91 in 0..<3 {
+          for oy92 in 0..<14 {
+            if (-1 < ((oy92 &+ ky91) &+ -1) && ((oy92 &+ ky91) &+ -1) < 14) {
+              for ox93 in 0..<13 {
+                arena[((((802816 &+ (((g85 &* 64) &+ j89) &* 6272)) &+ (c90 &* 196)) &+ (((oy92 &+ ky91) &+ -1) &* 14)) &+ ((ox93 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c90 &* 3) &+ ky91) &* 3) &* 12544)) &+ (j89 &* 196)) &+ (oy92 &* 14)) &+ (ox93 &+ 1))]
               }
             }
           }
-          for oy95 in 0..<14 {
-            if (-1 < ((oy95 &+ ky92) &+ -1) && ((oy95 &+ ky92) &+ -1) < 14) {
-              for ox96 in 0..<14 {
-                arena[((((802816 &+ (((g86 &* 64) &+ j90) &* 6272)) &+ (c91 &* 196)) &+ (((oy95 &+ ky92) &+ -1) &* 14)) &+ ox96)] += arena[((((2224784 &+ (((((c91 &* 3) &+ ky92) &* 3) &+ 1) &* 12544)) &+ (j90 &* 196)) &+ (oy95 &* 14)) &+ ox96)]
+          for oy94 in 0..<14 {
+            if (-1 < ((oy94 &+ ky91) &+ -1) && ((oy94 &+ ky91) &+ -1) < 14) {
+              for ox95 in 0..<14 {
+                arena[((((802816 &+ (((g85 &* 64) &+ j89) &* 6272)) &+ (c90 &* 196)) &+ (((oy94 &+ ky91) &+ -1) &* 14)) &+ ox95)] += arena[((((2224784 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 1) &* 12544)) &+ (j89 &* 196)) &+ (oy94 &* 14)) &+ ox95)]
               }
             }
           }
-          for oy97 in 0..<14 {
-            if (-1 < ((oy97 &+ ky92) &+ -1) && ((oy97 &+ ky92) &+ -1) < 14) {
-              for ox98 in 0..<13 {
-                arena[((((802816 &+ (((g86 &* 64) &+ j90) &* 6272)) &+ (c91 &* 196)) &+ (((oy97 &+ ky92) &+ -1) &* 14)) &+ (ox98 &+ 1))] += arena[((((2224784 &+ (((((c91 &* 3) &+ ky92) &* 3) &+ 2) &* 12544)) &+ (j90 &* 196)) &+ (oy97 &* 14)) &+ ox98)]
+          for oy96 in 0..<14 {
+            if (-1 < ((oy96 &+ ky91) &+ -1) && ((oy96 &+ ky91) &+ -1) < 14) {
+              for ox97 in 0..<13 {
+                arena[((((802816 &+ (((g85 &* 64) &+ j89) &* 6272)) &+ (c90 &* 196)) &+ (((oy96 &+ ky91) &+ -1) &* 14)) &+ (ox97 &+ 1))] += arena[((((2224784 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 2) &* 12544)) &+ (j89 &* 196)) &+ (oy96 &* 14)) &+ ox97)]
               }
             }
           }
@@ -440,96 +456,96 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i99
-    var i99 = 0
-    while i99 &+ 16 <= 1605632 {
-      store16(arena, 1221264 &+ i99, SIMD16<Float>(repeating: Float(0)))
-      i99 &+= 16
+  do {  // SIMD16 over i98
+    var i98 = 0
+    while i98 &+ 16 <= 1605632 {
+      store16(arena, 1221264 &+ i98, SIMD16<Float>(repeating: Float(0)))
+      i98 &+= 16
     }
-    while i99 < 1605632 {
-      arena[(1221264 &+ i99)] = Float(0)
-      i99 &+= 1
+    while i98 < 1605632 {
+      arena[(1221264 &+ i98)] = Float(0)
+      i98 &+= 1
     }
   }
-  for q100 in 0..<2048 {
-    for i101 in 0..<196 {
-      if arena[((q100 &* 196) &+ i101)] > Float(0) {
-        arena[((1221264 &+ (q100 &* 784)) &+ Int(arena[(401408 &+ ((q100 &* 196) &+ i101))]))] += arena[(802816 &+ ((q100 &* 196) &+ i101))]
+  for q99 in 0..<2048 {
+    for i100 in 0..<196 {
+      if arena[((q99 &* 196) &+ i100)] > Float(0) {
+        arena[((1221264 &+ (q99 &* 784)) &+ Int(arena[(401408 &+ ((q99 &* 196) &+ i100))]))] += arena[(802816 &+ ((q99 &* 196) &+ i100))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i102
-    var i102 = 0
-    while i102 &+ 16 <= 288 {
-      store16(grads, 0 &+ i102, SIMD16<Float>(repeating: Float(0)))
-      i102 &+= 16
+  do {  // SIMD16 over i101
+    var i101 = 0
+    while i101 &+ 16 <= 288 {
+      store16(grads, 0 &+ i101, SIMD16<Float>(repeating: Float(0)))
+      i101 &+= 16
     }
-    while i102 < 288 {
-      grads[i102] = Float(0)
-      i102 &+= 1
+    while i101 < 288 {
+      grads[i101] = Float(0)
+      i101 &+= 1
     }
   }
-  for g103 in 0..<1 {
-    for j104 in 0..<64 {
-      for r105 in 0..<9 {
-        do {  // SIMD16 over i106
-          var i106 = 0
-          while i106 &+ 16 <= 784 {
-            store16(arena, ((2826896 &+ (r105 &* 50176)) &+ (j104 &* 784)) &+ i106, SIMD16<Float>(repeating: Float(0)))
-            i106 &+= 16
+  for g102 in 0..<1 {
+    for j103 in 0..<64 {
+      for r104 in 0..<9 {
+        do {  // SIMD16 over i105
+          var i105 = 0
+          while i105 &+ 16 <= 784 {
+            store16(arena, ((2826896 &+ (r104 &* 50176)) &+ (j103 &* 784)) &+ i105, SIMD16<Float>(repeating: Float(0)))
+            i105 &+= 16
           }
-          while i106 < 784 {
-            arena[(((2826896 &+ (r105 &* 50176)) &+ (j104 &* 784)) &+ i106)] = Float(0)
-            i106 &+= 1
+          while i105 < 784 {
+            arena[(((2826896 &+ (r104 &* 50176)) &+ (j103 &* 784)) &+ i105)] = Float(0)
+            i105 &+= 1
           }
         }
       }
-      for c107 in 0..<1 {
-        for ky108 in 0..<3 {
-          for oy109 in 0..<28 {
-            if (-1 < ((oy109 &+ ky108) &+ -1) && ((oy109 &+ ky108) &+ -1) < 28) {
-              for ox110 in 0..<27 {
-                arena[((((2826896 &+ ((((c107 &* 3) &+ ky108) &* 3) &* 50176)) &+ (j104 &* 784)) &+ (oy109 &* 28)) &+ (ox110 &+ 1))] = images[((((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy109 &+ ky108) &+ -1) &* 28)) &+ ((ox110 &+ 1) &+ -1))]
+      for c106 in 0..<1 {
+        for ky107 in 0..<3 {
+          for oy108 in 0..<28 {
+            if (-1 < ((oy108 &+ ky107) &+ -1) && ((oy108 &+ ky107) &+ -1) < 28) {
+              for ox109 in 0..<27 {
+                arena[((((2826896 &+ ((((c106 &* 3) &+ ky107) &* 3) &* 50176)) &+ (j103 &* 784)) &+ (oy108 &* 28)) &+ (ox109 &+ 1))] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy108 &+ ky107) &+ -1) &* 28)) &+ ((ox109 &+ 1) &+ -1))]
               }
             }
           }
-          for oy111 in 0..<28 {
-            if (-1 < ((oy111 &+ ky108) &+ -1) && ((oy111 &+ ky108) &+ -1) < 28) {
-              do {  // SIMD16 over ox112
-                var ox112 = 0
-                while ox112 &+ 16 <= 28 {
-                  store16(arena, (((2826896 &+ (((((c107 &* 3) &+ ky108) &* 3) &+ 1) &* 50176)) &+ (j104 &* 784)) &+ (oy111 &* 28)) &+ ox112, load16(images, (((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy111 &+ ky108) &+ -1) &* 28)) &+ ox112))
-                  ox112 &+= 16
+          for oy110 in 0..<28 {
+            if (-1 < ((oy110 &+ ky107) &+ -1) && ((oy110 &+ ky107) &+ -1) < 28) {
+              do {  // SIMD16 over ox111
+                var ox111 = 0
+                while ox111 &+ 16 <= 28 {
+                  store16(arena, (((2826896 &+ (((((c106 &* 3) &+ ky107) &* 3) &+ 1) &* 50176)) &+ (j103 &* 784)) &+ (oy110 &* 28)) &+ ox111, load16(images, (((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy110 &+ ky107) &+ -1) &* 28)) &+ ox111))
+                  ox111 &+= 16
                 }
-                while ox112 < 28 {
-                  arena[((((2826896 &+ (((((c107 &* 3) &+ ky108) &* 3) &+ 1) &* 50176)) &+ (j104 &* 784)) &+ (oy111 &* 28)) &+ ox112)] = images[((((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy111 &+ ky108) &+ -1) &* 28)) &+ ox112)]
-                  ox112 &+= 1
+                while ox111 < 28 {
+                  arena[((((2826896 &+ (((((c106 &* 3) &+ ky107) &* 3) &+ 1) &* 50176)) &+ (j103 &* 784)) &+ (oy110 &* 28)) &+ ox111)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy110 &+ ky107) &+ -1) &* 28)) &+ ox111)]
+                  ox111 &+= 1
                 }
               }
             }
           }
-          for oy113 in 0..<28 {
-            if (-1 < ((oy113 &+ ky108) &+ -1) && ((oy113 &+ ky108) &+ -1) < 28) {
-              for ox114 in 0..<27 {
-                arena[((((2826896 &+ (((((c107 &* 3) &+ ky108) &* 3) &+ 2) &* 50176)) &+ (j104 &* 784)) &+ (oy113 &* 28)) &+ ox114)] = images[((((((g103 &* 64) &+ j104) &* 784) &+ (c107 &* 784)) &+ (((oy113 &+ ky108) &+ -1) &* 28)) &+ (ox114 &+ 1))]
+          for oy112 in 0..<28 {
+            if (-1 < ((oy112 &+ ky107) &+ -1) && ((oy112 &+ ky107) &+ -1) < 28) {
+              for ox113 in 0..<27 {
+                arena[((((2826896 &+ (((((c106 &* 3) &+ ky107) &* 3) &+ 2) &* 50176)) &+ (j103 &* 784)) &+ (oy112 &* 28)) &+ ox113)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy112 &+ ky107) &+ -1) &* 28)) &+ (ox113 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j115 in 0..<64 {
-      for f116 in 0..<32 {
-        do {  // SIMD16 over i117
-          var i117 = 0
-          while i117 &+ 16 <= 784 {
-            store16(arena, ((3278480 &+ (f116 &* 50176)) &+ (j115 &* 784)) &+ i117, load16(arena, ((1221264 &+ (((g103 &* 64) &+ j115) &* 25088)) &+ (f116 &* 784)) &+ i117))
-            i117 &+= 16
+    for j114 in 0..<64 {
+      for f115 in 0..<32 {
+        do {  // SIMD16 over i116
+          var i116 = 0
+          while i116 &+ 16 <= 784 {
+            store16(arena, ((3278480 &+ (f115 &* 50176)) &+ (j114 &* 784)) &+ i116, load16(arena, ((1221264 &+ (((g102 &* 64) &+ j114) &* 25088)) &+ (f115 &* 784)) &+ i116))
+            i116 &+= 16
           }
-          while i117 < 784 {
-            arena[(((3278480 &+ (f116 &* 50176)) &+ (j115 &* 784)) &+ i117)] = arena[(((1221264 &+ (((g103 &* 64) &+ j115) &* 25088)) &+ (f116 &* 784)) &+ i117)]
-            i117 &+= 1
+          while i116 < 784 {
+            arena[(((3278480 &+ (f115 &* 50176)) &+ (j114 &* 784)) &+ i116)] = arena[(((1221264 &+ (((g102 &* 64) &+ j114) &* 25088)) &+ (f115 &* 784)) &+ i116)]
+            i116 &+= 1
           }
         }
       }
@@ -537,37 +553,53 @@ public func simplecnn_train_b64(
     sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 3278480, 50176, arena + 2826896, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f118 in 0..<32 {
-    var acc119: Float = Float(0)
-    for img120 in 0..<64 {
-      for i121 in 0..<784 {
-        acc119 = (acc119 + arena[(((1221264 &+ (img120 &* 25088)) &+ (f118 &* 784)) &+ i121)])
-      }
+  do {  // SIMD16 over i117
+    var i117 = 0
+    while i117 &+ 16 <= 784 {
+      store16(arena, 0 &+ i117, SIMD16<Float>(repeating: Float(1)))
+      i117 &+= 16
     }
-    grads[(288 &+ f118)] = acc119
+    while i117 < 784 {
+      arena[i117] = Float(1)
+      i117 &+= 1
+    }
+  }
+  do {  // SIMD16 over i118
+    var i118 = 0
+    while i118 &+ 16 <= 32 {
+      store16(grads, 288 &+ i118, SIMD16<Float>(repeating: Float(0)))
+      i118 &+= 16
+    }
+    while i118 < 32 {
+      grads[(288 &+ i118)] = Float(0)
+      i118 &+= 1
+    }
+  }
+  for img119 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (1221264 &+ (img119 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 421642 parameters
-  var step_size122: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt123: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i124
-    var i124 = 0
-    while i124 &+ 16 <= 421642 {
-      let g_v = (load16(grads, 0 &+ i124) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i124)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i124)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i124)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i124, m_new_v)
-      store16(v, 0 &+ i124, v_new_v)
-      store16(params, 0 &+ i124, (load16(params, 0 &+ i124) - ((SIMD16<Float>(repeating: step_size122) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt123)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i124 &+= 16
+  var step_size120: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt121: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i122
+    var i122 = 0
+    while i122 &+ 16 <= 421642 {
+      let g_v = (load16(grads, 0 &+ i122) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i122)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i122)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i122)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i122, m_new_v)
+      store16(v, 0 &+ i122, v_new_v)
+      store16(params, 0 &+ i122, (load16(params, 0 &+ i122) - ((SIMD16<Float>(repeating: step_size120) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt121)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i122 &+= 16
     }
-    while i124 < 421642 {
-      var g: Float = (grads[i124] + (Float(0) * params[i124]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i124]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i124]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i124] = m_new
-      v[i124] = v_new
-      params[i124] = (params[i124] - ((step_size122 * m_new) / ((sqrtf(v_new) / bc2_sqrt123) + Float(bitPattern: 0x322bcc77))))
-      i124 &+= 1
+    while i122 < 421642 {
+      var g: Float = (grads[i122] + (Float(0) * params[i122]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i122]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i122]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i122] = m_new
+      v[i122] = v_new
+      params[i122] = (params[i122] - ((step_size120 * m_new) / ((sqrtf(v_new) / bc2_sqrt121) + Float(bitPattern: 0x322bcc77))))
+      i122 &+= 1
     }
   }
 }

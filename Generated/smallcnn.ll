@@ -7,10 +7,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt121 = alloca float, align 4
-  %adam.step_size120 = alloca float, align 4
-  %conv1_bias_grad.acc117 = alloca float, align 4
-  %conv2_bias_grad.acc80 = alloca float, align 4
+  %adam.bc2_sqrt119 = alloca float, align 4
+  %adam.step_size118 = alloca float, align 4
   %fc1_bias_grad.acc58 = alloca float, align 4
   %fc2_bias_grad.acc54 = alloca float, align 4
   %fc2_grad.s49 = alloca float, align 4
@@ -1567,7 +1565,7 @@ conv2_weight_grad.g64:                            ; preds = %conv2_weight_grad.j
   br label %conv2_weight_grad.j65
 
 conv2_weight_grad.g64.end:                        ; preds = %conv2_weight_grad.j76.end
-  br label %conv2_bias_grad.f79
+  br label %conv2_bias_grad.i79
 
 conv2_weight_grad.j65:                            ; preds = %conv2_weight_grad.c68.end, %conv2_weight_grad.g64
   %conv2_weight_grad.j65236 = phi i64 [ 0, %conv2_weight_grad.g64 ], [ %j65.next, %conv2_weight_grad.c68.end ]
@@ -1841,776 +1839,769 @@ conv2_weight_grad.i78.end:                        ; preds = %conv2_weight_grad.i
   %952 = icmp slt i64 %f77.next, 32
   br i1 %952, label %conv2_weight_grad.f77, label %conv2_weight_grad.f77.end
 
-conv2_bias_grad.f79:                              ; preds = %conv2_bias_grad.img81.end, %conv2_weight_grad.g64.end
-  %conv2_bias_grad.f79266 = phi i64 [ 0, %conv2_weight_grad.g64.end ], [ %f79.next, %conv2_bias_grad.img81.end ]
-  store float 0.000000e+00, ptr %conv2_bias_grad.acc80, align 4
+conv2_bias_grad.i79:                              ; preds = %conv2_bias_grad.i79, %conv2_weight_grad.g64.end
+  %conv2_bias_grad.i79266 = phi i64 [ 0, %conv2_weight_grad.g64.end ], [ %i79.next, %conv2_bias_grad.i79 ]
+  %953 = add nsw i64 401408, %conv2_bias_grad.i79266
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %953
+  store float 1.000000e+00, ptr %arena267, align 4
+  %i79.next = add nsw i64 %conv2_bias_grad.i79266, 1
+  %954 = icmp slt i64 %i79.next, 196
+  br i1 %954, label %conv2_bias_grad.i79, label %conv2_bias_grad.i79.end
+
+conv2_bias_grad.i79.end:                          ; preds = %conv2_bias_grad.i79
+  br label %conv2_bias_grad.i80
+
+conv2_bias_grad.i80:                              ; preds = %conv2_bias_grad.i80, %conv2_bias_grad.i79.end
+  %conv2_bias_grad.i80268 = phi i64 [ 0, %conv2_bias_grad.i79.end ], [ %i80.next, %conv2_bias_grad.i80 ]
+  %955 = add nsw i64 4768, %conv2_bias_grad.i80268
+  %grads269 = getelementptr inbounds float, ptr %grads, i64 %955
+  store float 0.000000e+00, ptr %grads269, align 4
+  %i80.next = add nsw i64 %conv2_bias_grad.i80268, 1
+  %956 = icmp slt i64 %i80.next, 32
+  br i1 %956, label %conv2_bias_grad.i80, label %conv2_bias_grad.i80.end
+
+conv2_bias_grad.i80.end:                          ; preds = %conv2_bias_grad.i80
   br label %conv2_bias_grad.img81
 
-conv2_bias_grad.f79.end:                          ; preds = %conv2_bias_grad.img81.end
-  br label %pool1_grad.i83
+conv2_bias_grad.img81:                            ; preds = %conv2_bias_grad.img81, %conv2_bias_grad.i80.end
+  %conv2_bias_grad.img81270 = phi i64 [ 0, %conv2_bias_grad.i80.end ], [ %img81.next, %conv2_bias_grad.img81 ]
+  %957 = mul nsw i64 %conv2_bias_grad.img81270, 6272
+  %958 = add nsw i64 728336, %957
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %958
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 401408
+  %grads273 = getelementptr inbounds float, ptr %grads, i64 4768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 196, float 1.000000e+00, ptr %arena271, i32 196, ptr %arena272, i32 1, float 1.000000e+00, ptr %grads273, i32 1)
+  %img81.next = add nsw i64 %conv2_bias_grad.img81270, 1
+  %959 = icmp slt i64 %img81.next, 64
+  br i1 %959, label %conv2_bias_grad.img81, label %conv2_bias_grad.img81.end
 
-conv2_bias_grad.img81:                            ; preds = %conv2_bias_grad.i82.end, %conv2_bias_grad.f79
-  %conv2_bias_grad.img81267 = phi i64 [ 0, %conv2_bias_grad.f79 ], [ %img81.next, %conv2_bias_grad.i82.end ]
-  br label %conv2_bias_grad.i82
+conv2_bias_grad.img81.end:                        ; preds = %conv2_bias_grad.img81
+  br label %pool1_grad.i82
 
-conv2_bias_grad.img81.end:                        ; preds = %conv2_bias_grad.i82.end
-  %acc80270 = load float, ptr %conv2_bias_grad.acc80, align 4
-  %953 = add nsw i64 4768, %conv2_bias_grad.f79266
-  %grads271 = getelementptr inbounds float, ptr %grads, i64 %953
-  store float %acc80270, ptr %grads271, align 4
-  %f79.next = add nsw i64 %conv2_bias_grad.f79266, 1
-  %954 = icmp slt i64 %f79.next, 32
-  br i1 %954, label %conv2_bias_grad.f79, label %conv2_bias_grad.f79.end
+pool1_grad.i82:                                   ; preds = %pool1_grad.i82, %conv2_bias_grad.img81.end
+  %pool1_grad.i82274 = phi i64 [ 0, %conv2_bias_grad.img81.end ], [ %i82.next, %pool1_grad.i82 ]
+  %960 = add nsw i64 401408, %pool1_grad.i82274
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %960
+  store float 0.000000e+00, ptr %arena275, align 4
+  %i82.next = add nsw i64 %pool1_grad.i82274, 1
+  %961 = icmp slt i64 %i82.next, 200704
+  br i1 %961, label %pool1_grad.i82, label %pool1_grad.i82.end
 
-conv2_bias_grad.i82:                              ; preds = %conv2_bias_grad.i82, %conv2_bias_grad.img81
-  %conv2_bias_grad.i82268 = phi i64 [ 0, %conv2_bias_grad.img81 ], [ %i82.next, %conv2_bias_grad.i82 ]
-  %acc80 = load float, ptr %conv2_bias_grad.acc80, align 4
-  %955 = mul nsw i64 %conv2_bias_grad.img81267, 6272
-  %956 = add nsw i64 728336, %955
-  %957 = mul nsw i64 %conv2_bias_grad.f79266, 196
-  %958 = add nsw i64 %956, %957
-  %959 = add nsw i64 %958, %conv2_bias_grad.i82268
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %959
-  %960 = load float, ptr %arena269, align 4
-  %961 = fadd float %acc80, %960
-  store float %961, ptr %conv2_bias_grad.acc80, align 4
-  %i82.next = add nsw i64 %conv2_bias_grad.i82268, 1
-  %962 = icmp slt i64 %i82.next, 196
-  br i1 %962, label %conv2_bias_grad.i82, label %conv2_bias_grad.i82.end
+pool1_grad.i82.end:                               ; preds = %pool1_grad.i82
+  br label %pool1_grad.g83
 
-conv2_bias_grad.i82.end:                          ; preds = %conv2_bias_grad.i82
-  %img81.next = add nsw i64 %conv2_bias_grad.img81267, 1
-  %963 = icmp slt i64 %img81.next, 64
-  br i1 %963, label %conv2_bias_grad.img81, label %conv2_bias_grad.img81.end
+pool1_grad.g83:                                   ; preds = %pool1_grad.j87.end, %pool1_grad.i82.end
+  %pool1_grad.g83276 = phi i64 [ 0, %pool1_grad.i82.end ], [ %g83.next, %pool1_grad.j87.end ]
+  br label %pool1_grad.j84
 
-pool1_grad.i83:                                   ; preds = %pool1_grad.i83, %conv2_bias_grad.f79.end
-  %pool1_grad.i83272 = phi i64 [ 0, %conv2_bias_grad.f79.end ], [ %i83.next, %pool1_grad.i83 ]
-  %964 = add nsw i64 401408, %pool1_grad.i83272
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %964
-  store float 0.000000e+00, ptr %arena273, align 4
-  %i83.next = add nsw i64 %pool1_grad.i83272, 1
-  %965 = icmp slt i64 %i83.next, 200704
-  br i1 %965, label %pool1_grad.i83, label %pool1_grad.i83.end
+pool1_grad.g83.end:                               ; preds = %pool1_grad.j87.end
+  br label %conv1_grad.i96
 
-pool1_grad.i83.end:                               ; preds = %pool1_grad.i83
-  br label %pool1_grad.g84
+pool1_grad.j84:                                   ; preds = %pool1_grad.f85.end, %pool1_grad.g83
+  %pool1_grad.j84277 = phi i64 [ 0, %pool1_grad.g83 ], [ %j84.next, %pool1_grad.f85.end ]
+  br label %pool1_grad.f85
 
-pool1_grad.g84:                                   ; preds = %pool1_grad.j88.end, %pool1_grad.i83.end
-  %pool1_grad.g84274 = phi i64 [ 0, %pool1_grad.i83.end ], [ %g84.next, %pool1_grad.j88.end ]
-  br label %pool1_grad.j85
+pool1_grad.j84.end:                               ; preds = %pool1_grad.f85.end
+  %params282 = getelementptr inbounds float, ptr %params, i64 160
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 2936080
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 1129744
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params282, i32 144, ptr %arena283, i32 12544, float 0.000000e+00, ptr %arena284, i32 12544)
+  br label %pool1_grad.j87
 
-pool1_grad.g84.end:                               ; preds = %pool1_grad.j88.end
-  br label %conv1_grad.i97
+pool1_grad.f85:                                   ; preds = %pool1_grad.i86.end, %pool1_grad.j84
+  %pool1_grad.f85278 = phi i64 [ 0, %pool1_grad.j84 ], [ %f85.next, %pool1_grad.i86.end ]
+  br label %pool1_grad.i86
 
-pool1_grad.j85:                                   ; preds = %pool1_grad.f86.end, %pool1_grad.g84
-  %pool1_grad.j85275 = phi i64 [ 0, %pool1_grad.g84 ], [ %j85.next, %pool1_grad.f86.end ]
-  br label %pool1_grad.f86
+pool1_grad.f85.end:                               ; preds = %pool1_grad.i86.end
+  %j84.next = add nsw i64 %pool1_grad.j84277, 1
+  %962 = icmp slt i64 %j84.next, 64
+  br i1 %962, label %pool1_grad.j84, label %pool1_grad.j84.end
 
-pool1_grad.j85.end:                               ; preds = %pool1_grad.f86.end
-  %params280 = getelementptr inbounds float, ptr %params, i64 160
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 2936080
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 1129744
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params280, i32 144, ptr %arena281, i32 12544, float 0.000000e+00, ptr %arena282, i32 12544)
-  br label %pool1_grad.j88
+pool1_grad.i86:                                   ; preds = %pool1_grad.i86, %pool1_grad.f85
+  %pool1_grad.i86279 = phi i64 [ 0, %pool1_grad.f85 ], [ %i86.next, %pool1_grad.i86 ]
+  %963 = mul nsw i64 %pool1_grad.g83276, 64
+  %964 = add nsw i64 %963, %pool1_grad.j84277
+  %965 = mul nsw i64 %964, 6272
+  %966 = add nsw i64 728336, %965
+  %967 = mul nsw i64 %pool1_grad.f85278, 196
+  %968 = add nsw i64 %966, %967
+  %969 = add nsw i64 %968, %pool1_grad.i86279
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %969
+  %970 = load float, ptr %arena280, align 4
+  %971 = mul nsw i64 %pool1_grad.f85278, 12544
+  %972 = add nsw i64 2936080, %971
+  %973 = mul nsw i64 %pool1_grad.j84277, 196
+  %974 = add nsw i64 %972, %973
+  %975 = add nsw i64 %974, %pool1_grad.i86279
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %975
+  store float %970, ptr %arena281, align 4
+  %i86.next = add nsw i64 %pool1_grad.i86279, 1
+  %976 = icmp slt i64 %i86.next, 196
+  br i1 %976, label %pool1_grad.i86, label %pool1_grad.i86.end
 
-pool1_grad.f86:                                   ; preds = %pool1_grad.i87.end, %pool1_grad.j85
-  %pool1_grad.f86276 = phi i64 [ 0, %pool1_grad.j85 ], [ %f86.next, %pool1_grad.i87.end ]
-  br label %pool1_grad.i87
+pool1_grad.i86.end:                               ; preds = %pool1_grad.i86
+  %f85.next = add nsw i64 %pool1_grad.f85278, 1
+  %977 = icmp slt i64 %f85.next, 32
+  br i1 %977, label %pool1_grad.f85, label %pool1_grad.f85.end
 
-pool1_grad.f86.end:                               ; preds = %pool1_grad.i87.end
-  %j85.next = add nsw i64 %pool1_grad.j85275, 1
-  %966 = icmp slt i64 %j85.next, 64
-  br i1 %966, label %pool1_grad.j85, label %pool1_grad.j85.end
+pool1_grad.j87:                                   ; preds = %pool1_grad.c88.end, %pool1_grad.j84.end
+  %pool1_grad.j87285 = phi i64 [ 0, %pool1_grad.j84.end ], [ %j87.next, %pool1_grad.c88.end ]
+  br label %pool1_grad.c88
 
-pool1_grad.i87:                                   ; preds = %pool1_grad.i87, %pool1_grad.f86
-  %pool1_grad.i87277 = phi i64 [ 0, %pool1_grad.f86 ], [ %i87.next, %pool1_grad.i87 ]
-  %967 = mul nsw i64 %pool1_grad.g84274, 64
-  %968 = add nsw i64 %967, %pool1_grad.j85275
-  %969 = mul nsw i64 %968, 6272
-  %970 = add nsw i64 728336, %969
-  %971 = mul nsw i64 %pool1_grad.f86276, 196
-  %972 = add nsw i64 %970, %971
-  %973 = add nsw i64 %972, %pool1_grad.i87277
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %973
-  %974 = load float, ptr %arena278, align 4
-  %975 = mul nsw i64 %pool1_grad.f86276, 12544
-  %976 = add nsw i64 2936080, %975
-  %977 = mul nsw i64 %pool1_grad.j85275, 196
-  %978 = add nsw i64 %976, %977
-  %979 = add nsw i64 %978, %pool1_grad.i87277
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %979
-  store float %974, ptr %arena279, align 4
-  %i87.next = add nsw i64 %pool1_grad.i87277, 1
-  %980 = icmp slt i64 %i87.next, 196
-  br i1 %980, label %pool1_grad.i87, label %pool1_grad.i87.end
+pool1_grad.j87.end:                               ; preds = %pool1_grad.c88.end
+  %g83.next = add nsw i64 %pool1_grad.g83276, 1
+  %978 = icmp slt i64 %g83.next, 1
+  br i1 %978, label %pool1_grad.g83, label %pool1_grad.g83.end
 
-pool1_grad.i87.end:                               ; preds = %pool1_grad.i87
-  %f86.next = add nsw i64 %pool1_grad.f86276, 1
-  %981 = icmp slt i64 %f86.next, 32
-  br i1 %981, label %pool1_grad.f86, label %pool1_grad.f86.end
+pool1_grad.c88:                                   ; preds = %pool1_grad.ky89.end, %pool1_grad.j87
+  %pool1_grad.c88286 = phi i64 [ 0, %pool1_grad.j87 ], [ %c88.next, %pool1_grad.ky89.end ]
+  br label %pool1_grad.ky89
 
-pool1_grad.j88:                                   ; preds = %pool1_grad.c89.end, %pool1_grad.j85.end
-  %pool1_grad.j88283 = phi i64 [ 0, %pool1_grad.j85.end ], [ %j88.next, %pool1_grad.c89.end ]
-  br label %pool1_grad.c89
+pool1_grad.c88.end:                               ; preds = %pool1_grad.ky89.end
+  %j87.next = add nsw i64 %pool1_grad.j87285, 1
+  %979 = icmp slt i64 %j87.next, 64
+  br i1 %979, label %pool1_grad.j87, label %pool1_grad.j87.end
 
-pool1_grad.j88.end:                               ; preds = %pool1_grad.c89.end
-  %g84.next = add nsw i64 %pool1_grad.g84274, 1
-  %982 = icmp slt i64 %g84.next, 1
-  br i1 %982, label %pool1_grad.g84, label %pool1_grad.g84.end
+pool1_grad.ky89:                                  ; preds = %pool1_grad.oy94.end, %pool1_grad.c88
+  %pool1_grad.ky89287 = phi i64 [ 0, %pool1_grad.c88 ], [ %ky89.next, %pool1_grad.oy94.end ]
+  br label %pool1_grad.oy90
 
-pool1_grad.c89:                                   ; preds = %pool1_grad.ky90.end, %pool1_grad.j88
-  %pool1_grad.c89284 = phi i64 [ 0, %pool1_grad.j88 ], [ %c89.next, %pool1_grad.ky90.end ]
-  br label %pool1_grad.ky90
+pool1_grad.ky89.end:                              ; preds = %pool1_grad.oy94.end
+  %c88.next = add nsw i64 %pool1_grad.c88286, 1
+  %980 = icmp slt i64 %c88.next, 16
+  br i1 %980, label %pool1_grad.c88, label %pool1_grad.c88.end
 
-pool1_grad.c89.end:                               ; preds = %pool1_grad.ky90.end
-  %j88.next = add nsw i64 %pool1_grad.j88283, 1
-  %983 = icmp slt i64 %j88.next, 64
-  br i1 %983, label %pool1_grad.j88, label %pool1_grad.j88.end
+pool1_grad.oy90:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky89
+  %pool1_grad.oy90288 = phi i64 [ 0, %pool1_grad.ky89 ], [ %oy90.next, %pool1_grad.endif ]
+  %981 = add nsw i64 %pool1_grad.oy90288, %pool1_grad.ky89287
+  %982 = add nsw i64 %981, -1
+  %983 = icmp slt i64 -1, %982
+  %984 = add nsw i64 %pool1_grad.oy90288, %pool1_grad.ky89287
+  %985 = add nsw i64 %984, -1
+  %986 = icmp slt i64 %985, 14
+  %987 = and i1 %983, %986
+  br i1 %987, label %pool1_grad.then, label %pool1_grad.endif
 
-pool1_grad.ky90:                                  ; preds = %pool1_grad.oy95.end, %pool1_grad.c89
-  %pool1_grad.ky90285 = phi i64 [ 0, %pool1_grad.c89 ], [ %ky90.next, %pool1_grad.oy95.end ]
-  br label %pool1_grad.oy91
+pool1_grad.oy90.end:                              ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy92
 
-pool1_grad.ky90.end:                              ; preds = %pool1_grad.oy95.end
-  %c89.next = add nsw i64 %pool1_grad.c89284, 1
-  %984 = icmp slt i64 %c89.next, 16
-  br i1 %984, label %pool1_grad.c89, label %pool1_grad.c89.end
+pool1_grad.then:                                  ; preds = %pool1_grad.oy90
+  br label %pool1_grad.ox91
 
-pool1_grad.oy91:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky90
-  %pool1_grad.oy91286 = phi i64 [ 0, %pool1_grad.ky90 ], [ %oy91.next, %pool1_grad.endif ]
-  %985 = add nsw i64 %pool1_grad.oy91286, %pool1_grad.ky90285
-  %986 = add nsw i64 %985, -1
-  %987 = icmp slt i64 -1, %986
-  %988 = add nsw i64 %pool1_grad.oy91286, %pool1_grad.ky90285
-  %989 = add nsw i64 %988, -1
-  %990 = icmp slt i64 %989, 14
-  %991 = and i1 %987, %990
-  br i1 %991, label %pool1_grad.then, label %pool1_grad.endif
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox91.end, %pool1_grad.oy90
+  %oy90.next = add nsw i64 %pool1_grad.oy90288, 1
+  %988 = icmp slt i64 %oy90.next, 14
+  br i1 %988, label %pool1_grad.oy90, label %pool1_grad.oy90.end
 
-pool1_grad.oy91.end:                              ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy93
-
-pool1_grad.then:                                  ; preds = %pool1_grad.oy91
-  br label %pool1_grad.ox92
-
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox92.end, %pool1_grad.oy91
-  %oy91.next = add nsw i64 %pool1_grad.oy91286, 1
-  %992 = icmp slt i64 %oy91.next, 14
-  br i1 %992, label %pool1_grad.oy91, label %pool1_grad.oy91.end
-
-pool1_grad.ox92:                                  ; preds = %pool1_grad.ox92, %pool1_grad.then
-  %pool1_grad.ox92287 = phi i64 [ 0, %pool1_grad.then ], [ %ox92.next, %pool1_grad.ox92 ]
-  %993 = mul nsw i64 %pool1_grad.g84274, 64
-  %994 = add nsw i64 %993, %pool1_grad.j88283
-  %995 = mul nsw i64 %994, 3136
-  %996 = add nsw i64 401408, %995
-  %997 = mul nsw i64 %pool1_grad.c89284, 196
-  %998 = add nsw i64 %996, %997
-  %999 = add nsw i64 %pool1_grad.oy91286, %pool1_grad.ky90285
+pool1_grad.ox91:                                  ; preds = %pool1_grad.ox91, %pool1_grad.then
+  %pool1_grad.ox91289 = phi i64 [ 0, %pool1_grad.then ], [ %ox91.next, %pool1_grad.ox91 ]
+  %989 = mul nsw i64 %pool1_grad.g83276, 64
+  %990 = add nsw i64 %989, %pool1_grad.j87285
+  %991 = mul nsw i64 %990, 3136
+  %992 = add nsw i64 401408, %991
+  %993 = mul nsw i64 %pool1_grad.c88286, 196
+  %994 = add nsw i64 %992, %993
+  %995 = add nsw i64 %pool1_grad.oy90288, %pool1_grad.ky89287
+  %996 = add nsw i64 %995, -1
+  %997 = mul nsw i64 %996, 14
+  %998 = add nsw i64 %994, %997
+  %999 = add nsw i64 %pool1_grad.ox91289, 1
   %1000 = add nsw i64 %999, -1
-  %1001 = mul nsw i64 %1000, 14
-  %1002 = add nsw i64 %998, %1001
-  %1003 = add nsw i64 %pool1_grad.ox92287, 1
-  %1004 = add nsw i64 %1003, -1
-  %1005 = add nsw i64 %1002, %1004
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1005
-  %1006 = load float, ptr %arena288, align 4
-  %1007 = mul nsw i64 %pool1_grad.c89284, 3
-  %1008 = add nsw i64 %1007, %pool1_grad.ky90285
-  %1009 = mul nsw i64 %1008, 3
-  %1010 = mul nsw i64 %1009, 12544
-  %1011 = add nsw i64 1129744, %1010
-  %1012 = mul nsw i64 %pool1_grad.j88283, 196
+  %1001 = add nsw i64 %998, %1000
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %1001
+  %1002 = load float, ptr %arena290, align 4
+  %1003 = mul nsw i64 %pool1_grad.c88286, 3
+  %1004 = add nsw i64 %1003, %pool1_grad.ky89287
+  %1005 = mul nsw i64 %1004, 3
+  %1006 = mul nsw i64 %1005, 12544
+  %1007 = add nsw i64 1129744, %1006
+  %1008 = mul nsw i64 %pool1_grad.j87285, 196
+  %1009 = add nsw i64 %1007, %1008
+  %1010 = mul nsw i64 %pool1_grad.oy90288, 14
+  %1011 = add nsw i64 %1009, %1010
+  %1012 = add nsw i64 %pool1_grad.ox91289, 1
   %1013 = add nsw i64 %1011, %1012
-  %1014 = mul nsw i64 %pool1_grad.oy91286, 14
-  %1015 = add nsw i64 %1013, %1014
-  %1016 = add nsw i64 %pool1_grad.ox92287, 1
-  %1017 = add nsw i64 %1015, %1016
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %1017
-  %1018 = load float, ptr %arena289, align 4
-  %1019 = fadd float %1006, %1018
-  store float %1019, ptr %arena288, align 4
-  %ox92.next = add nsw i64 %pool1_grad.ox92287, 1
-  %1020 = icmp slt i64 %ox92.next, 13
-  br i1 %1020, label %pool1_grad.ox92, label %pool1_grad.ox92.end
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %1013
+  %1014 = load float, ptr %arena291, align 4
+  %1015 = fadd float %1002, %1014
+  store float %1015, ptr %arena290, align 4
+  %ox91.next = add nsw i64 %pool1_grad.ox91289, 1
+  %1016 = icmp slt i64 %ox91.next, 13
+  br i1 %1016, label %pool1_grad.ox91, label %pool1_grad.ox91.end
 
-pool1_grad.ox92.end:                              ; preds = %pool1_grad.ox92
+pool1_grad.ox91.end:                              ; preds = %pool1_grad.ox91
   br label %pool1_grad.endif
 
-pool1_grad.oy93:                                  ; preds = %pool1_grad.endif292, %pool1_grad.oy91.end
-  %pool1_grad.oy93290 = phi i64 [ 0, %pool1_grad.oy91.end ], [ %oy93.next, %pool1_grad.endif292 ]
-  %1021 = add nsw i64 %pool1_grad.oy93290, %pool1_grad.ky90285
-  %1022 = add nsw i64 %1021, -1
-  %1023 = icmp slt i64 -1, %1022
-  %1024 = add nsw i64 %pool1_grad.oy93290, %pool1_grad.ky90285
-  %1025 = add nsw i64 %1024, -1
-  %1026 = icmp slt i64 %1025, 14
-  %1027 = and i1 %1023, %1026
-  br i1 %1027, label %pool1_grad.then291, label %pool1_grad.endif292
+pool1_grad.oy92:                                  ; preds = %pool1_grad.endif294, %pool1_grad.oy90.end
+  %pool1_grad.oy92292 = phi i64 [ 0, %pool1_grad.oy90.end ], [ %oy92.next, %pool1_grad.endif294 ]
+  %1017 = add nsw i64 %pool1_grad.oy92292, %pool1_grad.ky89287
+  %1018 = add nsw i64 %1017, -1
+  %1019 = icmp slt i64 -1, %1018
+  %1020 = add nsw i64 %pool1_grad.oy92292, %pool1_grad.ky89287
+  %1021 = add nsw i64 %1020, -1
+  %1022 = icmp slt i64 %1021, 14
+  %1023 = and i1 %1019, %1022
+  br i1 %1023, label %pool1_grad.then293, label %pool1_grad.endif294
 
-pool1_grad.oy93.end:                              ; preds = %pool1_grad.endif292
-  br label %pool1_grad.oy95
+pool1_grad.oy92.end:                              ; preds = %pool1_grad.endif294
+  br label %pool1_grad.oy94
 
-pool1_grad.then291:                               ; preds = %pool1_grad.oy93
-  br label %pool1_grad.ox94
+pool1_grad.then293:                               ; preds = %pool1_grad.oy92
+  br label %pool1_grad.ox93
 
-pool1_grad.endif292:                              ; preds = %pool1_grad.ox94.end, %pool1_grad.oy93
-  %oy93.next = add nsw i64 %pool1_grad.oy93290, 1
-  %1028 = icmp slt i64 %oy93.next, 14
-  br i1 %1028, label %pool1_grad.oy93, label %pool1_grad.oy93.end
+pool1_grad.endif294:                              ; preds = %pool1_grad.ox93.end, %pool1_grad.oy92
+  %oy92.next = add nsw i64 %pool1_grad.oy92292, 1
+  %1024 = icmp slt i64 %oy92.next, 14
+  br i1 %1024, label %pool1_grad.oy92, label %pool1_grad.oy92.end
 
-pool1_grad.ox94:                                  ; preds = %pool1_grad.ox94, %pool1_grad.then291
-  %pool1_grad.ox94293 = phi i64 [ 0, %pool1_grad.then291 ], [ %ox94.next, %pool1_grad.ox94 ]
-  %1029 = mul nsw i64 %pool1_grad.g84274, 64
-  %1030 = add nsw i64 %1029, %pool1_grad.j88283
-  %1031 = mul nsw i64 %1030, 3136
-  %1032 = add nsw i64 401408, %1031
-  %1033 = mul nsw i64 %pool1_grad.c89284, 196
-  %1034 = add nsw i64 %1032, %1033
-  %1035 = add nsw i64 %pool1_grad.oy93290, %pool1_grad.ky90285
-  %1036 = add nsw i64 %1035, -1
-  %1037 = mul nsw i64 %1036, 14
-  %1038 = add nsw i64 %1034, %1037
-  %1039 = add nsw i64 %1038, %pool1_grad.ox94293
-  %arena294 = getelementptr inbounds float, ptr %arena, i64 %1039
-  %1040 = load float, ptr %arena294, align 4
-  %1041 = mul nsw i64 %pool1_grad.c89284, 3
-  %1042 = add nsw i64 %1041, %pool1_grad.ky90285
-  %1043 = mul nsw i64 %1042, 3
-  %1044 = add nsw i64 %1043, 1
-  %1045 = mul nsw i64 %1044, 12544
-  %1046 = add nsw i64 1129744, %1045
-  %1047 = mul nsw i64 %pool1_grad.j88283, 196
-  %1048 = add nsw i64 %1046, %1047
-  %1049 = mul nsw i64 %pool1_grad.oy93290, 14
-  %1050 = add nsw i64 %1048, %1049
-  %1051 = add nsw i64 %1050, %pool1_grad.ox94293
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1051
-  %1052 = load float, ptr %arena295, align 4
-  %1053 = fadd float %1040, %1052
-  store float %1053, ptr %arena294, align 4
-  %ox94.next = add nsw i64 %pool1_grad.ox94293, 1
-  %1054 = icmp slt i64 %ox94.next, 14
-  br i1 %1054, label %pool1_grad.ox94, label %pool1_grad.ox94.end
+pool1_grad.ox93:                                  ; preds = %pool1_grad.ox93, %pool1_grad.then293
+  %pool1_grad.ox93295 = phi i64 [ 0, %pool1_grad.then293 ], [ %ox93.next, %pool1_grad.ox93 ]
+  %1025 = mul nsw i64 %pool1_grad.g83276, 64
+  %1026 = add nsw i64 %1025, %pool1_grad.j87285
+  %1027 = mul nsw i64 %1026, 3136
+  %1028 = add nsw i64 401408, %1027
+  %1029 = mul nsw i64 %pool1_grad.c88286, 196
+  %1030 = add nsw i64 %1028, %1029
+  %1031 = add nsw i64 %pool1_grad.oy92292, %pool1_grad.ky89287
+  %1032 = add nsw i64 %1031, -1
+  %1033 = mul nsw i64 %1032, 14
+  %1034 = add nsw i64 %1030, %1033
+  %1035 = add nsw i64 %1034, %pool1_grad.ox93295
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1035
+  %1036 = load float, ptr %arena296, align 4
+  %1037 = mul nsw i64 %pool1_grad.c88286, 3
+  %1038 = add nsw i64 %1037, %pool1_grad.ky89287
+  %1039 = mul nsw i64 %1038, 3
+  %1040 = add nsw i64 %1039, 1
+  %1041 = mul nsw i64 %1040, 12544
+  %1042 = add nsw i64 1129744, %1041
+  %1043 = mul nsw i64 %pool1_grad.j87285, 196
+  %1044 = add nsw i64 %1042, %1043
+  %1045 = mul nsw i64 %pool1_grad.oy92292, 14
+  %1046 = add nsw i64 %1044, %1045
+  %1047 = add nsw i64 %1046, %pool1_grad.ox93295
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load float, ptr %arena297, align 4
+  %1049 = fadd float %1036, %1048
+  store float %1049, ptr %arena296, align 4
+  %ox93.next = add nsw i64 %pool1_grad.ox93295, 1
+  %1050 = icmp slt i64 %ox93.next, 14
+  br i1 %1050, label %pool1_grad.ox93, label %pool1_grad.ox93.end
 
-pool1_grad.ox94.end:                              ; preds = %pool1_grad.ox94
-  br label %pool1_grad.endif292
+pool1_grad.ox93.end:                              ; preds = %pool1_grad.ox93
+  br label %pool1_grad.endif294
 
-pool1_grad.oy95:                                  ; preds = %pool1_grad.endif298, %pool1_grad.oy93.end
-  %pool1_grad.oy95296 = phi i64 [ 0, %pool1_grad.oy93.end ], [ %oy95.next, %pool1_grad.endif298 ]
-  %1055 = add nsw i64 %pool1_grad.oy95296, %pool1_grad.ky90285
-  %1056 = add nsw i64 %1055, -1
-  %1057 = icmp slt i64 -1, %1056
-  %1058 = add nsw i64 %pool1_grad.oy95296, %pool1_grad.ky90285
-  %1059 = add nsw i64 %1058, -1
-  %1060 = icmp slt i64 %1059, 14
-  %1061 = and i1 %1057, %1060
-  br i1 %1061, label %pool1_grad.then297, label %pool1_grad.endif298
+pool1_grad.oy94:                                  ; preds = %pool1_grad.endif300, %pool1_grad.oy92.end
+  %pool1_grad.oy94298 = phi i64 [ 0, %pool1_grad.oy92.end ], [ %oy94.next, %pool1_grad.endif300 ]
+  %1051 = add nsw i64 %pool1_grad.oy94298, %pool1_grad.ky89287
+  %1052 = add nsw i64 %1051, -1
+  %1053 = icmp slt i64 -1, %1052
+  %1054 = add nsw i64 %pool1_grad.oy94298, %pool1_grad.ky89287
+  %1055 = add nsw i64 %1054, -1
+  %1056 = icmp slt i64 %1055, 14
+  %1057 = and i1 %1053, %1056
+  br i1 %1057, label %pool1_grad.then299, label %pool1_grad.endif300
 
-pool1_grad.oy95.end:                              ; preds = %pool1_grad.endif298
-  %ky90.next = add nsw i64 %pool1_grad.ky90285, 1
-  %1062 = icmp slt i64 %ky90.next, 3
-  br i1 %1062, label %pool1_grad.ky90, label %pool1_grad.ky90.end
+pool1_grad.oy94.end:                              ; preds = %pool1_grad.endif300
+  %ky89.next = add nsw i64 %pool1_grad.ky89287, 1
+  %1058 = icmp slt i64 %ky89.next, 3
+  br i1 %1058, label %pool1_grad.ky89, label %pool1_grad.ky89.end
 
-pool1_grad.then297:                               ; preds = %pool1_grad.oy95
-  br label %pool1_grad.ox96
+pool1_grad.then299:                               ; preds = %pool1_grad.oy94
+  br label %pool1_grad.ox95
 
-pool1_grad.endif298:                              ; preds = %pool1_grad.ox96.end, %pool1_grad.oy95
-  %oy95.next = add nsw i64 %pool1_grad.oy95296, 1
-  %1063 = icmp slt i64 %oy95.next, 14
-  br i1 %1063, label %pool1_grad.oy95, label %pool1_grad.oy95.end
+pool1_grad.endif300:                              ; preds = %pool1_grad.ox95.end, %pool1_grad.oy94
+  %oy94.next = add nsw i64 %pool1_grad.oy94298, 1
+  %1059 = icmp slt i64 %oy94.next, 14
+  br i1 %1059, label %pool1_grad.oy94, label %pool1_grad.oy94.end
 
-pool1_grad.ox96:                                  ; preds = %pool1_grad.ox96, %pool1_grad.then297
-  %pool1_grad.ox96299 = phi i64 [ 0, %pool1_grad.then297 ], [ %ox96.next, %pool1_grad.ox96 ]
-  %1064 = mul nsw i64 %pool1_grad.g84274, 64
-  %1065 = add nsw i64 %1064, %pool1_grad.j88283
-  %1066 = mul nsw i64 %1065, 3136
-  %1067 = add nsw i64 401408, %1066
-  %1068 = mul nsw i64 %pool1_grad.c89284, 196
-  %1069 = add nsw i64 %1067, %1068
-  %1070 = add nsw i64 %pool1_grad.oy95296, %pool1_grad.ky90285
-  %1071 = add nsw i64 %1070, -1
-  %1072 = mul nsw i64 %1071, 14
-  %1073 = add nsw i64 %1069, %1072
-  %1074 = add nsw i64 %pool1_grad.ox96299, 1
-  %1075 = add nsw i64 %1073, %1074
-  %arena300 = getelementptr inbounds float, ptr %arena, i64 %1075
-  %1076 = load float, ptr %arena300, align 4
-  %1077 = mul nsw i64 %pool1_grad.c89284, 3
-  %1078 = add nsw i64 %1077, %pool1_grad.ky90285
-  %1079 = mul nsw i64 %1078, 3
-  %1080 = add nsw i64 %1079, 2
-  %1081 = mul nsw i64 %1080, 12544
-  %1082 = add nsw i64 1129744, %1081
-  %1083 = mul nsw i64 %pool1_grad.j88283, 196
-  %1084 = add nsw i64 %1082, %1083
-  %1085 = mul nsw i64 %pool1_grad.oy95296, 14
-  %1086 = add nsw i64 %1084, %1085
-  %1087 = add nsw i64 %1086, %pool1_grad.ox96299
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1087
-  %1088 = load float, ptr %arena301, align 4
-  %1089 = fadd float %1076, %1088
-  store float %1089, ptr %arena300, align 4
-  %ox96.next = add nsw i64 %pool1_grad.ox96299, 1
-  %1090 = icmp slt i64 %ox96.next, 13
-  br i1 %1090, label %pool1_grad.ox96, label %pool1_grad.ox96.end
+pool1_grad.ox95:                                  ; preds = %pool1_grad.ox95, %pool1_grad.then299
+  %pool1_grad.ox95301 = phi i64 [ 0, %pool1_grad.then299 ], [ %ox95.next, %pool1_grad.ox95 ]
+  %1060 = mul nsw i64 %pool1_grad.g83276, 64
+  %1061 = add nsw i64 %1060, %pool1_grad.j87285
+  %1062 = mul nsw i64 %1061, 3136
+  %1063 = add nsw i64 401408, %1062
+  %1064 = mul nsw i64 %pool1_grad.c88286, 196
+  %1065 = add nsw i64 %1063, %1064
+  %1066 = add nsw i64 %pool1_grad.oy94298, %pool1_grad.ky89287
+  %1067 = add nsw i64 %1066, -1
+  %1068 = mul nsw i64 %1067, 14
+  %1069 = add nsw i64 %1065, %1068
+  %1070 = add nsw i64 %pool1_grad.ox95301, 1
+  %1071 = add nsw i64 %1069, %1070
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %1071
+  %1072 = load float, ptr %arena302, align 4
+  %1073 = mul nsw i64 %pool1_grad.c88286, 3
+  %1074 = add nsw i64 %1073, %pool1_grad.ky89287
+  %1075 = mul nsw i64 %1074, 3
+  %1076 = add nsw i64 %1075, 2
+  %1077 = mul nsw i64 %1076, 12544
+  %1078 = add nsw i64 1129744, %1077
+  %1079 = mul nsw i64 %pool1_grad.j87285, 196
+  %1080 = add nsw i64 %1078, %1079
+  %1081 = mul nsw i64 %pool1_grad.oy94298, 14
+  %1082 = add nsw i64 %1080, %1081
+  %1083 = add nsw i64 %1082, %pool1_grad.ox95301
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1083
+  %1084 = load float, ptr %arena303, align 4
+  %1085 = fadd float %1072, %1084
+  store float %1085, ptr %arena302, align 4
+  %ox95.next = add nsw i64 %pool1_grad.ox95301, 1
+  %1086 = icmp slt i64 %ox95.next, 13
+  br i1 %1086, label %pool1_grad.ox95, label %pool1_grad.ox95.end
 
-pool1_grad.ox96.end:                              ; preds = %pool1_grad.ox96
-  br label %pool1_grad.endif298
+pool1_grad.ox95.end:                              ; preds = %pool1_grad.ox95
+  br label %pool1_grad.endif300
 
-conv1_grad.i97:                                   ; preds = %conv1_grad.i97, %pool1_grad.g84.end
-  %conv1_grad.i97302 = phi i64 [ 0, %pool1_grad.g84.end ], [ %i97.next, %conv1_grad.i97 ]
-  %1091 = add nsw i64 610960, %conv1_grad.i97302
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1091
-  store float 0.000000e+00, ptr %arena303, align 4
-  %i97.next = add nsw i64 %conv1_grad.i97302, 1
-  %1092 = icmp slt i64 %i97.next, 802816
-  br i1 %1092, label %conv1_grad.i97, label %conv1_grad.i97.end
+conv1_grad.i96:                                   ; preds = %conv1_grad.i96, %pool1_grad.g83.end
+  %conv1_grad.i96304 = phi i64 [ 0, %pool1_grad.g83.end ], [ %i96.next, %conv1_grad.i96 ]
+  %1087 = add nsw i64 610960, %conv1_grad.i96304
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1087
+  store float 0.000000e+00, ptr %arena305, align 4
+  %i96.next = add nsw i64 %conv1_grad.i96304, 1
+  %1088 = icmp slt i64 %i96.next, 802816
+  br i1 %1088, label %conv1_grad.i96, label %conv1_grad.i96.end
 
-conv1_grad.i97.end:                               ; preds = %conv1_grad.i97
-  br label %conv1_grad.q98
+conv1_grad.i96.end:                               ; preds = %conv1_grad.i96
+  br label %conv1_grad.q97
 
-conv1_grad.q98:                                   ; preds = %conv1_grad.i99.end, %conv1_grad.i97.end
-  %conv1_grad.q98304 = phi i64 [ 0, %conv1_grad.i97.end ], [ %q98.next, %conv1_grad.i99.end ]
-  br label %conv1_grad.i99
+conv1_grad.q97:                                   ; preds = %conv1_grad.i98.end, %conv1_grad.i96.end
+  %conv1_grad.q97306 = phi i64 [ 0, %conv1_grad.i96.end ], [ %q97.next, %conv1_grad.i98.end ]
+  br label %conv1_grad.i98
 
-conv1_grad.q98.end:                               ; preds = %conv1_grad.i99.end
-  br label %conv1_weight_grad.i100
+conv1_grad.q97.end:                               ; preds = %conv1_grad.i98.end
+  br label %conv1_weight_grad.i99
 
-conv1_grad.i99:                                   ; preds = %conv1_grad.endif, %conv1_grad.q98
-  %conv1_grad.i99305 = phi i64 [ 0, %conv1_grad.q98 ], [ %i99.next, %conv1_grad.endif ]
-  %1093 = mul nsw i64 %conv1_grad.q98304, 196
-  %1094 = add nsw i64 %1093, %conv1_grad.i99305
-  %arena306 = getelementptr inbounds float, ptr %arena, i64 %1094
-  %1095 = load float, ptr %arena306, align 4
-  %1096 = fcmp ogt float %1095, 0.000000e+00
-  br i1 %1096, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.i98:                                   ; preds = %conv1_grad.endif, %conv1_grad.q97
+  %conv1_grad.i98307 = phi i64 [ 0, %conv1_grad.q97 ], [ %i98.next, %conv1_grad.endif ]
+  %1089 = mul nsw i64 %conv1_grad.q97306, 196
+  %1090 = add nsw i64 %1089, %conv1_grad.i98307
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %1090
+  %1091 = load float, ptr %arena308, align 4
+  %1092 = fcmp ogt float %1091, 0.000000e+00
+  br i1 %1092, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i99.end:                               ; preds = %conv1_grad.endif
-  %q98.next = add nsw i64 %conv1_grad.q98304, 1
-  %1097 = icmp slt i64 %q98.next, 1024
-  br i1 %1097, label %conv1_grad.q98, label %conv1_grad.q98.end
+conv1_grad.i98.end:                               ; preds = %conv1_grad.endif
+  %q97.next = add nsw i64 %conv1_grad.q97306, 1
+  %1093 = icmp slt i64 %q97.next, 1024
+  br i1 %1093, label %conv1_grad.q97, label %conv1_grad.q97.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i99
-  %1098 = mul nsw i64 %conv1_grad.q98304, 784
-  %1099 = add nsw i64 610960, %1098
-  %1100 = mul nsw i64 %conv1_grad.q98304, 196
-  %1101 = add nsw i64 %1100, %conv1_grad.i99305
-  %1102 = add nsw i64 200704, %1101
-  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1102
-  %1103 = load float, ptr %arena307, align 4
-  %1104 = fptosi float %1103 to i64
-  %1105 = add nsw i64 %1099, %1104
-  %arena308 = getelementptr inbounds float, ptr %arena, i64 %1105
-  %1106 = load float, ptr %arena308, align 4
-  %1107 = mul nsw i64 %conv1_grad.q98304, 196
-  %1108 = add nsw i64 %1107, %conv1_grad.i99305
-  %1109 = add nsw i64 401408, %1108
-  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1109
-  %1110 = load float, ptr %arena309, align 4
-  %1111 = fadd float %1106, %1110
-  store float %1111, ptr %arena308, align 4
+conv1_grad.then:                                  ; preds = %conv1_grad.i98
+  %1094 = mul nsw i64 %conv1_grad.q97306, 784
+  %1095 = add nsw i64 610960, %1094
+  %1096 = mul nsw i64 %conv1_grad.q97306, 196
+  %1097 = add nsw i64 %1096, %conv1_grad.i98307
+  %1098 = add nsw i64 200704, %1097
+  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1098
+  %1099 = load float, ptr %arena309, align 4
+  %1100 = fptosi float %1099 to i64
+  %1101 = add nsw i64 %1095, %1100
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1101
+  %1102 = load float, ptr %arena310, align 4
+  %1103 = mul nsw i64 %conv1_grad.q97306, 196
+  %1104 = add nsw i64 %1103, %conv1_grad.i98307
+  %1105 = add nsw i64 401408, %1104
+  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1105
+  %1106 = load float, ptr %arena311, align 4
+  %1107 = fadd float %1102, %1106
+  store float %1107, ptr %arena310, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i99
-  %i99.next = add nsw i64 %conv1_grad.i99305, 1
-  %1112 = icmp slt i64 %i99.next, 196
-  br i1 %1112, label %conv1_grad.i99, label %conv1_grad.i99.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i98
+  %i98.next = add nsw i64 %conv1_grad.i98307, 1
+  %1108 = icmp slt i64 %i98.next, 196
+  br i1 %1108, label %conv1_grad.i98, label %conv1_grad.i98.end
 
-conv1_weight_grad.i100:                           ; preds = %conv1_weight_grad.i100, %conv1_grad.q98.end
-  %conv1_weight_grad.i100310 = phi i64 [ 0, %conv1_grad.q98.end ], [ %i100.next, %conv1_weight_grad.i100 ]
-  %grads311 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i100310
-  store float 0.000000e+00, ptr %grads311, align 4
-  %i100.next = add nsw i64 %conv1_weight_grad.i100310, 1
-  %1113 = icmp slt i64 %i100.next, 144
-  br i1 %1113, label %conv1_weight_grad.i100, label %conv1_weight_grad.i100.end
+conv1_weight_grad.i99:                            ; preds = %conv1_weight_grad.i99, %conv1_grad.q97.end
+  %conv1_weight_grad.i99312 = phi i64 [ 0, %conv1_grad.q97.end ], [ %i99.next, %conv1_weight_grad.i99 ]
+  %grads313 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i99312
+  store float 0.000000e+00, ptr %grads313, align 4
+  %i99.next = add nsw i64 %conv1_weight_grad.i99312, 1
+  %1109 = icmp slt i64 %i99.next, 144
+  br i1 %1109, label %conv1_weight_grad.i99, label %conv1_weight_grad.i99.end
 
-conv1_weight_grad.i100.end:                       ; preds = %conv1_weight_grad.i100
-  br label %conv1_weight_grad.g101
+conv1_weight_grad.i99.end:                        ; preds = %conv1_weight_grad.i99
+  br label %conv1_weight_grad.g100
 
-conv1_weight_grad.g101:                           ; preds = %conv1_weight_grad.j113.end, %conv1_weight_grad.i100.end
-  %conv1_weight_grad.g101312 = phi i64 [ 0, %conv1_weight_grad.i100.end ], [ %g101.next, %conv1_weight_grad.j113.end ]
-  br label %conv1_weight_grad.j102
+conv1_weight_grad.g100:                           ; preds = %conv1_weight_grad.j112.end, %conv1_weight_grad.i99.end
+  %conv1_weight_grad.g100314 = phi i64 [ 0, %conv1_weight_grad.i99.end ], [ %g100.next, %conv1_weight_grad.j112.end ]
+  br label %conv1_weight_grad.j101
 
-conv1_weight_grad.g101.end:                       ; preds = %conv1_weight_grad.j113.end
-  br label %conv1_bias_grad.f116
+conv1_weight_grad.g100.end:                       ; preds = %conv1_weight_grad.j112.end
+  br label %conv1_bias_grad.i115
 
-conv1_weight_grad.j102:                           ; preds = %conv1_weight_grad.c105.end, %conv1_weight_grad.g101
-  %conv1_weight_grad.j102313 = phi i64 [ 0, %conv1_weight_grad.g101 ], [ %j102.next, %conv1_weight_grad.c105.end ]
-  br label %conv1_weight_grad.r103
+conv1_weight_grad.j101:                           ; preds = %conv1_weight_grad.c104.end, %conv1_weight_grad.g100
+  %conv1_weight_grad.j101315 = phi i64 [ 0, %conv1_weight_grad.g100 ], [ %j101.next, %conv1_weight_grad.c104.end ]
+  br label %conv1_weight_grad.r102
 
-conv1_weight_grad.j102.end:                       ; preds = %conv1_weight_grad.c105.end
-  br label %conv1_weight_grad.j113
+conv1_weight_grad.j101.end:                       ; preds = %conv1_weight_grad.c104.end
+  br label %conv1_weight_grad.j112
 
-conv1_weight_grad.r103:                           ; preds = %conv1_weight_grad.i104.end, %conv1_weight_grad.j102
-  %conv1_weight_grad.r103314 = phi i64 [ 0, %conv1_weight_grad.j102 ], [ %r103.next, %conv1_weight_grad.i104.end ]
-  br label %conv1_weight_grad.i104
+conv1_weight_grad.r102:                           ; preds = %conv1_weight_grad.i103.end, %conv1_weight_grad.j101
+  %conv1_weight_grad.r102316 = phi i64 [ 0, %conv1_weight_grad.j101 ], [ %r102.next, %conv1_weight_grad.i103.end ]
+  br label %conv1_weight_grad.i103
 
-conv1_weight_grad.r103.end:                       ; preds = %conv1_weight_grad.i104.end
-  br label %conv1_weight_grad.c105
+conv1_weight_grad.r102.end:                       ; preds = %conv1_weight_grad.i103.end
+  br label %conv1_weight_grad.c104
 
-conv1_weight_grad.i104:                           ; preds = %conv1_weight_grad.i104, %conv1_weight_grad.r103
-  %conv1_weight_grad.i104315 = phi i64 [ 0, %conv1_weight_grad.r103 ], [ %i104.next, %conv1_weight_grad.i104 ]
-  %1114 = mul nsw i64 %conv1_weight_grad.r103314, 50176
-  %1115 = add nsw i64 1413776, %1114
-  %1116 = mul nsw i64 %conv1_weight_grad.j102313, 784
-  %1117 = add nsw i64 %1115, %1116
-  %1118 = add nsw i64 %1117, %conv1_weight_grad.i104315
-  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1118
-  store float 0.000000e+00, ptr %arena316, align 4
-  %i104.next = add nsw i64 %conv1_weight_grad.i104315, 1
-  %1119 = icmp slt i64 %i104.next, 784
-  br i1 %1119, label %conv1_weight_grad.i104, label %conv1_weight_grad.i104.end
+conv1_weight_grad.i103:                           ; preds = %conv1_weight_grad.i103, %conv1_weight_grad.r102
+  %conv1_weight_grad.i103317 = phi i64 [ 0, %conv1_weight_grad.r102 ], [ %i103.next, %conv1_weight_grad.i103 ]
+  %1110 = mul nsw i64 %conv1_weight_grad.r102316, 50176
+  %1111 = add nsw i64 1413776, %1110
+  %1112 = mul nsw i64 %conv1_weight_grad.j101315, 784
+  %1113 = add nsw i64 %1111, %1112
+  %1114 = add nsw i64 %1113, %conv1_weight_grad.i103317
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %1114
+  store float 0.000000e+00, ptr %arena318, align 4
+  %i103.next = add nsw i64 %conv1_weight_grad.i103317, 1
+  %1115 = icmp slt i64 %i103.next, 784
+  br i1 %1115, label %conv1_weight_grad.i103, label %conv1_weight_grad.i103.end
 
-conv1_weight_grad.i104.end:                       ; preds = %conv1_weight_grad.i104
-  %r103.next = add nsw i64 %conv1_weight_grad.r103314, 1
-  %1120 = icmp slt i64 %r103.next, 9
-  br i1 %1120, label %conv1_weight_grad.r103, label %conv1_weight_grad.r103.end
+conv1_weight_grad.i103.end:                       ; preds = %conv1_weight_grad.i103
+  %r102.next = add nsw i64 %conv1_weight_grad.r102316, 1
+  %1116 = icmp slt i64 %r102.next, 9
+  br i1 %1116, label %conv1_weight_grad.r102, label %conv1_weight_grad.r102.end
 
-conv1_weight_grad.c105:                           ; preds = %conv1_weight_grad.ky106.end, %conv1_weight_grad.r103.end
-  %conv1_weight_grad.c105317 = phi i64 [ 0, %conv1_weight_grad.r103.end ], [ %c105.next, %conv1_weight_grad.ky106.end ]
-  br label %conv1_weight_grad.ky106
+conv1_weight_grad.c104:                           ; preds = %conv1_weight_grad.ky105.end, %conv1_weight_grad.r102.end
+  %conv1_weight_grad.c104319 = phi i64 [ 0, %conv1_weight_grad.r102.end ], [ %c104.next, %conv1_weight_grad.ky105.end ]
+  br label %conv1_weight_grad.ky105
 
-conv1_weight_grad.c105.end:                       ; preds = %conv1_weight_grad.ky106.end
-  %j102.next = add nsw i64 %conv1_weight_grad.j102313, 1
-  %1121 = icmp slt i64 %j102.next, 64
-  br i1 %1121, label %conv1_weight_grad.j102, label %conv1_weight_grad.j102.end
+conv1_weight_grad.c104.end:                       ; preds = %conv1_weight_grad.ky105.end
+  %j101.next = add nsw i64 %conv1_weight_grad.j101315, 1
+  %1117 = icmp slt i64 %j101.next, 64
+  br i1 %1117, label %conv1_weight_grad.j101, label %conv1_weight_grad.j101.end
 
-conv1_weight_grad.ky106:                          ; preds = %conv1_weight_grad.oy111.end, %conv1_weight_grad.c105
-  %conv1_weight_grad.ky106318 = phi i64 [ 0, %conv1_weight_grad.c105 ], [ %ky106.next, %conv1_weight_grad.oy111.end ]
-  br label %conv1_weight_grad.oy107
+conv1_weight_grad.ky105:                          ; preds = %conv1_weight_grad.oy110.end, %conv1_weight_grad.c104
+  %conv1_weight_grad.ky105320 = phi i64 [ 0, %conv1_weight_grad.c104 ], [ %ky105.next, %conv1_weight_grad.oy110.end ]
+  br label %conv1_weight_grad.oy106
 
-conv1_weight_grad.ky106.end:                      ; preds = %conv1_weight_grad.oy111.end
-  %c105.next = add nsw i64 %conv1_weight_grad.c105317, 1
-  %1122 = icmp slt i64 %c105.next, 1
-  br i1 %1122, label %conv1_weight_grad.c105, label %conv1_weight_grad.c105.end
+conv1_weight_grad.ky105.end:                      ; preds = %conv1_weight_grad.oy110.end
+  %c104.next = add nsw i64 %conv1_weight_grad.c104319, 1
+  %1118 = icmp slt i64 %c104.next, 1
+  br i1 %1118, label %conv1_weight_grad.c104, label %conv1_weight_grad.c104.end
 
-conv1_weight_grad.oy107:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky106
-  %conv1_weight_grad.oy107319 = phi i64 [ 0, %conv1_weight_grad.ky106 ], [ %oy107.next, %conv1_weight_grad.endif ]
-  %1123 = add nsw i64 %conv1_weight_grad.oy107319, %conv1_weight_grad.ky106318
-  %1124 = add nsw i64 %1123, -1
-  %1125 = icmp slt i64 -1, %1124
-  %1126 = add nsw i64 %conv1_weight_grad.oy107319, %conv1_weight_grad.ky106318
-  %1127 = add nsw i64 %1126, -1
-  %1128 = icmp slt i64 %1127, 28
-  %1129 = and i1 %1125, %1128
-  br i1 %1129, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky105
+  %conv1_weight_grad.oy106321 = phi i64 [ 0, %conv1_weight_grad.ky105 ], [ %oy106.next, %conv1_weight_grad.endif ]
+  %1119 = add nsw i64 %conv1_weight_grad.oy106321, %conv1_weight_grad.ky105320
+  %1120 = add nsw i64 %1119, -1
+  %1121 = icmp slt i64 -1, %1120
+  %1122 = add nsw i64 %conv1_weight_grad.oy106321, %conv1_weight_grad.ky105320
+  %1123 = add nsw i64 %1122, -1
+  %1124 = icmp slt i64 %1123, 28
+  %1125 = and i1 %1121, %1124
+  br i1 %1125, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy107.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy109
+conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy108
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy107
-  br label %conv1_weight_grad.ox108
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy106
+  br label %conv1_weight_grad.ox107
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox108.end, %conv1_weight_grad.oy107
-  %oy107.next = add nsw i64 %conv1_weight_grad.oy107319, 1
-  %1130 = icmp slt i64 %oy107.next, 28
-  br i1 %1130, label %conv1_weight_grad.oy107, label %conv1_weight_grad.oy107.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy106
+  %oy106.next = add nsw i64 %conv1_weight_grad.oy106321, 1
+  %1126 = icmp slt i64 %oy106.next, 28
+  br i1 %1126, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
 
-conv1_weight_grad.ox108:                          ; preds = %conv1_weight_grad.ox108, %conv1_weight_grad.then
-  %conv1_weight_grad.ox108320 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox108.next, %conv1_weight_grad.ox108 ]
-  %1131 = mul nsw i64 %conv1_weight_grad.g101312, 64
-  %1132 = add nsw i64 %1131, %conv1_weight_grad.j102313
-  %1133 = mul nsw i64 %1132, 784
-  %1134 = mul nsw i64 %conv1_weight_grad.c105317, 784
-  %1135 = add nsw i64 %1133, %1134
-  %1136 = add nsw i64 %conv1_weight_grad.oy107319, %conv1_weight_grad.ky106318
+conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.then
+  %conv1_weight_grad.ox107322 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox107.next, %conv1_weight_grad.ox107 ]
+  %1127 = mul nsw i64 %conv1_weight_grad.g100314, 64
+  %1128 = add nsw i64 %1127, %conv1_weight_grad.j101315
+  %1129 = mul nsw i64 %1128, 784
+  %1130 = mul nsw i64 %conv1_weight_grad.c104319, 784
+  %1131 = add nsw i64 %1129, %1130
+  %1132 = add nsw i64 %conv1_weight_grad.oy106321, %conv1_weight_grad.ky105320
+  %1133 = add nsw i64 %1132, -1
+  %1134 = mul nsw i64 %1133, 28
+  %1135 = add nsw i64 %1131, %1134
+  %1136 = add nsw i64 %conv1_weight_grad.ox107322, 1
   %1137 = add nsw i64 %1136, -1
-  %1138 = mul nsw i64 %1137, 28
-  %1139 = add nsw i64 %1135, %1138
-  %1140 = add nsw i64 %conv1_weight_grad.ox108320, 1
-  %1141 = add nsw i64 %1140, -1
-  %1142 = add nsw i64 %1139, %1141
-  %images321 = getelementptr inbounds float, ptr %images, i64 %1142
-  %1143 = load float, ptr %images321, align 4
-  %1144 = mul nsw i64 %conv1_weight_grad.c105317, 3
-  %1145 = add nsw i64 %1144, %conv1_weight_grad.ky106318
-  %1146 = mul nsw i64 %1145, 3
-  %1147 = mul nsw i64 %1146, 50176
-  %1148 = add nsw i64 1413776, %1147
-  %1149 = mul nsw i64 %conv1_weight_grad.j102313, 784
+  %1138 = add nsw i64 %1135, %1137
+  %images323 = getelementptr inbounds float, ptr %images, i64 %1138
+  %1139 = load float, ptr %images323, align 4
+  %1140 = mul nsw i64 %conv1_weight_grad.c104319, 3
+  %1141 = add nsw i64 %1140, %conv1_weight_grad.ky105320
+  %1142 = mul nsw i64 %1141, 3
+  %1143 = mul nsw i64 %1142, 50176
+  %1144 = add nsw i64 1413776, %1143
+  %1145 = mul nsw i64 %conv1_weight_grad.j101315, 784
+  %1146 = add nsw i64 %1144, %1145
+  %1147 = mul nsw i64 %conv1_weight_grad.oy106321, 28
+  %1148 = add nsw i64 %1146, %1147
+  %1149 = add nsw i64 %conv1_weight_grad.ox107322, 1
   %1150 = add nsw i64 %1148, %1149
-  %1151 = mul nsw i64 %conv1_weight_grad.oy107319, 28
-  %1152 = add nsw i64 %1150, %1151
-  %1153 = add nsw i64 %conv1_weight_grad.ox108320, 1
-  %1154 = add nsw i64 %1152, %1153
-  %arena322 = getelementptr inbounds float, ptr %arena, i64 %1154
-  store float %1143, ptr %arena322, align 4
-  %ox108.next = add nsw i64 %conv1_weight_grad.ox108320, 1
-  %1155 = icmp slt i64 %ox108.next, 27
-  br i1 %1155, label %conv1_weight_grad.ox108, label %conv1_weight_grad.ox108.end
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1150
+  store float %1139, ptr %arena324, align 4
+  %ox107.next = add nsw i64 %conv1_weight_grad.ox107322, 1
+  %1151 = icmp slt i64 %ox107.next, 27
+  br i1 %1151, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
 
-conv1_weight_grad.ox108.end:                      ; preds = %conv1_weight_grad.ox108
+conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy109:                          ; preds = %conv1_weight_grad.endif325, %conv1_weight_grad.oy107.end
-  %conv1_weight_grad.oy109323 = phi i64 [ 0, %conv1_weight_grad.oy107.end ], [ %oy109.next, %conv1_weight_grad.endif325 ]
-  %1156 = add nsw i64 %conv1_weight_grad.oy109323, %conv1_weight_grad.ky106318
-  %1157 = add nsw i64 %1156, -1
-  %1158 = icmp slt i64 -1, %1157
-  %1159 = add nsw i64 %conv1_weight_grad.oy109323, %conv1_weight_grad.ky106318
-  %1160 = add nsw i64 %1159, -1
-  %1161 = icmp slt i64 %1160, 28
-  %1162 = and i1 %1158, %1161
-  br i1 %1162, label %conv1_weight_grad.then324, label %conv1_weight_grad.endif325
+conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.endif327, %conv1_weight_grad.oy106.end
+  %conv1_weight_grad.oy108325 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.endif327 ]
+  %1152 = add nsw i64 %conv1_weight_grad.oy108325, %conv1_weight_grad.ky105320
+  %1153 = add nsw i64 %1152, -1
+  %1154 = icmp slt i64 -1, %1153
+  %1155 = add nsw i64 %conv1_weight_grad.oy108325, %conv1_weight_grad.ky105320
+  %1156 = add nsw i64 %1155, -1
+  %1157 = icmp slt i64 %1156, 28
+  %1158 = and i1 %1154, %1157
+  br i1 %1158, label %conv1_weight_grad.then326, label %conv1_weight_grad.endif327
 
-conv1_weight_grad.oy109.end:                      ; preds = %conv1_weight_grad.endif325
-  br label %conv1_weight_grad.oy111
+conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.endif327
+  br label %conv1_weight_grad.oy110
 
-conv1_weight_grad.then324:                        ; preds = %conv1_weight_grad.oy109
-  br label %conv1_weight_grad.ox110
+conv1_weight_grad.then326:                        ; preds = %conv1_weight_grad.oy108
+  br label %conv1_weight_grad.ox109
 
-conv1_weight_grad.endif325:                       ; preds = %conv1_weight_grad.ox110.end, %conv1_weight_grad.oy109
-  %oy109.next = add nsw i64 %conv1_weight_grad.oy109323, 1
-  %1163 = icmp slt i64 %oy109.next, 28
-  br i1 %1163, label %conv1_weight_grad.oy109, label %conv1_weight_grad.oy109.end
+conv1_weight_grad.endif327:                       ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy108
+  %oy108.next = add nsw i64 %conv1_weight_grad.oy108325, 1
+  %1159 = icmp slt i64 %oy108.next, 28
+  br i1 %1159, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
 
-conv1_weight_grad.ox110:                          ; preds = %conv1_weight_grad.ox110, %conv1_weight_grad.then324
-  %conv1_weight_grad.ox110326 = phi i64 [ 0, %conv1_weight_grad.then324 ], [ %ox110.next, %conv1_weight_grad.ox110 ]
-  %1164 = mul nsw i64 %conv1_weight_grad.g101312, 64
-  %1165 = add nsw i64 %1164, %conv1_weight_grad.j102313
-  %1166 = mul nsw i64 %1165, 784
-  %1167 = mul nsw i64 %conv1_weight_grad.c105317, 784
-  %1168 = add nsw i64 %1166, %1167
-  %1169 = add nsw i64 %conv1_weight_grad.oy109323, %conv1_weight_grad.ky106318
-  %1170 = add nsw i64 %1169, -1
-  %1171 = mul nsw i64 %1170, 28
-  %1172 = add nsw i64 %1168, %1171
-  %1173 = add nsw i64 %1172, %conv1_weight_grad.ox110326
-  %images327 = getelementptr inbounds float, ptr %images, i64 %1173
-  %1174 = load float, ptr %images327, align 4
-  %1175 = mul nsw i64 %conv1_weight_grad.c105317, 3
-  %1176 = add nsw i64 %1175, %conv1_weight_grad.ky106318
-  %1177 = mul nsw i64 %1176, 3
-  %1178 = add nsw i64 %1177, 1
-  %1179 = mul nsw i64 %1178, 50176
-  %1180 = add nsw i64 1413776, %1179
-  %1181 = mul nsw i64 %conv1_weight_grad.j102313, 784
-  %1182 = add nsw i64 %1180, %1181
-  %1183 = mul nsw i64 %conv1_weight_grad.oy109323, 28
-  %1184 = add nsw i64 %1182, %1183
-  %1185 = add nsw i64 %1184, %conv1_weight_grad.ox110326
-  %arena328 = getelementptr inbounds float, ptr %arena, i64 %1185
-  store float %1174, ptr %arena328, align 4
-  %ox110.next = add nsw i64 %conv1_weight_grad.ox110326, 1
-  %1186 = icmp slt i64 %ox110.next, 28
-  br i1 %1186, label %conv1_weight_grad.ox110, label %conv1_weight_grad.ox110.end
+conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.then326
+  %conv1_weight_grad.ox109328 = phi i64 [ 0, %conv1_weight_grad.then326 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
+  %1160 = mul nsw i64 %conv1_weight_grad.g100314, 64
+  %1161 = add nsw i64 %1160, %conv1_weight_grad.j101315
+  %1162 = mul nsw i64 %1161, 784
+  %1163 = mul nsw i64 %conv1_weight_grad.c104319, 784
+  %1164 = add nsw i64 %1162, %1163
+  %1165 = add nsw i64 %conv1_weight_grad.oy108325, %conv1_weight_grad.ky105320
+  %1166 = add nsw i64 %1165, -1
+  %1167 = mul nsw i64 %1166, 28
+  %1168 = add nsw i64 %1164, %1167
+  %1169 = add nsw i64 %1168, %conv1_weight_grad.ox109328
+  %images329 = getelementptr inbounds float, ptr %images, i64 %1169
+  %1170 = load float, ptr %images329, align 4
+  %1171 = mul nsw i64 %conv1_weight_grad.c104319, 3
+  %1172 = add nsw i64 %1171, %conv1_weight_grad.ky105320
+  %1173 = mul nsw i64 %1172, 3
+  %1174 = add nsw i64 %1173, 1
+  %1175 = mul nsw i64 %1174, 50176
+  %1176 = add nsw i64 1413776, %1175
+  %1177 = mul nsw i64 %conv1_weight_grad.j101315, 784
+  %1178 = add nsw i64 %1176, %1177
+  %1179 = mul nsw i64 %conv1_weight_grad.oy108325, 28
+  %1180 = add nsw i64 %1178, %1179
+  %1181 = add nsw i64 %1180, %conv1_weight_grad.ox109328
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %1181
+  store float %1170, ptr %arena330, align 4
+  %ox109.next = add nsw i64 %conv1_weight_grad.ox109328, 1
+  %1182 = icmp slt i64 %ox109.next, 28
+  br i1 %1182, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
 
-conv1_weight_grad.ox110.end:                      ; preds = %conv1_weight_grad.ox110
-  br label %conv1_weight_grad.endif325
+conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
+  br label %conv1_weight_grad.endif327
 
-conv1_weight_grad.oy111:                          ; preds = %conv1_weight_grad.endif331, %conv1_weight_grad.oy109.end
-  %conv1_weight_grad.oy111329 = phi i64 [ 0, %conv1_weight_grad.oy109.end ], [ %oy111.next, %conv1_weight_grad.endif331 ]
-  %1187 = add nsw i64 %conv1_weight_grad.oy111329, %conv1_weight_grad.ky106318
-  %1188 = add nsw i64 %1187, -1
-  %1189 = icmp slt i64 -1, %1188
-  %1190 = add nsw i64 %conv1_weight_grad.oy111329, %conv1_weight_grad.ky106318
-  %1191 = add nsw i64 %1190, -1
-  %1192 = icmp slt i64 %1191, 28
-  %1193 = and i1 %1189, %1192
-  br i1 %1193, label %conv1_weight_grad.then330, label %conv1_weight_grad.endif331
+conv1_weight_grad.oy110:                          ; preds = %conv1_weight_grad.endif333, %conv1_weight_grad.oy108.end
+  %conv1_weight_grad.oy110331 = phi i64 [ 0, %conv1_weight_grad.oy108.end ], [ %oy110.next, %conv1_weight_grad.endif333 ]
+  %1183 = add nsw i64 %conv1_weight_grad.oy110331, %conv1_weight_grad.ky105320
+  %1184 = add nsw i64 %1183, -1
+  %1185 = icmp slt i64 -1, %1184
+  %1186 = add nsw i64 %conv1_weight_grad.oy110331, %conv1_weight_grad.ky105320
+  %1187 = add nsw i64 %1186, -1
+  %1188 = icmp slt i64 %1187, 28
+  %1189 = and i1 %1185, %1188
+  br i1 %1189, label %conv1_weight_grad.then332, label %conv1_weight_grad.endif333
 
-conv1_weight_grad.oy111.end:                      ; preds = %conv1_weight_grad.endif331
-  %ky106.next = add nsw i64 %conv1_weight_grad.ky106318, 1
-  %1194 = icmp slt i64 %ky106.next, 3
-  br i1 %1194, label %conv1_weight_grad.ky106, label %conv1_weight_grad.ky106.end
+conv1_weight_grad.oy110.end:                      ; preds = %conv1_weight_grad.endif333
+  %ky105.next = add nsw i64 %conv1_weight_grad.ky105320, 1
+  %1190 = icmp slt i64 %ky105.next, 3
+  br i1 %1190, label %conv1_weight_grad.ky105, label %conv1_weight_grad.ky105.end
 
-conv1_weight_grad.then330:                        ; preds = %conv1_weight_grad.oy111
-  br label %conv1_weight_grad.ox112
+conv1_weight_grad.then332:                        ; preds = %conv1_weight_grad.oy110
+  br label %conv1_weight_grad.ox111
 
-conv1_weight_grad.endif331:                       ; preds = %conv1_weight_grad.ox112.end, %conv1_weight_grad.oy111
-  %oy111.next = add nsw i64 %conv1_weight_grad.oy111329, 1
-  %1195 = icmp slt i64 %oy111.next, 28
-  br i1 %1195, label %conv1_weight_grad.oy111, label %conv1_weight_grad.oy111.end
+conv1_weight_grad.endif333:                       ; preds = %conv1_weight_grad.ox111.end, %conv1_weight_grad.oy110
+  %oy110.next = add nsw i64 %conv1_weight_grad.oy110331, 1
+  %1191 = icmp slt i64 %oy110.next, 28
+  br i1 %1191, label %conv1_weight_grad.oy110, label %conv1_weight_grad.oy110.end
 
-conv1_weight_grad.ox112:                          ; preds = %conv1_weight_grad.ox112, %conv1_weight_grad.then330
-  %conv1_weight_grad.ox112332 = phi i64 [ 0, %conv1_weight_grad.then330 ], [ %ox112.next, %conv1_weight_grad.ox112 ]
-  %1196 = mul nsw i64 %conv1_weight_grad.g101312, 64
-  %1197 = add nsw i64 %1196, %conv1_weight_grad.j102313
-  %1198 = mul nsw i64 %1197, 784
-  %1199 = mul nsw i64 %conv1_weight_grad.c105317, 784
-  %1200 = add nsw i64 %1198, %1199
-  %1201 = add nsw i64 %conv1_weight_grad.oy111329, %conv1_weight_grad.ky106318
-  %1202 = add nsw i64 %1201, -1
-  %1203 = mul nsw i64 %1202, 28
-  %1204 = add nsw i64 %1200, %1203
-  %1205 = add nsw i64 %conv1_weight_grad.ox112332, 1
-  %1206 = add nsw i64 %1204, %1205
-  %images333 = getelementptr inbounds float, ptr %images, i64 %1206
-  %1207 = load float, ptr %images333, align 4
-  %1208 = mul nsw i64 %conv1_weight_grad.c105317, 3
-  %1209 = add nsw i64 %1208, %conv1_weight_grad.ky106318
-  %1210 = mul nsw i64 %1209, 3
-  %1211 = add nsw i64 %1210, 2
-  %1212 = mul nsw i64 %1211, 50176
-  %1213 = add nsw i64 1413776, %1212
-  %1214 = mul nsw i64 %conv1_weight_grad.j102313, 784
-  %1215 = add nsw i64 %1213, %1214
-  %1216 = mul nsw i64 %conv1_weight_grad.oy111329, 28
-  %1217 = add nsw i64 %1215, %1216
-  %1218 = add nsw i64 %1217, %conv1_weight_grad.ox112332
-  %arena334 = getelementptr inbounds float, ptr %arena, i64 %1218
-  store float %1207, ptr %arena334, align 4
-  %ox112.next = add nsw i64 %conv1_weight_grad.ox112332, 1
-  %1219 = icmp slt i64 %ox112.next, 27
-  br i1 %1219, label %conv1_weight_grad.ox112, label %conv1_weight_grad.ox112.end
+conv1_weight_grad.ox111:                          ; preds = %conv1_weight_grad.ox111, %conv1_weight_grad.then332
+  %conv1_weight_grad.ox111334 = phi i64 [ 0, %conv1_weight_grad.then332 ], [ %ox111.next, %conv1_weight_grad.ox111 ]
+  %1192 = mul nsw i64 %conv1_weight_grad.g100314, 64
+  %1193 = add nsw i64 %1192, %conv1_weight_grad.j101315
+  %1194 = mul nsw i64 %1193, 784
+  %1195 = mul nsw i64 %conv1_weight_grad.c104319, 784
+  %1196 = add nsw i64 %1194, %1195
+  %1197 = add nsw i64 %conv1_weight_grad.oy110331, %conv1_weight_grad.ky105320
+  %1198 = add nsw i64 %1197, -1
+  %1199 = mul nsw i64 %1198, 28
+  %1200 = add nsw i64 %1196, %1199
+  %1201 = add nsw i64 %conv1_weight_grad.ox111334, 1
+  %1202 = add nsw i64 %1200, %1201
+  %images335 = getelementptr inbounds float, ptr %images, i64 %1202
+  %1203 = load float, ptr %images335, align 4
+  %1204 = mul nsw i64 %conv1_weight_grad.c104319, 3
+  %1205 = add nsw i64 %1204, %conv1_weight_grad.ky105320
+  %1206 = mul nsw i64 %1205, 3
+  %1207 = add nsw i64 %1206, 2
+  %1208 = mul nsw i64 %1207, 50176
+  %1209 = add nsw i64 1413776, %1208
+  %1210 = mul nsw i64 %conv1_weight_grad.j101315, 784
+  %1211 = add nsw i64 %1209, %1210
+  %1212 = mul nsw i64 %conv1_weight_grad.oy110331, 28
+  %1213 = add nsw i64 %1211, %1212
+  %1214 = add nsw i64 %1213, %conv1_weight_grad.ox111334
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %1214
+  store float %1203, ptr %arena336, align 4
+  %ox111.next = add nsw i64 %conv1_weight_grad.ox111334, 1
+  %1215 = icmp slt i64 %ox111.next, 27
+  br i1 %1215, label %conv1_weight_grad.ox111, label %conv1_weight_grad.ox111.end
 
-conv1_weight_grad.ox112.end:                      ; preds = %conv1_weight_grad.ox112
-  br label %conv1_weight_grad.endif331
+conv1_weight_grad.ox111.end:                      ; preds = %conv1_weight_grad.ox111
+  br label %conv1_weight_grad.endif333
 
-conv1_weight_grad.j113:                           ; preds = %conv1_weight_grad.f114.end, %conv1_weight_grad.j102.end
-  %conv1_weight_grad.j113335 = phi i64 [ 0, %conv1_weight_grad.j102.end ], [ %j113.next, %conv1_weight_grad.f114.end ]
-  br label %conv1_weight_grad.f114
+conv1_weight_grad.j112:                           ; preds = %conv1_weight_grad.f113.end, %conv1_weight_grad.j101.end
+  %conv1_weight_grad.j112337 = phi i64 [ 0, %conv1_weight_grad.j101.end ], [ %j112.next, %conv1_weight_grad.f113.end ]
+  br label %conv1_weight_grad.f113
 
-conv1_weight_grad.j113.end:                       ; preds = %conv1_weight_grad.f114.end
-  %arena340 = getelementptr inbounds float, ptr %arena, i64 1865360
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 1413776
-  %grads342 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena340, i32 50176, ptr %arena341, i32 50176, float 1.000000e+00, ptr %grads342, i32 9)
-  %g101.next = add nsw i64 %conv1_weight_grad.g101312, 1
-  %1220 = icmp slt i64 %g101.next, 1
-  br i1 %1220, label %conv1_weight_grad.g101, label %conv1_weight_grad.g101.end
+conv1_weight_grad.j112.end:                       ; preds = %conv1_weight_grad.f113.end
+  %arena342 = getelementptr inbounds float, ptr %arena, i64 1865360
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 1413776
+  %grads344 = getelementptr inbounds float, ptr %grads, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena342, i32 50176, ptr %arena343, i32 50176, float 1.000000e+00, ptr %grads344, i32 9)
+  %g100.next = add nsw i64 %conv1_weight_grad.g100314, 1
+  %1216 = icmp slt i64 %g100.next, 1
+  br i1 %1216, label %conv1_weight_grad.g100, label %conv1_weight_grad.g100.end
 
-conv1_weight_grad.f114:                           ; preds = %conv1_weight_grad.i115.end, %conv1_weight_grad.j113
-  %conv1_weight_grad.f114336 = phi i64 [ 0, %conv1_weight_grad.j113 ], [ %f114.next, %conv1_weight_grad.i115.end ]
-  br label %conv1_weight_grad.i115
+conv1_weight_grad.f113:                           ; preds = %conv1_weight_grad.i114.end, %conv1_weight_grad.j112
+  %conv1_weight_grad.f113338 = phi i64 [ 0, %conv1_weight_grad.j112 ], [ %f113.next, %conv1_weight_grad.i114.end ]
+  br label %conv1_weight_grad.i114
 
-conv1_weight_grad.f114.end:                       ; preds = %conv1_weight_grad.i115.end
-  %j113.next = add nsw i64 %conv1_weight_grad.j113335, 1
-  %1221 = icmp slt i64 %j113.next, 64
-  br i1 %1221, label %conv1_weight_grad.j113, label %conv1_weight_grad.j113.end
+conv1_weight_grad.f113.end:                       ; preds = %conv1_weight_grad.i114.end
+  %j112.next = add nsw i64 %conv1_weight_grad.j112337, 1
+  %1217 = icmp slt i64 %j112.next, 64
+  br i1 %1217, label %conv1_weight_grad.j112, label %conv1_weight_grad.j112.end
 
-conv1_weight_grad.i115:                           ; preds = %conv1_weight_grad.i115, %conv1_weight_grad.f114
-  %conv1_weight_grad.i115337 = phi i64 [ 0, %conv1_weight_grad.f114 ], [ %i115.next, %conv1_weight_grad.i115 ]
-  %1222 = mul nsw i64 %conv1_weight_grad.g101312, 64
-  %1223 = add nsw i64 %1222, %conv1_weight_grad.j113335
-  %1224 = mul nsw i64 %1223, 12544
-  %1225 = add nsw i64 610960, %1224
-  %1226 = mul nsw i64 %conv1_weight_grad.f114336, 784
-  %1227 = add nsw i64 %1225, %1226
-  %1228 = add nsw i64 %1227, %conv1_weight_grad.i115337
-  %arena338 = getelementptr inbounds float, ptr %arena, i64 %1228
-  %1229 = load float, ptr %arena338, align 4
-  %1230 = mul nsw i64 %conv1_weight_grad.f114336, 50176
-  %1231 = add nsw i64 1865360, %1230
-  %1232 = mul nsw i64 %conv1_weight_grad.j113335, 784
-  %1233 = add nsw i64 %1231, %1232
-  %1234 = add nsw i64 %1233, %conv1_weight_grad.i115337
-  %arena339 = getelementptr inbounds float, ptr %arena, i64 %1234
-  store float %1229, ptr %arena339, align 4
-  %i115.next = add nsw i64 %conv1_weight_grad.i115337, 1
-  %1235 = icmp slt i64 %i115.next, 784
-  br i1 %1235, label %conv1_weight_grad.i115, label %conv1_weight_grad.i115.end
+conv1_weight_grad.i114:                           ; preds = %conv1_weight_grad.i114, %conv1_weight_grad.f113
+  %conv1_weight_grad.i114339 = phi i64 [ 0, %conv1_weight_grad.f113 ], [ %i114.next, %conv1_weight_grad.i114 ]
+  %1218 = mul nsw i64 %conv1_weight_grad.g100314, 64
+  %1219 = add nsw i64 %1218, %conv1_weight_grad.j112337
+  %1220 = mul nsw i64 %1219, 12544
+  %1221 = add nsw i64 610960, %1220
+  %1222 = mul nsw i64 %conv1_weight_grad.f113338, 784
+  %1223 = add nsw i64 %1221, %1222
+  %1224 = add nsw i64 %1223, %conv1_weight_grad.i114339
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %1224
+  %1225 = load float, ptr %arena340, align 4
+  %1226 = mul nsw i64 %conv1_weight_grad.f113338, 50176
+  %1227 = add nsw i64 1865360, %1226
+  %1228 = mul nsw i64 %conv1_weight_grad.j112337, 784
+  %1229 = add nsw i64 %1227, %1228
+  %1230 = add nsw i64 %1229, %conv1_weight_grad.i114339
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1230
+  store float %1225, ptr %arena341, align 4
+  %i114.next = add nsw i64 %conv1_weight_grad.i114339, 1
+  %1231 = icmp slt i64 %i114.next, 784
+  br i1 %1231, label %conv1_weight_grad.i114, label %conv1_weight_grad.i114.end
 
-conv1_weight_grad.i115.end:                       ; preds = %conv1_weight_grad.i115
-  %f114.next = add nsw i64 %conv1_weight_grad.f114336, 1
-  %1236 = icmp slt i64 %f114.next, 16
-  br i1 %1236, label %conv1_weight_grad.f114, label %conv1_weight_grad.f114.end
+conv1_weight_grad.i114.end:                       ; preds = %conv1_weight_grad.i114
+  %f113.next = add nsw i64 %conv1_weight_grad.f113338, 1
+  %1232 = icmp slt i64 %f113.next, 16
+  br i1 %1232, label %conv1_weight_grad.f113, label %conv1_weight_grad.f113.end
 
-conv1_bias_grad.f116:                             ; preds = %conv1_bias_grad.img118.end, %conv1_weight_grad.g101.end
-  %conv1_bias_grad.f116343 = phi i64 [ 0, %conv1_weight_grad.g101.end ], [ %f116.next, %conv1_bias_grad.img118.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc117, align 4
-  br label %conv1_bias_grad.img118
+conv1_bias_grad.i115:                             ; preds = %conv1_bias_grad.i115, %conv1_weight_grad.g100.end
+  %conv1_bias_grad.i115345 = phi i64 [ 0, %conv1_weight_grad.g100.end ], [ %i115.next, %conv1_bias_grad.i115 ]
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i115345
+  store float 1.000000e+00, ptr %arena346, align 4
+  %i115.next = add nsw i64 %conv1_bias_grad.i115345, 1
+  %1233 = icmp slt i64 %i115.next, 784
+  br i1 %1233, label %conv1_bias_grad.i115, label %conv1_bias_grad.i115.end
 
-conv1_bias_grad.f116.end:                         ; preds = %conv1_bias_grad.img118.end
-  %1237 = sitofp i64 %step to float
-  %1238 = fmul float %1237, 0xBFBAF8E8A0000000
-  %1239 = call float @llvm.exp.f32(float %1238)
-  %1240 = fsub float 1.000000e+00, %1239
-  %1241 = fdiv float %lr, %1240
-  store float %1241, ptr %adam.step_size120, align 4
-  %1242 = sitofp i64 %step to float
-  %1243 = fmul float %1242, 0xBF50645940000000
-  %1244 = call float @llvm.exp.f32(float %1243)
-  %1245 = fsub float 1.000000e+00, %1244
-  %1246 = call float @llvm.sqrt.f32(float %1245)
-  store float %1246, ptr %adam.bc2_sqrt121, align 4
-  br label %adam.i122
+conv1_bias_grad.i115.end:                         ; preds = %conv1_bias_grad.i115
+  br label %conv1_bias_grad.i116
 
-conv1_bias_grad.img118:                           ; preds = %conv1_bias_grad.i119.end, %conv1_bias_grad.f116
-  %conv1_bias_grad.img118344 = phi i64 [ 0, %conv1_bias_grad.f116 ], [ %img118.next, %conv1_bias_grad.i119.end ]
-  br label %conv1_bias_grad.i119
+conv1_bias_grad.i116:                             ; preds = %conv1_bias_grad.i116, %conv1_bias_grad.i115.end
+  %conv1_bias_grad.i116347 = phi i64 [ 0, %conv1_bias_grad.i115.end ], [ %i116.next, %conv1_bias_grad.i116 ]
+  %1234 = add nsw i64 144, %conv1_bias_grad.i116347
+  %grads348 = getelementptr inbounds float, ptr %grads, i64 %1234
+  store float 0.000000e+00, ptr %grads348, align 4
+  %i116.next = add nsw i64 %conv1_bias_grad.i116347, 1
+  %1235 = icmp slt i64 %i116.next, 16
+  br i1 %1235, label %conv1_bias_grad.i116, label %conv1_bias_grad.i116.end
 
-conv1_bias_grad.img118.end:                       ; preds = %conv1_bias_grad.i119.end
-  %acc117347 = load float, ptr %conv1_bias_grad.acc117, align 4
-  %1247 = add nsw i64 144, %conv1_bias_grad.f116343
-  %grads348 = getelementptr inbounds float, ptr %grads, i64 %1247
-  store float %acc117347, ptr %grads348, align 4
-  %f116.next = add nsw i64 %conv1_bias_grad.f116343, 1
-  %1248 = icmp slt i64 %f116.next, 16
-  br i1 %1248, label %conv1_bias_grad.f116, label %conv1_bias_grad.f116.end
+conv1_bias_grad.i116.end:                         ; preds = %conv1_bias_grad.i116
+  br label %conv1_bias_grad.img117
 
-conv1_bias_grad.i119:                             ; preds = %conv1_bias_grad.i119, %conv1_bias_grad.img118
-  %conv1_bias_grad.i119345 = phi i64 [ 0, %conv1_bias_grad.img118 ], [ %i119.next, %conv1_bias_grad.i119 ]
-  %acc117 = load float, ptr %conv1_bias_grad.acc117, align 4
-  %1249 = mul nsw i64 %conv1_bias_grad.img118344, 12544
-  %1250 = add nsw i64 610960, %1249
-  %1251 = mul nsw i64 %conv1_bias_grad.f116343, 784
-  %1252 = add nsw i64 %1250, %1251
-  %1253 = add nsw i64 %1252, %conv1_bias_grad.i119345
-  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1253
-  %1254 = load float, ptr %arena346, align 4
-  %1255 = fadd float %acc117, %1254
-  store float %1255, ptr %conv1_bias_grad.acc117, align 4
-  %i119.next = add nsw i64 %conv1_bias_grad.i119345, 1
-  %1256 = icmp slt i64 %i119.next, 784
-  br i1 %1256, label %conv1_bias_grad.i119, label %conv1_bias_grad.i119.end
+conv1_bias_grad.img117:                           ; preds = %conv1_bias_grad.img117, %conv1_bias_grad.i116.end
+  %conv1_bias_grad.img117349 = phi i64 [ 0, %conv1_bias_grad.i116.end ], [ %img117.next, %conv1_bias_grad.img117 ]
+  %1236 = mul nsw i64 %conv1_bias_grad.img117349, 12544
+  %1237 = add nsw i64 610960, %1236
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1237
+  %arena351 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads352 = getelementptr inbounds float, ptr %grads, i64 144
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena350, i32 784, ptr %arena351, i32 1, float 1.000000e+00, ptr %grads352, i32 1)
+  %img117.next = add nsw i64 %conv1_bias_grad.img117349, 1
+  %1238 = icmp slt i64 %img117.next, 64
+  br i1 %1238, label %conv1_bias_grad.img117, label %conv1_bias_grad.img117.end
 
-conv1_bias_grad.i119.end:                         ; preds = %conv1_bias_grad.i119
-  %img118.next = add nsw i64 %conv1_bias_grad.img118344, 1
-  %1257 = icmp slt i64 %img118.next, 64
-  br i1 %1257, label %conv1_bias_grad.img118, label %conv1_bias_grad.img118.end
+conv1_bias_grad.img117.end:                       ; preds = %conv1_bias_grad.img117
+  %1239 = sitofp i64 %step to float
+  %1240 = fmul float %1239, 0xBFBAF8E8A0000000
+  %1241 = call float @llvm.exp.f32(float %1240)
+  %1242 = fsub float 1.000000e+00, %1241
+  %1243 = fdiv float %lr, %1242
+  store float %1243, ptr %adam.step_size118, align 4
+  %1244 = sitofp i64 %step to float
+  %1245 = fmul float %1244, 0xBF50645940000000
+  %1246 = call float @llvm.exp.f32(float %1245)
+  %1247 = fsub float 1.000000e+00, %1246
+  %1248 = call float @llvm.sqrt.f32(float %1247)
+  store float %1248, ptr %adam.bc2_sqrt119, align 4
+  br label %adam.i120
 
-adam.i122:                                        ; preds = %adam.i122, %conv1_bias_grad.f116.end
-  %adam.i122349 = phi i64 [ 0, %conv1_bias_grad.f116.end ], [ %i122.next, %adam.i122 ]
-  %grads350 = getelementptr inbounds float, ptr %grads, i64 %adam.i122349
-  %1258 = load float, ptr %grads350, align 4
-  %params351 = getelementptr inbounds float, ptr %params, i64 %adam.i122349
-  %1259 = load float, ptr %params351, align 4
-  %1260 = fmul float 0.000000e+00, %1259
-  %1261 = fadd float %1258, %1260
-  store float %1261, ptr %adam.g, align 4
-  %m352 = getelementptr inbounds float, ptr %m, i64 %adam.i122349
-  %1262 = load float, ptr %m352, align 4
-  %1263 = fmul float 0x3FECCCCCC0000000, %1262
+adam.i120:                                        ; preds = %adam.i120, %conv1_bias_grad.img117.end
+  %adam.i120353 = phi i64 [ 0, %conv1_bias_grad.img117.end ], [ %i120.next, %adam.i120 ]
+  %grads354 = getelementptr inbounds float, ptr %grads, i64 %adam.i120353
+  %1249 = load float, ptr %grads354, align 4
+  %params355 = getelementptr inbounds float, ptr %params, i64 %adam.i120353
+  %1250 = load float, ptr %params355, align 4
+  %1251 = fmul float 0.000000e+00, %1250
+  %1252 = fadd float %1249, %1251
+  store float %1252, ptr %adam.g, align 4
+  %m356 = getelementptr inbounds float, ptr %m, i64 %adam.i120353
+  %1253 = load float, ptr %m356, align 4
+  %1254 = fmul float 0x3FECCCCCC0000000, %1253
   %g = load float, ptr %adam.g, align 4
-  %1264 = fmul float 0x3FB9999A00000000, %g
-  %1265 = fadd float %1263, %1264
-  store float %1265, ptr %adam.m_new, align 4
-  %v353 = getelementptr inbounds float, ptr %v, i64 %adam.i122349
-  %1266 = load float, ptr %v353, align 4
-  %1267 = fmul float 0x3FEFF7CEE0000000, %1266
-  %g354 = load float, ptr %adam.g, align 4
-  %1268 = fmul float 0x3F50624000000000, %g354
-  %g355 = load float, ptr %adam.g, align 4
-  %1269 = fmul float %1268, %g355
-  %1270 = fadd float %1267, %1269
-  store float %1270, ptr %adam.v_new, align 4
+  %1255 = fmul float 0x3FB9999A00000000, %g
+  %1256 = fadd float %1254, %1255
+  store float %1256, ptr %adam.m_new, align 4
+  %v357 = getelementptr inbounds float, ptr %v, i64 %adam.i120353
+  %1257 = load float, ptr %v357, align 4
+  %1258 = fmul float 0x3FEFF7CEE0000000, %1257
+  %g358 = load float, ptr %adam.g, align 4
+  %1259 = fmul float 0x3F50624000000000, %g358
+  %g359 = load float, ptr %adam.g, align 4
+  %1260 = fmul float %1259, %g359
+  %1261 = fadd float %1258, %1260
+  store float %1261, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m356 = getelementptr inbounds float, ptr %m, i64 %adam.i122349
-  store float %m_new, ptr %m356, align 4
+  %m360 = getelementptr inbounds float, ptr %m, i64 %adam.i120353
+  store float %m_new, ptr %m360, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v357 = getelementptr inbounds float, ptr %v, i64 %adam.i122349
-  store float %v_new, ptr %v357, align 4
-  %params358 = getelementptr inbounds float, ptr %params, i64 %adam.i122349
-  %1271 = load float, ptr %params358, align 4
-  %step_size120 = load float, ptr %adam.step_size120, align 4
-  %m_new359 = load float, ptr %adam.m_new, align 4
-  %1272 = fmul float %step_size120, %m_new359
-  %v_new360 = load float, ptr %adam.v_new, align 4
-  %1273 = call float @llvm.sqrt.f32(float %v_new360)
-  %bc2_sqrt121 = load float, ptr %adam.bc2_sqrt121, align 4
-  %1274 = fdiv float %1273, %bc2_sqrt121
-  %1275 = fadd float %1274, 0x3E45798EE0000000
-  %1276 = fdiv float %1272, %1275
-  %1277 = fsub float %1271, %1276
-  %params361 = getelementptr inbounds float, ptr %params, i64 %adam.i122349
-  store float %1277, ptr %params361, align 4
-  %i122.next = add nsw i64 %adam.i122349, 1
-  %1278 = icmp slt i64 %i122.next, 206922
-  br i1 %1278, label %adam.i122, label %adam.i122.end
+  %v361 = getelementptr inbounds float, ptr %v, i64 %adam.i120353
+  store float %v_new, ptr %v361, align 4
+  %params362 = getelementptr inbounds float, ptr %params, i64 %adam.i120353
+  %1262 = load float, ptr %params362, align 4
+  %step_size118 = load float, ptr %adam.step_size118, align 4
+  %m_new363 = load float, ptr %adam.m_new, align 4
+  %1263 = fmul float %step_size118, %m_new363
+  %v_new364 = load float, ptr %adam.v_new, align 4
+  %1264 = call float @llvm.sqrt.f32(float %v_new364)
+  %bc2_sqrt119 = load float, ptr %adam.bc2_sqrt119, align 4
+  %1265 = fdiv float %1264, %bc2_sqrt119
+  %1266 = fadd float %1265, 0x3E45798EE0000000
+  %1267 = fdiv float %1263, %1266
+  %1268 = fsub float %1262, %1267
+  %params365 = getelementptr inbounds float, ptr %params, i64 %adam.i120353
+  store float %1268, ptr %params365, align 4
+  %i120.next = add nsw i64 %adam.i120353, 1
+  %1269 = icmp slt i64 %i120.next, 206922
+  br i1 %1269, label %adam.i120, label %adam.i120.end
 
-adam.i122.end:                                    ; preds = %adam.i122
+adam.i120.end:                                    ; preds = %adam.i120
   ret void
 }
 

@@ -365,65 +365,81 @@ public func smallcnn_train_b64(
     sgemm(101, 111, 112, 32, 144, 12544, 1, arena + 2936080, 12544, arena + 1129744, 12544, Float(bitPattern: 0x3f800000), grads + 160, 144)
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  for f79 in 0..<32 {
-    var acc80: Float = Float(0)
-    for img81 in 0..<64 {
-      for i82 in 0..<196 {
-        acc80 = (acc80 + arena[(((728336 &+ (img81 &* 6272)) &+ (f79 &* 196)) &+ i82)])
-      }
+  do {  // SIMD16 over i79
+    var i79 = 0
+    while i79 &+ 16 <= 196 {
+      store16(arena, 401408 &+ i79, SIMD16<Float>(repeating: Float(1)))
+      i79 &+= 16
     }
-    grads[(4768 &+ f79)] = acc80
+    while i79 < 196 {
+      arena[(401408 &+ i79)] = Float(1)
+      i79 &+= 1
+    }
+  }
+  do {  // SIMD16 over i80
+    var i80 = 0
+    while i80 &+ 16 <= 32 {
+      store16(grads, 4768 &+ i80, SIMD16<Float>(repeating: Float(0)))
+      i80 &+= 16
+    }
+    while i80 < 32 {
+      grads[(4768 &+ i80)] = Float(0)
+      i80 &+= 1
+    }
+  }
+  for img81 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 196, 1, arena + (728336 &+ (img81 &* 6272)), 196, arena + 401408, 1, Float(bitPattern: 0x3f800000), grads + 4768, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i83
-    var i83 = 0
-    while i83 &+ 16 <= 200704 {
-      store16(arena, 401408 &+ i83, SIMD16<Float>(repeating: Float(0)))
-      i83 &+= 16
+  do {  // SIMD16 over i82
+    var i82 = 0
+    while i82 &+ 16 <= 200704 {
+      store16(arena, 401408 &+ i82, SIMD16<Float>(repeating: Float(0)))
+      i82 &+= 16
     }
-    while i83 < 200704 {
-      arena[(401408 &+ i83)] = Float(0)
-      i83 &+= 1
+    while i82 < 200704 {
+      arena[(401408 &+ i82)] = Float(0)
+      i82 &+= 1
     }
   }
-  for g84 in 0..<1 {
-    for j85 in 0..<64 {
-      for f86 in 0..<32 {
-        do {  // SIMD16 over i87
-          var i87 = 0
-          while i87 &+ 16 <= 196 {
-            store16(arena, ((2936080 &+ (f86 &* 12544)) &+ (j85 &* 196)) &+ i87, load16(arena, ((728336 &+ (((g84 &* 64) &+ j85) &* 6272)) &+ (f86 &* 196)) &+ i87))
-            i87 &+= 16
+  for g83 in 0..<1 {
+    for j84 in 0..<64 {
+      for f85 in 0..<32 {
+        do {  // SIMD16 over i86
+          var i86 = 0
+          while i86 &+ 16 <= 196 {
+            store16(arena, ((2936080 &+ (f85 &* 12544)) &+ (j84 &* 196)) &+ i86, load16(arena, ((728336 &+ (((g83 &* 64) &+ j84) &* 6272)) &+ (f85 &* 196)) &+ i86))
+            i86 &+= 16
           }
-          while i87 < 196 {
-            arena[(((2936080 &+ (f86 &* 12544)) &+ (j85 &* 196)) &+ i87)] = arena[(((728336 &+ (((g84 &* 64) &+ j85) &* 6272)) &+ (f86 &* 196)) &+ i87)]
-            i87 &+= 1
+          while i86 < 196 {
+            arena[(((2936080 &+ (f85 &* 12544)) &+ (j84 &* 196)) &+ i86)] = arena[(((728336 &+ (((g83 &* 64) &+ j84) &* 6272)) &+ (f85 &* 196)) &+ i86)]
+            i86 &+= 1
           }
         }
       }
     }
     sgemm(101, 112, 111, 144, 12544, 32, 1, params + 160, 144, arena + 2936080, 12544, Float(bitPattern: 0x0), arena + 1129744, 12544)
-    for j88 in 0..<64 {
-      for c89 in 0..<16 {
-        for ky90 in 0..<3 {
-          for oy91 in 0..<14 {
-            if (-1 < ((oy91 &+ ky90) &+ -1) && ((oy91 &+ ky90) &+ -1) < 14) {
-              for ox92 in 0..<13 {
-                arena[((((401408 &+ (((g84 &* 64) &+ j88) &* 3136)) &+ (c89 &* 196)) &+ (((oy91 &+ ky90) &+ -1) &* 14)) &+ ((ox92 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c89 &* 3) &+ ky90) &* 3) &* 12544)) &+ (j88 &* 196)) &+ (oy91 &* 14)) &+ (ox92 &+ 1))]
+    for j87 in 0..<64 {
+      for c88 in 0..<16 {
+        for ky89 in 0..<3 {
+          for oy90 in 0..<14 {
+            if (-1 < ((oy90 &+ ky89) &+ -1) && ((oy90 &+ ky89) &+ -1) < 14) {
+              for ox91 in 0..<13 {
+                arena[((((401408 &+ (((g83 &* 64) &+ j87) &* 3136)) &+ (c88 &* 196)) &+ (((oy90 &+ ky89) &+ -1) &* 14)) &+ ((ox91 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c88 &* 3) &+ ky89) &* 3) &* 12544)) &+ (j87 &* 196)) &+ (oy90 &* 14)) &+ (ox91 &+ 1))]
               }
             }
           }
-          for oy93 in 0..<14 {
-            if (-1 < ((oy93 &+ ky90) &+ -1) && ((oy93 &+ ky90) &+ -1) < 14) {
-              for ox94 in 0..<14 {
-                arena[((((401408 &+ (((g84 &* 64) &+ j88) &* 3136)) &+ (c89 &* 196)) &+ (((oy93 &+ ky90) &+ -1) &* 14)) &+ ox94)] += arena[((((1129744 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 1) &* 12544)) &+ (j88 &* 196)) &+ (oy93 &* 14)) &+ ox94)]
+          for oy92 in 0..<14 {
+            if (-1 < ((oy92 &+ ky89) &+ -1) && ((oy92 &+ ky89) &+ -1) < 14) {
+              for ox93 in 0..<14 {
+                arena[((((401408 &+ (((g83 &* 64) &+ j87) &* 3136)) &+ (c88 &* 196)) &+ (((oy92 &+ ky89) &+ -1) &* 14)) &+ ox93)] += arena[((((1129744 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 1) &* 12544)) &+ (j87 &* 196)) &+ (oy92 &* 14)) &+ ox93)]
               }
             }
           }
-          for oy95 in 0..<14 {
-            if (-1 < ((oy95 &+ ky90) &+ -1) && ((oy95 &+ ky90) &+ -1) < 14) {
-              for ox96 in 0..<13 {
-                arena[((((401408 &+ (((g84 &* 64) &+ j88) &* 3136)) &+ (c89 &* 196)) &+ (((oy95 &+ ky90) &+ -1) &* 14)) &+ (ox96 &+ 1))] += arena[((((1129744 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 2) &* 12544)) &+ (j88 &* 196)) &+ (oy95 &* 14)) &+ ox96)]
+          for oy94 in 0..<14 {
+            if (-1 < ((oy94 &+ ky89) &+ -1) && ((oy94 &+ ky89) &+ -1) < 14) {
+              for ox95 in 0..<13 {
+                arena[((((401408 &+ (((g83 &* 64) &+ j87) &* 3136)) &+ (c88 &* 196)) &+ (((oy94 &+ ky89) &+ -1) &* 14)) &+ (ox95 &+ 1))] += arena[((((1129744 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 2) &* 12544)) &+ (j87 &* 196)) &+ (oy94 &* 14)) &+ ox95)]
               }
             }
           }
@@ -432,96 +448,96 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i97
-    var i97 = 0
-    while i97 &+ 16 <= 802816 {
-      store16(arena, 610960 &+ i97, SIMD16<Float>(repeating: Float(0)))
-      i97 &+= 16
+  do {  // SIMD16 over i96
+    var i96 = 0
+    while i96 &+ 16 <= 802816 {
+      store16(arena, 610960 &+ i96, SIMD16<Float>(repeating: Float(0)))
+      i96 &+= 16
     }
-    while i97 < 802816 {
-      arena[(610960 &+ i97)] = Float(0)
-      i97 &+= 1
+    while i96 < 802816 {
+      arena[(610960 &+ i96)] = Float(0)
+      i96 &+= 1
     }
   }
-  for q98 in 0..<1024 {
-    for i99 in 0..<196 {
-      if arena[((q98 &* 196) &+ i99)] > Float(0) {
-        arena[((610960 &+ (q98 &* 784)) &+ Int(arena[(200704 &+ ((q98 &* 196) &+ i99))]))] += arena[(401408 &+ ((q98 &* 196) &+ i99))]
+  for q97 in 0..<1024 {
+    for i98 in 0..<196 {
+      if arena[((q97 &* 196) &+ i98)] > Float(0) {
+        arena[((610960 &+ (q97 &* 784)) &+ Int(arena[(200704 &+ ((q97 &* 196) &+ i98))]))] += arena[(401408 &+ ((q97 &* 196) &+ i98))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i100
-    var i100 = 0
-    while i100 &+ 16 <= 144 {
-      store16(grads, 0 &+ i100, SIMD16<Float>(repeating: Float(0)))
-      i100 &+= 16
+  do {  // SIMD16 over i99
+    var i99 = 0
+    while i99 &+ 16 <= 144 {
+      store16(grads, 0 &+ i99, SIMD16<Float>(repeating: Float(0)))
+      i99 &+= 16
     }
-    while i100 < 144 {
-      grads[i100] = Float(0)
-      i100 &+= 1
+    while i99 < 144 {
+      grads[i99] = Float(0)
+      i99 &+= 1
     }
   }
-  for g101 in 0..<1 {
-    for j102 in 0..<64 {
-      for r103 in 0..<9 {
-        do {  // SIMD16 over i104
-          var i104 = 0
-          while i104 &+ 16 <= 784 {
-            store16(arena, ((1413776 &+ (r103 &* 50176)) &+ (j102 &* 784)) &+ i104, SIMD16<Float>(repeating: Float(0)))
-            i104 &+= 16
+  for g100 in 0..<1 {
+    for j101 in 0..<64 {
+      for r102 in 0..<9 {
+        do {  // SIMD16 over i103
+          var i103 = 0
+          while i103 &+ 16 <= 784 {
+            store16(arena, ((1413776 &+ (r102 &* 50176)) &+ (j101 &* 784)) &+ i103, SIMD16<Float>(repeating: Float(0)))
+            i103 &+= 16
           }
-          while i104 < 784 {
-            arena[(((1413776 &+ (r103 &* 50176)) &+ (j102 &* 784)) &+ i104)] = Float(0)
-            i104 &+= 1
+          while i103 < 784 {
+            arena[(((1413776 &+ (r102 &* 50176)) &+ (j101 &* 784)) &+ i103)] = Float(0)
+            i103 &+= 1
           }
         }
       }
-      for c105 in 0..<1 {
-        for ky106 in 0..<3 {
-          for oy107 in 0..<28 {
-            if (-1 < ((oy107 &+ ky106) &+ -1) && ((oy107 &+ ky106) &+ -1) < 28) {
-              for ox108 in 0..<27 {
-                arena[((((1413776 &+ ((((c105 &* 3) &+ ky106) &* 3) &* 50176)) &+ (j102 &* 784)) &+ (oy107 &* 28)) &+ (ox108 &+ 1))] = images[((((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy107 &+ ky106) &+ -1) &* 28)) &+ ((ox108 &+ 1) &+ -1))]
+      for c104 in 0..<1 {
+        for ky105 in 0..<3 {
+          for oy106 in 0..<28 {
+            if (-1 < ((oy106 &+ ky105) &+ -1) && ((oy106 &+ ky105) &+ -1) < 28) {
+              for ox107 in 0..<27 {
+                arena[((((1413776 &+ ((((c104 &* 3) &+ ky105) &* 3) &* 50176)) &+ (j101 &* 784)) &+ (oy106 &* 28)) &+ (ox107 &+ 1))] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy106 &+ ky105) &+ -1) &* 28)) &+ ((ox107 &+ 1) &+ -1))]
               }
             }
           }
-          for oy109 in 0..<28 {
-            if (-1 < ((oy109 &+ ky106) &+ -1) && ((oy109 &+ ky106) &+ -1) < 28) {
-              do {  // SIMD16 over ox110
-                var ox110 = 0
-                while ox110 &+ 16 <= 28 {
-                  store16(arena, (((1413776 &+ (((((c105 &* 3) &+ ky106) &* 3) &+ 1) &* 50176)) &+ (j102 &* 784)) &+ (oy109 &* 28)) &+ ox110, load16(images, (((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy109 &+ ky106) &+ -1) &* 28)) &+ ox110))
-                  ox110 &+= 16
+          for oy108 in 0..<28 {
+            if (-1 < ((oy108 &+ ky105) &+ -1) && ((oy108 &+ ky105) &+ -1) < 28) {
+              do {  // SIMD16 over ox109
+                var ox109 = 0
+                while ox109 &+ 16 <= 28 {
+                  store16(arena, (((1413776 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 1) &* 50176)) &+ (j101 &* 784)) &+ (oy108 &* 28)) &+ ox109, load16(images, (((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy108 &+ ky105) &+ -1) &* 28)) &+ ox109))
+                  ox109 &+= 16
                 }
-                while ox110 < 28 {
-                  arena[((((1413776 &+ (((((c105 &* 3) &+ ky106) &* 3) &+ 1) &* 50176)) &+ (j102 &* 784)) &+ (oy109 &* 28)) &+ ox110)] = images[((((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy109 &+ ky106) &+ -1) &* 28)) &+ ox110)]
-                  ox110 &+= 1
+                while ox109 < 28 {
+                  arena[((((1413776 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 1) &* 50176)) &+ (j101 &* 784)) &+ (oy108 &* 28)) &+ ox109)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy108 &+ ky105) &+ -1) &* 28)) &+ ox109)]
+                  ox109 &+= 1
                 }
               }
             }
           }
-          for oy111 in 0..<28 {
-            if (-1 < ((oy111 &+ ky106) &+ -1) && ((oy111 &+ ky106) &+ -1) < 28) {
-              for ox112 in 0..<27 {
-                arena[((((1413776 &+ (((((c105 &* 3) &+ ky106) &* 3) &+ 2) &* 50176)) &+ (j102 &* 784)) &+ (oy111 &* 28)) &+ ox112)] = images[((((((g101 &* 64) &+ j102) &* 784) &+ (c105 &* 784)) &+ (((oy111 &+ ky106) &+ -1) &* 28)) &+ (ox112 &+ 1))]
+          for oy110 in 0..<28 {
+            if (-1 < ((oy110 &+ ky105) &+ -1) && ((oy110 &+ ky105) &+ -1) < 28) {
+              for ox111 in 0..<27 {
+                arena[((((1413776 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 2) &* 50176)) &+ (j101 &* 784)) &+ (oy110 &* 28)) &+ ox111)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy110 &+ ky105) &+ -1) &* 28)) &+ (ox111 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j113 in 0..<64 {
-      for f114 in 0..<16 {
-        do {  // SIMD16 over i115
-          var i115 = 0
-          while i115 &+ 16 <= 784 {
-            store16(arena, ((1865360 &+ (f114 &* 50176)) &+ (j113 &* 784)) &+ i115, load16(arena, ((610960 &+ (((g101 &* 64) &+ j113) &* 12544)) &+ (f114 &* 784)) &+ i115))
-            i115 &+= 16
+    for j112 in 0..<64 {
+      for f113 in 0..<16 {
+        do {  // SIMD16 over i114
+          var i114 = 0
+          while i114 &+ 16 <= 784 {
+            store16(arena, ((1865360 &+ (f113 &* 50176)) &+ (j112 &* 784)) &+ i114, load16(arena, ((610960 &+ (((g100 &* 64) &+ j112) &* 12544)) &+ (f113 &* 784)) &+ i114))
+            i114 &+= 16
           }
-          while i115 < 784 {
-            arena[(((1865360 &+ (f114 &* 50176)) &+ (j113 &* 784)) &+ i115)] = arena[(((610960 &+ (((g101 &* 64) &+ j113) &* 12544)) &+ (f114 &* 784)) &+ i115)]
-            i115 &+= 1
+          while i114 < 784 {
+            arena[(((1865360 &+ (f113 &* 50176)) &+ (j112 &* 784)) &+ i114)] = arena[(((610960 &+ (((g100 &* 64) &+ j112) &* 12544)) &+ (f113 &* 784)) &+ i114)]
+            i114 &+= 1
           }
         }
       }
@@ -529,37 +545,53 @@ public func smallcnn_train_b64(
     sgemm(101, 111, 112, 16, 9, 50176, 1, arena + 1865360, 50176, arena + 1413776, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f116 in 0..<16 {
-    var acc117: Float = Float(0)
-    for img118 in 0..<64 {
-      for i119 in 0..<784 {
-        acc117 = (acc117 + arena[(((610960 &+ (img118 &* 12544)) &+ (f116 &* 784)) &+ i119)])
-      }
+  do {  // SIMD16 over i115
+    var i115 = 0
+    while i115 &+ 16 <= 784 {
+      store16(arena, 0 &+ i115, SIMD16<Float>(repeating: Float(1)))
+      i115 &+= 16
     }
-    grads[(144 &+ f116)] = acc117
+    while i115 < 784 {
+      arena[i115] = Float(1)
+      i115 &+= 1
+    }
+  }
+  do {  // SIMD16 over i116
+    var i116 = 0
+    while i116 &+ 16 <= 16 {
+      store16(grads, 144 &+ i116, SIMD16<Float>(repeating: Float(0)))
+      i116 &+= 16
+    }
+    while i116 < 16 {
+      grads[(144 &+ i116)] = Float(0)
+      i116 &+= 1
+    }
+  }
+  for img117 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 784, 1, arena + (610960 &+ (img117 &* 12544)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 144, 1)
   }
   // adam = update of 206922 parameters
-  var step_size120: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt121: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i122
-    var i122 = 0
-    while i122 &+ 16 <= 206922 {
-      let g_v = (load16(grads, 0 &+ i122) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i122)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i122)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i122)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i122, m_new_v)
-      store16(v, 0 &+ i122, v_new_v)
-      store16(params, 0 &+ i122, (load16(params, 0 &+ i122) - ((SIMD16<Float>(repeating: step_size120) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt121)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i122 &+= 16
+  var step_size118: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt119: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i120
+    var i120 = 0
+    while i120 &+ 16 <= 206922 {
+      let g_v = (load16(grads, 0 &+ i120) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i120)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i120)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i120)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i120, m_new_v)
+      store16(v, 0 &+ i120, v_new_v)
+      store16(params, 0 &+ i120, (load16(params, 0 &+ i120) - ((SIMD16<Float>(repeating: step_size118) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt119)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i120 &+= 16
     }
-    while i122 < 206922 {
-      var g: Float = (grads[i122] + (Float(0) * params[i122]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i122]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i122]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i122] = m_new
-      v[i122] = v_new
-      params[i122] = (params[i122] - ((step_size120 * m_new) / ((sqrtf(v_new) / bc2_sqrt121) + Float(bitPattern: 0x322bcc77))))
-      i122 &+= 1
+    while i120 < 206922 {
+      var g: Float = (grads[i120] + (Float(0) * params[i120]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i120]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i120]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i120] = m_new
+      v[i120] = v_new
+      params[i120] = (params[i120] - ((step_size118 * m_new) / ((sqrtf(v_new) / bc2_sqrt119) + Float(bitPattern: 0x322bcc77))))
+      i120 &+= 1
     }
   }
 }

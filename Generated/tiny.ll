@@ -7,9 +7,8 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt56 = alloca float, align 4
-  %adam.step_size55 = alloca float, align 4
-  %conv1_bias_grad.acc52 = alloca float, align 4
+  %adam.bc2_sqrt55 = alloca float, align 4
+  %adam.step_size54 = alloca float, align 4
   %fc1_bias_grad.acc32 = alloca float, align 4
   %fc1_grad.s27 = alloca float, align 4
   %fc1_grad.m26 = alloca float, align 4
@@ -833,7 +832,7 @@ conv1_weight_grad.g38:                            ; preds = %conv1_weight_grad.j
   br label %conv1_weight_grad.j39
 
 conv1_weight_grad.g38.end:                        ; preds = %conv1_weight_grad.j48.end
-  br label %conv1_bias_grad.f51
+  br label %conv1_bias_grad.i51
 
 conv1_weight_grad.j39:                            ; preds = %conv1_weight_grad.c40.end, %conv1_weight_grad.g38
   %conv1_weight_grad.j39129 = phi i64 [ 0, %conv1_weight_grad.g38 ], [ %j39.next, %conv1_weight_grad.c40.end ]
@@ -1044,110 +1043,106 @@ conv1_weight_grad.i50.end:                        ; preds = %conv1_weight_grad.i
   %520 = icmp slt i64 %f49.next, 4
   br i1 %520, label %conv1_weight_grad.f49, label %conv1_weight_grad.f49.end
 
-conv1_bias_grad.f51:                              ; preds = %conv1_bias_grad.img53.end, %conv1_weight_grad.g38.end
-  %conv1_bias_grad.f51152 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %f51.next, %conv1_bias_grad.img53.end ]
-  store float 0.000000e+00, ptr %conv1_bias_grad.acc52, align 4
+conv1_bias_grad.i51:                              ; preds = %conv1_bias_grad.i51, %conv1_weight_grad.g38.end
+  %conv1_bias_grad.i51152 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %i51.next, %conv1_bias_grad.i51 ]
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i51152
+  store float 1.000000e+00, ptr %arena153, align 4
+  %i51.next = add nsw i64 %conv1_bias_grad.i51152, 1
+  %521 = icmp slt i64 %i51.next, 169
+  br i1 %521, label %conv1_bias_grad.i51, label %conv1_bias_grad.i51.end
+
+conv1_bias_grad.i51.end:                          ; preds = %conv1_bias_grad.i51
+  br label %conv1_bias_grad.i52
+
+conv1_bias_grad.i52:                              ; preds = %conv1_bias_grad.i52, %conv1_bias_grad.i51.end
+  %conv1_bias_grad.i52154 = phi i64 [ 0, %conv1_bias_grad.i51.end ], [ %i52.next, %conv1_bias_grad.i52 ]
+  %522 = add nsw i64 36, %conv1_bias_grad.i52154
+  %grads155 = getelementptr inbounds float, ptr %grads, i64 %522
+  store float 0.000000e+00, ptr %grads155, align 4
+  %i52.next = add nsw i64 %conv1_bias_grad.i52154, 1
+  %523 = icmp slt i64 %i52.next, 4
+  br i1 %523, label %conv1_bias_grad.i52, label %conv1_bias_grad.i52.end
+
+conv1_bias_grad.i52.end:                          ; preds = %conv1_bias_grad.i52
   br label %conv1_bias_grad.img53
 
-conv1_bias_grad.f51.end:                          ; preds = %conv1_bias_grad.img53.end
-  %521 = sitofp i64 %step to float
-  %522 = fmul float %521, 0xBFBAF8E8A0000000
-  %523 = call float @llvm.exp.f32(float %522)
-  %524 = fsub float 1.000000e+00, %523
-  %525 = fdiv float %lr, %524
-  store float %525, ptr %adam.step_size55, align 4
-  %526 = sitofp i64 %step to float
-  %527 = fmul float %526, 0xBF50645940000000
-  %528 = call float @llvm.exp.f32(float %527)
-  %529 = fsub float 1.000000e+00, %528
-  %530 = call float @llvm.sqrt.f32(float %529)
-  store float %530, ptr %adam.bc2_sqrt56, align 4
-  br label %adam.i57
+conv1_bias_grad.img53:                            ; preds = %conv1_bias_grad.img53, %conv1_bias_grad.i52.end
+  %conv1_bias_grad.img53156 = phi i64 [ 0, %conv1_bias_grad.i52.end ], [ %img53.next, %conv1_bias_grad.img53 ]
+  %524 = mul nsw i64 %conv1_bias_grad.img53156, 676
+  %525 = add nsw i64 28944, %524
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %525
+  %arena158 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads159 = getelementptr inbounds float, ptr %grads, i64 36
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena157, i32 169, ptr %arena158, i32 1, float 1.000000e+00, ptr %grads159, i32 1)
+  %img53.next = add nsw i64 %conv1_bias_grad.img53156, 1
+  %526 = icmp slt i64 %img53.next, 64
+  br i1 %526, label %conv1_bias_grad.img53, label %conv1_bias_grad.img53.end
 
-conv1_bias_grad.img53:                            ; preds = %conv1_bias_grad.i54.end, %conv1_bias_grad.f51
-  %conv1_bias_grad.img53153 = phi i64 [ 0, %conv1_bias_grad.f51 ], [ %img53.next, %conv1_bias_grad.i54.end ]
-  br label %conv1_bias_grad.i54
+conv1_bias_grad.img53.end:                        ; preds = %conv1_bias_grad.img53
+  %527 = sitofp i64 %step to float
+  %528 = fmul float %527, 0xBFBAF8E8A0000000
+  %529 = call float @llvm.exp.f32(float %528)
+  %530 = fsub float 1.000000e+00, %529
+  %531 = fdiv float %lr, %530
+  store float %531, ptr %adam.step_size54, align 4
+  %532 = sitofp i64 %step to float
+  %533 = fmul float %532, 0xBF50645940000000
+  %534 = call float @llvm.exp.f32(float %533)
+  %535 = fsub float 1.000000e+00, %534
+  %536 = call float @llvm.sqrt.f32(float %535)
+  store float %536, ptr %adam.bc2_sqrt55, align 4
+  br label %adam.i56
 
-conv1_bias_grad.img53.end:                        ; preds = %conv1_bias_grad.i54.end
-  %acc52156 = load float, ptr %conv1_bias_grad.acc52, align 4
-  %531 = add nsw i64 36, %conv1_bias_grad.f51152
-  %grads157 = getelementptr inbounds float, ptr %grads, i64 %531
-  store float %acc52156, ptr %grads157, align 4
-  %f51.next = add nsw i64 %conv1_bias_grad.f51152, 1
-  %532 = icmp slt i64 %f51.next, 4
-  br i1 %532, label %conv1_bias_grad.f51, label %conv1_bias_grad.f51.end
-
-conv1_bias_grad.i54:                              ; preds = %conv1_bias_grad.i54, %conv1_bias_grad.img53
-  %conv1_bias_grad.i54154 = phi i64 [ 0, %conv1_bias_grad.img53 ], [ %i54.next, %conv1_bias_grad.i54 ]
-  %acc52 = load float, ptr %conv1_bias_grad.acc52, align 4
-  %533 = mul nsw i64 %conv1_bias_grad.img53153, 676
-  %534 = add nsw i64 28944, %533
-  %535 = mul nsw i64 %conv1_bias_grad.f51152, 169
-  %536 = add nsw i64 %534, %535
-  %537 = add nsw i64 %536, %conv1_bias_grad.i54154
-  %arena155 = getelementptr inbounds float, ptr %arena, i64 %537
-  %538 = load float, ptr %arena155, align 4
-  %539 = fadd float %acc52, %538
-  store float %539, ptr %conv1_bias_grad.acc52, align 4
-  %i54.next = add nsw i64 %conv1_bias_grad.i54154, 1
-  %540 = icmp slt i64 %i54.next, 169
-  br i1 %540, label %conv1_bias_grad.i54, label %conv1_bias_grad.i54.end
-
-conv1_bias_grad.i54.end:                          ; preds = %conv1_bias_grad.i54
-  %img53.next = add nsw i64 %conv1_bias_grad.img53153, 1
-  %541 = icmp slt i64 %img53.next, 64
-  br i1 %541, label %conv1_bias_grad.img53, label %conv1_bias_grad.img53.end
-
-adam.i57:                                         ; preds = %adam.i57, %conv1_bias_grad.f51.end
-  %adam.i57158 = phi i64 [ 0, %conv1_bias_grad.f51.end ], [ %i57.next, %adam.i57 ]
-  %grads159 = getelementptr inbounds float, ptr %grads, i64 %adam.i57158
-  %542 = load float, ptr %grads159, align 4
-  %params160 = getelementptr inbounds float, ptr %params, i64 %adam.i57158
-  %543 = load float, ptr %params160, align 4
-  %544 = fmul float 0.000000e+00, %543
-  %545 = fadd float %542, %544
-  store float %545, ptr %adam.g, align 4
-  %m161 = getelementptr inbounds float, ptr %m, i64 %adam.i57158
-  %546 = load float, ptr %m161, align 4
-  %547 = fmul float 0x3FECCCCCC0000000, %546
+adam.i56:                                         ; preds = %adam.i56, %conv1_bias_grad.img53.end
+  %adam.i56160 = phi i64 [ 0, %conv1_bias_grad.img53.end ], [ %i56.next, %adam.i56 ]
+  %grads161 = getelementptr inbounds float, ptr %grads, i64 %adam.i56160
+  %537 = load float, ptr %grads161, align 4
+  %params162 = getelementptr inbounds float, ptr %params, i64 %adam.i56160
+  %538 = load float, ptr %params162, align 4
+  %539 = fmul float 0.000000e+00, %538
+  %540 = fadd float %537, %539
+  store float %540, ptr %adam.g, align 4
+  %m163 = getelementptr inbounds float, ptr %m, i64 %adam.i56160
+  %541 = load float, ptr %m163, align 4
+  %542 = fmul float 0x3FECCCCCC0000000, %541
   %g = load float, ptr %adam.g, align 4
-  %548 = fmul float 0x3FB9999A00000000, %g
-  %549 = fadd float %547, %548
-  store float %549, ptr %adam.m_new, align 4
-  %v162 = getelementptr inbounds float, ptr %v, i64 %adam.i57158
-  %550 = load float, ptr %v162, align 4
-  %551 = fmul float 0x3FEFF7CEE0000000, %550
-  %g163 = load float, ptr %adam.g, align 4
-  %552 = fmul float 0x3F50624000000000, %g163
-  %g164 = load float, ptr %adam.g, align 4
-  %553 = fmul float %552, %g164
-  %554 = fadd float %551, %553
-  store float %554, ptr %adam.v_new, align 4
+  %543 = fmul float 0x3FB9999A00000000, %g
+  %544 = fadd float %542, %543
+  store float %544, ptr %adam.m_new, align 4
+  %v164 = getelementptr inbounds float, ptr %v, i64 %adam.i56160
+  %545 = load float, ptr %v164, align 4
+  %546 = fmul float 0x3FEFF7CEE0000000, %545
+  %g165 = load float, ptr %adam.g, align 4
+  %547 = fmul float 0x3F50624000000000, %g165
+  %g166 = load float, ptr %adam.g, align 4
+  %548 = fmul float %547, %g166
+  %549 = fadd float %546, %548
+  store float %549, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m165 = getelementptr inbounds float, ptr %m, i64 %adam.i57158
-  store float %m_new, ptr %m165, align 4
+  %m167 = getelementptr inbounds float, ptr %m, i64 %adam.i56160
+  store float %m_new, ptr %m167, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v166 = getelementptr inbounds float, ptr %v, i64 %adam.i57158
-  store float %v_new, ptr %v166, align 4
-  %params167 = getelementptr inbounds float, ptr %params, i64 %adam.i57158
-  %555 = load float, ptr %params167, align 4
-  %step_size55 = load float, ptr %adam.step_size55, align 4
-  %m_new168 = load float, ptr %adam.m_new, align 4
-  %556 = fmul float %step_size55, %m_new168
-  %v_new169 = load float, ptr %adam.v_new, align 4
-  %557 = call float @llvm.sqrt.f32(float %v_new169)
-  %bc2_sqrt56 = load float, ptr %adam.bc2_sqrt56, align 4
-  %558 = fdiv float %557, %bc2_sqrt56
-  %559 = fadd float %558, 0x3E45798EE0000000
-  %560 = fdiv float %556, %559
-  %561 = fsub float %555, %560
-  %params170 = getelementptr inbounds float, ptr %params, i64 %adam.i57158
-  store float %561, ptr %params170, align 4
-  %i57.next = add nsw i64 %adam.i57158, 1
-  %562 = icmp slt i64 %i57.next, 1490
-  br i1 %562, label %adam.i57, label %adam.i57.end
+  %v168 = getelementptr inbounds float, ptr %v, i64 %adam.i56160
+  store float %v_new, ptr %v168, align 4
+  %params169 = getelementptr inbounds float, ptr %params, i64 %adam.i56160
+  %550 = load float, ptr %params169, align 4
+  %step_size54 = load float, ptr %adam.step_size54, align 4
+  %m_new170 = load float, ptr %adam.m_new, align 4
+  %551 = fmul float %step_size54, %m_new170
+  %v_new171 = load float, ptr %adam.v_new, align 4
+  %552 = call float @llvm.sqrt.f32(float %v_new171)
+  %bc2_sqrt55 = load float, ptr %adam.bc2_sqrt55, align 4
+  %553 = fdiv float %552, %bc2_sqrt55
+  %554 = fadd float %553, 0x3E45798EE0000000
+  %555 = fdiv float %551, %554
+  %556 = fsub float %550, %555
+  %params172 = getelementptr inbounds float, ptr %params, i64 %adam.i56160
+  store float %556, ptr %params172, align 4
+  %i56.next = add nsw i64 %adam.i56160, 1
+  %557 = icmp slt i64 %i56.next, 1490
+  br i1 %557, label %adam.i56, label %adam.i56.end
 
-adam.i57.end:                                     ; preds = %adam.i57
+adam.i56.end:                                     ; preds = %adam.i56
   ret void
 }
 

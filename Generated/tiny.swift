@@ -208,37 +208,49 @@ public func tiny_train_b64(
     sgemm(101, 111, 112, 4, 9, 10816, 1, arena + 169552, 10816, arena + 72208, 10816, Float(bitPattern: 0x3f800000), grads + 0, 9)
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  for f51 in 0..<4 {
-    var acc52: Float = Float(0)
-    for img53 in 0..<64 {
-      for i54 in 0..<169 {
-        acc52 = (acc52 + arena[(((28944 &+ (img53 &* 676)) &+ (f51 &* 169)) &+ i54)])
-      }
+  do {  // SIMD16 over i51
+    var i51 = 0
+    while i51 &+ 16 <= 169 {
+      store16(arena, 0 &+ i51, SIMD16<Float>(repeating: Float(1)))
+      i51 &+= 16
     }
-    grads[(36 &+ f51)] = acc52
+    while i51 < 169 {
+      arena[i51] = Float(1)
+      i51 &+= 1
+    }
+  }
+  do {  // SIMD16 over i52
+    var i52 = 0
+    while i52 < 4 {
+      grads[(36 &+ i52)] = Float(0)
+      i52 &+= 1
+    }
+  }
+  for img53 in 0..<64 {
+    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 &+ (img53 &* 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
   }
   // adam = update of 1490 parameters
-  var step_size55: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt56: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i57
-    var i57 = 0
-    while i57 &+ 16 <= 1490 {
-      let g_v = (load16(grads, 0 &+ i57) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i57)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i57)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i57)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i57, m_new_v)
-      store16(v, 0 &+ i57, v_new_v)
-      store16(params, 0 &+ i57, (load16(params, 0 &+ i57) - ((SIMD16<Float>(repeating: step_size55) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt56)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i57 &+= 16
+  var step_size54: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt55: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i56
+    var i56 = 0
+    while i56 &+ 16 <= 1490 {
+      let g_v = (load16(grads, 0 &+ i56) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i56)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i56)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i56)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i56, m_new_v)
+      store16(v, 0 &+ i56, v_new_v)
+      store16(params, 0 &+ i56, (load16(params, 0 &+ i56) - ((SIMD16<Float>(repeating: step_size54) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt55)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i56 &+= 16
     }
-    while i57 < 1490 {
-      var g: Float = (grads[i57] + (Float(0) * params[i57]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i57]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i57]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i57] = m_new
-      v[i57] = v_new
-      params[i57] = (params[i57] - ((step_size55 * m_new) / ((sqrtf(v_new) / bc2_sqrt56) + Float(bitPattern: 0x322bcc77))))
-      i57 &+= 1
+    while i56 < 1490 {
+      var g: Float = (grads[i56] + (Float(0) * params[i56]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i56]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i56]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i56] = m_new
+      v[i56] = v_new
+      params[i56] = (params[i56] - ((step_size54 * m_new) / ((sqrtf(v_new) / bc2_sqrt55) + Float(bitPattern: 0x322bcc77))))
+      i56 &+= 1
     }
   }
 }

@@ -192,6 +192,9 @@ func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
   case .conv2dGradInput(let a):
     let g = geometry(a, n.args[2])
     return (g.ckk + g.f) * g.cols
+  case .conv2dGradBias:
+    let dy = shapes[n.args[0]]!.dims
+    return dy[2] * dy[3]  // a vector of ones
   default: return 0
   }
 }

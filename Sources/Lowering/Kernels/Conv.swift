@@ -157,17 +157,19 @@ extension Emitter {
     })
   }
 
+  /// db[f] = sum over images and pixels of dy: one matrix-vector product per image against a vector of
+  /// ones, accumulated in image order (vectorised by BLAS, and the same order every run).
   mutating func convGradBias(_ n: Node) {
     let dy = at(n.args[0]), d = dims(n.args[0])
     let db = at(n.name)
     let plane = d[2] * d[3]
-    body.append(loop("f", d[1]) { e, fi in
-      let acc = e.fresh("acc")
-      return [.local(acc, .c(0)),
-              e.loop("img", d[0]) { e, img in [e.loop("i", plane) { _, i in
-                [.set(acc, .local(acc) + .load(dy.base, .c(dy.offset) + img * (d[1] * plane) + fi * plane + i))]
-              }] },
-              .store(db.base, .c(db.offset) + fi, .local(acc))]
+    let ones = plan.scratch[n.name]!
+    body.append(elementwise(plane) { i in .store(.arena, .c(ones.offset) + i, .c(1)) })
+    body.append(zero(db))
+    body.append(loop("img", d[0]) { _, img in
+      [.gemm(Gemm(transA: false, transB: false, m: d[1], n: 1, k: plane, a: (dy.base, .c(dy.offset) + img * (d[1] * plane)), lda: plane,
+                  b: (.arena, .c(ones.offset)), ldb: 1, beta: 1, c: (db.base, .c(db.offset)), ldc: 1))]
     })
   }
+
 }
