@@ -74,7 +74,8 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   var profileSteps = 0
 
   public init(name: String, graph: Graph, batch: Int, optimizer: Optimizer, compiler: C, inferenceBatches: [Int] = [],
-              fuse: Bool = true, shards: Int = 1, threads: Int? = nil, profile: Bool = false, mpi: MPIRuntime? = nil) throws {
+              fuse: Bool = true, shards: Int = 1, threads: Int? = nil, profile: Bool = false, mpi: MPIRuntime? = nil,
+              inferenceOnly: Bool = false) throws {
     self.name = name
     self.graph = graph
     self.compiler = compiler
@@ -89,9 +90,11 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
     optimizerSpec = OptimizerSpec(kind: optimizer.kind == .adam ? .adam : .sgd, momentum: optimizer.momentum, weightDecay: optimizer.weightDecay)
     if shards > 1 { openblas_set_num_threads(1) }  // parallelism comes from the shards, in a fixed partition
     let start = Date()
-    var programs = [shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse, profile: profile)
-                                : try lower(graph, batch: batch / shards, mode: .gradients, fuse: fuse, profile: profile)]
-    if shards > 1 { programs.append(try lowerOptimizer(graph, optimizerSpec)) }
+    // An inference-only back end compiles no training step; its first program only fixes the parameter layout.
+    var programs = [inferenceOnly ? try lower(graph, batch: batch / shards, mode: .infer, fuse: fuse)
+                    : shards == 1 ? try lower(graph, batch: batch, mode: .train(optimizerSpec), fuse: fuse, profile: profile)
+                    : try lower(graph, batch: batch / shards, mode: .gradients, fuse: fuse, profile: profile)]
+    if shards > 1 && !inferenceOnly { programs.append(try lowerOptimizer(graph, optimizerSpec)) }
     for b in inferenceBatches { programs.append(try lower(graph, batch: b, mode: .infer)) }
     let entries = try self.compiler.compile(programs)
     compileSeconds = Date().timeIntervalSince(start)
@@ -174,6 +177,7 @@ public final class CompiledBackend<C: ProgramCompiler>: Backend {
   static func shardSeed(_ seed: UInt64, _ s: Int) -> Int64 { Int64(bitPattern: seed &+ UInt64(s) &* 0x9e37_79b9_7f4a_7c15) }
 
   public func trainStep(images: [Float], labels: [Int32], seed: UInt64, step: Int, learningRate: Float) throws -> (loss: Float, logits: [Float]) {
+    guard train.loss != nil else { throw DataError("this back end was compiled for inference only") }
     guard images.count == train.imageFloats * shards, labels.count == train.batch * shards else {
       throw DataError("the compiled train step takes a batch of \(train.batch * shards); got \(labels.count)")
     }

@@ -113,6 +113,15 @@ import Testing
     for (k, v) in interp.optimizerState() { expectClose(v, b.optimizerState()[k]!, rtol: 2e-3, atol: 1e-9, "\(name) \(k)") }
   }
 
+  @Test func inferenceOnlyBackendInfersAndRefusesToTrain() throws {
+    let d = try Differential(source: try Self.source("simplecnn.graph"), batch: 3)
+    let b = try CompiledBackend(name: "jit", graph: d.graph, batch: 3, optimizer: Optimizer(kind: .adam, learningRate: 0),
+                                compiler: try JITCompiler(), inferenceOnly: true)
+    try b.load(d.parameters, Optimizer(kind: .adam, learningRate: 0))
+    expectClose(try Self.backend(d).infer(images: d.images, count: 3), try b.infer(images: d.images, count: 3), "inference-only")
+    #expect(throws: DataError.self) { _ = try b.trainStep(images: d.images, labels: d.labels, seed: 1, step: 1, learningRate: 0) }
+  }
+
   @Test func sgdWithMomentumMatches() throws {
     let d = try Differential(source: try Self.source("lenet5.graph"), batch: 2)
     let opt = Optimizer(kind: .sgd, learningRate: 0.05, momentum: 0.9, weightDecay: 1e-3)

@@ -33,8 +33,7 @@ struct Eval: ParsableCommand {
       let opt = Optimizer(kind: .adam, learningRate: 0)
       let (acc, predictions, k): (Double, [Int], Int)
       if backend == "jit" {
-        // Only inference runs here; the (required) training program is built at batch 1 so its arena stays tiny.
-        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: 1, optimizer: opt, compiler: try JITCompiler(), inferenceBatches: [batch])
+        let b = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), inferenceOnly: true)
         var trainer = try Trainer(backend: b, graph: f.graph, parameters: params, optimizer: opt, options: options)
         try test.validateLabels(classes: trainer.classes)
         (acc, predictions) = try trainer.accuracy(test)

@@ -37,8 +37,7 @@ func writeReport(runDirectory dir: String, data: String) throws -> String {
   var options = TrainingOptions(outputDirectory: dir)
   options.evalBatch = batch
   options.batchSize = batch
-  // Only inference runs here; the (required) training program is built at batch 1 so its arena stays tiny.
-  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: 1, optimizer: opt, compiler: try JITCompiler())
+  let backend = try CompiledBackend(name: "jit", graph: f.graph, batch: batch, optimizer: opt, compiler: try JITCompiler(), inferenceOnly: true)
   var trainer = try Trainer(backend: backend, graph: f.graph, parameters: params, optimizer: opt, options: options)
   let (_, predictions) = try trainer.accuracy(test)
   let k = trainer.classes
