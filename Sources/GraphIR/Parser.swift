@@ -258,28 +258,28 @@ private struct ParserState {
     else { defined[name] = defined[name] ?? range }
   }
 
-  mutating func parseOutput() throws(SyntaxError) {
+  /// `output NAME` or `minimize NAME`: a single-use statement naming a value. Returns the value's name
+  /// and range; a repeat is an error with a note at the first one.
+  mutating func parseNamingStatement(_ keyword: String, _ seen: inout SourceRange?, rule: String) throws(SyntaxError) -> (String, SourceRange) {
     let kw = advance()
-    let (name, range) = try expectIdentifier("a value name after 'output'")
-    if let prev = outputRange {
-      error("duplicate 'output' statement: a graph has exactly one output", at: kw.range,
-            notes: [.note("previous 'output' statement is here", at: prev)])
+    let (name, range) = try expectIdentifier("a value name after '\(keyword)'")
+    if let prev = seen {
+      error("duplicate '\(keyword)' statement: \(rule)", at: kw.range, notes: [.note("previous '\(keyword)' statement is here", at: prev)])
     }
-    outputRange = kw.range
-    graph.output = name
-    graph.outputRange = range
+    seen = kw.range
+    return (name, range)
+  }
+
+  mutating func parseOutput() throws(SyntaxError) {
+    var seen = outputRange
+    defer { outputRange = seen }
+    (graph.output, graph.outputRange) = try parseNamingStatement("output", &seen, rule: "a graph has exactly one output")
   }
 
   mutating func parseMinimize() throws(SyntaxError) {
-    let kw = advance()
-    let (name, range) = try expectIdentifier("a value name after 'minimize'")
-    if let prev = minimizeRange {
-      error("duplicate 'minimize' statement: a graph minimises at most one value", at: kw.range,
-            notes: [.note("previous 'minimize' statement is here", at: prev)])
-    }
-    minimizeRange = kw.range
-    graph.minimize = name
-    graph.minimizeRange = range
+    var seen = minimizeRange
+    defer { minimizeRange = seen }
+    (graph.minimize, graph.minimizeRange) = try parseNamingStatement("minimize", &seen, rule: "a graph minimises at most one value")
   }
 
   mutating func parseGradient() throws(SyntaxError) {
