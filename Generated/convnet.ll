@@ -7,36 +7,298 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt114 = alloca float, align 4
-  %adam.step_size113 = alloca float, align 4
-  %fc1_bias_grad.acc55 = alloca float, align 4
-  %fc2_bias_grad.acc51 = alloca float, align 4
-  %fc2_grad.s46 = alloca float, align 4
-  %fc2_grad.m45 = alloca float, align 4
-  %loss.s41 = alloca float, align 4
-  %loss.m40 = alloca float, align 4
-  %loss.total38 = alloca float, align 4
-  %conv2.bi33 = alloca float, align 4
-  %conv2.best32 = alloca float, align 4
+  %adam.bc2_sqrt152 = alloca float, align 4
+  %adam.step_size151 = alloca float, align 4
+  %conv1_weight_grad.t144_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t144_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t140_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t91_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc67 = alloca float, align 4
+  %fc2_bias_grad.acc63 = alloca float, align 4
+  %fc2_grad.s58 = alloca float, align 4
+  %fc2_grad.m57 = alloca float, align 4
+  %loss.s53 = alloca float, align 4
+  %loss.m52 = alloca float, align 4
+  %loss.total50 = alloca float, align 4
+  %conv2.bi45 = alloca float, align 4
+  %conv2.best44 = alloca float, align 4
+  %conv2.t38_a3 = alloca <16 x float>, align 64
+  %conv2.t38_a2 = alloca <16 x float>, align 64
+  %conv2.t38_a1 = alloca <16 x float>, align 64
+  %conv2.t38_a0 = alloca <16 x float>, align 64
+  %conv2.t38_b3 = alloca <16 x float>, align 64
+  %conv2.t38_b2 = alloca <16 x float>, align 64
+  %conv2.t38_b1 = alloca <16 x float>, align 64
+  %conv2.t38_b0 = alloca <16 x float>, align 64
+  %conv2.t38_c3_3 = alloca <16 x float>, align 64
+  %conv2.t38_c3_2 = alloca <16 x float>, align 64
+  %conv2.t38_c3_1 = alloca <16 x float>, align 64
+  %conv2.t38_c3_0 = alloca <16 x float>, align 64
+  %conv2.t38_c2_3 = alloca <16 x float>, align 64
+  %conv2.t38_c2_2 = alloca <16 x float>, align 64
+  %conv2.t38_c2_1 = alloca <16 x float>, align 64
+  %conv2.t38_c2_0 = alloca <16 x float>, align 64
+  %conv2.t38_c1_3 = alloca <16 x float>, align 64
+  %conv2.t38_c1_2 = alloca <16 x float>, align 64
+  %conv2.t38_c1_1 = alloca <16 x float>, align 64
+  %conv2.t38_c1_0 = alloca <16 x float>, align 64
+  %conv2.t38_c0_3 = alloca <16 x float>, align 64
+  %conv2.t38_c0_2 = alloca <16 x float>, align 64
+  %conv2.t38_c0_1 = alloca <16 x float>, align 64
+  %conv2.t38_c0_0 = alloca <16 x float>, align 64
+  %conv2.t36_a5 = alloca <16 x float>, align 64
+  %conv2.t36_a4 = alloca <16 x float>, align 64
+  %conv2.t36_a3 = alloca <16 x float>, align 64
+  %conv2.t36_a2 = alloca <16 x float>, align 64
+  %conv2.t36_a1 = alloca <16 x float>, align 64
+  %conv2.t36_a0 = alloca <16 x float>, align 64
+  %conv2.t36_b3 = alloca <16 x float>, align 64
+  %conv2.t36_b2 = alloca <16 x float>, align 64
+  %conv2.t36_b1 = alloca <16 x float>, align 64
+  %conv2.t36_b0 = alloca <16 x float>, align 64
+  %conv2.t36_c5_3 = alloca <16 x float>, align 64
+  %conv2.t36_c5_2 = alloca <16 x float>, align 64
+  %conv2.t36_c5_1 = alloca <16 x float>, align 64
+  %conv2.t36_c5_0 = alloca <16 x float>, align 64
+  %conv2.t36_c4_3 = alloca <16 x float>, align 64
+  %conv2.t36_c4_2 = alloca <16 x float>, align 64
+  %conv2.t36_c4_1 = alloca <16 x float>, align 64
+  %conv2.t36_c4_0 = alloca <16 x float>, align 64
+  %conv2.t36_c3_3 = alloca <16 x float>, align 64
+  %conv2.t36_c3_2 = alloca <16 x float>, align 64
+  %conv2.t36_c3_1 = alloca <16 x float>, align 64
+  %conv2.t36_c3_0 = alloca <16 x float>, align 64
+  %conv2.t36_c2_3 = alloca <16 x float>, align 64
+  %conv2.t36_c2_2 = alloca <16 x float>, align 64
+  %conv2.t36_c2_1 = alloca <16 x float>, align 64
+  %conv2.t36_c2_0 = alloca <16 x float>, align 64
+  %conv2.t36_c1_3 = alloca <16 x float>, align 64
+  %conv2.t36_c1_2 = alloca <16 x float>, align 64
+  %conv2.t36_c1_1 = alloca <16 x float>, align 64
+  %conv2.t36_c1_0 = alloca <16 x float>, align 64
+  %conv2.t36_c0_3 = alloca <16 x float>, align 64
+  %conv2.t36_c0_2 = alloca <16 x float>, align 64
+  %conv2.t36_c0_1 = alloca <16 x float>, align 64
+  %conv2.t36_c0_0 = alloca <16 x float>, align 64
+  %conv1.t17_a1 = alloca <16 x float>, align 64
+  %conv1.t17_a0 = alloca <16 x float>, align 64
+  %conv1.t17_b3 = alloca <16 x float>, align 64
+  %conv1.t17_b2 = alloca <16 x float>, align 64
+  %conv1.t17_b1 = alloca <16 x float>, align 64
+  %conv1.t17_b0 = alloca <16 x float>, align 64
+  %conv1.t17_c1_3 = alloca <16 x float>, align 64
+  %conv1.t17_c1_2 = alloca <16 x float>, align 64
+  %conv1.t17_c1_1 = alloca <16 x float>, align 64
+  %conv1.t17_c1_0 = alloca <16 x float>, align 64
+  %conv1.t17_c0_3 = alloca <16 x float>, align 64
+  %conv1.t17_c0_2 = alloca <16 x float>, align 64
+  %conv1.t17_c0_1 = alloca <16 x float>, align 64
+  %conv1.t17_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a5 = alloca <16 x float>, align 64
+  %conv1.t15_a4 = alloca <16 x float>, align 64
+  %conv1.t15_a3 = alloca <16 x float>, align 64
+  %conv1.t15_a2 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c5_3 = alloca <16 x float>, align 64
+  %conv1.t15_c5_2 = alloca <16 x float>, align 64
+  %conv1.t15_c5_1 = alloca <16 x float>, align 64
+  %conv1.t15_c5_0 = alloca <16 x float>, align 64
+  %conv1.t15_c4_3 = alloca <16 x float>, align 64
+  %conv1.t15_c4_2 = alloca <16 x float>, align 64
+  %conv1.t15_c4_1 = alloca <16 x float>, align 64
+  %conv1.t15_c4_0 = alloca <16 x float>, align 64
+  %conv1.t15_c3_3 = alloca <16 x float>, align 64
+  %conv1.t15_c3_2 = alloca <16 x float>, align 64
+  %conv1.t15_c3_1 = alloca <16 x float>, align 64
+  %conv1.t15_c3_0 = alloca <16 x float>, align 64
+  %conv1.t15_c2_3 = alloca <16 x float>, align 64
+  %conv1.t15_c2_2 = alloca <16 x float>, align 64
+  %conv1.t15_c2_1 = alloca <16 x float>, align 64
+  %conv1.t15_c2_0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j13.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+conv1.g1:                                         ; preds = %conv1.j19.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j19.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g16
+conv1.g1.end:                                     ; preds = %conv1.j19.end
+  br label %conv2.g22
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params25 = getelementptr inbounds float, ptr %params, i64 0
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 2057216
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 32, i32 9, float 1.000000e+00, ptr %arena24, i32 50176, ptr %params25, i32 9, float 0.000000e+00, ptr %arena26, i32 32)
-  br label %conv1.j13
+  br label %conv1.nb13
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -254,2047 +516,6530 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
 conv1.ox12.end:                                   ; preds = %conv1.ox12
   br label %conv1.endif20
 
-conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
-  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
-  br label %conv1.f14
+conv1.nb13:                                       ; preds = %conv1.k18.end, %conv1.j2.end
+  %conv1.nb1324 = phi i64 [ 0, %conv1.j2.end ], [ %nb13.next, %conv1.k18.end ]
+  br label %conv1.mb14
 
-conv1.j13.end:                                    ; preds = %conv1.f14.end
+conv1.nb13.end:                                   ; preds = %conv1.k18.end
+  br label %conv1.j19
+
+conv1.mb14:                                       ; preds = %conv1.k16.end, %conv1.nb13
+  %conv1.mb1425 = phi i64 [ 0, %conv1.nb13 ], [ %mb14.next, %conv1.k16.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_3, align 64
+  br label %conv1.k16
+
+conv1.mb14.end:                                   ; preds = %conv1.k16.end
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_3, align 64
+  br label %conv1.k18
+
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb14
+  %conv1.k1626 = phi i64 [ 0, %conv1.mb14 ], [ %k16.next, %conv1.k16 ]
+  %106 = mul nsw i64 %conv1.k1626, 50176
+  %107 = add nsw i64 1605632, %106
+  %108 = mul nsw i64 %conv1.nb1324, 64
+  %109 = add nsw i64 %107, %108
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <16 x float>, ptr %arena27, align 4
+  store <16 x float> %110, ptr %conv1.t15_b0, align 64
+  %111 = mul nsw i64 %conv1.k1626, 50176
+  %112 = add nsw i64 1605632, %111
+  %113 = mul nsw i64 %conv1.nb1324, 64
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 16
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <16 x float>, ptr %arena28, align 4
+  store <16 x float> %116, ptr %conv1.t15_b1, align 64
+  %117 = mul nsw i64 %conv1.k1626, 50176
+  %118 = add nsw i64 1605632, %117
+  %119 = mul nsw i64 %conv1.nb1324, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 32
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %121
+  %122 = load <16 x float>, ptr %arena29, align 4
+  store <16 x float> %122, ptr %conv1.t15_b2, align 64
+  %123 = mul nsw i64 %conv1.k1626, 50176
+  %124 = add nsw i64 1605632, %123
+  %125 = mul nsw i64 %conv1.nb1324, 64
+  %126 = add nsw i64 %124, %125
+  %127 = add nsw i64 %126, 48
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %127
+  %128 = load <16 x float>, ptr %arena30, align 4
+  store <16 x float> %128, ptr %conv1.t15_b3, align 64
+  %129 = mul nsw i64 %conv1.mb1425, 6
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1626
+  %params31 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params31, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %135, ptr %conv1.t15_c0_0, align 64
+  %t15_a032 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a032, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %136, ptr %conv1.t15_c0_1, align 64
+  %t15_a033 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a033, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %137, ptr %conv1.t15_c0_2, align 64
+  %t15_a034 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a034, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %138, ptr %conv1.t15_c0_3, align 64
+  %139 = mul nsw i64 %conv1.mb1425, 6
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1626
+  %params35 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params35, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b036 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b036, <16 x float> %t15_c1_0)
+  store <16 x float> %146, ptr %conv1.t15_c1_0, align 64
+  %t15_a137 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b138 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a137, <16 x float> %t15_b138, <16 x float> %t15_c1_1)
+  store <16 x float> %147, ptr %conv1.t15_c1_1, align 64
+  %t15_a139 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b240 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a139, <16 x float> %t15_b240, <16 x float> %t15_c1_2)
+  store <16 x float> %148, ptr %conv1.t15_c1_2, align 64
+  %t15_a141 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b342 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a141, <16 x float> %t15_b342, <16 x float> %t15_c1_3)
+  store <16 x float> %149, ptr %conv1.t15_c1_3, align 64
+  %150 = mul nsw i64 %conv1.mb1425, 6
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1626
+  %params43 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params43, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t15_a2, align 64
+  %t15_a2 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b044 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c2_0 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a2, <16 x float> %t15_b044, <16 x float> %t15_c2_0)
+  store <16 x float> %157, ptr %conv1.t15_c2_0, align 64
+  %t15_a245 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b146 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c2_1 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a245, <16 x float> %t15_b146, <16 x float> %t15_c2_1)
+  store <16 x float> %158, ptr %conv1.t15_c2_1, align 64
+  %t15_a247 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b248 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c2_2 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a247, <16 x float> %t15_b248, <16 x float> %t15_c2_2)
+  store <16 x float> %159, ptr %conv1.t15_c2_2, align 64
+  %t15_a249 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b350 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c2_3 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a249, <16 x float> %t15_b350, <16 x float> %t15_c2_3)
+  store <16 x float> %160, ptr %conv1.t15_c2_3, align 64
+  %161 = mul nsw i64 %conv1.mb1425, 6
+  %162 = add nsw i64 %161, 3
+  %163 = mul nsw i64 %162, 9
+  %164 = add nsw i64 %163, %conv1.k1626
+  %params51 = getelementptr inbounds float, ptr %params, i64 %164
+  %165 = load float, ptr %params51, align 4
+  %166 = insertelement <16 x float> undef, float %165, i32 0
+  %167 = shufflevector <16 x float> %166, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %167, ptr %conv1.t15_a3, align 64
+  %t15_a3 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b052 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c3_0 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %168 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a3, <16 x float> %t15_b052, <16 x float> %t15_c3_0)
+  store <16 x float> %168, ptr %conv1.t15_c3_0, align 64
+  %t15_a353 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b154 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c3_1 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a353, <16 x float> %t15_b154, <16 x float> %t15_c3_1)
+  store <16 x float> %169, ptr %conv1.t15_c3_1, align 64
+  %t15_a355 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b256 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c3_2 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a355, <16 x float> %t15_b256, <16 x float> %t15_c3_2)
+  store <16 x float> %170, ptr %conv1.t15_c3_2, align 64
+  %t15_a357 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b358 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c3_3 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a357, <16 x float> %t15_b358, <16 x float> %t15_c3_3)
+  store <16 x float> %171, ptr %conv1.t15_c3_3, align 64
+  %172 = mul nsw i64 %conv1.mb1425, 6
+  %173 = add nsw i64 %172, 4
+  %174 = mul nsw i64 %173, 9
+  %175 = add nsw i64 %174, %conv1.k1626
+  %params59 = getelementptr inbounds float, ptr %params, i64 %175
+  %176 = load float, ptr %params59, align 4
+  %177 = insertelement <16 x float> undef, float %176, i32 0
+  %178 = shufflevector <16 x float> %177, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %178, ptr %conv1.t15_a4, align 64
+  %t15_a4 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b060 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c4_0 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a4, <16 x float> %t15_b060, <16 x float> %t15_c4_0)
+  store <16 x float> %179, ptr %conv1.t15_c4_0, align 64
+  %t15_a461 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b162 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c4_1 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a461, <16 x float> %t15_b162, <16 x float> %t15_c4_1)
+  store <16 x float> %180, ptr %conv1.t15_c4_1, align 64
+  %t15_a463 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b264 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c4_2 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a463, <16 x float> %t15_b264, <16 x float> %t15_c4_2)
+  store <16 x float> %181, ptr %conv1.t15_c4_2, align 64
+  %t15_a465 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b366 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c4_3 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a465, <16 x float> %t15_b366, <16 x float> %t15_c4_3)
+  store <16 x float> %182, ptr %conv1.t15_c4_3, align 64
+  %183 = mul nsw i64 %conv1.mb1425, 6
+  %184 = add nsw i64 %183, 5
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 %185, %conv1.k1626
+  %params67 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params67, align 4
+  %188 = insertelement <16 x float> undef, float %187, i32 0
+  %189 = shufflevector <16 x float> %188, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %189, ptr %conv1.t15_a5, align 64
+  %t15_a5 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b068 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c5_0 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a5, <16 x float> %t15_b068, <16 x float> %t15_c5_0)
+  store <16 x float> %190, ptr %conv1.t15_c5_0, align 64
+  %t15_a569 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b170 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c5_1 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a569, <16 x float> %t15_b170, <16 x float> %t15_c5_1)
+  store <16 x float> %191, ptr %conv1.t15_c5_1, align 64
+  %t15_a571 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b272 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c5_2 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a571, <16 x float> %t15_b272, <16 x float> %t15_c5_2)
+  store <16 x float> %192, ptr %conv1.t15_c5_2, align 64
+  %t15_a573 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b374 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c5_3 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a573, <16 x float> %t15_b374, <16 x float> %t15_c5_3)
+  store <16 x float> %193, ptr %conv1.t15_c5_3, align 64
+  %k16.next = add nsw i64 %conv1.k1626, 1
+  %194 = icmp slt i64 %k16.next, 9
+  br i1 %194, label %conv1.k16, label %conv1.k16.end
+
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_075 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %195 = mul nsw i64 %conv1.mb1425, 6
+  %196 = mul nsw i64 %195, 50176
+  %197 = add nsw i64 2057216, %196
+  %198 = mul nsw i64 %conv1.nb1324, 64
+  %199 = add nsw i64 %197, %198
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %199
+  store <16 x float> %t15_c0_075, ptr %arena76, align 4
+  %t15_c0_177 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %200 = mul nsw i64 %conv1.mb1425, 6
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 2057216, %201
+  %203 = mul nsw i64 %conv1.nb1324, 64
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, 16
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <16 x float> %t15_c0_177, ptr %arena78, align 4
+  %t15_c0_279 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %206 = mul nsw i64 %conv1.mb1425, 6
+  %207 = mul nsw i64 %206, 50176
+  %208 = add nsw i64 2057216, %207
+  %209 = mul nsw i64 %conv1.nb1324, 64
+  %210 = add nsw i64 %208, %209
+  %211 = add nsw i64 %210, 32
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t15_c0_279, ptr %arena80, align 4
+  %t15_c0_381 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %212 = mul nsw i64 %conv1.mb1425, 6
+  %213 = mul nsw i64 %212, 50176
+  %214 = add nsw i64 2057216, %213
+  %215 = mul nsw i64 %conv1.nb1324, 64
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 48
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t15_c0_381, ptr %arena82, align 4
+  %t15_c1_083 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %218 = mul nsw i64 %conv1.mb1425, 6
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 50176
+  %221 = add nsw i64 2057216, %220
+  %222 = mul nsw i64 %conv1.nb1324, 64
+  %223 = add nsw i64 %221, %222
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t15_c1_083, ptr %arena84, align 4
+  %t15_c1_185 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %224 = mul nsw i64 %conv1.mb1425, 6
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 50176
+  %227 = add nsw i64 2057216, %226
+  %228 = mul nsw i64 %conv1.nb1324, 64
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 %229, 16
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %230
+  store <16 x float> %t15_c1_185, ptr %arena86, align 4
+  %t15_c1_287 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %231 = mul nsw i64 %conv1.mb1425, 6
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 50176
+  %234 = add nsw i64 2057216, %233
+  %235 = mul nsw i64 %conv1.nb1324, 64
+  %236 = add nsw i64 %234, %235
+  %237 = add nsw i64 %236, 32
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %237
+  store <16 x float> %t15_c1_287, ptr %arena88, align 4
+  %t15_c1_389 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %238 = mul nsw i64 %conv1.mb1425, 6
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 50176
+  %241 = add nsw i64 2057216, %240
+  %242 = mul nsw i64 %conv1.nb1324, 64
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 48
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t15_c1_389, ptr %arena90, align 4
+  %t15_c2_091 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %245 = mul nsw i64 %conv1.mb1425, 6
+  %246 = add nsw i64 %245, 2
+  %247 = mul nsw i64 %246, 50176
+  %248 = add nsw i64 2057216, %247
+  %249 = mul nsw i64 %conv1.nb1324, 64
+  %250 = add nsw i64 %248, %249
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t15_c2_091, ptr %arena92, align 4
+  %t15_c2_193 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %251 = mul nsw i64 %conv1.mb1425, 6
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 50176
+  %254 = add nsw i64 2057216, %253
+  %255 = mul nsw i64 %conv1.nb1324, 64
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 %256, 16
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %257
+  store <16 x float> %t15_c2_193, ptr %arena94, align 4
+  %t15_c2_295 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %258 = mul nsw i64 %conv1.mb1425, 6
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 50176
+  %261 = add nsw i64 2057216, %260
+  %262 = mul nsw i64 %conv1.nb1324, 64
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, 32
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <16 x float> %t15_c2_295, ptr %arena96, align 4
+  %t15_c2_397 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %265 = mul nsw i64 %conv1.mb1425, 6
+  %266 = add nsw i64 %265, 2
+  %267 = mul nsw i64 %266, 50176
+  %268 = add nsw i64 2057216, %267
+  %269 = mul nsw i64 %conv1.nb1324, 64
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 48
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t15_c2_397, ptr %arena98, align 4
+  %t15_c3_099 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %272 = mul nsw i64 %conv1.mb1425, 6
+  %273 = add nsw i64 %272, 3
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 2057216, %274
+  %276 = mul nsw i64 %conv1.nb1324, 64
+  %277 = add nsw i64 %275, %276
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <16 x float> %t15_c3_099, ptr %arena100, align 4
+  %t15_c3_1101 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %278 = mul nsw i64 %conv1.mb1425, 6
+  %279 = add nsw i64 %278, 3
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 2057216, %280
+  %282 = mul nsw i64 %conv1.nb1324, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 16
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t15_c3_1101, ptr %arena102, align 4
+  %t15_c3_2103 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %285 = mul nsw i64 %conv1.mb1425, 6
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 2057216, %287
+  %289 = mul nsw i64 %conv1.nb1324, 64
+  %290 = add nsw i64 %288, %289
+  %291 = add nsw i64 %290, 32
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t15_c3_2103, ptr %arena104, align 4
+  %t15_c3_3105 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %292 = mul nsw i64 %conv1.mb1425, 6
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 50176
+  %295 = add nsw i64 2057216, %294
+  %296 = mul nsw i64 %conv1.nb1324, 64
+  %297 = add nsw i64 %295, %296
+  %298 = add nsw i64 %297, 48
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t15_c3_3105, ptr %arena106, align 4
+  %t15_c4_0107 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %299 = mul nsw i64 %conv1.mb1425, 6
+  %300 = add nsw i64 %299, 4
+  %301 = mul nsw i64 %300, 50176
+  %302 = add nsw i64 2057216, %301
+  %303 = mul nsw i64 %conv1.nb1324, 64
+  %304 = add nsw i64 %302, %303
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t15_c4_0107, ptr %arena108, align 4
+  %t15_c4_1109 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %305 = mul nsw i64 %conv1.mb1425, 6
+  %306 = add nsw i64 %305, 4
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 2057216, %307
+  %309 = mul nsw i64 %conv1.nb1324, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 16
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t15_c4_1109, ptr %arena110, align 4
+  %t15_c4_2111 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %312 = mul nsw i64 %conv1.mb1425, 6
+  %313 = add nsw i64 %312, 4
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 2057216, %314
+  %316 = mul nsw i64 %conv1.nb1324, 64
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 32
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <16 x float> %t15_c4_2111, ptr %arena112, align 4
+  %t15_c4_3113 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %319 = mul nsw i64 %conv1.mb1425, 6
+  %320 = add nsw i64 %319, 4
+  %321 = mul nsw i64 %320, 50176
+  %322 = add nsw i64 2057216, %321
+  %323 = mul nsw i64 %conv1.nb1324, 64
+  %324 = add nsw i64 %322, %323
+  %325 = add nsw i64 %324, 48
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <16 x float> %t15_c4_3113, ptr %arena114, align 4
+  %t15_c5_0115 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %326 = mul nsw i64 %conv1.mb1425, 6
+  %327 = add nsw i64 %326, 5
+  %328 = mul nsw i64 %327, 50176
+  %329 = add nsw i64 2057216, %328
+  %330 = mul nsw i64 %conv1.nb1324, 64
+  %331 = add nsw i64 %329, %330
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t15_c5_0115, ptr %arena116, align 4
+  %t15_c5_1117 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %332 = mul nsw i64 %conv1.mb1425, 6
+  %333 = add nsw i64 %332, 5
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 2057216, %334
+  %336 = mul nsw i64 %conv1.nb1324, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t15_c5_1117, ptr %arena118, align 4
+  %t15_c5_2119 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %339 = mul nsw i64 %conv1.mb1425, 6
+  %340 = add nsw i64 %339, 5
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 2057216, %341
+  %343 = mul nsw i64 %conv1.nb1324, 64
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 %344, 32
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %345
+  store <16 x float> %t15_c5_2119, ptr %arena120, align 4
+  %t15_c5_3121 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %346 = mul nsw i64 %conv1.mb1425, 6
+  %347 = add nsw i64 %346, 5
+  %348 = mul nsw i64 %347, 50176
+  %349 = add nsw i64 2057216, %348
+  %350 = mul nsw i64 %conv1.nb1324, 64
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %351, 48
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %352
+  store <16 x float> %t15_c5_3121, ptr %arena122, align 4
+  %mb14.next = add nsw i64 %conv1.mb1425, 1
+  %353 = icmp slt i64 %mb14.next, 5
+  br i1 %353, label %conv1.mb14, label %conv1.mb14.end
+
+conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb14.end
+  %conv1.k18123 = phi i64 [ 0, %conv1.mb14.end ], [ %k18.next, %conv1.k18 ]
+  %354 = mul nsw i64 %conv1.k18123, 50176
+  %355 = add nsw i64 1605632, %354
+  %356 = mul nsw i64 %conv1.nb1324, 64
+  %357 = add nsw i64 %355, %356
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load <16 x float>, ptr %arena124, align 4
+  store <16 x float> %358, ptr %conv1.t17_b0, align 64
+  %359 = mul nsw i64 %conv1.k18123, 50176
+  %360 = add nsw i64 1605632, %359
+  %361 = mul nsw i64 %conv1.nb1324, 64
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %362, 16
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <16 x float>, ptr %arena125, align 4
+  store <16 x float> %364, ptr %conv1.t17_b1, align 64
+  %365 = mul nsw i64 %conv1.k18123, 50176
+  %366 = add nsw i64 1605632, %365
+  %367 = mul nsw i64 %conv1.nb1324, 64
+  %368 = add nsw i64 %366, %367
+  %369 = add nsw i64 %368, 32
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %369
+  %370 = load <16 x float>, ptr %arena126, align 4
+  store <16 x float> %370, ptr %conv1.t17_b2, align 64
+  %371 = mul nsw i64 %conv1.k18123, 50176
+  %372 = add nsw i64 1605632, %371
+  %373 = mul nsw i64 %conv1.nb1324, 64
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 %374, 48
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <16 x float>, ptr %arena127, align 4
+  store <16 x float> %376, ptr %conv1.t17_b3, align 64
+  %377 = add nsw i64 270, %conv1.k18123
+  %params128 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params128, align 4
+  %379 = insertelement <16 x float> undef, float %378, i32 0
+  %380 = shufflevector <16 x float> %379, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %380, ptr %conv1.t17_a0, align 64
+  %t17_a0 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b0 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c0_0 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
+  store <16 x float> %381, ptr %conv1.t17_c0_0, align 64
+  %t17_a0129 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b1 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c0_1 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0129, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
+  store <16 x float> %382, ptr %conv1.t17_c0_1, align 64
+  %t17_a0130 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b2 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c0_2 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0130, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
+  store <16 x float> %383, ptr %conv1.t17_c0_2, align 64
+  %t17_a0131 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b3 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c0_3 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0131, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
+  store <16 x float> %384, ptr %conv1.t17_c0_3, align 64
+  %385 = add nsw i64 279, %conv1.k18123
+  %params132 = getelementptr inbounds float, ptr %params, i64 %385
+  %386 = load float, ptr %params132, align 4
+  %387 = insertelement <16 x float> undef, float %386, i32 0
+  %388 = shufflevector <16 x float> %387, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %388, ptr %conv1.t17_a1, align 64
+  %t17_a1 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b0133 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c1_0 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b0133, <16 x float> %t17_c1_0)
+  store <16 x float> %389, ptr %conv1.t17_c1_0, align 64
+  %t17_a1134 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b1135 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c1_1 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1134, <16 x float> %t17_b1135, <16 x float> %t17_c1_1)
+  store <16 x float> %390, ptr %conv1.t17_c1_1, align 64
+  %t17_a1136 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b2137 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c1_2 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1136, <16 x float> %t17_b2137, <16 x float> %t17_c1_2)
+  store <16 x float> %391, ptr %conv1.t17_c1_2, align 64
+  %t17_a1138 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b3139 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c1_3 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1138, <16 x float> %t17_b3139, <16 x float> %t17_c1_3)
+  store <16 x float> %392, ptr %conv1.t17_c1_3, align 64
+  %k18.next = add nsw i64 %conv1.k18123, 1
+  %393 = icmp slt i64 %k18.next, 9
+  br i1 %393, label %conv1.k18, label %conv1.k18.end
+
+conv1.k18.end:                                    ; preds = %conv1.k18
+  %t17_c0_0140 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %394 = mul nsw i64 %conv1.nb1324, 64
+  %395 = add nsw i64 3562496, %394
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %395
+  store <16 x float> %t17_c0_0140, ptr %arena141, align 4
+  %t17_c0_1142 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %396 = mul nsw i64 %conv1.nb1324, 64
+  %397 = add nsw i64 3562496, %396
+  %398 = add nsw i64 %397, 16
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %398
+  store <16 x float> %t17_c0_1142, ptr %arena143, align 4
+  %t17_c0_2144 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %399 = mul nsw i64 %conv1.nb1324, 64
+  %400 = add nsw i64 3562496, %399
+  %401 = add nsw i64 %400, 32
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %401
+  store <16 x float> %t17_c0_2144, ptr %arena145, align 4
+  %t17_c0_3146 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %402 = mul nsw i64 %conv1.nb1324, 64
+  %403 = add nsw i64 3562496, %402
+  %404 = add nsw i64 %403, 48
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %404
+  store <16 x float> %t17_c0_3146, ptr %arena147, align 4
+  %t17_c1_0148 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %405 = mul nsw i64 %conv1.nb1324, 64
+  %406 = add nsw i64 3612672, %405
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %406
+  store <16 x float> %t17_c1_0148, ptr %arena149, align 4
+  %t17_c1_1150 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %407 = mul nsw i64 %conv1.nb1324, 64
+  %408 = add nsw i64 3612672, %407
+  %409 = add nsw i64 %408, 16
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %409
+  store <16 x float> %t17_c1_1150, ptr %arena151, align 4
+  %t17_c1_2152 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %410 = mul nsw i64 %conv1.nb1324, 64
+  %411 = add nsw i64 3612672, %410
+  %412 = add nsw i64 %411, 32
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %412
+  store <16 x float> %t17_c1_2152, ptr %arena153, align 4
+  %t17_c1_3154 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %413 = mul nsw i64 %conv1.nb1324, 64
+  %414 = add nsw i64 3612672, %413
+  %415 = add nsw i64 %414, 48
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %415
+  store <16 x float> %t17_c1_3154, ptr %arena155, align 4
+  %nb13.next = add nsw i64 %conv1.nb1324, 1
+  %416 = icmp slt i64 %nb13.next, 784
+  br i1 %416, label %conv1.nb13, label %conv1.nb13.end
+
+conv1.j19:                                        ; preds = %conv1.f20.end, %conv1.nb13.end
+  %conv1.j19156 = phi i64 [ 0, %conv1.nb13.end ], [ %j19.next, %conv1.f20.end ]
+  br label %conv1.f20
+
+conv1.j19.end:                                    ; preds = %conv1.f20.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %conv1.g1, label %conv1.g1.end
+  %417 = icmp slt i64 %g1.next, 1
+  br i1 %417, label %conv1.g1, label %conv1.g1.end
 
-conv1.f14:                                        ; preds = %conv1.i15.end, %conv1.j13
-  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.i15.end ]
-  br label %conv1.i15
+conv1.f20:                                        ; preds = %conv1.i21.end, %conv1.j19
+  %conv1.f20157 = phi i64 [ 0, %conv1.j19 ], [ %f20.next, %conv1.i21.end ]
+  br label %conv1.i21
 
-conv1.f14.end:                                    ; preds = %conv1.i15.end
-  %j13.next = add nsw i64 %conv1.j1327, 1
-  %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %conv1.j13, label %conv1.j13.end
+conv1.f20.end:                                    ; preds = %conv1.i21.end
+  %j19.next = add nsw i64 %conv1.j19156, 1
+  %418 = icmp slt i64 %j19.next, 64
+  br i1 %418, label %conv1.j19, label %conv1.j19.end
 
-conv1.i15:                                        ; preds = %conv1.i15, %conv1.f14
-  %conv1.i1529 = phi i64 [ 0, %conv1.f14 ], [ %i15.next, %conv1.i15 ]
-  %108 = mul nsw i64 %conv1.j1327, 784
-  %109 = add nsw i64 %108, %conv1.i1529
-  %110 = mul nsw i64 %109, 32
-  %111 = add nsw i64 2057216, %110
-  %112 = add nsw i64 %111, %conv1.f1428
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena30, align 4
-  %114 = add nsw i64 288, %conv1.f1428
-  %params31 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params31, align 4
-  %116 = fadd float %113, %115
-  %117 = fcmp ogt float %116, 0.000000e+00
-  %118 = mul nsw i64 %conv1.j1327, 784
-  %119 = add nsw i64 %118, %conv1.i1529
-  %120 = mul nsw i64 %119, 32
-  %121 = add nsw i64 2057216, %120
-  %122 = add nsw i64 %121, %conv1.f1428
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %122
-  %123 = load float, ptr %arena32, align 4
-  %124 = add nsw i64 288, %conv1.f1428
-  %params33 = getelementptr inbounds float, ptr %params, i64 %124
-  %125 = load float, ptr %params33, align 4
-  %126 = fadd float %123, %125
-  %127 = select i1 %117, float %126, float 0.000000e+00
-  %128 = mul nsw i64 %conv1.g11, 64
-  %129 = add nsw i64 %128, %conv1.j1327
-  %130 = mul nsw i64 %129, 25088
-  %131 = mul nsw i64 %conv1.f1428, 784
-  %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 %132, %conv1.i1529
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %133
-  store float %127, ptr %arena34, align 4
-  %i15.next = add nsw i64 %conv1.i1529, 1
-  %134 = icmp slt i64 %i15.next, 784
-  br i1 %134, label %conv1.i15, label %conv1.i15.end
+conv1.i21:                                        ; preds = %conv1.i21, %conv1.f20
+  %conv1.i21158 = phi i64 [ 0, %conv1.f20 ], [ %i21.next, %conv1.i21 ]
+  %419 = mul nsw i64 %conv1.f20157, 50176
+  %420 = add nsw i64 2057216, %419
+  %421 = mul nsw i64 %conv1.j19156, 784
+  %422 = add nsw i64 %420, %421
+  %423 = add nsw i64 %422, %conv1.i21158
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %423
+  %424 = load float, ptr %arena159, align 4
+  %425 = add nsw i64 288, %conv1.f20157
+  %params160 = getelementptr inbounds float, ptr %params, i64 %425
+  %426 = load float, ptr %params160, align 4
+  %427 = fadd float %424, %426
+  %428 = fcmp ogt float %427, 0.000000e+00
+  %429 = mul nsw i64 %conv1.f20157, 50176
+  %430 = add nsw i64 2057216, %429
+  %431 = mul nsw i64 %conv1.j19156, 784
+  %432 = add nsw i64 %430, %431
+  %433 = add nsw i64 %432, %conv1.i21158
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %433
+  %434 = load float, ptr %arena161, align 4
+  %435 = add nsw i64 288, %conv1.f20157
+  %params162 = getelementptr inbounds float, ptr %params, i64 %435
+  %436 = load float, ptr %params162, align 4
+  %437 = fadd float %434, %436
+  %438 = select i1 %428, float %437, float 0.000000e+00
+  %439 = mul nsw i64 %conv1.g11, 64
+  %440 = add nsw i64 %439, %conv1.j19156
+  %441 = mul nsw i64 %440, 25088
+  %442 = mul nsw i64 %conv1.f20157, 784
+  %443 = add nsw i64 %441, %442
+  %444 = add nsw i64 %443, %conv1.i21158
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %444
+  store float %438, ptr %arena163, align 4
+  %i21.next = add nsw i64 %conv1.i21158, 1
+  %445 = icmp slt i64 %i21.next, 784
+  br i1 %445, label %conv1.i21, label %conv1.i21.end
 
-conv1.i15.end:                                    ; preds = %conv1.i15
-  %f14.next = add nsw i64 %conv1.f1428, 1
-  %135 = icmp slt i64 %f14.next, 32
-  br i1 %135, label %conv1.f14, label %conv1.f14.end
+conv1.i21.end:                                    ; preds = %conv1.i21
+  %f20.next = add nsw i64 %conv1.f20157, 1
+  %446 = icmp slt i64 %f20.next, 32
+  br i1 %446, label %conv1.f20, label %conv1.f20.end
 
-conv2.g16:                                        ; preds = %conv2.j28.end, %conv1.g1.end
-  %conv2.g1635 = phi i64 [ 0, %conv1.g1.end ], [ %g16.next, %conv2.j28.end ]
-  br label %conv2.j17
+conv2.g22:                                        ; preds = %conv2.j40.end, %conv1.g1.end
+  %conv2.g22164 = phi i64 [ 0, %conv1.g1.end ], [ %g22.next, %conv2.j40.end ]
+  br label %conv2.j23
 
-conv2.g16.end:                                    ; preds = %conv2.j28.end
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params111 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 3211264
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena110, i32 12544, ptr %params111, i32 12544, float 0.000000e+00, ptr %arena112, i32 128)
-  br label %fc1.n34
+conv2.g22.end:                                    ; preds = %conv2.j40.end
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params401 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena402 = getelementptr inbounds float, ptr %arena, i64 3211264
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena400, i32 12544, ptr %params401, i32 12544, float 0.000000e+00, ptr %arena402, i32 128)
+  br label %fc1.n46
 
-conv2.j17:                                        ; preds = %conv2.c20.end, %conv2.g16
-  %conv2.j1736 = phi i64 [ 0, %conv2.g16 ], [ %j17.next, %conv2.c20.end ]
-  br label %conv2.r18
+conv2.j23:                                        ; preds = %conv2.c26.end, %conv2.g22
+  %conv2.j23165 = phi i64 [ 0, %conv2.g22 ], [ %j23.next, %conv2.c26.end ]
+  br label %conv2.r24
 
-conv2.j17.end:                                    ; preds = %conv2.c20.end
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params59 = getelementptr inbounds float, ptr %params, i64 320
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 17661952
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 64, i32 288, float 1.000000e+00, ptr %arena58, i32 50176, ptr %params59, i32 288, float 0.000000e+00, ptr %arena60, i32 64)
-  br label %conv2.j28
+conv2.j23.end:                                    ; preds = %conv2.c26.end
+  br label %conv2.nb34
 
-conv2.r18:                                        ; preds = %conv2.i19.end, %conv2.j17
-  %conv2.r1837 = phi i64 [ 0, %conv2.j17 ], [ %r18.next, %conv2.i19.end ]
-  br label %conv2.i19
+conv2.r24:                                        ; preds = %conv2.i25.end, %conv2.j23
+  %conv2.r24166 = phi i64 [ 0, %conv2.j23 ], [ %r24.next, %conv2.i25.end ]
+  br label %conv2.i25
 
-conv2.r18.end:                                    ; preds = %conv2.i19.end
-  br label %conv2.c20
+conv2.r24.end:                                    ; preds = %conv2.i25.end
+  br label %conv2.c26
 
-conv2.i19:                                        ; preds = %conv2.i19, %conv2.r18
-  %conv2.i1938 = phi i64 [ 0, %conv2.r18 ], [ %i19.next, %conv2.i19 ]
-  %136 = mul nsw i64 %conv2.r1837, 50176
-  %137 = add nsw i64 3211264, %136
-  %138 = mul nsw i64 %conv2.j1736, 784
-  %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %conv2.i1938
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %140
-  store float 0.000000e+00, ptr %arena39, align 4
-  %i19.next = add nsw i64 %conv2.i1938, 1
-  %141 = icmp slt i64 %i19.next, 784
-  br i1 %141, label %conv2.i19, label %conv2.i19.end
+conv2.i25:                                        ; preds = %conv2.i25, %conv2.r24
+  %conv2.i25167 = phi i64 [ 0, %conv2.r24 ], [ %i25.next, %conv2.i25 ]
+  %447 = mul nsw i64 %conv2.r24166, 50176
+  %448 = add nsw i64 3211264, %447
+  %449 = mul nsw i64 %conv2.j23165, 784
+  %450 = add nsw i64 %448, %449
+  %451 = add nsw i64 %450, %conv2.i25167
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %451
+  store float 0.000000e+00, ptr %arena168, align 4
+  %i25.next = add nsw i64 %conv2.i25167, 1
+  %452 = icmp slt i64 %i25.next, 784
+  br i1 %452, label %conv2.i25, label %conv2.i25.end
 
-conv2.i19.end:                                    ; preds = %conv2.i19
-  %r18.next = add nsw i64 %conv2.r1837, 1
-  %142 = icmp slt i64 %r18.next, 288
-  br i1 %142, label %conv2.r18, label %conv2.r18.end
+conv2.i25.end:                                    ; preds = %conv2.i25
+  %r24.next = add nsw i64 %conv2.r24166, 1
+  %453 = icmp slt i64 %r24.next, 288
+  br i1 %453, label %conv2.r24, label %conv2.r24.end
 
-conv2.c20:                                        ; preds = %conv2.ky21.end, %conv2.r18.end
-  %conv2.c2040 = phi i64 [ 0, %conv2.r18.end ], [ %c20.next, %conv2.ky21.end ]
-  br label %conv2.ky21
+conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.r24.end
+  %conv2.c26169 = phi i64 [ 0, %conv2.r24.end ], [ %c26.next, %conv2.ky27.end ]
+  br label %conv2.ky27
 
-conv2.c20.end:                                    ; preds = %conv2.ky21.end
-  %j17.next = add nsw i64 %conv2.j1736, 1
-  %143 = icmp slt i64 %j17.next, 64
-  br i1 %143, label %conv2.j17, label %conv2.j17.end
+conv2.c26.end:                                    ; preds = %conv2.ky27.end
+  %j23.next = add nsw i64 %conv2.j23165, 1
+  %454 = icmp slt i64 %j23.next, 64
+  br i1 %454, label %conv2.j23, label %conv2.j23.end
 
-conv2.ky21:                                       ; preds = %conv2.oy26.end, %conv2.c20
-  %conv2.ky2141 = phi i64 [ 0, %conv2.c20 ], [ %ky21.next, %conv2.oy26.end ]
-  br label %conv2.oy22
+conv2.ky27:                                       ; preds = %conv2.oy32.end, %conv2.c26
+  %conv2.ky27170 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy32.end ]
+  br label %conv2.oy28
 
-conv2.ky21.end:                                   ; preds = %conv2.oy26.end
-  %c20.next = add nsw i64 %conv2.c2040, 1
-  %144 = icmp slt i64 %c20.next, 32
-  br i1 %144, label %conv2.c20, label %conv2.c20.end
+conv2.ky27.end:                                   ; preds = %conv2.oy32.end
+  %c26.next = add nsw i64 %conv2.c26169, 1
+  %455 = icmp slt i64 %c26.next, 32
+  br i1 %455, label %conv2.c26, label %conv2.c26.end
 
-conv2.oy22:                                       ; preds = %conv2.endif, %conv2.ky21
-  %conv2.oy2242 = phi i64 [ 0, %conv2.ky21 ], [ %oy22.next, %conv2.endif ]
-  %145 = add nsw i64 %conv2.oy2242, %conv2.ky2141
-  %146 = add nsw i64 %145, -1
-  %147 = icmp slt i64 -1, %146
-  %148 = add nsw i64 %conv2.oy2242, %conv2.ky2141
-  %149 = add nsw i64 %148, -1
-  %150 = icmp slt i64 %149, 28
-  %151 = and i1 %147, %150
-  br i1 %151, label %conv2.then, label %conv2.endif
+conv2.oy28:                                       ; preds = %conv2.endif, %conv2.ky27
+  %conv2.oy28171 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.endif ]
+  %456 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+  %457 = add nsw i64 %456, -1
+  %458 = icmp slt i64 -1, %457
+  %459 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+  %460 = add nsw i64 %459, -1
+  %461 = icmp slt i64 %460, 28
+  %462 = and i1 %458, %461
+  br i1 %462, label %conv2.then, label %conv2.endif
 
-conv2.oy22.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy24
+conv2.oy28.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy30
 
-conv2.then:                                       ; preds = %conv2.oy22
-  br label %conv2.ox23
+conv2.then:                                       ; preds = %conv2.oy28
+  br label %conv2.ox29
 
-conv2.endif:                                      ; preds = %conv2.ox23.end, %conv2.oy22
-  %oy22.next = add nsw i64 %conv2.oy2242, 1
-  %152 = icmp slt i64 %oy22.next, 28
-  br i1 %152, label %conv2.oy22, label %conv2.oy22.end
+conv2.endif:                                      ; preds = %conv2.ox29.end, %conv2.oy28
+  %oy28.next = add nsw i64 %conv2.oy28171, 1
+  %463 = icmp slt i64 %oy28.next, 28
+  br i1 %463, label %conv2.oy28, label %conv2.oy28.end
 
-conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.then
-  %conv2.ox2343 = phi i64 [ 0, %conv2.then ], [ %ox23.next, %conv2.ox23 ]
-  %153 = mul nsw i64 %conv2.g1635, 64
-  %154 = add nsw i64 %153, %conv2.j1736
-  %155 = mul nsw i64 %154, 25088
-  %156 = mul nsw i64 %conv2.c2040, 784
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %conv2.oy2242, %conv2.ky2141
-  %159 = add nsw i64 %158, -1
-  %160 = mul nsw i64 %159, 28
-  %161 = add nsw i64 %157, %160
-  %162 = add nsw i64 %conv2.ox2343, 1
-  %163 = add nsw i64 %162, -1
-  %164 = add nsw i64 %161, %163
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %164
-  %165 = load float, ptr %arena44, align 4
-  %166 = mul nsw i64 %conv2.c2040, 3
-  %167 = add nsw i64 %166, %conv2.ky2141
-  %168 = mul nsw i64 %167, 3
-  %169 = mul nsw i64 %168, 50176
-  %170 = add nsw i64 3211264, %169
-  %171 = mul nsw i64 %conv2.j1736, 784
-  %172 = add nsw i64 %170, %171
-  %173 = mul nsw i64 %conv2.oy2242, 28
-  %174 = add nsw i64 %172, %173
-  %175 = add nsw i64 %conv2.ox2343, 1
-  %176 = add nsw i64 %174, %175
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %176
-  store float %165, ptr %arena45, align 4
-  %ox23.next = add nsw i64 %conv2.ox2343, 1
-  %177 = icmp slt i64 %ox23.next, 27
-  br i1 %177, label %conv2.ox23, label %conv2.ox23.end
+conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.then
+  %conv2.ox29172 = phi i64 [ 0, %conv2.then ], [ %ox29.next, %conv2.ox29 ]
+  %464 = mul nsw i64 %conv2.g22164, 64
+  %465 = add nsw i64 %464, %conv2.j23165
+  %466 = mul nsw i64 %465, 25088
+  %467 = mul nsw i64 %conv2.c26169, 784
+  %468 = add nsw i64 %466, %467
+  %469 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+  %470 = add nsw i64 %469, -1
+  %471 = mul nsw i64 %470, 28
+  %472 = add nsw i64 %468, %471
+  %473 = add nsw i64 %conv2.ox29172, 1
+  %474 = add nsw i64 %473, -1
+  %475 = add nsw i64 %472, %474
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %475
+  %476 = load float, ptr %arena173, align 4
+  %477 = mul nsw i64 %conv2.c26169, 3
+  %478 = add nsw i64 %477, %conv2.ky27170
+  %479 = mul nsw i64 %478, 3
+  %480 = mul nsw i64 %479, 50176
+  %481 = add nsw i64 3211264, %480
+  %482 = mul nsw i64 %conv2.j23165, 784
+  %483 = add nsw i64 %481, %482
+  %484 = mul nsw i64 %conv2.oy28171, 28
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %conv2.ox29172, 1
+  %487 = add nsw i64 %485, %486
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %487
+  store float %476, ptr %arena174, align 4
+  %ox29.next = add nsw i64 %conv2.ox29172, 1
+  %488 = icmp slt i64 %ox29.next, 27
+  br i1 %488, label %conv2.ox29, label %conv2.ox29.end
 
-conv2.ox23.end:                                   ; preds = %conv2.ox23
+conv2.ox29.end:                                   ; preds = %conv2.ox29
   br label %conv2.endif
 
-conv2.oy24:                                       ; preds = %conv2.endif48, %conv2.oy22.end
-  %conv2.oy2446 = phi i64 [ 0, %conv2.oy22.end ], [ %oy24.next, %conv2.endif48 ]
-  %178 = add nsw i64 %conv2.oy2446, %conv2.ky2141
-  %179 = add nsw i64 %178, -1
-  %180 = icmp slt i64 -1, %179
-  %181 = add nsw i64 %conv2.oy2446, %conv2.ky2141
-  %182 = add nsw i64 %181, -1
-  %183 = icmp slt i64 %182, 28
-  %184 = and i1 %180, %183
-  br i1 %184, label %conv2.then47, label %conv2.endif48
-
-conv2.oy24.end:                                   ; preds = %conv2.endif48
-  br label %conv2.oy26
-
-conv2.then47:                                     ; preds = %conv2.oy24
-  br label %conv2.ox25
-
-conv2.endif48:                                    ; preds = %conv2.ox25.end, %conv2.oy24
-  %oy24.next = add nsw i64 %conv2.oy2446, 1
-  %185 = icmp slt i64 %oy24.next, 28
-  br i1 %185, label %conv2.oy24, label %conv2.oy24.end
-
-conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.then47
-  %conv2.ox2549 = phi i64 [ 0, %conv2.then47 ], [ %ox25.next, %conv2.ox25 ]
-  %186 = mul nsw i64 %conv2.g1635, 64
-  %187 = add nsw i64 %186, %conv2.j1736
-  %188 = mul nsw i64 %187, 25088
-  %189 = mul nsw i64 %conv2.c2040, 784
-  %190 = add nsw i64 %188, %189
-  %191 = add nsw i64 %conv2.oy2446, %conv2.ky2141
-  %192 = add nsw i64 %191, -1
-  %193 = mul nsw i64 %192, 28
-  %194 = add nsw i64 %190, %193
-  %195 = add nsw i64 %194, %conv2.ox2549
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena50, align 4
-  %197 = mul nsw i64 %conv2.c2040, 3
-  %198 = add nsw i64 %197, %conv2.ky2141
-  %199 = mul nsw i64 %198, 3
-  %200 = add nsw i64 %199, 1
-  %201 = mul nsw i64 %200, 50176
-  %202 = add nsw i64 3211264, %201
-  %203 = mul nsw i64 %conv2.j1736, 784
-  %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %conv2.oy2446, 28
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %conv2.ox2549
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %207
-  store float %196, ptr %arena51, align 4
-  %ox25.next = add nsw i64 %conv2.ox2549, 1
-  %208 = icmp slt i64 %ox25.next, 28
-  br i1 %208, label %conv2.ox25, label %conv2.ox25.end
-
-conv2.ox25.end:                                   ; preds = %conv2.ox25
-  br label %conv2.endif48
-
-conv2.oy26:                                       ; preds = %conv2.endif54, %conv2.oy24.end
-  %conv2.oy2652 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.endif54 ]
-  %209 = add nsw i64 %conv2.oy2652, %conv2.ky2141
-  %210 = add nsw i64 %209, -1
-  %211 = icmp slt i64 -1, %210
-  %212 = add nsw i64 %conv2.oy2652, %conv2.ky2141
-  %213 = add nsw i64 %212, -1
-  %214 = icmp slt i64 %213, 28
-  %215 = and i1 %211, %214
-  br i1 %215, label %conv2.then53, label %conv2.endif54
-
-conv2.oy26.end:                                   ; preds = %conv2.endif54
-  %ky21.next = add nsw i64 %conv2.ky2141, 1
-  %216 = icmp slt i64 %ky21.next, 3
-  br i1 %216, label %conv2.ky21, label %conv2.ky21.end
-
-conv2.then53:                                     ; preds = %conv2.oy26
-  br label %conv2.ox27
-
-conv2.endif54:                                    ; preds = %conv2.ox27.end, %conv2.oy26
-  %oy26.next = add nsw i64 %conv2.oy2652, 1
-  %217 = icmp slt i64 %oy26.next, 28
-  br i1 %217, label %conv2.oy26, label %conv2.oy26.end
-
-conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.then53
-  %conv2.ox2755 = phi i64 [ 0, %conv2.then53 ], [ %ox27.next, %conv2.ox27 ]
-  %218 = mul nsw i64 %conv2.g1635, 64
-  %219 = add nsw i64 %218, %conv2.j1736
-  %220 = mul nsw i64 %219, 25088
-  %221 = mul nsw i64 %conv2.c2040, 784
-  %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %conv2.oy2652, %conv2.ky2141
-  %224 = add nsw i64 %223, -1
-  %225 = mul nsw i64 %224, 28
-  %226 = add nsw i64 %222, %225
-  %227 = add nsw i64 %conv2.ox2755, 1
-  %228 = add nsw i64 %226, %227
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load float, ptr %arena56, align 4
-  %230 = mul nsw i64 %conv2.c2040, 3
-  %231 = add nsw i64 %230, %conv2.ky2141
-  %232 = mul nsw i64 %231, 3
-  %233 = add nsw i64 %232, 2
-  %234 = mul nsw i64 %233, 50176
-  %235 = add nsw i64 3211264, %234
-  %236 = mul nsw i64 %conv2.j1736, 784
-  %237 = add nsw i64 %235, %236
-  %238 = mul nsw i64 %conv2.oy2652, 28
-  %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 %239, %conv2.ox2755
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %240
-  store float %229, ptr %arena57, align 4
-  %ox27.next = add nsw i64 %conv2.ox2755, 1
-  %241 = icmp slt i64 %ox27.next, 27
-  br i1 %241, label %conv2.ox27, label %conv2.ox27.end
-
-conv2.ox27.end:                                   ; preds = %conv2.ox27
-  br label %conv2.endif54
-
-conv2.j28:                                        ; preds = %conv2.f29.end, %conv2.j17.end
-  %conv2.j2861 = phi i64 [ 0, %conv2.j17.end ], [ %j28.next, %conv2.f29.end ]
-  br label %conv2.f29
-
-conv2.j28.end:                                    ; preds = %conv2.f29.end
-  %g16.next = add nsw i64 %conv2.g1635, 1
-  %242 = icmp slt i64 %g16.next, 1
-  br i1 %242, label %conv2.g16, label %conv2.g16.end
-
-conv2.f29:                                        ; preds = %conv2.py30.end, %conv2.j28
-  %conv2.f2962 = phi i64 [ 0, %conv2.j28 ], [ %f29.next, %conv2.py30.end ]
-  br label %conv2.py30
-
-conv2.f29.end:                                    ; preds = %conv2.py30.end
-  %j28.next = add nsw i64 %conv2.j2861, 1
-  %243 = icmp slt i64 %j28.next, 64
-  br i1 %243, label %conv2.j28, label %conv2.j28.end
-
-conv2.py30:                                       ; preds = %conv2.px31.end, %conv2.f29
-  %conv2.py3063 = phi i64 [ 0, %conv2.f29 ], [ %py30.next, %conv2.px31.end ]
-  br label %conv2.px31
-
-conv2.py30.end:                                   ; preds = %conv2.px31.end
-  %f29.next = add nsw i64 %conv2.f2962, 1
-  %244 = icmp slt i64 %f29.next, 64
-  br i1 %244, label %conv2.f29, label %conv2.f29.end
-
-conv2.px31:                                       ; preds = %conv2.px31, %conv2.py30
-  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.px31 ]
-  %245 = mul nsw i64 %conv2.j2861, 784
-  %246 = mul nsw i64 %conv2.py3063, 56
-  %247 = mul nsw i64 %conv2.px3164, 2
-  %248 = add nsw i64 %246, %247
-  %249 = add nsw i64 %245, %248
-  %250 = mul nsw i64 %249, 64
-  %251 = add nsw i64 17661952, %250
-  %252 = add nsw i64 %251, %conv2.f2962
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %252
-  %253 = load float, ptr %arena65, align 4
-  %254 = add nsw i64 18752, %conv2.f2962
-  %params66 = getelementptr inbounds float, ptr %params, i64 %254
-  %255 = load float, ptr %params66, align 4
-  %256 = fadd float %253, %255
-  store float %256, ptr %conv2.best32, align 4
-  %257 = mul nsw i64 %conv2.py3063, 56
-  %258 = mul nsw i64 %conv2.px3164, 2
-  %259 = add nsw i64 %257, %258
-  %260 = sitofp i64 %259 to float
-  store float %260, ptr %conv2.bi33, align 4
-  %261 = mul nsw i64 %conv2.j2861, 784
-  %262 = mul nsw i64 %conv2.py3063, 56
-  %263 = mul nsw i64 %conv2.px3164, 2
-  %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %265, 64
-  %267 = add nsw i64 17661952, %266
-  %268 = add nsw i64 %267, %conv2.f2962
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %268
-  %269 = load float, ptr %arena67, align 4
-  %270 = add nsw i64 18752, %conv2.f2962
-  %params68 = getelementptr inbounds float, ptr %params, i64 %270
-  %271 = load float, ptr %params68, align 4
-  %272 = fadd float %269, %271
-  %best32 = load float, ptr %conv2.best32, align 4
-  %273 = fcmp ogt float %272, %best32
-  %274 = mul nsw i64 %conv2.py3063, 56
-  %275 = mul nsw i64 %conv2.px3164, 2
-  %276 = add nsw i64 %274, %275
-  %277 = sitofp i64 %276 to float
-  %bi33 = load float, ptr %conv2.bi33, align 4
-  %278 = select i1 %273, float %277, float %bi33
-  store float %278, ptr %conv2.bi33, align 4
-  %279 = mul nsw i64 %conv2.j2861, 784
-  %280 = mul nsw i64 %conv2.py3063, 56
-  %281 = mul nsw i64 %conv2.px3164, 2
-  %282 = add nsw i64 %280, %281
-  %283 = add nsw i64 %279, %282
-  %284 = mul nsw i64 %283, 64
-  %285 = add nsw i64 17661952, %284
-  %286 = add nsw i64 %285, %conv2.f2962
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %286
-  %287 = load float, ptr %arena69, align 4
-  %288 = add nsw i64 18752, %conv2.f2962
-  %params70 = getelementptr inbounds float, ptr %params, i64 %288
-  %289 = load float, ptr %params70, align 4
-  %290 = fadd float %287, %289
-  %best3271 = load float, ptr %conv2.best32, align 4
-  %291 = fcmp ogt float %290, %best3271
-  %292 = mul nsw i64 %conv2.j2861, 784
-  %293 = mul nsw i64 %conv2.py3063, 56
-  %294 = mul nsw i64 %conv2.px3164, 2
-  %295 = add nsw i64 %293, %294
-  %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %296, 64
-  %298 = add nsw i64 17661952, %297
-  %299 = add nsw i64 %298, %conv2.f2962
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %299
-  %300 = load float, ptr %arena72, align 4
-  %301 = add nsw i64 18752, %conv2.f2962
-  %params73 = getelementptr inbounds float, ptr %params, i64 %301
-  %302 = load float, ptr %params73, align 4
-  %303 = fadd float %300, %302
-  %best3274 = load float, ptr %conv2.best32, align 4
-  %304 = select i1 %291, float %303, float %best3274
-  store float %304, ptr %conv2.best32, align 4
-  %305 = mul nsw i64 %conv2.j2861, 784
-  %306 = mul nsw i64 %conv2.py3063, 56
-  %307 = mul nsw i64 %conv2.px3164, 2
-  %308 = add nsw i64 %306, %307
-  %309 = add nsw i64 %308, 1
-  %310 = add nsw i64 %305, %309
-  %311 = mul nsw i64 %310, 64
-  %312 = add nsw i64 17661952, %311
-  %313 = add nsw i64 %312, %conv2.f2962
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %313
-  %314 = load float, ptr %arena75, align 4
-  %315 = add nsw i64 18752, %conv2.f2962
-  %params76 = getelementptr inbounds float, ptr %params, i64 %315
-  %316 = load float, ptr %params76, align 4
-  %317 = fadd float %314, %316
-  %best3277 = load float, ptr %conv2.best32, align 4
-  %318 = fcmp ogt float %317, %best3277
-  %319 = mul nsw i64 %conv2.py3063, 56
-  %320 = mul nsw i64 %conv2.px3164, 2
-  %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 %321, 1
-  %323 = sitofp i64 %322 to float
-  %bi3378 = load float, ptr %conv2.bi33, align 4
-  %324 = select i1 %318, float %323, float %bi3378
-  store float %324, ptr %conv2.bi33, align 4
-  %325 = mul nsw i64 %conv2.j2861, 784
-  %326 = mul nsw i64 %conv2.py3063, 56
-  %327 = mul nsw i64 %conv2.px3164, 2
-  %328 = add nsw i64 %326, %327
-  %329 = add nsw i64 %328, 1
-  %330 = add nsw i64 %325, %329
-  %331 = mul nsw i64 %330, 64
-  %332 = add nsw i64 17661952, %331
-  %333 = add nsw i64 %332, %conv2.f2962
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena79, align 4
-  %335 = add nsw i64 18752, %conv2.f2962
-  %params80 = getelementptr inbounds float, ptr %params, i64 %335
-  %336 = load float, ptr %params80, align 4
-  %337 = fadd float %334, %336
-  %best3281 = load float, ptr %conv2.best32, align 4
-  %338 = fcmp ogt float %337, %best3281
-  %339 = mul nsw i64 %conv2.j2861, 784
-  %340 = mul nsw i64 %conv2.py3063, 56
-  %341 = mul nsw i64 %conv2.px3164, 2
-  %342 = add nsw i64 %340, %341
-  %343 = add nsw i64 %342, 1
-  %344 = add nsw i64 %339, %343
-  %345 = mul nsw i64 %344, 64
-  %346 = add nsw i64 17661952, %345
-  %347 = add nsw i64 %346, %conv2.f2962
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %347
-  %348 = load float, ptr %arena82, align 4
-  %349 = add nsw i64 18752, %conv2.f2962
-  %params83 = getelementptr inbounds float, ptr %params, i64 %349
-  %350 = load float, ptr %params83, align 4
-  %351 = fadd float %348, %350
-  %best3284 = load float, ptr %conv2.best32, align 4
-  %352 = select i1 %338, float %351, float %best3284
-  store float %352, ptr %conv2.best32, align 4
-  %353 = mul nsw i64 %conv2.j2861, 784
-  %354 = mul nsw i64 %conv2.py3063, 56
-  %355 = mul nsw i64 %conv2.px3164, 2
-  %356 = add nsw i64 %354, %355
-  %357 = add nsw i64 %356, 28
-  %358 = add nsw i64 %353, %357
-  %359 = mul nsw i64 %358, 64
-  %360 = add nsw i64 17661952, %359
-  %361 = add nsw i64 %360, %conv2.f2962
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena85, align 4
-  %363 = add nsw i64 18752, %conv2.f2962
-  %params86 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params86, align 4
-  %365 = fadd float %362, %364
-  %best3287 = load float, ptr %conv2.best32, align 4
-  %366 = fcmp ogt float %365, %best3287
-  %367 = mul nsw i64 %conv2.py3063, 56
-  %368 = mul nsw i64 %conv2.px3164, 2
-  %369 = add nsw i64 %367, %368
-  %370 = add nsw i64 %369, 28
-  %371 = sitofp i64 %370 to float
-  %bi3388 = load float, ptr %conv2.bi33, align 4
-  %372 = select i1 %366, float %371, float %bi3388
-  store float %372, ptr %conv2.bi33, align 4
-  %373 = mul nsw i64 %conv2.j2861, 784
-  %374 = mul nsw i64 %conv2.py3063, 56
-  %375 = mul nsw i64 %conv2.px3164, 2
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %376, 28
-  %378 = add nsw i64 %373, %377
-  %379 = mul nsw i64 %378, 64
-  %380 = add nsw i64 17661952, %379
-  %381 = add nsw i64 %380, %conv2.f2962
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %381
-  %382 = load float, ptr %arena89, align 4
-  %383 = add nsw i64 18752, %conv2.f2962
-  %params90 = getelementptr inbounds float, ptr %params, i64 %383
-  %384 = load float, ptr %params90, align 4
-  %385 = fadd float %382, %384
-  %best3291 = load float, ptr %conv2.best32, align 4
-  %386 = fcmp ogt float %385, %best3291
-  %387 = mul nsw i64 %conv2.j2861, 784
-  %388 = mul nsw i64 %conv2.py3063, 56
-  %389 = mul nsw i64 %conv2.px3164, 2
-  %390 = add nsw i64 %388, %389
-  %391 = add nsw i64 %390, 28
-  %392 = add nsw i64 %387, %391
-  %393 = mul nsw i64 %392, 64
-  %394 = add nsw i64 17661952, %393
-  %395 = add nsw i64 %394, %conv2.f2962
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load float, ptr %arena92, align 4
-  %397 = add nsw i64 18752, %conv2.f2962
-  %params93 = getelementptr inbounds float, ptr %params, i64 %397
-  %398 = load float, ptr %params93, align 4
-  %399 = fadd float %396, %398
-  %best3294 = load float, ptr %conv2.best32, align 4
-  %400 = select i1 %386, float %399, float %best3294
-  store float %400, ptr %conv2.best32, align 4
-  %401 = mul nsw i64 %conv2.j2861, 784
-  %402 = mul nsw i64 %conv2.py3063, 56
-  %403 = mul nsw i64 %conv2.px3164, 2
-  %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %404, 28
-  %406 = add nsw i64 %405, 1
-  %407 = add nsw i64 %401, %406
-  %408 = mul nsw i64 %407, 64
-  %409 = add nsw i64 17661952, %408
-  %410 = add nsw i64 %409, %conv2.f2962
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena95, align 4
-  %412 = add nsw i64 18752, %conv2.f2962
-  %params96 = getelementptr inbounds float, ptr %params, i64 %412
-  %413 = load float, ptr %params96, align 4
-  %414 = fadd float %411, %413
-  %best3297 = load float, ptr %conv2.best32, align 4
-  %415 = fcmp ogt float %414, %best3297
-  %416 = mul nsw i64 %conv2.py3063, 56
-  %417 = mul nsw i64 %conv2.px3164, 2
-  %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 %418, 28
-  %420 = add nsw i64 %419, 1
-  %421 = sitofp i64 %420 to float
-  %bi3398 = load float, ptr %conv2.bi33, align 4
-  %422 = select i1 %415, float %421, float %bi3398
-  store float %422, ptr %conv2.bi33, align 4
-  %423 = mul nsw i64 %conv2.j2861, 784
-  %424 = mul nsw i64 %conv2.py3063, 56
-  %425 = mul nsw i64 %conv2.px3164, 2
-  %426 = add nsw i64 %424, %425
-  %427 = add nsw i64 %426, 28
-  %428 = add nsw i64 %427, 1
-  %429 = add nsw i64 %423, %428
-  %430 = mul nsw i64 %429, 64
-  %431 = add nsw i64 17661952, %430
-  %432 = add nsw i64 %431, %conv2.f2962
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %432
-  %433 = load float, ptr %arena99, align 4
-  %434 = add nsw i64 18752, %conv2.f2962
-  %params100 = getelementptr inbounds float, ptr %params, i64 %434
-  %435 = load float, ptr %params100, align 4
-  %436 = fadd float %433, %435
-  %best32101 = load float, ptr %conv2.best32, align 4
-  %437 = fcmp ogt float %436, %best32101
-  %438 = mul nsw i64 %conv2.j2861, 784
-  %439 = mul nsw i64 %conv2.py3063, 56
-  %440 = mul nsw i64 %conv2.px3164, 2
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 %441, 28
-  %443 = add nsw i64 %442, 1
-  %444 = add nsw i64 %438, %443
-  %445 = mul nsw i64 %444, 64
-  %446 = add nsw i64 17661952, %445
-  %447 = add nsw i64 %446, %conv2.f2962
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena102, align 4
-  %449 = add nsw i64 18752, %conv2.f2962
-  %params103 = getelementptr inbounds float, ptr %params, i64 %449
-  %450 = load float, ptr %params103, align 4
-  %451 = fadd float %448, %450
-  %best32104 = load float, ptr %conv2.best32, align 4
-  %452 = select i1 %437, float %451, float %best32104
-  store float %452, ptr %conv2.best32, align 4
-  %best32105 = load float, ptr %conv2.best32, align 4
-  %453 = fcmp ogt float %best32105, 0.000000e+00
-  %best32106 = load float, ptr %conv2.best32, align 4
-  %454 = select i1 %453, float %best32106, float 0.000000e+00
-  %455 = mul nsw i64 %conv2.g1635, 64
-  %456 = add nsw i64 %455, %conv2.j2861
-  %457 = mul nsw i64 %456, 12544
-  %458 = mul nsw i64 %conv2.f2962, 196
-  %459 = add nsw i64 %457, %458
-  %460 = mul nsw i64 %conv2.py3063, 14
-  %461 = add nsw i64 %459, %460
-  %462 = add nsw i64 %461, %conv2.px3164
-  %463 = add nsw i64 1605632, %462
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %463
-  store float %454, ptr %arena107, align 4
-  %bi33108 = load float, ptr %conv2.bi33, align 4
-  %464 = mul nsw i64 %conv2.g1635, 64
-  %465 = add nsw i64 %464, %conv2.j2861
-  %466 = mul nsw i64 %465, 12544
-  %467 = mul nsw i64 %conv2.f2962, 196
-  %468 = add nsw i64 %466, %467
-  %469 = mul nsw i64 %conv2.py3063, 14
-  %470 = add nsw i64 %468, %469
-  %471 = add nsw i64 %470, %conv2.px3164
-  %472 = add nsw i64 2408448, %471
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %472
-  store float %bi33108, ptr %arena109, align 4
-  %px31.next = add nsw i64 %conv2.px3164, 1
-  %473 = icmp slt i64 %px31.next, 14
-  br i1 %473, label %conv2.px31, label %conv2.px31.end
-
-conv2.px31.end:                                   ; preds = %conv2.px31
-  %py30.next = add nsw i64 %conv2.py3063, 1
-  %474 = icmp slt i64 %py30.next, 14
-  br i1 %474, label %conv2.py30, label %conv2.py30.end
-
-fc1.n34:                                          ; preds = %fc1.u35.end, %conv2.g16.end
-  %fc1.n34113 = phi i64 [ 0, %conv2.g16.end ], [ %n34.next, %fc1.u35.end ]
-  br label %fc1.u35
-
-fc1.n34.end:                                      ; preds = %fc1.u35.end
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params121 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 3219456
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena120, i32 128, ptr %params121, i32 128, float 0.000000e+00, ptr %arena122, i32 10)
-  br label %fc2.n36
-
-fc1.u35:                                          ; preds = %fc1.u35, %fc1.n34
-  %fc1.u35114 = phi i64 [ 0, %fc1.n34 ], [ %u35.next, %fc1.u35 ]
-  %475 = mul nsw i64 %fc1.n34113, 128
-  %476 = add nsw i64 3211264, %475
-  %477 = add nsw i64 %476, %fc1.u35114
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %477
-  %478 = load float, ptr %arena115, align 4
-  %479 = add nsw i64 1624448, %fc1.u35114
-  %params116 = getelementptr inbounds float, ptr %params, i64 %479
-  %480 = load float, ptr %params116, align 4
-  %481 = fadd float %478, %480
-  %482 = fcmp ogt float %481, 0.000000e+00
-  %483 = mul nsw i64 %fc1.n34113, 128
-  %484 = add nsw i64 3211264, %483
-  %485 = add nsw i64 %484, %fc1.u35114
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %485
-  %486 = load float, ptr %arena117, align 4
-  %487 = add nsw i64 1624448, %fc1.u35114
-  %params118 = getelementptr inbounds float, ptr %params, i64 %487
-  %488 = load float, ptr %params118, align 4
-  %489 = fadd float %486, %488
-  %490 = select i1 %482, float %489, float 0.000000e+00
-  %491 = mul nsw i64 %fc1.n34113, 128
-  %492 = add nsw i64 3211264, %491
-  %493 = add nsw i64 %492, %fc1.u35114
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %493
-  store float %490, ptr %arena119, align 4
-  %u35.next = add nsw i64 %fc1.u35114, 1
-  %494 = icmp slt i64 %u35.next, 128
-  br i1 %494, label %fc1.u35, label %fc1.u35.end
-
-fc1.u35.end:                                      ; preds = %fc1.u35
-  %n34.next = add nsw i64 %fc1.n34113, 1
-  %495 = icmp slt i64 %n34.next, 64
-  br i1 %495, label %fc1.n34, label %fc1.n34.end
-
-fc2.n36:                                          ; preds = %fc2.u37.end, %fc1.n34.end
-  %fc2.n36123 = phi i64 [ 0, %fc1.n34.end ], [ %n36.next, %fc2.u37.end ]
-  br label %fc2.u37
-
-fc2.n36.end:                                      ; preds = %fc2.u37.end
-  store float 0.000000e+00, ptr %loss.total38, align 4
-  br label %loss.n39
-
-fc2.u37:                                          ; preds = %fc2.u37, %fc2.n36
-  %fc2.u37124 = phi i64 [ 0, %fc2.n36 ], [ %u37.next, %fc2.u37 ]
-  %496 = mul nsw i64 %fc2.n36123, 10
-  %497 = add nsw i64 3219456, %496
-  %498 = add nsw i64 %497, %fc2.u37124
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %498
-  %499 = load float, ptr %arena125, align 4
-  %500 = add nsw i64 1625856, %fc2.u37124
-  %params126 = getelementptr inbounds float, ptr %params, i64 %500
-  %501 = load float, ptr %params126, align 4
-  %502 = fadd float %499, %501
-  %503 = mul nsw i64 %fc2.n36123, 10
-  %504 = add nsw i64 3219456, %503
-  %505 = add nsw i64 %504, %fc2.u37124
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %505
-  store float %502, ptr %arena127, align 4
-  %u37.next = add nsw i64 %fc2.u37124, 1
-  %506 = icmp slt i64 %u37.next, 10
-  br i1 %506, label %fc2.u37, label %fc2.u37.end
-
-fc2.u37.end:                                      ; preds = %fc2.u37
-  %n36.next = add nsw i64 %fc2.n36123, 1
-  %507 = icmp slt i64 %n36.next, 64
-  br i1 %507, label %fc2.n36, label %fc2.n36.end
-
-loss.n39:                                         ; preds = %loss.k43.end, %fc2.n36.end
-  %loss.n39128 = phi i64 [ 0, %fc2.n36.end ], [ %n39.next, %loss.k43.end ]
-  %508 = mul nsw i64 %loss.n39128, 10
-  %509 = add nsw i64 3219456, %508
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %509
-  %510 = load float, ptr %arena129, align 4
-  store float %510, ptr %loss.m40, align 4
-  br label %loss.k42
-
-loss.n39.end:                                     ; preds = %loss.k43.end
-  %total38139 = load float, ptr %loss.total38, align 4
-  %511 = fdiv float %total38139, 6.400000e+01
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 3220096
-  store float %511, ptr %arena140, align 4
-  br label %fc2_grad.n44
-
-loss.k42:                                         ; preds = %loss.k42, %loss.n39
-  %loss.k42130 = phi i64 [ 0, %loss.n39 ], [ %k42.next, %loss.k42 ]
-  %m40 = load float, ptr %loss.m40, align 4
-  %512 = mul nsw i64 %loss.n39128, 10
-  %513 = add nsw i64 3219456, %512
-  %514 = add nsw i64 %513, %loss.k42130
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %514
-  %515 = load float, ptr %arena131, align 4
-  %516 = fcmp ogt float %515, %m40
-  %517 = select i1 %516, float %515, float %m40
-  store float %517, ptr %loss.m40, align 4
-  %k42.next = add nsw i64 %loss.k42130, 1
-  %518 = icmp slt i64 %k42.next, 10
-  br i1 %518, label %loss.k42, label %loss.k42.end
-
-loss.k42.end:                                     ; preds = %loss.k42
-  store float 0.000000e+00, ptr %loss.s41, align 4
-  br label %loss.k43
-
-loss.k43:                                         ; preds = %loss.k43, %loss.k42.end
-  %loss.k43132 = phi i64 [ 0, %loss.k42.end ], [ %k43.next, %loss.k43 ]
-  %s41 = load float, ptr %loss.s41, align 4
-  %519 = mul nsw i64 %loss.n39128, 10
-  %520 = add nsw i64 3219456, %519
-  %521 = add nsw i64 %520, %loss.k43132
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %521
-  %522 = load float, ptr %arena133, align 4
-  %m40134 = load float, ptr %loss.m40, align 4
-  %523 = fsub float %522, %m40134
-  %524 = call float @llvm.exp.f32(float %523)
-  %525 = fadd float %s41, %524
-  store float %525, ptr %loss.s41, align 4
-  %k43.next = add nsw i64 %loss.k43132, 1
-  %526 = icmp slt i64 %k43.next, 10
-  br i1 %526, label %loss.k43, label %loss.k43.end
-
-loss.k43.end:                                     ; preds = %loss.k43
-  %total38 = load float, ptr %loss.total38, align 4
-  %m40135 = load float, ptr %loss.m40, align 4
-  %s41136 = load float, ptr %loss.s41, align 4
-  %527 = call float @llvm.log.f32(float %s41136)
-  %528 = fadd float %m40135, %527
-  %529 = mul nsw i64 %loss.n39128, 10
-  %530 = add nsw i64 3219456, %529
-  %labels137 = getelementptr inbounds i32, ptr %labels, i64 %loss.n39128
-  %label = load i32, ptr %labels137, align 4
-  %531 = sext i32 %label to i64
-  %532 = add nsw i64 %530, %531
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %532
-  %533 = load float, ptr %arena138, align 4
-  %534 = fsub float %528, %533
-  %535 = fadd float %total38, %534
-  store float %535, ptr %loss.total38, align 4
-  %n39.next = add nsw i64 %loss.n39128, 1
-  %536 = icmp slt i64 %n39.next, 64
-  br i1 %536, label %loss.n39, label %loss.n39.end
-
-fc2_grad.n44:                                     ; preds = %fc2_grad.k49.end, %loss.n39.end
-  %fc2_grad.n44141 = phi i64 [ 0, %loss.n39.end ], [ %n44.next, %fc2_grad.k49.end ]
-  %537 = mul nsw i64 %fc2_grad.n44141, 10
-  %538 = add nsw i64 3219456, %537
-  %arena142 = getelementptr inbounds float, ptr %arena, i64 %538
-  %539 = load float, ptr %arena142, align 4
-  store float %539, ptr %fc2_grad.m45, align 4
-  br label %fc2_grad.k47
-
-fc2_grad.n44.end:                                 ; preds = %fc2_grad.k49.end
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %grads160 = getelementptr inbounds float, ptr %grads, i64 1624576
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena158, i32 10, ptr %arena159, i32 128, float 0.000000e+00, ptr %grads160, i32 128)
-  br label %fc2_bias_grad.u50
-
-fc2_grad.k47:                                     ; preds = %fc2_grad.k47, %fc2_grad.n44
-  %fc2_grad.k47143 = phi i64 [ 0, %fc2_grad.n44 ], [ %k47.next, %fc2_grad.k47 ]
-  %m45 = load float, ptr %fc2_grad.m45, align 4
-  %540 = mul nsw i64 %fc2_grad.n44141, 10
-  %541 = add nsw i64 3219456, %540
-  %542 = add nsw i64 %541, %fc2_grad.k47143
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %542
-  %543 = load float, ptr %arena144, align 4
-  %544 = fcmp ogt float %543, %m45
-  %545 = select i1 %544, float %543, float %m45
-  store float %545, ptr %fc2_grad.m45, align 4
-  %k47.next = add nsw i64 %fc2_grad.k47143, 1
-  %546 = icmp slt i64 %k47.next, 10
-  br i1 %546, label %fc2_grad.k47, label %fc2_grad.k47.end
-
-fc2_grad.k47.end:                                 ; preds = %fc2_grad.k47
-  store float 0.000000e+00, ptr %fc2_grad.s46, align 4
-  br label %fc2_grad.k48
-
-fc2_grad.k48:                                     ; preds = %fc2_grad.k48, %fc2_grad.k47.end
-  %fc2_grad.k48145 = phi i64 [ 0, %fc2_grad.k47.end ], [ %k48.next, %fc2_grad.k48 ]
-  %s46 = load float, ptr %fc2_grad.s46, align 4
-  %547 = mul nsw i64 %fc2_grad.n44141, 10
-  %548 = add nsw i64 3219456, %547
-  %549 = add nsw i64 %548, %fc2_grad.k48145
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena146, align 4
-  %m45147 = load float, ptr %fc2_grad.m45, align 4
-  %551 = fsub float %550, %m45147
-  %552 = call float @llvm.exp.f32(float %551)
-  %553 = fadd float %s46, %552
-  store float %553, ptr %fc2_grad.s46, align 4
-  %k48.next = add nsw i64 %fc2_grad.k48145, 1
-  %554 = icmp slt i64 %k48.next, 10
-  br i1 %554, label %fc2_grad.k48, label %fc2_grad.k48.end
-
-fc2_grad.k48.end:                                 ; preds = %fc2_grad.k48
-  br label %fc2_grad.k49
-
-fc2_grad.k49:                                     ; preds = %fc2_grad.k49, %fc2_grad.k48.end
-  %fc2_grad.k49148 = phi i64 [ 0, %fc2_grad.k48.end ], [ %k49.next, %fc2_grad.k49 ]
-  %labels149 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n44141
-  %label150 = load i32, ptr %labels149, align 4
-  %555 = sext i32 %label150 to i64
-  %556 = icmp eq i64 %fc2_grad.k49148, %555
-  %557 = mul nsw i64 %fc2_grad.n44141, 10
-  %558 = add nsw i64 3219456, %557
-  %559 = add nsw i64 %558, %fc2_grad.k49148
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %559
-  %560 = load float, ptr %arena151, align 4
-  %m45152 = load float, ptr %fc2_grad.m45, align 4
-  %561 = fsub float %560, %m45152
-  %562 = call float @llvm.exp.f32(float %561)
-  %s46153 = load float, ptr %fc2_grad.s46, align 4
-  %563 = fdiv float %562, %s46153
-  %564 = fsub float %563, 1.000000e+00
-  %565 = mul nsw i64 %fc2_grad.n44141, 10
-  %566 = add nsw i64 3219456, %565
-  %567 = add nsw i64 %566, %fc2_grad.k49148
-  %arena154 = getelementptr inbounds float, ptr %arena, i64 %567
-  %568 = load float, ptr %arena154, align 4
-  %m45155 = load float, ptr %fc2_grad.m45, align 4
-  %569 = fsub float %568, %m45155
-  %570 = call float @llvm.exp.f32(float %569)
-  %s46156 = load float, ptr %fc2_grad.s46, align 4
-  %571 = fdiv float %570, %s46156
-  %572 = select i1 %556, float %564, float %571
-  %573 = fdiv float %572, 6.400000e+01
-  %574 = mul nsw i64 %fc2_grad.n44141, 10
-  %575 = add nsw i64 3220112, %574
-  %576 = add nsw i64 %575, %fc2_grad.k49148
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %576
-  store float %573, ptr %arena157, align 4
-  %k49.next = add nsw i64 %fc2_grad.k49148, 1
-  %577 = icmp slt i64 %k49.next, 10
-  br i1 %577, label %fc2_grad.k49, label %fc2_grad.k49.end
-
-fc2_grad.k49.end:                                 ; preds = %fc2_grad.k49
-  %n44.next = add nsw i64 %fc2_grad.n44141, 1
-  %578 = icmp slt i64 %n44.next, 64
-  br i1 %578, label %fc2_grad.n44, label %fc2_grad.n44.end
-
-fc2_bias_grad.u50:                                ; preds = %fc2_bias_grad.n52.end, %fc2_grad.n44.end
-  %fc2_bias_grad.u50161 = phi i64 [ 0, %fc2_grad.n44.end ], [ %u50.next, %fc2_bias_grad.n52.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc51, align 4
-  br label %fc2_bias_grad.n52
-
-fc2_bias_grad.u50.end:                            ; preds = %fc2_bias_grad.n52.end
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 3220112
-  %params167 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 3220752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena166, i32 10, ptr %params167, i32 128, float 0.000000e+00, ptr %arena168, i32 128)
-  br label %fc1_grad.i53
-
-fc2_bias_grad.n52:                                ; preds = %fc2_bias_grad.n52, %fc2_bias_grad.u50
-  %fc2_bias_grad.n52162 = phi i64 [ 0, %fc2_bias_grad.u50 ], [ %n52.next, %fc2_bias_grad.n52 ]
-  %acc51 = load float, ptr %fc2_bias_grad.acc51, align 4
-  %579 = mul nsw i64 %fc2_bias_grad.n52162, 10
-  %580 = add nsw i64 3220112, %579
-  %581 = add nsw i64 %580, %fc2_bias_grad.u50161
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %581
-  %582 = load float, ptr %arena163, align 4
-  %583 = fadd float %acc51, %582
-  store float %583, ptr %fc2_bias_grad.acc51, align 4
-  %n52.next = add nsw i64 %fc2_bias_grad.n52162, 1
-  %584 = icmp slt i64 %n52.next, 64
-  br i1 %584, label %fc2_bias_grad.n52, label %fc2_bias_grad.n52.end
-
-fc2_bias_grad.n52.end:                            ; preds = %fc2_bias_grad.n52
-  %acc51164 = load float, ptr %fc2_bias_grad.acc51, align 4
-  %585 = add nsw i64 1625856, %fc2_bias_grad.u50161
-  %grads165 = getelementptr inbounds float, ptr %grads, i64 %585
-  store float %acc51164, ptr %grads165, align 4
-  %u50.next = add nsw i64 %fc2_bias_grad.u50161, 1
-  %586 = icmp slt i64 %u50.next, 10
-  br i1 %586, label %fc2_bias_grad.u50, label %fc2_bias_grad.u50.end
-
-fc1_grad.i53:                                     ; preds = %fc1_grad.i53, %fc2_bias_grad.u50.end
-  %fc1_grad.i53169 = phi i64 [ 0, %fc2_bias_grad.u50.end ], [ %i53.next, %fc1_grad.i53 ]
-  %587 = add nsw i64 3211264, %fc1_grad.i53169
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %587
-  %588 = load float, ptr %arena170, align 4
-  %589 = fcmp ogt float %588, 0.000000e+00
-  %590 = add nsw i64 3220752, %fc1_grad.i53169
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %590
-  %591 = load float, ptr %arena171, align 4
-  %592 = select i1 %589, float %591, float 0.000000e+00
-  %593 = add nsw i64 3228944, %fc1_grad.i53169
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %593
-  store float %592, ptr %arena172, align 4
-  %i53.next = add nsw i64 %fc1_grad.i53169, 1
-  %594 = icmp slt i64 %i53.next, 8192
-  br i1 %594, label %fc1_grad.i53, label %fc1_grad.i53.end
-
-fc1_grad.i53.end:                                 ; preds = %fc1_grad.i53
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads175 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena173, i32 128, ptr %arena174, i32 12544, float 0.000000e+00, ptr %grads175, i32 12544)
-  br label %fc1_bias_grad.u54
-
-fc1_bias_grad.u54:                                ; preds = %fc1_bias_grad.n56.end, %fc1_grad.i53.end
-  %fc1_bias_grad.u54176 = phi i64 [ 0, %fc1_grad.i53.end ], [ %u54.next, %fc1_bias_grad.n56.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc55, align 4
-  br label %fc1_bias_grad.n56
-
-fc1_bias_grad.u54.end:                            ; preds = %fc1_bias_grad.n56.end
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 3228944
-  %params182 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 3237136
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena181, i32 128, ptr %params182, i32 12544, float 0.000000e+00, ptr %arena183, i32 12544)
-  br label %conv2_grad.i57
-
-fc1_bias_grad.n56:                                ; preds = %fc1_bias_grad.n56, %fc1_bias_grad.u54
-  %fc1_bias_grad.n56177 = phi i64 [ 0, %fc1_bias_grad.u54 ], [ %n56.next, %fc1_bias_grad.n56 ]
-  %acc55 = load float, ptr %fc1_bias_grad.acc55, align 4
-  %595 = mul nsw i64 %fc1_bias_grad.n56177, 128
-  %596 = add nsw i64 3228944, %595
-  %597 = add nsw i64 %596, %fc1_bias_grad.u54176
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena178, align 4
-  %599 = fadd float %acc55, %598
-  store float %599, ptr %fc1_bias_grad.acc55, align 4
-  %n56.next = add nsw i64 %fc1_bias_grad.n56177, 1
-  %600 = icmp slt i64 %n56.next, 64
-  br i1 %600, label %fc1_bias_grad.n56, label %fc1_bias_grad.n56.end
-
-fc1_bias_grad.n56.end:                            ; preds = %fc1_bias_grad.n56
-  %acc55179 = load float, ptr %fc1_bias_grad.acc55, align 4
-  %601 = add nsw i64 1624448, %fc1_bias_grad.u54176
-  %grads180 = getelementptr inbounds float, ptr %grads, i64 %601
-  store float %acc55179, ptr %grads180, align 4
-  %u54.next = add nsw i64 %fc1_bias_grad.u54176, 1
-  %602 = icmp slt i64 %u54.next, 128
-  br i1 %602, label %fc1_bias_grad.u54, label %fc1_bias_grad.u54.end
-
-conv2_grad.i57:                                   ; preds = %conv2_grad.i57, %fc1_bias_grad.u54.end
-  %conv2_grad.i57184 = phi i64 [ 0, %fc1_bias_grad.u54.end ], [ %i57.next, %conv2_grad.i57 ]
-  %603 = add nsw i64 4039952, %conv2_grad.i57184
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %603
-  store float 0.000000e+00, ptr %arena185, align 4
-  %i57.next = add nsw i64 %conv2_grad.i57184, 1
-  %604 = icmp slt i64 %i57.next, 3211264
-  br i1 %604, label %conv2_grad.i57, label %conv2_grad.i57.end
-
-conv2_grad.i57.end:                               ; preds = %conv2_grad.i57
-  br label %conv2_grad.q58
-
-conv2_grad.q58:                                   ; preds = %conv2_grad.i59.end, %conv2_grad.i57.end
-  %conv2_grad.q58186 = phi i64 [ 0, %conv2_grad.i57.end ], [ %q58.next, %conv2_grad.i59.end ]
-  br label %conv2_grad.i59
-
-conv2_grad.q58.end:                               ; preds = %conv2_grad.i59.end
-  br label %conv2_weight_grad.i60
-
-conv2_grad.i59:                                   ; preds = %conv2_grad.endif, %conv2_grad.q58
-  %conv2_grad.i59187 = phi i64 [ 0, %conv2_grad.q58 ], [ %i59.next, %conv2_grad.endif ]
-  %605 = mul nsw i64 %conv2_grad.q58186, 196
-  %606 = add nsw i64 %605, %conv2_grad.i59187
-  %607 = add nsw i64 1605632, %606
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %607
-  %608 = load float, ptr %arena188, align 4
-  %609 = fcmp ogt float %608, 0.000000e+00
-  br i1 %609, label %conv2_grad.then, label %conv2_grad.endif
-
-conv2_grad.i59.end:                               ; preds = %conv2_grad.endif
-  %q58.next = add nsw i64 %conv2_grad.q58186, 1
-  %610 = icmp slt i64 %q58.next, 4096
-  br i1 %610, label %conv2_grad.q58, label %conv2_grad.q58.end
-
-conv2_grad.then:                                  ; preds = %conv2_grad.i59
-  %611 = mul nsw i64 %conv2_grad.q58186, 784
-  %612 = add nsw i64 4039952, %611
-  %613 = mul nsw i64 %conv2_grad.q58186, 196
-  %614 = add nsw i64 %613, %conv2_grad.i59187
-  %615 = add nsw i64 2408448, %614
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 %615
-  %616 = load float, ptr %arena189, align 4
-  %617 = fptosi float %616 to i64
-  %618 = add nsw i64 %612, %617
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %618
-  %619 = load float, ptr %arena190, align 4
-  %620 = mul nsw i64 %conv2_grad.q58186, 196
-  %621 = add nsw i64 %620, %conv2_grad.i59187
-  %622 = add nsw i64 3237136, %621
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %622
-  %623 = load float, ptr %arena191, align 4
-  %624 = fadd float %619, %623
-  store float %624, ptr %arena190, align 4
-  br label %conv2_grad.endif
-
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i59
-  %i59.next = add nsw i64 %conv2_grad.i59187, 1
-  %625 = icmp slt i64 %i59.next, 196
-  br i1 %625, label %conv2_grad.i59, label %conv2_grad.i59.end
-
-conv2_weight_grad.i60:                            ; preds = %conv2_weight_grad.i60, %conv2_grad.q58.end
-  %conv2_weight_grad.i60192 = phi i64 [ 0, %conv2_grad.q58.end ], [ %i60.next, %conv2_weight_grad.i60 ]
-  %626 = add nsw i64 320, %conv2_weight_grad.i60192
-  %grads193 = getelementptr inbounds float, ptr %grads, i64 %626
-  store float 0.000000e+00, ptr %grads193, align 4
-  %i60.next = add nsw i64 %conv2_weight_grad.i60192, 1
-  %627 = icmp slt i64 %i60.next, 18432
-  br i1 %627, label %conv2_weight_grad.i60, label %conv2_weight_grad.i60.end
-
-conv2_weight_grad.i60.end:                        ; preds = %conv2_weight_grad.i60
-  br label %conv2_weight_grad.g61
-
-conv2_weight_grad.g61:                            ; preds = %conv2_weight_grad.j73.end, %conv2_weight_grad.i60.end
-  %conv2_weight_grad.g61194 = phi i64 [ 0, %conv2_weight_grad.i60.end ], [ %g61.next, %conv2_weight_grad.j73.end ]
-  br label %conv2_weight_grad.j62
-
-conv2_weight_grad.g61.end:                        ; preds = %conv2_weight_grad.j73.end
-  br label %conv2_bias_grad.i76
-
-conv2_weight_grad.j62:                            ; preds = %conv2_weight_grad.c65.end, %conv2_weight_grad.g61
-  %conv2_weight_grad.j62195 = phi i64 [ 0, %conv2_weight_grad.g61 ], [ %j62.next, %conv2_weight_grad.c65.end ]
-  br label %conv2_weight_grad.r63
-
-conv2_weight_grad.j62.end:                        ; preds = %conv2_weight_grad.c65.end
-  br label %conv2_weight_grad.j73
-
-conv2_weight_grad.r63:                            ; preds = %conv2_weight_grad.i64.end, %conv2_weight_grad.j62
-  %conv2_weight_grad.r63196 = phi i64 [ 0, %conv2_weight_grad.j62 ], [ %r63.next, %conv2_weight_grad.i64.end ]
-  br label %conv2_weight_grad.i64
-
-conv2_weight_grad.r63.end:                        ; preds = %conv2_weight_grad.i64.end
-  br label %conv2_weight_grad.c65
-
-conv2_weight_grad.i64:                            ; preds = %conv2_weight_grad.i64, %conv2_weight_grad.r63
-  %conv2_weight_grad.i64197 = phi i64 [ 0, %conv2_weight_grad.r63 ], [ %i64.next, %conv2_weight_grad.i64 ]
-  %628 = mul nsw i64 %conv2_weight_grad.r63196, 50176
-  %629 = add nsw i64 7251216, %628
-  %630 = mul nsw i64 %conv2_weight_grad.j62195, 784
-  %631 = add nsw i64 %629, %630
-  %632 = add nsw i64 %631, %conv2_weight_grad.i64197
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %632
-  store float 0.000000e+00, ptr %arena198, align 4
-  %i64.next = add nsw i64 %conv2_weight_grad.i64197, 1
-  %633 = icmp slt i64 %i64.next, 784
-  br i1 %633, label %conv2_weight_grad.i64, label %conv2_weight_grad.i64.end
-
-conv2_weight_grad.i64.end:                        ; preds = %conv2_weight_grad.i64
-  %r63.next = add nsw i64 %conv2_weight_grad.r63196, 1
-  %634 = icmp slt i64 %r63.next, 288
-  br i1 %634, label %conv2_weight_grad.r63, label %conv2_weight_grad.r63.end
-
-conv2_weight_grad.c65:                            ; preds = %conv2_weight_grad.ky66.end, %conv2_weight_grad.r63.end
-  %conv2_weight_grad.c65199 = phi i64 [ 0, %conv2_weight_grad.r63.end ], [ %c65.next, %conv2_weight_grad.ky66.end ]
-  br label %conv2_weight_grad.ky66
-
-conv2_weight_grad.c65.end:                        ; preds = %conv2_weight_grad.ky66.end
-  %j62.next = add nsw i64 %conv2_weight_grad.j62195, 1
-  %635 = icmp slt i64 %j62.next, 64
-  br i1 %635, label %conv2_weight_grad.j62, label %conv2_weight_grad.j62.end
-
-conv2_weight_grad.ky66:                           ; preds = %conv2_weight_grad.oy71.end, %conv2_weight_grad.c65
-  %conv2_weight_grad.ky66200 = phi i64 [ 0, %conv2_weight_grad.c65 ], [ %ky66.next, %conv2_weight_grad.oy71.end ]
-  br label %conv2_weight_grad.oy67
-
-conv2_weight_grad.ky66.end:                       ; preds = %conv2_weight_grad.oy71.end
-  %c65.next = add nsw i64 %conv2_weight_grad.c65199, 1
-  %636 = icmp slt i64 %c65.next, 32
-  br i1 %636, label %conv2_weight_grad.c65, label %conv2_weight_grad.c65.end
-
-conv2_weight_grad.oy67:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky66
-  %conv2_weight_grad.oy67201 = phi i64 [ 0, %conv2_weight_grad.ky66 ], [ %oy67.next, %conv2_weight_grad.endif ]
-  %637 = add nsw i64 %conv2_weight_grad.oy67201, %conv2_weight_grad.ky66200
-  %638 = add nsw i64 %637, -1
-  %639 = icmp slt i64 -1, %638
-  %640 = add nsw i64 %conv2_weight_grad.oy67201, %conv2_weight_grad.ky66200
-  %641 = add nsw i64 %640, -1
-  %642 = icmp slt i64 %641, 28
-  %643 = and i1 %639, %642
-  br i1 %643, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
-
-conv2_weight_grad.oy67.end:                       ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.oy69
-
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy67
-  br label %conv2_weight_grad.ox68
-
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox68.end, %conv2_weight_grad.oy67
-  %oy67.next = add nsw i64 %conv2_weight_grad.oy67201, 1
-  %644 = icmp slt i64 %oy67.next, 28
-  br i1 %644, label %conv2_weight_grad.oy67, label %conv2_weight_grad.oy67.end
-
-conv2_weight_grad.ox68:                           ; preds = %conv2_weight_grad.ox68, %conv2_weight_grad.then
-  %conv2_weight_grad.ox68202 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox68.next, %conv2_weight_grad.ox68 ]
-  %645 = mul nsw i64 %conv2_weight_grad.g61194, 64
-  %646 = add nsw i64 %645, %conv2_weight_grad.j62195
-  %647 = mul nsw i64 %646, 25088
-  %648 = mul nsw i64 %conv2_weight_grad.c65199, 784
-  %649 = add nsw i64 %647, %648
-  %650 = add nsw i64 %conv2_weight_grad.oy67201, %conv2_weight_grad.ky66200
-  %651 = add nsw i64 %650, -1
-  %652 = mul nsw i64 %651, 28
-  %653 = add nsw i64 %649, %652
-  %654 = add nsw i64 %conv2_weight_grad.ox68202, 1
-  %655 = add nsw i64 %654, -1
-  %656 = add nsw i64 %653, %655
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %656
-  %657 = load float, ptr %arena203, align 4
-  %658 = mul nsw i64 %conv2_weight_grad.c65199, 3
-  %659 = add nsw i64 %658, %conv2_weight_grad.ky66200
-  %660 = mul nsw i64 %659, 3
-  %661 = mul nsw i64 %660, 50176
-  %662 = add nsw i64 7251216, %661
-  %663 = mul nsw i64 %conv2_weight_grad.j62195, 784
-  %664 = add nsw i64 %662, %663
-  %665 = mul nsw i64 %conv2_weight_grad.oy67201, 28
-  %666 = add nsw i64 %664, %665
-  %667 = add nsw i64 %conv2_weight_grad.ox68202, 1
-  %668 = add nsw i64 %666, %667
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %668
-  store float %657, ptr %arena204, align 4
-  %ox68.next = add nsw i64 %conv2_weight_grad.ox68202, 1
-  %669 = icmp slt i64 %ox68.next, 27
-  br i1 %669, label %conv2_weight_grad.ox68, label %conv2_weight_grad.ox68.end
-
-conv2_weight_grad.ox68.end:                       ; preds = %conv2_weight_grad.ox68
-  br label %conv2_weight_grad.endif
-
-conv2_weight_grad.oy69:                           ; preds = %conv2_weight_grad.endif207, %conv2_weight_grad.oy67.end
-  %conv2_weight_grad.oy69205 = phi i64 [ 0, %conv2_weight_grad.oy67.end ], [ %oy69.next, %conv2_weight_grad.endif207 ]
-  %670 = add nsw i64 %conv2_weight_grad.oy69205, %conv2_weight_grad.ky66200
-  %671 = add nsw i64 %670, -1
-  %672 = icmp slt i64 -1, %671
-  %673 = add nsw i64 %conv2_weight_grad.oy69205, %conv2_weight_grad.ky66200
-  %674 = add nsw i64 %673, -1
-  %675 = icmp slt i64 %674, 28
-  %676 = and i1 %672, %675
-  br i1 %676, label %conv2_weight_grad.then206, label %conv2_weight_grad.endif207
-
-conv2_weight_grad.oy69.end:                       ; preds = %conv2_weight_grad.endif207
-  br label %conv2_weight_grad.oy71
-
-conv2_weight_grad.then206:                        ; preds = %conv2_weight_grad.oy69
-  br label %conv2_weight_grad.ox70
-
-conv2_weight_grad.endif207:                       ; preds = %conv2_weight_grad.ox70.end, %conv2_weight_grad.oy69
-  %oy69.next = add nsw i64 %conv2_weight_grad.oy69205, 1
-  %677 = icmp slt i64 %oy69.next, 28
-  br i1 %677, label %conv2_weight_grad.oy69, label %conv2_weight_grad.oy69.end
-
-conv2_weight_grad.ox70:                           ; preds = %conv2_weight_grad.ox70, %conv2_weight_grad.then206
-  %conv2_weight_grad.ox70208 = phi i64 [ 0, %conv2_weight_grad.then206 ], [ %ox70.next, %conv2_weight_grad.ox70 ]
-  %678 = mul nsw i64 %conv2_weight_grad.g61194, 64
-  %679 = add nsw i64 %678, %conv2_weight_grad.j62195
-  %680 = mul nsw i64 %679, 25088
-  %681 = mul nsw i64 %conv2_weight_grad.c65199, 784
+conv2.oy30:                                       ; preds = %conv2.endif177, %conv2.oy28.end
+  %conv2.oy30175 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.endif177 ]
+  %489 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+  %490 = add nsw i64 %489, -1
+  %491 = icmp slt i64 -1, %490
+  %492 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+  %493 = add nsw i64 %492, -1
+  %494 = icmp slt i64 %493, 28
+  %495 = and i1 %491, %494
+  br i1 %495, label %conv2.then176, label %conv2.endif177
+
+conv2.oy30.end:                                   ; preds = %conv2.endif177
+  br label %conv2.oy32
+
+conv2.then176:                                    ; preds = %conv2.oy30
+  br label %conv2.ox31
+
+conv2.endif177:                                   ; preds = %conv2.ox31.end, %conv2.oy30
+  %oy30.next = add nsw i64 %conv2.oy30175, 1
+  %496 = icmp slt i64 %oy30.next, 28
+  br i1 %496, label %conv2.oy30, label %conv2.oy30.end
+
+conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.then176
+  %conv2.ox31178 = phi i64 [ 0, %conv2.then176 ], [ %ox31.next, %conv2.ox31 ]
+  %497 = mul nsw i64 %conv2.g22164, 64
+  %498 = add nsw i64 %497, %conv2.j23165
+  %499 = mul nsw i64 %498, 25088
+  %500 = mul nsw i64 %conv2.c26169, 784
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+  %503 = add nsw i64 %502, -1
+  %504 = mul nsw i64 %503, 28
+  %505 = add nsw i64 %501, %504
+  %506 = add nsw i64 %505, %conv2.ox31178
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %506
+  %507 = load float, ptr %arena179, align 4
+  %508 = mul nsw i64 %conv2.c26169, 3
+  %509 = add nsw i64 %508, %conv2.ky27170
+  %510 = mul nsw i64 %509, 3
+  %511 = add nsw i64 %510, 1
+  %512 = mul nsw i64 %511, 50176
+  %513 = add nsw i64 3211264, %512
+  %514 = mul nsw i64 %conv2.j23165, 784
+  %515 = add nsw i64 %513, %514
+  %516 = mul nsw i64 %conv2.oy30175, 28
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %conv2.ox31178
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %518
+  store float %507, ptr %arena180, align 4
+  %ox31.next = add nsw i64 %conv2.ox31178, 1
+  %519 = icmp slt i64 %ox31.next, 28
+  br i1 %519, label %conv2.ox31, label %conv2.ox31.end
+
+conv2.ox31.end:                                   ; preds = %conv2.ox31
+  br label %conv2.endif177
+
+conv2.oy32:                                       ; preds = %conv2.endif183, %conv2.oy30.end
+  %conv2.oy32181 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.endif183 ]
+  %520 = add nsw i64 %conv2.oy32181, %conv2.ky27170
+  %521 = add nsw i64 %520, -1
+  %522 = icmp slt i64 -1, %521
+  %523 = add nsw i64 %conv2.oy32181, %conv2.ky27170
+  %524 = add nsw i64 %523, -1
+  %525 = icmp slt i64 %524, 28
+  %526 = and i1 %522, %525
+  br i1 %526, label %conv2.then182, label %conv2.endif183
+
+conv2.oy32.end:                                   ; preds = %conv2.endif183
+  %ky27.next = add nsw i64 %conv2.ky27170, 1
+  %527 = icmp slt i64 %ky27.next, 3
+  br i1 %527, label %conv2.ky27, label %conv2.ky27.end
+
+conv2.then182:                                    ; preds = %conv2.oy32
+  br label %conv2.ox33
+
+conv2.endif183:                                   ; preds = %conv2.ox33.end, %conv2.oy32
+  %oy32.next = add nsw i64 %conv2.oy32181, 1
+  %528 = icmp slt i64 %oy32.next, 28
+  br i1 %528, label %conv2.oy32, label %conv2.oy32.end
+
+conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.then182
+  %conv2.ox33184 = phi i64 [ 0, %conv2.then182 ], [ %ox33.next, %conv2.ox33 ]
+  %529 = mul nsw i64 %conv2.g22164, 64
+  %530 = add nsw i64 %529, %conv2.j23165
+  %531 = mul nsw i64 %530, 25088
+  %532 = mul nsw i64 %conv2.c26169, 784
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %conv2.oy32181, %conv2.ky27170
+  %535 = add nsw i64 %534, -1
+  %536 = mul nsw i64 %535, 28
+  %537 = add nsw i64 %533, %536
+  %538 = add nsw i64 %conv2.ox33184, 1
+  %539 = add nsw i64 %537, %538
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %539
+  %540 = load float, ptr %arena185, align 4
+  %541 = mul nsw i64 %conv2.c26169, 3
+  %542 = add nsw i64 %541, %conv2.ky27170
+  %543 = mul nsw i64 %542, 3
+  %544 = add nsw i64 %543, 2
+  %545 = mul nsw i64 %544, 50176
+  %546 = add nsw i64 3211264, %545
+  %547 = mul nsw i64 %conv2.j23165, 784
+  %548 = add nsw i64 %546, %547
+  %549 = mul nsw i64 %conv2.oy32181, 28
+  %550 = add nsw i64 %548, %549
+  %551 = add nsw i64 %550, %conv2.ox33184
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %551
+  store float %540, ptr %arena186, align 4
+  %ox33.next = add nsw i64 %conv2.ox33184, 1
+  %552 = icmp slt i64 %ox33.next, 27
+  br i1 %552, label %conv2.ox33, label %conv2.ox33.end
+
+conv2.ox33.end:                                   ; preds = %conv2.ox33
+  br label %conv2.endif183
+
+conv2.nb34:                                       ; preds = %conv2.k39.end, %conv2.j23.end
+  %conv2.nb34187 = phi i64 [ 0, %conv2.j23.end ], [ %nb34.next, %conv2.k39.end ]
+  br label %conv2.mb35
+
+conv2.nb34.end:                                   ; preds = %conv2.k39.end
+  br label %conv2.j40
+
+conv2.mb35:                                       ; preds = %conv2.k37.end, %conv2.nb34
+  %conv2.mb35188 = phi i64 [ 0, %conv2.nb34 ], [ %mb35.next, %conv2.k37.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_3, align 64
+  br label %conv2.k37
+
+conv2.mb35.end:                                   ; preds = %conv2.k37.end
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_3, align 64
+  br label %conv2.k39
+
+conv2.k37:                                        ; preds = %conv2.k37, %conv2.mb35
+  %conv2.k37189 = phi i64 [ 0, %conv2.mb35 ], [ %k37.next, %conv2.k37 ]
+  %553 = mul nsw i64 %conv2.k37189, 50176
+  %554 = add nsw i64 3211264, %553
+  %555 = mul nsw i64 %conv2.nb34187, 64
+  %556 = add nsw i64 %554, %555
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load <16 x float>, ptr %arena190, align 4
+  store <16 x float> %557, ptr %conv2.t36_b0, align 64
+  %558 = mul nsw i64 %conv2.k37189, 50176
+  %559 = add nsw i64 3211264, %558
+  %560 = mul nsw i64 %conv2.nb34187, 64
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, 16
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %562
+  %563 = load <16 x float>, ptr %arena191, align 4
+  store <16 x float> %563, ptr %conv2.t36_b1, align 64
+  %564 = mul nsw i64 %conv2.k37189, 50176
+  %565 = add nsw i64 3211264, %564
+  %566 = mul nsw i64 %conv2.nb34187, 64
+  %567 = add nsw i64 %565, %566
+  %568 = add nsw i64 %567, 32
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %568
+  %569 = load <16 x float>, ptr %arena192, align 4
+  store <16 x float> %569, ptr %conv2.t36_b2, align 64
+  %570 = mul nsw i64 %conv2.k37189, 50176
+  %571 = add nsw i64 3211264, %570
+  %572 = mul nsw i64 %conv2.nb34187, 64
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, 48
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %574
+  %575 = load <16 x float>, ptr %arena193, align 4
+  store <16 x float> %575, ptr %conv2.t36_b3, align 64
+  %576 = mul nsw i64 %conv2.mb35188, 6
+  %577 = mul nsw i64 %576, 288
+  %578 = add nsw i64 320, %577
+  %579 = add nsw i64 %578, %conv2.k37189
+  %params194 = getelementptr inbounds float, ptr %params, i64 %579
+  %580 = load float, ptr %params194, align 4
+  %581 = insertelement <16 x float> undef, float %580, i32 0
+  %582 = shufflevector <16 x float> %581, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %582, ptr %conv2.t36_a0, align 64
+  %t36_a0 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b0 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c0_0 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
+  %583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0, <16 x float> %t36_b0, <16 x float> %t36_c0_0)
+  store <16 x float> %583, ptr %conv2.t36_c0_0, align 64
+  %t36_a0195 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b1 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c0_1 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
+  %584 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0195, <16 x float> %t36_b1, <16 x float> %t36_c0_1)
+  store <16 x float> %584, ptr %conv2.t36_c0_1, align 64
+  %t36_a0196 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b2 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c0_2 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
+  %585 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0196, <16 x float> %t36_b2, <16 x float> %t36_c0_2)
+  store <16 x float> %585, ptr %conv2.t36_c0_2, align 64
+  %t36_a0197 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b3 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c0_3 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
+  %586 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0197, <16 x float> %t36_b3, <16 x float> %t36_c0_3)
+  store <16 x float> %586, ptr %conv2.t36_c0_3, align 64
+  %587 = mul nsw i64 %conv2.mb35188, 6
+  %588 = add nsw i64 %587, 1
+  %589 = mul nsw i64 %588, 288
+  %590 = add nsw i64 320, %589
+  %591 = add nsw i64 %590, %conv2.k37189
+  %params198 = getelementptr inbounds float, ptr %params, i64 %591
+  %592 = load float, ptr %params198, align 4
+  %593 = insertelement <16 x float> undef, float %592, i32 0
+  %594 = shufflevector <16 x float> %593, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %594, ptr %conv2.t36_a1, align 64
+  %t36_a1 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b0199 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c1_0 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
+  %595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1, <16 x float> %t36_b0199, <16 x float> %t36_c1_0)
+  store <16 x float> %595, ptr %conv2.t36_c1_0, align 64
+  %t36_a1200 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b1201 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c1_1 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
+  %596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1200, <16 x float> %t36_b1201, <16 x float> %t36_c1_1)
+  store <16 x float> %596, ptr %conv2.t36_c1_1, align 64
+  %t36_a1202 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b2203 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c1_2 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
+  %597 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1202, <16 x float> %t36_b2203, <16 x float> %t36_c1_2)
+  store <16 x float> %597, ptr %conv2.t36_c1_2, align 64
+  %t36_a1204 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b3205 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c1_3 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
+  %598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1204, <16 x float> %t36_b3205, <16 x float> %t36_c1_3)
+  store <16 x float> %598, ptr %conv2.t36_c1_3, align 64
+  %599 = mul nsw i64 %conv2.mb35188, 6
+  %600 = add nsw i64 %599, 2
+  %601 = mul nsw i64 %600, 288
+  %602 = add nsw i64 320, %601
+  %603 = add nsw i64 %602, %conv2.k37189
+  %params206 = getelementptr inbounds float, ptr %params, i64 %603
+  %604 = load float, ptr %params206, align 4
+  %605 = insertelement <16 x float> undef, float %604, i32 0
+  %606 = shufflevector <16 x float> %605, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %606, ptr %conv2.t36_a2, align 64
+  %t36_a2 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b0207 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c2_0 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
+  %607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2, <16 x float> %t36_b0207, <16 x float> %t36_c2_0)
+  store <16 x float> %607, ptr %conv2.t36_c2_0, align 64
+  %t36_a2208 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b1209 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c2_1 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
+  %608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2208, <16 x float> %t36_b1209, <16 x float> %t36_c2_1)
+  store <16 x float> %608, ptr %conv2.t36_c2_1, align 64
+  %t36_a2210 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b2211 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c2_2 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
+  %609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2210, <16 x float> %t36_b2211, <16 x float> %t36_c2_2)
+  store <16 x float> %609, ptr %conv2.t36_c2_2, align 64
+  %t36_a2212 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b3213 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c2_3 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
+  %610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2212, <16 x float> %t36_b3213, <16 x float> %t36_c2_3)
+  store <16 x float> %610, ptr %conv2.t36_c2_3, align 64
+  %611 = mul nsw i64 %conv2.mb35188, 6
+  %612 = add nsw i64 %611, 3
+  %613 = mul nsw i64 %612, 288
+  %614 = add nsw i64 320, %613
+  %615 = add nsw i64 %614, %conv2.k37189
+  %params214 = getelementptr inbounds float, ptr %params, i64 %615
+  %616 = load float, ptr %params214, align 4
+  %617 = insertelement <16 x float> undef, float %616, i32 0
+  %618 = shufflevector <16 x float> %617, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %618, ptr %conv2.t36_a3, align 64
+  %t36_a3 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b0215 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c3_0 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
+  %619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3, <16 x float> %t36_b0215, <16 x float> %t36_c3_0)
+  store <16 x float> %619, ptr %conv2.t36_c3_0, align 64
+  %t36_a3216 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b1217 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c3_1 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
+  %620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3216, <16 x float> %t36_b1217, <16 x float> %t36_c3_1)
+  store <16 x float> %620, ptr %conv2.t36_c3_1, align 64
+  %t36_a3218 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b2219 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c3_2 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
+  %621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3218, <16 x float> %t36_b2219, <16 x float> %t36_c3_2)
+  store <16 x float> %621, ptr %conv2.t36_c3_2, align 64
+  %t36_a3220 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b3221 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c3_3 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
+  %622 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3220, <16 x float> %t36_b3221, <16 x float> %t36_c3_3)
+  store <16 x float> %622, ptr %conv2.t36_c3_3, align 64
+  %623 = mul nsw i64 %conv2.mb35188, 6
+  %624 = add nsw i64 %623, 4
+  %625 = mul nsw i64 %624, 288
+  %626 = add nsw i64 320, %625
+  %627 = add nsw i64 %626, %conv2.k37189
+  %params222 = getelementptr inbounds float, ptr %params, i64 %627
+  %628 = load float, ptr %params222, align 4
+  %629 = insertelement <16 x float> undef, float %628, i32 0
+  %630 = shufflevector <16 x float> %629, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %630, ptr %conv2.t36_a4, align 64
+  %t36_a4 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b0223 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c4_0 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
+  %631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4, <16 x float> %t36_b0223, <16 x float> %t36_c4_0)
+  store <16 x float> %631, ptr %conv2.t36_c4_0, align 64
+  %t36_a4224 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b1225 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c4_1 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
+  %632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4224, <16 x float> %t36_b1225, <16 x float> %t36_c4_1)
+  store <16 x float> %632, ptr %conv2.t36_c4_1, align 64
+  %t36_a4226 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b2227 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c4_2 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
+  %633 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4226, <16 x float> %t36_b2227, <16 x float> %t36_c4_2)
+  store <16 x float> %633, ptr %conv2.t36_c4_2, align 64
+  %t36_a4228 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b3229 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c4_3 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
+  %634 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4228, <16 x float> %t36_b3229, <16 x float> %t36_c4_3)
+  store <16 x float> %634, ptr %conv2.t36_c4_3, align 64
+  %635 = mul nsw i64 %conv2.mb35188, 6
+  %636 = add nsw i64 %635, 5
+  %637 = mul nsw i64 %636, 288
+  %638 = add nsw i64 320, %637
+  %639 = add nsw i64 %638, %conv2.k37189
+  %params230 = getelementptr inbounds float, ptr %params, i64 %639
+  %640 = load float, ptr %params230, align 4
+  %641 = insertelement <16 x float> undef, float %640, i32 0
+  %642 = shufflevector <16 x float> %641, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %642, ptr %conv2.t36_a5, align 64
+  %t36_a5 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b0231 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c5_0 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
+  %643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5, <16 x float> %t36_b0231, <16 x float> %t36_c5_0)
+  store <16 x float> %643, ptr %conv2.t36_c5_0, align 64
+  %t36_a5232 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b1233 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c5_1 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
+  %644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5232, <16 x float> %t36_b1233, <16 x float> %t36_c5_1)
+  store <16 x float> %644, ptr %conv2.t36_c5_1, align 64
+  %t36_a5234 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b2235 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c5_2 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
+  %645 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5234, <16 x float> %t36_b2235, <16 x float> %t36_c5_2)
+  store <16 x float> %645, ptr %conv2.t36_c5_2, align 64
+  %t36_a5236 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b3237 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c5_3 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
+  %646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5236, <16 x float> %t36_b3237, <16 x float> %t36_c5_3)
+  store <16 x float> %646, ptr %conv2.t36_c5_3, align 64
+  %k37.next = add nsw i64 %conv2.k37189, 1
+  %647 = icmp slt i64 %k37.next, 288
+  br i1 %647, label %conv2.k37, label %conv2.k37.end
+
+conv2.k37.end:                                    ; preds = %conv2.k37
+  %t36_c0_0238 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
+  %648 = mul nsw i64 %conv2.mb35188, 6
+  %649 = mul nsw i64 %648, 50176
+  %650 = add nsw i64 17661952, %649
+  %651 = mul nsw i64 %conv2.nb34187, 64
+  %652 = add nsw i64 %650, %651
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %652
+  store <16 x float> %t36_c0_0238, ptr %arena239, align 4
+  %t36_c0_1240 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
+  %653 = mul nsw i64 %conv2.mb35188, 6
+  %654 = mul nsw i64 %653, 50176
+  %655 = add nsw i64 17661952, %654
+  %656 = mul nsw i64 %conv2.nb34187, 64
+  %657 = add nsw i64 %655, %656
+  %658 = add nsw i64 %657, 16
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %658
+  store <16 x float> %t36_c0_1240, ptr %arena241, align 4
+  %t36_c0_2242 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
+  %659 = mul nsw i64 %conv2.mb35188, 6
+  %660 = mul nsw i64 %659, 50176
+  %661 = add nsw i64 17661952, %660
+  %662 = mul nsw i64 %conv2.nb34187, 64
+  %663 = add nsw i64 %661, %662
+  %664 = add nsw i64 %663, 32
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %664
+  store <16 x float> %t36_c0_2242, ptr %arena243, align 4
+  %t36_c0_3244 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
+  %665 = mul nsw i64 %conv2.mb35188, 6
+  %666 = mul nsw i64 %665, 50176
+  %667 = add nsw i64 17661952, %666
+  %668 = mul nsw i64 %conv2.nb34187, 64
+  %669 = add nsw i64 %667, %668
+  %670 = add nsw i64 %669, 48
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %670
+  store <16 x float> %t36_c0_3244, ptr %arena245, align 4
+  %t36_c1_0246 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
+  %671 = mul nsw i64 %conv2.mb35188, 6
+  %672 = add nsw i64 %671, 1
+  %673 = mul nsw i64 %672, 50176
+  %674 = add nsw i64 17661952, %673
+  %675 = mul nsw i64 %conv2.nb34187, 64
+  %676 = add nsw i64 %674, %675
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %676
+  store <16 x float> %t36_c1_0246, ptr %arena247, align 4
+  %t36_c1_1248 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
+  %677 = mul nsw i64 %conv2.mb35188, 6
+  %678 = add nsw i64 %677, 1
+  %679 = mul nsw i64 %678, 50176
+  %680 = add nsw i64 17661952, %679
+  %681 = mul nsw i64 %conv2.nb34187, 64
   %682 = add nsw i64 %680, %681
-  %683 = add nsw i64 %conv2_weight_grad.oy69205, %conv2_weight_grad.ky66200
-  %684 = add nsw i64 %683, -1
-  %685 = mul nsw i64 %684, 28
-  %686 = add nsw i64 %682, %685
-  %687 = add nsw i64 %686, %conv2_weight_grad.ox70208
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 %687
-  %688 = load float, ptr %arena209, align 4
-  %689 = mul nsw i64 %conv2_weight_grad.c65199, 3
-  %690 = add nsw i64 %689, %conv2_weight_grad.ky66200
-  %691 = mul nsw i64 %690, 3
+  %683 = add nsw i64 %682, 16
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %683
+  store <16 x float> %t36_c1_1248, ptr %arena249, align 4
+  %t36_c1_2250 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
+  %684 = mul nsw i64 %conv2.mb35188, 6
+  %685 = add nsw i64 %684, 1
+  %686 = mul nsw i64 %685, 50176
+  %687 = add nsw i64 17661952, %686
+  %688 = mul nsw i64 %conv2.nb34187, 64
+  %689 = add nsw i64 %687, %688
+  %690 = add nsw i64 %689, 32
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %690
+  store <16 x float> %t36_c1_2250, ptr %arena251, align 4
+  %t36_c1_3252 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
+  %691 = mul nsw i64 %conv2.mb35188, 6
   %692 = add nsw i64 %691, 1
   %693 = mul nsw i64 %692, 50176
-  %694 = add nsw i64 7251216, %693
-  %695 = mul nsw i64 %conv2_weight_grad.j62195, 784
+  %694 = add nsw i64 17661952, %693
+  %695 = mul nsw i64 %conv2.nb34187, 64
   %696 = add nsw i64 %694, %695
-  %697 = mul nsw i64 %conv2_weight_grad.oy69205, 28
-  %698 = add nsw i64 %696, %697
-  %699 = add nsw i64 %698, %conv2_weight_grad.ox70208
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 %699
-  store float %688, ptr %arena210, align 4
-  %ox70.next = add nsw i64 %conv2_weight_grad.ox70208, 1
-  %700 = icmp slt i64 %ox70.next, 28
-  br i1 %700, label %conv2_weight_grad.ox70, label %conv2_weight_grad.ox70.end
+  %697 = add nsw i64 %696, 48
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %697
+  store <16 x float> %t36_c1_3252, ptr %arena253, align 4
+  %t36_c2_0254 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
+  %698 = mul nsw i64 %conv2.mb35188, 6
+  %699 = add nsw i64 %698, 2
+  %700 = mul nsw i64 %699, 50176
+  %701 = add nsw i64 17661952, %700
+  %702 = mul nsw i64 %conv2.nb34187, 64
+  %703 = add nsw i64 %701, %702
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %703
+  store <16 x float> %t36_c2_0254, ptr %arena255, align 4
+  %t36_c2_1256 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
+  %704 = mul nsw i64 %conv2.mb35188, 6
+  %705 = add nsw i64 %704, 2
+  %706 = mul nsw i64 %705, 50176
+  %707 = add nsw i64 17661952, %706
+  %708 = mul nsw i64 %conv2.nb34187, 64
+  %709 = add nsw i64 %707, %708
+  %710 = add nsw i64 %709, 16
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %710
+  store <16 x float> %t36_c2_1256, ptr %arena257, align 4
+  %t36_c2_2258 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
+  %711 = mul nsw i64 %conv2.mb35188, 6
+  %712 = add nsw i64 %711, 2
+  %713 = mul nsw i64 %712, 50176
+  %714 = add nsw i64 17661952, %713
+  %715 = mul nsw i64 %conv2.nb34187, 64
+  %716 = add nsw i64 %714, %715
+  %717 = add nsw i64 %716, 32
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %717
+  store <16 x float> %t36_c2_2258, ptr %arena259, align 4
+  %t36_c2_3260 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
+  %718 = mul nsw i64 %conv2.mb35188, 6
+  %719 = add nsw i64 %718, 2
+  %720 = mul nsw i64 %719, 50176
+  %721 = add nsw i64 17661952, %720
+  %722 = mul nsw i64 %conv2.nb34187, 64
+  %723 = add nsw i64 %721, %722
+  %724 = add nsw i64 %723, 48
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %724
+  store <16 x float> %t36_c2_3260, ptr %arena261, align 4
+  %t36_c3_0262 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
+  %725 = mul nsw i64 %conv2.mb35188, 6
+  %726 = add nsw i64 %725, 3
+  %727 = mul nsw i64 %726, 50176
+  %728 = add nsw i64 17661952, %727
+  %729 = mul nsw i64 %conv2.nb34187, 64
+  %730 = add nsw i64 %728, %729
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %730
+  store <16 x float> %t36_c3_0262, ptr %arena263, align 4
+  %t36_c3_1264 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
+  %731 = mul nsw i64 %conv2.mb35188, 6
+  %732 = add nsw i64 %731, 3
+  %733 = mul nsw i64 %732, 50176
+  %734 = add nsw i64 17661952, %733
+  %735 = mul nsw i64 %conv2.nb34187, 64
+  %736 = add nsw i64 %734, %735
+  %737 = add nsw i64 %736, 16
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %737
+  store <16 x float> %t36_c3_1264, ptr %arena265, align 4
+  %t36_c3_2266 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
+  %738 = mul nsw i64 %conv2.mb35188, 6
+  %739 = add nsw i64 %738, 3
+  %740 = mul nsw i64 %739, 50176
+  %741 = add nsw i64 17661952, %740
+  %742 = mul nsw i64 %conv2.nb34187, 64
+  %743 = add nsw i64 %741, %742
+  %744 = add nsw i64 %743, 32
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %744
+  store <16 x float> %t36_c3_2266, ptr %arena267, align 4
+  %t36_c3_3268 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
+  %745 = mul nsw i64 %conv2.mb35188, 6
+  %746 = add nsw i64 %745, 3
+  %747 = mul nsw i64 %746, 50176
+  %748 = add nsw i64 17661952, %747
+  %749 = mul nsw i64 %conv2.nb34187, 64
+  %750 = add nsw i64 %748, %749
+  %751 = add nsw i64 %750, 48
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %751
+  store <16 x float> %t36_c3_3268, ptr %arena269, align 4
+  %t36_c4_0270 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
+  %752 = mul nsw i64 %conv2.mb35188, 6
+  %753 = add nsw i64 %752, 4
+  %754 = mul nsw i64 %753, 50176
+  %755 = add nsw i64 17661952, %754
+  %756 = mul nsw i64 %conv2.nb34187, 64
+  %757 = add nsw i64 %755, %756
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %757
+  store <16 x float> %t36_c4_0270, ptr %arena271, align 4
+  %t36_c4_1272 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
+  %758 = mul nsw i64 %conv2.mb35188, 6
+  %759 = add nsw i64 %758, 4
+  %760 = mul nsw i64 %759, 50176
+  %761 = add nsw i64 17661952, %760
+  %762 = mul nsw i64 %conv2.nb34187, 64
+  %763 = add nsw i64 %761, %762
+  %764 = add nsw i64 %763, 16
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %764
+  store <16 x float> %t36_c4_1272, ptr %arena273, align 4
+  %t36_c4_2274 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
+  %765 = mul nsw i64 %conv2.mb35188, 6
+  %766 = add nsw i64 %765, 4
+  %767 = mul nsw i64 %766, 50176
+  %768 = add nsw i64 17661952, %767
+  %769 = mul nsw i64 %conv2.nb34187, 64
+  %770 = add nsw i64 %768, %769
+  %771 = add nsw i64 %770, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %771
+  store <16 x float> %t36_c4_2274, ptr %arena275, align 4
+  %t36_c4_3276 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
+  %772 = mul nsw i64 %conv2.mb35188, 6
+  %773 = add nsw i64 %772, 4
+  %774 = mul nsw i64 %773, 50176
+  %775 = add nsw i64 17661952, %774
+  %776 = mul nsw i64 %conv2.nb34187, 64
+  %777 = add nsw i64 %775, %776
+  %778 = add nsw i64 %777, 48
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %778
+  store <16 x float> %t36_c4_3276, ptr %arena277, align 4
+  %t36_c5_0278 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
+  %779 = mul nsw i64 %conv2.mb35188, 6
+  %780 = add nsw i64 %779, 5
+  %781 = mul nsw i64 %780, 50176
+  %782 = add nsw i64 17661952, %781
+  %783 = mul nsw i64 %conv2.nb34187, 64
+  %784 = add nsw i64 %782, %783
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %784
+  store <16 x float> %t36_c5_0278, ptr %arena279, align 4
+  %t36_c5_1280 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
+  %785 = mul nsw i64 %conv2.mb35188, 6
+  %786 = add nsw i64 %785, 5
+  %787 = mul nsw i64 %786, 50176
+  %788 = add nsw i64 17661952, %787
+  %789 = mul nsw i64 %conv2.nb34187, 64
+  %790 = add nsw i64 %788, %789
+  %791 = add nsw i64 %790, 16
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %791
+  store <16 x float> %t36_c5_1280, ptr %arena281, align 4
+  %t36_c5_2282 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
+  %792 = mul nsw i64 %conv2.mb35188, 6
+  %793 = add nsw i64 %792, 5
+  %794 = mul nsw i64 %793, 50176
+  %795 = add nsw i64 17661952, %794
+  %796 = mul nsw i64 %conv2.nb34187, 64
+  %797 = add nsw i64 %795, %796
+  %798 = add nsw i64 %797, 32
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %798
+  store <16 x float> %t36_c5_2282, ptr %arena283, align 4
+  %t36_c5_3284 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
+  %799 = mul nsw i64 %conv2.mb35188, 6
+  %800 = add nsw i64 %799, 5
+  %801 = mul nsw i64 %800, 50176
+  %802 = add nsw i64 17661952, %801
+  %803 = mul nsw i64 %conv2.nb34187, 64
+  %804 = add nsw i64 %802, %803
+  %805 = add nsw i64 %804, 48
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %805
+  store <16 x float> %t36_c5_3284, ptr %arena285, align 4
+  %mb35.next = add nsw i64 %conv2.mb35188, 1
+  %806 = icmp slt i64 %mb35.next, 10
+  br i1 %806, label %conv2.mb35, label %conv2.mb35.end
 
-conv2_weight_grad.ox70.end:                       ; preds = %conv2_weight_grad.ox70
-  br label %conv2_weight_grad.endif207
+conv2.k39:                                        ; preds = %conv2.k39, %conv2.mb35.end
+  %conv2.k39286 = phi i64 [ 0, %conv2.mb35.end ], [ %k39.next, %conv2.k39 ]
+  %807 = mul nsw i64 %conv2.k39286, 50176
+  %808 = add nsw i64 3211264, %807
+  %809 = mul nsw i64 %conv2.nb34187, 64
+  %810 = add nsw i64 %808, %809
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 %810
+  %811 = load <16 x float>, ptr %arena287, align 4
+  store <16 x float> %811, ptr %conv2.t38_b0, align 64
+  %812 = mul nsw i64 %conv2.k39286, 50176
+  %813 = add nsw i64 3211264, %812
+  %814 = mul nsw i64 %conv2.nb34187, 64
+  %815 = add nsw i64 %813, %814
+  %816 = add nsw i64 %815, 16
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %816
+  %817 = load <16 x float>, ptr %arena288, align 4
+  store <16 x float> %817, ptr %conv2.t38_b1, align 64
+  %818 = mul nsw i64 %conv2.k39286, 50176
+  %819 = add nsw i64 3211264, %818
+  %820 = mul nsw i64 %conv2.nb34187, 64
+  %821 = add nsw i64 %819, %820
+  %822 = add nsw i64 %821, 32
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %822
+  %823 = load <16 x float>, ptr %arena289, align 4
+  store <16 x float> %823, ptr %conv2.t38_b2, align 64
+  %824 = mul nsw i64 %conv2.k39286, 50176
+  %825 = add nsw i64 3211264, %824
+  %826 = mul nsw i64 %conv2.nb34187, 64
+  %827 = add nsw i64 %825, %826
+  %828 = add nsw i64 %827, 48
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %828
+  %829 = load <16 x float>, ptr %arena290, align 4
+  store <16 x float> %829, ptr %conv2.t38_b3, align 64
+  %830 = add nsw i64 17600, %conv2.k39286
+  %params291 = getelementptr inbounds float, ptr %params, i64 %830
+  %831 = load float, ptr %params291, align 4
+  %832 = insertelement <16 x float> undef, float %831, i32 0
+  %833 = shufflevector <16 x float> %832, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %833, ptr %conv2.t38_a0, align 64
+  %t38_a0 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b0 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c0_0 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
+  %834 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0, <16 x float> %t38_b0, <16 x float> %t38_c0_0)
+  store <16 x float> %834, ptr %conv2.t38_c0_0, align 64
+  %t38_a0292 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b1 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c0_1 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
+  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0292, <16 x float> %t38_b1, <16 x float> %t38_c0_1)
+  store <16 x float> %835, ptr %conv2.t38_c0_1, align 64
+  %t38_a0293 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b2 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c0_2 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0293, <16 x float> %t38_b2, <16 x float> %t38_c0_2)
+  store <16 x float> %836, ptr %conv2.t38_c0_2, align 64
+  %t38_a0294 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b3 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c0_3 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
+  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0294, <16 x float> %t38_b3, <16 x float> %t38_c0_3)
+  store <16 x float> %837, ptr %conv2.t38_c0_3, align 64
+  %838 = add nsw i64 17888, %conv2.k39286
+  %params295 = getelementptr inbounds float, ptr %params, i64 %838
+  %839 = load float, ptr %params295, align 4
+  %840 = insertelement <16 x float> undef, float %839, i32 0
+  %841 = shufflevector <16 x float> %840, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %841, ptr %conv2.t38_a1, align 64
+  %t38_a1 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b0296 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c1_0 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
+  %842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1, <16 x float> %t38_b0296, <16 x float> %t38_c1_0)
+  store <16 x float> %842, ptr %conv2.t38_c1_0, align 64
+  %t38_a1297 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b1298 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c1_1 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
+  %843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1297, <16 x float> %t38_b1298, <16 x float> %t38_c1_1)
+  store <16 x float> %843, ptr %conv2.t38_c1_1, align 64
+  %t38_a1299 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b2300 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c1_2 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
+  %844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1299, <16 x float> %t38_b2300, <16 x float> %t38_c1_2)
+  store <16 x float> %844, ptr %conv2.t38_c1_2, align 64
+  %t38_a1301 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b3302 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c1_3 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
+  %845 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1301, <16 x float> %t38_b3302, <16 x float> %t38_c1_3)
+  store <16 x float> %845, ptr %conv2.t38_c1_3, align 64
+  %846 = add nsw i64 18176, %conv2.k39286
+  %params303 = getelementptr inbounds float, ptr %params, i64 %846
+  %847 = load float, ptr %params303, align 4
+  %848 = insertelement <16 x float> undef, float %847, i32 0
+  %849 = shufflevector <16 x float> %848, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %849, ptr %conv2.t38_a2, align 64
+  %t38_a2 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b0304 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c2_0 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
+  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2, <16 x float> %t38_b0304, <16 x float> %t38_c2_0)
+  store <16 x float> %850, ptr %conv2.t38_c2_0, align 64
+  %t38_a2305 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b1306 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c2_1 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
+  %851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2305, <16 x float> %t38_b1306, <16 x float> %t38_c2_1)
+  store <16 x float> %851, ptr %conv2.t38_c2_1, align 64
+  %t38_a2307 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b2308 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c2_2 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
+  %852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2307, <16 x float> %t38_b2308, <16 x float> %t38_c2_2)
+  store <16 x float> %852, ptr %conv2.t38_c2_2, align 64
+  %t38_a2309 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b3310 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c2_3 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
+  %853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2309, <16 x float> %t38_b3310, <16 x float> %t38_c2_3)
+  store <16 x float> %853, ptr %conv2.t38_c2_3, align 64
+  %854 = add nsw i64 18464, %conv2.k39286
+  %params311 = getelementptr inbounds float, ptr %params, i64 %854
+  %855 = load float, ptr %params311, align 4
+  %856 = insertelement <16 x float> undef, float %855, i32 0
+  %857 = shufflevector <16 x float> %856, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %857, ptr %conv2.t38_a3, align 64
+  %t38_a3 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b0312 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c3_0 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
+  %858 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3, <16 x float> %t38_b0312, <16 x float> %t38_c3_0)
+  store <16 x float> %858, ptr %conv2.t38_c3_0, align 64
+  %t38_a3313 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b1314 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c3_1 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
+  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3313, <16 x float> %t38_b1314, <16 x float> %t38_c3_1)
+  store <16 x float> %859, ptr %conv2.t38_c3_1, align 64
+  %t38_a3315 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b2316 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c3_2 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
+  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3315, <16 x float> %t38_b2316, <16 x float> %t38_c3_2)
+  store <16 x float> %860, ptr %conv2.t38_c3_2, align 64
+  %t38_a3317 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b3318 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c3_3 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
+  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3317, <16 x float> %t38_b3318, <16 x float> %t38_c3_3)
+  store <16 x float> %861, ptr %conv2.t38_c3_3, align 64
+  %k39.next = add nsw i64 %conv2.k39286, 1
+  %862 = icmp slt i64 %k39.next, 288
+  br i1 %862, label %conv2.k39, label %conv2.k39.end
 
-conv2_weight_grad.oy71:                           ; preds = %conv2_weight_grad.endif213, %conv2_weight_grad.oy69.end
-  %conv2_weight_grad.oy71211 = phi i64 [ 0, %conv2_weight_grad.oy69.end ], [ %oy71.next, %conv2_weight_grad.endif213 ]
-  %701 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky66200
-  %702 = add nsw i64 %701, -1
-  %703 = icmp slt i64 -1, %702
-  %704 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky66200
-  %705 = add nsw i64 %704, -1
-  %706 = icmp slt i64 %705, 28
-  %707 = and i1 %703, %706
-  br i1 %707, label %conv2_weight_grad.then212, label %conv2_weight_grad.endif213
+conv2.k39.end:                                    ; preds = %conv2.k39
+  %t38_c0_0319 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
+  %863 = mul nsw i64 %conv2.nb34187, 64
+  %864 = add nsw i64 20672512, %863
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %864
+  store <16 x float> %t38_c0_0319, ptr %arena320, align 4
+  %t38_c0_1321 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
+  %865 = mul nsw i64 %conv2.nb34187, 64
+  %866 = add nsw i64 20672512, %865
+  %867 = add nsw i64 %866, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %867
+  store <16 x float> %t38_c0_1321, ptr %arena322, align 4
+  %t38_c0_2323 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
+  %868 = mul nsw i64 %conv2.nb34187, 64
+  %869 = add nsw i64 20672512, %868
+  %870 = add nsw i64 %869, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %870
+  store <16 x float> %t38_c0_2323, ptr %arena324, align 4
+  %t38_c0_3325 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
+  %871 = mul nsw i64 %conv2.nb34187, 64
+  %872 = add nsw i64 20672512, %871
+  %873 = add nsw i64 %872, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %873
+  store <16 x float> %t38_c0_3325, ptr %arena326, align 4
+  %t38_c1_0327 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
+  %874 = mul nsw i64 %conv2.nb34187, 64
+  %875 = add nsw i64 20722688, %874
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %875
+  store <16 x float> %t38_c1_0327, ptr %arena328, align 4
+  %t38_c1_1329 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
+  %876 = mul nsw i64 %conv2.nb34187, 64
+  %877 = add nsw i64 20722688, %876
+  %878 = add nsw i64 %877, 16
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %878
+  store <16 x float> %t38_c1_1329, ptr %arena330, align 4
+  %t38_c1_2331 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
+  %879 = mul nsw i64 %conv2.nb34187, 64
+  %880 = add nsw i64 20722688, %879
+  %881 = add nsw i64 %880, 32
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %881
+  store <16 x float> %t38_c1_2331, ptr %arena332, align 4
+  %t38_c1_3333 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
+  %882 = mul nsw i64 %conv2.nb34187, 64
+  %883 = add nsw i64 20722688, %882
+  %884 = add nsw i64 %883, 48
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %884
+  store <16 x float> %t38_c1_3333, ptr %arena334, align 4
+  %t38_c2_0335 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
+  %885 = mul nsw i64 %conv2.nb34187, 64
+  %886 = add nsw i64 20772864, %885
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %886
+  store <16 x float> %t38_c2_0335, ptr %arena336, align 4
+  %t38_c2_1337 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
+  %887 = mul nsw i64 %conv2.nb34187, 64
+  %888 = add nsw i64 20772864, %887
+  %889 = add nsw i64 %888, 16
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %889
+  store <16 x float> %t38_c2_1337, ptr %arena338, align 4
+  %t38_c2_2339 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
+  %890 = mul nsw i64 %conv2.nb34187, 64
+  %891 = add nsw i64 20772864, %890
+  %892 = add nsw i64 %891, 32
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %892
+  store <16 x float> %t38_c2_2339, ptr %arena340, align 4
+  %t38_c2_3341 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
+  %893 = mul nsw i64 %conv2.nb34187, 64
+  %894 = add nsw i64 20772864, %893
+  %895 = add nsw i64 %894, 48
+  %arena342 = getelementptr inbounds float, ptr %arena, i64 %895
+  store <16 x float> %t38_c2_3341, ptr %arena342, align 4
+  %t38_c3_0343 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
+  %896 = mul nsw i64 %conv2.nb34187, 64
+  %897 = add nsw i64 20823040, %896
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %897
+  store <16 x float> %t38_c3_0343, ptr %arena344, align 4
+  %t38_c3_1345 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
+  %898 = mul nsw i64 %conv2.nb34187, 64
+  %899 = add nsw i64 20823040, %898
+  %900 = add nsw i64 %899, 16
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %900
+  store <16 x float> %t38_c3_1345, ptr %arena346, align 4
+  %t38_c3_2347 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
+  %901 = mul nsw i64 %conv2.nb34187, 64
+  %902 = add nsw i64 20823040, %901
+  %903 = add nsw i64 %902, 32
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %903
+  store <16 x float> %t38_c3_2347, ptr %arena348, align 4
+  %t38_c3_3349 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
+  %904 = mul nsw i64 %conv2.nb34187, 64
+  %905 = add nsw i64 20823040, %904
+  %906 = add nsw i64 %905, 48
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %906
+  store <16 x float> %t38_c3_3349, ptr %arena350, align 4
+  %nb34.next = add nsw i64 %conv2.nb34187, 1
+  %907 = icmp slt i64 %nb34.next, 784
+  br i1 %907, label %conv2.nb34, label %conv2.nb34.end
 
-conv2_weight_grad.oy71.end:                       ; preds = %conv2_weight_grad.endif213
-  %ky66.next = add nsw i64 %conv2_weight_grad.ky66200, 1
-  %708 = icmp slt i64 %ky66.next, 3
-  br i1 %708, label %conv2_weight_grad.ky66, label %conv2_weight_grad.ky66.end
+conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.nb34.end
+  %conv2.j40351 = phi i64 [ 0, %conv2.nb34.end ], [ %j40.next, %conv2.f41.end ]
+  br label %conv2.f41
 
-conv2_weight_grad.then212:                        ; preds = %conv2_weight_grad.oy71
-  br label %conv2_weight_grad.ox72
+conv2.j40.end:                                    ; preds = %conv2.f41.end
+  %g22.next = add nsw i64 %conv2.g22164, 1
+  %908 = icmp slt i64 %g22.next, 1
+  br i1 %908, label %conv2.g22, label %conv2.g22.end
 
-conv2_weight_grad.endif213:                       ; preds = %conv2_weight_grad.ox72.end, %conv2_weight_grad.oy71
-  %oy71.next = add nsw i64 %conv2_weight_grad.oy71211, 1
-  %709 = icmp slt i64 %oy71.next, 28
-  br i1 %709, label %conv2_weight_grad.oy71, label %conv2_weight_grad.oy71.end
+conv2.f41:                                        ; preds = %conv2.py42.end, %conv2.j40
+  %conv2.f41352 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.py42.end ]
+  br label %conv2.py42
 
-conv2_weight_grad.ox72:                           ; preds = %conv2_weight_grad.ox72, %conv2_weight_grad.then212
-  %conv2_weight_grad.ox72214 = phi i64 [ 0, %conv2_weight_grad.then212 ], [ %ox72.next, %conv2_weight_grad.ox72 ]
-  %710 = mul nsw i64 %conv2_weight_grad.g61194, 64
-  %711 = add nsw i64 %710, %conv2_weight_grad.j62195
-  %712 = mul nsw i64 %711, 25088
-  %713 = mul nsw i64 %conv2_weight_grad.c65199, 784
-  %714 = add nsw i64 %712, %713
-  %715 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky66200
-  %716 = add nsw i64 %715, -1
-  %717 = mul nsw i64 %716, 28
-  %718 = add nsw i64 %714, %717
-  %719 = add nsw i64 %conv2_weight_grad.ox72214, 1
-  %720 = add nsw i64 %718, %719
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 %720
-  %721 = load float, ptr %arena215, align 4
-  %722 = mul nsw i64 %conv2_weight_grad.c65199, 3
-  %723 = add nsw i64 %722, %conv2_weight_grad.ky66200
-  %724 = mul nsw i64 %723, 3
-  %725 = add nsw i64 %724, 2
-  %726 = mul nsw i64 %725, 50176
-  %727 = add nsw i64 7251216, %726
-  %728 = mul nsw i64 %conv2_weight_grad.j62195, 784
-  %729 = add nsw i64 %727, %728
-  %730 = mul nsw i64 %conv2_weight_grad.oy71211, 28
-  %731 = add nsw i64 %729, %730
-  %732 = add nsw i64 %731, %conv2_weight_grad.ox72214
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %732
-  store float %721, ptr %arena216, align 4
-  %ox72.next = add nsw i64 %conv2_weight_grad.ox72214, 1
-  %733 = icmp slt i64 %ox72.next, 27
-  br i1 %733, label %conv2_weight_grad.ox72, label %conv2_weight_grad.ox72.end
+conv2.f41.end:                                    ; preds = %conv2.py42.end
+  %j40.next = add nsw i64 %conv2.j40351, 1
+  %909 = icmp slt i64 %j40.next, 64
+  br i1 %909, label %conv2.j40, label %conv2.j40.end
 
-conv2_weight_grad.ox72.end:                       ; preds = %conv2_weight_grad.ox72
-  br label %conv2_weight_grad.endif213
+conv2.py42:                                       ; preds = %conv2.px43.end, %conv2.f41
+  %conv2.py42353 = phi i64 [ 0, %conv2.f41 ], [ %py42.next, %conv2.px43.end ]
+  br label %conv2.px43
 
-conv2_weight_grad.j73:                            ; preds = %conv2_weight_grad.f74.end, %conv2_weight_grad.j62.end
-  %conv2_weight_grad.j73217 = phi i64 [ 0, %conv2_weight_grad.j62.end ], [ %j73.next, %conv2_weight_grad.f74.end ]
-  br label %conv2_weight_grad.f74
+conv2.py42.end:                                   ; preds = %conv2.px43.end
+  %f41.next = add nsw i64 %conv2.f41352, 1
+  %910 = icmp slt i64 %f41.next, 64
+  br i1 %910, label %conv2.f41, label %conv2.f41.end
 
-conv2_weight_grad.j73.end:                        ; preds = %conv2_weight_grad.f74.end
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 21701904
-  %arena223 = getelementptr inbounds float, ptr %arena, i64 7251216
-  %grads224 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 50176, float 1.000000e+00, ptr %arena222, i32 50176, ptr %arena223, i32 50176, float 1.000000e+00, ptr %grads224, i32 288)
-  %g61.next = add nsw i64 %conv2_weight_grad.g61194, 1
-  %734 = icmp slt i64 %g61.next, 1
-  br i1 %734, label %conv2_weight_grad.g61, label %conv2_weight_grad.g61.end
+conv2.px43:                                       ; preds = %conv2.px43, %conv2.py42
+  %conv2.px43354 = phi i64 [ 0, %conv2.py42 ], [ %px43.next, %conv2.px43 ]
+  %911 = mul nsw i64 %conv2.f41352, 50176
+  %912 = add nsw i64 17661952, %911
+  %913 = mul nsw i64 %conv2.j40351, 784
+  %914 = add nsw i64 %912, %913
+  %915 = mul nsw i64 %conv2.py42353, 56
+  %916 = mul nsw i64 %conv2.px43354, 2
+  %917 = add nsw i64 %915, %916
+  %918 = add nsw i64 %914, %917
+  %arena355 = getelementptr inbounds float, ptr %arena, i64 %918
+  %919 = load float, ptr %arena355, align 4
+  %920 = add nsw i64 18752, %conv2.f41352
+  %params356 = getelementptr inbounds float, ptr %params, i64 %920
+  %921 = load float, ptr %params356, align 4
+  %922 = fadd float %919, %921
+  store float %922, ptr %conv2.best44, align 4
+  %923 = mul nsw i64 %conv2.py42353, 56
+  %924 = mul nsw i64 %conv2.px43354, 2
+  %925 = add nsw i64 %923, %924
+  %926 = sitofp i64 %925 to float
+  store float %926, ptr %conv2.bi45, align 4
+  %927 = mul nsw i64 %conv2.f41352, 50176
+  %928 = add nsw i64 17661952, %927
+  %929 = mul nsw i64 %conv2.j40351, 784
+  %930 = add nsw i64 %928, %929
+  %931 = mul nsw i64 %conv2.py42353, 56
+  %932 = mul nsw i64 %conv2.px43354, 2
+  %933 = add nsw i64 %931, %932
+  %934 = add nsw i64 %930, %933
+  %arena357 = getelementptr inbounds float, ptr %arena, i64 %934
+  %935 = load float, ptr %arena357, align 4
+  %936 = add nsw i64 18752, %conv2.f41352
+  %params358 = getelementptr inbounds float, ptr %params, i64 %936
+  %937 = load float, ptr %params358, align 4
+  %938 = fadd float %935, %937
+  %best44 = load float, ptr %conv2.best44, align 4
+  %939 = fcmp ogt float %938, %best44
+  %940 = mul nsw i64 %conv2.py42353, 56
+  %941 = mul nsw i64 %conv2.px43354, 2
+  %942 = add nsw i64 %940, %941
+  %943 = sitofp i64 %942 to float
+  %bi45 = load float, ptr %conv2.bi45, align 4
+  %944 = select i1 %939, float %943, float %bi45
+  store float %944, ptr %conv2.bi45, align 4
+  %945 = mul nsw i64 %conv2.f41352, 50176
+  %946 = add nsw i64 17661952, %945
+  %947 = mul nsw i64 %conv2.j40351, 784
+  %948 = add nsw i64 %946, %947
+  %949 = mul nsw i64 %conv2.py42353, 56
+  %950 = mul nsw i64 %conv2.px43354, 2
+  %951 = add nsw i64 %949, %950
+  %952 = add nsw i64 %948, %951
+  %arena359 = getelementptr inbounds float, ptr %arena, i64 %952
+  %953 = load float, ptr %arena359, align 4
+  %954 = add nsw i64 18752, %conv2.f41352
+  %params360 = getelementptr inbounds float, ptr %params, i64 %954
+  %955 = load float, ptr %params360, align 4
+  %956 = fadd float %953, %955
+  %best44361 = load float, ptr %conv2.best44, align 4
+  %957 = fcmp ogt float %956, %best44361
+  %958 = mul nsw i64 %conv2.f41352, 50176
+  %959 = add nsw i64 17661952, %958
+  %960 = mul nsw i64 %conv2.j40351, 784
+  %961 = add nsw i64 %959, %960
+  %962 = mul nsw i64 %conv2.py42353, 56
+  %963 = mul nsw i64 %conv2.px43354, 2
+  %964 = add nsw i64 %962, %963
+  %965 = add nsw i64 %961, %964
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %965
+  %966 = load float, ptr %arena362, align 4
+  %967 = add nsw i64 18752, %conv2.f41352
+  %params363 = getelementptr inbounds float, ptr %params, i64 %967
+  %968 = load float, ptr %params363, align 4
+  %969 = fadd float %966, %968
+  %best44364 = load float, ptr %conv2.best44, align 4
+  %970 = select i1 %957, float %969, float %best44364
+  store float %970, ptr %conv2.best44, align 4
+  %971 = mul nsw i64 %conv2.f41352, 50176
+  %972 = add nsw i64 17661952, %971
+  %973 = mul nsw i64 %conv2.j40351, 784
+  %974 = add nsw i64 %972, %973
+  %975 = mul nsw i64 %conv2.py42353, 56
+  %976 = mul nsw i64 %conv2.px43354, 2
+  %977 = add nsw i64 %975, %976
+  %978 = add nsw i64 %977, 1
+  %979 = add nsw i64 %974, %978
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 %979
+  %980 = load float, ptr %arena365, align 4
+  %981 = add nsw i64 18752, %conv2.f41352
+  %params366 = getelementptr inbounds float, ptr %params, i64 %981
+  %982 = load float, ptr %params366, align 4
+  %983 = fadd float %980, %982
+  %best44367 = load float, ptr %conv2.best44, align 4
+  %984 = fcmp ogt float %983, %best44367
+  %985 = mul nsw i64 %conv2.py42353, 56
+  %986 = mul nsw i64 %conv2.px43354, 2
+  %987 = add nsw i64 %985, %986
+  %988 = add nsw i64 %987, 1
+  %989 = sitofp i64 %988 to float
+  %bi45368 = load float, ptr %conv2.bi45, align 4
+  %990 = select i1 %984, float %989, float %bi45368
+  store float %990, ptr %conv2.bi45, align 4
+  %991 = mul nsw i64 %conv2.f41352, 50176
+  %992 = add nsw i64 17661952, %991
+  %993 = mul nsw i64 %conv2.j40351, 784
+  %994 = add nsw i64 %992, %993
+  %995 = mul nsw i64 %conv2.py42353, 56
+  %996 = mul nsw i64 %conv2.px43354, 2
+  %997 = add nsw i64 %995, %996
+  %998 = add nsw i64 %997, 1
+  %999 = add nsw i64 %994, %998
+  %arena369 = getelementptr inbounds float, ptr %arena, i64 %999
+  %1000 = load float, ptr %arena369, align 4
+  %1001 = add nsw i64 18752, %conv2.f41352
+  %params370 = getelementptr inbounds float, ptr %params, i64 %1001
+  %1002 = load float, ptr %params370, align 4
+  %1003 = fadd float %1000, %1002
+  %best44371 = load float, ptr %conv2.best44, align 4
+  %1004 = fcmp ogt float %1003, %best44371
+  %1005 = mul nsw i64 %conv2.f41352, 50176
+  %1006 = add nsw i64 17661952, %1005
+  %1007 = mul nsw i64 %conv2.j40351, 784
+  %1008 = add nsw i64 %1006, %1007
+  %1009 = mul nsw i64 %conv2.py42353, 56
+  %1010 = mul nsw i64 %conv2.px43354, 2
+  %1011 = add nsw i64 %1009, %1010
+  %1012 = add nsw i64 %1011, 1
+  %1013 = add nsw i64 %1008, %1012
+  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1013
+  %1014 = load float, ptr %arena372, align 4
+  %1015 = add nsw i64 18752, %conv2.f41352
+  %params373 = getelementptr inbounds float, ptr %params, i64 %1015
+  %1016 = load float, ptr %params373, align 4
+  %1017 = fadd float %1014, %1016
+  %best44374 = load float, ptr %conv2.best44, align 4
+  %1018 = select i1 %1004, float %1017, float %best44374
+  store float %1018, ptr %conv2.best44, align 4
+  %1019 = mul nsw i64 %conv2.f41352, 50176
+  %1020 = add nsw i64 17661952, %1019
+  %1021 = mul nsw i64 %conv2.j40351, 784
+  %1022 = add nsw i64 %1020, %1021
+  %1023 = mul nsw i64 %conv2.py42353, 56
+  %1024 = mul nsw i64 %conv2.px43354, 2
+  %1025 = add nsw i64 %1023, %1024
+  %1026 = add nsw i64 %1025, 28
+  %1027 = add nsw i64 %1022, %1026
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1027
+  %1028 = load float, ptr %arena375, align 4
+  %1029 = add nsw i64 18752, %conv2.f41352
+  %params376 = getelementptr inbounds float, ptr %params, i64 %1029
+  %1030 = load float, ptr %params376, align 4
+  %1031 = fadd float %1028, %1030
+  %best44377 = load float, ptr %conv2.best44, align 4
+  %1032 = fcmp ogt float %1031, %best44377
+  %1033 = mul nsw i64 %conv2.py42353, 56
+  %1034 = mul nsw i64 %conv2.px43354, 2
+  %1035 = add nsw i64 %1033, %1034
+  %1036 = add nsw i64 %1035, 28
+  %1037 = sitofp i64 %1036 to float
+  %bi45378 = load float, ptr %conv2.bi45, align 4
+  %1038 = select i1 %1032, float %1037, float %bi45378
+  store float %1038, ptr %conv2.bi45, align 4
+  %1039 = mul nsw i64 %conv2.f41352, 50176
+  %1040 = add nsw i64 17661952, %1039
+  %1041 = mul nsw i64 %conv2.j40351, 784
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = mul nsw i64 %conv2.py42353, 56
+  %1044 = mul nsw i64 %conv2.px43354, 2
+  %1045 = add nsw i64 %1043, %1044
+  %1046 = add nsw i64 %1045, 28
+  %1047 = add nsw i64 %1042, %1046
+  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load float, ptr %arena379, align 4
+  %1049 = add nsw i64 18752, %conv2.f41352
+  %params380 = getelementptr inbounds float, ptr %params, i64 %1049
+  %1050 = load float, ptr %params380, align 4
+  %1051 = fadd float %1048, %1050
+  %best44381 = load float, ptr %conv2.best44, align 4
+  %1052 = fcmp ogt float %1051, %best44381
+  %1053 = mul nsw i64 %conv2.f41352, 50176
+  %1054 = add nsw i64 17661952, %1053
+  %1055 = mul nsw i64 %conv2.j40351, 784
+  %1056 = add nsw i64 %1054, %1055
+  %1057 = mul nsw i64 %conv2.py42353, 56
+  %1058 = mul nsw i64 %conv2.px43354, 2
+  %1059 = add nsw i64 %1057, %1058
+  %1060 = add nsw i64 %1059, 28
+  %1061 = add nsw i64 %1056, %1060
+  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1061
+  %1062 = load float, ptr %arena382, align 4
+  %1063 = add nsw i64 18752, %conv2.f41352
+  %params383 = getelementptr inbounds float, ptr %params, i64 %1063
+  %1064 = load float, ptr %params383, align 4
+  %1065 = fadd float %1062, %1064
+  %best44384 = load float, ptr %conv2.best44, align 4
+  %1066 = select i1 %1052, float %1065, float %best44384
+  store float %1066, ptr %conv2.best44, align 4
+  %1067 = mul nsw i64 %conv2.f41352, 50176
+  %1068 = add nsw i64 17661952, %1067
+  %1069 = mul nsw i64 %conv2.j40351, 784
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = mul nsw i64 %conv2.py42353, 56
+  %1072 = mul nsw i64 %conv2.px43354, 2
+  %1073 = add nsw i64 %1071, %1072
+  %1074 = add nsw i64 %1073, 28
+  %1075 = add nsw i64 %1074, 1
+  %1076 = add nsw i64 %1070, %1075
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1076
+  %1077 = load float, ptr %arena385, align 4
+  %1078 = add nsw i64 18752, %conv2.f41352
+  %params386 = getelementptr inbounds float, ptr %params, i64 %1078
+  %1079 = load float, ptr %params386, align 4
+  %1080 = fadd float %1077, %1079
+  %best44387 = load float, ptr %conv2.best44, align 4
+  %1081 = fcmp ogt float %1080, %best44387
+  %1082 = mul nsw i64 %conv2.py42353, 56
+  %1083 = mul nsw i64 %conv2.px43354, 2
+  %1084 = add nsw i64 %1082, %1083
+  %1085 = add nsw i64 %1084, 28
+  %1086 = add nsw i64 %1085, 1
+  %1087 = sitofp i64 %1086 to float
+  %bi45388 = load float, ptr %conv2.bi45, align 4
+  %1088 = select i1 %1081, float %1087, float %bi45388
+  store float %1088, ptr %conv2.bi45, align 4
+  %1089 = mul nsw i64 %conv2.f41352, 50176
+  %1090 = add nsw i64 17661952, %1089
+  %1091 = mul nsw i64 %conv2.j40351, 784
+  %1092 = add nsw i64 %1090, %1091
+  %1093 = mul nsw i64 %conv2.py42353, 56
+  %1094 = mul nsw i64 %conv2.px43354, 2
+  %1095 = add nsw i64 %1093, %1094
+  %1096 = add nsw i64 %1095, 28
+  %1097 = add nsw i64 %1096, 1
+  %1098 = add nsw i64 %1092, %1097
+  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1098
+  %1099 = load float, ptr %arena389, align 4
+  %1100 = add nsw i64 18752, %conv2.f41352
+  %params390 = getelementptr inbounds float, ptr %params, i64 %1100
+  %1101 = load float, ptr %params390, align 4
+  %1102 = fadd float %1099, %1101
+  %best44391 = load float, ptr %conv2.best44, align 4
+  %1103 = fcmp ogt float %1102, %best44391
+  %1104 = mul nsw i64 %conv2.f41352, 50176
+  %1105 = add nsw i64 17661952, %1104
+  %1106 = mul nsw i64 %conv2.j40351, 784
+  %1107 = add nsw i64 %1105, %1106
+  %1108 = mul nsw i64 %conv2.py42353, 56
+  %1109 = mul nsw i64 %conv2.px43354, 2
+  %1110 = add nsw i64 %1108, %1109
+  %1111 = add nsw i64 %1110, 28
+  %1112 = add nsw i64 %1111, 1
+  %1113 = add nsw i64 %1107, %1112
+  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1113
+  %1114 = load float, ptr %arena392, align 4
+  %1115 = add nsw i64 18752, %conv2.f41352
+  %params393 = getelementptr inbounds float, ptr %params, i64 %1115
+  %1116 = load float, ptr %params393, align 4
+  %1117 = fadd float %1114, %1116
+  %best44394 = load float, ptr %conv2.best44, align 4
+  %1118 = select i1 %1103, float %1117, float %best44394
+  store float %1118, ptr %conv2.best44, align 4
+  %best44395 = load float, ptr %conv2.best44, align 4
+  %1119 = fcmp ogt float %best44395, 0.000000e+00
+  %best44396 = load float, ptr %conv2.best44, align 4
+  %1120 = select i1 %1119, float %best44396, float 0.000000e+00
+  %1121 = mul nsw i64 %conv2.g22164, 64
+  %1122 = add nsw i64 %1121, %conv2.j40351
+  %1123 = mul nsw i64 %1122, 12544
+  %1124 = mul nsw i64 %conv2.f41352, 196
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = mul nsw i64 %conv2.py42353, 14
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = add nsw i64 %1127, %conv2.px43354
+  %1129 = add nsw i64 1605632, %1128
+  %arena397 = getelementptr inbounds float, ptr %arena, i64 %1129
+  store float %1120, ptr %arena397, align 4
+  %bi45398 = load float, ptr %conv2.bi45, align 4
+  %1130 = mul nsw i64 %conv2.g22164, 64
+  %1131 = add nsw i64 %1130, %conv2.j40351
+  %1132 = mul nsw i64 %1131, 12544
+  %1133 = mul nsw i64 %conv2.f41352, 196
+  %1134 = add nsw i64 %1132, %1133
+  %1135 = mul nsw i64 %conv2.py42353, 14
+  %1136 = add nsw i64 %1134, %1135
+  %1137 = add nsw i64 %1136, %conv2.px43354
+  %1138 = add nsw i64 2408448, %1137
+  %arena399 = getelementptr inbounds float, ptr %arena, i64 %1138
+  store float %bi45398, ptr %arena399, align 4
+  %px43.next = add nsw i64 %conv2.px43354, 1
+  %1139 = icmp slt i64 %px43.next, 14
+  br i1 %1139, label %conv2.px43, label %conv2.px43.end
 
-conv2_weight_grad.f74:                            ; preds = %conv2_weight_grad.i75.end, %conv2_weight_grad.j73
-  %conv2_weight_grad.f74218 = phi i64 [ 0, %conv2_weight_grad.j73 ], [ %f74.next, %conv2_weight_grad.i75.end ]
-  br label %conv2_weight_grad.i75
+conv2.px43.end:                                   ; preds = %conv2.px43
+  %py42.next = add nsw i64 %conv2.py42353, 1
+  %1140 = icmp slt i64 %py42.next, 14
+  br i1 %1140, label %conv2.py42, label %conv2.py42.end
 
-conv2_weight_grad.f74.end:                        ; preds = %conv2_weight_grad.i75.end
-  %j73.next = add nsw i64 %conv2_weight_grad.j73217, 1
-  %735 = icmp slt i64 %j73.next, 64
-  br i1 %735, label %conv2_weight_grad.j73, label %conv2_weight_grad.j73.end
+fc1.n46:                                          ; preds = %fc1.u47.end, %conv2.g22.end
+  %fc1.n46403 = phi i64 [ 0, %conv2.g22.end ], [ %n46.next, %fc1.u47.end ]
+  br label %fc1.u47
 
-conv2_weight_grad.i75:                            ; preds = %conv2_weight_grad.i75, %conv2_weight_grad.f74
-  %conv2_weight_grad.i75219 = phi i64 [ 0, %conv2_weight_grad.f74 ], [ %i75.next, %conv2_weight_grad.i75 ]
-  %736 = mul nsw i64 %conv2_weight_grad.g61194, 64
-  %737 = add nsw i64 %736, %conv2_weight_grad.j73217
-  %738 = mul nsw i64 %737, 50176
-  %739 = add nsw i64 4039952, %738
-  %740 = mul nsw i64 %conv2_weight_grad.f74218, 784
-  %741 = add nsw i64 %739, %740
-  %742 = add nsw i64 %741, %conv2_weight_grad.i75219
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %742
-  %743 = load float, ptr %arena220, align 4
-  %744 = mul nsw i64 %conv2_weight_grad.f74218, 50176
-  %745 = add nsw i64 21701904, %744
-  %746 = mul nsw i64 %conv2_weight_grad.j73217, 784
-  %747 = add nsw i64 %745, %746
-  %748 = add nsw i64 %747, %conv2_weight_grad.i75219
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 %748
-  store float %743, ptr %arena221, align 4
-  %i75.next = add nsw i64 %conv2_weight_grad.i75219, 1
-  %749 = icmp slt i64 %i75.next, 784
-  br i1 %749, label %conv2_weight_grad.i75, label %conv2_weight_grad.i75.end
+fc1.n46.end:                                      ; preds = %fc1.u47.end
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %params411 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 3219456
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena410, i32 128, ptr %params411, i32 128, float 0.000000e+00, ptr %arena412, i32 10)
+  br label %fc2.n48
 
-conv2_weight_grad.i75.end:                        ; preds = %conv2_weight_grad.i75
-  %f74.next = add nsw i64 %conv2_weight_grad.f74218, 1
-  %750 = icmp slt i64 %f74.next, 64
-  br i1 %750, label %conv2_weight_grad.f74, label %conv2_weight_grad.f74.end
+fc1.u47:                                          ; preds = %fc1.u47, %fc1.n46
+  %fc1.u47404 = phi i64 [ 0, %fc1.n46 ], [ %u47.next, %fc1.u47 ]
+  %1141 = mul nsw i64 %fc1.n46403, 128
+  %1142 = add nsw i64 3211264, %1141
+  %1143 = add nsw i64 %1142, %fc1.u47404
+  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1143
+  %1144 = load float, ptr %arena405, align 4
+  %1145 = add nsw i64 1624448, %fc1.u47404
+  %params406 = getelementptr inbounds float, ptr %params, i64 %1145
+  %1146 = load float, ptr %params406, align 4
+  %1147 = fadd float %1144, %1146
+  %1148 = fcmp ogt float %1147, 0.000000e+00
+  %1149 = mul nsw i64 %fc1.n46403, 128
+  %1150 = add nsw i64 3211264, %1149
+  %1151 = add nsw i64 %1150, %fc1.u47404
+  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1151
+  %1152 = load float, ptr %arena407, align 4
+  %1153 = add nsw i64 1624448, %fc1.u47404
+  %params408 = getelementptr inbounds float, ptr %params, i64 %1153
+  %1154 = load float, ptr %params408, align 4
+  %1155 = fadd float %1152, %1154
+  %1156 = select i1 %1148, float %1155, float 0.000000e+00
+  %1157 = mul nsw i64 %fc1.n46403, 128
+  %1158 = add nsw i64 3211264, %1157
+  %1159 = add nsw i64 %1158, %fc1.u47404
+  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1159
+  store float %1156, ptr %arena409, align 4
+  %u47.next = add nsw i64 %fc1.u47404, 1
+  %1160 = icmp slt i64 %u47.next, 128
+  br i1 %1160, label %fc1.u47, label %fc1.u47.end
 
-conv2_bias_grad.i76:                              ; preds = %conv2_bias_grad.i76, %conv2_weight_grad.g61.end
-  %conv2_bias_grad.i76225 = phi i64 [ 0, %conv2_weight_grad.g61.end ], [ %i76.next, %conv2_bias_grad.i76 ]
-  %751 = add nsw i64 1605632, %conv2_bias_grad.i76225
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %751
-  store float 1.000000e+00, ptr %arena226, align 4
-  %i76.next = add nsw i64 %conv2_bias_grad.i76225, 1
-  %752 = icmp slt i64 %i76.next, 784
-  br i1 %752, label %conv2_bias_grad.i76, label %conv2_bias_grad.i76.end
+fc1.u47.end:                                      ; preds = %fc1.u47
+  %n46.next = add nsw i64 %fc1.n46403, 1
+  %1161 = icmp slt i64 %n46.next, 64
+  br i1 %1161, label %fc1.n46, label %fc1.n46.end
 
-conv2_bias_grad.i76.end:                          ; preds = %conv2_bias_grad.i76
-  br label %conv2_bias_grad.i77
+fc2.n48:                                          ; preds = %fc2.u49.end, %fc1.n46.end
+  %fc2.n48413 = phi i64 [ 0, %fc1.n46.end ], [ %n48.next, %fc2.u49.end ]
+  br label %fc2.u49
 
-conv2_bias_grad.i77:                              ; preds = %conv2_bias_grad.i77, %conv2_bias_grad.i76.end
-  %conv2_bias_grad.i77227 = phi i64 [ 0, %conv2_bias_grad.i76.end ], [ %i77.next, %conv2_bias_grad.i77 ]
-  %753 = add nsw i64 18752, %conv2_bias_grad.i77227
-  %grads228 = getelementptr inbounds float, ptr %grads, i64 %753
-  store float 0.000000e+00, ptr %grads228, align 4
-  %i77.next = add nsw i64 %conv2_bias_grad.i77227, 1
-  %754 = icmp slt i64 %i77.next, 64
-  br i1 %754, label %conv2_bias_grad.i77, label %conv2_bias_grad.i77.end
+fc2.n48.end:                                      ; preds = %fc2.u49.end
+  store float 0.000000e+00, ptr %loss.total50, align 4
+  br label %loss.n51
 
-conv2_bias_grad.i77.end:                          ; preds = %conv2_bias_grad.i77
-  br label %conv2_bias_grad.img78
+fc2.u49:                                          ; preds = %fc2.u49, %fc2.n48
+  %fc2.u49414 = phi i64 [ 0, %fc2.n48 ], [ %u49.next, %fc2.u49 ]
+  %1162 = mul nsw i64 %fc2.n48413, 10
+  %1163 = add nsw i64 3219456, %1162
+  %1164 = add nsw i64 %1163, %fc2.u49414
+  %arena415 = getelementptr inbounds float, ptr %arena, i64 %1164
+  %1165 = load float, ptr %arena415, align 4
+  %1166 = add nsw i64 1625856, %fc2.u49414
+  %params416 = getelementptr inbounds float, ptr %params, i64 %1166
+  %1167 = load float, ptr %params416, align 4
+  %1168 = fadd float %1165, %1167
+  %1169 = mul nsw i64 %fc2.n48413, 10
+  %1170 = add nsw i64 3219456, %1169
+  %1171 = add nsw i64 %1170, %fc2.u49414
+  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1171
+  store float %1168, ptr %arena417, align 4
+  %u49.next = add nsw i64 %fc2.u49414, 1
+  %1172 = icmp slt i64 %u49.next, 10
+  br i1 %1172, label %fc2.u49, label %fc2.u49.end
 
-conv2_bias_grad.img78:                            ; preds = %conv2_bias_grad.img78, %conv2_bias_grad.i77.end
-  %conv2_bias_grad.img78229 = phi i64 [ 0, %conv2_bias_grad.i77.end ], [ %img78.next, %conv2_bias_grad.img78 ]
-  %755 = mul nsw i64 %conv2_bias_grad.img78229, 50176
-  %756 = add nsw i64 4039952, %755
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %756
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %grads232 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena230, i32 784, ptr %arena231, i32 1, float 1.000000e+00, ptr %grads232, i32 1)
-  %img78.next = add nsw i64 %conv2_bias_grad.img78229, 1
-  %757 = icmp slt i64 %img78.next, 64
-  br i1 %757, label %conv2_bias_grad.img78, label %conv2_bias_grad.img78.end
+fc2.u49.end:                                      ; preds = %fc2.u49
+  %n48.next = add nsw i64 %fc2.n48413, 1
+  %1173 = icmp slt i64 %n48.next, 64
+  br i1 %1173, label %fc2.n48, label %fc2.n48.end
 
-conv2_bias_grad.img78.end:                        ; preds = %conv2_bias_grad.img78
-  br label %relu1_grad.i79
+loss.n51:                                         ; preds = %loss.k55.end, %fc2.n48.end
+  %loss.n51418 = phi i64 [ 0, %fc2.n48.end ], [ %n51.next, %loss.k55.end ]
+  %1174 = mul nsw i64 %loss.n51418, 10
+  %1175 = add nsw i64 3219456, %1174
+  %arena419 = getelementptr inbounds float, ptr %arena, i64 %1175
+  %1176 = load float, ptr %arena419, align 4
+  store float %1176, ptr %loss.m52, align 4
+  br label %loss.k54
 
-relu1_grad.i79:                                   ; preds = %relu1_grad.i79, %conv2_bias_grad.img78.end
-  %relu1_grad.i79233 = phi i64 [ 0, %conv2_bias_grad.img78.end ], [ %i79.next, %relu1_grad.i79 ]
-  %758 = add nsw i64 1605632, %relu1_grad.i79233
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 %758
-  store float 0.000000e+00, ptr %arena234, align 4
-  %i79.next = add nsw i64 %relu1_grad.i79233, 1
-  %759 = icmp slt i64 %i79.next, 1605632
-  br i1 %759, label %relu1_grad.i79, label %relu1_grad.i79.end
+loss.n51.end:                                     ; preds = %loss.k55.end
+  %total50429 = load float, ptr %loss.total50, align 4
+  %1177 = fdiv float %total50429, 6.400000e+01
+  %arena430 = getelementptr inbounds float, ptr %arena, i64 3220096
+  store float %1177, ptr %arena430, align 4
+  br label %fc2_grad.n56
 
-relu1_grad.i79.end:                               ; preds = %relu1_grad.i79
-  br label %relu1_grad.g80
+loss.k54:                                         ; preds = %loss.k54, %loss.n51
+  %loss.k54420 = phi i64 [ 0, %loss.n51 ], [ %k54.next, %loss.k54 ]
+  %m52 = load float, ptr %loss.m52, align 4
+  %1178 = mul nsw i64 %loss.n51418, 10
+  %1179 = add nsw i64 3219456, %1178
+  %1180 = add nsw i64 %1179, %loss.k54420
+  %arena421 = getelementptr inbounds float, ptr %arena, i64 %1180
+  %1181 = load float, ptr %arena421, align 4
+  %1182 = fcmp ogt float %1181, %m52
+  %1183 = select i1 %1182, float %1181, float %m52
+  store float %1183, ptr %loss.m52, align 4
+  %k54.next = add nsw i64 %loss.k54420, 1
+  %1184 = icmp slt i64 %k54.next, 10
+  br i1 %1184, label %loss.k54, label %loss.k54.end
 
-relu1_grad.g80:                                   ; preds = %relu1_grad.j84.end, %relu1_grad.i79.end
-  %relu1_grad.g80235 = phi i64 [ 0, %relu1_grad.i79.end ], [ %g80.next, %relu1_grad.j84.end ]
-  br label %relu1_grad.j81
+loss.k54.end:                                     ; preds = %loss.k54
+  store float 0.000000e+00, ptr %loss.s53, align 4
+  br label %loss.k55
 
-relu1_grad.g80.end:                               ; preds = %relu1_grad.j84.end
-  br label %conv1_grad.i93
+loss.k55:                                         ; preds = %loss.k55, %loss.k54.end
+  %loss.k55422 = phi i64 [ 0, %loss.k54.end ], [ %k55.next, %loss.k55 ]
+  %s53 = load float, ptr %loss.s53, align 4
+  %1185 = mul nsw i64 %loss.n51418, 10
+  %1186 = add nsw i64 3219456, %1185
+  %1187 = add nsw i64 %1186, %loss.k55422
+  %arena423 = getelementptr inbounds float, ptr %arena, i64 %1187
+  %1188 = load float, ptr %arena423, align 4
+  %m52424 = load float, ptr %loss.m52, align 4
+  %1189 = fsub float %1188, %m52424
+  %1190 = call float @llvm.exp.f32(float %1189)
+  %1191 = fadd float %s53, %1190
+  store float %1191, ptr %loss.s53, align 4
+  %k55.next = add nsw i64 %loss.k55422, 1
+  %1192 = icmp slt i64 %k55.next, 10
+  br i1 %1192, label %loss.k55, label %loss.k55.end
 
-relu1_grad.j81:                                   ; preds = %relu1_grad.f82.end, %relu1_grad.g80
-  %relu1_grad.j81236 = phi i64 [ 0, %relu1_grad.g80 ], [ %j81.next, %relu1_grad.f82.end ]
-  br label %relu1_grad.f82
+loss.k55.end:                                     ; preds = %loss.k55
+  %total50 = load float, ptr %loss.total50, align 4
+  %m52425 = load float, ptr %loss.m52, align 4
+  %s53426 = load float, ptr %loss.s53, align 4
+  %1193 = call float @llvm.log.f32(float %s53426)
+  %1194 = fadd float %m52425, %1193
+  %1195 = mul nsw i64 %loss.n51418, 10
+  %1196 = add nsw i64 3219456, %1195
+  %labels427 = getelementptr inbounds i32, ptr %labels, i64 %loss.n51418
+  %label = load i32, ptr %labels427, align 4
+  %1197 = sext i32 %label to i64
+  %1198 = add nsw i64 %1196, %1197
+  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1198
+  %1199 = load float, ptr %arena428, align 4
+  %1200 = fsub float %1194, %1199
+  %1201 = fadd float %total50, %1200
+  store float %1201, ptr %loss.total50, align 4
+  %n51.next = add nsw i64 %loss.n51418, 1
+  %1202 = icmp slt i64 %n51.next, 64
+  br i1 %1202, label %loss.n51, label %loss.n51.end
 
-relu1_grad.j81.end:                               ; preds = %relu1_grad.f82.end
-  %params241 = getelementptr inbounds float, ptr %params, i64 320
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 21701904
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 7251216
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 50176, i32 64, float 1.000000e+00, ptr %params241, i32 288, ptr %arena242, i32 50176, float 0.000000e+00, ptr %arena243, i32 50176)
-  br label %relu1_grad.j84
+fc2_grad.n56:                                     ; preds = %fc2_grad.k61.end, %loss.n51.end
+  %fc2_grad.n56431 = phi i64 [ 0, %loss.n51.end ], [ %n56.next, %fc2_grad.k61.end ]
+  %1203 = mul nsw i64 %fc2_grad.n56431, 10
+  %1204 = add nsw i64 3219456, %1203
+  %arena432 = getelementptr inbounds float, ptr %arena, i64 %1204
+  %1205 = load float, ptr %arena432, align 4
+  store float %1205, ptr %fc2_grad.m57, align 4
+  br label %fc2_grad.k59
 
-relu1_grad.f82:                                   ; preds = %relu1_grad.i83.end, %relu1_grad.j81
-  %relu1_grad.f82237 = phi i64 [ 0, %relu1_grad.j81 ], [ %f82.next, %relu1_grad.i83.end ]
-  br label %relu1_grad.i83
+fc2_grad.n56.end:                                 ; preds = %fc2_grad.k61.end
+  %arena448 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 3211264
+  %grads450 = getelementptr inbounds float, ptr %grads, i64 1624576
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena448, i32 10, ptr %arena449, i32 128, float 0.000000e+00, ptr %grads450, i32 128)
+  br label %fc2_bias_grad.u62
 
-relu1_grad.f82.end:                               ; preds = %relu1_grad.i83.end
-  %j81.next = add nsw i64 %relu1_grad.j81236, 1
-  %760 = icmp slt i64 %j81.next, 64
-  br i1 %760, label %relu1_grad.j81, label %relu1_grad.j81.end
+fc2_grad.k59:                                     ; preds = %fc2_grad.k59, %fc2_grad.n56
+  %fc2_grad.k59433 = phi i64 [ 0, %fc2_grad.n56 ], [ %k59.next, %fc2_grad.k59 ]
+  %m57 = load float, ptr %fc2_grad.m57, align 4
+  %1206 = mul nsw i64 %fc2_grad.n56431, 10
+  %1207 = add nsw i64 3219456, %1206
+  %1208 = add nsw i64 %1207, %fc2_grad.k59433
+  %arena434 = getelementptr inbounds float, ptr %arena, i64 %1208
+  %1209 = load float, ptr %arena434, align 4
+  %1210 = fcmp ogt float %1209, %m57
+  %1211 = select i1 %1210, float %1209, float %m57
+  store float %1211, ptr %fc2_grad.m57, align 4
+  %k59.next = add nsw i64 %fc2_grad.k59433, 1
+  %1212 = icmp slt i64 %k59.next, 10
+  br i1 %1212, label %fc2_grad.k59, label %fc2_grad.k59.end
 
-relu1_grad.i83:                                   ; preds = %relu1_grad.i83, %relu1_grad.f82
-  %relu1_grad.i83238 = phi i64 [ 0, %relu1_grad.f82 ], [ %i83.next, %relu1_grad.i83 ]
-  %761 = mul nsw i64 %relu1_grad.g80235, 64
-  %762 = add nsw i64 %761, %relu1_grad.j81236
-  %763 = mul nsw i64 %762, 50176
-  %764 = add nsw i64 4039952, %763
-  %765 = mul nsw i64 %relu1_grad.f82237, 784
-  %766 = add nsw i64 %764, %765
-  %767 = add nsw i64 %766, %relu1_grad.i83238
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %767
-  %768 = load float, ptr %arena239, align 4
-  %769 = mul nsw i64 %relu1_grad.f82237, 50176
-  %770 = add nsw i64 21701904, %769
-  %771 = mul nsw i64 %relu1_grad.j81236, 784
-  %772 = add nsw i64 %770, %771
-  %773 = add nsw i64 %772, %relu1_grad.i83238
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 %773
-  store float %768, ptr %arena240, align 4
-  %i83.next = add nsw i64 %relu1_grad.i83238, 1
-  %774 = icmp slt i64 %i83.next, 784
-  br i1 %774, label %relu1_grad.i83, label %relu1_grad.i83.end
+fc2_grad.k59.end:                                 ; preds = %fc2_grad.k59
+  store float 0.000000e+00, ptr %fc2_grad.s58, align 4
+  br label %fc2_grad.k60
 
-relu1_grad.i83.end:                               ; preds = %relu1_grad.i83
-  %f82.next = add nsw i64 %relu1_grad.f82237, 1
-  %775 = icmp slt i64 %f82.next, 64
-  br i1 %775, label %relu1_grad.f82, label %relu1_grad.f82.end
+fc2_grad.k60:                                     ; preds = %fc2_grad.k60, %fc2_grad.k59.end
+  %fc2_grad.k60435 = phi i64 [ 0, %fc2_grad.k59.end ], [ %k60.next, %fc2_grad.k60 ]
+  %s58 = load float, ptr %fc2_grad.s58, align 4
+  %1213 = mul nsw i64 %fc2_grad.n56431, 10
+  %1214 = add nsw i64 3219456, %1213
+  %1215 = add nsw i64 %1214, %fc2_grad.k60435
+  %arena436 = getelementptr inbounds float, ptr %arena, i64 %1215
+  %1216 = load float, ptr %arena436, align 4
+  %m57437 = load float, ptr %fc2_grad.m57, align 4
+  %1217 = fsub float %1216, %m57437
+  %1218 = call float @llvm.exp.f32(float %1217)
+  %1219 = fadd float %s58, %1218
+  store float %1219, ptr %fc2_grad.s58, align 4
+  %k60.next = add nsw i64 %fc2_grad.k60435, 1
+  %1220 = icmp slt i64 %k60.next, 10
+  br i1 %1220, label %fc2_grad.k60, label %fc2_grad.k60.end
 
-relu1_grad.j84:                                   ; preds = %relu1_grad.c85.end, %relu1_grad.j81.end
-  %relu1_grad.j84244 = phi i64 [ 0, %relu1_grad.j81.end ], [ %j84.next, %relu1_grad.c85.end ]
-  br label %relu1_grad.c85
+fc2_grad.k60.end:                                 ; preds = %fc2_grad.k60
+  br label %fc2_grad.k61
 
-relu1_grad.j84.end:                               ; preds = %relu1_grad.c85.end
-  %g80.next = add nsw i64 %relu1_grad.g80235, 1
-  %776 = icmp slt i64 %g80.next, 1
-  br i1 %776, label %relu1_grad.g80, label %relu1_grad.g80.end
+fc2_grad.k61:                                     ; preds = %fc2_grad.k61, %fc2_grad.k60.end
+  %fc2_grad.k61438 = phi i64 [ 0, %fc2_grad.k60.end ], [ %k61.next, %fc2_grad.k61 ]
+  %labels439 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n56431
+  %label440 = load i32, ptr %labels439, align 4
+  %1221 = sext i32 %label440 to i64
+  %1222 = icmp eq i64 %fc2_grad.k61438, %1221
+  %1223 = mul nsw i64 %fc2_grad.n56431, 10
+  %1224 = add nsw i64 3219456, %1223
+  %1225 = add nsw i64 %1224, %fc2_grad.k61438
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1225
+  %1226 = load float, ptr %arena441, align 4
+  %m57442 = load float, ptr %fc2_grad.m57, align 4
+  %1227 = fsub float %1226, %m57442
+  %1228 = call float @llvm.exp.f32(float %1227)
+  %s58443 = load float, ptr %fc2_grad.s58, align 4
+  %1229 = fdiv float %1228, %s58443
+  %1230 = fsub float %1229, 1.000000e+00
+  %1231 = mul nsw i64 %fc2_grad.n56431, 10
+  %1232 = add nsw i64 3219456, %1231
+  %1233 = add nsw i64 %1232, %fc2_grad.k61438
+  %arena444 = getelementptr inbounds float, ptr %arena, i64 %1233
+  %1234 = load float, ptr %arena444, align 4
+  %m57445 = load float, ptr %fc2_grad.m57, align 4
+  %1235 = fsub float %1234, %m57445
+  %1236 = call float @llvm.exp.f32(float %1235)
+  %s58446 = load float, ptr %fc2_grad.s58, align 4
+  %1237 = fdiv float %1236, %s58446
+  %1238 = select i1 %1222, float %1230, float %1237
+  %1239 = fdiv float %1238, 6.400000e+01
+  %1240 = mul nsw i64 %fc2_grad.n56431, 10
+  %1241 = add nsw i64 3220112, %1240
+  %1242 = add nsw i64 %1241, %fc2_grad.k61438
+  %arena447 = getelementptr inbounds float, ptr %arena, i64 %1242
+  store float %1239, ptr %arena447, align 4
+  %k61.next = add nsw i64 %fc2_grad.k61438, 1
+  %1243 = icmp slt i64 %k61.next, 10
+  br i1 %1243, label %fc2_grad.k61, label %fc2_grad.k61.end
 
-relu1_grad.c85:                                   ; preds = %relu1_grad.ky86.end, %relu1_grad.j84
-  %relu1_grad.c85245 = phi i64 [ 0, %relu1_grad.j84 ], [ %c85.next, %relu1_grad.ky86.end ]
-  br label %relu1_grad.ky86
+fc2_grad.k61.end:                                 ; preds = %fc2_grad.k61
+  %n56.next = add nsw i64 %fc2_grad.n56431, 1
+  %1244 = icmp slt i64 %n56.next, 64
+  br i1 %1244, label %fc2_grad.n56, label %fc2_grad.n56.end
 
-relu1_grad.c85.end:                               ; preds = %relu1_grad.ky86.end
-  %j84.next = add nsw i64 %relu1_grad.j84244, 1
-  %777 = icmp slt i64 %j84.next, 64
-  br i1 %777, label %relu1_grad.j84, label %relu1_grad.j84.end
+fc2_bias_grad.u62:                                ; preds = %fc2_bias_grad.n64.end, %fc2_grad.n56.end
+  %fc2_bias_grad.u62451 = phi i64 [ 0, %fc2_grad.n56.end ], [ %u62.next, %fc2_bias_grad.n64.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc63, align 4
+  br label %fc2_bias_grad.n64
 
-relu1_grad.ky86:                                  ; preds = %relu1_grad.oy91.end, %relu1_grad.c85
-  %relu1_grad.ky86246 = phi i64 [ 0, %relu1_grad.c85 ], [ %ky86.next, %relu1_grad.oy91.end ]
-  br label %relu1_grad.oy87
+fc2_bias_grad.u62.end:                            ; preds = %fc2_bias_grad.n64.end
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 3220112
+  %params457 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena458 = getelementptr inbounds float, ptr %arena, i64 3220752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena456, i32 10, ptr %params457, i32 128, float 0.000000e+00, ptr %arena458, i32 128)
+  br label %fc1_grad.i65
 
-relu1_grad.ky86.end:                              ; preds = %relu1_grad.oy91.end
-  %c85.next = add nsw i64 %relu1_grad.c85245, 1
-  %778 = icmp slt i64 %c85.next, 32
-  br i1 %778, label %relu1_grad.c85, label %relu1_grad.c85.end
+fc2_bias_grad.n64:                                ; preds = %fc2_bias_grad.n64, %fc2_bias_grad.u62
+  %fc2_bias_grad.n64452 = phi i64 [ 0, %fc2_bias_grad.u62 ], [ %n64.next, %fc2_bias_grad.n64 ]
+  %acc63 = load float, ptr %fc2_bias_grad.acc63, align 4
+  %1245 = mul nsw i64 %fc2_bias_grad.n64452, 10
+  %1246 = add nsw i64 3220112, %1245
+  %1247 = add nsw i64 %1246, %fc2_bias_grad.u62451
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1247
+  %1248 = load float, ptr %arena453, align 4
+  %1249 = fadd float %acc63, %1248
+  store float %1249, ptr %fc2_bias_grad.acc63, align 4
+  %n64.next = add nsw i64 %fc2_bias_grad.n64452, 1
+  %1250 = icmp slt i64 %n64.next, 64
+  br i1 %1250, label %fc2_bias_grad.n64, label %fc2_bias_grad.n64.end
 
-relu1_grad.oy87:                                  ; preds = %relu1_grad.endif, %relu1_grad.ky86
-  %relu1_grad.oy87247 = phi i64 [ 0, %relu1_grad.ky86 ], [ %oy87.next, %relu1_grad.endif ]
-  %779 = add nsw i64 %relu1_grad.oy87247, %relu1_grad.ky86246
-  %780 = add nsw i64 %779, -1
-  %781 = icmp slt i64 -1, %780
-  %782 = add nsw i64 %relu1_grad.oy87247, %relu1_grad.ky86246
-  %783 = add nsw i64 %782, -1
-  %784 = icmp slt i64 %783, 28
-  %785 = and i1 %781, %784
-  br i1 %785, label %relu1_grad.then, label %relu1_grad.endif
+fc2_bias_grad.n64.end:                            ; preds = %fc2_bias_grad.n64
+  %acc63454 = load float, ptr %fc2_bias_grad.acc63, align 4
+  %1251 = add nsw i64 1625856, %fc2_bias_grad.u62451
+  %grads455 = getelementptr inbounds float, ptr %grads, i64 %1251
+  store float %acc63454, ptr %grads455, align 4
+  %u62.next = add nsw i64 %fc2_bias_grad.u62451, 1
+  %1252 = icmp slt i64 %u62.next, 10
+  br i1 %1252, label %fc2_bias_grad.u62, label %fc2_bias_grad.u62.end
 
-relu1_grad.oy87.end:                              ; preds = %relu1_grad.endif
-  br label %relu1_grad.oy89
+fc1_grad.i65:                                     ; preds = %fc1_grad.i65, %fc2_bias_grad.u62.end
+  %fc1_grad.i65459 = phi i64 [ 0, %fc2_bias_grad.u62.end ], [ %i65.next, %fc1_grad.i65 ]
+  %1253 = add nsw i64 3211264, %fc1_grad.i65459
+  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1253
+  %1254 = load float, ptr %arena460, align 4
+  %1255 = fcmp ogt float %1254, 0.000000e+00
+  %1256 = add nsw i64 3220752, %fc1_grad.i65459
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1256
+  %1257 = load float, ptr %arena461, align 4
+  %1258 = select i1 %1255, float %1257, float 0.000000e+00
+  %1259 = add nsw i64 3228944, %fc1_grad.i65459
+  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1259
+  store float %1258, ptr %arena462, align 4
+  %i65.next = add nsw i64 %fc1_grad.i65459, 1
+  %1260 = icmp slt i64 %i65.next, 8192
+  br i1 %1260, label %fc1_grad.i65, label %fc1_grad.i65.end
 
-relu1_grad.then:                                  ; preds = %relu1_grad.oy87
-  br label %relu1_grad.ox88
+fc1_grad.i65.end:                                 ; preds = %fc1_grad.i65
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %arena464 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads465 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 12544, i32 64, float 1.000000e+00, ptr %arena463, i32 128, ptr %arena464, i32 12544, float 0.000000e+00, ptr %grads465, i32 12544)
+  br label %fc1_bias_grad.u66
 
-relu1_grad.endif:                                 ; preds = %relu1_grad.ox88.end, %relu1_grad.oy87
-  %oy87.next = add nsw i64 %relu1_grad.oy87247, 1
-  %786 = icmp slt i64 %oy87.next, 28
-  br i1 %786, label %relu1_grad.oy87, label %relu1_grad.oy87.end
+fc1_bias_grad.u66:                                ; preds = %fc1_bias_grad.n68.end, %fc1_grad.i65.end
+  %fc1_bias_grad.u66466 = phi i64 [ 0, %fc1_grad.i65.end ], [ %u66.next, %fc1_bias_grad.n68.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc67, align 4
+  br label %fc1_bias_grad.n68
 
-relu1_grad.ox88:                                  ; preds = %relu1_grad.ox88, %relu1_grad.then
-  %relu1_grad.ox88248 = phi i64 [ 0, %relu1_grad.then ], [ %ox88.next, %relu1_grad.ox88 ]
-  %787 = mul nsw i64 %relu1_grad.g80235, 64
-  %788 = add nsw i64 %787, %relu1_grad.j84244
-  %789 = mul nsw i64 %788, 25088
-  %790 = add nsw i64 1605632, %789
-  %791 = mul nsw i64 %relu1_grad.c85245, 784
-  %792 = add nsw i64 %790, %791
-  %793 = add nsw i64 %relu1_grad.oy87247, %relu1_grad.ky86246
-  %794 = add nsw i64 %793, -1
-  %795 = mul nsw i64 %794, 28
-  %796 = add nsw i64 %792, %795
-  %797 = add nsw i64 %relu1_grad.ox88248, 1
-  %798 = add nsw i64 %797, -1
-  %799 = add nsw i64 %796, %798
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 %799
-  %800 = load float, ptr %arena249, align 4
-  %801 = mul nsw i64 %relu1_grad.c85245, 3
-  %802 = add nsw i64 %801, %relu1_grad.ky86246
-  %803 = mul nsw i64 %802, 3
-  %804 = mul nsw i64 %803, 50176
-  %805 = add nsw i64 7251216, %804
-  %806 = mul nsw i64 %relu1_grad.j84244, 784
-  %807 = add nsw i64 %805, %806
-  %808 = mul nsw i64 %relu1_grad.oy87247, 28
-  %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %relu1_grad.ox88248, 1
-  %811 = add nsw i64 %809, %810
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %811
-  %812 = load float, ptr %arena250, align 4
-  %813 = fadd float %800, %812
-  store float %813, ptr %arena249, align 4
-  %ox88.next = add nsw i64 %relu1_grad.ox88248, 1
-  %814 = icmp slt i64 %ox88.next, 27
-  br i1 %814, label %relu1_grad.ox88, label %relu1_grad.ox88.end
+fc1_bias_grad.u66.end:                            ; preds = %fc1_bias_grad.n68.end
+  %arena471 = getelementptr inbounds float, ptr %arena, i64 3228944
+  %params472 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 3237136
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 12544, i32 128, float 1.000000e+00, ptr %arena471, i32 128, ptr %params472, i32 12544, float 0.000000e+00, ptr %arena473, i32 12544)
+  br label %conv2_grad.i69
 
-relu1_grad.ox88.end:                              ; preds = %relu1_grad.ox88
+fc1_bias_grad.n68:                                ; preds = %fc1_bias_grad.n68, %fc1_bias_grad.u66
+  %fc1_bias_grad.n68467 = phi i64 [ 0, %fc1_bias_grad.u66 ], [ %n68.next, %fc1_bias_grad.n68 ]
+  %acc67 = load float, ptr %fc1_bias_grad.acc67, align 4
+  %1261 = mul nsw i64 %fc1_bias_grad.n68467, 128
+  %1262 = add nsw i64 3228944, %1261
+  %1263 = add nsw i64 %1262, %fc1_bias_grad.u66466
+  %arena468 = getelementptr inbounds float, ptr %arena, i64 %1263
+  %1264 = load float, ptr %arena468, align 4
+  %1265 = fadd float %acc67, %1264
+  store float %1265, ptr %fc1_bias_grad.acc67, align 4
+  %n68.next = add nsw i64 %fc1_bias_grad.n68467, 1
+  %1266 = icmp slt i64 %n68.next, 64
+  br i1 %1266, label %fc1_bias_grad.n68, label %fc1_bias_grad.n68.end
+
+fc1_bias_grad.n68.end:                            ; preds = %fc1_bias_grad.n68
+  %acc67469 = load float, ptr %fc1_bias_grad.acc67, align 4
+  %1267 = add nsw i64 1624448, %fc1_bias_grad.u66466
+  %grads470 = getelementptr inbounds float, ptr %grads, i64 %1267
+  store float %acc67469, ptr %grads470, align 4
+  %u66.next = add nsw i64 %fc1_bias_grad.u66466, 1
+  %1268 = icmp slt i64 %u66.next, 128
+  br i1 %1268, label %fc1_bias_grad.u66, label %fc1_bias_grad.u66.end
+
+conv2_grad.i69:                                   ; preds = %conv2_grad.i69, %fc1_bias_grad.u66.end
+  %conv2_grad.i69474 = phi i64 [ 0, %fc1_bias_grad.u66.end ], [ %i69.next, %conv2_grad.i69 ]
+  %1269 = add nsw i64 4039952, %conv2_grad.i69474
+  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1269
+  store float 0.000000e+00, ptr %arena475, align 4
+  %i69.next = add nsw i64 %conv2_grad.i69474, 1
+  %1270 = icmp slt i64 %i69.next, 3211264
+  br i1 %1270, label %conv2_grad.i69, label %conv2_grad.i69.end
+
+conv2_grad.i69.end:                               ; preds = %conv2_grad.i69
+  br label %conv2_grad.q70
+
+conv2_grad.q70:                                   ; preds = %conv2_grad.i71.end, %conv2_grad.i69.end
+  %conv2_grad.q70476 = phi i64 [ 0, %conv2_grad.i69.end ], [ %q70.next, %conv2_grad.i71.end ]
+  br label %conv2_grad.i71
+
+conv2_grad.q70.end:                               ; preds = %conv2_grad.i71.end
+  br label %conv2_weight_grad.i72
+
+conv2_grad.i71:                                   ; preds = %conv2_grad.endif, %conv2_grad.q70
+  %conv2_grad.i71477 = phi i64 [ 0, %conv2_grad.q70 ], [ %i71.next, %conv2_grad.endif ]
+  %1271 = mul nsw i64 %conv2_grad.q70476, 196
+  %1272 = add nsw i64 %1271, %conv2_grad.i71477
+  %1273 = add nsw i64 1605632, %1272
+  %arena478 = getelementptr inbounds float, ptr %arena, i64 %1273
+  %1274 = load float, ptr %arena478, align 4
+  %1275 = fcmp ogt float %1274, 0.000000e+00
+  br i1 %1275, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i71.end:                               ; preds = %conv2_grad.endif
+  %q70.next = add nsw i64 %conv2_grad.q70476, 1
+  %1276 = icmp slt i64 %q70.next, 4096
+  br i1 %1276, label %conv2_grad.q70, label %conv2_grad.q70.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i71
+  %1277 = mul nsw i64 %conv2_grad.q70476, 784
+  %1278 = add nsw i64 4039952, %1277
+  %1279 = mul nsw i64 %conv2_grad.q70476, 196
+  %1280 = add nsw i64 %1279, %conv2_grad.i71477
+  %1281 = add nsw i64 2408448, %1280
+  %arena479 = getelementptr inbounds float, ptr %arena, i64 %1281
+  %1282 = load float, ptr %arena479, align 4
+  %1283 = fptosi float %1282 to i64
+  %1284 = add nsw i64 %1278, %1283
+  %arena480 = getelementptr inbounds float, ptr %arena, i64 %1284
+  %1285 = load float, ptr %arena480, align 4
+  %1286 = mul nsw i64 %conv2_grad.q70476, 196
+  %1287 = add nsw i64 %1286, %conv2_grad.i71477
+  %1288 = add nsw i64 3237136, %1287
+  %arena481 = getelementptr inbounds float, ptr %arena, i64 %1288
+  %1289 = load float, ptr %arena481, align 4
+  %1290 = fadd float %1285, %1289
+  store float %1290, ptr %arena480, align 4
+  br label %conv2_grad.endif
+
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i71
+  %i71.next = add nsw i64 %conv2_grad.i71477, 1
+  %1291 = icmp slt i64 %i71.next, 196
+  br i1 %1291, label %conv2_grad.i71, label %conv2_grad.i71.end
+
+conv2_weight_grad.i72:                            ; preds = %conv2_weight_grad.i72, %conv2_grad.q70.end
+  %conv2_weight_grad.i72482 = phi i64 [ 0, %conv2_grad.q70.end ], [ %i72.next, %conv2_weight_grad.i72 ]
+  %1292 = add nsw i64 24913168, %conv2_weight_grad.i72482
+  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1292
+  store float 0.000000e+00, ptr %arena483, align 4
+  %i72.next = add nsw i64 %conv2_weight_grad.i72482, 1
+  %1293 = icmp slt i64 %i72.next, 18432
+  br i1 %1293, label %conv2_weight_grad.i72, label %conv2_weight_grad.i72.end
+
+conv2_weight_grad.i72.end:                        ; preds = %conv2_weight_grad.i72
+  br label %conv2_weight_grad.g73
+
+conv2_weight_grad.g73:                            ; preds = %conv2_weight_grad.nb93.end, %conv2_weight_grad.i72.end
+  %conv2_weight_grad.g73484 = phi i64 [ 0, %conv2_weight_grad.i72.end ], [ %g73.next, %conv2_weight_grad.nb93.end ]
+  br label %conv2_weight_grad.j74
+
+conv2_weight_grad.g73.end:                        ; preds = %conv2_weight_grad.nb93.end
+  br label %conv2_weight_grad.f97
+
+conv2_weight_grad.j74:                            ; preds = %conv2_weight_grad.c77.end, %conv2_weight_grad.g73
+  %conv2_weight_grad.j74485 = phi i64 [ 0, %conv2_weight_grad.g73 ], [ %j74.next, %conv2_weight_grad.c77.end ]
+  br label %conv2_weight_grad.r75
+
+conv2_weight_grad.j74.end:                        ; preds = %conv2_weight_grad.c77.end
+  br label %conv2_weight_grad.j85
+
+conv2_weight_grad.r75:                            ; preds = %conv2_weight_grad.i76.end, %conv2_weight_grad.j74
+  %conv2_weight_grad.r75486 = phi i64 [ 0, %conv2_weight_grad.j74 ], [ %r75.next, %conv2_weight_grad.i76.end ]
+  br label %conv2_weight_grad.i76
+
+conv2_weight_grad.r75.end:                        ; preds = %conv2_weight_grad.i76.end
+  br label %conv2_weight_grad.c77
+
+conv2_weight_grad.i76:                            ; preds = %conv2_weight_grad.i76, %conv2_weight_grad.r75
+  %conv2_weight_grad.i76487 = phi i64 [ 0, %conv2_weight_grad.r75 ], [ %i76.next, %conv2_weight_grad.i76 ]
+  %1294 = mul nsw i64 %conv2_weight_grad.r75486, 50176
+  %1295 = add nsw i64 7251216, %1294
+  %1296 = mul nsw i64 %conv2_weight_grad.j74485, 784
+  %1297 = add nsw i64 %1295, %1296
+  %1298 = add nsw i64 %1297, %conv2_weight_grad.i76487
+  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1298
+  store float 0.000000e+00, ptr %arena488, align 4
+  %i76.next = add nsw i64 %conv2_weight_grad.i76487, 1
+  %1299 = icmp slt i64 %i76.next, 784
+  br i1 %1299, label %conv2_weight_grad.i76, label %conv2_weight_grad.i76.end
+
+conv2_weight_grad.i76.end:                        ; preds = %conv2_weight_grad.i76
+  %r75.next = add nsw i64 %conv2_weight_grad.r75486, 1
+  %1300 = icmp slt i64 %r75.next, 288
+  br i1 %1300, label %conv2_weight_grad.r75, label %conv2_weight_grad.r75.end
+
+conv2_weight_grad.c77:                            ; preds = %conv2_weight_grad.ky78.end, %conv2_weight_grad.r75.end
+  %conv2_weight_grad.c77489 = phi i64 [ 0, %conv2_weight_grad.r75.end ], [ %c77.next, %conv2_weight_grad.ky78.end ]
+  br label %conv2_weight_grad.ky78
+
+conv2_weight_grad.c77.end:                        ; preds = %conv2_weight_grad.ky78.end
+  %j74.next = add nsw i64 %conv2_weight_grad.j74485, 1
+  %1301 = icmp slt i64 %j74.next, 64
+  br i1 %1301, label %conv2_weight_grad.j74, label %conv2_weight_grad.j74.end
+
+conv2_weight_grad.ky78:                           ; preds = %conv2_weight_grad.oy83.end, %conv2_weight_grad.c77
+  %conv2_weight_grad.ky78490 = phi i64 [ 0, %conv2_weight_grad.c77 ], [ %ky78.next, %conv2_weight_grad.oy83.end ]
+  br label %conv2_weight_grad.oy79
+
+conv2_weight_grad.ky78.end:                       ; preds = %conv2_weight_grad.oy83.end
+  %c77.next = add nsw i64 %conv2_weight_grad.c77489, 1
+  %1302 = icmp slt i64 %c77.next, 32
+  br i1 %1302, label %conv2_weight_grad.c77, label %conv2_weight_grad.c77.end
+
+conv2_weight_grad.oy79:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky78
+  %conv2_weight_grad.oy79491 = phi i64 [ 0, %conv2_weight_grad.ky78 ], [ %oy79.next, %conv2_weight_grad.endif ]
+  %1303 = add nsw i64 %conv2_weight_grad.oy79491, %conv2_weight_grad.ky78490
+  %1304 = add nsw i64 %1303, -1
+  %1305 = icmp slt i64 -1, %1304
+  %1306 = add nsw i64 %conv2_weight_grad.oy79491, %conv2_weight_grad.ky78490
+  %1307 = add nsw i64 %1306, -1
+  %1308 = icmp slt i64 %1307, 28
+  %1309 = and i1 %1305, %1308
+  br i1 %1309, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+
+conv2_weight_grad.oy79.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy81
+
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy79
+  br label %conv2_weight_grad.ox80
+
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox80.end, %conv2_weight_grad.oy79
+  %oy79.next = add nsw i64 %conv2_weight_grad.oy79491, 1
+  %1310 = icmp slt i64 %oy79.next, 28
+  br i1 %1310, label %conv2_weight_grad.oy79, label %conv2_weight_grad.oy79.end
+
+conv2_weight_grad.ox80:                           ; preds = %conv2_weight_grad.ox80, %conv2_weight_grad.then
+  %conv2_weight_grad.ox80492 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox80.next, %conv2_weight_grad.ox80 ]
+  %1311 = mul nsw i64 %conv2_weight_grad.g73484, 64
+  %1312 = add nsw i64 %1311, %conv2_weight_grad.j74485
+  %1313 = mul nsw i64 %1312, 25088
+  %1314 = mul nsw i64 %conv2_weight_grad.c77489, 784
+  %1315 = add nsw i64 %1313, %1314
+  %1316 = add nsw i64 %conv2_weight_grad.oy79491, %conv2_weight_grad.ky78490
+  %1317 = add nsw i64 %1316, -1
+  %1318 = mul nsw i64 %1317, 28
+  %1319 = add nsw i64 %1315, %1318
+  %1320 = add nsw i64 %conv2_weight_grad.ox80492, 1
+  %1321 = add nsw i64 %1320, -1
+  %1322 = add nsw i64 %1319, %1321
+  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1322
+  %1323 = load float, ptr %arena493, align 4
+  %1324 = mul nsw i64 %conv2_weight_grad.c77489, 3
+  %1325 = add nsw i64 %1324, %conv2_weight_grad.ky78490
+  %1326 = mul nsw i64 %1325, 3
+  %1327 = mul nsw i64 %1326, 50176
+  %1328 = add nsw i64 7251216, %1327
+  %1329 = mul nsw i64 %conv2_weight_grad.j74485, 784
+  %1330 = add nsw i64 %1328, %1329
+  %1331 = mul nsw i64 %conv2_weight_grad.oy79491, 28
+  %1332 = add nsw i64 %1330, %1331
+  %1333 = add nsw i64 %conv2_weight_grad.ox80492, 1
+  %1334 = add nsw i64 %1332, %1333
+  %arena494 = getelementptr inbounds float, ptr %arena, i64 %1334
+  store float %1323, ptr %arena494, align 4
+  %ox80.next = add nsw i64 %conv2_weight_grad.ox80492, 1
+  %1335 = icmp slt i64 %ox80.next, 27
+  br i1 %1335, label %conv2_weight_grad.ox80, label %conv2_weight_grad.ox80.end
+
+conv2_weight_grad.ox80.end:                       ; preds = %conv2_weight_grad.ox80
+  br label %conv2_weight_grad.endif
+
+conv2_weight_grad.oy81:                           ; preds = %conv2_weight_grad.endif497, %conv2_weight_grad.oy79.end
+  %conv2_weight_grad.oy81495 = phi i64 [ 0, %conv2_weight_grad.oy79.end ], [ %oy81.next, %conv2_weight_grad.endif497 ]
+  %1336 = add nsw i64 %conv2_weight_grad.oy81495, %conv2_weight_grad.ky78490
+  %1337 = add nsw i64 %1336, -1
+  %1338 = icmp slt i64 -1, %1337
+  %1339 = add nsw i64 %conv2_weight_grad.oy81495, %conv2_weight_grad.ky78490
+  %1340 = add nsw i64 %1339, -1
+  %1341 = icmp slt i64 %1340, 28
+  %1342 = and i1 %1338, %1341
+  br i1 %1342, label %conv2_weight_grad.then496, label %conv2_weight_grad.endif497
+
+conv2_weight_grad.oy81.end:                       ; preds = %conv2_weight_grad.endif497
+  br label %conv2_weight_grad.oy83
+
+conv2_weight_grad.then496:                        ; preds = %conv2_weight_grad.oy81
+  br label %conv2_weight_grad.ox82
+
+conv2_weight_grad.endif497:                       ; preds = %conv2_weight_grad.ox82.end, %conv2_weight_grad.oy81
+  %oy81.next = add nsw i64 %conv2_weight_grad.oy81495, 1
+  %1343 = icmp slt i64 %oy81.next, 28
+  br i1 %1343, label %conv2_weight_grad.oy81, label %conv2_weight_grad.oy81.end
+
+conv2_weight_grad.ox82:                           ; preds = %conv2_weight_grad.ox82, %conv2_weight_grad.then496
+  %conv2_weight_grad.ox82498 = phi i64 [ 0, %conv2_weight_grad.then496 ], [ %ox82.next, %conv2_weight_grad.ox82 ]
+  %1344 = mul nsw i64 %conv2_weight_grad.g73484, 64
+  %1345 = add nsw i64 %1344, %conv2_weight_grad.j74485
+  %1346 = mul nsw i64 %1345, 25088
+  %1347 = mul nsw i64 %conv2_weight_grad.c77489, 784
+  %1348 = add nsw i64 %1346, %1347
+  %1349 = add nsw i64 %conv2_weight_grad.oy81495, %conv2_weight_grad.ky78490
+  %1350 = add nsw i64 %1349, -1
+  %1351 = mul nsw i64 %1350, 28
+  %1352 = add nsw i64 %1348, %1351
+  %1353 = add nsw i64 %1352, %conv2_weight_grad.ox82498
+  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1353
+  %1354 = load float, ptr %arena499, align 4
+  %1355 = mul nsw i64 %conv2_weight_grad.c77489, 3
+  %1356 = add nsw i64 %1355, %conv2_weight_grad.ky78490
+  %1357 = mul nsw i64 %1356, 3
+  %1358 = add nsw i64 %1357, 1
+  %1359 = mul nsw i64 %1358, 50176
+  %1360 = add nsw i64 7251216, %1359
+  %1361 = mul nsw i64 %conv2_weight_grad.j74485, 784
+  %1362 = add nsw i64 %1360, %1361
+  %1363 = mul nsw i64 %conv2_weight_grad.oy81495, 28
+  %1364 = add nsw i64 %1362, %1363
+  %1365 = add nsw i64 %1364, %conv2_weight_grad.ox82498
+  %arena500 = getelementptr inbounds float, ptr %arena, i64 %1365
+  store float %1354, ptr %arena500, align 4
+  %ox82.next = add nsw i64 %conv2_weight_grad.ox82498, 1
+  %1366 = icmp slt i64 %ox82.next, 28
+  br i1 %1366, label %conv2_weight_grad.ox82, label %conv2_weight_grad.ox82.end
+
+conv2_weight_grad.ox82.end:                       ; preds = %conv2_weight_grad.ox82
+  br label %conv2_weight_grad.endif497
+
+conv2_weight_grad.oy83:                           ; preds = %conv2_weight_grad.endif503, %conv2_weight_grad.oy81.end
+  %conv2_weight_grad.oy83501 = phi i64 [ 0, %conv2_weight_grad.oy81.end ], [ %oy83.next, %conv2_weight_grad.endif503 ]
+  %1367 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky78490
+  %1368 = add nsw i64 %1367, -1
+  %1369 = icmp slt i64 -1, %1368
+  %1370 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky78490
+  %1371 = add nsw i64 %1370, -1
+  %1372 = icmp slt i64 %1371, 28
+  %1373 = and i1 %1369, %1372
+  br i1 %1373, label %conv2_weight_grad.then502, label %conv2_weight_grad.endif503
+
+conv2_weight_grad.oy83.end:                       ; preds = %conv2_weight_grad.endif503
+  %ky78.next = add nsw i64 %conv2_weight_grad.ky78490, 1
+  %1374 = icmp slt i64 %ky78.next, 3
+  br i1 %1374, label %conv2_weight_grad.ky78, label %conv2_weight_grad.ky78.end
+
+conv2_weight_grad.then502:                        ; preds = %conv2_weight_grad.oy83
+  br label %conv2_weight_grad.ox84
+
+conv2_weight_grad.endif503:                       ; preds = %conv2_weight_grad.ox84.end, %conv2_weight_grad.oy83
+  %oy83.next = add nsw i64 %conv2_weight_grad.oy83501, 1
+  %1375 = icmp slt i64 %oy83.next, 28
+  br i1 %1375, label %conv2_weight_grad.oy83, label %conv2_weight_grad.oy83.end
+
+conv2_weight_grad.ox84:                           ; preds = %conv2_weight_grad.ox84, %conv2_weight_grad.then502
+  %conv2_weight_grad.ox84504 = phi i64 [ 0, %conv2_weight_grad.then502 ], [ %ox84.next, %conv2_weight_grad.ox84 ]
+  %1376 = mul nsw i64 %conv2_weight_grad.g73484, 64
+  %1377 = add nsw i64 %1376, %conv2_weight_grad.j74485
+  %1378 = mul nsw i64 %1377, 25088
+  %1379 = mul nsw i64 %conv2_weight_grad.c77489, 784
+  %1380 = add nsw i64 %1378, %1379
+  %1381 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky78490
+  %1382 = add nsw i64 %1381, -1
+  %1383 = mul nsw i64 %1382, 28
+  %1384 = add nsw i64 %1380, %1383
+  %1385 = add nsw i64 %conv2_weight_grad.ox84504, 1
+  %1386 = add nsw i64 %1384, %1385
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1386
+  %1387 = load float, ptr %arena505, align 4
+  %1388 = mul nsw i64 %conv2_weight_grad.c77489, 3
+  %1389 = add nsw i64 %1388, %conv2_weight_grad.ky78490
+  %1390 = mul nsw i64 %1389, 3
+  %1391 = add nsw i64 %1390, 2
+  %1392 = mul nsw i64 %1391, 50176
+  %1393 = add nsw i64 7251216, %1392
+  %1394 = mul nsw i64 %conv2_weight_grad.j74485, 784
+  %1395 = add nsw i64 %1393, %1394
+  %1396 = mul nsw i64 %conv2_weight_grad.oy83501, 28
+  %1397 = add nsw i64 %1395, %1396
+  %1398 = add nsw i64 %1397, %conv2_weight_grad.ox84504
+  %arena506 = getelementptr inbounds float, ptr %arena, i64 %1398
+  store float %1387, ptr %arena506, align 4
+  %ox84.next = add nsw i64 %conv2_weight_grad.ox84504, 1
+  %1399 = icmp slt i64 %ox84.next, 27
+  br i1 %1399, label %conv2_weight_grad.ox84, label %conv2_weight_grad.ox84.end
+
+conv2_weight_grad.ox84.end:                       ; preds = %conv2_weight_grad.ox84
+  br label %conv2_weight_grad.endif503
+
+conv2_weight_grad.j85:                            ; preds = %conv2_weight_grad.i86.end, %conv2_weight_grad.j74.end
+  %conv2_weight_grad.j85507 = phi i64 [ 0, %conv2_weight_grad.j74.end ], [ %j85.next, %conv2_weight_grad.i86.end ]
+  br label %conv2_weight_grad.i86
+
+conv2_weight_grad.j85.end:                        ; preds = %conv2_weight_grad.i86.end
+  br label %conv2_weight_grad.kp88
+
+conv2_weight_grad.i86:                            ; preds = %conv2_weight_grad.f87.end, %conv2_weight_grad.j85
+  %conv2_weight_grad.i86508 = phi i64 [ 0, %conv2_weight_grad.j85 ], [ %i86.next, %conv2_weight_grad.f87.end ]
+  br label %conv2_weight_grad.f87
+
+conv2_weight_grad.i86.end:                        ; preds = %conv2_weight_grad.f87.end
+  %j85.next = add nsw i64 %conv2_weight_grad.j85507, 1
+  %1400 = icmp slt i64 %j85.next, 64
+  br i1 %1400, label %conv2_weight_grad.j85, label %conv2_weight_grad.j85.end
+
+conv2_weight_grad.f87:                            ; preds = %conv2_weight_grad.f87, %conv2_weight_grad.i86
+  %conv2_weight_grad.f87509 = phi i64 [ 0, %conv2_weight_grad.i86 ], [ %f87.next, %conv2_weight_grad.f87 ]
+  %1401 = mul nsw i64 %conv2_weight_grad.g73484, 64
+  %1402 = add nsw i64 %1401, %conv2_weight_grad.j85507
+  %1403 = mul nsw i64 %1402, 50176
+  %1404 = add nsw i64 4039952, %1403
+  %1405 = mul nsw i64 %conv2_weight_grad.f87509, 784
+  %1406 = add nsw i64 %1404, %1405
+  %1407 = add nsw i64 %1406, %conv2_weight_grad.i86508
+  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1407
+  %1408 = load float, ptr %arena510, align 4
+  %1409 = mul nsw i64 %conv2_weight_grad.j85507, 784
+  %1410 = add nsw i64 %1409, %conv2_weight_grad.i86508
+  %1411 = mul nsw i64 %1410, 64
+  %1412 = add nsw i64 21701904, %1411
+  %1413 = add nsw i64 %1412, %conv2_weight_grad.f87509
+  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1413
+  store float %1408, ptr %arena511, align 4
+  %f87.next = add nsw i64 %conv2_weight_grad.f87509, 1
+  %1414 = icmp slt i64 %f87.next, 64
+  br i1 %1414, label %conv2_weight_grad.f87, label %conv2_weight_grad.f87.end
+
+conv2_weight_grad.f87.end:                        ; preds = %conv2_weight_grad.f87
+  %i86.next = add nsw i64 %conv2_weight_grad.i86508, 1
+  %1415 = icmp slt i64 %i86.next, 784
+  br i1 %1415, label %conv2_weight_grad.i86, label %conv2_weight_grad.i86.end
+
+conv2_weight_grad.kp88:                           ; preds = %conv2_weight_grad.nb89.end, %conv2_weight_grad.j85.end
+  %conv2_weight_grad.kp88512 = phi i64 [ 0, %conv2_weight_grad.j85.end ], [ %kp88.next, %conv2_weight_grad.nb89.end ]
+  br label %conv2_weight_grad.nb89
+
+conv2_weight_grad.kp88.end:                       ; preds = %conv2_weight_grad.nb89.end
+  br label %conv2_weight_grad.nb93
+
+conv2_weight_grad.nb89:                           ; preds = %conv2_weight_grad.mb90.end, %conv2_weight_grad.kp88
+  %conv2_weight_grad.nb89513 = phi i64 [ 0, %conv2_weight_grad.kp88 ], [ %nb89.next, %conv2_weight_grad.mb90.end ]
+  br label %conv2_weight_grad.mb90
+
+conv2_weight_grad.nb89.end:                       ; preds = %conv2_weight_grad.mb90.end
+  %kp88.next = add nsw i64 %conv2_weight_grad.kp88512, 1
+  %1416 = icmp slt i64 %kp88.next, 130
+  br i1 %1416, label %conv2_weight_grad.kp88, label %conv2_weight_grad.kp88.end
+
+conv2_weight_grad.mb90:                           ; preds = %conv2_weight_grad.k92.end, %conv2_weight_grad.nb89
+  %conv2_weight_grad.mb90514 = phi i64 [ 0, %conv2_weight_grad.nb89 ], [ %mb90.next, %conv2_weight_grad.k92.end ]
+  %1417 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1418 = mul nsw i64 %1417, 64
+  %1419 = add nsw i64 24913168, %1418
+  %1420 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1421 = add nsw i64 %1419, %1420
+  %arena515 = getelementptr inbounds float, ptr %arena, i64 %1421
+  %1422 = load <16 x float>, ptr %arena515, align 4
+  store <16 x float> %1422, ptr %conv2_weight_grad.t91_c0_0, align 64
+  %1423 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1424 = mul nsw i64 %1423, 64
+  %1425 = add nsw i64 24913168, %1424
+  %1426 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1427 = add nsw i64 %1425, %1426
+  %1428 = add nsw i64 %1427, 16
+  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1428
+  %1429 = load <16 x float>, ptr %arena516, align 4
+  store <16 x float> %1429, ptr %conv2_weight_grad.t91_c0_1, align 64
+  %1430 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1431 = mul nsw i64 %1430, 64
+  %1432 = add nsw i64 24913168, %1431
+  %1433 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1434 = add nsw i64 %1432, %1433
+  %1435 = add nsw i64 %1434, 32
+  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1435
+  %1436 = load <16 x float>, ptr %arena517, align 4
+  store <16 x float> %1436, ptr %conv2_weight_grad.t91_c0_2, align 64
+  %1437 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1438 = mul nsw i64 %1437, 64
+  %1439 = add nsw i64 24913168, %1438
+  %1440 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1441 = add nsw i64 %1439, %1440
+  %1442 = add nsw i64 %1441, 48
+  %arena518 = getelementptr inbounds float, ptr %arena, i64 %1442
+  %1443 = load <16 x float>, ptr %arena518, align 4
+  store <16 x float> %1443, ptr %conv2_weight_grad.t91_c0_3, align 64
+  %1444 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1445 = add nsw i64 %1444, 1
+  %1446 = mul nsw i64 %1445, 64
+  %1447 = add nsw i64 24913168, %1446
+  %1448 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1449 = add nsw i64 %1447, %1448
+  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1449
+  %1450 = load <16 x float>, ptr %arena519, align 4
+  store <16 x float> %1450, ptr %conv2_weight_grad.t91_c1_0, align 64
+  %1451 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1452 = add nsw i64 %1451, 1
+  %1453 = mul nsw i64 %1452, 64
+  %1454 = add nsw i64 24913168, %1453
+  %1455 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1456 = add nsw i64 %1454, %1455
+  %1457 = add nsw i64 %1456, 16
+  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1457
+  %1458 = load <16 x float>, ptr %arena520, align 4
+  store <16 x float> %1458, ptr %conv2_weight_grad.t91_c1_1, align 64
+  %1459 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1460 = add nsw i64 %1459, 1
+  %1461 = mul nsw i64 %1460, 64
+  %1462 = add nsw i64 24913168, %1461
+  %1463 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1464 = add nsw i64 %1462, %1463
+  %1465 = add nsw i64 %1464, 32
+  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1465
+  %1466 = load <16 x float>, ptr %arena521, align 4
+  store <16 x float> %1466, ptr %conv2_weight_grad.t91_c1_2, align 64
+  %1467 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1468 = add nsw i64 %1467, 1
+  %1469 = mul nsw i64 %1468, 64
+  %1470 = add nsw i64 24913168, %1469
+  %1471 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1472 = add nsw i64 %1470, %1471
+  %1473 = add nsw i64 %1472, 48
+  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1473
+  %1474 = load <16 x float>, ptr %arena522, align 4
+  store <16 x float> %1474, ptr %conv2_weight_grad.t91_c1_3, align 64
+  %1475 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1476 = add nsw i64 %1475, 2
+  %1477 = mul nsw i64 %1476, 64
+  %1478 = add nsw i64 24913168, %1477
+  %1479 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1480 = add nsw i64 %1478, %1479
+  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1480
+  %1481 = load <16 x float>, ptr %arena523, align 4
+  store <16 x float> %1481, ptr %conv2_weight_grad.t91_c2_0, align 64
+  %1482 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1483 = add nsw i64 %1482, 2
+  %1484 = mul nsw i64 %1483, 64
+  %1485 = add nsw i64 24913168, %1484
+  %1486 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1487 = add nsw i64 %1485, %1486
+  %1488 = add nsw i64 %1487, 16
+  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1488
+  %1489 = load <16 x float>, ptr %arena524, align 4
+  store <16 x float> %1489, ptr %conv2_weight_grad.t91_c2_1, align 64
+  %1490 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1491 = add nsw i64 %1490, 2
+  %1492 = mul nsw i64 %1491, 64
+  %1493 = add nsw i64 24913168, %1492
+  %1494 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1495 = add nsw i64 %1493, %1494
+  %1496 = add nsw i64 %1495, 32
+  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1496
+  %1497 = load <16 x float>, ptr %arena525, align 4
+  store <16 x float> %1497, ptr %conv2_weight_grad.t91_c2_2, align 64
+  %1498 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1499 = add nsw i64 %1498, 2
+  %1500 = mul nsw i64 %1499, 64
+  %1501 = add nsw i64 24913168, %1500
+  %1502 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1503 = add nsw i64 %1501, %1502
+  %1504 = add nsw i64 %1503, 48
+  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1504
+  %1505 = load <16 x float>, ptr %arena526, align 4
+  store <16 x float> %1505, ptr %conv2_weight_grad.t91_c2_3, align 64
+  %1506 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1507 = add nsw i64 %1506, 3
+  %1508 = mul nsw i64 %1507, 64
+  %1509 = add nsw i64 24913168, %1508
+  %1510 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1511 = add nsw i64 %1509, %1510
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1511
+  %1512 = load <16 x float>, ptr %arena527, align 4
+  store <16 x float> %1512, ptr %conv2_weight_grad.t91_c3_0, align 64
+  %1513 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1514 = add nsw i64 %1513, 3
+  %1515 = mul nsw i64 %1514, 64
+  %1516 = add nsw i64 24913168, %1515
+  %1517 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1518 = add nsw i64 %1516, %1517
+  %1519 = add nsw i64 %1518, 16
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1519
+  %1520 = load <16 x float>, ptr %arena528, align 4
+  store <16 x float> %1520, ptr %conv2_weight_grad.t91_c3_1, align 64
+  %1521 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1522 = add nsw i64 %1521, 3
+  %1523 = mul nsw i64 %1522, 64
+  %1524 = add nsw i64 24913168, %1523
+  %1525 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1526 = add nsw i64 %1524, %1525
+  %1527 = add nsw i64 %1526, 32
+  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1527
+  %1528 = load <16 x float>, ptr %arena529, align 4
+  store <16 x float> %1528, ptr %conv2_weight_grad.t91_c3_2, align 64
+  %1529 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1530 = add nsw i64 %1529, 3
+  %1531 = mul nsw i64 %1530, 64
+  %1532 = add nsw i64 24913168, %1531
+  %1533 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1534 = add nsw i64 %1532, %1533
+  %1535 = add nsw i64 %1534, 48
+  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1535
+  %1536 = load <16 x float>, ptr %arena530, align 4
+  store <16 x float> %1536, ptr %conv2_weight_grad.t91_c3_3, align 64
+  %1537 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1538 = add nsw i64 %1537, 4
+  %1539 = mul nsw i64 %1538, 64
+  %1540 = add nsw i64 24913168, %1539
+  %1541 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1542 = add nsw i64 %1540, %1541
+  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1542
+  %1543 = load <16 x float>, ptr %arena531, align 4
+  store <16 x float> %1543, ptr %conv2_weight_grad.t91_c4_0, align 64
+  %1544 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1545 = add nsw i64 %1544, 4
+  %1546 = mul nsw i64 %1545, 64
+  %1547 = add nsw i64 24913168, %1546
+  %1548 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1549 = add nsw i64 %1547, %1548
+  %1550 = add nsw i64 %1549, 16
+  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1550
+  %1551 = load <16 x float>, ptr %arena532, align 4
+  store <16 x float> %1551, ptr %conv2_weight_grad.t91_c4_1, align 64
+  %1552 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1553 = add nsw i64 %1552, 4
+  %1554 = mul nsw i64 %1553, 64
+  %1555 = add nsw i64 24913168, %1554
+  %1556 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1557 = add nsw i64 %1555, %1556
+  %1558 = add nsw i64 %1557, 32
+  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1558
+  %1559 = load <16 x float>, ptr %arena533, align 4
+  store <16 x float> %1559, ptr %conv2_weight_grad.t91_c4_2, align 64
+  %1560 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1561 = add nsw i64 %1560, 4
+  %1562 = mul nsw i64 %1561, 64
+  %1563 = add nsw i64 24913168, %1562
+  %1564 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1565 = add nsw i64 %1563, %1564
+  %1566 = add nsw i64 %1565, 48
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1566
+  %1567 = load <16 x float>, ptr %arena534, align 4
+  store <16 x float> %1567, ptr %conv2_weight_grad.t91_c4_3, align 64
+  %1568 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1569 = add nsw i64 %1568, 5
+  %1570 = mul nsw i64 %1569, 64
+  %1571 = add nsw i64 24913168, %1570
+  %1572 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1573 = add nsw i64 %1571, %1572
+  %arena535 = getelementptr inbounds float, ptr %arena, i64 %1573
+  %1574 = load <16 x float>, ptr %arena535, align 4
+  store <16 x float> %1574, ptr %conv2_weight_grad.t91_c5_0, align 64
+  %1575 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1576 = add nsw i64 %1575, 5
+  %1577 = mul nsw i64 %1576, 64
+  %1578 = add nsw i64 24913168, %1577
+  %1579 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1580 = add nsw i64 %1578, %1579
+  %1581 = add nsw i64 %1580, 16
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1581
+  %1582 = load <16 x float>, ptr %arena536, align 4
+  store <16 x float> %1582, ptr %conv2_weight_grad.t91_c5_1, align 64
+  %1583 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1584 = add nsw i64 %1583, 5
+  %1585 = mul nsw i64 %1584, 64
+  %1586 = add nsw i64 24913168, %1585
+  %1587 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1588 = add nsw i64 %1586, %1587
+  %1589 = add nsw i64 %1588, 32
+  %arena537 = getelementptr inbounds float, ptr %arena, i64 %1589
+  %1590 = load <16 x float>, ptr %arena537, align 4
+  store <16 x float> %1590, ptr %conv2_weight_grad.t91_c5_2, align 64
+  %1591 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1592 = add nsw i64 %1591, 5
+  %1593 = mul nsw i64 %1592, 64
+  %1594 = add nsw i64 24913168, %1593
+  %1595 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1596 = add nsw i64 %1594, %1595
+  %1597 = add nsw i64 %1596, 48
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1597
+  %1598 = load <16 x float>, ptr %arena538, align 4
+  store <16 x float> %1598, ptr %conv2_weight_grad.t91_c5_3, align 64
+  br label %conv2_weight_grad.k92
+
+conv2_weight_grad.mb90.end:                       ; preds = %conv2_weight_grad.k92.end
+  %nb89.next = add nsw i64 %conv2_weight_grad.nb89513, 1
+  %1599 = icmp slt i64 %nb89.next, 1
+  br i1 %1599, label %conv2_weight_grad.nb89, label %conv2_weight_grad.nb89.end
+
+conv2_weight_grad.k92:                            ; preds = %conv2_weight_grad.k92, %conv2_weight_grad.mb90
+  %conv2_weight_grad.k92539 = phi i64 [ 0, %conv2_weight_grad.mb90 ], [ %k92.next, %conv2_weight_grad.k92 ]
+  %1600 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1601 = add nsw i64 %conv2_weight_grad.k92539, %1600
+  %1602 = mul nsw i64 %1601, 64
+  %1603 = add nsw i64 21701904, %1602
+  %1604 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1605 = add nsw i64 %1603, %1604
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1605
+  %1606 = load <16 x float>, ptr %arena540, align 4
+  store <16 x float> %1606, ptr %conv2_weight_grad.t91_b0, align 64
+  %1607 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1608 = add nsw i64 %conv2_weight_grad.k92539, %1607
+  %1609 = mul nsw i64 %1608, 64
+  %1610 = add nsw i64 21701904, %1609
+  %1611 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1612 = add nsw i64 %1610, %1611
+  %1613 = add nsw i64 %1612, 16
+  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1613
+  %1614 = load <16 x float>, ptr %arena541, align 4
+  store <16 x float> %1614, ptr %conv2_weight_grad.t91_b1, align 64
+  %1615 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1616 = add nsw i64 %conv2_weight_grad.k92539, %1615
+  %1617 = mul nsw i64 %1616, 64
+  %1618 = add nsw i64 21701904, %1617
+  %1619 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1620 = add nsw i64 %1618, %1619
+  %1621 = add nsw i64 %1620, 32
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1621
+  %1622 = load <16 x float>, ptr %arena542, align 4
+  store <16 x float> %1622, ptr %conv2_weight_grad.t91_b2, align 64
+  %1623 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1624 = add nsw i64 %conv2_weight_grad.k92539, %1623
+  %1625 = mul nsw i64 %1624, 64
+  %1626 = add nsw i64 21701904, %1625
+  %1627 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1628 = add nsw i64 %1626, %1627
+  %1629 = add nsw i64 %1628, 48
+  %arena543 = getelementptr inbounds float, ptr %arena, i64 %1629
+  %1630 = load <16 x float>, ptr %arena543, align 4
+  store <16 x float> %1630, ptr %conv2_weight_grad.t91_b3, align 64
+  %1631 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1632 = mul nsw i64 %1631, 50176
+  %1633 = add nsw i64 7251216, %1632
+  %1634 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1635 = add nsw i64 %conv2_weight_grad.k92539, %1634
+  %1636 = add nsw i64 %1633, %1635
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1636
+  %1637 = load float, ptr %arena544, align 4
+  %1638 = insertelement <16 x float> undef, float %1637, i32 0
+  %1639 = shufflevector <16 x float> %1638, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1639, ptr %conv2_weight_grad.t91_a0, align 64
+  %t91_a0 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
+  %t91_b0 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
+  %t91_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_0, align 64
+  %1640 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0, <16 x float> %t91_b0, <16 x float> %t91_c0_0)
+  store <16 x float> %1640, ptr %conv2_weight_grad.t91_c0_0, align 64
+  %t91_a0545 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
+  %t91_b1 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
+  %t91_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_1, align 64
+  %1641 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0545, <16 x float> %t91_b1, <16 x float> %t91_c0_1)
+  store <16 x float> %1641, ptr %conv2_weight_grad.t91_c0_1, align 64
+  %t91_a0546 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
+  %t91_b2 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
+  %t91_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_2, align 64
+  %1642 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0546, <16 x float> %t91_b2, <16 x float> %t91_c0_2)
+  store <16 x float> %1642, ptr %conv2_weight_grad.t91_c0_2, align 64
+  %t91_a0547 = load <16 x float>, ptr %conv2_weight_grad.t91_a0, align 64
+  %t91_b3 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
+  %t91_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_3, align 64
+  %1643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a0547, <16 x float> %t91_b3, <16 x float> %t91_c0_3)
+  store <16 x float> %1643, ptr %conv2_weight_grad.t91_c0_3, align 64
+  %1644 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1645 = add nsw i64 %1644, 1
+  %1646 = mul nsw i64 %1645, 50176
+  %1647 = add nsw i64 7251216, %1646
+  %1648 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1649 = add nsw i64 %conv2_weight_grad.k92539, %1648
+  %1650 = add nsw i64 %1647, %1649
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1650
+  %1651 = load float, ptr %arena548, align 4
+  %1652 = insertelement <16 x float> undef, float %1651, i32 0
+  %1653 = shufflevector <16 x float> %1652, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1653, ptr %conv2_weight_grad.t91_a1, align 64
+  %t91_a1 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
+  %t91_b0549 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
+  %t91_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_0, align 64
+  %1654 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1, <16 x float> %t91_b0549, <16 x float> %t91_c1_0)
+  store <16 x float> %1654, ptr %conv2_weight_grad.t91_c1_0, align 64
+  %t91_a1550 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
+  %t91_b1551 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
+  %t91_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_1, align 64
+  %1655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1550, <16 x float> %t91_b1551, <16 x float> %t91_c1_1)
+  store <16 x float> %1655, ptr %conv2_weight_grad.t91_c1_1, align 64
+  %t91_a1552 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
+  %t91_b2553 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
+  %t91_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_2, align 64
+  %1656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1552, <16 x float> %t91_b2553, <16 x float> %t91_c1_2)
+  store <16 x float> %1656, ptr %conv2_weight_grad.t91_c1_2, align 64
+  %t91_a1554 = load <16 x float>, ptr %conv2_weight_grad.t91_a1, align 64
+  %t91_b3555 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
+  %t91_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_3, align 64
+  %1657 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a1554, <16 x float> %t91_b3555, <16 x float> %t91_c1_3)
+  store <16 x float> %1657, ptr %conv2_weight_grad.t91_c1_3, align 64
+  %1658 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1659 = add nsw i64 %1658, 2
+  %1660 = mul nsw i64 %1659, 50176
+  %1661 = add nsw i64 7251216, %1660
+  %1662 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1663 = add nsw i64 %conv2_weight_grad.k92539, %1662
+  %1664 = add nsw i64 %1661, %1663
+  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1664
+  %1665 = load float, ptr %arena556, align 4
+  %1666 = insertelement <16 x float> undef, float %1665, i32 0
+  %1667 = shufflevector <16 x float> %1666, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1667, ptr %conv2_weight_grad.t91_a2, align 64
+  %t91_a2 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
+  %t91_b0557 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
+  %t91_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_0, align 64
+  %1668 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2, <16 x float> %t91_b0557, <16 x float> %t91_c2_0)
+  store <16 x float> %1668, ptr %conv2_weight_grad.t91_c2_0, align 64
+  %t91_a2558 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
+  %t91_b1559 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
+  %t91_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_1, align 64
+  %1669 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2558, <16 x float> %t91_b1559, <16 x float> %t91_c2_1)
+  store <16 x float> %1669, ptr %conv2_weight_grad.t91_c2_1, align 64
+  %t91_a2560 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
+  %t91_b2561 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
+  %t91_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_2, align 64
+  %1670 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2560, <16 x float> %t91_b2561, <16 x float> %t91_c2_2)
+  store <16 x float> %1670, ptr %conv2_weight_grad.t91_c2_2, align 64
+  %t91_a2562 = load <16 x float>, ptr %conv2_weight_grad.t91_a2, align 64
+  %t91_b3563 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
+  %t91_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_3, align 64
+  %1671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a2562, <16 x float> %t91_b3563, <16 x float> %t91_c2_3)
+  store <16 x float> %1671, ptr %conv2_weight_grad.t91_c2_3, align 64
+  %1672 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1673 = add nsw i64 %1672, 3
+  %1674 = mul nsw i64 %1673, 50176
+  %1675 = add nsw i64 7251216, %1674
+  %1676 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1677 = add nsw i64 %conv2_weight_grad.k92539, %1676
+  %1678 = add nsw i64 %1675, %1677
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1678
+  %1679 = load float, ptr %arena564, align 4
+  %1680 = insertelement <16 x float> undef, float %1679, i32 0
+  %1681 = shufflevector <16 x float> %1680, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1681, ptr %conv2_weight_grad.t91_a3, align 64
+  %t91_a3 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
+  %t91_b0565 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
+  %t91_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_0, align 64
+  %1682 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3, <16 x float> %t91_b0565, <16 x float> %t91_c3_0)
+  store <16 x float> %1682, ptr %conv2_weight_grad.t91_c3_0, align 64
+  %t91_a3566 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
+  %t91_b1567 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
+  %t91_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_1, align 64
+  %1683 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3566, <16 x float> %t91_b1567, <16 x float> %t91_c3_1)
+  store <16 x float> %1683, ptr %conv2_weight_grad.t91_c3_1, align 64
+  %t91_a3568 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
+  %t91_b2569 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
+  %t91_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_2, align 64
+  %1684 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3568, <16 x float> %t91_b2569, <16 x float> %t91_c3_2)
+  store <16 x float> %1684, ptr %conv2_weight_grad.t91_c3_2, align 64
+  %t91_a3570 = load <16 x float>, ptr %conv2_weight_grad.t91_a3, align 64
+  %t91_b3571 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
+  %t91_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_3, align 64
+  %1685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a3570, <16 x float> %t91_b3571, <16 x float> %t91_c3_3)
+  store <16 x float> %1685, ptr %conv2_weight_grad.t91_c3_3, align 64
+  %1686 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1687 = add nsw i64 %1686, 4
+  %1688 = mul nsw i64 %1687, 50176
+  %1689 = add nsw i64 7251216, %1688
+  %1690 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1691 = add nsw i64 %conv2_weight_grad.k92539, %1690
+  %1692 = add nsw i64 %1689, %1691
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1692
+  %1693 = load float, ptr %arena572, align 4
+  %1694 = insertelement <16 x float> undef, float %1693, i32 0
+  %1695 = shufflevector <16 x float> %1694, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1695, ptr %conv2_weight_grad.t91_a4, align 64
+  %t91_a4 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
+  %t91_b0573 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
+  %t91_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_0, align 64
+  %1696 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4, <16 x float> %t91_b0573, <16 x float> %t91_c4_0)
+  store <16 x float> %1696, ptr %conv2_weight_grad.t91_c4_0, align 64
+  %t91_a4574 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
+  %t91_b1575 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
+  %t91_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_1, align 64
+  %1697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4574, <16 x float> %t91_b1575, <16 x float> %t91_c4_1)
+  store <16 x float> %1697, ptr %conv2_weight_grad.t91_c4_1, align 64
+  %t91_a4576 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
+  %t91_b2577 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
+  %t91_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_2, align 64
+  %1698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4576, <16 x float> %t91_b2577, <16 x float> %t91_c4_2)
+  store <16 x float> %1698, ptr %conv2_weight_grad.t91_c4_2, align 64
+  %t91_a4578 = load <16 x float>, ptr %conv2_weight_grad.t91_a4, align 64
+  %t91_b3579 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
+  %t91_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_3, align 64
+  %1699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a4578, <16 x float> %t91_b3579, <16 x float> %t91_c4_3)
+  store <16 x float> %1699, ptr %conv2_weight_grad.t91_c4_3, align 64
+  %1700 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1701 = add nsw i64 %1700, 5
+  %1702 = mul nsw i64 %1701, 50176
+  %1703 = add nsw i64 7251216, %1702
+  %1704 = mul nsw i64 %conv2_weight_grad.kp88512, 384
+  %1705 = add nsw i64 %conv2_weight_grad.k92539, %1704
+  %1706 = add nsw i64 %1703, %1705
+  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1706
+  %1707 = load float, ptr %arena580, align 4
+  %1708 = insertelement <16 x float> undef, float %1707, i32 0
+  %1709 = shufflevector <16 x float> %1708, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1709, ptr %conv2_weight_grad.t91_a5, align 64
+  %t91_a5 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
+  %t91_b0581 = load <16 x float>, ptr %conv2_weight_grad.t91_b0, align 64
+  %t91_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_0, align 64
+  %1710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5, <16 x float> %t91_b0581, <16 x float> %t91_c5_0)
+  store <16 x float> %1710, ptr %conv2_weight_grad.t91_c5_0, align 64
+  %t91_a5582 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
+  %t91_b1583 = load <16 x float>, ptr %conv2_weight_grad.t91_b1, align 64
+  %t91_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_1, align 64
+  %1711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5582, <16 x float> %t91_b1583, <16 x float> %t91_c5_1)
+  store <16 x float> %1711, ptr %conv2_weight_grad.t91_c5_1, align 64
+  %t91_a5584 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
+  %t91_b2585 = load <16 x float>, ptr %conv2_weight_grad.t91_b2, align 64
+  %t91_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_2, align 64
+  %1712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5584, <16 x float> %t91_b2585, <16 x float> %t91_c5_2)
+  store <16 x float> %1712, ptr %conv2_weight_grad.t91_c5_2, align 64
+  %t91_a5586 = load <16 x float>, ptr %conv2_weight_grad.t91_a5, align 64
+  %t91_b3587 = load <16 x float>, ptr %conv2_weight_grad.t91_b3, align 64
+  %t91_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_3, align 64
+  %1713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t91_a5586, <16 x float> %t91_b3587, <16 x float> %t91_c5_3)
+  store <16 x float> %1713, ptr %conv2_weight_grad.t91_c5_3, align 64
+  %k92.next = add nsw i64 %conv2_weight_grad.k92539, 1
+  %1714 = icmp slt i64 %k92.next, 384
+  br i1 %1714, label %conv2_weight_grad.k92, label %conv2_weight_grad.k92.end
+
+conv2_weight_grad.k92.end:                        ; preds = %conv2_weight_grad.k92
+  %t91_c0_0588 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_0, align 64
+  %1715 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1716 = mul nsw i64 %1715, 64
+  %1717 = add nsw i64 24913168, %1716
+  %1718 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1719 = add nsw i64 %1717, %1718
+  %arena589 = getelementptr inbounds float, ptr %arena, i64 %1719
+  store <16 x float> %t91_c0_0588, ptr %arena589, align 4
+  %t91_c0_1590 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_1, align 64
+  %1720 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1721 = mul nsw i64 %1720, 64
+  %1722 = add nsw i64 24913168, %1721
+  %1723 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1724 = add nsw i64 %1722, %1723
+  %1725 = add nsw i64 %1724, 16
+  %arena591 = getelementptr inbounds float, ptr %arena, i64 %1725
+  store <16 x float> %t91_c0_1590, ptr %arena591, align 4
+  %t91_c0_2592 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_2, align 64
+  %1726 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1727 = mul nsw i64 %1726, 64
+  %1728 = add nsw i64 24913168, %1727
+  %1729 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1730 = add nsw i64 %1728, %1729
+  %1731 = add nsw i64 %1730, 32
+  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1731
+  store <16 x float> %t91_c0_2592, ptr %arena593, align 4
+  %t91_c0_3594 = load <16 x float>, ptr %conv2_weight_grad.t91_c0_3, align 64
+  %1732 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1733 = mul nsw i64 %1732, 64
+  %1734 = add nsw i64 24913168, %1733
+  %1735 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1736 = add nsw i64 %1734, %1735
+  %1737 = add nsw i64 %1736, 48
+  %arena595 = getelementptr inbounds float, ptr %arena, i64 %1737
+  store <16 x float> %t91_c0_3594, ptr %arena595, align 4
+  %t91_c1_0596 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_0, align 64
+  %1738 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1739 = add nsw i64 %1738, 1
+  %1740 = mul nsw i64 %1739, 64
+  %1741 = add nsw i64 24913168, %1740
+  %1742 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1743 = add nsw i64 %1741, %1742
+  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1743
+  store <16 x float> %t91_c1_0596, ptr %arena597, align 4
+  %t91_c1_1598 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_1, align 64
+  %1744 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1745 = add nsw i64 %1744, 1
+  %1746 = mul nsw i64 %1745, 64
+  %1747 = add nsw i64 24913168, %1746
+  %1748 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1749 = add nsw i64 %1747, %1748
+  %1750 = add nsw i64 %1749, 16
+  %arena599 = getelementptr inbounds float, ptr %arena, i64 %1750
+  store <16 x float> %t91_c1_1598, ptr %arena599, align 4
+  %t91_c1_2600 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_2, align 64
+  %1751 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1752 = add nsw i64 %1751, 1
+  %1753 = mul nsw i64 %1752, 64
+  %1754 = add nsw i64 24913168, %1753
+  %1755 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1756 = add nsw i64 %1754, %1755
+  %1757 = add nsw i64 %1756, 32
+  %arena601 = getelementptr inbounds float, ptr %arena, i64 %1757
+  store <16 x float> %t91_c1_2600, ptr %arena601, align 4
+  %t91_c1_3602 = load <16 x float>, ptr %conv2_weight_grad.t91_c1_3, align 64
+  %1758 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1759 = add nsw i64 %1758, 1
+  %1760 = mul nsw i64 %1759, 64
+  %1761 = add nsw i64 24913168, %1760
+  %1762 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1763 = add nsw i64 %1761, %1762
+  %1764 = add nsw i64 %1763, 48
+  %arena603 = getelementptr inbounds float, ptr %arena, i64 %1764
+  store <16 x float> %t91_c1_3602, ptr %arena603, align 4
+  %t91_c2_0604 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_0, align 64
+  %1765 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1766 = add nsw i64 %1765, 2
+  %1767 = mul nsw i64 %1766, 64
+  %1768 = add nsw i64 24913168, %1767
+  %1769 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1770 = add nsw i64 %1768, %1769
+  %arena605 = getelementptr inbounds float, ptr %arena, i64 %1770
+  store <16 x float> %t91_c2_0604, ptr %arena605, align 4
+  %t91_c2_1606 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_1, align 64
+  %1771 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1772 = add nsw i64 %1771, 2
+  %1773 = mul nsw i64 %1772, 64
+  %1774 = add nsw i64 24913168, %1773
+  %1775 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1776 = add nsw i64 %1774, %1775
+  %1777 = add nsw i64 %1776, 16
+  %arena607 = getelementptr inbounds float, ptr %arena, i64 %1777
+  store <16 x float> %t91_c2_1606, ptr %arena607, align 4
+  %t91_c2_2608 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_2, align 64
+  %1778 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1779 = add nsw i64 %1778, 2
+  %1780 = mul nsw i64 %1779, 64
+  %1781 = add nsw i64 24913168, %1780
+  %1782 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1783 = add nsw i64 %1781, %1782
+  %1784 = add nsw i64 %1783, 32
+  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1784
+  store <16 x float> %t91_c2_2608, ptr %arena609, align 4
+  %t91_c2_3610 = load <16 x float>, ptr %conv2_weight_grad.t91_c2_3, align 64
+  %1785 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1786 = add nsw i64 %1785, 2
+  %1787 = mul nsw i64 %1786, 64
+  %1788 = add nsw i64 24913168, %1787
+  %1789 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1790 = add nsw i64 %1788, %1789
+  %1791 = add nsw i64 %1790, 48
+  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1791
+  store <16 x float> %t91_c2_3610, ptr %arena611, align 4
+  %t91_c3_0612 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_0, align 64
+  %1792 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1793 = add nsw i64 %1792, 3
+  %1794 = mul nsw i64 %1793, 64
+  %1795 = add nsw i64 24913168, %1794
+  %1796 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1797 = add nsw i64 %1795, %1796
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1797
+  store <16 x float> %t91_c3_0612, ptr %arena613, align 4
+  %t91_c3_1614 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_1, align 64
+  %1798 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1799 = add nsw i64 %1798, 3
+  %1800 = mul nsw i64 %1799, 64
+  %1801 = add nsw i64 24913168, %1800
+  %1802 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1803 = add nsw i64 %1801, %1802
+  %1804 = add nsw i64 %1803, 16
+  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1804
+  store <16 x float> %t91_c3_1614, ptr %arena615, align 4
+  %t91_c3_2616 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_2, align 64
+  %1805 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1806 = add nsw i64 %1805, 3
+  %1807 = mul nsw i64 %1806, 64
+  %1808 = add nsw i64 24913168, %1807
+  %1809 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1810 = add nsw i64 %1808, %1809
+  %1811 = add nsw i64 %1810, 32
+  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1811
+  store <16 x float> %t91_c3_2616, ptr %arena617, align 4
+  %t91_c3_3618 = load <16 x float>, ptr %conv2_weight_grad.t91_c3_3, align 64
+  %1812 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1813 = add nsw i64 %1812, 3
+  %1814 = mul nsw i64 %1813, 64
+  %1815 = add nsw i64 24913168, %1814
+  %1816 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1817 = add nsw i64 %1815, %1816
+  %1818 = add nsw i64 %1817, 48
+  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1818
+  store <16 x float> %t91_c3_3618, ptr %arena619, align 4
+  %t91_c4_0620 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_0, align 64
+  %1819 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1820 = add nsw i64 %1819, 4
+  %1821 = mul nsw i64 %1820, 64
+  %1822 = add nsw i64 24913168, %1821
+  %1823 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1824 = add nsw i64 %1822, %1823
+  %arena621 = getelementptr inbounds float, ptr %arena, i64 %1824
+  store <16 x float> %t91_c4_0620, ptr %arena621, align 4
+  %t91_c4_1622 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_1, align 64
+  %1825 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1826 = add nsw i64 %1825, 4
+  %1827 = mul nsw i64 %1826, 64
+  %1828 = add nsw i64 24913168, %1827
+  %1829 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1830 = add nsw i64 %1828, %1829
+  %1831 = add nsw i64 %1830, 16
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1831
+  store <16 x float> %t91_c4_1622, ptr %arena623, align 4
+  %t91_c4_2624 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_2, align 64
+  %1832 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1833 = add nsw i64 %1832, 4
+  %1834 = mul nsw i64 %1833, 64
+  %1835 = add nsw i64 24913168, %1834
+  %1836 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1837 = add nsw i64 %1835, %1836
+  %1838 = add nsw i64 %1837, 32
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1838
+  store <16 x float> %t91_c4_2624, ptr %arena625, align 4
+  %t91_c4_3626 = load <16 x float>, ptr %conv2_weight_grad.t91_c4_3, align 64
+  %1839 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1840 = add nsw i64 %1839, 4
+  %1841 = mul nsw i64 %1840, 64
+  %1842 = add nsw i64 24913168, %1841
+  %1843 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1844 = add nsw i64 %1842, %1843
+  %1845 = add nsw i64 %1844, 48
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1845
+  store <16 x float> %t91_c4_3626, ptr %arena627, align 4
+  %t91_c5_0628 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_0, align 64
+  %1846 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1847 = add nsw i64 %1846, 5
+  %1848 = mul nsw i64 %1847, 64
+  %1849 = add nsw i64 24913168, %1848
+  %1850 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1851 = add nsw i64 %1849, %1850
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1851
+  store <16 x float> %t91_c5_0628, ptr %arena629, align 4
+  %t91_c5_1630 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_1, align 64
+  %1852 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1853 = add nsw i64 %1852, 5
+  %1854 = mul nsw i64 %1853, 64
+  %1855 = add nsw i64 24913168, %1854
+  %1856 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1857 = add nsw i64 %1855, %1856
+  %1858 = add nsw i64 %1857, 16
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1858
+  store <16 x float> %t91_c5_1630, ptr %arena631, align 4
+  %t91_c5_2632 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_2, align 64
+  %1859 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1860 = add nsw i64 %1859, 5
+  %1861 = mul nsw i64 %1860, 64
+  %1862 = add nsw i64 24913168, %1861
+  %1863 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1864 = add nsw i64 %1862, %1863
+  %1865 = add nsw i64 %1864, 32
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1865
+  store <16 x float> %t91_c5_2632, ptr %arena633, align 4
+  %t91_c5_3634 = load <16 x float>, ptr %conv2_weight_grad.t91_c5_3, align 64
+  %1866 = mul nsw i64 %conv2_weight_grad.mb90514, 6
+  %1867 = add nsw i64 %1866, 5
+  %1868 = mul nsw i64 %1867, 64
+  %1869 = add nsw i64 24913168, %1868
+  %1870 = mul nsw i64 %conv2_weight_grad.nb89513, 64
+  %1871 = add nsw i64 %1869, %1870
+  %1872 = add nsw i64 %1871, 48
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1872
+  store <16 x float> %t91_c5_3634, ptr %arena635, align 4
+  %mb90.next = add nsw i64 %conv2_weight_grad.mb90514, 1
+  %1873 = icmp slt i64 %mb90.next, 48
+  br i1 %1873, label %conv2_weight_grad.mb90, label %conv2_weight_grad.mb90.end
+
+conv2_weight_grad.nb93:                           ; preds = %conv2_weight_grad.mb94.end, %conv2_weight_grad.kp88.end
+  %conv2_weight_grad.nb93636 = phi i64 [ 0, %conv2_weight_grad.kp88.end ], [ %nb93.next, %conv2_weight_grad.mb94.end ]
+  br label %conv2_weight_grad.mb94
+
+conv2_weight_grad.nb93.end:                       ; preds = %conv2_weight_grad.mb94.end
+  %g73.next = add nsw i64 %conv2_weight_grad.g73484, 1
+  %1874 = icmp slt i64 %g73.next, 1
+  br i1 %1874, label %conv2_weight_grad.g73, label %conv2_weight_grad.g73.end
+
+conv2_weight_grad.mb94:                           ; preds = %conv2_weight_grad.k96.end, %conv2_weight_grad.nb93
+  %conv2_weight_grad.mb94637 = phi i64 [ 0, %conv2_weight_grad.nb93 ], [ %mb94.next, %conv2_weight_grad.k96.end ]
+  %1875 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1876 = mul nsw i64 %1875, 64
+  %1877 = add nsw i64 24913168, %1876
+  %1878 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1879 = add nsw i64 %1877, %1878
+  %arena638 = getelementptr inbounds float, ptr %arena, i64 %1879
+  %1880 = load <16 x float>, ptr %arena638, align 4
+  store <16 x float> %1880, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %1881 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1882 = mul nsw i64 %1881, 64
+  %1883 = add nsw i64 24913168, %1882
+  %1884 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1885 = add nsw i64 %1883, %1884
+  %1886 = add nsw i64 %1885, 16
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1886
+  %1887 = load <16 x float>, ptr %arena639, align 4
+  store <16 x float> %1887, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %1888 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1889 = mul nsw i64 %1888, 64
+  %1890 = add nsw i64 24913168, %1889
+  %1891 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1892 = add nsw i64 %1890, %1891
+  %1893 = add nsw i64 %1892, 32
+  %arena640 = getelementptr inbounds float, ptr %arena, i64 %1893
+  %1894 = load <16 x float>, ptr %arena640, align 4
+  store <16 x float> %1894, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %1895 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1896 = mul nsw i64 %1895, 64
+  %1897 = add nsw i64 24913168, %1896
+  %1898 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1899 = add nsw i64 %1897, %1898
+  %1900 = add nsw i64 %1899, 48
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1900
+  %1901 = load <16 x float>, ptr %arena641, align 4
+  store <16 x float> %1901, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %1902 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1903 = add nsw i64 %1902, 1
+  %1904 = mul nsw i64 %1903, 64
+  %1905 = add nsw i64 24913168, %1904
+  %1906 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1907 = add nsw i64 %1905, %1906
+  %arena642 = getelementptr inbounds float, ptr %arena, i64 %1907
+  %1908 = load <16 x float>, ptr %arena642, align 4
+  store <16 x float> %1908, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %1909 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1910 = add nsw i64 %1909, 1
+  %1911 = mul nsw i64 %1910, 64
+  %1912 = add nsw i64 24913168, %1911
+  %1913 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1914 = add nsw i64 %1912, %1913
+  %1915 = add nsw i64 %1914, 16
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %1915
+  %1916 = load <16 x float>, ptr %arena643, align 4
+  store <16 x float> %1916, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %1917 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1918 = add nsw i64 %1917, 1
+  %1919 = mul nsw i64 %1918, 64
+  %1920 = add nsw i64 24913168, %1919
+  %1921 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1922 = add nsw i64 %1920, %1921
+  %1923 = add nsw i64 %1922, 32
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %1923
+  %1924 = load <16 x float>, ptr %arena644, align 4
+  store <16 x float> %1924, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %1925 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1926 = add nsw i64 %1925, 1
+  %1927 = mul nsw i64 %1926, 64
+  %1928 = add nsw i64 24913168, %1927
+  %1929 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1930 = add nsw i64 %1928, %1929
+  %1931 = add nsw i64 %1930, 48
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %1931
+  %1932 = load <16 x float>, ptr %arena645, align 4
+  store <16 x float> %1932, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %1933 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1934 = add nsw i64 %1933, 2
+  %1935 = mul nsw i64 %1934, 64
+  %1936 = add nsw i64 24913168, %1935
+  %1937 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1938 = add nsw i64 %1936, %1937
+  %arena646 = getelementptr inbounds float, ptr %arena, i64 %1938
+  %1939 = load <16 x float>, ptr %arena646, align 4
+  store <16 x float> %1939, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %1940 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1941 = add nsw i64 %1940, 2
+  %1942 = mul nsw i64 %1941, 64
+  %1943 = add nsw i64 24913168, %1942
+  %1944 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1945 = add nsw i64 %1943, %1944
+  %1946 = add nsw i64 %1945, 16
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1946
+  %1947 = load <16 x float>, ptr %arena647, align 4
+  store <16 x float> %1947, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %1948 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1949 = add nsw i64 %1948, 2
+  %1950 = mul nsw i64 %1949, 64
+  %1951 = add nsw i64 24913168, %1950
+  %1952 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1953 = add nsw i64 %1951, %1952
+  %1954 = add nsw i64 %1953, 32
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %1954
+  %1955 = load <16 x float>, ptr %arena648, align 4
+  store <16 x float> %1955, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %1956 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1957 = add nsw i64 %1956, 2
+  %1958 = mul nsw i64 %1957, 64
+  %1959 = add nsw i64 24913168, %1958
+  %1960 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1961 = add nsw i64 %1959, %1960
+  %1962 = add nsw i64 %1961, 48
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %1962
+  %1963 = load <16 x float>, ptr %arena649, align 4
+  store <16 x float> %1963, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %1964 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1965 = add nsw i64 %1964, 3
+  %1966 = mul nsw i64 %1965, 64
+  %1967 = add nsw i64 24913168, %1966
+  %1968 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1969 = add nsw i64 %1967, %1968
+  %arena650 = getelementptr inbounds float, ptr %arena, i64 %1969
+  %1970 = load <16 x float>, ptr %arena650, align 4
+  store <16 x float> %1970, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %1971 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1972 = add nsw i64 %1971, 3
+  %1973 = mul nsw i64 %1972, 64
+  %1974 = add nsw i64 24913168, %1973
+  %1975 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1976 = add nsw i64 %1974, %1975
+  %1977 = add nsw i64 %1976, 16
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %1977
+  %1978 = load <16 x float>, ptr %arena651, align 4
+  store <16 x float> %1978, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %1979 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1980 = add nsw i64 %1979, 3
+  %1981 = mul nsw i64 %1980, 64
+  %1982 = add nsw i64 24913168, %1981
+  %1983 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1984 = add nsw i64 %1982, %1983
+  %1985 = add nsw i64 %1984, 32
+  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1985
+  %1986 = load <16 x float>, ptr %arena652, align 4
+  store <16 x float> %1986, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %1987 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1988 = add nsw i64 %1987, 3
+  %1989 = mul nsw i64 %1988, 64
+  %1990 = add nsw i64 24913168, %1989
+  %1991 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %1992 = add nsw i64 %1990, %1991
+  %1993 = add nsw i64 %1992, 48
+  %arena653 = getelementptr inbounds float, ptr %arena, i64 %1993
+  %1994 = load <16 x float>, ptr %arena653, align 4
+  store <16 x float> %1994, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %1995 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %1996 = add nsw i64 %1995, 4
+  %1997 = mul nsw i64 %1996, 64
+  %1998 = add nsw i64 24913168, %1997
+  %1999 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2000 = add nsw i64 %1998, %1999
+  %arena654 = getelementptr inbounds float, ptr %arena, i64 %2000
+  %2001 = load <16 x float>, ptr %arena654, align 4
+  store <16 x float> %2001, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %2002 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2003 = add nsw i64 %2002, 4
+  %2004 = mul nsw i64 %2003, 64
+  %2005 = add nsw i64 24913168, %2004
+  %2006 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2007 = add nsw i64 %2005, %2006
+  %2008 = add nsw i64 %2007, 16
+  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2008
+  %2009 = load <16 x float>, ptr %arena655, align 4
+  store <16 x float> %2009, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %2010 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2011 = add nsw i64 %2010, 4
+  %2012 = mul nsw i64 %2011, 64
+  %2013 = add nsw i64 24913168, %2012
+  %2014 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2015 = add nsw i64 %2013, %2014
+  %2016 = add nsw i64 %2015, 32
+  %arena656 = getelementptr inbounds float, ptr %arena, i64 %2016
+  %2017 = load <16 x float>, ptr %arena656, align 4
+  store <16 x float> %2017, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %2018 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2019 = add nsw i64 %2018, 4
+  %2020 = mul nsw i64 %2019, 64
+  %2021 = add nsw i64 24913168, %2020
+  %2022 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2023 = add nsw i64 %2021, %2022
+  %2024 = add nsw i64 %2023, 48
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2024
+  %2025 = load <16 x float>, ptr %arena657, align 4
+  store <16 x float> %2025, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %2026 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2027 = add nsw i64 %2026, 5
+  %2028 = mul nsw i64 %2027, 64
+  %2029 = add nsw i64 24913168, %2028
+  %2030 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2031 = add nsw i64 %2029, %2030
+  %arena658 = getelementptr inbounds float, ptr %arena, i64 %2031
+  %2032 = load <16 x float>, ptr %arena658, align 4
+  store <16 x float> %2032, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %2033 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2034 = add nsw i64 %2033, 5
+  %2035 = mul nsw i64 %2034, 64
+  %2036 = add nsw i64 24913168, %2035
+  %2037 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2038 = add nsw i64 %2036, %2037
+  %2039 = add nsw i64 %2038, 16
+  %arena659 = getelementptr inbounds float, ptr %arena, i64 %2039
+  %2040 = load <16 x float>, ptr %arena659, align 4
+  store <16 x float> %2040, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %2041 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2042 = add nsw i64 %2041, 5
+  %2043 = mul nsw i64 %2042, 64
+  %2044 = add nsw i64 24913168, %2043
+  %2045 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2046 = add nsw i64 %2044, %2045
+  %2047 = add nsw i64 %2046, 32
+  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2047
+  %2048 = load <16 x float>, ptr %arena660, align 4
+  store <16 x float> %2048, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %2049 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2050 = add nsw i64 %2049, 5
+  %2051 = mul nsw i64 %2050, 64
+  %2052 = add nsw i64 24913168, %2051
+  %2053 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2054 = add nsw i64 %2052, %2053
+  %2055 = add nsw i64 %2054, 48
+  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2055
+  %2056 = load <16 x float>, ptr %arena661, align 4
+  store <16 x float> %2056, ptr %conv2_weight_grad.t95_c5_3, align 64
+  br label %conv2_weight_grad.k96
+
+conv2_weight_grad.mb94.end:                       ; preds = %conv2_weight_grad.k96.end
+  %nb93.next = add nsw i64 %conv2_weight_grad.nb93636, 1
+  %2057 = icmp slt i64 %nb93.next, 1
+  br i1 %2057, label %conv2_weight_grad.nb93, label %conv2_weight_grad.nb93.end
+
+conv2_weight_grad.k96:                            ; preds = %conv2_weight_grad.k96, %conv2_weight_grad.mb94
+  %conv2_weight_grad.k96662 = phi i64 [ 0, %conv2_weight_grad.mb94 ], [ %k96.next, %conv2_weight_grad.k96 ]
+  %2058 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2059 = mul nsw i64 %2058, 64
+  %2060 = add nsw i64 21701904, %2059
+  %2061 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2062 = add nsw i64 %2060, %2061
+  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2062
+  %2063 = load <16 x float>, ptr %arena663, align 4
+  store <16 x float> %2063, ptr %conv2_weight_grad.t95_b0, align 64
+  %2064 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2065 = mul nsw i64 %2064, 64
+  %2066 = add nsw i64 21701904, %2065
+  %2067 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2068 = add nsw i64 %2066, %2067
+  %2069 = add nsw i64 %2068, 16
+  %arena664 = getelementptr inbounds float, ptr %arena, i64 %2069
+  %2070 = load <16 x float>, ptr %arena664, align 4
+  store <16 x float> %2070, ptr %conv2_weight_grad.t95_b1, align 64
+  %2071 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2072 = mul nsw i64 %2071, 64
+  %2073 = add nsw i64 21701904, %2072
+  %2074 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2075 = add nsw i64 %2073, %2074
+  %2076 = add nsw i64 %2075, 32
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2076
+  %2077 = load <16 x float>, ptr %arena665, align 4
+  store <16 x float> %2077, ptr %conv2_weight_grad.t95_b2, align 64
+  %2078 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2079 = mul nsw i64 %2078, 64
+  %2080 = add nsw i64 21701904, %2079
+  %2081 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2082 = add nsw i64 %2080, %2081
+  %2083 = add nsw i64 %2082, 48
+  %arena666 = getelementptr inbounds float, ptr %arena, i64 %2083
+  %2084 = load <16 x float>, ptr %arena666, align 4
+  store <16 x float> %2084, ptr %conv2_weight_grad.t95_b3, align 64
+  %2085 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2086 = mul nsw i64 %2085, 50176
+  %2087 = add nsw i64 7251216, %2086
+  %2088 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2089 = add nsw i64 %2087, %2088
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2089
+  %2090 = load float, ptr %arena667, align 4
+  %2091 = insertelement <16 x float> undef, float %2090, i32 0
+  %2092 = shufflevector <16 x float> %2091, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2092, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_a0 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b0 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %2093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0, <16 x float> %t95_b0, <16 x float> %t95_c0_0)
+  store <16 x float> %2093, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %t95_a0668 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b1 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %2094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0668, <16 x float> %t95_b1, <16 x float> %t95_c0_1)
+  store <16 x float> %2094, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %t95_a0669 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b2 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %2095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0669, <16 x float> %t95_b2, <16 x float> %t95_c0_2)
+  store <16 x float> %2095, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %t95_a0670 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b3 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %2096 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0670, <16 x float> %t95_b3, <16 x float> %t95_c0_3)
+  store <16 x float> %2096, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %2097 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2098 = add nsw i64 %2097, 1
+  %2099 = mul nsw i64 %2098, 50176
+  %2100 = add nsw i64 7251216, %2099
+  %2101 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2102 = add nsw i64 %2100, %2101
+  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2102
+  %2103 = load float, ptr %arena671, align 4
+  %2104 = insertelement <16 x float> undef, float %2103, i32 0
+  %2105 = shufflevector <16 x float> %2104, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2105, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_a1 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b0672 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %2106 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1, <16 x float> %t95_b0672, <16 x float> %t95_c1_0)
+  store <16 x float> %2106, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %t95_a1673 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b1674 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %2107 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1673, <16 x float> %t95_b1674, <16 x float> %t95_c1_1)
+  store <16 x float> %2107, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %t95_a1675 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b2676 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %2108 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1675, <16 x float> %t95_b2676, <16 x float> %t95_c1_2)
+  store <16 x float> %2108, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %t95_a1677 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b3678 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %2109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1677, <16 x float> %t95_b3678, <16 x float> %t95_c1_3)
+  store <16 x float> %2109, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %2110 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2111 = add nsw i64 %2110, 2
+  %2112 = mul nsw i64 %2111, 50176
+  %2113 = add nsw i64 7251216, %2112
+  %2114 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2115 = add nsw i64 %2113, %2114
+  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2115
+  %2116 = load float, ptr %arena679, align 4
+  %2117 = insertelement <16 x float> undef, float %2116, i32 0
+  %2118 = shufflevector <16 x float> %2117, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2118, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_a2 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b0680 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %2119 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2, <16 x float> %t95_b0680, <16 x float> %t95_c2_0)
+  store <16 x float> %2119, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %t95_a2681 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b1682 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %2120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2681, <16 x float> %t95_b1682, <16 x float> %t95_c2_1)
+  store <16 x float> %2120, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %t95_a2683 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b2684 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %2121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2683, <16 x float> %t95_b2684, <16 x float> %t95_c2_2)
+  store <16 x float> %2121, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %t95_a2685 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b3686 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %2122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2685, <16 x float> %t95_b3686, <16 x float> %t95_c2_3)
+  store <16 x float> %2122, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %2123 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2124 = add nsw i64 %2123, 3
+  %2125 = mul nsw i64 %2124, 50176
+  %2126 = add nsw i64 7251216, %2125
+  %2127 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2128 = add nsw i64 %2126, %2127
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2128
+  %2129 = load float, ptr %arena687, align 4
+  %2130 = insertelement <16 x float> undef, float %2129, i32 0
+  %2131 = shufflevector <16 x float> %2130, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2131, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_a3 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b0688 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %2132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3, <16 x float> %t95_b0688, <16 x float> %t95_c3_0)
+  store <16 x float> %2132, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %t95_a3689 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b1690 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %2133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3689, <16 x float> %t95_b1690, <16 x float> %t95_c3_1)
+  store <16 x float> %2133, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %t95_a3691 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b2692 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %2134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3691, <16 x float> %t95_b2692, <16 x float> %t95_c3_2)
+  store <16 x float> %2134, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %t95_a3693 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b3694 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %2135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3693, <16 x float> %t95_b3694, <16 x float> %t95_c3_3)
+  store <16 x float> %2135, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %2136 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2137 = add nsw i64 %2136, 4
+  %2138 = mul nsw i64 %2137, 50176
+  %2139 = add nsw i64 7251216, %2138
+  %2140 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2141 = add nsw i64 %2139, %2140
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2141
+  %2142 = load float, ptr %arena695, align 4
+  %2143 = insertelement <16 x float> undef, float %2142, i32 0
+  %2144 = shufflevector <16 x float> %2143, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2144, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_a4 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b0696 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %2145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4, <16 x float> %t95_b0696, <16 x float> %t95_c4_0)
+  store <16 x float> %2145, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %t95_a4697 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b1698 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %2146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4697, <16 x float> %t95_b1698, <16 x float> %t95_c4_1)
+  store <16 x float> %2146, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %t95_a4699 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b2700 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %2147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4699, <16 x float> %t95_b2700, <16 x float> %t95_c4_2)
+  store <16 x float> %2147, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %t95_a4701 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b3702 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %2148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4701, <16 x float> %t95_b3702, <16 x float> %t95_c4_3)
+  store <16 x float> %2148, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %2149 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2150 = add nsw i64 %2149, 5
+  %2151 = mul nsw i64 %2150, 50176
+  %2152 = add nsw i64 7251216, %2151
+  %2153 = add nsw i64 %conv2_weight_grad.k96662, 49920
+  %2154 = add nsw i64 %2152, %2153
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2154
+  %2155 = load float, ptr %arena703, align 4
+  %2156 = insertelement <16 x float> undef, float %2155, i32 0
+  %2157 = shufflevector <16 x float> %2156, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2157, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_a5 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b0704 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %2158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5, <16 x float> %t95_b0704, <16 x float> %t95_c5_0)
+  store <16 x float> %2158, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %t95_a5705 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b1706 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %2159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5705, <16 x float> %t95_b1706, <16 x float> %t95_c5_1)
+  store <16 x float> %2159, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %t95_a5707 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b2708 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %2160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5707, <16 x float> %t95_b2708, <16 x float> %t95_c5_2)
+  store <16 x float> %2160, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %t95_a5709 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b3710 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
+  %2161 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5709, <16 x float> %t95_b3710, <16 x float> %t95_c5_3)
+  store <16 x float> %2161, ptr %conv2_weight_grad.t95_c5_3, align 64
+  %k96.next = add nsw i64 %conv2_weight_grad.k96662, 1
+  %2162 = icmp slt i64 %k96.next, 256
+  br i1 %2162, label %conv2_weight_grad.k96, label %conv2_weight_grad.k96.end
+
+conv2_weight_grad.k96.end:                        ; preds = %conv2_weight_grad.k96
+  %t95_c0_0711 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %2163 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2164 = mul nsw i64 %2163, 64
+  %2165 = add nsw i64 24913168, %2164
+  %2166 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2167 = add nsw i64 %2165, %2166
+  %arena712 = getelementptr inbounds float, ptr %arena, i64 %2167
+  store <16 x float> %t95_c0_0711, ptr %arena712, align 4
+  %t95_c0_1713 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %2168 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2169 = mul nsw i64 %2168, 64
+  %2170 = add nsw i64 24913168, %2169
+  %2171 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2172 = add nsw i64 %2170, %2171
+  %2173 = add nsw i64 %2172, 16
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2173
+  store <16 x float> %t95_c0_1713, ptr %arena714, align 4
+  %t95_c0_2715 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %2174 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2175 = mul nsw i64 %2174, 64
+  %2176 = add nsw i64 24913168, %2175
+  %2177 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2178 = add nsw i64 %2176, %2177
+  %2179 = add nsw i64 %2178, 32
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2179
+  store <16 x float> %t95_c0_2715, ptr %arena716, align 4
+  %t95_c0_3717 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %2180 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2181 = mul nsw i64 %2180, 64
+  %2182 = add nsw i64 24913168, %2181
+  %2183 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2184 = add nsw i64 %2182, %2183
+  %2185 = add nsw i64 %2184, 48
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2185
+  store <16 x float> %t95_c0_3717, ptr %arena718, align 4
+  %t95_c1_0719 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %2186 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2187 = add nsw i64 %2186, 1
+  %2188 = mul nsw i64 %2187, 64
+  %2189 = add nsw i64 24913168, %2188
+  %2190 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2191 = add nsw i64 %2189, %2190
+  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2191
+  store <16 x float> %t95_c1_0719, ptr %arena720, align 4
+  %t95_c1_1721 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %2192 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2193 = add nsw i64 %2192, 1
+  %2194 = mul nsw i64 %2193, 64
+  %2195 = add nsw i64 24913168, %2194
+  %2196 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2197 = add nsw i64 %2195, %2196
+  %2198 = add nsw i64 %2197, 16
+  %arena722 = getelementptr inbounds float, ptr %arena, i64 %2198
+  store <16 x float> %t95_c1_1721, ptr %arena722, align 4
+  %t95_c1_2723 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %2199 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2200 = add nsw i64 %2199, 1
+  %2201 = mul nsw i64 %2200, 64
+  %2202 = add nsw i64 24913168, %2201
+  %2203 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2204 = add nsw i64 %2202, %2203
+  %2205 = add nsw i64 %2204, 32
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2205
+  store <16 x float> %t95_c1_2723, ptr %arena724, align 4
+  %t95_c1_3725 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %2206 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2207 = add nsw i64 %2206, 1
+  %2208 = mul nsw i64 %2207, 64
+  %2209 = add nsw i64 24913168, %2208
+  %2210 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2211 = add nsw i64 %2209, %2210
+  %2212 = add nsw i64 %2211, 48
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2212
+  store <16 x float> %t95_c1_3725, ptr %arena726, align 4
+  %t95_c2_0727 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %2213 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2214 = add nsw i64 %2213, 2
+  %2215 = mul nsw i64 %2214, 64
+  %2216 = add nsw i64 24913168, %2215
+  %2217 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2218 = add nsw i64 %2216, %2217
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2218
+  store <16 x float> %t95_c2_0727, ptr %arena728, align 4
+  %t95_c2_1729 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %2219 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2220 = add nsw i64 %2219, 2
+  %2221 = mul nsw i64 %2220, 64
+  %2222 = add nsw i64 24913168, %2221
+  %2223 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2224 = add nsw i64 %2222, %2223
+  %2225 = add nsw i64 %2224, 16
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2225
+  store <16 x float> %t95_c2_1729, ptr %arena730, align 4
+  %t95_c2_2731 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %2226 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2227 = add nsw i64 %2226, 2
+  %2228 = mul nsw i64 %2227, 64
+  %2229 = add nsw i64 24913168, %2228
+  %2230 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2231 = add nsw i64 %2229, %2230
+  %2232 = add nsw i64 %2231, 32
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2232
+  store <16 x float> %t95_c2_2731, ptr %arena732, align 4
+  %t95_c2_3733 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %2233 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2234 = add nsw i64 %2233, 2
+  %2235 = mul nsw i64 %2234, 64
+  %2236 = add nsw i64 24913168, %2235
+  %2237 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2238 = add nsw i64 %2236, %2237
+  %2239 = add nsw i64 %2238, 48
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2239
+  store <16 x float> %t95_c2_3733, ptr %arena734, align 4
+  %t95_c3_0735 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %2240 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2241 = add nsw i64 %2240, 3
+  %2242 = mul nsw i64 %2241, 64
+  %2243 = add nsw i64 24913168, %2242
+  %2244 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2245 = add nsw i64 %2243, %2244
+  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2245
+  store <16 x float> %t95_c3_0735, ptr %arena736, align 4
+  %t95_c3_1737 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %2246 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2247 = add nsw i64 %2246, 3
+  %2248 = mul nsw i64 %2247, 64
+  %2249 = add nsw i64 24913168, %2248
+  %2250 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2251 = add nsw i64 %2249, %2250
+  %2252 = add nsw i64 %2251, 16
+  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2252
+  store <16 x float> %t95_c3_1737, ptr %arena738, align 4
+  %t95_c3_2739 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %2253 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2254 = add nsw i64 %2253, 3
+  %2255 = mul nsw i64 %2254, 64
+  %2256 = add nsw i64 24913168, %2255
+  %2257 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2258 = add nsw i64 %2256, %2257
+  %2259 = add nsw i64 %2258, 32
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2259
+  store <16 x float> %t95_c3_2739, ptr %arena740, align 4
+  %t95_c3_3741 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %2260 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2261 = add nsw i64 %2260, 3
+  %2262 = mul nsw i64 %2261, 64
+  %2263 = add nsw i64 24913168, %2262
+  %2264 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2265 = add nsw i64 %2263, %2264
+  %2266 = add nsw i64 %2265, 48
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2266
+  store <16 x float> %t95_c3_3741, ptr %arena742, align 4
+  %t95_c4_0743 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %2267 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2268 = add nsw i64 %2267, 4
+  %2269 = mul nsw i64 %2268, 64
+  %2270 = add nsw i64 24913168, %2269
+  %2271 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2272 = add nsw i64 %2270, %2271
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2272
+  store <16 x float> %t95_c4_0743, ptr %arena744, align 4
+  %t95_c4_1745 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %2273 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2274 = add nsw i64 %2273, 4
+  %2275 = mul nsw i64 %2274, 64
+  %2276 = add nsw i64 24913168, %2275
+  %2277 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2278 = add nsw i64 %2276, %2277
+  %2279 = add nsw i64 %2278, 16
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2279
+  store <16 x float> %t95_c4_1745, ptr %arena746, align 4
+  %t95_c4_2747 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %2280 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2281 = add nsw i64 %2280, 4
+  %2282 = mul nsw i64 %2281, 64
+  %2283 = add nsw i64 24913168, %2282
+  %2284 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2285 = add nsw i64 %2283, %2284
+  %2286 = add nsw i64 %2285, 32
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2286
+  store <16 x float> %t95_c4_2747, ptr %arena748, align 4
+  %t95_c4_3749 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %2287 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2288 = add nsw i64 %2287, 4
+  %2289 = mul nsw i64 %2288, 64
+  %2290 = add nsw i64 24913168, %2289
+  %2291 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2292 = add nsw i64 %2290, %2291
+  %2293 = add nsw i64 %2292, 48
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2293
+  store <16 x float> %t95_c4_3749, ptr %arena750, align 4
+  %t95_c5_0751 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %2294 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2295 = add nsw i64 %2294, 5
+  %2296 = mul nsw i64 %2295, 64
+  %2297 = add nsw i64 24913168, %2296
+  %2298 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2299 = add nsw i64 %2297, %2298
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2299
+  store <16 x float> %t95_c5_0751, ptr %arena752, align 4
+  %t95_c5_1753 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %2300 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2301 = add nsw i64 %2300, 5
+  %2302 = mul nsw i64 %2301, 64
+  %2303 = add nsw i64 24913168, %2302
+  %2304 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2305 = add nsw i64 %2303, %2304
+  %2306 = add nsw i64 %2305, 16
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2306
+  store <16 x float> %t95_c5_1753, ptr %arena754, align 4
+  %t95_c5_2755 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %2307 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2308 = add nsw i64 %2307, 5
+  %2309 = mul nsw i64 %2308, 64
+  %2310 = add nsw i64 24913168, %2309
+  %2311 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2312 = add nsw i64 %2310, %2311
+  %2313 = add nsw i64 %2312, 32
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2313
+  store <16 x float> %t95_c5_2755, ptr %arena756, align 4
+  %t95_c5_3757 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
+  %2314 = mul nsw i64 %conv2_weight_grad.mb94637, 6
+  %2315 = add nsw i64 %2314, 5
+  %2316 = mul nsw i64 %2315, 64
+  %2317 = add nsw i64 24913168, %2316
+  %2318 = mul nsw i64 %conv2_weight_grad.nb93636, 64
+  %2319 = add nsw i64 %2317, %2318
+  %2320 = add nsw i64 %2319, 48
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2320
+  store <16 x float> %t95_c5_3757, ptr %arena758, align 4
+  %mb94.next = add nsw i64 %conv2_weight_grad.mb94637, 1
+  %2321 = icmp slt i64 %mb94.next, 48
+  br i1 %2321, label %conv2_weight_grad.mb94, label %conv2_weight_grad.mb94.end
+
+conv2_weight_grad.f97:                            ; preds = %conv2_weight_grad.r98.end, %conv2_weight_grad.g73.end
+  %conv2_weight_grad.f97759 = phi i64 [ 0, %conv2_weight_grad.g73.end ], [ %f97.next, %conv2_weight_grad.r98.end ]
+  br label %conv2_weight_grad.r98
+
+conv2_weight_grad.f97.end:                        ; preds = %conv2_weight_grad.r98.end
+  br label %conv2_bias_grad.i99
+
+conv2_weight_grad.r98:                            ; preds = %conv2_weight_grad.r98, %conv2_weight_grad.f97
+  %conv2_weight_grad.r98760 = phi i64 [ 0, %conv2_weight_grad.f97 ], [ %r98.next, %conv2_weight_grad.r98 ]
+  %2322 = mul nsw i64 %conv2_weight_grad.r98760, 64
+  %2323 = add nsw i64 24913168, %2322
+  %2324 = add nsw i64 %2323, %conv2_weight_grad.f97759
+  %arena761 = getelementptr inbounds float, ptr %arena, i64 %2324
+  %2325 = load float, ptr %arena761, align 4
+  %2326 = mul nsw i64 %conv2_weight_grad.f97759, 288
+  %2327 = add nsw i64 320, %2326
+  %2328 = add nsw i64 %2327, %conv2_weight_grad.r98760
+  %grads762 = getelementptr inbounds float, ptr %grads, i64 %2328
+  store float %2325, ptr %grads762, align 4
+  %r98.next = add nsw i64 %conv2_weight_grad.r98760, 1
+  %2329 = icmp slt i64 %r98.next, 288
+  br i1 %2329, label %conv2_weight_grad.r98, label %conv2_weight_grad.r98.end
+
+conv2_weight_grad.r98.end:                        ; preds = %conv2_weight_grad.r98
+  %f97.next = add nsw i64 %conv2_weight_grad.f97759, 1
+  %2330 = icmp slt i64 %f97.next, 64
+  br i1 %2330, label %conv2_weight_grad.f97, label %conv2_weight_grad.f97.end
+
+conv2_bias_grad.i99:                              ; preds = %conv2_bias_grad.i99, %conv2_weight_grad.f97.end
+  %conv2_bias_grad.i99763 = phi i64 [ 0, %conv2_weight_grad.f97.end ], [ %i99.next, %conv2_bias_grad.i99 ]
+  %2331 = add nsw i64 1605632, %conv2_bias_grad.i99763
+  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2331
+  store float 1.000000e+00, ptr %arena764, align 4
+  %i99.next = add nsw i64 %conv2_bias_grad.i99763, 1
+  %2332 = icmp slt i64 %i99.next, 784
+  br i1 %2332, label %conv2_bias_grad.i99, label %conv2_bias_grad.i99.end
+
+conv2_bias_grad.i99.end:                          ; preds = %conv2_bias_grad.i99
+  br label %conv2_bias_grad.i100
+
+conv2_bias_grad.i100:                             ; preds = %conv2_bias_grad.i100, %conv2_bias_grad.i99.end
+  %conv2_bias_grad.i100765 = phi i64 [ 0, %conv2_bias_grad.i99.end ], [ %i100.next, %conv2_bias_grad.i100 ]
+  %2333 = add nsw i64 18752, %conv2_bias_grad.i100765
+  %grads766 = getelementptr inbounds float, ptr %grads, i64 %2333
+  store float 0.000000e+00, ptr %grads766, align 4
+  %i100.next = add nsw i64 %conv2_bias_grad.i100765, 1
+  %2334 = icmp slt i64 %i100.next, 64
+  br i1 %2334, label %conv2_bias_grad.i100, label %conv2_bias_grad.i100.end
+
+conv2_bias_grad.i100.end:                         ; preds = %conv2_bias_grad.i100
+  br label %conv2_bias_grad.img101
+
+conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.img101, %conv2_bias_grad.i100.end
+  %conv2_bias_grad.img101767 = phi i64 [ 0, %conv2_bias_grad.i100.end ], [ %img101.next, %conv2_bias_grad.img101 ]
+  %2335 = mul nsw i64 %conv2_bias_grad.img101767, 50176
+  %2336 = add nsw i64 4039952, %2335
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2336
+  %arena769 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %grads770 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 784, float 1.000000e+00, ptr %arena768, i32 784, ptr %arena769, i32 1, float 1.000000e+00, ptr %grads770, i32 1)
+  %img101.next = add nsw i64 %conv2_bias_grad.img101767, 1
+  %2337 = icmp slt i64 %img101.next, 64
+  br i1 %2337, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
+
+conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.img101
+  br label %relu1_grad.i102
+
+relu1_grad.i102:                                  ; preds = %relu1_grad.i102, %conv2_bias_grad.img101.end
+  %relu1_grad.i102771 = phi i64 [ 0, %conv2_bias_grad.img101.end ], [ %i102.next, %relu1_grad.i102 ]
+  %2338 = add nsw i64 1605632, %relu1_grad.i102771
+  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2338
+  store float 0.000000e+00, ptr %arena772, align 4
+  %i102.next = add nsw i64 %relu1_grad.i102771, 1
+  %2339 = icmp slt i64 %i102.next, 1605632
+  br i1 %2339, label %relu1_grad.i102, label %relu1_grad.i102.end
+
+relu1_grad.i102.end:                              ; preds = %relu1_grad.i102
+  br label %relu1_grad.g103
+
+relu1_grad.g103:                                  ; preds = %relu1_grad.j111.end, %relu1_grad.i102.end
+  %relu1_grad.g103773 = phi i64 [ 0, %relu1_grad.i102.end ], [ %g103.next, %relu1_grad.j111.end ]
+  br label %relu1_grad.j104
+
+relu1_grad.g103.end:                              ; preds = %relu1_grad.j111.end
+  br label %conv1_grad.i120
+
+relu1_grad.j104:                                  ; preds = %relu1_grad.f105.end, %relu1_grad.g103
+  %relu1_grad.j104774 = phi i64 [ 0, %relu1_grad.g103 ], [ %j104.next, %relu1_grad.f105.end ]
+  br label %relu1_grad.f105
+
+relu1_grad.j104.end:                              ; preds = %relu1_grad.f105.end
+  br label %relu1_grad.nb107
+
+relu1_grad.f105:                                  ; preds = %relu1_grad.i106.end, %relu1_grad.j104
+  %relu1_grad.f105775 = phi i64 [ 0, %relu1_grad.j104 ], [ %f105.next, %relu1_grad.i106.end ]
+  br label %relu1_grad.i106
+
+relu1_grad.f105.end:                              ; preds = %relu1_grad.i106.end
+  %j104.next = add nsw i64 %relu1_grad.j104774, 1
+  %2340 = icmp slt i64 %j104.next, 64
+  br i1 %2340, label %relu1_grad.j104, label %relu1_grad.j104.end
+
+relu1_grad.i106:                                  ; preds = %relu1_grad.i106, %relu1_grad.f105
+  %relu1_grad.i106776 = phi i64 [ 0, %relu1_grad.f105 ], [ %i106.next, %relu1_grad.i106 ]
+  %2341 = mul nsw i64 %relu1_grad.g103773, 64
+  %2342 = add nsw i64 %2341, %relu1_grad.j104774
+  %2343 = mul nsw i64 %2342, 50176
+  %2344 = add nsw i64 4039952, %2343
+  %2345 = mul nsw i64 %relu1_grad.f105775, 784
+  %2346 = add nsw i64 %2344, %2345
+  %2347 = add nsw i64 %2346, %relu1_grad.i106776
+  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2347
+  %2348 = load float, ptr %arena777, align 4
+  %2349 = mul nsw i64 %relu1_grad.f105775, 50176
+  %2350 = add nsw i64 21701904, %2349
+  %2351 = mul nsw i64 %relu1_grad.j104774, 784
+  %2352 = add nsw i64 %2350, %2351
+  %2353 = add nsw i64 %2352, %relu1_grad.i106776
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2353
+  store float %2348, ptr %arena778, align 4
+  %i106.next = add nsw i64 %relu1_grad.i106776, 1
+  %2354 = icmp slt i64 %i106.next, 784
+  br i1 %2354, label %relu1_grad.i106, label %relu1_grad.i106.end
+
+relu1_grad.i106.end:                              ; preds = %relu1_grad.i106
+  %f105.next = add nsw i64 %relu1_grad.f105775, 1
+  %2355 = icmp slt i64 %f105.next, 64
+  br i1 %2355, label %relu1_grad.f105, label %relu1_grad.f105.end
+
+relu1_grad.nb107:                                 ; preds = %relu1_grad.mb108.end, %relu1_grad.j104.end
+  %relu1_grad.nb107779 = phi i64 [ 0, %relu1_grad.j104.end ], [ %nb107.next, %relu1_grad.mb108.end ]
+  br label %relu1_grad.mb108
+
+relu1_grad.nb107.end:                             ; preds = %relu1_grad.mb108.end
+  br label %relu1_grad.j111
+
+relu1_grad.mb108:                                 ; preds = %relu1_grad.k110.end, %relu1_grad.nb107
+  %relu1_grad.mb108780 = phi i64 [ 0, %relu1_grad.nb107 ], [ %mb108.next, %relu1_grad.k110.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_3, align 64
+  br label %relu1_grad.k110
+
+relu1_grad.mb108.end:                             ; preds = %relu1_grad.k110.end
+  %nb107.next = add nsw i64 %relu1_grad.nb107779, 1
+  %2356 = icmp slt i64 %nb107.next, 784
+  br i1 %2356, label %relu1_grad.nb107, label %relu1_grad.nb107.end
+
+relu1_grad.k110:                                  ; preds = %relu1_grad.k110, %relu1_grad.mb108
+  %relu1_grad.k110781 = phi i64 [ 0, %relu1_grad.mb108 ], [ %k110.next, %relu1_grad.k110 ]
+  %2357 = mul nsw i64 %relu1_grad.k110781, 50176
+  %2358 = add nsw i64 21701904, %2357
+  %2359 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2360 = add nsw i64 %2358, %2359
+  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2360
+  %2361 = load <16 x float>, ptr %arena782, align 4
+  store <16 x float> %2361, ptr %relu1_grad.t109_b0, align 64
+  %2362 = mul nsw i64 %relu1_grad.k110781, 50176
+  %2363 = add nsw i64 21701904, %2362
+  %2364 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2365 = add nsw i64 %2363, %2364
+  %2366 = add nsw i64 %2365, 16
+  %arena783 = getelementptr inbounds float, ptr %arena, i64 %2366
+  %2367 = load <16 x float>, ptr %arena783, align 4
+  store <16 x float> %2367, ptr %relu1_grad.t109_b1, align 64
+  %2368 = mul nsw i64 %relu1_grad.k110781, 50176
+  %2369 = add nsw i64 21701904, %2368
+  %2370 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2371 = add nsw i64 %2369, %2370
+  %2372 = add nsw i64 %2371, 32
+  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2372
+  %2373 = load <16 x float>, ptr %arena784, align 4
+  store <16 x float> %2373, ptr %relu1_grad.t109_b2, align 64
+  %2374 = mul nsw i64 %relu1_grad.k110781, 50176
+  %2375 = add nsw i64 21701904, %2374
+  %2376 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2377 = add nsw i64 %2375, %2376
+  %2378 = add nsw i64 %2377, 48
+  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2378
+  %2379 = load <16 x float>, ptr %arena785, align 4
+  store <16 x float> %2379, ptr %relu1_grad.t109_b3, align 64
+  %2380 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2381 = add nsw i64 320, %2380
+  %2382 = mul nsw i64 %relu1_grad.k110781, 288
+  %2383 = add nsw i64 %2381, %2382
+  %params786 = getelementptr inbounds float, ptr %params, i64 %2383
+  %2384 = load float, ptr %params786, align 4
+  %2385 = insertelement <16 x float> undef, float %2384, i32 0
+  %2386 = shufflevector <16 x float> %2385, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2386, ptr %relu1_grad.t109_a0, align 64
+  %t109_a0 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b0 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c0_0 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
+  %2387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0, <16 x float> %t109_b0, <16 x float> %t109_c0_0)
+  store <16 x float> %2387, ptr %relu1_grad.t109_c0_0, align 64
+  %t109_a0787 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b1 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c0_1 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
+  %2388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0787, <16 x float> %t109_b1, <16 x float> %t109_c0_1)
+  store <16 x float> %2388, ptr %relu1_grad.t109_c0_1, align 64
+  %t109_a0788 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b2 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c0_2 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
+  %2389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0788, <16 x float> %t109_b2, <16 x float> %t109_c0_2)
+  store <16 x float> %2389, ptr %relu1_grad.t109_c0_2, align 64
+  %t109_a0789 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b3 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c0_3 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
+  %2390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0789, <16 x float> %t109_b3, <16 x float> %t109_c0_3)
+  store <16 x float> %2390, ptr %relu1_grad.t109_c0_3, align 64
+  %2391 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2392 = add nsw i64 %2391, 1
+  %2393 = add nsw i64 320, %2392
+  %2394 = mul nsw i64 %relu1_grad.k110781, 288
+  %2395 = add nsw i64 %2393, %2394
+  %params790 = getelementptr inbounds float, ptr %params, i64 %2395
+  %2396 = load float, ptr %params790, align 4
+  %2397 = insertelement <16 x float> undef, float %2396, i32 0
+  %2398 = shufflevector <16 x float> %2397, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2398, ptr %relu1_grad.t109_a1, align 64
+  %t109_a1 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b0791 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c1_0 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
+  %2399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1, <16 x float> %t109_b0791, <16 x float> %t109_c1_0)
+  store <16 x float> %2399, ptr %relu1_grad.t109_c1_0, align 64
+  %t109_a1792 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b1793 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c1_1 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
+  %2400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1792, <16 x float> %t109_b1793, <16 x float> %t109_c1_1)
+  store <16 x float> %2400, ptr %relu1_grad.t109_c1_1, align 64
+  %t109_a1794 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b2795 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c1_2 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
+  %2401 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1794, <16 x float> %t109_b2795, <16 x float> %t109_c1_2)
+  store <16 x float> %2401, ptr %relu1_grad.t109_c1_2, align 64
+  %t109_a1796 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b3797 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c1_3 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
+  %2402 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1796, <16 x float> %t109_b3797, <16 x float> %t109_c1_3)
+  store <16 x float> %2402, ptr %relu1_grad.t109_c1_3, align 64
+  %2403 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2404 = add nsw i64 %2403, 2
+  %2405 = add nsw i64 320, %2404
+  %2406 = mul nsw i64 %relu1_grad.k110781, 288
+  %2407 = add nsw i64 %2405, %2406
+  %params798 = getelementptr inbounds float, ptr %params, i64 %2407
+  %2408 = load float, ptr %params798, align 4
+  %2409 = insertelement <16 x float> undef, float %2408, i32 0
+  %2410 = shufflevector <16 x float> %2409, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2410, ptr %relu1_grad.t109_a2, align 64
+  %t109_a2 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b0799 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c2_0 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
+  %2411 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2, <16 x float> %t109_b0799, <16 x float> %t109_c2_0)
+  store <16 x float> %2411, ptr %relu1_grad.t109_c2_0, align 64
+  %t109_a2800 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b1801 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c2_1 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
+  %2412 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2800, <16 x float> %t109_b1801, <16 x float> %t109_c2_1)
+  store <16 x float> %2412, ptr %relu1_grad.t109_c2_1, align 64
+  %t109_a2802 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b2803 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c2_2 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
+  %2413 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2802, <16 x float> %t109_b2803, <16 x float> %t109_c2_2)
+  store <16 x float> %2413, ptr %relu1_grad.t109_c2_2, align 64
+  %t109_a2804 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b3805 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c2_3 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
+  %2414 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2804, <16 x float> %t109_b3805, <16 x float> %t109_c2_3)
+  store <16 x float> %2414, ptr %relu1_grad.t109_c2_3, align 64
+  %2415 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2416 = add nsw i64 %2415, 3
+  %2417 = add nsw i64 320, %2416
+  %2418 = mul nsw i64 %relu1_grad.k110781, 288
+  %2419 = add nsw i64 %2417, %2418
+  %params806 = getelementptr inbounds float, ptr %params, i64 %2419
+  %2420 = load float, ptr %params806, align 4
+  %2421 = insertelement <16 x float> undef, float %2420, i32 0
+  %2422 = shufflevector <16 x float> %2421, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2422, ptr %relu1_grad.t109_a3, align 64
+  %t109_a3 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b0807 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c3_0 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
+  %2423 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3, <16 x float> %t109_b0807, <16 x float> %t109_c3_0)
+  store <16 x float> %2423, ptr %relu1_grad.t109_c3_0, align 64
+  %t109_a3808 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b1809 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c3_1 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
+  %2424 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3808, <16 x float> %t109_b1809, <16 x float> %t109_c3_1)
+  store <16 x float> %2424, ptr %relu1_grad.t109_c3_1, align 64
+  %t109_a3810 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b2811 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c3_2 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
+  %2425 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3810, <16 x float> %t109_b2811, <16 x float> %t109_c3_2)
+  store <16 x float> %2425, ptr %relu1_grad.t109_c3_2, align 64
+  %t109_a3812 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b3813 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c3_3 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
+  %2426 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3812, <16 x float> %t109_b3813, <16 x float> %t109_c3_3)
+  store <16 x float> %2426, ptr %relu1_grad.t109_c3_3, align 64
+  %2427 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2428 = add nsw i64 %2427, 4
+  %2429 = add nsw i64 320, %2428
+  %2430 = mul nsw i64 %relu1_grad.k110781, 288
+  %2431 = add nsw i64 %2429, %2430
+  %params814 = getelementptr inbounds float, ptr %params, i64 %2431
+  %2432 = load float, ptr %params814, align 4
+  %2433 = insertelement <16 x float> undef, float %2432, i32 0
+  %2434 = shufflevector <16 x float> %2433, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2434, ptr %relu1_grad.t109_a4, align 64
+  %t109_a4 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b0815 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c4_0 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
+  %2435 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4, <16 x float> %t109_b0815, <16 x float> %t109_c4_0)
+  store <16 x float> %2435, ptr %relu1_grad.t109_c4_0, align 64
+  %t109_a4816 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b1817 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c4_1 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
+  %2436 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4816, <16 x float> %t109_b1817, <16 x float> %t109_c4_1)
+  store <16 x float> %2436, ptr %relu1_grad.t109_c4_1, align 64
+  %t109_a4818 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b2819 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c4_2 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
+  %2437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4818, <16 x float> %t109_b2819, <16 x float> %t109_c4_2)
+  store <16 x float> %2437, ptr %relu1_grad.t109_c4_2, align 64
+  %t109_a4820 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b3821 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c4_3 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
+  %2438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4820, <16 x float> %t109_b3821, <16 x float> %t109_c4_3)
+  store <16 x float> %2438, ptr %relu1_grad.t109_c4_3, align 64
+  %2439 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2440 = add nsw i64 %2439, 5
+  %2441 = add nsw i64 320, %2440
+  %2442 = mul nsw i64 %relu1_grad.k110781, 288
+  %2443 = add nsw i64 %2441, %2442
+  %params822 = getelementptr inbounds float, ptr %params, i64 %2443
+  %2444 = load float, ptr %params822, align 4
+  %2445 = insertelement <16 x float> undef, float %2444, i32 0
+  %2446 = shufflevector <16 x float> %2445, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2446, ptr %relu1_grad.t109_a5, align 64
+  %t109_a5 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b0823 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c5_0 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
+  %2447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5, <16 x float> %t109_b0823, <16 x float> %t109_c5_0)
+  store <16 x float> %2447, ptr %relu1_grad.t109_c5_0, align 64
+  %t109_a5824 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b1825 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c5_1 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
+  %2448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5824, <16 x float> %t109_b1825, <16 x float> %t109_c5_1)
+  store <16 x float> %2448, ptr %relu1_grad.t109_c5_1, align 64
+  %t109_a5826 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b2827 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c5_2 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
+  %2449 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5826, <16 x float> %t109_b2827, <16 x float> %t109_c5_2)
+  store <16 x float> %2449, ptr %relu1_grad.t109_c5_2, align 64
+  %t109_a5828 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b3829 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c5_3 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
+  %2450 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5828, <16 x float> %t109_b3829, <16 x float> %t109_c5_3)
+  store <16 x float> %2450, ptr %relu1_grad.t109_c5_3, align 64
+  %k110.next = add nsw i64 %relu1_grad.k110781, 1
+  %2451 = icmp slt i64 %k110.next, 64
+  br i1 %2451, label %relu1_grad.k110, label %relu1_grad.k110.end
+
+relu1_grad.k110.end:                              ; preds = %relu1_grad.k110
+  %t109_c0_0830 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
+  %2452 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2453 = mul nsw i64 %2452, 50176
+  %2454 = add nsw i64 7251216, %2453
+  %2455 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2456 = add nsw i64 %2454, %2455
+  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2456
+  store <16 x float> %t109_c0_0830, ptr %arena831, align 4
+  %t109_c0_1832 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
+  %2457 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2458 = mul nsw i64 %2457, 50176
+  %2459 = add nsw i64 7251216, %2458
+  %2460 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2461 = add nsw i64 %2459, %2460
+  %2462 = add nsw i64 %2461, 16
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2462
+  store <16 x float> %t109_c0_1832, ptr %arena833, align 4
+  %t109_c0_2834 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
+  %2463 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2464 = mul nsw i64 %2463, 50176
+  %2465 = add nsw i64 7251216, %2464
+  %2466 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2467 = add nsw i64 %2465, %2466
+  %2468 = add nsw i64 %2467, 32
+  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2468
+  store <16 x float> %t109_c0_2834, ptr %arena835, align 4
+  %t109_c0_3836 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
+  %2469 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2470 = mul nsw i64 %2469, 50176
+  %2471 = add nsw i64 7251216, %2470
+  %2472 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2473 = add nsw i64 %2471, %2472
+  %2474 = add nsw i64 %2473, 48
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2474
+  store <16 x float> %t109_c0_3836, ptr %arena837, align 4
+  %t109_c1_0838 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
+  %2475 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2476 = add nsw i64 %2475, 1
+  %2477 = mul nsw i64 %2476, 50176
+  %2478 = add nsw i64 7251216, %2477
+  %2479 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2480 = add nsw i64 %2478, %2479
+  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2480
+  store <16 x float> %t109_c1_0838, ptr %arena839, align 4
+  %t109_c1_1840 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
+  %2481 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2482 = add nsw i64 %2481, 1
+  %2483 = mul nsw i64 %2482, 50176
+  %2484 = add nsw i64 7251216, %2483
+  %2485 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2486 = add nsw i64 %2484, %2485
+  %2487 = add nsw i64 %2486, 16
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2487
+  store <16 x float> %t109_c1_1840, ptr %arena841, align 4
+  %t109_c1_2842 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
+  %2488 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2489 = add nsw i64 %2488, 1
+  %2490 = mul nsw i64 %2489, 50176
+  %2491 = add nsw i64 7251216, %2490
+  %2492 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2493 = add nsw i64 %2491, %2492
+  %2494 = add nsw i64 %2493, 32
+  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2494
+  store <16 x float> %t109_c1_2842, ptr %arena843, align 4
+  %t109_c1_3844 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
+  %2495 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2496 = add nsw i64 %2495, 1
+  %2497 = mul nsw i64 %2496, 50176
+  %2498 = add nsw i64 7251216, %2497
+  %2499 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2500 = add nsw i64 %2498, %2499
+  %2501 = add nsw i64 %2500, 48
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2501
+  store <16 x float> %t109_c1_3844, ptr %arena845, align 4
+  %t109_c2_0846 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
+  %2502 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2503 = add nsw i64 %2502, 2
+  %2504 = mul nsw i64 %2503, 50176
+  %2505 = add nsw i64 7251216, %2504
+  %2506 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2507 = add nsw i64 %2505, %2506
+  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2507
+  store <16 x float> %t109_c2_0846, ptr %arena847, align 4
+  %t109_c2_1848 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
+  %2508 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2509 = add nsw i64 %2508, 2
+  %2510 = mul nsw i64 %2509, 50176
+  %2511 = add nsw i64 7251216, %2510
+  %2512 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2513 = add nsw i64 %2511, %2512
+  %2514 = add nsw i64 %2513, 16
+  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2514
+  store <16 x float> %t109_c2_1848, ptr %arena849, align 4
+  %t109_c2_2850 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
+  %2515 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2516 = add nsw i64 %2515, 2
+  %2517 = mul nsw i64 %2516, 50176
+  %2518 = add nsw i64 7251216, %2517
+  %2519 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2520 = add nsw i64 %2518, %2519
+  %2521 = add nsw i64 %2520, 32
+  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2521
+  store <16 x float> %t109_c2_2850, ptr %arena851, align 4
+  %t109_c2_3852 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
+  %2522 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2523 = add nsw i64 %2522, 2
+  %2524 = mul nsw i64 %2523, 50176
+  %2525 = add nsw i64 7251216, %2524
+  %2526 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2527 = add nsw i64 %2525, %2526
+  %2528 = add nsw i64 %2527, 48
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2528
+  store <16 x float> %t109_c2_3852, ptr %arena853, align 4
+  %t109_c3_0854 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
+  %2529 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2530 = add nsw i64 %2529, 3
+  %2531 = mul nsw i64 %2530, 50176
+  %2532 = add nsw i64 7251216, %2531
+  %2533 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2534 = add nsw i64 %2532, %2533
+  %arena855 = getelementptr inbounds float, ptr %arena, i64 %2534
+  store <16 x float> %t109_c3_0854, ptr %arena855, align 4
+  %t109_c3_1856 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
+  %2535 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2536 = add nsw i64 %2535, 3
+  %2537 = mul nsw i64 %2536, 50176
+  %2538 = add nsw i64 7251216, %2537
+  %2539 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2540 = add nsw i64 %2538, %2539
+  %2541 = add nsw i64 %2540, 16
+  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2541
+  store <16 x float> %t109_c3_1856, ptr %arena857, align 4
+  %t109_c3_2858 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
+  %2542 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2543 = add nsw i64 %2542, 3
+  %2544 = mul nsw i64 %2543, 50176
+  %2545 = add nsw i64 7251216, %2544
+  %2546 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2547 = add nsw i64 %2545, %2546
+  %2548 = add nsw i64 %2547, 32
+  %arena859 = getelementptr inbounds float, ptr %arena, i64 %2548
+  store <16 x float> %t109_c3_2858, ptr %arena859, align 4
+  %t109_c3_3860 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
+  %2549 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2550 = add nsw i64 %2549, 3
+  %2551 = mul nsw i64 %2550, 50176
+  %2552 = add nsw i64 7251216, %2551
+  %2553 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2554 = add nsw i64 %2552, %2553
+  %2555 = add nsw i64 %2554, 48
+  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2555
+  store <16 x float> %t109_c3_3860, ptr %arena861, align 4
+  %t109_c4_0862 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
+  %2556 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2557 = add nsw i64 %2556, 4
+  %2558 = mul nsw i64 %2557, 50176
+  %2559 = add nsw i64 7251216, %2558
+  %2560 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2561 = add nsw i64 %2559, %2560
+  %arena863 = getelementptr inbounds float, ptr %arena, i64 %2561
+  store <16 x float> %t109_c4_0862, ptr %arena863, align 4
+  %t109_c4_1864 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
+  %2562 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2563 = add nsw i64 %2562, 4
+  %2564 = mul nsw i64 %2563, 50176
+  %2565 = add nsw i64 7251216, %2564
+  %2566 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2567 = add nsw i64 %2565, %2566
+  %2568 = add nsw i64 %2567, 16
+  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2568
+  store <16 x float> %t109_c4_1864, ptr %arena865, align 4
+  %t109_c4_2866 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
+  %2569 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2570 = add nsw i64 %2569, 4
+  %2571 = mul nsw i64 %2570, 50176
+  %2572 = add nsw i64 7251216, %2571
+  %2573 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2574 = add nsw i64 %2572, %2573
+  %2575 = add nsw i64 %2574, 32
+  %arena867 = getelementptr inbounds float, ptr %arena, i64 %2575
+  store <16 x float> %t109_c4_2866, ptr %arena867, align 4
+  %t109_c4_3868 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
+  %2576 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2577 = add nsw i64 %2576, 4
+  %2578 = mul nsw i64 %2577, 50176
+  %2579 = add nsw i64 7251216, %2578
+  %2580 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2581 = add nsw i64 %2579, %2580
+  %2582 = add nsw i64 %2581, 48
+  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2582
+  store <16 x float> %t109_c4_3868, ptr %arena869, align 4
+  %t109_c5_0870 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
+  %2583 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2584 = add nsw i64 %2583, 5
+  %2585 = mul nsw i64 %2584, 50176
+  %2586 = add nsw i64 7251216, %2585
+  %2587 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2588 = add nsw i64 %2586, %2587
+  %arena871 = getelementptr inbounds float, ptr %arena, i64 %2588
+  store <16 x float> %t109_c5_0870, ptr %arena871, align 4
+  %t109_c5_1872 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
+  %2589 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2590 = add nsw i64 %2589, 5
+  %2591 = mul nsw i64 %2590, 50176
+  %2592 = add nsw i64 7251216, %2591
+  %2593 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2594 = add nsw i64 %2592, %2593
+  %2595 = add nsw i64 %2594, 16
+  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2595
+  store <16 x float> %t109_c5_1872, ptr %arena873, align 4
+  %t109_c5_2874 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
+  %2596 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2597 = add nsw i64 %2596, 5
+  %2598 = mul nsw i64 %2597, 50176
+  %2599 = add nsw i64 7251216, %2598
+  %2600 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2601 = add nsw i64 %2599, %2600
+  %2602 = add nsw i64 %2601, 32
+  %arena875 = getelementptr inbounds float, ptr %arena, i64 %2602
+  store <16 x float> %t109_c5_2874, ptr %arena875, align 4
+  %t109_c5_3876 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
+  %2603 = mul nsw i64 %relu1_grad.mb108780, 6
+  %2604 = add nsw i64 %2603, 5
+  %2605 = mul nsw i64 %2604, 50176
+  %2606 = add nsw i64 7251216, %2605
+  %2607 = mul nsw i64 %relu1_grad.nb107779, 64
+  %2608 = add nsw i64 %2606, %2607
+  %2609 = add nsw i64 %2608, 48
+  %arena877 = getelementptr inbounds float, ptr %arena, i64 %2609
+  store <16 x float> %t109_c5_3876, ptr %arena877, align 4
+  %mb108.next = add nsw i64 %relu1_grad.mb108780, 1
+  %2610 = icmp slt i64 %mb108.next, 48
+  br i1 %2610, label %relu1_grad.mb108, label %relu1_grad.mb108.end
+
+relu1_grad.j111:                                  ; preds = %relu1_grad.c112.end, %relu1_grad.nb107.end
+  %relu1_grad.j111878 = phi i64 [ 0, %relu1_grad.nb107.end ], [ %j111.next, %relu1_grad.c112.end ]
+  br label %relu1_grad.c112
+
+relu1_grad.j111.end:                              ; preds = %relu1_grad.c112.end
+  %g103.next = add nsw i64 %relu1_grad.g103773, 1
+  %2611 = icmp slt i64 %g103.next, 1
+  br i1 %2611, label %relu1_grad.g103, label %relu1_grad.g103.end
+
+relu1_grad.c112:                                  ; preds = %relu1_grad.ky113.end, %relu1_grad.j111
+  %relu1_grad.c112879 = phi i64 [ 0, %relu1_grad.j111 ], [ %c112.next, %relu1_grad.ky113.end ]
+  br label %relu1_grad.ky113
+
+relu1_grad.c112.end:                              ; preds = %relu1_grad.ky113.end
+  %j111.next = add nsw i64 %relu1_grad.j111878, 1
+  %2612 = icmp slt i64 %j111.next, 64
+  br i1 %2612, label %relu1_grad.j111, label %relu1_grad.j111.end
+
+relu1_grad.ky113:                                 ; preds = %relu1_grad.oy118.end, %relu1_grad.c112
+  %relu1_grad.ky113880 = phi i64 [ 0, %relu1_grad.c112 ], [ %ky113.next, %relu1_grad.oy118.end ]
+  br label %relu1_grad.oy114
+
+relu1_grad.ky113.end:                             ; preds = %relu1_grad.oy118.end
+  %c112.next = add nsw i64 %relu1_grad.c112879, 1
+  %2613 = icmp slt i64 %c112.next, 32
+  br i1 %2613, label %relu1_grad.c112, label %relu1_grad.c112.end
+
+relu1_grad.oy114:                                 ; preds = %relu1_grad.endif, %relu1_grad.ky113
+  %relu1_grad.oy114881 = phi i64 [ 0, %relu1_grad.ky113 ], [ %oy114.next, %relu1_grad.endif ]
+  %2614 = add nsw i64 %relu1_grad.oy114881, %relu1_grad.ky113880
+  %2615 = add nsw i64 %2614, -1
+  %2616 = icmp slt i64 -1, %2615
+  %2617 = add nsw i64 %relu1_grad.oy114881, %relu1_grad.ky113880
+  %2618 = add nsw i64 %2617, -1
+  %2619 = icmp slt i64 %2618, 28
+  %2620 = and i1 %2616, %2619
+  br i1 %2620, label %relu1_grad.then, label %relu1_grad.endif
+
+relu1_grad.oy114.end:                             ; preds = %relu1_grad.endif
+  br label %relu1_grad.oy116
+
+relu1_grad.then:                                  ; preds = %relu1_grad.oy114
+  br label %relu1_grad.ox115
+
+relu1_grad.endif:                                 ; preds = %relu1_grad.ox115.end, %relu1_grad.oy114
+  %oy114.next = add nsw i64 %relu1_grad.oy114881, 1
+  %2621 = icmp slt i64 %oy114.next, 28
+  br i1 %2621, label %relu1_grad.oy114, label %relu1_grad.oy114.end
+
+relu1_grad.ox115:                                 ; preds = %relu1_grad.ox115, %relu1_grad.then
+  %relu1_grad.ox115882 = phi i64 [ 0, %relu1_grad.then ], [ %ox115.next, %relu1_grad.ox115 ]
+  %2622 = mul nsw i64 %relu1_grad.g103773, 64
+  %2623 = add nsw i64 %2622, %relu1_grad.j111878
+  %2624 = mul nsw i64 %2623, 25088
+  %2625 = add nsw i64 1605632, %2624
+  %2626 = mul nsw i64 %relu1_grad.c112879, 784
+  %2627 = add nsw i64 %2625, %2626
+  %2628 = add nsw i64 %relu1_grad.oy114881, %relu1_grad.ky113880
+  %2629 = add nsw i64 %2628, -1
+  %2630 = mul nsw i64 %2629, 28
+  %2631 = add nsw i64 %2627, %2630
+  %2632 = add nsw i64 %relu1_grad.ox115882, 1
+  %2633 = add nsw i64 %2632, -1
+  %2634 = add nsw i64 %2631, %2633
+  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2634
+  %2635 = load float, ptr %arena883, align 4
+  %2636 = mul nsw i64 %relu1_grad.c112879, 3
+  %2637 = add nsw i64 %2636, %relu1_grad.ky113880
+  %2638 = mul nsw i64 %2637, 3
+  %2639 = mul nsw i64 %2638, 50176
+  %2640 = add nsw i64 7251216, %2639
+  %2641 = mul nsw i64 %relu1_grad.j111878, 784
+  %2642 = add nsw i64 %2640, %2641
+  %2643 = mul nsw i64 %relu1_grad.oy114881, 28
+  %2644 = add nsw i64 %2642, %2643
+  %2645 = add nsw i64 %relu1_grad.ox115882, 1
+  %2646 = add nsw i64 %2644, %2645
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2646
+  %2647 = load float, ptr %arena884, align 4
+  %2648 = fadd float %2635, %2647
+  store float %2648, ptr %arena883, align 4
+  %ox115.next = add nsw i64 %relu1_grad.ox115882, 1
+  %2649 = icmp slt i64 %ox115.next, 27
+  br i1 %2649, label %relu1_grad.ox115, label %relu1_grad.ox115.end
+
+relu1_grad.ox115.end:                             ; preds = %relu1_grad.ox115
   br label %relu1_grad.endif
 
-relu1_grad.oy89:                                  ; preds = %relu1_grad.endif253, %relu1_grad.oy87.end
-  %relu1_grad.oy89251 = phi i64 [ 0, %relu1_grad.oy87.end ], [ %oy89.next, %relu1_grad.endif253 ]
-  %815 = add nsw i64 %relu1_grad.oy89251, %relu1_grad.ky86246
-  %816 = add nsw i64 %815, -1
-  %817 = icmp slt i64 -1, %816
-  %818 = add nsw i64 %relu1_grad.oy89251, %relu1_grad.ky86246
-  %819 = add nsw i64 %818, -1
-  %820 = icmp slt i64 %819, 28
-  %821 = and i1 %817, %820
-  br i1 %821, label %relu1_grad.then252, label %relu1_grad.endif253
+relu1_grad.oy116:                                 ; preds = %relu1_grad.endif887, %relu1_grad.oy114.end
+  %relu1_grad.oy116885 = phi i64 [ 0, %relu1_grad.oy114.end ], [ %oy116.next, %relu1_grad.endif887 ]
+  %2650 = add nsw i64 %relu1_grad.oy116885, %relu1_grad.ky113880
+  %2651 = add nsw i64 %2650, -1
+  %2652 = icmp slt i64 -1, %2651
+  %2653 = add nsw i64 %relu1_grad.oy116885, %relu1_grad.ky113880
+  %2654 = add nsw i64 %2653, -1
+  %2655 = icmp slt i64 %2654, 28
+  %2656 = and i1 %2652, %2655
+  br i1 %2656, label %relu1_grad.then886, label %relu1_grad.endif887
 
-relu1_grad.oy89.end:                              ; preds = %relu1_grad.endif253
-  br label %relu1_grad.oy91
+relu1_grad.oy116.end:                             ; preds = %relu1_grad.endif887
+  br label %relu1_grad.oy118
 
-relu1_grad.then252:                               ; preds = %relu1_grad.oy89
-  br label %relu1_grad.ox90
+relu1_grad.then886:                               ; preds = %relu1_grad.oy116
+  br label %relu1_grad.ox117
 
-relu1_grad.endif253:                              ; preds = %relu1_grad.ox90.end, %relu1_grad.oy89
-  %oy89.next = add nsw i64 %relu1_grad.oy89251, 1
-  %822 = icmp slt i64 %oy89.next, 28
-  br i1 %822, label %relu1_grad.oy89, label %relu1_grad.oy89.end
+relu1_grad.endif887:                              ; preds = %relu1_grad.ox117.end, %relu1_grad.oy116
+  %oy116.next = add nsw i64 %relu1_grad.oy116885, 1
+  %2657 = icmp slt i64 %oy116.next, 28
+  br i1 %2657, label %relu1_grad.oy116, label %relu1_grad.oy116.end
 
-relu1_grad.ox90:                                  ; preds = %relu1_grad.ox90, %relu1_grad.then252
-  %relu1_grad.ox90254 = phi i64 [ 0, %relu1_grad.then252 ], [ %ox90.next, %relu1_grad.ox90 ]
-  %823 = mul nsw i64 %relu1_grad.g80235, 64
-  %824 = add nsw i64 %823, %relu1_grad.j84244
-  %825 = mul nsw i64 %824, 25088
-  %826 = add nsw i64 1605632, %825
-  %827 = mul nsw i64 %relu1_grad.c85245, 784
-  %828 = add nsw i64 %826, %827
-  %829 = add nsw i64 %relu1_grad.oy89251, %relu1_grad.ky86246
-  %830 = add nsw i64 %829, -1
-  %831 = mul nsw i64 %830, 28
-  %832 = add nsw i64 %828, %831
-  %833 = add nsw i64 %832, %relu1_grad.ox90254
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %833
-  %834 = load float, ptr %arena255, align 4
-  %835 = mul nsw i64 %relu1_grad.c85245, 3
-  %836 = add nsw i64 %835, %relu1_grad.ky86246
-  %837 = mul nsw i64 %836, 3
-  %838 = add nsw i64 %837, 1
-  %839 = mul nsw i64 %838, 50176
-  %840 = add nsw i64 7251216, %839
-  %841 = mul nsw i64 %relu1_grad.j84244, 784
-  %842 = add nsw i64 %840, %841
-  %843 = mul nsw i64 %relu1_grad.oy89251, 28
-  %844 = add nsw i64 %842, %843
-  %845 = add nsw i64 %844, %relu1_grad.ox90254
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %845
-  %846 = load float, ptr %arena256, align 4
-  %847 = fadd float %834, %846
-  store float %847, ptr %arena255, align 4
-  %ox90.next = add nsw i64 %relu1_grad.ox90254, 1
-  %848 = icmp slt i64 %ox90.next, 28
-  br i1 %848, label %relu1_grad.ox90, label %relu1_grad.ox90.end
+relu1_grad.ox117:                                 ; preds = %relu1_grad.ox117, %relu1_grad.then886
+  %relu1_grad.ox117888 = phi i64 [ 0, %relu1_grad.then886 ], [ %ox117.next, %relu1_grad.ox117 ]
+  %2658 = mul nsw i64 %relu1_grad.g103773, 64
+  %2659 = add nsw i64 %2658, %relu1_grad.j111878
+  %2660 = mul nsw i64 %2659, 25088
+  %2661 = add nsw i64 1605632, %2660
+  %2662 = mul nsw i64 %relu1_grad.c112879, 784
+  %2663 = add nsw i64 %2661, %2662
+  %2664 = add nsw i64 %relu1_grad.oy116885, %relu1_grad.ky113880
+  %2665 = add nsw i64 %2664, -1
+  %2666 = mul nsw i64 %2665, 28
+  %2667 = add nsw i64 %2663, %2666
+  %2668 = add nsw i64 %2667, %relu1_grad.ox117888
+  %arena889 = getelementptr inbounds float, ptr %arena, i64 %2668
+  %2669 = load float, ptr %arena889, align 4
+  %2670 = mul nsw i64 %relu1_grad.c112879, 3
+  %2671 = add nsw i64 %2670, %relu1_grad.ky113880
+  %2672 = mul nsw i64 %2671, 3
+  %2673 = add nsw i64 %2672, 1
+  %2674 = mul nsw i64 %2673, 50176
+  %2675 = add nsw i64 7251216, %2674
+  %2676 = mul nsw i64 %relu1_grad.j111878, 784
+  %2677 = add nsw i64 %2675, %2676
+  %2678 = mul nsw i64 %relu1_grad.oy116885, 28
+  %2679 = add nsw i64 %2677, %2678
+  %2680 = add nsw i64 %2679, %relu1_grad.ox117888
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2680
+  %2681 = load float, ptr %arena890, align 4
+  %2682 = fadd float %2669, %2681
+  store float %2682, ptr %arena889, align 4
+  %ox117.next = add nsw i64 %relu1_grad.ox117888, 1
+  %2683 = icmp slt i64 %ox117.next, 28
+  br i1 %2683, label %relu1_grad.ox117, label %relu1_grad.ox117.end
 
-relu1_grad.ox90.end:                              ; preds = %relu1_grad.ox90
-  br label %relu1_grad.endif253
+relu1_grad.ox117.end:                             ; preds = %relu1_grad.ox117
+  br label %relu1_grad.endif887
 
-relu1_grad.oy91:                                  ; preds = %relu1_grad.endif259, %relu1_grad.oy89.end
-  %relu1_grad.oy91257 = phi i64 [ 0, %relu1_grad.oy89.end ], [ %oy91.next, %relu1_grad.endif259 ]
-  %849 = add nsw i64 %relu1_grad.oy91257, %relu1_grad.ky86246
-  %850 = add nsw i64 %849, -1
-  %851 = icmp slt i64 -1, %850
-  %852 = add nsw i64 %relu1_grad.oy91257, %relu1_grad.ky86246
-  %853 = add nsw i64 %852, -1
-  %854 = icmp slt i64 %853, 28
-  %855 = and i1 %851, %854
-  br i1 %855, label %relu1_grad.then258, label %relu1_grad.endif259
+relu1_grad.oy118:                                 ; preds = %relu1_grad.endif893, %relu1_grad.oy116.end
+  %relu1_grad.oy118891 = phi i64 [ 0, %relu1_grad.oy116.end ], [ %oy118.next, %relu1_grad.endif893 ]
+  %2684 = add nsw i64 %relu1_grad.oy118891, %relu1_grad.ky113880
+  %2685 = add nsw i64 %2684, -1
+  %2686 = icmp slt i64 -1, %2685
+  %2687 = add nsw i64 %relu1_grad.oy118891, %relu1_grad.ky113880
+  %2688 = add nsw i64 %2687, -1
+  %2689 = icmp slt i64 %2688, 28
+  %2690 = and i1 %2686, %2689
+  br i1 %2690, label %relu1_grad.then892, label %relu1_grad.endif893
 
-relu1_grad.oy91.end:                              ; preds = %relu1_grad.endif259
-  %ky86.next = add nsw i64 %relu1_grad.ky86246, 1
-  %856 = icmp slt i64 %ky86.next, 3
-  br i1 %856, label %relu1_grad.ky86, label %relu1_grad.ky86.end
+relu1_grad.oy118.end:                             ; preds = %relu1_grad.endif893
+  %ky113.next = add nsw i64 %relu1_grad.ky113880, 1
+  %2691 = icmp slt i64 %ky113.next, 3
+  br i1 %2691, label %relu1_grad.ky113, label %relu1_grad.ky113.end
 
-relu1_grad.then258:                               ; preds = %relu1_grad.oy91
-  br label %relu1_grad.ox92
+relu1_grad.then892:                               ; preds = %relu1_grad.oy118
+  br label %relu1_grad.ox119
 
-relu1_grad.endif259:                              ; preds = %relu1_grad.ox92.end, %relu1_grad.oy91
-  %oy91.next = add nsw i64 %relu1_grad.oy91257, 1
-  %857 = icmp slt i64 %oy91.next, 28
-  br i1 %857, label %relu1_grad.oy91, label %relu1_grad.oy91.end
+relu1_grad.endif893:                              ; preds = %relu1_grad.ox119.end, %relu1_grad.oy118
+  %oy118.next = add nsw i64 %relu1_grad.oy118891, 1
+  %2692 = icmp slt i64 %oy118.next, 28
+  br i1 %2692, label %relu1_grad.oy118, label %relu1_grad.oy118.end
 
-relu1_grad.ox92:                                  ; preds = %relu1_grad.ox92, %relu1_grad.then258
-  %relu1_grad.ox92260 = phi i64 [ 0, %relu1_grad.then258 ], [ %ox92.next, %relu1_grad.ox92 ]
-  %858 = mul nsw i64 %relu1_grad.g80235, 64
-  %859 = add nsw i64 %858, %relu1_grad.j84244
-  %860 = mul nsw i64 %859, 25088
-  %861 = add nsw i64 1605632, %860
-  %862 = mul nsw i64 %relu1_grad.c85245, 784
-  %863 = add nsw i64 %861, %862
-  %864 = add nsw i64 %relu1_grad.oy91257, %relu1_grad.ky86246
-  %865 = add nsw i64 %864, -1
-  %866 = mul nsw i64 %865, 28
-  %867 = add nsw i64 %863, %866
-  %868 = add nsw i64 %relu1_grad.ox92260, 1
-  %869 = add nsw i64 %867, %868
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load float, ptr %arena261, align 4
-  %871 = mul nsw i64 %relu1_grad.c85245, 3
-  %872 = add nsw i64 %871, %relu1_grad.ky86246
-  %873 = mul nsw i64 %872, 3
-  %874 = add nsw i64 %873, 2
-  %875 = mul nsw i64 %874, 50176
-  %876 = add nsw i64 7251216, %875
-  %877 = mul nsw i64 %relu1_grad.j84244, 784
-  %878 = add nsw i64 %876, %877
-  %879 = mul nsw i64 %relu1_grad.oy91257, 28
-  %880 = add nsw i64 %878, %879
-  %881 = add nsw i64 %880, %relu1_grad.ox92260
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %881
-  %882 = load float, ptr %arena262, align 4
-  %883 = fadd float %870, %882
-  store float %883, ptr %arena261, align 4
-  %ox92.next = add nsw i64 %relu1_grad.ox92260, 1
-  %884 = icmp slt i64 %ox92.next, 27
-  br i1 %884, label %relu1_grad.ox92, label %relu1_grad.ox92.end
+relu1_grad.ox119:                                 ; preds = %relu1_grad.ox119, %relu1_grad.then892
+  %relu1_grad.ox119894 = phi i64 [ 0, %relu1_grad.then892 ], [ %ox119.next, %relu1_grad.ox119 ]
+  %2693 = mul nsw i64 %relu1_grad.g103773, 64
+  %2694 = add nsw i64 %2693, %relu1_grad.j111878
+  %2695 = mul nsw i64 %2694, 25088
+  %2696 = add nsw i64 1605632, %2695
+  %2697 = mul nsw i64 %relu1_grad.c112879, 784
+  %2698 = add nsw i64 %2696, %2697
+  %2699 = add nsw i64 %relu1_grad.oy118891, %relu1_grad.ky113880
+  %2700 = add nsw i64 %2699, -1
+  %2701 = mul nsw i64 %2700, 28
+  %2702 = add nsw i64 %2698, %2701
+  %2703 = add nsw i64 %relu1_grad.ox119894, 1
+  %2704 = add nsw i64 %2702, %2703
+  %arena895 = getelementptr inbounds float, ptr %arena, i64 %2704
+  %2705 = load float, ptr %arena895, align 4
+  %2706 = mul nsw i64 %relu1_grad.c112879, 3
+  %2707 = add nsw i64 %2706, %relu1_grad.ky113880
+  %2708 = mul nsw i64 %2707, 3
+  %2709 = add nsw i64 %2708, 2
+  %2710 = mul nsw i64 %2709, 50176
+  %2711 = add nsw i64 7251216, %2710
+  %2712 = mul nsw i64 %relu1_grad.j111878, 784
+  %2713 = add nsw i64 %2711, %2712
+  %2714 = mul nsw i64 %relu1_grad.oy118891, 28
+  %2715 = add nsw i64 %2713, %2714
+  %2716 = add nsw i64 %2715, %relu1_grad.ox119894
+  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2716
+  %2717 = load float, ptr %arena896, align 4
+  %2718 = fadd float %2705, %2717
+  store float %2718, ptr %arena895, align 4
+  %ox119.next = add nsw i64 %relu1_grad.ox119894, 1
+  %2719 = icmp slt i64 %ox119.next, 27
+  br i1 %2719, label %relu1_grad.ox119, label %relu1_grad.ox119.end
 
-relu1_grad.ox92.end:                              ; preds = %relu1_grad.ox92
-  br label %relu1_grad.endif259
+relu1_grad.ox119.end:                             ; preds = %relu1_grad.ox119
+  br label %relu1_grad.endif893
 
-conv1_grad.i93:                                   ; preds = %conv1_grad.i93, %relu1_grad.g80.end
-  %conv1_grad.i93263 = phi i64 [ 0, %relu1_grad.g80.end ], [ %i93.next, %conv1_grad.i93 ]
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i93263
-  %885 = load float, ptr %arena264, align 4
-  %886 = fcmp ogt float %885, 0.000000e+00
-  %887 = add nsw i64 1605632, %conv1_grad.i93263
-  %arena265 = getelementptr inbounds float, ptr %arena, i64 %887
-  %888 = load float, ptr %arena265, align 4
-  %889 = select i1 %886, float %888, float 0.000000e+00
-  %890 = add nsw i64 3220112, %conv1_grad.i93263
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %890
-  store float %889, ptr %arena266, align 4
-  %i93.next = add nsw i64 %conv1_grad.i93263, 1
-  %891 = icmp slt i64 %i93.next, 1605632
-  br i1 %891, label %conv1_grad.i93, label %conv1_grad.i93.end
+conv1_grad.i120:                                  ; preds = %conv1_grad.i120, %relu1_grad.g103.end
+  %conv1_grad.i120897 = phi i64 [ 0, %relu1_grad.g103.end ], [ %i120.next, %conv1_grad.i120 ]
+  %arena898 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i120897
+  %2720 = load float, ptr %arena898, align 4
+  %2721 = fcmp ogt float %2720, 0.000000e+00
+  %2722 = add nsw i64 1605632, %conv1_grad.i120897
+  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2722
+  %2723 = load float, ptr %arena899, align 4
+  %2724 = select i1 %2721, float %2723, float 0.000000e+00
+  %2725 = add nsw i64 3220112, %conv1_grad.i120897
+  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2725
+  store float %2724, ptr %arena900, align 4
+  %i120.next = add nsw i64 %conv1_grad.i120897, 1
+  %2726 = icmp slt i64 %i120.next, 1605632
+  br i1 %2726, label %conv1_grad.i120, label %conv1_grad.i120.end
 
-conv1_grad.i93.end:                               ; preds = %conv1_grad.i93
-  br label %conv1_weight_grad.i94
+conv1_grad.i120.end:                              ; preds = %conv1_grad.i120
+  br label %conv1_weight_grad.i121
 
-conv1_weight_grad.i94:                            ; preds = %conv1_weight_grad.i94, %conv1_grad.i93.end
-  %conv1_weight_grad.i94267 = phi i64 [ 0, %conv1_grad.i93.end ], [ %i94.next, %conv1_weight_grad.i94 ]
-  %grads268 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i94267
-  store float 0.000000e+00, ptr %grads268, align 4
-  %i94.next = add nsw i64 %conv1_weight_grad.i94267, 1
-  %892 = icmp slt i64 %i94.next, 288
-  br i1 %892, label %conv1_weight_grad.i94, label %conv1_weight_grad.i94.end
+conv1_weight_grad.i121:                           ; preds = %conv1_weight_grad.i121, %conv1_grad.i120.end
+  %conv1_weight_grad.i121901 = phi i64 [ 0, %conv1_grad.i120.end ], [ %i121.next, %conv1_weight_grad.i121 ]
+  %2727 = add nsw i64 2057216, %conv1_weight_grad.i121901
+  %arena902 = getelementptr inbounds float, ptr %arena, i64 %2727
+  store float 0.000000e+00, ptr %arena902, align 4
+  %i121.next = add nsw i64 %conv1_weight_grad.i121901, 1
+  %2728 = icmp slt i64 %i121.next, 288
+  br i1 %2728, label %conv1_weight_grad.i121, label %conv1_weight_grad.i121.end
 
-conv1_weight_grad.i94.end:                        ; preds = %conv1_weight_grad.i94
-  br label %conv1_weight_grad.g95
+conv1_weight_grad.i121.end:                       ; preds = %conv1_weight_grad.i121
+  br label %conv1_weight_grad.g122
 
-conv1_weight_grad.g95:                            ; preds = %conv1_weight_grad.j107.end, %conv1_weight_grad.i94.end
-  %conv1_weight_grad.g95269 = phi i64 [ 0, %conv1_weight_grad.i94.end ], [ %g95.next, %conv1_weight_grad.j107.end ]
-  br label %conv1_weight_grad.j96
+conv1_weight_grad.g122:                           ; preds = %conv1_weight_grad.nb142.end, %conv1_weight_grad.i121.end
+  %conv1_weight_grad.g122903 = phi i64 [ 0, %conv1_weight_grad.i121.end ], [ %g122.next, %conv1_weight_grad.nb142.end ]
+  br label %conv1_weight_grad.j123
 
-conv1_weight_grad.g95.end:                        ; preds = %conv1_weight_grad.j107.end
-  br label %conv1_bias_grad.i110
+conv1_weight_grad.g122.end:                       ; preds = %conv1_weight_grad.nb142.end
+  br label %conv1_weight_grad.f146
 
-conv1_weight_grad.j96:                            ; preds = %conv1_weight_grad.c99.end, %conv1_weight_grad.g95
-  %conv1_weight_grad.j96270 = phi i64 [ 0, %conv1_weight_grad.g95 ], [ %j96.next, %conv1_weight_grad.c99.end ]
-  br label %conv1_weight_grad.r97
+conv1_weight_grad.j123:                           ; preds = %conv1_weight_grad.c126.end, %conv1_weight_grad.g122
+  %conv1_weight_grad.j123904 = phi i64 [ 0, %conv1_weight_grad.g122 ], [ %j123.next, %conv1_weight_grad.c126.end ]
+  br label %conv1_weight_grad.r124
 
-conv1_weight_grad.j96.end:                        ; preds = %conv1_weight_grad.c99.end
-  br label %conv1_weight_grad.j107
+conv1_weight_grad.j123.end:                       ; preds = %conv1_weight_grad.c126.end
+  br label %conv1_weight_grad.j134
 
-conv1_weight_grad.r97:                            ; preds = %conv1_weight_grad.i98.end, %conv1_weight_grad.j96
-  %conv1_weight_grad.r97271 = phi i64 [ 0, %conv1_weight_grad.j96 ], [ %r97.next, %conv1_weight_grad.i98.end ]
-  br label %conv1_weight_grad.i98
+conv1_weight_grad.r124:                           ; preds = %conv1_weight_grad.i125.end, %conv1_weight_grad.j123
+  %conv1_weight_grad.r124905 = phi i64 [ 0, %conv1_weight_grad.j123 ], [ %r124.next, %conv1_weight_grad.i125.end ]
+  br label %conv1_weight_grad.i125
 
-conv1_weight_grad.r97.end:                        ; preds = %conv1_weight_grad.i98.end
-  br label %conv1_weight_grad.c99
+conv1_weight_grad.r124.end:                       ; preds = %conv1_weight_grad.i125.end
+  br label %conv1_weight_grad.c126
 
-conv1_weight_grad.i98:                            ; preds = %conv1_weight_grad.i98, %conv1_weight_grad.r97
-  %conv1_weight_grad.i98272 = phi i64 [ 0, %conv1_weight_grad.r97 ], [ %i98.next, %conv1_weight_grad.i98 ]
-  %893 = mul nsw i64 %conv1_weight_grad.r97271, 50176
-  %894 = mul nsw i64 %conv1_weight_grad.j96270, 784
-  %895 = add nsw i64 %893, %894
-  %896 = add nsw i64 %895, %conv1_weight_grad.i98272
-  %arena273 = getelementptr inbounds float, ptr %arena, i64 %896
-  store float 0.000000e+00, ptr %arena273, align 4
-  %i98.next = add nsw i64 %conv1_weight_grad.i98272, 1
-  %897 = icmp slt i64 %i98.next, 784
-  br i1 %897, label %conv1_weight_grad.i98, label %conv1_weight_grad.i98.end
+conv1_weight_grad.i125:                           ; preds = %conv1_weight_grad.i125, %conv1_weight_grad.r124
+  %conv1_weight_grad.i125906 = phi i64 [ 0, %conv1_weight_grad.r124 ], [ %i125.next, %conv1_weight_grad.i125 ]
+  %2729 = mul nsw i64 %conv1_weight_grad.r124905, 50176
+  %2730 = mul nsw i64 %conv1_weight_grad.j123904, 784
+  %2731 = add nsw i64 %2729, %2730
+  %2732 = add nsw i64 %2731, %conv1_weight_grad.i125906
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2732
+  store float 0.000000e+00, ptr %arena907, align 4
+  %i125.next = add nsw i64 %conv1_weight_grad.i125906, 1
+  %2733 = icmp slt i64 %i125.next, 784
+  br i1 %2733, label %conv1_weight_grad.i125, label %conv1_weight_grad.i125.end
 
-conv1_weight_grad.i98.end:                        ; preds = %conv1_weight_grad.i98
-  %r97.next = add nsw i64 %conv1_weight_grad.r97271, 1
-  %898 = icmp slt i64 %r97.next, 9
-  br i1 %898, label %conv1_weight_grad.r97, label %conv1_weight_grad.r97.end
+conv1_weight_grad.i125.end:                       ; preds = %conv1_weight_grad.i125
+  %r124.next = add nsw i64 %conv1_weight_grad.r124905, 1
+  %2734 = icmp slt i64 %r124.next, 9
+  br i1 %2734, label %conv1_weight_grad.r124, label %conv1_weight_grad.r124.end
 
-conv1_weight_grad.c99:                            ; preds = %conv1_weight_grad.ky100.end, %conv1_weight_grad.r97.end
-  %conv1_weight_grad.c99274 = phi i64 [ 0, %conv1_weight_grad.r97.end ], [ %c99.next, %conv1_weight_grad.ky100.end ]
-  br label %conv1_weight_grad.ky100
+conv1_weight_grad.c126:                           ; preds = %conv1_weight_grad.ky127.end, %conv1_weight_grad.r124.end
+  %conv1_weight_grad.c126908 = phi i64 [ 0, %conv1_weight_grad.r124.end ], [ %c126.next, %conv1_weight_grad.ky127.end ]
+  br label %conv1_weight_grad.ky127
 
-conv1_weight_grad.c99.end:                        ; preds = %conv1_weight_grad.ky100.end
-  %j96.next = add nsw i64 %conv1_weight_grad.j96270, 1
-  %899 = icmp slt i64 %j96.next, 64
-  br i1 %899, label %conv1_weight_grad.j96, label %conv1_weight_grad.j96.end
+conv1_weight_grad.c126.end:                       ; preds = %conv1_weight_grad.ky127.end
+  %j123.next = add nsw i64 %conv1_weight_grad.j123904, 1
+  %2735 = icmp slt i64 %j123.next, 64
+  br i1 %2735, label %conv1_weight_grad.j123, label %conv1_weight_grad.j123.end
 
-conv1_weight_grad.ky100:                          ; preds = %conv1_weight_grad.oy105.end, %conv1_weight_grad.c99
-  %conv1_weight_grad.ky100275 = phi i64 [ 0, %conv1_weight_grad.c99 ], [ %ky100.next, %conv1_weight_grad.oy105.end ]
-  br label %conv1_weight_grad.oy101
+conv1_weight_grad.ky127:                          ; preds = %conv1_weight_grad.oy132.end, %conv1_weight_grad.c126
+  %conv1_weight_grad.ky127909 = phi i64 [ 0, %conv1_weight_grad.c126 ], [ %ky127.next, %conv1_weight_grad.oy132.end ]
+  br label %conv1_weight_grad.oy128
 
-conv1_weight_grad.ky100.end:                      ; preds = %conv1_weight_grad.oy105.end
-  %c99.next = add nsw i64 %conv1_weight_grad.c99274, 1
-  %900 = icmp slt i64 %c99.next, 1
-  br i1 %900, label %conv1_weight_grad.c99, label %conv1_weight_grad.c99.end
+conv1_weight_grad.ky127.end:                      ; preds = %conv1_weight_grad.oy132.end
+  %c126.next = add nsw i64 %conv1_weight_grad.c126908, 1
+  %2736 = icmp slt i64 %c126.next, 1
+  br i1 %2736, label %conv1_weight_grad.c126, label %conv1_weight_grad.c126.end
 
-conv1_weight_grad.oy101:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky100
-  %conv1_weight_grad.oy101276 = phi i64 [ 0, %conv1_weight_grad.ky100 ], [ %oy101.next, %conv1_weight_grad.endif ]
-  %901 = add nsw i64 %conv1_weight_grad.oy101276, %conv1_weight_grad.ky100275
-  %902 = add nsw i64 %901, -1
-  %903 = icmp slt i64 -1, %902
-  %904 = add nsw i64 %conv1_weight_grad.oy101276, %conv1_weight_grad.ky100275
-  %905 = add nsw i64 %904, -1
-  %906 = icmp slt i64 %905, 28
-  %907 = and i1 %903, %906
-  br i1 %907, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy128:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky127
+  %conv1_weight_grad.oy128910 = phi i64 [ 0, %conv1_weight_grad.ky127 ], [ %oy128.next, %conv1_weight_grad.endif ]
+  %2737 = add nsw i64 %conv1_weight_grad.oy128910, %conv1_weight_grad.ky127909
+  %2738 = add nsw i64 %2737, -1
+  %2739 = icmp slt i64 -1, %2738
+  %2740 = add nsw i64 %conv1_weight_grad.oy128910, %conv1_weight_grad.ky127909
+  %2741 = add nsw i64 %2740, -1
+  %2742 = icmp slt i64 %2741, 28
+  %2743 = and i1 %2739, %2742
+  br i1 %2743, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy101.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy103
+conv1_weight_grad.oy128.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy130
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy101
-  br label %conv1_weight_grad.ox102
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy128
+  br label %conv1_weight_grad.ox129
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox102.end, %conv1_weight_grad.oy101
-  %oy101.next = add nsw i64 %conv1_weight_grad.oy101276, 1
-  %908 = icmp slt i64 %oy101.next, 28
-  br i1 %908, label %conv1_weight_grad.oy101, label %conv1_weight_grad.oy101.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox129.end, %conv1_weight_grad.oy128
+  %oy128.next = add nsw i64 %conv1_weight_grad.oy128910, 1
+  %2744 = icmp slt i64 %oy128.next, 28
+  br i1 %2744, label %conv1_weight_grad.oy128, label %conv1_weight_grad.oy128.end
 
-conv1_weight_grad.ox102:                          ; preds = %conv1_weight_grad.ox102, %conv1_weight_grad.then
-  %conv1_weight_grad.ox102277 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox102.next, %conv1_weight_grad.ox102 ]
-  %909 = mul nsw i64 %conv1_weight_grad.g95269, 64
-  %910 = add nsw i64 %909, %conv1_weight_grad.j96270
-  %911 = mul nsw i64 %910, 784
-  %912 = mul nsw i64 %conv1_weight_grad.c99274, 784
-  %913 = add nsw i64 %911, %912
-  %914 = add nsw i64 %conv1_weight_grad.oy101276, %conv1_weight_grad.ky100275
-  %915 = add nsw i64 %914, -1
-  %916 = mul nsw i64 %915, 28
-  %917 = add nsw i64 %913, %916
-  %918 = add nsw i64 %conv1_weight_grad.ox102277, 1
-  %919 = add nsw i64 %918, -1
-  %920 = add nsw i64 %917, %919
-  %images278 = getelementptr inbounds float, ptr %images, i64 %920
-  %921 = load float, ptr %images278, align 4
-  %922 = mul nsw i64 %conv1_weight_grad.c99274, 3
-  %923 = add nsw i64 %922, %conv1_weight_grad.ky100275
-  %924 = mul nsw i64 %923, 3
-  %925 = mul nsw i64 %924, 50176
-  %926 = mul nsw i64 %conv1_weight_grad.j96270, 784
-  %927 = add nsw i64 %925, %926
-  %928 = mul nsw i64 %conv1_weight_grad.oy101276, 28
-  %929 = add nsw i64 %927, %928
-  %930 = add nsw i64 %conv1_weight_grad.ox102277, 1
-  %931 = add nsw i64 %929, %930
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 %931
-  store float %921, ptr %arena279, align 4
-  %ox102.next = add nsw i64 %conv1_weight_grad.ox102277, 1
-  %932 = icmp slt i64 %ox102.next, 27
-  br i1 %932, label %conv1_weight_grad.ox102, label %conv1_weight_grad.ox102.end
+conv1_weight_grad.ox129:                          ; preds = %conv1_weight_grad.ox129, %conv1_weight_grad.then
+  %conv1_weight_grad.ox129911 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox129.next, %conv1_weight_grad.ox129 ]
+  %2745 = mul nsw i64 %conv1_weight_grad.g122903, 64
+  %2746 = add nsw i64 %2745, %conv1_weight_grad.j123904
+  %2747 = mul nsw i64 %2746, 784
+  %2748 = mul nsw i64 %conv1_weight_grad.c126908, 784
+  %2749 = add nsw i64 %2747, %2748
+  %2750 = add nsw i64 %conv1_weight_grad.oy128910, %conv1_weight_grad.ky127909
+  %2751 = add nsw i64 %2750, -1
+  %2752 = mul nsw i64 %2751, 28
+  %2753 = add nsw i64 %2749, %2752
+  %2754 = add nsw i64 %conv1_weight_grad.ox129911, 1
+  %2755 = add nsw i64 %2754, -1
+  %2756 = add nsw i64 %2753, %2755
+  %images912 = getelementptr inbounds float, ptr %images, i64 %2756
+  %2757 = load float, ptr %images912, align 4
+  %2758 = mul nsw i64 %conv1_weight_grad.c126908, 3
+  %2759 = add nsw i64 %2758, %conv1_weight_grad.ky127909
+  %2760 = mul nsw i64 %2759, 3
+  %2761 = mul nsw i64 %2760, 50176
+  %2762 = mul nsw i64 %conv1_weight_grad.j123904, 784
+  %2763 = add nsw i64 %2761, %2762
+  %2764 = mul nsw i64 %conv1_weight_grad.oy128910, 28
+  %2765 = add nsw i64 %2763, %2764
+  %2766 = add nsw i64 %conv1_weight_grad.ox129911, 1
+  %2767 = add nsw i64 %2765, %2766
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2767
+  store float %2757, ptr %arena913, align 4
+  %ox129.next = add nsw i64 %conv1_weight_grad.ox129911, 1
+  %2768 = icmp slt i64 %ox129.next, 27
+  br i1 %2768, label %conv1_weight_grad.ox129, label %conv1_weight_grad.ox129.end
 
-conv1_weight_grad.ox102.end:                      ; preds = %conv1_weight_grad.ox102
+conv1_weight_grad.ox129.end:                      ; preds = %conv1_weight_grad.ox129
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy103:                          ; preds = %conv1_weight_grad.endif282, %conv1_weight_grad.oy101.end
-  %conv1_weight_grad.oy103280 = phi i64 [ 0, %conv1_weight_grad.oy101.end ], [ %oy103.next, %conv1_weight_grad.endif282 ]
-  %933 = add nsw i64 %conv1_weight_grad.oy103280, %conv1_weight_grad.ky100275
-  %934 = add nsw i64 %933, -1
-  %935 = icmp slt i64 -1, %934
-  %936 = add nsw i64 %conv1_weight_grad.oy103280, %conv1_weight_grad.ky100275
-  %937 = add nsw i64 %936, -1
-  %938 = icmp slt i64 %937, 28
-  %939 = and i1 %935, %938
-  br i1 %939, label %conv1_weight_grad.then281, label %conv1_weight_grad.endif282
+conv1_weight_grad.oy130:                          ; preds = %conv1_weight_grad.endif916, %conv1_weight_grad.oy128.end
+  %conv1_weight_grad.oy130914 = phi i64 [ 0, %conv1_weight_grad.oy128.end ], [ %oy130.next, %conv1_weight_grad.endif916 ]
+  %2769 = add nsw i64 %conv1_weight_grad.oy130914, %conv1_weight_grad.ky127909
+  %2770 = add nsw i64 %2769, -1
+  %2771 = icmp slt i64 -1, %2770
+  %2772 = add nsw i64 %conv1_weight_grad.oy130914, %conv1_weight_grad.ky127909
+  %2773 = add nsw i64 %2772, -1
+  %2774 = icmp slt i64 %2773, 28
+  %2775 = and i1 %2771, %2774
+  br i1 %2775, label %conv1_weight_grad.then915, label %conv1_weight_grad.endif916
 
-conv1_weight_grad.oy103.end:                      ; preds = %conv1_weight_grad.endif282
-  br label %conv1_weight_grad.oy105
+conv1_weight_grad.oy130.end:                      ; preds = %conv1_weight_grad.endif916
+  br label %conv1_weight_grad.oy132
 
-conv1_weight_grad.then281:                        ; preds = %conv1_weight_grad.oy103
-  br label %conv1_weight_grad.ox104
+conv1_weight_grad.then915:                        ; preds = %conv1_weight_grad.oy130
+  br label %conv1_weight_grad.ox131
 
-conv1_weight_grad.endif282:                       ; preds = %conv1_weight_grad.ox104.end, %conv1_weight_grad.oy103
-  %oy103.next = add nsw i64 %conv1_weight_grad.oy103280, 1
-  %940 = icmp slt i64 %oy103.next, 28
-  br i1 %940, label %conv1_weight_grad.oy103, label %conv1_weight_grad.oy103.end
+conv1_weight_grad.endif916:                       ; preds = %conv1_weight_grad.ox131.end, %conv1_weight_grad.oy130
+  %oy130.next = add nsw i64 %conv1_weight_grad.oy130914, 1
+  %2776 = icmp slt i64 %oy130.next, 28
+  br i1 %2776, label %conv1_weight_grad.oy130, label %conv1_weight_grad.oy130.end
 
-conv1_weight_grad.ox104:                          ; preds = %conv1_weight_grad.ox104, %conv1_weight_grad.then281
-  %conv1_weight_grad.ox104283 = phi i64 [ 0, %conv1_weight_grad.then281 ], [ %ox104.next, %conv1_weight_grad.ox104 ]
-  %941 = mul nsw i64 %conv1_weight_grad.g95269, 64
-  %942 = add nsw i64 %941, %conv1_weight_grad.j96270
-  %943 = mul nsw i64 %942, 784
-  %944 = mul nsw i64 %conv1_weight_grad.c99274, 784
-  %945 = add nsw i64 %943, %944
-  %946 = add nsw i64 %conv1_weight_grad.oy103280, %conv1_weight_grad.ky100275
-  %947 = add nsw i64 %946, -1
-  %948 = mul nsw i64 %947, 28
-  %949 = add nsw i64 %945, %948
-  %950 = add nsw i64 %949, %conv1_weight_grad.ox104283
-  %images284 = getelementptr inbounds float, ptr %images, i64 %950
-  %951 = load float, ptr %images284, align 4
-  %952 = mul nsw i64 %conv1_weight_grad.c99274, 3
-  %953 = add nsw i64 %952, %conv1_weight_grad.ky100275
-  %954 = mul nsw i64 %953, 3
-  %955 = add nsw i64 %954, 1
-  %956 = mul nsw i64 %955, 50176
-  %957 = mul nsw i64 %conv1_weight_grad.j96270, 784
-  %958 = add nsw i64 %956, %957
-  %959 = mul nsw i64 %conv1_weight_grad.oy103280, 28
-  %960 = add nsw i64 %958, %959
-  %961 = add nsw i64 %960, %conv1_weight_grad.ox104283
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %961
-  store float %951, ptr %arena285, align 4
-  %ox104.next = add nsw i64 %conv1_weight_grad.ox104283, 1
-  %962 = icmp slt i64 %ox104.next, 28
-  br i1 %962, label %conv1_weight_grad.ox104, label %conv1_weight_grad.ox104.end
+conv1_weight_grad.ox131:                          ; preds = %conv1_weight_grad.ox131, %conv1_weight_grad.then915
+  %conv1_weight_grad.ox131917 = phi i64 [ 0, %conv1_weight_grad.then915 ], [ %ox131.next, %conv1_weight_grad.ox131 ]
+  %2777 = mul nsw i64 %conv1_weight_grad.g122903, 64
+  %2778 = add nsw i64 %2777, %conv1_weight_grad.j123904
+  %2779 = mul nsw i64 %2778, 784
+  %2780 = mul nsw i64 %conv1_weight_grad.c126908, 784
+  %2781 = add nsw i64 %2779, %2780
+  %2782 = add nsw i64 %conv1_weight_grad.oy130914, %conv1_weight_grad.ky127909
+  %2783 = add nsw i64 %2782, -1
+  %2784 = mul nsw i64 %2783, 28
+  %2785 = add nsw i64 %2781, %2784
+  %2786 = add nsw i64 %2785, %conv1_weight_grad.ox131917
+  %images918 = getelementptr inbounds float, ptr %images, i64 %2786
+  %2787 = load float, ptr %images918, align 4
+  %2788 = mul nsw i64 %conv1_weight_grad.c126908, 3
+  %2789 = add nsw i64 %2788, %conv1_weight_grad.ky127909
+  %2790 = mul nsw i64 %2789, 3
+  %2791 = add nsw i64 %2790, 1
+  %2792 = mul nsw i64 %2791, 50176
+  %2793 = mul nsw i64 %conv1_weight_grad.j123904, 784
+  %2794 = add nsw i64 %2792, %2793
+  %2795 = mul nsw i64 %conv1_weight_grad.oy130914, 28
+  %2796 = add nsw i64 %2794, %2795
+  %2797 = add nsw i64 %2796, %conv1_weight_grad.ox131917
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2797
+  store float %2787, ptr %arena919, align 4
+  %ox131.next = add nsw i64 %conv1_weight_grad.ox131917, 1
+  %2798 = icmp slt i64 %ox131.next, 28
+  br i1 %2798, label %conv1_weight_grad.ox131, label %conv1_weight_grad.ox131.end
 
-conv1_weight_grad.ox104.end:                      ; preds = %conv1_weight_grad.ox104
-  br label %conv1_weight_grad.endif282
+conv1_weight_grad.ox131.end:                      ; preds = %conv1_weight_grad.ox131
+  br label %conv1_weight_grad.endif916
 
-conv1_weight_grad.oy105:                          ; preds = %conv1_weight_grad.endif288, %conv1_weight_grad.oy103.end
-  %conv1_weight_grad.oy105286 = phi i64 [ 0, %conv1_weight_grad.oy103.end ], [ %oy105.next, %conv1_weight_grad.endif288 ]
-  %963 = add nsw i64 %conv1_weight_grad.oy105286, %conv1_weight_grad.ky100275
-  %964 = add nsw i64 %963, -1
-  %965 = icmp slt i64 -1, %964
-  %966 = add nsw i64 %conv1_weight_grad.oy105286, %conv1_weight_grad.ky100275
-  %967 = add nsw i64 %966, -1
-  %968 = icmp slt i64 %967, 28
-  %969 = and i1 %965, %968
-  br i1 %969, label %conv1_weight_grad.then287, label %conv1_weight_grad.endif288
+conv1_weight_grad.oy132:                          ; preds = %conv1_weight_grad.endif922, %conv1_weight_grad.oy130.end
+  %conv1_weight_grad.oy132920 = phi i64 [ 0, %conv1_weight_grad.oy130.end ], [ %oy132.next, %conv1_weight_grad.endif922 ]
+  %2799 = add nsw i64 %conv1_weight_grad.oy132920, %conv1_weight_grad.ky127909
+  %2800 = add nsw i64 %2799, -1
+  %2801 = icmp slt i64 -1, %2800
+  %2802 = add nsw i64 %conv1_weight_grad.oy132920, %conv1_weight_grad.ky127909
+  %2803 = add nsw i64 %2802, -1
+  %2804 = icmp slt i64 %2803, 28
+  %2805 = and i1 %2801, %2804
+  br i1 %2805, label %conv1_weight_grad.then921, label %conv1_weight_grad.endif922
 
-conv1_weight_grad.oy105.end:                      ; preds = %conv1_weight_grad.endif288
-  %ky100.next = add nsw i64 %conv1_weight_grad.ky100275, 1
-  %970 = icmp slt i64 %ky100.next, 3
-  br i1 %970, label %conv1_weight_grad.ky100, label %conv1_weight_grad.ky100.end
+conv1_weight_grad.oy132.end:                      ; preds = %conv1_weight_grad.endif922
+  %ky127.next = add nsw i64 %conv1_weight_grad.ky127909, 1
+  %2806 = icmp slt i64 %ky127.next, 3
+  br i1 %2806, label %conv1_weight_grad.ky127, label %conv1_weight_grad.ky127.end
 
-conv1_weight_grad.then287:                        ; preds = %conv1_weight_grad.oy105
-  br label %conv1_weight_grad.ox106
+conv1_weight_grad.then921:                        ; preds = %conv1_weight_grad.oy132
+  br label %conv1_weight_grad.ox133
 
-conv1_weight_grad.endif288:                       ; preds = %conv1_weight_grad.ox106.end, %conv1_weight_grad.oy105
-  %oy105.next = add nsw i64 %conv1_weight_grad.oy105286, 1
-  %971 = icmp slt i64 %oy105.next, 28
-  br i1 %971, label %conv1_weight_grad.oy105, label %conv1_weight_grad.oy105.end
+conv1_weight_grad.endif922:                       ; preds = %conv1_weight_grad.ox133.end, %conv1_weight_grad.oy132
+  %oy132.next = add nsw i64 %conv1_weight_grad.oy132920, 1
+  %2807 = icmp slt i64 %oy132.next, 28
+  br i1 %2807, label %conv1_weight_grad.oy132, label %conv1_weight_grad.oy132.end
 
-conv1_weight_grad.ox106:                          ; preds = %conv1_weight_grad.ox106, %conv1_weight_grad.then287
-  %conv1_weight_grad.ox106289 = phi i64 [ 0, %conv1_weight_grad.then287 ], [ %ox106.next, %conv1_weight_grad.ox106 ]
-  %972 = mul nsw i64 %conv1_weight_grad.g95269, 64
-  %973 = add nsw i64 %972, %conv1_weight_grad.j96270
-  %974 = mul nsw i64 %973, 784
-  %975 = mul nsw i64 %conv1_weight_grad.c99274, 784
-  %976 = add nsw i64 %974, %975
-  %977 = add nsw i64 %conv1_weight_grad.oy105286, %conv1_weight_grad.ky100275
-  %978 = add nsw i64 %977, -1
-  %979 = mul nsw i64 %978, 28
-  %980 = add nsw i64 %976, %979
-  %981 = add nsw i64 %conv1_weight_grad.ox106289, 1
-  %982 = add nsw i64 %980, %981
-  %images290 = getelementptr inbounds float, ptr %images, i64 %982
-  %983 = load float, ptr %images290, align 4
-  %984 = mul nsw i64 %conv1_weight_grad.c99274, 3
-  %985 = add nsw i64 %984, %conv1_weight_grad.ky100275
-  %986 = mul nsw i64 %985, 3
-  %987 = add nsw i64 %986, 2
-  %988 = mul nsw i64 %987, 50176
-  %989 = mul nsw i64 %conv1_weight_grad.j96270, 784
-  %990 = add nsw i64 %988, %989
-  %991 = mul nsw i64 %conv1_weight_grad.oy105286, 28
-  %992 = add nsw i64 %990, %991
-  %993 = add nsw i64 %992, %conv1_weight_grad.ox106289
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %993
-  store float %983, ptr %arena291, align 4
-  %ox106.next = add nsw i64 %conv1_weight_grad.ox106289, 1
-  %994 = icmp slt i64 %ox106.next, 27
-  br i1 %994, label %conv1_weight_grad.ox106, label %conv1_weight_grad.ox106.end
+conv1_weight_grad.ox133:                          ; preds = %conv1_weight_grad.ox133, %conv1_weight_grad.then921
+  %conv1_weight_grad.ox133923 = phi i64 [ 0, %conv1_weight_grad.then921 ], [ %ox133.next, %conv1_weight_grad.ox133 ]
+  %2808 = mul nsw i64 %conv1_weight_grad.g122903, 64
+  %2809 = add nsw i64 %2808, %conv1_weight_grad.j123904
+  %2810 = mul nsw i64 %2809, 784
+  %2811 = mul nsw i64 %conv1_weight_grad.c126908, 784
+  %2812 = add nsw i64 %2810, %2811
+  %2813 = add nsw i64 %conv1_weight_grad.oy132920, %conv1_weight_grad.ky127909
+  %2814 = add nsw i64 %2813, -1
+  %2815 = mul nsw i64 %2814, 28
+  %2816 = add nsw i64 %2812, %2815
+  %2817 = add nsw i64 %conv1_weight_grad.ox133923, 1
+  %2818 = add nsw i64 %2816, %2817
+  %images924 = getelementptr inbounds float, ptr %images, i64 %2818
+  %2819 = load float, ptr %images924, align 4
+  %2820 = mul nsw i64 %conv1_weight_grad.c126908, 3
+  %2821 = add nsw i64 %2820, %conv1_weight_grad.ky127909
+  %2822 = mul nsw i64 %2821, 3
+  %2823 = add nsw i64 %2822, 2
+  %2824 = mul nsw i64 %2823, 50176
+  %2825 = mul nsw i64 %conv1_weight_grad.j123904, 784
+  %2826 = add nsw i64 %2824, %2825
+  %2827 = mul nsw i64 %conv1_weight_grad.oy132920, 28
+  %2828 = add nsw i64 %2826, %2827
+  %2829 = add nsw i64 %2828, %conv1_weight_grad.ox133923
+  %arena925 = getelementptr inbounds float, ptr %arena, i64 %2829
+  store float %2819, ptr %arena925, align 4
+  %ox133.next = add nsw i64 %conv1_weight_grad.ox133923, 1
+  %2830 = icmp slt i64 %ox133.next, 27
+  br i1 %2830, label %conv1_weight_grad.ox133, label %conv1_weight_grad.ox133.end
 
-conv1_weight_grad.ox106.end:                      ; preds = %conv1_weight_grad.ox106
-  br label %conv1_weight_grad.endif288
+conv1_weight_grad.ox133.end:                      ; preds = %conv1_weight_grad.ox133
+  br label %conv1_weight_grad.endif922
 
-conv1_weight_grad.j107:                           ; preds = %conv1_weight_grad.f108.end, %conv1_weight_grad.j96.end
-  %conv1_weight_grad.j107292 = phi i64 [ 0, %conv1_weight_grad.j96.end ], [ %j107.next, %conv1_weight_grad.f108.end ]
-  br label %conv1_weight_grad.f108
+conv1_weight_grad.j134:                           ; preds = %conv1_weight_grad.i135.end, %conv1_weight_grad.j123.end
+  %conv1_weight_grad.j134926 = phi i64 [ 0, %conv1_weight_grad.j123.end ], [ %j134.next, %conv1_weight_grad.i135.end ]
+  br label %conv1_weight_grad.i135
 
-conv1_weight_grad.j107.end:                       ; preds = %conv1_weight_grad.f108.end
-  %arena297 = getelementptr inbounds float, ptr %arena, i64 451584
-  %arena298 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads299 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena297, i32 50176, ptr %arena298, i32 50176, float 1.000000e+00, ptr %grads299, i32 9)
-  %g95.next = add nsw i64 %conv1_weight_grad.g95269, 1
-  %995 = icmp slt i64 %g95.next, 1
-  br i1 %995, label %conv1_weight_grad.g95, label %conv1_weight_grad.g95.end
+conv1_weight_grad.j134.end:                       ; preds = %conv1_weight_grad.i135.end
+  br label %conv1_weight_grad.kp137
 
-conv1_weight_grad.f108:                           ; preds = %conv1_weight_grad.i109.end, %conv1_weight_grad.j107
-  %conv1_weight_grad.f108293 = phi i64 [ 0, %conv1_weight_grad.j107 ], [ %f108.next, %conv1_weight_grad.i109.end ]
-  br label %conv1_weight_grad.i109
+conv1_weight_grad.i135:                           ; preds = %conv1_weight_grad.f136.end, %conv1_weight_grad.j134
+  %conv1_weight_grad.i135927 = phi i64 [ 0, %conv1_weight_grad.j134 ], [ %i135.next, %conv1_weight_grad.f136.end ]
+  br label %conv1_weight_grad.f136
 
-conv1_weight_grad.f108.end:                       ; preds = %conv1_weight_grad.i109.end
-  %j107.next = add nsw i64 %conv1_weight_grad.j107292, 1
-  %996 = icmp slt i64 %j107.next, 64
-  br i1 %996, label %conv1_weight_grad.j107, label %conv1_weight_grad.j107.end
+conv1_weight_grad.i135.end:                       ; preds = %conv1_weight_grad.f136.end
+  %j134.next = add nsw i64 %conv1_weight_grad.j134926, 1
+  %2831 = icmp slt i64 %j134.next, 64
+  br i1 %2831, label %conv1_weight_grad.j134, label %conv1_weight_grad.j134.end
 
-conv1_weight_grad.i109:                           ; preds = %conv1_weight_grad.i109, %conv1_weight_grad.f108
-  %conv1_weight_grad.i109294 = phi i64 [ 0, %conv1_weight_grad.f108 ], [ %i109.next, %conv1_weight_grad.i109 ]
-  %997 = mul nsw i64 %conv1_weight_grad.g95269, 64
-  %998 = add nsw i64 %997, %conv1_weight_grad.j107292
-  %999 = mul nsw i64 %998, 25088
-  %1000 = add nsw i64 3220112, %999
-  %1001 = mul nsw i64 %conv1_weight_grad.f108293, 784
-  %1002 = add nsw i64 %1000, %1001
-  %1003 = add nsw i64 %1002, %conv1_weight_grad.i109294
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1003
-  %1004 = load float, ptr %arena295, align 4
-  %1005 = mul nsw i64 %conv1_weight_grad.f108293, 50176
-  %1006 = add nsw i64 451584, %1005
-  %1007 = mul nsw i64 %conv1_weight_grad.j107292, 784
-  %1008 = add nsw i64 %1006, %1007
-  %1009 = add nsw i64 %1008, %conv1_weight_grad.i109294
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1009
-  store float %1004, ptr %arena296, align 4
-  %i109.next = add nsw i64 %conv1_weight_grad.i109294, 1
-  %1010 = icmp slt i64 %i109.next, 784
-  br i1 %1010, label %conv1_weight_grad.i109, label %conv1_weight_grad.i109.end
+conv1_weight_grad.f136:                           ; preds = %conv1_weight_grad.f136, %conv1_weight_grad.i135
+  %conv1_weight_grad.f136928 = phi i64 [ 0, %conv1_weight_grad.i135 ], [ %f136.next, %conv1_weight_grad.f136 ]
+  %2832 = mul nsw i64 %conv1_weight_grad.g122903, 64
+  %2833 = add nsw i64 %2832, %conv1_weight_grad.j134926
+  %2834 = mul nsw i64 %2833, 25088
+  %2835 = add nsw i64 3220112, %2834
+  %2836 = mul nsw i64 %conv1_weight_grad.f136928, 784
+  %2837 = add nsw i64 %2835, %2836
+  %2838 = add nsw i64 %2837, %conv1_weight_grad.i135927
+  %arena929 = getelementptr inbounds float, ptr %arena, i64 %2838
+  %2839 = load float, ptr %arena929, align 4
+  %2840 = mul nsw i64 %conv1_weight_grad.j134926, 784
+  %2841 = add nsw i64 %2840, %conv1_weight_grad.i135927
+  %2842 = mul nsw i64 %2841, 32
+  %2843 = add nsw i64 451584, %2842
+  %2844 = add nsw i64 %2843, %conv1_weight_grad.f136928
+  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2844
+  store float %2839, ptr %arena930, align 4
+  %f136.next = add nsw i64 %conv1_weight_grad.f136928, 1
+  %2845 = icmp slt i64 %f136.next, 32
+  br i1 %2845, label %conv1_weight_grad.f136, label %conv1_weight_grad.f136.end
 
-conv1_weight_grad.i109.end:                       ; preds = %conv1_weight_grad.i109
-  %f108.next = add nsw i64 %conv1_weight_grad.f108293, 1
-  %1011 = icmp slt i64 %f108.next, 32
-  br i1 %1011, label %conv1_weight_grad.f108, label %conv1_weight_grad.f108.end
+conv1_weight_grad.f136.end:                       ; preds = %conv1_weight_grad.f136
+  %i135.next = add nsw i64 %conv1_weight_grad.i135927, 1
+  %2846 = icmp slt i64 %i135.next, 784
+  br i1 %2846, label %conv1_weight_grad.i135, label %conv1_weight_grad.i135.end
 
-conv1_bias_grad.i110:                             ; preds = %conv1_bias_grad.i110, %conv1_weight_grad.g95.end
-  %conv1_bias_grad.i110300 = phi i64 [ 0, %conv1_weight_grad.g95.end ], [ %i110.next, %conv1_bias_grad.i110 ]
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i110300
-  store float 1.000000e+00, ptr %arena301, align 4
-  %i110.next = add nsw i64 %conv1_bias_grad.i110300, 1
-  %1012 = icmp slt i64 %i110.next, 784
-  br i1 %1012, label %conv1_bias_grad.i110, label %conv1_bias_grad.i110.end
+conv1_weight_grad.kp137:                          ; preds = %conv1_weight_grad.nb138.end, %conv1_weight_grad.j134.end
+  %conv1_weight_grad.kp137931 = phi i64 [ 0, %conv1_weight_grad.j134.end ], [ %kp137.next, %conv1_weight_grad.nb138.end ]
+  br label %conv1_weight_grad.nb138
 
-conv1_bias_grad.i110.end:                         ; preds = %conv1_bias_grad.i110
-  br label %conv1_bias_grad.i111
+conv1_weight_grad.kp137.end:                      ; preds = %conv1_weight_grad.nb138.end
+  br label %conv1_weight_grad.nb142
 
-conv1_bias_grad.i111:                             ; preds = %conv1_bias_grad.i111, %conv1_bias_grad.i110.end
-  %conv1_bias_grad.i111302 = phi i64 [ 0, %conv1_bias_grad.i110.end ], [ %i111.next, %conv1_bias_grad.i111 ]
-  %1013 = add nsw i64 288, %conv1_bias_grad.i111302
-  %grads303 = getelementptr inbounds float, ptr %grads, i64 %1013
-  store float 0.000000e+00, ptr %grads303, align 4
-  %i111.next = add nsw i64 %conv1_bias_grad.i111302, 1
-  %1014 = icmp slt i64 %i111.next, 32
-  br i1 %1014, label %conv1_bias_grad.i111, label %conv1_bias_grad.i111.end
+conv1_weight_grad.nb138:                          ; preds = %conv1_weight_grad.mb139.end, %conv1_weight_grad.kp137
+  %conv1_weight_grad.nb138932 = phi i64 [ 0, %conv1_weight_grad.kp137 ], [ %nb138.next, %conv1_weight_grad.mb139.end ]
+  br label %conv1_weight_grad.mb139
 
-conv1_bias_grad.i111.end:                         ; preds = %conv1_bias_grad.i111
-  br label %conv1_bias_grad.img112
+conv1_weight_grad.nb138.end:                      ; preds = %conv1_weight_grad.mb139.end
+  %kp137.next = add nsw i64 %conv1_weight_grad.kp137931, 1
+  %2847 = icmp slt i64 %kp137.next, 130
+  br i1 %2847, label %conv1_weight_grad.kp137, label %conv1_weight_grad.kp137.end
 
-conv1_bias_grad.img112:                           ; preds = %conv1_bias_grad.img112, %conv1_bias_grad.i111.end
-  %conv1_bias_grad.img112304 = phi i64 [ 0, %conv1_bias_grad.i111.end ], [ %img112.next, %conv1_bias_grad.img112 ]
-  %1015 = mul nsw i64 %conv1_bias_grad.img112304, 25088
-  %1016 = add nsw i64 3220112, %1015
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1016
-  %arena306 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads307 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena305, i32 784, ptr %arena306, i32 1, float 1.000000e+00, ptr %grads307, i32 1)
-  %img112.next = add nsw i64 %conv1_bias_grad.img112304, 1
-  %1017 = icmp slt i64 %img112.next, 64
-  br i1 %1017, label %conv1_bias_grad.img112, label %conv1_bias_grad.img112.end
+conv1_weight_grad.mb139:                          ; preds = %conv1_weight_grad.k141.end, %conv1_weight_grad.nb138
+  %conv1_weight_grad.mb139933 = phi i64 [ 0, %conv1_weight_grad.nb138 ], [ %mb139.next, %conv1_weight_grad.k141.end ]
+  %2848 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2849 = mul nsw i64 %2848, 32
+  %2850 = add nsw i64 2057216, %2849
+  %2851 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2852 = add nsw i64 %2850, %2851
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %2852
+  %2853 = load <16 x float>, ptr %arena934, align 4
+  store <16 x float> %2853, ptr %conv1_weight_grad.t140_c0_0, align 64
+  %2854 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2855 = mul nsw i64 %2854, 32
+  %2856 = add nsw i64 2057216, %2855
+  %2857 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2858 = add nsw i64 %2856, %2857
+  %2859 = add nsw i64 %2858, 16
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %2859
+  %2860 = load <16 x float>, ptr %arena935, align 4
+  store <16 x float> %2860, ptr %conv1_weight_grad.t140_c0_1, align 64
+  %2861 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2862 = add nsw i64 %2861, 1
+  %2863 = mul nsw i64 %2862, 32
+  %2864 = add nsw i64 2057216, %2863
+  %2865 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2866 = add nsw i64 %2864, %2865
+  %arena936 = getelementptr inbounds float, ptr %arena, i64 %2866
+  %2867 = load <16 x float>, ptr %arena936, align 4
+  store <16 x float> %2867, ptr %conv1_weight_grad.t140_c1_0, align 64
+  %2868 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2869 = add nsw i64 %2868, 1
+  %2870 = mul nsw i64 %2869, 32
+  %2871 = add nsw i64 2057216, %2870
+  %2872 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2873 = add nsw i64 %2871, %2872
+  %2874 = add nsw i64 %2873, 16
+  %arena937 = getelementptr inbounds float, ptr %arena, i64 %2874
+  %2875 = load <16 x float>, ptr %arena937, align 4
+  store <16 x float> %2875, ptr %conv1_weight_grad.t140_c1_1, align 64
+  %2876 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2877 = add nsw i64 %2876, 2
+  %2878 = mul nsw i64 %2877, 32
+  %2879 = add nsw i64 2057216, %2878
+  %2880 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2881 = add nsw i64 %2879, %2880
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %2881
+  %2882 = load <16 x float>, ptr %arena938, align 4
+  store <16 x float> %2882, ptr %conv1_weight_grad.t140_c2_0, align 64
+  %2883 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2884 = add nsw i64 %2883, 2
+  %2885 = mul nsw i64 %2884, 32
+  %2886 = add nsw i64 2057216, %2885
+  %2887 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2888 = add nsw i64 %2886, %2887
+  %2889 = add nsw i64 %2888, 16
+  %arena939 = getelementptr inbounds float, ptr %arena, i64 %2889
+  %2890 = load <16 x float>, ptr %arena939, align 4
+  store <16 x float> %2890, ptr %conv1_weight_grad.t140_c2_1, align 64
+  %2891 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2892 = add nsw i64 %2891, 3
+  %2893 = mul nsw i64 %2892, 32
+  %2894 = add nsw i64 2057216, %2893
+  %2895 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2896 = add nsw i64 %2894, %2895
+  %arena940 = getelementptr inbounds float, ptr %arena, i64 %2896
+  %2897 = load <16 x float>, ptr %arena940, align 4
+  store <16 x float> %2897, ptr %conv1_weight_grad.t140_c3_0, align 64
+  %2898 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2899 = add nsw i64 %2898, 3
+  %2900 = mul nsw i64 %2899, 32
+  %2901 = add nsw i64 2057216, %2900
+  %2902 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2903 = add nsw i64 %2901, %2902
+  %2904 = add nsw i64 %2903, 16
+  %arena941 = getelementptr inbounds float, ptr %arena, i64 %2904
+  %2905 = load <16 x float>, ptr %arena941, align 4
+  store <16 x float> %2905, ptr %conv1_weight_grad.t140_c3_1, align 64
+  %2906 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2907 = add nsw i64 %2906, 4
+  %2908 = mul nsw i64 %2907, 32
+  %2909 = add nsw i64 2057216, %2908
+  %2910 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2911 = add nsw i64 %2909, %2910
+  %arena942 = getelementptr inbounds float, ptr %arena, i64 %2911
+  %2912 = load <16 x float>, ptr %arena942, align 4
+  store <16 x float> %2912, ptr %conv1_weight_grad.t140_c4_0, align 64
+  %2913 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2914 = add nsw i64 %2913, 4
+  %2915 = mul nsw i64 %2914, 32
+  %2916 = add nsw i64 2057216, %2915
+  %2917 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2918 = add nsw i64 %2916, %2917
+  %2919 = add nsw i64 %2918, 16
+  %arena943 = getelementptr inbounds float, ptr %arena, i64 %2919
+  %2920 = load <16 x float>, ptr %arena943, align 4
+  store <16 x float> %2920, ptr %conv1_weight_grad.t140_c4_1, align 64
+  %2921 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2922 = add nsw i64 %2921, 5
+  %2923 = mul nsw i64 %2922, 32
+  %2924 = add nsw i64 2057216, %2923
+  %2925 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2926 = add nsw i64 %2924, %2925
+  %arena944 = getelementptr inbounds float, ptr %arena, i64 %2926
+  %2927 = load <16 x float>, ptr %arena944, align 4
+  store <16 x float> %2927, ptr %conv1_weight_grad.t140_c5_0, align 64
+  %2928 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2929 = add nsw i64 %2928, 5
+  %2930 = mul nsw i64 %2929, 32
+  %2931 = add nsw i64 2057216, %2930
+  %2932 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2933 = add nsw i64 %2931, %2932
+  %2934 = add nsw i64 %2933, 16
+  %arena945 = getelementptr inbounds float, ptr %arena, i64 %2934
+  %2935 = load <16 x float>, ptr %arena945, align 4
+  store <16 x float> %2935, ptr %conv1_weight_grad.t140_c5_1, align 64
+  %2936 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2937 = add nsw i64 %2936, 6
+  %2938 = mul nsw i64 %2937, 32
+  %2939 = add nsw i64 2057216, %2938
+  %2940 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2941 = add nsw i64 %2939, %2940
+  %arena946 = getelementptr inbounds float, ptr %arena, i64 %2941
+  %2942 = load <16 x float>, ptr %arena946, align 4
+  store <16 x float> %2942, ptr %conv1_weight_grad.t140_c6_0, align 64
+  %2943 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2944 = add nsw i64 %2943, 6
+  %2945 = mul nsw i64 %2944, 32
+  %2946 = add nsw i64 2057216, %2945
+  %2947 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2948 = add nsw i64 %2946, %2947
+  %2949 = add nsw i64 %2948, 16
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 %2949
+  %2950 = load <16 x float>, ptr %arena947, align 4
+  store <16 x float> %2950, ptr %conv1_weight_grad.t140_c6_1, align 64
+  %2951 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2952 = add nsw i64 %2951, 7
+  %2953 = mul nsw i64 %2952, 32
+  %2954 = add nsw i64 2057216, %2953
+  %2955 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2956 = add nsw i64 %2954, %2955
+  %arena948 = getelementptr inbounds float, ptr %arena, i64 %2956
+  %2957 = load <16 x float>, ptr %arena948, align 4
+  store <16 x float> %2957, ptr %conv1_weight_grad.t140_c7_0, align 64
+  %2958 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2959 = add nsw i64 %2958, 7
+  %2960 = mul nsw i64 %2959, 32
+  %2961 = add nsw i64 2057216, %2960
+  %2962 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2963 = add nsw i64 %2961, %2962
+  %2964 = add nsw i64 %2963, 16
+  %arena949 = getelementptr inbounds float, ptr %arena, i64 %2964
+  %2965 = load <16 x float>, ptr %arena949, align 4
+  store <16 x float> %2965, ptr %conv1_weight_grad.t140_c7_1, align 64
+  %2966 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2967 = add nsw i64 %2966, 8
+  %2968 = mul nsw i64 %2967, 32
+  %2969 = add nsw i64 2057216, %2968
+  %2970 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2971 = add nsw i64 %2969, %2970
+  %arena950 = getelementptr inbounds float, ptr %arena, i64 %2971
+  %2972 = load <16 x float>, ptr %arena950, align 4
+  store <16 x float> %2972, ptr %conv1_weight_grad.t140_c8_0, align 64
+  %2973 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2974 = add nsw i64 %2973, 8
+  %2975 = mul nsw i64 %2974, 32
+  %2976 = add nsw i64 2057216, %2975
+  %2977 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2978 = add nsw i64 %2976, %2977
+  %2979 = add nsw i64 %2978, 16
+  %arena951 = getelementptr inbounds float, ptr %arena, i64 %2979
+  %2980 = load <16 x float>, ptr %arena951, align 4
+  store <16 x float> %2980, ptr %conv1_weight_grad.t140_c8_1, align 64
+  br label %conv1_weight_grad.k141
 
-conv1_bias_grad.img112.end:                       ; preds = %conv1_bias_grad.img112
-  %1018 = sitofp i64 %step to float
-  %1019 = fmul float %1018, 0xBFBAF8E8A0000000
-  %1020 = call float @llvm.exp.f32(float %1019)
-  %1021 = fsub float 1.000000e+00, %1020
-  %1022 = fdiv float %lr, %1021
-  store float %1022, ptr %adam.step_size113, align 4
-  %1023 = sitofp i64 %step to float
-  %1024 = fmul float %1023, 0xBF50645940000000
-  %1025 = call float @llvm.exp.f32(float %1024)
-  %1026 = fsub float 1.000000e+00, %1025
-  %1027 = call float @llvm.sqrt.f32(float %1026)
-  store float %1027, ptr %adam.bc2_sqrt114, align 4
-  br label %adam.i115
+conv1_weight_grad.mb139.end:                      ; preds = %conv1_weight_grad.k141.end
+  %nb138.next = add nsw i64 %conv1_weight_grad.nb138932, 1
+  %2981 = icmp slt i64 %nb138.next, 1
+  br i1 %2981, label %conv1_weight_grad.nb138, label %conv1_weight_grad.nb138.end
 
-adam.i115:                                        ; preds = %adam.i115, %conv1_bias_grad.img112.end
-  %adam.i115308 = phi i64 [ 0, %conv1_bias_grad.img112.end ], [ %i115.next, %adam.i115 ]
-  %grads309 = getelementptr inbounds float, ptr %grads, i64 %adam.i115308
-  %1028 = load float, ptr %grads309, align 4
-  %params310 = getelementptr inbounds float, ptr %params, i64 %adam.i115308
-  %1029 = load float, ptr %params310, align 4
-  %1030 = fmul float 0.000000e+00, %1029
-  %1031 = fadd float %1028, %1030
-  store float %1031, ptr %adam.g, align 4
-  %m311 = getelementptr inbounds float, ptr %m, i64 %adam.i115308
-  %1032 = load float, ptr %m311, align 4
-  %1033 = fmul float 0x3FECCCCCC0000000, %1032
+conv1_weight_grad.k141:                           ; preds = %conv1_weight_grad.k141, %conv1_weight_grad.mb139
+  %conv1_weight_grad.k141952 = phi i64 [ 0, %conv1_weight_grad.mb139 ], [ %k141.next, %conv1_weight_grad.k141 ]
+  %2982 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %2983 = add nsw i64 %conv1_weight_grad.k141952, %2982
+  %2984 = mul nsw i64 %2983, 32
+  %2985 = add nsw i64 451584, %2984
+  %2986 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2987 = add nsw i64 %2985, %2986
+  %arena953 = getelementptr inbounds float, ptr %arena, i64 %2987
+  %2988 = load <16 x float>, ptr %arena953, align 4
+  store <16 x float> %2988, ptr %conv1_weight_grad.t140_b0, align 64
+  %2989 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %2990 = add nsw i64 %conv1_weight_grad.k141952, %2989
+  %2991 = mul nsw i64 %2990, 32
+  %2992 = add nsw i64 451584, %2991
+  %2993 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %2994 = add nsw i64 %2992, %2993
+  %2995 = add nsw i64 %2994, 16
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 %2995
+  %2996 = load <16 x float>, ptr %arena954, align 4
+  store <16 x float> %2996, ptr %conv1_weight_grad.t140_b1, align 64
+  %2997 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %2998 = mul nsw i64 %2997, 50176
+  %2999 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3000 = add nsw i64 %conv1_weight_grad.k141952, %2999
+  %3001 = add nsw i64 %2998, %3000
+  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3001
+  %3002 = load float, ptr %arena955, align 4
+  %3003 = insertelement <16 x float> undef, float %3002, i32 0
+  %3004 = shufflevector <16 x float> %3003, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3004, ptr %conv1_weight_grad.t140_a0, align 64
+  %t140_a0 = load <16 x float>, ptr %conv1_weight_grad.t140_a0, align 64
+  %t140_b0 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_0, align 64
+  %3005 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a0, <16 x float> %t140_b0, <16 x float> %t140_c0_0)
+  store <16 x float> %3005, ptr %conv1_weight_grad.t140_c0_0, align 64
+  %t140_a0956 = load <16 x float>, ptr %conv1_weight_grad.t140_a0, align 64
+  %t140_b1 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_1, align 64
+  %3006 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a0956, <16 x float> %t140_b1, <16 x float> %t140_c0_1)
+  store <16 x float> %3006, ptr %conv1_weight_grad.t140_c0_1, align 64
+  %3007 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3008 = add nsw i64 %3007, 1
+  %3009 = mul nsw i64 %3008, 50176
+  %3010 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3011 = add nsw i64 %conv1_weight_grad.k141952, %3010
+  %3012 = add nsw i64 %3009, %3011
+  %arena957 = getelementptr inbounds float, ptr %arena, i64 %3012
+  %3013 = load float, ptr %arena957, align 4
+  %3014 = insertelement <16 x float> undef, float %3013, i32 0
+  %3015 = shufflevector <16 x float> %3014, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3015, ptr %conv1_weight_grad.t140_a1, align 64
+  %t140_a1 = load <16 x float>, ptr %conv1_weight_grad.t140_a1, align 64
+  %t140_b0958 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_0, align 64
+  %3016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a1, <16 x float> %t140_b0958, <16 x float> %t140_c1_0)
+  store <16 x float> %3016, ptr %conv1_weight_grad.t140_c1_0, align 64
+  %t140_a1959 = load <16 x float>, ptr %conv1_weight_grad.t140_a1, align 64
+  %t140_b1960 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_1, align 64
+  %3017 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a1959, <16 x float> %t140_b1960, <16 x float> %t140_c1_1)
+  store <16 x float> %3017, ptr %conv1_weight_grad.t140_c1_1, align 64
+  %3018 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3019 = add nsw i64 %3018, 2
+  %3020 = mul nsw i64 %3019, 50176
+  %3021 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3022 = add nsw i64 %conv1_weight_grad.k141952, %3021
+  %3023 = add nsw i64 %3020, %3022
+  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3023
+  %3024 = load float, ptr %arena961, align 4
+  %3025 = insertelement <16 x float> undef, float %3024, i32 0
+  %3026 = shufflevector <16 x float> %3025, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3026, ptr %conv1_weight_grad.t140_a2, align 64
+  %t140_a2 = load <16 x float>, ptr %conv1_weight_grad.t140_a2, align 64
+  %t140_b0962 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_0, align 64
+  %3027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a2, <16 x float> %t140_b0962, <16 x float> %t140_c2_0)
+  store <16 x float> %3027, ptr %conv1_weight_grad.t140_c2_0, align 64
+  %t140_a2963 = load <16 x float>, ptr %conv1_weight_grad.t140_a2, align 64
+  %t140_b1964 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_1, align 64
+  %3028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a2963, <16 x float> %t140_b1964, <16 x float> %t140_c2_1)
+  store <16 x float> %3028, ptr %conv1_weight_grad.t140_c2_1, align 64
+  %3029 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3030 = add nsw i64 %3029, 3
+  %3031 = mul nsw i64 %3030, 50176
+  %3032 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3033 = add nsw i64 %conv1_weight_grad.k141952, %3032
+  %3034 = add nsw i64 %3031, %3033
+  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3034
+  %3035 = load float, ptr %arena965, align 4
+  %3036 = insertelement <16 x float> undef, float %3035, i32 0
+  %3037 = shufflevector <16 x float> %3036, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3037, ptr %conv1_weight_grad.t140_a3, align 64
+  %t140_a3 = load <16 x float>, ptr %conv1_weight_grad.t140_a3, align 64
+  %t140_b0966 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_0, align 64
+  %3038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a3, <16 x float> %t140_b0966, <16 x float> %t140_c3_0)
+  store <16 x float> %3038, ptr %conv1_weight_grad.t140_c3_0, align 64
+  %t140_a3967 = load <16 x float>, ptr %conv1_weight_grad.t140_a3, align 64
+  %t140_b1968 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_1, align 64
+  %3039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a3967, <16 x float> %t140_b1968, <16 x float> %t140_c3_1)
+  store <16 x float> %3039, ptr %conv1_weight_grad.t140_c3_1, align 64
+  %3040 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3041 = add nsw i64 %3040, 4
+  %3042 = mul nsw i64 %3041, 50176
+  %3043 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3044 = add nsw i64 %conv1_weight_grad.k141952, %3043
+  %3045 = add nsw i64 %3042, %3044
+  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3045
+  %3046 = load float, ptr %arena969, align 4
+  %3047 = insertelement <16 x float> undef, float %3046, i32 0
+  %3048 = shufflevector <16 x float> %3047, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3048, ptr %conv1_weight_grad.t140_a4, align 64
+  %t140_a4 = load <16 x float>, ptr %conv1_weight_grad.t140_a4, align 64
+  %t140_b0970 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_0, align 64
+  %3049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a4, <16 x float> %t140_b0970, <16 x float> %t140_c4_0)
+  store <16 x float> %3049, ptr %conv1_weight_grad.t140_c4_0, align 64
+  %t140_a4971 = load <16 x float>, ptr %conv1_weight_grad.t140_a4, align 64
+  %t140_b1972 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_1, align 64
+  %3050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a4971, <16 x float> %t140_b1972, <16 x float> %t140_c4_1)
+  store <16 x float> %3050, ptr %conv1_weight_grad.t140_c4_1, align 64
+  %3051 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3052 = add nsw i64 %3051, 5
+  %3053 = mul nsw i64 %3052, 50176
+  %3054 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3055 = add nsw i64 %conv1_weight_grad.k141952, %3054
+  %3056 = add nsw i64 %3053, %3055
+  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3056
+  %3057 = load float, ptr %arena973, align 4
+  %3058 = insertelement <16 x float> undef, float %3057, i32 0
+  %3059 = shufflevector <16 x float> %3058, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3059, ptr %conv1_weight_grad.t140_a5, align 64
+  %t140_a5 = load <16 x float>, ptr %conv1_weight_grad.t140_a5, align 64
+  %t140_b0974 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_0, align 64
+  %3060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a5, <16 x float> %t140_b0974, <16 x float> %t140_c5_0)
+  store <16 x float> %3060, ptr %conv1_weight_grad.t140_c5_0, align 64
+  %t140_a5975 = load <16 x float>, ptr %conv1_weight_grad.t140_a5, align 64
+  %t140_b1976 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_1, align 64
+  %3061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a5975, <16 x float> %t140_b1976, <16 x float> %t140_c5_1)
+  store <16 x float> %3061, ptr %conv1_weight_grad.t140_c5_1, align 64
+  %3062 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3063 = add nsw i64 %3062, 6
+  %3064 = mul nsw i64 %3063, 50176
+  %3065 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3066 = add nsw i64 %conv1_weight_grad.k141952, %3065
+  %3067 = add nsw i64 %3064, %3066
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3067
+  %3068 = load float, ptr %arena977, align 4
+  %3069 = insertelement <16 x float> undef, float %3068, i32 0
+  %3070 = shufflevector <16 x float> %3069, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3070, ptr %conv1_weight_grad.t140_a6, align 64
+  %t140_a6 = load <16 x float>, ptr %conv1_weight_grad.t140_a6, align 64
+  %t140_b0978 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_0, align 64
+  %3071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a6, <16 x float> %t140_b0978, <16 x float> %t140_c6_0)
+  store <16 x float> %3071, ptr %conv1_weight_grad.t140_c6_0, align 64
+  %t140_a6979 = load <16 x float>, ptr %conv1_weight_grad.t140_a6, align 64
+  %t140_b1980 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_1, align 64
+  %3072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a6979, <16 x float> %t140_b1980, <16 x float> %t140_c6_1)
+  store <16 x float> %3072, ptr %conv1_weight_grad.t140_c6_1, align 64
+  %3073 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3074 = add nsw i64 %3073, 7
+  %3075 = mul nsw i64 %3074, 50176
+  %3076 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3077 = add nsw i64 %conv1_weight_grad.k141952, %3076
+  %3078 = add nsw i64 %3075, %3077
+  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3078
+  %3079 = load float, ptr %arena981, align 4
+  %3080 = insertelement <16 x float> undef, float %3079, i32 0
+  %3081 = shufflevector <16 x float> %3080, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3081, ptr %conv1_weight_grad.t140_a7, align 64
+  %t140_a7 = load <16 x float>, ptr %conv1_weight_grad.t140_a7, align 64
+  %t140_b0982 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_0, align 64
+  %3082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a7, <16 x float> %t140_b0982, <16 x float> %t140_c7_0)
+  store <16 x float> %3082, ptr %conv1_weight_grad.t140_c7_0, align 64
+  %t140_a7983 = load <16 x float>, ptr %conv1_weight_grad.t140_a7, align 64
+  %t140_b1984 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_1, align 64
+  %3083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a7983, <16 x float> %t140_b1984, <16 x float> %t140_c7_1)
+  store <16 x float> %3083, ptr %conv1_weight_grad.t140_c7_1, align 64
+  %3084 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3085 = add nsw i64 %3084, 8
+  %3086 = mul nsw i64 %3085, 50176
+  %3087 = mul nsw i64 %conv1_weight_grad.kp137931, 384
+  %3088 = add nsw i64 %conv1_weight_grad.k141952, %3087
+  %3089 = add nsw i64 %3086, %3088
+  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3089
+  %3090 = load float, ptr %arena985, align 4
+  %3091 = insertelement <16 x float> undef, float %3090, i32 0
+  %3092 = shufflevector <16 x float> %3091, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3092, ptr %conv1_weight_grad.t140_a8, align 64
+  %t140_a8 = load <16 x float>, ptr %conv1_weight_grad.t140_a8, align 64
+  %t140_b0986 = load <16 x float>, ptr %conv1_weight_grad.t140_b0, align 64
+  %t140_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_0, align 64
+  %3093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a8, <16 x float> %t140_b0986, <16 x float> %t140_c8_0)
+  store <16 x float> %3093, ptr %conv1_weight_grad.t140_c8_0, align 64
+  %t140_a8987 = load <16 x float>, ptr %conv1_weight_grad.t140_a8, align 64
+  %t140_b1988 = load <16 x float>, ptr %conv1_weight_grad.t140_b1, align 64
+  %t140_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_1, align 64
+  %3094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t140_a8987, <16 x float> %t140_b1988, <16 x float> %t140_c8_1)
+  store <16 x float> %3094, ptr %conv1_weight_grad.t140_c8_1, align 64
+  %k141.next = add nsw i64 %conv1_weight_grad.k141952, 1
+  %3095 = icmp slt i64 %k141.next, 384
+  br i1 %3095, label %conv1_weight_grad.k141, label %conv1_weight_grad.k141.end
+
+conv1_weight_grad.k141.end:                       ; preds = %conv1_weight_grad.k141
+  %t140_c0_0989 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_0, align 64
+  %3096 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3097 = mul nsw i64 %3096, 32
+  %3098 = add nsw i64 2057216, %3097
+  %3099 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3100 = add nsw i64 %3098, %3099
+  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3100
+  store <16 x float> %t140_c0_0989, ptr %arena990, align 4
+  %t140_c0_1991 = load <16 x float>, ptr %conv1_weight_grad.t140_c0_1, align 64
+  %3101 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3102 = mul nsw i64 %3101, 32
+  %3103 = add nsw i64 2057216, %3102
+  %3104 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3105 = add nsw i64 %3103, %3104
+  %3106 = add nsw i64 %3105, 16
+  %arena992 = getelementptr inbounds float, ptr %arena, i64 %3106
+  store <16 x float> %t140_c0_1991, ptr %arena992, align 4
+  %t140_c1_0993 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_0, align 64
+  %3107 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3108 = add nsw i64 %3107, 1
+  %3109 = mul nsw i64 %3108, 32
+  %3110 = add nsw i64 2057216, %3109
+  %3111 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3112 = add nsw i64 %3110, %3111
+  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3112
+  store <16 x float> %t140_c1_0993, ptr %arena994, align 4
+  %t140_c1_1995 = load <16 x float>, ptr %conv1_weight_grad.t140_c1_1, align 64
+  %3113 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3114 = add nsw i64 %3113, 1
+  %3115 = mul nsw i64 %3114, 32
+  %3116 = add nsw i64 2057216, %3115
+  %3117 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3118 = add nsw i64 %3116, %3117
+  %3119 = add nsw i64 %3118, 16
+  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3119
+  store <16 x float> %t140_c1_1995, ptr %arena996, align 4
+  %t140_c2_0997 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_0, align 64
+  %3120 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3121 = add nsw i64 %3120, 2
+  %3122 = mul nsw i64 %3121, 32
+  %3123 = add nsw i64 2057216, %3122
+  %3124 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3125 = add nsw i64 %3123, %3124
+  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3125
+  store <16 x float> %t140_c2_0997, ptr %arena998, align 4
+  %t140_c2_1999 = load <16 x float>, ptr %conv1_weight_grad.t140_c2_1, align 64
+  %3126 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3127 = add nsw i64 %3126, 2
+  %3128 = mul nsw i64 %3127, 32
+  %3129 = add nsw i64 2057216, %3128
+  %3130 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3131 = add nsw i64 %3129, %3130
+  %3132 = add nsw i64 %3131, 16
+  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %3132
+  store <16 x float> %t140_c2_1999, ptr %arena1000, align 4
+  %t140_c3_01001 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_0, align 64
+  %3133 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3134 = add nsw i64 %3133, 3
+  %3135 = mul nsw i64 %3134, 32
+  %3136 = add nsw i64 2057216, %3135
+  %3137 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3138 = add nsw i64 %3136, %3137
+  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3138
+  store <16 x float> %t140_c3_01001, ptr %arena1002, align 4
+  %t140_c3_11003 = load <16 x float>, ptr %conv1_weight_grad.t140_c3_1, align 64
+  %3139 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3140 = add nsw i64 %3139, 3
+  %3141 = mul nsw i64 %3140, 32
+  %3142 = add nsw i64 2057216, %3141
+  %3143 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3144 = add nsw i64 %3142, %3143
+  %3145 = add nsw i64 %3144, 16
+  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %3145
+  store <16 x float> %t140_c3_11003, ptr %arena1004, align 4
+  %t140_c4_01005 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_0, align 64
+  %3146 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3147 = add nsw i64 %3146, 4
+  %3148 = mul nsw i64 %3147, 32
+  %3149 = add nsw i64 2057216, %3148
+  %3150 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3151 = add nsw i64 %3149, %3150
+  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %3151
+  store <16 x float> %t140_c4_01005, ptr %arena1006, align 4
+  %t140_c4_11007 = load <16 x float>, ptr %conv1_weight_grad.t140_c4_1, align 64
+  %3152 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3153 = add nsw i64 %3152, 4
+  %3154 = mul nsw i64 %3153, 32
+  %3155 = add nsw i64 2057216, %3154
+  %3156 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3157 = add nsw i64 %3155, %3156
+  %3158 = add nsw i64 %3157, 16
+  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3158
+  store <16 x float> %t140_c4_11007, ptr %arena1008, align 4
+  %t140_c5_01009 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_0, align 64
+  %3159 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3160 = add nsw i64 %3159, 5
+  %3161 = mul nsw i64 %3160, 32
+  %3162 = add nsw i64 2057216, %3161
+  %3163 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3164 = add nsw i64 %3162, %3163
+  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %3164
+  store <16 x float> %t140_c5_01009, ptr %arena1010, align 4
+  %t140_c5_11011 = load <16 x float>, ptr %conv1_weight_grad.t140_c5_1, align 64
+  %3165 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3166 = add nsw i64 %3165, 5
+  %3167 = mul nsw i64 %3166, 32
+  %3168 = add nsw i64 2057216, %3167
+  %3169 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3170 = add nsw i64 %3168, %3169
+  %3171 = add nsw i64 %3170, 16
+  %arena1012 = getelementptr inbounds float, ptr %arena, i64 %3171
+  store <16 x float> %t140_c5_11011, ptr %arena1012, align 4
+  %t140_c6_01013 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_0, align 64
+  %3172 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3173 = add nsw i64 %3172, 6
+  %3174 = mul nsw i64 %3173, 32
+  %3175 = add nsw i64 2057216, %3174
+  %3176 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3177 = add nsw i64 %3175, %3176
+  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3177
+  store <16 x float> %t140_c6_01013, ptr %arena1014, align 4
+  %t140_c6_11015 = load <16 x float>, ptr %conv1_weight_grad.t140_c6_1, align 64
+  %3178 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3179 = add nsw i64 %3178, 6
+  %3180 = mul nsw i64 %3179, 32
+  %3181 = add nsw i64 2057216, %3180
+  %3182 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3183 = add nsw i64 %3181, %3182
+  %3184 = add nsw i64 %3183, 16
+  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3184
+  store <16 x float> %t140_c6_11015, ptr %arena1016, align 4
+  %t140_c7_01017 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_0, align 64
+  %3185 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3186 = add nsw i64 %3185, 7
+  %3187 = mul nsw i64 %3186, 32
+  %3188 = add nsw i64 2057216, %3187
+  %3189 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3190 = add nsw i64 %3188, %3189
+  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3190
+  store <16 x float> %t140_c7_01017, ptr %arena1018, align 4
+  %t140_c7_11019 = load <16 x float>, ptr %conv1_weight_grad.t140_c7_1, align 64
+  %3191 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3192 = add nsw i64 %3191, 7
+  %3193 = mul nsw i64 %3192, 32
+  %3194 = add nsw i64 2057216, %3193
+  %3195 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3196 = add nsw i64 %3194, %3195
+  %3197 = add nsw i64 %3196, 16
+  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3197
+  store <16 x float> %t140_c7_11019, ptr %arena1020, align 4
+  %t140_c8_01021 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_0, align 64
+  %3198 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3199 = add nsw i64 %3198, 8
+  %3200 = mul nsw i64 %3199, 32
+  %3201 = add nsw i64 2057216, %3200
+  %3202 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3203 = add nsw i64 %3201, %3202
+  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3203
+  store <16 x float> %t140_c8_01021, ptr %arena1022, align 4
+  %t140_c8_11023 = load <16 x float>, ptr %conv1_weight_grad.t140_c8_1, align 64
+  %3204 = mul nsw i64 %conv1_weight_grad.mb139933, 9
+  %3205 = add nsw i64 %3204, 8
+  %3206 = mul nsw i64 %3205, 32
+  %3207 = add nsw i64 2057216, %3206
+  %3208 = mul nsw i64 %conv1_weight_grad.nb138932, 32
+  %3209 = add nsw i64 %3207, %3208
+  %3210 = add nsw i64 %3209, 16
+  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3210
+  store <16 x float> %t140_c8_11023, ptr %arena1024, align 4
+  %mb139.next = add nsw i64 %conv1_weight_grad.mb139933, 1
+  %3211 = icmp slt i64 %mb139.next, 1
+  br i1 %3211, label %conv1_weight_grad.mb139, label %conv1_weight_grad.mb139.end
+
+conv1_weight_grad.nb142:                          ; preds = %conv1_weight_grad.mb143.end, %conv1_weight_grad.kp137.end
+  %conv1_weight_grad.nb1421025 = phi i64 [ 0, %conv1_weight_grad.kp137.end ], [ %nb142.next, %conv1_weight_grad.mb143.end ]
+  br label %conv1_weight_grad.mb143
+
+conv1_weight_grad.nb142.end:                      ; preds = %conv1_weight_grad.mb143.end
+  %g122.next = add nsw i64 %conv1_weight_grad.g122903, 1
+  %3212 = icmp slt i64 %g122.next, 1
+  br i1 %3212, label %conv1_weight_grad.g122, label %conv1_weight_grad.g122.end
+
+conv1_weight_grad.mb143:                          ; preds = %conv1_weight_grad.k145.end, %conv1_weight_grad.nb142
+  %conv1_weight_grad.mb1431026 = phi i64 [ 0, %conv1_weight_grad.nb142 ], [ %mb143.next, %conv1_weight_grad.k145.end ]
+  %3213 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3214 = mul nsw i64 %3213, 32
+  %3215 = add nsw i64 2057216, %3214
+  %3216 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3217 = add nsw i64 %3215, %3216
+  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %3217
+  %3218 = load <16 x float>, ptr %arena1027, align 4
+  store <16 x float> %3218, ptr %conv1_weight_grad.t144_c0_0, align 64
+  %3219 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3220 = mul nsw i64 %3219, 32
+  %3221 = add nsw i64 2057216, %3220
+  %3222 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3223 = add nsw i64 %3221, %3222
+  %3224 = add nsw i64 %3223, 16
+  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3224
+  %3225 = load <16 x float>, ptr %arena1028, align 4
+  store <16 x float> %3225, ptr %conv1_weight_grad.t144_c0_1, align 64
+  %3226 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3227 = add nsw i64 %3226, 1
+  %3228 = mul nsw i64 %3227, 32
+  %3229 = add nsw i64 2057216, %3228
+  %3230 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3231 = add nsw i64 %3229, %3230
+  %arena1029 = getelementptr inbounds float, ptr %arena, i64 %3231
+  %3232 = load <16 x float>, ptr %arena1029, align 4
+  store <16 x float> %3232, ptr %conv1_weight_grad.t144_c1_0, align 64
+  %3233 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3234 = add nsw i64 %3233, 1
+  %3235 = mul nsw i64 %3234, 32
+  %3236 = add nsw i64 2057216, %3235
+  %3237 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3238 = add nsw i64 %3236, %3237
+  %3239 = add nsw i64 %3238, 16
+  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3239
+  %3240 = load <16 x float>, ptr %arena1030, align 4
+  store <16 x float> %3240, ptr %conv1_weight_grad.t144_c1_1, align 64
+  %3241 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3242 = add nsw i64 %3241, 2
+  %3243 = mul nsw i64 %3242, 32
+  %3244 = add nsw i64 2057216, %3243
+  %3245 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3246 = add nsw i64 %3244, %3245
+  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %3246
+  %3247 = load <16 x float>, ptr %arena1031, align 4
+  store <16 x float> %3247, ptr %conv1_weight_grad.t144_c2_0, align 64
+  %3248 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3249 = add nsw i64 %3248, 2
+  %3250 = mul nsw i64 %3249, 32
+  %3251 = add nsw i64 2057216, %3250
+  %3252 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3253 = add nsw i64 %3251, %3252
+  %3254 = add nsw i64 %3253, 16
+  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3254
+  %3255 = load <16 x float>, ptr %arena1032, align 4
+  store <16 x float> %3255, ptr %conv1_weight_grad.t144_c2_1, align 64
+  %3256 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3257 = add nsw i64 %3256, 3
+  %3258 = mul nsw i64 %3257, 32
+  %3259 = add nsw i64 2057216, %3258
+  %3260 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3261 = add nsw i64 %3259, %3260
+  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %3261
+  %3262 = load <16 x float>, ptr %arena1033, align 4
+  store <16 x float> %3262, ptr %conv1_weight_grad.t144_c3_0, align 64
+  %3263 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3264 = add nsw i64 %3263, 3
+  %3265 = mul nsw i64 %3264, 32
+  %3266 = add nsw i64 2057216, %3265
+  %3267 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3268 = add nsw i64 %3266, %3267
+  %3269 = add nsw i64 %3268, 16
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3269
+  %3270 = load <16 x float>, ptr %arena1034, align 4
+  store <16 x float> %3270, ptr %conv1_weight_grad.t144_c3_1, align 64
+  %3271 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3272 = add nsw i64 %3271, 4
+  %3273 = mul nsw i64 %3272, 32
+  %3274 = add nsw i64 2057216, %3273
+  %3275 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3276 = add nsw i64 %3274, %3275
+  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %3276
+  %3277 = load <16 x float>, ptr %arena1035, align 4
+  store <16 x float> %3277, ptr %conv1_weight_grad.t144_c4_0, align 64
+  %3278 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3279 = add nsw i64 %3278, 4
+  %3280 = mul nsw i64 %3279, 32
+  %3281 = add nsw i64 2057216, %3280
+  %3282 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3283 = add nsw i64 %3281, %3282
+  %3284 = add nsw i64 %3283, 16
+  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %3284
+  %3285 = load <16 x float>, ptr %arena1036, align 4
+  store <16 x float> %3285, ptr %conv1_weight_grad.t144_c4_1, align 64
+  %3286 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3287 = add nsw i64 %3286, 5
+  %3288 = mul nsw i64 %3287, 32
+  %3289 = add nsw i64 2057216, %3288
+  %3290 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3291 = add nsw i64 %3289, %3290
+  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %3291
+  %3292 = load <16 x float>, ptr %arena1037, align 4
+  store <16 x float> %3292, ptr %conv1_weight_grad.t144_c5_0, align 64
+  %3293 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3294 = add nsw i64 %3293, 5
+  %3295 = mul nsw i64 %3294, 32
+  %3296 = add nsw i64 2057216, %3295
+  %3297 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3298 = add nsw i64 %3296, %3297
+  %3299 = add nsw i64 %3298, 16
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3299
+  %3300 = load <16 x float>, ptr %arena1038, align 4
+  store <16 x float> %3300, ptr %conv1_weight_grad.t144_c5_1, align 64
+  %3301 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3302 = add nsw i64 %3301, 6
+  %3303 = mul nsw i64 %3302, 32
+  %3304 = add nsw i64 2057216, %3303
+  %3305 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3306 = add nsw i64 %3304, %3305
+  %arena1039 = getelementptr inbounds float, ptr %arena, i64 %3306
+  %3307 = load <16 x float>, ptr %arena1039, align 4
+  store <16 x float> %3307, ptr %conv1_weight_grad.t144_c6_0, align 64
+  %3308 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3309 = add nsw i64 %3308, 6
+  %3310 = mul nsw i64 %3309, 32
+  %3311 = add nsw i64 2057216, %3310
+  %3312 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3313 = add nsw i64 %3311, %3312
+  %3314 = add nsw i64 %3313, 16
+  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3314
+  %3315 = load <16 x float>, ptr %arena1040, align 4
+  store <16 x float> %3315, ptr %conv1_weight_grad.t144_c6_1, align 64
+  %3316 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3317 = add nsw i64 %3316, 7
+  %3318 = mul nsw i64 %3317, 32
+  %3319 = add nsw i64 2057216, %3318
+  %3320 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3321 = add nsw i64 %3319, %3320
+  %arena1041 = getelementptr inbounds float, ptr %arena, i64 %3321
+  %3322 = load <16 x float>, ptr %arena1041, align 4
+  store <16 x float> %3322, ptr %conv1_weight_grad.t144_c7_0, align 64
+  %3323 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3324 = add nsw i64 %3323, 7
+  %3325 = mul nsw i64 %3324, 32
+  %3326 = add nsw i64 2057216, %3325
+  %3327 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3328 = add nsw i64 %3326, %3327
+  %3329 = add nsw i64 %3328, 16
+  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3329
+  %3330 = load <16 x float>, ptr %arena1042, align 4
+  store <16 x float> %3330, ptr %conv1_weight_grad.t144_c7_1, align 64
+  %3331 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3332 = add nsw i64 %3331, 8
+  %3333 = mul nsw i64 %3332, 32
+  %3334 = add nsw i64 2057216, %3333
+  %3335 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3336 = add nsw i64 %3334, %3335
+  %arena1043 = getelementptr inbounds float, ptr %arena, i64 %3336
+  %3337 = load <16 x float>, ptr %arena1043, align 4
+  store <16 x float> %3337, ptr %conv1_weight_grad.t144_c8_0, align 64
+  %3338 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3339 = add nsw i64 %3338, 8
+  %3340 = mul nsw i64 %3339, 32
+  %3341 = add nsw i64 2057216, %3340
+  %3342 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3343 = add nsw i64 %3341, %3342
+  %3344 = add nsw i64 %3343, 16
+  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3344
+  %3345 = load <16 x float>, ptr %arena1044, align 4
+  store <16 x float> %3345, ptr %conv1_weight_grad.t144_c8_1, align 64
+  br label %conv1_weight_grad.k145
+
+conv1_weight_grad.mb143.end:                      ; preds = %conv1_weight_grad.k145.end
+  %nb142.next = add nsw i64 %conv1_weight_grad.nb1421025, 1
+  %3346 = icmp slt i64 %nb142.next, 1
+  br i1 %3346, label %conv1_weight_grad.nb142, label %conv1_weight_grad.nb142.end
+
+conv1_weight_grad.k145:                           ; preds = %conv1_weight_grad.k145, %conv1_weight_grad.mb143
+  %conv1_weight_grad.k1451045 = phi i64 [ 0, %conv1_weight_grad.mb143 ], [ %k145.next, %conv1_weight_grad.k145 ]
+  %3347 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3348 = mul nsw i64 %3347, 32
+  %3349 = add nsw i64 451584, %3348
+  %3350 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3351 = add nsw i64 %3349, %3350
+  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3351
+  %3352 = load <16 x float>, ptr %arena1046, align 4
+  store <16 x float> %3352, ptr %conv1_weight_grad.t144_b0, align 64
+  %3353 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3354 = mul nsw i64 %3353, 32
+  %3355 = add nsw i64 451584, %3354
+  %3356 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3357 = add nsw i64 %3355, %3356
+  %3358 = add nsw i64 %3357, 16
+  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %3358
+  %3359 = load <16 x float>, ptr %arena1047, align 4
+  store <16 x float> %3359, ptr %conv1_weight_grad.t144_b1, align 64
+  %3360 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3361 = mul nsw i64 %3360, 50176
+  %3362 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3363 = add nsw i64 %3361, %3362
+  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3363
+  %3364 = load float, ptr %arena1048, align 4
+  %3365 = insertelement <16 x float> undef, float %3364, i32 0
+  %3366 = shufflevector <16 x float> %3365, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3366, ptr %conv1_weight_grad.t144_a0, align 64
+  %t144_a0 = load <16 x float>, ptr %conv1_weight_grad.t144_a0, align 64
+  %t144_b0 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_0, align 64
+  %3367 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a0, <16 x float> %t144_b0, <16 x float> %t144_c0_0)
+  store <16 x float> %3367, ptr %conv1_weight_grad.t144_c0_0, align 64
+  %t144_a01049 = load <16 x float>, ptr %conv1_weight_grad.t144_a0, align 64
+  %t144_b1 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_1, align 64
+  %3368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a01049, <16 x float> %t144_b1, <16 x float> %t144_c0_1)
+  store <16 x float> %3368, ptr %conv1_weight_grad.t144_c0_1, align 64
+  %3369 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3370 = add nsw i64 %3369, 1
+  %3371 = mul nsw i64 %3370, 50176
+  %3372 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3373 = add nsw i64 %3371, %3372
+  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3373
+  %3374 = load float, ptr %arena1050, align 4
+  %3375 = insertelement <16 x float> undef, float %3374, i32 0
+  %3376 = shufflevector <16 x float> %3375, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3376, ptr %conv1_weight_grad.t144_a1, align 64
+  %t144_a1 = load <16 x float>, ptr %conv1_weight_grad.t144_a1, align 64
+  %t144_b01051 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_0, align 64
+  %3377 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a1, <16 x float> %t144_b01051, <16 x float> %t144_c1_0)
+  store <16 x float> %3377, ptr %conv1_weight_grad.t144_c1_0, align 64
+  %t144_a11052 = load <16 x float>, ptr %conv1_weight_grad.t144_a1, align 64
+  %t144_b11053 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_1, align 64
+  %3378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a11052, <16 x float> %t144_b11053, <16 x float> %t144_c1_1)
+  store <16 x float> %3378, ptr %conv1_weight_grad.t144_c1_1, align 64
+  %3379 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3380 = add nsw i64 %3379, 2
+  %3381 = mul nsw i64 %3380, 50176
+  %3382 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3383 = add nsw i64 %3381, %3382
+  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3383
+  %3384 = load float, ptr %arena1054, align 4
+  %3385 = insertelement <16 x float> undef, float %3384, i32 0
+  %3386 = shufflevector <16 x float> %3385, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3386, ptr %conv1_weight_grad.t144_a2, align 64
+  %t144_a2 = load <16 x float>, ptr %conv1_weight_grad.t144_a2, align 64
+  %t144_b01055 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_0, align 64
+  %3387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a2, <16 x float> %t144_b01055, <16 x float> %t144_c2_0)
+  store <16 x float> %3387, ptr %conv1_weight_grad.t144_c2_0, align 64
+  %t144_a21056 = load <16 x float>, ptr %conv1_weight_grad.t144_a2, align 64
+  %t144_b11057 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_1, align 64
+  %3388 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a21056, <16 x float> %t144_b11057, <16 x float> %t144_c2_1)
+  store <16 x float> %3388, ptr %conv1_weight_grad.t144_c2_1, align 64
+  %3389 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3390 = add nsw i64 %3389, 3
+  %3391 = mul nsw i64 %3390, 50176
+  %3392 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3393 = add nsw i64 %3391, %3392
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3393
+  %3394 = load float, ptr %arena1058, align 4
+  %3395 = insertelement <16 x float> undef, float %3394, i32 0
+  %3396 = shufflevector <16 x float> %3395, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3396, ptr %conv1_weight_grad.t144_a3, align 64
+  %t144_a3 = load <16 x float>, ptr %conv1_weight_grad.t144_a3, align 64
+  %t144_b01059 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_0, align 64
+  %3397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a3, <16 x float> %t144_b01059, <16 x float> %t144_c3_0)
+  store <16 x float> %3397, ptr %conv1_weight_grad.t144_c3_0, align 64
+  %t144_a31060 = load <16 x float>, ptr %conv1_weight_grad.t144_a3, align 64
+  %t144_b11061 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_1, align 64
+  %3398 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a31060, <16 x float> %t144_b11061, <16 x float> %t144_c3_1)
+  store <16 x float> %3398, ptr %conv1_weight_grad.t144_c3_1, align 64
+  %3399 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3400 = add nsw i64 %3399, 4
+  %3401 = mul nsw i64 %3400, 50176
+  %3402 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3403 = add nsw i64 %3401, %3402
+  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3403
+  %3404 = load float, ptr %arena1062, align 4
+  %3405 = insertelement <16 x float> undef, float %3404, i32 0
+  %3406 = shufflevector <16 x float> %3405, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3406, ptr %conv1_weight_grad.t144_a4, align 64
+  %t144_a4 = load <16 x float>, ptr %conv1_weight_grad.t144_a4, align 64
+  %t144_b01063 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_0, align 64
+  %3407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a4, <16 x float> %t144_b01063, <16 x float> %t144_c4_0)
+  store <16 x float> %3407, ptr %conv1_weight_grad.t144_c4_0, align 64
+  %t144_a41064 = load <16 x float>, ptr %conv1_weight_grad.t144_a4, align 64
+  %t144_b11065 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_1, align 64
+  %3408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a41064, <16 x float> %t144_b11065, <16 x float> %t144_c4_1)
+  store <16 x float> %3408, ptr %conv1_weight_grad.t144_c4_1, align 64
+  %3409 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3410 = add nsw i64 %3409, 5
+  %3411 = mul nsw i64 %3410, 50176
+  %3412 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3413 = add nsw i64 %3411, %3412
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3413
+  %3414 = load float, ptr %arena1066, align 4
+  %3415 = insertelement <16 x float> undef, float %3414, i32 0
+  %3416 = shufflevector <16 x float> %3415, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3416, ptr %conv1_weight_grad.t144_a5, align 64
+  %t144_a5 = load <16 x float>, ptr %conv1_weight_grad.t144_a5, align 64
+  %t144_b01067 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_0, align 64
+  %3417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a5, <16 x float> %t144_b01067, <16 x float> %t144_c5_0)
+  store <16 x float> %3417, ptr %conv1_weight_grad.t144_c5_0, align 64
+  %t144_a51068 = load <16 x float>, ptr %conv1_weight_grad.t144_a5, align 64
+  %t144_b11069 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_1, align 64
+  %3418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a51068, <16 x float> %t144_b11069, <16 x float> %t144_c5_1)
+  store <16 x float> %3418, ptr %conv1_weight_grad.t144_c5_1, align 64
+  %3419 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3420 = add nsw i64 %3419, 6
+  %3421 = mul nsw i64 %3420, 50176
+  %3422 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3423 = add nsw i64 %3421, %3422
+  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3423
+  %3424 = load float, ptr %arena1070, align 4
+  %3425 = insertelement <16 x float> undef, float %3424, i32 0
+  %3426 = shufflevector <16 x float> %3425, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3426, ptr %conv1_weight_grad.t144_a6, align 64
+  %t144_a6 = load <16 x float>, ptr %conv1_weight_grad.t144_a6, align 64
+  %t144_b01071 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_0, align 64
+  %3427 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a6, <16 x float> %t144_b01071, <16 x float> %t144_c6_0)
+  store <16 x float> %3427, ptr %conv1_weight_grad.t144_c6_0, align 64
+  %t144_a61072 = load <16 x float>, ptr %conv1_weight_grad.t144_a6, align 64
+  %t144_b11073 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_1, align 64
+  %3428 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a61072, <16 x float> %t144_b11073, <16 x float> %t144_c6_1)
+  store <16 x float> %3428, ptr %conv1_weight_grad.t144_c6_1, align 64
+  %3429 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3430 = add nsw i64 %3429, 7
+  %3431 = mul nsw i64 %3430, 50176
+  %3432 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3433 = add nsw i64 %3431, %3432
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3433
+  %3434 = load float, ptr %arena1074, align 4
+  %3435 = insertelement <16 x float> undef, float %3434, i32 0
+  %3436 = shufflevector <16 x float> %3435, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3436, ptr %conv1_weight_grad.t144_a7, align 64
+  %t144_a7 = load <16 x float>, ptr %conv1_weight_grad.t144_a7, align 64
+  %t144_b01075 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_0, align 64
+  %3437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a7, <16 x float> %t144_b01075, <16 x float> %t144_c7_0)
+  store <16 x float> %3437, ptr %conv1_weight_grad.t144_c7_0, align 64
+  %t144_a71076 = load <16 x float>, ptr %conv1_weight_grad.t144_a7, align 64
+  %t144_b11077 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_1, align 64
+  %3438 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a71076, <16 x float> %t144_b11077, <16 x float> %t144_c7_1)
+  store <16 x float> %3438, ptr %conv1_weight_grad.t144_c7_1, align 64
+  %3439 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3440 = add nsw i64 %3439, 8
+  %3441 = mul nsw i64 %3440, 50176
+  %3442 = add nsw i64 %conv1_weight_grad.k1451045, 49920
+  %3443 = add nsw i64 %3441, %3442
+  %arena1078 = getelementptr inbounds float, ptr %arena, i64 %3443
+  %3444 = load float, ptr %arena1078, align 4
+  %3445 = insertelement <16 x float> undef, float %3444, i32 0
+  %3446 = shufflevector <16 x float> %3445, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3446, ptr %conv1_weight_grad.t144_a8, align 64
+  %t144_a8 = load <16 x float>, ptr %conv1_weight_grad.t144_a8, align 64
+  %t144_b01079 = load <16 x float>, ptr %conv1_weight_grad.t144_b0, align 64
+  %t144_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_0, align 64
+  %3447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a8, <16 x float> %t144_b01079, <16 x float> %t144_c8_0)
+  store <16 x float> %3447, ptr %conv1_weight_grad.t144_c8_0, align 64
+  %t144_a81080 = load <16 x float>, ptr %conv1_weight_grad.t144_a8, align 64
+  %t144_b11081 = load <16 x float>, ptr %conv1_weight_grad.t144_b1, align 64
+  %t144_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_1, align 64
+  %3448 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t144_a81080, <16 x float> %t144_b11081, <16 x float> %t144_c8_1)
+  store <16 x float> %3448, ptr %conv1_weight_grad.t144_c8_1, align 64
+  %k145.next = add nsw i64 %conv1_weight_grad.k1451045, 1
+  %3449 = icmp slt i64 %k145.next, 256
+  br i1 %3449, label %conv1_weight_grad.k145, label %conv1_weight_grad.k145.end
+
+conv1_weight_grad.k145.end:                       ; preds = %conv1_weight_grad.k145
+  %t144_c0_01082 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_0, align 64
+  %3450 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3451 = mul nsw i64 %3450, 32
+  %3452 = add nsw i64 2057216, %3451
+  %3453 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3454 = add nsw i64 %3452, %3453
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3454
+  store <16 x float> %t144_c0_01082, ptr %arena1083, align 4
+  %t144_c0_11084 = load <16 x float>, ptr %conv1_weight_grad.t144_c0_1, align 64
+  %3455 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3456 = mul nsw i64 %3455, 32
+  %3457 = add nsw i64 2057216, %3456
+  %3458 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3459 = add nsw i64 %3457, %3458
+  %3460 = add nsw i64 %3459, 16
+  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3460
+  store <16 x float> %t144_c0_11084, ptr %arena1085, align 4
+  %t144_c1_01086 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_0, align 64
+  %3461 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3462 = add nsw i64 %3461, 1
+  %3463 = mul nsw i64 %3462, 32
+  %3464 = add nsw i64 2057216, %3463
+  %3465 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3466 = add nsw i64 %3464, %3465
+  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3466
+  store <16 x float> %t144_c1_01086, ptr %arena1087, align 4
+  %t144_c1_11088 = load <16 x float>, ptr %conv1_weight_grad.t144_c1_1, align 64
+  %3467 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3468 = add nsw i64 %3467, 1
+  %3469 = mul nsw i64 %3468, 32
+  %3470 = add nsw i64 2057216, %3469
+  %3471 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3472 = add nsw i64 %3470, %3471
+  %3473 = add nsw i64 %3472, 16
+  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3473
+  store <16 x float> %t144_c1_11088, ptr %arena1089, align 4
+  %t144_c2_01090 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_0, align 64
+  %3474 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3475 = add nsw i64 %3474, 2
+  %3476 = mul nsw i64 %3475, 32
+  %3477 = add nsw i64 2057216, %3476
+  %3478 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3479 = add nsw i64 %3477, %3478
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3479
+  store <16 x float> %t144_c2_01090, ptr %arena1091, align 4
+  %t144_c2_11092 = load <16 x float>, ptr %conv1_weight_grad.t144_c2_1, align 64
+  %3480 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3481 = add nsw i64 %3480, 2
+  %3482 = mul nsw i64 %3481, 32
+  %3483 = add nsw i64 2057216, %3482
+  %3484 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3485 = add nsw i64 %3483, %3484
+  %3486 = add nsw i64 %3485, 16
+  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3486
+  store <16 x float> %t144_c2_11092, ptr %arena1093, align 4
+  %t144_c3_01094 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_0, align 64
+  %3487 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3488 = add nsw i64 %3487, 3
+  %3489 = mul nsw i64 %3488, 32
+  %3490 = add nsw i64 2057216, %3489
+  %3491 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3492 = add nsw i64 %3490, %3491
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3492
+  store <16 x float> %t144_c3_01094, ptr %arena1095, align 4
+  %t144_c3_11096 = load <16 x float>, ptr %conv1_weight_grad.t144_c3_1, align 64
+  %3493 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3494 = add nsw i64 %3493, 3
+  %3495 = mul nsw i64 %3494, 32
+  %3496 = add nsw i64 2057216, %3495
+  %3497 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3498 = add nsw i64 %3496, %3497
+  %3499 = add nsw i64 %3498, 16
+  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3499
+  store <16 x float> %t144_c3_11096, ptr %arena1097, align 4
+  %t144_c4_01098 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_0, align 64
+  %3500 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3501 = add nsw i64 %3500, 4
+  %3502 = mul nsw i64 %3501, 32
+  %3503 = add nsw i64 2057216, %3502
+  %3504 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3505 = add nsw i64 %3503, %3504
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3505
+  store <16 x float> %t144_c4_01098, ptr %arena1099, align 4
+  %t144_c4_11100 = load <16 x float>, ptr %conv1_weight_grad.t144_c4_1, align 64
+  %3506 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3507 = add nsw i64 %3506, 4
+  %3508 = mul nsw i64 %3507, 32
+  %3509 = add nsw i64 2057216, %3508
+  %3510 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3511 = add nsw i64 %3509, %3510
+  %3512 = add nsw i64 %3511, 16
+  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3512
+  store <16 x float> %t144_c4_11100, ptr %arena1101, align 4
+  %t144_c5_01102 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_0, align 64
+  %3513 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3514 = add nsw i64 %3513, 5
+  %3515 = mul nsw i64 %3514, 32
+  %3516 = add nsw i64 2057216, %3515
+  %3517 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3518 = add nsw i64 %3516, %3517
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3518
+  store <16 x float> %t144_c5_01102, ptr %arena1103, align 4
+  %t144_c5_11104 = load <16 x float>, ptr %conv1_weight_grad.t144_c5_1, align 64
+  %3519 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3520 = add nsw i64 %3519, 5
+  %3521 = mul nsw i64 %3520, 32
+  %3522 = add nsw i64 2057216, %3521
+  %3523 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3524 = add nsw i64 %3522, %3523
+  %3525 = add nsw i64 %3524, 16
+  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3525
+  store <16 x float> %t144_c5_11104, ptr %arena1105, align 4
+  %t144_c6_01106 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_0, align 64
+  %3526 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3527 = add nsw i64 %3526, 6
+  %3528 = mul nsw i64 %3527, 32
+  %3529 = add nsw i64 2057216, %3528
+  %3530 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3531 = add nsw i64 %3529, %3530
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3531
+  store <16 x float> %t144_c6_01106, ptr %arena1107, align 4
+  %t144_c6_11108 = load <16 x float>, ptr %conv1_weight_grad.t144_c6_1, align 64
+  %3532 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3533 = add nsw i64 %3532, 6
+  %3534 = mul nsw i64 %3533, 32
+  %3535 = add nsw i64 2057216, %3534
+  %3536 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3537 = add nsw i64 %3535, %3536
+  %3538 = add nsw i64 %3537, 16
+  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3538
+  store <16 x float> %t144_c6_11108, ptr %arena1109, align 4
+  %t144_c7_01110 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_0, align 64
+  %3539 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3540 = add nsw i64 %3539, 7
+  %3541 = mul nsw i64 %3540, 32
+  %3542 = add nsw i64 2057216, %3541
+  %3543 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3544 = add nsw i64 %3542, %3543
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3544
+  store <16 x float> %t144_c7_01110, ptr %arena1111, align 4
+  %t144_c7_11112 = load <16 x float>, ptr %conv1_weight_grad.t144_c7_1, align 64
+  %3545 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3546 = add nsw i64 %3545, 7
+  %3547 = mul nsw i64 %3546, 32
+  %3548 = add nsw i64 2057216, %3547
+  %3549 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3550 = add nsw i64 %3548, %3549
+  %3551 = add nsw i64 %3550, 16
+  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3551
+  store <16 x float> %t144_c7_11112, ptr %arena1113, align 4
+  %t144_c8_01114 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_0, align 64
+  %3552 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3553 = add nsw i64 %3552, 8
+  %3554 = mul nsw i64 %3553, 32
+  %3555 = add nsw i64 2057216, %3554
+  %3556 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3557 = add nsw i64 %3555, %3556
+  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3557
+  store <16 x float> %t144_c8_01114, ptr %arena1115, align 4
+  %t144_c8_11116 = load <16 x float>, ptr %conv1_weight_grad.t144_c8_1, align 64
+  %3558 = mul nsw i64 %conv1_weight_grad.mb1431026, 9
+  %3559 = add nsw i64 %3558, 8
+  %3560 = mul nsw i64 %3559, 32
+  %3561 = add nsw i64 2057216, %3560
+  %3562 = mul nsw i64 %conv1_weight_grad.nb1421025, 32
+  %3563 = add nsw i64 %3561, %3562
+  %3564 = add nsw i64 %3563, 16
+  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3564
+  store <16 x float> %t144_c8_11116, ptr %arena1117, align 4
+  %mb143.next = add nsw i64 %conv1_weight_grad.mb1431026, 1
+  %3565 = icmp slt i64 %mb143.next, 1
+  br i1 %3565, label %conv1_weight_grad.mb143, label %conv1_weight_grad.mb143.end
+
+conv1_weight_grad.f146:                           ; preds = %conv1_weight_grad.r147.end, %conv1_weight_grad.g122.end
+  %conv1_weight_grad.f1461118 = phi i64 [ 0, %conv1_weight_grad.g122.end ], [ %f146.next, %conv1_weight_grad.r147.end ]
+  br label %conv1_weight_grad.r147
+
+conv1_weight_grad.f146.end:                       ; preds = %conv1_weight_grad.r147.end
+  br label %conv1_bias_grad.i148
+
+conv1_weight_grad.r147:                           ; preds = %conv1_weight_grad.r147, %conv1_weight_grad.f146
+  %conv1_weight_grad.r1471119 = phi i64 [ 0, %conv1_weight_grad.f146 ], [ %r147.next, %conv1_weight_grad.r147 ]
+  %3566 = mul nsw i64 %conv1_weight_grad.r1471119, 32
+  %3567 = add nsw i64 2057216, %3566
+  %3568 = add nsw i64 %3567, %conv1_weight_grad.f1461118
+  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3568
+  %3569 = load float, ptr %arena1120, align 4
+  %3570 = mul nsw i64 %conv1_weight_grad.f1461118, 9
+  %3571 = add nsw i64 %3570, %conv1_weight_grad.r1471119
+  %grads1121 = getelementptr inbounds float, ptr %grads, i64 %3571
+  store float %3569, ptr %grads1121, align 4
+  %r147.next = add nsw i64 %conv1_weight_grad.r1471119, 1
+  %3572 = icmp slt i64 %r147.next, 9
+  br i1 %3572, label %conv1_weight_grad.r147, label %conv1_weight_grad.r147.end
+
+conv1_weight_grad.r147.end:                       ; preds = %conv1_weight_grad.r147
+  %f146.next = add nsw i64 %conv1_weight_grad.f1461118, 1
+  %3573 = icmp slt i64 %f146.next, 32
+  br i1 %3573, label %conv1_weight_grad.f146, label %conv1_weight_grad.f146.end
+
+conv1_bias_grad.i148:                             ; preds = %conv1_bias_grad.i148, %conv1_weight_grad.f146.end
+  %conv1_bias_grad.i1481122 = phi i64 [ 0, %conv1_weight_grad.f146.end ], [ %i148.next, %conv1_bias_grad.i148 ]
+  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1481122
+  store float 1.000000e+00, ptr %arena1123, align 4
+  %i148.next = add nsw i64 %conv1_bias_grad.i1481122, 1
+  %3574 = icmp slt i64 %i148.next, 784
+  br i1 %3574, label %conv1_bias_grad.i148, label %conv1_bias_grad.i148.end
+
+conv1_bias_grad.i148.end:                         ; preds = %conv1_bias_grad.i148
+  br label %conv1_bias_grad.i149
+
+conv1_bias_grad.i149:                             ; preds = %conv1_bias_grad.i149, %conv1_bias_grad.i148.end
+  %conv1_bias_grad.i1491124 = phi i64 [ 0, %conv1_bias_grad.i148.end ], [ %i149.next, %conv1_bias_grad.i149 ]
+  %3575 = add nsw i64 288, %conv1_bias_grad.i1491124
+  %grads1125 = getelementptr inbounds float, ptr %grads, i64 %3575
+  store float 0.000000e+00, ptr %grads1125, align 4
+  %i149.next = add nsw i64 %conv1_bias_grad.i1491124, 1
+  %3576 = icmp slt i64 %i149.next, 32
+  br i1 %3576, label %conv1_bias_grad.i149, label %conv1_bias_grad.i149.end
+
+conv1_bias_grad.i149.end:                         ; preds = %conv1_bias_grad.i149
+  br label %conv1_bias_grad.img150
+
+conv1_bias_grad.img150:                           ; preds = %conv1_bias_grad.img150, %conv1_bias_grad.i149.end
+  %conv1_bias_grad.img1501126 = phi i64 [ 0, %conv1_bias_grad.i149.end ], [ %img150.next, %conv1_bias_grad.img150 ]
+  %3577 = mul nsw i64 %conv1_bias_grad.img1501126, 25088
+  %3578 = add nsw i64 3220112, %3577
+  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3578
+  %arena1128 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1129 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1127, i32 784, ptr %arena1128, i32 1, float 1.000000e+00, ptr %grads1129, i32 1)
+  %img150.next = add nsw i64 %conv1_bias_grad.img1501126, 1
+  %3579 = icmp slt i64 %img150.next, 64
+  br i1 %3579, label %conv1_bias_grad.img150, label %conv1_bias_grad.img150.end
+
+conv1_bias_grad.img150.end:                       ; preds = %conv1_bias_grad.img150
+  %3580 = sitofp i64 %step to float
+  %3581 = fmul float %3580, 0xBFBAF8E8A0000000
+  %3582 = call float @llvm.exp.f32(float %3581)
+  %3583 = fsub float 1.000000e+00, %3582
+  %3584 = fdiv float %lr, %3583
+  store float %3584, ptr %adam.step_size151, align 4
+  %3585 = sitofp i64 %step to float
+  %3586 = fmul float %3585, 0xBF50645940000000
+  %3587 = call float @llvm.exp.f32(float %3586)
+  %3588 = fsub float 1.000000e+00, %3587
+  %3589 = call float @llvm.sqrt.f32(float %3588)
+  store float %3589, ptr %adam.bc2_sqrt152, align 4
+  br label %adam.i153
+
+adam.i153:                                        ; preds = %adam.i153, %conv1_bias_grad.img150.end
+  %adam.i1531130 = phi i64 [ 0, %conv1_bias_grad.img150.end ], [ %i153.next, %adam.i153 ]
+  %grads1131 = getelementptr inbounds float, ptr %grads, i64 %adam.i1531130
+  %3590 = load float, ptr %grads1131, align 4
+  %params1132 = getelementptr inbounds float, ptr %params, i64 %adam.i1531130
+  %3591 = load float, ptr %params1132, align 4
+  %3592 = fmul float 0.000000e+00, %3591
+  %3593 = fadd float %3590, %3592
+  store float %3593, ptr %adam.g, align 4
+  %m1133 = getelementptr inbounds float, ptr %m, i64 %adam.i1531130
+  %3594 = load float, ptr %m1133, align 4
+  %3595 = fmul float 0x3FECCCCCC0000000, %3594
   %g = load float, ptr %adam.g, align 4
-  %1034 = fmul float 0x3FB9999A00000000, %g
-  %1035 = fadd float %1033, %1034
-  store float %1035, ptr %adam.m_new, align 4
-  %v312 = getelementptr inbounds float, ptr %v, i64 %adam.i115308
-  %1036 = load float, ptr %v312, align 4
-  %1037 = fmul float 0x3FEFF7CEE0000000, %1036
-  %g313 = load float, ptr %adam.g, align 4
-  %1038 = fmul float 0x3F50624000000000, %g313
-  %g314 = load float, ptr %adam.g, align 4
-  %1039 = fmul float %1038, %g314
-  %1040 = fadd float %1037, %1039
-  store float %1040, ptr %adam.v_new, align 4
+  %3596 = fmul float 0x3FB9999A00000000, %g
+  %3597 = fadd float %3595, %3596
+  store float %3597, ptr %adam.m_new, align 4
+  %v1134 = getelementptr inbounds float, ptr %v, i64 %adam.i1531130
+  %3598 = load float, ptr %v1134, align 4
+  %3599 = fmul float 0x3FEFF7CEE0000000, %3598
+  %g1135 = load float, ptr %adam.g, align 4
+  %3600 = fmul float 0x3F50624000000000, %g1135
+  %g1136 = load float, ptr %adam.g, align 4
+  %3601 = fmul float %3600, %g1136
+  %3602 = fadd float %3599, %3601
+  store float %3602, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m315 = getelementptr inbounds float, ptr %m, i64 %adam.i115308
-  store float %m_new, ptr %m315, align 4
+  %m1137 = getelementptr inbounds float, ptr %m, i64 %adam.i1531130
+  store float %m_new, ptr %m1137, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v316 = getelementptr inbounds float, ptr %v, i64 %adam.i115308
-  store float %v_new, ptr %v316, align 4
-  %params317 = getelementptr inbounds float, ptr %params, i64 %adam.i115308
-  %1041 = load float, ptr %params317, align 4
-  %step_size113 = load float, ptr %adam.step_size113, align 4
-  %m_new318 = load float, ptr %adam.m_new, align 4
-  %1042 = fmul float %step_size113, %m_new318
-  %v_new319 = load float, ptr %adam.v_new, align 4
-  %1043 = call float @llvm.sqrt.f32(float %v_new319)
-  %bc2_sqrt114 = load float, ptr %adam.bc2_sqrt114, align 4
-  %1044 = fdiv float %1043, %bc2_sqrt114
-  %1045 = fadd float %1044, 0x3E45798EE0000000
-  %1046 = fdiv float %1042, %1045
-  %1047 = fsub float %1041, %1046
-  %params320 = getelementptr inbounds float, ptr %params, i64 %adam.i115308
-  store float %1047, ptr %params320, align 4
-  %i115.next = add nsw i64 %adam.i115308, 1
-  %1048 = icmp slt i64 %i115.next, 1625866
-  br i1 %1048, label %adam.i115, label %adam.i115.end
+  %v1138 = getelementptr inbounds float, ptr %v, i64 %adam.i1531130
+  store float %v_new, ptr %v1138, align 4
+  %params1139 = getelementptr inbounds float, ptr %params, i64 %adam.i1531130
+  %3603 = load float, ptr %params1139, align 4
+  %step_size151 = load float, ptr %adam.step_size151, align 4
+  %m_new1140 = load float, ptr %adam.m_new, align 4
+  %3604 = fmul float %step_size151, %m_new1140
+  %v_new1141 = load float, ptr %adam.v_new, align 4
+  %3605 = call float @llvm.sqrt.f32(float %v_new1141)
+  %bc2_sqrt152 = load float, ptr %adam.bc2_sqrt152, align 4
+  %3606 = fdiv float %3605, %bc2_sqrt152
+  %3607 = fadd float %3606, 0x3E45798EE0000000
+  %3608 = fdiv float %3604, %3607
+  %3609 = fsub float %3603, %3608
+  %params1142 = getelementptr inbounds float, ptr %params, i64 %adam.i1531130
+  store float %3609, ptr %params1142, align 4
+  %i153.next = add nsw i64 %adam.i1531130, 1
+  %3610 = icmp slt i64 %i153.next, 1625866
+  br i1 %3610, label %adam.i153, label %adam.i153.end
 
-adam.i115.end:                                    ; preds = %adam.i115
+adam.i153.end:                                    ; preds = %adam.i153
   ret void
 }
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -2309,27 +7054,129 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @convnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv2.bi33 = alloca float, align 4
-  %conv2.best32 = alloca float, align 4
+  %conv2.bi45 = alloca float, align 4
+  %conv2.best44 = alloca float, align 4
+  %conv2.t38_a3 = alloca <16 x float>, align 64
+  %conv2.t38_a2 = alloca <16 x float>, align 64
+  %conv2.t38_a1 = alloca <16 x float>, align 64
+  %conv2.t38_a0 = alloca <16 x float>, align 64
+  %conv2.t38_b3 = alloca <16 x float>, align 64
+  %conv2.t38_b2 = alloca <16 x float>, align 64
+  %conv2.t38_b1 = alloca <16 x float>, align 64
+  %conv2.t38_b0 = alloca <16 x float>, align 64
+  %conv2.t38_c3_3 = alloca <16 x float>, align 64
+  %conv2.t38_c3_2 = alloca <16 x float>, align 64
+  %conv2.t38_c3_1 = alloca <16 x float>, align 64
+  %conv2.t38_c3_0 = alloca <16 x float>, align 64
+  %conv2.t38_c2_3 = alloca <16 x float>, align 64
+  %conv2.t38_c2_2 = alloca <16 x float>, align 64
+  %conv2.t38_c2_1 = alloca <16 x float>, align 64
+  %conv2.t38_c2_0 = alloca <16 x float>, align 64
+  %conv2.t38_c1_3 = alloca <16 x float>, align 64
+  %conv2.t38_c1_2 = alloca <16 x float>, align 64
+  %conv2.t38_c1_1 = alloca <16 x float>, align 64
+  %conv2.t38_c1_0 = alloca <16 x float>, align 64
+  %conv2.t38_c0_3 = alloca <16 x float>, align 64
+  %conv2.t38_c0_2 = alloca <16 x float>, align 64
+  %conv2.t38_c0_1 = alloca <16 x float>, align 64
+  %conv2.t38_c0_0 = alloca <16 x float>, align 64
+  %conv2.t36_a5 = alloca <16 x float>, align 64
+  %conv2.t36_a4 = alloca <16 x float>, align 64
+  %conv2.t36_a3 = alloca <16 x float>, align 64
+  %conv2.t36_a2 = alloca <16 x float>, align 64
+  %conv2.t36_a1 = alloca <16 x float>, align 64
+  %conv2.t36_a0 = alloca <16 x float>, align 64
+  %conv2.t36_b3 = alloca <16 x float>, align 64
+  %conv2.t36_b2 = alloca <16 x float>, align 64
+  %conv2.t36_b1 = alloca <16 x float>, align 64
+  %conv2.t36_b0 = alloca <16 x float>, align 64
+  %conv2.t36_c5_3 = alloca <16 x float>, align 64
+  %conv2.t36_c5_2 = alloca <16 x float>, align 64
+  %conv2.t36_c5_1 = alloca <16 x float>, align 64
+  %conv2.t36_c5_0 = alloca <16 x float>, align 64
+  %conv2.t36_c4_3 = alloca <16 x float>, align 64
+  %conv2.t36_c4_2 = alloca <16 x float>, align 64
+  %conv2.t36_c4_1 = alloca <16 x float>, align 64
+  %conv2.t36_c4_0 = alloca <16 x float>, align 64
+  %conv2.t36_c3_3 = alloca <16 x float>, align 64
+  %conv2.t36_c3_2 = alloca <16 x float>, align 64
+  %conv2.t36_c3_1 = alloca <16 x float>, align 64
+  %conv2.t36_c3_0 = alloca <16 x float>, align 64
+  %conv2.t36_c2_3 = alloca <16 x float>, align 64
+  %conv2.t36_c2_2 = alloca <16 x float>, align 64
+  %conv2.t36_c2_1 = alloca <16 x float>, align 64
+  %conv2.t36_c2_0 = alloca <16 x float>, align 64
+  %conv2.t36_c1_3 = alloca <16 x float>, align 64
+  %conv2.t36_c1_2 = alloca <16 x float>, align 64
+  %conv2.t36_c1_1 = alloca <16 x float>, align 64
+  %conv2.t36_c1_0 = alloca <16 x float>, align 64
+  %conv2.t36_c0_3 = alloca <16 x float>, align 64
+  %conv2.t36_c0_2 = alloca <16 x float>, align 64
+  %conv2.t36_c0_1 = alloca <16 x float>, align 64
+  %conv2.t36_c0_0 = alloca <16 x float>, align 64
+  %conv1.t17_a1 = alloca <16 x float>, align 64
+  %conv1.t17_a0 = alloca <16 x float>, align 64
+  %conv1.t17_b3 = alloca <16 x float>, align 64
+  %conv1.t17_b2 = alloca <16 x float>, align 64
+  %conv1.t17_b1 = alloca <16 x float>, align 64
+  %conv1.t17_b0 = alloca <16 x float>, align 64
+  %conv1.t17_c1_3 = alloca <16 x float>, align 64
+  %conv1.t17_c1_2 = alloca <16 x float>, align 64
+  %conv1.t17_c1_1 = alloca <16 x float>, align 64
+  %conv1.t17_c1_0 = alloca <16 x float>, align 64
+  %conv1.t17_c0_3 = alloca <16 x float>, align 64
+  %conv1.t17_c0_2 = alloca <16 x float>, align 64
+  %conv1.t17_c0_1 = alloca <16 x float>, align 64
+  %conv1.t17_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a5 = alloca <16 x float>, align 64
+  %conv1.t15_a4 = alloca <16 x float>, align 64
+  %conv1.t15_a3 = alloca <16 x float>, align 64
+  %conv1.t15_a2 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c5_3 = alloca <16 x float>, align 64
+  %conv1.t15_c5_2 = alloca <16 x float>, align 64
+  %conv1.t15_c5_1 = alloca <16 x float>, align 64
+  %conv1.t15_c5_0 = alloca <16 x float>, align 64
+  %conv1.t15_c4_3 = alloca <16 x float>, align 64
+  %conv1.t15_c4_2 = alloca <16 x float>, align 64
+  %conv1.t15_c4_1 = alloca <16 x float>, align 64
+  %conv1.t15_c4_0 = alloca <16 x float>, align 64
+  %conv1.t15_c3_3 = alloca <16 x float>, align 64
+  %conv1.t15_c3_2 = alloca <16 x float>, align 64
+  %conv1.t15_c3_1 = alloca <16 x float>, align 64
+  %conv1.t15_c3_0 = alloca <16 x float>, align 64
+  %conv1.t15_c2_3 = alloca <16 x float>, align 64
+  %conv1.t15_c2_2 = alloca <16 x float>, align 64
+  %conv1.t15_c2_1 = alloca <16 x float>, align 64
+  %conv1.t15_c2_0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j13.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+conv1.g1:                                         ; preds = %conv1.j19.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j19.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g16
+conv1.g1.end:                                     ; preds = %conv1.j19.end
+  br label %conv2.g22
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params25 = getelementptr inbounds float, ptr %params, i64 0
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 2057216
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 32, i32 9, float 1.000000e+00, ptr %arena24, i32 50176, ptr %params25, i32 9, float 0.000000e+00, ptr %arena26, i32 32)
-  br label %conv1.j13
+  br label %conv1.nb13
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -2547,705 +7394,2075 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
 conv1.ox12.end:                                   ; preds = %conv1.ox12
   br label %conv1.endif20
 
-conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
-  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
-  br label %conv1.f14
+conv1.nb13:                                       ; preds = %conv1.k18.end, %conv1.j2.end
+  %conv1.nb1324 = phi i64 [ 0, %conv1.j2.end ], [ %nb13.next, %conv1.k18.end ]
+  br label %conv1.mb14
 
-conv1.j13.end:                                    ; preds = %conv1.f14.end
+conv1.nb13.end:                                   ; preds = %conv1.k18.end
+  br label %conv1.j19
+
+conv1.mb14:                                       ; preds = %conv1.k16.end, %conv1.nb13
+  %conv1.mb1425 = phi i64 [ 0, %conv1.nb13 ], [ %mb14.next, %conv1.k16.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_3, align 64
+  br label %conv1.k16
+
+conv1.mb14.end:                                   ; preds = %conv1.k16.end
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_3, align 64
+  br label %conv1.k18
+
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb14
+  %conv1.k1626 = phi i64 [ 0, %conv1.mb14 ], [ %k16.next, %conv1.k16 ]
+  %106 = mul nsw i64 %conv1.k1626, 50176
+  %107 = add nsw i64 1605632, %106
+  %108 = mul nsw i64 %conv1.nb1324, 64
+  %109 = add nsw i64 %107, %108
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <16 x float>, ptr %arena27, align 4
+  store <16 x float> %110, ptr %conv1.t15_b0, align 64
+  %111 = mul nsw i64 %conv1.k1626, 50176
+  %112 = add nsw i64 1605632, %111
+  %113 = mul nsw i64 %conv1.nb1324, 64
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 16
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <16 x float>, ptr %arena28, align 4
+  store <16 x float> %116, ptr %conv1.t15_b1, align 64
+  %117 = mul nsw i64 %conv1.k1626, 50176
+  %118 = add nsw i64 1605632, %117
+  %119 = mul nsw i64 %conv1.nb1324, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 32
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %121
+  %122 = load <16 x float>, ptr %arena29, align 4
+  store <16 x float> %122, ptr %conv1.t15_b2, align 64
+  %123 = mul nsw i64 %conv1.k1626, 50176
+  %124 = add nsw i64 1605632, %123
+  %125 = mul nsw i64 %conv1.nb1324, 64
+  %126 = add nsw i64 %124, %125
+  %127 = add nsw i64 %126, 48
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %127
+  %128 = load <16 x float>, ptr %arena30, align 4
+  store <16 x float> %128, ptr %conv1.t15_b3, align 64
+  %129 = mul nsw i64 %conv1.mb1425, 6
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1626
+  %params31 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params31, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %135, ptr %conv1.t15_c0_0, align 64
+  %t15_a032 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a032, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %136, ptr %conv1.t15_c0_1, align 64
+  %t15_a033 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a033, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %137, ptr %conv1.t15_c0_2, align 64
+  %t15_a034 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a034, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %138, ptr %conv1.t15_c0_3, align 64
+  %139 = mul nsw i64 %conv1.mb1425, 6
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1626
+  %params35 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params35, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b036 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b036, <16 x float> %t15_c1_0)
+  store <16 x float> %146, ptr %conv1.t15_c1_0, align 64
+  %t15_a137 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b138 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a137, <16 x float> %t15_b138, <16 x float> %t15_c1_1)
+  store <16 x float> %147, ptr %conv1.t15_c1_1, align 64
+  %t15_a139 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b240 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a139, <16 x float> %t15_b240, <16 x float> %t15_c1_2)
+  store <16 x float> %148, ptr %conv1.t15_c1_2, align 64
+  %t15_a141 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b342 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a141, <16 x float> %t15_b342, <16 x float> %t15_c1_3)
+  store <16 x float> %149, ptr %conv1.t15_c1_3, align 64
+  %150 = mul nsw i64 %conv1.mb1425, 6
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1626
+  %params43 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params43, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t15_a2, align 64
+  %t15_a2 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b044 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c2_0 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a2, <16 x float> %t15_b044, <16 x float> %t15_c2_0)
+  store <16 x float> %157, ptr %conv1.t15_c2_0, align 64
+  %t15_a245 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b146 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c2_1 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a245, <16 x float> %t15_b146, <16 x float> %t15_c2_1)
+  store <16 x float> %158, ptr %conv1.t15_c2_1, align 64
+  %t15_a247 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b248 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c2_2 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a247, <16 x float> %t15_b248, <16 x float> %t15_c2_2)
+  store <16 x float> %159, ptr %conv1.t15_c2_2, align 64
+  %t15_a249 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b350 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c2_3 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a249, <16 x float> %t15_b350, <16 x float> %t15_c2_3)
+  store <16 x float> %160, ptr %conv1.t15_c2_3, align 64
+  %161 = mul nsw i64 %conv1.mb1425, 6
+  %162 = add nsw i64 %161, 3
+  %163 = mul nsw i64 %162, 9
+  %164 = add nsw i64 %163, %conv1.k1626
+  %params51 = getelementptr inbounds float, ptr %params, i64 %164
+  %165 = load float, ptr %params51, align 4
+  %166 = insertelement <16 x float> undef, float %165, i32 0
+  %167 = shufflevector <16 x float> %166, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %167, ptr %conv1.t15_a3, align 64
+  %t15_a3 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b052 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c3_0 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %168 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a3, <16 x float> %t15_b052, <16 x float> %t15_c3_0)
+  store <16 x float> %168, ptr %conv1.t15_c3_0, align 64
+  %t15_a353 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b154 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c3_1 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a353, <16 x float> %t15_b154, <16 x float> %t15_c3_1)
+  store <16 x float> %169, ptr %conv1.t15_c3_1, align 64
+  %t15_a355 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b256 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c3_2 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a355, <16 x float> %t15_b256, <16 x float> %t15_c3_2)
+  store <16 x float> %170, ptr %conv1.t15_c3_2, align 64
+  %t15_a357 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b358 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c3_3 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a357, <16 x float> %t15_b358, <16 x float> %t15_c3_3)
+  store <16 x float> %171, ptr %conv1.t15_c3_3, align 64
+  %172 = mul nsw i64 %conv1.mb1425, 6
+  %173 = add nsw i64 %172, 4
+  %174 = mul nsw i64 %173, 9
+  %175 = add nsw i64 %174, %conv1.k1626
+  %params59 = getelementptr inbounds float, ptr %params, i64 %175
+  %176 = load float, ptr %params59, align 4
+  %177 = insertelement <16 x float> undef, float %176, i32 0
+  %178 = shufflevector <16 x float> %177, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %178, ptr %conv1.t15_a4, align 64
+  %t15_a4 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b060 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c4_0 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a4, <16 x float> %t15_b060, <16 x float> %t15_c4_0)
+  store <16 x float> %179, ptr %conv1.t15_c4_0, align 64
+  %t15_a461 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b162 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c4_1 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a461, <16 x float> %t15_b162, <16 x float> %t15_c4_1)
+  store <16 x float> %180, ptr %conv1.t15_c4_1, align 64
+  %t15_a463 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b264 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c4_2 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a463, <16 x float> %t15_b264, <16 x float> %t15_c4_2)
+  store <16 x float> %181, ptr %conv1.t15_c4_2, align 64
+  %t15_a465 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b366 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c4_3 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a465, <16 x float> %t15_b366, <16 x float> %t15_c4_3)
+  store <16 x float> %182, ptr %conv1.t15_c4_3, align 64
+  %183 = mul nsw i64 %conv1.mb1425, 6
+  %184 = add nsw i64 %183, 5
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 %185, %conv1.k1626
+  %params67 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params67, align 4
+  %188 = insertelement <16 x float> undef, float %187, i32 0
+  %189 = shufflevector <16 x float> %188, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %189, ptr %conv1.t15_a5, align 64
+  %t15_a5 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b068 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c5_0 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a5, <16 x float> %t15_b068, <16 x float> %t15_c5_0)
+  store <16 x float> %190, ptr %conv1.t15_c5_0, align 64
+  %t15_a569 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b170 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c5_1 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a569, <16 x float> %t15_b170, <16 x float> %t15_c5_1)
+  store <16 x float> %191, ptr %conv1.t15_c5_1, align 64
+  %t15_a571 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b272 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c5_2 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a571, <16 x float> %t15_b272, <16 x float> %t15_c5_2)
+  store <16 x float> %192, ptr %conv1.t15_c5_2, align 64
+  %t15_a573 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b374 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c5_3 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a573, <16 x float> %t15_b374, <16 x float> %t15_c5_3)
+  store <16 x float> %193, ptr %conv1.t15_c5_3, align 64
+  %k16.next = add nsw i64 %conv1.k1626, 1
+  %194 = icmp slt i64 %k16.next, 9
+  br i1 %194, label %conv1.k16, label %conv1.k16.end
+
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_075 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %195 = mul nsw i64 %conv1.mb1425, 6
+  %196 = mul nsw i64 %195, 50176
+  %197 = add nsw i64 2057216, %196
+  %198 = mul nsw i64 %conv1.nb1324, 64
+  %199 = add nsw i64 %197, %198
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %199
+  store <16 x float> %t15_c0_075, ptr %arena76, align 4
+  %t15_c0_177 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %200 = mul nsw i64 %conv1.mb1425, 6
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 2057216, %201
+  %203 = mul nsw i64 %conv1.nb1324, 64
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, 16
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <16 x float> %t15_c0_177, ptr %arena78, align 4
+  %t15_c0_279 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %206 = mul nsw i64 %conv1.mb1425, 6
+  %207 = mul nsw i64 %206, 50176
+  %208 = add nsw i64 2057216, %207
+  %209 = mul nsw i64 %conv1.nb1324, 64
+  %210 = add nsw i64 %208, %209
+  %211 = add nsw i64 %210, 32
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t15_c0_279, ptr %arena80, align 4
+  %t15_c0_381 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %212 = mul nsw i64 %conv1.mb1425, 6
+  %213 = mul nsw i64 %212, 50176
+  %214 = add nsw i64 2057216, %213
+  %215 = mul nsw i64 %conv1.nb1324, 64
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 48
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t15_c0_381, ptr %arena82, align 4
+  %t15_c1_083 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %218 = mul nsw i64 %conv1.mb1425, 6
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 50176
+  %221 = add nsw i64 2057216, %220
+  %222 = mul nsw i64 %conv1.nb1324, 64
+  %223 = add nsw i64 %221, %222
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t15_c1_083, ptr %arena84, align 4
+  %t15_c1_185 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %224 = mul nsw i64 %conv1.mb1425, 6
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 50176
+  %227 = add nsw i64 2057216, %226
+  %228 = mul nsw i64 %conv1.nb1324, 64
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 %229, 16
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %230
+  store <16 x float> %t15_c1_185, ptr %arena86, align 4
+  %t15_c1_287 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %231 = mul nsw i64 %conv1.mb1425, 6
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 50176
+  %234 = add nsw i64 2057216, %233
+  %235 = mul nsw i64 %conv1.nb1324, 64
+  %236 = add nsw i64 %234, %235
+  %237 = add nsw i64 %236, 32
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %237
+  store <16 x float> %t15_c1_287, ptr %arena88, align 4
+  %t15_c1_389 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %238 = mul nsw i64 %conv1.mb1425, 6
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 50176
+  %241 = add nsw i64 2057216, %240
+  %242 = mul nsw i64 %conv1.nb1324, 64
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 48
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t15_c1_389, ptr %arena90, align 4
+  %t15_c2_091 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %245 = mul nsw i64 %conv1.mb1425, 6
+  %246 = add nsw i64 %245, 2
+  %247 = mul nsw i64 %246, 50176
+  %248 = add nsw i64 2057216, %247
+  %249 = mul nsw i64 %conv1.nb1324, 64
+  %250 = add nsw i64 %248, %249
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t15_c2_091, ptr %arena92, align 4
+  %t15_c2_193 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %251 = mul nsw i64 %conv1.mb1425, 6
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 50176
+  %254 = add nsw i64 2057216, %253
+  %255 = mul nsw i64 %conv1.nb1324, 64
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 %256, 16
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %257
+  store <16 x float> %t15_c2_193, ptr %arena94, align 4
+  %t15_c2_295 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %258 = mul nsw i64 %conv1.mb1425, 6
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 50176
+  %261 = add nsw i64 2057216, %260
+  %262 = mul nsw i64 %conv1.nb1324, 64
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, 32
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <16 x float> %t15_c2_295, ptr %arena96, align 4
+  %t15_c2_397 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %265 = mul nsw i64 %conv1.mb1425, 6
+  %266 = add nsw i64 %265, 2
+  %267 = mul nsw i64 %266, 50176
+  %268 = add nsw i64 2057216, %267
+  %269 = mul nsw i64 %conv1.nb1324, 64
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 48
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t15_c2_397, ptr %arena98, align 4
+  %t15_c3_099 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %272 = mul nsw i64 %conv1.mb1425, 6
+  %273 = add nsw i64 %272, 3
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 2057216, %274
+  %276 = mul nsw i64 %conv1.nb1324, 64
+  %277 = add nsw i64 %275, %276
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <16 x float> %t15_c3_099, ptr %arena100, align 4
+  %t15_c3_1101 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %278 = mul nsw i64 %conv1.mb1425, 6
+  %279 = add nsw i64 %278, 3
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 2057216, %280
+  %282 = mul nsw i64 %conv1.nb1324, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 16
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t15_c3_1101, ptr %arena102, align 4
+  %t15_c3_2103 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %285 = mul nsw i64 %conv1.mb1425, 6
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 2057216, %287
+  %289 = mul nsw i64 %conv1.nb1324, 64
+  %290 = add nsw i64 %288, %289
+  %291 = add nsw i64 %290, 32
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t15_c3_2103, ptr %arena104, align 4
+  %t15_c3_3105 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %292 = mul nsw i64 %conv1.mb1425, 6
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 50176
+  %295 = add nsw i64 2057216, %294
+  %296 = mul nsw i64 %conv1.nb1324, 64
+  %297 = add nsw i64 %295, %296
+  %298 = add nsw i64 %297, 48
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t15_c3_3105, ptr %arena106, align 4
+  %t15_c4_0107 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %299 = mul nsw i64 %conv1.mb1425, 6
+  %300 = add nsw i64 %299, 4
+  %301 = mul nsw i64 %300, 50176
+  %302 = add nsw i64 2057216, %301
+  %303 = mul nsw i64 %conv1.nb1324, 64
+  %304 = add nsw i64 %302, %303
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t15_c4_0107, ptr %arena108, align 4
+  %t15_c4_1109 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %305 = mul nsw i64 %conv1.mb1425, 6
+  %306 = add nsw i64 %305, 4
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 2057216, %307
+  %309 = mul nsw i64 %conv1.nb1324, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 16
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t15_c4_1109, ptr %arena110, align 4
+  %t15_c4_2111 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %312 = mul nsw i64 %conv1.mb1425, 6
+  %313 = add nsw i64 %312, 4
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 2057216, %314
+  %316 = mul nsw i64 %conv1.nb1324, 64
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 32
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <16 x float> %t15_c4_2111, ptr %arena112, align 4
+  %t15_c4_3113 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %319 = mul nsw i64 %conv1.mb1425, 6
+  %320 = add nsw i64 %319, 4
+  %321 = mul nsw i64 %320, 50176
+  %322 = add nsw i64 2057216, %321
+  %323 = mul nsw i64 %conv1.nb1324, 64
+  %324 = add nsw i64 %322, %323
+  %325 = add nsw i64 %324, 48
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <16 x float> %t15_c4_3113, ptr %arena114, align 4
+  %t15_c5_0115 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %326 = mul nsw i64 %conv1.mb1425, 6
+  %327 = add nsw i64 %326, 5
+  %328 = mul nsw i64 %327, 50176
+  %329 = add nsw i64 2057216, %328
+  %330 = mul nsw i64 %conv1.nb1324, 64
+  %331 = add nsw i64 %329, %330
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t15_c5_0115, ptr %arena116, align 4
+  %t15_c5_1117 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %332 = mul nsw i64 %conv1.mb1425, 6
+  %333 = add nsw i64 %332, 5
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 2057216, %334
+  %336 = mul nsw i64 %conv1.nb1324, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t15_c5_1117, ptr %arena118, align 4
+  %t15_c5_2119 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %339 = mul nsw i64 %conv1.mb1425, 6
+  %340 = add nsw i64 %339, 5
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 2057216, %341
+  %343 = mul nsw i64 %conv1.nb1324, 64
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 %344, 32
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %345
+  store <16 x float> %t15_c5_2119, ptr %arena120, align 4
+  %t15_c5_3121 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %346 = mul nsw i64 %conv1.mb1425, 6
+  %347 = add nsw i64 %346, 5
+  %348 = mul nsw i64 %347, 50176
+  %349 = add nsw i64 2057216, %348
+  %350 = mul nsw i64 %conv1.nb1324, 64
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %351, 48
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %352
+  store <16 x float> %t15_c5_3121, ptr %arena122, align 4
+  %mb14.next = add nsw i64 %conv1.mb1425, 1
+  %353 = icmp slt i64 %mb14.next, 5
+  br i1 %353, label %conv1.mb14, label %conv1.mb14.end
+
+conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb14.end
+  %conv1.k18123 = phi i64 [ 0, %conv1.mb14.end ], [ %k18.next, %conv1.k18 ]
+  %354 = mul nsw i64 %conv1.k18123, 50176
+  %355 = add nsw i64 1605632, %354
+  %356 = mul nsw i64 %conv1.nb1324, 64
+  %357 = add nsw i64 %355, %356
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load <16 x float>, ptr %arena124, align 4
+  store <16 x float> %358, ptr %conv1.t17_b0, align 64
+  %359 = mul nsw i64 %conv1.k18123, 50176
+  %360 = add nsw i64 1605632, %359
+  %361 = mul nsw i64 %conv1.nb1324, 64
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %362, 16
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <16 x float>, ptr %arena125, align 4
+  store <16 x float> %364, ptr %conv1.t17_b1, align 64
+  %365 = mul nsw i64 %conv1.k18123, 50176
+  %366 = add nsw i64 1605632, %365
+  %367 = mul nsw i64 %conv1.nb1324, 64
+  %368 = add nsw i64 %366, %367
+  %369 = add nsw i64 %368, 32
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %369
+  %370 = load <16 x float>, ptr %arena126, align 4
+  store <16 x float> %370, ptr %conv1.t17_b2, align 64
+  %371 = mul nsw i64 %conv1.k18123, 50176
+  %372 = add nsw i64 1605632, %371
+  %373 = mul nsw i64 %conv1.nb1324, 64
+  %374 = add nsw i64 %372, %373
+  %375 = add nsw i64 %374, 48
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <16 x float>, ptr %arena127, align 4
+  store <16 x float> %376, ptr %conv1.t17_b3, align 64
+  %377 = add nsw i64 270, %conv1.k18123
+  %params128 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params128, align 4
+  %379 = insertelement <16 x float> undef, float %378, i32 0
+  %380 = shufflevector <16 x float> %379, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %380, ptr %conv1.t17_a0, align 64
+  %t17_a0 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b0 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c0_0 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
+  store <16 x float> %381, ptr %conv1.t17_c0_0, align 64
+  %t17_a0129 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b1 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c0_1 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0129, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
+  store <16 x float> %382, ptr %conv1.t17_c0_1, align 64
+  %t17_a0130 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b2 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c0_2 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0130, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
+  store <16 x float> %383, ptr %conv1.t17_c0_2, align 64
+  %t17_a0131 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b3 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c0_3 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0131, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
+  store <16 x float> %384, ptr %conv1.t17_c0_3, align 64
+  %385 = add nsw i64 279, %conv1.k18123
+  %params132 = getelementptr inbounds float, ptr %params, i64 %385
+  %386 = load float, ptr %params132, align 4
+  %387 = insertelement <16 x float> undef, float %386, i32 0
+  %388 = shufflevector <16 x float> %387, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %388, ptr %conv1.t17_a1, align 64
+  %t17_a1 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b0133 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c1_0 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b0133, <16 x float> %t17_c1_0)
+  store <16 x float> %389, ptr %conv1.t17_c1_0, align 64
+  %t17_a1134 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b1135 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c1_1 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1134, <16 x float> %t17_b1135, <16 x float> %t17_c1_1)
+  store <16 x float> %390, ptr %conv1.t17_c1_1, align 64
+  %t17_a1136 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b2137 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c1_2 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1136, <16 x float> %t17_b2137, <16 x float> %t17_c1_2)
+  store <16 x float> %391, ptr %conv1.t17_c1_2, align 64
+  %t17_a1138 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b3139 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c1_3 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1138, <16 x float> %t17_b3139, <16 x float> %t17_c1_3)
+  store <16 x float> %392, ptr %conv1.t17_c1_3, align 64
+  %k18.next = add nsw i64 %conv1.k18123, 1
+  %393 = icmp slt i64 %k18.next, 9
+  br i1 %393, label %conv1.k18, label %conv1.k18.end
+
+conv1.k18.end:                                    ; preds = %conv1.k18
+  %t17_c0_0140 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %394 = mul nsw i64 %conv1.nb1324, 64
+  %395 = add nsw i64 3562496, %394
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %395
+  store <16 x float> %t17_c0_0140, ptr %arena141, align 4
+  %t17_c0_1142 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %396 = mul nsw i64 %conv1.nb1324, 64
+  %397 = add nsw i64 3562496, %396
+  %398 = add nsw i64 %397, 16
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %398
+  store <16 x float> %t17_c0_1142, ptr %arena143, align 4
+  %t17_c0_2144 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %399 = mul nsw i64 %conv1.nb1324, 64
+  %400 = add nsw i64 3562496, %399
+  %401 = add nsw i64 %400, 32
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %401
+  store <16 x float> %t17_c0_2144, ptr %arena145, align 4
+  %t17_c0_3146 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %402 = mul nsw i64 %conv1.nb1324, 64
+  %403 = add nsw i64 3562496, %402
+  %404 = add nsw i64 %403, 48
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %404
+  store <16 x float> %t17_c0_3146, ptr %arena147, align 4
+  %t17_c1_0148 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %405 = mul nsw i64 %conv1.nb1324, 64
+  %406 = add nsw i64 3612672, %405
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %406
+  store <16 x float> %t17_c1_0148, ptr %arena149, align 4
+  %t17_c1_1150 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %407 = mul nsw i64 %conv1.nb1324, 64
+  %408 = add nsw i64 3612672, %407
+  %409 = add nsw i64 %408, 16
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %409
+  store <16 x float> %t17_c1_1150, ptr %arena151, align 4
+  %t17_c1_2152 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %410 = mul nsw i64 %conv1.nb1324, 64
+  %411 = add nsw i64 3612672, %410
+  %412 = add nsw i64 %411, 32
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %412
+  store <16 x float> %t17_c1_2152, ptr %arena153, align 4
+  %t17_c1_3154 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %413 = mul nsw i64 %conv1.nb1324, 64
+  %414 = add nsw i64 3612672, %413
+  %415 = add nsw i64 %414, 48
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %415
+  store <16 x float> %t17_c1_3154, ptr %arena155, align 4
+  %nb13.next = add nsw i64 %conv1.nb1324, 1
+  %416 = icmp slt i64 %nb13.next, 784
+  br i1 %416, label %conv1.nb13, label %conv1.nb13.end
+
+conv1.j19:                                        ; preds = %conv1.f20.end, %conv1.nb13.end
+  %conv1.j19156 = phi i64 [ 0, %conv1.nb13.end ], [ %j19.next, %conv1.f20.end ]
+  br label %conv1.f20
+
+conv1.j19.end:                                    ; preds = %conv1.f20.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %conv1.g1, label %conv1.g1.end
+  %417 = icmp slt i64 %g1.next, 1
+  br i1 %417, label %conv1.g1, label %conv1.g1.end
 
-conv1.f14:                                        ; preds = %conv1.i15.end, %conv1.j13
-  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.i15.end ]
-  br label %conv1.i15
+conv1.f20:                                        ; preds = %conv1.i21.end, %conv1.j19
+  %conv1.f20157 = phi i64 [ 0, %conv1.j19 ], [ %f20.next, %conv1.i21.end ]
+  br label %conv1.i21
 
-conv1.f14.end:                                    ; preds = %conv1.i15.end
-  %j13.next = add nsw i64 %conv1.j1327, 1
-  %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %conv1.j13, label %conv1.j13.end
+conv1.f20.end:                                    ; preds = %conv1.i21.end
+  %j19.next = add nsw i64 %conv1.j19156, 1
+  %418 = icmp slt i64 %j19.next, 64
+  br i1 %418, label %conv1.j19, label %conv1.j19.end
 
-conv1.i15:                                        ; preds = %conv1.i15, %conv1.f14
-  %conv1.i1529 = phi i64 [ 0, %conv1.f14 ], [ %i15.next, %conv1.i15 ]
-  %108 = mul nsw i64 %conv1.j1327, 784
-  %109 = add nsw i64 %108, %conv1.i1529
-  %110 = mul nsw i64 %109, 32
-  %111 = add nsw i64 2057216, %110
-  %112 = add nsw i64 %111, %conv1.f1428
-  %arena30 = getelementptr inbounds float, ptr %arena, i64 %112
-  %113 = load float, ptr %arena30, align 4
-  %114 = add nsw i64 288, %conv1.f1428
-  %params31 = getelementptr inbounds float, ptr %params, i64 %114
-  %115 = load float, ptr %params31, align 4
-  %116 = fadd float %113, %115
-  %117 = fcmp ogt float %116, 0.000000e+00
-  %118 = mul nsw i64 %conv1.j1327, 784
-  %119 = add nsw i64 %118, %conv1.i1529
-  %120 = mul nsw i64 %119, 32
-  %121 = add nsw i64 2057216, %120
-  %122 = add nsw i64 %121, %conv1.f1428
-  %arena32 = getelementptr inbounds float, ptr %arena, i64 %122
-  %123 = load float, ptr %arena32, align 4
-  %124 = add nsw i64 288, %conv1.f1428
-  %params33 = getelementptr inbounds float, ptr %params, i64 %124
-  %125 = load float, ptr %params33, align 4
-  %126 = fadd float %123, %125
-  %127 = select i1 %117, float %126, float 0.000000e+00
-  %128 = mul nsw i64 %conv1.g11, 64
-  %129 = add nsw i64 %128, %conv1.j1327
-  %130 = mul nsw i64 %129, 25088
-  %131 = mul nsw i64 %conv1.f1428, 784
-  %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 %132, %conv1.i1529
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %133
-  store float %127, ptr %arena34, align 4
-  %i15.next = add nsw i64 %conv1.i1529, 1
-  %134 = icmp slt i64 %i15.next, 784
-  br i1 %134, label %conv1.i15, label %conv1.i15.end
+conv1.i21:                                        ; preds = %conv1.i21, %conv1.f20
+  %conv1.i21158 = phi i64 [ 0, %conv1.f20 ], [ %i21.next, %conv1.i21 ]
+  %419 = mul nsw i64 %conv1.f20157, 50176
+  %420 = add nsw i64 2057216, %419
+  %421 = mul nsw i64 %conv1.j19156, 784
+  %422 = add nsw i64 %420, %421
+  %423 = add nsw i64 %422, %conv1.i21158
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %423
+  %424 = load float, ptr %arena159, align 4
+  %425 = add nsw i64 288, %conv1.f20157
+  %params160 = getelementptr inbounds float, ptr %params, i64 %425
+  %426 = load float, ptr %params160, align 4
+  %427 = fadd float %424, %426
+  %428 = fcmp ogt float %427, 0.000000e+00
+  %429 = mul nsw i64 %conv1.f20157, 50176
+  %430 = add nsw i64 2057216, %429
+  %431 = mul nsw i64 %conv1.j19156, 784
+  %432 = add nsw i64 %430, %431
+  %433 = add nsw i64 %432, %conv1.i21158
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %433
+  %434 = load float, ptr %arena161, align 4
+  %435 = add nsw i64 288, %conv1.f20157
+  %params162 = getelementptr inbounds float, ptr %params, i64 %435
+  %436 = load float, ptr %params162, align 4
+  %437 = fadd float %434, %436
+  %438 = select i1 %428, float %437, float 0.000000e+00
+  %439 = mul nsw i64 %conv1.g11, 64
+  %440 = add nsw i64 %439, %conv1.j19156
+  %441 = mul nsw i64 %440, 25088
+  %442 = mul nsw i64 %conv1.f20157, 784
+  %443 = add nsw i64 %441, %442
+  %444 = add nsw i64 %443, %conv1.i21158
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %444
+  store float %438, ptr %arena163, align 4
+  %i21.next = add nsw i64 %conv1.i21158, 1
+  %445 = icmp slt i64 %i21.next, 784
+  br i1 %445, label %conv1.i21, label %conv1.i21.end
 
-conv1.i15.end:                                    ; preds = %conv1.i15
-  %f14.next = add nsw i64 %conv1.f1428, 1
-  %135 = icmp slt i64 %f14.next, 32
-  br i1 %135, label %conv1.f14, label %conv1.f14.end
+conv1.i21.end:                                    ; preds = %conv1.i21
+  %f20.next = add nsw i64 %conv1.f20157, 1
+  %446 = icmp slt i64 %f20.next, 32
+  br i1 %446, label %conv1.f20, label %conv1.f20.end
 
-conv2.g16:                                        ; preds = %conv2.j28.end, %conv1.g1.end
-  %conv2.g1635 = phi i64 [ 0, %conv1.g1.end ], [ %g16.next, %conv2.j28.end ]
-  br label %conv2.j17
+conv2.g22:                                        ; preds = %conv2.j40.end, %conv1.g1.end
+  %conv2.g22164 = phi i64 [ 0, %conv1.g1.end ], [ %g22.next, %conv2.j40.end ]
+  br label %conv2.j23
 
-conv2.g16.end:                                    ; preds = %conv2.j28.end
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 1605632
-  %params111 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena110, i32 12544, ptr %params111, i32 12544, float 0.000000e+00, ptr %arena112, i32 128)
-  br label %fc1.n34
+conv2.g22.end:                                    ; preds = %conv2.j40.end
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 1605632
+  %params401 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena402 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 12544, float 1.000000e+00, ptr %arena400, i32 12544, ptr %params401, i32 12544, float 0.000000e+00, ptr %arena402, i32 128)
+  br label %fc1.n46
 
-conv2.j17:                                        ; preds = %conv2.c20.end, %conv2.g16
-  %conv2.j1736 = phi i64 [ 0, %conv2.g16 ], [ %j17.next, %conv2.c20.end ]
-  br label %conv2.r18
+conv2.j23:                                        ; preds = %conv2.c26.end, %conv2.g22
+  %conv2.j23165 = phi i64 [ 0, %conv2.g22 ], [ %j23.next, %conv2.c26.end ]
+  br label %conv2.r24
 
-conv2.j17.end:                                    ; preds = %conv2.c20.end
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 3211264
-  %params59 = getelementptr inbounds float, ptr %params, i64 320
-  %arena60 = getelementptr inbounds float, ptr %arena, i64 17661952
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 64, i32 288, float 1.000000e+00, ptr %arena58, i32 50176, ptr %params59, i32 288, float 0.000000e+00, ptr %arena60, i32 64)
-  br label %conv2.j28
+conv2.j23.end:                                    ; preds = %conv2.c26.end
+  br label %conv2.nb34
 
-conv2.r18:                                        ; preds = %conv2.i19.end, %conv2.j17
-  %conv2.r1837 = phi i64 [ 0, %conv2.j17 ], [ %r18.next, %conv2.i19.end ]
-  br label %conv2.i19
+conv2.r24:                                        ; preds = %conv2.i25.end, %conv2.j23
+  %conv2.r24166 = phi i64 [ 0, %conv2.j23 ], [ %r24.next, %conv2.i25.end ]
+  br label %conv2.i25
 
-conv2.r18.end:                                    ; preds = %conv2.i19.end
-  br label %conv2.c20
+conv2.r24.end:                                    ; preds = %conv2.i25.end
+  br label %conv2.c26
 
-conv2.i19:                                        ; preds = %conv2.i19, %conv2.r18
-  %conv2.i1938 = phi i64 [ 0, %conv2.r18 ], [ %i19.next, %conv2.i19 ]
-  %136 = mul nsw i64 %conv2.r1837, 50176
-  %137 = add nsw i64 3211264, %136
-  %138 = mul nsw i64 %conv2.j1736, 784
-  %139 = add nsw i64 %137, %138
-  %140 = add nsw i64 %139, %conv2.i1938
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %140
-  store float 0.000000e+00, ptr %arena39, align 4
-  %i19.next = add nsw i64 %conv2.i1938, 1
-  %141 = icmp slt i64 %i19.next, 784
-  br i1 %141, label %conv2.i19, label %conv2.i19.end
+conv2.i25:                                        ; preds = %conv2.i25, %conv2.r24
+  %conv2.i25167 = phi i64 [ 0, %conv2.r24 ], [ %i25.next, %conv2.i25 ]
+  %447 = mul nsw i64 %conv2.r24166, 50176
+  %448 = add nsw i64 3211264, %447
+  %449 = mul nsw i64 %conv2.j23165, 784
+  %450 = add nsw i64 %448, %449
+  %451 = add nsw i64 %450, %conv2.i25167
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %451
+  store float 0.000000e+00, ptr %arena168, align 4
+  %i25.next = add nsw i64 %conv2.i25167, 1
+  %452 = icmp slt i64 %i25.next, 784
+  br i1 %452, label %conv2.i25, label %conv2.i25.end
 
-conv2.i19.end:                                    ; preds = %conv2.i19
-  %r18.next = add nsw i64 %conv2.r1837, 1
-  %142 = icmp slt i64 %r18.next, 288
-  br i1 %142, label %conv2.r18, label %conv2.r18.end
+conv2.i25.end:                                    ; preds = %conv2.i25
+  %r24.next = add nsw i64 %conv2.r24166, 1
+  %453 = icmp slt i64 %r24.next, 288
+  br i1 %453, label %conv2.r24, label %conv2.r24.end
 
-conv2.c20:                                        ; preds = %conv2.ky21.end, %conv2.r18.end
-  %conv2.c2040 = phi i64 [ 0, %conv2.r18.end ], [ %c20.next, %conv2.ky21.end ]
-  br label %conv2.ky21
+conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.r24.end
+  %conv2.c26169 = phi i64 [ 0, %conv2.r24.end ], [ %c26.next, %conv2.ky27.end ]
+  br label %conv2.ky27
 
-conv2.c20.end:                                    ; preds = %conv2.ky21.end
-  %j17.next = add nsw i64 %conv2.j1736, 1
-  %143 = icmp slt i64 %j17.next, 64
-  br i1 %143, label %conv2.j17, label %conv2.j17.end
+conv2.c26.end:                                    ; preds = %conv2.ky27.end
+  %j23.next = add nsw i64 %conv2.j23165, 1
+  %454 = icmp slt i64 %j23.next, 64
+  br i1 %454, label %conv2.j23, label %conv2.j23.end
 
-conv2.ky21:                                       ; preds = %conv2.oy26.end, %conv2.c20
-  %conv2.ky2141 = phi i64 [ 0, %conv2.c20 ], [ %ky21.next, %conv2.oy26.end ]
-  br label %conv2.oy22
+conv2.ky27:                                       ; preds = %conv2.oy32.end, %conv2.c26
+  %conv2.ky27170 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy32.end ]
+  br label %conv2.oy28
 
-conv2.ky21.end:                                   ; preds = %conv2.oy26.end
-  %c20.next = add nsw i64 %conv2.c2040, 1
-  %144 = icmp slt i64 %c20.next, 32
-  br i1 %144, label %conv2.c20, label %conv2.c20.end
+conv2.ky27.end:                                   ; preds = %conv2.oy32.end
+  %c26.next = add nsw i64 %conv2.c26169, 1
+  %455 = icmp slt i64 %c26.next, 32
+  br i1 %455, label %conv2.c26, label %conv2.c26.end
 
-conv2.oy22:                                       ; preds = %conv2.endif, %conv2.ky21
-  %conv2.oy2242 = phi i64 [ 0, %conv2.ky21 ], [ %oy22.next, %conv2.endif ]
-  %145 = add nsw i64 %conv2.oy2242, %conv2.ky2141
-  %146 = add nsw i64 %145, -1
-  %147 = icmp slt i64 -1, %146
-  %148 = add nsw i64 %conv2.oy2242, %conv2.ky2141
-  %149 = add nsw i64 %148, -1
-  %150 = icmp slt i64 %149, 28
-  %151 = and i1 %147, %150
-  br i1 %151, label %conv2.then, label %conv2.endif
+conv2.oy28:                                       ; preds = %conv2.endif, %conv2.ky27
+  %conv2.oy28171 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.endif ]
+  %456 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+  %457 = add nsw i64 %456, -1
+  %458 = icmp slt i64 -1, %457
+  %459 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+  %460 = add nsw i64 %459, -1
+  %461 = icmp slt i64 %460, 28
+  %462 = and i1 %458, %461
+  br i1 %462, label %conv2.then, label %conv2.endif
 
-conv2.oy22.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy24
+conv2.oy28.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy30
 
-conv2.then:                                       ; preds = %conv2.oy22
-  br label %conv2.ox23
+conv2.then:                                       ; preds = %conv2.oy28
+  br label %conv2.ox29
 
-conv2.endif:                                      ; preds = %conv2.ox23.end, %conv2.oy22
-  %oy22.next = add nsw i64 %conv2.oy2242, 1
-  %152 = icmp slt i64 %oy22.next, 28
-  br i1 %152, label %conv2.oy22, label %conv2.oy22.end
+conv2.endif:                                      ; preds = %conv2.ox29.end, %conv2.oy28
+  %oy28.next = add nsw i64 %conv2.oy28171, 1
+  %463 = icmp slt i64 %oy28.next, 28
+  br i1 %463, label %conv2.oy28, label %conv2.oy28.end
 
-conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.then
-  %conv2.ox2343 = phi i64 [ 0, %conv2.then ], [ %ox23.next, %conv2.ox23 ]
-  %153 = mul nsw i64 %conv2.g1635, 64
-  %154 = add nsw i64 %153, %conv2.j1736
-  %155 = mul nsw i64 %154, 25088
-  %156 = mul nsw i64 %conv2.c2040, 784
-  %157 = add nsw i64 %155, %156
-  %158 = add nsw i64 %conv2.oy2242, %conv2.ky2141
-  %159 = add nsw i64 %158, -1
-  %160 = mul nsw i64 %159, 28
-  %161 = add nsw i64 %157, %160
-  %162 = add nsw i64 %conv2.ox2343, 1
-  %163 = add nsw i64 %162, -1
-  %164 = add nsw i64 %161, %163
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %164
-  %165 = load float, ptr %arena44, align 4
-  %166 = mul nsw i64 %conv2.c2040, 3
-  %167 = add nsw i64 %166, %conv2.ky2141
-  %168 = mul nsw i64 %167, 3
-  %169 = mul nsw i64 %168, 50176
-  %170 = add nsw i64 3211264, %169
-  %171 = mul nsw i64 %conv2.j1736, 784
-  %172 = add nsw i64 %170, %171
-  %173 = mul nsw i64 %conv2.oy2242, 28
-  %174 = add nsw i64 %172, %173
-  %175 = add nsw i64 %conv2.ox2343, 1
-  %176 = add nsw i64 %174, %175
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %176
-  store float %165, ptr %arena45, align 4
-  %ox23.next = add nsw i64 %conv2.ox2343, 1
-  %177 = icmp slt i64 %ox23.next, 27
-  br i1 %177, label %conv2.ox23, label %conv2.ox23.end
+conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.then
+  %conv2.ox29172 = phi i64 [ 0, %conv2.then ], [ %ox29.next, %conv2.ox29 ]
+  %464 = mul nsw i64 %conv2.g22164, 64
+  %465 = add nsw i64 %464, %conv2.j23165
+  %466 = mul nsw i64 %465, 25088
+  %467 = mul nsw i64 %conv2.c26169, 784
+  %468 = add nsw i64 %466, %467
+  %469 = add nsw i64 %conv2.oy28171, %conv2.ky27170
+  %470 = add nsw i64 %469, -1
+  %471 = mul nsw i64 %470, 28
+  %472 = add nsw i64 %468, %471
+  %473 = add nsw i64 %conv2.ox29172, 1
+  %474 = add nsw i64 %473, -1
+  %475 = add nsw i64 %472, %474
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %475
+  %476 = load float, ptr %arena173, align 4
+  %477 = mul nsw i64 %conv2.c26169, 3
+  %478 = add nsw i64 %477, %conv2.ky27170
+  %479 = mul nsw i64 %478, 3
+  %480 = mul nsw i64 %479, 50176
+  %481 = add nsw i64 3211264, %480
+  %482 = mul nsw i64 %conv2.j23165, 784
+  %483 = add nsw i64 %481, %482
+  %484 = mul nsw i64 %conv2.oy28171, 28
+  %485 = add nsw i64 %483, %484
+  %486 = add nsw i64 %conv2.ox29172, 1
+  %487 = add nsw i64 %485, %486
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %487
+  store float %476, ptr %arena174, align 4
+  %ox29.next = add nsw i64 %conv2.ox29172, 1
+  %488 = icmp slt i64 %ox29.next, 27
+  br i1 %488, label %conv2.ox29, label %conv2.ox29.end
 
-conv2.ox23.end:                                   ; preds = %conv2.ox23
+conv2.ox29.end:                                   ; preds = %conv2.ox29
   br label %conv2.endif
 
-conv2.oy24:                                       ; preds = %conv2.endif48, %conv2.oy22.end
-  %conv2.oy2446 = phi i64 [ 0, %conv2.oy22.end ], [ %oy24.next, %conv2.endif48 ]
-  %178 = add nsw i64 %conv2.oy2446, %conv2.ky2141
-  %179 = add nsw i64 %178, -1
-  %180 = icmp slt i64 -1, %179
-  %181 = add nsw i64 %conv2.oy2446, %conv2.ky2141
-  %182 = add nsw i64 %181, -1
-  %183 = icmp slt i64 %182, 28
-  %184 = and i1 %180, %183
-  br i1 %184, label %conv2.then47, label %conv2.endif48
+conv2.oy30:                                       ; preds = %conv2.endif177, %conv2.oy28.end
+  %conv2.oy30175 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.endif177 ]
+  %489 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+  %490 = add nsw i64 %489, -1
+  %491 = icmp slt i64 -1, %490
+  %492 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+  %493 = add nsw i64 %492, -1
+  %494 = icmp slt i64 %493, 28
+  %495 = and i1 %491, %494
+  br i1 %495, label %conv2.then176, label %conv2.endif177
 
-conv2.oy24.end:                                   ; preds = %conv2.endif48
-  br label %conv2.oy26
+conv2.oy30.end:                                   ; preds = %conv2.endif177
+  br label %conv2.oy32
 
-conv2.then47:                                     ; preds = %conv2.oy24
-  br label %conv2.ox25
+conv2.then176:                                    ; preds = %conv2.oy30
+  br label %conv2.ox31
 
-conv2.endif48:                                    ; preds = %conv2.ox25.end, %conv2.oy24
-  %oy24.next = add nsw i64 %conv2.oy2446, 1
-  %185 = icmp slt i64 %oy24.next, 28
-  br i1 %185, label %conv2.oy24, label %conv2.oy24.end
+conv2.endif177:                                   ; preds = %conv2.ox31.end, %conv2.oy30
+  %oy30.next = add nsw i64 %conv2.oy30175, 1
+  %496 = icmp slt i64 %oy30.next, 28
+  br i1 %496, label %conv2.oy30, label %conv2.oy30.end
 
-conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.then47
-  %conv2.ox2549 = phi i64 [ 0, %conv2.then47 ], [ %ox25.next, %conv2.ox25 ]
-  %186 = mul nsw i64 %conv2.g1635, 64
-  %187 = add nsw i64 %186, %conv2.j1736
-  %188 = mul nsw i64 %187, 25088
-  %189 = mul nsw i64 %conv2.c2040, 784
-  %190 = add nsw i64 %188, %189
-  %191 = add nsw i64 %conv2.oy2446, %conv2.ky2141
-  %192 = add nsw i64 %191, -1
-  %193 = mul nsw i64 %192, 28
-  %194 = add nsw i64 %190, %193
-  %195 = add nsw i64 %194, %conv2.ox2549
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %195
-  %196 = load float, ptr %arena50, align 4
-  %197 = mul nsw i64 %conv2.c2040, 3
-  %198 = add nsw i64 %197, %conv2.ky2141
-  %199 = mul nsw i64 %198, 3
-  %200 = add nsw i64 %199, 1
-  %201 = mul nsw i64 %200, 50176
-  %202 = add nsw i64 3211264, %201
-  %203 = mul nsw i64 %conv2.j1736, 784
-  %204 = add nsw i64 %202, %203
-  %205 = mul nsw i64 %conv2.oy2446, 28
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, %conv2.ox2549
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %207
-  store float %196, ptr %arena51, align 4
-  %ox25.next = add nsw i64 %conv2.ox2549, 1
-  %208 = icmp slt i64 %ox25.next, 28
-  br i1 %208, label %conv2.ox25, label %conv2.ox25.end
+conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.then176
+  %conv2.ox31178 = phi i64 [ 0, %conv2.then176 ], [ %ox31.next, %conv2.ox31 ]
+  %497 = mul nsw i64 %conv2.g22164, 64
+  %498 = add nsw i64 %497, %conv2.j23165
+  %499 = mul nsw i64 %498, 25088
+  %500 = mul nsw i64 %conv2.c26169, 784
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %conv2.oy30175, %conv2.ky27170
+  %503 = add nsw i64 %502, -1
+  %504 = mul nsw i64 %503, 28
+  %505 = add nsw i64 %501, %504
+  %506 = add nsw i64 %505, %conv2.ox31178
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %506
+  %507 = load float, ptr %arena179, align 4
+  %508 = mul nsw i64 %conv2.c26169, 3
+  %509 = add nsw i64 %508, %conv2.ky27170
+  %510 = mul nsw i64 %509, 3
+  %511 = add nsw i64 %510, 1
+  %512 = mul nsw i64 %511, 50176
+  %513 = add nsw i64 3211264, %512
+  %514 = mul nsw i64 %conv2.j23165, 784
+  %515 = add nsw i64 %513, %514
+  %516 = mul nsw i64 %conv2.oy30175, 28
+  %517 = add nsw i64 %515, %516
+  %518 = add nsw i64 %517, %conv2.ox31178
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %518
+  store float %507, ptr %arena180, align 4
+  %ox31.next = add nsw i64 %conv2.ox31178, 1
+  %519 = icmp slt i64 %ox31.next, 28
+  br i1 %519, label %conv2.ox31, label %conv2.ox31.end
 
-conv2.ox25.end:                                   ; preds = %conv2.ox25
-  br label %conv2.endif48
+conv2.ox31.end:                                   ; preds = %conv2.ox31
+  br label %conv2.endif177
 
-conv2.oy26:                                       ; preds = %conv2.endif54, %conv2.oy24.end
-  %conv2.oy2652 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.endif54 ]
-  %209 = add nsw i64 %conv2.oy2652, %conv2.ky2141
-  %210 = add nsw i64 %209, -1
-  %211 = icmp slt i64 -1, %210
-  %212 = add nsw i64 %conv2.oy2652, %conv2.ky2141
-  %213 = add nsw i64 %212, -1
-  %214 = icmp slt i64 %213, 28
-  %215 = and i1 %211, %214
-  br i1 %215, label %conv2.then53, label %conv2.endif54
+conv2.oy32:                                       ; preds = %conv2.endif183, %conv2.oy30.end
+  %conv2.oy32181 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.endif183 ]
+  %520 = add nsw i64 %conv2.oy32181, %conv2.ky27170
+  %521 = add nsw i64 %520, -1
+  %522 = icmp slt i64 -1, %521
+  %523 = add nsw i64 %conv2.oy32181, %conv2.ky27170
+  %524 = add nsw i64 %523, -1
+  %525 = icmp slt i64 %524, 28
+  %526 = and i1 %522, %525
+  br i1 %526, label %conv2.then182, label %conv2.endif183
 
-conv2.oy26.end:                                   ; preds = %conv2.endif54
-  %ky21.next = add nsw i64 %conv2.ky2141, 1
-  %216 = icmp slt i64 %ky21.next, 3
-  br i1 %216, label %conv2.ky21, label %conv2.ky21.end
+conv2.oy32.end:                                   ; preds = %conv2.endif183
+  %ky27.next = add nsw i64 %conv2.ky27170, 1
+  %527 = icmp slt i64 %ky27.next, 3
+  br i1 %527, label %conv2.ky27, label %conv2.ky27.end
 
-conv2.then53:                                     ; preds = %conv2.oy26
-  br label %conv2.ox27
+conv2.then182:                                    ; preds = %conv2.oy32
+  br label %conv2.ox33
 
-conv2.endif54:                                    ; preds = %conv2.ox27.end, %conv2.oy26
-  %oy26.next = add nsw i64 %conv2.oy2652, 1
-  %217 = icmp slt i64 %oy26.next, 28
-  br i1 %217, label %conv2.oy26, label %conv2.oy26.end
+conv2.endif183:                                   ; preds = %conv2.ox33.end, %conv2.oy32
+  %oy32.next = add nsw i64 %conv2.oy32181, 1
+  %528 = icmp slt i64 %oy32.next, 28
+  br i1 %528, label %conv2.oy32, label %conv2.oy32.end
 
-conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.then53
-  %conv2.ox2755 = phi i64 [ 0, %conv2.then53 ], [ %ox27.next, %conv2.ox27 ]
-  %218 = mul nsw i64 %conv2.g1635, 64
-  %219 = add nsw i64 %218, %conv2.j1736
-  %220 = mul nsw i64 %219, 25088
-  %221 = mul nsw i64 %conv2.c2040, 784
-  %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %conv2.oy2652, %conv2.ky2141
-  %224 = add nsw i64 %223, -1
-  %225 = mul nsw i64 %224, 28
-  %226 = add nsw i64 %222, %225
-  %227 = add nsw i64 %conv2.ox2755, 1
-  %228 = add nsw i64 %226, %227
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %228
-  %229 = load float, ptr %arena56, align 4
-  %230 = mul nsw i64 %conv2.c2040, 3
-  %231 = add nsw i64 %230, %conv2.ky2141
-  %232 = mul nsw i64 %231, 3
-  %233 = add nsw i64 %232, 2
-  %234 = mul nsw i64 %233, 50176
-  %235 = add nsw i64 3211264, %234
-  %236 = mul nsw i64 %conv2.j1736, 784
-  %237 = add nsw i64 %235, %236
-  %238 = mul nsw i64 %conv2.oy2652, 28
-  %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 %239, %conv2.ox2755
-  %arena57 = getelementptr inbounds float, ptr %arena, i64 %240
-  store float %229, ptr %arena57, align 4
-  %ox27.next = add nsw i64 %conv2.ox2755, 1
-  %241 = icmp slt i64 %ox27.next, 27
-  br i1 %241, label %conv2.ox27, label %conv2.ox27.end
+conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.then182
+  %conv2.ox33184 = phi i64 [ 0, %conv2.then182 ], [ %ox33.next, %conv2.ox33 ]
+  %529 = mul nsw i64 %conv2.g22164, 64
+  %530 = add nsw i64 %529, %conv2.j23165
+  %531 = mul nsw i64 %530, 25088
+  %532 = mul nsw i64 %conv2.c26169, 784
+  %533 = add nsw i64 %531, %532
+  %534 = add nsw i64 %conv2.oy32181, %conv2.ky27170
+  %535 = add nsw i64 %534, -1
+  %536 = mul nsw i64 %535, 28
+  %537 = add nsw i64 %533, %536
+  %538 = add nsw i64 %conv2.ox33184, 1
+  %539 = add nsw i64 %537, %538
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %539
+  %540 = load float, ptr %arena185, align 4
+  %541 = mul nsw i64 %conv2.c26169, 3
+  %542 = add nsw i64 %541, %conv2.ky27170
+  %543 = mul nsw i64 %542, 3
+  %544 = add nsw i64 %543, 2
+  %545 = mul nsw i64 %544, 50176
+  %546 = add nsw i64 3211264, %545
+  %547 = mul nsw i64 %conv2.j23165, 784
+  %548 = add nsw i64 %546, %547
+  %549 = mul nsw i64 %conv2.oy32181, 28
+  %550 = add nsw i64 %548, %549
+  %551 = add nsw i64 %550, %conv2.ox33184
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %551
+  store float %540, ptr %arena186, align 4
+  %ox33.next = add nsw i64 %conv2.ox33184, 1
+  %552 = icmp slt i64 %ox33.next, 27
+  br i1 %552, label %conv2.ox33, label %conv2.ox33.end
 
-conv2.ox27.end:                                   ; preds = %conv2.ox27
-  br label %conv2.endif54
+conv2.ox33.end:                                   ; preds = %conv2.ox33
+  br label %conv2.endif183
 
-conv2.j28:                                        ; preds = %conv2.f29.end, %conv2.j17.end
-  %conv2.j2861 = phi i64 [ 0, %conv2.j17.end ], [ %j28.next, %conv2.f29.end ]
-  br label %conv2.f29
+conv2.nb34:                                       ; preds = %conv2.k39.end, %conv2.j23.end
+  %conv2.nb34187 = phi i64 [ 0, %conv2.j23.end ], [ %nb34.next, %conv2.k39.end ]
+  br label %conv2.mb35
 
-conv2.j28.end:                                    ; preds = %conv2.f29.end
-  %g16.next = add nsw i64 %conv2.g1635, 1
-  %242 = icmp slt i64 %g16.next, 1
-  br i1 %242, label %conv2.g16, label %conv2.g16.end
+conv2.nb34.end:                                   ; preds = %conv2.k39.end
+  br label %conv2.j40
 
-conv2.f29:                                        ; preds = %conv2.py30.end, %conv2.j28
-  %conv2.f2962 = phi i64 [ 0, %conv2.j28 ], [ %f29.next, %conv2.py30.end ]
-  br label %conv2.py30
+conv2.mb35:                                       ; preds = %conv2.k37.end, %conv2.nb34
+  %conv2.mb35188 = phi i64 [ 0, %conv2.nb34 ], [ %mb35.next, %conv2.k37.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t36_c5_3, align 64
+  br label %conv2.k37
 
-conv2.f29.end:                                    ; preds = %conv2.py30.end
-  %j28.next = add nsw i64 %conv2.j2861, 1
-  %243 = icmp slt i64 %j28.next, 64
-  br i1 %243, label %conv2.j28, label %conv2.j28.end
+conv2.mb35.end:                                   ; preds = %conv2.k37.end
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t38_c3_3, align 64
+  br label %conv2.k39
 
-conv2.py30:                                       ; preds = %conv2.px31.end, %conv2.f29
-  %conv2.py3063 = phi i64 [ 0, %conv2.f29 ], [ %py30.next, %conv2.px31.end ]
-  br label %conv2.px31
+conv2.k37:                                        ; preds = %conv2.k37, %conv2.mb35
+  %conv2.k37189 = phi i64 [ 0, %conv2.mb35 ], [ %k37.next, %conv2.k37 ]
+  %553 = mul nsw i64 %conv2.k37189, 50176
+  %554 = add nsw i64 3211264, %553
+  %555 = mul nsw i64 %conv2.nb34187, 64
+  %556 = add nsw i64 %554, %555
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load <16 x float>, ptr %arena190, align 4
+  store <16 x float> %557, ptr %conv2.t36_b0, align 64
+  %558 = mul nsw i64 %conv2.k37189, 50176
+  %559 = add nsw i64 3211264, %558
+  %560 = mul nsw i64 %conv2.nb34187, 64
+  %561 = add nsw i64 %559, %560
+  %562 = add nsw i64 %561, 16
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %562
+  %563 = load <16 x float>, ptr %arena191, align 4
+  store <16 x float> %563, ptr %conv2.t36_b1, align 64
+  %564 = mul nsw i64 %conv2.k37189, 50176
+  %565 = add nsw i64 3211264, %564
+  %566 = mul nsw i64 %conv2.nb34187, 64
+  %567 = add nsw i64 %565, %566
+  %568 = add nsw i64 %567, 32
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %568
+  %569 = load <16 x float>, ptr %arena192, align 4
+  store <16 x float> %569, ptr %conv2.t36_b2, align 64
+  %570 = mul nsw i64 %conv2.k37189, 50176
+  %571 = add nsw i64 3211264, %570
+  %572 = mul nsw i64 %conv2.nb34187, 64
+  %573 = add nsw i64 %571, %572
+  %574 = add nsw i64 %573, 48
+  %arena193 = getelementptr inbounds float, ptr %arena, i64 %574
+  %575 = load <16 x float>, ptr %arena193, align 4
+  store <16 x float> %575, ptr %conv2.t36_b3, align 64
+  %576 = mul nsw i64 %conv2.mb35188, 6
+  %577 = mul nsw i64 %576, 288
+  %578 = add nsw i64 320, %577
+  %579 = add nsw i64 %578, %conv2.k37189
+  %params194 = getelementptr inbounds float, ptr %params, i64 %579
+  %580 = load float, ptr %params194, align 4
+  %581 = insertelement <16 x float> undef, float %580, i32 0
+  %582 = shufflevector <16 x float> %581, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %582, ptr %conv2.t36_a0, align 64
+  %t36_a0 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b0 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c0_0 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
+  %583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0, <16 x float> %t36_b0, <16 x float> %t36_c0_0)
+  store <16 x float> %583, ptr %conv2.t36_c0_0, align 64
+  %t36_a0195 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b1 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c0_1 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
+  %584 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0195, <16 x float> %t36_b1, <16 x float> %t36_c0_1)
+  store <16 x float> %584, ptr %conv2.t36_c0_1, align 64
+  %t36_a0196 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b2 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c0_2 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
+  %585 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0196, <16 x float> %t36_b2, <16 x float> %t36_c0_2)
+  store <16 x float> %585, ptr %conv2.t36_c0_2, align 64
+  %t36_a0197 = load <16 x float>, ptr %conv2.t36_a0, align 64
+  %t36_b3 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c0_3 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
+  %586 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a0197, <16 x float> %t36_b3, <16 x float> %t36_c0_3)
+  store <16 x float> %586, ptr %conv2.t36_c0_3, align 64
+  %587 = mul nsw i64 %conv2.mb35188, 6
+  %588 = add nsw i64 %587, 1
+  %589 = mul nsw i64 %588, 288
+  %590 = add nsw i64 320, %589
+  %591 = add nsw i64 %590, %conv2.k37189
+  %params198 = getelementptr inbounds float, ptr %params, i64 %591
+  %592 = load float, ptr %params198, align 4
+  %593 = insertelement <16 x float> undef, float %592, i32 0
+  %594 = shufflevector <16 x float> %593, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %594, ptr %conv2.t36_a1, align 64
+  %t36_a1 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b0199 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c1_0 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
+  %595 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1, <16 x float> %t36_b0199, <16 x float> %t36_c1_0)
+  store <16 x float> %595, ptr %conv2.t36_c1_0, align 64
+  %t36_a1200 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b1201 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c1_1 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
+  %596 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1200, <16 x float> %t36_b1201, <16 x float> %t36_c1_1)
+  store <16 x float> %596, ptr %conv2.t36_c1_1, align 64
+  %t36_a1202 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b2203 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c1_2 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
+  %597 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1202, <16 x float> %t36_b2203, <16 x float> %t36_c1_2)
+  store <16 x float> %597, ptr %conv2.t36_c1_2, align 64
+  %t36_a1204 = load <16 x float>, ptr %conv2.t36_a1, align 64
+  %t36_b3205 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c1_3 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
+  %598 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a1204, <16 x float> %t36_b3205, <16 x float> %t36_c1_3)
+  store <16 x float> %598, ptr %conv2.t36_c1_3, align 64
+  %599 = mul nsw i64 %conv2.mb35188, 6
+  %600 = add nsw i64 %599, 2
+  %601 = mul nsw i64 %600, 288
+  %602 = add nsw i64 320, %601
+  %603 = add nsw i64 %602, %conv2.k37189
+  %params206 = getelementptr inbounds float, ptr %params, i64 %603
+  %604 = load float, ptr %params206, align 4
+  %605 = insertelement <16 x float> undef, float %604, i32 0
+  %606 = shufflevector <16 x float> %605, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %606, ptr %conv2.t36_a2, align 64
+  %t36_a2 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b0207 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c2_0 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
+  %607 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2, <16 x float> %t36_b0207, <16 x float> %t36_c2_0)
+  store <16 x float> %607, ptr %conv2.t36_c2_0, align 64
+  %t36_a2208 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b1209 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c2_1 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
+  %608 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2208, <16 x float> %t36_b1209, <16 x float> %t36_c2_1)
+  store <16 x float> %608, ptr %conv2.t36_c2_1, align 64
+  %t36_a2210 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b2211 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c2_2 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
+  %609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2210, <16 x float> %t36_b2211, <16 x float> %t36_c2_2)
+  store <16 x float> %609, ptr %conv2.t36_c2_2, align 64
+  %t36_a2212 = load <16 x float>, ptr %conv2.t36_a2, align 64
+  %t36_b3213 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c2_3 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
+  %610 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a2212, <16 x float> %t36_b3213, <16 x float> %t36_c2_3)
+  store <16 x float> %610, ptr %conv2.t36_c2_3, align 64
+  %611 = mul nsw i64 %conv2.mb35188, 6
+  %612 = add nsw i64 %611, 3
+  %613 = mul nsw i64 %612, 288
+  %614 = add nsw i64 320, %613
+  %615 = add nsw i64 %614, %conv2.k37189
+  %params214 = getelementptr inbounds float, ptr %params, i64 %615
+  %616 = load float, ptr %params214, align 4
+  %617 = insertelement <16 x float> undef, float %616, i32 0
+  %618 = shufflevector <16 x float> %617, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %618, ptr %conv2.t36_a3, align 64
+  %t36_a3 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b0215 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c3_0 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
+  %619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3, <16 x float> %t36_b0215, <16 x float> %t36_c3_0)
+  store <16 x float> %619, ptr %conv2.t36_c3_0, align 64
+  %t36_a3216 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b1217 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c3_1 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
+  %620 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3216, <16 x float> %t36_b1217, <16 x float> %t36_c3_1)
+  store <16 x float> %620, ptr %conv2.t36_c3_1, align 64
+  %t36_a3218 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b2219 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c3_2 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
+  %621 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3218, <16 x float> %t36_b2219, <16 x float> %t36_c3_2)
+  store <16 x float> %621, ptr %conv2.t36_c3_2, align 64
+  %t36_a3220 = load <16 x float>, ptr %conv2.t36_a3, align 64
+  %t36_b3221 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c3_3 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
+  %622 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a3220, <16 x float> %t36_b3221, <16 x float> %t36_c3_3)
+  store <16 x float> %622, ptr %conv2.t36_c3_3, align 64
+  %623 = mul nsw i64 %conv2.mb35188, 6
+  %624 = add nsw i64 %623, 4
+  %625 = mul nsw i64 %624, 288
+  %626 = add nsw i64 320, %625
+  %627 = add nsw i64 %626, %conv2.k37189
+  %params222 = getelementptr inbounds float, ptr %params, i64 %627
+  %628 = load float, ptr %params222, align 4
+  %629 = insertelement <16 x float> undef, float %628, i32 0
+  %630 = shufflevector <16 x float> %629, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %630, ptr %conv2.t36_a4, align 64
+  %t36_a4 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b0223 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c4_0 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
+  %631 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4, <16 x float> %t36_b0223, <16 x float> %t36_c4_0)
+  store <16 x float> %631, ptr %conv2.t36_c4_0, align 64
+  %t36_a4224 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b1225 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c4_1 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
+  %632 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4224, <16 x float> %t36_b1225, <16 x float> %t36_c4_1)
+  store <16 x float> %632, ptr %conv2.t36_c4_1, align 64
+  %t36_a4226 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b2227 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c4_2 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
+  %633 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4226, <16 x float> %t36_b2227, <16 x float> %t36_c4_2)
+  store <16 x float> %633, ptr %conv2.t36_c4_2, align 64
+  %t36_a4228 = load <16 x float>, ptr %conv2.t36_a4, align 64
+  %t36_b3229 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c4_3 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
+  %634 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a4228, <16 x float> %t36_b3229, <16 x float> %t36_c4_3)
+  store <16 x float> %634, ptr %conv2.t36_c4_3, align 64
+  %635 = mul nsw i64 %conv2.mb35188, 6
+  %636 = add nsw i64 %635, 5
+  %637 = mul nsw i64 %636, 288
+  %638 = add nsw i64 320, %637
+  %639 = add nsw i64 %638, %conv2.k37189
+  %params230 = getelementptr inbounds float, ptr %params, i64 %639
+  %640 = load float, ptr %params230, align 4
+  %641 = insertelement <16 x float> undef, float %640, i32 0
+  %642 = shufflevector <16 x float> %641, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %642, ptr %conv2.t36_a5, align 64
+  %t36_a5 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b0231 = load <16 x float>, ptr %conv2.t36_b0, align 64
+  %t36_c5_0 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
+  %643 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5, <16 x float> %t36_b0231, <16 x float> %t36_c5_0)
+  store <16 x float> %643, ptr %conv2.t36_c5_0, align 64
+  %t36_a5232 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b1233 = load <16 x float>, ptr %conv2.t36_b1, align 64
+  %t36_c5_1 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
+  %644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5232, <16 x float> %t36_b1233, <16 x float> %t36_c5_1)
+  store <16 x float> %644, ptr %conv2.t36_c5_1, align 64
+  %t36_a5234 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b2235 = load <16 x float>, ptr %conv2.t36_b2, align 64
+  %t36_c5_2 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
+  %645 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5234, <16 x float> %t36_b2235, <16 x float> %t36_c5_2)
+  store <16 x float> %645, ptr %conv2.t36_c5_2, align 64
+  %t36_a5236 = load <16 x float>, ptr %conv2.t36_a5, align 64
+  %t36_b3237 = load <16 x float>, ptr %conv2.t36_b3, align 64
+  %t36_c5_3 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
+  %646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t36_a5236, <16 x float> %t36_b3237, <16 x float> %t36_c5_3)
+  store <16 x float> %646, ptr %conv2.t36_c5_3, align 64
+  %k37.next = add nsw i64 %conv2.k37189, 1
+  %647 = icmp slt i64 %k37.next, 288
+  br i1 %647, label %conv2.k37, label %conv2.k37.end
 
-conv2.py30.end:                                   ; preds = %conv2.px31.end
-  %f29.next = add nsw i64 %conv2.f2962, 1
-  %244 = icmp slt i64 %f29.next, 64
-  br i1 %244, label %conv2.f29, label %conv2.f29.end
+conv2.k37.end:                                    ; preds = %conv2.k37
+  %t36_c0_0238 = load <16 x float>, ptr %conv2.t36_c0_0, align 64
+  %648 = mul nsw i64 %conv2.mb35188, 6
+  %649 = mul nsw i64 %648, 50176
+  %650 = add nsw i64 17661952, %649
+  %651 = mul nsw i64 %conv2.nb34187, 64
+  %652 = add nsw i64 %650, %651
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %652
+  store <16 x float> %t36_c0_0238, ptr %arena239, align 4
+  %t36_c0_1240 = load <16 x float>, ptr %conv2.t36_c0_1, align 64
+  %653 = mul nsw i64 %conv2.mb35188, 6
+  %654 = mul nsw i64 %653, 50176
+  %655 = add nsw i64 17661952, %654
+  %656 = mul nsw i64 %conv2.nb34187, 64
+  %657 = add nsw i64 %655, %656
+  %658 = add nsw i64 %657, 16
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %658
+  store <16 x float> %t36_c0_1240, ptr %arena241, align 4
+  %t36_c0_2242 = load <16 x float>, ptr %conv2.t36_c0_2, align 64
+  %659 = mul nsw i64 %conv2.mb35188, 6
+  %660 = mul nsw i64 %659, 50176
+  %661 = add nsw i64 17661952, %660
+  %662 = mul nsw i64 %conv2.nb34187, 64
+  %663 = add nsw i64 %661, %662
+  %664 = add nsw i64 %663, 32
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %664
+  store <16 x float> %t36_c0_2242, ptr %arena243, align 4
+  %t36_c0_3244 = load <16 x float>, ptr %conv2.t36_c0_3, align 64
+  %665 = mul nsw i64 %conv2.mb35188, 6
+  %666 = mul nsw i64 %665, 50176
+  %667 = add nsw i64 17661952, %666
+  %668 = mul nsw i64 %conv2.nb34187, 64
+  %669 = add nsw i64 %667, %668
+  %670 = add nsw i64 %669, 48
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %670
+  store <16 x float> %t36_c0_3244, ptr %arena245, align 4
+  %t36_c1_0246 = load <16 x float>, ptr %conv2.t36_c1_0, align 64
+  %671 = mul nsw i64 %conv2.mb35188, 6
+  %672 = add nsw i64 %671, 1
+  %673 = mul nsw i64 %672, 50176
+  %674 = add nsw i64 17661952, %673
+  %675 = mul nsw i64 %conv2.nb34187, 64
+  %676 = add nsw i64 %674, %675
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %676
+  store <16 x float> %t36_c1_0246, ptr %arena247, align 4
+  %t36_c1_1248 = load <16 x float>, ptr %conv2.t36_c1_1, align 64
+  %677 = mul nsw i64 %conv2.mb35188, 6
+  %678 = add nsw i64 %677, 1
+  %679 = mul nsw i64 %678, 50176
+  %680 = add nsw i64 17661952, %679
+  %681 = mul nsw i64 %conv2.nb34187, 64
+  %682 = add nsw i64 %680, %681
+  %683 = add nsw i64 %682, 16
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %683
+  store <16 x float> %t36_c1_1248, ptr %arena249, align 4
+  %t36_c1_2250 = load <16 x float>, ptr %conv2.t36_c1_2, align 64
+  %684 = mul nsw i64 %conv2.mb35188, 6
+  %685 = add nsw i64 %684, 1
+  %686 = mul nsw i64 %685, 50176
+  %687 = add nsw i64 17661952, %686
+  %688 = mul nsw i64 %conv2.nb34187, 64
+  %689 = add nsw i64 %687, %688
+  %690 = add nsw i64 %689, 32
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %690
+  store <16 x float> %t36_c1_2250, ptr %arena251, align 4
+  %t36_c1_3252 = load <16 x float>, ptr %conv2.t36_c1_3, align 64
+  %691 = mul nsw i64 %conv2.mb35188, 6
+  %692 = add nsw i64 %691, 1
+  %693 = mul nsw i64 %692, 50176
+  %694 = add nsw i64 17661952, %693
+  %695 = mul nsw i64 %conv2.nb34187, 64
+  %696 = add nsw i64 %694, %695
+  %697 = add nsw i64 %696, 48
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %697
+  store <16 x float> %t36_c1_3252, ptr %arena253, align 4
+  %t36_c2_0254 = load <16 x float>, ptr %conv2.t36_c2_0, align 64
+  %698 = mul nsw i64 %conv2.mb35188, 6
+  %699 = add nsw i64 %698, 2
+  %700 = mul nsw i64 %699, 50176
+  %701 = add nsw i64 17661952, %700
+  %702 = mul nsw i64 %conv2.nb34187, 64
+  %703 = add nsw i64 %701, %702
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %703
+  store <16 x float> %t36_c2_0254, ptr %arena255, align 4
+  %t36_c2_1256 = load <16 x float>, ptr %conv2.t36_c2_1, align 64
+  %704 = mul nsw i64 %conv2.mb35188, 6
+  %705 = add nsw i64 %704, 2
+  %706 = mul nsw i64 %705, 50176
+  %707 = add nsw i64 17661952, %706
+  %708 = mul nsw i64 %conv2.nb34187, 64
+  %709 = add nsw i64 %707, %708
+  %710 = add nsw i64 %709, 16
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %710
+  store <16 x float> %t36_c2_1256, ptr %arena257, align 4
+  %t36_c2_2258 = load <16 x float>, ptr %conv2.t36_c2_2, align 64
+  %711 = mul nsw i64 %conv2.mb35188, 6
+  %712 = add nsw i64 %711, 2
+  %713 = mul nsw i64 %712, 50176
+  %714 = add nsw i64 17661952, %713
+  %715 = mul nsw i64 %conv2.nb34187, 64
+  %716 = add nsw i64 %714, %715
+  %717 = add nsw i64 %716, 32
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %717
+  store <16 x float> %t36_c2_2258, ptr %arena259, align 4
+  %t36_c2_3260 = load <16 x float>, ptr %conv2.t36_c2_3, align 64
+  %718 = mul nsw i64 %conv2.mb35188, 6
+  %719 = add nsw i64 %718, 2
+  %720 = mul nsw i64 %719, 50176
+  %721 = add nsw i64 17661952, %720
+  %722 = mul nsw i64 %conv2.nb34187, 64
+  %723 = add nsw i64 %721, %722
+  %724 = add nsw i64 %723, 48
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %724
+  store <16 x float> %t36_c2_3260, ptr %arena261, align 4
+  %t36_c3_0262 = load <16 x float>, ptr %conv2.t36_c3_0, align 64
+  %725 = mul nsw i64 %conv2.mb35188, 6
+  %726 = add nsw i64 %725, 3
+  %727 = mul nsw i64 %726, 50176
+  %728 = add nsw i64 17661952, %727
+  %729 = mul nsw i64 %conv2.nb34187, 64
+  %730 = add nsw i64 %728, %729
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %730
+  store <16 x float> %t36_c3_0262, ptr %arena263, align 4
+  %t36_c3_1264 = load <16 x float>, ptr %conv2.t36_c3_1, align 64
+  %731 = mul nsw i64 %conv2.mb35188, 6
+  %732 = add nsw i64 %731, 3
+  %733 = mul nsw i64 %732, 50176
+  %734 = add nsw i64 17661952, %733
+  %735 = mul nsw i64 %conv2.nb34187, 64
+  %736 = add nsw i64 %734, %735
+  %737 = add nsw i64 %736, 16
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %737
+  store <16 x float> %t36_c3_1264, ptr %arena265, align 4
+  %t36_c3_2266 = load <16 x float>, ptr %conv2.t36_c3_2, align 64
+  %738 = mul nsw i64 %conv2.mb35188, 6
+  %739 = add nsw i64 %738, 3
+  %740 = mul nsw i64 %739, 50176
+  %741 = add nsw i64 17661952, %740
+  %742 = mul nsw i64 %conv2.nb34187, 64
+  %743 = add nsw i64 %741, %742
+  %744 = add nsw i64 %743, 32
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %744
+  store <16 x float> %t36_c3_2266, ptr %arena267, align 4
+  %t36_c3_3268 = load <16 x float>, ptr %conv2.t36_c3_3, align 64
+  %745 = mul nsw i64 %conv2.mb35188, 6
+  %746 = add nsw i64 %745, 3
+  %747 = mul nsw i64 %746, 50176
+  %748 = add nsw i64 17661952, %747
+  %749 = mul nsw i64 %conv2.nb34187, 64
+  %750 = add nsw i64 %748, %749
+  %751 = add nsw i64 %750, 48
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %751
+  store <16 x float> %t36_c3_3268, ptr %arena269, align 4
+  %t36_c4_0270 = load <16 x float>, ptr %conv2.t36_c4_0, align 64
+  %752 = mul nsw i64 %conv2.mb35188, 6
+  %753 = add nsw i64 %752, 4
+  %754 = mul nsw i64 %753, 50176
+  %755 = add nsw i64 17661952, %754
+  %756 = mul nsw i64 %conv2.nb34187, 64
+  %757 = add nsw i64 %755, %756
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %757
+  store <16 x float> %t36_c4_0270, ptr %arena271, align 4
+  %t36_c4_1272 = load <16 x float>, ptr %conv2.t36_c4_1, align 64
+  %758 = mul nsw i64 %conv2.mb35188, 6
+  %759 = add nsw i64 %758, 4
+  %760 = mul nsw i64 %759, 50176
+  %761 = add nsw i64 17661952, %760
+  %762 = mul nsw i64 %conv2.nb34187, 64
+  %763 = add nsw i64 %761, %762
+  %764 = add nsw i64 %763, 16
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %764
+  store <16 x float> %t36_c4_1272, ptr %arena273, align 4
+  %t36_c4_2274 = load <16 x float>, ptr %conv2.t36_c4_2, align 64
+  %765 = mul nsw i64 %conv2.mb35188, 6
+  %766 = add nsw i64 %765, 4
+  %767 = mul nsw i64 %766, 50176
+  %768 = add nsw i64 17661952, %767
+  %769 = mul nsw i64 %conv2.nb34187, 64
+  %770 = add nsw i64 %768, %769
+  %771 = add nsw i64 %770, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %771
+  store <16 x float> %t36_c4_2274, ptr %arena275, align 4
+  %t36_c4_3276 = load <16 x float>, ptr %conv2.t36_c4_3, align 64
+  %772 = mul nsw i64 %conv2.mb35188, 6
+  %773 = add nsw i64 %772, 4
+  %774 = mul nsw i64 %773, 50176
+  %775 = add nsw i64 17661952, %774
+  %776 = mul nsw i64 %conv2.nb34187, 64
+  %777 = add nsw i64 %775, %776
+  %778 = add nsw i64 %777, 48
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %778
+  store <16 x float> %t36_c4_3276, ptr %arena277, align 4
+  %t36_c5_0278 = load <16 x float>, ptr %conv2.t36_c5_0, align 64
+  %779 = mul nsw i64 %conv2.mb35188, 6
+  %780 = add nsw i64 %779, 5
+  %781 = mul nsw i64 %780, 50176
+  %782 = add nsw i64 17661952, %781
+  %783 = mul nsw i64 %conv2.nb34187, 64
+  %784 = add nsw i64 %782, %783
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %784
+  store <16 x float> %t36_c5_0278, ptr %arena279, align 4
+  %t36_c5_1280 = load <16 x float>, ptr %conv2.t36_c5_1, align 64
+  %785 = mul nsw i64 %conv2.mb35188, 6
+  %786 = add nsw i64 %785, 5
+  %787 = mul nsw i64 %786, 50176
+  %788 = add nsw i64 17661952, %787
+  %789 = mul nsw i64 %conv2.nb34187, 64
+  %790 = add nsw i64 %788, %789
+  %791 = add nsw i64 %790, 16
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %791
+  store <16 x float> %t36_c5_1280, ptr %arena281, align 4
+  %t36_c5_2282 = load <16 x float>, ptr %conv2.t36_c5_2, align 64
+  %792 = mul nsw i64 %conv2.mb35188, 6
+  %793 = add nsw i64 %792, 5
+  %794 = mul nsw i64 %793, 50176
+  %795 = add nsw i64 17661952, %794
+  %796 = mul nsw i64 %conv2.nb34187, 64
+  %797 = add nsw i64 %795, %796
+  %798 = add nsw i64 %797, 32
+  %arena283 = getelementptr inbounds float, ptr %arena, i64 %798
+  store <16 x float> %t36_c5_2282, ptr %arena283, align 4
+  %t36_c5_3284 = load <16 x float>, ptr %conv2.t36_c5_3, align 64
+  %799 = mul nsw i64 %conv2.mb35188, 6
+  %800 = add nsw i64 %799, 5
+  %801 = mul nsw i64 %800, 50176
+  %802 = add nsw i64 17661952, %801
+  %803 = mul nsw i64 %conv2.nb34187, 64
+  %804 = add nsw i64 %802, %803
+  %805 = add nsw i64 %804, 48
+  %arena285 = getelementptr inbounds float, ptr %arena, i64 %805
+  store <16 x float> %t36_c5_3284, ptr %arena285, align 4
+  %mb35.next = add nsw i64 %conv2.mb35188, 1
+  %806 = icmp slt i64 %mb35.next, 10
+  br i1 %806, label %conv2.mb35, label %conv2.mb35.end
 
-conv2.px31:                                       ; preds = %conv2.px31, %conv2.py30
-  %conv2.px3164 = phi i64 [ 0, %conv2.py30 ], [ %px31.next, %conv2.px31 ]
-  %245 = mul nsw i64 %conv2.j2861, 784
-  %246 = mul nsw i64 %conv2.py3063, 56
-  %247 = mul nsw i64 %conv2.px3164, 2
-  %248 = add nsw i64 %246, %247
-  %249 = add nsw i64 %245, %248
-  %250 = mul nsw i64 %249, 64
-  %251 = add nsw i64 17661952, %250
-  %252 = add nsw i64 %251, %conv2.f2962
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %252
-  %253 = load float, ptr %arena65, align 4
-  %254 = add nsw i64 18752, %conv2.f2962
-  %params66 = getelementptr inbounds float, ptr %params, i64 %254
-  %255 = load float, ptr %params66, align 4
-  %256 = fadd float %253, %255
-  store float %256, ptr %conv2.best32, align 4
-  %257 = mul nsw i64 %conv2.py3063, 56
-  %258 = mul nsw i64 %conv2.px3164, 2
-  %259 = add nsw i64 %257, %258
-  %260 = sitofp i64 %259 to float
-  store float %260, ptr %conv2.bi33, align 4
-  %261 = mul nsw i64 %conv2.j2861, 784
-  %262 = mul nsw i64 %conv2.py3063, 56
-  %263 = mul nsw i64 %conv2.px3164, 2
-  %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 %261, %264
-  %266 = mul nsw i64 %265, 64
-  %267 = add nsw i64 17661952, %266
-  %268 = add nsw i64 %267, %conv2.f2962
-  %arena67 = getelementptr inbounds float, ptr %arena, i64 %268
-  %269 = load float, ptr %arena67, align 4
-  %270 = add nsw i64 18752, %conv2.f2962
-  %params68 = getelementptr inbounds float, ptr %params, i64 %270
-  %271 = load float, ptr %params68, align 4
-  %272 = fadd float %269, %271
-  %best32 = load float, ptr %conv2.best32, align 4
-  %273 = fcmp ogt float %272, %best32
-  %274 = mul nsw i64 %conv2.py3063, 56
-  %275 = mul nsw i64 %conv2.px3164, 2
-  %276 = add nsw i64 %274, %275
-  %277 = sitofp i64 %276 to float
-  %bi33 = load float, ptr %conv2.bi33, align 4
-  %278 = select i1 %273, float %277, float %bi33
-  store float %278, ptr %conv2.bi33, align 4
-  %279 = mul nsw i64 %conv2.j2861, 784
-  %280 = mul nsw i64 %conv2.py3063, 56
-  %281 = mul nsw i64 %conv2.px3164, 2
-  %282 = add nsw i64 %280, %281
-  %283 = add nsw i64 %279, %282
-  %284 = mul nsw i64 %283, 64
-  %285 = add nsw i64 17661952, %284
-  %286 = add nsw i64 %285, %conv2.f2962
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %286
-  %287 = load float, ptr %arena69, align 4
-  %288 = add nsw i64 18752, %conv2.f2962
-  %params70 = getelementptr inbounds float, ptr %params, i64 %288
-  %289 = load float, ptr %params70, align 4
-  %290 = fadd float %287, %289
-  %best3271 = load float, ptr %conv2.best32, align 4
-  %291 = fcmp ogt float %290, %best3271
-  %292 = mul nsw i64 %conv2.j2861, 784
-  %293 = mul nsw i64 %conv2.py3063, 56
-  %294 = mul nsw i64 %conv2.px3164, 2
-  %295 = add nsw i64 %293, %294
-  %296 = add nsw i64 %292, %295
-  %297 = mul nsw i64 %296, 64
-  %298 = add nsw i64 17661952, %297
-  %299 = add nsw i64 %298, %conv2.f2962
-  %arena72 = getelementptr inbounds float, ptr %arena, i64 %299
-  %300 = load float, ptr %arena72, align 4
-  %301 = add nsw i64 18752, %conv2.f2962
-  %params73 = getelementptr inbounds float, ptr %params, i64 %301
-  %302 = load float, ptr %params73, align 4
-  %303 = fadd float %300, %302
-  %best3274 = load float, ptr %conv2.best32, align 4
-  %304 = select i1 %291, float %303, float %best3274
-  store float %304, ptr %conv2.best32, align 4
-  %305 = mul nsw i64 %conv2.j2861, 784
-  %306 = mul nsw i64 %conv2.py3063, 56
-  %307 = mul nsw i64 %conv2.px3164, 2
-  %308 = add nsw i64 %306, %307
-  %309 = add nsw i64 %308, 1
-  %310 = add nsw i64 %305, %309
-  %311 = mul nsw i64 %310, 64
-  %312 = add nsw i64 17661952, %311
-  %313 = add nsw i64 %312, %conv2.f2962
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %313
-  %314 = load float, ptr %arena75, align 4
-  %315 = add nsw i64 18752, %conv2.f2962
-  %params76 = getelementptr inbounds float, ptr %params, i64 %315
-  %316 = load float, ptr %params76, align 4
-  %317 = fadd float %314, %316
-  %best3277 = load float, ptr %conv2.best32, align 4
-  %318 = fcmp ogt float %317, %best3277
-  %319 = mul nsw i64 %conv2.py3063, 56
-  %320 = mul nsw i64 %conv2.px3164, 2
-  %321 = add nsw i64 %319, %320
-  %322 = add nsw i64 %321, 1
-  %323 = sitofp i64 %322 to float
-  %bi3378 = load float, ptr %conv2.bi33, align 4
-  %324 = select i1 %318, float %323, float %bi3378
-  store float %324, ptr %conv2.bi33, align 4
-  %325 = mul nsw i64 %conv2.j2861, 784
-  %326 = mul nsw i64 %conv2.py3063, 56
-  %327 = mul nsw i64 %conv2.px3164, 2
-  %328 = add nsw i64 %326, %327
-  %329 = add nsw i64 %328, 1
-  %330 = add nsw i64 %325, %329
-  %331 = mul nsw i64 %330, 64
-  %332 = add nsw i64 17661952, %331
-  %333 = add nsw i64 %332, %conv2.f2962
-  %arena79 = getelementptr inbounds float, ptr %arena, i64 %333
-  %334 = load float, ptr %arena79, align 4
-  %335 = add nsw i64 18752, %conv2.f2962
-  %params80 = getelementptr inbounds float, ptr %params, i64 %335
-  %336 = load float, ptr %params80, align 4
-  %337 = fadd float %334, %336
-  %best3281 = load float, ptr %conv2.best32, align 4
-  %338 = fcmp ogt float %337, %best3281
-  %339 = mul nsw i64 %conv2.j2861, 784
-  %340 = mul nsw i64 %conv2.py3063, 56
-  %341 = mul nsw i64 %conv2.px3164, 2
-  %342 = add nsw i64 %340, %341
-  %343 = add nsw i64 %342, 1
-  %344 = add nsw i64 %339, %343
-  %345 = mul nsw i64 %344, 64
-  %346 = add nsw i64 17661952, %345
-  %347 = add nsw i64 %346, %conv2.f2962
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %347
-  %348 = load float, ptr %arena82, align 4
-  %349 = add nsw i64 18752, %conv2.f2962
-  %params83 = getelementptr inbounds float, ptr %params, i64 %349
-  %350 = load float, ptr %params83, align 4
-  %351 = fadd float %348, %350
-  %best3284 = load float, ptr %conv2.best32, align 4
-  %352 = select i1 %338, float %351, float %best3284
-  store float %352, ptr %conv2.best32, align 4
-  %353 = mul nsw i64 %conv2.j2861, 784
-  %354 = mul nsw i64 %conv2.py3063, 56
-  %355 = mul nsw i64 %conv2.px3164, 2
-  %356 = add nsw i64 %354, %355
-  %357 = add nsw i64 %356, 28
-  %358 = add nsw i64 %353, %357
-  %359 = mul nsw i64 %358, 64
-  %360 = add nsw i64 17661952, %359
-  %361 = add nsw i64 %360, %conv2.f2962
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %361
-  %362 = load float, ptr %arena85, align 4
-  %363 = add nsw i64 18752, %conv2.f2962
-  %params86 = getelementptr inbounds float, ptr %params, i64 %363
-  %364 = load float, ptr %params86, align 4
-  %365 = fadd float %362, %364
-  %best3287 = load float, ptr %conv2.best32, align 4
-  %366 = fcmp ogt float %365, %best3287
-  %367 = mul nsw i64 %conv2.py3063, 56
-  %368 = mul nsw i64 %conv2.px3164, 2
-  %369 = add nsw i64 %367, %368
-  %370 = add nsw i64 %369, 28
-  %371 = sitofp i64 %370 to float
-  %bi3388 = load float, ptr %conv2.bi33, align 4
-  %372 = select i1 %366, float %371, float %bi3388
-  store float %372, ptr %conv2.bi33, align 4
-  %373 = mul nsw i64 %conv2.j2861, 784
-  %374 = mul nsw i64 %conv2.py3063, 56
-  %375 = mul nsw i64 %conv2.px3164, 2
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %376, 28
-  %378 = add nsw i64 %373, %377
-  %379 = mul nsw i64 %378, 64
-  %380 = add nsw i64 17661952, %379
-  %381 = add nsw i64 %380, %conv2.f2962
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %381
-  %382 = load float, ptr %arena89, align 4
-  %383 = add nsw i64 18752, %conv2.f2962
-  %params90 = getelementptr inbounds float, ptr %params, i64 %383
-  %384 = load float, ptr %params90, align 4
-  %385 = fadd float %382, %384
-  %best3291 = load float, ptr %conv2.best32, align 4
-  %386 = fcmp ogt float %385, %best3291
-  %387 = mul nsw i64 %conv2.j2861, 784
-  %388 = mul nsw i64 %conv2.py3063, 56
-  %389 = mul nsw i64 %conv2.px3164, 2
-  %390 = add nsw i64 %388, %389
-  %391 = add nsw i64 %390, 28
-  %392 = add nsw i64 %387, %391
-  %393 = mul nsw i64 %392, 64
-  %394 = add nsw i64 17661952, %393
-  %395 = add nsw i64 %394, %conv2.f2962
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %395
-  %396 = load float, ptr %arena92, align 4
-  %397 = add nsw i64 18752, %conv2.f2962
-  %params93 = getelementptr inbounds float, ptr %params, i64 %397
-  %398 = load float, ptr %params93, align 4
-  %399 = fadd float %396, %398
-  %best3294 = load float, ptr %conv2.best32, align 4
-  %400 = select i1 %386, float %399, float %best3294
-  store float %400, ptr %conv2.best32, align 4
-  %401 = mul nsw i64 %conv2.j2861, 784
-  %402 = mul nsw i64 %conv2.py3063, 56
-  %403 = mul nsw i64 %conv2.px3164, 2
-  %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %404, 28
-  %406 = add nsw i64 %405, 1
-  %407 = add nsw i64 %401, %406
-  %408 = mul nsw i64 %407, 64
-  %409 = add nsw i64 17661952, %408
-  %410 = add nsw i64 %409, %conv2.f2962
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena95, align 4
-  %412 = add nsw i64 18752, %conv2.f2962
-  %params96 = getelementptr inbounds float, ptr %params, i64 %412
-  %413 = load float, ptr %params96, align 4
-  %414 = fadd float %411, %413
-  %best3297 = load float, ptr %conv2.best32, align 4
-  %415 = fcmp ogt float %414, %best3297
-  %416 = mul nsw i64 %conv2.py3063, 56
-  %417 = mul nsw i64 %conv2.px3164, 2
-  %418 = add nsw i64 %416, %417
-  %419 = add nsw i64 %418, 28
-  %420 = add nsw i64 %419, 1
-  %421 = sitofp i64 %420 to float
-  %bi3398 = load float, ptr %conv2.bi33, align 4
-  %422 = select i1 %415, float %421, float %bi3398
-  store float %422, ptr %conv2.bi33, align 4
-  %423 = mul nsw i64 %conv2.j2861, 784
-  %424 = mul nsw i64 %conv2.py3063, 56
-  %425 = mul nsw i64 %conv2.px3164, 2
-  %426 = add nsw i64 %424, %425
-  %427 = add nsw i64 %426, 28
-  %428 = add nsw i64 %427, 1
-  %429 = add nsw i64 %423, %428
-  %430 = mul nsw i64 %429, 64
-  %431 = add nsw i64 17661952, %430
-  %432 = add nsw i64 %431, %conv2.f2962
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %432
-  %433 = load float, ptr %arena99, align 4
-  %434 = add nsw i64 18752, %conv2.f2962
-  %params100 = getelementptr inbounds float, ptr %params, i64 %434
-  %435 = load float, ptr %params100, align 4
-  %436 = fadd float %433, %435
-  %best32101 = load float, ptr %conv2.best32, align 4
-  %437 = fcmp ogt float %436, %best32101
-  %438 = mul nsw i64 %conv2.j2861, 784
-  %439 = mul nsw i64 %conv2.py3063, 56
-  %440 = mul nsw i64 %conv2.px3164, 2
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 %441, 28
-  %443 = add nsw i64 %442, 1
-  %444 = add nsw i64 %438, %443
-  %445 = mul nsw i64 %444, 64
-  %446 = add nsw i64 17661952, %445
-  %447 = add nsw i64 %446, %conv2.f2962
-  %arena102 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena102, align 4
-  %449 = add nsw i64 18752, %conv2.f2962
-  %params103 = getelementptr inbounds float, ptr %params, i64 %449
-  %450 = load float, ptr %params103, align 4
-  %451 = fadd float %448, %450
-  %best32104 = load float, ptr %conv2.best32, align 4
-  %452 = select i1 %437, float %451, float %best32104
-  store float %452, ptr %conv2.best32, align 4
-  %best32105 = load float, ptr %conv2.best32, align 4
-  %453 = fcmp ogt float %best32105, 0.000000e+00
-  %best32106 = load float, ptr %conv2.best32, align 4
-  %454 = select i1 %453, float %best32106, float 0.000000e+00
-  %455 = mul nsw i64 %conv2.g1635, 64
-  %456 = add nsw i64 %455, %conv2.j2861
-  %457 = mul nsw i64 %456, 12544
-  %458 = mul nsw i64 %conv2.f2962, 196
-  %459 = add nsw i64 %457, %458
-  %460 = mul nsw i64 %conv2.py3063, 14
-  %461 = add nsw i64 %459, %460
-  %462 = add nsw i64 %461, %conv2.px3164
-  %463 = add nsw i64 1605632, %462
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 %463
-  store float %454, ptr %arena107, align 4
-  %bi33108 = load float, ptr %conv2.bi33, align 4
-  %464 = mul nsw i64 %conv2.g1635, 64
-  %465 = add nsw i64 %464, %conv2.j2861
-  %466 = mul nsw i64 %465, 12544
-  %467 = mul nsw i64 %conv2.f2962, 196
-  %468 = add nsw i64 %466, %467
-  %469 = mul nsw i64 %conv2.py3063, 14
-  %470 = add nsw i64 %468, %469
-  %471 = add nsw i64 %470, %conv2.px3164
-  %472 = add nsw i64 2408448, %471
-  %arena109 = getelementptr inbounds float, ptr %arena, i64 %472
-  store float %bi33108, ptr %arena109, align 4
-  %px31.next = add nsw i64 %conv2.px3164, 1
-  %473 = icmp slt i64 %px31.next, 14
-  br i1 %473, label %conv2.px31, label %conv2.px31.end
+conv2.k39:                                        ; preds = %conv2.k39, %conv2.mb35.end
+  %conv2.k39286 = phi i64 [ 0, %conv2.mb35.end ], [ %k39.next, %conv2.k39 ]
+  %807 = mul nsw i64 %conv2.k39286, 50176
+  %808 = add nsw i64 3211264, %807
+  %809 = mul nsw i64 %conv2.nb34187, 64
+  %810 = add nsw i64 %808, %809
+  %arena287 = getelementptr inbounds float, ptr %arena, i64 %810
+  %811 = load <16 x float>, ptr %arena287, align 4
+  store <16 x float> %811, ptr %conv2.t38_b0, align 64
+  %812 = mul nsw i64 %conv2.k39286, 50176
+  %813 = add nsw i64 3211264, %812
+  %814 = mul nsw i64 %conv2.nb34187, 64
+  %815 = add nsw i64 %813, %814
+  %816 = add nsw i64 %815, 16
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %816
+  %817 = load <16 x float>, ptr %arena288, align 4
+  store <16 x float> %817, ptr %conv2.t38_b1, align 64
+  %818 = mul nsw i64 %conv2.k39286, 50176
+  %819 = add nsw i64 3211264, %818
+  %820 = mul nsw i64 %conv2.nb34187, 64
+  %821 = add nsw i64 %819, %820
+  %822 = add nsw i64 %821, 32
+  %arena289 = getelementptr inbounds float, ptr %arena, i64 %822
+  %823 = load <16 x float>, ptr %arena289, align 4
+  store <16 x float> %823, ptr %conv2.t38_b2, align 64
+  %824 = mul nsw i64 %conv2.k39286, 50176
+  %825 = add nsw i64 3211264, %824
+  %826 = mul nsw i64 %conv2.nb34187, 64
+  %827 = add nsw i64 %825, %826
+  %828 = add nsw i64 %827, 48
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %828
+  %829 = load <16 x float>, ptr %arena290, align 4
+  store <16 x float> %829, ptr %conv2.t38_b3, align 64
+  %830 = add nsw i64 17600, %conv2.k39286
+  %params291 = getelementptr inbounds float, ptr %params, i64 %830
+  %831 = load float, ptr %params291, align 4
+  %832 = insertelement <16 x float> undef, float %831, i32 0
+  %833 = shufflevector <16 x float> %832, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %833, ptr %conv2.t38_a0, align 64
+  %t38_a0 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b0 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c0_0 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
+  %834 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0, <16 x float> %t38_b0, <16 x float> %t38_c0_0)
+  store <16 x float> %834, ptr %conv2.t38_c0_0, align 64
+  %t38_a0292 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b1 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c0_1 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
+  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0292, <16 x float> %t38_b1, <16 x float> %t38_c0_1)
+  store <16 x float> %835, ptr %conv2.t38_c0_1, align 64
+  %t38_a0293 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b2 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c0_2 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0293, <16 x float> %t38_b2, <16 x float> %t38_c0_2)
+  store <16 x float> %836, ptr %conv2.t38_c0_2, align 64
+  %t38_a0294 = load <16 x float>, ptr %conv2.t38_a0, align 64
+  %t38_b3 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c0_3 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
+  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a0294, <16 x float> %t38_b3, <16 x float> %t38_c0_3)
+  store <16 x float> %837, ptr %conv2.t38_c0_3, align 64
+  %838 = add nsw i64 17888, %conv2.k39286
+  %params295 = getelementptr inbounds float, ptr %params, i64 %838
+  %839 = load float, ptr %params295, align 4
+  %840 = insertelement <16 x float> undef, float %839, i32 0
+  %841 = shufflevector <16 x float> %840, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %841, ptr %conv2.t38_a1, align 64
+  %t38_a1 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b0296 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c1_0 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
+  %842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1, <16 x float> %t38_b0296, <16 x float> %t38_c1_0)
+  store <16 x float> %842, ptr %conv2.t38_c1_0, align 64
+  %t38_a1297 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b1298 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c1_1 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
+  %843 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1297, <16 x float> %t38_b1298, <16 x float> %t38_c1_1)
+  store <16 x float> %843, ptr %conv2.t38_c1_1, align 64
+  %t38_a1299 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b2300 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c1_2 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
+  %844 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1299, <16 x float> %t38_b2300, <16 x float> %t38_c1_2)
+  store <16 x float> %844, ptr %conv2.t38_c1_2, align 64
+  %t38_a1301 = load <16 x float>, ptr %conv2.t38_a1, align 64
+  %t38_b3302 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c1_3 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
+  %845 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a1301, <16 x float> %t38_b3302, <16 x float> %t38_c1_3)
+  store <16 x float> %845, ptr %conv2.t38_c1_3, align 64
+  %846 = add nsw i64 18176, %conv2.k39286
+  %params303 = getelementptr inbounds float, ptr %params, i64 %846
+  %847 = load float, ptr %params303, align 4
+  %848 = insertelement <16 x float> undef, float %847, i32 0
+  %849 = shufflevector <16 x float> %848, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %849, ptr %conv2.t38_a2, align 64
+  %t38_a2 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b0304 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c2_0 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
+  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2, <16 x float> %t38_b0304, <16 x float> %t38_c2_0)
+  store <16 x float> %850, ptr %conv2.t38_c2_0, align 64
+  %t38_a2305 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b1306 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c2_1 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
+  %851 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2305, <16 x float> %t38_b1306, <16 x float> %t38_c2_1)
+  store <16 x float> %851, ptr %conv2.t38_c2_1, align 64
+  %t38_a2307 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b2308 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c2_2 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
+  %852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2307, <16 x float> %t38_b2308, <16 x float> %t38_c2_2)
+  store <16 x float> %852, ptr %conv2.t38_c2_2, align 64
+  %t38_a2309 = load <16 x float>, ptr %conv2.t38_a2, align 64
+  %t38_b3310 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c2_3 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
+  %853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a2309, <16 x float> %t38_b3310, <16 x float> %t38_c2_3)
+  store <16 x float> %853, ptr %conv2.t38_c2_3, align 64
+  %854 = add nsw i64 18464, %conv2.k39286
+  %params311 = getelementptr inbounds float, ptr %params, i64 %854
+  %855 = load float, ptr %params311, align 4
+  %856 = insertelement <16 x float> undef, float %855, i32 0
+  %857 = shufflevector <16 x float> %856, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %857, ptr %conv2.t38_a3, align 64
+  %t38_a3 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b0312 = load <16 x float>, ptr %conv2.t38_b0, align 64
+  %t38_c3_0 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
+  %858 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3, <16 x float> %t38_b0312, <16 x float> %t38_c3_0)
+  store <16 x float> %858, ptr %conv2.t38_c3_0, align 64
+  %t38_a3313 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b1314 = load <16 x float>, ptr %conv2.t38_b1, align 64
+  %t38_c3_1 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
+  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3313, <16 x float> %t38_b1314, <16 x float> %t38_c3_1)
+  store <16 x float> %859, ptr %conv2.t38_c3_1, align 64
+  %t38_a3315 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b2316 = load <16 x float>, ptr %conv2.t38_b2, align 64
+  %t38_c3_2 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
+  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3315, <16 x float> %t38_b2316, <16 x float> %t38_c3_2)
+  store <16 x float> %860, ptr %conv2.t38_c3_2, align 64
+  %t38_a3317 = load <16 x float>, ptr %conv2.t38_a3, align 64
+  %t38_b3318 = load <16 x float>, ptr %conv2.t38_b3, align 64
+  %t38_c3_3 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
+  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t38_a3317, <16 x float> %t38_b3318, <16 x float> %t38_c3_3)
+  store <16 x float> %861, ptr %conv2.t38_c3_3, align 64
+  %k39.next = add nsw i64 %conv2.k39286, 1
+  %862 = icmp slt i64 %k39.next, 288
+  br i1 %862, label %conv2.k39, label %conv2.k39.end
 
-conv2.px31.end:                                   ; preds = %conv2.px31
-  %py30.next = add nsw i64 %conv2.py3063, 1
-  %474 = icmp slt i64 %py30.next, 14
-  br i1 %474, label %conv2.py30, label %conv2.py30.end
+conv2.k39.end:                                    ; preds = %conv2.k39
+  %t38_c0_0319 = load <16 x float>, ptr %conv2.t38_c0_0, align 64
+  %863 = mul nsw i64 %conv2.nb34187, 64
+  %864 = add nsw i64 20672512, %863
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %864
+  store <16 x float> %t38_c0_0319, ptr %arena320, align 4
+  %t38_c0_1321 = load <16 x float>, ptr %conv2.t38_c0_1, align 64
+  %865 = mul nsw i64 %conv2.nb34187, 64
+  %866 = add nsw i64 20672512, %865
+  %867 = add nsw i64 %866, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %867
+  store <16 x float> %t38_c0_1321, ptr %arena322, align 4
+  %t38_c0_2323 = load <16 x float>, ptr %conv2.t38_c0_2, align 64
+  %868 = mul nsw i64 %conv2.nb34187, 64
+  %869 = add nsw i64 20672512, %868
+  %870 = add nsw i64 %869, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %870
+  store <16 x float> %t38_c0_2323, ptr %arena324, align 4
+  %t38_c0_3325 = load <16 x float>, ptr %conv2.t38_c0_3, align 64
+  %871 = mul nsw i64 %conv2.nb34187, 64
+  %872 = add nsw i64 20672512, %871
+  %873 = add nsw i64 %872, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %873
+  store <16 x float> %t38_c0_3325, ptr %arena326, align 4
+  %t38_c1_0327 = load <16 x float>, ptr %conv2.t38_c1_0, align 64
+  %874 = mul nsw i64 %conv2.nb34187, 64
+  %875 = add nsw i64 20722688, %874
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %875
+  store <16 x float> %t38_c1_0327, ptr %arena328, align 4
+  %t38_c1_1329 = load <16 x float>, ptr %conv2.t38_c1_1, align 64
+  %876 = mul nsw i64 %conv2.nb34187, 64
+  %877 = add nsw i64 20722688, %876
+  %878 = add nsw i64 %877, 16
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %878
+  store <16 x float> %t38_c1_1329, ptr %arena330, align 4
+  %t38_c1_2331 = load <16 x float>, ptr %conv2.t38_c1_2, align 64
+  %879 = mul nsw i64 %conv2.nb34187, 64
+  %880 = add nsw i64 20722688, %879
+  %881 = add nsw i64 %880, 32
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %881
+  store <16 x float> %t38_c1_2331, ptr %arena332, align 4
+  %t38_c1_3333 = load <16 x float>, ptr %conv2.t38_c1_3, align 64
+  %882 = mul nsw i64 %conv2.nb34187, 64
+  %883 = add nsw i64 20722688, %882
+  %884 = add nsw i64 %883, 48
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %884
+  store <16 x float> %t38_c1_3333, ptr %arena334, align 4
+  %t38_c2_0335 = load <16 x float>, ptr %conv2.t38_c2_0, align 64
+  %885 = mul nsw i64 %conv2.nb34187, 64
+  %886 = add nsw i64 20772864, %885
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %886
+  store <16 x float> %t38_c2_0335, ptr %arena336, align 4
+  %t38_c2_1337 = load <16 x float>, ptr %conv2.t38_c2_1, align 64
+  %887 = mul nsw i64 %conv2.nb34187, 64
+  %888 = add nsw i64 20772864, %887
+  %889 = add nsw i64 %888, 16
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %889
+  store <16 x float> %t38_c2_1337, ptr %arena338, align 4
+  %t38_c2_2339 = load <16 x float>, ptr %conv2.t38_c2_2, align 64
+  %890 = mul nsw i64 %conv2.nb34187, 64
+  %891 = add nsw i64 20772864, %890
+  %892 = add nsw i64 %891, 32
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %892
+  store <16 x float> %t38_c2_2339, ptr %arena340, align 4
+  %t38_c2_3341 = load <16 x float>, ptr %conv2.t38_c2_3, align 64
+  %893 = mul nsw i64 %conv2.nb34187, 64
+  %894 = add nsw i64 20772864, %893
+  %895 = add nsw i64 %894, 48
+  %arena342 = getelementptr inbounds float, ptr %arena, i64 %895
+  store <16 x float> %t38_c2_3341, ptr %arena342, align 4
+  %t38_c3_0343 = load <16 x float>, ptr %conv2.t38_c3_0, align 64
+  %896 = mul nsw i64 %conv2.nb34187, 64
+  %897 = add nsw i64 20823040, %896
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %897
+  store <16 x float> %t38_c3_0343, ptr %arena344, align 4
+  %t38_c3_1345 = load <16 x float>, ptr %conv2.t38_c3_1, align 64
+  %898 = mul nsw i64 %conv2.nb34187, 64
+  %899 = add nsw i64 20823040, %898
+  %900 = add nsw i64 %899, 16
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %900
+  store <16 x float> %t38_c3_1345, ptr %arena346, align 4
+  %t38_c3_2347 = load <16 x float>, ptr %conv2.t38_c3_2, align 64
+  %901 = mul nsw i64 %conv2.nb34187, 64
+  %902 = add nsw i64 20823040, %901
+  %903 = add nsw i64 %902, 32
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %903
+  store <16 x float> %t38_c3_2347, ptr %arena348, align 4
+  %t38_c3_3349 = load <16 x float>, ptr %conv2.t38_c3_3, align 64
+  %904 = mul nsw i64 %conv2.nb34187, 64
+  %905 = add nsw i64 20823040, %904
+  %906 = add nsw i64 %905, 48
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %906
+  store <16 x float> %t38_c3_3349, ptr %arena350, align 4
+  %nb34.next = add nsw i64 %conv2.nb34187, 1
+  %907 = icmp slt i64 %nb34.next, 784
+  br i1 %907, label %conv2.nb34, label %conv2.nb34.end
 
-fc1.n34:                                          ; preds = %fc1.u35.end, %conv2.g16.end
-  %fc1.n34113 = phi i64 [ 0, %conv2.g16.end ], [ %n34.next, %fc1.u35.end ]
-  br label %fc1.u35
+conv2.j40:                                        ; preds = %conv2.f41.end, %conv2.nb34.end
+  %conv2.j40351 = phi i64 [ 0, %conv2.nb34.end ], [ %j40.next, %conv2.f41.end ]
+  br label %conv2.f41
 
-fc1.n34.end:                                      ; preds = %fc1.u35.end
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 0
-  %params121 = getelementptr inbounds float, ptr %params, i64 1624576
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena120, i32 128, ptr %params121, i32 128, float 0.000000e+00, ptr %arena122, i32 10)
-  br label %fc2.n36
+conv2.j40.end:                                    ; preds = %conv2.f41.end
+  %g22.next = add nsw i64 %conv2.g22164, 1
+  %908 = icmp slt i64 %g22.next, 1
+  br i1 %908, label %conv2.g22, label %conv2.g22.end
 
-fc1.u35:                                          ; preds = %fc1.u35, %fc1.n34
-  %fc1.u35114 = phi i64 [ 0, %fc1.n34 ], [ %u35.next, %fc1.u35 ]
-  %475 = mul nsw i64 %fc1.n34113, 128
-  %476 = add nsw i64 %475, %fc1.u35114
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %476
-  %477 = load float, ptr %arena115, align 4
-  %478 = add nsw i64 1624448, %fc1.u35114
-  %params116 = getelementptr inbounds float, ptr %params, i64 %478
-  %479 = load float, ptr %params116, align 4
-  %480 = fadd float %477, %479
-  %481 = fcmp ogt float %480, 0.000000e+00
-  %482 = mul nsw i64 %fc1.n34113, 128
-  %483 = add nsw i64 %482, %fc1.u35114
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %483
-  %484 = load float, ptr %arena117, align 4
-  %485 = add nsw i64 1624448, %fc1.u35114
-  %params118 = getelementptr inbounds float, ptr %params, i64 %485
-  %486 = load float, ptr %params118, align 4
-  %487 = fadd float %484, %486
-  %488 = select i1 %481, float %487, float 0.000000e+00
-  %489 = mul nsw i64 %fc1.n34113, 128
-  %490 = add nsw i64 %489, %fc1.u35114
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %490
-  store float %488, ptr %arena119, align 4
-  %u35.next = add nsw i64 %fc1.u35114, 1
-  %491 = icmp slt i64 %u35.next, 128
-  br i1 %491, label %fc1.u35, label %fc1.u35.end
+conv2.f41:                                        ; preds = %conv2.py42.end, %conv2.j40
+  %conv2.f41352 = phi i64 [ 0, %conv2.j40 ], [ %f41.next, %conv2.py42.end ]
+  br label %conv2.py42
 
-fc1.u35.end:                                      ; preds = %fc1.u35
-  %n34.next = add nsw i64 %fc1.n34113, 1
-  %492 = icmp slt i64 %n34.next, 64
-  br i1 %492, label %fc1.n34, label %fc1.n34.end
+conv2.f41.end:                                    ; preds = %conv2.py42.end
+  %j40.next = add nsw i64 %conv2.j40351, 1
+  %909 = icmp slt i64 %j40.next, 64
+  br i1 %909, label %conv2.j40, label %conv2.j40.end
 
-fc2.n36:                                          ; preds = %fc2.u37.end, %fc1.n34.end
-  %fc2.n36123 = phi i64 [ 0, %fc1.n34.end ], [ %n36.next, %fc2.u37.end ]
-  br label %fc2.u37
+conv2.py42:                                       ; preds = %conv2.px43.end, %conv2.f41
+  %conv2.py42353 = phi i64 [ 0, %conv2.f41 ], [ %py42.next, %conv2.px43.end ]
+  br label %conv2.px43
 
-fc2.n36.end:                                      ; preds = %fc2.u37.end
+conv2.py42.end:                                   ; preds = %conv2.px43.end
+  %f41.next = add nsw i64 %conv2.f41352, 1
+  %910 = icmp slt i64 %f41.next, 64
+  br i1 %910, label %conv2.f41, label %conv2.f41.end
+
+conv2.px43:                                       ; preds = %conv2.px43, %conv2.py42
+  %conv2.px43354 = phi i64 [ 0, %conv2.py42 ], [ %px43.next, %conv2.px43 ]
+  %911 = mul nsw i64 %conv2.f41352, 50176
+  %912 = add nsw i64 17661952, %911
+  %913 = mul nsw i64 %conv2.j40351, 784
+  %914 = add nsw i64 %912, %913
+  %915 = mul nsw i64 %conv2.py42353, 56
+  %916 = mul nsw i64 %conv2.px43354, 2
+  %917 = add nsw i64 %915, %916
+  %918 = add nsw i64 %914, %917
+  %arena355 = getelementptr inbounds float, ptr %arena, i64 %918
+  %919 = load float, ptr %arena355, align 4
+  %920 = add nsw i64 18752, %conv2.f41352
+  %params356 = getelementptr inbounds float, ptr %params, i64 %920
+  %921 = load float, ptr %params356, align 4
+  %922 = fadd float %919, %921
+  store float %922, ptr %conv2.best44, align 4
+  %923 = mul nsw i64 %conv2.py42353, 56
+  %924 = mul nsw i64 %conv2.px43354, 2
+  %925 = add nsw i64 %923, %924
+  %926 = sitofp i64 %925 to float
+  store float %926, ptr %conv2.bi45, align 4
+  %927 = mul nsw i64 %conv2.f41352, 50176
+  %928 = add nsw i64 17661952, %927
+  %929 = mul nsw i64 %conv2.j40351, 784
+  %930 = add nsw i64 %928, %929
+  %931 = mul nsw i64 %conv2.py42353, 56
+  %932 = mul nsw i64 %conv2.px43354, 2
+  %933 = add nsw i64 %931, %932
+  %934 = add nsw i64 %930, %933
+  %arena357 = getelementptr inbounds float, ptr %arena, i64 %934
+  %935 = load float, ptr %arena357, align 4
+  %936 = add nsw i64 18752, %conv2.f41352
+  %params358 = getelementptr inbounds float, ptr %params, i64 %936
+  %937 = load float, ptr %params358, align 4
+  %938 = fadd float %935, %937
+  %best44 = load float, ptr %conv2.best44, align 4
+  %939 = fcmp ogt float %938, %best44
+  %940 = mul nsw i64 %conv2.py42353, 56
+  %941 = mul nsw i64 %conv2.px43354, 2
+  %942 = add nsw i64 %940, %941
+  %943 = sitofp i64 %942 to float
+  %bi45 = load float, ptr %conv2.bi45, align 4
+  %944 = select i1 %939, float %943, float %bi45
+  store float %944, ptr %conv2.bi45, align 4
+  %945 = mul nsw i64 %conv2.f41352, 50176
+  %946 = add nsw i64 17661952, %945
+  %947 = mul nsw i64 %conv2.j40351, 784
+  %948 = add nsw i64 %946, %947
+  %949 = mul nsw i64 %conv2.py42353, 56
+  %950 = mul nsw i64 %conv2.px43354, 2
+  %951 = add nsw i64 %949, %950
+  %952 = add nsw i64 %948, %951
+  %arena359 = getelementptr inbounds float, ptr %arena, i64 %952
+  %953 = load float, ptr %arena359, align 4
+  %954 = add nsw i64 18752, %conv2.f41352
+  %params360 = getelementptr inbounds float, ptr %params, i64 %954
+  %955 = load float, ptr %params360, align 4
+  %956 = fadd float %953, %955
+  %best44361 = load float, ptr %conv2.best44, align 4
+  %957 = fcmp ogt float %956, %best44361
+  %958 = mul nsw i64 %conv2.f41352, 50176
+  %959 = add nsw i64 17661952, %958
+  %960 = mul nsw i64 %conv2.j40351, 784
+  %961 = add nsw i64 %959, %960
+  %962 = mul nsw i64 %conv2.py42353, 56
+  %963 = mul nsw i64 %conv2.px43354, 2
+  %964 = add nsw i64 %962, %963
+  %965 = add nsw i64 %961, %964
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %965
+  %966 = load float, ptr %arena362, align 4
+  %967 = add nsw i64 18752, %conv2.f41352
+  %params363 = getelementptr inbounds float, ptr %params, i64 %967
+  %968 = load float, ptr %params363, align 4
+  %969 = fadd float %966, %968
+  %best44364 = load float, ptr %conv2.best44, align 4
+  %970 = select i1 %957, float %969, float %best44364
+  store float %970, ptr %conv2.best44, align 4
+  %971 = mul nsw i64 %conv2.f41352, 50176
+  %972 = add nsw i64 17661952, %971
+  %973 = mul nsw i64 %conv2.j40351, 784
+  %974 = add nsw i64 %972, %973
+  %975 = mul nsw i64 %conv2.py42353, 56
+  %976 = mul nsw i64 %conv2.px43354, 2
+  %977 = add nsw i64 %975, %976
+  %978 = add nsw i64 %977, 1
+  %979 = add nsw i64 %974, %978
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 %979
+  %980 = load float, ptr %arena365, align 4
+  %981 = add nsw i64 18752, %conv2.f41352
+  %params366 = getelementptr inbounds float, ptr %params, i64 %981
+  %982 = load float, ptr %params366, align 4
+  %983 = fadd float %980, %982
+  %best44367 = load float, ptr %conv2.best44, align 4
+  %984 = fcmp ogt float %983, %best44367
+  %985 = mul nsw i64 %conv2.py42353, 56
+  %986 = mul nsw i64 %conv2.px43354, 2
+  %987 = add nsw i64 %985, %986
+  %988 = add nsw i64 %987, 1
+  %989 = sitofp i64 %988 to float
+  %bi45368 = load float, ptr %conv2.bi45, align 4
+  %990 = select i1 %984, float %989, float %bi45368
+  store float %990, ptr %conv2.bi45, align 4
+  %991 = mul nsw i64 %conv2.f41352, 50176
+  %992 = add nsw i64 17661952, %991
+  %993 = mul nsw i64 %conv2.j40351, 784
+  %994 = add nsw i64 %992, %993
+  %995 = mul nsw i64 %conv2.py42353, 56
+  %996 = mul nsw i64 %conv2.px43354, 2
+  %997 = add nsw i64 %995, %996
+  %998 = add nsw i64 %997, 1
+  %999 = add nsw i64 %994, %998
+  %arena369 = getelementptr inbounds float, ptr %arena, i64 %999
+  %1000 = load float, ptr %arena369, align 4
+  %1001 = add nsw i64 18752, %conv2.f41352
+  %params370 = getelementptr inbounds float, ptr %params, i64 %1001
+  %1002 = load float, ptr %params370, align 4
+  %1003 = fadd float %1000, %1002
+  %best44371 = load float, ptr %conv2.best44, align 4
+  %1004 = fcmp ogt float %1003, %best44371
+  %1005 = mul nsw i64 %conv2.f41352, 50176
+  %1006 = add nsw i64 17661952, %1005
+  %1007 = mul nsw i64 %conv2.j40351, 784
+  %1008 = add nsw i64 %1006, %1007
+  %1009 = mul nsw i64 %conv2.py42353, 56
+  %1010 = mul nsw i64 %conv2.px43354, 2
+  %1011 = add nsw i64 %1009, %1010
+  %1012 = add nsw i64 %1011, 1
+  %1013 = add nsw i64 %1008, %1012
+  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1013
+  %1014 = load float, ptr %arena372, align 4
+  %1015 = add nsw i64 18752, %conv2.f41352
+  %params373 = getelementptr inbounds float, ptr %params, i64 %1015
+  %1016 = load float, ptr %params373, align 4
+  %1017 = fadd float %1014, %1016
+  %best44374 = load float, ptr %conv2.best44, align 4
+  %1018 = select i1 %1004, float %1017, float %best44374
+  store float %1018, ptr %conv2.best44, align 4
+  %1019 = mul nsw i64 %conv2.f41352, 50176
+  %1020 = add nsw i64 17661952, %1019
+  %1021 = mul nsw i64 %conv2.j40351, 784
+  %1022 = add nsw i64 %1020, %1021
+  %1023 = mul nsw i64 %conv2.py42353, 56
+  %1024 = mul nsw i64 %conv2.px43354, 2
+  %1025 = add nsw i64 %1023, %1024
+  %1026 = add nsw i64 %1025, 28
+  %1027 = add nsw i64 %1022, %1026
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1027
+  %1028 = load float, ptr %arena375, align 4
+  %1029 = add nsw i64 18752, %conv2.f41352
+  %params376 = getelementptr inbounds float, ptr %params, i64 %1029
+  %1030 = load float, ptr %params376, align 4
+  %1031 = fadd float %1028, %1030
+  %best44377 = load float, ptr %conv2.best44, align 4
+  %1032 = fcmp ogt float %1031, %best44377
+  %1033 = mul nsw i64 %conv2.py42353, 56
+  %1034 = mul nsw i64 %conv2.px43354, 2
+  %1035 = add nsw i64 %1033, %1034
+  %1036 = add nsw i64 %1035, 28
+  %1037 = sitofp i64 %1036 to float
+  %bi45378 = load float, ptr %conv2.bi45, align 4
+  %1038 = select i1 %1032, float %1037, float %bi45378
+  store float %1038, ptr %conv2.bi45, align 4
+  %1039 = mul nsw i64 %conv2.f41352, 50176
+  %1040 = add nsw i64 17661952, %1039
+  %1041 = mul nsw i64 %conv2.j40351, 784
+  %1042 = add nsw i64 %1040, %1041
+  %1043 = mul nsw i64 %conv2.py42353, 56
+  %1044 = mul nsw i64 %conv2.px43354, 2
+  %1045 = add nsw i64 %1043, %1044
+  %1046 = add nsw i64 %1045, 28
+  %1047 = add nsw i64 %1042, %1046
+  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load float, ptr %arena379, align 4
+  %1049 = add nsw i64 18752, %conv2.f41352
+  %params380 = getelementptr inbounds float, ptr %params, i64 %1049
+  %1050 = load float, ptr %params380, align 4
+  %1051 = fadd float %1048, %1050
+  %best44381 = load float, ptr %conv2.best44, align 4
+  %1052 = fcmp ogt float %1051, %best44381
+  %1053 = mul nsw i64 %conv2.f41352, 50176
+  %1054 = add nsw i64 17661952, %1053
+  %1055 = mul nsw i64 %conv2.j40351, 784
+  %1056 = add nsw i64 %1054, %1055
+  %1057 = mul nsw i64 %conv2.py42353, 56
+  %1058 = mul nsw i64 %conv2.px43354, 2
+  %1059 = add nsw i64 %1057, %1058
+  %1060 = add nsw i64 %1059, 28
+  %1061 = add nsw i64 %1056, %1060
+  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1061
+  %1062 = load float, ptr %arena382, align 4
+  %1063 = add nsw i64 18752, %conv2.f41352
+  %params383 = getelementptr inbounds float, ptr %params, i64 %1063
+  %1064 = load float, ptr %params383, align 4
+  %1065 = fadd float %1062, %1064
+  %best44384 = load float, ptr %conv2.best44, align 4
+  %1066 = select i1 %1052, float %1065, float %best44384
+  store float %1066, ptr %conv2.best44, align 4
+  %1067 = mul nsw i64 %conv2.f41352, 50176
+  %1068 = add nsw i64 17661952, %1067
+  %1069 = mul nsw i64 %conv2.j40351, 784
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = mul nsw i64 %conv2.py42353, 56
+  %1072 = mul nsw i64 %conv2.px43354, 2
+  %1073 = add nsw i64 %1071, %1072
+  %1074 = add nsw i64 %1073, 28
+  %1075 = add nsw i64 %1074, 1
+  %1076 = add nsw i64 %1070, %1075
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1076
+  %1077 = load float, ptr %arena385, align 4
+  %1078 = add nsw i64 18752, %conv2.f41352
+  %params386 = getelementptr inbounds float, ptr %params, i64 %1078
+  %1079 = load float, ptr %params386, align 4
+  %1080 = fadd float %1077, %1079
+  %best44387 = load float, ptr %conv2.best44, align 4
+  %1081 = fcmp ogt float %1080, %best44387
+  %1082 = mul nsw i64 %conv2.py42353, 56
+  %1083 = mul nsw i64 %conv2.px43354, 2
+  %1084 = add nsw i64 %1082, %1083
+  %1085 = add nsw i64 %1084, 28
+  %1086 = add nsw i64 %1085, 1
+  %1087 = sitofp i64 %1086 to float
+  %bi45388 = load float, ptr %conv2.bi45, align 4
+  %1088 = select i1 %1081, float %1087, float %bi45388
+  store float %1088, ptr %conv2.bi45, align 4
+  %1089 = mul nsw i64 %conv2.f41352, 50176
+  %1090 = add nsw i64 17661952, %1089
+  %1091 = mul nsw i64 %conv2.j40351, 784
+  %1092 = add nsw i64 %1090, %1091
+  %1093 = mul nsw i64 %conv2.py42353, 56
+  %1094 = mul nsw i64 %conv2.px43354, 2
+  %1095 = add nsw i64 %1093, %1094
+  %1096 = add nsw i64 %1095, 28
+  %1097 = add nsw i64 %1096, 1
+  %1098 = add nsw i64 %1092, %1097
+  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1098
+  %1099 = load float, ptr %arena389, align 4
+  %1100 = add nsw i64 18752, %conv2.f41352
+  %params390 = getelementptr inbounds float, ptr %params, i64 %1100
+  %1101 = load float, ptr %params390, align 4
+  %1102 = fadd float %1099, %1101
+  %best44391 = load float, ptr %conv2.best44, align 4
+  %1103 = fcmp ogt float %1102, %best44391
+  %1104 = mul nsw i64 %conv2.f41352, 50176
+  %1105 = add nsw i64 17661952, %1104
+  %1106 = mul nsw i64 %conv2.j40351, 784
+  %1107 = add nsw i64 %1105, %1106
+  %1108 = mul nsw i64 %conv2.py42353, 56
+  %1109 = mul nsw i64 %conv2.px43354, 2
+  %1110 = add nsw i64 %1108, %1109
+  %1111 = add nsw i64 %1110, 28
+  %1112 = add nsw i64 %1111, 1
+  %1113 = add nsw i64 %1107, %1112
+  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1113
+  %1114 = load float, ptr %arena392, align 4
+  %1115 = add nsw i64 18752, %conv2.f41352
+  %params393 = getelementptr inbounds float, ptr %params, i64 %1115
+  %1116 = load float, ptr %params393, align 4
+  %1117 = fadd float %1114, %1116
+  %best44394 = load float, ptr %conv2.best44, align 4
+  %1118 = select i1 %1103, float %1117, float %best44394
+  store float %1118, ptr %conv2.best44, align 4
+  %best44395 = load float, ptr %conv2.best44, align 4
+  %1119 = fcmp ogt float %best44395, 0.000000e+00
+  %best44396 = load float, ptr %conv2.best44, align 4
+  %1120 = select i1 %1119, float %best44396, float 0.000000e+00
+  %1121 = mul nsw i64 %conv2.g22164, 64
+  %1122 = add nsw i64 %1121, %conv2.j40351
+  %1123 = mul nsw i64 %1122, 12544
+  %1124 = mul nsw i64 %conv2.f41352, 196
+  %1125 = add nsw i64 %1123, %1124
+  %1126 = mul nsw i64 %conv2.py42353, 14
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = add nsw i64 %1127, %conv2.px43354
+  %1129 = add nsw i64 1605632, %1128
+  %arena397 = getelementptr inbounds float, ptr %arena, i64 %1129
+  store float %1120, ptr %arena397, align 4
+  %bi45398 = load float, ptr %conv2.bi45, align 4
+  %1130 = mul nsw i64 %conv2.g22164, 64
+  %1131 = add nsw i64 %1130, %conv2.j40351
+  %1132 = mul nsw i64 %1131, 12544
+  %1133 = mul nsw i64 %conv2.f41352, 196
+  %1134 = add nsw i64 %1132, %1133
+  %1135 = mul nsw i64 %conv2.py42353, 14
+  %1136 = add nsw i64 %1134, %1135
+  %1137 = add nsw i64 %1136, %conv2.px43354
+  %1138 = add nsw i64 2408448, %1137
+  %arena399 = getelementptr inbounds float, ptr %arena, i64 %1138
+  store float %bi45398, ptr %arena399, align 4
+  %px43.next = add nsw i64 %conv2.px43354, 1
+  %1139 = icmp slt i64 %px43.next, 14
+  br i1 %1139, label %conv2.px43, label %conv2.px43.end
+
+conv2.px43.end:                                   ; preds = %conv2.px43
+  %py42.next = add nsw i64 %conv2.py42353, 1
+  %1140 = icmp slt i64 %py42.next, 14
+  br i1 %1140, label %conv2.py42, label %conv2.py42.end
+
+fc1.n46:                                          ; preds = %fc1.u47.end, %conv2.g22.end
+  %fc1.n46403 = phi i64 [ 0, %conv2.g22.end ], [ %n46.next, %fc1.u47.end ]
+  br label %fc1.u47
+
+fc1.n46.end:                                      ; preds = %fc1.u47.end
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 0
+  %params411 = getelementptr inbounds float, ptr %params, i64 1624576
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena410, i32 128, ptr %params411, i32 128, float 0.000000e+00, ptr %arena412, i32 10)
+  br label %fc2.n48
+
+fc1.u47:                                          ; preds = %fc1.u47, %fc1.n46
+  %fc1.u47404 = phi i64 [ 0, %fc1.n46 ], [ %u47.next, %fc1.u47 ]
+  %1141 = mul nsw i64 %fc1.n46403, 128
+  %1142 = add nsw i64 %1141, %fc1.u47404
+  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1142
+  %1143 = load float, ptr %arena405, align 4
+  %1144 = add nsw i64 1624448, %fc1.u47404
+  %params406 = getelementptr inbounds float, ptr %params, i64 %1144
+  %1145 = load float, ptr %params406, align 4
+  %1146 = fadd float %1143, %1145
+  %1147 = fcmp ogt float %1146, 0.000000e+00
+  %1148 = mul nsw i64 %fc1.n46403, 128
+  %1149 = add nsw i64 %1148, %fc1.u47404
+  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1149
+  %1150 = load float, ptr %arena407, align 4
+  %1151 = add nsw i64 1624448, %fc1.u47404
+  %params408 = getelementptr inbounds float, ptr %params, i64 %1151
+  %1152 = load float, ptr %params408, align 4
+  %1153 = fadd float %1150, %1152
+  %1154 = select i1 %1147, float %1153, float 0.000000e+00
+  %1155 = mul nsw i64 %fc1.n46403, 128
+  %1156 = add nsw i64 %1155, %fc1.u47404
+  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1156
+  store float %1154, ptr %arena409, align 4
+  %u47.next = add nsw i64 %fc1.u47404, 1
+  %1157 = icmp slt i64 %u47.next, 128
+  br i1 %1157, label %fc1.u47, label %fc1.u47.end
+
+fc1.u47.end:                                      ; preds = %fc1.u47
+  %n46.next = add nsw i64 %fc1.n46403, 1
+  %1158 = icmp slt i64 %n46.next, 64
+  br i1 %1158, label %fc1.n46, label %fc1.n46.end
+
+fc2.n48:                                          ; preds = %fc2.u49.end, %fc1.n46.end
+  %fc2.n48413 = phi i64 [ 0, %fc1.n46.end ], [ %n48.next, %fc2.u49.end ]
+  br label %fc2.u49
+
+fc2.n48.end:                                      ; preds = %fc2.u49.end
   ret void
 
-fc2.u37:                                          ; preds = %fc2.u37, %fc2.n36
-  %fc2.u37124 = phi i64 [ 0, %fc2.n36 ], [ %u37.next, %fc2.u37 ]
-  %493 = mul nsw i64 %fc2.n36123, 10
-  %494 = add nsw i64 8192, %493
-  %495 = add nsw i64 %494, %fc2.u37124
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %495
-  %496 = load float, ptr %arena125, align 4
-  %497 = add nsw i64 1625856, %fc2.u37124
-  %params126 = getelementptr inbounds float, ptr %params, i64 %497
-  %498 = load float, ptr %params126, align 4
-  %499 = fadd float %496, %498
-  %500 = mul nsw i64 %fc2.n36123, 10
-  %501 = add nsw i64 8192, %500
-  %502 = add nsw i64 %501, %fc2.u37124
-  %arena127 = getelementptr inbounds float, ptr %arena, i64 %502
-  store float %499, ptr %arena127, align 4
-  %u37.next = add nsw i64 %fc2.u37124, 1
-  %503 = icmp slt i64 %u37.next, 10
-  br i1 %503, label %fc2.u37, label %fc2.u37.end
+fc2.u49:                                          ; preds = %fc2.u49, %fc2.n48
+  %fc2.u49414 = phi i64 [ 0, %fc2.n48 ], [ %u49.next, %fc2.u49 ]
+  %1159 = mul nsw i64 %fc2.n48413, 10
+  %1160 = add nsw i64 8192, %1159
+  %1161 = add nsw i64 %1160, %fc2.u49414
+  %arena415 = getelementptr inbounds float, ptr %arena, i64 %1161
+  %1162 = load float, ptr %arena415, align 4
+  %1163 = add nsw i64 1625856, %fc2.u49414
+  %params416 = getelementptr inbounds float, ptr %params, i64 %1163
+  %1164 = load float, ptr %params416, align 4
+  %1165 = fadd float %1162, %1164
+  %1166 = mul nsw i64 %fc2.n48413, 10
+  %1167 = add nsw i64 8192, %1166
+  %1168 = add nsw i64 %1167, %fc2.u49414
+  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1168
+  store float %1165, ptr %arena417, align 4
+  %u49.next = add nsw i64 %fc2.u49414, 1
+  %1169 = icmp slt i64 %u49.next, 10
+  br i1 %1169, label %fc2.u49, label %fc2.u49.end
 
-fc2.u37.end:                                      ; preds = %fc2.u37
-  %n36.next = add nsw i64 %fc2.n36123, 1
-  %504 = icmp slt i64 %n36.next, 64
-  br i1 %504, label %fc2.n36, label %fc2.n36.end
+fc2.u49.end:                                      ; preds = %fc2.u49
+  %n48.next = add nsw i64 %fc2.n48413, 1
+  %1170 = icmp slt i64 %n48.next, 64
+  br i1 %1170, label %fc2.n48, label %fc2.n48.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -24,6 +24,15 @@ let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_s
 @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
   UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
 }
+/// The first `lanes` floats at p + i, zeros after (never reads past them).
+@inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+  var v = SIMD16<Float>()
+  for l in 0..<lanes { v[l] = p[i &+ l] }
+  return v
+}
+@inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+  for l in 0..<lanes { p[i &+ l] = v[l] }
+}
 
 @_cdecl("convnet_train_b64")
 public func convnet_train_b64(
@@ -89,82 +98,354 @@ public func convnet_train_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 32, 9, 1, arena + 1605632, 50176, params + 0, 9, Float(bitPattern: 0x0), arena + 2057216, 32)
-    for j13 in 0..<64 {
-      for f14 in 0..<32 {
-        for i15 in 0..<784 {
-          arena[(((((g1 &* 64) &+ j13) &* 25088) &+ (f14 &* 784)) &+ i15)] = ((arena[((2057216 &+ (((j13 &* 784) &+ i15) &* 32)) &+ f14)] + params[(288 &+ f14)]) > Float(0) ? (arena[((2057216 &+ (((j13 &* 784) &+ i15) &* 32)) &+ f14)] + params[(288 &+ f14)]) : Float(0))
+    for nb13 in 0..<784 {
+      for mb14 in 0..<5 {
+        var t15_c0_0 = SIMD16<Float>()
+        var t15_c0_1 = SIMD16<Float>()
+        var t15_c0_2 = SIMD16<Float>()
+        var t15_c0_3 = SIMD16<Float>()
+        var t15_c1_0 = SIMD16<Float>()
+        var t15_c1_1 = SIMD16<Float>()
+        var t15_c1_2 = SIMD16<Float>()
+        var t15_c1_3 = SIMD16<Float>()
+        var t15_c2_0 = SIMD16<Float>()
+        var t15_c2_1 = SIMD16<Float>()
+        var t15_c2_2 = SIMD16<Float>()
+        var t15_c2_3 = SIMD16<Float>()
+        var t15_c3_0 = SIMD16<Float>()
+        var t15_c3_1 = SIMD16<Float>()
+        var t15_c3_2 = SIMD16<Float>()
+        var t15_c3_3 = SIMD16<Float>()
+        var t15_c4_0 = SIMD16<Float>()
+        var t15_c4_1 = SIMD16<Float>()
+        var t15_c4_2 = SIMD16<Float>()
+        var t15_c4_3 = SIMD16<Float>()
+        var t15_c5_0 = SIMD16<Float>()
+        var t15_c5_1 = SIMD16<Float>()
+        var t15_c5_2 = SIMD16<Float>()
+        var t15_c5_3 = SIMD16<Float>()
+        for k16 in 0..<9 {
+          let t15_b0 = load16(arena, ((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
+          let t15_b1 = load16(arena, (((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+          let t15_b2 = load16(arena, (((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+          let t15_b3 = load16(arena, (((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
+          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
+          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
+          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
+          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
+          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
+          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
+          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
+          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
+          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
+          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
+          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
+          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
+          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
+          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
+          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
+          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
+          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
+          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
+          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
+          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
+          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+        }
+        store16(arena, ((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
+        store16(arena, (((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
+        store16(arena, (((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
+        store16(arena, (((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+      }
+      var t17_c0_0 = SIMD16<Float>()
+      var t17_c0_1 = SIMD16<Float>()
+      var t17_c0_2 = SIMD16<Float>()
+      var t17_c0_3 = SIMD16<Float>()
+      var t17_c1_0 = SIMD16<Float>()
+      var t17_c1_1 = SIMD16<Float>()
+      var t17_c1_2 = SIMD16<Float>()
+      var t17_c1_3 = SIMD16<Float>()
+      for k18 in 0..<9 {
+        let t17_b0 = load16(arena, ((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
+        let t17_b1 = load16(arena, (((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+        let t17_b2 = load16(arena, (((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+        let t17_b3 = load16(arena, (((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+        let t17_a0 = SIMD16<Float>(repeating: params[(270 &+ k18)])
+        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
+        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
+        let t17_a1 = SIMD16<Float>(repeating: params[(279 &+ k18)])
+        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
+        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+      }
+      store16(arena, (3562496 &+ (nb13 &* 64)), t17_c0_0)
+      store16(arena, ((3562496 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
+      store16(arena, ((3562496 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
+      store16(arena, ((3562496 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
+      store16(arena, (3612672 &+ (nb13 &* 64)), t17_c1_0)
+      store16(arena, ((3612672 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
+      store16(arena, ((3612672 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
+      store16(arena, ((3612672 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+    }
+    for j19 in 0..<64 {
+      for f20 in 0..<32 {
+        do {  // SIMD16 over i21
+          var i21 = 0
+          while i21 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j19) &* 25088) &+ (f20 &* 784)) &+ i21, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21) + SIMD16<Float>(repeating: params[(288 &+ f20)])), where: (load16(arena, ((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21) + SIMD16<Float>(repeating: params[(288 &+ f20)])) .> SIMD16<Float>(repeating: Float(0))))
+            i21 &+= 16
+          }
+          while i21 < 784 {
+            arena[(((((g1 &* 64) &+ j19) &* 25088) &+ (f20 &* 784)) &+ i21)] = ((arena[(((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21)] + params[(288 &+ f20)]) > Float(0) ? (arena[(((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21)] + params[(288 &+ f20)]) : Float(0))
+            i21 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g16 in 0..<1 {
-    for j17 in 0..<64 {
-      for r18 in 0..<288 {
-        do {  // SIMD16 over i19
-          var i19 = 0
-          while i19 &+ 16 <= 784 {
-            store16(arena, ((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)))
-            i19 &+= 16
+  for g22 in 0..<1 {
+    for j23 in 0..<64 {
+      for r24 in 0..<288 {
+        do {  // SIMD16 over i25
+          var i25 = 0
+          while i25 &+ 16 <= 784 {
+            store16(arena, ((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25, SIMD16<Float>(repeating: Float(0)))
+            i25 &+= 16
           }
-          while i19 < 784 {
-            arena[(((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19)] = Float(0)
-            i19 &+= 1
+          while i25 < 784 {
+            arena[(((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25)] = Float(0)
+            i25 &+= 1
           }
         }
       }
-      for c20 in 0..<32 {
-        for ky21 in 0..<3 {
-          for oy22 in 0..<28 {
-            if (-1 < ((oy22 &+ ky21) &+ -1) && ((oy22 &+ ky21) &+ -1) < 28) {
-              for ox23 in 0..<27 {
-                arena[((((3211264 &+ ((((c20 &* 3) &+ ky21) &* 3) &* 50176)) &+ (j17 &* 784)) &+ (oy22 &* 28)) &+ (ox23 &+ 1))] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy22 &+ ky21) &+ -1) &* 28)) &+ ((ox23 &+ 1) &+ -1))]
+      for c26 in 0..<32 {
+        for ky27 in 0..<3 {
+          for oy28 in 0..<28 {
+            if (-1 < ((oy28 &+ ky27) &+ -1) && ((oy28 &+ ky27) &+ -1) < 28) {
+              for ox29 in 0..<27 {
+                arena[((((3211264 &+ ((((c26 &* 3) &+ ky27) &* 3) &* 50176)) &+ (j23 &* 784)) &+ (oy28 &* 28)) &+ (ox29 &+ 1))] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy28 &+ ky27) &+ -1) &* 28)) &+ ((ox29 &+ 1) &+ -1))]
               }
             }
           }
-          for oy24 in 0..<28 {
-            if (-1 < ((oy24 &+ ky21) &+ -1) && ((oy24 &+ ky21) &+ -1) < 28) {
-              do {  // SIMD16 over ox25
-                var ox25 = 0
-                while ox25 &+ 16 <= 28 {
-                  store16(arena, (((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25, load16(arena, (((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25))
-                  ox25 &+= 16
+          for oy30 in 0..<28 {
+            if (-1 < ((oy30 &+ ky27) &+ -1) && ((oy30 &+ ky27) &+ -1) < 28) {
+              do {  // SIMD16 over ox31
+                var ox31 = 0
+                while ox31 &+ 16 <= 28 {
+                  store16(arena, (((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31, load16(arena, (((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31))
+                  ox31 &+= 16
                 }
-                while ox25 < 28 {
-                  arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25)]
-                  ox25 &+= 1
+                while ox31 < 28 {
+                  arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31)]
+                  ox31 &+= 1
                 }
               }
             }
           }
-          for oy26 in 0..<28 {
-            if (-1 < ((oy26 &+ ky21) &+ -1) && ((oy26 &+ ky21) &+ -1) < 28) {
-              for ox27 in 0..<27 {
-                arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 2) &* 50176)) &+ (j17 &* 784)) &+ (oy26 &* 28)) &+ ox27)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy26 &+ ky21) &+ -1) &* 28)) &+ (ox27 &+ 1))]
+          for oy32 in 0..<28 {
+            if (-1 < ((oy32 &+ ky27) &+ -1) && ((oy32 &+ ky27) &+ -1) < 28) {
+              for ox33 in 0..<27 {
+                arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 2) &* 50176)) &+ (j23 &* 784)) &+ (oy32 &* 28)) &+ ox33)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy32 &+ ky27) &+ -1) &* 28)) &+ (ox33 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 64, 288, 1, arena + 3211264, 50176, params + 320, 288, Float(bitPattern: 0x0), arena + 17661952, 64)
-    for j28 in 0..<64 {
-      for f29 in 0..<64 {
-        for py30 in 0..<14 {
-          for px31 in 0..<14 {
-            var best32: Float = (arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)])
-            var bi33: Float = Float(((py30 &* 56) &+ (px31 &* 2)))
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float(((py30 &* 56) &+ (px31 &* 2))) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 1)) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 28)) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            arena[(1605632 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = (best32 > Float(0) ? best32 : Float(0))
-            arena[(2408448 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = bi33
+    for nb34 in 0..<784 {
+      for mb35 in 0..<10 {
+        var t36_c0_0 = SIMD16<Float>()
+        var t36_c0_1 = SIMD16<Float>()
+        var t36_c0_2 = SIMD16<Float>()
+        var t36_c0_3 = SIMD16<Float>()
+        var t36_c1_0 = SIMD16<Float>()
+        var t36_c1_1 = SIMD16<Float>()
+        var t36_c1_2 = SIMD16<Float>()
+        var t36_c1_3 = SIMD16<Float>()
+        var t36_c2_0 = SIMD16<Float>()
+        var t36_c2_1 = SIMD16<Float>()
+        var t36_c2_2 = SIMD16<Float>()
+        var t36_c2_3 = SIMD16<Float>()
+        var t36_c3_0 = SIMD16<Float>()
+        var t36_c3_1 = SIMD16<Float>()
+        var t36_c3_2 = SIMD16<Float>()
+        var t36_c3_3 = SIMD16<Float>()
+        var t36_c4_0 = SIMD16<Float>()
+        var t36_c4_1 = SIMD16<Float>()
+        var t36_c4_2 = SIMD16<Float>()
+        var t36_c4_3 = SIMD16<Float>()
+        var t36_c5_0 = SIMD16<Float>()
+        var t36_c5_1 = SIMD16<Float>()
+        var t36_c5_2 = SIMD16<Float>()
+        var t36_c5_3 = SIMD16<Float>()
+        for k37 in 0..<288 {
+          let t36_b0 = load16(arena, ((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)))
+          let t36_b1 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 16))
+          let t36_b2 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 32))
+          let t36_b3 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 48))
+          let t36_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb35 &* 6) &* 288)) &+ k37)])
+          t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
+          t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
+          t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
+          t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
+          let t36_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 1) &* 288)) &+ k37)])
+          t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
+          t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
+          t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
+          t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
+          let t36_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 2) &* 288)) &+ k37)])
+          t36_c2_0 = t36_c2_0.addingProduct(t36_a2, t36_b0)
+          t36_c2_1 = t36_c2_1.addingProduct(t36_a2, t36_b1)
+          t36_c2_2 = t36_c2_2.addingProduct(t36_a2, t36_b2)
+          t36_c2_3 = t36_c2_3.addingProduct(t36_a2, t36_b3)
+          let t36_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 3) &* 288)) &+ k37)])
+          t36_c3_0 = t36_c3_0.addingProduct(t36_a3, t36_b0)
+          t36_c3_1 = t36_c3_1.addingProduct(t36_a3, t36_b1)
+          t36_c3_2 = t36_c3_2.addingProduct(t36_a3, t36_b2)
+          t36_c3_3 = t36_c3_3.addingProduct(t36_a3, t36_b3)
+          let t36_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 4) &* 288)) &+ k37)])
+          t36_c4_0 = t36_c4_0.addingProduct(t36_a4, t36_b0)
+          t36_c4_1 = t36_c4_1.addingProduct(t36_a4, t36_b1)
+          t36_c4_2 = t36_c4_2.addingProduct(t36_a4, t36_b2)
+          t36_c4_3 = t36_c4_3.addingProduct(t36_a4, t36_b3)
+          let t36_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 5) &* 288)) &+ k37)])
+          t36_c5_0 = t36_c5_0.addingProduct(t36_a5, t36_b0)
+          t36_c5_1 = t36_c5_1.addingProduct(t36_a5, t36_b1)
+          t36_c5_2 = t36_c5_2.addingProduct(t36_a5, t36_b2)
+          t36_c5_3 = t36_c5_3.addingProduct(t36_a5, t36_b3)
+        }
+        store16(arena, ((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)), t36_c0_0)
+        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c0_1)
+        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c0_2)
+        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c0_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)), t36_c1_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c1_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c1_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c1_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)), t36_c2_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c2_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c2_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c2_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)), t36_c3_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c3_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c3_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c3_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)), t36_c4_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c4_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c4_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c4_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)), t36_c5_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c5_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c5_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c5_3)
+      }
+      var t38_c0_0 = SIMD16<Float>()
+      var t38_c0_1 = SIMD16<Float>()
+      var t38_c0_2 = SIMD16<Float>()
+      var t38_c0_3 = SIMD16<Float>()
+      var t38_c1_0 = SIMD16<Float>()
+      var t38_c1_1 = SIMD16<Float>()
+      var t38_c1_2 = SIMD16<Float>()
+      var t38_c1_3 = SIMD16<Float>()
+      var t38_c2_0 = SIMD16<Float>()
+      var t38_c2_1 = SIMD16<Float>()
+      var t38_c2_2 = SIMD16<Float>()
+      var t38_c2_3 = SIMD16<Float>()
+      var t38_c3_0 = SIMD16<Float>()
+      var t38_c3_1 = SIMD16<Float>()
+      var t38_c3_2 = SIMD16<Float>()
+      var t38_c3_3 = SIMD16<Float>()
+      for k39 in 0..<288 {
+        let t38_b0 = load16(arena, ((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)))
+        let t38_b1 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 16))
+        let t38_b2 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 32))
+        let t38_b3 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 48))
+        let t38_a0 = SIMD16<Float>(repeating: params[(17600 &+ k39)])
+        t38_c0_0 = t38_c0_0.addingProduct(t38_a0, t38_b0)
+        t38_c0_1 = t38_c0_1.addingProduct(t38_a0, t38_b1)
+        t38_c0_2 = t38_c0_2.addingProduct(t38_a0, t38_b2)
+        t38_c0_3 = t38_c0_3.addingProduct(t38_a0, t38_b3)
+        let t38_a1 = SIMD16<Float>(repeating: params[(17888 &+ k39)])
+        t38_c1_0 = t38_c1_0.addingProduct(t38_a1, t38_b0)
+        t38_c1_1 = t38_c1_1.addingProduct(t38_a1, t38_b1)
+        t38_c1_2 = t38_c1_2.addingProduct(t38_a1, t38_b2)
+        t38_c1_3 = t38_c1_3.addingProduct(t38_a1, t38_b3)
+        let t38_a2 = SIMD16<Float>(repeating: params[(18176 &+ k39)])
+        t38_c2_0 = t38_c2_0.addingProduct(t38_a2, t38_b0)
+        t38_c2_1 = t38_c2_1.addingProduct(t38_a2, t38_b1)
+        t38_c2_2 = t38_c2_2.addingProduct(t38_a2, t38_b2)
+        t38_c2_3 = t38_c2_3.addingProduct(t38_a2, t38_b3)
+        let t38_a3 = SIMD16<Float>(repeating: params[(18464 &+ k39)])
+        t38_c3_0 = t38_c3_0.addingProduct(t38_a3, t38_b0)
+        t38_c3_1 = t38_c3_1.addingProduct(t38_a3, t38_b1)
+        t38_c3_2 = t38_c3_2.addingProduct(t38_a3, t38_b2)
+        t38_c3_3 = t38_c3_3.addingProduct(t38_a3, t38_b3)
+      }
+      store16(arena, (20672512 &+ (nb34 &* 64)), t38_c0_0)
+      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 16), t38_c0_1)
+      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 32), t38_c0_2)
+      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 48), t38_c0_3)
+      store16(arena, (20722688 &+ (nb34 &* 64)), t38_c1_0)
+      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 16), t38_c1_1)
+      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 32), t38_c1_2)
+      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 48), t38_c1_3)
+      store16(arena, (20772864 &+ (nb34 &* 64)), t38_c2_0)
+      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 16), t38_c2_1)
+      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 32), t38_c2_2)
+      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 48), t38_c2_3)
+      store16(arena, (20823040 &+ (nb34 &* 64)), t38_c3_0)
+      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 16), t38_c3_1)
+      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 32), t38_c3_2)
+      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 48), t38_c3_3)
+    }
+    for j40 in 0..<64 {
+      for f41 in 0..<64 {
+        for py42 in 0..<14 {
+          for px43 in 0..<14 {
+            var best44: Float = (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)])
+            var bi45: Float = Float(((py42 &* 56) &+ (px43 &* 2)))
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? Float(((py42 &* 56) &+ (px43 &* 2))) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) : best44)
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 1)) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) : best44)
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 28)) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) : best44)
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float(((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1)) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) : best44)
+            arena[(1605632 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = (best44 > Float(0) ? best44 : Float(0))
+            arena[(2408448 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = bi45
           }
         }
       }
@@ -173,268 +454,529 @@ public func convnet_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3211264, 128)
-  for n34 in 0..<64 {
-    do {  // SIMD16 over u35
-      var u35 = 0
-      while u35 &+ 16 <= 128 {
-        store16(arena, (3211264 &+ (n34 &* 128)) &+ u35, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n34 &* 128)) &+ u35) + load16(params, 1624448 &+ u35)), where: (load16(arena, (3211264 &+ (n34 &* 128)) &+ u35) + load16(params, 1624448 &+ u35)) .> SIMD16<Float>(repeating: Float(0))))
-        u35 &+= 16
+  for n46 in 0..<64 {
+    do {  // SIMD16 over u47
+      var u47 = 0
+      while u47 &+ 16 <= 128 {
+        store16(arena, (3211264 &+ (n46 &* 128)) &+ u47, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3211264 &+ (n46 &* 128)) &+ u47) + load16(params, 1624448 &+ u47)), where: (load16(arena, (3211264 &+ (n46 &* 128)) &+ u47) + load16(params, 1624448 &+ u47)) .> SIMD16<Float>(repeating: Float(0))))
+        u47 &+= 16
       }
-      while u35 < 128 {
-        arena[((3211264 &+ (n34 &* 128)) &+ u35)] = ((arena[((3211264 &+ (n34 &* 128)) &+ u35)] + params[(1624448 &+ u35)]) > Float(0) ? (arena[((3211264 &+ (n34 &* 128)) &+ u35)] + params[(1624448 &+ u35)]) : Float(0))
-        u35 &+= 1
+      while u47 < 128 {
+        arena[((3211264 &+ (n46 &* 128)) &+ u47)] = ((arena[((3211264 &+ (n46 &* 128)) &+ u47)] + params[(1624448 &+ u47)]) > Float(0) ? (arena[((3211264 &+ (n46 &* 128)) &+ u47)] + params[(1624448 &+ u47)]) : Float(0))
+        u47 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3211264, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3219456, 10)
-  for n36 in 0..<64 {
-    do {  // SIMD16 over u37
-      var u37 = 0
-      while u37 < 10 {
-        arena[((3219456 &+ (n36 &* 10)) &+ u37)] = (arena[((3219456 &+ (n36 &* 10)) &+ u37)] + params[(1625856 &+ u37)])
-        u37 &+= 1
+  for n48 in 0..<64 {
+    do {  // SIMD16 over u49
+      var u49 = 0
+      while u49 < 10 {
+        arena[((3219456 &+ (n48 &* 10)) &+ u49)] = (arena[((3219456 &+ (n48 &* 10)) &+ u49)] + params[(1625856 &+ u49)])
+        u49 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total38: Float = Float(0)
-  for n39 in 0..<64 {
-    var m40: Float = arena[(3219456 &+ (n39 &* 10))]
-    for k42 in 0..<10 {
-      m40 = { let x = m40, y = arena[((3219456 &+ (n39 &* 10)) &+ k42)]; return y > x ? y : x }()
+  var total50: Float = Float(0)
+  for n51 in 0..<64 {
+    var m52: Float = arena[(3219456 &+ (n51 &* 10))]
+    for k54 in 0..<10 {
+      m52 = { let x = m52, y = arena[((3219456 &+ (n51 &* 10)) &+ k54)]; return y > x ? y : x }()
     }
-    var s41: Float = Float(0)
-    for k43 in 0..<10 {
-      s41 = (s41 + expf((arena[((3219456 &+ (n39 &* 10)) &+ k43)] - m40)))
+    var s53: Float = Float(0)
+    for k55 in 0..<10 {
+      s53 = (s53 + expf((arena[((3219456 &+ (n51 &* 10)) &+ k55)] - m52)))
     }
-    total38 = (total38 + ((m40 + logf(s41)) - arena[((3219456 &+ (n39 &* 10)) &+ Int(labels[n39]))]))
+    total50 = (total50 + ((m52 + logf(s53)) - arena[((3219456 &+ (n51 &* 10)) &+ Int(labels[n51]))]))
   }
-  arena[3220096] = (total38 / Float(64))
+  arena[3220096] = (total50 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n44 in 0..<64 {
-    var m45: Float = arena[(3219456 &+ (n44 &* 10))]
-    for k47 in 0..<10 {
-      m45 = { let x = m45, y = arena[((3219456 &+ (n44 &* 10)) &+ k47)]; return y > x ? y : x }()
+  for n56 in 0..<64 {
+    var m57: Float = arena[(3219456 &+ (n56 &* 10))]
+    for k59 in 0..<10 {
+      m57 = { let x = m57, y = arena[((3219456 &+ (n56 &* 10)) &+ k59)]; return y > x ? y : x }()
     }
-    var s46: Float = Float(0)
-    for k48 in 0..<10 {
-      s46 = (s46 + expf((arena[((3219456 &+ (n44 &* 10)) &+ k48)] - m45)))
+    var s58: Float = Float(0)
+    for k60 in 0..<10 {
+      s58 = (s58 + expf((arena[((3219456 &+ (n56 &* 10)) &+ k60)] - m57)))
     }
-    for k49 in 0..<10 {
-      arena[((3220112 &+ (n44 &* 10)) &+ k49)] = ((k49 == Int(labels[n44]) ? ((expf((arena[((3219456 &+ (n44 &* 10)) &+ k49)] - m45)) / s46) - Float(1)) : (expf((arena[((3219456 &+ (n44 &* 10)) &+ k49)] - m45)) / s46)) / Float(64))
+    for k61 in 0..<10 {
+      arena[((3220112 &+ (n56 &* 10)) &+ k61)] = ((k61 == Int(labels[n56]) ? ((expf((arena[((3219456 &+ (n56 &* 10)) &+ k61)] - m57)) / s58) - Float(1)) : (expf((arena[((3219456 &+ (n56 &* 10)) &+ k61)] - m57)) / s58)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3220112, 10, arena + 3211264, 128, Float(bitPattern: 0x0), grads + 1624576, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u50 in 0..<10 {
-    var acc51: Float = Float(0)
-    for n52 in 0..<64 {
-      acc51 = (acc51 + arena[((3220112 &+ (n52 &* 10)) &+ u50)])
+  for u62 in 0..<10 {
+    var acc63: Float = Float(0)
+    for n64 in 0..<64 {
+      acc63 = (acc63 + arena[((3220112 &+ (n64 &* 10)) &+ u62)])
     }
-    grads[(1625856 &+ u50)] = acc51
+    grads[(1625856 &+ u62)] = acc63
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3220112, 10, params + 1624576, 128, Float(bitPattern: 0x0), arena + 3220752, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i53
-    var i53 = 0
-    while i53 &+ 16 <= 8192 {
-      store16(arena, 3228944 &+ i53, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i53), where: load16(arena, 3211264 &+ i53) .> SIMD16<Float>(repeating: Float(0))))
-      i53 &+= 16
+  do {  // SIMD16 over i65
+    var i65 = 0
+    while i65 &+ 16 <= 8192 {
+      store16(arena, 3228944 &+ i65, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3220752 &+ i65), where: load16(arena, 3211264 &+ i65) .> SIMD16<Float>(repeating: Float(0))))
+      i65 &+= 16
     }
-    while i53 < 8192 {
-      arena[(3228944 &+ i53)] = (arena[(3211264 &+ i53)] > Float(0) ? arena[(3220752 &+ i53)] : Float(0))
-      i53 &+= 1
+    while i65 < 8192 {
+      arena[(3228944 &+ i65)] = (arena[(3211264 &+ i65)] > Float(0) ? arena[(3220752 &+ i65)] : Float(0))
+      i65 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 12544, 64, 1, arena + 3228944, 128, arena + 1605632, 12544, Float(bitPattern: 0x0), grads + 18816, 12544)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u54 in 0..<128 {
-    var acc55: Float = Float(0)
-    for n56 in 0..<64 {
-      acc55 = (acc55 + arena[((3228944 &+ (n56 &* 128)) &+ u54)])
+  for u66 in 0..<128 {
+    var acc67: Float = Float(0)
+    for n68 in 0..<64 {
+      acc67 = (acc67 + arena[((3228944 &+ (n68 &* 128)) &+ u66)])
     }
-    grads[(1624448 &+ u54)] = acc55
+    grads[(1624448 &+ u66)] = acc67
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 12544, 128, 1, arena + 3228944, 128, params + 18816, 12544, Float(bitPattern: 0x0), arena + 3237136, 12544)
   // pool_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i57
-    var i57 = 0
-    while i57 &+ 16 <= 3211264 {
-      store16(arena, 4039952 &+ i57, SIMD16<Float>(repeating: Float(0)))
-      i57 &+= 16
+  do {  // SIMD16 over i69
+    var i69 = 0
+    while i69 &+ 16 <= 3211264 {
+      store16(arena, 4039952 &+ i69, SIMD16<Float>(repeating: Float(0)))
+      i69 &+= 16
     }
-    while i57 < 3211264 {
-      arena[(4039952 &+ i57)] = Float(0)
-      i57 &+= 1
+    while i69 < 3211264 {
+      arena[(4039952 &+ i69)] = Float(0)
+      i69 &+= 1
     }
   }
-  for q58 in 0..<4096 {
-    for i59 in 0..<196 {
-      if arena[(1605632 &+ ((q58 &* 196) &+ i59))] > Float(0) {
-        arena[((4039952 &+ (q58 &* 784)) &+ Int(arena[(2408448 &+ ((q58 &* 196) &+ i59))]))] += arena[(3237136 &+ ((q58 &* 196) &+ i59))]
+  for q70 in 0..<4096 {
+    for i71 in 0..<196 {
+      if arena[(1605632 &+ ((q70 &* 196) &+ i71))] > Float(0) {
+        arena[((4039952 &+ (q70 &* 784)) &+ Int(arena[(2408448 &+ ((q70 &* 196) &+ i71))]))] += arena[(3237136 &+ ((q70 &* 196) &+ i71))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i60
-    var i60 = 0
-    while i60 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i60, SIMD16<Float>(repeating: Float(0)))
-      i60 &+= 16
+  do {  // SIMD16 over i72
+    var i72 = 0
+    while i72 &+ 16 <= 18432 {
+      store16(arena, 24913168 &+ i72, SIMD16<Float>(repeating: Float(0)))
+      i72 &+= 16
     }
-    while i60 < 18432 {
-      grads[(320 &+ i60)] = Float(0)
-      i60 &+= 1
+    while i72 < 18432 {
+      arena[(24913168 &+ i72)] = Float(0)
+      i72 &+= 1
     }
   }
-  for g61 in 0..<1 {
-    for j62 in 0..<64 {
-      for r63 in 0..<288 {
-        do {  // SIMD16 over i64
-          var i64 = 0
-          while i64 &+ 16 <= 784 {
-            store16(arena, ((7251216 &+ (r63 &* 50176)) &+ (j62 &* 784)) &+ i64, SIMD16<Float>(repeating: Float(0)))
-            i64 &+= 16
+  for g73 in 0..<1 {
+    for j74 in 0..<64 {
+      for r75 in 0..<288 {
+        do {  // SIMD16 over i76
+          var i76 = 0
+          while i76 &+ 16 <= 784 {
+            store16(arena, ((7251216 &+ (r75 &* 50176)) &+ (j74 &* 784)) &+ i76, SIMD16<Float>(repeating: Float(0)))
+            i76 &+= 16
           }
-          while i64 < 784 {
-            arena[(((7251216 &+ (r63 &* 50176)) &+ (j62 &* 784)) &+ i64)] = Float(0)
-            i64 &+= 1
+          while i76 < 784 {
+            arena[(((7251216 &+ (r75 &* 50176)) &+ (j74 &* 784)) &+ i76)] = Float(0)
+            i76 &+= 1
           }
         }
       }
-      for c65 in 0..<32 {
-        for ky66 in 0..<3 {
-          for oy67 in 0..<28 {
-            if (-1 < ((oy67 &+ ky66) &+ -1) && ((oy67 &+ ky66) &+ -1) < 28) {
-              for ox68 in 0..<27 {
-                arena[((((7251216 &+ ((((c65 &* 3) &+ ky66) &* 3) &* 50176)) &+ (j62 &* 784)) &+ (oy67 &* 28)) &+ (ox68 &+ 1))] = arena[((((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy67 &+ ky66) &+ -1) &* 28)) &+ ((ox68 &+ 1) &+ -1))]
+      for c77 in 0..<32 {
+        for ky78 in 0..<3 {
+          for oy79 in 0..<28 {
+            if (-1 < ((oy79 &+ ky78) &+ -1) && ((oy79 &+ ky78) &+ -1) < 28) {
+              for ox80 in 0..<27 {
+                arena[((((7251216 &+ ((((c77 &* 3) &+ ky78) &* 3) &* 50176)) &+ (j74 &* 784)) &+ (oy79 &* 28)) &+ (ox80 &+ 1))] = arena[((((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy79 &+ ky78) &+ -1) &* 28)) &+ ((ox80 &+ 1) &+ -1))]
               }
             }
           }
-          for oy69 in 0..<28 {
-            if (-1 < ((oy69 &+ ky66) &+ -1) && ((oy69 &+ ky66) &+ -1) < 28) {
-              do {  // SIMD16 over ox70
-                var ox70 = 0
-                while ox70 &+ 16 <= 28 {
-                  store16(arena, (((7251216 &+ (((((c65 &* 3) &+ ky66) &* 3) &+ 1) &* 50176)) &+ (j62 &* 784)) &+ (oy69 &* 28)) &+ ox70, load16(arena, (((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy69 &+ ky66) &+ -1) &* 28)) &+ ox70))
-                  ox70 &+= 16
+          for oy81 in 0..<28 {
+            if (-1 < ((oy81 &+ ky78) &+ -1) && ((oy81 &+ ky78) &+ -1) < 28) {
+              do {  // SIMD16 over ox82
+                var ox82 = 0
+                while ox82 &+ 16 <= 28 {
+                  store16(arena, (((7251216 &+ (((((c77 &* 3) &+ ky78) &* 3) &+ 1) &* 50176)) &+ (j74 &* 784)) &+ (oy81 &* 28)) &+ ox82, load16(arena, (((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy81 &+ ky78) &+ -1) &* 28)) &+ ox82))
+                  ox82 &+= 16
                 }
-                while ox70 < 28 {
-                  arena[((((7251216 &+ (((((c65 &* 3) &+ ky66) &* 3) &+ 1) &* 50176)) &+ (j62 &* 784)) &+ (oy69 &* 28)) &+ ox70)] = arena[((((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy69 &+ ky66) &+ -1) &* 28)) &+ ox70)]
-                  ox70 &+= 1
+                while ox82 < 28 {
+                  arena[((((7251216 &+ (((((c77 &* 3) &+ ky78) &* 3) &+ 1) &* 50176)) &+ (j74 &* 784)) &+ (oy81 &* 28)) &+ ox82)] = arena[((((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy81 &+ ky78) &+ -1) &* 28)) &+ ox82)]
+                  ox82 &+= 1
                 }
               }
             }
           }
-          for oy71 in 0..<28 {
-            if (-1 < ((oy71 &+ ky66) &+ -1) && ((oy71 &+ ky66) &+ -1) < 28) {
-              for ox72 in 0..<27 {
-                arena[((((7251216 &+ (((((c65 &* 3) &+ ky66) &* 3) &+ 2) &* 50176)) &+ (j62 &* 784)) &+ (oy71 &* 28)) &+ ox72)] = arena[((((((g61 &* 64) &+ j62) &* 25088) &+ (c65 &* 784)) &+ (((oy71 &+ ky66) &+ -1) &* 28)) &+ (ox72 &+ 1))]
+          for oy83 in 0..<28 {
+            if (-1 < ((oy83 &+ ky78) &+ -1) && ((oy83 &+ ky78) &+ -1) < 28) {
+              for ox84 in 0..<27 {
+                arena[((((7251216 &+ (((((c77 &* 3) &+ ky78) &* 3) &+ 2) &* 50176)) &+ (j74 &* 784)) &+ (oy83 &* 28)) &+ ox84)] = arena[((((((g73 &* 64) &+ j74) &* 25088) &+ (c77 &* 784)) &+ (((oy83 &+ ky78) &+ -1) &* 28)) &+ (ox84 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j73 in 0..<64 {
-      for f74 in 0..<64 {
-        do {  // SIMD16 over i75
-          var i75 = 0
-          while i75 &+ 16 <= 784 {
-            store16(arena, ((21701904 &+ (f74 &* 50176)) &+ (j73 &* 784)) &+ i75, load16(arena, ((4039952 &+ (((g61 &* 64) &+ j73) &* 50176)) &+ (f74 &* 784)) &+ i75))
-            i75 &+= 16
-          }
-          while i75 < 784 {
-            arena[(((21701904 &+ (f74 &* 50176)) &+ (j73 &* 784)) &+ i75)] = arena[(((4039952 &+ (((g61 &* 64) &+ j73) &* 50176)) &+ (f74 &* 784)) &+ i75)]
-            i75 &+= 1
-          }
+    for j85 in 0..<64 {
+      for i86 in 0..<784 {
+        for f87 in 0..<64 {
+          arena[((21701904 &+ (((j85 &* 784) &+ i86) &* 64)) &+ f87)] = arena[(((4039952 &+ (((g73 &* 64) &+ j85) &* 50176)) &+ (f87 &* 784)) &+ i86)]
         }
       }
     }
-    sgemm(101, 111, 112, 64, 288, 50176, 1, arena + 21701904, 50176, arena + 7251216, 50176, Float(bitPattern: 0x3f800000), grads + 320, 288)
+    for kp88 in 0..<130 {
+      for nb89 in 0..<1 {
+        for mb90 in 0..<48 {
+          var t91_c0_0 = load16(arena, ((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)))
+          var t91_c0_1 = load16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 16))
+          var t91_c0_2 = load16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 32))
+          var t91_c0_3 = load16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 48))
+          var t91_c1_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)))
+          var t91_c1_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 16))
+          var t91_c1_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 32))
+          var t91_c1_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 48))
+          var t91_c2_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)))
+          var t91_c2_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 16))
+          var t91_c2_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 32))
+          var t91_c2_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 48))
+          var t91_c3_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)))
+          var t91_c3_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 16))
+          var t91_c3_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 32))
+          var t91_c3_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 48))
+          var t91_c4_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)))
+          var t91_c4_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 16))
+          var t91_c4_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 32))
+          var t91_c4_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 48))
+          var t91_c5_0 = load16(arena, ((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)))
+          var t91_c5_1 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 16))
+          var t91_c5_2 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 32))
+          var t91_c5_3 = load16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 48))
+          for k92 in 0..<384 {
+            let t91_b0 = load16(arena, ((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)))
+            let t91_b1 = load16(arena, (((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)) &+ 16))
+            let t91_b2 = load16(arena, (((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)) &+ 32))
+            let t91_b3 = load16(arena, (((21701904 &+ ((k92 &+ (kp88 &* 384)) &* 64)) &+ (nb89 &* 64)) &+ 48))
+            let t91_a0 = SIMD16<Float>(repeating: arena[((7251216 &+ ((mb90 &* 6) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
+            t91_c0_0 = t91_c0_0.addingProduct(t91_a0, t91_b0)
+            t91_c0_1 = t91_c0_1.addingProduct(t91_a0, t91_b1)
+            t91_c0_2 = t91_c0_2.addingProduct(t91_a0, t91_b2)
+            t91_c0_3 = t91_c0_3.addingProduct(t91_a0, t91_b3)
+            let t91_a1 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 1) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
+            t91_c1_0 = t91_c1_0.addingProduct(t91_a1, t91_b0)
+            t91_c1_1 = t91_c1_1.addingProduct(t91_a1, t91_b1)
+            t91_c1_2 = t91_c1_2.addingProduct(t91_a1, t91_b2)
+            t91_c1_3 = t91_c1_3.addingProduct(t91_a1, t91_b3)
+            let t91_a2 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 2) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
+            t91_c2_0 = t91_c2_0.addingProduct(t91_a2, t91_b0)
+            t91_c2_1 = t91_c2_1.addingProduct(t91_a2, t91_b1)
+            t91_c2_2 = t91_c2_2.addingProduct(t91_a2, t91_b2)
+            t91_c2_3 = t91_c2_3.addingProduct(t91_a2, t91_b3)
+            let t91_a3 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 3) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
+            t91_c3_0 = t91_c3_0.addingProduct(t91_a3, t91_b0)
+            t91_c3_1 = t91_c3_1.addingProduct(t91_a3, t91_b1)
+            t91_c3_2 = t91_c3_2.addingProduct(t91_a3, t91_b2)
+            t91_c3_3 = t91_c3_3.addingProduct(t91_a3, t91_b3)
+            let t91_a4 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 4) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
+            t91_c4_0 = t91_c4_0.addingProduct(t91_a4, t91_b0)
+            t91_c4_1 = t91_c4_1.addingProduct(t91_a4, t91_b1)
+            t91_c4_2 = t91_c4_2.addingProduct(t91_a4, t91_b2)
+            t91_c4_3 = t91_c4_3.addingProduct(t91_a4, t91_b3)
+            let t91_a5 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb90 &* 6) &+ 5) &* 50176)) &+ (k92 &+ (kp88 &* 384)))])
+            t91_c5_0 = t91_c5_0.addingProduct(t91_a5, t91_b0)
+            t91_c5_1 = t91_c5_1.addingProduct(t91_a5, t91_b1)
+            t91_c5_2 = t91_c5_2.addingProduct(t91_a5, t91_b2)
+            t91_c5_3 = t91_c5_3.addingProduct(t91_a5, t91_b3)
+          }
+          store16(arena, ((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)), t91_c0_0)
+          store16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c0_1)
+          store16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c0_2)
+          store16(arena, (((24913168 &+ ((mb90 &* 6) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c0_3)
+          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)), t91_c1_0)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c1_1)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c1_2)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 1) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c1_3)
+          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)), t91_c2_0)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c2_1)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c2_2)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 2) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c2_3)
+          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)), t91_c3_0)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c3_1)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c3_2)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 3) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c3_3)
+          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)), t91_c4_0)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c4_1)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c4_2)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 4) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c4_3)
+          store16(arena, ((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)), t91_c5_0)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 16), t91_c5_1)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 32), t91_c5_2)
+          store16(arena, (((24913168 &+ (((mb90 &* 6) &+ 5) &* 64)) &+ (nb89 &* 64)) &+ 48), t91_c5_3)
+        }
+      }
+    }
+    for nb93 in 0..<1 {
+      for mb94 in 0..<48 {
+        var t95_c0_0 = load16(arena, ((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)))
+        var t95_c0_1 = load16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16))
+        var t95_c0_2 = load16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32))
+        var t95_c0_3 = load16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48))
+        var t95_c1_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)))
+        var t95_c1_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16))
+        var t95_c1_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32))
+        var t95_c1_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48))
+        var t95_c2_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)))
+        var t95_c2_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16))
+        var t95_c2_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32))
+        var t95_c2_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48))
+        var t95_c3_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)))
+        var t95_c3_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16))
+        var t95_c3_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32))
+        var t95_c3_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48))
+        var t95_c4_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)))
+        var t95_c4_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16))
+        var t95_c4_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32))
+        var t95_c4_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48))
+        var t95_c5_0 = load16(arena, ((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)))
+        var t95_c5_1 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16))
+        var t95_c5_2 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32))
+        var t95_c5_3 = load16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48))
+        for k96 in 0..<256 {
+          let t95_b0 = load16(arena, ((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)))
+          let t95_b1 = load16(arena, (((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)) &+ 16))
+          let t95_b2 = load16(arena, (((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)) &+ 32))
+          let t95_b3 = load16(arena, (((21701904 &+ ((k96 &+ 49920) &* 64)) &+ (nb93 &* 64)) &+ 48))
+          let t95_a0 = SIMD16<Float>(repeating: arena[((7251216 &+ ((mb94 &* 6) &* 50176)) &+ (k96 &+ 49920))])
+          t95_c0_0 = t95_c0_0.addingProduct(t95_a0, t95_b0)
+          t95_c0_1 = t95_c0_1.addingProduct(t95_a0, t95_b1)
+          t95_c0_2 = t95_c0_2.addingProduct(t95_a0, t95_b2)
+          t95_c0_3 = t95_c0_3.addingProduct(t95_a0, t95_b3)
+          let t95_a1 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 1) &* 50176)) &+ (k96 &+ 49920))])
+          t95_c1_0 = t95_c1_0.addingProduct(t95_a1, t95_b0)
+          t95_c1_1 = t95_c1_1.addingProduct(t95_a1, t95_b1)
+          t95_c1_2 = t95_c1_2.addingProduct(t95_a1, t95_b2)
+          t95_c1_3 = t95_c1_3.addingProduct(t95_a1, t95_b3)
+          let t95_a2 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 2) &* 50176)) &+ (k96 &+ 49920))])
+          t95_c2_0 = t95_c2_0.addingProduct(t95_a2, t95_b0)
+          t95_c2_1 = t95_c2_1.addingProduct(t95_a2, t95_b1)
+          t95_c2_2 = t95_c2_2.addingProduct(t95_a2, t95_b2)
+          t95_c2_3 = t95_c2_3.addingProduct(t95_a2, t95_b3)
+          let t95_a3 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 3) &* 50176)) &+ (k96 &+ 49920))])
+          t95_c3_0 = t95_c3_0.addingProduct(t95_a3, t95_b0)
+          t95_c3_1 = t95_c3_1.addingProduct(t95_a3, t95_b1)
+          t95_c3_2 = t95_c3_2.addingProduct(t95_a3, t95_b2)
+          t95_c3_3 = t95_c3_3.addingProduct(t95_a3, t95_b3)
+          let t95_a4 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 4) &* 50176)) &+ (k96 &+ 49920))])
+          t95_c4_0 = t95_c4_0.addingProduct(t95_a4, t95_b0)
+          t95_c4_1 = t95_c4_1.addingProduct(t95_a4, t95_b1)
+          t95_c4_2 = t95_c4_2.addingProduct(t95_a4, t95_b2)
+          t95_c4_3 = t95_c4_3.addingProduct(t95_a4, t95_b3)
+          let t95_a5 = SIMD16<Float>(repeating: arena[((7251216 &+ (((mb94 &* 6) &+ 5) &* 50176)) &+ (k96 &+ 49920))])
+          t95_c5_0 = t95_c5_0.addingProduct(t95_a5, t95_b0)
+          t95_c5_1 = t95_c5_1.addingProduct(t95_a5, t95_b1)
+          t95_c5_2 = t95_c5_2.addingProduct(t95_a5, t95_b2)
+          t95_c5_3 = t95_c5_3.addingProduct(t95_a5, t95_b3)
+        }
+        store16(arena, ((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)), t95_c0_0)
+        store16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c0_1)
+        store16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c0_2)
+        store16(arena, (((24913168 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c0_3)
+        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)), t95_c1_0)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c1_1)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c1_2)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c1_3)
+        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)), t95_c2_0)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c2_1)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c2_2)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c2_3)
+        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)), t95_c3_0)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c3_1)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c3_2)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c3_3)
+        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)), t95_c4_0)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c4_1)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c4_2)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c4_3)
+        store16(arena, ((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)), t95_c5_0)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c5_1)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c5_2)
+        store16(arena, (((24913168 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c5_3)
+      }
+    }
+  }
+  for f97 in 0..<64 {
+    for r98 in 0..<288 {
+      grads[((320 &+ (f97 &* 288)) &+ r98)] = arena[((24913168 &+ (r98 &* 64)) &+ f97)]
+    }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i76
-    var i76 = 0
-    while i76 &+ 16 <= 784 {
-      store16(arena, 1605632 &+ i76, SIMD16<Float>(repeating: Float(1)))
-      i76 &+= 16
+  do {  // SIMD16 over i99
+    var i99 = 0
+    while i99 &+ 16 <= 784 {
+      store16(arena, 1605632 &+ i99, SIMD16<Float>(repeating: Float(1)))
+      i99 &+= 16
     }
-    while i76 < 784 {
-      arena[(1605632 &+ i76)] = Float(1)
-      i76 &+= 1
-    }
-  }
-  do {  // SIMD16 over i77
-    var i77 = 0
-    while i77 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i77, SIMD16<Float>(repeating: Float(0)))
-      i77 &+= 16
-    }
-    while i77 < 64 {
-      grads[(18752 &+ i77)] = Float(0)
-      i77 &+= 1
+    while i99 < 784 {
+      arena[(1605632 &+ i99)] = Float(1)
+      i99 &+= 1
     }
   }
-  for img78 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 784, 1, arena + (4039952 &+ (img78 &* 50176)), 784, arena + 1605632, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i100
+    var i100 = 0
+    while i100 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i100, SIMD16<Float>(repeating: Float(0)))
+      i100 &+= 16
+    }
+    while i100 < 64 {
+      grads[(18752 &+ i100)] = Float(0)
+      i100 &+= 1
+    }
+  }
+  for img101 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 784, 1, arena + (4039952 &+ (img101 &* 50176)), 784, arena + 1605632, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i79
-    var i79 = 0
-    while i79 &+ 16 <= 1605632 {
-      store16(arena, 1605632 &+ i79, SIMD16<Float>(repeating: Float(0)))
-      i79 &+= 16
+  do {  // SIMD16 over i102
+    var i102 = 0
+    while i102 &+ 16 <= 1605632 {
+      store16(arena, 1605632 &+ i102, SIMD16<Float>(repeating: Float(0)))
+      i102 &+= 16
     }
-    while i79 < 1605632 {
-      arena[(1605632 &+ i79)] = Float(0)
-      i79 &+= 1
+    while i102 < 1605632 {
+      arena[(1605632 &+ i102)] = Float(0)
+      i102 &+= 1
     }
   }
-  for g80 in 0..<1 {
-    for j81 in 0..<64 {
-      for f82 in 0..<64 {
-        do {  // SIMD16 over i83
-          var i83 = 0
-          while i83 &+ 16 <= 784 {
-            store16(arena, ((21701904 &+ (f82 &* 50176)) &+ (j81 &* 784)) &+ i83, load16(arena, ((4039952 &+ (((g80 &* 64) &+ j81) &* 50176)) &+ (f82 &* 784)) &+ i83))
-            i83 &+= 16
+  for g103 in 0..<1 {
+    for j104 in 0..<64 {
+      for f105 in 0..<64 {
+        do {  // SIMD16 over i106
+          var i106 = 0
+          while i106 &+ 16 <= 784 {
+            store16(arena, ((21701904 &+ (f105 &* 50176)) &+ (j104 &* 784)) &+ i106, load16(arena, ((4039952 &+ (((g103 &* 64) &+ j104) &* 50176)) &+ (f105 &* 784)) &+ i106))
+            i106 &+= 16
           }
-          while i83 < 784 {
-            arena[(((21701904 &+ (f82 &* 50176)) &+ (j81 &* 784)) &+ i83)] = arena[(((4039952 &+ (((g80 &* 64) &+ j81) &* 50176)) &+ (f82 &* 784)) &+ i83)]
-            i83 &+= 1
+          while i106 < 784 {
+            arena[(((21701904 &+ (f105 &* 50176)) &+ (j104 &* 784)) &+ i106)] = arena[(((4039952 &+ (((g103 &* 64) &+ j104) &* 50176)) &+ (f105 &* 784)) &+ i106)]
+            i106 &+= 1
           }
         }
       }
     }
-    sgemm(101, 112, 111, 288, 50176, 64, 1, params + 320, 288, arena + 21701904, 50176, Float(bitPattern: 0x0), arena + 7251216, 50176)
-    for j84 in 0..<64 {
-      for c85 in 0..<32 {
-        for ky86 in 0..<3 {
-          for oy87 in 0..<28 {
-            if (-1 < ((oy87 &+ ky86) &+ -1) && ((oy87 &+ ky86) &+ -1) < 28) {
-              for ox88 in 0..<27 {
-                arena[((((1605632 &+ (((g80 &* 64) &+ j84) &* 25088)) &+ (c85 &* 784)) &+ (((oy87 &+ ky86) &+ -1) &* 28)) &+ ((ox88 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c85 &* 3) &+ ky86) &* 3) &* 50176)) &+ (j84 &* 784)) &+ (oy87 &* 28)) &+ (ox88 &+ 1))]
+    for nb107 in 0..<784 {
+      for mb108 in 0..<48 {
+        var t109_c0_0 = SIMD16<Float>()
+        var t109_c0_1 = SIMD16<Float>()
+        var t109_c0_2 = SIMD16<Float>()
+        var t109_c0_3 = SIMD16<Float>()
+        var t109_c1_0 = SIMD16<Float>()
+        var t109_c1_1 = SIMD16<Float>()
+        var t109_c1_2 = SIMD16<Float>()
+        var t109_c1_3 = SIMD16<Float>()
+        var t109_c2_0 = SIMD16<Float>()
+        var t109_c2_1 = SIMD16<Float>()
+        var t109_c2_2 = SIMD16<Float>()
+        var t109_c2_3 = SIMD16<Float>()
+        var t109_c3_0 = SIMD16<Float>()
+        var t109_c3_1 = SIMD16<Float>()
+        var t109_c3_2 = SIMD16<Float>()
+        var t109_c3_3 = SIMD16<Float>()
+        var t109_c4_0 = SIMD16<Float>()
+        var t109_c4_1 = SIMD16<Float>()
+        var t109_c4_2 = SIMD16<Float>()
+        var t109_c4_3 = SIMD16<Float>()
+        var t109_c5_0 = SIMD16<Float>()
+        var t109_c5_1 = SIMD16<Float>()
+        var t109_c5_2 = SIMD16<Float>()
+        var t109_c5_3 = SIMD16<Float>()
+        for k110 in 0..<64 {
+          let t109_b0 = load16(arena, ((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)))
+          let t109_b1 = load16(arena, (((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)) &+ 16))
+          let t109_b2 = load16(arena, (((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)) &+ 32))
+          let t109_b3 = load16(arena, (((21701904 &+ (k110 &* 50176)) &+ (nb107 &* 64)) &+ 48))
+          let t109_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb108 &* 6)) &+ (k110 &* 288))])
+          t109_c0_0 = t109_c0_0.addingProduct(t109_a0, t109_b0)
+          t109_c0_1 = t109_c0_1.addingProduct(t109_a0, t109_b1)
+          t109_c0_2 = t109_c0_2.addingProduct(t109_a0, t109_b2)
+          t109_c0_3 = t109_c0_3.addingProduct(t109_a0, t109_b3)
+          let t109_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 1)) &+ (k110 &* 288))])
+          t109_c1_0 = t109_c1_0.addingProduct(t109_a1, t109_b0)
+          t109_c1_1 = t109_c1_1.addingProduct(t109_a1, t109_b1)
+          t109_c1_2 = t109_c1_2.addingProduct(t109_a1, t109_b2)
+          t109_c1_3 = t109_c1_3.addingProduct(t109_a1, t109_b3)
+          let t109_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 2)) &+ (k110 &* 288))])
+          t109_c2_0 = t109_c2_0.addingProduct(t109_a2, t109_b0)
+          t109_c2_1 = t109_c2_1.addingProduct(t109_a2, t109_b1)
+          t109_c2_2 = t109_c2_2.addingProduct(t109_a2, t109_b2)
+          t109_c2_3 = t109_c2_3.addingProduct(t109_a2, t109_b3)
+          let t109_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 3)) &+ (k110 &* 288))])
+          t109_c3_0 = t109_c3_0.addingProduct(t109_a3, t109_b0)
+          t109_c3_1 = t109_c3_1.addingProduct(t109_a3, t109_b1)
+          t109_c3_2 = t109_c3_2.addingProduct(t109_a3, t109_b2)
+          t109_c3_3 = t109_c3_3.addingProduct(t109_a3, t109_b3)
+          let t109_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 4)) &+ (k110 &* 288))])
+          t109_c4_0 = t109_c4_0.addingProduct(t109_a4, t109_b0)
+          t109_c4_1 = t109_c4_1.addingProduct(t109_a4, t109_b1)
+          t109_c4_2 = t109_c4_2.addingProduct(t109_a4, t109_b2)
+          t109_c4_3 = t109_c4_3.addingProduct(t109_a4, t109_b3)
+          let t109_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 5)) &+ (k110 &* 288))])
+          t109_c5_0 = t109_c5_0.addingProduct(t109_a5, t109_b0)
+          t109_c5_1 = t109_c5_1.addingProduct(t109_a5, t109_b1)
+          t109_c5_2 = t109_c5_2.addingProduct(t109_a5, t109_b2)
+          t109_c5_3 = t109_c5_3.addingProduct(t109_a5, t109_b3)
+        }
+        store16(arena, ((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)), t109_c0_0)
+        store16(arena, (((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c0_1)
+        store16(arena, (((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c0_2)
+        store16(arena, (((7251216 &+ ((mb108 &* 6) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c0_3)
+        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)), t109_c1_0)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c1_1)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c1_2)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 1) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c1_3)
+        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)), t109_c2_0)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c2_1)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c2_2)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 2) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c2_3)
+        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)), t109_c3_0)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c3_1)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c3_2)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 3) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c3_3)
+        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)), t109_c4_0)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c4_1)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c4_2)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 4) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c4_3)
+        store16(arena, ((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)), t109_c5_0)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)) &+ 16), t109_c5_1)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)) &+ 32), t109_c5_2)
+        store16(arena, (((7251216 &+ (((mb108 &* 6) &+ 5) &* 50176)) &+ (nb107 &* 64)) &+ 48), t109_c5_3)
+      }
+    }
+    for j111 in 0..<64 {
+      for c112 in 0..<32 {
+        for ky113 in 0..<3 {
+          for oy114 in 0..<28 {
+            if (-1 < ((oy114 &+ ky113) &+ -1) && ((oy114 &+ ky113) &+ -1) < 28) {
+              for ox115 in 0..<27 {
+                arena[((((1605632 &+ (((g103 &* 64) &+ j111) &* 25088)) &+ (c112 &* 784)) &+ (((oy114 &+ ky113) &+ -1) &* 28)) &+ ((ox115 &+ 1) &+ -1))] += arena[((((7251216 &+ ((((c112 &* 3) &+ ky113) &* 3) &* 50176)) &+ (j111 &* 784)) &+ (oy114 &* 28)) &+ (ox115 &+ 1))]
               }
             }
           }
-          for oy89 in 0..<28 {
-            if (-1 < ((oy89 &+ ky86) &+ -1) && ((oy89 &+ ky86) &+ -1) < 28) {
-              for ox90 in 0..<28 {
-                arena[((((1605632 &+ (((g80 &* 64) &+ j84) &* 25088)) &+ (c85 &* 784)) &+ (((oy89 &+ ky86) &+ -1) &* 28)) &+ ox90)] += arena[((((7251216 &+ (((((c85 &* 3) &+ ky86) &* 3) &+ 1) &* 50176)) &+ (j84 &* 784)) &+ (oy89 &* 28)) &+ ox90)]
+          for oy116 in 0..<28 {
+            if (-1 < ((oy116 &+ ky113) &+ -1) && ((oy116 &+ ky113) &+ -1) < 28) {
+              for ox117 in 0..<28 {
+                arena[((((1605632 &+ (((g103 &* 64) &+ j111) &* 25088)) &+ (c112 &* 784)) &+ (((oy116 &+ ky113) &+ -1) &* 28)) &+ ox117)] += arena[((((7251216 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 1) &* 50176)) &+ (j111 &* 784)) &+ (oy116 &* 28)) &+ ox117)]
               }
             }
           }
-          for oy91 in 0..<28 {
-            if (-1 < ((oy91 &+ ky86) &+ -1) && ((oy91 &+ ky86) &+ -1) < 28) {
-              for ox92 in 0..<27 {
-                arena[((((1605632 &+ (((g80 &* 64) &+ j84) &* 25088)) &+ (c85 &* 784)) &+ (((oy91 &+ ky86) &+ -1) &* 28)) &+ (ox92 &+ 1))] += arena[((((7251216 &+ (((((c85 &* 3) &+ ky86) &* 3) &+ 2) &* 50176)) &+ (j84 &* 784)) &+ (oy91 &* 28)) &+ ox92)]
+          for oy118 in 0..<28 {
+            if (-1 < ((oy118 &+ ky113) &+ -1) && ((oy118 &+ ky113) &+ -1) < 28) {
+              for ox119 in 0..<27 {
+                arena[((((1605632 &+ (((g103 &* 64) &+ j111) &* 25088)) &+ (c112 &* 784)) &+ (((oy118 &+ ky113) &+ -1) &* 28)) &+ (ox119 &+ 1))] += arena[((((7251216 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 2) &* 50176)) &+ (j111 &* 784)) &+ (oy118 &* 28)) &+ ox119)]
               }
             }
           }
@@ -443,143 +985,283 @@ public func convnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i93
-    var i93 = 0
-    while i93 &+ 16 <= 1605632 {
-      store16(arena, 3220112 &+ i93, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i93), where: load16(arena, 0 &+ i93) .> SIMD16<Float>(repeating: Float(0))))
-      i93 &+= 16
+  do {  // SIMD16 over i120
+    var i120 = 0
+    while i120 &+ 16 <= 1605632 {
+      store16(arena, 3220112 &+ i120, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1605632 &+ i120), where: load16(arena, 0 &+ i120) .> SIMD16<Float>(repeating: Float(0))))
+      i120 &+= 16
     }
-    while i93 < 1605632 {
-      arena[(3220112 &+ i93)] = (arena[i93] > Float(0) ? arena[(1605632 &+ i93)] : Float(0))
-      i93 &+= 1
+    while i120 < 1605632 {
+      arena[(3220112 &+ i120)] = (arena[i120] > Float(0) ? arena[(1605632 &+ i120)] : Float(0))
+      i120 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i94
-    var i94 = 0
-    while i94 &+ 16 <= 288 {
-      store16(grads, 0 &+ i94, SIMD16<Float>(repeating: Float(0)))
-      i94 &+= 16
+  do {  // SIMD16 over i121
+    var i121 = 0
+    while i121 &+ 16 <= 288 {
+      store16(arena, 2057216 &+ i121, SIMD16<Float>(repeating: Float(0)))
+      i121 &+= 16
     }
-    while i94 < 288 {
-      grads[i94] = Float(0)
-      i94 &+= 1
+    while i121 < 288 {
+      arena[(2057216 &+ i121)] = Float(0)
+      i121 &+= 1
     }
   }
-  for g95 in 0..<1 {
-    for j96 in 0..<64 {
-      for r97 in 0..<9 {
-        do {  // SIMD16 over i98
-          var i98 = 0
-          while i98 &+ 16 <= 784 {
-            store16(arena, ((r97 &* 50176) &+ (j96 &* 784)) &+ i98, SIMD16<Float>(repeating: Float(0)))
-            i98 &+= 16
+  for g122 in 0..<1 {
+    for j123 in 0..<64 {
+      for r124 in 0..<9 {
+        do {  // SIMD16 over i125
+          var i125 = 0
+          while i125 &+ 16 <= 784 {
+            store16(arena, ((r124 &* 50176) &+ (j123 &* 784)) &+ i125, SIMD16<Float>(repeating: Float(0)))
+            i125 &+= 16
           }
-          while i98 < 784 {
-            arena[(((r97 &* 50176) &+ (j96 &* 784)) &+ i98)] = Float(0)
-            i98 &+= 1
+          while i125 < 784 {
+            arena[(((r124 &* 50176) &+ (j123 &* 784)) &+ i125)] = Float(0)
+            i125 &+= 1
           }
         }
       }
-      for c99 in 0..<1 {
-        for ky100 in 0..<3 {
-          for oy101 in 0..<28 {
-            if (-1 < ((oy101 &+ ky100) &+ -1) && ((oy101 &+ ky100) &+ -1) < 28) {
-              for ox102 in 0..<27 {
-                arena[(((((((c99 &* 3) &+ ky100) &* 3) &* 50176) &+ (j96 &* 784)) &+ (oy101 &* 28)) &+ (ox102 &+ 1))] = images[((((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy101 &+ ky100) &+ -1) &* 28)) &+ ((ox102 &+ 1) &+ -1))]
+      for c126 in 0..<1 {
+        for ky127 in 0..<3 {
+          for oy128 in 0..<28 {
+            if (-1 < ((oy128 &+ ky127) &+ -1) && ((oy128 &+ ky127) &+ -1) < 28) {
+              for ox129 in 0..<27 {
+                arena[(((((((c126 &* 3) &+ ky127) &* 3) &* 50176) &+ (j123 &* 784)) &+ (oy128 &* 28)) &+ (ox129 &+ 1))] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy128 &+ ky127) &+ -1) &* 28)) &+ ((ox129 &+ 1) &+ -1))]
               }
             }
           }
-          for oy103 in 0..<28 {
-            if (-1 < ((oy103 &+ ky100) &+ -1) && ((oy103 &+ ky100) &+ -1) < 28) {
-              do {  // SIMD16 over ox104
-                var ox104 = 0
-                while ox104 &+ 16 <= 28 {
-                  store16(arena, (((((((c99 &* 3) &+ ky100) &* 3) &+ 1) &* 50176) &+ (j96 &* 784)) &+ (oy103 &* 28)) &+ ox104, load16(images, (((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy103 &+ ky100) &+ -1) &* 28)) &+ ox104))
-                  ox104 &+= 16
+          for oy130 in 0..<28 {
+            if (-1 < ((oy130 &+ ky127) &+ -1) && ((oy130 &+ ky127) &+ -1) < 28) {
+              do {  // SIMD16 over ox131
+                var ox131 = 0
+                while ox131 &+ 16 <= 28 {
+                  store16(arena, (((((((c126 &* 3) &+ ky127) &* 3) &+ 1) &* 50176) &+ (j123 &* 784)) &+ (oy130 &* 28)) &+ ox131, load16(images, (((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy130 &+ ky127) &+ -1) &* 28)) &+ ox131))
+                  ox131 &+= 16
                 }
-                while ox104 < 28 {
-                  arena[((((((((c99 &* 3) &+ ky100) &* 3) &+ 1) &* 50176) &+ (j96 &* 784)) &+ (oy103 &* 28)) &+ ox104)] = images[((((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy103 &+ ky100) &+ -1) &* 28)) &+ ox104)]
-                  ox104 &+= 1
+                while ox131 < 28 {
+                  arena[((((((((c126 &* 3) &+ ky127) &* 3) &+ 1) &* 50176) &+ (j123 &* 784)) &+ (oy130 &* 28)) &+ ox131)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy130 &+ ky127) &+ -1) &* 28)) &+ ox131)]
+                  ox131 &+= 1
                 }
               }
             }
           }
-          for oy105 in 0..<28 {
-            if (-1 < ((oy105 &+ ky100) &+ -1) && ((oy105 &+ ky100) &+ -1) < 28) {
-              for ox106 in 0..<27 {
-                arena[((((((((c99 &* 3) &+ ky100) &* 3) &+ 2) &* 50176) &+ (j96 &* 784)) &+ (oy105 &* 28)) &+ ox106)] = images[((((((g95 &* 64) &+ j96) &* 784) &+ (c99 &* 784)) &+ (((oy105 &+ ky100) &+ -1) &* 28)) &+ (ox106 &+ 1))]
+          for oy132 in 0..<28 {
+            if (-1 < ((oy132 &+ ky127) &+ -1) && ((oy132 &+ ky127) &+ -1) < 28) {
+              for ox133 in 0..<27 {
+                arena[((((((((c126 &* 3) &+ ky127) &* 3) &+ 2) &* 50176) &+ (j123 &* 784)) &+ (oy132 &* 28)) &+ ox133)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c126 &* 784)) &+ (((oy132 &+ ky127) &+ -1) &* 28)) &+ (ox133 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j107 in 0..<64 {
-      for f108 in 0..<32 {
-        do {  // SIMD16 over i109
-          var i109 = 0
-          while i109 &+ 16 <= 784 {
-            store16(arena, ((451584 &+ (f108 &* 50176)) &+ (j107 &* 784)) &+ i109, load16(arena, ((3220112 &+ (((g95 &* 64) &+ j107) &* 25088)) &+ (f108 &* 784)) &+ i109))
-            i109 &+= 16
-          }
-          while i109 < 784 {
-            arena[(((451584 &+ (f108 &* 50176)) &+ (j107 &* 784)) &+ i109)] = arena[(((3220112 &+ (((g95 &* 64) &+ j107) &* 25088)) &+ (f108 &* 784)) &+ i109)]
-            i109 &+= 1
-          }
+    for j134 in 0..<64 {
+      for i135 in 0..<784 {
+        for f136 in 0..<32 {
+          arena[((451584 &+ (((j134 &* 784) &+ i135) &* 32)) &+ f136)] = arena[(((3220112 &+ (((g122 &* 64) &+ j134) &* 25088)) &+ (f136 &* 784)) &+ i135)]
         }
       }
     }
-    sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 451584, 50176, arena + 0, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
+    for kp137 in 0..<130 {
+      for nb138 in 0..<1 {
+        for mb139 in 0..<1 {
+          var t140_c0_0 = load16(arena, ((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)))
+          var t140_c0_1 = load16(arena, (((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c1_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)))
+          var t140_c1_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c2_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)))
+          var t140_c2_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c3_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)))
+          var t140_c3_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c4_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)))
+          var t140_c4_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c5_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)))
+          var t140_c5_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c6_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)))
+          var t140_c6_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c7_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)))
+          var t140_c7_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          var t140_c8_0 = load16(arena, ((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)))
+          var t140_c8_1 = load16(arena, (((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)) &+ 16))
+          for k141 in 0..<384 {
+            let t140_b0 = load16(arena, ((451584 &+ ((k141 &+ (kp137 &* 384)) &* 32)) &+ (nb138 &* 32)))
+            let t140_b1 = load16(arena, (((451584 &+ ((k141 &+ (kp137 &* 384)) &* 32)) &+ (nb138 &* 32)) &+ 16))
+            let t140_a0 = SIMD16<Float>(repeating: arena[(((mb139 &* 9) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c0_0 = t140_c0_0.addingProduct(t140_a0, t140_b0)
+            t140_c0_1 = t140_c0_1.addingProduct(t140_a0, t140_b1)
+            let t140_a1 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 1) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c1_0 = t140_c1_0.addingProduct(t140_a1, t140_b0)
+            t140_c1_1 = t140_c1_1.addingProduct(t140_a1, t140_b1)
+            let t140_a2 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 2) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c2_0 = t140_c2_0.addingProduct(t140_a2, t140_b0)
+            t140_c2_1 = t140_c2_1.addingProduct(t140_a2, t140_b1)
+            let t140_a3 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 3) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c3_0 = t140_c3_0.addingProduct(t140_a3, t140_b0)
+            t140_c3_1 = t140_c3_1.addingProduct(t140_a3, t140_b1)
+            let t140_a4 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 4) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c4_0 = t140_c4_0.addingProduct(t140_a4, t140_b0)
+            t140_c4_1 = t140_c4_1.addingProduct(t140_a4, t140_b1)
+            let t140_a5 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 5) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c5_0 = t140_c5_0.addingProduct(t140_a5, t140_b0)
+            t140_c5_1 = t140_c5_1.addingProduct(t140_a5, t140_b1)
+            let t140_a6 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 6) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c6_0 = t140_c6_0.addingProduct(t140_a6, t140_b0)
+            t140_c6_1 = t140_c6_1.addingProduct(t140_a6, t140_b1)
+            let t140_a7 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 7) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c7_0 = t140_c7_0.addingProduct(t140_a7, t140_b0)
+            t140_c7_1 = t140_c7_1.addingProduct(t140_a7, t140_b1)
+            let t140_a8 = SIMD16<Float>(repeating: arena[((((mb139 &* 9) &+ 8) &* 50176) &+ (k141 &+ (kp137 &* 384)))])
+            t140_c8_0 = t140_c8_0.addingProduct(t140_a8, t140_b0)
+            t140_c8_1 = t140_c8_1.addingProduct(t140_a8, t140_b1)
+          }
+          store16(arena, ((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)), t140_c0_0)
+          store16(arena, (((2057216 &+ ((mb139 &* 9) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c0_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)), t140_c1_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 1) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c1_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)), t140_c2_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 2) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c2_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)), t140_c3_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 3) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c3_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)), t140_c4_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 4) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c4_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)), t140_c5_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 5) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c5_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)), t140_c6_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 6) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c6_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)), t140_c7_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 7) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c7_1)
+          store16(arena, ((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)), t140_c8_0)
+          store16(arena, (((2057216 &+ (((mb139 &* 9) &+ 8) &* 32)) &+ (nb138 &* 32)) &+ 16), t140_c8_1)
+        }
+      }
+    }
+    for nb142 in 0..<1 {
+      for mb143 in 0..<1 {
+        var t144_c0_0 = load16(arena, ((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)))
+        var t144_c0_1 = load16(arena, (((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c1_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)))
+        var t144_c1_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c2_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)))
+        var t144_c2_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c3_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)))
+        var t144_c3_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c4_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)))
+        var t144_c4_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c5_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)))
+        var t144_c5_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c6_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)))
+        var t144_c6_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c7_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)))
+        var t144_c7_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        var t144_c8_0 = load16(arena, ((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)))
+        var t144_c8_1 = load16(arena, (((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)) &+ 16))
+        for k145 in 0..<256 {
+          let t144_b0 = load16(arena, ((451584 &+ ((k145 &+ 49920) &* 32)) &+ (nb142 &* 32)))
+          let t144_b1 = load16(arena, (((451584 &+ ((k145 &+ 49920) &* 32)) &+ (nb142 &* 32)) &+ 16))
+          let t144_a0 = SIMD16<Float>(repeating: arena[(((mb143 &* 9) &* 50176) &+ (k145 &+ 49920))])
+          t144_c0_0 = t144_c0_0.addingProduct(t144_a0, t144_b0)
+          t144_c0_1 = t144_c0_1.addingProduct(t144_a0, t144_b1)
+          let t144_a1 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 1) &* 50176) &+ (k145 &+ 49920))])
+          t144_c1_0 = t144_c1_0.addingProduct(t144_a1, t144_b0)
+          t144_c1_1 = t144_c1_1.addingProduct(t144_a1, t144_b1)
+          let t144_a2 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 2) &* 50176) &+ (k145 &+ 49920))])
+          t144_c2_0 = t144_c2_0.addingProduct(t144_a2, t144_b0)
+          t144_c2_1 = t144_c2_1.addingProduct(t144_a2, t144_b1)
+          let t144_a3 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 3) &* 50176) &+ (k145 &+ 49920))])
+          t144_c3_0 = t144_c3_0.addingProduct(t144_a3, t144_b0)
+          t144_c3_1 = t144_c3_1.addingProduct(t144_a3, t144_b1)
+          let t144_a4 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 4) &* 50176) &+ (k145 &+ 49920))])
+          t144_c4_0 = t144_c4_0.addingProduct(t144_a4, t144_b0)
+          t144_c4_1 = t144_c4_1.addingProduct(t144_a4, t144_b1)
+          let t144_a5 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 5) &* 50176) &+ (k145 &+ 49920))])
+          t144_c5_0 = t144_c5_0.addingProduct(t144_a5, t144_b0)
+          t144_c5_1 = t144_c5_1.addingProduct(t144_a5, t144_b1)
+          let t144_a6 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 6) &* 50176) &+ (k145 &+ 49920))])
+          t144_c6_0 = t144_c6_0.addingProduct(t144_a6, t144_b0)
+          t144_c6_1 = t144_c6_1.addingProduct(t144_a6, t144_b1)
+          let t144_a7 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 7) &* 50176) &+ (k145 &+ 49920))])
+          t144_c7_0 = t144_c7_0.addingProduct(t144_a7, t144_b0)
+          t144_c7_1 = t144_c7_1.addingProduct(t144_a7, t144_b1)
+          let t144_a8 = SIMD16<Float>(repeating: arena[((((mb143 &* 9) &+ 8) &* 50176) &+ (k145 &+ 49920))])
+          t144_c8_0 = t144_c8_0.addingProduct(t144_a8, t144_b0)
+          t144_c8_1 = t144_c8_1.addingProduct(t144_a8, t144_b1)
+        }
+        store16(arena, ((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)), t144_c0_0)
+        store16(arena, (((2057216 &+ ((mb143 &* 9) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c0_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)), t144_c1_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 1) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c1_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)), t144_c2_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 2) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c2_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)), t144_c3_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 3) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c3_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)), t144_c4_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 4) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c4_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)), t144_c5_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 5) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c5_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)), t144_c6_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 6) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c6_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)), t144_c7_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 7) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c7_1)
+        store16(arena, ((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)), t144_c8_0)
+        store16(arena, (((2057216 &+ (((mb143 &* 9) &+ 8) &* 32)) &+ (nb142 &* 32)) &+ 16), t144_c8_1)
+      }
+    }
+  }
+  for f146 in 0..<32 {
+    for r147 in 0..<9 {
+      grads[((f146 &* 9) &+ r147)] = arena[((2057216 &+ (r147 &* 32)) &+ f146)]
+    }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i110
-    var i110 = 0
-    while i110 &+ 16 <= 784 {
-      store16(arena, 0 &+ i110, SIMD16<Float>(repeating: Float(1)))
-      i110 &+= 16
+  do {  // SIMD16 over i148
+    var i148 = 0
+    while i148 &+ 16 <= 784 {
+      store16(arena, 0 &+ i148, SIMD16<Float>(repeating: Float(1)))
+      i148 &+= 16
     }
-    while i110 < 784 {
-      arena[i110] = Float(1)
-      i110 &+= 1
-    }
-  }
-  do {  // SIMD16 over i111
-    var i111 = 0
-    while i111 &+ 16 <= 32 {
-      store16(grads, 288 &+ i111, SIMD16<Float>(repeating: Float(0)))
-      i111 &+= 16
-    }
-    while i111 < 32 {
-      grads[(288 &+ i111)] = Float(0)
-      i111 &+= 1
+    while i148 < 784 {
+      arena[i148] = Float(1)
+      i148 &+= 1
     }
   }
-  for img112 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (3220112 &+ (img112 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i149
+    var i149 = 0
+    while i149 &+ 16 <= 32 {
+      store16(grads, 288 &+ i149, SIMD16<Float>(repeating: Float(0)))
+      i149 &+= 16
+    }
+    while i149 < 32 {
+      grads[(288 &+ i149)] = Float(0)
+      i149 &+= 1
+    }
+  }
+  for img150 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (3220112 &+ (img150 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1625866 parameters
-  var step_size113: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt114: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i115
-    var i115 = 0
-    while i115 &+ 16 <= 1625866 {
-      let g_v = (load16(grads, 0 &+ i115) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i115)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i115)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i115)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i115, m_new_v)
-      store16(v, 0 &+ i115, v_new_v)
-      store16(params, 0 &+ i115, (load16(params, 0 &+ i115) - ((SIMD16<Float>(repeating: step_size113) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt114)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i115 &+= 16
+  var step_size151: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt152: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i153
+    var i153 = 0
+    while i153 &+ 16 <= 1625866 {
+      let g_v = (load16(grads, 0 &+ i153) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i153)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i153)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i153)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i153, m_new_v)
+      store16(v, 0 &+ i153, v_new_v)
+      store16(params, 0 &+ i153, (load16(params, 0 &+ i153) - ((SIMD16<Float>(repeating: step_size151) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt152)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i153 &+= 16
     }
-    while i115 < 1625866 {
-      var g: Float = (grads[i115] + (Float(0) * params[i115]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i115]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i115]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i115] = m_new
-      v[i115] = v_new
-      params[i115] = (params[i115] - ((step_size113 * m_new) / ((sqrtf(v_new) / bc2_sqrt114) + Float(bitPattern: 0x322bcc77))))
-      i115 &+= 1
+    while i153 < 1625866 {
+      var g: Float = (grads[i153] + (Float(0) * params[i153]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i153]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i153]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i153] = m_new
+      v[i153] = v_new
+      params[i153] = (params[i153] - ((step_size151 * m_new) / ((sqrtf(v_new) / bc2_sqrt152) + Float(bitPattern: 0x322bcc77))))
+      i153 &+= 1
     }
   }
 }
@@ -644,82 +1326,354 @@ public func convnet_infer_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 32, 9, 1, arena + 1605632, 50176, params + 0, 9, Float(bitPattern: 0x0), arena + 2057216, 32)
-    for j13 in 0..<64 {
-      for f14 in 0..<32 {
-        for i15 in 0..<784 {
-          arena[(((((g1 &* 64) &+ j13) &* 25088) &+ (f14 &* 784)) &+ i15)] = ((arena[((2057216 &+ (((j13 &* 784) &+ i15) &* 32)) &+ f14)] + params[(288 &+ f14)]) > Float(0) ? (arena[((2057216 &+ (((j13 &* 784) &+ i15) &* 32)) &+ f14)] + params[(288 &+ f14)]) : Float(0))
+    for nb13 in 0..<784 {
+      for mb14 in 0..<5 {
+        var t15_c0_0 = SIMD16<Float>()
+        var t15_c0_1 = SIMD16<Float>()
+        var t15_c0_2 = SIMD16<Float>()
+        var t15_c0_3 = SIMD16<Float>()
+        var t15_c1_0 = SIMD16<Float>()
+        var t15_c1_1 = SIMD16<Float>()
+        var t15_c1_2 = SIMD16<Float>()
+        var t15_c1_3 = SIMD16<Float>()
+        var t15_c2_0 = SIMD16<Float>()
+        var t15_c2_1 = SIMD16<Float>()
+        var t15_c2_2 = SIMD16<Float>()
+        var t15_c2_3 = SIMD16<Float>()
+        var t15_c3_0 = SIMD16<Float>()
+        var t15_c3_1 = SIMD16<Float>()
+        var t15_c3_2 = SIMD16<Float>()
+        var t15_c3_3 = SIMD16<Float>()
+        var t15_c4_0 = SIMD16<Float>()
+        var t15_c4_1 = SIMD16<Float>()
+        var t15_c4_2 = SIMD16<Float>()
+        var t15_c4_3 = SIMD16<Float>()
+        var t15_c5_0 = SIMD16<Float>()
+        var t15_c5_1 = SIMD16<Float>()
+        var t15_c5_2 = SIMD16<Float>()
+        var t15_c5_3 = SIMD16<Float>()
+        for k16 in 0..<9 {
+          let t15_b0 = load16(arena, ((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
+          let t15_b1 = load16(arena, (((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+          let t15_b2 = load16(arena, (((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+          let t15_b3 = load16(arena, (((1605632 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
+          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
+          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
+          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
+          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
+          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
+          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
+          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
+          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
+          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
+          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
+          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
+          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
+          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
+          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
+          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
+          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
+          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
+          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
+          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
+          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
+          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+        }
+        store16(arena, ((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
+        store16(arena, (((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
+        store16(arena, (((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
+        store16(arena, (((2057216 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
+        store16(arena, ((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
+        store16(arena, (((2057216 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+      }
+      var t17_c0_0 = SIMD16<Float>()
+      var t17_c0_1 = SIMD16<Float>()
+      var t17_c0_2 = SIMD16<Float>()
+      var t17_c0_3 = SIMD16<Float>()
+      var t17_c1_0 = SIMD16<Float>()
+      var t17_c1_1 = SIMD16<Float>()
+      var t17_c1_2 = SIMD16<Float>()
+      var t17_c1_3 = SIMD16<Float>()
+      for k18 in 0..<9 {
+        let t17_b0 = load16(arena, ((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
+        let t17_b1 = load16(arena, (((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+        let t17_b2 = load16(arena, (((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+        let t17_b3 = load16(arena, (((1605632 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+        let t17_a0 = SIMD16<Float>(repeating: params[(270 &+ k18)])
+        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
+        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
+        let t17_a1 = SIMD16<Float>(repeating: params[(279 &+ k18)])
+        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
+        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+      }
+      store16(arena, (3562496 &+ (nb13 &* 64)), t17_c0_0)
+      store16(arena, ((3562496 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
+      store16(arena, ((3562496 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
+      store16(arena, ((3562496 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
+      store16(arena, (3612672 &+ (nb13 &* 64)), t17_c1_0)
+      store16(arena, ((3612672 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
+      store16(arena, ((3612672 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
+      store16(arena, ((3612672 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+    }
+    for j19 in 0..<64 {
+      for f20 in 0..<32 {
+        do {  // SIMD16 over i21
+          var i21 = 0
+          while i21 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j19) &* 25088) &+ (f20 &* 784)) &+ i21, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21) + SIMD16<Float>(repeating: params[(288 &+ f20)])), where: (load16(arena, ((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21) + SIMD16<Float>(repeating: params[(288 &+ f20)])) .> SIMD16<Float>(repeating: Float(0))))
+            i21 &+= 16
+          }
+          while i21 < 784 {
+            arena[(((((g1 &* 64) &+ j19) &* 25088) &+ (f20 &* 784)) &+ i21)] = ((arena[(((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21)] + params[(288 &+ f20)]) > Float(0) ? (arena[(((2057216 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ i21)] + params[(288 &+ f20)]) : Float(0))
+            i21 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g16 in 0..<1 {
-    for j17 in 0..<64 {
-      for r18 in 0..<288 {
-        do {  // SIMD16 over i19
-          var i19 = 0
-          while i19 &+ 16 <= 784 {
-            store16(arena, ((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19, SIMD16<Float>(repeating: Float(0)))
-            i19 &+= 16
+  for g22 in 0..<1 {
+    for j23 in 0..<64 {
+      for r24 in 0..<288 {
+        do {  // SIMD16 over i25
+          var i25 = 0
+          while i25 &+ 16 <= 784 {
+            store16(arena, ((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25, SIMD16<Float>(repeating: Float(0)))
+            i25 &+= 16
           }
-          while i19 < 784 {
-            arena[(((3211264 &+ (r18 &* 50176)) &+ (j17 &* 784)) &+ i19)] = Float(0)
-            i19 &+= 1
+          while i25 < 784 {
+            arena[(((3211264 &+ (r24 &* 50176)) &+ (j23 &* 784)) &+ i25)] = Float(0)
+            i25 &+= 1
           }
         }
       }
-      for c20 in 0..<32 {
-        for ky21 in 0..<3 {
-          for oy22 in 0..<28 {
-            if (-1 < ((oy22 &+ ky21) &+ -1) && ((oy22 &+ ky21) &+ -1) < 28) {
-              for ox23 in 0..<27 {
-                arena[((((3211264 &+ ((((c20 &* 3) &+ ky21) &* 3) &* 50176)) &+ (j17 &* 784)) &+ (oy22 &* 28)) &+ (ox23 &+ 1))] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy22 &+ ky21) &+ -1) &* 28)) &+ ((ox23 &+ 1) &+ -1))]
+      for c26 in 0..<32 {
+        for ky27 in 0..<3 {
+          for oy28 in 0..<28 {
+            if (-1 < ((oy28 &+ ky27) &+ -1) && ((oy28 &+ ky27) &+ -1) < 28) {
+              for ox29 in 0..<27 {
+                arena[((((3211264 &+ ((((c26 &* 3) &+ ky27) &* 3) &* 50176)) &+ (j23 &* 784)) &+ (oy28 &* 28)) &+ (ox29 &+ 1))] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy28 &+ ky27) &+ -1) &* 28)) &+ ((ox29 &+ 1) &+ -1))]
               }
             }
           }
-          for oy24 in 0..<28 {
-            if (-1 < ((oy24 &+ ky21) &+ -1) && ((oy24 &+ ky21) &+ -1) < 28) {
-              do {  // SIMD16 over ox25
-                var ox25 = 0
-                while ox25 &+ 16 <= 28 {
-                  store16(arena, (((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25, load16(arena, (((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25))
-                  ox25 &+= 16
+          for oy30 in 0..<28 {
+            if (-1 < ((oy30 &+ ky27) &+ -1) && ((oy30 &+ ky27) &+ -1) < 28) {
+              do {  // SIMD16 over ox31
+                var ox31 = 0
+                while ox31 &+ 16 <= 28 {
+                  store16(arena, (((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31, load16(arena, (((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31))
+                  ox31 &+= 16
                 }
-                while ox25 < 28 {
-                  arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 1) &* 50176)) &+ (j17 &* 784)) &+ (oy24 &* 28)) &+ ox25)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy24 &+ ky21) &+ -1) &* 28)) &+ ox25)]
-                  ox25 &+= 1
+                while ox31 < 28 {
+                  arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 1) &* 50176)) &+ (j23 &* 784)) &+ (oy30 &* 28)) &+ ox31)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy30 &+ ky27) &+ -1) &* 28)) &+ ox31)]
+                  ox31 &+= 1
                 }
               }
             }
           }
-          for oy26 in 0..<28 {
-            if (-1 < ((oy26 &+ ky21) &+ -1) && ((oy26 &+ ky21) &+ -1) < 28) {
-              for ox27 in 0..<27 {
-                arena[((((3211264 &+ (((((c20 &* 3) &+ ky21) &* 3) &+ 2) &* 50176)) &+ (j17 &* 784)) &+ (oy26 &* 28)) &+ ox27)] = arena[((((((g16 &* 64) &+ j17) &* 25088) &+ (c20 &* 784)) &+ (((oy26 &+ ky21) &+ -1) &* 28)) &+ (ox27 &+ 1))]
+          for oy32 in 0..<28 {
+            if (-1 < ((oy32 &+ ky27) &+ -1) && ((oy32 &+ ky27) &+ -1) < 28) {
+              for ox33 in 0..<27 {
+                arena[((((3211264 &+ (((((c26 &* 3) &+ ky27) &* 3) &+ 2) &* 50176)) &+ (j23 &* 784)) &+ (oy32 &* 28)) &+ ox33)] = arena[((((((g22 &* 64) &+ j23) &* 25088) &+ (c26 &* 784)) &+ (((oy32 &+ ky27) &+ -1) &* 28)) &+ (ox33 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 64, 288, 1, arena + 3211264, 50176, params + 320, 288, Float(bitPattern: 0x0), arena + 17661952, 64)
-    for j28 in 0..<64 {
-      for f29 in 0..<64 {
-        for py30 in 0..<14 {
-          for px31 in 0..<14 {
-            var best32: Float = (arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)])
-            var bi33: Float = Float(((py30 &* 56) &+ (px31 &* 2)))
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float(((py30 &* 56) &+ (px31 &* 2))) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ ((py30 &* 56) &+ (px31 &* 2))) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 1)) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float((((py30 &* 56) &+ (px31 &* 2)) &+ 28)) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ (((py30 &* 56) &+ (px31 &* 2)) &+ 28)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            bi33 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? Float(((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) : bi33)
-            best32 = ((arena[((17661952 &+ (((j28 &* 784) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) > best32 ? (arena[((17661952 &+ (((j28 &* 784) &+ ((((py30 &* 56) &+ (px31 &* 2)) &+ 28) &+ 1)) &* 64)) &+ f29)] + params[(18752 &+ f29)]) : best32)
-            arena[(1605632 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = (best32 > Float(0) ? best32 : Float(0))
-            arena[(2408448 &+ ((((((g16 &* 64) &+ j28) &* 12544) &+ (f29 &* 196)) &+ (py30 &* 14)) &+ px31))] = bi33
+    for nb34 in 0..<784 {
+      for mb35 in 0..<10 {
+        var t36_c0_0 = SIMD16<Float>()
+        var t36_c0_1 = SIMD16<Float>()
+        var t36_c0_2 = SIMD16<Float>()
+        var t36_c0_3 = SIMD16<Float>()
+        var t36_c1_0 = SIMD16<Float>()
+        var t36_c1_1 = SIMD16<Float>()
+        var t36_c1_2 = SIMD16<Float>()
+        var t36_c1_3 = SIMD16<Float>()
+        var t36_c2_0 = SIMD16<Float>()
+        var t36_c2_1 = SIMD16<Float>()
+        var t36_c2_2 = SIMD16<Float>()
+        var t36_c2_3 = SIMD16<Float>()
+        var t36_c3_0 = SIMD16<Float>()
+        var t36_c3_1 = SIMD16<Float>()
+        var t36_c3_2 = SIMD16<Float>()
+        var t36_c3_3 = SIMD16<Float>()
+        var t36_c4_0 = SIMD16<Float>()
+        var t36_c4_1 = SIMD16<Float>()
+        var t36_c4_2 = SIMD16<Float>()
+        var t36_c4_3 = SIMD16<Float>()
+        var t36_c5_0 = SIMD16<Float>()
+        var t36_c5_1 = SIMD16<Float>()
+        var t36_c5_2 = SIMD16<Float>()
+        var t36_c5_3 = SIMD16<Float>()
+        for k37 in 0..<288 {
+          let t36_b0 = load16(arena, ((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)))
+          let t36_b1 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 16))
+          let t36_b2 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 32))
+          let t36_b3 = load16(arena, (((3211264 &+ (k37 &* 50176)) &+ (nb34 &* 64)) &+ 48))
+          let t36_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb35 &* 6) &* 288)) &+ k37)])
+          t36_c0_0 = t36_c0_0.addingProduct(t36_a0, t36_b0)
+          t36_c0_1 = t36_c0_1.addingProduct(t36_a0, t36_b1)
+          t36_c0_2 = t36_c0_2.addingProduct(t36_a0, t36_b2)
+          t36_c0_3 = t36_c0_3.addingProduct(t36_a0, t36_b3)
+          let t36_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 1) &* 288)) &+ k37)])
+          t36_c1_0 = t36_c1_0.addingProduct(t36_a1, t36_b0)
+          t36_c1_1 = t36_c1_1.addingProduct(t36_a1, t36_b1)
+          t36_c1_2 = t36_c1_2.addingProduct(t36_a1, t36_b2)
+          t36_c1_3 = t36_c1_3.addingProduct(t36_a1, t36_b3)
+          let t36_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 2) &* 288)) &+ k37)])
+          t36_c2_0 = t36_c2_0.addingProduct(t36_a2, t36_b0)
+          t36_c2_1 = t36_c2_1.addingProduct(t36_a2, t36_b1)
+          t36_c2_2 = t36_c2_2.addingProduct(t36_a2, t36_b2)
+          t36_c2_3 = t36_c2_3.addingProduct(t36_a2, t36_b3)
+          let t36_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 3) &* 288)) &+ k37)])
+          t36_c3_0 = t36_c3_0.addingProduct(t36_a3, t36_b0)
+          t36_c3_1 = t36_c3_1.addingProduct(t36_a3, t36_b1)
+          t36_c3_2 = t36_c3_2.addingProduct(t36_a3, t36_b2)
+          t36_c3_3 = t36_c3_3.addingProduct(t36_a3, t36_b3)
+          let t36_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 4) &* 288)) &+ k37)])
+          t36_c4_0 = t36_c4_0.addingProduct(t36_a4, t36_b0)
+          t36_c4_1 = t36_c4_1.addingProduct(t36_a4, t36_b1)
+          t36_c4_2 = t36_c4_2.addingProduct(t36_a4, t36_b2)
+          t36_c4_3 = t36_c4_3.addingProduct(t36_a4, t36_b3)
+          let t36_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb35 &* 6) &+ 5) &* 288)) &+ k37)])
+          t36_c5_0 = t36_c5_0.addingProduct(t36_a5, t36_b0)
+          t36_c5_1 = t36_c5_1.addingProduct(t36_a5, t36_b1)
+          t36_c5_2 = t36_c5_2.addingProduct(t36_a5, t36_b2)
+          t36_c5_3 = t36_c5_3.addingProduct(t36_a5, t36_b3)
+        }
+        store16(arena, ((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)), t36_c0_0)
+        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c0_1)
+        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c0_2)
+        store16(arena, (((17661952 &+ ((mb35 &* 6) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c0_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)), t36_c1_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c1_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c1_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 1) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c1_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)), t36_c2_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c2_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c2_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 2) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c2_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)), t36_c3_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c3_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c3_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 3) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c3_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)), t36_c4_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c4_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c4_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 4) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c4_3)
+        store16(arena, ((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)), t36_c5_0)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 16), t36_c5_1)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 32), t36_c5_2)
+        store16(arena, (((17661952 &+ (((mb35 &* 6) &+ 5) &* 50176)) &+ (nb34 &* 64)) &+ 48), t36_c5_3)
+      }
+      var t38_c0_0 = SIMD16<Float>()
+      var t38_c0_1 = SIMD16<Float>()
+      var t38_c0_2 = SIMD16<Float>()
+      var t38_c0_3 = SIMD16<Float>()
+      var t38_c1_0 = SIMD16<Float>()
+      var t38_c1_1 = SIMD16<Float>()
+      var t38_c1_2 = SIMD16<Float>()
+      var t38_c1_3 = SIMD16<Float>()
+      var t38_c2_0 = SIMD16<Float>()
+      var t38_c2_1 = SIMD16<Float>()
+      var t38_c2_2 = SIMD16<Float>()
+      var t38_c2_3 = SIMD16<Float>()
+      var t38_c3_0 = SIMD16<Float>()
+      var t38_c3_1 = SIMD16<Float>()
+      var t38_c3_2 = SIMD16<Float>()
+      var t38_c3_3 = SIMD16<Float>()
+      for k39 in 0..<288 {
+        let t38_b0 = load16(arena, ((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)))
+        let t38_b1 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 16))
+        let t38_b2 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 32))
+        let t38_b3 = load16(arena, (((3211264 &+ (k39 &* 50176)) &+ (nb34 &* 64)) &+ 48))
+        let t38_a0 = SIMD16<Float>(repeating: params[(17600 &+ k39)])
+        t38_c0_0 = t38_c0_0.addingProduct(t38_a0, t38_b0)
+        t38_c0_1 = t38_c0_1.addingProduct(t38_a0, t38_b1)
+        t38_c0_2 = t38_c0_2.addingProduct(t38_a0, t38_b2)
+        t38_c0_3 = t38_c0_3.addingProduct(t38_a0, t38_b3)
+        let t38_a1 = SIMD16<Float>(repeating: params[(17888 &+ k39)])
+        t38_c1_0 = t38_c1_0.addingProduct(t38_a1, t38_b0)
+        t38_c1_1 = t38_c1_1.addingProduct(t38_a1, t38_b1)
+        t38_c1_2 = t38_c1_2.addingProduct(t38_a1, t38_b2)
+        t38_c1_3 = t38_c1_3.addingProduct(t38_a1, t38_b3)
+        let t38_a2 = SIMD16<Float>(repeating: params[(18176 &+ k39)])
+        t38_c2_0 = t38_c2_0.addingProduct(t38_a2, t38_b0)
+        t38_c2_1 = t38_c2_1.addingProduct(t38_a2, t38_b1)
+        t38_c2_2 = t38_c2_2.addingProduct(t38_a2, t38_b2)
+        t38_c2_3 = t38_c2_3.addingProduct(t38_a2, t38_b3)
+        let t38_a3 = SIMD16<Float>(repeating: params[(18464 &+ k39)])
+        t38_c3_0 = t38_c3_0.addingProduct(t38_a3, t38_b0)
+        t38_c3_1 = t38_c3_1.addingProduct(t38_a3, t38_b1)
+        t38_c3_2 = t38_c3_2.addingProduct(t38_a3, t38_b2)
+        t38_c3_3 = t38_c3_3.addingProduct(t38_a3, t38_b3)
+      }
+      store16(arena, (20672512 &+ (nb34 &* 64)), t38_c0_0)
+      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 16), t38_c0_1)
+      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 32), t38_c0_2)
+      store16(arena, ((20672512 &+ (nb34 &* 64)) &+ 48), t38_c0_3)
+      store16(arena, (20722688 &+ (nb34 &* 64)), t38_c1_0)
+      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 16), t38_c1_1)
+      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 32), t38_c1_2)
+      store16(arena, ((20722688 &+ (nb34 &* 64)) &+ 48), t38_c1_3)
+      store16(arena, (20772864 &+ (nb34 &* 64)), t38_c2_0)
+      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 16), t38_c2_1)
+      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 32), t38_c2_2)
+      store16(arena, ((20772864 &+ (nb34 &* 64)) &+ 48), t38_c2_3)
+      store16(arena, (20823040 &+ (nb34 &* 64)), t38_c3_0)
+      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 16), t38_c3_1)
+      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 32), t38_c3_2)
+      store16(arena, ((20823040 &+ (nb34 &* 64)) &+ 48), t38_c3_3)
+    }
+    for j40 in 0..<64 {
+      for f41 in 0..<64 {
+        for py42 in 0..<14 {
+          for px43 in 0..<14 {
+            var best44: Float = (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)])
+            var bi45: Float = Float(((py42 &* 56) &+ (px43 &* 2)))
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? Float(((py42 &* 56) &+ (px43 &* 2))) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((py42 &* 56) &+ (px43 &* 2)))] + params[(18752 &+ f41)]) : best44)
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 1)) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 1))] + params[(18752 &+ f41)]) : best44)
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? Float((((py42 &* 56) &+ (px43 &* 2)) &+ 28)) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ (((py42 &* 56) &+ (px43 &* 2)) &+ 28))] + params[(18752 &+ f41)]) : best44)
+            bi45 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? Float(((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1)) : bi45)
+            best44 = ((arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) > best44 ? (arena[(((17661952 &+ (f41 &* 50176)) &+ (j40 &* 784)) &+ ((((py42 &* 56) &+ (px43 &* 2)) &+ 28) &+ 1))] + params[(18752 &+ f41)]) : best44)
+            arena[(1605632 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = (best44 > Float(0) ? best44 : Float(0))
+            arena[(2408448 &+ ((((((g22 &* 64) &+ j40) &* 12544) &+ (f41 &* 196)) &+ (py42 &* 14)) &+ px43))] = bi45
           }
         }
       }
@@ -728,27 +1682,27 @@ public func convnet_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 12544, 1, arena + 1605632, 12544, params + 18816, 12544, Float(bitPattern: 0x0), arena + 0, 128)
-  for n34 in 0..<64 {
-    do {  // SIMD16 over u35
-      var u35 = 0
-      while u35 &+ 16 <= 128 {
-        store16(arena, (n34 &* 128) &+ u35, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n34 &* 128) &+ u35) + load16(params, 1624448 &+ u35)), where: (load16(arena, (n34 &* 128) &+ u35) + load16(params, 1624448 &+ u35)) .> SIMD16<Float>(repeating: Float(0))))
-        u35 &+= 16
+  for n46 in 0..<64 {
+    do {  // SIMD16 over u47
+      var u47 = 0
+      while u47 &+ 16 <= 128 {
+        store16(arena, (n46 &* 128) &+ u47, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n46 &* 128) &+ u47) + load16(params, 1624448 &+ u47)), where: (load16(arena, (n46 &* 128) &+ u47) + load16(params, 1624448 &+ u47)) .> SIMD16<Float>(repeating: Float(0))))
+        u47 &+= 16
       }
-      while u35 < 128 {
-        arena[((n34 &* 128) &+ u35)] = ((arena[((n34 &* 128) &+ u35)] + params[(1624448 &+ u35)]) > Float(0) ? (arena[((n34 &* 128) &+ u35)] + params[(1624448 &+ u35)]) : Float(0))
-        u35 &+= 1
+      while u47 < 128 {
+        arena[((n46 &* 128) &+ u47)] = ((arena[((n46 &* 128) &+ u47)] + params[(1624448 &+ u47)]) > Float(0) ? (arena[((n46 &* 128) &+ u47)] + params[(1624448 &+ u47)]) : Float(0))
+        u47 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1624576, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n36 in 0..<64 {
-    do {  // SIMD16 over u37
-      var u37 = 0
-      while u37 < 10 {
-        arena[((8192 &+ (n36 &* 10)) &+ u37)] = (arena[((8192 &+ (n36 &* 10)) &+ u37)] + params[(1625856 &+ u37)])
-        u37 &+= 1
+  for n48 in 0..<64 {
+    do {  // SIMD16 over u49
+      var u49 = 0
+      while u49 < 10 {
+        arena[((8192 &+ (n48 &* 10)) &+ u49)] = (arena[((8192 &+ (n48 &* 10)) &+ u49)] + params[(1625856 &+ u49)])
+        u49 &+= 1
       }
     }
   }

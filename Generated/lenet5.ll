@@ -7,37 +7,417 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt151 = alloca float, align 4
-  %adam.step_size150 = alloca float, align 4
-  %fc1_bias_grad.acc72 = alloca float, align 4
-  %fc2_bias_grad.acc68 = alloca float, align 4
-  %fc3_bias_grad.acc64 = alloca float, align 4
-  %fc3_grad.s59 = alloca float, align 4
-  %fc3_grad.m58 = alloca float, align 4
-  %loss.s54 = alloca float, align 4
-  %loss.m53 = alloca float, align 4
-  %loss.total51 = alloca float, align 4
-  %pool2.acc44 = alloca float, align 4
-  %pool1.acc23 = alloca float, align 4
+  %adam.bc2_sqrt189 = alloca float, align 4
+  %adam.step_size188 = alloca float, align 4
+  %conv1_weight_grad.t181_a24 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a23 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a22 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a21 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a20 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a19 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a18 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a17 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a16 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a15 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a14 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a13 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a12 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a11 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a10 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a9 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c24_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c23_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c22_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c21_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c20_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c19_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c18_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c17_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c16_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c15_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c14_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c13_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c12_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c11_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c10_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c9_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t181_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a24 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a23 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a22 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a21 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a20 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a19 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a18 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a17 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a16 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a15 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a14 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a13 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a12 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a11 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a10 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a9 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c24_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c23_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c22_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c21_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c20_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c19_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c18_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c17_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c16_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c15_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c14_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c13_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c12_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c11_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c10_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c9_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t178_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t134_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t134_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t134_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t120_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a27 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a26 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a25 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a24 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a23 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a22 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a21 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a20 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a19 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a18 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a17 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a16 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a15 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a14 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a13 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a12 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a11 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a10 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c27_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c26_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c25_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c24_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c23_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c22_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c21_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c20_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c19_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c18_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c17_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c16_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c15_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c14_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c13_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c12_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c11_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c10_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t118_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t114_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a27 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a26 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a25 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a24 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a23 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a22 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a21 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a20 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a19 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a18 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a17 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a16 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a15 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a14 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a13 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a12 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a11 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a10 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c27_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c26_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c25_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c24_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c23_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c22_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c21_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c20_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c19_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c18_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c17_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c16_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c15_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c14_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c13_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c12_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c11_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c10_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t112_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc82 = alloca float, align 4
+  %fc2_bias_grad.acc78 = alloca float, align 4
+  %fc3_bias_grad.acc74 = alloca float, align 4
+  %fc3_grad.s69 = alloca float, align 4
+  %fc3_grad.m68 = alloca float, align 4
+  %loss.s64 = alloca float, align 4
+  %loss.m63 = alloca float, align 4
+  %loss.total61 = alloca float, align 4
+  %pool2.acc54 = alloca float, align 4
+  %conv2.t46_a3 = alloca <16 x float>, align 64
+  %conv2.t46_a2 = alloca <16 x float>, align 64
+  %conv2.t46_a1 = alloca <16 x float>, align 64
+  %conv2.t46_a0 = alloca <16 x float>, align 64
+  %conv2.t46_b3 = alloca <16 x float>, align 64
+  %conv2.t46_b2 = alloca <16 x float>, align 64
+  %conv2.t46_b1 = alloca <16 x float>, align 64
+  %conv2.t46_b0 = alloca <16 x float>, align 64
+  %conv2.t46_c3_3 = alloca <16 x float>, align 64
+  %conv2.t46_c3_2 = alloca <16 x float>, align 64
+  %conv2.t46_c3_1 = alloca <16 x float>, align 64
+  %conv2.t46_c3_0 = alloca <16 x float>, align 64
+  %conv2.t46_c2_3 = alloca <16 x float>, align 64
+  %conv2.t46_c2_2 = alloca <16 x float>, align 64
+  %conv2.t46_c2_1 = alloca <16 x float>, align 64
+  %conv2.t46_c2_0 = alloca <16 x float>, align 64
+  %conv2.t46_c1_3 = alloca <16 x float>, align 64
+  %conv2.t46_c1_2 = alloca <16 x float>, align 64
+  %conv2.t46_c1_1 = alloca <16 x float>, align 64
+  %conv2.t46_c1_0 = alloca <16 x float>, align 64
+  %conv2.t46_c0_3 = alloca <16 x float>, align 64
+  %conv2.t46_c0_2 = alloca <16 x float>, align 64
+  %conv2.t46_c0_1 = alloca <16 x float>, align 64
+  %conv2.t46_c0_0 = alloca <16 x float>, align 64
+  %conv2.t44_a5 = alloca <16 x float>, align 64
+  %conv2.t44_a4 = alloca <16 x float>, align 64
+  %conv2.t44_a3 = alloca <16 x float>, align 64
+  %conv2.t44_a2 = alloca <16 x float>, align 64
+  %conv2.t44_a1 = alloca <16 x float>, align 64
+  %conv2.t44_a0 = alloca <16 x float>, align 64
+  %conv2.t44_b3 = alloca <16 x float>, align 64
+  %conv2.t44_b2 = alloca <16 x float>, align 64
+  %conv2.t44_b1 = alloca <16 x float>, align 64
+  %conv2.t44_b0 = alloca <16 x float>, align 64
+  %conv2.t44_c5_3 = alloca <16 x float>, align 64
+  %conv2.t44_c5_2 = alloca <16 x float>, align 64
+  %conv2.t44_c5_1 = alloca <16 x float>, align 64
+  %conv2.t44_c5_0 = alloca <16 x float>, align 64
+  %conv2.t44_c4_3 = alloca <16 x float>, align 64
+  %conv2.t44_c4_2 = alloca <16 x float>, align 64
+  %conv2.t44_c4_1 = alloca <16 x float>, align 64
+  %conv2.t44_c4_0 = alloca <16 x float>, align 64
+  %conv2.t44_c3_3 = alloca <16 x float>, align 64
+  %conv2.t44_c3_2 = alloca <16 x float>, align 64
+  %conv2.t44_c3_1 = alloca <16 x float>, align 64
+  %conv2.t44_c3_0 = alloca <16 x float>, align 64
+  %conv2.t44_c2_3 = alloca <16 x float>, align 64
+  %conv2.t44_c2_2 = alloca <16 x float>, align 64
+  %conv2.t44_c2_1 = alloca <16 x float>, align 64
+  %conv2.t44_c2_0 = alloca <16 x float>, align 64
+  %conv2.t44_c1_3 = alloca <16 x float>, align 64
+  %conv2.t44_c1_2 = alloca <16 x float>, align 64
+  %conv2.t44_c1_1 = alloca <16 x float>, align 64
+  %conv2.t44_c1_0 = alloca <16 x float>, align 64
+  %conv2.t44_c0_3 = alloca <16 x float>, align 64
+  %conv2.t44_c0_2 = alloca <16 x float>, align 64
+  %conv2.t44_c0_1 = alloca <16 x float>, align 64
+  %conv2.t44_c0_0 = alloca <16 x float>, align 64
+  %pool1.acc27 = alloca float, align 4
+  %conv1.t19_a5 = alloca <16 x float>, align 64
+  %conv1.t19_a4 = alloca <16 x float>, align 64
+  %conv1.t19_a3 = alloca <16 x float>, align 64
+  %conv1.t19_a2 = alloca <16 x float>, align 64
+  %conv1.t19_a1 = alloca <16 x float>, align 64
+  %conv1.t19_a0 = alloca <16 x float>, align 64
+  %conv1.t19_b3 = alloca <16 x float>, align 64
+  %conv1.t19_b2 = alloca <16 x float>, align 64
+  %conv1.t19_b1 = alloca <16 x float>, align 64
+  %conv1.t19_b0 = alloca <16 x float>, align 64
+  %conv1.t19_c5_3 = alloca <16 x float>, align 64
+  %conv1.t19_c5_2 = alloca <16 x float>, align 64
+  %conv1.t19_c5_1 = alloca <16 x float>, align 64
+  %conv1.t19_c5_0 = alloca <16 x float>, align 64
+  %conv1.t19_c4_3 = alloca <16 x float>, align 64
+  %conv1.t19_c4_2 = alloca <16 x float>, align 64
+  %conv1.t19_c4_1 = alloca <16 x float>, align 64
+  %conv1.t19_c4_0 = alloca <16 x float>, align 64
+  %conv1.t19_c3_3 = alloca <16 x float>, align 64
+  %conv1.t19_c3_2 = alloca <16 x float>, align 64
+  %conv1.t19_c3_1 = alloca <16 x float>, align 64
+  %conv1.t19_c3_0 = alloca <16 x float>, align 64
+  %conv1.t19_c2_3 = alloca <16 x float>, align 64
+  %conv1.t19_c2_2 = alloca <16 x float>, align 64
+  %conv1.t19_c2_1 = alloca <16 x float>, align 64
+  %conv1.t19_c2_0 = alloca <16 x float>, align 64
+  %conv1.t19_c1_3 = alloca <16 x float>, align 64
+  %conv1.t19_c1_2 = alloca <16 x float>, align 64
+  %conv1.t19_c1_1 = alloca <16 x float>, align 64
+  %conv1.t19_c1_0 = alloca <16 x float>, align 64
+  %conv1.t19_c0_3 = alloca <16 x float>, align 64
+  %conv1.t19_c0_2 = alloca <16 x float>, align 64
+  %conv1.t19_c0_1 = alloca <16 x float>, align 64
+  %conv1.t19_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j17.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j17.end ]
+conv1.g1:                                         ; preds = %conv1.j21.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j21.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j17.end
-  br label %pool1.q20
+conv1.g1.end:                                     ; preds = %conv1.j21.end
+  br label %pool1.q24
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 301056
-  %params37 = getelementptr inbounds float, ptr %params, i64 0
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 6, i32 25, float 1.000000e+00, ptr %arena36, i32 50176, ptr %params37, i32 25, float 0.000000e+00, ptr %arena38, i32 6)
-  br label %conv1.j17
+  br label %conv1.nb17
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -371,2384 +751,8214 @@ conv1.ox16:                                       ; preds = %conv1.ox16, %conv1.
 conv1.ox16.end:                                   ; preds = %conv1.ox16
   br label %conv1.endif32
 
-conv1.j17:                                        ; preds = %conv1.f18.end, %conv1.j2.end
-  %conv1.j1739 = phi i64 [ 0, %conv1.j2.end ], [ %j17.next, %conv1.f18.end ]
-  br label %conv1.f18
+conv1.nb17:                                       ; preds = %conv1.mb18.end, %conv1.j2.end
+  %conv1.nb1736 = phi i64 [ 0, %conv1.j2.end ], [ %nb17.next, %conv1.mb18.end ]
+  br label %conv1.mb18
 
-conv1.j17.end:                                    ; preds = %conv1.f18.end
+conv1.nb17.end:                                   ; preds = %conv1.mb18.end
+  br label %conv1.j21
+
+conv1.mb18:                                       ; preds = %conv1.k20.end, %conv1.nb17
+  %conv1.mb1837 = phi i64 [ 0, %conv1.nb17 ], [ %mb18.next, %conv1.k20.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_3, align 64
+  br label %conv1.k20
+
+conv1.mb18.end:                                   ; preds = %conv1.k20.end
+  %nb17.next = add nsw i64 %conv1.nb1736, 1
+  %172 = icmp slt i64 %nb17.next, 784
+  br i1 %172, label %conv1.nb17, label %conv1.nb17.end
+
+conv1.k20:                                        ; preds = %conv1.k20, %conv1.mb18
+  %conv1.k2038 = phi i64 [ 0, %conv1.mb18 ], [ %k20.next, %conv1.k20 ]
+  %173 = mul nsw i64 %conv1.k2038, 50176
+  %174 = add nsw i64 301056, %173
+  %175 = mul nsw i64 %conv1.nb1736, 64
+  %176 = add nsw i64 %174, %175
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <16 x float>, ptr %arena39, align 4
+  store <16 x float> %177, ptr %conv1.t19_b0, align 64
+  %178 = mul nsw i64 %conv1.k2038, 50176
+  %179 = add nsw i64 301056, %178
+  %180 = mul nsw i64 %conv1.nb1736, 64
+  %181 = add nsw i64 %179, %180
+  %182 = add nsw i64 %181, 16
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %182
+  %183 = load <16 x float>, ptr %arena40, align 4
+  store <16 x float> %183, ptr %conv1.t19_b1, align 64
+  %184 = mul nsw i64 %conv1.k2038, 50176
+  %185 = add nsw i64 301056, %184
+  %186 = mul nsw i64 %conv1.nb1736, 64
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 %187, 32
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load <16 x float>, ptr %arena41, align 4
+  store <16 x float> %189, ptr %conv1.t19_b2, align 64
+  %190 = mul nsw i64 %conv1.k2038, 50176
+  %191 = add nsw i64 301056, %190
+  %192 = mul nsw i64 %conv1.nb1736, 64
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, 48
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %194
+  %195 = load <16 x float>, ptr %arena42, align 4
+  store <16 x float> %195, ptr %conv1.t19_b3, align 64
+  %196 = mul nsw i64 %conv1.mb1837, 6
+  %197 = mul nsw i64 %196, 25
+  %198 = add nsw i64 %197, %conv1.k2038
+  %params43 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params43, align 4
+  %200 = insertelement <16 x float> undef, float %199, i32 0
+  %201 = shufflevector <16 x float> %200, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %201, ptr %conv1.t19_a0, align 64
+  %t19_a0 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b0 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c0_0 = load <16 x float>, ptr %conv1.t19_c0_0, align 64
+  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a0, <16 x float> %t19_b0, <16 x float> %t19_c0_0)
+  store <16 x float> %202, ptr %conv1.t19_c0_0, align 64
+  %t19_a044 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b1 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c0_1 = load <16 x float>, ptr %conv1.t19_c0_1, align 64
+  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a044, <16 x float> %t19_b1, <16 x float> %t19_c0_1)
+  store <16 x float> %203, ptr %conv1.t19_c0_1, align 64
+  %t19_a045 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b2 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c0_2 = load <16 x float>, ptr %conv1.t19_c0_2, align 64
+  %204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a045, <16 x float> %t19_b2, <16 x float> %t19_c0_2)
+  store <16 x float> %204, ptr %conv1.t19_c0_2, align 64
+  %t19_a046 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b3 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c0_3 = load <16 x float>, ptr %conv1.t19_c0_3, align 64
+  %205 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a046, <16 x float> %t19_b3, <16 x float> %t19_c0_3)
+  store <16 x float> %205, ptr %conv1.t19_c0_3, align 64
+  %206 = mul nsw i64 %conv1.mb1837, 6
+  %207 = add nsw i64 %206, 1
+  %208 = mul nsw i64 %207, 25
+  %209 = add nsw i64 %208, %conv1.k2038
+  %params47 = getelementptr inbounds float, ptr %params, i64 %209
+  %210 = load float, ptr %params47, align 4
+  %211 = insertelement <16 x float> undef, float %210, i32 0
+  %212 = shufflevector <16 x float> %211, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %212, ptr %conv1.t19_a1, align 64
+  %t19_a1 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b048 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c1_0 = load <16 x float>, ptr %conv1.t19_c1_0, align 64
+  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a1, <16 x float> %t19_b048, <16 x float> %t19_c1_0)
+  store <16 x float> %213, ptr %conv1.t19_c1_0, align 64
+  %t19_a149 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b150 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c1_1 = load <16 x float>, ptr %conv1.t19_c1_1, align 64
+  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a149, <16 x float> %t19_b150, <16 x float> %t19_c1_1)
+  store <16 x float> %214, ptr %conv1.t19_c1_1, align 64
+  %t19_a151 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b252 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c1_2 = load <16 x float>, ptr %conv1.t19_c1_2, align 64
+  %215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a151, <16 x float> %t19_b252, <16 x float> %t19_c1_2)
+  store <16 x float> %215, ptr %conv1.t19_c1_2, align 64
+  %t19_a153 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b354 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c1_3 = load <16 x float>, ptr %conv1.t19_c1_3, align 64
+  %216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a153, <16 x float> %t19_b354, <16 x float> %t19_c1_3)
+  store <16 x float> %216, ptr %conv1.t19_c1_3, align 64
+  %217 = mul nsw i64 %conv1.mb1837, 6
+  %218 = add nsw i64 %217, 2
+  %219 = mul nsw i64 %218, 25
+  %220 = add nsw i64 %219, %conv1.k2038
+  %params55 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params55, align 4
+  %222 = insertelement <16 x float> undef, float %221, i32 0
+  %223 = shufflevector <16 x float> %222, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %223, ptr %conv1.t19_a2, align 64
+  %t19_a2 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b056 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c2_0 = load <16 x float>, ptr %conv1.t19_c2_0, align 64
+  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a2, <16 x float> %t19_b056, <16 x float> %t19_c2_0)
+  store <16 x float> %224, ptr %conv1.t19_c2_0, align 64
+  %t19_a257 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b158 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c2_1 = load <16 x float>, ptr %conv1.t19_c2_1, align 64
+  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a257, <16 x float> %t19_b158, <16 x float> %t19_c2_1)
+  store <16 x float> %225, ptr %conv1.t19_c2_1, align 64
+  %t19_a259 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b260 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c2_2 = load <16 x float>, ptr %conv1.t19_c2_2, align 64
+  %226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a259, <16 x float> %t19_b260, <16 x float> %t19_c2_2)
+  store <16 x float> %226, ptr %conv1.t19_c2_2, align 64
+  %t19_a261 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b362 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c2_3 = load <16 x float>, ptr %conv1.t19_c2_3, align 64
+  %227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a261, <16 x float> %t19_b362, <16 x float> %t19_c2_3)
+  store <16 x float> %227, ptr %conv1.t19_c2_3, align 64
+  %228 = mul nsw i64 %conv1.mb1837, 6
+  %229 = add nsw i64 %228, 3
+  %230 = mul nsw i64 %229, 25
+  %231 = add nsw i64 %230, %conv1.k2038
+  %params63 = getelementptr inbounds float, ptr %params, i64 %231
+  %232 = load float, ptr %params63, align 4
+  %233 = insertelement <16 x float> undef, float %232, i32 0
+  %234 = shufflevector <16 x float> %233, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %234, ptr %conv1.t19_a3, align 64
+  %t19_a3 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b064 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c3_0 = load <16 x float>, ptr %conv1.t19_c3_0, align 64
+  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a3, <16 x float> %t19_b064, <16 x float> %t19_c3_0)
+  store <16 x float> %235, ptr %conv1.t19_c3_0, align 64
+  %t19_a365 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b166 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c3_1 = load <16 x float>, ptr %conv1.t19_c3_1, align 64
+  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a365, <16 x float> %t19_b166, <16 x float> %t19_c3_1)
+  store <16 x float> %236, ptr %conv1.t19_c3_1, align 64
+  %t19_a367 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b268 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c3_2 = load <16 x float>, ptr %conv1.t19_c3_2, align 64
+  %237 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a367, <16 x float> %t19_b268, <16 x float> %t19_c3_2)
+  store <16 x float> %237, ptr %conv1.t19_c3_2, align 64
+  %t19_a369 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b370 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c3_3 = load <16 x float>, ptr %conv1.t19_c3_3, align 64
+  %238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a369, <16 x float> %t19_b370, <16 x float> %t19_c3_3)
+  store <16 x float> %238, ptr %conv1.t19_c3_3, align 64
+  %239 = mul nsw i64 %conv1.mb1837, 6
+  %240 = add nsw i64 %239, 4
+  %241 = mul nsw i64 %240, 25
+  %242 = add nsw i64 %241, %conv1.k2038
+  %params71 = getelementptr inbounds float, ptr %params, i64 %242
+  %243 = load float, ptr %params71, align 4
+  %244 = insertelement <16 x float> undef, float %243, i32 0
+  %245 = shufflevector <16 x float> %244, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %245, ptr %conv1.t19_a4, align 64
+  %t19_a4 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b072 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c4_0 = load <16 x float>, ptr %conv1.t19_c4_0, align 64
+  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a4, <16 x float> %t19_b072, <16 x float> %t19_c4_0)
+  store <16 x float> %246, ptr %conv1.t19_c4_0, align 64
+  %t19_a473 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b174 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c4_1 = load <16 x float>, ptr %conv1.t19_c4_1, align 64
+  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a473, <16 x float> %t19_b174, <16 x float> %t19_c4_1)
+  store <16 x float> %247, ptr %conv1.t19_c4_1, align 64
+  %t19_a475 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b276 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c4_2 = load <16 x float>, ptr %conv1.t19_c4_2, align 64
+  %248 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a475, <16 x float> %t19_b276, <16 x float> %t19_c4_2)
+  store <16 x float> %248, ptr %conv1.t19_c4_2, align 64
+  %t19_a477 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b378 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c4_3 = load <16 x float>, ptr %conv1.t19_c4_3, align 64
+  %249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a477, <16 x float> %t19_b378, <16 x float> %t19_c4_3)
+  store <16 x float> %249, ptr %conv1.t19_c4_3, align 64
+  %250 = mul nsw i64 %conv1.mb1837, 6
+  %251 = add nsw i64 %250, 5
+  %252 = mul nsw i64 %251, 25
+  %253 = add nsw i64 %252, %conv1.k2038
+  %params79 = getelementptr inbounds float, ptr %params, i64 %253
+  %254 = load float, ptr %params79, align 4
+  %255 = insertelement <16 x float> undef, float %254, i32 0
+  %256 = shufflevector <16 x float> %255, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %256, ptr %conv1.t19_a5, align 64
+  %t19_a5 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b080 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c5_0 = load <16 x float>, ptr %conv1.t19_c5_0, align 64
+  %257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a5, <16 x float> %t19_b080, <16 x float> %t19_c5_0)
+  store <16 x float> %257, ptr %conv1.t19_c5_0, align 64
+  %t19_a581 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b182 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c5_1 = load <16 x float>, ptr %conv1.t19_c5_1, align 64
+  %258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a581, <16 x float> %t19_b182, <16 x float> %t19_c5_1)
+  store <16 x float> %258, ptr %conv1.t19_c5_1, align 64
+  %t19_a583 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b284 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c5_2 = load <16 x float>, ptr %conv1.t19_c5_2, align 64
+  %259 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a583, <16 x float> %t19_b284, <16 x float> %t19_c5_2)
+  store <16 x float> %259, ptr %conv1.t19_c5_2, align 64
+  %t19_a585 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b386 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c5_3 = load <16 x float>, ptr %conv1.t19_c5_3, align 64
+  %260 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a585, <16 x float> %t19_b386, <16 x float> %t19_c5_3)
+  store <16 x float> %260, ptr %conv1.t19_c5_3, align 64
+  %k20.next = add nsw i64 %conv1.k2038, 1
+  %261 = icmp slt i64 %k20.next, 25
+  br i1 %261, label %conv1.k20, label %conv1.k20.end
+
+conv1.k20.end:                                    ; preds = %conv1.k20
+  %t19_c0_087 = load <16 x float>, ptr %conv1.t19_c0_0, align 64
+  %262 = mul nsw i64 %conv1.mb1837, 6
+  %263 = mul nsw i64 %262, 50176
+  %264 = add nsw i64 1555456, %263
+  %265 = mul nsw i64 %conv1.nb1736, 64
+  %266 = add nsw i64 %264, %265
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %266
+  store <16 x float> %t19_c0_087, ptr %arena88, align 4
+  %t19_c0_189 = load <16 x float>, ptr %conv1.t19_c0_1, align 64
+  %267 = mul nsw i64 %conv1.mb1837, 6
+  %268 = mul nsw i64 %267, 50176
+  %269 = add nsw i64 1555456, %268
+  %270 = mul nsw i64 %conv1.nb1736, 64
+  %271 = add nsw i64 %269, %270
+  %272 = add nsw i64 %271, 16
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %272
+  store <16 x float> %t19_c0_189, ptr %arena90, align 4
+  %t19_c0_291 = load <16 x float>, ptr %conv1.t19_c0_2, align 64
+  %273 = mul nsw i64 %conv1.mb1837, 6
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 1555456, %274
+  %276 = mul nsw i64 %conv1.nb1736, 64
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 32
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %278
+  store <16 x float> %t19_c0_291, ptr %arena92, align 4
+  %t19_c0_393 = load <16 x float>, ptr %conv1.t19_c0_3, align 64
+  %279 = mul nsw i64 %conv1.mb1837, 6
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 1555456, %280
+  %282 = mul nsw i64 %conv1.nb1736, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 48
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t19_c0_393, ptr %arena94, align 4
+  %t19_c1_095 = load <16 x float>, ptr %conv1.t19_c1_0, align 64
+  %285 = mul nsw i64 %conv1.mb1837, 6
+  %286 = add nsw i64 %285, 1
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 1555456, %287
+  %289 = mul nsw i64 %conv1.nb1736, 64
+  %290 = add nsw i64 %288, %289
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %290
+  store <16 x float> %t19_c1_095, ptr %arena96, align 4
+  %t19_c1_197 = load <16 x float>, ptr %conv1.t19_c1_1, align 64
+  %291 = mul nsw i64 %conv1.mb1837, 6
+  %292 = add nsw i64 %291, 1
+  %293 = mul nsw i64 %292, 50176
+  %294 = add nsw i64 1555456, %293
+  %295 = mul nsw i64 %conv1.nb1736, 64
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 16
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %297
+  store <16 x float> %t19_c1_197, ptr %arena98, align 4
+  %t19_c1_299 = load <16 x float>, ptr %conv1.t19_c1_2, align 64
+  %298 = mul nsw i64 %conv1.mb1837, 6
+  %299 = add nsw i64 %298, 1
+  %300 = mul nsw i64 %299, 50176
+  %301 = add nsw i64 1555456, %300
+  %302 = mul nsw i64 %conv1.nb1736, 64
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %303, 32
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t19_c1_299, ptr %arena100, align 4
+  %t19_c1_3101 = load <16 x float>, ptr %conv1.t19_c1_3, align 64
+  %305 = mul nsw i64 %conv1.mb1837, 6
+  %306 = add nsw i64 %305, 1
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 1555456, %307
+  %309 = mul nsw i64 %conv1.nb1736, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 48
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t19_c1_3101, ptr %arena102, align 4
+  %t19_c2_0103 = load <16 x float>, ptr %conv1.t19_c2_0, align 64
+  %312 = mul nsw i64 %conv1.mb1837, 6
+  %313 = add nsw i64 %312, 2
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 1555456, %314
+  %316 = mul nsw i64 %conv1.nb1736, 64
+  %317 = add nsw i64 %315, %316
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %317
+  store <16 x float> %t19_c2_0103, ptr %arena104, align 4
+  %t19_c2_1105 = load <16 x float>, ptr %conv1.t19_c2_1, align 64
+  %318 = mul nsw i64 %conv1.mb1837, 6
+  %319 = add nsw i64 %318, 2
+  %320 = mul nsw i64 %319, 50176
+  %321 = add nsw i64 1555456, %320
+  %322 = mul nsw i64 %conv1.nb1736, 64
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 %323, 16
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %324
+  store <16 x float> %t19_c2_1105, ptr %arena106, align 4
+  %t19_c2_2107 = load <16 x float>, ptr %conv1.t19_c2_2, align 64
+  %325 = mul nsw i64 %conv1.mb1837, 6
+  %326 = add nsw i64 %325, 2
+  %327 = mul nsw i64 %326, 50176
+  %328 = add nsw i64 1555456, %327
+  %329 = mul nsw i64 %conv1.nb1736, 64
+  %330 = add nsw i64 %328, %329
+  %331 = add nsw i64 %330, 32
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t19_c2_2107, ptr %arena108, align 4
+  %t19_c2_3109 = load <16 x float>, ptr %conv1.t19_c2_3, align 64
+  %332 = mul nsw i64 %conv1.mb1837, 6
+  %333 = add nsw i64 %332, 2
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 1555456, %334
+  %336 = mul nsw i64 %conv1.nb1736, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 48
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t19_c2_3109, ptr %arena110, align 4
+  %t19_c3_0111 = load <16 x float>, ptr %conv1.t19_c3_0, align 64
+  %339 = mul nsw i64 %conv1.mb1837, 6
+  %340 = add nsw i64 %339, 3
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 1555456, %341
+  %343 = mul nsw i64 %conv1.nb1736, 64
+  %344 = add nsw i64 %342, %343
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %344
+  store <16 x float> %t19_c3_0111, ptr %arena112, align 4
+  %t19_c3_1113 = load <16 x float>, ptr %conv1.t19_c3_1, align 64
+  %345 = mul nsw i64 %conv1.mb1837, 6
+  %346 = add nsw i64 %345, 3
+  %347 = mul nsw i64 %346, 50176
+  %348 = add nsw i64 1555456, %347
+  %349 = mul nsw i64 %conv1.nb1736, 64
+  %350 = add nsw i64 %348, %349
+  %351 = add nsw i64 %350, 16
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %351
+  store <16 x float> %t19_c3_1113, ptr %arena114, align 4
+  %t19_c3_2115 = load <16 x float>, ptr %conv1.t19_c3_2, align 64
+  %352 = mul nsw i64 %conv1.mb1837, 6
+  %353 = add nsw i64 %352, 3
+  %354 = mul nsw i64 %353, 50176
+  %355 = add nsw i64 1555456, %354
+  %356 = mul nsw i64 %conv1.nb1736, 64
+  %357 = add nsw i64 %355, %356
+  %358 = add nsw i64 %357, 32
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %358
+  store <16 x float> %t19_c3_2115, ptr %arena116, align 4
+  %t19_c3_3117 = load <16 x float>, ptr %conv1.t19_c3_3, align 64
+  %359 = mul nsw i64 %conv1.mb1837, 6
+  %360 = add nsw i64 %359, 3
+  %361 = mul nsw i64 %360, 50176
+  %362 = add nsw i64 1555456, %361
+  %363 = mul nsw i64 %conv1.nb1736, 64
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 %364, 48
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %365
+  store <16 x float> %t19_c3_3117, ptr %arena118, align 4
+  %t19_c4_0119 = load <16 x float>, ptr %conv1.t19_c4_0, align 64
+  %366 = mul nsw i64 %conv1.mb1837, 6
+  %367 = add nsw i64 %366, 4
+  %368 = mul nsw i64 %367, 50176
+  %369 = add nsw i64 1555456, %368
+  %370 = mul nsw i64 %conv1.nb1736, 64
+  %371 = add nsw i64 %369, %370
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %371
+  store <16 x float> %t19_c4_0119, ptr %arena120, align 4
+  %t19_c4_1121 = load <16 x float>, ptr %conv1.t19_c4_1, align 64
+  %372 = mul nsw i64 %conv1.mb1837, 6
+  %373 = add nsw i64 %372, 4
+  %374 = mul nsw i64 %373, 50176
+  %375 = add nsw i64 1555456, %374
+  %376 = mul nsw i64 %conv1.nb1736, 64
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, 16
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %378
+  store <16 x float> %t19_c4_1121, ptr %arena122, align 4
+  %t19_c4_2123 = load <16 x float>, ptr %conv1.t19_c4_2, align 64
+  %379 = mul nsw i64 %conv1.mb1837, 6
+  %380 = add nsw i64 %379, 4
+  %381 = mul nsw i64 %380, 50176
+  %382 = add nsw i64 1555456, %381
+  %383 = mul nsw i64 %conv1.nb1736, 64
+  %384 = add nsw i64 %382, %383
+  %385 = add nsw i64 %384, 32
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %385
+  store <16 x float> %t19_c4_2123, ptr %arena124, align 4
+  %t19_c4_3125 = load <16 x float>, ptr %conv1.t19_c4_3, align 64
+  %386 = mul nsw i64 %conv1.mb1837, 6
+  %387 = add nsw i64 %386, 4
+  %388 = mul nsw i64 %387, 50176
+  %389 = add nsw i64 1555456, %388
+  %390 = mul nsw i64 %conv1.nb1736, 64
+  %391 = add nsw i64 %389, %390
+  %392 = add nsw i64 %391, 48
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %392
+  store <16 x float> %t19_c4_3125, ptr %arena126, align 4
+  %t19_c5_0127 = load <16 x float>, ptr %conv1.t19_c5_0, align 64
+  %393 = mul nsw i64 %conv1.mb1837, 6
+  %394 = add nsw i64 %393, 5
+  %395 = mul nsw i64 %394, 50176
+  %396 = add nsw i64 1555456, %395
+  %397 = mul nsw i64 %conv1.nb1736, 64
+  %398 = add nsw i64 %396, %397
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %398
+  store <16 x float> %t19_c5_0127, ptr %arena128, align 4
+  %t19_c5_1129 = load <16 x float>, ptr %conv1.t19_c5_1, align 64
+  %399 = mul nsw i64 %conv1.mb1837, 6
+  %400 = add nsw i64 %399, 5
+  %401 = mul nsw i64 %400, 50176
+  %402 = add nsw i64 1555456, %401
+  %403 = mul nsw i64 %conv1.nb1736, 64
+  %404 = add nsw i64 %402, %403
+  %405 = add nsw i64 %404, 16
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %405
+  store <16 x float> %t19_c5_1129, ptr %arena130, align 4
+  %t19_c5_2131 = load <16 x float>, ptr %conv1.t19_c5_2, align 64
+  %406 = mul nsw i64 %conv1.mb1837, 6
+  %407 = add nsw i64 %406, 5
+  %408 = mul nsw i64 %407, 50176
+  %409 = add nsw i64 1555456, %408
+  %410 = mul nsw i64 %conv1.nb1736, 64
+  %411 = add nsw i64 %409, %410
+  %412 = add nsw i64 %411, 32
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %412
+  store <16 x float> %t19_c5_2131, ptr %arena132, align 4
+  %t19_c5_3133 = load <16 x float>, ptr %conv1.t19_c5_3, align 64
+  %413 = mul nsw i64 %conv1.mb1837, 6
+  %414 = add nsw i64 %413, 5
+  %415 = mul nsw i64 %414, 50176
+  %416 = add nsw i64 1555456, %415
+  %417 = mul nsw i64 %conv1.nb1736, 64
+  %418 = add nsw i64 %416, %417
+  %419 = add nsw i64 %418, 48
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %419
+  store <16 x float> %t19_c5_3133, ptr %arena134, align 4
+  %mb18.next = add nsw i64 %conv1.mb1837, 1
+  %420 = icmp slt i64 %mb18.next, 1
+  br i1 %420, label %conv1.mb18, label %conv1.mb18.end
+
+conv1.j21:                                        ; preds = %conv1.f22.end, %conv1.nb17.end
+  %conv1.j21135 = phi i64 [ 0, %conv1.nb17.end ], [ %j21.next, %conv1.f22.end ]
+  br label %conv1.f22
+
+conv1.j21.end:                                    ; preds = %conv1.f22.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %172 = icmp slt i64 %g1.next, 1
-  br i1 %172, label %conv1.g1, label %conv1.g1.end
+  %421 = icmp slt i64 %g1.next, 1
+  br i1 %421, label %conv1.g1, label %conv1.g1.end
 
-conv1.f18:                                        ; preds = %conv1.i19.end, %conv1.j17
-  %conv1.f1840 = phi i64 [ 0, %conv1.j17 ], [ %f18.next, %conv1.i19.end ]
-  br label %conv1.i19
+conv1.f22:                                        ; preds = %conv1.i23.end, %conv1.j21
+  %conv1.f22136 = phi i64 [ 0, %conv1.j21 ], [ %f22.next, %conv1.i23.end ]
+  br label %conv1.i23
 
-conv1.f18.end:                                    ; preds = %conv1.i19.end
-  %j17.next = add nsw i64 %conv1.j1739, 1
-  %173 = icmp slt i64 %j17.next, 64
-  br i1 %173, label %conv1.j17, label %conv1.j17.end
+conv1.f22.end:                                    ; preds = %conv1.i23.end
+  %j21.next = add nsw i64 %conv1.j21135, 1
+  %422 = icmp slt i64 %j21.next, 64
+  br i1 %422, label %conv1.j21, label %conv1.j21.end
 
-conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
-  %conv1.i1941 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
-  %174 = mul nsw i64 %conv1.j1739, 784
-  %175 = add nsw i64 %174, %conv1.i1941
-  %176 = mul nsw i64 %175, 6
-  %177 = add nsw i64 1555456, %176
-  %178 = add nsw i64 %177, %conv1.f1840
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena42, align 4
-  %180 = add nsw i64 150, %conv1.f1840
-  %params43 = getelementptr inbounds float, ptr %params, i64 %180
-  %181 = load float, ptr %params43, align 4
-  %182 = fadd float %179, %181
-  %183 = fcmp ogt float %182, 0.000000e+00
-  %184 = mul nsw i64 %conv1.j1739, 784
-  %185 = add nsw i64 %184, %conv1.i1941
-  %186 = mul nsw i64 %185, 6
-  %187 = add nsw i64 1555456, %186
-  %188 = add nsw i64 %187, %conv1.f1840
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
-  %189 = load float, ptr %arena44, align 4
-  %190 = add nsw i64 150, %conv1.f1840
-  %params45 = getelementptr inbounds float, ptr %params, i64 %190
-  %191 = load float, ptr %params45, align 4
-  %192 = fadd float %189, %191
-  %193 = select i1 %183, float %192, float 0.000000e+00
-  %194 = mul nsw i64 %conv1.g11, 64
-  %195 = add nsw i64 %194, %conv1.j1739
-  %196 = mul nsw i64 %195, 4704
-  %197 = mul nsw i64 %conv1.f1840, 784
-  %198 = add nsw i64 %196, %197
-  %199 = add nsw i64 %198, %conv1.i1941
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %199
-  store float %193, ptr %arena46, align 4
-  %i19.next = add nsw i64 %conv1.i1941, 1
-  %200 = icmp slt i64 %i19.next, 784
-  br i1 %200, label %conv1.i19, label %conv1.i19.end
+conv1.i23:                                        ; preds = %conv1.i23, %conv1.f22
+  %conv1.i23137 = phi i64 [ 0, %conv1.f22 ], [ %i23.next, %conv1.i23 ]
+  %423 = mul nsw i64 %conv1.f22136, 50176
+  %424 = add nsw i64 1555456, %423
+  %425 = mul nsw i64 %conv1.j21135, 784
+  %426 = add nsw i64 %424, %425
+  %427 = add nsw i64 %426, %conv1.i23137
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %427
+  %428 = load float, ptr %arena138, align 4
+  %429 = add nsw i64 150, %conv1.f22136
+  %params139 = getelementptr inbounds float, ptr %params, i64 %429
+  %430 = load float, ptr %params139, align 4
+  %431 = fadd float %428, %430
+  %432 = fcmp ogt float %431, 0.000000e+00
+  %433 = mul nsw i64 %conv1.f22136, 50176
+  %434 = add nsw i64 1555456, %433
+  %435 = mul nsw i64 %conv1.j21135, 784
+  %436 = add nsw i64 %434, %435
+  %437 = add nsw i64 %436, %conv1.i23137
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %437
+  %438 = load float, ptr %arena140, align 4
+  %439 = add nsw i64 150, %conv1.f22136
+  %params141 = getelementptr inbounds float, ptr %params, i64 %439
+  %440 = load float, ptr %params141, align 4
+  %441 = fadd float %438, %440
+  %442 = select i1 %432, float %441, float 0.000000e+00
+  %443 = mul nsw i64 %conv1.g11, 64
+  %444 = add nsw i64 %443, %conv1.j21135
+  %445 = mul nsw i64 %444, 4704
+  %446 = mul nsw i64 %conv1.f22136, 784
+  %447 = add nsw i64 %445, %446
+  %448 = add nsw i64 %447, %conv1.i23137
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %448
+  store float %442, ptr %arena142, align 4
+  %i23.next = add nsw i64 %conv1.i23137, 1
+  %449 = icmp slt i64 %i23.next, 784
+  br i1 %449, label %conv1.i23, label %conv1.i23.end
 
-conv1.i19.end:                                    ; preds = %conv1.i19
-  %f18.next = add nsw i64 %conv1.f1840, 1
-  %201 = icmp slt i64 %f18.next, 6
-  br i1 %201, label %conv1.f18, label %conv1.f18.end
+conv1.i23.end:                                    ; preds = %conv1.i23
+  %f22.next = add nsw i64 %conv1.f22136, 1
+  %450 = icmp slt i64 %f22.next, 6
+  br i1 %450, label %conv1.f22, label %conv1.f22.end
 
-pool1.q20:                                        ; preds = %pool1.py21.end, %conv1.g1.end
-  %pool1.q2047 = phi i64 [ 0, %conv1.g1.end ], [ %q20.next, %pool1.py21.end ]
-  br label %pool1.py21
+pool1.q24:                                        ; preds = %pool1.py25.end, %conv1.g1.end
+  %pool1.q24143 = phi i64 [ 0, %conv1.g1.end ], [ %q24.next, %pool1.py25.end ]
+  br label %pool1.py25
 
-pool1.q20.end:                                    ; preds = %pool1.py21.end
-  br label %conv2.g24
+pool1.q24.end:                                    ; preds = %pool1.py25.end
+  br label %conv2.g28
 
-pool1.py21:                                       ; preds = %pool1.px22.end, %pool1.q20
-  %pool1.py2148 = phi i64 [ 0, %pool1.q20 ], [ %py21.next, %pool1.px22.end ]
-  br label %pool1.px22
+pool1.py25:                                       ; preds = %pool1.px26.end, %pool1.q24
+  %pool1.py25144 = phi i64 [ 0, %pool1.q24 ], [ %py25.next, %pool1.px26.end ]
+  br label %pool1.px26
 
-pool1.py21.end:                                   ; preds = %pool1.px22.end
-  %q20.next = add nsw i64 %pool1.q2047, 1
-  %202 = icmp slt i64 %q20.next, 384
-  br i1 %202, label %pool1.q20, label %pool1.q20.end
+pool1.py25.end:                                   ; preds = %pool1.px26.end
+  %q24.next = add nsw i64 %pool1.q24143, 1
+  %451 = icmp slt i64 %q24.next, 384
+  br i1 %451, label %pool1.q24, label %pool1.q24.end
 
-pool1.px22:                                       ; preds = %pool1.px22, %pool1.py21
-  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.px22 ]
-  store float 0.000000e+00, ptr %pool1.acc23, align 4
-  %acc23 = load float, ptr %pool1.acc23, align 4
-  %203 = mul nsw i64 %pool1.q2047, 784
-  %204 = mul nsw i64 %pool1.py2148, 56
-  %205 = add nsw i64 %203, %204
-  %206 = mul nsw i64 %pool1.px2249, 2
-  %207 = add nsw i64 %205, %206
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %207
-  %208 = load float, ptr %arena50, align 4
-  %209 = fadd float %acc23, %208
-  store float %209, ptr %pool1.acc23, align 4
-  %acc2351 = load float, ptr %pool1.acc23, align 4
-  %210 = mul nsw i64 %pool1.q2047, 784
-  %211 = mul nsw i64 %pool1.py2148, 56
-  %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %pool1.px2249, 2
-  %214 = add nsw i64 %212, %213
-  %215 = add nsw i64 %214, 1
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %215
-  %216 = load float, ptr %arena52, align 4
-  %217 = fadd float %acc2351, %216
-  store float %217, ptr %pool1.acc23, align 4
-  %acc2353 = load float, ptr %pool1.acc23, align 4
-  %218 = mul nsw i64 %pool1.q2047, 784
-  %219 = mul nsw i64 %pool1.py2148, 56
-  %220 = add nsw i64 %218, %219
-  %221 = mul nsw i64 %pool1.px2249, 2
-  %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %222, 28
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %223
-  %224 = load float, ptr %arena54, align 4
-  %225 = fadd float %acc2353, %224
-  store float %225, ptr %pool1.acc23, align 4
-  %acc2355 = load float, ptr %pool1.acc23, align 4
-  %226 = mul nsw i64 %pool1.q2047, 784
-  %227 = mul nsw i64 %pool1.py2148, 56
-  %228 = add nsw i64 %226, %227
-  %229 = mul nsw i64 %pool1.px2249, 2
-  %230 = add nsw i64 %228, %229
-  %231 = add nsw i64 %230, 28
-  %232 = add nsw i64 %231, 1
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena56, align 4
-  %234 = fadd float %acc2355, %233
-  store float %234, ptr %pool1.acc23, align 4
-  %acc2357 = load float, ptr %pool1.acc23, align 4
-  %235 = fmul float %acc2357, 2.500000e-01
-  %236 = mul nsw i64 %pool1.q2047, 196
-  %237 = add nsw i64 301056, %236
-  %238 = mul nsw i64 %pool1.py2148, 14
-  %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 %239, %pool1.px2249
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %240
-  store float %235, ptr %arena58, align 4
-  %px22.next = add nsw i64 %pool1.px2249, 1
-  %241 = icmp slt i64 %px22.next, 14
-  br i1 %241, label %pool1.px22, label %pool1.px22.end
+pool1.px26:                                       ; preds = %pool1.px26, %pool1.py25
+  %pool1.px26145 = phi i64 [ 0, %pool1.py25 ], [ %px26.next, %pool1.px26 ]
+  store float 0.000000e+00, ptr %pool1.acc27, align 4
+  %acc27 = load float, ptr %pool1.acc27, align 4
+  %452 = mul nsw i64 %pool1.q24143, 784
+  %453 = mul nsw i64 %pool1.py25144, 56
+  %454 = add nsw i64 %452, %453
+  %455 = mul nsw i64 %pool1.px26145, 2
+  %456 = add nsw i64 %454, %455
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load float, ptr %arena146, align 4
+  %458 = fadd float %acc27, %457
+  store float %458, ptr %pool1.acc27, align 4
+  %acc27147 = load float, ptr %pool1.acc27, align 4
+  %459 = mul nsw i64 %pool1.q24143, 784
+  %460 = mul nsw i64 %pool1.py25144, 56
+  %461 = add nsw i64 %459, %460
+  %462 = mul nsw i64 %pool1.px26145, 2
+  %463 = add nsw i64 %461, %462
+  %464 = add nsw i64 %463, 1
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %464
+  %465 = load float, ptr %arena148, align 4
+  %466 = fadd float %acc27147, %465
+  store float %466, ptr %pool1.acc27, align 4
+  %acc27149 = load float, ptr %pool1.acc27, align 4
+  %467 = mul nsw i64 %pool1.q24143, 784
+  %468 = mul nsw i64 %pool1.py25144, 56
+  %469 = add nsw i64 %467, %468
+  %470 = mul nsw i64 %pool1.px26145, 2
+  %471 = add nsw i64 %469, %470
+  %472 = add nsw i64 %471, 28
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load float, ptr %arena150, align 4
+  %474 = fadd float %acc27149, %473
+  store float %474, ptr %pool1.acc27, align 4
+  %acc27151 = load float, ptr %pool1.acc27, align 4
+  %475 = mul nsw i64 %pool1.q24143, 784
+  %476 = mul nsw i64 %pool1.py25144, 56
+  %477 = add nsw i64 %475, %476
+  %478 = mul nsw i64 %pool1.px26145, 2
+  %479 = add nsw i64 %477, %478
+  %480 = add nsw i64 %479, 28
+  %481 = add nsw i64 %480, 1
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena152, align 4
+  %483 = fadd float %acc27151, %482
+  store float %483, ptr %pool1.acc27, align 4
+  %acc27153 = load float, ptr %pool1.acc27, align 4
+  %484 = fmul float %acc27153, 2.500000e-01
+  %485 = mul nsw i64 %pool1.q24143, 196
+  %486 = add nsw i64 301056, %485
+  %487 = mul nsw i64 %pool1.py25144, 14
+  %488 = add nsw i64 %486, %487
+  %489 = add nsw i64 %488, %pool1.px26145
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %489
+  store float %484, ptr %arena154, align 4
+  %px26.next = add nsw i64 %pool1.px26145, 1
+  %490 = icmp slt i64 %px26.next, 14
+  br i1 %490, label %pool1.px26, label %pool1.px26.end
 
-pool1.px22.end:                                   ; preds = %pool1.px22
-  %py21.next = add nsw i64 %pool1.py2148, 1
-  %242 = icmp slt i64 %py21.next, 14
-  br i1 %242, label %pool1.py21, label %pool1.py21.end
+pool1.px26.end:                                   ; preds = %pool1.px26
+  %py25.next = add nsw i64 %pool1.py25144, 1
+  %491 = icmp slt i64 %py25.next, 14
+  br i1 %491, label %pool1.py25, label %pool1.py25.end
 
-conv2.g24:                                        ; preds = %conv2.j38.end, %pool1.q20.end
-  %conv2.g2459 = phi i64 [ 0, %pool1.q20.end ], [ %g24.next, %conv2.j38.end ]
-  br label %conv2.j25
+conv2.g28:                                        ; preds = %conv2.j48.end, %pool1.q24.end
+  %conv2.g28155 = phi i64 [ 0, %pool1.q24.end ], [ %g28.next, %conv2.j48.end ]
+  br label %conv2.j29
 
-conv2.g24.end:                                    ; preds = %conv2.j38.end
-  br label %pool2.q41
+conv2.g28.end:                                    ; preds = %conv2.j48.end
+  br label %pool2.q51
 
-conv2.j25:                                        ; preds = %conv2.c26.end, %conv2.g24
-  %conv2.j2560 = phi i64 [ 0, %conv2.g24 ], [ %j25.next, %conv2.c26.end ]
-  br label %conv2.c26
+conv2.j29:                                        ; preds = %conv2.c30.end, %conv2.g28
+  %conv2.j29156 = phi i64 [ 0, %conv2.g28 ], [ %j29.next, %conv2.c30.end ]
+  br label %conv2.c30
 
-conv2.j25.end:                                    ; preds = %conv2.c26.end
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 478720
-  %params84 = getelementptr inbounds float, ptr %params, i64 156
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 1438720
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 6400, i32 16, i32 150, float 1.000000e+00, ptr %arena83, i32 6400, ptr %params84, i32 150, float 0.000000e+00, ptr %arena85, i32 16)
-  br label %conv2.j38
+conv2.j29.end:                                    ; preds = %conv2.c30.end
+  br label %conv2.nb42
 
-conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.j25
-  %conv2.c2661 = phi i64 [ 0, %conv2.j25 ], [ %c26.next, %conv2.ky27.end ]
-  br label %conv2.ky27
+conv2.c30:                                        ; preds = %conv2.ky31.end, %conv2.j29
+  %conv2.c30157 = phi i64 [ 0, %conv2.j29 ], [ %c30.next, %conv2.ky31.end ]
+  br label %conv2.ky31
 
-conv2.c26.end:                                    ; preds = %conv2.ky27.end
-  %j25.next = add nsw i64 %conv2.j2560, 1
-  %243 = icmp slt i64 %j25.next, 64
-  br i1 %243, label %conv2.j25, label %conv2.j25.end
+conv2.c30.end:                                    ; preds = %conv2.ky31.end
+  %j29.next = add nsw i64 %conv2.j29156, 1
+  %492 = icmp slt i64 %j29.next, 64
+  br i1 %492, label %conv2.j29, label %conv2.j29.end
 
-conv2.ky27:                                       ; preds = %conv2.oy36.end, %conv2.c26
-  %conv2.ky2762 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy36.end ]
-  br label %conv2.oy28
-
-conv2.ky27.end:                                   ; preds = %conv2.oy36.end
-  %c26.next = add nsw i64 %conv2.c2661, 1
-  %244 = icmp slt i64 %c26.next, 6
-  br i1 %244, label %conv2.c26, label %conv2.c26.end
-
-conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.ky27
-  %conv2.oy2863 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.ox29.end ]
-  br label %conv2.ox29
-
-conv2.oy28.end:                                   ; preds = %conv2.ox29.end
-  br label %conv2.oy30
-
-conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
-  %conv2.ox2964 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
-  %245 = mul nsw i64 %conv2.g2459, 64
-  %246 = add nsw i64 %245, %conv2.j2560
-  %247 = mul nsw i64 %246, 1176
-  %248 = add nsw i64 301056, %247
-  %249 = mul nsw i64 %conv2.c2661, 196
-  %250 = add nsw i64 %248, %249
-  %251 = add nsw i64 %conv2.oy2863, %conv2.ky2762
-  %252 = mul nsw i64 %251, 14
-  %253 = add nsw i64 %250, %252
-  %254 = add nsw i64 %253, %conv2.ox2964
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load float, ptr %arena65, align 4
-  %256 = mul nsw i64 %conv2.c2661, 5
-  %257 = add nsw i64 %256, %conv2.ky2762
-  %258 = mul nsw i64 %257, 5
-  %259 = mul nsw i64 %258, 6400
-  %260 = add nsw i64 478720, %259
-  %261 = mul nsw i64 %conv2.j2560, 100
-  %262 = add nsw i64 %260, %261
-  %263 = mul nsw i64 %conv2.oy2863, 10
-  %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 %264, %conv2.ox2964
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %265
-  store float %255, ptr %arena66, align 4
-  %ox29.next = add nsw i64 %conv2.ox2964, 1
-  %266 = icmp slt i64 %ox29.next, 10
-  br i1 %266, label %conv2.ox29, label %conv2.ox29.end
-
-conv2.ox29.end:                                   ; preds = %conv2.ox29
-  %oy28.next = add nsw i64 %conv2.oy2863, 1
-  %267 = icmp slt i64 %oy28.next, 10
-  br i1 %267, label %conv2.oy28, label %conv2.oy28.end
-
-conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.oy28.end
-  %conv2.oy3067 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.ox31.end ]
-  br label %conv2.ox31
-
-conv2.oy30.end:                                   ; preds = %conv2.ox31.end
+conv2.ky31:                                       ; preds = %conv2.oy40.end, %conv2.c30
+  %conv2.ky31158 = phi i64 [ 0, %conv2.c30 ], [ %ky31.next, %conv2.oy40.end ]
   br label %conv2.oy32
 
-conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.oy30
-  %conv2.ox3168 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
-  %268 = mul nsw i64 %conv2.g2459, 64
-  %269 = add nsw i64 %268, %conv2.j2560
-  %270 = mul nsw i64 %269, 1176
-  %271 = add nsw i64 301056, %270
-  %272 = mul nsw i64 %conv2.c2661, 196
-  %273 = add nsw i64 %271, %272
-  %274 = add nsw i64 %conv2.oy3067, %conv2.ky2762
-  %275 = mul nsw i64 %274, 14
-  %276 = add nsw i64 %273, %275
-  %277 = add nsw i64 %conv2.ox3168, 1
-  %278 = add nsw i64 %276, %277
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %278
-  %279 = load float, ptr %arena69, align 4
-  %280 = mul nsw i64 %conv2.c2661, 5
-  %281 = add nsw i64 %280, %conv2.ky2762
-  %282 = mul nsw i64 %281, 5
-  %283 = add nsw i64 %282, 1
-  %284 = mul nsw i64 %283, 6400
-  %285 = add nsw i64 478720, %284
-  %286 = mul nsw i64 %conv2.j2560, 100
-  %287 = add nsw i64 %285, %286
-  %288 = mul nsw i64 %conv2.oy3067, 10
-  %289 = add nsw i64 %287, %288
-  %290 = add nsw i64 %289, %conv2.ox3168
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %290
-  store float %279, ptr %arena70, align 4
-  %ox31.next = add nsw i64 %conv2.ox3168, 1
-  %291 = icmp slt i64 %ox31.next, 10
-  br i1 %291, label %conv2.ox31, label %conv2.ox31.end
+conv2.ky31.end:                                   ; preds = %conv2.oy40.end
+  %c30.next = add nsw i64 %conv2.c30157, 1
+  %493 = icmp slt i64 %c30.next, 6
+  br i1 %493, label %conv2.c30, label %conv2.c30.end
 
-conv2.ox31.end:                                   ; preds = %conv2.ox31
-  %oy30.next = add nsw i64 %conv2.oy3067, 1
-  %292 = icmp slt i64 %oy30.next, 10
-  br i1 %292, label %conv2.oy30, label %conv2.oy30.end
-
-conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.oy30.end
-  %conv2.oy3271 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
+conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.ky31
+  %conv2.oy32159 = phi i64 [ 0, %conv2.ky31 ], [ %oy32.next, %conv2.ox33.end ]
   br label %conv2.ox33
 
 conv2.oy32.end:                                   ; preds = %conv2.ox33.end
   br label %conv2.oy34
 
 conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.oy32
-  %conv2.ox3372 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
-  %293 = mul nsw i64 %conv2.g2459, 64
-  %294 = add nsw i64 %293, %conv2.j2560
-  %295 = mul nsw i64 %294, 1176
-  %296 = add nsw i64 301056, %295
-  %297 = mul nsw i64 %conv2.c2661, 196
-  %298 = add nsw i64 %296, %297
-  %299 = add nsw i64 %conv2.oy3271, %conv2.ky2762
-  %300 = mul nsw i64 %299, 14
-  %301 = add nsw i64 %298, %300
-  %302 = add nsw i64 %conv2.ox3372, 2
-  %303 = add nsw i64 %301, %302
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %303
-  %304 = load float, ptr %arena73, align 4
-  %305 = mul nsw i64 %conv2.c2661, 5
-  %306 = add nsw i64 %305, %conv2.ky2762
-  %307 = mul nsw i64 %306, 5
-  %308 = add nsw i64 %307, 2
-  %309 = mul nsw i64 %308, 6400
-  %310 = add nsw i64 478720, %309
-  %311 = mul nsw i64 %conv2.j2560, 100
-  %312 = add nsw i64 %310, %311
-  %313 = mul nsw i64 %conv2.oy3271, 10
-  %314 = add nsw i64 %312, %313
-  %315 = add nsw i64 %314, %conv2.ox3372
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %315
-  store float %304, ptr %arena74, align 4
-  %ox33.next = add nsw i64 %conv2.ox3372, 1
-  %316 = icmp slt i64 %ox33.next, 10
-  br i1 %316, label %conv2.ox33, label %conv2.ox33.end
+  %conv2.ox33160 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
+  %494 = mul nsw i64 %conv2.g28155, 64
+  %495 = add nsw i64 %494, %conv2.j29156
+  %496 = mul nsw i64 %495, 1176
+  %497 = add nsw i64 301056, %496
+  %498 = mul nsw i64 %conv2.c30157, 196
+  %499 = add nsw i64 %497, %498
+  %500 = add nsw i64 %conv2.oy32159, %conv2.ky31158
+  %501 = mul nsw i64 %500, 14
+  %502 = add nsw i64 %499, %501
+  %503 = add nsw i64 %502, %conv2.ox33160
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %503
+  %504 = load float, ptr %arena161, align 4
+  %505 = mul nsw i64 %conv2.c30157, 5
+  %506 = add nsw i64 %505, %conv2.ky31158
+  %507 = mul nsw i64 %506, 5
+  %508 = mul nsw i64 %507, 6400
+  %509 = add nsw i64 478720, %508
+  %510 = mul nsw i64 %conv2.j29156, 100
+  %511 = add nsw i64 %509, %510
+  %512 = mul nsw i64 %conv2.oy32159, 10
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv2.ox33160
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %514
+  store float %504, ptr %arena162, align 4
+  %ox33.next = add nsw i64 %conv2.ox33160, 1
+  %515 = icmp slt i64 %ox33.next, 10
+  br i1 %515, label %conv2.ox33, label %conv2.ox33.end
 
 conv2.ox33.end:                                   ; preds = %conv2.ox33
-  %oy32.next = add nsw i64 %conv2.oy3271, 1
-  %317 = icmp slt i64 %oy32.next, 10
-  br i1 %317, label %conv2.oy32, label %conv2.oy32.end
+  %oy32.next = add nsw i64 %conv2.oy32159, 1
+  %516 = icmp slt i64 %oy32.next, 10
+  br i1 %516, label %conv2.oy32, label %conv2.oy32.end
 
 conv2.oy34:                                       ; preds = %conv2.ox35.end, %conv2.oy32.end
-  %conv2.oy3475 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
+  %conv2.oy34163 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
   br label %conv2.ox35
 
 conv2.oy34.end:                                   ; preds = %conv2.ox35.end
   br label %conv2.oy36
 
 conv2.ox35:                                       ; preds = %conv2.ox35, %conv2.oy34
-  %conv2.ox3576 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
-  %318 = mul nsw i64 %conv2.g2459, 64
-  %319 = add nsw i64 %318, %conv2.j2560
-  %320 = mul nsw i64 %319, 1176
-  %321 = add nsw i64 301056, %320
-  %322 = mul nsw i64 %conv2.c2661, 196
-  %323 = add nsw i64 %321, %322
-  %324 = add nsw i64 %conv2.oy3475, %conv2.ky2762
-  %325 = mul nsw i64 %324, 14
-  %326 = add nsw i64 %323, %325
-  %327 = add nsw i64 %conv2.ox3576, 3
-  %328 = add nsw i64 %326, %327
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %328
-  %329 = load float, ptr %arena77, align 4
-  %330 = mul nsw i64 %conv2.c2661, 5
-  %331 = add nsw i64 %330, %conv2.ky2762
-  %332 = mul nsw i64 %331, 5
-  %333 = add nsw i64 %332, 3
-  %334 = mul nsw i64 %333, 6400
-  %335 = add nsw i64 478720, %334
-  %336 = mul nsw i64 %conv2.j2560, 100
-  %337 = add nsw i64 %335, %336
-  %338 = mul nsw i64 %conv2.oy3475, 10
-  %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %339, %conv2.ox3576
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %329, ptr %arena78, align 4
-  %ox35.next = add nsw i64 %conv2.ox3576, 1
-  %341 = icmp slt i64 %ox35.next, 10
-  br i1 %341, label %conv2.ox35, label %conv2.ox35.end
+  %conv2.ox35164 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
+  %517 = mul nsw i64 %conv2.g28155, 64
+  %518 = add nsw i64 %517, %conv2.j29156
+  %519 = mul nsw i64 %518, 1176
+  %520 = add nsw i64 301056, %519
+  %521 = mul nsw i64 %conv2.c30157, 196
+  %522 = add nsw i64 %520, %521
+  %523 = add nsw i64 %conv2.oy34163, %conv2.ky31158
+  %524 = mul nsw i64 %523, 14
+  %525 = add nsw i64 %522, %524
+  %526 = add nsw i64 %conv2.ox35164, 1
+  %527 = add nsw i64 %525, %526
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %527
+  %528 = load float, ptr %arena165, align 4
+  %529 = mul nsw i64 %conv2.c30157, 5
+  %530 = add nsw i64 %529, %conv2.ky31158
+  %531 = mul nsw i64 %530, 5
+  %532 = add nsw i64 %531, 1
+  %533 = mul nsw i64 %532, 6400
+  %534 = add nsw i64 478720, %533
+  %535 = mul nsw i64 %conv2.j29156, 100
+  %536 = add nsw i64 %534, %535
+  %537 = mul nsw i64 %conv2.oy34163, 10
+  %538 = add nsw i64 %536, %537
+  %539 = add nsw i64 %538, %conv2.ox35164
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %539
+  store float %528, ptr %arena166, align 4
+  %ox35.next = add nsw i64 %conv2.ox35164, 1
+  %540 = icmp slt i64 %ox35.next, 10
+  br i1 %540, label %conv2.ox35, label %conv2.ox35.end
 
 conv2.ox35.end:                                   ; preds = %conv2.ox35
-  %oy34.next = add nsw i64 %conv2.oy3475, 1
-  %342 = icmp slt i64 %oy34.next, 10
-  br i1 %342, label %conv2.oy34, label %conv2.oy34.end
+  %oy34.next = add nsw i64 %conv2.oy34163, 1
+  %541 = icmp slt i64 %oy34.next, 10
+  br i1 %541, label %conv2.oy34, label %conv2.oy34.end
 
 conv2.oy36:                                       ; preds = %conv2.ox37.end, %conv2.oy34.end
-  %conv2.oy3679 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
+  %conv2.oy36167 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
   br label %conv2.ox37
 
 conv2.oy36.end:                                   ; preds = %conv2.ox37.end
-  %ky27.next = add nsw i64 %conv2.ky2762, 1
-  %343 = icmp slt i64 %ky27.next, 5
-  br i1 %343, label %conv2.ky27, label %conv2.ky27.end
+  br label %conv2.oy38
 
 conv2.ox37:                                       ; preds = %conv2.ox37, %conv2.oy36
-  %conv2.ox3780 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
-  %344 = mul nsw i64 %conv2.g2459, 64
-  %345 = add nsw i64 %344, %conv2.j2560
-  %346 = mul nsw i64 %345, 1176
-  %347 = add nsw i64 301056, %346
-  %348 = mul nsw i64 %conv2.c2661, 196
-  %349 = add nsw i64 %347, %348
-  %350 = add nsw i64 %conv2.oy3679, %conv2.ky2762
-  %351 = mul nsw i64 %350, 14
-  %352 = add nsw i64 %349, %351
-  %353 = add nsw i64 %conv2.ox3780, 4
-  %354 = add nsw i64 %352, %353
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load float, ptr %arena81, align 4
-  %356 = mul nsw i64 %conv2.c2661, 5
-  %357 = add nsw i64 %356, %conv2.ky2762
-  %358 = mul nsw i64 %357, 5
-  %359 = add nsw i64 %358, 4
-  %360 = mul nsw i64 %359, 6400
-  %361 = add nsw i64 478720, %360
-  %362 = mul nsw i64 %conv2.j2560, 100
-  %363 = add nsw i64 %361, %362
-  %364 = mul nsw i64 %conv2.oy3679, 10
-  %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %365, %conv2.ox3780
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %366
-  store float %355, ptr %arena82, align 4
-  %ox37.next = add nsw i64 %conv2.ox3780, 1
-  %367 = icmp slt i64 %ox37.next, 10
-  br i1 %367, label %conv2.ox37, label %conv2.ox37.end
+  %conv2.ox37168 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
+  %542 = mul nsw i64 %conv2.g28155, 64
+  %543 = add nsw i64 %542, %conv2.j29156
+  %544 = mul nsw i64 %543, 1176
+  %545 = add nsw i64 301056, %544
+  %546 = mul nsw i64 %conv2.c30157, 196
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %conv2.oy36167, %conv2.ky31158
+  %549 = mul nsw i64 %548, 14
+  %550 = add nsw i64 %547, %549
+  %551 = add nsw i64 %conv2.ox37168, 2
+  %552 = add nsw i64 %550, %551
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %552
+  %553 = load float, ptr %arena169, align 4
+  %554 = mul nsw i64 %conv2.c30157, 5
+  %555 = add nsw i64 %554, %conv2.ky31158
+  %556 = mul nsw i64 %555, 5
+  %557 = add nsw i64 %556, 2
+  %558 = mul nsw i64 %557, 6400
+  %559 = add nsw i64 478720, %558
+  %560 = mul nsw i64 %conv2.j29156, 100
+  %561 = add nsw i64 %559, %560
+  %562 = mul nsw i64 %conv2.oy36167, 10
+  %563 = add nsw i64 %561, %562
+  %564 = add nsw i64 %563, %conv2.ox37168
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %564
+  store float %553, ptr %arena170, align 4
+  %ox37.next = add nsw i64 %conv2.ox37168, 1
+  %565 = icmp slt i64 %ox37.next, 10
+  br i1 %565, label %conv2.ox37, label %conv2.ox37.end
 
 conv2.ox37.end:                                   ; preds = %conv2.ox37
-  %oy36.next = add nsw i64 %conv2.oy3679, 1
-  %368 = icmp slt i64 %oy36.next, 10
-  br i1 %368, label %conv2.oy36, label %conv2.oy36.end
-
-conv2.j38:                                        ; preds = %conv2.f39.end, %conv2.j25.end
-  %conv2.j3886 = phi i64 [ 0, %conv2.j25.end ], [ %j38.next, %conv2.f39.end ]
-  br label %conv2.f39
-
-conv2.j38.end:                                    ; preds = %conv2.f39.end
-  %g24.next = add nsw i64 %conv2.g2459, 1
-  %369 = icmp slt i64 %g24.next, 1
-  br i1 %369, label %conv2.g24, label %conv2.g24.end
-
-conv2.f39:                                        ; preds = %conv2.i40.end, %conv2.j38
-  %conv2.f3987 = phi i64 [ 0, %conv2.j38 ], [ %f39.next, %conv2.i40.end ]
-  br label %conv2.i40
-
-conv2.f39.end:                                    ; preds = %conv2.i40.end
-  %j38.next = add nsw i64 %conv2.j3886, 1
-  %370 = icmp slt i64 %j38.next, 64
-  br i1 %370, label %conv2.j38, label %conv2.j38.end
-
-conv2.i40:                                        ; preds = %conv2.i40, %conv2.f39
-  %conv2.i4088 = phi i64 [ 0, %conv2.f39 ], [ %i40.next, %conv2.i40 ]
-  %371 = mul nsw i64 %conv2.j3886, 100
-  %372 = add nsw i64 %371, %conv2.i4088
-  %373 = mul nsw i64 %372, 16
-  %374 = add nsw i64 1438720, %373
-  %375 = add nsw i64 %374, %conv2.f3987
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load float, ptr %arena89, align 4
-  %377 = add nsw i64 2556, %conv2.f3987
-  %params90 = getelementptr inbounds float, ptr %params, i64 %377
-  %378 = load float, ptr %params90, align 4
-  %379 = fadd float %376, %378
-  %380 = fcmp ogt float %379, 0.000000e+00
-  %381 = mul nsw i64 %conv2.j3886, 100
-  %382 = add nsw i64 %381, %conv2.i4088
-  %383 = mul nsw i64 %382, 16
-  %384 = add nsw i64 1438720, %383
-  %385 = add nsw i64 %384, %conv2.f3987
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena91, align 4
-  %387 = add nsw i64 2556, %conv2.f3987
-  %params92 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params92, align 4
-  %389 = fadd float %386, %388
-  %390 = select i1 %380, float %389, float 0.000000e+00
-  %391 = mul nsw i64 %conv2.g2459, 64
-  %392 = add nsw i64 %391, %conv2.j3886
-  %393 = mul nsw i64 %392, 1600
-  %394 = add nsw i64 376320, %393
-  %395 = mul nsw i64 %conv2.f3987, 100
-  %396 = add nsw i64 %394, %395
-  %397 = add nsw i64 %396, %conv2.i4088
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %397
-  store float %390, ptr %arena93, align 4
-  %i40.next = add nsw i64 %conv2.i4088, 1
-  %398 = icmp slt i64 %i40.next, 100
-  br i1 %398, label %conv2.i40, label %conv2.i40.end
-
-conv2.i40.end:                                    ; preds = %conv2.i40
-  %f39.next = add nsw i64 %conv2.f3987, 1
-  %399 = icmp slt i64 %f39.next, 16
-  br i1 %399, label %conv2.f39, label %conv2.f39.end
-
-pool2.q41:                                        ; preds = %pool2.py42.end, %conv2.g24.end
-  %pool2.q4194 = phi i64 [ 0, %conv2.g24.end ], [ %q41.next, %pool2.py42.end ]
-  br label %pool2.py42
-
-pool2.q41.end:                                    ; preds = %pool2.py42.end
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 478720
-  %params107 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 504320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena106, i32 400, ptr %params107, i32 400, float 0.000000e+00, ptr %arena108, i32 120)
-  br label %fc1.n45
-
-pool2.py42:                                       ; preds = %pool2.px43.end, %pool2.q41
-  %pool2.py4295 = phi i64 [ 0, %pool2.q41 ], [ %py42.next, %pool2.px43.end ]
-  br label %pool2.px43
-
-pool2.py42.end:                                   ; preds = %pool2.px43.end
-  %q41.next = add nsw i64 %pool2.q4194, 1
-  %400 = icmp slt i64 %q41.next, 1024
-  br i1 %400, label %pool2.q41, label %pool2.q41.end
-
-pool2.px43:                                       ; preds = %pool2.px43, %pool2.py42
-  %pool2.px4396 = phi i64 [ 0, %pool2.py42 ], [ %px43.next, %pool2.px43 ]
-  store float 0.000000e+00, ptr %pool2.acc44, align 4
-  %acc44 = load float, ptr %pool2.acc44, align 4
-  %401 = mul nsw i64 %pool2.q4194, 100
-  %402 = mul nsw i64 %pool2.py4295, 20
-  %403 = add nsw i64 %401, %402
-  %404 = mul nsw i64 %pool2.px4396, 2
-  %405 = add nsw i64 %403, %404
-  %406 = add nsw i64 376320, %405
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %406
-  %407 = load float, ptr %arena97, align 4
-  %408 = fadd float %acc44, %407
-  store float %408, ptr %pool2.acc44, align 4
-  %acc4498 = load float, ptr %pool2.acc44, align 4
-  %409 = mul nsw i64 %pool2.q4194, 100
-  %410 = mul nsw i64 %pool2.py4295, 20
-  %411 = add nsw i64 %409, %410
-  %412 = mul nsw i64 %pool2.px4396, 2
-  %413 = add nsw i64 %411, %412
-  %414 = add nsw i64 376320, %413
-  %415 = add nsw i64 %414, 1
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %415
-  %416 = load float, ptr %arena99, align 4
-  %417 = fadd float %acc4498, %416
-  store float %417, ptr %pool2.acc44, align 4
-  %acc44100 = load float, ptr %pool2.acc44, align 4
-  %418 = mul nsw i64 %pool2.q4194, 100
-  %419 = mul nsw i64 %pool2.py4295, 20
-  %420 = add nsw i64 %418, %419
-  %421 = mul nsw i64 %pool2.px4396, 2
-  %422 = add nsw i64 %420, %421
-  %423 = add nsw i64 376320, %422
-  %424 = add nsw i64 %423, 10
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %424
-  %425 = load float, ptr %arena101, align 4
-  %426 = fadd float %acc44100, %425
-  store float %426, ptr %pool2.acc44, align 4
-  %acc44102 = load float, ptr %pool2.acc44, align 4
-  %427 = mul nsw i64 %pool2.q4194, 100
-  %428 = mul nsw i64 %pool2.py4295, 20
-  %429 = add nsw i64 %427, %428
-  %430 = mul nsw i64 %pool2.px4396, 2
-  %431 = add nsw i64 %429, %430
-  %432 = add nsw i64 376320, %431
-  %433 = add nsw i64 %432, 10
-  %434 = add nsw i64 %433, 1
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %434
-  %435 = load float, ptr %arena103, align 4
-  %436 = fadd float %acc44102, %435
-  store float %436, ptr %pool2.acc44, align 4
-  %acc44104 = load float, ptr %pool2.acc44, align 4
-  %437 = fmul float %acc44104, 2.500000e-01
-  %438 = mul nsw i64 %pool2.q4194, 25
-  %439 = add nsw i64 478720, %438
-  %440 = mul nsw i64 %pool2.py4295, 5
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 %441, %pool2.px4396
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %437, ptr %arena105, align 4
-  %px43.next = add nsw i64 %pool2.px4396, 1
-  %443 = icmp slt i64 %px43.next, 5
-  br i1 %443, label %pool2.px43, label %pool2.px43.end
-
-pool2.px43.end:                                   ; preds = %pool2.px43
-  %py42.next = add nsw i64 %pool2.py4295, 1
-  %444 = icmp slt i64 %py42.next, 5
-  br i1 %444, label %pool2.py42, label %pool2.py42.end
-
-fc1.n45:                                          ; preds = %fc1.u46.end, %pool2.q41.end
-  %fc1.n45109 = phi i64 [ 0, %pool2.q41.end ], [ %n45.next, %fc1.u46.end ]
-  br label %fc1.u46
-
-fc1.n45.end:                                      ; preds = %fc1.u46.end
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 504320
-  %params117 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 512000
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena116, i32 120, ptr %params117, i32 120, float 0.000000e+00, ptr %arena118, i32 84)
-  br label %fc2.n47
-
-fc1.u46:                                          ; preds = %fc1.u46, %fc1.n45
-  %fc1.u46110 = phi i64 [ 0, %fc1.n45 ], [ %u46.next, %fc1.u46 ]
-  %445 = mul nsw i64 %fc1.n45109, 120
-  %446 = add nsw i64 504320, %445
-  %447 = add nsw i64 %446, %fc1.u46110
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %447
-  %448 = load float, ptr %arena111, align 4
-  %449 = add nsw i64 50572, %fc1.u46110
-  %params112 = getelementptr inbounds float, ptr %params, i64 %449
-  %450 = load float, ptr %params112, align 4
-  %451 = fadd float %448, %450
-  %452 = fcmp ogt float %451, 0.000000e+00
-  %453 = mul nsw i64 %fc1.n45109, 120
-  %454 = add nsw i64 504320, %453
-  %455 = add nsw i64 %454, %fc1.u46110
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %455
-  %456 = load float, ptr %arena113, align 4
-  %457 = add nsw i64 50572, %fc1.u46110
-  %params114 = getelementptr inbounds float, ptr %params, i64 %457
-  %458 = load float, ptr %params114, align 4
-  %459 = fadd float %456, %458
-  %460 = select i1 %452, float %459, float 0.000000e+00
-  %461 = mul nsw i64 %fc1.n45109, 120
-  %462 = add nsw i64 504320, %461
-  %463 = add nsw i64 %462, %fc1.u46110
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %463
-  store float %460, ptr %arena115, align 4
-  %u46.next = add nsw i64 %fc1.u46110, 1
-  %464 = icmp slt i64 %u46.next, 120
-  br i1 %464, label %fc1.u46, label %fc1.u46.end
-
-fc1.u46.end:                                      ; preds = %fc1.u46
-  %n45.next = add nsw i64 %fc1.n45109, 1
-  %465 = icmp slt i64 %n45.next, 64
-  br i1 %465, label %fc1.n45, label %fc1.n45.end
-
-fc2.n47:                                          ; preds = %fc2.u48.end, %fc1.n45.end
-  %fc2.n47119 = phi i64 [ 0, %fc1.n45.end ], [ %n47.next, %fc2.u48.end ]
-  br label %fc2.u48
-
-fc2.n47.end:                                      ; preds = %fc2.u48.end
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 512000
-  %params127 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 517376
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena126, i32 84, ptr %params127, i32 84, float 0.000000e+00, ptr %arena128, i32 10)
-  br label %fc3.n49
-
-fc2.u48:                                          ; preds = %fc2.u48, %fc2.n47
-  %fc2.u48120 = phi i64 [ 0, %fc2.n47 ], [ %u48.next, %fc2.u48 ]
-  %466 = mul nsw i64 %fc2.n47119, 84
-  %467 = add nsw i64 512000, %466
-  %468 = add nsw i64 %467, %fc2.u48120
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load float, ptr %arena121, align 4
-  %470 = add nsw i64 60772, %fc2.u48120
-  %params122 = getelementptr inbounds float, ptr %params, i64 %470
-  %471 = load float, ptr %params122, align 4
-  %472 = fadd float %469, %471
-  %473 = fcmp ogt float %472, 0.000000e+00
-  %474 = mul nsw i64 %fc2.n47119, 84
-  %475 = add nsw i64 512000, %474
-  %476 = add nsw i64 %475, %fc2.u48120
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %476
-  %477 = load float, ptr %arena123, align 4
-  %478 = add nsw i64 60772, %fc2.u48120
-  %params124 = getelementptr inbounds float, ptr %params, i64 %478
-  %479 = load float, ptr %params124, align 4
-  %480 = fadd float %477, %479
-  %481 = select i1 %473, float %480, float 0.000000e+00
-  %482 = mul nsw i64 %fc2.n47119, 84
-  %483 = add nsw i64 512000, %482
-  %484 = add nsw i64 %483, %fc2.u48120
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %484
-  store float %481, ptr %arena125, align 4
-  %u48.next = add nsw i64 %fc2.u48120, 1
-  %485 = icmp slt i64 %u48.next, 84
-  br i1 %485, label %fc2.u48, label %fc2.u48.end
-
-fc2.u48.end:                                      ; preds = %fc2.u48
-  %n47.next = add nsw i64 %fc2.n47119, 1
-  %486 = icmp slt i64 %n47.next, 64
-  br i1 %486, label %fc2.n47, label %fc2.n47.end
-
-fc3.n49:                                          ; preds = %fc3.u50.end, %fc2.n47.end
-  %fc3.n49129 = phi i64 [ 0, %fc2.n47.end ], [ %n49.next, %fc3.u50.end ]
-  br label %fc3.u50
-
-fc3.n49.end:                                      ; preds = %fc3.u50.end
-  store float 0.000000e+00, ptr %loss.total51, align 4
-  br label %loss.n52
-
-fc3.u50:                                          ; preds = %fc3.u50, %fc3.n49
-  %fc3.u50130 = phi i64 [ 0, %fc3.n49 ], [ %u50.next, %fc3.u50 ]
-  %487 = mul nsw i64 %fc3.n49129, 10
-  %488 = add nsw i64 517376, %487
-  %489 = add nsw i64 %488, %fc3.u50130
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %489
-  %490 = load float, ptr %arena131, align 4
-  %491 = add nsw i64 61696, %fc3.u50130
-  %params132 = getelementptr inbounds float, ptr %params, i64 %491
-  %492 = load float, ptr %params132, align 4
-  %493 = fadd float %490, %492
-  %494 = mul nsw i64 %fc3.n49129, 10
-  %495 = add nsw i64 517376, %494
-  %496 = add nsw i64 %495, %fc3.u50130
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %496
-  store float %493, ptr %arena133, align 4
-  %u50.next = add nsw i64 %fc3.u50130, 1
-  %497 = icmp slt i64 %u50.next, 10
-  br i1 %497, label %fc3.u50, label %fc3.u50.end
-
-fc3.u50.end:                                      ; preds = %fc3.u50
-  %n49.next = add nsw i64 %fc3.n49129, 1
-  %498 = icmp slt i64 %n49.next, 64
-  br i1 %498, label %fc3.n49, label %fc3.n49.end
-
-loss.n52:                                         ; preds = %loss.k56.end, %fc3.n49.end
-  %loss.n52134 = phi i64 [ 0, %fc3.n49.end ], [ %n52.next, %loss.k56.end ]
-  %499 = mul nsw i64 %loss.n52134, 10
-  %500 = add nsw i64 517376, %499
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %500
-  %501 = load float, ptr %arena135, align 4
-  store float %501, ptr %loss.m53, align 4
-  br label %loss.k55
-
-loss.n52.end:                                     ; preds = %loss.k56.end
-  %total51145 = load float, ptr %loss.total51, align 4
-  %502 = fdiv float %total51145, 6.400000e+01
-  %arena146 = getelementptr inbounds float, ptr %arena, i64 518016
-  store float %502, ptr %arena146, align 4
-  br label %fc3_grad.n57
-
-loss.k55:                                         ; preds = %loss.k55, %loss.n52
-  %loss.k55136 = phi i64 [ 0, %loss.n52 ], [ %k55.next, %loss.k55 ]
-  %m53 = load float, ptr %loss.m53, align 4
-  %503 = mul nsw i64 %loss.n52134, 10
-  %504 = add nsw i64 517376, %503
-  %505 = add nsw i64 %504, %loss.k55136
-  %arena137 = getelementptr inbounds float, ptr %arena, i64 %505
-  %506 = load float, ptr %arena137, align 4
-  %507 = fcmp ogt float %506, %m53
-  %508 = select i1 %507, float %506, float %m53
-  store float %508, ptr %loss.m53, align 4
-  %k55.next = add nsw i64 %loss.k55136, 1
-  %509 = icmp slt i64 %k55.next, 10
-  br i1 %509, label %loss.k55, label %loss.k55.end
-
-loss.k55.end:                                     ; preds = %loss.k55
-  store float 0.000000e+00, ptr %loss.s54, align 4
-  br label %loss.k56
-
-loss.k56:                                         ; preds = %loss.k56, %loss.k55.end
-  %loss.k56138 = phi i64 [ 0, %loss.k55.end ], [ %k56.next, %loss.k56 ]
-  %s54 = load float, ptr %loss.s54, align 4
-  %510 = mul nsw i64 %loss.n52134, 10
-  %511 = add nsw i64 517376, %510
-  %512 = add nsw i64 %511, %loss.k56138
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %512
-  %513 = load float, ptr %arena139, align 4
-  %m53140 = load float, ptr %loss.m53, align 4
-  %514 = fsub float %513, %m53140
-  %515 = call float @llvm.exp.f32(float %514)
-  %516 = fadd float %s54, %515
-  store float %516, ptr %loss.s54, align 4
-  %k56.next = add nsw i64 %loss.k56138, 1
-  %517 = icmp slt i64 %k56.next, 10
-  br i1 %517, label %loss.k56, label %loss.k56.end
-
-loss.k56.end:                                     ; preds = %loss.k56
-  %total51 = load float, ptr %loss.total51, align 4
-  %m53141 = load float, ptr %loss.m53, align 4
-  %s54142 = load float, ptr %loss.s54, align 4
-  %518 = call float @llvm.log.f32(float %s54142)
-  %519 = fadd float %m53141, %518
-  %520 = mul nsw i64 %loss.n52134, 10
-  %521 = add nsw i64 517376, %520
-  %labels143 = getelementptr inbounds i32, ptr %labels, i64 %loss.n52134
-  %label = load i32, ptr %labels143, align 4
-  %522 = sext i32 %label to i64
-  %523 = add nsw i64 %521, %522
-  %arena144 = getelementptr inbounds float, ptr %arena, i64 %523
-  %524 = load float, ptr %arena144, align 4
-  %525 = fsub float %519, %524
-  %526 = fadd float %total51, %525
-  store float %526, ptr %loss.total51, align 4
-  %n52.next = add nsw i64 %loss.n52134, 1
-  %527 = icmp slt i64 %n52.next, 64
-  br i1 %527, label %loss.n52, label %loss.n52.end
-
-fc3_grad.n57:                                     ; preds = %fc3_grad.k62.end, %loss.n52.end
-  %fc3_grad.n57147 = phi i64 [ 0, %loss.n52.end ], [ %n57.next, %fc3_grad.k62.end ]
-  %528 = mul nsw i64 %fc3_grad.n57147, 10
-  %529 = add nsw i64 517376, %528
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %529
-  %530 = load float, ptr %arena148, align 4
-  store float %530, ptr %fc3_grad.m58, align 4
-  br label %fc3_grad.k60
-
-fc3_grad.n57.end:                                 ; preds = %fc3_grad.k62.end
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena165 = getelementptr inbounds float, ptr %arena, i64 512000
-  %grads166 = getelementptr inbounds float, ptr %grads, i64 60856
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena164, i32 10, ptr %arena165, i32 84, float 0.000000e+00, ptr %grads166, i32 84)
-  br label %fc3_bias_grad.u63
-
-fc3_grad.k60:                                     ; preds = %fc3_grad.k60, %fc3_grad.n57
-  %fc3_grad.k60149 = phi i64 [ 0, %fc3_grad.n57 ], [ %k60.next, %fc3_grad.k60 ]
-  %m58 = load float, ptr %fc3_grad.m58, align 4
-  %531 = mul nsw i64 %fc3_grad.n57147, 10
-  %532 = add nsw i64 517376, %531
-  %533 = add nsw i64 %532, %fc3_grad.k60149
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %533
-  %534 = load float, ptr %arena150, align 4
-  %535 = fcmp ogt float %534, %m58
-  %536 = select i1 %535, float %534, float %m58
-  store float %536, ptr %fc3_grad.m58, align 4
-  %k60.next = add nsw i64 %fc3_grad.k60149, 1
-  %537 = icmp slt i64 %k60.next, 10
-  br i1 %537, label %fc3_grad.k60, label %fc3_grad.k60.end
-
-fc3_grad.k60.end:                                 ; preds = %fc3_grad.k60
-  store float 0.000000e+00, ptr %fc3_grad.s59, align 4
-  br label %fc3_grad.k61
-
-fc3_grad.k61:                                     ; preds = %fc3_grad.k61, %fc3_grad.k60.end
-  %fc3_grad.k61151 = phi i64 [ 0, %fc3_grad.k60.end ], [ %k61.next, %fc3_grad.k61 ]
-  %s59 = load float, ptr %fc3_grad.s59, align 4
-  %538 = mul nsw i64 %fc3_grad.n57147, 10
-  %539 = add nsw i64 517376, %538
-  %540 = add nsw i64 %539, %fc3_grad.k61151
-  %arena152 = getelementptr inbounds float, ptr %arena, i64 %540
-  %541 = load float, ptr %arena152, align 4
-  %m58153 = load float, ptr %fc3_grad.m58, align 4
-  %542 = fsub float %541, %m58153
-  %543 = call float @llvm.exp.f32(float %542)
-  %544 = fadd float %s59, %543
-  store float %544, ptr %fc3_grad.s59, align 4
-  %k61.next = add nsw i64 %fc3_grad.k61151, 1
-  %545 = icmp slt i64 %k61.next, 10
-  br i1 %545, label %fc3_grad.k61, label %fc3_grad.k61.end
-
-fc3_grad.k61.end:                                 ; preds = %fc3_grad.k61
-  br label %fc3_grad.k62
-
-fc3_grad.k62:                                     ; preds = %fc3_grad.k62, %fc3_grad.k61.end
-  %fc3_grad.k62154 = phi i64 [ 0, %fc3_grad.k61.end ], [ %k62.next, %fc3_grad.k62 ]
-  %labels155 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n57147
-  %label156 = load i32, ptr %labels155, align 4
-  %546 = sext i32 %label156 to i64
-  %547 = icmp eq i64 %fc3_grad.k62154, %546
-  %548 = mul nsw i64 %fc3_grad.n57147, 10
-  %549 = add nsw i64 517376, %548
-  %550 = add nsw i64 %549, %fc3_grad.k62154
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %550
-  %551 = load float, ptr %arena157, align 4
-  %m58158 = load float, ptr %fc3_grad.m58, align 4
-  %552 = fsub float %551, %m58158
-  %553 = call float @llvm.exp.f32(float %552)
-  %s59159 = load float, ptr %fc3_grad.s59, align 4
-  %554 = fdiv float %553, %s59159
-  %555 = fsub float %554, 1.000000e+00
-  %556 = mul nsw i64 %fc3_grad.n57147, 10
-  %557 = add nsw i64 517376, %556
-  %558 = add nsw i64 %557, %fc3_grad.k62154
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %558
-  %559 = load float, ptr %arena160, align 4
-  %m58161 = load float, ptr %fc3_grad.m58, align 4
-  %560 = fsub float %559, %m58161
-  %561 = call float @llvm.exp.f32(float %560)
-  %s59162 = load float, ptr %fc3_grad.s59, align 4
-  %562 = fdiv float %561, %s59162
-  %563 = select i1 %547, float %555, float %562
-  %564 = fdiv float %563, 6.400000e+01
-  %565 = mul nsw i64 %fc3_grad.n57147, 10
-  %566 = add nsw i64 518032, %565
-  %567 = add nsw i64 %566, %fc3_grad.k62154
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %567
-  store float %564, ptr %arena163, align 4
-  %k62.next = add nsw i64 %fc3_grad.k62154, 1
-  %568 = icmp slt i64 %k62.next, 10
-  br i1 %568, label %fc3_grad.k62, label %fc3_grad.k62.end
-
-fc3_grad.k62.end:                                 ; preds = %fc3_grad.k62
-  %n57.next = add nsw i64 %fc3_grad.n57147, 1
-  %569 = icmp slt i64 %n57.next, 64
-  br i1 %569, label %fc3_grad.n57, label %fc3_grad.n57.end
-
-fc3_bias_grad.u63:                                ; preds = %fc3_bias_grad.n65.end, %fc3_grad.n57.end
-  %fc3_bias_grad.u63167 = phi i64 [ 0, %fc3_grad.n57.end ], [ %u63.next, %fc3_bias_grad.n65.end ]
-  store float 0.000000e+00, ptr %fc3_bias_grad.acc64, align 4
-  br label %fc3_bias_grad.n65
-
-fc3_bias_grad.u63.end:                            ; preds = %fc3_bias_grad.n65.end
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params173 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 518672
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena172, i32 10, ptr %params173, i32 84, float 0.000000e+00, ptr %arena174, i32 84)
-  br label %fc2_grad.i66
-
-fc3_bias_grad.n65:                                ; preds = %fc3_bias_grad.n65, %fc3_bias_grad.u63
-  %fc3_bias_grad.n65168 = phi i64 [ 0, %fc3_bias_grad.u63 ], [ %n65.next, %fc3_bias_grad.n65 ]
-  %acc64 = load float, ptr %fc3_bias_grad.acc64, align 4
-  %570 = mul nsw i64 %fc3_bias_grad.n65168, 10
-  %571 = add nsw i64 518032, %570
-  %572 = add nsw i64 %571, %fc3_bias_grad.u63167
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %572
-  %573 = load float, ptr %arena169, align 4
-  %574 = fadd float %acc64, %573
-  store float %574, ptr %fc3_bias_grad.acc64, align 4
-  %n65.next = add nsw i64 %fc3_bias_grad.n65168, 1
-  %575 = icmp slt i64 %n65.next, 64
-  br i1 %575, label %fc3_bias_grad.n65, label %fc3_bias_grad.n65.end
-
-fc3_bias_grad.n65.end:                            ; preds = %fc3_bias_grad.n65
-  %acc64170 = load float, ptr %fc3_bias_grad.acc64, align 4
-  %576 = add nsw i64 61696, %fc3_bias_grad.u63167
-  %grads171 = getelementptr inbounds float, ptr %grads, i64 %576
-  store float %acc64170, ptr %grads171, align 4
-  %u63.next = add nsw i64 %fc3_bias_grad.u63167, 1
-  %577 = icmp slt i64 %u63.next, 10
-  br i1 %577, label %fc3_bias_grad.u63, label %fc3_bias_grad.u63.end
-
-fc2_grad.i66:                                     ; preds = %fc2_grad.i66, %fc3_bias_grad.u63.end
-  %fc2_grad.i66175 = phi i64 [ 0, %fc3_bias_grad.u63.end ], [ %i66.next, %fc2_grad.i66 ]
-  %578 = add nsw i64 512000, %fc2_grad.i66175
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %578
-  %579 = load float, ptr %arena176, align 4
-  %580 = fcmp ogt float %579, 0.000000e+00
-  %581 = add nsw i64 518672, %fc2_grad.i66175
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %581
-  %582 = load float, ptr %arena177, align 4
-  %583 = select i1 %580, float %582, float 0.000000e+00
-  %584 = add nsw i64 524048, %fc2_grad.i66175
-  %arena178 = getelementptr inbounds float, ptr %arena, i64 %584
-  store float %583, ptr %arena178, align 4
-  %i66.next = add nsw i64 %fc2_grad.i66175, 1
-  %585 = icmp slt i64 %i66.next, 5376
-  br i1 %585, label %fc2_grad.i66, label %fc2_grad.i66.end
-
-fc2_grad.i66.end:                                 ; preds = %fc2_grad.i66
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 524048
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 504320
-  %grads181 = getelementptr inbounds float, ptr %grads, i64 50692
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena179, i32 84, ptr %arena180, i32 120, float 0.000000e+00, ptr %grads181, i32 120)
-  br label %fc2_bias_grad.u67
-
-fc2_bias_grad.u67:                                ; preds = %fc2_bias_grad.n69.end, %fc2_grad.i66.end
-  %fc2_bias_grad.u67182 = phi i64 [ 0, %fc2_grad.i66.end ], [ %u67.next, %fc2_bias_grad.n69.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc68, align 4
-  br label %fc2_bias_grad.n69
-
-fc2_bias_grad.u67.end:                            ; preds = %fc2_bias_grad.n69.end
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 524048
-  %params188 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena189 = getelementptr inbounds float, ptr %arena, i64 529424
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena187, i32 84, ptr %params188, i32 120, float 0.000000e+00, ptr %arena189, i32 120)
-  br label %fc1_grad.i70
-
-fc2_bias_grad.n69:                                ; preds = %fc2_bias_grad.n69, %fc2_bias_grad.u67
-  %fc2_bias_grad.n69183 = phi i64 [ 0, %fc2_bias_grad.u67 ], [ %n69.next, %fc2_bias_grad.n69 ]
-  %acc68 = load float, ptr %fc2_bias_grad.acc68, align 4
-  %586 = mul nsw i64 %fc2_bias_grad.n69183, 84
-  %587 = add nsw i64 524048, %586
-  %588 = add nsw i64 %587, %fc2_bias_grad.u67182
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 %588
-  %589 = load float, ptr %arena184, align 4
-  %590 = fadd float %acc68, %589
-  store float %590, ptr %fc2_bias_grad.acc68, align 4
-  %n69.next = add nsw i64 %fc2_bias_grad.n69183, 1
-  %591 = icmp slt i64 %n69.next, 64
-  br i1 %591, label %fc2_bias_grad.n69, label %fc2_bias_grad.n69.end
-
-fc2_bias_grad.n69.end:                            ; preds = %fc2_bias_grad.n69
-  %acc68185 = load float, ptr %fc2_bias_grad.acc68, align 4
-  %592 = add nsw i64 60772, %fc2_bias_grad.u67182
-  %grads186 = getelementptr inbounds float, ptr %grads, i64 %592
-  store float %acc68185, ptr %grads186, align 4
-  %u67.next = add nsw i64 %fc2_bias_grad.u67182, 1
-  %593 = icmp slt i64 %u67.next, 84
-  br i1 %593, label %fc2_bias_grad.u67, label %fc2_bias_grad.u67.end
-
-fc1_grad.i70:                                     ; preds = %fc1_grad.i70, %fc2_bias_grad.u67.end
-  %fc1_grad.i70190 = phi i64 [ 0, %fc2_bias_grad.u67.end ], [ %i70.next, %fc1_grad.i70 ]
-  %594 = add nsw i64 504320, %fc1_grad.i70190
-  %arena191 = getelementptr inbounds float, ptr %arena, i64 %594
-  %595 = load float, ptr %arena191, align 4
-  %596 = fcmp ogt float %595, 0.000000e+00
-  %597 = add nsw i64 529424, %fc1_grad.i70190
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena192, align 4
-  %599 = select i1 %596, float %598, float 0.000000e+00
-  %600 = add nsw i64 518032, %fc1_grad.i70190
-  %arena193 = getelementptr inbounds float, ptr %arena, i64 %600
-  store float %599, ptr %arena193, align 4
-  %i70.next = add nsw i64 %fc1_grad.i70190, 1
-  %601 = icmp slt i64 %i70.next, 7680
-  br i1 %601, label %fc1_grad.i70, label %fc1_grad.i70.end
-
-fc1_grad.i70.end:                                 ; preds = %fc1_grad.i70
-  %arena194 = getelementptr inbounds float, ptr %arena, i64 518032
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 478720
-  %grads196 = getelementptr inbounds float, ptr %grads, i64 2572
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena194, i32 120, ptr %arena195, i32 400, float 0.000000e+00, ptr %grads196, i32 400)
-  br label %fc1_bias_grad.u71
-
-fc1_bias_grad.u71:                                ; preds = %fc1_bias_grad.n73.end, %fc1_grad.i70.end
-  %fc1_bias_grad.u71197 = phi i64 [ 0, %fc1_grad.i70.end ], [ %u71.next, %fc1_bias_grad.n73.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc72, align 4
-  br label %fc1_bias_grad.n73
-
-fc1_bias_grad.u71.end:                            ; preds = %fc1_bias_grad.n73.end
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 518032
-  %params203 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 525712
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena202, i32 120, ptr %params203, i32 400, float 0.000000e+00, ptr %arena204, i32 400)
-  br label %relu2_grad.i74
-
-fc1_bias_grad.n73:                                ; preds = %fc1_bias_grad.n73, %fc1_bias_grad.u71
-  %fc1_bias_grad.n73198 = phi i64 [ 0, %fc1_bias_grad.u71 ], [ %n73.next, %fc1_bias_grad.n73 ]
-  %acc72 = load float, ptr %fc1_bias_grad.acc72, align 4
-  %602 = mul nsw i64 %fc1_bias_grad.n73198, 120
-  %603 = add nsw i64 518032, %602
-  %604 = add nsw i64 %603, %fc1_bias_grad.u71197
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 %604
-  %605 = load float, ptr %arena199, align 4
-  %606 = fadd float %acc72, %605
-  store float %606, ptr %fc1_bias_grad.acc72, align 4
-  %n73.next = add nsw i64 %fc1_bias_grad.n73198, 1
-  %607 = icmp slt i64 %n73.next, 64
-  br i1 %607, label %fc1_bias_grad.n73, label %fc1_bias_grad.n73.end
-
-fc1_bias_grad.n73.end:                            ; preds = %fc1_bias_grad.n73
-  %acc72200 = load float, ptr %fc1_bias_grad.acc72, align 4
-  %608 = add nsw i64 50572, %fc1_bias_grad.u71197
-  %grads201 = getelementptr inbounds float, ptr %grads, i64 %608
-  store float %acc72200, ptr %grads201, align 4
-  %u71.next = add nsw i64 %fc1_bias_grad.u71197, 1
-  %609 = icmp slt i64 %u71.next, 120
-  br i1 %609, label %fc1_bias_grad.u71, label %fc1_bias_grad.u71.end
-
-relu2_grad.i74:                                   ; preds = %relu2_grad.i74, %fc1_bias_grad.u71.end
-  %relu2_grad.i74205 = phi i64 [ 0, %fc1_bias_grad.u71.end ], [ %i74.next, %relu2_grad.i74 ]
-  %610 = add nsw i64 551312, %relu2_grad.i74205
-  %arena206 = getelementptr inbounds float, ptr %arena, i64 %610
-  store float 0.000000e+00, ptr %arena206, align 4
-  %i74.next = add nsw i64 %relu2_grad.i74205, 1
-  %611 = icmp slt i64 %i74.next, 102400
-  br i1 %611, label %relu2_grad.i74, label %relu2_grad.i74.end
-
-relu2_grad.i74.end:                               ; preds = %relu2_grad.i74
-  br label %relu2_grad.q75
-
-relu2_grad.q75:                                   ; preds = %relu2_grad.py76.end, %relu2_grad.i74.end
-  %relu2_grad.q75207 = phi i64 [ 0, %relu2_grad.i74.end ], [ %q75.next, %relu2_grad.py76.end ]
-  br label %relu2_grad.py76
-
-relu2_grad.q75.end:                               ; preds = %relu2_grad.py76.end
-  br label %conv2_grad.i80
-
-relu2_grad.py76:                                  ; preds = %relu2_grad.px77.end, %relu2_grad.q75
-  %relu2_grad.py76208 = phi i64 [ 0, %relu2_grad.q75 ], [ %py76.next, %relu2_grad.px77.end ]
-  br label %relu2_grad.px77
-
-relu2_grad.py76.end:                              ; preds = %relu2_grad.px77.end
-  %q75.next = add nsw i64 %relu2_grad.q75207, 1
-  %612 = icmp slt i64 %q75.next, 1024
-  br i1 %612, label %relu2_grad.q75, label %relu2_grad.q75.end
-
-relu2_grad.px77:                                  ; preds = %relu2_grad.ky78.end, %relu2_grad.py76
-  %relu2_grad.px77209 = phi i64 [ 0, %relu2_grad.py76 ], [ %px77.next, %relu2_grad.ky78.end ]
-  br label %relu2_grad.ky78
-
-relu2_grad.px77.end:                              ; preds = %relu2_grad.ky78.end
-  %py76.next = add nsw i64 %relu2_grad.py76208, 1
-  %613 = icmp slt i64 %py76.next, 5
-  br i1 %613, label %relu2_grad.py76, label %relu2_grad.py76.end
-
-relu2_grad.ky78:                                  ; preds = %relu2_grad.kx79.end, %relu2_grad.px77
-  %relu2_grad.ky78210 = phi i64 [ 0, %relu2_grad.px77 ], [ %ky78.next, %relu2_grad.kx79.end ]
-  br label %relu2_grad.kx79
-
-relu2_grad.ky78.end:                              ; preds = %relu2_grad.kx79.end
-  %px77.next = add nsw i64 %relu2_grad.px77209, 1
-  %614 = icmp slt i64 %px77.next, 5
-  br i1 %614, label %relu2_grad.px77, label %relu2_grad.px77.end
-
-relu2_grad.kx79:                                  ; preds = %relu2_grad.kx79, %relu2_grad.ky78
-  %relu2_grad.kx79211 = phi i64 [ 0, %relu2_grad.ky78 ], [ %kx79.next, %relu2_grad.kx79 ]
-  %615 = mul nsw i64 %relu2_grad.q75207, 100
-  %616 = mul nsw i64 %relu2_grad.py76208, 20
-  %617 = add nsw i64 %615, %616
-  %618 = mul nsw i64 %relu2_grad.px77209, 2
-  %619 = add nsw i64 %617, %618
-  %620 = add nsw i64 551312, %619
-  %621 = mul nsw i64 %relu2_grad.ky78210, 10
-  %622 = add nsw i64 %620, %621
-  %623 = add nsw i64 %622, %relu2_grad.kx79211
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 %623
-  %624 = load float, ptr %arena212, align 4
-  %625 = mul nsw i64 %relu2_grad.q75207, 25
-  %626 = add nsw i64 525712, %625
-  %627 = mul nsw i64 %relu2_grad.py76208, 5
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 %628, %relu2_grad.px77209
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %629
-  %630 = load float, ptr %arena213, align 4
-  %631 = fmul float %630, 2.500000e-01
-  %632 = fadd float %624, %631
-  store float %632, ptr %arena212, align 4
-  %kx79.next = add nsw i64 %relu2_grad.kx79211, 1
-  %633 = icmp slt i64 %kx79.next, 2
-  br i1 %633, label %relu2_grad.kx79, label %relu2_grad.kx79.end
-
-relu2_grad.kx79.end:                              ; preds = %relu2_grad.kx79
-  %ky78.next = add nsw i64 %relu2_grad.ky78210, 1
-  %634 = icmp slt i64 %ky78.next, 2
-  br i1 %634, label %relu2_grad.ky78, label %relu2_grad.ky78.end
-
-conv2_grad.i80:                                   ; preds = %conv2_grad.i80, %relu2_grad.q75.end
-  %conv2_grad.i80214 = phi i64 [ 0, %relu2_grad.q75.end ], [ %i80.next, %conv2_grad.i80 ]
-  %635 = add nsw i64 376320, %conv2_grad.i80214
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 %635
-  %636 = load float, ptr %arena215, align 4
-  %637 = fcmp ogt float %636, 0.000000e+00
-  %638 = add nsw i64 551312, %conv2_grad.i80214
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %638
-  %639 = load float, ptr %arena216, align 4
-  %640 = select i1 %637, float %639, float 0.000000e+00
-  %641 = add nsw i64 653712, %conv2_grad.i80214
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %641
-  store float %640, ptr %arena217, align 4
-  %i80.next = add nsw i64 %conv2_grad.i80214, 1
-  %642 = icmp slt i64 %i80.next, 102400
-  br i1 %642, label %conv2_grad.i80, label %conv2_grad.i80.end
-
-conv2_grad.i80.end:                               ; preds = %conv2_grad.i80
-  br label %conv2_weight_grad.i81
-
-conv2_weight_grad.i81:                            ; preds = %conv2_weight_grad.i81, %conv2_grad.i80.end
-  %conv2_weight_grad.i81218 = phi i64 [ 0, %conv2_grad.i80.end ], [ %i81.next, %conv2_weight_grad.i81 ]
-  %643 = add nsw i64 156, %conv2_weight_grad.i81218
-  %grads219 = getelementptr inbounds float, ptr %grads, i64 %643
-  store float 0.000000e+00, ptr %grads219, align 4
-  %i81.next = add nsw i64 %conv2_weight_grad.i81218, 1
-  %644 = icmp slt i64 %i81.next, 2400
-  br i1 %644, label %conv2_weight_grad.i81, label %conv2_weight_grad.i81.end
-
-conv2_weight_grad.i81.end:                        ; preds = %conv2_weight_grad.i81
-  br label %conv2_weight_grad.g82
-
-conv2_weight_grad.g82:                            ; preds = %conv2_weight_grad.j96.end, %conv2_weight_grad.i81.end
-  %conv2_weight_grad.g82220 = phi i64 [ 0, %conv2_weight_grad.i81.end ], [ %g82.next, %conv2_weight_grad.j96.end ]
-  br label %conv2_weight_grad.j83
-
-conv2_weight_grad.g82.end:                        ; preds = %conv2_weight_grad.j96.end
-  br label %conv2_bias_grad.i99
-
-conv2_weight_grad.j83:                            ; preds = %conv2_weight_grad.c84.end, %conv2_weight_grad.g82
-  %conv2_weight_grad.j83221 = phi i64 [ 0, %conv2_weight_grad.g82 ], [ %j83.next, %conv2_weight_grad.c84.end ]
-  br label %conv2_weight_grad.c84
-
-conv2_weight_grad.j83.end:                        ; preds = %conv2_weight_grad.c84.end
-  br label %conv2_weight_grad.j96
-
-conv2_weight_grad.c84:                            ; preds = %conv2_weight_grad.ky85.end, %conv2_weight_grad.j83
-  %conv2_weight_grad.c84222 = phi i64 [ 0, %conv2_weight_grad.j83 ], [ %c84.next, %conv2_weight_grad.ky85.end ]
-  br label %conv2_weight_grad.ky85
-
-conv2_weight_grad.c84.end:                        ; preds = %conv2_weight_grad.ky85.end
-  %j83.next = add nsw i64 %conv2_weight_grad.j83221, 1
-  %645 = icmp slt i64 %j83.next, 64
-  br i1 %645, label %conv2_weight_grad.j83, label %conv2_weight_grad.j83.end
-
-conv2_weight_grad.ky85:                           ; preds = %conv2_weight_grad.oy94.end, %conv2_weight_grad.c84
-  %conv2_weight_grad.ky85223 = phi i64 [ 0, %conv2_weight_grad.c84 ], [ %ky85.next, %conv2_weight_grad.oy94.end ]
-  br label %conv2_weight_grad.oy86
-
-conv2_weight_grad.ky85.end:                       ; preds = %conv2_weight_grad.oy94.end
-  %c84.next = add nsw i64 %conv2_weight_grad.c84222, 1
-  %646 = icmp slt i64 %c84.next, 6
-  br i1 %646, label %conv2_weight_grad.c84, label %conv2_weight_grad.c84.end
-
-conv2_weight_grad.oy86:                           ; preds = %conv2_weight_grad.ox87.end, %conv2_weight_grad.ky85
-  %conv2_weight_grad.oy86224 = phi i64 [ 0, %conv2_weight_grad.ky85 ], [ %oy86.next, %conv2_weight_grad.ox87.end ]
-  br label %conv2_weight_grad.ox87
-
-conv2_weight_grad.oy86.end:                       ; preds = %conv2_weight_grad.ox87.end
-  br label %conv2_weight_grad.oy88
-
-conv2_weight_grad.ox87:                           ; preds = %conv2_weight_grad.ox87, %conv2_weight_grad.oy86
-  %conv2_weight_grad.ox87225 = phi i64 [ 0, %conv2_weight_grad.oy86 ], [ %ox87.next, %conv2_weight_grad.ox87 ]
-  %647 = mul nsw i64 %conv2_weight_grad.g82220, 64
-  %648 = add nsw i64 %647, %conv2_weight_grad.j83221
-  %649 = mul nsw i64 %648, 1176
-  %650 = add nsw i64 301056, %649
-  %651 = mul nsw i64 %conv2_weight_grad.c84222, 196
-  %652 = add nsw i64 %650, %651
-  %653 = add nsw i64 %conv2_weight_grad.oy86224, %conv2_weight_grad.ky85223
-  %654 = mul nsw i64 %653, 14
-  %655 = add nsw i64 %652, %654
-  %656 = add nsw i64 %655, %conv2_weight_grad.ox87225
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %656
-  %657 = load float, ptr %arena226, align 4
-  %658 = mul nsw i64 %conv2_weight_grad.c84222, 5
-  %659 = add nsw i64 %658, %conv2_weight_grad.ky85223
-  %660 = mul nsw i64 %659, 5
-  %661 = mul nsw i64 %660, 6400
-  %662 = add nsw i64 756112, %661
-  %663 = mul nsw i64 %conv2_weight_grad.j83221, 100
-  %664 = add nsw i64 %662, %663
-  %665 = mul nsw i64 %conv2_weight_grad.oy86224, 10
-  %666 = add nsw i64 %664, %665
-  %667 = add nsw i64 %666, %conv2_weight_grad.ox87225
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %667
-  store float %657, ptr %arena227, align 4
-  %ox87.next = add nsw i64 %conv2_weight_grad.ox87225, 1
-  %668 = icmp slt i64 %ox87.next, 10
-  br i1 %668, label %conv2_weight_grad.ox87, label %conv2_weight_grad.ox87.end
-
-conv2_weight_grad.ox87.end:                       ; preds = %conv2_weight_grad.ox87
-  %oy86.next = add nsw i64 %conv2_weight_grad.oy86224, 1
-  %669 = icmp slt i64 %oy86.next, 10
-  br i1 %669, label %conv2_weight_grad.oy86, label %conv2_weight_grad.oy86.end
-
-conv2_weight_grad.oy88:                           ; preds = %conv2_weight_grad.ox89.end, %conv2_weight_grad.oy86.end
-  %conv2_weight_grad.oy88228 = phi i64 [ 0, %conv2_weight_grad.oy86.end ], [ %oy88.next, %conv2_weight_grad.ox89.end ]
-  br label %conv2_weight_grad.ox89
-
-conv2_weight_grad.oy88.end:                       ; preds = %conv2_weight_grad.ox89.end
-  br label %conv2_weight_grad.oy90
-
-conv2_weight_grad.ox89:                           ; preds = %conv2_weight_grad.ox89, %conv2_weight_grad.oy88
-  %conv2_weight_grad.ox89229 = phi i64 [ 0, %conv2_weight_grad.oy88 ], [ %ox89.next, %conv2_weight_grad.ox89 ]
-  %670 = mul nsw i64 %conv2_weight_grad.g82220, 64
-  %671 = add nsw i64 %670, %conv2_weight_grad.j83221
-  %672 = mul nsw i64 %671, 1176
-  %673 = add nsw i64 301056, %672
-  %674 = mul nsw i64 %conv2_weight_grad.c84222, 196
-  %675 = add nsw i64 %673, %674
-  %676 = add nsw i64 %conv2_weight_grad.oy88228, %conv2_weight_grad.ky85223
-  %677 = mul nsw i64 %676, 14
-  %678 = add nsw i64 %675, %677
-  %679 = add nsw i64 %conv2_weight_grad.ox89229, 1
-  %680 = add nsw i64 %678, %679
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %680
-  %681 = load float, ptr %arena230, align 4
-  %682 = mul nsw i64 %conv2_weight_grad.c84222, 5
-  %683 = add nsw i64 %682, %conv2_weight_grad.ky85223
-  %684 = mul nsw i64 %683, 5
-  %685 = add nsw i64 %684, 1
-  %686 = mul nsw i64 %685, 6400
-  %687 = add nsw i64 756112, %686
-  %688 = mul nsw i64 %conv2_weight_grad.j83221, 100
-  %689 = add nsw i64 %687, %688
-  %690 = mul nsw i64 %conv2_weight_grad.oy88228, 10
-  %691 = add nsw i64 %689, %690
-  %692 = add nsw i64 %691, %conv2_weight_grad.ox89229
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %692
-  store float %681, ptr %arena231, align 4
-  %ox89.next = add nsw i64 %conv2_weight_grad.ox89229, 1
-  %693 = icmp slt i64 %ox89.next, 10
-  br i1 %693, label %conv2_weight_grad.ox89, label %conv2_weight_grad.ox89.end
-
-conv2_weight_grad.ox89.end:                       ; preds = %conv2_weight_grad.ox89
-  %oy88.next = add nsw i64 %conv2_weight_grad.oy88228, 1
-  %694 = icmp slt i64 %oy88.next, 10
-  br i1 %694, label %conv2_weight_grad.oy88, label %conv2_weight_grad.oy88.end
-
-conv2_weight_grad.oy90:                           ; preds = %conv2_weight_grad.ox91.end, %conv2_weight_grad.oy88.end
-  %conv2_weight_grad.oy90232 = phi i64 [ 0, %conv2_weight_grad.oy88.end ], [ %oy90.next, %conv2_weight_grad.ox91.end ]
-  br label %conv2_weight_grad.ox91
-
-conv2_weight_grad.oy90.end:                       ; preds = %conv2_weight_grad.ox91.end
-  br label %conv2_weight_grad.oy92
-
-conv2_weight_grad.ox91:                           ; preds = %conv2_weight_grad.ox91, %conv2_weight_grad.oy90
-  %conv2_weight_grad.ox91233 = phi i64 [ 0, %conv2_weight_grad.oy90 ], [ %ox91.next, %conv2_weight_grad.ox91 ]
-  %695 = mul nsw i64 %conv2_weight_grad.g82220, 64
-  %696 = add nsw i64 %695, %conv2_weight_grad.j83221
-  %697 = mul nsw i64 %696, 1176
-  %698 = add nsw i64 301056, %697
-  %699 = mul nsw i64 %conv2_weight_grad.c84222, 196
-  %700 = add nsw i64 %698, %699
-  %701 = add nsw i64 %conv2_weight_grad.oy90232, %conv2_weight_grad.ky85223
-  %702 = mul nsw i64 %701, 14
-  %703 = add nsw i64 %700, %702
-  %704 = add nsw i64 %conv2_weight_grad.ox91233, 2
-  %705 = add nsw i64 %703, %704
-  %arena234 = getelementptr inbounds float, ptr %arena, i64 %705
-  %706 = load float, ptr %arena234, align 4
-  %707 = mul nsw i64 %conv2_weight_grad.c84222, 5
-  %708 = add nsw i64 %707, %conv2_weight_grad.ky85223
-  %709 = mul nsw i64 %708, 5
-  %710 = add nsw i64 %709, 2
-  %711 = mul nsw i64 %710, 6400
-  %712 = add nsw i64 756112, %711
-  %713 = mul nsw i64 %conv2_weight_grad.j83221, 100
-  %714 = add nsw i64 %712, %713
-  %715 = mul nsw i64 %conv2_weight_grad.oy90232, 10
-  %716 = add nsw i64 %714, %715
-  %717 = add nsw i64 %716, %conv2_weight_grad.ox91233
-  %arena235 = getelementptr inbounds float, ptr %arena, i64 %717
-  store float %706, ptr %arena235, align 4
-  %ox91.next = add nsw i64 %conv2_weight_grad.ox91233, 1
-  %718 = icmp slt i64 %ox91.next, 10
-  br i1 %718, label %conv2_weight_grad.ox91, label %conv2_weight_grad.ox91.end
-
-conv2_weight_grad.ox91.end:                       ; preds = %conv2_weight_grad.ox91
-  %oy90.next = add nsw i64 %conv2_weight_grad.oy90232, 1
-  %719 = icmp slt i64 %oy90.next, 10
-  br i1 %719, label %conv2_weight_grad.oy90, label %conv2_weight_grad.oy90.end
-
-conv2_weight_grad.oy92:                           ; preds = %conv2_weight_grad.ox93.end, %conv2_weight_grad.oy90.end
-  %conv2_weight_grad.oy92236 = phi i64 [ 0, %conv2_weight_grad.oy90.end ], [ %oy92.next, %conv2_weight_grad.ox93.end ]
-  br label %conv2_weight_grad.ox93
-
-conv2_weight_grad.oy92.end:                       ; preds = %conv2_weight_grad.ox93.end
-  br label %conv2_weight_grad.oy94
-
-conv2_weight_grad.ox93:                           ; preds = %conv2_weight_grad.ox93, %conv2_weight_grad.oy92
-  %conv2_weight_grad.ox93237 = phi i64 [ 0, %conv2_weight_grad.oy92 ], [ %ox93.next, %conv2_weight_grad.ox93 ]
-  %720 = mul nsw i64 %conv2_weight_grad.g82220, 64
-  %721 = add nsw i64 %720, %conv2_weight_grad.j83221
-  %722 = mul nsw i64 %721, 1176
-  %723 = add nsw i64 301056, %722
-  %724 = mul nsw i64 %conv2_weight_grad.c84222, 196
-  %725 = add nsw i64 %723, %724
-  %726 = add nsw i64 %conv2_weight_grad.oy92236, %conv2_weight_grad.ky85223
-  %727 = mul nsw i64 %726, 14
-  %728 = add nsw i64 %725, %727
-  %729 = add nsw i64 %conv2_weight_grad.ox93237, 3
-  %730 = add nsw i64 %728, %729
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %730
-  %731 = load float, ptr %arena238, align 4
-  %732 = mul nsw i64 %conv2_weight_grad.c84222, 5
-  %733 = add nsw i64 %732, %conv2_weight_grad.ky85223
-  %734 = mul nsw i64 %733, 5
-  %735 = add nsw i64 %734, 3
-  %736 = mul nsw i64 %735, 6400
-  %737 = add nsw i64 756112, %736
-  %738 = mul nsw i64 %conv2_weight_grad.j83221, 100
-  %739 = add nsw i64 %737, %738
-  %740 = mul nsw i64 %conv2_weight_grad.oy92236, 10
+  %oy36.next = add nsw i64 %conv2.oy36167, 1
+  %566 = icmp slt i64 %oy36.next, 10
+  br i1 %566, label %conv2.oy36, label %conv2.oy36.end
+
+conv2.oy38:                                       ; preds = %conv2.ox39.end, %conv2.oy36.end
+  %conv2.oy38171 = phi i64 [ 0, %conv2.oy36.end ], [ %oy38.next, %conv2.ox39.end ]
+  br label %conv2.ox39
+
+conv2.oy38.end:                                   ; preds = %conv2.ox39.end
+  br label %conv2.oy40
+
+conv2.ox39:                                       ; preds = %conv2.ox39, %conv2.oy38
+  %conv2.ox39172 = phi i64 [ 0, %conv2.oy38 ], [ %ox39.next, %conv2.ox39 ]
+  %567 = mul nsw i64 %conv2.g28155, 64
+  %568 = add nsw i64 %567, %conv2.j29156
+  %569 = mul nsw i64 %568, 1176
+  %570 = add nsw i64 301056, %569
+  %571 = mul nsw i64 %conv2.c30157, 196
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %conv2.oy38171, %conv2.ky31158
+  %574 = mul nsw i64 %573, 14
+  %575 = add nsw i64 %572, %574
+  %576 = add nsw i64 %conv2.ox39172, 3
+  %577 = add nsw i64 %575, %576
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %577
+  %578 = load float, ptr %arena173, align 4
+  %579 = mul nsw i64 %conv2.c30157, 5
+  %580 = add nsw i64 %579, %conv2.ky31158
+  %581 = mul nsw i64 %580, 5
+  %582 = add nsw i64 %581, 3
+  %583 = mul nsw i64 %582, 6400
+  %584 = add nsw i64 478720, %583
+  %585 = mul nsw i64 %conv2.j29156, 100
+  %586 = add nsw i64 %584, %585
+  %587 = mul nsw i64 %conv2.oy38171, 10
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %conv2.ox39172
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %589
+  store float %578, ptr %arena174, align 4
+  %ox39.next = add nsw i64 %conv2.ox39172, 1
+  %590 = icmp slt i64 %ox39.next, 10
+  br i1 %590, label %conv2.ox39, label %conv2.ox39.end
+
+conv2.ox39.end:                                   ; preds = %conv2.ox39
+  %oy38.next = add nsw i64 %conv2.oy38171, 1
+  %591 = icmp slt i64 %oy38.next, 10
+  br i1 %591, label %conv2.oy38, label %conv2.oy38.end
+
+conv2.oy40:                                       ; preds = %conv2.ox41.end, %conv2.oy38.end
+  %conv2.oy40175 = phi i64 [ 0, %conv2.oy38.end ], [ %oy40.next, %conv2.ox41.end ]
+  br label %conv2.ox41
+
+conv2.oy40.end:                                   ; preds = %conv2.ox41.end
+  %ky31.next = add nsw i64 %conv2.ky31158, 1
+  %592 = icmp slt i64 %ky31.next, 5
+  br i1 %592, label %conv2.ky31, label %conv2.ky31.end
+
+conv2.ox41:                                       ; preds = %conv2.ox41, %conv2.oy40
+  %conv2.ox41176 = phi i64 [ 0, %conv2.oy40 ], [ %ox41.next, %conv2.ox41 ]
+  %593 = mul nsw i64 %conv2.g28155, 64
+  %594 = add nsw i64 %593, %conv2.j29156
+  %595 = mul nsw i64 %594, 1176
+  %596 = add nsw i64 301056, %595
+  %597 = mul nsw i64 %conv2.c30157, 196
+  %598 = add nsw i64 %596, %597
+  %599 = add nsw i64 %conv2.oy40175, %conv2.ky31158
+  %600 = mul nsw i64 %599, 14
+  %601 = add nsw i64 %598, %600
+  %602 = add nsw i64 %conv2.ox41176, 4
+  %603 = add nsw i64 %601, %602
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %603
+  %604 = load float, ptr %arena177, align 4
+  %605 = mul nsw i64 %conv2.c30157, 5
+  %606 = add nsw i64 %605, %conv2.ky31158
+  %607 = mul nsw i64 %606, 5
+  %608 = add nsw i64 %607, 4
+  %609 = mul nsw i64 %608, 6400
+  %610 = add nsw i64 478720, %609
+  %611 = mul nsw i64 %conv2.j29156, 100
+  %612 = add nsw i64 %610, %611
+  %613 = mul nsw i64 %conv2.oy40175, 10
+  %614 = add nsw i64 %612, %613
+  %615 = add nsw i64 %614, %conv2.ox41176
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %615
+  store float %604, ptr %arena178, align 4
+  %ox41.next = add nsw i64 %conv2.ox41176, 1
+  %616 = icmp slt i64 %ox41.next, 10
+  br i1 %616, label %conv2.ox41, label %conv2.ox41.end
+
+conv2.ox41.end:                                   ; preds = %conv2.ox41
+  %oy40.next = add nsw i64 %conv2.oy40175, 1
+  %617 = icmp slt i64 %oy40.next, 10
+  br i1 %617, label %conv2.oy40, label %conv2.oy40.end
+
+conv2.nb42:                                       ; preds = %conv2.k47.end, %conv2.j29.end
+  %conv2.nb42179 = phi i64 [ 0, %conv2.j29.end ], [ %nb42.next, %conv2.k47.end ]
+  br label %conv2.mb43
+
+conv2.nb42.end:                                   ; preds = %conv2.k47.end
+  br label %conv2.j48
+
+conv2.mb43:                                       ; preds = %conv2.k45.end, %conv2.nb42
+  %conv2.mb43180 = phi i64 [ 0, %conv2.nb42 ], [ %mb43.next, %conv2.k45.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_3, align 64
+  br label %conv2.k45
+
+conv2.mb43.end:                                   ; preds = %conv2.k45.end
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_3, align 64
+  br label %conv2.k47
+
+conv2.k45:                                        ; preds = %conv2.k45, %conv2.mb43
+  %conv2.k45181 = phi i64 [ 0, %conv2.mb43 ], [ %k45.next, %conv2.k45 ]
+  %618 = mul nsw i64 %conv2.k45181, 6400
+  %619 = add nsw i64 478720, %618
+  %620 = mul nsw i64 %conv2.nb42179, 64
+  %621 = add nsw i64 %619, %620
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %621
+  %622 = load <16 x float>, ptr %arena182, align 4
+  store <16 x float> %622, ptr %conv2.t44_b0, align 64
+  %623 = mul nsw i64 %conv2.k45181, 6400
+  %624 = add nsw i64 478720, %623
+  %625 = mul nsw i64 %conv2.nb42179, 64
+  %626 = add nsw i64 %624, %625
+  %627 = add nsw i64 %626, 16
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %627
+  %628 = load <16 x float>, ptr %arena183, align 4
+  store <16 x float> %628, ptr %conv2.t44_b1, align 64
+  %629 = mul nsw i64 %conv2.k45181, 6400
+  %630 = add nsw i64 478720, %629
+  %631 = mul nsw i64 %conv2.nb42179, 64
+  %632 = add nsw i64 %630, %631
+  %633 = add nsw i64 %632, 32
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %633
+  %634 = load <16 x float>, ptr %arena184, align 4
+  store <16 x float> %634, ptr %conv2.t44_b2, align 64
+  %635 = mul nsw i64 %conv2.k45181, 6400
+  %636 = add nsw i64 478720, %635
+  %637 = mul nsw i64 %conv2.nb42179, 64
+  %638 = add nsw i64 %636, %637
+  %639 = add nsw i64 %638, 48
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %639
+  %640 = load <16 x float>, ptr %arena185, align 4
+  store <16 x float> %640, ptr %conv2.t44_b3, align 64
+  %641 = mul nsw i64 %conv2.mb43180, 6
+  %642 = mul nsw i64 %641, 150
+  %643 = add nsw i64 156, %642
+  %644 = add nsw i64 %643, %conv2.k45181
+  %params186 = getelementptr inbounds float, ptr %params, i64 %644
+  %645 = load float, ptr %params186, align 4
+  %646 = insertelement <16 x float> undef, float %645, i32 0
+  %647 = shufflevector <16 x float> %646, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %647, ptr %conv2.t44_a0, align 64
+  %t44_a0 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b0 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c0_0 = load <16 x float>, ptr %conv2.t44_c0_0, align 64
+  %648 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0, <16 x float> %t44_b0, <16 x float> %t44_c0_0)
+  store <16 x float> %648, ptr %conv2.t44_c0_0, align 64
+  %t44_a0187 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b1 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c0_1 = load <16 x float>, ptr %conv2.t44_c0_1, align 64
+  %649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0187, <16 x float> %t44_b1, <16 x float> %t44_c0_1)
+  store <16 x float> %649, ptr %conv2.t44_c0_1, align 64
+  %t44_a0188 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b2 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c0_2 = load <16 x float>, ptr %conv2.t44_c0_2, align 64
+  %650 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0188, <16 x float> %t44_b2, <16 x float> %t44_c0_2)
+  store <16 x float> %650, ptr %conv2.t44_c0_2, align 64
+  %t44_a0189 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b3 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c0_3 = load <16 x float>, ptr %conv2.t44_c0_3, align 64
+  %651 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0189, <16 x float> %t44_b3, <16 x float> %t44_c0_3)
+  store <16 x float> %651, ptr %conv2.t44_c0_3, align 64
+  %652 = mul nsw i64 %conv2.mb43180, 6
+  %653 = add nsw i64 %652, 1
+  %654 = mul nsw i64 %653, 150
+  %655 = add nsw i64 156, %654
+  %656 = add nsw i64 %655, %conv2.k45181
+  %params190 = getelementptr inbounds float, ptr %params, i64 %656
+  %657 = load float, ptr %params190, align 4
+  %658 = insertelement <16 x float> undef, float %657, i32 0
+  %659 = shufflevector <16 x float> %658, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %659, ptr %conv2.t44_a1, align 64
+  %t44_a1 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b0191 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c1_0 = load <16 x float>, ptr %conv2.t44_c1_0, align 64
+  %660 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1, <16 x float> %t44_b0191, <16 x float> %t44_c1_0)
+  store <16 x float> %660, ptr %conv2.t44_c1_0, align 64
+  %t44_a1192 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b1193 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c1_1 = load <16 x float>, ptr %conv2.t44_c1_1, align 64
+  %661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1192, <16 x float> %t44_b1193, <16 x float> %t44_c1_1)
+  store <16 x float> %661, ptr %conv2.t44_c1_1, align 64
+  %t44_a1194 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b2195 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c1_2 = load <16 x float>, ptr %conv2.t44_c1_2, align 64
+  %662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1194, <16 x float> %t44_b2195, <16 x float> %t44_c1_2)
+  store <16 x float> %662, ptr %conv2.t44_c1_2, align 64
+  %t44_a1196 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b3197 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c1_3 = load <16 x float>, ptr %conv2.t44_c1_3, align 64
+  %663 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1196, <16 x float> %t44_b3197, <16 x float> %t44_c1_3)
+  store <16 x float> %663, ptr %conv2.t44_c1_3, align 64
+  %664 = mul nsw i64 %conv2.mb43180, 6
+  %665 = add nsw i64 %664, 2
+  %666 = mul nsw i64 %665, 150
+  %667 = add nsw i64 156, %666
+  %668 = add nsw i64 %667, %conv2.k45181
+  %params198 = getelementptr inbounds float, ptr %params, i64 %668
+  %669 = load float, ptr %params198, align 4
+  %670 = insertelement <16 x float> undef, float %669, i32 0
+  %671 = shufflevector <16 x float> %670, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %671, ptr %conv2.t44_a2, align 64
+  %t44_a2 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b0199 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c2_0 = load <16 x float>, ptr %conv2.t44_c2_0, align 64
+  %672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2, <16 x float> %t44_b0199, <16 x float> %t44_c2_0)
+  store <16 x float> %672, ptr %conv2.t44_c2_0, align 64
+  %t44_a2200 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b1201 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c2_1 = load <16 x float>, ptr %conv2.t44_c2_1, align 64
+  %673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2200, <16 x float> %t44_b1201, <16 x float> %t44_c2_1)
+  store <16 x float> %673, ptr %conv2.t44_c2_1, align 64
+  %t44_a2202 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b2203 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c2_2 = load <16 x float>, ptr %conv2.t44_c2_2, align 64
+  %674 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2202, <16 x float> %t44_b2203, <16 x float> %t44_c2_2)
+  store <16 x float> %674, ptr %conv2.t44_c2_2, align 64
+  %t44_a2204 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b3205 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c2_3 = load <16 x float>, ptr %conv2.t44_c2_3, align 64
+  %675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2204, <16 x float> %t44_b3205, <16 x float> %t44_c2_3)
+  store <16 x float> %675, ptr %conv2.t44_c2_3, align 64
+  %676 = mul nsw i64 %conv2.mb43180, 6
+  %677 = add nsw i64 %676, 3
+  %678 = mul nsw i64 %677, 150
+  %679 = add nsw i64 156, %678
+  %680 = add nsw i64 %679, %conv2.k45181
+  %params206 = getelementptr inbounds float, ptr %params, i64 %680
+  %681 = load float, ptr %params206, align 4
+  %682 = insertelement <16 x float> undef, float %681, i32 0
+  %683 = shufflevector <16 x float> %682, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %683, ptr %conv2.t44_a3, align 64
+  %t44_a3 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b0207 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c3_0 = load <16 x float>, ptr %conv2.t44_c3_0, align 64
+  %684 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3, <16 x float> %t44_b0207, <16 x float> %t44_c3_0)
+  store <16 x float> %684, ptr %conv2.t44_c3_0, align 64
+  %t44_a3208 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b1209 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c3_1 = load <16 x float>, ptr %conv2.t44_c3_1, align 64
+  %685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3208, <16 x float> %t44_b1209, <16 x float> %t44_c3_1)
+  store <16 x float> %685, ptr %conv2.t44_c3_1, align 64
+  %t44_a3210 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b2211 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c3_2 = load <16 x float>, ptr %conv2.t44_c3_2, align 64
+  %686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3210, <16 x float> %t44_b2211, <16 x float> %t44_c3_2)
+  store <16 x float> %686, ptr %conv2.t44_c3_2, align 64
+  %t44_a3212 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b3213 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c3_3 = load <16 x float>, ptr %conv2.t44_c3_3, align 64
+  %687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3212, <16 x float> %t44_b3213, <16 x float> %t44_c3_3)
+  store <16 x float> %687, ptr %conv2.t44_c3_3, align 64
+  %688 = mul nsw i64 %conv2.mb43180, 6
+  %689 = add nsw i64 %688, 4
+  %690 = mul nsw i64 %689, 150
+  %691 = add nsw i64 156, %690
+  %692 = add nsw i64 %691, %conv2.k45181
+  %params214 = getelementptr inbounds float, ptr %params, i64 %692
+  %693 = load float, ptr %params214, align 4
+  %694 = insertelement <16 x float> undef, float %693, i32 0
+  %695 = shufflevector <16 x float> %694, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %695, ptr %conv2.t44_a4, align 64
+  %t44_a4 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b0215 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c4_0 = load <16 x float>, ptr %conv2.t44_c4_0, align 64
+  %696 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4, <16 x float> %t44_b0215, <16 x float> %t44_c4_0)
+  store <16 x float> %696, ptr %conv2.t44_c4_0, align 64
+  %t44_a4216 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b1217 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c4_1 = load <16 x float>, ptr %conv2.t44_c4_1, align 64
+  %697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4216, <16 x float> %t44_b1217, <16 x float> %t44_c4_1)
+  store <16 x float> %697, ptr %conv2.t44_c4_1, align 64
+  %t44_a4218 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b2219 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c4_2 = load <16 x float>, ptr %conv2.t44_c4_2, align 64
+  %698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4218, <16 x float> %t44_b2219, <16 x float> %t44_c4_2)
+  store <16 x float> %698, ptr %conv2.t44_c4_2, align 64
+  %t44_a4220 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b3221 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c4_3 = load <16 x float>, ptr %conv2.t44_c4_3, align 64
+  %699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4220, <16 x float> %t44_b3221, <16 x float> %t44_c4_3)
+  store <16 x float> %699, ptr %conv2.t44_c4_3, align 64
+  %700 = mul nsw i64 %conv2.mb43180, 6
+  %701 = add nsw i64 %700, 5
+  %702 = mul nsw i64 %701, 150
+  %703 = add nsw i64 156, %702
+  %704 = add nsw i64 %703, %conv2.k45181
+  %params222 = getelementptr inbounds float, ptr %params, i64 %704
+  %705 = load float, ptr %params222, align 4
+  %706 = insertelement <16 x float> undef, float %705, i32 0
+  %707 = shufflevector <16 x float> %706, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %707, ptr %conv2.t44_a5, align 64
+  %t44_a5 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b0223 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c5_0 = load <16 x float>, ptr %conv2.t44_c5_0, align 64
+  %708 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5, <16 x float> %t44_b0223, <16 x float> %t44_c5_0)
+  store <16 x float> %708, ptr %conv2.t44_c5_0, align 64
+  %t44_a5224 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b1225 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c5_1 = load <16 x float>, ptr %conv2.t44_c5_1, align 64
+  %709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5224, <16 x float> %t44_b1225, <16 x float> %t44_c5_1)
+  store <16 x float> %709, ptr %conv2.t44_c5_1, align 64
+  %t44_a5226 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b2227 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c5_2 = load <16 x float>, ptr %conv2.t44_c5_2, align 64
+  %710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5226, <16 x float> %t44_b2227, <16 x float> %t44_c5_2)
+  store <16 x float> %710, ptr %conv2.t44_c5_2, align 64
+  %t44_a5228 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b3229 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c5_3 = load <16 x float>, ptr %conv2.t44_c5_3, align 64
+  %711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5228, <16 x float> %t44_b3229, <16 x float> %t44_c5_3)
+  store <16 x float> %711, ptr %conv2.t44_c5_3, align 64
+  %k45.next = add nsw i64 %conv2.k45181, 1
+  %712 = icmp slt i64 %k45.next, 150
+  br i1 %712, label %conv2.k45, label %conv2.k45.end
+
+conv2.k45.end:                                    ; preds = %conv2.k45
+  %t44_c0_0230 = load <16 x float>, ptr %conv2.t44_c0_0, align 64
+  %713 = mul nsw i64 %conv2.mb43180, 6
+  %714 = mul nsw i64 %713, 6400
+  %715 = add nsw i64 1438720, %714
+  %716 = mul nsw i64 %conv2.nb42179, 64
+  %717 = add nsw i64 %715, %716
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %717
+  store <16 x float> %t44_c0_0230, ptr %arena231, align 4
+  %t44_c0_1232 = load <16 x float>, ptr %conv2.t44_c0_1, align 64
+  %718 = mul nsw i64 %conv2.mb43180, 6
+  %719 = mul nsw i64 %718, 6400
+  %720 = add nsw i64 1438720, %719
+  %721 = mul nsw i64 %conv2.nb42179, 64
+  %722 = add nsw i64 %720, %721
+  %723 = add nsw i64 %722, 16
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %723
+  store <16 x float> %t44_c0_1232, ptr %arena233, align 4
+  %t44_c0_2234 = load <16 x float>, ptr %conv2.t44_c0_2, align 64
+  %724 = mul nsw i64 %conv2.mb43180, 6
+  %725 = mul nsw i64 %724, 6400
+  %726 = add nsw i64 1438720, %725
+  %727 = mul nsw i64 %conv2.nb42179, 64
+  %728 = add nsw i64 %726, %727
+  %729 = add nsw i64 %728, 32
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %729
+  store <16 x float> %t44_c0_2234, ptr %arena235, align 4
+  %t44_c0_3236 = load <16 x float>, ptr %conv2.t44_c0_3, align 64
+  %730 = mul nsw i64 %conv2.mb43180, 6
+  %731 = mul nsw i64 %730, 6400
+  %732 = add nsw i64 1438720, %731
+  %733 = mul nsw i64 %conv2.nb42179, 64
+  %734 = add nsw i64 %732, %733
+  %735 = add nsw i64 %734, 48
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %735
+  store <16 x float> %t44_c0_3236, ptr %arena237, align 4
+  %t44_c1_0238 = load <16 x float>, ptr %conv2.t44_c1_0, align 64
+  %736 = mul nsw i64 %conv2.mb43180, 6
+  %737 = add nsw i64 %736, 1
+  %738 = mul nsw i64 %737, 6400
+  %739 = add nsw i64 1438720, %738
+  %740 = mul nsw i64 %conv2.nb42179, 64
   %741 = add nsw i64 %739, %740
-  %742 = add nsw i64 %741, %conv2_weight_grad.ox93237
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %742
-  store float %731, ptr %arena239, align 4
-  %ox93.next = add nsw i64 %conv2_weight_grad.ox93237, 1
-  %743 = icmp slt i64 %ox93.next, 10
-  br i1 %743, label %conv2_weight_grad.ox93, label %conv2_weight_grad.ox93.end
-
-conv2_weight_grad.ox93.end:                       ; preds = %conv2_weight_grad.ox93
-  %oy92.next = add nsw i64 %conv2_weight_grad.oy92236, 1
-  %744 = icmp slt i64 %oy92.next, 10
-  br i1 %744, label %conv2_weight_grad.oy92, label %conv2_weight_grad.oy92.end
-
-conv2_weight_grad.oy94:                           ; preds = %conv2_weight_grad.ox95.end, %conv2_weight_grad.oy92.end
-  %conv2_weight_grad.oy94240 = phi i64 [ 0, %conv2_weight_grad.oy92.end ], [ %oy94.next, %conv2_weight_grad.ox95.end ]
-  br label %conv2_weight_grad.ox95
-
-conv2_weight_grad.oy94.end:                       ; preds = %conv2_weight_grad.ox95.end
-  %ky85.next = add nsw i64 %conv2_weight_grad.ky85223, 1
-  %745 = icmp slt i64 %ky85.next, 5
-  br i1 %745, label %conv2_weight_grad.ky85, label %conv2_weight_grad.ky85.end
-
-conv2_weight_grad.ox95:                           ; preds = %conv2_weight_grad.ox95, %conv2_weight_grad.oy94
-  %conv2_weight_grad.ox95241 = phi i64 [ 0, %conv2_weight_grad.oy94 ], [ %ox95.next, %conv2_weight_grad.ox95 ]
-  %746 = mul nsw i64 %conv2_weight_grad.g82220, 64
-  %747 = add nsw i64 %746, %conv2_weight_grad.j83221
-  %748 = mul nsw i64 %747, 1176
-  %749 = add nsw i64 301056, %748
-  %750 = mul nsw i64 %conv2_weight_grad.c84222, 196
-  %751 = add nsw i64 %749, %750
-  %752 = add nsw i64 %conv2_weight_grad.oy94240, %conv2_weight_grad.ky85223
-  %753 = mul nsw i64 %752, 14
-  %754 = add nsw i64 %751, %753
-  %755 = add nsw i64 %conv2_weight_grad.ox95241, 4
-  %756 = add nsw i64 %754, %755
-  %arena242 = getelementptr inbounds float, ptr %arena, i64 %756
-  %757 = load float, ptr %arena242, align 4
-  %758 = mul nsw i64 %conv2_weight_grad.c84222, 5
-  %759 = add nsw i64 %758, %conv2_weight_grad.ky85223
-  %760 = mul nsw i64 %759, 5
-  %761 = add nsw i64 %760, 4
-  %762 = mul nsw i64 %761, 6400
-  %763 = add nsw i64 756112, %762
-  %764 = mul nsw i64 %conv2_weight_grad.j83221, 100
-  %765 = add nsw i64 %763, %764
-  %766 = mul nsw i64 %conv2_weight_grad.oy94240, 10
-  %767 = add nsw i64 %765, %766
-  %768 = add nsw i64 %767, %conv2_weight_grad.ox95241
-  %arena243 = getelementptr inbounds float, ptr %arena, i64 %768
-  store float %757, ptr %arena243, align 4
-  %ox95.next = add nsw i64 %conv2_weight_grad.ox95241, 1
-  %769 = icmp slt i64 %ox95.next, 10
-  br i1 %769, label %conv2_weight_grad.ox95, label %conv2_weight_grad.ox95.end
-
-conv2_weight_grad.ox95.end:                       ; preds = %conv2_weight_grad.ox95
-  %oy94.next = add nsw i64 %conv2_weight_grad.oy94240, 1
-  %770 = icmp slt i64 %oy94.next, 10
-  br i1 %770, label %conv2_weight_grad.oy94, label %conv2_weight_grad.oy94.end
-
-conv2_weight_grad.j96:                            ; preds = %conv2_weight_grad.f97.end, %conv2_weight_grad.j83.end
-  %conv2_weight_grad.j96244 = phi i64 [ 0, %conv2_weight_grad.j83.end ], [ %j96.next, %conv2_weight_grad.f97.end ]
-  br label %conv2_weight_grad.f97
-
-conv2_weight_grad.j96.end:                        ; preds = %conv2_weight_grad.f97.end
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 1716112
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 756112
-  %grads251 = getelementptr inbounds float, ptr %grads, i64 156
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 150, i32 6400, float 1.000000e+00, ptr %arena249, i32 6400, ptr %arena250, i32 6400, float 1.000000e+00, ptr %grads251, i32 150)
-  %g82.next = add nsw i64 %conv2_weight_grad.g82220, 1
-  %771 = icmp slt i64 %g82.next, 1
-  br i1 %771, label %conv2_weight_grad.g82, label %conv2_weight_grad.g82.end
-
-conv2_weight_grad.f97:                            ; preds = %conv2_weight_grad.i98.end, %conv2_weight_grad.j96
-  %conv2_weight_grad.f97245 = phi i64 [ 0, %conv2_weight_grad.j96 ], [ %f97.next, %conv2_weight_grad.i98.end ]
-  br label %conv2_weight_grad.i98
-
-conv2_weight_grad.f97.end:                        ; preds = %conv2_weight_grad.i98.end
-  %j96.next = add nsw i64 %conv2_weight_grad.j96244, 1
-  %772 = icmp slt i64 %j96.next, 64
-  br i1 %772, label %conv2_weight_grad.j96, label %conv2_weight_grad.j96.end
-
-conv2_weight_grad.i98:                            ; preds = %conv2_weight_grad.i98, %conv2_weight_grad.f97
-  %conv2_weight_grad.i98246 = phi i64 [ 0, %conv2_weight_grad.f97 ], [ %i98.next, %conv2_weight_grad.i98 ]
-  %773 = mul nsw i64 %conv2_weight_grad.g82220, 64
-  %774 = add nsw i64 %773, %conv2_weight_grad.j96244
-  %775 = mul nsw i64 %774, 1600
-  %776 = add nsw i64 653712, %775
-  %777 = mul nsw i64 %conv2_weight_grad.f97245, 100
-  %778 = add nsw i64 %776, %777
-  %779 = add nsw i64 %778, %conv2_weight_grad.i98246
-  %arena247 = getelementptr inbounds float, ptr %arena, i64 %779
-  %780 = load float, ptr %arena247, align 4
-  %781 = mul nsw i64 %conv2_weight_grad.f97245, 6400
-  %782 = add nsw i64 1716112, %781
-  %783 = mul nsw i64 %conv2_weight_grad.j96244, 100
-  %784 = add nsw i64 %782, %783
-  %785 = add nsw i64 %784, %conv2_weight_grad.i98246
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 %785
-  store float %780, ptr %arena248, align 4
-  %i98.next = add nsw i64 %conv2_weight_grad.i98246, 1
-  %786 = icmp slt i64 %i98.next, 100
-  br i1 %786, label %conv2_weight_grad.i98, label %conv2_weight_grad.i98.end
-
-conv2_weight_grad.i98.end:                        ; preds = %conv2_weight_grad.i98
-  %f97.next = add nsw i64 %conv2_weight_grad.f97245, 1
-  %787 = icmp slt i64 %f97.next, 16
-  br i1 %787, label %conv2_weight_grad.f97, label %conv2_weight_grad.f97.end
-
-conv2_bias_grad.i99:                              ; preds = %conv2_bias_grad.i99, %conv2_weight_grad.g82.end
-  %conv2_bias_grad.i99252 = phi i64 [ 0, %conv2_weight_grad.g82.end ], [ %i99.next, %conv2_bias_grad.i99 ]
-  %788 = add nsw i64 376320, %conv2_bias_grad.i99252
-  %arena253 = getelementptr inbounds float, ptr %arena, i64 %788
-  store float 1.000000e+00, ptr %arena253, align 4
-  %i99.next = add nsw i64 %conv2_bias_grad.i99252, 1
-  %789 = icmp slt i64 %i99.next, 100
-  br i1 %789, label %conv2_bias_grad.i99, label %conv2_bias_grad.i99.end
-
-conv2_bias_grad.i99.end:                          ; preds = %conv2_bias_grad.i99
-  br label %conv2_bias_grad.i100
-
-conv2_bias_grad.i100:                             ; preds = %conv2_bias_grad.i100, %conv2_bias_grad.i99.end
-  %conv2_bias_grad.i100254 = phi i64 [ 0, %conv2_bias_grad.i99.end ], [ %i100.next, %conv2_bias_grad.i100 ]
-  %790 = add nsw i64 2556, %conv2_bias_grad.i100254
-  %grads255 = getelementptr inbounds float, ptr %grads, i64 %790
-  store float 0.000000e+00, ptr %grads255, align 4
-  %i100.next = add nsw i64 %conv2_bias_grad.i100254, 1
-  %791 = icmp slt i64 %i100.next, 16
-  br i1 %791, label %conv2_bias_grad.i100, label %conv2_bias_grad.i100.end
-
-conv2_bias_grad.i100.end:                         ; preds = %conv2_bias_grad.i100
-  br label %conv2_bias_grad.img101
-
-conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.img101, %conv2_bias_grad.i100.end
-  %conv2_bias_grad.img101256 = phi i64 [ 0, %conv2_bias_grad.i100.end ], [ %img101.next, %conv2_bias_grad.img101 ]
-  %792 = mul nsw i64 %conv2_bias_grad.img101256, 1600
-  %793 = add nsw i64 653712, %792
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %793
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 376320
-  %grads259 = getelementptr inbounds float, ptr %grads, i64 2556
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 100, float 1.000000e+00, ptr %arena257, i32 100, ptr %arena258, i32 1, float 1.000000e+00, ptr %grads259, i32 1)
-  %img101.next = add nsw i64 %conv2_bias_grad.img101256, 1
-  %794 = icmp slt i64 %img101.next, 64
-  br i1 %794, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
-
-conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.img101
-  br label %pool1_grad.i102
-
-pool1_grad.i102:                                  ; preds = %pool1_grad.i102, %conv2_bias_grad.img101.end
-  %pool1_grad.i102260 = phi i64 [ 0, %conv2_bias_grad.img101.end ], [ %i102.next, %pool1_grad.i102 ]
-  %795 = add nsw i64 376320, %pool1_grad.i102260
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %795
-  store float 0.000000e+00, ptr %arena261, align 4
-  %i102.next = add nsw i64 %pool1_grad.i102260, 1
-  %796 = icmp slt i64 %i102.next, 75264
-  br i1 %796, label %pool1_grad.i102, label %pool1_grad.i102.end
-
-pool1_grad.i102.end:                              ; preds = %pool1_grad.i102
-  br label %pool1_grad.g103
-
-pool1_grad.g103:                                  ; preds = %pool1_grad.j107.end, %pool1_grad.i102.end
-  %pool1_grad.g103262 = phi i64 [ 0, %pool1_grad.i102.end ], [ %g103.next, %pool1_grad.j107.end ]
-  br label %pool1_grad.j104
-
-pool1_grad.g103.end:                              ; preds = %pool1_grad.j107.end
-  br label %relu1_grad.i120
-
-pool1_grad.j104:                                  ; preds = %pool1_grad.f105.end, %pool1_grad.g103
-  %pool1_grad.j104263 = phi i64 [ 0, %pool1_grad.g103 ], [ %j104.next, %pool1_grad.f105.end ]
-  br label %pool1_grad.f105
-
-pool1_grad.j104.end:                              ; preds = %pool1_grad.f105.end
-  %params268 = getelementptr inbounds float, ptr %params, i64 156
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 1716112
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 756112
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 150, i32 6400, i32 16, float 1.000000e+00, ptr %params268, i32 150, ptr %arena269, i32 6400, float 0.000000e+00, ptr %arena270, i32 6400)
-  br label %pool1_grad.j107
-
-pool1_grad.f105:                                  ; preds = %pool1_grad.i106.end, %pool1_grad.j104
-  %pool1_grad.f105264 = phi i64 [ 0, %pool1_grad.j104 ], [ %f105.next, %pool1_grad.i106.end ]
-  br label %pool1_grad.i106
-
-pool1_grad.f105.end:                              ; preds = %pool1_grad.i106.end
-  %j104.next = add nsw i64 %pool1_grad.j104263, 1
-  %797 = icmp slt i64 %j104.next, 64
-  br i1 %797, label %pool1_grad.j104, label %pool1_grad.j104.end
-
-pool1_grad.i106:                                  ; preds = %pool1_grad.i106, %pool1_grad.f105
-  %pool1_grad.i106265 = phi i64 [ 0, %pool1_grad.f105 ], [ %i106.next, %pool1_grad.i106 ]
-  %798 = mul nsw i64 %pool1_grad.g103262, 64
-  %799 = add nsw i64 %798, %pool1_grad.j104263
-  %800 = mul nsw i64 %799, 1600
-  %801 = add nsw i64 653712, %800
-  %802 = mul nsw i64 %pool1_grad.f105264, 100
-  %803 = add nsw i64 %801, %802
-  %804 = add nsw i64 %803, %pool1_grad.i106265
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %804
-  %805 = load float, ptr %arena266, align 4
-  %806 = mul nsw i64 %pool1_grad.f105264, 6400
-  %807 = add nsw i64 1716112, %806
-  %808 = mul nsw i64 %pool1_grad.j104263, 100
-  %809 = add nsw i64 %807, %808
-  %810 = add nsw i64 %809, %pool1_grad.i106265
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %810
-  store float %805, ptr %arena267, align 4
-  %i106.next = add nsw i64 %pool1_grad.i106265, 1
-  %811 = icmp slt i64 %i106.next, 100
-  br i1 %811, label %pool1_grad.i106, label %pool1_grad.i106.end
-
-pool1_grad.i106.end:                              ; preds = %pool1_grad.i106
-  %f105.next = add nsw i64 %pool1_grad.f105264, 1
-  %812 = icmp slt i64 %f105.next, 16
-  br i1 %812, label %pool1_grad.f105, label %pool1_grad.f105.end
-
-pool1_grad.j107:                                  ; preds = %pool1_grad.c108.end, %pool1_grad.j104.end
-  %pool1_grad.j107271 = phi i64 [ 0, %pool1_grad.j104.end ], [ %j107.next, %pool1_grad.c108.end ]
-  br label %pool1_grad.c108
-
-pool1_grad.j107.end:                              ; preds = %pool1_grad.c108.end
-  %g103.next = add nsw i64 %pool1_grad.g103262, 1
-  %813 = icmp slt i64 %g103.next, 1
-  br i1 %813, label %pool1_grad.g103, label %pool1_grad.g103.end
-
-pool1_grad.c108:                                  ; preds = %pool1_grad.ky109.end, %pool1_grad.j107
-  %pool1_grad.c108272 = phi i64 [ 0, %pool1_grad.j107 ], [ %c108.next, %pool1_grad.ky109.end ]
-  br label %pool1_grad.ky109
-
-pool1_grad.c108.end:                              ; preds = %pool1_grad.ky109.end
-  %j107.next = add nsw i64 %pool1_grad.j107271, 1
-  %814 = icmp slt i64 %j107.next, 64
-  br i1 %814, label %pool1_grad.j107, label %pool1_grad.j107.end
-
-pool1_grad.ky109:                                 ; preds = %pool1_grad.oy118.end, %pool1_grad.c108
-  %pool1_grad.ky109273 = phi i64 [ 0, %pool1_grad.c108 ], [ %ky109.next, %pool1_grad.oy118.end ]
-  br label %pool1_grad.oy110
-
-pool1_grad.ky109.end:                             ; preds = %pool1_grad.oy118.end
-  %c108.next = add nsw i64 %pool1_grad.c108272, 1
-  %815 = icmp slt i64 %c108.next, 6
-  br i1 %815, label %pool1_grad.c108, label %pool1_grad.c108.end
-
-pool1_grad.oy110:                                 ; preds = %pool1_grad.ox111.end, %pool1_grad.ky109
-  %pool1_grad.oy110274 = phi i64 [ 0, %pool1_grad.ky109 ], [ %oy110.next, %pool1_grad.ox111.end ]
-  br label %pool1_grad.ox111
-
-pool1_grad.oy110.end:                             ; preds = %pool1_grad.ox111.end
-  br label %pool1_grad.oy112
-
-pool1_grad.ox111:                                 ; preds = %pool1_grad.ox111, %pool1_grad.oy110
-  %pool1_grad.ox111275 = phi i64 [ 0, %pool1_grad.oy110 ], [ %ox111.next, %pool1_grad.ox111 ]
-  %816 = mul nsw i64 %pool1_grad.g103262, 64
-  %817 = add nsw i64 %816, %pool1_grad.j107271
-  %818 = mul nsw i64 %817, 1176
-  %819 = add nsw i64 376320, %818
-  %820 = mul nsw i64 %pool1_grad.c108272, 196
-  %821 = add nsw i64 %819, %820
-  %822 = add nsw i64 %pool1_grad.oy110274, %pool1_grad.ky109273
-  %823 = mul nsw i64 %822, 14
-  %824 = add nsw i64 %821, %823
-  %825 = add nsw i64 %824, %pool1_grad.ox111275
-  %arena276 = getelementptr inbounds float, ptr %arena, i64 %825
-  %826 = load float, ptr %arena276, align 4
-  %827 = mul nsw i64 %pool1_grad.c108272, 5
-  %828 = add nsw i64 %827, %pool1_grad.ky109273
-  %829 = mul nsw i64 %828, 5
-  %830 = mul nsw i64 %829, 6400
-  %831 = add nsw i64 756112, %830
-  %832 = mul nsw i64 %pool1_grad.j107271, 100
-  %833 = add nsw i64 %831, %832
-  %834 = mul nsw i64 %pool1_grad.oy110274, 10
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %741
+  store <16 x float> %t44_c1_0238, ptr %arena239, align 4
+  %t44_c1_1240 = load <16 x float>, ptr %conv2.t44_c1_1, align 64
+  %742 = mul nsw i64 %conv2.mb43180, 6
+  %743 = add nsw i64 %742, 1
+  %744 = mul nsw i64 %743, 6400
+  %745 = add nsw i64 1438720, %744
+  %746 = mul nsw i64 %conv2.nb42179, 64
+  %747 = add nsw i64 %745, %746
+  %748 = add nsw i64 %747, 16
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %748
+  store <16 x float> %t44_c1_1240, ptr %arena241, align 4
+  %t44_c1_2242 = load <16 x float>, ptr %conv2.t44_c1_2, align 64
+  %749 = mul nsw i64 %conv2.mb43180, 6
+  %750 = add nsw i64 %749, 1
+  %751 = mul nsw i64 %750, 6400
+  %752 = add nsw i64 1438720, %751
+  %753 = mul nsw i64 %conv2.nb42179, 64
+  %754 = add nsw i64 %752, %753
+  %755 = add nsw i64 %754, 32
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %755
+  store <16 x float> %t44_c1_2242, ptr %arena243, align 4
+  %t44_c1_3244 = load <16 x float>, ptr %conv2.t44_c1_3, align 64
+  %756 = mul nsw i64 %conv2.mb43180, 6
+  %757 = add nsw i64 %756, 1
+  %758 = mul nsw i64 %757, 6400
+  %759 = add nsw i64 1438720, %758
+  %760 = mul nsw i64 %conv2.nb42179, 64
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 %761, 48
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %762
+  store <16 x float> %t44_c1_3244, ptr %arena245, align 4
+  %t44_c2_0246 = load <16 x float>, ptr %conv2.t44_c2_0, align 64
+  %763 = mul nsw i64 %conv2.mb43180, 6
+  %764 = add nsw i64 %763, 2
+  %765 = mul nsw i64 %764, 6400
+  %766 = add nsw i64 1438720, %765
+  %767 = mul nsw i64 %conv2.nb42179, 64
+  %768 = add nsw i64 %766, %767
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %768
+  store <16 x float> %t44_c2_0246, ptr %arena247, align 4
+  %t44_c2_1248 = load <16 x float>, ptr %conv2.t44_c2_1, align 64
+  %769 = mul nsw i64 %conv2.mb43180, 6
+  %770 = add nsw i64 %769, 2
+  %771 = mul nsw i64 %770, 6400
+  %772 = add nsw i64 1438720, %771
+  %773 = mul nsw i64 %conv2.nb42179, 64
+  %774 = add nsw i64 %772, %773
+  %775 = add nsw i64 %774, 16
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %775
+  store <16 x float> %t44_c2_1248, ptr %arena249, align 4
+  %t44_c2_2250 = load <16 x float>, ptr %conv2.t44_c2_2, align 64
+  %776 = mul nsw i64 %conv2.mb43180, 6
+  %777 = add nsw i64 %776, 2
+  %778 = mul nsw i64 %777, 6400
+  %779 = add nsw i64 1438720, %778
+  %780 = mul nsw i64 %conv2.nb42179, 64
+  %781 = add nsw i64 %779, %780
+  %782 = add nsw i64 %781, 32
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %782
+  store <16 x float> %t44_c2_2250, ptr %arena251, align 4
+  %t44_c2_3252 = load <16 x float>, ptr %conv2.t44_c2_3, align 64
+  %783 = mul nsw i64 %conv2.mb43180, 6
+  %784 = add nsw i64 %783, 2
+  %785 = mul nsw i64 %784, 6400
+  %786 = add nsw i64 1438720, %785
+  %787 = mul nsw i64 %conv2.nb42179, 64
+  %788 = add nsw i64 %786, %787
+  %789 = add nsw i64 %788, 48
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %789
+  store <16 x float> %t44_c2_3252, ptr %arena253, align 4
+  %t44_c3_0254 = load <16 x float>, ptr %conv2.t44_c3_0, align 64
+  %790 = mul nsw i64 %conv2.mb43180, 6
+  %791 = add nsw i64 %790, 3
+  %792 = mul nsw i64 %791, 6400
+  %793 = add nsw i64 1438720, %792
+  %794 = mul nsw i64 %conv2.nb42179, 64
+  %795 = add nsw i64 %793, %794
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %795
+  store <16 x float> %t44_c3_0254, ptr %arena255, align 4
+  %t44_c3_1256 = load <16 x float>, ptr %conv2.t44_c3_1, align 64
+  %796 = mul nsw i64 %conv2.mb43180, 6
+  %797 = add nsw i64 %796, 3
+  %798 = mul nsw i64 %797, 6400
+  %799 = add nsw i64 1438720, %798
+  %800 = mul nsw i64 %conv2.nb42179, 64
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, 16
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %802
+  store <16 x float> %t44_c3_1256, ptr %arena257, align 4
+  %t44_c3_2258 = load <16 x float>, ptr %conv2.t44_c3_2, align 64
+  %803 = mul nsw i64 %conv2.mb43180, 6
+  %804 = add nsw i64 %803, 3
+  %805 = mul nsw i64 %804, 6400
+  %806 = add nsw i64 1438720, %805
+  %807 = mul nsw i64 %conv2.nb42179, 64
+  %808 = add nsw i64 %806, %807
+  %809 = add nsw i64 %808, 32
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %809
+  store <16 x float> %t44_c3_2258, ptr %arena259, align 4
+  %t44_c3_3260 = load <16 x float>, ptr %conv2.t44_c3_3, align 64
+  %810 = mul nsw i64 %conv2.mb43180, 6
+  %811 = add nsw i64 %810, 3
+  %812 = mul nsw i64 %811, 6400
+  %813 = add nsw i64 1438720, %812
+  %814 = mul nsw i64 %conv2.nb42179, 64
+  %815 = add nsw i64 %813, %814
+  %816 = add nsw i64 %815, 48
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %816
+  store <16 x float> %t44_c3_3260, ptr %arena261, align 4
+  %t44_c4_0262 = load <16 x float>, ptr %conv2.t44_c4_0, align 64
+  %817 = mul nsw i64 %conv2.mb43180, 6
+  %818 = add nsw i64 %817, 4
+  %819 = mul nsw i64 %818, 6400
+  %820 = add nsw i64 1438720, %819
+  %821 = mul nsw i64 %conv2.nb42179, 64
+  %822 = add nsw i64 %820, %821
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %822
+  store <16 x float> %t44_c4_0262, ptr %arena263, align 4
+  %t44_c4_1264 = load <16 x float>, ptr %conv2.t44_c4_1, align 64
+  %823 = mul nsw i64 %conv2.mb43180, 6
+  %824 = add nsw i64 %823, 4
+  %825 = mul nsw i64 %824, 6400
+  %826 = add nsw i64 1438720, %825
+  %827 = mul nsw i64 %conv2.nb42179, 64
+  %828 = add nsw i64 %826, %827
+  %829 = add nsw i64 %828, 16
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %829
+  store <16 x float> %t44_c4_1264, ptr %arena265, align 4
+  %t44_c4_2266 = load <16 x float>, ptr %conv2.t44_c4_2, align 64
+  %830 = mul nsw i64 %conv2.mb43180, 6
+  %831 = add nsw i64 %830, 4
+  %832 = mul nsw i64 %831, 6400
+  %833 = add nsw i64 1438720, %832
+  %834 = mul nsw i64 %conv2.nb42179, 64
   %835 = add nsw i64 %833, %834
-  %836 = add nsw i64 %835, %pool1_grad.ox111275
-  %arena277 = getelementptr inbounds float, ptr %arena, i64 %836
-  %837 = load float, ptr %arena277, align 4
-  %838 = fadd float %826, %837
-  store float %838, ptr %arena276, align 4
-  %ox111.next = add nsw i64 %pool1_grad.ox111275, 1
-  %839 = icmp slt i64 %ox111.next, 10
-  br i1 %839, label %pool1_grad.ox111, label %pool1_grad.ox111.end
-
-pool1_grad.ox111.end:                             ; preds = %pool1_grad.ox111
-  %oy110.next = add nsw i64 %pool1_grad.oy110274, 1
-  %840 = icmp slt i64 %oy110.next, 10
-  br i1 %840, label %pool1_grad.oy110, label %pool1_grad.oy110.end
-
-pool1_grad.oy112:                                 ; preds = %pool1_grad.ox113.end, %pool1_grad.oy110.end
-  %pool1_grad.oy112278 = phi i64 [ 0, %pool1_grad.oy110.end ], [ %oy112.next, %pool1_grad.ox113.end ]
-  br label %pool1_grad.ox113
-
-pool1_grad.oy112.end:                             ; preds = %pool1_grad.ox113.end
-  br label %pool1_grad.oy114
-
-pool1_grad.ox113:                                 ; preds = %pool1_grad.ox113, %pool1_grad.oy112
-  %pool1_grad.ox113279 = phi i64 [ 0, %pool1_grad.oy112 ], [ %ox113.next, %pool1_grad.ox113 ]
-  %841 = mul nsw i64 %pool1_grad.g103262, 64
-  %842 = add nsw i64 %841, %pool1_grad.j107271
-  %843 = mul nsw i64 %842, 1176
-  %844 = add nsw i64 376320, %843
-  %845 = mul nsw i64 %pool1_grad.c108272, 196
-  %846 = add nsw i64 %844, %845
-  %847 = add nsw i64 %pool1_grad.oy112278, %pool1_grad.ky109273
-  %848 = mul nsw i64 %847, 14
-  %849 = add nsw i64 %846, %848
-  %850 = add nsw i64 %pool1_grad.ox113279, 1
-  %851 = add nsw i64 %849, %850
-  %arena280 = getelementptr inbounds float, ptr %arena, i64 %851
-  %852 = load float, ptr %arena280, align 4
-  %853 = mul nsw i64 %pool1_grad.c108272, 5
-  %854 = add nsw i64 %853, %pool1_grad.ky109273
-  %855 = mul nsw i64 %854, 5
-  %856 = add nsw i64 %855, 1
-  %857 = mul nsw i64 %856, 6400
-  %858 = add nsw i64 756112, %857
-  %859 = mul nsw i64 %pool1_grad.j107271, 100
-  %860 = add nsw i64 %858, %859
-  %861 = mul nsw i64 %pool1_grad.oy112278, 10
+  %836 = add nsw i64 %835, 32
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %836
+  store <16 x float> %t44_c4_2266, ptr %arena267, align 4
+  %t44_c4_3268 = load <16 x float>, ptr %conv2.t44_c4_3, align 64
+  %837 = mul nsw i64 %conv2.mb43180, 6
+  %838 = add nsw i64 %837, 4
+  %839 = mul nsw i64 %838, 6400
+  %840 = add nsw i64 1438720, %839
+  %841 = mul nsw i64 %conv2.nb42179, 64
+  %842 = add nsw i64 %840, %841
+  %843 = add nsw i64 %842, 48
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %843
+  store <16 x float> %t44_c4_3268, ptr %arena269, align 4
+  %t44_c5_0270 = load <16 x float>, ptr %conv2.t44_c5_0, align 64
+  %844 = mul nsw i64 %conv2.mb43180, 6
+  %845 = add nsw i64 %844, 5
+  %846 = mul nsw i64 %845, 6400
+  %847 = add nsw i64 1438720, %846
+  %848 = mul nsw i64 %conv2.nb42179, 64
+  %849 = add nsw i64 %847, %848
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %849
+  store <16 x float> %t44_c5_0270, ptr %arena271, align 4
+  %t44_c5_1272 = load <16 x float>, ptr %conv2.t44_c5_1, align 64
+  %850 = mul nsw i64 %conv2.mb43180, 6
+  %851 = add nsw i64 %850, 5
+  %852 = mul nsw i64 %851, 6400
+  %853 = add nsw i64 1438720, %852
+  %854 = mul nsw i64 %conv2.nb42179, 64
+  %855 = add nsw i64 %853, %854
+  %856 = add nsw i64 %855, 16
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %856
+  store <16 x float> %t44_c5_1272, ptr %arena273, align 4
+  %t44_c5_2274 = load <16 x float>, ptr %conv2.t44_c5_2, align 64
+  %857 = mul nsw i64 %conv2.mb43180, 6
+  %858 = add nsw i64 %857, 5
+  %859 = mul nsw i64 %858, 6400
+  %860 = add nsw i64 1438720, %859
+  %861 = mul nsw i64 %conv2.nb42179, 64
   %862 = add nsw i64 %860, %861
-  %863 = add nsw i64 %862, %pool1_grad.ox113279
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %863
-  %864 = load float, ptr %arena281, align 4
-  %865 = fadd float %852, %864
-  store float %865, ptr %arena280, align 4
-  %ox113.next = add nsw i64 %pool1_grad.ox113279, 1
-  %866 = icmp slt i64 %ox113.next, 10
-  br i1 %866, label %pool1_grad.ox113, label %pool1_grad.ox113.end
+  %863 = add nsw i64 %862, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %863
+  store <16 x float> %t44_c5_2274, ptr %arena275, align 4
+  %t44_c5_3276 = load <16 x float>, ptr %conv2.t44_c5_3, align 64
+  %864 = mul nsw i64 %conv2.mb43180, 6
+  %865 = add nsw i64 %864, 5
+  %866 = mul nsw i64 %865, 6400
+  %867 = add nsw i64 1438720, %866
+  %868 = mul nsw i64 %conv2.nb42179, 64
+  %869 = add nsw i64 %867, %868
+  %870 = add nsw i64 %869, 48
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %870
+  store <16 x float> %t44_c5_3276, ptr %arena277, align 4
+  %mb43.next = add nsw i64 %conv2.mb43180, 1
+  %871 = icmp slt i64 %mb43.next, 2
+  br i1 %871, label %conv2.mb43, label %conv2.mb43.end
 
-pool1_grad.ox113.end:                             ; preds = %pool1_grad.ox113
-  %oy112.next = add nsw i64 %pool1_grad.oy112278, 1
-  %867 = icmp slt i64 %oy112.next, 10
-  br i1 %867, label %pool1_grad.oy112, label %pool1_grad.oy112.end
+conv2.k47:                                        ; preds = %conv2.k47, %conv2.mb43.end
+  %conv2.k47278 = phi i64 [ 0, %conv2.mb43.end ], [ %k47.next, %conv2.k47 ]
+  %872 = mul nsw i64 %conv2.k47278, 6400
+  %873 = add nsw i64 478720, %872
+  %874 = mul nsw i64 %conv2.nb42179, 64
+  %875 = add nsw i64 %873, %874
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %875
+  %876 = load <16 x float>, ptr %arena279, align 4
+  store <16 x float> %876, ptr %conv2.t46_b0, align 64
+  %877 = mul nsw i64 %conv2.k47278, 6400
+  %878 = add nsw i64 478720, %877
+  %879 = mul nsw i64 %conv2.nb42179, 64
+  %880 = add nsw i64 %878, %879
+  %881 = add nsw i64 %880, 16
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %881
+  %882 = load <16 x float>, ptr %arena280, align 4
+  store <16 x float> %882, ptr %conv2.t46_b1, align 64
+  %883 = mul nsw i64 %conv2.k47278, 6400
+  %884 = add nsw i64 478720, %883
+  %885 = mul nsw i64 %conv2.nb42179, 64
+  %886 = add nsw i64 %884, %885
+  %887 = add nsw i64 %886, 32
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %887
+  %888 = load <16 x float>, ptr %arena281, align 4
+  store <16 x float> %888, ptr %conv2.t46_b2, align 64
+  %889 = mul nsw i64 %conv2.k47278, 6400
+  %890 = add nsw i64 478720, %889
+  %891 = mul nsw i64 %conv2.nb42179, 64
+  %892 = add nsw i64 %890, %891
+  %893 = add nsw i64 %892, 48
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %893
+  %894 = load <16 x float>, ptr %arena282, align 4
+  store <16 x float> %894, ptr %conv2.t46_b3, align 64
+  %895 = add nsw i64 1956, %conv2.k47278
+  %params283 = getelementptr inbounds float, ptr %params, i64 %895
+  %896 = load float, ptr %params283, align 4
+  %897 = insertelement <16 x float> undef, float %896, i32 0
+  %898 = shufflevector <16 x float> %897, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %898, ptr %conv2.t46_a0, align 64
+  %t46_a0 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b0 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c0_0 = load <16 x float>, ptr %conv2.t46_c0_0, align 64
+  %899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0, <16 x float> %t46_b0, <16 x float> %t46_c0_0)
+  store <16 x float> %899, ptr %conv2.t46_c0_0, align 64
+  %t46_a0284 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b1 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c0_1 = load <16 x float>, ptr %conv2.t46_c0_1, align 64
+  %900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0284, <16 x float> %t46_b1, <16 x float> %t46_c0_1)
+  store <16 x float> %900, ptr %conv2.t46_c0_1, align 64
+  %t46_a0285 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b2 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c0_2 = load <16 x float>, ptr %conv2.t46_c0_2, align 64
+  %901 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0285, <16 x float> %t46_b2, <16 x float> %t46_c0_2)
+  store <16 x float> %901, ptr %conv2.t46_c0_2, align 64
+  %t46_a0286 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b3 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c0_3 = load <16 x float>, ptr %conv2.t46_c0_3, align 64
+  %902 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0286, <16 x float> %t46_b3, <16 x float> %t46_c0_3)
+  store <16 x float> %902, ptr %conv2.t46_c0_3, align 64
+  %903 = add nsw i64 2106, %conv2.k47278
+  %params287 = getelementptr inbounds float, ptr %params, i64 %903
+  %904 = load float, ptr %params287, align 4
+  %905 = insertelement <16 x float> undef, float %904, i32 0
+  %906 = shufflevector <16 x float> %905, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %906, ptr %conv2.t46_a1, align 64
+  %t46_a1 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b0288 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c1_0 = load <16 x float>, ptr %conv2.t46_c1_0, align 64
+  %907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1, <16 x float> %t46_b0288, <16 x float> %t46_c1_0)
+  store <16 x float> %907, ptr %conv2.t46_c1_0, align 64
+  %t46_a1289 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b1290 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c1_1 = load <16 x float>, ptr %conv2.t46_c1_1, align 64
+  %908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1289, <16 x float> %t46_b1290, <16 x float> %t46_c1_1)
+  store <16 x float> %908, ptr %conv2.t46_c1_1, align 64
+  %t46_a1291 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b2292 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c1_2 = load <16 x float>, ptr %conv2.t46_c1_2, align 64
+  %909 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1291, <16 x float> %t46_b2292, <16 x float> %t46_c1_2)
+  store <16 x float> %909, ptr %conv2.t46_c1_2, align 64
+  %t46_a1293 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b3294 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c1_3 = load <16 x float>, ptr %conv2.t46_c1_3, align 64
+  %910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1293, <16 x float> %t46_b3294, <16 x float> %t46_c1_3)
+  store <16 x float> %910, ptr %conv2.t46_c1_3, align 64
+  %911 = add nsw i64 2256, %conv2.k47278
+  %params295 = getelementptr inbounds float, ptr %params, i64 %911
+  %912 = load float, ptr %params295, align 4
+  %913 = insertelement <16 x float> undef, float %912, i32 0
+  %914 = shufflevector <16 x float> %913, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %914, ptr %conv2.t46_a2, align 64
+  %t46_a2 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b0296 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c2_0 = load <16 x float>, ptr %conv2.t46_c2_0, align 64
+  %915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2, <16 x float> %t46_b0296, <16 x float> %t46_c2_0)
+  store <16 x float> %915, ptr %conv2.t46_c2_0, align 64
+  %t46_a2297 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b1298 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c2_1 = load <16 x float>, ptr %conv2.t46_c2_1, align 64
+  %916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2297, <16 x float> %t46_b1298, <16 x float> %t46_c2_1)
+  store <16 x float> %916, ptr %conv2.t46_c2_1, align 64
+  %t46_a2299 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b2300 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c2_2 = load <16 x float>, ptr %conv2.t46_c2_2, align 64
+  %917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2299, <16 x float> %t46_b2300, <16 x float> %t46_c2_2)
+  store <16 x float> %917, ptr %conv2.t46_c2_2, align 64
+  %t46_a2301 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b3302 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c2_3 = load <16 x float>, ptr %conv2.t46_c2_3, align 64
+  %918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2301, <16 x float> %t46_b3302, <16 x float> %t46_c2_3)
+  store <16 x float> %918, ptr %conv2.t46_c2_3, align 64
+  %919 = add nsw i64 2406, %conv2.k47278
+  %params303 = getelementptr inbounds float, ptr %params, i64 %919
+  %920 = load float, ptr %params303, align 4
+  %921 = insertelement <16 x float> undef, float %920, i32 0
+  %922 = shufflevector <16 x float> %921, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %922, ptr %conv2.t46_a3, align 64
+  %t46_a3 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b0304 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c3_0 = load <16 x float>, ptr %conv2.t46_c3_0, align 64
+  %923 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3, <16 x float> %t46_b0304, <16 x float> %t46_c3_0)
+  store <16 x float> %923, ptr %conv2.t46_c3_0, align 64
+  %t46_a3305 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b1306 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c3_1 = load <16 x float>, ptr %conv2.t46_c3_1, align 64
+  %924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3305, <16 x float> %t46_b1306, <16 x float> %t46_c3_1)
+  store <16 x float> %924, ptr %conv2.t46_c3_1, align 64
+  %t46_a3307 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b2308 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c3_2 = load <16 x float>, ptr %conv2.t46_c3_2, align 64
+  %925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3307, <16 x float> %t46_b2308, <16 x float> %t46_c3_2)
+  store <16 x float> %925, ptr %conv2.t46_c3_2, align 64
+  %t46_a3309 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b3310 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c3_3 = load <16 x float>, ptr %conv2.t46_c3_3, align 64
+  %926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3309, <16 x float> %t46_b3310, <16 x float> %t46_c3_3)
+  store <16 x float> %926, ptr %conv2.t46_c3_3, align 64
+  %k47.next = add nsw i64 %conv2.k47278, 1
+  %927 = icmp slt i64 %k47.next, 150
+  br i1 %927, label %conv2.k47, label %conv2.k47.end
 
-pool1_grad.oy114:                                 ; preds = %pool1_grad.ox115.end, %pool1_grad.oy112.end
-  %pool1_grad.oy114282 = phi i64 [ 0, %pool1_grad.oy112.end ], [ %oy114.next, %pool1_grad.ox115.end ]
-  br label %pool1_grad.ox115
+conv2.k47.end:                                    ; preds = %conv2.k47
+  %t46_c0_0311 = load <16 x float>, ptr %conv2.t46_c0_0, align 64
+  %928 = mul nsw i64 %conv2.nb42179, 64
+  %929 = add nsw i64 1515520, %928
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %929
+  store <16 x float> %t46_c0_0311, ptr %arena312, align 4
+  %t46_c0_1313 = load <16 x float>, ptr %conv2.t46_c0_1, align 64
+  %930 = mul nsw i64 %conv2.nb42179, 64
+  %931 = add nsw i64 1515520, %930
+  %932 = add nsw i64 %931, 16
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %932
+  store <16 x float> %t46_c0_1313, ptr %arena314, align 4
+  %t46_c0_2315 = load <16 x float>, ptr %conv2.t46_c0_2, align 64
+  %933 = mul nsw i64 %conv2.nb42179, 64
+  %934 = add nsw i64 1515520, %933
+  %935 = add nsw i64 %934, 32
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %935
+  store <16 x float> %t46_c0_2315, ptr %arena316, align 4
+  %t46_c0_3317 = load <16 x float>, ptr %conv2.t46_c0_3, align 64
+  %936 = mul nsw i64 %conv2.nb42179, 64
+  %937 = add nsw i64 1515520, %936
+  %938 = add nsw i64 %937, 48
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %938
+  store <16 x float> %t46_c0_3317, ptr %arena318, align 4
+  %t46_c1_0319 = load <16 x float>, ptr %conv2.t46_c1_0, align 64
+  %939 = mul nsw i64 %conv2.nb42179, 64
+  %940 = add nsw i64 1521920, %939
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %940
+  store <16 x float> %t46_c1_0319, ptr %arena320, align 4
+  %t46_c1_1321 = load <16 x float>, ptr %conv2.t46_c1_1, align 64
+  %941 = mul nsw i64 %conv2.nb42179, 64
+  %942 = add nsw i64 1521920, %941
+  %943 = add nsw i64 %942, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %943
+  store <16 x float> %t46_c1_1321, ptr %arena322, align 4
+  %t46_c1_2323 = load <16 x float>, ptr %conv2.t46_c1_2, align 64
+  %944 = mul nsw i64 %conv2.nb42179, 64
+  %945 = add nsw i64 1521920, %944
+  %946 = add nsw i64 %945, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %946
+  store <16 x float> %t46_c1_2323, ptr %arena324, align 4
+  %t46_c1_3325 = load <16 x float>, ptr %conv2.t46_c1_3, align 64
+  %947 = mul nsw i64 %conv2.nb42179, 64
+  %948 = add nsw i64 1521920, %947
+  %949 = add nsw i64 %948, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %949
+  store <16 x float> %t46_c1_3325, ptr %arena326, align 4
+  %t46_c2_0327 = load <16 x float>, ptr %conv2.t46_c2_0, align 64
+  %950 = mul nsw i64 %conv2.nb42179, 64
+  %951 = add nsw i64 1528320, %950
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %951
+  store <16 x float> %t46_c2_0327, ptr %arena328, align 4
+  %t46_c2_1329 = load <16 x float>, ptr %conv2.t46_c2_1, align 64
+  %952 = mul nsw i64 %conv2.nb42179, 64
+  %953 = add nsw i64 1528320, %952
+  %954 = add nsw i64 %953, 16
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %954
+  store <16 x float> %t46_c2_1329, ptr %arena330, align 4
+  %t46_c2_2331 = load <16 x float>, ptr %conv2.t46_c2_2, align 64
+  %955 = mul nsw i64 %conv2.nb42179, 64
+  %956 = add nsw i64 1528320, %955
+  %957 = add nsw i64 %956, 32
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %957
+  store <16 x float> %t46_c2_2331, ptr %arena332, align 4
+  %t46_c2_3333 = load <16 x float>, ptr %conv2.t46_c2_3, align 64
+  %958 = mul nsw i64 %conv2.nb42179, 64
+  %959 = add nsw i64 1528320, %958
+  %960 = add nsw i64 %959, 48
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %960
+  store <16 x float> %t46_c2_3333, ptr %arena334, align 4
+  %t46_c3_0335 = load <16 x float>, ptr %conv2.t46_c3_0, align 64
+  %961 = mul nsw i64 %conv2.nb42179, 64
+  %962 = add nsw i64 1534720, %961
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %962
+  store <16 x float> %t46_c3_0335, ptr %arena336, align 4
+  %t46_c3_1337 = load <16 x float>, ptr %conv2.t46_c3_1, align 64
+  %963 = mul nsw i64 %conv2.nb42179, 64
+  %964 = add nsw i64 1534720, %963
+  %965 = add nsw i64 %964, 16
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %965
+  store <16 x float> %t46_c3_1337, ptr %arena338, align 4
+  %t46_c3_2339 = load <16 x float>, ptr %conv2.t46_c3_2, align 64
+  %966 = mul nsw i64 %conv2.nb42179, 64
+  %967 = add nsw i64 1534720, %966
+  %968 = add nsw i64 %967, 32
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %968
+  store <16 x float> %t46_c3_2339, ptr %arena340, align 4
+  %t46_c3_3341 = load <16 x float>, ptr %conv2.t46_c3_3, align 64
+  %969 = mul nsw i64 %conv2.nb42179, 64
+  %970 = add nsw i64 1534720, %969
+  %971 = add nsw i64 %970, 48
+  %arena342 = getelementptr inbounds float, ptr %arena, i64 %971
+  store <16 x float> %t46_c3_3341, ptr %arena342, align 4
+  %nb42.next = add nsw i64 %conv2.nb42179, 1
+  %972 = icmp slt i64 %nb42.next, 100
+  br i1 %972, label %conv2.nb42, label %conv2.nb42.end
 
-pool1_grad.oy114.end:                             ; preds = %pool1_grad.ox115.end
-  br label %pool1_grad.oy116
+conv2.j48:                                        ; preds = %conv2.f49.end, %conv2.nb42.end
+  %conv2.j48343 = phi i64 [ 0, %conv2.nb42.end ], [ %j48.next, %conv2.f49.end ]
+  br label %conv2.f49
 
-pool1_grad.ox115:                                 ; preds = %pool1_grad.ox115, %pool1_grad.oy114
-  %pool1_grad.ox115283 = phi i64 [ 0, %pool1_grad.oy114 ], [ %ox115.next, %pool1_grad.ox115 ]
-  %868 = mul nsw i64 %pool1_grad.g103262, 64
-  %869 = add nsw i64 %868, %pool1_grad.j107271
-  %870 = mul nsw i64 %869, 1176
-  %871 = add nsw i64 376320, %870
-  %872 = mul nsw i64 %pool1_grad.c108272, 196
-  %873 = add nsw i64 %871, %872
-  %874 = add nsw i64 %pool1_grad.oy114282, %pool1_grad.ky109273
-  %875 = mul nsw i64 %874, 14
-  %876 = add nsw i64 %873, %875
-  %877 = add nsw i64 %pool1_grad.ox115283, 2
-  %878 = add nsw i64 %876, %877
-  %arena284 = getelementptr inbounds float, ptr %arena, i64 %878
-  %879 = load float, ptr %arena284, align 4
-  %880 = mul nsw i64 %pool1_grad.c108272, 5
-  %881 = add nsw i64 %880, %pool1_grad.ky109273
-  %882 = mul nsw i64 %881, 5
-  %883 = add nsw i64 %882, 2
-  %884 = mul nsw i64 %883, 6400
-  %885 = add nsw i64 756112, %884
-  %886 = mul nsw i64 %pool1_grad.j107271, 100
-  %887 = add nsw i64 %885, %886
-  %888 = mul nsw i64 %pool1_grad.oy114282, 10
-  %889 = add nsw i64 %887, %888
-  %890 = add nsw i64 %889, %pool1_grad.ox115283
-  %arena285 = getelementptr inbounds float, ptr %arena, i64 %890
-  %891 = load float, ptr %arena285, align 4
-  %892 = fadd float %879, %891
-  store float %892, ptr %arena284, align 4
-  %ox115.next = add nsw i64 %pool1_grad.ox115283, 1
-  %893 = icmp slt i64 %ox115.next, 10
-  br i1 %893, label %pool1_grad.ox115, label %pool1_grad.ox115.end
+conv2.j48.end:                                    ; preds = %conv2.f49.end
+  %g28.next = add nsw i64 %conv2.g28155, 1
+  %973 = icmp slt i64 %g28.next, 1
+  br i1 %973, label %conv2.g28, label %conv2.g28.end
 
-pool1_grad.ox115.end:                             ; preds = %pool1_grad.ox115
-  %oy114.next = add nsw i64 %pool1_grad.oy114282, 1
-  %894 = icmp slt i64 %oy114.next, 10
-  br i1 %894, label %pool1_grad.oy114, label %pool1_grad.oy114.end
+conv2.f49:                                        ; preds = %conv2.i50.end, %conv2.j48
+  %conv2.f49344 = phi i64 [ 0, %conv2.j48 ], [ %f49.next, %conv2.i50.end ]
+  br label %conv2.i50
 
-pool1_grad.oy116:                                 ; preds = %pool1_grad.ox117.end, %pool1_grad.oy114.end
-  %pool1_grad.oy116286 = phi i64 [ 0, %pool1_grad.oy114.end ], [ %oy116.next, %pool1_grad.ox117.end ]
-  br label %pool1_grad.ox117
+conv2.f49.end:                                    ; preds = %conv2.i50.end
+  %j48.next = add nsw i64 %conv2.j48343, 1
+  %974 = icmp slt i64 %j48.next, 64
+  br i1 %974, label %conv2.j48, label %conv2.j48.end
 
-pool1_grad.oy116.end:                             ; preds = %pool1_grad.ox117.end
-  br label %pool1_grad.oy118
+conv2.i50:                                        ; preds = %conv2.i50, %conv2.f49
+  %conv2.i50345 = phi i64 [ 0, %conv2.f49 ], [ %i50.next, %conv2.i50 ]
+  %975 = mul nsw i64 %conv2.f49344, 6400
+  %976 = add nsw i64 1438720, %975
+  %977 = mul nsw i64 %conv2.j48343, 100
+  %978 = add nsw i64 %976, %977
+  %979 = add nsw i64 %978, %conv2.i50345
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %979
+  %980 = load float, ptr %arena346, align 4
+  %981 = add nsw i64 2556, %conv2.f49344
+  %params347 = getelementptr inbounds float, ptr %params, i64 %981
+  %982 = load float, ptr %params347, align 4
+  %983 = fadd float %980, %982
+  %984 = fcmp ogt float %983, 0.000000e+00
+  %985 = mul nsw i64 %conv2.f49344, 6400
+  %986 = add nsw i64 1438720, %985
+  %987 = mul nsw i64 %conv2.j48343, 100
+  %988 = add nsw i64 %986, %987
+  %989 = add nsw i64 %988, %conv2.i50345
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %989
+  %990 = load float, ptr %arena348, align 4
+  %991 = add nsw i64 2556, %conv2.f49344
+  %params349 = getelementptr inbounds float, ptr %params, i64 %991
+  %992 = load float, ptr %params349, align 4
+  %993 = fadd float %990, %992
+  %994 = select i1 %984, float %993, float 0.000000e+00
+  %995 = mul nsw i64 %conv2.g28155, 64
+  %996 = add nsw i64 %995, %conv2.j48343
+  %997 = mul nsw i64 %996, 1600
+  %998 = add nsw i64 376320, %997
+  %999 = mul nsw i64 %conv2.f49344, 100
+  %1000 = add nsw i64 %998, %999
+  %1001 = add nsw i64 %1000, %conv2.i50345
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1001
+  store float %994, ptr %arena350, align 4
+  %i50.next = add nsw i64 %conv2.i50345, 1
+  %1002 = icmp slt i64 %i50.next, 100
+  br i1 %1002, label %conv2.i50, label %conv2.i50.end
 
-pool1_grad.ox117:                                 ; preds = %pool1_grad.ox117, %pool1_grad.oy116
-  %pool1_grad.ox117287 = phi i64 [ 0, %pool1_grad.oy116 ], [ %ox117.next, %pool1_grad.ox117 ]
-  %895 = mul nsw i64 %pool1_grad.g103262, 64
-  %896 = add nsw i64 %895, %pool1_grad.j107271
-  %897 = mul nsw i64 %896, 1176
-  %898 = add nsw i64 376320, %897
-  %899 = mul nsw i64 %pool1_grad.c108272, 196
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %pool1_grad.oy116286, %pool1_grad.ky109273
-  %902 = mul nsw i64 %901, 14
-  %903 = add nsw i64 %900, %902
-  %904 = add nsw i64 %pool1_grad.ox117287, 3
-  %905 = add nsw i64 %903, %904
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 %905
-  %906 = load float, ptr %arena288, align 4
-  %907 = mul nsw i64 %pool1_grad.c108272, 5
-  %908 = add nsw i64 %907, %pool1_grad.ky109273
-  %909 = mul nsw i64 %908, 5
-  %910 = add nsw i64 %909, 3
-  %911 = mul nsw i64 %910, 6400
-  %912 = add nsw i64 756112, %911
-  %913 = mul nsw i64 %pool1_grad.j107271, 100
-  %914 = add nsw i64 %912, %913
-  %915 = mul nsw i64 %pool1_grad.oy116286, 10
-  %916 = add nsw i64 %914, %915
-  %917 = add nsw i64 %916, %pool1_grad.ox117287
-  %arena289 = getelementptr inbounds float, ptr %arena, i64 %917
-  %918 = load float, ptr %arena289, align 4
-  %919 = fadd float %906, %918
-  store float %919, ptr %arena288, align 4
-  %ox117.next = add nsw i64 %pool1_grad.ox117287, 1
-  %920 = icmp slt i64 %ox117.next, 10
-  br i1 %920, label %pool1_grad.ox117, label %pool1_grad.ox117.end
+conv2.i50.end:                                    ; preds = %conv2.i50
+  %f49.next = add nsw i64 %conv2.f49344, 1
+  %1003 = icmp slt i64 %f49.next, 16
+  br i1 %1003, label %conv2.f49, label %conv2.f49.end
 
-pool1_grad.ox117.end:                             ; preds = %pool1_grad.ox117
-  %oy116.next = add nsw i64 %pool1_grad.oy116286, 1
-  %921 = icmp slt i64 %oy116.next, 10
-  br i1 %921, label %pool1_grad.oy116, label %pool1_grad.oy116.end
+pool2.q51:                                        ; preds = %pool2.py52.end, %conv2.g28.end
+  %pool2.q51351 = phi i64 [ 0, %conv2.g28.end ], [ %q51.next, %pool2.py52.end ]
+  br label %pool2.py52
 
-pool1_grad.oy118:                                 ; preds = %pool1_grad.ox119.end, %pool1_grad.oy116.end
-  %pool1_grad.oy118290 = phi i64 [ 0, %pool1_grad.oy116.end ], [ %oy118.next, %pool1_grad.ox119.end ]
-  br label %pool1_grad.ox119
+pool2.q51.end:                                    ; preds = %pool2.py52.end
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 478720
+  %params364 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 504320
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena363, i32 400, ptr %params364, i32 400, float 0.000000e+00, ptr %arena365, i32 120)
+  br label %fc1.n55
 
-pool1_grad.oy118.end:                             ; preds = %pool1_grad.ox119.end
-  %ky109.next = add nsw i64 %pool1_grad.ky109273, 1
-  %922 = icmp slt i64 %ky109.next, 5
-  br i1 %922, label %pool1_grad.ky109, label %pool1_grad.ky109.end
+pool2.py52:                                       ; preds = %pool2.px53.end, %pool2.q51
+  %pool2.py52352 = phi i64 [ 0, %pool2.q51 ], [ %py52.next, %pool2.px53.end ]
+  br label %pool2.px53
 
-pool1_grad.ox119:                                 ; preds = %pool1_grad.ox119, %pool1_grad.oy118
-  %pool1_grad.ox119291 = phi i64 [ 0, %pool1_grad.oy118 ], [ %ox119.next, %pool1_grad.ox119 ]
-  %923 = mul nsw i64 %pool1_grad.g103262, 64
-  %924 = add nsw i64 %923, %pool1_grad.j107271
-  %925 = mul nsw i64 %924, 1176
-  %926 = add nsw i64 376320, %925
-  %927 = mul nsw i64 %pool1_grad.c108272, 196
-  %928 = add nsw i64 %926, %927
-  %929 = add nsw i64 %pool1_grad.oy118290, %pool1_grad.ky109273
-  %930 = mul nsw i64 %929, 14
-  %931 = add nsw i64 %928, %930
-  %932 = add nsw i64 %pool1_grad.ox119291, 4
-  %933 = add nsw i64 %931, %932
-  %arena292 = getelementptr inbounds float, ptr %arena, i64 %933
-  %934 = load float, ptr %arena292, align 4
-  %935 = mul nsw i64 %pool1_grad.c108272, 5
-  %936 = add nsw i64 %935, %pool1_grad.ky109273
-  %937 = mul nsw i64 %936, 5
-  %938 = add nsw i64 %937, 4
-  %939 = mul nsw i64 %938, 6400
-  %940 = add nsw i64 756112, %939
-  %941 = mul nsw i64 %pool1_grad.j107271, 100
-  %942 = add nsw i64 %940, %941
-  %943 = mul nsw i64 %pool1_grad.oy118290, 10
-  %944 = add nsw i64 %942, %943
-  %945 = add nsw i64 %944, %pool1_grad.ox119291
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 %945
-  %946 = load float, ptr %arena293, align 4
-  %947 = fadd float %934, %946
-  store float %947, ptr %arena292, align 4
-  %ox119.next = add nsw i64 %pool1_grad.ox119291, 1
-  %948 = icmp slt i64 %ox119.next, 10
-  br i1 %948, label %pool1_grad.ox119, label %pool1_grad.ox119.end
+pool2.py52.end:                                   ; preds = %pool2.px53.end
+  %q51.next = add nsw i64 %pool2.q51351, 1
+  %1004 = icmp slt i64 %q51.next, 1024
+  br i1 %1004, label %pool2.q51, label %pool2.q51.end
 
-pool1_grad.ox119.end:                             ; preds = %pool1_grad.ox119
-  %oy118.next = add nsw i64 %pool1_grad.oy118290, 1
-  %949 = icmp slt i64 %oy118.next, 10
-  br i1 %949, label %pool1_grad.oy118, label %pool1_grad.oy118.end
+pool2.px53:                                       ; preds = %pool2.px53, %pool2.py52
+  %pool2.px53353 = phi i64 [ 0, %pool2.py52 ], [ %px53.next, %pool2.px53 ]
+  store float 0.000000e+00, ptr %pool2.acc54, align 4
+  %acc54 = load float, ptr %pool2.acc54, align 4
+  %1005 = mul nsw i64 %pool2.q51351, 100
+  %1006 = mul nsw i64 %pool2.py52352, 20
+  %1007 = add nsw i64 %1005, %1006
+  %1008 = mul nsw i64 %pool2.px53353, 2
+  %1009 = add nsw i64 %1007, %1008
+  %1010 = add nsw i64 376320, %1009
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1010
+  %1011 = load float, ptr %arena354, align 4
+  %1012 = fadd float %acc54, %1011
+  store float %1012, ptr %pool2.acc54, align 4
+  %acc54355 = load float, ptr %pool2.acc54, align 4
+  %1013 = mul nsw i64 %pool2.q51351, 100
+  %1014 = mul nsw i64 %pool2.py52352, 20
+  %1015 = add nsw i64 %1013, %1014
+  %1016 = mul nsw i64 %pool2.px53353, 2
+  %1017 = add nsw i64 %1015, %1016
+  %1018 = add nsw i64 376320, %1017
+  %1019 = add nsw i64 %1018, 1
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %1019
+  %1020 = load float, ptr %arena356, align 4
+  %1021 = fadd float %acc54355, %1020
+  store float %1021, ptr %pool2.acc54, align 4
+  %acc54357 = load float, ptr %pool2.acc54, align 4
+  %1022 = mul nsw i64 %pool2.q51351, 100
+  %1023 = mul nsw i64 %pool2.py52352, 20
+  %1024 = add nsw i64 %1022, %1023
+  %1025 = mul nsw i64 %pool2.px53353, 2
+  %1026 = add nsw i64 %1024, %1025
+  %1027 = add nsw i64 376320, %1026
+  %1028 = add nsw i64 %1027, 10
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %1028
+  %1029 = load float, ptr %arena358, align 4
+  %1030 = fadd float %acc54357, %1029
+  store float %1030, ptr %pool2.acc54, align 4
+  %acc54359 = load float, ptr %pool2.acc54, align 4
+  %1031 = mul nsw i64 %pool2.q51351, 100
+  %1032 = mul nsw i64 %pool2.py52352, 20
+  %1033 = add nsw i64 %1031, %1032
+  %1034 = mul nsw i64 %pool2.px53353, 2
+  %1035 = add nsw i64 %1033, %1034
+  %1036 = add nsw i64 376320, %1035
+  %1037 = add nsw i64 %1036, 10
+  %1038 = add nsw i64 %1037, 1
+  %arena360 = getelementptr inbounds float, ptr %arena, i64 %1038
+  %1039 = load float, ptr %arena360, align 4
+  %1040 = fadd float %acc54359, %1039
+  store float %1040, ptr %pool2.acc54, align 4
+  %acc54361 = load float, ptr %pool2.acc54, align 4
+  %1041 = fmul float %acc54361, 2.500000e-01
+  %1042 = mul nsw i64 %pool2.q51351, 25
+  %1043 = add nsw i64 478720, %1042
+  %1044 = mul nsw i64 %pool2.py52352, 5
+  %1045 = add nsw i64 %1043, %1044
+  %1046 = add nsw i64 %1045, %pool2.px53353
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1046
+  store float %1041, ptr %arena362, align 4
+  %px53.next = add nsw i64 %pool2.px53353, 1
+  %1047 = icmp slt i64 %px53.next, 5
+  br i1 %1047, label %pool2.px53, label %pool2.px53.end
 
-relu1_grad.i120:                                  ; preds = %relu1_grad.i120, %pool1_grad.g103.end
-  %relu1_grad.i120294 = phi i64 [ 0, %pool1_grad.g103.end ], [ %i120.next, %relu1_grad.i120 ]
-  %950 = add nsw i64 518032, %relu1_grad.i120294
-  %arena295 = getelementptr inbounds float, ptr %arena, i64 %950
-  store float 0.000000e+00, ptr %arena295, align 4
-  %i120.next = add nsw i64 %relu1_grad.i120294, 1
-  %951 = icmp slt i64 %i120.next, 301056
-  br i1 %951, label %relu1_grad.i120, label %relu1_grad.i120.end
+pool2.px53.end:                                   ; preds = %pool2.px53
+  %py52.next = add nsw i64 %pool2.py52352, 1
+  %1048 = icmp slt i64 %py52.next, 5
+  br i1 %1048, label %pool2.py52, label %pool2.py52.end
 
-relu1_grad.i120.end:                              ; preds = %relu1_grad.i120
-  br label %relu1_grad.q121
+fc1.n55:                                          ; preds = %fc1.u56.end, %pool2.q51.end
+  %fc1.n55366 = phi i64 [ 0, %pool2.q51.end ], [ %n55.next, %fc1.u56.end ]
+  br label %fc1.u56
 
-relu1_grad.q121:                                  ; preds = %relu1_grad.py122.end, %relu1_grad.i120.end
-  %relu1_grad.q121296 = phi i64 [ 0, %relu1_grad.i120.end ], [ %q121.next, %relu1_grad.py122.end ]
-  br label %relu1_grad.py122
+fc1.n55.end:                                      ; preds = %fc1.u56.end
+  %arena373 = getelementptr inbounds float, ptr %arena, i64 504320
+  %params374 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 512000
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena373, i32 120, ptr %params374, i32 120, float 0.000000e+00, ptr %arena375, i32 84)
+  br label %fc2.n57
 
-relu1_grad.q121.end:                              ; preds = %relu1_grad.py122.end
-  br label %conv1_grad.i126
+fc1.u56:                                          ; preds = %fc1.u56, %fc1.n55
+  %fc1.u56367 = phi i64 [ 0, %fc1.n55 ], [ %u56.next, %fc1.u56 ]
+  %1049 = mul nsw i64 %fc1.n55366, 120
+  %1050 = add nsw i64 504320, %1049
+  %1051 = add nsw i64 %1050, %fc1.u56367
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %1051
+  %1052 = load float, ptr %arena368, align 4
+  %1053 = add nsw i64 50572, %fc1.u56367
+  %params369 = getelementptr inbounds float, ptr %params, i64 %1053
+  %1054 = load float, ptr %params369, align 4
+  %1055 = fadd float %1052, %1054
+  %1056 = fcmp ogt float %1055, 0.000000e+00
+  %1057 = mul nsw i64 %fc1.n55366, 120
+  %1058 = add nsw i64 504320, %1057
+  %1059 = add nsw i64 %1058, %fc1.u56367
+  %arena370 = getelementptr inbounds float, ptr %arena, i64 %1059
+  %1060 = load float, ptr %arena370, align 4
+  %1061 = add nsw i64 50572, %fc1.u56367
+  %params371 = getelementptr inbounds float, ptr %params, i64 %1061
+  %1062 = load float, ptr %params371, align 4
+  %1063 = fadd float %1060, %1062
+  %1064 = select i1 %1056, float %1063, float 0.000000e+00
+  %1065 = mul nsw i64 %fc1.n55366, 120
+  %1066 = add nsw i64 504320, %1065
+  %1067 = add nsw i64 %1066, %fc1.u56367
+  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1067
+  store float %1064, ptr %arena372, align 4
+  %u56.next = add nsw i64 %fc1.u56367, 1
+  %1068 = icmp slt i64 %u56.next, 120
+  br i1 %1068, label %fc1.u56, label %fc1.u56.end
 
-relu1_grad.py122:                                 ; preds = %relu1_grad.px123.end, %relu1_grad.q121
-  %relu1_grad.py122297 = phi i64 [ 0, %relu1_grad.q121 ], [ %py122.next, %relu1_grad.px123.end ]
-  br label %relu1_grad.px123
+fc1.u56.end:                                      ; preds = %fc1.u56
+  %n55.next = add nsw i64 %fc1.n55366, 1
+  %1069 = icmp slt i64 %n55.next, 64
+  br i1 %1069, label %fc1.n55, label %fc1.n55.end
 
-relu1_grad.py122.end:                             ; preds = %relu1_grad.px123.end
-  %q121.next = add nsw i64 %relu1_grad.q121296, 1
-  %952 = icmp slt i64 %q121.next, 384
-  br i1 %952, label %relu1_grad.q121, label %relu1_grad.q121.end
+fc2.n57:                                          ; preds = %fc2.u58.end, %fc1.n55.end
+  %fc2.n57376 = phi i64 [ 0, %fc1.n55.end ], [ %n57.next, %fc2.u58.end ]
+  br label %fc2.u58
 
-relu1_grad.px123:                                 ; preds = %relu1_grad.ky124.end, %relu1_grad.py122
-  %relu1_grad.px123298 = phi i64 [ 0, %relu1_grad.py122 ], [ %px123.next, %relu1_grad.ky124.end ]
-  br label %relu1_grad.ky124
+fc2.n57.end:                                      ; preds = %fc2.u58.end
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 512000
+  %params384 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 517376
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena383, i32 84, ptr %params384, i32 84, float 0.000000e+00, ptr %arena385, i32 10)
+  br label %fc3.n59
 
-relu1_grad.px123.end:                             ; preds = %relu1_grad.ky124.end
-  %py122.next = add nsw i64 %relu1_grad.py122297, 1
-  %953 = icmp slt i64 %py122.next, 14
-  br i1 %953, label %relu1_grad.py122, label %relu1_grad.py122.end
+fc2.u58:                                          ; preds = %fc2.u58, %fc2.n57
+  %fc2.u58377 = phi i64 [ 0, %fc2.n57 ], [ %u58.next, %fc2.u58 ]
+  %1070 = mul nsw i64 %fc2.n57376, 84
+  %1071 = add nsw i64 512000, %1070
+  %1072 = add nsw i64 %1071, %fc2.u58377
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1072
+  %1073 = load float, ptr %arena378, align 4
+  %1074 = add nsw i64 60772, %fc2.u58377
+  %params379 = getelementptr inbounds float, ptr %params, i64 %1074
+  %1075 = load float, ptr %params379, align 4
+  %1076 = fadd float %1073, %1075
+  %1077 = fcmp ogt float %1076, 0.000000e+00
+  %1078 = mul nsw i64 %fc2.n57376, 84
+  %1079 = add nsw i64 512000, %1078
+  %1080 = add nsw i64 %1079, %fc2.u58377
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1080
+  %1081 = load float, ptr %arena380, align 4
+  %1082 = add nsw i64 60772, %fc2.u58377
+  %params381 = getelementptr inbounds float, ptr %params, i64 %1082
+  %1083 = load float, ptr %params381, align 4
+  %1084 = fadd float %1081, %1083
+  %1085 = select i1 %1077, float %1084, float 0.000000e+00
+  %1086 = mul nsw i64 %fc2.n57376, 84
+  %1087 = add nsw i64 512000, %1086
+  %1088 = add nsw i64 %1087, %fc2.u58377
+  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store float %1085, ptr %arena382, align 4
+  %u58.next = add nsw i64 %fc2.u58377, 1
+  %1089 = icmp slt i64 %u58.next, 84
+  br i1 %1089, label %fc2.u58, label %fc2.u58.end
 
-relu1_grad.ky124:                                 ; preds = %relu1_grad.kx125.end, %relu1_grad.px123
-  %relu1_grad.ky124299 = phi i64 [ 0, %relu1_grad.px123 ], [ %ky124.next, %relu1_grad.kx125.end ]
-  br label %relu1_grad.kx125
+fc2.u58.end:                                      ; preds = %fc2.u58
+  %n57.next = add nsw i64 %fc2.n57376, 1
+  %1090 = icmp slt i64 %n57.next, 64
+  br i1 %1090, label %fc2.n57, label %fc2.n57.end
 
-relu1_grad.ky124.end:                             ; preds = %relu1_grad.kx125.end
-  %px123.next = add nsw i64 %relu1_grad.px123298, 1
-  %954 = icmp slt i64 %px123.next, 14
-  br i1 %954, label %relu1_grad.px123, label %relu1_grad.px123.end
+fc3.n59:                                          ; preds = %fc3.u60.end, %fc2.n57.end
+  %fc3.n59386 = phi i64 [ 0, %fc2.n57.end ], [ %n59.next, %fc3.u60.end ]
+  br label %fc3.u60
 
-relu1_grad.kx125:                                 ; preds = %relu1_grad.kx125, %relu1_grad.ky124
-  %relu1_grad.kx125300 = phi i64 [ 0, %relu1_grad.ky124 ], [ %kx125.next, %relu1_grad.kx125 ]
-  %955 = mul nsw i64 %relu1_grad.q121296, 784
-  %956 = mul nsw i64 %relu1_grad.py122297, 56
-  %957 = add nsw i64 %955, %956
-  %958 = mul nsw i64 %relu1_grad.px123298, 2
-  %959 = add nsw i64 %957, %958
-  %960 = add nsw i64 518032, %959
-  %961 = mul nsw i64 %relu1_grad.ky124299, 28
-  %962 = add nsw i64 %960, %961
-  %963 = add nsw i64 %962, %relu1_grad.kx125300
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 %963
-  %964 = load float, ptr %arena301, align 4
-  %965 = mul nsw i64 %relu1_grad.q121296, 196
-  %966 = add nsw i64 376320, %965
-  %967 = mul nsw i64 %relu1_grad.py122297, 14
-  %968 = add nsw i64 %966, %967
-  %969 = add nsw i64 %968, %relu1_grad.px123298
-  %arena302 = getelementptr inbounds float, ptr %arena, i64 %969
-  %970 = load float, ptr %arena302, align 4
-  %971 = fmul float %970, 2.500000e-01
-  %972 = fadd float %964, %971
-  store float %972, ptr %arena301, align 4
-  %kx125.next = add nsw i64 %relu1_grad.kx125300, 1
-  %973 = icmp slt i64 %kx125.next, 2
-  br i1 %973, label %relu1_grad.kx125, label %relu1_grad.kx125.end
+fc3.n59.end:                                      ; preds = %fc3.u60.end
+  store float 0.000000e+00, ptr %loss.total61, align 4
+  br label %loss.n62
 
-relu1_grad.kx125.end:                             ; preds = %relu1_grad.kx125
-  %ky124.next = add nsw i64 %relu1_grad.ky124299, 1
-  %974 = icmp slt i64 %ky124.next, 2
-  br i1 %974, label %relu1_grad.ky124, label %relu1_grad.ky124.end
+fc3.u60:                                          ; preds = %fc3.u60, %fc3.n59
+  %fc3.u60387 = phi i64 [ 0, %fc3.n59 ], [ %u60.next, %fc3.u60 ]
+  %1091 = mul nsw i64 %fc3.n59386, 10
+  %1092 = add nsw i64 517376, %1091
+  %1093 = add nsw i64 %1092, %fc3.u60387
+  %arena388 = getelementptr inbounds float, ptr %arena, i64 %1093
+  %1094 = load float, ptr %arena388, align 4
+  %1095 = add nsw i64 61696, %fc3.u60387
+  %params389 = getelementptr inbounds float, ptr %params, i64 %1095
+  %1096 = load float, ptr %params389, align 4
+  %1097 = fadd float %1094, %1096
+  %1098 = mul nsw i64 %fc3.n59386, 10
+  %1099 = add nsw i64 517376, %1098
+  %1100 = add nsw i64 %1099, %fc3.u60387
+  %arena390 = getelementptr inbounds float, ptr %arena, i64 %1100
+  store float %1097, ptr %arena390, align 4
+  %u60.next = add nsw i64 %fc3.u60387, 1
+  %1101 = icmp slt i64 %u60.next, 10
+  br i1 %1101, label %fc3.u60, label %fc3.u60.end
 
-conv1_grad.i126:                                  ; preds = %conv1_grad.i126, %relu1_grad.q121.end
-  %conv1_grad.i126303 = phi i64 [ 0, %relu1_grad.q121.end ], [ %i126.next, %conv1_grad.i126 ]
-  %arena304 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i126303
-  %975 = load float, ptr %arena304, align 4
-  %976 = fcmp ogt float %975, 0.000000e+00
-  %977 = add nsw i64 518032, %conv1_grad.i126303
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %977
-  %978 = load float, ptr %arena305, align 4
-  %979 = select i1 %976, float %978, float 0.000000e+00
-  %980 = add nsw i64 819088, %conv1_grad.i126303
-  %arena306 = getelementptr inbounds float, ptr %arena, i64 %980
-  store float %979, ptr %arena306, align 4
-  %i126.next = add nsw i64 %conv1_grad.i126303, 1
-  %981 = icmp slt i64 %i126.next, 301056
-  br i1 %981, label %conv1_grad.i126, label %conv1_grad.i126.end
+fc3.u60.end:                                      ; preds = %fc3.u60
+  %n59.next = add nsw i64 %fc3.n59386, 1
+  %1102 = icmp slt i64 %n59.next, 64
+  br i1 %1102, label %fc3.n59, label %fc3.n59.end
 
-conv1_grad.i126.end:                              ; preds = %conv1_grad.i126
-  br label %conv1_weight_grad.i127
+loss.n62:                                         ; preds = %loss.k66.end, %fc3.n59.end
+  %loss.n62391 = phi i64 [ 0, %fc3.n59.end ], [ %n62.next, %loss.k66.end ]
+  %1103 = mul nsw i64 %loss.n62391, 10
+  %1104 = add nsw i64 517376, %1103
+  %arena392 = getelementptr inbounds float, ptr %arena, i64 %1104
+  %1105 = load float, ptr %arena392, align 4
+  store float %1105, ptr %loss.m63, align 4
+  br label %loss.k65
 
-conv1_weight_grad.i127:                           ; preds = %conv1_weight_grad.i127, %conv1_grad.i126.end
-  %conv1_weight_grad.i127307 = phi i64 [ 0, %conv1_grad.i126.end ], [ %i127.next, %conv1_weight_grad.i127 ]
-  %grads308 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i127307
-  store float 0.000000e+00, ptr %grads308, align 4
-  %i127.next = add nsw i64 %conv1_weight_grad.i127307, 1
-  %982 = icmp slt i64 %i127.next, 150
-  br i1 %982, label %conv1_weight_grad.i127, label %conv1_weight_grad.i127.end
+loss.n62.end:                                     ; preds = %loss.k66.end
+  %total61402 = load float, ptr %loss.total61, align 4
+  %1106 = fdiv float %total61402, 6.400000e+01
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 518016
+  store float %1106, ptr %arena403, align 4
+  br label %fc3_grad.n67
 
-conv1_weight_grad.i127.end:                       ; preds = %conv1_weight_grad.i127
-  br label %conv1_weight_grad.g128
+loss.k65:                                         ; preds = %loss.k65, %loss.n62
+  %loss.k65393 = phi i64 [ 0, %loss.n62 ], [ %k65.next, %loss.k65 ]
+  %m63 = load float, ptr %loss.m63, align 4
+  %1107 = mul nsw i64 %loss.n62391, 10
+  %1108 = add nsw i64 517376, %1107
+  %1109 = add nsw i64 %1108, %loss.k65393
+  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1109
+  %1110 = load float, ptr %arena394, align 4
+  %1111 = fcmp ogt float %1110, %m63
+  %1112 = select i1 %1111, float %1110, float %m63
+  store float %1112, ptr %loss.m63, align 4
+  %k65.next = add nsw i64 %loss.k65393, 1
+  %1113 = icmp slt i64 %k65.next, 10
+  br i1 %1113, label %loss.k65, label %loss.k65.end
 
-conv1_weight_grad.g128:                           ; preds = %conv1_weight_grad.j144.end, %conv1_weight_grad.i127.end
-  %conv1_weight_grad.g128309 = phi i64 [ 0, %conv1_weight_grad.i127.end ], [ %g128.next, %conv1_weight_grad.j144.end ]
-  br label %conv1_weight_grad.j129
+loss.k65.end:                                     ; preds = %loss.k65
+  store float 0.000000e+00, ptr %loss.s64, align 4
+  br label %loss.k66
 
-conv1_weight_grad.g128.end:                       ; preds = %conv1_weight_grad.j144.end
-  br label %conv1_bias_grad.i147
+loss.k66:                                         ; preds = %loss.k66, %loss.k65.end
+  %loss.k66395 = phi i64 [ 0, %loss.k65.end ], [ %k66.next, %loss.k66 ]
+  %s64 = load float, ptr %loss.s64, align 4
+  %1114 = mul nsw i64 %loss.n62391, 10
+  %1115 = add nsw i64 517376, %1114
+  %1116 = add nsw i64 %1115, %loss.k66395
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1116
+  %1117 = load float, ptr %arena396, align 4
+  %m63397 = load float, ptr %loss.m63, align 4
+  %1118 = fsub float %1117, %m63397
+  %1119 = call float @llvm.exp.f32(float %1118)
+  %1120 = fadd float %s64, %1119
+  store float %1120, ptr %loss.s64, align 4
+  %k66.next = add nsw i64 %loss.k66395, 1
+  %1121 = icmp slt i64 %k66.next, 10
+  br i1 %1121, label %loss.k66, label %loss.k66.end
 
-conv1_weight_grad.j129:                           ; preds = %conv1_weight_grad.c132.end, %conv1_weight_grad.g128
-  %conv1_weight_grad.j129310 = phi i64 [ 0, %conv1_weight_grad.g128 ], [ %j129.next, %conv1_weight_grad.c132.end ]
-  br label %conv1_weight_grad.r130
+loss.k66.end:                                     ; preds = %loss.k66
+  %total61 = load float, ptr %loss.total61, align 4
+  %m63398 = load float, ptr %loss.m63, align 4
+  %s64399 = load float, ptr %loss.s64, align 4
+  %1122 = call float @llvm.log.f32(float %s64399)
+  %1123 = fadd float %m63398, %1122
+  %1124 = mul nsw i64 %loss.n62391, 10
+  %1125 = add nsw i64 517376, %1124
+  %labels400 = getelementptr inbounds i32, ptr %labels, i64 %loss.n62391
+  %label = load i32, ptr %labels400, align 4
+  %1126 = sext i32 %label to i64
+  %1127 = add nsw i64 %1125, %1126
+  %arena401 = getelementptr inbounds float, ptr %arena, i64 %1127
+  %1128 = load float, ptr %arena401, align 4
+  %1129 = fsub float %1123, %1128
+  %1130 = fadd float %total61, %1129
+  store float %1130, ptr %loss.total61, align 4
+  %n62.next = add nsw i64 %loss.n62391, 1
+  %1131 = icmp slt i64 %n62.next, 64
+  br i1 %1131, label %loss.n62, label %loss.n62.end
 
-conv1_weight_grad.j129.end:                       ; preds = %conv1_weight_grad.c132.end
-  br label %conv1_weight_grad.j144
+fc3_grad.n67:                                     ; preds = %fc3_grad.k72.end, %loss.n62.end
+  %fc3_grad.n67404 = phi i64 [ 0, %loss.n62.end ], [ %n67.next, %fc3_grad.k72.end ]
+  %1132 = mul nsw i64 %fc3_grad.n67404, 10
+  %1133 = add nsw i64 517376, %1132
+  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1133
+  %1134 = load float, ptr %arena405, align 4
+  store float %1134, ptr %fc3_grad.m68, align 4
+  br label %fc3_grad.k70
 
-conv1_weight_grad.r130:                           ; preds = %conv1_weight_grad.i131.end, %conv1_weight_grad.j129
-  %conv1_weight_grad.r130311 = phi i64 [ 0, %conv1_weight_grad.j129 ], [ %r130.next, %conv1_weight_grad.i131.end ]
-  br label %conv1_weight_grad.i131
+fc3_grad.n67.end:                                 ; preds = %fc3_grad.k72.end
+  %arena421 = getelementptr inbounds float, ptr %arena, i64 518032
+  %arena422 = getelementptr inbounds float, ptr %arena, i64 512000
+  %grads423 = getelementptr inbounds float, ptr %grads, i64 60856
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 84, i32 64, float 1.000000e+00, ptr %arena421, i32 10, ptr %arena422, i32 84, float 0.000000e+00, ptr %grads423, i32 84)
+  br label %fc3_bias_grad.u73
 
-conv1_weight_grad.r130.end:                       ; preds = %conv1_weight_grad.i131.end
-  br label %conv1_weight_grad.c132
+fc3_grad.k70:                                     ; preds = %fc3_grad.k70, %fc3_grad.n67
+  %fc3_grad.k70406 = phi i64 [ 0, %fc3_grad.n67 ], [ %k70.next, %fc3_grad.k70 ]
+  %m68 = load float, ptr %fc3_grad.m68, align 4
+  %1135 = mul nsw i64 %fc3_grad.n67404, 10
+  %1136 = add nsw i64 517376, %1135
+  %1137 = add nsw i64 %1136, %fc3_grad.k70406
+  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1137
+  %1138 = load float, ptr %arena407, align 4
+  %1139 = fcmp ogt float %1138, %m68
+  %1140 = select i1 %1139, float %1138, float %m68
+  store float %1140, ptr %fc3_grad.m68, align 4
+  %k70.next = add nsw i64 %fc3_grad.k70406, 1
+  %1141 = icmp slt i64 %k70.next, 10
+  br i1 %1141, label %fc3_grad.k70, label %fc3_grad.k70.end
 
-conv1_weight_grad.i131:                           ; preds = %conv1_weight_grad.i131, %conv1_weight_grad.r130
-  %conv1_weight_grad.i131312 = phi i64 [ 0, %conv1_weight_grad.r130 ], [ %i131.next, %conv1_weight_grad.i131 ]
-  %983 = mul nsw i64 %conv1_weight_grad.r130311, 50176
-  %984 = add nsw i64 1120144, %983
-  %985 = mul nsw i64 %conv1_weight_grad.j129310, 784
-  %986 = add nsw i64 %984, %985
-  %987 = add nsw i64 %986, %conv1_weight_grad.i131312
-  %arena313 = getelementptr inbounds float, ptr %arena, i64 %987
-  store float 0.000000e+00, ptr %arena313, align 4
-  %i131.next = add nsw i64 %conv1_weight_grad.i131312, 1
-  %988 = icmp slt i64 %i131.next, 784
-  br i1 %988, label %conv1_weight_grad.i131, label %conv1_weight_grad.i131.end
+fc3_grad.k70.end:                                 ; preds = %fc3_grad.k70
+  store float 0.000000e+00, ptr %fc3_grad.s69, align 4
+  br label %fc3_grad.k71
 
-conv1_weight_grad.i131.end:                       ; preds = %conv1_weight_grad.i131
-  %r130.next = add nsw i64 %conv1_weight_grad.r130311, 1
-  %989 = icmp slt i64 %r130.next, 25
-  br i1 %989, label %conv1_weight_grad.r130, label %conv1_weight_grad.r130.end
+fc3_grad.k71:                                     ; preds = %fc3_grad.k71, %fc3_grad.k70.end
+  %fc3_grad.k71408 = phi i64 [ 0, %fc3_grad.k70.end ], [ %k71.next, %fc3_grad.k71 ]
+  %s69 = load float, ptr %fc3_grad.s69, align 4
+  %1142 = mul nsw i64 %fc3_grad.n67404, 10
+  %1143 = add nsw i64 517376, %1142
+  %1144 = add nsw i64 %1143, %fc3_grad.k71408
+  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1144
+  %1145 = load float, ptr %arena409, align 4
+  %m68410 = load float, ptr %fc3_grad.m68, align 4
+  %1146 = fsub float %1145, %m68410
+  %1147 = call float @llvm.exp.f32(float %1146)
+  %1148 = fadd float %s69, %1147
+  store float %1148, ptr %fc3_grad.s69, align 4
+  %k71.next = add nsw i64 %fc3_grad.k71408, 1
+  %1149 = icmp slt i64 %k71.next, 10
+  br i1 %1149, label %fc3_grad.k71, label %fc3_grad.k71.end
 
-conv1_weight_grad.c132:                           ; preds = %conv1_weight_grad.ky133.end, %conv1_weight_grad.r130.end
-  %conv1_weight_grad.c132314 = phi i64 [ 0, %conv1_weight_grad.r130.end ], [ %c132.next, %conv1_weight_grad.ky133.end ]
-  br label %conv1_weight_grad.ky133
+fc3_grad.k71.end:                                 ; preds = %fc3_grad.k71
+  br label %fc3_grad.k72
 
-conv1_weight_grad.c132.end:                       ; preds = %conv1_weight_grad.ky133.end
-  %j129.next = add nsw i64 %conv1_weight_grad.j129310, 1
-  %990 = icmp slt i64 %j129.next, 64
-  br i1 %990, label %conv1_weight_grad.j129, label %conv1_weight_grad.j129.end
+fc3_grad.k72:                                     ; preds = %fc3_grad.k72, %fc3_grad.k71.end
+  %fc3_grad.k72411 = phi i64 [ 0, %fc3_grad.k71.end ], [ %k72.next, %fc3_grad.k72 ]
+  %labels412 = getelementptr inbounds i32, ptr %labels, i64 %fc3_grad.n67404
+  %label413 = load i32, ptr %labels412, align 4
+  %1150 = sext i32 %label413 to i64
+  %1151 = icmp eq i64 %fc3_grad.k72411, %1150
+  %1152 = mul nsw i64 %fc3_grad.n67404, 10
+  %1153 = add nsw i64 517376, %1152
+  %1154 = add nsw i64 %1153, %fc3_grad.k72411
+  %arena414 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load float, ptr %arena414, align 4
+  %m68415 = load float, ptr %fc3_grad.m68, align 4
+  %1156 = fsub float %1155, %m68415
+  %1157 = call float @llvm.exp.f32(float %1156)
+  %s69416 = load float, ptr %fc3_grad.s69, align 4
+  %1158 = fdiv float %1157, %s69416
+  %1159 = fsub float %1158, 1.000000e+00
+  %1160 = mul nsw i64 %fc3_grad.n67404, 10
+  %1161 = add nsw i64 517376, %1160
+  %1162 = add nsw i64 %1161, %fc3_grad.k72411
+  %arena417 = getelementptr inbounds float, ptr %arena, i64 %1162
+  %1163 = load float, ptr %arena417, align 4
+  %m68418 = load float, ptr %fc3_grad.m68, align 4
+  %1164 = fsub float %1163, %m68418
+  %1165 = call float @llvm.exp.f32(float %1164)
+  %s69419 = load float, ptr %fc3_grad.s69, align 4
+  %1166 = fdiv float %1165, %s69419
+  %1167 = select i1 %1151, float %1159, float %1166
+  %1168 = fdiv float %1167, 6.400000e+01
+  %1169 = mul nsw i64 %fc3_grad.n67404, 10
+  %1170 = add nsw i64 518032, %1169
+  %1171 = add nsw i64 %1170, %fc3_grad.k72411
+  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1171
+  store float %1168, ptr %arena420, align 4
+  %k72.next = add nsw i64 %fc3_grad.k72411, 1
+  %1172 = icmp slt i64 %k72.next, 10
+  br i1 %1172, label %fc3_grad.k72, label %fc3_grad.k72.end
 
-conv1_weight_grad.ky133:                          ; preds = %conv1_weight_grad.oy142.end, %conv1_weight_grad.c132
-  %conv1_weight_grad.ky133315 = phi i64 [ 0, %conv1_weight_grad.c132 ], [ %ky133.next, %conv1_weight_grad.oy142.end ]
-  br label %conv1_weight_grad.oy134
+fc3_grad.k72.end:                                 ; preds = %fc3_grad.k72
+  %n67.next = add nsw i64 %fc3_grad.n67404, 1
+  %1173 = icmp slt i64 %n67.next, 64
+  br i1 %1173, label %fc3_grad.n67, label %fc3_grad.n67.end
 
-conv1_weight_grad.ky133.end:                      ; preds = %conv1_weight_grad.oy142.end
-  %c132.next = add nsw i64 %conv1_weight_grad.c132314, 1
-  %991 = icmp slt i64 %c132.next, 1
-  br i1 %991, label %conv1_weight_grad.c132, label %conv1_weight_grad.c132.end
+fc3_bias_grad.u73:                                ; preds = %fc3_bias_grad.n75.end, %fc3_grad.n67.end
+  %fc3_bias_grad.u73424 = phi i64 [ 0, %fc3_grad.n67.end ], [ %u73.next, %fc3_bias_grad.n75.end ]
+  store float 0.000000e+00, ptr %fc3_bias_grad.acc74, align 4
+  br label %fc3_bias_grad.n75
 
-conv1_weight_grad.oy134:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky133
-  %conv1_weight_grad.oy134316 = phi i64 [ 0, %conv1_weight_grad.ky133 ], [ %oy134.next, %conv1_weight_grad.endif ]
-  %992 = add nsw i64 %conv1_weight_grad.oy134316, %conv1_weight_grad.ky133315
-  %993 = add nsw i64 %992, -2
-  %994 = icmp slt i64 -1, %993
-  %995 = add nsw i64 %conv1_weight_grad.oy134316, %conv1_weight_grad.ky133315
-  %996 = add nsw i64 %995, -2
-  %997 = icmp slt i64 %996, 28
-  %998 = and i1 %994, %997
-  br i1 %998, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+fc3_bias_grad.u73.end:                            ; preds = %fc3_bias_grad.n75.end
+  %arena429 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params430 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena431 = getelementptr inbounds float, ptr %arena, i64 518672
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 84, i32 10, float 1.000000e+00, ptr %arena429, i32 10, ptr %params430, i32 84, float 0.000000e+00, ptr %arena431, i32 84)
+  br label %fc2_grad.i76
 
-conv1_weight_grad.oy134.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy136
+fc3_bias_grad.n75:                                ; preds = %fc3_bias_grad.n75, %fc3_bias_grad.u73
+  %fc3_bias_grad.n75425 = phi i64 [ 0, %fc3_bias_grad.u73 ], [ %n75.next, %fc3_bias_grad.n75 ]
+  %acc74 = load float, ptr %fc3_bias_grad.acc74, align 4
+  %1174 = mul nsw i64 %fc3_bias_grad.n75425, 10
+  %1175 = add nsw i64 518032, %1174
+  %1176 = add nsw i64 %1175, %fc3_bias_grad.u73424
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1176
+  %1177 = load float, ptr %arena426, align 4
+  %1178 = fadd float %acc74, %1177
+  store float %1178, ptr %fc3_bias_grad.acc74, align 4
+  %n75.next = add nsw i64 %fc3_bias_grad.n75425, 1
+  %1179 = icmp slt i64 %n75.next, 64
+  br i1 %1179, label %fc3_bias_grad.n75, label %fc3_bias_grad.n75.end
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy134
-  br label %conv1_weight_grad.ox135
+fc3_bias_grad.n75.end:                            ; preds = %fc3_bias_grad.n75
+  %acc74427 = load float, ptr %fc3_bias_grad.acc74, align 4
+  %1180 = add nsw i64 61696, %fc3_bias_grad.u73424
+  %grads428 = getelementptr inbounds float, ptr %grads, i64 %1180
+  store float %acc74427, ptr %grads428, align 4
+  %u73.next = add nsw i64 %fc3_bias_grad.u73424, 1
+  %1181 = icmp slt i64 %u73.next, 10
+  br i1 %1181, label %fc3_bias_grad.u73, label %fc3_bias_grad.u73.end
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox135.end, %conv1_weight_grad.oy134
-  %oy134.next = add nsw i64 %conv1_weight_grad.oy134316, 1
-  %999 = icmp slt i64 %oy134.next, 28
-  br i1 %999, label %conv1_weight_grad.oy134, label %conv1_weight_grad.oy134.end
+fc2_grad.i76:                                     ; preds = %fc2_grad.i76, %fc3_bias_grad.u73.end
+  %fc2_grad.i76432 = phi i64 [ 0, %fc3_bias_grad.u73.end ], [ %i76.next, %fc2_grad.i76 ]
+  %1182 = add nsw i64 512000, %fc2_grad.i76432
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1182
+  %1183 = load float, ptr %arena433, align 4
+  %1184 = fcmp ogt float %1183, 0.000000e+00
+  %1185 = add nsw i64 518672, %fc2_grad.i76432
+  %arena434 = getelementptr inbounds float, ptr %arena, i64 %1185
+  %1186 = load float, ptr %arena434, align 4
+  %1187 = select i1 %1184, float %1186, float 0.000000e+00
+  %1188 = add nsw i64 524048, %fc2_grad.i76432
+  %arena435 = getelementptr inbounds float, ptr %arena, i64 %1188
+  store float %1187, ptr %arena435, align 4
+  %i76.next = add nsw i64 %fc2_grad.i76432, 1
+  %1189 = icmp slt i64 %i76.next, 5376
+  br i1 %1189, label %fc2_grad.i76, label %fc2_grad.i76.end
 
-conv1_weight_grad.ox135:                          ; preds = %conv1_weight_grad.ox135, %conv1_weight_grad.then
-  %conv1_weight_grad.ox135317 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox135.next, %conv1_weight_grad.ox135 ]
-  %1000 = mul nsw i64 %conv1_weight_grad.g128309, 64
-  %1001 = add nsw i64 %1000, %conv1_weight_grad.j129310
-  %1002 = mul nsw i64 %1001, 784
-  %1003 = mul nsw i64 %conv1_weight_grad.c132314, 784
-  %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %conv1_weight_grad.oy134316, %conv1_weight_grad.ky133315
-  %1006 = add nsw i64 %1005, -2
-  %1007 = mul nsw i64 %1006, 28
-  %1008 = add nsw i64 %1004, %1007
-  %1009 = add nsw i64 %conv1_weight_grad.ox135317, 2
-  %1010 = add nsw i64 %1009, -2
-  %1011 = add nsw i64 %1008, %1010
-  %images318 = getelementptr inbounds float, ptr %images, i64 %1011
-  %1012 = load float, ptr %images318, align 4
-  %1013 = mul nsw i64 %conv1_weight_grad.c132314, 5
-  %1014 = add nsw i64 %1013, %conv1_weight_grad.ky133315
-  %1015 = mul nsw i64 %1014, 5
-  %1016 = mul nsw i64 %1015, 50176
-  %1017 = add nsw i64 1120144, %1016
-  %1018 = mul nsw i64 %conv1_weight_grad.j129310, 784
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = mul nsw i64 %conv1_weight_grad.oy134316, 28
-  %1021 = add nsw i64 %1019, %1020
-  %1022 = add nsw i64 %conv1_weight_grad.ox135317, 2
-  %1023 = add nsw i64 %1021, %1022
-  %arena319 = getelementptr inbounds float, ptr %arena, i64 %1023
-  store float %1012, ptr %arena319, align 4
-  %ox135.next = add nsw i64 %conv1_weight_grad.ox135317, 1
-  %1024 = icmp slt i64 %ox135.next, 26
-  br i1 %1024, label %conv1_weight_grad.ox135, label %conv1_weight_grad.ox135.end
+fc2_grad.i76.end:                                 ; preds = %fc2_grad.i76
+  %arena436 = getelementptr inbounds float, ptr %arena, i64 524048
+  %arena437 = getelementptr inbounds float, ptr %arena, i64 504320
+  %grads438 = getelementptr inbounds float, ptr %grads, i64 50692
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 84, i32 120, i32 64, float 1.000000e+00, ptr %arena436, i32 84, ptr %arena437, i32 120, float 0.000000e+00, ptr %grads438, i32 120)
+  br label %fc2_bias_grad.u77
 
-conv1_weight_grad.ox135.end:                      ; preds = %conv1_weight_grad.ox135
+fc2_bias_grad.u77:                                ; preds = %fc2_bias_grad.n79.end, %fc2_grad.i76.end
+  %fc2_bias_grad.u77439 = phi i64 [ 0, %fc2_grad.i76.end ], [ %u77.next, %fc2_bias_grad.n79.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc78, align 4
+  br label %fc2_bias_grad.n79
+
+fc2_bias_grad.u77.end:                            ; preds = %fc2_bias_grad.n79.end
+  %arena444 = getelementptr inbounds float, ptr %arena, i64 524048
+  %params445 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 529424
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 120, i32 84, float 1.000000e+00, ptr %arena444, i32 84, ptr %params445, i32 120, float 0.000000e+00, ptr %arena446, i32 120)
+  br label %fc1_grad.i80
+
+fc2_bias_grad.n79:                                ; preds = %fc2_bias_grad.n79, %fc2_bias_grad.u77
+  %fc2_bias_grad.n79440 = phi i64 [ 0, %fc2_bias_grad.u77 ], [ %n79.next, %fc2_bias_grad.n79 ]
+  %acc78 = load float, ptr %fc2_bias_grad.acc78, align 4
+  %1190 = mul nsw i64 %fc2_bias_grad.n79440, 84
+  %1191 = add nsw i64 524048, %1190
+  %1192 = add nsw i64 %1191, %fc2_bias_grad.u77439
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1192
+  %1193 = load float, ptr %arena441, align 4
+  %1194 = fadd float %acc78, %1193
+  store float %1194, ptr %fc2_bias_grad.acc78, align 4
+  %n79.next = add nsw i64 %fc2_bias_grad.n79440, 1
+  %1195 = icmp slt i64 %n79.next, 64
+  br i1 %1195, label %fc2_bias_grad.n79, label %fc2_bias_grad.n79.end
+
+fc2_bias_grad.n79.end:                            ; preds = %fc2_bias_grad.n79
+  %acc78442 = load float, ptr %fc2_bias_grad.acc78, align 4
+  %1196 = add nsw i64 60772, %fc2_bias_grad.u77439
+  %grads443 = getelementptr inbounds float, ptr %grads, i64 %1196
+  store float %acc78442, ptr %grads443, align 4
+  %u77.next = add nsw i64 %fc2_bias_grad.u77439, 1
+  %1197 = icmp slt i64 %u77.next, 84
+  br i1 %1197, label %fc2_bias_grad.u77, label %fc2_bias_grad.u77.end
+
+fc1_grad.i80:                                     ; preds = %fc1_grad.i80, %fc2_bias_grad.u77.end
+  %fc1_grad.i80447 = phi i64 [ 0, %fc2_bias_grad.u77.end ], [ %i80.next, %fc1_grad.i80 ]
+  %1198 = add nsw i64 504320, %fc1_grad.i80447
+  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1198
+  %1199 = load float, ptr %arena448, align 4
+  %1200 = fcmp ogt float %1199, 0.000000e+00
+  %1201 = add nsw i64 529424, %fc1_grad.i80447
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1201
+  %1202 = load float, ptr %arena449, align 4
+  %1203 = select i1 %1200, float %1202, float 0.000000e+00
+  %1204 = add nsw i64 518032, %fc1_grad.i80447
+  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1204
+  store float %1203, ptr %arena450, align 4
+  %i80.next = add nsw i64 %fc1_grad.i80447, 1
+  %1205 = icmp slt i64 %i80.next, 7680
+  br i1 %1205, label %fc1_grad.i80, label %fc1_grad.i80.end
+
+fc1_grad.i80.end:                                 ; preds = %fc1_grad.i80
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 518032
+  %arena452 = getelementptr inbounds float, ptr %arena, i64 478720
+  %grads453 = getelementptr inbounds float, ptr %grads, i64 2572
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 120, i32 400, i32 64, float 1.000000e+00, ptr %arena451, i32 120, ptr %arena452, i32 400, float 0.000000e+00, ptr %grads453, i32 400)
+  br label %fc1_bias_grad.u81
+
+fc1_bias_grad.u81:                                ; preds = %fc1_bias_grad.n83.end, %fc1_grad.i80.end
+  %fc1_bias_grad.u81454 = phi i64 [ 0, %fc1_grad.i80.end ], [ %u81.next, %fc1_bias_grad.n83.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc82, align 4
+  br label %fc1_bias_grad.n83
+
+fc1_bias_grad.u81.end:                            ; preds = %fc1_bias_grad.n83.end
+  %arena459 = getelementptr inbounds float, ptr %arena, i64 518032
+  %params460 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 525712
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 400, i32 120, float 1.000000e+00, ptr %arena459, i32 120, ptr %params460, i32 400, float 0.000000e+00, ptr %arena461, i32 400)
+  br label %relu2_grad.i84
+
+fc1_bias_grad.n83:                                ; preds = %fc1_bias_grad.n83, %fc1_bias_grad.u81
+  %fc1_bias_grad.n83455 = phi i64 [ 0, %fc1_bias_grad.u81 ], [ %n83.next, %fc1_bias_grad.n83 ]
+  %acc82 = load float, ptr %fc1_bias_grad.acc82, align 4
+  %1206 = mul nsw i64 %fc1_bias_grad.n83455, 120
+  %1207 = add nsw i64 518032, %1206
+  %1208 = add nsw i64 %1207, %fc1_bias_grad.u81454
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 %1208
+  %1209 = load float, ptr %arena456, align 4
+  %1210 = fadd float %acc82, %1209
+  store float %1210, ptr %fc1_bias_grad.acc82, align 4
+  %n83.next = add nsw i64 %fc1_bias_grad.n83455, 1
+  %1211 = icmp slt i64 %n83.next, 64
+  br i1 %1211, label %fc1_bias_grad.n83, label %fc1_bias_grad.n83.end
+
+fc1_bias_grad.n83.end:                            ; preds = %fc1_bias_grad.n83
+  %acc82457 = load float, ptr %fc1_bias_grad.acc82, align 4
+  %1212 = add nsw i64 50572, %fc1_bias_grad.u81454
+  %grads458 = getelementptr inbounds float, ptr %grads, i64 %1212
+  store float %acc82457, ptr %grads458, align 4
+  %u81.next = add nsw i64 %fc1_bias_grad.u81454, 1
+  %1213 = icmp slt i64 %u81.next, 120
+  br i1 %1213, label %fc1_bias_grad.u81, label %fc1_bias_grad.u81.end
+
+relu2_grad.i84:                                   ; preds = %relu2_grad.i84, %fc1_bias_grad.u81.end
+  %relu2_grad.i84462 = phi i64 [ 0, %fc1_bias_grad.u81.end ], [ %i84.next, %relu2_grad.i84 ]
+  %1214 = add nsw i64 551312, %relu2_grad.i84462
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1214
+  store float 0.000000e+00, ptr %arena463, align 4
+  %i84.next = add nsw i64 %relu2_grad.i84462, 1
+  %1215 = icmp slt i64 %i84.next, 102400
+  br i1 %1215, label %relu2_grad.i84, label %relu2_grad.i84.end
+
+relu2_grad.i84.end:                               ; preds = %relu2_grad.i84
+  br label %relu2_grad.q85
+
+relu2_grad.q85:                                   ; preds = %relu2_grad.py86.end, %relu2_grad.i84.end
+  %relu2_grad.q85464 = phi i64 [ 0, %relu2_grad.i84.end ], [ %q85.next, %relu2_grad.py86.end ]
+  br label %relu2_grad.py86
+
+relu2_grad.q85.end:                               ; preds = %relu2_grad.py86.end
+  br label %conv2_grad.i90
+
+relu2_grad.py86:                                  ; preds = %relu2_grad.px87.end, %relu2_grad.q85
+  %relu2_grad.py86465 = phi i64 [ 0, %relu2_grad.q85 ], [ %py86.next, %relu2_grad.px87.end ]
+  br label %relu2_grad.px87
+
+relu2_grad.py86.end:                              ; preds = %relu2_grad.px87.end
+  %q85.next = add nsw i64 %relu2_grad.q85464, 1
+  %1216 = icmp slt i64 %q85.next, 1024
+  br i1 %1216, label %relu2_grad.q85, label %relu2_grad.q85.end
+
+relu2_grad.px87:                                  ; preds = %relu2_grad.ky88.end, %relu2_grad.py86
+  %relu2_grad.px87466 = phi i64 [ 0, %relu2_grad.py86 ], [ %px87.next, %relu2_grad.ky88.end ]
+  br label %relu2_grad.ky88
+
+relu2_grad.px87.end:                              ; preds = %relu2_grad.ky88.end
+  %py86.next = add nsw i64 %relu2_grad.py86465, 1
+  %1217 = icmp slt i64 %py86.next, 5
+  br i1 %1217, label %relu2_grad.py86, label %relu2_grad.py86.end
+
+relu2_grad.ky88:                                  ; preds = %relu2_grad.kx89.end, %relu2_grad.px87
+  %relu2_grad.ky88467 = phi i64 [ 0, %relu2_grad.px87 ], [ %ky88.next, %relu2_grad.kx89.end ]
+  br label %relu2_grad.kx89
+
+relu2_grad.ky88.end:                              ; preds = %relu2_grad.kx89.end
+  %px87.next = add nsw i64 %relu2_grad.px87466, 1
+  %1218 = icmp slt i64 %px87.next, 5
+  br i1 %1218, label %relu2_grad.px87, label %relu2_grad.px87.end
+
+relu2_grad.kx89:                                  ; preds = %relu2_grad.kx89, %relu2_grad.ky88
+  %relu2_grad.kx89468 = phi i64 [ 0, %relu2_grad.ky88 ], [ %kx89.next, %relu2_grad.kx89 ]
+  %1219 = mul nsw i64 %relu2_grad.q85464, 100
+  %1220 = mul nsw i64 %relu2_grad.py86465, 20
+  %1221 = add nsw i64 %1219, %1220
+  %1222 = mul nsw i64 %relu2_grad.px87466, 2
+  %1223 = add nsw i64 %1221, %1222
+  %1224 = add nsw i64 551312, %1223
+  %1225 = mul nsw i64 %relu2_grad.ky88467, 10
+  %1226 = add nsw i64 %1224, %1225
+  %1227 = add nsw i64 %1226, %relu2_grad.kx89468
+  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1227
+  %1228 = load float, ptr %arena469, align 4
+  %1229 = mul nsw i64 %relu2_grad.q85464, 25
+  %1230 = add nsw i64 525712, %1229
+  %1231 = mul nsw i64 %relu2_grad.py86465, 5
+  %1232 = add nsw i64 %1230, %1231
+  %1233 = add nsw i64 %1232, %relu2_grad.px87466
+  %arena470 = getelementptr inbounds float, ptr %arena, i64 %1233
+  %1234 = load float, ptr %arena470, align 4
+  %1235 = fmul float %1234, 2.500000e-01
+  %1236 = fadd float %1228, %1235
+  store float %1236, ptr %arena469, align 4
+  %kx89.next = add nsw i64 %relu2_grad.kx89468, 1
+  %1237 = icmp slt i64 %kx89.next, 2
+  br i1 %1237, label %relu2_grad.kx89, label %relu2_grad.kx89.end
+
+relu2_grad.kx89.end:                              ; preds = %relu2_grad.kx89
+  %ky88.next = add nsw i64 %relu2_grad.ky88467, 1
+  %1238 = icmp slt i64 %ky88.next, 2
+  br i1 %1238, label %relu2_grad.ky88, label %relu2_grad.ky88.end
+
+conv2_grad.i90:                                   ; preds = %conv2_grad.i90, %relu2_grad.q85.end
+  %conv2_grad.i90471 = phi i64 [ 0, %relu2_grad.q85.end ], [ %i90.next, %conv2_grad.i90 ]
+  %1239 = add nsw i64 376320, %conv2_grad.i90471
+  %arena472 = getelementptr inbounds float, ptr %arena, i64 %1239
+  %1240 = load float, ptr %arena472, align 4
+  %1241 = fcmp ogt float %1240, 0.000000e+00
+  %1242 = add nsw i64 551312, %conv2_grad.i90471
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1242
+  %1243 = load float, ptr %arena473, align 4
+  %1244 = select i1 %1241, float %1243, float 0.000000e+00
+  %1245 = add nsw i64 653712, %conv2_grad.i90471
+  %arena474 = getelementptr inbounds float, ptr %arena, i64 %1245
+  store float %1244, ptr %arena474, align 4
+  %i90.next = add nsw i64 %conv2_grad.i90471, 1
+  %1246 = icmp slt i64 %i90.next, 102400
+  br i1 %1246, label %conv2_grad.i90, label %conv2_grad.i90.end
+
+conv2_grad.i90.end:                               ; preds = %conv2_grad.i90
+  br label %conv2_weight_grad.i91
+
+conv2_weight_grad.i91:                            ; preds = %conv2_weight_grad.i91, %conv2_grad.i90.end
+  %conv2_weight_grad.i91475 = phi i64 [ 0, %conv2_grad.i90.end ], [ %i91.next, %conv2_weight_grad.i91 ]
+  %1247 = add nsw i64 1818512, %conv2_weight_grad.i91475
+  %arena476 = getelementptr inbounds float, ptr %arena, i64 %1247
+  store float 0.000000e+00, ptr %arena476, align 4
+  %i91.next = add nsw i64 %conv2_weight_grad.i91475, 1
+  %1248 = icmp slt i64 %i91.next, 2400
+  br i1 %1248, label %conv2_weight_grad.i91, label %conv2_weight_grad.i91.end
+
+conv2_weight_grad.i91.end:                        ; preds = %conv2_weight_grad.i91
+  br label %conv2_weight_grad.g92
+
+conv2_weight_grad.g92:                            ; preds = %conv2_weight_grad.nb116.end, %conv2_weight_grad.i91.end
+  %conv2_weight_grad.g92477 = phi i64 [ 0, %conv2_weight_grad.i91.end ], [ %g92.next, %conv2_weight_grad.nb116.end ]
+  br label %conv2_weight_grad.j93
+
+conv2_weight_grad.g92.end:                        ; preds = %conv2_weight_grad.nb116.end
+  br label %conv2_weight_grad.f122
+
+conv2_weight_grad.j93:                            ; preds = %conv2_weight_grad.c94.end, %conv2_weight_grad.g92
+  %conv2_weight_grad.j93478 = phi i64 [ 0, %conv2_weight_grad.g92 ], [ %j93.next, %conv2_weight_grad.c94.end ]
+  br label %conv2_weight_grad.c94
+
+conv2_weight_grad.j93.end:                        ; preds = %conv2_weight_grad.c94.end
+  br label %conv2_weight_grad.j106
+
+conv2_weight_grad.c94:                            ; preds = %conv2_weight_grad.ky95.end, %conv2_weight_grad.j93
+  %conv2_weight_grad.c94479 = phi i64 [ 0, %conv2_weight_grad.j93 ], [ %c94.next, %conv2_weight_grad.ky95.end ]
+  br label %conv2_weight_grad.ky95
+
+conv2_weight_grad.c94.end:                        ; preds = %conv2_weight_grad.ky95.end
+  %j93.next = add nsw i64 %conv2_weight_grad.j93478, 1
+  %1249 = icmp slt i64 %j93.next, 64
+  br i1 %1249, label %conv2_weight_grad.j93, label %conv2_weight_grad.j93.end
+
+conv2_weight_grad.ky95:                           ; preds = %conv2_weight_grad.oy104.end, %conv2_weight_grad.c94
+  %conv2_weight_grad.ky95480 = phi i64 [ 0, %conv2_weight_grad.c94 ], [ %ky95.next, %conv2_weight_grad.oy104.end ]
+  br label %conv2_weight_grad.oy96
+
+conv2_weight_grad.ky95.end:                       ; preds = %conv2_weight_grad.oy104.end
+  %c94.next = add nsw i64 %conv2_weight_grad.c94479, 1
+  %1250 = icmp slt i64 %c94.next, 6
+  br i1 %1250, label %conv2_weight_grad.c94, label %conv2_weight_grad.c94.end
+
+conv2_weight_grad.oy96:                           ; preds = %conv2_weight_grad.ox97.end, %conv2_weight_grad.ky95
+  %conv2_weight_grad.oy96481 = phi i64 [ 0, %conv2_weight_grad.ky95 ], [ %oy96.next, %conv2_weight_grad.ox97.end ]
+  br label %conv2_weight_grad.ox97
+
+conv2_weight_grad.oy96.end:                       ; preds = %conv2_weight_grad.ox97.end
+  br label %conv2_weight_grad.oy98
+
+conv2_weight_grad.ox97:                           ; preds = %conv2_weight_grad.ox97, %conv2_weight_grad.oy96
+  %conv2_weight_grad.ox97482 = phi i64 [ 0, %conv2_weight_grad.oy96 ], [ %ox97.next, %conv2_weight_grad.ox97 ]
+  %1251 = mul nsw i64 %conv2_weight_grad.g92477, 64
+  %1252 = add nsw i64 %1251, %conv2_weight_grad.j93478
+  %1253 = mul nsw i64 %1252, 1176
+  %1254 = add nsw i64 301056, %1253
+  %1255 = mul nsw i64 %conv2_weight_grad.c94479, 196
+  %1256 = add nsw i64 %1254, %1255
+  %1257 = add nsw i64 %conv2_weight_grad.oy96481, %conv2_weight_grad.ky95480
+  %1258 = mul nsw i64 %1257, 14
+  %1259 = add nsw i64 %1256, %1258
+  %1260 = add nsw i64 %1259, %conv2_weight_grad.ox97482
+  %arena483 = getelementptr inbounds float, ptr %arena, i64 %1260
+  %1261 = load float, ptr %arena483, align 4
+  %1262 = mul nsw i64 %conv2_weight_grad.c94479, 5
+  %1263 = add nsw i64 %1262, %conv2_weight_grad.ky95480
+  %1264 = mul nsw i64 %1263, 5
+  %1265 = mul nsw i64 %1264, 6400
+  %1266 = add nsw i64 756112, %1265
+  %1267 = mul nsw i64 %conv2_weight_grad.j93478, 100
+  %1268 = add nsw i64 %1266, %1267
+  %1269 = mul nsw i64 %conv2_weight_grad.oy96481, 10
+  %1270 = add nsw i64 %1268, %1269
+  %1271 = add nsw i64 %1270, %conv2_weight_grad.ox97482
+  %arena484 = getelementptr inbounds float, ptr %arena, i64 %1271
+  store float %1261, ptr %arena484, align 4
+  %ox97.next = add nsw i64 %conv2_weight_grad.ox97482, 1
+  %1272 = icmp slt i64 %ox97.next, 10
+  br i1 %1272, label %conv2_weight_grad.ox97, label %conv2_weight_grad.ox97.end
+
+conv2_weight_grad.ox97.end:                       ; preds = %conv2_weight_grad.ox97
+  %oy96.next = add nsw i64 %conv2_weight_grad.oy96481, 1
+  %1273 = icmp slt i64 %oy96.next, 10
+  br i1 %1273, label %conv2_weight_grad.oy96, label %conv2_weight_grad.oy96.end
+
+conv2_weight_grad.oy98:                           ; preds = %conv2_weight_grad.ox99.end, %conv2_weight_grad.oy96.end
+  %conv2_weight_grad.oy98485 = phi i64 [ 0, %conv2_weight_grad.oy96.end ], [ %oy98.next, %conv2_weight_grad.ox99.end ]
+  br label %conv2_weight_grad.ox99
+
+conv2_weight_grad.oy98.end:                       ; preds = %conv2_weight_grad.ox99.end
+  br label %conv2_weight_grad.oy100
+
+conv2_weight_grad.ox99:                           ; preds = %conv2_weight_grad.ox99, %conv2_weight_grad.oy98
+  %conv2_weight_grad.ox99486 = phi i64 [ 0, %conv2_weight_grad.oy98 ], [ %ox99.next, %conv2_weight_grad.ox99 ]
+  %1274 = mul nsw i64 %conv2_weight_grad.g92477, 64
+  %1275 = add nsw i64 %1274, %conv2_weight_grad.j93478
+  %1276 = mul nsw i64 %1275, 1176
+  %1277 = add nsw i64 301056, %1276
+  %1278 = mul nsw i64 %conv2_weight_grad.c94479, 196
+  %1279 = add nsw i64 %1277, %1278
+  %1280 = add nsw i64 %conv2_weight_grad.oy98485, %conv2_weight_grad.ky95480
+  %1281 = mul nsw i64 %1280, 14
+  %1282 = add nsw i64 %1279, %1281
+  %1283 = add nsw i64 %conv2_weight_grad.ox99486, 1
+  %1284 = add nsw i64 %1282, %1283
+  %arena487 = getelementptr inbounds float, ptr %arena, i64 %1284
+  %1285 = load float, ptr %arena487, align 4
+  %1286 = mul nsw i64 %conv2_weight_grad.c94479, 5
+  %1287 = add nsw i64 %1286, %conv2_weight_grad.ky95480
+  %1288 = mul nsw i64 %1287, 5
+  %1289 = add nsw i64 %1288, 1
+  %1290 = mul nsw i64 %1289, 6400
+  %1291 = add nsw i64 756112, %1290
+  %1292 = mul nsw i64 %conv2_weight_grad.j93478, 100
+  %1293 = add nsw i64 %1291, %1292
+  %1294 = mul nsw i64 %conv2_weight_grad.oy98485, 10
+  %1295 = add nsw i64 %1293, %1294
+  %1296 = add nsw i64 %1295, %conv2_weight_grad.ox99486
+  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1296
+  store float %1285, ptr %arena488, align 4
+  %ox99.next = add nsw i64 %conv2_weight_grad.ox99486, 1
+  %1297 = icmp slt i64 %ox99.next, 10
+  br i1 %1297, label %conv2_weight_grad.ox99, label %conv2_weight_grad.ox99.end
+
+conv2_weight_grad.ox99.end:                       ; preds = %conv2_weight_grad.ox99
+  %oy98.next = add nsw i64 %conv2_weight_grad.oy98485, 1
+  %1298 = icmp slt i64 %oy98.next, 10
+  br i1 %1298, label %conv2_weight_grad.oy98, label %conv2_weight_grad.oy98.end
+
+conv2_weight_grad.oy100:                          ; preds = %conv2_weight_grad.ox101.end, %conv2_weight_grad.oy98.end
+  %conv2_weight_grad.oy100489 = phi i64 [ 0, %conv2_weight_grad.oy98.end ], [ %oy100.next, %conv2_weight_grad.ox101.end ]
+  br label %conv2_weight_grad.ox101
+
+conv2_weight_grad.oy100.end:                      ; preds = %conv2_weight_grad.ox101.end
+  br label %conv2_weight_grad.oy102
+
+conv2_weight_grad.ox101:                          ; preds = %conv2_weight_grad.ox101, %conv2_weight_grad.oy100
+  %conv2_weight_grad.ox101490 = phi i64 [ 0, %conv2_weight_grad.oy100 ], [ %ox101.next, %conv2_weight_grad.ox101 ]
+  %1299 = mul nsw i64 %conv2_weight_grad.g92477, 64
+  %1300 = add nsw i64 %1299, %conv2_weight_grad.j93478
+  %1301 = mul nsw i64 %1300, 1176
+  %1302 = add nsw i64 301056, %1301
+  %1303 = mul nsw i64 %conv2_weight_grad.c94479, 196
+  %1304 = add nsw i64 %1302, %1303
+  %1305 = add nsw i64 %conv2_weight_grad.oy100489, %conv2_weight_grad.ky95480
+  %1306 = mul nsw i64 %1305, 14
+  %1307 = add nsw i64 %1304, %1306
+  %1308 = add nsw i64 %conv2_weight_grad.ox101490, 2
+  %1309 = add nsw i64 %1307, %1308
+  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1309
+  %1310 = load float, ptr %arena491, align 4
+  %1311 = mul nsw i64 %conv2_weight_grad.c94479, 5
+  %1312 = add nsw i64 %1311, %conv2_weight_grad.ky95480
+  %1313 = mul nsw i64 %1312, 5
+  %1314 = add nsw i64 %1313, 2
+  %1315 = mul nsw i64 %1314, 6400
+  %1316 = add nsw i64 756112, %1315
+  %1317 = mul nsw i64 %conv2_weight_grad.j93478, 100
+  %1318 = add nsw i64 %1316, %1317
+  %1319 = mul nsw i64 %conv2_weight_grad.oy100489, 10
+  %1320 = add nsw i64 %1318, %1319
+  %1321 = add nsw i64 %1320, %conv2_weight_grad.ox101490
+  %arena492 = getelementptr inbounds float, ptr %arena, i64 %1321
+  store float %1310, ptr %arena492, align 4
+  %ox101.next = add nsw i64 %conv2_weight_grad.ox101490, 1
+  %1322 = icmp slt i64 %ox101.next, 10
+  br i1 %1322, label %conv2_weight_grad.ox101, label %conv2_weight_grad.ox101.end
+
+conv2_weight_grad.ox101.end:                      ; preds = %conv2_weight_grad.ox101
+  %oy100.next = add nsw i64 %conv2_weight_grad.oy100489, 1
+  %1323 = icmp slt i64 %oy100.next, 10
+  br i1 %1323, label %conv2_weight_grad.oy100, label %conv2_weight_grad.oy100.end
+
+conv2_weight_grad.oy102:                          ; preds = %conv2_weight_grad.ox103.end, %conv2_weight_grad.oy100.end
+  %conv2_weight_grad.oy102493 = phi i64 [ 0, %conv2_weight_grad.oy100.end ], [ %oy102.next, %conv2_weight_grad.ox103.end ]
+  br label %conv2_weight_grad.ox103
+
+conv2_weight_grad.oy102.end:                      ; preds = %conv2_weight_grad.ox103.end
+  br label %conv2_weight_grad.oy104
+
+conv2_weight_grad.ox103:                          ; preds = %conv2_weight_grad.ox103, %conv2_weight_grad.oy102
+  %conv2_weight_grad.ox103494 = phi i64 [ 0, %conv2_weight_grad.oy102 ], [ %ox103.next, %conv2_weight_grad.ox103 ]
+  %1324 = mul nsw i64 %conv2_weight_grad.g92477, 64
+  %1325 = add nsw i64 %1324, %conv2_weight_grad.j93478
+  %1326 = mul nsw i64 %1325, 1176
+  %1327 = add nsw i64 301056, %1326
+  %1328 = mul nsw i64 %conv2_weight_grad.c94479, 196
+  %1329 = add nsw i64 %1327, %1328
+  %1330 = add nsw i64 %conv2_weight_grad.oy102493, %conv2_weight_grad.ky95480
+  %1331 = mul nsw i64 %1330, 14
+  %1332 = add nsw i64 %1329, %1331
+  %1333 = add nsw i64 %conv2_weight_grad.ox103494, 3
+  %1334 = add nsw i64 %1332, %1333
+  %arena495 = getelementptr inbounds float, ptr %arena, i64 %1334
+  %1335 = load float, ptr %arena495, align 4
+  %1336 = mul nsw i64 %conv2_weight_grad.c94479, 5
+  %1337 = add nsw i64 %1336, %conv2_weight_grad.ky95480
+  %1338 = mul nsw i64 %1337, 5
+  %1339 = add nsw i64 %1338, 3
+  %1340 = mul nsw i64 %1339, 6400
+  %1341 = add nsw i64 756112, %1340
+  %1342 = mul nsw i64 %conv2_weight_grad.j93478, 100
+  %1343 = add nsw i64 %1341, %1342
+  %1344 = mul nsw i64 %conv2_weight_grad.oy102493, 10
+  %1345 = add nsw i64 %1343, %1344
+  %1346 = add nsw i64 %1345, %conv2_weight_grad.ox103494
+  %arena496 = getelementptr inbounds float, ptr %arena, i64 %1346
+  store float %1335, ptr %arena496, align 4
+  %ox103.next = add nsw i64 %conv2_weight_grad.ox103494, 1
+  %1347 = icmp slt i64 %ox103.next, 10
+  br i1 %1347, label %conv2_weight_grad.ox103, label %conv2_weight_grad.ox103.end
+
+conv2_weight_grad.ox103.end:                      ; preds = %conv2_weight_grad.ox103
+  %oy102.next = add nsw i64 %conv2_weight_grad.oy102493, 1
+  %1348 = icmp slt i64 %oy102.next, 10
+  br i1 %1348, label %conv2_weight_grad.oy102, label %conv2_weight_grad.oy102.end
+
+conv2_weight_grad.oy104:                          ; preds = %conv2_weight_grad.ox105.end, %conv2_weight_grad.oy102.end
+  %conv2_weight_grad.oy104497 = phi i64 [ 0, %conv2_weight_grad.oy102.end ], [ %oy104.next, %conv2_weight_grad.ox105.end ]
+  br label %conv2_weight_grad.ox105
+
+conv2_weight_grad.oy104.end:                      ; preds = %conv2_weight_grad.ox105.end
+  %ky95.next = add nsw i64 %conv2_weight_grad.ky95480, 1
+  %1349 = icmp slt i64 %ky95.next, 5
+  br i1 %1349, label %conv2_weight_grad.ky95, label %conv2_weight_grad.ky95.end
+
+conv2_weight_grad.ox105:                          ; preds = %conv2_weight_grad.ox105, %conv2_weight_grad.oy104
+  %conv2_weight_grad.ox105498 = phi i64 [ 0, %conv2_weight_grad.oy104 ], [ %ox105.next, %conv2_weight_grad.ox105 ]
+  %1350 = mul nsw i64 %conv2_weight_grad.g92477, 64
+  %1351 = add nsw i64 %1350, %conv2_weight_grad.j93478
+  %1352 = mul nsw i64 %1351, 1176
+  %1353 = add nsw i64 301056, %1352
+  %1354 = mul nsw i64 %conv2_weight_grad.c94479, 196
+  %1355 = add nsw i64 %1353, %1354
+  %1356 = add nsw i64 %conv2_weight_grad.oy104497, %conv2_weight_grad.ky95480
+  %1357 = mul nsw i64 %1356, 14
+  %1358 = add nsw i64 %1355, %1357
+  %1359 = add nsw i64 %conv2_weight_grad.ox105498, 4
+  %1360 = add nsw i64 %1358, %1359
+  %arena499 = getelementptr inbounds float, ptr %arena, i64 %1360
+  %1361 = load float, ptr %arena499, align 4
+  %1362 = mul nsw i64 %conv2_weight_grad.c94479, 5
+  %1363 = add nsw i64 %1362, %conv2_weight_grad.ky95480
+  %1364 = mul nsw i64 %1363, 5
+  %1365 = add nsw i64 %1364, 4
+  %1366 = mul nsw i64 %1365, 6400
+  %1367 = add nsw i64 756112, %1366
+  %1368 = mul nsw i64 %conv2_weight_grad.j93478, 100
+  %1369 = add nsw i64 %1367, %1368
+  %1370 = mul nsw i64 %conv2_weight_grad.oy104497, 10
+  %1371 = add nsw i64 %1369, %1370
+  %1372 = add nsw i64 %1371, %conv2_weight_grad.ox105498
+  %arena500 = getelementptr inbounds float, ptr %arena, i64 %1372
+  store float %1361, ptr %arena500, align 4
+  %ox105.next = add nsw i64 %conv2_weight_grad.ox105498, 1
+  %1373 = icmp slt i64 %ox105.next, 10
+  br i1 %1373, label %conv2_weight_grad.ox105, label %conv2_weight_grad.ox105.end
+
+conv2_weight_grad.ox105.end:                      ; preds = %conv2_weight_grad.ox105
+  %oy104.next = add nsw i64 %conv2_weight_grad.oy104497, 1
+  %1374 = icmp slt i64 %oy104.next, 10
+  br i1 %1374, label %conv2_weight_grad.oy104, label %conv2_weight_grad.oy104.end
+
+conv2_weight_grad.j106:                           ; preds = %conv2_weight_grad.i107.end, %conv2_weight_grad.j93.end
+  %conv2_weight_grad.j106501 = phi i64 [ 0, %conv2_weight_grad.j93.end ], [ %j106.next, %conv2_weight_grad.i107.end ]
+  br label %conv2_weight_grad.i107
+
+conv2_weight_grad.j106.end:                       ; preds = %conv2_weight_grad.i107.end
+  br label %conv2_weight_grad.kp109
+
+conv2_weight_grad.i107:                           ; preds = %conv2_weight_grad.f108.end, %conv2_weight_grad.j106
+  %conv2_weight_grad.i107502 = phi i64 [ 0, %conv2_weight_grad.j106 ], [ %i107.next, %conv2_weight_grad.f108.end ]
+  br label %conv2_weight_grad.f108
+
+conv2_weight_grad.i107.end:                       ; preds = %conv2_weight_grad.f108.end
+  %j106.next = add nsw i64 %conv2_weight_grad.j106501, 1
+  %1375 = icmp slt i64 %j106.next, 64
+  br i1 %1375, label %conv2_weight_grad.j106, label %conv2_weight_grad.j106.end
+
+conv2_weight_grad.f108:                           ; preds = %conv2_weight_grad.f108, %conv2_weight_grad.i107
+  %conv2_weight_grad.f108503 = phi i64 [ 0, %conv2_weight_grad.i107 ], [ %f108.next, %conv2_weight_grad.f108 ]
+  %1376 = mul nsw i64 %conv2_weight_grad.g92477, 64
+  %1377 = add nsw i64 %1376, %conv2_weight_grad.j106501
+  %1378 = mul nsw i64 %1377, 1600
+  %1379 = add nsw i64 653712, %1378
+  %1380 = mul nsw i64 %conv2_weight_grad.f108503, 100
+  %1381 = add nsw i64 %1379, %1380
+  %1382 = add nsw i64 %1381, %conv2_weight_grad.i107502
+  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1382
+  %1383 = load float, ptr %arena504, align 4
+  %1384 = mul nsw i64 %conv2_weight_grad.j106501, 100
+  %1385 = add nsw i64 %1384, %conv2_weight_grad.i107502
+  %1386 = mul nsw i64 %1385, 16
+  %1387 = add nsw i64 1716112, %1386
+  %1388 = add nsw i64 %1387, %conv2_weight_grad.f108503
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1388
+  store float %1383, ptr %arena505, align 4
+  %f108.next = add nsw i64 %conv2_weight_grad.f108503, 1
+  %1389 = icmp slt i64 %f108.next, 16
+  br i1 %1389, label %conv2_weight_grad.f108, label %conv2_weight_grad.f108.end
+
+conv2_weight_grad.f108.end:                       ; preds = %conv2_weight_grad.f108
+  %i107.next = add nsw i64 %conv2_weight_grad.i107502, 1
+  %1390 = icmp slt i64 %i107.next, 100
+  br i1 %1390, label %conv2_weight_grad.i107, label %conv2_weight_grad.i107.end
+
+conv2_weight_grad.kp109:                          ; preds = %conv2_weight_grad.nb110.end, %conv2_weight_grad.j106.end
+  %conv2_weight_grad.kp109506 = phi i64 [ 0, %conv2_weight_grad.j106.end ], [ %kp109.next, %conv2_weight_grad.nb110.end ]
+  br label %conv2_weight_grad.nb110
+
+conv2_weight_grad.kp109.end:                      ; preds = %conv2_weight_grad.nb110.end
+  br label %conv2_weight_grad.nb116
+
+conv2_weight_grad.nb110:                          ; preds = %conv2_weight_grad.k115.end, %conv2_weight_grad.kp109
+  %conv2_weight_grad.nb110507 = phi i64 [ 0, %conv2_weight_grad.kp109 ], [ %nb110.next, %conv2_weight_grad.k115.end ]
+  br label %conv2_weight_grad.mb111
+
+conv2_weight_grad.nb110.end:                      ; preds = %conv2_weight_grad.k115.end
+  %kp109.next = add nsw i64 %conv2_weight_grad.kp109506, 1
+  %1391 = icmp slt i64 %kp109.next, 16
+  br i1 %1391, label %conv2_weight_grad.kp109, label %conv2_weight_grad.kp109.end
+
+conv2_weight_grad.mb111:                          ; preds = %conv2_weight_grad.k113.end, %conv2_weight_grad.nb110
+  %conv2_weight_grad.mb111508 = phi i64 [ 0, %conv2_weight_grad.nb110 ], [ %mb111.next, %conv2_weight_grad.k113.end ]
+  %1392 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1393 = mul nsw i64 %1392, 16
+  %1394 = add nsw i64 1818512, %1393
+  %1395 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1396 = add nsw i64 %1394, %1395
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1396
+  %1397 = load <16 x float>, ptr %arena509, align 4
+  store <16 x float> %1397, ptr %conv2_weight_grad.t112_c0_0, align 64
+  %1398 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1399 = add nsw i64 %1398, 1
+  %1400 = mul nsw i64 %1399, 16
+  %1401 = add nsw i64 1818512, %1400
+  %1402 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1403 = add nsw i64 %1401, %1402
+  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1403
+  %1404 = load <16 x float>, ptr %arena510, align 4
+  store <16 x float> %1404, ptr %conv2_weight_grad.t112_c1_0, align 64
+  %1405 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1406 = add nsw i64 %1405, 2
+  %1407 = mul nsw i64 %1406, 16
+  %1408 = add nsw i64 1818512, %1407
+  %1409 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1410 = add nsw i64 %1408, %1409
+  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1410
+  %1411 = load <16 x float>, ptr %arena511, align 4
+  store <16 x float> %1411, ptr %conv2_weight_grad.t112_c2_0, align 64
+  %1412 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1413 = add nsw i64 %1412, 3
+  %1414 = mul nsw i64 %1413, 16
+  %1415 = add nsw i64 1818512, %1414
+  %1416 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1417 = add nsw i64 %1415, %1416
+  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1417
+  %1418 = load <16 x float>, ptr %arena512, align 4
+  store <16 x float> %1418, ptr %conv2_weight_grad.t112_c3_0, align 64
+  %1419 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1420 = add nsw i64 %1419, 4
+  %1421 = mul nsw i64 %1420, 16
+  %1422 = add nsw i64 1818512, %1421
+  %1423 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1424 = add nsw i64 %1422, %1423
+  %arena513 = getelementptr inbounds float, ptr %arena, i64 %1424
+  %1425 = load <16 x float>, ptr %arena513, align 4
+  store <16 x float> %1425, ptr %conv2_weight_grad.t112_c4_0, align 64
+  %1426 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1427 = add nsw i64 %1426, 5
+  %1428 = mul nsw i64 %1427, 16
+  %1429 = add nsw i64 1818512, %1428
+  %1430 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1431 = add nsw i64 %1429, %1430
+  %arena514 = getelementptr inbounds float, ptr %arena, i64 %1431
+  %1432 = load <16 x float>, ptr %arena514, align 4
+  store <16 x float> %1432, ptr %conv2_weight_grad.t112_c5_0, align 64
+  %1433 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1434 = add nsw i64 %1433, 6
+  %1435 = mul nsw i64 %1434, 16
+  %1436 = add nsw i64 1818512, %1435
+  %1437 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1438 = add nsw i64 %1436, %1437
+  %arena515 = getelementptr inbounds float, ptr %arena, i64 %1438
+  %1439 = load <16 x float>, ptr %arena515, align 4
+  store <16 x float> %1439, ptr %conv2_weight_grad.t112_c6_0, align 64
+  %1440 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1441 = add nsw i64 %1440, 7
+  %1442 = mul nsw i64 %1441, 16
+  %1443 = add nsw i64 1818512, %1442
+  %1444 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1445 = add nsw i64 %1443, %1444
+  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1445
+  %1446 = load <16 x float>, ptr %arena516, align 4
+  store <16 x float> %1446, ptr %conv2_weight_grad.t112_c7_0, align 64
+  %1447 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1448 = add nsw i64 %1447, 8
+  %1449 = mul nsw i64 %1448, 16
+  %1450 = add nsw i64 1818512, %1449
+  %1451 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1452 = add nsw i64 %1450, %1451
+  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1452
+  %1453 = load <16 x float>, ptr %arena517, align 4
+  store <16 x float> %1453, ptr %conv2_weight_grad.t112_c8_0, align 64
+  %1454 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1455 = add nsw i64 %1454, 9
+  %1456 = mul nsw i64 %1455, 16
+  %1457 = add nsw i64 1818512, %1456
+  %1458 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1459 = add nsw i64 %1457, %1458
+  %arena518 = getelementptr inbounds float, ptr %arena, i64 %1459
+  %1460 = load <16 x float>, ptr %arena518, align 4
+  store <16 x float> %1460, ptr %conv2_weight_grad.t112_c9_0, align 64
+  %1461 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1462 = add nsw i64 %1461, 10
+  %1463 = mul nsw i64 %1462, 16
+  %1464 = add nsw i64 1818512, %1463
+  %1465 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1466 = add nsw i64 %1464, %1465
+  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1466
+  %1467 = load <16 x float>, ptr %arena519, align 4
+  store <16 x float> %1467, ptr %conv2_weight_grad.t112_c10_0, align 64
+  %1468 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1469 = add nsw i64 %1468, 11
+  %1470 = mul nsw i64 %1469, 16
+  %1471 = add nsw i64 1818512, %1470
+  %1472 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1473 = add nsw i64 %1471, %1472
+  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1473
+  %1474 = load <16 x float>, ptr %arena520, align 4
+  store <16 x float> %1474, ptr %conv2_weight_grad.t112_c11_0, align 64
+  %1475 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1476 = add nsw i64 %1475, 12
+  %1477 = mul nsw i64 %1476, 16
+  %1478 = add nsw i64 1818512, %1477
+  %1479 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1480 = add nsw i64 %1478, %1479
+  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1480
+  %1481 = load <16 x float>, ptr %arena521, align 4
+  store <16 x float> %1481, ptr %conv2_weight_grad.t112_c12_0, align 64
+  %1482 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1483 = add nsw i64 %1482, 13
+  %1484 = mul nsw i64 %1483, 16
+  %1485 = add nsw i64 1818512, %1484
+  %1486 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1487 = add nsw i64 %1485, %1486
+  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1487
+  %1488 = load <16 x float>, ptr %arena522, align 4
+  store <16 x float> %1488, ptr %conv2_weight_grad.t112_c13_0, align 64
+  %1489 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1490 = add nsw i64 %1489, 14
+  %1491 = mul nsw i64 %1490, 16
+  %1492 = add nsw i64 1818512, %1491
+  %1493 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1494 = add nsw i64 %1492, %1493
+  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1494
+  %1495 = load <16 x float>, ptr %arena523, align 4
+  store <16 x float> %1495, ptr %conv2_weight_grad.t112_c14_0, align 64
+  %1496 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1497 = add nsw i64 %1496, 15
+  %1498 = mul nsw i64 %1497, 16
+  %1499 = add nsw i64 1818512, %1498
+  %1500 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1501 = add nsw i64 %1499, %1500
+  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1501
+  %1502 = load <16 x float>, ptr %arena524, align 4
+  store <16 x float> %1502, ptr %conv2_weight_grad.t112_c15_0, align 64
+  %1503 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1504 = add nsw i64 %1503, 16
+  %1505 = mul nsw i64 %1504, 16
+  %1506 = add nsw i64 1818512, %1505
+  %1507 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1508 = add nsw i64 %1506, %1507
+  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1508
+  %1509 = load <16 x float>, ptr %arena525, align 4
+  store <16 x float> %1509, ptr %conv2_weight_grad.t112_c16_0, align 64
+  %1510 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1511 = add nsw i64 %1510, 17
+  %1512 = mul nsw i64 %1511, 16
+  %1513 = add nsw i64 1818512, %1512
+  %1514 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1515 = add nsw i64 %1513, %1514
+  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1515
+  %1516 = load <16 x float>, ptr %arena526, align 4
+  store <16 x float> %1516, ptr %conv2_weight_grad.t112_c17_0, align 64
+  %1517 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1518 = add nsw i64 %1517, 18
+  %1519 = mul nsw i64 %1518, 16
+  %1520 = add nsw i64 1818512, %1519
+  %1521 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1522 = add nsw i64 %1520, %1521
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1522
+  %1523 = load <16 x float>, ptr %arena527, align 4
+  store <16 x float> %1523, ptr %conv2_weight_grad.t112_c18_0, align 64
+  %1524 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1525 = add nsw i64 %1524, 19
+  %1526 = mul nsw i64 %1525, 16
+  %1527 = add nsw i64 1818512, %1526
+  %1528 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1529 = add nsw i64 %1527, %1528
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1529
+  %1530 = load <16 x float>, ptr %arena528, align 4
+  store <16 x float> %1530, ptr %conv2_weight_grad.t112_c19_0, align 64
+  %1531 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1532 = add nsw i64 %1531, 20
+  %1533 = mul nsw i64 %1532, 16
+  %1534 = add nsw i64 1818512, %1533
+  %1535 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1536 = add nsw i64 %1534, %1535
+  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1536
+  %1537 = load <16 x float>, ptr %arena529, align 4
+  store <16 x float> %1537, ptr %conv2_weight_grad.t112_c20_0, align 64
+  %1538 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1539 = add nsw i64 %1538, 21
+  %1540 = mul nsw i64 %1539, 16
+  %1541 = add nsw i64 1818512, %1540
+  %1542 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1543 = add nsw i64 %1541, %1542
+  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1543
+  %1544 = load <16 x float>, ptr %arena530, align 4
+  store <16 x float> %1544, ptr %conv2_weight_grad.t112_c21_0, align 64
+  %1545 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1546 = add nsw i64 %1545, 22
+  %1547 = mul nsw i64 %1546, 16
+  %1548 = add nsw i64 1818512, %1547
+  %1549 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1550 = add nsw i64 %1548, %1549
+  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1550
+  %1551 = load <16 x float>, ptr %arena531, align 4
+  store <16 x float> %1551, ptr %conv2_weight_grad.t112_c22_0, align 64
+  %1552 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1553 = add nsw i64 %1552, 23
+  %1554 = mul nsw i64 %1553, 16
+  %1555 = add nsw i64 1818512, %1554
+  %1556 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1557 = add nsw i64 %1555, %1556
+  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1557
+  %1558 = load <16 x float>, ptr %arena532, align 4
+  store <16 x float> %1558, ptr %conv2_weight_grad.t112_c23_0, align 64
+  %1559 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1560 = add nsw i64 %1559, 24
+  %1561 = mul nsw i64 %1560, 16
+  %1562 = add nsw i64 1818512, %1561
+  %1563 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1564 = add nsw i64 %1562, %1563
+  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1564
+  %1565 = load <16 x float>, ptr %arena533, align 4
+  store <16 x float> %1565, ptr %conv2_weight_grad.t112_c24_0, align 64
+  %1566 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1567 = add nsw i64 %1566, 25
+  %1568 = mul nsw i64 %1567, 16
+  %1569 = add nsw i64 1818512, %1568
+  %1570 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1571 = add nsw i64 %1569, %1570
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1571
+  %1572 = load <16 x float>, ptr %arena534, align 4
+  store <16 x float> %1572, ptr %conv2_weight_grad.t112_c25_0, align 64
+  %1573 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1574 = add nsw i64 %1573, 26
+  %1575 = mul nsw i64 %1574, 16
+  %1576 = add nsw i64 1818512, %1575
+  %1577 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1578 = add nsw i64 %1576, %1577
+  %arena535 = getelementptr inbounds float, ptr %arena, i64 %1578
+  %1579 = load <16 x float>, ptr %arena535, align 4
+  store <16 x float> %1579, ptr %conv2_weight_grad.t112_c26_0, align 64
+  %1580 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1581 = add nsw i64 %1580, 27
+  %1582 = mul nsw i64 %1581, 16
+  %1583 = add nsw i64 1818512, %1582
+  %1584 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1585 = add nsw i64 %1583, %1584
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1585
+  %1586 = load <16 x float>, ptr %arena536, align 4
+  store <16 x float> %1586, ptr %conv2_weight_grad.t112_c27_0, align 64
+  br label %conv2_weight_grad.k113
+
+conv2_weight_grad.mb111.end:                      ; preds = %conv2_weight_grad.k113.end
+  %1587 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1588 = add nsw i64 1820752, %1587
+  %arena650 = getelementptr inbounds float, ptr %arena, i64 %1588
+  %1589 = load <16 x float>, ptr %arena650, align 4
+  store <16 x float> %1589, ptr %conv2_weight_grad.t114_c0_0, align 64
+  %1590 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1591 = add nsw i64 1820768, %1590
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %1591
+  %1592 = load <16 x float>, ptr %arena651, align 4
+  store <16 x float> %1592, ptr %conv2_weight_grad.t114_c1_0, align 64
+  %1593 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1594 = add nsw i64 1820784, %1593
+  %arena652 = getelementptr inbounds float, ptr %arena, i64 %1594
+  %1595 = load <16 x float>, ptr %arena652, align 4
+  store <16 x float> %1595, ptr %conv2_weight_grad.t114_c2_0, align 64
+  %1596 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1597 = add nsw i64 1820800, %1596
+  %arena653 = getelementptr inbounds float, ptr %arena, i64 %1597
+  %1598 = load <16 x float>, ptr %arena653, align 4
+  store <16 x float> %1598, ptr %conv2_weight_grad.t114_c3_0, align 64
+  %1599 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1600 = add nsw i64 1820816, %1599
+  %arena654 = getelementptr inbounds float, ptr %arena, i64 %1600
+  %1601 = load <16 x float>, ptr %arena654, align 4
+  store <16 x float> %1601, ptr %conv2_weight_grad.t114_c4_0, align 64
+  %1602 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1603 = add nsw i64 1820832, %1602
+  %arena655 = getelementptr inbounds float, ptr %arena, i64 %1603
+  %1604 = load <16 x float>, ptr %arena655, align 4
+  store <16 x float> %1604, ptr %conv2_weight_grad.t114_c5_0, align 64
+  %1605 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1606 = add nsw i64 1820848, %1605
+  %arena656 = getelementptr inbounds float, ptr %arena, i64 %1606
+  %1607 = load <16 x float>, ptr %arena656, align 4
+  store <16 x float> %1607, ptr %conv2_weight_grad.t114_c6_0, align 64
+  %1608 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1609 = add nsw i64 1820864, %1608
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %1609
+  %1610 = load <16 x float>, ptr %arena657, align 4
+  store <16 x float> %1610, ptr %conv2_weight_grad.t114_c7_0, align 64
+  %1611 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1612 = add nsw i64 1820880, %1611
+  %arena658 = getelementptr inbounds float, ptr %arena, i64 %1612
+  %1613 = load <16 x float>, ptr %arena658, align 4
+  store <16 x float> %1613, ptr %conv2_weight_grad.t114_c8_0, align 64
+  %1614 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1615 = add nsw i64 1820896, %1614
+  %arena659 = getelementptr inbounds float, ptr %arena, i64 %1615
+  %1616 = load <16 x float>, ptr %arena659, align 4
+  store <16 x float> %1616, ptr %conv2_weight_grad.t114_c9_0, align 64
+  br label %conv2_weight_grad.k115
+
+conv2_weight_grad.k113:                           ; preds = %conv2_weight_grad.k113, %conv2_weight_grad.mb111
+  %conv2_weight_grad.k113537 = phi i64 [ 0, %conv2_weight_grad.mb111 ], [ %k113.next, %conv2_weight_grad.k113 ]
+  %1617 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1618 = add nsw i64 %conv2_weight_grad.k113537, %1617
+  %1619 = mul nsw i64 %1618, 16
+  %1620 = add nsw i64 1716112, %1619
+  %1621 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1622 = add nsw i64 %1620, %1621
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1622
+  %1623 = load <16 x float>, ptr %arena538, align 4
+  store <16 x float> %1623, ptr %conv2_weight_grad.t112_b0, align 64
+  %1624 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1625 = mul nsw i64 %1624, 6400
+  %1626 = add nsw i64 756112, %1625
+  %1627 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1628 = add nsw i64 %conv2_weight_grad.k113537, %1627
+  %1629 = add nsw i64 %1626, %1628
+  %arena539 = getelementptr inbounds float, ptr %arena, i64 %1629
+  %1630 = load float, ptr %arena539, align 4
+  %1631 = insertelement <16 x float> undef, float %1630, i32 0
+  %1632 = shufflevector <16 x float> %1631, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1632, ptr %conv2_weight_grad.t112_a0, align 64
+  %t112_a0 = load <16 x float>, ptr %conv2_weight_grad.t112_a0, align 64
+  %t112_b0 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c0_0, align 64
+  %1633 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a0, <16 x float> %t112_b0, <16 x float> %t112_c0_0)
+  store <16 x float> %1633, ptr %conv2_weight_grad.t112_c0_0, align 64
+  %1634 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1635 = add nsw i64 %1634, 1
+  %1636 = mul nsw i64 %1635, 6400
+  %1637 = add nsw i64 756112, %1636
+  %1638 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1639 = add nsw i64 %conv2_weight_grad.k113537, %1638
+  %1640 = add nsw i64 %1637, %1639
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1640
+  %1641 = load float, ptr %arena540, align 4
+  %1642 = insertelement <16 x float> undef, float %1641, i32 0
+  %1643 = shufflevector <16 x float> %1642, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1643, ptr %conv2_weight_grad.t112_a1, align 64
+  %t112_a1 = load <16 x float>, ptr %conv2_weight_grad.t112_a1, align 64
+  %t112_b0541 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c1_0, align 64
+  %1644 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a1, <16 x float> %t112_b0541, <16 x float> %t112_c1_0)
+  store <16 x float> %1644, ptr %conv2_weight_grad.t112_c1_0, align 64
+  %1645 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1646 = add nsw i64 %1645, 2
+  %1647 = mul nsw i64 %1646, 6400
+  %1648 = add nsw i64 756112, %1647
+  %1649 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1650 = add nsw i64 %conv2_weight_grad.k113537, %1649
+  %1651 = add nsw i64 %1648, %1650
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1651
+  %1652 = load float, ptr %arena542, align 4
+  %1653 = insertelement <16 x float> undef, float %1652, i32 0
+  %1654 = shufflevector <16 x float> %1653, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1654, ptr %conv2_weight_grad.t112_a2, align 64
+  %t112_a2 = load <16 x float>, ptr %conv2_weight_grad.t112_a2, align 64
+  %t112_b0543 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c2_0, align 64
+  %1655 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a2, <16 x float> %t112_b0543, <16 x float> %t112_c2_0)
+  store <16 x float> %1655, ptr %conv2_weight_grad.t112_c2_0, align 64
+  %1656 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1657 = add nsw i64 %1656, 3
+  %1658 = mul nsw i64 %1657, 6400
+  %1659 = add nsw i64 756112, %1658
+  %1660 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1661 = add nsw i64 %conv2_weight_grad.k113537, %1660
+  %1662 = add nsw i64 %1659, %1661
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1662
+  %1663 = load float, ptr %arena544, align 4
+  %1664 = insertelement <16 x float> undef, float %1663, i32 0
+  %1665 = shufflevector <16 x float> %1664, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1665, ptr %conv2_weight_grad.t112_a3, align 64
+  %t112_a3 = load <16 x float>, ptr %conv2_weight_grad.t112_a3, align 64
+  %t112_b0545 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c3_0, align 64
+  %1666 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a3, <16 x float> %t112_b0545, <16 x float> %t112_c3_0)
+  store <16 x float> %1666, ptr %conv2_weight_grad.t112_c3_0, align 64
+  %1667 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1668 = add nsw i64 %1667, 4
+  %1669 = mul nsw i64 %1668, 6400
+  %1670 = add nsw i64 756112, %1669
+  %1671 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1672 = add nsw i64 %conv2_weight_grad.k113537, %1671
+  %1673 = add nsw i64 %1670, %1672
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1673
+  %1674 = load float, ptr %arena546, align 4
+  %1675 = insertelement <16 x float> undef, float %1674, i32 0
+  %1676 = shufflevector <16 x float> %1675, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1676, ptr %conv2_weight_grad.t112_a4, align 64
+  %t112_a4 = load <16 x float>, ptr %conv2_weight_grad.t112_a4, align 64
+  %t112_b0547 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c4_0, align 64
+  %1677 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a4, <16 x float> %t112_b0547, <16 x float> %t112_c4_0)
+  store <16 x float> %1677, ptr %conv2_weight_grad.t112_c4_0, align 64
+  %1678 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1679 = add nsw i64 %1678, 5
+  %1680 = mul nsw i64 %1679, 6400
+  %1681 = add nsw i64 756112, %1680
+  %1682 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1683 = add nsw i64 %conv2_weight_grad.k113537, %1682
+  %1684 = add nsw i64 %1681, %1683
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1684
+  %1685 = load float, ptr %arena548, align 4
+  %1686 = insertelement <16 x float> undef, float %1685, i32 0
+  %1687 = shufflevector <16 x float> %1686, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1687, ptr %conv2_weight_grad.t112_a5, align 64
+  %t112_a5 = load <16 x float>, ptr %conv2_weight_grad.t112_a5, align 64
+  %t112_b0549 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c5_0, align 64
+  %1688 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a5, <16 x float> %t112_b0549, <16 x float> %t112_c5_0)
+  store <16 x float> %1688, ptr %conv2_weight_grad.t112_c5_0, align 64
+  %1689 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1690 = add nsw i64 %1689, 6
+  %1691 = mul nsw i64 %1690, 6400
+  %1692 = add nsw i64 756112, %1691
+  %1693 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1694 = add nsw i64 %conv2_weight_grad.k113537, %1693
+  %1695 = add nsw i64 %1692, %1694
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1695
+  %1696 = load float, ptr %arena550, align 4
+  %1697 = insertelement <16 x float> undef, float %1696, i32 0
+  %1698 = shufflevector <16 x float> %1697, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1698, ptr %conv2_weight_grad.t112_a6, align 64
+  %t112_a6 = load <16 x float>, ptr %conv2_weight_grad.t112_a6, align 64
+  %t112_b0551 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c6_0, align 64
+  %1699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a6, <16 x float> %t112_b0551, <16 x float> %t112_c6_0)
+  store <16 x float> %1699, ptr %conv2_weight_grad.t112_c6_0, align 64
+  %1700 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1701 = add nsw i64 %1700, 7
+  %1702 = mul nsw i64 %1701, 6400
+  %1703 = add nsw i64 756112, %1702
+  %1704 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1705 = add nsw i64 %conv2_weight_grad.k113537, %1704
+  %1706 = add nsw i64 %1703, %1705
+  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1706
+  %1707 = load float, ptr %arena552, align 4
+  %1708 = insertelement <16 x float> undef, float %1707, i32 0
+  %1709 = shufflevector <16 x float> %1708, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1709, ptr %conv2_weight_grad.t112_a7, align 64
+  %t112_a7 = load <16 x float>, ptr %conv2_weight_grad.t112_a7, align 64
+  %t112_b0553 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c7_0, align 64
+  %1710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a7, <16 x float> %t112_b0553, <16 x float> %t112_c7_0)
+  store <16 x float> %1710, ptr %conv2_weight_grad.t112_c7_0, align 64
+  %1711 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1712 = add nsw i64 %1711, 8
+  %1713 = mul nsw i64 %1712, 6400
+  %1714 = add nsw i64 756112, %1713
+  %1715 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1716 = add nsw i64 %conv2_weight_grad.k113537, %1715
+  %1717 = add nsw i64 %1714, %1716
+  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1717
+  %1718 = load float, ptr %arena554, align 4
+  %1719 = insertelement <16 x float> undef, float %1718, i32 0
+  %1720 = shufflevector <16 x float> %1719, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1720, ptr %conv2_weight_grad.t112_a8, align 64
+  %t112_a8 = load <16 x float>, ptr %conv2_weight_grad.t112_a8, align 64
+  %t112_b0555 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c8_0, align 64
+  %1721 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a8, <16 x float> %t112_b0555, <16 x float> %t112_c8_0)
+  store <16 x float> %1721, ptr %conv2_weight_grad.t112_c8_0, align 64
+  %1722 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1723 = add nsw i64 %1722, 9
+  %1724 = mul nsw i64 %1723, 6400
+  %1725 = add nsw i64 756112, %1724
+  %1726 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1727 = add nsw i64 %conv2_weight_grad.k113537, %1726
+  %1728 = add nsw i64 %1725, %1727
+  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1728
+  %1729 = load float, ptr %arena556, align 4
+  %1730 = insertelement <16 x float> undef, float %1729, i32 0
+  %1731 = shufflevector <16 x float> %1730, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1731, ptr %conv2_weight_grad.t112_a9, align 64
+  %t112_a9 = load <16 x float>, ptr %conv2_weight_grad.t112_a9, align 64
+  %t112_b0557 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c9_0, align 64
+  %1732 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a9, <16 x float> %t112_b0557, <16 x float> %t112_c9_0)
+  store <16 x float> %1732, ptr %conv2_weight_grad.t112_c9_0, align 64
+  %1733 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1734 = add nsw i64 %1733, 10
+  %1735 = mul nsw i64 %1734, 6400
+  %1736 = add nsw i64 756112, %1735
+  %1737 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1738 = add nsw i64 %conv2_weight_grad.k113537, %1737
+  %1739 = add nsw i64 %1736, %1738
+  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1739
+  %1740 = load float, ptr %arena558, align 4
+  %1741 = insertelement <16 x float> undef, float %1740, i32 0
+  %1742 = shufflevector <16 x float> %1741, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1742, ptr %conv2_weight_grad.t112_a10, align 64
+  %t112_a10 = load <16 x float>, ptr %conv2_weight_grad.t112_a10, align 64
+  %t112_b0559 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c10_0, align 64
+  %1743 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a10, <16 x float> %t112_b0559, <16 x float> %t112_c10_0)
+  store <16 x float> %1743, ptr %conv2_weight_grad.t112_c10_0, align 64
+  %1744 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1745 = add nsw i64 %1744, 11
+  %1746 = mul nsw i64 %1745, 6400
+  %1747 = add nsw i64 756112, %1746
+  %1748 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1749 = add nsw i64 %conv2_weight_grad.k113537, %1748
+  %1750 = add nsw i64 %1747, %1749
+  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1750
+  %1751 = load float, ptr %arena560, align 4
+  %1752 = insertelement <16 x float> undef, float %1751, i32 0
+  %1753 = shufflevector <16 x float> %1752, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1753, ptr %conv2_weight_grad.t112_a11, align 64
+  %t112_a11 = load <16 x float>, ptr %conv2_weight_grad.t112_a11, align 64
+  %t112_b0561 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c11_0, align 64
+  %1754 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a11, <16 x float> %t112_b0561, <16 x float> %t112_c11_0)
+  store <16 x float> %1754, ptr %conv2_weight_grad.t112_c11_0, align 64
+  %1755 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1756 = add nsw i64 %1755, 12
+  %1757 = mul nsw i64 %1756, 6400
+  %1758 = add nsw i64 756112, %1757
+  %1759 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1760 = add nsw i64 %conv2_weight_grad.k113537, %1759
+  %1761 = add nsw i64 %1758, %1760
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1761
+  %1762 = load float, ptr %arena562, align 4
+  %1763 = insertelement <16 x float> undef, float %1762, i32 0
+  %1764 = shufflevector <16 x float> %1763, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1764, ptr %conv2_weight_grad.t112_a12, align 64
+  %t112_a12 = load <16 x float>, ptr %conv2_weight_grad.t112_a12, align 64
+  %t112_b0563 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c12_0, align 64
+  %1765 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a12, <16 x float> %t112_b0563, <16 x float> %t112_c12_0)
+  store <16 x float> %1765, ptr %conv2_weight_grad.t112_c12_0, align 64
+  %1766 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1767 = add nsw i64 %1766, 13
+  %1768 = mul nsw i64 %1767, 6400
+  %1769 = add nsw i64 756112, %1768
+  %1770 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1771 = add nsw i64 %conv2_weight_grad.k113537, %1770
+  %1772 = add nsw i64 %1769, %1771
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1772
+  %1773 = load float, ptr %arena564, align 4
+  %1774 = insertelement <16 x float> undef, float %1773, i32 0
+  %1775 = shufflevector <16 x float> %1774, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1775, ptr %conv2_weight_grad.t112_a13, align 64
+  %t112_a13 = load <16 x float>, ptr %conv2_weight_grad.t112_a13, align 64
+  %t112_b0565 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c13_0, align 64
+  %1776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a13, <16 x float> %t112_b0565, <16 x float> %t112_c13_0)
+  store <16 x float> %1776, ptr %conv2_weight_grad.t112_c13_0, align 64
+  %1777 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1778 = add nsw i64 %1777, 14
+  %1779 = mul nsw i64 %1778, 6400
+  %1780 = add nsw i64 756112, %1779
+  %1781 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1782 = add nsw i64 %conv2_weight_grad.k113537, %1781
+  %1783 = add nsw i64 %1780, %1782
+  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1783
+  %1784 = load float, ptr %arena566, align 4
+  %1785 = insertelement <16 x float> undef, float %1784, i32 0
+  %1786 = shufflevector <16 x float> %1785, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1786, ptr %conv2_weight_grad.t112_a14, align 64
+  %t112_a14 = load <16 x float>, ptr %conv2_weight_grad.t112_a14, align 64
+  %t112_b0567 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c14_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c14_0, align 64
+  %1787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a14, <16 x float> %t112_b0567, <16 x float> %t112_c14_0)
+  store <16 x float> %1787, ptr %conv2_weight_grad.t112_c14_0, align 64
+  %1788 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1789 = add nsw i64 %1788, 15
+  %1790 = mul nsw i64 %1789, 6400
+  %1791 = add nsw i64 756112, %1790
+  %1792 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1793 = add nsw i64 %conv2_weight_grad.k113537, %1792
+  %1794 = add nsw i64 %1791, %1793
+  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1794
+  %1795 = load float, ptr %arena568, align 4
+  %1796 = insertelement <16 x float> undef, float %1795, i32 0
+  %1797 = shufflevector <16 x float> %1796, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1797, ptr %conv2_weight_grad.t112_a15, align 64
+  %t112_a15 = load <16 x float>, ptr %conv2_weight_grad.t112_a15, align 64
+  %t112_b0569 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c15_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c15_0, align 64
+  %1798 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a15, <16 x float> %t112_b0569, <16 x float> %t112_c15_0)
+  store <16 x float> %1798, ptr %conv2_weight_grad.t112_c15_0, align 64
+  %1799 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1800 = add nsw i64 %1799, 16
+  %1801 = mul nsw i64 %1800, 6400
+  %1802 = add nsw i64 756112, %1801
+  %1803 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1804 = add nsw i64 %conv2_weight_grad.k113537, %1803
+  %1805 = add nsw i64 %1802, %1804
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1805
+  %1806 = load float, ptr %arena570, align 4
+  %1807 = insertelement <16 x float> undef, float %1806, i32 0
+  %1808 = shufflevector <16 x float> %1807, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1808, ptr %conv2_weight_grad.t112_a16, align 64
+  %t112_a16 = load <16 x float>, ptr %conv2_weight_grad.t112_a16, align 64
+  %t112_b0571 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c16_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c16_0, align 64
+  %1809 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a16, <16 x float> %t112_b0571, <16 x float> %t112_c16_0)
+  store <16 x float> %1809, ptr %conv2_weight_grad.t112_c16_0, align 64
+  %1810 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1811 = add nsw i64 %1810, 17
+  %1812 = mul nsw i64 %1811, 6400
+  %1813 = add nsw i64 756112, %1812
+  %1814 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1815 = add nsw i64 %conv2_weight_grad.k113537, %1814
+  %1816 = add nsw i64 %1813, %1815
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1816
+  %1817 = load float, ptr %arena572, align 4
+  %1818 = insertelement <16 x float> undef, float %1817, i32 0
+  %1819 = shufflevector <16 x float> %1818, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1819, ptr %conv2_weight_grad.t112_a17, align 64
+  %t112_a17 = load <16 x float>, ptr %conv2_weight_grad.t112_a17, align 64
+  %t112_b0573 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c17_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c17_0, align 64
+  %1820 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a17, <16 x float> %t112_b0573, <16 x float> %t112_c17_0)
+  store <16 x float> %1820, ptr %conv2_weight_grad.t112_c17_0, align 64
+  %1821 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1822 = add nsw i64 %1821, 18
+  %1823 = mul nsw i64 %1822, 6400
+  %1824 = add nsw i64 756112, %1823
+  %1825 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1826 = add nsw i64 %conv2_weight_grad.k113537, %1825
+  %1827 = add nsw i64 %1824, %1826
+  %arena574 = getelementptr inbounds float, ptr %arena, i64 %1827
+  %1828 = load float, ptr %arena574, align 4
+  %1829 = insertelement <16 x float> undef, float %1828, i32 0
+  %1830 = shufflevector <16 x float> %1829, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1830, ptr %conv2_weight_grad.t112_a18, align 64
+  %t112_a18 = load <16 x float>, ptr %conv2_weight_grad.t112_a18, align 64
+  %t112_b0575 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c18_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c18_0, align 64
+  %1831 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a18, <16 x float> %t112_b0575, <16 x float> %t112_c18_0)
+  store <16 x float> %1831, ptr %conv2_weight_grad.t112_c18_0, align 64
+  %1832 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1833 = add nsw i64 %1832, 19
+  %1834 = mul nsw i64 %1833, 6400
+  %1835 = add nsw i64 756112, %1834
+  %1836 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1837 = add nsw i64 %conv2_weight_grad.k113537, %1836
+  %1838 = add nsw i64 %1835, %1837
+  %arena576 = getelementptr inbounds float, ptr %arena, i64 %1838
+  %1839 = load float, ptr %arena576, align 4
+  %1840 = insertelement <16 x float> undef, float %1839, i32 0
+  %1841 = shufflevector <16 x float> %1840, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1841, ptr %conv2_weight_grad.t112_a19, align 64
+  %t112_a19 = load <16 x float>, ptr %conv2_weight_grad.t112_a19, align 64
+  %t112_b0577 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c19_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c19_0, align 64
+  %1842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a19, <16 x float> %t112_b0577, <16 x float> %t112_c19_0)
+  store <16 x float> %1842, ptr %conv2_weight_grad.t112_c19_0, align 64
+  %1843 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1844 = add nsw i64 %1843, 20
+  %1845 = mul nsw i64 %1844, 6400
+  %1846 = add nsw i64 756112, %1845
+  %1847 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1848 = add nsw i64 %conv2_weight_grad.k113537, %1847
+  %1849 = add nsw i64 %1846, %1848
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1849
+  %1850 = load float, ptr %arena578, align 4
+  %1851 = insertelement <16 x float> undef, float %1850, i32 0
+  %1852 = shufflevector <16 x float> %1851, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1852, ptr %conv2_weight_grad.t112_a20, align 64
+  %t112_a20 = load <16 x float>, ptr %conv2_weight_grad.t112_a20, align 64
+  %t112_b0579 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c20_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c20_0, align 64
+  %1853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a20, <16 x float> %t112_b0579, <16 x float> %t112_c20_0)
+  store <16 x float> %1853, ptr %conv2_weight_grad.t112_c20_0, align 64
+  %1854 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1855 = add nsw i64 %1854, 21
+  %1856 = mul nsw i64 %1855, 6400
+  %1857 = add nsw i64 756112, %1856
+  %1858 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1859 = add nsw i64 %conv2_weight_grad.k113537, %1858
+  %1860 = add nsw i64 %1857, %1859
+  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1860
+  %1861 = load float, ptr %arena580, align 4
+  %1862 = insertelement <16 x float> undef, float %1861, i32 0
+  %1863 = shufflevector <16 x float> %1862, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1863, ptr %conv2_weight_grad.t112_a21, align 64
+  %t112_a21 = load <16 x float>, ptr %conv2_weight_grad.t112_a21, align 64
+  %t112_b0581 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c21_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c21_0, align 64
+  %1864 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a21, <16 x float> %t112_b0581, <16 x float> %t112_c21_0)
+  store <16 x float> %1864, ptr %conv2_weight_grad.t112_c21_0, align 64
+  %1865 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1866 = add nsw i64 %1865, 22
+  %1867 = mul nsw i64 %1866, 6400
+  %1868 = add nsw i64 756112, %1867
+  %1869 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1870 = add nsw i64 %conv2_weight_grad.k113537, %1869
+  %1871 = add nsw i64 %1868, %1870
+  %arena582 = getelementptr inbounds float, ptr %arena, i64 %1871
+  %1872 = load float, ptr %arena582, align 4
+  %1873 = insertelement <16 x float> undef, float %1872, i32 0
+  %1874 = shufflevector <16 x float> %1873, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1874, ptr %conv2_weight_grad.t112_a22, align 64
+  %t112_a22 = load <16 x float>, ptr %conv2_weight_grad.t112_a22, align 64
+  %t112_b0583 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c22_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c22_0, align 64
+  %1875 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a22, <16 x float> %t112_b0583, <16 x float> %t112_c22_0)
+  store <16 x float> %1875, ptr %conv2_weight_grad.t112_c22_0, align 64
+  %1876 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1877 = add nsw i64 %1876, 23
+  %1878 = mul nsw i64 %1877, 6400
+  %1879 = add nsw i64 756112, %1878
+  %1880 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1881 = add nsw i64 %conv2_weight_grad.k113537, %1880
+  %1882 = add nsw i64 %1879, %1881
+  %arena584 = getelementptr inbounds float, ptr %arena, i64 %1882
+  %1883 = load float, ptr %arena584, align 4
+  %1884 = insertelement <16 x float> undef, float %1883, i32 0
+  %1885 = shufflevector <16 x float> %1884, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1885, ptr %conv2_weight_grad.t112_a23, align 64
+  %t112_a23 = load <16 x float>, ptr %conv2_weight_grad.t112_a23, align 64
+  %t112_b0585 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c23_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c23_0, align 64
+  %1886 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a23, <16 x float> %t112_b0585, <16 x float> %t112_c23_0)
+  store <16 x float> %1886, ptr %conv2_weight_grad.t112_c23_0, align 64
+  %1887 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1888 = add nsw i64 %1887, 24
+  %1889 = mul nsw i64 %1888, 6400
+  %1890 = add nsw i64 756112, %1889
+  %1891 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1892 = add nsw i64 %conv2_weight_grad.k113537, %1891
+  %1893 = add nsw i64 %1890, %1892
+  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1893
+  %1894 = load float, ptr %arena586, align 4
+  %1895 = insertelement <16 x float> undef, float %1894, i32 0
+  %1896 = shufflevector <16 x float> %1895, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1896, ptr %conv2_weight_grad.t112_a24, align 64
+  %t112_a24 = load <16 x float>, ptr %conv2_weight_grad.t112_a24, align 64
+  %t112_b0587 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c24_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c24_0, align 64
+  %1897 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a24, <16 x float> %t112_b0587, <16 x float> %t112_c24_0)
+  store <16 x float> %1897, ptr %conv2_weight_grad.t112_c24_0, align 64
+  %1898 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1899 = add nsw i64 %1898, 25
+  %1900 = mul nsw i64 %1899, 6400
+  %1901 = add nsw i64 756112, %1900
+  %1902 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1903 = add nsw i64 %conv2_weight_grad.k113537, %1902
+  %1904 = add nsw i64 %1901, %1903
+  %arena588 = getelementptr inbounds float, ptr %arena, i64 %1904
+  %1905 = load float, ptr %arena588, align 4
+  %1906 = insertelement <16 x float> undef, float %1905, i32 0
+  %1907 = shufflevector <16 x float> %1906, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1907, ptr %conv2_weight_grad.t112_a25, align 64
+  %t112_a25 = load <16 x float>, ptr %conv2_weight_grad.t112_a25, align 64
+  %t112_b0589 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c25_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c25_0, align 64
+  %1908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a25, <16 x float> %t112_b0589, <16 x float> %t112_c25_0)
+  store <16 x float> %1908, ptr %conv2_weight_grad.t112_c25_0, align 64
+  %1909 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1910 = add nsw i64 %1909, 26
+  %1911 = mul nsw i64 %1910, 6400
+  %1912 = add nsw i64 756112, %1911
+  %1913 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1914 = add nsw i64 %conv2_weight_grad.k113537, %1913
+  %1915 = add nsw i64 %1912, %1914
+  %arena590 = getelementptr inbounds float, ptr %arena, i64 %1915
+  %1916 = load float, ptr %arena590, align 4
+  %1917 = insertelement <16 x float> undef, float %1916, i32 0
+  %1918 = shufflevector <16 x float> %1917, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1918, ptr %conv2_weight_grad.t112_a26, align 64
+  %t112_a26 = load <16 x float>, ptr %conv2_weight_grad.t112_a26, align 64
+  %t112_b0591 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c26_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c26_0, align 64
+  %1919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a26, <16 x float> %t112_b0591, <16 x float> %t112_c26_0)
+  store <16 x float> %1919, ptr %conv2_weight_grad.t112_c26_0, align 64
+  %1920 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1921 = add nsw i64 %1920, 27
+  %1922 = mul nsw i64 %1921, 6400
+  %1923 = add nsw i64 756112, %1922
+  %1924 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %1925 = add nsw i64 %conv2_weight_grad.k113537, %1924
+  %1926 = add nsw i64 %1923, %1925
+  %arena592 = getelementptr inbounds float, ptr %arena, i64 %1926
+  %1927 = load float, ptr %arena592, align 4
+  %1928 = insertelement <16 x float> undef, float %1927, i32 0
+  %1929 = shufflevector <16 x float> %1928, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1929, ptr %conv2_weight_grad.t112_a27, align 64
+  %t112_a27 = load <16 x float>, ptr %conv2_weight_grad.t112_a27, align 64
+  %t112_b0593 = load <16 x float>, ptr %conv2_weight_grad.t112_b0, align 64
+  %t112_c27_0 = load <16 x float>, ptr %conv2_weight_grad.t112_c27_0, align 64
+  %1930 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t112_a27, <16 x float> %t112_b0593, <16 x float> %t112_c27_0)
+  store <16 x float> %1930, ptr %conv2_weight_grad.t112_c27_0, align 64
+  %k113.next = add nsw i64 %conv2_weight_grad.k113537, 1
+  %1931 = icmp slt i64 %k113.next, 377
+  br i1 %1931, label %conv2_weight_grad.k113, label %conv2_weight_grad.k113.end
+
+conv2_weight_grad.k113.end:                       ; preds = %conv2_weight_grad.k113
+  %t112_c0_0594 = load <16 x float>, ptr %conv2_weight_grad.t112_c0_0, align 64
+  %1932 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1933 = mul nsw i64 %1932, 16
+  %1934 = add nsw i64 1818512, %1933
+  %1935 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1936 = add nsw i64 %1934, %1935
+  %arena595 = getelementptr inbounds float, ptr %arena, i64 %1936
+  store <16 x float> %t112_c0_0594, ptr %arena595, align 4
+  %t112_c1_0596 = load <16 x float>, ptr %conv2_weight_grad.t112_c1_0, align 64
+  %1937 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1938 = add nsw i64 %1937, 1
+  %1939 = mul nsw i64 %1938, 16
+  %1940 = add nsw i64 1818512, %1939
+  %1941 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1942 = add nsw i64 %1940, %1941
+  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1942
+  store <16 x float> %t112_c1_0596, ptr %arena597, align 4
+  %t112_c2_0598 = load <16 x float>, ptr %conv2_weight_grad.t112_c2_0, align 64
+  %1943 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1944 = add nsw i64 %1943, 2
+  %1945 = mul nsw i64 %1944, 16
+  %1946 = add nsw i64 1818512, %1945
+  %1947 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1948 = add nsw i64 %1946, %1947
+  %arena599 = getelementptr inbounds float, ptr %arena, i64 %1948
+  store <16 x float> %t112_c2_0598, ptr %arena599, align 4
+  %t112_c3_0600 = load <16 x float>, ptr %conv2_weight_grad.t112_c3_0, align 64
+  %1949 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1950 = add nsw i64 %1949, 3
+  %1951 = mul nsw i64 %1950, 16
+  %1952 = add nsw i64 1818512, %1951
+  %1953 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1954 = add nsw i64 %1952, %1953
+  %arena601 = getelementptr inbounds float, ptr %arena, i64 %1954
+  store <16 x float> %t112_c3_0600, ptr %arena601, align 4
+  %t112_c4_0602 = load <16 x float>, ptr %conv2_weight_grad.t112_c4_0, align 64
+  %1955 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1956 = add nsw i64 %1955, 4
+  %1957 = mul nsw i64 %1956, 16
+  %1958 = add nsw i64 1818512, %1957
+  %1959 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1960 = add nsw i64 %1958, %1959
+  %arena603 = getelementptr inbounds float, ptr %arena, i64 %1960
+  store <16 x float> %t112_c4_0602, ptr %arena603, align 4
+  %t112_c5_0604 = load <16 x float>, ptr %conv2_weight_grad.t112_c5_0, align 64
+  %1961 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1962 = add nsw i64 %1961, 5
+  %1963 = mul nsw i64 %1962, 16
+  %1964 = add nsw i64 1818512, %1963
+  %1965 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1966 = add nsw i64 %1964, %1965
+  %arena605 = getelementptr inbounds float, ptr %arena, i64 %1966
+  store <16 x float> %t112_c5_0604, ptr %arena605, align 4
+  %t112_c6_0606 = load <16 x float>, ptr %conv2_weight_grad.t112_c6_0, align 64
+  %1967 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1968 = add nsw i64 %1967, 6
+  %1969 = mul nsw i64 %1968, 16
+  %1970 = add nsw i64 1818512, %1969
+  %1971 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1972 = add nsw i64 %1970, %1971
+  %arena607 = getelementptr inbounds float, ptr %arena, i64 %1972
+  store <16 x float> %t112_c6_0606, ptr %arena607, align 4
+  %t112_c7_0608 = load <16 x float>, ptr %conv2_weight_grad.t112_c7_0, align 64
+  %1973 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1974 = add nsw i64 %1973, 7
+  %1975 = mul nsw i64 %1974, 16
+  %1976 = add nsw i64 1818512, %1975
+  %1977 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1978 = add nsw i64 %1976, %1977
+  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1978
+  store <16 x float> %t112_c7_0608, ptr %arena609, align 4
+  %t112_c8_0610 = load <16 x float>, ptr %conv2_weight_grad.t112_c8_0, align 64
+  %1979 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1980 = add nsw i64 %1979, 8
+  %1981 = mul nsw i64 %1980, 16
+  %1982 = add nsw i64 1818512, %1981
+  %1983 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1984 = add nsw i64 %1982, %1983
+  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1984
+  store <16 x float> %t112_c8_0610, ptr %arena611, align 4
+  %t112_c9_0612 = load <16 x float>, ptr %conv2_weight_grad.t112_c9_0, align 64
+  %1985 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1986 = add nsw i64 %1985, 9
+  %1987 = mul nsw i64 %1986, 16
+  %1988 = add nsw i64 1818512, %1987
+  %1989 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1990 = add nsw i64 %1988, %1989
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1990
+  store <16 x float> %t112_c9_0612, ptr %arena613, align 4
+  %t112_c10_0614 = load <16 x float>, ptr %conv2_weight_grad.t112_c10_0, align 64
+  %1991 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1992 = add nsw i64 %1991, 10
+  %1993 = mul nsw i64 %1992, 16
+  %1994 = add nsw i64 1818512, %1993
+  %1995 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %1996 = add nsw i64 %1994, %1995
+  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1996
+  store <16 x float> %t112_c10_0614, ptr %arena615, align 4
+  %t112_c11_0616 = load <16 x float>, ptr %conv2_weight_grad.t112_c11_0, align 64
+  %1997 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %1998 = add nsw i64 %1997, 11
+  %1999 = mul nsw i64 %1998, 16
+  %2000 = add nsw i64 1818512, %1999
+  %2001 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2002 = add nsw i64 %2000, %2001
+  %arena617 = getelementptr inbounds float, ptr %arena, i64 %2002
+  store <16 x float> %t112_c11_0616, ptr %arena617, align 4
+  %t112_c12_0618 = load <16 x float>, ptr %conv2_weight_grad.t112_c12_0, align 64
+  %2003 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2004 = add nsw i64 %2003, 12
+  %2005 = mul nsw i64 %2004, 16
+  %2006 = add nsw i64 1818512, %2005
+  %2007 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2008 = add nsw i64 %2006, %2007
+  %arena619 = getelementptr inbounds float, ptr %arena, i64 %2008
+  store <16 x float> %t112_c12_0618, ptr %arena619, align 4
+  %t112_c13_0620 = load <16 x float>, ptr %conv2_weight_grad.t112_c13_0, align 64
+  %2009 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2010 = add nsw i64 %2009, 13
+  %2011 = mul nsw i64 %2010, 16
+  %2012 = add nsw i64 1818512, %2011
+  %2013 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2014 = add nsw i64 %2012, %2013
+  %arena621 = getelementptr inbounds float, ptr %arena, i64 %2014
+  store <16 x float> %t112_c13_0620, ptr %arena621, align 4
+  %t112_c14_0622 = load <16 x float>, ptr %conv2_weight_grad.t112_c14_0, align 64
+  %2015 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2016 = add nsw i64 %2015, 14
+  %2017 = mul nsw i64 %2016, 16
+  %2018 = add nsw i64 1818512, %2017
+  %2019 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2020 = add nsw i64 %2018, %2019
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %2020
+  store <16 x float> %t112_c14_0622, ptr %arena623, align 4
+  %t112_c15_0624 = load <16 x float>, ptr %conv2_weight_grad.t112_c15_0, align 64
+  %2021 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2022 = add nsw i64 %2021, 15
+  %2023 = mul nsw i64 %2022, 16
+  %2024 = add nsw i64 1818512, %2023
+  %2025 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2026 = add nsw i64 %2024, %2025
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %2026
+  store <16 x float> %t112_c15_0624, ptr %arena625, align 4
+  %t112_c16_0626 = load <16 x float>, ptr %conv2_weight_grad.t112_c16_0, align 64
+  %2027 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2028 = add nsw i64 %2027, 16
+  %2029 = mul nsw i64 %2028, 16
+  %2030 = add nsw i64 1818512, %2029
+  %2031 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2032 = add nsw i64 %2030, %2031
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %2032
+  store <16 x float> %t112_c16_0626, ptr %arena627, align 4
+  %t112_c17_0628 = load <16 x float>, ptr %conv2_weight_grad.t112_c17_0, align 64
+  %2033 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2034 = add nsw i64 %2033, 17
+  %2035 = mul nsw i64 %2034, 16
+  %2036 = add nsw i64 1818512, %2035
+  %2037 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2038 = add nsw i64 %2036, %2037
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %2038
+  store <16 x float> %t112_c17_0628, ptr %arena629, align 4
+  %t112_c18_0630 = load <16 x float>, ptr %conv2_weight_grad.t112_c18_0, align 64
+  %2039 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2040 = add nsw i64 %2039, 18
+  %2041 = mul nsw i64 %2040, 16
+  %2042 = add nsw i64 1818512, %2041
+  %2043 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2044 = add nsw i64 %2042, %2043
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %2044
+  store <16 x float> %t112_c18_0630, ptr %arena631, align 4
+  %t112_c19_0632 = load <16 x float>, ptr %conv2_weight_grad.t112_c19_0, align 64
+  %2045 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2046 = add nsw i64 %2045, 19
+  %2047 = mul nsw i64 %2046, 16
+  %2048 = add nsw i64 1818512, %2047
+  %2049 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2050 = add nsw i64 %2048, %2049
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %2050
+  store <16 x float> %t112_c19_0632, ptr %arena633, align 4
+  %t112_c20_0634 = load <16 x float>, ptr %conv2_weight_grad.t112_c20_0, align 64
+  %2051 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2052 = add nsw i64 %2051, 20
+  %2053 = mul nsw i64 %2052, 16
+  %2054 = add nsw i64 1818512, %2053
+  %2055 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2056 = add nsw i64 %2054, %2055
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %2056
+  store <16 x float> %t112_c20_0634, ptr %arena635, align 4
+  %t112_c21_0636 = load <16 x float>, ptr %conv2_weight_grad.t112_c21_0, align 64
+  %2057 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2058 = add nsw i64 %2057, 21
+  %2059 = mul nsw i64 %2058, 16
+  %2060 = add nsw i64 1818512, %2059
+  %2061 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2062 = add nsw i64 %2060, %2061
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %2062
+  store <16 x float> %t112_c21_0636, ptr %arena637, align 4
+  %t112_c22_0638 = load <16 x float>, ptr %conv2_weight_grad.t112_c22_0, align 64
+  %2063 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2064 = add nsw i64 %2063, 22
+  %2065 = mul nsw i64 %2064, 16
+  %2066 = add nsw i64 1818512, %2065
+  %2067 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2068 = add nsw i64 %2066, %2067
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %2068
+  store <16 x float> %t112_c22_0638, ptr %arena639, align 4
+  %t112_c23_0640 = load <16 x float>, ptr %conv2_weight_grad.t112_c23_0, align 64
+  %2069 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2070 = add nsw i64 %2069, 23
+  %2071 = mul nsw i64 %2070, 16
+  %2072 = add nsw i64 1818512, %2071
+  %2073 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2074 = add nsw i64 %2072, %2073
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %2074
+  store <16 x float> %t112_c23_0640, ptr %arena641, align 4
+  %t112_c24_0642 = load <16 x float>, ptr %conv2_weight_grad.t112_c24_0, align 64
+  %2075 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2076 = add nsw i64 %2075, 24
+  %2077 = mul nsw i64 %2076, 16
+  %2078 = add nsw i64 1818512, %2077
+  %2079 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2080 = add nsw i64 %2078, %2079
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %2080
+  store <16 x float> %t112_c24_0642, ptr %arena643, align 4
+  %t112_c25_0644 = load <16 x float>, ptr %conv2_weight_grad.t112_c25_0, align 64
+  %2081 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2082 = add nsw i64 %2081, 25
+  %2083 = mul nsw i64 %2082, 16
+  %2084 = add nsw i64 1818512, %2083
+  %2085 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2086 = add nsw i64 %2084, %2085
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2086
+  store <16 x float> %t112_c25_0644, ptr %arena645, align 4
+  %t112_c26_0646 = load <16 x float>, ptr %conv2_weight_grad.t112_c26_0, align 64
+  %2087 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2088 = add nsw i64 %2087, 26
+  %2089 = mul nsw i64 %2088, 16
+  %2090 = add nsw i64 1818512, %2089
+  %2091 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2092 = add nsw i64 %2090, %2091
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %2092
+  store <16 x float> %t112_c26_0646, ptr %arena647, align 4
+  %t112_c27_0648 = load <16 x float>, ptr %conv2_weight_grad.t112_c27_0, align 64
+  %2093 = mul nsw i64 %conv2_weight_grad.mb111508, 28
+  %2094 = add nsw i64 %2093, 27
+  %2095 = mul nsw i64 %2094, 16
+  %2096 = add nsw i64 1818512, %2095
+  %2097 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2098 = add nsw i64 %2096, %2097
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2098
+  store <16 x float> %t112_c27_0648, ptr %arena649, align 4
+  %mb111.next = add nsw i64 %conv2_weight_grad.mb111508, 1
+  %2099 = icmp slt i64 %mb111.next, 5
+  br i1 %2099, label %conv2_weight_grad.mb111, label %conv2_weight_grad.mb111.end
+
+conv2_weight_grad.k115:                           ; preds = %conv2_weight_grad.k115, %conv2_weight_grad.mb111.end
+  %conv2_weight_grad.k115660 = phi i64 [ 0, %conv2_weight_grad.mb111.end ], [ %k115.next, %conv2_weight_grad.k115 ]
+  %2100 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2101 = add nsw i64 %conv2_weight_grad.k115660, %2100
+  %2102 = mul nsw i64 %2101, 16
+  %2103 = add nsw i64 1716112, %2102
+  %2104 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2105 = add nsw i64 %2103, %2104
+  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2105
+  %2106 = load <16 x float>, ptr %arena661, align 4
+  store <16 x float> %2106, ptr %conv2_weight_grad.t114_b0, align 64
+  %2107 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2108 = add nsw i64 %conv2_weight_grad.k115660, %2107
+  %2109 = add nsw i64 1652112, %2108
+  %arena662 = getelementptr inbounds float, ptr %arena, i64 %2109
+  %2110 = load float, ptr %arena662, align 4
+  %2111 = insertelement <16 x float> undef, float %2110, i32 0
+  %2112 = shufflevector <16 x float> %2111, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2112, ptr %conv2_weight_grad.t114_a0, align 64
+  %t114_a0 = load <16 x float>, ptr %conv2_weight_grad.t114_a0, align 64
+  %t114_b0 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c0_0, align 64
+  %2113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0, <16 x float> %t114_b0, <16 x float> %t114_c0_0)
+  store <16 x float> %2113, ptr %conv2_weight_grad.t114_c0_0, align 64
+  %2114 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2115 = add nsw i64 %conv2_weight_grad.k115660, %2114
+  %2116 = add nsw i64 1658512, %2115
+  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2116
+  %2117 = load float, ptr %arena663, align 4
+  %2118 = insertelement <16 x float> undef, float %2117, i32 0
+  %2119 = shufflevector <16 x float> %2118, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2119, ptr %conv2_weight_grad.t114_a1, align 64
+  %t114_a1 = load <16 x float>, ptr %conv2_weight_grad.t114_a1, align 64
+  %t114_b0664 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c1_0, align 64
+  %2120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1, <16 x float> %t114_b0664, <16 x float> %t114_c1_0)
+  store <16 x float> %2120, ptr %conv2_weight_grad.t114_c1_0, align 64
+  %2121 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2122 = add nsw i64 %conv2_weight_grad.k115660, %2121
+  %2123 = add nsw i64 1664912, %2122
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2123
+  %2124 = load float, ptr %arena665, align 4
+  %2125 = insertelement <16 x float> undef, float %2124, i32 0
+  %2126 = shufflevector <16 x float> %2125, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2126, ptr %conv2_weight_grad.t114_a2, align 64
+  %t114_a2 = load <16 x float>, ptr %conv2_weight_grad.t114_a2, align 64
+  %t114_b0666 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c2_0, align 64
+  %2127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a2, <16 x float> %t114_b0666, <16 x float> %t114_c2_0)
+  store <16 x float> %2127, ptr %conv2_weight_grad.t114_c2_0, align 64
+  %2128 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2129 = add nsw i64 %conv2_weight_grad.k115660, %2128
+  %2130 = add nsw i64 1671312, %2129
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2130
+  %2131 = load float, ptr %arena667, align 4
+  %2132 = insertelement <16 x float> undef, float %2131, i32 0
+  %2133 = shufflevector <16 x float> %2132, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2133, ptr %conv2_weight_grad.t114_a3, align 64
+  %t114_a3 = load <16 x float>, ptr %conv2_weight_grad.t114_a3, align 64
+  %t114_b0668 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c3_0, align 64
+  %2134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a3, <16 x float> %t114_b0668, <16 x float> %t114_c3_0)
+  store <16 x float> %2134, ptr %conv2_weight_grad.t114_c3_0, align 64
+  %2135 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2136 = add nsw i64 %conv2_weight_grad.k115660, %2135
+  %2137 = add nsw i64 1677712, %2136
+  %arena669 = getelementptr inbounds float, ptr %arena, i64 %2137
+  %2138 = load float, ptr %arena669, align 4
+  %2139 = insertelement <16 x float> undef, float %2138, i32 0
+  %2140 = shufflevector <16 x float> %2139, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2140, ptr %conv2_weight_grad.t114_a4, align 64
+  %t114_a4 = load <16 x float>, ptr %conv2_weight_grad.t114_a4, align 64
+  %t114_b0670 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c4_0, align 64
+  %2141 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a4, <16 x float> %t114_b0670, <16 x float> %t114_c4_0)
+  store <16 x float> %2141, ptr %conv2_weight_grad.t114_c4_0, align 64
+  %2142 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2143 = add nsw i64 %conv2_weight_grad.k115660, %2142
+  %2144 = add nsw i64 1684112, %2143
+  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2144
+  %2145 = load float, ptr %arena671, align 4
+  %2146 = insertelement <16 x float> undef, float %2145, i32 0
+  %2147 = shufflevector <16 x float> %2146, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2147, ptr %conv2_weight_grad.t114_a5, align 64
+  %t114_a5 = load <16 x float>, ptr %conv2_weight_grad.t114_a5, align 64
+  %t114_b0672 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c5_0, align 64
+  %2148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a5, <16 x float> %t114_b0672, <16 x float> %t114_c5_0)
+  store <16 x float> %2148, ptr %conv2_weight_grad.t114_c5_0, align 64
+  %2149 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2150 = add nsw i64 %conv2_weight_grad.k115660, %2149
+  %2151 = add nsw i64 1690512, %2150
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %2151
+  %2152 = load float, ptr %arena673, align 4
+  %2153 = insertelement <16 x float> undef, float %2152, i32 0
+  %2154 = shufflevector <16 x float> %2153, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2154, ptr %conv2_weight_grad.t114_a6, align 64
+  %t114_a6 = load <16 x float>, ptr %conv2_weight_grad.t114_a6, align 64
+  %t114_b0674 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c6_0, align 64
+  %2155 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a6, <16 x float> %t114_b0674, <16 x float> %t114_c6_0)
+  store <16 x float> %2155, ptr %conv2_weight_grad.t114_c6_0, align 64
+  %2156 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2157 = add nsw i64 %conv2_weight_grad.k115660, %2156
+  %2158 = add nsw i64 1696912, %2157
+  %arena675 = getelementptr inbounds float, ptr %arena, i64 %2158
+  %2159 = load float, ptr %arena675, align 4
+  %2160 = insertelement <16 x float> undef, float %2159, i32 0
+  %2161 = shufflevector <16 x float> %2160, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2161, ptr %conv2_weight_grad.t114_a7, align 64
+  %t114_a7 = load <16 x float>, ptr %conv2_weight_grad.t114_a7, align 64
+  %t114_b0676 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c7_0, align 64
+  %2162 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a7, <16 x float> %t114_b0676, <16 x float> %t114_c7_0)
+  store <16 x float> %2162, ptr %conv2_weight_grad.t114_c7_0, align 64
+  %2163 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2164 = add nsw i64 %conv2_weight_grad.k115660, %2163
+  %2165 = add nsw i64 1703312, %2164
+  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2165
+  %2166 = load float, ptr %arena677, align 4
+  %2167 = insertelement <16 x float> undef, float %2166, i32 0
+  %2168 = shufflevector <16 x float> %2167, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2168, ptr %conv2_weight_grad.t114_a8, align 64
+  %t114_a8 = load <16 x float>, ptr %conv2_weight_grad.t114_a8, align 64
+  %t114_b0678 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c8_0, align 64
+  %2169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a8, <16 x float> %t114_b0678, <16 x float> %t114_c8_0)
+  store <16 x float> %2169, ptr %conv2_weight_grad.t114_c8_0, align 64
+  %2170 = mul nsw i64 %conv2_weight_grad.kp109506, 377
+  %2171 = add nsw i64 %conv2_weight_grad.k115660, %2170
+  %2172 = add nsw i64 1709712, %2171
+  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2172
+  %2173 = load float, ptr %arena679, align 4
+  %2174 = insertelement <16 x float> undef, float %2173, i32 0
+  %2175 = shufflevector <16 x float> %2174, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2175, ptr %conv2_weight_grad.t114_a9, align 64
+  %t114_a9 = load <16 x float>, ptr %conv2_weight_grad.t114_a9, align 64
+  %t114_b0680 = load <16 x float>, ptr %conv2_weight_grad.t114_b0, align 64
+  %t114_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t114_c9_0, align 64
+  %2176 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a9, <16 x float> %t114_b0680, <16 x float> %t114_c9_0)
+  store <16 x float> %2176, ptr %conv2_weight_grad.t114_c9_0, align 64
+  %k115.next = add nsw i64 %conv2_weight_grad.k115660, 1
+  %2177 = icmp slt i64 %k115.next, 377
+  br i1 %2177, label %conv2_weight_grad.k115, label %conv2_weight_grad.k115.end
+
+conv2_weight_grad.k115.end:                       ; preds = %conv2_weight_grad.k115
+  %t114_c0_0681 = load <16 x float>, ptr %conv2_weight_grad.t114_c0_0, align 64
+  %2178 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2179 = add nsw i64 1820752, %2178
+  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2179
+  store <16 x float> %t114_c0_0681, ptr %arena682, align 4
+  %t114_c1_0683 = load <16 x float>, ptr %conv2_weight_grad.t114_c1_0, align 64
+  %2180 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2181 = add nsw i64 1820768, %2180
+  %arena684 = getelementptr inbounds float, ptr %arena, i64 %2181
+  store <16 x float> %t114_c1_0683, ptr %arena684, align 4
+  %t114_c2_0685 = load <16 x float>, ptr %conv2_weight_grad.t114_c2_0, align 64
+  %2182 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2183 = add nsw i64 1820784, %2182
+  %arena686 = getelementptr inbounds float, ptr %arena, i64 %2183
+  store <16 x float> %t114_c2_0685, ptr %arena686, align 4
+  %t114_c3_0687 = load <16 x float>, ptr %conv2_weight_grad.t114_c3_0, align 64
+  %2184 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2185 = add nsw i64 1820800, %2184
+  %arena688 = getelementptr inbounds float, ptr %arena, i64 %2185
+  store <16 x float> %t114_c3_0687, ptr %arena688, align 4
+  %t114_c4_0689 = load <16 x float>, ptr %conv2_weight_grad.t114_c4_0, align 64
+  %2186 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2187 = add nsw i64 1820816, %2186
+  %arena690 = getelementptr inbounds float, ptr %arena, i64 %2187
+  store <16 x float> %t114_c4_0689, ptr %arena690, align 4
+  %t114_c5_0691 = load <16 x float>, ptr %conv2_weight_grad.t114_c5_0, align 64
+  %2188 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2189 = add nsw i64 1820832, %2188
+  %arena692 = getelementptr inbounds float, ptr %arena, i64 %2189
+  store <16 x float> %t114_c5_0691, ptr %arena692, align 4
+  %t114_c6_0693 = load <16 x float>, ptr %conv2_weight_grad.t114_c6_0, align 64
+  %2190 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2191 = add nsw i64 1820848, %2190
+  %arena694 = getelementptr inbounds float, ptr %arena, i64 %2191
+  store <16 x float> %t114_c6_0693, ptr %arena694, align 4
+  %t114_c7_0695 = load <16 x float>, ptr %conv2_weight_grad.t114_c7_0, align 64
+  %2192 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2193 = add nsw i64 1820864, %2192
+  %arena696 = getelementptr inbounds float, ptr %arena, i64 %2193
+  store <16 x float> %t114_c7_0695, ptr %arena696, align 4
+  %t114_c8_0697 = load <16 x float>, ptr %conv2_weight_grad.t114_c8_0, align 64
+  %2194 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2195 = add nsw i64 1820880, %2194
+  %arena698 = getelementptr inbounds float, ptr %arena, i64 %2195
+  store <16 x float> %t114_c8_0697, ptr %arena698, align 4
+  %t114_c9_0699 = load <16 x float>, ptr %conv2_weight_grad.t114_c9_0, align 64
+  %2196 = mul nsw i64 %conv2_weight_grad.nb110507, 16
+  %2197 = add nsw i64 1820896, %2196
+  %arena700 = getelementptr inbounds float, ptr %arena, i64 %2197
+  store <16 x float> %t114_c9_0699, ptr %arena700, align 4
+  %nb110.next = add nsw i64 %conv2_weight_grad.nb110507, 1
+  %2198 = icmp slt i64 %nb110.next, 1
+  br i1 %2198, label %conv2_weight_grad.nb110, label %conv2_weight_grad.nb110.end
+
+conv2_weight_grad.nb116:                          ; preds = %conv2_weight_grad.k121.end, %conv2_weight_grad.kp109.end
+  %conv2_weight_grad.nb116701 = phi i64 [ 0, %conv2_weight_grad.kp109.end ], [ %nb116.next, %conv2_weight_grad.k121.end ]
+  br label %conv2_weight_grad.mb117
+
+conv2_weight_grad.nb116.end:                      ; preds = %conv2_weight_grad.k121.end
+  %g92.next = add nsw i64 %conv2_weight_grad.g92477, 1
+  %2199 = icmp slt i64 %g92.next, 1
+  br i1 %2199, label %conv2_weight_grad.g92, label %conv2_weight_grad.g92.end
+
+conv2_weight_grad.mb117:                          ; preds = %conv2_weight_grad.k119.end, %conv2_weight_grad.nb116
+  %conv2_weight_grad.mb117702 = phi i64 [ 0, %conv2_weight_grad.nb116 ], [ %mb117.next, %conv2_weight_grad.k119.end ]
+  %2200 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2201 = mul nsw i64 %2200, 16
+  %2202 = add nsw i64 1818512, %2201
+  %2203 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2204 = add nsw i64 %2202, %2203
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2204
+  %2205 = load <16 x float>, ptr %arena703, align 4
+  store <16 x float> %2205, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %2206 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2207 = add nsw i64 %2206, 1
+  %2208 = mul nsw i64 %2207, 16
+  %2209 = add nsw i64 1818512, %2208
+  %2210 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2211 = add nsw i64 %2209, %2210
+  %arena704 = getelementptr inbounds float, ptr %arena, i64 %2211
+  %2212 = load <16 x float>, ptr %arena704, align 4
+  store <16 x float> %2212, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %2213 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2214 = add nsw i64 %2213, 2
+  %2215 = mul nsw i64 %2214, 16
+  %2216 = add nsw i64 1818512, %2215
+  %2217 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2218 = add nsw i64 %2216, %2217
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2218
+  %2219 = load <16 x float>, ptr %arena705, align 4
+  store <16 x float> %2219, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %2220 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2221 = add nsw i64 %2220, 3
+  %2222 = mul nsw i64 %2221, 16
+  %2223 = add nsw i64 1818512, %2222
+  %2224 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2225 = add nsw i64 %2223, %2224
+  %arena706 = getelementptr inbounds float, ptr %arena, i64 %2225
+  %2226 = load <16 x float>, ptr %arena706, align 4
+  store <16 x float> %2226, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %2227 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2228 = add nsw i64 %2227, 4
+  %2229 = mul nsw i64 %2228, 16
+  %2230 = add nsw i64 1818512, %2229
+  %2231 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2232 = add nsw i64 %2230, %2231
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2232
+  %2233 = load <16 x float>, ptr %arena707, align 4
+  store <16 x float> %2233, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %2234 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2235 = add nsw i64 %2234, 5
+  %2236 = mul nsw i64 %2235, 16
+  %2237 = add nsw i64 1818512, %2236
+  %2238 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2239 = add nsw i64 %2237, %2238
+  %arena708 = getelementptr inbounds float, ptr %arena, i64 %2239
+  %2240 = load <16 x float>, ptr %arena708, align 4
+  store <16 x float> %2240, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %2241 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2242 = add nsw i64 %2241, 6
+  %2243 = mul nsw i64 %2242, 16
+  %2244 = add nsw i64 1818512, %2243
+  %2245 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2246 = add nsw i64 %2244, %2245
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2246
+  %2247 = load <16 x float>, ptr %arena709, align 4
+  store <16 x float> %2247, ptr %conv2_weight_grad.t118_c6_0, align 64
+  %2248 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2249 = add nsw i64 %2248, 7
+  %2250 = mul nsw i64 %2249, 16
+  %2251 = add nsw i64 1818512, %2250
+  %2252 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2253 = add nsw i64 %2251, %2252
+  %arena710 = getelementptr inbounds float, ptr %arena, i64 %2253
+  %2254 = load <16 x float>, ptr %arena710, align 4
+  store <16 x float> %2254, ptr %conv2_weight_grad.t118_c7_0, align 64
+  %2255 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2256 = add nsw i64 %2255, 8
+  %2257 = mul nsw i64 %2256, 16
+  %2258 = add nsw i64 1818512, %2257
+  %2259 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2260 = add nsw i64 %2258, %2259
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2260
+  %2261 = load <16 x float>, ptr %arena711, align 4
+  store <16 x float> %2261, ptr %conv2_weight_grad.t118_c8_0, align 64
+  %2262 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2263 = add nsw i64 %2262, 9
+  %2264 = mul nsw i64 %2263, 16
+  %2265 = add nsw i64 1818512, %2264
+  %2266 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2267 = add nsw i64 %2265, %2266
+  %arena712 = getelementptr inbounds float, ptr %arena, i64 %2267
+  %2268 = load <16 x float>, ptr %arena712, align 4
+  store <16 x float> %2268, ptr %conv2_weight_grad.t118_c9_0, align 64
+  %2269 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2270 = add nsw i64 %2269, 10
+  %2271 = mul nsw i64 %2270, 16
+  %2272 = add nsw i64 1818512, %2271
+  %2273 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2274 = add nsw i64 %2272, %2273
+  %arena713 = getelementptr inbounds float, ptr %arena, i64 %2274
+  %2275 = load <16 x float>, ptr %arena713, align 4
+  store <16 x float> %2275, ptr %conv2_weight_grad.t118_c10_0, align 64
+  %2276 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2277 = add nsw i64 %2276, 11
+  %2278 = mul nsw i64 %2277, 16
+  %2279 = add nsw i64 1818512, %2278
+  %2280 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2281 = add nsw i64 %2279, %2280
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2281
+  %2282 = load <16 x float>, ptr %arena714, align 4
+  store <16 x float> %2282, ptr %conv2_weight_grad.t118_c11_0, align 64
+  %2283 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2284 = add nsw i64 %2283, 12
+  %2285 = mul nsw i64 %2284, 16
+  %2286 = add nsw i64 1818512, %2285
+  %2287 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2288 = add nsw i64 %2286, %2287
+  %arena715 = getelementptr inbounds float, ptr %arena, i64 %2288
+  %2289 = load <16 x float>, ptr %arena715, align 4
+  store <16 x float> %2289, ptr %conv2_weight_grad.t118_c12_0, align 64
+  %2290 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2291 = add nsw i64 %2290, 13
+  %2292 = mul nsw i64 %2291, 16
+  %2293 = add nsw i64 1818512, %2292
+  %2294 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2295 = add nsw i64 %2293, %2294
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2295
+  %2296 = load <16 x float>, ptr %arena716, align 4
+  store <16 x float> %2296, ptr %conv2_weight_grad.t118_c13_0, align 64
+  %2297 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2298 = add nsw i64 %2297, 14
+  %2299 = mul nsw i64 %2298, 16
+  %2300 = add nsw i64 1818512, %2299
+  %2301 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2302 = add nsw i64 %2300, %2301
+  %arena717 = getelementptr inbounds float, ptr %arena, i64 %2302
+  %2303 = load <16 x float>, ptr %arena717, align 4
+  store <16 x float> %2303, ptr %conv2_weight_grad.t118_c14_0, align 64
+  %2304 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2305 = add nsw i64 %2304, 15
+  %2306 = mul nsw i64 %2305, 16
+  %2307 = add nsw i64 1818512, %2306
+  %2308 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2309 = add nsw i64 %2307, %2308
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2309
+  %2310 = load <16 x float>, ptr %arena718, align 4
+  store <16 x float> %2310, ptr %conv2_weight_grad.t118_c15_0, align 64
+  %2311 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2312 = add nsw i64 %2311, 16
+  %2313 = mul nsw i64 %2312, 16
+  %2314 = add nsw i64 1818512, %2313
+  %2315 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2316 = add nsw i64 %2314, %2315
+  %arena719 = getelementptr inbounds float, ptr %arena, i64 %2316
+  %2317 = load <16 x float>, ptr %arena719, align 4
+  store <16 x float> %2317, ptr %conv2_weight_grad.t118_c16_0, align 64
+  %2318 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2319 = add nsw i64 %2318, 17
+  %2320 = mul nsw i64 %2319, 16
+  %2321 = add nsw i64 1818512, %2320
+  %2322 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2323 = add nsw i64 %2321, %2322
+  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2323
+  %2324 = load <16 x float>, ptr %arena720, align 4
+  store <16 x float> %2324, ptr %conv2_weight_grad.t118_c17_0, align 64
+  %2325 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2326 = add nsw i64 %2325, 18
+  %2327 = mul nsw i64 %2326, 16
+  %2328 = add nsw i64 1818512, %2327
+  %2329 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2330 = add nsw i64 %2328, %2329
+  %arena721 = getelementptr inbounds float, ptr %arena, i64 %2330
+  %2331 = load <16 x float>, ptr %arena721, align 4
+  store <16 x float> %2331, ptr %conv2_weight_grad.t118_c18_0, align 64
+  %2332 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2333 = add nsw i64 %2332, 19
+  %2334 = mul nsw i64 %2333, 16
+  %2335 = add nsw i64 1818512, %2334
+  %2336 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2337 = add nsw i64 %2335, %2336
+  %arena722 = getelementptr inbounds float, ptr %arena, i64 %2337
+  %2338 = load <16 x float>, ptr %arena722, align 4
+  store <16 x float> %2338, ptr %conv2_weight_grad.t118_c19_0, align 64
+  %2339 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2340 = add nsw i64 %2339, 20
+  %2341 = mul nsw i64 %2340, 16
+  %2342 = add nsw i64 1818512, %2341
+  %2343 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2344 = add nsw i64 %2342, %2343
+  %arena723 = getelementptr inbounds float, ptr %arena, i64 %2344
+  %2345 = load <16 x float>, ptr %arena723, align 4
+  store <16 x float> %2345, ptr %conv2_weight_grad.t118_c20_0, align 64
+  %2346 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2347 = add nsw i64 %2346, 21
+  %2348 = mul nsw i64 %2347, 16
+  %2349 = add nsw i64 1818512, %2348
+  %2350 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2351 = add nsw i64 %2349, %2350
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2351
+  %2352 = load <16 x float>, ptr %arena724, align 4
+  store <16 x float> %2352, ptr %conv2_weight_grad.t118_c21_0, align 64
+  %2353 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2354 = add nsw i64 %2353, 22
+  %2355 = mul nsw i64 %2354, 16
+  %2356 = add nsw i64 1818512, %2355
+  %2357 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2358 = add nsw i64 %2356, %2357
+  %arena725 = getelementptr inbounds float, ptr %arena, i64 %2358
+  %2359 = load <16 x float>, ptr %arena725, align 4
+  store <16 x float> %2359, ptr %conv2_weight_grad.t118_c22_0, align 64
+  %2360 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2361 = add nsw i64 %2360, 23
+  %2362 = mul nsw i64 %2361, 16
+  %2363 = add nsw i64 1818512, %2362
+  %2364 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2365 = add nsw i64 %2363, %2364
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2365
+  %2366 = load <16 x float>, ptr %arena726, align 4
+  store <16 x float> %2366, ptr %conv2_weight_grad.t118_c23_0, align 64
+  %2367 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2368 = add nsw i64 %2367, 24
+  %2369 = mul nsw i64 %2368, 16
+  %2370 = add nsw i64 1818512, %2369
+  %2371 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2372 = add nsw i64 %2370, %2371
+  %arena727 = getelementptr inbounds float, ptr %arena, i64 %2372
+  %2373 = load <16 x float>, ptr %arena727, align 4
+  store <16 x float> %2373, ptr %conv2_weight_grad.t118_c24_0, align 64
+  %2374 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2375 = add nsw i64 %2374, 25
+  %2376 = mul nsw i64 %2375, 16
+  %2377 = add nsw i64 1818512, %2376
+  %2378 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2379 = add nsw i64 %2377, %2378
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2379
+  %2380 = load <16 x float>, ptr %arena728, align 4
+  store <16 x float> %2380, ptr %conv2_weight_grad.t118_c25_0, align 64
+  %2381 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2382 = add nsw i64 %2381, 26
+  %2383 = mul nsw i64 %2382, 16
+  %2384 = add nsw i64 1818512, %2383
+  %2385 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2386 = add nsw i64 %2384, %2385
+  %arena729 = getelementptr inbounds float, ptr %arena, i64 %2386
+  %2387 = load <16 x float>, ptr %arena729, align 4
+  store <16 x float> %2387, ptr %conv2_weight_grad.t118_c26_0, align 64
+  %2388 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2389 = add nsw i64 %2388, 27
+  %2390 = mul nsw i64 %2389, 16
+  %2391 = add nsw i64 1818512, %2390
+  %2392 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2393 = add nsw i64 %2391, %2392
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2393
+  %2394 = load <16 x float>, ptr %arena730, align 4
+  store <16 x float> %2394, ptr %conv2_weight_grad.t118_c27_0, align 64
+  br label %conv2_weight_grad.k119
+
+conv2_weight_grad.mb117.end:                      ; preds = %conv2_weight_grad.k119.end
+  %2395 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2396 = add nsw i64 1820752, %2395
+  %arena844 = getelementptr inbounds float, ptr %arena, i64 %2396
+  %2397 = load <16 x float>, ptr %arena844, align 4
+  store <16 x float> %2397, ptr %conv2_weight_grad.t120_c0_0, align 64
+  %2398 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2399 = add nsw i64 1820768, %2398
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2399
+  %2400 = load <16 x float>, ptr %arena845, align 4
+  store <16 x float> %2400, ptr %conv2_weight_grad.t120_c1_0, align 64
+  %2401 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2402 = add nsw i64 1820784, %2401
+  %arena846 = getelementptr inbounds float, ptr %arena, i64 %2402
+  %2403 = load <16 x float>, ptr %arena846, align 4
+  store <16 x float> %2403, ptr %conv2_weight_grad.t120_c2_0, align 64
+  %2404 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2405 = add nsw i64 1820800, %2404
+  %arena847 = getelementptr inbounds float, ptr %arena, i64 %2405
+  %2406 = load <16 x float>, ptr %arena847, align 4
+  store <16 x float> %2406, ptr %conv2_weight_grad.t120_c3_0, align 64
+  %2407 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2408 = add nsw i64 1820816, %2407
+  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2408
+  %2409 = load <16 x float>, ptr %arena848, align 4
+  store <16 x float> %2409, ptr %conv2_weight_grad.t120_c4_0, align 64
+  %2410 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2411 = add nsw i64 1820832, %2410
+  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2411
+  %2412 = load <16 x float>, ptr %arena849, align 4
+  store <16 x float> %2412, ptr %conv2_weight_grad.t120_c5_0, align 64
+  %2413 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2414 = add nsw i64 1820848, %2413
+  %arena850 = getelementptr inbounds float, ptr %arena, i64 %2414
+  %2415 = load <16 x float>, ptr %arena850, align 4
+  store <16 x float> %2415, ptr %conv2_weight_grad.t120_c6_0, align 64
+  %2416 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2417 = add nsw i64 1820864, %2416
+  %arena851 = getelementptr inbounds float, ptr %arena, i64 %2417
+  %2418 = load <16 x float>, ptr %arena851, align 4
+  store <16 x float> %2418, ptr %conv2_weight_grad.t120_c7_0, align 64
+  %2419 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2420 = add nsw i64 1820880, %2419
+  %arena852 = getelementptr inbounds float, ptr %arena, i64 %2420
+  %2421 = load <16 x float>, ptr %arena852, align 4
+  store <16 x float> %2421, ptr %conv2_weight_grad.t120_c8_0, align 64
+  %2422 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2423 = add nsw i64 1820896, %2422
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2423
+  %2424 = load <16 x float>, ptr %arena853, align 4
+  store <16 x float> %2424, ptr %conv2_weight_grad.t120_c9_0, align 64
+  br label %conv2_weight_grad.k121
+
+conv2_weight_grad.k119:                           ; preds = %conv2_weight_grad.k119, %conv2_weight_grad.mb117
+  %conv2_weight_grad.k119731 = phi i64 [ 0, %conv2_weight_grad.mb117 ], [ %k119.next, %conv2_weight_grad.k119 ]
+  %2425 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2426 = mul nsw i64 %2425, 16
+  %2427 = add nsw i64 1716112, %2426
+  %2428 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2429 = add nsw i64 %2427, %2428
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2429
+  %2430 = load <16 x float>, ptr %arena732, align 4
+  store <16 x float> %2430, ptr %conv2_weight_grad.t118_b0, align 64
+  %2431 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2432 = mul nsw i64 %2431, 6400
+  %2433 = add nsw i64 756112, %2432
+  %2434 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2435 = add nsw i64 %2433, %2434
+  %arena733 = getelementptr inbounds float, ptr %arena, i64 %2435
+  %2436 = load float, ptr %arena733, align 4
+  %2437 = insertelement <16 x float> undef, float %2436, i32 0
+  %2438 = shufflevector <16 x float> %2437, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2438, ptr %conv2_weight_grad.t118_a0, align 64
+  %t118_a0 = load <16 x float>, ptr %conv2_weight_grad.t118_a0, align 64
+  %t118_b0 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %2439 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a0, <16 x float> %t118_b0, <16 x float> %t118_c0_0)
+  store <16 x float> %2439, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %2440 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2441 = add nsw i64 %2440, 1
+  %2442 = mul nsw i64 %2441, 6400
+  %2443 = add nsw i64 756112, %2442
+  %2444 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2445 = add nsw i64 %2443, %2444
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2445
+  %2446 = load float, ptr %arena734, align 4
+  %2447 = insertelement <16 x float> undef, float %2446, i32 0
+  %2448 = shufflevector <16 x float> %2447, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2448, ptr %conv2_weight_grad.t118_a1, align 64
+  %t118_a1 = load <16 x float>, ptr %conv2_weight_grad.t118_a1, align 64
+  %t118_b0735 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %2449 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a1, <16 x float> %t118_b0735, <16 x float> %t118_c1_0)
+  store <16 x float> %2449, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %2450 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2451 = add nsw i64 %2450, 2
+  %2452 = mul nsw i64 %2451, 6400
+  %2453 = add nsw i64 756112, %2452
+  %2454 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2455 = add nsw i64 %2453, %2454
+  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2455
+  %2456 = load float, ptr %arena736, align 4
+  %2457 = insertelement <16 x float> undef, float %2456, i32 0
+  %2458 = shufflevector <16 x float> %2457, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2458, ptr %conv2_weight_grad.t118_a2, align 64
+  %t118_a2 = load <16 x float>, ptr %conv2_weight_grad.t118_a2, align 64
+  %t118_b0737 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %2459 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a2, <16 x float> %t118_b0737, <16 x float> %t118_c2_0)
+  store <16 x float> %2459, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %2460 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2461 = add nsw i64 %2460, 3
+  %2462 = mul nsw i64 %2461, 6400
+  %2463 = add nsw i64 756112, %2462
+  %2464 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2465 = add nsw i64 %2463, %2464
+  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2465
+  %2466 = load float, ptr %arena738, align 4
+  %2467 = insertelement <16 x float> undef, float %2466, i32 0
+  %2468 = shufflevector <16 x float> %2467, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2468, ptr %conv2_weight_grad.t118_a3, align 64
+  %t118_a3 = load <16 x float>, ptr %conv2_weight_grad.t118_a3, align 64
+  %t118_b0739 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %2469 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a3, <16 x float> %t118_b0739, <16 x float> %t118_c3_0)
+  store <16 x float> %2469, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %2470 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2471 = add nsw i64 %2470, 4
+  %2472 = mul nsw i64 %2471, 6400
+  %2473 = add nsw i64 756112, %2472
+  %2474 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2475 = add nsw i64 %2473, %2474
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2475
+  %2476 = load float, ptr %arena740, align 4
+  %2477 = insertelement <16 x float> undef, float %2476, i32 0
+  %2478 = shufflevector <16 x float> %2477, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2478, ptr %conv2_weight_grad.t118_a4, align 64
+  %t118_a4 = load <16 x float>, ptr %conv2_weight_grad.t118_a4, align 64
+  %t118_b0741 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %2479 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a4, <16 x float> %t118_b0741, <16 x float> %t118_c4_0)
+  store <16 x float> %2479, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %2480 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2481 = add nsw i64 %2480, 5
+  %2482 = mul nsw i64 %2481, 6400
+  %2483 = add nsw i64 756112, %2482
+  %2484 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2485 = add nsw i64 %2483, %2484
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2485
+  %2486 = load float, ptr %arena742, align 4
+  %2487 = insertelement <16 x float> undef, float %2486, i32 0
+  %2488 = shufflevector <16 x float> %2487, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2488, ptr %conv2_weight_grad.t118_a5, align 64
+  %t118_a5 = load <16 x float>, ptr %conv2_weight_grad.t118_a5, align 64
+  %t118_b0743 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %2489 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a5, <16 x float> %t118_b0743, <16 x float> %t118_c5_0)
+  store <16 x float> %2489, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %2490 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2491 = add nsw i64 %2490, 6
+  %2492 = mul nsw i64 %2491, 6400
+  %2493 = add nsw i64 756112, %2492
+  %2494 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2495 = add nsw i64 %2493, %2494
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2495
+  %2496 = load float, ptr %arena744, align 4
+  %2497 = insertelement <16 x float> undef, float %2496, i32 0
+  %2498 = shufflevector <16 x float> %2497, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2498, ptr %conv2_weight_grad.t118_a6, align 64
+  %t118_a6 = load <16 x float>, ptr %conv2_weight_grad.t118_a6, align 64
+  %t118_b0745 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c6_0, align 64
+  %2499 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a6, <16 x float> %t118_b0745, <16 x float> %t118_c6_0)
+  store <16 x float> %2499, ptr %conv2_weight_grad.t118_c6_0, align 64
+  %2500 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2501 = add nsw i64 %2500, 7
+  %2502 = mul nsw i64 %2501, 6400
+  %2503 = add nsw i64 756112, %2502
+  %2504 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2505 = add nsw i64 %2503, %2504
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2505
+  %2506 = load float, ptr %arena746, align 4
+  %2507 = insertelement <16 x float> undef, float %2506, i32 0
+  %2508 = shufflevector <16 x float> %2507, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2508, ptr %conv2_weight_grad.t118_a7, align 64
+  %t118_a7 = load <16 x float>, ptr %conv2_weight_grad.t118_a7, align 64
+  %t118_b0747 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c7_0, align 64
+  %2509 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a7, <16 x float> %t118_b0747, <16 x float> %t118_c7_0)
+  store <16 x float> %2509, ptr %conv2_weight_grad.t118_c7_0, align 64
+  %2510 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2511 = add nsw i64 %2510, 8
+  %2512 = mul nsw i64 %2511, 6400
+  %2513 = add nsw i64 756112, %2512
+  %2514 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2515 = add nsw i64 %2513, %2514
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2515
+  %2516 = load float, ptr %arena748, align 4
+  %2517 = insertelement <16 x float> undef, float %2516, i32 0
+  %2518 = shufflevector <16 x float> %2517, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2518, ptr %conv2_weight_grad.t118_a8, align 64
+  %t118_a8 = load <16 x float>, ptr %conv2_weight_grad.t118_a8, align 64
+  %t118_b0749 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c8_0, align 64
+  %2519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a8, <16 x float> %t118_b0749, <16 x float> %t118_c8_0)
+  store <16 x float> %2519, ptr %conv2_weight_grad.t118_c8_0, align 64
+  %2520 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2521 = add nsw i64 %2520, 9
+  %2522 = mul nsw i64 %2521, 6400
+  %2523 = add nsw i64 756112, %2522
+  %2524 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2525 = add nsw i64 %2523, %2524
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2525
+  %2526 = load float, ptr %arena750, align 4
+  %2527 = insertelement <16 x float> undef, float %2526, i32 0
+  %2528 = shufflevector <16 x float> %2527, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2528, ptr %conv2_weight_grad.t118_a9, align 64
+  %t118_a9 = load <16 x float>, ptr %conv2_weight_grad.t118_a9, align 64
+  %t118_b0751 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c9_0, align 64
+  %2529 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a9, <16 x float> %t118_b0751, <16 x float> %t118_c9_0)
+  store <16 x float> %2529, ptr %conv2_weight_grad.t118_c9_0, align 64
+  %2530 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2531 = add nsw i64 %2530, 10
+  %2532 = mul nsw i64 %2531, 6400
+  %2533 = add nsw i64 756112, %2532
+  %2534 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2535 = add nsw i64 %2533, %2534
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2535
+  %2536 = load float, ptr %arena752, align 4
+  %2537 = insertelement <16 x float> undef, float %2536, i32 0
+  %2538 = shufflevector <16 x float> %2537, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2538, ptr %conv2_weight_grad.t118_a10, align 64
+  %t118_a10 = load <16 x float>, ptr %conv2_weight_grad.t118_a10, align 64
+  %t118_b0753 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c10_0, align 64
+  %2539 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a10, <16 x float> %t118_b0753, <16 x float> %t118_c10_0)
+  store <16 x float> %2539, ptr %conv2_weight_grad.t118_c10_0, align 64
+  %2540 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2541 = add nsw i64 %2540, 11
+  %2542 = mul nsw i64 %2541, 6400
+  %2543 = add nsw i64 756112, %2542
+  %2544 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2545 = add nsw i64 %2543, %2544
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2545
+  %2546 = load float, ptr %arena754, align 4
+  %2547 = insertelement <16 x float> undef, float %2546, i32 0
+  %2548 = shufflevector <16 x float> %2547, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2548, ptr %conv2_weight_grad.t118_a11, align 64
+  %t118_a11 = load <16 x float>, ptr %conv2_weight_grad.t118_a11, align 64
+  %t118_b0755 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c11_0, align 64
+  %2549 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a11, <16 x float> %t118_b0755, <16 x float> %t118_c11_0)
+  store <16 x float> %2549, ptr %conv2_weight_grad.t118_c11_0, align 64
+  %2550 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2551 = add nsw i64 %2550, 12
+  %2552 = mul nsw i64 %2551, 6400
+  %2553 = add nsw i64 756112, %2552
+  %2554 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2555 = add nsw i64 %2553, %2554
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2555
+  %2556 = load float, ptr %arena756, align 4
+  %2557 = insertelement <16 x float> undef, float %2556, i32 0
+  %2558 = shufflevector <16 x float> %2557, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2558, ptr %conv2_weight_grad.t118_a12, align 64
+  %t118_a12 = load <16 x float>, ptr %conv2_weight_grad.t118_a12, align 64
+  %t118_b0757 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c12_0, align 64
+  %2559 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a12, <16 x float> %t118_b0757, <16 x float> %t118_c12_0)
+  store <16 x float> %2559, ptr %conv2_weight_grad.t118_c12_0, align 64
+  %2560 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2561 = add nsw i64 %2560, 13
+  %2562 = mul nsw i64 %2561, 6400
+  %2563 = add nsw i64 756112, %2562
+  %2564 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2565 = add nsw i64 %2563, %2564
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2565
+  %2566 = load float, ptr %arena758, align 4
+  %2567 = insertelement <16 x float> undef, float %2566, i32 0
+  %2568 = shufflevector <16 x float> %2567, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2568, ptr %conv2_weight_grad.t118_a13, align 64
+  %t118_a13 = load <16 x float>, ptr %conv2_weight_grad.t118_a13, align 64
+  %t118_b0759 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c13_0, align 64
+  %2569 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a13, <16 x float> %t118_b0759, <16 x float> %t118_c13_0)
+  store <16 x float> %2569, ptr %conv2_weight_grad.t118_c13_0, align 64
+  %2570 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2571 = add nsw i64 %2570, 14
+  %2572 = mul nsw i64 %2571, 6400
+  %2573 = add nsw i64 756112, %2572
+  %2574 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2575 = add nsw i64 %2573, %2574
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2575
+  %2576 = load float, ptr %arena760, align 4
+  %2577 = insertelement <16 x float> undef, float %2576, i32 0
+  %2578 = shufflevector <16 x float> %2577, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2578, ptr %conv2_weight_grad.t118_a14, align 64
+  %t118_a14 = load <16 x float>, ptr %conv2_weight_grad.t118_a14, align 64
+  %t118_b0761 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c14_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c14_0, align 64
+  %2579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a14, <16 x float> %t118_b0761, <16 x float> %t118_c14_0)
+  store <16 x float> %2579, ptr %conv2_weight_grad.t118_c14_0, align 64
+  %2580 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2581 = add nsw i64 %2580, 15
+  %2582 = mul nsw i64 %2581, 6400
+  %2583 = add nsw i64 756112, %2582
+  %2584 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2585 = add nsw i64 %2583, %2584
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2585
+  %2586 = load float, ptr %arena762, align 4
+  %2587 = insertelement <16 x float> undef, float %2586, i32 0
+  %2588 = shufflevector <16 x float> %2587, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2588, ptr %conv2_weight_grad.t118_a15, align 64
+  %t118_a15 = load <16 x float>, ptr %conv2_weight_grad.t118_a15, align 64
+  %t118_b0763 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c15_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c15_0, align 64
+  %2589 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a15, <16 x float> %t118_b0763, <16 x float> %t118_c15_0)
+  store <16 x float> %2589, ptr %conv2_weight_grad.t118_c15_0, align 64
+  %2590 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2591 = add nsw i64 %2590, 16
+  %2592 = mul nsw i64 %2591, 6400
+  %2593 = add nsw i64 756112, %2592
+  %2594 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2595 = add nsw i64 %2593, %2594
+  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2595
+  %2596 = load float, ptr %arena764, align 4
+  %2597 = insertelement <16 x float> undef, float %2596, i32 0
+  %2598 = shufflevector <16 x float> %2597, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2598, ptr %conv2_weight_grad.t118_a16, align 64
+  %t118_a16 = load <16 x float>, ptr %conv2_weight_grad.t118_a16, align 64
+  %t118_b0765 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c16_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c16_0, align 64
+  %2599 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a16, <16 x float> %t118_b0765, <16 x float> %t118_c16_0)
+  store <16 x float> %2599, ptr %conv2_weight_grad.t118_c16_0, align 64
+  %2600 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2601 = add nsw i64 %2600, 17
+  %2602 = mul nsw i64 %2601, 6400
+  %2603 = add nsw i64 756112, %2602
+  %2604 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2605 = add nsw i64 %2603, %2604
+  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2605
+  %2606 = load float, ptr %arena766, align 4
+  %2607 = insertelement <16 x float> undef, float %2606, i32 0
+  %2608 = shufflevector <16 x float> %2607, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2608, ptr %conv2_weight_grad.t118_a17, align 64
+  %t118_a17 = load <16 x float>, ptr %conv2_weight_grad.t118_a17, align 64
+  %t118_b0767 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c17_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c17_0, align 64
+  %2609 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a17, <16 x float> %t118_b0767, <16 x float> %t118_c17_0)
+  store <16 x float> %2609, ptr %conv2_weight_grad.t118_c17_0, align 64
+  %2610 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2611 = add nsw i64 %2610, 18
+  %2612 = mul nsw i64 %2611, 6400
+  %2613 = add nsw i64 756112, %2612
+  %2614 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2615 = add nsw i64 %2613, %2614
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2615
+  %2616 = load float, ptr %arena768, align 4
+  %2617 = insertelement <16 x float> undef, float %2616, i32 0
+  %2618 = shufflevector <16 x float> %2617, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2618, ptr %conv2_weight_grad.t118_a18, align 64
+  %t118_a18 = load <16 x float>, ptr %conv2_weight_grad.t118_a18, align 64
+  %t118_b0769 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c18_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c18_0, align 64
+  %2619 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a18, <16 x float> %t118_b0769, <16 x float> %t118_c18_0)
+  store <16 x float> %2619, ptr %conv2_weight_grad.t118_c18_0, align 64
+  %2620 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2621 = add nsw i64 %2620, 19
+  %2622 = mul nsw i64 %2621, 6400
+  %2623 = add nsw i64 756112, %2622
+  %2624 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2625 = add nsw i64 %2623, %2624
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2625
+  %2626 = load float, ptr %arena770, align 4
+  %2627 = insertelement <16 x float> undef, float %2626, i32 0
+  %2628 = shufflevector <16 x float> %2627, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2628, ptr %conv2_weight_grad.t118_a19, align 64
+  %t118_a19 = load <16 x float>, ptr %conv2_weight_grad.t118_a19, align 64
+  %t118_b0771 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c19_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c19_0, align 64
+  %2629 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a19, <16 x float> %t118_b0771, <16 x float> %t118_c19_0)
+  store <16 x float> %2629, ptr %conv2_weight_grad.t118_c19_0, align 64
+  %2630 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2631 = add nsw i64 %2630, 20
+  %2632 = mul nsw i64 %2631, 6400
+  %2633 = add nsw i64 756112, %2632
+  %2634 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2635 = add nsw i64 %2633, %2634
+  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2635
+  %2636 = load float, ptr %arena772, align 4
+  %2637 = insertelement <16 x float> undef, float %2636, i32 0
+  %2638 = shufflevector <16 x float> %2637, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2638, ptr %conv2_weight_grad.t118_a20, align 64
+  %t118_a20 = load <16 x float>, ptr %conv2_weight_grad.t118_a20, align 64
+  %t118_b0773 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c20_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c20_0, align 64
+  %2639 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a20, <16 x float> %t118_b0773, <16 x float> %t118_c20_0)
+  store <16 x float> %2639, ptr %conv2_weight_grad.t118_c20_0, align 64
+  %2640 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2641 = add nsw i64 %2640, 21
+  %2642 = mul nsw i64 %2641, 6400
+  %2643 = add nsw i64 756112, %2642
+  %2644 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2645 = add nsw i64 %2643, %2644
+  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2645
+  %2646 = load float, ptr %arena774, align 4
+  %2647 = insertelement <16 x float> undef, float %2646, i32 0
+  %2648 = shufflevector <16 x float> %2647, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2648, ptr %conv2_weight_grad.t118_a21, align 64
+  %t118_a21 = load <16 x float>, ptr %conv2_weight_grad.t118_a21, align 64
+  %t118_b0775 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c21_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c21_0, align 64
+  %2649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a21, <16 x float> %t118_b0775, <16 x float> %t118_c21_0)
+  store <16 x float> %2649, ptr %conv2_weight_grad.t118_c21_0, align 64
+  %2650 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2651 = add nsw i64 %2650, 22
+  %2652 = mul nsw i64 %2651, 6400
+  %2653 = add nsw i64 756112, %2652
+  %2654 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2655 = add nsw i64 %2653, %2654
+  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2655
+  %2656 = load float, ptr %arena776, align 4
+  %2657 = insertelement <16 x float> undef, float %2656, i32 0
+  %2658 = shufflevector <16 x float> %2657, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2658, ptr %conv2_weight_grad.t118_a22, align 64
+  %t118_a22 = load <16 x float>, ptr %conv2_weight_grad.t118_a22, align 64
+  %t118_b0777 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c22_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c22_0, align 64
+  %2659 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a22, <16 x float> %t118_b0777, <16 x float> %t118_c22_0)
+  store <16 x float> %2659, ptr %conv2_weight_grad.t118_c22_0, align 64
+  %2660 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2661 = add nsw i64 %2660, 23
+  %2662 = mul nsw i64 %2661, 6400
+  %2663 = add nsw i64 756112, %2662
+  %2664 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2665 = add nsw i64 %2663, %2664
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2665
+  %2666 = load float, ptr %arena778, align 4
+  %2667 = insertelement <16 x float> undef, float %2666, i32 0
+  %2668 = shufflevector <16 x float> %2667, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2668, ptr %conv2_weight_grad.t118_a23, align 64
+  %t118_a23 = load <16 x float>, ptr %conv2_weight_grad.t118_a23, align 64
+  %t118_b0779 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c23_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c23_0, align 64
+  %2669 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a23, <16 x float> %t118_b0779, <16 x float> %t118_c23_0)
+  store <16 x float> %2669, ptr %conv2_weight_grad.t118_c23_0, align 64
+  %2670 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2671 = add nsw i64 %2670, 24
+  %2672 = mul nsw i64 %2671, 6400
+  %2673 = add nsw i64 756112, %2672
+  %2674 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2675 = add nsw i64 %2673, %2674
+  %arena780 = getelementptr inbounds float, ptr %arena, i64 %2675
+  %2676 = load float, ptr %arena780, align 4
+  %2677 = insertelement <16 x float> undef, float %2676, i32 0
+  %2678 = shufflevector <16 x float> %2677, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2678, ptr %conv2_weight_grad.t118_a24, align 64
+  %t118_a24 = load <16 x float>, ptr %conv2_weight_grad.t118_a24, align 64
+  %t118_b0781 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c24_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c24_0, align 64
+  %2679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a24, <16 x float> %t118_b0781, <16 x float> %t118_c24_0)
+  store <16 x float> %2679, ptr %conv2_weight_grad.t118_c24_0, align 64
+  %2680 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2681 = add nsw i64 %2680, 25
+  %2682 = mul nsw i64 %2681, 6400
+  %2683 = add nsw i64 756112, %2682
+  %2684 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2685 = add nsw i64 %2683, %2684
+  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2685
+  %2686 = load float, ptr %arena782, align 4
+  %2687 = insertelement <16 x float> undef, float %2686, i32 0
+  %2688 = shufflevector <16 x float> %2687, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2688, ptr %conv2_weight_grad.t118_a25, align 64
+  %t118_a25 = load <16 x float>, ptr %conv2_weight_grad.t118_a25, align 64
+  %t118_b0783 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c25_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c25_0, align 64
+  %2689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a25, <16 x float> %t118_b0783, <16 x float> %t118_c25_0)
+  store <16 x float> %2689, ptr %conv2_weight_grad.t118_c25_0, align 64
+  %2690 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2691 = add nsw i64 %2690, 26
+  %2692 = mul nsw i64 %2691, 6400
+  %2693 = add nsw i64 756112, %2692
+  %2694 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2695 = add nsw i64 %2693, %2694
+  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2695
+  %2696 = load float, ptr %arena784, align 4
+  %2697 = insertelement <16 x float> undef, float %2696, i32 0
+  %2698 = shufflevector <16 x float> %2697, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2698, ptr %conv2_weight_grad.t118_a26, align 64
+  %t118_a26 = load <16 x float>, ptr %conv2_weight_grad.t118_a26, align 64
+  %t118_b0785 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c26_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c26_0, align 64
+  %2699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a26, <16 x float> %t118_b0785, <16 x float> %t118_c26_0)
+  store <16 x float> %2699, ptr %conv2_weight_grad.t118_c26_0, align 64
+  %2700 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2701 = add nsw i64 %2700, 27
+  %2702 = mul nsw i64 %2701, 6400
+  %2703 = add nsw i64 756112, %2702
+  %2704 = add nsw i64 %conv2_weight_grad.k119731, 6032
+  %2705 = add nsw i64 %2703, %2704
+  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2705
+  %2706 = load float, ptr %arena786, align 4
+  %2707 = insertelement <16 x float> undef, float %2706, i32 0
+  %2708 = shufflevector <16 x float> %2707, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2708, ptr %conv2_weight_grad.t118_a27, align 64
+  %t118_a27 = load <16 x float>, ptr %conv2_weight_grad.t118_a27, align 64
+  %t118_b0787 = load <16 x float>, ptr %conv2_weight_grad.t118_b0, align 64
+  %t118_c27_0 = load <16 x float>, ptr %conv2_weight_grad.t118_c27_0, align 64
+  %2709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t118_a27, <16 x float> %t118_b0787, <16 x float> %t118_c27_0)
+  store <16 x float> %2709, ptr %conv2_weight_grad.t118_c27_0, align 64
+  %k119.next = add nsw i64 %conv2_weight_grad.k119731, 1
+  %2710 = icmp slt i64 %k119.next, 368
+  br i1 %2710, label %conv2_weight_grad.k119, label %conv2_weight_grad.k119.end
+
+conv2_weight_grad.k119.end:                       ; preds = %conv2_weight_grad.k119
+  %t118_c0_0788 = load <16 x float>, ptr %conv2_weight_grad.t118_c0_0, align 64
+  %2711 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2712 = mul nsw i64 %2711, 16
+  %2713 = add nsw i64 1818512, %2712
+  %2714 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2715 = add nsw i64 %2713, %2714
+  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2715
+  store <16 x float> %t118_c0_0788, ptr %arena789, align 4
+  %t118_c1_0790 = load <16 x float>, ptr %conv2_weight_grad.t118_c1_0, align 64
+  %2716 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2717 = add nsw i64 %2716, 1
+  %2718 = mul nsw i64 %2717, 16
+  %2719 = add nsw i64 1818512, %2718
+  %2720 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2721 = add nsw i64 %2719, %2720
+  %arena791 = getelementptr inbounds float, ptr %arena, i64 %2721
+  store <16 x float> %t118_c1_0790, ptr %arena791, align 4
+  %t118_c2_0792 = load <16 x float>, ptr %conv2_weight_grad.t118_c2_0, align 64
+  %2722 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2723 = add nsw i64 %2722, 2
+  %2724 = mul nsw i64 %2723, 16
+  %2725 = add nsw i64 1818512, %2724
+  %2726 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2727 = add nsw i64 %2725, %2726
+  %arena793 = getelementptr inbounds float, ptr %arena, i64 %2727
+  store <16 x float> %t118_c2_0792, ptr %arena793, align 4
+  %t118_c3_0794 = load <16 x float>, ptr %conv2_weight_grad.t118_c3_0, align 64
+  %2728 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2729 = add nsw i64 %2728, 3
+  %2730 = mul nsw i64 %2729, 16
+  %2731 = add nsw i64 1818512, %2730
+  %2732 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2733 = add nsw i64 %2731, %2732
+  %arena795 = getelementptr inbounds float, ptr %arena, i64 %2733
+  store <16 x float> %t118_c3_0794, ptr %arena795, align 4
+  %t118_c4_0796 = load <16 x float>, ptr %conv2_weight_grad.t118_c4_0, align 64
+  %2734 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2735 = add nsw i64 %2734, 4
+  %2736 = mul nsw i64 %2735, 16
+  %2737 = add nsw i64 1818512, %2736
+  %2738 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2739 = add nsw i64 %2737, %2738
+  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2739
+  store <16 x float> %t118_c4_0796, ptr %arena797, align 4
+  %t118_c5_0798 = load <16 x float>, ptr %conv2_weight_grad.t118_c5_0, align 64
+  %2740 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2741 = add nsw i64 %2740, 5
+  %2742 = mul nsw i64 %2741, 16
+  %2743 = add nsw i64 1818512, %2742
+  %2744 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2745 = add nsw i64 %2743, %2744
+  %arena799 = getelementptr inbounds float, ptr %arena, i64 %2745
+  store <16 x float> %t118_c5_0798, ptr %arena799, align 4
+  %t118_c6_0800 = load <16 x float>, ptr %conv2_weight_grad.t118_c6_0, align 64
+  %2746 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2747 = add nsw i64 %2746, 6
+  %2748 = mul nsw i64 %2747, 16
+  %2749 = add nsw i64 1818512, %2748
+  %2750 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2751 = add nsw i64 %2749, %2750
+  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2751
+  store <16 x float> %t118_c6_0800, ptr %arena801, align 4
+  %t118_c7_0802 = load <16 x float>, ptr %conv2_weight_grad.t118_c7_0, align 64
+  %2752 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2753 = add nsw i64 %2752, 7
+  %2754 = mul nsw i64 %2753, 16
+  %2755 = add nsw i64 1818512, %2754
+  %2756 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2757 = add nsw i64 %2755, %2756
+  %arena803 = getelementptr inbounds float, ptr %arena, i64 %2757
+  store <16 x float> %t118_c7_0802, ptr %arena803, align 4
+  %t118_c8_0804 = load <16 x float>, ptr %conv2_weight_grad.t118_c8_0, align 64
+  %2758 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2759 = add nsw i64 %2758, 8
+  %2760 = mul nsw i64 %2759, 16
+  %2761 = add nsw i64 1818512, %2760
+  %2762 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2763 = add nsw i64 %2761, %2762
+  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2763
+  store <16 x float> %t118_c8_0804, ptr %arena805, align 4
+  %t118_c9_0806 = load <16 x float>, ptr %conv2_weight_grad.t118_c9_0, align 64
+  %2764 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2765 = add nsw i64 %2764, 9
+  %2766 = mul nsw i64 %2765, 16
+  %2767 = add nsw i64 1818512, %2766
+  %2768 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2769 = add nsw i64 %2767, %2768
+  %arena807 = getelementptr inbounds float, ptr %arena, i64 %2769
+  store <16 x float> %t118_c9_0806, ptr %arena807, align 4
+  %t118_c10_0808 = load <16 x float>, ptr %conv2_weight_grad.t118_c10_0, align 64
+  %2770 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2771 = add nsw i64 %2770, 10
+  %2772 = mul nsw i64 %2771, 16
+  %2773 = add nsw i64 1818512, %2772
+  %2774 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2775 = add nsw i64 %2773, %2774
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2775
+  store <16 x float> %t118_c10_0808, ptr %arena809, align 4
+  %t118_c11_0810 = load <16 x float>, ptr %conv2_weight_grad.t118_c11_0, align 64
+  %2776 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2777 = add nsw i64 %2776, 11
+  %2778 = mul nsw i64 %2777, 16
+  %2779 = add nsw i64 1818512, %2778
+  %2780 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2781 = add nsw i64 %2779, %2780
+  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2781
+  store <16 x float> %t118_c11_0810, ptr %arena811, align 4
+  %t118_c12_0812 = load <16 x float>, ptr %conv2_weight_grad.t118_c12_0, align 64
+  %2782 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2783 = add nsw i64 %2782, 12
+  %2784 = mul nsw i64 %2783, 16
+  %2785 = add nsw i64 1818512, %2784
+  %2786 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2787 = add nsw i64 %2785, %2786
+  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2787
+  store <16 x float> %t118_c12_0812, ptr %arena813, align 4
+  %t118_c13_0814 = load <16 x float>, ptr %conv2_weight_grad.t118_c13_0, align 64
+  %2788 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2789 = add nsw i64 %2788, 13
+  %2790 = mul nsw i64 %2789, 16
+  %2791 = add nsw i64 1818512, %2790
+  %2792 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2793 = add nsw i64 %2791, %2792
+  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2793
+  store <16 x float> %t118_c13_0814, ptr %arena815, align 4
+  %t118_c14_0816 = load <16 x float>, ptr %conv2_weight_grad.t118_c14_0, align 64
+  %2794 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2795 = add nsw i64 %2794, 14
+  %2796 = mul nsw i64 %2795, 16
+  %2797 = add nsw i64 1818512, %2796
+  %2798 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2799 = add nsw i64 %2797, %2798
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2799
+  store <16 x float> %t118_c14_0816, ptr %arena817, align 4
+  %t118_c15_0818 = load <16 x float>, ptr %conv2_weight_grad.t118_c15_0, align 64
+  %2800 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2801 = add nsw i64 %2800, 15
+  %2802 = mul nsw i64 %2801, 16
+  %2803 = add nsw i64 1818512, %2802
+  %2804 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2805 = add nsw i64 %2803, %2804
+  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2805
+  store <16 x float> %t118_c15_0818, ptr %arena819, align 4
+  %t118_c16_0820 = load <16 x float>, ptr %conv2_weight_grad.t118_c16_0, align 64
+  %2806 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2807 = add nsw i64 %2806, 16
+  %2808 = mul nsw i64 %2807, 16
+  %2809 = add nsw i64 1818512, %2808
+  %2810 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2811 = add nsw i64 %2809, %2810
+  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2811
+  store <16 x float> %t118_c16_0820, ptr %arena821, align 4
+  %t118_c17_0822 = load <16 x float>, ptr %conv2_weight_grad.t118_c17_0, align 64
+  %2812 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2813 = add nsw i64 %2812, 17
+  %2814 = mul nsw i64 %2813, 16
+  %2815 = add nsw i64 1818512, %2814
+  %2816 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2817 = add nsw i64 %2815, %2816
+  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2817
+  store <16 x float> %t118_c17_0822, ptr %arena823, align 4
+  %t118_c18_0824 = load <16 x float>, ptr %conv2_weight_grad.t118_c18_0, align 64
+  %2818 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2819 = add nsw i64 %2818, 18
+  %2820 = mul nsw i64 %2819, 16
+  %2821 = add nsw i64 1818512, %2820
+  %2822 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2823 = add nsw i64 %2821, %2822
+  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2823
+  store <16 x float> %t118_c18_0824, ptr %arena825, align 4
+  %t118_c19_0826 = load <16 x float>, ptr %conv2_weight_grad.t118_c19_0, align 64
+  %2824 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2825 = add nsw i64 %2824, 19
+  %2826 = mul nsw i64 %2825, 16
+  %2827 = add nsw i64 1818512, %2826
+  %2828 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2829 = add nsw i64 %2827, %2828
+  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2829
+  store <16 x float> %t118_c19_0826, ptr %arena827, align 4
+  %t118_c20_0828 = load <16 x float>, ptr %conv2_weight_grad.t118_c20_0, align 64
+  %2830 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2831 = add nsw i64 %2830, 20
+  %2832 = mul nsw i64 %2831, 16
+  %2833 = add nsw i64 1818512, %2832
+  %2834 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2835 = add nsw i64 %2833, %2834
+  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2835
+  store <16 x float> %t118_c20_0828, ptr %arena829, align 4
+  %t118_c21_0830 = load <16 x float>, ptr %conv2_weight_grad.t118_c21_0, align 64
+  %2836 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2837 = add nsw i64 %2836, 21
+  %2838 = mul nsw i64 %2837, 16
+  %2839 = add nsw i64 1818512, %2838
+  %2840 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2841 = add nsw i64 %2839, %2840
+  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2841
+  store <16 x float> %t118_c21_0830, ptr %arena831, align 4
+  %t118_c22_0832 = load <16 x float>, ptr %conv2_weight_grad.t118_c22_0, align 64
+  %2842 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2843 = add nsw i64 %2842, 22
+  %2844 = mul nsw i64 %2843, 16
+  %2845 = add nsw i64 1818512, %2844
+  %2846 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2847 = add nsw i64 %2845, %2846
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2847
+  store <16 x float> %t118_c22_0832, ptr %arena833, align 4
+  %t118_c23_0834 = load <16 x float>, ptr %conv2_weight_grad.t118_c23_0, align 64
+  %2848 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2849 = add nsw i64 %2848, 23
+  %2850 = mul nsw i64 %2849, 16
+  %2851 = add nsw i64 1818512, %2850
+  %2852 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2853 = add nsw i64 %2851, %2852
+  %arena835 = getelementptr inbounds float, ptr %arena, i64 %2853
+  store <16 x float> %t118_c23_0834, ptr %arena835, align 4
+  %t118_c24_0836 = load <16 x float>, ptr %conv2_weight_grad.t118_c24_0, align 64
+  %2854 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2855 = add nsw i64 %2854, 24
+  %2856 = mul nsw i64 %2855, 16
+  %2857 = add nsw i64 1818512, %2856
+  %2858 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2859 = add nsw i64 %2857, %2858
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2859
+  store <16 x float> %t118_c24_0836, ptr %arena837, align 4
+  %t118_c25_0838 = load <16 x float>, ptr %conv2_weight_grad.t118_c25_0, align 64
+  %2860 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2861 = add nsw i64 %2860, 25
+  %2862 = mul nsw i64 %2861, 16
+  %2863 = add nsw i64 1818512, %2862
+  %2864 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2865 = add nsw i64 %2863, %2864
+  %arena839 = getelementptr inbounds float, ptr %arena, i64 %2865
+  store <16 x float> %t118_c25_0838, ptr %arena839, align 4
+  %t118_c26_0840 = load <16 x float>, ptr %conv2_weight_grad.t118_c26_0, align 64
+  %2866 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2867 = add nsw i64 %2866, 26
+  %2868 = mul nsw i64 %2867, 16
+  %2869 = add nsw i64 1818512, %2868
+  %2870 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2871 = add nsw i64 %2869, %2870
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2871
+  store <16 x float> %t118_c26_0840, ptr %arena841, align 4
+  %t118_c27_0842 = load <16 x float>, ptr %conv2_weight_grad.t118_c27_0, align 64
+  %2872 = mul nsw i64 %conv2_weight_grad.mb117702, 28
+  %2873 = add nsw i64 %2872, 27
+  %2874 = mul nsw i64 %2873, 16
+  %2875 = add nsw i64 1818512, %2874
+  %2876 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2877 = add nsw i64 %2875, %2876
+  %arena843 = getelementptr inbounds float, ptr %arena, i64 %2877
+  store <16 x float> %t118_c27_0842, ptr %arena843, align 4
+  %mb117.next = add nsw i64 %conv2_weight_grad.mb117702, 1
+  %2878 = icmp slt i64 %mb117.next, 5
+  br i1 %2878, label %conv2_weight_grad.mb117, label %conv2_weight_grad.mb117.end
+
+conv2_weight_grad.k121:                           ; preds = %conv2_weight_grad.k121, %conv2_weight_grad.mb117.end
+  %conv2_weight_grad.k121854 = phi i64 [ 0, %conv2_weight_grad.mb117.end ], [ %k121.next, %conv2_weight_grad.k121 ]
+  %2879 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2880 = mul nsw i64 %2879, 16
+  %2881 = add nsw i64 1716112, %2880
+  %2882 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2883 = add nsw i64 %2881, %2882
+  %arena855 = getelementptr inbounds float, ptr %arena, i64 %2883
+  %2884 = load <16 x float>, ptr %arena855, align 4
+  store <16 x float> %2884, ptr %conv2_weight_grad.t120_b0, align 64
+  %2885 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2886 = add nsw i64 1652112, %2885
+  %arena856 = getelementptr inbounds float, ptr %arena, i64 %2886
+  %2887 = load float, ptr %arena856, align 4
+  %2888 = insertelement <16 x float> undef, float %2887, i32 0
+  %2889 = shufflevector <16 x float> %2888, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2889, ptr %conv2_weight_grad.t120_a0, align 64
+  %t120_a0 = load <16 x float>, ptr %conv2_weight_grad.t120_a0, align 64
+  %t120_b0 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c0_0, align 64
+  %2890 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a0, <16 x float> %t120_b0, <16 x float> %t120_c0_0)
+  store <16 x float> %2890, ptr %conv2_weight_grad.t120_c0_0, align 64
+  %2891 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2892 = add nsw i64 1658512, %2891
+  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2892
+  %2893 = load float, ptr %arena857, align 4
+  %2894 = insertelement <16 x float> undef, float %2893, i32 0
+  %2895 = shufflevector <16 x float> %2894, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2895, ptr %conv2_weight_grad.t120_a1, align 64
+  %t120_a1 = load <16 x float>, ptr %conv2_weight_grad.t120_a1, align 64
+  %t120_b0858 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c1_0, align 64
+  %2896 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a1, <16 x float> %t120_b0858, <16 x float> %t120_c1_0)
+  store <16 x float> %2896, ptr %conv2_weight_grad.t120_c1_0, align 64
+  %2897 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2898 = add nsw i64 1664912, %2897
+  %arena859 = getelementptr inbounds float, ptr %arena, i64 %2898
+  %2899 = load float, ptr %arena859, align 4
+  %2900 = insertelement <16 x float> undef, float %2899, i32 0
+  %2901 = shufflevector <16 x float> %2900, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2901, ptr %conv2_weight_grad.t120_a2, align 64
+  %t120_a2 = load <16 x float>, ptr %conv2_weight_grad.t120_a2, align 64
+  %t120_b0860 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c2_0, align 64
+  %2902 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a2, <16 x float> %t120_b0860, <16 x float> %t120_c2_0)
+  store <16 x float> %2902, ptr %conv2_weight_grad.t120_c2_0, align 64
+  %2903 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2904 = add nsw i64 1671312, %2903
+  %arena861 = getelementptr inbounds float, ptr %arena, i64 %2904
+  %2905 = load float, ptr %arena861, align 4
+  %2906 = insertelement <16 x float> undef, float %2905, i32 0
+  %2907 = shufflevector <16 x float> %2906, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2907, ptr %conv2_weight_grad.t120_a3, align 64
+  %t120_a3 = load <16 x float>, ptr %conv2_weight_grad.t120_a3, align 64
+  %t120_b0862 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c3_0, align 64
+  %2908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a3, <16 x float> %t120_b0862, <16 x float> %t120_c3_0)
+  store <16 x float> %2908, ptr %conv2_weight_grad.t120_c3_0, align 64
+  %2909 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2910 = add nsw i64 1677712, %2909
+  %arena863 = getelementptr inbounds float, ptr %arena, i64 %2910
+  %2911 = load float, ptr %arena863, align 4
+  %2912 = insertelement <16 x float> undef, float %2911, i32 0
+  %2913 = shufflevector <16 x float> %2912, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2913, ptr %conv2_weight_grad.t120_a4, align 64
+  %t120_a4 = load <16 x float>, ptr %conv2_weight_grad.t120_a4, align 64
+  %t120_b0864 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c4_0, align 64
+  %2914 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a4, <16 x float> %t120_b0864, <16 x float> %t120_c4_0)
+  store <16 x float> %2914, ptr %conv2_weight_grad.t120_c4_0, align 64
+  %2915 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2916 = add nsw i64 1684112, %2915
+  %arena865 = getelementptr inbounds float, ptr %arena, i64 %2916
+  %2917 = load float, ptr %arena865, align 4
+  %2918 = insertelement <16 x float> undef, float %2917, i32 0
+  %2919 = shufflevector <16 x float> %2918, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2919, ptr %conv2_weight_grad.t120_a5, align 64
+  %t120_a5 = load <16 x float>, ptr %conv2_weight_grad.t120_a5, align 64
+  %t120_b0866 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c5_0, align 64
+  %2920 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a5, <16 x float> %t120_b0866, <16 x float> %t120_c5_0)
+  store <16 x float> %2920, ptr %conv2_weight_grad.t120_c5_0, align 64
+  %2921 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2922 = add nsw i64 1690512, %2921
+  %arena867 = getelementptr inbounds float, ptr %arena, i64 %2922
+  %2923 = load float, ptr %arena867, align 4
+  %2924 = insertelement <16 x float> undef, float %2923, i32 0
+  %2925 = shufflevector <16 x float> %2924, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2925, ptr %conv2_weight_grad.t120_a6, align 64
+  %t120_a6 = load <16 x float>, ptr %conv2_weight_grad.t120_a6, align 64
+  %t120_b0868 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c6_0, align 64
+  %2926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a6, <16 x float> %t120_b0868, <16 x float> %t120_c6_0)
+  store <16 x float> %2926, ptr %conv2_weight_grad.t120_c6_0, align 64
+  %2927 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2928 = add nsw i64 1696912, %2927
+  %arena869 = getelementptr inbounds float, ptr %arena, i64 %2928
+  %2929 = load float, ptr %arena869, align 4
+  %2930 = insertelement <16 x float> undef, float %2929, i32 0
+  %2931 = shufflevector <16 x float> %2930, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2931, ptr %conv2_weight_grad.t120_a7, align 64
+  %t120_a7 = load <16 x float>, ptr %conv2_weight_grad.t120_a7, align 64
+  %t120_b0870 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c7_0, align 64
+  %2932 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a7, <16 x float> %t120_b0870, <16 x float> %t120_c7_0)
+  store <16 x float> %2932, ptr %conv2_weight_grad.t120_c7_0, align 64
+  %2933 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2934 = add nsw i64 1703312, %2933
+  %arena871 = getelementptr inbounds float, ptr %arena, i64 %2934
+  %2935 = load float, ptr %arena871, align 4
+  %2936 = insertelement <16 x float> undef, float %2935, i32 0
+  %2937 = shufflevector <16 x float> %2936, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2937, ptr %conv2_weight_grad.t120_a8, align 64
+  %t120_a8 = load <16 x float>, ptr %conv2_weight_grad.t120_a8, align 64
+  %t120_b0872 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c8_0, align 64
+  %2938 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a8, <16 x float> %t120_b0872, <16 x float> %t120_c8_0)
+  store <16 x float> %2938, ptr %conv2_weight_grad.t120_c8_0, align 64
+  %2939 = add nsw i64 %conv2_weight_grad.k121854, 6032
+  %2940 = add nsw i64 1709712, %2939
+  %arena873 = getelementptr inbounds float, ptr %arena, i64 %2940
+  %2941 = load float, ptr %arena873, align 4
+  %2942 = insertelement <16 x float> undef, float %2941, i32 0
+  %2943 = shufflevector <16 x float> %2942, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2943, ptr %conv2_weight_grad.t120_a9, align 64
+  %t120_a9 = load <16 x float>, ptr %conv2_weight_grad.t120_a9, align 64
+  %t120_b0874 = load <16 x float>, ptr %conv2_weight_grad.t120_b0, align 64
+  %t120_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t120_c9_0, align 64
+  %2944 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t120_a9, <16 x float> %t120_b0874, <16 x float> %t120_c9_0)
+  store <16 x float> %2944, ptr %conv2_weight_grad.t120_c9_0, align 64
+  %k121.next = add nsw i64 %conv2_weight_grad.k121854, 1
+  %2945 = icmp slt i64 %k121.next, 368
+  br i1 %2945, label %conv2_weight_grad.k121, label %conv2_weight_grad.k121.end
+
+conv2_weight_grad.k121.end:                       ; preds = %conv2_weight_grad.k121
+  %t120_c0_0875 = load <16 x float>, ptr %conv2_weight_grad.t120_c0_0, align 64
+  %2946 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2947 = add nsw i64 1820752, %2946
+  %arena876 = getelementptr inbounds float, ptr %arena, i64 %2947
+  store <16 x float> %t120_c0_0875, ptr %arena876, align 4
+  %t120_c1_0877 = load <16 x float>, ptr %conv2_weight_grad.t120_c1_0, align 64
+  %2948 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2949 = add nsw i64 1820768, %2948
+  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2949
+  store <16 x float> %t120_c1_0877, ptr %arena878, align 4
+  %t120_c2_0879 = load <16 x float>, ptr %conv2_weight_grad.t120_c2_0, align 64
+  %2950 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2951 = add nsw i64 1820784, %2950
+  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2951
+  store <16 x float> %t120_c2_0879, ptr %arena880, align 4
+  %t120_c3_0881 = load <16 x float>, ptr %conv2_weight_grad.t120_c3_0, align 64
+  %2952 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2953 = add nsw i64 1820800, %2952
+  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2953
+  store <16 x float> %t120_c3_0881, ptr %arena882, align 4
+  %t120_c4_0883 = load <16 x float>, ptr %conv2_weight_grad.t120_c4_0, align 64
+  %2954 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2955 = add nsw i64 1820816, %2954
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2955
+  store <16 x float> %t120_c4_0883, ptr %arena884, align 4
+  %t120_c5_0885 = load <16 x float>, ptr %conv2_weight_grad.t120_c5_0, align 64
+  %2956 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2957 = add nsw i64 1820832, %2956
+  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2957
+  store <16 x float> %t120_c5_0885, ptr %arena886, align 4
+  %t120_c6_0887 = load <16 x float>, ptr %conv2_weight_grad.t120_c6_0, align 64
+  %2958 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2959 = add nsw i64 1820848, %2958
+  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2959
+  store <16 x float> %t120_c6_0887, ptr %arena888, align 4
+  %t120_c7_0889 = load <16 x float>, ptr %conv2_weight_grad.t120_c7_0, align 64
+  %2960 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2961 = add nsw i64 1820864, %2960
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2961
+  store <16 x float> %t120_c7_0889, ptr %arena890, align 4
+  %t120_c8_0891 = load <16 x float>, ptr %conv2_weight_grad.t120_c8_0, align 64
+  %2962 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2963 = add nsw i64 1820880, %2962
+  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2963
+  store <16 x float> %t120_c8_0891, ptr %arena892, align 4
+  %t120_c9_0893 = load <16 x float>, ptr %conv2_weight_grad.t120_c9_0, align 64
+  %2964 = mul nsw i64 %conv2_weight_grad.nb116701, 16
+  %2965 = add nsw i64 1820896, %2964
+  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2965
+  store <16 x float> %t120_c9_0893, ptr %arena894, align 4
+  %nb116.next = add nsw i64 %conv2_weight_grad.nb116701, 1
+  %2966 = icmp slt i64 %nb116.next, 1
+  br i1 %2966, label %conv2_weight_grad.nb116, label %conv2_weight_grad.nb116.end
+
+conv2_weight_grad.f122:                           ; preds = %conv2_weight_grad.r123.end, %conv2_weight_grad.g92.end
+  %conv2_weight_grad.f122895 = phi i64 [ 0, %conv2_weight_grad.g92.end ], [ %f122.next, %conv2_weight_grad.r123.end ]
+  br label %conv2_weight_grad.r123
+
+conv2_weight_grad.f122.end:                       ; preds = %conv2_weight_grad.r123.end
+  br label %conv2_bias_grad.i124
+
+conv2_weight_grad.r123:                           ; preds = %conv2_weight_grad.r123, %conv2_weight_grad.f122
+  %conv2_weight_grad.r123896 = phi i64 [ 0, %conv2_weight_grad.f122 ], [ %r123.next, %conv2_weight_grad.r123 ]
+  %2967 = mul nsw i64 %conv2_weight_grad.r123896, 16
+  %2968 = add nsw i64 1818512, %2967
+  %2969 = add nsw i64 %2968, %conv2_weight_grad.f122895
+  %arena897 = getelementptr inbounds float, ptr %arena, i64 %2969
+  %2970 = load float, ptr %arena897, align 4
+  %2971 = mul nsw i64 %conv2_weight_grad.f122895, 150
+  %2972 = add nsw i64 156, %2971
+  %2973 = add nsw i64 %2972, %conv2_weight_grad.r123896
+  %grads898 = getelementptr inbounds float, ptr %grads, i64 %2973
+  store float %2970, ptr %grads898, align 4
+  %r123.next = add nsw i64 %conv2_weight_grad.r123896, 1
+  %2974 = icmp slt i64 %r123.next, 150
+  br i1 %2974, label %conv2_weight_grad.r123, label %conv2_weight_grad.r123.end
+
+conv2_weight_grad.r123.end:                       ; preds = %conv2_weight_grad.r123
+  %f122.next = add nsw i64 %conv2_weight_grad.f122895, 1
+  %2975 = icmp slt i64 %f122.next, 16
+  br i1 %2975, label %conv2_weight_grad.f122, label %conv2_weight_grad.f122.end
+
+conv2_bias_grad.i124:                             ; preds = %conv2_bias_grad.i124, %conv2_weight_grad.f122.end
+  %conv2_bias_grad.i124899 = phi i64 [ 0, %conv2_weight_grad.f122.end ], [ %i124.next, %conv2_bias_grad.i124 ]
+  %2976 = add nsw i64 376320, %conv2_bias_grad.i124899
+  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2976
+  store float 1.000000e+00, ptr %arena900, align 4
+  %i124.next = add nsw i64 %conv2_bias_grad.i124899, 1
+  %2977 = icmp slt i64 %i124.next, 100
+  br i1 %2977, label %conv2_bias_grad.i124, label %conv2_bias_grad.i124.end
+
+conv2_bias_grad.i124.end:                         ; preds = %conv2_bias_grad.i124
+  br label %conv2_bias_grad.i125
+
+conv2_bias_grad.i125:                             ; preds = %conv2_bias_grad.i125, %conv2_bias_grad.i124.end
+  %conv2_bias_grad.i125901 = phi i64 [ 0, %conv2_bias_grad.i124.end ], [ %i125.next, %conv2_bias_grad.i125 ]
+  %2978 = add nsw i64 2556, %conv2_bias_grad.i125901
+  %grads902 = getelementptr inbounds float, ptr %grads, i64 %2978
+  store float 0.000000e+00, ptr %grads902, align 4
+  %i125.next = add nsw i64 %conv2_bias_grad.i125901, 1
+  %2979 = icmp slt i64 %i125.next, 16
+  br i1 %2979, label %conv2_bias_grad.i125, label %conv2_bias_grad.i125.end
+
+conv2_bias_grad.i125.end:                         ; preds = %conv2_bias_grad.i125
+  br label %conv2_bias_grad.img126
+
+conv2_bias_grad.img126:                           ; preds = %conv2_bias_grad.img126, %conv2_bias_grad.i125.end
+  %conv2_bias_grad.img126903 = phi i64 [ 0, %conv2_bias_grad.i125.end ], [ %img126.next, %conv2_bias_grad.img126 ]
+  %2980 = mul nsw i64 %conv2_bias_grad.img126903, 1600
+  %2981 = add nsw i64 653712, %2980
+  %arena904 = getelementptr inbounds float, ptr %arena, i64 %2981
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 376320
+  %grads906 = getelementptr inbounds float, ptr %grads, i64 2556
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 100, float 1.000000e+00, ptr %arena904, i32 100, ptr %arena905, i32 1, float 1.000000e+00, ptr %grads906, i32 1)
+  %img126.next = add nsw i64 %conv2_bias_grad.img126903, 1
+  %2982 = icmp slt i64 %img126.next, 64
+  br i1 %2982, label %conv2_bias_grad.img126, label %conv2_bias_grad.img126.end
+
+conv2_bias_grad.img126.end:                       ; preds = %conv2_bias_grad.img126
+  br label %pool1_grad.i127
+
+pool1_grad.i127:                                  ; preds = %pool1_grad.i127, %conv2_bias_grad.img126.end
+  %pool1_grad.i127907 = phi i64 [ 0, %conv2_bias_grad.img126.end ], [ %i127.next, %pool1_grad.i127 ]
+  %2983 = add nsw i64 376320, %pool1_grad.i127907
+  %arena908 = getelementptr inbounds float, ptr %arena, i64 %2983
+  store float 0.000000e+00, ptr %arena908, align 4
+  %i127.next = add nsw i64 %pool1_grad.i127907, 1
+  %2984 = icmp slt i64 %i127.next, 75264
+  br i1 %2984, label %pool1_grad.i127, label %pool1_grad.i127.end
+
+pool1_grad.i127.end:                              ; preds = %pool1_grad.i127
+  br label %pool1_grad.g128
+
+pool1_grad.g128:                                  ; preds = %pool1_grad.j136.end, %pool1_grad.i127.end
+  %pool1_grad.g128909 = phi i64 [ 0, %pool1_grad.i127.end ], [ %g128.next, %pool1_grad.j136.end ]
+  br label %pool1_grad.j129
+
+pool1_grad.g128.end:                              ; preds = %pool1_grad.j136.end
+  br label %relu1_grad.i149
+
+pool1_grad.j129:                                  ; preds = %pool1_grad.f130.end, %pool1_grad.g128
+  %pool1_grad.j129910 = phi i64 [ 0, %pool1_grad.g128 ], [ %j129.next, %pool1_grad.f130.end ]
+  br label %pool1_grad.f130
+
+pool1_grad.j129.end:                              ; preds = %pool1_grad.f130.end
+  br label %pool1_grad.nb132
+
+pool1_grad.f130:                                  ; preds = %pool1_grad.i131.end, %pool1_grad.j129
+  %pool1_grad.f130911 = phi i64 [ 0, %pool1_grad.j129 ], [ %f130.next, %pool1_grad.i131.end ]
+  br label %pool1_grad.i131
+
+pool1_grad.f130.end:                              ; preds = %pool1_grad.i131.end
+  %j129.next = add nsw i64 %pool1_grad.j129910, 1
+  %2985 = icmp slt i64 %j129.next, 64
+  br i1 %2985, label %pool1_grad.j129, label %pool1_grad.j129.end
+
+pool1_grad.i131:                                  ; preds = %pool1_grad.i131, %pool1_grad.f130
+  %pool1_grad.i131912 = phi i64 [ 0, %pool1_grad.f130 ], [ %i131.next, %pool1_grad.i131 ]
+  %2986 = mul nsw i64 %pool1_grad.g128909, 64
+  %2987 = add nsw i64 %2986, %pool1_grad.j129910
+  %2988 = mul nsw i64 %2987, 1600
+  %2989 = add nsw i64 653712, %2988
+  %2990 = mul nsw i64 %pool1_grad.f130911, 100
+  %2991 = add nsw i64 %2989, %2990
+  %2992 = add nsw i64 %2991, %pool1_grad.i131912
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2992
+  %2993 = load float, ptr %arena913, align 4
+  %2994 = mul nsw i64 %pool1_grad.f130911, 6400
+  %2995 = add nsw i64 1716112, %2994
+  %2996 = mul nsw i64 %pool1_grad.j129910, 100
+  %2997 = add nsw i64 %2995, %2996
+  %2998 = add nsw i64 %2997, %pool1_grad.i131912
+  %arena914 = getelementptr inbounds float, ptr %arena, i64 %2998
+  store float %2993, ptr %arena914, align 4
+  %i131.next = add nsw i64 %pool1_grad.i131912, 1
+  %2999 = icmp slt i64 %i131.next, 100
+  br i1 %2999, label %pool1_grad.i131, label %pool1_grad.i131.end
+
+pool1_grad.i131.end:                              ; preds = %pool1_grad.i131
+  %f130.next = add nsw i64 %pool1_grad.f130911, 1
+  %3000 = icmp slt i64 %f130.next, 16
+  br i1 %3000, label %pool1_grad.f130, label %pool1_grad.f130.end
+
+pool1_grad.nb132:                                 ; preds = %pool1_grad.mb133.end, %pool1_grad.j129.end
+  %pool1_grad.nb132915 = phi i64 [ 0, %pool1_grad.j129.end ], [ %nb132.next, %pool1_grad.mb133.end ]
+  br label %pool1_grad.mb133
+
+pool1_grad.nb132.end:                             ; preds = %pool1_grad.mb133.end
+  br label %pool1_grad.j136
+
+pool1_grad.mb133:                                 ; preds = %pool1_grad.k135.end, %pool1_grad.nb132
+  %pool1_grad.mb133916 = phi i64 [ 0, %pool1_grad.nb132 ], [ %mb133.next, %pool1_grad.k135.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t134_c5_3, align 64
+  br label %pool1_grad.k135
+
+pool1_grad.mb133.end:                             ; preds = %pool1_grad.k135.end
+  %nb132.next = add nsw i64 %pool1_grad.nb132915, 1
+  %3001 = icmp slt i64 %nb132.next, 100
+  br i1 %3001, label %pool1_grad.nb132, label %pool1_grad.nb132.end
+
+pool1_grad.k135:                                  ; preds = %pool1_grad.k135, %pool1_grad.mb133
+  %pool1_grad.k135917 = phi i64 [ 0, %pool1_grad.mb133 ], [ %k135.next, %pool1_grad.k135 ]
+  %3002 = mul nsw i64 %pool1_grad.k135917, 6400
+  %3003 = add nsw i64 1716112, %3002
+  %3004 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3005 = add nsw i64 %3003, %3004
+  %arena918 = getelementptr inbounds float, ptr %arena, i64 %3005
+  %3006 = load <16 x float>, ptr %arena918, align 4
+  store <16 x float> %3006, ptr %pool1_grad.t134_b0, align 64
+  %3007 = mul nsw i64 %pool1_grad.k135917, 6400
+  %3008 = add nsw i64 1716112, %3007
+  %3009 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3010 = add nsw i64 %3008, %3009
+  %3011 = add nsw i64 %3010, 16
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %3011
+  %3012 = load <16 x float>, ptr %arena919, align 4
+  store <16 x float> %3012, ptr %pool1_grad.t134_b1, align 64
+  %3013 = mul nsw i64 %pool1_grad.k135917, 6400
+  %3014 = add nsw i64 1716112, %3013
+  %3015 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3016 = add nsw i64 %3014, %3015
+  %3017 = add nsw i64 %3016, 32
+  %arena920 = getelementptr inbounds float, ptr %arena, i64 %3017
+  %3018 = load <16 x float>, ptr %arena920, align 4
+  store <16 x float> %3018, ptr %pool1_grad.t134_b2, align 64
+  %3019 = mul nsw i64 %pool1_grad.k135917, 6400
+  %3020 = add nsw i64 1716112, %3019
+  %3021 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3022 = add nsw i64 %3020, %3021
+  %3023 = add nsw i64 %3022, 48
+  %arena921 = getelementptr inbounds float, ptr %arena, i64 %3023
+  %3024 = load <16 x float>, ptr %arena921, align 4
+  store <16 x float> %3024, ptr %pool1_grad.t134_b3, align 64
+  %3025 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3026 = add nsw i64 156, %3025
+  %3027 = mul nsw i64 %pool1_grad.k135917, 150
+  %3028 = add nsw i64 %3026, %3027
+  %params922 = getelementptr inbounds float, ptr %params, i64 %3028
+  %3029 = load float, ptr %params922, align 4
+  %3030 = insertelement <16 x float> undef, float %3029, i32 0
+  %3031 = shufflevector <16 x float> %3030, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3031, ptr %pool1_grad.t134_a0, align 64
+  %t134_a0 = load <16 x float>, ptr %pool1_grad.t134_a0, align 64
+  %t134_b0 = load <16 x float>, ptr %pool1_grad.t134_b0, align 64
+  %t134_c0_0 = load <16 x float>, ptr %pool1_grad.t134_c0_0, align 64
+  %3032 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0, <16 x float> %t134_b0, <16 x float> %t134_c0_0)
+  store <16 x float> %3032, ptr %pool1_grad.t134_c0_0, align 64
+  %t134_a0923 = load <16 x float>, ptr %pool1_grad.t134_a0, align 64
+  %t134_b1 = load <16 x float>, ptr %pool1_grad.t134_b1, align 64
+  %t134_c0_1 = load <16 x float>, ptr %pool1_grad.t134_c0_1, align 64
+  %3033 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0923, <16 x float> %t134_b1, <16 x float> %t134_c0_1)
+  store <16 x float> %3033, ptr %pool1_grad.t134_c0_1, align 64
+  %t134_a0924 = load <16 x float>, ptr %pool1_grad.t134_a0, align 64
+  %t134_b2 = load <16 x float>, ptr %pool1_grad.t134_b2, align 64
+  %t134_c0_2 = load <16 x float>, ptr %pool1_grad.t134_c0_2, align 64
+  %3034 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0924, <16 x float> %t134_b2, <16 x float> %t134_c0_2)
+  store <16 x float> %3034, ptr %pool1_grad.t134_c0_2, align 64
+  %t134_a0925 = load <16 x float>, ptr %pool1_grad.t134_a0, align 64
+  %t134_b3 = load <16 x float>, ptr %pool1_grad.t134_b3, align 64
+  %t134_c0_3 = load <16 x float>, ptr %pool1_grad.t134_c0_3, align 64
+  %3035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a0925, <16 x float> %t134_b3, <16 x float> %t134_c0_3)
+  store <16 x float> %3035, ptr %pool1_grad.t134_c0_3, align 64
+  %3036 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3037 = add nsw i64 %3036, 1
+  %3038 = add nsw i64 156, %3037
+  %3039 = mul nsw i64 %pool1_grad.k135917, 150
+  %3040 = add nsw i64 %3038, %3039
+  %params926 = getelementptr inbounds float, ptr %params, i64 %3040
+  %3041 = load float, ptr %params926, align 4
+  %3042 = insertelement <16 x float> undef, float %3041, i32 0
+  %3043 = shufflevector <16 x float> %3042, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3043, ptr %pool1_grad.t134_a1, align 64
+  %t134_a1 = load <16 x float>, ptr %pool1_grad.t134_a1, align 64
+  %t134_b0927 = load <16 x float>, ptr %pool1_grad.t134_b0, align 64
+  %t134_c1_0 = load <16 x float>, ptr %pool1_grad.t134_c1_0, align 64
+  %3044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1, <16 x float> %t134_b0927, <16 x float> %t134_c1_0)
+  store <16 x float> %3044, ptr %pool1_grad.t134_c1_0, align 64
+  %t134_a1928 = load <16 x float>, ptr %pool1_grad.t134_a1, align 64
+  %t134_b1929 = load <16 x float>, ptr %pool1_grad.t134_b1, align 64
+  %t134_c1_1 = load <16 x float>, ptr %pool1_grad.t134_c1_1, align 64
+  %3045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1928, <16 x float> %t134_b1929, <16 x float> %t134_c1_1)
+  store <16 x float> %3045, ptr %pool1_grad.t134_c1_1, align 64
+  %t134_a1930 = load <16 x float>, ptr %pool1_grad.t134_a1, align 64
+  %t134_b2931 = load <16 x float>, ptr %pool1_grad.t134_b2, align 64
+  %t134_c1_2 = load <16 x float>, ptr %pool1_grad.t134_c1_2, align 64
+  %3046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1930, <16 x float> %t134_b2931, <16 x float> %t134_c1_2)
+  store <16 x float> %3046, ptr %pool1_grad.t134_c1_2, align 64
+  %t134_a1932 = load <16 x float>, ptr %pool1_grad.t134_a1, align 64
+  %t134_b3933 = load <16 x float>, ptr %pool1_grad.t134_b3, align 64
+  %t134_c1_3 = load <16 x float>, ptr %pool1_grad.t134_c1_3, align 64
+  %3047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a1932, <16 x float> %t134_b3933, <16 x float> %t134_c1_3)
+  store <16 x float> %3047, ptr %pool1_grad.t134_c1_3, align 64
+  %3048 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3049 = add nsw i64 %3048, 2
+  %3050 = add nsw i64 156, %3049
+  %3051 = mul nsw i64 %pool1_grad.k135917, 150
+  %3052 = add nsw i64 %3050, %3051
+  %params934 = getelementptr inbounds float, ptr %params, i64 %3052
+  %3053 = load float, ptr %params934, align 4
+  %3054 = insertelement <16 x float> undef, float %3053, i32 0
+  %3055 = shufflevector <16 x float> %3054, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3055, ptr %pool1_grad.t134_a2, align 64
+  %t134_a2 = load <16 x float>, ptr %pool1_grad.t134_a2, align 64
+  %t134_b0935 = load <16 x float>, ptr %pool1_grad.t134_b0, align 64
+  %t134_c2_0 = load <16 x float>, ptr %pool1_grad.t134_c2_0, align 64
+  %3056 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2, <16 x float> %t134_b0935, <16 x float> %t134_c2_0)
+  store <16 x float> %3056, ptr %pool1_grad.t134_c2_0, align 64
+  %t134_a2936 = load <16 x float>, ptr %pool1_grad.t134_a2, align 64
+  %t134_b1937 = load <16 x float>, ptr %pool1_grad.t134_b1, align 64
+  %t134_c2_1 = load <16 x float>, ptr %pool1_grad.t134_c2_1, align 64
+  %3057 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2936, <16 x float> %t134_b1937, <16 x float> %t134_c2_1)
+  store <16 x float> %3057, ptr %pool1_grad.t134_c2_1, align 64
+  %t134_a2938 = load <16 x float>, ptr %pool1_grad.t134_a2, align 64
+  %t134_b2939 = load <16 x float>, ptr %pool1_grad.t134_b2, align 64
+  %t134_c2_2 = load <16 x float>, ptr %pool1_grad.t134_c2_2, align 64
+  %3058 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2938, <16 x float> %t134_b2939, <16 x float> %t134_c2_2)
+  store <16 x float> %3058, ptr %pool1_grad.t134_c2_2, align 64
+  %t134_a2940 = load <16 x float>, ptr %pool1_grad.t134_a2, align 64
+  %t134_b3941 = load <16 x float>, ptr %pool1_grad.t134_b3, align 64
+  %t134_c2_3 = load <16 x float>, ptr %pool1_grad.t134_c2_3, align 64
+  %3059 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a2940, <16 x float> %t134_b3941, <16 x float> %t134_c2_3)
+  store <16 x float> %3059, ptr %pool1_grad.t134_c2_3, align 64
+  %3060 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3061 = add nsw i64 %3060, 3
+  %3062 = add nsw i64 156, %3061
+  %3063 = mul nsw i64 %pool1_grad.k135917, 150
+  %3064 = add nsw i64 %3062, %3063
+  %params942 = getelementptr inbounds float, ptr %params, i64 %3064
+  %3065 = load float, ptr %params942, align 4
+  %3066 = insertelement <16 x float> undef, float %3065, i32 0
+  %3067 = shufflevector <16 x float> %3066, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3067, ptr %pool1_grad.t134_a3, align 64
+  %t134_a3 = load <16 x float>, ptr %pool1_grad.t134_a3, align 64
+  %t134_b0943 = load <16 x float>, ptr %pool1_grad.t134_b0, align 64
+  %t134_c3_0 = load <16 x float>, ptr %pool1_grad.t134_c3_0, align 64
+  %3068 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3, <16 x float> %t134_b0943, <16 x float> %t134_c3_0)
+  store <16 x float> %3068, ptr %pool1_grad.t134_c3_0, align 64
+  %t134_a3944 = load <16 x float>, ptr %pool1_grad.t134_a3, align 64
+  %t134_b1945 = load <16 x float>, ptr %pool1_grad.t134_b1, align 64
+  %t134_c3_1 = load <16 x float>, ptr %pool1_grad.t134_c3_1, align 64
+  %3069 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3944, <16 x float> %t134_b1945, <16 x float> %t134_c3_1)
+  store <16 x float> %3069, ptr %pool1_grad.t134_c3_1, align 64
+  %t134_a3946 = load <16 x float>, ptr %pool1_grad.t134_a3, align 64
+  %t134_b2947 = load <16 x float>, ptr %pool1_grad.t134_b2, align 64
+  %t134_c3_2 = load <16 x float>, ptr %pool1_grad.t134_c3_2, align 64
+  %3070 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3946, <16 x float> %t134_b2947, <16 x float> %t134_c3_2)
+  store <16 x float> %3070, ptr %pool1_grad.t134_c3_2, align 64
+  %t134_a3948 = load <16 x float>, ptr %pool1_grad.t134_a3, align 64
+  %t134_b3949 = load <16 x float>, ptr %pool1_grad.t134_b3, align 64
+  %t134_c3_3 = load <16 x float>, ptr %pool1_grad.t134_c3_3, align 64
+  %3071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a3948, <16 x float> %t134_b3949, <16 x float> %t134_c3_3)
+  store <16 x float> %3071, ptr %pool1_grad.t134_c3_3, align 64
+  %3072 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3073 = add nsw i64 %3072, 4
+  %3074 = add nsw i64 156, %3073
+  %3075 = mul nsw i64 %pool1_grad.k135917, 150
+  %3076 = add nsw i64 %3074, %3075
+  %params950 = getelementptr inbounds float, ptr %params, i64 %3076
+  %3077 = load float, ptr %params950, align 4
+  %3078 = insertelement <16 x float> undef, float %3077, i32 0
+  %3079 = shufflevector <16 x float> %3078, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3079, ptr %pool1_grad.t134_a4, align 64
+  %t134_a4 = load <16 x float>, ptr %pool1_grad.t134_a4, align 64
+  %t134_b0951 = load <16 x float>, ptr %pool1_grad.t134_b0, align 64
+  %t134_c4_0 = load <16 x float>, ptr %pool1_grad.t134_c4_0, align 64
+  %3080 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a4, <16 x float> %t134_b0951, <16 x float> %t134_c4_0)
+  store <16 x float> %3080, ptr %pool1_grad.t134_c4_0, align 64
+  %t134_a4952 = load <16 x float>, ptr %pool1_grad.t134_a4, align 64
+  %t134_b1953 = load <16 x float>, ptr %pool1_grad.t134_b1, align 64
+  %t134_c4_1 = load <16 x float>, ptr %pool1_grad.t134_c4_1, align 64
+  %3081 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a4952, <16 x float> %t134_b1953, <16 x float> %t134_c4_1)
+  store <16 x float> %3081, ptr %pool1_grad.t134_c4_1, align 64
+  %t134_a4954 = load <16 x float>, ptr %pool1_grad.t134_a4, align 64
+  %t134_b2955 = load <16 x float>, ptr %pool1_grad.t134_b2, align 64
+  %t134_c4_2 = load <16 x float>, ptr %pool1_grad.t134_c4_2, align 64
+  %3082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a4954, <16 x float> %t134_b2955, <16 x float> %t134_c4_2)
+  store <16 x float> %3082, ptr %pool1_grad.t134_c4_2, align 64
+  %t134_a4956 = load <16 x float>, ptr %pool1_grad.t134_a4, align 64
+  %t134_b3957 = load <16 x float>, ptr %pool1_grad.t134_b3, align 64
+  %t134_c4_3 = load <16 x float>, ptr %pool1_grad.t134_c4_3, align 64
+  %3083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a4956, <16 x float> %t134_b3957, <16 x float> %t134_c4_3)
+  store <16 x float> %3083, ptr %pool1_grad.t134_c4_3, align 64
+  %3084 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3085 = add nsw i64 %3084, 5
+  %3086 = add nsw i64 156, %3085
+  %3087 = mul nsw i64 %pool1_grad.k135917, 150
+  %3088 = add nsw i64 %3086, %3087
+  %params958 = getelementptr inbounds float, ptr %params, i64 %3088
+  %3089 = load float, ptr %params958, align 4
+  %3090 = insertelement <16 x float> undef, float %3089, i32 0
+  %3091 = shufflevector <16 x float> %3090, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3091, ptr %pool1_grad.t134_a5, align 64
+  %t134_a5 = load <16 x float>, ptr %pool1_grad.t134_a5, align 64
+  %t134_b0959 = load <16 x float>, ptr %pool1_grad.t134_b0, align 64
+  %t134_c5_0 = load <16 x float>, ptr %pool1_grad.t134_c5_0, align 64
+  %3092 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a5, <16 x float> %t134_b0959, <16 x float> %t134_c5_0)
+  store <16 x float> %3092, ptr %pool1_grad.t134_c5_0, align 64
+  %t134_a5960 = load <16 x float>, ptr %pool1_grad.t134_a5, align 64
+  %t134_b1961 = load <16 x float>, ptr %pool1_grad.t134_b1, align 64
+  %t134_c5_1 = load <16 x float>, ptr %pool1_grad.t134_c5_1, align 64
+  %3093 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a5960, <16 x float> %t134_b1961, <16 x float> %t134_c5_1)
+  store <16 x float> %3093, ptr %pool1_grad.t134_c5_1, align 64
+  %t134_a5962 = load <16 x float>, ptr %pool1_grad.t134_a5, align 64
+  %t134_b2963 = load <16 x float>, ptr %pool1_grad.t134_b2, align 64
+  %t134_c5_2 = load <16 x float>, ptr %pool1_grad.t134_c5_2, align 64
+  %3094 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a5962, <16 x float> %t134_b2963, <16 x float> %t134_c5_2)
+  store <16 x float> %3094, ptr %pool1_grad.t134_c5_2, align 64
+  %t134_a5964 = load <16 x float>, ptr %pool1_grad.t134_a5, align 64
+  %t134_b3965 = load <16 x float>, ptr %pool1_grad.t134_b3, align 64
+  %t134_c5_3 = load <16 x float>, ptr %pool1_grad.t134_c5_3, align 64
+  %3095 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t134_a5964, <16 x float> %t134_b3965, <16 x float> %t134_c5_3)
+  store <16 x float> %3095, ptr %pool1_grad.t134_c5_3, align 64
+  %k135.next = add nsw i64 %pool1_grad.k135917, 1
+  %3096 = icmp slt i64 %k135.next, 16
+  br i1 %3096, label %pool1_grad.k135, label %pool1_grad.k135.end
+
+pool1_grad.k135.end:                              ; preds = %pool1_grad.k135
+  %t134_c0_0966 = load <16 x float>, ptr %pool1_grad.t134_c0_0, align 64
+  %3097 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3098 = mul nsw i64 %3097, 6400
+  %3099 = add nsw i64 756112, %3098
+  %3100 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3101 = add nsw i64 %3099, %3100
+  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3101
+  store <16 x float> %t134_c0_0966, ptr %arena967, align 4
+  %t134_c0_1968 = load <16 x float>, ptr %pool1_grad.t134_c0_1, align 64
+  %3102 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3103 = mul nsw i64 %3102, 6400
+  %3104 = add nsw i64 756112, %3103
+  %3105 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3106 = add nsw i64 %3104, %3105
+  %3107 = add nsw i64 %3106, 16
+  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3107
+  store <16 x float> %t134_c0_1968, ptr %arena969, align 4
+  %t134_c0_2970 = load <16 x float>, ptr %pool1_grad.t134_c0_2, align 64
+  %3108 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3109 = mul nsw i64 %3108, 6400
+  %3110 = add nsw i64 756112, %3109
+  %3111 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3112 = add nsw i64 %3110, %3111
+  %3113 = add nsw i64 %3112, 32
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3113
+  store <16 x float> %t134_c0_2970, ptr %arena971, align 4
+  %t134_c0_3972 = load <16 x float>, ptr %pool1_grad.t134_c0_3, align 64
+  %3114 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3115 = mul nsw i64 %3114, 6400
+  %3116 = add nsw i64 756112, %3115
+  %3117 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3118 = add nsw i64 %3116, %3117
+  %3119 = add nsw i64 %3118, 48
+  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3119
+  store <16 x float> %t134_c0_3972, ptr %arena973, align 4
+  %t134_c1_0974 = load <16 x float>, ptr %pool1_grad.t134_c1_0, align 64
+  %3120 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3121 = add nsw i64 %3120, 1
+  %3122 = mul nsw i64 %3121, 6400
+  %3123 = add nsw i64 756112, %3122
+  %3124 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3125 = add nsw i64 %3123, %3124
+  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3125
+  store <16 x float> %t134_c1_0974, ptr %arena975, align 4
+  %t134_c1_1976 = load <16 x float>, ptr %pool1_grad.t134_c1_1, align 64
+  %3126 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3127 = add nsw i64 %3126, 1
+  %3128 = mul nsw i64 %3127, 6400
+  %3129 = add nsw i64 756112, %3128
+  %3130 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3131 = add nsw i64 %3129, %3130
+  %3132 = add nsw i64 %3131, 16
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3132
+  store <16 x float> %t134_c1_1976, ptr %arena977, align 4
+  %t134_c1_2978 = load <16 x float>, ptr %pool1_grad.t134_c1_2, align 64
+  %3133 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3134 = add nsw i64 %3133, 1
+  %3135 = mul nsw i64 %3134, 6400
+  %3136 = add nsw i64 756112, %3135
+  %3137 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3138 = add nsw i64 %3136, %3137
+  %3139 = add nsw i64 %3138, 32
+  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3139
+  store <16 x float> %t134_c1_2978, ptr %arena979, align 4
+  %t134_c1_3980 = load <16 x float>, ptr %pool1_grad.t134_c1_3, align 64
+  %3140 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3141 = add nsw i64 %3140, 1
+  %3142 = mul nsw i64 %3141, 6400
+  %3143 = add nsw i64 756112, %3142
+  %3144 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3145 = add nsw i64 %3143, %3144
+  %3146 = add nsw i64 %3145, 48
+  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3146
+  store <16 x float> %t134_c1_3980, ptr %arena981, align 4
+  %t134_c2_0982 = load <16 x float>, ptr %pool1_grad.t134_c2_0, align 64
+  %3147 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3148 = add nsw i64 %3147, 2
+  %3149 = mul nsw i64 %3148, 6400
+  %3150 = add nsw i64 756112, %3149
+  %3151 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3152 = add nsw i64 %3150, %3151
+  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3152
+  store <16 x float> %t134_c2_0982, ptr %arena983, align 4
+  %t134_c2_1984 = load <16 x float>, ptr %pool1_grad.t134_c2_1, align 64
+  %3153 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3154 = add nsw i64 %3153, 2
+  %3155 = mul nsw i64 %3154, 6400
+  %3156 = add nsw i64 756112, %3155
+  %3157 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3158 = add nsw i64 %3156, %3157
+  %3159 = add nsw i64 %3158, 16
+  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3159
+  store <16 x float> %t134_c2_1984, ptr %arena985, align 4
+  %t134_c2_2986 = load <16 x float>, ptr %pool1_grad.t134_c2_2, align 64
+  %3160 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3161 = add nsw i64 %3160, 2
+  %3162 = mul nsw i64 %3161, 6400
+  %3163 = add nsw i64 756112, %3162
+  %3164 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3165 = add nsw i64 %3163, %3164
+  %3166 = add nsw i64 %3165, 32
+  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3166
+  store <16 x float> %t134_c2_2986, ptr %arena987, align 4
+  %t134_c2_3988 = load <16 x float>, ptr %pool1_grad.t134_c2_3, align 64
+  %3167 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3168 = add nsw i64 %3167, 2
+  %3169 = mul nsw i64 %3168, 6400
+  %3170 = add nsw i64 756112, %3169
+  %3171 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3172 = add nsw i64 %3170, %3171
+  %3173 = add nsw i64 %3172, 48
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3173
+  store <16 x float> %t134_c2_3988, ptr %arena989, align 4
+  %t134_c3_0990 = load <16 x float>, ptr %pool1_grad.t134_c3_0, align 64
+  %3174 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3175 = add nsw i64 %3174, 3
+  %3176 = mul nsw i64 %3175, 6400
+  %3177 = add nsw i64 756112, %3176
+  %3178 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3179 = add nsw i64 %3177, %3178
+  %arena991 = getelementptr inbounds float, ptr %arena, i64 %3179
+  store <16 x float> %t134_c3_0990, ptr %arena991, align 4
+  %t134_c3_1992 = load <16 x float>, ptr %pool1_grad.t134_c3_1, align 64
+  %3180 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3181 = add nsw i64 %3180, 3
+  %3182 = mul nsw i64 %3181, 6400
+  %3183 = add nsw i64 756112, %3182
+  %3184 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3185 = add nsw i64 %3183, %3184
+  %3186 = add nsw i64 %3185, 16
+  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3186
+  store <16 x float> %t134_c3_1992, ptr %arena993, align 4
+  %t134_c3_2994 = load <16 x float>, ptr %pool1_grad.t134_c3_2, align 64
+  %3187 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3188 = add nsw i64 %3187, 3
+  %3189 = mul nsw i64 %3188, 6400
+  %3190 = add nsw i64 756112, %3189
+  %3191 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3192 = add nsw i64 %3190, %3191
+  %3193 = add nsw i64 %3192, 32
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3193
+  store <16 x float> %t134_c3_2994, ptr %arena995, align 4
+  %t134_c3_3996 = load <16 x float>, ptr %pool1_grad.t134_c3_3, align 64
+  %3194 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3195 = add nsw i64 %3194, 3
+  %3196 = mul nsw i64 %3195, 6400
+  %3197 = add nsw i64 756112, %3196
+  %3198 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3199 = add nsw i64 %3197, %3198
+  %3200 = add nsw i64 %3199, 48
+  %arena997 = getelementptr inbounds float, ptr %arena, i64 %3200
+  store <16 x float> %t134_c3_3996, ptr %arena997, align 4
+  %t134_c4_0998 = load <16 x float>, ptr %pool1_grad.t134_c4_0, align 64
+  %3201 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3202 = add nsw i64 %3201, 4
+  %3203 = mul nsw i64 %3202, 6400
+  %3204 = add nsw i64 756112, %3203
+  %3205 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3206 = add nsw i64 %3204, %3205
+  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3206
+  store <16 x float> %t134_c4_0998, ptr %arena999, align 4
+  %t134_c4_11000 = load <16 x float>, ptr %pool1_grad.t134_c4_1, align 64
+  %3207 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3208 = add nsw i64 %3207, 4
+  %3209 = mul nsw i64 %3208, 6400
+  %3210 = add nsw i64 756112, %3209
+  %3211 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3212 = add nsw i64 %3210, %3211
+  %3213 = add nsw i64 %3212, 16
+  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3213
+  store <16 x float> %t134_c4_11000, ptr %arena1001, align 4
+  %t134_c4_21002 = load <16 x float>, ptr %pool1_grad.t134_c4_2, align 64
+  %3214 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3215 = add nsw i64 %3214, 4
+  %3216 = mul nsw i64 %3215, 6400
+  %3217 = add nsw i64 756112, %3216
+  %3218 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3219 = add nsw i64 %3217, %3218
+  %3220 = add nsw i64 %3219, 32
+  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3220
+  store <16 x float> %t134_c4_21002, ptr %arena1003, align 4
+  %t134_c4_31004 = load <16 x float>, ptr %pool1_grad.t134_c4_3, align 64
+  %3221 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3222 = add nsw i64 %3221, 4
+  %3223 = mul nsw i64 %3222, 6400
+  %3224 = add nsw i64 756112, %3223
+  %3225 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3226 = add nsw i64 %3224, %3225
+  %3227 = add nsw i64 %3226, 48
+  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3227
+  store <16 x float> %t134_c4_31004, ptr %arena1005, align 4
+  %t134_c5_01006 = load <16 x float>, ptr %pool1_grad.t134_c5_0, align 64
+  %3228 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3229 = add nsw i64 %3228, 5
+  %3230 = mul nsw i64 %3229, 6400
+  %3231 = add nsw i64 756112, %3230
+  %3232 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3233 = add nsw i64 %3231, %3232
+  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %3233
+  store <16 x float> %t134_c5_01006, ptr %arena1007, align 4
+  %t134_c5_11008 = load <16 x float>, ptr %pool1_grad.t134_c5_1, align 64
+  %3234 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3235 = add nsw i64 %3234, 5
+  %3236 = mul nsw i64 %3235, 6400
+  %3237 = add nsw i64 756112, %3236
+  %3238 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3239 = add nsw i64 %3237, %3238
+  %3240 = add nsw i64 %3239, 16
+  %arena1009 = getelementptr inbounds float, ptr %arena, i64 %3240
+  store <16 x float> %t134_c5_11008, ptr %arena1009, align 4
+  %t134_c5_21010 = load <16 x float>, ptr %pool1_grad.t134_c5_2, align 64
+  %3241 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3242 = add nsw i64 %3241, 5
+  %3243 = mul nsw i64 %3242, 6400
+  %3244 = add nsw i64 756112, %3243
+  %3245 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3246 = add nsw i64 %3244, %3245
+  %3247 = add nsw i64 %3246, 32
+  %arena1011 = getelementptr inbounds float, ptr %arena, i64 %3247
+  store <16 x float> %t134_c5_21010, ptr %arena1011, align 4
+  %t134_c5_31012 = load <16 x float>, ptr %pool1_grad.t134_c5_3, align 64
+  %3248 = mul nsw i64 %pool1_grad.mb133916, 6
+  %3249 = add nsw i64 %3248, 5
+  %3250 = mul nsw i64 %3249, 6400
+  %3251 = add nsw i64 756112, %3250
+  %3252 = mul nsw i64 %pool1_grad.nb132915, 64
+  %3253 = add nsw i64 %3251, %3252
+  %3254 = add nsw i64 %3253, 48
+  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %3254
+  store <16 x float> %t134_c5_31012, ptr %arena1013, align 4
+  %mb133.next = add nsw i64 %pool1_grad.mb133916, 1
+  %3255 = icmp slt i64 %mb133.next, 25
+  br i1 %3255, label %pool1_grad.mb133, label %pool1_grad.mb133.end
+
+pool1_grad.j136:                                  ; preds = %pool1_grad.c137.end, %pool1_grad.nb132.end
+  %pool1_grad.j1361014 = phi i64 [ 0, %pool1_grad.nb132.end ], [ %j136.next, %pool1_grad.c137.end ]
+  br label %pool1_grad.c137
+
+pool1_grad.j136.end:                              ; preds = %pool1_grad.c137.end
+  %g128.next = add nsw i64 %pool1_grad.g128909, 1
+  %3256 = icmp slt i64 %g128.next, 1
+  br i1 %3256, label %pool1_grad.g128, label %pool1_grad.g128.end
+
+pool1_grad.c137:                                  ; preds = %pool1_grad.ky138.end, %pool1_grad.j136
+  %pool1_grad.c1371015 = phi i64 [ 0, %pool1_grad.j136 ], [ %c137.next, %pool1_grad.ky138.end ]
+  br label %pool1_grad.ky138
+
+pool1_grad.c137.end:                              ; preds = %pool1_grad.ky138.end
+  %j136.next = add nsw i64 %pool1_grad.j1361014, 1
+  %3257 = icmp slt i64 %j136.next, 64
+  br i1 %3257, label %pool1_grad.j136, label %pool1_grad.j136.end
+
+pool1_grad.ky138:                                 ; preds = %pool1_grad.oy147.end, %pool1_grad.c137
+  %pool1_grad.ky1381016 = phi i64 [ 0, %pool1_grad.c137 ], [ %ky138.next, %pool1_grad.oy147.end ]
+  br label %pool1_grad.oy139
+
+pool1_grad.ky138.end:                             ; preds = %pool1_grad.oy147.end
+  %c137.next = add nsw i64 %pool1_grad.c1371015, 1
+  %3258 = icmp slt i64 %c137.next, 6
+  br i1 %3258, label %pool1_grad.c137, label %pool1_grad.c137.end
+
+pool1_grad.oy139:                                 ; preds = %pool1_grad.ox140.end, %pool1_grad.ky138
+  %pool1_grad.oy1391017 = phi i64 [ 0, %pool1_grad.ky138 ], [ %oy139.next, %pool1_grad.ox140.end ]
+  br label %pool1_grad.ox140
+
+pool1_grad.oy139.end:                             ; preds = %pool1_grad.ox140.end
+  br label %pool1_grad.oy141
+
+pool1_grad.ox140:                                 ; preds = %pool1_grad.ox140, %pool1_grad.oy139
+  %pool1_grad.ox1401018 = phi i64 [ 0, %pool1_grad.oy139 ], [ %ox140.next, %pool1_grad.ox140 ]
+  %3259 = mul nsw i64 %pool1_grad.g128909, 64
+  %3260 = add nsw i64 %3259, %pool1_grad.j1361014
+  %3261 = mul nsw i64 %3260, 1176
+  %3262 = add nsw i64 376320, %3261
+  %3263 = mul nsw i64 %pool1_grad.c1371015, 196
+  %3264 = add nsw i64 %3262, %3263
+  %3265 = add nsw i64 %pool1_grad.oy1391017, %pool1_grad.ky1381016
+  %3266 = mul nsw i64 %3265, 14
+  %3267 = add nsw i64 %3264, %3266
+  %3268 = add nsw i64 %3267, %pool1_grad.ox1401018
+  %arena1019 = getelementptr inbounds float, ptr %arena, i64 %3268
+  %3269 = load float, ptr %arena1019, align 4
+  %3270 = mul nsw i64 %pool1_grad.c1371015, 5
+  %3271 = add nsw i64 %3270, %pool1_grad.ky1381016
+  %3272 = mul nsw i64 %3271, 5
+  %3273 = mul nsw i64 %3272, 6400
+  %3274 = add nsw i64 756112, %3273
+  %3275 = mul nsw i64 %pool1_grad.j1361014, 100
+  %3276 = add nsw i64 %3274, %3275
+  %3277 = mul nsw i64 %pool1_grad.oy1391017, 10
+  %3278 = add nsw i64 %3276, %3277
+  %3279 = add nsw i64 %3278, %pool1_grad.ox1401018
+  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3279
+  %3280 = load float, ptr %arena1020, align 4
+  %3281 = fadd float %3269, %3280
+  store float %3281, ptr %arena1019, align 4
+  %ox140.next = add nsw i64 %pool1_grad.ox1401018, 1
+  %3282 = icmp slt i64 %ox140.next, 10
+  br i1 %3282, label %pool1_grad.ox140, label %pool1_grad.ox140.end
+
+pool1_grad.ox140.end:                             ; preds = %pool1_grad.ox140
+  %oy139.next = add nsw i64 %pool1_grad.oy1391017, 1
+  %3283 = icmp slt i64 %oy139.next, 10
+  br i1 %3283, label %pool1_grad.oy139, label %pool1_grad.oy139.end
+
+pool1_grad.oy141:                                 ; preds = %pool1_grad.ox142.end, %pool1_grad.oy139.end
+  %pool1_grad.oy1411021 = phi i64 [ 0, %pool1_grad.oy139.end ], [ %oy141.next, %pool1_grad.ox142.end ]
+  br label %pool1_grad.ox142
+
+pool1_grad.oy141.end:                             ; preds = %pool1_grad.ox142.end
+  br label %pool1_grad.oy143
+
+pool1_grad.ox142:                                 ; preds = %pool1_grad.ox142, %pool1_grad.oy141
+  %pool1_grad.ox1421022 = phi i64 [ 0, %pool1_grad.oy141 ], [ %ox142.next, %pool1_grad.ox142 ]
+  %3284 = mul nsw i64 %pool1_grad.g128909, 64
+  %3285 = add nsw i64 %3284, %pool1_grad.j1361014
+  %3286 = mul nsw i64 %3285, 1176
+  %3287 = add nsw i64 376320, %3286
+  %3288 = mul nsw i64 %pool1_grad.c1371015, 196
+  %3289 = add nsw i64 %3287, %3288
+  %3290 = add nsw i64 %pool1_grad.oy1411021, %pool1_grad.ky1381016
+  %3291 = mul nsw i64 %3290, 14
+  %3292 = add nsw i64 %3289, %3291
+  %3293 = add nsw i64 %pool1_grad.ox1421022, 1
+  %3294 = add nsw i64 %3292, %3293
+  %arena1023 = getelementptr inbounds float, ptr %arena, i64 %3294
+  %3295 = load float, ptr %arena1023, align 4
+  %3296 = mul nsw i64 %pool1_grad.c1371015, 5
+  %3297 = add nsw i64 %3296, %pool1_grad.ky1381016
+  %3298 = mul nsw i64 %3297, 5
+  %3299 = add nsw i64 %3298, 1
+  %3300 = mul nsw i64 %3299, 6400
+  %3301 = add nsw i64 756112, %3300
+  %3302 = mul nsw i64 %pool1_grad.j1361014, 100
+  %3303 = add nsw i64 %3301, %3302
+  %3304 = mul nsw i64 %pool1_grad.oy1411021, 10
+  %3305 = add nsw i64 %3303, %3304
+  %3306 = add nsw i64 %3305, %pool1_grad.ox1421022
+  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3306
+  %3307 = load float, ptr %arena1024, align 4
+  %3308 = fadd float %3295, %3307
+  store float %3308, ptr %arena1023, align 4
+  %ox142.next = add nsw i64 %pool1_grad.ox1421022, 1
+  %3309 = icmp slt i64 %ox142.next, 10
+  br i1 %3309, label %pool1_grad.ox142, label %pool1_grad.ox142.end
+
+pool1_grad.ox142.end:                             ; preds = %pool1_grad.ox142
+  %oy141.next = add nsw i64 %pool1_grad.oy1411021, 1
+  %3310 = icmp slt i64 %oy141.next, 10
+  br i1 %3310, label %pool1_grad.oy141, label %pool1_grad.oy141.end
+
+pool1_grad.oy143:                                 ; preds = %pool1_grad.ox144.end, %pool1_grad.oy141.end
+  %pool1_grad.oy1431025 = phi i64 [ 0, %pool1_grad.oy141.end ], [ %oy143.next, %pool1_grad.ox144.end ]
+  br label %pool1_grad.ox144
+
+pool1_grad.oy143.end:                             ; preds = %pool1_grad.ox144.end
+  br label %pool1_grad.oy145
+
+pool1_grad.ox144:                                 ; preds = %pool1_grad.ox144, %pool1_grad.oy143
+  %pool1_grad.ox1441026 = phi i64 [ 0, %pool1_grad.oy143 ], [ %ox144.next, %pool1_grad.ox144 ]
+  %3311 = mul nsw i64 %pool1_grad.g128909, 64
+  %3312 = add nsw i64 %3311, %pool1_grad.j1361014
+  %3313 = mul nsw i64 %3312, 1176
+  %3314 = add nsw i64 376320, %3313
+  %3315 = mul nsw i64 %pool1_grad.c1371015, 196
+  %3316 = add nsw i64 %3314, %3315
+  %3317 = add nsw i64 %pool1_grad.oy1431025, %pool1_grad.ky1381016
+  %3318 = mul nsw i64 %3317, 14
+  %3319 = add nsw i64 %3316, %3318
+  %3320 = add nsw i64 %pool1_grad.ox1441026, 2
+  %3321 = add nsw i64 %3319, %3320
+  %arena1027 = getelementptr inbounds float, ptr %arena, i64 %3321
+  %3322 = load float, ptr %arena1027, align 4
+  %3323 = mul nsw i64 %pool1_grad.c1371015, 5
+  %3324 = add nsw i64 %3323, %pool1_grad.ky1381016
+  %3325 = mul nsw i64 %3324, 5
+  %3326 = add nsw i64 %3325, 2
+  %3327 = mul nsw i64 %3326, 6400
+  %3328 = add nsw i64 756112, %3327
+  %3329 = mul nsw i64 %pool1_grad.j1361014, 100
+  %3330 = add nsw i64 %3328, %3329
+  %3331 = mul nsw i64 %pool1_grad.oy1431025, 10
+  %3332 = add nsw i64 %3330, %3331
+  %3333 = add nsw i64 %3332, %pool1_grad.ox1441026
+  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3333
+  %3334 = load float, ptr %arena1028, align 4
+  %3335 = fadd float %3322, %3334
+  store float %3335, ptr %arena1027, align 4
+  %ox144.next = add nsw i64 %pool1_grad.ox1441026, 1
+  %3336 = icmp slt i64 %ox144.next, 10
+  br i1 %3336, label %pool1_grad.ox144, label %pool1_grad.ox144.end
+
+pool1_grad.ox144.end:                             ; preds = %pool1_grad.ox144
+  %oy143.next = add nsw i64 %pool1_grad.oy1431025, 1
+  %3337 = icmp slt i64 %oy143.next, 10
+  br i1 %3337, label %pool1_grad.oy143, label %pool1_grad.oy143.end
+
+pool1_grad.oy145:                                 ; preds = %pool1_grad.ox146.end, %pool1_grad.oy143.end
+  %pool1_grad.oy1451029 = phi i64 [ 0, %pool1_grad.oy143.end ], [ %oy145.next, %pool1_grad.ox146.end ]
+  br label %pool1_grad.ox146
+
+pool1_grad.oy145.end:                             ; preds = %pool1_grad.ox146.end
+  br label %pool1_grad.oy147
+
+pool1_grad.ox146:                                 ; preds = %pool1_grad.ox146, %pool1_grad.oy145
+  %pool1_grad.ox1461030 = phi i64 [ 0, %pool1_grad.oy145 ], [ %ox146.next, %pool1_grad.ox146 ]
+  %3338 = mul nsw i64 %pool1_grad.g128909, 64
+  %3339 = add nsw i64 %3338, %pool1_grad.j1361014
+  %3340 = mul nsw i64 %3339, 1176
+  %3341 = add nsw i64 376320, %3340
+  %3342 = mul nsw i64 %pool1_grad.c1371015, 196
+  %3343 = add nsw i64 %3341, %3342
+  %3344 = add nsw i64 %pool1_grad.oy1451029, %pool1_grad.ky1381016
+  %3345 = mul nsw i64 %3344, 14
+  %3346 = add nsw i64 %3343, %3345
+  %3347 = add nsw i64 %pool1_grad.ox1461030, 3
+  %3348 = add nsw i64 %3346, %3347
+  %arena1031 = getelementptr inbounds float, ptr %arena, i64 %3348
+  %3349 = load float, ptr %arena1031, align 4
+  %3350 = mul nsw i64 %pool1_grad.c1371015, 5
+  %3351 = add nsw i64 %3350, %pool1_grad.ky1381016
+  %3352 = mul nsw i64 %3351, 5
+  %3353 = add nsw i64 %3352, 3
+  %3354 = mul nsw i64 %3353, 6400
+  %3355 = add nsw i64 756112, %3354
+  %3356 = mul nsw i64 %pool1_grad.j1361014, 100
+  %3357 = add nsw i64 %3355, %3356
+  %3358 = mul nsw i64 %pool1_grad.oy1451029, 10
+  %3359 = add nsw i64 %3357, %3358
+  %3360 = add nsw i64 %3359, %pool1_grad.ox1461030
+  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3360
+  %3361 = load float, ptr %arena1032, align 4
+  %3362 = fadd float %3349, %3361
+  store float %3362, ptr %arena1031, align 4
+  %ox146.next = add nsw i64 %pool1_grad.ox1461030, 1
+  %3363 = icmp slt i64 %ox146.next, 10
+  br i1 %3363, label %pool1_grad.ox146, label %pool1_grad.ox146.end
+
+pool1_grad.ox146.end:                             ; preds = %pool1_grad.ox146
+  %oy145.next = add nsw i64 %pool1_grad.oy1451029, 1
+  %3364 = icmp slt i64 %oy145.next, 10
+  br i1 %3364, label %pool1_grad.oy145, label %pool1_grad.oy145.end
+
+pool1_grad.oy147:                                 ; preds = %pool1_grad.ox148.end, %pool1_grad.oy145.end
+  %pool1_grad.oy1471033 = phi i64 [ 0, %pool1_grad.oy145.end ], [ %oy147.next, %pool1_grad.ox148.end ]
+  br label %pool1_grad.ox148
+
+pool1_grad.oy147.end:                             ; preds = %pool1_grad.ox148.end
+  %ky138.next = add nsw i64 %pool1_grad.ky1381016, 1
+  %3365 = icmp slt i64 %ky138.next, 5
+  br i1 %3365, label %pool1_grad.ky138, label %pool1_grad.ky138.end
+
+pool1_grad.ox148:                                 ; preds = %pool1_grad.ox148, %pool1_grad.oy147
+  %pool1_grad.ox1481034 = phi i64 [ 0, %pool1_grad.oy147 ], [ %ox148.next, %pool1_grad.ox148 ]
+  %3366 = mul nsw i64 %pool1_grad.g128909, 64
+  %3367 = add nsw i64 %3366, %pool1_grad.j1361014
+  %3368 = mul nsw i64 %3367, 1176
+  %3369 = add nsw i64 376320, %3368
+  %3370 = mul nsw i64 %pool1_grad.c1371015, 196
+  %3371 = add nsw i64 %3369, %3370
+  %3372 = add nsw i64 %pool1_grad.oy1471033, %pool1_grad.ky1381016
+  %3373 = mul nsw i64 %3372, 14
+  %3374 = add nsw i64 %3371, %3373
+  %3375 = add nsw i64 %pool1_grad.ox1481034, 4
+  %3376 = add nsw i64 %3374, %3375
+  %arena1035 = getelementptr inbounds float, ptr %arena, i64 %3376
+  %3377 = load float, ptr %arena1035, align 4
+  %3378 = mul nsw i64 %pool1_grad.c1371015, 5
+  %3379 = add nsw i64 %3378, %pool1_grad.ky1381016
+  %3380 = mul nsw i64 %3379, 5
+  %3381 = add nsw i64 %3380, 4
+  %3382 = mul nsw i64 %3381, 6400
+  %3383 = add nsw i64 756112, %3382
+  %3384 = mul nsw i64 %pool1_grad.j1361014, 100
+  %3385 = add nsw i64 %3383, %3384
+  %3386 = mul nsw i64 %pool1_grad.oy1471033, 10
+  %3387 = add nsw i64 %3385, %3386
+  %3388 = add nsw i64 %3387, %pool1_grad.ox1481034
+  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %3388
+  %3389 = load float, ptr %arena1036, align 4
+  %3390 = fadd float %3377, %3389
+  store float %3390, ptr %arena1035, align 4
+  %ox148.next = add nsw i64 %pool1_grad.ox1481034, 1
+  %3391 = icmp slt i64 %ox148.next, 10
+  br i1 %3391, label %pool1_grad.ox148, label %pool1_grad.ox148.end
+
+pool1_grad.ox148.end:                             ; preds = %pool1_grad.ox148
+  %oy147.next = add nsw i64 %pool1_grad.oy1471033, 1
+  %3392 = icmp slt i64 %oy147.next, 10
+  br i1 %3392, label %pool1_grad.oy147, label %pool1_grad.oy147.end
+
+relu1_grad.i149:                                  ; preds = %relu1_grad.i149, %pool1_grad.g128.end
+  %relu1_grad.i1491037 = phi i64 [ 0, %pool1_grad.g128.end ], [ %i149.next, %relu1_grad.i149 ]
+  %3393 = add nsw i64 518032, %relu1_grad.i1491037
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3393
+  store float 0.000000e+00, ptr %arena1038, align 4
+  %i149.next = add nsw i64 %relu1_grad.i1491037, 1
+  %3394 = icmp slt i64 %i149.next, 301056
+  br i1 %3394, label %relu1_grad.i149, label %relu1_grad.i149.end
+
+relu1_grad.i149.end:                              ; preds = %relu1_grad.i149
+  br label %relu1_grad.q150
+
+relu1_grad.q150:                                  ; preds = %relu1_grad.py151.end, %relu1_grad.i149.end
+  %relu1_grad.q1501039 = phi i64 [ 0, %relu1_grad.i149.end ], [ %q150.next, %relu1_grad.py151.end ]
+  br label %relu1_grad.py151
+
+relu1_grad.q150.end:                              ; preds = %relu1_grad.py151.end
+  br label %conv1_grad.i155
+
+relu1_grad.py151:                                 ; preds = %relu1_grad.px152.end, %relu1_grad.q150
+  %relu1_grad.py1511040 = phi i64 [ 0, %relu1_grad.q150 ], [ %py151.next, %relu1_grad.px152.end ]
+  br label %relu1_grad.px152
+
+relu1_grad.py151.end:                             ; preds = %relu1_grad.px152.end
+  %q150.next = add nsw i64 %relu1_grad.q1501039, 1
+  %3395 = icmp slt i64 %q150.next, 384
+  br i1 %3395, label %relu1_grad.q150, label %relu1_grad.q150.end
+
+relu1_grad.px152:                                 ; preds = %relu1_grad.ky153.end, %relu1_grad.py151
+  %relu1_grad.px1521041 = phi i64 [ 0, %relu1_grad.py151 ], [ %px152.next, %relu1_grad.ky153.end ]
+  br label %relu1_grad.ky153
+
+relu1_grad.px152.end:                             ; preds = %relu1_grad.ky153.end
+  %py151.next = add nsw i64 %relu1_grad.py1511040, 1
+  %3396 = icmp slt i64 %py151.next, 14
+  br i1 %3396, label %relu1_grad.py151, label %relu1_grad.py151.end
+
+relu1_grad.ky153:                                 ; preds = %relu1_grad.kx154.end, %relu1_grad.px152
+  %relu1_grad.ky1531042 = phi i64 [ 0, %relu1_grad.px152 ], [ %ky153.next, %relu1_grad.kx154.end ]
+  br label %relu1_grad.kx154
+
+relu1_grad.ky153.end:                             ; preds = %relu1_grad.kx154.end
+  %px152.next = add nsw i64 %relu1_grad.px1521041, 1
+  %3397 = icmp slt i64 %px152.next, 14
+  br i1 %3397, label %relu1_grad.px152, label %relu1_grad.px152.end
+
+relu1_grad.kx154:                                 ; preds = %relu1_grad.kx154, %relu1_grad.ky153
+  %relu1_grad.kx1541043 = phi i64 [ 0, %relu1_grad.ky153 ], [ %kx154.next, %relu1_grad.kx154 ]
+  %3398 = mul nsw i64 %relu1_grad.q1501039, 784
+  %3399 = mul nsw i64 %relu1_grad.py1511040, 56
+  %3400 = add nsw i64 %3398, %3399
+  %3401 = mul nsw i64 %relu1_grad.px1521041, 2
+  %3402 = add nsw i64 %3400, %3401
+  %3403 = add nsw i64 518032, %3402
+  %3404 = mul nsw i64 %relu1_grad.ky1531042, 28
+  %3405 = add nsw i64 %3403, %3404
+  %3406 = add nsw i64 %3405, %relu1_grad.kx1541043
+  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3406
+  %3407 = load float, ptr %arena1044, align 4
+  %3408 = mul nsw i64 %relu1_grad.q1501039, 196
+  %3409 = add nsw i64 376320, %3408
+  %3410 = mul nsw i64 %relu1_grad.py1511040, 14
+  %3411 = add nsw i64 %3409, %3410
+  %3412 = add nsw i64 %3411, %relu1_grad.px1521041
+  %arena1045 = getelementptr inbounds float, ptr %arena, i64 %3412
+  %3413 = load float, ptr %arena1045, align 4
+  %3414 = fmul float %3413, 2.500000e-01
+  %3415 = fadd float %3407, %3414
+  store float %3415, ptr %arena1044, align 4
+  %kx154.next = add nsw i64 %relu1_grad.kx1541043, 1
+  %3416 = icmp slt i64 %kx154.next, 2
+  br i1 %3416, label %relu1_grad.kx154, label %relu1_grad.kx154.end
+
+relu1_grad.kx154.end:                             ; preds = %relu1_grad.kx154
+  %ky153.next = add nsw i64 %relu1_grad.ky1531042, 1
+  %3417 = icmp slt i64 %ky153.next, 2
+  br i1 %3417, label %relu1_grad.ky153, label %relu1_grad.ky153.end
+
+conv1_grad.i155:                                  ; preds = %conv1_grad.i155, %relu1_grad.q150.end
+  %conv1_grad.i1551046 = phi i64 [ 0, %relu1_grad.q150.end ], [ %i155.next, %conv1_grad.i155 ]
+  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i1551046
+  %3418 = load float, ptr %arena1047, align 4
+  %3419 = fcmp ogt float %3418, 0.000000e+00
+  %3420 = add nsw i64 518032, %conv1_grad.i1551046
+  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3420
+  %3421 = load float, ptr %arena1048, align 4
+  %3422 = select i1 %3419, float %3421, float 0.000000e+00
+  %3423 = add nsw i64 819088, %conv1_grad.i1551046
+  %arena1049 = getelementptr inbounds float, ptr %arena, i64 %3423
+  store float %3422, ptr %arena1049, align 4
+  %i155.next = add nsw i64 %conv1_grad.i1551046, 1
+  %3424 = icmp slt i64 %i155.next, 301056
+  br i1 %3424, label %conv1_grad.i155, label %conv1_grad.i155.end
+
+conv1_grad.i155.end:                              ; preds = %conv1_grad.i155
+  br label %conv1_weight_grad.i156
+
+conv1_weight_grad.i156:                           ; preds = %conv1_weight_grad.i156, %conv1_grad.i155.end
+  %conv1_weight_grad.i1561050 = phi i64 [ 0, %conv1_grad.i155.end ], [ %i156.next, %conv1_weight_grad.i156 ]
+  %3425 = add nsw i64 2675600, %conv1_weight_grad.i1561050
+  %arena1051 = getelementptr inbounds float, ptr %arena, i64 %3425
+  store float 0.000000e+00, ptr %arena1051, align 4
+  %i156.next = add nsw i64 %conv1_weight_grad.i1561050, 1
+  %3426 = icmp slt i64 %i156.next, 150
+  br i1 %3426, label %conv1_weight_grad.i156, label %conv1_weight_grad.i156.end
+
+conv1_weight_grad.i156.end:                       ; preds = %conv1_weight_grad.i156
+  br label %conv1_weight_grad.g157
+
+conv1_weight_grad.g157:                           ; preds = %conv1_weight_grad.mb180.end, %conv1_weight_grad.i156.end
+  %conv1_weight_grad.g1571052 = phi i64 [ 0, %conv1_weight_grad.i156.end ], [ %g157.next, %conv1_weight_grad.mb180.end ]
+  br label %conv1_weight_grad.j158
+
+conv1_weight_grad.g157.end:                       ; preds = %conv1_weight_grad.mb180.end
+  br label %conv1_weight_grad.f183
+
+conv1_weight_grad.j158:                           ; preds = %conv1_weight_grad.c161.end, %conv1_weight_grad.g157
+  %conv1_weight_grad.j1581053 = phi i64 [ 0, %conv1_weight_grad.g157 ], [ %j158.next, %conv1_weight_grad.c161.end ]
+  br label %conv1_weight_grad.r159
+
+conv1_weight_grad.j158.end:                       ; preds = %conv1_weight_grad.c161.end
+  br label %conv1_weight_grad.j173
+
+conv1_weight_grad.r159:                           ; preds = %conv1_weight_grad.i160.end, %conv1_weight_grad.j158
+  %conv1_weight_grad.r1591054 = phi i64 [ 0, %conv1_weight_grad.j158 ], [ %r159.next, %conv1_weight_grad.i160.end ]
+  br label %conv1_weight_grad.i160
+
+conv1_weight_grad.r159.end:                       ; preds = %conv1_weight_grad.i160.end
+  br label %conv1_weight_grad.c161
+
+conv1_weight_grad.i160:                           ; preds = %conv1_weight_grad.i160, %conv1_weight_grad.r159
+  %conv1_weight_grad.i1601055 = phi i64 [ 0, %conv1_weight_grad.r159 ], [ %i160.next, %conv1_weight_grad.i160 ]
+  %3427 = mul nsw i64 %conv1_weight_grad.r1591054, 50176
+  %3428 = add nsw i64 1120144, %3427
+  %3429 = mul nsw i64 %conv1_weight_grad.j1581053, 784
+  %3430 = add nsw i64 %3428, %3429
+  %3431 = add nsw i64 %3430, %conv1_weight_grad.i1601055
+  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3431
+  store float 0.000000e+00, ptr %arena1056, align 4
+  %i160.next = add nsw i64 %conv1_weight_grad.i1601055, 1
+  %3432 = icmp slt i64 %i160.next, 784
+  br i1 %3432, label %conv1_weight_grad.i160, label %conv1_weight_grad.i160.end
+
+conv1_weight_grad.i160.end:                       ; preds = %conv1_weight_grad.i160
+  %r159.next = add nsw i64 %conv1_weight_grad.r1591054, 1
+  %3433 = icmp slt i64 %r159.next, 25
+  br i1 %3433, label %conv1_weight_grad.r159, label %conv1_weight_grad.r159.end
+
+conv1_weight_grad.c161:                           ; preds = %conv1_weight_grad.ky162.end, %conv1_weight_grad.r159.end
+  %conv1_weight_grad.c1611057 = phi i64 [ 0, %conv1_weight_grad.r159.end ], [ %c161.next, %conv1_weight_grad.ky162.end ]
+  br label %conv1_weight_grad.ky162
+
+conv1_weight_grad.c161.end:                       ; preds = %conv1_weight_grad.ky162.end
+  %j158.next = add nsw i64 %conv1_weight_grad.j1581053, 1
+  %3434 = icmp slt i64 %j158.next, 64
+  br i1 %3434, label %conv1_weight_grad.j158, label %conv1_weight_grad.j158.end
+
+conv1_weight_grad.ky162:                          ; preds = %conv1_weight_grad.oy171.end, %conv1_weight_grad.c161
+  %conv1_weight_grad.ky1621058 = phi i64 [ 0, %conv1_weight_grad.c161 ], [ %ky162.next, %conv1_weight_grad.oy171.end ]
+  br label %conv1_weight_grad.oy163
+
+conv1_weight_grad.ky162.end:                      ; preds = %conv1_weight_grad.oy171.end
+  %c161.next = add nsw i64 %conv1_weight_grad.c1611057, 1
+  %3435 = icmp slt i64 %c161.next, 1
+  br i1 %3435, label %conv1_weight_grad.c161, label %conv1_weight_grad.c161.end
+
+conv1_weight_grad.oy163:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky162
+  %conv1_weight_grad.oy1631059 = phi i64 [ 0, %conv1_weight_grad.ky162 ], [ %oy163.next, %conv1_weight_grad.endif ]
+  %3436 = add nsw i64 %conv1_weight_grad.oy1631059, %conv1_weight_grad.ky1621058
+  %3437 = add nsw i64 %3436, -2
+  %3438 = icmp slt i64 -1, %3437
+  %3439 = add nsw i64 %conv1_weight_grad.oy1631059, %conv1_weight_grad.ky1621058
+  %3440 = add nsw i64 %3439, -2
+  %3441 = icmp slt i64 %3440, 28
+  %3442 = and i1 %3438, %3441
+  br i1 %3442, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+
+conv1_weight_grad.oy163.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy165
+
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy163
+  br label %conv1_weight_grad.ox164
+
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox164.end, %conv1_weight_grad.oy163
+  %oy163.next = add nsw i64 %conv1_weight_grad.oy1631059, 1
+  %3443 = icmp slt i64 %oy163.next, 28
+  br i1 %3443, label %conv1_weight_grad.oy163, label %conv1_weight_grad.oy163.end
+
+conv1_weight_grad.ox164:                          ; preds = %conv1_weight_grad.ox164, %conv1_weight_grad.then
+  %conv1_weight_grad.ox1641060 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox164.next, %conv1_weight_grad.ox164 ]
+  %3444 = mul nsw i64 %conv1_weight_grad.g1571052, 64
+  %3445 = add nsw i64 %3444, %conv1_weight_grad.j1581053
+  %3446 = mul nsw i64 %3445, 784
+  %3447 = mul nsw i64 %conv1_weight_grad.c1611057, 784
+  %3448 = add nsw i64 %3446, %3447
+  %3449 = add nsw i64 %conv1_weight_grad.oy1631059, %conv1_weight_grad.ky1621058
+  %3450 = add nsw i64 %3449, -2
+  %3451 = mul nsw i64 %3450, 28
+  %3452 = add nsw i64 %3448, %3451
+  %3453 = add nsw i64 %conv1_weight_grad.ox1641060, 2
+  %3454 = add nsw i64 %3453, -2
+  %3455 = add nsw i64 %3452, %3454
+  %images1061 = getelementptr inbounds float, ptr %images, i64 %3455
+  %3456 = load float, ptr %images1061, align 4
+  %3457 = mul nsw i64 %conv1_weight_grad.c1611057, 5
+  %3458 = add nsw i64 %3457, %conv1_weight_grad.ky1621058
+  %3459 = mul nsw i64 %3458, 5
+  %3460 = mul nsw i64 %3459, 50176
+  %3461 = add nsw i64 1120144, %3460
+  %3462 = mul nsw i64 %conv1_weight_grad.j1581053, 784
+  %3463 = add nsw i64 %3461, %3462
+  %3464 = mul nsw i64 %conv1_weight_grad.oy1631059, 28
+  %3465 = add nsw i64 %3463, %3464
+  %3466 = add nsw i64 %conv1_weight_grad.ox1641060, 2
+  %3467 = add nsw i64 %3465, %3466
+  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3467
+  store float %3456, ptr %arena1062, align 4
+  %ox164.next = add nsw i64 %conv1_weight_grad.ox1641060, 1
+  %3468 = icmp slt i64 %ox164.next, 26
+  br i1 %3468, label %conv1_weight_grad.ox164, label %conv1_weight_grad.ox164.end
+
+conv1_weight_grad.ox164.end:                      ; preds = %conv1_weight_grad.ox164
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy136:                          ; preds = %conv1_weight_grad.endif322, %conv1_weight_grad.oy134.end
-  %conv1_weight_grad.oy136320 = phi i64 [ 0, %conv1_weight_grad.oy134.end ], [ %oy136.next, %conv1_weight_grad.endif322 ]
-  %1025 = add nsw i64 %conv1_weight_grad.oy136320, %conv1_weight_grad.ky133315
-  %1026 = add nsw i64 %1025, -2
-  %1027 = icmp slt i64 -1, %1026
-  %1028 = add nsw i64 %conv1_weight_grad.oy136320, %conv1_weight_grad.ky133315
-  %1029 = add nsw i64 %1028, -2
-  %1030 = icmp slt i64 %1029, 28
-  %1031 = and i1 %1027, %1030
-  br i1 %1031, label %conv1_weight_grad.then321, label %conv1_weight_grad.endif322
+conv1_weight_grad.oy165:                          ; preds = %conv1_weight_grad.endif1065, %conv1_weight_grad.oy163.end
+  %conv1_weight_grad.oy1651063 = phi i64 [ 0, %conv1_weight_grad.oy163.end ], [ %oy165.next, %conv1_weight_grad.endif1065 ]
+  %3469 = add nsw i64 %conv1_weight_grad.oy1651063, %conv1_weight_grad.ky1621058
+  %3470 = add nsw i64 %3469, -2
+  %3471 = icmp slt i64 -1, %3470
+  %3472 = add nsw i64 %conv1_weight_grad.oy1651063, %conv1_weight_grad.ky1621058
+  %3473 = add nsw i64 %3472, -2
+  %3474 = icmp slt i64 %3473, 28
+  %3475 = and i1 %3471, %3474
+  br i1 %3475, label %conv1_weight_grad.then1064, label %conv1_weight_grad.endif1065
 
-conv1_weight_grad.oy136.end:                      ; preds = %conv1_weight_grad.endif322
-  br label %conv1_weight_grad.oy138
+conv1_weight_grad.oy165.end:                      ; preds = %conv1_weight_grad.endif1065
+  br label %conv1_weight_grad.oy167
 
-conv1_weight_grad.then321:                        ; preds = %conv1_weight_grad.oy136
-  br label %conv1_weight_grad.ox137
+conv1_weight_grad.then1064:                       ; preds = %conv1_weight_grad.oy165
+  br label %conv1_weight_grad.ox166
 
-conv1_weight_grad.endif322:                       ; preds = %conv1_weight_grad.ox137.end, %conv1_weight_grad.oy136
-  %oy136.next = add nsw i64 %conv1_weight_grad.oy136320, 1
-  %1032 = icmp slt i64 %oy136.next, 28
-  br i1 %1032, label %conv1_weight_grad.oy136, label %conv1_weight_grad.oy136.end
+conv1_weight_grad.endif1065:                      ; preds = %conv1_weight_grad.ox166.end, %conv1_weight_grad.oy165
+  %oy165.next = add nsw i64 %conv1_weight_grad.oy1651063, 1
+  %3476 = icmp slt i64 %oy165.next, 28
+  br i1 %3476, label %conv1_weight_grad.oy165, label %conv1_weight_grad.oy165.end
 
-conv1_weight_grad.ox137:                          ; preds = %conv1_weight_grad.ox137, %conv1_weight_grad.then321
-  %conv1_weight_grad.ox137323 = phi i64 [ 0, %conv1_weight_grad.then321 ], [ %ox137.next, %conv1_weight_grad.ox137 ]
-  %1033 = mul nsw i64 %conv1_weight_grad.g128309, 64
-  %1034 = add nsw i64 %1033, %conv1_weight_grad.j129310
-  %1035 = mul nsw i64 %1034, 784
-  %1036 = mul nsw i64 %conv1_weight_grad.c132314, 784
-  %1037 = add nsw i64 %1035, %1036
-  %1038 = add nsw i64 %conv1_weight_grad.oy136320, %conv1_weight_grad.ky133315
-  %1039 = add nsw i64 %1038, -2
-  %1040 = mul nsw i64 %1039, 28
-  %1041 = add nsw i64 %1037, %1040
-  %1042 = add nsw i64 %conv1_weight_grad.ox137323, 1
-  %1043 = add nsw i64 %1042, -1
-  %1044 = add nsw i64 %1041, %1043
-  %images324 = getelementptr inbounds float, ptr %images, i64 %1044
-  %1045 = load float, ptr %images324, align 4
-  %1046 = mul nsw i64 %conv1_weight_grad.c132314, 5
-  %1047 = add nsw i64 %1046, %conv1_weight_grad.ky133315
-  %1048 = mul nsw i64 %1047, 5
-  %1049 = add nsw i64 %1048, 1
-  %1050 = mul nsw i64 %1049, 50176
-  %1051 = add nsw i64 1120144, %1050
-  %1052 = mul nsw i64 %conv1_weight_grad.j129310, 784
-  %1053 = add nsw i64 %1051, %1052
-  %1054 = mul nsw i64 %conv1_weight_grad.oy136320, 28
-  %1055 = add nsw i64 %1053, %1054
-  %1056 = add nsw i64 %conv1_weight_grad.ox137323, 1
-  %1057 = add nsw i64 %1055, %1056
-  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1057
-  store float %1045, ptr %arena325, align 4
-  %ox137.next = add nsw i64 %conv1_weight_grad.ox137323, 1
-  %1058 = icmp slt i64 %ox137.next, 27
-  br i1 %1058, label %conv1_weight_grad.ox137, label %conv1_weight_grad.ox137.end
+conv1_weight_grad.ox166:                          ; preds = %conv1_weight_grad.ox166, %conv1_weight_grad.then1064
+  %conv1_weight_grad.ox1661066 = phi i64 [ 0, %conv1_weight_grad.then1064 ], [ %ox166.next, %conv1_weight_grad.ox166 ]
+  %3477 = mul nsw i64 %conv1_weight_grad.g1571052, 64
+  %3478 = add nsw i64 %3477, %conv1_weight_grad.j1581053
+  %3479 = mul nsw i64 %3478, 784
+  %3480 = mul nsw i64 %conv1_weight_grad.c1611057, 784
+  %3481 = add nsw i64 %3479, %3480
+  %3482 = add nsw i64 %conv1_weight_grad.oy1651063, %conv1_weight_grad.ky1621058
+  %3483 = add nsw i64 %3482, -2
+  %3484 = mul nsw i64 %3483, 28
+  %3485 = add nsw i64 %3481, %3484
+  %3486 = add nsw i64 %conv1_weight_grad.ox1661066, 1
+  %3487 = add nsw i64 %3486, -1
+  %3488 = add nsw i64 %3485, %3487
+  %images1067 = getelementptr inbounds float, ptr %images, i64 %3488
+  %3489 = load float, ptr %images1067, align 4
+  %3490 = mul nsw i64 %conv1_weight_grad.c1611057, 5
+  %3491 = add nsw i64 %3490, %conv1_weight_grad.ky1621058
+  %3492 = mul nsw i64 %3491, 5
+  %3493 = add nsw i64 %3492, 1
+  %3494 = mul nsw i64 %3493, 50176
+  %3495 = add nsw i64 1120144, %3494
+  %3496 = mul nsw i64 %conv1_weight_grad.j1581053, 784
+  %3497 = add nsw i64 %3495, %3496
+  %3498 = mul nsw i64 %conv1_weight_grad.oy1651063, 28
+  %3499 = add nsw i64 %3497, %3498
+  %3500 = add nsw i64 %conv1_weight_grad.ox1661066, 1
+  %3501 = add nsw i64 %3499, %3500
+  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3501
+  store float %3489, ptr %arena1068, align 4
+  %ox166.next = add nsw i64 %conv1_weight_grad.ox1661066, 1
+  %3502 = icmp slt i64 %ox166.next, 27
+  br i1 %3502, label %conv1_weight_grad.ox166, label %conv1_weight_grad.ox166.end
 
-conv1_weight_grad.ox137.end:                      ; preds = %conv1_weight_grad.ox137
-  br label %conv1_weight_grad.endif322
+conv1_weight_grad.ox166.end:                      ; preds = %conv1_weight_grad.ox166
+  br label %conv1_weight_grad.endif1065
 
-conv1_weight_grad.oy138:                          ; preds = %conv1_weight_grad.endif328, %conv1_weight_grad.oy136.end
-  %conv1_weight_grad.oy138326 = phi i64 [ 0, %conv1_weight_grad.oy136.end ], [ %oy138.next, %conv1_weight_grad.endif328 ]
-  %1059 = add nsw i64 %conv1_weight_grad.oy138326, %conv1_weight_grad.ky133315
-  %1060 = add nsw i64 %1059, -2
-  %1061 = icmp slt i64 -1, %1060
-  %1062 = add nsw i64 %conv1_weight_grad.oy138326, %conv1_weight_grad.ky133315
-  %1063 = add nsw i64 %1062, -2
-  %1064 = icmp slt i64 %1063, 28
-  %1065 = and i1 %1061, %1064
-  br i1 %1065, label %conv1_weight_grad.then327, label %conv1_weight_grad.endif328
+conv1_weight_grad.oy167:                          ; preds = %conv1_weight_grad.endif1071, %conv1_weight_grad.oy165.end
+  %conv1_weight_grad.oy1671069 = phi i64 [ 0, %conv1_weight_grad.oy165.end ], [ %oy167.next, %conv1_weight_grad.endif1071 ]
+  %3503 = add nsw i64 %conv1_weight_grad.oy1671069, %conv1_weight_grad.ky1621058
+  %3504 = add nsw i64 %3503, -2
+  %3505 = icmp slt i64 -1, %3504
+  %3506 = add nsw i64 %conv1_weight_grad.oy1671069, %conv1_weight_grad.ky1621058
+  %3507 = add nsw i64 %3506, -2
+  %3508 = icmp slt i64 %3507, 28
+  %3509 = and i1 %3505, %3508
+  br i1 %3509, label %conv1_weight_grad.then1070, label %conv1_weight_grad.endif1071
 
-conv1_weight_grad.oy138.end:                      ; preds = %conv1_weight_grad.endif328
-  br label %conv1_weight_grad.oy140
+conv1_weight_grad.oy167.end:                      ; preds = %conv1_weight_grad.endif1071
+  br label %conv1_weight_grad.oy169
 
-conv1_weight_grad.then327:                        ; preds = %conv1_weight_grad.oy138
-  br label %conv1_weight_grad.ox139
+conv1_weight_grad.then1070:                       ; preds = %conv1_weight_grad.oy167
+  br label %conv1_weight_grad.ox168
 
-conv1_weight_grad.endif328:                       ; preds = %conv1_weight_grad.ox139.end, %conv1_weight_grad.oy138
-  %oy138.next = add nsw i64 %conv1_weight_grad.oy138326, 1
-  %1066 = icmp slt i64 %oy138.next, 28
-  br i1 %1066, label %conv1_weight_grad.oy138, label %conv1_weight_grad.oy138.end
+conv1_weight_grad.endif1071:                      ; preds = %conv1_weight_grad.ox168.end, %conv1_weight_grad.oy167
+  %oy167.next = add nsw i64 %conv1_weight_grad.oy1671069, 1
+  %3510 = icmp slt i64 %oy167.next, 28
+  br i1 %3510, label %conv1_weight_grad.oy167, label %conv1_weight_grad.oy167.end
 
-conv1_weight_grad.ox139:                          ; preds = %conv1_weight_grad.ox139, %conv1_weight_grad.then327
-  %conv1_weight_grad.ox139329 = phi i64 [ 0, %conv1_weight_grad.then327 ], [ %ox139.next, %conv1_weight_grad.ox139 ]
-  %1067 = mul nsw i64 %conv1_weight_grad.g128309, 64
-  %1068 = add nsw i64 %1067, %conv1_weight_grad.j129310
-  %1069 = mul nsw i64 %1068, 784
-  %1070 = mul nsw i64 %conv1_weight_grad.c132314, 784
-  %1071 = add nsw i64 %1069, %1070
-  %1072 = add nsw i64 %conv1_weight_grad.oy138326, %conv1_weight_grad.ky133315
-  %1073 = add nsw i64 %1072, -2
-  %1074 = mul nsw i64 %1073, 28
-  %1075 = add nsw i64 %1071, %1074
-  %1076 = add nsw i64 %1075, %conv1_weight_grad.ox139329
-  %images330 = getelementptr inbounds float, ptr %images, i64 %1076
-  %1077 = load float, ptr %images330, align 4
-  %1078 = mul nsw i64 %conv1_weight_grad.c132314, 5
-  %1079 = add nsw i64 %1078, %conv1_weight_grad.ky133315
-  %1080 = mul nsw i64 %1079, 5
-  %1081 = add nsw i64 %1080, 2
-  %1082 = mul nsw i64 %1081, 50176
-  %1083 = add nsw i64 1120144, %1082
-  %1084 = mul nsw i64 %conv1_weight_grad.j129310, 784
-  %1085 = add nsw i64 %1083, %1084
-  %1086 = mul nsw i64 %conv1_weight_grad.oy138326, 28
-  %1087 = add nsw i64 %1085, %1086
-  %1088 = add nsw i64 %1087, %conv1_weight_grad.ox139329
-  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1088
-  store float %1077, ptr %arena331, align 4
-  %ox139.next = add nsw i64 %conv1_weight_grad.ox139329, 1
-  %1089 = icmp slt i64 %ox139.next, 28
-  br i1 %1089, label %conv1_weight_grad.ox139, label %conv1_weight_grad.ox139.end
+conv1_weight_grad.ox168:                          ; preds = %conv1_weight_grad.ox168, %conv1_weight_grad.then1070
+  %conv1_weight_grad.ox1681072 = phi i64 [ 0, %conv1_weight_grad.then1070 ], [ %ox168.next, %conv1_weight_grad.ox168 ]
+  %3511 = mul nsw i64 %conv1_weight_grad.g1571052, 64
+  %3512 = add nsw i64 %3511, %conv1_weight_grad.j1581053
+  %3513 = mul nsw i64 %3512, 784
+  %3514 = mul nsw i64 %conv1_weight_grad.c1611057, 784
+  %3515 = add nsw i64 %3513, %3514
+  %3516 = add nsw i64 %conv1_weight_grad.oy1671069, %conv1_weight_grad.ky1621058
+  %3517 = add nsw i64 %3516, -2
+  %3518 = mul nsw i64 %3517, 28
+  %3519 = add nsw i64 %3515, %3518
+  %3520 = add nsw i64 %3519, %conv1_weight_grad.ox1681072
+  %images1073 = getelementptr inbounds float, ptr %images, i64 %3520
+  %3521 = load float, ptr %images1073, align 4
+  %3522 = mul nsw i64 %conv1_weight_grad.c1611057, 5
+  %3523 = add nsw i64 %3522, %conv1_weight_grad.ky1621058
+  %3524 = mul nsw i64 %3523, 5
+  %3525 = add nsw i64 %3524, 2
+  %3526 = mul nsw i64 %3525, 50176
+  %3527 = add nsw i64 1120144, %3526
+  %3528 = mul nsw i64 %conv1_weight_grad.j1581053, 784
+  %3529 = add nsw i64 %3527, %3528
+  %3530 = mul nsw i64 %conv1_weight_grad.oy1671069, 28
+  %3531 = add nsw i64 %3529, %3530
+  %3532 = add nsw i64 %3531, %conv1_weight_grad.ox1681072
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3532
+  store float %3521, ptr %arena1074, align 4
+  %ox168.next = add nsw i64 %conv1_weight_grad.ox1681072, 1
+  %3533 = icmp slt i64 %ox168.next, 28
+  br i1 %3533, label %conv1_weight_grad.ox168, label %conv1_weight_grad.ox168.end
 
-conv1_weight_grad.ox139.end:                      ; preds = %conv1_weight_grad.ox139
-  br label %conv1_weight_grad.endif328
+conv1_weight_grad.ox168.end:                      ; preds = %conv1_weight_grad.ox168
+  br label %conv1_weight_grad.endif1071
 
-conv1_weight_grad.oy140:                          ; preds = %conv1_weight_grad.endif334, %conv1_weight_grad.oy138.end
-  %conv1_weight_grad.oy140332 = phi i64 [ 0, %conv1_weight_grad.oy138.end ], [ %oy140.next, %conv1_weight_grad.endif334 ]
-  %1090 = add nsw i64 %conv1_weight_grad.oy140332, %conv1_weight_grad.ky133315
-  %1091 = add nsw i64 %1090, -2
-  %1092 = icmp slt i64 -1, %1091
-  %1093 = add nsw i64 %conv1_weight_grad.oy140332, %conv1_weight_grad.ky133315
-  %1094 = add nsw i64 %1093, -2
-  %1095 = icmp slt i64 %1094, 28
-  %1096 = and i1 %1092, %1095
-  br i1 %1096, label %conv1_weight_grad.then333, label %conv1_weight_grad.endif334
+conv1_weight_grad.oy169:                          ; preds = %conv1_weight_grad.endif1077, %conv1_weight_grad.oy167.end
+  %conv1_weight_grad.oy1691075 = phi i64 [ 0, %conv1_weight_grad.oy167.end ], [ %oy169.next, %conv1_weight_grad.endif1077 ]
+  %3534 = add nsw i64 %conv1_weight_grad.oy1691075, %conv1_weight_grad.ky1621058
+  %3535 = add nsw i64 %3534, -2
+  %3536 = icmp slt i64 -1, %3535
+  %3537 = add nsw i64 %conv1_weight_grad.oy1691075, %conv1_weight_grad.ky1621058
+  %3538 = add nsw i64 %3537, -2
+  %3539 = icmp slt i64 %3538, 28
+  %3540 = and i1 %3536, %3539
+  br i1 %3540, label %conv1_weight_grad.then1076, label %conv1_weight_grad.endif1077
 
-conv1_weight_grad.oy140.end:                      ; preds = %conv1_weight_grad.endif334
-  br label %conv1_weight_grad.oy142
+conv1_weight_grad.oy169.end:                      ; preds = %conv1_weight_grad.endif1077
+  br label %conv1_weight_grad.oy171
 
-conv1_weight_grad.then333:                        ; preds = %conv1_weight_grad.oy140
-  br label %conv1_weight_grad.ox141
+conv1_weight_grad.then1076:                       ; preds = %conv1_weight_grad.oy169
+  br label %conv1_weight_grad.ox170
 
-conv1_weight_grad.endif334:                       ; preds = %conv1_weight_grad.ox141.end, %conv1_weight_grad.oy140
-  %oy140.next = add nsw i64 %conv1_weight_grad.oy140332, 1
-  %1097 = icmp slt i64 %oy140.next, 28
-  br i1 %1097, label %conv1_weight_grad.oy140, label %conv1_weight_grad.oy140.end
+conv1_weight_grad.endif1077:                      ; preds = %conv1_weight_grad.ox170.end, %conv1_weight_grad.oy169
+  %oy169.next = add nsw i64 %conv1_weight_grad.oy1691075, 1
+  %3541 = icmp slt i64 %oy169.next, 28
+  br i1 %3541, label %conv1_weight_grad.oy169, label %conv1_weight_grad.oy169.end
 
-conv1_weight_grad.ox141:                          ; preds = %conv1_weight_grad.ox141, %conv1_weight_grad.then333
-  %conv1_weight_grad.ox141335 = phi i64 [ 0, %conv1_weight_grad.then333 ], [ %ox141.next, %conv1_weight_grad.ox141 ]
-  %1098 = mul nsw i64 %conv1_weight_grad.g128309, 64
-  %1099 = add nsw i64 %1098, %conv1_weight_grad.j129310
-  %1100 = mul nsw i64 %1099, 784
-  %1101 = mul nsw i64 %conv1_weight_grad.c132314, 784
-  %1102 = add nsw i64 %1100, %1101
-  %1103 = add nsw i64 %conv1_weight_grad.oy140332, %conv1_weight_grad.ky133315
-  %1104 = add nsw i64 %1103, -2
-  %1105 = mul nsw i64 %1104, 28
-  %1106 = add nsw i64 %1102, %1105
-  %1107 = add nsw i64 %conv1_weight_grad.ox141335, 1
-  %1108 = add nsw i64 %1106, %1107
-  %images336 = getelementptr inbounds float, ptr %images, i64 %1108
-  %1109 = load float, ptr %images336, align 4
-  %1110 = mul nsw i64 %conv1_weight_grad.c132314, 5
-  %1111 = add nsw i64 %1110, %conv1_weight_grad.ky133315
-  %1112 = mul nsw i64 %1111, 5
-  %1113 = add nsw i64 %1112, 3
-  %1114 = mul nsw i64 %1113, 50176
-  %1115 = add nsw i64 1120144, %1114
-  %1116 = mul nsw i64 %conv1_weight_grad.j129310, 784
-  %1117 = add nsw i64 %1115, %1116
-  %1118 = mul nsw i64 %conv1_weight_grad.oy140332, 28
-  %1119 = add nsw i64 %1117, %1118
-  %1120 = add nsw i64 %1119, %conv1_weight_grad.ox141335
-  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1120
-  store float %1109, ptr %arena337, align 4
-  %ox141.next = add nsw i64 %conv1_weight_grad.ox141335, 1
-  %1121 = icmp slt i64 %ox141.next, 27
-  br i1 %1121, label %conv1_weight_grad.ox141, label %conv1_weight_grad.ox141.end
+conv1_weight_grad.ox170:                          ; preds = %conv1_weight_grad.ox170, %conv1_weight_grad.then1076
+  %conv1_weight_grad.ox1701078 = phi i64 [ 0, %conv1_weight_grad.then1076 ], [ %ox170.next, %conv1_weight_grad.ox170 ]
+  %3542 = mul nsw i64 %conv1_weight_grad.g1571052, 64
+  %3543 = add nsw i64 %3542, %conv1_weight_grad.j1581053
+  %3544 = mul nsw i64 %3543, 784
+  %3545 = mul nsw i64 %conv1_weight_grad.c1611057, 784
+  %3546 = add nsw i64 %3544, %3545
+  %3547 = add nsw i64 %conv1_weight_grad.oy1691075, %conv1_weight_grad.ky1621058
+  %3548 = add nsw i64 %3547, -2
+  %3549 = mul nsw i64 %3548, 28
+  %3550 = add nsw i64 %3546, %3549
+  %3551 = add nsw i64 %conv1_weight_grad.ox1701078, 1
+  %3552 = add nsw i64 %3550, %3551
+  %images1079 = getelementptr inbounds float, ptr %images, i64 %3552
+  %3553 = load float, ptr %images1079, align 4
+  %3554 = mul nsw i64 %conv1_weight_grad.c1611057, 5
+  %3555 = add nsw i64 %3554, %conv1_weight_grad.ky1621058
+  %3556 = mul nsw i64 %3555, 5
+  %3557 = add nsw i64 %3556, 3
+  %3558 = mul nsw i64 %3557, 50176
+  %3559 = add nsw i64 1120144, %3558
+  %3560 = mul nsw i64 %conv1_weight_grad.j1581053, 784
+  %3561 = add nsw i64 %3559, %3560
+  %3562 = mul nsw i64 %conv1_weight_grad.oy1691075, 28
+  %3563 = add nsw i64 %3561, %3562
+  %3564 = add nsw i64 %3563, %conv1_weight_grad.ox1701078
+  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3564
+  store float %3553, ptr %arena1080, align 4
+  %ox170.next = add nsw i64 %conv1_weight_grad.ox1701078, 1
+  %3565 = icmp slt i64 %ox170.next, 27
+  br i1 %3565, label %conv1_weight_grad.ox170, label %conv1_weight_grad.ox170.end
 
-conv1_weight_grad.ox141.end:                      ; preds = %conv1_weight_grad.ox141
-  br label %conv1_weight_grad.endif334
+conv1_weight_grad.ox170.end:                      ; preds = %conv1_weight_grad.ox170
+  br label %conv1_weight_grad.endif1077
 
-conv1_weight_grad.oy142:                          ; preds = %conv1_weight_grad.endif340, %conv1_weight_grad.oy140.end
-  %conv1_weight_grad.oy142338 = phi i64 [ 0, %conv1_weight_grad.oy140.end ], [ %oy142.next, %conv1_weight_grad.endif340 ]
-  %1122 = add nsw i64 %conv1_weight_grad.oy142338, %conv1_weight_grad.ky133315
-  %1123 = add nsw i64 %1122, -2
-  %1124 = icmp slt i64 -1, %1123
-  %1125 = add nsw i64 %conv1_weight_grad.oy142338, %conv1_weight_grad.ky133315
-  %1126 = add nsw i64 %1125, -2
-  %1127 = icmp slt i64 %1126, 28
-  %1128 = and i1 %1124, %1127
-  br i1 %1128, label %conv1_weight_grad.then339, label %conv1_weight_grad.endif340
+conv1_weight_grad.oy171:                          ; preds = %conv1_weight_grad.endif1083, %conv1_weight_grad.oy169.end
+  %conv1_weight_grad.oy1711081 = phi i64 [ 0, %conv1_weight_grad.oy169.end ], [ %oy171.next, %conv1_weight_grad.endif1083 ]
+  %3566 = add nsw i64 %conv1_weight_grad.oy1711081, %conv1_weight_grad.ky1621058
+  %3567 = add nsw i64 %3566, -2
+  %3568 = icmp slt i64 -1, %3567
+  %3569 = add nsw i64 %conv1_weight_grad.oy1711081, %conv1_weight_grad.ky1621058
+  %3570 = add nsw i64 %3569, -2
+  %3571 = icmp slt i64 %3570, 28
+  %3572 = and i1 %3568, %3571
+  br i1 %3572, label %conv1_weight_grad.then1082, label %conv1_weight_grad.endif1083
 
-conv1_weight_grad.oy142.end:                      ; preds = %conv1_weight_grad.endif340
-  %ky133.next = add nsw i64 %conv1_weight_grad.ky133315, 1
-  %1129 = icmp slt i64 %ky133.next, 5
-  br i1 %1129, label %conv1_weight_grad.ky133, label %conv1_weight_grad.ky133.end
+conv1_weight_grad.oy171.end:                      ; preds = %conv1_weight_grad.endif1083
+  %ky162.next = add nsw i64 %conv1_weight_grad.ky1621058, 1
+  %3573 = icmp slt i64 %ky162.next, 5
+  br i1 %3573, label %conv1_weight_grad.ky162, label %conv1_weight_grad.ky162.end
 
-conv1_weight_grad.then339:                        ; preds = %conv1_weight_grad.oy142
-  br label %conv1_weight_grad.ox143
+conv1_weight_grad.then1082:                       ; preds = %conv1_weight_grad.oy171
+  br label %conv1_weight_grad.ox172
 
-conv1_weight_grad.endif340:                       ; preds = %conv1_weight_grad.ox143.end, %conv1_weight_grad.oy142
-  %oy142.next = add nsw i64 %conv1_weight_grad.oy142338, 1
-  %1130 = icmp slt i64 %oy142.next, 28
-  br i1 %1130, label %conv1_weight_grad.oy142, label %conv1_weight_grad.oy142.end
+conv1_weight_grad.endif1083:                      ; preds = %conv1_weight_grad.ox172.end, %conv1_weight_grad.oy171
+  %oy171.next = add nsw i64 %conv1_weight_grad.oy1711081, 1
+  %3574 = icmp slt i64 %oy171.next, 28
+  br i1 %3574, label %conv1_weight_grad.oy171, label %conv1_weight_grad.oy171.end
 
-conv1_weight_grad.ox143:                          ; preds = %conv1_weight_grad.ox143, %conv1_weight_grad.then339
-  %conv1_weight_grad.ox143341 = phi i64 [ 0, %conv1_weight_grad.then339 ], [ %ox143.next, %conv1_weight_grad.ox143 ]
-  %1131 = mul nsw i64 %conv1_weight_grad.g128309, 64
-  %1132 = add nsw i64 %1131, %conv1_weight_grad.j129310
-  %1133 = mul nsw i64 %1132, 784
-  %1134 = mul nsw i64 %conv1_weight_grad.c132314, 784
-  %1135 = add nsw i64 %1133, %1134
-  %1136 = add nsw i64 %conv1_weight_grad.oy142338, %conv1_weight_grad.ky133315
-  %1137 = add nsw i64 %1136, -2
-  %1138 = mul nsw i64 %1137, 28
-  %1139 = add nsw i64 %1135, %1138
-  %1140 = add nsw i64 %conv1_weight_grad.ox143341, 2
-  %1141 = add nsw i64 %1139, %1140
-  %images342 = getelementptr inbounds float, ptr %images, i64 %1141
-  %1142 = load float, ptr %images342, align 4
-  %1143 = mul nsw i64 %conv1_weight_grad.c132314, 5
-  %1144 = add nsw i64 %1143, %conv1_weight_grad.ky133315
-  %1145 = mul nsw i64 %1144, 5
-  %1146 = add nsw i64 %1145, 4
-  %1147 = mul nsw i64 %1146, 50176
-  %1148 = add nsw i64 1120144, %1147
-  %1149 = mul nsw i64 %conv1_weight_grad.j129310, 784
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = mul nsw i64 %conv1_weight_grad.oy142338, 28
-  %1152 = add nsw i64 %1150, %1151
-  %1153 = add nsw i64 %1152, %conv1_weight_grad.ox143341
-  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1153
-  store float %1142, ptr %arena343, align 4
-  %ox143.next = add nsw i64 %conv1_weight_grad.ox143341, 1
-  %1154 = icmp slt i64 %ox143.next, 26
-  br i1 %1154, label %conv1_weight_grad.ox143, label %conv1_weight_grad.ox143.end
+conv1_weight_grad.ox172:                          ; preds = %conv1_weight_grad.ox172, %conv1_weight_grad.then1082
+  %conv1_weight_grad.ox1721084 = phi i64 [ 0, %conv1_weight_grad.then1082 ], [ %ox172.next, %conv1_weight_grad.ox172 ]
+  %3575 = mul nsw i64 %conv1_weight_grad.g1571052, 64
+  %3576 = add nsw i64 %3575, %conv1_weight_grad.j1581053
+  %3577 = mul nsw i64 %3576, 784
+  %3578 = mul nsw i64 %conv1_weight_grad.c1611057, 784
+  %3579 = add nsw i64 %3577, %3578
+  %3580 = add nsw i64 %conv1_weight_grad.oy1711081, %conv1_weight_grad.ky1621058
+  %3581 = add nsw i64 %3580, -2
+  %3582 = mul nsw i64 %3581, 28
+  %3583 = add nsw i64 %3579, %3582
+  %3584 = add nsw i64 %conv1_weight_grad.ox1721084, 2
+  %3585 = add nsw i64 %3583, %3584
+  %images1085 = getelementptr inbounds float, ptr %images, i64 %3585
+  %3586 = load float, ptr %images1085, align 4
+  %3587 = mul nsw i64 %conv1_weight_grad.c1611057, 5
+  %3588 = add nsw i64 %3587, %conv1_weight_grad.ky1621058
+  %3589 = mul nsw i64 %3588, 5
+  %3590 = add nsw i64 %3589, 4
+  %3591 = mul nsw i64 %3590, 50176
+  %3592 = add nsw i64 1120144, %3591
+  %3593 = mul nsw i64 %conv1_weight_grad.j1581053, 784
+  %3594 = add nsw i64 %3592, %3593
+  %3595 = mul nsw i64 %conv1_weight_grad.oy1711081, 28
+  %3596 = add nsw i64 %3594, %3595
+  %3597 = add nsw i64 %3596, %conv1_weight_grad.ox1721084
+  %arena1086 = getelementptr inbounds float, ptr %arena, i64 %3597
+  store float %3586, ptr %arena1086, align 4
+  %ox172.next = add nsw i64 %conv1_weight_grad.ox1721084, 1
+  %3598 = icmp slt i64 %ox172.next, 26
+  br i1 %3598, label %conv1_weight_grad.ox172, label %conv1_weight_grad.ox172.end
 
-conv1_weight_grad.ox143.end:                      ; preds = %conv1_weight_grad.ox143
-  br label %conv1_weight_grad.endif340
+conv1_weight_grad.ox172.end:                      ; preds = %conv1_weight_grad.ox172
+  br label %conv1_weight_grad.endif1083
 
-conv1_weight_grad.j144:                           ; preds = %conv1_weight_grad.f145.end, %conv1_weight_grad.j129.end
-  %conv1_weight_grad.j144344 = phi i64 [ 0, %conv1_weight_grad.j129.end ], [ %j144.next, %conv1_weight_grad.f145.end ]
-  br label %conv1_weight_grad.f145
+conv1_weight_grad.j173:                           ; preds = %conv1_weight_grad.i174.end, %conv1_weight_grad.j158.end
+  %conv1_weight_grad.j1731087 = phi i64 [ 0, %conv1_weight_grad.j158.end ], [ %j173.next, %conv1_weight_grad.i174.end ]
+  br label %conv1_weight_grad.i174
 
-conv1_weight_grad.j144.end:                       ; preds = %conv1_weight_grad.f145.end
-  %arena349 = getelementptr inbounds float, ptr %arena, i64 2374544
-  %arena350 = getelementptr inbounds float, ptr %arena, i64 1120144
-  %grads351 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 6, i32 25, i32 50176, float 1.000000e+00, ptr %arena349, i32 50176, ptr %arena350, i32 50176, float 1.000000e+00, ptr %grads351, i32 25)
-  %g128.next = add nsw i64 %conv1_weight_grad.g128309, 1
-  %1155 = icmp slt i64 %g128.next, 1
-  br i1 %1155, label %conv1_weight_grad.g128, label %conv1_weight_grad.g128.end
+conv1_weight_grad.j173.end:                       ; preds = %conv1_weight_grad.i174.end
+  br label %conv1_weight_grad.kp176
 
-conv1_weight_grad.f145:                           ; preds = %conv1_weight_grad.i146.end, %conv1_weight_grad.j144
-  %conv1_weight_grad.f145345 = phi i64 [ 0, %conv1_weight_grad.j144 ], [ %f145.next, %conv1_weight_grad.i146.end ]
-  br label %conv1_weight_grad.i146
+conv1_weight_grad.i174:                           ; preds = %conv1_weight_grad.f175.end, %conv1_weight_grad.j173
+  %conv1_weight_grad.i1741088 = phi i64 [ 0, %conv1_weight_grad.j173 ], [ %i174.next, %conv1_weight_grad.f175.end ]
+  br label %conv1_weight_grad.f175
 
-conv1_weight_grad.f145.end:                       ; preds = %conv1_weight_grad.i146.end
-  %j144.next = add nsw i64 %conv1_weight_grad.j144344, 1
-  %1156 = icmp slt i64 %j144.next, 64
-  br i1 %1156, label %conv1_weight_grad.j144, label %conv1_weight_grad.j144.end
+conv1_weight_grad.i174.end:                       ; preds = %conv1_weight_grad.f175.end
+  %j173.next = add nsw i64 %conv1_weight_grad.j1731087, 1
+  %3599 = icmp slt i64 %j173.next, 64
+  br i1 %3599, label %conv1_weight_grad.j173, label %conv1_weight_grad.j173.end
 
-conv1_weight_grad.i146:                           ; preds = %conv1_weight_grad.i146, %conv1_weight_grad.f145
-  %conv1_weight_grad.i146346 = phi i64 [ 0, %conv1_weight_grad.f145 ], [ %i146.next, %conv1_weight_grad.i146 ]
-  %1157 = mul nsw i64 %conv1_weight_grad.g128309, 64
-  %1158 = add nsw i64 %1157, %conv1_weight_grad.j144344
-  %1159 = mul nsw i64 %1158, 4704
-  %1160 = add nsw i64 819088, %1159
-  %1161 = mul nsw i64 %conv1_weight_grad.f145345, 784
-  %1162 = add nsw i64 %1160, %1161
-  %1163 = add nsw i64 %1162, %conv1_weight_grad.i146346
-  %arena347 = getelementptr inbounds float, ptr %arena, i64 %1163
-  %1164 = load float, ptr %arena347, align 4
-  %1165 = mul nsw i64 %conv1_weight_grad.f145345, 50176
-  %1166 = add nsw i64 2374544, %1165
-  %1167 = mul nsw i64 %conv1_weight_grad.j144344, 784
-  %1168 = add nsw i64 %1166, %1167
-  %1169 = add nsw i64 %1168, %conv1_weight_grad.i146346
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1169
-  store float %1164, ptr %arena348, align 4
-  %i146.next = add nsw i64 %conv1_weight_grad.i146346, 1
-  %1170 = icmp slt i64 %i146.next, 784
-  br i1 %1170, label %conv1_weight_grad.i146, label %conv1_weight_grad.i146.end
+conv1_weight_grad.f175:                           ; preds = %conv1_weight_grad.f175, %conv1_weight_grad.i174
+  %conv1_weight_grad.f1751089 = phi i64 [ 0, %conv1_weight_grad.i174 ], [ %f175.next, %conv1_weight_grad.f175 ]
+  %3600 = mul nsw i64 %conv1_weight_grad.g1571052, 64
+  %3601 = add nsw i64 %3600, %conv1_weight_grad.j1731087
+  %3602 = mul nsw i64 %3601, 4704
+  %3603 = add nsw i64 819088, %3602
+  %3604 = mul nsw i64 %conv1_weight_grad.f1751089, 784
+  %3605 = add nsw i64 %3603, %3604
+  %3606 = add nsw i64 %3605, %conv1_weight_grad.i1741088
+  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %3606
+  %3607 = load float, ptr %arena1090, align 4
+  %3608 = mul nsw i64 %conv1_weight_grad.j1731087, 784
+  %3609 = add nsw i64 %3608, %conv1_weight_grad.i1741088
+  %3610 = mul nsw i64 %3609, 6
+  %3611 = add nsw i64 2374544, %3610
+  %3612 = add nsw i64 %3611, %conv1_weight_grad.f1751089
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3612
+  store float %3607, ptr %arena1091, align 4
+  %f175.next = add nsw i64 %conv1_weight_grad.f1751089, 1
+  %3613 = icmp slt i64 %f175.next, 6
+  br i1 %3613, label %conv1_weight_grad.f175, label %conv1_weight_grad.f175.end
 
-conv1_weight_grad.i146.end:                       ; preds = %conv1_weight_grad.i146
-  %f145.next = add nsw i64 %conv1_weight_grad.f145345, 1
-  %1171 = icmp slt i64 %f145.next, 6
-  br i1 %1171, label %conv1_weight_grad.f145, label %conv1_weight_grad.f145.end
+conv1_weight_grad.f175.end:                       ; preds = %conv1_weight_grad.f175
+  %i174.next = add nsw i64 %conv1_weight_grad.i1741088, 1
+  %3614 = icmp slt i64 %i174.next, 784
+  br i1 %3614, label %conv1_weight_grad.i174, label %conv1_weight_grad.i174.end
 
-conv1_bias_grad.i147:                             ; preds = %conv1_bias_grad.i147, %conv1_weight_grad.g128.end
-  %conv1_bias_grad.i147352 = phi i64 [ 0, %conv1_weight_grad.g128.end ], [ %i147.next, %conv1_bias_grad.i147 ]
-  %arena353 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i147352
-  store float 1.000000e+00, ptr %arena353, align 4
-  %i147.next = add nsw i64 %conv1_bias_grad.i147352, 1
-  %1172 = icmp slt i64 %i147.next, 784
-  br i1 %1172, label %conv1_bias_grad.i147, label %conv1_bias_grad.i147.end
+conv1_weight_grad.kp176:                          ; preds = %conv1_weight_grad.mb177.end, %conv1_weight_grad.j173.end
+  %conv1_weight_grad.kp1761092 = phi i64 [ 0, %conv1_weight_grad.j173.end ], [ %kp176.next, %conv1_weight_grad.mb177.end ]
+  br label %conv1_weight_grad.mb177
 
-conv1_bias_grad.i147.end:                         ; preds = %conv1_bias_grad.i147
-  br label %conv1_bias_grad.i148
+conv1_weight_grad.kp176.end:                      ; preds = %conv1_weight_grad.mb177.end
+  br label %conv1_weight_grad.mb180
 
-conv1_bias_grad.i148:                             ; preds = %conv1_bias_grad.i148, %conv1_bias_grad.i147.end
-  %conv1_bias_grad.i148354 = phi i64 [ 0, %conv1_bias_grad.i147.end ], [ %i148.next, %conv1_bias_grad.i148 ]
-  %1173 = add nsw i64 150, %conv1_bias_grad.i148354
-  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1173
-  store float 0.000000e+00, ptr %grads355, align 4
-  %i148.next = add nsw i64 %conv1_bias_grad.i148354, 1
-  %1174 = icmp slt i64 %i148.next, 6
-  br i1 %1174, label %conv1_bias_grad.i148, label %conv1_bias_grad.i148.end
+conv1_weight_grad.mb177:                          ; preds = %conv1_weight_grad.k179.end, %conv1_weight_grad.kp176
+  %conv1_weight_grad.mb1771093 = phi i64 [ 0, %conv1_weight_grad.kp176 ], [ %mb177.next, %conv1_weight_grad.k179.end ]
+  %3615 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3616 = mul nsw i64 %3615, 6
+  %3617 = add nsw i64 2675600, %3616
+  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %3617
+  %3618 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1094, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3618, ptr %conv1_weight_grad.t178_c0_0, align 64
+  %3619 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3620 = add nsw i64 %3619, 1
+  %3621 = mul nsw i64 %3620, 6
+  %3622 = add nsw i64 2675600, %3621
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3622
+  %3623 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1095, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3623, ptr %conv1_weight_grad.t178_c1_0, align 64
+  %3624 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3625 = add nsw i64 %3624, 2
+  %3626 = mul nsw i64 %3625, 6
+  %3627 = add nsw i64 2675600, %3626
+  %arena1096 = getelementptr inbounds float, ptr %arena, i64 %3627
+  %3628 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1096, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3628, ptr %conv1_weight_grad.t178_c2_0, align 64
+  %3629 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3630 = add nsw i64 %3629, 3
+  %3631 = mul nsw i64 %3630, 6
+  %3632 = add nsw i64 2675600, %3631
+  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3632
+  %3633 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1097, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3633, ptr %conv1_weight_grad.t178_c3_0, align 64
+  %3634 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3635 = add nsw i64 %3634, 4
+  %3636 = mul nsw i64 %3635, 6
+  %3637 = add nsw i64 2675600, %3636
+  %arena1098 = getelementptr inbounds float, ptr %arena, i64 %3637
+  %3638 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1098, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3638, ptr %conv1_weight_grad.t178_c4_0, align 64
+  %3639 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3640 = add nsw i64 %3639, 5
+  %3641 = mul nsw i64 %3640, 6
+  %3642 = add nsw i64 2675600, %3641
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3642
+  %3643 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1099, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3643, ptr %conv1_weight_grad.t178_c5_0, align 64
+  %3644 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3645 = add nsw i64 %3644, 6
+  %3646 = mul nsw i64 %3645, 6
+  %3647 = add nsw i64 2675600, %3646
+  %arena1100 = getelementptr inbounds float, ptr %arena, i64 %3647
+  %3648 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1100, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3648, ptr %conv1_weight_grad.t178_c6_0, align 64
+  %3649 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3650 = add nsw i64 %3649, 7
+  %3651 = mul nsw i64 %3650, 6
+  %3652 = add nsw i64 2675600, %3651
+  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3652
+  %3653 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1101, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3653, ptr %conv1_weight_grad.t178_c7_0, align 64
+  %3654 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3655 = add nsw i64 %3654, 8
+  %3656 = mul nsw i64 %3655, 6
+  %3657 = add nsw i64 2675600, %3656
+  %arena1102 = getelementptr inbounds float, ptr %arena, i64 %3657
+  %3658 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1102, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3658, ptr %conv1_weight_grad.t178_c8_0, align 64
+  %3659 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3660 = add nsw i64 %3659, 9
+  %3661 = mul nsw i64 %3660, 6
+  %3662 = add nsw i64 2675600, %3661
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3662
+  %3663 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1103, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3663, ptr %conv1_weight_grad.t178_c9_0, align 64
+  %3664 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3665 = add nsw i64 %3664, 10
+  %3666 = mul nsw i64 %3665, 6
+  %3667 = add nsw i64 2675600, %3666
+  %arena1104 = getelementptr inbounds float, ptr %arena, i64 %3667
+  %3668 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1104, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3668, ptr %conv1_weight_grad.t178_c10_0, align 64
+  %3669 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3670 = add nsw i64 %3669, 11
+  %3671 = mul nsw i64 %3670, 6
+  %3672 = add nsw i64 2675600, %3671
+  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3672
+  %3673 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1105, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3673, ptr %conv1_weight_grad.t178_c11_0, align 64
+  %3674 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3675 = add nsw i64 %3674, 12
+  %3676 = mul nsw i64 %3675, 6
+  %3677 = add nsw i64 2675600, %3676
+  %arena1106 = getelementptr inbounds float, ptr %arena, i64 %3677
+  %3678 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1106, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3678, ptr %conv1_weight_grad.t178_c12_0, align 64
+  %3679 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3680 = add nsw i64 %3679, 13
+  %3681 = mul nsw i64 %3680, 6
+  %3682 = add nsw i64 2675600, %3681
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3682
+  %3683 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1107, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3683, ptr %conv1_weight_grad.t178_c13_0, align 64
+  %3684 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3685 = add nsw i64 %3684, 14
+  %3686 = mul nsw i64 %3685, 6
+  %3687 = add nsw i64 2675600, %3686
+  %arena1108 = getelementptr inbounds float, ptr %arena, i64 %3687
+  %3688 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1108, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3688, ptr %conv1_weight_grad.t178_c14_0, align 64
+  %3689 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3690 = add nsw i64 %3689, 15
+  %3691 = mul nsw i64 %3690, 6
+  %3692 = add nsw i64 2675600, %3691
+  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3692
+  %3693 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1109, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3693, ptr %conv1_weight_grad.t178_c15_0, align 64
+  %3694 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3695 = add nsw i64 %3694, 16
+  %3696 = mul nsw i64 %3695, 6
+  %3697 = add nsw i64 2675600, %3696
+  %arena1110 = getelementptr inbounds float, ptr %arena, i64 %3697
+  %3698 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1110, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3698, ptr %conv1_weight_grad.t178_c16_0, align 64
+  %3699 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3700 = add nsw i64 %3699, 17
+  %3701 = mul nsw i64 %3700, 6
+  %3702 = add nsw i64 2675600, %3701
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3702
+  %3703 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1111, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3703, ptr %conv1_weight_grad.t178_c17_0, align 64
+  %3704 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3705 = add nsw i64 %3704, 18
+  %3706 = mul nsw i64 %3705, 6
+  %3707 = add nsw i64 2675600, %3706
+  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %3707
+  %3708 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1112, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3708, ptr %conv1_weight_grad.t178_c18_0, align 64
+  %3709 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3710 = add nsw i64 %3709, 19
+  %3711 = mul nsw i64 %3710, 6
+  %3712 = add nsw i64 2675600, %3711
+  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3712
+  %3713 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1113, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3713, ptr %conv1_weight_grad.t178_c19_0, align 64
+  %3714 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3715 = add nsw i64 %3714, 20
+  %3716 = mul nsw i64 %3715, 6
+  %3717 = add nsw i64 2675600, %3716
+  %arena1114 = getelementptr inbounds float, ptr %arena, i64 %3717
+  %3718 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1114, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3718, ptr %conv1_weight_grad.t178_c20_0, align 64
+  %3719 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3720 = add nsw i64 %3719, 21
+  %3721 = mul nsw i64 %3720, 6
+  %3722 = add nsw i64 2675600, %3721
+  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3722
+  %3723 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1115, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3723, ptr %conv1_weight_grad.t178_c21_0, align 64
+  %3724 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3725 = add nsw i64 %3724, 22
+  %3726 = mul nsw i64 %3725, 6
+  %3727 = add nsw i64 2675600, %3726
+  %arena1116 = getelementptr inbounds float, ptr %arena, i64 %3727
+  %3728 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1116, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3728, ptr %conv1_weight_grad.t178_c22_0, align 64
+  %3729 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3730 = add nsw i64 %3729, 23
+  %3731 = mul nsw i64 %3730, 6
+  %3732 = add nsw i64 2675600, %3731
+  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3732
+  %3733 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1117, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3733, ptr %conv1_weight_grad.t178_c23_0, align 64
+  %3734 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3735 = add nsw i64 %3734, 24
+  %3736 = mul nsw i64 %3735, 6
+  %3737 = add nsw i64 2675600, %3736
+  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %3737
+  %3738 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1118, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3738, ptr %conv1_weight_grad.t178_c24_0, align 64
+  br label %conv1_weight_grad.k179
 
-conv1_bias_grad.i148.end:                         ; preds = %conv1_bias_grad.i148
-  br label %conv1_bias_grad.img149
+conv1_weight_grad.mb177.end:                      ; preds = %conv1_weight_grad.k179.end
+  %kp176.next = add nsw i64 %conv1_weight_grad.kp1761092, 1
+  %3739 = icmp slt i64 %kp176.next, 130
+  br i1 %3739, label %conv1_weight_grad.kp176, label %conv1_weight_grad.kp176.end
 
-conv1_bias_grad.img149:                           ; preds = %conv1_bias_grad.img149, %conv1_bias_grad.i148.end
-  %conv1_bias_grad.img149356 = phi i64 [ 0, %conv1_bias_grad.i148.end ], [ %img149.next, %conv1_bias_grad.img149 ]
-  %1175 = mul nsw i64 %conv1_bias_grad.img149356, 4704
-  %1176 = add nsw i64 819088, %1175
-  %arena357 = getelementptr inbounds float, ptr %arena, i64 %1176
-  %arena358 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads359 = getelementptr inbounds float, ptr %grads, i64 150
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 1, i32 784, float 1.000000e+00, ptr %arena357, i32 784, ptr %arena358, i32 1, float 1.000000e+00, ptr %grads359, i32 1)
-  %img149.next = add nsw i64 %conv1_bias_grad.img149356, 1
-  %1177 = icmp slt i64 %img149.next, 64
-  br i1 %1177, label %conv1_bias_grad.img149, label %conv1_bias_grad.img149.end
+conv1_weight_grad.k179:                           ; preds = %conv1_weight_grad.k179, %conv1_weight_grad.mb177
+  %conv1_weight_grad.k1791119 = phi i64 [ 0, %conv1_weight_grad.mb177 ], [ %k179.next, %conv1_weight_grad.k179 ]
+  %3740 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3741 = add nsw i64 %conv1_weight_grad.k1791119, %3740
+  %3742 = mul nsw i64 %3741, 6
+  %3743 = add nsw i64 2374544, %3742
+  %arena1120 = getelementptr inbounds float, ptr %arena, i64 %3743
+  %3744 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1120, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %3744, ptr %conv1_weight_grad.t178_b0, align 64
+  %3745 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3746 = mul nsw i64 %3745, 50176
+  %3747 = add nsw i64 1120144, %3746
+  %3748 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3749 = add nsw i64 %conv1_weight_grad.k1791119, %3748
+  %3750 = add nsw i64 %3747, %3749
+  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3750
+  %3751 = load float, ptr %arena1121, align 4
+  %3752 = insertelement <16 x float> undef, float %3751, i32 0
+  %3753 = shufflevector <16 x float> %3752, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3753, ptr %conv1_weight_grad.t178_a0, align 64
+  %t178_a0 = load <16 x float>, ptr %conv1_weight_grad.t178_a0, align 64
+  %t178_b0 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c0_0, align 64
+  %3754 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a0, <16 x float> %t178_b0, <16 x float> %t178_c0_0)
+  store <16 x float> %3754, ptr %conv1_weight_grad.t178_c0_0, align 64
+  %3755 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3756 = add nsw i64 %3755, 1
+  %3757 = mul nsw i64 %3756, 50176
+  %3758 = add nsw i64 1120144, %3757
+  %3759 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3760 = add nsw i64 %conv1_weight_grad.k1791119, %3759
+  %3761 = add nsw i64 %3758, %3760
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %3761
+  %3762 = load float, ptr %arena1122, align 4
+  %3763 = insertelement <16 x float> undef, float %3762, i32 0
+  %3764 = shufflevector <16 x float> %3763, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3764, ptr %conv1_weight_grad.t178_a1, align 64
+  %t178_a1 = load <16 x float>, ptr %conv1_weight_grad.t178_a1, align 64
+  %t178_b01123 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c1_0, align 64
+  %3765 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a1, <16 x float> %t178_b01123, <16 x float> %t178_c1_0)
+  store <16 x float> %3765, ptr %conv1_weight_grad.t178_c1_0, align 64
+  %3766 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3767 = add nsw i64 %3766, 2
+  %3768 = mul nsw i64 %3767, 50176
+  %3769 = add nsw i64 1120144, %3768
+  %3770 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3771 = add nsw i64 %conv1_weight_grad.k1791119, %3770
+  %3772 = add nsw i64 %3769, %3771
+  %arena1124 = getelementptr inbounds float, ptr %arena, i64 %3772
+  %3773 = load float, ptr %arena1124, align 4
+  %3774 = insertelement <16 x float> undef, float %3773, i32 0
+  %3775 = shufflevector <16 x float> %3774, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3775, ptr %conv1_weight_grad.t178_a2, align 64
+  %t178_a2 = load <16 x float>, ptr %conv1_weight_grad.t178_a2, align 64
+  %t178_b01125 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c2_0, align 64
+  %3776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a2, <16 x float> %t178_b01125, <16 x float> %t178_c2_0)
+  store <16 x float> %3776, ptr %conv1_weight_grad.t178_c2_0, align 64
+  %3777 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3778 = add nsw i64 %3777, 3
+  %3779 = mul nsw i64 %3778, 50176
+  %3780 = add nsw i64 1120144, %3779
+  %3781 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3782 = add nsw i64 %conv1_weight_grad.k1791119, %3781
+  %3783 = add nsw i64 %3780, %3782
+  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %3783
+  %3784 = load float, ptr %arena1126, align 4
+  %3785 = insertelement <16 x float> undef, float %3784, i32 0
+  %3786 = shufflevector <16 x float> %3785, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3786, ptr %conv1_weight_grad.t178_a3, align 64
+  %t178_a3 = load <16 x float>, ptr %conv1_weight_grad.t178_a3, align 64
+  %t178_b01127 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c3_0, align 64
+  %3787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a3, <16 x float> %t178_b01127, <16 x float> %t178_c3_0)
+  store <16 x float> %3787, ptr %conv1_weight_grad.t178_c3_0, align 64
+  %3788 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3789 = add nsw i64 %3788, 4
+  %3790 = mul nsw i64 %3789, 50176
+  %3791 = add nsw i64 1120144, %3790
+  %3792 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3793 = add nsw i64 %conv1_weight_grad.k1791119, %3792
+  %3794 = add nsw i64 %3791, %3793
+  %arena1128 = getelementptr inbounds float, ptr %arena, i64 %3794
+  %3795 = load float, ptr %arena1128, align 4
+  %3796 = insertelement <16 x float> undef, float %3795, i32 0
+  %3797 = shufflevector <16 x float> %3796, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3797, ptr %conv1_weight_grad.t178_a4, align 64
+  %t178_a4 = load <16 x float>, ptr %conv1_weight_grad.t178_a4, align 64
+  %t178_b01129 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c4_0, align 64
+  %3798 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a4, <16 x float> %t178_b01129, <16 x float> %t178_c4_0)
+  store <16 x float> %3798, ptr %conv1_weight_grad.t178_c4_0, align 64
+  %3799 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3800 = add nsw i64 %3799, 5
+  %3801 = mul nsw i64 %3800, 50176
+  %3802 = add nsw i64 1120144, %3801
+  %3803 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3804 = add nsw i64 %conv1_weight_grad.k1791119, %3803
+  %3805 = add nsw i64 %3802, %3804
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3805
+  %3806 = load float, ptr %arena1130, align 4
+  %3807 = insertelement <16 x float> undef, float %3806, i32 0
+  %3808 = shufflevector <16 x float> %3807, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3808, ptr %conv1_weight_grad.t178_a5, align 64
+  %t178_a5 = load <16 x float>, ptr %conv1_weight_grad.t178_a5, align 64
+  %t178_b01131 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c5_0, align 64
+  %3809 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a5, <16 x float> %t178_b01131, <16 x float> %t178_c5_0)
+  store <16 x float> %3809, ptr %conv1_weight_grad.t178_c5_0, align 64
+  %3810 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3811 = add nsw i64 %3810, 6
+  %3812 = mul nsw i64 %3811, 50176
+  %3813 = add nsw i64 1120144, %3812
+  %3814 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3815 = add nsw i64 %conv1_weight_grad.k1791119, %3814
+  %3816 = add nsw i64 %3813, %3815
+  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %3816
+  %3817 = load float, ptr %arena1132, align 4
+  %3818 = insertelement <16 x float> undef, float %3817, i32 0
+  %3819 = shufflevector <16 x float> %3818, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3819, ptr %conv1_weight_grad.t178_a6, align 64
+  %t178_a6 = load <16 x float>, ptr %conv1_weight_grad.t178_a6, align 64
+  %t178_b01133 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c6_0, align 64
+  %3820 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a6, <16 x float> %t178_b01133, <16 x float> %t178_c6_0)
+  store <16 x float> %3820, ptr %conv1_weight_grad.t178_c6_0, align 64
+  %3821 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3822 = add nsw i64 %3821, 7
+  %3823 = mul nsw i64 %3822, 50176
+  %3824 = add nsw i64 1120144, %3823
+  %3825 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3826 = add nsw i64 %conv1_weight_grad.k1791119, %3825
+  %3827 = add nsw i64 %3824, %3826
+  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %3827
+  %3828 = load float, ptr %arena1134, align 4
+  %3829 = insertelement <16 x float> undef, float %3828, i32 0
+  %3830 = shufflevector <16 x float> %3829, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3830, ptr %conv1_weight_grad.t178_a7, align 64
+  %t178_a7 = load <16 x float>, ptr %conv1_weight_grad.t178_a7, align 64
+  %t178_b01135 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c7_0, align 64
+  %3831 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a7, <16 x float> %t178_b01135, <16 x float> %t178_c7_0)
+  store <16 x float> %3831, ptr %conv1_weight_grad.t178_c7_0, align 64
+  %3832 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3833 = add nsw i64 %3832, 8
+  %3834 = mul nsw i64 %3833, 50176
+  %3835 = add nsw i64 1120144, %3834
+  %3836 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3837 = add nsw i64 %conv1_weight_grad.k1791119, %3836
+  %3838 = add nsw i64 %3835, %3837
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3838
+  %3839 = load float, ptr %arena1136, align 4
+  %3840 = insertelement <16 x float> undef, float %3839, i32 0
+  %3841 = shufflevector <16 x float> %3840, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3841, ptr %conv1_weight_grad.t178_a8, align 64
+  %t178_a8 = load <16 x float>, ptr %conv1_weight_grad.t178_a8, align 64
+  %t178_b01137 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c8_0, align 64
+  %3842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a8, <16 x float> %t178_b01137, <16 x float> %t178_c8_0)
+  store <16 x float> %3842, ptr %conv1_weight_grad.t178_c8_0, align 64
+  %3843 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3844 = add nsw i64 %3843, 9
+  %3845 = mul nsw i64 %3844, 50176
+  %3846 = add nsw i64 1120144, %3845
+  %3847 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3848 = add nsw i64 %conv1_weight_grad.k1791119, %3847
+  %3849 = add nsw i64 %3846, %3848
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3849
+  %3850 = load float, ptr %arena1138, align 4
+  %3851 = insertelement <16 x float> undef, float %3850, i32 0
+  %3852 = shufflevector <16 x float> %3851, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3852, ptr %conv1_weight_grad.t178_a9, align 64
+  %t178_a9 = load <16 x float>, ptr %conv1_weight_grad.t178_a9, align 64
+  %t178_b01139 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c9_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c9_0, align 64
+  %3853 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a9, <16 x float> %t178_b01139, <16 x float> %t178_c9_0)
+  store <16 x float> %3853, ptr %conv1_weight_grad.t178_c9_0, align 64
+  %3854 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3855 = add nsw i64 %3854, 10
+  %3856 = mul nsw i64 %3855, 50176
+  %3857 = add nsw i64 1120144, %3856
+  %3858 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3859 = add nsw i64 %conv1_weight_grad.k1791119, %3858
+  %3860 = add nsw i64 %3857, %3859
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3860
+  %3861 = load float, ptr %arena1140, align 4
+  %3862 = insertelement <16 x float> undef, float %3861, i32 0
+  %3863 = shufflevector <16 x float> %3862, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3863, ptr %conv1_weight_grad.t178_a10, align 64
+  %t178_a10 = load <16 x float>, ptr %conv1_weight_grad.t178_a10, align 64
+  %t178_b01141 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c10_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c10_0, align 64
+  %3864 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a10, <16 x float> %t178_b01141, <16 x float> %t178_c10_0)
+  store <16 x float> %3864, ptr %conv1_weight_grad.t178_c10_0, align 64
+  %3865 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3866 = add nsw i64 %3865, 11
+  %3867 = mul nsw i64 %3866, 50176
+  %3868 = add nsw i64 1120144, %3867
+  %3869 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3870 = add nsw i64 %conv1_weight_grad.k1791119, %3869
+  %3871 = add nsw i64 %3868, %3870
+  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %3871
+  %3872 = load float, ptr %arena1142, align 4
+  %3873 = insertelement <16 x float> undef, float %3872, i32 0
+  %3874 = shufflevector <16 x float> %3873, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3874, ptr %conv1_weight_grad.t178_a11, align 64
+  %t178_a11 = load <16 x float>, ptr %conv1_weight_grad.t178_a11, align 64
+  %t178_b01143 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c11_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c11_0, align 64
+  %3875 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a11, <16 x float> %t178_b01143, <16 x float> %t178_c11_0)
+  store <16 x float> %3875, ptr %conv1_weight_grad.t178_c11_0, align 64
+  %3876 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3877 = add nsw i64 %3876, 12
+  %3878 = mul nsw i64 %3877, 50176
+  %3879 = add nsw i64 1120144, %3878
+  %3880 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3881 = add nsw i64 %conv1_weight_grad.k1791119, %3880
+  %3882 = add nsw i64 %3879, %3881
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %3882
+  %3883 = load float, ptr %arena1144, align 4
+  %3884 = insertelement <16 x float> undef, float %3883, i32 0
+  %3885 = shufflevector <16 x float> %3884, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3885, ptr %conv1_weight_grad.t178_a12, align 64
+  %t178_a12 = load <16 x float>, ptr %conv1_weight_grad.t178_a12, align 64
+  %t178_b01145 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c12_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c12_0, align 64
+  %3886 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a12, <16 x float> %t178_b01145, <16 x float> %t178_c12_0)
+  store <16 x float> %3886, ptr %conv1_weight_grad.t178_c12_0, align 64
+  %3887 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3888 = add nsw i64 %3887, 13
+  %3889 = mul nsw i64 %3888, 50176
+  %3890 = add nsw i64 1120144, %3889
+  %3891 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3892 = add nsw i64 %conv1_weight_grad.k1791119, %3891
+  %3893 = add nsw i64 %3890, %3892
+  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3893
+  %3894 = load float, ptr %arena1146, align 4
+  %3895 = insertelement <16 x float> undef, float %3894, i32 0
+  %3896 = shufflevector <16 x float> %3895, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3896, ptr %conv1_weight_grad.t178_a13, align 64
+  %t178_a13 = load <16 x float>, ptr %conv1_weight_grad.t178_a13, align 64
+  %t178_b01147 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c13_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c13_0, align 64
+  %3897 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a13, <16 x float> %t178_b01147, <16 x float> %t178_c13_0)
+  store <16 x float> %3897, ptr %conv1_weight_grad.t178_c13_0, align 64
+  %3898 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3899 = add nsw i64 %3898, 14
+  %3900 = mul nsw i64 %3899, 50176
+  %3901 = add nsw i64 1120144, %3900
+  %3902 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3903 = add nsw i64 %conv1_weight_grad.k1791119, %3902
+  %3904 = add nsw i64 %3901, %3903
+  %arena1148 = getelementptr inbounds float, ptr %arena, i64 %3904
+  %3905 = load float, ptr %arena1148, align 4
+  %3906 = insertelement <16 x float> undef, float %3905, i32 0
+  %3907 = shufflevector <16 x float> %3906, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3907, ptr %conv1_weight_grad.t178_a14, align 64
+  %t178_a14 = load <16 x float>, ptr %conv1_weight_grad.t178_a14, align 64
+  %t178_b01149 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c14_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c14_0, align 64
+  %3908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a14, <16 x float> %t178_b01149, <16 x float> %t178_c14_0)
+  store <16 x float> %3908, ptr %conv1_weight_grad.t178_c14_0, align 64
+  %3909 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3910 = add nsw i64 %3909, 15
+  %3911 = mul nsw i64 %3910, 50176
+  %3912 = add nsw i64 1120144, %3911
+  %3913 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3914 = add nsw i64 %conv1_weight_grad.k1791119, %3913
+  %3915 = add nsw i64 %3912, %3914
+  %arena1150 = getelementptr inbounds float, ptr %arena, i64 %3915
+  %3916 = load float, ptr %arena1150, align 4
+  %3917 = insertelement <16 x float> undef, float %3916, i32 0
+  %3918 = shufflevector <16 x float> %3917, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3918, ptr %conv1_weight_grad.t178_a15, align 64
+  %t178_a15 = load <16 x float>, ptr %conv1_weight_grad.t178_a15, align 64
+  %t178_b01151 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c15_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c15_0, align 64
+  %3919 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a15, <16 x float> %t178_b01151, <16 x float> %t178_c15_0)
+  store <16 x float> %3919, ptr %conv1_weight_grad.t178_c15_0, align 64
+  %3920 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3921 = add nsw i64 %3920, 16
+  %3922 = mul nsw i64 %3921, 50176
+  %3923 = add nsw i64 1120144, %3922
+  %3924 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3925 = add nsw i64 %conv1_weight_grad.k1791119, %3924
+  %3926 = add nsw i64 %3923, %3925
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3926
+  %3927 = load float, ptr %arena1152, align 4
+  %3928 = insertelement <16 x float> undef, float %3927, i32 0
+  %3929 = shufflevector <16 x float> %3928, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3929, ptr %conv1_weight_grad.t178_a16, align 64
+  %t178_a16 = load <16 x float>, ptr %conv1_weight_grad.t178_a16, align 64
+  %t178_b01153 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c16_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c16_0, align 64
+  %3930 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a16, <16 x float> %t178_b01153, <16 x float> %t178_c16_0)
+  store <16 x float> %3930, ptr %conv1_weight_grad.t178_c16_0, align 64
+  %3931 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3932 = add nsw i64 %3931, 17
+  %3933 = mul nsw i64 %3932, 50176
+  %3934 = add nsw i64 1120144, %3933
+  %3935 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3936 = add nsw i64 %conv1_weight_grad.k1791119, %3935
+  %3937 = add nsw i64 %3934, %3936
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3937
+  %3938 = load float, ptr %arena1154, align 4
+  %3939 = insertelement <16 x float> undef, float %3938, i32 0
+  %3940 = shufflevector <16 x float> %3939, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3940, ptr %conv1_weight_grad.t178_a17, align 64
+  %t178_a17 = load <16 x float>, ptr %conv1_weight_grad.t178_a17, align 64
+  %t178_b01155 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c17_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c17_0, align 64
+  %3941 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a17, <16 x float> %t178_b01155, <16 x float> %t178_c17_0)
+  store <16 x float> %3941, ptr %conv1_weight_grad.t178_c17_0, align 64
+  %3942 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3943 = add nsw i64 %3942, 18
+  %3944 = mul nsw i64 %3943, 50176
+  %3945 = add nsw i64 1120144, %3944
+  %3946 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3947 = add nsw i64 %conv1_weight_grad.k1791119, %3946
+  %3948 = add nsw i64 %3945, %3947
+  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3948
+  %3949 = load float, ptr %arena1156, align 4
+  %3950 = insertelement <16 x float> undef, float %3949, i32 0
+  %3951 = shufflevector <16 x float> %3950, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3951, ptr %conv1_weight_grad.t178_a18, align 64
+  %t178_a18 = load <16 x float>, ptr %conv1_weight_grad.t178_a18, align 64
+  %t178_b01157 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c18_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c18_0, align 64
+  %3952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a18, <16 x float> %t178_b01157, <16 x float> %t178_c18_0)
+  store <16 x float> %3952, ptr %conv1_weight_grad.t178_c18_0, align 64
+  %3953 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3954 = add nsw i64 %3953, 19
+  %3955 = mul nsw i64 %3954, 50176
+  %3956 = add nsw i64 1120144, %3955
+  %3957 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3958 = add nsw i64 %conv1_weight_grad.k1791119, %3957
+  %3959 = add nsw i64 %3956, %3958
+  %arena1158 = getelementptr inbounds float, ptr %arena, i64 %3959
+  %3960 = load float, ptr %arena1158, align 4
+  %3961 = insertelement <16 x float> undef, float %3960, i32 0
+  %3962 = shufflevector <16 x float> %3961, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3962, ptr %conv1_weight_grad.t178_a19, align 64
+  %t178_a19 = load <16 x float>, ptr %conv1_weight_grad.t178_a19, align 64
+  %t178_b01159 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c19_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c19_0, align 64
+  %3963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a19, <16 x float> %t178_b01159, <16 x float> %t178_c19_0)
+  store <16 x float> %3963, ptr %conv1_weight_grad.t178_c19_0, align 64
+  %3964 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3965 = add nsw i64 %3964, 20
+  %3966 = mul nsw i64 %3965, 50176
+  %3967 = add nsw i64 1120144, %3966
+  %3968 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3969 = add nsw i64 %conv1_weight_grad.k1791119, %3968
+  %3970 = add nsw i64 %3967, %3969
+  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %3970
+  %3971 = load float, ptr %arena1160, align 4
+  %3972 = insertelement <16 x float> undef, float %3971, i32 0
+  %3973 = shufflevector <16 x float> %3972, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3973, ptr %conv1_weight_grad.t178_a20, align 64
+  %t178_a20 = load <16 x float>, ptr %conv1_weight_grad.t178_a20, align 64
+  %t178_b01161 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c20_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c20_0, align 64
+  %3974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a20, <16 x float> %t178_b01161, <16 x float> %t178_c20_0)
+  store <16 x float> %3974, ptr %conv1_weight_grad.t178_c20_0, align 64
+  %3975 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3976 = add nsw i64 %3975, 21
+  %3977 = mul nsw i64 %3976, 50176
+  %3978 = add nsw i64 1120144, %3977
+  %3979 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3980 = add nsw i64 %conv1_weight_grad.k1791119, %3979
+  %3981 = add nsw i64 %3978, %3980
+  %arena1162 = getelementptr inbounds float, ptr %arena, i64 %3981
+  %3982 = load float, ptr %arena1162, align 4
+  %3983 = insertelement <16 x float> undef, float %3982, i32 0
+  %3984 = shufflevector <16 x float> %3983, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3984, ptr %conv1_weight_grad.t178_a21, align 64
+  %t178_a21 = load <16 x float>, ptr %conv1_weight_grad.t178_a21, align 64
+  %t178_b01163 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c21_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c21_0, align 64
+  %3985 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a21, <16 x float> %t178_b01163, <16 x float> %t178_c21_0)
+  store <16 x float> %3985, ptr %conv1_weight_grad.t178_c21_0, align 64
+  %3986 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3987 = add nsw i64 %3986, 22
+  %3988 = mul nsw i64 %3987, 50176
+  %3989 = add nsw i64 1120144, %3988
+  %3990 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %3991 = add nsw i64 %conv1_weight_grad.k1791119, %3990
+  %3992 = add nsw i64 %3989, %3991
+  %arena1164 = getelementptr inbounds float, ptr %arena, i64 %3992
+  %3993 = load float, ptr %arena1164, align 4
+  %3994 = insertelement <16 x float> undef, float %3993, i32 0
+  %3995 = shufflevector <16 x float> %3994, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3995, ptr %conv1_weight_grad.t178_a22, align 64
+  %t178_a22 = load <16 x float>, ptr %conv1_weight_grad.t178_a22, align 64
+  %t178_b01165 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c22_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c22_0, align 64
+  %3996 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a22, <16 x float> %t178_b01165, <16 x float> %t178_c22_0)
+  store <16 x float> %3996, ptr %conv1_weight_grad.t178_c22_0, align 64
+  %3997 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %3998 = add nsw i64 %3997, 23
+  %3999 = mul nsw i64 %3998, 50176
+  %4000 = add nsw i64 1120144, %3999
+  %4001 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %4002 = add nsw i64 %conv1_weight_grad.k1791119, %4001
+  %4003 = add nsw i64 %4000, %4002
+  %arena1166 = getelementptr inbounds float, ptr %arena, i64 %4003
+  %4004 = load float, ptr %arena1166, align 4
+  %4005 = insertelement <16 x float> undef, float %4004, i32 0
+  %4006 = shufflevector <16 x float> %4005, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4006, ptr %conv1_weight_grad.t178_a23, align 64
+  %t178_a23 = load <16 x float>, ptr %conv1_weight_grad.t178_a23, align 64
+  %t178_b01167 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c23_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c23_0, align 64
+  %4007 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a23, <16 x float> %t178_b01167, <16 x float> %t178_c23_0)
+  store <16 x float> %4007, ptr %conv1_weight_grad.t178_c23_0, align 64
+  %4008 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4009 = add nsw i64 %4008, 24
+  %4010 = mul nsw i64 %4009, 50176
+  %4011 = add nsw i64 1120144, %4010
+  %4012 = mul nsw i64 %conv1_weight_grad.kp1761092, 384
+  %4013 = add nsw i64 %conv1_weight_grad.k1791119, %4012
+  %4014 = add nsw i64 %4011, %4013
+  %arena1168 = getelementptr inbounds float, ptr %arena, i64 %4014
+  %4015 = load float, ptr %arena1168, align 4
+  %4016 = insertelement <16 x float> undef, float %4015, i32 0
+  %4017 = shufflevector <16 x float> %4016, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4017, ptr %conv1_weight_grad.t178_a24, align 64
+  %t178_a24 = load <16 x float>, ptr %conv1_weight_grad.t178_a24, align 64
+  %t178_b01169 = load <16 x float>, ptr %conv1_weight_grad.t178_b0, align 64
+  %t178_c24_0 = load <16 x float>, ptr %conv1_weight_grad.t178_c24_0, align 64
+  %4018 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t178_a24, <16 x float> %t178_b01169, <16 x float> %t178_c24_0)
+  store <16 x float> %4018, ptr %conv1_weight_grad.t178_c24_0, align 64
+  %k179.next = add nsw i64 %conv1_weight_grad.k1791119, 1
+  %4019 = icmp slt i64 %k179.next, 384
+  br i1 %4019, label %conv1_weight_grad.k179, label %conv1_weight_grad.k179.end
 
-conv1_bias_grad.img149.end:                       ; preds = %conv1_bias_grad.img149
-  %1178 = sitofp i64 %step to float
-  %1179 = fmul float %1178, 0xBFBAF8E8A0000000
-  %1180 = call float @llvm.exp.f32(float %1179)
-  %1181 = fsub float 1.000000e+00, %1180
-  %1182 = fdiv float %lr, %1181
-  store float %1182, ptr %adam.step_size150, align 4
-  %1183 = sitofp i64 %step to float
-  %1184 = fmul float %1183, 0xBF50645940000000
-  %1185 = call float @llvm.exp.f32(float %1184)
-  %1186 = fsub float 1.000000e+00, %1185
-  %1187 = call float @llvm.sqrt.f32(float %1186)
-  store float %1187, ptr %adam.bc2_sqrt151, align 4
-  br label %adam.i152
+conv1_weight_grad.k179.end:                       ; preds = %conv1_weight_grad.k179
+  %t178_c0_01170 = load <16 x float>, ptr %conv1_weight_grad.t178_c0_0, align 64
+  %4020 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4021 = mul nsw i64 %4020, 6
+  %4022 = add nsw i64 2675600, %4021
+  %arena1171 = getelementptr inbounds float, ptr %arena, i64 %4022
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c0_01170, ptr %arena1171, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c1_01172 = load <16 x float>, ptr %conv1_weight_grad.t178_c1_0, align 64
+  %4023 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4024 = add nsw i64 %4023, 1
+  %4025 = mul nsw i64 %4024, 6
+  %4026 = add nsw i64 2675600, %4025
+  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %4026
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c1_01172, ptr %arena1173, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c2_01174 = load <16 x float>, ptr %conv1_weight_grad.t178_c2_0, align 64
+  %4027 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4028 = add nsw i64 %4027, 2
+  %4029 = mul nsw i64 %4028, 6
+  %4030 = add nsw i64 2675600, %4029
+  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %4030
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c2_01174, ptr %arena1175, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c3_01176 = load <16 x float>, ptr %conv1_weight_grad.t178_c3_0, align 64
+  %4031 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4032 = add nsw i64 %4031, 3
+  %4033 = mul nsw i64 %4032, 6
+  %4034 = add nsw i64 2675600, %4033
+  %arena1177 = getelementptr inbounds float, ptr %arena, i64 %4034
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c3_01176, ptr %arena1177, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c4_01178 = load <16 x float>, ptr %conv1_weight_grad.t178_c4_0, align 64
+  %4035 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4036 = add nsw i64 %4035, 4
+  %4037 = mul nsw i64 %4036, 6
+  %4038 = add nsw i64 2675600, %4037
+  %arena1179 = getelementptr inbounds float, ptr %arena, i64 %4038
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c4_01178, ptr %arena1179, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c5_01180 = load <16 x float>, ptr %conv1_weight_grad.t178_c5_0, align 64
+  %4039 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4040 = add nsw i64 %4039, 5
+  %4041 = mul nsw i64 %4040, 6
+  %4042 = add nsw i64 2675600, %4041
+  %arena1181 = getelementptr inbounds float, ptr %arena, i64 %4042
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c5_01180, ptr %arena1181, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c6_01182 = load <16 x float>, ptr %conv1_weight_grad.t178_c6_0, align 64
+  %4043 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4044 = add nsw i64 %4043, 6
+  %4045 = mul nsw i64 %4044, 6
+  %4046 = add nsw i64 2675600, %4045
+  %arena1183 = getelementptr inbounds float, ptr %arena, i64 %4046
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c6_01182, ptr %arena1183, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c7_01184 = load <16 x float>, ptr %conv1_weight_grad.t178_c7_0, align 64
+  %4047 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4048 = add nsw i64 %4047, 7
+  %4049 = mul nsw i64 %4048, 6
+  %4050 = add nsw i64 2675600, %4049
+  %arena1185 = getelementptr inbounds float, ptr %arena, i64 %4050
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c7_01184, ptr %arena1185, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c8_01186 = load <16 x float>, ptr %conv1_weight_grad.t178_c8_0, align 64
+  %4051 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4052 = add nsw i64 %4051, 8
+  %4053 = mul nsw i64 %4052, 6
+  %4054 = add nsw i64 2675600, %4053
+  %arena1187 = getelementptr inbounds float, ptr %arena, i64 %4054
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c8_01186, ptr %arena1187, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c9_01188 = load <16 x float>, ptr %conv1_weight_grad.t178_c9_0, align 64
+  %4055 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4056 = add nsw i64 %4055, 9
+  %4057 = mul nsw i64 %4056, 6
+  %4058 = add nsw i64 2675600, %4057
+  %arena1189 = getelementptr inbounds float, ptr %arena, i64 %4058
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c9_01188, ptr %arena1189, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c10_01190 = load <16 x float>, ptr %conv1_weight_grad.t178_c10_0, align 64
+  %4059 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4060 = add nsw i64 %4059, 10
+  %4061 = mul nsw i64 %4060, 6
+  %4062 = add nsw i64 2675600, %4061
+  %arena1191 = getelementptr inbounds float, ptr %arena, i64 %4062
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c10_01190, ptr %arena1191, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c11_01192 = load <16 x float>, ptr %conv1_weight_grad.t178_c11_0, align 64
+  %4063 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4064 = add nsw i64 %4063, 11
+  %4065 = mul nsw i64 %4064, 6
+  %4066 = add nsw i64 2675600, %4065
+  %arena1193 = getelementptr inbounds float, ptr %arena, i64 %4066
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c11_01192, ptr %arena1193, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c12_01194 = load <16 x float>, ptr %conv1_weight_grad.t178_c12_0, align 64
+  %4067 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4068 = add nsw i64 %4067, 12
+  %4069 = mul nsw i64 %4068, 6
+  %4070 = add nsw i64 2675600, %4069
+  %arena1195 = getelementptr inbounds float, ptr %arena, i64 %4070
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c12_01194, ptr %arena1195, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c13_01196 = load <16 x float>, ptr %conv1_weight_grad.t178_c13_0, align 64
+  %4071 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4072 = add nsw i64 %4071, 13
+  %4073 = mul nsw i64 %4072, 6
+  %4074 = add nsw i64 2675600, %4073
+  %arena1197 = getelementptr inbounds float, ptr %arena, i64 %4074
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c13_01196, ptr %arena1197, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c14_01198 = load <16 x float>, ptr %conv1_weight_grad.t178_c14_0, align 64
+  %4075 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4076 = add nsw i64 %4075, 14
+  %4077 = mul nsw i64 %4076, 6
+  %4078 = add nsw i64 2675600, %4077
+  %arena1199 = getelementptr inbounds float, ptr %arena, i64 %4078
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c14_01198, ptr %arena1199, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c15_01200 = load <16 x float>, ptr %conv1_weight_grad.t178_c15_0, align 64
+  %4079 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4080 = add nsw i64 %4079, 15
+  %4081 = mul nsw i64 %4080, 6
+  %4082 = add nsw i64 2675600, %4081
+  %arena1201 = getelementptr inbounds float, ptr %arena, i64 %4082
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c15_01200, ptr %arena1201, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c16_01202 = load <16 x float>, ptr %conv1_weight_grad.t178_c16_0, align 64
+  %4083 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4084 = add nsw i64 %4083, 16
+  %4085 = mul nsw i64 %4084, 6
+  %4086 = add nsw i64 2675600, %4085
+  %arena1203 = getelementptr inbounds float, ptr %arena, i64 %4086
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c16_01202, ptr %arena1203, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c17_01204 = load <16 x float>, ptr %conv1_weight_grad.t178_c17_0, align 64
+  %4087 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4088 = add nsw i64 %4087, 17
+  %4089 = mul nsw i64 %4088, 6
+  %4090 = add nsw i64 2675600, %4089
+  %arena1205 = getelementptr inbounds float, ptr %arena, i64 %4090
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c17_01204, ptr %arena1205, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c18_01206 = load <16 x float>, ptr %conv1_weight_grad.t178_c18_0, align 64
+  %4091 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4092 = add nsw i64 %4091, 18
+  %4093 = mul nsw i64 %4092, 6
+  %4094 = add nsw i64 2675600, %4093
+  %arena1207 = getelementptr inbounds float, ptr %arena, i64 %4094
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c18_01206, ptr %arena1207, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c19_01208 = load <16 x float>, ptr %conv1_weight_grad.t178_c19_0, align 64
+  %4095 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4096 = add nsw i64 %4095, 19
+  %4097 = mul nsw i64 %4096, 6
+  %4098 = add nsw i64 2675600, %4097
+  %arena1209 = getelementptr inbounds float, ptr %arena, i64 %4098
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c19_01208, ptr %arena1209, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c20_01210 = load <16 x float>, ptr %conv1_weight_grad.t178_c20_0, align 64
+  %4099 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4100 = add nsw i64 %4099, 20
+  %4101 = mul nsw i64 %4100, 6
+  %4102 = add nsw i64 2675600, %4101
+  %arena1211 = getelementptr inbounds float, ptr %arena, i64 %4102
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c20_01210, ptr %arena1211, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c21_01212 = load <16 x float>, ptr %conv1_weight_grad.t178_c21_0, align 64
+  %4103 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4104 = add nsw i64 %4103, 21
+  %4105 = mul nsw i64 %4104, 6
+  %4106 = add nsw i64 2675600, %4105
+  %arena1213 = getelementptr inbounds float, ptr %arena, i64 %4106
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c21_01212, ptr %arena1213, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c22_01214 = load <16 x float>, ptr %conv1_weight_grad.t178_c22_0, align 64
+  %4107 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4108 = add nsw i64 %4107, 22
+  %4109 = mul nsw i64 %4108, 6
+  %4110 = add nsw i64 2675600, %4109
+  %arena1215 = getelementptr inbounds float, ptr %arena, i64 %4110
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c22_01214, ptr %arena1215, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c23_01216 = load <16 x float>, ptr %conv1_weight_grad.t178_c23_0, align 64
+  %4111 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4112 = add nsw i64 %4111, 23
+  %4113 = mul nsw i64 %4112, 6
+  %4114 = add nsw i64 2675600, %4113
+  %arena1217 = getelementptr inbounds float, ptr %arena, i64 %4114
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c23_01216, ptr %arena1217, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t178_c24_01218 = load <16 x float>, ptr %conv1_weight_grad.t178_c24_0, align 64
+  %4115 = mul nsw i64 %conv1_weight_grad.mb1771093, 25
+  %4116 = add nsw i64 %4115, 24
+  %4117 = mul nsw i64 %4116, 6
+  %4118 = add nsw i64 2675600, %4117
+  %arena1219 = getelementptr inbounds float, ptr %arena, i64 %4118
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t178_c24_01218, ptr %arena1219, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %mb177.next = add nsw i64 %conv1_weight_grad.mb1771093, 1
+  %4119 = icmp slt i64 %mb177.next, 1
+  br i1 %4119, label %conv1_weight_grad.mb177, label %conv1_weight_grad.mb177.end
 
-adam.i152:                                        ; preds = %adam.i152, %conv1_bias_grad.img149.end
-  %adam.i152360 = phi i64 [ 0, %conv1_bias_grad.img149.end ], [ %i152.next, %adam.i152 ]
-  %grads361 = getelementptr inbounds float, ptr %grads, i64 %adam.i152360
-  %1188 = load float, ptr %grads361, align 4
-  %params362 = getelementptr inbounds float, ptr %params, i64 %adam.i152360
-  %1189 = load float, ptr %params362, align 4
-  %1190 = fmul float 0.000000e+00, %1189
-  %1191 = fadd float %1188, %1190
-  store float %1191, ptr %adam.g, align 4
-  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i152360
-  %1192 = load float, ptr %m363, align 4
-  %1193 = fmul float 0x3FECCCCCC0000000, %1192
+conv1_weight_grad.mb180:                          ; preds = %conv1_weight_grad.k182.end, %conv1_weight_grad.kp176.end
+  %conv1_weight_grad.mb1801220 = phi i64 [ 0, %conv1_weight_grad.kp176.end ], [ %mb180.next, %conv1_weight_grad.k182.end ]
+  %4120 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4121 = mul nsw i64 %4120, 6
+  %4122 = add nsw i64 2675600, %4121
+  %arena1221 = getelementptr inbounds float, ptr %arena, i64 %4122
+  %4123 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1221, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4123, ptr %conv1_weight_grad.t181_c0_0, align 64
+  %4124 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4125 = add nsw i64 %4124, 1
+  %4126 = mul nsw i64 %4125, 6
+  %4127 = add nsw i64 2675600, %4126
+  %arena1222 = getelementptr inbounds float, ptr %arena, i64 %4127
+  %4128 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1222, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4128, ptr %conv1_weight_grad.t181_c1_0, align 64
+  %4129 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4130 = add nsw i64 %4129, 2
+  %4131 = mul nsw i64 %4130, 6
+  %4132 = add nsw i64 2675600, %4131
+  %arena1223 = getelementptr inbounds float, ptr %arena, i64 %4132
+  %4133 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1223, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4133, ptr %conv1_weight_grad.t181_c2_0, align 64
+  %4134 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4135 = add nsw i64 %4134, 3
+  %4136 = mul nsw i64 %4135, 6
+  %4137 = add nsw i64 2675600, %4136
+  %arena1224 = getelementptr inbounds float, ptr %arena, i64 %4137
+  %4138 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1224, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4138, ptr %conv1_weight_grad.t181_c3_0, align 64
+  %4139 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4140 = add nsw i64 %4139, 4
+  %4141 = mul nsw i64 %4140, 6
+  %4142 = add nsw i64 2675600, %4141
+  %arena1225 = getelementptr inbounds float, ptr %arena, i64 %4142
+  %4143 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1225, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4143, ptr %conv1_weight_grad.t181_c4_0, align 64
+  %4144 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4145 = add nsw i64 %4144, 5
+  %4146 = mul nsw i64 %4145, 6
+  %4147 = add nsw i64 2675600, %4146
+  %arena1226 = getelementptr inbounds float, ptr %arena, i64 %4147
+  %4148 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1226, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4148, ptr %conv1_weight_grad.t181_c5_0, align 64
+  %4149 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4150 = add nsw i64 %4149, 6
+  %4151 = mul nsw i64 %4150, 6
+  %4152 = add nsw i64 2675600, %4151
+  %arena1227 = getelementptr inbounds float, ptr %arena, i64 %4152
+  %4153 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1227, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4153, ptr %conv1_weight_grad.t181_c6_0, align 64
+  %4154 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4155 = add nsw i64 %4154, 7
+  %4156 = mul nsw i64 %4155, 6
+  %4157 = add nsw i64 2675600, %4156
+  %arena1228 = getelementptr inbounds float, ptr %arena, i64 %4157
+  %4158 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1228, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4158, ptr %conv1_weight_grad.t181_c7_0, align 64
+  %4159 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4160 = add nsw i64 %4159, 8
+  %4161 = mul nsw i64 %4160, 6
+  %4162 = add nsw i64 2675600, %4161
+  %arena1229 = getelementptr inbounds float, ptr %arena, i64 %4162
+  %4163 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1229, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4163, ptr %conv1_weight_grad.t181_c8_0, align 64
+  %4164 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4165 = add nsw i64 %4164, 9
+  %4166 = mul nsw i64 %4165, 6
+  %4167 = add nsw i64 2675600, %4166
+  %arena1230 = getelementptr inbounds float, ptr %arena, i64 %4167
+  %4168 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1230, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4168, ptr %conv1_weight_grad.t181_c9_0, align 64
+  %4169 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4170 = add nsw i64 %4169, 10
+  %4171 = mul nsw i64 %4170, 6
+  %4172 = add nsw i64 2675600, %4171
+  %arena1231 = getelementptr inbounds float, ptr %arena, i64 %4172
+  %4173 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1231, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4173, ptr %conv1_weight_grad.t181_c10_0, align 64
+  %4174 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4175 = add nsw i64 %4174, 11
+  %4176 = mul nsw i64 %4175, 6
+  %4177 = add nsw i64 2675600, %4176
+  %arena1232 = getelementptr inbounds float, ptr %arena, i64 %4177
+  %4178 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1232, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4178, ptr %conv1_weight_grad.t181_c11_0, align 64
+  %4179 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4180 = add nsw i64 %4179, 12
+  %4181 = mul nsw i64 %4180, 6
+  %4182 = add nsw i64 2675600, %4181
+  %arena1233 = getelementptr inbounds float, ptr %arena, i64 %4182
+  %4183 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1233, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4183, ptr %conv1_weight_grad.t181_c12_0, align 64
+  %4184 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4185 = add nsw i64 %4184, 13
+  %4186 = mul nsw i64 %4185, 6
+  %4187 = add nsw i64 2675600, %4186
+  %arena1234 = getelementptr inbounds float, ptr %arena, i64 %4187
+  %4188 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1234, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4188, ptr %conv1_weight_grad.t181_c13_0, align 64
+  %4189 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4190 = add nsw i64 %4189, 14
+  %4191 = mul nsw i64 %4190, 6
+  %4192 = add nsw i64 2675600, %4191
+  %arena1235 = getelementptr inbounds float, ptr %arena, i64 %4192
+  %4193 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1235, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4193, ptr %conv1_weight_grad.t181_c14_0, align 64
+  %4194 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4195 = add nsw i64 %4194, 15
+  %4196 = mul nsw i64 %4195, 6
+  %4197 = add nsw i64 2675600, %4196
+  %arena1236 = getelementptr inbounds float, ptr %arena, i64 %4197
+  %4198 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1236, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4198, ptr %conv1_weight_grad.t181_c15_0, align 64
+  %4199 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4200 = add nsw i64 %4199, 16
+  %4201 = mul nsw i64 %4200, 6
+  %4202 = add nsw i64 2675600, %4201
+  %arena1237 = getelementptr inbounds float, ptr %arena, i64 %4202
+  %4203 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1237, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4203, ptr %conv1_weight_grad.t181_c16_0, align 64
+  %4204 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4205 = add nsw i64 %4204, 17
+  %4206 = mul nsw i64 %4205, 6
+  %4207 = add nsw i64 2675600, %4206
+  %arena1238 = getelementptr inbounds float, ptr %arena, i64 %4207
+  %4208 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1238, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4208, ptr %conv1_weight_grad.t181_c17_0, align 64
+  %4209 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4210 = add nsw i64 %4209, 18
+  %4211 = mul nsw i64 %4210, 6
+  %4212 = add nsw i64 2675600, %4211
+  %arena1239 = getelementptr inbounds float, ptr %arena, i64 %4212
+  %4213 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1239, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4213, ptr %conv1_weight_grad.t181_c18_0, align 64
+  %4214 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4215 = add nsw i64 %4214, 19
+  %4216 = mul nsw i64 %4215, 6
+  %4217 = add nsw i64 2675600, %4216
+  %arena1240 = getelementptr inbounds float, ptr %arena, i64 %4217
+  %4218 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1240, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4218, ptr %conv1_weight_grad.t181_c19_0, align 64
+  %4219 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4220 = add nsw i64 %4219, 20
+  %4221 = mul nsw i64 %4220, 6
+  %4222 = add nsw i64 2675600, %4221
+  %arena1241 = getelementptr inbounds float, ptr %arena, i64 %4222
+  %4223 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1241, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4223, ptr %conv1_weight_grad.t181_c20_0, align 64
+  %4224 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4225 = add nsw i64 %4224, 21
+  %4226 = mul nsw i64 %4225, 6
+  %4227 = add nsw i64 2675600, %4226
+  %arena1242 = getelementptr inbounds float, ptr %arena, i64 %4227
+  %4228 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1242, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4228, ptr %conv1_weight_grad.t181_c21_0, align 64
+  %4229 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4230 = add nsw i64 %4229, 22
+  %4231 = mul nsw i64 %4230, 6
+  %4232 = add nsw i64 2675600, %4231
+  %arena1243 = getelementptr inbounds float, ptr %arena, i64 %4232
+  %4233 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1243, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4233, ptr %conv1_weight_grad.t181_c22_0, align 64
+  %4234 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4235 = add nsw i64 %4234, 23
+  %4236 = mul nsw i64 %4235, 6
+  %4237 = add nsw i64 2675600, %4236
+  %arena1244 = getelementptr inbounds float, ptr %arena, i64 %4237
+  %4238 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1244, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4238, ptr %conv1_weight_grad.t181_c23_0, align 64
+  %4239 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4240 = add nsw i64 %4239, 24
+  %4241 = mul nsw i64 %4240, 6
+  %4242 = add nsw i64 2675600, %4241
+  %arena1245 = getelementptr inbounds float, ptr %arena, i64 %4242
+  %4243 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1245, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4243, ptr %conv1_weight_grad.t181_c24_0, align 64
+  br label %conv1_weight_grad.k182
+
+conv1_weight_grad.mb180.end:                      ; preds = %conv1_weight_grad.k182.end
+  %g157.next = add nsw i64 %conv1_weight_grad.g1571052, 1
+  %4244 = icmp slt i64 %g157.next, 1
+  br i1 %4244, label %conv1_weight_grad.g157, label %conv1_weight_grad.g157.end
+
+conv1_weight_grad.k182:                           ; preds = %conv1_weight_grad.k182, %conv1_weight_grad.mb180
+  %conv1_weight_grad.k1821246 = phi i64 [ 0, %conv1_weight_grad.mb180 ], [ %k182.next, %conv1_weight_grad.k182 ]
+  %4245 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4246 = mul nsw i64 %4245, 6
+  %4247 = add nsw i64 2374544, %4246
+  %arena1247 = getelementptr inbounds float, ptr %arena, i64 %4247
+  %4248 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena1247, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %4248, ptr %conv1_weight_grad.t181_b0, align 64
+  %4249 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4250 = mul nsw i64 %4249, 50176
+  %4251 = add nsw i64 1120144, %4250
+  %4252 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4253 = add nsw i64 %4251, %4252
+  %arena1248 = getelementptr inbounds float, ptr %arena, i64 %4253
+  %4254 = load float, ptr %arena1248, align 4
+  %4255 = insertelement <16 x float> undef, float %4254, i32 0
+  %4256 = shufflevector <16 x float> %4255, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4256, ptr %conv1_weight_grad.t181_a0, align 64
+  %t181_a0 = load <16 x float>, ptr %conv1_weight_grad.t181_a0, align 64
+  %t181_b0 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c0_0, align 64
+  %4257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a0, <16 x float> %t181_b0, <16 x float> %t181_c0_0)
+  store <16 x float> %4257, ptr %conv1_weight_grad.t181_c0_0, align 64
+  %4258 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4259 = add nsw i64 %4258, 1
+  %4260 = mul nsw i64 %4259, 50176
+  %4261 = add nsw i64 1120144, %4260
+  %4262 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4263 = add nsw i64 %4261, %4262
+  %arena1249 = getelementptr inbounds float, ptr %arena, i64 %4263
+  %4264 = load float, ptr %arena1249, align 4
+  %4265 = insertelement <16 x float> undef, float %4264, i32 0
+  %4266 = shufflevector <16 x float> %4265, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4266, ptr %conv1_weight_grad.t181_a1, align 64
+  %t181_a1 = load <16 x float>, ptr %conv1_weight_grad.t181_a1, align 64
+  %t181_b01250 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c1_0, align 64
+  %4267 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a1, <16 x float> %t181_b01250, <16 x float> %t181_c1_0)
+  store <16 x float> %4267, ptr %conv1_weight_grad.t181_c1_0, align 64
+  %4268 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4269 = add nsw i64 %4268, 2
+  %4270 = mul nsw i64 %4269, 50176
+  %4271 = add nsw i64 1120144, %4270
+  %4272 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4273 = add nsw i64 %4271, %4272
+  %arena1251 = getelementptr inbounds float, ptr %arena, i64 %4273
+  %4274 = load float, ptr %arena1251, align 4
+  %4275 = insertelement <16 x float> undef, float %4274, i32 0
+  %4276 = shufflevector <16 x float> %4275, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4276, ptr %conv1_weight_grad.t181_a2, align 64
+  %t181_a2 = load <16 x float>, ptr %conv1_weight_grad.t181_a2, align 64
+  %t181_b01252 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c2_0, align 64
+  %4277 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a2, <16 x float> %t181_b01252, <16 x float> %t181_c2_0)
+  store <16 x float> %4277, ptr %conv1_weight_grad.t181_c2_0, align 64
+  %4278 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4279 = add nsw i64 %4278, 3
+  %4280 = mul nsw i64 %4279, 50176
+  %4281 = add nsw i64 1120144, %4280
+  %4282 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4283 = add nsw i64 %4281, %4282
+  %arena1253 = getelementptr inbounds float, ptr %arena, i64 %4283
+  %4284 = load float, ptr %arena1253, align 4
+  %4285 = insertelement <16 x float> undef, float %4284, i32 0
+  %4286 = shufflevector <16 x float> %4285, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4286, ptr %conv1_weight_grad.t181_a3, align 64
+  %t181_a3 = load <16 x float>, ptr %conv1_weight_grad.t181_a3, align 64
+  %t181_b01254 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c3_0, align 64
+  %4287 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a3, <16 x float> %t181_b01254, <16 x float> %t181_c3_0)
+  store <16 x float> %4287, ptr %conv1_weight_grad.t181_c3_0, align 64
+  %4288 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4289 = add nsw i64 %4288, 4
+  %4290 = mul nsw i64 %4289, 50176
+  %4291 = add nsw i64 1120144, %4290
+  %4292 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4293 = add nsw i64 %4291, %4292
+  %arena1255 = getelementptr inbounds float, ptr %arena, i64 %4293
+  %4294 = load float, ptr %arena1255, align 4
+  %4295 = insertelement <16 x float> undef, float %4294, i32 0
+  %4296 = shufflevector <16 x float> %4295, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4296, ptr %conv1_weight_grad.t181_a4, align 64
+  %t181_a4 = load <16 x float>, ptr %conv1_weight_grad.t181_a4, align 64
+  %t181_b01256 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c4_0, align 64
+  %4297 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a4, <16 x float> %t181_b01256, <16 x float> %t181_c4_0)
+  store <16 x float> %4297, ptr %conv1_weight_grad.t181_c4_0, align 64
+  %4298 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4299 = add nsw i64 %4298, 5
+  %4300 = mul nsw i64 %4299, 50176
+  %4301 = add nsw i64 1120144, %4300
+  %4302 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4303 = add nsw i64 %4301, %4302
+  %arena1257 = getelementptr inbounds float, ptr %arena, i64 %4303
+  %4304 = load float, ptr %arena1257, align 4
+  %4305 = insertelement <16 x float> undef, float %4304, i32 0
+  %4306 = shufflevector <16 x float> %4305, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4306, ptr %conv1_weight_grad.t181_a5, align 64
+  %t181_a5 = load <16 x float>, ptr %conv1_weight_grad.t181_a5, align 64
+  %t181_b01258 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c5_0, align 64
+  %4307 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a5, <16 x float> %t181_b01258, <16 x float> %t181_c5_0)
+  store <16 x float> %4307, ptr %conv1_weight_grad.t181_c5_0, align 64
+  %4308 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4309 = add nsw i64 %4308, 6
+  %4310 = mul nsw i64 %4309, 50176
+  %4311 = add nsw i64 1120144, %4310
+  %4312 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4313 = add nsw i64 %4311, %4312
+  %arena1259 = getelementptr inbounds float, ptr %arena, i64 %4313
+  %4314 = load float, ptr %arena1259, align 4
+  %4315 = insertelement <16 x float> undef, float %4314, i32 0
+  %4316 = shufflevector <16 x float> %4315, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4316, ptr %conv1_weight_grad.t181_a6, align 64
+  %t181_a6 = load <16 x float>, ptr %conv1_weight_grad.t181_a6, align 64
+  %t181_b01260 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c6_0, align 64
+  %4317 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a6, <16 x float> %t181_b01260, <16 x float> %t181_c6_0)
+  store <16 x float> %4317, ptr %conv1_weight_grad.t181_c6_0, align 64
+  %4318 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4319 = add nsw i64 %4318, 7
+  %4320 = mul nsw i64 %4319, 50176
+  %4321 = add nsw i64 1120144, %4320
+  %4322 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4323 = add nsw i64 %4321, %4322
+  %arena1261 = getelementptr inbounds float, ptr %arena, i64 %4323
+  %4324 = load float, ptr %arena1261, align 4
+  %4325 = insertelement <16 x float> undef, float %4324, i32 0
+  %4326 = shufflevector <16 x float> %4325, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4326, ptr %conv1_weight_grad.t181_a7, align 64
+  %t181_a7 = load <16 x float>, ptr %conv1_weight_grad.t181_a7, align 64
+  %t181_b01262 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c7_0, align 64
+  %4327 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a7, <16 x float> %t181_b01262, <16 x float> %t181_c7_0)
+  store <16 x float> %4327, ptr %conv1_weight_grad.t181_c7_0, align 64
+  %4328 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4329 = add nsw i64 %4328, 8
+  %4330 = mul nsw i64 %4329, 50176
+  %4331 = add nsw i64 1120144, %4330
+  %4332 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4333 = add nsw i64 %4331, %4332
+  %arena1263 = getelementptr inbounds float, ptr %arena, i64 %4333
+  %4334 = load float, ptr %arena1263, align 4
+  %4335 = insertelement <16 x float> undef, float %4334, i32 0
+  %4336 = shufflevector <16 x float> %4335, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4336, ptr %conv1_weight_grad.t181_a8, align 64
+  %t181_a8 = load <16 x float>, ptr %conv1_weight_grad.t181_a8, align 64
+  %t181_b01264 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c8_0, align 64
+  %4337 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a8, <16 x float> %t181_b01264, <16 x float> %t181_c8_0)
+  store <16 x float> %4337, ptr %conv1_weight_grad.t181_c8_0, align 64
+  %4338 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4339 = add nsw i64 %4338, 9
+  %4340 = mul nsw i64 %4339, 50176
+  %4341 = add nsw i64 1120144, %4340
+  %4342 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4343 = add nsw i64 %4341, %4342
+  %arena1265 = getelementptr inbounds float, ptr %arena, i64 %4343
+  %4344 = load float, ptr %arena1265, align 4
+  %4345 = insertelement <16 x float> undef, float %4344, i32 0
+  %4346 = shufflevector <16 x float> %4345, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4346, ptr %conv1_weight_grad.t181_a9, align 64
+  %t181_a9 = load <16 x float>, ptr %conv1_weight_grad.t181_a9, align 64
+  %t181_b01266 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c9_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c9_0, align 64
+  %4347 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a9, <16 x float> %t181_b01266, <16 x float> %t181_c9_0)
+  store <16 x float> %4347, ptr %conv1_weight_grad.t181_c9_0, align 64
+  %4348 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4349 = add nsw i64 %4348, 10
+  %4350 = mul nsw i64 %4349, 50176
+  %4351 = add nsw i64 1120144, %4350
+  %4352 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4353 = add nsw i64 %4351, %4352
+  %arena1267 = getelementptr inbounds float, ptr %arena, i64 %4353
+  %4354 = load float, ptr %arena1267, align 4
+  %4355 = insertelement <16 x float> undef, float %4354, i32 0
+  %4356 = shufflevector <16 x float> %4355, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4356, ptr %conv1_weight_grad.t181_a10, align 64
+  %t181_a10 = load <16 x float>, ptr %conv1_weight_grad.t181_a10, align 64
+  %t181_b01268 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c10_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c10_0, align 64
+  %4357 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a10, <16 x float> %t181_b01268, <16 x float> %t181_c10_0)
+  store <16 x float> %4357, ptr %conv1_weight_grad.t181_c10_0, align 64
+  %4358 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4359 = add nsw i64 %4358, 11
+  %4360 = mul nsw i64 %4359, 50176
+  %4361 = add nsw i64 1120144, %4360
+  %4362 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4363 = add nsw i64 %4361, %4362
+  %arena1269 = getelementptr inbounds float, ptr %arena, i64 %4363
+  %4364 = load float, ptr %arena1269, align 4
+  %4365 = insertelement <16 x float> undef, float %4364, i32 0
+  %4366 = shufflevector <16 x float> %4365, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4366, ptr %conv1_weight_grad.t181_a11, align 64
+  %t181_a11 = load <16 x float>, ptr %conv1_weight_grad.t181_a11, align 64
+  %t181_b01270 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c11_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c11_0, align 64
+  %4367 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a11, <16 x float> %t181_b01270, <16 x float> %t181_c11_0)
+  store <16 x float> %4367, ptr %conv1_weight_grad.t181_c11_0, align 64
+  %4368 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4369 = add nsw i64 %4368, 12
+  %4370 = mul nsw i64 %4369, 50176
+  %4371 = add nsw i64 1120144, %4370
+  %4372 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4373 = add nsw i64 %4371, %4372
+  %arena1271 = getelementptr inbounds float, ptr %arena, i64 %4373
+  %4374 = load float, ptr %arena1271, align 4
+  %4375 = insertelement <16 x float> undef, float %4374, i32 0
+  %4376 = shufflevector <16 x float> %4375, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4376, ptr %conv1_weight_grad.t181_a12, align 64
+  %t181_a12 = load <16 x float>, ptr %conv1_weight_grad.t181_a12, align 64
+  %t181_b01272 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c12_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c12_0, align 64
+  %4377 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a12, <16 x float> %t181_b01272, <16 x float> %t181_c12_0)
+  store <16 x float> %4377, ptr %conv1_weight_grad.t181_c12_0, align 64
+  %4378 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4379 = add nsw i64 %4378, 13
+  %4380 = mul nsw i64 %4379, 50176
+  %4381 = add nsw i64 1120144, %4380
+  %4382 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4383 = add nsw i64 %4381, %4382
+  %arena1273 = getelementptr inbounds float, ptr %arena, i64 %4383
+  %4384 = load float, ptr %arena1273, align 4
+  %4385 = insertelement <16 x float> undef, float %4384, i32 0
+  %4386 = shufflevector <16 x float> %4385, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4386, ptr %conv1_weight_grad.t181_a13, align 64
+  %t181_a13 = load <16 x float>, ptr %conv1_weight_grad.t181_a13, align 64
+  %t181_b01274 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c13_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c13_0, align 64
+  %4387 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a13, <16 x float> %t181_b01274, <16 x float> %t181_c13_0)
+  store <16 x float> %4387, ptr %conv1_weight_grad.t181_c13_0, align 64
+  %4388 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4389 = add nsw i64 %4388, 14
+  %4390 = mul nsw i64 %4389, 50176
+  %4391 = add nsw i64 1120144, %4390
+  %4392 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4393 = add nsw i64 %4391, %4392
+  %arena1275 = getelementptr inbounds float, ptr %arena, i64 %4393
+  %4394 = load float, ptr %arena1275, align 4
+  %4395 = insertelement <16 x float> undef, float %4394, i32 0
+  %4396 = shufflevector <16 x float> %4395, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4396, ptr %conv1_weight_grad.t181_a14, align 64
+  %t181_a14 = load <16 x float>, ptr %conv1_weight_grad.t181_a14, align 64
+  %t181_b01276 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c14_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c14_0, align 64
+  %4397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a14, <16 x float> %t181_b01276, <16 x float> %t181_c14_0)
+  store <16 x float> %4397, ptr %conv1_weight_grad.t181_c14_0, align 64
+  %4398 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4399 = add nsw i64 %4398, 15
+  %4400 = mul nsw i64 %4399, 50176
+  %4401 = add nsw i64 1120144, %4400
+  %4402 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4403 = add nsw i64 %4401, %4402
+  %arena1277 = getelementptr inbounds float, ptr %arena, i64 %4403
+  %4404 = load float, ptr %arena1277, align 4
+  %4405 = insertelement <16 x float> undef, float %4404, i32 0
+  %4406 = shufflevector <16 x float> %4405, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4406, ptr %conv1_weight_grad.t181_a15, align 64
+  %t181_a15 = load <16 x float>, ptr %conv1_weight_grad.t181_a15, align 64
+  %t181_b01278 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c15_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c15_0, align 64
+  %4407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a15, <16 x float> %t181_b01278, <16 x float> %t181_c15_0)
+  store <16 x float> %4407, ptr %conv1_weight_grad.t181_c15_0, align 64
+  %4408 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4409 = add nsw i64 %4408, 16
+  %4410 = mul nsw i64 %4409, 50176
+  %4411 = add nsw i64 1120144, %4410
+  %4412 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4413 = add nsw i64 %4411, %4412
+  %arena1279 = getelementptr inbounds float, ptr %arena, i64 %4413
+  %4414 = load float, ptr %arena1279, align 4
+  %4415 = insertelement <16 x float> undef, float %4414, i32 0
+  %4416 = shufflevector <16 x float> %4415, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4416, ptr %conv1_weight_grad.t181_a16, align 64
+  %t181_a16 = load <16 x float>, ptr %conv1_weight_grad.t181_a16, align 64
+  %t181_b01280 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c16_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c16_0, align 64
+  %4417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a16, <16 x float> %t181_b01280, <16 x float> %t181_c16_0)
+  store <16 x float> %4417, ptr %conv1_weight_grad.t181_c16_0, align 64
+  %4418 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4419 = add nsw i64 %4418, 17
+  %4420 = mul nsw i64 %4419, 50176
+  %4421 = add nsw i64 1120144, %4420
+  %4422 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4423 = add nsw i64 %4421, %4422
+  %arena1281 = getelementptr inbounds float, ptr %arena, i64 %4423
+  %4424 = load float, ptr %arena1281, align 4
+  %4425 = insertelement <16 x float> undef, float %4424, i32 0
+  %4426 = shufflevector <16 x float> %4425, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4426, ptr %conv1_weight_grad.t181_a17, align 64
+  %t181_a17 = load <16 x float>, ptr %conv1_weight_grad.t181_a17, align 64
+  %t181_b01282 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c17_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c17_0, align 64
+  %4427 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a17, <16 x float> %t181_b01282, <16 x float> %t181_c17_0)
+  store <16 x float> %4427, ptr %conv1_weight_grad.t181_c17_0, align 64
+  %4428 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4429 = add nsw i64 %4428, 18
+  %4430 = mul nsw i64 %4429, 50176
+  %4431 = add nsw i64 1120144, %4430
+  %4432 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4433 = add nsw i64 %4431, %4432
+  %arena1283 = getelementptr inbounds float, ptr %arena, i64 %4433
+  %4434 = load float, ptr %arena1283, align 4
+  %4435 = insertelement <16 x float> undef, float %4434, i32 0
+  %4436 = shufflevector <16 x float> %4435, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4436, ptr %conv1_weight_grad.t181_a18, align 64
+  %t181_a18 = load <16 x float>, ptr %conv1_weight_grad.t181_a18, align 64
+  %t181_b01284 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c18_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c18_0, align 64
+  %4437 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a18, <16 x float> %t181_b01284, <16 x float> %t181_c18_0)
+  store <16 x float> %4437, ptr %conv1_weight_grad.t181_c18_0, align 64
+  %4438 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4439 = add nsw i64 %4438, 19
+  %4440 = mul nsw i64 %4439, 50176
+  %4441 = add nsw i64 1120144, %4440
+  %4442 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4443 = add nsw i64 %4441, %4442
+  %arena1285 = getelementptr inbounds float, ptr %arena, i64 %4443
+  %4444 = load float, ptr %arena1285, align 4
+  %4445 = insertelement <16 x float> undef, float %4444, i32 0
+  %4446 = shufflevector <16 x float> %4445, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4446, ptr %conv1_weight_grad.t181_a19, align 64
+  %t181_a19 = load <16 x float>, ptr %conv1_weight_grad.t181_a19, align 64
+  %t181_b01286 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c19_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c19_0, align 64
+  %4447 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a19, <16 x float> %t181_b01286, <16 x float> %t181_c19_0)
+  store <16 x float> %4447, ptr %conv1_weight_grad.t181_c19_0, align 64
+  %4448 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4449 = add nsw i64 %4448, 20
+  %4450 = mul nsw i64 %4449, 50176
+  %4451 = add nsw i64 1120144, %4450
+  %4452 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4453 = add nsw i64 %4451, %4452
+  %arena1287 = getelementptr inbounds float, ptr %arena, i64 %4453
+  %4454 = load float, ptr %arena1287, align 4
+  %4455 = insertelement <16 x float> undef, float %4454, i32 0
+  %4456 = shufflevector <16 x float> %4455, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4456, ptr %conv1_weight_grad.t181_a20, align 64
+  %t181_a20 = load <16 x float>, ptr %conv1_weight_grad.t181_a20, align 64
+  %t181_b01288 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c20_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c20_0, align 64
+  %4457 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a20, <16 x float> %t181_b01288, <16 x float> %t181_c20_0)
+  store <16 x float> %4457, ptr %conv1_weight_grad.t181_c20_0, align 64
+  %4458 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4459 = add nsw i64 %4458, 21
+  %4460 = mul nsw i64 %4459, 50176
+  %4461 = add nsw i64 1120144, %4460
+  %4462 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4463 = add nsw i64 %4461, %4462
+  %arena1289 = getelementptr inbounds float, ptr %arena, i64 %4463
+  %4464 = load float, ptr %arena1289, align 4
+  %4465 = insertelement <16 x float> undef, float %4464, i32 0
+  %4466 = shufflevector <16 x float> %4465, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4466, ptr %conv1_weight_grad.t181_a21, align 64
+  %t181_a21 = load <16 x float>, ptr %conv1_weight_grad.t181_a21, align 64
+  %t181_b01290 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c21_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c21_0, align 64
+  %4467 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a21, <16 x float> %t181_b01290, <16 x float> %t181_c21_0)
+  store <16 x float> %4467, ptr %conv1_weight_grad.t181_c21_0, align 64
+  %4468 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4469 = add nsw i64 %4468, 22
+  %4470 = mul nsw i64 %4469, 50176
+  %4471 = add nsw i64 1120144, %4470
+  %4472 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4473 = add nsw i64 %4471, %4472
+  %arena1291 = getelementptr inbounds float, ptr %arena, i64 %4473
+  %4474 = load float, ptr %arena1291, align 4
+  %4475 = insertelement <16 x float> undef, float %4474, i32 0
+  %4476 = shufflevector <16 x float> %4475, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4476, ptr %conv1_weight_grad.t181_a22, align 64
+  %t181_a22 = load <16 x float>, ptr %conv1_weight_grad.t181_a22, align 64
+  %t181_b01292 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c22_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c22_0, align 64
+  %4477 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a22, <16 x float> %t181_b01292, <16 x float> %t181_c22_0)
+  store <16 x float> %4477, ptr %conv1_weight_grad.t181_c22_0, align 64
+  %4478 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4479 = add nsw i64 %4478, 23
+  %4480 = mul nsw i64 %4479, 50176
+  %4481 = add nsw i64 1120144, %4480
+  %4482 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4483 = add nsw i64 %4481, %4482
+  %arena1293 = getelementptr inbounds float, ptr %arena, i64 %4483
+  %4484 = load float, ptr %arena1293, align 4
+  %4485 = insertelement <16 x float> undef, float %4484, i32 0
+  %4486 = shufflevector <16 x float> %4485, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4486, ptr %conv1_weight_grad.t181_a23, align 64
+  %t181_a23 = load <16 x float>, ptr %conv1_weight_grad.t181_a23, align 64
+  %t181_b01294 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c23_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c23_0, align 64
+  %4487 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a23, <16 x float> %t181_b01294, <16 x float> %t181_c23_0)
+  store <16 x float> %4487, ptr %conv1_weight_grad.t181_c23_0, align 64
+  %4488 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4489 = add nsw i64 %4488, 24
+  %4490 = mul nsw i64 %4489, 50176
+  %4491 = add nsw i64 1120144, %4490
+  %4492 = add nsw i64 %conv1_weight_grad.k1821246, 49920
+  %4493 = add nsw i64 %4491, %4492
+  %arena1295 = getelementptr inbounds float, ptr %arena, i64 %4493
+  %4494 = load float, ptr %arena1295, align 4
+  %4495 = insertelement <16 x float> undef, float %4494, i32 0
+  %4496 = shufflevector <16 x float> %4495, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %4496, ptr %conv1_weight_grad.t181_a24, align 64
+  %t181_a24 = load <16 x float>, ptr %conv1_weight_grad.t181_a24, align 64
+  %t181_b01296 = load <16 x float>, ptr %conv1_weight_grad.t181_b0, align 64
+  %t181_c24_0 = load <16 x float>, ptr %conv1_weight_grad.t181_c24_0, align 64
+  %4497 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t181_a24, <16 x float> %t181_b01296, <16 x float> %t181_c24_0)
+  store <16 x float> %4497, ptr %conv1_weight_grad.t181_c24_0, align 64
+  %k182.next = add nsw i64 %conv1_weight_grad.k1821246, 1
+  %4498 = icmp slt i64 %k182.next, 256
+  br i1 %4498, label %conv1_weight_grad.k182, label %conv1_weight_grad.k182.end
+
+conv1_weight_grad.k182.end:                       ; preds = %conv1_weight_grad.k182
+  %t181_c0_01297 = load <16 x float>, ptr %conv1_weight_grad.t181_c0_0, align 64
+  %4499 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4500 = mul nsw i64 %4499, 6
+  %4501 = add nsw i64 2675600, %4500
+  %arena1298 = getelementptr inbounds float, ptr %arena, i64 %4501
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c0_01297, ptr %arena1298, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c1_01299 = load <16 x float>, ptr %conv1_weight_grad.t181_c1_0, align 64
+  %4502 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4503 = add nsw i64 %4502, 1
+  %4504 = mul nsw i64 %4503, 6
+  %4505 = add nsw i64 2675600, %4504
+  %arena1300 = getelementptr inbounds float, ptr %arena, i64 %4505
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c1_01299, ptr %arena1300, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c2_01301 = load <16 x float>, ptr %conv1_weight_grad.t181_c2_0, align 64
+  %4506 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4507 = add nsw i64 %4506, 2
+  %4508 = mul nsw i64 %4507, 6
+  %4509 = add nsw i64 2675600, %4508
+  %arena1302 = getelementptr inbounds float, ptr %arena, i64 %4509
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c2_01301, ptr %arena1302, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c3_01303 = load <16 x float>, ptr %conv1_weight_grad.t181_c3_0, align 64
+  %4510 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4511 = add nsw i64 %4510, 3
+  %4512 = mul nsw i64 %4511, 6
+  %4513 = add nsw i64 2675600, %4512
+  %arena1304 = getelementptr inbounds float, ptr %arena, i64 %4513
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c3_01303, ptr %arena1304, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c4_01305 = load <16 x float>, ptr %conv1_weight_grad.t181_c4_0, align 64
+  %4514 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4515 = add nsw i64 %4514, 4
+  %4516 = mul nsw i64 %4515, 6
+  %4517 = add nsw i64 2675600, %4516
+  %arena1306 = getelementptr inbounds float, ptr %arena, i64 %4517
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c4_01305, ptr %arena1306, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c5_01307 = load <16 x float>, ptr %conv1_weight_grad.t181_c5_0, align 64
+  %4518 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4519 = add nsw i64 %4518, 5
+  %4520 = mul nsw i64 %4519, 6
+  %4521 = add nsw i64 2675600, %4520
+  %arena1308 = getelementptr inbounds float, ptr %arena, i64 %4521
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c5_01307, ptr %arena1308, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c6_01309 = load <16 x float>, ptr %conv1_weight_grad.t181_c6_0, align 64
+  %4522 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4523 = add nsw i64 %4522, 6
+  %4524 = mul nsw i64 %4523, 6
+  %4525 = add nsw i64 2675600, %4524
+  %arena1310 = getelementptr inbounds float, ptr %arena, i64 %4525
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c6_01309, ptr %arena1310, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c7_01311 = load <16 x float>, ptr %conv1_weight_grad.t181_c7_0, align 64
+  %4526 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4527 = add nsw i64 %4526, 7
+  %4528 = mul nsw i64 %4527, 6
+  %4529 = add nsw i64 2675600, %4528
+  %arena1312 = getelementptr inbounds float, ptr %arena, i64 %4529
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c7_01311, ptr %arena1312, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c8_01313 = load <16 x float>, ptr %conv1_weight_grad.t181_c8_0, align 64
+  %4530 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4531 = add nsw i64 %4530, 8
+  %4532 = mul nsw i64 %4531, 6
+  %4533 = add nsw i64 2675600, %4532
+  %arena1314 = getelementptr inbounds float, ptr %arena, i64 %4533
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c8_01313, ptr %arena1314, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c9_01315 = load <16 x float>, ptr %conv1_weight_grad.t181_c9_0, align 64
+  %4534 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4535 = add nsw i64 %4534, 9
+  %4536 = mul nsw i64 %4535, 6
+  %4537 = add nsw i64 2675600, %4536
+  %arena1316 = getelementptr inbounds float, ptr %arena, i64 %4537
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c9_01315, ptr %arena1316, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c10_01317 = load <16 x float>, ptr %conv1_weight_grad.t181_c10_0, align 64
+  %4538 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4539 = add nsw i64 %4538, 10
+  %4540 = mul nsw i64 %4539, 6
+  %4541 = add nsw i64 2675600, %4540
+  %arena1318 = getelementptr inbounds float, ptr %arena, i64 %4541
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c10_01317, ptr %arena1318, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c11_01319 = load <16 x float>, ptr %conv1_weight_grad.t181_c11_0, align 64
+  %4542 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4543 = add nsw i64 %4542, 11
+  %4544 = mul nsw i64 %4543, 6
+  %4545 = add nsw i64 2675600, %4544
+  %arena1320 = getelementptr inbounds float, ptr %arena, i64 %4545
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c11_01319, ptr %arena1320, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c12_01321 = load <16 x float>, ptr %conv1_weight_grad.t181_c12_0, align 64
+  %4546 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4547 = add nsw i64 %4546, 12
+  %4548 = mul nsw i64 %4547, 6
+  %4549 = add nsw i64 2675600, %4548
+  %arena1322 = getelementptr inbounds float, ptr %arena, i64 %4549
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c12_01321, ptr %arena1322, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c13_01323 = load <16 x float>, ptr %conv1_weight_grad.t181_c13_0, align 64
+  %4550 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4551 = add nsw i64 %4550, 13
+  %4552 = mul nsw i64 %4551, 6
+  %4553 = add nsw i64 2675600, %4552
+  %arena1324 = getelementptr inbounds float, ptr %arena, i64 %4553
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c13_01323, ptr %arena1324, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c14_01325 = load <16 x float>, ptr %conv1_weight_grad.t181_c14_0, align 64
+  %4554 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4555 = add nsw i64 %4554, 14
+  %4556 = mul nsw i64 %4555, 6
+  %4557 = add nsw i64 2675600, %4556
+  %arena1326 = getelementptr inbounds float, ptr %arena, i64 %4557
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c14_01325, ptr %arena1326, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c15_01327 = load <16 x float>, ptr %conv1_weight_grad.t181_c15_0, align 64
+  %4558 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4559 = add nsw i64 %4558, 15
+  %4560 = mul nsw i64 %4559, 6
+  %4561 = add nsw i64 2675600, %4560
+  %arena1328 = getelementptr inbounds float, ptr %arena, i64 %4561
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c15_01327, ptr %arena1328, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c16_01329 = load <16 x float>, ptr %conv1_weight_grad.t181_c16_0, align 64
+  %4562 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4563 = add nsw i64 %4562, 16
+  %4564 = mul nsw i64 %4563, 6
+  %4565 = add nsw i64 2675600, %4564
+  %arena1330 = getelementptr inbounds float, ptr %arena, i64 %4565
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c16_01329, ptr %arena1330, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c17_01331 = load <16 x float>, ptr %conv1_weight_grad.t181_c17_0, align 64
+  %4566 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4567 = add nsw i64 %4566, 17
+  %4568 = mul nsw i64 %4567, 6
+  %4569 = add nsw i64 2675600, %4568
+  %arena1332 = getelementptr inbounds float, ptr %arena, i64 %4569
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c17_01331, ptr %arena1332, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c18_01333 = load <16 x float>, ptr %conv1_weight_grad.t181_c18_0, align 64
+  %4570 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4571 = add nsw i64 %4570, 18
+  %4572 = mul nsw i64 %4571, 6
+  %4573 = add nsw i64 2675600, %4572
+  %arena1334 = getelementptr inbounds float, ptr %arena, i64 %4573
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c18_01333, ptr %arena1334, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c19_01335 = load <16 x float>, ptr %conv1_weight_grad.t181_c19_0, align 64
+  %4574 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4575 = add nsw i64 %4574, 19
+  %4576 = mul nsw i64 %4575, 6
+  %4577 = add nsw i64 2675600, %4576
+  %arena1336 = getelementptr inbounds float, ptr %arena, i64 %4577
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c19_01335, ptr %arena1336, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c20_01337 = load <16 x float>, ptr %conv1_weight_grad.t181_c20_0, align 64
+  %4578 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4579 = add nsw i64 %4578, 20
+  %4580 = mul nsw i64 %4579, 6
+  %4581 = add nsw i64 2675600, %4580
+  %arena1338 = getelementptr inbounds float, ptr %arena, i64 %4581
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c20_01337, ptr %arena1338, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c21_01339 = load <16 x float>, ptr %conv1_weight_grad.t181_c21_0, align 64
+  %4582 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4583 = add nsw i64 %4582, 21
+  %4584 = mul nsw i64 %4583, 6
+  %4585 = add nsw i64 2675600, %4584
+  %arena1340 = getelementptr inbounds float, ptr %arena, i64 %4585
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c21_01339, ptr %arena1340, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c22_01341 = load <16 x float>, ptr %conv1_weight_grad.t181_c22_0, align 64
+  %4586 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4587 = add nsw i64 %4586, 22
+  %4588 = mul nsw i64 %4587, 6
+  %4589 = add nsw i64 2675600, %4588
+  %arena1342 = getelementptr inbounds float, ptr %arena, i64 %4589
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c22_01341, ptr %arena1342, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c23_01343 = load <16 x float>, ptr %conv1_weight_grad.t181_c23_0, align 64
+  %4590 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4591 = add nsw i64 %4590, 23
+  %4592 = mul nsw i64 %4591, 6
+  %4593 = add nsw i64 2675600, %4592
+  %arena1344 = getelementptr inbounds float, ptr %arena, i64 %4593
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c23_01343, ptr %arena1344, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t181_c24_01345 = load <16 x float>, ptr %conv1_weight_grad.t181_c24_0, align 64
+  %4594 = mul nsw i64 %conv1_weight_grad.mb1801220, 25
+  %4595 = add nsw i64 %4594, 24
+  %4596 = mul nsw i64 %4595, 6
+  %4597 = add nsw i64 2675600, %4596
+  %arena1346 = getelementptr inbounds float, ptr %arena, i64 %4597
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t181_c24_01345, ptr %arena1346, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %mb180.next = add nsw i64 %conv1_weight_grad.mb1801220, 1
+  %4598 = icmp slt i64 %mb180.next, 1
+  br i1 %4598, label %conv1_weight_grad.mb180, label %conv1_weight_grad.mb180.end
+
+conv1_weight_grad.f183:                           ; preds = %conv1_weight_grad.r184.end, %conv1_weight_grad.g157.end
+  %conv1_weight_grad.f1831347 = phi i64 [ 0, %conv1_weight_grad.g157.end ], [ %f183.next, %conv1_weight_grad.r184.end ]
+  br label %conv1_weight_grad.r184
+
+conv1_weight_grad.f183.end:                       ; preds = %conv1_weight_grad.r184.end
+  br label %conv1_bias_grad.i185
+
+conv1_weight_grad.r184:                           ; preds = %conv1_weight_grad.r184, %conv1_weight_grad.f183
+  %conv1_weight_grad.r1841348 = phi i64 [ 0, %conv1_weight_grad.f183 ], [ %r184.next, %conv1_weight_grad.r184 ]
+  %4599 = mul nsw i64 %conv1_weight_grad.r1841348, 6
+  %4600 = add nsw i64 2675600, %4599
+  %4601 = add nsw i64 %4600, %conv1_weight_grad.f1831347
+  %arena1349 = getelementptr inbounds float, ptr %arena, i64 %4601
+  %4602 = load float, ptr %arena1349, align 4
+  %4603 = mul nsw i64 %conv1_weight_grad.f1831347, 25
+  %4604 = add nsw i64 %4603, %conv1_weight_grad.r1841348
+  %grads1350 = getelementptr inbounds float, ptr %grads, i64 %4604
+  store float %4602, ptr %grads1350, align 4
+  %r184.next = add nsw i64 %conv1_weight_grad.r1841348, 1
+  %4605 = icmp slt i64 %r184.next, 25
+  br i1 %4605, label %conv1_weight_grad.r184, label %conv1_weight_grad.r184.end
+
+conv1_weight_grad.r184.end:                       ; preds = %conv1_weight_grad.r184
+  %f183.next = add nsw i64 %conv1_weight_grad.f1831347, 1
+  %4606 = icmp slt i64 %f183.next, 6
+  br i1 %4606, label %conv1_weight_grad.f183, label %conv1_weight_grad.f183.end
+
+conv1_bias_grad.i185:                             ; preds = %conv1_bias_grad.i185, %conv1_weight_grad.f183.end
+  %conv1_bias_grad.i1851351 = phi i64 [ 0, %conv1_weight_grad.f183.end ], [ %i185.next, %conv1_bias_grad.i185 ]
+  %arena1352 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1851351
+  store float 1.000000e+00, ptr %arena1352, align 4
+  %i185.next = add nsw i64 %conv1_bias_grad.i1851351, 1
+  %4607 = icmp slt i64 %i185.next, 784
+  br i1 %4607, label %conv1_bias_grad.i185, label %conv1_bias_grad.i185.end
+
+conv1_bias_grad.i185.end:                         ; preds = %conv1_bias_grad.i185
+  br label %conv1_bias_grad.i186
+
+conv1_bias_grad.i186:                             ; preds = %conv1_bias_grad.i186, %conv1_bias_grad.i185.end
+  %conv1_bias_grad.i1861353 = phi i64 [ 0, %conv1_bias_grad.i185.end ], [ %i186.next, %conv1_bias_grad.i186 ]
+  %4608 = add nsw i64 150, %conv1_bias_grad.i1861353
+  %grads1354 = getelementptr inbounds float, ptr %grads, i64 %4608
+  store float 0.000000e+00, ptr %grads1354, align 4
+  %i186.next = add nsw i64 %conv1_bias_grad.i1861353, 1
+  %4609 = icmp slt i64 %i186.next, 6
+  br i1 %4609, label %conv1_bias_grad.i186, label %conv1_bias_grad.i186.end
+
+conv1_bias_grad.i186.end:                         ; preds = %conv1_bias_grad.i186
+  br label %conv1_bias_grad.img187
+
+conv1_bias_grad.img187:                           ; preds = %conv1_bias_grad.img187, %conv1_bias_grad.i186.end
+  %conv1_bias_grad.img1871355 = phi i64 [ 0, %conv1_bias_grad.i186.end ], [ %img187.next, %conv1_bias_grad.img187 ]
+  %4610 = mul nsw i64 %conv1_bias_grad.img1871355, 4704
+  %4611 = add nsw i64 819088, %4610
+  %arena1356 = getelementptr inbounds float, ptr %arena, i64 %4611
+  %arena1357 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1358 = getelementptr inbounds float, ptr %grads, i64 150
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 6, i32 1, i32 784, float 1.000000e+00, ptr %arena1356, i32 784, ptr %arena1357, i32 1, float 1.000000e+00, ptr %grads1358, i32 1)
+  %img187.next = add nsw i64 %conv1_bias_grad.img1871355, 1
+  %4612 = icmp slt i64 %img187.next, 64
+  br i1 %4612, label %conv1_bias_grad.img187, label %conv1_bias_grad.img187.end
+
+conv1_bias_grad.img187.end:                       ; preds = %conv1_bias_grad.img187
+  %4613 = sitofp i64 %step to float
+  %4614 = fmul float %4613, 0xBFBAF8E8A0000000
+  %4615 = call float @llvm.exp.f32(float %4614)
+  %4616 = fsub float 1.000000e+00, %4615
+  %4617 = fdiv float %lr, %4616
+  store float %4617, ptr %adam.step_size188, align 4
+  %4618 = sitofp i64 %step to float
+  %4619 = fmul float %4618, 0xBF50645940000000
+  %4620 = call float @llvm.exp.f32(float %4619)
+  %4621 = fsub float 1.000000e+00, %4620
+  %4622 = call float @llvm.sqrt.f32(float %4621)
+  store float %4622, ptr %adam.bc2_sqrt189, align 4
+  br label %adam.i190
+
+adam.i190:                                        ; preds = %adam.i190, %conv1_bias_grad.img187.end
+  %adam.i1901359 = phi i64 [ 0, %conv1_bias_grad.img187.end ], [ %i190.next, %adam.i190 ]
+  %grads1360 = getelementptr inbounds float, ptr %grads, i64 %adam.i1901359
+  %4623 = load float, ptr %grads1360, align 4
+  %params1361 = getelementptr inbounds float, ptr %params, i64 %adam.i1901359
+  %4624 = load float, ptr %params1361, align 4
+  %4625 = fmul float 0.000000e+00, %4624
+  %4626 = fadd float %4623, %4625
+  store float %4626, ptr %adam.g, align 4
+  %m1362 = getelementptr inbounds float, ptr %m, i64 %adam.i1901359
+  %4627 = load float, ptr %m1362, align 4
+  %4628 = fmul float 0x3FECCCCCC0000000, %4627
   %g = load float, ptr %adam.g, align 4
-  %1194 = fmul float 0x3FB9999A00000000, %g
-  %1195 = fadd float %1193, %1194
-  store float %1195, ptr %adam.m_new, align 4
-  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i152360
-  %1196 = load float, ptr %v364, align 4
-  %1197 = fmul float 0x3FEFF7CEE0000000, %1196
-  %g365 = load float, ptr %adam.g, align 4
-  %1198 = fmul float 0x3F50624000000000, %g365
-  %g366 = load float, ptr %adam.g, align 4
-  %1199 = fmul float %1198, %g366
-  %1200 = fadd float %1197, %1199
-  store float %1200, ptr %adam.v_new, align 4
+  %4629 = fmul float 0x3FB9999A00000000, %g
+  %4630 = fadd float %4628, %4629
+  store float %4630, ptr %adam.m_new, align 4
+  %v1363 = getelementptr inbounds float, ptr %v, i64 %adam.i1901359
+  %4631 = load float, ptr %v1363, align 4
+  %4632 = fmul float 0x3FEFF7CEE0000000, %4631
+  %g1364 = load float, ptr %adam.g, align 4
+  %4633 = fmul float 0x3F50624000000000, %g1364
+  %g1365 = load float, ptr %adam.g, align 4
+  %4634 = fmul float %4633, %g1365
+  %4635 = fadd float %4632, %4634
+  store float %4635, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m367 = getelementptr inbounds float, ptr %m, i64 %adam.i152360
-  store float %m_new, ptr %m367, align 4
+  %m1366 = getelementptr inbounds float, ptr %m, i64 %adam.i1901359
+  store float %m_new, ptr %m1366, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v368 = getelementptr inbounds float, ptr %v, i64 %adam.i152360
-  store float %v_new, ptr %v368, align 4
-  %params369 = getelementptr inbounds float, ptr %params, i64 %adam.i152360
-  %1201 = load float, ptr %params369, align 4
-  %step_size150 = load float, ptr %adam.step_size150, align 4
-  %m_new370 = load float, ptr %adam.m_new, align 4
-  %1202 = fmul float %step_size150, %m_new370
-  %v_new371 = load float, ptr %adam.v_new, align 4
-  %1203 = call float @llvm.sqrt.f32(float %v_new371)
-  %bc2_sqrt151 = load float, ptr %adam.bc2_sqrt151, align 4
-  %1204 = fdiv float %1203, %bc2_sqrt151
-  %1205 = fadd float %1204, 0x3E45798EE0000000
-  %1206 = fdiv float %1202, %1205
-  %1207 = fsub float %1201, %1206
-  %params372 = getelementptr inbounds float, ptr %params, i64 %adam.i152360
-  store float %1207, ptr %params372, align 4
-  %i152.next = add nsw i64 %adam.i152360, 1
-  %1208 = icmp slt i64 %i152.next, 61706
-  br i1 %1208, label %adam.i152, label %adam.i152.end
+  %v1367 = getelementptr inbounds float, ptr %v, i64 %adam.i1901359
+  store float %v_new, ptr %v1367, align 4
+  %params1368 = getelementptr inbounds float, ptr %params, i64 %adam.i1901359
+  %4636 = load float, ptr %params1368, align 4
+  %step_size188 = load float, ptr %adam.step_size188, align 4
+  %m_new1369 = load float, ptr %adam.m_new, align 4
+  %4637 = fmul float %step_size188, %m_new1369
+  %v_new1370 = load float, ptr %adam.v_new, align 4
+  %4638 = call float @llvm.sqrt.f32(float %v_new1370)
+  %bc2_sqrt189 = load float, ptr %adam.bc2_sqrt189, align 4
+  %4639 = fdiv float %4638, %bc2_sqrt189
+  %4640 = fadd float %4639, 0x3E45798EE0000000
+  %4641 = fdiv float %4637, %4640
+  %4642 = fsub float %4636, %4641
+  %params1371 = getelementptr inbounds float, ptr %params, i64 %adam.i1901359
+  store float %4642, ptr %params1371, align 4
+  %i190.next = add nsw i64 %adam.i1901359, 1
+  %4643 = icmp slt i64 %i190.next, 61706
+  br i1 %4643, label %adam.i190, label %adam.i190.end
 
-adam.i152.end:                                    ; preds = %adam.i152
+adam.i190.end:                                    ; preds = %adam.i190
   ret void
 }
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -2758,32 +8968,126 @@ declare float @llvm.exp.f32(float) #0
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #0
 
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #1
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: write)
+declare void @llvm.masked.store.v16f32.p0(<16 x float>, ptr nocapture, i32 immarg, <16 x i1>) #2
+
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #0
 
 define void @lenet5_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %pool2.acc44 = alloca float, align 4
-  %pool1.acc23 = alloca float, align 4
+  %pool2.acc54 = alloca float, align 4
+  %conv2.t46_a3 = alloca <16 x float>, align 64
+  %conv2.t46_a2 = alloca <16 x float>, align 64
+  %conv2.t46_a1 = alloca <16 x float>, align 64
+  %conv2.t46_a0 = alloca <16 x float>, align 64
+  %conv2.t46_b3 = alloca <16 x float>, align 64
+  %conv2.t46_b2 = alloca <16 x float>, align 64
+  %conv2.t46_b1 = alloca <16 x float>, align 64
+  %conv2.t46_b0 = alloca <16 x float>, align 64
+  %conv2.t46_c3_3 = alloca <16 x float>, align 64
+  %conv2.t46_c3_2 = alloca <16 x float>, align 64
+  %conv2.t46_c3_1 = alloca <16 x float>, align 64
+  %conv2.t46_c3_0 = alloca <16 x float>, align 64
+  %conv2.t46_c2_3 = alloca <16 x float>, align 64
+  %conv2.t46_c2_2 = alloca <16 x float>, align 64
+  %conv2.t46_c2_1 = alloca <16 x float>, align 64
+  %conv2.t46_c2_0 = alloca <16 x float>, align 64
+  %conv2.t46_c1_3 = alloca <16 x float>, align 64
+  %conv2.t46_c1_2 = alloca <16 x float>, align 64
+  %conv2.t46_c1_1 = alloca <16 x float>, align 64
+  %conv2.t46_c1_0 = alloca <16 x float>, align 64
+  %conv2.t46_c0_3 = alloca <16 x float>, align 64
+  %conv2.t46_c0_2 = alloca <16 x float>, align 64
+  %conv2.t46_c0_1 = alloca <16 x float>, align 64
+  %conv2.t46_c0_0 = alloca <16 x float>, align 64
+  %conv2.t44_a5 = alloca <16 x float>, align 64
+  %conv2.t44_a4 = alloca <16 x float>, align 64
+  %conv2.t44_a3 = alloca <16 x float>, align 64
+  %conv2.t44_a2 = alloca <16 x float>, align 64
+  %conv2.t44_a1 = alloca <16 x float>, align 64
+  %conv2.t44_a0 = alloca <16 x float>, align 64
+  %conv2.t44_b3 = alloca <16 x float>, align 64
+  %conv2.t44_b2 = alloca <16 x float>, align 64
+  %conv2.t44_b1 = alloca <16 x float>, align 64
+  %conv2.t44_b0 = alloca <16 x float>, align 64
+  %conv2.t44_c5_3 = alloca <16 x float>, align 64
+  %conv2.t44_c5_2 = alloca <16 x float>, align 64
+  %conv2.t44_c5_1 = alloca <16 x float>, align 64
+  %conv2.t44_c5_0 = alloca <16 x float>, align 64
+  %conv2.t44_c4_3 = alloca <16 x float>, align 64
+  %conv2.t44_c4_2 = alloca <16 x float>, align 64
+  %conv2.t44_c4_1 = alloca <16 x float>, align 64
+  %conv2.t44_c4_0 = alloca <16 x float>, align 64
+  %conv2.t44_c3_3 = alloca <16 x float>, align 64
+  %conv2.t44_c3_2 = alloca <16 x float>, align 64
+  %conv2.t44_c3_1 = alloca <16 x float>, align 64
+  %conv2.t44_c3_0 = alloca <16 x float>, align 64
+  %conv2.t44_c2_3 = alloca <16 x float>, align 64
+  %conv2.t44_c2_2 = alloca <16 x float>, align 64
+  %conv2.t44_c2_1 = alloca <16 x float>, align 64
+  %conv2.t44_c2_0 = alloca <16 x float>, align 64
+  %conv2.t44_c1_3 = alloca <16 x float>, align 64
+  %conv2.t44_c1_2 = alloca <16 x float>, align 64
+  %conv2.t44_c1_1 = alloca <16 x float>, align 64
+  %conv2.t44_c1_0 = alloca <16 x float>, align 64
+  %conv2.t44_c0_3 = alloca <16 x float>, align 64
+  %conv2.t44_c0_2 = alloca <16 x float>, align 64
+  %conv2.t44_c0_1 = alloca <16 x float>, align 64
+  %conv2.t44_c0_0 = alloca <16 x float>, align 64
+  %pool1.acc27 = alloca float, align 4
+  %conv1.t19_a5 = alloca <16 x float>, align 64
+  %conv1.t19_a4 = alloca <16 x float>, align 64
+  %conv1.t19_a3 = alloca <16 x float>, align 64
+  %conv1.t19_a2 = alloca <16 x float>, align 64
+  %conv1.t19_a1 = alloca <16 x float>, align 64
+  %conv1.t19_a0 = alloca <16 x float>, align 64
+  %conv1.t19_b3 = alloca <16 x float>, align 64
+  %conv1.t19_b2 = alloca <16 x float>, align 64
+  %conv1.t19_b1 = alloca <16 x float>, align 64
+  %conv1.t19_b0 = alloca <16 x float>, align 64
+  %conv1.t19_c5_3 = alloca <16 x float>, align 64
+  %conv1.t19_c5_2 = alloca <16 x float>, align 64
+  %conv1.t19_c5_1 = alloca <16 x float>, align 64
+  %conv1.t19_c5_0 = alloca <16 x float>, align 64
+  %conv1.t19_c4_3 = alloca <16 x float>, align 64
+  %conv1.t19_c4_2 = alloca <16 x float>, align 64
+  %conv1.t19_c4_1 = alloca <16 x float>, align 64
+  %conv1.t19_c4_0 = alloca <16 x float>, align 64
+  %conv1.t19_c3_3 = alloca <16 x float>, align 64
+  %conv1.t19_c3_2 = alloca <16 x float>, align 64
+  %conv1.t19_c3_1 = alloca <16 x float>, align 64
+  %conv1.t19_c3_0 = alloca <16 x float>, align 64
+  %conv1.t19_c2_3 = alloca <16 x float>, align 64
+  %conv1.t19_c2_2 = alloca <16 x float>, align 64
+  %conv1.t19_c2_1 = alloca <16 x float>, align 64
+  %conv1.t19_c2_0 = alloca <16 x float>, align 64
+  %conv1.t19_c1_3 = alloca <16 x float>, align 64
+  %conv1.t19_c1_2 = alloca <16 x float>, align 64
+  %conv1.t19_c1_1 = alloca <16 x float>, align 64
+  %conv1.t19_c1_0 = alloca <16 x float>, align 64
+  %conv1.t19_c0_3 = alloca <16 x float>, align 64
+  %conv1.t19_c0_2 = alloca <16 x float>, align 64
+  %conv1.t19_c0_1 = alloca <16 x float>, align 64
+  %conv1.t19_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j17.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j17.end ]
+conv1.g1:                                         ; preds = %conv1.j21.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j21.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j17.end
-  br label %pool1.q20
+conv1.g1.end:                                     ; preds = %conv1.j21.end
+  br label %pool1.q24
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena36 = getelementptr inbounds float, ptr %arena, i64 301056
-  %params37 = getelementptr inbounds float, ptr %params, i64 0
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 1555456
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 6, i32 25, float 1.000000e+00, ptr %arena36, i32 50176, ptr %params37, i32 25, float 0.000000e+00, ptr %arena38, i32 6)
-  br label %conv1.j17
+  br label %conv1.nb17
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -3117,670 +9421,1896 @@ conv1.ox16:                                       ; preds = %conv1.ox16, %conv1.
 conv1.ox16.end:                                   ; preds = %conv1.ox16
   br label %conv1.endif32
 
-conv1.j17:                                        ; preds = %conv1.f18.end, %conv1.j2.end
-  %conv1.j1739 = phi i64 [ 0, %conv1.j2.end ], [ %j17.next, %conv1.f18.end ]
-  br label %conv1.f18
+conv1.nb17:                                       ; preds = %conv1.mb18.end, %conv1.j2.end
+  %conv1.nb1736 = phi i64 [ 0, %conv1.j2.end ], [ %nb17.next, %conv1.mb18.end ]
+  br label %conv1.mb18
 
-conv1.j17.end:                                    ; preds = %conv1.f18.end
+conv1.nb17.end:                                   ; preds = %conv1.mb18.end
+  br label %conv1.j21
+
+conv1.mb18:                                       ; preds = %conv1.k20.end, %conv1.nb17
+  %conv1.mb1837 = phi i64 [ 0, %conv1.nb17 ], [ %mb18.next, %conv1.k20.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t19_c5_3, align 64
+  br label %conv1.k20
+
+conv1.mb18.end:                                   ; preds = %conv1.k20.end
+  %nb17.next = add nsw i64 %conv1.nb1736, 1
+  %172 = icmp slt i64 %nb17.next, 784
+  br i1 %172, label %conv1.nb17, label %conv1.nb17.end
+
+conv1.k20:                                        ; preds = %conv1.k20, %conv1.mb18
+  %conv1.k2038 = phi i64 [ 0, %conv1.mb18 ], [ %k20.next, %conv1.k20 ]
+  %173 = mul nsw i64 %conv1.k2038, 50176
+  %174 = add nsw i64 301056, %173
+  %175 = mul nsw i64 %conv1.nb1736, 64
+  %176 = add nsw i64 %174, %175
+  %arena39 = getelementptr inbounds float, ptr %arena, i64 %176
+  %177 = load <16 x float>, ptr %arena39, align 4
+  store <16 x float> %177, ptr %conv1.t19_b0, align 64
+  %178 = mul nsw i64 %conv1.k2038, 50176
+  %179 = add nsw i64 301056, %178
+  %180 = mul nsw i64 %conv1.nb1736, 64
+  %181 = add nsw i64 %179, %180
+  %182 = add nsw i64 %181, 16
+  %arena40 = getelementptr inbounds float, ptr %arena, i64 %182
+  %183 = load <16 x float>, ptr %arena40, align 4
+  store <16 x float> %183, ptr %conv1.t19_b1, align 64
+  %184 = mul nsw i64 %conv1.k2038, 50176
+  %185 = add nsw i64 301056, %184
+  %186 = mul nsw i64 %conv1.nb1736, 64
+  %187 = add nsw i64 %185, %186
+  %188 = add nsw i64 %187, 32
+  %arena41 = getelementptr inbounds float, ptr %arena, i64 %188
+  %189 = load <16 x float>, ptr %arena41, align 4
+  store <16 x float> %189, ptr %conv1.t19_b2, align 64
+  %190 = mul nsw i64 %conv1.k2038, 50176
+  %191 = add nsw i64 301056, %190
+  %192 = mul nsw i64 %conv1.nb1736, 64
+  %193 = add nsw i64 %191, %192
+  %194 = add nsw i64 %193, 48
+  %arena42 = getelementptr inbounds float, ptr %arena, i64 %194
+  %195 = load <16 x float>, ptr %arena42, align 4
+  store <16 x float> %195, ptr %conv1.t19_b3, align 64
+  %196 = mul nsw i64 %conv1.mb1837, 6
+  %197 = mul nsw i64 %196, 25
+  %198 = add nsw i64 %197, %conv1.k2038
+  %params43 = getelementptr inbounds float, ptr %params, i64 %198
+  %199 = load float, ptr %params43, align 4
+  %200 = insertelement <16 x float> undef, float %199, i32 0
+  %201 = shufflevector <16 x float> %200, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %201, ptr %conv1.t19_a0, align 64
+  %t19_a0 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b0 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c0_0 = load <16 x float>, ptr %conv1.t19_c0_0, align 64
+  %202 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a0, <16 x float> %t19_b0, <16 x float> %t19_c0_0)
+  store <16 x float> %202, ptr %conv1.t19_c0_0, align 64
+  %t19_a044 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b1 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c0_1 = load <16 x float>, ptr %conv1.t19_c0_1, align 64
+  %203 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a044, <16 x float> %t19_b1, <16 x float> %t19_c0_1)
+  store <16 x float> %203, ptr %conv1.t19_c0_1, align 64
+  %t19_a045 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b2 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c0_2 = load <16 x float>, ptr %conv1.t19_c0_2, align 64
+  %204 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a045, <16 x float> %t19_b2, <16 x float> %t19_c0_2)
+  store <16 x float> %204, ptr %conv1.t19_c0_2, align 64
+  %t19_a046 = load <16 x float>, ptr %conv1.t19_a0, align 64
+  %t19_b3 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c0_3 = load <16 x float>, ptr %conv1.t19_c0_3, align 64
+  %205 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a046, <16 x float> %t19_b3, <16 x float> %t19_c0_3)
+  store <16 x float> %205, ptr %conv1.t19_c0_3, align 64
+  %206 = mul nsw i64 %conv1.mb1837, 6
+  %207 = add nsw i64 %206, 1
+  %208 = mul nsw i64 %207, 25
+  %209 = add nsw i64 %208, %conv1.k2038
+  %params47 = getelementptr inbounds float, ptr %params, i64 %209
+  %210 = load float, ptr %params47, align 4
+  %211 = insertelement <16 x float> undef, float %210, i32 0
+  %212 = shufflevector <16 x float> %211, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %212, ptr %conv1.t19_a1, align 64
+  %t19_a1 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b048 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c1_0 = load <16 x float>, ptr %conv1.t19_c1_0, align 64
+  %213 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a1, <16 x float> %t19_b048, <16 x float> %t19_c1_0)
+  store <16 x float> %213, ptr %conv1.t19_c1_0, align 64
+  %t19_a149 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b150 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c1_1 = load <16 x float>, ptr %conv1.t19_c1_1, align 64
+  %214 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a149, <16 x float> %t19_b150, <16 x float> %t19_c1_1)
+  store <16 x float> %214, ptr %conv1.t19_c1_1, align 64
+  %t19_a151 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b252 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c1_2 = load <16 x float>, ptr %conv1.t19_c1_2, align 64
+  %215 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a151, <16 x float> %t19_b252, <16 x float> %t19_c1_2)
+  store <16 x float> %215, ptr %conv1.t19_c1_2, align 64
+  %t19_a153 = load <16 x float>, ptr %conv1.t19_a1, align 64
+  %t19_b354 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c1_3 = load <16 x float>, ptr %conv1.t19_c1_3, align 64
+  %216 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a153, <16 x float> %t19_b354, <16 x float> %t19_c1_3)
+  store <16 x float> %216, ptr %conv1.t19_c1_3, align 64
+  %217 = mul nsw i64 %conv1.mb1837, 6
+  %218 = add nsw i64 %217, 2
+  %219 = mul nsw i64 %218, 25
+  %220 = add nsw i64 %219, %conv1.k2038
+  %params55 = getelementptr inbounds float, ptr %params, i64 %220
+  %221 = load float, ptr %params55, align 4
+  %222 = insertelement <16 x float> undef, float %221, i32 0
+  %223 = shufflevector <16 x float> %222, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %223, ptr %conv1.t19_a2, align 64
+  %t19_a2 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b056 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c2_0 = load <16 x float>, ptr %conv1.t19_c2_0, align 64
+  %224 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a2, <16 x float> %t19_b056, <16 x float> %t19_c2_0)
+  store <16 x float> %224, ptr %conv1.t19_c2_0, align 64
+  %t19_a257 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b158 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c2_1 = load <16 x float>, ptr %conv1.t19_c2_1, align 64
+  %225 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a257, <16 x float> %t19_b158, <16 x float> %t19_c2_1)
+  store <16 x float> %225, ptr %conv1.t19_c2_1, align 64
+  %t19_a259 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b260 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c2_2 = load <16 x float>, ptr %conv1.t19_c2_2, align 64
+  %226 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a259, <16 x float> %t19_b260, <16 x float> %t19_c2_2)
+  store <16 x float> %226, ptr %conv1.t19_c2_2, align 64
+  %t19_a261 = load <16 x float>, ptr %conv1.t19_a2, align 64
+  %t19_b362 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c2_3 = load <16 x float>, ptr %conv1.t19_c2_3, align 64
+  %227 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a261, <16 x float> %t19_b362, <16 x float> %t19_c2_3)
+  store <16 x float> %227, ptr %conv1.t19_c2_3, align 64
+  %228 = mul nsw i64 %conv1.mb1837, 6
+  %229 = add nsw i64 %228, 3
+  %230 = mul nsw i64 %229, 25
+  %231 = add nsw i64 %230, %conv1.k2038
+  %params63 = getelementptr inbounds float, ptr %params, i64 %231
+  %232 = load float, ptr %params63, align 4
+  %233 = insertelement <16 x float> undef, float %232, i32 0
+  %234 = shufflevector <16 x float> %233, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %234, ptr %conv1.t19_a3, align 64
+  %t19_a3 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b064 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c3_0 = load <16 x float>, ptr %conv1.t19_c3_0, align 64
+  %235 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a3, <16 x float> %t19_b064, <16 x float> %t19_c3_0)
+  store <16 x float> %235, ptr %conv1.t19_c3_0, align 64
+  %t19_a365 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b166 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c3_1 = load <16 x float>, ptr %conv1.t19_c3_1, align 64
+  %236 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a365, <16 x float> %t19_b166, <16 x float> %t19_c3_1)
+  store <16 x float> %236, ptr %conv1.t19_c3_1, align 64
+  %t19_a367 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b268 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c3_2 = load <16 x float>, ptr %conv1.t19_c3_2, align 64
+  %237 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a367, <16 x float> %t19_b268, <16 x float> %t19_c3_2)
+  store <16 x float> %237, ptr %conv1.t19_c3_2, align 64
+  %t19_a369 = load <16 x float>, ptr %conv1.t19_a3, align 64
+  %t19_b370 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c3_3 = load <16 x float>, ptr %conv1.t19_c3_3, align 64
+  %238 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a369, <16 x float> %t19_b370, <16 x float> %t19_c3_3)
+  store <16 x float> %238, ptr %conv1.t19_c3_3, align 64
+  %239 = mul nsw i64 %conv1.mb1837, 6
+  %240 = add nsw i64 %239, 4
+  %241 = mul nsw i64 %240, 25
+  %242 = add nsw i64 %241, %conv1.k2038
+  %params71 = getelementptr inbounds float, ptr %params, i64 %242
+  %243 = load float, ptr %params71, align 4
+  %244 = insertelement <16 x float> undef, float %243, i32 0
+  %245 = shufflevector <16 x float> %244, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %245, ptr %conv1.t19_a4, align 64
+  %t19_a4 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b072 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c4_0 = load <16 x float>, ptr %conv1.t19_c4_0, align 64
+  %246 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a4, <16 x float> %t19_b072, <16 x float> %t19_c4_0)
+  store <16 x float> %246, ptr %conv1.t19_c4_0, align 64
+  %t19_a473 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b174 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c4_1 = load <16 x float>, ptr %conv1.t19_c4_1, align 64
+  %247 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a473, <16 x float> %t19_b174, <16 x float> %t19_c4_1)
+  store <16 x float> %247, ptr %conv1.t19_c4_1, align 64
+  %t19_a475 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b276 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c4_2 = load <16 x float>, ptr %conv1.t19_c4_2, align 64
+  %248 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a475, <16 x float> %t19_b276, <16 x float> %t19_c4_2)
+  store <16 x float> %248, ptr %conv1.t19_c4_2, align 64
+  %t19_a477 = load <16 x float>, ptr %conv1.t19_a4, align 64
+  %t19_b378 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c4_3 = load <16 x float>, ptr %conv1.t19_c4_3, align 64
+  %249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a477, <16 x float> %t19_b378, <16 x float> %t19_c4_3)
+  store <16 x float> %249, ptr %conv1.t19_c4_3, align 64
+  %250 = mul nsw i64 %conv1.mb1837, 6
+  %251 = add nsw i64 %250, 5
+  %252 = mul nsw i64 %251, 25
+  %253 = add nsw i64 %252, %conv1.k2038
+  %params79 = getelementptr inbounds float, ptr %params, i64 %253
+  %254 = load float, ptr %params79, align 4
+  %255 = insertelement <16 x float> undef, float %254, i32 0
+  %256 = shufflevector <16 x float> %255, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %256, ptr %conv1.t19_a5, align 64
+  %t19_a5 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b080 = load <16 x float>, ptr %conv1.t19_b0, align 64
+  %t19_c5_0 = load <16 x float>, ptr %conv1.t19_c5_0, align 64
+  %257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a5, <16 x float> %t19_b080, <16 x float> %t19_c5_0)
+  store <16 x float> %257, ptr %conv1.t19_c5_0, align 64
+  %t19_a581 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b182 = load <16 x float>, ptr %conv1.t19_b1, align 64
+  %t19_c5_1 = load <16 x float>, ptr %conv1.t19_c5_1, align 64
+  %258 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a581, <16 x float> %t19_b182, <16 x float> %t19_c5_1)
+  store <16 x float> %258, ptr %conv1.t19_c5_1, align 64
+  %t19_a583 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b284 = load <16 x float>, ptr %conv1.t19_b2, align 64
+  %t19_c5_2 = load <16 x float>, ptr %conv1.t19_c5_2, align 64
+  %259 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a583, <16 x float> %t19_b284, <16 x float> %t19_c5_2)
+  store <16 x float> %259, ptr %conv1.t19_c5_2, align 64
+  %t19_a585 = load <16 x float>, ptr %conv1.t19_a5, align 64
+  %t19_b386 = load <16 x float>, ptr %conv1.t19_b3, align 64
+  %t19_c5_3 = load <16 x float>, ptr %conv1.t19_c5_3, align 64
+  %260 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t19_a585, <16 x float> %t19_b386, <16 x float> %t19_c5_3)
+  store <16 x float> %260, ptr %conv1.t19_c5_3, align 64
+  %k20.next = add nsw i64 %conv1.k2038, 1
+  %261 = icmp slt i64 %k20.next, 25
+  br i1 %261, label %conv1.k20, label %conv1.k20.end
+
+conv1.k20.end:                                    ; preds = %conv1.k20
+  %t19_c0_087 = load <16 x float>, ptr %conv1.t19_c0_0, align 64
+  %262 = mul nsw i64 %conv1.mb1837, 6
+  %263 = mul nsw i64 %262, 50176
+  %264 = add nsw i64 1555456, %263
+  %265 = mul nsw i64 %conv1.nb1736, 64
+  %266 = add nsw i64 %264, %265
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %266
+  store <16 x float> %t19_c0_087, ptr %arena88, align 4
+  %t19_c0_189 = load <16 x float>, ptr %conv1.t19_c0_1, align 64
+  %267 = mul nsw i64 %conv1.mb1837, 6
+  %268 = mul nsw i64 %267, 50176
+  %269 = add nsw i64 1555456, %268
+  %270 = mul nsw i64 %conv1.nb1736, 64
+  %271 = add nsw i64 %269, %270
+  %272 = add nsw i64 %271, 16
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %272
+  store <16 x float> %t19_c0_189, ptr %arena90, align 4
+  %t19_c0_291 = load <16 x float>, ptr %conv1.t19_c0_2, align 64
+  %273 = mul nsw i64 %conv1.mb1837, 6
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 1555456, %274
+  %276 = mul nsw i64 %conv1.nb1736, 64
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 32
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %278
+  store <16 x float> %t19_c0_291, ptr %arena92, align 4
+  %t19_c0_393 = load <16 x float>, ptr %conv1.t19_c0_3, align 64
+  %279 = mul nsw i64 %conv1.mb1837, 6
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 1555456, %280
+  %282 = mul nsw i64 %conv1.nb1736, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 48
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t19_c0_393, ptr %arena94, align 4
+  %t19_c1_095 = load <16 x float>, ptr %conv1.t19_c1_0, align 64
+  %285 = mul nsw i64 %conv1.mb1837, 6
+  %286 = add nsw i64 %285, 1
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 1555456, %287
+  %289 = mul nsw i64 %conv1.nb1736, 64
+  %290 = add nsw i64 %288, %289
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %290
+  store <16 x float> %t19_c1_095, ptr %arena96, align 4
+  %t19_c1_197 = load <16 x float>, ptr %conv1.t19_c1_1, align 64
+  %291 = mul nsw i64 %conv1.mb1837, 6
+  %292 = add nsw i64 %291, 1
+  %293 = mul nsw i64 %292, 50176
+  %294 = add nsw i64 1555456, %293
+  %295 = mul nsw i64 %conv1.nb1736, 64
+  %296 = add nsw i64 %294, %295
+  %297 = add nsw i64 %296, 16
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %297
+  store <16 x float> %t19_c1_197, ptr %arena98, align 4
+  %t19_c1_299 = load <16 x float>, ptr %conv1.t19_c1_2, align 64
+  %298 = mul nsw i64 %conv1.mb1837, 6
+  %299 = add nsw i64 %298, 1
+  %300 = mul nsw i64 %299, 50176
+  %301 = add nsw i64 1555456, %300
+  %302 = mul nsw i64 %conv1.nb1736, 64
+  %303 = add nsw i64 %301, %302
+  %304 = add nsw i64 %303, 32
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t19_c1_299, ptr %arena100, align 4
+  %t19_c1_3101 = load <16 x float>, ptr %conv1.t19_c1_3, align 64
+  %305 = mul nsw i64 %conv1.mb1837, 6
+  %306 = add nsw i64 %305, 1
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 1555456, %307
+  %309 = mul nsw i64 %conv1.nb1736, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 48
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t19_c1_3101, ptr %arena102, align 4
+  %t19_c2_0103 = load <16 x float>, ptr %conv1.t19_c2_0, align 64
+  %312 = mul nsw i64 %conv1.mb1837, 6
+  %313 = add nsw i64 %312, 2
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 1555456, %314
+  %316 = mul nsw i64 %conv1.nb1736, 64
+  %317 = add nsw i64 %315, %316
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %317
+  store <16 x float> %t19_c2_0103, ptr %arena104, align 4
+  %t19_c2_1105 = load <16 x float>, ptr %conv1.t19_c2_1, align 64
+  %318 = mul nsw i64 %conv1.mb1837, 6
+  %319 = add nsw i64 %318, 2
+  %320 = mul nsw i64 %319, 50176
+  %321 = add nsw i64 1555456, %320
+  %322 = mul nsw i64 %conv1.nb1736, 64
+  %323 = add nsw i64 %321, %322
+  %324 = add nsw i64 %323, 16
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %324
+  store <16 x float> %t19_c2_1105, ptr %arena106, align 4
+  %t19_c2_2107 = load <16 x float>, ptr %conv1.t19_c2_2, align 64
+  %325 = mul nsw i64 %conv1.mb1837, 6
+  %326 = add nsw i64 %325, 2
+  %327 = mul nsw i64 %326, 50176
+  %328 = add nsw i64 1555456, %327
+  %329 = mul nsw i64 %conv1.nb1736, 64
+  %330 = add nsw i64 %328, %329
+  %331 = add nsw i64 %330, 32
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t19_c2_2107, ptr %arena108, align 4
+  %t19_c2_3109 = load <16 x float>, ptr %conv1.t19_c2_3, align 64
+  %332 = mul nsw i64 %conv1.mb1837, 6
+  %333 = add nsw i64 %332, 2
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 1555456, %334
+  %336 = mul nsw i64 %conv1.nb1736, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 48
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t19_c2_3109, ptr %arena110, align 4
+  %t19_c3_0111 = load <16 x float>, ptr %conv1.t19_c3_0, align 64
+  %339 = mul nsw i64 %conv1.mb1837, 6
+  %340 = add nsw i64 %339, 3
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 1555456, %341
+  %343 = mul nsw i64 %conv1.nb1736, 64
+  %344 = add nsw i64 %342, %343
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %344
+  store <16 x float> %t19_c3_0111, ptr %arena112, align 4
+  %t19_c3_1113 = load <16 x float>, ptr %conv1.t19_c3_1, align 64
+  %345 = mul nsw i64 %conv1.mb1837, 6
+  %346 = add nsw i64 %345, 3
+  %347 = mul nsw i64 %346, 50176
+  %348 = add nsw i64 1555456, %347
+  %349 = mul nsw i64 %conv1.nb1736, 64
+  %350 = add nsw i64 %348, %349
+  %351 = add nsw i64 %350, 16
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %351
+  store <16 x float> %t19_c3_1113, ptr %arena114, align 4
+  %t19_c3_2115 = load <16 x float>, ptr %conv1.t19_c3_2, align 64
+  %352 = mul nsw i64 %conv1.mb1837, 6
+  %353 = add nsw i64 %352, 3
+  %354 = mul nsw i64 %353, 50176
+  %355 = add nsw i64 1555456, %354
+  %356 = mul nsw i64 %conv1.nb1736, 64
+  %357 = add nsw i64 %355, %356
+  %358 = add nsw i64 %357, 32
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %358
+  store <16 x float> %t19_c3_2115, ptr %arena116, align 4
+  %t19_c3_3117 = load <16 x float>, ptr %conv1.t19_c3_3, align 64
+  %359 = mul nsw i64 %conv1.mb1837, 6
+  %360 = add nsw i64 %359, 3
+  %361 = mul nsw i64 %360, 50176
+  %362 = add nsw i64 1555456, %361
+  %363 = mul nsw i64 %conv1.nb1736, 64
+  %364 = add nsw i64 %362, %363
+  %365 = add nsw i64 %364, 48
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %365
+  store <16 x float> %t19_c3_3117, ptr %arena118, align 4
+  %t19_c4_0119 = load <16 x float>, ptr %conv1.t19_c4_0, align 64
+  %366 = mul nsw i64 %conv1.mb1837, 6
+  %367 = add nsw i64 %366, 4
+  %368 = mul nsw i64 %367, 50176
+  %369 = add nsw i64 1555456, %368
+  %370 = mul nsw i64 %conv1.nb1736, 64
+  %371 = add nsw i64 %369, %370
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %371
+  store <16 x float> %t19_c4_0119, ptr %arena120, align 4
+  %t19_c4_1121 = load <16 x float>, ptr %conv1.t19_c4_1, align 64
+  %372 = mul nsw i64 %conv1.mb1837, 6
+  %373 = add nsw i64 %372, 4
+  %374 = mul nsw i64 %373, 50176
+  %375 = add nsw i64 1555456, %374
+  %376 = mul nsw i64 %conv1.nb1736, 64
+  %377 = add nsw i64 %375, %376
+  %378 = add nsw i64 %377, 16
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %378
+  store <16 x float> %t19_c4_1121, ptr %arena122, align 4
+  %t19_c4_2123 = load <16 x float>, ptr %conv1.t19_c4_2, align 64
+  %379 = mul nsw i64 %conv1.mb1837, 6
+  %380 = add nsw i64 %379, 4
+  %381 = mul nsw i64 %380, 50176
+  %382 = add nsw i64 1555456, %381
+  %383 = mul nsw i64 %conv1.nb1736, 64
+  %384 = add nsw i64 %382, %383
+  %385 = add nsw i64 %384, 32
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %385
+  store <16 x float> %t19_c4_2123, ptr %arena124, align 4
+  %t19_c4_3125 = load <16 x float>, ptr %conv1.t19_c4_3, align 64
+  %386 = mul nsw i64 %conv1.mb1837, 6
+  %387 = add nsw i64 %386, 4
+  %388 = mul nsw i64 %387, 50176
+  %389 = add nsw i64 1555456, %388
+  %390 = mul nsw i64 %conv1.nb1736, 64
+  %391 = add nsw i64 %389, %390
+  %392 = add nsw i64 %391, 48
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %392
+  store <16 x float> %t19_c4_3125, ptr %arena126, align 4
+  %t19_c5_0127 = load <16 x float>, ptr %conv1.t19_c5_0, align 64
+  %393 = mul nsw i64 %conv1.mb1837, 6
+  %394 = add nsw i64 %393, 5
+  %395 = mul nsw i64 %394, 50176
+  %396 = add nsw i64 1555456, %395
+  %397 = mul nsw i64 %conv1.nb1736, 64
+  %398 = add nsw i64 %396, %397
+  %arena128 = getelementptr inbounds float, ptr %arena, i64 %398
+  store <16 x float> %t19_c5_0127, ptr %arena128, align 4
+  %t19_c5_1129 = load <16 x float>, ptr %conv1.t19_c5_1, align 64
+  %399 = mul nsw i64 %conv1.mb1837, 6
+  %400 = add nsw i64 %399, 5
+  %401 = mul nsw i64 %400, 50176
+  %402 = add nsw i64 1555456, %401
+  %403 = mul nsw i64 %conv1.nb1736, 64
+  %404 = add nsw i64 %402, %403
+  %405 = add nsw i64 %404, 16
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %405
+  store <16 x float> %t19_c5_1129, ptr %arena130, align 4
+  %t19_c5_2131 = load <16 x float>, ptr %conv1.t19_c5_2, align 64
+  %406 = mul nsw i64 %conv1.mb1837, 6
+  %407 = add nsw i64 %406, 5
+  %408 = mul nsw i64 %407, 50176
+  %409 = add nsw i64 1555456, %408
+  %410 = mul nsw i64 %conv1.nb1736, 64
+  %411 = add nsw i64 %409, %410
+  %412 = add nsw i64 %411, 32
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %412
+  store <16 x float> %t19_c5_2131, ptr %arena132, align 4
+  %t19_c5_3133 = load <16 x float>, ptr %conv1.t19_c5_3, align 64
+  %413 = mul nsw i64 %conv1.mb1837, 6
+  %414 = add nsw i64 %413, 5
+  %415 = mul nsw i64 %414, 50176
+  %416 = add nsw i64 1555456, %415
+  %417 = mul nsw i64 %conv1.nb1736, 64
+  %418 = add nsw i64 %416, %417
+  %419 = add nsw i64 %418, 48
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %419
+  store <16 x float> %t19_c5_3133, ptr %arena134, align 4
+  %mb18.next = add nsw i64 %conv1.mb1837, 1
+  %420 = icmp slt i64 %mb18.next, 1
+  br i1 %420, label %conv1.mb18, label %conv1.mb18.end
+
+conv1.j21:                                        ; preds = %conv1.f22.end, %conv1.nb17.end
+  %conv1.j21135 = phi i64 [ 0, %conv1.nb17.end ], [ %j21.next, %conv1.f22.end ]
+  br label %conv1.f22
+
+conv1.j21.end:                                    ; preds = %conv1.f22.end
   %g1.next = add nsw i64 %conv1.g11, 1
-  %172 = icmp slt i64 %g1.next, 1
-  br i1 %172, label %conv1.g1, label %conv1.g1.end
+  %421 = icmp slt i64 %g1.next, 1
+  br i1 %421, label %conv1.g1, label %conv1.g1.end
 
-conv1.f18:                                        ; preds = %conv1.i19.end, %conv1.j17
-  %conv1.f1840 = phi i64 [ 0, %conv1.j17 ], [ %f18.next, %conv1.i19.end ]
-  br label %conv1.i19
+conv1.f22:                                        ; preds = %conv1.i23.end, %conv1.j21
+  %conv1.f22136 = phi i64 [ 0, %conv1.j21 ], [ %f22.next, %conv1.i23.end ]
+  br label %conv1.i23
 
-conv1.f18.end:                                    ; preds = %conv1.i19.end
-  %j17.next = add nsw i64 %conv1.j1739, 1
-  %173 = icmp slt i64 %j17.next, 64
-  br i1 %173, label %conv1.j17, label %conv1.j17.end
+conv1.f22.end:                                    ; preds = %conv1.i23.end
+  %j21.next = add nsw i64 %conv1.j21135, 1
+  %422 = icmp slt i64 %j21.next, 64
+  br i1 %422, label %conv1.j21, label %conv1.j21.end
 
-conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
-  %conv1.i1941 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
-  %174 = mul nsw i64 %conv1.j1739, 784
-  %175 = add nsw i64 %174, %conv1.i1941
-  %176 = mul nsw i64 %175, 6
-  %177 = add nsw i64 1555456, %176
-  %178 = add nsw i64 %177, %conv1.f1840
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %178
-  %179 = load float, ptr %arena42, align 4
-  %180 = add nsw i64 150, %conv1.f1840
-  %params43 = getelementptr inbounds float, ptr %params, i64 %180
-  %181 = load float, ptr %params43, align 4
-  %182 = fadd float %179, %181
-  %183 = fcmp ogt float %182, 0.000000e+00
-  %184 = mul nsw i64 %conv1.j1739, 784
-  %185 = add nsw i64 %184, %conv1.i1941
-  %186 = mul nsw i64 %185, 6
-  %187 = add nsw i64 1555456, %186
-  %188 = add nsw i64 %187, %conv1.f1840
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %188
-  %189 = load float, ptr %arena44, align 4
-  %190 = add nsw i64 150, %conv1.f1840
-  %params45 = getelementptr inbounds float, ptr %params, i64 %190
-  %191 = load float, ptr %params45, align 4
-  %192 = fadd float %189, %191
-  %193 = select i1 %183, float %192, float 0.000000e+00
-  %194 = mul nsw i64 %conv1.g11, 64
-  %195 = add nsw i64 %194, %conv1.j1739
-  %196 = mul nsw i64 %195, 4704
-  %197 = mul nsw i64 %conv1.f1840, 784
-  %198 = add nsw i64 %196, %197
-  %199 = add nsw i64 %198, %conv1.i1941
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 %199
-  store float %193, ptr %arena46, align 4
-  %i19.next = add nsw i64 %conv1.i1941, 1
-  %200 = icmp slt i64 %i19.next, 784
-  br i1 %200, label %conv1.i19, label %conv1.i19.end
+conv1.i23:                                        ; preds = %conv1.i23, %conv1.f22
+  %conv1.i23137 = phi i64 [ 0, %conv1.f22 ], [ %i23.next, %conv1.i23 ]
+  %423 = mul nsw i64 %conv1.f22136, 50176
+  %424 = add nsw i64 1555456, %423
+  %425 = mul nsw i64 %conv1.j21135, 784
+  %426 = add nsw i64 %424, %425
+  %427 = add nsw i64 %426, %conv1.i23137
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %427
+  %428 = load float, ptr %arena138, align 4
+  %429 = add nsw i64 150, %conv1.f22136
+  %params139 = getelementptr inbounds float, ptr %params, i64 %429
+  %430 = load float, ptr %params139, align 4
+  %431 = fadd float %428, %430
+  %432 = fcmp ogt float %431, 0.000000e+00
+  %433 = mul nsw i64 %conv1.f22136, 50176
+  %434 = add nsw i64 1555456, %433
+  %435 = mul nsw i64 %conv1.j21135, 784
+  %436 = add nsw i64 %434, %435
+  %437 = add nsw i64 %436, %conv1.i23137
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %437
+  %438 = load float, ptr %arena140, align 4
+  %439 = add nsw i64 150, %conv1.f22136
+  %params141 = getelementptr inbounds float, ptr %params, i64 %439
+  %440 = load float, ptr %params141, align 4
+  %441 = fadd float %438, %440
+  %442 = select i1 %432, float %441, float 0.000000e+00
+  %443 = mul nsw i64 %conv1.g11, 64
+  %444 = add nsw i64 %443, %conv1.j21135
+  %445 = mul nsw i64 %444, 4704
+  %446 = mul nsw i64 %conv1.f22136, 784
+  %447 = add nsw i64 %445, %446
+  %448 = add nsw i64 %447, %conv1.i23137
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %448
+  store float %442, ptr %arena142, align 4
+  %i23.next = add nsw i64 %conv1.i23137, 1
+  %449 = icmp slt i64 %i23.next, 784
+  br i1 %449, label %conv1.i23, label %conv1.i23.end
 
-conv1.i19.end:                                    ; preds = %conv1.i19
-  %f18.next = add nsw i64 %conv1.f1840, 1
-  %201 = icmp slt i64 %f18.next, 6
-  br i1 %201, label %conv1.f18, label %conv1.f18.end
+conv1.i23.end:                                    ; preds = %conv1.i23
+  %f22.next = add nsw i64 %conv1.f22136, 1
+  %450 = icmp slt i64 %f22.next, 6
+  br i1 %450, label %conv1.f22, label %conv1.f22.end
 
-pool1.q20:                                        ; preds = %pool1.py21.end, %conv1.g1.end
-  %pool1.q2047 = phi i64 [ 0, %conv1.g1.end ], [ %q20.next, %pool1.py21.end ]
-  br label %pool1.py21
+pool1.q24:                                        ; preds = %pool1.py25.end, %conv1.g1.end
+  %pool1.q24143 = phi i64 [ 0, %conv1.g1.end ], [ %q24.next, %pool1.py25.end ]
+  br label %pool1.py25
 
-pool1.q20.end:                                    ; preds = %pool1.py21.end
-  br label %conv2.g24
+pool1.q24.end:                                    ; preds = %pool1.py25.end
+  br label %conv2.g28
 
-pool1.py21:                                       ; preds = %pool1.px22.end, %pool1.q20
-  %pool1.py2148 = phi i64 [ 0, %pool1.q20 ], [ %py21.next, %pool1.px22.end ]
-  br label %pool1.px22
+pool1.py25:                                       ; preds = %pool1.px26.end, %pool1.q24
+  %pool1.py25144 = phi i64 [ 0, %pool1.q24 ], [ %py25.next, %pool1.px26.end ]
+  br label %pool1.px26
 
-pool1.py21.end:                                   ; preds = %pool1.px22.end
-  %q20.next = add nsw i64 %pool1.q2047, 1
-  %202 = icmp slt i64 %q20.next, 384
-  br i1 %202, label %pool1.q20, label %pool1.q20.end
+pool1.py25.end:                                   ; preds = %pool1.px26.end
+  %q24.next = add nsw i64 %pool1.q24143, 1
+  %451 = icmp slt i64 %q24.next, 384
+  br i1 %451, label %pool1.q24, label %pool1.q24.end
 
-pool1.px22:                                       ; preds = %pool1.px22, %pool1.py21
-  %pool1.px2249 = phi i64 [ 0, %pool1.py21 ], [ %px22.next, %pool1.px22 ]
-  store float 0.000000e+00, ptr %pool1.acc23, align 4
-  %acc23 = load float, ptr %pool1.acc23, align 4
-  %203 = mul nsw i64 %pool1.q2047, 784
-  %204 = mul nsw i64 %pool1.py2148, 56
-  %205 = add nsw i64 %203, %204
-  %206 = mul nsw i64 %pool1.px2249, 2
-  %207 = add nsw i64 %205, %206
-  %arena50 = getelementptr inbounds float, ptr %arena, i64 %207
-  %208 = load float, ptr %arena50, align 4
-  %209 = fadd float %acc23, %208
-  store float %209, ptr %pool1.acc23, align 4
-  %acc2351 = load float, ptr %pool1.acc23, align 4
-  %210 = mul nsw i64 %pool1.q2047, 784
-  %211 = mul nsw i64 %pool1.py2148, 56
-  %212 = add nsw i64 %210, %211
-  %213 = mul nsw i64 %pool1.px2249, 2
-  %214 = add nsw i64 %212, %213
-  %215 = add nsw i64 %214, 1
-  %arena52 = getelementptr inbounds float, ptr %arena, i64 %215
-  %216 = load float, ptr %arena52, align 4
-  %217 = fadd float %acc2351, %216
-  store float %217, ptr %pool1.acc23, align 4
-  %acc2353 = load float, ptr %pool1.acc23, align 4
-  %218 = mul nsw i64 %pool1.q2047, 784
-  %219 = mul nsw i64 %pool1.py2148, 56
-  %220 = add nsw i64 %218, %219
-  %221 = mul nsw i64 %pool1.px2249, 2
-  %222 = add nsw i64 %220, %221
-  %223 = add nsw i64 %222, 28
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %223
-  %224 = load float, ptr %arena54, align 4
-  %225 = fadd float %acc2353, %224
-  store float %225, ptr %pool1.acc23, align 4
-  %acc2355 = load float, ptr %pool1.acc23, align 4
-  %226 = mul nsw i64 %pool1.q2047, 784
-  %227 = mul nsw i64 %pool1.py2148, 56
-  %228 = add nsw i64 %226, %227
-  %229 = mul nsw i64 %pool1.px2249, 2
-  %230 = add nsw i64 %228, %229
-  %231 = add nsw i64 %230, 28
-  %232 = add nsw i64 %231, 1
-  %arena56 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena56, align 4
-  %234 = fadd float %acc2355, %233
-  store float %234, ptr %pool1.acc23, align 4
-  %acc2357 = load float, ptr %pool1.acc23, align 4
-  %235 = fmul float %acc2357, 2.500000e-01
-  %236 = mul nsw i64 %pool1.q2047, 196
-  %237 = add nsw i64 301056, %236
-  %238 = mul nsw i64 %pool1.py2148, 14
-  %239 = add nsw i64 %237, %238
-  %240 = add nsw i64 %239, %pool1.px2249
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %240
-  store float %235, ptr %arena58, align 4
-  %px22.next = add nsw i64 %pool1.px2249, 1
-  %241 = icmp slt i64 %px22.next, 14
-  br i1 %241, label %pool1.px22, label %pool1.px22.end
+pool1.px26:                                       ; preds = %pool1.px26, %pool1.py25
+  %pool1.px26145 = phi i64 [ 0, %pool1.py25 ], [ %px26.next, %pool1.px26 ]
+  store float 0.000000e+00, ptr %pool1.acc27, align 4
+  %acc27 = load float, ptr %pool1.acc27, align 4
+  %452 = mul nsw i64 %pool1.q24143, 784
+  %453 = mul nsw i64 %pool1.py25144, 56
+  %454 = add nsw i64 %452, %453
+  %455 = mul nsw i64 %pool1.px26145, 2
+  %456 = add nsw i64 %454, %455
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %456
+  %457 = load float, ptr %arena146, align 4
+  %458 = fadd float %acc27, %457
+  store float %458, ptr %pool1.acc27, align 4
+  %acc27147 = load float, ptr %pool1.acc27, align 4
+  %459 = mul nsw i64 %pool1.q24143, 784
+  %460 = mul nsw i64 %pool1.py25144, 56
+  %461 = add nsw i64 %459, %460
+  %462 = mul nsw i64 %pool1.px26145, 2
+  %463 = add nsw i64 %461, %462
+  %464 = add nsw i64 %463, 1
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %464
+  %465 = load float, ptr %arena148, align 4
+  %466 = fadd float %acc27147, %465
+  store float %466, ptr %pool1.acc27, align 4
+  %acc27149 = load float, ptr %pool1.acc27, align 4
+  %467 = mul nsw i64 %pool1.q24143, 784
+  %468 = mul nsw i64 %pool1.py25144, 56
+  %469 = add nsw i64 %467, %468
+  %470 = mul nsw i64 %pool1.px26145, 2
+  %471 = add nsw i64 %469, %470
+  %472 = add nsw i64 %471, 28
+  %arena150 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load float, ptr %arena150, align 4
+  %474 = fadd float %acc27149, %473
+  store float %474, ptr %pool1.acc27, align 4
+  %acc27151 = load float, ptr %pool1.acc27, align 4
+  %475 = mul nsw i64 %pool1.q24143, 784
+  %476 = mul nsw i64 %pool1.py25144, 56
+  %477 = add nsw i64 %475, %476
+  %478 = mul nsw i64 %pool1.px26145, 2
+  %479 = add nsw i64 %477, %478
+  %480 = add nsw i64 %479, 28
+  %481 = add nsw i64 %480, 1
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena152, align 4
+  %483 = fadd float %acc27151, %482
+  store float %483, ptr %pool1.acc27, align 4
+  %acc27153 = load float, ptr %pool1.acc27, align 4
+  %484 = fmul float %acc27153, 2.500000e-01
+  %485 = mul nsw i64 %pool1.q24143, 196
+  %486 = add nsw i64 301056, %485
+  %487 = mul nsw i64 %pool1.py25144, 14
+  %488 = add nsw i64 %486, %487
+  %489 = add nsw i64 %488, %pool1.px26145
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %489
+  store float %484, ptr %arena154, align 4
+  %px26.next = add nsw i64 %pool1.px26145, 1
+  %490 = icmp slt i64 %px26.next, 14
+  br i1 %490, label %pool1.px26, label %pool1.px26.end
 
-pool1.px22.end:                                   ; preds = %pool1.px22
-  %py21.next = add nsw i64 %pool1.py2148, 1
-  %242 = icmp slt i64 %py21.next, 14
-  br i1 %242, label %pool1.py21, label %pool1.py21.end
+pool1.px26.end:                                   ; preds = %pool1.px26
+  %py25.next = add nsw i64 %pool1.py25144, 1
+  %491 = icmp slt i64 %py25.next, 14
+  br i1 %491, label %pool1.py25, label %pool1.py25.end
 
-conv2.g24:                                        ; preds = %conv2.j38.end, %pool1.q20.end
-  %conv2.g2459 = phi i64 [ 0, %pool1.q20.end ], [ %g24.next, %conv2.j38.end ]
-  br label %conv2.j25
+conv2.g28:                                        ; preds = %conv2.j48.end, %pool1.q24.end
+  %conv2.g28155 = phi i64 [ 0, %pool1.q24.end ], [ %g28.next, %conv2.j48.end ]
+  br label %conv2.j29
 
-conv2.g24.end:                                    ; preds = %conv2.j38.end
-  br label %pool2.q41
+conv2.g28.end:                                    ; preds = %conv2.j48.end
+  br label %pool2.q51
 
-conv2.j25:                                        ; preds = %conv2.c26.end, %conv2.g24
-  %conv2.j2560 = phi i64 [ 0, %conv2.g24 ], [ %j25.next, %conv2.c26.end ]
-  br label %conv2.c26
+conv2.j29:                                        ; preds = %conv2.c30.end, %conv2.g28
+  %conv2.j29156 = phi i64 [ 0, %conv2.g28 ], [ %j29.next, %conv2.c30.end ]
+  br label %conv2.c30
 
-conv2.j25.end:                                    ; preds = %conv2.c26.end
-  %arena83 = getelementptr inbounds float, ptr %arena, i64 376320
-  %params84 = getelementptr inbounds float, ptr %params, i64 156
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 1336320
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 6400, i32 16, i32 150, float 1.000000e+00, ptr %arena83, i32 6400, ptr %params84, i32 150, float 0.000000e+00, ptr %arena85, i32 16)
-  br label %conv2.j38
+conv2.j29.end:                                    ; preds = %conv2.c30.end
+  br label %conv2.nb42
 
-conv2.c26:                                        ; preds = %conv2.ky27.end, %conv2.j25
-  %conv2.c2661 = phi i64 [ 0, %conv2.j25 ], [ %c26.next, %conv2.ky27.end ]
-  br label %conv2.ky27
+conv2.c30:                                        ; preds = %conv2.ky31.end, %conv2.j29
+  %conv2.c30157 = phi i64 [ 0, %conv2.j29 ], [ %c30.next, %conv2.ky31.end ]
+  br label %conv2.ky31
 
-conv2.c26.end:                                    ; preds = %conv2.ky27.end
-  %j25.next = add nsw i64 %conv2.j2560, 1
-  %243 = icmp slt i64 %j25.next, 64
-  br i1 %243, label %conv2.j25, label %conv2.j25.end
+conv2.c30.end:                                    ; preds = %conv2.ky31.end
+  %j29.next = add nsw i64 %conv2.j29156, 1
+  %492 = icmp slt i64 %j29.next, 64
+  br i1 %492, label %conv2.j29, label %conv2.j29.end
 
-conv2.ky27:                                       ; preds = %conv2.oy36.end, %conv2.c26
-  %conv2.ky2762 = phi i64 [ 0, %conv2.c26 ], [ %ky27.next, %conv2.oy36.end ]
-  br label %conv2.oy28
-
-conv2.ky27.end:                                   ; preds = %conv2.oy36.end
-  %c26.next = add nsw i64 %conv2.c2661, 1
-  %244 = icmp slt i64 %c26.next, 6
-  br i1 %244, label %conv2.c26, label %conv2.c26.end
-
-conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.ky27
-  %conv2.oy2863 = phi i64 [ 0, %conv2.ky27 ], [ %oy28.next, %conv2.ox29.end ]
-  br label %conv2.ox29
-
-conv2.oy28.end:                                   ; preds = %conv2.ox29.end
-  br label %conv2.oy30
-
-conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
-  %conv2.ox2964 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
-  %245 = mul nsw i64 %conv2.g2459, 64
-  %246 = add nsw i64 %245, %conv2.j2560
-  %247 = mul nsw i64 %246, 1176
-  %248 = add nsw i64 301056, %247
-  %249 = mul nsw i64 %conv2.c2661, 196
-  %250 = add nsw i64 %248, %249
-  %251 = add nsw i64 %conv2.oy2863, %conv2.ky2762
-  %252 = mul nsw i64 %251, 14
-  %253 = add nsw i64 %250, %252
-  %254 = add nsw i64 %253, %conv2.ox2964
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %254
-  %255 = load float, ptr %arena65, align 4
-  %256 = mul nsw i64 %conv2.c2661, 5
-  %257 = add nsw i64 %256, %conv2.ky2762
-  %258 = mul nsw i64 %257, 5
-  %259 = mul nsw i64 %258, 6400
-  %260 = add nsw i64 376320, %259
-  %261 = mul nsw i64 %conv2.j2560, 100
-  %262 = add nsw i64 %260, %261
-  %263 = mul nsw i64 %conv2.oy2863, 10
-  %264 = add nsw i64 %262, %263
-  %265 = add nsw i64 %264, %conv2.ox2964
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %265
-  store float %255, ptr %arena66, align 4
-  %ox29.next = add nsw i64 %conv2.ox2964, 1
-  %266 = icmp slt i64 %ox29.next, 10
-  br i1 %266, label %conv2.ox29, label %conv2.ox29.end
-
-conv2.ox29.end:                                   ; preds = %conv2.ox29
-  %oy28.next = add nsw i64 %conv2.oy2863, 1
-  %267 = icmp slt i64 %oy28.next, 10
-  br i1 %267, label %conv2.oy28, label %conv2.oy28.end
-
-conv2.oy30:                                       ; preds = %conv2.ox31.end, %conv2.oy28.end
-  %conv2.oy3067 = phi i64 [ 0, %conv2.oy28.end ], [ %oy30.next, %conv2.ox31.end ]
-  br label %conv2.ox31
-
-conv2.oy30.end:                                   ; preds = %conv2.ox31.end
+conv2.ky31:                                       ; preds = %conv2.oy40.end, %conv2.c30
+  %conv2.ky31158 = phi i64 [ 0, %conv2.c30 ], [ %ky31.next, %conv2.oy40.end ]
   br label %conv2.oy32
 
-conv2.ox31:                                       ; preds = %conv2.ox31, %conv2.oy30
-  %conv2.ox3168 = phi i64 [ 0, %conv2.oy30 ], [ %ox31.next, %conv2.ox31 ]
-  %268 = mul nsw i64 %conv2.g2459, 64
-  %269 = add nsw i64 %268, %conv2.j2560
-  %270 = mul nsw i64 %269, 1176
-  %271 = add nsw i64 301056, %270
-  %272 = mul nsw i64 %conv2.c2661, 196
-  %273 = add nsw i64 %271, %272
-  %274 = add nsw i64 %conv2.oy3067, %conv2.ky2762
-  %275 = mul nsw i64 %274, 14
-  %276 = add nsw i64 %273, %275
-  %277 = add nsw i64 %conv2.ox3168, 1
-  %278 = add nsw i64 %276, %277
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 %278
-  %279 = load float, ptr %arena69, align 4
-  %280 = mul nsw i64 %conv2.c2661, 5
-  %281 = add nsw i64 %280, %conv2.ky2762
-  %282 = mul nsw i64 %281, 5
-  %283 = add nsw i64 %282, 1
-  %284 = mul nsw i64 %283, 6400
-  %285 = add nsw i64 376320, %284
-  %286 = mul nsw i64 %conv2.j2560, 100
-  %287 = add nsw i64 %285, %286
-  %288 = mul nsw i64 %conv2.oy3067, 10
-  %289 = add nsw i64 %287, %288
-  %290 = add nsw i64 %289, %conv2.ox3168
-  %arena70 = getelementptr inbounds float, ptr %arena, i64 %290
-  store float %279, ptr %arena70, align 4
-  %ox31.next = add nsw i64 %conv2.ox3168, 1
-  %291 = icmp slt i64 %ox31.next, 10
-  br i1 %291, label %conv2.ox31, label %conv2.ox31.end
+conv2.ky31.end:                                   ; preds = %conv2.oy40.end
+  %c30.next = add nsw i64 %conv2.c30157, 1
+  %493 = icmp slt i64 %c30.next, 6
+  br i1 %493, label %conv2.c30, label %conv2.c30.end
 
-conv2.ox31.end:                                   ; preds = %conv2.ox31
-  %oy30.next = add nsw i64 %conv2.oy3067, 1
-  %292 = icmp slt i64 %oy30.next, 10
-  br i1 %292, label %conv2.oy30, label %conv2.oy30.end
-
-conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.oy30.end
-  %conv2.oy3271 = phi i64 [ 0, %conv2.oy30.end ], [ %oy32.next, %conv2.ox33.end ]
+conv2.oy32:                                       ; preds = %conv2.ox33.end, %conv2.ky31
+  %conv2.oy32159 = phi i64 [ 0, %conv2.ky31 ], [ %oy32.next, %conv2.ox33.end ]
   br label %conv2.ox33
 
 conv2.oy32.end:                                   ; preds = %conv2.ox33.end
   br label %conv2.oy34
 
 conv2.ox33:                                       ; preds = %conv2.ox33, %conv2.oy32
-  %conv2.ox3372 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
-  %293 = mul nsw i64 %conv2.g2459, 64
-  %294 = add nsw i64 %293, %conv2.j2560
-  %295 = mul nsw i64 %294, 1176
-  %296 = add nsw i64 301056, %295
-  %297 = mul nsw i64 %conv2.c2661, 196
-  %298 = add nsw i64 %296, %297
-  %299 = add nsw i64 %conv2.oy3271, %conv2.ky2762
-  %300 = mul nsw i64 %299, 14
-  %301 = add nsw i64 %298, %300
-  %302 = add nsw i64 %conv2.ox3372, 2
-  %303 = add nsw i64 %301, %302
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %303
-  %304 = load float, ptr %arena73, align 4
-  %305 = mul nsw i64 %conv2.c2661, 5
-  %306 = add nsw i64 %305, %conv2.ky2762
-  %307 = mul nsw i64 %306, 5
-  %308 = add nsw i64 %307, 2
-  %309 = mul nsw i64 %308, 6400
-  %310 = add nsw i64 376320, %309
-  %311 = mul nsw i64 %conv2.j2560, 100
-  %312 = add nsw i64 %310, %311
-  %313 = mul nsw i64 %conv2.oy3271, 10
-  %314 = add nsw i64 %312, %313
-  %315 = add nsw i64 %314, %conv2.ox3372
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %315
-  store float %304, ptr %arena74, align 4
-  %ox33.next = add nsw i64 %conv2.ox3372, 1
-  %316 = icmp slt i64 %ox33.next, 10
-  br i1 %316, label %conv2.ox33, label %conv2.ox33.end
+  %conv2.ox33160 = phi i64 [ 0, %conv2.oy32 ], [ %ox33.next, %conv2.ox33 ]
+  %494 = mul nsw i64 %conv2.g28155, 64
+  %495 = add nsw i64 %494, %conv2.j29156
+  %496 = mul nsw i64 %495, 1176
+  %497 = add nsw i64 301056, %496
+  %498 = mul nsw i64 %conv2.c30157, 196
+  %499 = add nsw i64 %497, %498
+  %500 = add nsw i64 %conv2.oy32159, %conv2.ky31158
+  %501 = mul nsw i64 %500, 14
+  %502 = add nsw i64 %499, %501
+  %503 = add nsw i64 %502, %conv2.ox33160
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %503
+  %504 = load float, ptr %arena161, align 4
+  %505 = mul nsw i64 %conv2.c30157, 5
+  %506 = add nsw i64 %505, %conv2.ky31158
+  %507 = mul nsw i64 %506, 5
+  %508 = mul nsw i64 %507, 6400
+  %509 = add nsw i64 376320, %508
+  %510 = mul nsw i64 %conv2.j29156, 100
+  %511 = add nsw i64 %509, %510
+  %512 = mul nsw i64 %conv2.oy32159, 10
+  %513 = add nsw i64 %511, %512
+  %514 = add nsw i64 %513, %conv2.ox33160
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %514
+  store float %504, ptr %arena162, align 4
+  %ox33.next = add nsw i64 %conv2.ox33160, 1
+  %515 = icmp slt i64 %ox33.next, 10
+  br i1 %515, label %conv2.ox33, label %conv2.ox33.end
 
 conv2.ox33.end:                                   ; preds = %conv2.ox33
-  %oy32.next = add nsw i64 %conv2.oy3271, 1
-  %317 = icmp slt i64 %oy32.next, 10
-  br i1 %317, label %conv2.oy32, label %conv2.oy32.end
+  %oy32.next = add nsw i64 %conv2.oy32159, 1
+  %516 = icmp slt i64 %oy32.next, 10
+  br i1 %516, label %conv2.oy32, label %conv2.oy32.end
 
 conv2.oy34:                                       ; preds = %conv2.ox35.end, %conv2.oy32.end
-  %conv2.oy3475 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
+  %conv2.oy34163 = phi i64 [ 0, %conv2.oy32.end ], [ %oy34.next, %conv2.ox35.end ]
   br label %conv2.ox35
 
 conv2.oy34.end:                                   ; preds = %conv2.ox35.end
   br label %conv2.oy36
 
 conv2.ox35:                                       ; preds = %conv2.ox35, %conv2.oy34
-  %conv2.ox3576 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
-  %318 = mul nsw i64 %conv2.g2459, 64
-  %319 = add nsw i64 %318, %conv2.j2560
-  %320 = mul nsw i64 %319, 1176
-  %321 = add nsw i64 301056, %320
-  %322 = mul nsw i64 %conv2.c2661, 196
-  %323 = add nsw i64 %321, %322
-  %324 = add nsw i64 %conv2.oy3475, %conv2.ky2762
-  %325 = mul nsw i64 %324, 14
-  %326 = add nsw i64 %323, %325
-  %327 = add nsw i64 %conv2.ox3576, 3
-  %328 = add nsw i64 %326, %327
-  %arena77 = getelementptr inbounds float, ptr %arena, i64 %328
-  %329 = load float, ptr %arena77, align 4
-  %330 = mul nsw i64 %conv2.c2661, 5
-  %331 = add nsw i64 %330, %conv2.ky2762
-  %332 = mul nsw i64 %331, 5
-  %333 = add nsw i64 %332, 3
-  %334 = mul nsw i64 %333, 6400
-  %335 = add nsw i64 376320, %334
-  %336 = mul nsw i64 %conv2.j2560, 100
-  %337 = add nsw i64 %335, %336
-  %338 = mul nsw i64 %conv2.oy3475, 10
-  %339 = add nsw i64 %337, %338
-  %340 = add nsw i64 %339, %conv2.ox3576
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %340
-  store float %329, ptr %arena78, align 4
-  %ox35.next = add nsw i64 %conv2.ox3576, 1
-  %341 = icmp slt i64 %ox35.next, 10
-  br i1 %341, label %conv2.ox35, label %conv2.ox35.end
+  %conv2.ox35164 = phi i64 [ 0, %conv2.oy34 ], [ %ox35.next, %conv2.ox35 ]
+  %517 = mul nsw i64 %conv2.g28155, 64
+  %518 = add nsw i64 %517, %conv2.j29156
+  %519 = mul nsw i64 %518, 1176
+  %520 = add nsw i64 301056, %519
+  %521 = mul nsw i64 %conv2.c30157, 196
+  %522 = add nsw i64 %520, %521
+  %523 = add nsw i64 %conv2.oy34163, %conv2.ky31158
+  %524 = mul nsw i64 %523, 14
+  %525 = add nsw i64 %522, %524
+  %526 = add nsw i64 %conv2.ox35164, 1
+  %527 = add nsw i64 %525, %526
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %527
+  %528 = load float, ptr %arena165, align 4
+  %529 = mul nsw i64 %conv2.c30157, 5
+  %530 = add nsw i64 %529, %conv2.ky31158
+  %531 = mul nsw i64 %530, 5
+  %532 = add nsw i64 %531, 1
+  %533 = mul nsw i64 %532, 6400
+  %534 = add nsw i64 376320, %533
+  %535 = mul nsw i64 %conv2.j29156, 100
+  %536 = add nsw i64 %534, %535
+  %537 = mul nsw i64 %conv2.oy34163, 10
+  %538 = add nsw i64 %536, %537
+  %539 = add nsw i64 %538, %conv2.ox35164
+  %arena166 = getelementptr inbounds float, ptr %arena, i64 %539
+  store float %528, ptr %arena166, align 4
+  %ox35.next = add nsw i64 %conv2.ox35164, 1
+  %540 = icmp slt i64 %ox35.next, 10
+  br i1 %540, label %conv2.ox35, label %conv2.ox35.end
 
 conv2.ox35.end:                                   ; preds = %conv2.ox35
-  %oy34.next = add nsw i64 %conv2.oy3475, 1
-  %342 = icmp slt i64 %oy34.next, 10
-  br i1 %342, label %conv2.oy34, label %conv2.oy34.end
+  %oy34.next = add nsw i64 %conv2.oy34163, 1
+  %541 = icmp slt i64 %oy34.next, 10
+  br i1 %541, label %conv2.oy34, label %conv2.oy34.end
 
 conv2.oy36:                                       ; preds = %conv2.ox37.end, %conv2.oy34.end
-  %conv2.oy3679 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
+  %conv2.oy36167 = phi i64 [ 0, %conv2.oy34.end ], [ %oy36.next, %conv2.ox37.end ]
   br label %conv2.ox37
 
 conv2.oy36.end:                                   ; preds = %conv2.ox37.end
-  %ky27.next = add nsw i64 %conv2.ky2762, 1
-  %343 = icmp slt i64 %ky27.next, 5
-  br i1 %343, label %conv2.ky27, label %conv2.ky27.end
+  br label %conv2.oy38
 
 conv2.ox37:                                       ; preds = %conv2.ox37, %conv2.oy36
-  %conv2.ox3780 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
-  %344 = mul nsw i64 %conv2.g2459, 64
-  %345 = add nsw i64 %344, %conv2.j2560
-  %346 = mul nsw i64 %345, 1176
-  %347 = add nsw i64 301056, %346
-  %348 = mul nsw i64 %conv2.c2661, 196
-  %349 = add nsw i64 %347, %348
-  %350 = add nsw i64 %conv2.oy3679, %conv2.ky2762
-  %351 = mul nsw i64 %350, 14
-  %352 = add nsw i64 %349, %351
-  %353 = add nsw i64 %conv2.ox3780, 4
-  %354 = add nsw i64 %352, %353
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %354
-  %355 = load float, ptr %arena81, align 4
-  %356 = mul nsw i64 %conv2.c2661, 5
-  %357 = add nsw i64 %356, %conv2.ky2762
-  %358 = mul nsw i64 %357, 5
-  %359 = add nsw i64 %358, 4
-  %360 = mul nsw i64 %359, 6400
-  %361 = add nsw i64 376320, %360
-  %362 = mul nsw i64 %conv2.j2560, 100
-  %363 = add nsw i64 %361, %362
-  %364 = mul nsw i64 %conv2.oy3679, 10
-  %365 = add nsw i64 %363, %364
-  %366 = add nsw i64 %365, %conv2.ox3780
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %366
-  store float %355, ptr %arena82, align 4
-  %ox37.next = add nsw i64 %conv2.ox3780, 1
-  %367 = icmp slt i64 %ox37.next, 10
-  br i1 %367, label %conv2.ox37, label %conv2.ox37.end
+  %conv2.ox37168 = phi i64 [ 0, %conv2.oy36 ], [ %ox37.next, %conv2.ox37 ]
+  %542 = mul nsw i64 %conv2.g28155, 64
+  %543 = add nsw i64 %542, %conv2.j29156
+  %544 = mul nsw i64 %543, 1176
+  %545 = add nsw i64 301056, %544
+  %546 = mul nsw i64 %conv2.c30157, 196
+  %547 = add nsw i64 %545, %546
+  %548 = add nsw i64 %conv2.oy36167, %conv2.ky31158
+  %549 = mul nsw i64 %548, 14
+  %550 = add nsw i64 %547, %549
+  %551 = add nsw i64 %conv2.ox37168, 2
+  %552 = add nsw i64 %550, %551
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %552
+  %553 = load float, ptr %arena169, align 4
+  %554 = mul nsw i64 %conv2.c30157, 5
+  %555 = add nsw i64 %554, %conv2.ky31158
+  %556 = mul nsw i64 %555, 5
+  %557 = add nsw i64 %556, 2
+  %558 = mul nsw i64 %557, 6400
+  %559 = add nsw i64 376320, %558
+  %560 = mul nsw i64 %conv2.j29156, 100
+  %561 = add nsw i64 %559, %560
+  %562 = mul nsw i64 %conv2.oy36167, 10
+  %563 = add nsw i64 %561, %562
+  %564 = add nsw i64 %563, %conv2.ox37168
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %564
+  store float %553, ptr %arena170, align 4
+  %ox37.next = add nsw i64 %conv2.ox37168, 1
+  %565 = icmp slt i64 %ox37.next, 10
+  br i1 %565, label %conv2.ox37, label %conv2.ox37.end
 
 conv2.ox37.end:                                   ; preds = %conv2.ox37
-  %oy36.next = add nsw i64 %conv2.oy3679, 1
-  %368 = icmp slt i64 %oy36.next, 10
-  br i1 %368, label %conv2.oy36, label %conv2.oy36.end
+  %oy36.next = add nsw i64 %conv2.oy36167, 1
+  %566 = icmp slt i64 %oy36.next, 10
+  br i1 %566, label %conv2.oy36, label %conv2.oy36.end
 
-conv2.j38:                                        ; preds = %conv2.f39.end, %conv2.j25.end
-  %conv2.j3886 = phi i64 [ 0, %conv2.j25.end ], [ %j38.next, %conv2.f39.end ]
-  br label %conv2.f39
+conv2.oy38:                                       ; preds = %conv2.ox39.end, %conv2.oy36.end
+  %conv2.oy38171 = phi i64 [ 0, %conv2.oy36.end ], [ %oy38.next, %conv2.ox39.end ]
+  br label %conv2.ox39
 
-conv2.j38.end:                                    ; preds = %conv2.f39.end
-  %g24.next = add nsw i64 %conv2.g2459, 1
-  %369 = icmp slt i64 %g24.next, 1
-  br i1 %369, label %conv2.g24, label %conv2.g24.end
+conv2.oy38.end:                                   ; preds = %conv2.ox39.end
+  br label %conv2.oy40
 
-conv2.f39:                                        ; preds = %conv2.i40.end, %conv2.j38
-  %conv2.f3987 = phi i64 [ 0, %conv2.j38 ], [ %f39.next, %conv2.i40.end ]
-  br label %conv2.i40
+conv2.ox39:                                       ; preds = %conv2.ox39, %conv2.oy38
+  %conv2.ox39172 = phi i64 [ 0, %conv2.oy38 ], [ %ox39.next, %conv2.ox39 ]
+  %567 = mul nsw i64 %conv2.g28155, 64
+  %568 = add nsw i64 %567, %conv2.j29156
+  %569 = mul nsw i64 %568, 1176
+  %570 = add nsw i64 301056, %569
+  %571 = mul nsw i64 %conv2.c30157, 196
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %conv2.oy38171, %conv2.ky31158
+  %574 = mul nsw i64 %573, 14
+  %575 = add nsw i64 %572, %574
+  %576 = add nsw i64 %conv2.ox39172, 3
+  %577 = add nsw i64 %575, %576
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %577
+  %578 = load float, ptr %arena173, align 4
+  %579 = mul nsw i64 %conv2.c30157, 5
+  %580 = add nsw i64 %579, %conv2.ky31158
+  %581 = mul nsw i64 %580, 5
+  %582 = add nsw i64 %581, 3
+  %583 = mul nsw i64 %582, 6400
+  %584 = add nsw i64 376320, %583
+  %585 = mul nsw i64 %conv2.j29156, 100
+  %586 = add nsw i64 %584, %585
+  %587 = mul nsw i64 %conv2.oy38171, 10
+  %588 = add nsw i64 %586, %587
+  %589 = add nsw i64 %588, %conv2.ox39172
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %589
+  store float %578, ptr %arena174, align 4
+  %ox39.next = add nsw i64 %conv2.ox39172, 1
+  %590 = icmp slt i64 %ox39.next, 10
+  br i1 %590, label %conv2.ox39, label %conv2.ox39.end
 
-conv2.f39.end:                                    ; preds = %conv2.i40.end
-  %j38.next = add nsw i64 %conv2.j3886, 1
-  %370 = icmp slt i64 %j38.next, 64
-  br i1 %370, label %conv2.j38, label %conv2.j38.end
+conv2.ox39.end:                                   ; preds = %conv2.ox39
+  %oy38.next = add nsw i64 %conv2.oy38171, 1
+  %591 = icmp slt i64 %oy38.next, 10
+  br i1 %591, label %conv2.oy38, label %conv2.oy38.end
 
-conv2.i40:                                        ; preds = %conv2.i40, %conv2.f39
-  %conv2.i4088 = phi i64 [ 0, %conv2.f39 ], [ %i40.next, %conv2.i40 ]
-  %371 = mul nsw i64 %conv2.j3886, 100
-  %372 = add nsw i64 %371, %conv2.i4088
-  %373 = mul nsw i64 %372, 16
-  %374 = add nsw i64 1336320, %373
-  %375 = add nsw i64 %374, %conv2.f3987
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 %375
-  %376 = load float, ptr %arena89, align 4
-  %377 = add nsw i64 2556, %conv2.f3987
-  %params90 = getelementptr inbounds float, ptr %params, i64 %377
-  %378 = load float, ptr %params90, align 4
-  %379 = fadd float %376, %378
-  %380 = fcmp ogt float %379, 0.000000e+00
-  %381 = mul nsw i64 %conv2.j3886, 100
-  %382 = add nsw i64 %381, %conv2.i4088
-  %383 = mul nsw i64 %382, 16
-  %384 = add nsw i64 1336320, %383
-  %385 = add nsw i64 %384, %conv2.f3987
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %385
-  %386 = load float, ptr %arena91, align 4
-  %387 = add nsw i64 2556, %conv2.f3987
-  %params92 = getelementptr inbounds float, ptr %params, i64 %387
-  %388 = load float, ptr %params92, align 4
-  %389 = fadd float %386, %388
-  %390 = select i1 %380, float %389, float 0.000000e+00
-  %391 = mul nsw i64 %conv2.g2459, 64
-  %392 = add nsw i64 %391, %conv2.j3886
-  %393 = mul nsw i64 %392, 1600
-  %394 = mul nsw i64 %conv2.f3987, 100
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %395, %conv2.i4088
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %396
-  store float %390, ptr %arena93, align 4
-  %i40.next = add nsw i64 %conv2.i4088, 1
-  %397 = icmp slt i64 %i40.next, 100
-  br i1 %397, label %conv2.i40, label %conv2.i40.end
+conv2.oy40:                                       ; preds = %conv2.ox41.end, %conv2.oy38.end
+  %conv2.oy40175 = phi i64 [ 0, %conv2.oy38.end ], [ %oy40.next, %conv2.ox41.end ]
+  br label %conv2.ox41
 
-conv2.i40.end:                                    ; preds = %conv2.i40
-  %f39.next = add nsw i64 %conv2.f3987, 1
-  %398 = icmp slt i64 %f39.next, 16
-  br i1 %398, label %conv2.f39, label %conv2.f39.end
+conv2.oy40.end:                                   ; preds = %conv2.ox41.end
+  %ky31.next = add nsw i64 %conv2.ky31158, 1
+  %592 = icmp slt i64 %ky31.next, 5
+  br i1 %592, label %conv2.ky31, label %conv2.ky31.end
 
-pool2.q41:                                        ; preds = %pool2.py42.end, %conv2.g24.end
-  %pool2.q4194 = phi i64 [ 0, %conv2.g24.end ], [ %q41.next, %pool2.py42.end ]
-  br label %pool2.py42
+conv2.ox41:                                       ; preds = %conv2.ox41, %conv2.oy40
+  %conv2.ox41176 = phi i64 [ 0, %conv2.oy40 ], [ %ox41.next, %conv2.ox41 ]
+  %593 = mul nsw i64 %conv2.g28155, 64
+  %594 = add nsw i64 %593, %conv2.j29156
+  %595 = mul nsw i64 %594, 1176
+  %596 = add nsw i64 301056, %595
+  %597 = mul nsw i64 %conv2.c30157, 196
+  %598 = add nsw i64 %596, %597
+  %599 = add nsw i64 %conv2.oy40175, %conv2.ky31158
+  %600 = mul nsw i64 %599, 14
+  %601 = add nsw i64 %598, %600
+  %602 = add nsw i64 %conv2.ox41176, 4
+  %603 = add nsw i64 %601, %602
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %603
+  %604 = load float, ptr %arena177, align 4
+  %605 = mul nsw i64 %conv2.c30157, 5
+  %606 = add nsw i64 %605, %conv2.ky31158
+  %607 = mul nsw i64 %606, 5
+  %608 = add nsw i64 %607, 4
+  %609 = mul nsw i64 %608, 6400
+  %610 = add nsw i64 376320, %609
+  %611 = mul nsw i64 %conv2.j29156, 100
+  %612 = add nsw i64 %610, %611
+  %613 = mul nsw i64 %conv2.oy40175, 10
+  %614 = add nsw i64 %612, %613
+  %615 = add nsw i64 %614, %conv2.ox41176
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %615
+  store float %604, ptr %arena178, align 4
+  %ox41.next = add nsw i64 %conv2.ox41176, 1
+  %616 = icmp slt i64 %ox41.next, 10
+  br i1 %616, label %conv2.ox41, label %conv2.ox41.end
 
-pool2.q41.end:                                    ; preds = %pool2.py42.end
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 102400
-  %params107 = getelementptr inbounds float, ptr %params, i64 2572
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena106, i32 400, ptr %params107, i32 400, float 0.000000e+00, ptr %arena108, i32 120)
-  br label %fc1.n45
+conv2.ox41.end:                                   ; preds = %conv2.ox41
+  %oy40.next = add nsw i64 %conv2.oy40175, 1
+  %617 = icmp slt i64 %oy40.next, 10
+  br i1 %617, label %conv2.oy40, label %conv2.oy40.end
 
-pool2.py42:                                       ; preds = %pool2.px43.end, %pool2.q41
-  %pool2.py4295 = phi i64 [ 0, %pool2.q41 ], [ %py42.next, %pool2.px43.end ]
-  br label %pool2.px43
+conv2.nb42:                                       ; preds = %conv2.k47.end, %conv2.j29.end
+  %conv2.nb42179 = phi i64 [ 0, %conv2.j29.end ], [ %nb42.next, %conv2.k47.end ]
+  br label %conv2.mb43
 
-pool2.py42.end:                                   ; preds = %pool2.px43.end
-  %q41.next = add nsw i64 %pool2.q4194, 1
-  %399 = icmp slt i64 %q41.next, 1024
-  br i1 %399, label %pool2.q41, label %pool2.q41.end
+conv2.nb42.end:                                   ; preds = %conv2.k47.end
+  br label %conv2.j48
 
-pool2.px43:                                       ; preds = %pool2.px43, %pool2.py42
-  %pool2.px4396 = phi i64 [ 0, %pool2.py42 ], [ %px43.next, %pool2.px43 ]
-  store float 0.000000e+00, ptr %pool2.acc44, align 4
-  %acc44 = load float, ptr %pool2.acc44, align 4
-  %400 = mul nsw i64 %pool2.q4194, 100
-  %401 = mul nsw i64 %pool2.py4295, 20
-  %402 = add nsw i64 %400, %401
-  %403 = mul nsw i64 %pool2.px4396, 2
-  %404 = add nsw i64 %402, %403
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %404
-  %405 = load float, ptr %arena97, align 4
-  %406 = fadd float %acc44, %405
-  store float %406, ptr %pool2.acc44, align 4
-  %acc4498 = load float, ptr %pool2.acc44, align 4
-  %407 = mul nsw i64 %pool2.q4194, 100
-  %408 = mul nsw i64 %pool2.py4295, 20
-  %409 = add nsw i64 %407, %408
-  %410 = mul nsw i64 %pool2.px4396, 2
-  %411 = add nsw i64 %409, %410
-  %412 = add nsw i64 %411, 1
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 %412
-  %413 = load float, ptr %arena99, align 4
-  %414 = fadd float %acc4498, %413
-  store float %414, ptr %pool2.acc44, align 4
-  %acc44100 = load float, ptr %pool2.acc44, align 4
-  %415 = mul nsw i64 %pool2.q4194, 100
-  %416 = mul nsw i64 %pool2.py4295, 20
-  %417 = add nsw i64 %415, %416
-  %418 = mul nsw i64 %pool2.px4396, 2
-  %419 = add nsw i64 %417, %418
-  %420 = add nsw i64 %419, 10
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %420
-  %421 = load float, ptr %arena101, align 4
-  %422 = fadd float %acc44100, %421
-  store float %422, ptr %pool2.acc44, align 4
-  %acc44102 = load float, ptr %pool2.acc44, align 4
-  %423 = mul nsw i64 %pool2.q4194, 100
-  %424 = mul nsw i64 %pool2.py4295, 20
-  %425 = add nsw i64 %423, %424
-  %426 = mul nsw i64 %pool2.px4396, 2
-  %427 = add nsw i64 %425, %426
-  %428 = add nsw i64 %427, 10
-  %429 = add nsw i64 %428, 1
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load float, ptr %arena103, align 4
-  %431 = fadd float %acc44102, %430
-  store float %431, ptr %pool2.acc44, align 4
-  %acc44104 = load float, ptr %pool2.acc44, align 4
-  %432 = fmul float %acc44104, 2.500000e-01
-  %433 = mul nsw i64 %pool2.q4194, 25
-  %434 = add nsw i64 102400, %433
-  %435 = mul nsw i64 %pool2.py4295, 5
-  %436 = add nsw i64 %434, %435
-  %437 = add nsw i64 %436, %pool2.px4396
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %437
-  store float %432, ptr %arena105, align 4
-  %px43.next = add nsw i64 %pool2.px4396, 1
-  %438 = icmp slt i64 %px43.next, 5
-  br i1 %438, label %pool2.px43, label %pool2.px43.end
+conv2.mb43:                                       ; preds = %conv2.k45.end, %conv2.nb42
+  %conv2.mb43180 = phi i64 [ 0, %conv2.nb42 ], [ %mb43.next, %conv2.k45.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t44_c5_3, align 64
+  br label %conv2.k45
 
-pool2.px43.end:                                   ; preds = %pool2.px43
-  %py42.next = add nsw i64 %pool2.py4295, 1
-  %439 = icmp slt i64 %py42.next, 5
-  br i1 %439, label %pool2.py42, label %pool2.py42.end
+conv2.mb43.end:                                   ; preds = %conv2.k45.end
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t46_c3_3, align 64
+  br label %conv2.k47
 
-fc1.n45:                                          ; preds = %fc1.u46.end, %pool2.q41.end
-  %fc1.n45109 = phi i64 [ 0, %pool2.q41.end ], [ %n45.next, %fc1.u46.end ]
-  br label %fc1.u46
+conv2.k45:                                        ; preds = %conv2.k45, %conv2.mb43
+  %conv2.k45181 = phi i64 [ 0, %conv2.mb43 ], [ %k45.next, %conv2.k45 ]
+  %618 = mul nsw i64 %conv2.k45181, 6400
+  %619 = add nsw i64 376320, %618
+  %620 = mul nsw i64 %conv2.nb42179, 64
+  %621 = add nsw i64 %619, %620
+  %arena182 = getelementptr inbounds float, ptr %arena, i64 %621
+  %622 = load <16 x float>, ptr %arena182, align 4
+  store <16 x float> %622, ptr %conv2.t44_b0, align 64
+  %623 = mul nsw i64 %conv2.k45181, 6400
+  %624 = add nsw i64 376320, %623
+  %625 = mul nsw i64 %conv2.nb42179, 64
+  %626 = add nsw i64 %624, %625
+  %627 = add nsw i64 %626, 16
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %627
+  %628 = load <16 x float>, ptr %arena183, align 4
+  store <16 x float> %628, ptr %conv2.t44_b1, align 64
+  %629 = mul nsw i64 %conv2.k45181, 6400
+  %630 = add nsw i64 376320, %629
+  %631 = mul nsw i64 %conv2.nb42179, 64
+  %632 = add nsw i64 %630, %631
+  %633 = add nsw i64 %632, 32
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %633
+  %634 = load <16 x float>, ptr %arena184, align 4
+  store <16 x float> %634, ptr %conv2.t44_b2, align 64
+  %635 = mul nsw i64 %conv2.k45181, 6400
+  %636 = add nsw i64 376320, %635
+  %637 = mul nsw i64 %conv2.nb42179, 64
+  %638 = add nsw i64 %636, %637
+  %639 = add nsw i64 %638, 48
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %639
+  %640 = load <16 x float>, ptr %arena185, align 4
+  store <16 x float> %640, ptr %conv2.t44_b3, align 64
+  %641 = mul nsw i64 %conv2.mb43180, 6
+  %642 = mul nsw i64 %641, 150
+  %643 = add nsw i64 156, %642
+  %644 = add nsw i64 %643, %conv2.k45181
+  %params186 = getelementptr inbounds float, ptr %params, i64 %644
+  %645 = load float, ptr %params186, align 4
+  %646 = insertelement <16 x float> undef, float %645, i32 0
+  %647 = shufflevector <16 x float> %646, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %647, ptr %conv2.t44_a0, align 64
+  %t44_a0 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b0 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c0_0 = load <16 x float>, ptr %conv2.t44_c0_0, align 64
+  %648 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0, <16 x float> %t44_b0, <16 x float> %t44_c0_0)
+  store <16 x float> %648, ptr %conv2.t44_c0_0, align 64
+  %t44_a0187 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b1 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c0_1 = load <16 x float>, ptr %conv2.t44_c0_1, align 64
+  %649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0187, <16 x float> %t44_b1, <16 x float> %t44_c0_1)
+  store <16 x float> %649, ptr %conv2.t44_c0_1, align 64
+  %t44_a0188 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b2 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c0_2 = load <16 x float>, ptr %conv2.t44_c0_2, align 64
+  %650 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0188, <16 x float> %t44_b2, <16 x float> %t44_c0_2)
+  store <16 x float> %650, ptr %conv2.t44_c0_2, align 64
+  %t44_a0189 = load <16 x float>, ptr %conv2.t44_a0, align 64
+  %t44_b3 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c0_3 = load <16 x float>, ptr %conv2.t44_c0_3, align 64
+  %651 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a0189, <16 x float> %t44_b3, <16 x float> %t44_c0_3)
+  store <16 x float> %651, ptr %conv2.t44_c0_3, align 64
+  %652 = mul nsw i64 %conv2.mb43180, 6
+  %653 = add nsw i64 %652, 1
+  %654 = mul nsw i64 %653, 150
+  %655 = add nsw i64 156, %654
+  %656 = add nsw i64 %655, %conv2.k45181
+  %params190 = getelementptr inbounds float, ptr %params, i64 %656
+  %657 = load float, ptr %params190, align 4
+  %658 = insertelement <16 x float> undef, float %657, i32 0
+  %659 = shufflevector <16 x float> %658, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %659, ptr %conv2.t44_a1, align 64
+  %t44_a1 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b0191 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c1_0 = load <16 x float>, ptr %conv2.t44_c1_0, align 64
+  %660 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1, <16 x float> %t44_b0191, <16 x float> %t44_c1_0)
+  store <16 x float> %660, ptr %conv2.t44_c1_0, align 64
+  %t44_a1192 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b1193 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c1_1 = load <16 x float>, ptr %conv2.t44_c1_1, align 64
+  %661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1192, <16 x float> %t44_b1193, <16 x float> %t44_c1_1)
+  store <16 x float> %661, ptr %conv2.t44_c1_1, align 64
+  %t44_a1194 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b2195 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c1_2 = load <16 x float>, ptr %conv2.t44_c1_2, align 64
+  %662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1194, <16 x float> %t44_b2195, <16 x float> %t44_c1_2)
+  store <16 x float> %662, ptr %conv2.t44_c1_2, align 64
+  %t44_a1196 = load <16 x float>, ptr %conv2.t44_a1, align 64
+  %t44_b3197 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c1_3 = load <16 x float>, ptr %conv2.t44_c1_3, align 64
+  %663 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a1196, <16 x float> %t44_b3197, <16 x float> %t44_c1_3)
+  store <16 x float> %663, ptr %conv2.t44_c1_3, align 64
+  %664 = mul nsw i64 %conv2.mb43180, 6
+  %665 = add nsw i64 %664, 2
+  %666 = mul nsw i64 %665, 150
+  %667 = add nsw i64 156, %666
+  %668 = add nsw i64 %667, %conv2.k45181
+  %params198 = getelementptr inbounds float, ptr %params, i64 %668
+  %669 = load float, ptr %params198, align 4
+  %670 = insertelement <16 x float> undef, float %669, i32 0
+  %671 = shufflevector <16 x float> %670, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %671, ptr %conv2.t44_a2, align 64
+  %t44_a2 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b0199 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c2_0 = load <16 x float>, ptr %conv2.t44_c2_0, align 64
+  %672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2, <16 x float> %t44_b0199, <16 x float> %t44_c2_0)
+  store <16 x float> %672, ptr %conv2.t44_c2_0, align 64
+  %t44_a2200 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b1201 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c2_1 = load <16 x float>, ptr %conv2.t44_c2_1, align 64
+  %673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2200, <16 x float> %t44_b1201, <16 x float> %t44_c2_1)
+  store <16 x float> %673, ptr %conv2.t44_c2_1, align 64
+  %t44_a2202 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b2203 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c2_2 = load <16 x float>, ptr %conv2.t44_c2_2, align 64
+  %674 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2202, <16 x float> %t44_b2203, <16 x float> %t44_c2_2)
+  store <16 x float> %674, ptr %conv2.t44_c2_2, align 64
+  %t44_a2204 = load <16 x float>, ptr %conv2.t44_a2, align 64
+  %t44_b3205 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c2_3 = load <16 x float>, ptr %conv2.t44_c2_3, align 64
+  %675 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a2204, <16 x float> %t44_b3205, <16 x float> %t44_c2_3)
+  store <16 x float> %675, ptr %conv2.t44_c2_3, align 64
+  %676 = mul nsw i64 %conv2.mb43180, 6
+  %677 = add nsw i64 %676, 3
+  %678 = mul nsw i64 %677, 150
+  %679 = add nsw i64 156, %678
+  %680 = add nsw i64 %679, %conv2.k45181
+  %params206 = getelementptr inbounds float, ptr %params, i64 %680
+  %681 = load float, ptr %params206, align 4
+  %682 = insertelement <16 x float> undef, float %681, i32 0
+  %683 = shufflevector <16 x float> %682, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %683, ptr %conv2.t44_a3, align 64
+  %t44_a3 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b0207 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c3_0 = load <16 x float>, ptr %conv2.t44_c3_0, align 64
+  %684 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3, <16 x float> %t44_b0207, <16 x float> %t44_c3_0)
+  store <16 x float> %684, ptr %conv2.t44_c3_0, align 64
+  %t44_a3208 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b1209 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c3_1 = load <16 x float>, ptr %conv2.t44_c3_1, align 64
+  %685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3208, <16 x float> %t44_b1209, <16 x float> %t44_c3_1)
+  store <16 x float> %685, ptr %conv2.t44_c3_1, align 64
+  %t44_a3210 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b2211 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c3_2 = load <16 x float>, ptr %conv2.t44_c3_2, align 64
+  %686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3210, <16 x float> %t44_b2211, <16 x float> %t44_c3_2)
+  store <16 x float> %686, ptr %conv2.t44_c3_2, align 64
+  %t44_a3212 = load <16 x float>, ptr %conv2.t44_a3, align 64
+  %t44_b3213 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c3_3 = load <16 x float>, ptr %conv2.t44_c3_3, align 64
+  %687 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a3212, <16 x float> %t44_b3213, <16 x float> %t44_c3_3)
+  store <16 x float> %687, ptr %conv2.t44_c3_3, align 64
+  %688 = mul nsw i64 %conv2.mb43180, 6
+  %689 = add nsw i64 %688, 4
+  %690 = mul nsw i64 %689, 150
+  %691 = add nsw i64 156, %690
+  %692 = add nsw i64 %691, %conv2.k45181
+  %params214 = getelementptr inbounds float, ptr %params, i64 %692
+  %693 = load float, ptr %params214, align 4
+  %694 = insertelement <16 x float> undef, float %693, i32 0
+  %695 = shufflevector <16 x float> %694, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %695, ptr %conv2.t44_a4, align 64
+  %t44_a4 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b0215 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c4_0 = load <16 x float>, ptr %conv2.t44_c4_0, align 64
+  %696 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4, <16 x float> %t44_b0215, <16 x float> %t44_c4_0)
+  store <16 x float> %696, ptr %conv2.t44_c4_0, align 64
+  %t44_a4216 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b1217 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c4_1 = load <16 x float>, ptr %conv2.t44_c4_1, align 64
+  %697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4216, <16 x float> %t44_b1217, <16 x float> %t44_c4_1)
+  store <16 x float> %697, ptr %conv2.t44_c4_1, align 64
+  %t44_a4218 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b2219 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c4_2 = load <16 x float>, ptr %conv2.t44_c4_2, align 64
+  %698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4218, <16 x float> %t44_b2219, <16 x float> %t44_c4_2)
+  store <16 x float> %698, ptr %conv2.t44_c4_2, align 64
+  %t44_a4220 = load <16 x float>, ptr %conv2.t44_a4, align 64
+  %t44_b3221 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c4_3 = load <16 x float>, ptr %conv2.t44_c4_3, align 64
+  %699 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a4220, <16 x float> %t44_b3221, <16 x float> %t44_c4_3)
+  store <16 x float> %699, ptr %conv2.t44_c4_3, align 64
+  %700 = mul nsw i64 %conv2.mb43180, 6
+  %701 = add nsw i64 %700, 5
+  %702 = mul nsw i64 %701, 150
+  %703 = add nsw i64 156, %702
+  %704 = add nsw i64 %703, %conv2.k45181
+  %params222 = getelementptr inbounds float, ptr %params, i64 %704
+  %705 = load float, ptr %params222, align 4
+  %706 = insertelement <16 x float> undef, float %705, i32 0
+  %707 = shufflevector <16 x float> %706, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %707, ptr %conv2.t44_a5, align 64
+  %t44_a5 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b0223 = load <16 x float>, ptr %conv2.t44_b0, align 64
+  %t44_c5_0 = load <16 x float>, ptr %conv2.t44_c5_0, align 64
+  %708 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5, <16 x float> %t44_b0223, <16 x float> %t44_c5_0)
+  store <16 x float> %708, ptr %conv2.t44_c5_0, align 64
+  %t44_a5224 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b1225 = load <16 x float>, ptr %conv2.t44_b1, align 64
+  %t44_c5_1 = load <16 x float>, ptr %conv2.t44_c5_1, align 64
+  %709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5224, <16 x float> %t44_b1225, <16 x float> %t44_c5_1)
+  store <16 x float> %709, ptr %conv2.t44_c5_1, align 64
+  %t44_a5226 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b2227 = load <16 x float>, ptr %conv2.t44_b2, align 64
+  %t44_c5_2 = load <16 x float>, ptr %conv2.t44_c5_2, align 64
+  %710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5226, <16 x float> %t44_b2227, <16 x float> %t44_c5_2)
+  store <16 x float> %710, ptr %conv2.t44_c5_2, align 64
+  %t44_a5228 = load <16 x float>, ptr %conv2.t44_a5, align 64
+  %t44_b3229 = load <16 x float>, ptr %conv2.t44_b3, align 64
+  %t44_c5_3 = load <16 x float>, ptr %conv2.t44_c5_3, align 64
+  %711 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t44_a5228, <16 x float> %t44_b3229, <16 x float> %t44_c5_3)
+  store <16 x float> %711, ptr %conv2.t44_c5_3, align 64
+  %k45.next = add nsw i64 %conv2.k45181, 1
+  %712 = icmp slt i64 %k45.next, 150
+  br i1 %712, label %conv2.k45, label %conv2.k45.end
 
-fc1.n45.end:                                      ; preds = %fc1.u46.end
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 0
-  %params117 = getelementptr inbounds float, ptr %params, i64 50692
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 7680
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena116, i32 120, ptr %params117, i32 120, float 0.000000e+00, ptr %arena118, i32 84)
-  br label %fc2.n47
+conv2.k45.end:                                    ; preds = %conv2.k45
+  %t44_c0_0230 = load <16 x float>, ptr %conv2.t44_c0_0, align 64
+  %713 = mul nsw i64 %conv2.mb43180, 6
+  %714 = mul nsw i64 %713, 6400
+  %715 = add nsw i64 1336320, %714
+  %716 = mul nsw i64 %conv2.nb42179, 64
+  %717 = add nsw i64 %715, %716
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %717
+  store <16 x float> %t44_c0_0230, ptr %arena231, align 4
+  %t44_c0_1232 = load <16 x float>, ptr %conv2.t44_c0_1, align 64
+  %718 = mul nsw i64 %conv2.mb43180, 6
+  %719 = mul nsw i64 %718, 6400
+  %720 = add nsw i64 1336320, %719
+  %721 = mul nsw i64 %conv2.nb42179, 64
+  %722 = add nsw i64 %720, %721
+  %723 = add nsw i64 %722, 16
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %723
+  store <16 x float> %t44_c0_1232, ptr %arena233, align 4
+  %t44_c0_2234 = load <16 x float>, ptr %conv2.t44_c0_2, align 64
+  %724 = mul nsw i64 %conv2.mb43180, 6
+  %725 = mul nsw i64 %724, 6400
+  %726 = add nsw i64 1336320, %725
+  %727 = mul nsw i64 %conv2.nb42179, 64
+  %728 = add nsw i64 %726, %727
+  %729 = add nsw i64 %728, 32
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %729
+  store <16 x float> %t44_c0_2234, ptr %arena235, align 4
+  %t44_c0_3236 = load <16 x float>, ptr %conv2.t44_c0_3, align 64
+  %730 = mul nsw i64 %conv2.mb43180, 6
+  %731 = mul nsw i64 %730, 6400
+  %732 = add nsw i64 1336320, %731
+  %733 = mul nsw i64 %conv2.nb42179, 64
+  %734 = add nsw i64 %732, %733
+  %735 = add nsw i64 %734, 48
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %735
+  store <16 x float> %t44_c0_3236, ptr %arena237, align 4
+  %t44_c1_0238 = load <16 x float>, ptr %conv2.t44_c1_0, align 64
+  %736 = mul nsw i64 %conv2.mb43180, 6
+  %737 = add nsw i64 %736, 1
+  %738 = mul nsw i64 %737, 6400
+  %739 = add nsw i64 1336320, %738
+  %740 = mul nsw i64 %conv2.nb42179, 64
+  %741 = add nsw i64 %739, %740
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %741
+  store <16 x float> %t44_c1_0238, ptr %arena239, align 4
+  %t44_c1_1240 = load <16 x float>, ptr %conv2.t44_c1_1, align 64
+  %742 = mul nsw i64 %conv2.mb43180, 6
+  %743 = add nsw i64 %742, 1
+  %744 = mul nsw i64 %743, 6400
+  %745 = add nsw i64 1336320, %744
+  %746 = mul nsw i64 %conv2.nb42179, 64
+  %747 = add nsw i64 %745, %746
+  %748 = add nsw i64 %747, 16
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %748
+  store <16 x float> %t44_c1_1240, ptr %arena241, align 4
+  %t44_c1_2242 = load <16 x float>, ptr %conv2.t44_c1_2, align 64
+  %749 = mul nsw i64 %conv2.mb43180, 6
+  %750 = add nsw i64 %749, 1
+  %751 = mul nsw i64 %750, 6400
+  %752 = add nsw i64 1336320, %751
+  %753 = mul nsw i64 %conv2.nb42179, 64
+  %754 = add nsw i64 %752, %753
+  %755 = add nsw i64 %754, 32
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %755
+  store <16 x float> %t44_c1_2242, ptr %arena243, align 4
+  %t44_c1_3244 = load <16 x float>, ptr %conv2.t44_c1_3, align 64
+  %756 = mul nsw i64 %conv2.mb43180, 6
+  %757 = add nsw i64 %756, 1
+  %758 = mul nsw i64 %757, 6400
+  %759 = add nsw i64 1336320, %758
+  %760 = mul nsw i64 %conv2.nb42179, 64
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 %761, 48
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %762
+  store <16 x float> %t44_c1_3244, ptr %arena245, align 4
+  %t44_c2_0246 = load <16 x float>, ptr %conv2.t44_c2_0, align 64
+  %763 = mul nsw i64 %conv2.mb43180, 6
+  %764 = add nsw i64 %763, 2
+  %765 = mul nsw i64 %764, 6400
+  %766 = add nsw i64 1336320, %765
+  %767 = mul nsw i64 %conv2.nb42179, 64
+  %768 = add nsw i64 %766, %767
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %768
+  store <16 x float> %t44_c2_0246, ptr %arena247, align 4
+  %t44_c2_1248 = load <16 x float>, ptr %conv2.t44_c2_1, align 64
+  %769 = mul nsw i64 %conv2.mb43180, 6
+  %770 = add nsw i64 %769, 2
+  %771 = mul nsw i64 %770, 6400
+  %772 = add nsw i64 1336320, %771
+  %773 = mul nsw i64 %conv2.nb42179, 64
+  %774 = add nsw i64 %772, %773
+  %775 = add nsw i64 %774, 16
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %775
+  store <16 x float> %t44_c2_1248, ptr %arena249, align 4
+  %t44_c2_2250 = load <16 x float>, ptr %conv2.t44_c2_2, align 64
+  %776 = mul nsw i64 %conv2.mb43180, 6
+  %777 = add nsw i64 %776, 2
+  %778 = mul nsw i64 %777, 6400
+  %779 = add nsw i64 1336320, %778
+  %780 = mul nsw i64 %conv2.nb42179, 64
+  %781 = add nsw i64 %779, %780
+  %782 = add nsw i64 %781, 32
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %782
+  store <16 x float> %t44_c2_2250, ptr %arena251, align 4
+  %t44_c2_3252 = load <16 x float>, ptr %conv2.t44_c2_3, align 64
+  %783 = mul nsw i64 %conv2.mb43180, 6
+  %784 = add nsw i64 %783, 2
+  %785 = mul nsw i64 %784, 6400
+  %786 = add nsw i64 1336320, %785
+  %787 = mul nsw i64 %conv2.nb42179, 64
+  %788 = add nsw i64 %786, %787
+  %789 = add nsw i64 %788, 48
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %789
+  store <16 x float> %t44_c2_3252, ptr %arena253, align 4
+  %t44_c3_0254 = load <16 x float>, ptr %conv2.t44_c3_0, align 64
+  %790 = mul nsw i64 %conv2.mb43180, 6
+  %791 = add nsw i64 %790, 3
+  %792 = mul nsw i64 %791, 6400
+  %793 = add nsw i64 1336320, %792
+  %794 = mul nsw i64 %conv2.nb42179, 64
+  %795 = add nsw i64 %793, %794
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %795
+  store <16 x float> %t44_c3_0254, ptr %arena255, align 4
+  %t44_c3_1256 = load <16 x float>, ptr %conv2.t44_c3_1, align 64
+  %796 = mul nsw i64 %conv2.mb43180, 6
+  %797 = add nsw i64 %796, 3
+  %798 = mul nsw i64 %797, 6400
+  %799 = add nsw i64 1336320, %798
+  %800 = mul nsw i64 %conv2.nb42179, 64
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, 16
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %802
+  store <16 x float> %t44_c3_1256, ptr %arena257, align 4
+  %t44_c3_2258 = load <16 x float>, ptr %conv2.t44_c3_2, align 64
+  %803 = mul nsw i64 %conv2.mb43180, 6
+  %804 = add nsw i64 %803, 3
+  %805 = mul nsw i64 %804, 6400
+  %806 = add nsw i64 1336320, %805
+  %807 = mul nsw i64 %conv2.nb42179, 64
+  %808 = add nsw i64 %806, %807
+  %809 = add nsw i64 %808, 32
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %809
+  store <16 x float> %t44_c3_2258, ptr %arena259, align 4
+  %t44_c3_3260 = load <16 x float>, ptr %conv2.t44_c3_3, align 64
+  %810 = mul nsw i64 %conv2.mb43180, 6
+  %811 = add nsw i64 %810, 3
+  %812 = mul nsw i64 %811, 6400
+  %813 = add nsw i64 1336320, %812
+  %814 = mul nsw i64 %conv2.nb42179, 64
+  %815 = add nsw i64 %813, %814
+  %816 = add nsw i64 %815, 48
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %816
+  store <16 x float> %t44_c3_3260, ptr %arena261, align 4
+  %t44_c4_0262 = load <16 x float>, ptr %conv2.t44_c4_0, align 64
+  %817 = mul nsw i64 %conv2.mb43180, 6
+  %818 = add nsw i64 %817, 4
+  %819 = mul nsw i64 %818, 6400
+  %820 = add nsw i64 1336320, %819
+  %821 = mul nsw i64 %conv2.nb42179, 64
+  %822 = add nsw i64 %820, %821
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %822
+  store <16 x float> %t44_c4_0262, ptr %arena263, align 4
+  %t44_c4_1264 = load <16 x float>, ptr %conv2.t44_c4_1, align 64
+  %823 = mul nsw i64 %conv2.mb43180, 6
+  %824 = add nsw i64 %823, 4
+  %825 = mul nsw i64 %824, 6400
+  %826 = add nsw i64 1336320, %825
+  %827 = mul nsw i64 %conv2.nb42179, 64
+  %828 = add nsw i64 %826, %827
+  %829 = add nsw i64 %828, 16
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %829
+  store <16 x float> %t44_c4_1264, ptr %arena265, align 4
+  %t44_c4_2266 = load <16 x float>, ptr %conv2.t44_c4_2, align 64
+  %830 = mul nsw i64 %conv2.mb43180, 6
+  %831 = add nsw i64 %830, 4
+  %832 = mul nsw i64 %831, 6400
+  %833 = add nsw i64 1336320, %832
+  %834 = mul nsw i64 %conv2.nb42179, 64
+  %835 = add nsw i64 %833, %834
+  %836 = add nsw i64 %835, 32
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %836
+  store <16 x float> %t44_c4_2266, ptr %arena267, align 4
+  %t44_c4_3268 = load <16 x float>, ptr %conv2.t44_c4_3, align 64
+  %837 = mul nsw i64 %conv2.mb43180, 6
+  %838 = add nsw i64 %837, 4
+  %839 = mul nsw i64 %838, 6400
+  %840 = add nsw i64 1336320, %839
+  %841 = mul nsw i64 %conv2.nb42179, 64
+  %842 = add nsw i64 %840, %841
+  %843 = add nsw i64 %842, 48
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %843
+  store <16 x float> %t44_c4_3268, ptr %arena269, align 4
+  %t44_c5_0270 = load <16 x float>, ptr %conv2.t44_c5_0, align 64
+  %844 = mul nsw i64 %conv2.mb43180, 6
+  %845 = add nsw i64 %844, 5
+  %846 = mul nsw i64 %845, 6400
+  %847 = add nsw i64 1336320, %846
+  %848 = mul nsw i64 %conv2.nb42179, 64
+  %849 = add nsw i64 %847, %848
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %849
+  store <16 x float> %t44_c5_0270, ptr %arena271, align 4
+  %t44_c5_1272 = load <16 x float>, ptr %conv2.t44_c5_1, align 64
+  %850 = mul nsw i64 %conv2.mb43180, 6
+  %851 = add nsw i64 %850, 5
+  %852 = mul nsw i64 %851, 6400
+  %853 = add nsw i64 1336320, %852
+  %854 = mul nsw i64 %conv2.nb42179, 64
+  %855 = add nsw i64 %853, %854
+  %856 = add nsw i64 %855, 16
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %856
+  store <16 x float> %t44_c5_1272, ptr %arena273, align 4
+  %t44_c5_2274 = load <16 x float>, ptr %conv2.t44_c5_2, align 64
+  %857 = mul nsw i64 %conv2.mb43180, 6
+  %858 = add nsw i64 %857, 5
+  %859 = mul nsw i64 %858, 6400
+  %860 = add nsw i64 1336320, %859
+  %861 = mul nsw i64 %conv2.nb42179, 64
+  %862 = add nsw i64 %860, %861
+  %863 = add nsw i64 %862, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %863
+  store <16 x float> %t44_c5_2274, ptr %arena275, align 4
+  %t44_c5_3276 = load <16 x float>, ptr %conv2.t44_c5_3, align 64
+  %864 = mul nsw i64 %conv2.mb43180, 6
+  %865 = add nsw i64 %864, 5
+  %866 = mul nsw i64 %865, 6400
+  %867 = add nsw i64 1336320, %866
+  %868 = mul nsw i64 %conv2.nb42179, 64
+  %869 = add nsw i64 %867, %868
+  %870 = add nsw i64 %869, 48
+  %arena277 = getelementptr inbounds float, ptr %arena, i64 %870
+  store <16 x float> %t44_c5_3276, ptr %arena277, align 4
+  %mb43.next = add nsw i64 %conv2.mb43180, 1
+  %871 = icmp slt i64 %mb43.next, 2
+  br i1 %871, label %conv2.mb43, label %conv2.mb43.end
 
-fc1.u46:                                          ; preds = %fc1.u46, %fc1.n45
-  %fc1.u46110 = phi i64 [ 0, %fc1.n45 ], [ %u46.next, %fc1.u46 ]
-  %440 = mul nsw i64 %fc1.n45109, 120
-  %441 = add nsw i64 %440, %fc1.u46110
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %441
-  %442 = load float, ptr %arena111, align 4
-  %443 = add nsw i64 50572, %fc1.u46110
-  %params112 = getelementptr inbounds float, ptr %params, i64 %443
-  %444 = load float, ptr %params112, align 4
-  %445 = fadd float %442, %444
-  %446 = fcmp ogt float %445, 0.000000e+00
-  %447 = mul nsw i64 %fc1.n45109, 120
-  %448 = add nsw i64 %447, %fc1.u46110
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %448
-  %449 = load float, ptr %arena113, align 4
-  %450 = add nsw i64 50572, %fc1.u46110
-  %params114 = getelementptr inbounds float, ptr %params, i64 %450
-  %451 = load float, ptr %params114, align 4
-  %452 = fadd float %449, %451
-  %453 = select i1 %446, float %452, float 0.000000e+00
-  %454 = mul nsw i64 %fc1.n45109, 120
-  %455 = add nsw i64 %454, %fc1.u46110
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %455
-  store float %453, ptr %arena115, align 4
-  %u46.next = add nsw i64 %fc1.u46110, 1
-  %456 = icmp slt i64 %u46.next, 120
-  br i1 %456, label %fc1.u46, label %fc1.u46.end
+conv2.k47:                                        ; preds = %conv2.k47, %conv2.mb43.end
+  %conv2.k47278 = phi i64 [ 0, %conv2.mb43.end ], [ %k47.next, %conv2.k47 ]
+  %872 = mul nsw i64 %conv2.k47278, 6400
+  %873 = add nsw i64 376320, %872
+  %874 = mul nsw i64 %conv2.nb42179, 64
+  %875 = add nsw i64 %873, %874
+  %arena279 = getelementptr inbounds float, ptr %arena, i64 %875
+  %876 = load <16 x float>, ptr %arena279, align 4
+  store <16 x float> %876, ptr %conv2.t46_b0, align 64
+  %877 = mul nsw i64 %conv2.k47278, 6400
+  %878 = add nsw i64 376320, %877
+  %879 = mul nsw i64 %conv2.nb42179, 64
+  %880 = add nsw i64 %878, %879
+  %881 = add nsw i64 %880, 16
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %881
+  %882 = load <16 x float>, ptr %arena280, align 4
+  store <16 x float> %882, ptr %conv2.t46_b1, align 64
+  %883 = mul nsw i64 %conv2.k47278, 6400
+  %884 = add nsw i64 376320, %883
+  %885 = mul nsw i64 %conv2.nb42179, 64
+  %886 = add nsw i64 %884, %885
+  %887 = add nsw i64 %886, 32
+  %arena281 = getelementptr inbounds float, ptr %arena, i64 %887
+  %888 = load <16 x float>, ptr %arena281, align 4
+  store <16 x float> %888, ptr %conv2.t46_b2, align 64
+  %889 = mul nsw i64 %conv2.k47278, 6400
+  %890 = add nsw i64 376320, %889
+  %891 = mul nsw i64 %conv2.nb42179, 64
+  %892 = add nsw i64 %890, %891
+  %893 = add nsw i64 %892, 48
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %893
+  %894 = load <16 x float>, ptr %arena282, align 4
+  store <16 x float> %894, ptr %conv2.t46_b3, align 64
+  %895 = add nsw i64 1956, %conv2.k47278
+  %params283 = getelementptr inbounds float, ptr %params, i64 %895
+  %896 = load float, ptr %params283, align 4
+  %897 = insertelement <16 x float> undef, float %896, i32 0
+  %898 = shufflevector <16 x float> %897, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %898, ptr %conv2.t46_a0, align 64
+  %t46_a0 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b0 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c0_0 = load <16 x float>, ptr %conv2.t46_c0_0, align 64
+  %899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0, <16 x float> %t46_b0, <16 x float> %t46_c0_0)
+  store <16 x float> %899, ptr %conv2.t46_c0_0, align 64
+  %t46_a0284 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b1 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c0_1 = load <16 x float>, ptr %conv2.t46_c0_1, align 64
+  %900 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0284, <16 x float> %t46_b1, <16 x float> %t46_c0_1)
+  store <16 x float> %900, ptr %conv2.t46_c0_1, align 64
+  %t46_a0285 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b2 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c0_2 = load <16 x float>, ptr %conv2.t46_c0_2, align 64
+  %901 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0285, <16 x float> %t46_b2, <16 x float> %t46_c0_2)
+  store <16 x float> %901, ptr %conv2.t46_c0_2, align 64
+  %t46_a0286 = load <16 x float>, ptr %conv2.t46_a0, align 64
+  %t46_b3 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c0_3 = load <16 x float>, ptr %conv2.t46_c0_3, align 64
+  %902 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a0286, <16 x float> %t46_b3, <16 x float> %t46_c0_3)
+  store <16 x float> %902, ptr %conv2.t46_c0_3, align 64
+  %903 = add nsw i64 2106, %conv2.k47278
+  %params287 = getelementptr inbounds float, ptr %params, i64 %903
+  %904 = load float, ptr %params287, align 4
+  %905 = insertelement <16 x float> undef, float %904, i32 0
+  %906 = shufflevector <16 x float> %905, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %906, ptr %conv2.t46_a1, align 64
+  %t46_a1 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b0288 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c1_0 = load <16 x float>, ptr %conv2.t46_c1_0, align 64
+  %907 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1, <16 x float> %t46_b0288, <16 x float> %t46_c1_0)
+  store <16 x float> %907, ptr %conv2.t46_c1_0, align 64
+  %t46_a1289 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b1290 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c1_1 = load <16 x float>, ptr %conv2.t46_c1_1, align 64
+  %908 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1289, <16 x float> %t46_b1290, <16 x float> %t46_c1_1)
+  store <16 x float> %908, ptr %conv2.t46_c1_1, align 64
+  %t46_a1291 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b2292 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c1_2 = load <16 x float>, ptr %conv2.t46_c1_2, align 64
+  %909 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1291, <16 x float> %t46_b2292, <16 x float> %t46_c1_2)
+  store <16 x float> %909, ptr %conv2.t46_c1_2, align 64
+  %t46_a1293 = load <16 x float>, ptr %conv2.t46_a1, align 64
+  %t46_b3294 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c1_3 = load <16 x float>, ptr %conv2.t46_c1_3, align 64
+  %910 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a1293, <16 x float> %t46_b3294, <16 x float> %t46_c1_3)
+  store <16 x float> %910, ptr %conv2.t46_c1_3, align 64
+  %911 = add nsw i64 2256, %conv2.k47278
+  %params295 = getelementptr inbounds float, ptr %params, i64 %911
+  %912 = load float, ptr %params295, align 4
+  %913 = insertelement <16 x float> undef, float %912, i32 0
+  %914 = shufflevector <16 x float> %913, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %914, ptr %conv2.t46_a2, align 64
+  %t46_a2 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b0296 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c2_0 = load <16 x float>, ptr %conv2.t46_c2_0, align 64
+  %915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2, <16 x float> %t46_b0296, <16 x float> %t46_c2_0)
+  store <16 x float> %915, ptr %conv2.t46_c2_0, align 64
+  %t46_a2297 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b1298 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c2_1 = load <16 x float>, ptr %conv2.t46_c2_1, align 64
+  %916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2297, <16 x float> %t46_b1298, <16 x float> %t46_c2_1)
+  store <16 x float> %916, ptr %conv2.t46_c2_1, align 64
+  %t46_a2299 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b2300 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c2_2 = load <16 x float>, ptr %conv2.t46_c2_2, align 64
+  %917 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2299, <16 x float> %t46_b2300, <16 x float> %t46_c2_2)
+  store <16 x float> %917, ptr %conv2.t46_c2_2, align 64
+  %t46_a2301 = load <16 x float>, ptr %conv2.t46_a2, align 64
+  %t46_b3302 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c2_3 = load <16 x float>, ptr %conv2.t46_c2_3, align 64
+  %918 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a2301, <16 x float> %t46_b3302, <16 x float> %t46_c2_3)
+  store <16 x float> %918, ptr %conv2.t46_c2_3, align 64
+  %919 = add nsw i64 2406, %conv2.k47278
+  %params303 = getelementptr inbounds float, ptr %params, i64 %919
+  %920 = load float, ptr %params303, align 4
+  %921 = insertelement <16 x float> undef, float %920, i32 0
+  %922 = shufflevector <16 x float> %921, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %922, ptr %conv2.t46_a3, align 64
+  %t46_a3 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b0304 = load <16 x float>, ptr %conv2.t46_b0, align 64
+  %t46_c3_0 = load <16 x float>, ptr %conv2.t46_c3_0, align 64
+  %923 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3, <16 x float> %t46_b0304, <16 x float> %t46_c3_0)
+  store <16 x float> %923, ptr %conv2.t46_c3_0, align 64
+  %t46_a3305 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b1306 = load <16 x float>, ptr %conv2.t46_b1, align 64
+  %t46_c3_1 = load <16 x float>, ptr %conv2.t46_c3_1, align 64
+  %924 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3305, <16 x float> %t46_b1306, <16 x float> %t46_c3_1)
+  store <16 x float> %924, ptr %conv2.t46_c3_1, align 64
+  %t46_a3307 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b2308 = load <16 x float>, ptr %conv2.t46_b2, align 64
+  %t46_c3_2 = load <16 x float>, ptr %conv2.t46_c3_2, align 64
+  %925 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3307, <16 x float> %t46_b2308, <16 x float> %t46_c3_2)
+  store <16 x float> %925, ptr %conv2.t46_c3_2, align 64
+  %t46_a3309 = load <16 x float>, ptr %conv2.t46_a3, align 64
+  %t46_b3310 = load <16 x float>, ptr %conv2.t46_b3, align 64
+  %t46_c3_3 = load <16 x float>, ptr %conv2.t46_c3_3, align 64
+  %926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t46_a3309, <16 x float> %t46_b3310, <16 x float> %t46_c3_3)
+  store <16 x float> %926, ptr %conv2.t46_c3_3, align 64
+  %k47.next = add nsw i64 %conv2.k47278, 1
+  %927 = icmp slt i64 %k47.next, 150
+  br i1 %927, label %conv2.k47, label %conv2.k47.end
 
-fc1.u46.end:                                      ; preds = %fc1.u46
-  %n45.next = add nsw i64 %fc1.n45109, 1
-  %457 = icmp slt i64 %n45.next, 64
-  br i1 %457, label %fc1.n45, label %fc1.n45.end
+conv2.k47.end:                                    ; preds = %conv2.k47
+  %t46_c0_0311 = load <16 x float>, ptr %conv2.t46_c0_0, align 64
+  %928 = mul nsw i64 %conv2.nb42179, 64
+  %929 = add nsw i64 1413120, %928
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %929
+  store <16 x float> %t46_c0_0311, ptr %arena312, align 4
+  %t46_c0_1313 = load <16 x float>, ptr %conv2.t46_c0_1, align 64
+  %930 = mul nsw i64 %conv2.nb42179, 64
+  %931 = add nsw i64 1413120, %930
+  %932 = add nsw i64 %931, 16
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %932
+  store <16 x float> %t46_c0_1313, ptr %arena314, align 4
+  %t46_c0_2315 = load <16 x float>, ptr %conv2.t46_c0_2, align 64
+  %933 = mul nsw i64 %conv2.nb42179, 64
+  %934 = add nsw i64 1413120, %933
+  %935 = add nsw i64 %934, 32
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %935
+  store <16 x float> %t46_c0_2315, ptr %arena316, align 4
+  %t46_c0_3317 = load <16 x float>, ptr %conv2.t46_c0_3, align 64
+  %936 = mul nsw i64 %conv2.nb42179, 64
+  %937 = add nsw i64 1413120, %936
+  %938 = add nsw i64 %937, 48
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %938
+  store <16 x float> %t46_c0_3317, ptr %arena318, align 4
+  %t46_c1_0319 = load <16 x float>, ptr %conv2.t46_c1_0, align 64
+  %939 = mul nsw i64 %conv2.nb42179, 64
+  %940 = add nsw i64 1419520, %939
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %940
+  store <16 x float> %t46_c1_0319, ptr %arena320, align 4
+  %t46_c1_1321 = load <16 x float>, ptr %conv2.t46_c1_1, align 64
+  %941 = mul nsw i64 %conv2.nb42179, 64
+  %942 = add nsw i64 1419520, %941
+  %943 = add nsw i64 %942, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %943
+  store <16 x float> %t46_c1_1321, ptr %arena322, align 4
+  %t46_c1_2323 = load <16 x float>, ptr %conv2.t46_c1_2, align 64
+  %944 = mul nsw i64 %conv2.nb42179, 64
+  %945 = add nsw i64 1419520, %944
+  %946 = add nsw i64 %945, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %946
+  store <16 x float> %t46_c1_2323, ptr %arena324, align 4
+  %t46_c1_3325 = load <16 x float>, ptr %conv2.t46_c1_3, align 64
+  %947 = mul nsw i64 %conv2.nb42179, 64
+  %948 = add nsw i64 1419520, %947
+  %949 = add nsw i64 %948, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %949
+  store <16 x float> %t46_c1_3325, ptr %arena326, align 4
+  %t46_c2_0327 = load <16 x float>, ptr %conv2.t46_c2_0, align 64
+  %950 = mul nsw i64 %conv2.nb42179, 64
+  %951 = add nsw i64 1425920, %950
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %951
+  store <16 x float> %t46_c2_0327, ptr %arena328, align 4
+  %t46_c2_1329 = load <16 x float>, ptr %conv2.t46_c2_1, align 64
+  %952 = mul nsw i64 %conv2.nb42179, 64
+  %953 = add nsw i64 1425920, %952
+  %954 = add nsw i64 %953, 16
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %954
+  store <16 x float> %t46_c2_1329, ptr %arena330, align 4
+  %t46_c2_2331 = load <16 x float>, ptr %conv2.t46_c2_2, align 64
+  %955 = mul nsw i64 %conv2.nb42179, 64
+  %956 = add nsw i64 1425920, %955
+  %957 = add nsw i64 %956, 32
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %957
+  store <16 x float> %t46_c2_2331, ptr %arena332, align 4
+  %t46_c2_3333 = load <16 x float>, ptr %conv2.t46_c2_3, align 64
+  %958 = mul nsw i64 %conv2.nb42179, 64
+  %959 = add nsw i64 1425920, %958
+  %960 = add nsw i64 %959, 48
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %960
+  store <16 x float> %t46_c2_3333, ptr %arena334, align 4
+  %t46_c3_0335 = load <16 x float>, ptr %conv2.t46_c3_0, align 64
+  %961 = mul nsw i64 %conv2.nb42179, 64
+  %962 = add nsw i64 1432320, %961
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %962
+  store <16 x float> %t46_c3_0335, ptr %arena336, align 4
+  %t46_c3_1337 = load <16 x float>, ptr %conv2.t46_c3_1, align 64
+  %963 = mul nsw i64 %conv2.nb42179, 64
+  %964 = add nsw i64 1432320, %963
+  %965 = add nsw i64 %964, 16
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %965
+  store <16 x float> %t46_c3_1337, ptr %arena338, align 4
+  %t46_c3_2339 = load <16 x float>, ptr %conv2.t46_c3_2, align 64
+  %966 = mul nsw i64 %conv2.nb42179, 64
+  %967 = add nsw i64 1432320, %966
+  %968 = add nsw i64 %967, 32
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %968
+  store <16 x float> %t46_c3_2339, ptr %arena340, align 4
+  %t46_c3_3341 = load <16 x float>, ptr %conv2.t46_c3_3, align 64
+  %969 = mul nsw i64 %conv2.nb42179, 64
+  %970 = add nsw i64 1432320, %969
+  %971 = add nsw i64 %970, 48
+  %arena342 = getelementptr inbounds float, ptr %arena, i64 %971
+  store <16 x float> %t46_c3_3341, ptr %arena342, align 4
+  %nb42.next = add nsw i64 %conv2.nb42179, 1
+  %972 = icmp slt i64 %nb42.next, 100
+  br i1 %972, label %conv2.nb42, label %conv2.nb42.end
 
-fc2.n47:                                          ; preds = %fc2.u48.end, %fc1.n45.end
-  %fc2.n47119 = phi i64 [ 0, %fc1.n45.end ], [ %n47.next, %fc2.u48.end ]
-  br label %fc2.u48
+conv2.j48:                                        ; preds = %conv2.f49.end, %conv2.nb42.end
+  %conv2.j48343 = phi i64 [ 0, %conv2.nb42.end ], [ %j48.next, %conv2.f49.end ]
+  br label %conv2.f49
 
-fc2.n47.end:                                      ; preds = %fc2.u48.end
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 7680
-  %params127 = getelementptr inbounds float, ptr %params, i64 60856
-  %arena128 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena126, i32 84, ptr %params127, i32 84, float 0.000000e+00, ptr %arena128, i32 10)
-  br label %fc3.n49
+conv2.j48.end:                                    ; preds = %conv2.f49.end
+  %g28.next = add nsw i64 %conv2.g28155, 1
+  %973 = icmp slt i64 %g28.next, 1
+  br i1 %973, label %conv2.g28, label %conv2.g28.end
 
-fc2.u48:                                          ; preds = %fc2.u48, %fc2.n47
-  %fc2.u48120 = phi i64 [ 0, %fc2.n47 ], [ %u48.next, %fc2.u48 ]
-  %458 = mul nsw i64 %fc2.n47119, 84
-  %459 = add nsw i64 7680, %458
-  %460 = add nsw i64 %459, %fc2.u48120
-  %arena121 = getelementptr inbounds float, ptr %arena, i64 %460
-  %461 = load float, ptr %arena121, align 4
-  %462 = add nsw i64 60772, %fc2.u48120
-  %params122 = getelementptr inbounds float, ptr %params, i64 %462
-  %463 = load float, ptr %params122, align 4
-  %464 = fadd float %461, %463
-  %465 = fcmp ogt float %464, 0.000000e+00
-  %466 = mul nsw i64 %fc2.n47119, 84
-  %467 = add nsw i64 7680, %466
-  %468 = add nsw i64 %467, %fc2.u48120
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %468
-  %469 = load float, ptr %arena123, align 4
-  %470 = add nsw i64 60772, %fc2.u48120
-  %params124 = getelementptr inbounds float, ptr %params, i64 %470
-  %471 = load float, ptr %params124, align 4
-  %472 = fadd float %469, %471
-  %473 = select i1 %465, float %472, float 0.000000e+00
-  %474 = mul nsw i64 %fc2.n47119, 84
-  %475 = add nsw i64 7680, %474
-  %476 = add nsw i64 %475, %fc2.u48120
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %476
-  store float %473, ptr %arena125, align 4
-  %u48.next = add nsw i64 %fc2.u48120, 1
-  %477 = icmp slt i64 %u48.next, 84
-  br i1 %477, label %fc2.u48, label %fc2.u48.end
+conv2.f49:                                        ; preds = %conv2.i50.end, %conv2.j48
+  %conv2.f49344 = phi i64 [ 0, %conv2.j48 ], [ %f49.next, %conv2.i50.end ]
+  br label %conv2.i50
 
-fc2.u48.end:                                      ; preds = %fc2.u48
-  %n47.next = add nsw i64 %fc2.n47119, 1
-  %478 = icmp slt i64 %n47.next, 64
-  br i1 %478, label %fc2.n47, label %fc2.n47.end
+conv2.f49.end:                                    ; preds = %conv2.i50.end
+  %j48.next = add nsw i64 %conv2.j48343, 1
+  %974 = icmp slt i64 %j48.next, 64
+  br i1 %974, label %conv2.j48, label %conv2.j48.end
 
-fc3.n49:                                          ; preds = %fc3.u50.end, %fc2.n47.end
-  %fc3.n49129 = phi i64 [ 0, %fc2.n47.end ], [ %n49.next, %fc3.u50.end ]
-  br label %fc3.u50
+conv2.i50:                                        ; preds = %conv2.i50, %conv2.f49
+  %conv2.i50345 = phi i64 [ 0, %conv2.f49 ], [ %i50.next, %conv2.i50 ]
+  %975 = mul nsw i64 %conv2.f49344, 6400
+  %976 = add nsw i64 1336320, %975
+  %977 = mul nsw i64 %conv2.j48343, 100
+  %978 = add nsw i64 %976, %977
+  %979 = add nsw i64 %978, %conv2.i50345
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %979
+  %980 = load float, ptr %arena346, align 4
+  %981 = add nsw i64 2556, %conv2.f49344
+  %params347 = getelementptr inbounds float, ptr %params, i64 %981
+  %982 = load float, ptr %params347, align 4
+  %983 = fadd float %980, %982
+  %984 = fcmp ogt float %983, 0.000000e+00
+  %985 = mul nsw i64 %conv2.f49344, 6400
+  %986 = add nsw i64 1336320, %985
+  %987 = mul nsw i64 %conv2.j48343, 100
+  %988 = add nsw i64 %986, %987
+  %989 = add nsw i64 %988, %conv2.i50345
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %989
+  %990 = load float, ptr %arena348, align 4
+  %991 = add nsw i64 2556, %conv2.f49344
+  %params349 = getelementptr inbounds float, ptr %params, i64 %991
+  %992 = load float, ptr %params349, align 4
+  %993 = fadd float %990, %992
+  %994 = select i1 %984, float %993, float 0.000000e+00
+  %995 = mul nsw i64 %conv2.g28155, 64
+  %996 = add nsw i64 %995, %conv2.j48343
+  %997 = mul nsw i64 %996, 1600
+  %998 = mul nsw i64 %conv2.f49344, 100
+  %999 = add nsw i64 %997, %998
+  %1000 = add nsw i64 %999, %conv2.i50345
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1000
+  store float %994, ptr %arena350, align 4
+  %i50.next = add nsw i64 %conv2.i50345, 1
+  %1001 = icmp slt i64 %i50.next, 100
+  br i1 %1001, label %conv2.i50, label %conv2.i50.end
 
-fc3.n49.end:                                      ; preds = %fc3.u50.end
+conv2.i50.end:                                    ; preds = %conv2.i50
+  %f49.next = add nsw i64 %conv2.f49344, 1
+  %1002 = icmp slt i64 %f49.next, 16
+  br i1 %1002, label %conv2.f49, label %conv2.f49.end
+
+pool2.q51:                                        ; preds = %pool2.py52.end, %conv2.g28.end
+  %pool2.q51351 = phi i64 [ 0, %conv2.g28.end ], [ %q51.next, %pool2.py52.end ]
+  br label %pool2.py52
+
+pool2.q51.end:                                    ; preds = %pool2.py52.end
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 102400
+  %params364 = getelementptr inbounds float, ptr %params, i64 2572
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 120, i32 400, float 1.000000e+00, ptr %arena363, i32 400, ptr %params364, i32 400, float 0.000000e+00, ptr %arena365, i32 120)
+  br label %fc1.n55
+
+pool2.py52:                                       ; preds = %pool2.px53.end, %pool2.q51
+  %pool2.py52352 = phi i64 [ 0, %pool2.q51 ], [ %py52.next, %pool2.px53.end ]
+  br label %pool2.px53
+
+pool2.py52.end:                                   ; preds = %pool2.px53.end
+  %q51.next = add nsw i64 %pool2.q51351, 1
+  %1003 = icmp slt i64 %q51.next, 1024
+  br i1 %1003, label %pool2.q51, label %pool2.q51.end
+
+pool2.px53:                                       ; preds = %pool2.px53, %pool2.py52
+  %pool2.px53353 = phi i64 [ 0, %pool2.py52 ], [ %px53.next, %pool2.px53 ]
+  store float 0.000000e+00, ptr %pool2.acc54, align 4
+  %acc54 = load float, ptr %pool2.acc54, align 4
+  %1004 = mul nsw i64 %pool2.q51351, 100
+  %1005 = mul nsw i64 %pool2.py52352, 20
+  %1006 = add nsw i64 %1004, %1005
+  %1007 = mul nsw i64 %pool2.px53353, 2
+  %1008 = add nsw i64 %1006, %1007
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1008
+  %1009 = load float, ptr %arena354, align 4
+  %1010 = fadd float %acc54, %1009
+  store float %1010, ptr %pool2.acc54, align 4
+  %acc54355 = load float, ptr %pool2.acc54, align 4
+  %1011 = mul nsw i64 %pool2.q51351, 100
+  %1012 = mul nsw i64 %pool2.py52352, 20
+  %1013 = add nsw i64 %1011, %1012
+  %1014 = mul nsw i64 %pool2.px53353, 2
+  %1015 = add nsw i64 %1013, %1014
+  %1016 = add nsw i64 %1015, 1
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %1016
+  %1017 = load float, ptr %arena356, align 4
+  %1018 = fadd float %acc54355, %1017
+  store float %1018, ptr %pool2.acc54, align 4
+  %acc54357 = load float, ptr %pool2.acc54, align 4
+  %1019 = mul nsw i64 %pool2.q51351, 100
+  %1020 = mul nsw i64 %pool2.py52352, 20
+  %1021 = add nsw i64 %1019, %1020
+  %1022 = mul nsw i64 %pool2.px53353, 2
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, 10
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %1024
+  %1025 = load float, ptr %arena358, align 4
+  %1026 = fadd float %acc54357, %1025
+  store float %1026, ptr %pool2.acc54, align 4
+  %acc54359 = load float, ptr %pool2.acc54, align 4
+  %1027 = mul nsw i64 %pool2.q51351, 100
+  %1028 = mul nsw i64 %pool2.py52352, 20
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = mul nsw i64 %pool2.px53353, 2
+  %1031 = add nsw i64 %1029, %1030
+  %1032 = add nsw i64 %1031, 10
+  %1033 = add nsw i64 %1032, 1
+  %arena360 = getelementptr inbounds float, ptr %arena, i64 %1033
+  %1034 = load float, ptr %arena360, align 4
+  %1035 = fadd float %acc54359, %1034
+  store float %1035, ptr %pool2.acc54, align 4
+  %acc54361 = load float, ptr %pool2.acc54, align 4
+  %1036 = fmul float %acc54361, 2.500000e-01
+  %1037 = mul nsw i64 %pool2.q51351, 25
+  %1038 = add nsw i64 102400, %1037
+  %1039 = mul nsw i64 %pool2.py52352, 5
+  %1040 = add nsw i64 %1038, %1039
+  %1041 = add nsw i64 %1040, %pool2.px53353
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1041
+  store float %1036, ptr %arena362, align 4
+  %px53.next = add nsw i64 %pool2.px53353, 1
+  %1042 = icmp slt i64 %px53.next, 5
+  br i1 %1042, label %pool2.px53, label %pool2.px53.end
+
+pool2.px53.end:                                   ; preds = %pool2.px53
+  %py52.next = add nsw i64 %pool2.py52352, 1
+  %1043 = icmp slt i64 %py52.next, 5
+  br i1 %1043, label %pool2.py52, label %pool2.py52.end
+
+fc1.n55:                                          ; preds = %fc1.u56.end, %pool2.q51.end
+  %fc1.n55366 = phi i64 [ 0, %pool2.q51.end ], [ %n55.next, %fc1.u56.end ]
+  br label %fc1.u56
+
+fc1.n55.end:                                      ; preds = %fc1.u56.end
+  %arena373 = getelementptr inbounds float, ptr %arena, i64 0
+  %params374 = getelementptr inbounds float, ptr %params, i64 50692
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 7680
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 84, i32 120, float 1.000000e+00, ptr %arena373, i32 120, ptr %params374, i32 120, float 0.000000e+00, ptr %arena375, i32 84)
+  br label %fc2.n57
+
+fc1.u56:                                          ; preds = %fc1.u56, %fc1.n55
+  %fc1.u56367 = phi i64 [ 0, %fc1.n55 ], [ %u56.next, %fc1.u56 ]
+  %1044 = mul nsw i64 %fc1.n55366, 120
+  %1045 = add nsw i64 %1044, %fc1.u56367
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %1045
+  %1046 = load float, ptr %arena368, align 4
+  %1047 = add nsw i64 50572, %fc1.u56367
+  %params369 = getelementptr inbounds float, ptr %params, i64 %1047
+  %1048 = load float, ptr %params369, align 4
+  %1049 = fadd float %1046, %1048
+  %1050 = fcmp ogt float %1049, 0.000000e+00
+  %1051 = mul nsw i64 %fc1.n55366, 120
+  %1052 = add nsw i64 %1051, %fc1.u56367
+  %arena370 = getelementptr inbounds float, ptr %arena, i64 %1052
+  %1053 = load float, ptr %arena370, align 4
+  %1054 = add nsw i64 50572, %fc1.u56367
+  %params371 = getelementptr inbounds float, ptr %params, i64 %1054
+  %1055 = load float, ptr %params371, align 4
+  %1056 = fadd float %1053, %1055
+  %1057 = select i1 %1050, float %1056, float 0.000000e+00
+  %1058 = mul nsw i64 %fc1.n55366, 120
+  %1059 = add nsw i64 %1058, %fc1.u56367
+  %arena372 = getelementptr inbounds float, ptr %arena, i64 %1059
+  store float %1057, ptr %arena372, align 4
+  %u56.next = add nsw i64 %fc1.u56367, 1
+  %1060 = icmp slt i64 %u56.next, 120
+  br i1 %1060, label %fc1.u56, label %fc1.u56.end
+
+fc1.u56.end:                                      ; preds = %fc1.u56
+  %n55.next = add nsw i64 %fc1.n55366, 1
+  %1061 = icmp slt i64 %n55.next, 64
+  br i1 %1061, label %fc1.n55, label %fc1.n55.end
+
+fc2.n57:                                          ; preds = %fc2.u58.end, %fc1.n55.end
+  %fc2.n57376 = phi i64 [ 0, %fc1.n55.end ], [ %n57.next, %fc2.u58.end ]
+  br label %fc2.u58
+
+fc2.n57.end:                                      ; preds = %fc2.u58.end
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 7680
+  %params384 = getelementptr inbounds float, ptr %params, i64 60856
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 84, float 1.000000e+00, ptr %arena383, i32 84, ptr %params384, i32 84, float 0.000000e+00, ptr %arena385, i32 10)
+  br label %fc3.n59
+
+fc2.u58:                                          ; preds = %fc2.u58, %fc2.n57
+  %fc2.u58377 = phi i64 [ 0, %fc2.n57 ], [ %u58.next, %fc2.u58 ]
+  %1062 = mul nsw i64 %fc2.n57376, 84
+  %1063 = add nsw i64 7680, %1062
+  %1064 = add nsw i64 %1063, %fc2.u58377
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1064
+  %1065 = load float, ptr %arena378, align 4
+  %1066 = add nsw i64 60772, %fc2.u58377
+  %params379 = getelementptr inbounds float, ptr %params, i64 %1066
+  %1067 = load float, ptr %params379, align 4
+  %1068 = fadd float %1065, %1067
+  %1069 = fcmp ogt float %1068, 0.000000e+00
+  %1070 = mul nsw i64 %fc2.n57376, 84
+  %1071 = add nsw i64 7680, %1070
+  %1072 = add nsw i64 %1071, %fc2.u58377
+  %arena380 = getelementptr inbounds float, ptr %arena, i64 %1072
+  %1073 = load float, ptr %arena380, align 4
+  %1074 = add nsw i64 60772, %fc2.u58377
+  %params381 = getelementptr inbounds float, ptr %params, i64 %1074
+  %1075 = load float, ptr %params381, align 4
+  %1076 = fadd float %1073, %1075
+  %1077 = select i1 %1069, float %1076, float 0.000000e+00
+  %1078 = mul nsw i64 %fc2.n57376, 84
+  %1079 = add nsw i64 7680, %1078
+  %1080 = add nsw i64 %1079, %fc2.u58377
+  %arena382 = getelementptr inbounds float, ptr %arena, i64 %1080
+  store float %1077, ptr %arena382, align 4
+  %u58.next = add nsw i64 %fc2.u58377, 1
+  %1081 = icmp slt i64 %u58.next, 84
+  br i1 %1081, label %fc2.u58, label %fc2.u58.end
+
+fc2.u58.end:                                      ; preds = %fc2.u58
+  %n57.next = add nsw i64 %fc2.n57376, 1
+  %1082 = icmp slt i64 %n57.next, 64
+  br i1 %1082, label %fc2.n57, label %fc2.n57.end
+
+fc3.n59:                                          ; preds = %fc3.u60.end, %fc2.n57.end
+  %fc3.n59386 = phi i64 [ 0, %fc2.n57.end ], [ %n59.next, %fc3.u60.end ]
+  br label %fc3.u60
+
+fc3.n59.end:                                      ; preds = %fc3.u60.end
   ret void
 
-fc3.u50:                                          ; preds = %fc3.u50, %fc3.n49
-  %fc3.u50130 = phi i64 [ 0, %fc3.n49 ], [ %u50.next, %fc3.u50 ]
-  %479 = mul nsw i64 %fc3.n49129, 10
-  %480 = add nsw i64 %479, %fc3.u50130
-  %arena131 = getelementptr inbounds float, ptr %arena, i64 %480
-  %481 = load float, ptr %arena131, align 4
-  %482 = add nsw i64 61696, %fc3.u50130
-  %params132 = getelementptr inbounds float, ptr %params, i64 %482
-  %483 = load float, ptr %params132, align 4
-  %484 = fadd float %481, %483
-  %485 = mul nsw i64 %fc3.n49129, 10
-  %486 = add nsw i64 %485, %fc3.u50130
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %486
-  store float %484, ptr %arena133, align 4
-  %u50.next = add nsw i64 %fc3.u50130, 1
-  %487 = icmp slt i64 %u50.next, 10
-  br i1 %487, label %fc3.u50, label %fc3.u50.end
+fc3.u60:                                          ; preds = %fc3.u60, %fc3.n59
+  %fc3.u60387 = phi i64 [ 0, %fc3.n59 ], [ %u60.next, %fc3.u60 ]
+  %1083 = mul nsw i64 %fc3.n59386, 10
+  %1084 = add nsw i64 %1083, %fc3.u60387
+  %arena388 = getelementptr inbounds float, ptr %arena, i64 %1084
+  %1085 = load float, ptr %arena388, align 4
+  %1086 = add nsw i64 61696, %fc3.u60387
+  %params389 = getelementptr inbounds float, ptr %params, i64 %1086
+  %1087 = load float, ptr %params389, align 4
+  %1088 = fadd float %1085, %1087
+  %1089 = mul nsw i64 %fc3.n59386, 10
+  %1090 = add nsw i64 %1089, %fc3.u60387
+  %arena390 = getelementptr inbounds float, ptr %arena, i64 %1090
+  store float %1088, ptr %arena390, align 4
+  %u60.next = add nsw i64 %fc3.u60387, 1
+  %1091 = icmp slt i64 %u60.next, 10
+  br i1 %1091, label %fc3.u60, label %fc3.u60.end
 
-fc3.u50.end:                                      ; preds = %fc3.u50
-  %n49.next = add nsw i64 %fc3.n49129, 1
-  %488 = icmp slt i64 %n49.next, 64
-  br i1 %488, label %fc3.n49, label %fc3.n49.end
+fc3.u60.end:                                      ; preds = %fc3.u60
+  %n59.next = add nsw i64 %fc3.n59386, 1
+  %1092 = icmp slt i64 %n59.next, 64
+  br i1 %1092, label %fc3.n59, label %fc3.n59.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #1 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
+attributes #2 = { nocallback nofree nosync nounwind willreturn memory(argmem: write) }

@@ -24,6 +24,15 @@ let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_s
 @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
   UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
 }
+/// The first `lanes` floats at p + i, zeros after (never reads past them).
+@inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+  var v = SIMD16<Float>()
+  for l in 0..<lanes { v[l] = p[i &+ l] }
+  return v
+}
+@inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+  for l in 0..<lanes { p[i &+ l] = v[l] }
+}
 
 @_cdecl("lenet5_train_b64")
 public func lenet5_train_b64(
@@ -103,399 +112,1056 @@ public func lenet5_train_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 6, 25, 1, arena + 301056, 50176, params + 0, 25, Float(bitPattern: 0x0), arena + 1555456, 6)
-    for j17 in 0..<64 {
-      for f18 in 0..<6 {
-        for i19 in 0..<784 {
-          arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) > Float(0) ? (arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) : Float(0))
+    for nb17 in 0..<784 {
+      for mb18 in 0..<1 {
+        var t19_c0_0 = SIMD16<Float>()
+        var t19_c0_1 = SIMD16<Float>()
+        var t19_c0_2 = SIMD16<Float>()
+        var t19_c0_3 = SIMD16<Float>()
+        var t19_c1_0 = SIMD16<Float>()
+        var t19_c1_1 = SIMD16<Float>()
+        var t19_c1_2 = SIMD16<Float>()
+        var t19_c1_3 = SIMD16<Float>()
+        var t19_c2_0 = SIMD16<Float>()
+        var t19_c2_1 = SIMD16<Float>()
+        var t19_c2_2 = SIMD16<Float>()
+        var t19_c2_3 = SIMD16<Float>()
+        var t19_c3_0 = SIMD16<Float>()
+        var t19_c3_1 = SIMD16<Float>()
+        var t19_c3_2 = SIMD16<Float>()
+        var t19_c3_3 = SIMD16<Float>()
+        var t19_c4_0 = SIMD16<Float>()
+        var t19_c4_1 = SIMD16<Float>()
+        var t19_c4_2 = SIMD16<Float>()
+        var t19_c4_3 = SIMD16<Float>()
+        var t19_c5_0 = SIMD16<Float>()
+        var t19_c5_1 = SIMD16<Float>()
+        var t19_c5_2 = SIMD16<Float>()
+        var t19_c5_3 = SIMD16<Float>()
+        for k20 in 0..<25 {
+          let t19_b0 = load16(arena, ((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)))
+          let t19_b1 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 16))
+          let t19_b2 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 32))
+          let t19_b3 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 48))
+          let t19_a0 = SIMD16<Float>(repeating: params[(((mb18 &* 6) &* 25) &+ k20)])
+          t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+          t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+          t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+          t19_c0_3 = t19_c0_3.addingProduct(t19_a0, t19_b3)
+          let t19_a1 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 1) &* 25) &+ k20)])
+          t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+          t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+          t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+          t19_c1_3 = t19_c1_3.addingProduct(t19_a1, t19_b3)
+          let t19_a2 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 2) &* 25) &+ k20)])
+          t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+          t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+          t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+          t19_c2_3 = t19_c2_3.addingProduct(t19_a2, t19_b3)
+          let t19_a3 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 3) &* 25) &+ k20)])
+          t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+          t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+          t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+          t19_c3_3 = t19_c3_3.addingProduct(t19_a3, t19_b3)
+          let t19_a4 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 4) &* 25) &+ k20)])
+          t19_c4_0 = t19_c4_0.addingProduct(t19_a4, t19_b0)
+          t19_c4_1 = t19_c4_1.addingProduct(t19_a4, t19_b1)
+          t19_c4_2 = t19_c4_2.addingProduct(t19_a4, t19_b2)
+          t19_c4_3 = t19_c4_3.addingProduct(t19_a4, t19_b3)
+          let t19_a5 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 5) &* 25) &+ k20)])
+          t19_c5_0 = t19_c5_0.addingProduct(t19_a5, t19_b0)
+          t19_c5_1 = t19_c5_1.addingProduct(t19_a5, t19_b1)
+          t19_c5_2 = t19_c5_2.addingProduct(t19_a5, t19_b2)
+          t19_c5_3 = t19_c5_3.addingProduct(t19_a5, t19_b3)
+        }
+        store16(arena, ((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)), t19_c0_0)
+        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c0_1)
+        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c0_2)
+        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c0_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)), t19_c1_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c1_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c1_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c1_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)), t19_c2_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c2_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c2_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c2_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)), t19_c3_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c3_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c3_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c3_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)), t19_c4_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c4_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c4_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c4_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)), t19_c5_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c5_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c5_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c5_3)
+      }
+    }
+    for j21 in 0..<64 {
+      for f22 in 0..<6 {
+        do {  // SIMD16 over i23
+          var i23 = 0
+          while i23 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])), where: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])) .> SIMD16<Float>(repeating: Float(0))))
+            i23 &+= 16
+          }
+          while i23 < 784 {
+            arena[(((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23)] = ((arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) > Float(0) ? (arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) : Float(0))
+            i23 &+= 1
+          }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q20 in 0..<384 {
-    for py21 in 0..<14 {
-      for px22 in 0..<14 {
-        var acc23: Float = Float(0)
-        acc23 = (acc23 + arena[(((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2))])
-        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 1)])
-        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28)])
-        acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28) &+ 1)])
-        arena[(((301056 &+ (q20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (acc23 * Float(bitPattern: 0x3e800000))
+  for q24 in 0..<384 {
+    for py25 in 0..<14 {
+      for px26 in 0..<14 {
+        var acc27: Float = Float(0)
+        acc27 = (acc27 + arena[(((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2))])
+        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 1)])
+        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28)])
+        acc27 = (acc27 + arena[(((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28) &+ 1)])
+        arena[(((301056 &+ (q24 &* 196)) &+ (py25 &* 14)) &+ px26)] = (acc27 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g24 in 0..<1 {
-    for j25 in 0..<64 {
-      for c26 in 0..<6 {
-        for ky27 in 0..<5 {
-          for oy28 in 0..<10 {
-            do {  // SIMD16 over ox29
-              var ox29 = 0
-              while ox29 < 10 {
-                arena[((((478720 &+ ((((c26 &* 5) &+ ky27) &* 5) &* 6400)) &+ (j25 &* 100)) &+ (oy28 &* 10)) &+ ox29)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy28 &+ ky27) &* 14)) &+ ox29)]
-                ox29 &+= 1
-              }
-            }
-          }
-          for oy30 in 0..<10 {
-            for ox31 in 0..<10 {
-              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 1) &* 6400)) &+ (j25 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy30 &+ ky27) &* 14)) &+ (ox31 &+ 1))]
-            }
-          }
+  for g28 in 0..<1 {
+    for j29 in 0..<64 {
+      for c30 in 0..<6 {
+        for ky31 in 0..<5 {
           for oy32 in 0..<10 {
-            for ox33 in 0..<10 {
-              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 2) &* 6400)) &+ (j25 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy32 &+ ky27) &* 14)) &+ (ox33 &+ 2))]
+            do {  // SIMD16 over ox33
+              var ox33 = 0
+              while ox33 < 10 {
+                arena[((((478720 &+ ((((c30 &* 5) &+ ky31) &* 5) &* 6400)) &+ (j29 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy32 &+ ky31) &* 14)) &+ ox33)]
+                ox33 &+= 1
+              }
             }
           }
           for oy34 in 0..<10 {
             for ox35 in 0..<10 {
-              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 3) &* 6400)) &+ (j25 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy34 &+ ky27) &* 14)) &+ (ox35 &+ 3))]
+              arena[((((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 1) &* 6400)) &+ (j29 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy34 &+ ky31) &* 14)) &+ (ox35 &+ 1))]
             }
           }
           for oy36 in 0..<10 {
             for ox37 in 0..<10 {
-              arena[((((478720 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 4) &* 6400)) &+ (j25 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy36 &+ ky27) &* 14)) &+ (ox37 &+ 4))]
+              arena[((((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 2) &* 6400)) &+ (j29 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy36 &+ ky31) &* 14)) &+ (ox37 &+ 2))]
+            }
+          }
+          for oy38 in 0..<10 {
+            for ox39 in 0..<10 {
+              arena[((((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 3) &* 6400)) &+ (j29 &* 100)) &+ (oy38 &* 10)) &+ ox39)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy38 &+ ky31) &* 14)) &+ (ox39 &+ 3))]
+            }
+          }
+          for oy40 in 0..<10 {
+            for ox41 in 0..<10 {
+              arena[((((478720 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 4) &* 6400)) &+ (j29 &* 100)) &+ (oy40 &* 10)) &+ ox41)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy40 &+ ky31) &* 14)) &+ (ox41 &+ 4))]
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 6400, 16, 150, 1, arena + 478720, 6400, params + 156, 150, Float(bitPattern: 0x0), arena + 1438720, 16)
-    for j38 in 0..<64 {
-      for f39 in 0..<16 {
-        for i40 in 0..<100 {
-          arena[(((376320 &+ (((g24 &* 64) &+ j38) &* 1600)) &+ (f39 &* 100)) &+ i40)] = ((arena[((1438720 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) > Float(0) ? (arena[((1438720 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) : Float(0))
+    for nb42 in 0..<100 {
+      for mb43 in 0..<2 {
+        var t44_c0_0 = SIMD16<Float>()
+        var t44_c0_1 = SIMD16<Float>()
+        var t44_c0_2 = SIMD16<Float>()
+        var t44_c0_3 = SIMD16<Float>()
+        var t44_c1_0 = SIMD16<Float>()
+        var t44_c1_1 = SIMD16<Float>()
+        var t44_c1_2 = SIMD16<Float>()
+        var t44_c1_3 = SIMD16<Float>()
+        var t44_c2_0 = SIMD16<Float>()
+        var t44_c2_1 = SIMD16<Float>()
+        var t44_c2_2 = SIMD16<Float>()
+        var t44_c2_3 = SIMD16<Float>()
+        var t44_c3_0 = SIMD16<Float>()
+        var t44_c3_1 = SIMD16<Float>()
+        var t44_c3_2 = SIMD16<Float>()
+        var t44_c3_3 = SIMD16<Float>()
+        var t44_c4_0 = SIMD16<Float>()
+        var t44_c4_1 = SIMD16<Float>()
+        var t44_c4_2 = SIMD16<Float>()
+        var t44_c4_3 = SIMD16<Float>()
+        var t44_c5_0 = SIMD16<Float>()
+        var t44_c5_1 = SIMD16<Float>()
+        var t44_c5_2 = SIMD16<Float>()
+        var t44_c5_3 = SIMD16<Float>()
+        for k45 in 0..<150 {
+          let t44_b0 = load16(arena, ((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)))
+          let t44_b1 = load16(arena, (((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 16))
+          let t44_b2 = load16(arena, (((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 32))
+          let t44_b3 = load16(arena, (((478720 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 48))
+          let t44_a0 = SIMD16<Float>(repeating: params[((156 &+ ((mb43 &* 6) &* 150)) &+ k45)])
+          t44_c0_0 = t44_c0_0.addingProduct(t44_a0, t44_b0)
+          t44_c0_1 = t44_c0_1.addingProduct(t44_a0, t44_b1)
+          t44_c0_2 = t44_c0_2.addingProduct(t44_a0, t44_b2)
+          t44_c0_3 = t44_c0_3.addingProduct(t44_a0, t44_b3)
+          let t44_a1 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 1) &* 150)) &+ k45)])
+          t44_c1_0 = t44_c1_0.addingProduct(t44_a1, t44_b0)
+          t44_c1_1 = t44_c1_1.addingProduct(t44_a1, t44_b1)
+          t44_c1_2 = t44_c1_2.addingProduct(t44_a1, t44_b2)
+          t44_c1_3 = t44_c1_3.addingProduct(t44_a1, t44_b3)
+          let t44_a2 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 2) &* 150)) &+ k45)])
+          t44_c2_0 = t44_c2_0.addingProduct(t44_a2, t44_b0)
+          t44_c2_1 = t44_c2_1.addingProduct(t44_a2, t44_b1)
+          t44_c2_2 = t44_c2_2.addingProduct(t44_a2, t44_b2)
+          t44_c2_3 = t44_c2_3.addingProduct(t44_a2, t44_b3)
+          let t44_a3 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 3) &* 150)) &+ k45)])
+          t44_c3_0 = t44_c3_0.addingProduct(t44_a3, t44_b0)
+          t44_c3_1 = t44_c3_1.addingProduct(t44_a3, t44_b1)
+          t44_c3_2 = t44_c3_2.addingProduct(t44_a3, t44_b2)
+          t44_c3_3 = t44_c3_3.addingProduct(t44_a3, t44_b3)
+          let t44_a4 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 4) &* 150)) &+ k45)])
+          t44_c4_0 = t44_c4_0.addingProduct(t44_a4, t44_b0)
+          t44_c4_1 = t44_c4_1.addingProduct(t44_a4, t44_b1)
+          t44_c4_2 = t44_c4_2.addingProduct(t44_a4, t44_b2)
+          t44_c4_3 = t44_c4_3.addingProduct(t44_a4, t44_b3)
+          let t44_a5 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 5) &* 150)) &+ k45)])
+          t44_c5_0 = t44_c5_0.addingProduct(t44_a5, t44_b0)
+          t44_c5_1 = t44_c5_1.addingProduct(t44_a5, t44_b1)
+          t44_c5_2 = t44_c5_2.addingProduct(t44_a5, t44_b2)
+          t44_c5_3 = t44_c5_3.addingProduct(t44_a5, t44_b3)
+        }
+        store16(arena, ((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)), t44_c0_0)
+        store16(arena, (((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c0_1)
+        store16(arena, (((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c0_2)
+        store16(arena, (((1438720 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c0_3)
+        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)), t44_c1_0)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c1_1)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c1_2)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c1_3)
+        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)), t44_c2_0)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c2_1)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c2_2)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c2_3)
+        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)), t44_c3_0)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c3_1)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c3_2)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c3_3)
+        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)), t44_c4_0)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c4_1)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c4_2)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c4_3)
+        store16(arena, ((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)), t44_c5_0)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c5_1)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c5_2)
+        store16(arena, (((1438720 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c5_3)
+      }
+      var t46_c0_0 = SIMD16<Float>()
+      var t46_c0_1 = SIMD16<Float>()
+      var t46_c0_2 = SIMD16<Float>()
+      var t46_c0_3 = SIMD16<Float>()
+      var t46_c1_0 = SIMD16<Float>()
+      var t46_c1_1 = SIMD16<Float>()
+      var t46_c1_2 = SIMD16<Float>()
+      var t46_c1_3 = SIMD16<Float>()
+      var t46_c2_0 = SIMD16<Float>()
+      var t46_c2_1 = SIMD16<Float>()
+      var t46_c2_2 = SIMD16<Float>()
+      var t46_c2_3 = SIMD16<Float>()
+      var t46_c3_0 = SIMD16<Float>()
+      var t46_c3_1 = SIMD16<Float>()
+      var t46_c3_2 = SIMD16<Float>()
+      var t46_c3_3 = SIMD16<Float>()
+      for k47 in 0..<150 {
+        let t46_b0 = load16(arena, ((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)))
+        let t46_b1 = load16(arena, (((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 16))
+        let t46_b2 = load16(arena, (((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 32))
+        let t46_b3 = load16(arena, (((478720 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 48))
+        let t46_a0 = SIMD16<Float>(repeating: params[(1956 &+ k47)])
+        t46_c0_0 = t46_c0_0.addingProduct(t46_a0, t46_b0)
+        t46_c0_1 = t46_c0_1.addingProduct(t46_a0, t46_b1)
+        t46_c0_2 = t46_c0_2.addingProduct(t46_a0, t46_b2)
+        t46_c0_3 = t46_c0_3.addingProduct(t46_a0, t46_b3)
+        let t46_a1 = SIMD16<Float>(repeating: params[(2106 &+ k47)])
+        t46_c1_0 = t46_c1_0.addingProduct(t46_a1, t46_b0)
+        t46_c1_1 = t46_c1_1.addingProduct(t46_a1, t46_b1)
+        t46_c1_2 = t46_c1_2.addingProduct(t46_a1, t46_b2)
+        t46_c1_3 = t46_c1_3.addingProduct(t46_a1, t46_b3)
+        let t46_a2 = SIMD16<Float>(repeating: params[(2256 &+ k47)])
+        t46_c2_0 = t46_c2_0.addingProduct(t46_a2, t46_b0)
+        t46_c2_1 = t46_c2_1.addingProduct(t46_a2, t46_b1)
+        t46_c2_2 = t46_c2_2.addingProduct(t46_a2, t46_b2)
+        t46_c2_3 = t46_c2_3.addingProduct(t46_a2, t46_b3)
+        let t46_a3 = SIMD16<Float>(repeating: params[(2406 &+ k47)])
+        t46_c3_0 = t46_c3_0.addingProduct(t46_a3, t46_b0)
+        t46_c3_1 = t46_c3_1.addingProduct(t46_a3, t46_b1)
+        t46_c3_2 = t46_c3_2.addingProduct(t46_a3, t46_b2)
+        t46_c3_3 = t46_c3_3.addingProduct(t46_a3, t46_b3)
+      }
+      store16(arena, (1515520 &+ (nb42 &* 64)), t46_c0_0)
+      store16(arena, ((1515520 &+ (nb42 &* 64)) &+ 16), t46_c0_1)
+      store16(arena, ((1515520 &+ (nb42 &* 64)) &+ 32), t46_c0_2)
+      store16(arena, ((1515520 &+ (nb42 &* 64)) &+ 48), t46_c0_3)
+      store16(arena, (1521920 &+ (nb42 &* 64)), t46_c1_0)
+      store16(arena, ((1521920 &+ (nb42 &* 64)) &+ 16), t46_c1_1)
+      store16(arena, ((1521920 &+ (nb42 &* 64)) &+ 32), t46_c1_2)
+      store16(arena, ((1521920 &+ (nb42 &* 64)) &+ 48), t46_c1_3)
+      store16(arena, (1528320 &+ (nb42 &* 64)), t46_c2_0)
+      store16(arena, ((1528320 &+ (nb42 &* 64)) &+ 16), t46_c2_1)
+      store16(arena, ((1528320 &+ (nb42 &* 64)) &+ 32), t46_c2_2)
+      store16(arena, ((1528320 &+ (nb42 &* 64)) &+ 48), t46_c2_3)
+      store16(arena, (1534720 &+ (nb42 &* 64)), t46_c3_0)
+      store16(arena, ((1534720 &+ (nb42 &* 64)) &+ 16), t46_c3_1)
+      store16(arena, ((1534720 &+ (nb42 &* 64)) &+ 32), t46_c3_2)
+      store16(arena, ((1534720 &+ (nb42 &* 64)) &+ 48), t46_c3_3)
+    }
+    for j48 in 0..<64 {
+      for f49 in 0..<16 {
+        do {  // SIMD16 over i50
+          var i50 = 0
+          while i50 &+ 16 <= 100 {
+            store16(arena, ((376320 &+ (((g28 &* 64) &+ j48) &* 1600)) &+ (f49 &* 100)) &+ i50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])), where: (load16(arena, ((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])) .> SIMD16<Float>(repeating: Float(0))))
+            i50 &+= 16
+          }
+          while i50 < 100 {
+            arena[(((376320 &+ (((g28 &* 64) &+ j48) &* 1600)) &+ (f49 &* 100)) &+ i50)] = ((arena[(((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) > Float(0) ? (arena[(((1438720 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) : Float(0))
+            i50 &+= 1
+          }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q41 in 0..<1024 {
-    for py42 in 0..<5 {
-      for px43 in 0..<5 {
-        var acc44: Float = Float(0)
-        acc44 = (acc44 + arena[(376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)))])
-        acc44 = (acc44 + arena[((376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))) &+ 1)])
-        acc44 = (acc44 + arena[((376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))) &+ 10)])
-        acc44 = (acc44 + arena[(((376320 &+ (((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))) &+ 10) &+ 1)])
-        arena[(((478720 &+ (q41 &* 25)) &+ (py42 &* 5)) &+ px43)] = (acc44 * Float(bitPattern: 0x3e800000))
+  for q51 in 0..<1024 {
+    for py52 in 0..<5 {
+      for px53 in 0..<5 {
+        var acc54: Float = Float(0)
+        acc54 = (acc54 + arena[(376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)))])
+        acc54 = (acc54 + arena[((376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))) &+ 1)])
+        acc54 = (acc54 + arena[((376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))) &+ 10)])
+        acc54 = (acc54 + arena[(((376320 &+ (((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))) &+ 10) &+ 1)])
+        arena[(((478720 &+ (q51 &* 25)) &+ (py52 &* 5)) &+ px53)] = (acc54 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 478720, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 504320, 120)
-  for n45 in 0..<64 {
-    do {  // SIMD16 over u46
-      var u46 = 0
-      while u46 &+ 16 <= 120 {
-        store16(arena, (504320 &+ (n45 &* 120)) &+ u46, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n45 &* 120)) &+ u46) + load16(params, 50572 &+ u46)), where: (load16(arena, (504320 &+ (n45 &* 120)) &+ u46) + load16(params, 50572 &+ u46)) .> SIMD16<Float>(repeating: Float(0))))
-        u46 &+= 16
+  for n55 in 0..<64 {
+    do {  // SIMD16 over u56
+      var u56 = 0
+      while u56 &+ 16 <= 120 {
+        store16(arena, (504320 &+ (n55 &* 120)) &+ u56, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (504320 &+ (n55 &* 120)) &+ u56) + load16(params, 50572 &+ u56)), where: (load16(arena, (504320 &+ (n55 &* 120)) &+ u56) + load16(params, 50572 &+ u56)) .> SIMD16<Float>(repeating: Float(0))))
+        u56 &+= 16
       }
-      while u46 < 120 {
-        arena[((504320 &+ (n45 &* 120)) &+ u46)] = ((arena[((504320 &+ (n45 &* 120)) &+ u46)] + params[(50572 &+ u46)]) > Float(0) ? (arena[((504320 &+ (n45 &* 120)) &+ u46)] + params[(50572 &+ u46)]) : Float(0))
-        u46 &+= 1
+      while u56 < 120 {
+        arena[((504320 &+ (n55 &* 120)) &+ u56)] = ((arena[((504320 &+ (n55 &* 120)) &+ u56)] + params[(50572 &+ u56)]) > Float(0) ? (arena[((504320 &+ (n55 &* 120)) &+ u56)] + params[(50572 &+ u56)]) : Float(0))
+        u56 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 504320, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 512000, 84)
-  for n47 in 0..<64 {
-    do {  // SIMD16 over u48
-      var u48 = 0
-      while u48 &+ 16 <= 84 {
-        store16(arena, (512000 &+ (n47 &* 84)) &+ u48, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)), where: (load16(arena, (512000 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)) .> SIMD16<Float>(repeating: Float(0))))
-        u48 &+= 16
+  for n57 in 0..<64 {
+    do {  // SIMD16 over u58
+      var u58 = 0
+      while u58 &+ 16 <= 84 {
+        store16(arena, (512000 &+ (n57 &* 84)) &+ u58, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (512000 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)), where: (load16(arena, (512000 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)) .> SIMD16<Float>(repeating: Float(0))))
+        u58 &+= 16
       }
-      while u48 < 84 {
-        arena[((512000 &+ (n47 &* 84)) &+ u48)] = ((arena[((512000 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) > Float(0) ? (arena[((512000 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) : Float(0))
-        u48 &+= 1
+      while u58 < 84 {
+        arena[((512000 &+ (n57 &* 84)) &+ u58)] = ((arena[((512000 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) > Float(0) ? (arena[((512000 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) : Float(0))
+        u58 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 512000, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 517376, 10)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 < 10 {
-        arena[((517376 &+ (n49 &* 10)) &+ u50)] = (arena[((517376 &+ (n49 &* 10)) &+ u50)] + params[(61696 &+ u50)])
-        u50 &+= 1
+  for n59 in 0..<64 {
+    do {  // SIMD16 over u60
+      var u60 = 0
+      while u60 < 10 {
+        arena[((517376 &+ (n59 &* 10)) &+ u60)] = (arena[((517376 &+ (n59 &* 10)) &+ u60)] + params[(61696 &+ u60)])
+        u60 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc3, label)
-  var total51: Float = Float(0)
-  for n52 in 0..<64 {
-    var m53: Float = arena[(517376 &+ (n52 &* 10))]
-    for k55 in 0..<10 {
-      m53 = { let x = m53, y = arena[((517376 &+ (n52 &* 10)) &+ k55)]; return y > x ? y : x }()
+  var total61: Float = Float(0)
+  for n62 in 0..<64 {
+    var m63: Float = arena[(517376 &+ (n62 &* 10))]
+    for k65 in 0..<10 {
+      m63 = { let x = m63, y = arena[((517376 &+ (n62 &* 10)) &+ k65)]; return y > x ? y : x }()
     }
-    var s54: Float = Float(0)
-    for k56 in 0..<10 {
-      s54 = (s54 + expf((arena[((517376 &+ (n52 &* 10)) &+ k56)] - m53)))
+    var s64: Float = Float(0)
+    for k66 in 0..<10 {
+      s64 = (s64 + expf((arena[((517376 &+ (n62 &* 10)) &+ k66)] - m63)))
     }
-    total51 = (total51 + ((m53 + logf(s54)) - arena[((517376 &+ (n52 &* 10)) &+ Int(labels[n52]))]))
+    total61 = (total61 + ((m63 + logf(s64)) - arena[((517376 &+ (n62 &* 10)) &+ Int(labels[n62]))]))
   }
-  arena[518016] = (total51 / Float(64))
+  arena[518016] = (total61 / Float(64))
   // fc3_grad = cross_entropy_grad(fc3, label)
-  for n57 in 0..<64 {
-    var m58: Float = arena[(517376 &+ (n57 &* 10))]
-    for k60 in 0..<10 {
-      m58 = { let x = m58, y = arena[((517376 &+ (n57 &* 10)) &+ k60)]; return y > x ? y : x }()
+  for n67 in 0..<64 {
+    var m68: Float = arena[(517376 &+ (n67 &* 10))]
+    for k70 in 0..<10 {
+      m68 = { let x = m68, y = arena[((517376 &+ (n67 &* 10)) &+ k70)]; return y > x ? y : x }()
     }
-    var s59: Float = Float(0)
-    for k61 in 0..<10 {
-      s59 = (s59 + expf((arena[((517376 &+ (n57 &* 10)) &+ k61)] - m58)))
+    var s69: Float = Float(0)
+    for k71 in 0..<10 {
+      s69 = (s69 + expf((arena[((517376 &+ (n67 &* 10)) &+ k71)] - m68)))
     }
-    for k62 in 0..<10 {
-      arena[((518032 &+ (n57 &* 10)) &+ k62)] = ((k62 == Int(labels[n57]) ? ((expf((arena[((517376 &+ (n57 &* 10)) &+ k62)] - m58)) / s59) - Float(1)) : (expf((arena[((517376 &+ (n57 &* 10)) &+ k62)] - m58)) / s59)) / Float(64))
+    for k72 in 0..<10 {
+      arena[((518032 &+ (n67 &* 10)) &+ k72)] = ((k72 == Int(labels[n67]) ? ((expf((arena[((517376 &+ (n67 &* 10)) &+ k72)] - m68)) / s69) - Float(1)) : (expf((arena[((517376 &+ (n67 &* 10)) &+ k72)] - m68)) / s69)) / Float(64))
     }
   }
   // fc3_weight_grad = dense_grad_weight(fc3_grad, fc2)
   sgemm(101, 112, 111, 10, 84, 64, 1, arena + 518032, 10, arena + 512000, 84, Float(bitPattern: 0x0), grads + 60856, 84)
   // fc3_bias_grad = dense_grad_bias(fc3_grad)
-  for u63 in 0..<10 {
-    var acc64: Float = Float(0)
-    for n65 in 0..<64 {
-      acc64 = (acc64 + arena[((518032 &+ (n65 &* 10)) &+ u63)])
+  for u73 in 0..<10 {
+    var acc74: Float = Float(0)
+    for n75 in 0..<64 {
+      acc74 = (acc74 + arena[((518032 &+ (n75 &* 10)) &+ u73)])
     }
-    grads[(61696 &+ u63)] = acc64
+    grads[(61696 &+ u73)] = acc74
   }
   // relu4_grad = dense_grad_input(fc3_grad, fc3.weight)
   sgemm(101, 111, 111, 64, 84, 10, 1, arena + 518032, 10, params + 60856, 84, Float(bitPattern: 0x0), arena + 518672, 84)
   // fc2_grad = relu_grad(relu4_grad, fc2)
-  do {  // SIMD16 over i66
-    var i66 = 0
-    while i66 &+ 16 <= 5376 {
-      store16(arena, 524048 &+ i66, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i66), where: load16(arena, 512000 &+ i66) .> SIMD16<Float>(repeating: Float(0))))
-      i66 &+= 16
+  do {  // SIMD16 over i76
+    var i76 = 0
+    while i76 &+ 16 <= 5376 {
+      store16(arena, 524048 &+ i76, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518672 &+ i76), where: load16(arena, 512000 &+ i76) .> SIMD16<Float>(repeating: Float(0))))
+      i76 &+= 16
     }
-    while i66 < 5376 {
-      arena[(524048 &+ i66)] = (arena[(512000 &+ i66)] > Float(0) ? arena[(518672 &+ i66)] : Float(0))
-      i66 &+= 1
+    while i76 < 5376 {
+      arena[(524048 &+ i76)] = (arena[(512000 &+ i76)] > Float(0) ? arena[(518672 &+ i76)] : Float(0))
+      i76 &+= 1
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 84, 120, 64, 1, arena + 524048, 84, arena + 504320, 120, Float(bitPattern: 0x0), grads + 50692, 120)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u67 in 0..<84 {
-    var acc68: Float = Float(0)
-    for n69 in 0..<64 {
-      acc68 = (acc68 + arena[((524048 &+ (n69 &* 84)) &+ u67)])
+  for u77 in 0..<84 {
+    var acc78: Float = Float(0)
+    for n79 in 0..<64 {
+      acc78 = (acc78 + arena[((524048 &+ (n79 &* 84)) &+ u77)])
     }
-    grads[(60772 &+ u67)] = acc68
+    grads[(60772 &+ u77)] = acc78
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 120, 84, 1, arena + 524048, 84, params + 50692, 120, Float(bitPattern: 0x0), arena + 529424, 120)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i70
-    var i70 = 0
-    while i70 &+ 16 <= 7680 {
-      store16(arena, 518032 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i70), where: load16(arena, 504320 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
-      i70 &+= 16
+  do {  // SIMD16 over i80
+    var i80 = 0
+    while i80 &+ 16 <= 7680 {
+      store16(arena, 518032 &+ i80, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 529424 &+ i80), where: load16(arena, 504320 &+ i80) .> SIMD16<Float>(repeating: Float(0))))
+      i80 &+= 16
     }
-    while i70 < 7680 {
-      arena[(518032 &+ i70)] = (arena[(504320 &+ i70)] > Float(0) ? arena[(529424 &+ i70)] : Float(0))
-      i70 &+= 1
+    while i80 < 7680 {
+      arena[(518032 &+ i80)] = (arena[(504320 &+ i80)] > Float(0) ? arena[(529424 &+ i80)] : Float(0))
+      i80 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 120, 400, 64, 1, arena + 518032, 120, arena + 478720, 400, Float(bitPattern: 0x0), grads + 2572, 400)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u71 in 0..<120 {
-    var acc72: Float = Float(0)
-    for n73 in 0..<64 {
-      acc72 = (acc72 + arena[((518032 &+ (n73 &* 120)) &+ u71)])
+  for u81 in 0..<120 {
+    var acc82: Float = Float(0)
+    for n83 in 0..<64 {
+      acc82 = (acc82 + arena[((518032 &+ (n83 &* 120)) &+ u81)])
     }
-    grads[(50572 &+ u71)] = acc72
+    grads[(50572 &+ u81)] = acc82
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 400, 120, 1, arena + 518032, 120, params + 2572, 400, Float(bitPattern: 0x0), arena + 525712, 400)
   // pool2_grad = flatten_grad(flat_grad, pool2)
   // relu2_grad = avgpool_grad(pool2_grad, conv2)
-  do {  // SIMD16 over i74
-    var i74 = 0
-    while i74 &+ 16 <= 102400 {
-      store16(arena, 551312 &+ i74, SIMD16<Float>(repeating: Float(0)))
-      i74 &+= 16
+  do {  // SIMD16 over i84
+    var i84 = 0
+    while i84 &+ 16 <= 102400 {
+      store16(arena, 551312 &+ i84, SIMD16<Float>(repeating: Float(0)))
+      i84 &+= 16
     }
-    while i74 < 102400 {
-      arena[(551312 &+ i74)] = Float(0)
-      i74 &+= 1
+    while i84 < 102400 {
+      arena[(551312 &+ i84)] = Float(0)
+      i84 &+= 1
     }
   }
-  for q75 in 0..<1024 {
-    for py76 in 0..<5 {
-      for px77 in 0..<5 {
-        for ky78 in 0..<2 {
-          for kx79 in 0..<2 {
-            arena[(((551312 &+ (((q75 &* 100) &+ (py76 &* 20)) &+ (px77 &* 2))) &+ (ky78 &* 10)) &+ kx79)] += (arena[(((525712 &+ (q75 &* 25)) &+ (py76 &* 5)) &+ px77)] * Float(bitPattern: 0x3e800000))
+  for q85 in 0..<1024 {
+    for py86 in 0..<5 {
+      for px87 in 0..<5 {
+        for ky88 in 0..<2 {
+          for kx89 in 0..<2 {
+            arena[(((551312 &+ (((q85 &* 100) &+ (py86 &* 20)) &+ (px87 &* 2))) &+ (ky88 &* 10)) &+ kx89)] += (arena[(((525712 &+ (q85 &* 25)) &+ (py86 &* 5)) &+ px87)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv2_grad = relu_grad(relu2_grad, conv2)
-  do {  // SIMD16 over i80
-    var i80 = 0
-    while i80 &+ 16 <= 102400 {
-      store16(arena, 653712 &+ i80, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i80), where: load16(arena, 376320 &+ i80) .> SIMD16<Float>(repeating: Float(0))))
-      i80 &+= 16
+  do {  // SIMD16 over i90
+    var i90 = 0
+    while i90 &+ 16 <= 102400 {
+      store16(arena, 653712 &+ i90, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 551312 &+ i90), where: load16(arena, 376320 &+ i90) .> SIMD16<Float>(repeating: Float(0))))
+      i90 &+= 16
     }
-    while i80 < 102400 {
-      arena[(653712 &+ i80)] = (arena[(376320 &+ i80)] > Float(0) ? arena[(551312 &+ i80)] : Float(0))
-      i80 &+= 1
+    while i90 < 102400 {
+      arena[(653712 &+ i90)] = (arena[(376320 &+ i90)] > Float(0) ? arena[(551312 &+ i90)] : Float(0))
+      i90 &+= 1
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, pool1)
-  do {  // SIMD16 over i81
-    var i81 = 0
-    while i81 &+ 16 <= 2400 {
-      store16(grads, 156 &+ i81, SIMD16<Float>(repeating: Float(0)))
-      i81 &+= 16
+  do {  // SIMD16 over i91
+    var i91 = 0
+    while i91 &+ 16 <= 2400 {
+      store16(arena, 1818512 &+ i91, SIMD16<Float>(repeating: Float(0)))
+      i91 &+= 16
     }
-    while i81 < 2400 {
-      grads[(156 &+ i81)] = Float(0)
-      i81 &+= 1
+    while i91 < 2400 {
+      arena[(1818512 &+ i91)] = Float(0)
+      i91 &+= 1
     }
   }
-  for g82 in 0..<1 {
-    for j83 in 0..<64 {
-      for c84 in 0..<6 {
-        for ky85 in 0..<5 {
-          for oy86 in 0..<10 {
-            do {  // SIMD16 over ox87
-              var ox87 = 0
-              while ox87 < 10 {
-                arena[((((756112 &+ ((((c84 &* 5) &+ ky85) &* 5) &* 6400)) &+ (j83 &* 100)) &+ (oy86 &* 10)) &+ ox87)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy86 &+ ky85) &* 14)) &+ ox87)]
-                ox87 &+= 1
+  for g92 in 0..<1 {
+    for j93 in 0..<64 {
+      for c94 in 0..<6 {
+        for ky95 in 0..<5 {
+          for oy96 in 0..<10 {
+            do {  // SIMD16 over ox97
+              var ox97 = 0
+              while ox97 < 10 {
+                arena[((((756112 &+ ((((c94 &* 5) &+ ky95) &* 5) &* 6400)) &+ (j93 &* 100)) &+ (oy96 &* 10)) &+ ox97)] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy96 &+ ky95) &* 14)) &+ ox97)]
+                ox97 &+= 1
               }
             }
           }
-          for oy88 in 0..<10 {
-            for ox89 in 0..<10 {
-              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 1) &* 6400)) &+ (j83 &* 100)) &+ (oy88 &* 10)) &+ ox89)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy88 &+ ky85) &* 14)) &+ (ox89 &+ 1))]
+          for oy98 in 0..<10 {
+            for ox99 in 0..<10 {
+              arena[((((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 1) &* 6400)) &+ (j93 &* 100)) &+ (oy98 &* 10)) &+ ox99)] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy98 &+ ky95) &* 14)) &+ (ox99 &+ 1))]
             }
           }
-          for oy90 in 0..<10 {
-            for ox91 in 0..<10 {
-              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 2) &* 6400)) &+ (j83 &* 100)) &+ (oy90 &* 10)) &+ ox91)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy90 &+ ky85) &* 14)) &+ (ox91 &+ 2))]
+          for oy100 in 0..<10 {
+            for ox101 in 0..<10 {
+              arena[((((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 2) &* 6400)) &+ (j93 &* 100)) &+ (oy100 &* 10)) &+ ox101)] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy100 &+ ky95) &* 14)) &+ (ox101 &+ 2))]
             }
           }
-          for oy92 in 0..<10 {
-            for ox93 in 0..<10 {
-              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 3) &* 6400)) &+ (j83 &* 100)) &+ (oy92 &* 10)) &+ ox93)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy92 &+ ky85) &* 14)) &+ (ox93 &+ 3))]
+          for oy102 in 0..<10 {
+            for ox103 in 0..<10 {
+              arena[((((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 3) &* 6400)) &+ (j93 &* 100)) &+ (oy102 &* 10)) &+ ox103)] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy102 &+ ky95) &* 14)) &+ (ox103 &+ 3))]
             }
           }
-          for oy94 in 0..<10 {
-            for ox95 in 0..<10 {
-              arena[((((756112 &+ (((((c84 &* 5) &+ ky85) &* 5) &+ 4) &* 6400)) &+ (j83 &* 100)) &+ (oy94 &* 10)) &+ ox95)] = arena[((((301056 &+ (((g82 &* 64) &+ j83) &* 1176)) &+ (c84 &* 196)) &+ ((oy94 &+ ky85) &* 14)) &+ (ox95 &+ 4))]
+          for oy104 in 0..<10 {
+            for ox105 in 0..<10 {
+              arena[((((756112 &+ (((((c94 &* 5) &+ ky95) &* 5) &+ 4) &* 6400)) &+ (j93 &* 100)) &+ (oy104 &* 10)) &+ ox105)] = arena[((((301056 &+ (((g92 &* 64) &+ j93) &* 1176)) &+ (c94 &* 196)) &+ ((oy104 &+ ky95) &* 14)) &+ (ox105 &+ 4))]
             }
           }
         }
       }
     }
-    for j96 in 0..<64 {
-      for f97 in 0..<16 {
-        do {  // SIMD16 over i98
-          var i98 = 0
-          while i98 &+ 16 <= 100 {
-            store16(arena, ((1716112 &+ (f97 &* 6400)) &+ (j96 &* 100)) &+ i98, load16(arena, ((653712 &+ (((g82 &* 64) &+ j96) &* 1600)) &+ (f97 &* 100)) &+ i98))
-            i98 &+= 16
-          }
-          while i98 < 100 {
-            arena[(((1716112 &+ (f97 &* 6400)) &+ (j96 &* 100)) &+ i98)] = arena[(((653712 &+ (((g82 &* 64) &+ j96) &* 1600)) &+ (f97 &* 100)) &+ i98)]
-            i98 &+= 1
-          }
+    for j106 in 0..<64 {
+      for i107 in 0..<100 {
+        for f108 in 0..<16 {
+          arena[((1716112 &+ (((j106 &* 100) &+ i107) &* 16)) &+ f108)] = arena[(((653712 &+ (((g92 &* 64) &+ j106) &* 1600)) &+ (f108 &* 100)) &+ i107)]
         }
       }
     }
-    sgemm(101, 111, 112, 16, 150, 6400, 1, arena + 1716112, 6400, arena + 756112, 6400, Float(bitPattern: 0x3f800000), grads + 156, 150)
+    for kp109 in 0..<16 {
+      for nb110 in 0..<1 {
+        for mb111 in 0..<5 {
+          var t112_c0_0 = load16(arena, ((1818512 &+ ((mb111 &* 28) &* 16)) &+ (nb110 &* 16)))
+          var t112_c1_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 1) &* 16)) &+ (nb110 &* 16)))
+          var t112_c2_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 2) &* 16)) &+ (nb110 &* 16)))
+          var t112_c3_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 3) &* 16)) &+ (nb110 &* 16)))
+          var t112_c4_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 4) &* 16)) &+ (nb110 &* 16)))
+          var t112_c5_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 5) &* 16)) &+ (nb110 &* 16)))
+          var t112_c6_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 6) &* 16)) &+ (nb110 &* 16)))
+          var t112_c7_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 7) &* 16)) &+ (nb110 &* 16)))
+          var t112_c8_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 8) &* 16)) &+ (nb110 &* 16)))
+          var t112_c9_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 9) &* 16)) &+ (nb110 &* 16)))
+          var t112_c10_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 10) &* 16)) &+ (nb110 &* 16)))
+          var t112_c11_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 11) &* 16)) &+ (nb110 &* 16)))
+          var t112_c12_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 12) &* 16)) &+ (nb110 &* 16)))
+          var t112_c13_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 13) &* 16)) &+ (nb110 &* 16)))
+          var t112_c14_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 14) &* 16)) &+ (nb110 &* 16)))
+          var t112_c15_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 15) &* 16)) &+ (nb110 &* 16)))
+          var t112_c16_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 16) &* 16)) &+ (nb110 &* 16)))
+          var t112_c17_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 17) &* 16)) &+ (nb110 &* 16)))
+          var t112_c18_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 18) &* 16)) &+ (nb110 &* 16)))
+          var t112_c19_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 19) &* 16)) &+ (nb110 &* 16)))
+          var t112_c20_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 20) &* 16)) &+ (nb110 &* 16)))
+          var t112_c21_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 21) &* 16)) &+ (nb110 &* 16)))
+          var t112_c22_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 22) &* 16)) &+ (nb110 &* 16)))
+          var t112_c23_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 23) &* 16)) &+ (nb110 &* 16)))
+          var t112_c24_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 24) &* 16)) &+ (nb110 &* 16)))
+          var t112_c25_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 25) &* 16)) &+ (nb110 &* 16)))
+          var t112_c26_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 26) &* 16)) &+ (nb110 &* 16)))
+          var t112_c27_0 = load16(arena, ((1818512 &+ (((mb111 &* 28) &+ 27) &* 16)) &+ (nb110 &* 16)))
+          for k113 in 0..<377 {
+            let t112_b0 = load16(arena, ((1716112 &+ ((k113 &+ (kp109 &* 377)) &* 16)) &+ (nb110 &* 16)))
+            let t112_a0 = SIMD16<Float>(repeating: arena[((756112 &+ ((mb111 &* 28) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c0_0 = t112_c0_0.addingProduct(t112_a0, t112_b0)
+            let t112_a1 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 1) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c1_0 = t112_c1_0.addingProduct(t112_a1, t112_b0)
+            let t112_a2 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 2) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c2_0 = t112_c2_0.addingProduct(t112_a2, t112_b0)
+            let t112_a3 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 3) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c3_0 = t112_c3_0.addingProduct(t112_a3, t112_b0)
+            let t112_a4 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 4) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c4_0 = t112_c4_0.addingProduct(t112_a4, t112_b0)
+            let t112_a5 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 5) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c5_0 = t112_c5_0.addingProduct(t112_a5, t112_b0)
+            let t112_a6 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 6) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c6_0 = t112_c6_0.addingProduct(t112_a6, t112_b0)
+            let t112_a7 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 7) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c7_0 = t112_c7_0.addingProduct(t112_a7, t112_b0)
+            let t112_a8 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 8) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c8_0 = t112_c8_0.addingProduct(t112_a8, t112_b0)
+            let t112_a9 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 9) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c9_0 = t112_c9_0.addingProduct(t112_a9, t112_b0)
+            let t112_a10 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 10) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c10_0 = t112_c10_0.addingProduct(t112_a10, t112_b0)
+            let t112_a11 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 11) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c11_0 = t112_c11_0.addingProduct(t112_a11, t112_b0)
+            let t112_a12 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 12) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c12_0 = t112_c12_0.addingProduct(t112_a12, t112_b0)
+            let t112_a13 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 13) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c13_0 = t112_c13_0.addingProduct(t112_a13, t112_b0)
+            let t112_a14 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 14) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c14_0 = t112_c14_0.addingProduct(t112_a14, t112_b0)
+            let t112_a15 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 15) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c15_0 = t112_c15_0.addingProduct(t112_a15, t112_b0)
+            let t112_a16 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 16) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c16_0 = t112_c16_0.addingProduct(t112_a16, t112_b0)
+            let t112_a17 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 17) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c17_0 = t112_c17_0.addingProduct(t112_a17, t112_b0)
+            let t112_a18 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 18) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c18_0 = t112_c18_0.addingProduct(t112_a18, t112_b0)
+            let t112_a19 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 19) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c19_0 = t112_c19_0.addingProduct(t112_a19, t112_b0)
+            let t112_a20 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 20) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c20_0 = t112_c20_0.addingProduct(t112_a20, t112_b0)
+            let t112_a21 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 21) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c21_0 = t112_c21_0.addingProduct(t112_a21, t112_b0)
+            let t112_a22 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 22) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c22_0 = t112_c22_0.addingProduct(t112_a22, t112_b0)
+            let t112_a23 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 23) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c23_0 = t112_c23_0.addingProduct(t112_a23, t112_b0)
+            let t112_a24 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 24) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c24_0 = t112_c24_0.addingProduct(t112_a24, t112_b0)
+            let t112_a25 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 25) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c25_0 = t112_c25_0.addingProduct(t112_a25, t112_b0)
+            let t112_a26 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 26) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c26_0 = t112_c26_0.addingProduct(t112_a26, t112_b0)
+            let t112_a27 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb111 &* 28) &+ 27) &* 6400)) &+ (k113 &+ (kp109 &* 377)))])
+            t112_c27_0 = t112_c27_0.addingProduct(t112_a27, t112_b0)
+          }
+          store16(arena, ((1818512 &+ ((mb111 &* 28) &* 16)) &+ (nb110 &* 16)), t112_c0_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 1) &* 16)) &+ (nb110 &* 16)), t112_c1_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 2) &* 16)) &+ (nb110 &* 16)), t112_c2_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 3) &* 16)) &+ (nb110 &* 16)), t112_c3_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 4) &* 16)) &+ (nb110 &* 16)), t112_c4_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 5) &* 16)) &+ (nb110 &* 16)), t112_c5_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 6) &* 16)) &+ (nb110 &* 16)), t112_c6_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 7) &* 16)) &+ (nb110 &* 16)), t112_c7_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 8) &* 16)) &+ (nb110 &* 16)), t112_c8_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 9) &* 16)) &+ (nb110 &* 16)), t112_c9_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 10) &* 16)) &+ (nb110 &* 16)), t112_c10_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 11) &* 16)) &+ (nb110 &* 16)), t112_c11_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 12) &* 16)) &+ (nb110 &* 16)), t112_c12_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 13) &* 16)) &+ (nb110 &* 16)), t112_c13_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 14) &* 16)) &+ (nb110 &* 16)), t112_c14_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 15) &* 16)) &+ (nb110 &* 16)), t112_c15_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 16) &* 16)) &+ (nb110 &* 16)), t112_c16_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 17) &* 16)) &+ (nb110 &* 16)), t112_c17_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 18) &* 16)) &+ (nb110 &* 16)), t112_c18_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 19) &* 16)) &+ (nb110 &* 16)), t112_c19_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 20) &* 16)) &+ (nb110 &* 16)), t112_c20_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 21) &* 16)) &+ (nb110 &* 16)), t112_c21_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 22) &* 16)) &+ (nb110 &* 16)), t112_c22_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 23) &* 16)) &+ (nb110 &* 16)), t112_c23_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 24) &* 16)) &+ (nb110 &* 16)), t112_c24_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 25) &* 16)) &+ (nb110 &* 16)), t112_c25_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 26) &* 16)) &+ (nb110 &* 16)), t112_c26_0)
+          store16(arena, ((1818512 &+ (((mb111 &* 28) &+ 27) &* 16)) &+ (nb110 &* 16)), t112_c27_0)
+        }
+        var t114_c0_0 = load16(arena, (1820752 &+ (nb110 &* 16)))
+        var t114_c1_0 = load16(arena, (1820768 &+ (nb110 &* 16)))
+        var t114_c2_0 = load16(arena, (1820784 &+ (nb110 &* 16)))
+        var t114_c3_0 = load16(arena, (1820800 &+ (nb110 &* 16)))
+        var t114_c4_0 = load16(arena, (1820816 &+ (nb110 &* 16)))
+        var t114_c5_0 = load16(arena, (1820832 &+ (nb110 &* 16)))
+        var t114_c6_0 = load16(arena, (1820848 &+ (nb110 &* 16)))
+        var t114_c7_0 = load16(arena, (1820864 &+ (nb110 &* 16)))
+        var t114_c8_0 = load16(arena, (1820880 &+ (nb110 &* 16)))
+        var t114_c9_0 = load16(arena, (1820896 &+ (nb110 &* 16)))
+        for k115 in 0..<377 {
+          let t114_b0 = load16(arena, ((1716112 &+ ((k115 &+ (kp109 &* 377)) &* 16)) &+ (nb110 &* 16)))
+          let t114_a0 = SIMD16<Float>(repeating: arena[(1652112 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
+          let t114_a1 = SIMD16<Float>(repeating: arena[(1658512 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
+          let t114_a2 = SIMD16<Float>(repeating: arena[(1664912 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c2_0 = t114_c2_0.addingProduct(t114_a2, t114_b0)
+          let t114_a3 = SIMD16<Float>(repeating: arena[(1671312 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c3_0 = t114_c3_0.addingProduct(t114_a3, t114_b0)
+          let t114_a4 = SIMD16<Float>(repeating: arena[(1677712 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c4_0 = t114_c4_0.addingProduct(t114_a4, t114_b0)
+          let t114_a5 = SIMD16<Float>(repeating: arena[(1684112 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c5_0 = t114_c5_0.addingProduct(t114_a5, t114_b0)
+          let t114_a6 = SIMD16<Float>(repeating: arena[(1690512 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c6_0 = t114_c6_0.addingProduct(t114_a6, t114_b0)
+          let t114_a7 = SIMD16<Float>(repeating: arena[(1696912 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c7_0 = t114_c7_0.addingProduct(t114_a7, t114_b0)
+          let t114_a8 = SIMD16<Float>(repeating: arena[(1703312 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c8_0 = t114_c8_0.addingProduct(t114_a8, t114_b0)
+          let t114_a9 = SIMD16<Float>(repeating: arena[(1709712 &+ (k115 &+ (kp109 &* 377)))])
+          t114_c9_0 = t114_c9_0.addingProduct(t114_a9, t114_b0)
+        }
+        store16(arena, (1820752 &+ (nb110 &* 16)), t114_c0_0)
+        store16(arena, (1820768 &+ (nb110 &* 16)), t114_c1_0)
+        store16(arena, (1820784 &+ (nb110 &* 16)), t114_c2_0)
+        store16(arena, (1820800 &+ (nb110 &* 16)), t114_c3_0)
+        store16(arena, (1820816 &+ (nb110 &* 16)), t114_c4_0)
+        store16(arena, (1820832 &+ (nb110 &* 16)), t114_c5_0)
+        store16(arena, (1820848 &+ (nb110 &* 16)), t114_c6_0)
+        store16(arena, (1820864 &+ (nb110 &* 16)), t114_c7_0)
+        store16(arena, (1820880 &+ (nb110 &* 16)), t114_c8_0)
+        store16(arena, (1820896 &+ (nb110 &* 16)), t114_c9_0)
+      }
+    }
+    for nb116 in 0..<1 {
+      for mb117 in 0..<5 {
+        var t118_c0_0 = load16(arena, ((1818512 &+ ((mb117 &* 28) &* 16)) &+ (nb116 &* 16)))
+        var t118_c1_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 1) &* 16)) &+ (nb116 &* 16)))
+        var t118_c2_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 2) &* 16)) &+ (nb116 &* 16)))
+        var t118_c3_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 3) &* 16)) &+ (nb116 &* 16)))
+        var t118_c4_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 4) &* 16)) &+ (nb116 &* 16)))
+        var t118_c5_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 5) &* 16)) &+ (nb116 &* 16)))
+        var t118_c6_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 6) &* 16)) &+ (nb116 &* 16)))
+        var t118_c7_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 7) &* 16)) &+ (nb116 &* 16)))
+        var t118_c8_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 8) &* 16)) &+ (nb116 &* 16)))
+        var t118_c9_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 9) &* 16)) &+ (nb116 &* 16)))
+        var t118_c10_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 10) &* 16)) &+ (nb116 &* 16)))
+        var t118_c11_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 11) &* 16)) &+ (nb116 &* 16)))
+        var t118_c12_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 12) &* 16)) &+ (nb116 &* 16)))
+        var t118_c13_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 13) &* 16)) &+ (nb116 &* 16)))
+        var t118_c14_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 14) &* 16)) &+ (nb116 &* 16)))
+        var t118_c15_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 15) &* 16)) &+ (nb116 &* 16)))
+        var t118_c16_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 16) &* 16)) &+ (nb116 &* 16)))
+        var t118_c17_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 17) &* 16)) &+ (nb116 &* 16)))
+        var t118_c18_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 18) &* 16)) &+ (nb116 &* 16)))
+        var t118_c19_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 19) &* 16)) &+ (nb116 &* 16)))
+        var t118_c20_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 20) &* 16)) &+ (nb116 &* 16)))
+        var t118_c21_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 21) &* 16)) &+ (nb116 &* 16)))
+        var t118_c22_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 22) &* 16)) &+ (nb116 &* 16)))
+        var t118_c23_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 23) &* 16)) &+ (nb116 &* 16)))
+        var t118_c24_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 24) &* 16)) &+ (nb116 &* 16)))
+        var t118_c25_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 25) &* 16)) &+ (nb116 &* 16)))
+        var t118_c26_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 26) &* 16)) &+ (nb116 &* 16)))
+        var t118_c27_0 = load16(arena, ((1818512 &+ (((mb117 &* 28) &+ 27) &* 16)) &+ (nb116 &* 16)))
+        for k119 in 0..<368 {
+          let t118_b0 = load16(arena, ((1716112 &+ ((k119 &+ 6032) &* 16)) &+ (nb116 &* 16)))
+          let t118_a0 = SIMD16<Float>(repeating: arena[((756112 &+ ((mb117 &* 28) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c0_0 = t118_c0_0.addingProduct(t118_a0, t118_b0)
+          let t118_a1 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 1) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c1_0 = t118_c1_0.addingProduct(t118_a1, t118_b0)
+          let t118_a2 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 2) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c2_0 = t118_c2_0.addingProduct(t118_a2, t118_b0)
+          let t118_a3 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 3) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c3_0 = t118_c3_0.addingProduct(t118_a3, t118_b0)
+          let t118_a4 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 4) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c4_0 = t118_c4_0.addingProduct(t118_a4, t118_b0)
+          let t118_a5 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 5) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c5_0 = t118_c5_0.addingProduct(t118_a5, t118_b0)
+          let t118_a6 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 6) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c6_0 = t118_c6_0.addingProduct(t118_a6, t118_b0)
+          let t118_a7 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 7) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c7_0 = t118_c7_0.addingProduct(t118_a7, t118_b0)
+          let t118_a8 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 8) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c8_0 = t118_c8_0.addingProduct(t118_a8, t118_b0)
+          let t118_a9 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 9) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c9_0 = t118_c9_0.addingProduct(t118_a9, t118_b0)
+          let t118_a10 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 10) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c10_0 = t118_c10_0.addingProduct(t118_a10, t118_b0)
+          let t118_a11 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 11) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c11_0 = t118_c11_0.addingProduct(t118_a11, t118_b0)
+          let t118_a12 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 12) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c12_0 = t118_c12_0.addingProduct(t118_a12, t118_b0)
+          let t118_a13 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 13) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c13_0 = t118_c13_0.addingProduct(t118_a13, t118_b0)
+          let t118_a14 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 14) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c14_0 = t118_c14_0.addingProduct(t118_a14, t118_b0)
+          let t118_a15 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 15) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c15_0 = t118_c15_0.addingProduct(t118_a15, t118_b0)
+          let t118_a16 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 16) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c16_0 = t118_c16_0.addingProduct(t118_a16, t118_b0)
+          let t118_a17 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 17) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c17_0 = t118_c17_0.addingProduct(t118_a17, t118_b0)
+          let t118_a18 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 18) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c18_0 = t118_c18_0.addingProduct(t118_a18, t118_b0)
+          let t118_a19 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 19) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c19_0 = t118_c19_0.addingProduct(t118_a19, t118_b0)
+          let t118_a20 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 20) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c20_0 = t118_c20_0.addingProduct(t118_a20, t118_b0)
+          let t118_a21 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 21) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c21_0 = t118_c21_0.addingProduct(t118_a21, t118_b0)
+          let t118_a22 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 22) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c22_0 = t118_c22_0.addingProduct(t118_a22, t118_b0)
+          let t118_a23 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 23) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c23_0 = t118_c23_0.addingProduct(t118_a23, t118_b0)
+          let t118_a24 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 24) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c24_0 = t118_c24_0.addingProduct(t118_a24, t118_b0)
+          let t118_a25 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 25) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c25_0 = t118_c25_0.addingProduct(t118_a25, t118_b0)
+          let t118_a26 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 26) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c26_0 = t118_c26_0.addingProduct(t118_a26, t118_b0)
+          let t118_a27 = SIMD16<Float>(repeating: arena[((756112 &+ (((mb117 &* 28) &+ 27) &* 6400)) &+ (k119 &+ 6032))])
+          t118_c27_0 = t118_c27_0.addingProduct(t118_a27, t118_b0)
+        }
+        store16(arena, ((1818512 &+ ((mb117 &* 28) &* 16)) &+ (nb116 &* 16)), t118_c0_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 1) &* 16)) &+ (nb116 &* 16)), t118_c1_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 2) &* 16)) &+ (nb116 &* 16)), t118_c2_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 3) &* 16)) &+ (nb116 &* 16)), t118_c3_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 4) &* 16)) &+ (nb116 &* 16)), t118_c4_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 5) &* 16)) &+ (nb116 &* 16)), t118_c5_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 6) &* 16)) &+ (nb116 &* 16)), t118_c6_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 7) &* 16)) &+ (nb116 &* 16)), t118_c7_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 8) &* 16)) &+ (nb116 &* 16)), t118_c8_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 9) &* 16)) &+ (nb116 &* 16)), t118_c9_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 10) &* 16)) &+ (nb116 &* 16)), t118_c10_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 11) &* 16)) &+ (nb116 &* 16)), t118_c11_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 12) &* 16)) &+ (nb116 &* 16)), t118_c12_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 13) &* 16)) &+ (nb116 &* 16)), t118_c13_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 14) &* 16)) &+ (nb116 &* 16)), t118_c14_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 15) &* 16)) &+ (nb116 &* 16)), t118_c15_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 16) &* 16)) &+ (nb116 &* 16)), t118_c16_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 17) &* 16)) &+ (nb116 &* 16)), t118_c17_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 18) &* 16)) &+ (nb116 &* 16)), t118_c18_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 19) &* 16)) &+ (nb116 &* 16)), t118_c19_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 20) &* 16)) &+ (nb116 &* 16)), t118_c20_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 21) &* 16)) &+ (nb116 &* 16)), t118_c21_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 22) &* 16)) &+ (nb116 &* 16)), t118_c22_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 23) &* 16)) &+ (nb116 &* 16)), t118_c23_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 24) &* 16)) &+ (nb116 &* 16)), t118_c24_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 25) &* 16)) &+ (nb116 &* 16)), t118_c25_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 26) &* 16)) &+ (nb116 &* 16)), t118_c26_0)
+        store16(arena, ((1818512 &+ (((mb117 &* 28) &+ 27) &* 16)) &+ (nb116 &* 16)), t118_c27_0)
+      }
+      var t120_c0_0 = load16(arena, (1820752 &+ (nb116 &* 16)))
+      var t120_c1_0 = load16(arena, (1820768 &+ (nb116 &* 16)))
+      var t120_c2_0 = load16(arena, (1820784 &+ (nb116 &* 16)))
+      var t120_c3_0 = load16(arena, (1820800 &+ (nb116 &* 16)))
+      var t120_c4_0 = load16(arena, (1820816 &+ (nb116 &* 16)))
+      var t120_c5_0 = load16(arena, (1820832 &+ (nb116 &* 16)))
+      var t120_c6_0 = load16(arena, (1820848 &+ (nb116 &* 16)))
+      var t120_c7_0 = load16(arena, (1820864 &+ (nb116 &* 16)))
+      var t120_c8_0 = load16(arena, (1820880 &+ (nb116 &* 16)))
+      var t120_c9_0 = load16(arena, (1820896 &+ (nb116 &* 16)))
+      for k121 in 0..<368 {
+        let t120_b0 = load16(arena, ((1716112 &+ ((k121 &+ 6032) &* 16)) &+ (nb116 &* 16)))
+        let t120_a0 = SIMD16<Float>(repeating: arena[(1652112 &+ (k121 &+ 6032))])
+        t120_c0_0 = t120_c0_0.addingProduct(t120_a0, t120_b0)
+        let t120_a1 = SIMD16<Float>(repeating: arena[(1658512 &+ (k121 &+ 6032))])
+        t120_c1_0 = t120_c1_0.addingProduct(t120_a1, t120_b0)
+        let t120_a2 = SIMD16<Float>(repeating: arena[(1664912 &+ (k121 &+ 6032))])
+        t120_c2_0 = t120_c2_0.addingProduct(t120_a2, t120_b0)
+        let t120_a3 = SIMD16<Float>(repeating: arena[(1671312 &+ (k121 &+ 6032))])
+        t120_c3_0 = t120_c3_0.addingProduct(t120_a3, t120_b0)
+        let t120_a4 = SIMD16<Float>(repeating: arena[(1677712 &+ (k121 &+ 6032))])
+        t120_c4_0 = t120_c4_0.addingProduct(t120_a4, t120_b0)
+        let t120_a5 = SIMD16<Float>(repeating: arena[(1684112 &+ (k121 &+ 6032))])
+        t120_c5_0 = t120_c5_0.addingProduct(t120_a5, t120_b0)
+        let t120_a6 = SIMD16<Float>(repeating: arena[(1690512 &+ (k121 &+ 6032))])
+        t120_c6_0 = t120_c6_0.addingProduct(t120_a6, t120_b0)
+        let t120_a7 = SIMD16<Float>(repeating: arena[(1696912 &+ (k121 &+ 6032))])
+        t120_c7_0 = t120_c7_0.addingProduct(t120_a7, t120_b0)
+        let t120_a8 = SIMD16<Float>(repeating: arena[(1703312 &+ (k121 &+ 6032))])
+        t120_c8_0 = t120_c8_0.addingProduct(t120_a8, t120_b0)
+        let t120_a9 = SIMD16<Float>(repeating: arena[(1709712 &+ (k121 &+ 6032))])
+        t120_c9_0 = t120_c9_0.addingProduct(t120_a9, t120_b0)
+      }
+      store16(arena, (1820752 &+ (nb116 &* 16)), t120_c0_0)
+      store16(arena, (1820768 &+ (nb116 &* 16)), t120_c1_0)
+      store16(arena, (1820784 &+ (nb116 &* 16)), t120_c2_0)
+      store16(arena, (1820800 &+ (nb116 &* 16)), t120_c3_0)
+      store16(arena, (1820816 &+ (nb116 &* 16)), t120_c4_0)
+      store16(arena, (1820832 &+ (nb116 &* 16)), t120_c5_0)
+      store16(arena, (1820848 &+ (nb116 &* 16)), t120_c6_0)
+      store16(arena, (1820864 &+ (nb116 &* 16)), t120_c7_0)
+      store16(arena, (1820880 &+ (nb116 &* 16)), t120_c8_0)
+      store16(arena, (1820896 &+ (nb116 &* 16)), t120_c9_0)
+    }
+  }
+  for f122 in 0..<16 {
+    for r123 in 0..<150 {
+      grads[((156 &+ (f122 &* 150)) &+ r123)] = arena[((1818512 &+ (r123 &* 16)) &+ f122)]
+    }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i99
-    var i99 = 0
-    while i99 &+ 16 <= 100 {
-      store16(arena, 376320 &+ i99, SIMD16<Float>(repeating: Float(1)))
-      i99 &+= 16
+  do {  // SIMD16 over i124
+    var i124 = 0
+    while i124 &+ 16 <= 100 {
+      store16(arena, 376320 &+ i124, SIMD16<Float>(repeating: Float(1)))
+      i124 &+= 16
     }
-    while i99 < 100 {
-      arena[(376320 &+ i99)] = Float(1)
-      i99 &+= 1
-    }
-  }
-  do {  // SIMD16 over i100
-    var i100 = 0
-    while i100 &+ 16 <= 16 {
-      store16(grads, 2556 &+ i100, SIMD16<Float>(repeating: Float(0)))
-      i100 &+= 16
-    }
-    while i100 < 16 {
-      grads[(2556 &+ i100)] = Float(0)
-      i100 &+= 1
+    while i124 < 100 {
+      arena[(376320 &+ i124)] = Float(1)
+      i124 &+= 1
     }
   }
-  for img101 in 0..<64 {
-    sgemm(101, 111, 111, 16, 1, 100, 1, arena + (653712 &+ (img101 &* 1600)), 100, arena + 376320, 1, Float(bitPattern: 0x3f800000), grads + 2556, 1)
+  do {  // SIMD16 over i125
+    var i125 = 0
+    while i125 &+ 16 <= 16 {
+      store16(grads, 2556 &+ i125, SIMD16<Float>(repeating: Float(0)))
+      i125 &+= 16
+    }
+    while i125 < 16 {
+      grads[(2556 &+ i125)] = Float(0)
+      i125 &+= 1
+    }
+  }
+  for img126 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 100, 1, arena + (653712 &+ (img126 &* 1600)), 100, arena + 376320, 1, Float(bitPattern: 0x3f800000), grads + 2556, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, pool1)
-  do {  // SIMD16 over i102
-    var i102 = 0
-    while i102 &+ 16 <= 75264 {
-      store16(arena, 376320 &+ i102, SIMD16<Float>(repeating: Float(0)))
-      i102 &+= 16
+  do {  // SIMD16 over i127
+    var i127 = 0
+    while i127 &+ 16 <= 75264 {
+      store16(arena, 376320 &+ i127, SIMD16<Float>(repeating: Float(0)))
+      i127 &+= 16
     }
-    while i102 < 75264 {
-      arena[(376320 &+ i102)] = Float(0)
-      i102 &+= 1
+    while i127 < 75264 {
+      arena[(376320 &+ i127)] = Float(0)
+      i127 &+= 1
     }
   }
-  for g103 in 0..<1 {
-    for j104 in 0..<64 {
-      for f105 in 0..<16 {
-        do {  // SIMD16 over i106
-          var i106 = 0
-          while i106 &+ 16 <= 100 {
-            store16(arena, ((1716112 &+ (f105 &* 6400)) &+ (j104 &* 100)) &+ i106, load16(arena, ((653712 &+ (((g103 &* 64) &+ j104) &* 1600)) &+ (f105 &* 100)) &+ i106))
-            i106 &+= 16
+  for g128 in 0..<1 {
+    for j129 in 0..<64 {
+      for f130 in 0..<16 {
+        do {  // SIMD16 over i131
+          var i131 = 0
+          while i131 &+ 16 <= 100 {
+            store16(arena, ((1716112 &+ (f130 &* 6400)) &+ (j129 &* 100)) &+ i131, load16(arena, ((653712 &+ (((g128 &* 64) &+ j129) &* 1600)) &+ (f130 &* 100)) &+ i131))
+            i131 &+= 16
           }
-          while i106 < 100 {
-            arena[(((1716112 &+ (f105 &* 6400)) &+ (j104 &* 100)) &+ i106)] = arena[(((653712 &+ (((g103 &* 64) &+ j104) &* 1600)) &+ (f105 &* 100)) &+ i106)]
-            i106 &+= 1
+          while i131 < 100 {
+            arena[(((1716112 &+ (f130 &* 6400)) &+ (j129 &* 100)) &+ i131)] = arena[(((653712 &+ (((g128 &* 64) &+ j129) &* 1600)) &+ (f130 &* 100)) &+ i131)]
+            i131 &+= 1
           }
         }
       }
     }
-    sgemm(101, 112, 111, 150, 6400, 16, 1, params + 156, 150, arena + 1716112, 6400, Float(bitPattern: 0x0), arena + 756112, 6400)
-    for j107 in 0..<64 {
-      for c108 in 0..<6 {
-        for ky109 in 0..<5 {
-          for oy110 in 0..<10 {
-            for ox111 in 0..<10 {
-              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy110 &+ ky109) &* 14)) &+ ox111)] += arena[((((756112 &+ ((((c108 &* 5) &+ ky109) &* 5) &* 6400)) &+ (j107 &* 100)) &+ (oy110 &* 10)) &+ ox111)]
+    for nb132 in 0..<100 {
+      for mb133 in 0..<25 {
+        var t134_c0_0 = SIMD16<Float>()
+        var t134_c0_1 = SIMD16<Float>()
+        var t134_c0_2 = SIMD16<Float>()
+        var t134_c0_3 = SIMD16<Float>()
+        var t134_c1_0 = SIMD16<Float>()
+        var t134_c1_1 = SIMD16<Float>()
+        var t134_c1_2 = SIMD16<Float>()
+        var t134_c1_3 = SIMD16<Float>()
+        var t134_c2_0 = SIMD16<Float>()
+        var t134_c2_1 = SIMD16<Float>()
+        var t134_c2_2 = SIMD16<Float>()
+        var t134_c2_3 = SIMD16<Float>()
+        var t134_c3_0 = SIMD16<Float>()
+        var t134_c3_1 = SIMD16<Float>()
+        var t134_c3_2 = SIMD16<Float>()
+        var t134_c3_3 = SIMD16<Float>()
+        var t134_c4_0 = SIMD16<Float>()
+        var t134_c4_1 = SIMD16<Float>()
+        var t134_c4_2 = SIMD16<Float>()
+        var t134_c4_3 = SIMD16<Float>()
+        var t134_c5_0 = SIMD16<Float>()
+        var t134_c5_1 = SIMD16<Float>()
+        var t134_c5_2 = SIMD16<Float>()
+        var t134_c5_3 = SIMD16<Float>()
+        for k135 in 0..<16 {
+          let t134_b0 = load16(arena, ((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)))
+          let t134_b1 = load16(arena, (((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)) &+ 16))
+          let t134_b2 = load16(arena, (((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)) &+ 32))
+          let t134_b3 = load16(arena, (((1716112 &+ (k135 &* 6400)) &+ (nb132 &* 64)) &+ 48))
+          let t134_a0 = SIMD16<Float>(repeating: params[((156 &+ (mb133 &* 6)) &+ (k135 &* 150))])
+          t134_c0_0 = t134_c0_0.addingProduct(t134_a0, t134_b0)
+          t134_c0_1 = t134_c0_1.addingProduct(t134_a0, t134_b1)
+          t134_c0_2 = t134_c0_2.addingProduct(t134_a0, t134_b2)
+          t134_c0_3 = t134_c0_3.addingProduct(t134_a0, t134_b3)
+          let t134_a1 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 1)) &+ (k135 &* 150))])
+          t134_c1_0 = t134_c1_0.addingProduct(t134_a1, t134_b0)
+          t134_c1_1 = t134_c1_1.addingProduct(t134_a1, t134_b1)
+          t134_c1_2 = t134_c1_2.addingProduct(t134_a1, t134_b2)
+          t134_c1_3 = t134_c1_3.addingProduct(t134_a1, t134_b3)
+          let t134_a2 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 2)) &+ (k135 &* 150))])
+          t134_c2_0 = t134_c2_0.addingProduct(t134_a2, t134_b0)
+          t134_c2_1 = t134_c2_1.addingProduct(t134_a2, t134_b1)
+          t134_c2_2 = t134_c2_2.addingProduct(t134_a2, t134_b2)
+          t134_c2_3 = t134_c2_3.addingProduct(t134_a2, t134_b3)
+          let t134_a3 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 3)) &+ (k135 &* 150))])
+          t134_c3_0 = t134_c3_0.addingProduct(t134_a3, t134_b0)
+          t134_c3_1 = t134_c3_1.addingProduct(t134_a3, t134_b1)
+          t134_c3_2 = t134_c3_2.addingProduct(t134_a3, t134_b2)
+          t134_c3_3 = t134_c3_3.addingProduct(t134_a3, t134_b3)
+          let t134_a4 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 4)) &+ (k135 &* 150))])
+          t134_c4_0 = t134_c4_0.addingProduct(t134_a4, t134_b0)
+          t134_c4_1 = t134_c4_1.addingProduct(t134_a4, t134_b1)
+          t134_c4_2 = t134_c4_2.addingProduct(t134_a4, t134_b2)
+          t134_c4_3 = t134_c4_3.addingProduct(t134_a4, t134_b3)
+          let t134_a5 = SIMD16<Float>(repeating: params[((156 &+ ((mb133 &* 6) &+ 5)) &+ (k135 &* 150))])
+          t134_c5_0 = t134_c5_0.addingProduct(t134_a5, t134_b0)
+          t134_c5_1 = t134_c5_1.addingProduct(t134_a5, t134_b1)
+          t134_c5_2 = t134_c5_2.addingProduct(t134_a5, t134_b2)
+          t134_c5_3 = t134_c5_3.addingProduct(t134_a5, t134_b3)
+        }
+        store16(arena, ((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)), t134_c0_0)
+        store16(arena, (((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c0_1)
+        store16(arena, (((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c0_2)
+        store16(arena, (((756112 &+ ((mb133 &* 6) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c0_3)
+        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)), t134_c1_0)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c1_1)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c1_2)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 1) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c1_3)
+        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)), t134_c2_0)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c2_1)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c2_2)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 2) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c2_3)
+        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)), t134_c3_0)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c3_1)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c3_2)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 3) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c3_3)
+        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)), t134_c4_0)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c4_1)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c4_2)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 4) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c4_3)
+        store16(arena, ((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)), t134_c5_0)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)) &+ 16), t134_c5_1)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)) &+ 32), t134_c5_2)
+        store16(arena, (((756112 &+ (((mb133 &* 6) &+ 5) &* 6400)) &+ (nb132 &* 64)) &+ 48), t134_c5_3)
+      }
+    }
+    for j136 in 0..<64 {
+      for c137 in 0..<6 {
+        for ky138 in 0..<5 {
+          for oy139 in 0..<10 {
+            for ox140 in 0..<10 {
+              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy139 &+ ky138) &* 14)) &+ ox140)] += arena[((((756112 &+ ((((c137 &* 5) &+ ky138) &* 5) &* 6400)) &+ (j136 &* 100)) &+ (oy139 &* 10)) &+ ox140)]
             }
           }
-          for oy112 in 0..<10 {
-            for ox113 in 0..<10 {
-              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy112 &+ ky109) &* 14)) &+ (ox113 &+ 1))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 1) &* 6400)) &+ (j107 &* 100)) &+ (oy112 &* 10)) &+ ox113)]
+          for oy141 in 0..<10 {
+            for ox142 in 0..<10 {
+              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy141 &+ ky138) &* 14)) &+ (ox142 &+ 1))] += arena[((((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 1) &* 6400)) &+ (j136 &* 100)) &+ (oy141 &* 10)) &+ ox142)]
             }
           }
-          for oy114 in 0..<10 {
-            for ox115 in 0..<10 {
-              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy114 &+ ky109) &* 14)) &+ (ox115 &+ 2))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 2) &* 6400)) &+ (j107 &* 100)) &+ (oy114 &* 10)) &+ ox115)]
+          for oy143 in 0..<10 {
+            for ox144 in 0..<10 {
+              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy143 &+ ky138) &* 14)) &+ (ox144 &+ 2))] += arena[((((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 2) &* 6400)) &+ (j136 &* 100)) &+ (oy143 &* 10)) &+ ox144)]
             }
           }
-          for oy116 in 0..<10 {
-            for ox117 in 0..<10 {
-              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy116 &+ ky109) &* 14)) &+ (ox117 &+ 3))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 3) &* 6400)) &+ (j107 &* 100)) &+ (oy116 &* 10)) &+ ox117)]
+          for oy145 in 0..<10 {
+            for ox146 in 0..<10 {
+              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy145 &+ ky138) &* 14)) &+ (ox146 &+ 3))] += arena[((((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 3) &* 6400)) &+ (j136 &* 100)) &+ (oy145 &* 10)) &+ ox146)]
             }
           }
-          for oy118 in 0..<10 {
-            for ox119 in 0..<10 {
-              arena[((((376320 &+ (((g103 &* 64) &+ j107) &* 1176)) &+ (c108 &* 196)) &+ ((oy118 &+ ky109) &* 14)) &+ (ox119 &+ 4))] += arena[((((756112 &+ (((((c108 &* 5) &+ ky109) &* 5) &+ 4) &* 6400)) &+ (j107 &* 100)) &+ (oy118 &* 10)) &+ ox119)]
+          for oy147 in 0..<10 {
+            for ox148 in 0..<10 {
+              arena[((((376320 &+ (((g128 &* 64) &+ j136) &* 1176)) &+ (c137 &* 196)) &+ ((oy147 &+ ky138) &* 14)) &+ (ox148 &+ 4))] += arena[((((756112 &+ (((((c137 &* 5) &+ ky138) &* 5) &+ 4) &* 6400)) &+ (j136 &* 100)) &+ (oy147 &* 10)) &+ ox148)]
             }
           }
         }
@@ -503,176 +1169,384 @@ public func lenet5_train_b64(
     }
   }
   // relu1_grad = avgpool_grad(pool1_grad, conv1)
-  do {  // SIMD16 over i120
-    var i120 = 0
-    while i120 &+ 16 <= 301056 {
-      store16(arena, 518032 &+ i120, SIMD16<Float>(repeating: Float(0)))
-      i120 &+= 16
+  do {  // SIMD16 over i149
+    var i149 = 0
+    while i149 &+ 16 <= 301056 {
+      store16(arena, 518032 &+ i149, SIMD16<Float>(repeating: Float(0)))
+      i149 &+= 16
     }
-    while i120 < 301056 {
-      arena[(518032 &+ i120)] = Float(0)
-      i120 &+= 1
+    while i149 < 301056 {
+      arena[(518032 &+ i149)] = Float(0)
+      i149 &+= 1
     }
   }
-  for q121 in 0..<384 {
-    for py122 in 0..<14 {
-      for px123 in 0..<14 {
-        for ky124 in 0..<2 {
-          for kx125 in 0..<2 {
-            arena[(((518032 &+ (((q121 &* 784) &+ (py122 &* 56)) &+ (px123 &* 2))) &+ (ky124 &* 28)) &+ kx125)] += (arena[(((376320 &+ (q121 &* 196)) &+ (py122 &* 14)) &+ px123)] * Float(bitPattern: 0x3e800000))
+  for q150 in 0..<384 {
+    for py151 in 0..<14 {
+      for px152 in 0..<14 {
+        for ky153 in 0..<2 {
+          for kx154 in 0..<2 {
+            arena[(((518032 &+ (((q150 &* 784) &+ (py151 &* 56)) &+ (px152 &* 2))) &+ (ky153 &* 28)) &+ kx154)] += (arena[(((376320 &+ (q150 &* 196)) &+ (py151 &* 14)) &+ px152)] * Float(bitPattern: 0x3e800000))
           }
         }
       }
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i126
-    var i126 = 0
-    while i126 &+ 16 <= 301056 {
-      store16(arena, 819088 &+ i126, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i126), where: load16(arena, 0 &+ i126) .> SIMD16<Float>(repeating: Float(0))))
-      i126 &+= 16
+  do {  // SIMD16 over i155
+    var i155 = 0
+    while i155 &+ 16 <= 301056 {
+      store16(arena, 819088 &+ i155, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 518032 &+ i155), where: load16(arena, 0 &+ i155) .> SIMD16<Float>(repeating: Float(0))))
+      i155 &+= 16
     }
-    while i126 < 301056 {
-      arena[(819088 &+ i126)] = (arena[i126] > Float(0) ? arena[(518032 &+ i126)] : Float(0))
-      i126 &+= 1
+    while i155 < 301056 {
+      arena[(819088 &+ i155)] = (arena[i155] > Float(0) ? arena[(518032 &+ i155)] : Float(0))
+      i155 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i127
-    var i127 = 0
-    while i127 &+ 16 <= 150 {
-      store16(grads, 0 &+ i127, SIMD16<Float>(repeating: Float(0)))
-      i127 &+= 16
+  do {  // SIMD16 over i156
+    var i156 = 0
+    while i156 &+ 16 <= 150 {
+      store16(arena, 2675600 &+ i156, SIMD16<Float>(repeating: Float(0)))
+      i156 &+= 16
     }
-    while i127 < 150 {
-      grads[i127] = Float(0)
-      i127 &+= 1
+    while i156 < 150 {
+      arena[(2675600 &+ i156)] = Float(0)
+      i156 &+= 1
     }
   }
-  for g128 in 0..<1 {
-    for j129 in 0..<64 {
-      for r130 in 0..<25 {
-        do {  // SIMD16 over i131
-          var i131 = 0
-          while i131 &+ 16 <= 784 {
-            store16(arena, ((1120144 &+ (r130 &* 50176)) &+ (j129 &* 784)) &+ i131, SIMD16<Float>(repeating: Float(0)))
-            i131 &+= 16
+  for g157 in 0..<1 {
+    for j158 in 0..<64 {
+      for r159 in 0..<25 {
+        do {  // SIMD16 over i160
+          var i160 = 0
+          while i160 &+ 16 <= 784 {
+            store16(arena, ((1120144 &+ (r159 &* 50176)) &+ (j158 &* 784)) &+ i160, SIMD16<Float>(repeating: Float(0)))
+            i160 &+= 16
           }
-          while i131 < 784 {
-            arena[(((1120144 &+ (r130 &* 50176)) &+ (j129 &* 784)) &+ i131)] = Float(0)
-            i131 &+= 1
+          while i160 < 784 {
+            arena[(((1120144 &+ (r159 &* 50176)) &+ (j158 &* 784)) &+ i160)] = Float(0)
+            i160 &+= 1
           }
         }
       }
-      for c132 in 0..<1 {
-        for ky133 in 0..<5 {
-          for oy134 in 0..<28 {
-            if (-1 < ((oy134 &+ ky133) &+ -2) && ((oy134 &+ ky133) &+ -2) < 28) {
-              for ox135 in 0..<26 {
-                arena[((((1120144 &+ ((((c132 &* 5) &+ ky133) &* 5) &* 50176)) &+ (j129 &* 784)) &+ (oy134 &* 28)) &+ (ox135 &+ 2))] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy134 &+ ky133) &+ -2) &* 28)) &+ ((ox135 &+ 2) &+ -2))]
+      for c161 in 0..<1 {
+        for ky162 in 0..<5 {
+          for oy163 in 0..<28 {
+            if (-1 < ((oy163 &+ ky162) &+ -2) && ((oy163 &+ ky162) &+ -2) < 28) {
+              for ox164 in 0..<26 {
+                arena[((((1120144 &+ ((((c161 &* 5) &+ ky162) &* 5) &* 50176)) &+ (j158 &* 784)) &+ (oy163 &* 28)) &+ (ox164 &+ 2))] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy163 &+ ky162) &+ -2) &* 28)) &+ ((ox164 &+ 2) &+ -2))]
               }
             }
           }
-          for oy136 in 0..<28 {
-            if (-1 < ((oy136 &+ ky133) &+ -2) && ((oy136 &+ ky133) &+ -2) < 28) {
-              for ox137 in 0..<27 {
-                arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 1) &* 50176)) &+ (j129 &* 784)) &+ (oy136 &* 28)) &+ (ox137 &+ 1))] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy136 &+ ky133) &+ -2) &* 28)) &+ ((ox137 &+ 1) &+ -1))]
+          for oy165 in 0..<28 {
+            if (-1 < ((oy165 &+ ky162) &+ -2) && ((oy165 &+ ky162) &+ -2) < 28) {
+              for ox166 in 0..<27 {
+                arena[((((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 1) &* 50176)) &+ (j158 &* 784)) &+ (oy165 &* 28)) &+ (ox166 &+ 1))] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy165 &+ ky162) &+ -2) &* 28)) &+ ((ox166 &+ 1) &+ -1))]
               }
             }
           }
-          for oy138 in 0..<28 {
-            if (-1 < ((oy138 &+ ky133) &+ -2) && ((oy138 &+ ky133) &+ -2) < 28) {
-              do {  // SIMD16 over ox139
-                var ox139 = 0
-                while ox139 &+ 16 <= 28 {
-                  store16(arena, (((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 2) &* 50176)) &+ (j129 &* 784)) &+ (oy138 &* 28)) &+ ox139, load16(images, (((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy138 &+ ky133) &+ -2) &* 28)) &+ ox139))
-                  ox139 &+= 16
+          for oy167 in 0..<28 {
+            if (-1 < ((oy167 &+ ky162) &+ -2) && ((oy167 &+ ky162) &+ -2) < 28) {
+              do {  // SIMD16 over ox168
+                var ox168 = 0
+                while ox168 &+ 16 <= 28 {
+                  store16(arena, (((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 2) &* 50176)) &+ (j158 &* 784)) &+ (oy167 &* 28)) &+ ox168, load16(images, (((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy167 &+ ky162) &+ -2) &* 28)) &+ ox168))
+                  ox168 &+= 16
                 }
-                while ox139 < 28 {
-                  arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 2) &* 50176)) &+ (j129 &* 784)) &+ (oy138 &* 28)) &+ ox139)] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy138 &+ ky133) &+ -2) &* 28)) &+ ox139)]
-                  ox139 &+= 1
+                while ox168 < 28 {
+                  arena[((((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 2) &* 50176)) &+ (j158 &* 784)) &+ (oy167 &* 28)) &+ ox168)] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy167 &+ ky162) &+ -2) &* 28)) &+ ox168)]
+                  ox168 &+= 1
                 }
               }
             }
           }
-          for oy140 in 0..<28 {
-            if (-1 < ((oy140 &+ ky133) &+ -2) && ((oy140 &+ ky133) &+ -2) < 28) {
-              for ox141 in 0..<27 {
-                arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 3) &* 50176)) &+ (j129 &* 784)) &+ (oy140 &* 28)) &+ ox141)] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy140 &+ ky133) &+ -2) &* 28)) &+ (ox141 &+ 1))]
+          for oy169 in 0..<28 {
+            if (-1 < ((oy169 &+ ky162) &+ -2) && ((oy169 &+ ky162) &+ -2) < 28) {
+              for ox170 in 0..<27 {
+                arena[((((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 3) &* 50176)) &+ (j158 &* 784)) &+ (oy169 &* 28)) &+ ox170)] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy169 &+ ky162) &+ -2) &* 28)) &+ (ox170 &+ 1))]
               }
             }
           }
-          for oy142 in 0..<28 {
-            if (-1 < ((oy142 &+ ky133) &+ -2) && ((oy142 &+ ky133) &+ -2) < 28) {
-              for ox143 in 0..<26 {
-                arena[((((1120144 &+ (((((c132 &* 5) &+ ky133) &* 5) &+ 4) &* 50176)) &+ (j129 &* 784)) &+ (oy142 &* 28)) &+ ox143)] = images[((((((g128 &* 64) &+ j129) &* 784) &+ (c132 &* 784)) &+ (((oy142 &+ ky133) &+ -2) &* 28)) &+ (ox143 &+ 2))]
+          for oy171 in 0..<28 {
+            if (-1 < ((oy171 &+ ky162) &+ -2) && ((oy171 &+ ky162) &+ -2) < 28) {
+              for ox172 in 0..<26 {
+                arena[((((1120144 &+ (((((c161 &* 5) &+ ky162) &* 5) &+ 4) &* 50176)) &+ (j158 &* 784)) &+ (oy171 &* 28)) &+ ox172)] = images[((((((g157 &* 64) &+ j158) &* 784) &+ (c161 &* 784)) &+ (((oy171 &+ ky162) &+ -2) &* 28)) &+ (ox172 &+ 2))]
               }
             }
           }
         }
       }
     }
-    for j144 in 0..<64 {
-      for f145 in 0..<6 {
-        do {  // SIMD16 over i146
-          var i146 = 0
-          while i146 &+ 16 <= 784 {
-            store16(arena, ((2374544 &+ (f145 &* 50176)) &+ (j144 &* 784)) &+ i146, load16(arena, ((819088 &+ (((g128 &* 64) &+ j144) &* 4704)) &+ (f145 &* 784)) &+ i146))
-            i146 &+= 16
-          }
-          while i146 < 784 {
-            arena[(((2374544 &+ (f145 &* 50176)) &+ (j144 &* 784)) &+ i146)] = arena[(((819088 &+ (((g128 &* 64) &+ j144) &* 4704)) &+ (f145 &* 784)) &+ i146)]
-            i146 &+= 1
-          }
+    for j173 in 0..<64 {
+      for i174 in 0..<784 {
+        for f175 in 0..<6 {
+          arena[((2374544 &+ (((j173 &* 784) &+ i174) &* 6)) &+ f175)] = arena[(((819088 &+ (((g157 &* 64) &+ j173) &* 4704)) &+ (f175 &* 784)) &+ i174)]
         }
       }
     }
-    sgemm(101, 111, 112, 6, 25, 50176, 1, arena + 2374544, 50176, arena + 1120144, 50176, Float(bitPattern: 0x3f800000), grads + 0, 25)
+    for kp176 in 0..<130 {
+      for mb177 in 0..<1 {
+        var t178_c0_0 = loadPartial(arena, (2675600 &+ ((mb177 &* 25) &* 6)), 6)
+        var t178_c1_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 1) &* 6)), 6)
+        var t178_c2_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 2) &* 6)), 6)
+        var t178_c3_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 3) &* 6)), 6)
+        var t178_c4_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 4) &* 6)), 6)
+        var t178_c5_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 5) &* 6)), 6)
+        var t178_c6_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 6) &* 6)), 6)
+        var t178_c7_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 7) &* 6)), 6)
+        var t178_c8_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 8) &* 6)), 6)
+        var t178_c9_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 9) &* 6)), 6)
+        var t178_c10_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 10) &* 6)), 6)
+        var t178_c11_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 11) &* 6)), 6)
+        var t178_c12_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 12) &* 6)), 6)
+        var t178_c13_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 13) &* 6)), 6)
+        var t178_c14_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 14) &* 6)), 6)
+        var t178_c15_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 15) &* 6)), 6)
+        var t178_c16_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 16) &* 6)), 6)
+        var t178_c17_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 17) &* 6)), 6)
+        var t178_c18_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 18) &* 6)), 6)
+        var t178_c19_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 19) &* 6)), 6)
+        var t178_c20_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 20) &* 6)), 6)
+        var t178_c21_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 21) &* 6)), 6)
+        var t178_c22_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 22) &* 6)), 6)
+        var t178_c23_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 23) &* 6)), 6)
+        var t178_c24_0 = loadPartial(arena, (2675600 &+ (((mb177 &* 25) &+ 24) &* 6)), 6)
+        for k179 in 0..<384 {
+          let t178_b0 = loadPartial(arena, (2374544 &+ ((k179 &+ (kp176 &* 384)) &* 6)), 6)
+          let t178_a0 = SIMD16<Float>(repeating: arena[((1120144 &+ ((mb177 &* 25) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c0_0 = t178_c0_0.addingProduct(t178_a0, t178_b0)
+          let t178_a1 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 1) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c1_0 = t178_c1_0.addingProduct(t178_a1, t178_b0)
+          let t178_a2 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 2) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c2_0 = t178_c2_0.addingProduct(t178_a2, t178_b0)
+          let t178_a3 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 3) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c3_0 = t178_c3_0.addingProduct(t178_a3, t178_b0)
+          let t178_a4 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 4) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c4_0 = t178_c4_0.addingProduct(t178_a4, t178_b0)
+          let t178_a5 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 5) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c5_0 = t178_c5_0.addingProduct(t178_a5, t178_b0)
+          let t178_a6 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 6) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c6_0 = t178_c6_0.addingProduct(t178_a6, t178_b0)
+          let t178_a7 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 7) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c7_0 = t178_c7_0.addingProduct(t178_a7, t178_b0)
+          let t178_a8 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 8) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c8_0 = t178_c8_0.addingProduct(t178_a8, t178_b0)
+          let t178_a9 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 9) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c9_0 = t178_c9_0.addingProduct(t178_a9, t178_b0)
+          let t178_a10 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 10) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c10_0 = t178_c10_0.addingProduct(t178_a10, t178_b0)
+          let t178_a11 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 11) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c11_0 = t178_c11_0.addingProduct(t178_a11, t178_b0)
+          let t178_a12 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 12) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c12_0 = t178_c12_0.addingProduct(t178_a12, t178_b0)
+          let t178_a13 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 13) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c13_0 = t178_c13_0.addingProduct(t178_a13, t178_b0)
+          let t178_a14 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 14) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c14_0 = t178_c14_0.addingProduct(t178_a14, t178_b0)
+          let t178_a15 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 15) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c15_0 = t178_c15_0.addingProduct(t178_a15, t178_b0)
+          let t178_a16 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 16) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c16_0 = t178_c16_0.addingProduct(t178_a16, t178_b0)
+          let t178_a17 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 17) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c17_0 = t178_c17_0.addingProduct(t178_a17, t178_b0)
+          let t178_a18 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 18) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c18_0 = t178_c18_0.addingProduct(t178_a18, t178_b0)
+          let t178_a19 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 19) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c19_0 = t178_c19_0.addingProduct(t178_a19, t178_b0)
+          let t178_a20 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 20) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c20_0 = t178_c20_0.addingProduct(t178_a20, t178_b0)
+          let t178_a21 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 21) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c21_0 = t178_c21_0.addingProduct(t178_a21, t178_b0)
+          let t178_a22 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 22) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c22_0 = t178_c22_0.addingProduct(t178_a22, t178_b0)
+          let t178_a23 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 23) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c23_0 = t178_c23_0.addingProduct(t178_a23, t178_b0)
+          let t178_a24 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb177 &* 25) &+ 24) &* 50176)) &+ (k179 &+ (kp176 &* 384)))])
+          t178_c24_0 = t178_c24_0.addingProduct(t178_a24, t178_b0)
+        }
+        storePartial(arena, (2675600 &+ ((mb177 &* 25) &* 6)), t178_c0_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 1) &* 6)), t178_c1_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 2) &* 6)), t178_c2_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 3) &* 6)), t178_c3_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 4) &* 6)), t178_c4_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 5) &* 6)), t178_c5_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 6) &* 6)), t178_c6_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 7) &* 6)), t178_c7_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 8) &* 6)), t178_c8_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 9) &* 6)), t178_c9_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 10) &* 6)), t178_c10_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 11) &* 6)), t178_c11_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 12) &* 6)), t178_c12_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 13) &* 6)), t178_c13_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 14) &* 6)), t178_c14_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 15) &* 6)), t178_c15_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 16) &* 6)), t178_c16_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 17) &* 6)), t178_c17_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 18) &* 6)), t178_c18_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 19) &* 6)), t178_c19_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 20) &* 6)), t178_c20_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 21) &* 6)), t178_c21_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 22) &* 6)), t178_c22_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 23) &* 6)), t178_c23_0, 6)
+        storePartial(arena, (2675600 &+ (((mb177 &* 25) &+ 24) &* 6)), t178_c24_0, 6)
+      }
+    }
+    for mb180 in 0..<1 {
+      var t181_c0_0 = loadPartial(arena, (2675600 &+ ((mb180 &* 25) &* 6)), 6)
+      var t181_c1_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 1) &* 6)), 6)
+      var t181_c2_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 2) &* 6)), 6)
+      var t181_c3_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 3) &* 6)), 6)
+      var t181_c4_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 4) &* 6)), 6)
+      var t181_c5_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 5) &* 6)), 6)
+      var t181_c6_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 6) &* 6)), 6)
+      var t181_c7_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 7) &* 6)), 6)
+      var t181_c8_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 8) &* 6)), 6)
+      var t181_c9_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 9) &* 6)), 6)
+      var t181_c10_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 10) &* 6)), 6)
+      var t181_c11_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 11) &* 6)), 6)
+      var t181_c12_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 12) &* 6)), 6)
+      var t181_c13_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 13) &* 6)), 6)
+      var t181_c14_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 14) &* 6)), 6)
+      var t181_c15_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 15) &* 6)), 6)
+      var t181_c16_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 16) &* 6)), 6)
+      var t181_c17_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 17) &* 6)), 6)
+      var t181_c18_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 18) &* 6)), 6)
+      var t181_c19_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 19) &* 6)), 6)
+      var t181_c20_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 20) &* 6)), 6)
+      var t181_c21_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 21) &* 6)), 6)
+      var t181_c22_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 22) &* 6)), 6)
+      var t181_c23_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 23) &* 6)), 6)
+      var t181_c24_0 = loadPartial(arena, (2675600 &+ (((mb180 &* 25) &+ 24) &* 6)), 6)
+      for k182 in 0..<256 {
+        let t181_b0 = loadPartial(arena, (2374544 &+ ((k182 &+ 49920) &* 6)), 6)
+        let t181_a0 = SIMD16<Float>(repeating: arena[((1120144 &+ ((mb180 &* 25) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c0_0 = t181_c0_0.addingProduct(t181_a0, t181_b0)
+        let t181_a1 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 1) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c1_0 = t181_c1_0.addingProduct(t181_a1, t181_b0)
+        let t181_a2 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 2) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c2_0 = t181_c2_0.addingProduct(t181_a2, t181_b0)
+        let t181_a3 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 3) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c3_0 = t181_c3_0.addingProduct(t181_a3, t181_b0)
+        let t181_a4 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 4) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c4_0 = t181_c4_0.addingProduct(t181_a4, t181_b0)
+        let t181_a5 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 5) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c5_0 = t181_c5_0.addingProduct(t181_a5, t181_b0)
+        let t181_a6 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 6) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c6_0 = t181_c6_0.addingProduct(t181_a6, t181_b0)
+        let t181_a7 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 7) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c7_0 = t181_c7_0.addingProduct(t181_a7, t181_b0)
+        let t181_a8 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 8) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c8_0 = t181_c8_0.addingProduct(t181_a8, t181_b0)
+        let t181_a9 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 9) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c9_0 = t181_c9_0.addingProduct(t181_a9, t181_b0)
+        let t181_a10 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 10) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c10_0 = t181_c10_0.addingProduct(t181_a10, t181_b0)
+        let t181_a11 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 11) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c11_0 = t181_c11_0.addingProduct(t181_a11, t181_b0)
+        let t181_a12 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 12) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c12_0 = t181_c12_0.addingProduct(t181_a12, t181_b0)
+        let t181_a13 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 13) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c13_0 = t181_c13_0.addingProduct(t181_a13, t181_b0)
+        let t181_a14 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 14) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c14_0 = t181_c14_0.addingProduct(t181_a14, t181_b0)
+        let t181_a15 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 15) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c15_0 = t181_c15_0.addingProduct(t181_a15, t181_b0)
+        let t181_a16 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 16) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c16_0 = t181_c16_0.addingProduct(t181_a16, t181_b0)
+        let t181_a17 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 17) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c17_0 = t181_c17_0.addingProduct(t181_a17, t181_b0)
+        let t181_a18 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 18) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c18_0 = t181_c18_0.addingProduct(t181_a18, t181_b0)
+        let t181_a19 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 19) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c19_0 = t181_c19_0.addingProduct(t181_a19, t181_b0)
+        let t181_a20 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 20) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c20_0 = t181_c20_0.addingProduct(t181_a20, t181_b0)
+        let t181_a21 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 21) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c21_0 = t181_c21_0.addingProduct(t181_a21, t181_b0)
+        let t181_a22 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 22) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c22_0 = t181_c22_0.addingProduct(t181_a22, t181_b0)
+        let t181_a23 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 23) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c23_0 = t181_c23_0.addingProduct(t181_a23, t181_b0)
+        let t181_a24 = SIMD16<Float>(repeating: arena[((1120144 &+ (((mb180 &* 25) &+ 24) &* 50176)) &+ (k182 &+ 49920))])
+        t181_c24_0 = t181_c24_0.addingProduct(t181_a24, t181_b0)
+      }
+      storePartial(arena, (2675600 &+ ((mb180 &* 25) &* 6)), t181_c0_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 1) &* 6)), t181_c1_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 2) &* 6)), t181_c2_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 3) &* 6)), t181_c3_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 4) &* 6)), t181_c4_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 5) &* 6)), t181_c5_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 6) &* 6)), t181_c6_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 7) &* 6)), t181_c7_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 8) &* 6)), t181_c8_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 9) &* 6)), t181_c9_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 10) &* 6)), t181_c10_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 11) &* 6)), t181_c11_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 12) &* 6)), t181_c12_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 13) &* 6)), t181_c13_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 14) &* 6)), t181_c14_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 15) &* 6)), t181_c15_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 16) &* 6)), t181_c16_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 17) &* 6)), t181_c17_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 18) &* 6)), t181_c18_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 19) &* 6)), t181_c19_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 20) &* 6)), t181_c20_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 21) &* 6)), t181_c21_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 22) &* 6)), t181_c22_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 23) &* 6)), t181_c23_0, 6)
+      storePartial(arena, (2675600 &+ (((mb180 &* 25) &+ 24) &* 6)), t181_c24_0, 6)
+    }
+  }
+  for f183 in 0..<6 {
+    for r184 in 0..<25 {
+      grads[((f183 &* 25) &+ r184)] = arena[((2675600 &+ (r184 &* 6)) &+ f183)]
+    }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i147
-    var i147 = 0
-    while i147 &+ 16 <= 784 {
-      store16(arena, 0 &+ i147, SIMD16<Float>(repeating: Float(1)))
-      i147 &+= 16
+  do {  // SIMD16 over i185
+    var i185 = 0
+    while i185 &+ 16 <= 784 {
+      store16(arena, 0 &+ i185, SIMD16<Float>(repeating: Float(1)))
+      i185 &+= 16
     }
-    while i147 < 784 {
-      arena[i147] = Float(1)
-      i147 &+= 1
-    }
-  }
-  do {  // SIMD16 over i148
-    var i148 = 0
-    while i148 < 6 {
-      grads[(150 &+ i148)] = Float(0)
-      i148 &+= 1
+    while i185 < 784 {
+      arena[i185] = Float(1)
+      i185 &+= 1
     }
   }
-  for img149 in 0..<64 {
-    sgemm(101, 111, 111, 6, 1, 784, 1, arena + (819088 &+ (img149 &* 4704)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 150, 1)
+  do {  // SIMD16 over i186
+    var i186 = 0
+    while i186 < 6 {
+      grads[(150 &+ i186)] = Float(0)
+      i186 &+= 1
+    }
+  }
+  for img187 in 0..<64 {
+    sgemm(101, 111, 111, 6, 1, 784, 1, arena + (819088 &+ (img187 &* 4704)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 150, 1)
   }
   // adam = update of 61706 parameters
-  var step_size150: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt151: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i152
-    var i152 = 0
-    while i152 &+ 16 <= 61706 {
-      let g_v = (load16(grads, 0 &+ i152) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i152)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i152)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i152)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i152, m_new_v)
-      store16(v, 0 &+ i152, v_new_v)
-      store16(params, 0 &+ i152, (load16(params, 0 &+ i152) - ((SIMD16<Float>(repeating: step_size150) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt151)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i152 &+= 16
+  var step_size188: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt189: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i190
+    var i190 = 0
+    while i190 &+ 16 <= 61706 {
+      let g_v = (load16(grads, 0 &+ i190) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i190)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i190)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i190)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i190, m_new_v)
+      store16(v, 0 &+ i190, v_new_v)
+      store16(params, 0 &+ i190, (load16(params, 0 &+ i190) - ((SIMD16<Float>(repeating: step_size188) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt189)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i190 &+= 16
     }
-    while i152 < 61706 {
-      var g: Float = (grads[i152] + (Float(0) * params[i152]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i152]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i152]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i152] = m_new
-      v[i152] = v_new
-      params[i152] = (params[i152] - ((step_size150 * m_new) / ((sqrtf(v_new) / bc2_sqrt151) + Float(bitPattern: 0x322bcc77))))
-      i152 &+= 1
+    while i190 < 61706 {
+      var g: Float = (grads[i190] + (Float(0) * params[i190]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i190]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i190]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i190] = m_new
+      v[i190] = v_new
+      params[i190] = (params[i190] - ((step_size188 * m_new) / ((sqrtf(v_new) / bc2_sqrt189) + Float(bitPattern: 0x322bcc77))))
+      i190 &+= 1
     }
   }
 }
@@ -751,126 +1625,374 @@ public func lenet5_infer_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 6, 25, 1, arena + 301056, 50176, params + 0, 25, Float(bitPattern: 0x0), arena + 1555456, 6)
-    for j17 in 0..<64 {
-      for f18 in 0..<6 {
-        for i19 in 0..<784 {
-          arena[(((((g1 &* 64) &+ j17) &* 4704) &+ (f18 &* 784)) &+ i19)] = ((arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) > Float(0) ? (arena[((1555456 &+ (((j17 &* 784) &+ i19) &* 6)) &+ f18)] + params[(150 &+ f18)]) : Float(0))
+    for nb17 in 0..<784 {
+      for mb18 in 0..<1 {
+        var t19_c0_0 = SIMD16<Float>()
+        var t19_c0_1 = SIMD16<Float>()
+        var t19_c0_2 = SIMD16<Float>()
+        var t19_c0_3 = SIMD16<Float>()
+        var t19_c1_0 = SIMD16<Float>()
+        var t19_c1_1 = SIMD16<Float>()
+        var t19_c1_2 = SIMD16<Float>()
+        var t19_c1_3 = SIMD16<Float>()
+        var t19_c2_0 = SIMD16<Float>()
+        var t19_c2_1 = SIMD16<Float>()
+        var t19_c2_2 = SIMD16<Float>()
+        var t19_c2_3 = SIMD16<Float>()
+        var t19_c3_0 = SIMD16<Float>()
+        var t19_c3_1 = SIMD16<Float>()
+        var t19_c3_2 = SIMD16<Float>()
+        var t19_c3_3 = SIMD16<Float>()
+        var t19_c4_0 = SIMD16<Float>()
+        var t19_c4_1 = SIMD16<Float>()
+        var t19_c4_2 = SIMD16<Float>()
+        var t19_c4_3 = SIMD16<Float>()
+        var t19_c5_0 = SIMD16<Float>()
+        var t19_c5_1 = SIMD16<Float>()
+        var t19_c5_2 = SIMD16<Float>()
+        var t19_c5_3 = SIMD16<Float>()
+        for k20 in 0..<25 {
+          let t19_b0 = load16(arena, ((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)))
+          let t19_b1 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 16))
+          let t19_b2 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 32))
+          let t19_b3 = load16(arena, (((301056 &+ (k20 &* 50176)) &+ (nb17 &* 64)) &+ 48))
+          let t19_a0 = SIMD16<Float>(repeating: params[(((mb18 &* 6) &* 25) &+ k20)])
+          t19_c0_0 = t19_c0_0.addingProduct(t19_a0, t19_b0)
+          t19_c0_1 = t19_c0_1.addingProduct(t19_a0, t19_b1)
+          t19_c0_2 = t19_c0_2.addingProduct(t19_a0, t19_b2)
+          t19_c0_3 = t19_c0_3.addingProduct(t19_a0, t19_b3)
+          let t19_a1 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 1) &* 25) &+ k20)])
+          t19_c1_0 = t19_c1_0.addingProduct(t19_a1, t19_b0)
+          t19_c1_1 = t19_c1_1.addingProduct(t19_a1, t19_b1)
+          t19_c1_2 = t19_c1_2.addingProduct(t19_a1, t19_b2)
+          t19_c1_3 = t19_c1_3.addingProduct(t19_a1, t19_b3)
+          let t19_a2 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 2) &* 25) &+ k20)])
+          t19_c2_0 = t19_c2_0.addingProduct(t19_a2, t19_b0)
+          t19_c2_1 = t19_c2_1.addingProduct(t19_a2, t19_b1)
+          t19_c2_2 = t19_c2_2.addingProduct(t19_a2, t19_b2)
+          t19_c2_3 = t19_c2_3.addingProduct(t19_a2, t19_b3)
+          let t19_a3 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 3) &* 25) &+ k20)])
+          t19_c3_0 = t19_c3_0.addingProduct(t19_a3, t19_b0)
+          t19_c3_1 = t19_c3_1.addingProduct(t19_a3, t19_b1)
+          t19_c3_2 = t19_c3_2.addingProduct(t19_a3, t19_b2)
+          t19_c3_3 = t19_c3_3.addingProduct(t19_a3, t19_b3)
+          let t19_a4 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 4) &* 25) &+ k20)])
+          t19_c4_0 = t19_c4_0.addingProduct(t19_a4, t19_b0)
+          t19_c4_1 = t19_c4_1.addingProduct(t19_a4, t19_b1)
+          t19_c4_2 = t19_c4_2.addingProduct(t19_a4, t19_b2)
+          t19_c4_3 = t19_c4_3.addingProduct(t19_a4, t19_b3)
+          let t19_a5 = SIMD16<Float>(repeating: params[((((mb18 &* 6) &+ 5) &* 25) &+ k20)])
+          t19_c5_0 = t19_c5_0.addingProduct(t19_a5, t19_b0)
+          t19_c5_1 = t19_c5_1.addingProduct(t19_a5, t19_b1)
+          t19_c5_2 = t19_c5_2.addingProduct(t19_a5, t19_b2)
+          t19_c5_3 = t19_c5_3.addingProduct(t19_a5, t19_b3)
+        }
+        store16(arena, ((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)), t19_c0_0)
+        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c0_1)
+        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c0_2)
+        store16(arena, (((1555456 &+ ((mb18 &* 6) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c0_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)), t19_c1_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c1_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c1_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 1) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c1_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)), t19_c2_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c2_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c2_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 2) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c2_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)), t19_c3_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c3_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c3_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 3) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c3_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)), t19_c4_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c4_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c4_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 4) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c4_3)
+        store16(arena, ((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)), t19_c5_0)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 16), t19_c5_1)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 32), t19_c5_2)
+        store16(arena, (((1555456 &+ (((mb18 &* 6) &+ 5) &* 50176)) &+ (nb17 &* 64)) &+ 48), t19_c5_3)
+      }
+    }
+    for j21 in 0..<64 {
+      for f22 in 0..<6 {
+        do {  // SIMD16 over i23
+          var i23 = 0
+          while i23 &+ 16 <= 784 {
+            store16(arena, ((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])), where: (load16(arena, ((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23) + SIMD16<Float>(repeating: params[(150 &+ f22)])) .> SIMD16<Float>(repeating: Float(0))))
+            i23 &+= 16
+          }
+          while i23 < 784 {
+            arena[(((((g1 &* 64) &+ j21) &* 4704) &+ (f22 &* 784)) &+ i23)] = ((arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) > Float(0) ? (arena[(((1555456 &+ (f22 &* 50176)) &+ (j21 &* 784)) &+ i23)] + params[(150 &+ f22)]) : Float(0))
+            i23 &+= 1
+          }
         }
       }
     }
   }
   // pool1 = avgpool(conv1)
-  for q20 in 0..<384 {
-    for py21 in 0..<14 {
-      for px22 in 0..<14 {
-        var acc23: Float = Float(0)
-        acc23 = (acc23 + arena[(((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2))])
-        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 1)])
-        acc23 = (acc23 + arena[((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28)])
-        acc23 = (acc23 + arena[(((((q20 &* 784) &+ (py21 &* 56)) &+ (px22 &* 2)) &+ 28) &+ 1)])
-        arena[(((301056 &+ (q20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (acc23 * Float(bitPattern: 0x3e800000))
+  for q24 in 0..<384 {
+    for py25 in 0..<14 {
+      for px26 in 0..<14 {
+        var acc27: Float = Float(0)
+        acc27 = (acc27 + arena[(((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2))])
+        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 1)])
+        acc27 = (acc27 + arena[((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28)])
+        acc27 = (acc27 + arena[(((((q24 &* 784) &+ (py25 &* 56)) &+ (px26 &* 2)) &+ 28) &+ 1)])
+        arena[(((301056 &+ (q24 &* 196)) &+ (py25 &* 14)) &+ px26)] = (acc27 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // conv2 = conv2d_relu(pool1)
-  for g24 in 0..<1 {
-    for j25 in 0..<64 {
-      for c26 in 0..<6 {
-        for ky27 in 0..<5 {
-          for oy28 in 0..<10 {
-            do {  // SIMD16 over ox29
-              var ox29 = 0
-              while ox29 < 10 {
-                arena[((((376320 &+ ((((c26 &* 5) &+ ky27) &* 5) &* 6400)) &+ (j25 &* 100)) &+ (oy28 &* 10)) &+ ox29)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy28 &+ ky27) &* 14)) &+ ox29)]
-                ox29 &+= 1
-              }
-            }
-          }
-          for oy30 in 0..<10 {
-            for ox31 in 0..<10 {
-              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 1) &* 6400)) &+ (j25 &* 100)) &+ (oy30 &* 10)) &+ ox31)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy30 &+ ky27) &* 14)) &+ (ox31 &+ 1))]
-            }
-          }
+  for g28 in 0..<1 {
+    for j29 in 0..<64 {
+      for c30 in 0..<6 {
+        for ky31 in 0..<5 {
           for oy32 in 0..<10 {
-            for ox33 in 0..<10 {
-              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 2) &* 6400)) &+ (j25 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy32 &+ ky27) &* 14)) &+ (ox33 &+ 2))]
+            do {  // SIMD16 over ox33
+              var ox33 = 0
+              while ox33 < 10 {
+                arena[((((376320 &+ ((((c30 &* 5) &+ ky31) &* 5) &* 6400)) &+ (j29 &* 100)) &+ (oy32 &* 10)) &+ ox33)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy32 &+ ky31) &* 14)) &+ ox33)]
+                ox33 &+= 1
+              }
             }
           }
           for oy34 in 0..<10 {
             for ox35 in 0..<10 {
-              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 3) &* 6400)) &+ (j25 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy34 &+ ky27) &* 14)) &+ (ox35 &+ 3))]
+              arena[((((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 1) &* 6400)) &+ (j29 &* 100)) &+ (oy34 &* 10)) &+ ox35)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy34 &+ ky31) &* 14)) &+ (ox35 &+ 1))]
             }
           }
           for oy36 in 0..<10 {
             for ox37 in 0..<10 {
-              arena[((((376320 &+ (((((c26 &* 5) &+ ky27) &* 5) &+ 4) &* 6400)) &+ (j25 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g24 &* 64) &+ j25) &* 1176)) &+ (c26 &* 196)) &+ ((oy36 &+ ky27) &* 14)) &+ (ox37 &+ 4))]
+              arena[((((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 2) &* 6400)) &+ (j29 &* 100)) &+ (oy36 &* 10)) &+ ox37)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy36 &+ ky31) &* 14)) &+ (ox37 &+ 2))]
+            }
+          }
+          for oy38 in 0..<10 {
+            for ox39 in 0..<10 {
+              arena[((((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 3) &* 6400)) &+ (j29 &* 100)) &+ (oy38 &* 10)) &+ ox39)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy38 &+ ky31) &* 14)) &+ (ox39 &+ 3))]
+            }
+          }
+          for oy40 in 0..<10 {
+            for ox41 in 0..<10 {
+              arena[((((376320 &+ (((((c30 &* 5) &+ ky31) &* 5) &+ 4) &* 6400)) &+ (j29 &* 100)) &+ (oy40 &* 10)) &+ ox41)] = arena[((((301056 &+ (((g28 &* 64) &+ j29) &* 1176)) &+ (c30 &* 196)) &+ ((oy40 &+ ky31) &* 14)) &+ (ox41 &+ 4))]
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 6400, 16, 150, 1, arena + 376320, 6400, params + 156, 150, Float(bitPattern: 0x0), arena + 1336320, 16)
-    for j38 in 0..<64 {
-      for f39 in 0..<16 {
-        for i40 in 0..<100 {
-          arena[(((((g24 &* 64) &+ j38) &* 1600) &+ (f39 &* 100)) &+ i40)] = ((arena[((1336320 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) > Float(0) ? (arena[((1336320 &+ (((j38 &* 100) &+ i40) &* 16)) &+ f39)] + params[(2556 &+ f39)]) : Float(0))
+    for nb42 in 0..<100 {
+      for mb43 in 0..<2 {
+        var t44_c0_0 = SIMD16<Float>()
+        var t44_c0_1 = SIMD16<Float>()
+        var t44_c0_2 = SIMD16<Float>()
+        var t44_c0_3 = SIMD16<Float>()
+        var t44_c1_0 = SIMD16<Float>()
+        var t44_c1_1 = SIMD16<Float>()
+        var t44_c1_2 = SIMD16<Float>()
+        var t44_c1_3 = SIMD16<Float>()
+        var t44_c2_0 = SIMD16<Float>()
+        var t44_c2_1 = SIMD16<Float>()
+        var t44_c2_2 = SIMD16<Float>()
+        var t44_c2_3 = SIMD16<Float>()
+        var t44_c3_0 = SIMD16<Float>()
+        var t44_c3_1 = SIMD16<Float>()
+        var t44_c3_2 = SIMD16<Float>()
+        var t44_c3_3 = SIMD16<Float>()
+        var t44_c4_0 = SIMD16<Float>()
+        var t44_c4_1 = SIMD16<Float>()
+        var t44_c4_2 = SIMD16<Float>()
+        var t44_c4_3 = SIMD16<Float>()
+        var t44_c5_0 = SIMD16<Float>()
+        var t44_c5_1 = SIMD16<Float>()
+        var t44_c5_2 = SIMD16<Float>()
+        var t44_c5_3 = SIMD16<Float>()
+        for k45 in 0..<150 {
+          let t44_b0 = load16(arena, ((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)))
+          let t44_b1 = load16(arena, (((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 16))
+          let t44_b2 = load16(arena, (((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 32))
+          let t44_b3 = load16(arena, (((376320 &+ (k45 &* 6400)) &+ (nb42 &* 64)) &+ 48))
+          let t44_a0 = SIMD16<Float>(repeating: params[((156 &+ ((mb43 &* 6) &* 150)) &+ k45)])
+          t44_c0_0 = t44_c0_0.addingProduct(t44_a0, t44_b0)
+          t44_c0_1 = t44_c0_1.addingProduct(t44_a0, t44_b1)
+          t44_c0_2 = t44_c0_2.addingProduct(t44_a0, t44_b2)
+          t44_c0_3 = t44_c0_3.addingProduct(t44_a0, t44_b3)
+          let t44_a1 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 1) &* 150)) &+ k45)])
+          t44_c1_0 = t44_c1_0.addingProduct(t44_a1, t44_b0)
+          t44_c1_1 = t44_c1_1.addingProduct(t44_a1, t44_b1)
+          t44_c1_2 = t44_c1_2.addingProduct(t44_a1, t44_b2)
+          t44_c1_3 = t44_c1_3.addingProduct(t44_a1, t44_b3)
+          let t44_a2 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 2) &* 150)) &+ k45)])
+          t44_c2_0 = t44_c2_0.addingProduct(t44_a2, t44_b0)
+          t44_c2_1 = t44_c2_1.addingProduct(t44_a2, t44_b1)
+          t44_c2_2 = t44_c2_2.addingProduct(t44_a2, t44_b2)
+          t44_c2_3 = t44_c2_3.addingProduct(t44_a2, t44_b3)
+          let t44_a3 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 3) &* 150)) &+ k45)])
+          t44_c3_0 = t44_c3_0.addingProduct(t44_a3, t44_b0)
+          t44_c3_1 = t44_c3_1.addingProduct(t44_a3, t44_b1)
+          t44_c3_2 = t44_c3_2.addingProduct(t44_a3, t44_b2)
+          t44_c3_3 = t44_c3_3.addingProduct(t44_a3, t44_b3)
+          let t44_a4 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 4) &* 150)) &+ k45)])
+          t44_c4_0 = t44_c4_0.addingProduct(t44_a4, t44_b0)
+          t44_c4_1 = t44_c4_1.addingProduct(t44_a4, t44_b1)
+          t44_c4_2 = t44_c4_2.addingProduct(t44_a4, t44_b2)
+          t44_c4_3 = t44_c4_3.addingProduct(t44_a4, t44_b3)
+          let t44_a5 = SIMD16<Float>(repeating: params[((156 &+ (((mb43 &* 6) &+ 5) &* 150)) &+ k45)])
+          t44_c5_0 = t44_c5_0.addingProduct(t44_a5, t44_b0)
+          t44_c5_1 = t44_c5_1.addingProduct(t44_a5, t44_b1)
+          t44_c5_2 = t44_c5_2.addingProduct(t44_a5, t44_b2)
+          t44_c5_3 = t44_c5_3.addingProduct(t44_a5, t44_b3)
+        }
+        store16(arena, ((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)), t44_c0_0)
+        store16(arena, (((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c0_1)
+        store16(arena, (((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c0_2)
+        store16(arena, (((1336320 &+ ((mb43 &* 6) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c0_3)
+        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)), t44_c1_0)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c1_1)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c1_2)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 1) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c1_3)
+        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)), t44_c2_0)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c2_1)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c2_2)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 2) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c2_3)
+        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)), t44_c3_0)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c3_1)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c3_2)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 3) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c3_3)
+        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)), t44_c4_0)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c4_1)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c4_2)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 4) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c4_3)
+        store16(arena, ((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)), t44_c5_0)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 16), t44_c5_1)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 32), t44_c5_2)
+        store16(arena, (((1336320 &+ (((mb43 &* 6) &+ 5) &* 6400)) &+ (nb42 &* 64)) &+ 48), t44_c5_3)
+      }
+      var t46_c0_0 = SIMD16<Float>()
+      var t46_c0_1 = SIMD16<Float>()
+      var t46_c0_2 = SIMD16<Float>()
+      var t46_c0_3 = SIMD16<Float>()
+      var t46_c1_0 = SIMD16<Float>()
+      var t46_c1_1 = SIMD16<Float>()
+      var t46_c1_2 = SIMD16<Float>()
+      var t46_c1_3 = SIMD16<Float>()
+      var t46_c2_0 = SIMD16<Float>()
+      var t46_c2_1 = SIMD16<Float>()
+      var t46_c2_2 = SIMD16<Float>()
+      var t46_c2_3 = SIMD16<Float>()
+      var t46_c3_0 = SIMD16<Float>()
+      var t46_c3_1 = SIMD16<Float>()
+      var t46_c3_2 = SIMD16<Float>()
+      var t46_c3_3 = SIMD16<Float>()
+      for k47 in 0..<150 {
+        let t46_b0 = load16(arena, ((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)))
+        let t46_b1 = load16(arena, (((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 16))
+        let t46_b2 = load16(arena, (((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 32))
+        let t46_b3 = load16(arena, (((376320 &+ (k47 &* 6400)) &+ (nb42 &* 64)) &+ 48))
+        let t46_a0 = SIMD16<Float>(repeating: params[(1956 &+ k47)])
+        t46_c0_0 = t46_c0_0.addingProduct(t46_a0, t46_b0)
+        t46_c0_1 = t46_c0_1.addingProduct(t46_a0, t46_b1)
+        t46_c0_2 = t46_c0_2.addingProduct(t46_a0, t46_b2)
+        t46_c0_3 = t46_c0_3.addingProduct(t46_a0, t46_b3)
+        let t46_a1 = SIMD16<Float>(repeating: params[(2106 &+ k47)])
+        t46_c1_0 = t46_c1_0.addingProduct(t46_a1, t46_b0)
+        t46_c1_1 = t46_c1_1.addingProduct(t46_a1, t46_b1)
+        t46_c1_2 = t46_c1_2.addingProduct(t46_a1, t46_b2)
+        t46_c1_3 = t46_c1_3.addingProduct(t46_a1, t46_b3)
+        let t46_a2 = SIMD16<Float>(repeating: params[(2256 &+ k47)])
+        t46_c2_0 = t46_c2_0.addingProduct(t46_a2, t46_b0)
+        t46_c2_1 = t46_c2_1.addingProduct(t46_a2, t46_b1)
+        t46_c2_2 = t46_c2_2.addingProduct(t46_a2, t46_b2)
+        t46_c2_3 = t46_c2_3.addingProduct(t46_a2, t46_b3)
+        let t46_a3 = SIMD16<Float>(repeating: params[(2406 &+ k47)])
+        t46_c3_0 = t46_c3_0.addingProduct(t46_a3, t46_b0)
+        t46_c3_1 = t46_c3_1.addingProduct(t46_a3, t46_b1)
+        t46_c3_2 = t46_c3_2.addingProduct(t46_a3, t46_b2)
+        t46_c3_3 = t46_c3_3.addingProduct(t46_a3, t46_b3)
+      }
+      store16(arena, (1413120 &+ (nb42 &* 64)), t46_c0_0)
+      store16(arena, ((1413120 &+ (nb42 &* 64)) &+ 16), t46_c0_1)
+      store16(arena, ((1413120 &+ (nb42 &* 64)) &+ 32), t46_c0_2)
+      store16(arena, ((1413120 &+ (nb42 &* 64)) &+ 48), t46_c0_3)
+      store16(arena, (1419520 &+ (nb42 &* 64)), t46_c1_0)
+      store16(arena, ((1419520 &+ (nb42 &* 64)) &+ 16), t46_c1_1)
+      store16(arena, ((1419520 &+ (nb42 &* 64)) &+ 32), t46_c1_2)
+      store16(arena, ((1419520 &+ (nb42 &* 64)) &+ 48), t46_c1_3)
+      store16(arena, (1425920 &+ (nb42 &* 64)), t46_c2_0)
+      store16(arena, ((1425920 &+ (nb42 &* 64)) &+ 16), t46_c2_1)
+      store16(arena, ((1425920 &+ (nb42 &* 64)) &+ 32), t46_c2_2)
+      store16(arena, ((1425920 &+ (nb42 &* 64)) &+ 48), t46_c2_3)
+      store16(arena, (1432320 &+ (nb42 &* 64)), t46_c3_0)
+      store16(arena, ((1432320 &+ (nb42 &* 64)) &+ 16), t46_c3_1)
+      store16(arena, ((1432320 &+ (nb42 &* 64)) &+ 32), t46_c3_2)
+      store16(arena, ((1432320 &+ (nb42 &* 64)) &+ 48), t46_c3_3)
+    }
+    for j48 in 0..<64 {
+      for f49 in 0..<16 {
+        do {  // SIMD16 over i50
+          var i50 = 0
+          while i50 &+ 16 <= 100 {
+            store16(arena, ((((g28 &* 64) &+ j48) &* 1600) &+ (f49 &* 100)) &+ i50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])), where: (load16(arena, ((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50) + SIMD16<Float>(repeating: params[(2556 &+ f49)])) .> SIMD16<Float>(repeating: Float(0))))
+            i50 &+= 16
+          }
+          while i50 < 100 {
+            arena[(((((g28 &* 64) &+ j48) &* 1600) &+ (f49 &* 100)) &+ i50)] = ((arena[(((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) > Float(0) ? (arena[(((1336320 &+ (f49 &* 6400)) &+ (j48 &* 100)) &+ i50)] + params[(2556 &+ f49)]) : Float(0))
+            i50 &+= 1
+          }
         }
       }
     }
   }
   // pool2 = avgpool(conv2)
-  for q41 in 0..<1024 {
-    for py42 in 0..<5 {
-      for px43 in 0..<5 {
-        var acc44: Float = Float(0)
-        acc44 = (acc44 + arena[(((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2))])
-        acc44 = (acc44 + arena[((((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)) &+ 1)])
-        acc44 = (acc44 + arena[((((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)) &+ 10)])
-        acc44 = (acc44 + arena[(((((q41 &* 100) &+ (py42 &* 20)) &+ (px43 &* 2)) &+ 10) &+ 1)])
-        arena[(((102400 &+ (q41 &* 25)) &+ (py42 &* 5)) &+ px43)] = (acc44 * Float(bitPattern: 0x3e800000))
+  for q51 in 0..<1024 {
+    for py52 in 0..<5 {
+      for px53 in 0..<5 {
+        var acc54: Float = Float(0)
+        acc54 = (acc54 + arena[(((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2))])
+        acc54 = (acc54 + arena[((((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)) &+ 1)])
+        acc54 = (acc54 + arena[((((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)) &+ 10)])
+        acc54 = (acc54 + arena[(((((q51 &* 100) &+ (py52 &* 20)) &+ (px53 &* 2)) &+ 10) &+ 1)])
+        arena[(((102400 &+ (q51 &* 25)) &+ (py52 &* 5)) &+ px53)] = (acc54 * Float(bitPattern: 0x3e800000))
       }
     }
   }
   // flat = flatten(pool2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 120, 400, 1, arena + 102400, 400, params + 2572, 400, Float(bitPattern: 0x0), arena + 0, 120)
-  for n45 in 0..<64 {
-    do {  // SIMD16 over u46
-      var u46 = 0
-      while u46 &+ 16 <= 120 {
-        store16(arena, (n45 &* 120) &+ u46, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n45 &* 120) &+ u46) + load16(params, 50572 &+ u46)), where: (load16(arena, (n45 &* 120) &+ u46) + load16(params, 50572 &+ u46)) .> SIMD16<Float>(repeating: Float(0))))
-        u46 &+= 16
+  for n55 in 0..<64 {
+    do {  // SIMD16 over u56
+      var u56 = 0
+      while u56 &+ 16 <= 120 {
+        store16(arena, (n55 &* 120) &+ u56, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n55 &* 120) &+ u56) + load16(params, 50572 &+ u56)), where: (load16(arena, (n55 &* 120) &+ u56) + load16(params, 50572 &+ u56)) .> SIMD16<Float>(repeating: Float(0))))
+        u56 &+= 16
       }
-      while u46 < 120 {
-        arena[((n45 &* 120) &+ u46)] = ((arena[((n45 &* 120) &+ u46)] + params[(50572 &+ u46)]) > Float(0) ? (arena[((n45 &* 120) &+ u46)] + params[(50572 &+ u46)]) : Float(0))
-        u46 &+= 1
+      while u56 < 120 {
+        arena[((n55 &* 120) &+ u56)] = ((arena[((n55 &* 120) &+ u56)] + params[(50572 &+ u56)]) > Float(0) ? (arena[((n55 &* 120) &+ u56)] + params[(50572 &+ u56)]) : Float(0))
+        u56 &+= 1
       }
     }
   }
   // fc2 = dense_relu(fc1)
   sgemm(101, 111, 112, 64, 84, 120, 1, arena + 0, 120, params + 50692, 120, Float(bitPattern: 0x0), arena + 7680, 84)
-  for n47 in 0..<64 {
-    do {  // SIMD16 over u48
-      var u48 = 0
-      while u48 &+ 16 <= 84 {
-        store16(arena, (7680 &+ (n47 &* 84)) &+ u48, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)), where: (load16(arena, (7680 &+ (n47 &* 84)) &+ u48) + load16(params, 60772 &+ u48)) .> SIMD16<Float>(repeating: Float(0))))
-        u48 &+= 16
+  for n57 in 0..<64 {
+    do {  // SIMD16 over u58
+      var u58 = 0
+      while u58 &+ 16 <= 84 {
+        store16(arena, (7680 &+ (n57 &* 84)) &+ u58, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (7680 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)), where: (load16(arena, (7680 &+ (n57 &* 84)) &+ u58) + load16(params, 60772 &+ u58)) .> SIMD16<Float>(repeating: Float(0))))
+        u58 &+= 16
       }
-      while u48 < 84 {
-        arena[((7680 &+ (n47 &* 84)) &+ u48)] = ((arena[((7680 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) > Float(0) ? (arena[((7680 &+ (n47 &* 84)) &+ u48)] + params[(60772 &+ u48)]) : Float(0))
-        u48 &+= 1
+      while u58 < 84 {
+        arena[((7680 &+ (n57 &* 84)) &+ u58)] = ((arena[((7680 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) > Float(0) ? (arena[((7680 &+ (n57 &* 84)) &+ u58)] + params[(60772 &+ u58)]) : Float(0))
+        u58 &+= 1
       }
     }
   }
   // fc3 = dense(fc2)
   sgemm(101, 111, 112, 64, 10, 84, 1, arena + 7680, 84, params + 60856, 84, Float(bitPattern: 0x0), arena + 0, 10)
-  for n49 in 0..<64 {
-    do {  // SIMD16 over u50
-      var u50 = 0
-      while u50 < 10 {
-        arena[((n49 &* 10) &+ u50)] = (arena[((n49 &* 10) &+ u50)] + params[(61696 &+ u50)])
-        u50 &+= 1
+  for n59 in 0..<64 {
+    do {  // SIMD16 over u60
+      var u60 = 0
+      while u60 < 10 {
+        arena[((n59 &* 10) &+ u60)] = (arena[((n59 &* 10) &+ u60)] + params[(61696 &+ u60)])
+        u60 &+= 1
       }
     }
   }

@@ -24,6 +24,15 @@ let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_s
 @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
   UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
 }
+/// The first `lanes` floats at p + i, zeros after (never reads past them).
+@inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+  var v = SIMD16<Float>()
+  for l in 0..<lanes { v[l] = p[i &+ l] }
+  return v
+}
+@inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+  for l in 0..<lanes { p[i &+ l] = v[l] }
+}
 
 @_cdecl("mlp_train_b64")
 public func mlp_train_b64(

@@ -7,38 +7,266 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt116 = alloca float, align 4
-  %adam.step_size115 = alloca float, align 4
-  %fc1_bias_grad.acc60 = alloca float, align 4
-  %fc2_bias_grad.acc55 = alloca float, align 4
-  %fc2_grad.s50 = alloca float, align 4
-  %fc2_grad.m49 = alloca float, align 4
-  %loss.s45 = alloca float, align 4
-  %loss.m44 = alloca float, align 4
-  %loss.total42 = alloca float, align 4
-  %probs.s38 = alloca float, align 4
-  %probs.m37 = alloca float, align 4
-  %conv2.bi29 = alloca float, align 4
-  %conv2.best28 = alloca float, align 4
+  %adam.bc2_sqrt150 = alloca float, align 4
+  %adam.step_size149 = alloca float, align 4
+  %conv1_weight_grad.t142_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t142_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t138_c0_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a5 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a4 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_a0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_b0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c5_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c4_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c3_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c2_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c1_0 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_3 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_2 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_1 = alloca <16 x float>, align 64
+  %relu1_grad.t109_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t95_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc72 = alloca float, align 4
+  %fc2_bias_grad.acc67 = alloca float, align 4
+  %fc2_grad.s62 = alloca float, align 4
+  %fc2_grad.m61 = alloca float, align 4
+  %loss.s57 = alloca float, align 4
+  %loss.m56 = alloca float, align 4
+  %loss.total54 = alloca float, align 4
+  %probs.s50 = alloca float, align 4
+  %probs.m49 = alloca float, align 4
+  %conv2.bi41 = alloca float, align 4
+  %conv2.best40 = alloca float, align 4
+  %conv2.t34_a3 = alloca <16 x float>, align 64
+  %conv2.t34_a2 = alloca <16 x float>, align 64
+  %conv2.t34_a1 = alloca <16 x float>, align 64
+  %conv2.t34_a0 = alloca <16 x float>, align 64
+  %conv2.t34_b3 = alloca <16 x float>, align 64
+  %conv2.t34_b2 = alloca <16 x float>, align 64
+  %conv2.t34_b1 = alloca <16 x float>, align 64
+  %conv2.t34_b0 = alloca <16 x float>, align 64
+  %conv2.t34_c3_3 = alloca <16 x float>, align 64
+  %conv2.t34_c3_2 = alloca <16 x float>, align 64
+  %conv2.t34_c3_1 = alloca <16 x float>, align 64
+  %conv2.t34_c3_0 = alloca <16 x float>, align 64
+  %conv2.t34_c2_3 = alloca <16 x float>, align 64
+  %conv2.t34_c2_2 = alloca <16 x float>, align 64
+  %conv2.t34_c2_1 = alloca <16 x float>, align 64
+  %conv2.t34_c2_0 = alloca <16 x float>, align 64
+  %conv2.t34_c1_3 = alloca <16 x float>, align 64
+  %conv2.t34_c1_2 = alloca <16 x float>, align 64
+  %conv2.t34_c1_1 = alloca <16 x float>, align 64
+  %conv2.t34_c1_0 = alloca <16 x float>, align 64
+  %conv2.t34_c0_3 = alloca <16 x float>, align 64
+  %conv2.t34_c0_2 = alloca <16 x float>, align 64
+  %conv2.t34_c0_1 = alloca <16 x float>, align 64
+  %conv2.t34_c0_0 = alloca <16 x float>, align 64
+  %conv2.t32_a5 = alloca <16 x float>, align 64
+  %conv2.t32_a4 = alloca <16 x float>, align 64
+  %conv2.t32_a3 = alloca <16 x float>, align 64
+  %conv2.t32_a2 = alloca <16 x float>, align 64
+  %conv2.t32_a1 = alloca <16 x float>, align 64
+  %conv2.t32_a0 = alloca <16 x float>, align 64
+  %conv2.t32_b3 = alloca <16 x float>, align 64
+  %conv2.t32_b2 = alloca <16 x float>, align 64
+  %conv2.t32_b1 = alloca <16 x float>, align 64
+  %conv2.t32_b0 = alloca <16 x float>, align 64
+  %conv2.t32_c5_3 = alloca <16 x float>, align 64
+  %conv2.t32_c5_2 = alloca <16 x float>, align 64
+  %conv2.t32_c5_1 = alloca <16 x float>, align 64
+  %conv2.t32_c5_0 = alloca <16 x float>, align 64
+  %conv2.t32_c4_3 = alloca <16 x float>, align 64
+  %conv2.t32_c4_2 = alloca <16 x float>, align 64
+  %conv2.t32_c4_1 = alloca <16 x float>, align 64
+  %conv2.t32_c4_0 = alloca <16 x float>, align 64
+  %conv2.t32_c3_3 = alloca <16 x float>, align 64
+  %conv2.t32_c3_2 = alloca <16 x float>, align 64
+  %conv2.t32_c3_1 = alloca <16 x float>, align 64
+  %conv2.t32_c3_0 = alloca <16 x float>, align 64
+  %conv2.t32_c2_3 = alloca <16 x float>, align 64
+  %conv2.t32_c2_2 = alloca <16 x float>, align 64
+  %conv2.t32_c2_1 = alloca <16 x float>, align 64
+  %conv2.t32_c2_0 = alloca <16 x float>, align 64
+  %conv2.t32_c1_3 = alloca <16 x float>, align 64
+  %conv2.t32_c1_2 = alloca <16 x float>, align 64
+  %conv2.t32_c1_1 = alloca <16 x float>, align 64
+  %conv2.t32_c1_0 = alloca <16 x float>, align 64
+  %conv2.t32_c0_3 = alloca <16 x float>, align 64
+  %conv2.t32_c0_2 = alloca <16 x float>, align 64
+  %conv2.t32_c0_1 = alloca <16 x float>, align 64
+  %conv2.t32_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
+  %conv1.t13_a5 = alloca <16 x float>, align 64
+  %conv1.t13_a4 = alloca <16 x float>, align 64
+  %conv1.t13_a3 = alloca <16 x float>, align 64
+  %conv1.t13_a2 = alloca <16 x float>, align 64
+  %conv1.t13_a1 = alloca <16 x float>, align 64
+  %conv1.t13_a0 = alloca <16 x float>, align 64
+  %conv1.t13_b3 = alloca <16 x float>, align 64
+  %conv1.t13_b2 = alloca <16 x float>, align 64
+  %conv1.t13_b1 = alloca <16 x float>, align 64
+  %conv1.t13_b0 = alloca <16 x float>, align 64
+  %conv1.t13_c5_3 = alloca <16 x float>, align 64
+  %conv1.t13_c5_2 = alloca <16 x float>, align 64
+  %conv1.t13_c5_1 = alloca <16 x float>, align 64
+  %conv1.t13_c5_0 = alloca <16 x float>, align 64
+  %conv1.t13_c4_3 = alloca <16 x float>, align 64
+  %conv1.t13_c4_2 = alloca <16 x float>, align 64
+  %conv1.t13_c4_1 = alloca <16 x float>, align 64
+  %conv1.t13_c4_0 = alloca <16 x float>, align 64
+  %conv1.t13_c3_3 = alloca <16 x float>, align 64
+  %conv1.t13_c3_2 = alloca <16 x float>, align 64
+  %conv1.t13_c3_1 = alloca <16 x float>, align 64
+  %conv1.t13_c3_0 = alloca <16 x float>, align 64
+  %conv1.t13_c2_3 = alloca <16 x float>, align 64
+  %conv1.t13_c2_2 = alloca <16 x float>, align 64
+  %conv1.t13_c2_1 = alloca <16 x float>, align 64
+  %conv1.t13_c2_0 = alloca <16 x float>, align 64
+  %conv1.t13_c1_3 = alloca <16 x float>, align 64
+  %conv1.t13_c1_2 = alloca <16 x float>, align 64
+  %conv1.t13_c1_1 = alloca <16 x float>, align 64
+  %conv1.t13_c1_0 = alloca <16 x float>, align 64
+  %conv1.t13_c0_3 = alloca <16 x float>, align 64
+  %conv1.t13_c0_2 = alloca <16 x float>, align 64
+  %conv1.t13_c0_1 = alloca <16 x float>, align 64
+  %conv1.t13_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j11.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+conv1.g1:                                         ; preds = %conv1.j17.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j17.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j11.end
-  br label %conv2.g14
+conv1.g1.end:                                     ; preds = %conv1.j17.end
+  br label %conv2.g20
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params18 = getelementptr inbounds float, ptr %params, i64 0
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 43264, i32 32, i32 9, float 1.000000e+00, ptr %arena17, i32 43264, ptr %params18, i32 9, float 0.000000e+00, ptr %arena19, i32 32)
-  br label %conv1.j11
+  br label %conv1.nb11
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -187,2062 +415,5838 @@ conv1.ox10.end:                                   ; preds = %conv1.ox10
   %72 = icmp slt i64 %oy9.next, 26
   br i1 %72, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
-  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
-  br label %conv1.f12
+conv1.nb11:                                       ; preds = %conv1.k16.end, %conv1.j2.end
+  %conv1.nb1117 = phi i64 [ 0, %conv1.j2.end ], [ %nb11.next, %conv1.k16.end ]
+  br label %conv1.mb12
 
-conv1.j11.end:                                    ; preds = %conv1.f12.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %73 = icmp slt i64 %g1.next, 1
-  br i1 %73, label %conv1.g1, label %conv1.g1.end
+conv1.nb11.end:                                   ; preds = %conv1.k16.end
+  br label %conv1.j17
 
-conv1.f12:                                        ; preds = %conv1.i13.end, %conv1.j11
-  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.i13.end ]
-  br label %conv1.i13
+conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
+  %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_3, align 64
+  br label %conv1.k14
 
-conv1.f12.end:                                    ; preds = %conv1.i13.end
-  %j11.next = add nsw i64 %conv1.j1120, 1
-  %74 = icmp slt i64 %j11.next, 64
-  br i1 %74, label %conv1.j11, label %conv1.j11.end
+conv1.mb12.end:                                   ; preds = %conv1.k14.end
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  br label %conv1.k16
 
-conv1.i13:                                        ; preds = %conv1.i13, %conv1.f12
-  %conv1.i1322 = phi i64 [ 0, %conv1.f12 ], [ %i13.next, %conv1.i13 ]
-  %75 = mul nsw i64 %conv1.j1120, 676
-  %76 = add nsw i64 %75, %conv1.i1322
-  %77 = mul nsw i64 %76, 32
-  %78 = add nsw i64 1773824, %77
-  %79 = add nsw i64 %78, %conv1.f1221
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load float, ptr %arena23, align 4
-  %81 = add nsw i64 288, %conv1.f1221
-  %params24 = getelementptr inbounds float, ptr %params, i64 %81
-  %82 = load float, ptr %params24, align 4
-  %83 = fadd float %80, %82
-  %84 = fcmp ogt float %83, 0.000000e+00
-  %85 = mul nsw i64 %conv1.j1120, 676
-  %86 = add nsw i64 %85, %conv1.i1322
-  %87 = mul nsw i64 %86, 32
-  %88 = add nsw i64 1773824, %87
-  %89 = add nsw i64 %88, %conv1.f1221
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load float, ptr %arena25, align 4
-  %91 = add nsw i64 288, %conv1.f1221
-  %params26 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params26, align 4
-  %93 = fadd float %90, %92
-  %94 = select i1 %84, float %93, float 0.000000e+00
-  %95 = mul nsw i64 %conv1.g11, 64
-  %96 = add nsw i64 %95, %conv1.j1120
-  %97 = mul nsw i64 %96, 21632
-  %98 = mul nsw i64 %conv1.f1221, 676
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, %conv1.i1322
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
-  store float %94, ptr %arena27, align 4
-  %i13.next = add nsw i64 %conv1.i1322, 1
-  %101 = icmp slt i64 %i13.next, 676
-  br i1 %101, label %conv1.i13, label %conv1.i13.end
+conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
+  %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
+  %73 = mul nsw i64 %conv1.k1419, 43264
+  %74 = add nsw i64 1384448, %73
+  %75 = mul nsw i64 %conv1.nb1117, 64
+  %76 = add nsw i64 %74, %75
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %76
+  %77 = load <16 x float>, ptr %arena20, align 4
+  store <16 x float> %77, ptr %conv1.t13_b0, align 64
+  %78 = mul nsw i64 %conv1.k1419, 43264
+  %79 = add nsw i64 1384448, %78
+  %80 = mul nsw i64 %conv1.nb1117, 64
+  %81 = add nsw i64 %79, %80
+  %82 = add nsw i64 %81, 16
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %82
+  %83 = load <16 x float>, ptr %arena21, align 4
+  store <16 x float> %83, ptr %conv1.t13_b1, align 64
+  %84 = mul nsw i64 %conv1.k1419, 43264
+  %85 = add nsw i64 1384448, %84
+  %86 = mul nsw i64 %conv1.nb1117, 64
+  %87 = add nsw i64 %85, %86
+  %88 = add nsw i64 %87, 32
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load <16 x float>, ptr %arena22, align 4
+  store <16 x float> %89, ptr %conv1.t13_b2, align 64
+  %90 = mul nsw i64 %conv1.k1419, 43264
+  %91 = add nsw i64 1384448, %90
+  %92 = mul nsw i64 %conv1.nb1117, 64
+  %93 = add nsw i64 %91, %92
+  %94 = add nsw i64 %93, 48
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %94
+  %95 = load <16 x float>, ptr %arena23, align 4
+  store <16 x float> %95, ptr %conv1.t13_b3, align 64
+  %96 = mul nsw i64 %conv1.mb1218, 6
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 %97, %conv1.k1419
+  %params24 = getelementptr inbounds float, ptr %params, i64 %98
+  %99 = load float, ptr %params24, align 4
+  %100 = insertelement <16 x float> undef, float %99, i32 0
+  %101 = shufflevector <16 x float> %100, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %101, ptr %conv1.t13_a0, align 64
+  %t13_a0 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b0 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c0_0 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a0, <16 x float> %t13_b0, <16 x float> %t13_c0_0)
+  store <16 x float> %102, ptr %conv1.t13_c0_0, align 64
+  %t13_a025 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b1 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c0_1 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a025, <16 x float> %t13_b1, <16 x float> %t13_c0_1)
+  store <16 x float> %103, ptr %conv1.t13_c0_1, align 64
+  %t13_a026 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b2 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c0_2 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a026, <16 x float> %t13_b2, <16 x float> %t13_c0_2)
+  store <16 x float> %104, ptr %conv1.t13_c0_2, align 64
+  %t13_a027 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b3 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c0_3 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %105 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a027, <16 x float> %t13_b3, <16 x float> %t13_c0_3)
+  store <16 x float> %105, ptr %conv1.t13_c0_3, align 64
+  %106 = mul nsw i64 %conv1.mb1218, 6
+  %107 = add nsw i64 %106, 1
+  %108 = mul nsw i64 %107, 9
+  %109 = add nsw i64 %108, %conv1.k1419
+  %params28 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params28, align 4
+  %111 = insertelement <16 x float> undef, float %110, i32 0
+  %112 = shufflevector <16 x float> %111, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %112, ptr %conv1.t13_a1, align 64
+  %t13_a1 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b029 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c1_0 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a1, <16 x float> %t13_b029, <16 x float> %t13_c1_0)
+  store <16 x float> %113, ptr %conv1.t13_c1_0, align 64
+  %t13_a130 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b131 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c1_1 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a130, <16 x float> %t13_b131, <16 x float> %t13_c1_1)
+  store <16 x float> %114, ptr %conv1.t13_c1_1, align 64
+  %t13_a132 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b233 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c1_2 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a132, <16 x float> %t13_b233, <16 x float> %t13_c1_2)
+  store <16 x float> %115, ptr %conv1.t13_c1_2, align 64
+  %t13_a134 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b335 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c1_3 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %116 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a134, <16 x float> %t13_b335, <16 x float> %t13_c1_3)
+  store <16 x float> %116, ptr %conv1.t13_c1_3, align 64
+  %117 = mul nsw i64 %conv1.mb1218, 6
+  %118 = add nsw i64 %117, 2
+  %119 = mul nsw i64 %118, 9
+  %120 = add nsw i64 %119, %conv1.k1419
+  %params36 = getelementptr inbounds float, ptr %params, i64 %120
+  %121 = load float, ptr %params36, align 4
+  %122 = insertelement <16 x float> undef, float %121, i32 0
+  %123 = shufflevector <16 x float> %122, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %123, ptr %conv1.t13_a2, align 64
+  %t13_a2 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b037 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c2_0 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a2, <16 x float> %t13_b037, <16 x float> %t13_c2_0)
+  store <16 x float> %124, ptr %conv1.t13_c2_0, align 64
+  %t13_a238 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b139 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c2_1 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %125 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a238, <16 x float> %t13_b139, <16 x float> %t13_c2_1)
+  store <16 x float> %125, ptr %conv1.t13_c2_1, align 64
+  %t13_a240 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b241 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c2_2 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a240, <16 x float> %t13_b241, <16 x float> %t13_c2_2)
+  store <16 x float> %126, ptr %conv1.t13_c2_2, align 64
+  %t13_a242 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b343 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c2_3 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a242, <16 x float> %t13_b343, <16 x float> %t13_c2_3)
+  store <16 x float> %127, ptr %conv1.t13_c2_3, align 64
+  %128 = mul nsw i64 %conv1.mb1218, 6
+  %129 = add nsw i64 %128, 3
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1419
+  %params44 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params44, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t13_a3, align 64
+  %t13_a3 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b045 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c3_0 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a3, <16 x float> %t13_b045, <16 x float> %t13_c3_0)
+  store <16 x float> %135, ptr %conv1.t13_c3_0, align 64
+  %t13_a346 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b147 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c3_1 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a346, <16 x float> %t13_b147, <16 x float> %t13_c3_1)
+  store <16 x float> %136, ptr %conv1.t13_c3_1, align 64
+  %t13_a348 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b249 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c3_2 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a348, <16 x float> %t13_b249, <16 x float> %t13_c3_2)
+  store <16 x float> %137, ptr %conv1.t13_c3_2, align 64
+  %t13_a350 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b351 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c3_3 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a350, <16 x float> %t13_b351, <16 x float> %t13_c3_3)
+  store <16 x float> %138, ptr %conv1.t13_c3_3, align 64
+  %139 = mul nsw i64 %conv1.mb1218, 6
+  %140 = add nsw i64 %139, 4
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1419
+  %params52 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params52, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t13_a4, align 64
+  %t13_a4 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b053 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c4_0 = load <16 x float>, ptr %conv1.t13_c4_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a4, <16 x float> %t13_b053, <16 x float> %t13_c4_0)
+  store <16 x float> %146, ptr %conv1.t13_c4_0, align 64
+  %t13_a454 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b155 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c4_1 = load <16 x float>, ptr %conv1.t13_c4_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a454, <16 x float> %t13_b155, <16 x float> %t13_c4_1)
+  store <16 x float> %147, ptr %conv1.t13_c4_1, align 64
+  %t13_a456 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b257 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c4_2 = load <16 x float>, ptr %conv1.t13_c4_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a456, <16 x float> %t13_b257, <16 x float> %t13_c4_2)
+  store <16 x float> %148, ptr %conv1.t13_c4_2, align 64
+  %t13_a458 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b359 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c4_3 = load <16 x float>, ptr %conv1.t13_c4_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a458, <16 x float> %t13_b359, <16 x float> %t13_c4_3)
+  store <16 x float> %149, ptr %conv1.t13_c4_3, align 64
+  %150 = mul nsw i64 %conv1.mb1218, 6
+  %151 = add nsw i64 %150, 5
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1419
+  %params60 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params60, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t13_a5, align 64
+  %t13_a5 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b061 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c5_0 = load <16 x float>, ptr %conv1.t13_c5_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a5, <16 x float> %t13_b061, <16 x float> %t13_c5_0)
+  store <16 x float> %157, ptr %conv1.t13_c5_0, align 64
+  %t13_a562 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b163 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c5_1 = load <16 x float>, ptr %conv1.t13_c5_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a562, <16 x float> %t13_b163, <16 x float> %t13_c5_1)
+  store <16 x float> %158, ptr %conv1.t13_c5_1, align 64
+  %t13_a564 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b265 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c5_2 = load <16 x float>, ptr %conv1.t13_c5_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a564, <16 x float> %t13_b265, <16 x float> %t13_c5_2)
+  store <16 x float> %159, ptr %conv1.t13_c5_2, align 64
+  %t13_a566 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b367 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c5_3 = load <16 x float>, ptr %conv1.t13_c5_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a566, <16 x float> %t13_b367, <16 x float> %t13_c5_3)
+  store <16 x float> %160, ptr %conv1.t13_c5_3, align 64
+  %k14.next = add nsw i64 %conv1.k1419, 1
+  %161 = icmp slt i64 %k14.next, 9
+  br i1 %161, label %conv1.k14, label %conv1.k14.end
 
-conv1.i13.end:                                    ; preds = %conv1.i13
-  %f12.next = add nsw i64 %conv1.f1221, 1
-  %102 = icmp slt i64 %f12.next, 32
-  br i1 %102, label %conv1.f12, label %conv1.f12.end
-
-conv2.g14:                                        ; preds = %conv2.j24.end, %conv1.g1.end
-  %conv2.g1428 = phi i64 [ 0, %conv1.g1.end ], [ %g14.next, %conv2.j24.end ]
-  br label %conv2.j15
-
-conv2.g14.end:                                    ; preds = %conv2.j24.end
-  br label %drop1.i30
-
-conv2.j15:                                        ; preds = %conv2.c16.end, %conv2.g14
-  %conv2.j1529 = phi i64 [ 0, %conv2.g14 ], [ %j15.next, %conv2.c16.end ]
-  br label %conv2.c16
-
-conv2.j15.end:                                    ; preds = %conv2.c16.end
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params45 = getelementptr inbounds float, ptr %params, i64 320
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 36864, i32 64, i32 288, float 1.000000e+00, ptr %arena44, i32 36864, ptr %params45, i32 288, float 0.000000e+00, ptr %arena46, i32 64)
-  br label %conv2.j24
-
-conv2.c16:                                        ; preds = %conv2.ky17.end, %conv2.j15
-  %conv2.c1630 = phi i64 [ 0, %conv2.j15 ], [ %c16.next, %conv2.ky17.end ]
-  br label %conv2.ky17
-
-conv2.c16.end:                                    ; preds = %conv2.ky17.end
-  %j15.next = add nsw i64 %conv2.j1529, 1
-  %103 = icmp slt i64 %j15.next, 64
-  br i1 %103, label %conv2.j15, label %conv2.j15.end
-
-conv2.ky17:                                       ; preds = %conv2.oy22.end, %conv2.c16
-  %conv2.ky1731 = phi i64 [ 0, %conv2.c16 ], [ %ky17.next, %conv2.oy22.end ]
-  br label %conv2.oy18
-
-conv2.ky17.end:                                   ; preds = %conv2.oy22.end
-  %c16.next = add nsw i64 %conv2.c1630, 1
-  %104 = icmp slt i64 %c16.next, 32
-  br i1 %104, label %conv2.c16, label %conv2.c16.end
-
-conv2.oy18:                                       ; preds = %conv2.ox19.end, %conv2.ky17
-  %conv2.oy1832 = phi i64 [ 0, %conv2.ky17 ], [ %oy18.next, %conv2.ox19.end ]
-  br label %conv2.ox19
-
-conv2.oy18.end:                                   ; preds = %conv2.ox19.end
-  br label %conv2.oy20
-
-conv2.ox19:                                       ; preds = %conv2.ox19, %conv2.oy18
-  %conv2.ox1933 = phi i64 [ 0, %conv2.oy18 ], [ %ox19.next, %conv2.ox19 ]
-  %105 = mul nsw i64 %conv2.g1428, 64
-  %106 = add nsw i64 %105, %conv2.j1529
-  %107 = mul nsw i64 %106, 21632
-  %108 = mul nsw i64 %conv2.c1630, 676
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 %conv2.oy1832, %conv2.ky1731
-  %111 = mul nsw i64 %110, 26
-  %112 = add nsw i64 %109, %111
-  %113 = add nsw i64 %112, %conv2.ox1933
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
-  %114 = load float, ptr %arena34, align 4
-  %115 = mul nsw i64 %conv2.c1630, 3
-  %116 = add nsw i64 %115, %conv2.ky1731
-  %117 = mul nsw i64 %116, 3
-  %118 = mul nsw i64 %117, 36864
-  %119 = add nsw i64 2564096, %118
-  %120 = mul nsw i64 %conv2.j1529, 576
-  %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %conv2.oy1832, 24
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.ox1933
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store float %114, ptr %arena35, align 4
-  %ox19.next = add nsw i64 %conv2.ox1933, 1
-  %125 = icmp slt i64 %ox19.next, 24
-  br i1 %125, label %conv2.ox19, label %conv2.ox19.end
-
-conv2.ox19.end:                                   ; preds = %conv2.ox19
-  %oy18.next = add nsw i64 %conv2.oy1832, 1
-  %126 = icmp slt i64 %oy18.next, 24
-  br i1 %126, label %conv2.oy18, label %conv2.oy18.end
-
-conv2.oy20:                                       ; preds = %conv2.ox21.end, %conv2.oy18.end
-  %conv2.oy2036 = phi i64 [ 0, %conv2.oy18.end ], [ %oy20.next, %conv2.ox21.end ]
-  br label %conv2.ox21
-
-conv2.oy20.end:                                   ; preds = %conv2.ox21.end
-  br label %conv2.oy22
-
-conv2.ox21:                                       ; preds = %conv2.ox21, %conv2.oy20
-  %conv2.ox2137 = phi i64 [ 0, %conv2.oy20 ], [ %ox21.next, %conv2.ox21 ]
-  %127 = mul nsw i64 %conv2.g1428, 64
-  %128 = add nsw i64 %127, %conv2.j1529
-  %129 = mul nsw i64 %128, 21632
-  %130 = mul nsw i64 %conv2.c1630, 676
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %conv2.oy2036, %conv2.ky1731
-  %133 = mul nsw i64 %132, 26
-  %134 = add nsw i64 %131, %133
-  %135 = add nsw i64 %conv2.ox2137, 1
-  %136 = add nsw i64 %134, %135
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena38, align 4
-  %138 = mul nsw i64 %conv2.c1630, 3
-  %139 = add nsw i64 %138, %conv2.ky1731
-  %140 = mul nsw i64 %139, 3
-  %141 = add nsw i64 %140, 1
-  %142 = mul nsw i64 %141, 36864
-  %143 = add nsw i64 2564096, %142
-  %144 = mul nsw i64 %conv2.j1529, 576
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv2.oy2036, 24
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.ox2137
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
-  store float %137, ptr %arena39, align 4
-  %ox21.next = add nsw i64 %conv2.ox2137, 1
-  %149 = icmp slt i64 %ox21.next, 24
-  br i1 %149, label %conv2.ox21, label %conv2.ox21.end
-
-conv2.ox21.end:                                   ; preds = %conv2.ox21
-  %oy20.next = add nsw i64 %conv2.oy2036, 1
-  %150 = icmp slt i64 %oy20.next, 24
-  br i1 %150, label %conv2.oy20, label %conv2.oy20.end
-
-conv2.oy22:                                       ; preds = %conv2.ox23.end, %conv2.oy20.end
-  %conv2.oy2240 = phi i64 [ 0, %conv2.oy20.end ], [ %oy22.next, %conv2.ox23.end ]
-  br label %conv2.ox23
-
-conv2.oy22.end:                                   ; preds = %conv2.ox23.end
-  %ky17.next = add nsw i64 %conv2.ky1731, 1
-  %151 = icmp slt i64 %ky17.next, 3
-  br i1 %151, label %conv2.ky17, label %conv2.ky17.end
-
-conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.oy22
-  %conv2.ox2341 = phi i64 [ 0, %conv2.oy22 ], [ %ox23.next, %conv2.ox23 ]
-  %152 = mul nsw i64 %conv2.g1428, 64
-  %153 = add nsw i64 %152, %conv2.j1529
-  %154 = mul nsw i64 %153, 21632
-  %155 = mul nsw i64 %conv2.c1630, 676
-  %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %conv2.oy2240, %conv2.ky1731
-  %158 = mul nsw i64 %157, 26
-  %159 = add nsw i64 %156, %158
-  %160 = add nsw i64 %conv2.ox2341, 2
-  %161 = add nsw i64 %159, %160
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
-  %162 = load float, ptr %arena42, align 4
-  %163 = mul nsw i64 %conv2.c1630, 3
-  %164 = add nsw i64 %163, %conv2.ky1731
-  %165 = mul nsw i64 %164, 3
-  %166 = add nsw i64 %165, 2
-  %167 = mul nsw i64 %166, 36864
-  %168 = add nsw i64 2564096, %167
-  %169 = mul nsw i64 %conv2.j1529, 576
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2.oy2240, 24
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, %conv2.ox2341
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
-  store float %162, ptr %arena43, align 4
-  %ox23.next = add nsw i64 %conv2.ox2341, 1
-  %174 = icmp slt i64 %ox23.next, 24
-  br i1 %174, label %conv2.ox23, label %conv2.ox23.end
-
-conv2.ox23.end:                                   ; preds = %conv2.ox23
-  %oy22.next = add nsw i64 %conv2.oy2240, 1
-  %175 = icmp slt i64 %oy22.next, 24
-  br i1 %175, label %conv2.oy22, label %conv2.oy22.end
-
-conv2.j24:                                        ; preds = %conv2.f25.end, %conv2.j15.end
-  %conv2.j2447 = phi i64 [ 0, %conv2.j15.end ], [ %j24.next, %conv2.f25.end ]
-  br label %conv2.f25
-
-conv2.j24.end:                                    ; preds = %conv2.f25.end
-  %g14.next = add nsw i64 %conv2.g1428, 1
-  %176 = icmp slt i64 %g14.next, 1
-  br i1 %176, label %conv2.g14, label %conv2.g14.end
-
-conv2.f25:                                        ; preds = %conv2.py26.end, %conv2.j24
-  %conv2.f2548 = phi i64 [ 0, %conv2.j24 ], [ %f25.next, %conv2.py26.end ]
-  br label %conv2.py26
-
-conv2.f25.end:                                    ; preds = %conv2.py26.end
-  %j24.next = add nsw i64 %conv2.j2447, 1
-  %177 = icmp slt i64 %j24.next, 64
-  br i1 %177, label %conv2.j24, label %conv2.j24.end
-
-conv2.py26:                                       ; preds = %conv2.px27.end, %conv2.f25
-  %conv2.py2649 = phi i64 [ 0, %conv2.f25 ], [ %py26.next, %conv2.px27.end ]
-  br label %conv2.px27
-
-conv2.py26.end:                                   ; preds = %conv2.px27.end
-  %f25.next = add nsw i64 %conv2.f2548, 1
-  %178 = icmp slt i64 %f25.next, 64
-  br i1 %178, label %conv2.f25, label %conv2.f25.end
-
-conv2.px27:                                       ; preds = %conv2.px27, %conv2.py26
-  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.px27 ]
-  %179 = mul nsw i64 %conv2.j2447, 576
-  %180 = mul nsw i64 %conv2.py2649, 48
-  %181 = mul nsw i64 %conv2.px2750, 2
-  %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %179, %182
-  %184 = mul nsw i64 %183, 64
-  %185 = add nsw i64 13180928, %184
-  %186 = add nsw i64 %185, %conv2.f2548
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
-  %187 = load float, ptr %arena51, align 4
-  %188 = add nsw i64 18752, %conv2.f2548
-  %params52 = getelementptr inbounds float, ptr %params, i64 %188
-  %189 = load float, ptr %params52, align 4
-  %190 = fadd float %187, %189
-  store float %190, ptr %conv2.best28, align 4
-  %191 = mul nsw i64 %conv2.py2649, 48
-  %192 = mul nsw i64 %conv2.px2750, 2
-  %193 = add nsw i64 %191, %192
-  %194 = sitofp i64 %193 to float
-  store float %194, ptr %conv2.bi29, align 4
-  %195 = mul nsw i64 %conv2.j2447, 576
-  %196 = mul nsw i64 %conv2.py2649, 48
-  %197 = mul nsw i64 %conv2.px2750, 2
-  %198 = add nsw i64 %196, %197
-  %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %199, 64
-  %201 = add nsw i64 13180928, %200
-  %202 = add nsw i64 %201, %conv2.f2548
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load float, ptr %arena53, align 4
-  %204 = add nsw i64 18752, %conv2.f2548
-  %params54 = getelementptr inbounds float, ptr %params, i64 %204
-  %205 = load float, ptr %params54, align 4
-  %206 = fadd float %203, %205
-  %best28 = load float, ptr %conv2.best28, align 4
-  %207 = fcmp ogt float %206, %best28
-  %208 = mul nsw i64 %conv2.py2649, 48
-  %209 = mul nsw i64 %conv2.px2750, 2
+conv1.k14.end:                                    ; preds = %conv1.k14
+  %t13_c0_068 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %162 = mul nsw i64 %conv1.mb1218, 6
+  %163 = mul nsw i64 %162, 43264
+  %164 = add nsw i64 1773824, %163
+  %165 = mul nsw i64 %conv1.nb1117, 64
+  %166 = add nsw i64 %164, %165
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %166
+  store <16 x float> %t13_c0_068, ptr %arena69, align 4
+  %t13_c0_170 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %167 = mul nsw i64 %conv1.mb1218, 6
+  %168 = mul nsw i64 %167, 43264
+  %169 = add nsw i64 1773824, %168
+  %170 = mul nsw i64 %conv1.nb1117, 64
+  %171 = add nsw i64 %169, %170
+  %172 = add nsw i64 %171, 16
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <16 x float> %t13_c0_170, ptr %arena71, align 4
+  %t13_c0_272 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %173 = mul nsw i64 %conv1.mb1218, 6
+  %174 = mul nsw i64 %173, 43264
+  %175 = add nsw i64 1773824, %174
+  %176 = mul nsw i64 %conv1.nb1117, 64
+  %177 = add nsw i64 %175, %176
+  %178 = add nsw i64 %177, 32
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %178
+  store <16 x float> %t13_c0_272, ptr %arena73, align 4
+  %t13_c0_374 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %179 = mul nsw i64 %conv1.mb1218, 6
+  %180 = mul nsw i64 %179, 43264
+  %181 = add nsw i64 1773824, %180
+  %182 = mul nsw i64 %conv1.nb1117, 64
+  %183 = add nsw i64 %181, %182
+  %184 = add nsw i64 %183, 48
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %184
+  store <16 x float> %t13_c0_374, ptr %arena75, align 4
+  %t13_c1_076 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %185 = mul nsw i64 %conv1.mb1218, 6
+  %186 = add nsw i64 %185, 1
+  %187 = mul nsw i64 %186, 43264
+  %188 = add nsw i64 1773824, %187
+  %189 = mul nsw i64 %conv1.nb1117, 64
+  %190 = add nsw i64 %188, %189
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %190
+  store <16 x float> %t13_c1_076, ptr %arena77, align 4
+  %t13_c1_178 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %191 = mul nsw i64 %conv1.mb1218, 6
+  %192 = add nsw i64 %191, 1
+  %193 = mul nsw i64 %192, 43264
+  %194 = add nsw i64 1773824, %193
+  %195 = mul nsw i64 %conv1.nb1117, 64
+  %196 = add nsw i64 %194, %195
+  %197 = add nsw i64 %196, 16
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %197
+  store <16 x float> %t13_c1_178, ptr %arena79, align 4
+  %t13_c1_280 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %198 = mul nsw i64 %conv1.mb1218, 6
+  %199 = add nsw i64 %198, 1
+  %200 = mul nsw i64 %199, 43264
+  %201 = add nsw i64 1773824, %200
+  %202 = mul nsw i64 %conv1.nb1117, 64
+  %203 = add nsw i64 %201, %202
+  %204 = add nsw i64 %203, 32
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %204
+  store <16 x float> %t13_c1_280, ptr %arena81, align 4
+  %t13_c1_382 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %205 = mul nsw i64 %conv1.mb1218, 6
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 43264
+  %208 = add nsw i64 1773824, %207
+  %209 = mul nsw i64 %conv1.nb1117, 64
   %210 = add nsw i64 %208, %209
-  %211 = sitofp i64 %210 to float
-  %bi29 = load float, ptr %conv2.bi29, align 4
-  %212 = select i1 %207, float %211, float %bi29
-  store float %212, ptr %conv2.bi29, align 4
-  %213 = mul nsw i64 %conv2.j2447, 576
-  %214 = mul nsw i64 %conv2.py2649, 48
-  %215 = mul nsw i64 %conv2.px2750, 2
-  %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %213, %216
-  %218 = mul nsw i64 %217, 64
-  %219 = add nsw i64 13180928, %218
-  %220 = add nsw i64 %219, %conv2.f2548
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %220
-  %221 = load float, ptr %arena55, align 4
-  %222 = add nsw i64 18752, %conv2.f2548
-  %params56 = getelementptr inbounds float, ptr %params, i64 %222
-  %223 = load float, ptr %params56, align 4
-  %224 = fadd float %221, %223
-  %best2857 = load float, ptr %conv2.best28, align 4
-  %225 = fcmp ogt float %224, %best2857
-  %226 = mul nsw i64 %conv2.j2447, 576
-  %227 = mul nsw i64 %conv2.py2649, 48
-  %228 = mul nsw i64 %conv2.px2750, 2
-  %229 = add nsw i64 %227, %228
-  %230 = add nsw i64 %226, %229
-  %231 = mul nsw i64 %230, 64
-  %232 = add nsw i64 13180928, %231
-  %233 = add nsw i64 %232, %conv2.f2548
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %233
-  %234 = load float, ptr %arena58, align 4
-  %235 = add nsw i64 18752, %conv2.f2548
-  %params59 = getelementptr inbounds float, ptr %params, i64 %235
-  %236 = load float, ptr %params59, align 4
-  %237 = fadd float %234, %236
-  %best2860 = load float, ptr %conv2.best28, align 4
-  %238 = select i1 %225, float %237, float %best2860
-  store float %238, ptr %conv2.best28, align 4
-  %239 = mul nsw i64 %conv2.j2447, 576
-  %240 = mul nsw i64 %conv2.py2649, 48
-  %241 = mul nsw i64 %conv2.px2750, 2
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, 1
-  %244 = add nsw i64 %239, %243
-  %245 = mul nsw i64 %244, 64
-  %246 = add nsw i64 13180928, %245
-  %247 = add nsw i64 %246, %conv2.f2548
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena61, align 4
-  %249 = add nsw i64 18752, %conv2.f2548
-  %params62 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params62, align 4
-  %251 = fadd float %248, %250
-  %best2863 = load float, ptr %conv2.best28, align 4
-  %252 = fcmp ogt float %251, %best2863
-  %253 = mul nsw i64 %conv2.py2649, 48
-  %254 = mul nsw i64 %conv2.px2750, 2
-  %255 = add nsw i64 %253, %254
-  %256 = add nsw i64 %255, 1
-  %257 = sitofp i64 %256 to float
-  %bi2964 = load float, ptr %conv2.bi29, align 4
-  %258 = select i1 %252, float %257, float %bi2964
-  store float %258, ptr %conv2.bi29, align 4
-  %259 = mul nsw i64 %conv2.j2447, 576
-  %260 = mul nsw i64 %conv2.py2649, 48
-  %261 = mul nsw i64 %conv2.px2750, 2
-  %262 = add nsw i64 %260, %261
-  %263 = add nsw i64 %262, 1
-  %264 = add nsw i64 %259, %263
-  %265 = mul nsw i64 %264, 64
-  %266 = add nsw i64 13180928, %265
-  %267 = add nsw i64 %266, %conv2.f2548
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena65, align 4
-  %269 = add nsw i64 18752, %conv2.f2548
-  %params66 = getelementptr inbounds float, ptr %params, i64 %269
-  %270 = load float, ptr %params66, align 4
-  %271 = fadd float %268, %270
-  %best2867 = load float, ptr %conv2.best28, align 4
-  %272 = fcmp ogt float %271, %best2867
-  %273 = mul nsw i64 %conv2.j2447, 576
-  %274 = mul nsw i64 %conv2.py2649, 48
-  %275 = mul nsw i64 %conv2.px2750, 2
-  %276 = add nsw i64 %274, %275
-  %277 = add nsw i64 %276, 1
-  %278 = add nsw i64 %273, %277
-  %279 = mul nsw i64 %278, 64
-  %280 = add nsw i64 13180928, %279
-  %281 = add nsw i64 %280, %conv2.f2548
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load float, ptr %arena68, align 4
-  %283 = add nsw i64 18752, %conv2.f2548
-  %params69 = getelementptr inbounds float, ptr %params, i64 %283
-  %284 = load float, ptr %params69, align 4
-  %285 = fadd float %282, %284
-  %best2870 = load float, ptr %conv2.best28, align 4
-  %286 = select i1 %272, float %285, float %best2870
-  store float %286, ptr %conv2.best28, align 4
-  %287 = mul nsw i64 %conv2.j2447, 576
-  %288 = mul nsw i64 %conv2.py2649, 48
-  %289 = mul nsw i64 %conv2.px2750, 2
-  %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %290, 24
-  %292 = add nsw i64 %287, %291
-  %293 = mul nsw i64 %292, 64
-  %294 = add nsw i64 13180928, %293
-  %295 = add nsw i64 %294, %conv2.f2548
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load float, ptr %arena71, align 4
-  %297 = add nsw i64 18752, %conv2.f2548
-  %params72 = getelementptr inbounds float, ptr %params, i64 %297
-  %298 = load float, ptr %params72, align 4
-  %299 = fadd float %296, %298
-  %best2873 = load float, ptr %conv2.best28, align 4
-  %300 = fcmp ogt float %299, %best2873
-  %301 = mul nsw i64 %conv2.py2649, 48
-  %302 = mul nsw i64 %conv2.px2750, 2
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %303, 24
-  %305 = sitofp i64 %304 to float
-  %bi2974 = load float, ptr %conv2.bi29, align 4
-  %306 = select i1 %300, float %305, float %bi2974
-  store float %306, ptr %conv2.bi29, align 4
-  %307 = mul nsw i64 %conv2.j2447, 576
-  %308 = mul nsw i64 %conv2.py2649, 48
-  %309 = mul nsw i64 %conv2.px2750, 2
-  %310 = add nsw i64 %308, %309
-  %311 = add nsw i64 %310, 24
-  %312 = add nsw i64 %307, %311
-  %313 = mul nsw i64 %312, 64
-  %314 = add nsw i64 13180928, %313
-  %315 = add nsw i64 %314, %conv2.f2548
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %315
-  %316 = load float, ptr %arena75, align 4
-  %317 = add nsw i64 18752, %conv2.f2548
-  %params76 = getelementptr inbounds float, ptr %params, i64 %317
-  %318 = load float, ptr %params76, align 4
-  %319 = fadd float %316, %318
-  %best2877 = load float, ptr %conv2.best28, align 4
-  %320 = fcmp ogt float %319, %best2877
-  %321 = mul nsw i64 %conv2.j2447, 576
-  %322 = mul nsw i64 %conv2.py2649, 48
-  %323 = mul nsw i64 %conv2.px2750, 2
+  %211 = add nsw i64 %210, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t13_c1_382, ptr %arena83, align 4
+  %t13_c2_084 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %212 = mul nsw i64 %conv1.mb1218, 6
+  %213 = add nsw i64 %212, 2
+  %214 = mul nsw i64 %213, 43264
+  %215 = add nsw i64 1773824, %214
+  %216 = mul nsw i64 %conv1.nb1117, 64
+  %217 = add nsw i64 %215, %216
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t13_c2_084, ptr %arena85, align 4
+  %t13_c2_186 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %218 = mul nsw i64 %conv1.mb1218, 6
+  %219 = add nsw i64 %218, 2
+  %220 = mul nsw i64 %219, 43264
+  %221 = add nsw i64 1773824, %220
+  %222 = mul nsw i64 %conv1.nb1117, 64
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %223, 16
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %224
+  store <16 x float> %t13_c2_186, ptr %arena87, align 4
+  %t13_c2_288 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %225 = mul nsw i64 %conv1.mb1218, 6
+  %226 = add nsw i64 %225, 2
+  %227 = mul nsw i64 %226, 43264
+  %228 = add nsw i64 1773824, %227
+  %229 = mul nsw i64 %conv1.nb1117, 64
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 32
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %231
+  store <16 x float> %t13_c2_288, ptr %arena89, align 4
+  %t13_c2_390 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %232 = mul nsw i64 %conv1.mb1218, 6
+  %233 = add nsw i64 %232, 2
+  %234 = mul nsw i64 %233, 43264
+  %235 = add nsw i64 1773824, %234
+  %236 = mul nsw i64 %conv1.nb1117, 64
+  %237 = add nsw i64 %235, %236
+  %238 = add nsw i64 %237, 48
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %238
+  store <16 x float> %t13_c2_390, ptr %arena91, align 4
+  %t13_c3_092 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %239 = mul nsw i64 %conv1.mb1218, 6
+  %240 = add nsw i64 %239, 3
+  %241 = mul nsw i64 %240, 43264
+  %242 = add nsw i64 1773824, %241
+  %243 = mul nsw i64 %conv1.nb1117, 64
+  %244 = add nsw i64 %242, %243
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t13_c3_092, ptr %arena93, align 4
+  %t13_c3_194 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %245 = mul nsw i64 %conv1.mb1218, 6
+  %246 = add nsw i64 %245, 3
+  %247 = mul nsw i64 %246, 43264
+  %248 = add nsw i64 1773824, %247
+  %249 = mul nsw i64 %conv1.nb1117, 64
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %250, 16
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %251
+  store <16 x float> %t13_c3_194, ptr %arena95, align 4
+  %t13_c3_296 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %252 = mul nsw i64 %conv1.mb1218, 6
+  %253 = add nsw i64 %252, 3
+  %254 = mul nsw i64 %253, 43264
+  %255 = add nsw i64 1773824, %254
+  %256 = mul nsw i64 %conv1.nb1117, 64
+  %257 = add nsw i64 %255, %256
+  %258 = add nsw i64 %257, 32
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %258
+  store <16 x float> %t13_c3_296, ptr %arena97, align 4
+  %t13_c3_398 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %259 = mul nsw i64 %conv1.mb1218, 6
+  %260 = add nsw i64 %259, 3
+  %261 = mul nsw i64 %260, 43264
+  %262 = add nsw i64 1773824, %261
+  %263 = mul nsw i64 %conv1.nb1117, 64
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 %264, 48
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %265
+  store <16 x float> %t13_c3_398, ptr %arena99, align 4
+  %t13_c4_0100 = load <16 x float>, ptr %conv1.t13_c4_0, align 64
+  %266 = mul nsw i64 %conv1.mb1218, 6
+  %267 = add nsw i64 %266, 4
+  %268 = mul nsw i64 %267, 43264
+  %269 = add nsw i64 1773824, %268
+  %270 = mul nsw i64 %conv1.nb1117, 64
+  %271 = add nsw i64 %269, %270
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t13_c4_0100, ptr %arena101, align 4
+  %t13_c4_1102 = load <16 x float>, ptr %conv1.t13_c4_1, align 64
+  %272 = mul nsw i64 %conv1.mb1218, 6
+  %273 = add nsw i64 %272, 4
+  %274 = mul nsw i64 %273, 43264
+  %275 = add nsw i64 1773824, %274
+  %276 = mul nsw i64 %conv1.nb1117, 64
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 16
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %278
+  store <16 x float> %t13_c4_1102, ptr %arena103, align 4
+  %t13_c4_2104 = load <16 x float>, ptr %conv1.t13_c4_2, align 64
+  %279 = mul nsw i64 %conv1.mb1218, 6
+  %280 = add nsw i64 %279, 4
+  %281 = mul nsw i64 %280, 43264
+  %282 = add nsw i64 1773824, %281
+  %283 = mul nsw i64 %conv1.nb1117, 64
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 32
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <16 x float> %t13_c4_2104, ptr %arena105, align 4
+  %t13_c4_3106 = load <16 x float>, ptr %conv1.t13_c4_3, align 64
+  %286 = mul nsw i64 %conv1.mb1218, 6
+  %287 = add nsw i64 %286, 4
+  %288 = mul nsw i64 %287, 43264
+  %289 = add nsw i64 1773824, %288
+  %290 = mul nsw i64 %conv1.nb1117, 64
+  %291 = add nsw i64 %289, %290
+  %292 = add nsw i64 %291, 48
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <16 x float> %t13_c4_3106, ptr %arena107, align 4
+  %t13_c5_0108 = load <16 x float>, ptr %conv1.t13_c5_0, align 64
+  %293 = mul nsw i64 %conv1.mb1218, 6
+  %294 = add nsw i64 %293, 5
+  %295 = mul nsw i64 %294, 43264
+  %296 = add nsw i64 1773824, %295
+  %297 = mul nsw i64 %conv1.nb1117, 64
+  %298 = add nsw i64 %296, %297
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t13_c5_0108, ptr %arena109, align 4
+  %t13_c5_1110 = load <16 x float>, ptr %conv1.t13_c5_1, align 64
+  %299 = mul nsw i64 %conv1.mb1218, 6
+  %300 = add nsw i64 %299, 5
+  %301 = mul nsw i64 %300, 43264
+  %302 = add nsw i64 1773824, %301
+  %303 = mul nsw i64 %conv1.nb1117, 64
+  %304 = add nsw i64 %302, %303
+  %305 = add nsw i64 %304, 16
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %305
+  store <16 x float> %t13_c5_1110, ptr %arena111, align 4
+  %t13_c5_2112 = load <16 x float>, ptr %conv1.t13_c5_2, align 64
+  %306 = mul nsw i64 %conv1.mb1218, 6
+  %307 = add nsw i64 %306, 5
+  %308 = mul nsw i64 %307, 43264
+  %309 = add nsw i64 1773824, %308
+  %310 = mul nsw i64 %conv1.nb1117, 64
+  %311 = add nsw i64 %309, %310
+  %312 = add nsw i64 %311, 32
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %312
+  store <16 x float> %t13_c5_2112, ptr %arena113, align 4
+  %t13_c5_3114 = load <16 x float>, ptr %conv1.t13_c5_3, align 64
+  %313 = mul nsw i64 %conv1.mb1218, 6
+  %314 = add nsw i64 %313, 5
+  %315 = mul nsw i64 %314, 43264
+  %316 = add nsw i64 1773824, %315
+  %317 = mul nsw i64 %conv1.nb1117, 64
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 48
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %319
+  store <16 x float> %t13_c5_3114, ptr %arena115, align 4
+  %mb12.next = add nsw i64 %conv1.mb1218, 1
+  %320 = icmp slt i64 %mb12.next, 5
+  br i1 %320, label %conv1.mb12, label %conv1.mb12.end
+
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb12.end
+  %conv1.k16116 = phi i64 [ 0, %conv1.mb12.end ], [ %k16.next, %conv1.k16 ]
+  %321 = mul nsw i64 %conv1.k16116, 43264
+  %322 = add nsw i64 1384448, %321
+  %323 = mul nsw i64 %conv1.nb1117, 64
   %324 = add nsw i64 %322, %323
-  %325 = add nsw i64 %324, 24
-  %326 = add nsw i64 %321, %325
-  %327 = mul nsw i64 %326, 64
-  %328 = add nsw i64 13180928, %327
-  %329 = add nsw i64 %328, %conv2.f2548
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load float, ptr %arena78, align 4
-  %331 = add nsw i64 18752, %conv2.f2548
-  %params79 = getelementptr inbounds float, ptr %params, i64 %331
-  %332 = load float, ptr %params79, align 4
-  %333 = fadd float %330, %332
-  %best2880 = load float, ptr %conv2.best28, align 4
-  %334 = select i1 %320, float %333, float %best2880
-  store float %334, ptr %conv2.best28, align 4
-  %335 = mul nsw i64 %conv2.j2447, 576
-  %336 = mul nsw i64 %conv2.py2649, 48
-  %337 = mul nsw i64 %conv2.px2750, 2
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, 24
-  %340 = add nsw i64 %339, 1
-  %341 = add nsw i64 %335, %340
-  %342 = mul nsw i64 %341, 64
-  %343 = add nsw i64 13180928, %342
-  %344 = add nsw i64 %343, %conv2.f2548
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %344
-  %345 = load float, ptr %arena81, align 4
-  %346 = add nsw i64 18752, %conv2.f2548
-  %params82 = getelementptr inbounds float, ptr %params, i64 %346
-  %347 = load float, ptr %params82, align 4
-  %348 = fadd float %345, %347
-  %best2883 = load float, ptr %conv2.best28, align 4
-  %349 = fcmp ogt float %348, %best2883
-  %350 = mul nsw i64 %conv2.py2649, 48
-  %351 = mul nsw i64 %conv2.px2750, 2
-  %352 = add nsw i64 %350, %351
-  %353 = add nsw i64 %352, 24
-  %354 = add nsw i64 %353, 1
-  %355 = sitofp i64 %354 to float
-  %bi2984 = load float, ptr %conv2.bi29, align 4
-  %356 = select i1 %349, float %355, float %bi2984
-  store float %356, ptr %conv2.bi29, align 4
-  %357 = mul nsw i64 %conv2.j2447, 576
-  %358 = mul nsw i64 %conv2.py2649, 48
-  %359 = mul nsw i64 %conv2.px2750, 2
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 %360, 24
-  %362 = add nsw i64 %361, 1
-  %363 = add nsw i64 %357, %362
-  %364 = mul nsw i64 %363, 64
-  %365 = add nsw i64 13180928, %364
-  %366 = add nsw i64 %365, %conv2.f2548
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
-  %367 = load float, ptr %arena85, align 4
-  %368 = add nsw i64 18752, %conv2.f2548
-  %params86 = getelementptr inbounds float, ptr %params, i64 %368
-  %369 = load float, ptr %params86, align 4
-  %370 = fadd float %367, %369
-  %best2887 = load float, ptr %conv2.best28, align 4
-  %371 = fcmp ogt float %370, %best2887
-  %372 = mul nsw i64 %conv2.j2447, 576
-  %373 = mul nsw i64 %conv2.py2649, 48
-  %374 = mul nsw i64 %conv2.px2750, 2
-  %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, 24
-  %377 = add nsw i64 %376, 1
-  %378 = add nsw i64 %372, %377
-  %379 = mul nsw i64 %378, 64
-  %380 = add nsw i64 13180928, %379
-  %381 = add nsw i64 %380, %conv2.f2548
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %381
-  %382 = load float, ptr %arena88, align 4
-  %383 = add nsw i64 18752, %conv2.f2548
-  %params89 = getelementptr inbounds float, ptr %params, i64 %383
-  %384 = load float, ptr %params89, align 4
-  %385 = fadd float %382, %384
-  %best2890 = load float, ptr %conv2.best28, align 4
-  %386 = select i1 %371, float %385, float %best2890
-  store float %386, ptr %conv2.best28, align 4
-  %best2891 = load float, ptr %conv2.best28, align 4
-  %387 = fcmp ogt float %best2891, 0.000000e+00
-  %best2892 = load float, ptr %conv2.best28, align 4
-  %388 = select i1 %387, float %best2892, float 0.000000e+00
-  %389 = mul nsw i64 %conv2.g1428, 64
-  %390 = add nsw i64 %389, %conv2.j2447
-  %391 = mul nsw i64 %390, 9216
-  %392 = mul nsw i64 %conv2.f2548, 144
-  %393 = add nsw i64 %391, %392
-  %394 = mul nsw i64 %conv2.py2649, 12
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %395, %conv2.px2750
-  %397 = add nsw i64 1384448, %396
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %397
-  store float %388, ptr %arena93, align 4
-  %bi2994 = load float, ptr %conv2.bi29, align 4
-  %398 = mul nsw i64 %conv2.g1428, 64
-  %399 = add nsw i64 %398, %conv2.j2447
-  %400 = mul nsw i64 %399, 9216
-  %401 = mul nsw i64 %conv2.f2548, 144
-  %402 = add nsw i64 %400, %401
-  %403 = mul nsw i64 %conv2.py2649, 12
-  %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %404, %conv2.px2750
-  %406 = add nsw i64 1974272, %405
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %406
-  store float %bi2994, ptr %arena95, align 4
-  %px27.next = add nsw i64 %conv2.px2750, 1
-  %407 = icmp slt i64 %px27.next, 12
-  br i1 %407, label %conv2.px27, label %conv2.px27.end
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load <16 x float>, ptr %arena117, align 4
+  store <16 x float> %325, ptr %conv1.t15_b0, align 64
+  %326 = mul nsw i64 %conv1.k16116, 43264
+  %327 = add nsw i64 1384448, %326
+  %328 = mul nsw i64 %conv1.nb1117, 64
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %329, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %330
+  %331 = load <16 x float>, ptr %arena118, align 4
+  store <16 x float> %331, ptr %conv1.t15_b1, align 64
+  %332 = mul nsw i64 %conv1.k16116, 43264
+  %333 = add nsw i64 1384448, %332
+  %334 = mul nsw i64 %conv1.nb1117, 64
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 %335, 32
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <16 x float>, ptr %arena119, align 4
+  store <16 x float> %337, ptr %conv1.t15_b2, align 64
+  %338 = mul nsw i64 %conv1.k16116, 43264
+  %339 = add nsw i64 1384448, %338
+  %340 = mul nsw i64 %conv1.nb1117, 64
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, 48
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %342
+  %343 = load <16 x float>, ptr %arena120, align 4
+  store <16 x float> %343, ptr %conv1.t15_b3, align 64
+  %344 = add nsw i64 270, %conv1.k16116
+  %params121 = getelementptr inbounds float, ptr %params, i64 %344
+  %345 = load float, ptr %params121, align 4
+  %346 = insertelement <16 x float> undef, float %345, i32 0
+  %347 = shufflevector <16 x float> %346, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %347, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %348, ptr %conv1.t15_c0_0, align 64
+  %t15_a0122 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0122, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %349, ptr %conv1.t15_c0_1, align 64
+  %t15_a0123 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %350 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0123, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %350, ptr %conv1.t15_c0_2, align 64
+  %t15_a0124 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %351 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0124, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %351, ptr %conv1.t15_c0_3, align 64
+  %352 = add nsw i64 279, %conv1.k16116
+  %params125 = getelementptr inbounds float, ptr %params, i64 %352
+  %353 = load float, ptr %params125, align 4
+  %354 = insertelement <16 x float> undef, float %353, i32 0
+  %355 = shufflevector <16 x float> %354, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %355, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b0126 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %356 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b0126, <16 x float> %t15_c1_0)
+  store <16 x float> %356, ptr %conv1.t15_c1_0, align 64
+  %t15_a1127 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b1128 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %357 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1127, <16 x float> %t15_b1128, <16 x float> %t15_c1_1)
+  store <16 x float> %357, ptr %conv1.t15_c1_1, align 64
+  %t15_a1129 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b2130 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %358 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1129, <16 x float> %t15_b2130, <16 x float> %t15_c1_2)
+  store <16 x float> %358, ptr %conv1.t15_c1_2, align 64
+  %t15_a1131 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b3132 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %359 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1131, <16 x float> %t15_b3132, <16 x float> %t15_c1_3)
+  store <16 x float> %359, ptr %conv1.t15_c1_3, align 64
+  %k16.next = add nsw i64 %conv1.k16116, 1
+  %360 = icmp slt i64 %k16.next, 9
+  br i1 %360, label %conv1.k16, label %conv1.k16.end
 
-conv2.px27.end:                                   ; preds = %conv2.px27
-  %py26.next = add nsw i64 %conv2.py2649, 1
-  %408 = icmp slt i64 %py26.next, 12
-  br i1 %408, label %conv2.py26, label %conv2.py26.end
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_0133 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %361 = mul nsw i64 %conv1.nb1117, 64
+  %362 = add nsw i64 3071744, %361
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %362
+  store <16 x float> %t15_c0_0133, ptr %arena134, align 4
+  %t15_c0_1135 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %363 = mul nsw i64 %conv1.nb1117, 64
+  %364 = add nsw i64 3071744, %363
+  %365 = add nsw i64 %364, 16
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %365
+  store <16 x float> %t15_c0_1135, ptr %arena136, align 4
+  %t15_c0_2137 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %366 = mul nsw i64 %conv1.nb1117, 64
+  %367 = add nsw i64 3071744, %366
+  %368 = add nsw i64 %367, 32
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %368
+  store <16 x float> %t15_c0_2137, ptr %arena138, align 4
+  %t15_c0_3139 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %369 = mul nsw i64 %conv1.nb1117, 64
+  %370 = add nsw i64 3071744, %369
+  %371 = add nsw i64 %370, 48
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %371
+  store <16 x float> %t15_c0_3139, ptr %arena140, align 4
+  %t15_c1_0141 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %372 = mul nsw i64 %conv1.nb1117, 64
+  %373 = add nsw i64 3115008, %372
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %373
+  store <16 x float> %t15_c1_0141, ptr %arena142, align 4
+  %t15_c1_1143 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %374 = mul nsw i64 %conv1.nb1117, 64
+  %375 = add nsw i64 3115008, %374
+  %376 = add nsw i64 %375, 16
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %376
+  store <16 x float> %t15_c1_1143, ptr %arena144, align 4
+  %t15_c1_2145 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %377 = mul nsw i64 %conv1.nb1117, 64
+  %378 = add nsw i64 3115008, %377
+  %379 = add nsw i64 %378, 32
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %379
+  store <16 x float> %t15_c1_2145, ptr %arena146, align 4
+  %t15_c1_3147 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %380 = mul nsw i64 %conv1.nb1117, 64
+  %381 = add nsw i64 3115008, %380
+  %382 = add nsw i64 %381, 48
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %382
+  store <16 x float> %t15_c1_3147, ptr %arena148, align 4
+  %nb11.next = add nsw i64 %conv1.nb1117, 1
+  %383 = icmp slt i64 %nb11.next, 676
+  br i1 %383, label %conv1.nb11, label %conv1.nb11.end
 
-drop1.i30:                                        ; preds = %drop1.i30, %conv2.g14.end
-  %drop1.i3096 = phi i64 [ 0, %conv2.g14.end ], [ %i30.next, %drop1.i30 ]
-  %409 = xor i64 %seed, 7835718858194987975
-  %410 = lshr i64 %409, 30
-  %411 = xor i64 %409, %410
-  %412 = mul i64 %411, -4658895280553007687
-  %413 = lshr i64 %412, 27
-  %414 = xor i64 %412, %413
-  %415 = mul i64 %414, -7723592293110705685
-  %416 = lshr i64 %415, 31
-  %417 = xor i64 %415, %416
-  %418 = add i64 %417, %step
-  %419 = lshr i64 %418, 30
-  %420 = xor i64 %418, %419
-  %421 = mul i64 %420, -4658895280553007687
-  %422 = lshr i64 %421, 27
-  %423 = xor i64 %421, %422
-  %424 = mul i64 %423, -7723592293110705685
-  %425 = lshr i64 %424, 31
-  %426 = xor i64 %424, %425
-  %427 = mul i64 %drop1.i3096, -7046029254386353131
-  %428 = add i64 %426, %427
-  %429 = lshr i64 %428, 30
-  %430 = xor i64 %428, %429
-  %431 = mul i64 %430, -4658895280553007687
-  %432 = lshr i64 %431, 27
-  %433 = xor i64 %431, %432
-  %434 = mul i64 %433, -7723592293110705685
-  %435 = lshr i64 %434, 31
-  %436 = xor i64 %434, %435
-  %437 = lshr i64 %436, 40
-  %keep = icmp uge i64 %437, 4194304
-  %438 = add nsw i64 1384448, %drop1.i3096
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %438
-  %439 = load float, ptr %arena97, align 4
-  %440 = fmul float %439, 0x3FF5555560000000
-  %441 = select i1 %keep, float %440, float 0.000000e+00
-  %442 = add nsw i64 2564096, %drop1.i3096
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %441, ptr %arena98, align 4
-  %i30.next = add nsw i64 %drop1.i3096, 1
-  %443 = icmp slt i64 %i30.next, 589824
-  br i1 %443, label %drop1.i30, label %drop1.i30.end
+conv1.j17:                                        ; preds = %conv1.f18.end, %conv1.nb11.end
+  %conv1.j17149 = phi i64 [ 0, %conv1.nb11.end ], [ %j17.next, %conv1.f18.end ]
+  br label %conv1.f18
 
-drop1.i30.end:                                    ; preds = %drop1.i30
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params100 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 3153920
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena99, i32 9216, ptr %params100, i32 9216, float 0.000000e+00, ptr %arena101, i32 128)
-  br label %fc1.n31
+conv1.j17.end:                                    ; preds = %conv1.f18.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %384 = icmp slt i64 %g1.next, 1
+  br i1 %384, label %conv1.g1, label %conv1.g1.end
 
-fc1.n31:                                          ; preds = %fc1.u32.end, %drop1.i30.end
-  %fc1.n31102 = phi i64 [ 0, %drop1.i30.end ], [ %n31.next, %fc1.u32.end ]
-  br label %fc1.u32
+conv1.f18:                                        ; preds = %conv1.i19.end, %conv1.j17
+  %conv1.f18150 = phi i64 [ 0, %conv1.j17 ], [ %f18.next, %conv1.i19.end ]
+  br label %conv1.i19
 
-fc1.n31.end:                                      ; preds = %fc1.u32.end
-  br label %drop2.i33
+conv1.f18.end:                                    ; preds = %conv1.i19.end
+  %j17.next = add nsw i64 %conv1.j17149, 1
+  %385 = icmp slt i64 %j17.next, 64
+  br i1 %385, label %conv1.j17, label %conv1.j17.end
 
-fc1.u32:                                          ; preds = %fc1.u32, %fc1.n31
-  %fc1.u32103 = phi i64 [ 0, %fc1.n31 ], [ %u32.next, %fc1.u32 ]
-  %444 = mul nsw i64 %fc1.n31102, 128
-  %445 = add nsw i64 3153920, %444
-  %446 = add nsw i64 %445, %fc1.u32103
-  %arena104 = getelementptr inbounds float, ptr %arena, i64 %446
-  %447 = load float, ptr %arena104, align 4
-  %448 = add nsw i64 1198464, %fc1.u32103
-  %params105 = getelementptr inbounds float, ptr %params, i64 %448
-  %449 = load float, ptr %params105, align 4
-  %450 = fadd float %447, %449
-  %451 = fcmp ogt float %450, 0.000000e+00
-  %452 = mul nsw i64 %fc1.n31102, 128
-  %453 = add nsw i64 3153920, %452
-  %454 = add nsw i64 %453, %fc1.u32103
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
-  %455 = load float, ptr %arena106, align 4
-  %456 = add nsw i64 1198464, %fc1.u32103
-  %params107 = getelementptr inbounds float, ptr %params, i64 %456
-  %457 = load float, ptr %params107, align 4
-  %458 = fadd float %455, %457
-  %459 = select i1 %451, float %458, float 0.000000e+00
-  %460 = mul nsw i64 %fc1.n31102, 128
-  %461 = add nsw i64 3153920, %460
-  %462 = add nsw i64 %461, %fc1.u32103
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %462
-  store float %459, ptr %arena108, align 4
-  %u32.next = add nsw i64 %fc1.u32103, 1
-  %463 = icmp slt i64 %u32.next, 128
-  br i1 %463, label %fc1.u32, label %fc1.u32.end
+conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
+  %conv1.i19151 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
+  %386 = mul nsw i64 %conv1.f18150, 43264
+  %387 = add nsw i64 1773824, %386
+  %388 = mul nsw i64 %conv1.j17149, 676
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 %389, %conv1.i19151
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load float, ptr %arena152, align 4
+  %392 = add nsw i64 288, %conv1.f18150
+  %params153 = getelementptr inbounds float, ptr %params, i64 %392
+  %393 = load float, ptr %params153, align 4
+  %394 = fadd float %391, %393
+  %395 = fcmp ogt float %394, 0.000000e+00
+  %396 = mul nsw i64 %conv1.f18150, 43264
+  %397 = add nsw i64 1773824, %396
+  %398 = mul nsw i64 %conv1.j17149, 676
+  %399 = add nsw i64 %397, %398
+  %400 = add nsw i64 %399, %conv1.i19151
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %400
+  %401 = load float, ptr %arena154, align 4
+  %402 = add nsw i64 288, %conv1.f18150
+  %params155 = getelementptr inbounds float, ptr %params, i64 %402
+  %403 = load float, ptr %params155, align 4
+  %404 = fadd float %401, %403
+  %405 = select i1 %395, float %404, float 0.000000e+00
+  %406 = mul nsw i64 %conv1.g11, 64
+  %407 = add nsw i64 %406, %conv1.j17149
+  %408 = mul nsw i64 %407, 21632
+  %409 = mul nsw i64 %conv1.f18150, 676
+  %410 = add nsw i64 %408, %409
+  %411 = add nsw i64 %410, %conv1.i19151
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %411
+  store float %405, ptr %arena156, align 4
+  %i19.next = add nsw i64 %conv1.i19151, 1
+  %412 = icmp slt i64 %i19.next, 676
+  br i1 %412, label %conv1.i19, label %conv1.i19.end
 
-fc1.u32.end:                                      ; preds = %fc1.u32
-  %n31.next = add nsw i64 %fc1.n31102, 1
-  %464 = icmp slt i64 %n31.next, 64
-  br i1 %464, label %fc1.n31, label %fc1.n31.end
+conv1.i19.end:                                    ; preds = %conv1.i19
+  %f18.next = add nsw i64 %conv1.f18150, 1
+  %413 = icmp slt i64 %f18.next, 32
+  br i1 %413, label %conv1.f18, label %conv1.f18.end
 
-drop2.i33:                                        ; preds = %drop2.i33, %fc1.n31.end
-  %drop2.i33109 = phi i64 [ 0, %fc1.n31.end ], [ %i33.next, %drop2.i33 ]
-  %465 = xor i64 %seed, 7835719957706616186
-  %466 = lshr i64 %465, 30
-  %467 = xor i64 %465, %466
-  %468 = mul i64 %467, -4658895280553007687
-  %469 = lshr i64 %468, 27
-  %470 = xor i64 %468, %469
-  %471 = mul i64 %470, -7723592293110705685
-  %472 = lshr i64 %471, 31
-  %473 = xor i64 %471, %472
-  %474 = add i64 %473, %step
-  %475 = lshr i64 %474, 30
-  %476 = xor i64 %474, %475
-  %477 = mul i64 %476, -4658895280553007687
-  %478 = lshr i64 %477, 27
-  %479 = xor i64 %477, %478
-  %480 = mul i64 %479, -7723592293110705685
-  %481 = lshr i64 %480, 31
-  %482 = xor i64 %480, %481
-  %483 = mul i64 %drop2.i33109, -7046029254386353131
-  %484 = add i64 %482, %483
-  %485 = lshr i64 %484, 30
-  %486 = xor i64 %484, %485
-  %487 = mul i64 %486, -4658895280553007687
-  %488 = lshr i64 %487, 27
-  %489 = xor i64 %487, %488
-  %490 = mul i64 %489, -7723592293110705685
-  %491 = lshr i64 %490, 31
-  %492 = xor i64 %490, %491
-  %493 = lshr i64 %492, 40
-  %keep110 = icmp uge i64 %493, 8388608
-  %494 = add nsw i64 3153920, %drop2.i33109
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %494
-  %495 = load float, ptr %arena111, align 4
-  %496 = fmul float %495, 2.000000e+00
-  %497 = select i1 %keep110, float %496, float 0.000000e+00
-  %498 = add nsw i64 3162112, %drop2.i33109
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %498
-  store float %497, ptr %arena112, align 4
-  %i33.next = add nsw i64 %drop2.i33109, 1
-  %499 = icmp slt i64 %i33.next, 8192
-  br i1 %499, label %drop2.i33, label %drop2.i33.end
+conv2.g20:                                        ; preds = %conv2.j36.end, %conv1.g1.end
+  %conv2.g20157 = phi i64 [ 0, %conv1.g1.end ], [ %g20.next, %conv2.j36.end ]
+  br label %conv2.j21
 
-drop2.i33.end:                                    ; preds = %drop2.i33
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params114 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 3170304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena113, i32 128, ptr %params114, i32 128, float 0.000000e+00, ptr %arena115, i32 10)
-  br label %fc2.n34
+conv2.g20.end:                                    ; preds = %conv2.j36.end
+  br label %drop1.i42
 
-fc2.n34:                                          ; preds = %fc2.u35.end, %drop2.i33.end
-  %fc2.n34116 = phi i64 [ 0, %drop2.i33.end ], [ %n34.next, %fc2.u35.end ]
-  br label %fc2.u35
+conv2.j21:                                        ; preds = %conv2.c22.end, %conv2.g20
+  %conv2.j21158 = phi i64 [ 0, %conv2.g20 ], [ %j21.next, %conv2.c22.end ]
+  br label %conv2.c22
 
-fc2.n34.end:                                      ; preds = %fc2.u35.end
-  br label %probs.n36
+conv2.j21.end:                                    ; preds = %conv2.c22.end
+  br label %conv2.nb30
 
-fc2.u35:                                          ; preds = %fc2.u35, %fc2.n34
-  %fc2.u35117 = phi i64 [ 0, %fc2.n34 ], [ %u35.next, %fc2.u35 ]
-  %500 = mul nsw i64 %fc2.n34116, 10
-  %501 = add nsw i64 3170304, %500
-  %502 = add nsw i64 %501, %fc2.u35117
-  %arena118 = getelementptr inbounds float, ptr %arena, i64 %502
-  %503 = load float, ptr %arena118, align 4
-  %504 = add nsw i64 1199872, %fc2.u35117
-  %params119 = getelementptr inbounds float, ptr %params, i64 %504
-  %505 = load float, ptr %params119, align 4
-  %506 = fadd float %503, %505
-  %507 = mul nsw i64 %fc2.n34116, 10
-  %508 = add nsw i64 3170304, %507
-  %509 = add nsw i64 %508, %fc2.u35117
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %509
-  store float %506, ptr %arena120, align 4
-  %u35.next = add nsw i64 %fc2.u35117, 1
-  %510 = icmp slt i64 %u35.next, 10
-  br i1 %510, label %fc2.u35, label %fc2.u35.end
+conv2.c22:                                        ; preds = %conv2.ky23.end, %conv2.j21
+  %conv2.c22159 = phi i64 [ 0, %conv2.j21 ], [ %c22.next, %conv2.ky23.end ]
+  br label %conv2.ky23
 
-fc2.u35.end:                                      ; preds = %fc2.u35
-  %n34.next = add nsw i64 %fc2.n34116, 1
-  %511 = icmp slt i64 %n34.next, 64
-  br i1 %511, label %fc2.n34, label %fc2.n34.end
+conv2.c22.end:                                    ; preds = %conv2.ky23.end
+  %j21.next = add nsw i64 %conv2.j21158, 1
+  %414 = icmp slt i64 %j21.next, 64
+  br i1 %414, label %conv2.j21, label %conv2.j21.end
 
-probs.n36:                                        ; preds = %probs.k41.end, %fc2.n34.end
-  %probs.n36121 = phi i64 [ 0, %fc2.n34.end ], [ %n36.next, %probs.k41.end ]
-  %512 = mul nsw i64 %probs.n36121, 10
-  %513 = add nsw i64 3170304, %512
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %513
-  %514 = load float, ptr %arena122, align 4
-  store float %514, ptr %probs.m37, align 4
-  br label %probs.k39
+conv2.ky23:                                       ; preds = %conv2.oy28.end, %conv2.c22
+  %conv2.ky23160 = phi i64 [ 0, %conv2.c22 ], [ %ky23.next, %conv2.oy28.end ]
+  br label %conv2.oy24
 
-probs.n36.end:                                    ; preds = %probs.k41.end
-  store float 0.000000e+00, ptr %loss.total42, align 4
-  br label %loss.n43
+conv2.ky23.end:                                   ; preds = %conv2.oy28.end
+  %c22.next = add nsw i64 %conv2.c22159, 1
+  %415 = icmp slt i64 %c22.next, 32
+  br i1 %415, label %conv2.c22, label %conv2.c22.end
 
-probs.k39:                                        ; preds = %probs.k39, %probs.n36
-  %probs.k39123 = phi i64 [ 0, %probs.n36 ], [ %k39.next, %probs.k39 ]
-  %m37 = load float, ptr %probs.m37, align 4
-  %515 = mul nsw i64 %probs.n36121, 10
-  %516 = add nsw i64 3170304, %515
-  %517 = add nsw i64 %516, %probs.k39123
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %517
-  %518 = load float, ptr %arena124, align 4
-  %519 = fcmp ogt float %518, %m37
-  %520 = select i1 %519, float %518, float %m37
-  store float %520, ptr %probs.m37, align 4
-  %k39.next = add nsw i64 %probs.k39123, 1
-  %521 = icmp slt i64 %k39.next, 10
-  br i1 %521, label %probs.k39, label %probs.k39.end
+conv2.oy24:                                       ; preds = %conv2.ox25.end, %conv2.ky23
+  %conv2.oy24161 = phi i64 [ 0, %conv2.ky23 ], [ %oy24.next, %conv2.ox25.end ]
+  br label %conv2.ox25
 
-probs.k39.end:                                    ; preds = %probs.k39
-  store float 0.000000e+00, ptr %probs.s38, align 4
-  br label %probs.k40
+conv2.oy24.end:                                   ; preds = %conv2.ox25.end
+  br label %conv2.oy26
 
-probs.k40:                                        ; preds = %probs.k40, %probs.k39.end
-  %probs.k40125 = phi i64 [ 0, %probs.k39.end ], [ %k40.next, %probs.k40 ]
-  %s38 = load float, ptr %probs.s38, align 4
-  %522 = mul nsw i64 %probs.n36121, 10
-  %523 = add nsw i64 3170304, %522
-  %524 = add nsw i64 %523, %probs.k40125
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %524
-  %525 = load float, ptr %arena126, align 4
-  %m37127 = load float, ptr %probs.m37, align 4
-  %526 = fsub float %525, %m37127
-  %527 = call float @llvm.exp.f32(float %526)
-  %528 = fadd float %s38, %527
-  store float %528, ptr %probs.s38, align 4
-  %k40.next = add nsw i64 %probs.k40125, 1
-  %529 = icmp slt i64 %k40.next, 10
-  br i1 %529, label %probs.k40, label %probs.k40.end
+conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.oy24
+  %conv2.ox25162 = phi i64 [ 0, %conv2.oy24 ], [ %ox25.next, %conv2.ox25 ]
+  %416 = mul nsw i64 %conv2.g20157, 64
+  %417 = add nsw i64 %416, %conv2.j21158
+  %418 = mul nsw i64 %417, 21632
+  %419 = mul nsw i64 %conv2.c22159, 676
+  %420 = add nsw i64 %418, %419
+  %421 = add nsw i64 %conv2.oy24161, %conv2.ky23160
+  %422 = mul nsw i64 %421, 26
+  %423 = add nsw i64 %420, %422
+  %424 = add nsw i64 %423, %conv2.ox25162
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %424
+  %425 = load float, ptr %arena163, align 4
+  %426 = mul nsw i64 %conv2.c22159, 3
+  %427 = add nsw i64 %426, %conv2.ky23160
+  %428 = mul nsw i64 %427, 3
+  %429 = mul nsw i64 %428, 36864
+  %430 = add nsw i64 2564096, %429
+  %431 = mul nsw i64 %conv2.j21158, 576
+  %432 = add nsw i64 %430, %431
+  %433 = mul nsw i64 %conv2.oy24161, 24
+  %434 = add nsw i64 %432, %433
+  %435 = add nsw i64 %434, %conv2.ox25162
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %435
+  store float %425, ptr %arena164, align 4
+  %ox25.next = add nsw i64 %conv2.ox25162, 1
+  %436 = icmp slt i64 %ox25.next, 24
+  br i1 %436, label %conv2.ox25, label %conv2.ox25.end
 
-probs.k40.end:                                    ; preds = %probs.k40
-  br label %probs.k41
+conv2.ox25.end:                                   ; preds = %conv2.ox25
+  %oy24.next = add nsw i64 %conv2.oy24161, 1
+  %437 = icmp slt i64 %oy24.next, 24
+  br i1 %437, label %conv2.oy24, label %conv2.oy24.end
 
-probs.k41:                                        ; preds = %probs.k41, %probs.k40.end
-  %probs.k41128 = phi i64 [ 0, %probs.k40.end ], [ %k41.next, %probs.k41 ]
-  %530 = mul nsw i64 %probs.n36121, 10
-  %531 = add nsw i64 3170304, %530
-  %532 = add nsw i64 %531, %probs.k41128
-  %arena129 = getelementptr inbounds float, ptr %arena, i64 %532
-  %533 = load float, ptr %arena129, align 4
-  %m37130 = load float, ptr %probs.m37, align 4
-  %534 = fsub float %533, %m37130
-  %535 = call float @llvm.exp.f32(float %534)
-  %s38131 = load float, ptr %probs.s38, align 4
-  %536 = fdiv float %535, %s38131
-  %537 = mul nsw i64 %probs.n36121, 10
-  %538 = add nsw i64 3170944, %537
-  %539 = add nsw i64 %538, %probs.k41128
-  %arena132 = getelementptr inbounds float, ptr %arena, i64 %539
-  store float %536, ptr %arena132, align 4
-  %k41.next = add nsw i64 %probs.k41128, 1
-  %540 = icmp slt i64 %k41.next, 10
-  br i1 %540, label %probs.k41, label %probs.k41.end
+conv2.oy26:                                       ; preds = %conv2.ox27.end, %conv2.oy24.end
+  %conv2.oy26165 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.ox27.end ]
+  br label %conv2.ox27
 
-probs.k41.end:                                    ; preds = %probs.k41
-  %n36.next = add nsw i64 %probs.n36121, 1
-  %541 = icmp slt i64 %n36.next, 64
-  br i1 %541, label %probs.n36, label %probs.n36.end
+conv2.oy26.end:                                   ; preds = %conv2.ox27.end
+  br label %conv2.oy28
 
-loss.n43:                                         ; preds = %loss.k47.end, %probs.n36.end
-  %loss.n43133 = phi i64 [ 0, %probs.n36.end ], [ %n43.next, %loss.k47.end ]
-  %542 = mul nsw i64 %loss.n43133, 10
-  %543 = add nsw i64 3170304, %542
-  %arena134 = getelementptr inbounds float, ptr %arena, i64 %543
-  %544 = load float, ptr %arena134, align 4
-  store float %544, ptr %loss.m44, align 4
-  br label %loss.k46
+conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.oy26
+  %conv2.ox27166 = phi i64 [ 0, %conv2.oy26 ], [ %ox27.next, %conv2.ox27 ]
+  %438 = mul nsw i64 %conv2.g20157, 64
+  %439 = add nsw i64 %438, %conv2.j21158
+  %440 = mul nsw i64 %439, 21632
+  %441 = mul nsw i64 %conv2.c22159, 676
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 %conv2.oy26165, %conv2.ky23160
+  %444 = mul nsw i64 %443, 26
+  %445 = add nsw i64 %442, %444
+  %446 = add nsw i64 %conv2.ox27166, 1
+  %447 = add nsw i64 %445, %446
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena167, align 4
+  %449 = mul nsw i64 %conv2.c22159, 3
+  %450 = add nsw i64 %449, %conv2.ky23160
+  %451 = mul nsw i64 %450, 3
+  %452 = add nsw i64 %451, 1
+  %453 = mul nsw i64 %452, 36864
+  %454 = add nsw i64 2564096, %453
+  %455 = mul nsw i64 %conv2.j21158, 576
+  %456 = add nsw i64 %454, %455
+  %457 = mul nsw i64 %conv2.oy26165, 24
+  %458 = add nsw i64 %456, %457
+  %459 = add nsw i64 %458, %conv2.ox27166
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %459
+  store float %448, ptr %arena168, align 4
+  %ox27.next = add nsw i64 %conv2.ox27166, 1
+  %460 = icmp slt i64 %ox27.next, 24
+  br i1 %460, label %conv2.ox27, label %conv2.ox27.end
 
-loss.n43.end:                                     ; preds = %loss.k47.end
-  %total42144 = load float, ptr %loss.total42, align 4
-  %545 = fdiv float %total42144, 6.400000e+01
-  %arena145 = getelementptr inbounds float, ptr %arena, i64 3171584
-  store float %545, ptr %arena145, align 4
-  br label %fc2_grad.n48
+conv2.ox27.end:                                   ; preds = %conv2.ox27
+  %oy26.next = add nsw i64 %conv2.oy26165, 1
+  %461 = icmp slt i64 %oy26.next, 24
+  br i1 %461, label %conv2.oy26, label %conv2.oy26.end
 
-loss.k46:                                         ; preds = %loss.k46, %loss.n43
-  %loss.k46135 = phi i64 [ 0, %loss.n43 ], [ %k46.next, %loss.k46 ]
-  %m44 = load float, ptr %loss.m44, align 4
-  %546 = mul nsw i64 %loss.n43133, 10
-  %547 = add nsw i64 3170304, %546
-  %548 = add nsw i64 %547, %loss.k46135
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %548
-  %549 = load float, ptr %arena136, align 4
-  %550 = fcmp ogt float %549, %m44
-  %551 = select i1 %550, float %549, float %m44
-  store float %551, ptr %loss.m44, align 4
-  %k46.next = add nsw i64 %loss.k46135, 1
-  %552 = icmp slt i64 %k46.next, 10
-  br i1 %552, label %loss.k46, label %loss.k46.end
+conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.oy26.end
+  %conv2.oy28169 = phi i64 [ 0, %conv2.oy26.end ], [ %oy28.next, %conv2.ox29.end ]
+  br label %conv2.ox29
 
-loss.k46.end:                                     ; preds = %loss.k46
-  store float 0.000000e+00, ptr %loss.s45, align 4
-  br label %loss.k47
+conv2.oy28.end:                                   ; preds = %conv2.ox29.end
+  %ky23.next = add nsw i64 %conv2.ky23160, 1
+  %462 = icmp slt i64 %ky23.next, 3
+  br i1 %462, label %conv2.ky23, label %conv2.ky23.end
 
-loss.k47:                                         ; preds = %loss.k47, %loss.k46.end
-  %loss.k47137 = phi i64 [ 0, %loss.k46.end ], [ %k47.next, %loss.k47 ]
-  %s45 = load float, ptr %loss.s45, align 4
-  %553 = mul nsw i64 %loss.n43133, 10
-  %554 = add nsw i64 3170304, %553
-  %555 = add nsw i64 %554, %loss.k47137
-  %arena138 = getelementptr inbounds float, ptr %arena, i64 %555
-  %556 = load float, ptr %arena138, align 4
-  %m44139 = load float, ptr %loss.m44, align 4
-  %557 = fsub float %556, %m44139
-  %558 = call float @llvm.exp.f32(float %557)
-  %559 = fadd float %s45, %558
-  store float %559, ptr %loss.s45, align 4
-  %k47.next = add nsw i64 %loss.k47137, 1
-  %560 = icmp slt i64 %k47.next, 10
-  br i1 %560, label %loss.k47, label %loss.k47.end
+conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
+  %conv2.ox29170 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
+  %463 = mul nsw i64 %conv2.g20157, 64
+  %464 = add nsw i64 %463, %conv2.j21158
+  %465 = mul nsw i64 %464, 21632
+  %466 = mul nsw i64 %conv2.c22159, 676
+  %467 = add nsw i64 %465, %466
+  %468 = add nsw i64 %conv2.oy28169, %conv2.ky23160
+  %469 = mul nsw i64 %468, 26
+  %470 = add nsw i64 %467, %469
+  %471 = add nsw i64 %conv2.ox29170, 2
+  %472 = add nsw i64 %470, %471
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load float, ptr %arena171, align 4
+  %474 = mul nsw i64 %conv2.c22159, 3
+  %475 = add nsw i64 %474, %conv2.ky23160
+  %476 = mul nsw i64 %475, 3
+  %477 = add nsw i64 %476, 2
+  %478 = mul nsw i64 %477, 36864
+  %479 = add nsw i64 2564096, %478
+  %480 = mul nsw i64 %conv2.j21158, 576
+  %481 = add nsw i64 %479, %480
+  %482 = mul nsw i64 %conv2.oy28169, 24
+  %483 = add nsw i64 %481, %482
+  %484 = add nsw i64 %483, %conv2.ox29170
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 %484
+  store float %473, ptr %arena172, align 4
+  %ox29.next = add nsw i64 %conv2.ox29170, 1
+  %485 = icmp slt i64 %ox29.next, 24
+  br i1 %485, label %conv2.ox29, label %conv2.ox29.end
 
-loss.k47.end:                                     ; preds = %loss.k47
-  %total42 = load float, ptr %loss.total42, align 4
-  %m44140 = load float, ptr %loss.m44, align 4
-  %s45141 = load float, ptr %loss.s45, align 4
-  %561 = call float @llvm.log.f32(float %s45141)
-  %562 = fadd float %m44140, %561
-  %563 = mul nsw i64 %loss.n43133, 10
-  %564 = add nsw i64 3170304, %563
-  %labels142 = getelementptr inbounds i32, ptr %labels, i64 %loss.n43133
-  %label = load i32, ptr %labels142, align 4
-  %565 = sext i32 %label to i64
-  %566 = add nsw i64 %564, %565
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %566
-  %567 = load float, ptr %arena143, align 4
-  %568 = fsub float %562, %567
-  %569 = fadd float %total42, %568
-  store float %569, ptr %loss.total42, align 4
-  %n43.next = add nsw i64 %loss.n43133, 1
-  %570 = icmp slt i64 %n43.next, 64
-  br i1 %570, label %loss.n43, label %loss.n43.end
+conv2.ox29.end:                                   ; preds = %conv2.ox29
+  %oy28.next = add nsw i64 %conv2.oy28169, 1
+  %486 = icmp slt i64 %oy28.next, 24
+  br i1 %486, label %conv2.oy28, label %conv2.oy28.end
 
-fc2_grad.n48:                                     ; preds = %fc2_grad.k53.end, %loss.n43.end
-  %fc2_grad.n48146 = phi i64 [ 0, %loss.n43.end ], [ %n48.next, %fc2_grad.k53.end ]
-  %571 = mul nsw i64 %fc2_grad.n48146, 10
-  %572 = add nsw i64 3170304, %571
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %572
-  %573 = load float, ptr %arena147, align 4
-  store float %573, ptr %fc2_grad.m49, align 4
-  br label %fc2_grad.k51
+conv2.nb30:                                       ; preds = %conv2.k35.end, %conv2.j21.end
+  %conv2.nb30173 = phi i64 [ 0, %conv2.j21.end ], [ %nb30.next, %conv2.k35.end ]
+  br label %conv2.mb31
 
-fc2_grad.n48.end:                                 ; preds = %fc2_grad.k53.end
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %grads165 = getelementptr inbounds float, ptr %grads, i64 1198592
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena163, i32 10, ptr %arena164, i32 128, float 0.000000e+00, ptr %grads165, i32 128)
-  br label %fc2_bias_grad.u54
+conv2.nb30.end:                                   ; preds = %conv2.k35.end
+  br label %conv2.j36
 
-fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.n48
-  %fc2_grad.k51148 = phi i64 [ 0, %fc2_grad.n48 ], [ %k51.next, %fc2_grad.k51 ]
-  %m49 = load float, ptr %fc2_grad.m49, align 4
-  %574 = mul nsw i64 %fc2_grad.n48146, 10
-  %575 = add nsw i64 3170304, %574
-  %576 = add nsw i64 %575, %fc2_grad.k51148
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 %576
-  %577 = load float, ptr %arena149, align 4
-  %578 = fcmp ogt float %577, %m49
-  %579 = select i1 %578, float %577, float %m49
-  store float %579, ptr %fc2_grad.m49, align 4
-  %k51.next = add nsw i64 %fc2_grad.k51148, 1
-  %580 = icmp slt i64 %k51.next, 10
-  br i1 %580, label %fc2_grad.k51, label %fc2_grad.k51.end
+conv2.mb31:                                       ; preds = %conv2.k33.end, %conv2.nb30
+  %conv2.mb31174 = phi i64 [ 0, %conv2.nb30 ], [ %mb31.next, %conv2.k33.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_3, align 64
+  br label %conv2.k33
 
-fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
-  store float 0.000000e+00, ptr %fc2_grad.s50, align 4
-  br label %fc2_grad.k52
+conv2.mb31.end:                                   ; preds = %conv2.k33.end
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_3, align 64
+  br label %conv2.k35
 
-fc2_grad.k52:                                     ; preds = %fc2_grad.k52, %fc2_grad.k51.end
-  %fc2_grad.k52150 = phi i64 [ 0, %fc2_grad.k51.end ], [ %k52.next, %fc2_grad.k52 ]
-  %s50 = load float, ptr %fc2_grad.s50, align 4
-  %581 = mul nsw i64 %fc2_grad.n48146, 10
-  %582 = add nsw i64 3170304, %581
-  %583 = add nsw i64 %582, %fc2_grad.k52150
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 %583
-  %584 = load float, ptr %arena151, align 4
-  %m49152 = load float, ptr %fc2_grad.m49, align 4
-  %585 = fsub float %584, %m49152
-  %586 = call float @llvm.exp.f32(float %585)
-  %587 = fadd float %s50, %586
-  store float %587, ptr %fc2_grad.s50, align 4
-  %k52.next = add nsw i64 %fc2_grad.k52150, 1
-  %588 = icmp slt i64 %k52.next, 10
-  br i1 %588, label %fc2_grad.k52, label %fc2_grad.k52.end
+conv2.k33:                                        ; preds = %conv2.k33, %conv2.mb31
+  %conv2.k33175 = phi i64 [ 0, %conv2.mb31 ], [ %k33.next, %conv2.k33 ]
+  %487 = mul nsw i64 %conv2.k33175, 36864
+  %488 = add nsw i64 2564096, %487
+  %489 = mul nsw i64 %conv2.nb30173, 64
+  %490 = add nsw i64 %488, %489
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %490
+  %491 = load <16 x float>, ptr %arena176, align 4
+  store <16 x float> %491, ptr %conv2.t32_b0, align 64
+  %492 = mul nsw i64 %conv2.k33175, 36864
+  %493 = add nsw i64 2564096, %492
+  %494 = mul nsw i64 %conv2.nb30173, 64
+  %495 = add nsw i64 %493, %494
+  %496 = add nsw i64 %495, 16
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %496
+  %497 = load <16 x float>, ptr %arena177, align 4
+  store <16 x float> %497, ptr %conv2.t32_b1, align 64
+  %498 = mul nsw i64 %conv2.k33175, 36864
+  %499 = add nsw i64 2564096, %498
+  %500 = mul nsw i64 %conv2.nb30173, 64
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, 32
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %502
+  %503 = load <16 x float>, ptr %arena178, align 4
+  store <16 x float> %503, ptr %conv2.t32_b2, align 64
+  %504 = mul nsw i64 %conv2.k33175, 36864
+  %505 = add nsw i64 2564096, %504
+  %506 = mul nsw i64 %conv2.nb30173, 64
+  %507 = add nsw i64 %505, %506
+  %508 = add nsw i64 %507, 48
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %508
+  %509 = load <16 x float>, ptr %arena179, align 4
+  store <16 x float> %509, ptr %conv2.t32_b3, align 64
+  %510 = mul nsw i64 %conv2.mb31174, 6
+  %511 = mul nsw i64 %510, 288
+  %512 = add nsw i64 320, %511
+  %513 = add nsw i64 %512, %conv2.k33175
+  %params180 = getelementptr inbounds float, ptr %params, i64 %513
+  %514 = load float, ptr %params180, align 4
+  %515 = insertelement <16 x float> undef, float %514, i32 0
+  %516 = shufflevector <16 x float> %515, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %516, ptr %conv2.t32_a0, align 64
+  %t32_a0 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b0 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c0_0 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
+  %517 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0, <16 x float> %t32_b0, <16 x float> %t32_c0_0)
+  store <16 x float> %517, ptr %conv2.t32_c0_0, align 64
+  %t32_a0181 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b1 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c0_1 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
+  %518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0181, <16 x float> %t32_b1, <16 x float> %t32_c0_1)
+  store <16 x float> %518, ptr %conv2.t32_c0_1, align 64
+  %t32_a0182 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b2 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c0_2 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
+  %519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0182, <16 x float> %t32_b2, <16 x float> %t32_c0_2)
+  store <16 x float> %519, ptr %conv2.t32_c0_2, align 64
+  %t32_a0183 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b3 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c0_3 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
+  %520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0183, <16 x float> %t32_b3, <16 x float> %t32_c0_3)
+  store <16 x float> %520, ptr %conv2.t32_c0_3, align 64
+  %521 = mul nsw i64 %conv2.mb31174, 6
+  %522 = add nsw i64 %521, 1
+  %523 = mul nsw i64 %522, 288
+  %524 = add nsw i64 320, %523
+  %525 = add nsw i64 %524, %conv2.k33175
+  %params184 = getelementptr inbounds float, ptr %params, i64 %525
+  %526 = load float, ptr %params184, align 4
+  %527 = insertelement <16 x float> undef, float %526, i32 0
+  %528 = shufflevector <16 x float> %527, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %528, ptr %conv2.t32_a1, align 64
+  %t32_a1 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b0185 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c1_0 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
+  %529 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1, <16 x float> %t32_b0185, <16 x float> %t32_c1_0)
+  store <16 x float> %529, ptr %conv2.t32_c1_0, align 64
+  %t32_a1186 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b1187 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c1_1 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
+  %530 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1186, <16 x float> %t32_b1187, <16 x float> %t32_c1_1)
+  store <16 x float> %530, ptr %conv2.t32_c1_1, align 64
+  %t32_a1188 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b2189 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c1_2 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
+  %531 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1188, <16 x float> %t32_b2189, <16 x float> %t32_c1_2)
+  store <16 x float> %531, ptr %conv2.t32_c1_2, align 64
+  %t32_a1190 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b3191 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c1_3 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
+  %532 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1190, <16 x float> %t32_b3191, <16 x float> %t32_c1_3)
+  store <16 x float> %532, ptr %conv2.t32_c1_3, align 64
+  %533 = mul nsw i64 %conv2.mb31174, 6
+  %534 = add nsw i64 %533, 2
+  %535 = mul nsw i64 %534, 288
+  %536 = add nsw i64 320, %535
+  %537 = add nsw i64 %536, %conv2.k33175
+  %params192 = getelementptr inbounds float, ptr %params, i64 %537
+  %538 = load float, ptr %params192, align 4
+  %539 = insertelement <16 x float> undef, float %538, i32 0
+  %540 = shufflevector <16 x float> %539, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %540, ptr %conv2.t32_a2, align 64
+  %t32_a2 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b0193 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c2_0 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
+  %541 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2, <16 x float> %t32_b0193, <16 x float> %t32_c2_0)
+  store <16 x float> %541, ptr %conv2.t32_c2_0, align 64
+  %t32_a2194 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b1195 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c2_1 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
+  %542 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2194, <16 x float> %t32_b1195, <16 x float> %t32_c2_1)
+  store <16 x float> %542, ptr %conv2.t32_c2_1, align 64
+  %t32_a2196 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b2197 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c2_2 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
+  %543 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2196, <16 x float> %t32_b2197, <16 x float> %t32_c2_2)
+  store <16 x float> %543, ptr %conv2.t32_c2_2, align 64
+  %t32_a2198 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b3199 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c2_3 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
+  %544 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2198, <16 x float> %t32_b3199, <16 x float> %t32_c2_3)
+  store <16 x float> %544, ptr %conv2.t32_c2_3, align 64
+  %545 = mul nsw i64 %conv2.mb31174, 6
+  %546 = add nsw i64 %545, 3
+  %547 = mul nsw i64 %546, 288
+  %548 = add nsw i64 320, %547
+  %549 = add nsw i64 %548, %conv2.k33175
+  %params200 = getelementptr inbounds float, ptr %params, i64 %549
+  %550 = load float, ptr %params200, align 4
+  %551 = insertelement <16 x float> undef, float %550, i32 0
+  %552 = shufflevector <16 x float> %551, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %552, ptr %conv2.t32_a3, align 64
+  %t32_a3 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b0201 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c3_0 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
+  %553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3, <16 x float> %t32_b0201, <16 x float> %t32_c3_0)
+  store <16 x float> %553, ptr %conv2.t32_c3_0, align 64
+  %t32_a3202 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b1203 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c3_1 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
+  %554 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3202, <16 x float> %t32_b1203, <16 x float> %t32_c3_1)
+  store <16 x float> %554, ptr %conv2.t32_c3_1, align 64
+  %t32_a3204 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b2205 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c3_2 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
+  %555 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3204, <16 x float> %t32_b2205, <16 x float> %t32_c3_2)
+  store <16 x float> %555, ptr %conv2.t32_c3_2, align 64
+  %t32_a3206 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b3207 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c3_3 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
+  %556 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3206, <16 x float> %t32_b3207, <16 x float> %t32_c3_3)
+  store <16 x float> %556, ptr %conv2.t32_c3_3, align 64
+  %557 = mul nsw i64 %conv2.mb31174, 6
+  %558 = add nsw i64 %557, 4
+  %559 = mul nsw i64 %558, 288
+  %560 = add nsw i64 320, %559
+  %561 = add nsw i64 %560, %conv2.k33175
+  %params208 = getelementptr inbounds float, ptr %params, i64 %561
+  %562 = load float, ptr %params208, align 4
+  %563 = insertelement <16 x float> undef, float %562, i32 0
+  %564 = shufflevector <16 x float> %563, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %564, ptr %conv2.t32_a4, align 64
+  %t32_a4 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b0209 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c4_0 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
+  %565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4, <16 x float> %t32_b0209, <16 x float> %t32_c4_0)
+  store <16 x float> %565, ptr %conv2.t32_c4_0, align 64
+  %t32_a4210 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b1211 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c4_1 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
+  %566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4210, <16 x float> %t32_b1211, <16 x float> %t32_c4_1)
+  store <16 x float> %566, ptr %conv2.t32_c4_1, align 64
+  %t32_a4212 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b2213 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c4_2 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
+  %567 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4212, <16 x float> %t32_b2213, <16 x float> %t32_c4_2)
+  store <16 x float> %567, ptr %conv2.t32_c4_2, align 64
+  %t32_a4214 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b3215 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c4_3 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
+  %568 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4214, <16 x float> %t32_b3215, <16 x float> %t32_c4_3)
+  store <16 x float> %568, ptr %conv2.t32_c4_3, align 64
+  %569 = mul nsw i64 %conv2.mb31174, 6
+  %570 = add nsw i64 %569, 5
+  %571 = mul nsw i64 %570, 288
+  %572 = add nsw i64 320, %571
+  %573 = add nsw i64 %572, %conv2.k33175
+  %params216 = getelementptr inbounds float, ptr %params, i64 %573
+  %574 = load float, ptr %params216, align 4
+  %575 = insertelement <16 x float> undef, float %574, i32 0
+  %576 = shufflevector <16 x float> %575, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %576, ptr %conv2.t32_a5, align 64
+  %t32_a5 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b0217 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c5_0 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
+  %577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5, <16 x float> %t32_b0217, <16 x float> %t32_c5_0)
+  store <16 x float> %577, ptr %conv2.t32_c5_0, align 64
+  %t32_a5218 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b1219 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c5_1 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
+  %578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5218, <16 x float> %t32_b1219, <16 x float> %t32_c5_1)
+  store <16 x float> %578, ptr %conv2.t32_c5_1, align 64
+  %t32_a5220 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b2221 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c5_2 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
+  %579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5220, <16 x float> %t32_b2221, <16 x float> %t32_c5_2)
+  store <16 x float> %579, ptr %conv2.t32_c5_2, align 64
+  %t32_a5222 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b3223 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c5_3 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
+  %580 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5222, <16 x float> %t32_b3223, <16 x float> %t32_c5_3)
+  store <16 x float> %580, ptr %conv2.t32_c5_3, align 64
+  %k33.next = add nsw i64 %conv2.k33175, 1
+  %581 = icmp slt i64 %k33.next, 288
+  br i1 %581, label %conv2.k33, label %conv2.k33.end
 
-fc2_grad.k52.end:                                 ; preds = %fc2_grad.k52
-  br label %fc2_grad.k53
+conv2.k33.end:                                    ; preds = %conv2.k33
+  %t32_c0_0224 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
+  %582 = mul nsw i64 %conv2.mb31174, 6
+  %583 = mul nsw i64 %582, 36864
+  %584 = add nsw i64 13180928, %583
+  %585 = mul nsw i64 %conv2.nb30173, 64
+  %586 = add nsw i64 %584, %585
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %586
+  store <16 x float> %t32_c0_0224, ptr %arena225, align 4
+  %t32_c0_1226 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
+  %587 = mul nsw i64 %conv2.mb31174, 6
+  %588 = mul nsw i64 %587, 36864
+  %589 = add nsw i64 13180928, %588
+  %590 = mul nsw i64 %conv2.nb30173, 64
+  %591 = add nsw i64 %589, %590
+  %592 = add nsw i64 %591, 16
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %592
+  store <16 x float> %t32_c0_1226, ptr %arena227, align 4
+  %t32_c0_2228 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
+  %593 = mul nsw i64 %conv2.mb31174, 6
+  %594 = mul nsw i64 %593, 36864
+  %595 = add nsw i64 13180928, %594
+  %596 = mul nsw i64 %conv2.nb30173, 64
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, 32
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %598
+  store <16 x float> %t32_c0_2228, ptr %arena229, align 4
+  %t32_c0_3230 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
+  %599 = mul nsw i64 %conv2.mb31174, 6
+  %600 = mul nsw i64 %599, 36864
+  %601 = add nsw i64 13180928, %600
+  %602 = mul nsw i64 %conv2.nb30173, 64
+  %603 = add nsw i64 %601, %602
+  %604 = add nsw i64 %603, 48
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %604
+  store <16 x float> %t32_c0_3230, ptr %arena231, align 4
+  %t32_c1_0232 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
+  %605 = mul nsw i64 %conv2.mb31174, 6
+  %606 = add nsw i64 %605, 1
+  %607 = mul nsw i64 %606, 36864
+  %608 = add nsw i64 13180928, %607
+  %609 = mul nsw i64 %conv2.nb30173, 64
+  %610 = add nsw i64 %608, %609
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %610
+  store <16 x float> %t32_c1_0232, ptr %arena233, align 4
+  %t32_c1_1234 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
+  %611 = mul nsw i64 %conv2.mb31174, 6
+  %612 = add nsw i64 %611, 1
+  %613 = mul nsw i64 %612, 36864
+  %614 = add nsw i64 13180928, %613
+  %615 = mul nsw i64 %conv2.nb30173, 64
+  %616 = add nsw i64 %614, %615
+  %617 = add nsw i64 %616, 16
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %617
+  store <16 x float> %t32_c1_1234, ptr %arena235, align 4
+  %t32_c1_2236 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
+  %618 = mul nsw i64 %conv2.mb31174, 6
+  %619 = add nsw i64 %618, 1
+  %620 = mul nsw i64 %619, 36864
+  %621 = add nsw i64 13180928, %620
+  %622 = mul nsw i64 %conv2.nb30173, 64
+  %623 = add nsw i64 %621, %622
+  %624 = add nsw i64 %623, 32
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %624
+  store <16 x float> %t32_c1_2236, ptr %arena237, align 4
+  %t32_c1_3238 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
+  %625 = mul nsw i64 %conv2.mb31174, 6
+  %626 = add nsw i64 %625, 1
+  %627 = mul nsw i64 %626, 36864
+  %628 = add nsw i64 13180928, %627
+  %629 = mul nsw i64 %conv2.nb30173, 64
+  %630 = add nsw i64 %628, %629
+  %631 = add nsw i64 %630, 48
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %631
+  store <16 x float> %t32_c1_3238, ptr %arena239, align 4
+  %t32_c2_0240 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
+  %632 = mul nsw i64 %conv2.mb31174, 6
+  %633 = add nsw i64 %632, 2
+  %634 = mul nsw i64 %633, 36864
+  %635 = add nsw i64 13180928, %634
+  %636 = mul nsw i64 %conv2.nb30173, 64
+  %637 = add nsw i64 %635, %636
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %637
+  store <16 x float> %t32_c2_0240, ptr %arena241, align 4
+  %t32_c2_1242 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
+  %638 = mul nsw i64 %conv2.mb31174, 6
+  %639 = add nsw i64 %638, 2
+  %640 = mul nsw i64 %639, 36864
+  %641 = add nsw i64 13180928, %640
+  %642 = mul nsw i64 %conv2.nb30173, 64
+  %643 = add nsw i64 %641, %642
+  %644 = add nsw i64 %643, 16
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %644
+  store <16 x float> %t32_c2_1242, ptr %arena243, align 4
+  %t32_c2_2244 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
+  %645 = mul nsw i64 %conv2.mb31174, 6
+  %646 = add nsw i64 %645, 2
+  %647 = mul nsw i64 %646, 36864
+  %648 = add nsw i64 13180928, %647
+  %649 = mul nsw i64 %conv2.nb30173, 64
+  %650 = add nsw i64 %648, %649
+  %651 = add nsw i64 %650, 32
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %651
+  store <16 x float> %t32_c2_2244, ptr %arena245, align 4
+  %t32_c2_3246 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
+  %652 = mul nsw i64 %conv2.mb31174, 6
+  %653 = add nsw i64 %652, 2
+  %654 = mul nsw i64 %653, 36864
+  %655 = add nsw i64 13180928, %654
+  %656 = mul nsw i64 %conv2.nb30173, 64
+  %657 = add nsw i64 %655, %656
+  %658 = add nsw i64 %657, 48
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %658
+  store <16 x float> %t32_c2_3246, ptr %arena247, align 4
+  %t32_c3_0248 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
+  %659 = mul nsw i64 %conv2.mb31174, 6
+  %660 = add nsw i64 %659, 3
+  %661 = mul nsw i64 %660, 36864
+  %662 = add nsw i64 13180928, %661
+  %663 = mul nsw i64 %conv2.nb30173, 64
+  %664 = add nsw i64 %662, %663
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %664
+  store <16 x float> %t32_c3_0248, ptr %arena249, align 4
+  %t32_c3_1250 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
+  %665 = mul nsw i64 %conv2.mb31174, 6
+  %666 = add nsw i64 %665, 3
+  %667 = mul nsw i64 %666, 36864
+  %668 = add nsw i64 13180928, %667
+  %669 = mul nsw i64 %conv2.nb30173, 64
+  %670 = add nsw i64 %668, %669
+  %671 = add nsw i64 %670, 16
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %671
+  store <16 x float> %t32_c3_1250, ptr %arena251, align 4
+  %t32_c3_2252 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
+  %672 = mul nsw i64 %conv2.mb31174, 6
+  %673 = add nsw i64 %672, 3
+  %674 = mul nsw i64 %673, 36864
+  %675 = add nsw i64 13180928, %674
+  %676 = mul nsw i64 %conv2.nb30173, 64
+  %677 = add nsw i64 %675, %676
+  %678 = add nsw i64 %677, 32
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %678
+  store <16 x float> %t32_c3_2252, ptr %arena253, align 4
+  %t32_c3_3254 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
+  %679 = mul nsw i64 %conv2.mb31174, 6
+  %680 = add nsw i64 %679, 3
+  %681 = mul nsw i64 %680, 36864
+  %682 = add nsw i64 13180928, %681
+  %683 = mul nsw i64 %conv2.nb30173, 64
+  %684 = add nsw i64 %682, %683
+  %685 = add nsw i64 %684, 48
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %685
+  store <16 x float> %t32_c3_3254, ptr %arena255, align 4
+  %t32_c4_0256 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
+  %686 = mul nsw i64 %conv2.mb31174, 6
+  %687 = add nsw i64 %686, 4
+  %688 = mul nsw i64 %687, 36864
+  %689 = add nsw i64 13180928, %688
+  %690 = mul nsw i64 %conv2.nb30173, 64
+  %691 = add nsw i64 %689, %690
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %691
+  store <16 x float> %t32_c4_0256, ptr %arena257, align 4
+  %t32_c4_1258 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
+  %692 = mul nsw i64 %conv2.mb31174, 6
+  %693 = add nsw i64 %692, 4
+  %694 = mul nsw i64 %693, 36864
+  %695 = add nsw i64 13180928, %694
+  %696 = mul nsw i64 %conv2.nb30173, 64
+  %697 = add nsw i64 %695, %696
+  %698 = add nsw i64 %697, 16
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %698
+  store <16 x float> %t32_c4_1258, ptr %arena259, align 4
+  %t32_c4_2260 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
+  %699 = mul nsw i64 %conv2.mb31174, 6
+  %700 = add nsw i64 %699, 4
+  %701 = mul nsw i64 %700, 36864
+  %702 = add nsw i64 13180928, %701
+  %703 = mul nsw i64 %conv2.nb30173, 64
+  %704 = add nsw i64 %702, %703
+  %705 = add nsw i64 %704, 32
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %705
+  store <16 x float> %t32_c4_2260, ptr %arena261, align 4
+  %t32_c4_3262 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
+  %706 = mul nsw i64 %conv2.mb31174, 6
+  %707 = add nsw i64 %706, 4
+  %708 = mul nsw i64 %707, 36864
+  %709 = add nsw i64 13180928, %708
+  %710 = mul nsw i64 %conv2.nb30173, 64
+  %711 = add nsw i64 %709, %710
+  %712 = add nsw i64 %711, 48
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %712
+  store <16 x float> %t32_c4_3262, ptr %arena263, align 4
+  %t32_c5_0264 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
+  %713 = mul nsw i64 %conv2.mb31174, 6
+  %714 = add nsw i64 %713, 5
+  %715 = mul nsw i64 %714, 36864
+  %716 = add nsw i64 13180928, %715
+  %717 = mul nsw i64 %conv2.nb30173, 64
+  %718 = add nsw i64 %716, %717
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %718
+  store <16 x float> %t32_c5_0264, ptr %arena265, align 4
+  %t32_c5_1266 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
+  %719 = mul nsw i64 %conv2.mb31174, 6
+  %720 = add nsw i64 %719, 5
+  %721 = mul nsw i64 %720, 36864
+  %722 = add nsw i64 13180928, %721
+  %723 = mul nsw i64 %conv2.nb30173, 64
+  %724 = add nsw i64 %722, %723
+  %725 = add nsw i64 %724, 16
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %725
+  store <16 x float> %t32_c5_1266, ptr %arena267, align 4
+  %t32_c5_2268 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
+  %726 = mul nsw i64 %conv2.mb31174, 6
+  %727 = add nsw i64 %726, 5
+  %728 = mul nsw i64 %727, 36864
+  %729 = add nsw i64 13180928, %728
+  %730 = mul nsw i64 %conv2.nb30173, 64
+  %731 = add nsw i64 %729, %730
+  %732 = add nsw i64 %731, 32
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %732
+  store <16 x float> %t32_c5_2268, ptr %arena269, align 4
+  %t32_c5_3270 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
+  %733 = mul nsw i64 %conv2.mb31174, 6
+  %734 = add nsw i64 %733, 5
+  %735 = mul nsw i64 %734, 36864
+  %736 = add nsw i64 13180928, %735
+  %737 = mul nsw i64 %conv2.nb30173, 64
+  %738 = add nsw i64 %736, %737
+  %739 = add nsw i64 %738, 48
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %739
+  store <16 x float> %t32_c5_3270, ptr %arena271, align 4
+  %mb31.next = add nsw i64 %conv2.mb31174, 1
+  %740 = icmp slt i64 %mb31.next, 10
+  br i1 %740, label %conv2.mb31, label %conv2.mb31.end
 
-fc2_grad.k53:                                     ; preds = %fc2_grad.k53, %fc2_grad.k52.end
-  %fc2_grad.k53153 = phi i64 [ 0, %fc2_grad.k52.end ], [ %k53.next, %fc2_grad.k53 ]
-  %labels154 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n48146
-  %label155 = load i32, ptr %labels154, align 4
-  %589 = sext i32 %label155 to i64
-  %590 = icmp eq i64 %fc2_grad.k53153, %589
-  %591 = mul nsw i64 %fc2_grad.n48146, 10
-  %592 = add nsw i64 3170304, %591
-  %593 = add nsw i64 %592, %fc2_grad.k53153
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %593
-  %594 = load float, ptr %arena156, align 4
-  %m49157 = load float, ptr %fc2_grad.m49, align 4
-  %595 = fsub float %594, %m49157
-  %596 = call float @llvm.exp.f32(float %595)
-  %s50158 = load float, ptr %fc2_grad.s50, align 4
-  %597 = fdiv float %596, %s50158
-  %598 = fsub float %597, 1.000000e+00
-  %599 = mul nsw i64 %fc2_grad.n48146, 10
-  %600 = add nsw i64 3170304, %599
-  %601 = add nsw i64 %600, %fc2_grad.k53153
-  %arena159 = getelementptr inbounds float, ptr %arena, i64 %601
-  %602 = load float, ptr %arena159, align 4
-  %m49160 = load float, ptr %fc2_grad.m49, align 4
-  %603 = fsub float %602, %m49160
-  %604 = call float @llvm.exp.f32(float %603)
-  %s50161 = load float, ptr %fc2_grad.s50, align 4
-  %605 = fdiv float %604, %s50161
-  %606 = select i1 %590, float %598, float %605
-  %607 = fdiv float %606, 6.400000e+01
-  %608 = mul nsw i64 %fc2_grad.n48146, 10
-  %609 = add nsw i64 3171600, %608
-  %610 = add nsw i64 %609, %fc2_grad.k53153
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %610
-  store float %607, ptr %arena162, align 4
-  %k53.next = add nsw i64 %fc2_grad.k53153, 1
-  %611 = icmp slt i64 %k53.next, 10
-  br i1 %611, label %fc2_grad.k53, label %fc2_grad.k53.end
+conv2.k35:                                        ; preds = %conv2.k35, %conv2.mb31.end
+  %conv2.k35272 = phi i64 [ 0, %conv2.mb31.end ], [ %k35.next, %conv2.k35 ]
+  %741 = mul nsw i64 %conv2.k35272, 36864
+  %742 = add nsw i64 2564096, %741
+  %743 = mul nsw i64 %conv2.nb30173, 64
+  %744 = add nsw i64 %742, %743
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %744
+  %745 = load <16 x float>, ptr %arena273, align 4
+  store <16 x float> %745, ptr %conv2.t34_b0, align 64
+  %746 = mul nsw i64 %conv2.k35272, 36864
+  %747 = add nsw i64 2564096, %746
+  %748 = mul nsw i64 %conv2.nb30173, 64
+  %749 = add nsw i64 %747, %748
+  %750 = add nsw i64 %749, 16
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %750
+  %751 = load <16 x float>, ptr %arena274, align 4
+  store <16 x float> %751, ptr %conv2.t34_b1, align 64
+  %752 = mul nsw i64 %conv2.k35272, 36864
+  %753 = add nsw i64 2564096, %752
+  %754 = mul nsw i64 %conv2.nb30173, 64
+  %755 = add nsw i64 %753, %754
+  %756 = add nsw i64 %755, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %756
+  %757 = load <16 x float>, ptr %arena275, align 4
+  store <16 x float> %757, ptr %conv2.t34_b2, align 64
+  %758 = mul nsw i64 %conv2.k35272, 36864
+  %759 = add nsw i64 2564096, %758
+  %760 = mul nsw i64 %conv2.nb30173, 64
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 %761, 48
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %762
+  %763 = load <16 x float>, ptr %arena276, align 4
+  store <16 x float> %763, ptr %conv2.t34_b3, align 64
+  %764 = add nsw i64 17600, %conv2.k35272
+  %params277 = getelementptr inbounds float, ptr %params, i64 %764
+  %765 = load float, ptr %params277, align 4
+  %766 = insertelement <16 x float> undef, float %765, i32 0
+  %767 = shufflevector <16 x float> %766, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %767, ptr %conv2.t34_a0, align 64
+  %t34_a0 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b0 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c0_0 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
+  %768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0, <16 x float> %t34_b0, <16 x float> %t34_c0_0)
+  store <16 x float> %768, ptr %conv2.t34_c0_0, align 64
+  %t34_a0278 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b1 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c0_1 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
+  %769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0278, <16 x float> %t34_b1, <16 x float> %t34_c0_1)
+  store <16 x float> %769, ptr %conv2.t34_c0_1, align 64
+  %t34_a0279 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b2 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c0_2 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
+  %770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0279, <16 x float> %t34_b2, <16 x float> %t34_c0_2)
+  store <16 x float> %770, ptr %conv2.t34_c0_2, align 64
+  %t34_a0280 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b3 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c0_3 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
+  %771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0280, <16 x float> %t34_b3, <16 x float> %t34_c0_3)
+  store <16 x float> %771, ptr %conv2.t34_c0_3, align 64
+  %772 = add nsw i64 17888, %conv2.k35272
+  %params281 = getelementptr inbounds float, ptr %params, i64 %772
+  %773 = load float, ptr %params281, align 4
+  %774 = insertelement <16 x float> undef, float %773, i32 0
+  %775 = shufflevector <16 x float> %774, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %775, ptr %conv2.t34_a1, align 64
+  %t34_a1 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b0282 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c1_0 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
+  %776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1, <16 x float> %t34_b0282, <16 x float> %t34_c1_0)
+  store <16 x float> %776, ptr %conv2.t34_c1_0, align 64
+  %t34_a1283 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b1284 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c1_1 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
+  %777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1283, <16 x float> %t34_b1284, <16 x float> %t34_c1_1)
+  store <16 x float> %777, ptr %conv2.t34_c1_1, align 64
+  %t34_a1285 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b2286 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c1_2 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
+  %778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1285, <16 x float> %t34_b2286, <16 x float> %t34_c1_2)
+  store <16 x float> %778, ptr %conv2.t34_c1_2, align 64
+  %t34_a1287 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b3288 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c1_3 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
+  %779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1287, <16 x float> %t34_b3288, <16 x float> %t34_c1_3)
+  store <16 x float> %779, ptr %conv2.t34_c1_3, align 64
+  %780 = add nsw i64 18176, %conv2.k35272
+  %params289 = getelementptr inbounds float, ptr %params, i64 %780
+  %781 = load float, ptr %params289, align 4
+  %782 = insertelement <16 x float> undef, float %781, i32 0
+  %783 = shufflevector <16 x float> %782, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %783, ptr %conv2.t34_a2, align 64
+  %t34_a2 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b0290 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c2_0 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
+  %784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2, <16 x float> %t34_b0290, <16 x float> %t34_c2_0)
+  store <16 x float> %784, ptr %conv2.t34_c2_0, align 64
+  %t34_a2291 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b1292 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c2_1 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
+  %785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2291, <16 x float> %t34_b1292, <16 x float> %t34_c2_1)
+  store <16 x float> %785, ptr %conv2.t34_c2_1, align 64
+  %t34_a2293 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b2294 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c2_2 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
+  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2293, <16 x float> %t34_b2294, <16 x float> %t34_c2_2)
+  store <16 x float> %786, ptr %conv2.t34_c2_2, align 64
+  %t34_a2295 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b3296 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c2_3 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
+  %787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2295, <16 x float> %t34_b3296, <16 x float> %t34_c2_3)
+  store <16 x float> %787, ptr %conv2.t34_c2_3, align 64
+  %788 = add nsw i64 18464, %conv2.k35272
+  %params297 = getelementptr inbounds float, ptr %params, i64 %788
+  %789 = load float, ptr %params297, align 4
+  %790 = insertelement <16 x float> undef, float %789, i32 0
+  %791 = shufflevector <16 x float> %790, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %791, ptr %conv2.t34_a3, align 64
+  %t34_a3 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b0298 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c3_0 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
+  %792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3, <16 x float> %t34_b0298, <16 x float> %t34_c3_0)
+  store <16 x float> %792, ptr %conv2.t34_c3_0, align 64
+  %t34_a3299 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b1300 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c3_1 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
+  %793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3299, <16 x float> %t34_b1300, <16 x float> %t34_c3_1)
+  store <16 x float> %793, ptr %conv2.t34_c3_1, align 64
+  %t34_a3301 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b2302 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c3_2 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
+  %794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3301, <16 x float> %t34_b2302, <16 x float> %t34_c3_2)
+  store <16 x float> %794, ptr %conv2.t34_c3_2, align 64
+  %t34_a3303 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b3304 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c3_3 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
+  %795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3303, <16 x float> %t34_b3304, <16 x float> %t34_c3_3)
+  store <16 x float> %795, ptr %conv2.t34_c3_3, align 64
+  %k35.next = add nsw i64 %conv2.k35272, 1
+  %796 = icmp slt i64 %k35.next, 288
+  br i1 %796, label %conv2.k35, label %conv2.k35.end
 
-fc2_grad.k53.end:                                 ; preds = %fc2_grad.k53
-  %n48.next = add nsw i64 %fc2_grad.n48146, 1
-  %612 = icmp slt i64 %n48.next, 64
-  br i1 %612, label %fc2_grad.n48, label %fc2_grad.n48.end
+conv2.k35.end:                                    ; preds = %conv2.k35
+  %t34_c0_0305 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
+  %797 = mul nsw i64 %conv2.nb30173, 64
+  %798 = add nsw i64 15392768, %797
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %798
+  store <16 x float> %t34_c0_0305, ptr %arena306, align 4
+  %t34_c0_1307 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
+  %799 = mul nsw i64 %conv2.nb30173, 64
+  %800 = add nsw i64 15392768, %799
+  %801 = add nsw i64 %800, 16
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %801
+  store <16 x float> %t34_c0_1307, ptr %arena308, align 4
+  %t34_c0_2309 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
+  %802 = mul nsw i64 %conv2.nb30173, 64
+  %803 = add nsw i64 15392768, %802
+  %804 = add nsw i64 %803, 32
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %804
+  store <16 x float> %t34_c0_2309, ptr %arena310, align 4
+  %t34_c0_3311 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
+  %805 = mul nsw i64 %conv2.nb30173, 64
+  %806 = add nsw i64 15392768, %805
+  %807 = add nsw i64 %806, 48
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %807
+  store <16 x float> %t34_c0_3311, ptr %arena312, align 4
+  %t34_c1_0313 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
+  %808 = mul nsw i64 %conv2.nb30173, 64
+  %809 = add nsw i64 15429632, %808
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %809
+  store <16 x float> %t34_c1_0313, ptr %arena314, align 4
+  %t34_c1_1315 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
+  %810 = mul nsw i64 %conv2.nb30173, 64
+  %811 = add nsw i64 15429632, %810
+  %812 = add nsw i64 %811, 16
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %812
+  store <16 x float> %t34_c1_1315, ptr %arena316, align 4
+  %t34_c1_2317 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
+  %813 = mul nsw i64 %conv2.nb30173, 64
+  %814 = add nsw i64 15429632, %813
+  %815 = add nsw i64 %814, 32
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %815
+  store <16 x float> %t34_c1_2317, ptr %arena318, align 4
+  %t34_c1_3319 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
+  %816 = mul nsw i64 %conv2.nb30173, 64
+  %817 = add nsw i64 15429632, %816
+  %818 = add nsw i64 %817, 48
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %818
+  store <16 x float> %t34_c1_3319, ptr %arena320, align 4
+  %t34_c2_0321 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
+  %819 = mul nsw i64 %conv2.nb30173, 64
+  %820 = add nsw i64 15466496, %819
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %820
+  store <16 x float> %t34_c2_0321, ptr %arena322, align 4
+  %t34_c2_1323 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
+  %821 = mul nsw i64 %conv2.nb30173, 64
+  %822 = add nsw i64 15466496, %821
+  %823 = add nsw i64 %822, 16
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %823
+  store <16 x float> %t34_c2_1323, ptr %arena324, align 4
+  %t34_c2_2325 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
+  %824 = mul nsw i64 %conv2.nb30173, 64
+  %825 = add nsw i64 15466496, %824
+  %826 = add nsw i64 %825, 32
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %826
+  store <16 x float> %t34_c2_2325, ptr %arena326, align 4
+  %t34_c2_3327 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
+  %827 = mul nsw i64 %conv2.nb30173, 64
+  %828 = add nsw i64 15466496, %827
+  %829 = add nsw i64 %828, 48
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %829
+  store <16 x float> %t34_c2_3327, ptr %arena328, align 4
+  %t34_c3_0329 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
+  %830 = mul nsw i64 %conv2.nb30173, 64
+  %831 = add nsw i64 15503360, %830
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %831
+  store <16 x float> %t34_c3_0329, ptr %arena330, align 4
+  %t34_c3_1331 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
+  %832 = mul nsw i64 %conv2.nb30173, 64
+  %833 = add nsw i64 15503360, %832
+  %834 = add nsw i64 %833, 16
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %834
+  store <16 x float> %t34_c3_1331, ptr %arena332, align 4
+  %t34_c3_2333 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
+  %835 = mul nsw i64 %conv2.nb30173, 64
+  %836 = add nsw i64 15503360, %835
+  %837 = add nsw i64 %836, 32
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %837
+  store <16 x float> %t34_c3_2333, ptr %arena334, align 4
+  %t34_c3_3335 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
+  %838 = mul nsw i64 %conv2.nb30173, 64
+  %839 = add nsw i64 15503360, %838
+  %840 = add nsw i64 %839, 48
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %840
+  store <16 x float> %t34_c3_3335, ptr %arena336, align 4
+  %nb30.next = add nsw i64 %conv2.nb30173, 1
+  %841 = icmp slt i64 %nb30.next, 576
+  br i1 %841, label %conv2.nb30, label %conv2.nb30.end
 
-fc2_bias_grad.u54:                                ; preds = %fc2_bias_grad.n56.end, %fc2_grad.n48.end
-  %fc2_bias_grad.u54166 = phi i64 [ 0, %fc2_grad.n48.end ], [ %u54.next, %fc2_bias_grad.n56.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc55, align 4
-  br label %fc2_bias_grad.n56
+conv2.j36:                                        ; preds = %conv2.f37.end, %conv2.nb30.end
+  %conv2.j36337 = phi i64 [ 0, %conv2.nb30.end ], [ %j36.next, %conv2.f37.end ]
+  br label %conv2.f37
 
-fc2_bias_grad.u54.end:                            ; preds = %fc2_bias_grad.n56.end
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 3171600
-  %params172 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 3172240
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena171, i32 10, ptr %params172, i32 128, float 0.000000e+00, ptr %arena173, i32 128)
-  br label %relu3_grad.i57
+conv2.j36.end:                                    ; preds = %conv2.f37.end
+  %g20.next = add nsw i64 %conv2.g20157, 1
+  %842 = icmp slt i64 %g20.next, 1
+  br i1 %842, label %conv2.g20, label %conv2.g20.end
 
-fc2_bias_grad.n56:                                ; preds = %fc2_bias_grad.n56, %fc2_bias_grad.u54
-  %fc2_bias_grad.n56167 = phi i64 [ 0, %fc2_bias_grad.u54 ], [ %n56.next, %fc2_bias_grad.n56 ]
-  %acc55 = load float, ptr %fc2_bias_grad.acc55, align 4
-  %613 = mul nsw i64 %fc2_bias_grad.n56167, 10
-  %614 = add nsw i64 3171600, %613
-  %615 = add nsw i64 %614, %fc2_bias_grad.u54166
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %615
-  %616 = load float, ptr %arena168, align 4
-  %617 = fadd float %acc55, %616
-  store float %617, ptr %fc2_bias_grad.acc55, align 4
-  %n56.next = add nsw i64 %fc2_bias_grad.n56167, 1
-  %618 = icmp slt i64 %n56.next, 64
-  br i1 %618, label %fc2_bias_grad.n56, label %fc2_bias_grad.n56.end
+conv2.f37:                                        ; preds = %conv2.py38.end, %conv2.j36
+  %conv2.f37338 = phi i64 [ 0, %conv2.j36 ], [ %f37.next, %conv2.py38.end ]
+  br label %conv2.py38
 
-fc2_bias_grad.n56.end:                            ; preds = %fc2_bias_grad.n56
-  %acc55169 = load float, ptr %fc2_bias_grad.acc55, align 4
-  %619 = add nsw i64 1199872, %fc2_bias_grad.u54166
-  %grads170 = getelementptr inbounds float, ptr %grads, i64 %619
-  store float %acc55169, ptr %grads170, align 4
-  %u54.next = add nsw i64 %fc2_bias_grad.u54166, 1
-  %620 = icmp slt i64 %u54.next, 10
-  br i1 %620, label %fc2_bias_grad.u54, label %fc2_bias_grad.u54.end
+conv2.f37.end:                                    ; preds = %conv2.py38.end
+  %j36.next = add nsw i64 %conv2.j36337, 1
+  %843 = icmp slt i64 %j36.next, 64
+  br i1 %843, label %conv2.j36, label %conv2.j36.end
 
-relu3_grad.i57:                                   ; preds = %relu3_grad.i57, %fc2_bias_grad.u54.end
-  %relu3_grad.i57174 = phi i64 [ 0, %fc2_bias_grad.u54.end ], [ %i57.next, %relu3_grad.i57 ]
-  %621 = xor i64 %seed, 7835719957706616186
-  %622 = lshr i64 %621, 30
-  %623 = xor i64 %621, %622
-  %624 = mul i64 %623, -4658895280553007687
-  %625 = lshr i64 %624, 27
-  %626 = xor i64 %624, %625
-  %627 = mul i64 %626, -7723592293110705685
-  %628 = lshr i64 %627, 31
-  %629 = xor i64 %627, %628
-  %630 = add i64 %629, %step
-  %631 = lshr i64 %630, 30
-  %632 = xor i64 %630, %631
-  %633 = mul i64 %632, -4658895280553007687
-  %634 = lshr i64 %633, 27
-  %635 = xor i64 %633, %634
-  %636 = mul i64 %635, -7723592293110705685
-  %637 = lshr i64 %636, 31
-  %638 = xor i64 %636, %637
-  %639 = mul i64 %relu3_grad.i57174, -7046029254386353131
-  %640 = add i64 %638, %639
-  %641 = lshr i64 %640, 30
-  %642 = xor i64 %640, %641
-  %643 = mul i64 %642, -4658895280553007687
-  %644 = lshr i64 %643, 27
-  %645 = xor i64 %643, %644
-  %646 = mul i64 %645, -7723592293110705685
-  %647 = lshr i64 %646, 31
-  %648 = xor i64 %646, %647
-  %649 = lshr i64 %648, 40
-  %keep175 = icmp uge i64 %649, 8388608
-  %650 = add nsw i64 3172240, %relu3_grad.i57174
-  %arena176 = getelementptr inbounds float, ptr %arena, i64 %650
-  %651 = load float, ptr %arena176, align 4
-  %652 = fmul float %651, 2.000000e+00
-  %653 = select i1 %keep175, float %652, float 0.000000e+00
-  %654 = add nsw i64 3180432, %relu3_grad.i57174
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %654
-  store float %653, ptr %arena177, align 4
-  %i57.next = add nsw i64 %relu3_grad.i57174, 1
-  %655 = icmp slt i64 %i57.next, 8192
-  br i1 %655, label %relu3_grad.i57, label %relu3_grad.i57.end
+conv2.py38:                                       ; preds = %conv2.px39.end, %conv2.f37
+  %conv2.py38339 = phi i64 [ 0, %conv2.f37 ], [ %py38.next, %conv2.px39.end ]
+  br label %conv2.px39
 
-relu3_grad.i57.end:                               ; preds = %relu3_grad.i57
-  br label %fc1_grad.i58
+conv2.py38.end:                                   ; preds = %conv2.px39.end
+  %f37.next = add nsw i64 %conv2.f37338, 1
+  %844 = icmp slt i64 %f37.next, 64
+  br i1 %844, label %conv2.f37, label %conv2.f37.end
 
-fc1_grad.i58:                                     ; preds = %fc1_grad.i58, %relu3_grad.i57.end
-  %fc1_grad.i58178 = phi i64 [ 0, %relu3_grad.i57.end ], [ %i58.next, %fc1_grad.i58 ]
-  %656 = add nsw i64 3153920, %fc1_grad.i58178
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %656
-  %657 = load float, ptr %arena179, align 4
-  %658 = fcmp ogt float %657, 0.000000e+00
-  %659 = add nsw i64 3180432, %fc1_grad.i58178
-  %arena180 = getelementptr inbounds float, ptr %arena, i64 %659
-  %660 = load float, ptr %arena180, align 4
-  %661 = select i1 %658, float %660, float 0.000000e+00
-  %662 = add nsw i64 3162112, %fc1_grad.i58178
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 %662
-  store float %661, ptr %arena181, align 4
-  %i58.next = add nsw i64 %fc1_grad.i58178, 1
-  %663 = icmp slt i64 %i58.next, 8192
-  br i1 %663, label %fc1_grad.i58, label %fc1_grad.i58.end
+conv2.px39:                                       ; preds = %conv2.px39, %conv2.py38
+  %conv2.px39340 = phi i64 [ 0, %conv2.py38 ], [ %px39.next, %conv2.px39 ]
+  %845 = mul nsw i64 %conv2.f37338, 36864
+  %846 = add nsw i64 13180928, %845
+  %847 = mul nsw i64 %conv2.j36337, 576
+  %848 = add nsw i64 %846, %847
+  %849 = mul nsw i64 %conv2.py38339, 48
+  %850 = mul nsw i64 %conv2.px39340, 2
+  %851 = add nsw i64 %849, %850
+  %852 = add nsw i64 %848, %851
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %852
+  %853 = load float, ptr %arena341, align 4
+  %854 = add nsw i64 18752, %conv2.f37338
+  %params342 = getelementptr inbounds float, ptr %params, i64 %854
+  %855 = load float, ptr %params342, align 4
+  %856 = fadd float %853, %855
+  store float %856, ptr %conv2.best40, align 4
+  %857 = mul nsw i64 %conv2.py38339, 48
+  %858 = mul nsw i64 %conv2.px39340, 2
+  %859 = add nsw i64 %857, %858
+  %860 = sitofp i64 %859 to float
+  store float %860, ptr %conv2.bi41, align 4
+  %861 = mul nsw i64 %conv2.f37338, 36864
+  %862 = add nsw i64 13180928, %861
+  %863 = mul nsw i64 %conv2.j36337, 576
+  %864 = add nsw i64 %862, %863
+  %865 = mul nsw i64 %conv2.py38339, 48
+  %866 = mul nsw i64 %conv2.px39340, 2
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %864, %867
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %868
+  %869 = load float, ptr %arena343, align 4
+  %870 = add nsw i64 18752, %conv2.f37338
+  %params344 = getelementptr inbounds float, ptr %params, i64 %870
+  %871 = load float, ptr %params344, align 4
+  %872 = fadd float %869, %871
+  %best40 = load float, ptr %conv2.best40, align 4
+  %873 = fcmp ogt float %872, %best40
+  %874 = mul nsw i64 %conv2.py38339, 48
+  %875 = mul nsw i64 %conv2.px39340, 2
+  %876 = add nsw i64 %874, %875
+  %877 = sitofp i64 %876 to float
+  %bi41 = load float, ptr %conv2.bi41, align 4
+  %878 = select i1 %873, float %877, float %bi41
+  store float %878, ptr %conv2.bi41, align 4
+  %879 = mul nsw i64 %conv2.f37338, 36864
+  %880 = add nsw i64 13180928, %879
+  %881 = mul nsw i64 %conv2.j36337, 576
+  %882 = add nsw i64 %880, %881
+  %883 = mul nsw i64 %conv2.py38339, 48
+  %884 = mul nsw i64 %conv2.px39340, 2
+  %885 = add nsw i64 %883, %884
+  %886 = add nsw i64 %882, %885
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %886
+  %887 = load float, ptr %arena345, align 4
+  %888 = add nsw i64 18752, %conv2.f37338
+  %params346 = getelementptr inbounds float, ptr %params, i64 %888
+  %889 = load float, ptr %params346, align 4
+  %890 = fadd float %887, %889
+  %best40347 = load float, ptr %conv2.best40, align 4
+  %891 = fcmp ogt float %890, %best40347
+  %892 = mul nsw i64 %conv2.f37338, 36864
+  %893 = add nsw i64 13180928, %892
+  %894 = mul nsw i64 %conv2.j36337, 576
+  %895 = add nsw i64 %893, %894
+  %896 = mul nsw i64 %conv2.py38339, 48
+  %897 = mul nsw i64 %conv2.px39340, 2
+  %898 = add nsw i64 %896, %897
+  %899 = add nsw i64 %895, %898
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %899
+  %900 = load float, ptr %arena348, align 4
+  %901 = add nsw i64 18752, %conv2.f37338
+  %params349 = getelementptr inbounds float, ptr %params, i64 %901
+  %902 = load float, ptr %params349, align 4
+  %903 = fadd float %900, %902
+  %best40350 = load float, ptr %conv2.best40, align 4
+  %904 = select i1 %891, float %903, float %best40350
+  store float %904, ptr %conv2.best40, align 4
+  %905 = mul nsw i64 %conv2.f37338, 36864
+  %906 = add nsw i64 13180928, %905
+  %907 = mul nsw i64 %conv2.j36337, 576
+  %908 = add nsw i64 %906, %907
+  %909 = mul nsw i64 %conv2.py38339, 48
+  %910 = mul nsw i64 %conv2.px39340, 2
+  %911 = add nsw i64 %909, %910
+  %912 = add nsw i64 %911, 1
+  %913 = add nsw i64 %908, %912
+  %arena351 = getelementptr inbounds float, ptr %arena, i64 %913
+  %914 = load float, ptr %arena351, align 4
+  %915 = add nsw i64 18752, %conv2.f37338
+  %params352 = getelementptr inbounds float, ptr %params, i64 %915
+  %916 = load float, ptr %params352, align 4
+  %917 = fadd float %914, %916
+  %best40353 = load float, ptr %conv2.best40, align 4
+  %918 = fcmp ogt float %917, %best40353
+  %919 = mul nsw i64 %conv2.py38339, 48
+  %920 = mul nsw i64 %conv2.px39340, 2
+  %921 = add nsw i64 %919, %920
+  %922 = add nsw i64 %921, 1
+  %923 = sitofp i64 %922 to float
+  %bi41354 = load float, ptr %conv2.bi41, align 4
+  %924 = select i1 %918, float %923, float %bi41354
+  store float %924, ptr %conv2.bi41, align 4
+  %925 = mul nsw i64 %conv2.f37338, 36864
+  %926 = add nsw i64 13180928, %925
+  %927 = mul nsw i64 %conv2.j36337, 576
+  %928 = add nsw i64 %926, %927
+  %929 = mul nsw i64 %conv2.py38339, 48
+  %930 = mul nsw i64 %conv2.px39340, 2
+  %931 = add nsw i64 %929, %930
+  %932 = add nsw i64 %931, 1
+  %933 = add nsw i64 %928, %932
+  %arena355 = getelementptr inbounds float, ptr %arena, i64 %933
+  %934 = load float, ptr %arena355, align 4
+  %935 = add nsw i64 18752, %conv2.f37338
+  %params356 = getelementptr inbounds float, ptr %params, i64 %935
+  %936 = load float, ptr %params356, align 4
+  %937 = fadd float %934, %936
+  %best40357 = load float, ptr %conv2.best40, align 4
+  %938 = fcmp ogt float %937, %best40357
+  %939 = mul nsw i64 %conv2.f37338, 36864
+  %940 = add nsw i64 13180928, %939
+  %941 = mul nsw i64 %conv2.j36337, 576
+  %942 = add nsw i64 %940, %941
+  %943 = mul nsw i64 %conv2.py38339, 48
+  %944 = mul nsw i64 %conv2.px39340, 2
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %945, 1
+  %947 = add nsw i64 %942, %946
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %947
+  %948 = load float, ptr %arena358, align 4
+  %949 = add nsw i64 18752, %conv2.f37338
+  %params359 = getelementptr inbounds float, ptr %params, i64 %949
+  %950 = load float, ptr %params359, align 4
+  %951 = fadd float %948, %950
+  %best40360 = load float, ptr %conv2.best40, align 4
+  %952 = select i1 %938, float %951, float %best40360
+  store float %952, ptr %conv2.best40, align 4
+  %953 = mul nsw i64 %conv2.f37338, 36864
+  %954 = add nsw i64 13180928, %953
+  %955 = mul nsw i64 %conv2.j36337, 576
+  %956 = add nsw i64 %954, %955
+  %957 = mul nsw i64 %conv2.py38339, 48
+  %958 = mul nsw i64 %conv2.px39340, 2
+  %959 = add nsw i64 %957, %958
+  %960 = add nsw i64 %959, 24
+  %961 = add nsw i64 %956, %960
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %961
+  %962 = load float, ptr %arena361, align 4
+  %963 = add nsw i64 18752, %conv2.f37338
+  %params362 = getelementptr inbounds float, ptr %params, i64 %963
+  %964 = load float, ptr %params362, align 4
+  %965 = fadd float %962, %964
+  %best40363 = load float, ptr %conv2.best40, align 4
+  %966 = fcmp ogt float %965, %best40363
+  %967 = mul nsw i64 %conv2.py38339, 48
+  %968 = mul nsw i64 %conv2.px39340, 2
+  %969 = add nsw i64 %967, %968
+  %970 = add nsw i64 %969, 24
+  %971 = sitofp i64 %970 to float
+  %bi41364 = load float, ptr %conv2.bi41, align 4
+  %972 = select i1 %966, float %971, float %bi41364
+  store float %972, ptr %conv2.bi41, align 4
+  %973 = mul nsw i64 %conv2.f37338, 36864
+  %974 = add nsw i64 13180928, %973
+  %975 = mul nsw i64 %conv2.j36337, 576
+  %976 = add nsw i64 %974, %975
+  %977 = mul nsw i64 %conv2.py38339, 48
+  %978 = mul nsw i64 %conv2.px39340, 2
+  %979 = add nsw i64 %977, %978
+  %980 = add nsw i64 %979, 24
+  %981 = add nsw i64 %976, %980
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 %981
+  %982 = load float, ptr %arena365, align 4
+  %983 = add nsw i64 18752, %conv2.f37338
+  %params366 = getelementptr inbounds float, ptr %params, i64 %983
+  %984 = load float, ptr %params366, align 4
+  %985 = fadd float %982, %984
+  %best40367 = load float, ptr %conv2.best40, align 4
+  %986 = fcmp ogt float %985, %best40367
+  %987 = mul nsw i64 %conv2.f37338, 36864
+  %988 = add nsw i64 13180928, %987
+  %989 = mul nsw i64 %conv2.j36337, 576
+  %990 = add nsw i64 %988, %989
+  %991 = mul nsw i64 %conv2.py38339, 48
+  %992 = mul nsw i64 %conv2.px39340, 2
+  %993 = add nsw i64 %991, %992
+  %994 = add nsw i64 %993, 24
+  %995 = add nsw i64 %990, %994
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %995
+  %996 = load float, ptr %arena368, align 4
+  %997 = add nsw i64 18752, %conv2.f37338
+  %params369 = getelementptr inbounds float, ptr %params, i64 %997
+  %998 = load float, ptr %params369, align 4
+  %999 = fadd float %996, %998
+  %best40370 = load float, ptr %conv2.best40, align 4
+  %1000 = select i1 %986, float %999, float %best40370
+  store float %1000, ptr %conv2.best40, align 4
+  %1001 = mul nsw i64 %conv2.f37338, 36864
+  %1002 = add nsw i64 13180928, %1001
+  %1003 = mul nsw i64 %conv2.j36337, 576
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = mul nsw i64 %conv2.py38339, 48
+  %1006 = mul nsw i64 %conv2.px39340, 2
+  %1007 = add nsw i64 %1005, %1006
+  %1008 = add nsw i64 %1007, 24
+  %1009 = add nsw i64 %1008, 1
+  %1010 = add nsw i64 %1004, %1009
+  %arena371 = getelementptr inbounds float, ptr %arena, i64 %1010
+  %1011 = load float, ptr %arena371, align 4
+  %1012 = add nsw i64 18752, %conv2.f37338
+  %params372 = getelementptr inbounds float, ptr %params, i64 %1012
+  %1013 = load float, ptr %params372, align 4
+  %1014 = fadd float %1011, %1013
+  %best40373 = load float, ptr %conv2.best40, align 4
+  %1015 = fcmp ogt float %1014, %best40373
+  %1016 = mul nsw i64 %conv2.py38339, 48
+  %1017 = mul nsw i64 %conv2.px39340, 2
+  %1018 = add nsw i64 %1016, %1017
+  %1019 = add nsw i64 %1018, 24
+  %1020 = add nsw i64 %1019, 1
+  %1021 = sitofp i64 %1020 to float
+  %bi41374 = load float, ptr %conv2.bi41, align 4
+  %1022 = select i1 %1015, float %1021, float %bi41374
+  store float %1022, ptr %conv2.bi41, align 4
+  %1023 = mul nsw i64 %conv2.f37338, 36864
+  %1024 = add nsw i64 13180928, %1023
+  %1025 = mul nsw i64 %conv2.j36337, 576
+  %1026 = add nsw i64 %1024, %1025
+  %1027 = mul nsw i64 %conv2.py38339, 48
+  %1028 = mul nsw i64 %conv2.px39340, 2
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, 24
+  %1031 = add nsw i64 %1030, 1
+  %1032 = add nsw i64 %1026, %1031
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1032
+  %1033 = load float, ptr %arena375, align 4
+  %1034 = add nsw i64 18752, %conv2.f37338
+  %params376 = getelementptr inbounds float, ptr %params, i64 %1034
+  %1035 = load float, ptr %params376, align 4
+  %1036 = fadd float %1033, %1035
+  %best40377 = load float, ptr %conv2.best40, align 4
+  %1037 = fcmp ogt float %1036, %best40377
+  %1038 = mul nsw i64 %conv2.f37338, 36864
+  %1039 = add nsw i64 13180928, %1038
+  %1040 = mul nsw i64 %conv2.j36337, 576
+  %1041 = add nsw i64 %1039, %1040
+  %1042 = mul nsw i64 %conv2.py38339, 48
+  %1043 = mul nsw i64 %conv2.px39340, 2
+  %1044 = add nsw i64 %1042, %1043
+  %1045 = add nsw i64 %1044, 24
+  %1046 = add nsw i64 %1045, 1
+  %1047 = add nsw i64 %1041, %1046
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load float, ptr %arena378, align 4
+  %1049 = add nsw i64 18752, %conv2.f37338
+  %params379 = getelementptr inbounds float, ptr %params, i64 %1049
+  %1050 = load float, ptr %params379, align 4
+  %1051 = fadd float %1048, %1050
+  %best40380 = load float, ptr %conv2.best40, align 4
+  %1052 = select i1 %1037, float %1051, float %best40380
+  store float %1052, ptr %conv2.best40, align 4
+  %best40381 = load float, ptr %conv2.best40, align 4
+  %1053 = fcmp ogt float %best40381, 0.000000e+00
+  %best40382 = load float, ptr %conv2.best40, align 4
+  %1054 = select i1 %1053, float %best40382, float 0.000000e+00
+  %1055 = mul nsw i64 %conv2.g20157, 64
+  %1056 = add nsw i64 %1055, %conv2.j36337
+  %1057 = mul nsw i64 %1056, 9216
+  %1058 = mul nsw i64 %conv2.f37338, 144
+  %1059 = add nsw i64 %1057, %1058
+  %1060 = mul nsw i64 %conv2.py38339, 12
+  %1061 = add nsw i64 %1059, %1060
+  %1062 = add nsw i64 %1061, %conv2.px39340
+  %1063 = add nsw i64 1384448, %1062
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1063
+  store float %1054, ptr %arena383, align 4
+  %bi41384 = load float, ptr %conv2.bi41, align 4
+  %1064 = mul nsw i64 %conv2.g20157, 64
+  %1065 = add nsw i64 %1064, %conv2.j36337
+  %1066 = mul nsw i64 %1065, 9216
+  %1067 = mul nsw i64 %conv2.f37338, 144
+  %1068 = add nsw i64 %1066, %1067
+  %1069 = mul nsw i64 %conv2.py38339, 12
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = add nsw i64 %1070, %conv2.px39340
+  %1072 = add nsw i64 1974272, %1071
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1072
+  store float %bi41384, ptr %arena385, align 4
+  %px39.next = add nsw i64 %conv2.px39340, 1
+  %1073 = icmp slt i64 %px39.next, 12
+  br i1 %1073, label %conv2.px39, label %conv2.px39.end
 
-fc1_grad.i58.end:                                 ; preds = %fc1_grad.i58
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %grads184 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena182, i32 128, ptr %arena183, i32 9216, float 0.000000e+00, ptr %grads184, i32 9216)
-  br label %fc1_bias_grad.u59
+conv2.px39.end:                                   ; preds = %conv2.px39
+  %py38.next = add nsw i64 %conv2.py38339, 1
+  %1074 = icmp slt i64 %py38.next, 12
+  br i1 %1074, label %conv2.py38, label %conv2.py38.end
 
-fc1_bias_grad.u59:                                ; preds = %fc1_bias_grad.n61.end, %fc1_grad.i58.end
-  %fc1_bias_grad.u59185 = phi i64 [ 0, %fc1_grad.i58.end ], [ %u59.next, %fc1_bias_grad.n61.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc60, align 4
-  br label %fc1_bias_grad.n61
+drop1.i42:                                        ; preds = %drop1.i42, %conv2.g20.end
+  %drop1.i42386 = phi i64 [ 0, %conv2.g20.end ], [ %i42.next, %drop1.i42 ]
+  %1075 = xor i64 %seed, 7835718858194987975
+  %1076 = lshr i64 %1075, 30
+  %1077 = xor i64 %1075, %1076
+  %1078 = mul i64 %1077, -4658895280553007687
+  %1079 = lshr i64 %1078, 27
+  %1080 = xor i64 %1078, %1079
+  %1081 = mul i64 %1080, -7723592293110705685
+  %1082 = lshr i64 %1081, 31
+  %1083 = xor i64 %1081, %1082
+  %1084 = add i64 %1083, %step
+  %1085 = lshr i64 %1084, 30
+  %1086 = xor i64 %1084, %1085
+  %1087 = mul i64 %1086, -4658895280553007687
+  %1088 = lshr i64 %1087, 27
+  %1089 = xor i64 %1087, %1088
+  %1090 = mul i64 %1089, -7723592293110705685
+  %1091 = lshr i64 %1090, 31
+  %1092 = xor i64 %1090, %1091
+  %1093 = mul i64 %drop1.i42386, -7046029254386353131
+  %1094 = add i64 %1092, %1093
+  %1095 = lshr i64 %1094, 30
+  %1096 = xor i64 %1094, %1095
+  %1097 = mul i64 %1096, -4658895280553007687
+  %1098 = lshr i64 %1097, 27
+  %1099 = xor i64 %1097, %1098
+  %1100 = mul i64 %1099, -7723592293110705685
+  %1101 = lshr i64 %1100, 31
+  %1102 = xor i64 %1100, %1101
+  %1103 = lshr i64 %1102, 40
+  %keep = icmp uge i64 %1103, 4194304
+  %1104 = add nsw i64 1384448, %drop1.i42386
+  %arena387 = getelementptr inbounds float, ptr %arena, i64 %1104
+  %1105 = load float, ptr %arena387, align 4
+  %1106 = fmul float %1105, 0x3FF5555560000000
+  %1107 = select i1 %keep, float %1106, float 0.000000e+00
+  %1108 = add nsw i64 2564096, %drop1.i42386
+  %arena388 = getelementptr inbounds float, ptr %arena, i64 %1108
+  store float %1107, ptr %arena388, align 4
+  %i42.next = add nsw i64 %drop1.i42386, 1
+  %1109 = icmp slt i64 %i42.next, 589824
+  br i1 %1109, label %drop1.i42, label %drop1.i42.end
 
-fc1_bias_grad.u59.end:                            ; preds = %fc1_bias_grad.n61.end
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 3162112
-  %params191 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 3171600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena190, i32 128, ptr %params191, i32 9216, float 0.000000e+00, ptr %arena192, i32 9216)
-  br label %pool_grad.i62
+drop1.i42.end:                                    ; preds = %drop1.i42
+  %arena389 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %params390 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena391 = getelementptr inbounds float, ptr %arena, i64 3153920
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena389, i32 9216, ptr %params390, i32 9216, float 0.000000e+00, ptr %arena391, i32 128)
+  br label %fc1.n43
 
-fc1_bias_grad.n61:                                ; preds = %fc1_bias_grad.n61, %fc1_bias_grad.u59
-  %fc1_bias_grad.n61186 = phi i64 [ 0, %fc1_bias_grad.u59 ], [ %n61.next, %fc1_bias_grad.n61 ]
-  %acc60 = load float, ptr %fc1_bias_grad.acc60, align 4
-  %664 = mul nsw i64 %fc1_bias_grad.n61186, 128
-  %665 = add nsw i64 3162112, %664
-  %666 = add nsw i64 %665, %fc1_bias_grad.u59185
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %666
-  %667 = load float, ptr %arena187, align 4
-  %668 = fadd float %acc60, %667
-  store float %668, ptr %fc1_bias_grad.acc60, align 4
-  %n61.next = add nsw i64 %fc1_bias_grad.n61186, 1
-  %669 = icmp slt i64 %n61.next, 64
-  br i1 %669, label %fc1_bias_grad.n61, label %fc1_bias_grad.n61.end
+fc1.n43:                                          ; preds = %fc1.u44.end, %drop1.i42.end
+  %fc1.n43392 = phi i64 [ 0, %drop1.i42.end ], [ %n43.next, %fc1.u44.end ]
+  br label %fc1.u44
 
-fc1_bias_grad.n61.end:                            ; preds = %fc1_bias_grad.n61
-  %acc60188 = load float, ptr %fc1_bias_grad.acc60, align 4
-  %670 = add nsw i64 1198464, %fc1_bias_grad.u59185
-  %grads189 = getelementptr inbounds float, ptr %grads, i64 %670
-  store float %acc60188, ptr %grads189, align 4
-  %u59.next = add nsw i64 %fc1_bias_grad.u59185, 1
-  %671 = icmp slt i64 %u59.next, 128
-  br i1 %671, label %fc1_bias_grad.u59, label %fc1_bias_grad.u59.end
+fc1.n43.end:                                      ; preds = %fc1.u44.end
+  br label %drop2.i45
 
-pool_grad.i62:                                    ; preds = %pool_grad.i62, %fc1_bias_grad.u59.end
-  %pool_grad.i62193 = phi i64 [ 0, %fc1_bias_grad.u59.end ], [ %i62.next, %pool_grad.i62 ]
-  %672 = xor i64 %seed, 7835718858194987975
-  %673 = lshr i64 %672, 30
-  %674 = xor i64 %672, %673
-  %675 = mul i64 %674, -4658895280553007687
-  %676 = lshr i64 %675, 27
-  %677 = xor i64 %675, %676
-  %678 = mul i64 %677, -7723592293110705685
-  %679 = lshr i64 %678, 31
-  %680 = xor i64 %678, %679
-  %681 = add i64 %680, %step
-  %682 = lshr i64 %681, 30
-  %683 = xor i64 %681, %682
-  %684 = mul i64 %683, -4658895280553007687
-  %685 = lshr i64 %684, 27
-  %686 = xor i64 %684, %685
-  %687 = mul i64 %686, -7723592293110705685
-  %688 = lshr i64 %687, 31
-  %689 = xor i64 %687, %688
-  %690 = mul i64 %pool_grad.i62193, -7046029254386353131
-  %691 = add i64 %689, %690
-  %692 = lshr i64 %691, 30
-  %693 = xor i64 %691, %692
-  %694 = mul i64 %693, -4658895280553007687
-  %695 = lshr i64 %694, 27
-  %696 = xor i64 %694, %695
-  %697 = mul i64 %696, -7723592293110705685
-  %698 = lshr i64 %697, 31
-  %699 = xor i64 %697, %698
-  %700 = lshr i64 %699, 40
-  %keep194 = icmp uge i64 %700, 4194304
-  %701 = add nsw i64 3171600, %pool_grad.i62193
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %701
-  %702 = load float, ptr %arena195, align 4
-  %703 = fmul float %702, 0x3FF5555560000000
-  %704 = select i1 %keep194, float %703, float 0.000000e+00
-  %705 = add nsw i64 3761424, %pool_grad.i62193
-  %arena196 = getelementptr inbounds float, ptr %arena, i64 %705
-  store float %704, ptr %arena196, align 4
-  %i62.next = add nsw i64 %pool_grad.i62193, 1
-  %706 = icmp slt i64 %i62.next, 589824
-  br i1 %706, label %pool_grad.i62, label %pool_grad.i62.end
+fc1.u44:                                          ; preds = %fc1.u44, %fc1.n43
+  %fc1.u44393 = phi i64 [ 0, %fc1.n43 ], [ %u44.next, %fc1.u44 ]
+  %1110 = mul nsw i64 %fc1.n43392, 128
+  %1111 = add nsw i64 3153920, %1110
+  %1112 = add nsw i64 %1111, %fc1.u44393
+  %arena394 = getelementptr inbounds float, ptr %arena, i64 %1112
+  %1113 = load float, ptr %arena394, align 4
+  %1114 = add nsw i64 1198464, %fc1.u44393
+  %params395 = getelementptr inbounds float, ptr %params, i64 %1114
+  %1115 = load float, ptr %params395, align 4
+  %1116 = fadd float %1113, %1115
+  %1117 = fcmp ogt float %1116, 0.000000e+00
+  %1118 = mul nsw i64 %fc1.n43392, 128
+  %1119 = add nsw i64 3153920, %1118
+  %1120 = add nsw i64 %1119, %fc1.u44393
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena396, align 4
+  %1122 = add nsw i64 1198464, %fc1.u44393
+  %params397 = getelementptr inbounds float, ptr %params, i64 %1122
+  %1123 = load float, ptr %params397, align 4
+  %1124 = fadd float %1121, %1123
+  %1125 = select i1 %1117, float %1124, float 0.000000e+00
+  %1126 = mul nsw i64 %fc1.n43392, 128
+  %1127 = add nsw i64 3153920, %1126
+  %1128 = add nsw i64 %1127, %fc1.u44393
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1128
+  store float %1125, ptr %arena398, align 4
+  %u44.next = add nsw i64 %fc1.u44393, 1
+  %1129 = icmp slt i64 %u44.next, 128
+  br i1 %1129, label %fc1.u44, label %fc1.u44.end
 
-pool_grad.i62.end:                                ; preds = %pool_grad.i62
-  br label %conv2_grad.i63
+fc1.u44.end:                                      ; preds = %fc1.u44
+  %n43.next = add nsw i64 %fc1.n43392, 1
+  %1130 = icmp slt i64 %n43.next, 64
+  br i1 %1130, label %fc1.n43, label %fc1.n43.end
 
-conv2_grad.i63:                                   ; preds = %conv2_grad.i63, %pool_grad.i62.end
-  %conv2_grad.i63197 = phi i64 [ 0, %pool_grad.i62.end ], [ %i63.next, %conv2_grad.i63 ]
-  %707 = add nsw i64 4351248, %conv2_grad.i63197
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %707
-  store float 0.000000e+00, ptr %arena198, align 4
-  %i63.next = add nsw i64 %conv2_grad.i63197, 1
-  %708 = icmp slt i64 %i63.next, 2359296
-  br i1 %708, label %conv2_grad.i63, label %conv2_grad.i63.end
+drop2.i45:                                        ; preds = %drop2.i45, %fc1.n43.end
+  %drop2.i45399 = phi i64 [ 0, %fc1.n43.end ], [ %i45.next, %drop2.i45 ]
+  %1131 = xor i64 %seed, 7835719957706616186
+  %1132 = lshr i64 %1131, 30
+  %1133 = xor i64 %1131, %1132
+  %1134 = mul i64 %1133, -4658895280553007687
+  %1135 = lshr i64 %1134, 27
+  %1136 = xor i64 %1134, %1135
+  %1137 = mul i64 %1136, -7723592293110705685
+  %1138 = lshr i64 %1137, 31
+  %1139 = xor i64 %1137, %1138
+  %1140 = add i64 %1139, %step
+  %1141 = lshr i64 %1140, 30
+  %1142 = xor i64 %1140, %1141
+  %1143 = mul i64 %1142, -4658895280553007687
+  %1144 = lshr i64 %1143, 27
+  %1145 = xor i64 %1143, %1144
+  %1146 = mul i64 %1145, -7723592293110705685
+  %1147 = lshr i64 %1146, 31
+  %1148 = xor i64 %1146, %1147
+  %1149 = mul i64 %drop2.i45399, -7046029254386353131
+  %1150 = add i64 %1148, %1149
+  %1151 = lshr i64 %1150, 30
+  %1152 = xor i64 %1150, %1151
+  %1153 = mul i64 %1152, -4658895280553007687
+  %1154 = lshr i64 %1153, 27
+  %1155 = xor i64 %1153, %1154
+  %1156 = mul i64 %1155, -7723592293110705685
+  %1157 = lshr i64 %1156, 31
+  %1158 = xor i64 %1156, %1157
+  %1159 = lshr i64 %1158, 40
+  %keep400 = icmp uge i64 %1159, 8388608
+  %1160 = add nsw i64 3153920, %drop2.i45399
+  %arena401 = getelementptr inbounds float, ptr %arena, i64 %1160
+  %1161 = load float, ptr %arena401, align 4
+  %1162 = fmul float %1161, 2.000000e+00
+  %1163 = select i1 %keep400, float %1162, float 0.000000e+00
+  %1164 = add nsw i64 3162112, %drop2.i45399
+  %arena402 = getelementptr inbounds float, ptr %arena, i64 %1164
+  store float %1163, ptr %arena402, align 4
+  %i45.next = add nsw i64 %drop2.i45399, 1
+  %1165 = icmp slt i64 %i45.next, 8192
+  br i1 %1165, label %drop2.i45, label %drop2.i45.end
 
-conv2_grad.i63.end:                               ; preds = %conv2_grad.i63
-  br label %conv2_grad.q64
+drop2.i45.end:                                    ; preds = %drop2.i45
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params404 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena405 = getelementptr inbounds float, ptr %arena, i64 3170304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena403, i32 128, ptr %params404, i32 128, float 0.000000e+00, ptr %arena405, i32 10)
+  br label %fc2.n46
 
-conv2_grad.q64:                                   ; preds = %conv2_grad.i65.end, %conv2_grad.i63.end
-  %conv2_grad.q64199 = phi i64 [ 0, %conv2_grad.i63.end ], [ %q64.next, %conv2_grad.i65.end ]
-  br label %conv2_grad.i65
+fc2.n46:                                          ; preds = %fc2.u47.end, %drop2.i45.end
+  %fc2.n46406 = phi i64 [ 0, %drop2.i45.end ], [ %n46.next, %fc2.u47.end ]
+  br label %fc2.u47
 
-conv2_grad.q64.end:                               ; preds = %conv2_grad.i65.end
-  br label %conv2_weight_grad.i66
+fc2.n46.end:                                      ; preds = %fc2.u47.end
+  br label %probs.n48
 
-conv2_grad.i65:                                   ; preds = %conv2_grad.endif, %conv2_grad.q64
-  %conv2_grad.i65200 = phi i64 [ 0, %conv2_grad.q64 ], [ %i65.next, %conv2_grad.endif ]
-  %709 = mul nsw i64 %conv2_grad.q64199, 144
-  %710 = add nsw i64 %709, %conv2_grad.i65200
-  %711 = add nsw i64 1384448, %710
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %711
-  %712 = load float, ptr %arena201, align 4
-  %713 = fcmp ogt float %712, 0.000000e+00
-  br i1 %713, label %conv2_grad.then, label %conv2_grad.endif
+fc2.u47:                                          ; preds = %fc2.u47, %fc2.n46
+  %fc2.u47407 = phi i64 [ 0, %fc2.n46 ], [ %u47.next, %fc2.u47 ]
+  %1166 = mul nsw i64 %fc2.n46406, 10
+  %1167 = add nsw i64 3170304, %1166
+  %1168 = add nsw i64 %1167, %fc2.u47407
+  %arena408 = getelementptr inbounds float, ptr %arena, i64 %1168
+  %1169 = load float, ptr %arena408, align 4
+  %1170 = add nsw i64 1199872, %fc2.u47407
+  %params409 = getelementptr inbounds float, ptr %params, i64 %1170
+  %1171 = load float, ptr %params409, align 4
+  %1172 = fadd float %1169, %1171
+  %1173 = mul nsw i64 %fc2.n46406, 10
+  %1174 = add nsw i64 3170304, %1173
+  %1175 = add nsw i64 %1174, %fc2.u47407
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1175
+  store float %1172, ptr %arena410, align 4
+  %u47.next = add nsw i64 %fc2.u47407, 1
+  %1176 = icmp slt i64 %u47.next, 10
+  br i1 %1176, label %fc2.u47, label %fc2.u47.end
 
-conv2_grad.i65.end:                               ; preds = %conv2_grad.endif
-  %q64.next = add nsw i64 %conv2_grad.q64199, 1
-  %714 = icmp slt i64 %q64.next, 4096
-  br i1 %714, label %conv2_grad.q64, label %conv2_grad.q64.end
+fc2.u47.end:                                      ; preds = %fc2.u47
+  %n46.next = add nsw i64 %fc2.n46406, 1
+  %1177 = icmp slt i64 %n46.next, 64
+  br i1 %1177, label %fc2.n46, label %fc2.n46.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i65
-  %715 = mul nsw i64 %conv2_grad.q64199, 576
-  %716 = add nsw i64 4351248, %715
-  %717 = mul nsw i64 %conv2_grad.q64199, 144
-  %718 = add nsw i64 %717, %conv2_grad.i65200
-  %719 = add nsw i64 1974272, %718
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 %719
-  %720 = load float, ptr %arena202, align 4
-  %721 = fptosi float %720 to i64
-  %722 = add nsw i64 %716, %721
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 %722
-  %723 = load float, ptr %arena203, align 4
-  %724 = mul nsw i64 %conv2_grad.q64199, 144
-  %725 = add nsw i64 %724, %conv2_grad.i65200
-  %726 = add nsw i64 3761424, %725
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %726
-  %727 = load float, ptr %arena204, align 4
-  %728 = fadd float %723, %727
-  store float %728, ptr %arena203, align 4
+probs.n48:                                        ; preds = %probs.k53.end, %fc2.n46.end
+  %probs.n48411 = phi i64 [ 0, %fc2.n46.end ], [ %n48.next, %probs.k53.end ]
+  %1178 = mul nsw i64 %probs.n48411, 10
+  %1179 = add nsw i64 3170304, %1178
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1179
+  %1180 = load float, ptr %arena412, align 4
+  store float %1180, ptr %probs.m49, align 4
+  br label %probs.k51
+
+probs.n48.end:                                    ; preds = %probs.k53.end
+  store float 0.000000e+00, ptr %loss.total54, align 4
+  br label %loss.n55
+
+probs.k51:                                        ; preds = %probs.k51, %probs.n48
+  %probs.k51413 = phi i64 [ 0, %probs.n48 ], [ %k51.next, %probs.k51 ]
+  %m49 = load float, ptr %probs.m49, align 4
+  %1181 = mul nsw i64 %probs.n48411, 10
+  %1182 = add nsw i64 3170304, %1181
+  %1183 = add nsw i64 %1182, %probs.k51413
+  %arena414 = getelementptr inbounds float, ptr %arena, i64 %1183
+  %1184 = load float, ptr %arena414, align 4
+  %1185 = fcmp ogt float %1184, %m49
+  %1186 = select i1 %1185, float %1184, float %m49
+  store float %1186, ptr %probs.m49, align 4
+  %k51.next = add nsw i64 %probs.k51413, 1
+  %1187 = icmp slt i64 %k51.next, 10
+  br i1 %1187, label %probs.k51, label %probs.k51.end
+
+probs.k51.end:                                    ; preds = %probs.k51
+  store float 0.000000e+00, ptr %probs.s50, align 4
+  br label %probs.k52
+
+probs.k52:                                        ; preds = %probs.k52, %probs.k51.end
+  %probs.k52415 = phi i64 [ 0, %probs.k51.end ], [ %k52.next, %probs.k52 ]
+  %s50 = load float, ptr %probs.s50, align 4
+  %1188 = mul nsw i64 %probs.n48411, 10
+  %1189 = add nsw i64 3170304, %1188
+  %1190 = add nsw i64 %1189, %probs.k52415
+  %arena416 = getelementptr inbounds float, ptr %arena, i64 %1190
+  %1191 = load float, ptr %arena416, align 4
+  %m49417 = load float, ptr %probs.m49, align 4
+  %1192 = fsub float %1191, %m49417
+  %1193 = call float @llvm.exp.f32(float %1192)
+  %1194 = fadd float %s50, %1193
+  store float %1194, ptr %probs.s50, align 4
+  %k52.next = add nsw i64 %probs.k52415, 1
+  %1195 = icmp slt i64 %k52.next, 10
+  br i1 %1195, label %probs.k52, label %probs.k52.end
+
+probs.k52.end:                                    ; preds = %probs.k52
+  br label %probs.k53
+
+probs.k53:                                        ; preds = %probs.k53, %probs.k52.end
+  %probs.k53418 = phi i64 [ 0, %probs.k52.end ], [ %k53.next, %probs.k53 ]
+  %1196 = mul nsw i64 %probs.n48411, 10
+  %1197 = add nsw i64 3170304, %1196
+  %1198 = add nsw i64 %1197, %probs.k53418
+  %arena419 = getelementptr inbounds float, ptr %arena, i64 %1198
+  %1199 = load float, ptr %arena419, align 4
+  %m49420 = load float, ptr %probs.m49, align 4
+  %1200 = fsub float %1199, %m49420
+  %1201 = call float @llvm.exp.f32(float %1200)
+  %s50421 = load float, ptr %probs.s50, align 4
+  %1202 = fdiv float %1201, %s50421
+  %1203 = mul nsw i64 %probs.n48411, 10
+  %1204 = add nsw i64 3170944, %1203
+  %1205 = add nsw i64 %1204, %probs.k53418
+  %arena422 = getelementptr inbounds float, ptr %arena, i64 %1205
+  store float %1202, ptr %arena422, align 4
+  %k53.next = add nsw i64 %probs.k53418, 1
+  %1206 = icmp slt i64 %k53.next, 10
+  br i1 %1206, label %probs.k53, label %probs.k53.end
+
+probs.k53.end:                                    ; preds = %probs.k53
+  %n48.next = add nsw i64 %probs.n48411, 1
+  %1207 = icmp slt i64 %n48.next, 64
+  br i1 %1207, label %probs.n48, label %probs.n48.end
+
+loss.n55:                                         ; preds = %loss.k59.end, %probs.n48.end
+  %loss.n55423 = phi i64 [ 0, %probs.n48.end ], [ %n55.next, %loss.k59.end ]
+  %1208 = mul nsw i64 %loss.n55423, 10
+  %1209 = add nsw i64 3170304, %1208
+  %arena424 = getelementptr inbounds float, ptr %arena, i64 %1209
+  %1210 = load float, ptr %arena424, align 4
+  store float %1210, ptr %loss.m56, align 4
+  br label %loss.k58
+
+loss.n55.end:                                     ; preds = %loss.k59.end
+  %total54434 = load float, ptr %loss.total54, align 4
+  %1211 = fdiv float %total54434, 6.400000e+01
+  %arena435 = getelementptr inbounds float, ptr %arena, i64 3171584
+  store float %1211, ptr %arena435, align 4
+  br label %fc2_grad.n60
+
+loss.k58:                                         ; preds = %loss.k58, %loss.n55
+  %loss.k58425 = phi i64 [ 0, %loss.n55 ], [ %k58.next, %loss.k58 ]
+  %m56 = load float, ptr %loss.m56, align 4
+  %1212 = mul nsw i64 %loss.n55423, 10
+  %1213 = add nsw i64 3170304, %1212
+  %1214 = add nsw i64 %1213, %loss.k58425
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1214
+  %1215 = load float, ptr %arena426, align 4
+  %1216 = fcmp ogt float %1215, %m56
+  %1217 = select i1 %1216, float %1215, float %m56
+  store float %1217, ptr %loss.m56, align 4
+  %k58.next = add nsw i64 %loss.k58425, 1
+  %1218 = icmp slt i64 %k58.next, 10
+  br i1 %1218, label %loss.k58, label %loss.k58.end
+
+loss.k58.end:                                     ; preds = %loss.k58
+  store float 0.000000e+00, ptr %loss.s57, align 4
+  br label %loss.k59
+
+loss.k59:                                         ; preds = %loss.k59, %loss.k58.end
+  %loss.k59427 = phi i64 [ 0, %loss.k58.end ], [ %k59.next, %loss.k59 ]
+  %s57 = load float, ptr %loss.s57, align 4
+  %1219 = mul nsw i64 %loss.n55423, 10
+  %1220 = add nsw i64 3170304, %1219
+  %1221 = add nsw i64 %1220, %loss.k59427
+  %arena428 = getelementptr inbounds float, ptr %arena, i64 %1221
+  %1222 = load float, ptr %arena428, align 4
+  %m56429 = load float, ptr %loss.m56, align 4
+  %1223 = fsub float %1222, %m56429
+  %1224 = call float @llvm.exp.f32(float %1223)
+  %1225 = fadd float %s57, %1224
+  store float %1225, ptr %loss.s57, align 4
+  %k59.next = add nsw i64 %loss.k59427, 1
+  %1226 = icmp slt i64 %k59.next, 10
+  br i1 %1226, label %loss.k59, label %loss.k59.end
+
+loss.k59.end:                                     ; preds = %loss.k59
+  %total54 = load float, ptr %loss.total54, align 4
+  %m56430 = load float, ptr %loss.m56, align 4
+  %s57431 = load float, ptr %loss.s57, align 4
+  %1227 = call float @llvm.log.f32(float %s57431)
+  %1228 = fadd float %m56430, %1227
+  %1229 = mul nsw i64 %loss.n55423, 10
+  %1230 = add nsw i64 3170304, %1229
+  %labels432 = getelementptr inbounds i32, ptr %labels, i64 %loss.n55423
+  %label = load i32, ptr %labels432, align 4
+  %1231 = sext i32 %label to i64
+  %1232 = add nsw i64 %1230, %1231
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1232
+  %1233 = load float, ptr %arena433, align 4
+  %1234 = fsub float %1228, %1233
+  %1235 = fadd float %total54, %1234
+  store float %1235, ptr %loss.total54, align 4
+  %n55.next = add nsw i64 %loss.n55423, 1
+  %1236 = icmp slt i64 %n55.next, 64
+  br i1 %1236, label %loss.n55, label %loss.n55.end
+
+fc2_grad.n60:                                     ; preds = %fc2_grad.k65.end, %loss.n55.end
+  %fc2_grad.n60436 = phi i64 [ 0, %loss.n55.end ], [ %n60.next, %fc2_grad.k65.end ]
+  %1237 = mul nsw i64 %fc2_grad.n60436, 10
+  %1238 = add nsw i64 3170304, %1237
+  %arena437 = getelementptr inbounds float, ptr %arena, i64 %1238
+  %1239 = load float, ptr %arena437, align 4
+  store float %1239, ptr %fc2_grad.m61, align 4
+  br label %fc2_grad.k63
+
+fc2_grad.n60.end:                                 ; preds = %fc2_grad.k65.end
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %arena454 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %grads455 = getelementptr inbounds float, ptr %grads, i64 1198592
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena453, i32 10, ptr %arena454, i32 128, float 0.000000e+00, ptr %grads455, i32 128)
+  br label %fc2_bias_grad.u66
+
+fc2_grad.k63:                                     ; preds = %fc2_grad.k63, %fc2_grad.n60
+  %fc2_grad.k63438 = phi i64 [ 0, %fc2_grad.n60 ], [ %k63.next, %fc2_grad.k63 ]
+  %m61 = load float, ptr %fc2_grad.m61, align 4
+  %1240 = mul nsw i64 %fc2_grad.n60436, 10
+  %1241 = add nsw i64 3170304, %1240
+  %1242 = add nsw i64 %1241, %fc2_grad.k63438
+  %arena439 = getelementptr inbounds float, ptr %arena, i64 %1242
+  %1243 = load float, ptr %arena439, align 4
+  %1244 = fcmp ogt float %1243, %m61
+  %1245 = select i1 %1244, float %1243, float %m61
+  store float %1245, ptr %fc2_grad.m61, align 4
+  %k63.next = add nsw i64 %fc2_grad.k63438, 1
+  %1246 = icmp slt i64 %k63.next, 10
+  br i1 %1246, label %fc2_grad.k63, label %fc2_grad.k63.end
+
+fc2_grad.k63.end:                                 ; preds = %fc2_grad.k63
+  store float 0.000000e+00, ptr %fc2_grad.s62, align 4
+  br label %fc2_grad.k64
+
+fc2_grad.k64:                                     ; preds = %fc2_grad.k64, %fc2_grad.k63.end
+  %fc2_grad.k64440 = phi i64 [ 0, %fc2_grad.k63.end ], [ %k64.next, %fc2_grad.k64 ]
+  %s62 = load float, ptr %fc2_grad.s62, align 4
+  %1247 = mul nsw i64 %fc2_grad.n60436, 10
+  %1248 = add nsw i64 3170304, %1247
+  %1249 = add nsw i64 %1248, %fc2_grad.k64440
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 %1249
+  %1250 = load float, ptr %arena441, align 4
+  %m61442 = load float, ptr %fc2_grad.m61, align 4
+  %1251 = fsub float %1250, %m61442
+  %1252 = call float @llvm.exp.f32(float %1251)
+  %1253 = fadd float %s62, %1252
+  store float %1253, ptr %fc2_grad.s62, align 4
+  %k64.next = add nsw i64 %fc2_grad.k64440, 1
+  %1254 = icmp slt i64 %k64.next, 10
+  br i1 %1254, label %fc2_grad.k64, label %fc2_grad.k64.end
+
+fc2_grad.k64.end:                                 ; preds = %fc2_grad.k64
+  br label %fc2_grad.k65
+
+fc2_grad.k65:                                     ; preds = %fc2_grad.k65, %fc2_grad.k64.end
+  %fc2_grad.k65443 = phi i64 [ 0, %fc2_grad.k64.end ], [ %k65.next, %fc2_grad.k65 ]
+  %labels444 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n60436
+  %label445 = load i32, ptr %labels444, align 4
+  %1255 = sext i32 %label445 to i64
+  %1256 = icmp eq i64 %fc2_grad.k65443, %1255
+  %1257 = mul nsw i64 %fc2_grad.n60436, 10
+  %1258 = add nsw i64 3170304, %1257
+  %1259 = add nsw i64 %1258, %fc2_grad.k65443
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1259
+  %1260 = load float, ptr %arena446, align 4
+  %m61447 = load float, ptr %fc2_grad.m61, align 4
+  %1261 = fsub float %1260, %m61447
+  %1262 = call float @llvm.exp.f32(float %1261)
+  %s62448 = load float, ptr %fc2_grad.s62, align 4
+  %1263 = fdiv float %1262, %s62448
+  %1264 = fsub float %1263, 1.000000e+00
+  %1265 = mul nsw i64 %fc2_grad.n60436, 10
+  %1266 = add nsw i64 3170304, %1265
+  %1267 = add nsw i64 %1266, %fc2_grad.k65443
+  %arena449 = getelementptr inbounds float, ptr %arena, i64 %1267
+  %1268 = load float, ptr %arena449, align 4
+  %m61450 = load float, ptr %fc2_grad.m61, align 4
+  %1269 = fsub float %1268, %m61450
+  %1270 = call float @llvm.exp.f32(float %1269)
+  %s62451 = load float, ptr %fc2_grad.s62, align 4
+  %1271 = fdiv float %1270, %s62451
+  %1272 = select i1 %1256, float %1264, float %1271
+  %1273 = fdiv float %1272, 6.400000e+01
+  %1274 = mul nsw i64 %fc2_grad.n60436, 10
+  %1275 = add nsw i64 3171600, %1274
+  %1276 = add nsw i64 %1275, %fc2_grad.k65443
+  %arena452 = getelementptr inbounds float, ptr %arena, i64 %1276
+  store float %1273, ptr %arena452, align 4
+  %k65.next = add nsw i64 %fc2_grad.k65443, 1
+  %1277 = icmp slt i64 %k65.next, 10
+  br i1 %1277, label %fc2_grad.k65, label %fc2_grad.k65.end
+
+fc2_grad.k65.end:                                 ; preds = %fc2_grad.k65
+  %n60.next = add nsw i64 %fc2_grad.n60436, 1
+  %1278 = icmp slt i64 %n60.next, 64
+  br i1 %1278, label %fc2_grad.n60, label %fc2_grad.n60.end
+
+fc2_bias_grad.u66:                                ; preds = %fc2_bias_grad.n68.end, %fc2_grad.n60.end
+  %fc2_bias_grad.u66456 = phi i64 [ 0, %fc2_grad.n60.end ], [ %u66.next, %fc2_bias_grad.n68.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc67, align 4
+  br label %fc2_bias_grad.n68
+
+fc2_bias_grad.u66.end:                            ; preds = %fc2_bias_grad.n68.end
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 3171600
+  %params462 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 3172240
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena461, i32 10, ptr %params462, i32 128, float 0.000000e+00, ptr %arena463, i32 128)
+  br label %relu3_grad.i69
+
+fc2_bias_grad.n68:                                ; preds = %fc2_bias_grad.n68, %fc2_bias_grad.u66
+  %fc2_bias_grad.n68457 = phi i64 [ 0, %fc2_bias_grad.u66 ], [ %n68.next, %fc2_bias_grad.n68 ]
+  %acc67 = load float, ptr %fc2_bias_grad.acc67, align 4
+  %1279 = mul nsw i64 %fc2_bias_grad.n68457, 10
+  %1280 = add nsw i64 3171600, %1279
+  %1281 = add nsw i64 %1280, %fc2_bias_grad.u66456
+  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1281
+  %1282 = load float, ptr %arena458, align 4
+  %1283 = fadd float %acc67, %1282
+  store float %1283, ptr %fc2_bias_grad.acc67, align 4
+  %n68.next = add nsw i64 %fc2_bias_grad.n68457, 1
+  %1284 = icmp slt i64 %n68.next, 64
+  br i1 %1284, label %fc2_bias_grad.n68, label %fc2_bias_grad.n68.end
+
+fc2_bias_grad.n68.end:                            ; preds = %fc2_bias_grad.n68
+  %acc67459 = load float, ptr %fc2_bias_grad.acc67, align 4
+  %1285 = add nsw i64 1199872, %fc2_bias_grad.u66456
+  %grads460 = getelementptr inbounds float, ptr %grads, i64 %1285
+  store float %acc67459, ptr %grads460, align 4
+  %u66.next = add nsw i64 %fc2_bias_grad.u66456, 1
+  %1286 = icmp slt i64 %u66.next, 10
+  br i1 %1286, label %fc2_bias_grad.u66, label %fc2_bias_grad.u66.end
+
+relu3_grad.i69:                                   ; preds = %relu3_grad.i69, %fc2_bias_grad.u66.end
+  %relu3_grad.i69464 = phi i64 [ 0, %fc2_bias_grad.u66.end ], [ %i69.next, %relu3_grad.i69 ]
+  %1287 = xor i64 %seed, 7835719957706616186
+  %1288 = lshr i64 %1287, 30
+  %1289 = xor i64 %1287, %1288
+  %1290 = mul i64 %1289, -4658895280553007687
+  %1291 = lshr i64 %1290, 27
+  %1292 = xor i64 %1290, %1291
+  %1293 = mul i64 %1292, -7723592293110705685
+  %1294 = lshr i64 %1293, 31
+  %1295 = xor i64 %1293, %1294
+  %1296 = add i64 %1295, %step
+  %1297 = lshr i64 %1296, 30
+  %1298 = xor i64 %1296, %1297
+  %1299 = mul i64 %1298, -4658895280553007687
+  %1300 = lshr i64 %1299, 27
+  %1301 = xor i64 %1299, %1300
+  %1302 = mul i64 %1301, -7723592293110705685
+  %1303 = lshr i64 %1302, 31
+  %1304 = xor i64 %1302, %1303
+  %1305 = mul i64 %relu3_grad.i69464, -7046029254386353131
+  %1306 = add i64 %1304, %1305
+  %1307 = lshr i64 %1306, 30
+  %1308 = xor i64 %1306, %1307
+  %1309 = mul i64 %1308, -4658895280553007687
+  %1310 = lshr i64 %1309, 27
+  %1311 = xor i64 %1309, %1310
+  %1312 = mul i64 %1311, -7723592293110705685
+  %1313 = lshr i64 %1312, 31
+  %1314 = xor i64 %1312, %1313
+  %1315 = lshr i64 %1314, 40
+  %keep465 = icmp uge i64 %1315, 8388608
+  %1316 = add nsw i64 3172240, %relu3_grad.i69464
+  %arena466 = getelementptr inbounds float, ptr %arena, i64 %1316
+  %1317 = load float, ptr %arena466, align 4
+  %1318 = fmul float %1317, 2.000000e+00
+  %1319 = select i1 %keep465, float %1318, float 0.000000e+00
+  %1320 = add nsw i64 3180432, %relu3_grad.i69464
+  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1320
+  store float %1319, ptr %arena467, align 4
+  %i69.next = add nsw i64 %relu3_grad.i69464, 1
+  %1321 = icmp slt i64 %i69.next, 8192
+  br i1 %1321, label %relu3_grad.i69, label %relu3_grad.i69.end
+
+relu3_grad.i69.end:                               ; preds = %relu3_grad.i69
+  br label %fc1_grad.i70
+
+fc1_grad.i70:                                     ; preds = %fc1_grad.i70, %relu3_grad.i69.end
+  %fc1_grad.i70468 = phi i64 [ 0, %relu3_grad.i69.end ], [ %i70.next, %fc1_grad.i70 ]
+  %1322 = add nsw i64 3153920, %fc1_grad.i70468
+  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1322
+  %1323 = load float, ptr %arena469, align 4
+  %1324 = fcmp ogt float %1323, 0.000000e+00
+  %1325 = add nsw i64 3180432, %fc1_grad.i70468
+  %arena470 = getelementptr inbounds float, ptr %arena, i64 %1325
+  %1326 = load float, ptr %arena470, align 4
+  %1327 = select i1 %1324, float %1326, float 0.000000e+00
+  %1328 = add nsw i64 3162112, %fc1_grad.i70468
+  %arena471 = getelementptr inbounds float, ptr %arena, i64 %1328
+  store float %1327, ptr %arena471, align 4
+  %i70.next = add nsw i64 %fc1_grad.i70468, 1
+  %1329 = icmp slt i64 %i70.next, 8192
+  br i1 %1329, label %fc1_grad.i70, label %fc1_grad.i70.end
+
+fc1_grad.i70.end:                                 ; preds = %fc1_grad.i70
+  %arena472 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 2564096
+  %grads474 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 9216, i32 64, float 1.000000e+00, ptr %arena472, i32 128, ptr %arena473, i32 9216, float 0.000000e+00, ptr %grads474, i32 9216)
+  br label %fc1_bias_grad.u71
+
+fc1_bias_grad.u71:                                ; preds = %fc1_bias_grad.n73.end, %fc1_grad.i70.end
+  %fc1_bias_grad.u71475 = phi i64 [ 0, %fc1_grad.i70.end ], [ %u71.next, %fc1_bias_grad.n73.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc72, align 4
+  br label %fc1_bias_grad.n73
+
+fc1_bias_grad.u71.end:                            ; preds = %fc1_bias_grad.n73.end
+  %arena480 = getelementptr inbounds float, ptr %arena, i64 3162112
+  %params481 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena482 = getelementptr inbounds float, ptr %arena, i64 3171600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 9216, i32 128, float 1.000000e+00, ptr %arena480, i32 128, ptr %params481, i32 9216, float 0.000000e+00, ptr %arena482, i32 9216)
+  br label %pool_grad.i74
+
+fc1_bias_grad.n73:                                ; preds = %fc1_bias_grad.n73, %fc1_bias_grad.u71
+  %fc1_bias_grad.n73476 = phi i64 [ 0, %fc1_bias_grad.u71 ], [ %n73.next, %fc1_bias_grad.n73 ]
+  %acc72 = load float, ptr %fc1_bias_grad.acc72, align 4
+  %1330 = mul nsw i64 %fc1_bias_grad.n73476, 128
+  %1331 = add nsw i64 3162112, %1330
+  %1332 = add nsw i64 %1331, %fc1_bias_grad.u71475
+  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1332
+  %1333 = load float, ptr %arena477, align 4
+  %1334 = fadd float %acc72, %1333
+  store float %1334, ptr %fc1_bias_grad.acc72, align 4
+  %n73.next = add nsw i64 %fc1_bias_grad.n73476, 1
+  %1335 = icmp slt i64 %n73.next, 64
+  br i1 %1335, label %fc1_bias_grad.n73, label %fc1_bias_grad.n73.end
+
+fc1_bias_grad.n73.end:                            ; preds = %fc1_bias_grad.n73
+  %acc72478 = load float, ptr %fc1_bias_grad.acc72, align 4
+  %1336 = add nsw i64 1198464, %fc1_bias_grad.u71475
+  %grads479 = getelementptr inbounds float, ptr %grads, i64 %1336
+  store float %acc72478, ptr %grads479, align 4
+  %u71.next = add nsw i64 %fc1_bias_grad.u71475, 1
+  %1337 = icmp slt i64 %u71.next, 128
+  br i1 %1337, label %fc1_bias_grad.u71, label %fc1_bias_grad.u71.end
+
+pool_grad.i74:                                    ; preds = %pool_grad.i74, %fc1_bias_grad.u71.end
+  %pool_grad.i74483 = phi i64 [ 0, %fc1_bias_grad.u71.end ], [ %i74.next, %pool_grad.i74 ]
+  %1338 = xor i64 %seed, 7835718858194987975
+  %1339 = lshr i64 %1338, 30
+  %1340 = xor i64 %1338, %1339
+  %1341 = mul i64 %1340, -4658895280553007687
+  %1342 = lshr i64 %1341, 27
+  %1343 = xor i64 %1341, %1342
+  %1344 = mul i64 %1343, -7723592293110705685
+  %1345 = lshr i64 %1344, 31
+  %1346 = xor i64 %1344, %1345
+  %1347 = add i64 %1346, %step
+  %1348 = lshr i64 %1347, 30
+  %1349 = xor i64 %1347, %1348
+  %1350 = mul i64 %1349, -4658895280553007687
+  %1351 = lshr i64 %1350, 27
+  %1352 = xor i64 %1350, %1351
+  %1353 = mul i64 %1352, -7723592293110705685
+  %1354 = lshr i64 %1353, 31
+  %1355 = xor i64 %1353, %1354
+  %1356 = mul i64 %pool_grad.i74483, -7046029254386353131
+  %1357 = add i64 %1355, %1356
+  %1358 = lshr i64 %1357, 30
+  %1359 = xor i64 %1357, %1358
+  %1360 = mul i64 %1359, -4658895280553007687
+  %1361 = lshr i64 %1360, 27
+  %1362 = xor i64 %1360, %1361
+  %1363 = mul i64 %1362, -7723592293110705685
+  %1364 = lshr i64 %1363, 31
+  %1365 = xor i64 %1363, %1364
+  %1366 = lshr i64 %1365, 40
+  %keep484 = icmp uge i64 %1366, 4194304
+  %1367 = add nsw i64 3171600, %pool_grad.i74483
+  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1367
+  %1368 = load float, ptr %arena485, align 4
+  %1369 = fmul float %1368, 0x3FF5555560000000
+  %1370 = select i1 %keep484, float %1369, float 0.000000e+00
+  %1371 = add nsw i64 3761424, %pool_grad.i74483
+  %arena486 = getelementptr inbounds float, ptr %arena, i64 %1371
+  store float %1370, ptr %arena486, align 4
+  %i74.next = add nsw i64 %pool_grad.i74483, 1
+  %1372 = icmp slt i64 %i74.next, 589824
+  br i1 %1372, label %pool_grad.i74, label %pool_grad.i74.end
+
+pool_grad.i74.end:                                ; preds = %pool_grad.i74
+  br label %conv2_grad.i75
+
+conv2_grad.i75:                                   ; preds = %conv2_grad.i75, %pool_grad.i74.end
+  %conv2_grad.i75487 = phi i64 [ 0, %pool_grad.i74.end ], [ %i75.next, %conv2_grad.i75 ]
+  %1373 = add nsw i64 4351248, %conv2_grad.i75487
+  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1373
+  store float 0.000000e+00, ptr %arena488, align 4
+  %i75.next = add nsw i64 %conv2_grad.i75487, 1
+  %1374 = icmp slt i64 %i75.next, 2359296
+  br i1 %1374, label %conv2_grad.i75, label %conv2_grad.i75.end
+
+conv2_grad.i75.end:                               ; preds = %conv2_grad.i75
+  br label %conv2_grad.q76
+
+conv2_grad.q76:                                   ; preds = %conv2_grad.i77.end, %conv2_grad.i75.end
+  %conv2_grad.q76489 = phi i64 [ 0, %conv2_grad.i75.end ], [ %q76.next, %conv2_grad.i77.end ]
+  br label %conv2_grad.i77
+
+conv2_grad.q76.end:                               ; preds = %conv2_grad.i77.end
+  br label %conv2_weight_grad.i78
+
+conv2_grad.i77:                                   ; preds = %conv2_grad.endif, %conv2_grad.q76
+  %conv2_grad.i77490 = phi i64 [ 0, %conv2_grad.q76 ], [ %i77.next, %conv2_grad.endif ]
+  %1375 = mul nsw i64 %conv2_grad.q76489, 144
+  %1376 = add nsw i64 %1375, %conv2_grad.i77490
+  %1377 = add nsw i64 1384448, %1376
+  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1377
+  %1378 = load float, ptr %arena491, align 4
+  %1379 = fcmp ogt float %1378, 0.000000e+00
+  br i1 %1379, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i77.end:                               ; preds = %conv2_grad.endif
+  %q76.next = add nsw i64 %conv2_grad.q76489, 1
+  %1380 = icmp slt i64 %q76.next, 4096
+  br i1 %1380, label %conv2_grad.q76, label %conv2_grad.q76.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i77
+  %1381 = mul nsw i64 %conv2_grad.q76489, 576
+  %1382 = add nsw i64 4351248, %1381
+  %1383 = mul nsw i64 %conv2_grad.q76489, 144
+  %1384 = add nsw i64 %1383, %conv2_grad.i77490
+  %1385 = add nsw i64 1974272, %1384
+  %arena492 = getelementptr inbounds float, ptr %arena, i64 %1385
+  %1386 = load float, ptr %arena492, align 4
+  %1387 = fptosi float %1386 to i64
+  %1388 = add nsw i64 %1382, %1387
+  %arena493 = getelementptr inbounds float, ptr %arena, i64 %1388
+  %1389 = load float, ptr %arena493, align 4
+  %1390 = mul nsw i64 %conv2_grad.q76489, 144
+  %1391 = add nsw i64 %1390, %conv2_grad.i77490
+  %1392 = add nsw i64 3761424, %1391
+  %arena494 = getelementptr inbounds float, ptr %arena, i64 %1392
+  %1393 = load float, ptr %arena494, align 4
+  %1394 = fadd float %1389, %1393
+  store float %1394, ptr %arena493, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i65
-  %i65.next = add nsw i64 %conv2_grad.i65200, 1
-  %729 = icmp slt i64 %i65.next, 144
-  br i1 %729, label %conv2_grad.i65, label %conv2_grad.i65.end
-
-conv2_weight_grad.i66:                            ; preds = %conv2_weight_grad.i66, %conv2_grad.q64.end
-  %conv2_weight_grad.i66205 = phi i64 [ 0, %conv2_grad.q64.end ], [ %i66.next, %conv2_weight_grad.i66 ]
-  %730 = add nsw i64 320, %conv2_weight_grad.i66205
-  %grads206 = getelementptr inbounds float, ptr %grads, i64 %730
-  store float 0.000000e+00, ptr %grads206, align 4
-  %i66.next = add nsw i64 %conv2_weight_grad.i66205, 1
-  %731 = icmp slt i64 %i66.next, 18432
-  br i1 %731, label %conv2_weight_grad.i66, label %conv2_weight_grad.i66.end
-
-conv2_weight_grad.i66.end:                        ; preds = %conv2_weight_grad.i66
-  br label %conv2_weight_grad.g67
-
-conv2_weight_grad.g67:                            ; preds = %conv2_weight_grad.j77.end, %conv2_weight_grad.i66.end
-  %conv2_weight_grad.g67207 = phi i64 [ 0, %conv2_weight_grad.i66.end ], [ %g67.next, %conv2_weight_grad.j77.end ]
-  br label %conv2_weight_grad.j68
-
-conv2_weight_grad.g67.end:                        ; preds = %conv2_weight_grad.j77.end
-  br label %conv2_bias_grad.i80
-
-conv2_weight_grad.j68:                            ; preds = %conv2_weight_grad.c69.end, %conv2_weight_grad.g67
-  %conv2_weight_grad.j68208 = phi i64 [ 0, %conv2_weight_grad.g67 ], [ %j68.next, %conv2_weight_grad.c69.end ]
-  br label %conv2_weight_grad.c69
-
-conv2_weight_grad.j68.end:                        ; preds = %conv2_weight_grad.c69.end
-  br label %conv2_weight_grad.j77
-
-conv2_weight_grad.c69:                            ; preds = %conv2_weight_grad.ky70.end, %conv2_weight_grad.j68
-  %conv2_weight_grad.c69209 = phi i64 [ 0, %conv2_weight_grad.j68 ], [ %c69.next, %conv2_weight_grad.ky70.end ]
-  br label %conv2_weight_grad.ky70
-
-conv2_weight_grad.c69.end:                        ; preds = %conv2_weight_grad.ky70.end
-  %j68.next = add nsw i64 %conv2_weight_grad.j68208, 1
-  %732 = icmp slt i64 %j68.next, 64
-  br i1 %732, label %conv2_weight_grad.j68, label %conv2_weight_grad.j68.end
-
-conv2_weight_grad.ky70:                           ; preds = %conv2_weight_grad.oy75.end, %conv2_weight_grad.c69
-  %conv2_weight_grad.ky70210 = phi i64 [ 0, %conv2_weight_grad.c69 ], [ %ky70.next, %conv2_weight_grad.oy75.end ]
-  br label %conv2_weight_grad.oy71
-
-conv2_weight_grad.ky70.end:                       ; preds = %conv2_weight_grad.oy75.end
-  %c69.next = add nsw i64 %conv2_weight_grad.c69209, 1
-  %733 = icmp slt i64 %c69.next, 32
-  br i1 %733, label %conv2_weight_grad.c69, label %conv2_weight_grad.c69.end
-
-conv2_weight_grad.oy71:                           ; preds = %conv2_weight_grad.ox72.end, %conv2_weight_grad.ky70
-  %conv2_weight_grad.oy71211 = phi i64 [ 0, %conv2_weight_grad.ky70 ], [ %oy71.next, %conv2_weight_grad.ox72.end ]
-  br label %conv2_weight_grad.ox72
-
-conv2_weight_grad.oy71.end:                       ; preds = %conv2_weight_grad.ox72.end
-  br label %conv2_weight_grad.oy73
-
-conv2_weight_grad.ox72:                           ; preds = %conv2_weight_grad.ox72, %conv2_weight_grad.oy71
-  %conv2_weight_grad.ox72212 = phi i64 [ 0, %conv2_weight_grad.oy71 ], [ %ox72.next, %conv2_weight_grad.ox72 ]
-  %734 = mul nsw i64 %conv2_weight_grad.g67207, 64
-  %735 = add nsw i64 %734, %conv2_weight_grad.j68208
-  %736 = mul nsw i64 %735, 21632
-  %737 = mul nsw i64 %conv2_weight_grad.c69209, 676
-  %738 = add nsw i64 %736, %737
-  %739 = add nsw i64 %conv2_weight_grad.oy71211, %conv2_weight_grad.ky70210
-  %740 = mul nsw i64 %739, 26
-  %741 = add nsw i64 %738, %740
-  %742 = add nsw i64 %741, %conv2_weight_grad.ox72212
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %742
-  %743 = load float, ptr %arena213, align 4
-  %744 = mul nsw i64 %conv2_weight_grad.c69209, 3
-  %745 = add nsw i64 %744, %conv2_weight_grad.ky70210
-  %746 = mul nsw i64 %745, 3
-  %747 = mul nsw i64 %746, 36864
-  %748 = add nsw i64 6710544, %747
-  %749 = mul nsw i64 %conv2_weight_grad.j68208, 576
-  %750 = add nsw i64 %748, %749
-  %751 = mul nsw i64 %conv2_weight_grad.oy71211, 24
-  %752 = add nsw i64 %750, %751
-  %753 = add nsw i64 %752, %conv2_weight_grad.ox72212
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 %753
-  store float %743, ptr %arena214, align 4
-  %ox72.next = add nsw i64 %conv2_weight_grad.ox72212, 1
-  %754 = icmp slt i64 %ox72.next, 24
-  br i1 %754, label %conv2_weight_grad.ox72, label %conv2_weight_grad.ox72.end
-
-conv2_weight_grad.ox72.end:                       ; preds = %conv2_weight_grad.ox72
-  %oy71.next = add nsw i64 %conv2_weight_grad.oy71211, 1
-  %755 = icmp slt i64 %oy71.next, 24
-  br i1 %755, label %conv2_weight_grad.oy71, label %conv2_weight_grad.oy71.end
-
-conv2_weight_grad.oy73:                           ; preds = %conv2_weight_grad.ox74.end, %conv2_weight_grad.oy71.end
-  %conv2_weight_grad.oy73215 = phi i64 [ 0, %conv2_weight_grad.oy71.end ], [ %oy73.next, %conv2_weight_grad.ox74.end ]
-  br label %conv2_weight_grad.ox74
-
-conv2_weight_grad.oy73.end:                       ; preds = %conv2_weight_grad.ox74.end
-  br label %conv2_weight_grad.oy75
-
-conv2_weight_grad.ox74:                           ; preds = %conv2_weight_grad.ox74, %conv2_weight_grad.oy73
-  %conv2_weight_grad.ox74216 = phi i64 [ 0, %conv2_weight_grad.oy73 ], [ %ox74.next, %conv2_weight_grad.ox74 ]
-  %756 = mul nsw i64 %conv2_weight_grad.g67207, 64
-  %757 = add nsw i64 %756, %conv2_weight_grad.j68208
-  %758 = mul nsw i64 %757, 21632
-  %759 = mul nsw i64 %conv2_weight_grad.c69209, 676
-  %760 = add nsw i64 %758, %759
-  %761 = add nsw i64 %conv2_weight_grad.oy73215, %conv2_weight_grad.ky70210
-  %762 = mul nsw i64 %761, 26
-  %763 = add nsw i64 %760, %762
-  %764 = add nsw i64 %conv2_weight_grad.ox74216, 1
-  %765 = add nsw i64 %763, %764
-  %arena217 = getelementptr inbounds float, ptr %arena, i64 %765
-  %766 = load float, ptr %arena217, align 4
-  %767 = mul nsw i64 %conv2_weight_grad.c69209, 3
-  %768 = add nsw i64 %767, %conv2_weight_grad.ky70210
-  %769 = mul nsw i64 %768, 3
-  %770 = add nsw i64 %769, 1
-  %771 = mul nsw i64 %770, 36864
-  %772 = add nsw i64 6710544, %771
-  %773 = mul nsw i64 %conv2_weight_grad.j68208, 576
-  %774 = add nsw i64 %772, %773
-  %775 = mul nsw i64 %conv2_weight_grad.oy73215, 24
-  %776 = add nsw i64 %774, %775
-  %777 = add nsw i64 %776, %conv2_weight_grad.ox74216
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 %777
-  store float %766, ptr %arena218, align 4
-  %ox74.next = add nsw i64 %conv2_weight_grad.ox74216, 1
-  %778 = icmp slt i64 %ox74.next, 24
-  br i1 %778, label %conv2_weight_grad.ox74, label %conv2_weight_grad.ox74.end
-
-conv2_weight_grad.ox74.end:                       ; preds = %conv2_weight_grad.ox74
-  %oy73.next = add nsw i64 %conv2_weight_grad.oy73215, 1
-  %779 = icmp slt i64 %oy73.next, 24
-  br i1 %779, label %conv2_weight_grad.oy73, label %conv2_weight_grad.oy73.end
-
-conv2_weight_grad.oy75:                           ; preds = %conv2_weight_grad.ox76.end, %conv2_weight_grad.oy73.end
-  %conv2_weight_grad.oy75219 = phi i64 [ 0, %conv2_weight_grad.oy73.end ], [ %oy75.next, %conv2_weight_grad.ox76.end ]
-  br label %conv2_weight_grad.ox76
-
-conv2_weight_grad.oy75.end:                       ; preds = %conv2_weight_grad.ox76.end
-  %ky70.next = add nsw i64 %conv2_weight_grad.ky70210, 1
-  %780 = icmp slt i64 %ky70.next, 3
-  br i1 %780, label %conv2_weight_grad.ky70, label %conv2_weight_grad.ky70.end
-
-conv2_weight_grad.ox76:                           ; preds = %conv2_weight_grad.ox76, %conv2_weight_grad.oy75
-  %conv2_weight_grad.ox76220 = phi i64 [ 0, %conv2_weight_grad.oy75 ], [ %ox76.next, %conv2_weight_grad.ox76 ]
-  %781 = mul nsw i64 %conv2_weight_grad.g67207, 64
-  %782 = add nsw i64 %781, %conv2_weight_grad.j68208
-  %783 = mul nsw i64 %782, 21632
-  %784 = mul nsw i64 %conv2_weight_grad.c69209, 676
-  %785 = add nsw i64 %783, %784
-  %786 = add nsw i64 %conv2_weight_grad.oy75219, %conv2_weight_grad.ky70210
-  %787 = mul nsw i64 %786, 26
-  %788 = add nsw i64 %785, %787
-  %789 = add nsw i64 %conv2_weight_grad.ox76220, 2
-  %790 = add nsw i64 %788, %789
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 %790
-  %791 = load float, ptr %arena221, align 4
-  %792 = mul nsw i64 %conv2_weight_grad.c69209, 3
-  %793 = add nsw i64 %792, %conv2_weight_grad.ky70210
-  %794 = mul nsw i64 %793, 3
-  %795 = add nsw i64 %794, 2
-  %796 = mul nsw i64 %795, 36864
-  %797 = add nsw i64 6710544, %796
-  %798 = mul nsw i64 %conv2_weight_grad.j68208, 576
-  %799 = add nsw i64 %797, %798
-  %800 = mul nsw i64 %conv2_weight_grad.oy75219, 24
-  %801 = add nsw i64 %799, %800
-  %802 = add nsw i64 %801, %conv2_weight_grad.ox76220
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 %802
-  store float %791, ptr %arena222, align 4
-  %ox76.next = add nsw i64 %conv2_weight_grad.ox76220, 1
-  %803 = icmp slt i64 %ox76.next, 24
-  br i1 %803, label %conv2_weight_grad.ox76, label %conv2_weight_grad.ox76.end
-
-conv2_weight_grad.ox76.end:                       ; preds = %conv2_weight_grad.ox76
-  %oy75.next = add nsw i64 %conv2_weight_grad.oy75219, 1
-  %804 = icmp slt i64 %oy75.next, 24
-  br i1 %804, label %conv2_weight_grad.oy75, label %conv2_weight_grad.oy75.end
-
-conv2_weight_grad.j77:                            ; preds = %conv2_weight_grad.f78.end, %conv2_weight_grad.j68.end
-  %conv2_weight_grad.j77223 = phi i64 [ 0, %conv2_weight_grad.j68.end ], [ %j77.next, %conv2_weight_grad.f78.end ]
-  br label %conv2_weight_grad.f78
-
-conv2_weight_grad.j77.end:                        ; preds = %conv2_weight_grad.f78.end
-  %arena228 = getelementptr inbounds float, ptr %arena, i64 17327376
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 6710544
-  %grads230 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 36864, float 1.000000e+00, ptr %arena228, i32 36864, ptr %arena229, i32 36864, float 1.000000e+00, ptr %grads230, i32 288)
-  %g67.next = add nsw i64 %conv2_weight_grad.g67207, 1
-  %805 = icmp slt i64 %g67.next, 1
-  br i1 %805, label %conv2_weight_grad.g67, label %conv2_weight_grad.g67.end
-
-conv2_weight_grad.f78:                            ; preds = %conv2_weight_grad.i79.end, %conv2_weight_grad.j77
-  %conv2_weight_grad.f78224 = phi i64 [ 0, %conv2_weight_grad.j77 ], [ %f78.next, %conv2_weight_grad.i79.end ]
-  br label %conv2_weight_grad.i79
-
-conv2_weight_grad.f78.end:                        ; preds = %conv2_weight_grad.i79.end
-  %j77.next = add nsw i64 %conv2_weight_grad.j77223, 1
-  %806 = icmp slt i64 %j77.next, 64
-  br i1 %806, label %conv2_weight_grad.j77, label %conv2_weight_grad.j77.end
-
-conv2_weight_grad.i79:                            ; preds = %conv2_weight_grad.i79, %conv2_weight_grad.f78
-  %conv2_weight_grad.i79225 = phi i64 [ 0, %conv2_weight_grad.f78 ], [ %i79.next, %conv2_weight_grad.i79 ]
-  %807 = mul nsw i64 %conv2_weight_grad.g67207, 64
-  %808 = add nsw i64 %807, %conv2_weight_grad.j77223
-  %809 = mul nsw i64 %808, 36864
-  %810 = add nsw i64 4351248, %809
-  %811 = mul nsw i64 %conv2_weight_grad.f78224, 576
-  %812 = add nsw i64 %810, %811
-  %813 = add nsw i64 %812, %conv2_weight_grad.i79225
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %813
-  %814 = load float, ptr %arena226, align 4
-  %815 = mul nsw i64 %conv2_weight_grad.f78224, 36864
-  %816 = add nsw i64 17327376, %815
-  %817 = mul nsw i64 %conv2_weight_grad.j77223, 576
-  %818 = add nsw i64 %816, %817
-  %819 = add nsw i64 %818, %conv2_weight_grad.i79225
-  %arena227 = getelementptr inbounds float, ptr %arena, i64 %819
-  store float %814, ptr %arena227, align 4
-  %i79.next = add nsw i64 %conv2_weight_grad.i79225, 1
-  %820 = icmp slt i64 %i79.next, 576
-  br i1 %820, label %conv2_weight_grad.i79, label %conv2_weight_grad.i79.end
-
-conv2_weight_grad.i79.end:                        ; preds = %conv2_weight_grad.i79
-  %f78.next = add nsw i64 %conv2_weight_grad.f78224, 1
-  %821 = icmp slt i64 %f78.next, 64
-  br i1 %821, label %conv2_weight_grad.f78, label %conv2_weight_grad.f78.end
-
-conv2_bias_grad.i80:                              ; preds = %conv2_bias_grad.i80, %conv2_weight_grad.g67.end
-  %conv2_bias_grad.i80231 = phi i64 [ 0, %conv2_weight_grad.g67.end ], [ %i80.next, %conv2_bias_grad.i80 ]
-  %822 = add nsw i64 1384448, %conv2_bias_grad.i80231
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %822
-  store float 1.000000e+00, ptr %arena232, align 4
-  %i80.next = add nsw i64 %conv2_bias_grad.i80231, 1
-  %823 = icmp slt i64 %i80.next, 576
-  br i1 %823, label %conv2_bias_grad.i80, label %conv2_bias_grad.i80.end
-
-conv2_bias_grad.i80.end:                          ; preds = %conv2_bias_grad.i80
-  br label %conv2_bias_grad.i81
-
-conv2_bias_grad.i81:                              ; preds = %conv2_bias_grad.i81, %conv2_bias_grad.i80.end
-  %conv2_bias_grad.i81233 = phi i64 [ 0, %conv2_bias_grad.i80.end ], [ %i81.next, %conv2_bias_grad.i81 ]
-  %824 = add nsw i64 18752, %conv2_bias_grad.i81233
-  %grads234 = getelementptr inbounds float, ptr %grads, i64 %824
-  store float 0.000000e+00, ptr %grads234, align 4
-  %i81.next = add nsw i64 %conv2_bias_grad.i81233, 1
-  %825 = icmp slt i64 %i81.next, 64
-  br i1 %825, label %conv2_bias_grad.i81, label %conv2_bias_grad.i81.end
-
-conv2_bias_grad.i81.end:                          ; preds = %conv2_bias_grad.i81
-  br label %conv2_bias_grad.img82
-
-conv2_bias_grad.img82:                            ; preds = %conv2_bias_grad.img82, %conv2_bias_grad.i81.end
-  %conv2_bias_grad.img82235 = phi i64 [ 0, %conv2_bias_grad.i81.end ], [ %img82.next, %conv2_bias_grad.img82 ]
-  %826 = mul nsw i64 %conv2_bias_grad.img82235, 36864
-  %827 = add nsw i64 4351248, %826
-  %arena236 = getelementptr inbounds float, ptr %arena, i64 %827
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %grads238 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena236, i32 576, ptr %arena237, i32 1, float 1.000000e+00, ptr %grads238, i32 1)
-  %img82.next = add nsw i64 %conv2_bias_grad.img82235, 1
-  %828 = icmp slt i64 %img82.next, 64
-  br i1 %828, label %conv2_bias_grad.img82, label %conv2_bias_grad.img82.end
-
-conv2_bias_grad.img82.end:                        ; preds = %conv2_bias_grad.img82
-  br label %relu1_grad.i83
-
-relu1_grad.i83:                                   ; preds = %relu1_grad.i83, %conv2_bias_grad.img82.end
-  %relu1_grad.i83239 = phi i64 [ 0, %conv2_bias_grad.img82.end ], [ %i83.next, %relu1_grad.i83 ]
-  %829 = add nsw i64 1384448, %relu1_grad.i83239
-  %arena240 = getelementptr inbounds float, ptr %arena, i64 %829
-  store float 0.000000e+00, ptr %arena240, align 4
-  %i83.next = add nsw i64 %relu1_grad.i83239, 1
-  %830 = icmp slt i64 %i83.next, 1384448
-  br i1 %830, label %relu1_grad.i83, label %relu1_grad.i83.end
-
-relu1_grad.i83.end:                               ; preds = %relu1_grad.i83
-  br label %relu1_grad.g84
-
-relu1_grad.g84:                                   ; preds = %relu1_grad.j88.end, %relu1_grad.i83.end
-  %relu1_grad.g84241 = phi i64 [ 0, %relu1_grad.i83.end ], [ %g84.next, %relu1_grad.j88.end ]
-  br label %relu1_grad.j85
-
-relu1_grad.g84.end:                               ; preds = %relu1_grad.j88.end
-  br label %conv1_grad.i97
-
-relu1_grad.j85:                                   ; preds = %relu1_grad.f86.end, %relu1_grad.g84
-  %relu1_grad.j85242 = phi i64 [ 0, %relu1_grad.g84 ], [ %j85.next, %relu1_grad.f86.end ]
-  br label %relu1_grad.f86
-
-relu1_grad.j85.end:                               ; preds = %relu1_grad.f86.end
-  %params247 = getelementptr inbounds float, ptr %params, i64 320
-  %arena248 = getelementptr inbounds float, ptr %arena, i64 17327376
-  %arena249 = getelementptr inbounds float, ptr %arena, i64 6710544
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 36864, i32 64, float 1.000000e+00, ptr %params247, i32 288, ptr %arena248, i32 36864, float 0.000000e+00, ptr %arena249, i32 36864)
-  br label %relu1_grad.j88
-
-relu1_grad.f86:                                   ; preds = %relu1_grad.i87.end, %relu1_grad.j85
-  %relu1_grad.f86243 = phi i64 [ 0, %relu1_grad.j85 ], [ %f86.next, %relu1_grad.i87.end ]
-  br label %relu1_grad.i87
-
-relu1_grad.f86.end:                               ; preds = %relu1_grad.i87.end
-  %j85.next = add nsw i64 %relu1_grad.j85242, 1
-  %831 = icmp slt i64 %j85.next, 64
-  br i1 %831, label %relu1_grad.j85, label %relu1_grad.j85.end
-
-relu1_grad.i87:                                   ; preds = %relu1_grad.i87, %relu1_grad.f86
-  %relu1_grad.i87244 = phi i64 [ 0, %relu1_grad.f86 ], [ %i87.next, %relu1_grad.i87 ]
-  %832 = mul nsw i64 %relu1_grad.g84241, 64
-  %833 = add nsw i64 %832, %relu1_grad.j85242
-  %834 = mul nsw i64 %833, 36864
-  %835 = add nsw i64 4351248, %834
-  %836 = mul nsw i64 %relu1_grad.f86243, 576
-  %837 = add nsw i64 %835, %836
-  %838 = add nsw i64 %837, %relu1_grad.i87244
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %838
-  %839 = load float, ptr %arena245, align 4
-  %840 = mul nsw i64 %relu1_grad.f86243, 36864
-  %841 = add nsw i64 17327376, %840
-  %842 = mul nsw i64 %relu1_grad.j85242, 576
-  %843 = add nsw i64 %841, %842
-  %844 = add nsw i64 %843, %relu1_grad.i87244
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 %844
-  store float %839, ptr %arena246, align 4
-  %i87.next = add nsw i64 %relu1_grad.i87244, 1
-  %845 = icmp slt i64 %i87.next, 576
-  br i1 %845, label %relu1_grad.i87, label %relu1_grad.i87.end
-
-relu1_grad.i87.end:                               ; preds = %relu1_grad.i87
-  %f86.next = add nsw i64 %relu1_grad.f86243, 1
-  %846 = icmp slt i64 %f86.next, 64
-  br i1 %846, label %relu1_grad.f86, label %relu1_grad.f86.end
-
-relu1_grad.j88:                                   ; preds = %relu1_grad.c89.end, %relu1_grad.j85.end
-  %relu1_grad.j88250 = phi i64 [ 0, %relu1_grad.j85.end ], [ %j88.next, %relu1_grad.c89.end ]
-  br label %relu1_grad.c89
-
-relu1_grad.j88.end:                               ; preds = %relu1_grad.c89.end
-  %g84.next = add nsw i64 %relu1_grad.g84241, 1
-  %847 = icmp slt i64 %g84.next, 1
-  br i1 %847, label %relu1_grad.g84, label %relu1_grad.g84.end
-
-relu1_grad.c89:                                   ; preds = %relu1_grad.ky90.end, %relu1_grad.j88
-  %relu1_grad.c89251 = phi i64 [ 0, %relu1_grad.j88 ], [ %c89.next, %relu1_grad.ky90.end ]
-  br label %relu1_grad.ky90
-
-relu1_grad.c89.end:                               ; preds = %relu1_grad.ky90.end
-  %j88.next = add nsw i64 %relu1_grad.j88250, 1
-  %848 = icmp slt i64 %j88.next, 64
-  br i1 %848, label %relu1_grad.j88, label %relu1_grad.j88.end
-
-relu1_grad.ky90:                                  ; preds = %relu1_grad.oy95.end, %relu1_grad.c89
-  %relu1_grad.ky90252 = phi i64 [ 0, %relu1_grad.c89 ], [ %ky90.next, %relu1_grad.oy95.end ]
-  br label %relu1_grad.oy91
-
-relu1_grad.ky90.end:                              ; preds = %relu1_grad.oy95.end
-  %c89.next = add nsw i64 %relu1_grad.c89251, 1
-  %849 = icmp slt i64 %c89.next, 32
-  br i1 %849, label %relu1_grad.c89, label %relu1_grad.c89.end
-
-relu1_grad.oy91:                                  ; preds = %relu1_grad.ox92.end, %relu1_grad.ky90
-  %relu1_grad.oy91253 = phi i64 [ 0, %relu1_grad.ky90 ], [ %oy91.next, %relu1_grad.ox92.end ]
-  br label %relu1_grad.ox92
-
-relu1_grad.oy91.end:                              ; preds = %relu1_grad.ox92.end
-  br label %relu1_grad.oy93
-
-relu1_grad.ox92:                                  ; preds = %relu1_grad.ox92, %relu1_grad.oy91
-  %relu1_grad.ox92254 = phi i64 [ 0, %relu1_grad.oy91 ], [ %ox92.next, %relu1_grad.ox92 ]
-  %850 = mul nsw i64 %relu1_grad.g84241, 64
-  %851 = add nsw i64 %850, %relu1_grad.j88250
-  %852 = mul nsw i64 %851, 21632
-  %853 = add nsw i64 1384448, %852
-  %854 = mul nsw i64 %relu1_grad.c89251, 676
-  %855 = add nsw i64 %853, %854
-  %856 = add nsw i64 %relu1_grad.oy91253, %relu1_grad.ky90252
-  %857 = mul nsw i64 %856, 26
-  %858 = add nsw i64 %855, %857
-  %859 = add nsw i64 %858, %relu1_grad.ox92254
-  %arena255 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load float, ptr %arena255, align 4
-  %861 = mul nsw i64 %relu1_grad.c89251, 3
-  %862 = add nsw i64 %861, %relu1_grad.ky90252
-  %863 = mul nsw i64 %862, 3
-  %864 = mul nsw i64 %863, 36864
-  %865 = add nsw i64 6710544, %864
-  %866 = mul nsw i64 %relu1_grad.j88250, 576
-  %867 = add nsw i64 %865, %866
-  %868 = mul nsw i64 %relu1_grad.oy91253, 24
-  %869 = add nsw i64 %867, %868
-  %870 = add nsw i64 %869, %relu1_grad.ox92254
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %870
-  %871 = load float, ptr %arena256, align 4
-  %872 = fadd float %860, %871
-  store float %872, ptr %arena255, align 4
-  %ox92.next = add nsw i64 %relu1_grad.ox92254, 1
-  %873 = icmp slt i64 %ox92.next, 24
-  br i1 %873, label %relu1_grad.ox92, label %relu1_grad.ox92.end
-
-relu1_grad.ox92.end:                              ; preds = %relu1_grad.ox92
-  %oy91.next = add nsw i64 %relu1_grad.oy91253, 1
-  %874 = icmp slt i64 %oy91.next, 24
-  br i1 %874, label %relu1_grad.oy91, label %relu1_grad.oy91.end
-
-relu1_grad.oy93:                                  ; preds = %relu1_grad.ox94.end, %relu1_grad.oy91.end
-  %relu1_grad.oy93257 = phi i64 [ 0, %relu1_grad.oy91.end ], [ %oy93.next, %relu1_grad.ox94.end ]
-  br label %relu1_grad.ox94
-
-relu1_grad.oy93.end:                              ; preds = %relu1_grad.ox94.end
-  br label %relu1_grad.oy95
-
-relu1_grad.ox94:                                  ; preds = %relu1_grad.ox94, %relu1_grad.oy93
-  %relu1_grad.ox94258 = phi i64 [ 0, %relu1_grad.oy93 ], [ %ox94.next, %relu1_grad.ox94 ]
-  %875 = mul nsw i64 %relu1_grad.g84241, 64
-  %876 = add nsw i64 %875, %relu1_grad.j88250
-  %877 = mul nsw i64 %876, 21632
-  %878 = add nsw i64 1384448, %877
-  %879 = mul nsw i64 %relu1_grad.c89251, 676
-  %880 = add nsw i64 %878, %879
-  %881 = add nsw i64 %relu1_grad.oy93257, %relu1_grad.ky90252
-  %882 = mul nsw i64 %881, 26
-  %883 = add nsw i64 %880, %882
-  %884 = add nsw i64 %relu1_grad.ox94258, 1
-  %885 = add nsw i64 %883, %884
-  %arena259 = getelementptr inbounds float, ptr %arena, i64 %885
-  %886 = load float, ptr %arena259, align 4
-  %887 = mul nsw i64 %relu1_grad.c89251, 3
-  %888 = add nsw i64 %887, %relu1_grad.ky90252
-  %889 = mul nsw i64 %888, 3
-  %890 = add nsw i64 %889, 1
-  %891 = mul nsw i64 %890, 36864
-  %892 = add nsw i64 6710544, %891
-  %893 = mul nsw i64 %relu1_grad.j88250, 576
-  %894 = add nsw i64 %892, %893
-  %895 = mul nsw i64 %relu1_grad.oy93257, 24
-  %896 = add nsw i64 %894, %895
-  %897 = add nsw i64 %896, %relu1_grad.ox94258
-  %arena260 = getelementptr inbounds float, ptr %arena, i64 %897
-  %898 = load float, ptr %arena260, align 4
-  %899 = fadd float %886, %898
-  store float %899, ptr %arena259, align 4
-  %ox94.next = add nsw i64 %relu1_grad.ox94258, 1
-  %900 = icmp slt i64 %ox94.next, 24
-  br i1 %900, label %relu1_grad.ox94, label %relu1_grad.ox94.end
-
-relu1_grad.ox94.end:                              ; preds = %relu1_grad.ox94
-  %oy93.next = add nsw i64 %relu1_grad.oy93257, 1
-  %901 = icmp slt i64 %oy93.next, 24
-  br i1 %901, label %relu1_grad.oy93, label %relu1_grad.oy93.end
-
-relu1_grad.oy95:                                  ; preds = %relu1_grad.ox96.end, %relu1_grad.oy93.end
-  %relu1_grad.oy95261 = phi i64 [ 0, %relu1_grad.oy93.end ], [ %oy95.next, %relu1_grad.ox96.end ]
-  br label %relu1_grad.ox96
-
-relu1_grad.oy95.end:                              ; preds = %relu1_grad.ox96.end
-  %ky90.next = add nsw i64 %relu1_grad.ky90252, 1
-  %902 = icmp slt i64 %ky90.next, 3
-  br i1 %902, label %relu1_grad.ky90, label %relu1_grad.ky90.end
-
-relu1_grad.ox96:                                  ; preds = %relu1_grad.ox96, %relu1_grad.oy95
-  %relu1_grad.ox96262 = phi i64 [ 0, %relu1_grad.oy95 ], [ %ox96.next, %relu1_grad.ox96 ]
-  %903 = mul nsw i64 %relu1_grad.g84241, 64
-  %904 = add nsw i64 %903, %relu1_grad.j88250
-  %905 = mul nsw i64 %904, 21632
-  %906 = add nsw i64 1384448, %905
-  %907 = mul nsw i64 %relu1_grad.c89251, 676
-  %908 = add nsw i64 %906, %907
-  %909 = add nsw i64 %relu1_grad.oy95261, %relu1_grad.ky90252
-  %910 = mul nsw i64 %909, 26
-  %911 = add nsw i64 %908, %910
-  %912 = add nsw i64 %relu1_grad.ox96262, 2
-  %913 = add nsw i64 %911, %912
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %913
-  %914 = load float, ptr %arena263, align 4
-  %915 = mul nsw i64 %relu1_grad.c89251, 3
-  %916 = add nsw i64 %915, %relu1_grad.ky90252
-  %917 = mul nsw i64 %916, 3
-  %918 = add nsw i64 %917, 2
-  %919 = mul nsw i64 %918, 36864
-  %920 = add nsw i64 6710544, %919
-  %921 = mul nsw i64 %relu1_grad.j88250, 576
-  %922 = add nsw i64 %920, %921
-  %923 = mul nsw i64 %relu1_grad.oy95261, 24
-  %924 = add nsw i64 %922, %923
-  %925 = add nsw i64 %924, %relu1_grad.ox96262
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %925
-  %926 = load float, ptr %arena264, align 4
-  %927 = fadd float %914, %926
-  store float %927, ptr %arena263, align 4
-  %ox96.next = add nsw i64 %relu1_grad.ox96262, 1
-  %928 = icmp slt i64 %ox96.next, 24
-  br i1 %928, label %relu1_grad.ox96, label %relu1_grad.ox96.end
-
-relu1_grad.ox96.end:                              ; preds = %relu1_grad.ox96
-  %oy95.next = add nsw i64 %relu1_grad.oy95261, 1
-  %929 = icmp slt i64 %oy95.next, 24
-  br i1 %929, label %relu1_grad.oy95, label %relu1_grad.oy95.end
-
-conv1_grad.i97:                                   ; preds = %conv1_grad.i97, %relu1_grad.g84.end
-  %conv1_grad.i97265 = phi i64 [ 0, %relu1_grad.g84.end ], [ %i97.next, %conv1_grad.i97 ]
-  %arena266 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i97265
-  %930 = load float, ptr %arena266, align 4
-  %931 = fcmp ogt float %930, 0.000000e+00
-  %932 = add nsw i64 1384448, %conv1_grad.i97265
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %932
-  %933 = load float, ptr %arena267, align 4
-  %934 = select i1 %931, float %933, float 0.000000e+00
-  %935 = add nsw i64 3171600, %conv1_grad.i97265
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %935
-  store float %934, ptr %arena268, align 4
-  %i97.next = add nsw i64 %conv1_grad.i97265, 1
-  %936 = icmp slt i64 %i97.next, 1384448
-  br i1 %936, label %conv1_grad.i97, label %conv1_grad.i97.end
-
-conv1_grad.i97.end:                               ; preds = %conv1_grad.i97
-  br label %conv1_weight_grad.i98
-
-conv1_weight_grad.i98:                            ; preds = %conv1_weight_grad.i98, %conv1_grad.i97.end
-  %conv1_weight_grad.i98269 = phi i64 [ 0, %conv1_grad.i97.end ], [ %i98.next, %conv1_weight_grad.i98 ]
-  %grads270 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i98269
-  store float 0.000000e+00, ptr %grads270, align 4
-  %i98.next = add nsw i64 %conv1_weight_grad.i98269, 1
-  %937 = icmp slt i64 %i98.next, 288
-  br i1 %937, label %conv1_weight_grad.i98, label %conv1_weight_grad.i98.end
-
-conv1_weight_grad.i98.end:                        ; preds = %conv1_weight_grad.i98
-  br label %conv1_weight_grad.g99
-
-conv1_weight_grad.g99:                            ; preds = %conv1_weight_grad.j109.end, %conv1_weight_grad.i98.end
-  %conv1_weight_grad.g99271 = phi i64 [ 0, %conv1_weight_grad.i98.end ], [ %g99.next, %conv1_weight_grad.j109.end ]
-  br label %conv1_weight_grad.j100
-
-conv1_weight_grad.g99.end:                        ; preds = %conv1_weight_grad.j109.end
-  br label %conv1_bias_grad.i112
-
-conv1_weight_grad.j100:                           ; preds = %conv1_weight_grad.c101.end, %conv1_weight_grad.g99
-  %conv1_weight_grad.j100272 = phi i64 [ 0, %conv1_weight_grad.g99 ], [ %j100.next, %conv1_weight_grad.c101.end ]
-  br label %conv1_weight_grad.c101
-
-conv1_weight_grad.j100.end:                       ; preds = %conv1_weight_grad.c101.end
-  br label %conv1_weight_grad.j109
-
-conv1_weight_grad.c101:                           ; preds = %conv1_weight_grad.ky102.end, %conv1_weight_grad.j100
-  %conv1_weight_grad.c101273 = phi i64 [ 0, %conv1_weight_grad.j100 ], [ %c101.next, %conv1_weight_grad.ky102.end ]
-  br label %conv1_weight_grad.ky102
-
-conv1_weight_grad.c101.end:                       ; preds = %conv1_weight_grad.ky102.end
-  %j100.next = add nsw i64 %conv1_weight_grad.j100272, 1
-  %938 = icmp slt i64 %j100.next, 64
-  br i1 %938, label %conv1_weight_grad.j100, label %conv1_weight_grad.j100.end
-
-conv1_weight_grad.ky102:                          ; preds = %conv1_weight_grad.oy107.end, %conv1_weight_grad.c101
-  %conv1_weight_grad.ky102274 = phi i64 [ 0, %conv1_weight_grad.c101 ], [ %ky102.next, %conv1_weight_grad.oy107.end ]
-  br label %conv1_weight_grad.oy103
-
-conv1_weight_grad.ky102.end:                      ; preds = %conv1_weight_grad.oy107.end
-  %c101.next = add nsw i64 %conv1_weight_grad.c101273, 1
-  %939 = icmp slt i64 %c101.next, 1
-  br i1 %939, label %conv1_weight_grad.c101, label %conv1_weight_grad.c101.end
-
-conv1_weight_grad.oy103:                          ; preds = %conv1_weight_grad.ox104.end, %conv1_weight_grad.ky102
-  %conv1_weight_grad.oy103275 = phi i64 [ 0, %conv1_weight_grad.ky102 ], [ %oy103.next, %conv1_weight_grad.ox104.end ]
-  br label %conv1_weight_grad.ox104
-
-conv1_weight_grad.oy103.end:                      ; preds = %conv1_weight_grad.ox104.end
-  br label %conv1_weight_grad.oy105
-
-conv1_weight_grad.ox104:                          ; preds = %conv1_weight_grad.ox104, %conv1_weight_grad.oy103
-  %conv1_weight_grad.ox104276 = phi i64 [ 0, %conv1_weight_grad.oy103 ], [ %ox104.next, %conv1_weight_grad.ox104 ]
-  %940 = mul nsw i64 %conv1_weight_grad.g99271, 64
-  %941 = add nsw i64 %940, %conv1_weight_grad.j100272
-  %942 = mul nsw i64 %941, 784
-  %943 = mul nsw i64 %conv1_weight_grad.c101273, 784
-  %944 = add nsw i64 %942, %943
-  %945 = add nsw i64 %conv1_weight_grad.oy103275, %conv1_weight_grad.ky102274
-  %946 = mul nsw i64 %945, 28
-  %947 = add nsw i64 %944, %946
-  %948 = add nsw i64 %947, %conv1_weight_grad.ox104276
-  %images277 = getelementptr inbounds float, ptr %images, i64 %948
-  %949 = load float, ptr %images277, align 4
-  %950 = mul nsw i64 %conv1_weight_grad.c101273, 3
-  %951 = add nsw i64 %950, %conv1_weight_grad.ky102274
-  %952 = mul nsw i64 %951, 3
-  %953 = mul nsw i64 %952, 43264
-  %954 = mul nsw i64 %conv1_weight_grad.j100272, 676
-  %955 = add nsw i64 %953, %954
-  %956 = mul nsw i64 %conv1_weight_grad.oy103275, 26
-  %957 = add nsw i64 %955, %956
-  %958 = add nsw i64 %957, %conv1_weight_grad.ox104276
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %958
-  store float %949, ptr %arena278, align 4
-  %ox104.next = add nsw i64 %conv1_weight_grad.ox104276, 1
-  %959 = icmp slt i64 %ox104.next, 26
-  br i1 %959, label %conv1_weight_grad.ox104, label %conv1_weight_grad.ox104.end
-
-conv1_weight_grad.ox104.end:                      ; preds = %conv1_weight_grad.ox104
-  %oy103.next = add nsw i64 %conv1_weight_grad.oy103275, 1
-  %960 = icmp slt i64 %oy103.next, 26
-  br i1 %960, label %conv1_weight_grad.oy103, label %conv1_weight_grad.oy103.end
-
-conv1_weight_grad.oy105:                          ; preds = %conv1_weight_grad.ox106.end, %conv1_weight_grad.oy103.end
-  %conv1_weight_grad.oy105279 = phi i64 [ 0, %conv1_weight_grad.oy103.end ], [ %oy105.next, %conv1_weight_grad.ox106.end ]
-  br label %conv1_weight_grad.ox106
-
-conv1_weight_grad.oy105.end:                      ; preds = %conv1_weight_grad.ox106.end
-  br label %conv1_weight_grad.oy107
-
-conv1_weight_grad.ox106:                          ; preds = %conv1_weight_grad.ox106, %conv1_weight_grad.oy105
-  %conv1_weight_grad.ox106280 = phi i64 [ 0, %conv1_weight_grad.oy105 ], [ %ox106.next, %conv1_weight_grad.ox106 ]
-  %961 = mul nsw i64 %conv1_weight_grad.g99271, 64
-  %962 = add nsw i64 %961, %conv1_weight_grad.j100272
-  %963 = mul nsw i64 %962, 784
-  %964 = mul nsw i64 %conv1_weight_grad.c101273, 784
-  %965 = add nsw i64 %963, %964
-  %966 = add nsw i64 %conv1_weight_grad.oy105279, %conv1_weight_grad.ky102274
-  %967 = mul nsw i64 %966, 28
-  %968 = add nsw i64 %965, %967
-  %969 = add nsw i64 %conv1_weight_grad.ox106280, 1
-  %970 = add nsw i64 %968, %969
-  %images281 = getelementptr inbounds float, ptr %images, i64 %970
-  %971 = load float, ptr %images281, align 4
-  %972 = mul nsw i64 %conv1_weight_grad.c101273, 3
-  %973 = add nsw i64 %972, %conv1_weight_grad.ky102274
-  %974 = mul nsw i64 %973, 3
-  %975 = add nsw i64 %974, 1
-  %976 = mul nsw i64 %975, 43264
-  %977 = mul nsw i64 %conv1_weight_grad.j100272, 676
-  %978 = add nsw i64 %976, %977
-  %979 = mul nsw i64 %conv1_weight_grad.oy105279, 26
-  %980 = add nsw i64 %978, %979
-  %981 = add nsw i64 %980, %conv1_weight_grad.ox106280
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %981
-  store float %971, ptr %arena282, align 4
-  %ox106.next = add nsw i64 %conv1_weight_grad.ox106280, 1
-  %982 = icmp slt i64 %ox106.next, 26
-  br i1 %982, label %conv1_weight_grad.ox106, label %conv1_weight_grad.ox106.end
-
-conv1_weight_grad.ox106.end:                      ; preds = %conv1_weight_grad.ox106
-  %oy105.next = add nsw i64 %conv1_weight_grad.oy105279, 1
-  %983 = icmp slt i64 %oy105.next, 26
-  br i1 %983, label %conv1_weight_grad.oy105, label %conv1_weight_grad.oy105.end
-
-conv1_weight_grad.oy107:                          ; preds = %conv1_weight_grad.ox108.end, %conv1_weight_grad.oy105.end
-  %conv1_weight_grad.oy107283 = phi i64 [ 0, %conv1_weight_grad.oy105.end ], [ %oy107.next, %conv1_weight_grad.ox108.end ]
-  br label %conv1_weight_grad.ox108
-
-conv1_weight_grad.oy107.end:                      ; preds = %conv1_weight_grad.ox108.end
-  %ky102.next = add nsw i64 %conv1_weight_grad.ky102274, 1
-  %984 = icmp slt i64 %ky102.next, 3
-  br i1 %984, label %conv1_weight_grad.ky102, label %conv1_weight_grad.ky102.end
-
-conv1_weight_grad.ox108:                          ; preds = %conv1_weight_grad.ox108, %conv1_weight_grad.oy107
-  %conv1_weight_grad.ox108284 = phi i64 [ 0, %conv1_weight_grad.oy107 ], [ %ox108.next, %conv1_weight_grad.ox108 ]
-  %985 = mul nsw i64 %conv1_weight_grad.g99271, 64
-  %986 = add nsw i64 %985, %conv1_weight_grad.j100272
-  %987 = mul nsw i64 %986, 784
-  %988 = mul nsw i64 %conv1_weight_grad.c101273, 784
-  %989 = add nsw i64 %987, %988
-  %990 = add nsw i64 %conv1_weight_grad.oy107283, %conv1_weight_grad.ky102274
-  %991 = mul nsw i64 %990, 28
-  %992 = add nsw i64 %989, %991
-  %993 = add nsw i64 %conv1_weight_grad.ox108284, 2
-  %994 = add nsw i64 %992, %993
-  %images285 = getelementptr inbounds float, ptr %images, i64 %994
-  %995 = load float, ptr %images285, align 4
-  %996 = mul nsw i64 %conv1_weight_grad.c101273, 3
-  %997 = add nsw i64 %996, %conv1_weight_grad.ky102274
-  %998 = mul nsw i64 %997, 3
-  %999 = add nsw i64 %998, 2
-  %1000 = mul nsw i64 %999, 43264
-  %1001 = mul nsw i64 %conv1_weight_grad.j100272, 676
-  %1002 = add nsw i64 %1000, %1001
-  %1003 = mul nsw i64 %conv1_weight_grad.oy107283, 26
-  %1004 = add nsw i64 %1002, %1003
-  %1005 = add nsw i64 %1004, %conv1_weight_grad.ox108284
-  %arena286 = getelementptr inbounds float, ptr %arena, i64 %1005
-  store float %995, ptr %arena286, align 4
-  %ox108.next = add nsw i64 %conv1_weight_grad.ox108284, 1
-  %1006 = icmp slt i64 %ox108.next, 26
-  br i1 %1006, label %conv1_weight_grad.ox108, label %conv1_weight_grad.ox108.end
-
-conv1_weight_grad.ox108.end:                      ; preds = %conv1_weight_grad.ox108
-  %oy107.next = add nsw i64 %conv1_weight_grad.oy107283, 1
-  %1007 = icmp slt i64 %oy107.next, 26
-  br i1 %1007, label %conv1_weight_grad.oy107, label %conv1_weight_grad.oy107.end
-
-conv1_weight_grad.j109:                           ; preds = %conv1_weight_grad.f110.end, %conv1_weight_grad.j100.end
-  %conv1_weight_grad.j109287 = phi i64 [ 0, %conv1_weight_grad.j100.end ], [ %j109.next, %conv1_weight_grad.f110.end ]
-  br label %conv1_weight_grad.f110
-
-conv1_weight_grad.j109.end:                       ; preds = %conv1_weight_grad.f110.end
-  %arena292 = getelementptr inbounds float, ptr %arena, i64 389376
-  %arena293 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads294 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 43264, float 1.000000e+00, ptr %arena292, i32 43264, ptr %arena293, i32 43264, float 1.000000e+00, ptr %grads294, i32 9)
-  %g99.next = add nsw i64 %conv1_weight_grad.g99271, 1
-  %1008 = icmp slt i64 %g99.next, 1
-  br i1 %1008, label %conv1_weight_grad.g99, label %conv1_weight_grad.g99.end
-
-conv1_weight_grad.f110:                           ; preds = %conv1_weight_grad.i111.end, %conv1_weight_grad.j109
-  %conv1_weight_grad.f110288 = phi i64 [ 0, %conv1_weight_grad.j109 ], [ %f110.next, %conv1_weight_grad.i111.end ]
-  br label %conv1_weight_grad.i111
-
-conv1_weight_grad.f110.end:                       ; preds = %conv1_weight_grad.i111.end
-  %j109.next = add nsw i64 %conv1_weight_grad.j109287, 1
-  %1009 = icmp slt i64 %j109.next, 64
-  br i1 %1009, label %conv1_weight_grad.j109, label %conv1_weight_grad.j109.end
-
-conv1_weight_grad.i111:                           ; preds = %conv1_weight_grad.i111, %conv1_weight_grad.f110
-  %conv1_weight_grad.i111289 = phi i64 [ 0, %conv1_weight_grad.f110 ], [ %i111.next, %conv1_weight_grad.i111 ]
-  %1010 = mul nsw i64 %conv1_weight_grad.g99271, 64
-  %1011 = add nsw i64 %1010, %conv1_weight_grad.j109287
-  %1012 = mul nsw i64 %1011, 21632
-  %1013 = add nsw i64 3171600, %1012
-  %1014 = mul nsw i64 %conv1_weight_grad.f110288, 676
-  %1015 = add nsw i64 %1013, %1014
-  %1016 = add nsw i64 %1015, %conv1_weight_grad.i111289
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %1016
-  %1017 = load float, ptr %arena290, align 4
-  %1018 = mul nsw i64 %conv1_weight_grad.f110288, 43264
-  %1019 = add nsw i64 389376, %1018
-  %1020 = mul nsw i64 %conv1_weight_grad.j109287, 676
-  %1021 = add nsw i64 %1019, %1020
-  %1022 = add nsw i64 %1021, %conv1_weight_grad.i111289
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %1022
-  store float %1017, ptr %arena291, align 4
-  %i111.next = add nsw i64 %conv1_weight_grad.i111289, 1
-  %1023 = icmp slt i64 %i111.next, 676
-  br i1 %1023, label %conv1_weight_grad.i111, label %conv1_weight_grad.i111.end
-
-conv1_weight_grad.i111.end:                       ; preds = %conv1_weight_grad.i111
-  %f110.next = add nsw i64 %conv1_weight_grad.f110288, 1
-  %1024 = icmp slt i64 %f110.next, 32
-  br i1 %1024, label %conv1_weight_grad.f110, label %conv1_weight_grad.f110.end
-
-conv1_bias_grad.i112:                             ; preds = %conv1_bias_grad.i112, %conv1_weight_grad.g99.end
-  %conv1_bias_grad.i112295 = phi i64 [ 0, %conv1_weight_grad.g99.end ], [ %i112.next, %conv1_bias_grad.i112 ]
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i112295
-  store float 1.000000e+00, ptr %arena296, align 4
-  %i112.next = add nsw i64 %conv1_bias_grad.i112295, 1
-  %1025 = icmp slt i64 %i112.next, 676
-  br i1 %1025, label %conv1_bias_grad.i112, label %conv1_bias_grad.i112.end
-
-conv1_bias_grad.i112.end:                         ; preds = %conv1_bias_grad.i112
-  br label %conv1_bias_grad.i113
-
-conv1_bias_grad.i113:                             ; preds = %conv1_bias_grad.i113, %conv1_bias_grad.i112.end
-  %conv1_bias_grad.i113297 = phi i64 [ 0, %conv1_bias_grad.i112.end ], [ %i113.next, %conv1_bias_grad.i113 ]
-  %1026 = add nsw i64 288, %conv1_bias_grad.i113297
-  %grads298 = getelementptr inbounds float, ptr %grads, i64 %1026
-  store float 0.000000e+00, ptr %grads298, align 4
-  %i113.next = add nsw i64 %conv1_bias_grad.i113297, 1
-  %1027 = icmp slt i64 %i113.next, 32
-  br i1 %1027, label %conv1_bias_grad.i113, label %conv1_bias_grad.i113.end
-
-conv1_bias_grad.i113.end:                         ; preds = %conv1_bias_grad.i113
-  br label %conv1_bias_grad.img114
-
-conv1_bias_grad.img114:                           ; preds = %conv1_bias_grad.img114, %conv1_bias_grad.i113.end
-  %conv1_bias_grad.img114299 = phi i64 [ 0, %conv1_bias_grad.i113.end ], [ %img114.next, %conv1_bias_grad.img114 ]
-  %1028 = mul nsw i64 %conv1_bias_grad.img114299, 21632
-  %1029 = add nsw i64 3171600, %1028
-  %arena300 = getelementptr inbounds float, ptr %arena, i64 %1029
-  %arena301 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads302 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena300, i32 676, ptr %arena301, i32 1, float 1.000000e+00, ptr %grads302, i32 1)
-  %img114.next = add nsw i64 %conv1_bias_grad.img114299, 1
-  %1030 = icmp slt i64 %img114.next, 64
-  br i1 %1030, label %conv1_bias_grad.img114, label %conv1_bias_grad.img114.end
-
-conv1_bias_grad.img114.end:                       ; preds = %conv1_bias_grad.img114
-  %1031 = sitofp i64 %step to float
-  %1032 = fmul float %1031, 0xBFBAF8E8A0000000
-  %1033 = call float @llvm.exp.f32(float %1032)
-  %1034 = fsub float 1.000000e+00, %1033
-  %1035 = fdiv float %lr, %1034
-  store float %1035, ptr %adam.step_size115, align 4
-  %1036 = sitofp i64 %step to float
-  %1037 = fmul float %1036, 0xBF50645940000000
-  %1038 = call float @llvm.exp.f32(float %1037)
-  %1039 = fsub float 1.000000e+00, %1038
-  %1040 = call float @llvm.sqrt.f32(float %1039)
-  store float %1040, ptr %adam.bc2_sqrt116, align 4
-  br label %adam.i117
-
-adam.i117:                                        ; preds = %adam.i117, %conv1_bias_grad.img114.end
-  %adam.i117303 = phi i64 [ 0, %conv1_bias_grad.img114.end ], [ %i117.next, %adam.i117 ]
-  %grads304 = getelementptr inbounds float, ptr %grads, i64 %adam.i117303
-  %1041 = load float, ptr %grads304, align 4
-  %params305 = getelementptr inbounds float, ptr %params, i64 %adam.i117303
-  %1042 = load float, ptr %params305, align 4
-  %1043 = fmul float 0.000000e+00, %1042
-  %1044 = fadd float %1041, %1043
-  store float %1044, ptr %adam.g, align 4
-  %m306 = getelementptr inbounds float, ptr %m, i64 %adam.i117303
-  %1045 = load float, ptr %m306, align 4
-  %1046 = fmul float 0x3FECCCCCC0000000, %1045
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i77
+  %i77.next = add nsw i64 %conv2_grad.i77490, 1
+  %1395 = icmp slt i64 %i77.next, 144
+  br i1 %1395, label %conv2_grad.i77, label %conv2_grad.i77.end
+
+conv2_weight_grad.i78:                            ; preds = %conv2_weight_grad.i78, %conv2_grad.q76.end
+  %conv2_weight_grad.i78495 = phi i64 [ 0, %conv2_grad.q76.end ], [ %i78.next, %conv2_weight_grad.i78 ]
+  %1396 = add nsw i64 19686672, %conv2_weight_grad.i78495
+  %arena496 = getelementptr inbounds float, ptr %arena, i64 %1396
+  store float 0.000000e+00, ptr %arena496, align 4
+  %i78.next = add nsw i64 %conv2_weight_grad.i78495, 1
+  %1397 = icmp slt i64 %i78.next, 18432
+  br i1 %1397, label %conv2_weight_grad.i78, label %conv2_weight_grad.i78.end
+
+conv2_weight_grad.i78.end:                        ; preds = %conv2_weight_grad.i78
+  br label %conv2_weight_grad.g79
+
+conv2_weight_grad.g79:                            ; preds = %conv2_weight_grad.kp92.end, %conv2_weight_grad.i78.end
+  %conv2_weight_grad.g79497 = phi i64 [ 0, %conv2_weight_grad.i78.end ], [ %g79.next, %conv2_weight_grad.kp92.end ]
+  br label %conv2_weight_grad.j80
+
+conv2_weight_grad.g79.end:                        ; preds = %conv2_weight_grad.kp92.end
+  br label %conv2_weight_grad.f97
+
+conv2_weight_grad.j80:                            ; preds = %conv2_weight_grad.c81.end, %conv2_weight_grad.g79
+  %conv2_weight_grad.j80498 = phi i64 [ 0, %conv2_weight_grad.g79 ], [ %j80.next, %conv2_weight_grad.c81.end ]
+  br label %conv2_weight_grad.c81
+
+conv2_weight_grad.j80.end:                        ; preds = %conv2_weight_grad.c81.end
+  br label %conv2_weight_grad.j89
+
+conv2_weight_grad.c81:                            ; preds = %conv2_weight_grad.ky82.end, %conv2_weight_grad.j80
+  %conv2_weight_grad.c81499 = phi i64 [ 0, %conv2_weight_grad.j80 ], [ %c81.next, %conv2_weight_grad.ky82.end ]
+  br label %conv2_weight_grad.ky82
+
+conv2_weight_grad.c81.end:                        ; preds = %conv2_weight_grad.ky82.end
+  %j80.next = add nsw i64 %conv2_weight_grad.j80498, 1
+  %1398 = icmp slt i64 %j80.next, 64
+  br i1 %1398, label %conv2_weight_grad.j80, label %conv2_weight_grad.j80.end
+
+conv2_weight_grad.ky82:                           ; preds = %conv2_weight_grad.oy87.end, %conv2_weight_grad.c81
+  %conv2_weight_grad.ky82500 = phi i64 [ 0, %conv2_weight_grad.c81 ], [ %ky82.next, %conv2_weight_grad.oy87.end ]
+  br label %conv2_weight_grad.oy83
+
+conv2_weight_grad.ky82.end:                       ; preds = %conv2_weight_grad.oy87.end
+  %c81.next = add nsw i64 %conv2_weight_grad.c81499, 1
+  %1399 = icmp slt i64 %c81.next, 32
+  br i1 %1399, label %conv2_weight_grad.c81, label %conv2_weight_grad.c81.end
+
+conv2_weight_grad.oy83:                           ; preds = %conv2_weight_grad.ox84.end, %conv2_weight_grad.ky82
+  %conv2_weight_grad.oy83501 = phi i64 [ 0, %conv2_weight_grad.ky82 ], [ %oy83.next, %conv2_weight_grad.ox84.end ]
+  br label %conv2_weight_grad.ox84
+
+conv2_weight_grad.oy83.end:                       ; preds = %conv2_weight_grad.ox84.end
+  br label %conv2_weight_grad.oy85
+
+conv2_weight_grad.ox84:                           ; preds = %conv2_weight_grad.ox84, %conv2_weight_grad.oy83
+  %conv2_weight_grad.ox84502 = phi i64 [ 0, %conv2_weight_grad.oy83 ], [ %ox84.next, %conv2_weight_grad.ox84 ]
+  %1400 = mul nsw i64 %conv2_weight_grad.g79497, 64
+  %1401 = add nsw i64 %1400, %conv2_weight_grad.j80498
+  %1402 = mul nsw i64 %1401, 21632
+  %1403 = mul nsw i64 %conv2_weight_grad.c81499, 676
+  %1404 = add nsw i64 %1402, %1403
+  %1405 = add nsw i64 %conv2_weight_grad.oy83501, %conv2_weight_grad.ky82500
+  %1406 = mul nsw i64 %1405, 26
+  %1407 = add nsw i64 %1404, %1406
+  %1408 = add nsw i64 %1407, %conv2_weight_grad.ox84502
+  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1408
+  %1409 = load float, ptr %arena503, align 4
+  %1410 = mul nsw i64 %conv2_weight_grad.c81499, 3
+  %1411 = add nsw i64 %1410, %conv2_weight_grad.ky82500
+  %1412 = mul nsw i64 %1411, 3
+  %1413 = mul nsw i64 %1412, 36864
+  %1414 = add nsw i64 6710544, %1413
+  %1415 = mul nsw i64 %conv2_weight_grad.j80498, 576
+  %1416 = add nsw i64 %1414, %1415
+  %1417 = mul nsw i64 %conv2_weight_grad.oy83501, 24
+  %1418 = add nsw i64 %1416, %1417
+  %1419 = add nsw i64 %1418, %conv2_weight_grad.ox84502
+  %arena504 = getelementptr inbounds float, ptr %arena, i64 %1419
+  store float %1409, ptr %arena504, align 4
+  %ox84.next = add nsw i64 %conv2_weight_grad.ox84502, 1
+  %1420 = icmp slt i64 %ox84.next, 24
+  br i1 %1420, label %conv2_weight_grad.ox84, label %conv2_weight_grad.ox84.end
+
+conv2_weight_grad.ox84.end:                       ; preds = %conv2_weight_grad.ox84
+  %oy83.next = add nsw i64 %conv2_weight_grad.oy83501, 1
+  %1421 = icmp slt i64 %oy83.next, 24
+  br i1 %1421, label %conv2_weight_grad.oy83, label %conv2_weight_grad.oy83.end
+
+conv2_weight_grad.oy85:                           ; preds = %conv2_weight_grad.ox86.end, %conv2_weight_grad.oy83.end
+  %conv2_weight_grad.oy85505 = phi i64 [ 0, %conv2_weight_grad.oy83.end ], [ %oy85.next, %conv2_weight_grad.ox86.end ]
+  br label %conv2_weight_grad.ox86
+
+conv2_weight_grad.oy85.end:                       ; preds = %conv2_weight_grad.ox86.end
+  br label %conv2_weight_grad.oy87
+
+conv2_weight_grad.ox86:                           ; preds = %conv2_weight_grad.ox86, %conv2_weight_grad.oy85
+  %conv2_weight_grad.ox86506 = phi i64 [ 0, %conv2_weight_grad.oy85 ], [ %ox86.next, %conv2_weight_grad.ox86 ]
+  %1422 = mul nsw i64 %conv2_weight_grad.g79497, 64
+  %1423 = add nsw i64 %1422, %conv2_weight_grad.j80498
+  %1424 = mul nsw i64 %1423, 21632
+  %1425 = mul nsw i64 %conv2_weight_grad.c81499, 676
+  %1426 = add nsw i64 %1424, %1425
+  %1427 = add nsw i64 %conv2_weight_grad.oy85505, %conv2_weight_grad.ky82500
+  %1428 = mul nsw i64 %1427, 26
+  %1429 = add nsw i64 %1426, %1428
+  %1430 = add nsw i64 %conv2_weight_grad.ox86506, 1
+  %1431 = add nsw i64 %1429, %1430
+  %arena507 = getelementptr inbounds float, ptr %arena, i64 %1431
+  %1432 = load float, ptr %arena507, align 4
+  %1433 = mul nsw i64 %conv2_weight_grad.c81499, 3
+  %1434 = add nsw i64 %1433, %conv2_weight_grad.ky82500
+  %1435 = mul nsw i64 %1434, 3
+  %1436 = add nsw i64 %1435, 1
+  %1437 = mul nsw i64 %1436, 36864
+  %1438 = add nsw i64 6710544, %1437
+  %1439 = mul nsw i64 %conv2_weight_grad.j80498, 576
+  %1440 = add nsw i64 %1438, %1439
+  %1441 = mul nsw i64 %conv2_weight_grad.oy85505, 24
+  %1442 = add nsw i64 %1440, %1441
+  %1443 = add nsw i64 %1442, %conv2_weight_grad.ox86506
+  %arena508 = getelementptr inbounds float, ptr %arena, i64 %1443
+  store float %1432, ptr %arena508, align 4
+  %ox86.next = add nsw i64 %conv2_weight_grad.ox86506, 1
+  %1444 = icmp slt i64 %ox86.next, 24
+  br i1 %1444, label %conv2_weight_grad.ox86, label %conv2_weight_grad.ox86.end
+
+conv2_weight_grad.ox86.end:                       ; preds = %conv2_weight_grad.ox86
+  %oy85.next = add nsw i64 %conv2_weight_grad.oy85505, 1
+  %1445 = icmp slt i64 %oy85.next, 24
+  br i1 %1445, label %conv2_weight_grad.oy85, label %conv2_weight_grad.oy85.end
+
+conv2_weight_grad.oy87:                           ; preds = %conv2_weight_grad.ox88.end, %conv2_weight_grad.oy85.end
+  %conv2_weight_grad.oy87509 = phi i64 [ 0, %conv2_weight_grad.oy85.end ], [ %oy87.next, %conv2_weight_grad.ox88.end ]
+  br label %conv2_weight_grad.ox88
+
+conv2_weight_grad.oy87.end:                       ; preds = %conv2_weight_grad.ox88.end
+  %ky82.next = add nsw i64 %conv2_weight_grad.ky82500, 1
+  %1446 = icmp slt i64 %ky82.next, 3
+  br i1 %1446, label %conv2_weight_grad.ky82, label %conv2_weight_grad.ky82.end
+
+conv2_weight_grad.ox88:                           ; preds = %conv2_weight_grad.ox88, %conv2_weight_grad.oy87
+  %conv2_weight_grad.ox88510 = phi i64 [ 0, %conv2_weight_grad.oy87 ], [ %ox88.next, %conv2_weight_grad.ox88 ]
+  %1447 = mul nsw i64 %conv2_weight_grad.g79497, 64
+  %1448 = add nsw i64 %1447, %conv2_weight_grad.j80498
+  %1449 = mul nsw i64 %1448, 21632
+  %1450 = mul nsw i64 %conv2_weight_grad.c81499, 676
+  %1451 = add nsw i64 %1449, %1450
+  %1452 = add nsw i64 %conv2_weight_grad.oy87509, %conv2_weight_grad.ky82500
+  %1453 = mul nsw i64 %1452, 26
+  %1454 = add nsw i64 %1451, %1453
+  %1455 = add nsw i64 %conv2_weight_grad.ox88510, 2
+  %1456 = add nsw i64 %1454, %1455
+  %arena511 = getelementptr inbounds float, ptr %arena, i64 %1456
+  %1457 = load float, ptr %arena511, align 4
+  %1458 = mul nsw i64 %conv2_weight_grad.c81499, 3
+  %1459 = add nsw i64 %1458, %conv2_weight_grad.ky82500
+  %1460 = mul nsw i64 %1459, 3
+  %1461 = add nsw i64 %1460, 2
+  %1462 = mul nsw i64 %1461, 36864
+  %1463 = add nsw i64 6710544, %1462
+  %1464 = mul nsw i64 %conv2_weight_grad.j80498, 576
+  %1465 = add nsw i64 %1463, %1464
+  %1466 = mul nsw i64 %conv2_weight_grad.oy87509, 24
+  %1467 = add nsw i64 %1465, %1466
+  %1468 = add nsw i64 %1467, %conv2_weight_grad.ox88510
+  %arena512 = getelementptr inbounds float, ptr %arena, i64 %1468
+  store float %1457, ptr %arena512, align 4
+  %ox88.next = add nsw i64 %conv2_weight_grad.ox88510, 1
+  %1469 = icmp slt i64 %ox88.next, 24
+  br i1 %1469, label %conv2_weight_grad.ox88, label %conv2_weight_grad.ox88.end
+
+conv2_weight_grad.ox88.end:                       ; preds = %conv2_weight_grad.ox88
+  %oy87.next = add nsw i64 %conv2_weight_grad.oy87509, 1
+  %1470 = icmp slt i64 %oy87.next, 24
+  br i1 %1470, label %conv2_weight_grad.oy87, label %conv2_weight_grad.oy87.end
+
+conv2_weight_grad.j89:                            ; preds = %conv2_weight_grad.i90.end, %conv2_weight_grad.j80.end
+  %conv2_weight_grad.j89513 = phi i64 [ 0, %conv2_weight_grad.j80.end ], [ %j89.next, %conv2_weight_grad.i90.end ]
+  br label %conv2_weight_grad.i90
+
+conv2_weight_grad.j89.end:                        ; preds = %conv2_weight_grad.i90.end
+  br label %conv2_weight_grad.kp92
+
+conv2_weight_grad.i90:                            ; preds = %conv2_weight_grad.f91.end, %conv2_weight_grad.j89
+  %conv2_weight_grad.i90514 = phi i64 [ 0, %conv2_weight_grad.j89 ], [ %i90.next, %conv2_weight_grad.f91.end ]
+  br label %conv2_weight_grad.f91
+
+conv2_weight_grad.i90.end:                        ; preds = %conv2_weight_grad.f91.end
+  %j89.next = add nsw i64 %conv2_weight_grad.j89513, 1
+  %1471 = icmp slt i64 %j89.next, 64
+  br i1 %1471, label %conv2_weight_grad.j89, label %conv2_weight_grad.j89.end
+
+conv2_weight_grad.f91:                            ; preds = %conv2_weight_grad.f91, %conv2_weight_grad.i90
+  %conv2_weight_grad.f91515 = phi i64 [ 0, %conv2_weight_grad.i90 ], [ %f91.next, %conv2_weight_grad.f91 ]
+  %1472 = mul nsw i64 %conv2_weight_grad.g79497, 64
+  %1473 = add nsw i64 %1472, %conv2_weight_grad.j89513
+  %1474 = mul nsw i64 %1473, 36864
+  %1475 = add nsw i64 4351248, %1474
+  %1476 = mul nsw i64 %conv2_weight_grad.f91515, 576
+  %1477 = add nsw i64 %1475, %1476
+  %1478 = add nsw i64 %1477, %conv2_weight_grad.i90514
+  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1478
+  %1479 = load float, ptr %arena516, align 4
+  %1480 = mul nsw i64 %conv2_weight_grad.j89513, 576
+  %1481 = add nsw i64 %1480, %conv2_weight_grad.i90514
+  %1482 = mul nsw i64 %1481, 64
+  %1483 = add nsw i64 17327376, %1482
+  %1484 = add nsw i64 %1483, %conv2_weight_grad.f91515
+  %arena517 = getelementptr inbounds float, ptr %arena, i64 %1484
+  store float %1479, ptr %arena517, align 4
+  %f91.next = add nsw i64 %conv2_weight_grad.f91515, 1
+  %1485 = icmp slt i64 %f91.next, 64
+  br i1 %1485, label %conv2_weight_grad.f91, label %conv2_weight_grad.f91.end
+
+conv2_weight_grad.f91.end:                        ; preds = %conv2_weight_grad.f91
+  %i90.next = add nsw i64 %conv2_weight_grad.i90514, 1
+  %1486 = icmp slt i64 %i90.next, 576
+  br i1 %1486, label %conv2_weight_grad.i90, label %conv2_weight_grad.i90.end
+
+conv2_weight_grad.kp92:                           ; preds = %conv2_weight_grad.nb93.end, %conv2_weight_grad.j89.end
+  %conv2_weight_grad.kp92518 = phi i64 [ 0, %conv2_weight_grad.j89.end ], [ %kp92.next, %conv2_weight_grad.nb93.end ]
+  br label %conv2_weight_grad.nb93
+
+conv2_weight_grad.kp92.end:                       ; preds = %conv2_weight_grad.nb93.end
+  %g79.next = add nsw i64 %conv2_weight_grad.g79497, 1
+  %1487 = icmp slt i64 %g79.next, 1
+  br i1 %1487, label %conv2_weight_grad.g79, label %conv2_weight_grad.g79.end
+
+conv2_weight_grad.nb93:                           ; preds = %conv2_weight_grad.mb94.end, %conv2_weight_grad.kp92
+  %conv2_weight_grad.nb93519 = phi i64 [ 0, %conv2_weight_grad.kp92 ], [ %nb93.next, %conv2_weight_grad.mb94.end ]
+  br label %conv2_weight_grad.mb94
+
+conv2_weight_grad.nb93.end:                       ; preds = %conv2_weight_grad.mb94.end
+  %kp92.next = add nsw i64 %conv2_weight_grad.kp92518, 1
+  %1488 = icmp slt i64 %kp92.next, 96
+  br i1 %1488, label %conv2_weight_grad.kp92, label %conv2_weight_grad.kp92.end
+
+conv2_weight_grad.mb94:                           ; preds = %conv2_weight_grad.k96.end, %conv2_weight_grad.nb93
+  %conv2_weight_grad.mb94520 = phi i64 [ 0, %conv2_weight_grad.nb93 ], [ %mb94.next, %conv2_weight_grad.k96.end ]
+  %1489 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1490 = mul nsw i64 %1489, 64
+  %1491 = add nsw i64 19686672, %1490
+  %1492 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1493 = add nsw i64 %1491, %1492
+  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1493
+  %1494 = load <16 x float>, ptr %arena521, align 4
+  store <16 x float> %1494, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %1495 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1496 = mul nsw i64 %1495, 64
+  %1497 = add nsw i64 19686672, %1496
+  %1498 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1499 = add nsw i64 %1497, %1498
+  %1500 = add nsw i64 %1499, 16
+  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1500
+  %1501 = load <16 x float>, ptr %arena522, align 4
+  store <16 x float> %1501, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %1502 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1503 = mul nsw i64 %1502, 64
+  %1504 = add nsw i64 19686672, %1503
+  %1505 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1506 = add nsw i64 %1504, %1505
+  %1507 = add nsw i64 %1506, 32
+  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1507
+  %1508 = load <16 x float>, ptr %arena523, align 4
+  store <16 x float> %1508, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %1509 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1510 = mul nsw i64 %1509, 64
+  %1511 = add nsw i64 19686672, %1510
+  %1512 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1513 = add nsw i64 %1511, %1512
+  %1514 = add nsw i64 %1513, 48
+  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1514
+  %1515 = load <16 x float>, ptr %arena524, align 4
+  store <16 x float> %1515, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %1516 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1517 = add nsw i64 %1516, 1
+  %1518 = mul nsw i64 %1517, 64
+  %1519 = add nsw i64 19686672, %1518
+  %1520 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1521 = add nsw i64 %1519, %1520
+  %arena525 = getelementptr inbounds float, ptr %arena, i64 %1521
+  %1522 = load <16 x float>, ptr %arena525, align 4
+  store <16 x float> %1522, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %1523 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1524 = add nsw i64 %1523, 1
+  %1525 = mul nsw i64 %1524, 64
+  %1526 = add nsw i64 19686672, %1525
+  %1527 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1528 = add nsw i64 %1526, %1527
+  %1529 = add nsw i64 %1528, 16
+  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1529
+  %1530 = load <16 x float>, ptr %arena526, align 4
+  store <16 x float> %1530, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %1531 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1532 = add nsw i64 %1531, 1
+  %1533 = mul nsw i64 %1532, 64
+  %1534 = add nsw i64 19686672, %1533
+  %1535 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1536 = add nsw i64 %1534, %1535
+  %1537 = add nsw i64 %1536, 32
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1537
+  %1538 = load <16 x float>, ptr %arena527, align 4
+  store <16 x float> %1538, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %1539 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1540 = add nsw i64 %1539, 1
+  %1541 = mul nsw i64 %1540, 64
+  %1542 = add nsw i64 19686672, %1541
+  %1543 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1544 = add nsw i64 %1542, %1543
+  %1545 = add nsw i64 %1544, 48
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1545
+  %1546 = load <16 x float>, ptr %arena528, align 4
+  store <16 x float> %1546, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %1547 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1548 = add nsw i64 %1547, 2
+  %1549 = mul nsw i64 %1548, 64
+  %1550 = add nsw i64 19686672, %1549
+  %1551 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1552 = add nsw i64 %1550, %1551
+  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1552
+  %1553 = load <16 x float>, ptr %arena529, align 4
+  store <16 x float> %1553, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %1554 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1555 = add nsw i64 %1554, 2
+  %1556 = mul nsw i64 %1555, 64
+  %1557 = add nsw i64 19686672, %1556
+  %1558 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1559 = add nsw i64 %1557, %1558
+  %1560 = add nsw i64 %1559, 16
+  %arena530 = getelementptr inbounds float, ptr %arena, i64 %1560
+  %1561 = load <16 x float>, ptr %arena530, align 4
+  store <16 x float> %1561, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %1562 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1563 = add nsw i64 %1562, 2
+  %1564 = mul nsw i64 %1563, 64
+  %1565 = add nsw i64 19686672, %1564
+  %1566 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1567 = add nsw i64 %1565, %1566
+  %1568 = add nsw i64 %1567, 32
+  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1568
+  %1569 = load <16 x float>, ptr %arena531, align 4
+  store <16 x float> %1569, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %1570 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1571 = add nsw i64 %1570, 2
+  %1572 = mul nsw i64 %1571, 64
+  %1573 = add nsw i64 19686672, %1572
+  %1574 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1575 = add nsw i64 %1573, %1574
+  %1576 = add nsw i64 %1575, 48
+  %arena532 = getelementptr inbounds float, ptr %arena, i64 %1576
+  %1577 = load <16 x float>, ptr %arena532, align 4
+  store <16 x float> %1577, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %1578 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1579 = add nsw i64 %1578, 3
+  %1580 = mul nsw i64 %1579, 64
+  %1581 = add nsw i64 19686672, %1580
+  %1582 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1583 = add nsw i64 %1581, %1582
+  %arena533 = getelementptr inbounds float, ptr %arena, i64 %1583
+  %1584 = load <16 x float>, ptr %arena533, align 4
+  store <16 x float> %1584, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %1585 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1586 = add nsw i64 %1585, 3
+  %1587 = mul nsw i64 %1586, 64
+  %1588 = add nsw i64 19686672, %1587
+  %1589 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1590 = add nsw i64 %1588, %1589
+  %1591 = add nsw i64 %1590, 16
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1591
+  %1592 = load <16 x float>, ptr %arena534, align 4
+  store <16 x float> %1592, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %1593 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1594 = add nsw i64 %1593, 3
+  %1595 = mul nsw i64 %1594, 64
+  %1596 = add nsw i64 19686672, %1595
+  %1597 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1598 = add nsw i64 %1596, %1597
+  %1599 = add nsw i64 %1598, 32
+  %arena535 = getelementptr inbounds float, ptr %arena, i64 %1599
+  %1600 = load <16 x float>, ptr %arena535, align 4
+  store <16 x float> %1600, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %1601 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1602 = add nsw i64 %1601, 3
+  %1603 = mul nsw i64 %1602, 64
+  %1604 = add nsw i64 19686672, %1603
+  %1605 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1606 = add nsw i64 %1604, %1605
+  %1607 = add nsw i64 %1606, 48
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1607
+  %1608 = load <16 x float>, ptr %arena536, align 4
+  store <16 x float> %1608, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %1609 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1610 = add nsw i64 %1609, 4
+  %1611 = mul nsw i64 %1610, 64
+  %1612 = add nsw i64 19686672, %1611
+  %1613 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1614 = add nsw i64 %1612, %1613
+  %arena537 = getelementptr inbounds float, ptr %arena, i64 %1614
+  %1615 = load <16 x float>, ptr %arena537, align 4
+  store <16 x float> %1615, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %1616 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1617 = add nsw i64 %1616, 4
+  %1618 = mul nsw i64 %1617, 64
+  %1619 = add nsw i64 19686672, %1618
+  %1620 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1621 = add nsw i64 %1619, %1620
+  %1622 = add nsw i64 %1621, 16
+  %arena538 = getelementptr inbounds float, ptr %arena, i64 %1622
+  %1623 = load <16 x float>, ptr %arena538, align 4
+  store <16 x float> %1623, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %1624 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1625 = add nsw i64 %1624, 4
+  %1626 = mul nsw i64 %1625, 64
+  %1627 = add nsw i64 19686672, %1626
+  %1628 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1629 = add nsw i64 %1627, %1628
+  %1630 = add nsw i64 %1629, 32
+  %arena539 = getelementptr inbounds float, ptr %arena, i64 %1630
+  %1631 = load <16 x float>, ptr %arena539, align 4
+  store <16 x float> %1631, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %1632 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1633 = add nsw i64 %1632, 4
+  %1634 = mul nsw i64 %1633, 64
+  %1635 = add nsw i64 19686672, %1634
+  %1636 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1637 = add nsw i64 %1635, %1636
+  %1638 = add nsw i64 %1637, 48
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1638
+  %1639 = load <16 x float>, ptr %arena540, align 4
+  store <16 x float> %1639, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %1640 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1641 = add nsw i64 %1640, 5
+  %1642 = mul nsw i64 %1641, 64
+  %1643 = add nsw i64 19686672, %1642
+  %1644 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1645 = add nsw i64 %1643, %1644
+  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1645
+  %1646 = load <16 x float>, ptr %arena541, align 4
+  store <16 x float> %1646, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %1647 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1648 = add nsw i64 %1647, 5
+  %1649 = mul nsw i64 %1648, 64
+  %1650 = add nsw i64 19686672, %1649
+  %1651 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1652 = add nsw i64 %1650, %1651
+  %1653 = add nsw i64 %1652, 16
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1653
+  %1654 = load <16 x float>, ptr %arena542, align 4
+  store <16 x float> %1654, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %1655 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1656 = add nsw i64 %1655, 5
+  %1657 = mul nsw i64 %1656, 64
+  %1658 = add nsw i64 19686672, %1657
+  %1659 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1660 = add nsw i64 %1658, %1659
+  %1661 = add nsw i64 %1660, 32
+  %arena543 = getelementptr inbounds float, ptr %arena, i64 %1661
+  %1662 = load <16 x float>, ptr %arena543, align 4
+  store <16 x float> %1662, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %1663 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1664 = add nsw i64 %1663, 5
+  %1665 = mul nsw i64 %1664, 64
+  %1666 = add nsw i64 19686672, %1665
+  %1667 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1668 = add nsw i64 %1666, %1667
+  %1669 = add nsw i64 %1668, 48
+  %arena544 = getelementptr inbounds float, ptr %arena, i64 %1669
+  %1670 = load <16 x float>, ptr %arena544, align 4
+  store <16 x float> %1670, ptr %conv2_weight_grad.t95_c5_3, align 64
+  br label %conv2_weight_grad.k96
+
+conv2_weight_grad.mb94.end:                       ; preds = %conv2_weight_grad.k96.end
+  %nb93.next = add nsw i64 %conv2_weight_grad.nb93519, 1
+  %1671 = icmp slt i64 %nb93.next, 1
+  br i1 %1671, label %conv2_weight_grad.nb93, label %conv2_weight_grad.nb93.end
+
+conv2_weight_grad.k96:                            ; preds = %conv2_weight_grad.k96, %conv2_weight_grad.mb94
+  %conv2_weight_grad.k96545 = phi i64 [ 0, %conv2_weight_grad.mb94 ], [ %k96.next, %conv2_weight_grad.k96 ]
+  %1672 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1673 = add nsw i64 %conv2_weight_grad.k96545, %1672
+  %1674 = mul nsw i64 %1673, 64
+  %1675 = add nsw i64 17327376, %1674
+  %1676 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1677 = add nsw i64 %1675, %1676
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1677
+  %1678 = load <16 x float>, ptr %arena546, align 4
+  store <16 x float> %1678, ptr %conv2_weight_grad.t95_b0, align 64
+  %1679 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1680 = add nsw i64 %conv2_weight_grad.k96545, %1679
+  %1681 = mul nsw i64 %1680, 64
+  %1682 = add nsw i64 17327376, %1681
+  %1683 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1684 = add nsw i64 %1682, %1683
+  %1685 = add nsw i64 %1684, 16
+  %arena547 = getelementptr inbounds float, ptr %arena, i64 %1685
+  %1686 = load <16 x float>, ptr %arena547, align 4
+  store <16 x float> %1686, ptr %conv2_weight_grad.t95_b1, align 64
+  %1687 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1688 = add nsw i64 %conv2_weight_grad.k96545, %1687
+  %1689 = mul nsw i64 %1688, 64
+  %1690 = add nsw i64 17327376, %1689
+  %1691 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1692 = add nsw i64 %1690, %1691
+  %1693 = add nsw i64 %1692, 32
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1693
+  %1694 = load <16 x float>, ptr %arena548, align 4
+  store <16 x float> %1694, ptr %conv2_weight_grad.t95_b2, align 64
+  %1695 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1696 = add nsw i64 %conv2_weight_grad.k96545, %1695
+  %1697 = mul nsw i64 %1696, 64
+  %1698 = add nsw i64 17327376, %1697
+  %1699 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1700 = add nsw i64 %1698, %1699
+  %1701 = add nsw i64 %1700, 48
+  %arena549 = getelementptr inbounds float, ptr %arena, i64 %1701
+  %1702 = load <16 x float>, ptr %arena549, align 4
+  store <16 x float> %1702, ptr %conv2_weight_grad.t95_b3, align 64
+  %1703 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1704 = mul nsw i64 %1703, 36864
+  %1705 = add nsw i64 6710544, %1704
+  %1706 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1707 = add nsw i64 %conv2_weight_grad.k96545, %1706
+  %1708 = add nsw i64 %1705, %1707
+  %arena550 = getelementptr inbounds float, ptr %arena, i64 %1708
+  %1709 = load float, ptr %arena550, align 4
+  %1710 = insertelement <16 x float> undef, float %1709, i32 0
+  %1711 = shufflevector <16 x float> %1710, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1711, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_a0 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b0 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %1712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0, <16 x float> %t95_b0, <16 x float> %t95_c0_0)
+  store <16 x float> %1712, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %t95_a0551 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b1 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %1713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0551, <16 x float> %t95_b1, <16 x float> %t95_c0_1)
+  store <16 x float> %1713, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %t95_a0552 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b2 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %1714 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0552, <16 x float> %t95_b2, <16 x float> %t95_c0_2)
+  store <16 x float> %1714, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %t95_a0553 = load <16 x float>, ptr %conv2_weight_grad.t95_a0, align 64
+  %t95_b3 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %1715 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a0553, <16 x float> %t95_b3, <16 x float> %t95_c0_3)
+  store <16 x float> %1715, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %1716 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1717 = add nsw i64 %1716, 1
+  %1718 = mul nsw i64 %1717, 36864
+  %1719 = add nsw i64 6710544, %1718
+  %1720 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1721 = add nsw i64 %conv2_weight_grad.k96545, %1720
+  %1722 = add nsw i64 %1719, %1721
+  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1722
+  %1723 = load float, ptr %arena554, align 4
+  %1724 = insertelement <16 x float> undef, float %1723, i32 0
+  %1725 = shufflevector <16 x float> %1724, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1725, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_a1 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b0555 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %1726 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1, <16 x float> %t95_b0555, <16 x float> %t95_c1_0)
+  store <16 x float> %1726, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %t95_a1556 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b1557 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %1727 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1556, <16 x float> %t95_b1557, <16 x float> %t95_c1_1)
+  store <16 x float> %1727, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %t95_a1558 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b2559 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %1728 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1558, <16 x float> %t95_b2559, <16 x float> %t95_c1_2)
+  store <16 x float> %1728, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %t95_a1560 = load <16 x float>, ptr %conv2_weight_grad.t95_a1, align 64
+  %t95_b3561 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %1729 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a1560, <16 x float> %t95_b3561, <16 x float> %t95_c1_3)
+  store <16 x float> %1729, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %1730 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1731 = add nsw i64 %1730, 2
+  %1732 = mul nsw i64 %1731, 36864
+  %1733 = add nsw i64 6710544, %1732
+  %1734 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1735 = add nsw i64 %conv2_weight_grad.k96545, %1734
+  %1736 = add nsw i64 %1733, %1735
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1736
+  %1737 = load float, ptr %arena562, align 4
+  %1738 = insertelement <16 x float> undef, float %1737, i32 0
+  %1739 = shufflevector <16 x float> %1738, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1739, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_a2 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b0563 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %1740 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2, <16 x float> %t95_b0563, <16 x float> %t95_c2_0)
+  store <16 x float> %1740, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %t95_a2564 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b1565 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %1741 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2564, <16 x float> %t95_b1565, <16 x float> %t95_c2_1)
+  store <16 x float> %1741, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %t95_a2566 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b2567 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %1742 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2566, <16 x float> %t95_b2567, <16 x float> %t95_c2_2)
+  store <16 x float> %1742, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %t95_a2568 = load <16 x float>, ptr %conv2_weight_grad.t95_a2, align 64
+  %t95_b3569 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %1743 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a2568, <16 x float> %t95_b3569, <16 x float> %t95_c2_3)
+  store <16 x float> %1743, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %1744 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1745 = add nsw i64 %1744, 3
+  %1746 = mul nsw i64 %1745, 36864
+  %1747 = add nsw i64 6710544, %1746
+  %1748 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1749 = add nsw i64 %conv2_weight_grad.k96545, %1748
+  %1750 = add nsw i64 %1747, %1749
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1750
+  %1751 = load float, ptr %arena570, align 4
+  %1752 = insertelement <16 x float> undef, float %1751, i32 0
+  %1753 = shufflevector <16 x float> %1752, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1753, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_a3 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b0571 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %1754 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3, <16 x float> %t95_b0571, <16 x float> %t95_c3_0)
+  store <16 x float> %1754, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %t95_a3572 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b1573 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %1755 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3572, <16 x float> %t95_b1573, <16 x float> %t95_c3_1)
+  store <16 x float> %1755, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %t95_a3574 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b2575 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %1756 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3574, <16 x float> %t95_b2575, <16 x float> %t95_c3_2)
+  store <16 x float> %1756, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %t95_a3576 = load <16 x float>, ptr %conv2_weight_grad.t95_a3, align 64
+  %t95_b3577 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %1757 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a3576, <16 x float> %t95_b3577, <16 x float> %t95_c3_3)
+  store <16 x float> %1757, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %1758 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1759 = add nsw i64 %1758, 4
+  %1760 = mul nsw i64 %1759, 36864
+  %1761 = add nsw i64 6710544, %1760
+  %1762 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1763 = add nsw i64 %conv2_weight_grad.k96545, %1762
+  %1764 = add nsw i64 %1761, %1763
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1764
+  %1765 = load float, ptr %arena578, align 4
+  %1766 = insertelement <16 x float> undef, float %1765, i32 0
+  %1767 = shufflevector <16 x float> %1766, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1767, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_a4 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b0579 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %1768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4, <16 x float> %t95_b0579, <16 x float> %t95_c4_0)
+  store <16 x float> %1768, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %t95_a4580 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b1581 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %1769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4580, <16 x float> %t95_b1581, <16 x float> %t95_c4_1)
+  store <16 x float> %1769, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %t95_a4582 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b2583 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %1770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4582, <16 x float> %t95_b2583, <16 x float> %t95_c4_2)
+  store <16 x float> %1770, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %t95_a4584 = load <16 x float>, ptr %conv2_weight_grad.t95_a4, align 64
+  %t95_b3585 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %1771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a4584, <16 x float> %t95_b3585, <16 x float> %t95_c4_3)
+  store <16 x float> %1771, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %1772 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1773 = add nsw i64 %1772, 5
+  %1774 = mul nsw i64 %1773, 36864
+  %1775 = add nsw i64 6710544, %1774
+  %1776 = mul nsw i64 %conv2_weight_grad.kp92518, 384
+  %1777 = add nsw i64 %conv2_weight_grad.k96545, %1776
+  %1778 = add nsw i64 %1775, %1777
+  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1778
+  %1779 = load float, ptr %arena586, align 4
+  %1780 = insertelement <16 x float> undef, float %1779, i32 0
+  %1781 = shufflevector <16 x float> %1780, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1781, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_a5 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b0587 = load <16 x float>, ptr %conv2_weight_grad.t95_b0, align 64
+  %t95_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %1782 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5, <16 x float> %t95_b0587, <16 x float> %t95_c5_0)
+  store <16 x float> %1782, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %t95_a5588 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b1589 = load <16 x float>, ptr %conv2_weight_grad.t95_b1, align 64
+  %t95_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %1783 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5588, <16 x float> %t95_b1589, <16 x float> %t95_c5_1)
+  store <16 x float> %1783, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %t95_a5590 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b2591 = load <16 x float>, ptr %conv2_weight_grad.t95_b2, align 64
+  %t95_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %1784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5590, <16 x float> %t95_b2591, <16 x float> %t95_c5_2)
+  store <16 x float> %1784, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %t95_a5592 = load <16 x float>, ptr %conv2_weight_grad.t95_a5, align 64
+  %t95_b3593 = load <16 x float>, ptr %conv2_weight_grad.t95_b3, align 64
+  %t95_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
+  %1785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t95_a5592, <16 x float> %t95_b3593, <16 x float> %t95_c5_3)
+  store <16 x float> %1785, ptr %conv2_weight_grad.t95_c5_3, align 64
+  %k96.next = add nsw i64 %conv2_weight_grad.k96545, 1
+  %1786 = icmp slt i64 %k96.next, 384
+  br i1 %1786, label %conv2_weight_grad.k96, label %conv2_weight_grad.k96.end
+
+conv2_weight_grad.k96.end:                        ; preds = %conv2_weight_grad.k96
+  %t95_c0_0594 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_0, align 64
+  %1787 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1788 = mul nsw i64 %1787, 64
+  %1789 = add nsw i64 19686672, %1788
+  %1790 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1791 = add nsw i64 %1789, %1790
+  %arena595 = getelementptr inbounds float, ptr %arena, i64 %1791
+  store <16 x float> %t95_c0_0594, ptr %arena595, align 4
+  %t95_c0_1596 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_1, align 64
+  %1792 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1793 = mul nsw i64 %1792, 64
+  %1794 = add nsw i64 19686672, %1793
+  %1795 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1796 = add nsw i64 %1794, %1795
+  %1797 = add nsw i64 %1796, 16
+  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1797
+  store <16 x float> %t95_c0_1596, ptr %arena597, align 4
+  %t95_c0_2598 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_2, align 64
+  %1798 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1799 = mul nsw i64 %1798, 64
+  %1800 = add nsw i64 19686672, %1799
+  %1801 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1802 = add nsw i64 %1800, %1801
+  %1803 = add nsw i64 %1802, 32
+  %arena599 = getelementptr inbounds float, ptr %arena, i64 %1803
+  store <16 x float> %t95_c0_2598, ptr %arena599, align 4
+  %t95_c0_3600 = load <16 x float>, ptr %conv2_weight_grad.t95_c0_3, align 64
+  %1804 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1805 = mul nsw i64 %1804, 64
+  %1806 = add nsw i64 19686672, %1805
+  %1807 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1808 = add nsw i64 %1806, %1807
+  %1809 = add nsw i64 %1808, 48
+  %arena601 = getelementptr inbounds float, ptr %arena, i64 %1809
+  store <16 x float> %t95_c0_3600, ptr %arena601, align 4
+  %t95_c1_0602 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_0, align 64
+  %1810 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1811 = add nsw i64 %1810, 1
+  %1812 = mul nsw i64 %1811, 64
+  %1813 = add nsw i64 19686672, %1812
+  %1814 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1815 = add nsw i64 %1813, %1814
+  %arena603 = getelementptr inbounds float, ptr %arena, i64 %1815
+  store <16 x float> %t95_c1_0602, ptr %arena603, align 4
+  %t95_c1_1604 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_1, align 64
+  %1816 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1817 = add nsw i64 %1816, 1
+  %1818 = mul nsw i64 %1817, 64
+  %1819 = add nsw i64 19686672, %1818
+  %1820 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1821 = add nsw i64 %1819, %1820
+  %1822 = add nsw i64 %1821, 16
+  %arena605 = getelementptr inbounds float, ptr %arena, i64 %1822
+  store <16 x float> %t95_c1_1604, ptr %arena605, align 4
+  %t95_c1_2606 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_2, align 64
+  %1823 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1824 = add nsw i64 %1823, 1
+  %1825 = mul nsw i64 %1824, 64
+  %1826 = add nsw i64 19686672, %1825
+  %1827 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1828 = add nsw i64 %1826, %1827
+  %1829 = add nsw i64 %1828, 32
+  %arena607 = getelementptr inbounds float, ptr %arena, i64 %1829
+  store <16 x float> %t95_c1_2606, ptr %arena607, align 4
+  %t95_c1_3608 = load <16 x float>, ptr %conv2_weight_grad.t95_c1_3, align 64
+  %1830 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1831 = add nsw i64 %1830, 1
+  %1832 = mul nsw i64 %1831, 64
+  %1833 = add nsw i64 19686672, %1832
+  %1834 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1835 = add nsw i64 %1833, %1834
+  %1836 = add nsw i64 %1835, 48
+  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1836
+  store <16 x float> %t95_c1_3608, ptr %arena609, align 4
+  %t95_c2_0610 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_0, align 64
+  %1837 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1838 = add nsw i64 %1837, 2
+  %1839 = mul nsw i64 %1838, 64
+  %1840 = add nsw i64 19686672, %1839
+  %1841 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1842 = add nsw i64 %1840, %1841
+  %arena611 = getelementptr inbounds float, ptr %arena, i64 %1842
+  store <16 x float> %t95_c2_0610, ptr %arena611, align 4
+  %t95_c2_1612 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_1, align 64
+  %1843 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1844 = add nsw i64 %1843, 2
+  %1845 = mul nsw i64 %1844, 64
+  %1846 = add nsw i64 19686672, %1845
+  %1847 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1848 = add nsw i64 %1846, %1847
+  %1849 = add nsw i64 %1848, 16
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1849
+  store <16 x float> %t95_c2_1612, ptr %arena613, align 4
+  %t95_c2_2614 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_2, align 64
+  %1850 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1851 = add nsw i64 %1850, 2
+  %1852 = mul nsw i64 %1851, 64
+  %1853 = add nsw i64 19686672, %1852
+  %1854 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1855 = add nsw i64 %1853, %1854
+  %1856 = add nsw i64 %1855, 32
+  %arena615 = getelementptr inbounds float, ptr %arena, i64 %1856
+  store <16 x float> %t95_c2_2614, ptr %arena615, align 4
+  %t95_c2_3616 = load <16 x float>, ptr %conv2_weight_grad.t95_c2_3, align 64
+  %1857 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1858 = add nsw i64 %1857, 2
+  %1859 = mul nsw i64 %1858, 64
+  %1860 = add nsw i64 19686672, %1859
+  %1861 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1862 = add nsw i64 %1860, %1861
+  %1863 = add nsw i64 %1862, 48
+  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1863
+  store <16 x float> %t95_c2_3616, ptr %arena617, align 4
+  %t95_c3_0618 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_0, align 64
+  %1864 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1865 = add nsw i64 %1864, 3
+  %1866 = mul nsw i64 %1865, 64
+  %1867 = add nsw i64 19686672, %1866
+  %1868 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1869 = add nsw i64 %1867, %1868
+  %arena619 = getelementptr inbounds float, ptr %arena, i64 %1869
+  store <16 x float> %t95_c3_0618, ptr %arena619, align 4
+  %t95_c3_1620 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_1, align 64
+  %1870 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1871 = add nsw i64 %1870, 3
+  %1872 = mul nsw i64 %1871, 64
+  %1873 = add nsw i64 19686672, %1872
+  %1874 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1875 = add nsw i64 %1873, %1874
+  %1876 = add nsw i64 %1875, 16
+  %arena621 = getelementptr inbounds float, ptr %arena, i64 %1876
+  store <16 x float> %t95_c3_1620, ptr %arena621, align 4
+  %t95_c3_2622 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_2, align 64
+  %1877 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1878 = add nsw i64 %1877, 3
+  %1879 = mul nsw i64 %1878, 64
+  %1880 = add nsw i64 19686672, %1879
+  %1881 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1882 = add nsw i64 %1880, %1881
+  %1883 = add nsw i64 %1882, 32
+  %arena623 = getelementptr inbounds float, ptr %arena, i64 %1883
+  store <16 x float> %t95_c3_2622, ptr %arena623, align 4
+  %t95_c3_3624 = load <16 x float>, ptr %conv2_weight_grad.t95_c3_3, align 64
+  %1884 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1885 = add nsw i64 %1884, 3
+  %1886 = mul nsw i64 %1885, 64
+  %1887 = add nsw i64 19686672, %1886
+  %1888 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1889 = add nsw i64 %1887, %1888
+  %1890 = add nsw i64 %1889, 48
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1890
+  store <16 x float> %t95_c3_3624, ptr %arena625, align 4
+  %t95_c4_0626 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_0, align 64
+  %1891 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1892 = add nsw i64 %1891, 4
+  %1893 = mul nsw i64 %1892, 64
+  %1894 = add nsw i64 19686672, %1893
+  %1895 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1896 = add nsw i64 %1894, %1895
+  %arena627 = getelementptr inbounds float, ptr %arena, i64 %1896
+  store <16 x float> %t95_c4_0626, ptr %arena627, align 4
+  %t95_c4_1628 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_1, align 64
+  %1897 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1898 = add nsw i64 %1897, 4
+  %1899 = mul nsw i64 %1898, 64
+  %1900 = add nsw i64 19686672, %1899
+  %1901 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1902 = add nsw i64 %1900, %1901
+  %1903 = add nsw i64 %1902, 16
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %1903
+  store <16 x float> %t95_c4_1628, ptr %arena629, align 4
+  %t95_c4_2630 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_2, align 64
+  %1904 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1905 = add nsw i64 %1904, 4
+  %1906 = mul nsw i64 %1905, 64
+  %1907 = add nsw i64 19686672, %1906
+  %1908 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1909 = add nsw i64 %1907, %1908
+  %1910 = add nsw i64 %1909, 32
+  %arena631 = getelementptr inbounds float, ptr %arena, i64 %1910
+  store <16 x float> %t95_c4_2630, ptr %arena631, align 4
+  %t95_c4_3632 = load <16 x float>, ptr %conv2_weight_grad.t95_c4_3, align 64
+  %1911 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1912 = add nsw i64 %1911, 4
+  %1913 = mul nsw i64 %1912, 64
+  %1914 = add nsw i64 19686672, %1913
+  %1915 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1916 = add nsw i64 %1914, %1915
+  %1917 = add nsw i64 %1916, 48
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %1917
+  store <16 x float> %t95_c4_3632, ptr %arena633, align 4
+  %t95_c5_0634 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_0, align 64
+  %1918 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1919 = add nsw i64 %1918, 5
+  %1920 = mul nsw i64 %1919, 64
+  %1921 = add nsw i64 19686672, %1920
+  %1922 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1923 = add nsw i64 %1921, %1922
+  %arena635 = getelementptr inbounds float, ptr %arena, i64 %1923
+  store <16 x float> %t95_c5_0634, ptr %arena635, align 4
+  %t95_c5_1636 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_1, align 64
+  %1924 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1925 = add nsw i64 %1924, 5
+  %1926 = mul nsw i64 %1925, 64
+  %1927 = add nsw i64 19686672, %1926
+  %1928 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1929 = add nsw i64 %1927, %1928
+  %1930 = add nsw i64 %1929, 16
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1930
+  store <16 x float> %t95_c5_1636, ptr %arena637, align 4
+  %t95_c5_2638 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_2, align 64
+  %1931 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1932 = add nsw i64 %1931, 5
+  %1933 = mul nsw i64 %1932, 64
+  %1934 = add nsw i64 19686672, %1933
+  %1935 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1936 = add nsw i64 %1934, %1935
+  %1937 = add nsw i64 %1936, 32
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1937
+  store <16 x float> %t95_c5_2638, ptr %arena639, align 4
+  %t95_c5_3640 = load <16 x float>, ptr %conv2_weight_grad.t95_c5_3, align 64
+  %1938 = mul nsw i64 %conv2_weight_grad.mb94520, 6
+  %1939 = add nsw i64 %1938, 5
+  %1940 = mul nsw i64 %1939, 64
+  %1941 = add nsw i64 19686672, %1940
+  %1942 = mul nsw i64 %conv2_weight_grad.nb93519, 64
+  %1943 = add nsw i64 %1941, %1942
+  %1944 = add nsw i64 %1943, 48
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %1944
+  store <16 x float> %t95_c5_3640, ptr %arena641, align 4
+  %mb94.next = add nsw i64 %conv2_weight_grad.mb94520, 1
+  %1945 = icmp slt i64 %mb94.next, 48
+  br i1 %1945, label %conv2_weight_grad.mb94, label %conv2_weight_grad.mb94.end
+
+conv2_weight_grad.f97:                            ; preds = %conv2_weight_grad.r98.end, %conv2_weight_grad.g79.end
+  %conv2_weight_grad.f97642 = phi i64 [ 0, %conv2_weight_grad.g79.end ], [ %f97.next, %conv2_weight_grad.r98.end ]
+  br label %conv2_weight_grad.r98
+
+conv2_weight_grad.f97.end:                        ; preds = %conv2_weight_grad.r98.end
+  br label %conv2_bias_grad.i99
+
+conv2_weight_grad.r98:                            ; preds = %conv2_weight_grad.r98, %conv2_weight_grad.f97
+  %conv2_weight_grad.r98643 = phi i64 [ 0, %conv2_weight_grad.f97 ], [ %r98.next, %conv2_weight_grad.r98 ]
+  %1946 = mul nsw i64 %conv2_weight_grad.r98643, 64
+  %1947 = add nsw i64 19686672, %1946
+  %1948 = add nsw i64 %1947, %conv2_weight_grad.f97642
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %1948
+  %1949 = load float, ptr %arena644, align 4
+  %1950 = mul nsw i64 %conv2_weight_grad.f97642, 288
+  %1951 = add nsw i64 320, %1950
+  %1952 = add nsw i64 %1951, %conv2_weight_grad.r98643
+  %grads645 = getelementptr inbounds float, ptr %grads, i64 %1952
+  store float %1949, ptr %grads645, align 4
+  %r98.next = add nsw i64 %conv2_weight_grad.r98643, 1
+  %1953 = icmp slt i64 %r98.next, 288
+  br i1 %1953, label %conv2_weight_grad.r98, label %conv2_weight_grad.r98.end
+
+conv2_weight_grad.r98.end:                        ; preds = %conv2_weight_grad.r98
+  %f97.next = add nsw i64 %conv2_weight_grad.f97642, 1
+  %1954 = icmp slt i64 %f97.next, 64
+  br i1 %1954, label %conv2_weight_grad.f97, label %conv2_weight_grad.f97.end
+
+conv2_bias_grad.i99:                              ; preds = %conv2_bias_grad.i99, %conv2_weight_grad.f97.end
+  %conv2_bias_grad.i99646 = phi i64 [ 0, %conv2_weight_grad.f97.end ], [ %i99.next, %conv2_bias_grad.i99 ]
+  %1955 = add nsw i64 1384448, %conv2_bias_grad.i99646
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %1955
+  store float 1.000000e+00, ptr %arena647, align 4
+  %i99.next = add nsw i64 %conv2_bias_grad.i99646, 1
+  %1956 = icmp slt i64 %i99.next, 576
+  br i1 %1956, label %conv2_bias_grad.i99, label %conv2_bias_grad.i99.end
+
+conv2_bias_grad.i99.end:                          ; preds = %conv2_bias_grad.i99
+  br label %conv2_bias_grad.i100
+
+conv2_bias_grad.i100:                             ; preds = %conv2_bias_grad.i100, %conv2_bias_grad.i99.end
+  %conv2_bias_grad.i100648 = phi i64 [ 0, %conv2_bias_grad.i99.end ], [ %i100.next, %conv2_bias_grad.i100 ]
+  %1957 = add nsw i64 18752, %conv2_bias_grad.i100648
+  %grads649 = getelementptr inbounds float, ptr %grads, i64 %1957
+  store float 0.000000e+00, ptr %grads649, align 4
+  %i100.next = add nsw i64 %conv2_bias_grad.i100648, 1
+  %1958 = icmp slt i64 %i100.next, 64
+  br i1 %1958, label %conv2_bias_grad.i100, label %conv2_bias_grad.i100.end
+
+conv2_bias_grad.i100.end:                         ; preds = %conv2_bias_grad.i100
+  br label %conv2_bias_grad.img101
+
+conv2_bias_grad.img101:                           ; preds = %conv2_bias_grad.img101, %conv2_bias_grad.i100.end
+  %conv2_bias_grad.img101650 = phi i64 [ 0, %conv2_bias_grad.i100.end ], [ %img101.next, %conv2_bias_grad.img101 ]
+  %1959 = mul nsw i64 %conv2_bias_grad.img101650, 36864
+  %1960 = add nsw i64 4351248, %1959
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %1960
+  %arena652 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %grads653 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 576, float 1.000000e+00, ptr %arena651, i32 576, ptr %arena652, i32 1, float 1.000000e+00, ptr %grads653, i32 1)
+  %img101.next = add nsw i64 %conv2_bias_grad.img101650, 1
+  %1961 = icmp slt i64 %img101.next, 64
+  br i1 %1961, label %conv2_bias_grad.img101, label %conv2_bias_grad.img101.end
+
+conv2_bias_grad.img101.end:                       ; preds = %conv2_bias_grad.img101
+  br label %relu1_grad.i102
+
+relu1_grad.i102:                                  ; preds = %relu1_grad.i102, %conv2_bias_grad.img101.end
+  %relu1_grad.i102654 = phi i64 [ 0, %conv2_bias_grad.img101.end ], [ %i102.next, %relu1_grad.i102 ]
+  %1962 = add nsw i64 1384448, %relu1_grad.i102654
+  %arena655 = getelementptr inbounds float, ptr %arena, i64 %1962
+  store float 0.000000e+00, ptr %arena655, align 4
+  %i102.next = add nsw i64 %relu1_grad.i102654, 1
+  %1963 = icmp slt i64 %i102.next, 1384448
+  br i1 %1963, label %relu1_grad.i102, label %relu1_grad.i102.end
+
+relu1_grad.i102.end:                              ; preds = %relu1_grad.i102
+  br label %relu1_grad.g103
+
+relu1_grad.g103:                                  ; preds = %relu1_grad.j111.end, %relu1_grad.i102.end
+  %relu1_grad.g103656 = phi i64 [ 0, %relu1_grad.i102.end ], [ %g103.next, %relu1_grad.j111.end ]
+  br label %relu1_grad.j104
+
+relu1_grad.g103.end:                              ; preds = %relu1_grad.j111.end
+  br label %conv1_grad.i120
+
+relu1_grad.j104:                                  ; preds = %relu1_grad.f105.end, %relu1_grad.g103
+  %relu1_grad.j104657 = phi i64 [ 0, %relu1_grad.g103 ], [ %j104.next, %relu1_grad.f105.end ]
+  br label %relu1_grad.f105
+
+relu1_grad.j104.end:                              ; preds = %relu1_grad.f105.end
+  br label %relu1_grad.nb107
+
+relu1_grad.f105:                                  ; preds = %relu1_grad.i106.end, %relu1_grad.j104
+  %relu1_grad.f105658 = phi i64 [ 0, %relu1_grad.j104 ], [ %f105.next, %relu1_grad.i106.end ]
+  br label %relu1_grad.i106
+
+relu1_grad.f105.end:                              ; preds = %relu1_grad.i106.end
+  %j104.next = add nsw i64 %relu1_grad.j104657, 1
+  %1964 = icmp slt i64 %j104.next, 64
+  br i1 %1964, label %relu1_grad.j104, label %relu1_grad.j104.end
+
+relu1_grad.i106:                                  ; preds = %relu1_grad.i106, %relu1_grad.f105
+  %relu1_grad.i106659 = phi i64 [ 0, %relu1_grad.f105 ], [ %i106.next, %relu1_grad.i106 ]
+  %1965 = mul nsw i64 %relu1_grad.g103656, 64
+  %1966 = add nsw i64 %1965, %relu1_grad.j104657
+  %1967 = mul nsw i64 %1966, 36864
+  %1968 = add nsw i64 4351248, %1967
+  %1969 = mul nsw i64 %relu1_grad.f105658, 576
+  %1970 = add nsw i64 %1968, %1969
+  %1971 = add nsw i64 %1970, %relu1_grad.i106659
+  %arena660 = getelementptr inbounds float, ptr %arena, i64 %1971
+  %1972 = load float, ptr %arena660, align 4
+  %1973 = mul nsw i64 %relu1_grad.f105658, 36864
+  %1974 = add nsw i64 17327376, %1973
+  %1975 = mul nsw i64 %relu1_grad.j104657, 576
+  %1976 = add nsw i64 %1974, %1975
+  %1977 = add nsw i64 %1976, %relu1_grad.i106659
+  %arena661 = getelementptr inbounds float, ptr %arena, i64 %1977
+  store float %1972, ptr %arena661, align 4
+  %i106.next = add nsw i64 %relu1_grad.i106659, 1
+  %1978 = icmp slt i64 %i106.next, 576
+  br i1 %1978, label %relu1_grad.i106, label %relu1_grad.i106.end
+
+relu1_grad.i106.end:                              ; preds = %relu1_grad.i106
+  %f105.next = add nsw i64 %relu1_grad.f105658, 1
+  %1979 = icmp slt i64 %f105.next, 64
+  br i1 %1979, label %relu1_grad.f105, label %relu1_grad.f105.end
+
+relu1_grad.nb107:                                 ; preds = %relu1_grad.mb108.end, %relu1_grad.j104.end
+  %relu1_grad.nb107662 = phi i64 [ 0, %relu1_grad.j104.end ], [ %nb107.next, %relu1_grad.mb108.end ]
+  br label %relu1_grad.mb108
+
+relu1_grad.nb107.end:                             ; preds = %relu1_grad.mb108.end
+  br label %relu1_grad.j111
+
+relu1_grad.mb108:                                 ; preds = %relu1_grad.k110.end, %relu1_grad.nb107
+  %relu1_grad.mb108663 = phi i64 [ 0, %relu1_grad.nb107 ], [ %mb108.next, %relu1_grad.k110.end ]
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %relu1_grad.t109_c5_3, align 64
+  br label %relu1_grad.k110
+
+relu1_grad.mb108.end:                             ; preds = %relu1_grad.k110.end
+  %nb107.next = add nsw i64 %relu1_grad.nb107662, 1
+  %1980 = icmp slt i64 %nb107.next, 576
+  br i1 %1980, label %relu1_grad.nb107, label %relu1_grad.nb107.end
+
+relu1_grad.k110:                                  ; preds = %relu1_grad.k110, %relu1_grad.mb108
+  %relu1_grad.k110664 = phi i64 [ 0, %relu1_grad.mb108 ], [ %k110.next, %relu1_grad.k110 ]
+  %1981 = mul nsw i64 %relu1_grad.k110664, 36864
+  %1982 = add nsw i64 17327376, %1981
+  %1983 = mul nsw i64 %relu1_grad.nb107662, 64
+  %1984 = add nsw i64 %1982, %1983
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %1984
+  %1985 = load <16 x float>, ptr %arena665, align 4
+  store <16 x float> %1985, ptr %relu1_grad.t109_b0, align 64
+  %1986 = mul nsw i64 %relu1_grad.k110664, 36864
+  %1987 = add nsw i64 17327376, %1986
+  %1988 = mul nsw i64 %relu1_grad.nb107662, 64
+  %1989 = add nsw i64 %1987, %1988
+  %1990 = add nsw i64 %1989, 16
+  %arena666 = getelementptr inbounds float, ptr %arena, i64 %1990
+  %1991 = load <16 x float>, ptr %arena666, align 4
+  store <16 x float> %1991, ptr %relu1_grad.t109_b1, align 64
+  %1992 = mul nsw i64 %relu1_grad.k110664, 36864
+  %1993 = add nsw i64 17327376, %1992
+  %1994 = mul nsw i64 %relu1_grad.nb107662, 64
+  %1995 = add nsw i64 %1993, %1994
+  %1996 = add nsw i64 %1995, 32
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %1996
+  %1997 = load <16 x float>, ptr %arena667, align 4
+  store <16 x float> %1997, ptr %relu1_grad.t109_b2, align 64
+  %1998 = mul nsw i64 %relu1_grad.k110664, 36864
+  %1999 = add nsw i64 17327376, %1998
+  %2000 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2001 = add nsw i64 %1999, %2000
+  %2002 = add nsw i64 %2001, 48
+  %arena668 = getelementptr inbounds float, ptr %arena, i64 %2002
+  %2003 = load <16 x float>, ptr %arena668, align 4
+  store <16 x float> %2003, ptr %relu1_grad.t109_b3, align 64
+  %2004 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2005 = add nsw i64 320, %2004
+  %2006 = mul nsw i64 %relu1_grad.k110664, 288
+  %2007 = add nsw i64 %2005, %2006
+  %params669 = getelementptr inbounds float, ptr %params, i64 %2007
+  %2008 = load float, ptr %params669, align 4
+  %2009 = insertelement <16 x float> undef, float %2008, i32 0
+  %2010 = shufflevector <16 x float> %2009, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2010, ptr %relu1_grad.t109_a0, align 64
+  %t109_a0 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b0 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c0_0 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
+  %2011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0, <16 x float> %t109_b0, <16 x float> %t109_c0_0)
+  store <16 x float> %2011, ptr %relu1_grad.t109_c0_0, align 64
+  %t109_a0670 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b1 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c0_1 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
+  %2012 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0670, <16 x float> %t109_b1, <16 x float> %t109_c0_1)
+  store <16 x float> %2012, ptr %relu1_grad.t109_c0_1, align 64
+  %t109_a0671 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b2 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c0_2 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
+  %2013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0671, <16 x float> %t109_b2, <16 x float> %t109_c0_2)
+  store <16 x float> %2013, ptr %relu1_grad.t109_c0_2, align 64
+  %t109_a0672 = load <16 x float>, ptr %relu1_grad.t109_a0, align 64
+  %t109_b3 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c0_3 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
+  %2014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a0672, <16 x float> %t109_b3, <16 x float> %t109_c0_3)
+  store <16 x float> %2014, ptr %relu1_grad.t109_c0_3, align 64
+  %2015 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2016 = add nsw i64 %2015, 1
+  %2017 = add nsw i64 320, %2016
+  %2018 = mul nsw i64 %relu1_grad.k110664, 288
+  %2019 = add nsw i64 %2017, %2018
+  %params673 = getelementptr inbounds float, ptr %params, i64 %2019
+  %2020 = load float, ptr %params673, align 4
+  %2021 = insertelement <16 x float> undef, float %2020, i32 0
+  %2022 = shufflevector <16 x float> %2021, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2022, ptr %relu1_grad.t109_a1, align 64
+  %t109_a1 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b0674 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c1_0 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
+  %2023 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1, <16 x float> %t109_b0674, <16 x float> %t109_c1_0)
+  store <16 x float> %2023, ptr %relu1_grad.t109_c1_0, align 64
+  %t109_a1675 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b1676 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c1_1 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
+  %2024 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1675, <16 x float> %t109_b1676, <16 x float> %t109_c1_1)
+  store <16 x float> %2024, ptr %relu1_grad.t109_c1_1, align 64
+  %t109_a1677 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b2678 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c1_2 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
+  %2025 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1677, <16 x float> %t109_b2678, <16 x float> %t109_c1_2)
+  store <16 x float> %2025, ptr %relu1_grad.t109_c1_2, align 64
+  %t109_a1679 = load <16 x float>, ptr %relu1_grad.t109_a1, align 64
+  %t109_b3680 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c1_3 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
+  %2026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a1679, <16 x float> %t109_b3680, <16 x float> %t109_c1_3)
+  store <16 x float> %2026, ptr %relu1_grad.t109_c1_3, align 64
+  %2027 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2028 = add nsw i64 %2027, 2
+  %2029 = add nsw i64 320, %2028
+  %2030 = mul nsw i64 %relu1_grad.k110664, 288
+  %2031 = add nsw i64 %2029, %2030
+  %params681 = getelementptr inbounds float, ptr %params, i64 %2031
+  %2032 = load float, ptr %params681, align 4
+  %2033 = insertelement <16 x float> undef, float %2032, i32 0
+  %2034 = shufflevector <16 x float> %2033, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2034, ptr %relu1_grad.t109_a2, align 64
+  %t109_a2 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b0682 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c2_0 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
+  %2035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2, <16 x float> %t109_b0682, <16 x float> %t109_c2_0)
+  store <16 x float> %2035, ptr %relu1_grad.t109_c2_0, align 64
+  %t109_a2683 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b1684 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c2_1 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
+  %2036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2683, <16 x float> %t109_b1684, <16 x float> %t109_c2_1)
+  store <16 x float> %2036, ptr %relu1_grad.t109_c2_1, align 64
+  %t109_a2685 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b2686 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c2_2 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
+  %2037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2685, <16 x float> %t109_b2686, <16 x float> %t109_c2_2)
+  store <16 x float> %2037, ptr %relu1_grad.t109_c2_2, align 64
+  %t109_a2687 = load <16 x float>, ptr %relu1_grad.t109_a2, align 64
+  %t109_b3688 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c2_3 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
+  %2038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a2687, <16 x float> %t109_b3688, <16 x float> %t109_c2_3)
+  store <16 x float> %2038, ptr %relu1_grad.t109_c2_3, align 64
+  %2039 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2040 = add nsw i64 %2039, 3
+  %2041 = add nsw i64 320, %2040
+  %2042 = mul nsw i64 %relu1_grad.k110664, 288
+  %2043 = add nsw i64 %2041, %2042
+  %params689 = getelementptr inbounds float, ptr %params, i64 %2043
+  %2044 = load float, ptr %params689, align 4
+  %2045 = insertelement <16 x float> undef, float %2044, i32 0
+  %2046 = shufflevector <16 x float> %2045, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2046, ptr %relu1_grad.t109_a3, align 64
+  %t109_a3 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b0690 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c3_0 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
+  %2047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3, <16 x float> %t109_b0690, <16 x float> %t109_c3_0)
+  store <16 x float> %2047, ptr %relu1_grad.t109_c3_0, align 64
+  %t109_a3691 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b1692 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c3_1 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
+  %2048 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3691, <16 x float> %t109_b1692, <16 x float> %t109_c3_1)
+  store <16 x float> %2048, ptr %relu1_grad.t109_c3_1, align 64
+  %t109_a3693 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b2694 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c3_2 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
+  %2049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3693, <16 x float> %t109_b2694, <16 x float> %t109_c3_2)
+  store <16 x float> %2049, ptr %relu1_grad.t109_c3_2, align 64
+  %t109_a3695 = load <16 x float>, ptr %relu1_grad.t109_a3, align 64
+  %t109_b3696 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c3_3 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
+  %2050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a3695, <16 x float> %t109_b3696, <16 x float> %t109_c3_3)
+  store <16 x float> %2050, ptr %relu1_grad.t109_c3_3, align 64
+  %2051 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2052 = add nsw i64 %2051, 4
+  %2053 = add nsw i64 320, %2052
+  %2054 = mul nsw i64 %relu1_grad.k110664, 288
+  %2055 = add nsw i64 %2053, %2054
+  %params697 = getelementptr inbounds float, ptr %params, i64 %2055
+  %2056 = load float, ptr %params697, align 4
+  %2057 = insertelement <16 x float> undef, float %2056, i32 0
+  %2058 = shufflevector <16 x float> %2057, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2058, ptr %relu1_grad.t109_a4, align 64
+  %t109_a4 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b0698 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c4_0 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
+  %2059 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4, <16 x float> %t109_b0698, <16 x float> %t109_c4_0)
+  store <16 x float> %2059, ptr %relu1_grad.t109_c4_0, align 64
+  %t109_a4699 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b1700 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c4_1 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
+  %2060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4699, <16 x float> %t109_b1700, <16 x float> %t109_c4_1)
+  store <16 x float> %2060, ptr %relu1_grad.t109_c4_1, align 64
+  %t109_a4701 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b2702 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c4_2 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
+  %2061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4701, <16 x float> %t109_b2702, <16 x float> %t109_c4_2)
+  store <16 x float> %2061, ptr %relu1_grad.t109_c4_2, align 64
+  %t109_a4703 = load <16 x float>, ptr %relu1_grad.t109_a4, align 64
+  %t109_b3704 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c4_3 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
+  %2062 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a4703, <16 x float> %t109_b3704, <16 x float> %t109_c4_3)
+  store <16 x float> %2062, ptr %relu1_grad.t109_c4_3, align 64
+  %2063 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2064 = add nsw i64 %2063, 5
+  %2065 = add nsw i64 320, %2064
+  %2066 = mul nsw i64 %relu1_grad.k110664, 288
+  %2067 = add nsw i64 %2065, %2066
+  %params705 = getelementptr inbounds float, ptr %params, i64 %2067
+  %2068 = load float, ptr %params705, align 4
+  %2069 = insertelement <16 x float> undef, float %2068, i32 0
+  %2070 = shufflevector <16 x float> %2069, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2070, ptr %relu1_grad.t109_a5, align 64
+  %t109_a5 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b0706 = load <16 x float>, ptr %relu1_grad.t109_b0, align 64
+  %t109_c5_0 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
+  %2071 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5, <16 x float> %t109_b0706, <16 x float> %t109_c5_0)
+  store <16 x float> %2071, ptr %relu1_grad.t109_c5_0, align 64
+  %t109_a5707 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b1708 = load <16 x float>, ptr %relu1_grad.t109_b1, align 64
+  %t109_c5_1 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
+  %2072 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5707, <16 x float> %t109_b1708, <16 x float> %t109_c5_1)
+  store <16 x float> %2072, ptr %relu1_grad.t109_c5_1, align 64
+  %t109_a5709 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b2710 = load <16 x float>, ptr %relu1_grad.t109_b2, align 64
+  %t109_c5_2 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
+  %2073 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5709, <16 x float> %t109_b2710, <16 x float> %t109_c5_2)
+  store <16 x float> %2073, ptr %relu1_grad.t109_c5_2, align 64
+  %t109_a5711 = load <16 x float>, ptr %relu1_grad.t109_a5, align 64
+  %t109_b3712 = load <16 x float>, ptr %relu1_grad.t109_b3, align 64
+  %t109_c5_3 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
+  %2074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t109_a5711, <16 x float> %t109_b3712, <16 x float> %t109_c5_3)
+  store <16 x float> %2074, ptr %relu1_grad.t109_c5_3, align 64
+  %k110.next = add nsw i64 %relu1_grad.k110664, 1
+  %2075 = icmp slt i64 %k110.next, 64
+  br i1 %2075, label %relu1_grad.k110, label %relu1_grad.k110.end
+
+relu1_grad.k110.end:                              ; preds = %relu1_grad.k110
+  %t109_c0_0713 = load <16 x float>, ptr %relu1_grad.t109_c0_0, align 64
+  %2076 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2077 = mul nsw i64 %2076, 36864
+  %2078 = add nsw i64 6710544, %2077
+  %2079 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2080 = add nsw i64 %2078, %2079
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2080
+  store <16 x float> %t109_c0_0713, ptr %arena714, align 4
+  %t109_c0_1715 = load <16 x float>, ptr %relu1_grad.t109_c0_1, align 64
+  %2081 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2082 = mul nsw i64 %2081, 36864
+  %2083 = add nsw i64 6710544, %2082
+  %2084 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2085 = add nsw i64 %2083, %2084
+  %2086 = add nsw i64 %2085, 16
+  %arena716 = getelementptr inbounds float, ptr %arena, i64 %2086
+  store <16 x float> %t109_c0_1715, ptr %arena716, align 4
+  %t109_c0_2717 = load <16 x float>, ptr %relu1_grad.t109_c0_2, align 64
+  %2087 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2088 = mul nsw i64 %2087, 36864
+  %2089 = add nsw i64 6710544, %2088
+  %2090 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2091 = add nsw i64 %2089, %2090
+  %2092 = add nsw i64 %2091, 32
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2092
+  store <16 x float> %t109_c0_2717, ptr %arena718, align 4
+  %t109_c0_3719 = load <16 x float>, ptr %relu1_grad.t109_c0_3, align 64
+  %2093 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2094 = mul nsw i64 %2093, 36864
+  %2095 = add nsw i64 6710544, %2094
+  %2096 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2097 = add nsw i64 %2095, %2096
+  %2098 = add nsw i64 %2097, 48
+  %arena720 = getelementptr inbounds float, ptr %arena, i64 %2098
+  store <16 x float> %t109_c0_3719, ptr %arena720, align 4
+  %t109_c1_0721 = load <16 x float>, ptr %relu1_grad.t109_c1_0, align 64
+  %2099 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2100 = add nsw i64 %2099, 1
+  %2101 = mul nsw i64 %2100, 36864
+  %2102 = add nsw i64 6710544, %2101
+  %2103 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2104 = add nsw i64 %2102, %2103
+  %arena722 = getelementptr inbounds float, ptr %arena, i64 %2104
+  store <16 x float> %t109_c1_0721, ptr %arena722, align 4
+  %t109_c1_1723 = load <16 x float>, ptr %relu1_grad.t109_c1_1, align 64
+  %2105 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2106 = add nsw i64 %2105, 1
+  %2107 = mul nsw i64 %2106, 36864
+  %2108 = add nsw i64 6710544, %2107
+  %2109 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2110 = add nsw i64 %2108, %2109
+  %2111 = add nsw i64 %2110, 16
+  %arena724 = getelementptr inbounds float, ptr %arena, i64 %2111
+  store <16 x float> %t109_c1_1723, ptr %arena724, align 4
+  %t109_c1_2725 = load <16 x float>, ptr %relu1_grad.t109_c1_2, align 64
+  %2112 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2113 = add nsw i64 %2112, 1
+  %2114 = mul nsw i64 %2113, 36864
+  %2115 = add nsw i64 6710544, %2114
+  %2116 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2117 = add nsw i64 %2115, %2116
+  %2118 = add nsw i64 %2117, 32
+  %arena726 = getelementptr inbounds float, ptr %arena, i64 %2118
+  store <16 x float> %t109_c1_2725, ptr %arena726, align 4
+  %t109_c1_3727 = load <16 x float>, ptr %relu1_grad.t109_c1_3, align 64
+  %2119 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2120 = add nsw i64 %2119, 1
+  %2121 = mul nsw i64 %2120, 36864
+  %2122 = add nsw i64 6710544, %2121
+  %2123 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2124 = add nsw i64 %2122, %2123
+  %2125 = add nsw i64 %2124, 48
+  %arena728 = getelementptr inbounds float, ptr %arena, i64 %2125
+  store <16 x float> %t109_c1_3727, ptr %arena728, align 4
+  %t109_c2_0729 = load <16 x float>, ptr %relu1_grad.t109_c2_0, align 64
+  %2126 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2127 = add nsw i64 %2126, 2
+  %2128 = mul nsw i64 %2127, 36864
+  %2129 = add nsw i64 6710544, %2128
+  %2130 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2131 = add nsw i64 %2129, %2130
+  %arena730 = getelementptr inbounds float, ptr %arena, i64 %2131
+  store <16 x float> %t109_c2_0729, ptr %arena730, align 4
+  %t109_c2_1731 = load <16 x float>, ptr %relu1_grad.t109_c2_1, align 64
+  %2132 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2133 = add nsw i64 %2132, 2
+  %2134 = mul nsw i64 %2133, 36864
+  %2135 = add nsw i64 6710544, %2134
+  %2136 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2137 = add nsw i64 %2135, %2136
+  %2138 = add nsw i64 %2137, 16
+  %arena732 = getelementptr inbounds float, ptr %arena, i64 %2138
+  store <16 x float> %t109_c2_1731, ptr %arena732, align 4
+  %t109_c2_2733 = load <16 x float>, ptr %relu1_grad.t109_c2_2, align 64
+  %2139 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2140 = add nsw i64 %2139, 2
+  %2141 = mul nsw i64 %2140, 36864
+  %2142 = add nsw i64 6710544, %2141
+  %2143 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2144 = add nsw i64 %2142, %2143
+  %2145 = add nsw i64 %2144, 32
+  %arena734 = getelementptr inbounds float, ptr %arena, i64 %2145
+  store <16 x float> %t109_c2_2733, ptr %arena734, align 4
+  %t109_c2_3735 = load <16 x float>, ptr %relu1_grad.t109_c2_3, align 64
+  %2146 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2147 = add nsw i64 %2146, 2
+  %2148 = mul nsw i64 %2147, 36864
+  %2149 = add nsw i64 6710544, %2148
+  %2150 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2151 = add nsw i64 %2149, %2150
+  %2152 = add nsw i64 %2151, 48
+  %arena736 = getelementptr inbounds float, ptr %arena, i64 %2152
+  store <16 x float> %t109_c2_3735, ptr %arena736, align 4
+  %t109_c3_0737 = load <16 x float>, ptr %relu1_grad.t109_c3_0, align 64
+  %2153 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2154 = add nsw i64 %2153, 3
+  %2155 = mul nsw i64 %2154, 36864
+  %2156 = add nsw i64 6710544, %2155
+  %2157 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2158 = add nsw i64 %2156, %2157
+  %arena738 = getelementptr inbounds float, ptr %arena, i64 %2158
+  store <16 x float> %t109_c3_0737, ptr %arena738, align 4
+  %t109_c3_1739 = load <16 x float>, ptr %relu1_grad.t109_c3_1, align 64
+  %2159 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2160 = add nsw i64 %2159, 3
+  %2161 = mul nsw i64 %2160, 36864
+  %2162 = add nsw i64 6710544, %2161
+  %2163 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2164 = add nsw i64 %2162, %2163
+  %2165 = add nsw i64 %2164, 16
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2165
+  store <16 x float> %t109_c3_1739, ptr %arena740, align 4
+  %t109_c3_2741 = load <16 x float>, ptr %relu1_grad.t109_c3_2, align 64
+  %2166 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2167 = add nsw i64 %2166, 3
+  %2168 = mul nsw i64 %2167, 36864
+  %2169 = add nsw i64 6710544, %2168
+  %2170 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2171 = add nsw i64 %2169, %2170
+  %2172 = add nsw i64 %2171, 32
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2172
+  store <16 x float> %t109_c3_2741, ptr %arena742, align 4
+  %t109_c3_3743 = load <16 x float>, ptr %relu1_grad.t109_c3_3, align 64
+  %2173 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2174 = add nsw i64 %2173, 3
+  %2175 = mul nsw i64 %2174, 36864
+  %2176 = add nsw i64 6710544, %2175
+  %2177 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2178 = add nsw i64 %2176, %2177
+  %2179 = add nsw i64 %2178, 48
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2179
+  store <16 x float> %t109_c3_3743, ptr %arena744, align 4
+  %t109_c4_0745 = load <16 x float>, ptr %relu1_grad.t109_c4_0, align 64
+  %2180 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2181 = add nsw i64 %2180, 4
+  %2182 = mul nsw i64 %2181, 36864
+  %2183 = add nsw i64 6710544, %2182
+  %2184 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2185 = add nsw i64 %2183, %2184
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2185
+  store <16 x float> %t109_c4_0745, ptr %arena746, align 4
+  %t109_c4_1747 = load <16 x float>, ptr %relu1_grad.t109_c4_1, align 64
+  %2186 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2187 = add nsw i64 %2186, 4
+  %2188 = mul nsw i64 %2187, 36864
+  %2189 = add nsw i64 6710544, %2188
+  %2190 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2191 = add nsw i64 %2189, %2190
+  %2192 = add nsw i64 %2191, 16
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2192
+  store <16 x float> %t109_c4_1747, ptr %arena748, align 4
+  %t109_c4_2749 = load <16 x float>, ptr %relu1_grad.t109_c4_2, align 64
+  %2193 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2194 = add nsw i64 %2193, 4
+  %2195 = mul nsw i64 %2194, 36864
+  %2196 = add nsw i64 6710544, %2195
+  %2197 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2198 = add nsw i64 %2196, %2197
+  %2199 = add nsw i64 %2198, 32
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2199
+  store <16 x float> %t109_c4_2749, ptr %arena750, align 4
+  %t109_c4_3751 = load <16 x float>, ptr %relu1_grad.t109_c4_3, align 64
+  %2200 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2201 = add nsw i64 %2200, 4
+  %2202 = mul nsw i64 %2201, 36864
+  %2203 = add nsw i64 6710544, %2202
+  %2204 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2205 = add nsw i64 %2203, %2204
+  %2206 = add nsw i64 %2205, 48
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2206
+  store <16 x float> %t109_c4_3751, ptr %arena752, align 4
+  %t109_c5_0753 = load <16 x float>, ptr %relu1_grad.t109_c5_0, align 64
+  %2207 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2208 = add nsw i64 %2207, 5
+  %2209 = mul nsw i64 %2208, 36864
+  %2210 = add nsw i64 6710544, %2209
+  %2211 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2212 = add nsw i64 %2210, %2211
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2212
+  store <16 x float> %t109_c5_0753, ptr %arena754, align 4
+  %t109_c5_1755 = load <16 x float>, ptr %relu1_grad.t109_c5_1, align 64
+  %2213 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2214 = add nsw i64 %2213, 5
+  %2215 = mul nsw i64 %2214, 36864
+  %2216 = add nsw i64 6710544, %2215
+  %2217 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2218 = add nsw i64 %2216, %2217
+  %2219 = add nsw i64 %2218, 16
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2219
+  store <16 x float> %t109_c5_1755, ptr %arena756, align 4
+  %t109_c5_2757 = load <16 x float>, ptr %relu1_grad.t109_c5_2, align 64
+  %2220 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2221 = add nsw i64 %2220, 5
+  %2222 = mul nsw i64 %2221, 36864
+  %2223 = add nsw i64 6710544, %2222
+  %2224 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2225 = add nsw i64 %2223, %2224
+  %2226 = add nsw i64 %2225, 32
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2226
+  store <16 x float> %t109_c5_2757, ptr %arena758, align 4
+  %t109_c5_3759 = load <16 x float>, ptr %relu1_grad.t109_c5_3, align 64
+  %2227 = mul nsw i64 %relu1_grad.mb108663, 6
+  %2228 = add nsw i64 %2227, 5
+  %2229 = mul nsw i64 %2228, 36864
+  %2230 = add nsw i64 6710544, %2229
+  %2231 = mul nsw i64 %relu1_grad.nb107662, 64
+  %2232 = add nsw i64 %2230, %2231
+  %2233 = add nsw i64 %2232, 48
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2233
+  store <16 x float> %t109_c5_3759, ptr %arena760, align 4
+  %mb108.next = add nsw i64 %relu1_grad.mb108663, 1
+  %2234 = icmp slt i64 %mb108.next, 48
+  br i1 %2234, label %relu1_grad.mb108, label %relu1_grad.mb108.end
+
+relu1_grad.j111:                                  ; preds = %relu1_grad.c112.end, %relu1_grad.nb107.end
+  %relu1_grad.j111761 = phi i64 [ 0, %relu1_grad.nb107.end ], [ %j111.next, %relu1_grad.c112.end ]
+  br label %relu1_grad.c112
+
+relu1_grad.j111.end:                              ; preds = %relu1_grad.c112.end
+  %g103.next = add nsw i64 %relu1_grad.g103656, 1
+  %2235 = icmp slt i64 %g103.next, 1
+  br i1 %2235, label %relu1_grad.g103, label %relu1_grad.g103.end
+
+relu1_grad.c112:                                  ; preds = %relu1_grad.ky113.end, %relu1_grad.j111
+  %relu1_grad.c112762 = phi i64 [ 0, %relu1_grad.j111 ], [ %c112.next, %relu1_grad.ky113.end ]
+  br label %relu1_grad.ky113
+
+relu1_grad.c112.end:                              ; preds = %relu1_grad.ky113.end
+  %j111.next = add nsw i64 %relu1_grad.j111761, 1
+  %2236 = icmp slt i64 %j111.next, 64
+  br i1 %2236, label %relu1_grad.j111, label %relu1_grad.j111.end
+
+relu1_grad.ky113:                                 ; preds = %relu1_grad.oy118.end, %relu1_grad.c112
+  %relu1_grad.ky113763 = phi i64 [ 0, %relu1_grad.c112 ], [ %ky113.next, %relu1_grad.oy118.end ]
+  br label %relu1_grad.oy114
+
+relu1_grad.ky113.end:                             ; preds = %relu1_grad.oy118.end
+  %c112.next = add nsw i64 %relu1_grad.c112762, 1
+  %2237 = icmp slt i64 %c112.next, 32
+  br i1 %2237, label %relu1_grad.c112, label %relu1_grad.c112.end
+
+relu1_grad.oy114:                                 ; preds = %relu1_grad.ox115.end, %relu1_grad.ky113
+  %relu1_grad.oy114764 = phi i64 [ 0, %relu1_grad.ky113 ], [ %oy114.next, %relu1_grad.ox115.end ]
+  br label %relu1_grad.ox115
+
+relu1_grad.oy114.end:                             ; preds = %relu1_grad.ox115.end
+  br label %relu1_grad.oy116
+
+relu1_grad.ox115:                                 ; preds = %relu1_grad.ox115, %relu1_grad.oy114
+  %relu1_grad.ox115765 = phi i64 [ 0, %relu1_grad.oy114 ], [ %ox115.next, %relu1_grad.ox115 ]
+  %2238 = mul nsw i64 %relu1_grad.g103656, 64
+  %2239 = add nsw i64 %2238, %relu1_grad.j111761
+  %2240 = mul nsw i64 %2239, 21632
+  %2241 = add nsw i64 1384448, %2240
+  %2242 = mul nsw i64 %relu1_grad.c112762, 676
+  %2243 = add nsw i64 %2241, %2242
+  %2244 = add nsw i64 %relu1_grad.oy114764, %relu1_grad.ky113763
+  %2245 = mul nsw i64 %2244, 26
+  %2246 = add nsw i64 %2243, %2245
+  %2247 = add nsw i64 %2246, %relu1_grad.ox115765
+  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2247
+  %2248 = load float, ptr %arena766, align 4
+  %2249 = mul nsw i64 %relu1_grad.c112762, 3
+  %2250 = add nsw i64 %2249, %relu1_grad.ky113763
+  %2251 = mul nsw i64 %2250, 3
+  %2252 = mul nsw i64 %2251, 36864
+  %2253 = add nsw i64 6710544, %2252
+  %2254 = mul nsw i64 %relu1_grad.j111761, 576
+  %2255 = add nsw i64 %2253, %2254
+  %2256 = mul nsw i64 %relu1_grad.oy114764, 24
+  %2257 = add nsw i64 %2255, %2256
+  %2258 = add nsw i64 %2257, %relu1_grad.ox115765
+  %arena767 = getelementptr inbounds float, ptr %arena, i64 %2258
+  %2259 = load float, ptr %arena767, align 4
+  %2260 = fadd float %2248, %2259
+  store float %2260, ptr %arena766, align 4
+  %ox115.next = add nsw i64 %relu1_grad.ox115765, 1
+  %2261 = icmp slt i64 %ox115.next, 24
+  br i1 %2261, label %relu1_grad.ox115, label %relu1_grad.ox115.end
+
+relu1_grad.ox115.end:                             ; preds = %relu1_grad.ox115
+  %oy114.next = add nsw i64 %relu1_grad.oy114764, 1
+  %2262 = icmp slt i64 %oy114.next, 24
+  br i1 %2262, label %relu1_grad.oy114, label %relu1_grad.oy114.end
+
+relu1_grad.oy116:                                 ; preds = %relu1_grad.ox117.end, %relu1_grad.oy114.end
+  %relu1_grad.oy116768 = phi i64 [ 0, %relu1_grad.oy114.end ], [ %oy116.next, %relu1_grad.ox117.end ]
+  br label %relu1_grad.ox117
+
+relu1_grad.oy116.end:                             ; preds = %relu1_grad.ox117.end
+  br label %relu1_grad.oy118
+
+relu1_grad.ox117:                                 ; preds = %relu1_grad.ox117, %relu1_grad.oy116
+  %relu1_grad.ox117769 = phi i64 [ 0, %relu1_grad.oy116 ], [ %ox117.next, %relu1_grad.ox117 ]
+  %2263 = mul nsw i64 %relu1_grad.g103656, 64
+  %2264 = add nsw i64 %2263, %relu1_grad.j111761
+  %2265 = mul nsw i64 %2264, 21632
+  %2266 = add nsw i64 1384448, %2265
+  %2267 = mul nsw i64 %relu1_grad.c112762, 676
+  %2268 = add nsw i64 %2266, %2267
+  %2269 = add nsw i64 %relu1_grad.oy116768, %relu1_grad.ky113763
+  %2270 = mul nsw i64 %2269, 26
+  %2271 = add nsw i64 %2268, %2270
+  %2272 = add nsw i64 %relu1_grad.ox117769, 1
+  %2273 = add nsw i64 %2271, %2272
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2273
+  %2274 = load float, ptr %arena770, align 4
+  %2275 = mul nsw i64 %relu1_grad.c112762, 3
+  %2276 = add nsw i64 %2275, %relu1_grad.ky113763
+  %2277 = mul nsw i64 %2276, 3
+  %2278 = add nsw i64 %2277, 1
+  %2279 = mul nsw i64 %2278, 36864
+  %2280 = add nsw i64 6710544, %2279
+  %2281 = mul nsw i64 %relu1_grad.j111761, 576
+  %2282 = add nsw i64 %2280, %2281
+  %2283 = mul nsw i64 %relu1_grad.oy116768, 24
+  %2284 = add nsw i64 %2282, %2283
+  %2285 = add nsw i64 %2284, %relu1_grad.ox117769
+  %arena771 = getelementptr inbounds float, ptr %arena, i64 %2285
+  %2286 = load float, ptr %arena771, align 4
+  %2287 = fadd float %2274, %2286
+  store float %2287, ptr %arena770, align 4
+  %ox117.next = add nsw i64 %relu1_grad.ox117769, 1
+  %2288 = icmp slt i64 %ox117.next, 24
+  br i1 %2288, label %relu1_grad.ox117, label %relu1_grad.ox117.end
+
+relu1_grad.ox117.end:                             ; preds = %relu1_grad.ox117
+  %oy116.next = add nsw i64 %relu1_grad.oy116768, 1
+  %2289 = icmp slt i64 %oy116.next, 24
+  br i1 %2289, label %relu1_grad.oy116, label %relu1_grad.oy116.end
+
+relu1_grad.oy118:                                 ; preds = %relu1_grad.ox119.end, %relu1_grad.oy116.end
+  %relu1_grad.oy118772 = phi i64 [ 0, %relu1_grad.oy116.end ], [ %oy118.next, %relu1_grad.ox119.end ]
+  br label %relu1_grad.ox119
+
+relu1_grad.oy118.end:                             ; preds = %relu1_grad.ox119.end
+  %ky113.next = add nsw i64 %relu1_grad.ky113763, 1
+  %2290 = icmp slt i64 %ky113.next, 3
+  br i1 %2290, label %relu1_grad.ky113, label %relu1_grad.ky113.end
+
+relu1_grad.ox119:                                 ; preds = %relu1_grad.ox119, %relu1_grad.oy118
+  %relu1_grad.ox119773 = phi i64 [ 0, %relu1_grad.oy118 ], [ %ox119.next, %relu1_grad.ox119 ]
+  %2291 = mul nsw i64 %relu1_grad.g103656, 64
+  %2292 = add nsw i64 %2291, %relu1_grad.j111761
+  %2293 = mul nsw i64 %2292, 21632
+  %2294 = add nsw i64 1384448, %2293
+  %2295 = mul nsw i64 %relu1_grad.c112762, 676
+  %2296 = add nsw i64 %2294, %2295
+  %2297 = add nsw i64 %relu1_grad.oy118772, %relu1_grad.ky113763
+  %2298 = mul nsw i64 %2297, 26
+  %2299 = add nsw i64 %2296, %2298
+  %2300 = add nsw i64 %relu1_grad.ox119773, 2
+  %2301 = add nsw i64 %2299, %2300
+  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2301
+  %2302 = load float, ptr %arena774, align 4
+  %2303 = mul nsw i64 %relu1_grad.c112762, 3
+  %2304 = add nsw i64 %2303, %relu1_grad.ky113763
+  %2305 = mul nsw i64 %2304, 3
+  %2306 = add nsw i64 %2305, 2
+  %2307 = mul nsw i64 %2306, 36864
+  %2308 = add nsw i64 6710544, %2307
+  %2309 = mul nsw i64 %relu1_grad.j111761, 576
+  %2310 = add nsw i64 %2308, %2309
+  %2311 = mul nsw i64 %relu1_grad.oy118772, 24
+  %2312 = add nsw i64 %2310, %2311
+  %2313 = add nsw i64 %2312, %relu1_grad.ox119773
+  %arena775 = getelementptr inbounds float, ptr %arena, i64 %2313
+  %2314 = load float, ptr %arena775, align 4
+  %2315 = fadd float %2302, %2314
+  store float %2315, ptr %arena774, align 4
+  %ox119.next = add nsw i64 %relu1_grad.ox119773, 1
+  %2316 = icmp slt i64 %ox119.next, 24
+  br i1 %2316, label %relu1_grad.ox119, label %relu1_grad.ox119.end
+
+relu1_grad.ox119.end:                             ; preds = %relu1_grad.ox119
+  %oy118.next = add nsw i64 %relu1_grad.oy118772, 1
+  %2317 = icmp slt i64 %oy118.next, 24
+  br i1 %2317, label %relu1_grad.oy118, label %relu1_grad.oy118.end
+
+conv1_grad.i120:                                  ; preds = %conv1_grad.i120, %relu1_grad.g103.end
+  %conv1_grad.i120776 = phi i64 [ 0, %relu1_grad.g103.end ], [ %i120.next, %conv1_grad.i120 ]
+  %arena777 = getelementptr inbounds float, ptr %arena, i64 %conv1_grad.i120776
+  %2318 = load float, ptr %arena777, align 4
+  %2319 = fcmp ogt float %2318, 0.000000e+00
+  %2320 = add nsw i64 1384448, %conv1_grad.i120776
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2320
+  %2321 = load float, ptr %arena778, align 4
+  %2322 = select i1 %2319, float %2321, float 0.000000e+00
+  %2323 = add nsw i64 3171600, %conv1_grad.i120776
+  %arena779 = getelementptr inbounds float, ptr %arena, i64 %2323
+  store float %2322, ptr %arena779, align 4
+  %i120.next = add nsw i64 %conv1_grad.i120776, 1
+  %2324 = icmp slt i64 %i120.next, 1384448
+  br i1 %2324, label %conv1_grad.i120, label %conv1_grad.i120.end
+
+conv1_grad.i120.end:                              ; preds = %conv1_grad.i120
+  br label %conv1_weight_grad.i121
+
+conv1_weight_grad.i121:                           ; preds = %conv1_weight_grad.i121, %conv1_grad.i120.end
+  %conv1_weight_grad.i121780 = phi i64 [ 0, %conv1_grad.i120.end ], [ %i121.next, %conv1_weight_grad.i121 ]
+  %2325 = add nsw i64 1773824, %conv1_weight_grad.i121780
+  %arena781 = getelementptr inbounds float, ptr %arena, i64 %2325
+  store float 0.000000e+00, ptr %arena781, align 4
+  %i121.next = add nsw i64 %conv1_weight_grad.i121780, 1
+  %2326 = icmp slt i64 %i121.next, 288
+  br i1 %2326, label %conv1_weight_grad.i121, label %conv1_weight_grad.i121.end
+
+conv1_weight_grad.i121.end:                       ; preds = %conv1_weight_grad.i121
+  br label %conv1_weight_grad.g122
+
+conv1_weight_grad.g122:                           ; preds = %conv1_weight_grad.nb140.end, %conv1_weight_grad.i121.end
+  %conv1_weight_grad.g122782 = phi i64 [ 0, %conv1_weight_grad.i121.end ], [ %g122.next, %conv1_weight_grad.nb140.end ]
+  br label %conv1_weight_grad.j123
+
+conv1_weight_grad.g122.end:                       ; preds = %conv1_weight_grad.nb140.end
+  br label %conv1_weight_grad.f144
+
+conv1_weight_grad.j123:                           ; preds = %conv1_weight_grad.c124.end, %conv1_weight_grad.g122
+  %conv1_weight_grad.j123783 = phi i64 [ 0, %conv1_weight_grad.g122 ], [ %j123.next, %conv1_weight_grad.c124.end ]
+  br label %conv1_weight_grad.c124
+
+conv1_weight_grad.j123.end:                       ; preds = %conv1_weight_grad.c124.end
+  br label %conv1_weight_grad.j132
+
+conv1_weight_grad.c124:                           ; preds = %conv1_weight_grad.ky125.end, %conv1_weight_grad.j123
+  %conv1_weight_grad.c124784 = phi i64 [ 0, %conv1_weight_grad.j123 ], [ %c124.next, %conv1_weight_grad.ky125.end ]
+  br label %conv1_weight_grad.ky125
+
+conv1_weight_grad.c124.end:                       ; preds = %conv1_weight_grad.ky125.end
+  %j123.next = add nsw i64 %conv1_weight_grad.j123783, 1
+  %2327 = icmp slt i64 %j123.next, 64
+  br i1 %2327, label %conv1_weight_grad.j123, label %conv1_weight_grad.j123.end
+
+conv1_weight_grad.ky125:                          ; preds = %conv1_weight_grad.oy130.end, %conv1_weight_grad.c124
+  %conv1_weight_grad.ky125785 = phi i64 [ 0, %conv1_weight_grad.c124 ], [ %ky125.next, %conv1_weight_grad.oy130.end ]
+  br label %conv1_weight_grad.oy126
+
+conv1_weight_grad.ky125.end:                      ; preds = %conv1_weight_grad.oy130.end
+  %c124.next = add nsw i64 %conv1_weight_grad.c124784, 1
+  %2328 = icmp slt i64 %c124.next, 1
+  br i1 %2328, label %conv1_weight_grad.c124, label %conv1_weight_grad.c124.end
+
+conv1_weight_grad.oy126:                          ; preds = %conv1_weight_grad.ox127.end, %conv1_weight_grad.ky125
+  %conv1_weight_grad.oy126786 = phi i64 [ 0, %conv1_weight_grad.ky125 ], [ %oy126.next, %conv1_weight_grad.ox127.end ]
+  br label %conv1_weight_grad.ox127
+
+conv1_weight_grad.oy126.end:                      ; preds = %conv1_weight_grad.ox127.end
+  br label %conv1_weight_grad.oy128
+
+conv1_weight_grad.ox127:                          ; preds = %conv1_weight_grad.ox127, %conv1_weight_grad.oy126
+  %conv1_weight_grad.ox127787 = phi i64 [ 0, %conv1_weight_grad.oy126 ], [ %ox127.next, %conv1_weight_grad.ox127 ]
+  %2329 = mul nsw i64 %conv1_weight_grad.g122782, 64
+  %2330 = add nsw i64 %2329, %conv1_weight_grad.j123783
+  %2331 = mul nsw i64 %2330, 784
+  %2332 = mul nsw i64 %conv1_weight_grad.c124784, 784
+  %2333 = add nsw i64 %2331, %2332
+  %2334 = add nsw i64 %conv1_weight_grad.oy126786, %conv1_weight_grad.ky125785
+  %2335 = mul nsw i64 %2334, 28
+  %2336 = add nsw i64 %2333, %2335
+  %2337 = add nsw i64 %2336, %conv1_weight_grad.ox127787
+  %images788 = getelementptr inbounds float, ptr %images, i64 %2337
+  %2338 = load float, ptr %images788, align 4
+  %2339 = mul nsw i64 %conv1_weight_grad.c124784, 3
+  %2340 = add nsw i64 %2339, %conv1_weight_grad.ky125785
+  %2341 = mul nsw i64 %2340, 3
+  %2342 = mul nsw i64 %2341, 43264
+  %2343 = mul nsw i64 %conv1_weight_grad.j123783, 676
+  %2344 = add nsw i64 %2342, %2343
+  %2345 = mul nsw i64 %conv1_weight_grad.oy126786, 26
+  %2346 = add nsw i64 %2344, %2345
+  %2347 = add nsw i64 %2346, %conv1_weight_grad.ox127787
+  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2347
+  store float %2338, ptr %arena789, align 4
+  %ox127.next = add nsw i64 %conv1_weight_grad.ox127787, 1
+  %2348 = icmp slt i64 %ox127.next, 26
+  br i1 %2348, label %conv1_weight_grad.ox127, label %conv1_weight_grad.ox127.end
+
+conv1_weight_grad.ox127.end:                      ; preds = %conv1_weight_grad.ox127
+  %oy126.next = add nsw i64 %conv1_weight_grad.oy126786, 1
+  %2349 = icmp slt i64 %oy126.next, 26
+  br i1 %2349, label %conv1_weight_grad.oy126, label %conv1_weight_grad.oy126.end
+
+conv1_weight_grad.oy128:                          ; preds = %conv1_weight_grad.ox129.end, %conv1_weight_grad.oy126.end
+  %conv1_weight_grad.oy128790 = phi i64 [ 0, %conv1_weight_grad.oy126.end ], [ %oy128.next, %conv1_weight_grad.ox129.end ]
+  br label %conv1_weight_grad.ox129
+
+conv1_weight_grad.oy128.end:                      ; preds = %conv1_weight_grad.ox129.end
+  br label %conv1_weight_grad.oy130
+
+conv1_weight_grad.ox129:                          ; preds = %conv1_weight_grad.ox129, %conv1_weight_grad.oy128
+  %conv1_weight_grad.ox129791 = phi i64 [ 0, %conv1_weight_grad.oy128 ], [ %ox129.next, %conv1_weight_grad.ox129 ]
+  %2350 = mul nsw i64 %conv1_weight_grad.g122782, 64
+  %2351 = add nsw i64 %2350, %conv1_weight_grad.j123783
+  %2352 = mul nsw i64 %2351, 784
+  %2353 = mul nsw i64 %conv1_weight_grad.c124784, 784
+  %2354 = add nsw i64 %2352, %2353
+  %2355 = add nsw i64 %conv1_weight_grad.oy128790, %conv1_weight_grad.ky125785
+  %2356 = mul nsw i64 %2355, 28
+  %2357 = add nsw i64 %2354, %2356
+  %2358 = add nsw i64 %conv1_weight_grad.ox129791, 1
+  %2359 = add nsw i64 %2357, %2358
+  %images792 = getelementptr inbounds float, ptr %images, i64 %2359
+  %2360 = load float, ptr %images792, align 4
+  %2361 = mul nsw i64 %conv1_weight_grad.c124784, 3
+  %2362 = add nsw i64 %2361, %conv1_weight_grad.ky125785
+  %2363 = mul nsw i64 %2362, 3
+  %2364 = add nsw i64 %2363, 1
+  %2365 = mul nsw i64 %2364, 43264
+  %2366 = mul nsw i64 %conv1_weight_grad.j123783, 676
+  %2367 = add nsw i64 %2365, %2366
+  %2368 = mul nsw i64 %conv1_weight_grad.oy128790, 26
+  %2369 = add nsw i64 %2367, %2368
+  %2370 = add nsw i64 %2369, %conv1_weight_grad.ox129791
+  %arena793 = getelementptr inbounds float, ptr %arena, i64 %2370
+  store float %2360, ptr %arena793, align 4
+  %ox129.next = add nsw i64 %conv1_weight_grad.ox129791, 1
+  %2371 = icmp slt i64 %ox129.next, 26
+  br i1 %2371, label %conv1_weight_grad.ox129, label %conv1_weight_grad.ox129.end
+
+conv1_weight_grad.ox129.end:                      ; preds = %conv1_weight_grad.ox129
+  %oy128.next = add nsw i64 %conv1_weight_grad.oy128790, 1
+  %2372 = icmp slt i64 %oy128.next, 26
+  br i1 %2372, label %conv1_weight_grad.oy128, label %conv1_weight_grad.oy128.end
+
+conv1_weight_grad.oy130:                          ; preds = %conv1_weight_grad.ox131.end, %conv1_weight_grad.oy128.end
+  %conv1_weight_grad.oy130794 = phi i64 [ 0, %conv1_weight_grad.oy128.end ], [ %oy130.next, %conv1_weight_grad.ox131.end ]
+  br label %conv1_weight_grad.ox131
+
+conv1_weight_grad.oy130.end:                      ; preds = %conv1_weight_grad.ox131.end
+  %ky125.next = add nsw i64 %conv1_weight_grad.ky125785, 1
+  %2373 = icmp slt i64 %ky125.next, 3
+  br i1 %2373, label %conv1_weight_grad.ky125, label %conv1_weight_grad.ky125.end
+
+conv1_weight_grad.ox131:                          ; preds = %conv1_weight_grad.ox131, %conv1_weight_grad.oy130
+  %conv1_weight_grad.ox131795 = phi i64 [ 0, %conv1_weight_grad.oy130 ], [ %ox131.next, %conv1_weight_grad.ox131 ]
+  %2374 = mul nsw i64 %conv1_weight_grad.g122782, 64
+  %2375 = add nsw i64 %2374, %conv1_weight_grad.j123783
+  %2376 = mul nsw i64 %2375, 784
+  %2377 = mul nsw i64 %conv1_weight_grad.c124784, 784
+  %2378 = add nsw i64 %2376, %2377
+  %2379 = add nsw i64 %conv1_weight_grad.oy130794, %conv1_weight_grad.ky125785
+  %2380 = mul nsw i64 %2379, 28
+  %2381 = add nsw i64 %2378, %2380
+  %2382 = add nsw i64 %conv1_weight_grad.ox131795, 2
+  %2383 = add nsw i64 %2381, %2382
+  %images796 = getelementptr inbounds float, ptr %images, i64 %2383
+  %2384 = load float, ptr %images796, align 4
+  %2385 = mul nsw i64 %conv1_weight_grad.c124784, 3
+  %2386 = add nsw i64 %2385, %conv1_weight_grad.ky125785
+  %2387 = mul nsw i64 %2386, 3
+  %2388 = add nsw i64 %2387, 2
+  %2389 = mul nsw i64 %2388, 43264
+  %2390 = mul nsw i64 %conv1_weight_grad.j123783, 676
+  %2391 = add nsw i64 %2389, %2390
+  %2392 = mul nsw i64 %conv1_weight_grad.oy130794, 26
+  %2393 = add nsw i64 %2391, %2392
+  %2394 = add nsw i64 %2393, %conv1_weight_grad.ox131795
+  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2394
+  store float %2384, ptr %arena797, align 4
+  %ox131.next = add nsw i64 %conv1_weight_grad.ox131795, 1
+  %2395 = icmp slt i64 %ox131.next, 26
+  br i1 %2395, label %conv1_weight_grad.ox131, label %conv1_weight_grad.ox131.end
+
+conv1_weight_grad.ox131.end:                      ; preds = %conv1_weight_grad.ox131
+  %oy130.next = add nsw i64 %conv1_weight_grad.oy130794, 1
+  %2396 = icmp slt i64 %oy130.next, 26
+  br i1 %2396, label %conv1_weight_grad.oy130, label %conv1_weight_grad.oy130.end
+
+conv1_weight_grad.j132:                           ; preds = %conv1_weight_grad.i133.end, %conv1_weight_grad.j123.end
+  %conv1_weight_grad.j132798 = phi i64 [ 0, %conv1_weight_grad.j123.end ], [ %j132.next, %conv1_weight_grad.i133.end ]
+  br label %conv1_weight_grad.i133
+
+conv1_weight_grad.j132.end:                       ; preds = %conv1_weight_grad.i133.end
+  br label %conv1_weight_grad.kp135
+
+conv1_weight_grad.i133:                           ; preds = %conv1_weight_grad.f134.end, %conv1_weight_grad.j132
+  %conv1_weight_grad.i133799 = phi i64 [ 0, %conv1_weight_grad.j132 ], [ %i133.next, %conv1_weight_grad.f134.end ]
+  br label %conv1_weight_grad.f134
+
+conv1_weight_grad.i133.end:                       ; preds = %conv1_weight_grad.f134.end
+  %j132.next = add nsw i64 %conv1_weight_grad.j132798, 1
+  %2397 = icmp slt i64 %j132.next, 64
+  br i1 %2397, label %conv1_weight_grad.j132, label %conv1_weight_grad.j132.end
+
+conv1_weight_grad.f134:                           ; preds = %conv1_weight_grad.f134, %conv1_weight_grad.i133
+  %conv1_weight_grad.f134800 = phi i64 [ 0, %conv1_weight_grad.i133 ], [ %f134.next, %conv1_weight_grad.f134 ]
+  %2398 = mul nsw i64 %conv1_weight_grad.g122782, 64
+  %2399 = add nsw i64 %2398, %conv1_weight_grad.j132798
+  %2400 = mul nsw i64 %2399, 21632
+  %2401 = add nsw i64 3171600, %2400
+  %2402 = mul nsw i64 %conv1_weight_grad.f134800, 676
+  %2403 = add nsw i64 %2401, %2402
+  %2404 = add nsw i64 %2403, %conv1_weight_grad.i133799
+  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2404
+  %2405 = load float, ptr %arena801, align 4
+  %2406 = mul nsw i64 %conv1_weight_grad.j132798, 676
+  %2407 = add nsw i64 %2406, %conv1_weight_grad.i133799
+  %2408 = mul nsw i64 %2407, 32
+  %2409 = add nsw i64 389376, %2408
+  %2410 = add nsw i64 %2409, %conv1_weight_grad.f134800
+  %arena802 = getelementptr inbounds float, ptr %arena, i64 %2410
+  store float %2405, ptr %arena802, align 4
+  %f134.next = add nsw i64 %conv1_weight_grad.f134800, 1
+  %2411 = icmp slt i64 %f134.next, 32
+  br i1 %2411, label %conv1_weight_grad.f134, label %conv1_weight_grad.f134.end
+
+conv1_weight_grad.f134.end:                       ; preds = %conv1_weight_grad.f134
+  %i133.next = add nsw i64 %conv1_weight_grad.i133799, 1
+  %2412 = icmp slt i64 %i133.next, 676
+  br i1 %2412, label %conv1_weight_grad.i133, label %conv1_weight_grad.i133.end
+
+conv1_weight_grad.kp135:                          ; preds = %conv1_weight_grad.nb136.end, %conv1_weight_grad.j132.end
+  %conv1_weight_grad.kp135803 = phi i64 [ 0, %conv1_weight_grad.j132.end ], [ %kp135.next, %conv1_weight_grad.nb136.end ]
+  br label %conv1_weight_grad.nb136
+
+conv1_weight_grad.kp135.end:                      ; preds = %conv1_weight_grad.nb136.end
+  br label %conv1_weight_grad.nb140
+
+conv1_weight_grad.nb136:                          ; preds = %conv1_weight_grad.mb137.end, %conv1_weight_grad.kp135
+  %conv1_weight_grad.nb136804 = phi i64 [ 0, %conv1_weight_grad.kp135 ], [ %nb136.next, %conv1_weight_grad.mb137.end ]
+  br label %conv1_weight_grad.mb137
+
+conv1_weight_grad.nb136.end:                      ; preds = %conv1_weight_grad.mb137.end
+  %kp135.next = add nsw i64 %conv1_weight_grad.kp135803, 1
+  %2413 = icmp slt i64 %kp135.next, 112
+  br i1 %2413, label %conv1_weight_grad.kp135, label %conv1_weight_grad.kp135.end
+
+conv1_weight_grad.mb137:                          ; preds = %conv1_weight_grad.k139.end, %conv1_weight_grad.nb136
+  %conv1_weight_grad.mb137805 = phi i64 [ 0, %conv1_weight_grad.nb136 ], [ %mb137.next, %conv1_weight_grad.k139.end ]
+  %2414 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2415 = mul nsw i64 %2414, 32
+  %2416 = add nsw i64 1773824, %2415
+  %2417 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2418 = add nsw i64 %2416, %2417
+  %arena806 = getelementptr inbounds float, ptr %arena, i64 %2418
+  %2419 = load <16 x float>, ptr %arena806, align 4
+  store <16 x float> %2419, ptr %conv1_weight_grad.t138_c0_0, align 64
+  %2420 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2421 = mul nsw i64 %2420, 32
+  %2422 = add nsw i64 1773824, %2421
+  %2423 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2424 = add nsw i64 %2422, %2423
+  %2425 = add nsw i64 %2424, 16
+  %arena807 = getelementptr inbounds float, ptr %arena, i64 %2425
+  %2426 = load <16 x float>, ptr %arena807, align 4
+  store <16 x float> %2426, ptr %conv1_weight_grad.t138_c0_1, align 64
+  %2427 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2428 = add nsw i64 %2427, 1
+  %2429 = mul nsw i64 %2428, 32
+  %2430 = add nsw i64 1773824, %2429
+  %2431 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2432 = add nsw i64 %2430, %2431
+  %arena808 = getelementptr inbounds float, ptr %arena, i64 %2432
+  %2433 = load <16 x float>, ptr %arena808, align 4
+  store <16 x float> %2433, ptr %conv1_weight_grad.t138_c1_0, align 64
+  %2434 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2435 = add nsw i64 %2434, 1
+  %2436 = mul nsw i64 %2435, 32
+  %2437 = add nsw i64 1773824, %2436
+  %2438 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2439 = add nsw i64 %2437, %2438
+  %2440 = add nsw i64 %2439, 16
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2440
+  %2441 = load <16 x float>, ptr %arena809, align 4
+  store <16 x float> %2441, ptr %conv1_weight_grad.t138_c1_1, align 64
+  %2442 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2443 = add nsw i64 %2442, 2
+  %2444 = mul nsw i64 %2443, 32
+  %2445 = add nsw i64 1773824, %2444
+  %2446 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2447 = add nsw i64 %2445, %2446
+  %arena810 = getelementptr inbounds float, ptr %arena, i64 %2447
+  %2448 = load <16 x float>, ptr %arena810, align 4
+  store <16 x float> %2448, ptr %conv1_weight_grad.t138_c2_0, align 64
+  %2449 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2450 = add nsw i64 %2449, 2
+  %2451 = mul nsw i64 %2450, 32
+  %2452 = add nsw i64 1773824, %2451
+  %2453 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2454 = add nsw i64 %2452, %2453
+  %2455 = add nsw i64 %2454, 16
+  %arena811 = getelementptr inbounds float, ptr %arena, i64 %2455
+  %2456 = load <16 x float>, ptr %arena811, align 4
+  store <16 x float> %2456, ptr %conv1_weight_grad.t138_c2_1, align 64
+  %2457 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2458 = add nsw i64 %2457, 3
+  %2459 = mul nsw i64 %2458, 32
+  %2460 = add nsw i64 1773824, %2459
+  %2461 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2462 = add nsw i64 %2460, %2461
+  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2462
+  %2463 = load <16 x float>, ptr %arena812, align 4
+  store <16 x float> %2463, ptr %conv1_weight_grad.t138_c3_0, align 64
+  %2464 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2465 = add nsw i64 %2464, 3
+  %2466 = mul nsw i64 %2465, 32
+  %2467 = add nsw i64 1773824, %2466
+  %2468 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2469 = add nsw i64 %2467, %2468
+  %2470 = add nsw i64 %2469, 16
+  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2470
+  %2471 = load <16 x float>, ptr %arena813, align 4
+  store <16 x float> %2471, ptr %conv1_weight_grad.t138_c3_1, align 64
+  %2472 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2473 = add nsw i64 %2472, 4
+  %2474 = mul nsw i64 %2473, 32
+  %2475 = add nsw i64 1773824, %2474
+  %2476 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2477 = add nsw i64 %2475, %2476
+  %arena814 = getelementptr inbounds float, ptr %arena, i64 %2477
+  %2478 = load <16 x float>, ptr %arena814, align 4
+  store <16 x float> %2478, ptr %conv1_weight_grad.t138_c4_0, align 64
+  %2479 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2480 = add nsw i64 %2479, 4
+  %2481 = mul nsw i64 %2480, 32
+  %2482 = add nsw i64 1773824, %2481
+  %2483 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2484 = add nsw i64 %2482, %2483
+  %2485 = add nsw i64 %2484, 16
+  %arena815 = getelementptr inbounds float, ptr %arena, i64 %2485
+  %2486 = load <16 x float>, ptr %arena815, align 4
+  store <16 x float> %2486, ptr %conv1_weight_grad.t138_c4_1, align 64
+  %2487 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2488 = add nsw i64 %2487, 5
+  %2489 = mul nsw i64 %2488, 32
+  %2490 = add nsw i64 1773824, %2489
+  %2491 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2492 = add nsw i64 %2490, %2491
+  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2492
+  %2493 = load <16 x float>, ptr %arena816, align 4
+  store <16 x float> %2493, ptr %conv1_weight_grad.t138_c5_0, align 64
+  %2494 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2495 = add nsw i64 %2494, 5
+  %2496 = mul nsw i64 %2495, 32
+  %2497 = add nsw i64 1773824, %2496
+  %2498 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2499 = add nsw i64 %2497, %2498
+  %2500 = add nsw i64 %2499, 16
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2500
+  %2501 = load <16 x float>, ptr %arena817, align 4
+  store <16 x float> %2501, ptr %conv1_weight_grad.t138_c5_1, align 64
+  %2502 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2503 = add nsw i64 %2502, 6
+  %2504 = mul nsw i64 %2503, 32
+  %2505 = add nsw i64 1773824, %2504
+  %2506 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2507 = add nsw i64 %2505, %2506
+  %arena818 = getelementptr inbounds float, ptr %arena, i64 %2507
+  %2508 = load <16 x float>, ptr %arena818, align 4
+  store <16 x float> %2508, ptr %conv1_weight_grad.t138_c6_0, align 64
+  %2509 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2510 = add nsw i64 %2509, 6
+  %2511 = mul nsw i64 %2510, 32
+  %2512 = add nsw i64 1773824, %2511
+  %2513 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2514 = add nsw i64 %2512, %2513
+  %2515 = add nsw i64 %2514, 16
+  %arena819 = getelementptr inbounds float, ptr %arena, i64 %2515
+  %2516 = load <16 x float>, ptr %arena819, align 4
+  store <16 x float> %2516, ptr %conv1_weight_grad.t138_c6_1, align 64
+  %2517 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2518 = add nsw i64 %2517, 7
+  %2519 = mul nsw i64 %2518, 32
+  %2520 = add nsw i64 1773824, %2519
+  %2521 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2522 = add nsw i64 %2520, %2521
+  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2522
+  %2523 = load <16 x float>, ptr %arena820, align 4
+  store <16 x float> %2523, ptr %conv1_weight_grad.t138_c7_0, align 64
+  %2524 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2525 = add nsw i64 %2524, 7
+  %2526 = mul nsw i64 %2525, 32
+  %2527 = add nsw i64 1773824, %2526
+  %2528 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2529 = add nsw i64 %2527, %2528
+  %2530 = add nsw i64 %2529, 16
+  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2530
+  %2531 = load <16 x float>, ptr %arena821, align 4
+  store <16 x float> %2531, ptr %conv1_weight_grad.t138_c7_1, align 64
+  %2532 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2533 = add nsw i64 %2532, 8
+  %2534 = mul nsw i64 %2533, 32
+  %2535 = add nsw i64 1773824, %2534
+  %2536 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2537 = add nsw i64 %2535, %2536
+  %arena822 = getelementptr inbounds float, ptr %arena, i64 %2537
+  %2538 = load <16 x float>, ptr %arena822, align 4
+  store <16 x float> %2538, ptr %conv1_weight_grad.t138_c8_0, align 64
+  %2539 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2540 = add nsw i64 %2539, 8
+  %2541 = mul nsw i64 %2540, 32
+  %2542 = add nsw i64 1773824, %2541
+  %2543 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2544 = add nsw i64 %2542, %2543
+  %2545 = add nsw i64 %2544, 16
+  %arena823 = getelementptr inbounds float, ptr %arena, i64 %2545
+  %2546 = load <16 x float>, ptr %arena823, align 4
+  store <16 x float> %2546, ptr %conv1_weight_grad.t138_c8_1, align 64
+  br label %conv1_weight_grad.k139
+
+conv1_weight_grad.mb137.end:                      ; preds = %conv1_weight_grad.k139.end
+  %nb136.next = add nsw i64 %conv1_weight_grad.nb136804, 1
+  %2547 = icmp slt i64 %nb136.next, 1
+  br i1 %2547, label %conv1_weight_grad.nb136, label %conv1_weight_grad.nb136.end
+
+conv1_weight_grad.k139:                           ; preds = %conv1_weight_grad.k139, %conv1_weight_grad.mb137
+  %conv1_weight_grad.k139824 = phi i64 [ 0, %conv1_weight_grad.mb137 ], [ %k139.next, %conv1_weight_grad.k139 ]
+  %2548 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2549 = add nsw i64 %conv1_weight_grad.k139824, %2548
+  %2550 = mul nsw i64 %2549, 32
+  %2551 = add nsw i64 389376, %2550
+  %2552 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2553 = add nsw i64 %2551, %2552
+  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2553
+  %2554 = load <16 x float>, ptr %arena825, align 4
+  store <16 x float> %2554, ptr %conv1_weight_grad.t138_b0, align 64
+  %2555 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2556 = add nsw i64 %conv1_weight_grad.k139824, %2555
+  %2557 = mul nsw i64 %2556, 32
+  %2558 = add nsw i64 389376, %2557
+  %2559 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2560 = add nsw i64 %2558, %2559
+  %2561 = add nsw i64 %2560, 16
+  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2561
+  %2562 = load <16 x float>, ptr %arena826, align 4
+  store <16 x float> %2562, ptr %conv1_weight_grad.t138_b1, align 64
+  %2563 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2564 = mul nsw i64 %2563, 43264
+  %2565 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2566 = add nsw i64 %conv1_weight_grad.k139824, %2565
+  %2567 = add nsw i64 %2564, %2566
+  %arena827 = getelementptr inbounds float, ptr %arena, i64 %2567
+  %2568 = load float, ptr %arena827, align 4
+  %2569 = insertelement <16 x float> undef, float %2568, i32 0
+  %2570 = shufflevector <16 x float> %2569, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2570, ptr %conv1_weight_grad.t138_a0, align 64
+  %t138_a0 = load <16 x float>, ptr %conv1_weight_grad.t138_a0, align 64
+  %t138_b0 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_0, align 64
+  %2571 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0, <16 x float> %t138_b0, <16 x float> %t138_c0_0)
+  store <16 x float> %2571, ptr %conv1_weight_grad.t138_c0_0, align 64
+  %t138_a0828 = load <16 x float>, ptr %conv1_weight_grad.t138_a0, align 64
+  %t138_b1 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_1, align 64
+  %2572 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a0828, <16 x float> %t138_b1, <16 x float> %t138_c0_1)
+  store <16 x float> %2572, ptr %conv1_weight_grad.t138_c0_1, align 64
+  %2573 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2574 = add nsw i64 %2573, 1
+  %2575 = mul nsw i64 %2574, 43264
+  %2576 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2577 = add nsw i64 %conv1_weight_grad.k139824, %2576
+  %2578 = add nsw i64 %2575, %2577
+  %arena829 = getelementptr inbounds float, ptr %arena, i64 %2578
+  %2579 = load float, ptr %arena829, align 4
+  %2580 = insertelement <16 x float> undef, float %2579, i32 0
+  %2581 = shufflevector <16 x float> %2580, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2581, ptr %conv1_weight_grad.t138_a1, align 64
+  %t138_a1 = load <16 x float>, ptr %conv1_weight_grad.t138_a1, align 64
+  %t138_b0830 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_0, align 64
+  %2582 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1, <16 x float> %t138_b0830, <16 x float> %t138_c1_0)
+  store <16 x float> %2582, ptr %conv1_weight_grad.t138_c1_0, align 64
+  %t138_a1831 = load <16 x float>, ptr %conv1_weight_grad.t138_a1, align 64
+  %t138_b1832 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_1, align 64
+  %2583 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a1831, <16 x float> %t138_b1832, <16 x float> %t138_c1_1)
+  store <16 x float> %2583, ptr %conv1_weight_grad.t138_c1_1, align 64
+  %2584 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2585 = add nsw i64 %2584, 2
+  %2586 = mul nsw i64 %2585, 43264
+  %2587 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2588 = add nsw i64 %conv1_weight_grad.k139824, %2587
+  %2589 = add nsw i64 %2586, %2588
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2589
+  %2590 = load float, ptr %arena833, align 4
+  %2591 = insertelement <16 x float> undef, float %2590, i32 0
+  %2592 = shufflevector <16 x float> %2591, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2592, ptr %conv1_weight_grad.t138_a2, align 64
+  %t138_a2 = load <16 x float>, ptr %conv1_weight_grad.t138_a2, align 64
+  %t138_b0834 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_0, align 64
+  %2593 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2, <16 x float> %t138_b0834, <16 x float> %t138_c2_0)
+  store <16 x float> %2593, ptr %conv1_weight_grad.t138_c2_0, align 64
+  %t138_a2835 = load <16 x float>, ptr %conv1_weight_grad.t138_a2, align 64
+  %t138_b1836 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_1, align 64
+  %2594 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a2835, <16 x float> %t138_b1836, <16 x float> %t138_c2_1)
+  store <16 x float> %2594, ptr %conv1_weight_grad.t138_c2_1, align 64
+  %2595 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2596 = add nsw i64 %2595, 3
+  %2597 = mul nsw i64 %2596, 43264
+  %2598 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2599 = add nsw i64 %conv1_weight_grad.k139824, %2598
+  %2600 = add nsw i64 %2597, %2599
+  %arena837 = getelementptr inbounds float, ptr %arena, i64 %2600
+  %2601 = load float, ptr %arena837, align 4
+  %2602 = insertelement <16 x float> undef, float %2601, i32 0
+  %2603 = shufflevector <16 x float> %2602, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2603, ptr %conv1_weight_grad.t138_a3, align 64
+  %t138_a3 = load <16 x float>, ptr %conv1_weight_grad.t138_a3, align 64
+  %t138_b0838 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_0, align 64
+  %2604 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3, <16 x float> %t138_b0838, <16 x float> %t138_c3_0)
+  store <16 x float> %2604, ptr %conv1_weight_grad.t138_c3_0, align 64
+  %t138_a3839 = load <16 x float>, ptr %conv1_weight_grad.t138_a3, align 64
+  %t138_b1840 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_1, align 64
+  %2605 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a3839, <16 x float> %t138_b1840, <16 x float> %t138_c3_1)
+  store <16 x float> %2605, ptr %conv1_weight_grad.t138_c3_1, align 64
+  %2606 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2607 = add nsw i64 %2606, 4
+  %2608 = mul nsw i64 %2607, 43264
+  %2609 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2610 = add nsw i64 %conv1_weight_grad.k139824, %2609
+  %2611 = add nsw i64 %2608, %2610
+  %arena841 = getelementptr inbounds float, ptr %arena, i64 %2611
+  %2612 = load float, ptr %arena841, align 4
+  %2613 = insertelement <16 x float> undef, float %2612, i32 0
+  %2614 = shufflevector <16 x float> %2613, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2614, ptr %conv1_weight_grad.t138_a4, align 64
+  %t138_a4 = load <16 x float>, ptr %conv1_weight_grad.t138_a4, align 64
+  %t138_b0842 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_0, align 64
+  %2615 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4, <16 x float> %t138_b0842, <16 x float> %t138_c4_0)
+  store <16 x float> %2615, ptr %conv1_weight_grad.t138_c4_0, align 64
+  %t138_a4843 = load <16 x float>, ptr %conv1_weight_grad.t138_a4, align 64
+  %t138_b1844 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_1, align 64
+  %2616 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a4843, <16 x float> %t138_b1844, <16 x float> %t138_c4_1)
+  store <16 x float> %2616, ptr %conv1_weight_grad.t138_c4_1, align 64
+  %2617 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2618 = add nsw i64 %2617, 5
+  %2619 = mul nsw i64 %2618, 43264
+  %2620 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2621 = add nsw i64 %conv1_weight_grad.k139824, %2620
+  %2622 = add nsw i64 %2619, %2621
+  %arena845 = getelementptr inbounds float, ptr %arena, i64 %2622
+  %2623 = load float, ptr %arena845, align 4
+  %2624 = insertelement <16 x float> undef, float %2623, i32 0
+  %2625 = shufflevector <16 x float> %2624, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2625, ptr %conv1_weight_grad.t138_a5, align 64
+  %t138_a5 = load <16 x float>, ptr %conv1_weight_grad.t138_a5, align 64
+  %t138_b0846 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_0, align 64
+  %2626 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5, <16 x float> %t138_b0846, <16 x float> %t138_c5_0)
+  store <16 x float> %2626, ptr %conv1_weight_grad.t138_c5_0, align 64
+  %t138_a5847 = load <16 x float>, ptr %conv1_weight_grad.t138_a5, align 64
+  %t138_b1848 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_1, align 64
+  %2627 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a5847, <16 x float> %t138_b1848, <16 x float> %t138_c5_1)
+  store <16 x float> %2627, ptr %conv1_weight_grad.t138_c5_1, align 64
+  %2628 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2629 = add nsw i64 %2628, 6
+  %2630 = mul nsw i64 %2629, 43264
+  %2631 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2632 = add nsw i64 %conv1_weight_grad.k139824, %2631
+  %2633 = add nsw i64 %2630, %2632
+  %arena849 = getelementptr inbounds float, ptr %arena, i64 %2633
+  %2634 = load float, ptr %arena849, align 4
+  %2635 = insertelement <16 x float> undef, float %2634, i32 0
+  %2636 = shufflevector <16 x float> %2635, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2636, ptr %conv1_weight_grad.t138_a6, align 64
+  %t138_a6 = load <16 x float>, ptr %conv1_weight_grad.t138_a6, align 64
+  %t138_b0850 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_0, align 64
+  %2637 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a6, <16 x float> %t138_b0850, <16 x float> %t138_c6_0)
+  store <16 x float> %2637, ptr %conv1_weight_grad.t138_c6_0, align 64
+  %t138_a6851 = load <16 x float>, ptr %conv1_weight_grad.t138_a6, align 64
+  %t138_b1852 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_1, align 64
+  %2638 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a6851, <16 x float> %t138_b1852, <16 x float> %t138_c6_1)
+  store <16 x float> %2638, ptr %conv1_weight_grad.t138_c6_1, align 64
+  %2639 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2640 = add nsw i64 %2639, 7
+  %2641 = mul nsw i64 %2640, 43264
+  %2642 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2643 = add nsw i64 %conv1_weight_grad.k139824, %2642
+  %2644 = add nsw i64 %2641, %2643
+  %arena853 = getelementptr inbounds float, ptr %arena, i64 %2644
+  %2645 = load float, ptr %arena853, align 4
+  %2646 = insertelement <16 x float> undef, float %2645, i32 0
+  %2647 = shufflevector <16 x float> %2646, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2647, ptr %conv1_weight_grad.t138_a7, align 64
+  %t138_a7 = load <16 x float>, ptr %conv1_weight_grad.t138_a7, align 64
+  %t138_b0854 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_0, align 64
+  %2648 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a7, <16 x float> %t138_b0854, <16 x float> %t138_c7_0)
+  store <16 x float> %2648, ptr %conv1_weight_grad.t138_c7_0, align 64
+  %t138_a7855 = load <16 x float>, ptr %conv1_weight_grad.t138_a7, align 64
+  %t138_b1856 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_1, align 64
+  %2649 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a7855, <16 x float> %t138_b1856, <16 x float> %t138_c7_1)
+  store <16 x float> %2649, ptr %conv1_weight_grad.t138_c7_1, align 64
+  %2650 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2651 = add nsw i64 %2650, 8
+  %2652 = mul nsw i64 %2651, 43264
+  %2653 = mul nsw i64 %conv1_weight_grad.kp135803, 383
+  %2654 = add nsw i64 %conv1_weight_grad.k139824, %2653
+  %2655 = add nsw i64 %2652, %2654
+  %arena857 = getelementptr inbounds float, ptr %arena, i64 %2655
+  %2656 = load float, ptr %arena857, align 4
+  %2657 = insertelement <16 x float> undef, float %2656, i32 0
+  %2658 = shufflevector <16 x float> %2657, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2658, ptr %conv1_weight_grad.t138_a8, align 64
+  %t138_a8 = load <16 x float>, ptr %conv1_weight_grad.t138_a8, align 64
+  %t138_b0858 = load <16 x float>, ptr %conv1_weight_grad.t138_b0, align 64
+  %t138_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_0, align 64
+  %2659 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a8, <16 x float> %t138_b0858, <16 x float> %t138_c8_0)
+  store <16 x float> %2659, ptr %conv1_weight_grad.t138_c8_0, align 64
+  %t138_a8859 = load <16 x float>, ptr %conv1_weight_grad.t138_a8, align 64
+  %t138_b1860 = load <16 x float>, ptr %conv1_weight_grad.t138_b1, align 64
+  %t138_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_1, align 64
+  %2660 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t138_a8859, <16 x float> %t138_b1860, <16 x float> %t138_c8_1)
+  store <16 x float> %2660, ptr %conv1_weight_grad.t138_c8_1, align 64
+  %k139.next = add nsw i64 %conv1_weight_grad.k139824, 1
+  %2661 = icmp slt i64 %k139.next, 383
+  br i1 %2661, label %conv1_weight_grad.k139, label %conv1_weight_grad.k139.end
+
+conv1_weight_grad.k139.end:                       ; preds = %conv1_weight_grad.k139
+  %t138_c0_0861 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_0, align 64
+  %2662 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2663 = mul nsw i64 %2662, 32
+  %2664 = add nsw i64 1773824, %2663
+  %2665 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2666 = add nsw i64 %2664, %2665
+  %arena862 = getelementptr inbounds float, ptr %arena, i64 %2666
+  store <16 x float> %t138_c0_0861, ptr %arena862, align 4
+  %t138_c0_1863 = load <16 x float>, ptr %conv1_weight_grad.t138_c0_1, align 64
+  %2667 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2668 = mul nsw i64 %2667, 32
+  %2669 = add nsw i64 1773824, %2668
+  %2670 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2671 = add nsw i64 %2669, %2670
+  %2672 = add nsw i64 %2671, 16
+  %arena864 = getelementptr inbounds float, ptr %arena, i64 %2672
+  store <16 x float> %t138_c0_1863, ptr %arena864, align 4
+  %t138_c1_0865 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_0, align 64
+  %2673 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2674 = add nsw i64 %2673, 1
+  %2675 = mul nsw i64 %2674, 32
+  %2676 = add nsw i64 1773824, %2675
+  %2677 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2678 = add nsw i64 %2676, %2677
+  %arena866 = getelementptr inbounds float, ptr %arena, i64 %2678
+  store <16 x float> %t138_c1_0865, ptr %arena866, align 4
+  %t138_c1_1867 = load <16 x float>, ptr %conv1_weight_grad.t138_c1_1, align 64
+  %2679 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2680 = add nsw i64 %2679, 1
+  %2681 = mul nsw i64 %2680, 32
+  %2682 = add nsw i64 1773824, %2681
+  %2683 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2684 = add nsw i64 %2682, %2683
+  %2685 = add nsw i64 %2684, 16
+  %arena868 = getelementptr inbounds float, ptr %arena, i64 %2685
+  store <16 x float> %t138_c1_1867, ptr %arena868, align 4
+  %t138_c2_0869 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_0, align 64
+  %2686 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2687 = add nsw i64 %2686, 2
+  %2688 = mul nsw i64 %2687, 32
+  %2689 = add nsw i64 1773824, %2688
+  %2690 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2691 = add nsw i64 %2689, %2690
+  %arena870 = getelementptr inbounds float, ptr %arena, i64 %2691
+  store <16 x float> %t138_c2_0869, ptr %arena870, align 4
+  %t138_c2_1871 = load <16 x float>, ptr %conv1_weight_grad.t138_c2_1, align 64
+  %2692 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2693 = add nsw i64 %2692, 2
+  %2694 = mul nsw i64 %2693, 32
+  %2695 = add nsw i64 1773824, %2694
+  %2696 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2697 = add nsw i64 %2695, %2696
+  %2698 = add nsw i64 %2697, 16
+  %arena872 = getelementptr inbounds float, ptr %arena, i64 %2698
+  store <16 x float> %t138_c2_1871, ptr %arena872, align 4
+  %t138_c3_0873 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_0, align 64
+  %2699 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2700 = add nsw i64 %2699, 3
+  %2701 = mul nsw i64 %2700, 32
+  %2702 = add nsw i64 1773824, %2701
+  %2703 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2704 = add nsw i64 %2702, %2703
+  %arena874 = getelementptr inbounds float, ptr %arena, i64 %2704
+  store <16 x float> %t138_c3_0873, ptr %arena874, align 4
+  %t138_c3_1875 = load <16 x float>, ptr %conv1_weight_grad.t138_c3_1, align 64
+  %2705 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2706 = add nsw i64 %2705, 3
+  %2707 = mul nsw i64 %2706, 32
+  %2708 = add nsw i64 1773824, %2707
+  %2709 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2710 = add nsw i64 %2708, %2709
+  %2711 = add nsw i64 %2710, 16
+  %arena876 = getelementptr inbounds float, ptr %arena, i64 %2711
+  store <16 x float> %t138_c3_1875, ptr %arena876, align 4
+  %t138_c4_0877 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_0, align 64
+  %2712 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2713 = add nsw i64 %2712, 4
+  %2714 = mul nsw i64 %2713, 32
+  %2715 = add nsw i64 1773824, %2714
+  %2716 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2717 = add nsw i64 %2715, %2716
+  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2717
+  store <16 x float> %t138_c4_0877, ptr %arena878, align 4
+  %t138_c4_1879 = load <16 x float>, ptr %conv1_weight_grad.t138_c4_1, align 64
+  %2718 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2719 = add nsw i64 %2718, 4
+  %2720 = mul nsw i64 %2719, 32
+  %2721 = add nsw i64 1773824, %2720
+  %2722 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2723 = add nsw i64 %2721, %2722
+  %2724 = add nsw i64 %2723, 16
+  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2724
+  store <16 x float> %t138_c4_1879, ptr %arena880, align 4
+  %t138_c5_0881 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_0, align 64
+  %2725 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2726 = add nsw i64 %2725, 5
+  %2727 = mul nsw i64 %2726, 32
+  %2728 = add nsw i64 1773824, %2727
+  %2729 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2730 = add nsw i64 %2728, %2729
+  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2730
+  store <16 x float> %t138_c5_0881, ptr %arena882, align 4
+  %t138_c5_1883 = load <16 x float>, ptr %conv1_weight_grad.t138_c5_1, align 64
+  %2731 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2732 = add nsw i64 %2731, 5
+  %2733 = mul nsw i64 %2732, 32
+  %2734 = add nsw i64 1773824, %2733
+  %2735 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2736 = add nsw i64 %2734, %2735
+  %2737 = add nsw i64 %2736, 16
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2737
+  store <16 x float> %t138_c5_1883, ptr %arena884, align 4
+  %t138_c6_0885 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_0, align 64
+  %2738 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2739 = add nsw i64 %2738, 6
+  %2740 = mul nsw i64 %2739, 32
+  %2741 = add nsw i64 1773824, %2740
+  %2742 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2743 = add nsw i64 %2741, %2742
+  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2743
+  store <16 x float> %t138_c6_0885, ptr %arena886, align 4
+  %t138_c6_1887 = load <16 x float>, ptr %conv1_weight_grad.t138_c6_1, align 64
+  %2744 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2745 = add nsw i64 %2744, 6
+  %2746 = mul nsw i64 %2745, 32
+  %2747 = add nsw i64 1773824, %2746
+  %2748 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2749 = add nsw i64 %2747, %2748
+  %2750 = add nsw i64 %2749, 16
+  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2750
+  store <16 x float> %t138_c6_1887, ptr %arena888, align 4
+  %t138_c7_0889 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_0, align 64
+  %2751 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2752 = add nsw i64 %2751, 7
+  %2753 = mul nsw i64 %2752, 32
+  %2754 = add nsw i64 1773824, %2753
+  %2755 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2756 = add nsw i64 %2754, %2755
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2756
+  store <16 x float> %t138_c7_0889, ptr %arena890, align 4
+  %t138_c7_1891 = load <16 x float>, ptr %conv1_weight_grad.t138_c7_1, align 64
+  %2757 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2758 = add nsw i64 %2757, 7
+  %2759 = mul nsw i64 %2758, 32
+  %2760 = add nsw i64 1773824, %2759
+  %2761 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2762 = add nsw i64 %2760, %2761
+  %2763 = add nsw i64 %2762, 16
+  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2763
+  store <16 x float> %t138_c7_1891, ptr %arena892, align 4
+  %t138_c8_0893 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_0, align 64
+  %2764 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2765 = add nsw i64 %2764, 8
+  %2766 = mul nsw i64 %2765, 32
+  %2767 = add nsw i64 1773824, %2766
+  %2768 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2769 = add nsw i64 %2767, %2768
+  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2769
+  store <16 x float> %t138_c8_0893, ptr %arena894, align 4
+  %t138_c8_1895 = load <16 x float>, ptr %conv1_weight_grad.t138_c8_1, align 64
+  %2770 = mul nsw i64 %conv1_weight_grad.mb137805, 9
+  %2771 = add nsw i64 %2770, 8
+  %2772 = mul nsw i64 %2771, 32
+  %2773 = add nsw i64 1773824, %2772
+  %2774 = mul nsw i64 %conv1_weight_grad.nb136804, 32
+  %2775 = add nsw i64 %2773, %2774
+  %2776 = add nsw i64 %2775, 16
+  %arena896 = getelementptr inbounds float, ptr %arena, i64 %2776
+  store <16 x float> %t138_c8_1895, ptr %arena896, align 4
+  %mb137.next = add nsw i64 %conv1_weight_grad.mb137805, 1
+  %2777 = icmp slt i64 %mb137.next, 1
+  br i1 %2777, label %conv1_weight_grad.mb137, label %conv1_weight_grad.mb137.end
+
+conv1_weight_grad.nb140:                          ; preds = %conv1_weight_grad.mb141.end, %conv1_weight_grad.kp135.end
+  %conv1_weight_grad.nb140897 = phi i64 [ 0, %conv1_weight_grad.kp135.end ], [ %nb140.next, %conv1_weight_grad.mb141.end ]
+  br label %conv1_weight_grad.mb141
+
+conv1_weight_grad.nb140.end:                      ; preds = %conv1_weight_grad.mb141.end
+  %g122.next = add nsw i64 %conv1_weight_grad.g122782, 1
+  %2778 = icmp slt i64 %g122.next, 1
+  br i1 %2778, label %conv1_weight_grad.g122, label %conv1_weight_grad.g122.end
+
+conv1_weight_grad.mb141:                          ; preds = %conv1_weight_grad.k143.end, %conv1_weight_grad.nb140
+  %conv1_weight_grad.mb141898 = phi i64 [ 0, %conv1_weight_grad.nb140 ], [ %mb141.next, %conv1_weight_grad.k143.end ]
+  %2779 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2780 = mul nsw i64 %2779, 32
+  %2781 = add nsw i64 1773824, %2780
+  %2782 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2783 = add nsw i64 %2781, %2782
+  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2783
+  %2784 = load <16 x float>, ptr %arena899, align 4
+  store <16 x float> %2784, ptr %conv1_weight_grad.t142_c0_0, align 64
+  %2785 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2786 = mul nsw i64 %2785, 32
+  %2787 = add nsw i64 1773824, %2786
+  %2788 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2789 = add nsw i64 %2787, %2788
+  %2790 = add nsw i64 %2789, 16
+  %arena900 = getelementptr inbounds float, ptr %arena, i64 %2790
+  %2791 = load <16 x float>, ptr %arena900, align 4
+  store <16 x float> %2791, ptr %conv1_weight_grad.t142_c0_1, align 64
+  %2792 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2793 = add nsw i64 %2792, 1
+  %2794 = mul nsw i64 %2793, 32
+  %2795 = add nsw i64 1773824, %2794
+  %2796 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2797 = add nsw i64 %2795, %2796
+  %arena901 = getelementptr inbounds float, ptr %arena, i64 %2797
+  %2798 = load <16 x float>, ptr %arena901, align 4
+  store <16 x float> %2798, ptr %conv1_weight_grad.t142_c1_0, align 64
+  %2799 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2800 = add nsw i64 %2799, 1
+  %2801 = mul nsw i64 %2800, 32
+  %2802 = add nsw i64 1773824, %2801
+  %2803 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2804 = add nsw i64 %2802, %2803
+  %2805 = add nsw i64 %2804, 16
+  %arena902 = getelementptr inbounds float, ptr %arena, i64 %2805
+  %2806 = load <16 x float>, ptr %arena902, align 4
+  store <16 x float> %2806, ptr %conv1_weight_grad.t142_c1_1, align 64
+  %2807 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2808 = add nsw i64 %2807, 2
+  %2809 = mul nsw i64 %2808, 32
+  %2810 = add nsw i64 1773824, %2809
+  %2811 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2812 = add nsw i64 %2810, %2811
+  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2812
+  %2813 = load <16 x float>, ptr %arena903, align 4
+  store <16 x float> %2813, ptr %conv1_weight_grad.t142_c2_0, align 64
+  %2814 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2815 = add nsw i64 %2814, 2
+  %2816 = mul nsw i64 %2815, 32
+  %2817 = add nsw i64 1773824, %2816
+  %2818 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2819 = add nsw i64 %2817, %2818
+  %2820 = add nsw i64 %2819, 16
+  %arena904 = getelementptr inbounds float, ptr %arena, i64 %2820
+  %2821 = load <16 x float>, ptr %arena904, align 4
+  store <16 x float> %2821, ptr %conv1_weight_grad.t142_c2_1, align 64
+  %2822 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2823 = add nsw i64 %2822, 3
+  %2824 = mul nsw i64 %2823, 32
+  %2825 = add nsw i64 1773824, %2824
+  %2826 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2827 = add nsw i64 %2825, %2826
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 %2827
+  %2828 = load <16 x float>, ptr %arena905, align 4
+  store <16 x float> %2828, ptr %conv1_weight_grad.t142_c3_0, align 64
+  %2829 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2830 = add nsw i64 %2829, 3
+  %2831 = mul nsw i64 %2830, 32
+  %2832 = add nsw i64 1773824, %2831
+  %2833 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2834 = add nsw i64 %2832, %2833
+  %2835 = add nsw i64 %2834, 16
+  %arena906 = getelementptr inbounds float, ptr %arena, i64 %2835
+  %2836 = load <16 x float>, ptr %arena906, align 4
+  store <16 x float> %2836, ptr %conv1_weight_grad.t142_c3_1, align 64
+  %2837 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2838 = add nsw i64 %2837, 4
+  %2839 = mul nsw i64 %2838, 32
+  %2840 = add nsw i64 1773824, %2839
+  %2841 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2842 = add nsw i64 %2840, %2841
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2842
+  %2843 = load <16 x float>, ptr %arena907, align 4
+  store <16 x float> %2843, ptr %conv1_weight_grad.t142_c4_0, align 64
+  %2844 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2845 = add nsw i64 %2844, 4
+  %2846 = mul nsw i64 %2845, 32
+  %2847 = add nsw i64 1773824, %2846
+  %2848 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2849 = add nsw i64 %2847, %2848
+  %2850 = add nsw i64 %2849, 16
+  %arena908 = getelementptr inbounds float, ptr %arena, i64 %2850
+  %2851 = load <16 x float>, ptr %arena908, align 4
+  store <16 x float> %2851, ptr %conv1_weight_grad.t142_c4_1, align 64
+  %2852 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2853 = add nsw i64 %2852, 5
+  %2854 = mul nsw i64 %2853, 32
+  %2855 = add nsw i64 1773824, %2854
+  %2856 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2857 = add nsw i64 %2855, %2856
+  %arena909 = getelementptr inbounds float, ptr %arena, i64 %2857
+  %2858 = load <16 x float>, ptr %arena909, align 4
+  store <16 x float> %2858, ptr %conv1_weight_grad.t142_c5_0, align 64
+  %2859 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2860 = add nsw i64 %2859, 5
+  %2861 = mul nsw i64 %2860, 32
+  %2862 = add nsw i64 1773824, %2861
+  %2863 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2864 = add nsw i64 %2862, %2863
+  %2865 = add nsw i64 %2864, 16
+  %arena910 = getelementptr inbounds float, ptr %arena, i64 %2865
+  %2866 = load <16 x float>, ptr %arena910, align 4
+  store <16 x float> %2866, ptr %conv1_weight_grad.t142_c5_1, align 64
+  %2867 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2868 = add nsw i64 %2867, 6
+  %2869 = mul nsw i64 %2868, 32
+  %2870 = add nsw i64 1773824, %2869
+  %2871 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2872 = add nsw i64 %2870, %2871
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2872
+  %2873 = load <16 x float>, ptr %arena911, align 4
+  store <16 x float> %2873, ptr %conv1_weight_grad.t142_c6_0, align 64
+  %2874 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2875 = add nsw i64 %2874, 6
+  %2876 = mul nsw i64 %2875, 32
+  %2877 = add nsw i64 1773824, %2876
+  %2878 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2879 = add nsw i64 %2877, %2878
+  %2880 = add nsw i64 %2879, 16
+  %arena912 = getelementptr inbounds float, ptr %arena, i64 %2880
+  %2881 = load <16 x float>, ptr %arena912, align 4
+  store <16 x float> %2881, ptr %conv1_weight_grad.t142_c6_1, align 64
+  %2882 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2883 = add nsw i64 %2882, 7
+  %2884 = mul nsw i64 %2883, 32
+  %2885 = add nsw i64 1773824, %2884
+  %2886 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2887 = add nsw i64 %2885, %2886
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2887
+  %2888 = load <16 x float>, ptr %arena913, align 4
+  store <16 x float> %2888, ptr %conv1_weight_grad.t142_c7_0, align 64
+  %2889 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2890 = add nsw i64 %2889, 7
+  %2891 = mul nsw i64 %2890, 32
+  %2892 = add nsw i64 1773824, %2891
+  %2893 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2894 = add nsw i64 %2892, %2893
+  %2895 = add nsw i64 %2894, 16
+  %arena914 = getelementptr inbounds float, ptr %arena, i64 %2895
+  %2896 = load <16 x float>, ptr %arena914, align 4
+  store <16 x float> %2896, ptr %conv1_weight_grad.t142_c7_1, align 64
+  %2897 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2898 = add nsw i64 %2897, 8
+  %2899 = mul nsw i64 %2898, 32
+  %2900 = add nsw i64 1773824, %2899
+  %2901 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2902 = add nsw i64 %2900, %2901
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %2902
+  %2903 = load <16 x float>, ptr %arena915, align 4
+  store <16 x float> %2903, ptr %conv1_weight_grad.t142_c8_0, align 64
+  %2904 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2905 = add nsw i64 %2904, 8
+  %2906 = mul nsw i64 %2905, 32
+  %2907 = add nsw i64 1773824, %2906
+  %2908 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2909 = add nsw i64 %2907, %2908
+  %2910 = add nsw i64 %2909, 16
+  %arena916 = getelementptr inbounds float, ptr %arena, i64 %2910
+  %2911 = load <16 x float>, ptr %arena916, align 4
+  store <16 x float> %2911, ptr %conv1_weight_grad.t142_c8_1, align 64
+  br label %conv1_weight_grad.k143
+
+conv1_weight_grad.mb141.end:                      ; preds = %conv1_weight_grad.k143.end
+  %nb140.next = add nsw i64 %conv1_weight_grad.nb140897, 1
+  %2912 = icmp slt i64 %nb140.next, 1
+  br i1 %2912, label %conv1_weight_grad.nb140, label %conv1_weight_grad.nb140.end
+
+conv1_weight_grad.k143:                           ; preds = %conv1_weight_grad.k143, %conv1_weight_grad.mb141
+  %conv1_weight_grad.k143917 = phi i64 [ 0, %conv1_weight_grad.mb141 ], [ %k143.next, %conv1_weight_grad.k143 ]
+  %2913 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2914 = mul nsw i64 %2913, 32
+  %2915 = add nsw i64 389376, %2914
+  %2916 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2917 = add nsw i64 %2915, %2916
+  %arena918 = getelementptr inbounds float, ptr %arena, i64 %2917
+  %2918 = load <16 x float>, ptr %arena918, align 4
+  store <16 x float> %2918, ptr %conv1_weight_grad.t142_b0, align 64
+  %2919 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2920 = mul nsw i64 %2919, 32
+  %2921 = add nsw i64 389376, %2920
+  %2922 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %2923 = add nsw i64 %2921, %2922
+  %2924 = add nsw i64 %2923, 16
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2924
+  %2925 = load <16 x float>, ptr %arena919, align 4
+  store <16 x float> %2925, ptr %conv1_weight_grad.t142_b1, align 64
+  %2926 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2927 = mul nsw i64 %2926, 43264
+  %2928 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2929 = add nsw i64 %2927, %2928
+  %arena920 = getelementptr inbounds float, ptr %arena, i64 %2929
+  %2930 = load float, ptr %arena920, align 4
+  %2931 = insertelement <16 x float> undef, float %2930, i32 0
+  %2932 = shufflevector <16 x float> %2931, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2932, ptr %conv1_weight_grad.t142_a0, align 64
+  %t142_a0 = load <16 x float>, ptr %conv1_weight_grad.t142_a0, align 64
+  %t142_b0 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_0, align 64
+  %2933 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0, <16 x float> %t142_b0, <16 x float> %t142_c0_0)
+  store <16 x float> %2933, ptr %conv1_weight_grad.t142_c0_0, align 64
+  %t142_a0921 = load <16 x float>, ptr %conv1_weight_grad.t142_a0, align 64
+  %t142_b1 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_1, align 64
+  %2934 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a0921, <16 x float> %t142_b1, <16 x float> %t142_c0_1)
+  store <16 x float> %2934, ptr %conv1_weight_grad.t142_c0_1, align 64
+  %2935 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2936 = add nsw i64 %2935, 1
+  %2937 = mul nsw i64 %2936, 43264
+  %2938 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2939 = add nsw i64 %2937, %2938
+  %arena922 = getelementptr inbounds float, ptr %arena, i64 %2939
+  %2940 = load float, ptr %arena922, align 4
+  %2941 = insertelement <16 x float> undef, float %2940, i32 0
+  %2942 = shufflevector <16 x float> %2941, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2942, ptr %conv1_weight_grad.t142_a1, align 64
+  %t142_a1 = load <16 x float>, ptr %conv1_weight_grad.t142_a1, align 64
+  %t142_b0923 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_0, align 64
+  %2943 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1, <16 x float> %t142_b0923, <16 x float> %t142_c1_0)
+  store <16 x float> %2943, ptr %conv1_weight_grad.t142_c1_0, align 64
+  %t142_a1924 = load <16 x float>, ptr %conv1_weight_grad.t142_a1, align 64
+  %t142_b1925 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_1, align 64
+  %2944 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a1924, <16 x float> %t142_b1925, <16 x float> %t142_c1_1)
+  store <16 x float> %2944, ptr %conv1_weight_grad.t142_c1_1, align 64
+  %2945 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2946 = add nsw i64 %2945, 2
+  %2947 = mul nsw i64 %2946, 43264
+  %2948 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2949 = add nsw i64 %2947, %2948
+  %arena926 = getelementptr inbounds float, ptr %arena, i64 %2949
+  %2950 = load float, ptr %arena926, align 4
+  %2951 = insertelement <16 x float> undef, float %2950, i32 0
+  %2952 = shufflevector <16 x float> %2951, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2952, ptr %conv1_weight_grad.t142_a2, align 64
+  %t142_a2 = load <16 x float>, ptr %conv1_weight_grad.t142_a2, align 64
+  %t142_b0927 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_0, align 64
+  %2953 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2, <16 x float> %t142_b0927, <16 x float> %t142_c2_0)
+  store <16 x float> %2953, ptr %conv1_weight_grad.t142_c2_0, align 64
+  %t142_a2928 = load <16 x float>, ptr %conv1_weight_grad.t142_a2, align 64
+  %t142_b1929 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_1, align 64
+  %2954 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a2928, <16 x float> %t142_b1929, <16 x float> %t142_c2_1)
+  store <16 x float> %2954, ptr %conv1_weight_grad.t142_c2_1, align 64
+  %2955 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2956 = add nsw i64 %2955, 3
+  %2957 = mul nsw i64 %2956, 43264
+  %2958 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2959 = add nsw i64 %2957, %2958
+  %arena930 = getelementptr inbounds float, ptr %arena, i64 %2959
+  %2960 = load float, ptr %arena930, align 4
+  %2961 = insertelement <16 x float> undef, float %2960, i32 0
+  %2962 = shufflevector <16 x float> %2961, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2962, ptr %conv1_weight_grad.t142_a3, align 64
+  %t142_a3 = load <16 x float>, ptr %conv1_weight_grad.t142_a3, align 64
+  %t142_b0931 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_0, align 64
+  %2963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3, <16 x float> %t142_b0931, <16 x float> %t142_c3_0)
+  store <16 x float> %2963, ptr %conv1_weight_grad.t142_c3_0, align 64
+  %t142_a3932 = load <16 x float>, ptr %conv1_weight_grad.t142_a3, align 64
+  %t142_b1933 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_1, align 64
+  %2964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a3932, <16 x float> %t142_b1933, <16 x float> %t142_c3_1)
+  store <16 x float> %2964, ptr %conv1_weight_grad.t142_c3_1, align 64
+  %2965 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2966 = add nsw i64 %2965, 4
+  %2967 = mul nsw i64 %2966, 43264
+  %2968 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2969 = add nsw i64 %2967, %2968
+  %arena934 = getelementptr inbounds float, ptr %arena, i64 %2969
+  %2970 = load float, ptr %arena934, align 4
+  %2971 = insertelement <16 x float> undef, float %2970, i32 0
+  %2972 = shufflevector <16 x float> %2971, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2972, ptr %conv1_weight_grad.t142_a4, align 64
+  %t142_a4 = load <16 x float>, ptr %conv1_weight_grad.t142_a4, align 64
+  %t142_b0935 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_0, align 64
+  %2973 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4, <16 x float> %t142_b0935, <16 x float> %t142_c4_0)
+  store <16 x float> %2973, ptr %conv1_weight_grad.t142_c4_0, align 64
+  %t142_a4936 = load <16 x float>, ptr %conv1_weight_grad.t142_a4, align 64
+  %t142_b1937 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_1, align 64
+  %2974 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a4936, <16 x float> %t142_b1937, <16 x float> %t142_c4_1)
+  store <16 x float> %2974, ptr %conv1_weight_grad.t142_c4_1, align 64
+  %2975 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2976 = add nsw i64 %2975, 5
+  %2977 = mul nsw i64 %2976, 43264
+  %2978 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2979 = add nsw i64 %2977, %2978
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %2979
+  %2980 = load float, ptr %arena938, align 4
+  %2981 = insertelement <16 x float> undef, float %2980, i32 0
+  %2982 = shufflevector <16 x float> %2981, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2982, ptr %conv1_weight_grad.t142_a5, align 64
+  %t142_a5 = load <16 x float>, ptr %conv1_weight_grad.t142_a5, align 64
+  %t142_b0939 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_0, align 64
+  %2983 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5, <16 x float> %t142_b0939, <16 x float> %t142_c5_0)
+  store <16 x float> %2983, ptr %conv1_weight_grad.t142_c5_0, align 64
+  %t142_a5940 = load <16 x float>, ptr %conv1_weight_grad.t142_a5, align 64
+  %t142_b1941 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_1, align 64
+  %2984 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a5940, <16 x float> %t142_b1941, <16 x float> %t142_c5_1)
+  store <16 x float> %2984, ptr %conv1_weight_grad.t142_c5_1, align 64
+  %2985 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2986 = add nsw i64 %2985, 6
+  %2987 = mul nsw i64 %2986, 43264
+  %2988 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2989 = add nsw i64 %2987, %2988
+  %arena942 = getelementptr inbounds float, ptr %arena, i64 %2989
+  %2990 = load float, ptr %arena942, align 4
+  %2991 = insertelement <16 x float> undef, float %2990, i32 0
+  %2992 = shufflevector <16 x float> %2991, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2992, ptr %conv1_weight_grad.t142_a6, align 64
+  %t142_a6 = load <16 x float>, ptr %conv1_weight_grad.t142_a6, align 64
+  %t142_b0943 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_0, align 64
+  %2993 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a6, <16 x float> %t142_b0943, <16 x float> %t142_c6_0)
+  store <16 x float> %2993, ptr %conv1_weight_grad.t142_c6_0, align 64
+  %t142_a6944 = load <16 x float>, ptr %conv1_weight_grad.t142_a6, align 64
+  %t142_b1945 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_1, align 64
+  %2994 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a6944, <16 x float> %t142_b1945, <16 x float> %t142_c6_1)
+  store <16 x float> %2994, ptr %conv1_weight_grad.t142_c6_1, align 64
+  %2995 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %2996 = add nsw i64 %2995, 7
+  %2997 = mul nsw i64 %2996, 43264
+  %2998 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %2999 = add nsw i64 %2997, %2998
+  %arena946 = getelementptr inbounds float, ptr %arena, i64 %2999
+  %3000 = load float, ptr %arena946, align 4
+  %3001 = insertelement <16 x float> undef, float %3000, i32 0
+  %3002 = shufflevector <16 x float> %3001, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3002, ptr %conv1_weight_grad.t142_a7, align 64
+  %t142_a7 = load <16 x float>, ptr %conv1_weight_grad.t142_a7, align 64
+  %t142_b0947 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_0, align 64
+  %3003 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a7, <16 x float> %t142_b0947, <16 x float> %t142_c7_0)
+  store <16 x float> %3003, ptr %conv1_weight_grad.t142_c7_0, align 64
+  %t142_a7948 = load <16 x float>, ptr %conv1_weight_grad.t142_a7, align 64
+  %t142_b1949 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_1, align 64
+  %3004 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a7948, <16 x float> %t142_b1949, <16 x float> %t142_c7_1)
+  store <16 x float> %3004, ptr %conv1_weight_grad.t142_c7_1, align 64
+  %3005 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3006 = add nsw i64 %3005, 8
+  %3007 = mul nsw i64 %3006, 43264
+  %3008 = add nsw i64 %conv1_weight_grad.k143917, 42896
+  %3009 = add nsw i64 %3007, %3008
+  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3009
+  %3010 = load float, ptr %arena950, align 4
+  %3011 = insertelement <16 x float> undef, float %3010, i32 0
+  %3012 = shufflevector <16 x float> %3011, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3012, ptr %conv1_weight_grad.t142_a8, align 64
+  %t142_a8 = load <16 x float>, ptr %conv1_weight_grad.t142_a8, align 64
+  %t142_b0951 = load <16 x float>, ptr %conv1_weight_grad.t142_b0, align 64
+  %t142_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_0, align 64
+  %3013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a8, <16 x float> %t142_b0951, <16 x float> %t142_c8_0)
+  store <16 x float> %3013, ptr %conv1_weight_grad.t142_c8_0, align 64
+  %t142_a8952 = load <16 x float>, ptr %conv1_weight_grad.t142_a8, align 64
+  %t142_b1953 = load <16 x float>, ptr %conv1_weight_grad.t142_b1, align 64
+  %t142_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_1, align 64
+  %3014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t142_a8952, <16 x float> %t142_b1953, <16 x float> %t142_c8_1)
+  store <16 x float> %3014, ptr %conv1_weight_grad.t142_c8_1, align 64
+  %k143.next = add nsw i64 %conv1_weight_grad.k143917, 1
+  %3015 = icmp slt i64 %k143.next, 368
+  br i1 %3015, label %conv1_weight_grad.k143, label %conv1_weight_grad.k143.end
+
+conv1_weight_grad.k143.end:                       ; preds = %conv1_weight_grad.k143
+  %t142_c0_0954 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_0, align 64
+  %3016 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3017 = mul nsw i64 %3016, 32
+  %3018 = add nsw i64 1773824, %3017
+  %3019 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3020 = add nsw i64 %3018, %3019
+  %arena955 = getelementptr inbounds float, ptr %arena, i64 %3020
+  store <16 x float> %t142_c0_0954, ptr %arena955, align 4
+  %t142_c0_1956 = load <16 x float>, ptr %conv1_weight_grad.t142_c0_1, align 64
+  %3021 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3022 = mul nsw i64 %3021, 32
+  %3023 = add nsw i64 1773824, %3022
+  %3024 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3025 = add nsw i64 %3023, %3024
+  %3026 = add nsw i64 %3025, 16
+  %arena957 = getelementptr inbounds float, ptr %arena, i64 %3026
+  store <16 x float> %t142_c0_1956, ptr %arena957, align 4
+  %t142_c1_0958 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_0, align 64
+  %3027 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3028 = add nsw i64 %3027, 1
+  %3029 = mul nsw i64 %3028, 32
+  %3030 = add nsw i64 1773824, %3029
+  %3031 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3032 = add nsw i64 %3030, %3031
+  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3032
+  store <16 x float> %t142_c1_0958, ptr %arena959, align 4
+  %t142_c1_1960 = load <16 x float>, ptr %conv1_weight_grad.t142_c1_1, align 64
+  %3033 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3034 = add nsw i64 %3033, 1
+  %3035 = mul nsw i64 %3034, 32
+  %3036 = add nsw i64 1773824, %3035
+  %3037 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3038 = add nsw i64 %3036, %3037
+  %3039 = add nsw i64 %3038, 16
+  %arena961 = getelementptr inbounds float, ptr %arena, i64 %3039
+  store <16 x float> %t142_c1_1960, ptr %arena961, align 4
+  %t142_c2_0962 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_0, align 64
+  %3040 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3041 = add nsw i64 %3040, 2
+  %3042 = mul nsw i64 %3041, 32
+  %3043 = add nsw i64 1773824, %3042
+  %3044 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3045 = add nsw i64 %3043, %3044
+  %arena963 = getelementptr inbounds float, ptr %arena, i64 %3045
+  store <16 x float> %t142_c2_0962, ptr %arena963, align 4
+  %t142_c2_1964 = load <16 x float>, ptr %conv1_weight_grad.t142_c2_1, align 64
+  %3046 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3047 = add nsw i64 %3046, 2
+  %3048 = mul nsw i64 %3047, 32
+  %3049 = add nsw i64 1773824, %3048
+  %3050 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3051 = add nsw i64 %3049, %3050
+  %3052 = add nsw i64 %3051, 16
+  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3052
+  store <16 x float> %t142_c2_1964, ptr %arena965, align 4
+  %t142_c3_0966 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_0, align 64
+  %3053 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3054 = add nsw i64 %3053, 3
+  %3055 = mul nsw i64 %3054, 32
+  %3056 = add nsw i64 1773824, %3055
+  %3057 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3058 = add nsw i64 %3056, %3057
+  %arena967 = getelementptr inbounds float, ptr %arena, i64 %3058
+  store <16 x float> %t142_c3_0966, ptr %arena967, align 4
+  %t142_c3_1968 = load <16 x float>, ptr %conv1_weight_grad.t142_c3_1, align 64
+  %3059 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3060 = add nsw i64 %3059, 3
+  %3061 = mul nsw i64 %3060, 32
+  %3062 = add nsw i64 1773824, %3061
+  %3063 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3064 = add nsw i64 %3062, %3063
+  %3065 = add nsw i64 %3064, 16
+  %arena969 = getelementptr inbounds float, ptr %arena, i64 %3065
+  store <16 x float> %t142_c3_1968, ptr %arena969, align 4
+  %t142_c4_0970 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_0, align 64
+  %3066 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3067 = add nsw i64 %3066, 4
+  %3068 = mul nsw i64 %3067, 32
+  %3069 = add nsw i64 1773824, %3068
+  %3070 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3071 = add nsw i64 %3069, %3070
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3071
+  store <16 x float> %t142_c4_0970, ptr %arena971, align 4
+  %t142_c4_1972 = load <16 x float>, ptr %conv1_weight_grad.t142_c4_1, align 64
+  %3072 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3073 = add nsw i64 %3072, 4
+  %3074 = mul nsw i64 %3073, 32
+  %3075 = add nsw i64 1773824, %3074
+  %3076 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3077 = add nsw i64 %3075, %3076
+  %3078 = add nsw i64 %3077, 16
+  %arena973 = getelementptr inbounds float, ptr %arena, i64 %3078
+  store <16 x float> %t142_c4_1972, ptr %arena973, align 4
+  %t142_c5_0974 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_0, align 64
+  %3079 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3080 = add nsw i64 %3079, 5
+  %3081 = mul nsw i64 %3080, 32
+  %3082 = add nsw i64 1773824, %3081
+  %3083 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3084 = add nsw i64 %3082, %3083
+  %arena975 = getelementptr inbounds float, ptr %arena, i64 %3084
+  store <16 x float> %t142_c5_0974, ptr %arena975, align 4
+  %t142_c5_1976 = load <16 x float>, ptr %conv1_weight_grad.t142_c5_1, align 64
+  %3085 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3086 = add nsw i64 %3085, 5
+  %3087 = mul nsw i64 %3086, 32
+  %3088 = add nsw i64 1773824, %3087
+  %3089 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3090 = add nsw i64 %3088, %3089
+  %3091 = add nsw i64 %3090, 16
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3091
+  store <16 x float> %t142_c5_1976, ptr %arena977, align 4
+  %t142_c6_0978 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_0, align 64
+  %3092 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3093 = add nsw i64 %3092, 6
+  %3094 = mul nsw i64 %3093, 32
+  %3095 = add nsw i64 1773824, %3094
+  %3096 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3097 = add nsw i64 %3095, %3096
+  %arena979 = getelementptr inbounds float, ptr %arena, i64 %3097
+  store <16 x float> %t142_c6_0978, ptr %arena979, align 4
+  %t142_c6_1980 = load <16 x float>, ptr %conv1_weight_grad.t142_c6_1, align 64
+  %3098 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3099 = add nsw i64 %3098, 6
+  %3100 = mul nsw i64 %3099, 32
+  %3101 = add nsw i64 1773824, %3100
+  %3102 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3103 = add nsw i64 %3101, %3102
+  %3104 = add nsw i64 %3103, 16
+  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3104
+  store <16 x float> %t142_c6_1980, ptr %arena981, align 4
+  %t142_c7_0982 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_0, align 64
+  %3105 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3106 = add nsw i64 %3105, 7
+  %3107 = mul nsw i64 %3106, 32
+  %3108 = add nsw i64 1773824, %3107
+  %3109 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3110 = add nsw i64 %3108, %3109
+  %arena983 = getelementptr inbounds float, ptr %arena, i64 %3110
+  store <16 x float> %t142_c7_0982, ptr %arena983, align 4
+  %t142_c7_1984 = load <16 x float>, ptr %conv1_weight_grad.t142_c7_1, align 64
+  %3111 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3112 = add nsw i64 %3111, 7
+  %3113 = mul nsw i64 %3112, 32
+  %3114 = add nsw i64 1773824, %3113
+  %3115 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3116 = add nsw i64 %3114, %3115
+  %3117 = add nsw i64 %3116, 16
+  %arena985 = getelementptr inbounds float, ptr %arena, i64 %3117
+  store <16 x float> %t142_c7_1984, ptr %arena985, align 4
+  %t142_c8_0986 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_0, align 64
+  %3118 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3119 = add nsw i64 %3118, 8
+  %3120 = mul nsw i64 %3119, 32
+  %3121 = add nsw i64 1773824, %3120
+  %3122 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3123 = add nsw i64 %3121, %3122
+  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3123
+  store <16 x float> %t142_c8_0986, ptr %arena987, align 4
+  %t142_c8_1988 = load <16 x float>, ptr %conv1_weight_grad.t142_c8_1, align 64
+  %3124 = mul nsw i64 %conv1_weight_grad.mb141898, 9
+  %3125 = add nsw i64 %3124, 8
+  %3126 = mul nsw i64 %3125, 32
+  %3127 = add nsw i64 1773824, %3126
+  %3128 = mul nsw i64 %conv1_weight_grad.nb140897, 32
+  %3129 = add nsw i64 %3127, %3128
+  %3130 = add nsw i64 %3129, 16
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3130
+  store <16 x float> %t142_c8_1988, ptr %arena989, align 4
+  %mb141.next = add nsw i64 %conv1_weight_grad.mb141898, 1
+  %3131 = icmp slt i64 %mb141.next, 1
+  br i1 %3131, label %conv1_weight_grad.mb141, label %conv1_weight_grad.mb141.end
+
+conv1_weight_grad.f144:                           ; preds = %conv1_weight_grad.r145.end, %conv1_weight_grad.g122.end
+  %conv1_weight_grad.f144990 = phi i64 [ 0, %conv1_weight_grad.g122.end ], [ %f144.next, %conv1_weight_grad.r145.end ]
+  br label %conv1_weight_grad.r145
+
+conv1_weight_grad.f144.end:                       ; preds = %conv1_weight_grad.r145.end
+  br label %conv1_bias_grad.i146
+
+conv1_weight_grad.r145:                           ; preds = %conv1_weight_grad.r145, %conv1_weight_grad.f144
+  %conv1_weight_grad.r145991 = phi i64 [ 0, %conv1_weight_grad.f144 ], [ %r145.next, %conv1_weight_grad.r145 ]
+  %3132 = mul nsw i64 %conv1_weight_grad.r145991, 32
+  %3133 = add nsw i64 1773824, %3132
+  %3134 = add nsw i64 %3133, %conv1_weight_grad.f144990
+  %arena992 = getelementptr inbounds float, ptr %arena, i64 %3134
+  %3135 = load float, ptr %arena992, align 4
+  %3136 = mul nsw i64 %conv1_weight_grad.f144990, 9
+  %3137 = add nsw i64 %3136, %conv1_weight_grad.r145991
+  %grads993 = getelementptr inbounds float, ptr %grads, i64 %3137
+  store float %3135, ptr %grads993, align 4
+  %r145.next = add nsw i64 %conv1_weight_grad.r145991, 1
+  %3138 = icmp slt i64 %r145.next, 9
+  br i1 %3138, label %conv1_weight_grad.r145, label %conv1_weight_grad.r145.end
+
+conv1_weight_grad.r145.end:                       ; preds = %conv1_weight_grad.r145
+  %f144.next = add nsw i64 %conv1_weight_grad.f144990, 1
+  %3139 = icmp slt i64 %f144.next, 32
+  br i1 %3139, label %conv1_weight_grad.f144, label %conv1_weight_grad.f144.end
+
+conv1_bias_grad.i146:                             ; preds = %conv1_bias_grad.i146, %conv1_weight_grad.f144.end
+  %conv1_bias_grad.i146994 = phi i64 [ 0, %conv1_weight_grad.f144.end ], [ %i146.next, %conv1_bias_grad.i146 ]
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i146994
+  store float 1.000000e+00, ptr %arena995, align 4
+  %i146.next = add nsw i64 %conv1_bias_grad.i146994, 1
+  %3140 = icmp slt i64 %i146.next, 676
+  br i1 %3140, label %conv1_bias_grad.i146, label %conv1_bias_grad.i146.end
+
+conv1_bias_grad.i146.end:                         ; preds = %conv1_bias_grad.i146
+  br label %conv1_bias_grad.i147
+
+conv1_bias_grad.i147:                             ; preds = %conv1_bias_grad.i147, %conv1_bias_grad.i146.end
+  %conv1_bias_grad.i147996 = phi i64 [ 0, %conv1_bias_grad.i146.end ], [ %i147.next, %conv1_bias_grad.i147 ]
+  %3141 = add nsw i64 288, %conv1_bias_grad.i147996
+  %grads997 = getelementptr inbounds float, ptr %grads, i64 %3141
+  store float 0.000000e+00, ptr %grads997, align 4
+  %i147.next = add nsw i64 %conv1_bias_grad.i147996, 1
+  %3142 = icmp slt i64 %i147.next, 32
+  br i1 %3142, label %conv1_bias_grad.i147, label %conv1_bias_grad.i147.end
+
+conv1_bias_grad.i147.end:                         ; preds = %conv1_bias_grad.i147
+  br label %conv1_bias_grad.img148
+
+conv1_bias_grad.img148:                           ; preds = %conv1_bias_grad.img148, %conv1_bias_grad.i147.end
+  %conv1_bias_grad.img148998 = phi i64 [ 0, %conv1_bias_grad.i147.end ], [ %img148.next, %conv1_bias_grad.img148 ]
+  %3143 = mul nsw i64 %conv1_bias_grad.img148998, 21632
+  %3144 = add nsw i64 3171600, %3143
+  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3144
+  %arena1000 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1001 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 676, float 1.000000e+00, ptr %arena999, i32 676, ptr %arena1000, i32 1, float 1.000000e+00, ptr %grads1001, i32 1)
+  %img148.next = add nsw i64 %conv1_bias_grad.img148998, 1
+  %3145 = icmp slt i64 %img148.next, 64
+  br i1 %3145, label %conv1_bias_grad.img148, label %conv1_bias_grad.img148.end
+
+conv1_bias_grad.img148.end:                       ; preds = %conv1_bias_grad.img148
+  %3146 = sitofp i64 %step to float
+  %3147 = fmul float %3146, 0xBFBAF8E8A0000000
+  %3148 = call float @llvm.exp.f32(float %3147)
+  %3149 = fsub float 1.000000e+00, %3148
+  %3150 = fdiv float %lr, %3149
+  store float %3150, ptr %adam.step_size149, align 4
+  %3151 = sitofp i64 %step to float
+  %3152 = fmul float %3151, 0xBF50645940000000
+  %3153 = call float @llvm.exp.f32(float %3152)
+  %3154 = fsub float 1.000000e+00, %3153
+  %3155 = call float @llvm.sqrt.f32(float %3154)
+  store float %3155, ptr %adam.bc2_sqrt150, align 4
+  br label %adam.i151
+
+adam.i151:                                        ; preds = %adam.i151, %conv1_bias_grad.img148.end
+  %adam.i1511002 = phi i64 [ 0, %conv1_bias_grad.img148.end ], [ %i151.next, %adam.i151 ]
+  %grads1003 = getelementptr inbounds float, ptr %grads, i64 %adam.i1511002
+  %3156 = load float, ptr %grads1003, align 4
+  %params1004 = getelementptr inbounds float, ptr %params, i64 %adam.i1511002
+  %3157 = load float, ptr %params1004, align 4
+  %3158 = fmul float 0.000000e+00, %3157
+  %3159 = fadd float %3156, %3158
+  store float %3159, ptr %adam.g, align 4
+  %m1005 = getelementptr inbounds float, ptr %m, i64 %adam.i1511002
+  %3160 = load float, ptr %m1005, align 4
+  %3161 = fmul float 0x3FECCCCCC0000000, %3160
   %g = load float, ptr %adam.g, align 4
-  %1047 = fmul float 0x3FB9999A00000000, %g
-  %1048 = fadd float %1046, %1047
-  store float %1048, ptr %adam.m_new, align 4
-  %v307 = getelementptr inbounds float, ptr %v, i64 %adam.i117303
-  %1049 = load float, ptr %v307, align 4
-  %1050 = fmul float 0x3FEFF7CEE0000000, %1049
-  %g308 = load float, ptr %adam.g, align 4
-  %1051 = fmul float 0x3F50624000000000, %g308
-  %g309 = load float, ptr %adam.g, align 4
-  %1052 = fmul float %1051, %g309
-  %1053 = fadd float %1050, %1052
-  store float %1053, ptr %adam.v_new, align 4
+  %3162 = fmul float 0x3FB9999A00000000, %g
+  %3163 = fadd float %3161, %3162
+  store float %3163, ptr %adam.m_new, align 4
+  %v1006 = getelementptr inbounds float, ptr %v, i64 %adam.i1511002
+  %3164 = load float, ptr %v1006, align 4
+  %3165 = fmul float 0x3FEFF7CEE0000000, %3164
+  %g1007 = load float, ptr %adam.g, align 4
+  %3166 = fmul float 0x3F50624000000000, %g1007
+  %g1008 = load float, ptr %adam.g, align 4
+  %3167 = fmul float %3166, %g1008
+  %3168 = fadd float %3165, %3167
+  store float %3168, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m310 = getelementptr inbounds float, ptr %m, i64 %adam.i117303
-  store float %m_new, ptr %m310, align 4
+  %m1009 = getelementptr inbounds float, ptr %m, i64 %adam.i1511002
+  store float %m_new, ptr %m1009, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v311 = getelementptr inbounds float, ptr %v, i64 %adam.i117303
-  store float %v_new, ptr %v311, align 4
-  %params312 = getelementptr inbounds float, ptr %params, i64 %adam.i117303
-  %1054 = load float, ptr %params312, align 4
-  %step_size115 = load float, ptr %adam.step_size115, align 4
-  %m_new313 = load float, ptr %adam.m_new, align 4
-  %1055 = fmul float %step_size115, %m_new313
-  %v_new314 = load float, ptr %adam.v_new, align 4
-  %1056 = call float @llvm.sqrt.f32(float %v_new314)
-  %bc2_sqrt116 = load float, ptr %adam.bc2_sqrt116, align 4
-  %1057 = fdiv float %1056, %bc2_sqrt116
-  %1058 = fadd float %1057, 0x3E45798EE0000000
-  %1059 = fdiv float %1055, %1058
-  %1060 = fsub float %1054, %1059
-  %params315 = getelementptr inbounds float, ptr %params, i64 %adam.i117303
-  store float %1060, ptr %params315, align 4
-  %i117.next = add nsw i64 %adam.i117303, 1
-  %1061 = icmp slt i64 %i117.next, 1199882
-  br i1 %1061, label %adam.i117, label %adam.i117.end
+  %v1010 = getelementptr inbounds float, ptr %v, i64 %adam.i1511002
+  store float %v_new, ptr %v1010, align 4
+  %params1011 = getelementptr inbounds float, ptr %params, i64 %adam.i1511002
+  %3169 = load float, ptr %params1011, align 4
+  %step_size149 = load float, ptr %adam.step_size149, align 4
+  %m_new1012 = load float, ptr %adam.m_new, align 4
+  %3170 = fmul float %step_size149, %m_new1012
+  %v_new1013 = load float, ptr %adam.v_new, align 4
+  %3171 = call float @llvm.sqrt.f32(float %v_new1013)
+  %bc2_sqrt150 = load float, ptr %adam.bc2_sqrt150, align 4
+  %3172 = fdiv float %3171, %bc2_sqrt150
+  %3173 = fadd float %3172, 0x3E45798EE0000000
+  %3174 = fdiv float %3170, %3173
+  %3175 = fsub float %3169, %3174
+  %params1014 = getelementptr inbounds float, ptr %params, i64 %adam.i1511002
+  store float %3175, ptr %params1014, align 4
+  %i151.next = add nsw i64 %adam.i1511002, 1
+  %3176 = icmp slt i64 %i151.next, 1199882
+  br i1 %3176, label %adam.i151, label %adam.i151.end
 
-adam.i117.end:                                    ; preds = %adam.i117
+adam.i151.end:                                    ; preds = %adam.i151
   ret void
 }
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -2257,29 +6261,131 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @mnistnet_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %probs.s36 = alloca float, align 4
-  %probs.m35 = alloca float, align 4
-  %conv2.bi29 = alloca float, align 4
-  %conv2.best28 = alloca float, align 4
+  %probs.s48 = alloca float, align 4
+  %probs.m47 = alloca float, align 4
+  %conv2.bi41 = alloca float, align 4
+  %conv2.best40 = alloca float, align 4
+  %conv2.t34_a3 = alloca <16 x float>, align 64
+  %conv2.t34_a2 = alloca <16 x float>, align 64
+  %conv2.t34_a1 = alloca <16 x float>, align 64
+  %conv2.t34_a0 = alloca <16 x float>, align 64
+  %conv2.t34_b3 = alloca <16 x float>, align 64
+  %conv2.t34_b2 = alloca <16 x float>, align 64
+  %conv2.t34_b1 = alloca <16 x float>, align 64
+  %conv2.t34_b0 = alloca <16 x float>, align 64
+  %conv2.t34_c3_3 = alloca <16 x float>, align 64
+  %conv2.t34_c3_2 = alloca <16 x float>, align 64
+  %conv2.t34_c3_1 = alloca <16 x float>, align 64
+  %conv2.t34_c3_0 = alloca <16 x float>, align 64
+  %conv2.t34_c2_3 = alloca <16 x float>, align 64
+  %conv2.t34_c2_2 = alloca <16 x float>, align 64
+  %conv2.t34_c2_1 = alloca <16 x float>, align 64
+  %conv2.t34_c2_0 = alloca <16 x float>, align 64
+  %conv2.t34_c1_3 = alloca <16 x float>, align 64
+  %conv2.t34_c1_2 = alloca <16 x float>, align 64
+  %conv2.t34_c1_1 = alloca <16 x float>, align 64
+  %conv2.t34_c1_0 = alloca <16 x float>, align 64
+  %conv2.t34_c0_3 = alloca <16 x float>, align 64
+  %conv2.t34_c0_2 = alloca <16 x float>, align 64
+  %conv2.t34_c0_1 = alloca <16 x float>, align 64
+  %conv2.t34_c0_0 = alloca <16 x float>, align 64
+  %conv2.t32_a5 = alloca <16 x float>, align 64
+  %conv2.t32_a4 = alloca <16 x float>, align 64
+  %conv2.t32_a3 = alloca <16 x float>, align 64
+  %conv2.t32_a2 = alloca <16 x float>, align 64
+  %conv2.t32_a1 = alloca <16 x float>, align 64
+  %conv2.t32_a0 = alloca <16 x float>, align 64
+  %conv2.t32_b3 = alloca <16 x float>, align 64
+  %conv2.t32_b2 = alloca <16 x float>, align 64
+  %conv2.t32_b1 = alloca <16 x float>, align 64
+  %conv2.t32_b0 = alloca <16 x float>, align 64
+  %conv2.t32_c5_3 = alloca <16 x float>, align 64
+  %conv2.t32_c5_2 = alloca <16 x float>, align 64
+  %conv2.t32_c5_1 = alloca <16 x float>, align 64
+  %conv2.t32_c5_0 = alloca <16 x float>, align 64
+  %conv2.t32_c4_3 = alloca <16 x float>, align 64
+  %conv2.t32_c4_2 = alloca <16 x float>, align 64
+  %conv2.t32_c4_1 = alloca <16 x float>, align 64
+  %conv2.t32_c4_0 = alloca <16 x float>, align 64
+  %conv2.t32_c3_3 = alloca <16 x float>, align 64
+  %conv2.t32_c3_2 = alloca <16 x float>, align 64
+  %conv2.t32_c3_1 = alloca <16 x float>, align 64
+  %conv2.t32_c3_0 = alloca <16 x float>, align 64
+  %conv2.t32_c2_3 = alloca <16 x float>, align 64
+  %conv2.t32_c2_2 = alloca <16 x float>, align 64
+  %conv2.t32_c2_1 = alloca <16 x float>, align 64
+  %conv2.t32_c2_0 = alloca <16 x float>, align 64
+  %conv2.t32_c1_3 = alloca <16 x float>, align 64
+  %conv2.t32_c1_2 = alloca <16 x float>, align 64
+  %conv2.t32_c1_1 = alloca <16 x float>, align 64
+  %conv2.t32_c1_0 = alloca <16 x float>, align 64
+  %conv2.t32_c0_3 = alloca <16 x float>, align 64
+  %conv2.t32_c0_2 = alloca <16 x float>, align 64
+  %conv2.t32_c0_1 = alloca <16 x float>, align 64
+  %conv2.t32_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
+  %conv1.t13_a5 = alloca <16 x float>, align 64
+  %conv1.t13_a4 = alloca <16 x float>, align 64
+  %conv1.t13_a3 = alloca <16 x float>, align 64
+  %conv1.t13_a2 = alloca <16 x float>, align 64
+  %conv1.t13_a1 = alloca <16 x float>, align 64
+  %conv1.t13_a0 = alloca <16 x float>, align 64
+  %conv1.t13_b3 = alloca <16 x float>, align 64
+  %conv1.t13_b2 = alloca <16 x float>, align 64
+  %conv1.t13_b1 = alloca <16 x float>, align 64
+  %conv1.t13_b0 = alloca <16 x float>, align 64
+  %conv1.t13_c5_3 = alloca <16 x float>, align 64
+  %conv1.t13_c5_2 = alloca <16 x float>, align 64
+  %conv1.t13_c5_1 = alloca <16 x float>, align 64
+  %conv1.t13_c5_0 = alloca <16 x float>, align 64
+  %conv1.t13_c4_3 = alloca <16 x float>, align 64
+  %conv1.t13_c4_2 = alloca <16 x float>, align 64
+  %conv1.t13_c4_1 = alloca <16 x float>, align 64
+  %conv1.t13_c4_0 = alloca <16 x float>, align 64
+  %conv1.t13_c3_3 = alloca <16 x float>, align 64
+  %conv1.t13_c3_2 = alloca <16 x float>, align 64
+  %conv1.t13_c3_1 = alloca <16 x float>, align 64
+  %conv1.t13_c3_0 = alloca <16 x float>, align 64
+  %conv1.t13_c2_3 = alloca <16 x float>, align 64
+  %conv1.t13_c2_2 = alloca <16 x float>, align 64
+  %conv1.t13_c2_1 = alloca <16 x float>, align 64
+  %conv1.t13_c2_0 = alloca <16 x float>, align 64
+  %conv1.t13_c1_3 = alloca <16 x float>, align 64
+  %conv1.t13_c1_2 = alloca <16 x float>, align 64
+  %conv1.t13_c1_1 = alloca <16 x float>, align 64
+  %conv1.t13_c1_0 = alloca <16 x float>, align 64
+  %conv1.t13_c0_3 = alloca <16 x float>, align 64
+  %conv1.t13_c0_2 = alloca <16 x float>, align 64
+  %conv1.t13_c0_1 = alloca <16 x float>, align 64
+  %conv1.t13_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j11.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+conv1.g1:                                         ; preds = %conv1.j17.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j17.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j11.end
-  br label %conv2.g14
+conv1.g1.end:                                     ; preds = %conv1.j17.end
+  br label %conv2.g20
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params18 = getelementptr inbounds float, ptr %params, i64 0
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 1773824
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 43264, i32 32, i32 9, float 1.000000e+00, ptr %arena17, i32 43264, ptr %params18, i32 9, float 0.000000e+00, ptr %arena19, i32 32)
-  br label %conv1.j11
+  br label %conv1.nb11
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -2428,712 +6534,2082 @@ conv1.ox10.end:                                   ; preds = %conv1.ox10
   %72 = icmp slt i64 %oy9.next, 26
   br i1 %72, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
-  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
-  br label %conv1.f12
+conv1.nb11:                                       ; preds = %conv1.k16.end, %conv1.j2.end
+  %conv1.nb1117 = phi i64 [ 0, %conv1.j2.end ], [ %nb11.next, %conv1.k16.end ]
+  br label %conv1.mb12
 
-conv1.j11.end:                                    ; preds = %conv1.f12.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %73 = icmp slt i64 %g1.next, 1
-  br i1 %73, label %conv1.g1, label %conv1.g1.end
+conv1.nb11.end:                                   ; preds = %conv1.k16.end
+  br label %conv1.j17
 
-conv1.f12:                                        ; preds = %conv1.i13.end, %conv1.j11
-  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.i13.end ]
-  br label %conv1.i13
+conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
+  %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c5_3, align 64
+  br label %conv1.k14
 
-conv1.f12.end:                                    ; preds = %conv1.i13.end
-  %j11.next = add nsw i64 %conv1.j1120, 1
-  %74 = icmp slt i64 %j11.next, 64
-  br i1 %74, label %conv1.j11, label %conv1.j11.end
+conv1.mb12.end:                                   ; preds = %conv1.k14.end
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  br label %conv1.k16
 
-conv1.i13:                                        ; preds = %conv1.i13, %conv1.f12
-  %conv1.i1322 = phi i64 [ 0, %conv1.f12 ], [ %i13.next, %conv1.i13 ]
-  %75 = mul nsw i64 %conv1.j1120, 676
-  %76 = add nsw i64 %75, %conv1.i1322
-  %77 = mul nsw i64 %76, 32
-  %78 = add nsw i64 1773824, %77
-  %79 = add nsw i64 %78, %conv1.f1221
-  %arena23 = getelementptr inbounds float, ptr %arena, i64 %79
-  %80 = load float, ptr %arena23, align 4
-  %81 = add nsw i64 288, %conv1.f1221
-  %params24 = getelementptr inbounds float, ptr %params, i64 %81
-  %82 = load float, ptr %params24, align 4
-  %83 = fadd float %80, %82
-  %84 = fcmp ogt float %83, 0.000000e+00
-  %85 = mul nsw i64 %conv1.j1120, 676
-  %86 = add nsw i64 %85, %conv1.i1322
-  %87 = mul nsw i64 %86, 32
-  %88 = add nsw i64 1773824, %87
-  %89 = add nsw i64 %88, %conv1.f1221
-  %arena25 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load float, ptr %arena25, align 4
-  %91 = add nsw i64 288, %conv1.f1221
-  %params26 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params26, align 4
-  %93 = fadd float %90, %92
-  %94 = select i1 %84, float %93, float 0.000000e+00
-  %95 = mul nsw i64 %conv1.g11, 64
-  %96 = add nsw i64 %95, %conv1.j1120
-  %97 = mul nsw i64 %96, 21632
-  %98 = mul nsw i64 %conv1.f1221, 676
-  %99 = add nsw i64 %97, %98
-  %100 = add nsw i64 %99, %conv1.i1322
-  %arena27 = getelementptr inbounds float, ptr %arena, i64 %100
-  store float %94, ptr %arena27, align 4
-  %i13.next = add nsw i64 %conv1.i1322, 1
-  %101 = icmp slt i64 %i13.next, 676
-  br i1 %101, label %conv1.i13, label %conv1.i13.end
+conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
+  %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
+  %73 = mul nsw i64 %conv1.k1419, 43264
+  %74 = add nsw i64 1384448, %73
+  %75 = mul nsw i64 %conv1.nb1117, 64
+  %76 = add nsw i64 %74, %75
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %76
+  %77 = load <16 x float>, ptr %arena20, align 4
+  store <16 x float> %77, ptr %conv1.t13_b0, align 64
+  %78 = mul nsw i64 %conv1.k1419, 43264
+  %79 = add nsw i64 1384448, %78
+  %80 = mul nsw i64 %conv1.nb1117, 64
+  %81 = add nsw i64 %79, %80
+  %82 = add nsw i64 %81, 16
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %82
+  %83 = load <16 x float>, ptr %arena21, align 4
+  store <16 x float> %83, ptr %conv1.t13_b1, align 64
+  %84 = mul nsw i64 %conv1.k1419, 43264
+  %85 = add nsw i64 1384448, %84
+  %86 = mul nsw i64 %conv1.nb1117, 64
+  %87 = add nsw i64 %85, %86
+  %88 = add nsw i64 %87, 32
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %88
+  %89 = load <16 x float>, ptr %arena22, align 4
+  store <16 x float> %89, ptr %conv1.t13_b2, align 64
+  %90 = mul nsw i64 %conv1.k1419, 43264
+  %91 = add nsw i64 1384448, %90
+  %92 = mul nsw i64 %conv1.nb1117, 64
+  %93 = add nsw i64 %91, %92
+  %94 = add nsw i64 %93, 48
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %94
+  %95 = load <16 x float>, ptr %arena23, align 4
+  store <16 x float> %95, ptr %conv1.t13_b3, align 64
+  %96 = mul nsw i64 %conv1.mb1218, 6
+  %97 = mul nsw i64 %96, 9
+  %98 = add nsw i64 %97, %conv1.k1419
+  %params24 = getelementptr inbounds float, ptr %params, i64 %98
+  %99 = load float, ptr %params24, align 4
+  %100 = insertelement <16 x float> undef, float %99, i32 0
+  %101 = shufflevector <16 x float> %100, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %101, ptr %conv1.t13_a0, align 64
+  %t13_a0 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b0 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c0_0 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %102 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a0, <16 x float> %t13_b0, <16 x float> %t13_c0_0)
+  store <16 x float> %102, ptr %conv1.t13_c0_0, align 64
+  %t13_a025 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b1 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c0_1 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %103 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a025, <16 x float> %t13_b1, <16 x float> %t13_c0_1)
+  store <16 x float> %103, ptr %conv1.t13_c0_1, align 64
+  %t13_a026 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b2 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c0_2 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %104 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a026, <16 x float> %t13_b2, <16 x float> %t13_c0_2)
+  store <16 x float> %104, ptr %conv1.t13_c0_2, align 64
+  %t13_a027 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b3 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c0_3 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %105 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a027, <16 x float> %t13_b3, <16 x float> %t13_c0_3)
+  store <16 x float> %105, ptr %conv1.t13_c0_3, align 64
+  %106 = mul nsw i64 %conv1.mb1218, 6
+  %107 = add nsw i64 %106, 1
+  %108 = mul nsw i64 %107, 9
+  %109 = add nsw i64 %108, %conv1.k1419
+  %params28 = getelementptr inbounds float, ptr %params, i64 %109
+  %110 = load float, ptr %params28, align 4
+  %111 = insertelement <16 x float> undef, float %110, i32 0
+  %112 = shufflevector <16 x float> %111, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %112, ptr %conv1.t13_a1, align 64
+  %t13_a1 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b029 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c1_0 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %113 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a1, <16 x float> %t13_b029, <16 x float> %t13_c1_0)
+  store <16 x float> %113, ptr %conv1.t13_c1_0, align 64
+  %t13_a130 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b131 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c1_1 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %114 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a130, <16 x float> %t13_b131, <16 x float> %t13_c1_1)
+  store <16 x float> %114, ptr %conv1.t13_c1_1, align 64
+  %t13_a132 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b233 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c1_2 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %115 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a132, <16 x float> %t13_b233, <16 x float> %t13_c1_2)
+  store <16 x float> %115, ptr %conv1.t13_c1_2, align 64
+  %t13_a134 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b335 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c1_3 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %116 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a134, <16 x float> %t13_b335, <16 x float> %t13_c1_3)
+  store <16 x float> %116, ptr %conv1.t13_c1_3, align 64
+  %117 = mul nsw i64 %conv1.mb1218, 6
+  %118 = add nsw i64 %117, 2
+  %119 = mul nsw i64 %118, 9
+  %120 = add nsw i64 %119, %conv1.k1419
+  %params36 = getelementptr inbounds float, ptr %params, i64 %120
+  %121 = load float, ptr %params36, align 4
+  %122 = insertelement <16 x float> undef, float %121, i32 0
+  %123 = shufflevector <16 x float> %122, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %123, ptr %conv1.t13_a2, align 64
+  %t13_a2 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b037 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c2_0 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %124 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a2, <16 x float> %t13_b037, <16 x float> %t13_c2_0)
+  store <16 x float> %124, ptr %conv1.t13_c2_0, align 64
+  %t13_a238 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b139 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c2_1 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %125 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a238, <16 x float> %t13_b139, <16 x float> %t13_c2_1)
+  store <16 x float> %125, ptr %conv1.t13_c2_1, align 64
+  %t13_a240 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b241 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c2_2 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %126 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a240, <16 x float> %t13_b241, <16 x float> %t13_c2_2)
+  store <16 x float> %126, ptr %conv1.t13_c2_2, align 64
+  %t13_a242 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b343 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c2_3 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %127 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a242, <16 x float> %t13_b343, <16 x float> %t13_c2_3)
+  store <16 x float> %127, ptr %conv1.t13_c2_3, align 64
+  %128 = mul nsw i64 %conv1.mb1218, 6
+  %129 = add nsw i64 %128, 3
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1419
+  %params44 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params44, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t13_a3, align 64
+  %t13_a3 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b045 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c3_0 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a3, <16 x float> %t13_b045, <16 x float> %t13_c3_0)
+  store <16 x float> %135, ptr %conv1.t13_c3_0, align 64
+  %t13_a346 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b147 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c3_1 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a346, <16 x float> %t13_b147, <16 x float> %t13_c3_1)
+  store <16 x float> %136, ptr %conv1.t13_c3_1, align 64
+  %t13_a348 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b249 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c3_2 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a348, <16 x float> %t13_b249, <16 x float> %t13_c3_2)
+  store <16 x float> %137, ptr %conv1.t13_c3_2, align 64
+  %t13_a350 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b351 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c3_3 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a350, <16 x float> %t13_b351, <16 x float> %t13_c3_3)
+  store <16 x float> %138, ptr %conv1.t13_c3_3, align 64
+  %139 = mul nsw i64 %conv1.mb1218, 6
+  %140 = add nsw i64 %139, 4
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1419
+  %params52 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params52, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t13_a4, align 64
+  %t13_a4 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b053 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c4_0 = load <16 x float>, ptr %conv1.t13_c4_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a4, <16 x float> %t13_b053, <16 x float> %t13_c4_0)
+  store <16 x float> %146, ptr %conv1.t13_c4_0, align 64
+  %t13_a454 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b155 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c4_1 = load <16 x float>, ptr %conv1.t13_c4_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a454, <16 x float> %t13_b155, <16 x float> %t13_c4_1)
+  store <16 x float> %147, ptr %conv1.t13_c4_1, align 64
+  %t13_a456 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b257 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c4_2 = load <16 x float>, ptr %conv1.t13_c4_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a456, <16 x float> %t13_b257, <16 x float> %t13_c4_2)
+  store <16 x float> %148, ptr %conv1.t13_c4_2, align 64
+  %t13_a458 = load <16 x float>, ptr %conv1.t13_a4, align 64
+  %t13_b359 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c4_3 = load <16 x float>, ptr %conv1.t13_c4_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a458, <16 x float> %t13_b359, <16 x float> %t13_c4_3)
+  store <16 x float> %149, ptr %conv1.t13_c4_3, align 64
+  %150 = mul nsw i64 %conv1.mb1218, 6
+  %151 = add nsw i64 %150, 5
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1419
+  %params60 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params60, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t13_a5, align 64
+  %t13_a5 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b061 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c5_0 = load <16 x float>, ptr %conv1.t13_c5_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a5, <16 x float> %t13_b061, <16 x float> %t13_c5_0)
+  store <16 x float> %157, ptr %conv1.t13_c5_0, align 64
+  %t13_a562 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b163 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c5_1 = load <16 x float>, ptr %conv1.t13_c5_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a562, <16 x float> %t13_b163, <16 x float> %t13_c5_1)
+  store <16 x float> %158, ptr %conv1.t13_c5_1, align 64
+  %t13_a564 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b265 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c5_2 = load <16 x float>, ptr %conv1.t13_c5_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a564, <16 x float> %t13_b265, <16 x float> %t13_c5_2)
+  store <16 x float> %159, ptr %conv1.t13_c5_2, align 64
+  %t13_a566 = load <16 x float>, ptr %conv1.t13_a5, align 64
+  %t13_b367 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c5_3 = load <16 x float>, ptr %conv1.t13_c5_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a566, <16 x float> %t13_b367, <16 x float> %t13_c5_3)
+  store <16 x float> %160, ptr %conv1.t13_c5_3, align 64
+  %k14.next = add nsw i64 %conv1.k1419, 1
+  %161 = icmp slt i64 %k14.next, 9
+  br i1 %161, label %conv1.k14, label %conv1.k14.end
 
-conv1.i13.end:                                    ; preds = %conv1.i13
-  %f12.next = add nsw i64 %conv1.f1221, 1
-  %102 = icmp slt i64 %f12.next, 32
-  br i1 %102, label %conv1.f12, label %conv1.f12.end
-
-conv2.g14:                                        ; preds = %conv2.j24.end, %conv1.g1.end
-  %conv2.g1428 = phi i64 [ 0, %conv1.g1.end ], [ %g14.next, %conv2.j24.end ]
-  br label %conv2.j15
-
-conv2.g14.end:                                    ; preds = %conv2.j24.end
-  %arena96 = getelementptr inbounds float, ptr %arena, i64 1384448
-  %params97 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena96, i32 9216, ptr %params97, i32 9216, float 0.000000e+00, ptr %arena98, i32 128)
-  br label %fc1.n30
-
-conv2.j15:                                        ; preds = %conv2.c16.end, %conv2.g14
-  %conv2.j1529 = phi i64 [ 0, %conv2.g14 ], [ %j15.next, %conv2.c16.end ]
-  br label %conv2.c16
-
-conv2.j15.end:                                    ; preds = %conv2.c16.end
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 2564096
-  %params45 = getelementptr inbounds float, ptr %params, i64 320
-  %arena46 = getelementptr inbounds float, ptr %arena, i64 13180928
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 36864, i32 64, i32 288, float 1.000000e+00, ptr %arena44, i32 36864, ptr %params45, i32 288, float 0.000000e+00, ptr %arena46, i32 64)
-  br label %conv2.j24
-
-conv2.c16:                                        ; preds = %conv2.ky17.end, %conv2.j15
-  %conv2.c1630 = phi i64 [ 0, %conv2.j15 ], [ %c16.next, %conv2.ky17.end ]
-  br label %conv2.ky17
-
-conv2.c16.end:                                    ; preds = %conv2.ky17.end
-  %j15.next = add nsw i64 %conv2.j1529, 1
-  %103 = icmp slt i64 %j15.next, 64
-  br i1 %103, label %conv2.j15, label %conv2.j15.end
-
-conv2.ky17:                                       ; preds = %conv2.oy22.end, %conv2.c16
-  %conv2.ky1731 = phi i64 [ 0, %conv2.c16 ], [ %ky17.next, %conv2.oy22.end ]
-  br label %conv2.oy18
-
-conv2.ky17.end:                                   ; preds = %conv2.oy22.end
-  %c16.next = add nsw i64 %conv2.c1630, 1
-  %104 = icmp slt i64 %c16.next, 32
-  br i1 %104, label %conv2.c16, label %conv2.c16.end
-
-conv2.oy18:                                       ; preds = %conv2.ox19.end, %conv2.ky17
-  %conv2.oy1832 = phi i64 [ 0, %conv2.ky17 ], [ %oy18.next, %conv2.ox19.end ]
-  br label %conv2.ox19
-
-conv2.oy18.end:                                   ; preds = %conv2.ox19.end
-  br label %conv2.oy20
-
-conv2.ox19:                                       ; preds = %conv2.ox19, %conv2.oy18
-  %conv2.ox1933 = phi i64 [ 0, %conv2.oy18 ], [ %ox19.next, %conv2.ox19 ]
-  %105 = mul nsw i64 %conv2.g1428, 64
-  %106 = add nsw i64 %105, %conv2.j1529
-  %107 = mul nsw i64 %106, 21632
-  %108 = mul nsw i64 %conv2.c1630, 676
-  %109 = add nsw i64 %107, %108
-  %110 = add nsw i64 %conv2.oy1832, %conv2.ky1731
-  %111 = mul nsw i64 %110, 26
-  %112 = add nsw i64 %109, %111
-  %113 = add nsw i64 %112, %conv2.ox1933
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %113
-  %114 = load float, ptr %arena34, align 4
-  %115 = mul nsw i64 %conv2.c1630, 3
-  %116 = add nsw i64 %115, %conv2.ky1731
-  %117 = mul nsw i64 %116, 3
-  %118 = mul nsw i64 %117, 36864
-  %119 = add nsw i64 2564096, %118
-  %120 = mul nsw i64 %conv2.j1529, 576
-  %121 = add nsw i64 %119, %120
-  %122 = mul nsw i64 %conv2.oy1832, 24
-  %123 = add nsw i64 %121, %122
-  %124 = add nsw i64 %123, %conv2.ox1933
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %124
-  store float %114, ptr %arena35, align 4
-  %ox19.next = add nsw i64 %conv2.ox1933, 1
-  %125 = icmp slt i64 %ox19.next, 24
-  br i1 %125, label %conv2.ox19, label %conv2.ox19.end
-
-conv2.ox19.end:                                   ; preds = %conv2.ox19
-  %oy18.next = add nsw i64 %conv2.oy1832, 1
-  %126 = icmp slt i64 %oy18.next, 24
-  br i1 %126, label %conv2.oy18, label %conv2.oy18.end
-
-conv2.oy20:                                       ; preds = %conv2.ox21.end, %conv2.oy18.end
-  %conv2.oy2036 = phi i64 [ 0, %conv2.oy18.end ], [ %oy20.next, %conv2.ox21.end ]
-  br label %conv2.ox21
-
-conv2.oy20.end:                                   ; preds = %conv2.ox21.end
-  br label %conv2.oy22
-
-conv2.ox21:                                       ; preds = %conv2.ox21, %conv2.oy20
-  %conv2.ox2137 = phi i64 [ 0, %conv2.oy20 ], [ %ox21.next, %conv2.ox21 ]
-  %127 = mul nsw i64 %conv2.g1428, 64
-  %128 = add nsw i64 %127, %conv2.j1529
-  %129 = mul nsw i64 %128, 21632
-  %130 = mul nsw i64 %conv2.c1630, 676
-  %131 = add nsw i64 %129, %130
-  %132 = add nsw i64 %conv2.oy2036, %conv2.ky1731
-  %133 = mul nsw i64 %132, 26
-  %134 = add nsw i64 %131, %133
-  %135 = add nsw i64 %conv2.ox2137, 1
-  %136 = add nsw i64 %134, %135
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena38, align 4
-  %138 = mul nsw i64 %conv2.c1630, 3
-  %139 = add nsw i64 %138, %conv2.ky1731
-  %140 = mul nsw i64 %139, 3
-  %141 = add nsw i64 %140, 1
-  %142 = mul nsw i64 %141, 36864
-  %143 = add nsw i64 2564096, %142
-  %144 = mul nsw i64 %conv2.j1529, 576
-  %145 = add nsw i64 %143, %144
-  %146 = mul nsw i64 %conv2.oy2036, 24
-  %147 = add nsw i64 %145, %146
-  %148 = add nsw i64 %147, %conv2.ox2137
-  %arena39 = getelementptr inbounds float, ptr %arena, i64 %148
-  store float %137, ptr %arena39, align 4
-  %ox21.next = add nsw i64 %conv2.ox2137, 1
-  %149 = icmp slt i64 %ox21.next, 24
-  br i1 %149, label %conv2.ox21, label %conv2.ox21.end
-
-conv2.ox21.end:                                   ; preds = %conv2.ox21
-  %oy20.next = add nsw i64 %conv2.oy2036, 1
-  %150 = icmp slt i64 %oy20.next, 24
-  br i1 %150, label %conv2.oy20, label %conv2.oy20.end
-
-conv2.oy22:                                       ; preds = %conv2.ox23.end, %conv2.oy20.end
-  %conv2.oy2240 = phi i64 [ 0, %conv2.oy20.end ], [ %oy22.next, %conv2.ox23.end ]
-  br label %conv2.ox23
-
-conv2.oy22.end:                                   ; preds = %conv2.ox23.end
-  %ky17.next = add nsw i64 %conv2.ky1731, 1
-  %151 = icmp slt i64 %ky17.next, 3
-  br i1 %151, label %conv2.ky17, label %conv2.ky17.end
-
-conv2.ox23:                                       ; preds = %conv2.ox23, %conv2.oy22
-  %conv2.ox2341 = phi i64 [ 0, %conv2.oy22 ], [ %ox23.next, %conv2.ox23 ]
-  %152 = mul nsw i64 %conv2.g1428, 64
-  %153 = add nsw i64 %152, %conv2.j1529
-  %154 = mul nsw i64 %153, 21632
-  %155 = mul nsw i64 %conv2.c1630, 676
-  %156 = add nsw i64 %154, %155
-  %157 = add nsw i64 %conv2.oy2240, %conv2.ky1731
-  %158 = mul nsw i64 %157, 26
-  %159 = add nsw i64 %156, %158
-  %160 = add nsw i64 %conv2.ox2341, 2
-  %161 = add nsw i64 %159, %160
-  %arena42 = getelementptr inbounds float, ptr %arena, i64 %161
-  %162 = load float, ptr %arena42, align 4
-  %163 = mul nsw i64 %conv2.c1630, 3
-  %164 = add nsw i64 %163, %conv2.ky1731
-  %165 = mul nsw i64 %164, 3
-  %166 = add nsw i64 %165, 2
-  %167 = mul nsw i64 %166, 36864
-  %168 = add nsw i64 2564096, %167
-  %169 = mul nsw i64 %conv2.j1529, 576
-  %170 = add nsw i64 %168, %169
-  %171 = mul nsw i64 %conv2.oy2240, 24
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, %conv2.ox2341
-  %arena43 = getelementptr inbounds float, ptr %arena, i64 %173
-  store float %162, ptr %arena43, align 4
-  %ox23.next = add nsw i64 %conv2.ox2341, 1
-  %174 = icmp slt i64 %ox23.next, 24
-  br i1 %174, label %conv2.ox23, label %conv2.ox23.end
-
-conv2.ox23.end:                                   ; preds = %conv2.ox23
-  %oy22.next = add nsw i64 %conv2.oy2240, 1
-  %175 = icmp slt i64 %oy22.next, 24
-  br i1 %175, label %conv2.oy22, label %conv2.oy22.end
-
-conv2.j24:                                        ; preds = %conv2.f25.end, %conv2.j15.end
-  %conv2.j2447 = phi i64 [ 0, %conv2.j15.end ], [ %j24.next, %conv2.f25.end ]
-  br label %conv2.f25
-
-conv2.j24.end:                                    ; preds = %conv2.f25.end
-  %g14.next = add nsw i64 %conv2.g1428, 1
-  %176 = icmp slt i64 %g14.next, 1
-  br i1 %176, label %conv2.g14, label %conv2.g14.end
-
-conv2.f25:                                        ; preds = %conv2.py26.end, %conv2.j24
-  %conv2.f2548 = phi i64 [ 0, %conv2.j24 ], [ %f25.next, %conv2.py26.end ]
-  br label %conv2.py26
-
-conv2.f25.end:                                    ; preds = %conv2.py26.end
-  %j24.next = add nsw i64 %conv2.j2447, 1
-  %177 = icmp slt i64 %j24.next, 64
-  br i1 %177, label %conv2.j24, label %conv2.j24.end
-
-conv2.py26:                                       ; preds = %conv2.px27.end, %conv2.f25
-  %conv2.py2649 = phi i64 [ 0, %conv2.f25 ], [ %py26.next, %conv2.px27.end ]
-  br label %conv2.px27
-
-conv2.py26.end:                                   ; preds = %conv2.px27.end
-  %f25.next = add nsw i64 %conv2.f2548, 1
-  %178 = icmp slt i64 %f25.next, 64
-  br i1 %178, label %conv2.f25, label %conv2.f25.end
-
-conv2.px27:                                       ; preds = %conv2.px27, %conv2.py26
-  %conv2.px2750 = phi i64 [ 0, %conv2.py26 ], [ %px27.next, %conv2.px27 ]
-  %179 = mul nsw i64 %conv2.j2447, 576
-  %180 = mul nsw i64 %conv2.py2649, 48
-  %181 = mul nsw i64 %conv2.px2750, 2
-  %182 = add nsw i64 %180, %181
-  %183 = add nsw i64 %179, %182
-  %184 = mul nsw i64 %183, 64
-  %185 = add nsw i64 13180928, %184
-  %186 = add nsw i64 %185, %conv2.f2548
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %186
-  %187 = load float, ptr %arena51, align 4
-  %188 = add nsw i64 18752, %conv2.f2548
-  %params52 = getelementptr inbounds float, ptr %params, i64 %188
-  %189 = load float, ptr %params52, align 4
-  %190 = fadd float %187, %189
-  store float %190, ptr %conv2.best28, align 4
-  %191 = mul nsw i64 %conv2.py2649, 48
-  %192 = mul nsw i64 %conv2.px2750, 2
-  %193 = add nsw i64 %191, %192
-  %194 = sitofp i64 %193 to float
-  store float %194, ptr %conv2.bi29, align 4
-  %195 = mul nsw i64 %conv2.j2447, 576
-  %196 = mul nsw i64 %conv2.py2649, 48
-  %197 = mul nsw i64 %conv2.px2750, 2
-  %198 = add nsw i64 %196, %197
-  %199 = add nsw i64 %195, %198
-  %200 = mul nsw i64 %199, 64
-  %201 = add nsw i64 13180928, %200
-  %202 = add nsw i64 %201, %conv2.f2548
-  %arena53 = getelementptr inbounds float, ptr %arena, i64 %202
-  %203 = load float, ptr %arena53, align 4
-  %204 = add nsw i64 18752, %conv2.f2548
-  %params54 = getelementptr inbounds float, ptr %params, i64 %204
-  %205 = load float, ptr %params54, align 4
-  %206 = fadd float %203, %205
-  %best28 = load float, ptr %conv2.best28, align 4
-  %207 = fcmp ogt float %206, %best28
-  %208 = mul nsw i64 %conv2.py2649, 48
-  %209 = mul nsw i64 %conv2.px2750, 2
+conv1.k14.end:                                    ; preds = %conv1.k14
+  %t13_c0_068 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %162 = mul nsw i64 %conv1.mb1218, 6
+  %163 = mul nsw i64 %162, 43264
+  %164 = add nsw i64 1773824, %163
+  %165 = mul nsw i64 %conv1.nb1117, 64
+  %166 = add nsw i64 %164, %165
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %166
+  store <16 x float> %t13_c0_068, ptr %arena69, align 4
+  %t13_c0_170 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %167 = mul nsw i64 %conv1.mb1218, 6
+  %168 = mul nsw i64 %167, 43264
+  %169 = add nsw i64 1773824, %168
+  %170 = mul nsw i64 %conv1.nb1117, 64
+  %171 = add nsw i64 %169, %170
+  %172 = add nsw i64 %171, 16
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %172
+  store <16 x float> %t13_c0_170, ptr %arena71, align 4
+  %t13_c0_272 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %173 = mul nsw i64 %conv1.mb1218, 6
+  %174 = mul nsw i64 %173, 43264
+  %175 = add nsw i64 1773824, %174
+  %176 = mul nsw i64 %conv1.nb1117, 64
+  %177 = add nsw i64 %175, %176
+  %178 = add nsw i64 %177, 32
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %178
+  store <16 x float> %t13_c0_272, ptr %arena73, align 4
+  %t13_c0_374 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %179 = mul nsw i64 %conv1.mb1218, 6
+  %180 = mul nsw i64 %179, 43264
+  %181 = add nsw i64 1773824, %180
+  %182 = mul nsw i64 %conv1.nb1117, 64
+  %183 = add nsw i64 %181, %182
+  %184 = add nsw i64 %183, 48
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %184
+  store <16 x float> %t13_c0_374, ptr %arena75, align 4
+  %t13_c1_076 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %185 = mul nsw i64 %conv1.mb1218, 6
+  %186 = add nsw i64 %185, 1
+  %187 = mul nsw i64 %186, 43264
+  %188 = add nsw i64 1773824, %187
+  %189 = mul nsw i64 %conv1.nb1117, 64
+  %190 = add nsw i64 %188, %189
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %190
+  store <16 x float> %t13_c1_076, ptr %arena77, align 4
+  %t13_c1_178 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %191 = mul nsw i64 %conv1.mb1218, 6
+  %192 = add nsw i64 %191, 1
+  %193 = mul nsw i64 %192, 43264
+  %194 = add nsw i64 1773824, %193
+  %195 = mul nsw i64 %conv1.nb1117, 64
+  %196 = add nsw i64 %194, %195
+  %197 = add nsw i64 %196, 16
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %197
+  store <16 x float> %t13_c1_178, ptr %arena79, align 4
+  %t13_c1_280 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %198 = mul nsw i64 %conv1.mb1218, 6
+  %199 = add nsw i64 %198, 1
+  %200 = mul nsw i64 %199, 43264
+  %201 = add nsw i64 1773824, %200
+  %202 = mul nsw i64 %conv1.nb1117, 64
+  %203 = add nsw i64 %201, %202
+  %204 = add nsw i64 %203, 32
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %204
+  store <16 x float> %t13_c1_280, ptr %arena81, align 4
+  %t13_c1_382 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %205 = mul nsw i64 %conv1.mb1218, 6
+  %206 = add nsw i64 %205, 1
+  %207 = mul nsw i64 %206, 43264
+  %208 = add nsw i64 1773824, %207
+  %209 = mul nsw i64 %conv1.nb1117, 64
   %210 = add nsw i64 %208, %209
-  %211 = sitofp i64 %210 to float
-  %bi29 = load float, ptr %conv2.bi29, align 4
-  %212 = select i1 %207, float %211, float %bi29
-  store float %212, ptr %conv2.bi29, align 4
-  %213 = mul nsw i64 %conv2.j2447, 576
-  %214 = mul nsw i64 %conv2.py2649, 48
-  %215 = mul nsw i64 %conv2.px2750, 2
-  %216 = add nsw i64 %214, %215
-  %217 = add nsw i64 %213, %216
-  %218 = mul nsw i64 %217, 64
-  %219 = add nsw i64 13180928, %218
-  %220 = add nsw i64 %219, %conv2.f2548
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %220
-  %221 = load float, ptr %arena55, align 4
-  %222 = add nsw i64 18752, %conv2.f2548
-  %params56 = getelementptr inbounds float, ptr %params, i64 %222
-  %223 = load float, ptr %params56, align 4
-  %224 = fadd float %221, %223
-  %best2857 = load float, ptr %conv2.best28, align 4
-  %225 = fcmp ogt float %224, %best2857
-  %226 = mul nsw i64 %conv2.j2447, 576
-  %227 = mul nsw i64 %conv2.py2649, 48
-  %228 = mul nsw i64 %conv2.px2750, 2
-  %229 = add nsw i64 %227, %228
-  %230 = add nsw i64 %226, %229
-  %231 = mul nsw i64 %230, 64
-  %232 = add nsw i64 13180928, %231
-  %233 = add nsw i64 %232, %conv2.f2548
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %233
-  %234 = load float, ptr %arena58, align 4
-  %235 = add nsw i64 18752, %conv2.f2548
-  %params59 = getelementptr inbounds float, ptr %params, i64 %235
-  %236 = load float, ptr %params59, align 4
-  %237 = fadd float %234, %236
-  %best2860 = load float, ptr %conv2.best28, align 4
-  %238 = select i1 %225, float %237, float %best2860
-  store float %238, ptr %conv2.best28, align 4
-  %239 = mul nsw i64 %conv2.j2447, 576
-  %240 = mul nsw i64 %conv2.py2649, 48
-  %241 = mul nsw i64 %conv2.px2750, 2
-  %242 = add nsw i64 %240, %241
-  %243 = add nsw i64 %242, 1
-  %244 = add nsw i64 %239, %243
-  %245 = mul nsw i64 %244, 64
-  %246 = add nsw i64 13180928, %245
-  %247 = add nsw i64 %246, %conv2.f2548
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena61, align 4
-  %249 = add nsw i64 18752, %conv2.f2548
-  %params62 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params62, align 4
-  %251 = fadd float %248, %250
-  %best2863 = load float, ptr %conv2.best28, align 4
-  %252 = fcmp ogt float %251, %best2863
-  %253 = mul nsw i64 %conv2.py2649, 48
-  %254 = mul nsw i64 %conv2.px2750, 2
-  %255 = add nsw i64 %253, %254
-  %256 = add nsw i64 %255, 1
-  %257 = sitofp i64 %256 to float
-  %bi2964 = load float, ptr %conv2.bi29, align 4
-  %258 = select i1 %252, float %257, float %bi2964
-  store float %258, ptr %conv2.bi29, align 4
-  %259 = mul nsw i64 %conv2.j2447, 576
-  %260 = mul nsw i64 %conv2.py2649, 48
-  %261 = mul nsw i64 %conv2.px2750, 2
-  %262 = add nsw i64 %260, %261
-  %263 = add nsw i64 %262, 1
-  %264 = add nsw i64 %259, %263
-  %265 = mul nsw i64 %264, 64
-  %266 = add nsw i64 13180928, %265
-  %267 = add nsw i64 %266, %conv2.f2548
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %267
-  %268 = load float, ptr %arena65, align 4
-  %269 = add nsw i64 18752, %conv2.f2548
-  %params66 = getelementptr inbounds float, ptr %params, i64 %269
-  %270 = load float, ptr %params66, align 4
-  %271 = fadd float %268, %270
-  %best2867 = load float, ptr %conv2.best28, align 4
-  %272 = fcmp ogt float %271, %best2867
-  %273 = mul nsw i64 %conv2.j2447, 576
-  %274 = mul nsw i64 %conv2.py2649, 48
-  %275 = mul nsw i64 %conv2.px2750, 2
-  %276 = add nsw i64 %274, %275
-  %277 = add nsw i64 %276, 1
-  %278 = add nsw i64 %273, %277
-  %279 = mul nsw i64 %278, 64
-  %280 = add nsw i64 13180928, %279
-  %281 = add nsw i64 %280, %conv2.f2548
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %281
-  %282 = load float, ptr %arena68, align 4
-  %283 = add nsw i64 18752, %conv2.f2548
-  %params69 = getelementptr inbounds float, ptr %params, i64 %283
-  %284 = load float, ptr %params69, align 4
-  %285 = fadd float %282, %284
-  %best2870 = load float, ptr %conv2.best28, align 4
-  %286 = select i1 %272, float %285, float %best2870
-  store float %286, ptr %conv2.best28, align 4
-  %287 = mul nsw i64 %conv2.j2447, 576
-  %288 = mul nsw i64 %conv2.py2649, 48
-  %289 = mul nsw i64 %conv2.px2750, 2
-  %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %290, 24
-  %292 = add nsw i64 %287, %291
-  %293 = mul nsw i64 %292, 64
-  %294 = add nsw i64 13180928, %293
-  %295 = add nsw i64 %294, %conv2.f2548
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 %295
-  %296 = load float, ptr %arena71, align 4
-  %297 = add nsw i64 18752, %conv2.f2548
-  %params72 = getelementptr inbounds float, ptr %params, i64 %297
-  %298 = load float, ptr %params72, align 4
-  %299 = fadd float %296, %298
-  %best2873 = load float, ptr %conv2.best28, align 4
-  %300 = fcmp ogt float %299, %best2873
-  %301 = mul nsw i64 %conv2.py2649, 48
-  %302 = mul nsw i64 %conv2.px2750, 2
-  %303 = add nsw i64 %301, %302
-  %304 = add nsw i64 %303, 24
-  %305 = sitofp i64 %304 to float
-  %bi2974 = load float, ptr %conv2.bi29, align 4
-  %306 = select i1 %300, float %305, float %bi2974
-  store float %306, ptr %conv2.bi29, align 4
-  %307 = mul nsw i64 %conv2.j2447, 576
-  %308 = mul nsw i64 %conv2.py2649, 48
-  %309 = mul nsw i64 %conv2.px2750, 2
-  %310 = add nsw i64 %308, %309
-  %311 = add nsw i64 %310, 24
-  %312 = add nsw i64 %307, %311
-  %313 = mul nsw i64 %312, 64
-  %314 = add nsw i64 13180928, %313
-  %315 = add nsw i64 %314, %conv2.f2548
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %315
-  %316 = load float, ptr %arena75, align 4
-  %317 = add nsw i64 18752, %conv2.f2548
-  %params76 = getelementptr inbounds float, ptr %params, i64 %317
-  %318 = load float, ptr %params76, align 4
-  %319 = fadd float %316, %318
-  %best2877 = load float, ptr %conv2.best28, align 4
-  %320 = fcmp ogt float %319, %best2877
-  %321 = mul nsw i64 %conv2.j2447, 576
-  %322 = mul nsw i64 %conv2.py2649, 48
-  %323 = mul nsw i64 %conv2.px2750, 2
+  %211 = add nsw i64 %210, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t13_c1_382, ptr %arena83, align 4
+  %t13_c2_084 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %212 = mul nsw i64 %conv1.mb1218, 6
+  %213 = add nsw i64 %212, 2
+  %214 = mul nsw i64 %213, 43264
+  %215 = add nsw i64 1773824, %214
+  %216 = mul nsw i64 %conv1.nb1117, 64
+  %217 = add nsw i64 %215, %216
+  %arena85 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t13_c2_084, ptr %arena85, align 4
+  %t13_c2_186 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %218 = mul nsw i64 %conv1.mb1218, 6
+  %219 = add nsw i64 %218, 2
+  %220 = mul nsw i64 %219, 43264
+  %221 = add nsw i64 1773824, %220
+  %222 = mul nsw i64 %conv1.nb1117, 64
+  %223 = add nsw i64 %221, %222
+  %224 = add nsw i64 %223, 16
+  %arena87 = getelementptr inbounds float, ptr %arena, i64 %224
+  store <16 x float> %t13_c2_186, ptr %arena87, align 4
+  %t13_c2_288 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %225 = mul nsw i64 %conv1.mb1218, 6
+  %226 = add nsw i64 %225, 2
+  %227 = mul nsw i64 %226, 43264
+  %228 = add nsw i64 1773824, %227
+  %229 = mul nsw i64 %conv1.nb1117, 64
+  %230 = add nsw i64 %228, %229
+  %231 = add nsw i64 %230, 32
+  %arena89 = getelementptr inbounds float, ptr %arena, i64 %231
+  store <16 x float> %t13_c2_288, ptr %arena89, align 4
+  %t13_c2_390 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %232 = mul nsw i64 %conv1.mb1218, 6
+  %233 = add nsw i64 %232, 2
+  %234 = mul nsw i64 %233, 43264
+  %235 = add nsw i64 1773824, %234
+  %236 = mul nsw i64 %conv1.nb1117, 64
+  %237 = add nsw i64 %235, %236
+  %238 = add nsw i64 %237, 48
+  %arena91 = getelementptr inbounds float, ptr %arena, i64 %238
+  store <16 x float> %t13_c2_390, ptr %arena91, align 4
+  %t13_c3_092 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %239 = mul nsw i64 %conv1.mb1218, 6
+  %240 = add nsw i64 %239, 3
+  %241 = mul nsw i64 %240, 43264
+  %242 = add nsw i64 1773824, %241
+  %243 = mul nsw i64 %conv1.nb1117, 64
+  %244 = add nsw i64 %242, %243
+  %arena93 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t13_c3_092, ptr %arena93, align 4
+  %t13_c3_194 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %245 = mul nsw i64 %conv1.mb1218, 6
+  %246 = add nsw i64 %245, 3
+  %247 = mul nsw i64 %246, 43264
+  %248 = add nsw i64 1773824, %247
+  %249 = mul nsw i64 %conv1.nb1117, 64
+  %250 = add nsw i64 %248, %249
+  %251 = add nsw i64 %250, 16
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %251
+  store <16 x float> %t13_c3_194, ptr %arena95, align 4
+  %t13_c3_296 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %252 = mul nsw i64 %conv1.mb1218, 6
+  %253 = add nsw i64 %252, 3
+  %254 = mul nsw i64 %253, 43264
+  %255 = add nsw i64 1773824, %254
+  %256 = mul nsw i64 %conv1.nb1117, 64
+  %257 = add nsw i64 %255, %256
+  %258 = add nsw i64 %257, 32
+  %arena97 = getelementptr inbounds float, ptr %arena, i64 %258
+  store <16 x float> %t13_c3_296, ptr %arena97, align 4
+  %t13_c3_398 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %259 = mul nsw i64 %conv1.mb1218, 6
+  %260 = add nsw i64 %259, 3
+  %261 = mul nsw i64 %260, 43264
+  %262 = add nsw i64 1773824, %261
+  %263 = mul nsw i64 %conv1.nb1117, 64
+  %264 = add nsw i64 %262, %263
+  %265 = add nsw i64 %264, 48
+  %arena99 = getelementptr inbounds float, ptr %arena, i64 %265
+  store <16 x float> %t13_c3_398, ptr %arena99, align 4
+  %t13_c4_0100 = load <16 x float>, ptr %conv1.t13_c4_0, align 64
+  %266 = mul nsw i64 %conv1.mb1218, 6
+  %267 = add nsw i64 %266, 4
+  %268 = mul nsw i64 %267, 43264
+  %269 = add nsw i64 1773824, %268
+  %270 = mul nsw i64 %conv1.nb1117, 64
+  %271 = add nsw i64 %269, %270
+  %arena101 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t13_c4_0100, ptr %arena101, align 4
+  %t13_c4_1102 = load <16 x float>, ptr %conv1.t13_c4_1, align 64
+  %272 = mul nsw i64 %conv1.mb1218, 6
+  %273 = add nsw i64 %272, 4
+  %274 = mul nsw i64 %273, 43264
+  %275 = add nsw i64 1773824, %274
+  %276 = mul nsw i64 %conv1.nb1117, 64
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %277, 16
+  %arena103 = getelementptr inbounds float, ptr %arena, i64 %278
+  store <16 x float> %t13_c4_1102, ptr %arena103, align 4
+  %t13_c4_2104 = load <16 x float>, ptr %conv1.t13_c4_2, align 64
+  %279 = mul nsw i64 %conv1.mb1218, 6
+  %280 = add nsw i64 %279, 4
+  %281 = mul nsw i64 %280, 43264
+  %282 = add nsw i64 1773824, %281
+  %283 = mul nsw i64 %conv1.nb1117, 64
+  %284 = add nsw i64 %282, %283
+  %285 = add nsw i64 %284, 32
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %285
+  store <16 x float> %t13_c4_2104, ptr %arena105, align 4
+  %t13_c4_3106 = load <16 x float>, ptr %conv1.t13_c4_3, align 64
+  %286 = mul nsw i64 %conv1.mb1218, 6
+  %287 = add nsw i64 %286, 4
+  %288 = mul nsw i64 %287, 43264
+  %289 = add nsw i64 1773824, %288
+  %290 = mul nsw i64 %conv1.nb1117, 64
+  %291 = add nsw i64 %289, %290
+  %292 = add nsw i64 %291, 48
+  %arena107 = getelementptr inbounds float, ptr %arena, i64 %292
+  store <16 x float> %t13_c4_3106, ptr %arena107, align 4
+  %t13_c5_0108 = load <16 x float>, ptr %conv1.t13_c5_0, align 64
+  %293 = mul nsw i64 %conv1.mb1218, 6
+  %294 = add nsw i64 %293, 5
+  %295 = mul nsw i64 %294, 43264
+  %296 = add nsw i64 1773824, %295
+  %297 = mul nsw i64 %conv1.nb1117, 64
+  %298 = add nsw i64 %296, %297
+  %arena109 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t13_c5_0108, ptr %arena109, align 4
+  %t13_c5_1110 = load <16 x float>, ptr %conv1.t13_c5_1, align 64
+  %299 = mul nsw i64 %conv1.mb1218, 6
+  %300 = add nsw i64 %299, 5
+  %301 = mul nsw i64 %300, 43264
+  %302 = add nsw i64 1773824, %301
+  %303 = mul nsw i64 %conv1.nb1117, 64
+  %304 = add nsw i64 %302, %303
+  %305 = add nsw i64 %304, 16
+  %arena111 = getelementptr inbounds float, ptr %arena, i64 %305
+  store <16 x float> %t13_c5_1110, ptr %arena111, align 4
+  %t13_c5_2112 = load <16 x float>, ptr %conv1.t13_c5_2, align 64
+  %306 = mul nsw i64 %conv1.mb1218, 6
+  %307 = add nsw i64 %306, 5
+  %308 = mul nsw i64 %307, 43264
+  %309 = add nsw i64 1773824, %308
+  %310 = mul nsw i64 %conv1.nb1117, 64
+  %311 = add nsw i64 %309, %310
+  %312 = add nsw i64 %311, 32
+  %arena113 = getelementptr inbounds float, ptr %arena, i64 %312
+  store <16 x float> %t13_c5_2112, ptr %arena113, align 4
+  %t13_c5_3114 = load <16 x float>, ptr %conv1.t13_c5_3, align 64
+  %313 = mul nsw i64 %conv1.mb1218, 6
+  %314 = add nsw i64 %313, 5
+  %315 = mul nsw i64 %314, 43264
+  %316 = add nsw i64 1773824, %315
+  %317 = mul nsw i64 %conv1.nb1117, 64
+  %318 = add nsw i64 %316, %317
+  %319 = add nsw i64 %318, 48
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %319
+  store <16 x float> %t13_c5_3114, ptr %arena115, align 4
+  %mb12.next = add nsw i64 %conv1.mb1218, 1
+  %320 = icmp slt i64 %mb12.next, 5
+  br i1 %320, label %conv1.mb12, label %conv1.mb12.end
+
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb12.end
+  %conv1.k16116 = phi i64 [ 0, %conv1.mb12.end ], [ %k16.next, %conv1.k16 ]
+  %321 = mul nsw i64 %conv1.k16116, 43264
+  %322 = add nsw i64 1384448, %321
+  %323 = mul nsw i64 %conv1.nb1117, 64
   %324 = add nsw i64 %322, %323
-  %325 = add nsw i64 %324, 24
-  %326 = add nsw i64 %321, %325
-  %327 = mul nsw i64 %326, 64
-  %328 = add nsw i64 13180928, %327
-  %329 = add nsw i64 %328, %conv2.f2548
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load float, ptr %arena78, align 4
-  %331 = add nsw i64 18752, %conv2.f2548
-  %params79 = getelementptr inbounds float, ptr %params, i64 %331
-  %332 = load float, ptr %params79, align 4
-  %333 = fadd float %330, %332
-  %best2880 = load float, ptr %conv2.best28, align 4
-  %334 = select i1 %320, float %333, float %best2880
-  store float %334, ptr %conv2.best28, align 4
-  %335 = mul nsw i64 %conv2.j2447, 576
-  %336 = mul nsw i64 %conv2.py2649, 48
-  %337 = mul nsw i64 %conv2.px2750, 2
-  %338 = add nsw i64 %336, %337
-  %339 = add nsw i64 %338, 24
-  %340 = add nsw i64 %339, 1
-  %341 = add nsw i64 %335, %340
-  %342 = mul nsw i64 %341, 64
-  %343 = add nsw i64 13180928, %342
-  %344 = add nsw i64 %343, %conv2.f2548
-  %arena81 = getelementptr inbounds float, ptr %arena, i64 %344
-  %345 = load float, ptr %arena81, align 4
-  %346 = add nsw i64 18752, %conv2.f2548
-  %params82 = getelementptr inbounds float, ptr %params, i64 %346
-  %347 = load float, ptr %params82, align 4
-  %348 = fadd float %345, %347
-  %best2883 = load float, ptr %conv2.best28, align 4
-  %349 = fcmp ogt float %348, %best2883
-  %350 = mul nsw i64 %conv2.py2649, 48
-  %351 = mul nsw i64 %conv2.px2750, 2
-  %352 = add nsw i64 %350, %351
-  %353 = add nsw i64 %352, 24
-  %354 = add nsw i64 %353, 1
-  %355 = sitofp i64 %354 to float
-  %bi2984 = load float, ptr %conv2.bi29, align 4
-  %356 = select i1 %349, float %355, float %bi2984
-  store float %356, ptr %conv2.bi29, align 4
-  %357 = mul nsw i64 %conv2.j2447, 576
-  %358 = mul nsw i64 %conv2.py2649, 48
-  %359 = mul nsw i64 %conv2.px2750, 2
-  %360 = add nsw i64 %358, %359
-  %361 = add nsw i64 %360, 24
-  %362 = add nsw i64 %361, 1
-  %363 = add nsw i64 %357, %362
-  %364 = mul nsw i64 %363, 64
-  %365 = add nsw i64 13180928, %364
-  %366 = add nsw i64 %365, %conv2.f2548
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
-  %367 = load float, ptr %arena85, align 4
-  %368 = add nsw i64 18752, %conv2.f2548
-  %params86 = getelementptr inbounds float, ptr %params, i64 %368
-  %369 = load float, ptr %params86, align 4
-  %370 = fadd float %367, %369
-  %best2887 = load float, ptr %conv2.best28, align 4
-  %371 = fcmp ogt float %370, %best2887
-  %372 = mul nsw i64 %conv2.j2447, 576
-  %373 = mul nsw i64 %conv2.py2649, 48
-  %374 = mul nsw i64 %conv2.px2750, 2
-  %375 = add nsw i64 %373, %374
-  %376 = add nsw i64 %375, 24
-  %377 = add nsw i64 %376, 1
-  %378 = add nsw i64 %372, %377
-  %379 = mul nsw i64 %378, 64
-  %380 = add nsw i64 13180928, %379
-  %381 = add nsw i64 %380, %conv2.f2548
-  %arena88 = getelementptr inbounds float, ptr %arena, i64 %381
-  %382 = load float, ptr %arena88, align 4
-  %383 = add nsw i64 18752, %conv2.f2548
-  %params89 = getelementptr inbounds float, ptr %params, i64 %383
-  %384 = load float, ptr %params89, align 4
-  %385 = fadd float %382, %384
-  %best2890 = load float, ptr %conv2.best28, align 4
-  %386 = select i1 %371, float %385, float %best2890
-  store float %386, ptr %conv2.best28, align 4
-  %best2891 = load float, ptr %conv2.best28, align 4
-  %387 = fcmp ogt float %best2891, 0.000000e+00
-  %best2892 = load float, ptr %conv2.best28, align 4
-  %388 = select i1 %387, float %best2892, float 0.000000e+00
-  %389 = mul nsw i64 %conv2.g1428, 64
-  %390 = add nsw i64 %389, %conv2.j2447
-  %391 = mul nsw i64 %390, 9216
-  %392 = mul nsw i64 %conv2.f2548, 144
-  %393 = add nsw i64 %391, %392
-  %394 = mul nsw i64 %conv2.py2649, 12
-  %395 = add nsw i64 %393, %394
-  %396 = add nsw i64 %395, %conv2.px2750
-  %397 = add nsw i64 1384448, %396
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %397
-  store float %388, ptr %arena93, align 4
-  %bi2994 = load float, ptr %conv2.bi29, align 4
-  %398 = mul nsw i64 %conv2.g1428, 64
-  %399 = add nsw i64 %398, %conv2.j2447
-  %400 = mul nsw i64 %399, 9216
-  %401 = mul nsw i64 %conv2.f2548, 144
-  %402 = add nsw i64 %400, %401
-  %403 = mul nsw i64 %conv2.py2649, 12
-  %404 = add nsw i64 %402, %403
-  %405 = add nsw i64 %404, %conv2.px2750
-  %406 = add nsw i64 1974272, %405
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %406
-  store float %bi2994, ptr %arena95, align 4
-  %px27.next = add nsw i64 %conv2.px2750, 1
-  %407 = icmp slt i64 %px27.next, 12
-  br i1 %407, label %conv2.px27, label %conv2.px27.end
+  %arena117 = getelementptr inbounds float, ptr %arena, i64 %324
+  %325 = load <16 x float>, ptr %arena117, align 4
+  store <16 x float> %325, ptr %conv1.t15_b0, align 64
+  %326 = mul nsw i64 %conv1.k16116, 43264
+  %327 = add nsw i64 1384448, %326
+  %328 = mul nsw i64 %conv1.nb1117, 64
+  %329 = add nsw i64 %327, %328
+  %330 = add nsw i64 %329, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %330
+  %331 = load <16 x float>, ptr %arena118, align 4
+  store <16 x float> %331, ptr %conv1.t15_b1, align 64
+  %332 = mul nsw i64 %conv1.k16116, 43264
+  %333 = add nsw i64 1384448, %332
+  %334 = mul nsw i64 %conv1.nb1117, 64
+  %335 = add nsw i64 %333, %334
+  %336 = add nsw i64 %335, 32
+  %arena119 = getelementptr inbounds float, ptr %arena, i64 %336
+  %337 = load <16 x float>, ptr %arena119, align 4
+  store <16 x float> %337, ptr %conv1.t15_b2, align 64
+  %338 = mul nsw i64 %conv1.k16116, 43264
+  %339 = add nsw i64 1384448, %338
+  %340 = mul nsw i64 %conv1.nb1117, 64
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, 48
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %342
+  %343 = load <16 x float>, ptr %arena120, align 4
+  store <16 x float> %343, ptr %conv1.t15_b3, align 64
+  %344 = add nsw i64 270, %conv1.k16116
+  %params121 = getelementptr inbounds float, ptr %params, i64 %344
+  %345 = load float, ptr %params121, align 4
+  %346 = insertelement <16 x float> undef, float %345, i32 0
+  %347 = shufflevector <16 x float> %346, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %347, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %348 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %348, ptr %conv1.t15_c0_0, align 64
+  %t15_a0122 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %349 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0122, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %349, ptr %conv1.t15_c0_1, align 64
+  %t15_a0123 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %350 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0123, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %350, ptr %conv1.t15_c0_2, align 64
+  %t15_a0124 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %351 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0124, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %351, ptr %conv1.t15_c0_3, align 64
+  %352 = add nsw i64 279, %conv1.k16116
+  %params125 = getelementptr inbounds float, ptr %params, i64 %352
+  %353 = load float, ptr %params125, align 4
+  %354 = insertelement <16 x float> undef, float %353, i32 0
+  %355 = shufflevector <16 x float> %354, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %355, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b0126 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %356 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b0126, <16 x float> %t15_c1_0)
+  store <16 x float> %356, ptr %conv1.t15_c1_0, align 64
+  %t15_a1127 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b1128 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %357 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1127, <16 x float> %t15_b1128, <16 x float> %t15_c1_1)
+  store <16 x float> %357, ptr %conv1.t15_c1_1, align 64
+  %t15_a1129 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b2130 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %358 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1129, <16 x float> %t15_b2130, <16 x float> %t15_c1_2)
+  store <16 x float> %358, ptr %conv1.t15_c1_2, align 64
+  %t15_a1131 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b3132 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %359 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1131, <16 x float> %t15_b3132, <16 x float> %t15_c1_3)
+  store <16 x float> %359, ptr %conv1.t15_c1_3, align 64
+  %k16.next = add nsw i64 %conv1.k16116, 1
+  %360 = icmp slt i64 %k16.next, 9
+  br i1 %360, label %conv1.k16, label %conv1.k16.end
 
-conv2.px27.end:                                   ; preds = %conv2.px27
-  %py26.next = add nsw i64 %conv2.py2649, 1
-  %408 = icmp slt i64 %py26.next, 12
-  br i1 %408, label %conv2.py26, label %conv2.py26.end
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_0133 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %361 = mul nsw i64 %conv1.nb1117, 64
+  %362 = add nsw i64 3071744, %361
+  %arena134 = getelementptr inbounds float, ptr %arena, i64 %362
+  store <16 x float> %t15_c0_0133, ptr %arena134, align 4
+  %t15_c0_1135 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %363 = mul nsw i64 %conv1.nb1117, 64
+  %364 = add nsw i64 3071744, %363
+  %365 = add nsw i64 %364, 16
+  %arena136 = getelementptr inbounds float, ptr %arena, i64 %365
+  store <16 x float> %t15_c0_1135, ptr %arena136, align 4
+  %t15_c0_2137 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %366 = mul nsw i64 %conv1.nb1117, 64
+  %367 = add nsw i64 3071744, %366
+  %368 = add nsw i64 %367, 32
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %368
+  store <16 x float> %t15_c0_2137, ptr %arena138, align 4
+  %t15_c0_3139 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %369 = mul nsw i64 %conv1.nb1117, 64
+  %370 = add nsw i64 3071744, %369
+  %371 = add nsw i64 %370, 48
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %371
+  store <16 x float> %t15_c0_3139, ptr %arena140, align 4
+  %t15_c1_0141 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %372 = mul nsw i64 %conv1.nb1117, 64
+  %373 = add nsw i64 3115008, %372
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %373
+  store <16 x float> %t15_c1_0141, ptr %arena142, align 4
+  %t15_c1_1143 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %374 = mul nsw i64 %conv1.nb1117, 64
+  %375 = add nsw i64 3115008, %374
+  %376 = add nsw i64 %375, 16
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %376
+  store <16 x float> %t15_c1_1143, ptr %arena144, align 4
+  %t15_c1_2145 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %377 = mul nsw i64 %conv1.nb1117, 64
+  %378 = add nsw i64 3115008, %377
+  %379 = add nsw i64 %378, 32
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %379
+  store <16 x float> %t15_c1_2145, ptr %arena146, align 4
+  %t15_c1_3147 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %380 = mul nsw i64 %conv1.nb1117, 64
+  %381 = add nsw i64 3115008, %380
+  %382 = add nsw i64 %381, 48
+  %arena148 = getelementptr inbounds float, ptr %arena, i64 %382
+  store <16 x float> %t15_c1_3147, ptr %arena148, align 4
+  %nb11.next = add nsw i64 %conv1.nb1117, 1
+  %383 = icmp slt i64 %nb11.next, 676
+  br i1 %383, label %conv1.nb11, label %conv1.nb11.end
 
-fc1.n30:                                          ; preds = %fc1.u31.end, %conv2.g14.end
-  %fc1.n3099 = phi i64 [ 0, %conv2.g14.end ], [ %n30.next, %fc1.u31.end ]
-  br label %fc1.u31
+conv1.j17:                                        ; preds = %conv1.f18.end, %conv1.nb11.end
+  %conv1.j17149 = phi i64 [ 0, %conv1.nb11.end ], [ %j17.next, %conv1.f18.end ]
+  br label %conv1.f18
 
-fc1.n30.end:                                      ; preds = %fc1.u31.end
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 0
-  %params107 = getelementptr inbounds float, ptr %params, i64 1198592
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena106, i32 128, ptr %params107, i32 128, float 0.000000e+00, ptr %arena108, i32 10)
-  br label %fc2.n32
+conv1.j17.end:                                    ; preds = %conv1.f18.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %384 = icmp slt i64 %g1.next, 1
+  br i1 %384, label %conv1.g1, label %conv1.g1.end
 
-fc1.u31:                                          ; preds = %fc1.u31, %fc1.n30
-  %fc1.u31100 = phi i64 [ 0, %fc1.n30 ], [ %u31.next, %fc1.u31 ]
-  %409 = mul nsw i64 %fc1.n3099, 128
-  %410 = add nsw i64 %409, %fc1.u31100
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 %410
-  %411 = load float, ptr %arena101, align 4
-  %412 = add nsw i64 1198464, %fc1.u31100
-  %params102 = getelementptr inbounds float, ptr %params, i64 %412
-  %413 = load float, ptr %params102, align 4
-  %414 = fadd float %411, %413
-  %415 = fcmp ogt float %414, 0.000000e+00
-  %416 = mul nsw i64 %fc1.n3099, 128
-  %417 = add nsw i64 %416, %fc1.u31100
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %417
-  %418 = load float, ptr %arena103, align 4
-  %419 = add nsw i64 1198464, %fc1.u31100
-  %params104 = getelementptr inbounds float, ptr %params, i64 %419
-  %420 = load float, ptr %params104, align 4
-  %421 = fadd float %418, %420
-  %422 = select i1 %415, float %421, float 0.000000e+00
-  %423 = mul nsw i64 %fc1.n3099, 128
-  %424 = add nsw i64 %423, %fc1.u31100
-  %arena105 = getelementptr inbounds float, ptr %arena, i64 %424
-  store float %422, ptr %arena105, align 4
-  %u31.next = add nsw i64 %fc1.u31100, 1
-  %425 = icmp slt i64 %u31.next, 128
-  br i1 %425, label %fc1.u31, label %fc1.u31.end
+conv1.f18:                                        ; preds = %conv1.i19.end, %conv1.j17
+  %conv1.f18150 = phi i64 [ 0, %conv1.j17 ], [ %f18.next, %conv1.i19.end ]
+  br label %conv1.i19
 
-fc1.u31.end:                                      ; preds = %fc1.u31
-  %n30.next = add nsw i64 %fc1.n3099, 1
-  %426 = icmp slt i64 %n30.next, 64
-  br i1 %426, label %fc1.n30, label %fc1.n30.end
+conv1.f18.end:                                    ; preds = %conv1.i19.end
+  %j17.next = add nsw i64 %conv1.j17149, 1
+  %385 = icmp slt i64 %j17.next, 64
+  br i1 %385, label %conv1.j17, label %conv1.j17.end
 
-fc2.n32:                                          ; preds = %fc2.u33.end, %fc1.n30.end
-  %fc2.n32109 = phi i64 [ 0, %fc1.n30.end ], [ %n32.next, %fc2.u33.end ]
-  br label %fc2.u33
+conv1.i19:                                        ; preds = %conv1.i19, %conv1.f18
+  %conv1.i19151 = phi i64 [ 0, %conv1.f18 ], [ %i19.next, %conv1.i19 ]
+  %386 = mul nsw i64 %conv1.f18150, 43264
+  %387 = add nsw i64 1773824, %386
+  %388 = mul nsw i64 %conv1.j17149, 676
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 %389, %conv1.i19151
+  %arena152 = getelementptr inbounds float, ptr %arena, i64 %390
+  %391 = load float, ptr %arena152, align 4
+  %392 = add nsw i64 288, %conv1.f18150
+  %params153 = getelementptr inbounds float, ptr %params, i64 %392
+  %393 = load float, ptr %params153, align 4
+  %394 = fadd float %391, %393
+  %395 = fcmp ogt float %394, 0.000000e+00
+  %396 = mul nsw i64 %conv1.f18150, 43264
+  %397 = add nsw i64 1773824, %396
+  %398 = mul nsw i64 %conv1.j17149, 676
+  %399 = add nsw i64 %397, %398
+  %400 = add nsw i64 %399, %conv1.i19151
+  %arena154 = getelementptr inbounds float, ptr %arena, i64 %400
+  %401 = load float, ptr %arena154, align 4
+  %402 = add nsw i64 288, %conv1.f18150
+  %params155 = getelementptr inbounds float, ptr %params, i64 %402
+  %403 = load float, ptr %params155, align 4
+  %404 = fadd float %401, %403
+  %405 = select i1 %395, float %404, float 0.000000e+00
+  %406 = mul nsw i64 %conv1.g11, 64
+  %407 = add nsw i64 %406, %conv1.j17149
+  %408 = mul nsw i64 %407, 21632
+  %409 = mul nsw i64 %conv1.f18150, 676
+  %410 = add nsw i64 %408, %409
+  %411 = add nsw i64 %410, %conv1.i19151
+  %arena156 = getelementptr inbounds float, ptr %arena, i64 %411
+  store float %405, ptr %arena156, align 4
+  %i19.next = add nsw i64 %conv1.i19151, 1
+  %412 = icmp slt i64 %i19.next, 676
+  br i1 %412, label %conv1.i19, label %conv1.i19.end
 
-fc2.n32.end:                                      ; preds = %fc2.u33.end
-  br label %probs.n34
+conv1.i19.end:                                    ; preds = %conv1.i19
+  %f18.next = add nsw i64 %conv1.f18150, 1
+  %413 = icmp slt i64 %f18.next, 32
+  br i1 %413, label %conv1.f18, label %conv1.f18.end
 
-fc2.u33:                                          ; preds = %fc2.u33, %fc2.n32
-  %fc2.u33110 = phi i64 [ 0, %fc2.n32 ], [ %u33.next, %fc2.u33 ]
-  %427 = mul nsw i64 %fc2.n32109, 10
-  %428 = add nsw i64 8192, %427
-  %429 = add nsw i64 %428, %fc2.u33110
-  %arena111 = getelementptr inbounds float, ptr %arena, i64 %429
-  %430 = load float, ptr %arena111, align 4
-  %431 = add nsw i64 1199872, %fc2.u33110
-  %params112 = getelementptr inbounds float, ptr %params, i64 %431
-  %432 = load float, ptr %params112, align 4
-  %433 = fadd float %430, %432
-  %434 = mul nsw i64 %fc2.n32109, 10
-  %435 = add nsw i64 8192, %434
-  %436 = add nsw i64 %435, %fc2.u33110
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %436
-  store float %433, ptr %arena113, align 4
-  %u33.next = add nsw i64 %fc2.u33110, 1
-  %437 = icmp slt i64 %u33.next, 10
-  br i1 %437, label %fc2.u33, label %fc2.u33.end
+conv2.g20:                                        ; preds = %conv2.j36.end, %conv1.g1.end
+  %conv2.g20157 = phi i64 [ 0, %conv1.g1.end ], [ %g20.next, %conv2.j36.end ]
+  br label %conv2.j21
 
-fc2.u33.end:                                      ; preds = %fc2.u33
-  %n32.next = add nsw i64 %fc2.n32109, 1
-  %438 = icmp slt i64 %n32.next, 64
-  br i1 %438, label %fc2.n32, label %fc2.n32.end
+conv2.g20.end:                                    ; preds = %conv2.j36.end
+  %arena386 = getelementptr inbounds float, ptr %arena, i64 1384448
+  %params387 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena388 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 9216, float 1.000000e+00, ptr %arena386, i32 9216, ptr %params387, i32 9216, float 0.000000e+00, ptr %arena388, i32 128)
+  br label %fc1.n42
 
-probs.n34:                                        ; preds = %probs.k39.end, %fc2.n32.end
-  %probs.n34114 = phi i64 [ 0, %fc2.n32.end ], [ %n34.next, %probs.k39.end ]
-  %439 = mul nsw i64 %probs.n34114, 10
-  %440 = add nsw i64 8192, %439
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 %440
-  %441 = load float, ptr %arena115, align 4
-  store float %441, ptr %probs.m35, align 4
-  br label %probs.k37
+conv2.j21:                                        ; preds = %conv2.c22.end, %conv2.g20
+  %conv2.j21158 = phi i64 [ 0, %conv2.g20 ], [ %j21.next, %conv2.c22.end ]
+  br label %conv2.c22
 
-probs.n34.end:                                    ; preds = %probs.k39.end
+conv2.j21.end:                                    ; preds = %conv2.c22.end
+  br label %conv2.nb30
+
+conv2.c22:                                        ; preds = %conv2.ky23.end, %conv2.j21
+  %conv2.c22159 = phi i64 [ 0, %conv2.j21 ], [ %c22.next, %conv2.ky23.end ]
+  br label %conv2.ky23
+
+conv2.c22.end:                                    ; preds = %conv2.ky23.end
+  %j21.next = add nsw i64 %conv2.j21158, 1
+  %414 = icmp slt i64 %j21.next, 64
+  br i1 %414, label %conv2.j21, label %conv2.j21.end
+
+conv2.ky23:                                       ; preds = %conv2.oy28.end, %conv2.c22
+  %conv2.ky23160 = phi i64 [ 0, %conv2.c22 ], [ %ky23.next, %conv2.oy28.end ]
+  br label %conv2.oy24
+
+conv2.ky23.end:                                   ; preds = %conv2.oy28.end
+  %c22.next = add nsw i64 %conv2.c22159, 1
+  %415 = icmp slt i64 %c22.next, 32
+  br i1 %415, label %conv2.c22, label %conv2.c22.end
+
+conv2.oy24:                                       ; preds = %conv2.ox25.end, %conv2.ky23
+  %conv2.oy24161 = phi i64 [ 0, %conv2.ky23 ], [ %oy24.next, %conv2.ox25.end ]
+  br label %conv2.ox25
+
+conv2.oy24.end:                                   ; preds = %conv2.ox25.end
+  br label %conv2.oy26
+
+conv2.ox25:                                       ; preds = %conv2.ox25, %conv2.oy24
+  %conv2.ox25162 = phi i64 [ 0, %conv2.oy24 ], [ %ox25.next, %conv2.ox25 ]
+  %416 = mul nsw i64 %conv2.g20157, 64
+  %417 = add nsw i64 %416, %conv2.j21158
+  %418 = mul nsw i64 %417, 21632
+  %419 = mul nsw i64 %conv2.c22159, 676
+  %420 = add nsw i64 %418, %419
+  %421 = add nsw i64 %conv2.oy24161, %conv2.ky23160
+  %422 = mul nsw i64 %421, 26
+  %423 = add nsw i64 %420, %422
+  %424 = add nsw i64 %423, %conv2.ox25162
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %424
+  %425 = load float, ptr %arena163, align 4
+  %426 = mul nsw i64 %conv2.c22159, 3
+  %427 = add nsw i64 %426, %conv2.ky23160
+  %428 = mul nsw i64 %427, 3
+  %429 = mul nsw i64 %428, 36864
+  %430 = add nsw i64 2564096, %429
+  %431 = mul nsw i64 %conv2.j21158, 576
+  %432 = add nsw i64 %430, %431
+  %433 = mul nsw i64 %conv2.oy24161, 24
+  %434 = add nsw i64 %432, %433
+  %435 = add nsw i64 %434, %conv2.ox25162
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %435
+  store float %425, ptr %arena164, align 4
+  %ox25.next = add nsw i64 %conv2.ox25162, 1
+  %436 = icmp slt i64 %ox25.next, 24
+  br i1 %436, label %conv2.ox25, label %conv2.ox25.end
+
+conv2.ox25.end:                                   ; preds = %conv2.ox25
+  %oy24.next = add nsw i64 %conv2.oy24161, 1
+  %437 = icmp slt i64 %oy24.next, 24
+  br i1 %437, label %conv2.oy24, label %conv2.oy24.end
+
+conv2.oy26:                                       ; preds = %conv2.ox27.end, %conv2.oy24.end
+  %conv2.oy26165 = phi i64 [ 0, %conv2.oy24.end ], [ %oy26.next, %conv2.ox27.end ]
+  br label %conv2.ox27
+
+conv2.oy26.end:                                   ; preds = %conv2.ox27.end
+  br label %conv2.oy28
+
+conv2.ox27:                                       ; preds = %conv2.ox27, %conv2.oy26
+  %conv2.ox27166 = phi i64 [ 0, %conv2.oy26 ], [ %ox27.next, %conv2.ox27 ]
+  %438 = mul nsw i64 %conv2.g20157, 64
+  %439 = add nsw i64 %438, %conv2.j21158
+  %440 = mul nsw i64 %439, 21632
+  %441 = mul nsw i64 %conv2.c22159, 676
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 %conv2.oy26165, %conv2.ky23160
+  %444 = mul nsw i64 %443, 26
+  %445 = add nsw i64 %442, %444
+  %446 = add nsw i64 %conv2.ox27166, 1
+  %447 = add nsw i64 %445, %446
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %447
+  %448 = load float, ptr %arena167, align 4
+  %449 = mul nsw i64 %conv2.c22159, 3
+  %450 = add nsw i64 %449, %conv2.ky23160
+  %451 = mul nsw i64 %450, 3
+  %452 = add nsw i64 %451, 1
+  %453 = mul nsw i64 %452, 36864
+  %454 = add nsw i64 2564096, %453
+  %455 = mul nsw i64 %conv2.j21158, 576
+  %456 = add nsw i64 %454, %455
+  %457 = mul nsw i64 %conv2.oy26165, 24
+  %458 = add nsw i64 %456, %457
+  %459 = add nsw i64 %458, %conv2.ox27166
+  %arena168 = getelementptr inbounds float, ptr %arena, i64 %459
+  store float %448, ptr %arena168, align 4
+  %ox27.next = add nsw i64 %conv2.ox27166, 1
+  %460 = icmp slt i64 %ox27.next, 24
+  br i1 %460, label %conv2.ox27, label %conv2.ox27.end
+
+conv2.ox27.end:                                   ; preds = %conv2.ox27
+  %oy26.next = add nsw i64 %conv2.oy26165, 1
+  %461 = icmp slt i64 %oy26.next, 24
+  br i1 %461, label %conv2.oy26, label %conv2.oy26.end
+
+conv2.oy28:                                       ; preds = %conv2.ox29.end, %conv2.oy26.end
+  %conv2.oy28169 = phi i64 [ 0, %conv2.oy26.end ], [ %oy28.next, %conv2.ox29.end ]
+  br label %conv2.ox29
+
+conv2.oy28.end:                                   ; preds = %conv2.ox29.end
+  %ky23.next = add nsw i64 %conv2.ky23160, 1
+  %462 = icmp slt i64 %ky23.next, 3
+  br i1 %462, label %conv2.ky23, label %conv2.ky23.end
+
+conv2.ox29:                                       ; preds = %conv2.ox29, %conv2.oy28
+  %conv2.ox29170 = phi i64 [ 0, %conv2.oy28 ], [ %ox29.next, %conv2.ox29 ]
+  %463 = mul nsw i64 %conv2.g20157, 64
+  %464 = add nsw i64 %463, %conv2.j21158
+  %465 = mul nsw i64 %464, 21632
+  %466 = mul nsw i64 %conv2.c22159, 676
+  %467 = add nsw i64 %465, %466
+  %468 = add nsw i64 %conv2.oy28169, %conv2.ky23160
+  %469 = mul nsw i64 %468, 26
+  %470 = add nsw i64 %467, %469
+  %471 = add nsw i64 %conv2.ox29170, 2
+  %472 = add nsw i64 %470, %471
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %472
+  %473 = load float, ptr %arena171, align 4
+  %474 = mul nsw i64 %conv2.c22159, 3
+  %475 = add nsw i64 %474, %conv2.ky23160
+  %476 = mul nsw i64 %475, 3
+  %477 = add nsw i64 %476, 2
+  %478 = mul nsw i64 %477, 36864
+  %479 = add nsw i64 2564096, %478
+  %480 = mul nsw i64 %conv2.j21158, 576
+  %481 = add nsw i64 %479, %480
+  %482 = mul nsw i64 %conv2.oy28169, 24
+  %483 = add nsw i64 %481, %482
+  %484 = add nsw i64 %483, %conv2.ox29170
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 %484
+  store float %473, ptr %arena172, align 4
+  %ox29.next = add nsw i64 %conv2.ox29170, 1
+  %485 = icmp slt i64 %ox29.next, 24
+  br i1 %485, label %conv2.ox29, label %conv2.ox29.end
+
+conv2.ox29.end:                                   ; preds = %conv2.ox29
+  %oy28.next = add nsw i64 %conv2.oy28169, 1
+  %486 = icmp slt i64 %oy28.next, 24
+  br i1 %486, label %conv2.oy28, label %conv2.oy28.end
+
+conv2.nb30:                                       ; preds = %conv2.k35.end, %conv2.j21.end
+  %conv2.nb30173 = phi i64 [ 0, %conv2.j21.end ], [ %nb30.next, %conv2.k35.end ]
+  br label %conv2.mb31
+
+conv2.nb30.end:                                   ; preds = %conv2.k35.end
+  br label %conv2.j36
+
+conv2.mb31:                                       ; preds = %conv2.k33.end, %conv2.nb30
+  %conv2.mb31174 = phi i64 [ 0, %conv2.nb30 ], [ %mb31.next, %conv2.k33.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t32_c5_3, align 64
+  br label %conv2.k33
+
+conv2.mb31.end:                                   ; preds = %conv2.k33.end
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t34_c3_3, align 64
+  br label %conv2.k35
+
+conv2.k33:                                        ; preds = %conv2.k33, %conv2.mb31
+  %conv2.k33175 = phi i64 [ 0, %conv2.mb31 ], [ %k33.next, %conv2.k33 ]
+  %487 = mul nsw i64 %conv2.k33175, 36864
+  %488 = add nsw i64 2564096, %487
+  %489 = mul nsw i64 %conv2.nb30173, 64
+  %490 = add nsw i64 %488, %489
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %490
+  %491 = load <16 x float>, ptr %arena176, align 4
+  store <16 x float> %491, ptr %conv2.t32_b0, align 64
+  %492 = mul nsw i64 %conv2.k33175, 36864
+  %493 = add nsw i64 2564096, %492
+  %494 = mul nsw i64 %conv2.nb30173, 64
+  %495 = add nsw i64 %493, %494
+  %496 = add nsw i64 %495, 16
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %496
+  %497 = load <16 x float>, ptr %arena177, align 4
+  store <16 x float> %497, ptr %conv2.t32_b1, align 64
+  %498 = mul nsw i64 %conv2.k33175, 36864
+  %499 = add nsw i64 2564096, %498
+  %500 = mul nsw i64 %conv2.nb30173, 64
+  %501 = add nsw i64 %499, %500
+  %502 = add nsw i64 %501, 32
+  %arena178 = getelementptr inbounds float, ptr %arena, i64 %502
+  %503 = load <16 x float>, ptr %arena178, align 4
+  store <16 x float> %503, ptr %conv2.t32_b2, align 64
+  %504 = mul nsw i64 %conv2.k33175, 36864
+  %505 = add nsw i64 2564096, %504
+  %506 = mul nsw i64 %conv2.nb30173, 64
+  %507 = add nsw i64 %505, %506
+  %508 = add nsw i64 %507, 48
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %508
+  %509 = load <16 x float>, ptr %arena179, align 4
+  store <16 x float> %509, ptr %conv2.t32_b3, align 64
+  %510 = mul nsw i64 %conv2.mb31174, 6
+  %511 = mul nsw i64 %510, 288
+  %512 = add nsw i64 320, %511
+  %513 = add nsw i64 %512, %conv2.k33175
+  %params180 = getelementptr inbounds float, ptr %params, i64 %513
+  %514 = load float, ptr %params180, align 4
+  %515 = insertelement <16 x float> undef, float %514, i32 0
+  %516 = shufflevector <16 x float> %515, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %516, ptr %conv2.t32_a0, align 64
+  %t32_a0 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b0 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c0_0 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
+  %517 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0, <16 x float> %t32_b0, <16 x float> %t32_c0_0)
+  store <16 x float> %517, ptr %conv2.t32_c0_0, align 64
+  %t32_a0181 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b1 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c0_1 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
+  %518 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0181, <16 x float> %t32_b1, <16 x float> %t32_c0_1)
+  store <16 x float> %518, ptr %conv2.t32_c0_1, align 64
+  %t32_a0182 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b2 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c0_2 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
+  %519 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0182, <16 x float> %t32_b2, <16 x float> %t32_c0_2)
+  store <16 x float> %519, ptr %conv2.t32_c0_2, align 64
+  %t32_a0183 = load <16 x float>, ptr %conv2.t32_a0, align 64
+  %t32_b3 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c0_3 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
+  %520 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a0183, <16 x float> %t32_b3, <16 x float> %t32_c0_3)
+  store <16 x float> %520, ptr %conv2.t32_c0_3, align 64
+  %521 = mul nsw i64 %conv2.mb31174, 6
+  %522 = add nsw i64 %521, 1
+  %523 = mul nsw i64 %522, 288
+  %524 = add nsw i64 320, %523
+  %525 = add nsw i64 %524, %conv2.k33175
+  %params184 = getelementptr inbounds float, ptr %params, i64 %525
+  %526 = load float, ptr %params184, align 4
+  %527 = insertelement <16 x float> undef, float %526, i32 0
+  %528 = shufflevector <16 x float> %527, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %528, ptr %conv2.t32_a1, align 64
+  %t32_a1 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b0185 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c1_0 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
+  %529 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1, <16 x float> %t32_b0185, <16 x float> %t32_c1_0)
+  store <16 x float> %529, ptr %conv2.t32_c1_0, align 64
+  %t32_a1186 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b1187 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c1_1 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
+  %530 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1186, <16 x float> %t32_b1187, <16 x float> %t32_c1_1)
+  store <16 x float> %530, ptr %conv2.t32_c1_1, align 64
+  %t32_a1188 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b2189 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c1_2 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
+  %531 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1188, <16 x float> %t32_b2189, <16 x float> %t32_c1_2)
+  store <16 x float> %531, ptr %conv2.t32_c1_2, align 64
+  %t32_a1190 = load <16 x float>, ptr %conv2.t32_a1, align 64
+  %t32_b3191 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c1_3 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
+  %532 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a1190, <16 x float> %t32_b3191, <16 x float> %t32_c1_3)
+  store <16 x float> %532, ptr %conv2.t32_c1_3, align 64
+  %533 = mul nsw i64 %conv2.mb31174, 6
+  %534 = add nsw i64 %533, 2
+  %535 = mul nsw i64 %534, 288
+  %536 = add nsw i64 320, %535
+  %537 = add nsw i64 %536, %conv2.k33175
+  %params192 = getelementptr inbounds float, ptr %params, i64 %537
+  %538 = load float, ptr %params192, align 4
+  %539 = insertelement <16 x float> undef, float %538, i32 0
+  %540 = shufflevector <16 x float> %539, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %540, ptr %conv2.t32_a2, align 64
+  %t32_a2 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b0193 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c2_0 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
+  %541 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2, <16 x float> %t32_b0193, <16 x float> %t32_c2_0)
+  store <16 x float> %541, ptr %conv2.t32_c2_0, align 64
+  %t32_a2194 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b1195 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c2_1 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
+  %542 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2194, <16 x float> %t32_b1195, <16 x float> %t32_c2_1)
+  store <16 x float> %542, ptr %conv2.t32_c2_1, align 64
+  %t32_a2196 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b2197 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c2_2 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
+  %543 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2196, <16 x float> %t32_b2197, <16 x float> %t32_c2_2)
+  store <16 x float> %543, ptr %conv2.t32_c2_2, align 64
+  %t32_a2198 = load <16 x float>, ptr %conv2.t32_a2, align 64
+  %t32_b3199 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c2_3 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
+  %544 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a2198, <16 x float> %t32_b3199, <16 x float> %t32_c2_3)
+  store <16 x float> %544, ptr %conv2.t32_c2_3, align 64
+  %545 = mul nsw i64 %conv2.mb31174, 6
+  %546 = add nsw i64 %545, 3
+  %547 = mul nsw i64 %546, 288
+  %548 = add nsw i64 320, %547
+  %549 = add nsw i64 %548, %conv2.k33175
+  %params200 = getelementptr inbounds float, ptr %params, i64 %549
+  %550 = load float, ptr %params200, align 4
+  %551 = insertelement <16 x float> undef, float %550, i32 0
+  %552 = shufflevector <16 x float> %551, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %552, ptr %conv2.t32_a3, align 64
+  %t32_a3 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b0201 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c3_0 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
+  %553 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3, <16 x float> %t32_b0201, <16 x float> %t32_c3_0)
+  store <16 x float> %553, ptr %conv2.t32_c3_0, align 64
+  %t32_a3202 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b1203 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c3_1 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
+  %554 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3202, <16 x float> %t32_b1203, <16 x float> %t32_c3_1)
+  store <16 x float> %554, ptr %conv2.t32_c3_1, align 64
+  %t32_a3204 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b2205 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c3_2 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
+  %555 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3204, <16 x float> %t32_b2205, <16 x float> %t32_c3_2)
+  store <16 x float> %555, ptr %conv2.t32_c3_2, align 64
+  %t32_a3206 = load <16 x float>, ptr %conv2.t32_a3, align 64
+  %t32_b3207 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c3_3 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
+  %556 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a3206, <16 x float> %t32_b3207, <16 x float> %t32_c3_3)
+  store <16 x float> %556, ptr %conv2.t32_c3_3, align 64
+  %557 = mul nsw i64 %conv2.mb31174, 6
+  %558 = add nsw i64 %557, 4
+  %559 = mul nsw i64 %558, 288
+  %560 = add nsw i64 320, %559
+  %561 = add nsw i64 %560, %conv2.k33175
+  %params208 = getelementptr inbounds float, ptr %params, i64 %561
+  %562 = load float, ptr %params208, align 4
+  %563 = insertelement <16 x float> undef, float %562, i32 0
+  %564 = shufflevector <16 x float> %563, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %564, ptr %conv2.t32_a4, align 64
+  %t32_a4 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b0209 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c4_0 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
+  %565 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4, <16 x float> %t32_b0209, <16 x float> %t32_c4_0)
+  store <16 x float> %565, ptr %conv2.t32_c4_0, align 64
+  %t32_a4210 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b1211 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c4_1 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
+  %566 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4210, <16 x float> %t32_b1211, <16 x float> %t32_c4_1)
+  store <16 x float> %566, ptr %conv2.t32_c4_1, align 64
+  %t32_a4212 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b2213 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c4_2 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
+  %567 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4212, <16 x float> %t32_b2213, <16 x float> %t32_c4_2)
+  store <16 x float> %567, ptr %conv2.t32_c4_2, align 64
+  %t32_a4214 = load <16 x float>, ptr %conv2.t32_a4, align 64
+  %t32_b3215 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c4_3 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
+  %568 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a4214, <16 x float> %t32_b3215, <16 x float> %t32_c4_3)
+  store <16 x float> %568, ptr %conv2.t32_c4_3, align 64
+  %569 = mul nsw i64 %conv2.mb31174, 6
+  %570 = add nsw i64 %569, 5
+  %571 = mul nsw i64 %570, 288
+  %572 = add nsw i64 320, %571
+  %573 = add nsw i64 %572, %conv2.k33175
+  %params216 = getelementptr inbounds float, ptr %params, i64 %573
+  %574 = load float, ptr %params216, align 4
+  %575 = insertelement <16 x float> undef, float %574, i32 0
+  %576 = shufflevector <16 x float> %575, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %576, ptr %conv2.t32_a5, align 64
+  %t32_a5 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b0217 = load <16 x float>, ptr %conv2.t32_b0, align 64
+  %t32_c5_0 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
+  %577 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5, <16 x float> %t32_b0217, <16 x float> %t32_c5_0)
+  store <16 x float> %577, ptr %conv2.t32_c5_0, align 64
+  %t32_a5218 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b1219 = load <16 x float>, ptr %conv2.t32_b1, align 64
+  %t32_c5_1 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
+  %578 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5218, <16 x float> %t32_b1219, <16 x float> %t32_c5_1)
+  store <16 x float> %578, ptr %conv2.t32_c5_1, align 64
+  %t32_a5220 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b2221 = load <16 x float>, ptr %conv2.t32_b2, align 64
+  %t32_c5_2 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
+  %579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5220, <16 x float> %t32_b2221, <16 x float> %t32_c5_2)
+  store <16 x float> %579, ptr %conv2.t32_c5_2, align 64
+  %t32_a5222 = load <16 x float>, ptr %conv2.t32_a5, align 64
+  %t32_b3223 = load <16 x float>, ptr %conv2.t32_b3, align 64
+  %t32_c5_3 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
+  %580 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t32_a5222, <16 x float> %t32_b3223, <16 x float> %t32_c5_3)
+  store <16 x float> %580, ptr %conv2.t32_c5_3, align 64
+  %k33.next = add nsw i64 %conv2.k33175, 1
+  %581 = icmp slt i64 %k33.next, 288
+  br i1 %581, label %conv2.k33, label %conv2.k33.end
+
+conv2.k33.end:                                    ; preds = %conv2.k33
+  %t32_c0_0224 = load <16 x float>, ptr %conv2.t32_c0_0, align 64
+  %582 = mul nsw i64 %conv2.mb31174, 6
+  %583 = mul nsw i64 %582, 36864
+  %584 = add nsw i64 13180928, %583
+  %585 = mul nsw i64 %conv2.nb30173, 64
+  %586 = add nsw i64 %584, %585
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %586
+  store <16 x float> %t32_c0_0224, ptr %arena225, align 4
+  %t32_c0_1226 = load <16 x float>, ptr %conv2.t32_c0_1, align 64
+  %587 = mul nsw i64 %conv2.mb31174, 6
+  %588 = mul nsw i64 %587, 36864
+  %589 = add nsw i64 13180928, %588
+  %590 = mul nsw i64 %conv2.nb30173, 64
+  %591 = add nsw i64 %589, %590
+  %592 = add nsw i64 %591, 16
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %592
+  store <16 x float> %t32_c0_1226, ptr %arena227, align 4
+  %t32_c0_2228 = load <16 x float>, ptr %conv2.t32_c0_2, align 64
+  %593 = mul nsw i64 %conv2.mb31174, 6
+  %594 = mul nsw i64 %593, 36864
+  %595 = add nsw i64 13180928, %594
+  %596 = mul nsw i64 %conv2.nb30173, 64
+  %597 = add nsw i64 %595, %596
+  %598 = add nsw i64 %597, 32
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %598
+  store <16 x float> %t32_c0_2228, ptr %arena229, align 4
+  %t32_c0_3230 = load <16 x float>, ptr %conv2.t32_c0_3, align 64
+  %599 = mul nsw i64 %conv2.mb31174, 6
+  %600 = mul nsw i64 %599, 36864
+  %601 = add nsw i64 13180928, %600
+  %602 = mul nsw i64 %conv2.nb30173, 64
+  %603 = add nsw i64 %601, %602
+  %604 = add nsw i64 %603, 48
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %604
+  store <16 x float> %t32_c0_3230, ptr %arena231, align 4
+  %t32_c1_0232 = load <16 x float>, ptr %conv2.t32_c1_0, align 64
+  %605 = mul nsw i64 %conv2.mb31174, 6
+  %606 = add nsw i64 %605, 1
+  %607 = mul nsw i64 %606, 36864
+  %608 = add nsw i64 13180928, %607
+  %609 = mul nsw i64 %conv2.nb30173, 64
+  %610 = add nsw i64 %608, %609
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %610
+  store <16 x float> %t32_c1_0232, ptr %arena233, align 4
+  %t32_c1_1234 = load <16 x float>, ptr %conv2.t32_c1_1, align 64
+  %611 = mul nsw i64 %conv2.mb31174, 6
+  %612 = add nsw i64 %611, 1
+  %613 = mul nsw i64 %612, 36864
+  %614 = add nsw i64 13180928, %613
+  %615 = mul nsw i64 %conv2.nb30173, 64
+  %616 = add nsw i64 %614, %615
+  %617 = add nsw i64 %616, 16
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %617
+  store <16 x float> %t32_c1_1234, ptr %arena235, align 4
+  %t32_c1_2236 = load <16 x float>, ptr %conv2.t32_c1_2, align 64
+  %618 = mul nsw i64 %conv2.mb31174, 6
+  %619 = add nsw i64 %618, 1
+  %620 = mul nsw i64 %619, 36864
+  %621 = add nsw i64 13180928, %620
+  %622 = mul nsw i64 %conv2.nb30173, 64
+  %623 = add nsw i64 %621, %622
+  %624 = add nsw i64 %623, 32
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %624
+  store <16 x float> %t32_c1_2236, ptr %arena237, align 4
+  %t32_c1_3238 = load <16 x float>, ptr %conv2.t32_c1_3, align 64
+  %625 = mul nsw i64 %conv2.mb31174, 6
+  %626 = add nsw i64 %625, 1
+  %627 = mul nsw i64 %626, 36864
+  %628 = add nsw i64 13180928, %627
+  %629 = mul nsw i64 %conv2.nb30173, 64
+  %630 = add nsw i64 %628, %629
+  %631 = add nsw i64 %630, 48
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %631
+  store <16 x float> %t32_c1_3238, ptr %arena239, align 4
+  %t32_c2_0240 = load <16 x float>, ptr %conv2.t32_c2_0, align 64
+  %632 = mul nsw i64 %conv2.mb31174, 6
+  %633 = add nsw i64 %632, 2
+  %634 = mul nsw i64 %633, 36864
+  %635 = add nsw i64 13180928, %634
+  %636 = mul nsw i64 %conv2.nb30173, 64
+  %637 = add nsw i64 %635, %636
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %637
+  store <16 x float> %t32_c2_0240, ptr %arena241, align 4
+  %t32_c2_1242 = load <16 x float>, ptr %conv2.t32_c2_1, align 64
+  %638 = mul nsw i64 %conv2.mb31174, 6
+  %639 = add nsw i64 %638, 2
+  %640 = mul nsw i64 %639, 36864
+  %641 = add nsw i64 13180928, %640
+  %642 = mul nsw i64 %conv2.nb30173, 64
+  %643 = add nsw i64 %641, %642
+  %644 = add nsw i64 %643, 16
+  %arena243 = getelementptr inbounds float, ptr %arena, i64 %644
+  store <16 x float> %t32_c2_1242, ptr %arena243, align 4
+  %t32_c2_2244 = load <16 x float>, ptr %conv2.t32_c2_2, align 64
+  %645 = mul nsw i64 %conv2.mb31174, 6
+  %646 = add nsw i64 %645, 2
+  %647 = mul nsw i64 %646, 36864
+  %648 = add nsw i64 13180928, %647
+  %649 = mul nsw i64 %conv2.nb30173, 64
+  %650 = add nsw i64 %648, %649
+  %651 = add nsw i64 %650, 32
+  %arena245 = getelementptr inbounds float, ptr %arena, i64 %651
+  store <16 x float> %t32_c2_2244, ptr %arena245, align 4
+  %t32_c2_3246 = load <16 x float>, ptr %conv2.t32_c2_3, align 64
+  %652 = mul nsw i64 %conv2.mb31174, 6
+  %653 = add nsw i64 %652, 2
+  %654 = mul nsw i64 %653, 36864
+  %655 = add nsw i64 13180928, %654
+  %656 = mul nsw i64 %conv2.nb30173, 64
+  %657 = add nsw i64 %655, %656
+  %658 = add nsw i64 %657, 48
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %658
+  store <16 x float> %t32_c2_3246, ptr %arena247, align 4
+  %t32_c3_0248 = load <16 x float>, ptr %conv2.t32_c3_0, align 64
+  %659 = mul nsw i64 %conv2.mb31174, 6
+  %660 = add nsw i64 %659, 3
+  %661 = mul nsw i64 %660, 36864
+  %662 = add nsw i64 13180928, %661
+  %663 = mul nsw i64 %conv2.nb30173, 64
+  %664 = add nsw i64 %662, %663
+  %arena249 = getelementptr inbounds float, ptr %arena, i64 %664
+  store <16 x float> %t32_c3_0248, ptr %arena249, align 4
+  %t32_c3_1250 = load <16 x float>, ptr %conv2.t32_c3_1, align 64
+  %665 = mul nsw i64 %conv2.mb31174, 6
+  %666 = add nsw i64 %665, 3
+  %667 = mul nsw i64 %666, 36864
+  %668 = add nsw i64 13180928, %667
+  %669 = mul nsw i64 %conv2.nb30173, 64
+  %670 = add nsw i64 %668, %669
+  %671 = add nsw i64 %670, 16
+  %arena251 = getelementptr inbounds float, ptr %arena, i64 %671
+  store <16 x float> %t32_c3_1250, ptr %arena251, align 4
+  %t32_c3_2252 = load <16 x float>, ptr %conv2.t32_c3_2, align 64
+  %672 = mul nsw i64 %conv2.mb31174, 6
+  %673 = add nsw i64 %672, 3
+  %674 = mul nsw i64 %673, 36864
+  %675 = add nsw i64 13180928, %674
+  %676 = mul nsw i64 %conv2.nb30173, 64
+  %677 = add nsw i64 %675, %676
+  %678 = add nsw i64 %677, 32
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %678
+  store <16 x float> %t32_c3_2252, ptr %arena253, align 4
+  %t32_c3_3254 = load <16 x float>, ptr %conv2.t32_c3_3, align 64
+  %679 = mul nsw i64 %conv2.mb31174, 6
+  %680 = add nsw i64 %679, 3
+  %681 = mul nsw i64 %680, 36864
+  %682 = add nsw i64 13180928, %681
+  %683 = mul nsw i64 %conv2.nb30173, 64
+  %684 = add nsw i64 %682, %683
+  %685 = add nsw i64 %684, 48
+  %arena255 = getelementptr inbounds float, ptr %arena, i64 %685
+  store <16 x float> %t32_c3_3254, ptr %arena255, align 4
+  %t32_c4_0256 = load <16 x float>, ptr %conv2.t32_c4_0, align 64
+  %686 = mul nsw i64 %conv2.mb31174, 6
+  %687 = add nsw i64 %686, 4
+  %688 = mul nsw i64 %687, 36864
+  %689 = add nsw i64 13180928, %688
+  %690 = mul nsw i64 %conv2.nb30173, 64
+  %691 = add nsw i64 %689, %690
+  %arena257 = getelementptr inbounds float, ptr %arena, i64 %691
+  store <16 x float> %t32_c4_0256, ptr %arena257, align 4
+  %t32_c4_1258 = load <16 x float>, ptr %conv2.t32_c4_1, align 64
+  %692 = mul nsw i64 %conv2.mb31174, 6
+  %693 = add nsw i64 %692, 4
+  %694 = mul nsw i64 %693, 36864
+  %695 = add nsw i64 13180928, %694
+  %696 = mul nsw i64 %conv2.nb30173, 64
+  %697 = add nsw i64 %695, %696
+  %698 = add nsw i64 %697, 16
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %698
+  store <16 x float> %t32_c4_1258, ptr %arena259, align 4
+  %t32_c4_2260 = load <16 x float>, ptr %conv2.t32_c4_2, align 64
+  %699 = mul nsw i64 %conv2.mb31174, 6
+  %700 = add nsw i64 %699, 4
+  %701 = mul nsw i64 %700, 36864
+  %702 = add nsw i64 13180928, %701
+  %703 = mul nsw i64 %conv2.nb30173, 64
+  %704 = add nsw i64 %702, %703
+  %705 = add nsw i64 %704, 32
+  %arena261 = getelementptr inbounds float, ptr %arena, i64 %705
+  store <16 x float> %t32_c4_2260, ptr %arena261, align 4
+  %t32_c4_3262 = load <16 x float>, ptr %conv2.t32_c4_3, align 64
+  %706 = mul nsw i64 %conv2.mb31174, 6
+  %707 = add nsw i64 %706, 4
+  %708 = mul nsw i64 %707, 36864
+  %709 = add nsw i64 13180928, %708
+  %710 = mul nsw i64 %conv2.nb30173, 64
+  %711 = add nsw i64 %709, %710
+  %712 = add nsw i64 %711, 48
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %712
+  store <16 x float> %t32_c4_3262, ptr %arena263, align 4
+  %t32_c5_0264 = load <16 x float>, ptr %conv2.t32_c5_0, align 64
+  %713 = mul nsw i64 %conv2.mb31174, 6
+  %714 = add nsw i64 %713, 5
+  %715 = mul nsw i64 %714, 36864
+  %716 = add nsw i64 13180928, %715
+  %717 = mul nsw i64 %conv2.nb30173, 64
+  %718 = add nsw i64 %716, %717
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %718
+  store <16 x float> %t32_c5_0264, ptr %arena265, align 4
+  %t32_c5_1266 = load <16 x float>, ptr %conv2.t32_c5_1, align 64
+  %719 = mul nsw i64 %conv2.mb31174, 6
+  %720 = add nsw i64 %719, 5
+  %721 = mul nsw i64 %720, 36864
+  %722 = add nsw i64 13180928, %721
+  %723 = mul nsw i64 %conv2.nb30173, 64
+  %724 = add nsw i64 %722, %723
+  %725 = add nsw i64 %724, 16
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %725
+  store <16 x float> %t32_c5_1266, ptr %arena267, align 4
+  %t32_c5_2268 = load <16 x float>, ptr %conv2.t32_c5_2, align 64
+  %726 = mul nsw i64 %conv2.mb31174, 6
+  %727 = add nsw i64 %726, 5
+  %728 = mul nsw i64 %727, 36864
+  %729 = add nsw i64 13180928, %728
+  %730 = mul nsw i64 %conv2.nb30173, 64
+  %731 = add nsw i64 %729, %730
+  %732 = add nsw i64 %731, 32
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %732
+  store <16 x float> %t32_c5_2268, ptr %arena269, align 4
+  %t32_c5_3270 = load <16 x float>, ptr %conv2.t32_c5_3, align 64
+  %733 = mul nsw i64 %conv2.mb31174, 6
+  %734 = add nsw i64 %733, 5
+  %735 = mul nsw i64 %734, 36864
+  %736 = add nsw i64 13180928, %735
+  %737 = mul nsw i64 %conv2.nb30173, 64
+  %738 = add nsw i64 %736, %737
+  %739 = add nsw i64 %738, 48
+  %arena271 = getelementptr inbounds float, ptr %arena, i64 %739
+  store <16 x float> %t32_c5_3270, ptr %arena271, align 4
+  %mb31.next = add nsw i64 %conv2.mb31174, 1
+  %740 = icmp slt i64 %mb31.next, 10
+  br i1 %740, label %conv2.mb31, label %conv2.mb31.end
+
+conv2.k35:                                        ; preds = %conv2.k35, %conv2.mb31.end
+  %conv2.k35272 = phi i64 [ 0, %conv2.mb31.end ], [ %k35.next, %conv2.k35 ]
+  %741 = mul nsw i64 %conv2.k35272, 36864
+  %742 = add nsw i64 2564096, %741
+  %743 = mul nsw i64 %conv2.nb30173, 64
+  %744 = add nsw i64 %742, %743
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %744
+  %745 = load <16 x float>, ptr %arena273, align 4
+  store <16 x float> %745, ptr %conv2.t34_b0, align 64
+  %746 = mul nsw i64 %conv2.k35272, 36864
+  %747 = add nsw i64 2564096, %746
+  %748 = mul nsw i64 %conv2.nb30173, 64
+  %749 = add nsw i64 %747, %748
+  %750 = add nsw i64 %749, 16
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %750
+  %751 = load <16 x float>, ptr %arena274, align 4
+  store <16 x float> %751, ptr %conv2.t34_b1, align 64
+  %752 = mul nsw i64 %conv2.k35272, 36864
+  %753 = add nsw i64 2564096, %752
+  %754 = mul nsw i64 %conv2.nb30173, 64
+  %755 = add nsw i64 %753, %754
+  %756 = add nsw i64 %755, 32
+  %arena275 = getelementptr inbounds float, ptr %arena, i64 %756
+  %757 = load <16 x float>, ptr %arena275, align 4
+  store <16 x float> %757, ptr %conv2.t34_b2, align 64
+  %758 = mul nsw i64 %conv2.k35272, 36864
+  %759 = add nsw i64 2564096, %758
+  %760 = mul nsw i64 %conv2.nb30173, 64
+  %761 = add nsw i64 %759, %760
+  %762 = add nsw i64 %761, 48
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %762
+  %763 = load <16 x float>, ptr %arena276, align 4
+  store <16 x float> %763, ptr %conv2.t34_b3, align 64
+  %764 = add nsw i64 17600, %conv2.k35272
+  %params277 = getelementptr inbounds float, ptr %params, i64 %764
+  %765 = load float, ptr %params277, align 4
+  %766 = insertelement <16 x float> undef, float %765, i32 0
+  %767 = shufflevector <16 x float> %766, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %767, ptr %conv2.t34_a0, align 64
+  %t34_a0 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b0 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c0_0 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
+  %768 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0, <16 x float> %t34_b0, <16 x float> %t34_c0_0)
+  store <16 x float> %768, ptr %conv2.t34_c0_0, align 64
+  %t34_a0278 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b1 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c0_1 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
+  %769 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0278, <16 x float> %t34_b1, <16 x float> %t34_c0_1)
+  store <16 x float> %769, ptr %conv2.t34_c0_1, align 64
+  %t34_a0279 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b2 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c0_2 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
+  %770 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0279, <16 x float> %t34_b2, <16 x float> %t34_c0_2)
+  store <16 x float> %770, ptr %conv2.t34_c0_2, align 64
+  %t34_a0280 = load <16 x float>, ptr %conv2.t34_a0, align 64
+  %t34_b3 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c0_3 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
+  %771 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a0280, <16 x float> %t34_b3, <16 x float> %t34_c0_3)
+  store <16 x float> %771, ptr %conv2.t34_c0_3, align 64
+  %772 = add nsw i64 17888, %conv2.k35272
+  %params281 = getelementptr inbounds float, ptr %params, i64 %772
+  %773 = load float, ptr %params281, align 4
+  %774 = insertelement <16 x float> undef, float %773, i32 0
+  %775 = shufflevector <16 x float> %774, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %775, ptr %conv2.t34_a1, align 64
+  %t34_a1 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b0282 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c1_0 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
+  %776 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1, <16 x float> %t34_b0282, <16 x float> %t34_c1_0)
+  store <16 x float> %776, ptr %conv2.t34_c1_0, align 64
+  %t34_a1283 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b1284 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c1_1 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
+  %777 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1283, <16 x float> %t34_b1284, <16 x float> %t34_c1_1)
+  store <16 x float> %777, ptr %conv2.t34_c1_1, align 64
+  %t34_a1285 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b2286 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c1_2 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
+  %778 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1285, <16 x float> %t34_b2286, <16 x float> %t34_c1_2)
+  store <16 x float> %778, ptr %conv2.t34_c1_2, align 64
+  %t34_a1287 = load <16 x float>, ptr %conv2.t34_a1, align 64
+  %t34_b3288 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c1_3 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
+  %779 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a1287, <16 x float> %t34_b3288, <16 x float> %t34_c1_3)
+  store <16 x float> %779, ptr %conv2.t34_c1_3, align 64
+  %780 = add nsw i64 18176, %conv2.k35272
+  %params289 = getelementptr inbounds float, ptr %params, i64 %780
+  %781 = load float, ptr %params289, align 4
+  %782 = insertelement <16 x float> undef, float %781, i32 0
+  %783 = shufflevector <16 x float> %782, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %783, ptr %conv2.t34_a2, align 64
+  %t34_a2 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b0290 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c2_0 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
+  %784 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2, <16 x float> %t34_b0290, <16 x float> %t34_c2_0)
+  store <16 x float> %784, ptr %conv2.t34_c2_0, align 64
+  %t34_a2291 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b1292 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c2_1 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
+  %785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2291, <16 x float> %t34_b1292, <16 x float> %t34_c2_1)
+  store <16 x float> %785, ptr %conv2.t34_c2_1, align 64
+  %t34_a2293 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b2294 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c2_2 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
+  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2293, <16 x float> %t34_b2294, <16 x float> %t34_c2_2)
+  store <16 x float> %786, ptr %conv2.t34_c2_2, align 64
+  %t34_a2295 = load <16 x float>, ptr %conv2.t34_a2, align 64
+  %t34_b3296 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c2_3 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
+  %787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a2295, <16 x float> %t34_b3296, <16 x float> %t34_c2_3)
+  store <16 x float> %787, ptr %conv2.t34_c2_3, align 64
+  %788 = add nsw i64 18464, %conv2.k35272
+  %params297 = getelementptr inbounds float, ptr %params, i64 %788
+  %789 = load float, ptr %params297, align 4
+  %790 = insertelement <16 x float> undef, float %789, i32 0
+  %791 = shufflevector <16 x float> %790, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %791, ptr %conv2.t34_a3, align 64
+  %t34_a3 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b0298 = load <16 x float>, ptr %conv2.t34_b0, align 64
+  %t34_c3_0 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
+  %792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3, <16 x float> %t34_b0298, <16 x float> %t34_c3_0)
+  store <16 x float> %792, ptr %conv2.t34_c3_0, align 64
+  %t34_a3299 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b1300 = load <16 x float>, ptr %conv2.t34_b1, align 64
+  %t34_c3_1 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
+  %793 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3299, <16 x float> %t34_b1300, <16 x float> %t34_c3_1)
+  store <16 x float> %793, ptr %conv2.t34_c3_1, align 64
+  %t34_a3301 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b2302 = load <16 x float>, ptr %conv2.t34_b2, align 64
+  %t34_c3_2 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
+  %794 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3301, <16 x float> %t34_b2302, <16 x float> %t34_c3_2)
+  store <16 x float> %794, ptr %conv2.t34_c3_2, align 64
+  %t34_a3303 = load <16 x float>, ptr %conv2.t34_a3, align 64
+  %t34_b3304 = load <16 x float>, ptr %conv2.t34_b3, align 64
+  %t34_c3_3 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
+  %795 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t34_a3303, <16 x float> %t34_b3304, <16 x float> %t34_c3_3)
+  store <16 x float> %795, ptr %conv2.t34_c3_3, align 64
+  %k35.next = add nsw i64 %conv2.k35272, 1
+  %796 = icmp slt i64 %k35.next, 288
+  br i1 %796, label %conv2.k35, label %conv2.k35.end
+
+conv2.k35.end:                                    ; preds = %conv2.k35
+  %t34_c0_0305 = load <16 x float>, ptr %conv2.t34_c0_0, align 64
+  %797 = mul nsw i64 %conv2.nb30173, 64
+  %798 = add nsw i64 15392768, %797
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %798
+  store <16 x float> %t34_c0_0305, ptr %arena306, align 4
+  %t34_c0_1307 = load <16 x float>, ptr %conv2.t34_c0_1, align 64
+  %799 = mul nsw i64 %conv2.nb30173, 64
+  %800 = add nsw i64 15392768, %799
+  %801 = add nsw i64 %800, 16
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %801
+  store <16 x float> %t34_c0_1307, ptr %arena308, align 4
+  %t34_c0_2309 = load <16 x float>, ptr %conv2.t34_c0_2, align 64
+  %802 = mul nsw i64 %conv2.nb30173, 64
+  %803 = add nsw i64 15392768, %802
+  %804 = add nsw i64 %803, 32
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %804
+  store <16 x float> %t34_c0_2309, ptr %arena310, align 4
+  %t34_c0_3311 = load <16 x float>, ptr %conv2.t34_c0_3, align 64
+  %805 = mul nsw i64 %conv2.nb30173, 64
+  %806 = add nsw i64 15392768, %805
+  %807 = add nsw i64 %806, 48
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %807
+  store <16 x float> %t34_c0_3311, ptr %arena312, align 4
+  %t34_c1_0313 = load <16 x float>, ptr %conv2.t34_c1_0, align 64
+  %808 = mul nsw i64 %conv2.nb30173, 64
+  %809 = add nsw i64 15429632, %808
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %809
+  store <16 x float> %t34_c1_0313, ptr %arena314, align 4
+  %t34_c1_1315 = load <16 x float>, ptr %conv2.t34_c1_1, align 64
+  %810 = mul nsw i64 %conv2.nb30173, 64
+  %811 = add nsw i64 15429632, %810
+  %812 = add nsw i64 %811, 16
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %812
+  store <16 x float> %t34_c1_1315, ptr %arena316, align 4
+  %t34_c1_2317 = load <16 x float>, ptr %conv2.t34_c1_2, align 64
+  %813 = mul nsw i64 %conv2.nb30173, 64
+  %814 = add nsw i64 15429632, %813
+  %815 = add nsw i64 %814, 32
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %815
+  store <16 x float> %t34_c1_2317, ptr %arena318, align 4
+  %t34_c1_3319 = load <16 x float>, ptr %conv2.t34_c1_3, align 64
+  %816 = mul nsw i64 %conv2.nb30173, 64
+  %817 = add nsw i64 15429632, %816
+  %818 = add nsw i64 %817, 48
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %818
+  store <16 x float> %t34_c1_3319, ptr %arena320, align 4
+  %t34_c2_0321 = load <16 x float>, ptr %conv2.t34_c2_0, align 64
+  %819 = mul nsw i64 %conv2.nb30173, 64
+  %820 = add nsw i64 15466496, %819
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %820
+  store <16 x float> %t34_c2_0321, ptr %arena322, align 4
+  %t34_c2_1323 = load <16 x float>, ptr %conv2.t34_c2_1, align 64
+  %821 = mul nsw i64 %conv2.nb30173, 64
+  %822 = add nsw i64 15466496, %821
+  %823 = add nsw i64 %822, 16
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %823
+  store <16 x float> %t34_c2_1323, ptr %arena324, align 4
+  %t34_c2_2325 = load <16 x float>, ptr %conv2.t34_c2_2, align 64
+  %824 = mul nsw i64 %conv2.nb30173, 64
+  %825 = add nsw i64 15466496, %824
+  %826 = add nsw i64 %825, 32
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %826
+  store <16 x float> %t34_c2_2325, ptr %arena326, align 4
+  %t34_c2_3327 = load <16 x float>, ptr %conv2.t34_c2_3, align 64
+  %827 = mul nsw i64 %conv2.nb30173, 64
+  %828 = add nsw i64 15466496, %827
+  %829 = add nsw i64 %828, 48
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %829
+  store <16 x float> %t34_c2_3327, ptr %arena328, align 4
+  %t34_c3_0329 = load <16 x float>, ptr %conv2.t34_c3_0, align 64
+  %830 = mul nsw i64 %conv2.nb30173, 64
+  %831 = add nsw i64 15503360, %830
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %831
+  store <16 x float> %t34_c3_0329, ptr %arena330, align 4
+  %t34_c3_1331 = load <16 x float>, ptr %conv2.t34_c3_1, align 64
+  %832 = mul nsw i64 %conv2.nb30173, 64
+  %833 = add nsw i64 15503360, %832
+  %834 = add nsw i64 %833, 16
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %834
+  store <16 x float> %t34_c3_1331, ptr %arena332, align 4
+  %t34_c3_2333 = load <16 x float>, ptr %conv2.t34_c3_2, align 64
+  %835 = mul nsw i64 %conv2.nb30173, 64
+  %836 = add nsw i64 15503360, %835
+  %837 = add nsw i64 %836, 32
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %837
+  store <16 x float> %t34_c3_2333, ptr %arena334, align 4
+  %t34_c3_3335 = load <16 x float>, ptr %conv2.t34_c3_3, align 64
+  %838 = mul nsw i64 %conv2.nb30173, 64
+  %839 = add nsw i64 15503360, %838
+  %840 = add nsw i64 %839, 48
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %840
+  store <16 x float> %t34_c3_3335, ptr %arena336, align 4
+  %nb30.next = add nsw i64 %conv2.nb30173, 1
+  %841 = icmp slt i64 %nb30.next, 576
+  br i1 %841, label %conv2.nb30, label %conv2.nb30.end
+
+conv2.j36:                                        ; preds = %conv2.f37.end, %conv2.nb30.end
+  %conv2.j36337 = phi i64 [ 0, %conv2.nb30.end ], [ %j36.next, %conv2.f37.end ]
+  br label %conv2.f37
+
+conv2.j36.end:                                    ; preds = %conv2.f37.end
+  %g20.next = add nsw i64 %conv2.g20157, 1
+  %842 = icmp slt i64 %g20.next, 1
+  br i1 %842, label %conv2.g20, label %conv2.g20.end
+
+conv2.f37:                                        ; preds = %conv2.py38.end, %conv2.j36
+  %conv2.f37338 = phi i64 [ 0, %conv2.j36 ], [ %f37.next, %conv2.py38.end ]
+  br label %conv2.py38
+
+conv2.f37.end:                                    ; preds = %conv2.py38.end
+  %j36.next = add nsw i64 %conv2.j36337, 1
+  %843 = icmp slt i64 %j36.next, 64
+  br i1 %843, label %conv2.j36, label %conv2.j36.end
+
+conv2.py38:                                       ; preds = %conv2.px39.end, %conv2.f37
+  %conv2.py38339 = phi i64 [ 0, %conv2.f37 ], [ %py38.next, %conv2.px39.end ]
+  br label %conv2.px39
+
+conv2.py38.end:                                   ; preds = %conv2.px39.end
+  %f37.next = add nsw i64 %conv2.f37338, 1
+  %844 = icmp slt i64 %f37.next, 64
+  br i1 %844, label %conv2.f37, label %conv2.f37.end
+
+conv2.px39:                                       ; preds = %conv2.px39, %conv2.py38
+  %conv2.px39340 = phi i64 [ 0, %conv2.py38 ], [ %px39.next, %conv2.px39 ]
+  %845 = mul nsw i64 %conv2.f37338, 36864
+  %846 = add nsw i64 13180928, %845
+  %847 = mul nsw i64 %conv2.j36337, 576
+  %848 = add nsw i64 %846, %847
+  %849 = mul nsw i64 %conv2.py38339, 48
+  %850 = mul nsw i64 %conv2.px39340, 2
+  %851 = add nsw i64 %849, %850
+  %852 = add nsw i64 %848, %851
+  %arena341 = getelementptr inbounds float, ptr %arena, i64 %852
+  %853 = load float, ptr %arena341, align 4
+  %854 = add nsw i64 18752, %conv2.f37338
+  %params342 = getelementptr inbounds float, ptr %params, i64 %854
+  %855 = load float, ptr %params342, align 4
+  %856 = fadd float %853, %855
+  store float %856, ptr %conv2.best40, align 4
+  %857 = mul nsw i64 %conv2.py38339, 48
+  %858 = mul nsw i64 %conv2.px39340, 2
+  %859 = add nsw i64 %857, %858
+  %860 = sitofp i64 %859 to float
+  store float %860, ptr %conv2.bi41, align 4
+  %861 = mul nsw i64 %conv2.f37338, 36864
+  %862 = add nsw i64 13180928, %861
+  %863 = mul nsw i64 %conv2.j36337, 576
+  %864 = add nsw i64 %862, %863
+  %865 = mul nsw i64 %conv2.py38339, 48
+  %866 = mul nsw i64 %conv2.px39340, 2
+  %867 = add nsw i64 %865, %866
+  %868 = add nsw i64 %864, %867
+  %arena343 = getelementptr inbounds float, ptr %arena, i64 %868
+  %869 = load float, ptr %arena343, align 4
+  %870 = add nsw i64 18752, %conv2.f37338
+  %params344 = getelementptr inbounds float, ptr %params, i64 %870
+  %871 = load float, ptr %params344, align 4
+  %872 = fadd float %869, %871
+  %best40 = load float, ptr %conv2.best40, align 4
+  %873 = fcmp ogt float %872, %best40
+  %874 = mul nsw i64 %conv2.py38339, 48
+  %875 = mul nsw i64 %conv2.px39340, 2
+  %876 = add nsw i64 %874, %875
+  %877 = sitofp i64 %876 to float
+  %bi41 = load float, ptr %conv2.bi41, align 4
+  %878 = select i1 %873, float %877, float %bi41
+  store float %878, ptr %conv2.bi41, align 4
+  %879 = mul nsw i64 %conv2.f37338, 36864
+  %880 = add nsw i64 13180928, %879
+  %881 = mul nsw i64 %conv2.j36337, 576
+  %882 = add nsw i64 %880, %881
+  %883 = mul nsw i64 %conv2.py38339, 48
+  %884 = mul nsw i64 %conv2.px39340, 2
+  %885 = add nsw i64 %883, %884
+  %886 = add nsw i64 %882, %885
+  %arena345 = getelementptr inbounds float, ptr %arena, i64 %886
+  %887 = load float, ptr %arena345, align 4
+  %888 = add nsw i64 18752, %conv2.f37338
+  %params346 = getelementptr inbounds float, ptr %params, i64 %888
+  %889 = load float, ptr %params346, align 4
+  %890 = fadd float %887, %889
+  %best40347 = load float, ptr %conv2.best40, align 4
+  %891 = fcmp ogt float %890, %best40347
+  %892 = mul nsw i64 %conv2.f37338, 36864
+  %893 = add nsw i64 13180928, %892
+  %894 = mul nsw i64 %conv2.j36337, 576
+  %895 = add nsw i64 %893, %894
+  %896 = mul nsw i64 %conv2.py38339, 48
+  %897 = mul nsw i64 %conv2.px39340, 2
+  %898 = add nsw i64 %896, %897
+  %899 = add nsw i64 %895, %898
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %899
+  %900 = load float, ptr %arena348, align 4
+  %901 = add nsw i64 18752, %conv2.f37338
+  %params349 = getelementptr inbounds float, ptr %params, i64 %901
+  %902 = load float, ptr %params349, align 4
+  %903 = fadd float %900, %902
+  %best40350 = load float, ptr %conv2.best40, align 4
+  %904 = select i1 %891, float %903, float %best40350
+  store float %904, ptr %conv2.best40, align 4
+  %905 = mul nsw i64 %conv2.f37338, 36864
+  %906 = add nsw i64 13180928, %905
+  %907 = mul nsw i64 %conv2.j36337, 576
+  %908 = add nsw i64 %906, %907
+  %909 = mul nsw i64 %conv2.py38339, 48
+  %910 = mul nsw i64 %conv2.px39340, 2
+  %911 = add nsw i64 %909, %910
+  %912 = add nsw i64 %911, 1
+  %913 = add nsw i64 %908, %912
+  %arena351 = getelementptr inbounds float, ptr %arena, i64 %913
+  %914 = load float, ptr %arena351, align 4
+  %915 = add nsw i64 18752, %conv2.f37338
+  %params352 = getelementptr inbounds float, ptr %params, i64 %915
+  %916 = load float, ptr %params352, align 4
+  %917 = fadd float %914, %916
+  %best40353 = load float, ptr %conv2.best40, align 4
+  %918 = fcmp ogt float %917, %best40353
+  %919 = mul nsw i64 %conv2.py38339, 48
+  %920 = mul nsw i64 %conv2.px39340, 2
+  %921 = add nsw i64 %919, %920
+  %922 = add nsw i64 %921, 1
+  %923 = sitofp i64 %922 to float
+  %bi41354 = load float, ptr %conv2.bi41, align 4
+  %924 = select i1 %918, float %923, float %bi41354
+  store float %924, ptr %conv2.bi41, align 4
+  %925 = mul nsw i64 %conv2.f37338, 36864
+  %926 = add nsw i64 13180928, %925
+  %927 = mul nsw i64 %conv2.j36337, 576
+  %928 = add nsw i64 %926, %927
+  %929 = mul nsw i64 %conv2.py38339, 48
+  %930 = mul nsw i64 %conv2.px39340, 2
+  %931 = add nsw i64 %929, %930
+  %932 = add nsw i64 %931, 1
+  %933 = add nsw i64 %928, %932
+  %arena355 = getelementptr inbounds float, ptr %arena, i64 %933
+  %934 = load float, ptr %arena355, align 4
+  %935 = add nsw i64 18752, %conv2.f37338
+  %params356 = getelementptr inbounds float, ptr %params, i64 %935
+  %936 = load float, ptr %params356, align 4
+  %937 = fadd float %934, %936
+  %best40357 = load float, ptr %conv2.best40, align 4
+  %938 = fcmp ogt float %937, %best40357
+  %939 = mul nsw i64 %conv2.f37338, 36864
+  %940 = add nsw i64 13180928, %939
+  %941 = mul nsw i64 %conv2.j36337, 576
+  %942 = add nsw i64 %940, %941
+  %943 = mul nsw i64 %conv2.py38339, 48
+  %944 = mul nsw i64 %conv2.px39340, 2
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %945, 1
+  %947 = add nsw i64 %942, %946
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %947
+  %948 = load float, ptr %arena358, align 4
+  %949 = add nsw i64 18752, %conv2.f37338
+  %params359 = getelementptr inbounds float, ptr %params, i64 %949
+  %950 = load float, ptr %params359, align 4
+  %951 = fadd float %948, %950
+  %best40360 = load float, ptr %conv2.best40, align 4
+  %952 = select i1 %938, float %951, float %best40360
+  store float %952, ptr %conv2.best40, align 4
+  %953 = mul nsw i64 %conv2.f37338, 36864
+  %954 = add nsw i64 13180928, %953
+  %955 = mul nsw i64 %conv2.j36337, 576
+  %956 = add nsw i64 %954, %955
+  %957 = mul nsw i64 %conv2.py38339, 48
+  %958 = mul nsw i64 %conv2.px39340, 2
+  %959 = add nsw i64 %957, %958
+  %960 = add nsw i64 %959, 24
+  %961 = add nsw i64 %956, %960
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %961
+  %962 = load float, ptr %arena361, align 4
+  %963 = add nsw i64 18752, %conv2.f37338
+  %params362 = getelementptr inbounds float, ptr %params, i64 %963
+  %964 = load float, ptr %params362, align 4
+  %965 = fadd float %962, %964
+  %best40363 = load float, ptr %conv2.best40, align 4
+  %966 = fcmp ogt float %965, %best40363
+  %967 = mul nsw i64 %conv2.py38339, 48
+  %968 = mul nsw i64 %conv2.px39340, 2
+  %969 = add nsw i64 %967, %968
+  %970 = add nsw i64 %969, 24
+  %971 = sitofp i64 %970 to float
+  %bi41364 = load float, ptr %conv2.bi41, align 4
+  %972 = select i1 %966, float %971, float %bi41364
+  store float %972, ptr %conv2.bi41, align 4
+  %973 = mul nsw i64 %conv2.f37338, 36864
+  %974 = add nsw i64 13180928, %973
+  %975 = mul nsw i64 %conv2.j36337, 576
+  %976 = add nsw i64 %974, %975
+  %977 = mul nsw i64 %conv2.py38339, 48
+  %978 = mul nsw i64 %conv2.px39340, 2
+  %979 = add nsw i64 %977, %978
+  %980 = add nsw i64 %979, 24
+  %981 = add nsw i64 %976, %980
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 %981
+  %982 = load float, ptr %arena365, align 4
+  %983 = add nsw i64 18752, %conv2.f37338
+  %params366 = getelementptr inbounds float, ptr %params, i64 %983
+  %984 = load float, ptr %params366, align 4
+  %985 = fadd float %982, %984
+  %best40367 = load float, ptr %conv2.best40, align 4
+  %986 = fcmp ogt float %985, %best40367
+  %987 = mul nsw i64 %conv2.f37338, 36864
+  %988 = add nsw i64 13180928, %987
+  %989 = mul nsw i64 %conv2.j36337, 576
+  %990 = add nsw i64 %988, %989
+  %991 = mul nsw i64 %conv2.py38339, 48
+  %992 = mul nsw i64 %conv2.px39340, 2
+  %993 = add nsw i64 %991, %992
+  %994 = add nsw i64 %993, 24
+  %995 = add nsw i64 %990, %994
+  %arena368 = getelementptr inbounds float, ptr %arena, i64 %995
+  %996 = load float, ptr %arena368, align 4
+  %997 = add nsw i64 18752, %conv2.f37338
+  %params369 = getelementptr inbounds float, ptr %params, i64 %997
+  %998 = load float, ptr %params369, align 4
+  %999 = fadd float %996, %998
+  %best40370 = load float, ptr %conv2.best40, align 4
+  %1000 = select i1 %986, float %999, float %best40370
+  store float %1000, ptr %conv2.best40, align 4
+  %1001 = mul nsw i64 %conv2.f37338, 36864
+  %1002 = add nsw i64 13180928, %1001
+  %1003 = mul nsw i64 %conv2.j36337, 576
+  %1004 = add nsw i64 %1002, %1003
+  %1005 = mul nsw i64 %conv2.py38339, 48
+  %1006 = mul nsw i64 %conv2.px39340, 2
+  %1007 = add nsw i64 %1005, %1006
+  %1008 = add nsw i64 %1007, 24
+  %1009 = add nsw i64 %1008, 1
+  %1010 = add nsw i64 %1004, %1009
+  %arena371 = getelementptr inbounds float, ptr %arena, i64 %1010
+  %1011 = load float, ptr %arena371, align 4
+  %1012 = add nsw i64 18752, %conv2.f37338
+  %params372 = getelementptr inbounds float, ptr %params, i64 %1012
+  %1013 = load float, ptr %params372, align 4
+  %1014 = fadd float %1011, %1013
+  %best40373 = load float, ptr %conv2.best40, align 4
+  %1015 = fcmp ogt float %1014, %best40373
+  %1016 = mul nsw i64 %conv2.py38339, 48
+  %1017 = mul nsw i64 %conv2.px39340, 2
+  %1018 = add nsw i64 %1016, %1017
+  %1019 = add nsw i64 %1018, 24
+  %1020 = add nsw i64 %1019, 1
+  %1021 = sitofp i64 %1020 to float
+  %bi41374 = load float, ptr %conv2.bi41, align 4
+  %1022 = select i1 %1015, float %1021, float %bi41374
+  store float %1022, ptr %conv2.bi41, align 4
+  %1023 = mul nsw i64 %conv2.f37338, 36864
+  %1024 = add nsw i64 13180928, %1023
+  %1025 = mul nsw i64 %conv2.j36337, 576
+  %1026 = add nsw i64 %1024, %1025
+  %1027 = mul nsw i64 %conv2.py38339, 48
+  %1028 = mul nsw i64 %conv2.px39340, 2
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, 24
+  %1031 = add nsw i64 %1030, 1
+  %1032 = add nsw i64 %1026, %1031
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1032
+  %1033 = load float, ptr %arena375, align 4
+  %1034 = add nsw i64 18752, %conv2.f37338
+  %params376 = getelementptr inbounds float, ptr %params, i64 %1034
+  %1035 = load float, ptr %params376, align 4
+  %1036 = fadd float %1033, %1035
+  %best40377 = load float, ptr %conv2.best40, align 4
+  %1037 = fcmp ogt float %1036, %best40377
+  %1038 = mul nsw i64 %conv2.f37338, 36864
+  %1039 = add nsw i64 13180928, %1038
+  %1040 = mul nsw i64 %conv2.j36337, 576
+  %1041 = add nsw i64 %1039, %1040
+  %1042 = mul nsw i64 %conv2.py38339, 48
+  %1043 = mul nsw i64 %conv2.px39340, 2
+  %1044 = add nsw i64 %1042, %1043
+  %1045 = add nsw i64 %1044, 24
+  %1046 = add nsw i64 %1045, 1
+  %1047 = add nsw i64 %1041, %1046
+  %arena378 = getelementptr inbounds float, ptr %arena, i64 %1047
+  %1048 = load float, ptr %arena378, align 4
+  %1049 = add nsw i64 18752, %conv2.f37338
+  %params379 = getelementptr inbounds float, ptr %params, i64 %1049
+  %1050 = load float, ptr %params379, align 4
+  %1051 = fadd float %1048, %1050
+  %best40380 = load float, ptr %conv2.best40, align 4
+  %1052 = select i1 %1037, float %1051, float %best40380
+  store float %1052, ptr %conv2.best40, align 4
+  %best40381 = load float, ptr %conv2.best40, align 4
+  %1053 = fcmp ogt float %best40381, 0.000000e+00
+  %best40382 = load float, ptr %conv2.best40, align 4
+  %1054 = select i1 %1053, float %best40382, float 0.000000e+00
+  %1055 = mul nsw i64 %conv2.g20157, 64
+  %1056 = add nsw i64 %1055, %conv2.j36337
+  %1057 = mul nsw i64 %1056, 9216
+  %1058 = mul nsw i64 %conv2.f37338, 144
+  %1059 = add nsw i64 %1057, %1058
+  %1060 = mul nsw i64 %conv2.py38339, 12
+  %1061 = add nsw i64 %1059, %1060
+  %1062 = add nsw i64 %1061, %conv2.px39340
+  %1063 = add nsw i64 1384448, %1062
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1063
+  store float %1054, ptr %arena383, align 4
+  %bi41384 = load float, ptr %conv2.bi41, align 4
+  %1064 = mul nsw i64 %conv2.g20157, 64
+  %1065 = add nsw i64 %1064, %conv2.j36337
+  %1066 = mul nsw i64 %1065, 9216
+  %1067 = mul nsw i64 %conv2.f37338, 144
+  %1068 = add nsw i64 %1066, %1067
+  %1069 = mul nsw i64 %conv2.py38339, 12
+  %1070 = add nsw i64 %1068, %1069
+  %1071 = add nsw i64 %1070, %conv2.px39340
+  %1072 = add nsw i64 1974272, %1071
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1072
+  store float %bi41384, ptr %arena385, align 4
+  %px39.next = add nsw i64 %conv2.px39340, 1
+  %1073 = icmp slt i64 %px39.next, 12
+  br i1 %1073, label %conv2.px39, label %conv2.px39.end
+
+conv2.px39.end:                                   ; preds = %conv2.px39
+  %py38.next = add nsw i64 %conv2.py38339, 1
+  %1074 = icmp slt i64 %py38.next, 12
+  br i1 %1074, label %conv2.py38, label %conv2.py38.end
+
+fc1.n42:                                          ; preds = %fc1.u43.end, %conv2.g20.end
+  %fc1.n42389 = phi i64 [ 0, %conv2.g20.end ], [ %n42.next, %fc1.u43.end ]
+  br label %fc1.u43
+
+fc1.n42.end:                                      ; preds = %fc1.u43.end
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 0
+  %params397 = getelementptr inbounds float, ptr %params, i64 1198592
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena396, i32 128, ptr %params397, i32 128, float 0.000000e+00, ptr %arena398, i32 10)
+  br label %fc2.n44
+
+fc1.u43:                                          ; preds = %fc1.u43, %fc1.n42
+  %fc1.u43390 = phi i64 [ 0, %fc1.n42 ], [ %u43.next, %fc1.u43 ]
+  %1075 = mul nsw i64 %fc1.n42389, 128
+  %1076 = add nsw i64 %1075, %fc1.u43390
+  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1076
+  %1077 = load float, ptr %arena391, align 4
+  %1078 = add nsw i64 1198464, %fc1.u43390
+  %params392 = getelementptr inbounds float, ptr %params, i64 %1078
+  %1079 = load float, ptr %params392, align 4
+  %1080 = fadd float %1077, %1079
+  %1081 = fcmp ogt float %1080, 0.000000e+00
+  %1082 = mul nsw i64 %fc1.n42389, 128
+  %1083 = add nsw i64 %1082, %fc1.u43390
+  %arena393 = getelementptr inbounds float, ptr %arena, i64 %1083
+  %1084 = load float, ptr %arena393, align 4
+  %1085 = add nsw i64 1198464, %fc1.u43390
+  %params394 = getelementptr inbounds float, ptr %params, i64 %1085
+  %1086 = load float, ptr %params394, align 4
+  %1087 = fadd float %1084, %1086
+  %1088 = select i1 %1081, float %1087, float 0.000000e+00
+  %1089 = mul nsw i64 %fc1.n42389, 128
+  %1090 = add nsw i64 %1089, %fc1.u43390
+  %arena395 = getelementptr inbounds float, ptr %arena, i64 %1090
+  store float %1088, ptr %arena395, align 4
+  %u43.next = add nsw i64 %fc1.u43390, 1
+  %1091 = icmp slt i64 %u43.next, 128
+  br i1 %1091, label %fc1.u43, label %fc1.u43.end
+
+fc1.u43.end:                                      ; preds = %fc1.u43
+  %n42.next = add nsw i64 %fc1.n42389, 1
+  %1092 = icmp slt i64 %n42.next, 64
+  br i1 %1092, label %fc1.n42, label %fc1.n42.end
+
+fc2.n44:                                          ; preds = %fc2.u45.end, %fc1.n42.end
+  %fc2.n44399 = phi i64 [ 0, %fc1.n42.end ], [ %n44.next, %fc2.u45.end ]
+  br label %fc2.u45
+
+fc2.n44.end:                                      ; preds = %fc2.u45.end
+  br label %probs.n46
+
+fc2.u45:                                          ; preds = %fc2.u45, %fc2.n44
+  %fc2.u45400 = phi i64 [ 0, %fc2.n44 ], [ %u45.next, %fc2.u45 ]
+  %1093 = mul nsw i64 %fc2.n44399, 10
+  %1094 = add nsw i64 8192, %1093
+  %1095 = add nsw i64 %1094, %fc2.u45400
+  %arena401 = getelementptr inbounds float, ptr %arena, i64 %1095
+  %1096 = load float, ptr %arena401, align 4
+  %1097 = add nsw i64 1199872, %fc2.u45400
+  %params402 = getelementptr inbounds float, ptr %params, i64 %1097
+  %1098 = load float, ptr %params402, align 4
+  %1099 = fadd float %1096, %1098
+  %1100 = mul nsw i64 %fc2.n44399, 10
+  %1101 = add nsw i64 8192, %1100
+  %1102 = add nsw i64 %1101, %fc2.u45400
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 %1102
+  store float %1099, ptr %arena403, align 4
+  %u45.next = add nsw i64 %fc2.u45400, 1
+  %1103 = icmp slt i64 %u45.next, 10
+  br i1 %1103, label %fc2.u45, label %fc2.u45.end
+
+fc2.u45.end:                                      ; preds = %fc2.u45
+  %n44.next = add nsw i64 %fc2.n44399, 1
+  %1104 = icmp slt i64 %n44.next, 64
+  br i1 %1104, label %fc2.n44, label %fc2.n44.end
+
+probs.n46:                                        ; preds = %probs.k51.end, %fc2.n44.end
+  %probs.n46404 = phi i64 [ 0, %fc2.n44.end ], [ %n46.next, %probs.k51.end ]
+  %1105 = mul nsw i64 %probs.n46404, 10
+  %1106 = add nsw i64 8192, %1105
+  %arena405 = getelementptr inbounds float, ptr %arena, i64 %1106
+  %1107 = load float, ptr %arena405, align 4
+  store float %1107, ptr %probs.m47, align 4
+  br label %probs.k49
+
+probs.n46.end:                                    ; preds = %probs.k51.end
   ret void
 
-probs.k37:                                        ; preds = %probs.k37, %probs.n34
-  %probs.k37116 = phi i64 [ 0, %probs.n34 ], [ %k37.next, %probs.k37 ]
-  %m35 = load float, ptr %probs.m35, align 4
-  %442 = mul nsw i64 %probs.n34114, 10
-  %443 = add nsw i64 8192, %442
-  %444 = add nsw i64 %443, %probs.k37116
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 %444
-  %445 = load float, ptr %arena117, align 4
-  %446 = fcmp ogt float %445, %m35
-  %447 = select i1 %446, float %445, float %m35
-  store float %447, ptr %probs.m35, align 4
-  %k37.next = add nsw i64 %probs.k37116, 1
-  %448 = icmp slt i64 %k37.next, 10
-  br i1 %448, label %probs.k37, label %probs.k37.end
+probs.k49:                                        ; preds = %probs.k49, %probs.n46
+  %probs.k49406 = phi i64 [ 0, %probs.n46 ], [ %k49.next, %probs.k49 ]
+  %m47 = load float, ptr %probs.m47, align 4
+  %1108 = mul nsw i64 %probs.n46404, 10
+  %1109 = add nsw i64 8192, %1108
+  %1110 = add nsw i64 %1109, %probs.k49406
+  %arena407 = getelementptr inbounds float, ptr %arena, i64 %1110
+  %1111 = load float, ptr %arena407, align 4
+  %1112 = fcmp ogt float %1111, %m47
+  %1113 = select i1 %1112, float %1111, float %m47
+  store float %1113, ptr %probs.m47, align 4
+  %k49.next = add nsw i64 %probs.k49406, 1
+  %1114 = icmp slt i64 %k49.next, 10
+  br i1 %1114, label %probs.k49, label %probs.k49.end
 
-probs.k37.end:                                    ; preds = %probs.k37
-  store float 0.000000e+00, ptr %probs.s36, align 4
-  br label %probs.k38
+probs.k49.end:                                    ; preds = %probs.k49
+  store float 0.000000e+00, ptr %probs.s48, align 4
+  br label %probs.k50
 
-probs.k38:                                        ; preds = %probs.k38, %probs.k37.end
-  %probs.k38118 = phi i64 [ 0, %probs.k37.end ], [ %k38.next, %probs.k38 ]
-  %s36 = load float, ptr %probs.s36, align 4
-  %449 = mul nsw i64 %probs.n34114, 10
-  %450 = add nsw i64 8192, %449
-  %451 = add nsw i64 %450, %probs.k38118
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %451
-  %452 = load float, ptr %arena119, align 4
-  %m35120 = load float, ptr %probs.m35, align 4
-  %453 = fsub float %452, %m35120
-  %454 = call float @llvm.exp.f32(float %453)
-  %455 = fadd float %s36, %454
-  store float %455, ptr %probs.s36, align 4
-  %k38.next = add nsw i64 %probs.k38118, 1
-  %456 = icmp slt i64 %k38.next, 10
-  br i1 %456, label %probs.k38, label %probs.k38.end
+probs.k50:                                        ; preds = %probs.k50, %probs.k49.end
+  %probs.k50408 = phi i64 [ 0, %probs.k49.end ], [ %k50.next, %probs.k50 ]
+  %s48 = load float, ptr %probs.s48, align 4
+  %1115 = mul nsw i64 %probs.n46404, 10
+  %1116 = add nsw i64 8192, %1115
+  %1117 = add nsw i64 %1116, %probs.k50408
+  %arena409 = getelementptr inbounds float, ptr %arena, i64 %1117
+  %1118 = load float, ptr %arena409, align 4
+  %m47410 = load float, ptr %probs.m47, align 4
+  %1119 = fsub float %1118, %m47410
+  %1120 = call float @llvm.exp.f32(float %1119)
+  %1121 = fadd float %s48, %1120
+  store float %1121, ptr %probs.s48, align 4
+  %k50.next = add nsw i64 %probs.k50408, 1
+  %1122 = icmp slt i64 %k50.next, 10
+  br i1 %1122, label %probs.k50, label %probs.k50.end
 
-probs.k38.end:                                    ; preds = %probs.k38
-  br label %probs.k39
+probs.k50.end:                                    ; preds = %probs.k50
+  br label %probs.k51
 
-probs.k39:                                        ; preds = %probs.k39, %probs.k38.end
-  %probs.k39121 = phi i64 [ 0, %probs.k38.end ], [ %k39.next, %probs.k39 ]
-  %457 = mul nsw i64 %probs.n34114, 10
-  %458 = add nsw i64 8192, %457
-  %459 = add nsw i64 %458, %probs.k39121
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %459
-  %460 = load float, ptr %arena122, align 4
-  %m35123 = load float, ptr %probs.m35, align 4
-  %461 = fsub float %460, %m35123
-  %462 = call float @llvm.exp.f32(float %461)
-  %s36124 = load float, ptr %probs.s36, align 4
-  %463 = fdiv float %462, %s36124
-  %464 = mul nsw i64 %probs.n34114, 10
-  %465 = add nsw i64 %464, %probs.k39121
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %465
-  store float %463, ptr %arena125, align 4
-  %k39.next = add nsw i64 %probs.k39121, 1
-  %466 = icmp slt i64 %k39.next, 10
-  br i1 %466, label %probs.k39, label %probs.k39.end
+probs.k51:                                        ; preds = %probs.k51, %probs.k50.end
+  %probs.k51411 = phi i64 [ 0, %probs.k50.end ], [ %k51.next, %probs.k51 ]
+  %1123 = mul nsw i64 %probs.n46404, 10
+  %1124 = add nsw i64 8192, %1123
+  %1125 = add nsw i64 %1124, %probs.k51411
+  %arena412 = getelementptr inbounds float, ptr %arena, i64 %1125
+  %1126 = load float, ptr %arena412, align 4
+  %m47413 = load float, ptr %probs.m47, align 4
+  %1127 = fsub float %1126, %m47413
+  %1128 = call float @llvm.exp.f32(float %1127)
+  %s48414 = load float, ptr %probs.s48, align 4
+  %1129 = fdiv float %1128, %s48414
+  %1130 = mul nsw i64 %probs.n46404, 10
+  %1131 = add nsw i64 %1130, %probs.k51411
+  %arena415 = getelementptr inbounds float, ptr %arena, i64 %1131
+  store float %1129, ptr %arena415, align 4
+  %k51.next = add nsw i64 %probs.k51411, 1
+  %1132 = icmp slt i64 %k51.next, 10
+  br i1 %1132, label %probs.k51, label %probs.k51.end
 
-probs.k39.end:                                    ; preds = %probs.k39
-  %n34.next = add nsw i64 %probs.n34114, 1
-  %467 = icmp slt i64 %n34.next, 64
-  br i1 %467, label %probs.n34, label %probs.n34.end
+probs.k51.end:                                    ; preds = %probs.k51
+  %n46.next = add nsw i64 %probs.n46404, 1
+  %1133 = icmp slt i64 %n46.next, 64
+  br i1 %1133, label %probs.n46, label %probs.n46.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -24,6 +24,15 @@ let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_s
 @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
   UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
 }
+/// The first `lanes` floats at p + i, zeros after (never reads past them).
+@inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+  var v = SIMD16<Float>()
+  for l in 0..<lanes { v[l] = p[i &+ l] }
+  return v
+}
+@inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+  for l in 0..<lanes { p[i &+ l] = v[l] }
+}
 
 @_cdecl("mnistnet_train_b64")
 public func mnistnet_train_b64(
@@ -70,132 +79,376 @@ public func mnistnet_train_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 43264, 32, 9, 1, arena + 1384448, 43264, params + 0, 9, Float(bitPattern: 0x0), arena + 1773824, 32)
-    for j11 in 0..<64 {
-      for f12 in 0..<32 {
-        for i13 in 0..<676 {
-          arena[(((((g1 &* 64) &+ j11) &* 21632) &+ (f12 &* 676)) &+ i13)] = ((arena[((1773824 &+ (((j11 &* 676) &+ i13) &* 32)) &+ f12)] + params[(288 &+ f12)]) > Float(0) ? (arena[((1773824 &+ (((j11 &* 676) &+ i13) &* 32)) &+ f12)] + params[(288 &+ f12)]) : Float(0))
+    for nb11 in 0..<676 {
+      for mb12 in 0..<5 {
+        var t13_c0_0 = SIMD16<Float>()
+        var t13_c0_1 = SIMD16<Float>()
+        var t13_c0_2 = SIMD16<Float>()
+        var t13_c0_3 = SIMD16<Float>()
+        var t13_c1_0 = SIMD16<Float>()
+        var t13_c1_1 = SIMD16<Float>()
+        var t13_c1_2 = SIMD16<Float>()
+        var t13_c1_3 = SIMD16<Float>()
+        var t13_c2_0 = SIMD16<Float>()
+        var t13_c2_1 = SIMD16<Float>()
+        var t13_c2_2 = SIMD16<Float>()
+        var t13_c2_3 = SIMD16<Float>()
+        var t13_c3_0 = SIMD16<Float>()
+        var t13_c3_1 = SIMD16<Float>()
+        var t13_c3_2 = SIMD16<Float>()
+        var t13_c3_3 = SIMD16<Float>()
+        var t13_c4_0 = SIMD16<Float>()
+        var t13_c4_1 = SIMD16<Float>()
+        var t13_c4_2 = SIMD16<Float>()
+        var t13_c4_3 = SIMD16<Float>()
+        var t13_c5_0 = SIMD16<Float>()
+        var t13_c5_1 = SIMD16<Float>()
+        var t13_c5_2 = SIMD16<Float>()
+        var t13_c5_3 = SIMD16<Float>()
+        for k14 in 0..<9 {
+          let t13_b0 = load16(arena, ((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)))
+          let t13_b1 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 16))
+          let t13_b2 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 32))
+          let t13_b3 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 6) &* 9) &+ k14)])
+          t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
+          t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
+          t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
+          t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 1) &* 9) &+ k14)])
+          t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
+          t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
+          t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
+          t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 2) &* 9) &+ k14)])
+          t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
+          t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
+          t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
+          t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 3) &* 9) &+ k14)])
+          t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
+          t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
+          t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
+          t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
+          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 4) &* 9) &+ k14)])
+          t13_c4_0 = t13_c4_0.addingProduct(t13_a4, t13_b0)
+          t13_c4_1 = t13_c4_1.addingProduct(t13_a4, t13_b1)
+          t13_c4_2 = t13_c4_2.addingProduct(t13_a4, t13_b2)
+          t13_c4_3 = t13_c4_3.addingProduct(t13_a4, t13_b3)
+          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 5) &* 9) &+ k14)])
+          t13_c5_0 = t13_c5_0.addingProduct(t13_a5, t13_b0)
+          t13_c5_1 = t13_c5_1.addingProduct(t13_a5, t13_b1)
+          t13_c5_2 = t13_c5_2.addingProduct(t13_a5, t13_b2)
+          t13_c5_3 = t13_c5_3.addingProduct(t13_a5, t13_b3)
+        }
+        store16(arena, ((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)), t13_c0_0)
+        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
+        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
+        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)), t13_c1_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)), t13_c2_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)), t13_c3_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)), t13_c4_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c4_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c4_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c4_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)), t13_c5_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c5_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c5_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c5_3)
+      }
+      var t15_c0_0 = SIMD16<Float>()
+      var t15_c0_1 = SIMD16<Float>()
+      var t15_c0_2 = SIMD16<Float>()
+      var t15_c0_3 = SIMD16<Float>()
+      var t15_c1_0 = SIMD16<Float>()
+      var t15_c1_1 = SIMD16<Float>()
+      var t15_c1_2 = SIMD16<Float>()
+      var t15_c1_3 = SIMD16<Float>()
+      for k16 in 0..<9 {
+        let t15_b0 = load16(arena, ((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)))
+        let t15_b1 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 16))
+        let t15_b2 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 32))
+        let t15_b3 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 48))
+        let t15_a0 = SIMD16<Float>(repeating: params[(270 &+ k16)])
+        t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+        t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+        t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+        t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+        let t15_a1 = SIMD16<Float>(repeating: params[(279 &+ k16)])
+        t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+        t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+        t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+        t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+      }
+      store16(arena, (3071744 &+ (nb11 &* 64)), t15_c0_0)
+      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 16), t15_c0_1)
+      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 32), t15_c0_2)
+      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 48), t15_c0_3)
+      store16(arena, (3115008 &+ (nb11 &* 64)), t15_c1_0)
+      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 16), t15_c1_1)
+      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 32), t15_c1_2)
+      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 48), t15_c1_3)
+    }
+    for j17 in 0..<64 {
+      for f18 in 0..<32 {
+        do {  // SIMD16 over i19
+          var i19 = 0
+          while i19 &+ 16 <= 676 {
+            store16(arena, ((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])), where: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
+            i19 &+= 16
+          }
+          while i19 < 676 {
+            arena[(((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19)] = ((arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) > Float(0) ? (arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) : Float(0))
+            i19 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g14 in 0..<1 {
-    for j15 in 0..<64 {
-      for c16 in 0..<32 {
-        for ky17 in 0..<3 {
-          for oy18 in 0..<24 {
-            do {  // SIMD16 over ox19
-              var ox19 = 0
-              while ox19 &+ 16 <= 24 {
-                store16(arena, (((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19, load16(arena, (((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19))
-                ox19 &+= 16
+  for g20 in 0..<1 {
+    for j21 in 0..<64 {
+      for c22 in 0..<32 {
+        for ky23 in 0..<3 {
+          for oy24 in 0..<24 {
+            do {  // SIMD16 over ox25
+              var ox25 = 0
+              while ox25 &+ 16 <= 24 {
+                store16(arena, (((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25, load16(arena, (((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25))
+                ox25 &+= 16
               }
-              while ox19 < 24 {
-                arena[((((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19)]
-                ox19 &+= 1
+              while ox25 < 24 {
+                arena[((((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25)]
+                ox25 &+= 1
               }
             }
           }
-          for oy20 in 0..<24 {
-            for ox21 in 0..<24 {
-              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 1) &* 36864)) &+ (j15 &* 576)) &+ (oy20 &* 24)) &+ ox21)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy20 &+ ky17) &* 26)) &+ (ox21 &+ 1))]
+          for oy26 in 0..<24 {
+            for ox27 in 0..<24 {
+              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 1) &* 36864)) &+ (j21 &* 576)) &+ (oy26 &* 24)) &+ ox27)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy26 &+ ky23) &* 26)) &+ (ox27 &+ 1))]
             }
           }
-          for oy22 in 0..<24 {
-            for ox23 in 0..<24 {
-              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 2) &* 36864)) &+ (j15 &* 576)) &+ (oy22 &* 24)) &+ ox23)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy22 &+ ky17) &* 26)) &+ (ox23 &+ 2))]
+          for oy28 in 0..<24 {
+            for ox29 in 0..<24 {
+              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 2) &* 36864)) &+ (j21 &* 576)) &+ (oy28 &* 24)) &+ ox29)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy28 &+ ky23) &* 26)) &+ (ox29 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 36864, 64, 288, 1, arena + 2564096, 36864, params + 320, 288, Float(bitPattern: 0x0), arena + 13180928, 64)
-    for j24 in 0..<64 {
-      for f25 in 0..<64 {
-        for py26 in 0..<12 {
-          for px27 in 0..<12 {
-            var best28: Float = (arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)])
-            var bi29: Float = Float(((py26 &* 48) &+ (px27 &* 2)))
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float(((py26 &* 48) &+ (px27 &* 2))) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 1)) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 24)) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            arena[(1384448 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = (best28 > Float(0) ? best28 : Float(0))
-            arena[(1974272 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = bi29
+    for nb30 in 0..<576 {
+      for mb31 in 0..<10 {
+        var t32_c0_0 = SIMD16<Float>()
+        var t32_c0_1 = SIMD16<Float>()
+        var t32_c0_2 = SIMD16<Float>()
+        var t32_c0_3 = SIMD16<Float>()
+        var t32_c1_0 = SIMD16<Float>()
+        var t32_c1_1 = SIMD16<Float>()
+        var t32_c1_2 = SIMD16<Float>()
+        var t32_c1_3 = SIMD16<Float>()
+        var t32_c2_0 = SIMD16<Float>()
+        var t32_c2_1 = SIMD16<Float>()
+        var t32_c2_2 = SIMD16<Float>()
+        var t32_c2_3 = SIMD16<Float>()
+        var t32_c3_0 = SIMD16<Float>()
+        var t32_c3_1 = SIMD16<Float>()
+        var t32_c3_2 = SIMD16<Float>()
+        var t32_c3_3 = SIMD16<Float>()
+        var t32_c4_0 = SIMD16<Float>()
+        var t32_c4_1 = SIMD16<Float>()
+        var t32_c4_2 = SIMD16<Float>()
+        var t32_c4_3 = SIMD16<Float>()
+        var t32_c5_0 = SIMD16<Float>()
+        var t32_c5_1 = SIMD16<Float>()
+        var t32_c5_2 = SIMD16<Float>()
+        var t32_c5_3 = SIMD16<Float>()
+        for k33 in 0..<288 {
+          let t32_b0 = load16(arena, ((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)))
+          let t32_b1 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 16))
+          let t32_b2 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 32))
+          let t32_b3 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 48))
+          let t32_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb31 &* 6) &* 288)) &+ k33)])
+          t32_c0_0 = t32_c0_0.addingProduct(t32_a0, t32_b0)
+          t32_c0_1 = t32_c0_1.addingProduct(t32_a0, t32_b1)
+          t32_c0_2 = t32_c0_2.addingProduct(t32_a0, t32_b2)
+          t32_c0_3 = t32_c0_3.addingProduct(t32_a0, t32_b3)
+          let t32_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 1) &* 288)) &+ k33)])
+          t32_c1_0 = t32_c1_0.addingProduct(t32_a1, t32_b0)
+          t32_c1_1 = t32_c1_1.addingProduct(t32_a1, t32_b1)
+          t32_c1_2 = t32_c1_2.addingProduct(t32_a1, t32_b2)
+          t32_c1_3 = t32_c1_3.addingProduct(t32_a1, t32_b3)
+          let t32_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 2) &* 288)) &+ k33)])
+          t32_c2_0 = t32_c2_0.addingProduct(t32_a2, t32_b0)
+          t32_c2_1 = t32_c2_1.addingProduct(t32_a2, t32_b1)
+          t32_c2_2 = t32_c2_2.addingProduct(t32_a2, t32_b2)
+          t32_c2_3 = t32_c2_3.addingProduct(t32_a2, t32_b3)
+          let t32_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 3) &* 288)) &+ k33)])
+          t32_c3_0 = t32_c3_0.addingProduct(t32_a3, t32_b0)
+          t32_c3_1 = t32_c3_1.addingProduct(t32_a3, t32_b1)
+          t32_c3_2 = t32_c3_2.addingProduct(t32_a3, t32_b2)
+          t32_c3_3 = t32_c3_3.addingProduct(t32_a3, t32_b3)
+          let t32_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 4) &* 288)) &+ k33)])
+          t32_c4_0 = t32_c4_0.addingProduct(t32_a4, t32_b0)
+          t32_c4_1 = t32_c4_1.addingProduct(t32_a4, t32_b1)
+          t32_c4_2 = t32_c4_2.addingProduct(t32_a4, t32_b2)
+          t32_c4_3 = t32_c4_3.addingProduct(t32_a4, t32_b3)
+          let t32_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 5) &* 288)) &+ k33)])
+          t32_c5_0 = t32_c5_0.addingProduct(t32_a5, t32_b0)
+          t32_c5_1 = t32_c5_1.addingProduct(t32_a5, t32_b1)
+          t32_c5_2 = t32_c5_2.addingProduct(t32_a5, t32_b2)
+          t32_c5_3 = t32_c5_3.addingProduct(t32_a5, t32_b3)
+        }
+        store16(arena, ((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)), t32_c0_0)
+        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c0_1)
+        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c0_2)
+        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c0_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)), t32_c1_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c1_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c1_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c1_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)), t32_c2_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c2_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c2_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c2_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)), t32_c3_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c3_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c3_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c3_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)), t32_c4_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c4_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c4_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c4_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)), t32_c5_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c5_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c5_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c5_3)
+      }
+      var t34_c0_0 = SIMD16<Float>()
+      var t34_c0_1 = SIMD16<Float>()
+      var t34_c0_2 = SIMD16<Float>()
+      var t34_c0_3 = SIMD16<Float>()
+      var t34_c1_0 = SIMD16<Float>()
+      var t34_c1_1 = SIMD16<Float>()
+      var t34_c1_2 = SIMD16<Float>()
+      var t34_c1_3 = SIMD16<Float>()
+      var t34_c2_0 = SIMD16<Float>()
+      var t34_c2_1 = SIMD16<Float>()
+      var t34_c2_2 = SIMD16<Float>()
+      var t34_c2_3 = SIMD16<Float>()
+      var t34_c3_0 = SIMD16<Float>()
+      var t34_c3_1 = SIMD16<Float>()
+      var t34_c3_2 = SIMD16<Float>()
+      var t34_c3_3 = SIMD16<Float>()
+      for k35 in 0..<288 {
+        let t34_b0 = load16(arena, ((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)))
+        let t34_b1 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 16))
+        let t34_b2 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 32))
+        let t34_b3 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 48))
+        let t34_a0 = SIMD16<Float>(repeating: params[(17600 &+ k35)])
+        t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
+        t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
+        t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
+        t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
+        let t34_a1 = SIMD16<Float>(repeating: params[(17888 &+ k35)])
+        t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
+        t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
+        t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
+        t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
+        let t34_a2 = SIMD16<Float>(repeating: params[(18176 &+ k35)])
+        t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
+        t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
+        t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
+        t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
+        let t34_a3 = SIMD16<Float>(repeating: params[(18464 &+ k35)])
+        t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
+        t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
+        t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
+        t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+      }
+      store16(arena, (15392768 &+ (nb30 &* 64)), t34_c0_0)
+      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 16), t34_c0_1)
+      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 32), t34_c0_2)
+      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 48), t34_c0_3)
+      store16(arena, (15429632 &+ (nb30 &* 64)), t34_c1_0)
+      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 16), t34_c1_1)
+      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 32), t34_c1_2)
+      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 48), t34_c1_3)
+      store16(arena, (15466496 &+ (nb30 &* 64)), t34_c2_0)
+      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 16), t34_c2_1)
+      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 32), t34_c2_2)
+      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 48), t34_c2_3)
+      store16(arena, (15503360 &+ (nb30 &* 64)), t34_c3_0)
+      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 16), t34_c3_1)
+      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 32), t34_c3_2)
+      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 48), t34_c3_3)
+    }
+    for j36 in 0..<64 {
+      for f37 in 0..<64 {
+        for py38 in 0..<12 {
+          for px39 in 0..<12 {
+            var best40: Float = (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)])
+            var bi41: Float = Float(((py38 &* 48) &+ (px39 &* 2)))
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? Float(((py38 &* 48) &+ (px39 &* 2))) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) : best40)
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 1)) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) : best40)
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 24)) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) : best40)
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float(((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1)) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) : best40)
+            arena[(1384448 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = (best40 > Float(0) ? best40 : Float(0))
+            arena[(1974272 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = bi41
           }
         }
       }
     }
   }
   // drop1 = dropout(conv2)
-  for i30 in 0..<589824 {
-    arena[(2564096 &+ i30)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i30) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i30)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i42 in 0..<589824 {
+    arena[(2564096 &+ i42)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i42) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(1384448 &+ i42)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 2564096, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3153920, 128)
-  for n31 in 0..<64 {
-    do {  // SIMD16 over u32
-      var u32 = 0
-      while u32 &+ 16 <= 128 {
-        store16(arena, (3153920 &+ (n31 &* 128)) &+ u32, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n31 &* 128)) &+ u32) + load16(params, 1198464 &+ u32)), where: (load16(arena, (3153920 &+ (n31 &* 128)) &+ u32) + load16(params, 1198464 &+ u32)) .> SIMD16<Float>(repeating: Float(0))))
-        u32 &+= 16
+  for n43 in 0..<64 {
+    do {  // SIMD16 over u44
+      var u44 = 0
+      while u44 &+ 16 <= 128 {
+        store16(arena, (3153920 &+ (n43 &* 128)) &+ u44, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (3153920 &+ (n43 &* 128)) &+ u44) + load16(params, 1198464 &+ u44)), where: (load16(arena, (3153920 &+ (n43 &* 128)) &+ u44) + load16(params, 1198464 &+ u44)) .> SIMD16<Float>(repeating: Float(0))))
+        u44 &+= 16
       }
-      while u32 < 128 {
-        arena[((3153920 &+ (n31 &* 128)) &+ u32)] = ((arena[((3153920 &+ (n31 &* 128)) &+ u32)] + params[(1198464 &+ u32)]) > Float(0) ? (arena[((3153920 &+ (n31 &* 128)) &+ u32)] + params[(1198464 &+ u32)]) : Float(0))
-        u32 &+= 1
+      while u44 < 128 {
+        arena[((3153920 &+ (n43 &* 128)) &+ u44)] = ((arena[((3153920 &+ (n43 &* 128)) &+ u44)] + params[(1198464 &+ u44)]) > Float(0) ? (arena[((3153920 &+ (n43 &* 128)) &+ u44)] + params[(1198464 &+ u44)]) : Float(0))
+        u44 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
-  for i33 in 0..<8192 {
-    arena[(3162112 &+ i33)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i33) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i33)] * Float(2)) : Float(0))
+  for i45 in 0..<8192 {
+    arena[(3162112 &+ i45)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i45) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3153920 &+ i45)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 3162112, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3170304, 10)
-  for n34 in 0..<64 {
-    do {  // SIMD16 over u35
-      var u35 = 0
-      while u35 < 10 {
-        arena[((3170304 &+ (n34 &* 10)) &+ u35)] = (arena[((3170304 &+ (n34 &* 10)) &+ u35)] + params[(1199872 &+ u35)])
-        u35 &+= 1
+  for n46 in 0..<64 {
+    do {  // SIMD16 over u47
+      var u47 = 0
+      while u47 < 10 {
+        arena[((3170304 &+ (n46 &* 10)) &+ u47)] = (arena[((3170304 &+ (n46 &* 10)) &+ u47)] + params[(1199872 &+ u47)])
+        u47 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n36 in 0..<64 {
-    var m37: Float = arena[(3170304 &+ (n36 &* 10))]
-    for k39 in 0..<10 {
-      m37 = { let x = m37, y = arena[((3170304 &+ (n36 &* 10)) &+ k39)]; return y > x ? y : x }()
-    }
-    var s38: Float = Float(0)
-    for k40 in 0..<10 {
-      s38 = (s38 + expf((arena[((3170304 &+ (n36 &* 10)) &+ k40)] - m37)))
-    }
-    for k41 in 0..<10 {
-      arena[((3170944 &+ (n36 &* 10)) &+ k41)] = (expf((arena[((3170304 &+ (n36 &* 10)) &+ k41)] - m37)) / s38)
-    }
-  }
-  // loss = cross_entropy(fc2, label)
-  var total42: Float = Float(0)
-  for n43 in 0..<64 {
-    var m44: Float = arena[(3170304 &+ (n43 &* 10))]
-    for k46 in 0..<10 {
-      m44 = { let x = m44, y = arena[((3170304 &+ (n43 &* 10)) &+ k46)]; return y > x ? y : x }()
-    }
-    var s45: Float = Float(0)
-    for k47 in 0..<10 {
-      s45 = (s45 + expf((arena[((3170304 &+ (n43 &* 10)) &+ k47)] - m44)))
-    }
-    total42 = (total42 + ((m44 + logf(s45)) - arena[((3170304 &+ (n43 &* 10)) &+ Int(labels[n43]))]))
-  }
-  arena[3171584] = (total42 / Float(64))
-  // fc2_grad = cross_entropy_grad(fc2, label)
   for n48 in 0..<64 {
     var m49: Float = arena[(3170304 &+ (n48 &* 10))]
     for k51 in 0..<10 {
@@ -206,203 +459,404 @@ public func mnistnet_train_b64(
       s50 = (s50 + expf((arena[((3170304 &+ (n48 &* 10)) &+ k52)] - m49)))
     }
     for k53 in 0..<10 {
-      arena[((3171600 &+ (n48 &* 10)) &+ k53)] = ((k53 == Int(labels[n48]) ? ((expf((arena[((3170304 &+ (n48 &* 10)) &+ k53)] - m49)) / s50) - Float(1)) : (expf((arena[((3170304 &+ (n48 &* 10)) &+ k53)] - m49)) / s50)) / Float(64))
+      arena[((3170944 &+ (n48 &* 10)) &+ k53)] = (expf((arena[((3170304 &+ (n48 &* 10)) &+ k53)] - m49)) / s50)
+    }
+  }
+  // loss = cross_entropy(fc2, label)
+  var total54: Float = Float(0)
+  for n55 in 0..<64 {
+    var m56: Float = arena[(3170304 &+ (n55 &* 10))]
+    for k58 in 0..<10 {
+      m56 = { let x = m56, y = arena[((3170304 &+ (n55 &* 10)) &+ k58)]; return y > x ? y : x }()
+    }
+    var s57: Float = Float(0)
+    for k59 in 0..<10 {
+      s57 = (s57 + expf((arena[((3170304 &+ (n55 &* 10)) &+ k59)] - m56)))
+    }
+    total54 = (total54 + ((m56 + logf(s57)) - arena[((3170304 &+ (n55 &* 10)) &+ Int(labels[n55]))]))
+  }
+  arena[3171584] = (total54 / Float(64))
+  // fc2_grad = cross_entropy_grad(fc2, label)
+  for n60 in 0..<64 {
+    var m61: Float = arena[(3170304 &+ (n60 &* 10))]
+    for k63 in 0..<10 {
+      m61 = { let x = m61, y = arena[((3170304 &+ (n60 &* 10)) &+ k63)]; return y > x ? y : x }()
+    }
+    var s62: Float = Float(0)
+    for k64 in 0..<10 {
+      s62 = (s62 + expf((arena[((3170304 &+ (n60 &* 10)) &+ k64)] - m61)))
+    }
+    for k65 in 0..<10 {
+      arena[((3171600 &+ (n60 &* 10)) &+ k65)] = ((k65 == Int(labels[n60]) ? ((expf((arena[((3170304 &+ (n60 &* 10)) &+ k65)] - m61)) / s62) - Float(1)) : (expf((arena[((3170304 &+ (n60 &* 10)) &+ k65)] - m61)) / s62)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop2)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 3171600, 10, arena + 3162112, 128, Float(bitPattern: 0x0), grads + 1198592, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u54 in 0..<10 {
-    var acc55: Float = Float(0)
-    for n56 in 0..<64 {
-      acc55 = (acc55 + arena[((3171600 &+ (n56 &* 10)) &+ u54)])
+  for u66 in 0..<10 {
+    var acc67: Float = Float(0)
+    for n68 in 0..<64 {
+      acc67 = (acc67 + arena[((3171600 &+ (n68 &* 10)) &+ u66)])
     }
-    grads[(1199872 &+ u54)] = acc55
+    grads[(1199872 &+ u66)] = acc67
   }
   // drop2_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 3171600, 10, params + 1198592, 128, Float(bitPattern: 0x0), arena + 3172240, 128)
   // relu3_grad = dropout_grad(drop2_grad, drop2)
-  for i57 in 0..<8192 {
-    arena[(3180432 &+ i57)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i57) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i57)] * Float(2)) : Float(0))
+  for i69 in 0..<8192 {
+    arena[(3180432 &+ i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe11c93e8aad7a) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(3172240 &+ i69)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i58
-    var i58 = 0
-    while i58 &+ 16 <= 8192 {
-      store16(arena, 3162112 &+ i58, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i58), where: load16(arena, 3153920 &+ i58) .> SIMD16<Float>(repeating: Float(0))))
-      i58 &+= 16
+  do {  // SIMD16 over i70
+    var i70 = 0
+    while i70 &+ 16 <= 8192 {
+      store16(arena, 3162112 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 3180432 &+ i70), where: load16(arena, 3153920 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
+      i70 &+= 16
     }
-    while i58 < 8192 {
-      arena[(3162112 &+ i58)] = (arena[(3153920 &+ i58)] > Float(0) ? arena[(3180432 &+ i58)] : Float(0))
-      i58 &+= 1
+    while i70 < 8192 {
+      arena[(3162112 &+ i70)] = (arena[(3153920 &+ i70)] > Float(0) ? arena[(3180432 &+ i70)] : Float(0))
+      i70 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 9216, 64, 1, arena + 3162112, 128, arena + 2564096, 9216, Float(bitPattern: 0x0), grads + 18816, 9216)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u59 in 0..<128 {
-    var acc60: Float = Float(0)
-    for n61 in 0..<64 {
-      acc60 = (acc60 + arena[((3162112 &+ (n61 &* 128)) &+ u59)])
+  for u71 in 0..<128 {
+    var acc72: Float = Float(0)
+    for n73 in 0..<64 {
+      acc72 = (acc72 + arena[((3162112 &+ (n73 &* 128)) &+ u71)])
     }
-    grads[(1198464 &+ u59)] = acc60
+    grads[(1198464 &+ u71)] = acc72
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 9216, 128, 1, arena + 3162112, 128, params + 18816, 9216, Float(bitPattern: 0x0), arena + 3171600, 9216)
   // drop1_grad = flatten_grad(flat_grad, drop1)
   // pool_grad = dropout_grad(drop1_grad, drop1)
-  for i62 in 0..<589824 {
-    arena[(3761424 &+ i62)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i62) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i62)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
+  for i74 in 0..<589824 {
+    arena[(3761424 &+ i74)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0x6cbe10c93e8aabc7) &+ UInt64(bitPattern: step)) &+ UInt64(i74) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 4194304 ? (arena[(3171600 &+ i74)] * Float(bitPattern: 0x3faaaaab)) : Float(0))
   }
   // conv2_grad = relu_maxpool_grad(pool_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i63
-    var i63 = 0
-    while i63 &+ 16 <= 2359296 {
-      store16(arena, 4351248 &+ i63, SIMD16<Float>(repeating: Float(0)))
-      i63 &+= 16
+  do {  // SIMD16 over i75
+    var i75 = 0
+    while i75 &+ 16 <= 2359296 {
+      store16(arena, 4351248 &+ i75, SIMD16<Float>(repeating: Float(0)))
+      i75 &+= 16
     }
-    while i63 < 2359296 {
-      arena[(4351248 &+ i63)] = Float(0)
-      i63 &+= 1
+    while i75 < 2359296 {
+      arena[(4351248 &+ i75)] = Float(0)
+      i75 &+= 1
     }
   }
-  for q64 in 0..<4096 {
-    for i65 in 0..<144 {
-      if arena[(1384448 &+ ((q64 &* 144) &+ i65))] > Float(0) {
-        arena[((4351248 &+ (q64 &* 576)) &+ Int(arena[(1974272 &+ ((q64 &* 144) &+ i65))]))] += arena[(3761424 &+ ((q64 &* 144) &+ i65))]
+  for q76 in 0..<4096 {
+    for i77 in 0..<144 {
+      if arena[(1384448 &+ ((q76 &* 144) &+ i77))] > Float(0) {
+        arena[((4351248 &+ (q76 &* 576)) &+ Int(arena[(1974272 &+ ((q76 &* 144) &+ i77))]))] += arena[(3761424 &+ ((q76 &* 144) &+ i77))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i66
-    var i66 = 0
-    while i66 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i66, SIMD16<Float>(repeating: Float(0)))
-      i66 &+= 16
+  do {  // SIMD16 over i78
+    var i78 = 0
+    while i78 &+ 16 <= 18432 {
+      store16(arena, 19686672 &+ i78, SIMD16<Float>(repeating: Float(0)))
+      i78 &+= 16
     }
-    while i66 < 18432 {
-      grads[(320 &+ i66)] = Float(0)
-      i66 &+= 1
+    while i78 < 18432 {
+      arena[(19686672 &+ i78)] = Float(0)
+      i78 &+= 1
     }
   }
-  for g67 in 0..<1 {
-    for j68 in 0..<64 {
-      for c69 in 0..<32 {
-        for ky70 in 0..<3 {
-          for oy71 in 0..<24 {
-            do {  // SIMD16 over ox72
-              var ox72 = 0
-              while ox72 &+ 16 <= 24 {
-                store16(arena, (((6710544 &+ ((((c69 &* 3) &+ ky70) &* 3) &* 36864)) &+ (j68 &* 576)) &+ (oy71 &* 24)) &+ ox72, load16(arena, (((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy71 &+ ky70) &* 26)) &+ ox72))
-                ox72 &+= 16
+  for g79 in 0..<1 {
+    for j80 in 0..<64 {
+      for c81 in 0..<32 {
+        for ky82 in 0..<3 {
+          for oy83 in 0..<24 {
+            do {  // SIMD16 over ox84
+              var ox84 = 0
+              while ox84 &+ 16 <= 24 {
+                store16(arena, (((6710544 &+ ((((c81 &* 3) &+ ky82) &* 3) &* 36864)) &+ (j80 &* 576)) &+ (oy83 &* 24)) &+ ox84, load16(arena, (((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy83 &+ ky82) &* 26)) &+ ox84))
+                ox84 &+= 16
               }
-              while ox72 < 24 {
-                arena[((((6710544 &+ ((((c69 &* 3) &+ ky70) &* 3) &* 36864)) &+ (j68 &* 576)) &+ (oy71 &* 24)) &+ ox72)] = arena[((((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy71 &+ ky70) &* 26)) &+ ox72)]
-                ox72 &+= 1
+              while ox84 < 24 {
+                arena[((((6710544 &+ ((((c81 &* 3) &+ ky82) &* 3) &* 36864)) &+ (j80 &* 576)) &+ (oy83 &* 24)) &+ ox84)] = arena[((((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy83 &+ ky82) &* 26)) &+ ox84)]
+                ox84 &+= 1
               }
             }
           }
-          for oy73 in 0..<24 {
-            for ox74 in 0..<24 {
-              arena[((((6710544 &+ (((((c69 &* 3) &+ ky70) &* 3) &+ 1) &* 36864)) &+ (j68 &* 576)) &+ (oy73 &* 24)) &+ ox74)] = arena[((((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy73 &+ ky70) &* 26)) &+ (ox74 &+ 1))]
+          for oy85 in 0..<24 {
+            for ox86 in 0..<24 {
+              arena[((((6710544 &+ (((((c81 &* 3) &+ ky82) &* 3) &+ 1) &* 36864)) &+ (j80 &* 576)) &+ (oy85 &* 24)) &+ ox86)] = arena[((((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy85 &+ ky82) &* 26)) &+ (ox86 &+ 1))]
             }
           }
-          for oy75 in 0..<24 {
-            for ox76 in 0..<24 {
-              arena[((((6710544 &+ (((((c69 &* 3) &+ ky70) &* 3) &+ 2) &* 36864)) &+ (j68 &* 576)) &+ (oy75 &* 24)) &+ ox76)] = arena[((((((g67 &* 64) &+ j68) &* 21632) &+ (c69 &* 676)) &+ ((oy75 &+ ky70) &* 26)) &+ (ox76 &+ 2))]
+          for oy87 in 0..<24 {
+            for ox88 in 0..<24 {
+              arena[((((6710544 &+ (((((c81 &* 3) &+ ky82) &* 3) &+ 2) &* 36864)) &+ (j80 &* 576)) &+ (oy87 &* 24)) &+ ox88)] = arena[((((((g79 &* 64) &+ j80) &* 21632) &+ (c81 &* 676)) &+ ((oy87 &+ ky82) &* 26)) &+ (ox88 &+ 2))]
             }
           }
         }
       }
     }
-    for j77 in 0..<64 {
-      for f78 in 0..<64 {
-        do {  // SIMD16 over i79
-          var i79 = 0
-          while i79 &+ 16 <= 576 {
-            store16(arena, ((17327376 &+ (f78 &* 36864)) &+ (j77 &* 576)) &+ i79, load16(arena, ((4351248 &+ (((g67 &* 64) &+ j77) &* 36864)) &+ (f78 &* 576)) &+ i79))
-            i79 &+= 16
-          }
-          while i79 < 576 {
-            arena[(((17327376 &+ (f78 &* 36864)) &+ (j77 &* 576)) &+ i79)] = arena[(((4351248 &+ (((g67 &* 64) &+ j77) &* 36864)) &+ (f78 &* 576)) &+ i79)]
-            i79 &+= 1
-          }
+    for j89 in 0..<64 {
+      for i90 in 0..<576 {
+        for f91 in 0..<64 {
+          arena[((17327376 &+ (((j89 &* 576) &+ i90) &* 64)) &+ f91)] = arena[(((4351248 &+ (((g79 &* 64) &+ j89) &* 36864)) &+ (f91 &* 576)) &+ i90)]
         }
       }
     }
-    sgemm(101, 111, 112, 64, 288, 36864, 1, arena + 17327376, 36864, arena + 6710544, 36864, Float(bitPattern: 0x3f800000), grads + 320, 288)
+    for kp92 in 0..<96 {
+      for nb93 in 0..<1 {
+        for mb94 in 0..<48 {
+          var t95_c0_0 = load16(arena, ((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)))
+          var t95_c0_1 = load16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16))
+          var t95_c0_2 = load16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32))
+          var t95_c0_3 = load16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48))
+          var t95_c1_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)))
+          var t95_c1_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16))
+          var t95_c1_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32))
+          var t95_c1_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48))
+          var t95_c2_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)))
+          var t95_c2_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16))
+          var t95_c2_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32))
+          var t95_c2_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48))
+          var t95_c3_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)))
+          var t95_c3_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16))
+          var t95_c3_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32))
+          var t95_c3_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48))
+          var t95_c4_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)))
+          var t95_c4_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16))
+          var t95_c4_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32))
+          var t95_c4_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48))
+          var t95_c5_0 = load16(arena, ((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)))
+          var t95_c5_1 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16))
+          var t95_c5_2 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32))
+          var t95_c5_3 = load16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48))
+          for k96 in 0..<384 {
+            let t95_b0 = load16(arena, ((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)))
+            let t95_b1 = load16(arena, (((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)) &+ 16))
+            let t95_b2 = load16(arena, (((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)) &+ 32))
+            let t95_b3 = load16(arena, (((17327376 &+ ((k96 &+ (kp92 &* 384)) &* 64)) &+ (nb93 &* 64)) &+ 48))
+            let t95_a0 = SIMD16<Float>(repeating: arena[((6710544 &+ ((mb94 &* 6) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
+            t95_c0_0 = t95_c0_0.addingProduct(t95_a0, t95_b0)
+            t95_c0_1 = t95_c0_1.addingProduct(t95_a0, t95_b1)
+            t95_c0_2 = t95_c0_2.addingProduct(t95_a0, t95_b2)
+            t95_c0_3 = t95_c0_3.addingProduct(t95_a0, t95_b3)
+            let t95_a1 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 1) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
+            t95_c1_0 = t95_c1_0.addingProduct(t95_a1, t95_b0)
+            t95_c1_1 = t95_c1_1.addingProduct(t95_a1, t95_b1)
+            t95_c1_2 = t95_c1_2.addingProduct(t95_a1, t95_b2)
+            t95_c1_3 = t95_c1_3.addingProduct(t95_a1, t95_b3)
+            let t95_a2 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 2) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
+            t95_c2_0 = t95_c2_0.addingProduct(t95_a2, t95_b0)
+            t95_c2_1 = t95_c2_1.addingProduct(t95_a2, t95_b1)
+            t95_c2_2 = t95_c2_2.addingProduct(t95_a2, t95_b2)
+            t95_c2_3 = t95_c2_3.addingProduct(t95_a2, t95_b3)
+            let t95_a3 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 3) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
+            t95_c3_0 = t95_c3_0.addingProduct(t95_a3, t95_b0)
+            t95_c3_1 = t95_c3_1.addingProduct(t95_a3, t95_b1)
+            t95_c3_2 = t95_c3_2.addingProduct(t95_a3, t95_b2)
+            t95_c3_3 = t95_c3_3.addingProduct(t95_a3, t95_b3)
+            let t95_a4 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 4) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
+            t95_c4_0 = t95_c4_0.addingProduct(t95_a4, t95_b0)
+            t95_c4_1 = t95_c4_1.addingProduct(t95_a4, t95_b1)
+            t95_c4_2 = t95_c4_2.addingProduct(t95_a4, t95_b2)
+            t95_c4_3 = t95_c4_3.addingProduct(t95_a4, t95_b3)
+            let t95_a5 = SIMD16<Float>(repeating: arena[((6710544 &+ (((mb94 &* 6) &+ 5) &* 36864)) &+ (k96 &+ (kp92 &* 384)))])
+            t95_c5_0 = t95_c5_0.addingProduct(t95_a5, t95_b0)
+            t95_c5_1 = t95_c5_1.addingProduct(t95_a5, t95_b1)
+            t95_c5_2 = t95_c5_2.addingProduct(t95_a5, t95_b2)
+            t95_c5_3 = t95_c5_3.addingProduct(t95_a5, t95_b3)
+          }
+          store16(arena, ((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)), t95_c0_0)
+          store16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c0_1)
+          store16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c0_2)
+          store16(arena, (((19686672 &+ ((mb94 &* 6) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c0_3)
+          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)), t95_c1_0)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c1_1)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c1_2)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 1) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c1_3)
+          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)), t95_c2_0)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c2_1)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c2_2)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 2) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c2_3)
+          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)), t95_c3_0)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c3_1)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c3_2)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 3) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c3_3)
+          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)), t95_c4_0)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c4_1)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c4_2)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 4) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c4_3)
+          store16(arena, ((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)), t95_c5_0)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 16), t95_c5_1)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 32), t95_c5_2)
+          store16(arena, (((19686672 &+ (((mb94 &* 6) &+ 5) &* 64)) &+ (nb93 &* 64)) &+ 48), t95_c5_3)
+        }
+      }
+    }
+  }
+  for f97 in 0..<64 {
+    for r98 in 0..<288 {
+      grads[((320 &+ (f97 &* 288)) &+ r98)] = arena[((19686672 &+ (r98 &* 64)) &+ f97)]
+    }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i80
-    var i80 = 0
-    while i80 &+ 16 <= 576 {
-      store16(arena, 1384448 &+ i80, SIMD16<Float>(repeating: Float(1)))
-      i80 &+= 16
+  do {  // SIMD16 over i99
+    var i99 = 0
+    while i99 &+ 16 <= 576 {
+      store16(arena, 1384448 &+ i99, SIMD16<Float>(repeating: Float(1)))
+      i99 &+= 16
     }
-    while i80 < 576 {
-      arena[(1384448 &+ i80)] = Float(1)
-      i80 &+= 1
-    }
-  }
-  do {  // SIMD16 over i81
-    var i81 = 0
-    while i81 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i81, SIMD16<Float>(repeating: Float(0)))
-      i81 &+= 16
-    }
-    while i81 < 64 {
-      grads[(18752 &+ i81)] = Float(0)
-      i81 &+= 1
+    while i99 < 576 {
+      arena[(1384448 &+ i99)] = Float(1)
+      i99 &+= 1
     }
   }
-  for img82 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 &+ (img82 &* 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i100
+    var i100 = 0
+    while i100 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i100, SIMD16<Float>(repeating: Float(0)))
+      i100 &+= 16
+    }
+    while i100 < 64 {
+      grads[(18752 &+ i100)] = Float(0)
+      i100 &+= 1
+    }
+  }
+  for img101 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 576, 1, arena + (4351248 &+ (img101 &* 36864)), 576, arena + 1384448, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // relu1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i83
-    var i83 = 0
-    while i83 &+ 16 <= 1384448 {
-      store16(arena, 1384448 &+ i83, SIMD16<Float>(repeating: Float(0)))
-      i83 &+= 16
+  do {  // SIMD16 over i102
+    var i102 = 0
+    while i102 &+ 16 <= 1384448 {
+      store16(arena, 1384448 &+ i102, SIMD16<Float>(repeating: Float(0)))
+      i102 &+= 16
     }
-    while i83 < 1384448 {
-      arena[(1384448 &+ i83)] = Float(0)
-      i83 &+= 1
+    while i102 < 1384448 {
+      arena[(1384448 &+ i102)] = Float(0)
+      i102 &+= 1
     }
   }
-  for g84 in 0..<1 {
-    for j85 in 0..<64 {
-      for f86 in 0..<64 {
-        do {  // SIMD16 over i87
-          var i87 = 0
-          while i87 &+ 16 <= 576 {
-            store16(arena, ((17327376 &+ (f86 &* 36864)) &+ (j85 &* 576)) &+ i87, load16(arena, ((4351248 &+ (((g84 &* 64) &+ j85) &* 36864)) &+ (f86 &* 576)) &+ i87))
-            i87 &+= 16
+  for g103 in 0..<1 {
+    for j104 in 0..<64 {
+      for f105 in 0..<64 {
+        do {  // SIMD16 over i106
+          var i106 = 0
+          while i106 &+ 16 <= 576 {
+            store16(arena, ((17327376 &+ (f105 &* 36864)) &+ (j104 &* 576)) &+ i106, load16(arena, ((4351248 &+ (((g103 &* 64) &+ j104) &* 36864)) &+ (f105 &* 576)) &+ i106))
+            i106 &+= 16
           }
-          while i87 < 576 {
-            arena[(((17327376 &+ (f86 &* 36864)) &+ (j85 &* 576)) &+ i87)] = arena[(((4351248 &+ (((g84 &* 64) &+ j85) &* 36864)) &+ (f86 &* 576)) &+ i87)]
-            i87 &+= 1
+          while i106 < 576 {
+            arena[(((17327376 &+ (f105 &* 36864)) &+ (j104 &* 576)) &+ i106)] = arena[(((4351248 &+ (((g103 &* 64) &+ j104) &* 36864)) &+ (f105 &* 576)) &+ i106)]
+            i106 &+= 1
           }
         }
       }
     }
-    sgemm(101, 112, 111, 288, 36864, 64, 1, params + 320, 288, arena + 17327376, 36864, Float(bitPattern: 0x0), arena + 6710544, 36864)
-    for j88 in 0..<64 {
-      for c89 in 0..<32 {
-        for ky90 in 0..<3 {
-          for oy91 in 0..<24 {
-            for ox92 in 0..<24 {
-              arena[((((1384448 &+ (((g84 &* 64) &+ j88) &* 21632)) &+ (c89 &* 676)) &+ ((oy91 &+ ky90) &* 26)) &+ ox92)] += arena[((((6710544 &+ ((((c89 &* 3) &+ ky90) &* 3) &* 36864)) &+ (j88 &* 576)) &+ (oy91 &* 24)) &+ ox92)]
+    for nb107 in 0..<576 {
+      for mb108 in 0..<48 {
+        var t109_c0_0 = SIMD16<Float>()
+        var t109_c0_1 = SIMD16<Float>()
+        var t109_c0_2 = SIMD16<Float>()
+        var t109_c0_3 = SIMD16<Float>()
+        var t109_c1_0 = SIMD16<Float>()
+        var t109_c1_1 = SIMD16<Float>()
+        var t109_c1_2 = SIMD16<Float>()
+        var t109_c1_3 = SIMD16<Float>()
+        var t109_c2_0 = SIMD16<Float>()
+        var t109_c2_1 = SIMD16<Float>()
+        var t109_c2_2 = SIMD16<Float>()
+        var t109_c2_3 = SIMD16<Float>()
+        var t109_c3_0 = SIMD16<Float>()
+        var t109_c3_1 = SIMD16<Float>()
+        var t109_c3_2 = SIMD16<Float>()
+        var t109_c3_3 = SIMD16<Float>()
+        var t109_c4_0 = SIMD16<Float>()
+        var t109_c4_1 = SIMD16<Float>()
+        var t109_c4_2 = SIMD16<Float>()
+        var t109_c4_3 = SIMD16<Float>()
+        var t109_c5_0 = SIMD16<Float>()
+        var t109_c5_1 = SIMD16<Float>()
+        var t109_c5_2 = SIMD16<Float>()
+        var t109_c5_3 = SIMD16<Float>()
+        for k110 in 0..<64 {
+          let t109_b0 = load16(arena, ((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)))
+          let t109_b1 = load16(arena, (((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)) &+ 16))
+          let t109_b2 = load16(arena, (((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)) &+ 32))
+          let t109_b3 = load16(arena, (((17327376 &+ (k110 &* 36864)) &+ (nb107 &* 64)) &+ 48))
+          let t109_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb108 &* 6)) &+ (k110 &* 288))])
+          t109_c0_0 = t109_c0_0.addingProduct(t109_a0, t109_b0)
+          t109_c0_1 = t109_c0_1.addingProduct(t109_a0, t109_b1)
+          t109_c0_2 = t109_c0_2.addingProduct(t109_a0, t109_b2)
+          t109_c0_3 = t109_c0_3.addingProduct(t109_a0, t109_b3)
+          let t109_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 1)) &+ (k110 &* 288))])
+          t109_c1_0 = t109_c1_0.addingProduct(t109_a1, t109_b0)
+          t109_c1_1 = t109_c1_1.addingProduct(t109_a1, t109_b1)
+          t109_c1_2 = t109_c1_2.addingProduct(t109_a1, t109_b2)
+          t109_c1_3 = t109_c1_3.addingProduct(t109_a1, t109_b3)
+          let t109_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 2)) &+ (k110 &* 288))])
+          t109_c2_0 = t109_c2_0.addingProduct(t109_a2, t109_b0)
+          t109_c2_1 = t109_c2_1.addingProduct(t109_a2, t109_b1)
+          t109_c2_2 = t109_c2_2.addingProduct(t109_a2, t109_b2)
+          t109_c2_3 = t109_c2_3.addingProduct(t109_a2, t109_b3)
+          let t109_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 3)) &+ (k110 &* 288))])
+          t109_c3_0 = t109_c3_0.addingProduct(t109_a3, t109_b0)
+          t109_c3_1 = t109_c3_1.addingProduct(t109_a3, t109_b1)
+          t109_c3_2 = t109_c3_2.addingProduct(t109_a3, t109_b2)
+          t109_c3_3 = t109_c3_3.addingProduct(t109_a3, t109_b3)
+          let t109_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 4)) &+ (k110 &* 288))])
+          t109_c4_0 = t109_c4_0.addingProduct(t109_a4, t109_b0)
+          t109_c4_1 = t109_c4_1.addingProduct(t109_a4, t109_b1)
+          t109_c4_2 = t109_c4_2.addingProduct(t109_a4, t109_b2)
+          t109_c4_3 = t109_c4_3.addingProduct(t109_a4, t109_b3)
+          let t109_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb108 &* 6) &+ 5)) &+ (k110 &* 288))])
+          t109_c5_0 = t109_c5_0.addingProduct(t109_a5, t109_b0)
+          t109_c5_1 = t109_c5_1.addingProduct(t109_a5, t109_b1)
+          t109_c5_2 = t109_c5_2.addingProduct(t109_a5, t109_b2)
+          t109_c5_3 = t109_c5_3.addingProduct(t109_a5, t109_b3)
+        }
+        store16(arena, ((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)), t109_c0_0)
+        store16(arena, (((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c0_1)
+        store16(arena, (((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c0_2)
+        store16(arena, (((6710544 &+ ((mb108 &* 6) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c0_3)
+        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)), t109_c1_0)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c1_1)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c1_2)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 1) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c1_3)
+        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)), t109_c2_0)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c2_1)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c2_2)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 2) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c2_3)
+        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)), t109_c3_0)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c3_1)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c3_2)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 3) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c3_3)
+        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)), t109_c4_0)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c4_1)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c4_2)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 4) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c4_3)
+        store16(arena, ((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)), t109_c5_0)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)) &+ 16), t109_c5_1)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)) &+ 32), t109_c5_2)
+        store16(arena, (((6710544 &+ (((mb108 &* 6) &+ 5) &* 36864)) &+ (nb107 &* 64)) &+ 48), t109_c5_3)
+      }
+    }
+    for j111 in 0..<64 {
+      for c112 in 0..<32 {
+        for ky113 in 0..<3 {
+          for oy114 in 0..<24 {
+            for ox115 in 0..<24 {
+              arena[((((1384448 &+ (((g103 &* 64) &+ j111) &* 21632)) &+ (c112 &* 676)) &+ ((oy114 &+ ky113) &* 26)) &+ ox115)] += arena[((((6710544 &+ ((((c112 &* 3) &+ ky113) &* 3) &* 36864)) &+ (j111 &* 576)) &+ (oy114 &* 24)) &+ ox115)]
             }
           }
-          for oy93 in 0..<24 {
-            for ox94 in 0..<24 {
-              arena[((((1384448 &+ (((g84 &* 64) &+ j88) &* 21632)) &+ (c89 &* 676)) &+ ((oy93 &+ ky90) &* 26)) &+ (ox94 &+ 1))] += arena[((((6710544 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 1) &* 36864)) &+ (j88 &* 576)) &+ (oy93 &* 24)) &+ ox94)]
+          for oy116 in 0..<24 {
+            for ox117 in 0..<24 {
+              arena[((((1384448 &+ (((g103 &* 64) &+ j111) &* 21632)) &+ (c112 &* 676)) &+ ((oy116 &+ ky113) &* 26)) &+ (ox117 &+ 1))] += arena[((((6710544 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 1) &* 36864)) &+ (j111 &* 576)) &+ (oy116 &* 24)) &+ ox117)]
             }
           }
-          for oy95 in 0..<24 {
-            for ox96 in 0..<24 {
-              arena[((((1384448 &+ (((g84 &* 64) &+ j88) &* 21632)) &+ (c89 &* 676)) &+ ((oy95 &+ ky90) &* 26)) &+ (ox96 &+ 2))] += arena[((((6710544 &+ (((((c89 &* 3) &+ ky90) &* 3) &+ 2) &* 36864)) &+ (j88 &* 576)) &+ (oy95 &* 24)) &+ ox96)]
+          for oy118 in 0..<24 {
+            for ox119 in 0..<24 {
+              arena[((((1384448 &+ (((g103 &* 64) &+ j111) &* 21632)) &+ (c112 &* 676)) &+ ((oy118 &+ ky113) &* 26)) &+ (ox119 &+ 2))] += arena[((((6710544 &+ (((((c112 &* 3) &+ ky113) &* 3) &+ 2) &* 36864)) &+ (j111 &* 576)) &+ (oy118 &* 24)) &+ ox119)]
             }
           }
         }
@@ -410,124 +864,264 @@ public func mnistnet_train_b64(
     }
   }
   // conv1_grad = relu_grad(relu1_grad, conv1)
-  do {  // SIMD16 over i97
-    var i97 = 0
-    while i97 &+ 16 <= 1384448 {
-      store16(arena, 3171600 &+ i97, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i97), where: load16(arena, 0 &+ i97) .> SIMD16<Float>(repeating: Float(0))))
-      i97 &+= 16
+  do {  // SIMD16 over i120
+    var i120 = 0
+    while i120 &+ 16 <= 1384448 {
+      store16(arena, 3171600 &+ i120, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1384448 &+ i120), where: load16(arena, 0 &+ i120) .> SIMD16<Float>(repeating: Float(0))))
+      i120 &+= 16
     }
-    while i97 < 1384448 {
-      arena[(3171600 &+ i97)] = (arena[i97] > Float(0) ? arena[(1384448 &+ i97)] : Float(0))
-      i97 &+= 1
+    while i120 < 1384448 {
+      arena[(3171600 &+ i120)] = (arena[i120] > Float(0) ? arena[(1384448 &+ i120)] : Float(0))
+      i120 &+= 1
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i98
-    var i98 = 0
-    while i98 &+ 16 <= 288 {
-      store16(grads, 0 &+ i98, SIMD16<Float>(repeating: Float(0)))
-      i98 &+= 16
+  do {  // SIMD16 over i121
+    var i121 = 0
+    while i121 &+ 16 <= 288 {
+      store16(arena, 1773824 &+ i121, SIMD16<Float>(repeating: Float(0)))
+      i121 &+= 16
     }
-    while i98 < 288 {
-      grads[i98] = Float(0)
-      i98 &+= 1
+    while i121 < 288 {
+      arena[(1773824 &+ i121)] = Float(0)
+      i121 &+= 1
     }
   }
-  for g99 in 0..<1 {
-    for j100 in 0..<64 {
-      for c101 in 0..<1 {
-        for ky102 in 0..<3 {
-          for oy103 in 0..<26 {
-            do {  // SIMD16 over ox104
-              var ox104 = 0
-              while ox104 &+ 16 <= 26 {
-                store16(arena, ((((((c101 &* 3) &+ ky102) &* 3) &* 43264) &+ (j100 &* 676)) &+ (oy103 &* 26)) &+ ox104, load16(images, (((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy103 &+ ky102) &* 28)) &+ ox104))
-                ox104 &+= 16
+  for g122 in 0..<1 {
+    for j123 in 0..<64 {
+      for c124 in 0..<1 {
+        for ky125 in 0..<3 {
+          for oy126 in 0..<26 {
+            do {  // SIMD16 over ox127
+              var ox127 = 0
+              while ox127 &+ 16 <= 26 {
+                store16(arena, ((((((c124 &* 3) &+ ky125) &* 3) &* 43264) &+ (j123 &* 676)) &+ (oy126 &* 26)) &+ ox127, load16(images, (((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy126 &+ ky125) &* 28)) &+ ox127))
+                ox127 &+= 16
               }
-              while ox104 < 26 {
-                arena[(((((((c101 &* 3) &+ ky102) &* 3) &* 43264) &+ (j100 &* 676)) &+ (oy103 &* 26)) &+ ox104)] = images[((((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy103 &+ ky102) &* 28)) &+ ox104)]
-                ox104 &+= 1
+              while ox127 < 26 {
+                arena[(((((((c124 &* 3) &+ ky125) &* 3) &* 43264) &+ (j123 &* 676)) &+ (oy126 &* 26)) &+ ox127)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy126 &+ ky125) &* 28)) &+ ox127)]
+                ox127 &+= 1
               }
             }
           }
-          for oy105 in 0..<26 {
-            for ox106 in 0..<26 {
-              arena[((((((((c101 &* 3) &+ ky102) &* 3) &+ 1) &* 43264) &+ (j100 &* 676)) &+ (oy105 &* 26)) &+ ox106)] = images[((((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy105 &+ ky102) &* 28)) &+ (ox106 &+ 1))]
+          for oy128 in 0..<26 {
+            for ox129 in 0..<26 {
+              arena[((((((((c124 &* 3) &+ ky125) &* 3) &+ 1) &* 43264) &+ (j123 &* 676)) &+ (oy128 &* 26)) &+ ox129)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy128 &+ ky125) &* 28)) &+ (ox129 &+ 1))]
             }
           }
-          for oy107 in 0..<26 {
-            for ox108 in 0..<26 {
-              arena[((((((((c101 &* 3) &+ ky102) &* 3) &+ 2) &* 43264) &+ (j100 &* 676)) &+ (oy107 &* 26)) &+ ox108)] = images[((((((g99 &* 64) &+ j100) &* 784) &+ (c101 &* 784)) &+ ((oy107 &+ ky102) &* 28)) &+ (ox108 &+ 2))]
+          for oy130 in 0..<26 {
+            for ox131 in 0..<26 {
+              arena[((((((((c124 &* 3) &+ ky125) &* 3) &+ 2) &* 43264) &+ (j123 &* 676)) &+ (oy130 &* 26)) &+ ox131)] = images[((((((g122 &* 64) &+ j123) &* 784) &+ (c124 &* 784)) &+ ((oy130 &+ ky125) &* 28)) &+ (ox131 &+ 2))]
             }
           }
         }
       }
     }
-    for j109 in 0..<64 {
-      for f110 in 0..<32 {
-        do {  // SIMD16 over i111
-          var i111 = 0
-          while i111 &+ 16 <= 676 {
-            store16(arena, ((389376 &+ (f110 &* 43264)) &+ (j109 &* 676)) &+ i111, load16(arena, ((3171600 &+ (((g99 &* 64) &+ j109) &* 21632)) &+ (f110 &* 676)) &+ i111))
-            i111 &+= 16
-          }
-          while i111 < 676 {
-            arena[(((389376 &+ (f110 &* 43264)) &+ (j109 &* 676)) &+ i111)] = arena[(((3171600 &+ (((g99 &* 64) &+ j109) &* 21632)) &+ (f110 &* 676)) &+ i111)]
-            i111 &+= 1
-          }
+    for j132 in 0..<64 {
+      for i133 in 0..<676 {
+        for f134 in 0..<32 {
+          arena[((389376 &+ (((j132 &* 676) &+ i133) &* 32)) &+ f134)] = arena[(((3171600 &+ (((g122 &* 64) &+ j132) &* 21632)) &+ (f134 &* 676)) &+ i133)]
         }
       }
     }
-    sgemm(101, 111, 112, 32, 9, 43264, 1, arena + 389376, 43264, arena + 0, 43264, Float(bitPattern: 0x3f800000), grads + 0, 9)
+    for kp135 in 0..<112 {
+      for nb136 in 0..<1 {
+        for mb137 in 0..<1 {
+          var t138_c0_0 = load16(arena, ((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)))
+          var t138_c0_1 = load16(arena, (((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c1_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)))
+          var t138_c1_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c2_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)))
+          var t138_c2_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c3_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)))
+          var t138_c3_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c4_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)))
+          var t138_c4_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c5_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)))
+          var t138_c5_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c6_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)))
+          var t138_c6_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c7_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)))
+          var t138_c7_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          var t138_c8_0 = load16(arena, ((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)))
+          var t138_c8_1 = load16(arena, (((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)) &+ 16))
+          for k139 in 0..<383 {
+            let t138_b0 = load16(arena, ((389376 &+ ((k139 &+ (kp135 &* 383)) &* 32)) &+ (nb136 &* 32)))
+            let t138_b1 = load16(arena, (((389376 &+ ((k139 &+ (kp135 &* 383)) &* 32)) &+ (nb136 &* 32)) &+ 16))
+            let t138_a0 = SIMD16<Float>(repeating: arena[(((mb137 &* 9) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c0_0 = t138_c0_0.addingProduct(t138_a0, t138_b0)
+            t138_c0_1 = t138_c0_1.addingProduct(t138_a0, t138_b1)
+            let t138_a1 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 1) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c1_0 = t138_c1_0.addingProduct(t138_a1, t138_b0)
+            t138_c1_1 = t138_c1_1.addingProduct(t138_a1, t138_b1)
+            let t138_a2 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 2) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c2_0 = t138_c2_0.addingProduct(t138_a2, t138_b0)
+            t138_c2_1 = t138_c2_1.addingProduct(t138_a2, t138_b1)
+            let t138_a3 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 3) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c3_0 = t138_c3_0.addingProduct(t138_a3, t138_b0)
+            t138_c3_1 = t138_c3_1.addingProduct(t138_a3, t138_b1)
+            let t138_a4 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 4) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c4_0 = t138_c4_0.addingProduct(t138_a4, t138_b0)
+            t138_c4_1 = t138_c4_1.addingProduct(t138_a4, t138_b1)
+            let t138_a5 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 5) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c5_0 = t138_c5_0.addingProduct(t138_a5, t138_b0)
+            t138_c5_1 = t138_c5_1.addingProduct(t138_a5, t138_b1)
+            let t138_a6 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 6) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c6_0 = t138_c6_0.addingProduct(t138_a6, t138_b0)
+            t138_c6_1 = t138_c6_1.addingProduct(t138_a6, t138_b1)
+            let t138_a7 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 7) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c7_0 = t138_c7_0.addingProduct(t138_a7, t138_b0)
+            t138_c7_1 = t138_c7_1.addingProduct(t138_a7, t138_b1)
+            let t138_a8 = SIMD16<Float>(repeating: arena[((((mb137 &* 9) &+ 8) &* 43264) &+ (k139 &+ (kp135 &* 383)))])
+            t138_c8_0 = t138_c8_0.addingProduct(t138_a8, t138_b0)
+            t138_c8_1 = t138_c8_1.addingProduct(t138_a8, t138_b1)
+          }
+          store16(arena, ((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)), t138_c0_0)
+          store16(arena, (((1773824 &+ ((mb137 &* 9) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c0_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)), t138_c1_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 1) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c1_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)), t138_c2_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 2) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c2_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)), t138_c3_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 3) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c3_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)), t138_c4_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 4) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c4_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)), t138_c5_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 5) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c5_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)), t138_c6_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 6) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c6_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)), t138_c7_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 7) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c7_1)
+          store16(arena, ((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)), t138_c8_0)
+          store16(arena, (((1773824 &+ (((mb137 &* 9) &+ 8) &* 32)) &+ (nb136 &* 32)) &+ 16), t138_c8_1)
+        }
+      }
+    }
+    for nb140 in 0..<1 {
+      for mb141 in 0..<1 {
+        var t142_c0_0 = load16(arena, ((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)))
+        var t142_c0_1 = load16(arena, (((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c1_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)))
+        var t142_c1_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c2_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)))
+        var t142_c2_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c3_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)))
+        var t142_c3_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c4_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)))
+        var t142_c4_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c5_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)))
+        var t142_c5_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c6_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)))
+        var t142_c6_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c7_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)))
+        var t142_c7_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        var t142_c8_0 = load16(arena, ((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)))
+        var t142_c8_1 = load16(arena, (((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)) &+ 16))
+        for k143 in 0..<368 {
+          let t142_b0 = load16(arena, ((389376 &+ ((k143 &+ 42896) &* 32)) &+ (nb140 &* 32)))
+          let t142_b1 = load16(arena, (((389376 &+ ((k143 &+ 42896) &* 32)) &+ (nb140 &* 32)) &+ 16))
+          let t142_a0 = SIMD16<Float>(repeating: arena[(((mb141 &* 9) &* 43264) &+ (k143 &+ 42896))])
+          t142_c0_0 = t142_c0_0.addingProduct(t142_a0, t142_b0)
+          t142_c0_1 = t142_c0_1.addingProduct(t142_a0, t142_b1)
+          let t142_a1 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 1) &* 43264) &+ (k143 &+ 42896))])
+          t142_c1_0 = t142_c1_0.addingProduct(t142_a1, t142_b0)
+          t142_c1_1 = t142_c1_1.addingProduct(t142_a1, t142_b1)
+          let t142_a2 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 2) &* 43264) &+ (k143 &+ 42896))])
+          t142_c2_0 = t142_c2_0.addingProduct(t142_a2, t142_b0)
+          t142_c2_1 = t142_c2_1.addingProduct(t142_a2, t142_b1)
+          let t142_a3 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 3) &* 43264) &+ (k143 &+ 42896))])
+          t142_c3_0 = t142_c3_0.addingProduct(t142_a3, t142_b0)
+          t142_c3_1 = t142_c3_1.addingProduct(t142_a3, t142_b1)
+          let t142_a4 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 4) &* 43264) &+ (k143 &+ 42896))])
+          t142_c4_0 = t142_c4_0.addingProduct(t142_a4, t142_b0)
+          t142_c4_1 = t142_c4_1.addingProduct(t142_a4, t142_b1)
+          let t142_a5 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 5) &* 43264) &+ (k143 &+ 42896))])
+          t142_c5_0 = t142_c5_0.addingProduct(t142_a5, t142_b0)
+          t142_c5_1 = t142_c5_1.addingProduct(t142_a5, t142_b1)
+          let t142_a6 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 6) &* 43264) &+ (k143 &+ 42896))])
+          t142_c6_0 = t142_c6_0.addingProduct(t142_a6, t142_b0)
+          t142_c6_1 = t142_c6_1.addingProduct(t142_a6, t142_b1)
+          let t142_a7 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 7) &* 43264) &+ (k143 &+ 42896))])
+          t142_c7_0 = t142_c7_0.addingProduct(t142_a7, t142_b0)
+          t142_c7_1 = t142_c7_1.addingProduct(t142_a7, t142_b1)
+          let t142_a8 = SIMD16<Float>(repeating: arena[((((mb141 &* 9) &+ 8) &* 43264) &+ (k143 &+ 42896))])
+          t142_c8_0 = t142_c8_0.addingProduct(t142_a8, t142_b0)
+          t142_c8_1 = t142_c8_1.addingProduct(t142_a8, t142_b1)
+        }
+        store16(arena, ((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)), t142_c0_0)
+        store16(arena, (((1773824 &+ ((mb141 &* 9) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c0_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)), t142_c1_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 1) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c1_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)), t142_c2_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 2) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c2_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)), t142_c3_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 3) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c3_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)), t142_c4_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 4) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c4_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)), t142_c5_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 5) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c5_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)), t142_c6_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 6) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c6_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)), t142_c7_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 7) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c7_1)
+        store16(arena, ((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)), t142_c8_0)
+        store16(arena, (((1773824 &+ (((mb141 &* 9) &+ 8) &* 32)) &+ (nb140 &* 32)) &+ 16), t142_c8_1)
+      }
+    }
+  }
+  for f144 in 0..<32 {
+    for r145 in 0..<9 {
+      grads[((f144 &* 9) &+ r145)] = arena[((1773824 &+ (r145 &* 32)) &+ f144)]
+    }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i112
-    var i112 = 0
-    while i112 &+ 16 <= 676 {
-      store16(arena, 0 &+ i112, SIMD16<Float>(repeating: Float(1)))
-      i112 &+= 16
+  do {  // SIMD16 over i146
+    var i146 = 0
+    while i146 &+ 16 <= 676 {
+      store16(arena, 0 &+ i146, SIMD16<Float>(repeating: Float(1)))
+      i146 &+= 16
     }
-    while i112 < 676 {
-      arena[i112] = Float(1)
-      i112 &+= 1
-    }
-  }
-  do {  // SIMD16 over i113
-    var i113 = 0
-    while i113 &+ 16 <= 32 {
-      store16(grads, 288 &+ i113, SIMD16<Float>(repeating: Float(0)))
-      i113 &+= 16
-    }
-    while i113 < 32 {
-      grads[(288 &+ i113)] = Float(0)
-      i113 &+= 1
+    while i146 < 676 {
+      arena[i146] = Float(1)
+      i146 &+= 1
     }
   }
-  for img114 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 &+ (img114 &* 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i147
+    var i147 = 0
+    while i147 &+ 16 <= 32 {
+      store16(grads, 288 &+ i147, SIMD16<Float>(repeating: Float(0)))
+      i147 &+= 16
+    }
+    while i147 < 32 {
+      grads[(288 &+ i147)] = Float(0)
+      i147 &+= 1
+    }
+  }
+  for img148 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 676, 1, arena + (3171600 &+ (img148 &* 21632)), 676, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 1199882 parameters
-  var step_size115: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt116: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i117
-    var i117 = 0
-    while i117 &+ 16 <= 1199882 {
-      let g_v = (load16(grads, 0 &+ i117) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i117)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i117)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i117)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i117, m_new_v)
-      store16(v, 0 &+ i117, v_new_v)
-      store16(params, 0 &+ i117, (load16(params, 0 &+ i117) - ((SIMD16<Float>(repeating: step_size115) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt116)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i117 &+= 16
+  var step_size149: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt150: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i151
+    var i151 = 0
+    while i151 &+ 16 <= 1199882 {
+      let g_v = (load16(grads, 0 &+ i151) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i151)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i151)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i151)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i151, m_new_v)
+      store16(v, 0 &+ i151, v_new_v)
+      store16(params, 0 &+ i151, (load16(params, 0 &+ i151) - ((SIMD16<Float>(repeating: step_size149) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt150)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i151 &+= 16
     }
-    while i117 < 1199882 {
-      var g: Float = (grads[i117] + (Float(0) * params[i117]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i117]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i117]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i117] = m_new
-      v[i117] = v_new
-      params[i117] = (params[i117] - ((step_size115 * m_new) / ((sqrtf(v_new) / bc2_sqrt116) + Float(bitPattern: 0x322bcc77))))
-      i117 &+= 1
+    while i151 < 1199882 {
+      var g: Float = (grads[i151] + (Float(0) * params[i151]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i151]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i151]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i151] = m_new
+      v[i151] = v_new
+      params[i151] = (params[i151] - ((step_size149 * m_new) / ((sqrtf(v_new) / bc2_sqrt150) + Float(bitPattern: 0x322bcc77))))
+      i151 &+= 1
     }
   }
 }
@@ -573,63 +1167,335 @@ public func mnistnet_infer_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 43264, 32, 9, 1, arena + 1384448, 43264, params + 0, 9, Float(bitPattern: 0x0), arena + 1773824, 32)
-    for j11 in 0..<64 {
-      for f12 in 0..<32 {
-        for i13 in 0..<676 {
-          arena[(((((g1 &* 64) &+ j11) &* 21632) &+ (f12 &* 676)) &+ i13)] = ((arena[((1773824 &+ (((j11 &* 676) &+ i13) &* 32)) &+ f12)] + params[(288 &+ f12)]) > Float(0) ? (arena[((1773824 &+ (((j11 &* 676) &+ i13) &* 32)) &+ f12)] + params[(288 &+ f12)]) : Float(0))
+    for nb11 in 0..<676 {
+      for mb12 in 0..<5 {
+        var t13_c0_0 = SIMD16<Float>()
+        var t13_c0_1 = SIMD16<Float>()
+        var t13_c0_2 = SIMD16<Float>()
+        var t13_c0_3 = SIMD16<Float>()
+        var t13_c1_0 = SIMD16<Float>()
+        var t13_c1_1 = SIMD16<Float>()
+        var t13_c1_2 = SIMD16<Float>()
+        var t13_c1_3 = SIMD16<Float>()
+        var t13_c2_0 = SIMD16<Float>()
+        var t13_c2_1 = SIMD16<Float>()
+        var t13_c2_2 = SIMD16<Float>()
+        var t13_c2_3 = SIMD16<Float>()
+        var t13_c3_0 = SIMD16<Float>()
+        var t13_c3_1 = SIMD16<Float>()
+        var t13_c3_2 = SIMD16<Float>()
+        var t13_c3_3 = SIMD16<Float>()
+        var t13_c4_0 = SIMD16<Float>()
+        var t13_c4_1 = SIMD16<Float>()
+        var t13_c4_2 = SIMD16<Float>()
+        var t13_c4_3 = SIMD16<Float>()
+        var t13_c5_0 = SIMD16<Float>()
+        var t13_c5_1 = SIMD16<Float>()
+        var t13_c5_2 = SIMD16<Float>()
+        var t13_c5_3 = SIMD16<Float>()
+        for k14 in 0..<9 {
+          let t13_b0 = load16(arena, ((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)))
+          let t13_b1 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 16))
+          let t13_b2 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 32))
+          let t13_b3 = load16(arena, (((1384448 &+ (k14 &* 43264)) &+ (nb11 &* 64)) &+ 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 6) &* 9) &+ k14)])
+          t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
+          t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
+          t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
+          t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 1) &* 9) &+ k14)])
+          t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
+          t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
+          t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
+          t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 2) &* 9) &+ k14)])
+          t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
+          t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
+          t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
+          t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 3) &* 9) &+ k14)])
+          t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
+          t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
+          t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
+          t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
+          let t13_a4 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 4) &* 9) &+ k14)])
+          t13_c4_0 = t13_c4_0.addingProduct(t13_a4, t13_b0)
+          t13_c4_1 = t13_c4_1.addingProduct(t13_a4, t13_b1)
+          t13_c4_2 = t13_c4_2.addingProduct(t13_a4, t13_b2)
+          t13_c4_3 = t13_c4_3.addingProduct(t13_a4, t13_b3)
+          let t13_a5 = SIMD16<Float>(repeating: params[((((mb12 &* 6) &+ 5) &* 9) &+ k14)])
+          t13_c5_0 = t13_c5_0.addingProduct(t13_a5, t13_b0)
+          t13_c5_1 = t13_c5_1.addingProduct(t13_a5, t13_b1)
+          t13_c5_2 = t13_c5_2.addingProduct(t13_a5, t13_b2)
+          t13_c5_3 = t13_c5_3.addingProduct(t13_a5, t13_b3)
+        }
+        store16(arena, ((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)), t13_c0_0)
+        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
+        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
+        store16(arena, (((1773824 &+ ((mb12 &* 6) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)), t13_c1_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 1) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)), t13_c2_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 2) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)), t13_c3_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 3) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)), t13_c4_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c4_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c4_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 4) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c4_3)
+        store16(arena, ((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)), t13_c5_0)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 16), t13_c5_1)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 32), t13_c5_2)
+        store16(arena, (((1773824 &+ (((mb12 &* 6) &+ 5) &* 43264)) &+ (nb11 &* 64)) &+ 48), t13_c5_3)
+      }
+      var t15_c0_0 = SIMD16<Float>()
+      var t15_c0_1 = SIMD16<Float>()
+      var t15_c0_2 = SIMD16<Float>()
+      var t15_c0_3 = SIMD16<Float>()
+      var t15_c1_0 = SIMD16<Float>()
+      var t15_c1_1 = SIMD16<Float>()
+      var t15_c1_2 = SIMD16<Float>()
+      var t15_c1_3 = SIMD16<Float>()
+      for k16 in 0..<9 {
+        let t15_b0 = load16(arena, ((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)))
+        let t15_b1 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 16))
+        let t15_b2 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 32))
+        let t15_b3 = load16(arena, (((1384448 &+ (k16 &* 43264)) &+ (nb11 &* 64)) &+ 48))
+        let t15_a0 = SIMD16<Float>(repeating: params[(270 &+ k16)])
+        t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+        t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+        t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+        t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+        let t15_a1 = SIMD16<Float>(repeating: params[(279 &+ k16)])
+        t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+        t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+        t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+        t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+      }
+      store16(arena, (3071744 &+ (nb11 &* 64)), t15_c0_0)
+      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 16), t15_c0_1)
+      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 32), t15_c0_2)
+      store16(arena, ((3071744 &+ (nb11 &* 64)) &+ 48), t15_c0_3)
+      store16(arena, (3115008 &+ (nb11 &* 64)), t15_c1_0)
+      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 16), t15_c1_1)
+      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 32), t15_c1_2)
+      store16(arena, ((3115008 &+ (nb11 &* 64)) &+ 48), t15_c1_3)
+    }
+    for j17 in 0..<64 {
+      for f18 in 0..<32 {
+        do {  // SIMD16 over i19
+          var i19 = 0
+          while i19 &+ 16 <= 676 {
+            store16(arena, ((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])), where: (load16(arena, ((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19) + SIMD16<Float>(repeating: params[(288 &+ f18)])) .> SIMD16<Float>(repeating: Float(0))))
+            i19 &+= 16
+          }
+          while i19 < 676 {
+            arena[(((((g1 &* 64) &+ j17) &* 21632) &+ (f18 &* 676)) &+ i19)] = ((arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) > Float(0) ? (arena[(((1773824 &+ (f18 &* 43264)) &+ (j17 &* 676)) &+ i19)] + params[(288 &+ f18)]) : Float(0))
+            i19 &+= 1
+          }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g14 in 0..<1 {
-    for j15 in 0..<64 {
-      for c16 in 0..<32 {
-        for ky17 in 0..<3 {
-          for oy18 in 0..<24 {
-            do {  // SIMD16 over ox19
-              var ox19 = 0
-              while ox19 &+ 16 <= 24 {
-                store16(arena, (((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19, load16(arena, (((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19))
-                ox19 &+= 16
+  for g20 in 0..<1 {
+    for j21 in 0..<64 {
+      for c22 in 0..<32 {
+        for ky23 in 0..<3 {
+          for oy24 in 0..<24 {
+            do {  // SIMD16 over ox25
+              var ox25 = 0
+              while ox25 &+ 16 <= 24 {
+                store16(arena, (((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25, load16(arena, (((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25))
+                ox25 &+= 16
               }
-              while ox19 < 24 {
-                arena[((((2564096 &+ ((((c16 &* 3) &+ ky17) &* 3) &* 36864)) &+ (j15 &* 576)) &+ (oy18 &* 24)) &+ ox19)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy18 &+ ky17) &* 26)) &+ ox19)]
-                ox19 &+= 1
+              while ox25 < 24 {
+                arena[((((2564096 &+ ((((c22 &* 3) &+ ky23) &* 3) &* 36864)) &+ (j21 &* 576)) &+ (oy24 &* 24)) &+ ox25)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy24 &+ ky23) &* 26)) &+ ox25)]
+                ox25 &+= 1
               }
             }
           }
-          for oy20 in 0..<24 {
-            for ox21 in 0..<24 {
-              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 1) &* 36864)) &+ (j15 &* 576)) &+ (oy20 &* 24)) &+ ox21)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy20 &+ ky17) &* 26)) &+ (ox21 &+ 1))]
+          for oy26 in 0..<24 {
+            for ox27 in 0..<24 {
+              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 1) &* 36864)) &+ (j21 &* 576)) &+ (oy26 &* 24)) &+ ox27)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy26 &+ ky23) &* 26)) &+ (ox27 &+ 1))]
             }
           }
-          for oy22 in 0..<24 {
-            for ox23 in 0..<24 {
-              arena[((((2564096 &+ (((((c16 &* 3) &+ ky17) &* 3) &+ 2) &* 36864)) &+ (j15 &* 576)) &+ (oy22 &* 24)) &+ ox23)] = arena[((((((g14 &* 64) &+ j15) &* 21632) &+ (c16 &* 676)) &+ ((oy22 &+ ky17) &* 26)) &+ (ox23 &+ 2))]
+          for oy28 in 0..<24 {
+            for ox29 in 0..<24 {
+              arena[((((2564096 &+ (((((c22 &* 3) &+ ky23) &* 3) &+ 2) &* 36864)) &+ (j21 &* 576)) &+ (oy28 &* 24)) &+ ox29)] = arena[((((((g20 &* 64) &+ j21) &* 21632) &+ (c22 &* 676)) &+ ((oy28 &+ ky23) &* 26)) &+ (ox29 &+ 2))]
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 36864, 64, 288, 1, arena + 2564096, 36864, params + 320, 288, Float(bitPattern: 0x0), arena + 13180928, 64)
-    for j24 in 0..<64 {
-      for f25 in 0..<64 {
-        for py26 in 0..<12 {
-          for px27 in 0..<12 {
-            var best28: Float = (arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)])
-            var bi29: Float = Float(((py26 &* 48) &+ (px27 &* 2)))
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float(((py26 &* 48) &+ (px27 &* 2))) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ ((py26 &* 48) &+ (px27 &* 2))) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 1)) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float((((py26 &* 48) &+ (px27 &* 2)) &+ 24)) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ (((py26 &* 48) &+ (px27 &* 2)) &+ 24)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            bi29 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? Float(((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) : bi29)
-            best28 = ((arena[((13180928 &+ (((j24 &* 576) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) > best28 ? (arena[((13180928 &+ (((j24 &* 576) &+ ((((py26 &* 48) &+ (px27 &* 2)) &+ 24) &+ 1)) &* 64)) &+ f25)] + params[(18752 &+ f25)]) : best28)
-            arena[(1384448 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = (best28 > Float(0) ? best28 : Float(0))
-            arena[(1974272 &+ ((((((g14 &* 64) &+ j24) &* 9216) &+ (f25 &* 144)) &+ (py26 &* 12)) &+ px27))] = bi29
+    for nb30 in 0..<576 {
+      for mb31 in 0..<10 {
+        var t32_c0_0 = SIMD16<Float>()
+        var t32_c0_1 = SIMD16<Float>()
+        var t32_c0_2 = SIMD16<Float>()
+        var t32_c0_3 = SIMD16<Float>()
+        var t32_c1_0 = SIMD16<Float>()
+        var t32_c1_1 = SIMD16<Float>()
+        var t32_c1_2 = SIMD16<Float>()
+        var t32_c1_3 = SIMD16<Float>()
+        var t32_c2_0 = SIMD16<Float>()
+        var t32_c2_1 = SIMD16<Float>()
+        var t32_c2_2 = SIMD16<Float>()
+        var t32_c2_3 = SIMD16<Float>()
+        var t32_c3_0 = SIMD16<Float>()
+        var t32_c3_1 = SIMD16<Float>()
+        var t32_c3_2 = SIMD16<Float>()
+        var t32_c3_3 = SIMD16<Float>()
+        var t32_c4_0 = SIMD16<Float>()
+        var t32_c4_1 = SIMD16<Float>()
+        var t32_c4_2 = SIMD16<Float>()
+        var t32_c4_3 = SIMD16<Float>()
+        var t32_c5_0 = SIMD16<Float>()
+        var t32_c5_1 = SIMD16<Float>()
+        var t32_c5_2 = SIMD16<Float>()
+        var t32_c5_3 = SIMD16<Float>()
+        for k33 in 0..<288 {
+          let t32_b0 = load16(arena, ((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)))
+          let t32_b1 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 16))
+          let t32_b2 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 32))
+          let t32_b3 = load16(arena, (((2564096 &+ (k33 &* 36864)) &+ (nb30 &* 64)) &+ 48))
+          let t32_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb31 &* 6) &* 288)) &+ k33)])
+          t32_c0_0 = t32_c0_0.addingProduct(t32_a0, t32_b0)
+          t32_c0_1 = t32_c0_1.addingProduct(t32_a0, t32_b1)
+          t32_c0_2 = t32_c0_2.addingProduct(t32_a0, t32_b2)
+          t32_c0_3 = t32_c0_3.addingProduct(t32_a0, t32_b3)
+          let t32_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 1) &* 288)) &+ k33)])
+          t32_c1_0 = t32_c1_0.addingProduct(t32_a1, t32_b0)
+          t32_c1_1 = t32_c1_1.addingProduct(t32_a1, t32_b1)
+          t32_c1_2 = t32_c1_2.addingProduct(t32_a1, t32_b2)
+          t32_c1_3 = t32_c1_3.addingProduct(t32_a1, t32_b3)
+          let t32_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 2) &* 288)) &+ k33)])
+          t32_c2_0 = t32_c2_0.addingProduct(t32_a2, t32_b0)
+          t32_c2_1 = t32_c2_1.addingProduct(t32_a2, t32_b1)
+          t32_c2_2 = t32_c2_2.addingProduct(t32_a2, t32_b2)
+          t32_c2_3 = t32_c2_3.addingProduct(t32_a2, t32_b3)
+          let t32_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 3) &* 288)) &+ k33)])
+          t32_c3_0 = t32_c3_0.addingProduct(t32_a3, t32_b0)
+          t32_c3_1 = t32_c3_1.addingProduct(t32_a3, t32_b1)
+          t32_c3_2 = t32_c3_2.addingProduct(t32_a3, t32_b2)
+          t32_c3_3 = t32_c3_3.addingProduct(t32_a3, t32_b3)
+          let t32_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 4) &* 288)) &+ k33)])
+          t32_c4_0 = t32_c4_0.addingProduct(t32_a4, t32_b0)
+          t32_c4_1 = t32_c4_1.addingProduct(t32_a4, t32_b1)
+          t32_c4_2 = t32_c4_2.addingProduct(t32_a4, t32_b2)
+          t32_c4_3 = t32_c4_3.addingProduct(t32_a4, t32_b3)
+          let t32_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb31 &* 6) &+ 5) &* 288)) &+ k33)])
+          t32_c5_0 = t32_c5_0.addingProduct(t32_a5, t32_b0)
+          t32_c5_1 = t32_c5_1.addingProduct(t32_a5, t32_b1)
+          t32_c5_2 = t32_c5_2.addingProduct(t32_a5, t32_b2)
+          t32_c5_3 = t32_c5_3.addingProduct(t32_a5, t32_b3)
+        }
+        store16(arena, ((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)), t32_c0_0)
+        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c0_1)
+        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c0_2)
+        store16(arena, (((13180928 &+ ((mb31 &* 6) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c0_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)), t32_c1_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c1_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c1_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 1) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c1_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)), t32_c2_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c2_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c2_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 2) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c2_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)), t32_c3_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c3_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c3_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 3) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c3_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)), t32_c4_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c4_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c4_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 4) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c4_3)
+        store16(arena, ((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)), t32_c5_0)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 16), t32_c5_1)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 32), t32_c5_2)
+        store16(arena, (((13180928 &+ (((mb31 &* 6) &+ 5) &* 36864)) &+ (nb30 &* 64)) &+ 48), t32_c5_3)
+      }
+      var t34_c0_0 = SIMD16<Float>()
+      var t34_c0_1 = SIMD16<Float>()
+      var t34_c0_2 = SIMD16<Float>()
+      var t34_c0_3 = SIMD16<Float>()
+      var t34_c1_0 = SIMD16<Float>()
+      var t34_c1_1 = SIMD16<Float>()
+      var t34_c1_2 = SIMD16<Float>()
+      var t34_c1_3 = SIMD16<Float>()
+      var t34_c2_0 = SIMD16<Float>()
+      var t34_c2_1 = SIMD16<Float>()
+      var t34_c2_2 = SIMD16<Float>()
+      var t34_c2_3 = SIMD16<Float>()
+      var t34_c3_0 = SIMD16<Float>()
+      var t34_c3_1 = SIMD16<Float>()
+      var t34_c3_2 = SIMD16<Float>()
+      var t34_c3_3 = SIMD16<Float>()
+      for k35 in 0..<288 {
+        let t34_b0 = load16(arena, ((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)))
+        let t34_b1 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 16))
+        let t34_b2 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 32))
+        let t34_b3 = load16(arena, (((2564096 &+ (k35 &* 36864)) &+ (nb30 &* 64)) &+ 48))
+        let t34_a0 = SIMD16<Float>(repeating: params[(17600 &+ k35)])
+        t34_c0_0 = t34_c0_0.addingProduct(t34_a0, t34_b0)
+        t34_c0_1 = t34_c0_1.addingProduct(t34_a0, t34_b1)
+        t34_c0_2 = t34_c0_2.addingProduct(t34_a0, t34_b2)
+        t34_c0_3 = t34_c0_3.addingProduct(t34_a0, t34_b3)
+        let t34_a1 = SIMD16<Float>(repeating: params[(17888 &+ k35)])
+        t34_c1_0 = t34_c1_0.addingProduct(t34_a1, t34_b0)
+        t34_c1_1 = t34_c1_1.addingProduct(t34_a1, t34_b1)
+        t34_c1_2 = t34_c1_2.addingProduct(t34_a1, t34_b2)
+        t34_c1_3 = t34_c1_3.addingProduct(t34_a1, t34_b3)
+        let t34_a2 = SIMD16<Float>(repeating: params[(18176 &+ k35)])
+        t34_c2_0 = t34_c2_0.addingProduct(t34_a2, t34_b0)
+        t34_c2_1 = t34_c2_1.addingProduct(t34_a2, t34_b1)
+        t34_c2_2 = t34_c2_2.addingProduct(t34_a2, t34_b2)
+        t34_c2_3 = t34_c2_3.addingProduct(t34_a2, t34_b3)
+        let t34_a3 = SIMD16<Float>(repeating: params[(18464 &+ k35)])
+        t34_c3_0 = t34_c3_0.addingProduct(t34_a3, t34_b0)
+        t34_c3_1 = t34_c3_1.addingProduct(t34_a3, t34_b1)
+        t34_c3_2 = t34_c3_2.addingProduct(t34_a3, t34_b2)
+        t34_c3_3 = t34_c3_3.addingProduct(t34_a3, t34_b3)
+      }
+      store16(arena, (15392768 &+ (nb30 &* 64)), t34_c0_0)
+      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 16), t34_c0_1)
+      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 32), t34_c0_2)
+      store16(arena, ((15392768 &+ (nb30 &* 64)) &+ 48), t34_c0_3)
+      store16(arena, (15429632 &+ (nb30 &* 64)), t34_c1_0)
+      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 16), t34_c1_1)
+      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 32), t34_c1_2)
+      store16(arena, ((15429632 &+ (nb30 &* 64)) &+ 48), t34_c1_3)
+      store16(arena, (15466496 &+ (nb30 &* 64)), t34_c2_0)
+      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 16), t34_c2_1)
+      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 32), t34_c2_2)
+      store16(arena, ((15466496 &+ (nb30 &* 64)) &+ 48), t34_c2_3)
+      store16(arena, (15503360 &+ (nb30 &* 64)), t34_c3_0)
+      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 16), t34_c3_1)
+      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 32), t34_c3_2)
+      store16(arena, ((15503360 &+ (nb30 &* 64)) &+ 48), t34_c3_3)
+    }
+    for j36 in 0..<64 {
+      for f37 in 0..<64 {
+        for py38 in 0..<12 {
+          for px39 in 0..<12 {
+            var best40: Float = (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)])
+            var bi41: Float = Float(((py38 &* 48) &+ (px39 &* 2)))
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? Float(((py38 &* 48) &+ (px39 &* 2))) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((py38 &* 48) &+ (px39 &* 2)))] + params[(18752 &+ f37)]) : best40)
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 1)) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 1))] + params[(18752 &+ f37)]) : best40)
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? Float((((py38 &* 48) &+ (px39 &* 2)) &+ 24)) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ (((py38 &* 48) &+ (px39 &* 2)) &+ 24))] + params[(18752 &+ f37)]) : best40)
+            bi41 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? Float(((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1)) : bi41)
+            best40 = ((arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) > best40 ? (arena[(((13180928 &+ (f37 &* 36864)) &+ (j36 &* 576)) &+ ((((py38 &* 48) &+ (px39 &* 2)) &+ 24) &+ 1))] + params[(18752 &+ f37)]) : best40)
+            arena[(1384448 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = (best40 > Float(0) ? best40 : Float(0))
+            arena[(1974272 &+ ((((((g20 &* 64) &+ j36) &* 9216) &+ (f37 &* 144)) &+ (py38 &* 12)) &+ px39))] = bi41
           }
         }
       }
@@ -639,43 +1505,43 @@ public func mnistnet_infer_b64(
   // flat = flatten(drop1)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 9216, 1, arena + 1384448, 9216, params + 18816, 9216, Float(bitPattern: 0x0), arena + 0, 128)
-  for n30 in 0..<64 {
-    do {  // SIMD16 over u31
-      var u31 = 0
-      while u31 &+ 16 <= 128 {
-        store16(arena, (n30 &* 128) &+ u31, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n30 &* 128) &+ u31) + load16(params, 1198464 &+ u31)), where: (load16(arena, (n30 &* 128) &+ u31) + load16(params, 1198464 &+ u31)) .> SIMD16<Float>(repeating: Float(0))))
-        u31 &+= 16
+  for n42 in 0..<64 {
+    do {  // SIMD16 over u43
+      var u43 = 0
+      while u43 &+ 16 <= 128 {
+        store16(arena, (n42 &* 128) &+ u43, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n42 &* 128) &+ u43) + load16(params, 1198464 &+ u43)), where: (load16(arena, (n42 &* 128) &+ u43) + load16(params, 1198464 &+ u43)) .> SIMD16<Float>(repeating: Float(0))))
+        u43 &+= 16
       }
-      while u31 < 128 {
-        arena[((n30 &* 128) &+ u31)] = ((arena[((n30 &* 128) &+ u31)] + params[(1198464 &+ u31)]) > Float(0) ? (arena[((n30 &* 128) &+ u31)] + params[(1198464 &+ u31)]) : Float(0))
-        u31 &+= 1
+      while u43 < 128 {
+        arena[((n42 &* 128) &+ u43)] = ((arena[((n42 &* 128) &+ u43)] + params[(1198464 &+ u43)]) > Float(0) ? (arena[((n42 &* 128) &+ u43)] + params[(1198464 &+ u43)]) : Float(0))
+        u43 &+= 1
       }
     }
   }
   // drop2 = dropout(fc1)
   // fc2 = dense(drop2)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 1198592, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n32 in 0..<64 {
-    do {  // SIMD16 over u33
-      var u33 = 0
-      while u33 < 10 {
-        arena[((8192 &+ (n32 &* 10)) &+ u33)] = (arena[((8192 &+ (n32 &* 10)) &+ u33)] + params[(1199872 &+ u33)])
-        u33 &+= 1
+  for n44 in 0..<64 {
+    do {  // SIMD16 over u45
+      var u45 = 0
+      while u45 < 10 {
+        arena[((8192 &+ (n44 &* 10)) &+ u45)] = (arena[((8192 &+ (n44 &* 10)) &+ u45)] + params[(1199872 &+ u45)])
+        u45 &+= 1
       }
     }
   }
   // probs = softmax(fc2)
-  for n34 in 0..<64 {
-    var m35: Float = arena[(8192 &+ (n34 &* 10))]
-    for k37 in 0..<10 {
-      m35 = { let x = m35, y = arena[((8192 &+ (n34 &* 10)) &+ k37)]; return y > x ? y : x }()
+  for n46 in 0..<64 {
+    var m47: Float = arena[(8192 &+ (n46 &* 10))]
+    for k49 in 0..<10 {
+      m47 = { let x = m47, y = arena[((8192 &+ (n46 &* 10)) &+ k49)]; return y > x ? y : x }()
     }
-    var s36: Float = Float(0)
-    for k38 in 0..<10 {
-      s36 = (s36 + expf((arena[((8192 &+ (n34 &* 10)) &+ k38)] - m35)))
+    var s48: Float = Float(0)
+    for k50 in 0..<10 {
+      s48 = (s48 + expf((arena[((8192 &+ (n46 &* 10)) &+ k50)] - m47)))
     }
-    for k39 in 0..<10 {
-      arena[((n34 &* 10) &+ k39)] = (expf((arena[((8192 &+ (n34 &* 10)) &+ k39)] - m35)) / s36)
+    for k51 in 0..<10 {
+      arena[((n46 &* 10) &+ k51)] = (expf((arena[((8192 &+ (n46 &* 10)) &+ k51)] - m47)) / s48)
     }
   }
 }

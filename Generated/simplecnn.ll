@@ -7,38 +7,300 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt121 = alloca float, align 4
-  %adam.step_size120 = alloca float, align 4
-  %fc1_bias_grad.acc60 = alloca float, align 4
-  %fc2_bias_grad.acc55 = alloca float, align 4
-  %fc2_grad.s50 = alloca float, align 4
-  %fc2_grad.m49 = alloca float, align 4
-  %loss.s45 = alloca float, align 4
-  %loss.m44 = alloca float, align 4
-  %loss.total42 = alloca float, align 4
-  %conv2.bi36 = alloca float, align 4
-  %conv2.best35 = alloca float, align 4
-  %conv1.bi18 = alloca float, align 4
-  %conv1.best17 = alloca float, align 4
+  %adam.bc2_sqrt159 = alloca float, align 4
+  %adam.step_size158 = alloca float, align 4
+  %conv1_weight_grad.t151_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t151_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_b1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c8_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c7_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c6_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c5_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c4_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c3_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c2_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c1_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c0_1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t147_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t114_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t114_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t114_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_b3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_b2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c5_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c5_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c4_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c4_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c3_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c3_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c2_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c2_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c1_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c1_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c0_3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c0_2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc72 = alloca float, align 4
+  %fc2_bias_grad.acc67 = alloca float, align 4
+  %fc2_grad.s62 = alloca float, align 4
+  %fc2_grad.m61 = alloca float, align 4
+  %loss.s57 = alloca float, align 4
+  %loss.m56 = alloca float, align 4
+  %loss.total54 = alloca float, align 4
+  %conv2.bi48 = alloca float, align 4
+  %conv2.best47 = alloca float, align 4
+  %conv2.t41_a3 = alloca <16 x float>, align 64
+  %conv2.t41_a2 = alloca <16 x float>, align 64
+  %conv2.t41_a1 = alloca <16 x float>, align 64
+  %conv2.t41_a0 = alloca <16 x float>, align 64
+  %conv2.t41_b3 = alloca <16 x float>, align 64
+  %conv2.t41_b2 = alloca <16 x float>, align 64
+  %conv2.t41_b1 = alloca <16 x float>, align 64
+  %conv2.t41_b0 = alloca <16 x float>, align 64
+  %conv2.t41_c3_3 = alloca <16 x float>, align 64
+  %conv2.t41_c3_2 = alloca <16 x float>, align 64
+  %conv2.t41_c3_1 = alloca <16 x float>, align 64
+  %conv2.t41_c3_0 = alloca <16 x float>, align 64
+  %conv2.t41_c2_3 = alloca <16 x float>, align 64
+  %conv2.t41_c2_2 = alloca <16 x float>, align 64
+  %conv2.t41_c2_1 = alloca <16 x float>, align 64
+  %conv2.t41_c2_0 = alloca <16 x float>, align 64
+  %conv2.t41_c1_3 = alloca <16 x float>, align 64
+  %conv2.t41_c1_2 = alloca <16 x float>, align 64
+  %conv2.t41_c1_1 = alloca <16 x float>, align 64
+  %conv2.t41_c1_0 = alloca <16 x float>, align 64
+  %conv2.t41_c0_3 = alloca <16 x float>, align 64
+  %conv2.t41_c0_2 = alloca <16 x float>, align 64
+  %conv2.t41_c0_1 = alloca <16 x float>, align 64
+  %conv2.t41_c0_0 = alloca <16 x float>, align 64
+  %conv2.t39_a5 = alloca <16 x float>, align 64
+  %conv2.t39_a4 = alloca <16 x float>, align 64
+  %conv2.t39_a3 = alloca <16 x float>, align 64
+  %conv2.t39_a2 = alloca <16 x float>, align 64
+  %conv2.t39_a1 = alloca <16 x float>, align 64
+  %conv2.t39_a0 = alloca <16 x float>, align 64
+  %conv2.t39_b3 = alloca <16 x float>, align 64
+  %conv2.t39_b2 = alloca <16 x float>, align 64
+  %conv2.t39_b1 = alloca <16 x float>, align 64
+  %conv2.t39_b0 = alloca <16 x float>, align 64
+  %conv2.t39_c5_3 = alloca <16 x float>, align 64
+  %conv2.t39_c5_2 = alloca <16 x float>, align 64
+  %conv2.t39_c5_1 = alloca <16 x float>, align 64
+  %conv2.t39_c5_0 = alloca <16 x float>, align 64
+  %conv2.t39_c4_3 = alloca <16 x float>, align 64
+  %conv2.t39_c4_2 = alloca <16 x float>, align 64
+  %conv2.t39_c4_1 = alloca <16 x float>, align 64
+  %conv2.t39_c4_0 = alloca <16 x float>, align 64
+  %conv2.t39_c3_3 = alloca <16 x float>, align 64
+  %conv2.t39_c3_2 = alloca <16 x float>, align 64
+  %conv2.t39_c3_1 = alloca <16 x float>, align 64
+  %conv2.t39_c3_0 = alloca <16 x float>, align 64
+  %conv2.t39_c2_3 = alloca <16 x float>, align 64
+  %conv2.t39_c2_2 = alloca <16 x float>, align 64
+  %conv2.t39_c2_1 = alloca <16 x float>, align 64
+  %conv2.t39_c2_0 = alloca <16 x float>, align 64
+  %conv2.t39_c1_3 = alloca <16 x float>, align 64
+  %conv2.t39_c1_2 = alloca <16 x float>, align 64
+  %conv2.t39_c1_1 = alloca <16 x float>, align 64
+  %conv2.t39_c1_0 = alloca <16 x float>, align 64
+  %conv2.t39_c0_3 = alloca <16 x float>, align 64
+  %conv2.t39_c0_2 = alloca <16 x float>, align 64
+  %conv2.t39_c0_1 = alloca <16 x float>, align 64
+  %conv2.t39_c0_0 = alloca <16 x float>, align 64
+  %conv1.bi24 = alloca float, align 4
+  %conv1.best23 = alloca float, align 4
+  %conv1.t17_a1 = alloca <16 x float>, align 64
+  %conv1.t17_a0 = alloca <16 x float>, align 64
+  %conv1.t17_b3 = alloca <16 x float>, align 64
+  %conv1.t17_b2 = alloca <16 x float>, align 64
+  %conv1.t17_b1 = alloca <16 x float>, align 64
+  %conv1.t17_b0 = alloca <16 x float>, align 64
+  %conv1.t17_c1_3 = alloca <16 x float>, align 64
+  %conv1.t17_c1_2 = alloca <16 x float>, align 64
+  %conv1.t17_c1_1 = alloca <16 x float>, align 64
+  %conv1.t17_c1_0 = alloca <16 x float>, align 64
+  %conv1.t17_c0_3 = alloca <16 x float>, align 64
+  %conv1.t17_c0_2 = alloca <16 x float>, align 64
+  %conv1.t17_c0_1 = alloca <16 x float>, align 64
+  %conv1.t17_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a5 = alloca <16 x float>, align 64
+  %conv1.t15_a4 = alloca <16 x float>, align 64
+  %conv1.t15_a3 = alloca <16 x float>, align 64
+  %conv1.t15_a2 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c5_3 = alloca <16 x float>, align 64
+  %conv1.t15_c5_2 = alloca <16 x float>, align 64
+  %conv1.t15_c5_1 = alloca <16 x float>, align 64
+  %conv1.t15_c5_0 = alloca <16 x float>, align 64
+  %conv1.t15_c4_3 = alloca <16 x float>, align 64
+  %conv1.t15_c4_2 = alloca <16 x float>, align 64
+  %conv1.t15_c4_1 = alloca <16 x float>, align 64
+  %conv1.t15_c4_0 = alloca <16 x float>, align 64
+  %conv1.t15_c3_3 = alloca <16 x float>, align 64
+  %conv1.t15_c3_2 = alloca <16 x float>, align 64
+  %conv1.t15_c3_1 = alloca <16 x float>, align 64
+  %conv1.t15_c3_0 = alloca <16 x float>, align 64
+  %conv1.t15_c2_3 = alloca <16 x float>, align 64
+  %conv1.t15_c2_2 = alloca <16 x float>, align 64
+  %conv1.t15_c2_1 = alloca <16 x float>, align 64
+  %conv1.t15_c2_0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j13.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+conv1.g1:                                         ; preds = %conv1.j19.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j19.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g19
+conv1.g1.end:                                     ; preds = %conv1.j19.end
+  br label %conv2.g25
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params25 = getelementptr inbounds float, ptr %params, i64 0
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 1254400
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 32, i32 9, float 1.000000e+00, ptr %arena24, i32 50176, ptr %params25, i32 9, float 0.000000e+00, ptr %arena26, i32 32)
-  br label %conv1.j13
+  br label %conv1.nb13
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -256,2448 +518,6949 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
 conv1.ox12.end:                                   ; preds = %conv1.ox12
   br label %conv1.endif20
 
-conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
-  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
-  br label %conv1.f14
+conv1.nb13:                                       ; preds = %conv1.k18.end, %conv1.j2.end
+  %conv1.nb1324 = phi i64 [ 0, %conv1.j2.end ], [ %nb13.next, %conv1.k18.end ]
+  br label %conv1.mb14
 
-conv1.j13.end:                                    ; preds = %conv1.f14.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %conv1.g1, label %conv1.g1.end
+conv1.nb13.end:                                   ; preds = %conv1.k18.end
+  br label %conv1.j19
 
-conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
-  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
-  br label %conv1.py15
+conv1.mb14:                                       ; preds = %conv1.k16.end, %conv1.nb13
+  %conv1.mb1425 = phi i64 [ 0, %conv1.nb13 ], [ %mb14.next, %conv1.k16.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_3, align 64
+  br label %conv1.k16
 
-conv1.f14.end:                                    ; preds = %conv1.py15.end
-  %j13.next = add nsw i64 %conv1.j1327, 1
-  %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %conv1.j13, label %conv1.j13.end
+conv1.mb14.end:                                   ; preds = %conv1.k16.end
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_3, align 64
+  br label %conv1.k18
 
-conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
-  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
-  br label %conv1.px16
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb14
+  %conv1.k1626 = phi i64 [ 0, %conv1.mb14 ], [ %k16.next, %conv1.k16 ]
+  %106 = mul nsw i64 %conv1.k1626, 50176
+  %107 = add nsw i64 802816, %106
+  %108 = mul nsw i64 %conv1.nb1324, 64
+  %109 = add nsw i64 %107, %108
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <16 x float>, ptr %arena27, align 4
+  store <16 x float> %110, ptr %conv1.t15_b0, align 64
+  %111 = mul nsw i64 %conv1.k1626, 50176
+  %112 = add nsw i64 802816, %111
+  %113 = mul nsw i64 %conv1.nb1324, 64
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 16
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <16 x float>, ptr %arena28, align 4
+  store <16 x float> %116, ptr %conv1.t15_b1, align 64
+  %117 = mul nsw i64 %conv1.k1626, 50176
+  %118 = add nsw i64 802816, %117
+  %119 = mul nsw i64 %conv1.nb1324, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 32
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %121
+  %122 = load <16 x float>, ptr %arena29, align 4
+  store <16 x float> %122, ptr %conv1.t15_b2, align 64
+  %123 = mul nsw i64 %conv1.k1626, 50176
+  %124 = add nsw i64 802816, %123
+  %125 = mul nsw i64 %conv1.nb1324, 64
+  %126 = add nsw i64 %124, %125
+  %127 = add nsw i64 %126, 48
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %127
+  %128 = load <16 x float>, ptr %arena30, align 4
+  store <16 x float> %128, ptr %conv1.t15_b3, align 64
+  %129 = mul nsw i64 %conv1.mb1425, 6
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1626
+  %params31 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params31, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %135, ptr %conv1.t15_c0_0, align 64
+  %t15_a032 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a032, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %136, ptr %conv1.t15_c0_1, align 64
+  %t15_a033 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a033, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %137, ptr %conv1.t15_c0_2, align 64
+  %t15_a034 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a034, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %138, ptr %conv1.t15_c0_3, align 64
+  %139 = mul nsw i64 %conv1.mb1425, 6
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1626
+  %params35 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params35, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b036 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b036, <16 x float> %t15_c1_0)
+  store <16 x float> %146, ptr %conv1.t15_c1_0, align 64
+  %t15_a137 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b138 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a137, <16 x float> %t15_b138, <16 x float> %t15_c1_1)
+  store <16 x float> %147, ptr %conv1.t15_c1_1, align 64
+  %t15_a139 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b240 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a139, <16 x float> %t15_b240, <16 x float> %t15_c1_2)
+  store <16 x float> %148, ptr %conv1.t15_c1_2, align 64
+  %t15_a141 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b342 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a141, <16 x float> %t15_b342, <16 x float> %t15_c1_3)
+  store <16 x float> %149, ptr %conv1.t15_c1_3, align 64
+  %150 = mul nsw i64 %conv1.mb1425, 6
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1626
+  %params43 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params43, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t15_a2, align 64
+  %t15_a2 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b044 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c2_0 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a2, <16 x float> %t15_b044, <16 x float> %t15_c2_0)
+  store <16 x float> %157, ptr %conv1.t15_c2_0, align 64
+  %t15_a245 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b146 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c2_1 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a245, <16 x float> %t15_b146, <16 x float> %t15_c2_1)
+  store <16 x float> %158, ptr %conv1.t15_c2_1, align 64
+  %t15_a247 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b248 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c2_2 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a247, <16 x float> %t15_b248, <16 x float> %t15_c2_2)
+  store <16 x float> %159, ptr %conv1.t15_c2_2, align 64
+  %t15_a249 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b350 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c2_3 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a249, <16 x float> %t15_b350, <16 x float> %t15_c2_3)
+  store <16 x float> %160, ptr %conv1.t15_c2_3, align 64
+  %161 = mul nsw i64 %conv1.mb1425, 6
+  %162 = add nsw i64 %161, 3
+  %163 = mul nsw i64 %162, 9
+  %164 = add nsw i64 %163, %conv1.k1626
+  %params51 = getelementptr inbounds float, ptr %params, i64 %164
+  %165 = load float, ptr %params51, align 4
+  %166 = insertelement <16 x float> undef, float %165, i32 0
+  %167 = shufflevector <16 x float> %166, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %167, ptr %conv1.t15_a3, align 64
+  %t15_a3 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b052 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c3_0 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %168 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a3, <16 x float> %t15_b052, <16 x float> %t15_c3_0)
+  store <16 x float> %168, ptr %conv1.t15_c3_0, align 64
+  %t15_a353 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b154 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c3_1 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a353, <16 x float> %t15_b154, <16 x float> %t15_c3_1)
+  store <16 x float> %169, ptr %conv1.t15_c3_1, align 64
+  %t15_a355 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b256 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c3_2 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a355, <16 x float> %t15_b256, <16 x float> %t15_c3_2)
+  store <16 x float> %170, ptr %conv1.t15_c3_2, align 64
+  %t15_a357 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b358 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c3_3 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a357, <16 x float> %t15_b358, <16 x float> %t15_c3_3)
+  store <16 x float> %171, ptr %conv1.t15_c3_3, align 64
+  %172 = mul nsw i64 %conv1.mb1425, 6
+  %173 = add nsw i64 %172, 4
+  %174 = mul nsw i64 %173, 9
+  %175 = add nsw i64 %174, %conv1.k1626
+  %params59 = getelementptr inbounds float, ptr %params, i64 %175
+  %176 = load float, ptr %params59, align 4
+  %177 = insertelement <16 x float> undef, float %176, i32 0
+  %178 = shufflevector <16 x float> %177, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %178, ptr %conv1.t15_a4, align 64
+  %t15_a4 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b060 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c4_0 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a4, <16 x float> %t15_b060, <16 x float> %t15_c4_0)
+  store <16 x float> %179, ptr %conv1.t15_c4_0, align 64
+  %t15_a461 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b162 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c4_1 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a461, <16 x float> %t15_b162, <16 x float> %t15_c4_1)
+  store <16 x float> %180, ptr %conv1.t15_c4_1, align 64
+  %t15_a463 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b264 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c4_2 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a463, <16 x float> %t15_b264, <16 x float> %t15_c4_2)
+  store <16 x float> %181, ptr %conv1.t15_c4_2, align 64
+  %t15_a465 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b366 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c4_3 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a465, <16 x float> %t15_b366, <16 x float> %t15_c4_3)
+  store <16 x float> %182, ptr %conv1.t15_c4_3, align 64
+  %183 = mul nsw i64 %conv1.mb1425, 6
+  %184 = add nsw i64 %183, 5
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 %185, %conv1.k1626
+  %params67 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params67, align 4
+  %188 = insertelement <16 x float> undef, float %187, i32 0
+  %189 = shufflevector <16 x float> %188, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %189, ptr %conv1.t15_a5, align 64
+  %t15_a5 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b068 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c5_0 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a5, <16 x float> %t15_b068, <16 x float> %t15_c5_0)
+  store <16 x float> %190, ptr %conv1.t15_c5_0, align 64
+  %t15_a569 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b170 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c5_1 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a569, <16 x float> %t15_b170, <16 x float> %t15_c5_1)
+  store <16 x float> %191, ptr %conv1.t15_c5_1, align 64
+  %t15_a571 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b272 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c5_2 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a571, <16 x float> %t15_b272, <16 x float> %t15_c5_2)
+  store <16 x float> %192, ptr %conv1.t15_c5_2, align 64
+  %t15_a573 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b374 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c5_3 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a573, <16 x float> %t15_b374, <16 x float> %t15_c5_3)
+  store <16 x float> %193, ptr %conv1.t15_c5_3, align 64
+  %k16.next = add nsw i64 %conv1.k1626, 1
+  %194 = icmp slt i64 %k16.next, 9
+  br i1 %194, label %conv1.k16, label %conv1.k16.end
 
-conv1.py15.end:                                   ; preds = %conv1.px16.end
-  %f14.next = add nsw i64 %conv1.f1428, 1
-  %108 = icmp slt i64 %f14.next, 32
-  br i1 %108, label %conv1.f14, label %conv1.f14.end
-
-conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
-  %109 = mul nsw i64 %conv1.j1327, 784
-  %110 = mul nsw i64 %conv1.py1529, 56
-  %111 = mul nsw i64 %conv1.px1630, 2
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %113, 32
-  %115 = add nsw i64 1254400, %114
-  %116 = add nsw i64 %115, %conv1.f1428
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
-  %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 288, %conv1.f1428
-  %params32 = getelementptr inbounds float, ptr %params, i64 %118
-  %119 = load float, ptr %params32, align 4
-  %120 = fadd float %117, %119
-  store float %120, ptr %conv1.best17, align 4
-  %121 = mul nsw i64 %conv1.py1529, 56
-  %122 = mul nsw i64 %conv1.px1630, 2
-  %123 = add nsw i64 %121, %122
-  %124 = sitofp i64 %123 to float
-  store float %124, ptr %conv1.bi18, align 4
-  %125 = mul nsw i64 %conv1.j1327, 784
-  %126 = mul nsw i64 %conv1.py1529, 56
-  %127 = mul nsw i64 %conv1.px1630, 2
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %129, 32
-  %131 = add nsw i64 1254400, %130
-  %132 = add nsw i64 %131, %conv1.f1428
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena33, align 4
-  %134 = add nsw i64 288, %conv1.f1428
-  %params34 = getelementptr inbounds float, ptr %params, i64 %134
-  %135 = load float, ptr %params34, align 4
-  %136 = fadd float %133, %135
-  %best17 = load float, ptr %conv1.best17, align 4
-  %137 = fcmp ogt float %136, %best17
-  %138 = mul nsw i64 %conv1.py1529, 56
-  %139 = mul nsw i64 %conv1.px1630, 2
-  %140 = add nsw i64 %138, %139
-  %141 = sitofp i64 %140 to float
-  %bi18 = load float, ptr %conv1.bi18, align 4
-  %142 = select i1 %137, float %141, float %bi18
-  store float %142, ptr %conv1.bi18, align 4
-  %143 = mul nsw i64 %conv1.j1327, 784
-  %144 = mul nsw i64 %conv1.py1529, 56
-  %145 = mul nsw i64 %conv1.px1630, 2
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 1254400, %148
-  %150 = add nsw i64 %149, %conv1.f1428
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena35, align 4
-  %152 = add nsw i64 288, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params36, align 4
-  %154 = fadd float %151, %153
-  %best1737 = load float, ptr %conv1.best17, align 4
-  %155 = fcmp ogt float %154, %best1737
-  %156 = mul nsw i64 %conv1.j1327, 784
-  %157 = mul nsw i64 %conv1.py1529, 56
-  %158 = mul nsw i64 %conv1.px1630, 2
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %160, 32
-  %162 = add nsw i64 1254400, %161
-  %163 = add nsw i64 %162, %conv1.f1428
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
-  %164 = load float, ptr %arena38, align 4
-  %165 = add nsw i64 288, %conv1.f1428
-  %params39 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params39, align 4
-  %167 = fadd float %164, %166
-  %best1740 = load float, ptr %conv1.best17, align 4
-  %168 = select i1 %155, float %167, float %best1740
-  store float %168, ptr %conv1.best17, align 4
-  %169 = mul nsw i64 %conv1.j1327, 784
-  %170 = mul nsw i64 %conv1.py1529, 56
-  %171 = mul nsw i64 %conv1.px1630, 2
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 1
-  %174 = add nsw i64 %169, %173
-  %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 1254400, %175
-  %177 = add nsw i64 %176, %conv1.f1428
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
-  %178 = load float, ptr %arena41, align 4
-  %179 = add nsw i64 288, %conv1.f1428
-  %params42 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params42, align 4
-  %181 = fadd float %178, %180
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %182 = fcmp ogt float %181, %best1743
-  %183 = mul nsw i64 %conv1.py1529, 56
-  %184 = mul nsw i64 %conv1.px1630, 2
-  %185 = add nsw i64 %183, %184
-  %186 = add nsw i64 %185, 1
-  %187 = sitofp i64 %186 to float
-  %bi1844 = load float, ptr %conv1.bi18, align 4
-  %188 = select i1 %182, float %187, float %bi1844
-  store float %188, ptr %conv1.bi18, align 4
-  %189 = mul nsw i64 %conv1.j1327, 784
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
-  %192 = add nsw i64 %190, %191
-  %193 = add nsw i64 %192, 1
-  %194 = add nsw i64 %189, %193
-  %195 = mul nsw i64 %194, 32
-  %196 = add nsw i64 1254400, %195
-  %197 = add nsw i64 %196, %conv1.f1428
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
-  %198 = load float, ptr %arena45, align 4
-  %199 = add nsw i64 288, %conv1.f1428
-  %params46 = getelementptr inbounds float, ptr %params, i64 %199
-  %200 = load float, ptr %params46, align 4
-  %201 = fadd float %198, %200
-  %best1747 = load float, ptr %conv1.best17, align 4
-  %202 = fcmp ogt float %201, %best1747
-  %203 = mul nsw i64 %conv1.j1327, 784
-  %204 = mul nsw i64 %conv1.py1529, 56
-  %205 = mul nsw i64 %conv1.px1630, 2
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 1
-  %208 = add nsw i64 %203, %207
-  %209 = mul nsw i64 %208, 32
-  %210 = add nsw i64 1254400, %209
-  %211 = add nsw i64 %210, %conv1.f1428
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load float, ptr %arena48, align 4
-  %213 = add nsw i64 288, %conv1.f1428
-  %params49 = getelementptr inbounds float, ptr %params, i64 %213
-  %214 = load float, ptr %params49, align 4
-  %215 = fadd float %212, %214
-  %best1750 = load float, ptr %conv1.best17, align 4
-  %216 = select i1 %202, float %215, float %best1750
-  store float %216, ptr %conv1.best17, align 4
-  %217 = mul nsw i64 %conv1.j1327, 784
-  %218 = mul nsw i64 %conv1.py1529, 56
-  %219 = mul nsw i64 %conv1.px1630, 2
-  %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, 28
-  %222 = add nsw i64 %217, %221
-  %223 = mul nsw i64 %222, 32
-  %224 = add nsw i64 1254400, %223
-  %225 = add nsw i64 %224, %conv1.f1428
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena51, align 4
-  %227 = add nsw i64 288, %conv1.f1428
-  %params52 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params52, align 4
-  %229 = fadd float %226, %228
-  %best1753 = load float, ptr %conv1.best17, align 4
-  %230 = fcmp ogt float %229, %best1753
-  %231 = mul nsw i64 %conv1.py1529, 56
-  %232 = mul nsw i64 %conv1.px1630, 2
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 28
-  %235 = sitofp i64 %234 to float
-  %bi1854 = load float, ptr %conv1.bi18, align 4
-  %236 = select i1 %230, float %235, float %bi1854
-  store float %236, ptr %conv1.bi18, align 4
-  %237 = mul nsw i64 %conv1.j1327, 784
-  %238 = mul nsw i64 %conv1.py1529, 56
-  %239 = mul nsw i64 %conv1.px1630, 2
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, 28
-  %242 = add nsw i64 %237, %241
-  %243 = mul nsw i64 %242, 32
-  %244 = add nsw i64 1254400, %243
-  %245 = add nsw i64 %244, %conv1.f1428
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
-  %246 = load float, ptr %arena55, align 4
-  %247 = add nsw i64 288, %conv1.f1428
-  %params56 = getelementptr inbounds float, ptr %params, i64 %247
-  %248 = load float, ptr %params56, align 4
-  %249 = fadd float %246, %248
-  %best1757 = load float, ptr %conv1.best17, align 4
-  %250 = fcmp ogt float %249, %best1757
-  %251 = mul nsw i64 %conv1.j1327, 784
-  %252 = mul nsw i64 %conv1.py1529, 56
-  %253 = mul nsw i64 %conv1.px1630, 2
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 28
-  %256 = add nsw i64 %251, %255
-  %257 = mul nsw i64 %256, 32
-  %258 = add nsw i64 1254400, %257
-  %259 = add nsw i64 %258, %conv1.f1428
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
-  %260 = load float, ptr %arena58, align 4
-  %261 = add nsw i64 288, %conv1.f1428
-  %params59 = getelementptr inbounds float, ptr %params, i64 %261
-  %262 = load float, ptr %params59, align 4
-  %263 = fadd float %260, %262
-  %best1760 = load float, ptr %conv1.best17, align 4
-  %264 = select i1 %250, float %263, float %best1760
-  store float %264, ptr %conv1.best17, align 4
-  %265 = mul nsw i64 %conv1.j1327, 784
-  %266 = mul nsw i64 %conv1.py1529, 56
-  %267 = mul nsw i64 %conv1.px1630, 2
-  %268 = add nsw i64 %266, %267
-  %269 = add nsw i64 %268, 28
-  %270 = add nsw i64 %269, 1
-  %271 = add nsw i64 %265, %270
-  %272 = mul nsw i64 %271, 32
-  %273 = add nsw i64 1254400, %272
-  %274 = add nsw i64 %273, %conv1.f1428
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
-  %275 = load float, ptr %arena61, align 4
-  %276 = add nsw i64 288, %conv1.f1428
-  %params62 = getelementptr inbounds float, ptr %params, i64 %276
-  %277 = load float, ptr %params62, align 4
-  %278 = fadd float %275, %277
-  %best1763 = load float, ptr %conv1.best17, align 4
-  %279 = fcmp ogt float %278, %best1763
-  %280 = mul nsw i64 %conv1.py1529, 56
-  %281 = mul nsw i64 %conv1.px1630, 2
-  %282 = add nsw i64 %280, %281
-  %283 = add nsw i64 %282, 28
-  %284 = add nsw i64 %283, 1
-  %285 = sitofp i64 %284 to float
-  %bi1864 = load float, ptr %conv1.bi18, align 4
-  %286 = select i1 %279, float %285, float %bi1864
-  store float %286, ptr %conv1.bi18, align 4
-  %287 = mul nsw i64 %conv1.j1327, 784
-  %288 = mul nsw i64 %conv1.py1529, 56
-  %289 = mul nsw i64 %conv1.px1630, 2
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_075 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %195 = mul nsw i64 %conv1.mb1425, 6
+  %196 = mul nsw i64 %195, 50176
+  %197 = add nsw i64 1254400, %196
+  %198 = mul nsw i64 %conv1.nb1324, 64
+  %199 = add nsw i64 %197, %198
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %199
+  store <16 x float> %t15_c0_075, ptr %arena76, align 4
+  %t15_c0_177 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %200 = mul nsw i64 %conv1.mb1425, 6
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 1254400, %201
+  %203 = mul nsw i64 %conv1.nb1324, 64
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, 16
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <16 x float> %t15_c0_177, ptr %arena78, align 4
+  %t15_c0_279 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %206 = mul nsw i64 %conv1.mb1425, 6
+  %207 = mul nsw i64 %206, 50176
+  %208 = add nsw i64 1254400, %207
+  %209 = mul nsw i64 %conv1.nb1324, 64
+  %210 = add nsw i64 %208, %209
+  %211 = add nsw i64 %210, 32
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t15_c0_279, ptr %arena80, align 4
+  %t15_c0_381 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %212 = mul nsw i64 %conv1.mb1425, 6
+  %213 = mul nsw i64 %212, 50176
+  %214 = add nsw i64 1254400, %213
+  %215 = mul nsw i64 %conv1.nb1324, 64
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 48
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t15_c0_381, ptr %arena82, align 4
+  %t15_c1_083 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %218 = mul nsw i64 %conv1.mb1425, 6
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 50176
+  %221 = add nsw i64 1254400, %220
+  %222 = mul nsw i64 %conv1.nb1324, 64
+  %223 = add nsw i64 %221, %222
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t15_c1_083, ptr %arena84, align 4
+  %t15_c1_185 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %224 = mul nsw i64 %conv1.mb1425, 6
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 50176
+  %227 = add nsw i64 1254400, %226
+  %228 = mul nsw i64 %conv1.nb1324, 64
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 %229, 16
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %230
+  store <16 x float> %t15_c1_185, ptr %arena86, align 4
+  %t15_c1_287 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %231 = mul nsw i64 %conv1.mb1425, 6
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 50176
+  %234 = add nsw i64 1254400, %233
+  %235 = mul nsw i64 %conv1.nb1324, 64
+  %236 = add nsw i64 %234, %235
+  %237 = add nsw i64 %236, 32
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %237
+  store <16 x float> %t15_c1_287, ptr %arena88, align 4
+  %t15_c1_389 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %238 = mul nsw i64 %conv1.mb1425, 6
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 50176
+  %241 = add nsw i64 1254400, %240
+  %242 = mul nsw i64 %conv1.nb1324, 64
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 48
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t15_c1_389, ptr %arena90, align 4
+  %t15_c2_091 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %245 = mul nsw i64 %conv1.mb1425, 6
+  %246 = add nsw i64 %245, 2
+  %247 = mul nsw i64 %246, 50176
+  %248 = add nsw i64 1254400, %247
+  %249 = mul nsw i64 %conv1.nb1324, 64
+  %250 = add nsw i64 %248, %249
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t15_c2_091, ptr %arena92, align 4
+  %t15_c2_193 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %251 = mul nsw i64 %conv1.mb1425, 6
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 50176
+  %254 = add nsw i64 1254400, %253
+  %255 = mul nsw i64 %conv1.nb1324, 64
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 %256, 16
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %257
+  store <16 x float> %t15_c2_193, ptr %arena94, align 4
+  %t15_c2_295 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %258 = mul nsw i64 %conv1.mb1425, 6
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 50176
+  %261 = add nsw i64 1254400, %260
+  %262 = mul nsw i64 %conv1.nb1324, 64
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, 32
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <16 x float> %t15_c2_295, ptr %arena96, align 4
+  %t15_c2_397 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %265 = mul nsw i64 %conv1.mb1425, 6
+  %266 = add nsw i64 %265, 2
+  %267 = mul nsw i64 %266, 50176
+  %268 = add nsw i64 1254400, %267
+  %269 = mul nsw i64 %conv1.nb1324, 64
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 48
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t15_c2_397, ptr %arena98, align 4
+  %t15_c3_099 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %272 = mul nsw i64 %conv1.mb1425, 6
+  %273 = add nsw i64 %272, 3
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 1254400, %274
+  %276 = mul nsw i64 %conv1.nb1324, 64
+  %277 = add nsw i64 %275, %276
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <16 x float> %t15_c3_099, ptr %arena100, align 4
+  %t15_c3_1101 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %278 = mul nsw i64 %conv1.mb1425, 6
+  %279 = add nsw i64 %278, 3
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 1254400, %280
+  %282 = mul nsw i64 %conv1.nb1324, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 16
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t15_c3_1101, ptr %arena102, align 4
+  %t15_c3_2103 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %285 = mul nsw i64 %conv1.mb1425, 6
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 1254400, %287
+  %289 = mul nsw i64 %conv1.nb1324, 64
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %290, 28
-  %292 = add nsw i64 %291, 1
-  %293 = add nsw i64 %287, %292
-  %294 = mul nsw i64 %293, 32
+  %291 = add nsw i64 %290, 32
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t15_c3_2103, ptr %arena104, align 4
+  %t15_c3_3105 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %292 = mul nsw i64 %conv1.mb1425, 6
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 50176
   %295 = add nsw i64 1254400, %294
-  %296 = add nsw i64 %295, %conv1.f1428
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena65, align 4
-  %298 = add nsw i64 288, %conv1.f1428
-  %params66 = getelementptr inbounds float, ptr %params, i64 %298
-  %299 = load float, ptr %params66, align 4
-  %300 = fadd float %297, %299
-  %best1767 = load float, ptr %conv1.best17, align 4
-  %301 = fcmp ogt float %300, %best1767
-  %302 = mul nsw i64 %conv1.j1327, 784
-  %303 = mul nsw i64 %conv1.py1529, 56
-  %304 = mul nsw i64 %conv1.px1630, 2
-  %305 = add nsw i64 %303, %304
-  %306 = add nsw i64 %305, 28
-  %307 = add nsw i64 %306, 1
-  %308 = add nsw i64 %302, %307
-  %309 = mul nsw i64 %308, 32
-  %310 = add nsw i64 1254400, %309
-  %311 = add nsw i64 %310, %conv1.f1428
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
-  %312 = load float, ptr %arena68, align 4
-  %313 = add nsw i64 288, %conv1.f1428
-  %params69 = getelementptr inbounds float, ptr %params, i64 %313
-  %314 = load float, ptr %params69, align 4
-  %315 = fadd float %312, %314
-  %best1770 = load float, ptr %conv1.best17, align 4
-  %316 = select i1 %301, float %315, float %best1770
-  store float %316, ptr %conv1.best17, align 4
-  %best1771 = load float, ptr %conv1.best17, align 4
-  %317 = fcmp ogt float %best1771, 0.000000e+00
-  %best1772 = load float, ptr %conv1.best17, align 4
-  %318 = select i1 %317, float %best1772, float 0.000000e+00
-  %319 = mul nsw i64 %conv1.g11, 64
-  %320 = add nsw i64 %319, %conv1.j1327
-  %321 = mul nsw i64 %320, 6272
-  %322 = mul nsw i64 %conv1.f1428, 196
-  %323 = add nsw i64 %321, %322
-  %324 = mul nsw i64 %conv1.py1529, 14
-  %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %325, %conv1.px1630
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
-  store float %318, ptr %arena73, align 4
-  %bi1874 = load float, ptr %conv1.bi18, align 4
-  %327 = mul nsw i64 %conv1.g11, 64
-  %328 = add nsw i64 %327, %conv1.j1327
-  %329 = mul nsw i64 %328, 6272
-  %330 = mul nsw i64 %conv1.f1428, 196
+  %296 = mul nsw i64 %conv1.nb1324, 64
+  %297 = add nsw i64 %295, %296
+  %298 = add nsw i64 %297, 48
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t15_c3_3105, ptr %arena106, align 4
+  %t15_c4_0107 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %299 = mul nsw i64 %conv1.mb1425, 6
+  %300 = add nsw i64 %299, 4
+  %301 = mul nsw i64 %300, 50176
+  %302 = add nsw i64 1254400, %301
+  %303 = mul nsw i64 %conv1.nb1324, 64
+  %304 = add nsw i64 %302, %303
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t15_c4_0107, ptr %arena108, align 4
+  %t15_c4_1109 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %305 = mul nsw i64 %conv1.mb1425, 6
+  %306 = add nsw i64 %305, 4
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 1254400, %307
+  %309 = mul nsw i64 %conv1.nb1324, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 16
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t15_c4_1109, ptr %arena110, align 4
+  %t15_c4_2111 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %312 = mul nsw i64 %conv1.mb1425, 6
+  %313 = add nsw i64 %312, 4
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 1254400, %314
+  %316 = mul nsw i64 %conv1.nb1324, 64
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 32
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <16 x float> %t15_c4_2111, ptr %arena112, align 4
+  %t15_c4_3113 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %319 = mul nsw i64 %conv1.mb1425, 6
+  %320 = add nsw i64 %319, 4
+  %321 = mul nsw i64 %320, 50176
+  %322 = add nsw i64 1254400, %321
+  %323 = mul nsw i64 %conv1.nb1324, 64
+  %324 = add nsw i64 %322, %323
+  %325 = add nsw i64 %324, 48
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <16 x float> %t15_c4_3113, ptr %arena114, align 4
+  %t15_c5_0115 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %326 = mul nsw i64 %conv1.mb1425, 6
+  %327 = add nsw i64 %326, 5
+  %328 = mul nsw i64 %327, 50176
+  %329 = add nsw i64 1254400, %328
+  %330 = mul nsw i64 %conv1.nb1324, 64
   %331 = add nsw i64 %329, %330
-  %332 = mul nsw i64 %conv1.py1529, 14
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 %333, %conv1.px1630
-  %335 = add nsw i64 401408, %334
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
-  store float %bi1874, ptr %arena75, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %336 = icmp slt i64 %px16.next, 14
-  br i1 %336, label %conv1.px16, label %conv1.px16.end
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t15_c5_0115, ptr %arena116, align 4
+  %t15_c5_1117 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %332 = mul nsw i64 %conv1.mb1425, 6
+  %333 = add nsw i64 %332, 5
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 1254400, %334
+  %336 = mul nsw i64 %conv1.nb1324, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t15_c5_1117, ptr %arena118, align 4
+  %t15_c5_2119 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %339 = mul nsw i64 %conv1.mb1425, 6
+  %340 = add nsw i64 %339, 5
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 1254400, %341
+  %343 = mul nsw i64 %conv1.nb1324, 64
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 %344, 32
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %345
+  store <16 x float> %t15_c5_2119, ptr %arena120, align 4
+  %t15_c5_3121 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %346 = mul nsw i64 %conv1.mb1425, 6
+  %347 = add nsw i64 %346, 5
+  %348 = mul nsw i64 %347, 50176
+  %349 = add nsw i64 1254400, %348
+  %350 = mul nsw i64 %conv1.nb1324, 64
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %351, 48
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %352
+  store <16 x float> %t15_c5_3121, ptr %arena122, align 4
+  %mb14.next = add nsw i64 %conv1.mb1425, 1
+  %353 = icmp slt i64 %mb14.next, 5
+  br i1 %353, label %conv1.mb14, label %conv1.mb14.end
 
-conv1.px16.end:                                   ; preds = %conv1.px16
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %337 = icmp slt i64 %py15.next, 14
-  br i1 %337, label %conv1.py15, label %conv1.py15.end
-
-conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
-  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
-  br label %conv2.j20
-
-conv2.g19.end:                                    ; preds = %conv2.j31.end
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params152 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 1204224
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena151, i32 3136, ptr %params152, i32 3136, float 0.000000e+00, ptr %arena153, i32 128)
-  br label %fc1.n37
-
-conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
-  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
-  br label %conv2.r21
-
-conv2.j20.end:                                    ; preds = %conv2.c23.end
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 1204224
-  %params100 = getelementptr inbounds float, ptr %params, i64 320
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 4816896
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 12544, i32 64, i32 288, float 1.000000e+00, ptr %arena99, i32 12544, ptr %params100, i32 288, float 0.000000e+00, ptr %arena101, i32 64)
-  br label %conv2.j31
-
-conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
-  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
-  br label %conv2.i22
-
-conv2.r21.end:                                    ; preds = %conv2.i22.end
-  br label %conv2.c23
-
-conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
-  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
-  %338 = mul nsw i64 %conv2.r2178, 12544
-  %339 = add nsw i64 1204224, %338
-  %340 = mul nsw i64 %conv2.j2077, 196
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, %conv2.i2279
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
-  store float 0.000000e+00, ptr %arena80, align 4
-  %i22.next = add nsw i64 %conv2.i2279, 1
-  %343 = icmp slt i64 %i22.next, 196
-  br i1 %343, label %conv2.i22, label %conv2.i22.end
-
-conv2.i22.end:                                    ; preds = %conv2.i22
-  %r21.next = add nsw i64 %conv2.r2178, 1
-  %344 = icmp slt i64 %r21.next, 288
-  br i1 %344, label %conv2.r21, label %conv2.r21.end
-
-conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
-  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
-  br label %conv2.ky24
-
-conv2.c23.end:                                    ; preds = %conv2.ky24.end
-  %j20.next = add nsw i64 %conv2.j2077, 1
-  %345 = icmp slt i64 %j20.next, 64
-  br i1 %345, label %conv2.j20, label %conv2.j20.end
-
-conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
-  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
-  br label %conv2.oy25
-
-conv2.ky24.end:                                   ; preds = %conv2.oy29.end
-  %c23.next = add nsw i64 %conv2.c2381, 1
-  %346 = icmp slt i64 %c23.next, 32
-  br i1 %346, label %conv2.c23, label %conv2.c23.end
-
-conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
-  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
-  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %348 = add nsw i64 %347, -1
-  %349 = icmp slt i64 -1, %348
-  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %351 = add nsw i64 %350, -1
-  %352 = icmp slt i64 %351, 14
-  %353 = and i1 %349, %352
-  br i1 %353, label %conv2.then, label %conv2.endif
-
-conv2.oy25.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy27
-
-conv2.then:                                       ; preds = %conv2.oy25
-  br label %conv2.ox26
-
-conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
-  %oy25.next = add nsw i64 %conv2.oy2583, 1
-  %354 = icmp slt i64 %oy25.next, 14
-  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
-
-conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
-  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
-  %355 = mul nsw i64 %conv2.g1976, 64
-  %356 = add nsw i64 %355, %conv2.j2077
-  %357 = mul nsw i64 %356, 6272
-  %358 = mul nsw i64 %conv2.c2381, 196
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %361 = add nsw i64 %360, -1
-  %362 = mul nsw i64 %361, 14
-  %363 = add nsw i64 %359, %362
-  %364 = add nsw i64 %conv2.ox2684, 1
-  %365 = add nsw i64 %364, -1
-  %366 = add nsw i64 %363, %365
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
-  %367 = load float, ptr %arena85, align 4
-  %368 = mul nsw i64 %conv2.c2381, 3
-  %369 = add nsw i64 %368, %conv2.ky2482
-  %370 = mul nsw i64 %369, 3
-  %371 = mul nsw i64 %370, 12544
-  %372 = add nsw i64 1204224, %371
-  %373 = mul nsw i64 %conv2.j2077, 196
+conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb14.end
+  %conv1.k18123 = phi i64 [ 0, %conv1.mb14.end ], [ %k18.next, %conv1.k18 ]
+  %354 = mul nsw i64 %conv1.k18123, 50176
+  %355 = add nsw i64 802816, %354
+  %356 = mul nsw i64 %conv1.nb1324, 64
+  %357 = add nsw i64 %355, %356
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load <16 x float>, ptr %arena124, align 4
+  store <16 x float> %358, ptr %conv1.t17_b0, align 64
+  %359 = mul nsw i64 %conv1.k18123, 50176
+  %360 = add nsw i64 802816, %359
+  %361 = mul nsw i64 %conv1.nb1324, 64
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %362, 16
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <16 x float>, ptr %arena125, align 4
+  store <16 x float> %364, ptr %conv1.t17_b1, align 64
+  %365 = mul nsw i64 %conv1.k18123, 50176
+  %366 = add nsw i64 802816, %365
+  %367 = mul nsw i64 %conv1.nb1324, 64
+  %368 = add nsw i64 %366, %367
+  %369 = add nsw i64 %368, 32
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %369
+  %370 = load <16 x float>, ptr %arena126, align 4
+  store <16 x float> %370, ptr %conv1.t17_b2, align 64
+  %371 = mul nsw i64 %conv1.k18123, 50176
+  %372 = add nsw i64 802816, %371
+  %373 = mul nsw i64 %conv1.nb1324, 64
   %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv2.oy2583, 14
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %conv2.ox2684, 1
-  %378 = add nsw i64 %376, %377
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
-  store float %367, ptr %arena86, align 4
-  %ox26.next = add nsw i64 %conv2.ox2684, 1
-  %379 = icmp slt i64 %ox26.next, 13
-  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
+  %375 = add nsw i64 %374, 48
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <16 x float>, ptr %arena127, align 4
+  store <16 x float> %376, ptr %conv1.t17_b3, align 64
+  %377 = add nsw i64 270, %conv1.k18123
+  %params128 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params128, align 4
+  %379 = insertelement <16 x float> undef, float %378, i32 0
+  %380 = shufflevector <16 x float> %379, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %380, ptr %conv1.t17_a0, align 64
+  %t17_a0 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b0 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c0_0 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
+  store <16 x float> %381, ptr %conv1.t17_c0_0, align 64
+  %t17_a0129 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b1 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c0_1 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0129, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
+  store <16 x float> %382, ptr %conv1.t17_c0_1, align 64
+  %t17_a0130 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b2 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c0_2 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0130, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
+  store <16 x float> %383, ptr %conv1.t17_c0_2, align 64
+  %t17_a0131 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b3 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c0_3 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0131, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
+  store <16 x float> %384, ptr %conv1.t17_c0_3, align 64
+  %385 = add nsw i64 279, %conv1.k18123
+  %params132 = getelementptr inbounds float, ptr %params, i64 %385
+  %386 = load float, ptr %params132, align 4
+  %387 = insertelement <16 x float> undef, float %386, i32 0
+  %388 = shufflevector <16 x float> %387, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %388, ptr %conv1.t17_a1, align 64
+  %t17_a1 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b0133 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c1_0 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b0133, <16 x float> %t17_c1_0)
+  store <16 x float> %389, ptr %conv1.t17_c1_0, align 64
+  %t17_a1134 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b1135 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c1_1 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1134, <16 x float> %t17_b1135, <16 x float> %t17_c1_1)
+  store <16 x float> %390, ptr %conv1.t17_c1_1, align 64
+  %t17_a1136 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b2137 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c1_2 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1136, <16 x float> %t17_b2137, <16 x float> %t17_c1_2)
+  store <16 x float> %391, ptr %conv1.t17_c1_2, align 64
+  %t17_a1138 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b3139 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c1_3 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1138, <16 x float> %t17_b3139, <16 x float> %t17_c1_3)
+  store <16 x float> %392, ptr %conv1.t17_c1_3, align 64
+  %k18.next = add nsw i64 %conv1.k18123, 1
+  %393 = icmp slt i64 %k18.next, 9
+  br i1 %393, label %conv1.k18, label %conv1.k18.end
 
-conv2.ox26.end:                                   ; preds = %conv2.ox26
+conv1.k18.end:                                    ; preds = %conv1.k18
+  %t17_c0_0140 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %394 = mul nsw i64 %conv1.nb1324, 64
+  %395 = add nsw i64 2759680, %394
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %395
+  store <16 x float> %t17_c0_0140, ptr %arena141, align 4
+  %t17_c0_1142 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %396 = mul nsw i64 %conv1.nb1324, 64
+  %397 = add nsw i64 2759680, %396
+  %398 = add nsw i64 %397, 16
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %398
+  store <16 x float> %t17_c0_1142, ptr %arena143, align 4
+  %t17_c0_2144 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %399 = mul nsw i64 %conv1.nb1324, 64
+  %400 = add nsw i64 2759680, %399
+  %401 = add nsw i64 %400, 32
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %401
+  store <16 x float> %t17_c0_2144, ptr %arena145, align 4
+  %t17_c0_3146 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %402 = mul nsw i64 %conv1.nb1324, 64
+  %403 = add nsw i64 2759680, %402
+  %404 = add nsw i64 %403, 48
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %404
+  store <16 x float> %t17_c0_3146, ptr %arena147, align 4
+  %t17_c1_0148 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %405 = mul nsw i64 %conv1.nb1324, 64
+  %406 = add nsw i64 2809856, %405
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %406
+  store <16 x float> %t17_c1_0148, ptr %arena149, align 4
+  %t17_c1_1150 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %407 = mul nsw i64 %conv1.nb1324, 64
+  %408 = add nsw i64 2809856, %407
+  %409 = add nsw i64 %408, 16
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %409
+  store <16 x float> %t17_c1_1150, ptr %arena151, align 4
+  %t17_c1_2152 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %410 = mul nsw i64 %conv1.nb1324, 64
+  %411 = add nsw i64 2809856, %410
+  %412 = add nsw i64 %411, 32
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %412
+  store <16 x float> %t17_c1_2152, ptr %arena153, align 4
+  %t17_c1_3154 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %413 = mul nsw i64 %conv1.nb1324, 64
+  %414 = add nsw i64 2809856, %413
+  %415 = add nsw i64 %414, 48
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %415
+  store <16 x float> %t17_c1_3154, ptr %arena155, align 4
+  %nb13.next = add nsw i64 %conv1.nb1324, 1
+  %416 = icmp slt i64 %nb13.next, 784
+  br i1 %416, label %conv1.nb13, label %conv1.nb13.end
+
+conv1.j19:                                        ; preds = %conv1.f20.end, %conv1.nb13.end
+  %conv1.j19156 = phi i64 [ 0, %conv1.nb13.end ], [ %j19.next, %conv1.f20.end ]
+  br label %conv1.f20
+
+conv1.j19.end:                                    ; preds = %conv1.f20.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %417 = icmp slt i64 %g1.next, 1
+  br i1 %417, label %conv1.g1, label %conv1.g1.end
+
+conv1.f20:                                        ; preds = %conv1.py21.end, %conv1.j19
+  %conv1.f20157 = phi i64 [ 0, %conv1.j19 ], [ %f20.next, %conv1.py21.end ]
+  br label %conv1.py21
+
+conv1.f20.end:                                    ; preds = %conv1.py21.end
+  %j19.next = add nsw i64 %conv1.j19156, 1
+  %418 = icmp slt i64 %j19.next, 64
+  br i1 %418, label %conv1.j19, label %conv1.j19.end
+
+conv1.py21:                                       ; preds = %conv1.px22.end, %conv1.f20
+  %conv1.py21158 = phi i64 [ 0, %conv1.f20 ], [ %py21.next, %conv1.px22.end ]
+  br label %conv1.px22
+
+conv1.py21.end:                                   ; preds = %conv1.px22.end
+  %f20.next = add nsw i64 %conv1.f20157, 1
+  %419 = icmp slt i64 %f20.next, 32
+  br i1 %419, label %conv1.f20, label %conv1.f20.end
+
+conv1.px22:                                       ; preds = %conv1.px22, %conv1.py21
+  %conv1.px22159 = phi i64 [ 0, %conv1.py21 ], [ %px22.next, %conv1.px22 ]
+  %420 = mul nsw i64 %conv1.f20157, 50176
+  %421 = add nsw i64 1254400, %420
+  %422 = mul nsw i64 %conv1.j19156, 784
+  %423 = add nsw i64 %421, %422
+  %424 = mul nsw i64 %conv1.py21158, 56
+  %425 = mul nsw i64 %conv1.px22159, 2
+  %426 = add nsw i64 %424, %425
+  %427 = add nsw i64 %423, %426
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %427
+  %428 = load float, ptr %arena160, align 4
+  %429 = add nsw i64 288, %conv1.f20157
+  %params161 = getelementptr inbounds float, ptr %params, i64 %429
+  %430 = load float, ptr %params161, align 4
+  %431 = fadd float %428, %430
+  store float %431, ptr %conv1.best23, align 4
+  %432 = mul nsw i64 %conv1.py21158, 56
+  %433 = mul nsw i64 %conv1.px22159, 2
+  %434 = add nsw i64 %432, %433
+  %435 = sitofp i64 %434 to float
+  store float %435, ptr %conv1.bi24, align 4
+  %436 = mul nsw i64 %conv1.f20157, 50176
+  %437 = add nsw i64 1254400, %436
+  %438 = mul nsw i64 %conv1.j19156, 784
+  %439 = add nsw i64 %437, %438
+  %440 = mul nsw i64 %conv1.py21158, 56
+  %441 = mul nsw i64 %conv1.px22159, 2
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 %439, %442
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load float, ptr %arena162, align 4
+  %445 = add nsw i64 288, %conv1.f20157
+  %params163 = getelementptr inbounds float, ptr %params, i64 %445
+  %446 = load float, ptr %params163, align 4
+  %447 = fadd float %444, %446
+  %best23 = load float, ptr %conv1.best23, align 4
+  %448 = fcmp ogt float %447, %best23
+  %449 = mul nsw i64 %conv1.py21158, 56
+  %450 = mul nsw i64 %conv1.px22159, 2
+  %451 = add nsw i64 %449, %450
+  %452 = sitofp i64 %451 to float
+  %bi24 = load float, ptr %conv1.bi24, align 4
+  %453 = select i1 %448, float %452, float %bi24
+  store float %453, ptr %conv1.bi24, align 4
+  %454 = mul nsw i64 %conv1.f20157, 50176
+  %455 = add nsw i64 1254400, %454
+  %456 = mul nsw i64 %conv1.j19156, 784
+  %457 = add nsw i64 %455, %456
+  %458 = mul nsw i64 %conv1.py21158, 56
+  %459 = mul nsw i64 %conv1.px22159, 2
+  %460 = add nsw i64 %458, %459
+  %461 = add nsw i64 %457, %460
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %461
+  %462 = load float, ptr %arena164, align 4
+  %463 = add nsw i64 288, %conv1.f20157
+  %params165 = getelementptr inbounds float, ptr %params, i64 %463
+  %464 = load float, ptr %params165, align 4
+  %465 = fadd float %462, %464
+  %best23166 = load float, ptr %conv1.best23, align 4
+  %466 = fcmp ogt float %465, %best23166
+  %467 = mul nsw i64 %conv1.f20157, 50176
+  %468 = add nsw i64 1254400, %467
+  %469 = mul nsw i64 %conv1.j19156, 784
+  %470 = add nsw i64 %468, %469
+  %471 = mul nsw i64 %conv1.py21158, 56
+  %472 = mul nsw i64 %conv1.px22159, 2
+  %473 = add nsw i64 %471, %472
+  %474 = add nsw i64 %470, %473
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %474
+  %475 = load float, ptr %arena167, align 4
+  %476 = add nsw i64 288, %conv1.f20157
+  %params168 = getelementptr inbounds float, ptr %params, i64 %476
+  %477 = load float, ptr %params168, align 4
+  %478 = fadd float %475, %477
+  %best23169 = load float, ptr %conv1.best23, align 4
+  %479 = select i1 %466, float %478, float %best23169
+  store float %479, ptr %conv1.best23, align 4
+  %480 = mul nsw i64 %conv1.f20157, 50176
+  %481 = add nsw i64 1254400, %480
+  %482 = mul nsw i64 %conv1.j19156, 784
+  %483 = add nsw i64 %481, %482
+  %484 = mul nsw i64 %conv1.py21158, 56
+  %485 = mul nsw i64 %conv1.px22159, 2
+  %486 = add nsw i64 %484, %485
+  %487 = add nsw i64 %486, 1
+  %488 = add nsw i64 %483, %487
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena170, align 4
+  %490 = add nsw i64 288, %conv1.f20157
+  %params171 = getelementptr inbounds float, ptr %params, i64 %490
+  %491 = load float, ptr %params171, align 4
+  %492 = fadd float %489, %491
+  %best23172 = load float, ptr %conv1.best23, align 4
+  %493 = fcmp ogt float %492, %best23172
+  %494 = mul nsw i64 %conv1.py21158, 56
+  %495 = mul nsw i64 %conv1.px22159, 2
+  %496 = add nsw i64 %494, %495
+  %497 = add nsw i64 %496, 1
+  %498 = sitofp i64 %497 to float
+  %bi24173 = load float, ptr %conv1.bi24, align 4
+  %499 = select i1 %493, float %498, float %bi24173
+  store float %499, ptr %conv1.bi24, align 4
+  %500 = mul nsw i64 %conv1.f20157, 50176
+  %501 = add nsw i64 1254400, %500
+  %502 = mul nsw i64 %conv1.j19156, 784
+  %503 = add nsw i64 %501, %502
+  %504 = mul nsw i64 %conv1.py21158, 56
+  %505 = mul nsw i64 %conv1.px22159, 2
+  %506 = add nsw i64 %504, %505
+  %507 = add nsw i64 %506, 1
+  %508 = add nsw i64 %503, %507
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %508
+  %509 = load float, ptr %arena174, align 4
+  %510 = add nsw i64 288, %conv1.f20157
+  %params175 = getelementptr inbounds float, ptr %params, i64 %510
+  %511 = load float, ptr %params175, align 4
+  %512 = fadd float %509, %511
+  %best23176 = load float, ptr %conv1.best23, align 4
+  %513 = fcmp ogt float %512, %best23176
+  %514 = mul nsw i64 %conv1.f20157, 50176
+  %515 = add nsw i64 1254400, %514
+  %516 = mul nsw i64 %conv1.j19156, 784
+  %517 = add nsw i64 %515, %516
+  %518 = mul nsw i64 %conv1.py21158, 56
+  %519 = mul nsw i64 %conv1.px22159, 2
+  %520 = add nsw i64 %518, %519
+  %521 = add nsw i64 %520, 1
+  %522 = add nsw i64 %517, %521
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena177, align 4
+  %524 = add nsw i64 288, %conv1.f20157
+  %params178 = getelementptr inbounds float, ptr %params, i64 %524
+  %525 = load float, ptr %params178, align 4
+  %526 = fadd float %523, %525
+  %best23179 = load float, ptr %conv1.best23, align 4
+  %527 = select i1 %513, float %526, float %best23179
+  store float %527, ptr %conv1.best23, align 4
+  %528 = mul nsw i64 %conv1.f20157, 50176
+  %529 = add nsw i64 1254400, %528
+  %530 = mul nsw i64 %conv1.j19156, 784
+  %531 = add nsw i64 %529, %530
+  %532 = mul nsw i64 %conv1.py21158, 56
+  %533 = mul nsw i64 %conv1.px22159, 2
+  %534 = add nsw i64 %532, %533
+  %535 = add nsw i64 %534, 28
+  %536 = add nsw i64 %531, %535
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %536
+  %537 = load float, ptr %arena180, align 4
+  %538 = add nsw i64 288, %conv1.f20157
+  %params181 = getelementptr inbounds float, ptr %params, i64 %538
+  %539 = load float, ptr %params181, align 4
+  %540 = fadd float %537, %539
+  %best23182 = load float, ptr %conv1.best23, align 4
+  %541 = fcmp ogt float %540, %best23182
+  %542 = mul nsw i64 %conv1.py21158, 56
+  %543 = mul nsw i64 %conv1.px22159, 2
+  %544 = add nsw i64 %542, %543
+  %545 = add nsw i64 %544, 28
+  %546 = sitofp i64 %545 to float
+  %bi24183 = load float, ptr %conv1.bi24, align 4
+  %547 = select i1 %541, float %546, float %bi24183
+  store float %547, ptr %conv1.bi24, align 4
+  %548 = mul nsw i64 %conv1.f20157, 50176
+  %549 = add nsw i64 1254400, %548
+  %550 = mul nsw i64 %conv1.j19156, 784
+  %551 = add nsw i64 %549, %550
+  %552 = mul nsw i64 %conv1.py21158, 56
+  %553 = mul nsw i64 %conv1.px22159, 2
+  %554 = add nsw i64 %552, %553
+  %555 = add nsw i64 %554, 28
+  %556 = add nsw i64 %551, %555
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load float, ptr %arena184, align 4
+  %558 = add nsw i64 288, %conv1.f20157
+  %params185 = getelementptr inbounds float, ptr %params, i64 %558
+  %559 = load float, ptr %params185, align 4
+  %560 = fadd float %557, %559
+  %best23186 = load float, ptr %conv1.best23, align 4
+  %561 = fcmp ogt float %560, %best23186
+  %562 = mul nsw i64 %conv1.f20157, 50176
+  %563 = add nsw i64 1254400, %562
+  %564 = mul nsw i64 %conv1.j19156, 784
+  %565 = add nsw i64 %563, %564
+  %566 = mul nsw i64 %conv1.py21158, 56
+  %567 = mul nsw i64 %conv1.px22159, 2
+  %568 = add nsw i64 %566, %567
+  %569 = add nsw i64 %568, 28
+  %570 = add nsw i64 %565, %569
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %570
+  %571 = load float, ptr %arena187, align 4
+  %572 = add nsw i64 288, %conv1.f20157
+  %params188 = getelementptr inbounds float, ptr %params, i64 %572
+  %573 = load float, ptr %params188, align 4
+  %574 = fadd float %571, %573
+  %best23189 = load float, ptr %conv1.best23, align 4
+  %575 = select i1 %561, float %574, float %best23189
+  store float %575, ptr %conv1.best23, align 4
+  %576 = mul nsw i64 %conv1.f20157, 50176
+  %577 = add nsw i64 1254400, %576
+  %578 = mul nsw i64 %conv1.j19156, 784
+  %579 = add nsw i64 %577, %578
+  %580 = mul nsw i64 %conv1.py21158, 56
+  %581 = mul nsw i64 %conv1.px22159, 2
+  %582 = add nsw i64 %580, %581
+  %583 = add nsw i64 %582, 28
+  %584 = add nsw i64 %583, 1
+  %585 = add nsw i64 %579, %584
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load float, ptr %arena190, align 4
+  %587 = add nsw i64 288, %conv1.f20157
+  %params191 = getelementptr inbounds float, ptr %params, i64 %587
+  %588 = load float, ptr %params191, align 4
+  %589 = fadd float %586, %588
+  %best23192 = load float, ptr %conv1.best23, align 4
+  %590 = fcmp ogt float %589, %best23192
+  %591 = mul nsw i64 %conv1.py21158, 56
+  %592 = mul nsw i64 %conv1.px22159, 2
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, 28
+  %595 = add nsw i64 %594, 1
+  %596 = sitofp i64 %595 to float
+  %bi24193 = load float, ptr %conv1.bi24, align 4
+  %597 = select i1 %590, float %596, float %bi24193
+  store float %597, ptr %conv1.bi24, align 4
+  %598 = mul nsw i64 %conv1.f20157, 50176
+  %599 = add nsw i64 1254400, %598
+  %600 = mul nsw i64 %conv1.j19156, 784
+  %601 = add nsw i64 %599, %600
+  %602 = mul nsw i64 %conv1.py21158, 56
+  %603 = mul nsw i64 %conv1.px22159, 2
+  %604 = add nsw i64 %602, %603
+  %605 = add nsw i64 %604, 28
+  %606 = add nsw i64 %605, 1
+  %607 = add nsw i64 %601, %606
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %607
+  %608 = load float, ptr %arena194, align 4
+  %609 = add nsw i64 288, %conv1.f20157
+  %params195 = getelementptr inbounds float, ptr %params, i64 %609
+  %610 = load float, ptr %params195, align 4
+  %611 = fadd float %608, %610
+  %best23196 = load float, ptr %conv1.best23, align 4
+  %612 = fcmp ogt float %611, %best23196
+  %613 = mul nsw i64 %conv1.f20157, 50176
+  %614 = add nsw i64 1254400, %613
+  %615 = mul nsw i64 %conv1.j19156, 784
+  %616 = add nsw i64 %614, %615
+  %617 = mul nsw i64 %conv1.py21158, 56
+  %618 = mul nsw i64 %conv1.px22159, 2
+  %619 = add nsw i64 %617, %618
+  %620 = add nsw i64 %619, 28
+  %621 = add nsw i64 %620, 1
+  %622 = add nsw i64 %616, %621
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load float, ptr %arena197, align 4
+  %624 = add nsw i64 288, %conv1.f20157
+  %params198 = getelementptr inbounds float, ptr %params, i64 %624
+  %625 = load float, ptr %params198, align 4
+  %626 = fadd float %623, %625
+  %best23199 = load float, ptr %conv1.best23, align 4
+  %627 = select i1 %612, float %626, float %best23199
+  store float %627, ptr %conv1.best23, align 4
+  %best23200 = load float, ptr %conv1.best23, align 4
+  %628 = fcmp ogt float %best23200, 0.000000e+00
+  %best23201 = load float, ptr %conv1.best23, align 4
+  %629 = select i1 %628, float %best23201, float 0.000000e+00
+  %630 = mul nsw i64 %conv1.g11, 64
+  %631 = add nsw i64 %630, %conv1.j19156
+  %632 = mul nsw i64 %631, 6272
+  %633 = mul nsw i64 %conv1.f20157, 196
+  %634 = add nsw i64 %632, %633
+  %635 = mul nsw i64 %conv1.py21158, 14
+  %636 = add nsw i64 %634, %635
+  %637 = add nsw i64 %636, %conv1.px22159
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %637
+  store float %629, ptr %arena202, align 4
+  %bi24203 = load float, ptr %conv1.bi24, align 4
+  %638 = mul nsw i64 %conv1.g11, 64
+  %639 = add nsw i64 %638, %conv1.j19156
+  %640 = mul nsw i64 %639, 6272
+  %641 = mul nsw i64 %conv1.f20157, 196
+  %642 = add nsw i64 %640, %641
+  %643 = mul nsw i64 %conv1.py21158, 14
+  %644 = add nsw i64 %642, %643
+  %645 = add nsw i64 %644, %conv1.px22159
+  %646 = add nsw i64 401408, %645
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %646
+  store float %bi24203, ptr %arena204, align 4
+  %px22.next = add nsw i64 %conv1.px22159, 1
+  %647 = icmp slt i64 %px22.next, 14
+  br i1 %647, label %conv1.px22, label %conv1.px22.end
+
+conv1.px22.end:                                   ; preds = %conv1.px22
+  %py21.next = add nsw i64 %conv1.py21158, 1
+  %648 = icmp slt i64 %py21.next, 14
+  br i1 %648, label %conv1.py21, label %conv1.py21.end
+
+conv2.g25:                                        ; preds = %conv2.j43.end, %conv1.g1.end
+  %conv2.g25205 = phi i64 [ 0, %conv1.g1.end ], [ %g25.next, %conv2.j43.end ]
+  br label %conv2.j26
+
+conv2.g25.end:                                    ; preds = %conv2.j43.end
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 802816
+  %params442 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena443 = getelementptr inbounds float, ptr %arena, i64 1204224
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena441, i32 3136, ptr %params442, i32 3136, float 0.000000e+00, ptr %arena443, i32 128)
+  br label %fc1.n49
+
+conv2.j26:                                        ; preds = %conv2.c29.end, %conv2.g25
+  %conv2.j26206 = phi i64 [ 0, %conv2.g25 ], [ %j26.next, %conv2.c29.end ]
+  br label %conv2.r27
+
+conv2.j26.end:                                    ; preds = %conv2.c29.end
+  br label %conv2.nb37
+
+conv2.r27:                                        ; preds = %conv2.i28.end, %conv2.j26
+  %conv2.r27207 = phi i64 [ 0, %conv2.j26 ], [ %r27.next, %conv2.i28.end ]
+  br label %conv2.i28
+
+conv2.r27.end:                                    ; preds = %conv2.i28.end
+  br label %conv2.c29
+
+conv2.i28:                                        ; preds = %conv2.i28, %conv2.r27
+  %conv2.i28208 = phi i64 [ 0, %conv2.r27 ], [ %i28.next, %conv2.i28 ]
+  %649 = mul nsw i64 %conv2.r27207, 12544
+  %650 = add nsw i64 1204224, %649
+  %651 = mul nsw i64 %conv2.j26206, 196
+  %652 = add nsw i64 %650, %651
+  %653 = add nsw i64 %652, %conv2.i28208
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %653
+  store float 0.000000e+00, ptr %arena209, align 4
+  %i28.next = add nsw i64 %conv2.i28208, 1
+  %654 = icmp slt i64 %i28.next, 196
+  br i1 %654, label %conv2.i28, label %conv2.i28.end
+
+conv2.i28.end:                                    ; preds = %conv2.i28
+  %r27.next = add nsw i64 %conv2.r27207, 1
+  %655 = icmp slt i64 %r27.next, 288
+  br i1 %655, label %conv2.r27, label %conv2.r27.end
+
+conv2.c29:                                        ; preds = %conv2.ky30.end, %conv2.r27.end
+  %conv2.c29210 = phi i64 [ 0, %conv2.r27.end ], [ %c29.next, %conv2.ky30.end ]
+  br label %conv2.ky30
+
+conv2.c29.end:                                    ; preds = %conv2.ky30.end
+  %j26.next = add nsw i64 %conv2.j26206, 1
+  %656 = icmp slt i64 %j26.next, 64
+  br i1 %656, label %conv2.j26, label %conv2.j26.end
+
+conv2.ky30:                                       ; preds = %conv2.oy35.end, %conv2.c29
+  %conv2.ky30211 = phi i64 [ 0, %conv2.c29 ], [ %ky30.next, %conv2.oy35.end ]
+  br label %conv2.oy31
+
+conv2.ky30.end:                                   ; preds = %conv2.oy35.end
+  %c29.next = add nsw i64 %conv2.c29210, 1
+  %657 = icmp slt i64 %c29.next, 32
+  br i1 %657, label %conv2.c29, label %conv2.c29.end
+
+conv2.oy31:                                       ; preds = %conv2.endif, %conv2.ky30
+  %conv2.oy31212 = phi i64 [ 0, %conv2.ky30 ], [ %oy31.next, %conv2.endif ]
+  %658 = add nsw i64 %conv2.oy31212, %conv2.ky30211
+  %659 = add nsw i64 %658, -1
+  %660 = icmp slt i64 -1, %659
+  %661 = add nsw i64 %conv2.oy31212, %conv2.ky30211
+  %662 = add nsw i64 %661, -1
+  %663 = icmp slt i64 %662, 14
+  %664 = and i1 %660, %663
+  br i1 %664, label %conv2.then, label %conv2.endif
+
+conv2.oy31.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy33
+
+conv2.then:                                       ; preds = %conv2.oy31
+  br label %conv2.ox32
+
+conv2.endif:                                      ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy31212, 1
+  %665 = icmp slt i64 %oy31.next, 14
+  br i1 %665, label %conv2.oy31, label %conv2.oy31.end
+
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then
+  %conv2.ox32213 = phi i64 [ 0, %conv2.then ], [ %ox32.next, %conv2.ox32 ]
+  %666 = mul nsw i64 %conv2.g25205, 64
+  %667 = add nsw i64 %666, %conv2.j26206
+  %668 = mul nsw i64 %667, 6272
+  %669 = mul nsw i64 %conv2.c29210, 196
+  %670 = add nsw i64 %668, %669
+  %671 = add nsw i64 %conv2.oy31212, %conv2.ky30211
+  %672 = add nsw i64 %671, -1
+  %673 = mul nsw i64 %672, 14
+  %674 = add nsw i64 %670, %673
+  %675 = add nsw i64 %conv2.ox32213, 1
+  %676 = add nsw i64 %675, -1
+  %677 = add nsw i64 %674, %676
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %677
+  %678 = load float, ptr %arena214, align 4
+  %679 = mul nsw i64 %conv2.c29210, 3
+  %680 = add nsw i64 %679, %conv2.ky30211
+  %681 = mul nsw i64 %680, 3
+  %682 = mul nsw i64 %681, 12544
+  %683 = add nsw i64 1204224, %682
+  %684 = mul nsw i64 %conv2.j26206, 196
+  %685 = add nsw i64 %683, %684
+  %686 = mul nsw i64 %conv2.oy31212, 14
+  %687 = add nsw i64 %685, %686
+  %688 = add nsw i64 %conv2.ox32213, 1
+  %689 = add nsw i64 %687, %688
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %689
+  store float %678, ptr %arena215, align 4
+  %ox32.next = add nsw i64 %conv2.ox32213, 1
+  %690 = icmp slt i64 %ox32.next, 13
+  br i1 %690, label %conv2.ox32, label %conv2.ox32.end
+
+conv2.ox32.end:                                   ; preds = %conv2.ox32
   br label %conv2.endif
 
-conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
-  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
-  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %381 = add nsw i64 %380, -1
-  %382 = icmp slt i64 -1, %381
-  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %384 = add nsw i64 %383, -1
-  %385 = icmp slt i64 %384, 14
-  %386 = and i1 %382, %385
-  br i1 %386, label %conv2.then88, label %conv2.endif89
+conv2.oy33:                                       ; preds = %conv2.endif218, %conv2.oy31.end
+  %conv2.oy33216 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.endif218 ]
+  %691 = add nsw i64 %conv2.oy33216, %conv2.ky30211
+  %692 = add nsw i64 %691, -1
+  %693 = icmp slt i64 -1, %692
+  %694 = add nsw i64 %conv2.oy33216, %conv2.ky30211
+  %695 = add nsw i64 %694, -1
+  %696 = icmp slt i64 %695, 14
+  %697 = and i1 %693, %696
+  br i1 %697, label %conv2.then217, label %conv2.endif218
 
-conv2.oy27.end:                                   ; preds = %conv2.endif89
-  br label %conv2.oy29
+conv2.oy33.end:                                   ; preds = %conv2.endif218
+  br label %conv2.oy35
 
-conv2.then88:                                     ; preds = %conv2.oy27
-  br label %conv2.ox28
+conv2.then217:                                    ; preds = %conv2.oy33
+  br label %conv2.ox34
 
-conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2787, 1
-  %387 = icmp slt i64 %oy27.next, 14
-  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+conv2.endif218:                                   ; preds = %conv2.ox34.end, %conv2.oy33
+  %oy33.next = add nsw i64 %conv2.oy33216, 1
+  %698 = icmp slt i64 %oy33.next, 14
+  br i1 %698, label %conv2.oy33, label %conv2.oy33.end
 
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
-  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
-  %388 = mul nsw i64 %conv2.g1976, 64
-  %389 = add nsw i64 %388, %conv2.j2077
-  %390 = mul nsw i64 %389, 6272
-  %391 = mul nsw i64 %conv2.c2381, 196
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %394 = add nsw i64 %393, -1
-  %395 = mul nsw i64 %394, 14
-  %396 = add nsw i64 %392, %395
-  %397 = add nsw i64 %396, %conv2.ox2890
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
-  %398 = load float, ptr %arena91, align 4
-  %399 = mul nsw i64 %conv2.c2381, 3
-  %400 = add nsw i64 %399, %conv2.ky2482
-  %401 = mul nsw i64 %400, 3
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 12544
-  %404 = add nsw i64 1204224, %403
-  %405 = mul nsw i64 %conv2.j2077, 196
-  %406 = add nsw i64 %404, %405
-  %407 = mul nsw i64 %conv2.oy2787, 14
-  %408 = add nsw i64 %406, %407
-  %409 = add nsw i64 %408, %conv2.ox2890
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
-  store float %398, ptr %arena92, align 4
-  %ox28.next = add nsw i64 %conv2.ox2890, 1
-  %410 = icmp slt i64 %ox28.next, 14
-  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.then217
+  %conv2.ox34219 = phi i64 [ 0, %conv2.then217 ], [ %ox34.next, %conv2.ox34 ]
+  %699 = mul nsw i64 %conv2.g25205, 64
+  %700 = add nsw i64 %699, %conv2.j26206
+  %701 = mul nsw i64 %700, 6272
+  %702 = mul nsw i64 %conv2.c29210, 196
+  %703 = add nsw i64 %701, %702
+  %704 = add nsw i64 %conv2.oy33216, %conv2.ky30211
+  %705 = add nsw i64 %704, -1
+  %706 = mul nsw i64 %705, 14
+  %707 = add nsw i64 %703, %706
+  %708 = add nsw i64 %707, %conv2.ox34219
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %708
+  %709 = load float, ptr %arena220, align 4
+  %710 = mul nsw i64 %conv2.c29210, 3
+  %711 = add nsw i64 %710, %conv2.ky30211
+  %712 = mul nsw i64 %711, 3
+  %713 = add nsw i64 %712, 1
+  %714 = mul nsw i64 %713, 12544
+  %715 = add nsw i64 1204224, %714
+  %716 = mul nsw i64 %conv2.j26206, 196
+  %717 = add nsw i64 %715, %716
+  %718 = mul nsw i64 %conv2.oy33216, 14
+  %719 = add nsw i64 %717, %718
+  %720 = add nsw i64 %719, %conv2.ox34219
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %720
+  store float %709, ptr %arena221, align 4
+  %ox34.next = add nsw i64 %conv2.ox34219, 1
+  %721 = icmp slt i64 %ox34.next, 14
+  br i1 %721, label %conv2.ox34, label %conv2.ox34.end
 
-conv2.ox28.end:                                   ; preds = %conv2.ox28
-  br label %conv2.endif89
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  br label %conv2.endif218
 
-conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
-  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
-  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %412 = add nsw i64 %411, -1
-  %413 = icmp slt i64 -1, %412
-  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %415 = add nsw i64 %414, -1
-  %416 = icmp slt i64 %415, 14
-  %417 = and i1 %413, %416
-  br i1 %417, label %conv2.then94, label %conv2.endif95
+conv2.oy35:                                       ; preds = %conv2.endif224, %conv2.oy33.end
+  %conv2.oy35222 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.endif224 ]
+  %722 = add nsw i64 %conv2.oy35222, %conv2.ky30211
+  %723 = add nsw i64 %722, -1
+  %724 = icmp slt i64 -1, %723
+  %725 = add nsw i64 %conv2.oy35222, %conv2.ky30211
+  %726 = add nsw i64 %725, -1
+  %727 = icmp slt i64 %726, 14
+  %728 = and i1 %724, %727
+  br i1 %728, label %conv2.then223, label %conv2.endif224
 
-conv2.oy29.end:                                   ; preds = %conv2.endif95
-  %ky24.next = add nsw i64 %conv2.ky2482, 1
-  %418 = icmp slt i64 %ky24.next, 3
-  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
+conv2.oy35.end:                                   ; preds = %conv2.endif224
+  %ky30.next = add nsw i64 %conv2.ky30211, 1
+  %729 = icmp slt i64 %ky30.next, 3
+  br i1 %729, label %conv2.ky30, label %conv2.ky30.end
 
-conv2.then94:                                     ; preds = %conv2.oy29
-  br label %conv2.ox30
+conv2.then223:                                    ; preds = %conv2.oy35
+  br label %conv2.ox36
 
-conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2993, 1
-  %419 = icmp slt i64 %oy29.next, 14
-  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
+conv2.endif224:                                   ; preds = %conv2.ox36.end, %conv2.oy35
+  %oy35.next = add nsw i64 %conv2.oy35222, 1
+  %730 = icmp slt i64 %oy35.next, 14
+  br i1 %730, label %conv2.oy35, label %conv2.oy35.end
 
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
-  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
-  %420 = mul nsw i64 %conv2.g1976, 64
-  %421 = add nsw i64 %420, %conv2.j2077
-  %422 = mul nsw i64 %421, 6272
-  %423 = mul nsw i64 %conv2.c2381, 196
-  %424 = add nsw i64 %422, %423
-  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %426 = add nsw i64 %425, -1
-  %427 = mul nsw i64 %426, 14
-  %428 = add nsw i64 %424, %427
-  %429 = add nsw i64 %conv2.ox3096, 1
-  %430 = add nsw i64 %428, %429
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
-  %431 = load float, ptr %arena97, align 4
-  %432 = mul nsw i64 %conv2.c2381, 3
-  %433 = add nsw i64 %432, %conv2.ky2482
-  %434 = mul nsw i64 %433, 3
-  %435 = add nsw i64 %434, 2
-  %436 = mul nsw i64 %435, 12544
-  %437 = add nsw i64 1204224, %436
-  %438 = mul nsw i64 %conv2.j2077, 196
-  %439 = add nsw i64 %437, %438
-  %440 = mul nsw i64 %conv2.oy2993, 14
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 %441, %conv2.ox3096
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %431, ptr %arena98, align 4
-  %ox30.next = add nsw i64 %conv2.ox3096, 1
-  %443 = icmp slt i64 %ox30.next, 13
-  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.then223
+  %conv2.ox36225 = phi i64 [ 0, %conv2.then223 ], [ %ox36.next, %conv2.ox36 ]
+  %731 = mul nsw i64 %conv2.g25205, 64
+  %732 = add nsw i64 %731, %conv2.j26206
+  %733 = mul nsw i64 %732, 6272
+  %734 = mul nsw i64 %conv2.c29210, 196
+  %735 = add nsw i64 %733, %734
+  %736 = add nsw i64 %conv2.oy35222, %conv2.ky30211
+  %737 = add nsw i64 %736, -1
+  %738 = mul nsw i64 %737, 14
+  %739 = add nsw i64 %735, %738
+  %740 = add nsw i64 %conv2.ox36225, 1
+  %741 = add nsw i64 %739, %740
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %741
+  %742 = load float, ptr %arena226, align 4
+  %743 = mul nsw i64 %conv2.c29210, 3
+  %744 = add nsw i64 %743, %conv2.ky30211
+  %745 = mul nsw i64 %744, 3
+  %746 = add nsw i64 %745, 2
+  %747 = mul nsw i64 %746, 12544
+  %748 = add nsw i64 1204224, %747
+  %749 = mul nsw i64 %conv2.j26206, 196
+  %750 = add nsw i64 %748, %749
+  %751 = mul nsw i64 %conv2.oy35222, 14
+  %752 = add nsw i64 %750, %751
+  %753 = add nsw i64 %752, %conv2.ox36225
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %753
+  store float %742, ptr %arena227, align 4
+  %ox36.next = add nsw i64 %conv2.ox36225, 1
+  %754 = icmp slt i64 %ox36.next, 13
+  br i1 %754, label %conv2.ox36, label %conv2.ox36.end
 
-conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif95
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  br label %conv2.endif224
 
-conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
-  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
-  br label %conv2.f32
+conv2.nb37:                                       ; preds = %conv2.k42.end, %conv2.j26.end
+  %conv2.nb37228 = phi i64 [ 0, %conv2.j26.end ], [ %nb37.next, %conv2.k42.end ]
+  br label %conv2.mb38
 
-conv2.j31.end:                                    ; preds = %conv2.f32.end
-  %g19.next = add nsw i64 %conv2.g1976, 1
-  %444 = icmp slt i64 %g19.next, 1
-  br i1 %444, label %conv2.g19, label %conv2.g19.end
+conv2.nb37.end:                                   ; preds = %conv2.k42.end
+  br label %conv2.j43
 
-conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
-  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
-  br label %conv2.py33
+conv2.mb38:                                       ; preds = %conv2.k40.end, %conv2.nb37
+  %conv2.mb38229 = phi i64 [ 0, %conv2.nb37 ], [ %mb38.next, %conv2.k40.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_3, align 64
+  br label %conv2.k40
 
-conv2.f32.end:                                    ; preds = %conv2.py33.end
-  %j31.next = add nsw i64 %conv2.j31102, 1
-  %445 = icmp slt i64 %j31.next, 64
-  br i1 %445, label %conv2.j31, label %conv2.j31.end
+conv2.mb38.end:                                   ; preds = %conv2.k40.end
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_3, align 64
+  br label %conv2.k42
 
-conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
-  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
-  br label %conv2.px34
-
-conv2.py33.end:                                   ; preds = %conv2.px34.end
-  %f32.next = add nsw i64 %conv2.f32103, 1
-  %446 = icmp slt i64 %f32.next, 64
-  br i1 %446, label %conv2.f32, label %conv2.f32.end
-
-conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
-  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
-  %447 = mul nsw i64 %conv2.j31102, 196
-  %448 = mul nsw i64 %conv2.py33104, 28
-  %449 = mul nsw i64 %conv2.px34105, 2
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 %447, %450
-  %452 = mul nsw i64 %451, 64
-  %453 = add nsw i64 4816896, %452
-  %454 = add nsw i64 %453, %conv2.f32103
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
-  %455 = load float, ptr %arena106, align 4
-  %456 = add nsw i64 18752, %conv2.f32103
-  %params107 = getelementptr inbounds float, ptr %params, i64 %456
-  %457 = load float, ptr %params107, align 4
-  %458 = fadd float %455, %457
-  store float %458, ptr %conv2.best35, align 4
-  %459 = mul nsw i64 %conv2.py33104, 28
-  %460 = mul nsw i64 %conv2.px34105, 2
-  %461 = add nsw i64 %459, %460
-  %462 = sitofp i64 %461 to float
-  store float %462, ptr %conv2.bi36, align 4
-  %463 = mul nsw i64 %conv2.j31102, 196
-  %464 = mul nsw i64 %conv2.py33104, 28
-  %465 = mul nsw i64 %conv2.px34105, 2
-  %466 = add nsw i64 %464, %465
-  %467 = add nsw i64 %463, %466
-  %468 = mul nsw i64 %467, 64
-  %469 = add nsw i64 4816896, %468
-  %470 = add nsw i64 %469, %conv2.f32103
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
-  %471 = load float, ptr %arena108, align 4
-  %472 = add nsw i64 18752, %conv2.f32103
-  %params109 = getelementptr inbounds float, ptr %params, i64 %472
-  %473 = load float, ptr %params109, align 4
-  %474 = fadd float %471, %473
-  %best35 = load float, ptr %conv2.best35, align 4
-  %475 = fcmp ogt float %474, %best35
-  %476 = mul nsw i64 %conv2.py33104, 28
-  %477 = mul nsw i64 %conv2.px34105, 2
-  %478 = add nsw i64 %476, %477
-  %479 = sitofp i64 %478 to float
-  %bi36 = load float, ptr %conv2.bi36, align 4
-  %480 = select i1 %475, float %479, float %bi36
-  store float %480, ptr %conv2.bi36, align 4
-  %481 = mul nsw i64 %conv2.j31102, 196
-  %482 = mul nsw i64 %conv2.py33104, 28
-  %483 = mul nsw i64 %conv2.px34105, 2
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %485, 64
-  %487 = add nsw i64 4816896, %486
-  %488 = add nsw i64 %487, %conv2.f32103
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load float, ptr %arena110, align 4
-  %490 = add nsw i64 18752, %conv2.f32103
-  %params111 = getelementptr inbounds float, ptr %params, i64 %490
-  %491 = load float, ptr %params111, align 4
-  %492 = fadd float %489, %491
-  %best35112 = load float, ptr %conv2.best35, align 4
-  %493 = fcmp ogt float %492, %best35112
-  %494 = mul nsw i64 %conv2.j31102, 196
-  %495 = mul nsw i64 %conv2.py33104, 28
-  %496 = mul nsw i64 %conv2.px34105, 2
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %498, 64
-  %500 = add nsw i64 4816896, %499
-  %501 = add nsw i64 %500, %conv2.f32103
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena113, align 4
-  %503 = add nsw i64 18752, %conv2.f32103
-  %params114 = getelementptr inbounds float, ptr %params, i64 %503
-  %504 = load float, ptr %params114, align 4
-  %505 = fadd float %502, %504
-  %best35115 = load float, ptr %conv2.best35, align 4
-  %506 = select i1 %493, float %505, float %best35115
-  store float %506, ptr %conv2.best35, align 4
-  %507 = mul nsw i64 %conv2.j31102, 196
-  %508 = mul nsw i64 %conv2.py33104, 28
-  %509 = mul nsw i64 %conv2.px34105, 2
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 %510, 1
-  %512 = add nsw i64 %507, %511
-  %513 = mul nsw i64 %512, 64
-  %514 = add nsw i64 4816896, %513
-  %515 = add nsw i64 %514, %conv2.f32103
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena116, align 4
-  %517 = add nsw i64 18752, %conv2.f32103
-  %params117 = getelementptr inbounds float, ptr %params, i64 %517
-  %518 = load float, ptr %params117, align 4
-  %519 = fadd float %516, %518
-  %best35118 = load float, ptr %conv2.best35, align 4
-  %520 = fcmp ogt float %519, %best35118
-  %521 = mul nsw i64 %conv2.py33104, 28
-  %522 = mul nsw i64 %conv2.px34105, 2
-  %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, 1
-  %525 = sitofp i64 %524 to float
-  %bi36119 = load float, ptr %conv2.bi36, align 4
-  %526 = select i1 %520, float %525, float %bi36119
-  store float %526, ptr %conv2.bi36, align 4
-  %527 = mul nsw i64 %conv2.j31102, 196
-  %528 = mul nsw i64 %conv2.py33104, 28
-  %529 = mul nsw i64 %conv2.px34105, 2
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, 1
-  %532 = add nsw i64 %527, %531
-  %533 = mul nsw i64 %532, 64
-  %534 = add nsw i64 4816896, %533
-  %535 = add nsw i64 %534, %conv2.f32103
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
-  %536 = load float, ptr %arena120, align 4
-  %537 = add nsw i64 18752, %conv2.f32103
-  %params121 = getelementptr inbounds float, ptr %params, i64 %537
-  %538 = load float, ptr %params121, align 4
-  %539 = fadd float %536, %538
-  %best35122 = load float, ptr %conv2.best35, align 4
-  %540 = fcmp ogt float %539, %best35122
-  %541 = mul nsw i64 %conv2.j31102, 196
-  %542 = mul nsw i64 %conv2.py33104, 28
-  %543 = mul nsw i64 %conv2.px34105, 2
-  %544 = add nsw i64 %542, %543
-  %545 = add nsw i64 %544, 1
-  %546 = add nsw i64 %541, %545
-  %547 = mul nsw i64 %546, 64
-  %548 = add nsw i64 4816896, %547
-  %549 = add nsw i64 %548, %conv2.f32103
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena123, align 4
-  %551 = add nsw i64 18752, %conv2.f32103
-  %params124 = getelementptr inbounds float, ptr %params, i64 %551
-  %552 = load float, ptr %params124, align 4
-  %553 = fadd float %550, %552
-  %best35125 = load float, ptr %conv2.best35, align 4
-  %554 = select i1 %540, float %553, float %best35125
-  store float %554, ptr %conv2.best35, align 4
-  %555 = mul nsw i64 %conv2.j31102, 196
-  %556 = mul nsw i64 %conv2.py33104, 28
-  %557 = mul nsw i64 %conv2.px34105, 2
-  %558 = add nsw i64 %556, %557
-  %559 = add nsw i64 %558, 14
-  %560 = add nsw i64 %555, %559
-  %561 = mul nsw i64 %560, 64
-  %562 = add nsw i64 4816896, %561
-  %563 = add nsw i64 %562, %conv2.f32103
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
-  %564 = load float, ptr %arena126, align 4
-  %565 = add nsw i64 18752, %conv2.f32103
-  %params127 = getelementptr inbounds float, ptr %params, i64 %565
-  %566 = load float, ptr %params127, align 4
-  %567 = fadd float %564, %566
-  %best35128 = load float, ptr %conv2.best35, align 4
-  %568 = fcmp ogt float %567, %best35128
-  %569 = mul nsw i64 %conv2.py33104, 28
-  %570 = mul nsw i64 %conv2.px34105, 2
-  %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, 14
-  %573 = sitofp i64 %572 to float
-  %bi36129 = load float, ptr %conv2.bi36, align 4
-  %574 = select i1 %568, float %573, float %bi36129
-  store float %574, ptr %conv2.bi36, align 4
-  %575 = mul nsw i64 %conv2.j31102, 196
-  %576 = mul nsw i64 %conv2.py33104, 28
-  %577 = mul nsw i64 %conv2.px34105, 2
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, 14
-  %580 = add nsw i64 %575, %579
-  %581 = mul nsw i64 %580, 64
-  %582 = add nsw i64 4816896, %581
-  %583 = add nsw i64 %582, %conv2.f32103
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
-  %584 = load float, ptr %arena130, align 4
-  %585 = add nsw i64 18752, %conv2.f32103
-  %params131 = getelementptr inbounds float, ptr %params, i64 %585
-  %586 = load float, ptr %params131, align 4
-  %587 = fadd float %584, %586
-  %best35132 = load float, ptr %conv2.best35, align 4
-  %588 = fcmp ogt float %587, %best35132
-  %589 = mul nsw i64 %conv2.j31102, 196
-  %590 = mul nsw i64 %conv2.py33104, 28
-  %591 = mul nsw i64 %conv2.px34105, 2
-  %592 = add nsw i64 %590, %591
-  %593 = add nsw i64 %592, 14
-  %594 = add nsw i64 %589, %593
-  %595 = mul nsw i64 %594, 64
-  %596 = add nsw i64 4816896, %595
-  %597 = add nsw i64 %596, %conv2.f32103
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena133, align 4
-  %599 = add nsw i64 18752, %conv2.f32103
-  %params134 = getelementptr inbounds float, ptr %params, i64 %599
-  %600 = load float, ptr %params134, align 4
-  %601 = fadd float %598, %600
-  %best35135 = load float, ptr %conv2.best35, align 4
-  %602 = select i1 %588, float %601, float %best35135
-  store float %602, ptr %conv2.best35, align 4
-  %603 = mul nsw i64 %conv2.j31102, 196
-  %604 = mul nsw i64 %conv2.py33104, 28
-  %605 = mul nsw i64 %conv2.px34105, 2
-  %606 = add nsw i64 %604, %605
-  %607 = add nsw i64 %606, 14
-  %608 = add nsw i64 %607, 1
-  %609 = add nsw i64 %603, %608
-  %610 = mul nsw i64 %609, 64
-  %611 = add nsw i64 4816896, %610
-  %612 = add nsw i64 %611, %conv2.f32103
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
-  %613 = load float, ptr %arena136, align 4
-  %614 = add nsw i64 18752, %conv2.f32103
-  %params137 = getelementptr inbounds float, ptr %params, i64 %614
-  %615 = load float, ptr %params137, align 4
-  %616 = fadd float %613, %615
-  %best35138 = load float, ptr %conv2.best35, align 4
-  %617 = fcmp ogt float %616, %best35138
-  %618 = mul nsw i64 %conv2.py33104, 28
-  %619 = mul nsw i64 %conv2.px34105, 2
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 %620, 14
-  %622 = add nsw i64 %621, 1
-  %623 = sitofp i64 %622 to float
-  %bi36139 = load float, ptr %conv2.bi36, align 4
-  %624 = select i1 %617, float %623, float %bi36139
-  store float %624, ptr %conv2.bi36, align 4
-  %625 = mul nsw i64 %conv2.j31102, 196
-  %626 = mul nsw i64 %conv2.py33104, 28
-  %627 = mul nsw i64 %conv2.px34105, 2
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 %628, 14
-  %630 = add nsw i64 %629, 1
-  %631 = add nsw i64 %625, %630
-  %632 = mul nsw i64 %631, 64
-  %633 = add nsw i64 4816896, %632
-  %634 = add nsw i64 %633, %conv2.f32103
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
-  %635 = load float, ptr %arena140, align 4
-  %636 = add nsw i64 18752, %conv2.f32103
-  %params141 = getelementptr inbounds float, ptr %params, i64 %636
-  %637 = load float, ptr %params141, align 4
-  %638 = fadd float %635, %637
-  %best35142 = load float, ptr %conv2.best35, align 4
-  %639 = fcmp ogt float %638, %best35142
-  %640 = mul nsw i64 %conv2.j31102, 196
-  %641 = mul nsw i64 %conv2.py33104, 28
-  %642 = mul nsw i64 %conv2.px34105, 2
-  %643 = add nsw i64 %641, %642
-  %644 = add nsw i64 %643, 14
-  %645 = add nsw i64 %644, 1
-  %646 = add nsw i64 %640, %645
-  %647 = mul nsw i64 %646, 64
-  %648 = add nsw i64 4816896, %647
-  %649 = add nsw i64 %648, %conv2.f32103
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load float, ptr %arena143, align 4
-  %651 = add nsw i64 18752, %conv2.f32103
-  %params144 = getelementptr inbounds float, ptr %params, i64 %651
-  %652 = load float, ptr %params144, align 4
-  %653 = fadd float %650, %652
-  %best35145 = load float, ptr %conv2.best35, align 4
-  %654 = select i1 %639, float %653, float %best35145
-  store float %654, ptr %conv2.best35, align 4
-  %best35146 = load float, ptr %conv2.best35, align 4
-  %655 = fcmp ogt float %best35146, 0.000000e+00
-  %best35147 = load float, ptr %conv2.best35, align 4
-  %656 = select i1 %655, float %best35147, float 0.000000e+00
-  %657 = mul nsw i64 %conv2.g1976, 64
-  %658 = add nsw i64 %657, %conv2.j31102
-  %659 = mul nsw i64 %658, 3136
-  %660 = mul nsw i64 %conv2.f32103, 49
-  %661 = add nsw i64 %659, %660
-  %662 = mul nsw i64 %conv2.py33104, 7
-  %663 = add nsw i64 %661, %662
-  %664 = add nsw i64 %663, %conv2.px34105
-  %665 = add nsw i64 802816, %664
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
-  store float %656, ptr %arena148, align 4
-  %bi36149 = load float, ptr %conv2.bi36, align 4
-  %666 = mul nsw i64 %conv2.g1976, 64
-  %667 = add nsw i64 %666, %conv2.j31102
-  %668 = mul nsw i64 %667, 3136
-  %669 = mul nsw i64 %conv2.f32103, 49
-  %670 = add nsw i64 %668, %669
-  %671 = mul nsw i64 %conv2.py33104, 7
-  %672 = add nsw i64 %670, %671
-  %673 = add nsw i64 %672, %conv2.px34105
-  %674 = add nsw i64 1003520, %673
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
-  store float %bi36149, ptr %arena150, align 4
-  %px34.next = add nsw i64 %conv2.px34105, 1
-  %675 = icmp slt i64 %px34.next, 7
-  br i1 %675, label %conv2.px34, label %conv2.px34.end
-
-conv2.px34.end:                                   ; preds = %conv2.px34
-  %py33.next = add nsw i64 %conv2.py33104, 1
-  %676 = icmp slt i64 %py33.next, 7
-  br i1 %676, label %conv2.py33, label %conv2.py33.end
-
-fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
-  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
-  br label %fc1.u38
-
-fc1.n37.end:                                      ; preds = %fc1.u38.end
-  br label %drop.i39
-
-fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
-  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
-  %677 = mul nsw i64 %fc1.n37154, 128
-  %678 = add nsw i64 1204224, %677
-  %679 = add nsw i64 %678, %fc1.u38155
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %679
-  %680 = load float, ptr %arena156, align 4
-  %681 = add nsw i64 420224, %fc1.u38155
-  %params157 = getelementptr inbounds float, ptr %params, i64 %681
-  %682 = load float, ptr %params157, align 4
-  %683 = fadd float %680, %682
-  %684 = fcmp ogt float %683, 0.000000e+00
-  %685 = mul nsw i64 %fc1.n37154, 128
-  %686 = add nsw i64 1204224, %685
-  %687 = add nsw i64 %686, %fc1.u38155
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %687
-  %688 = load float, ptr %arena158, align 4
-  %689 = add nsw i64 420224, %fc1.u38155
-  %params159 = getelementptr inbounds float, ptr %params, i64 %689
-  %690 = load float, ptr %params159, align 4
-  %691 = fadd float %688, %690
-  %692 = select i1 %684, float %691, float 0.000000e+00
-  %693 = mul nsw i64 %fc1.n37154, 128
-  %694 = add nsw i64 1204224, %693
-  %695 = add nsw i64 %694, %fc1.u38155
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %695
-  store float %692, ptr %arena160, align 4
-  %u38.next = add nsw i64 %fc1.u38155, 1
-  %696 = icmp slt i64 %u38.next, 128
-  br i1 %696, label %fc1.u38, label %fc1.u38.end
-
-fc1.u38.end:                                      ; preds = %fc1.u38
-  %n37.next = add nsw i64 %fc1.n37154, 1
-  %697 = icmp slt i64 %n37.next, 64
-  br i1 %697, label %fc1.n37, label %fc1.n37.end
-
-drop.i39:                                         ; preds = %drop.i39, %fc1.n37.end
-  %drop.i39161 = phi i64 [ 0, %fc1.n37.end ], [ %i39.next, %drop.i39 ]
-  %698 = xor i64 %seed, -1035080904108319828
-  %699 = lshr i64 %698, 30
-  %700 = xor i64 %698, %699
-  %701 = mul i64 %700, -4658895280553007687
-  %702 = lshr i64 %701, 27
-  %703 = xor i64 %701, %702
-  %704 = mul i64 %703, -7723592293110705685
-  %705 = lshr i64 %704, 31
-  %706 = xor i64 %704, %705
-  %707 = add i64 %706, %step
-  %708 = lshr i64 %707, 30
-  %709 = xor i64 %707, %708
-  %710 = mul i64 %709, -4658895280553007687
-  %711 = lshr i64 %710, 27
-  %712 = xor i64 %710, %711
-  %713 = mul i64 %712, -7723592293110705685
-  %714 = lshr i64 %713, 31
-  %715 = xor i64 %713, %714
-  %716 = mul i64 %drop.i39161, -7046029254386353131
-  %717 = add i64 %715, %716
-  %718 = lshr i64 %717, 30
-  %719 = xor i64 %717, %718
-  %720 = mul i64 %719, -4658895280553007687
-  %721 = lshr i64 %720, 27
-  %722 = xor i64 %720, %721
-  %723 = mul i64 %722, -7723592293110705685
-  %724 = lshr i64 %723, 31
-  %725 = xor i64 %723, %724
-  %726 = lshr i64 %725, 40
-  %keep = icmp uge i64 %726, 8388608
-  %727 = add nsw i64 1204224, %drop.i39161
-  %arena162 = getelementptr inbounds float, ptr %arena, i64 %727
-  %728 = load float, ptr %arena162, align 4
-  %729 = fmul float %728, 2.000000e+00
-  %730 = select i1 %keep, float %729, float 0.000000e+00
-  %731 = add nsw i64 1212416, %drop.i39161
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 %731
-  store float %730, ptr %arena163, align 4
-  %i39.next = add nsw i64 %drop.i39161, 1
-  %732 = icmp slt i64 %i39.next, 8192
-  br i1 %732, label %drop.i39, label %drop.i39.end
-
-drop.i39.end:                                     ; preds = %drop.i39
-  %arena164 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params165 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 1220608
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena164, i32 128, ptr %params165, i32 128, float 0.000000e+00, ptr %arena166, i32 10)
-  br label %fc2.n40
-
-fc2.n40:                                          ; preds = %fc2.u41.end, %drop.i39.end
-  %fc2.n40167 = phi i64 [ 0, %drop.i39.end ], [ %n40.next, %fc2.u41.end ]
-  br label %fc2.u41
-
-fc2.n40.end:                                      ; preds = %fc2.u41.end
-  store float 0.000000e+00, ptr %loss.total42, align 4
-  br label %loss.n43
-
-fc2.u41:                                          ; preds = %fc2.u41, %fc2.n40
-  %fc2.u41168 = phi i64 [ 0, %fc2.n40 ], [ %u41.next, %fc2.u41 ]
-  %733 = mul nsw i64 %fc2.n40167, 10
-  %734 = add nsw i64 1220608, %733
-  %735 = add nsw i64 %734, %fc2.u41168
-  %arena169 = getelementptr inbounds float, ptr %arena, i64 %735
-  %736 = load float, ptr %arena169, align 4
-  %737 = add nsw i64 421632, %fc2.u41168
-  %params170 = getelementptr inbounds float, ptr %params, i64 %737
-  %738 = load float, ptr %params170, align 4
-  %739 = fadd float %736, %738
-  %740 = mul nsw i64 %fc2.n40167, 10
-  %741 = add nsw i64 1220608, %740
-  %742 = add nsw i64 %741, %fc2.u41168
-  %arena171 = getelementptr inbounds float, ptr %arena, i64 %742
-  store float %739, ptr %arena171, align 4
-  %u41.next = add nsw i64 %fc2.u41168, 1
-  %743 = icmp slt i64 %u41.next, 10
-  br i1 %743, label %fc2.u41, label %fc2.u41.end
-
-fc2.u41.end:                                      ; preds = %fc2.u41
-  %n40.next = add nsw i64 %fc2.n40167, 1
-  %744 = icmp slt i64 %n40.next, 64
-  br i1 %744, label %fc2.n40, label %fc2.n40.end
-
-loss.n43:                                         ; preds = %loss.k47.end, %fc2.n40.end
-  %loss.n43172 = phi i64 [ 0, %fc2.n40.end ], [ %n43.next, %loss.k47.end ]
-  %745 = mul nsw i64 %loss.n43172, 10
-  %746 = add nsw i64 1220608, %745
-  %arena173 = getelementptr inbounds float, ptr %arena, i64 %746
-  %747 = load float, ptr %arena173, align 4
-  store float %747, ptr %loss.m44, align 4
-  br label %loss.k46
-
-loss.n43.end:                                     ; preds = %loss.k47.end
-  %total42183 = load float, ptr %loss.total42, align 4
-  %748 = fdiv float %total42183, 6.400000e+01
-  %arena184 = getelementptr inbounds float, ptr %arena, i64 1221248
-  store float %748, ptr %arena184, align 4
-  br label %fc2_grad.n48
-
-loss.k46:                                         ; preds = %loss.k46, %loss.n43
-  %loss.k46174 = phi i64 [ 0, %loss.n43 ], [ %k46.next, %loss.k46 ]
-  %m44 = load float, ptr %loss.m44, align 4
-  %749 = mul nsw i64 %loss.n43172, 10
-  %750 = add nsw i64 1220608, %749
-  %751 = add nsw i64 %750, %loss.k46174
-  %arena175 = getelementptr inbounds float, ptr %arena, i64 %751
-  %752 = load float, ptr %arena175, align 4
-  %753 = fcmp ogt float %752, %m44
-  %754 = select i1 %753, float %752, float %m44
-  store float %754, ptr %loss.m44, align 4
-  %k46.next = add nsw i64 %loss.k46174, 1
-  %755 = icmp slt i64 %k46.next, 10
-  br i1 %755, label %loss.k46, label %loss.k46.end
-
-loss.k46.end:                                     ; preds = %loss.k46
-  store float 0.000000e+00, ptr %loss.s45, align 4
-  br label %loss.k47
-
-loss.k47:                                         ; preds = %loss.k47, %loss.k46.end
-  %loss.k47176 = phi i64 [ 0, %loss.k46.end ], [ %k47.next, %loss.k47 ]
-  %s45 = load float, ptr %loss.s45, align 4
-  %756 = mul nsw i64 %loss.n43172, 10
-  %757 = add nsw i64 1220608, %756
-  %758 = add nsw i64 %757, %loss.k47176
-  %arena177 = getelementptr inbounds float, ptr %arena, i64 %758
-  %759 = load float, ptr %arena177, align 4
-  %m44178 = load float, ptr %loss.m44, align 4
-  %760 = fsub float %759, %m44178
-  %761 = call float @llvm.exp.f32(float %760)
-  %762 = fadd float %s45, %761
-  store float %762, ptr %loss.s45, align 4
-  %k47.next = add nsw i64 %loss.k47176, 1
-  %763 = icmp slt i64 %k47.next, 10
-  br i1 %763, label %loss.k47, label %loss.k47.end
-
-loss.k47.end:                                     ; preds = %loss.k47
-  %total42 = load float, ptr %loss.total42, align 4
-  %m44179 = load float, ptr %loss.m44, align 4
-  %s45180 = load float, ptr %loss.s45, align 4
-  %764 = call float @llvm.log.f32(float %s45180)
-  %765 = fadd float %m44179, %764
-  %766 = mul nsw i64 %loss.n43172, 10
-  %767 = add nsw i64 1220608, %766
-  %labels181 = getelementptr inbounds i32, ptr %labels, i64 %loss.n43172
-  %label = load i32, ptr %labels181, align 4
-  %768 = sext i32 %label to i64
+conv2.k40:                                        ; preds = %conv2.k40, %conv2.mb38
+  %conv2.k40230 = phi i64 [ 0, %conv2.mb38 ], [ %k40.next, %conv2.k40 ]
+  %755 = mul nsw i64 %conv2.k40230, 12544
+  %756 = add nsw i64 1204224, %755
+  %757 = mul nsw i64 %conv2.nb37228, 64
+  %758 = add nsw i64 %756, %757
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %758
+  %759 = load <16 x float>, ptr %arena231, align 4
+  store <16 x float> %759, ptr %conv2.t39_b0, align 64
+  %760 = mul nsw i64 %conv2.k40230, 12544
+  %761 = add nsw i64 1204224, %760
+  %762 = mul nsw i64 %conv2.nb37228, 64
+  %763 = add nsw i64 %761, %762
+  %764 = add nsw i64 %763, 16
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %764
+  %765 = load <16 x float>, ptr %arena232, align 4
+  store <16 x float> %765, ptr %conv2.t39_b1, align 64
+  %766 = mul nsw i64 %conv2.k40230, 12544
+  %767 = add nsw i64 1204224, %766
+  %768 = mul nsw i64 %conv2.nb37228, 64
   %769 = add nsw i64 %767, %768
-  %arena182 = getelementptr inbounds float, ptr %arena, i64 %769
-  %770 = load float, ptr %arena182, align 4
-  %771 = fsub float %765, %770
-  %772 = fadd float %total42, %771
-  store float %772, ptr %loss.total42, align 4
-  %n43.next = add nsw i64 %loss.n43172, 1
-  %773 = icmp slt i64 %n43.next, 64
-  br i1 %773, label %loss.n43, label %loss.n43.end
+  %770 = add nsw i64 %769, 32
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %770
+  %771 = load <16 x float>, ptr %arena233, align 4
+  store <16 x float> %771, ptr %conv2.t39_b2, align 64
+  %772 = mul nsw i64 %conv2.k40230, 12544
+  %773 = add nsw i64 1204224, %772
+  %774 = mul nsw i64 %conv2.nb37228, 64
+  %775 = add nsw i64 %773, %774
+  %776 = add nsw i64 %775, 48
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %776
+  %777 = load <16 x float>, ptr %arena234, align 4
+  store <16 x float> %777, ptr %conv2.t39_b3, align 64
+  %778 = mul nsw i64 %conv2.mb38229, 6
+  %779 = mul nsw i64 %778, 288
+  %780 = add nsw i64 320, %779
+  %781 = add nsw i64 %780, %conv2.k40230
+  %params235 = getelementptr inbounds float, ptr %params, i64 %781
+  %782 = load float, ptr %params235, align 4
+  %783 = insertelement <16 x float> undef, float %782, i32 0
+  %784 = shufflevector <16 x float> %783, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %784, ptr %conv2.t39_a0, align 64
+  %t39_a0 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b0 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c0_0 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0, <16 x float> %t39_b0, <16 x float> %t39_c0_0)
+  store <16 x float> %785, ptr %conv2.t39_c0_0, align 64
+  %t39_a0236 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b1 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c0_1 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0236, <16 x float> %t39_b1, <16 x float> %t39_c0_1)
+  store <16 x float> %786, ptr %conv2.t39_c0_1, align 64
+  %t39_a0237 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b2 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c0_2 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0237, <16 x float> %t39_b2, <16 x float> %t39_c0_2)
+  store <16 x float> %787, ptr %conv2.t39_c0_2, align 64
+  %t39_a0238 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b3 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c0_3 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0238, <16 x float> %t39_b3, <16 x float> %t39_c0_3)
+  store <16 x float> %788, ptr %conv2.t39_c0_3, align 64
+  %789 = mul nsw i64 %conv2.mb38229, 6
+  %790 = add nsw i64 %789, 1
+  %791 = mul nsw i64 %790, 288
+  %792 = add nsw i64 320, %791
+  %793 = add nsw i64 %792, %conv2.k40230
+  %params239 = getelementptr inbounds float, ptr %params, i64 %793
+  %794 = load float, ptr %params239, align 4
+  %795 = insertelement <16 x float> undef, float %794, i32 0
+  %796 = shufflevector <16 x float> %795, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %796, ptr %conv2.t39_a1, align 64
+  %t39_a1 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b0240 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c1_0 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %797 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1, <16 x float> %t39_b0240, <16 x float> %t39_c1_0)
+  store <16 x float> %797, ptr %conv2.t39_c1_0, align 64
+  %t39_a1241 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b1242 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c1_1 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %798 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1241, <16 x float> %t39_b1242, <16 x float> %t39_c1_1)
+  store <16 x float> %798, ptr %conv2.t39_c1_1, align 64
+  %t39_a1243 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b2244 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c1_2 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %799 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1243, <16 x float> %t39_b2244, <16 x float> %t39_c1_2)
+  store <16 x float> %799, ptr %conv2.t39_c1_2, align 64
+  %t39_a1245 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b3246 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c1_3 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %800 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1245, <16 x float> %t39_b3246, <16 x float> %t39_c1_3)
+  store <16 x float> %800, ptr %conv2.t39_c1_3, align 64
+  %801 = mul nsw i64 %conv2.mb38229, 6
+  %802 = add nsw i64 %801, 2
+  %803 = mul nsw i64 %802, 288
+  %804 = add nsw i64 320, %803
+  %805 = add nsw i64 %804, %conv2.k40230
+  %params247 = getelementptr inbounds float, ptr %params, i64 %805
+  %806 = load float, ptr %params247, align 4
+  %807 = insertelement <16 x float> undef, float %806, i32 0
+  %808 = shufflevector <16 x float> %807, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %808, ptr %conv2.t39_a2, align 64
+  %t39_a2 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b0248 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c2_0 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %809 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2, <16 x float> %t39_b0248, <16 x float> %t39_c2_0)
+  store <16 x float> %809, ptr %conv2.t39_c2_0, align 64
+  %t39_a2249 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b1250 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c2_1 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %810 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2249, <16 x float> %t39_b1250, <16 x float> %t39_c2_1)
+  store <16 x float> %810, ptr %conv2.t39_c2_1, align 64
+  %t39_a2251 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b2252 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c2_2 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %811 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2251, <16 x float> %t39_b2252, <16 x float> %t39_c2_2)
+  store <16 x float> %811, ptr %conv2.t39_c2_2, align 64
+  %t39_a2253 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b3254 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c2_3 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2253, <16 x float> %t39_b3254, <16 x float> %t39_c2_3)
+  store <16 x float> %812, ptr %conv2.t39_c2_3, align 64
+  %813 = mul nsw i64 %conv2.mb38229, 6
+  %814 = add nsw i64 %813, 3
+  %815 = mul nsw i64 %814, 288
+  %816 = add nsw i64 320, %815
+  %817 = add nsw i64 %816, %conv2.k40230
+  %params255 = getelementptr inbounds float, ptr %params, i64 %817
+  %818 = load float, ptr %params255, align 4
+  %819 = insertelement <16 x float> undef, float %818, i32 0
+  %820 = shufflevector <16 x float> %819, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %820, ptr %conv2.t39_a3, align 64
+  %t39_a3 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b0256 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c3_0 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %821 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3, <16 x float> %t39_b0256, <16 x float> %t39_c3_0)
+  store <16 x float> %821, ptr %conv2.t39_c3_0, align 64
+  %t39_a3257 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b1258 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c3_1 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %822 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3257, <16 x float> %t39_b1258, <16 x float> %t39_c3_1)
+  store <16 x float> %822, ptr %conv2.t39_c3_1, align 64
+  %t39_a3259 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b2260 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c3_2 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %823 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3259, <16 x float> %t39_b2260, <16 x float> %t39_c3_2)
+  store <16 x float> %823, ptr %conv2.t39_c3_2, align 64
+  %t39_a3261 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b3262 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c3_3 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3261, <16 x float> %t39_b3262, <16 x float> %t39_c3_3)
+  store <16 x float> %824, ptr %conv2.t39_c3_3, align 64
+  %825 = mul nsw i64 %conv2.mb38229, 6
+  %826 = add nsw i64 %825, 4
+  %827 = mul nsw i64 %826, 288
+  %828 = add nsw i64 320, %827
+  %829 = add nsw i64 %828, %conv2.k40230
+  %params263 = getelementptr inbounds float, ptr %params, i64 %829
+  %830 = load float, ptr %params263, align 4
+  %831 = insertelement <16 x float> undef, float %830, i32 0
+  %832 = shufflevector <16 x float> %831, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %832, ptr %conv2.t39_a4, align 64
+  %t39_a4 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b0264 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c4_0 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %833 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4, <16 x float> %t39_b0264, <16 x float> %t39_c4_0)
+  store <16 x float> %833, ptr %conv2.t39_c4_0, align 64
+  %t39_a4265 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b1266 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c4_1 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %834 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4265, <16 x float> %t39_b1266, <16 x float> %t39_c4_1)
+  store <16 x float> %834, ptr %conv2.t39_c4_1, align 64
+  %t39_a4267 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b2268 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c4_2 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4267, <16 x float> %t39_b2268, <16 x float> %t39_c4_2)
+  store <16 x float> %835, ptr %conv2.t39_c4_2, align 64
+  %t39_a4269 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b3270 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c4_3 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4269, <16 x float> %t39_b3270, <16 x float> %t39_c4_3)
+  store <16 x float> %836, ptr %conv2.t39_c4_3, align 64
+  %837 = mul nsw i64 %conv2.mb38229, 6
+  %838 = add nsw i64 %837, 5
+  %839 = mul nsw i64 %838, 288
+  %840 = add nsw i64 320, %839
+  %841 = add nsw i64 %840, %conv2.k40230
+  %params271 = getelementptr inbounds float, ptr %params, i64 %841
+  %842 = load float, ptr %params271, align 4
+  %843 = insertelement <16 x float> undef, float %842, i32 0
+  %844 = shufflevector <16 x float> %843, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %844, ptr %conv2.t39_a5, align 64
+  %t39_a5 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b0272 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c5_0 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %845 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5, <16 x float> %t39_b0272, <16 x float> %t39_c5_0)
+  store <16 x float> %845, ptr %conv2.t39_c5_0, align 64
+  %t39_a5273 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b1274 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c5_1 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %846 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5273, <16 x float> %t39_b1274, <16 x float> %t39_c5_1)
+  store <16 x float> %846, ptr %conv2.t39_c5_1, align 64
+  %t39_a5275 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b2276 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c5_2 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %847 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5275, <16 x float> %t39_b2276, <16 x float> %t39_c5_2)
+  store <16 x float> %847, ptr %conv2.t39_c5_2, align 64
+  %t39_a5277 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b3278 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c5_3 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5277, <16 x float> %t39_b3278, <16 x float> %t39_c5_3)
+  store <16 x float> %848, ptr %conv2.t39_c5_3, align 64
+  %k40.next = add nsw i64 %conv2.k40230, 1
+  %849 = icmp slt i64 %k40.next, 288
+  br i1 %849, label %conv2.k40, label %conv2.k40.end
 
-fc2_grad.n48:                                     ; preds = %fc2_grad.k53.end, %loss.n43.end
-  %fc2_grad.n48185 = phi i64 [ 0, %loss.n43.end ], [ %n48.next, %fc2_grad.k53.end ]
-  %774 = mul nsw i64 %fc2_grad.n48185, 10
-  %775 = add nsw i64 1220608, %774
-  %arena186 = getelementptr inbounds float, ptr %arena, i64 %775
-  %776 = load float, ptr %arena186, align 4
-  store float %776, ptr %fc2_grad.m49, align 4
-  br label %fc2_grad.k51
+conv2.k40.end:                                    ; preds = %conv2.k40
+  %t39_c0_0279 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %850 = mul nsw i64 %conv2.mb38229, 6
+  %851 = mul nsw i64 %850, 12544
+  %852 = add nsw i64 4816896, %851
+  %853 = mul nsw i64 %conv2.nb37228, 64
+  %854 = add nsw i64 %852, %853
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %854
+  store <16 x float> %t39_c0_0279, ptr %arena280, align 4
+  %t39_c0_1281 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %855 = mul nsw i64 %conv2.mb38229, 6
+  %856 = mul nsw i64 %855, 12544
+  %857 = add nsw i64 4816896, %856
+  %858 = mul nsw i64 %conv2.nb37228, 64
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %859, 16
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %860
+  store <16 x float> %t39_c0_1281, ptr %arena282, align 4
+  %t39_c0_2283 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %861 = mul nsw i64 %conv2.mb38229, 6
+  %862 = mul nsw i64 %861, 12544
+  %863 = add nsw i64 4816896, %862
+  %864 = mul nsw i64 %conv2.nb37228, 64
+  %865 = add nsw i64 %863, %864
+  %866 = add nsw i64 %865, 32
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 %866
+  store <16 x float> %t39_c0_2283, ptr %arena284, align 4
+  %t39_c0_3285 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %867 = mul nsw i64 %conv2.mb38229, 6
+  %868 = mul nsw i64 %867, 12544
+  %869 = add nsw i64 4816896, %868
+  %870 = mul nsw i64 %conv2.nb37228, 64
+  %871 = add nsw i64 %869, %870
+  %872 = add nsw i64 %871, 48
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %872
+  store <16 x float> %t39_c0_3285, ptr %arena286, align 4
+  %t39_c1_0287 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %873 = mul nsw i64 %conv2.mb38229, 6
+  %874 = add nsw i64 %873, 1
+  %875 = mul nsw i64 %874, 12544
+  %876 = add nsw i64 4816896, %875
+  %877 = mul nsw i64 %conv2.nb37228, 64
+  %878 = add nsw i64 %876, %877
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %878
+  store <16 x float> %t39_c1_0287, ptr %arena288, align 4
+  %t39_c1_1289 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %879 = mul nsw i64 %conv2.mb38229, 6
+  %880 = add nsw i64 %879, 1
+  %881 = mul nsw i64 %880, 12544
+  %882 = add nsw i64 4816896, %881
+  %883 = mul nsw i64 %conv2.nb37228, 64
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, 16
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %885
+  store <16 x float> %t39_c1_1289, ptr %arena290, align 4
+  %t39_c1_2291 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %886 = mul nsw i64 %conv2.mb38229, 6
+  %887 = add nsw i64 %886, 1
+  %888 = mul nsw i64 %887, 12544
+  %889 = add nsw i64 4816896, %888
+  %890 = mul nsw i64 %conv2.nb37228, 64
+  %891 = add nsw i64 %889, %890
+  %892 = add nsw i64 %891, 32
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 %892
+  store <16 x float> %t39_c1_2291, ptr %arena292, align 4
+  %t39_c1_3293 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %893 = mul nsw i64 %conv2.mb38229, 6
+  %894 = add nsw i64 %893, 1
+  %895 = mul nsw i64 %894, 12544
+  %896 = add nsw i64 4816896, %895
+  %897 = mul nsw i64 %conv2.nb37228, 64
+  %898 = add nsw i64 %896, %897
+  %899 = add nsw i64 %898, 48
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %899
+  store <16 x float> %t39_c1_3293, ptr %arena294, align 4
+  %t39_c2_0295 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %900 = mul nsw i64 %conv2.mb38229, 6
+  %901 = add nsw i64 %900, 2
+  %902 = mul nsw i64 %901, 12544
+  %903 = add nsw i64 4816896, %902
+  %904 = mul nsw i64 %conv2.nb37228, 64
+  %905 = add nsw i64 %903, %904
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %905
+  store <16 x float> %t39_c2_0295, ptr %arena296, align 4
+  %t39_c2_1297 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %906 = mul nsw i64 %conv2.mb38229, 6
+  %907 = add nsw i64 %906, 2
+  %908 = mul nsw i64 %907, 12544
+  %909 = add nsw i64 4816896, %908
+  %910 = mul nsw i64 %conv2.nb37228, 64
+  %911 = add nsw i64 %909, %910
+  %912 = add nsw i64 %911, 16
+  %arena298 = getelementptr inbounds float, ptr %arena, i64 %912
+  store <16 x float> %t39_c2_1297, ptr %arena298, align 4
+  %t39_c2_2299 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %913 = mul nsw i64 %conv2.mb38229, 6
+  %914 = add nsw i64 %913, 2
+  %915 = mul nsw i64 %914, 12544
+  %916 = add nsw i64 4816896, %915
+  %917 = mul nsw i64 %conv2.nb37228, 64
+  %918 = add nsw i64 %916, %917
+  %919 = add nsw i64 %918, 32
+  %arena300 = getelementptr inbounds float, ptr %arena, i64 %919
+  store <16 x float> %t39_c2_2299, ptr %arena300, align 4
+  %t39_c2_3301 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %920 = mul nsw i64 %conv2.mb38229, 6
+  %921 = add nsw i64 %920, 2
+  %922 = mul nsw i64 %921, 12544
+  %923 = add nsw i64 4816896, %922
+  %924 = mul nsw i64 %conv2.nb37228, 64
+  %925 = add nsw i64 %923, %924
+  %926 = add nsw i64 %925, 48
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %926
+  store <16 x float> %t39_c2_3301, ptr %arena302, align 4
+  %t39_c3_0303 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %927 = mul nsw i64 %conv2.mb38229, 6
+  %928 = add nsw i64 %927, 3
+  %929 = mul nsw i64 %928, 12544
+  %930 = add nsw i64 4816896, %929
+  %931 = mul nsw i64 %conv2.nb37228, 64
+  %932 = add nsw i64 %930, %931
+  %arena304 = getelementptr inbounds float, ptr %arena, i64 %932
+  store <16 x float> %t39_c3_0303, ptr %arena304, align 4
+  %t39_c3_1305 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %933 = mul nsw i64 %conv2.mb38229, 6
+  %934 = add nsw i64 %933, 3
+  %935 = mul nsw i64 %934, 12544
+  %936 = add nsw i64 4816896, %935
+  %937 = mul nsw i64 %conv2.nb37228, 64
+  %938 = add nsw i64 %936, %937
+  %939 = add nsw i64 %938, 16
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %939
+  store <16 x float> %t39_c3_1305, ptr %arena306, align 4
+  %t39_c3_2307 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %940 = mul nsw i64 %conv2.mb38229, 6
+  %941 = add nsw i64 %940, 3
+  %942 = mul nsw i64 %941, 12544
+  %943 = add nsw i64 4816896, %942
+  %944 = mul nsw i64 %conv2.nb37228, 64
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %945, 32
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %946
+  store <16 x float> %t39_c3_2307, ptr %arena308, align 4
+  %t39_c3_3309 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %947 = mul nsw i64 %conv2.mb38229, 6
+  %948 = add nsw i64 %947, 3
+  %949 = mul nsw i64 %948, 12544
+  %950 = add nsw i64 4816896, %949
+  %951 = mul nsw i64 %conv2.nb37228, 64
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 %952, 48
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %953
+  store <16 x float> %t39_c3_3309, ptr %arena310, align 4
+  %t39_c4_0311 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %954 = mul nsw i64 %conv2.mb38229, 6
+  %955 = add nsw i64 %954, 4
+  %956 = mul nsw i64 %955, 12544
+  %957 = add nsw i64 4816896, %956
+  %958 = mul nsw i64 %conv2.nb37228, 64
+  %959 = add nsw i64 %957, %958
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %959
+  store <16 x float> %t39_c4_0311, ptr %arena312, align 4
+  %t39_c4_1313 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %960 = mul nsw i64 %conv2.mb38229, 6
+  %961 = add nsw i64 %960, 4
+  %962 = mul nsw i64 %961, 12544
+  %963 = add nsw i64 4816896, %962
+  %964 = mul nsw i64 %conv2.nb37228, 64
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %965, 16
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %966
+  store <16 x float> %t39_c4_1313, ptr %arena314, align 4
+  %t39_c4_2315 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %967 = mul nsw i64 %conv2.mb38229, 6
+  %968 = add nsw i64 %967, 4
+  %969 = mul nsw i64 %968, 12544
+  %970 = add nsw i64 4816896, %969
+  %971 = mul nsw i64 %conv2.nb37228, 64
+  %972 = add nsw i64 %970, %971
+  %973 = add nsw i64 %972, 32
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %973
+  store <16 x float> %t39_c4_2315, ptr %arena316, align 4
+  %t39_c4_3317 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %974 = mul nsw i64 %conv2.mb38229, 6
+  %975 = add nsw i64 %974, 4
+  %976 = mul nsw i64 %975, 12544
+  %977 = add nsw i64 4816896, %976
+  %978 = mul nsw i64 %conv2.nb37228, 64
+  %979 = add nsw i64 %977, %978
+  %980 = add nsw i64 %979, 48
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %980
+  store <16 x float> %t39_c4_3317, ptr %arena318, align 4
+  %t39_c5_0319 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %981 = mul nsw i64 %conv2.mb38229, 6
+  %982 = add nsw i64 %981, 5
+  %983 = mul nsw i64 %982, 12544
+  %984 = add nsw i64 4816896, %983
+  %985 = mul nsw i64 %conv2.nb37228, 64
+  %986 = add nsw i64 %984, %985
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %986
+  store <16 x float> %t39_c5_0319, ptr %arena320, align 4
+  %t39_c5_1321 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %987 = mul nsw i64 %conv2.mb38229, 6
+  %988 = add nsw i64 %987, 5
+  %989 = mul nsw i64 %988, 12544
+  %990 = add nsw i64 4816896, %989
+  %991 = mul nsw i64 %conv2.nb37228, 64
+  %992 = add nsw i64 %990, %991
+  %993 = add nsw i64 %992, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %993
+  store <16 x float> %t39_c5_1321, ptr %arena322, align 4
+  %t39_c5_2323 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %994 = mul nsw i64 %conv2.mb38229, 6
+  %995 = add nsw i64 %994, 5
+  %996 = mul nsw i64 %995, 12544
+  %997 = add nsw i64 4816896, %996
+  %998 = mul nsw i64 %conv2.nb37228, 64
+  %999 = add nsw i64 %997, %998
+  %1000 = add nsw i64 %999, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1000
+  store <16 x float> %t39_c5_2323, ptr %arena324, align 4
+  %t39_c5_3325 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %1001 = mul nsw i64 %conv2.mb38229, 6
+  %1002 = add nsw i64 %1001, 5
+  %1003 = mul nsw i64 %1002, 12544
+  %1004 = add nsw i64 4816896, %1003
+  %1005 = mul nsw i64 %conv2.nb37228, 64
+  %1006 = add nsw i64 %1004, %1005
+  %1007 = add nsw i64 %1006, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %1007
+  store <16 x float> %t39_c5_3325, ptr %arena326, align 4
+  %mb38.next = add nsw i64 %conv2.mb38229, 1
+  %1008 = icmp slt i64 %mb38.next, 10
+  br i1 %1008, label %conv2.mb38, label %conv2.mb38.end
 
-fc2_grad.n48.end:                                 ; preds = %fc2_grad.k53.end
-  %arena202 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %arena203 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %grads204 = getelementptr inbounds float, ptr %grads, i64 420352
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena202, i32 10, ptr %arena203, i32 128, float 0.000000e+00, ptr %grads204, i32 128)
-  br label %fc2_bias_grad.u54
+conv2.k42:                                        ; preds = %conv2.k42, %conv2.mb38.end
+  %conv2.k42327 = phi i64 [ 0, %conv2.mb38.end ], [ %k42.next, %conv2.k42 ]
+  %1009 = mul nsw i64 %conv2.k42327, 12544
+  %1010 = add nsw i64 1204224, %1009
+  %1011 = mul nsw i64 %conv2.nb37228, 64
+  %1012 = add nsw i64 %1010, %1011
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %1012
+  %1013 = load <16 x float>, ptr %arena328, align 4
+  store <16 x float> %1013, ptr %conv2.t41_b0, align 64
+  %1014 = mul nsw i64 %conv2.k42327, 12544
+  %1015 = add nsw i64 1204224, %1014
+  %1016 = mul nsw i64 %conv2.nb37228, 64
+  %1017 = add nsw i64 %1015, %1016
+  %1018 = add nsw i64 %1017, 16
+  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1018
+  %1019 = load <16 x float>, ptr %arena329, align 4
+  store <16 x float> %1019, ptr %conv2.t41_b1, align 64
+  %1020 = mul nsw i64 %conv2.k42327, 12544
+  %1021 = add nsw i64 1204224, %1020
+  %1022 = mul nsw i64 %conv2.nb37228, 64
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, 32
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %1024
+  %1025 = load <16 x float>, ptr %arena330, align 4
+  store <16 x float> %1025, ptr %conv2.t41_b2, align 64
+  %1026 = mul nsw i64 %conv2.k42327, 12544
+  %1027 = add nsw i64 1204224, %1026
+  %1028 = mul nsw i64 %conv2.nb37228, 64
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, 48
+  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1030
+  %1031 = load <16 x float>, ptr %arena331, align 4
+  store <16 x float> %1031, ptr %conv2.t41_b3, align 64
+  %1032 = add nsw i64 17600, %conv2.k42327
+  %params332 = getelementptr inbounds float, ptr %params, i64 %1032
+  %1033 = load float, ptr %params332, align 4
+  %1034 = insertelement <16 x float> undef, float %1033, i32 0
+  %1035 = shufflevector <16 x float> %1034, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1035, ptr %conv2.t41_a0, align 64
+  %t41_a0 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b0 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c0_0 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0, <16 x float> %t41_b0, <16 x float> %t41_c0_0)
+  store <16 x float> %1036, ptr %conv2.t41_c0_0, align 64
+  %t41_a0333 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b1 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c0_1 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0333, <16 x float> %t41_b1, <16 x float> %t41_c0_1)
+  store <16 x float> %1037, ptr %conv2.t41_c0_1, align 64
+  %t41_a0334 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b2 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c0_2 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0334, <16 x float> %t41_b2, <16 x float> %t41_c0_2)
+  store <16 x float> %1038, ptr %conv2.t41_c0_2, align 64
+  %t41_a0335 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b3 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c0_3 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0335, <16 x float> %t41_b3, <16 x float> %t41_c0_3)
+  store <16 x float> %1039, ptr %conv2.t41_c0_3, align 64
+  %1040 = add nsw i64 17888, %conv2.k42327
+  %params336 = getelementptr inbounds float, ptr %params, i64 %1040
+  %1041 = load float, ptr %params336, align 4
+  %1042 = insertelement <16 x float> undef, float %1041, i32 0
+  %1043 = shufflevector <16 x float> %1042, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1043, ptr %conv2.t41_a1, align 64
+  %t41_a1 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b0337 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c1_0 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1, <16 x float> %t41_b0337, <16 x float> %t41_c1_0)
+  store <16 x float> %1044, ptr %conv2.t41_c1_0, align 64
+  %t41_a1338 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b1339 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c1_1 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1338, <16 x float> %t41_b1339, <16 x float> %t41_c1_1)
+  store <16 x float> %1045, ptr %conv2.t41_c1_1, align 64
+  %t41_a1340 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b2341 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c1_2 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1340, <16 x float> %t41_b2341, <16 x float> %t41_c1_2)
+  store <16 x float> %1046, ptr %conv2.t41_c1_2, align 64
+  %t41_a1342 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b3343 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c1_3 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1342, <16 x float> %t41_b3343, <16 x float> %t41_c1_3)
+  store <16 x float> %1047, ptr %conv2.t41_c1_3, align 64
+  %1048 = add nsw i64 18176, %conv2.k42327
+  %params344 = getelementptr inbounds float, ptr %params, i64 %1048
+  %1049 = load float, ptr %params344, align 4
+  %1050 = insertelement <16 x float> undef, float %1049, i32 0
+  %1051 = shufflevector <16 x float> %1050, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1051, ptr %conv2.t41_a2, align 64
+  %t41_a2 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b0345 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c2_0 = load <16 x float>, ptr %conv2.t41_c2_0, align 64
+  %1052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2, <16 x float> %t41_b0345, <16 x float> %t41_c2_0)
+  store <16 x float> %1052, ptr %conv2.t41_c2_0, align 64
+  %t41_a2346 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b1347 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c2_1 = load <16 x float>, ptr %conv2.t41_c2_1, align 64
+  %1053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2346, <16 x float> %t41_b1347, <16 x float> %t41_c2_1)
+  store <16 x float> %1053, ptr %conv2.t41_c2_1, align 64
+  %t41_a2348 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b2349 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c2_2 = load <16 x float>, ptr %conv2.t41_c2_2, align 64
+  %1054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2348, <16 x float> %t41_b2349, <16 x float> %t41_c2_2)
+  store <16 x float> %1054, ptr %conv2.t41_c2_2, align 64
+  %t41_a2350 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b3351 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c2_3 = load <16 x float>, ptr %conv2.t41_c2_3, align 64
+  %1055 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2350, <16 x float> %t41_b3351, <16 x float> %t41_c2_3)
+  store <16 x float> %1055, ptr %conv2.t41_c2_3, align 64
+  %1056 = add nsw i64 18464, %conv2.k42327
+  %params352 = getelementptr inbounds float, ptr %params, i64 %1056
+  %1057 = load float, ptr %params352, align 4
+  %1058 = insertelement <16 x float> undef, float %1057, i32 0
+  %1059 = shufflevector <16 x float> %1058, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1059, ptr %conv2.t41_a3, align 64
+  %t41_a3 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b0353 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c3_0 = load <16 x float>, ptr %conv2.t41_c3_0, align 64
+  %1060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3, <16 x float> %t41_b0353, <16 x float> %t41_c3_0)
+  store <16 x float> %1060, ptr %conv2.t41_c3_0, align 64
+  %t41_a3354 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b1355 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c3_1 = load <16 x float>, ptr %conv2.t41_c3_1, align 64
+  %1061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3354, <16 x float> %t41_b1355, <16 x float> %t41_c3_1)
+  store <16 x float> %1061, ptr %conv2.t41_c3_1, align 64
+  %t41_a3356 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b2357 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c3_2 = load <16 x float>, ptr %conv2.t41_c3_2, align 64
+  %1062 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3356, <16 x float> %t41_b2357, <16 x float> %t41_c3_2)
+  store <16 x float> %1062, ptr %conv2.t41_c3_2, align 64
+  %t41_a3358 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b3359 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c3_3 = load <16 x float>, ptr %conv2.t41_c3_3, align 64
+  %1063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3358, <16 x float> %t41_b3359, <16 x float> %t41_c3_3)
+  store <16 x float> %1063, ptr %conv2.t41_c3_3, align 64
+  %k42.next = add nsw i64 %conv2.k42327, 1
+  %1064 = icmp slt i64 %k42.next, 288
+  br i1 %1064, label %conv2.k42, label %conv2.k42.end
 
-fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.n48
-  %fc2_grad.k51187 = phi i64 [ 0, %fc2_grad.n48 ], [ %k51.next, %fc2_grad.k51 ]
-  %m49 = load float, ptr %fc2_grad.m49, align 4
-  %777 = mul nsw i64 %fc2_grad.n48185, 10
-  %778 = add nsw i64 1220608, %777
-  %779 = add nsw i64 %778, %fc2_grad.k51187
-  %arena188 = getelementptr inbounds float, ptr %arena, i64 %779
-  %780 = load float, ptr %arena188, align 4
-  %781 = fcmp ogt float %780, %m49
-  %782 = select i1 %781, float %780, float %m49
-  store float %782, ptr %fc2_grad.m49, align 4
-  %k51.next = add nsw i64 %fc2_grad.k51187, 1
-  %783 = icmp slt i64 %k51.next, 10
-  br i1 %783, label %fc2_grad.k51, label %fc2_grad.k51.end
+conv2.k42.end:                                    ; preds = %conv2.k42
+  %t41_c0_0360 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1065 = mul nsw i64 %conv2.nb37228, 64
+  %1066 = add nsw i64 5569536, %1065
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1066
+  store <16 x float> %t41_c0_0360, ptr %arena361, align 4
+  %t41_c0_1362 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1067 = mul nsw i64 %conv2.nb37228, 64
+  %1068 = add nsw i64 5569536, %1067
+  %1069 = add nsw i64 %1068, 16
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1069
+  store <16 x float> %t41_c0_1362, ptr %arena363, align 4
+  %t41_c0_2364 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1070 = mul nsw i64 %conv2.nb37228, 64
+  %1071 = add nsw i64 5569536, %1070
+  %1072 = add nsw i64 %1071, 32
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 %1072
+  store <16 x float> %t41_c0_2364, ptr %arena365, align 4
+  %t41_c0_3366 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1073 = mul nsw i64 %conv2.nb37228, 64
+  %1074 = add nsw i64 5569536, %1073
+  %1075 = add nsw i64 %1074, 48
+  %arena367 = getelementptr inbounds float, ptr %arena, i64 %1075
+  store <16 x float> %t41_c0_3366, ptr %arena367, align 4
+  %t41_c1_0368 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1076 = mul nsw i64 %conv2.nb37228, 64
+  %1077 = add nsw i64 5582080, %1076
+  %arena369 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <16 x float> %t41_c1_0368, ptr %arena369, align 4
+  %t41_c1_1370 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1078 = mul nsw i64 %conv2.nb37228, 64
+  %1079 = add nsw i64 5582080, %1078
+  %1080 = add nsw i64 %1079, 16
+  %arena371 = getelementptr inbounds float, ptr %arena, i64 %1080
+  store <16 x float> %t41_c1_1370, ptr %arena371, align 4
+  %t41_c1_2372 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1081 = mul nsw i64 %conv2.nb37228, 64
+  %1082 = add nsw i64 5582080, %1081
+  %1083 = add nsw i64 %1082, 32
+  %arena373 = getelementptr inbounds float, ptr %arena, i64 %1083
+  store <16 x float> %t41_c1_2372, ptr %arena373, align 4
+  %t41_c1_3374 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1084 = mul nsw i64 %conv2.nb37228, 64
+  %1085 = add nsw i64 5582080, %1084
+  %1086 = add nsw i64 %1085, 48
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1086
+  store <16 x float> %t41_c1_3374, ptr %arena375, align 4
+  %t41_c2_0376 = load <16 x float>, ptr %conv2.t41_c2_0, align 64
+  %1087 = mul nsw i64 %conv2.nb37228, 64
+  %1088 = add nsw i64 5594624, %1087
+  %arena377 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <16 x float> %t41_c2_0376, ptr %arena377, align 4
+  %t41_c2_1378 = load <16 x float>, ptr %conv2.t41_c2_1, align 64
+  %1089 = mul nsw i64 %conv2.nb37228, 64
+  %1090 = add nsw i64 5594624, %1089
+  %1091 = add nsw i64 %1090, 16
+  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store <16 x float> %t41_c2_1378, ptr %arena379, align 4
+  %t41_c2_2380 = load <16 x float>, ptr %conv2.t41_c2_2, align 64
+  %1092 = mul nsw i64 %conv2.nb37228, 64
+  %1093 = add nsw i64 5594624, %1092
+  %1094 = add nsw i64 %1093, 32
+  %arena381 = getelementptr inbounds float, ptr %arena, i64 %1094
+  store <16 x float> %t41_c2_2380, ptr %arena381, align 4
+  %t41_c2_3382 = load <16 x float>, ptr %conv2.t41_c2_3, align 64
+  %1095 = mul nsw i64 %conv2.nb37228, 64
+  %1096 = add nsw i64 5594624, %1095
+  %1097 = add nsw i64 %1096, 48
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1097
+  store <16 x float> %t41_c2_3382, ptr %arena383, align 4
+  %t41_c3_0384 = load <16 x float>, ptr %conv2.t41_c3_0, align 64
+  %1098 = mul nsw i64 %conv2.nb37228, 64
+  %1099 = add nsw i64 5607168, %1098
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <16 x float> %t41_c3_0384, ptr %arena385, align 4
+  %t41_c3_1386 = load <16 x float>, ptr %conv2.t41_c3_1, align 64
+  %1100 = mul nsw i64 %conv2.nb37228, 64
+  %1101 = add nsw i64 5607168, %1100
+  %1102 = add nsw i64 %1101, 16
+  %arena387 = getelementptr inbounds float, ptr %arena, i64 %1102
+  store <16 x float> %t41_c3_1386, ptr %arena387, align 4
+  %t41_c3_2388 = load <16 x float>, ptr %conv2.t41_c3_2, align 64
+  %1103 = mul nsw i64 %conv2.nb37228, 64
+  %1104 = add nsw i64 5607168, %1103
+  %1105 = add nsw i64 %1104, 32
+  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1105
+  store <16 x float> %t41_c3_2388, ptr %arena389, align 4
+  %t41_c3_3390 = load <16 x float>, ptr %conv2.t41_c3_3, align 64
+  %1106 = mul nsw i64 %conv2.nb37228, 64
+  %1107 = add nsw i64 5607168, %1106
+  %1108 = add nsw i64 %1107, 48
+  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1108
+  store <16 x float> %t41_c3_3390, ptr %arena391, align 4
+  %nb37.next = add nsw i64 %conv2.nb37228, 1
+  %1109 = icmp slt i64 %nb37.next, 196
+  br i1 %1109, label %conv2.nb37, label %conv2.nb37.end
 
-fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
-  store float 0.000000e+00, ptr %fc2_grad.s50, align 4
-  br label %fc2_grad.k52
+conv2.j43:                                        ; preds = %conv2.f44.end, %conv2.nb37.end
+  %conv2.j43392 = phi i64 [ 0, %conv2.nb37.end ], [ %j43.next, %conv2.f44.end ]
+  br label %conv2.f44
 
-fc2_grad.k52:                                     ; preds = %fc2_grad.k52, %fc2_grad.k51.end
-  %fc2_grad.k52189 = phi i64 [ 0, %fc2_grad.k51.end ], [ %k52.next, %fc2_grad.k52 ]
-  %s50 = load float, ptr %fc2_grad.s50, align 4
-  %784 = mul nsw i64 %fc2_grad.n48185, 10
-  %785 = add nsw i64 1220608, %784
-  %786 = add nsw i64 %785, %fc2_grad.k52189
-  %arena190 = getelementptr inbounds float, ptr %arena, i64 %786
-  %787 = load float, ptr %arena190, align 4
-  %m49191 = load float, ptr %fc2_grad.m49, align 4
-  %788 = fsub float %787, %m49191
-  %789 = call float @llvm.exp.f32(float %788)
-  %790 = fadd float %s50, %789
-  store float %790, ptr %fc2_grad.s50, align 4
-  %k52.next = add nsw i64 %fc2_grad.k52189, 1
-  %791 = icmp slt i64 %k52.next, 10
-  br i1 %791, label %fc2_grad.k52, label %fc2_grad.k52.end
+conv2.j43.end:                                    ; preds = %conv2.f44.end
+  %g25.next = add nsw i64 %conv2.g25205, 1
+  %1110 = icmp slt i64 %g25.next, 1
+  br i1 %1110, label %conv2.g25, label %conv2.g25.end
 
-fc2_grad.k52.end:                                 ; preds = %fc2_grad.k52
-  br label %fc2_grad.k53
+conv2.f44:                                        ; preds = %conv2.py45.end, %conv2.j43
+  %conv2.f44393 = phi i64 [ 0, %conv2.j43 ], [ %f44.next, %conv2.py45.end ]
+  br label %conv2.py45
 
-fc2_grad.k53:                                     ; preds = %fc2_grad.k53, %fc2_grad.k52.end
-  %fc2_grad.k53192 = phi i64 [ 0, %fc2_grad.k52.end ], [ %k53.next, %fc2_grad.k53 ]
-  %labels193 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n48185
-  %label194 = load i32, ptr %labels193, align 4
-  %792 = sext i32 %label194 to i64
-  %793 = icmp eq i64 %fc2_grad.k53192, %792
-  %794 = mul nsw i64 %fc2_grad.n48185, 10
-  %795 = add nsw i64 1220608, %794
-  %796 = add nsw i64 %795, %fc2_grad.k53192
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %796
-  %797 = load float, ptr %arena195, align 4
-  %m49196 = load float, ptr %fc2_grad.m49, align 4
-  %798 = fsub float %797, %m49196
-  %799 = call float @llvm.exp.f32(float %798)
-  %s50197 = load float, ptr %fc2_grad.s50, align 4
-  %800 = fdiv float %799, %s50197
-  %801 = fsub float %800, 1.000000e+00
-  %802 = mul nsw i64 %fc2_grad.n48185, 10
-  %803 = add nsw i64 1220608, %802
-  %804 = add nsw i64 %803, %fc2_grad.k53192
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %804
-  %805 = load float, ptr %arena198, align 4
-  %m49199 = load float, ptr %fc2_grad.m49, align 4
-  %806 = fsub float %805, %m49199
-  %807 = call float @llvm.exp.f32(float %806)
-  %s50200 = load float, ptr %fc2_grad.s50, align 4
-  %808 = fdiv float %807, %s50200
-  %809 = select i1 %793, float %801, float %808
-  %810 = fdiv float %809, 6.400000e+01
-  %811 = mul nsw i64 %fc2_grad.n48185, 10
-  %812 = add nsw i64 1221264, %811
-  %813 = add nsw i64 %812, %fc2_grad.k53192
-  %arena201 = getelementptr inbounds float, ptr %arena, i64 %813
-  store float %810, ptr %arena201, align 4
-  %k53.next = add nsw i64 %fc2_grad.k53192, 1
-  %814 = icmp slt i64 %k53.next, 10
-  br i1 %814, label %fc2_grad.k53, label %fc2_grad.k53.end
+conv2.f44.end:                                    ; preds = %conv2.py45.end
+  %j43.next = add nsw i64 %conv2.j43392, 1
+  %1111 = icmp slt i64 %j43.next, 64
+  br i1 %1111, label %conv2.j43, label %conv2.j43.end
 
-fc2_grad.k53.end:                                 ; preds = %fc2_grad.k53
-  %n48.next = add nsw i64 %fc2_grad.n48185, 1
-  %815 = icmp slt i64 %n48.next, 64
-  br i1 %815, label %fc2_grad.n48, label %fc2_grad.n48.end
+conv2.py45:                                       ; preds = %conv2.px46.end, %conv2.f44
+  %conv2.py45394 = phi i64 [ 0, %conv2.f44 ], [ %py45.next, %conv2.px46.end ]
+  br label %conv2.px46
 
-fc2_bias_grad.u54:                                ; preds = %fc2_bias_grad.n56.end, %fc2_grad.n48.end
-  %fc2_bias_grad.u54205 = phi i64 [ 0, %fc2_grad.n48.end ], [ %u54.next, %fc2_bias_grad.n56.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc55, align 4
-  br label %fc2_bias_grad.n56
+conv2.py45.end:                                   ; preds = %conv2.px46.end
+  %f44.next = add nsw i64 %conv2.f44393, 1
+  %1112 = icmp slt i64 %f44.next, 64
+  br i1 %1112, label %conv2.f44, label %conv2.f44.end
 
-fc2_bias_grad.u54.end:                            ; preds = %fc2_bias_grad.n56.end
-  %arena210 = getelementptr inbounds float, ptr %arena, i64 1221264
-  %params211 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 1221904
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena210, i32 10, ptr %params211, i32 128, float 0.000000e+00, ptr %arena212, i32 128)
-  br label %relu3_grad.i57
+conv2.px46:                                       ; preds = %conv2.px46, %conv2.py45
+  %conv2.px46395 = phi i64 [ 0, %conv2.py45 ], [ %px46.next, %conv2.px46 ]
+  %1113 = mul nsw i64 %conv2.f44393, 12544
+  %1114 = add nsw i64 4816896, %1113
+  %1115 = mul nsw i64 %conv2.j43392, 196
+  %1116 = add nsw i64 %1114, %1115
+  %1117 = mul nsw i64 %conv2.py45394, 28
+  %1118 = mul nsw i64 %conv2.px46395, 2
+  %1119 = add nsw i64 %1117, %1118
+  %1120 = add nsw i64 %1116, %1119
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena396, align 4
+  %1122 = add nsw i64 18752, %conv2.f44393
+  %params397 = getelementptr inbounds float, ptr %params, i64 %1122
+  %1123 = load float, ptr %params397, align 4
+  %1124 = fadd float %1121, %1123
+  store float %1124, ptr %conv2.best47, align 4
+  %1125 = mul nsw i64 %conv2.py45394, 28
+  %1126 = mul nsw i64 %conv2.px46395, 2
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = sitofp i64 %1127 to float
+  store float %1128, ptr %conv2.bi48, align 4
+  %1129 = mul nsw i64 %conv2.f44393, 12544
+  %1130 = add nsw i64 4816896, %1129
+  %1131 = mul nsw i64 %conv2.j43392, 196
+  %1132 = add nsw i64 %1130, %1131
+  %1133 = mul nsw i64 %conv2.py45394, 28
+  %1134 = mul nsw i64 %conv2.px46395, 2
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %1132, %1135
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1136
+  %1137 = load float, ptr %arena398, align 4
+  %1138 = add nsw i64 18752, %conv2.f44393
+  %params399 = getelementptr inbounds float, ptr %params, i64 %1138
+  %1139 = load float, ptr %params399, align 4
+  %1140 = fadd float %1137, %1139
+  %best47 = load float, ptr %conv2.best47, align 4
+  %1141 = fcmp ogt float %1140, %best47
+  %1142 = mul nsw i64 %conv2.py45394, 28
+  %1143 = mul nsw i64 %conv2.px46395, 2
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = sitofp i64 %1144 to float
+  %bi48 = load float, ptr %conv2.bi48, align 4
+  %1146 = select i1 %1141, float %1145, float %bi48
+  store float %1146, ptr %conv2.bi48, align 4
+  %1147 = mul nsw i64 %conv2.f44393, 12544
+  %1148 = add nsw i64 4816896, %1147
+  %1149 = mul nsw i64 %conv2.j43392, 196
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = mul nsw i64 %conv2.py45394, 28
+  %1152 = mul nsw i64 %conv2.px46395, 2
+  %1153 = add nsw i64 %1151, %1152
+  %1154 = add nsw i64 %1150, %1153
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load float, ptr %arena400, align 4
+  %1156 = add nsw i64 18752, %conv2.f44393
+  %params401 = getelementptr inbounds float, ptr %params, i64 %1156
+  %1157 = load float, ptr %params401, align 4
+  %1158 = fadd float %1155, %1157
+  %best47402 = load float, ptr %conv2.best47, align 4
+  %1159 = fcmp ogt float %1158, %best47402
+  %1160 = mul nsw i64 %conv2.f44393, 12544
+  %1161 = add nsw i64 4816896, %1160
+  %1162 = mul nsw i64 %conv2.j43392, 196
+  %1163 = add nsw i64 %1161, %1162
+  %1164 = mul nsw i64 %conv2.py45394, 28
+  %1165 = mul nsw i64 %conv2.px46395, 2
+  %1166 = add nsw i64 %1164, %1165
+  %1167 = add nsw i64 %1163, %1166
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 %1167
+  %1168 = load float, ptr %arena403, align 4
+  %1169 = add nsw i64 18752, %conv2.f44393
+  %params404 = getelementptr inbounds float, ptr %params, i64 %1169
+  %1170 = load float, ptr %params404, align 4
+  %1171 = fadd float %1168, %1170
+  %best47405 = load float, ptr %conv2.best47, align 4
+  %1172 = select i1 %1159, float %1171, float %best47405
+  store float %1172, ptr %conv2.best47, align 4
+  %1173 = mul nsw i64 %conv2.f44393, 12544
+  %1174 = add nsw i64 4816896, %1173
+  %1175 = mul nsw i64 %conv2.j43392, 196
+  %1176 = add nsw i64 %1174, %1175
+  %1177 = mul nsw i64 %conv2.py45394, 28
+  %1178 = mul nsw i64 %conv2.px46395, 2
+  %1179 = add nsw i64 %1177, %1178
+  %1180 = add nsw i64 %1179, 1
+  %1181 = add nsw i64 %1176, %1180
+  %arena406 = getelementptr inbounds float, ptr %arena, i64 %1181
+  %1182 = load float, ptr %arena406, align 4
+  %1183 = add nsw i64 18752, %conv2.f44393
+  %params407 = getelementptr inbounds float, ptr %params, i64 %1183
+  %1184 = load float, ptr %params407, align 4
+  %1185 = fadd float %1182, %1184
+  %best47408 = load float, ptr %conv2.best47, align 4
+  %1186 = fcmp ogt float %1185, %best47408
+  %1187 = mul nsw i64 %conv2.py45394, 28
+  %1188 = mul nsw i64 %conv2.px46395, 2
+  %1189 = add nsw i64 %1187, %1188
+  %1190 = add nsw i64 %1189, 1
+  %1191 = sitofp i64 %1190 to float
+  %bi48409 = load float, ptr %conv2.bi48, align 4
+  %1192 = select i1 %1186, float %1191, float %bi48409
+  store float %1192, ptr %conv2.bi48, align 4
+  %1193 = mul nsw i64 %conv2.f44393, 12544
+  %1194 = add nsw i64 4816896, %1193
+  %1195 = mul nsw i64 %conv2.j43392, 196
+  %1196 = add nsw i64 %1194, %1195
+  %1197 = mul nsw i64 %conv2.py45394, 28
+  %1198 = mul nsw i64 %conv2.px46395, 2
+  %1199 = add nsw i64 %1197, %1198
+  %1200 = add nsw i64 %1199, 1
+  %1201 = add nsw i64 %1196, %1200
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1201
+  %1202 = load float, ptr %arena410, align 4
+  %1203 = add nsw i64 18752, %conv2.f44393
+  %params411 = getelementptr inbounds float, ptr %params, i64 %1203
+  %1204 = load float, ptr %params411, align 4
+  %1205 = fadd float %1202, %1204
+  %best47412 = load float, ptr %conv2.best47, align 4
+  %1206 = fcmp ogt float %1205, %best47412
+  %1207 = mul nsw i64 %conv2.f44393, 12544
+  %1208 = add nsw i64 4816896, %1207
+  %1209 = mul nsw i64 %conv2.j43392, 196
+  %1210 = add nsw i64 %1208, %1209
+  %1211 = mul nsw i64 %conv2.py45394, 28
+  %1212 = mul nsw i64 %conv2.px46395, 2
+  %1213 = add nsw i64 %1211, %1212
+  %1214 = add nsw i64 %1213, 1
+  %1215 = add nsw i64 %1210, %1214
+  %arena413 = getelementptr inbounds float, ptr %arena, i64 %1215
+  %1216 = load float, ptr %arena413, align 4
+  %1217 = add nsw i64 18752, %conv2.f44393
+  %params414 = getelementptr inbounds float, ptr %params, i64 %1217
+  %1218 = load float, ptr %params414, align 4
+  %1219 = fadd float %1216, %1218
+  %best47415 = load float, ptr %conv2.best47, align 4
+  %1220 = select i1 %1206, float %1219, float %best47415
+  store float %1220, ptr %conv2.best47, align 4
+  %1221 = mul nsw i64 %conv2.f44393, 12544
+  %1222 = add nsw i64 4816896, %1221
+  %1223 = mul nsw i64 %conv2.j43392, 196
+  %1224 = add nsw i64 %1222, %1223
+  %1225 = mul nsw i64 %conv2.py45394, 28
+  %1226 = mul nsw i64 %conv2.px46395, 2
+  %1227 = add nsw i64 %1225, %1226
+  %1228 = add nsw i64 %1227, 14
+  %1229 = add nsw i64 %1224, %1228
+  %arena416 = getelementptr inbounds float, ptr %arena, i64 %1229
+  %1230 = load float, ptr %arena416, align 4
+  %1231 = add nsw i64 18752, %conv2.f44393
+  %params417 = getelementptr inbounds float, ptr %params, i64 %1231
+  %1232 = load float, ptr %params417, align 4
+  %1233 = fadd float %1230, %1232
+  %best47418 = load float, ptr %conv2.best47, align 4
+  %1234 = fcmp ogt float %1233, %best47418
+  %1235 = mul nsw i64 %conv2.py45394, 28
+  %1236 = mul nsw i64 %conv2.px46395, 2
+  %1237 = add nsw i64 %1235, %1236
+  %1238 = add nsw i64 %1237, 14
+  %1239 = sitofp i64 %1238 to float
+  %bi48419 = load float, ptr %conv2.bi48, align 4
+  %1240 = select i1 %1234, float %1239, float %bi48419
+  store float %1240, ptr %conv2.bi48, align 4
+  %1241 = mul nsw i64 %conv2.f44393, 12544
+  %1242 = add nsw i64 4816896, %1241
+  %1243 = mul nsw i64 %conv2.j43392, 196
+  %1244 = add nsw i64 %1242, %1243
+  %1245 = mul nsw i64 %conv2.py45394, 28
+  %1246 = mul nsw i64 %conv2.px46395, 2
+  %1247 = add nsw i64 %1245, %1246
+  %1248 = add nsw i64 %1247, 14
+  %1249 = add nsw i64 %1244, %1248
+  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1249
+  %1250 = load float, ptr %arena420, align 4
+  %1251 = add nsw i64 18752, %conv2.f44393
+  %params421 = getelementptr inbounds float, ptr %params, i64 %1251
+  %1252 = load float, ptr %params421, align 4
+  %1253 = fadd float %1250, %1252
+  %best47422 = load float, ptr %conv2.best47, align 4
+  %1254 = fcmp ogt float %1253, %best47422
+  %1255 = mul nsw i64 %conv2.f44393, 12544
+  %1256 = add nsw i64 4816896, %1255
+  %1257 = mul nsw i64 %conv2.j43392, 196
+  %1258 = add nsw i64 %1256, %1257
+  %1259 = mul nsw i64 %conv2.py45394, 28
+  %1260 = mul nsw i64 %conv2.px46395, 2
+  %1261 = add nsw i64 %1259, %1260
+  %1262 = add nsw i64 %1261, 14
+  %1263 = add nsw i64 %1258, %1262
+  %arena423 = getelementptr inbounds float, ptr %arena, i64 %1263
+  %1264 = load float, ptr %arena423, align 4
+  %1265 = add nsw i64 18752, %conv2.f44393
+  %params424 = getelementptr inbounds float, ptr %params, i64 %1265
+  %1266 = load float, ptr %params424, align 4
+  %1267 = fadd float %1264, %1266
+  %best47425 = load float, ptr %conv2.best47, align 4
+  %1268 = select i1 %1254, float %1267, float %best47425
+  store float %1268, ptr %conv2.best47, align 4
+  %1269 = mul nsw i64 %conv2.f44393, 12544
+  %1270 = add nsw i64 4816896, %1269
+  %1271 = mul nsw i64 %conv2.j43392, 196
+  %1272 = add nsw i64 %1270, %1271
+  %1273 = mul nsw i64 %conv2.py45394, 28
+  %1274 = mul nsw i64 %conv2.px46395, 2
+  %1275 = add nsw i64 %1273, %1274
+  %1276 = add nsw i64 %1275, 14
+  %1277 = add nsw i64 %1276, 1
+  %1278 = add nsw i64 %1272, %1277
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1278
+  %1279 = load float, ptr %arena426, align 4
+  %1280 = add nsw i64 18752, %conv2.f44393
+  %params427 = getelementptr inbounds float, ptr %params, i64 %1280
+  %1281 = load float, ptr %params427, align 4
+  %1282 = fadd float %1279, %1281
+  %best47428 = load float, ptr %conv2.best47, align 4
+  %1283 = fcmp ogt float %1282, %best47428
+  %1284 = mul nsw i64 %conv2.py45394, 28
+  %1285 = mul nsw i64 %conv2.px46395, 2
+  %1286 = add nsw i64 %1284, %1285
+  %1287 = add nsw i64 %1286, 14
+  %1288 = add nsw i64 %1287, 1
+  %1289 = sitofp i64 %1288 to float
+  %bi48429 = load float, ptr %conv2.bi48, align 4
+  %1290 = select i1 %1283, float %1289, float %bi48429
+  store float %1290, ptr %conv2.bi48, align 4
+  %1291 = mul nsw i64 %conv2.f44393, 12544
+  %1292 = add nsw i64 4816896, %1291
+  %1293 = mul nsw i64 %conv2.j43392, 196
+  %1294 = add nsw i64 %1292, %1293
+  %1295 = mul nsw i64 %conv2.py45394, 28
+  %1296 = mul nsw i64 %conv2.px46395, 2
+  %1297 = add nsw i64 %1295, %1296
+  %1298 = add nsw i64 %1297, 14
+  %1299 = add nsw i64 %1298, 1
+  %1300 = add nsw i64 %1294, %1299
+  %arena430 = getelementptr inbounds float, ptr %arena, i64 %1300
+  %1301 = load float, ptr %arena430, align 4
+  %1302 = add nsw i64 18752, %conv2.f44393
+  %params431 = getelementptr inbounds float, ptr %params, i64 %1302
+  %1303 = load float, ptr %params431, align 4
+  %1304 = fadd float %1301, %1303
+  %best47432 = load float, ptr %conv2.best47, align 4
+  %1305 = fcmp ogt float %1304, %best47432
+  %1306 = mul nsw i64 %conv2.f44393, 12544
+  %1307 = add nsw i64 4816896, %1306
+  %1308 = mul nsw i64 %conv2.j43392, 196
+  %1309 = add nsw i64 %1307, %1308
+  %1310 = mul nsw i64 %conv2.py45394, 28
+  %1311 = mul nsw i64 %conv2.px46395, 2
+  %1312 = add nsw i64 %1310, %1311
+  %1313 = add nsw i64 %1312, 14
+  %1314 = add nsw i64 %1313, 1
+  %1315 = add nsw i64 %1309, %1314
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1315
+  %1316 = load float, ptr %arena433, align 4
+  %1317 = add nsw i64 18752, %conv2.f44393
+  %params434 = getelementptr inbounds float, ptr %params, i64 %1317
+  %1318 = load float, ptr %params434, align 4
+  %1319 = fadd float %1316, %1318
+  %best47435 = load float, ptr %conv2.best47, align 4
+  %1320 = select i1 %1305, float %1319, float %best47435
+  store float %1320, ptr %conv2.best47, align 4
+  %best47436 = load float, ptr %conv2.best47, align 4
+  %1321 = fcmp ogt float %best47436, 0.000000e+00
+  %best47437 = load float, ptr %conv2.best47, align 4
+  %1322 = select i1 %1321, float %best47437, float 0.000000e+00
+  %1323 = mul nsw i64 %conv2.g25205, 64
+  %1324 = add nsw i64 %1323, %conv2.j43392
+  %1325 = mul nsw i64 %1324, 3136
+  %1326 = mul nsw i64 %conv2.f44393, 49
+  %1327 = add nsw i64 %1325, %1326
+  %1328 = mul nsw i64 %conv2.py45394, 7
+  %1329 = add nsw i64 %1327, %1328
+  %1330 = add nsw i64 %1329, %conv2.px46395
+  %1331 = add nsw i64 802816, %1330
+  %arena438 = getelementptr inbounds float, ptr %arena, i64 %1331
+  store float %1322, ptr %arena438, align 4
+  %bi48439 = load float, ptr %conv2.bi48, align 4
+  %1332 = mul nsw i64 %conv2.g25205, 64
+  %1333 = add nsw i64 %1332, %conv2.j43392
+  %1334 = mul nsw i64 %1333, 3136
+  %1335 = mul nsw i64 %conv2.f44393, 49
+  %1336 = add nsw i64 %1334, %1335
+  %1337 = mul nsw i64 %conv2.py45394, 7
+  %1338 = add nsw i64 %1336, %1337
+  %1339 = add nsw i64 %1338, %conv2.px46395
+  %1340 = add nsw i64 1003520, %1339
+  %arena440 = getelementptr inbounds float, ptr %arena, i64 %1340
+  store float %bi48439, ptr %arena440, align 4
+  %px46.next = add nsw i64 %conv2.px46395, 1
+  %1341 = icmp slt i64 %px46.next, 7
+  br i1 %1341, label %conv2.px46, label %conv2.px46.end
 
-fc2_bias_grad.n56:                                ; preds = %fc2_bias_grad.n56, %fc2_bias_grad.u54
-  %fc2_bias_grad.n56206 = phi i64 [ 0, %fc2_bias_grad.u54 ], [ %n56.next, %fc2_bias_grad.n56 ]
-  %acc55 = load float, ptr %fc2_bias_grad.acc55, align 4
-  %816 = mul nsw i64 %fc2_bias_grad.n56206, 10
-  %817 = add nsw i64 1221264, %816
-  %818 = add nsw i64 %817, %fc2_bias_grad.u54205
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 %818
-  %819 = load float, ptr %arena207, align 4
-  %820 = fadd float %acc55, %819
-  store float %820, ptr %fc2_bias_grad.acc55, align 4
-  %n56.next = add nsw i64 %fc2_bias_grad.n56206, 1
-  %821 = icmp slt i64 %n56.next, 64
-  br i1 %821, label %fc2_bias_grad.n56, label %fc2_bias_grad.n56.end
+conv2.px46.end:                                   ; preds = %conv2.px46
+  %py45.next = add nsw i64 %conv2.py45394, 1
+  %1342 = icmp slt i64 %py45.next, 7
+  br i1 %1342, label %conv2.py45, label %conv2.py45.end
 
-fc2_bias_grad.n56.end:                            ; preds = %fc2_bias_grad.n56
-  %acc55208 = load float, ptr %fc2_bias_grad.acc55, align 4
-  %822 = add nsw i64 421632, %fc2_bias_grad.u54205
-  %grads209 = getelementptr inbounds float, ptr %grads, i64 %822
-  store float %acc55208, ptr %grads209, align 4
-  %u54.next = add nsw i64 %fc2_bias_grad.u54205, 1
-  %823 = icmp slt i64 %u54.next, 10
-  br i1 %823, label %fc2_bias_grad.u54, label %fc2_bias_grad.u54.end
+fc1.n49:                                          ; preds = %fc1.u50.end, %conv2.g25.end
+  %fc1.n49444 = phi i64 [ 0, %conv2.g25.end ], [ %n49.next, %fc1.u50.end ]
+  br label %fc1.u50
 
-relu3_grad.i57:                                   ; preds = %relu3_grad.i57, %fc2_bias_grad.u54.end
-  %relu3_grad.i57213 = phi i64 [ 0, %fc2_bias_grad.u54.end ], [ %i57.next, %relu3_grad.i57 ]
-  %824 = xor i64 %seed, -1035080904108319828
-  %825 = lshr i64 %824, 30
-  %826 = xor i64 %824, %825
-  %827 = mul i64 %826, -4658895280553007687
-  %828 = lshr i64 %827, 27
-  %829 = xor i64 %827, %828
-  %830 = mul i64 %829, -7723592293110705685
-  %831 = lshr i64 %830, 31
-  %832 = xor i64 %830, %831
-  %833 = add i64 %832, %step
-  %834 = lshr i64 %833, 30
-  %835 = xor i64 %833, %834
-  %836 = mul i64 %835, -4658895280553007687
-  %837 = lshr i64 %836, 27
-  %838 = xor i64 %836, %837
-  %839 = mul i64 %838, -7723592293110705685
-  %840 = lshr i64 %839, 31
-  %841 = xor i64 %839, %840
-  %842 = mul i64 %relu3_grad.i57213, -7046029254386353131
-  %843 = add i64 %841, %842
-  %844 = lshr i64 %843, 30
-  %845 = xor i64 %843, %844
-  %846 = mul i64 %845, -4658895280553007687
-  %847 = lshr i64 %846, 27
-  %848 = xor i64 %846, %847
-  %849 = mul i64 %848, -7723592293110705685
-  %850 = lshr i64 %849, 31
-  %851 = xor i64 %849, %850
-  %852 = lshr i64 %851, 40
-  %keep214 = icmp uge i64 %852, 8388608
-  %853 = add nsw i64 1221904, %relu3_grad.i57213
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 %853
-  %854 = load float, ptr %arena215, align 4
-  %855 = fmul float %854, 2.000000e+00
-  %856 = select i1 %keep214, float %855, float 0.000000e+00
-  %857 = add nsw i64 1230096, %relu3_grad.i57213
-  %arena216 = getelementptr inbounds float, ptr %arena, i64 %857
-  store float %856, ptr %arena216, align 4
-  %i57.next = add nsw i64 %relu3_grad.i57213, 1
-  %858 = icmp slt i64 %i57.next, 8192
-  br i1 %858, label %relu3_grad.i57, label %relu3_grad.i57.end
+fc1.n49.end:                                      ; preds = %fc1.u50.end
+  br label %drop.i51
 
-relu3_grad.i57.end:                               ; preds = %relu3_grad.i57
-  br label %fc1_grad.i58
+fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
+  %fc1.u50445 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
+  %1343 = mul nsw i64 %fc1.n49444, 128
+  %1344 = add nsw i64 1204224, %1343
+  %1345 = add nsw i64 %1344, %fc1.u50445
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1345
+  %1346 = load float, ptr %arena446, align 4
+  %1347 = add nsw i64 420224, %fc1.u50445
+  %params447 = getelementptr inbounds float, ptr %params, i64 %1347
+  %1348 = load float, ptr %params447, align 4
+  %1349 = fadd float %1346, %1348
+  %1350 = fcmp ogt float %1349, 0.000000e+00
+  %1351 = mul nsw i64 %fc1.n49444, 128
+  %1352 = add nsw i64 1204224, %1351
+  %1353 = add nsw i64 %1352, %fc1.u50445
+  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1353
+  %1354 = load float, ptr %arena448, align 4
+  %1355 = add nsw i64 420224, %fc1.u50445
+  %params449 = getelementptr inbounds float, ptr %params, i64 %1355
+  %1356 = load float, ptr %params449, align 4
+  %1357 = fadd float %1354, %1356
+  %1358 = select i1 %1350, float %1357, float 0.000000e+00
+  %1359 = mul nsw i64 %fc1.n49444, 128
+  %1360 = add nsw i64 1204224, %1359
+  %1361 = add nsw i64 %1360, %fc1.u50445
+  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1361
+  store float %1358, ptr %arena450, align 4
+  %u50.next = add nsw i64 %fc1.u50445, 1
+  %1362 = icmp slt i64 %u50.next, 128
+  br i1 %1362, label %fc1.u50, label %fc1.u50.end
 
-fc1_grad.i58:                                     ; preds = %fc1_grad.i58, %relu3_grad.i57.end
-  %fc1_grad.i58217 = phi i64 [ 0, %relu3_grad.i57.end ], [ %i58.next, %fc1_grad.i58 ]
-  %859 = add nsw i64 1204224, %fc1_grad.i58217
-  %arena218 = getelementptr inbounds float, ptr %arena, i64 %859
-  %860 = load float, ptr %arena218, align 4
-  %861 = fcmp ogt float %860, 0.000000e+00
-  %862 = add nsw i64 1230096, %fc1_grad.i58217
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %862
-  %863 = load float, ptr %arena219, align 4
-  %864 = select i1 %861, float %863, float 0.000000e+00
-  %865 = add nsw i64 1212416, %fc1_grad.i58217
-  %arena220 = getelementptr inbounds float, ptr %arena, i64 %865
-  store float %864, ptr %arena220, align 4
-  %i58.next = add nsw i64 %fc1_grad.i58217, 1
-  %866 = icmp slt i64 %i58.next, 8192
-  br i1 %866, label %fc1_grad.i58, label %fc1_grad.i58.end
+fc1.u50.end:                                      ; preds = %fc1.u50
+  %n49.next = add nsw i64 %fc1.n49444, 1
+  %1363 = icmp slt i64 %n49.next, 64
+  br i1 %1363, label %fc1.n49, label %fc1.n49.end
 
-fc1_grad.i58.end:                                 ; preds = %fc1_grad.i58
-  %arena221 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads223 = getelementptr inbounds float, ptr %grads, i64 18816
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena221, i32 128, ptr %arena222, i32 3136, float 0.000000e+00, ptr %grads223, i32 3136)
-  br label %fc1_bias_grad.u59
+drop.i51:                                         ; preds = %drop.i51, %fc1.n49.end
+  %drop.i51451 = phi i64 [ 0, %fc1.n49.end ], [ %i51.next, %drop.i51 ]
+  %1364 = xor i64 %seed, -1035080904108319828
+  %1365 = lshr i64 %1364, 30
+  %1366 = xor i64 %1364, %1365
+  %1367 = mul i64 %1366, -4658895280553007687
+  %1368 = lshr i64 %1367, 27
+  %1369 = xor i64 %1367, %1368
+  %1370 = mul i64 %1369, -7723592293110705685
+  %1371 = lshr i64 %1370, 31
+  %1372 = xor i64 %1370, %1371
+  %1373 = add i64 %1372, %step
+  %1374 = lshr i64 %1373, 30
+  %1375 = xor i64 %1373, %1374
+  %1376 = mul i64 %1375, -4658895280553007687
+  %1377 = lshr i64 %1376, 27
+  %1378 = xor i64 %1376, %1377
+  %1379 = mul i64 %1378, -7723592293110705685
+  %1380 = lshr i64 %1379, 31
+  %1381 = xor i64 %1379, %1380
+  %1382 = mul i64 %drop.i51451, -7046029254386353131
+  %1383 = add i64 %1381, %1382
+  %1384 = lshr i64 %1383, 30
+  %1385 = xor i64 %1383, %1384
+  %1386 = mul i64 %1385, -4658895280553007687
+  %1387 = lshr i64 %1386, 27
+  %1388 = xor i64 %1386, %1387
+  %1389 = mul i64 %1388, -7723592293110705685
+  %1390 = lshr i64 %1389, 31
+  %1391 = xor i64 %1389, %1390
+  %1392 = lshr i64 %1391, 40
+  %keep = icmp uge i64 %1392, 8388608
+  %1393 = add nsw i64 1204224, %drop.i51451
+  %arena452 = getelementptr inbounds float, ptr %arena, i64 %1393
+  %1394 = load float, ptr %arena452, align 4
+  %1395 = fmul float %1394, 2.000000e+00
+  %1396 = select i1 %keep, float %1395, float 0.000000e+00
+  %1397 = add nsw i64 1212416, %drop.i51451
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 %1397
+  store float %1396, ptr %arena453, align 4
+  %i51.next = add nsw i64 %drop.i51451, 1
+  %1398 = icmp slt i64 %i51.next, 8192
+  br i1 %1398, label %drop.i51, label %drop.i51.end
 
-fc1_bias_grad.u59:                                ; preds = %fc1_bias_grad.n61.end, %fc1_grad.i58.end
-  %fc1_bias_grad.u59224 = phi i64 [ 0, %fc1_grad.i58.end ], [ %u59.next, %fc1_bias_grad.n61.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc60, align 4
-  br label %fc1_bias_grad.n61
+drop.i51.end:                                     ; preds = %drop.i51
+  %arena454 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params455 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 1220608
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena454, i32 128, ptr %params455, i32 128, float 0.000000e+00, ptr %arena456, i32 10)
+  br label %fc2.n52
 
-fc1_bias_grad.u59.end:                            ; preds = %fc1_bias_grad.n61.end
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 1212416
-  %params230 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 1221264
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena229, i32 128, ptr %params230, i32 3136, float 0.000000e+00, ptr %arena231, i32 3136)
-  br label %conv2_grad.i62
+fc2.n52:                                          ; preds = %fc2.u53.end, %drop.i51.end
+  %fc2.n52457 = phi i64 [ 0, %drop.i51.end ], [ %n52.next, %fc2.u53.end ]
+  br label %fc2.u53
 
-fc1_bias_grad.n61:                                ; preds = %fc1_bias_grad.n61, %fc1_bias_grad.u59
-  %fc1_bias_grad.n61225 = phi i64 [ 0, %fc1_bias_grad.u59 ], [ %n61.next, %fc1_bias_grad.n61 ]
-  %acc60 = load float, ptr %fc1_bias_grad.acc60, align 4
-  %867 = mul nsw i64 %fc1_bias_grad.n61225, 128
-  %868 = add nsw i64 1212416, %867
-  %869 = add nsw i64 %868, %fc1_bias_grad.u59224
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %869
-  %870 = load float, ptr %arena226, align 4
-  %871 = fadd float %acc60, %870
-  store float %871, ptr %fc1_bias_grad.acc60, align 4
-  %n61.next = add nsw i64 %fc1_bias_grad.n61225, 1
-  %872 = icmp slt i64 %n61.next, 64
-  br i1 %872, label %fc1_bias_grad.n61, label %fc1_bias_grad.n61.end
+fc2.n52.end:                                      ; preds = %fc2.u53.end
+  store float 0.000000e+00, ptr %loss.total54, align 4
+  br label %loss.n55
 
-fc1_bias_grad.n61.end:                            ; preds = %fc1_bias_grad.n61
-  %acc60227 = load float, ptr %fc1_bias_grad.acc60, align 4
-  %873 = add nsw i64 420224, %fc1_bias_grad.u59224
-  %grads228 = getelementptr inbounds float, ptr %grads, i64 %873
-  store float %acc60227, ptr %grads228, align 4
-  %u59.next = add nsw i64 %fc1_bias_grad.u59224, 1
-  %874 = icmp slt i64 %u59.next, 128
-  br i1 %874, label %fc1_bias_grad.u59, label %fc1_bias_grad.u59.end
+fc2.u53:                                          ; preds = %fc2.u53, %fc2.n52
+  %fc2.u53458 = phi i64 [ 0, %fc2.n52 ], [ %u53.next, %fc2.u53 ]
+  %1399 = mul nsw i64 %fc2.n52457, 10
+  %1400 = add nsw i64 1220608, %1399
+  %1401 = add nsw i64 %1400, %fc2.u53458
+  %arena459 = getelementptr inbounds float, ptr %arena, i64 %1401
+  %1402 = load float, ptr %arena459, align 4
+  %1403 = add nsw i64 421632, %fc2.u53458
+  %params460 = getelementptr inbounds float, ptr %params, i64 %1403
+  %1404 = load float, ptr %params460, align 4
+  %1405 = fadd float %1402, %1404
+  %1406 = mul nsw i64 %fc2.n52457, 10
+  %1407 = add nsw i64 1220608, %1406
+  %1408 = add nsw i64 %1407, %fc2.u53458
+  %arena461 = getelementptr inbounds float, ptr %arena, i64 %1408
+  store float %1405, ptr %arena461, align 4
+  %u53.next = add nsw i64 %fc2.u53458, 1
+  %1409 = icmp slt i64 %u53.next, 10
+  br i1 %1409, label %fc2.u53, label %fc2.u53.end
 
-conv2_grad.i62:                                   ; preds = %conv2_grad.i62, %fc1_bias_grad.u59.end
-  %conv2_grad.i62232 = phi i64 [ 0, %fc1_bias_grad.u59.end ], [ %i62.next, %conv2_grad.i62 ]
-  %875 = add nsw i64 1421968, %conv2_grad.i62232
-  %arena233 = getelementptr inbounds float, ptr %arena, i64 %875
-  store float 0.000000e+00, ptr %arena233, align 4
-  %i62.next = add nsw i64 %conv2_grad.i62232, 1
-  %876 = icmp slt i64 %i62.next, 802816
-  br i1 %876, label %conv2_grad.i62, label %conv2_grad.i62.end
+fc2.u53.end:                                      ; preds = %fc2.u53
+  %n52.next = add nsw i64 %fc2.n52457, 1
+  %1410 = icmp slt i64 %n52.next, 64
+  br i1 %1410, label %fc2.n52, label %fc2.n52.end
 
-conv2_grad.i62.end:                               ; preds = %conv2_grad.i62
-  br label %conv2_grad.q63
+loss.n55:                                         ; preds = %loss.k59.end, %fc2.n52.end
+  %loss.n55462 = phi i64 [ 0, %fc2.n52.end ], [ %n55.next, %loss.k59.end ]
+  %1411 = mul nsw i64 %loss.n55462, 10
+  %1412 = add nsw i64 1220608, %1411
+  %arena463 = getelementptr inbounds float, ptr %arena, i64 %1412
+  %1413 = load float, ptr %arena463, align 4
+  store float %1413, ptr %loss.m56, align 4
+  br label %loss.k58
 
-conv2_grad.q63:                                   ; preds = %conv2_grad.i64.end, %conv2_grad.i62.end
-  %conv2_grad.q63234 = phi i64 [ 0, %conv2_grad.i62.end ], [ %q63.next, %conv2_grad.i64.end ]
-  br label %conv2_grad.i64
+loss.n55.end:                                     ; preds = %loss.k59.end
+  %total54473 = load float, ptr %loss.total54, align 4
+  %1414 = fdiv float %total54473, 6.400000e+01
+  %arena474 = getelementptr inbounds float, ptr %arena, i64 1221248
+  store float %1414, ptr %arena474, align 4
+  br label %fc2_grad.n60
 
-conv2_grad.q63.end:                               ; preds = %conv2_grad.i64.end
-  br label %conv2_weight_grad.i65
+loss.k58:                                         ; preds = %loss.k58, %loss.n55
+  %loss.k58464 = phi i64 [ 0, %loss.n55 ], [ %k58.next, %loss.k58 ]
+  %m56 = load float, ptr %loss.m56, align 4
+  %1415 = mul nsw i64 %loss.n55462, 10
+  %1416 = add nsw i64 1220608, %1415
+  %1417 = add nsw i64 %1416, %loss.k58464
+  %arena465 = getelementptr inbounds float, ptr %arena, i64 %1417
+  %1418 = load float, ptr %arena465, align 4
+  %1419 = fcmp ogt float %1418, %m56
+  %1420 = select i1 %1419, float %1418, float %m56
+  store float %1420, ptr %loss.m56, align 4
+  %k58.next = add nsw i64 %loss.k58464, 1
+  %1421 = icmp slt i64 %k58.next, 10
+  br i1 %1421, label %loss.k58, label %loss.k58.end
 
-conv2_grad.i64:                                   ; preds = %conv2_grad.endif, %conv2_grad.q63
-  %conv2_grad.i64235 = phi i64 [ 0, %conv2_grad.q63 ], [ %i64.next, %conv2_grad.endif ]
-  %877 = mul nsw i64 %conv2_grad.q63234, 49
-  %878 = add nsw i64 %877, %conv2_grad.i64235
-  %879 = add nsw i64 802816, %878
-  %arena236 = getelementptr inbounds float, ptr %arena, i64 %879
-  %880 = load float, ptr %arena236, align 4
-  %881 = fcmp ogt float %880, 0.000000e+00
-  br i1 %881, label %conv2_grad.then, label %conv2_grad.endif
+loss.k58.end:                                     ; preds = %loss.k58
+  store float 0.000000e+00, ptr %loss.s57, align 4
+  br label %loss.k59
 
-conv2_grad.i64.end:                               ; preds = %conv2_grad.endif
-  %q63.next = add nsw i64 %conv2_grad.q63234, 1
-  %882 = icmp slt i64 %q63.next, 4096
-  br i1 %882, label %conv2_grad.q63, label %conv2_grad.q63.end
+loss.k59:                                         ; preds = %loss.k59, %loss.k58.end
+  %loss.k59466 = phi i64 [ 0, %loss.k58.end ], [ %k59.next, %loss.k59 ]
+  %s57 = load float, ptr %loss.s57, align 4
+  %1422 = mul nsw i64 %loss.n55462, 10
+  %1423 = add nsw i64 1220608, %1422
+  %1424 = add nsw i64 %1423, %loss.k59466
+  %arena467 = getelementptr inbounds float, ptr %arena, i64 %1424
+  %1425 = load float, ptr %arena467, align 4
+  %m56468 = load float, ptr %loss.m56, align 4
+  %1426 = fsub float %1425, %m56468
+  %1427 = call float @llvm.exp.f32(float %1426)
+  %1428 = fadd float %s57, %1427
+  store float %1428, ptr %loss.s57, align 4
+  %k59.next = add nsw i64 %loss.k59466, 1
+  %1429 = icmp slt i64 %k59.next, 10
+  br i1 %1429, label %loss.k59, label %loss.k59.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i64
-  %883 = mul nsw i64 %conv2_grad.q63234, 196
-  %884 = add nsw i64 1421968, %883
-  %885 = mul nsw i64 %conv2_grad.q63234, 49
-  %886 = add nsw i64 %885, %conv2_grad.i64235
-  %887 = add nsw i64 1003520, %886
-  %arena237 = getelementptr inbounds float, ptr %arena, i64 %887
-  %888 = load float, ptr %arena237, align 4
-  %889 = fptosi float %888 to i64
-  %890 = add nsw i64 %884, %889
-  %arena238 = getelementptr inbounds float, ptr %arena, i64 %890
-  %891 = load float, ptr %arena238, align 4
-  %892 = mul nsw i64 %conv2_grad.q63234, 49
-  %893 = add nsw i64 %892, %conv2_grad.i64235
-  %894 = add nsw i64 1221264, %893
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %894
-  %895 = load float, ptr %arena239, align 4
-  %896 = fadd float %891, %895
-  store float %896, ptr %arena238, align 4
+loss.k59.end:                                     ; preds = %loss.k59
+  %total54 = load float, ptr %loss.total54, align 4
+  %m56469 = load float, ptr %loss.m56, align 4
+  %s57470 = load float, ptr %loss.s57, align 4
+  %1430 = call float @llvm.log.f32(float %s57470)
+  %1431 = fadd float %m56469, %1430
+  %1432 = mul nsw i64 %loss.n55462, 10
+  %1433 = add nsw i64 1220608, %1432
+  %labels471 = getelementptr inbounds i32, ptr %labels, i64 %loss.n55462
+  %label = load i32, ptr %labels471, align 4
+  %1434 = sext i32 %label to i64
+  %1435 = add nsw i64 %1433, %1434
+  %arena472 = getelementptr inbounds float, ptr %arena, i64 %1435
+  %1436 = load float, ptr %arena472, align 4
+  %1437 = fsub float %1431, %1436
+  %1438 = fadd float %total54, %1437
+  store float %1438, ptr %loss.total54, align 4
+  %n55.next = add nsw i64 %loss.n55462, 1
+  %1439 = icmp slt i64 %n55.next, 64
+  br i1 %1439, label %loss.n55, label %loss.n55.end
+
+fc2_grad.n60:                                     ; preds = %fc2_grad.k65.end, %loss.n55.end
+  %fc2_grad.n60475 = phi i64 [ 0, %loss.n55.end ], [ %n60.next, %fc2_grad.k65.end ]
+  %1440 = mul nsw i64 %fc2_grad.n60475, 10
+  %1441 = add nsw i64 1220608, %1440
+  %arena476 = getelementptr inbounds float, ptr %arena, i64 %1441
+  %1442 = load float, ptr %arena476, align 4
+  store float %1442, ptr %fc2_grad.m61, align 4
+  br label %fc2_grad.k63
+
+fc2_grad.n60.end:                                 ; preds = %fc2_grad.k65.end
+  %arena492 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %arena493 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %grads494 = getelementptr inbounds float, ptr %grads, i64 420352
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena492, i32 10, ptr %arena493, i32 128, float 0.000000e+00, ptr %grads494, i32 128)
+  br label %fc2_bias_grad.u66
+
+fc2_grad.k63:                                     ; preds = %fc2_grad.k63, %fc2_grad.n60
+  %fc2_grad.k63477 = phi i64 [ 0, %fc2_grad.n60 ], [ %k63.next, %fc2_grad.k63 ]
+  %m61 = load float, ptr %fc2_grad.m61, align 4
+  %1443 = mul nsw i64 %fc2_grad.n60475, 10
+  %1444 = add nsw i64 1220608, %1443
+  %1445 = add nsw i64 %1444, %fc2_grad.k63477
+  %arena478 = getelementptr inbounds float, ptr %arena, i64 %1445
+  %1446 = load float, ptr %arena478, align 4
+  %1447 = fcmp ogt float %1446, %m61
+  %1448 = select i1 %1447, float %1446, float %m61
+  store float %1448, ptr %fc2_grad.m61, align 4
+  %k63.next = add nsw i64 %fc2_grad.k63477, 1
+  %1449 = icmp slt i64 %k63.next, 10
+  br i1 %1449, label %fc2_grad.k63, label %fc2_grad.k63.end
+
+fc2_grad.k63.end:                                 ; preds = %fc2_grad.k63
+  store float 0.000000e+00, ptr %fc2_grad.s62, align 4
+  br label %fc2_grad.k64
+
+fc2_grad.k64:                                     ; preds = %fc2_grad.k64, %fc2_grad.k63.end
+  %fc2_grad.k64479 = phi i64 [ 0, %fc2_grad.k63.end ], [ %k64.next, %fc2_grad.k64 ]
+  %s62 = load float, ptr %fc2_grad.s62, align 4
+  %1450 = mul nsw i64 %fc2_grad.n60475, 10
+  %1451 = add nsw i64 1220608, %1450
+  %1452 = add nsw i64 %1451, %fc2_grad.k64479
+  %arena480 = getelementptr inbounds float, ptr %arena, i64 %1452
+  %1453 = load float, ptr %arena480, align 4
+  %m61481 = load float, ptr %fc2_grad.m61, align 4
+  %1454 = fsub float %1453, %m61481
+  %1455 = call float @llvm.exp.f32(float %1454)
+  %1456 = fadd float %s62, %1455
+  store float %1456, ptr %fc2_grad.s62, align 4
+  %k64.next = add nsw i64 %fc2_grad.k64479, 1
+  %1457 = icmp slt i64 %k64.next, 10
+  br i1 %1457, label %fc2_grad.k64, label %fc2_grad.k64.end
+
+fc2_grad.k64.end:                                 ; preds = %fc2_grad.k64
+  br label %fc2_grad.k65
+
+fc2_grad.k65:                                     ; preds = %fc2_grad.k65, %fc2_grad.k64.end
+  %fc2_grad.k65482 = phi i64 [ 0, %fc2_grad.k64.end ], [ %k65.next, %fc2_grad.k65 ]
+  %labels483 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n60475
+  %label484 = load i32, ptr %labels483, align 4
+  %1458 = sext i32 %label484 to i64
+  %1459 = icmp eq i64 %fc2_grad.k65482, %1458
+  %1460 = mul nsw i64 %fc2_grad.n60475, 10
+  %1461 = add nsw i64 1220608, %1460
+  %1462 = add nsw i64 %1461, %fc2_grad.k65482
+  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1462
+  %1463 = load float, ptr %arena485, align 4
+  %m61486 = load float, ptr %fc2_grad.m61, align 4
+  %1464 = fsub float %1463, %m61486
+  %1465 = call float @llvm.exp.f32(float %1464)
+  %s62487 = load float, ptr %fc2_grad.s62, align 4
+  %1466 = fdiv float %1465, %s62487
+  %1467 = fsub float %1466, 1.000000e+00
+  %1468 = mul nsw i64 %fc2_grad.n60475, 10
+  %1469 = add nsw i64 1220608, %1468
+  %1470 = add nsw i64 %1469, %fc2_grad.k65482
+  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1470
+  %1471 = load float, ptr %arena488, align 4
+  %m61489 = load float, ptr %fc2_grad.m61, align 4
+  %1472 = fsub float %1471, %m61489
+  %1473 = call float @llvm.exp.f32(float %1472)
+  %s62490 = load float, ptr %fc2_grad.s62, align 4
+  %1474 = fdiv float %1473, %s62490
+  %1475 = select i1 %1459, float %1467, float %1474
+  %1476 = fdiv float %1475, 6.400000e+01
+  %1477 = mul nsw i64 %fc2_grad.n60475, 10
+  %1478 = add nsw i64 1221264, %1477
+  %1479 = add nsw i64 %1478, %fc2_grad.k65482
+  %arena491 = getelementptr inbounds float, ptr %arena, i64 %1479
+  store float %1476, ptr %arena491, align 4
+  %k65.next = add nsw i64 %fc2_grad.k65482, 1
+  %1480 = icmp slt i64 %k65.next, 10
+  br i1 %1480, label %fc2_grad.k65, label %fc2_grad.k65.end
+
+fc2_grad.k65.end:                                 ; preds = %fc2_grad.k65
+  %n60.next = add nsw i64 %fc2_grad.n60475, 1
+  %1481 = icmp slt i64 %n60.next, 64
+  br i1 %1481, label %fc2_grad.n60, label %fc2_grad.n60.end
+
+fc2_bias_grad.u66:                                ; preds = %fc2_bias_grad.n68.end, %fc2_grad.n60.end
+  %fc2_bias_grad.u66495 = phi i64 [ 0, %fc2_grad.n60.end ], [ %u66.next, %fc2_bias_grad.n68.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc67, align 4
+  br label %fc2_bias_grad.n68
+
+fc2_bias_grad.u66.end:                            ; preds = %fc2_bias_grad.n68.end
+  %arena500 = getelementptr inbounds float, ptr %arena, i64 1221264
+  %params501 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena502 = getelementptr inbounds float, ptr %arena, i64 1221904
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena500, i32 10, ptr %params501, i32 128, float 0.000000e+00, ptr %arena502, i32 128)
+  br label %relu3_grad.i69
+
+fc2_bias_grad.n68:                                ; preds = %fc2_bias_grad.n68, %fc2_bias_grad.u66
+  %fc2_bias_grad.n68496 = phi i64 [ 0, %fc2_bias_grad.u66 ], [ %n68.next, %fc2_bias_grad.n68 ]
+  %acc67 = load float, ptr %fc2_bias_grad.acc67, align 4
+  %1482 = mul nsw i64 %fc2_bias_grad.n68496, 10
+  %1483 = add nsw i64 1221264, %1482
+  %1484 = add nsw i64 %1483, %fc2_bias_grad.u66495
+  %arena497 = getelementptr inbounds float, ptr %arena, i64 %1484
+  %1485 = load float, ptr %arena497, align 4
+  %1486 = fadd float %acc67, %1485
+  store float %1486, ptr %fc2_bias_grad.acc67, align 4
+  %n68.next = add nsw i64 %fc2_bias_grad.n68496, 1
+  %1487 = icmp slt i64 %n68.next, 64
+  br i1 %1487, label %fc2_bias_grad.n68, label %fc2_bias_grad.n68.end
+
+fc2_bias_grad.n68.end:                            ; preds = %fc2_bias_grad.n68
+  %acc67498 = load float, ptr %fc2_bias_grad.acc67, align 4
+  %1488 = add nsw i64 421632, %fc2_bias_grad.u66495
+  %grads499 = getelementptr inbounds float, ptr %grads, i64 %1488
+  store float %acc67498, ptr %grads499, align 4
+  %u66.next = add nsw i64 %fc2_bias_grad.u66495, 1
+  %1489 = icmp slt i64 %u66.next, 10
+  br i1 %1489, label %fc2_bias_grad.u66, label %fc2_bias_grad.u66.end
+
+relu3_grad.i69:                                   ; preds = %relu3_grad.i69, %fc2_bias_grad.u66.end
+  %relu3_grad.i69503 = phi i64 [ 0, %fc2_bias_grad.u66.end ], [ %i69.next, %relu3_grad.i69 ]
+  %1490 = xor i64 %seed, -1035080904108319828
+  %1491 = lshr i64 %1490, 30
+  %1492 = xor i64 %1490, %1491
+  %1493 = mul i64 %1492, -4658895280553007687
+  %1494 = lshr i64 %1493, 27
+  %1495 = xor i64 %1493, %1494
+  %1496 = mul i64 %1495, -7723592293110705685
+  %1497 = lshr i64 %1496, 31
+  %1498 = xor i64 %1496, %1497
+  %1499 = add i64 %1498, %step
+  %1500 = lshr i64 %1499, 30
+  %1501 = xor i64 %1499, %1500
+  %1502 = mul i64 %1501, -4658895280553007687
+  %1503 = lshr i64 %1502, 27
+  %1504 = xor i64 %1502, %1503
+  %1505 = mul i64 %1504, -7723592293110705685
+  %1506 = lshr i64 %1505, 31
+  %1507 = xor i64 %1505, %1506
+  %1508 = mul i64 %relu3_grad.i69503, -7046029254386353131
+  %1509 = add i64 %1507, %1508
+  %1510 = lshr i64 %1509, 30
+  %1511 = xor i64 %1509, %1510
+  %1512 = mul i64 %1511, -4658895280553007687
+  %1513 = lshr i64 %1512, 27
+  %1514 = xor i64 %1512, %1513
+  %1515 = mul i64 %1514, -7723592293110705685
+  %1516 = lshr i64 %1515, 31
+  %1517 = xor i64 %1515, %1516
+  %1518 = lshr i64 %1517, 40
+  %keep504 = icmp uge i64 %1518, 8388608
+  %1519 = add nsw i64 1221904, %relu3_grad.i69503
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 %1519
+  %1520 = load float, ptr %arena505, align 4
+  %1521 = fmul float %1520, 2.000000e+00
+  %1522 = select i1 %keep504, float %1521, float 0.000000e+00
+  %1523 = add nsw i64 1230096, %relu3_grad.i69503
+  %arena506 = getelementptr inbounds float, ptr %arena, i64 %1523
+  store float %1522, ptr %arena506, align 4
+  %i69.next = add nsw i64 %relu3_grad.i69503, 1
+  %1524 = icmp slt i64 %i69.next, 8192
+  br i1 %1524, label %relu3_grad.i69, label %relu3_grad.i69.end
+
+relu3_grad.i69.end:                               ; preds = %relu3_grad.i69
+  br label %fc1_grad.i70
+
+fc1_grad.i70:                                     ; preds = %fc1_grad.i70, %relu3_grad.i69.end
+  %fc1_grad.i70507 = phi i64 [ 0, %relu3_grad.i69.end ], [ %i70.next, %fc1_grad.i70 ]
+  %1525 = add nsw i64 1204224, %fc1_grad.i70507
+  %arena508 = getelementptr inbounds float, ptr %arena, i64 %1525
+  %1526 = load float, ptr %arena508, align 4
+  %1527 = fcmp ogt float %1526, 0.000000e+00
+  %1528 = add nsw i64 1230096, %fc1_grad.i70507
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1528
+  %1529 = load float, ptr %arena509, align 4
+  %1530 = select i1 %1527, float %1529, float 0.000000e+00
+  %1531 = add nsw i64 1212416, %fc1_grad.i70507
+  %arena510 = getelementptr inbounds float, ptr %arena, i64 %1531
+  store float %1530, ptr %arena510, align 4
+  %i70.next = add nsw i64 %fc1_grad.i70507, 1
+  %1532 = icmp slt i64 %i70.next, 8192
+  br i1 %1532, label %fc1_grad.i70, label %fc1_grad.i70.end
+
+fc1_grad.i70.end:                                 ; preds = %fc1_grad.i70
+  %arena511 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %arena512 = getelementptr inbounds float, ptr %arena, i64 802816
+  %grads513 = getelementptr inbounds float, ptr %grads, i64 18816
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 3136, i32 64, float 1.000000e+00, ptr %arena511, i32 128, ptr %arena512, i32 3136, float 0.000000e+00, ptr %grads513, i32 3136)
+  br label %fc1_bias_grad.u71
+
+fc1_bias_grad.u71:                                ; preds = %fc1_bias_grad.n73.end, %fc1_grad.i70.end
+  %fc1_bias_grad.u71514 = phi i64 [ 0, %fc1_grad.i70.end ], [ %u71.next, %fc1_bias_grad.n73.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc72, align 4
+  br label %fc1_bias_grad.n73
+
+fc1_bias_grad.u71.end:                            ; preds = %fc1_bias_grad.n73.end
+  %arena519 = getelementptr inbounds float, ptr %arena, i64 1212416
+  %params520 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena521 = getelementptr inbounds float, ptr %arena, i64 1221264
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 3136, i32 128, float 1.000000e+00, ptr %arena519, i32 128, ptr %params520, i32 3136, float 0.000000e+00, ptr %arena521, i32 3136)
+  br label %conv2_grad.i74
+
+fc1_bias_grad.n73:                                ; preds = %fc1_bias_grad.n73, %fc1_bias_grad.u71
+  %fc1_bias_grad.n73515 = phi i64 [ 0, %fc1_bias_grad.u71 ], [ %n73.next, %fc1_bias_grad.n73 ]
+  %acc72 = load float, ptr %fc1_bias_grad.acc72, align 4
+  %1533 = mul nsw i64 %fc1_bias_grad.n73515, 128
+  %1534 = add nsw i64 1212416, %1533
+  %1535 = add nsw i64 %1534, %fc1_bias_grad.u71514
+  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1535
+  %1536 = load float, ptr %arena516, align 4
+  %1537 = fadd float %acc72, %1536
+  store float %1537, ptr %fc1_bias_grad.acc72, align 4
+  %n73.next = add nsw i64 %fc1_bias_grad.n73515, 1
+  %1538 = icmp slt i64 %n73.next, 64
+  br i1 %1538, label %fc1_bias_grad.n73, label %fc1_bias_grad.n73.end
+
+fc1_bias_grad.n73.end:                            ; preds = %fc1_bias_grad.n73
+  %acc72517 = load float, ptr %fc1_bias_grad.acc72, align 4
+  %1539 = add nsw i64 420224, %fc1_bias_grad.u71514
+  %grads518 = getelementptr inbounds float, ptr %grads, i64 %1539
+  store float %acc72517, ptr %grads518, align 4
+  %u71.next = add nsw i64 %fc1_bias_grad.u71514, 1
+  %1540 = icmp slt i64 %u71.next, 128
+  br i1 %1540, label %fc1_bias_grad.u71, label %fc1_bias_grad.u71.end
+
+conv2_grad.i74:                                   ; preds = %conv2_grad.i74, %fc1_bias_grad.u71.end
+  %conv2_grad.i74522 = phi i64 [ 0, %fc1_bias_grad.u71.end ], [ %i74.next, %conv2_grad.i74 ]
+  %1541 = add nsw i64 1421968, %conv2_grad.i74522
+  %arena523 = getelementptr inbounds float, ptr %arena, i64 %1541
+  store float 0.000000e+00, ptr %arena523, align 4
+  %i74.next = add nsw i64 %conv2_grad.i74522, 1
+  %1542 = icmp slt i64 %i74.next, 802816
+  br i1 %1542, label %conv2_grad.i74, label %conv2_grad.i74.end
+
+conv2_grad.i74.end:                               ; preds = %conv2_grad.i74
+  br label %conv2_grad.q75
+
+conv2_grad.q75:                                   ; preds = %conv2_grad.i76.end, %conv2_grad.i74.end
+  %conv2_grad.q75524 = phi i64 [ 0, %conv2_grad.i74.end ], [ %q75.next, %conv2_grad.i76.end ]
+  br label %conv2_grad.i76
+
+conv2_grad.q75.end:                               ; preds = %conv2_grad.i76.end
+  br label %conv2_weight_grad.i77
+
+conv2_grad.i76:                                   ; preds = %conv2_grad.endif, %conv2_grad.q75
+  %conv2_grad.i76525 = phi i64 [ 0, %conv2_grad.q75 ], [ %i76.next, %conv2_grad.endif ]
+  %1543 = mul nsw i64 %conv2_grad.q75524, 49
+  %1544 = add nsw i64 %1543, %conv2_grad.i76525
+  %1545 = add nsw i64 802816, %1544
+  %arena526 = getelementptr inbounds float, ptr %arena, i64 %1545
+  %1546 = load float, ptr %arena526, align 4
+  %1547 = fcmp ogt float %1546, 0.000000e+00
+  br i1 %1547, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i76.end:                               ; preds = %conv2_grad.endif
+  %q75.next = add nsw i64 %conv2_grad.q75524, 1
+  %1548 = icmp slt i64 %q75.next, 4096
+  br i1 %1548, label %conv2_grad.q75, label %conv2_grad.q75.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i76
+  %1549 = mul nsw i64 %conv2_grad.q75524, 196
+  %1550 = add nsw i64 1421968, %1549
+  %1551 = mul nsw i64 %conv2_grad.q75524, 49
+  %1552 = add nsw i64 %1551, %conv2_grad.i76525
+  %1553 = add nsw i64 1003520, %1552
+  %arena527 = getelementptr inbounds float, ptr %arena, i64 %1553
+  %1554 = load float, ptr %arena527, align 4
+  %1555 = fptosi float %1554 to i64
+  %1556 = add nsw i64 %1550, %1555
+  %arena528 = getelementptr inbounds float, ptr %arena, i64 %1556
+  %1557 = load float, ptr %arena528, align 4
+  %1558 = mul nsw i64 %conv2_grad.q75524, 49
+  %1559 = add nsw i64 %1558, %conv2_grad.i76525
+  %1560 = add nsw i64 1221264, %1559
+  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1560
+  %1561 = load float, ptr %arena529, align 4
+  %1562 = fadd float %1557, %1561
+  store float %1562, ptr %arena528, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i64
-  %i64.next = add nsw i64 %conv2_grad.i64235, 1
-  %897 = icmp slt i64 %i64.next, 49
-  br i1 %897, label %conv2_grad.i64, label %conv2_grad.i64.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i76
+  %i76.next = add nsw i64 %conv2_grad.i76525, 1
+  %1563 = icmp slt i64 %i76.next, 49
+  br i1 %1563, label %conv2_grad.i76, label %conv2_grad.i76.end
 
-conv2_weight_grad.i65:                            ; preds = %conv2_weight_grad.i65, %conv2_grad.q63.end
-  %conv2_weight_grad.i65240 = phi i64 [ 0, %conv2_grad.q63.end ], [ %i65.next, %conv2_weight_grad.i65 ]
-  %898 = add nsw i64 320, %conv2_weight_grad.i65240
-  %grads241 = getelementptr inbounds float, ptr %grads, i64 %898
-  store float 0.000000e+00, ptr %grads241, align 4
-  %i65.next = add nsw i64 %conv2_weight_grad.i65240, 1
-  %899 = icmp slt i64 %i65.next, 18432
-  br i1 %899, label %conv2_weight_grad.i65, label %conv2_weight_grad.i65.end
+conv2_weight_grad.i77:                            ; preds = %conv2_weight_grad.i77, %conv2_grad.q75.end
+  %conv2_weight_grad.i77530 = phi i64 [ 0, %conv2_grad.q75.end ], [ %i77.next, %conv2_weight_grad.i77 ]
+  %1564 = add nsw i64 6640272, %conv2_weight_grad.i77530
+  %arena531 = getelementptr inbounds float, ptr %arena, i64 %1564
+  store float 0.000000e+00, ptr %arena531, align 4
+  %i77.next = add nsw i64 %conv2_weight_grad.i77530, 1
+  %1565 = icmp slt i64 %i77.next, 18432
+  br i1 %1565, label %conv2_weight_grad.i77, label %conv2_weight_grad.i77.end
 
-conv2_weight_grad.i65.end:                        ; preds = %conv2_weight_grad.i65
-  br label %conv2_weight_grad.g66
+conv2_weight_grad.i77.end:                        ; preds = %conv2_weight_grad.i77
+  br label %conv2_weight_grad.g78
 
-conv2_weight_grad.g66:                            ; preds = %conv2_weight_grad.j78.end, %conv2_weight_grad.i65.end
-  %conv2_weight_grad.g66242 = phi i64 [ 0, %conv2_weight_grad.i65.end ], [ %g66.next, %conv2_weight_grad.j78.end ]
-  br label %conv2_weight_grad.j67
+conv2_weight_grad.g78:                            ; preds = %conv2_weight_grad.nb98.end, %conv2_weight_grad.i77.end
+  %conv2_weight_grad.g78532 = phi i64 [ 0, %conv2_weight_grad.i77.end ], [ %g78.next, %conv2_weight_grad.nb98.end ]
+  br label %conv2_weight_grad.j79
 
-conv2_weight_grad.g66.end:                        ; preds = %conv2_weight_grad.j78.end
-  br label %conv2_bias_grad.i81
+conv2_weight_grad.g78.end:                        ; preds = %conv2_weight_grad.nb98.end
+  br label %conv2_weight_grad.f102
 
-conv2_weight_grad.j67:                            ; preds = %conv2_weight_grad.c70.end, %conv2_weight_grad.g66
-  %conv2_weight_grad.j67243 = phi i64 [ 0, %conv2_weight_grad.g66 ], [ %j67.next, %conv2_weight_grad.c70.end ]
-  br label %conv2_weight_grad.r68
+conv2_weight_grad.j79:                            ; preds = %conv2_weight_grad.c82.end, %conv2_weight_grad.g78
+  %conv2_weight_grad.j79533 = phi i64 [ 0, %conv2_weight_grad.g78 ], [ %j79.next, %conv2_weight_grad.c82.end ]
+  br label %conv2_weight_grad.r80
 
-conv2_weight_grad.j67.end:                        ; preds = %conv2_weight_grad.c70.end
-  br label %conv2_weight_grad.j78
+conv2_weight_grad.j79.end:                        ; preds = %conv2_weight_grad.c82.end
+  br label %conv2_weight_grad.j90
 
-conv2_weight_grad.r68:                            ; preds = %conv2_weight_grad.i69.end, %conv2_weight_grad.j67
-  %conv2_weight_grad.r68244 = phi i64 [ 0, %conv2_weight_grad.j67 ], [ %r68.next, %conv2_weight_grad.i69.end ]
-  br label %conv2_weight_grad.i69
+conv2_weight_grad.r80:                            ; preds = %conv2_weight_grad.i81.end, %conv2_weight_grad.j79
+  %conv2_weight_grad.r80534 = phi i64 [ 0, %conv2_weight_grad.j79 ], [ %r80.next, %conv2_weight_grad.i81.end ]
+  br label %conv2_weight_grad.i81
 
-conv2_weight_grad.r68.end:                        ; preds = %conv2_weight_grad.i69.end
-  br label %conv2_weight_grad.c70
+conv2_weight_grad.r80.end:                        ; preds = %conv2_weight_grad.i81.end
+  br label %conv2_weight_grad.c82
 
-conv2_weight_grad.i69:                            ; preds = %conv2_weight_grad.i69, %conv2_weight_grad.r68
-  %conv2_weight_grad.i69245 = phi i64 [ 0, %conv2_weight_grad.r68 ], [ %i69.next, %conv2_weight_grad.i69 ]
-  %900 = mul nsw i64 %conv2_weight_grad.r68244, 12544
-  %901 = add nsw i64 2224784, %900
-  %902 = mul nsw i64 %conv2_weight_grad.j67243, 196
-  %903 = add nsw i64 %901, %902
-  %904 = add nsw i64 %903, %conv2_weight_grad.i69245
-  %arena246 = getelementptr inbounds float, ptr %arena, i64 %904
-  store float 0.000000e+00, ptr %arena246, align 4
-  %i69.next = add nsw i64 %conv2_weight_grad.i69245, 1
-  %905 = icmp slt i64 %i69.next, 196
-  br i1 %905, label %conv2_weight_grad.i69, label %conv2_weight_grad.i69.end
+conv2_weight_grad.i81:                            ; preds = %conv2_weight_grad.i81, %conv2_weight_grad.r80
+  %conv2_weight_grad.i81535 = phi i64 [ 0, %conv2_weight_grad.r80 ], [ %i81.next, %conv2_weight_grad.i81 ]
+  %1566 = mul nsw i64 %conv2_weight_grad.r80534, 12544
+  %1567 = add nsw i64 2224784, %1566
+  %1568 = mul nsw i64 %conv2_weight_grad.j79533, 196
+  %1569 = add nsw i64 %1567, %1568
+  %1570 = add nsw i64 %1569, %conv2_weight_grad.i81535
+  %arena536 = getelementptr inbounds float, ptr %arena, i64 %1570
+  store float 0.000000e+00, ptr %arena536, align 4
+  %i81.next = add nsw i64 %conv2_weight_grad.i81535, 1
+  %1571 = icmp slt i64 %i81.next, 196
+  br i1 %1571, label %conv2_weight_grad.i81, label %conv2_weight_grad.i81.end
 
-conv2_weight_grad.i69.end:                        ; preds = %conv2_weight_grad.i69
-  %r68.next = add nsw i64 %conv2_weight_grad.r68244, 1
-  %906 = icmp slt i64 %r68.next, 288
-  br i1 %906, label %conv2_weight_grad.r68, label %conv2_weight_grad.r68.end
+conv2_weight_grad.i81.end:                        ; preds = %conv2_weight_grad.i81
+  %r80.next = add nsw i64 %conv2_weight_grad.r80534, 1
+  %1572 = icmp slt i64 %r80.next, 288
+  br i1 %1572, label %conv2_weight_grad.r80, label %conv2_weight_grad.r80.end
 
-conv2_weight_grad.c70:                            ; preds = %conv2_weight_grad.ky71.end, %conv2_weight_grad.r68.end
-  %conv2_weight_grad.c70247 = phi i64 [ 0, %conv2_weight_grad.r68.end ], [ %c70.next, %conv2_weight_grad.ky71.end ]
-  br label %conv2_weight_grad.ky71
+conv2_weight_grad.c82:                            ; preds = %conv2_weight_grad.ky83.end, %conv2_weight_grad.r80.end
+  %conv2_weight_grad.c82537 = phi i64 [ 0, %conv2_weight_grad.r80.end ], [ %c82.next, %conv2_weight_grad.ky83.end ]
+  br label %conv2_weight_grad.ky83
 
-conv2_weight_grad.c70.end:                        ; preds = %conv2_weight_grad.ky71.end
-  %j67.next = add nsw i64 %conv2_weight_grad.j67243, 1
-  %907 = icmp slt i64 %j67.next, 64
-  br i1 %907, label %conv2_weight_grad.j67, label %conv2_weight_grad.j67.end
+conv2_weight_grad.c82.end:                        ; preds = %conv2_weight_grad.ky83.end
+  %j79.next = add nsw i64 %conv2_weight_grad.j79533, 1
+  %1573 = icmp slt i64 %j79.next, 64
+  br i1 %1573, label %conv2_weight_grad.j79, label %conv2_weight_grad.j79.end
 
-conv2_weight_grad.ky71:                           ; preds = %conv2_weight_grad.oy76.end, %conv2_weight_grad.c70
-  %conv2_weight_grad.ky71248 = phi i64 [ 0, %conv2_weight_grad.c70 ], [ %ky71.next, %conv2_weight_grad.oy76.end ]
-  br label %conv2_weight_grad.oy72
+conv2_weight_grad.ky83:                           ; preds = %conv2_weight_grad.oy88.end, %conv2_weight_grad.c82
+  %conv2_weight_grad.ky83538 = phi i64 [ 0, %conv2_weight_grad.c82 ], [ %ky83.next, %conv2_weight_grad.oy88.end ]
+  br label %conv2_weight_grad.oy84
 
-conv2_weight_grad.ky71.end:                       ; preds = %conv2_weight_grad.oy76.end
-  %c70.next = add nsw i64 %conv2_weight_grad.c70247, 1
-  %908 = icmp slt i64 %c70.next, 32
-  br i1 %908, label %conv2_weight_grad.c70, label %conv2_weight_grad.c70.end
+conv2_weight_grad.ky83.end:                       ; preds = %conv2_weight_grad.oy88.end
+  %c82.next = add nsw i64 %conv2_weight_grad.c82537, 1
+  %1574 = icmp slt i64 %c82.next, 32
+  br i1 %1574, label %conv2_weight_grad.c82, label %conv2_weight_grad.c82.end
 
-conv2_weight_grad.oy72:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky71
-  %conv2_weight_grad.oy72249 = phi i64 [ 0, %conv2_weight_grad.ky71 ], [ %oy72.next, %conv2_weight_grad.endif ]
-  %909 = add nsw i64 %conv2_weight_grad.oy72249, %conv2_weight_grad.ky71248
-  %910 = add nsw i64 %909, -1
-  %911 = icmp slt i64 -1, %910
-  %912 = add nsw i64 %conv2_weight_grad.oy72249, %conv2_weight_grad.ky71248
-  %913 = add nsw i64 %912, -1
-  %914 = icmp slt i64 %913, 14
-  %915 = and i1 %911, %914
-  br i1 %915, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+conv2_weight_grad.oy84:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky83
+  %conv2_weight_grad.oy84539 = phi i64 [ 0, %conv2_weight_grad.ky83 ], [ %oy84.next, %conv2_weight_grad.endif ]
+  %1575 = add nsw i64 %conv2_weight_grad.oy84539, %conv2_weight_grad.ky83538
+  %1576 = add nsw i64 %1575, -1
+  %1577 = icmp slt i64 -1, %1576
+  %1578 = add nsw i64 %conv2_weight_grad.oy84539, %conv2_weight_grad.ky83538
+  %1579 = add nsw i64 %1578, -1
+  %1580 = icmp slt i64 %1579, 14
+  %1581 = and i1 %1577, %1580
+  br i1 %1581, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy72.end:                       ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.oy74
+conv2_weight_grad.oy84.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy86
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy72
-  br label %conv2_weight_grad.ox73
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy84
+  br label %conv2_weight_grad.ox85
 
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox73.end, %conv2_weight_grad.oy72
-  %oy72.next = add nsw i64 %conv2_weight_grad.oy72249, 1
-  %916 = icmp slt i64 %oy72.next, 14
-  br i1 %916, label %conv2_weight_grad.oy72, label %conv2_weight_grad.oy72.end
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox85.end, %conv2_weight_grad.oy84
+  %oy84.next = add nsw i64 %conv2_weight_grad.oy84539, 1
+  %1582 = icmp slt i64 %oy84.next, 14
+  br i1 %1582, label %conv2_weight_grad.oy84, label %conv2_weight_grad.oy84.end
 
-conv2_weight_grad.ox73:                           ; preds = %conv2_weight_grad.ox73, %conv2_weight_grad.then
-  %conv2_weight_grad.ox73250 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox73.next, %conv2_weight_grad.ox73 ]
-  %917 = mul nsw i64 %conv2_weight_grad.g66242, 64
-  %918 = add nsw i64 %917, %conv2_weight_grad.j67243
-  %919 = mul nsw i64 %918, 6272
-  %920 = mul nsw i64 %conv2_weight_grad.c70247, 196
-  %921 = add nsw i64 %919, %920
-  %922 = add nsw i64 %conv2_weight_grad.oy72249, %conv2_weight_grad.ky71248
-  %923 = add nsw i64 %922, -1
-  %924 = mul nsw i64 %923, 14
-  %925 = add nsw i64 %921, %924
-  %926 = add nsw i64 %conv2_weight_grad.ox73250, 1
-  %927 = add nsw i64 %926, -1
-  %928 = add nsw i64 %925, %927
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %928
-  %929 = load float, ptr %arena251, align 4
-  %930 = mul nsw i64 %conv2_weight_grad.c70247, 3
-  %931 = add nsw i64 %930, %conv2_weight_grad.ky71248
-  %932 = mul nsw i64 %931, 3
-  %933 = mul nsw i64 %932, 12544
-  %934 = add nsw i64 2224784, %933
-  %935 = mul nsw i64 %conv2_weight_grad.j67243, 196
-  %936 = add nsw i64 %934, %935
-  %937 = mul nsw i64 %conv2_weight_grad.oy72249, 14
-  %938 = add nsw i64 %936, %937
-  %939 = add nsw i64 %conv2_weight_grad.ox73250, 1
-  %940 = add nsw i64 %938, %939
-  %arena252 = getelementptr inbounds float, ptr %arena, i64 %940
-  store float %929, ptr %arena252, align 4
-  %ox73.next = add nsw i64 %conv2_weight_grad.ox73250, 1
-  %941 = icmp slt i64 %ox73.next, 13
-  br i1 %941, label %conv2_weight_grad.ox73, label %conv2_weight_grad.ox73.end
+conv2_weight_grad.ox85:                           ; preds = %conv2_weight_grad.ox85, %conv2_weight_grad.then
+  %conv2_weight_grad.ox85540 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox85.next, %conv2_weight_grad.ox85 ]
+  %1583 = mul nsw i64 %conv2_weight_grad.g78532, 64
+  %1584 = add nsw i64 %1583, %conv2_weight_grad.j79533
+  %1585 = mul nsw i64 %1584, 6272
+  %1586 = mul nsw i64 %conv2_weight_grad.c82537, 196
+  %1587 = add nsw i64 %1585, %1586
+  %1588 = add nsw i64 %conv2_weight_grad.oy84539, %conv2_weight_grad.ky83538
+  %1589 = add nsw i64 %1588, -1
+  %1590 = mul nsw i64 %1589, 14
+  %1591 = add nsw i64 %1587, %1590
+  %1592 = add nsw i64 %conv2_weight_grad.ox85540, 1
+  %1593 = add nsw i64 %1592, -1
+  %1594 = add nsw i64 %1591, %1593
+  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1594
+  %1595 = load float, ptr %arena541, align 4
+  %1596 = mul nsw i64 %conv2_weight_grad.c82537, 3
+  %1597 = add nsw i64 %1596, %conv2_weight_grad.ky83538
+  %1598 = mul nsw i64 %1597, 3
+  %1599 = mul nsw i64 %1598, 12544
+  %1600 = add nsw i64 2224784, %1599
+  %1601 = mul nsw i64 %conv2_weight_grad.j79533, 196
+  %1602 = add nsw i64 %1600, %1601
+  %1603 = mul nsw i64 %conv2_weight_grad.oy84539, 14
+  %1604 = add nsw i64 %1602, %1603
+  %1605 = add nsw i64 %conv2_weight_grad.ox85540, 1
+  %1606 = add nsw i64 %1604, %1605
+  %arena542 = getelementptr inbounds float, ptr %arena, i64 %1606
+  store float %1595, ptr %arena542, align 4
+  %ox85.next = add nsw i64 %conv2_weight_grad.ox85540, 1
+  %1607 = icmp slt i64 %ox85.next, 13
+  br i1 %1607, label %conv2_weight_grad.ox85, label %conv2_weight_grad.ox85.end
 
-conv2_weight_grad.ox73.end:                       ; preds = %conv2_weight_grad.ox73
+conv2_weight_grad.ox85.end:                       ; preds = %conv2_weight_grad.ox85
   br label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy74:                           ; preds = %conv2_weight_grad.endif255, %conv2_weight_grad.oy72.end
-  %conv2_weight_grad.oy74253 = phi i64 [ 0, %conv2_weight_grad.oy72.end ], [ %oy74.next, %conv2_weight_grad.endif255 ]
-  %942 = add nsw i64 %conv2_weight_grad.oy74253, %conv2_weight_grad.ky71248
-  %943 = add nsw i64 %942, -1
-  %944 = icmp slt i64 -1, %943
-  %945 = add nsw i64 %conv2_weight_grad.oy74253, %conv2_weight_grad.ky71248
-  %946 = add nsw i64 %945, -1
-  %947 = icmp slt i64 %946, 14
-  %948 = and i1 %944, %947
-  br i1 %948, label %conv2_weight_grad.then254, label %conv2_weight_grad.endif255
+conv2_weight_grad.oy86:                           ; preds = %conv2_weight_grad.endif545, %conv2_weight_grad.oy84.end
+  %conv2_weight_grad.oy86543 = phi i64 [ 0, %conv2_weight_grad.oy84.end ], [ %oy86.next, %conv2_weight_grad.endif545 ]
+  %1608 = add nsw i64 %conv2_weight_grad.oy86543, %conv2_weight_grad.ky83538
+  %1609 = add nsw i64 %1608, -1
+  %1610 = icmp slt i64 -1, %1609
+  %1611 = add nsw i64 %conv2_weight_grad.oy86543, %conv2_weight_grad.ky83538
+  %1612 = add nsw i64 %1611, -1
+  %1613 = icmp slt i64 %1612, 14
+  %1614 = and i1 %1610, %1613
+  br i1 %1614, label %conv2_weight_grad.then544, label %conv2_weight_grad.endif545
 
-conv2_weight_grad.oy74.end:                       ; preds = %conv2_weight_grad.endif255
-  br label %conv2_weight_grad.oy76
+conv2_weight_grad.oy86.end:                       ; preds = %conv2_weight_grad.endif545
+  br label %conv2_weight_grad.oy88
 
-conv2_weight_grad.then254:                        ; preds = %conv2_weight_grad.oy74
-  br label %conv2_weight_grad.ox75
+conv2_weight_grad.then544:                        ; preds = %conv2_weight_grad.oy86
+  br label %conv2_weight_grad.ox87
 
-conv2_weight_grad.endif255:                       ; preds = %conv2_weight_grad.ox75.end, %conv2_weight_grad.oy74
-  %oy74.next = add nsw i64 %conv2_weight_grad.oy74253, 1
-  %949 = icmp slt i64 %oy74.next, 14
-  br i1 %949, label %conv2_weight_grad.oy74, label %conv2_weight_grad.oy74.end
+conv2_weight_grad.endif545:                       ; preds = %conv2_weight_grad.ox87.end, %conv2_weight_grad.oy86
+  %oy86.next = add nsw i64 %conv2_weight_grad.oy86543, 1
+  %1615 = icmp slt i64 %oy86.next, 14
+  br i1 %1615, label %conv2_weight_grad.oy86, label %conv2_weight_grad.oy86.end
 
-conv2_weight_grad.ox75:                           ; preds = %conv2_weight_grad.ox75, %conv2_weight_grad.then254
-  %conv2_weight_grad.ox75256 = phi i64 [ 0, %conv2_weight_grad.then254 ], [ %ox75.next, %conv2_weight_grad.ox75 ]
-  %950 = mul nsw i64 %conv2_weight_grad.g66242, 64
-  %951 = add nsw i64 %950, %conv2_weight_grad.j67243
-  %952 = mul nsw i64 %951, 6272
-  %953 = mul nsw i64 %conv2_weight_grad.c70247, 196
-  %954 = add nsw i64 %952, %953
-  %955 = add nsw i64 %conv2_weight_grad.oy74253, %conv2_weight_grad.ky71248
-  %956 = add nsw i64 %955, -1
-  %957 = mul nsw i64 %956, 14
-  %958 = add nsw i64 %954, %957
-  %959 = add nsw i64 %958, %conv2_weight_grad.ox75256
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %959
-  %960 = load float, ptr %arena257, align 4
-  %961 = mul nsw i64 %conv2_weight_grad.c70247, 3
-  %962 = add nsw i64 %961, %conv2_weight_grad.ky71248
-  %963 = mul nsw i64 %962, 3
-  %964 = add nsw i64 %963, 1
-  %965 = mul nsw i64 %964, 12544
-  %966 = add nsw i64 2224784, %965
-  %967 = mul nsw i64 %conv2_weight_grad.j67243, 196
-  %968 = add nsw i64 %966, %967
-  %969 = mul nsw i64 %conv2_weight_grad.oy74253, 14
-  %970 = add nsw i64 %968, %969
-  %971 = add nsw i64 %970, %conv2_weight_grad.ox75256
-  %arena258 = getelementptr inbounds float, ptr %arena, i64 %971
-  store float %960, ptr %arena258, align 4
-  %ox75.next = add nsw i64 %conv2_weight_grad.ox75256, 1
-  %972 = icmp slt i64 %ox75.next, 14
-  br i1 %972, label %conv2_weight_grad.ox75, label %conv2_weight_grad.ox75.end
+conv2_weight_grad.ox87:                           ; preds = %conv2_weight_grad.ox87, %conv2_weight_grad.then544
+  %conv2_weight_grad.ox87546 = phi i64 [ 0, %conv2_weight_grad.then544 ], [ %ox87.next, %conv2_weight_grad.ox87 ]
+  %1616 = mul nsw i64 %conv2_weight_grad.g78532, 64
+  %1617 = add nsw i64 %1616, %conv2_weight_grad.j79533
+  %1618 = mul nsw i64 %1617, 6272
+  %1619 = mul nsw i64 %conv2_weight_grad.c82537, 196
+  %1620 = add nsw i64 %1618, %1619
+  %1621 = add nsw i64 %conv2_weight_grad.oy86543, %conv2_weight_grad.ky83538
+  %1622 = add nsw i64 %1621, -1
+  %1623 = mul nsw i64 %1622, 14
+  %1624 = add nsw i64 %1620, %1623
+  %1625 = add nsw i64 %1624, %conv2_weight_grad.ox87546
+  %arena547 = getelementptr inbounds float, ptr %arena, i64 %1625
+  %1626 = load float, ptr %arena547, align 4
+  %1627 = mul nsw i64 %conv2_weight_grad.c82537, 3
+  %1628 = add nsw i64 %1627, %conv2_weight_grad.ky83538
+  %1629 = mul nsw i64 %1628, 3
+  %1630 = add nsw i64 %1629, 1
+  %1631 = mul nsw i64 %1630, 12544
+  %1632 = add nsw i64 2224784, %1631
+  %1633 = mul nsw i64 %conv2_weight_grad.j79533, 196
+  %1634 = add nsw i64 %1632, %1633
+  %1635 = mul nsw i64 %conv2_weight_grad.oy86543, 14
+  %1636 = add nsw i64 %1634, %1635
+  %1637 = add nsw i64 %1636, %conv2_weight_grad.ox87546
+  %arena548 = getelementptr inbounds float, ptr %arena, i64 %1637
+  store float %1626, ptr %arena548, align 4
+  %ox87.next = add nsw i64 %conv2_weight_grad.ox87546, 1
+  %1638 = icmp slt i64 %ox87.next, 14
+  br i1 %1638, label %conv2_weight_grad.ox87, label %conv2_weight_grad.ox87.end
 
-conv2_weight_grad.ox75.end:                       ; preds = %conv2_weight_grad.ox75
-  br label %conv2_weight_grad.endif255
+conv2_weight_grad.ox87.end:                       ; preds = %conv2_weight_grad.ox87
+  br label %conv2_weight_grad.endif545
 
-conv2_weight_grad.oy76:                           ; preds = %conv2_weight_grad.endif261, %conv2_weight_grad.oy74.end
-  %conv2_weight_grad.oy76259 = phi i64 [ 0, %conv2_weight_grad.oy74.end ], [ %oy76.next, %conv2_weight_grad.endif261 ]
-  %973 = add nsw i64 %conv2_weight_grad.oy76259, %conv2_weight_grad.ky71248
-  %974 = add nsw i64 %973, -1
-  %975 = icmp slt i64 -1, %974
-  %976 = add nsw i64 %conv2_weight_grad.oy76259, %conv2_weight_grad.ky71248
-  %977 = add nsw i64 %976, -1
-  %978 = icmp slt i64 %977, 14
-  %979 = and i1 %975, %978
-  br i1 %979, label %conv2_weight_grad.then260, label %conv2_weight_grad.endif261
+conv2_weight_grad.oy88:                           ; preds = %conv2_weight_grad.endif551, %conv2_weight_grad.oy86.end
+  %conv2_weight_grad.oy88549 = phi i64 [ 0, %conv2_weight_grad.oy86.end ], [ %oy88.next, %conv2_weight_grad.endif551 ]
+  %1639 = add nsw i64 %conv2_weight_grad.oy88549, %conv2_weight_grad.ky83538
+  %1640 = add nsw i64 %1639, -1
+  %1641 = icmp slt i64 -1, %1640
+  %1642 = add nsw i64 %conv2_weight_grad.oy88549, %conv2_weight_grad.ky83538
+  %1643 = add nsw i64 %1642, -1
+  %1644 = icmp slt i64 %1643, 14
+  %1645 = and i1 %1641, %1644
+  br i1 %1645, label %conv2_weight_grad.then550, label %conv2_weight_grad.endif551
 
-conv2_weight_grad.oy76.end:                       ; preds = %conv2_weight_grad.endif261
-  %ky71.next = add nsw i64 %conv2_weight_grad.ky71248, 1
-  %980 = icmp slt i64 %ky71.next, 3
-  br i1 %980, label %conv2_weight_grad.ky71, label %conv2_weight_grad.ky71.end
+conv2_weight_grad.oy88.end:                       ; preds = %conv2_weight_grad.endif551
+  %ky83.next = add nsw i64 %conv2_weight_grad.ky83538, 1
+  %1646 = icmp slt i64 %ky83.next, 3
+  br i1 %1646, label %conv2_weight_grad.ky83, label %conv2_weight_grad.ky83.end
 
-conv2_weight_grad.then260:                        ; preds = %conv2_weight_grad.oy76
-  br label %conv2_weight_grad.ox77
+conv2_weight_grad.then550:                        ; preds = %conv2_weight_grad.oy88
+  br label %conv2_weight_grad.ox89
 
-conv2_weight_grad.endif261:                       ; preds = %conv2_weight_grad.ox77.end, %conv2_weight_grad.oy76
-  %oy76.next = add nsw i64 %conv2_weight_grad.oy76259, 1
-  %981 = icmp slt i64 %oy76.next, 14
-  br i1 %981, label %conv2_weight_grad.oy76, label %conv2_weight_grad.oy76.end
+conv2_weight_grad.endif551:                       ; preds = %conv2_weight_grad.ox89.end, %conv2_weight_grad.oy88
+  %oy88.next = add nsw i64 %conv2_weight_grad.oy88549, 1
+  %1647 = icmp slt i64 %oy88.next, 14
+  br i1 %1647, label %conv2_weight_grad.oy88, label %conv2_weight_grad.oy88.end
 
-conv2_weight_grad.ox77:                           ; preds = %conv2_weight_grad.ox77, %conv2_weight_grad.then260
-  %conv2_weight_grad.ox77262 = phi i64 [ 0, %conv2_weight_grad.then260 ], [ %ox77.next, %conv2_weight_grad.ox77 ]
-  %982 = mul nsw i64 %conv2_weight_grad.g66242, 64
-  %983 = add nsw i64 %982, %conv2_weight_grad.j67243
-  %984 = mul nsw i64 %983, 6272
-  %985 = mul nsw i64 %conv2_weight_grad.c70247, 196
-  %986 = add nsw i64 %984, %985
-  %987 = add nsw i64 %conv2_weight_grad.oy76259, %conv2_weight_grad.ky71248
-  %988 = add nsw i64 %987, -1
-  %989 = mul nsw i64 %988, 14
-  %990 = add nsw i64 %986, %989
-  %991 = add nsw i64 %conv2_weight_grad.ox77262, 1
-  %992 = add nsw i64 %990, %991
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 %992
-  %993 = load float, ptr %arena263, align 4
-  %994 = mul nsw i64 %conv2_weight_grad.c70247, 3
-  %995 = add nsw i64 %994, %conv2_weight_grad.ky71248
-  %996 = mul nsw i64 %995, 3
-  %997 = add nsw i64 %996, 2
-  %998 = mul nsw i64 %997, 12544
-  %999 = add nsw i64 2224784, %998
-  %1000 = mul nsw i64 %conv2_weight_grad.j67243, 196
-  %1001 = add nsw i64 %999, %1000
-  %1002 = mul nsw i64 %conv2_weight_grad.oy76259, 14
-  %1003 = add nsw i64 %1001, %1002
-  %1004 = add nsw i64 %1003, %conv2_weight_grad.ox77262
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 %1004
-  store float %993, ptr %arena264, align 4
-  %ox77.next = add nsw i64 %conv2_weight_grad.ox77262, 1
-  %1005 = icmp slt i64 %ox77.next, 13
-  br i1 %1005, label %conv2_weight_grad.ox77, label %conv2_weight_grad.ox77.end
+conv2_weight_grad.ox89:                           ; preds = %conv2_weight_grad.ox89, %conv2_weight_grad.then550
+  %conv2_weight_grad.ox89552 = phi i64 [ 0, %conv2_weight_grad.then550 ], [ %ox89.next, %conv2_weight_grad.ox89 ]
+  %1648 = mul nsw i64 %conv2_weight_grad.g78532, 64
+  %1649 = add nsw i64 %1648, %conv2_weight_grad.j79533
+  %1650 = mul nsw i64 %1649, 6272
+  %1651 = mul nsw i64 %conv2_weight_grad.c82537, 196
+  %1652 = add nsw i64 %1650, %1651
+  %1653 = add nsw i64 %conv2_weight_grad.oy88549, %conv2_weight_grad.ky83538
+  %1654 = add nsw i64 %1653, -1
+  %1655 = mul nsw i64 %1654, 14
+  %1656 = add nsw i64 %1652, %1655
+  %1657 = add nsw i64 %conv2_weight_grad.ox89552, 1
+  %1658 = add nsw i64 %1656, %1657
+  %arena553 = getelementptr inbounds float, ptr %arena, i64 %1658
+  %1659 = load float, ptr %arena553, align 4
+  %1660 = mul nsw i64 %conv2_weight_grad.c82537, 3
+  %1661 = add nsw i64 %1660, %conv2_weight_grad.ky83538
+  %1662 = mul nsw i64 %1661, 3
+  %1663 = add nsw i64 %1662, 2
+  %1664 = mul nsw i64 %1663, 12544
+  %1665 = add nsw i64 2224784, %1664
+  %1666 = mul nsw i64 %conv2_weight_grad.j79533, 196
+  %1667 = add nsw i64 %1665, %1666
+  %1668 = mul nsw i64 %conv2_weight_grad.oy88549, 14
+  %1669 = add nsw i64 %1667, %1668
+  %1670 = add nsw i64 %1669, %conv2_weight_grad.ox89552
+  %arena554 = getelementptr inbounds float, ptr %arena, i64 %1670
+  store float %1659, ptr %arena554, align 4
+  %ox89.next = add nsw i64 %conv2_weight_grad.ox89552, 1
+  %1671 = icmp slt i64 %ox89.next, 13
+  br i1 %1671, label %conv2_weight_grad.ox89, label %conv2_weight_grad.ox89.end
 
-conv2_weight_grad.ox77.end:                       ; preds = %conv2_weight_grad.ox77
-  br label %conv2_weight_grad.endif261
+conv2_weight_grad.ox89.end:                       ; preds = %conv2_weight_grad.ox89
+  br label %conv2_weight_grad.endif551
 
-conv2_weight_grad.j78:                            ; preds = %conv2_weight_grad.f79.end, %conv2_weight_grad.j67.end
-  %conv2_weight_grad.j78265 = phi i64 [ 0, %conv2_weight_grad.j67.end ], [ %j78.next, %conv2_weight_grad.f79.end ]
-  br label %conv2_weight_grad.f79
+conv2_weight_grad.j90:                            ; preds = %conv2_weight_grad.i91.end, %conv2_weight_grad.j79.end
+  %conv2_weight_grad.j90555 = phi i64 [ 0, %conv2_weight_grad.j79.end ], [ %j90.next, %conv2_weight_grad.i91.end ]
+  br label %conv2_weight_grad.i91
 
-conv2_weight_grad.j78.end:                        ; preds = %conv2_weight_grad.f79.end
-  %arena270 = getelementptr inbounds float, ptr %arena, i64 5837456
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 2224784
-  %grads272 = getelementptr inbounds float, ptr %grads, i64 320
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 288, i32 12544, float 1.000000e+00, ptr %arena270, i32 12544, ptr %arena271, i32 12544, float 1.000000e+00, ptr %grads272, i32 288)
-  %g66.next = add nsw i64 %conv2_weight_grad.g66242, 1
-  %1006 = icmp slt i64 %g66.next, 1
-  br i1 %1006, label %conv2_weight_grad.g66, label %conv2_weight_grad.g66.end
+conv2_weight_grad.j90.end:                        ; preds = %conv2_weight_grad.i91.end
+  br label %conv2_weight_grad.kp93
 
-conv2_weight_grad.f79:                            ; preds = %conv2_weight_grad.i80.end, %conv2_weight_grad.j78
-  %conv2_weight_grad.f79266 = phi i64 [ 0, %conv2_weight_grad.j78 ], [ %f79.next, %conv2_weight_grad.i80.end ]
-  br label %conv2_weight_grad.i80
+conv2_weight_grad.i91:                            ; preds = %conv2_weight_grad.f92.end, %conv2_weight_grad.j90
+  %conv2_weight_grad.i91556 = phi i64 [ 0, %conv2_weight_grad.j90 ], [ %i91.next, %conv2_weight_grad.f92.end ]
+  br label %conv2_weight_grad.f92
 
-conv2_weight_grad.f79.end:                        ; preds = %conv2_weight_grad.i80.end
-  %j78.next = add nsw i64 %conv2_weight_grad.j78265, 1
-  %1007 = icmp slt i64 %j78.next, 64
-  br i1 %1007, label %conv2_weight_grad.j78, label %conv2_weight_grad.j78.end
+conv2_weight_grad.i91.end:                        ; preds = %conv2_weight_grad.f92.end
+  %j90.next = add nsw i64 %conv2_weight_grad.j90555, 1
+  %1672 = icmp slt i64 %j90.next, 64
+  br i1 %1672, label %conv2_weight_grad.j90, label %conv2_weight_grad.j90.end
 
-conv2_weight_grad.i80:                            ; preds = %conv2_weight_grad.i80, %conv2_weight_grad.f79
-  %conv2_weight_grad.i80267 = phi i64 [ 0, %conv2_weight_grad.f79 ], [ %i80.next, %conv2_weight_grad.i80 ]
-  %1008 = mul nsw i64 %conv2_weight_grad.g66242, 64
-  %1009 = add nsw i64 %1008, %conv2_weight_grad.j78265
-  %1010 = mul nsw i64 %1009, 12544
-  %1011 = add nsw i64 1421968, %1010
-  %1012 = mul nsw i64 %conv2_weight_grad.f79266, 196
-  %1013 = add nsw i64 %1011, %1012
-  %1014 = add nsw i64 %1013, %conv2_weight_grad.i80267
-  %arena268 = getelementptr inbounds float, ptr %arena, i64 %1014
-  %1015 = load float, ptr %arena268, align 4
-  %1016 = mul nsw i64 %conv2_weight_grad.f79266, 12544
-  %1017 = add nsw i64 5837456, %1016
-  %1018 = mul nsw i64 %conv2_weight_grad.j78265, 196
-  %1019 = add nsw i64 %1017, %1018
-  %1020 = add nsw i64 %1019, %conv2_weight_grad.i80267
-  %arena269 = getelementptr inbounds float, ptr %arena, i64 %1020
-  store float %1015, ptr %arena269, align 4
-  %i80.next = add nsw i64 %conv2_weight_grad.i80267, 1
-  %1021 = icmp slt i64 %i80.next, 196
-  br i1 %1021, label %conv2_weight_grad.i80, label %conv2_weight_grad.i80.end
+conv2_weight_grad.f92:                            ; preds = %conv2_weight_grad.f92, %conv2_weight_grad.i91
+  %conv2_weight_grad.f92557 = phi i64 [ 0, %conv2_weight_grad.i91 ], [ %f92.next, %conv2_weight_grad.f92 ]
+  %1673 = mul nsw i64 %conv2_weight_grad.g78532, 64
+  %1674 = add nsw i64 %1673, %conv2_weight_grad.j90555
+  %1675 = mul nsw i64 %1674, 12544
+  %1676 = add nsw i64 1421968, %1675
+  %1677 = mul nsw i64 %conv2_weight_grad.f92557, 196
+  %1678 = add nsw i64 %1676, %1677
+  %1679 = add nsw i64 %1678, %conv2_weight_grad.i91556
+  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1679
+  %1680 = load float, ptr %arena558, align 4
+  %1681 = mul nsw i64 %conv2_weight_grad.j90555, 196
+  %1682 = add nsw i64 %1681, %conv2_weight_grad.i91556
+  %1683 = mul nsw i64 %1682, 64
+  %1684 = add nsw i64 5837456, %1683
+  %1685 = add nsw i64 %1684, %conv2_weight_grad.f92557
+  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1685
+  store float %1680, ptr %arena559, align 4
+  %f92.next = add nsw i64 %conv2_weight_grad.f92557, 1
+  %1686 = icmp slt i64 %f92.next, 64
+  br i1 %1686, label %conv2_weight_grad.f92, label %conv2_weight_grad.f92.end
 
-conv2_weight_grad.i80.end:                        ; preds = %conv2_weight_grad.i80
-  %f79.next = add nsw i64 %conv2_weight_grad.f79266, 1
-  %1022 = icmp slt i64 %f79.next, 64
-  br i1 %1022, label %conv2_weight_grad.f79, label %conv2_weight_grad.f79.end
+conv2_weight_grad.f92.end:                        ; preds = %conv2_weight_grad.f92
+  %i91.next = add nsw i64 %conv2_weight_grad.i91556, 1
+  %1687 = icmp slt i64 %i91.next, 196
+  br i1 %1687, label %conv2_weight_grad.i91, label %conv2_weight_grad.i91.end
 
-conv2_bias_grad.i81:                              ; preds = %conv2_bias_grad.i81, %conv2_weight_grad.g66.end
-  %conv2_bias_grad.i81273 = phi i64 [ 0, %conv2_weight_grad.g66.end ], [ %i81.next, %conv2_bias_grad.i81 ]
-  %1023 = add nsw i64 802816, %conv2_bias_grad.i81273
-  %arena274 = getelementptr inbounds float, ptr %arena, i64 %1023
-  store float 1.000000e+00, ptr %arena274, align 4
-  %i81.next = add nsw i64 %conv2_bias_grad.i81273, 1
-  %1024 = icmp slt i64 %i81.next, 196
-  br i1 %1024, label %conv2_bias_grad.i81, label %conv2_bias_grad.i81.end
+conv2_weight_grad.kp93:                           ; preds = %conv2_weight_grad.nb94.end, %conv2_weight_grad.j90.end
+  %conv2_weight_grad.kp93560 = phi i64 [ 0, %conv2_weight_grad.j90.end ], [ %kp93.next, %conv2_weight_grad.nb94.end ]
+  br label %conv2_weight_grad.nb94
 
-conv2_bias_grad.i81.end:                          ; preds = %conv2_bias_grad.i81
-  br label %conv2_bias_grad.i82
+conv2_weight_grad.kp93.end:                       ; preds = %conv2_weight_grad.nb94.end
+  br label %conv2_weight_grad.nb98
 
-conv2_bias_grad.i82:                              ; preds = %conv2_bias_grad.i82, %conv2_bias_grad.i81.end
-  %conv2_bias_grad.i82275 = phi i64 [ 0, %conv2_bias_grad.i81.end ], [ %i82.next, %conv2_bias_grad.i82 ]
-  %1025 = add nsw i64 18752, %conv2_bias_grad.i82275
-  %grads276 = getelementptr inbounds float, ptr %grads, i64 %1025
-  store float 0.000000e+00, ptr %grads276, align 4
-  %i82.next = add nsw i64 %conv2_bias_grad.i82275, 1
-  %1026 = icmp slt i64 %i82.next, 64
-  br i1 %1026, label %conv2_bias_grad.i82, label %conv2_bias_grad.i82.end
+conv2_weight_grad.nb94:                           ; preds = %conv2_weight_grad.mb95.end, %conv2_weight_grad.kp93
+  %conv2_weight_grad.nb94561 = phi i64 [ 0, %conv2_weight_grad.kp93 ], [ %nb94.next, %conv2_weight_grad.mb95.end ]
+  br label %conv2_weight_grad.mb95
 
-conv2_bias_grad.i82.end:                          ; preds = %conv2_bias_grad.i82
-  br label %conv2_bias_grad.img83
+conv2_weight_grad.nb94.end:                       ; preds = %conv2_weight_grad.mb95.end
+  %kp93.next = add nsw i64 %conv2_weight_grad.kp93560, 1
+  %1688 = icmp slt i64 %kp93.next, 32
+  br i1 %1688, label %conv2_weight_grad.kp93, label %conv2_weight_grad.kp93.end
 
-conv2_bias_grad.img83:                            ; preds = %conv2_bias_grad.img83, %conv2_bias_grad.i82.end
-  %conv2_bias_grad.img83277 = phi i64 [ 0, %conv2_bias_grad.i82.end ], [ %img83.next, %conv2_bias_grad.img83 ]
-  %1027 = mul nsw i64 %conv2_bias_grad.img83277, 12544
-  %1028 = add nsw i64 1421968, %1027
-  %arena278 = getelementptr inbounds float, ptr %arena, i64 %1028
-  %arena279 = getelementptr inbounds float, ptr %arena, i64 802816
-  %grads280 = getelementptr inbounds float, ptr %grads, i64 18752
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 196, float 1.000000e+00, ptr %arena278, i32 196, ptr %arena279, i32 1, float 1.000000e+00, ptr %grads280, i32 1)
-  %img83.next = add nsw i64 %conv2_bias_grad.img83277, 1
-  %1029 = icmp slt i64 %img83.next, 64
-  br i1 %1029, label %conv2_bias_grad.img83, label %conv2_bias_grad.img83.end
+conv2_weight_grad.mb95:                           ; preds = %conv2_weight_grad.k97.end, %conv2_weight_grad.nb94
+  %conv2_weight_grad.mb95562 = phi i64 [ 0, %conv2_weight_grad.nb94 ], [ %mb95.next, %conv2_weight_grad.k97.end ]
+  %1689 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1690 = mul nsw i64 %1689, 64
+  %1691 = add nsw i64 6640272, %1690
+  %1692 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1693 = add nsw i64 %1691, %1692
+  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1693
+  %1694 = load <16 x float>, ptr %arena563, align 4
+  store <16 x float> %1694, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %1695 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1696 = mul nsw i64 %1695, 64
+  %1697 = add nsw i64 6640272, %1696
+  %1698 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1699 = add nsw i64 %1697, %1698
+  %1700 = add nsw i64 %1699, 16
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1700
+  %1701 = load <16 x float>, ptr %arena564, align 4
+  store <16 x float> %1701, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %1702 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1703 = mul nsw i64 %1702, 64
+  %1704 = add nsw i64 6640272, %1703
+  %1705 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1706 = add nsw i64 %1704, %1705
+  %1707 = add nsw i64 %1706, 32
+  %arena565 = getelementptr inbounds float, ptr %arena, i64 %1707
+  %1708 = load <16 x float>, ptr %arena565, align 4
+  store <16 x float> %1708, ptr %conv2_weight_grad.t96_c0_2, align 64
+  %1709 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1710 = mul nsw i64 %1709, 64
+  %1711 = add nsw i64 6640272, %1710
+  %1712 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1713 = add nsw i64 %1711, %1712
+  %1714 = add nsw i64 %1713, 48
+  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1714
+  %1715 = load <16 x float>, ptr %arena566, align 4
+  store <16 x float> %1715, ptr %conv2_weight_grad.t96_c0_3, align 64
+  %1716 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1717 = add nsw i64 %1716, 1
+  %1718 = mul nsw i64 %1717, 64
+  %1719 = add nsw i64 6640272, %1718
+  %1720 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1721 = add nsw i64 %1719, %1720
+  %arena567 = getelementptr inbounds float, ptr %arena, i64 %1721
+  %1722 = load <16 x float>, ptr %arena567, align 4
+  store <16 x float> %1722, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %1723 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1724 = add nsw i64 %1723, 1
+  %1725 = mul nsw i64 %1724, 64
+  %1726 = add nsw i64 6640272, %1725
+  %1727 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1728 = add nsw i64 %1726, %1727
+  %1729 = add nsw i64 %1728, 16
+  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1729
+  %1730 = load <16 x float>, ptr %arena568, align 4
+  store <16 x float> %1730, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %1731 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1732 = add nsw i64 %1731, 1
+  %1733 = mul nsw i64 %1732, 64
+  %1734 = add nsw i64 6640272, %1733
+  %1735 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1736 = add nsw i64 %1734, %1735
+  %1737 = add nsw i64 %1736, 32
+  %arena569 = getelementptr inbounds float, ptr %arena, i64 %1737
+  %1738 = load <16 x float>, ptr %arena569, align 4
+  store <16 x float> %1738, ptr %conv2_weight_grad.t96_c1_2, align 64
+  %1739 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1740 = add nsw i64 %1739, 1
+  %1741 = mul nsw i64 %1740, 64
+  %1742 = add nsw i64 6640272, %1741
+  %1743 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1744 = add nsw i64 %1742, %1743
+  %1745 = add nsw i64 %1744, 48
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1745
+  %1746 = load <16 x float>, ptr %arena570, align 4
+  store <16 x float> %1746, ptr %conv2_weight_grad.t96_c1_3, align 64
+  %1747 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1748 = add nsw i64 %1747, 2
+  %1749 = mul nsw i64 %1748, 64
+  %1750 = add nsw i64 6640272, %1749
+  %1751 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1752 = add nsw i64 %1750, %1751
+  %arena571 = getelementptr inbounds float, ptr %arena, i64 %1752
+  %1753 = load <16 x float>, ptr %arena571, align 4
+  store <16 x float> %1753, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %1754 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1755 = add nsw i64 %1754, 2
+  %1756 = mul nsw i64 %1755, 64
+  %1757 = add nsw i64 6640272, %1756
+  %1758 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1759 = add nsw i64 %1757, %1758
+  %1760 = add nsw i64 %1759, 16
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1760
+  %1761 = load <16 x float>, ptr %arena572, align 4
+  store <16 x float> %1761, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %1762 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1763 = add nsw i64 %1762, 2
+  %1764 = mul nsw i64 %1763, 64
+  %1765 = add nsw i64 6640272, %1764
+  %1766 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1767 = add nsw i64 %1765, %1766
+  %1768 = add nsw i64 %1767, 32
+  %arena573 = getelementptr inbounds float, ptr %arena, i64 %1768
+  %1769 = load <16 x float>, ptr %arena573, align 4
+  store <16 x float> %1769, ptr %conv2_weight_grad.t96_c2_2, align 64
+  %1770 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1771 = add nsw i64 %1770, 2
+  %1772 = mul nsw i64 %1771, 64
+  %1773 = add nsw i64 6640272, %1772
+  %1774 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1775 = add nsw i64 %1773, %1774
+  %1776 = add nsw i64 %1775, 48
+  %arena574 = getelementptr inbounds float, ptr %arena, i64 %1776
+  %1777 = load <16 x float>, ptr %arena574, align 4
+  store <16 x float> %1777, ptr %conv2_weight_grad.t96_c2_3, align 64
+  %1778 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1779 = add nsw i64 %1778, 3
+  %1780 = mul nsw i64 %1779, 64
+  %1781 = add nsw i64 6640272, %1780
+  %1782 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1783 = add nsw i64 %1781, %1782
+  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1783
+  %1784 = load <16 x float>, ptr %arena575, align 4
+  store <16 x float> %1784, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %1785 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1786 = add nsw i64 %1785, 3
+  %1787 = mul nsw i64 %1786, 64
+  %1788 = add nsw i64 6640272, %1787
+  %1789 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1790 = add nsw i64 %1788, %1789
+  %1791 = add nsw i64 %1790, 16
+  %arena576 = getelementptr inbounds float, ptr %arena, i64 %1791
+  %1792 = load <16 x float>, ptr %arena576, align 4
+  store <16 x float> %1792, ptr %conv2_weight_grad.t96_c3_1, align 64
+  %1793 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1794 = add nsw i64 %1793, 3
+  %1795 = mul nsw i64 %1794, 64
+  %1796 = add nsw i64 6640272, %1795
+  %1797 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1798 = add nsw i64 %1796, %1797
+  %1799 = add nsw i64 %1798, 32
+  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1799
+  %1800 = load <16 x float>, ptr %arena577, align 4
+  store <16 x float> %1800, ptr %conv2_weight_grad.t96_c3_2, align 64
+  %1801 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1802 = add nsw i64 %1801, 3
+  %1803 = mul nsw i64 %1802, 64
+  %1804 = add nsw i64 6640272, %1803
+  %1805 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1806 = add nsw i64 %1804, %1805
+  %1807 = add nsw i64 %1806, 48
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1807
+  %1808 = load <16 x float>, ptr %arena578, align 4
+  store <16 x float> %1808, ptr %conv2_weight_grad.t96_c3_3, align 64
+  %1809 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1810 = add nsw i64 %1809, 4
+  %1811 = mul nsw i64 %1810, 64
+  %1812 = add nsw i64 6640272, %1811
+  %1813 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1814 = add nsw i64 %1812, %1813
+  %arena579 = getelementptr inbounds float, ptr %arena, i64 %1814
+  %1815 = load <16 x float>, ptr %arena579, align 4
+  store <16 x float> %1815, ptr %conv2_weight_grad.t96_c4_0, align 64
+  %1816 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1817 = add nsw i64 %1816, 4
+  %1818 = mul nsw i64 %1817, 64
+  %1819 = add nsw i64 6640272, %1818
+  %1820 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1821 = add nsw i64 %1819, %1820
+  %1822 = add nsw i64 %1821, 16
+  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1822
+  %1823 = load <16 x float>, ptr %arena580, align 4
+  store <16 x float> %1823, ptr %conv2_weight_grad.t96_c4_1, align 64
+  %1824 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1825 = add nsw i64 %1824, 4
+  %1826 = mul nsw i64 %1825, 64
+  %1827 = add nsw i64 6640272, %1826
+  %1828 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1829 = add nsw i64 %1827, %1828
+  %1830 = add nsw i64 %1829, 32
+  %arena581 = getelementptr inbounds float, ptr %arena, i64 %1830
+  %1831 = load <16 x float>, ptr %arena581, align 4
+  store <16 x float> %1831, ptr %conv2_weight_grad.t96_c4_2, align 64
+  %1832 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1833 = add nsw i64 %1832, 4
+  %1834 = mul nsw i64 %1833, 64
+  %1835 = add nsw i64 6640272, %1834
+  %1836 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1837 = add nsw i64 %1835, %1836
+  %1838 = add nsw i64 %1837, 48
+  %arena582 = getelementptr inbounds float, ptr %arena, i64 %1838
+  %1839 = load <16 x float>, ptr %arena582, align 4
+  store <16 x float> %1839, ptr %conv2_weight_grad.t96_c4_3, align 64
+  %1840 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1841 = add nsw i64 %1840, 5
+  %1842 = mul nsw i64 %1841, 64
+  %1843 = add nsw i64 6640272, %1842
+  %1844 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1845 = add nsw i64 %1843, %1844
+  %arena583 = getelementptr inbounds float, ptr %arena, i64 %1845
+  %1846 = load <16 x float>, ptr %arena583, align 4
+  store <16 x float> %1846, ptr %conv2_weight_grad.t96_c5_0, align 64
+  %1847 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1848 = add nsw i64 %1847, 5
+  %1849 = mul nsw i64 %1848, 64
+  %1850 = add nsw i64 6640272, %1849
+  %1851 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1852 = add nsw i64 %1850, %1851
+  %1853 = add nsw i64 %1852, 16
+  %arena584 = getelementptr inbounds float, ptr %arena, i64 %1853
+  %1854 = load <16 x float>, ptr %arena584, align 4
+  store <16 x float> %1854, ptr %conv2_weight_grad.t96_c5_1, align 64
+  %1855 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1856 = add nsw i64 %1855, 5
+  %1857 = mul nsw i64 %1856, 64
+  %1858 = add nsw i64 6640272, %1857
+  %1859 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1860 = add nsw i64 %1858, %1859
+  %1861 = add nsw i64 %1860, 32
+  %arena585 = getelementptr inbounds float, ptr %arena, i64 %1861
+  %1862 = load <16 x float>, ptr %arena585, align 4
+  store <16 x float> %1862, ptr %conv2_weight_grad.t96_c5_2, align 64
+  %1863 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1864 = add nsw i64 %1863, 5
+  %1865 = mul nsw i64 %1864, 64
+  %1866 = add nsw i64 6640272, %1865
+  %1867 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1868 = add nsw i64 %1866, %1867
+  %1869 = add nsw i64 %1868, 48
+  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1869
+  %1870 = load <16 x float>, ptr %arena586, align 4
+  store <16 x float> %1870, ptr %conv2_weight_grad.t96_c5_3, align 64
+  br label %conv2_weight_grad.k97
 
-conv2_bias_grad.img83.end:                        ; preds = %conv2_bias_grad.img83
-  br label %pool1_grad.i84
+conv2_weight_grad.mb95.end:                       ; preds = %conv2_weight_grad.k97.end
+  %nb94.next = add nsw i64 %conv2_weight_grad.nb94561, 1
+  %1871 = icmp slt i64 %nb94.next, 1
+  br i1 %1871, label %conv2_weight_grad.nb94, label %conv2_weight_grad.nb94.end
 
-pool1_grad.i84:                                   ; preds = %pool1_grad.i84, %conv2_bias_grad.img83.end
-  %pool1_grad.i84281 = phi i64 [ 0, %conv2_bias_grad.img83.end ], [ %i84.next, %pool1_grad.i84 ]
-  %1030 = add nsw i64 802816, %pool1_grad.i84281
-  %arena282 = getelementptr inbounds float, ptr %arena, i64 %1030
-  store float 0.000000e+00, ptr %arena282, align 4
-  %i84.next = add nsw i64 %pool1_grad.i84281, 1
-  %1031 = icmp slt i64 %i84.next, 401408
-  br i1 %1031, label %pool1_grad.i84, label %pool1_grad.i84.end
+conv2_weight_grad.k97:                            ; preds = %conv2_weight_grad.k97, %conv2_weight_grad.mb95
+  %conv2_weight_grad.k97587 = phi i64 [ 0, %conv2_weight_grad.mb95 ], [ %k97.next, %conv2_weight_grad.k97 ]
+  %1872 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1873 = add nsw i64 %conv2_weight_grad.k97587, %1872
+  %1874 = mul nsw i64 %1873, 64
+  %1875 = add nsw i64 5837456, %1874
+  %1876 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1877 = add nsw i64 %1875, %1876
+  %arena588 = getelementptr inbounds float, ptr %arena, i64 %1877
+  %1878 = load <16 x float>, ptr %arena588, align 4
+  store <16 x float> %1878, ptr %conv2_weight_grad.t96_b0, align 64
+  %1879 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1880 = add nsw i64 %conv2_weight_grad.k97587, %1879
+  %1881 = mul nsw i64 %1880, 64
+  %1882 = add nsw i64 5837456, %1881
+  %1883 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1884 = add nsw i64 %1882, %1883
+  %1885 = add nsw i64 %1884, 16
+  %arena589 = getelementptr inbounds float, ptr %arena, i64 %1885
+  %1886 = load <16 x float>, ptr %arena589, align 4
+  store <16 x float> %1886, ptr %conv2_weight_grad.t96_b1, align 64
+  %1887 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1888 = add nsw i64 %conv2_weight_grad.k97587, %1887
+  %1889 = mul nsw i64 %1888, 64
+  %1890 = add nsw i64 5837456, %1889
+  %1891 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1892 = add nsw i64 %1890, %1891
+  %1893 = add nsw i64 %1892, 32
+  %arena590 = getelementptr inbounds float, ptr %arena, i64 %1893
+  %1894 = load <16 x float>, ptr %arena590, align 4
+  store <16 x float> %1894, ptr %conv2_weight_grad.t96_b2, align 64
+  %1895 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1896 = add nsw i64 %conv2_weight_grad.k97587, %1895
+  %1897 = mul nsw i64 %1896, 64
+  %1898 = add nsw i64 5837456, %1897
+  %1899 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1900 = add nsw i64 %1898, %1899
+  %1901 = add nsw i64 %1900, 48
+  %arena591 = getelementptr inbounds float, ptr %arena, i64 %1901
+  %1902 = load <16 x float>, ptr %arena591, align 4
+  store <16 x float> %1902, ptr %conv2_weight_grad.t96_b3, align 64
+  %1903 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1904 = mul nsw i64 %1903, 12544
+  %1905 = add nsw i64 2224784, %1904
+  %1906 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1907 = add nsw i64 %conv2_weight_grad.k97587, %1906
+  %1908 = add nsw i64 %1905, %1907
+  %arena592 = getelementptr inbounds float, ptr %arena, i64 %1908
+  %1909 = load float, ptr %arena592, align 4
+  %1910 = insertelement <16 x float> undef, float %1909, i32 0
+  %1911 = shufflevector <16 x float> %1910, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1911, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_a0 = load <16 x float>, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_b0 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %1912 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0, <16 x float> %t96_b0, <16 x float> %t96_c0_0)
+  store <16 x float> %1912, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %t96_a0593 = load <16 x float>, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_b1 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %1913 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0593, <16 x float> %t96_b1, <16 x float> %t96_c0_1)
+  store <16 x float> %1913, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %t96_a0594 = load <16 x float>, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_b2 = load <16 x float>, ptr %conv2_weight_grad.t96_b2, align 64
+  %t96_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_2, align 64
+  %1914 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0594, <16 x float> %t96_b2, <16 x float> %t96_c0_2)
+  store <16 x float> %1914, ptr %conv2_weight_grad.t96_c0_2, align 64
+  %t96_a0595 = load <16 x float>, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_b3 = load <16 x float>, ptr %conv2_weight_grad.t96_b3, align 64
+  %t96_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_3, align 64
+  %1915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0595, <16 x float> %t96_b3, <16 x float> %t96_c0_3)
+  store <16 x float> %1915, ptr %conv2_weight_grad.t96_c0_3, align 64
+  %1916 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1917 = add nsw i64 %1916, 1
+  %1918 = mul nsw i64 %1917, 12544
+  %1919 = add nsw i64 2224784, %1918
+  %1920 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1921 = add nsw i64 %conv2_weight_grad.k97587, %1920
+  %1922 = add nsw i64 %1919, %1921
+  %arena596 = getelementptr inbounds float, ptr %arena, i64 %1922
+  %1923 = load float, ptr %arena596, align 4
+  %1924 = insertelement <16 x float> undef, float %1923, i32 0
+  %1925 = shufflevector <16 x float> %1924, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1925, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_a1 = load <16 x float>, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_b0597 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %1926 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1, <16 x float> %t96_b0597, <16 x float> %t96_c1_0)
+  store <16 x float> %1926, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %t96_a1598 = load <16 x float>, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_b1599 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %1927 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1598, <16 x float> %t96_b1599, <16 x float> %t96_c1_1)
+  store <16 x float> %1927, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %t96_a1600 = load <16 x float>, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_b2601 = load <16 x float>, ptr %conv2_weight_grad.t96_b2, align 64
+  %t96_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_2, align 64
+  %1928 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1600, <16 x float> %t96_b2601, <16 x float> %t96_c1_2)
+  store <16 x float> %1928, ptr %conv2_weight_grad.t96_c1_2, align 64
+  %t96_a1602 = load <16 x float>, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_b3603 = load <16 x float>, ptr %conv2_weight_grad.t96_b3, align 64
+  %t96_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_3, align 64
+  %1929 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1602, <16 x float> %t96_b3603, <16 x float> %t96_c1_3)
+  store <16 x float> %1929, ptr %conv2_weight_grad.t96_c1_3, align 64
+  %1930 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1931 = add nsw i64 %1930, 2
+  %1932 = mul nsw i64 %1931, 12544
+  %1933 = add nsw i64 2224784, %1932
+  %1934 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1935 = add nsw i64 %conv2_weight_grad.k97587, %1934
+  %1936 = add nsw i64 %1933, %1935
+  %arena604 = getelementptr inbounds float, ptr %arena, i64 %1936
+  %1937 = load float, ptr %arena604, align 4
+  %1938 = insertelement <16 x float> undef, float %1937, i32 0
+  %1939 = shufflevector <16 x float> %1938, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1939, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_a2 = load <16 x float>, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_b0605 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %1940 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2, <16 x float> %t96_b0605, <16 x float> %t96_c2_0)
+  store <16 x float> %1940, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %t96_a2606 = load <16 x float>, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_b1607 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %1941 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2606, <16 x float> %t96_b1607, <16 x float> %t96_c2_1)
+  store <16 x float> %1941, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %t96_a2608 = load <16 x float>, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_b2609 = load <16 x float>, ptr %conv2_weight_grad.t96_b2, align 64
+  %t96_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_2, align 64
+  %1942 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2608, <16 x float> %t96_b2609, <16 x float> %t96_c2_2)
+  store <16 x float> %1942, ptr %conv2_weight_grad.t96_c2_2, align 64
+  %t96_a2610 = load <16 x float>, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_b3611 = load <16 x float>, ptr %conv2_weight_grad.t96_b3, align 64
+  %t96_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_3, align 64
+  %1943 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2610, <16 x float> %t96_b3611, <16 x float> %t96_c2_3)
+  store <16 x float> %1943, ptr %conv2_weight_grad.t96_c2_3, align 64
+  %1944 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1945 = add nsw i64 %1944, 3
+  %1946 = mul nsw i64 %1945, 12544
+  %1947 = add nsw i64 2224784, %1946
+  %1948 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1949 = add nsw i64 %conv2_weight_grad.k97587, %1948
+  %1950 = add nsw i64 %1947, %1949
+  %arena612 = getelementptr inbounds float, ptr %arena, i64 %1950
+  %1951 = load float, ptr %arena612, align 4
+  %1952 = insertelement <16 x float> undef, float %1951, i32 0
+  %1953 = shufflevector <16 x float> %1952, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1953, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_a3 = load <16 x float>, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_b0613 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %1954 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3, <16 x float> %t96_b0613, <16 x float> %t96_c3_0)
+  store <16 x float> %1954, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %t96_a3614 = load <16 x float>, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_b1615 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_1, align 64
+  %1955 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3614, <16 x float> %t96_b1615, <16 x float> %t96_c3_1)
+  store <16 x float> %1955, ptr %conv2_weight_grad.t96_c3_1, align 64
+  %t96_a3616 = load <16 x float>, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_b2617 = load <16 x float>, ptr %conv2_weight_grad.t96_b2, align 64
+  %t96_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_2, align 64
+  %1956 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3616, <16 x float> %t96_b2617, <16 x float> %t96_c3_2)
+  store <16 x float> %1956, ptr %conv2_weight_grad.t96_c3_2, align 64
+  %t96_a3618 = load <16 x float>, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_b3619 = load <16 x float>, ptr %conv2_weight_grad.t96_b3, align 64
+  %t96_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_3, align 64
+  %1957 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3618, <16 x float> %t96_b3619, <16 x float> %t96_c3_3)
+  store <16 x float> %1957, ptr %conv2_weight_grad.t96_c3_3, align 64
+  %1958 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1959 = add nsw i64 %1958, 4
+  %1960 = mul nsw i64 %1959, 12544
+  %1961 = add nsw i64 2224784, %1960
+  %1962 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1963 = add nsw i64 %conv2_weight_grad.k97587, %1962
+  %1964 = add nsw i64 %1961, %1963
+  %arena620 = getelementptr inbounds float, ptr %arena, i64 %1964
+  %1965 = load float, ptr %arena620, align 4
+  %1966 = insertelement <16 x float> undef, float %1965, i32 0
+  %1967 = shufflevector <16 x float> %1966, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1967, ptr %conv2_weight_grad.t96_a4, align 64
+  %t96_a4 = load <16 x float>, ptr %conv2_weight_grad.t96_a4, align 64
+  %t96_b0621 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_0, align 64
+  %1968 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a4, <16 x float> %t96_b0621, <16 x float> %t96_c4_0)
+  store <16 x float> %1968, ptr %conv2_weight_grad.t96_c4_0, align 64
+  %t96_a4622 = load <16 x float>, ptr %conv2_weight_grad.t96_a4, align 64
+  %t96_b1623 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_1, align 64
+  %1969 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a4622, <16 x float> %t96_b1623, <16 x float> %t96_c4_1)
+  store <16 x float> %1969, ptr %conv2_weight_grad.t96_c4_1, align 64
+  %t96_a4624 = load <16 x float>, ptr %conv2_weight_grad.t96_a4, align 64
+  %t96_b2625 = load <16 x float>, ptr %conv2_weight_grad.t96_b2, align 64
+  %t96_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_2, align 64
+  %1970 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a4624, <16 x float> %t96_b2625, <16 x float> %t96_c4_2)
+  store <16 x float> %1970, ptr %conv2_weight_grad.t96_c4_2, align 64
+  %t96_a4626 = load <16 x float>, ptr %conv2_weight_grad.t96_a4, align 64
+  %t96_b3627 = load <16 x float>, ptr %conv2_weight_grad.t96_b3, align 64
+  %t96_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_3, align 64
+  %1971 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a4626, <16 x float> %t96_b3627, <16 x float> %t96_c4_3)
+  store <16 x float> %1971, ptr %conv2_weight_grad.t96_c4_3, align 64
+  %1972 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1973 = add nsw i64 %1972, 5
+  %1974 = mul nsw i64 %1973, 12544
+  %1975 = add nsw i64 2224784, %1974
+  %1976 = mul nsw i64 %conv2_weight_grad.kp93560, 381
+  %1977 = add nsw i64 %conv2_weight_grad.k97587, %1976
+  %1978 = add nsw i64 %1975, %1977
+  %arena628 = getelementptr inbounds float, ptr %arena, i64 %1978
+  %1979 = load float, ptr %arena628, align 4
+  %1980 = insertelement <16 x float> undef, float %1979, i32 0
+  %1981 = shufflevector <16 x float> %1980, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1981, ptr %conv2_weight_grad.t96_a5, align 64
+  %t96_a5 = load <16 x float>, ptr %conv2_weight_grad.t96_a5, align 64
+  %t96_b0629 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_0, align 64
+  %1982 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a5, <16 x float> %t96_b0629, <16 x float> %t96_c5_0)
+  store <16 x float> %1982, ptr %conv2_weight_grad.t96_c5_0, align 64
+  %t96_a5630 = load <16 x float>, ptr %conv2_weight_grad.t96_a5, align 64
+  %t96_b1631 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_1, align 64
+  %1983 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a5630, <16 x float> %t96_b1631, <16 x float> %t96_c5_1)
+  store <16 x float> %1983, ptr %conv2_weight_grad.t96_c5_1, align 64
+  %t96_a5632 = load <16 x float>, ptr %conv2_weight_grad.t96_a5, align 64
+  %t96_b2633 = load <16 x float>, ptr %conv2_weight_grad.t96_b2, align 64
+  %t96_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_2, align 64
+  %1984 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a5632, <16 x float> %t96_b2633, <16 x float> %t96_c5_2)
+  store <16 x float> %1984, ptr %conv2_weight_grad.t96_c5_2, align 64
+  %t96_a5634 = load <16 x float>, ptr %conv2_weight_grad.t96_a5, align 64
+  %t96_b3635 = load <16 x float>, ptr %conv2_weight_grad.t96_b3, align 64
+  %t96_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_3, align 64
+  %1985 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a5634, <16 x float> %t96_b3635, <16 x float> %t96_c5_3)
+  store <16 x float> %1985, ptr %conv2_weight_grad.t96_c5_3, align 64
+  %k97.next = add nsw i64 %conv2_weight_grad.k97587, 1
+  %1986 = icmp slt i64 %k97.next, 381
+  br i1 %1986, label %conv2_weight_grad.k97, label %conv2_weight_grad.k97.end
 
-pool1_grad.i84.end:                               ; preds = %pool1_grad.i84
-  br label %pool1_grad.g85
+conv2_weight_grad.k97.end:                        ; preds = %conv2_weight_grad.k97
+  %t96_c0_0636 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %1987 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1988 = mul nsw i64 %1987, 64
+  %1989 = add nsw i64 6640272, %1988
+  %1990 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1991 = add nsw i64 %1989, %1990
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %1991
+  store <16 x float> %t96_c0_0636, ptr %arena637, align 4
+  %t96_c0_1638 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %1992 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1993 = mul nsw i64 %1992, 64
+  %1994 = add nsw i64 6640272, %1993
+  %1995 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %1996 = add nsw i64 %1994, %1995
+  %1997 = add nsw i64 %1996, 16
+  %arena639 = getelementptr inbounds float, ptr %arena, i64 %1997
+  store <16 x float> %t96_c0_1638, ptr %arena639, align 4
+  %t96_c0_2640 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_2, align 64
+  %1998 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %1999 = mul nsw i64 %1998, 64
+  %2000 = add nsw i64 6640272, %1999
+  %2001 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2002 = add nsw i64 %2000, %2001
+  %2003 = add nsw i64 %2002, 32
+  %arena641 = getelementptr inbounds float, ptr %arena, i64 %2003
+  store <16 x float> %t96_c0_2640, ptr %arena641, align 4
+  %t96_c0_3642 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_3, align 64
+  %2004 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2005 = mul nsw i64 %2004, 64
+  %2006 = add nsw i64 6640272, %2005
+  %2007 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2008 = add nsw i64 %2006, %2007
+  %2009 = add nsw i64 %2008, 48
+  %arena643 = getelementptr inbounds float, ptr %arena, i64 %2009
+  store <16 x float> %t96_c0_3642, ptr %arena643, align 4
+  %t96_c1_0644 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %2010 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2011 = add nsw i64 %2010, 1
+  %2012 = mul nsw i64 %2011, 64
+  %2013 = add nsw i64 6640272, %2012
+  %2014 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2015 = add nsw i64 %2013, %2014
+  %arena645 = getelementptr inbounds float, ptr %arena, i64 %2015
+  store <16 x float> %t96_c1_0644, ptr %arena645, align 4
+  %t96_c1_1646 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %2016 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2017 = add nsw i64 %2016, 1
+  %2018 = mul nsw i64 %2017, 64
+  %2019 = add nsw i64 6640272, %2018
+  %2020 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2021 = add nsw i64 %2019, %2020
+  %2022 = add nsw i64 %2021, 16
+  %arena647 = getelementptr inbounds float, ptr %arena, i64 %2022
+  store <16 x float> %t96_c1_1646, ptr %arena647, align 4
+  %t96_c1_2648 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_2, align 64
+  %2023 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2024 = add nsw i64 %2023, 1
+  %2025 = mul nsw i64 %2024, 64
+  %2026 = add nsw i64 6640272, %2025
+  %2027 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2028 = add nsw i64 %2026, %2027
+  %2029 = add nsw i64 %2028, 32
+  %arena649 = getelementptr inbounds float, ptr %arena, i64 %2029
+  store <16 x float> %t96_c1_2648, ptr %arena649, align 4
+  %t96_c1_3650 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_3, align 64
+  %2030 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2031 = add nsw i64 %2030, 1
+  %2032 = mul nsw i64 %2031, 64
+  %2033 = add nsw i64 6640272, %2032
+  %2034 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2035 = add nsw i64 %2033, %2034
+  %2036 = add nsw i64 %2035, 48
+  %arena651 = getelementptr inbounds float, ptr %arena, i64 %2036
+  store <16 x float> %t96_c1_3650, ptr %arena651, align 4
+  %t96_c2_0652 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %2037 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2038 = add nsw i64 %2037, 2
+  %2039 = mul nsw i64 %2038, 64
+  %2040 = add nsw i64 6640272, %2039
+  %2041 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2042 = add nsw i64 %2040, %2041
+  %arena653 = getelementptr inbounds float, ptr %arena, i64 %2042
+  store <16 x float> %t96_c2_0652, ptr %arena653, align 4
+  %t96_c2_1654 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %2043 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2044 = add nsw i64 %2043, 2
+  %2045 = mul nsw i64 %2044, 64
+  %2046 = add nsw i64 6640272, %2045
+  %2047 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2048 = add nsw i64 %2046, %2047
+  %2049 = add nsw i64 %2048, 16
+  %arena655 = getelementptr inbounds float, ptr %arena, i64 %2049
+  store <16 x float> %t96_c2_1654, ptr %arena655, align 4
+  %t96_c2_2656 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_2, align 64
+  %2050 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2051 = add nsw i64 %2050, 2
+  %2052 = mul nsw i64 %2051, 64
+  %2053 = add nsw i64 6640272, %2052
+  %2054 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2055 = add nsw i64 %2053, %2054
+  %2056 = add nsw i64 %2055, 32
+  %arena657 = getelementptr inbounds float, ptr %arena, i64 %2056
+  store <16 x float> %t96_c2_2656, ptr %arena657, align 4
+  %t96_c2_3658 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_3, align 64
+  %2057 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2058 = add nsw i64 %2057, 2
+  %2059 = mul nsw i64 %2058, 64
+  %2060 = add nsw i64 6640272, %2059
+  %2061 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2062 = add nsw i64 %2060, %2061
+  %2063 = add nsw i64 %2062, 48
+  %arena659 = getelementptr inbounds float, ptr %arena, i64 %2063
+  store <16 x float> %t96_c2_3658, ptr %arena659, align 4
+  %t96_c3_0660 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %2064 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2065 = add nsw i64 %2064, 3
+  %2066 = mul nsw i64 %2065, 64
+  %2067 = add nsw i64 6640272, %2066
+  %2068 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2069 = add nsw i64 %2067, %2068
+  %arena661 = getelementptr inbounds float, ptr %arena, i64 %2069
+  store <16 x float> %t96_c3_0660, ptr %arena661, align 4
+  %t96_c3_1662 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_1, align 64
+  %2070 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2071 = add nsw i64 %2070, 3
+  %2072 = mul nsw i64 %2071, 64
+  %2073 = add nsw i64 6640272, %2072
+  %2074 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2075 = add nsw i64 %2073, %2074
+  %2076 = add nsw i64 %2075, 16
+  %arena663 = getelementptr inbounds float, ptr %arena, i64 %2076
+  store <16 x float> %t96_c3_1662, ptr %arena663, align 4
+  %t96_c3_2664 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_2, align 64
+  %2077 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2078 = add nsw i64 %2077, 3
+  %2079 = mul nsw i64 %2078, 64
+  %2080 = add nsw i64 6640272, %2079
+  %2081 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2082 = add nsw i64 %2080, %2081
+  %2083 = add nsw i64 %2082, 32
+  %arena665 = getelementptr inbounds float, ptr %arena, i64 %2083
+  store <16 x float> %t96_c3_2664, ptr %arena665, align 4
+  %t96_c3_3666 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_3, align 64
+  %2084 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2085 = add nsw i64 %2084, 3
+  %2086 = mul nsw i64 %2085, 64
+  %2087 = add nsw i64 6640272, %2086
+  %2088 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2089 = add nsw i64 %2087, %2088
+  %2090 = add nsw i64 %2089, 48
+  %arena667 = getelementptr inbounds float, ptr %arena, i64 %2090
+  store <16 x float> %t96_c3_3666, ptr %arena667, align 4
+  %t96_c4_0668 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_0, align 64
+  %2091 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2092 = add nsw i64 %2091, 4
+  %2093 = mul nsw i64 %2092, 64
+  %2094 = add nsw i64 6640272, %2093
+  %2095 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2096 = add nsw i64 %2094, %2095
+  %arena669 = getelementptr inbounds float, ptr %arena, i64 %2096
+  store <16 x float> %t96_c4_0668, ptr %arena669, align 4
+  %t96_c4_1670 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_1, align 64
+  %2097 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2098 = add nsw i64 %2097, 4
+  %2099 = mul nsw i64 %2098, 64
+  %2100 = add nsw i64 6640272, %2099
+  %2101 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2102 = add nsw i64 %2100, %2101
+  %2103 = add nsw i64 %2102, 16
+  %arena671 = getelementptr inbounds float, ptr %arena, i64 %2103
+  store <16 x float> %t96_c4_1670, ptr %arena671, align 4
+  %t96_c4_2672 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_2, align 64
+  %2104 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2105 = add nsw i64 %2104, 4
+  %2106 = mul nsw i64 %2105, 64
+  %2107 = add nsw i64 6640272, %2106
+  %2108 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2109 = add nsw i64 %2107, %2108
+  %2110 = add nsw i64 %2109, 32
+  %arena673 = getelementptr inbounds float, ptr %arena, i64 %2110
+  store <16 x float> %t96_c4_2672, ptr %arena673, align 4
+  %t96_c4_3674 = load <16 x float>, ptr %conv2_weight_grad.t96_c4_3, align 64
+  %2111 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2112 = add nsw i64 %2111, 4
+  %2113 = mul nsw i64 %2112, 64
+  %2114 = add nsw i64 6640272, %2113
+  %2115 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2116 = add nsw i64 %2114, %2115
+  %2117 = add nsw i64 %2116, 48
+  %arena675 = getelementptr inbounds float, ptr %arena, i64 %2117
+  store <16 x float> %t96_c4_3674, ptr %arena675, align 4
+  %t96_c5_0676 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_0, align 64
+  %2118 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2119 = add nsw i64 %2118, 5
+  %2120 = mul nsw i64 %2119, 64
+  %2121 = add nsw i64 6640272, %2120
+  %2122 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2123 = add nsw i64 %2121, %2122
+  %arena677 = getelementptr inbounds float, ptr %arena, i64 %2123
+  store <16 x float> %t96_c5_0676, ptr %arena677, align 4
+  %t96_c5_1678 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_1, align 64
+  %2124 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2125 = add nsw i64 %2124, 5
+  %2126 = mul nsw i64 %2125, 64
+  %2127 = add nsw i64 6640272, %2126
+  %2128 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2129 = add nsw i64 %2127, %2128
+  %2130 = add nsw i64 %2129, 16
+  %arena679 = getelementptr inbounds float, ptr %arena, i64 %2130
+  store <16 x float> %t96_c5_1678, ptr %arena679, align 4
+  %t96_c5_2680 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_2, align 64
+  %2131 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2132 = add nsw i64 %2131, 5
+  %2133 = mul nsw i64 %2132, 64
+  %2134 = add nsw i64 6640272, %2133
+  %2135 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2136 = add nsw i64 %2134, %2135
+  %2137 = add nsw i64 %2136, 32
+  %arena681 = getelementptr inbounds float, ptr %arena, i64 %2137
+  store <16 x float> %t96_c5_2680, ptr %arena681, align 4
+  %t96_c5_3682 = load <16 x float>, ptr %conv2_weight_grad.t96_c5_3, align 64
+  %2138 = mul nsw i64 %conv2_weight_grad.mb95562, 6
+  %2139 = add nsw i64 %2138, 5
+  %2140 = mul nsw i64 %2139, 64
+  %2141 = add nsw i64 6640272, %2140
+  %2142 = mul nsw i64 %conv2_weight_grad.nb94561, 64
+  %2143 = add nsw i64 %2141, %2142
+  %2144 = add nsw i64 %2143, 48
+  %arena683 = getelementptr inbounds float, ptr %arena, i64 %2144
+  store <16 x float> %t96_c5_3682, ptr %arena683, align 4
+  %mb95.next = add nsw i64 %conv2_weight_grad.mb95562, 1
+  %2145 = icmp slt i64 %mb95.next, 48
+  br i1 %2145, label %conv2_weight_grad.mb95, label %conv2_weight_grad.mb95.end
 
-pool1_grad.g85:                                   ; preds = %pool1_grad.j89.end, %pool1_grad.i84.end
-  %pool1_grad.g85283 = phi i64 [ 0, %pool1_grad.i84.end ], [ %g85.next, %pool1_grad.j89.end ]
-  br label %pool1_grad.j86
+conv2_weight_grad.nb98:                           ; preds = %conv2_weight_grad.mb99.end, %conv2_weight_grad.kp93.end
+  %conv2_weight_grad.nb98684 = phi i64 [ 0, %conv2_weight_grad.kp93.end ], [ %nb98.next, %conv2_weight_grad.mb99.end ]
+  br label %conv2_weight_grad.mb99
 
-pool1_grad.g85.end:                               ; preds = %pool1_grad.j89.end
-  br label %conv1_grad.i98
+conv2_weight_grad.nb98.end:                       ; preds = %conv2_weight_grad.mb99.end
+  %g78.next = add nsw i64 %conv2_weight_grad.g78532, 1
+  %2146 = icmp slt i64 %g78.next, 1
+  br i1 %2146, label %conv2_weight_grad.g78, label %conv2_weight_grad.g78.end
 
-pool1_grad.j86:                                   ; preds = %pool1_grad.f87.end, %pool1_grad.g85
-  %pool1_grad.j86284 = phi i64 [ 0, %pool1_grad.g85 ], [ %j86.next, %pool1_grad.f87.end ]
-  br label %pool1_grad.f87
+conv2_weight_grad.mb99:                           ; preds = %conv2_weight_grad.k101.end, %conv2_weight_grad.nb98
+  %conv2_weight_grad.mb99685 = phi i64 [ 0, %conv2_weight_grad.nb98 ], [ %mb99.next, %conv2_weight_grad.k101.end ]
+  %2147 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2148 = mul nsw i64 %2147, 64
+  %2149 = add nsw i64 6640272, %2148
+  %2150 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2151 = add nsw i64 %2149, %2150
+  %arena686 = getelementptr inbounds float, ptr %arena, i64 %2151
+  %2152 = load <16 x float>, ptr %arena686, align 4
+  store <16 x float> %2152, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %2153 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2154 = mul nsw i64 %2153, 64
+  %2155 = add nsw i64 6640272, %2154
+  %2156 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2157 = add nsw i64 %2155, %2156
+  %2158 = add nsw i64 %2157, 16
+  %arena687 = getelementptr inbounds float, ptr %arena, i64 %2158
+  %2159 = load <16 x float>, ptr %arena687, align 4
+  store <16 x float> %2159, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %2160 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2161 = mul nsw i64 %2160, 64
+  %2162 = add nsw i64 6640272, %2161
+  %2163 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2164 = add nsw i64 %2162, %2163
+  %2165 = add nsw i64 %2164, 32
+  %arena688 = getelementptr inbounds float, ptr %arena, i64 %2165
+  %2166 = load <16 x float>, ptr %arena688, align 4
+  store <16 x float> %2166, ptr %conv2_weight_grad.t100_c0_2, align 64
+  %2167 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2168 = mul nsw i64 %2167, 64
+  %2169 = add nsw i64 6640272, %2168
+  %2170 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2171 = add nsw i64 %2169, %2170
+  %2172 = add nsw i64 %2171, 48
+  %arena689 = getelementptr inbounds float, ptr %arena, i64 %2172
+  %2173 = load <16 x float>, ptr %arena689, align 4
+  store <16 x float> %2173, ptr %conv2_weight_grad.t100_c0_3, align 64
+  %2174 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2175 = add nsw i64 %2174, 1
+  %2176 = mul nsw i64 %2175, 64
+  %2177 = add nsw i64 6640272, %2176
+  %2178 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2179 = add nsw i64 %2177, %2178
+  %arena690 = getelementptr inbounds float, ptr %arena, i64 %2179
+  %2180 = load <16 x float>, ptr %arena690, align 4
+  store <16 x float> %2180, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %2181 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2182 = add nsw i64 %2181, 1
+  %2183 = mul nsw i64 %2182, 64
+  %2184 = add nsw i64 6640272, %2183
+  %2185 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2186 = add nsw i64 %2184, %2185
+  %2187 = add nsw i64 %2186, 16
+  %arena691 = getelementptr inbounds float, ptr %arena, i64 %2187
+  %2188 = load <16 x float>, ptr %arena691, align 4
+  store <16 x float> %2188, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %2189 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2190 = add nsw i64 %2189, 1
+  %2191 = mul nsw i64 %2190, 64
+  %2192 = add nsw i64 6640272, %2191
+  %2193 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2194 = add nsw i64 %2192, %2193
+  %2195 = add nsw i64 %2194, 32
+  %arena692 = getelementptr inbounds float, ptr %arena, i64 %2195
+  %2196 = load <16 x float>, ptr %arena692, align 4
+  store <16 x float> %2196, ptr %conv2_weight_grad.t100_c1_2, align 64
+  %2197 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2198 = add nsw i64 %2197, 1
+  %2199 = mul nsw i64 %2198, 64
+  %2200 = add nsw i64 6640272, %2199
+  %2201 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2202 = add nsw i64 %2200, %2201
+  %2203 = add nsw i64 %2202, 48
+  %arena693 = getelementptr inbounds float, ptr %arena, i64 %2203
+  %2204 = load <16 x float>, ptr %arena693, align 4
+  store <16 x float> %2204, ptr %conv2_weight_grad.t100_c1_3, align 64
+  %2205 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2206 = add nsw i64 %2205, 2
+  %2207 = mul nsw i64 %2206, 64
+  %2208 = add nsw i64 6640272, %2207
+  %2209 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2210 = add nsw i64 %2208, %2209
+  %arena694 = getelementptr inbounds float, ptr %arena, i64 %2210
+  %2211 = load <16 x float>, ptr %arena694, align 4
+  store <16 x float> %2211, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %2212 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2213 = add nsw i64 %2212, 2
+  %2214 = mul nsw i64 %2213, 64
+  %2215 = add nsw i64 6640272, %2214
+  %2216 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2217 = add nsw i64 %2215, %2216
+  %2218 = add nsw i64 %2217, 16
+  %arena695 = getelementptr inbounds float, ptr %arena, i64 %2218
+  %2219 = load <16 x float>, ptr %arena695, align 4
+  store <16 x float> %2219, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %2220 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2221 = add nsw i64 %2220, 2
+  %2222 = mul nsw i64 %2221, 64
+  %2223 = add nsw i64 6640272, %2222
+  %2224 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2225 = add nsw i64 %2223, %2224
+  %2226 = add nsw i64 %2225, 32
+  %arena696 = getelementptr inbounds float, ptr %arena, i64 %2226
+  %2227 = load <16 x float>, ptr %arena696, align 4
+  store <16 x float> %2227, ptr %conv2_weight_grad.t100_c2_2, align 64
+  %2228 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2229 = add nsw i64 %2228, 2
+  %2230 = mul nsw i64 %2229, 64
+  %2231 = add nsw i64 6640272, %2230
+  %2232 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2233 = add nsw i64 %2231, %2232
+  %2234 = add nsw i64 %2233, 48
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %2234
+  %2235 = load <16 x float>, ptr %arena697, align 4
+  store <16 x float> %2235, ptr %conv2_weight_grad.t100_c2_3, align 64
+  %2236 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2237 = add nsw i64 %2236, 3
+  %2238 = mul nsw i64 %2237, 64
+  %2239 = add nsw i64 6640272, %2238
+  %2240 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2241 = add nsw i64 %2239, %2240
+  %arena698 = getelementptr inbounds float, ptr %arena, i64 %2241
+  %2242 = load <16 x float>, ptr %arena698, align 4
+  store <16 x float> %2242, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %2243 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2244 = add nsw i64 %2243, 3
+  %2245 = mul nsw i64 %2244, 64
+  %2246 = add nsw i64 6640272, %2245
+  %2247 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2248 = add nsw i64 %2246, %2247
+  %2249 = add nsw i64 %2248, 16
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %2249
+  %2250 = load <16 x float>, ptr %arena699, align 4
+  store <16 x float> %2250, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %2251 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2252 = add nsw i64 %2251, 3
+  %2253 = mul nsw i64 %2252, 64
+  %2254 = add nsw i64 6640272, %2253
+  %2255 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2256 = add nsw i64 %2254, %2255
+  %2257 = add nsw i64 %2256, 32
+  %arena700 = getelementptr inbounds float, ptr %arena, i64 %2257
+  %2258 = load <16 x float>, ptr %arena700, align 4
+  store <16 x float> %2258, ptr %conv2_weight_grad.t100_c3_2, align 64
+  %2259 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2260 = add nsw i64 %2259, 3
+  %2261 = mul nsw i64 %2260, 64
+  %2262 = add nsw i64 6640272, %2261
+  %2263 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2264 = add nsw i64 %2262, %2263
+  %2265 = add nsw i64 %2264, 48
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %2265
+  %2266 = load <16 x float>, ptr %arena701, align 4
+  store <16 x float> %2266, ptr %conv2_weight_grad.t100_c3_3, align 64
+  %2267 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2268 = add nsw i64 %2267, 4
+  %2269 = mul nsw i64 %2268, 64
+  %2270 = add nsw i64 6640272, %2269
+  %2271 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2272 = add nsw i64 %2270, %2271
+  %arena702 = getelementptr inbounds float, ptr %arena, i64 %2272
+  %2273 = load <16 x float>, ptr %arena702, align 4
+  store <16 x float> %2273, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %2274 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2275 = add nsw i64 %2274, 4
+  %2276 = mul nsw i64 %2275, 64
+  %2277 = add nsw i64 6640272, %2276
+  %2278 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2279 = add nsw i64 %2277, %2278
+  %2280 = add nsw i64 %2279, 16
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %2280
+  %2281 = load <16 x float>, ptr %arena703, align 4
+  store <16 x float> %2281, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %2282 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2283 = add nsw i64 %2282, 4
+  %2284 = mul nsw i64 %2283, 64
+  %2285 = add nsw i64 6640272, %2284
+  %2286 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2287 = add nsw i64 %2285, %2286
+  %2288 = add nsw i64 %2287, 32
+  %arena704 = getelementptr inbounds float, ptr %arena, i64 %2288
+  %2289 = load <16 x float>, ptr %arena704, align 4
+  store <16 x float> %2289, ptr %conv2_weight_grad.t100_c4_2, align 64
+  %2290 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2291 = add nsw i64 %2290, 4
+  %2292 = mul nsw i64 %2291, 64
+  %2293 = add nsw i64 6640272, %2292
+  %2294 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2295 = add nsw i64 %2293, %2294
+  %2296 = add nsw i64 %2295, 48
+  %arena705 = getelementptr inbounds float, ptr %arena, i64 %2296
+  %2297 = load <16 x float>, ptr %arena705, align 4
+  store <16 x float> %2297, ptr %conv2_weight_grad.t100_c4_3, align 64
+  %2298 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2299 = add nsw i64 %2298, 5
+  %2300 = mul nsw i64 %2299, 64
+  %2301 = add nsw i64 6640272, %2300
+  %2302 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2303 = add nsw i64 %2301, %2302
+  %arena706 = getelementptr inbounds float, ptr %arena, i64 %2303
+  %2304 = load <16 x float>, ptr %arena706, align 4
+  store <16 x float> %2304, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %2305 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2306 = add nsw i64 %2305, 5
+  %2307 = mul nsw i64 %2306, 64
+  %2308 = add nsw i64 6640272, %2307
+  %2309 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2310 = add nsw i64 %2308, %2309
+  %2311 = add nsw i64 %2310, 16
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2311
+  %2312 = load <16 x float>, ptr %arena707, align 4
+  store <16 x float> %2312, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %2313 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2314 = add nsw i64 %2313, 5
+  %2315 = mul nsw i64 %2314, 64
+  %2316 = add nsw i64 6640272, %2315
+  %2317 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2318 = add nsw i64 %2316, %2317
+  %2319 = add nsw i64 %2318, 32
+  %arena708 = getelementptr inbounds float, ptr %arena, i64 %2319
+  %2320 = load <16 x float>, ptr %arena708, align 4
+  store <16 x float> %2320, ptr %conv2_weight_grad.t100_c5_2, align 64
+  %2321 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2322 = add nsw i64 %2321, 5
+  %2323 = mul nsw i64 %2322, 64
+  %2324 = add nsw i64 6640272, %2323
+  %2325 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2326 = add nsw i64 %2324, %2325
+  %2327 = add nsw i64 %2326, 48
+  %arena709 = getelementptr inbounds float, ptr %arena, i64 %2327
+  %2328 = load <16 x float>, ptr %arena709, align 4
+  store <16 x float> %2328, ptr %conv2_weight_grad.t100_c5_3, align 64
+  br label %conv2_weight_grad.k101
 
-pool1_grad.j86.end:                               ; preds = %pool1_grad.f87.end
-  %params289 = getelementptr inbounds float, ptr %params, i64 320
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 5837456
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 2224784
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 288, i32 12544, i32 64, float 1.000000e+00, ptr %params289, i32 288, ptr %arena290, i32 12544, float 0.000000e+00, ptr %arena291, i32 12544)
-  br label %pool1_grad.j89
+conv2_weight_grad.mb99.end:                       ; preds = %conv2_weight_grad.k101.end
+  %nb98.next = add nsw i64 %conv2_weight_grad.nb98684, 1
+  %2329 = icmp slt i64 %nb98.next, 1
+  br i1 %2329, label %conv2_weight_grad.nb98, label %conv2_weight_grad.nb98.end
 
-pool1_grad.f87:                                   ; preds = %pool1_grad.i88.end, %pool1_grad.j86
-  %pool1_grad.f87285 = phi i64 [ 0, %pool1_grad.j86 ], [ %f87.next, %pool1_grad.i88.end ]
-  br label %pool1_grad.i88
+conv2_weight_grad.k101:                           ; preds = %conv2_weight_grad.k101, %conv2_weight_grad.mb99
+  %conv2_weight_grad.k101710 = phi i64 [ 0, %conv2_weight_grad.mb99 ], [ %k101.next, %conv2_weight_grad.k101 ]
+  %2330 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2331 = mul nsw i64 %2330, 64
+  %2332 = add nsw i64 5837456, %2331
+  %2333 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2334 = add nsw i64 %2332, %2333
+  %arena711 = getelementptr inbounds float, ptr %arena, i64 %2334
+  %2335 = load <16 x float>, ptr %arena711, align 4
+  store <16 x float> %2335, ptr %conv2_weight_grad.t100_b0, align 64
+  %2336 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2337 = mul nsw i64 %2336, 64
+  %2338 = add nsw i64 5837456, %2337
+  %2339 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2340 = add nsw i64 %2338, %2339
+  %2341 = add nsw i64 %2340, 16
+  %arena712 = getelementptr inbounds float, ptr %arena, i64 %2341
+  %2342 = load <16 x float>, ptr %arena712, align 4
+  store <16 x float> %2342, ptr %conv2_weight_grad.t100_b1, align 64
+  %2343 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2344 = mul nsw i64 %2343, 64
+  %2345 = add nsw i64 5837456, %2344
+  %2346 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2347 = add nsw i64 %2345, %2346
+  %2348 = add nsw i64 %2347, 32
+  %arena713 = getelementptr inbounds float, ptr %arena, i64 %2348
+  %2349 = load <16 x float>, ptr %arena713, align 4
+  store <16 x float> %2349, ptr %conv2_weight_grad.t100_b2, align 64
+  %2350 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2351 = mul nsw i64 %2350, 64
+  %2352 = add nsw i64 5837456, %2351
+  %2353 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2354 = add nsw i64 %2352, %2353
+  %2355 = add nsw i64 %2354, 48
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2355
+  %2356 = load <16 x float>, ptr %arena714, align 4
+  store <16 x float> %2356, ptr %conv2_weight_grad.t100_b3, align 64
+  %2357 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2358 = mul nsw i64 %2357, 12544
+  %2359 = add nsw i64 2224784, %2358
+  %2360 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2361 = add nsw i64 %2359, %2360
+  %arena715 = getelementptr inbounds float, ptr %arena, i64 %2361
+  %2362 = load float, ptr %arena715, align 4
+  %2363 = insertelement <16 x float> undef, float %2362, i32 0
+  %2364 = shufflevector <16 x float> %2363, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2364, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_a0 = load <16 x float>, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_b0 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %2365 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a0, <16 x float> %t100_b0, <16 x float> %t100_c0_0)
+  store <16 x float> %2365, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %t100_a0716 = load <16 x float>, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_b1 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %2366 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a0716, <16 x float> %t100_b1, <16 x float> %t100_c0_1)
+  store <16 x float> %2366, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %t100_a0717 = load <16 x float>, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_b2 = load <16 x float>, ptr %conv2_weight_grad.t100_b2, align 64
+  %t100_c0_2 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_2, align 64
+  %2367 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a0717, <16 x float> %t100_b2, <16 x float> %t100_c0_2)
+  store <16 x float> %2367, ptr %conv2_weight_grad.t100_c0_2, align 64
+  %t100_a0718 = load <16 x float>, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_b3 = load <16 x float>, ptr %conv2_weight_grad.t100_b3, align 64
+  %t100_c0_3 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_3, align 64
+  %2368 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a0718, <16 x float> %t100_b3, <16 x float> %t100_c0_3)
+  store <16 x float> %2368, ptr %conv2_weight_grad.t100_c0_3, align 64
+  %2369 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2370 = add nsw i64 %2369, 1
+  %2371 = mul nsw i64 %2370, 12544
+  %2372 = add nsw i64 2224784, %2371
+  %2373 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2374 = add nsw i64 %2372, %2373
+  %arena719 = getelementptr inbounds float, ptr %arena, i64 %2374
+  %2375 = load float, ptr %arena719, align 4
+  %2376 = insertelement <16 x float> undef, float %2375, i32 0
+  %2377 = shufflevector <16 x float> %2376, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2377, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_a1 = load <16 x float>, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_b0720 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %2378 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a1, <16 x float> %t100_b0720, <16 x float> %t100_c1_0)
+  store <16 x float> %2378, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %t100_a1721 = load <16 x float>, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_b1722 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %2379 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a1721, <16 x float> %t100_b1722, <16 x float> %t100_c1_1)
+  store <16 x float> %2379, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %t100_a1723 = load <16 x float>, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_b2724 = load <16 x float>, ptr %conv2_weight_grad.t100_b2, align 64
+  %t100_c1_2 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_2, align 64
+  %2380 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a1723, <16 x float> %t100_b2724, <16 x float> %t100_c1_2)
+  store <16 x float> %2380, ptr %conv2_weight_grad.t100_c1_2, align 64
+  %t100_a1725 = load <16 x float>, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_b3726 = load <16 x float>, ptr %conv2_weight_grad.t100_b3, align 64
+  %t100_c1_3 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_3, align 64
+  %2381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a1725, <16 x float> %t100_b3726, <16 x float> %t100_c1_3)
+  store <16 x float> %2381, ptr %conv2_weight_grad.t100_c1_3, align 64
+  %2382 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2383 = add nsw i64 %2382, 2
+  %2384 = mul nsw i64 %2383, 12544
+  %2385 = add nsw i64 2224784, %2384
+  %2386 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2387 = add nsw i64 %2385, %2386
+  %arena727 = getelementptr inbounds float, ptr %arena, i64 %2387
+  %2388 = load float, ptr %arena727, align 4
+  %2389 = insertelement <16 x float> undef, float %2388, i32 0
+  %2390 = shufflevector <16 x float> %2389, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2390, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_a2 = load <16 x float>, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_b0728 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %2391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a2, <16 x float> %t100_b0728, <16 x float> %t100_c2_0)
+  store <16 x float> %2391, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %t100_a2729 = load <16 x float>, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_b1730 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %2392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a2729, <16 x float> %t100_b1730, <16 x float> %t100_c2_1)
+  store <16 x float> %2392, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %t100_a2731 = load <16 x float>, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_b2732 = load <16 x float>, ptr %conv2_weight_grad.t100_b2, align 64
+  %t100_c2_2 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_2, align 64
+  %2393 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a2731, <16 x float> %t100_b2732, <16 x float> %t100_c2_2)
+  store <16 x float> %2393, ptr %conv2_weight_grad.t100_c2_2, align 64
+  %t100_a2733 = load <16 x float>, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_b3734 = load <16 x float>, ptr %conv2_weight_grad.t100_b3, align 64
+  %t100_c2_3 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_3, align 64
+  %2394 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a2733, <16 x float> %t100_b3734, <16 x float> %t100_c2_3)
+  store <16 x float> %2394, ptr %conv2_weight_grad.t100_c2_3, align 64
+  %2395 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2396 = add nsw i64 %2395, 3
+  %2397 = mul nsw i64 %2396, 12544
+  %2398 = add nsw i64 2224784, %2397
+  %2399 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2400 = add nsw i64 %2398, %2399
+  %arena735 = getelementptr inbounds float, ptr %arena, i64 %2400
+  %2401 = load float, ptr %arena735, align 4
+  %2402 = insertelement <16 x float> undef, float %2401, i32 0
+  %2403 = shufflevector <16 x float> %2402, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2403, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_a3 = load <16 x float>, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_b0736 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %2404 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a3, <16 x float> %t100_b0736, <16 x float> %t100_c3_0)
+  store <16 x float> %2404, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %t100_a3737 = load <16 x float>, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_b1738 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %2405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a3737, <16 x float> %t100_b1738, <16 x float> %t100_c3_1)
+  store <16 x float> %2405, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %t100_a3739 = load <16 x float>, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_b2740 = load <16 x float>, ptr %conv2_weight_grad.t100_b2, align 64
+  %t100_c3_2 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_2, align 64
+  %2406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a3739, <16 x float> %t100_b2740, <16 x float> %t100_c3_2)
+  store <16 x float> %2406, ptr %conv2_weight_grad.t100_c3_2, align 64
+  %t100_a3741 = load <16 x float>, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_b3742 = load <16 x float>, ptr %conv2_weight_grad.t100_b3, align 64
+  %t100_c3_3 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_3, align 64
+  %2407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a3741, <16 x float> %t100_b3742, <16 x float> %t100_c3_3)
+  store <16 x float> %2407, ptr %conv2_weight_grad.t100_c3_3, align 64
+  %2408 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2409 = add nsw i64 %2408, 4
+  %2410 = mul nsw i64 %2409, 12544
+  %2411 = add nsw i64 2224784, %2410
+  %2412 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2413 = add nsw i64 %2411, %2412
+  %arena743 = getelementptr inbounds float, ptr %arena, i64 %2413
+  %2414 = load float, ptr %arena743, align 4
+  %2415 = insertelement <16 x float> undef, float %2414, i32 0
+  %2416 = shufflevector <16 x float> %2415, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2416, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_a4 = load <16 x float>, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_b0744 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %2417 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a4, <16 x float> %t100_b0744, <16 x float> %t100_c4_0)
+  store <16 x float> %2417, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %t100_a4745 = load <16 x float>, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_b1746 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %2418 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a4745, <16 x float> %t100_b1746, <16 x float> %t100_c4_1)
+  store <16 x float> %2418, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %t100_a4747 = load <16 x float>, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_b2748 = load <16 x float>, ptr %conv2_weight_grad.t100_b2, align 64
+  %t100_c4_2 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_2, align 64
+  %2419 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a4747, <16 x float> %t100_b2748, <16 x float> %t100_c4_2)
+  store <16 x float> %2419, ptr %conv2_weight_grad.t100_c4_2, align 64
+  %t100_a4749 = load <16 x float>, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_b3750 = load <16 x float>, ptr %conv2_weight_grad.t100_b3, align 64
+  %t100_c4_3 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_3, align 64
+  %2420 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a4749, <16 x float> %t100_b3750, <16 x float> %t100_c4_3)
+  store <16 x float> %2420, ptr %conv2_weight_grad.t100_c4_3, align 64
+  %2421 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2422 = add nsw i64 %2421, 5
+  %2423 = mul nsw i64 %2422, 12544
+  %2424 = add nsw i64 2224784, %2423
+  %2425 = add nsw i64 %conv2_weight_grad.k101710, 12192
+  %2426 = add nsw i64 %2424, %2425
+  %arena751 = getelementptr inbounds float, ptr %arena, i64 %2426
+  %2427 = load float, ptr %arena751, align 4
+  %2428 = insertelement <16 x float> undef, float %2427, i32 0
+  %2429 = shufflevector <16 x float> %2428, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2429, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_a5 = load <16 x float>, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_b0752 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %2430 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a5, <16 x float> %t100_b0752, <16 x float> %t100_c5_0)
+  store <16 x float> %2430, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %t100_a5753 = load <16 x float>, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_b1754 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %2431 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a5753, <16 x float> %t100_b1754, <16 x float> %t100_c5_1)
+  store <16 x float> %2431, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %t100_a5755 = load <16 x float>, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_b2756 = load <16 x float>, ptr %conv2_weight_grad.t100_b2, align 64
+  %t100_c5_2 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_2, align 64
+  %2432 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a5755, <16 x float> %t100_b2756, <16 x float> %t100_c5_2)
+  store <16 x float> %2432, ptr %conv2_weight_grad.t100_c5_2, align 64
+  %t100_a5757 = load <16 x float>, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_b3758 = load <16 x float>, ptr %conv2_weight_grad.t100_b3, align 64
+  %t100_c5_3 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_3, align 64
+  %2433 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a5757, <16 x float> %t100_b3758, <16 x float> %t100_c5_3)
+  store <16 x float> %2433, ptr %conv2_weight_grad.t100_c5_3, align 64
+  %k101.next = add nsw i64 %conv2_weight_grad.k101710, 1
+  %2434 = icmp slt i64 %k101.next, 352
+  br i1 %2434, label %conv2_weight_grad.k101, label %conv2_weight_grad.k101.end
 
-pool1_grad.f87.end:                               ; preds = %pool1_grad.i88.end
-  %j86.next = add nsw i64 %pool1_grad.j86284, 1
-  %1032 = icmp slt i64 %j86.next, 64
-  br i1 %1032, label %pool1_grad.j86, label %pool1_grad.j86.end
+conv2_weight_grad.k101.end:                       ; preds = %conv2_weight_grad.k101
+  %t100_c0_0759 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %2435 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2436 = mul nsw i64 %2435, 64
+  %2437 = add nsw i64 6640272, %2436
+  %2438 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2439 = add nsw i64 %2437, %2438
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2439
+  store <16 x float> %t100_c0_0759, ptr %arena760, align 4
+  %t100_c0_1761 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %2440 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2441 = mul nsw i64 %2440, 64
+  %2442 = add nsw i64 6640272, %2441
+  %2443 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2444 = add nsw i64 %2442, %2443
+  %2445 = add nsw i64 %2444, 16
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2445
+  store <16 x float> %t100_c0_1761, ptr %arena762, align 4
+  %t100_c0_2763 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_2, align 64
+  %2446 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2447 = mul nsw i64 %2446, 64
+  %2448 = add nsw i64 6640272, %2447
+  %2449 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2450 = add nsw i64 %2448, %2449
+  %2451 = add nsw i64 %2450, 32
+  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2451
+  store <16 x float> %t100_c0_2763, ptr %arena764, align 4
+  %t100_c0_3765 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_3, align 64
+  %2452 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2453 = mul nsw i64 %2452, 64
+  %2454 = add nsw i64 6640272, %2453
+  %2455 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2456 = add nsw i64 %2454, %2455
+  %2457 = add nsw i64 %2456, 48
+  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2457
+  store <16 x float> %t100_c0_3765, ptr %arena766, align 4
+  %t100_c1_0767 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %2458 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2459 = add nsw i64 %2458, 1
+  %2460 = mul nsw i64 %2459, 64
+  %2461 = add nsw i64 6640272, %2460
+  %2462 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2463 = add nsw i64 %2461, %2462
+  %arena768 = getelementptr inbounds float, ptr %arena, i64 %2463
+  store <16 x float> %t100_c1_0767, ptr %arena768, align 4
+  %t100_c1_1769 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %2464 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2465 = add nsw i64 %2464, 1
+  %2466 = mul nsw i64 %2465, 64
+  %2467 = add nsw i64 6640272, %2466
+  %2468 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2469 = add nsw i64 %2467, %2468
+  %2470 = add nsw i64 %2469, 16
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2470
+  store <16 x float> %t100_c1_1769, ptr %arena770, align 4
+  %t100_c1_2771 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_2, align 64
+  %2471 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2472 = add nsw i64 %2471, 1
+  %2473 = mul nsw i64 %2472, 64
+  %2474 = add nsw i64 6640272, %2473
+  %2475 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2476 = add nsw i64 %2474, %2475
+  %2477 = add nsw i64 %2476, 32
+  %arena772 = getelementptr inbounds float, ptr %arena, i64 %2477
+  store <16 x float> %t100_c1_2771, ptr %arena772, align 4
+  %t100_c1_3773 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_3, align 64
+  %2478 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2479 = add nsw i64 %2478, 1
+  %2480 = mul nsw i64 %2479, 64
+  %2481 = add nsw i64 6640272, %2480
+  %2482 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2483 = add nsw i64 %2481, %2482
+  %2484 = add nsw i64 %2483, 48
+  %arena774 = getelementptr inbounds float, ptr %arena, i64 %2484
+  store <16 x float> %t100_c1_3773, ptr %arena774, align 4
+  %t100_c2_0775 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %2485 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2486 = add nsw i64 %2485, 2
+  %2487 = mul nsw i64 %2486, 64
+  %2488 = add nsw i64 6640272, %2487
+  %2489 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2490 = add nsw i64 %2488, %2489
+  %arena776 = getelementptr inbounds float, ptr %arena, i64 %2490
+  store <16 x float> %t100_c2_0775, ptr %arena776, align 4
+  %t100_c2_1777 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %2491 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2492 = add nsw i64 %2491, 2
+  %2493 = mul nsw i64 %2492, 64
+  %2494 = add nsw i64 6640272, %2493
+  %2495 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2496 = add nsw i64 %2494, %2495
+  %2497 = add nsw i64 %2496, 16
+  %arena778 = getelementptr inbounds float, ptr %arena, i64 %2497
+  store <16 x float> %t100_c2_1777, ptr %arena778, align 4
+  %t100_c2_2779 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_2, align 64
+  %2498 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2499 = add nsw i64 %2498, 2
+  %2500 = mul nsw i64 %2499, 64
+  %2501 = add nsw i64 6640272, %2500
+  %2502 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2503 = add nsw i64 %2501, %2502
+  %2504 = add nsw i64 %2503, 32
+  %arena780 = getelementptr inbounds float, ptr %arena, i64 %2504
+  store <16 x float> %t100_c2_2779, ptr %arena780, align 4
+  %t100_c2_3781 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_3, align 64
+  %2505 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2506 = add nsw i64 %2505, 2
+  %2507 = mul nsw i64 %2506, 64
+  %2508 = add nsw i64 6640272, %2507
+  %2509 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2510 = add nsw i64 %2508, %2509
+  %2511 = add nsw i64 %2510, 48
+  %arena782 = getelementptr inbounds float, ptr %arena, i64 %2511
+  store <16 x float> %t100_c2_3781, ptr %arena782, align 4
+  %t100_c3_0783 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %2512 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2513 = add nsw i64 %2512, 3
+  %2514 = mul nsw i64 %2513, 64
+  %2515 = add nsw i64 6640272, %2514
+  %2516 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2517 = add nsw i64 %2515, %2516
+  %arena784 = getelementptr inbounds float, ptr %arena, i64 %2517
+  store <16 x float> %t100_c3_0783, ptr %arena784, align 4
+  %t100_c3_1785 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %2518 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2519 = add nsw i64 %2518, 3
+  %2520 = mul nsw i64 %2519, 64
+  %2521 = add nsw i64 6640272, %2520
+  %2522 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2523 = add nsw i64 %2521, %2522
+  %2524 = add nsw i64 %2523, 16
+  %arena786 = getelementptr inbounds float, ptr %arena, i64 %2524
+  store <16 x float> %t100_c3_1785, ptr %arena786, align 4
+  %t100_c3_2787 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_2, align 64
+  %2525 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2526 = add nsw i64 %2525, 3
+  %2527 = mul nsw i64 %2526, 64
+  %2528 = add nsw i64 6640272, %2527
+  %2529 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2530 = add nsw i64 %2528, %2529
+  %2531 = add nsw i64 %2530, 32
+  %arena788 = getelementptr inbounds float, ptr %arena, i64 %2531
+  store <16 x float> %t100_c3_2787, ptr %arena788, align 4
+  %t100_c3_3789 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_3, align 64
+  %2532 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2533 = add nsw i64 %2532, 3
+  %2534 = mul nsw i64 %2533, 64
+  %2535 = add nsw i64 6640272, %2534
+  %2536 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2537 = add nsw i64 %2535, %2536
+  %2538 = add nsw i64 %2537, 48
+  %arena790 = getelementptr inbounds float, ptr %arena, i64 %2538
+  store <16 x float> %t100_c3_3789, ptr %arena790, align 4
+  %t100_c4_0791 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %2539 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2540 = add nsw i64 %2539, 4
+  %2541 = mul nsw i64 %2540, 64
+  %2542 = add nsw i64 6640272, %2541
+  %2543 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2544 = add nsw i64 %2542, %2543
+  %arena792 = getelementptr inbounds float, ptr %arena, i64 %2544
+  store <16 x float> %t100_c4_0791, ptr %arena792, align 4
+  %t100_c4_1793 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %2545 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2546 = add nsw i64 %2545, 4
+  %2547 = mul nsw i64 %2546, 64
+  %2548 = add nsw i64 6640272, %2547
+  %2549 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2550 = add nsw i64 %2548, %2549
+  %2551 = add nsw i64 %2550, 16
+  %arena794 = getelementptr inbounds float, ptr %arena, i64 %2551
+  store <16 x float> %t100_c4_1793, ptr %arena794, align 4
+  %t100_c4_2795 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_2, align 64
+  %2552 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2553 = add nsw i64 %2552, 4
+  %2554 = mul nsw i64 %2553, 64
+  %2555 = add nsw i64 6640272, %2554
+  %2556 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2557 = add nsw i64 %2555, %2556
+  %2558 = add nsw i64 %2557, 32
+  %arena796 = getelementptr inbounds float, ptr %arena, i64 %2558
+  store <16 x float> %t100_c4_2795, ptr %arena796, align 4
+  %t100_c4_3797 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_3, align 64
+  %2559 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2560 = add nsw i64 %2559, 4
+  %2561 = mul nsw i64 %2560, 64
+  %2562 = add nsw i64 6640272, %2561
+  %2563 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2564 = add nsw i64 %2562, %2563
+  %2565 = add nsw i64 %2564, 48
+  %arena798 = getelementptr inbounds float, ptr %arena, i64 %2565
+  store <16 x float> %t100_c4_3797, ptr %arena798, align 4
+  %t100_c5_0799 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %2566 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2567 = add nsw i64 %2566, 5
+  %2568 = mul nsw i64 %2567, 64
+  %2569 = add nsw i64 6640272, %2568
+  %2570 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2571 = add nsw i64 %2569, %2570
+  %arena800 = getelementptr inbounds float, ptr %arena, i64 %2571
+  store <16 x float> %t100_c5_0799, ptr %arena800, align 4
+  %t100_c5_1801 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %2572 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2573 = add nsw i64 %2572, 5
+  %2574 = mul nsw i64 %2573, 64
+  %2575 = add nsw i64 6640272, %2574
+  %2576 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2577 = add nsw i64 %2575, %2576
+  %2578 = add nsw i64 %2577, 16
+  %arena802 = getelementptr inbounds float, ptr %arena, i64 %2578
+  store <16 x float> %t100_c5_1801, ptr %arena802, align 4
+  %t100_c5_2803 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_2, align 64
+  %2579 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2580 = add nsw i64 %2579, 5
+  %2581 = mul nsw i64 %2580, 64
+  %2582 = add nsw i64 6640272, %2581
+  %2583 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2584 = add nsw i64 %2582, %2583
+  %2585 = add nsw i64 %2584, 32
+  %arena804 = getelementptr inbounds float, ptr %arena, i64 %2585
+  store <16 x float> %t100_c5_2803, ptr %arena804, align 4
+  %t100_c5_3805 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_3, align 64
+  %2586 = mul nsw i64 %conv2_weight_grad.mb99685, 6
+  %2587 = add nsw i64 %2586, 5
+  %2588 = mul nsw i64 %2587, 64
+  %2589 = add nsw i64 6640272, %2588
+  %2590 = mul nsw i64 %conv2_weight_grad.nb98684, 64
+  %2591 = add nsw i64 %2589, %2590
+  %2592 = add nsw i64 %2591, 48
+  %arena806 = getelementptr inbounds float, ptr %arena, i64 %2592
+  store <16 x float> %t100_c5_3805, ptr %arena806, align 4
+  %mb99.next = add nsw i64 %conv2_weight_grad.mb99685, 1
+  %2593 = icmp slt i64 %mb99.next, 48
+  br i1 %2593, label %conv2_weight_grad.mb99, label %conv2_weight_grad.mb99.end
 
-pool1_grad.i88:                                   ; preds = %pool1_grad.i88, %pool1_grad.f87
-  %pool1_grad.i88286 = phi i64 [ 0, %pool1_grad.f87 ], [ %i88.next, %pool1_grad.i88 ]
-  %1033 = mul nsw i64 %pool1_grad.g85283, 64
-  %1034 = add nsw i64 %1033, %pool1_grad.j86284
-  %1035 = mul nsw i64 %1034, 12544
-  %1036 = add nsw i64 1421968, %1035
-  %1037 = mul nsw i64 %pool1_grad.f87285, 196
-  %1038 = add nsw i64 %1036, %1037
-  %1039 = add nsw i64 %1038, %pool1_grad.i88286
-  %arena287 = getelementptr inbounds float, ptr %arena, i64 %1039
-  %1040 = load float, ptr %arena287, align 4
-  %1041 = mul nsw i64 %pool1_grad.f87285, 12544
-  %1042 = add nsw i64 5837456, %1041
-  %1043 = mul nsw i64 %pool1_grad.j86284, 196
-  %1044 = add nsw i64 %1042, %1043
-  %1045 = add nsw i64 %1044, %pool1_grad.i88286
-  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1045
-  store float %1040, ptr %arena288, align 4
-  %i88.next = add nsw i64 %pool1_grad.i88286, 1
-  %1046 = icmp slt i64 %i88.next, 196
-  br i1 %1046, label %pool1_grad.i88, label %pool1_grad.i88.end
+conv2_weight_grad.f102:                           ; preds = %conv2_weight_grad.r103.end, %conv2_weight_grad.g78.end
+  %conv2_weight_grad.f102807 = phi i64 [ 0, %conv2_weight_grad.g78.end ], [ %f102.next, %conv2_weight_grad.r103.end ]
+  br label %conv2_weight_grad.r103
 
-pool1_grad.i88.end:                               ; preds = %pool1_grad.i88
-  %f87.next = add nsw i64 %pool1_grad.f87285, 1
-  %1047 = icmp slt i64 %f87.next, 64
-  br i1 %1047, label %pool1_grad.f87, label %pool1_grad.f87.end
+conv2_weight_grad.f102.end:                       ; preds = %conv2_weight_grad.r103.end
+  br label %conv2_bias_grad.i104
 
-pool1_grad.j89:                                   ; preds = %pool1_grad.c90.end, %pool1_grad.j86.end
-  %pool1_grad.j89292 = phi i64 [ 0, %pool1_grad.j86.end ], [ %j89.next, %pool1_grad.c90.end ]
-  br label %pool1_grad.c90
+conv2_weight_grad.r103:                           ; preds = %conv2_weight_grad.r103, %conv2_weight_grad.f102
+  %conv2_weight_grad.r103808 = phi i64 [ 0, %conv2_weight_grad.f102 ], [ %r103.next, %conv2_weight_grad.r103 ]
+  %2594 = mul nsw i64 %conv2_weight_grad.r103808, 64
+  %2595 = add nsw i64 6640272, %2594
+  %2596 = add nsw i64 %2595, %conv2_weight_grad.f102807
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2596
+  %2597 = load float, ptr %arena809, align 4
+  %2598 = mul nsw i64 %conv2_weight_grad.f102807, 288
+  %2599 = add nsw i64 320, %2598
+  %2600 = add nsw i64 %2599, %conv2_weight_grad.r103808
+  %grads810 = getelementptr inbounds float, ptr %grads, i64 %2600
+  store float %2597, ptr %grads810, align 4
+  %r103.next = add nsw i64 %conv2_weight_grad.r103808, 1
+  %2601 = icmp slt i64 %r103.next, 288
+  br i1 %2601, label %conv2_weight_grad.r103, label %conv2_weight_grad.r103.end
 
-pool1_grad.j89.end:                               ; preds = %pool1_grad.c90.end
-  %g85.next = add nsw i64 %pool1_grad.g85283, 1
-  %1048 = icmp slt i64 %g85.next, 1
-  br i1 %1048, label %pool1_grad.g85, label %pool1_grad.g85.end
+conv2_weight_grad.r103.end:                       ; preds = %conv2_weight_grad.r103
+  %f102.next = add nsw i64 %conv2_weight_grad.f102807, 1
+  %2602 = icmp slt i64 %f102.next, 64
+  br i1 %2602, label %conv2_weight_grad.f102, label %conv2_weight_grad.f102.end
 
-pool1_grad.c90:                                   ; preds = %pool1_grad.ky91.end, %pool1_grad.j89
-  %pool1_grad.c90293 = phi i64 [ 0, %pool1_grad.j89 ], [ %c90.next, %pool1_grad.ky91.end ]
-  br label %pool1_grad.ky91
+conv2_bias_grad.i104:                             ; preds = %conv2_bias_grad.i104, %conv2_weight_grad.f102.end
+  %conv2_bias_grad.i104811 = phi i64 [ 0, %conv2_weight_grad.f102.end ], [ %i104.next, %conv2_bias_grad.i104 ]
+  %2603 = add nsw i64 802816, %conv2_bias_grad.i104811
+  %arena812 = getelementptr inbounds float, ptr %arena, i64 %2603
+  store float 1.000000e+00, ptr %arena812, align 4
+  %i104.next = add nsw i64 %conv2_bias_grad.i104811, 1
+  %2604 = icmp slt i64 %i104.next, 196
+  br i1 %2604, label %conv2_bias_grad.i104, label %conv2_bias_grad.i104.end
 
-pool1_grad.c90.end:                               ; preds = %pool1_grad.ky91.end
-  %j89.next = add nsw i64 %pool1_grad.j89292, 1
-  %1049 = icmp slt i64 %j89.next, 64
-  br i1 %1049, label %pool1_grad.j89, label %pool1_grad.j89.end
+conv2_bias_grad.i104.end:                         ; preds = %conv2_bias_grad.i104
+  br label %conv2_bias_grad.i105
 
-pool1_grad.ky91:                                  ; preds = %pool1_grad.oy96.end, %pool1_grad.c90
-  %pool1_grad.ky91294 = phi i64 [ 0, %pool1_grad.c90 ], [ %ky91.next, %pool1_grad.oy96.end ]
-  br label %pool1_grad.oy92
+conv2_bias_grad.i105:                             ; preds = %conv2_bias_grad.i105, %conv2_bias_grad.i104.end
+  %conv2_bias_grad.i105813 = phi i64 [ 0, %conv2_bias_grad.i104.end ], [ %i105.next, %conv2_bias_grad.i105 ]
+  %2605 = add nsw i64 18752, %conv2_bias_grad.i105813
+  %grads814 = getelementptr inbounds float, ptr %grads, i64 %2605
+  store float 0.000000e+00, ptr %grads814, align 4
+  %i105.next = add nsw i64 %conv2_bias_grad.i105813, 1
+  %2606 = icmp slt i64 %i105.next, 64
+  br i1 %2606, label %conv2_bias_grad.i105, label %conv2_bias_grad.i105.end
 
-pool1_grad.ky91.end:                              ; preds = %pool1_grad.oy96.end
-  %c90.next = add nsw i64 %pool1_grad.c90293, 1
-  %1050 = icmp slt i64 %c90.next, 32
-  br i1 %1050, label %pool1_grad.c90, label %pool1_grad.c90.end
+conv2_bias_grad.i105.end:                         ; preds = %conv2_bias_grad.i105
+  br label %conv2_bias_grad.img106
 
-pool1_grad.oy92:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky91
-  %pool1_grad.oy92295 = phi i64 [ 0, %pool1_grad.ky91 ], [ %oy92.next, %pool1_grad.endif ]
-  %1051 = add nsw i64 %pool1_grad.oy92295, %pool1_grad.ky91294
-  %1052 = add nsw i64 %1051, -1
-  %1053 = icmp slt i64 -1, %1052
-  %1054 = add nsw i64 %pool1_grad.oy92295, %pool1_grad.ky91294
-  %1055 = add nsw i64 %1054, -1
-  %1056 = icmp slt i64 %1055, 14
-  %1057 = and i1 %1053, %1056
-  br i1 %1057, label %pool1_grad.then, label %pool1_grad.endif
+conv2_bias_grad.img106:                           ; preds = %conv2_bias_grad.img106, %conv2_bias_grad.i105.end
+  %conv2_bias_grad.img106815 = phi i64 [ 0, %conv2_bias_grad.i105.end ], [ %img106.next, %conv2_bias_grad.img106 ]
+  %2607 = mul nsw i64 %conv2_bias_grad.img106815, 12544
+  %2608 = add nsw i64 1421968, %2607
+  %arena816 = getelementptr inbounds float, ptr %arena, i64 %2608
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 802816
+  %grads818 = getelementptr inbounds float, ptr %grads, i64 18752
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1, i32 196, float 1.000000e+00, ptr %arena816, i32 196, ptr %arena817, i32 1, float 1.000000e+00, ptr %grads818, i32 1)
+  %img106.next = add nsw i64 %conv2_bias_grad.img106815, 1
+  %2609 = icmp slt i64 %img106.next, 64
+  br i1 %2609, label %conv2_bias_grad.img106, label %conv2_bias_grad.img106.end
 
-pool1_grad.oy92.end:                              ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy94
+conv2_bias_grad.img106.end:                       ; preds = %conv2_bias_grad.img106
+  br label %pool1_grad.i107
 
-pool1_grad.then:                                  ; preds = %pool1_grad.oy92
-  br label %pool1_grad.ox93
+pool1_grad.i107:                                  ; preds = %pool1_grad.i107, %conv2_bias_grad.img106.end
+  %pool1_grad.i107819 = phi i64 [ 0, %conv2_bias_grad.img106.end ], [ %i107.next, %pool1_grad.i107 ]
+  %2610 = add nsw i64 802816, %pool1_grad.i107819
+  %arena820 = getelementptr inbounds float, ptr %arena, i64 %2610
+  store float 0.000000e+00, ptr %arena820, align 4
+  %i107.next = add nsw i64 %pool1_grad.i107819, 1
+  %2611 = icmp slt i64 %i107.next, 401408
+  br i1 %2611, label %pool1_grad.i107, label %pool1_grad.i107.end
 
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox93.end, %pool1_grad.oy92
-  %oy92.next = add nsw i64 %pool1_grad.oy92295, 1
-  %1058 = icmp slt i64 %oy92.next, 14
-  br i1 %1058, label %pool1_grad.oy92, label %pool1_grad.oy92.end
+pool1_grad.i107.end:                              ; preds = %pool1_grad.i107
+  br label %pool1_grad.g108
 
-pool1_grad.ox93:                                  ; preds = %pool1_grad.ox93, %pool1_grad.then
-  %pool1_grad.ox93296 = phi i64 [ 0, %pool1_grad.then ], [ %ox93.next, %pool1_grad.ox93 ]
-  %1059 = mul nsw i64 %pool1_grad.g85283, 64
-  %1060 = add nsw i64 %1059, %pool1_grad.j89292
-  %1061 = mul nsw i64 %1060, 6272
-  %1062 = add nsw i64 802816, %1061
-  %1063 = mul nsw i64 %pool1_grad.c90293, 196
-  %1064 = add nsw i64 %1062, %1063
-  %1065 = add nsw i64 %pool1_grad.oy92295, %pool1_grad.ky91294
-  %1066 = add nsw i64 %1065, -1
-  %1067 = mul nsw i64 %1066, 14
-  %1068 = add nsw i64 %1064, %1067
-  %1069 = add nsw i64 %pool1_grad.ox93296, 1
-  %1070 = add nsw i64 %1069, -1
-  %1071 = add nsw i64 %1068, %1070
-  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1071
-  %1072 = load float, ptr %arena297, align 4
-  %1073 = mul nsw i64 %pool1_grad.c90293, 3
-  %1074 = add nsw i64 %1073, %pool1_grad.ky91294
-  %1075 = mul nsw i64 %1074, 3
-  %1076 = mul nsw i64 %1075, 12544
-  %1077 = add nsw i64 2224784, %1076
-  %1078 = mul nsw i64 %pool1_grad.j89292, 196
-  %1079 = add nsw i64 %1077, %1078
-  %1080 = mul nsw i64 %pool1_grad.oy92295, 14
-  %1081 = add nsw i64 %1079, %1080
-  %1082 = add nsw i64 %pool1_grad.ox93296, 1
-  %1083 = add nsw i64 %1081, %1082
-  %arena298 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load float, ptr %arena298, align 4
-  %1085 = fadd float %1072, %1084
-  store float %1085, ptr %arena297, align 4
-  %ox93.next = add nsw i64 %pool1_grad.ox93296, 1
-  %1086 = icmp slt i64 %ox93.next, 13
-  br i1 %1086, label %pool1_grad.ox93, label %pool1_grad.ox93.end
+pool1_grad.g108:                                  ; preds = %pool1_grad.j116.end, %pool1_grad.i107.end
+  %pool1_grad.g108821 = phi i64 [ 0, %pool1_grad.i107.end ], [ %g108.next, %pool1_grad.j116.end ]
+  br label %pool1_grad.j109
 
-pool1_grad.ox93.end:                              ; preds = %pool1_grad.ox93
+pool1_grad.g108.end:                              ; preds = %pool1_grad.j116.end
+  br label %conv1_grad.i125
+
+pool1_grad.j109:                                  ; preds = %pool1_grad.f110.end, %pool1_grad.g108
+  %pool1_grad.j109822 = phi i64 [ 0, %pool1_grad.g108 ], [ %j109.next, %pool1_grad.f110.end ]
+  br label %pool1_grad.f110
+
+pool1_grad.j109.end:                              ; preds = %pool1_grad.f110.end
+  br label %pool1_grad.nb112
+
+pool1_grad.f110:                                  ; preds = %pool1_grad.i111.end, %pool1_grad.j109
+  %pool1_grad.f110823 = phi i64 [ 0, %pool1_grad.j109 ], [ %f110.next, %pool1_grad.i111.end ]
+  br label %pool1_grad.i111
+
+pool1_grad.f110.end:                              ; preds = %pool1_grad.i111.end
+  %j109.next = add nsw i64 %pool1_grad.j109822, 1
+  %2612 = icmp slt i64 %j109.next, 64
+  br i1 %2612, label %pool1_grad.j109, label %pool1_grad.j109.end
+
+pool1_grad.i111:                                  ; preds = %pool1_grad.i111, %pool1_grad.f110
+  %pool1_grad.i111824 = phi i64 [ 0, %pool1_grad.f110 ], [ %i111.next, %pool1_grad.i111 ]
+  %2613 = mul nsw i64 %pool1_grad.g108821, 64
+  %2614 = add nsw i64 %2613, %pool1_grad.j109822
+  %2615 = mul nsw i64 %2614, 12544
+  %2616 = add nsw i64 1421968, %2615
+  %2617 = mul nsw i64 %pool1_grad.f110823, 196
+  %2618 = add nsw i64 %2616, %2617
+  %2619 = add nsw i64 %2618, %pool1_grad.i111824
+  %arena825 = getelementptr inbounds float, ptr %arena, i64 %2619
+  %2620 = load float, ptr %arena825, align 4
+  %2621 = mul nsw i64 %pool1_grad.f110823, 12544
+  %2622 = add nsw i64 5837456, %2621
+  %2623 = mul nsw i64 %pool1_grad.j109822, 196
+  %2624 = add nsw i64 %2622, %2623
+  %2625 = add nsw i64 %2624, %pool1_grad.i111824
+  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2625
+  store float %2620, ptr %arena826, align 4
+  %i111.next = add nsw i64 %pool1_grad.i111824, 1
+  %2626 = icmp slt i64 %i111.next, 196
+  br i1 %2626, label %pool1_grad.i111, label %pool1_grad.i111.end
+
+pool1_grad.i111.end:                              ; preds = %pool1_grad.i111
+  %f110.next = add nsw i64 %pool1_grad.f110823, 1
+  %2627 = icmp slt i64 %f110.next, 64
+  br i1 %2627, label %pool1_grad.f110, label %pool1_grad.f110.end
+
+pool1_grad.nb112:                                 ; preds = %pool1_grad.mb113.end, %pool1_grad.j109.end
+  %pool1_grad.nb112827 = phi i64 [ 0, %pool1_grad.j109.end ], [ %nb112.next, %pool1_grad.mb113.end ]
+  br label %pool1_grad.mb113
+
+pool1_grad.nb112.end:                             ; preds = %pool1_grad.mb113.end
+  br label %pool1_grad.j116
+
+pool1_grad.mb113:                                 ; preds = %pool1_grad.k115.end, %pool1_grad.nb112
+  %pool1_grad.mb113828 = phi i64 [ 0, %pool1_grad.nb112 ], [ %mb113.next, %pool1_grad.k115.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t114_c5_3, align 64
+  br label %pool1_grad.k115
+
+pool1_grad.mb113.end:                             ; preds = %pool1_grad.k115.end
+  %nb112.next = add nsw i64 %pool1_grad.nb112827, 1
+  %2628 = icmp slt i64 %nb112.next, 196
+  br i1 %2628, label %pool1_grad.nb112, label %pool1_grad.nb112.end
+
+pool1_grad.k115:                                  ; preds = %pool1_grad.k115, %pool1_grad.mb113
+  %pool1_grad.k115829 = phi i64 [ 0, %pool1_grad.mb113 ], [ %k115.next, %pool1_grad.k115 ]
+  %2629 = mul nsw i64 %pool1_grad.k115829, 12544
+  %2630 = add nsw i64 5837456, %2629
+  %2631 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2632 = add nsw i64 %2630, %2631
+  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2632
+  %2633 = load <16 x float>, ptr %arena830, align 4
+  store <16 x float> %2633, ptr %pool1_grad.t114_b0, align 64
+  %2634 = mul nsw i64 %pool1_grad.k115829, 12544
+  %2635 = add nsw i64 5837456, %2634
+  %2636 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2637 = add nsw i64 %2635, %2636
+  %2638 = add nsw i64 %2637, 16
+  %arena831 = getelementptr inbounds float, ptr %arena, i64 %2638
+  %2639 = load <16 x float>, ptr %arena831, align 4
+  store <16 x float> %2639, ptr %pool1_grad.t114_b1, align 64
+  %2640 = mul nsw i64 %pool1_grad.k115829, 12544
+  %2641 = add nsw i64 5837456, %2640
+  %2642 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2643 = add nsw i64 %2641, %2642
+  %2644 = add nsw i64 %2643, 32
+  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2644
+  %2645 = load <16 x float>, ptr %arena832, align 4
+  store <16 x float> %2645, ptr %pool1_grad.t114_b2, align 64
+  %2646 = mul nsw i64 %pool1_grad.k115829, 12544
+  %2647 = add nsw i64 5837456, %2646
+  %2648 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2649 = add nsw i64 %2647, %2648
+  %2650 = add nsw i64 %2649, 48
+  %arena833 = getelementptr inbounds float, ptr %arena, i64 %2650
+  %2651 = load <16 x float>, ptr %arena833, align 4
+  store <16 x float> %2651, ptr %pool1_grad.t114_b3, align 64
+  %2652 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2653 = add nsw i64 320, %2652
+  %2654 = mul nsw i64 %pool1_grad.k115829, 288
+  %2655 = add nsw i64 %2653, %2654
+  %params834 = getelementptr inbounds float, ptr %params, i64 %2655
+  %2656 = load float, ptr %params834, align 4
+  %2657 = insertelement <16 x float> undef, float %2656, i32 0
+  %2658 = shufflevector <16 x float> %2657, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2658, ptr %pool1_grad.t114_a0, align 64
+  %t114_a0 = load <16 x float>, ptr %pool1_grad.t114_a0, align 64
+  %t114_b0 = load <16 x float>, ptr %pool1_grad.t114_b0, align 64
+  %t114_c0_0 = load <16 x float>, ptr %pool1_grad.t114_c0_0, align 64
+  %2659 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0, <16 x float> %t114_b0, <16 x float> %t114_c0_0)
+  store <16 x float> %2659, ptr %pool1_grad.t114_c0_0, align 64
+  %t114_a0835 = load <16 x float>, ptr %pool1_grad.t114_a0, align 64
+  %t114_b1 = load <16 x float>, ptr %pool1_grad.t114_b1, align 64
+  %t114_c0_1 = load <16 x float>, ptr %pool1_grad.t114_c0_1, align 64
+  %2660 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0835, <16 x float> %t114_b1, <16 x float> %t114_c0_1)
+  store <16 x float> %2660, ptr %pool1_grad.t114_c0_1, align 64
+  %t114_a0836 = load <16 x float>, ptr %pool1_grad.t114_a0, align 64
+  %t114_b2 = load <16 x float>, ptr %pool1_grad.t114_b2, align 64
+  %t114_c0_2 = load <16 x float>, ptr %pool1_grad.t114_c0_2, align 64
+  %2661 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0836, <16 x float> %t114_b2, <16 x float> %t114_c0_2)
+  store <16 x float> %2661, ptr %pool1_grad.t114_c0_2, align 64
+  %t114_a0837 = load <16 x float>, ptr %pool1_grad.t114_a0, align 64
+  %t114_b3 = load <16 x float>, ptr %pool1_grad.t114_b3, align 64
+  %t114_c0_3 = load <16 x float>, ptr %pool1_grad.t114_c0_3, align 64
+  %2662 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a0837, <16 x float> %t114_b3, <16 x float> %t114_c0_3)
+  store <16 x float> %2662, ptr %pool1_grad.t114_c0_3, align 64
+  %2663 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2664 = add nsw i64 %2663, 1
+  %2665 = add nsw i64 320, %2664
+  %2666 = mul nsw i64 %pool1_grad.k115829, 288
+  %2667 = add nsw i64 %2665, %2666
+  %params838 = getelementptr inbounds float, ptr %params, i64 %2667
+  %2668 = load float, ptr %params838, align 4
+  %2669 = insertelement <16 x float> undef, float %2668, i32 0
+  %2670 = shufflevector <16 x float> %2669, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2670, ptr %pool1_grad.t114_a1, align 64
+  %t114_a1 = load <16 x float>, ptr %pool1_grad.t114_a1, align 64
+  %t114_b0839 = load <16 x float>, ptr %pool1_grad.t114_b0, align 64
+  %t114_c1_0 = load <16 x float>, ptr %pool1_grad.t114_c1_0, align 64
+  %2671 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1, <16 x float> %t114_b0839, <16 x float> %t114_c1_0)
+  store <16 x float> %2671, ptr %pool1_grad.t114_c1_0, align 64
+  %t114_a1840 = load <16 x float>, ptr %pool1_grad.t114_a1, align 64
+  %t114_b1841 = load <16 x float>, ptr %pool1_grad.t114_b1, align 64
+  %t114_c1_1 = load <16 x float>, ptr %pool1_grad.t114_c1_1, align 64
+  %2672 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1840, <16 x float> %t114_b1841, <16 x float> %t114_c1_1)
+  store <16 x float> %2672, ptr %pool1_grad.t114_c1_1, align 64
+  %t114_a1842 = load <16 x float>, ptr %pool1_grad.t114_a1, align 64
+  %t114_b2843 = load <16 x float>, ptr %pool1_grad.t114_b2, align 64
+  %t114_c1_2 = load <16 x float>, ptr %pool1_grad.t114_c1_2, align 64
+  %2673 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1842, <16 x float> %t114_b2843, <16 x float> %t114_c1_2)
+  store <16 x float> %2673, ptr %pool1_grad.t114_c1_2, align 64
+  %t114_a1844 = load <16 x float>, ptr %pool1_grad.t114_a1, align 64
+  %t114_b3845 = load <16 x float>, ptr %pool1_grad.t114_b3, align 64
+  %t114_c1_3 = load <16 x float>, ptr %pool1_grad.t114_c1_3, align 64
+  %2674 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a1844, <16 x float> %t114_b3845, <16 x float> %t114_c1_3)
+  store <16 x float> %2674, ptr %pool1_grad.t114_c1_3, align 64
+  %2675 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2676 = add nsw i64 %2675, 2
+  %2677 = add nsw i64 320, %2676
+  %2678 = mul nsw i64 %pool1_grad.k115829, 288
+  %2679 = add nsw i64 %2677, %2678
+  %params846 = getelementptr inbounds float, ptr %params, i64 %2679
+  %2680 = load float, ptr %params846, align 4
+  %2681 = insertelement <16 x float> undef, float %2680, i32 0
+  %2682 = shufflevector <16 x float> %2681, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2682, ptr %pool1_grad.t114_a2, align 64
+  %t114_a2 = load <16 x float>, ptr %pool1_grad.t114_a2, align 64
+  %t114_b0847 = load <16 x float>, ptr %pool1_grad.t114_b0, align 64
+  %t114_c2_0 = load <16 x float>, ptr %pool1_grad.t114_c2_0, align 64
+  %2683 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a2, <16 x float> %t114_b0847, <16 x float> %t114_c2_0)
+  store <16 x float> %2683, ptr %pool1_grad.t114_c2_0, align 64
+  %t114_a2848 = load <16 x float>, ptr %pool1_grad.t114_a2, align 64
+  %t114_b1849 = load <16 x float>, ptr %pool1_grad.t114_b1, align 64
+  %t114_c2_1 = load <16 x float>, ptr %pool1_grad.t114_c2_1, align 64
+  %2684 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a2848, <16 x float> %t114_b1849, <16 x float> %t114_c2_1)
+  store <16 x float> %2684, ptr %pool1_grad.t114_c2_1, align 64
+  %t114_a2850 = load <16 x float>, ptr %pool1_grad.t114_a2, align 64
+  %t114_b2851 = load <16 x float>, ptr %pool1_grad.t114_b2, align 64
+  %t114_c2_2 = load <16 x float>, ptr %pool1_grad.t114_c2_2, align 64
+  %2685 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a2850, <16 x float> %t114_b2851, <16 x float> %t114_c2_2)
+  store <16 x float> %2685, ptr %pool1_grad.t114_c2_2, align 64
+  %t114_a2852 = load <16 x float>, ptr %pool1_grad.t114_a2, align 64
+  %t114_b3853 = load <16 x float>, ptr %pool1_grad.t114_b3, align 64
+  %t114_c2_3 = load <16 x float>, ptr %pool1_grad.t114_c2_3, align 64
+  %2686 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a2852, <16 x float> %t114_b3853, <16 x float> %t114_c2_3)
+  store <16 x float> %2686, ptr %pool1_grad.t114_c2_3, align 64
+  %2687 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2688 = add nsw i64 %2687, 3
+  %2689 = add nsw i64 320, %2688
+  %2690 = mul nsw i64 %pool1_grad.k115829, 288
+  %2691 = add nsw i64 %2689, %2690
+  %params854 = getelementptr inbounds float, ptr %params, i64 %2691
+  %2692 = load float, ptr %params854, align 4
+  %2693 = insertelement <16 x float> undef, float %2692, i32 0
+  %2694 = shufflevector <16 x float> %2693, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2694, ptr %pool1_grad.t114_a3, align 64
+  %t114_a3 = load <16 x float>, ptr %pool1_grad.t114_a3, align 64
+  %t114_b0855 = load <16 x float>, ptr %pool1_grad.t114_b0, align 64
+  %t114_c3_0 = load <16 x float>, ptr %pool1_grad.t114_c3_0, align 64
+  %2695 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a3, <16 x float> %t114_b0855, <16 x float> %t114_c3_0)
+  store <16 x float> %2695, ptr %pool1_grad.t114_c3_0, align 64
+  %t114_a3856 = load <16 x float>, ptr %pool1_grad.t114_a3, align 64
+  %t114_b1857 = load <16 x float>, ptr %pool1_grad.t114_b1, align 64
+  %t114_c3_1 = load <16 x float>, ptr %pool1_grad.t114_c3_1, align 64
+  %2696 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a3856, <16 x float> %t114_b1857, <16 x float> %t114_c3_1)
+  store <16 x float> %2696, ptr %pool1_grad.t114_c3_1, align 64
+  %t114_a3858 = load <16 x float>, ptr %pool1_grad.t114_a3, align 64
+  %t114_b2859 = load <16 x float>, ptr %pool1_grad.t114_b2, align 64
+  %t114_c3_2 = load <16 x float>, ptr %pool1_grad.t114_c3_2, align 64
+  %2697 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a3858, <16 x float> %t114_b2859, <16 x float> %t114_c3_2)
+  store <16 x float> %2697, ptr %pool1_grad.t114_c3_2, align 64
+  %t114_a3860 = load <16 x float>, ptr %pool1_grad.t114_a3, align 64
+  %t114_b3861 = load <16 x float>, ptr %pool1_grad.t114_b3, align 64
+  %t114_c3_3 = load <16 x float>, ptr %pool1_grad.t114_c3_3, align 64
+  %2698 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a3860, <16 x float> %t114_b3861, <16 x float> %t114_c3_3)
+  store <16 x float> %2698, ptr %pool1_grad.t114_c3_3, align 64
+  %2699 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2700 = add nsw i64 %2699, 4
+  %2701 = add nsw i64 320, %2700
+  %2702 = mul nsw i64 %pool1_grad.k115829, 288
+  %2703 = add nsw i64 %2701, %2702
+  %params862 = getelementptr inbounds float, ptr %params, i64 %2703
+  %2704 = load float, ptr %params862, align 4
+  %2705 = insertelement <16 x float> undef, float %2704, i32 0
+  %2706 = shufflevector <16 x float> %2705, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2706, ptr %pool1_grad.t114_a4, align 64
+  %t114_a4 = load <16 x float>, ptr %pool1_grad.t114_a4, align 64
+  %t114_b0863 = load <16 x float>, ptr %pool1_grad.t114_b0, align 64
+  %t114_c4_0 = load <16 x float>, ptr %pool1_grad.t114_c4_0, align 64
+  %2707 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a4, <16 x float> %t114_b0863, <16 x float> %t114_c4_0)
+  store <16 x float> %2707, ptr %pool1_grad.t114_c4_0, align 64
+  %t114_a4864 = load <16 x float>, ptr %pool1_grad.t114_a4, align 64
+  %t114_b1865 = load <16 x float>, ptr %pool1_grad.t114_b1, align 64
+  %t114_c4_1 = load <16 x float>, ptr %pool1_grad.t114_c4_1, align 64
+  %2708 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a4864, <16 x float> %t114_b1865, <16 x float> %t114_c4_1)
+  store <16 x float> %2708, ptr %pool1_grad.t114_c4_1, align 64
+  %t114_a4866 = load <16 x float>, ptr %pool1_grad.t114_a4, align 64
+  %t114_b2867 = load <16 x float>, ptr %pool1_grad.t114_b2, align 64
+  %t114_c4_2 = load <16 x float>, ptr %pool1_grad.t114_c4_2, align 64
+  %2709 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a4866, <16 x float> %t114_b2867, <16 x float> %t114_c4_2)
+  store <16 x float> %2709, ptr %pool1_grad.t114_c4_2, align 64
+  %t114_a4868 = load <16 x float>, ptr %pool1_grad.t114_a4, align 64
+  %t114_b3869 = load <16 x float>, ptr %pool1_grad.t114_b3, align 64
+  %t114_c4_3 = load <16 x float>, ptr %pool1_grad.t114_c4_3, align 64
+  %2710 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a4868, <16 x float> %t114_b3869, <16 x float> %t114_c4_3)
+  store <16 x float> %2710, ptr %pool1_grad.t114_c4_3, align 64
+  %2711 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2712 = add nsw i64 %2711, 5
+  %2713 = add nsw i64 320, %2712
+  %2714 = mul nsw i64 %pool1_grad.k115829, 288
+  %2715 = add nsw i64 %2713, %2714
+  %params870 = getelementptr inbounds float, ptr %params, i64 %2715
+  %2716 = load float, ptr %params870, align 4
+  %2717 = insertelement <16 x float> undef, float %2716, i32 0
+  %2718 = shufflevector <16 x float> %2717, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2718, ptr %pool1_grad.t114_a5, align 64
+  %t114_a5 = load <16 x float>, ptr %pool1_grad.t114_a5, align 64
+  %t114_b0871 = load <16 x float>, ptr %pool1_grad.t114_b0, align 64
+  %t114_c5_0 = load <16 x float>, ptr %pool1_grad.t114_c5_0, align 64
+  %2719 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a5, <16 x float> %t114_b0871, <16 x float> %t114_c5_0)
+  store <16 x float> %2719, ptr %pool1_grad.t114_c5_0, align 64
+  %t114_a5872 = load <16 x float>, ptr %pool1_grad.t114_a5, align 64
+  %t114_b1873 = load <16 x float>, ptr %pool1_grad.t114_b1, align 64
+  %t114_c5_1 = load <16 x float>, ptr %pool1_grad.t114_c5_1, align 64
+  %2720 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a5872, <16 x float> %t114_b1873, <16 x float> %t114_c5_1)
+  store <16 x float> %2720, ptr %pool1_grad.t114_c5_1, align 64
+  %t114_a5874 = load <16 x float>, ptr %pool1_grad.t114_a5, align 64
+  %t114_b2875 = load <16 x float>, ptr %pool1_grad.t114_b2, align 64
+  %t114_c5_2 = load <16 x float>, ptr %pool1_grad.t114_c5_2, align 64
+  %2721 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a5874, <16 x float> %t114_b2875, <16 x float> %t114_c5_2)
+  store <16 x float> %2721, ptr %pool1_grad.t114_c5_2, align 64
+  %t114_a5876 = load <16 x float>, ptr %pool1_grad.t114_a5, align 64
+  %t114_b3877 = load <16 x float>, ptr %pool1_grad.t114_b3, align 64
+  %t114_c5_3 = load <16 x float>, ptr %pool1_grad.t114_c5_3, align 64
+  %2722 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t114_a5876, <16 x float> %t114_b3877, <16 x float> %t114_c5_3)
+  store <16 x float> %2722, ptr %pool1_grad.t114_c5_3, align 64
+  %k115.next = add nsw i64 %pool1_grad.k115829, 1
+  %2723 = icmp slt i64 %k115.next, 64
+  br i1 %2723, label %pool1_grad.k115, label %pool1_grad.k115.end
+
+pool1_grad.k115.end:                              ; preds = %pool1_grad.k115
+  %t114_c0_0878 = load <16 x float>, ptr %pool1_grad.t114_c0_0, align 64
+  %2724 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2725 = mul nsw i64 %2724, 12544
+  %2726 = add nsw i64 2224784, %2725
+  %2727 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2728 = add nsw i64 %2726, %2727
+  %arena879 = getelementptr inbounds float, ptr %arena, i64 %2728
+  store <16 x float> %t114_c0_0878, ptr %arena879, align 4
+  %t114_c0_1880 = load <16 x float>, ptr %pool1_grad.t114_c0_1, align 64
+  %2729 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2730 = mul nsw i64 %2729, 12544
+  %2731 = add nsw i64 2224784, %2730
+  %2732 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2733 = add nsw i64 %2731, %2732
+  %2734 = add nsw i64 %2733, 16
+  %arena881 = getelementptr inbounds float, ptr %arena, i64 %2734
+  store <16 x float> %t114_c0_1880, ptr %arena881, align 4
+  %t114_c0_2882 = load <16 x float>, ptr %pool1_grad.t114_c0_2, align 64
+  %2735 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2736 = mul nsw i64 %2735, 12544
+  %2737 = add nsw i64 2224784, %2736
+  %2738 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2739 = add nsw i64 %2737, %2738
+  %2740 = add nsw i64 %2739, 32
+  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2740
+  store <16 x float> %t114_c0_2882, ptr %arena883, align 4
+  %t114_c0_3884 = load <16 x float>, ptr %pool1_grad.t114_c0_3, align 64
+  %2741 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2742 = mul nsw i64 %2741, 12544
+  %2743 = add nsw i64 2224784, %2742
+  %2744 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2745 = add nsw i64 %2743, %2744
+  %2746 = add nsw i64 %2745, 48
+  %arena885 = getelementptr inbounds float, ptr %arena, i64 %2746
+  store <16 x float> %t114_c0_3884, ptr %arena885, align 4
+  %t114_c1_0886 = load <16 x float>, ptr %pool1_grad.t114_c1_0, align 64
+  %2747 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2748 = add nsw i64 %2747, 1
+  %2749 = mul nsw i64 %2748, 12544
+  %2750 = add nsw i64 2224784, %2749
+  %2751 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2752 = add nsw i64 %2750, %2751
+  %arena887 = getelementptr inbounds float, ptr %arena, i64 %2752
+  store <16 x float> %t114_c1_0886, ptr %arena887, align 4
+  %t114_c1_1888 = load <16 x float>, ptr %pool1_grad.t114_c1_1, align 64
+  %2753 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2754 = add nsw i64 %2753, 1
+  %2755 = mul nsw i64 %2754, 12544
+  %2756 = add nsw i64 2224784, %2755
+  %2757 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2758 = add nsw i64 %2756, %2757
+  %2759 = add nsw i64 %2758, 16
+  %arena889 = getelementptr inbounds float, ptr %arena, i64 %2759
+  store <16 x float> %t114_c1_1888, ptr %arena889, align 4
+  %t114_c1_2890 = load <16 x float>, ptr %pool1_grad.t114_c1_2, align 64
+  %2760 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2761 = add nsw i64 %2760, 1
+  %2762 = mul nsw i64 %2761, 12544
+  %2763 = add nsw i64 2224784, %2762
+  %2764 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2765 = add nsw i64 %2763, %2764
+  %2766 = add nsw i64 %2765, 32
+  %arena891 = getelementptr inbounds float, ptr %arena, i64 %2766
+  store <16 x float> %t114_c1_2890, ptr %arena891, align 4
+  %t114_c1_3892 = load <16 x float>, ptr %pool1_grad.t114_c1_3, align 64
+  %2767 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2768 = add nsw i64 %2767, 1
+  %2769 = mul nsw i64 %2768, 12544
+  %2770 = add nsw i64 2224784, %2769
+  %2771 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2772 = add nsw i64 %2770, %2771
+  %2773 = add nsw i64 %2772, 48
+  %arena893 = getelementptr inbounds float, ptr %arena, i64 %2773
+  store <16 x float> %t114_c1_3892, ptr %arena893, align 4
+  %t114_c2_0894 = load <16 x float>, ptr %pool1_grad.t114_c2_0, align 64
+  %2774 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2775 = add nsw i64 %2774, 2
+  %2776 = mul nsw i64 %2775, 12544
+  %2777 = add nsw i64 2224784, %2776
+  %2778 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2779 = add nsw i64 %2777, %2778
+  %arena895 = getelementptr inbounds float, ptr %arena, i64 %2779
+  store <16 x float> %t114_c2_0894, ptr %arena895, align 4
+  %t114_c2_1896 = load <16 x float>, ptr %pool1_grad.t114_c2_1, align 64
+  %2780 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2781 = add nsw i64 %2780, 2
+  %2782 = mul nsw i64 %2781, 12544
+  %2783 = add nsw i64 2224784, %2782
+  %2784 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2785 = add nsw i64 %2783, %2784
+  %2786 = add nsw i64 %2785, 16
+  %arena897 = getelementptr inbounds float, ptr %arena, i64 %2786
+  store <16 x float> %t114_c2_1896, ptr %arena897, align 4
+  %t114_c2_2898 = load <16 x float>, ptr %pool1_grad.t114_c2_2, align 64
+  %2787 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2788 = add nsw i64 %2787, 2
+  %2789 = mul nsw i64 %2788, 12544
+  %2790 = add nsw i64 2224784, %2789
+  %2791 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2792 = add nsw i64 %2790, %2791
+  %2793 = add nsw i64 %2792, 32
+  %arena899 = getelementptr inbounds float, ptr %arena, i64 %2793
+  store <16 x float> %t114_c2_2898, ptr %arena899, align 4
+  %t114_c2_3900 = load <16 x float>, ptr %pool1_grad.t114_c2_3, align 64
+  %2794 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2795 = add nsw i64 %2794, 2
+  %2796 = mul nsw i64 %2795, 12544
+  %2797 = add nsw i64 2224784, %2796
+  %2798 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2799 = add nsw i64 %2797, %2798
+  %2800 = add nsw i64 %2799, 48
+  %arena901 = getelementptr inbounds float, ptr %arena, i64 %2800
+  store <16 x float> %t114_c2_3900, ptr %arena901, align 4
+  %t114_c3_0902 = load <16 x float>, ptr %pool1_grad.t114_c3_0, align 64
+  %2801 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2802 = add nsw i64 %2801, 3
+  %2803 = mul nsw i64 %2802, 12544
+  %2804 = add nsw i64 2224784, %2803
+  %2805 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2806 = add nsw i64 %2804, %2805
+  %arena903 = getelementptr inbounds float, ptr %arena, i64 %2806
+  store <16 x float> %t114_c3_0902, ptr %arena903, align 4
+  %t114_c3_1904 = load <16 x float>, ptr %pool1_grad.t114_c3_1, align 64
+  %2807 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2808 = add nsw i64 %2807, 3
+  %2809 = mul nsw i64 %2808, 12544
+  %2810 = add nsw i64 2224784, %2809
+  %2811 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2812 = add nsw i64 %2810, %2811
+  %2813 = add nsw i64 %2812, 16
+  %arena905 = getelementptr inbounds float, ptr %arena, i64 %2813
+  store <16 x float> %t114_c3_1904, ptr %arena905, align 4
+  %t114_c3_2906 = load <16 x float>, ptr %pool1_grad.t114_c3_2, align 64
+  %2814 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2815 = add nsw i64 %2814, 3
+  %2816 = mul nsw i64 %2815, 12544
+  %2817 = add nsw i64 2224784, %2816
+  %2818 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2819 = add nsw i64 %2817, %2818
+  %2820 = add nsw i64 %2819, 32
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2820
+  store <16 x float> %t114_c3_2906, ptr %arena907, align 4
+  %t114_c3_3908 = load <16 x float>, ptr %pool1_grad.t114_c3_3, align 64
+  %2821 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2822 = add nsw i64 %2821, 3
+  %2823 = mul nsw i64 %2822, 12544
+  %2824 = add nsw i64 2224784, %2823
+  %2825 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2826 = add nsw i64 %2824, %2825
+  %2827 = add nsw i64 %2826, 48
+  %arena909 = getelementptr inbounds float, ptr %arena, i64 %2827
+  store <16 x float> %t114_c3_3908, ptr %arena909, align 4
+  %t114_c4_0910 = load <16 x float>, ptr %pool1_grad.t114_c4_0, align 64
+  %2828 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2829 = add nsw i64 %2828, 4
+  %2830 = mul nsw i64 %2829, 12544
+  %2831 = add nsw i64 2224784, %2830
+  %2832 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2833 = add nsw i64 %2831, %2832
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2833
+  store <16 x float> %t114_c4_0910, ptr %arena911, align 4
+  %t114_c4_1912 = load <16 x float>, ptr %pool1_grad.t114_c4_1, align 64
+  %2834 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2835 = add nsw i64 %2834, 4
+  %2836 = mul nsw i64 %2835, 12544
+  %2837 = add nsw i64 2224784, %2836
+  %2838 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2839 = add nsw i64 %2837, %2838
+  %2840 = add nsw i64 %2839, 16
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2840
+  store <16 x float> %t114_c4_1912, ptr %arena913, align 4
+  %t114_c4_2914 = load <16 x float>, ptr %pool1_grad.t114_c4_2, align 64
+  %2841 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2842 = add nsw i64 %2841, 4
+  %2843 = mul nsw i64 %2842, 12544
+  %2844 = add nsw i64 2224784, %2843
+  %2845 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2846 = add nsw i64 %2844, %2845
+  %2847 = add nsw i64 %2846, 32
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %2847
+  store <16 x float> %t114_c4_2914, ptr %arena915, align 4
+  %t114_c4_3916 = load <16 x float>, ptr %pool1_grad.t114_c4_3, align 64
+  %2848 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2849 = add nsw i64 %2848, 4
+  %2850 = mul nsw i64 %2849, 12544
+  %2851 = add nsw i64 2224784, %2850
+  %2852 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2853 = add nsw i64 %2851, %2852
+  %2854 = add nsw i64 %2853, 48
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %2854
+  store <16 x float> %t114_c4_3916, ptr %arena917, align 4
+  %t114_c5_0918 = load <16 x float>, ptr %pool1_grad.t114_c5_0, align 64
+  %2855 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2856 = add nsw i64 %2855, 5
+  %2857 = mul nsw i64 %2856, 12544
+  %2858 = add nsw i64 2224784, %2857
+  %2859 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2860 = add nsw i64 %2858, %2859
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2860
+  store <16 x float> %t114_c5_0918, ptr %arena919, align 4
+  %t114_c5_1920 = load <16 x float>, ptr %pool1_grad.t114_c5_1, align 64
+  %2861 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2862 = add nsw i64 %2861, 5
+  %2863 = mul nsw i64 %2862, 12544
+  %2864 = add nsw i64 2224784, %2863
+  %2865 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2866 = add nsw i64 %2864, %2865
+  %2867 = add nsw i64 %2866, 16
+  %arena921 = getelementptr inbounds float, ptr %arena, i64 %2867
+  store <16 x float> %t114_c5_1920, ptr %arena921, align 4
+  %t114_c5_2922 = load <16 x float>, ptr %pool1_grad.t114_c5_2, align 64
+  %2868 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2869 = add nsw i64 %2868, 5
+  %2870 = mul nsw i64 %2869, 12544
+  %2871 = add nsw i64 2224784, %2870
+  %2872 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2873 = add nsw i64 %2871, %2872
+  %2874 = add nsw i64 %2873, 32
+  %arena923 = getelementptr inbounds float, ptr %arena, i64 %2874
+  store <16 x float> %t114_c5_2922, ptr %arena923, align 4
+  %t114_c5_3924 = load <16 x float>, ptr %pool1_grad.t114_c5_3, align 64
+  %2875 = mul nsw i64 %pool1_grad.mb113828, 6
+  %2876 = add nsw i64 %2875, 5
+  %2877 = mul nsw i64 %2876, 12544
+  %2878 = add nsw i64 2224784, %2877
+  %2879 = mul nsw i64 %pool1_grad.nb112827, 64
+  %2880 = add nsw i64 %2878, %2879
+  %2881 = add nsw i64 %2880, 48
+  %arena925 = getelementptr inbounds float, ptr %arena, i64 %2881
+  store <16 x float> %t114_c5_3924, ptr %arena925, align 4
+  %mb113.next = add nsw i64 %pool1_grad.mb113828, 1
+  %2882 = icmp slt i64 %mb113.next, 48
+  br i1 %2882, label %pool1_grad.mb113, label %pool1_grad.mb113.end
+
+pool1_grad.j116:                                  ; preds = %pool1_grad.c117.end, %pool1_grad.nb112.end
+  %pool1_grad.j116926 = phi i64 [ 0, %pool1_grad.nb112.end ], [ %j116.next, %pool1_grad.c117.end ]
+  br label %pool1_grad.c117
+
+pool1_grad.j116.end:                              ; preds = %pool1_grad.c117.end
+  %g108.next = add nsw i64 %pool1_grad.g108821, 1
+  %2883 = icmp slt i64 %g108.next, 1
+  br i1 %2883, label %pool1_grad.g108, label %pool1_grad.g108.end
+
+pool1_grad.c117:                                  ; preds = %pool1_grad.ky118.end, %pool1_grad.j116
+  %pool1_grad.c117927 = phi i64 [ 0, %pool1_grad.j116 ], [ %c117.next, %pool1_grad.ky118.end ]
+  br label %pool1_grad.ky118
+
+pool1_grad.c117.end:                              ; preds = %pool1_grad.ky118.end
+  %j116.next = add nsw i64 %pool1_grad.j116926, 1
+  %2884 = icmp slt i64 %j116.next, 64
+  br i1 %2884, label %pool1_grad.j116, label %pool1_grad.j116.end
+
+pool1_grad.ky118:                                 ; preds = %pool1_grad.oy123.end, %pool1_grad.c117
+  %pool1_grad.ky118928 = phi i64 [ 0, %pool1_grad.c117 ], [ %ky118.next, %pool1_grad.oy123.end ]
+  br label %pool1_grad.oy119
+
+pool1_grad.ky118.end:                             ; preds = %pool1_grad.oy123.end
+  %c117.next = add nsw i64 %pool1_grad.c117927, 1
+  %2885 = icmp slt i64 %c117.next, 32
+  br i1 %2885, label %pool1_grad.c117, label %pool1_grad.c117.end
+
+pool1_grad.oy119:                                 ; preds = %pool1_grad.endif, %pool1_grad.ky118
+  %pool1_grad.oy119929 = phi i64 [ 0, %pool1_grad.ky118 ], [ %oy119.next, %pool1_grad.endif ]
+  %2886 = add nsw i64 %pool1_grad.oy119929, %pool1_grad.ky118928
+  %2887 = add nsw i64 %2886, -1
+  %2888 = icmp slt i64 -1, %2887
+  %2889 = add nsw i64 %pool1_grad.oy119929, %pool1_grad.ky118928
+  %2890 = add nsw i64 %2889, -1
+  %2891 = icmp slt i64 %2890, 14
+  %2892 = and i1 %2888, %2891
+  br i1 %2892, label %pool1_grad.then, label %pool1_grad.endif
+
+pool1_grad.oy119.end:                             ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy121
+
+pool1_grad.then:                                  ; preds = %pool1_grad.oy119
+  br label %pool1_grad.ox120
+
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox120.end, %pool1_grad.oy119
+  %oy119.next = add nsw i64 %pool1_grad.oy119929, 1
+  %2893 = icmp slt i64 %oy119.next, 14
+  br i1 %2893, label %pool1_grad.oy119, label %pool1_grad.oy119.end
+
+pool1_grad.ox120:                                 ; preds = %pool1_grad.ox120, %pool1_grad.then
+  %pool1_grad.ox120930 = phi i64 [ 0, %pool1_grad.then ], [ %ox120.next, %pool1_grad.ox120 ]
+  %2894 = mul nsw i64 %pool1_grad.g108821, 64
+  %2895 = add nsw i64 %2894, %pool1_grad.j116926
+  %2896 = mul nsw i64 %2895, 6272
+  %2897 = add nsw i64 802816, %2896
+  %2898 = mul nsw i64 %pool1_grad.c117927, 196
+  %2899 = add nsw i64 %2897, %2898
+  %2900 = add nsw i64 %pool1_grad.oy119929, %pool1_grad.ky118928
+  %2901 = add nsw i64 %2900, -1
+  %2902 = mul nsw i64 %2901, 14
+  %2903 = add nsw i64 %2899, %2902
+  %2904 = add nsw i64 %pool1_grad.ox120930, 1
+  %2905 = add nsw i64 %2904, -1
+  %2906 = add nsw i64 %2903, %2905
+  %arena931 = getelementptr inbounds float, ptr %arena, i64 %2906
+  %2907 = load float, ptr %arena931, align 4
+  %2908 = mul nsw i64 %pool1_grad.c117927, 3
+  %2909 = add nsw i64 %2908, %pool1_grad.ky118928
+  %2910 = mul nsw i64 %2909, 3
+  %2911 = mul nsw i64 %2910, 12544
+  %2912 = add nsw i64 2224784, %2911
+  %2913 = mul nsw i64 %pool1_grad.j116926, 196
+  %2914 = add nsw i64 %2912, %2913
+  %2915 = mul nsw i64 %pool1_grad.oy119929, 14
+  %2916 = add nsw i64 %2914, %2915
+  %2917 = add nsw i64 %pool1_grad.ox120930, 1
+  %2918 = add nsw i64 %2916, %2917
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 %2918
+  %2919 = load float, ptr %arena932, align 4
+  %2920 = fadd float %2907, %2919
+  store float %2920, ptr %arena931, align 4
+  %ox120.next = add nsw i64 %pool1_grad.ox120930, 1
+  %2921 = icmp slt i64 %ox120.next, 13
+  br i1 %2921, label %pool1_grad.ox120, label %pool1_grad.ox120.end
+
+pool1_grad.ox120.end:                             ; preds = %pool1_grad.ox120
   br label %pool1_grad.endif
 
-pool1_grad.oy94:                                  ; preds = %pool1_grad.endif301, %pool1_grad.oy92.end
-  %pool1_grad.oy94299 = phi i64 [ 0, %pool1_grad.oy92.end ], [ %oy94.next, %pool1_grad.endif301 ]
-  %1087 = add nsw i64 %pool1_grad.oy94299, %pool1_grad.ky91294
-  %1088 = add nsw i64 %1087, -1
-  %1089 = icmp slt i64 -1, %1088
-  %1090 = add nsw i64 %pool1_grad.oy94299, %pool1_grad.ky91294
-  %1091 = add nsw i64 %1090, -1
-  %1092 = icmp slt i64 %1091, 14
-  %1093 = and i1 %1089, %1092
-  br i1 %1093, label %pool1_grad.then300, label %pool1_grad.endif301
+pool1_grad.oy121:                                 ; preds = %pool1_grad.endif935, %pool1_grad.oy119.end
+  %pool1_grad.oy121933 = phi i64 [ 0, %pool1_grad.oy119.end ], [ %oy121.next, %pool1_grad.endif935 ]
+  %2922 = add nsw i64 %pool1_grad.oy121933, %pool1_grad.ky118928
+  %2923 = add nsw i64 %2922, -1
+  %2924 = icmp slt i64 -1, %2923
+  %2925 = add nsw i64 %pool1_grad.oy121933, %pool1_grad.ky118928
+  %2926 = add nsw i64 %2925, -1
+  %2927 = icmp slt i64 %2926, 14
+  %2928 = and i1 %2924, %2927
+  br i1 %2928, label %pool1_grad.then934, label %pool1_grad.endif935
 
-pool1_grad.oy94.end:                              ; preds = %pool1_grad.endif301
-  br label %pool1_grad.oy96
+pool1_grad.oy121.end:                             ; preds = %pool1_grad.endif935
+  br label %pool1_grad.oy123
 
-pool1_grad.then300:                               ; preds = %pool1_grad.oy94
-  br label %pool1_grad.ox95
+pool1_grad.then934:                               ; preds = %pool1_grad.oy121
+  br label %pool1_grad.ox122
 
-pool1_grad.endif301:                              ; preds = %pool1_grad.ox95.end, %pool1_grad.oy94
-  %oy94.next = add nsw i64 %pool1_grad.oy94299, 1
-  %1094 = icmp slt i64 %oy94.next, 14
-  br i1 %1094, label %pool1_grad.oy94, label %pool1_grad.oy94.end
+pool1_grad.endif935:                              ; preds = %pool1_grad.ox122.end, %pool1_grad.oy121
+  %oy121.next = add nsw i64 %pool1_grad.oy121933, 1
+  %2929 = icmp slt i64 %oy121.next, 14
+  br i1 %2929, label %pool1_grad.oy121, label %pool1_grad.oy121.end
 
-pool1_grad.ox95:                                  ; preds = %pool1_grad.ox95, %pool1_grad.then300
-  %pool1_grad.ox95302 = phi i64 [ 0, %pool1_grad.then300 ], [ %ox95.next, %pool1_grad.ox95 ]
-  %1095 = mul nsw i64 %pool1_grad.g85283, 64
-  %1096 = add nsw i64 %1095, %pool1_grad.j89292
-  %1097 = mul nsw i64 %1096, 6272
-  %1098 = add nsw i64 802816, %1097
-  %1099 = mul nsw i64 %pool1_grad.c90293, 196
-  %1100 = add nsw i64 %1098, %1099
-  %1101 = add nsw i64 %pool1_grad.oy94299, %pool1_grad.ky91294
-  %1102 = add nsw i64 %1101, -1
-  %1103 = mul nsw i64 %1102, 14
-  %1104 = add nsw i64 %1100, %1103
-  %1105 = add nsw i64 %1104, %pool1_grad.ox95302
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1105
-  %1106 = load float, ptr %arena303, align 4
-  %1107 = mul nsw i64 %pool1_grad.c90293, 3
-  %1108 = add nsw i64 %1107, %pool1_grad.ky91294
-  %1109 = mul nsw i64 %1108, 3
-  %1110 = add nsw i64 %1109, 1
-  %1111 = mul nsw i64 %1110, 12544
-  %1112 = add nsw i64 2224784, %1111
-  %1113 = mul nsw i64 %pool1_grad.j89292, 196
-  %1114 = add nsw i64 %1112, %1113
-  %1115 = mul nsw i64 %pool1_grad.oy94299, 14
-  %1116 = add nsw i64 %1114, %1115
-  %1117 = add nsw i64 %1116, %pool1_grad.ox95302
-  %arena304 = getelementptr inbounds float, ptr %arena, i64 %1117
-  %1118 = load float, ptr %arena304, align 4
-  %1119 = fadd float %1106, %1118
-  store float %1119, ptr %arena303, align 4
-  %ox95.next = add nsw i64 %pool1_grad.ox95302, 1
-  %1120 = icmp slt i64 %ox95.next, 14
-  br i1 %1120, label %pool1_grad.ox95, label %pool1_grad.ox95.end
+pool1_grad.ox122:                                 ; preds = %pool1_grad.ox122, %pool1_grad.then934
+  %pool1_grad.ox122936 = phi i64 [ 0, %pool1_grad.then934 ], [ %ox122.next, %pool1_grad.ox122 ]
+  %2930 = mul nsw i64 %pool1_grad.g108821, 64
+  %2931 = add nsw i64 %2930, %pool1_grad.j116926
+  %2932 = mul nsw i64 %2931, 6272
+  %2933 = add nsw i64 802816, %2932
+  %2934 = mul nsw i64 %pool1_grad.c117927, 196
+  %2935 = add nsw i64 %2933, %2934
+  %2936 = add nsw i64 %pool1_grad.oy121933, %pool1_grad.ky118928
+  %2937 = add nsw i64 %2936, -1
+  %2938 = mul nsw i64 %2937, 14
+  %2939 = add nsw i64 %2935, %2938
+  %2940 = add nsw i64 %2939, %pool1_grad.ox122936
+  %arena937 = getelementptr inbounds float, ptr %arena, i64 %2940
+  %2941 = load float, ptr %arena937, align 4
+  %2942 = mul nsw i64 %pool1_grad.c117927, 3
+  %2943 = add nsw i64 %2942, %pool1_grad.ky118928
+  %2944 = mul nsw i64 %2943, 3
+  %2945 = add nsw i64 %2944, 1
+  %2946 = mul nsw i64 %2945, 12544
+  %2947 = add nsw i64 2224784, %2946
+  %2948 = mul nsw i64 %pool1_grad.j116926, 196
+  %2949 = add nsw i64 %2947, %2948
+  %2950 = mul nsw i64 %pool1_grad.oy121933, 14
+  %2951 = add nsw i64 %2949, %2950
+  %2952 = add nsw i64 %2951, %pool1_grad.ox122936
+  %arena938 = getelementptr inbounds float, ptr %arena, i64 %2952
+  %2953 = load float, ptr %arena938, align 4
+  %2954 = fadd float %2941, %2953
+  store float %2954, ptr %arena937, align 4
+  %ox122.next = add nsw i64 %pool1_grad.ox122936, 1
+  %2955 = icmp slt i64 %ox122.next, 14
+  br i1 %2955, label %pool1_grad.ox122, label %pool1_grad.ox122.end
 
-pool1_grad.ox95.end:                              ; preds = %pool1_grad.ox95
-  br label %pool1_grad.endif301
+pool1_grad.ox122.end:                             ; preds = %pool1_grad.ox122
+  br label %pool1_grad.endif935
 
-pool1_grad.oy96:                                  ; preds = %pool1_grad.endif307, %pool1_grad.oy94.end
-  %pool1_grad.oy96305 = phi i64 [ 0, %pool1_grad.oy94.end ], [ %oy96.next, %pool1_grad.endif307 ]
-  %1121 = add nsw i64 %pool1_grad.oy96305, %pool1_grad.ky91294
-  %1122 = add nsw i64 %1121, -1
-  %1123 = icmp slt i64 -1, %1122
-  %1124 = add nsw i64 %pool1_grad.oy96305, %pool1_grad.ky91294
-  %1125 = add nsw i64 %1124, -1
-  %1126 = icmp slt i64 %1125, 14
-  %1127 = and i1 %1123, %1126
-  br i1 %1127, label %pool1_grad.then306, label %pool1_grad.endif307
+pool1_grad.oy123:                                 ; preds = %pool1_grad.endif941, %pool1_grad.oy121.end
+  %pool1_grad.oy123939 = phi i64 [ 0, %pool1_grad.oy121.end ], [ %oy123.next, %pool1_grad.endif941 ]
+  %2956 = add nsw i64 %pool1_grad.oy123939, %pool1_grad.ky118928
+  %2957 = add nsw i64 %2956, -1
+  %2958 = icmp slt i64 -1, %2957
+  %2959 = add nsw i64 %pool1_grad.oy123939, %pool1_grad.ky118928
+  %2960 = add nsw i64 %2959, -1
+  %2961 = icmp slt i64 %2960, 14
+  %2962 = and i1 %2958, %2961
+  br i1 %2962, label %pool1_grad.then940, label %pool1_grad.endif941
 
-pool1_grad.oy96.end:                              ; preds = %pool1_grad.endif307
-  %ky91.next = add nsw i64 %pool1_grad.ky91294, 1
-  %1128 = icmp slt i64 %ky91.next, 3
-  br i1 %1128, label %pool1_grad.ky91, label %pool1_grad.ky91.end
+pool1_grad.oy123.end:                             ; preds = %pool1_grad.endif941
+  %ky118.next = add nsw i64 %pool1_grad.ky118928, 1
+  %2963 = icmp slt i64 %ky118.next, 3
+  br i1 %2963, label %pool1_grad.ky118, label %pool1_grad.ky118.end
 
-pool1_grad.then306:                               ; preds = %pool1_grad.oy96
-  br label %pool1_grad.ox97
+pool1_grad.then940:                               ; preds = %pool1_grad.oy123
+  br label %pool1_grad.ox124
 
-pool1_grad.endif307:                              ; preds = %pool1_grad.ox97.end, %pool1_grad.oy96
-  %oy96.next = add nsw i64 %pool1_grad.oy96305, 1
-  %1129 = icmp slt i64 %oy96.next, 14
-  br i1 %1129, label %pool1_grad.oy96, label %pool1_grad.oy96.end
+pool1_grad.endif941:                              ; preds = %pool1_grad.ox124.end, %pool1_grad.oy123
+  %oy123.next = add nsw i64 %pool1_grad.oy123939, 1
+  %2964 = icmp slt i64 %oy123.next, 14
+  br i1 %2964, label %pool1_grad.oy123, label %pool1_grad.oy123.end
 
-pool1_grad.ox97:                                  ; preds = %pool1_grad.ox97, %pool1_grad.then306
-  %pool1_grad.ox97308 = phi i64 [ 0, %pool1_grad.then306 ], [ %ox97.next, %pool1_grad.ox97 ]
-  %1130 = mul nsw i64 %pool1_grad.g85283, 64
-  %1131 = add nsw i64 %1130, %pool1_grad.j89292
-  %1132 = mul nsw i64 %1131, 6272
-  %1133 = add nsw i64 802816, %1132
-  %1134 = mul nsw i64 %pool1_grad.c90293, 196
-  %1135 = add nsw i64 %1133, %1134
-  %1136 = add nsw i64 %pool1_grad.oy96305, %pool1_grad.ky91294
-  %1137 = add nsw i64 %1136, -1
-  %1138 = mul nsw i64 %1137, 14
-  %1139 = add nsw i64 %1135, %1138
-  %1140 = add nsw i64 %pool1_grad.ox97308, 1
-  %1141 = add nsw i64 %1139, %1140
-  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1141
-  %1142 = load float, ptr %arena309, align 4
-  %1143 = mul nsw i64 %pool1_grad.c90293, 3
-  %1144 = add nsw i64 %1143, %pool1_grad.ky91294
-  %1145 = mul nsw i64 %1144, 3
-  %1146 = add nsw i64 %1145, 2
-  %1147 = mul nsw i64 %1146, 12544
-  %1148 = add nsw i64 2224784, %1147
-  %1149 = mul nsw i64 %pool1_grad.j89292, 196
-  %1150 = add nsw i64 %1148, %1149
-  %1151 = mul nsw i64 %pool1_grad.oy96305, 14
-  %1152 = add nsw i64 %1150, %1151
-  %1153 = add nsw i64 %1152, %pool1_grad.ox97308
-  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1153
-  %1154 = load float, ptr %arena310, align 4
-  %1155 = fadd float %1142, %1154
-  store float %1155, ptr %arena309, align 4
-  %ox97.next = add nsw i64 %pool1_grad.ox97308, 1
-  %1156 = icmp slt i64 %ox97.next, 13
-  br i1 %1156, label %pool1_grad.ox97, label %pool1_grad.ox97.end
+pool1_grad.ox124:                                 ; preds = %pool1_grad.ox124, %pool1_grad.then940
+  %pool1_grad.ox124942 = phi i64 [ 0, %pool1_grad.then940 ], [ %ox124.next, %pool1_grad.ox124 ]
+  %2965 = mul nsw i64 %pool1_grad.g108821, 64
+  %2966 = add nsw i64 %2965, %pool1_grad.j116926
+  %2967 = mul nsw i64 %2966, 6272
+  %2968 = add nsw i64 802816, %2967
+  %2969 = mul nsw i64 %pool1_grad.c117927, 196
+  %2970 = add nsw i64 %2968, %2969
+  %2971 = add nsw i64 %pool1_grad.oy123939, %pool1_grad.ky118928
+  %2972 = add nsw i64 %2971, -1
+  %2973 = mul nsw i64 %2972, 14
+  %2974 = add nsw i64 %2970, %2973
+  %2975 = add nsw i64 %pool1_grad.ox124942, 1
+  %2976 = add nsw i64 %2974, %2975
+  %arena943 = getelementptr inbounds float, ptr %arena, i64 %2976
+  %2977 = load float, ptr %arena943, align 4
+  %2978 = mul nsw i64 %pool1_grad.c117927, 3
+  %2979 = add nsw i64 %2978, %pool1_grad.ky118928
+  %2980 = mul nsw i64 %2979, 3
+  %2981 = add nsw i64 %2980, 2
+  %2982 = mul nsw i64 %2981, 12544
+  %2983 = add nsw i64 2224784, %2982
+  %2984 = mul nsw i64 %pool1_grad.j116926, 196
+  %2985 = add nsw i64 %2983, %2984
+  %2986 = mul nsw i64 %pool1_grad.oy123939, 14
+  %2987 = add nsw i64 %2985, %2986
+  %2988 = add nsw i64 %2987, %pool1_grad.ox124942
+  %arena944 = getelementptr inbounds float, ptr %arena, i64 %2988
+  %2989 = load float, ptr %arena944, align 4
+  %2990 = fadd float %2977, %2989
+  store float %2990, ptr %arena943, align 4
+  %ox124.next = add nsw i64 %pool1_grad.ox124942, 1
+  %2991 = icmp slt i64 %ox124.next, 13
+  br i1 %2991, label %pool1_grad.ox124, label %pool1_grad.ox124.end
 
-pool1_grad.ox97.end:                              ; preds = %pool1_grad.ox97
-  br label %pool1_grad.endif307
+pool1_grad.ox124.end:                             ; preds = %pool1_grad.ox124
+  br label %pool1_grad.endif941
 
-conv1_grad.i98:                                   ; preds = %conv1_grad.i98, %pool1_grad.g85.end
-  %conv1_grad.i98311 = phi i64 [ 0, %pool1_grad.g85.end ], [ %i98.next, %conv1_grad.i98 ]
-  %1157 = add nsw i64 1221264, %conv1_grad.i98311
-  %arena312 = getelementptr inbounds float, ptr %arena, i64 %1157
-  store float 0.000000e+00, ptr %arena312, align 4
-  %i98.next = add nsw i64 %conv1_grad.i98311, 1
-  %1158 = icmp slt i64 %i98.next, 1605632
-  br i1 %1158, label %conv1_grad.i98, label %conv1_grad.i98.end
+conv1_grad.i125:                                  ; preds = %conv1_grad.i125, %pool1_grad.g108.end
+  %conv1_grad.i125945 = phi i64 [ 0, %pool1_grad.g108.end ], [ %i125.next, %conv1_grad.i125 ]
+  %2992 = add nsw i64 1221264, %conv1_grad.i125945
+  %arena946 = getelementptr inbounds float, ptr %arena, i64 %2992
+  store float 0.000000e+00, ptr %arena946, align 4
+  %i125.next = add nsw i64 %conv1_grad.i125945, 1
+  %2993 = icmp slt i64 %i125.next, 1605632
+  br i1 %2993, label %conv1_grad.i125, label %conv1_grad.i125.end
 
-conv1_grad.i98.end:                               ; preds = %conv1_grad.i98
-  br label %conv1_grad.q99
+conv1_grad.i125.end:                              ; preds = %conv1_grad.i125
+  br label %conv1_grad.q126
 
-conv1_grad.q99:                                   ; preds = %conv1_grad.i100.end, %conv1_grad.i98.end
-  %conv1_grad.q99313 = phi i64 [ 0, %conv1_grad.i98.end ], [ %q99.next, %conv1_grad.i100.end ]
-  br label %conv1_grad.i100
+conv1_grad.q126:                                  ; preds = %conv1_grad.i127.end, %conv1_grad.i125.end
+  %conv1_grad.q126947 = phi i64 [ 0, %conv1_grad.i125.end ], [ %q126.next, %conv1_grad.i127.end ]
+  br label %conv1_grad.i127
 
-conv1_grad.q99.end:                               ; preds = %conv1_grad.i100.end
-  br label %conv1_weight_grad.i101
+conv1_grad.q126.end:                              ; preds = %conv1_grad.i127.end
+  br label %conv1_weight_grad.i128
 
-conv1_grad.i100:                                  ; preds = %conv1_grad.endif, %conv1_grad.q99
-  %conv1_grad.i100314 = phi i64 [ 0, %conv1_grad.q99 ], [ %i100.next, %conv1_grad.endif ]
-  %1159 = mul nsw i64 %conv1_grad.q99313, 196
-  %1160 = add nsw i64 %1159, %conv1_grad.i100314
-  %arena315 = getelementptr inbounds float, ptr %arena, i64 %1160
-  %1161 = load float, ptr %arena315, align 4
-  %1162 = fcmp ogt float %1161, 0.000000e+00
-  br i1 %1162, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.i127:                                  ; preds = %conv1_grad.endif, %conv1_grad.q126
+  %conv1_grad.i127948 = phi i64 [ 0, %conv1_grad.q126 ], [ %i127.next, %conv1_grad.endif ]
+  %2994 = mul nsw i64 %conv1_grad.q126947, 196
+  %2995 = add nsw i64 %2994, %conv1_grad.i127948
+  %arena949 = getelementptr inbounds float, ptr %arena, i64 %2995
+  %2996 = load float, ptr %arena949, align 4
+  %2997 = fcmp ogt float %2996, 0.000000e+00
+  br i1 %2997, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i100.end:                              ; preds = %conv1_grad.endif
-  %q99.next = add nsw i64 %conv1_grad.q99313, 1
-  %1163 = icmp slt i64 %q99.next, 2048
-  br i1 %1163, label %conv1_grad.q99, label %conv1_grad.q99.end
+conv1_grad.i127.end:                              ; preds = %conv1_grad.endif
+  %q126.next = add nsw i64 %conv1_grad.q126947, 1
+  %2998 = icmp slt i64 %q126.next, 2048
+  br i1 %2998, label %conv1_grad.q126, label %conv1_grad.q126.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i100
-  %1164 = mul nsw i64 %conv1_grad.q99313, 784
-  %1165 = add nsw i64 1221264, %1164
-  %1166 = mul nsw i64 %conv1_grad.q99313, 196
-  %1167 = add nsw i64 %1166, %conv1_grad.i100314
-  %1168 = add nsw i64 401408, %1167
-  %arena316 = getelementptr inbounds float, ptr %arena, i64 %1168
-  %1169 = load float, ptr %arena316, align 4
-  %1170 = fptosi float %1169 to i64
-  %1171 = add nsw i64 %1165, %1170
-  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1171
-  %1172 = load float, ptr %arena317, align 4
-  %1173 = mul nsw i64 %conv1_grad.q99313, 196
-  %1174 = add nsw i64 %1173, %conv1_grad.i100314
-  %1175 = add nsw i64 802816, %1174
-  %arena318 = getelementptr inbounds float, ptr %arena, i64 %1175
-  %1176 = load float, ptr %arena318, align 4
-  %1177 = fadd float %1172, %1176
-  store float %1177, ptr %arena317, align 4
+conv1_grad.then:                                  ; preds = %conv1_grad.i127
+  %2999 = mul nsw i64 %conv1_grad.q126947, 784
+  %3000 = add nsw i64 1221264, %2999
+  %3001 = mul nsw i64 %conv1_grad.q126947, 196
+  %3002 = add nsw i64 %3001, %conv1_grad.i127948
+  %3003 = add nsw i64 401408, %3002
+  %arena950 = getelementptr inbounds float, ptr %arena, i64 %3003
+  %3004 = load float, ptr %arena950, align 4
+  %3005 = fptosi float %3004 to i64
+  %3006 = add nsw i64 %3000, %3005
+  %arena951 = getelementptr inbounds float, ptr %arena, i64 %3006
+  %3007 = load float, ptr %arena951, align 4
+  %3008 = mul nsw i64 %conv1_grad.q126947, 196
+  %3009 = add nsw i64 %3008, %conv1_grad.i127948
+  %3010 = add nsw i64 802816, %3009
+  %arena952 = getelementptr inbounds float, ptr %arena, i64 %3010
+  %3011 = load float, ptr %arena952, align 4
+  %3012 = fadd float %3007, %3011
+  store float %3012, ptr %arena951, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i100
-  %i100.next = add nsw i64 %conv1_grad.i100314, 1
-  %1178 = icmp slt i64 %i100.next, 196
-  br i1 %1178, label %conv1_grad.i100, label %conv1_grad.i100.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i127
+  %i127.next = add nsw i64 %conv1_grad.i127948, 1
+  %3013 = icmp slt i64 %i127.next, 196
+  br i1 %3013, label %conv1_grad.i127, label %conv1_grad.i127.end
 
-conv1_weight_grad.i101:                           ; preds = %conv1_weight_grad.i101, %conv1_grad.q99.end
-  %conv1_weight_grad.i101319 = phi i64 [ 0, %conv1_grad.q99.end ], [ %i101.next, %conv1_weight_grad.i101 ]
-  %grads320 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i101319
-  store float 0.000000e+00, ptr %grads320, align 4
-  %i101.next = add nsw i64 %conv1_weight_grad.i101319, 1
-  %1179 = icmp slt i64 %i101.next, 288
-  br i1 %1179, label %conv1_weight_grad.i101, label %conv1_weight_grad.i101.end
+conv1_weight_grad.i128:                           ; preds = %conv1_weight_grad.i128, %conv1_grad.q126.end
+  %conv1_weight_grad.i128953 = phi i64 [ 0, %conv1_grad.q126.end ], [ %i128.next, %conv1_weight_grad.i128 ]
+  %3014 = add nsw i64 4884112, %conv1_weight_grad.i128953
+  %arena954 = getelementptr inbounds float, ptr %arena, i64 %3014
+  store float 0.000000e+00, ptr %arena954, align 4
+  %i128.next = add nsw i64 %conv1_weight_grad.i128953, 1
+  %3015 = icmp slt i64 %i128.next, 288
+  br i1 %3015, label %conv1_weight_grad.i128, label %conv1_weight_grad.i128.end
 
-conv1_weight_grad.i101.end:                       ; preds = %conv1_weight_grad.i101
-  br label %conv1_weight_grad.g102
+conv1_weight_grad.i128.end:                       ; preds = %conv1_weight_grad.i128
+  br label %conv1_weight_grad.g129
 
-conv1_weight_grad.g102:                           ; preds = %conv1_weight_grad.j114.end, %conv1_weight_grad.i101.end
-  %conv1_weight_grad.g102321 = phi i64 [ 0, %conv1_weight_grad.i101.end ], [ %g102.next, %conv1_weight_grad.j114.end ]
-  br label %conv1_weight_grad.j103
+conv1_weight_grad.g129:                           ; preds = %conv1_weight_grad.nb149.end, %conv1_weight_grad.i128.end
+  %conv1_weight_grad.g129955 = phi i64 [ 0, %conv1_weight_grad.i128.end ], [ %g129.next, %conv1_weight_grad.nb149.end ]
+  br label %conv1_weight_grad.j130
 
-conv1_weight_grad.g102.end:                       ; preds = %conv1_weight_grad.j114.end
-  br label %conv1_bias_grad.i117
+conv1_weight_grad.g129.end:                       ; preds = %conv1_weight_grad.nb149.end
+  br label %conv1_weight_grad.f153
 
-conv1_weight_grad.j103:                           ; preds = %conv1_weight_grad.c106.end, %conv1_weight_grad.g102
-  %conv1_weight_grad.j103322 = phi i64 [ 0, %conv1_weight_grad.g102 ], [ %j103.next, %conv1_weight_grad.c106.end ]
-  br label %conv1_weight_grad.r104
+conv1_weight_grad.j130:                           ; preds = %conv1_weight_grad.c133.end, %conv1_weight_grad.g129
+  %conv1_weight_grad.j130956 = phi i64 [ 0, %conv1_weight_grad.g129 ], [ %j130.next, %conv1_weight_grad.c133.end ]
+  br label %conv1_weight_grad.r131
 
-conv1_weight_grad.j103.end:                       ; preds = %conv1_weight_grad.c106.end
-  br label %conv1_weight_grad.j114
+conv1_weight_grad.j130.end:                       ; preds = %conv1_weight_grad.c133.end
+  br label %conv1_weight_grad.j141
 
-conv1_weight_grad.r104:                           ; preds = %conv1_weight_grad.i105.end, %conv1_weight_grad.j103
-  %conv1_weight_grad.r104323 = phi i64 [ 0, %conv1_weight_grad.j103 ], [ %r104.next, %conv1_weight_grad.i105.end ]
-  br label %conv1_weight_grad.i105
+conv1_weight_grad.r131:                           ; preds = %conv1_weight_grad.i132.end, %conv1_weight_grad.j130
+  %conv1_weight_grad.r131957 = phi i64 [ 0, %conv1_weight_grad.j130 ], [ %r131.next, %conv1_weight_grad.i132.end ]
+  br label %conv1_weight_grad.i132
 
-conv1_weight_grad.r104.end:                       ; preds = %conv1_weight_grad.i105.end
-  br label %conv1_weight_grad.c106
+conv1_weight_grad.r131.end:                       ; preds = %conv1_weight_grad.i132.end
+  br label %conv1_weight_grad.c133
 
-conv1_weight_grad.i105:                           ; preds = %conv1_weight_grad.i105, %conv1_weight_grad.r104
-  %conv1_weight_grad.i105324 = phi i64 [ 0, %conv1_weight_grad.r104 ], [ %i105.next, %conv1_weight_grad.i105 ]
-  %1180 = mul nsw i64 %conv1_weight_grad.r104323, 50176
-  %1181 = add nsw i64 2826896, %1180
-  %1182 = mul nsw i64 %conv1_weight_grad.j103322, 784
-  %1183 = add nsw i64 %1181, %1182
-  %1184 = add nsw i64 %1183, %conv1_weight_grad.i105324
-  %arena325 = getelementptr inbounds float, ptr %arena, i64 %1184
-  store float 0.000000e+00, ptr %arena325, align 4
-  %i105.next = add nsw i64 %conv1_weight_grad.i105324, 1
-  %1185 = icmp slt i64 %i105.next, 784
-  br i1 %1185, label %conv1_weight_grad.i105, label %conv1_weight_grad.i105.end
+conv1_weight_grad.i132:                           ; preds = %conv1_weight_grad.i132, %conv1_weight_grad.r131
+  %conv1_weight_grad.i132958 = phi i64 [ 0, %conv1_weight_grad.r131 ], [ %i132.next, %conv1_weight_grad.i132 ]
+  %3016 = mul nsw i64 %conv1_weight_grad.r131957, 50176
+  %3017 = add nsw i64 2826896, %3016
+  %3018 = mul nsw i64 %conv1_weight_grad.j130956, 784
+  %3019 = add nsw i64 %3017, %3018
+  %3020 = add nsw i64 %3019, %conv1_weight_grad.i132958
+  %arena959 = getelementptr inbounds float, ptr %arena, i64 %3020
+  store float 0.000000e+00, ptr %arena959, align 4
+  %i132.next = add nsw i64 %conv1_weight_grad.i132958, 1
+  %3021 = icmp slt i64 %i132.next, 784
+  br i1 %3021, label %conv1_weight_grad.i132, label %conv1_weight_grad.i132.end
 
-conv1_weight_grad.i105.end:                       ; preds = %conv1_weight_grad.i105
-  %r104.next = add nsw i64 %conv1_weight_grad.r104323, 1
-  %1186 = icmp slt i64 %r104.next, 9
-  br i1 %1186, label %conv1_weight_grad.r104, label %conv1_weight_grad.r104.end
+conv1_weight_grad.i132.end:                       ; preds = %conv1_weight_grad.i132
+  %r131.next = add nsw i64 %conv1_weight_grad.r131957, 1
+  %3022 = icmp slt i64 %r131.next, 9
+  br i1 %3022, label %conv1_weight_grad.r131, label %conv1_weight_grad.r131.end
 
-conv1_weight_grad.c106:                           ; preds = %conv1_weight_grad.ky107.end, %conv1_weight_grad.r104.end
-  %conv1_weight_grad.c106326 = phi i64 [ 0, %conv1_weight_grad.r104.end ], [ %c106.next, %conv1_weight_grad.ky107.end ]
-  br label %conv1_weight_grad.ky107
+conv1_weight_grad.c133:                           ; preds = %conv1_weight_grad.ky134.end, %conv1_weight_grad.r131.end
+  %conv1_weight_grad.c133960 = phi i64 [ 0, %conv1_weight_grad.r131.end ], [ %c133.next, %conv1_weight_grad.ky134.end ]
+  br label %conv1_weight_grad.ky134
 
-conv1_weight_grad.c106.end:                       ; preds = %conv1_weight_grad.ky107.end
-  %j103.next = add nsw i64 %conv1_weight_grad.j103322, 1
-  %1187 = icmp slt i64 %j103.next, 64
-  br i1 %1187, label %conv1_weight_grad.j103, label %conv1_weight_grad.j103.end
+conv1_weight_grad.c133.end:                       ; preds = %conv1_weight_grad.ky134.end
+  %j130.next = add nsw i64 %conv1_weight_grad.j130956, 1
+  %3023 = icmp slt i64 %j130.next, 64
+  br i1 %3023, label %conv1_weight_grad.j130, label %conv1_weight_grad.j130.end
 
-conv1_weight_grad.ky107:                          ; preds = %conv1_weight_grad.oy112.end, %conv1_weight_grad.c106
-  %conv1_weight_grad.ky107327 = phi i64 [ 0, %conv1_weight_grad.c106 ], [ %ky107.next, %conv1_weight_grad.oy112.end ]
-  br label %conv1_weight_grad.oy108
+conv1_weight_grad.ky134:                          ; preds = %conv1_weight_grad.oy139.end, %conv1_weight_grad.c133
+  %conv1_weight_grad.ky134961 = phi i64 [ 0, %conv1_weight_grad.c133 ], [ %ky134.next, %conv1_weight_grad.oy139.end ]
+  br label %conv1_weight_grad.oy135
 
-conv1_weight_grad.ky107.end:                      ; preds = %conv1_weight_grad.oy112.end
-  %c106.next = add nsw i64 %conv1_weight_grad.c106326, 1
-  %1188 = icmp slt i64 %c106.next, 1
-  br i1 %1188, label %conv1_weight_grad.c106, label %conv1_weight_grad.c106.end
+conv1_weight_grad.ky134.end:                      ; preds = %conv1_weight_grad.oy139.end
+  %c133.next = add nsw i64 %conv1_weight_grad.c133960, 1
+  %3024 = icmp slt i64 %c133.next, 1
+  br i1 %3024, label %conv1_weight_grad.c133, label %conv1_weight_grad.c133.end
 
-conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky107
-  %conv1_weight_grad.oy108328 = phi i64 [ 0, %conv1_weight_grad.ky107 ], [ %oy108.next, %conv1_weight_grad.endif ]
-  %1189 = add nsw i64 %conv1_weight_grad.oy108328, %conv1_weight_grad.ky107327
-  %1190 = add nsw i64 %1189, -1
-  %1191 = icmp slt i64 -1, %1190
-  %1192 = add nsw i64 %conv1_weight_grad.oy108328, %conv1_weight_grad.ky107327
-  %1193 = add nsw i64 %1192, -1
-  %1194 = icmp slt i64 %1193, 28
-  %1195 = and i1 %1191, %1194
-  br i1 %1195, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy135:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky134
+  %conv1_weight_grad.oy135962 = phi i64 [ 0, %conv1_weight_grad.ky134 ], [ %oy135.next, %conv1_weight_grad.endif ]
+  %3025 = add nsw i64 %conv1_weight_grad.oy135962, %conv1_weight_grad.ky134961
+  %3026 = add nsw i64 %3025, -1
+  %3027 = icmp slt i64 -1, %3026
+  %3028 = add nsw i64 %conv1_weight_grad.oy135962, %conv1_weight_grad.ky134961
+  %3029 = add nsw i64 %3028, -1
+  %3030 = icmp slt i64 %3029, 28
+  %3031 = and i1 %3027, %3030
+  br i1 %3031, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy110
+conv1_weight_grad.oy135.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy137
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy108
-  br label %conv1_weight_grad.ox109
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy135
+  br label %conv1_weight_grad.ox136
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy108
-  %oy108.next = add nsw i64 %conv1_weight_grad.oy108328, 1
-  %1196 = icmp slt i64 %oy108.next, 28
-  br i1 %1196, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox136.end, %conv1_weight_grad.oy135
+  %oy135.next = add nsw i64 %conv1_weight_grad.oy135962, 1
+  %3032 = icmp slt i64 %oy135.next, 28
+  br i1 %3032, label %conv1_weight_grad.oy135, label %conv1_weight_grad.oy135.end
 
-conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.then
-  %conv1_weight_grad.ox109329 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox109.next, %conv1_weight_grad.ox109 ]
-  %1197 = mul nsw i64 %conv1_weight_grad.g102321, 64
-  %1198 = add nsw i64 %1197, %conv1_weight_grad.j103322
-  %1199 = mul nsw i64 %1198, 784
-  %1200 = mul nsw i64 %conv1_weight_grad.c106326, 784
-  %1201 = add nsw i64 %1199, %1200
-  %1202 = add nsw i64 %conv1_weight_grad.oy108328, %conv1_weight_grad.ky107327
-  %1203 = add nsw i64 %1202, -1
-  %1204 = mul nsw i64 %1203, 28
-  %1205 = add nsw i64 %1201, %1204
-  %1206 = add nsw i64 %conv1_weight_grad.ox109329, 1
-  %1207 = add nsw i64 %1206, -1
-  %1208 = add nsw i64 %1205, %1207
-  %images330 = getelementptr inbounds float, ptr %images, i64 %1208
-  %1209 = load float, ptr %images330, align 4
-  %1210 = mul nsw i64 %conv1_weight_grad.c106326, 3
-  %1211 = add nsw i64 %1210, %conv1_weight_grad.ky107327
-  %1212 = mul nsw i64 %1211, 3
-  %1213 = mul nsw i64 %1212, 50176
-  %1214 = add nsw i64 2826896, %1213
-  %1215 = mul nsw i64 %conv1_weight_grad.j103322, 784
-  %1216 = add nsw i64 %1214, %1215
-  %1217 = mul nsw i64 %conv1_weight_grad.oy108328, 28
-  %1218 = add nsw i64 %1216, %1217
-  %1219 = add nsw i64 %conv1_weight_grad.ox109329, 1
-  %1220 = add nsw i64 %1218, %1219
-  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1220
-  store float %1209, ptr %arena331, align 4
-  %ox109.next = add nsw i64 %conv1_weight_grad.ox109329, 1
-  %1221 = icmp slt i64 %ox109.next, 27
-  br i1 %1221, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
+conv1_weight_grad.ox136:                          ; preds = %conv1_weight_grad.ox136, %conv1_weight_grad.then
+  %conv1_weight_grad.ox136963 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox136.next, %conv1_weight_grad.ox136 ]
+  %3033 = mul nsw i64 %conv1_weight_grad.g129955, 64
+  %3034 = add nsw i64 %3033, %conv1_weight_grad.j130956
+  %3035 = mul nsw i64 %3034, 784
+  %3036 = mul nsw i64 %conv1_weight_grad.c133960, 784
+  %3037 = add nsw i64 %3035, %3036
+  %3038 = add nsw i64 %conv1_weight_grad.oy135962, %conv1_weight_grad.ky134961
+  %3039 = add nsw i64 %3038, -1
+  %3040 = mul nsw i64 %3039, 28
+  %3041 = add nsw i64 %3037, %3040
+  %3042 = add nsw i64 %conv1_weight_grad.ox136963, 1
+  %3043 = add nsw i64 %3042, -1
+  %3044 = add nsw i64 %3041, %3043
+  %images964 = getelementptr inbounds float, ptr %images, i64 %3044
+  %3045 = load float, ptr %images964, align 4
+  %3046 = mul nsw i64 %conv1_weight_grad.c133960, 3
+  %3047 = add nsw i64 %3046, %conv1_weight_grad.ky134961
+  %3048 = mul nsw i64 %3047, 3
+  %3049 = mul nsw i64 %3048, 50176
+  %3050 = add nsw i64 2826896, %3049
+  %3051 = mul nsw i64 %conv1_weight_grad.j130956, 784
+  %3052 = add nsw i64 %3050, %3051
+  %3053 = mul nsw i64 %conv1_weight_grad.oy135962, 28
+  %3054 = add nsw i64 %3052, %3053
+  %3055 = add nsw i64 %conv1_weight_grad.ox136963, 1
+  %3056 = add nsw i64 %3054, %3055
+  %arena965 = getelementptr inbounds float, ptr %arena, i64 %3056
+  store float %3045, ptr %arena965, align 4
+  %ox136.next = add nsw i64 %conv1_weight_grad.ox136963, 1
+  %3057 = icmp slt i64 %ox136.next, 27
+  br i1 %3057, label %conv1_weight_grad.ox136, label %conv1_weight_grad.ox136.end
 
-conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
+conv1_weight_grad.ox136.end:                      ; preds = %conv1_weight_grad.ox136
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy110:                          ; preds = %conv1_weight_grad.endif334, %conv1_weight_grad.oy108.end
-  %conv1_weight_grad.oy110332 = phi i64 [ 0, %conv1_weight_grad.oy108.end ], [ %oy110.next, %conv1_weight_grad.endif334 ]
-  %1222 = add nsw i64 %conv1_weight_grad.oy110332, %conv1_weight_grad.ky107327
-  %1223 = add nsw i64 %1222, -1
-  %1224 = icmp slt i64 -1, %1223
-  %1225 = add nsw i64 %conv1_weight_grad.oy110332, %conv1_weight_grad.ky107327
-  %1226 = add nsw i64 %1225, -1
-  %1227 = icmp slt i64 %1226, 28
-  %1228 = and i1 %1224, %1227
-  br i1 %1228, label %conv1_weight_grad.then333, label %conv1_weight_grad.endif334
+conv1_weight_grad.oy137:                          ; preds = %conv1_weight_grad.endif968, %conv1_weight_grad.oy135.end
+  %conv1_weight_grad.oy137966 = phi i64 [ 0, %conv1_weight_grad.oy135.end ], [ %oy137.next, %conv1_weight_grad.endif968 ]
+  %3058 = add nsw i64 %conv1_weight_grad.oy137966, %conv1_weight_grad.ky134961
+  %3059 = add nsw i64 %3058, -1
+  %3060 = icmp slt i64 -1, %3059
+  %3061 = add nsw i64 %conv1_weight_grad.oy137966, %conv1_weight_grad.ky134961
+  %3062 = add nsw i64 %3061, -1
+  %3063 = icmp slt i64 %3062, 28
+  %3064 = and i1 %3060, %3063
+  br i1 %3064, label %conv1_weight_grad.then967, label %conv1_weight_grad.endif968
 
-conv1_weight_grad.oy110.end:                      ; preds = %conv1_weight_grad.endif334
-  br label %conv1_weight_grad.oy112
+conv1_weight_grad.oy137.end:                      ; preds = %conv1_weight_grad.endif968
+  br label %conv1_weight_grad.oy139
 
-conv1_weight_grad.then333:                        ; preds = %conv1_weight_grad.oy110
-  br label %conv1_weight_grad.ox111
+conv1_weight_grad.then967:                        ; preds = %conv1_weight_grad.oy137
+  br label %conv1_weight_grad.ox138
 
-conv1_weight_grad.endif334:                       ; preds = %conv1_weight_grad.ox111.end, %conv1_weight_grad.oy110
-  %oy110.next = add nsw i64 %conv1_weight_grad.oy110332, 1
-  %1229 = icmp slt i64 %oy110.next, 28
-  br i1 %1229, label %conv1_weight_grad.oy110, label %conv1_weight_grad.oy110.end
+conv1_weight_grad.endif968:                       ; preds = %conv1_weight_grad.ox138.end, %conv1_weight_grad.oy137
+  %oy137.next = add nsw i64 %conv1_weight_grad.oy137966, 1
+  %3065 = icmp slt i64 %oy137.next, 28
+  br i1 %3065, label %conv1_weight_grad.oy137, label %conv1_weight_grad.oy137.end
 
-conv1_weight_grad.ox111:                          ; preds = %conv1_weight_grad.ox111, %conv1_weight_grad.then333
-  %conv1_weight_grad.ox111335 = phi i64 [ 0, %conv1_weight_grad.then333 ], [ %ox111.next, %conv1_weight_grad.ox111 ]
-  %1230 = mul nsw i64 %conv1_weight_grad.g102321, 64
-  %1231 = add nsw i64 %1230, %conv1_weight_grad.j103322
-  %1232 = mul nsw i64 %1231, 784
-  %1233 = mul nsw i64 %conv1_weight_grad.c106326, 784
-  %1234 = add nsw i64 %1232, %1233
-  %1235 = add nsw i64 %conv1_weight_grad.oy110332, %conv1_weight_grad.ky107327
-  %1236 = add nsw i64 %1235, -1
-  %1237 = mul nsw i64 %1236, 28
-  %1238 = add nsw i64 %1234, %1237
-  %1239 = add nsw i64 %1238, %conv1_weight_grad.ox111335
-  %images336 = getelementptr inbounds float, ptr %images, i64 %1239
-  %1240 = load float, ptr %images336, align 4
-  %1241 = mul nsw i64 %conv1_weight_grad.c106326, 3
-  %1242 = add nsw i64 %1241, %conv1_weight_grad.ky107327
-  %1243 = mul nsw i64 %1242, 3
-  %1244 = add nsw i64 %1243, 1
-  %1245 = mul nsw i64 %1244, 50176
-  %1246 = add nsw i64 2826896, %1245
-  %1247 = mul nsw i64 %conv1_weight_grad.j103322, 784
-  %1248 = add nsw i64 %1246, %1247
-  %1249 = mul nsw i64 %conv1_weight_grad.oy110332, 28
-  %1250 = add nsw i64 %1248, %1249
-  %1251 = add nsw i64 %1250, %conv1_weight_grad.ox111335
-  %arena337 = getelementptr inbounds float, ptr %arena, i64 %1251
-  store float %1240, ptr %arena337, align 4
-  %ox111.next = add nsw i64 %conv1_weight_grad.ox111335, 1
-  %1252 = icmp slt i64 %ox111.next, 28
-  br i1 %1252, label %conv1_weight_grad.ox111, label %conv1_weight_grad.ox111.end
+conv1_weight_grad.ox138:                          ; preds = %conv1_weight_grad.ox138, %conv1_weight_grad.then967
+  %conv1_weight_grad.ox138969 = phi i64 [ 0, %conv1_weight_grad.then967 ], [ %ox138.next, %conv1_weight_grad.ox138 ]
+  %3066 = mul nsw i64 %conv1_weight_grad.g129955, 64
+  %3067 = add nsw i64 %3066, %conv1_weight_grad.j130956
+  %3068 = mul nsw i64 %3067, 784
+  %3069 = mul nsw i64 %conv1_weight_grad.c133960, 784
+  %3070 = add nsw i64 %3068, %3069
+  %3071 = add nsw i64 %conv1_weight_grad.oy137966, %conv1_weight_grad.ky134961
+  %3072 = add nsw i64 %3071, -1
+  %3073 = mul nsw i64 %3072, 28
+  %3074 = add nsw i64 %3070, %3073
+  %3075 = add nsw i64 %3074, %conv1_weight_grad.ox138969
+  %images970 = getelementptr inbounds float, ptr %images, i64 %3075
+  %3076 = load float, ptr %images970, align 4
+  %3077 = mul nsw i64 %conv1_weight_grad.c133960, 3
+  %3078 = add nsw i64 %3077, %conv1_weight_grad.ky134961
+  %3079 = mul nsw i64 %3078, 3
+  %3080 = add nsw i64 %3079, 1
+  %3081 = mul nsw i64 %3080, 50176
+  %3082 = add nsw i64 2826896, %3081
+  %3083 = mul nsw i64 %conv1_weight_grad.j130956, 784
+  %3084 = add nsw i64 %3082, %3083
+  %3085 = mul nsw i64 %conv1_weight_grad.oy137966, 28
+  %3086 = add nsw i64 %3084, %3085
+  %3087 = add nsw i64 %3086, %conv1_weight_grad.ox138969
+  %arena971 = getelementptr inbounds float, ptr %arena, i64 %3087
+  store float %3076, ptr %arena971, align 4
+  %ox138.next = add nsw i64 %conv1_weight_grad.ox138969, 1
+  %3088 = icmp slt i64 %ox138.next, 28
+  br i1 %3088, label %conv1_weight_grad.ox138, label %conv1_weight_grad.ox138.end
 
-conv1_weight_grad.ox111.end:                      ; preds = %conv1_weight_grad.ox111
-  br label %conv1_weight_grad.endif334
+conv1_weight_grad.ox138.end:                      ; preds = %conv1_weight_grad.ox138
+  br label %conv1_weight_grad.endif968
 
-conv1_weight_grad.oy112:                          ; preds = %conv1_weight_grad.endif340, %conv1_weight_grad.oy110.end
-  %conv1_weight_grad.oy112338 = phi i64 [ 0, %conv1_weight_grad.oy110.end ], [ %oy112.next, %conv1_weight_grad.endif340 ]
-  %1253 = add nsw i64 %conv1_weight_grad.oy112338, %conv1_weight_grad.ky107327
-  %1254 = add nsw i64 %1253, -1
-  %1255 = icmp slt i64 -1, %1254
-  %1256 = add nsw i64 %conv1_weight_grad.oy112338, %conv1_weight_grad.ky107327
-  %1257 = add nsw i64 %1256, -1
-  %1258 = icmp slt i64 %1257, 28
-  %1259 = and i1 %1255, %1258
-  br i1 %1259, label %conv1_weight_grad.then339, label %conv1_weight_grad.endif340
+conv1_weight_grad.oy139:                          ; preds = %conv1_weight_grad.endif974, %conv1_weight_grad.oy137.end
+  %conv1_weight_grad.oy139972 = phi i64 [ 0, %conv1_weight_grad.oy137.end ], [ %oy139.next, %conv1_weight_grad.endif974 ]
+  %3089 = add nsw i64 %conv1_weight_grad.oy139972, %conv1_weight_grad.ky134961
+  %3090 = add nsw i64 %3089, -1
+  %3091 = icmp slt i64 -1, %3090
+  %3092 = add nsw i64 %conv1_weight_grad.oy139972, %conv1_weight_grad.ky134961
+  %3093 = add nsw i64 %3092, -1
+  %3094 = icmp slt i64 %3093, 28
+  %3095 = and i1 %3091, %3094
+  br i1 %3095, label %conv1_weight_grad.then973, label %conv1_weight_grad.endif974
 
-conv1_weight_grad.oy112.end:                      ; preds = %conv1_weight_grad.endif340
-  %ky107.next = add nsw i64 %conv1_weight_grad.ky107327, 1
-  %1260 = icmp slt i64 %ky107.next, 3
-  br i1 %1260, label %conv1_weight_grad.ky107, label %conv1_weight_grad.ky107.end
+conv1_weight_grad.oy139.end:                      ; preds = %conv1_weight_grad.endif974
+  %ky134.next = add nsw i64 %conv1_weight_grad.ky134961, 1
+  %3096 = icmp slt i64 %ky134.next, 3
+  br i1 %3096, label %conv1_weight_grad.ky134, label %conv1_weight_grad.ky134.end
 
-conv1_weight_grad.then339:                        ; preds = %conv1_weight_grad.oy112
-  br label %conv1_weight_grad.ox113
+conv1_weight_grad.then973:                        ; preds = %conv1_weight_grad.oy139
+  br label %conv1_weight_grad.ox140
 
-conv1_weight_grad.endif340:                       ; preds = %conv1_weight_grad.ox113.end, %conv1_weight_grad.oy112
-  %oy112.next = add nsw i64 %conv1_weight_grad.oy112338, 1
-  %1261 = icmp slt i64 %oy112.next, 28
-  br i1 %1261, label %conv1_weight_grad.oy112, label %conv1_weight_grad.oy112.end
+conv1_weight_grad.endif974:                       ; preds = %conv1_weight_grad.ox140.end, %conv1_weight_grad.oy139
+  %oy139.next = add nsw i64 %conv1_weight_grad.oy139972, 1
+  %3097 = icmp slt i64 %oy139.next, 28
+  br i1 %3097, label %conv1_weight_grad.oy139, label %conv1_weight_grad.oy139.end
 
-conv1_weight_grad.ox113:                          ; preds = %conv1_weight_grad.ox113, %conv1_weight_grad.then339
-  %conv1_weight_grad.ox113341 = phi i64 [ 0, %conv1_weight_grad.then339 ], [ %ox113.next, %conv1_weight_grad.ox113 ]
-  %1262 = mul nsw i64 %conv1_weight_grad.g102321, 64
-  %1263 = add nsw i64 %1262, %conv1_weight_grad.j103322
-  %1264 = mul nsw i64 %1263, 784
-  %1265 = mul nsw i64 %conv1_weight_grad.c106326, 784
-  %1266 = add nsw i64 %1264, %1265
-  %1267 = add nsw i64 %conv1_weight_grad.oy112338, %conv1_weight_grad.ky107327
-  %1268 = add nsw i64 %1267, -1
-  %1269 = mul nsw i64 %1268, 28
-  %1270 = add nsw i64 %1266, %1269
-  %1271 = add nsw i64 %conv1_weight_grad.ox113341, 1
-  %1272 = add nsw i64 %1270, %1271
-  %images342 = getelementptr inbounds float, ptr %images, i64 %1272
-  %1273 = load float, ptr %images342, align 4
-  %1274 = mul nsw i64 %conv1_weight_grad.c106326, 3
-  %1275 = add nsw i64 %1274, %conv1_weight_grad.ky107327
-  %1276 = mul nsw i64 %1275, 3
-  %1277 = add nsw i64 %1276, 2
-  %1278 = mul nsw i64 %1277, 50176
-  %1279 = add nsw i64 2826896, %1278
-  %1280 = mul nsw i64 %conv1_weight_grad.j103322, 784
-  %1281 = add nsw i64 %1279, %1280
-  %1282 = mul nsw i64 %conv1_weight_grad.oy112338, 28
-  %1283 = add nsw i64 %1281, %1282
-  %1284 = add nsw i64 %1283, %conv1_weight_grad.ox113341
-  %arena343 = getelementptr inbounds float, ptr %arena, i64 %1284
-  store float %1273, ptr %arena343, align 4
-  %ox113.next = add nsw i64 %conv1_weight_grad.ox113341, 1
-  %1285 = icmp slt i64 %ox113.next, 27
-  br i1 %1285, label %conv1_weight_grad.ox113, label %conv1_weight_grad.ox113.end
+conv1_weight_grad.ox140:                          ; preds = %conv1_weight_grad.ox140, %conv1_weight_grad.then973
+  %conv1_weight_grad.ox140975 = phi i64 [ 0, %conv1_weight_grad.then973 ], [ %ox140.next, %conv1_weight_grad.ox140 ]
+  %3098 = mul nsw i64 %conv1_weight_grad.g129955, 64
+  %3099 = add nsw i64 %3098, %conv1_weight_grad.j130956
+  %3100 = mul nsw i64 %3099, 784
+  %3101 = mul nsw i64 %conv1_weight_grad.c133960, 784
+  %3102 = add nsw i64 %3100, %3101
+  %3103 = add nsw i64 %conv1_weight_grad.oy139972, %conv1_weight_grad.ky134961
+  %3104 = add nsw i64 %3103, -1
+  %3105 = mul nsw i64 %3104, 28
+  %3106 = add nsw i64 %3102, %3105
+  %3107 = add nsw i64 %conv1_weight_grad.ox140975, 1
+  %3108 = add nsw i64 %3106, %3107
+  %images976 = getelementptr inbounds float, ptr %images, i64 %3108
+  %3109 = load float, ptr %images976, align 4
+  %3110 = mul nsw i64 %conv1_weight_grad.c133960, 3
+  %3111 = add nsw i64 %3110, %conv1_weight_grad.ky134961
+  %3112 = mul nsw i64 %3111, 3
+  %3113 = add nsw i64 %3112, 2
+  %3114 = mul nsw i64 %3113, 50176
+  %3115 = add nsw i64 2826896, %3114
+  %3116 = mul nsw i64 %conv1_weight_grad.j130956, 784
+  %3117 = add nsw i64 %3115, %3116
+  %3118 = mul nsw i64 %conv1_weight_grad.oy139972, 28
+  %3119 = add nsw i64 %3117, %3118
+  %3120 = add nsw i64 %3119, %conv1_weight_grad.ox140975
+  %arena977 = getelementptr inbounds float, ptr %arena, i64 %3120
+  store float %3109, ptr %arena977, align 4
+  %ox140.next = add nsw i64 %conv1_weight_grad.ox140975, 1
+  %3121 = icmp slt i64 %ox140.next, 27
+  br i1 %3121, label %conv1_weight_grad.ox140, label %conv1_weight_grad.ox140.end
 
-conv1_weight_grad.ox113.end:                      ; preds = %conv1_weight_grad.ox113
-  br label %conv1_weight_grad.endif340
+conv1_weight_grad.ox140.end:                      ; preds = %conv1_weight_grad.ox140
+  br label %conv1_weight_grad.endif974
 
-conv1_weight_grad.j114:                           ; preds = %conv1_weight_grad.f115.end, %conv1_weight_grad.j103.end
-  %conv1_weight_grad.j114344 = phi i64 [ 0, %conv1_weight_grad.j103.end ], [ %j114.next, %conv1_weight_grad.f115.end ]
-  br label %conv1_weight_grad.f115
+conv1_weight_grad.j141:                           ; preds = %conv1_weight_grad.i142.end, %conv1_weight_grad.j130.end
+  %conv1_weight_grad.j141978 = phi i64 [ 0, %conv1_weight_grad.j130.end ], [ %j141.next, %conv1_weight_grad.i142.end ]
+  br label %conv1_weight_grad.i142
 
-conv1_weight_grad.j114.end:                       ; preds = %conv1_weight_grad.f115.end
-  %arena349 = getelementptr inbounds float, ptr %arena, i64 3278480
-  %arena350 = getelementptr inbounds float, ptr %arena, i64 2826896
-  %grads351 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 9, i32 50176, float 1.000000e+00, ptr %arena349, i32 50176, ptr %arena350, i32 50176, float 1.000000e+00, ptr %grads351, i32 9)
-  %g102.next = add nsw i64 %conv1_weight_grad.g102321, 1
-  %1286 = icmp slt i64 %g102.next, 1
-  br i1 %1286, label %conv1_weight_grad.g102, label %conv1_weight_grad.g102.end
+conv1_weight_grad.j141.end:                       ; preds = %conv1_weight_grad.i142.end
+  br label %conv1_weight_grad.kp144
 
-conv1_weight_grad.f115:                           ; preds = %conv1_weight_grad.i116.end, %conv1_weight_grad.j114
-  %conv1_weight_grad.f115345 = phi i64 [ 0, %conv1_weight_grad.j114 ], [ %f115.next, %conv1_weight_grad.i116.end ]
-  br label %conv1_weight_grad.i116
+conv1_weight_grad.i142:                           ; preds = %conv1_weight_grad.f143.end, %conv1_weight_grad.j141
+  %conv1_weight_grad.i142979 = phi i64 [ 0, %conv1_weight_grad.j141 ], [ %i142.next, %conv1_weight_grad.f143.end ]
+  br label %conv1_weight_grad.f143
 
-conv1_weight_grad.f115.end:                       ; preds = %conv1_weight_grad.i116.end
-  %j114.next = add nsw i64 %conv1_weight_grad.j114344, 1
-  %1287 = icmp slt i64 %j114.next, 64
-  br i1 %1287, label %conv1_weight_grad.j114, label %conv1_weight_grad.j114.end
+conv1_weight_grad.i142.end:                       ; preds = %conv1_weight_grad.f143.end
+  %j141.next = add nsw i64 %conv1_weight_grad.j141978, 1
+  %3122 = icmp slt i64 %j141.next, 64
+  br i1 %3122, label %conv1_weight_grad.j141, label %conv1_weight_grad.j141.end
 
-conv1_weight_grad.i116:                           ; preds = %conv1_weight_grad.i116, %conv1_weight_grad.f115
-  %conv1_weight_grad.i116346 = phi i64 [ 0, %conv1_weight_grad.f115 ], [ %i116.next, %conv1_weight_grad.i116 ]
-  %1288 = mul nsw i64 %conv1_weight_grad.g102321, 64
-  %1289 = add nsw i64 %1288, %conv1_weight_grad.j114344
-  %1290 = mul nsw i64 %1289, 25088
-  %1291 = add nsw i64 1221264, %1290
-  %1292 = mul nsw i64 %conv1_weight_grad.f115345, 784
-  %1293 = add nsw i64 %1291, %1292
-  %1294 = add nsw i64 %1293, %conv1_weight_grad.i116346
-  %arena347 = getelementptr inbounds float, ptr %arena, i64 %1294
-  %1295 = load float, ptr %arena347, align 4
-  %1296 = mul nsw i64 %conv1_weight_grad.f115345, 50176
-  %1297 = add nsw i64 3278480, %1296
-  %1298 = mul nsw i64 %conv1_weight_grad.j114344, 784
-  %1299 = add nsw i64 %1297, %1298
-  %1300 = add nsw i64 %1299, %conv1_weight_grad.i116346
-  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1300
-  store float %1295, ptr %arena348, align 4
-  %i116.next = add nsw i64 %conv1_weight_grad.i116346, 1
-  %1301 = icmp slt i64 %i116.next, 784
-  br i1 %1301, label %conv1_weight_grad.i116, label %conv1_weight_grad.i116.end
+conv1_weight_grad.f143:                           ; preds = %conv1_weight_grad.f143, %conv1_weight_grad.i142
+  %conv1_weight_grad.f143980 = phi i64 [ 0, %conv1_weight_grad.i142 ], [ %f143.next, %conv1_weight_grad.f143 ]
+  %3123 = mul nsw i64 %conv1_weight_grad.g129955, 64
+  %3124 = add nsw i64 %3123, %conv1_weight_grad.j141978
+  %3125 = mul nsw i64 %3124, 25088
+  %3126 = add nsw i64 1221264, %3125
+  %3127 = mul nsw i64 %conv1_weight_grad.f143980, 784
+  %3128 = add nsw i64 %3126, %3127
+  %3129 = add nsw i64 %3128, %conv1_weight_grad.i142979
+  %arena981 = getelementptr inbounds float, ptr %arena, i64 %3129
+  %3130 = load float, ptr %arena981, align 4
+  %3131 = mul nsw i64 %conv1_weight_grad.j141978, 784
+  %3132 = add nsw i64 %3131, %conv1_weight_grad.i142979
+  %3133 = mul nsw i64 %3132, 32
+  %3134 = add nsw i64 3278480, %3133
+  %3135 = add nsw i64 %3134, %conv1_weight_grad.f143980
+  %arena982 = getelementptr inbounds float, ptr %arena, i64 %3135
+  store float %3130, ptr %arena982, align 4
+  %f143.next = add nsw i64 %conv1_weight_grad.f143980, 1
+  %3136 = icmp slt i64 %f143.next, 32
+  br i1 %3136, label %conv1_weight_grad.f143, label %conv1_weight_grad.f143.end
 
-conv1_weight_grad.i116.end:                       ; preds = %conv1_weight_grad.i116
-  %f115.next = add nsw i64 %conv1_weight_grad.f115345, 1
-  %1302 = icmp slt i64 %f115.next, 32
-  br i1 %1302, label %conv1_weight_grad.f115, label %conv1_weight_grad.f115.end
+conv1_weight_grad.f143.end:                       ; preds = %conv1_weight_grad.f143
+  %i142.next = add nsw i64 %conv1_weight_grad.i142979, 1
+  %3137 = icmp slt i64 %i142.next, 784
+  br i1 %3137, label %conv1_weight_grad.i142, label %conv1_weight_grad.i142.end
 
-conv1_bias_grad.i117:                             ; preds = %conv1_bias_grad.i117, %conv1_weight_grad.g102.end
-  %conv1_bias_grad.i117352 = phi i64 [ 0, %conv1_weight_grad.g102.end ], [ %i117.next, %conv1_bias_grad.i117 ]
-  %arena353 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i117352
-  store float 1.000000e+00, ptr %arena353, align 4
-  %i117.next = add nsw i64 %conv1_bias_grad.i117352, 1
-  %1303 = icmp slt i64 %i117.next, 784
-  br i1 %1303, label %conv1_bias_grad.i117, label %conv1_bias_grad.i117.end
+conv1_weight_grad.kp144:                          ; preds = %conv1_weight_grad.nb145.end, %conv1_weight_grad.j141.end
+  %conv1_weight_grad.kp144983 = phi i64 [ 0, %conv1_weight_grad.j141.end ], [ %kp144.next, %conv1_weight_grad.nb145.end ]
+  br label %conv1_weight_grad.nb145
 
-conv1_bias_grad.i117.end:                         ; preds = %conv1_bias_grad.i117
-  br label %conv1_bias_grad.i118
+conv1_weight_grad.kp144.end:                      ; preds = %conv1_weight_grad.nb145.end
+  br label %conv1_weight_grad.nb149
 
-conv1_bias_grad.i118:                             ; preds = %conv1_bias_grad.i118, %conv1_bias_grad.i117.end
-  %conv1_bias_grad.i118354 = phi i64 [ 0, %conv1_bias_grad.i117.end ], [ %i118.next, %conv1_bias_grad.i118 ]
-  %1304 = add nsw i64 288, %conv1_bias_grad.i118354
-  %grads355 = getelementptr inbounds float, ptr %grads, i64 %1304
-  store float 0.000000e+00, ptr %grads355, align 4
-  %i118.next = add nsw i64 %conv1_bias_grad.i118354, 1
-  %1305 = icmp slt i64 %i118.next, 32
-  br i1 %1305, label %conv1_bias_grad.i118, label %conv1_bias_grad.i118.end
+conv1_weight_grad.nb145:                          ; preds = %conv1_weight_grad.mb146.end, %conv1_weight_grad.kp144
+  %conv1_weight_grad.nb145984 = phi i64 [ 0, %conv1_weight_grad.kp144 ], [ %nb145.next, %conv1_weight_grad.mb146.end ]
+  br label %conv1_weight_grad.mb146
 
-conv1_bias_grad.i118.end:                         ; preds = %conv1_bias_grad.i118
-  br label %conv1_bias_grad.img119
+conv1_weight_grad.nb145.end:                      ; preds = %conv1_weight_grad.mb146.end
+  %kp144.next = add nsw i64 %conv1_weight_grad.kp144983, 1
+  %3138 = icmp slt i64 %kp144.next, 130
+  br i1 %3138, label %conv1_weight_grad.kp144, label %conv1_weight_grad.kp144.end
 
-conv1_bias_grad.img119:                           ; preds = %conv1_bias_grad.img119, %conv1_bias_grad.i118.end
-  %conv1_bias_grad.img119356 = phi i64 [ 0, %conv1_bias_grad.i118.end ], [ %img119.next, %conv1_bias_grad.img119 ]
-  %1306 = mul nsw i64 %conv1_bias_grad.img119356, 25088
-  %1307 = add nsw i64 1221264, %1306
-  %arena357 = getelementptr inbounds float, ptr %arena, i64 %1307
-  %arena358 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads359 = getelementptr inbounds float, ptr %grads, i64 288
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena357, i32 784, ptr %arena358, i32 1, float 1.000000e+00, ptr %grads359, i32 1)
-  %img119.next = add nsw i64 %conv1_bias_grad.img119356, 1
-  %1308 = icmp slt i64 %img119.next, 64
-  br i1 %1308, label %conv1_bias_grad.img119, label %conv1_bias_grad.img119.end
+conv1_weight_grad.mb146:                          ; preds = %conv1_weight_grad.k148.end, %conv1_weight_grad.nb145
+  %conv1_weight_grad.mb146985 = phi i64 [ 0, %conv1_weight_grad.nb145 ], [ %mb146.next, %conv1_weight_grad.k148.end ]
+  %3139 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3140 = mul nsw i64 %3139, 32
+  %3141 = add nsw i64 4884112, %3140
+  %3142 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3143 = add nsw i64 %3141, %3142
+  %arena986 = getelementptr inbounds float, ptr %arena, i64 %3143
+  %3144 = load <16 x float>, ptr %arena986, align 4
+  store <16 x float> %3144, ptr %conv1_weight_grad.t147_c0_0, align 64
+  %3145 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3146 = mul nsw i64 %3145, 32
+  %3147 = add nsw i64 4884112, %3146
+  %3148 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3149 = add nsw i64 %3147, %3148
+  %3150 = add nsw i64 %3149, 16
+  %arena987 = getelementptr inbounds float, ptr %arena, i64 %3150
+  %3151 = load <16 x float>, ptr %arena987, align 4
+  store <16 x float> %3151, ptr %conv1_weight_grad.t147_c0_1, align 64
+  %3152 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3153 = add nsw i64 %3152, 1
+  %3154 = mul nsw i64 %3153, 32
+  %3155 = add nsw i64 4884112, %3154
+  %3156 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3157 = add nsw i64 %3155, %3156
+  %arena988 = getelementptr inbounds float, ptr %arena, i64 %3157
+  %3158 = load <16 x float>, ptr %arena988, align 4
+  store <16 x float> %3158, ptr %conv1_weight_grad.t147_c1_0, align 64
+  %3159 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3160 = add nsw i64 %3159, 1
+  %3161 = mul nsw i64 %3160, 32
+  %3162 = add nsw i64 4884112, %3161
+  %3163 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3164 = add nsw i64 %3162, %3163
+  %3165 = add nsw i64 %3164, 16
+  %arena989 = getelementptr inbounds float, ptr %arena, i64 %3165
+  %3166 = load <16 x float>, ptr %arena989, align 4
+  store <16 x float> %3166, ptr %conv1_weight_grad.t147_c1_1, align 64
+  %3167 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3168 = add nsw i64 %3167, 2
+  %3169 = mul nsw i64 %3168, 32
+  %3170 = add nsw i64 4884112, %3169
+  %3171 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3172 = add nsw i64 %3170, %3171
+  %arena990 = getelementptr inbounds float, ptr %arena, i64 %3172
+  %3173 = load <16 x float>, ptr %arena990, align 4
+  store <16 x float> %3173, ptr %conv1_weight_grad.t147_c2_0, align 64
+  %3174 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3175 = add nsw i64 %3174, 2
+  %3176 = mul nsw i64 %3175, 32
+  %3177 = add nsw i64 4884112, %3176
+  %3178 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3179 = add nsw i64 %3177, %3178
+  %3180 = add nsw i64 %3179, 16
+  %arena991 = getelementptr inbounds float, ptr %arena, i64 %3180
+  %3181 = load <16 x float>, ptr %arena991, align 4
+  store <16 x float> %3181, ptr %conv1_weight_grad.t147_c2_1, align 64
+  %3182 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3183 = add nsw i64 %3182, 3
+  %3184 = mul nsw i64 %3183, 32
+  %3185 = add nsw i64 4884112, %3184
+  %3186 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3187 = add nsw i64 %3185, %3186
+  %arena992 = getelementptr inbounds float, ptr %arena, i64 %3187
+  %3188 = load <16 x float>, ptr %arena992, align 4
+  store <16 x float> %3188, ptr %conv1_weight_grad.t147_c3_0, align 64
+  %3189 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3190 = add nsw i64 %3189, 3
+  %3191 = mul nsw i64 %3190, 32
+  %3192 = add nsw i64 4884112, %3191
+  %3193 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3194 = add nsw i64 %3192, %3193
+  %3195 = add nsw i64 %3194, 16
+  %arena993 = getelementptr inbounds float, ptr %arena, i64 %3195
+  %3196 = load <16 x float>, ptr %arena993, align 4
+  store <16 x float> %3196, ptr %conv1_weight_grad.t147_c3_1, align 64
+  %3197 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3198 = add nsw i64 %3197, 4
+  %3199 = mul nsw i64 %3198, 32
+  %3200 = add nsw i64 4884112, %3199
+  %3201 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3202 = add nsw i64 %3200, %3201
+  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3202
+  %3203 = load <16 x float>, ptr %arena994, align 4
+  store <16 x float> %3203, ptr %conv1_weight_grad.t147_c4_0, align 64
+  %3204 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3205 = add nsw i64 %3204, 4
+  %3206 = mul nsw i64 %3205, 32
+  %3207 = add nsw i64 4884112, %3206
+  %3208 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3209 = add nsw i64 %3207, %3208
+  %3210 = add nsw i64 %3209, 16
+  %arena995 = getelementptr inbounds float, ptr %arena, i64 %3210
+  %3211 = load <16 x float>, ptr %arena995, align 4
+  store <16 x float> %3211, ptr %conv1_weight_grad.t147_c4_1, align 64
+  %3212 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3213 = add nsw i64 %3212, 5
+  %3214 = mul nsw i64 %3213, 32
+  %3215 = add nsw i64 4884112, %3214
+  %3216 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3217 = add nsw i64 %3215, %3216
+  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3217
+  %3218 = load <16 x float>, ptr %arena996, align 4
+  store <16 x float> %3218, ptr %conv1_weight_grad.t147_c5_0, align 64
+  %3219 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3220 = add nsw i64 %3219, 5
+  %3221 = mul nsw i64 %3220, 32
+  %3222 = add nsw i64 4884112, %3221
+  %3223 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3224 = add nsw i64 %3222, %3223
+  %3225 = add nsw i64 %3224, 16
+  %arena997 = getelementptr inbounds float, ptr %arena, i64 %3225
+  %3226 = load <16 x float>, ptr %arena997, align 4
+  store <16 x float> %3226, ptr %conv1_weight_grad.t147_c5_1, align 64
+  %3227 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3228 = add nsw i64 %3227, 6
+  %3229 = mul nsw i64 %3228, 32
+  %3230 = add nsw i64 4884112, %3229
+  %3231 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3232 = add nsw i64 %3230, %3231
+  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3232
+  %3233 = load <16 x float>, ptr %arena998, align 4
+  store <16 x float> %3233, ptr %conv1_weight_grad.t147_c6_0, align 64
+  %3234 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3235 = add nsw i64 %3234, 6
+  %3236 = mul nsw i64 %3235, 32
+  %3237 = add nsw i64 4884112, %3236
+  %3238 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3239 = add nsw i64 %3237, %3238
+  %3240 = add nsw i64 %3239, 16
+  %arena999 = getelementptr inbounds float, ptr %arena, i64 %3240
+  %3241 = load <16 x float>, ptr %arena999, align 4
+  store <16 x float> %3241, ptr %conv1_weight_grad.t147_c6_1, align 64
+  %3242 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3243 = add nsw i64 %3242, 7
+  %3244 = mul nsw i64 %3243, 32
+  %3245 = add nsw i64 4884112, %3244
+  %3246 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3247 = add nsw i64 %3245, %3246
+  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %3247
+  %3248 = load <16 x float>, ptr %arena1000, align 4
+  store <16 x float> %3248, ptr %conv1_weight_grad.t147_c7_0, align 64
+  %3249 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3250 = add nsw i64 %3249, 7
+  %3251 = mul nsw i64 %3250, 32
+  %3252 = add nsw i64 4884112, %3251
+  %3253 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3254 = add nsw i64 %3252, %3253
+  %3255 = add nsw i64 %3254, 16
+  %arena1001 = getelementptr inbounds float, ptr %arena, i64 %3255
+  %3256 = load <16 x float>, ptr %arena1001, align 4
+  store <16 x float> %3256, ptr %conv1_weight_grad.t147_c7_1, align 64
+  %3257 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3258 = add nsw i64 %3257, 8
+  %3259 = mul nsw i64 %3258, 32
+  %3260 = add nsw i64 4884112, %3259
+  %3261 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3262 = add nsw i64 %3260, %3261
+  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3262
+  %3263 = load <16 x float>, ptr %arena1002, align 4
+  store <16 x float> %3263, ptr %conv1_weight_grad.t147_c8_0, align 64
+  %3264 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3265 = add nsw i64 %3264, 8
+  %3266 = mul nsw i64 %3265, 32
+  %3267 = add nsw i64 4884112, %3266
+  %3268 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3269 = add nsw i64 %3267, %3268
+  %3270 = add nsw i64 %3269, 16
+  %arena1003 = getelementptr inbounds float, ptr %arena, i64 %3270
+  %3271 = load <16 x float>, ptr %arena1003, align 4
+  store <16 x float> %3271, ptr %conv1_weight_grad.t147_c8_1, align 64
+  br label %conv1_weight_grad.k148
 
-conv1_bias_grad.img119.end:                       ; preds = %conv1_bias_grad.img119
-  %1309 = sitofp i64 %step to float
-  %1310 = fmul float %1309, 0xBFBAF8E8A0000000
-  %1311 = call float @llvm.exp.f32(float %1310)
-  %1312 = fsub float 1.000000e+00, %1311
-  %1313 = fdiv float %lr, %1312
-  store float %1313, ptr %adam.step_size120, align 4
-  %1314 = sitofp i64 %step to float
-  %1315 = fmul float %1314, 0xBF50645940000000
-  %1316 = call float @llvm.exp.f32(float %1315)
-  %1317 = fsub float 1.000000e+00, %1316
-  %1318 = call float @llvm.sqrt.f32(float %1317)
-  store float %1318, ptr %adam.bc2_sqrt121, align 4
-  br label %adam.i122
+conv1_weight_grad.mb146.end:                      ; preds = %conv1_weight_grad.k148.end
+  %nb145.next = add nsw i64 %conv1_weight_grad.nb145984, 1
+  %3272 = icmp slt i64 %nb145.next, 1
+  br i1 %3272, label %conv1_weight_grad.nb145, label %conv1_weight_grad.nb145.end
 
-adam.i122:                                        ; preds = %adam.i122, %conv1_bias_grad.img119.end
-  %adam.i122360 = phi i64 [ 0, %conv1_bias_grad.img119.end ], [ %i122.next, %adam.i122 ]
-  %grads361 = getelementptr inbounds float, ptr %grads, i64 %adam.i122360
-  %1319 = load float, ptr %grads361, align 4
-  %params362 = getelementptr inbounds float, ptr %params, i64 %adam.i122360
-  %1320 = load float, ptr %params362, align 4
-  %1321 = fmul float 0.000000e+00, %1320
-  %1322 = fadd float %1319, %1321
-  store float %1322, ptr %adam.g, align 4
-  %m363 = getelementptr inbounds float, ptr %m, i64 %adam.i122360
-  %1323 = load float, ptr %m363, align 4
-  %1324 = fmul float 0x3FECCCCCC0000000, %1323
+conv1_weight_grad.k148:                           ; preds = %conv1_weight_grad.k148, %conv1_weight_grad.mb146
+  %conv1_weight_grad.k1481004 = phi i64 [ 0, %conv1_weight_grad.mb146 ], [ %k148.next, %conv1_weight_grad.k148 ]
+  %3273 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3274 = add nsw i64 %conv1_weight_grad.k1481004, %3273
+  %3275 = mul nsw i64 %3274, 32
+  %3276 = add nsw i64 3278480, %3275
+  %3277 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3278 = add nsw i64 %3276, %3277
+  %arena1005 = getelementptr inbounds float, ptr %arena, i64 %3278
+  %3279 = load <16 x float>, ptr %arena1005, align 4
+  store <16 x float> %3279, ptr %conv1_weight_grad.t147_b0, align 64
+  %3280 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3281 = add nsw i64 %conv1_weight_grad.k1481004, %3280
+  %3282 = mul nsw i64 %3281, 32
+  %3283 = add nsw i64 3278480, %3282
+  %3284 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3285 = add nsw i64 %3283, %3284
+  %3286 = add nsw i64 %3285, 16
+  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %3286
+  %3287 = load <16 x float>, ptr %arena1006, align 4
+  store <16 x float> %3287, ptr %conv1_weight_grad.t147_b1, align 64
+  %3288 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3289 = mul nsw i64 %3288, 50176
+  %3290 = add nsw i64 2826896, %3289
+  %3291 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3292 = add nsw i64 %conv1_weight_grad.k1481004, %3291
+  %3293 = add nsw i64 %3290, %3292
+  %arena1007 = getelementptr inbounds float, ptr %arena, i64 %3293
+  %3294 = load float, ptr %arena1007, align 4
+  %3295 = insertelement <16 x float> undef, float %3294, i32 0
+  %3296 = shufflevector <16 x float> %3295, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3296, ptr %conv1_weight_grad.t147_a0, align 64
+  %t147_a0 = load <16 x float>, ptr %conv1_weight_grad.t147_a0, align 64
+  %t147_b0 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c0_0, align 64
+  %3297 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a0, <16 x float> %t147_b0, <16 x float> %t147_c0_0)
+  store <16 x float> %3297, ptr %conv1_weight_grad.t147_c0_0, align 64
+  %t147_a01008 = load <16 x float>, ptr %conv1_weight_grad.t147_a0, align 64
+  %t147_b1 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c0_1, align 64
+  %3298 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a01008, <16 x float> %t147_b1, <16 x float> %t147_c0_1)
+  store <16 x float> %3298, ptr %conv1_weight_grad.t147_c0_1, align 64
+  %3299 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3300 = add nsw i64 %3299, 1
+  %3301 = mul nsw i64 %3300, 50176
+  %3302 = add nsw i64 2826896, %3301
+  %3303 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3304 = add nsw i64 %conv1_weight_grad.k1481004, %3303
+  %3305 = add nsw i64 %3302, %3304
+  %arena1009 = getelementptr inbounds float, ptr %arena, i64 %3305
+  %3306 = load float, ptr %arena1009, align 4
+  %3307 = insertelement <16 x float> undef, float %3306, i32 0
+  %3308 = shufflevector <16 x float> %3307, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3308, ptr %conv1_weight_grad.t147_a1, align 64
+  %t147_a1 = load <16 x float>, ptr %conv1_weight_grad.t147_a1, align 64
+  %t147_b01010 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c1_0, align 64
+  %3309 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a1, <16 x float> %t147_b01010, <16 x float> %t147_c1_0)
+  store <16 x float> %3309, ptr %conv1_weight_grad.t147_c1_0, align 64
+  %t147_a11011 = load <16 x float>, ptr %conv1_weight_grad.t147_a1, align 64
+  %t147_b11012 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c1_1, align 64
+  %3310 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a11011, <16 x float> %t147_b11012, <16 x float> %t147_c1_1)
+  store <16 x float> %3310, ptr %conv1_weight_grad.t147_c1_1, align 64
+  %3311 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3312 = add nsw i64 %3311, 2
+  %3313 = mul nsw i64 %3312, 50176
+  %3314 = add nsw i64 2826896, %3313
+  %3315 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3316 = add nsw i64 %conv1_weight_grad.k1481004, %3315
+  %3317 = add nsw i64 %3314, %3316
+  %arena1013 = getelementptr inbounds float, ptr %arena, i64 %3317
+  %3318 = load float, ptr %arena1013, align 4
+  %3319 = insertelement <16 x float> undef, float %3318, i32 0
+  %3320 = shufflevector <16 x float> %3319, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3320, ptr %conv1_weight_grad.t147_a2, align 64
+  %t147_a2 = load <16 x float>, ptr %conv1_weight_grad.t147_a2, align 64
+  %t147_b01014 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c2_0, align 64
+  %3321 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a2, <16 x float> %t147_b01014, <16 x float> %t147_c2_0)
+  store <16 x float> %3321, ptr %conv1_weight_grad.t147_c2_0, align 64
+  %t147_a21015 = load <16 x float>, ptr %conv1_weight_grad.t147_a2, align 64
+  %t147_b11016 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c2_1, align 64
+  %3322 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a21015, <16 x float> %t147_b11016, <16 x float> %t147_c2_1)
+  store <16 x float> %3322, ptr %conv1_weight_grad.t147_c2_1, align 64
+  %3323 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3324 = add nsw i64 %3323, 3
+  %3325 = mul nsw i64 %3324, 50176
+  %3326 = add nsw i64 2826896, %3325
+  %3327 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3328 = add nsw i64 %conv1_weight_grad.k1481004, %3327
+  %3329 = add nsw i64 %3326, %3328
+  %arena1017 = getelementptr inbounds float, ptr %arena, i64 %3329
+  %3330 = load float, ptr %arena1017, align 4
+  %3331 = insertelement <16 x float> undef, float %3330, i32 0
+  %3332 = shufflevector <16 x float> %3331, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3332, ptr %conv1_weight_grad.t147_a3, align 64
+  %t147_a3 = load <16 x float>, ptr %conv1_weight_grad.t147_a3, align 64
+  %t147_b01018 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c3_0, align 64
+  %3333 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a3, <16 x float> %t147_b01018, <16 x float> %t147_c3_0)
+  store <16 x float> %3333, ptr %conv1_weight_grad.t147_c3_0, align 64
+  %t147_a31019 = load <16 x float>, ptr %conv1_weight_grad.t147_a3, align 64
+  %t147_b11020 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c3_1, align 64
+  %3334 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a31019, <16 x float> %t147_b11020, <16 x float> %t147_c3_1)
+  store <16 x float> %3334, ptr %conv1_weight_grad.t147_c3_1, align 64
+  %3335 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3336 = add nsw i64 %3335, 4
+  %3337 = mul nsw i64 %3336, 50176
+  %3338 = add nsw i64 2826896, %3337
+  %3339 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3340 = add nsw i64 %conv1_weight_grad.k1481004, %3339
+  %3341 = add nsw i64 %3338, %3340
+  %arena1021 = getelementptr inbounds float, ptr %arena, i64 %3341
+  %3342 = load float, ptr %arena1021, align 4
+  %3343 = insertelement <16 x float> undef, float %3342, i32 0
+  %3344 = shufflevector <16 x float> %3343, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3344, ptr %conv1_weight_grad.t147_a4, align 64
+  %t147_a4 = load <16 x float>, ptr %conv1_weight_grad.t147_a4, align 64
+  %t147_b01022 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c4_0, align 64
+  %3345 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a4, <16 x float> %t147_b01022, <16 x float> %t147_c4_0)
+  store <16 x float> %3345, ptr %conv1_weight_grad.t147_c4_0, align 64
+  %t147_a41023 = load <16 x float>, ptr %conv1_weight_grad.t147_a4, align 64
+  %t147_b11024 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c4_1, align 64
+  %3346 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a41023, <16 x float> %t147_b11024, <16 x float> %t147_c4_1)
+  store <16 x float> %3346, ptr %conv1_weight_grad.t147_c4_1, align 64
+  %3347 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3348 = add nsw i64 %3347, 5
+  %3349 = mul nsw i64 %3348, 50176
+  %3350 = add nsw i64 2826896, %3349
+  %3351 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3352 = add nsw i64 %conv1_weight_grad.k1481004, %3351
+  %3353 = add nsw i64 %3350, %3352
+  %arena1025 = getelementptr inbounds float, ptr %arena, i64 %3353
+  %3354 = load float, ptr %arena1025, align 4
+  %3355 = insertelement <16 x float> undef, float %3354, i32 0
+  %3356 = shufflevector <16 x float> %3355, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3356, ptr %conv1_weight_grad.t147_a5, align 64
+  %t147_a5 = load <16 x float>, ptr %conv1_weight_grad.t147_a5, align 64
+  %t147_b01026 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c5_0, align 64
+  %3357 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a5, <16 x float> %t147_b01026, <16 x float> %t147_c5_0)
+  store <16 x float> %3357, ptr %conv1_weight_grad.t147_c5_0, align 64
+  %t147_a51027 = load <16 x float>, ptr %conv1_weight_grad.t147_a5, align 64
+  %t147_b11028 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c5_1, align 64
+  %3358 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a51027, <16 x float> %t147_b11028, <16 x float> %t147_c5_1)
+  store <16 x float> %3358, ptr %conv1_weight_grad.t147_c5_1, align 64
+  %3359 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3360 = add nsw i64 %3359, 6
+  %3361 = mul nsw i64 %3360, 50176
+  %3362 = add nsw i64 2826896, %3361
+  %3363 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3364 = add nsw i64 %conv1_weight_grad.k1481004, %3363
+  %3365 = add nsw i64 %3362, %3364
+  %arena1029 = getelementptr inbounds float, ptr %arena, i64 %3365
+  %3366 = load float, ptr %arena1029, align 4
+  %3367 = insertelement <16 x float> undef, float %3366, i32 0
+  %3368 = shufflevector <16 x float> %3367, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3368, ptr %conv1_weight_grad.t147_a6, align 64
+  %t147_a6 = load <16 x float>, ptr %conv1_weight_grad.t147_a6, align 64
+  %t147_b01030 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c6_0, align 64
+  %3369 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a6, <16 x float> %t147_b01030, <16 x float> %t147_c6_0)
+  store <16 x float> %3369, ptr %conv1_weight_grad.t147_c6_0, align 64
+  %t147_a61031 = load <16 x float>, ptr %conv1_weight_grad.t147_a6, align 64
+  %t147_b11032 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c6_1, align 64
+  %3370 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a61031, <16 x float> %t147_b11032, <16 x float> %t147_c6_1)
+  store <16 x float> %3370, ptr %conv1_weight_grad.t147_c6_1, align 64
+  %3371 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3372 = add nsw i64 %3371, 7
+  %3373 = mul nsw i64 %3372, 50176
+  %3374 = add nsw i64 2826896, %3373
+  %3375 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3376 = add nsw i64 %conv1_weight_grad.k1481004, %3375
+  %3377 = add nsw i64 %3374, %3376
+  %arena1033 = getelementptr inbounds float, ptr %arena, i64 %3377
+  %3378 = load float, ptr %arena1033, align 4
+  %3379 = insertelement <16 x float> undef, float %3378, i32 0
+  %3380 = shufflevector <16 x float> %3379, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3380, ptr %conv1_weight_grad.t147_a7, align 64
+  %t147_a7 = load <16 x float>, ptr %conv1_weight_grad.t147_a7, align 64
+  %t147_b01034 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c7_0, align 64
+  %3381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a7, <16 x float> %t147_b01034, <16 x float> %t147_c7_0)
+  store <16 x float> %3381, ptr %conv1_weight_grad.t147_c7_0, align 64
+  %t147_a71035 = load <16 x float>, ptr %conv1_weight_grad.t147_a7, align 64
+  %t147_b11036 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c7_1, align 64
+  %3382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a71035, <16 x float> %t147_b11036, <16 x float> %t147_c7_1)
+  store <16 x float> %3382, ptr %conv1_weight_grad.t147_c7_1, align 64
+  %3383 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3384 = add nsw i64 %3383, 8
+  %3385 = mul nsw i64 %3384, 50176
+  %3386 = add nsw i64 2826896, %3385
+  %3387 = mul nsw i64 %conv1_weight_grad.kp144983, 384
+  %3388 = add nsw i64 %conv1_weight_grad.k1481004, %3387
+  %3389 = add nsw i64 %3386, %3388
+  %arena1037 = getelementptr inbounds float, ptr %arena, i64 %3389
+  %3390 = load float, ptr %arena1037, align 4
+  %3391 = insertelement <16 x float> undef, float %3390, i32 0
+  %3392 = shufflevector <16 x float> %3391, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3392, ptr %conv1_weight_grad.t147_a8, align 64
+  %t147_a8 = load <16 x float>, ptr %conv1_weight_grad.t147_a8, align 64
+  %t147_b01038 = load <16 x float>, ptr %conv1_weight_grad.t147_b0, align 64
+  %t147_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t147_c8_0, align 64
+  %3393 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a8, <16 x float> %t147_b01038, <16 x float> %t147_c8_0)
+  store <16 x float> %3393, ptr %conv1_weight_grad.t147_c8_0, align 64
+  %t147_a81039 = load <16 x float>, ptr %conv1_weight_grad.t147_a8, align 64
+  %t147_b11040 = load <16 x float>, ptr %conv1_weight_grad.t147_b1, align 64
+  %t147_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t147_c8_1, align 64
+  %3394 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t147_a81039, <16 x float> %t147_b11040, <16 x float> %t147_c8_1)
+  store <16 x float> %3394, ptr %conv1_weight_grad.t147_c8_1, align 64
+  %k148.next = add nsw i64 %conv1_weight_grad.k1481004, 1
+  %3395 = icmp slt i64 %k148.next, 384
+  br i1 %3395, label %conv1_weight_grad.k148, label %conv1_weight_grad.k148.end
+
+conv1_weight_grad.k148.end:                       ; preds = %conv1_weight_grad.k148
+  %t147_c0_01041 = load <16 x float>, ptr %conv1_weight_grad.t147_c0_0, align 64
+  %3396 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3397 = mul nsw i64 %3396, 32
+  %3398 = add nsw i64 4884112, %3397
+  %3399 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3400 = add nsw i64 %3398, %3399
+  %arena1042 = getelementptr inbounds float, ptr %arena, i64 %3400
+  store <16 x float> %t147_c0_01041, ptr %arena1042, align 4
+  %t147_c0_11043 = load <16 x float>, ptr %conv1_weight_grad.t147_c0_1, align 64
+  %3401 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3402 = mul nsw i64 %3401, 32
+  %3403 = add nsw i64 4884112, %3402
+  %3404 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3405 = add nsw i64 %3403, %3404
+  %3406 = add nsw i64 %3405, 16
+  %arena1044 = getelementptr inbounds float, ptr %arena, i64 %3406
+  store <16 x float> %t147_c0_11043, ptr %arena1044, align 4
+  %t147_c1_01045 = load <16 x float>, ptr %conv1_weight_grad.t147_c1_0, align 64
+  %3407 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3408 = add nsw i64 %3407, 1
+  %3409 = mul nsw i64 %3408, 32
+  %3410 = add nsw i64 4884112, %3409
+  %3411 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3412 = add nsw i64 %3410, %3411
+  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3412
+  store <16 x float> %t147_c1_01045, ptr %arena1046, align 4
+  %t147_c1_11047 = load <16 x float>, ptr %conv1_weight_grad.t147_c1_1, align 64
+  %3413 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3414 = add nsw i64 %3413, 1
+  %3415 = mul nsw i64 %3414, 32
+  %3416 = add nsw i64 4884112, %3415
+  %3417 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3418 = add nsw i64 %3416, %3417
+  %3419 = add nsw i64 %3418, 16
+  %arena1048 = getelementptr inbounds float, ptr %arena, i64 %3419
+  store <16 x float> %t147_c1_11047, ptr %arena1048, align 4
+  %t147_c2_01049 = load <16 x float>, ptr %conv1_weight_grad.t147_c2_0, align 64
+  %3420 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3421 = add nsw i64 %3420, 2
+  %3422 = mul nsw i64 %3421, 32
+  %3423 = add nsw i64 4884112, %3422
+  %3424 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3425 = add nsw i64 %3423, %3424
+  %arena1050 = getelementptr inbounds float, ptr %arena, i64 %3425
+  store <16 x float> %t147_c2_01049, ptr %arena1050, align 4
+  %t147_c2_11051 = load <16 x float>, ptr %conv1_weight_grad.t147_c2_1, align 64
+  %3426 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3427 = add nsw i64 %3426, 2
+  %3428 = mul nsw i64 %3427, 32
+  %3429 = add nsw i64 4884112, %3428
+  %3430 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3431 = add nsw i64 %3429, %3430
+  %3432 = add nsw i64 %3431, 16
+  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %3432
+  store <16 x float> %t147_c2_11051, ptr %arena1052, align 4
+  %t147_c3_01053 = load <16 x float>, ptr %conv1_weight_grad.t147_c3_0, align 64
+  %3433 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3434 = add nsw i64 %3433, 3
+  %3435 = mul nsw i64 %3434, 32
+  %3436 = add nsw i64 4884112, %3435
+  %3437 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3438 = add nsw i64 %3436, %3437
+  %arena1054 = getelementptr inbounds float, ptr %arena, i64 %3438
+  store <16 x float> %t147_c3_01053, ptr %arena1054, align 4
+  %t147_c3_11055 = load <16 x float>, ptr %conv1_weight_grad.t147_c3_1, align 64
+  %3439 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3440 = add nsw i64 %3439, 3
+  %3441 = mul nsw i64 %3440, 32
+  %3442 = add nsw i64 4884112, %3441
+  %3443 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3444 = add nsw i64 %3442, %3443
+  %3445 = add nsw i64 %3444, 16
+  %arena1056 = getelementptr inbounds float, ptr %arena, i64 %3445
+  store <16 x float> %t147_c3_11055, ptr %arena1056, align 4
+  %t147_c4_01057 = load <16 x float>, ptr %conv1_weight_grad.t147_c4_0, align 64
+  %3446 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3447 = add nsw i64 %3446, 4
+  %3448 = mul nsw i64 %3447, 32
+  %3449 = add nsw i64 4884112, %3448
+  %3450 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3451 = add nsw i64 %3449, %3450
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3451
+  store <16 x float> %t147_c4_01057, ptr %arena1058, align 4
+  %t147_c4_11059 = load <16 x float>, ptr %conv1_weight_grad.t147_c4_1, align 64
+  %3452 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3453 = add nsw i64 %3452, 4
+  %3454 = mul nsw i64 %3453, 32
+  %3455 = add nsw i64 4884112, %3454
+  %3456 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3457 = add nsw i64 %3455, %3456
+  %3458 = add nsw i64 %3457, 16
+  %arena1060 = getelementptr inbounds float, ptr %arena, i64 %3458
+  store <16 x float> %t147_c4_11059, ptr %arena1060, align 4
+  %t147_c5_01061 = load <16 x float>, ptr %conv1_weight_grad.t147_c5_0, align 64
+  %3459 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3460 = add nsw i64 %3459, 5
+  %3461 = mul nsw i64 %3460, 32
+  %3462 = add nsw i64 4884112, %3461
+  %3463 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3464 = add nsw i64 %3462, %3463
+  %arena1062 = getelementptr inbounds float, ptr %arena, i64 %3464
+  store <16 x float> %t147_c5_01061, ptr %arena1062, align 4
+  %t147_c5_11063 = load <16 x float>, ptr %conv1_weight_grad.t147_c5_1, align 64
+  %3465 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3466 = add nsw i64 %3465, 5
+  %3467 = mul nsw i64 %3466, 32
+  %3468 = add nsw i64 4884112, %3467
+  %3469 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3470 = add nsw i64 %3468, %3469
+  %3471 = add nsw i64 %3470, 16
+  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3471
+  store <16 x float> %t147_c5_11063, ptr %arena1064, align 4
+  %t147_c6_01065 = load <16 x float>, ptr %conv1_weight_grad.t147_c6_0, align 64
+  %3472 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3473 = add nsw i64 %3472, 6
+  %3474 = mul nsw i64 %3473, 32
+  %3475 = add nsw i64 4884112, %3474
+  %3476 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3477 = add nsw i64 %3475, %3476
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3477
+  store <16 x float> %t147_c6_01065, ptr %arena1066, align 4
+  %t147_c6_11067 = load <16 x float>, ptr %conv1_weight_grad.t147_c6_1, align 64
+  %3478 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3479 = add nsw i64 %3478, 6
+  %3480 = mul nsw i64 %3479, 32
+  %3481 = add nsw i64 4884112, %3480
+  %3482 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3483 = add nsw i64 %3481, %3482
+  %3484 = add nsw i64 %3483, 16
+  %arena1068 = getelementptr inbounds float, ptr %arena, i64 %3484
+  store <16 x float> %t147_c6_11067, ptr %arena1068, align 4
+  %t147_c7_01069 = load <16 x float>, ptr %conv1_weight_grad.t147_c7_0, align 64
+  %3485 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3486 = add nsw i64 %3485, 7
+  %3487 = mul nsw i64 %3486, 32
+  %3488 = add nsw i64 4884112, %3487
+  %3489 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3490 = add nsw i64 %3488, %3489
+  %arena1070 = getelementptr inbounds float, ptr %arena, i64 %3490
+  store <16 x float> %t147_c7_01069, ptr %arena1070, align 4
+  %t147_c7_11071 = load <16 x float>, ptr %conv1_weight_grad.t147_c7_1, align 64
+  %3491 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3492 = add nsw i64 %3491, 7
+  %3493 = mul nsw i64 %3492, 32
+  %3494 = add nsw i64 4884112, %3493
+  %3495 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3496 = add nsw i64 %3494, %3495
+  %3497 = add nsw i64 %3496, 16
+  %arena1072 = getelementptr inbounds float, ptr %arena, i64 %3497
+  store <16 x float> %t147_c7_11071, ptr %arena1072, align 4
+  %t147_c8_01073 = load <16 x float>, ptr %conv1_weight_grad.t147_c8_0, align 64
+  %3498 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3499 = add nsw i64 %3498, 8
+  %3500 = mul nsw i64 %3499, 32
+  %3501 = add nsw i64 4884112, %3500
+  %3502 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3503 = add nsw i64 %3501, %3502
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3503
+  store <16 x float> %t147_c8_01073, ptr %arena1074, align 4
+  %t147_c8_11075 = load <16 x float>, ptr %conv1_weight_grad.t147_c8_1, align 64
+  %3504 = mul nsw i64 %conv1_weight_grad.mb146985, 9
+  %3505 = add nsw i64 %3504, 8
+  %3506 = mul nsw i64 %3505, 32
+  %3507 = add nsw i64 4884112, %3506
+  %3508 = mul nsw i64 %conv1_weight_grad.nb145984, 32
+  %3509 = add nsw i64 %3507, %3508
+  %3510 = add nsw i64 %3509, 16
+  %arena1076 = getelementptr inbounds float, ptr %arena, i64 %3510
+  store <16 x float> %t147_c8_11075, ptr %arena1076, align 4
+  %mb146.next = add nsw i64 %conv1_weight_grad.mb146985, 1
+  %3511 = icmp slt i64 %mb146.next, 1
+  br i1 %3511, label %conv1_weight_grad.mb146, label %conv1_weight_grad.mb146.end
+
+conv1_weight_grad.nb149:                          ; preds = %conv1_weight_grad.mb150.end, %conv1_weight_grad.kp144.end
+  %conv1_weight_grad.nb1491077 = phi i64 [ 0, %conv1_weight_grad.kp144.end ], [ %nb149.next, %conv1_weight_grad.mb150.end ]
+  br label %conv1_weight_grad.mb150
+
+conv1_weight_grad.nb149.end:                      ; preds = %conv1_weight_grad.mb150.end
+  %g129.next = add nsw i64 %conv1_weight_grad.g129955, 1
+  %3512 = icmp slt i64 %g129.next, 1
+  br i1 %3512, label %conv1_weight_grad.g129, label %conv1_weight_grad.g129.end
+
+conv1_weight_grad.mb150:                          ; preds = %conv1_weight_grad.k152.end, %conv1_weight_grad.nb149
+  %conv1_weight_grad.mb1501078 = phi i64 [ 0, %conv1_weight_grad.nb149 ], [ %mb150.next, %conv1_weight_grad.k152.end ]
+  %3513 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3514 = mul nsw i64 %3513, 32
+  %3515 = add nsw i64 4884112, %3514
+  %3516 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3517 = add nsw i64 %3515, %3516
+  %arena1079 = getelementptr inbounds float, ptr %arena, i64 %3517
+  %3518 = load <16 x float>, ptr %arena1079, align 4
+  store <16 x float> %3518, ptr %conv1_weight_grad.t151_c0_0, align 64
+  %3519 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3520 = mul nsw i64 %3519, 32
+  %3521 = add nsw i64 4884112, %3520
+  %3522 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3523 = add nsw i64 %3521, %3522
+  %3524 = add nsw i64 %3523, 16
+  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3524
+  %3525 = load <16 x float>, ptr %arena1080, align 4
+  store <16 x float> %3525, ptr %conv1_weight_grad.t151_c0_1, align 64
+  %3526 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3527 = add nsw i64 %3526, 1
+  %3528 = mul nsw i64 %3527, 32
+  %3529 = add nsw i64 4884112, %3528
+  %3530 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3531 = add nsw i64 %3529, %3530
+  %arena1081 = getelementptr inbounds float, ptr %arena, i64 %3531
+  %3532 = load <16 x float>, ptr %arena1081, align 4
+  store <16 x float> %3532, ptr %conv1_weight_grad.t151_c1_0, align 64
+  %3533 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3534 = add nsw i64 %3533, 1
+  %3535 = mul nsw i64 %3534, 32
+  %3536 = add nsw i64 4884112, %3535
+  %3537 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3538 = add nsw i64 %3536, %3537
+  %3539 = add nsw i64 %3538, 16
+  %arena1082 = getelementptr inbounds float, ptr %arena, i64 %3539
+  %3540 = load <16 x float>, ptr %arena1082, align 4
+  store <16 x float> %3540, ptr %conv1_weight_grad.t151_c1_1, align 64
+  %3541 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3542 = add nsw i64 %3541, 2
+  %3543 = mul nsw i64 %3542, 32
+  %3544 = add nsw i64 4884112, %3543
+  %3545 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3546 = add nsw i64 %3544, %3545
+  %arena1083 = getelementptr inbounds float, ptr %arena, i64 %3546
+  %3547 = load <16 x float>, ptr %arena1083, align 4
+  store <16 x float> %3547, ptr %conv1_weight_grad.t151_c2_0, align 64
+  %3548 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3549 = add nsw i64 %3548, 2
+  %3550 = mul nsw i64 %3549, 32
+  %3551 = add nsw i64 4884112, %3550
+  %3552 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3553 = add nsw i64 %3551, %3552
+  %3554 = add nsw i64 %3553, 16
+  %arena1084 = getelementptr inbounds float, ptr %arena, i64 %3554
+  %3555 = load <16 x float>, ptr %arena1084, align 4
+  store <16 x float> %3555, ptr %conv1_weight_grad.t151_c2_1, align 64
+  %3556 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3557 = add nsw i64 %3556, 3
+  %3558 = mul nsw i64 %3557, 32
+  %3559 = add nsw i64 4884112, %3558
+  %3560 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3561 = add nsw i64 %3559, %3560
+  %arena1085 = getelementptr inbounds float, ptr %arena, i64 %3561
+  %3562 = load <16 x float>, ptr %arena1085, align 4
+  store <16 x float> %3562, ptr %conv1_weight_grad.t151_c3_0, align 64
+  %3563 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3564 = add nsw i64 %3563, 3
+  %3565 = mul nsw i64 %3564, 32
+  %3566 = add nsw i64 4884112, %3565
+  %3567 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3568 = add nsw i64 %3566, %3567
+  %3569 = add nsw i64 %3568, 16
+  %arena1086 = getelementptr inbounds float, ptr %arena, i64 %3569
+  %3570 = load <16 x float>, ptr %arena1086, align 4
+  store <16 x float> %3570, ptr %conv1_weight_grad.t151_c3_1, align 64
+  %3571 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3572 = add nsw i64 %3571, 4
+  %3573 = mul nsw i64 %3572, 32
+  %3574 = add nsw i64 4884112, %3573
+  %3575 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3576 = add nsw i64 %3574, %3575
+  %arena1087 = getelementptr inbounds float, ptr %arena, i64 %3576
+  %3577 = load <16 x float>, ptr %arena1087, align 4
+  store <16 x float> %3577, ptr %conv1_weight_grad.t151_c4_0, align 64
+  %3578 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3579 = add nsw i64 %3578, 4
+  %3580 = mul nsw i64 %3579, 32
+  %3581 = add nsw i64 4884112, %3580
+  %3582 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3583 = add nsw i64 %3581, %3582
+  %3584 = add nsw i64 %3583, 16
+  %arena1088 = getelementptr inbounds float, ptr %arena, i64 %3584
+  %3585 = load <16 x float>, ptr %arena1088, align 4
+  store <16 x float> %3585, ptr %conv1_weight_grad.t151_c4_1, align 64
+  %3586 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3587 = add nsw i64 %3586, 5
+  %3588 = mul nsw i64 %3587, 32
+  %3589 = add nsw i64 4884112, %3588
+  %3590 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3591 = add nsw i64 %3589, %3590
+  %arena1089 = getelementptr inbounds float, ptr %arena, i64 %3591
+  %3592 = load <16 x float>, ptr %arena1089, align 4
+  store <16 x float> %3592, ptr %conv1_weight_grad.t151_c5_0, align 64
+  %3593 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3594 = add nsw i64 %3593, 5
+  %3595 = mul nsw i64 %3594, 32
+  %3596 = add nsw i64 4884112, %3595
+  %3597 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3598 = add nsw i64 %3596, %3597
+  %3599 = add nsw i64 %3598, 16
+  %arena1090 = getelementptr inbounds float, ptr %arena, i64 %3599
+  %3600 = load <16 x float>, ptr %arena1090, align 4
+  store <16 x float> %3600, ptr %conv1_weight_grad.t151_c5_1, align 64
+  %3601 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3602 = add nsw i64 %3601, 6
+  %3603 = mul nsw i64 %3602, 32
+  %3604 = add nsw i64 4884112, %3603
+  %3605 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3606 = add nsw i64 %3604, %3605
+  %arena1091 = getelementptr inbounds float, ptr %arena, i64 %3606
+  %3607 = load <16 x float>, ptr %arena1091, align 4
+  store <16 x float> %3607, ptr %conv1_weight_grad.t151_c6_0, align 64
+  %3608 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3609 = add nsw i64 %3608, 6
+  %3610 = mul nsw i64 %3609, 32
+  %3611 = add nsw i64 4884112, %3610
+  %3612 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3613 = add nsw i64 %3611, %3612
+  %3614 = add nsw i64 %3613, 16
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %3614
+  %3615 = load <16 x float>, ptr %arena1092, align 4
+  store <16 x float> %3615, ptr %conv1_weight_grad.t151_c6_1, align 64
+  %3616 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3617 = add nsw i64 %3616, 7
+  %3618 = mul nsw i64 %3617, 32
+  %3619 = add nsw i64 4884112, %3618
+  %3620 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3621 = add nsw i64 %3619, %3620
+  %arena1093 = getelementptr inbounds float, ptr %arena, i64 %3621
+  %3622 = load <16 x float>, ptr %arena1093, align 4
+  store <16 x float> %3622, ptr %conv1_weight_grad.t151_c7_0, align 64
+  %3623 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3624 = add nsw i64 %3623, 7
+  %3625 = mul nsw i64 %3624, 32
+  %3626 = add nsw i64 4884112, %3625
+  %3627 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3628 = add nsw i64 %3626, %3627
+  %3629 = add nsw i64 %3628, 16
+  %arena1094 = getelementptr inbounds float, ptr %arena, i64 %3629
+  %3630 = load <16 x float>, ptr %arena1094, align 4
+  store <16 x float> %3630, ptr %conv1_weight_grad.t151_c7_1, align 64
+  %3631 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3632 = add nsw i64 %3631, 8
+  %3633 = mul nsw i64 %3632, 32
+  %3634 = add nsw i64 4884112, %3633
+  %3635 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3636 = add nsw i64 %3634, %3635
+  %arena1095 = getelementptr inbounds float, ptr %arena, i64 %3636
+  %3637 = load <16 x float>, ptr %arena1095, align 4
+  store <16 x float> %3637, ptr %conv1_weight_grad.t151_c8_0, align 64
+  %3638 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3639 = add nsw i64 %3638, 8
+  %3640 = mul nsw i64 %3639, 32
+  %3641 = add nsw i64 4884112, %3640
+  %3642 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3643 = add nsw i64 %3641, %3642
+  %3644 = add nsw i64 %3643, 16
+  %arena1096 = getelementptr inbounds float, ptr %arena, i64 %3644
+  %3645 = load <16 x float>, ptr %arena1096, align 4
+  store <16 x float> %3645, ptr %conv1_weight_grad.t151_c8_1, align 64
+  br label %conv1_weight_grad.k152
+
+conv1_weight_grad.mb150.end:                      ; preds = %conv1_weight_grad.k152.end
+  %nb149.next = add nsw i64 %conv1_weight_grad.nb1491077, 1
+  %3646 = icmp slt i64 %nb149.next, 1
+  br i1 %3646, label %conv1_weight_grad.nb149, label %conv1_weight_grad.nb149.end
+
+conv1_weight_grad.k152:                           ; preds = %conv1_weight_grad.k152, %conv1_weight_grad.mb150
+  %conv1_weight_grad.k1521097 = phi i64 [ 0, %conv1_weight_grad.mb150 ], [ %k152.next, %conv1_weight_grad.k152 ]
+  %3647 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3648 = mul nsw i64 %3647, 32
+  %3649 = add nsw i64 3278480, %3648
+  %3650 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3651 = add nsw i64 %3649, %3650
+  %arena1098 = getelementptr inbounds float, ptr %arena, i64 %3651
+  %3652 = load <16 x float>, ptr %arena1098, align 4
+  store <16 x float> %3652, ptr %conv1_weight_grad.t151_b0, align 64
+  %3653 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3654 = mul nsw i64 %3653, 32
+  %3655 = add nsw i64 3278480, %3654
+  %3656 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3657 = add nsw i64 %3655, %3656
+  %3658 = add nsw i64 %3657, 16
+  %arena1099 = getelementptr inbounds float, ptr %arena, i64 %3658
+  %3659 = load <16 x float>, ptr %arena1099, align 4
+  store <16 x float> %3659, ptr %conv1_weight_grad.t151_b1, align 64
+  %3660 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3661 = mul nsw i64 %3660, 50176
+  %3662 = add nsw i64 2826896, %3661
+  %3663 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3664 = add nsw i64 %3662, %3663
+  %arena1100 = getelementptr inbounds float, ptr %arena, i64 %3664
+  %3665 = load float, ptr %arena1100, align 4
+  %3666 = insertelement <16 x float> undef, float %3665, i32 0
+  %3667 = shufflevector <16 x float> %3666, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3667, ptr %conv1_weight_grad.t151_a0, align 64
+  %t151_a0 = load <16 x float>, ptr %conv1_weight_grad.t151_a0, align 64
+  %t151_b0 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c0_0, align 64
+  %3668 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a0, <16 x float> %t151_b0, <16 x float> %t151_c0_0)
+  store <16 x float> %3668, ptr %conv1_weight_grad.t151_c0_0, align 64
+  %t151_a01101 = load <16 x float>, ptr %conv1_weight_grad.t151_a0, align 64
+  %t151_b1 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c0_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c0_1, align 64
+  %3669 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a01101, <16 x float> %t151_b1, <16 x float> %t151_c0_1)
+  store <16 x float> %3669, ptr %conv1_weight_grad.t151_c0_1, align 64
+  %3670 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3671 = add nsw i64 %3670, 1
+  %3672 = mul nsw i64 %3671, 50176
+  %3673 = add nsw i64 2826896, %3672
+  %3674 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3675 = add nsw i64 %3673, %3674
+  %arena1102 = getelementptr inbounds float, ptr %arena, i64 %3675
+  %3676 = load float, ptr %arena1102, align 4
+  %3677 = insertelement <16 x float> undef, float %3676, i32 0
+  %3678 = shufflevector <16 x float> %3677, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3678, ptr %conv1_weight_grad.t151_a1, align 64
+  %t151_a1 = load <16 x float>, ptr %conv1_weight_grad.t151_a1, align 64
+  %t151_b01103 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c1_0, align 64
+  %3679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a1, <16 x float> %t151_b01103, <16 x float> %t151_c1_0)
+  store <16 x float> %3679, ptr %conv1_weight_grad.t151_c1_0, align 64
+  %t151_a11104 = load <16 x float>, ptr %conv1_weight_grad.t151_a1, align 64
+  %t151_b11105 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c1_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c1_1, align 64
+  %3680 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a11104, <16 x float> %t151_b11105, <16 x float> %t151_c1_1)
+  store <16 x float> %3680, ptr %conv1_weight_grad.t151_c1_1, align 64
+  %3681 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3682 = add nsw i64 %3681, 2
+  %3683 = mul nsw i64 %3682, 50176
+  %3684 = add nsw i64 2826896, %3683
+  %3685 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3686 = add nsw i64 %3684, %3685
+  %arena1106 = getelementptr inbounds float, ptr %arena, i64 %3686
+  %3687 = load float, ptr %arena1106, align 4
+  %3688 = insertelement <16 x float> undef, float %3687, i32 0
+  %3689 = shufflevector <16 x float> %3688, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3689, ptr %conv1_weight_grad.t151_a2, align 64
+  %t151_a2 = load <16 x float>, ptr %conv1_weight_grad.t151_a2, align 64
+  %t151_b01107 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c2_0, align 64
+  %3690 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a2, <16 x float> %t151_b01107, <16 x float> %t151_c2_0)
+  store <16 x float> %3690, ptr %conv1_weight_grad.t151_c2_0, align 64
+  %t151_a21108 = load <16 x float>, ptr %conv1_weight_grad.t151_a2, align 64
+  %t151_b11109 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c2_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c2_1, align 64
+  %3691 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a21108, <16 x float> %t151_b11109, <16 x float> %t151_c2_1)
+  store <16 x float> %3691, ptr %conv1_weight_grad.t151_c2_1, align 64
+  %3692 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3693 = add nsw i64 %3692, 3
+  %3694 = mul nsw i64 %3693, 50176
+  %3695 = add nsw i64 2826896, %3694
+  %3696 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3697 = add nsw i64 %3695, %3696
+  %arena1110 = getelementptr inbounds float, ptr %arena, i64 %3697
+  %3698 = load float, ptr %arena1110, align 4
+  %3699 = insertelement <16 x float> undef, float %3698, i32 0
+  %3700 = shufflevector <16 x float> %3699, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3700, ptr %conv1_weight_grad.t151_a3, align 64
+  %t151_a3 = load <16 x float>, ptr %conv1_weight_grad.t151_a3, align 64
+  %t151_b01111 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c3_0, align 64
+  %3701 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a3, <16 x float> %t151_b01111, <16 x float> %t151_c3_0)
+  store <16 x float> %3701, ptr %conv1_weight_grad.t151_c3_0, align 64
+  %t151_a31112 = load <16 x float>, ptr %conv1_weight_grad.t151_a3, align 64
+  %t151_b11113 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c3_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c3_1, align 64
+  %3702 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a31112, <16 x float> %t151_b11113, <16 x float> %t151_c3_1)
+  store <16 x float> %3702, ptr %conv1_weight_grad.t151_c3_1, align 64
+  %3703 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3704 = add nsw i64 %3703, 4
+  %3705 = mul nsw i64 %3704, 50176
+  %3706 = add nsw i64 2826896, %3705
+  %3707 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3708 = add nsw i64 %3706, %3707
+  %arena1114 = getelementptr inbounds float, ptr %arena, i64 %3708
+  %3709 = load float, ptr %arena1114, align 4
+  %3710 = insertelement <16 x float> undef, float %3709, i32 0
+  %3711 = shufflevector <16 x float> %3710, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3711, ptr %conv1_weight_grad.t151_a4, align 64
+  %t151_a4 = load <16 x float>, ptr %conv1_weight_grad.t151_a4, align 64
+  %t151_b01115 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c4_0, align 64
+  %3712 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a4, <16 x float> %t151_b01115, <16 x float> %t151_c4_0)
+  store <16 x float> %3712, ptr %conv1_weight_grad.t151_c4_0, align 64
+  %t151_a41116 = load <16 x float>, ptr %conv1_weight_grad.t151_a4, align 64
+  %t151_b11117 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c4_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c4_1, align 64
+  %3713 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a41116, <16 x float> %t151_b11117, <16 x float> %t151_c4_1)
+  store <16 x float> %3713, ptr %conv1_weight_grad.t151_c4_1, align 64
+  %3714 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3715 = add nsw i64 %3714, 5
+  %3716 = mul nsw i64 %3715, 50176
+  %3717 = add nsw i64 2826896, %3716
+  %3718 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3719 = add nsw i64 %3717, %3718
+  %arena1118 = getelementptr inbounds float, ptr %arena, i64 %3719
+  %3720 = load float, ptr %arena1118, align 4
+  %3721 = insertelement <16 x float> undef, float %3720, i32 0
+  %3722 = shufflevector <16 x float> %3721, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3722, ptr %conv1_weight_grad.t151_a5, align 64
+  %t151_a5 = load <16 x float>, ptr %conv1_weight_grad.t151_a5, align 64
+  %t151_b01119 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c5_0, align 64
+  %3723 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a5, <16 x float> %t151_b01119, <16 x float> %t151_c5_0)
+  store <16 x float> %3723, ptr %conv1_weight_grad.t151_c5_0, align 64
+  %t151_a51120 = load <16 x float>, ptr %conv1_weight_grad.t151_a5, align 64
+  %t151_b11121 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c5_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c5_1, align 64
+  %3724 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a51120, <16 x float> %t151_b11121, <16 x float> %t151_c5_1)
+  store <16 x float> %3724, ptr %conv1_weight_grad.t151_c5_1, align 64
+  %3725 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3726 = add nsw i64 %3725, 6
+  %3727 = mul nsw i64 %3726, 50176
+  %3728 = add nsw i64 2826896, %3727
+  %3729 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3730 = add nsw i64 %3728, %3729
+  %arena1122 = getelementptr inbounds float, ptr %arena, i64 %3730
+  %3731 = load float, ptr %arena1122, align 4
+  %3732 = insertelement <16 x float> undef, float %3731, i32 0
+  %3733 = shufflevector <16 x float> %3732, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3733, ptr %conv1_weight_grad.t151_a6, align 64
+  %t151_a6 = load <16 x float>, ptr %conv1_weight_grad.t151_a6, align 64
+  %t151_b01123 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c6_0, align 64
+  %3734 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a6, <16 x float> %t151_b01123, <16 x float> %t151_c6_0)
+  store <16 x float> %3734, ptr %conv1_weight_grad.t151_c6_0, align 64
+  %t151_a61124 = load <16 x float>, ptr %conv1_weight_grad.t151_a6, align 64
+  %t151_b11125 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c6_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c6_1, align 64
+  %3735 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a61124, <16 x float> %t151_b11125, <16 x float> %t151_c6_1)
+  store <16 x float> %3735, ptr %conv1_weight_grad.t151_c6_1, align 64
+  %3736 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3737 = add nsw i64 %3736, 7
+  %3738 = mul nsw i64 %3737, 50176
+  %3739 = add nsw i64 2826896, %3738
+  %3740 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3741 = add nsw i64 %3739, %3740
+  %arena1126 = getelementptr inbounds float, ptr %arena, i64 %3741
+  %3742 = load float, ptr %arena1126, align 4
+  %3743 = insertelement <16 x float> undef, float %3742, i32 0
+  %3744 = shufflevector <16 x float> %3743, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3744, ptr %conv1_weight_grad.t151_a7, align 64
+  %t151_a7 = load <16 x float>, ptr %conv1_weight_grad.t151_a7, align 64
+  %t151_b01127 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c7_0, align 64
+  %3745 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a7, <16 x float> %t151_b01127, <16 x float> %t151_c7_0)
+  store <16 x float> %3745, ptr %conv1_weight_grad.t151_c7_0, align 64
+  %t151_a71128 = load <16 x float>, ptr %conv1_weight_grad.t151_a7, align 64
+  %t151_b11129 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c7_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c7_1, align 64
+  %3746 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a71128, <16 x float> %t151_b11129, <16 x float> %t151_c7_1)
+  store <16 x float> %3746, ptr %conv1_weight_grad.t151_c7_1, align 64
+  %3747 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3748 = add nsw i64 %3747, 8
+  %3749 = mul nsw i64 %3748, 50176
+  %3750 = add nsw i64 2826896, %3749
+  %3751 = add nsw i64 %conv1_weight_grad.k1521097, 49920
+  %3752 = add nsw i64 %3750, %3751
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3752
+  %3753 = load float, ptr %arena1130, align 4
+  %3754 = insertelement <16 x float> undef, float %3753, i32 0
+  %3755 = shufflevector <16 x float> %3754, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3755, ptr %conv1_weight_grad.t151_a8, align 64
+  %t151_a8 = load <16 x float>, ptr %conv1_weight_grad.t151_a8, align 64
+  %t151_b01131 = load <16 x float>, ptr %conv1_weight_grad.t151_b0, align 64
+  %t151_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t151_c8_0, align 64
+  %3756 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a8, <16 x float> %t151_b01131, <16 x float> %t151_c8_0)
+  store <16 x float> %3756, ptr %conv1_weight_grad.t151_c8_0, align 64
+  %t151_a81132 = load <16 x float>, ptr %conv1_weight_grad.t151_a8, align 64
+  %t151_b11133 = load <16 x float>, ptr %conv1_weight_grad.t151_b1, align 64
+  %t151_c8_1 = load <16 x float>, ptr %conv1_weight_grad.t151_c8_1, align 64
+  %3757 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t151_a81132, <16 x float> %t151_b11133, <16 x float> %t151_c8_1)
+  store <16 x float> %3757, ptr %conv1_weight_grad.t151_c8_1, align 64
+  %k152.next = add nsw i64 %conv1_weight_grad.k1521097, 1
+  %3758 = icmp slt i64 %k152.next, 256
+  br i1 %3758, label %conv1_weight_grad.k152, label %conv1_weight_grad.k152.end
+
+conv1_weight_grad.k152.end:                       ; preds = %conv1_weight_grad.k152
+  %t151_c0_01134 = load <16 x float>, ptr %conv1_weight_grad.t151_c0_0, align 64
+  %3759 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3760 = mul nsw i64 %3759, 32
+  %3761 = add nsw i64 4884112, %3760
+  %3762 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3763 = add nsw i64 %3761, %3762
+  %arena1135 = getelementptr inbounds float, ptr %arena, i64 %3763
+  store <16 x float> %t151_c0_01134, ptr %arena1135, align 4
+  %t151_c0_11136 = load <16 x float>, ptr %conv1_weight_grad.t151_c0_1, align 64
+  %3764 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3765 = mul nsw i64 %3764, 32
+  %3766 = add nsw i64 4884112, %3765
+  %3767 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3768 = add nsw i64 %3766, %3767
+  %3769 = add nsw i64 %3768, 16
+  %arena1137 = getelementptr inbounds float, ptr %arena, i64 %3769
+  store <16 x float> %t151_c0_11136, ptr %arena1137, align 4
+  %t151_c1_01138 = load <16 x float>, ptr %conv1_weight_grad.t151_c1_0, align 64
+  %3770 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3771 = add nsw i64 %3770, 1
+  %3772 = mul nsw i64 %3771, 32
+  %3773 = add nsw i64 4884112, %3772
+  %3774 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3775 = add nsw i64 %3773, %3774
+  %arena1139 = getelementptr inbounds float, ptr %arena, i64 %3775
+  store <16 x float> %t151_c1_01138, ptr %arena1139, align 4
+  %t151_c1_11140 = load <16 x float>, ptr %conv1_weight_grad.t151_c1_1, align 64
+  %3776 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3777 = add nsw i64 %3776, 1
+  %3778 = mul nsw i64 %3777, 32
+  %3779 = add nsw i64 4884112, %3778
+  %3780 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3781 = add nsw i64 %3779, %3780
+  %3782 = add nsw i64 %3781, 16
+  %arena1141 = getelementptr inbounds float, ptr %arena, i64 %3782
+  store <16 x float> %t151_c1_11140, ptr %arena1141, align 4
+  %t151_c2_01142 = load <16 x float>, ptr %conv1_weight_grad.t151_c2_0, align 64
+  %3783 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3784 = add nsw i64 %3783, 2
+  %3785 = mul nsw i64 %3784, 32
+  %3786 = add nsw i64 4884112, %3785
+  %3787 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3788 = add nsw i64 %3786, %3787
+  %arena1143 = getelementptr inbounds float, ptr %arena, i64 %3788
+  store <16 x float> %t151_c2_01142, ptr %arena1143, align 4
+  %t151_c2_11144 = load <16 x float>, ptr %conv1_weight_grad.t151_c2_1, align 64
+  %3789 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3790 = add nsw i64 %3789, 2
+  %3791 = mul nsw i64 %3790, 32
+  %3792 = add nsw i64 4884112, %3791
+  %3793 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3794 = add nsw i64 %3792, %3793
+  %3795 = add nsw i64 %3794, 16
+  %arena1145 = getelementptr inbounds float, ptr %arena, i64 %3795
+  store <16 x float> %t151_c2_11144, ptr %arena1145, align 4
+  %t151_c3_01146 = load <16 x float>, ptr %conv1_weight_grad.t151_c3_0, align 64
+  %3796 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3797 = add nsw i64 %3796, 3
+  %3798 = mul nsw i64 %3797, 32
+  %3799 = add nsw i64 4884112, %3798
+  %3800 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3801 = add nsw i64 %3799, %3800
+  %arena1147 = getelementptr inbounds float, ptr %arena, i64 %3801
+  store <16 x float> %t151_c3_01146, ptr %arena1147, align 4
+  %t151_c3_11148 = load <16 x float>, ptr %conv1_weight_grad.t151_c3_1, align 64
+  %3802 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3803 = add nsw i64 %3802, 3
+  %3804 = mul nsw i64 %3803, 32
+  %3805 = add nsw i64 4884112, %3804
+  %3806 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3807 = add nsw i64 %3805, %3806
+  %3808 = add nsw i64 %3807, 16
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3808
+  store <16 x float> %t151_c3_11148, ptr %arena1149, align 4
+  %t151_c4_01150 = load <16 x float>, ptr %conv1_weight_grad.t151_c4_0, align 64
+  %3809 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3810 = add nsw i64 %3809, 4
+  %3811 = mul nsw i64 %3810, 32
+  %3812 = add nsw i64 4884112, %3811
+  %3813 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3814 = add nsw i64 %3812, %3813
+  %arena1151 = getelementptr inbounds float, ptr %arena, i64 %3814
+  store <16 x float> %t151_c4_01150, ptr %arena1151, align 4
+  %t151_c4_11152 = load <16 x float>, ptr %conv1_weight_grad.t151_c4_1, align 64
+  %3815 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3816 = add nsw i64 %3815, 4
+  %3817 = mul nsw i64 %3816, 32
+  %3818 = add nsw i64 4884112, %3817
+  %3819 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3820 = add nsw i64 %3818, %3819
+  %3821 = add nsw i64 %3820, 16
+  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3821
+  store <16 x float> %t151_c4_11152, ptr %arena1153, align 4
+  %t151_c5_01154 = load <16 x float>, ptr %conv1_weight_grad.t151_c5_0, align 64
+  %3822 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3823 = add nsw i64 %3822, 5
+  %3824 = mul nsw i64 %3823, 32
+  %3825 = add nsw i64 4884112, %3824
+  %3826 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3827 = add nsw i64 %3825, %3826
+  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3827
+  store <16 x float> %t151_c5_01154, ptr %arena1155, align 4
+  %t151_c5_11156 = load <16 x float>, ptr %conv1_weight_grad.t151_c5_1, align 64
+  %3828 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3829 = add nsw i64 %3828, 5
+  %3830 = mul nsw i64 %3829, 32
+  %3831 = add nsw i64 4884112, %3830
+  %3832 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3833 = add nsw i64 %3831, %3832
+  %3834 = add nsw i64 %3833, 16
+  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3834
+  store <16 x float> %t151_c5_11156, ptr %arena1157, align 4
+  %t151_c6_01158 = load <16 x float>, ptr %conv1_weight_grad.t151_c6_0, align 64
+  %3835 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3836 = add nsw i64 %3835, 6
+  %3837 = mul nsw i64 %3836, 32
+  %3838 = add nsw i64 4884112, %3837
+  %3839 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3840 = add nsw i64 %3838, %3839
+  %arena1159 = getelementptr inbounds float, ptr %arena, i64 %3840
+  store <16 x float> %t151_c6_01158, ptr %arena1159, align 4
+  %t151_c6_11160 = load <16 x float>, ptr %conv1_weight_grad.t151_c6_1, align 64
+  %3841 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3842 = add nsw i64 %3841, 6
+  %3843 = mul nsw i64 %3842, 32
+  %3844 = add nsw i64 4884112, %3843
+  %3845 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3846 = add nsw i64 %3844, %3845
+  %3847 = add nsw i64 %3846, 16
+  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %3847
+  store <16 x float> %t151_c6_11160, ptr %arena1161, align 4
+  %t151_c7_01162 = load <16 x float>, ptr %conv1_weight_grad.t151_c7_0, align 64
+  %3848 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3849 = add nsw i64 %3848, 7
+  %3850 = mul nsw i64 %3849, 32
+  %3851 = add nsw i64 4884112, %3850
+  %3852 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3853 = add nsw i64 %3851, %3852
+  %arena1163 = getelementptr inbounds float, ptr %arena, i64 %3853
+  store <16 x float> %t151_c7_01162, ptr %arena1163, align 4
+  %t151_c7_11164 = load <16 x float>, ptr %conv1_weight_grad.t151_c7_1, align 64
+  %3854 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3855 = add nsw i64 %3854, 7
+  %3856 = mul nsw i64 %3855, 32
+  %3857 = add nsw i64 4884112, %3856
+  %3858 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3859 = add nsw i64 %3857, %3858
+  %3860 = add nsw i64 %3859, 16
+  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %3860
+  store <16 x float> %t151_c7_11164, ptr %arena1165, align 4
+  %t151_c8_01166 = load <16 x float>, ptr %conv1_weight_grad.t151_c8_0, align 64
+  %3861 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3862 = add nsw i64 %3861, 8
+  %3863 = mul nsw i64 %3862, 32
+  %3864 = add nsw i64 4884112, %3863
+  %3865 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3866 = add nsw i64 %3864, %3865
+  %arena1167 = getelementptr inbounds float, ptr %arena, i64 %3866
+  store <16 x float> %t151_c8_01166, ptr %arena1167, align 4
+  %t151_c8_11168 = load <16 x float>, ptr %conv1_weight_grad.t151_c8_1, align 64
+  %3867 = mul nsw i64 %conv1_weight_grad.mb1501078, 9
+  %3868 = add nsw i64 %3867, 8
+  %3869 = mul nsw i64 %3868, 32
+  %3870 = add nsw i64 4884112, %3869
+  %3871 = mul nsw i64 %conv1_weight_grad.nb1491077, 32
+  %3872 = add nsw i64 %3870, %3871
+  %3873 = add nsw i64 %3872, 16
+  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %3873
+  store <16 x float> %t151_c8_11168, ptr %arena1169, align 4
+  %mb150.next = add nsw i64 %conv1_weight_grad.mb1501078, 1
+  %3874 = icmp slt i64 %mb150.next, 1
+  br i1 %3874, label %conv1_weight_grad.mb150, label %conv1_weight_grad.mb150.end
+
+conv1_weight_grad.f153:                           ; preds = %conv1_weight_grad.r154.end, %conv1_weight_grad.g129.end
+  %conv1_weight_grad.f1531170 = phi i64 [ 0, %conv1_weight_grad.g129.end ], [ %f153.next, %conv1_weight_grad.r154.end ]
+  br label %conv1_weight_grad.r154
+
+conv1_weight_grad.f153.end:                       ; preds = %conv1_weight_grad.r154.end
+  br label %conv1_bias_grad.i155
+
+conv1_weight_grad.r154:                           ; preds = %conv1_weight_grad.r154, %conv1_weight_grad.f153
+  %conv1_weight_grad.r1541171 = phi i64 [ 0, %conv1_weight_grad.f153 ], [ %r154.next, %conv1_weight_grad.r154 ]
+  %3875 = mul nsw i64 %conv1_weight_grad.r1541171, 32
+  %3876 = add nsw i64 4884112, %3875
+  %3877 = add nsw i64 %3876, %conv1_weight_grad.f1531170
+  %arena1172 = getelementptr inbounds float, ptr %arena, i64 %3877
+  %3878 = load float, ptr %arena1172, align 4
+  %3879 = mul nsw i64 %conv1_weight_grad.f1531170, 9
+  %3880 = add nsw i64 %3879, %conv1_weight_grad.r1541171
+  %grads1173 = getelementptr inbounds float, ptr %grads, i64 %3880
+  store float %3878, ptr %grads1173, align 4
+  %r154.next = add nsw i64 %conv1_weight_grad.r1541171, 1
+  %3881 = icmp slt i64 %r154.next, 9
+  br i1 %3881, label %conv1_weight_grad.r154, label %conv1_weight_grad.r154.end
+
+conv1_weight_grad.r154.end:                       ; preds = %conv1_weight_grad.r154
+  %f153.next = add nsw i64 %conv1_weight_grad.f1531170, 1
+  %3882 = icmp slt i64 %f153.next, 32
+  br i1 %3882, label %conv1_weight_grad.f153, label %conv1_weight_grad.f153.end
+
+conv1_bias_grad.i155:                             ; preds = %conv1_bias_grad.i155, %conv1_weight_grad.f153.end
+  %conv1_bias_grad.i1551174 = phi i64 [ 0, %conv1_weight_grad.f153.end ], [ %i155.next, %conv1_bias_grad.i155 ]
+  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1551174
+  store float 1.000000e+00, ptr %arena1175, align 4
+  %i155.next = add nsw i64 %conv1_bias_grad.i1551174, 1
+  %3883 = icmp slt i64 %i155.next, 784
+  br i1 %3883, label %conv1_bias_grad.i155, label %conv1_bias_grad.i155.end
+
+conv1_bias_grad.i155.end:                         ; preds = %conv1_bias_grad.i155
+  br label %conv1_bias_grad.i156
+
+conv1_bias_grad.i156:                             ; preds = %conv1_bias_grad.i156, %conv1_bias_grad.i155.end
+  %conv1_bias_grad.i1561176 = phi i64 [ 0, %conv1_bias_grad.i155.end ], [ %i156.next, %conv1_bias_grad.i156 ]
+  %3884 = add nsw i64 288, %conv1_bias_grad.i1561176
+  %grads1177 = getelementptr inbounds float, ptr %grads, i64 %3884
+  store float 0.000000e+00, ptr %grads1177, align 4
+  %i156.next = add nsw i64 %conv1_bias_grad.i1561176, 1
+  %3885 = icmp slt i64 %i156.next, 32
+  br i1 %3885, label %conv1_bias_grad.i156, label %conv1_bias_grad.i156.end
+
+conv1_bias_grad.i156.end:                         ; preds = %conv1_bias_grad.i156
+  br label %conv1_bias_grad.img157
+
+conv1_bias_grad.img157:                           ; preds = %conv1_bias_grad.img157, %conv1_bias_grad.i156.end
+  %conv1_bias_grad.img1571178 = phi i64 [ 0, %conv1_bias_grad.i156.end ], [ %img157.next, %conv1_bias_grad.img157 ]
+  %3886 = mul nsw i64 %conv1_bias_grad.img1571178, 25088
+  %3887 = add nsw i64 1221264, %3886
+  %arena1179 = getelementptr inbounds float, ptr %arena, i64 %3887
+  %arena1180 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1181 = getelementptr inbounds float, ptr %grads, i64 288
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 784, float 1.000000e+00, ptr %arena1179, i32 784, ptr %arena1180, i32 1, float 1.000000e+00, ptr %grads1181, i32 1)
+  %img157.next = add nsw i64 %conv1_bias_grad.img1571178, 1
+  %3888 = icmp slt i64 %img157.next, 64
+  br i1 %3888, label %conv1_bias_grad.img157, label %conv1_bias_grad.img157.end
+
+conv1_bias_grad.img157.end:                       ; preds = %conv1_bias_grad.img157
+  %3889 = sitofp i64 %step to float
+  %3890 = fmul float %3889, 0xBFBAF8E8A0000000
+  %3891 = call float @llvm.exp.f32(float %3890)
+  %3892 = fsub float 1.000000e+00, %3891
+  %3893 = fdiv float %lr, %3892
+  store float %3893, ptr %adam.step_size158, align 4
+  %3894 = sitofp i64 %step to float
+  %3895 = fmul float %3894, 0xBF50645940000000
+  %3896 = call float @llvm.exp.f32(float %3895)
+  %3897 = fsub float 1.000000e+00, %3896
+  %3898 = call float @llvm.sqrt.f32(float %3897)
+  store float %3898, ptr %adam.bc2_sqrt159, align 4
+  br label %adam.i160
+
+adam.i160:                                        ; preds = %adam.i160, %conv1_bias_grad.img157.end
+  %adam.i1601182 = phi i64 [ 0, %conv1_bias_grad.img157.end ], [ %i160.next, %adam.i160 ]
+  %grads1183 = getelementptr inbounds float, ptr %grads, i64 %adam.i1601182
+  %3899 = load float, ptr %grads1183, align 4
+  %params1184 = getelementptr inbounds float, ptr %params, i64 %adam.i1601182
+  %3900 = load float, ptr %params1184, align 4
+  %3901 = fmul float 0.000000e+00, %3900
+  %3902 = fadd float %3899, %3901
+  store float %3902, ptr %adam.g, align 4
+  %m1185 = getelementptr inbounds float, ptr %m, i64 %adam.i1601182
+  %3903 = load float, ptr %m1185, align 4
+  %3904 = fmul float 0x3FECCCCCC0000000, %3903
   %g = load float, ptr %adam.g, align 4
-  %1325 = fmul float 0x3FB9999A00000000, %g
-  %1326 = fadd float %1324, %1325
-  store float %1326, ptr %adam.m_new, align 4
-  %v364 = getelementptr inbounds float, ptr %v, i64 %adam.i122360
-  %1327 = load float, ptr %v364, align 4
-  %1328 = fmul float 0x3FEFF7CEE0000000, %1327
-  %g365 = load float, ptr %adam.g, align 4
-  %1329 = fmul float 0x3F50624000000000, %g365
-  %g366 = load float, ptr %adam.g, align 4
-  %1330 = fmul float %1329, %g366
-  %1331 = fadd float %1328, %1330
-  store float %1331, ptr %adam.v_new, align 4
+  %3905 = fmul float 0x3FB9999A00000000, %g
+  %3906 = fadd float %3904, %3905
+  store float %3906, ptr %adam.m_new, align 4
+  %v1186 = getelementptr inbounds float, ptr %v, i64 %adam.i1601182
+  %3907 = load float, ptr %v1186, align 4
+  %3908 = fmul float 0x3FEFF7CEE0000000, %3907
+  %g1187 = load float, ptr %adam.g, align 4
+  %3909 = fmul float 0x3F50624000000000, %g1187
+  %g1188 = load float, ptr %adam.g, align 4
+  %3910 = fmul float %3909, %g1188
+  %3911 = fadd float %3908, %3910
+  store float %3911, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m367 = getelementptr inbounds float, ptr %m, i64 %adam.i122360
-  store float %m_new, ptr %m367, align 4
+  %m1189 = getelementptr inbounds float, ptr %m, i64 %adam.i1601182
+  store float %m_new, ptr %m1189, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v368 = getelementptr inbounds float, ptr %v, i64 %adam.i122360
-  store float %v_new, ptr %v368, align 4
-  %params369 = getelementptr inbounds float, ptr %params, i64 %adam.i122360
-  %1332 = load float, ptr %params369, align 4
-  %step_size120 = load float, ptr %adam.step_size120, align 4
-  %m_new370 = load float, ptr %adam.m_new, align 4
-  %1333 = fmul float %step_size120, %m_new370
-  %v_new371 = load float, ptr %adam.v_new, align 4
-  %1334 = call float @llvm.sqrt.f32(float %v_new371)
-  %bc2_sqrt121 = load float, ptr %adam.bc2_sqrt121, align 4
-  %1335 = fdiv float %1334, %bc2_sqrt121
-  %1336 = fadd float %1335, 0x3E45798EE0000000
-  %1337 = fdiv float %1333, %1336
-  %1338 = fsub float %1332, %1337
-  %params372 = getelementptr inbounds float, ptr %params, i64 %adam.i122360
-  store float %1338, ptr %params372, align 4
-  %i122.next = add nsw i64 %adam.i122360, 1
-  %1339 = icmp slt i64 %i122.next, 421642
-  br i1 %1339, label %adam.i122, label %adam.i122.end
+  %v1190 = getelementptr inbounds float, ptr %v, i64 %adam.i1601182
+  store float %v_new, ptr %v1190, align 4
+  %params1191 = getelementptr inbounds float, ptr %params, i64 %adam.i1601182
+  %3912 = load float, ptr %params1191, align 4
+  %step_size158 = load float, ptr %adam.step_size158, align 4
+  %m_new1192 = load float, ptr %adam.m_new, align 4
+  %3913 = fmul float %step_size158, %m_new1192
+  %v_new1193 = load float, ptr %adam.v_new, align 4
+  %3914 = call float @llvm.sqrt.f32(float %v_new1193)
+  %bc2_sqrt159 = load float, ptr %adam.bc2_sqrt159, align 4
+  %3915 = fdiv float %3914, %bc2_sqrt159
+  %3916 = fadd float %3915, 0x3E45798EE0000000
+  %3917 = fdiv float %3913, %3916
+  %3918 = fsub float %3912, %3917
+  %params1194 = getelementptr inbounds float, ptr %params, i64 %adam.i1601182
+  store float %3918, ptr %params1194, align 4
+  %i160.next = add nsw i64 %adam.i1601182, 1
+  %3919 = icmp slt i64 %i160.next, 421642
+  br i1 %3919, label %adam.i160, label %adam.i160.end
 
-adam.i122.end:                                    ; preds = %adam.i122
+adam.i160.end:                                    ; preds = %adam.i160
   ret void
 }
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -2712,29 +7475,131 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @simplecnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv2.bi36 = alloca float, align 4
-  %conv2.best35 = alloca float, align 4
-  %conv1.bi18 = alloca float, align 4
-  %conv1.best17 = alloca float, align 4
+  %conv2.bi48 = alloca float, align 4
+  %conv2.best47 = alloca float, align 4
+  %conv2.t41_a3 = alloca <16 x float>, align 64
+  %conv2.t41_a2 = alloca <16 x float>, align 64
+  %conv2.t41_a1 = alloca <16 x float>, align 64
+  %conv2.t41_a0 = alloca <16 x float>, align 64
+  %conv2.t41_b3 = alloca <16 x float>, align 64
+  %conv2.t41_b2 = alloca <16 x float>, align 64
+  %conv2.t41_b1 = alloca <16 x float>, align 64
+  %conv2.t41_b0 = alloca <16 x float>, align 64
+  %conv2.t41_c3_3 = alloca <16 x float>, align 64
+  %conv2.t41_c3_2 = alloca <16 x float>, align 64
+  %conv2.t41_c3_1 = alloca <16 x float>, align 64
+  %conv2.t41_c3_0 = alloca <16 x float>, align 64
+  %conv2.t41_c2_3 = alloca <16 x float>, align 64
+  %conv2.t41_c2_2 = alloca <16 x float>, align 64
+  %conv2.t41_c2_1 = alloca <16 x float>, align 64
+  %conv2.t41_c2_0 = alloca <16 x float>, align 64
+  %conv2.t41_c1_3 = alloca <16 x float>, align 64
+  %conv2.t41_c1_2 = alloca <16 x float>, align 64
+  %conv2.t41_c1_1 = alloca <16 x float>, align 64
+  %conv2.t41_c1_0 = alloca <16 x float>, align 64
+  %conv2.t41_c0_3 = alloca <16 x float>, align 64
+  %conv2.t41_c0_2 = alloca <16 x float>, align 64
+  %conv2.t41_c0_1 = alloca <16 x float>, align 64
+  %conv2.t41_c0_0 = alloca <16 x float>, align 64
+  %conv2.t39_a5 = alloca <16 x float>, align 64
+  %conv2.t39_a4 = alloca <16 x float>, align 64
+  %conv2.t39_a3 = alloca <16 x float>, align 64
+  %conv2.t39_a2 = alloca <16 x float>, align 64
+  %conv2.t39_a1 = alloca <16 x float>, align 64
+  %conv2.t39_a0 = alloca <16 x float>, align 64
+  %conv2.t39_b3 = alloca <16 x float>, align 64
+  %conv2.t39_b2 = alloca <16 x float>, align 64
+  %conv2.t39_b1 = alloca <16 x float>, align 64
+  %conv2.t39_b0 = alloca <16 x float>, align 64
+  %conv2.t39_c5_3 = alloca <16 x float>, align 64
+  %conv2.t39_c5_2 = alloca <16 x float>, align 64
+  %conv2.t39_c5_1 = alloca <16 x float>, align 64
+  %conv2.t39_c5_0 = alloca <16 x float>, align 64
+  %conv2.t39_c4_3 = alloca <16 x float>, align 64
+  %conv2.t39_c4_2 = alloca <16 x float>, align 64
+  %conv2.t39_c4_1 = alloca <16 x float>, align 64
+  %conv2.t39_c4_0 = alloca <16 x float>, align 64
+  %conv2.t39_c3_3 = alloca <16 x float>, align 64
+  %conv2.t39_c3_2 = alloca <16 x float>, align 64
+  %conv2.t39_c3_1 = alloca <16 x float>, align 64
+  %conv2.t39_c3_0 = alloca <16 x float>, align 64
+  %conv2.t39_c2_3 = alloca <16 x float>, align 64
+  %conv2.t39_c2_2 = alloca <16 x float>, align 64
+  %conv2.t39_c2_1 = alloca <16 x float>, align 64
+  %conv2.t39_c2_0 = alloca <16 x float>, align 64
+  %conv2.t39_c1_3 = alloca <16 x float>, align 64
+  %conv2.t39_c1_2 = alloca <16 x float>, align 64
+  %conv2.t39_c1_1 = alloca <16 x float>, align 64
+  %conv2.t39_c1_0 = alloca <16 x float>, align 64
+  %conv2.t39_c0_3 = alloca <16 x float>, align 64
+  %conv2.t39_c0_2 = alloca <16 x float>, align 64
+  %conv2.t39_c0_1 = alloca <16 x float>, align 64
+  %conv2.t39_c0_0 = alloca <16 x float>, align 64
+  %conv1.bi24 = alloca float, align 4
+  %conv1.best23 = alloca float, align 4
+  %conv1.t17_a1 = alloca <16 x float>, align 64
+  %conv1.t17_a0 = alloca <16 x float>, align 64
+  %conv1.t17_b3 = alloca <16 x float>, align 64
+  %conv1.t17_b2 = alloca <16 x float>, align 64
+  %conv1.t17_b1 = alloca <16 x float>, align 64
+  %conv1.t17_b0 = alloca <16 x float>, align 64
+  %conv1.t17_c1_3 = alloca <16 x float>, align 64
+  %conv1.t17_c1_2 = alloca <16 x float>, align 64
+  %conv1.t17_c1_1 = alloca <16 x float>, align 64
+  %conv1.t17_c1_0 = alloca <16 x float>, align 64
+  %conv1.t17_c0_3 = alloca <16 x float>, align 64
+  %conv1.t17_c0_2 = alloca <16 x float>, align 64
+  %conv1.t17_c0_1 = alloca <16 x float>, align 64
+  %conv1.t17_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a5 = alloca <16 x float>, align 64
+  %conv1.t15_a4 = alloca <16 x float>, align 64
+  %conv1.t15_a3 = alloca <16 x float>, align 64
+  %conv1.t15_a2 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c5_3 = alloca <16 x float>, align 64
+  %conv1.t15_c5_2 = alloca <16 x float>, align 64
+  %conv1.t15_c5_1 = alloca <16 x float>, align 64
+  %conv1.t15_c5_0 = alloca <16 x float>, align 64
+  %conv1.t15_c4_3 = alloca <16 x float>, align 64
+  %conv1.t15_c4_2 = alloca <16 x float>, align 64
+  %conv1.t15_c4_1 = alloca <16 x float>, align 64
+  %conv1.t15_c4_0 = alloca <16 x float>, align 64
+  %conv1.t15_c3_3 = alloca <16 x float>, align 64
+  %conv1.t15_c3_2 = alloca <16 x float>, align 64
+  %conv1.t15_c3_1 = alloca <16 x float>, align 64
+  %conv1.t15_c3_0 = alloca <16 x float>, align 64
+  %conv1.t15_c2_3 = alloca <16 x float>, align 64
+  %conv1.t15_c2_2 = alloca <16 x float>, align 64
+  %conv1.t15_c2_1 = alloca <16 x float>, align 64
+  %conv1.t15_c2_0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j13.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+conv1.g1:                                         ; preds = %conv1.j19.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j19.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g19
+conv1.g1.end:                                     ; preds = %conv1.j19.end
+  br label %conv2.g25
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params25 = getelementptr inbounds float, ptr %params, i64 0
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 1254400
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 32, i32 9, float 1.000000e+00, ptr %arena24, i32 50176, ptr %params25, i32 9, float 0.000000e+00, ptr %arena26, i32 32)
-  br label %conv1.j13
+  br label %conv1.nb13
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -2952,968 +7817,2338 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
 conv1.ox12.end:                                   ; preds = %conv1.ox12
   br label %conv1.endif20
 
-conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
-  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
-  br label %conv1.f14
+conv1.nb13:                                       ; preds = %conv1.k18.end, %conv1.j2.end
+  %conv1.nb1324 = phi i64 [ 0, %conv1.j2.end ], [ %nb13.next, %conv1.k18.end ]
+  br label %conv1.mb14
 
-conv1.j13.end:                                    ; preds = %conv1.f14.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %conv1.g1, label %conv1.g1.end
+conv1.nb13.end:                                   ; preds = %conv1.k18.end
+  br label %conv1.j19
 
-conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
-  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
-  br label %conv1.py15
+conv1.mb14:                                       ; preds = %conv1.k16.end, %conv1.nb13
+  %conv1.mb1425 = phi i64 [ 0, %conv1.nb13 ], [ %mb14.next, %conv1.k16.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_3, align 64
+  br label %conv1.k16
 
-conv1.f14.end:                                    ; preds = %conv1.py15.end
-  %j13.next = add nsw i64 %conv1.j1327, 1
-  %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %conv1.j13, label %conv1.j13.end
+conv1.mb14.end:                                   ; preds = %conv1.k16.end
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_3, align 64
+  br label %conv1.k18
 
-conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
-  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
-  br label %conv1.px16
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb14
+  %conv1.k1626 = phi i64 [ 0, %conv1.mb14 ], [ %k16.next, %conv1.k16 ]
+  %106 = mul nsw i64 %conv1.k1626, 50176
+  %107 = add nsw i64 802816, %106
+  %108 = mul nsw i64 %conv1.nb1324, 64
+  %109 = add nsw i64 %107, %108
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <16 x float>, ptr %arena27, align 4
+  store <16 x float> %110, ptr %conv1.t15_b0, align 64
+  %111 = mul nsw i64 %conv1.k1626, 50176
+  %112 = add nsw i64 802816, %111
+  %113 = mul nsw i64 %conv1.nb1324, 64
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 16
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <16 x float>, ptr %arena28, align 4
+  store <16 x float> %116, ptr %conv1.t15_b1, align 64
+  %117 = mul nsw i64 %conv1.k1626, 50176
+  %118 = add nsw i64 802816, %117
+  %119 = mul nsw i64 %conv1.nb1324, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 32
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %121
+  %122 = load <16 x float>, ptr %arena29, align 4
+  store <16 x float> %122, ptr %conv1.t15_b2, align 64
+  %123 = mul nsw i64 %conv1.k1626, 50176
+  %124 = add nsw i64 802816, %123
+  %125 = mul nsw i64 %conv1.nb1324, 64
+  %126 = add nsw i64 %124, %125
+  %127 = add nsw i64 %126, 48
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %127
+  %128 = load <16 x float>, ptr %arena30, align 4
+  store <16 x float> %128, ptr %conv1.t15_b3, align 64
+  %129 = mul nsw i64 %conv1.mb1425, 6
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1626
+  %params31 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params31, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %135, ptr %conv1.t15_c0_0, align 64
+  %t15_a032 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a032, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %136, ptr %conv1.t15_c0_1, align 64
+  %t15_a033 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a033, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %137, ptr %conv1.t15_c0_2, align 64
+  %t15_a034 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a034, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %138, ptr %conv1.t15_c0_3, align 64
+  %139 = mul nsw i64 %conv1.mb1425, 6
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1626
+  %params35 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params35, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b036 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b036, <16 x float> %t15_c1_0)
+  store <16 x float> %146, ptr %conv1.t15_c1_0, align 64
+  %t15_a137 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b138 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a137, <16 x float> %t15_b138, <16 x float> %t15_c1_1)
+  store <16 x float> %147, ptr %conv1.t15_c1_1, align 64
+  %t15_a139 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b240 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a139, <16 x float> %t15_b240, <16 x float> %t15_c1_2)
+  store <16 x float> %148, ptr %conv1.t15_c1_2, align 64
+  %t15_a141 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b342 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a141, <16 x float> %t15_b342, <16 x float> %t15_c1_3)
+  store <16 x float> %149, ptr %conv1.t15_c1_3, align 64
+  %150 = mul nsw i64 %conv1.mb1425, 6
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1626
+  %params43 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params43, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t15_a2, align 64
+  %t15_a2 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b044 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c2_0 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a2, <16 x float> %t15_b044, <16 x float> %t15_c2_0)
+  store <16 x float> %157, ptr %conv1.t15_c2_0, align 64
+  %t15_a245 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b146 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c2_1 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a245, <16 x float> %t15_b146, <16 x float> %t15_c2_1)
+  store <16 x float> %158, ptr %conv1.t15_c2_1, align 64
+  %t15_a247 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b248 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c2_2 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a247, <16 x float> %t15_b248, <16 x float> %t15_c2_2)
+  store <16 x float> %159, ptr %conv1.t15_c2_2, align 64
+  %t15_a249 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b350 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c2_3 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a249, <16 x float> %t15_b350, <16 x float> %t15_c2_3)
+  store <16 x float> %160, ptr %conv1.t15_c2_3, align 64
+  %161 = mul nsw i64 %conv1.mb1425, 6
+  %162 = add nsw i64 %161, 3
+  %163 = mul nsw i64 %162, 9
+  %164 = add nsw i64 %163, %conv1.k1626
+  %params51 = getelementptr inbounds float, ptr %params, i64 %164
+  %165 = load float, ptr %params51, align 4
+  %166 = insertelement <16 x float> undef, float %165, i32 0
+  %167 = shufflevector <16 x float> %166, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %167, ptr %conv1.t15_a3, align 64
+  %t15_a3 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b052 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c3_0 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %168 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a3, <16 x float> %t15_b052, <16 x float> %t15_c3_0)
+  store <16 x float> %168, ptr %conv1.t15_c3_0, align 64
+  %t15_a353 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b154 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c3_1 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a353, <16 x float> %t15_b154, <16 x float> %t15_c3_1)
+  store <16 x float> %169, ptr %conv1.t15_c3_1, align 64
+  %t15_a355 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b256 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c3_2 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a355, <16 x float> %t15_b256, <16 x float> %t15_c3_2)
+  store <16 x float> %170, ptr %conv1.t15_c3_2, align 64
+  %t15_a357 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b358 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c3_3 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a357, <16 x float> %t15_b358, <16 x float> %t15_c3_3)
+  store <16 x float> %171, ptr %conv1.t15_c3_3, align 64
+  %172 = mul nsw i64 %conv1.mb1425, 6
+  %173 = add nsw i64 %172, 4
+  %174 = mul nsw i64 %173, 9
+  %175 = add nsw i64 %174, %conv1.k1626
+  %params59 = getelementptr inbounds float, ptr %params, i64 %175
+  %176 = load float, ptr %params59, align 4
+  %177 = insertelement <16 x float> undef, float %176, i32 0
+  %178 = shufflevector <16 x float> %177, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %178, ptr %conv1.t15_a4, align 64
+  %t15_a4 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b060 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c4_0 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a4, <16 x float> %t15_b060, <16 x float> %t15_c4_0)
+  store <16 x float> %179, ptr %conv1.t15_c4_0, align 64
+  %t15_a461 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b162 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c4_1 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a461, <16 x float> %t15_b162, <16 x float> %t15_c4_1)
+  store <16 x float> %180, ptr %conv1.t15_c4_1, align 64
+  %t15_a463 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b264 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c4_2 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a463, <16 x float> %t15_b264, <16 x float> %t15_c4_2)
+  store <16 x float> %181, ptr %conv1.t15_c4_2, align 64
+  %t15_a465 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b366 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c4_3 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a465, <16 x float> %t15_b366, <16 x float> %t15_c4_3)
+  store <16 x float> %182, ptr %conv1.t15_c4_3, align 64
+  %183 = mul nsw i64 %conv1.mb1425, 6
+  %184 = add nsw i64 %183, 5
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 %185, %conv1.k1626
+  %params67 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params67, align 4
+  %188 = insertelement <16 x float> undef, float %187, i32 0
+  %189 = shufflevector <16 x float> %188, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %189, ptr %conv1.t15_a5, align 64
+  %t15_a5 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b068 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c5_0 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a5, <16 x float> %t15_b068, <16 x float> %t15_c5_0)
+  store <16 x float> %190, ptr %conv1.t15_c5_0, align 64
+  %t15_a569 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b170 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c5_1 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a569, <16 x float> %t15_b170, <16 x float> %t15_c5_1)
+  store <16 x float> %191, ptr %conv1.t15_c5_1, align 64
+  %t15_a571 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b272 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c5_2 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a571, <16 x float> %t15_b272, <16 x float> %t15_c5_2)
+  store <16 x float> %192, ptr %conv1.t15_c5_2, align 64
+  %t15_a573 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b374 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c5_3 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a573, <16 x float> %t15_b374, <16 x float> %t15_c5_3)
+  store <16 x float> %193, ptr %conv1.t15_c5_3, align 64
+  %k16.next = add nsw i64 %conv1.k1626, 1
+  %194 = icmp slt i64 %k16.next, 9
+  br i1 %194, label %conv1.k16, label %conv1.k16.end
 
-conv1.py15.end:                                   ; preds = %conv1.px16.end
-  %f14.next = add nsw i64 %conv1.f1428, 1
-  %108 = icmp slt i64 %f14.next, 32
-  br i1 %108, label %conv1.f14, label %conv1.f14.end
-
-conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
-  %109 = mul nsw i64 %conv1.j1327, 784
-  %110 = mul nsw i64 %conv1.py1529, 56
-  %111 = mul nsw i64 %conv1.px1630, 2
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %113, 32
-  %115 = add nsw i64 1254400, %114
-  %116 = add nsw i64 %115, %conv1.f1428
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
-  %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 288, %conv1.f1428
-  %params32 = getelementptr inbounds float, ptr %params, i64 %118
-  %119 = load float, ptr %params32, align 4
-  %120 = fadd float %117, %119
-  store float %120, ptr %conv1.best17, align 4
-  %121 = mul nsw i64 %conv1.py1529, 56
-  %122 = mul nsw i64 %conv1.px1630, 2
-  %123 = add nsw i64 %121, %122
-  %124 = sitofp i64 %123 to float
-  store float %124, ptr %conv1.bi18, align 4
-  %125 = mul nsw i64 %conv1.j1327, 784
-  %126 = mul nsw i64 %conv1.py1529, 56
-  %127 = mul nsw i64 %conv1.px1630, 2
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %129, 32
-  %131 = add nsw i64 1254400, %130
-  %132 = add nsw i64 %131, %conv1.f1428
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena33, align 4
-  %134 = add nsw i64 288, %conv1.f1428
-  %params34 = getelementptr inbounds float, ptr %params, i64 %134
-  %135 = load float, ptr %params34, align 4
-  %136 = fadd float %133, %135
-  %best17 = load float, ptr %conv1.best17, align 4
-  %137 = fcmp ogt float %136, %best17
-  %138 = mul nsw i64 %conv1.py1529, 56
-  %139 = mul nsw i64 %conv1.px1630, 2
-  %140 = add nsw i64 %138, %139
-  %141 = sitofp i64 %140 to float
-  %bi18 = load float, ptr %conv1.bi18, align 4
-  %142 = select i1 %137, float %141, float %bi18
-  store float %142, ptr %conv1.bi18, align 4
-  %143 = mul nsw i64 %conv1.j1327, 784
-  %144 = mul nsw i64 %conv1.py1529, 56
-  %145 = mul nsw i64 %conv1.px1630, 2
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %147, 32
-  %149 = add nsw i64 1254400, %148
-  %150 = add nsw i64 %149, %conv1.f1428
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena35, align 4
-  %152 = add nsw i64 288, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params36, align 4
-  %154 = fadd float %151, %153
-  %best1737 = load float, ptr %conv1.best17, align 4
-  %155 = fcmp ogt float %154, %best1737
-  %156 = mul nsw i64 %conv1.j1327, 784
-  %157 = mul nsw i64 %conv1.py1529, 56
-  %158 = mul nsw i64 %conv1.px1630, 2
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %160, 32
-  %162 = add nsw i64 1254400, %161
-  %163 = add nsw i64 %162, %conv1.f1428
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
-  %164 = load float, ptr %arena38, align 4
-  %165 = add nsw i64 288, %conv1.f1428
-  %params39 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params39, align 4
-  %167 = fadd float %164, %166
-  %best1740 = load float, ptr %conv1.best17, align 4
-  %168 = select i1 %155, float %167, float %best1740
-  store float %168, ptr %conv1.best17, align 4
-  %169 = mul nsw i64 %conv1.j1327, 784
-  %170 = mul nsw i64 %conv1.py1529, 56
-  %171 = mul nsw i64 %conv1.px1630, 2
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 1
-  %174 = add nsw i64 %169, %173
-  %175 = mul nsw i64 %174, 32
-  %176 = add nsw i64 1254400, %175
-  %177 = add nsw i64 %176, %conv1.f1428
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
-  %178 = load float, ptr %arena41, align 4
-  %179 = add nsw i64 288, %conv1.f1428
-  %params42 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params42, align 4
-  %181 = fadd float %178, %180
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %182 = fcmp ogt float %181, %best1743
-  %183 = mul nsw i64 %conv1.py1529, 56
-  %184 = mul nsw i64 %conv1.px1630, 2
-  %185 = add nsw i64 %183, %184
-  %186 = add nsw i64 %185, 1
-  %187 = sitofp i64 %186 to float
-  %bi1844 = load float, ptr %conv1.bi18, align 4
-  %188 = select i1 %182, float %187, float %bi1844
-  store float %188, ptr %conv1.bi18, align 4
-  %189 = mul nsw i64 %conv1.j1327, 784
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
-  %192 = add nsw i64 %190, %191
-  %193 = add nsw i64 %192, 1
-  %194 = add nsw i64 %189, %193
-  %195 = mul nsw i64 %194, 32
-  %196 = add nsw i64 1254400, %195
-  %197 = add nsw i64 %196, %conv1.f1428
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
-  %198 = load float, ptr %arena45, align 4
-  %199 = add nsw i64 288, %conv1.f1428
-  %params46 = getelementptr inbounds float, ptr %params, i64 %199
-  %200 = load float, ptr %params46, align 4
-  %201 = fadd float %198, %200
-  %best1747 = load float, ptr %conv1.best17, align 4
-  %202 = fcmp ogt float %201, %best1747
-  %203 = mul nsw i64 %conv1.j1327, 784
-  %204 = mul nsw i64 %conv1.py1529, 56
-  %205 = mul nsw i64 %conv1.px1630, 2
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 1
-  %208 = add nsw i64 %203, %207
-  %209 = mul nsw i64 %208, 32
-  %210 = add nsw i64 1254400, %209
-  %211 = add nsw i64 %210, %conv1.f1428
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load float, ptr %arena48, align 4
-  %213 = add nsw i64 288, %conv1.f1428
-  %params49 = getelementptr inbounds float, ptr %params, i64 %213
-  %214 = load float, ptr %params49, align 4
-  %215 = fadd float %212, %214
-  %best1750 = load float, ptr %conv1.best17, align 4
-  %216 = select i1 %202, float %215, float %best1750
-  store float %216, ptr %conv1.best17, align 4
-  %217 = mul nsw i64 %conv1.j1327, 784
-  %218 = mul nsw i64 %conv1.py1529, 56
-  %219 = mul nsw i64 %conv1.px1630, 2
-  %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, 28
-  %222 = add nsw i64 %217, %221
-  %223 = mul nsw i64 %222, 32
-  %224 = add nsw i64 1254400, %223
-  %225 = add nsw i64 %224, %conv1.f1428
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena51, align 4
-  %227 = add nsw i64 288, %conv1.f1428
-  %params52 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params52, align 4
-  %229 = fadd float %226, %228
-  %best1753 = load float, ptr %conv1.best17, align 4
-  %230 = fcmp ogt float %229, %best1753
-  %231 = mul nsw i64 %conv1.py1529, 56
-  %232 = mul nsw i64 %conv1.px1630, 2
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 28
-  %235 = sitofp i64 %234 to float
-  %bi1854 = load float, ptr %conv1.bi18, align 4
-  %236 = select i1 %230, float %235, float %bi1854
-  store float %236, ptr %conv1.bi18, align 4
-  %237 = mul nsw i64 %conv1.j1327, 784
-  %238 = mul nsw i64 %conv1.py1529, 56
-  %239 = mul nsw i64 %conv1.px1630, 2
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, 28
-  %242 = add nsw i64 %237, %241
-  %243 = mul nsw i64 %242, 32
-  %244 = add nsw i64 1254400, %243
-  %245 = add nsw i64 %244, %conv1.f1428
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
-  %246 = load float, ptr %arena55, align 4
-  %247 = add nsw i64 288, %conv1.f1428
-  %params56 = getelementptr inbounds float, ptr %params, i64 %247
-  %248 = load float, ptr %params56, align 4
-  %249 = fadd float %246, %248
-  %best1757 = load float, ptr %conv1.best17, align 4
-  %250 = fcmp ogt float %249, %best1757
-  %251 = mul nsw i64 %conv1.j1327, 784
-  %252 = mul nsw i64 %conv1.py1529, 56
-  %253 = mul nsw i64 %conv1.px1630, 2
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 28
-  %256 = add nsw i64 %251, %255
-  %257 = mul nsw i64 %256, 32
-  %258 = add nsw i64 1254400, %257
-  %259 = add nsw i64 %258, %conv1.f1428
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
-  %260 = load float, ptr %arena58, align 4
-  %261 = add nsw i64 288, %conv1.f1428
-  %params59 = getelementptr inbounds float, ptr %params, i64 %261
-  %262 = load float, ptr %params59, align 4
-  %263 = fadd float %260, %262
-  %best1760 = load float, ptr %conv1.best17, align 4
-  %264 = select i1 %250, float %263, float %best1760
-  store float %264, ptr %conv1.best17, align 4
-  %265 = mul nsw i64 %conv1.j1327, 784
-  %266 = mul nsw i64 %conv1.py1529, 56
-  %267 = mul nsw i64 %conv1.px1630, 2
-  %268 = add nsw i64 %266, %267
-  %269 = add nsw i64 %268, 28
-  %270 = add nsw i64 %269, 1
-  %271 = add nsw i64 %265, %270
-  %272 = mul nsw i64 %271, 32
-  %273 = add nsw i64 1254400, %272
-  %274 = add nsw i64 %273, %conv1.f1428
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
-  %275 = load float, ptr %arena61, align 4
-  %276 = add nsw i64 288, %conv1.f1428
-  %params62 = getelementptr inbounds float, ptr %params, i64 %276
-  %277 = load float, ptr %params62, align 4
-  %278 = fadd float %275, %277
-  %best1763 = load float, ptr %conv1.best17, align 4
-  %279 = fcmp ogt float %278, %best1763
-  %280 = mul nsw i64 %conv1.py1529, 56
-  %281 = mul nsw i64 %conv1.px1630, 2
-  %282 = add nsw i64 %280, %281
-  %283 = add nsw i64 %282, 28
-  %284 = add nsw i64 %283, 1
-  %285 = sitofp i64 %284 to float
-  %bi1864 = load float, ptr %conv1.bi18, align 4
-  %286 = select i1 %279, float %285, float %bi1864
-  store float %286, ptr %conv1.bi18, align 4
-  %287 = mul nsw i64 %conv1.j1327, 784
-  %288 = mul nsw i64 %conv1.py1529, 56
-  %289 = mul nsw i64 %conv1.px1630, 2
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_075 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %195 = mul nsw i64 %conv1.mb1425, 6
+  %196 = mul nsw i64 %195, 50176
+  %197 = add nsw i64 1254400, %196
+  %198 = mul nsw i64 %conv1.nb1324, 64
+  %199 = add nsw i64 %197, %198
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %199
+  store <16 x float> %t15_c0_075, ptr %arena76, align 4
+  %t15_c0_177 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %200 = mul nsw i64 %conv1.mb1425, 6
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 1254400, %201
+  %203 = mul nsw i64 %conv1.nb1324, 64
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, 16
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <16 x float> %t15_c0_177, ptr %arena78, align 4
+  %t15_c0_279 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %206 = mul nsw i64 %conv1.mb1425, 6
+  %207 = mul nsw i64 %206, 50176
+  %208 = add nsw i64 1254400, %207
+  %209 = mul nsw i64 %conv1.nb1324, 64
+  %210 = add nsw i64 %208, %209
+  %211 = add nsw i64 %210, 32
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t15_c0_279, ptr %arena80, align 4
+  %t15_c0_381 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %212 = mul nsw i64 %conv1.mb1425, 6
+  %213 = mul nsw i64 %212, 50176
+  %214 = add nsw i64 1254400, %213
+  %215 = mul nsw i64 %conv1.nb1324, 64
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 48
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t15_c0_381, ptr %arena82, align 4
+  %t15_c1_083 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %218 = mul nsw i64 %conv1.mb1425, 6
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 50176
+  %221 = add nsw i64 1254400, %220
+  %222 = mul nsw i64 %conv1.nb1324, 64
+  %223 = add nsw i64 %221, %222
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t15_c1_083, ptr %arena84, align 4
+  %t15_c1_185 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %224 = mul nsw i64 %conv1.mb1425, 6
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 50176
+  %227 = add nsw i64 1254400, %226
+  %228 = mul nsw i64 %conv1.nb1324, 64
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 %229, 16
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %230
+  store <16 x float> %t15_c1_185, ptr %arena86, align 4
+  %t15_c1_287 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %231 = mul nsw i64 %conv1.mb1425, 6
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 50176
+  %234 = add nsw i64 1254400, %233
+  %235 = mul nsw i64 %conv1.nb1324, 64
+  %236 = add nsw i64 %234, %235
+  %237 = add nsw i64 %236, 32
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %237
+  store <16 x float> %t15_c1_287, ptr %arena88, align 4
+  %t15_c1_389 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %238 = mul nsw i64 %conv1.mb1425, 6
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 50176
+  %241 = add nsw i64 1254400, %240
+  %242 = mul nsw i64 %conv1.nb1324, 64
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 48
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t15_c1_389, ptr %arena90, align 4
+  %t15_c2_091 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %245 = mul nsw i64 %conv1.mb1425, 6
+  %246 = add nsw i64 %245, 2
+  %247 = mul nsw i64 %246, 50176
+  %248 = add nsw i64 1254400, %247
+  %249 = mul nsw i64 %conv1.nb1324, 64
+  %250 = add nsw i64 %248, %249
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t15_c2_091, ptr %arena92, align 4
+  %t15_c2_193 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %251 = mul nsw i64 %conv1.mb1425, 6
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 50176
+  %254 = add nsw i64 1254400, %253
+  %255 = mul nsw i64 %conv1.nb1324, 64
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 %256, 16
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %257
+  store <16 x float> %t15_c2_193, ptr %arena94, align 4
+  %t15_c2_295 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %258 = mul nsw i64 %conv1.mb1425, 6
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 50176
+  %261 = add nsw i64 1254400, %260
+  %262 = mul nsw i64 %conv1.nb1324, 64
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, 32
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <16 x float> %t15_c2_295, ptr %arena96, align 4
+  %t15_c2_397 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %265 = mul nsw i64 %conv1.mb1425, 6
+  %266 = add nsw i64 %265, 2
+  %267 = mul nsw i64 %266, 50176
+  %268 = add nsw i64 1254400, %267
+  %269 = mul nsw i64 %conv1.nb1324, 64
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 48
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t15_c2_397, ptr %arena98, align 4
+  %t15_c3_099 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %272 = mul nsw i64 %conv1.mb1425, 6
+  %273 = add nsw i64 %272, 3
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 1254400, %274
+  %276 = mul nsw i64 %conv1.nb1324, 64
+  %277 = add nsw i64 %275, %276
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <16 x float> %t15_c3_099, ptr %arena100, align 4
+  %t15_c3_1101 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %278 = mul nsw i64 %conv1.mb1425, 6
+  %279 = add nsw i64 %278, 3
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 1254400, %280
+  %282 = mul nsw i64 %conv1.nb1324, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 16
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t15_c3_1101, ptr %arena102, align 4
+  %t15_c3_2103 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %285 = mul nsw i64 %conv1.mb1425, 6
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 1254400, %287
+  %289 = mul nsw i64 %conv1.nb1324, 64
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %290, 28
-  %292 = add nsw i64 %291, 1
-  %293 = add nsw i64 %287, %292
-  %294 = mul nsw i64 %293, 32
+  %291 = add nsw i64 %290, 32
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t15_c3_2103, ptr %arena104, align 4
+  %t15_c3_3105 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %292 = mul nsw i64 %conv1.mb1425, 6
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 50176
   %295 = add nsw i64 1254400, %294
-  %296 = add nsw i64 %295, %conv1.f1428
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena65, align 4
-  %298 = add nsw i64 288, %conv1.f1428
-  %params66 = getelementptr inbounds float, ptr %params, i64 %298
-  %299 = load float, ptr %params66, align 4
-  %300 = fadd float %297, %299
-  %best1767 = load float, ptr %conv1.best17, align 4
-  %301 = fcmp ogt float %300, %best1767
-  %302 = mul nsw i64 %conv1.j1327, 784
-  %303 = mul nsw i64 %conv1.py1529, 56
-  %304 = mul nsw i64 %conv1.px1630, 2
-  %305 = add nsw i64 %303, %304
-  %306 = add nsw i64 %305, 28
-  %307 = add nsw i64 %306, 1
-  %308 = add nsw i64 %302, %307
-  %309 = mul nsw i64 %308, 32
-  %310 = add nsw i64 1254400, %309
-  %311 = add nsw i64 %310, %conv1.f1428
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
-  %312 = load float, ptr %arena68, align 4
-  %313 = add nsw i64 288, %conv1.f1428
-  %params69 = getelementptr inbounds float, ptr %params, i64 %313
-  %314 = load float, ptr %params69, align 4
-  %315 = fadd float %312, %314
-  %best1770 = load float, ptr %conv1.best17, align 4
-  %316 = select i1 %301, float %315, float %best1770
-  store float %316, ptr %conv1.best17, align 4
-  %best1771 = load float, ptr %conv1.best17, align 4
-  %317 = fcmp ogt float %best1771, 0.000000e+00
-  %best1772 = load float, ptr %conv1.best17, align 4
-  %318 = select i1 %317, float %best1772, float 0.000000e+00
-  %319 = mul nsw i64 %conv1.g11, 64
-  %320 = add nsw i64 %319, %conv1.j1327
-  %321 = mul nsw i64 %320, 6272
-  %322 = mul nsw i64 %conv1.f1428, 196
-  %323 = add nsw i64 %321, %322
-  %324 = mul nsw i64 %conv1.py1529, 14
-  %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %325, %conv1.px1630
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
-  store float %318, ptr %arena73, align 4
-  %bi1874 = load float, ptr %conv1.bi18, align 4
-  %327 = mul nsw i64 %conv1.g11, 64
-  %328 = add nsw i64 %327, %conv1.j1327
-  %329 = mul nsw i64 %328, 6272
-  %330 = mul nsw i64 %conv1.f1428, 196
+  %296 = mul nsw i64 %conv1.nb1324, 64
+  %297 = add nsw i64 %295, %296
+  %298 = add nsw i64 %297, 48
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t15_c3_3105, ptr %arena106, align 4
+  %t15_c4_0107 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %299 = mul nsw i64 %conv1.mb1425, 6
+  %300 = add nsw i64 %299, 4
+  %301 = mul nsw i64 %300, 50176
+  %302 = add nsw i64 1254400, %301
+  %303 = mul nsw i64 %conv1.nb1324, 64
+  %304 = add nsw i64 %302, %303
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t15_c4_0107, ptr %arena108, align 4
+  %t15_c4_1109 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %305 = mul nsw i64 %conv1.mb1425, 6
+  %306 = add nsw i64 %305, 4
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 1254400, %307
+  %309 = mul nsw i64 %conv1.nb1324, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 16
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t15_c4_1109, ptr %arena110, align 4
+  %t15_c4_2111 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %312 = mul nsw i64 %conv1.mb1425, 6
+  %313 = add nsw i64 %312, 4
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 1254400, %314
+  %316 = mul nsw i64 %conv1.nb1324, 64
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 32
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <16 x float> %t15_c4_2111, ptr %arena112, align 4
+  %t15_c4_3113 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %319 = mul nsw i64 %conv1.mb1425, 6
+  %320 = add nsw i64 %319, 4
+  %321 = mul nsw i64 %320, 50176
+  %322 = add nsw i64 1254400, %321
+  %323 = mul nsw i64 %conv1.nb1324, 64
+  %324 = add nsw i64 %322, %323
+  %325 = add nsw i64 %324, 48
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <16 x float> %t15_c4_3113, ptr %arena114, align 4
+  %t15_c5_0115 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %326 = mul nsw i64 %conv1.mb1425, 6
+  %327 = add nsw i64 %326, 5
+  %328 = mul nsw i64 %327, 50176
+  %329 = add nsw i64 1254400, %328
+  %330 = mul nsw i64 %conv1.nb1324, 64
   %331 = add nsw i64 %329, %330
-  %332 = mul nsw i64 %conv1.py1529, 14
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 %333, %conv1.px1630
-  %335 = add nsw i64 401408, %334
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
-  store float %bi1874, ptr %arena75, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %336 = icmp slt i64 %px16.next, 14
-  br i1 %336, label %conv1.px16, label %conv1.px16.end
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t15_c5_0115, ptr %arena116, align 4
+  %t15_c5_1117 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %332 = mul nsw i64 %conv1.mb1425, 6
+  %333 = add nsw i64 %332, 5
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 1254400, %334
+  %336 = mul nsw i64 %conv1.nb1324, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t15_c5_1117, ptr %arena118, align 4
+  %t15_c5_2119 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %339 = mul nsw i64 %conv1.mb1425, 6
+  %340 = add nsw i64 %339, 5
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 1254400, %341
+  %343 = mul nsw i64 %conv1.nb1324, 64
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 %344, 32
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %345
+  store <16 x float> %t15_c5_2119, ptr %arena120, align 4
+  %t15_c5_3121 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %346 = mul nsw i64 %conv1.mb1425, 6
+  %347 = add nsw i64 %346, 5
+  %348 = mul nsw i64 %347, 50176
+  %349 = add nsw i64 1254400, %348
+  %350 = mul nsw i64 %conv1.nb1324, 64
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %351, 48
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %352
+  store <16 x float> %t15_c5_3121, ptr %arena122, align 4
+  %mb14.next = add nsw i64 %conv1.mb1425, 1
+  %353 = icmp slt i64 %mb14.next, 5
+  br i1 %353, label %conv1.mb14, label %conv1.mb14.end
 
-conv1.px16.end:                                   ; preds = %conv1.px16
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %337 = icmp slt i64 %py15.next, 14
-  br i1 %337, label %conv1.py15, label %conv1.py15.end
-
-conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
-  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
-  br label %conv2.j20
-
-conv2.g19.end:                                    ; preds = %conv2.j31.end
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params152 = getelementptr inbounds float, ptr %params, i64 18816
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena151, i32 3136, ptr %params152, i32 3136, float 0.000000e+00, ptr %arena153, i32 128)
-  br label %fc1.n37
-
-conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
-  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
-  br label %conv2.r21
-
-conv2.j20.end:                                    ; preds = %conv2.c23.end
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 802816
-  %params100 = getelementptr inbounds float, ptr %params, i64 320
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 4415488
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 12544, i32 64, i32 288, float 1.000000e+00, ptr %arena99, i32 12544, ptr %params100, i32 288, float 0.000000e+00, ptr %arena101, i32 64)
-  br label %conv2.j31
-
-conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
-  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
-  br label %conv2.i22
-
-conv2.r21.end:                                    ; preds = %conv2.i22.end
-  br label %conv2.c23
-
-conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
-  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
-  %338 = mul nsw i64 %conv2.r2178, 12544
-  %339 = add nsw i64 802816, %338
-  %340 = mul nsw i64 %conv2.j2077, 196
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, %conv2.i2279
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
-  store float 0.000000e+00, ptr %arena80, align 4
-  %i22.next = add nsw i64 %conv2.i2279, 1
-  %343 = icmp slt i64 %i22.next, 196
-  br i1 %343, label %conv2.i22, label %conv2.i22.end
-
-conv2.i22.end:                                    ; preds = %conv2.i22
-  %r21.next = add nsw i64 %conv2.r2178, 1
-  %344 = icmp slt i64 %r21.next, 288
-  br i1 %344, label %conv2.r21, label %conv2.r21.end
-
-conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
-  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
-  br label %conv2.ky24
-
-conv2.c23.end:                                    ; preds = %conv2.ky24.end
-  %j20.next = add nsw i64 %conv2.j2077, 1
-  %345 = icmp slt i64 %j20.next, 64
-  br i1 %345, label %conv2.j20, label %conv2.j20.end
-
-conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
-  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
-  br label %conv2.oy25
-
-conv2.ky24.end:                                   ; preds = %conv2.oy29.end
-  %c23.next = add nsw i64 %conv2.c2381, 1
-  %346 = icmp slt i64 %c23.next, 32
-  br i1 %346, label %conv2.c23, label %conv2.c23.end
-
-conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
-  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
-  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %348 = add nsw i64 %347, -1
-  %349 = icmp slt i64 -1, %348
-  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %351 = add nsw i64 %350, -1
-  %352 = icmp slt i64 %351, 14
-  %353 = and i1 %349, %352
-  br i1 %353, label %conv2.then, label %conv2.endif
-
-conv2.oy25.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy27
-
-conv2.then:                                       ; preds = %conv2.oy25
-  br label %conv2.ox26
-
-conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
-  %oy25.next = add nsw i64 %conv2.oy2583, 1
-  %354 = icmp slt i64 %oy25.next, 14
-  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
-
-conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
-  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
-  %355 = mul nsw i64 %conv2.g1976, 64
-  %356 = add nsw i64 %355, %conv2.j2077
-  %357 = mul nsw i64 %356, 6272
-  %358 = mul nsw i64 %conv2.c2381, 196
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %361 = add nsw i64 %360, -1
-  %362 = mul nsw i64 %361, 14
-  %363 = add nsw i64 %359, %362
-  %364 = add nsw i64 %conv2.ox2684, 1
-  %365 = add nsw i64 %364, -1
-  %366 = add nsw i64 %363, %365
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
-  %367 = load float, ptr %arena85, align 4
-  %368 = mul nsw i64 %conv2.c2381, 3
-  %369 = add nsw i64 %368, %conv2.ky2482
-  %370 = mul nsw i64 %369, 3
-  %371 = mul nsw i64 %370, 12544
+conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb14.end
+  %conv1.k18123 = phi i64 [ 0, %conv1.mb14.end ], [ %k18.next, %conv1.k18 ]
+  %354 = mul nsw i64 %conv1.k18123, 50176
+  %355 = add nsw i64 802816, %354
+  %356 = mul nsw i64 %conv1.nb1324, 64
+  %357 = add nsw i64 %355, %356
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load <16 x float>, ptr %arena124, align 4
+  store <16 x float> %358, ptr %conv1.t17_b0, align 64
+  %359 = mul nsw i64 %conv1.k18123, 50176
+  %360 = add nsw i64 802816, %359
+  %361 = mul nsw i64 %conv1.nb1324, 64
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %362, 16
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <16 x float>, ptr %arena125, align 4
+  store <16 x float> %364, ptr %conv1.t17_b1, align 64
+  %365 = mul nsw i64 %conv1.k18123, 50176
+  %366 = add nsw i64 802816, %365
+  %367 = mul nsw i64 %conv1.nb1324, 64
+  %368 = add nsw i64 %366, %367
+  %369 = add nsw i64 %368, 32
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %369
+  %370 = load <16 x float>, ptr %arena126, align 4
+  store <16 x float> %370, ptr %conv1.t17_b2, align 64
+  %371 = mul nsw i64 %conv1.k18123, 50176
   %372 = add nsw i64 802816, %371
-  %373 = mul nsw i64 %conv2.j2077, 196
+  %373 = mul nsw i64 %conv1.nb1324, 64
   %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv2.oy2583, 14
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %conv2.ox2684, 1
-  %378 = add nsw i64 %376, %377
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
-  store float %367, ptr %arena86, align 4
-  %ox26.next = add nsw i64 %conv2.ox2684, 1
-  %379 = icmp slt i64 %ox26.next, 13
-  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
+  %375 = add nsw i64 %374, 48
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <16 x float>, ptr %arena127, align 4
+  store <16 x float> %376, ptr %conv1.t17_b3, align 64
+  %377 = add nsw i64 270, %conv1.k18123
+  %params128 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params128, align 4
+  %379 = insertelement <16 x float> undef, float %378, i32 0
+  %380 = shufflevector <16 x float> %379, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %380, ptr %conv1.t17_a0, align 64
+  %t17_a0 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b0 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c0_0 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
+  store <16 x float> %381, ptr %conv1.t17_c0_0, align 64
+  %t17_a0129 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b1 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c0_1 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0129, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
+  store <16 x float> %382, ptr %conv1.t17_c0_1, align 64
+  %t17_a0130 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b2 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c0_2 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0130, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
+  store <16 x float> %383, ptr %conv1.t17_c0_2, align 64
+  %t17_a0131 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b3 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c0_3 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0131, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
+  store <16 x float> %384, ptr %conv1.t17_c0_3, align 64
+  %385 = add nsw i64 279, %conv1.k18123
+  %params132 = getelementptr inbounds float, ptr %params, i64 %385
+  %386 = load float, ptr %params132, align 4
+  %387 = insertelement <16 x float> undef, float %386, i32 0
+  %388 = shufflevector <16 x float> %387, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %388, ptr %conv1.t17_a1, align 64
+  %t17_a1 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b0133 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c1_0 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b0133, <16 x float> %t17_c1_0)
+  store <16 x float> %389, ptr %conv1.t17_c1_0, align 64
+  %t17_a1134 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b1135 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c1_1 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1134, <16 x float> %t17_b1135, <16 x float> %t17_c1_1)
+  store <16 x float> %390, ptr %conv1.t17_c1_1, align 64
+  %t17_a1136 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b2137 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c1_2 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1136, <16 x float> %t17_b2137, <16 x float> %t17_c1_2)
+  store <16 x float> %391, ptr %conv1.t17_c1_2, align 64
+  %t17_a1138 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b3139 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c1_3 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1138, <16 x float> %t17_b3139, <16 x float> %t17_c1_3)
+  store <16 x float> %392, ptr %conv1.t17_c1_3, align 64
+  %k18.next = add nsw i64 %conv1.k18123, 1
+  %393 = icmp slt i64 %k18.next, 9
+  br i1 %393, label %conv1.k18, label %conv1.k18.end
 
-conv2.ox26.end:                                   ; preds = %conv2.ox26
+conv1.k18.end:                                    ; preds = %conv1.k18
+  %t17_c0_0140 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %394 = mul nsw i64 %conv1.nb1324, 64
+  %395 = add nsw i64 2759680, %394
+  %arena141 = getelementptr inbounds float, ptr %arena, i64 %395
+  store <16 x float> %t17_c0_0140, ptr %arena141, align 4
+  %t17_c0_1142 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %396 = mul nsw i64 %conv1.nb1324, 64
+  %397 = add nsw i64 2759680, %396
+  %398 = add nsw i64 %397, 16
+  %arena143 = getelementptr inbounds float, ptr %arena, i64 %398
+  store <16 x float> %t17_c0_1142, ptr %arena143, align 4
+  %t17_c0_2144 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %399 = mul nsw i64 %conv1.nb1324, 64
+  %400 = add nsw i64 2759680, %399
+  %401 = add nsw i64 %400, 32
+  %arena145 = getelementptr inbounds float, ptr %arena, i64 %401
+  store <16 x float> %t17_c0_2144, ptr %arena145, align 4
+  %t17_c0_3146 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %402 = mul nsw i64 %conv1.nb1324, 64
+  %403 = add nsw i64 2759680, %402
+  %404 = add nsw i64 %403, 48
+  %arena147 = getelementptr inbounds float, ptr %arena, i64 %404
+  store <16 x float> %t17_c0_3146, ptr %arena147, align 4
+  %t17_c1_0148 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %405 = mul nsw i64 %conv1.nb1324, 64
+  %406 = add nsw i64 2809856, %405
+  %arena149 = getelementptr inbounds float, ptr %arena, i64 %406
+  store <16 x float> %t17_c1_0148, ptr %arena149, align 4
+  %t17_c1_1150 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %407 = mul nsw i64 %conv1.nb1324, 64
+  %408 = add nsw i64 2809856, %407
+  %409 = add nsw i64 %408, 16
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %409
+  store <16 x float> %t17_c1_1150, ptr %arena151, align 4
+  %t17_c1_2152 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %410 = mul nsw i64 %conv1.nb1324, 64
+  %411 = add nsw i64 2809856, %410
+  %412 = add nsw i64 %411, 32
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 %412
+  store <16 x float> %t17_c1_2152, ptr %arena153, align 4
+  %t17_c1_3154 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %413 = mul nsw i64 %conv1.nb1324, 64
+  %414 = add nsw i64 2809856, %413
+  %415 = add nsw i64 %414, 48
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %415
+  store <16 x float> %t17_c1_3154, ptr %arena155, align 4
+  %nb13.next = add nsw i64 %conv1.nb1324, 1
+  %416 = icmp slt i64 %nb13.next, 784
+  br i1 %416, label %conv1.nb13, label %conv1.nb13.end
+
+conv1.j19:                                        ; preds = %conv1.f20.end, %conv1.nb13.end
+  %conv1.j19156 = phi i64 [ 0, %conv1.nb13.end ], [ %j19.next, %conv1.f20.end ]
+  br label %conv1.f20
+
+conv1.j19.end:                                    ; preds = %conv1.f20.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %417 = icmp slt i64 %g1.next, 1
+  br i1 %417, label %conv1.g1, label %conv1.g1.end
+
+conv1.f20:                                        ; preds = %conv1.py21.end, %conv1.j19
+  %conv1.f20157 = phi i64 [ 0, %conv1.j19 ], [ %f20.next, %conv1.py21.end ]
+  br label %conv1.py21
+
+conv1.f20.end:                                    ; preds = %conv1.py21.end
+  %j19.next = add nsw i64 %conv1.j19156, 1
+  %418 = icmp slt i64 %j19.next, 64
+  br i1 %418, label %conv1.j19, label %conv1.j19.end
+
+conv1.py21:                                       ; preds = %conv1.px22.end, %conv1.f20
+  %conv1.py21158 = phi i64 [ 0, %conv1.f20 ], [ %py21.next, %conv1.px22.end ]
+  br label %conv1.px22
+
+conv1.py21.end:                                   ; preds = %conv1.px22.end
+  %f20.next = add nsw i64 %conv1.f20157, 1
+  %419 = icmp slt i64 %f20.next, 32
+  br i1 %419, label %conv1.f20, label %conv1.f20.end
+
+conv1.px22:                                       ; preds = %conv1.px22, %conv1.py21
+  %conv1.px22159 = phi i64 [ 0, %conv1.py21 ], [ %px22.next, %conv1.px22 ]
+  %420 = mul nsw i64 %conv1.f20157, 50176
+  %421 = add nsw i64 1254400, %420
+  %422 = mul nsw i64 %conv1.j19156, 784
+  %423 = add nsw i64 %421, %422
+  %424 = mul nsw i64 %conv1.py21158, 56
+  %425 = mul nsw i64 %conv1.px22159, 2
+  %426 = add nsw i64 %424, %425
+  %427 = add nsw i64 %423, %426
+  %arena160 = getelementptr inbounds float, ptr %arena, i64 %427
+  %428 = load float, ptr %arena160, align 4
+  %429 = add nsw i64 288, %conv1.f20157
+  %params161 = getelementptr inbounds float, ptr %params, i64 %429
+  %430 = load float, ptr %params161, align 4
+  %431 = fadd float %428, %430
+  store float %431, ptr %conv1.best23, align 4
+  %432 = mul nsw i64 %conv1.py21158, 56
+  %433 = mul nsw i64 %conv1.px22159, 2
+  %434 = add nsw i64 %432, %433
+  %435 = sitofp i64 %434 to float
+  store float %435, ptr %conv1.bi24, align 4
+  %436 = mul nsw i64 %conv1.f20157, 50176
+  %437 = add nsw i64 1254400, %436
+  %438 = mul nsw i64 %conv1.j19156, 784
+  %439 = add nsw i64 %437, %438
+  %440 = mul nsw i64 %conv1.py21158, 56
+  %441 = mul nsw i64 %conv1.px22159, 2
+  %442 = add nsw i64 %440, %441
+  %443 = add nsw i64 %439, %442
+  %arena162 = getelementptr inbounds float, ptr %arena, i64 %443
+  %444 = load float, ptr %arena162, align 4
+  %445 = add nsw i64 288, %conv1.f20157
+  %params163 = getelementptr inbounds float, ptr %params, i64 %445
+  %446 = load float, ptr %params163, align 4
+  %447 = fadd float %444, %446
+  %best23 = load float, ptr %conv1.best23, align 4
+  %448 = fcmp ogt float %447, %best23
+  %449 = mul nsw i64 %conv1.py21158, 56
+  %450 = mul nsw i64 %conv1.px22159, 2
+  %451 = add nsw i64 %449, %450
+  %452 = sitofp i64 %451 to float
+  %bi24 = load float, ptr %conv1.bi24, align 4
+  %453 = select i1 %448, float %452, float %bi24
+  store float %453, ptr %conv1.bi24, align 4
+  %454 = mul nsw i64 %conv1.f20157, 50176
+  %455 = add nsw i64 1254400, %454
+  %456 = mul nsw i64 %conv1.j19156, 784
+  %457 = add nsw i64 %455, %456
+  %458 = mul nsw i64 %conv1.py21158, 56
+  %459 = mul nsw i64 %conv1.px22159, 2
+  %460 = add nsw i64 %458, %459
+  %461 = add nsw i64 %457, %460
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %461
+  %462 = load float, ptr %arena164, align 4
+  %463 = add nsw i64 288, %conv1.f20157
+  %params165 = getelementptr inbounds float, ptr %params, i64 %463
+  %464 = load float, ptr %params165, align 4
+  %465 = fadd float %462, %464
+  %best23166 = load float, ptr %conv1.best23, align 4
+  %466 = fcmp ogt float %465, %best23166
+  %467 = mul nsw i64 %conv1.f20157, 50176
+  %468 = add nsw i64 1254400, %467
+  %469 = mul nsw i64 %conv1.j19156, 784
+  %470 = add nsw i64 %468, %469
+  %471 = mul nsw i64 %conv1.py21158, 56
+  %472 = mul nsw i64 %conv1.px22159, 2
+  %473 = add nsw i64 %471, %472
+  %474 = add nsw i64 %470, %473
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %474
+  %475 = load float, ptr %arena167, align 4
+  %476 = add nsw i64 288, %conv1.f20157
+  %params168 = getelementptr inbounds float, ptr %params, i64 %476
+  %477 = load float, ptr %params168, align 4
+  %478 = fadd float %475, %477
+  %best23169 = load float, ptr %conv1.best23, align 4
+  %479 = select i1 %466, float %478, float %best23169
+  store float %479, ptr %conv1.best23, align 4
+  %480 = mul nsw i64 %conv1.f20157, 50176
+  %481 = add nsw i64 1254400, %480
+  %482 = mul nsw i64 %conv1.j19156, 784
+  %483 = add nsw i64 %481, %482
+  %484 = mul nsw i64 %conv1.py21158, 56
+  %485 = mul nsw i64 %conv1.px22159, 2
+  %486 = add nsw i64 %484, %485
+  %487 = add nsw i64 %486, 1
+  %488 = add nsw i64 %483, %487
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %488
+  %489 = load float, ptr %arena170, align 4
+  %490 = add nsw i64 288, %conv1.f20157
+  %params171 = getelementptr inbounds float, ptr %params, i64 %490
+  %491 = load float, ptr %params171, align 4
+  %492 = fadd float %489, %491
+  %best23172 = load float, ptr %conv1.best23, align 4
+  %493 = fcmp ogt float %492, %best23172
+  %494 = mul nsw i64 %conv1.py21158, 56
+  %495 = mul nsw i64 %conv1.px22159, 2
+  %496 = add nsw i64 %494, %495
+  %497 = add nsw i64 %496, 1
+  %498 = sitofp i64 %497 to float
+  %bi24173 = load float, ptr %conv1.bi24, align 4
+  %499 = select i1 %493, float %498, float %bi24173
+  store float %499, ptr %conv1.bi24, align 4
+  %500 = mul nsw i64 %conv1.f20157, 50176
+  %501 = add nsw i64 1254400, %500
+  %502 = mul nsw i64 %conv1.j19156, 784
+  %503 = add nsw i64 %501, %502
+  %504 = mul nsw i64 %conv1.py21158, 56
+  %505 = mul nsw i64 %conv1.px22159, 2
+  %506 = add nsw i64 %504, %505
+  %507 = add nsw i64 %506, 1
+  %508 = add nsw i64 %503, %507
+  %arena174 = getelementptr inbounds float, ptr %arena, i64 %508
+  %509 = load float, ptr %arena174, align 4
+  %510 = add nsw i64 288, %conv1.f20157
+  %params175 = getelementptr inbounds float, ptr %params, i64 %510
+  %511 = load float, ptr %params175, align 4
+  %512 = fadd float %509, %511
+  %best23176 = load float, ptr %conv1.best23, align 4
+  %513 = fcmp ogt float %512, %best23176
+  %514 = mul nsw i64 %conv1.f20157, 50176
+  %515 = add nsw i64 1254400, %514
+  %516 = mul nsw i64 %conv1.j19156, 784
+  %517 = add nsw i64 %515, %516
+  %518 = mul nsw i64 %conv1.py21158, 56
+  %519 = mul nsw i64 %conv1.px22159, 2
+  %520 = add nsw i64 %518, %519
+  %521 = add nsw i64 %520, 1
+  %522 = add nsw i64 %517, %521
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %522
+  %523 = load float, ptr %arena177, align 4
+  %524 = add nsw i64 288, %conv1.f20157
+  %params178 = getelementptr inbounds float, ptr %params, i64 %524
+  %525 = load float, ptr %params178, align 4
+  %526 = fadd float %523, %525
+  %best23179 = load float, ptr %conv1.best23, align 4
+  %527 = select i1 %513, float %526, float %best23179
+  store float %527, ptr %conv1.best23, align 4
+  %528 = mul nsw i64 %conv1.f20157, 50176
+  %529 = add nsw i64 1254400, %528
+  %530 = mul nsw i64 %conv1.j19156, 784
+  %531 = add nsw i64 %529, %530
+  %532 = mul nsw i64 %conv1.py21158, 56
+  %533 = mul nsw i64 %conv1.px22159, 2
+  %534 = add nsw i64 %532, %533
+  %535 = add nsw i64 %534, 28
+  %536 = add nsw i64 %531, %535
+  %arena180 = getelementptr inbounds float, ptr %arena, i64 %536
+  %537 = load float, ptr %arena180, align 4
+  %538 = add nsw i64 288, %conv1.f20157
+  %params181 = getelementptr inbounds float, ptr %params, i64 %538
+  %539 = load float, ptr %params181, align 4
+  %540 = fadd float %537, %539
+  %best23182 = load float, ptr %conv1.best23, align 4
+  %541 = fcmp ogt float %540, %best23182
+  %542 = mul nsw i64 %conv1.py21158, 56
+  %543 = mul nsw i64 %conv1.px22159, 2
+  %544 = add nsw i64 %542, %543
+  %545 = add nsw i64 %544, 28
+  %546 = sitofp i64 %545 to float
+  %bi24183 = load float, ptr %conv1.bi24, align 4
+  %547 = select i1 %541, float %546, float %bi24183
+  store float %547, ptr %conv1.bi24, align 4
+  %548 = mul nsw i64 %conv1.f20157, 50176
+  %549 = add nsw i64 1254400, %548
+  %550 = mul nsw i64 %conv1.j19156, 784
+  %551 = add nsw i64 %549, %550
+  %552 = mul nsw i64 %conv1.py21158, 56
+  %553 = mul nsw i64 %conv1.px22159, 2
+  %554 = add nsw i64 %552, %553
+  %555 = add nsw i64 %554, 28
+  %556 = add nsw i64 %551, %555
+  %arena184 = getelementptr inbounds float, ptr %arena, i64 %556
+  %557 = load float, ptr %arena184, align 4
+  %558 = add nsw i64 288, %conv1.f20157
+  %params185 = getelementptr inbounds float, ptr %params, i64 %558
+  %559 = load float, ptr %params185, align 4
+  %560 = fadd float %557, %559
+  %best23186 = load float, ptr %conv1.best23, align 4
+  %561 = fcmp ogt float %560, %best23186
+  %562 = mul nsw i64 %conv1.f20157, 50176
+  %563 = add nsw i64 1254400, %562
+  %564 = mul nsw i64 %conv1.j19156, 784
+  %565 = add nsw i64 %563, %564
+  %566 = mul nsw i64 %conv1.py21158, 56
+  %567 = mul nsw i64 %conv1.px22159, 2
+  %568 = add nsw i64 %566, %567
+  %569 = add nsw i64 %568, 28
+  %570 = add nsw i64 %565, %569
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %570
+  %571 = load float, ptr %arena187, align 4
+  %572 = add nsw i64 288, %conv1.f20157
+  %params188 = getelementptr inbounds float, ptr %params, i64 %572
+  %573 = load float, ptr %params188, align 4
+  %574 = fadd float %571, %573
+  %best23189 = load float, ptr %conv1.best23, align 4
+  %575 = select i1 %561, float %574, float %best23189
+  store float %575, ptr %conv1.best23, align 4
+  %576 = mul nsw i64 %conv1.f20157, 50176
+  %577 = add nsw i64 1254400, %576
+  %578 = mul nsw i64 %conv1.j19156, 784
+  %579 = add nsw i64 %577, %578
+  %580 = mul nsw i64 %conv1.py21158, 56
+  %581 = mul nsw i64 %conv1.px22159, 2
+  %582 = add nsw i64 %580, %581
+  %583 = add nsw i64 %582, 28
+  %584 = add nsw i64 %583, 1
+  %585 = add nsw i64 %579, %584
+  %arena190 = getelementptr inbounds float, ptr %arena, i64 %585
+  %586 = load float, ptr %arena190, align 4
+  %587 = add nsw i64 288, %conv1.f20157
+  %params191 = getelementptr inbounds float, ptr %params, i64 %587
+  %588 = load float, ptr %params191, align 4
+  %589 = fadd float %586, %588
+  %best23192 = load float, ptr %conv1.best23, align 4
+  %590 = fcmp ogt float %589, %best23192
+  %591 = mul nsw i64 %conv1.py21158, 56
+  %592 = mul nsw i64 %conv1.px22159, 2
+  %593 = add nsw i64 %591, %592
+  %594 = add nsw i64 %593, 28
+  %595 = add nsw i64 %594, 1
+  %596 = sitofp i64 %595 to float
+  %bi24193 = load float, ptr %conv1.bi24, align 4
+  %597 = select i1 %590, float %596, float %bi24193
+  store float %597, ptr %conv1.bi24, align 4
+  %598 = mul nsw i64 %conv1.f20157, 50176
+  %599 = add nsw i64 1254400, %598
+  %600 = mul nsw i64 %conv1.j19156, 784
+  %601 = add nsw i64 %599, %600
+  %602 = mul nsw i64 %conv1.py21158, 56
+  %603 = mul nsw i64 %conv1.px22159, 2
+  %604 = add nsw i64 %602, %603
+  %605 = add nsw i64 %604, 28
+  %606 = add nsw i64 %605, 1
+  %607 = add nsw i64 %601, %606
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %607
+  %608 = load float, ptr %arena194, align 4
+  %609 = add nsw i64 288, %conv1.f20157
+  %params195 = getelementptr inbounds float, ptr %params, i64 %609
+  %610 = load float, ptr %params195, align 4
+  %611 = fadd float %608, %610
+  %best23196 = load float, ptr %conv1.best23, align 4
+  %612 = fcmp ogt float %611, %best23196
+  %613 = mul nsw i64 %conv1.f20157, 50176
+  %614 = add nsw i64 1254400, %613
+  %615 = mul nsw i64 %conv1.j19156, 784
+  %616 = add nsw i64 %614, %615
+  %617 = mul nsw i64 %conv1.py21158, 56
+  %618 = mul nsw i64 %conv1.px22159, 2
+  %619 = add nsw i64 %617, %618
+  %620 = add nsw i64 %619, 28
+  %621 = add nsw i64 %620, 1
+  %622 = add nsw i64 %616, %621
+  %arena197 = getelementptr inbounds float, ptr %arena, i64 %622
+  %623 = load float, ptr %arena197, align 4
+  %624 = add nsw i64 288, %conv1.f20157
+  %params198 = getelementptr inbounds float, ptr %params, i64 %624
+  %625 = load float, ptr %params198, align 4
+  %626 = fadd float %623, %625
+  %best23199 = load float, ptr %conv1.best23, align 4
+  %627 = select i1 %612, float %626, float %best23199
+  store float %627, ptr %conv1.best23, align 4
+  %best23200 = load float, ptr %conv1.best23, align 4
+  %628 = fcmp ogt float %best23200, 0.000000e+00
+  %best23201 = load float, ptr %conv1.best23, align 4
+  %629 = select i1 %628, float %best23201, float 0.000000e+00
+  %630 = mul nsw i64 %conv1.g11, 64
+  %631 = add nsw i64 %630, %conv1.j19156
+  %632 = mul nsw i64 %631, 6272
+  %633 = mul nsw i64 %conv1.f20157, 196
+  %634 = add nsw i64 %632, %633
+  %635 = mul nsw i64 %conv1.py21158, 14
+  %636 = add nsw i64 %634, %635
+  %637 = add nsw i64 %636, %conv1.px22159
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %637
+  store float %629, ptr %arena202, align 4
+  %bi24203 = load float, ptr %conv1.bi24, align 4
+  %638 = mul nsw i64 %conv1.g11, 64
+  %639 = add nsw i64 %638, %conv1.j19156
+  %640 = mul nsw i64 %639, 6272
+  %641 = mul nsw i64 %conv1.f20157, 196
+  %642 = add nsw i64 %640, %641
+  %643 = mul nsw i64 %conv1.py21158, 14
+  %644 = add nsw i64 %642, %643
+  %645 = add nsw i64 %644, %conv1.px22159
+  %646 = add nsw i64 401408, %645
+  %arena204 = getelementptr inbounds float, ptr %arena, i64 %646
+  store float %bi24203, ptr %arena204, align 4
+  %px22.next = add nsw i64 %conv1.px22159, 1
+  %647 = icmp slt i64 %px22.next, 14
+  br i1 %647, label %conv1.px22, label %conv1.px22.end
+
+conv1.px22.end:                                   ; preds = %conv1.px22
+  %py21.next = add nsw i64 %conv1.py21158, 1
+  %648 = icmp slt i64 %py21.next, 14
+  br i1 %648, label %conv1.py21, label %conv1.py21.end
+
+conv2.g25:                                        ; preds = %conv2.j43.end, %conv1.g1.end
+  %conv2.g25205 = phi i64 [ 0, %conv1.g1.end ], [ %g25.next, %conv2.j43.end ]
+  br label %conv2.j26
+
+conv2.g25.end:                                    ; preds = %conv2.j43.end
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params442 = getelementptr inbounds float, ptr %params, i64 18816
+  %arena443 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 3136, float 1.000000e+00, ptr %arena441, i32 3136, ptr %params442, i32 3136, float 0.000000e+00, ptr %arena443, i32 128)
+  br label %fc1.n49
+
+conv2.j26:                                        ; preds = %conv2.c29.end, %conv2.g25
+  %conv2.j26206 = phi i64 [ 0, %conv2.g25 ], [ %j26.next, %conv2.c29.end ]
+  br label %conv2.r27
+
+conv2.j26.end:                                    ; preds = %conv2.c29.end
+  br label %conv2.nb37
+
+conv2.r27:                                        ; preds = %conv2.i28.end, %conv2.j26
+  %conv2.r27207 = phi i64 [ 0, %conv2.j26 ], [ %r27.next, %conv2.i28.end ]
+  br label %conv2.i28
+
+conv2.r27.end:                                    ; preds = %conv2.i28.end
+  br label %conv2.c29
+
+conv2.i28:                                        ; preds = %conv2.i28, %conv2.r27
+  %conv2.i28208 = phi i64 [ 0, %conv2.r27 ], [ %i28.next, %conv2.i28 ]
+  %649 = mul nsw i64 %conv2.r27207, 12544
+  %650 = add nsw i64 802816, %649
+  %651 = mul nsw i64 %conv2.j26206, 196
+  %652 = add nsw i64 %650, %651
+  %653 = add nsw i64 %652, %conv2.i28208
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %653
+  store float 0.000000e+00, ptr %arena209, align 4
+  %i28.next = add nsw i64 %conv2.i28208, 1
+  %654 = icmp slt i64 %i28.next, 196
+  br i1 %654, label %conv2.i28, label %conv2.i28.end
+
+conv2.i28.end:                                    ; preds = %conv2.i28
+  %r27.next = add nsw i64 %conv2.r27207, 1
+  %655 = icmp slt i64 %r27.next, 288
+  br i1 %655, label %conv2.r27, label %conv2.r27.end
+
+conv2.c29:                                        ; preds = %conv2.ky30.end, %conv2.r27.end
+  %conv2.c29210 = phi i64 [ 0, %conv2.r27.end ], [ %c29.next, %conv2.ky30.end ]
+  br label %conv2.ky30
+
+conv2.c29.end:                                    ; preds = %conv2.ky30.end
+  %j26.next = add nsw i64 %conv2.j26206, 1
+  %656 = icmp slt i64 %j26.next, 64
+  br i1 %656, label %conv2.j26, label %conv2.j26.end
+
+conv2.ky30:                                       ; preds = %conv2.oy35.end, %conv2.c29
+  %conv2.ky30211 = phi i64 [ 0, %conv2.c29 ], [ %ky30.next, %conv2.oy35.end ]
+  br label %conv2.oy31
+
+conv2.ky30.end:                                   ; preds = %conv2.oy35.end
+  %c29.next = add nsw i64 %conv2.c29210, 1
+  %657 = icmp slt i64 %c29.next, 32
+  br i1 %657, label %conv2.c29, label %conv2.c29.end
+
+conv2.oy31:                                       ; preds = %conv2.endif, %conv2.ky30
+  %conv2.oy31212 = phi i64 [ 0, %conv2.ky30 ], [ %oy31.next, %conv2.endif ]
+  %658 = add nsw i64 %conv2.oy31212, %conv2.ky30211
+  %659 = add nsw i64 %658, -1
+  %660 = icmp slt i64 -1, %659
+  %661 = add nsw i64 %conv2.oy31212, %conv2.ky30211
+  %662 = add nsw i64 %661, -1
+  %663 = icmp slt i64 %662, 14
+  %664 = and i1 %660, %663
+  br i1 %664, label %conv2.then, label %conv2.endif
+
+conv2.oy31.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy33
+
+conv2.then:                                       ; preds = %conv2.oy31
+  br label %conv2.ox32
+
+conv2.endif:                                      ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy31212, 1
+  %665 = icmp slt i64 %oy31.next, 14
+  br i1 %665, label %conv2.oy31, label %conv2.oy31.end
+
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then
+  %conv2.ox32213 = phi i64 [ 0, %conv2.then ], [ %ox32.next, %conv2.ox32 ]
+  %666 = mul nsw i64 %conv2.g25205, 64
+  %667 = add nsw i64 %666, %conv2.j26206
+  %668 = mul nsw i64 %667, 6272
+  %669 = mul nsw i64 %conv2.c29210, 196
+  %670 = add nsw i64 %668, %669
+  %671 = add nsw i64 %conv2.oy31212, %conv2.ky30211
+  %672 = add nsw i64 %671, -1
+  %673 = mul nsw i64 %672, 14
+  %674 = add nsw i64 %670, %673
+  %675 = add nsw i64 %conv2.ox32213, 1
+  %676 = add nsw i64 %675, -1
+  %677 = add nsw i64 %674, %676
+  %arena214 = getelementptr inbounds float, ptr %arena, i64 %677
+  %678 = load float, ptr %arena214, align 4
+  %679 = mul nsw i64 %conv2.c29210, 3
+  %680 = add nsw i64 %679, %conv2.ky30211
+  %681 = mul nsw i64 %680, 3
+  %682 = mul nsw i64 %681, 12544
+  %683 = add nsw i64 802816, %682
+  %684 = mul nsw i64 %conv2.j26206, 196
+  %685 = add nsw i64 %683, %684
+  %686 = mul nsw i64 %conv2.oy31212, 14
+  %687 = add nsw i64 %685, %686
+  %688 = add nsw i64 %conv2.ox32213, 1
+  %689 = add nsw i64 %687, %688
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %689
+  store float %678, ptr %arena215, align 4
+  %ox32.next = add nsw i64 %conv2.ox32213, 1
+  %690 = icmp slt i64 %ox32.next, 13
+  br i1 %690, label %conv2.ox32, label %conv2.ox32.end
+
+conv2.ox32.end:                                   ; preds = %conv2.ox32
   br label %conv2.endif
 
-conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
-  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
-  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %381 = add nsw i64 %380, -1
-  %382 = icmp slt i64 -1, %381
-  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %384 = add nsw i64 %383, -1
-  %385 = icmp slt i64 %384, 14
-  %386 = and i1 %382, %385
-  br i1 %386, label %conv2.then88, label %conv2.endif89
+conv2.oy33:                                       ; preds = %conv2.endif218, %conv2.oy31.end
+  %conv2.oy33216 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.endif218 ]
+  %691 = add nsw i64 %conv2.oy33216, %conv2.ky30211
+  %692 = add nsw i64 %691, -1
+  %693 = icmp slt i64 -1, %692
+  %694 = add nsw i64 %conv2.oy33216, %conv2.ky30211
+  %695 = add nsw i64 %694, -1
+  %696 = icmp slt i64 %695, 14
+  %697 = and i1 %693, %696
+  br i1 %697, label %conv2.then217, label %conv2.endif218
 
-conv2.oy27.end:                                   ; preds = %conv2.endif89
-  br label %conv2.oy29
+conv2.oy33.end:                                   ; preds = %conv2.endif218
+  br label %conv2.oy35
 
-conv2.then88:                                     ; preds = %conv2.oy27
-  br label %conv2.ox28
+conv2.then217:                                    ; preds = %conv2.oy33
+  br label %conv2.ox34
 
-conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2787, 1
-  %387 = icmp slt i64 %oy27.next, 14
-  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+conv2.endif218:                                   ; preds = %conv2.ox34.end, %conv2.oy33
+  %oy33.next = add nsw i64 %conv2.oy33216, 1
+  %698 = icmp slt i64 %oy33.next, 14
+  br i1 %698, label %conv2.oy33, label %conv2.oy33.end
 
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
-  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
-  %388 = mul nsw i64 %conv2.g1976, 64
-  %389 = add nsw i64 %388, %conv2.j2077
-  %390 = mul nsw i64 %389, 6272
-  %391 = mul nsw i64 %conv2.c2381, 196
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %394 = add nsw i64 %393, -1
-  %395 = mul nsw i64 %394, 14
-  %396 = add nsw i64 %392, %395
-  %397 = add nsw i64 %396, %conv2.ox2890
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
-  %398 = load float, ptr %arena91, align 4
-  %399 = mul nsw i64 %conv2.c2381, 3
-  %400 = add nsw i64 %399, %conv2.ky2482
-  %401 = mul nsw i64 %400, 3
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 12544
-  %404 = add nsw i64 802816, %403
-  %405 = mul nsw i64 %conv2.j2077, 196
-  %406 = add nsw i64 %404, %405
-  %407 = mul nsw i64 %conv2.oy2787, 14
-  %408 = add nsw i64 %406, %407
-  %409 = add nsw i64 %408, %conv2.ox2890
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
-  store float %398, ptr %arena92, align 4
-  %ox28.next = add nsw i64 %conv2.ox2890, 1
-  %410 = icmp slt i64 %ox28.next, 14
-  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.then217
+  %conv2.ox34219 = phi i64 [ 0, %conv2.then217 ], [ %ox34.next, %conv2.ox34 ]
+  %699 = mul nsw i64 %conv2.g25205, 64
+  %700 = add nsw i64 %699, %conv2.j26206
+  %701 = mul nsw i64 %700, 6272
+  %702 = mul nsw i64 %conv2.c29210, 196
+  %703 = add nsw i64 %701, %702
+  %704 = add nsw i64 %conv2.oy33216, %conv2.ky30211
+  %705 = add nsw i64 %704, -1
+  %706 = mul nsw i64 %705, 14
+  %707 = add nsw i64 %703, %706
+  %708 = add nsw i64 %707, %conv2.ox34219
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %708
+  %709 = load float, ptr %arena220, align 4
+  %710 = mul nsw i64 %conv2.c29210, 3
+  %711 = add nsw i64 %710, %conv2.ky30211
+  %712 = mul nsw i64 %711, 3
+  %713 = add nsw i64 %712, 1
+  %714 = mul nsw i64 %713, 12544
+  %715 = add nsw i64 802816, %714
+  %716 = mul nsw i64 %conv2.j26206, 196
+  %717 = add nsw i64 %715, %716
+  %718 = mul nsw i64 %conv2.oy33216, 14
+  %719 = add nsw i64 %717, %718
+  %720 = add nsw i64 %719, %conv2.ox34219
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %720
+  store float %709, ptr %arena221, align 4
+  %ox34.next = add nsw i64 %conv2.ox34219, 1
+  %721 = icmp slt i64 %ox34.next, 14
+  br i1 %721, label %conv2.ox34, label %conv2.ox34.end
 
-conv2.ox28.end:                                   ; preds = %conv2.ox28
-  br label %conv2.endif89
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  br label %conv2.endif218
 
-conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
-  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
-  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %412 = add nsw i64 %411, -1
-  %413 = icmp slt i64 -1, %412
-  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %415 = add nsw i64 %414, -1
-  %416 = icmp slt i64 %415, 14
-  %417 = and i1 %413, %416
-  br i1 %417, label %conv2.then94, label %conv2.endif95
+conv2.oy35:                                       ; preds = %conv2.endif224, %conv2.oy33.end
+  %conv2.oy35222 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.endif224 ]
+  %722 = add nsw i64 %conv2.oy35222, %conv2.ky30211
+  %723 = add nsw i64 %722, -1
+  %724 = icmp slt i64 -1, %723
+  %725 = add nsw i64 %conv2.oy35222, %conv2.ky30211
+  %726 = add nsw i64 %725, -1
+  %727 = icmp slt i64 %726, 14
+  %728 = and i1 %724, %727
+  br i1 %728, label %conv2.then223, label %conv2.endif224
 
-conv2.oy29.end:                                   ; preds = %conv2.endif95
-  %ky24.next = add nsw i64 %conv2.ky2482, 1
-  %418 = icmp slt i64 %ky24.next, 3
-  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
+conv2.oy35.end:                                   ; preds = %conv2.endif224
+  %ky30.next = add nsw i64 %conv2.ky30211, 1
+  %729 = icmp slt i64 %ky30.next, 3
+  br i1 %729, label %conv2.ky30, label %conv2.ky30.end
 
-conv2.then94:                                     ; preds = %conv2.oy29
-  br label %conv2.ox30
+conv2.then223:                                    ; preds = %conv2.oy35
+  br label %conv2.ox36
 
-conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2993, 1
-  %419 = icmp slt i64 %oy29.next, 14
-  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
+conv2.endif224:                                   ; preds = %conv2.ox36.end, %conv2.oy35
+  %oy35.next = add nsw i64 %conv2.oy35222, 1
+  %730 = icmp slt i64 %oy35.next, 14
+  br i1 %730, label %conv2.oy35, label %conv2.oy35.end
 
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
-  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
-  %420 = mul nsw i64 %conv2.g1976, 64
-  %421 = add nsw i64 %420, %conv2.j2077
-  %422 = mul nsw i64 %421, 6272
-  %423 = mul nsw i64 %conv2.c2381, 196
-  %424 = add nsw i64 %422, %423
-  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %426 = add nsw i64 %425, -1
-  %427 = mul nsw i64 %426, 14
-  %428 = add nsw i64 %424, %427
-  %429 = add nsw i64 %conv2.ox3096, 1
-  %430 = add nsw i64 %428, %429
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
-  %431 = load float, ptr %arena97, align 4
-  %432 = mul nsw i64 %conv2.c2381, 3
-  %433 = add nsw i64 %432, %conv2.ky2482
-  %434 = mul nsw i64 %433, 3
-  %435 = add nsw i64 %434, 2
-  %436 = mul nsw i64 %435, 12544
-  %437 = add nsw i64 802816, %436
-  %438 = mul nsw i64 %conv2.j2077, 196
-  %439 = add nsw i64 %437, %438
-  %440 = mul nsw i64 %conv2.oy2993, 14
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 %441, %conv2.ox3096
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %431, ptr %arena98, align 4
-  %ox30.next = add nsw i64 %conv2.ox3096, 1
-  %443 = icmp slt i64 %ox30.next, 13
-  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.then223
+  %conv2.ox36225 = phi i64 [ 0, %conv2.then223 ], [ %ox36.next, %conv2.ox36 ]
+  %731 = mul nsw i64 %conv2.g25205, 64
+  %732 = add nsw i64 %731, %conv2.j26206
+  %733 = mul nsw i64 %732, 6272
+  %734 = mul nsw i64 %conv2.c29210, 196
+  %735 = add nsw i64 %733, %734
+  %736 = add nsw i64 %conv2.oy35222, %conv2.ky30211
+  %737 = add nsw i64 %736, -1
+  %738 = mul nsw i64 %737, 14
+  %739 = add nsw i64 %735, %738
+  %740 = add nsw i64 %conv2.ox36225, 1
+  %741 = add nsw i64 %739, %740
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %741
+  %742 = load float, ptr %arena226, align 4
+  %743 = mul nsw i64 %conv2.c29210, 3
+  %744 = add nsw i64 %743, %conv2.ky30211
+  %745 = mul nsw i64 %744, 3
+  %746 = add nsw i64 %745, 2
+  %747 = mul nsw i64 %746, 12544
+  %748 = add nsw i64 802816, %747
+  %749 = mul nsw i64 %conv2.j26206, 196
+  %750 = add nsw i64 %748, %749
+  %751 = mul nsw i64 %conv2.oy35222, 14
+  %752 = add nsw i64 %750, %751
+  %753 = add nsw i64 %752, %conv2.ox36225
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %753
+  store float %742, ptr %arena227, align 4
+  %ox36.next = add nsw i64 %conv2.ox36225, 1
+  %754 = icmp slt i64 %ox36.next, 13
+  br i1 %754, label %conv2.ox36, label %conv2.ox36.end
 
-conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif95
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  br label %conv2.endif224
 
-conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
-  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
-  br label %conv2.f32
+conv2.nb37:                                       ; preds = %conv2.k42.end, %conv2.j26.end
+  %conv2.nb37228 = phi i64 [ 0, %conv2.j26.end ], [ %nb37.next, %conv2.k42.end ]
+  br label %conv2.mb38
 
-conv2.j31.end:                                    ; preds = %conv2.f32.end
-  %g19.next = add nsw i64 %conv2.g1976, 1
-  %444 = icmp slt i64 %g19.next, 1
-  br i1 %444, label %conv2.g19, label %conv2.g19.end
+conv2.nb37.end:                                   ; preds = %conv2.k42.end
+  br label %conv2.j43
 
-conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
-  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
-  br label %conv2.py33
+conv2.mb38:                                       ; preds = %conv2.k40.end, %conv2.nb37
+  %conv2.mb38229 = phi i64 [ 0, %conv2.nb37 ], [ %mb38.next, %conv2.k40.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_3, align 64
+  br label %conv2.k40
 
-conv2.f32.end:                                    ; preds = %conv2.py33.end
-  %j31.next = add nsw i64 %conv2.j31102, 1
-  %445 = icmp slt i64 %j31.next, 64
-  br i1 %445, label %conv2.j31, label %conv2.j31.end
+conv2.mb38.end:                                   ; preds = %conv2.k40.end
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c3_3, align 64
+  br label %conv2.k42
 
-conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
-  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
-  br label %conv2.px34
+conv2.k40:                                        ; preds = %conv2.k40, %conv2.mb38
+  %conv2.k40230 = phi i64 [ 0, %conv2.mb38 ], [ %k40.next, %conv2.k40 ]
+  %755 = mul nsw i64 %conv2.k40230, 12544
+  %756 = add nsw i64 802816, %755
+  %757 = mul nsw i64 %conv2.nb37228, 64
+  %758 = add nsw i64 %756, %757
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %758
+  %759 = load <16 x float>, ptr %arena231, align 4
+  store <16 x float> %759, ptr %conv2.t39_b0, align 64
+  %760 = mul nsw i64 %conv2.k40230, 12544
+  %761 = add nsw i64 802816, %760
+  %762 = mul nsw i64 %conv2.nb37228, 64
+  %763 = add nsw i64 %761, %762
+  %764 = add nsw i64 %763, 16
+  %arena232 = getelementptr inbounds float, ptr %arena, i64 %764
+  %765 = load <16 x float>, ptr %arena232, align 4
+  store <16 x float> %765, ptr %conv2.t39_b1, align 64
+  %766 = mul nsw i64 %conv2.k40230, 12544
+  %767 = add nsw i64 802816, %766
+  %768 = mul nsw i64 %conv2.nb37228, 64
+  %769 = add nsw i64 %767, %768
+  %770 = add nsw i64 %769, 32
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %770
+  %771 = load <16 x float>, ptr %arena233, align 4
+  store <16 x float> %771, ptr %conv2.t39_b2, align 64
+  %772 = mul nsw i64 %conv2.k40230, 12544
+  %773 = add nsw i64 802816, %772
+  %774 = mul nsw i64 %conv2.nb37228, 64
+  %775 = add nsw i64 %773, %774
+  %776 = add nsw i64 %775, 48
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %776
+  %777 = load <16 x float>, ptr %arena234, align 4
+  store <16 x float> %777, ptr %conv2.t39_b3, align 64
+  %778 = mul nsw i64 %conv2.mb38229, 6
+  %779 = mul nsw i64 %778, 288
+  %780 = add nsw i64 320, %779
+  %781 = add nsw i64 %780, %conv2.k40230
+  %params235 = getelementptr inbounds float, ptr %params, i64 %781
+  %782 = load float, ptr %params235, align 4
+  %783 = insertelement <16 x float> undef, float %782, i32 0
+  %784 = shufflevector <16 x float> %783, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %784, ptr %conv2.t39_a0, align 64
+  %t39_a0 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b0 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c0_0 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %785 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0, <16 x float> %t39_b0, <16 x float> %t39_c0_0)
+  store <16 x float> %785, ptr %conv2.t39_c0_0, align 64
+  %t39_a0236 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b1 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c0_1 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0236, <16 x float> %t39_b1, <16 x float> %t39_c0_1)
+  store <16 x float> %786, ptr %conv2.t39_c0_1, align 64
+  %t39_a0237 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b2 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c0_2 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %787 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0237, <16 x float> %t39_b2, <16 x float> %t39_c0_2)
+  store <16 x float> %787, ptr %conv2.t39_c0_2, align 64
+  %t39_a0238 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b3 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c0_3 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %788 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0238, <16 x float> %t39_b3, <16 x float> %t39_c0_3)
+  store <16 x float> %788, ptr %conv2.t39_c0_3, align 64
+  %789 = mul nsw i64 %conv2.mb38229, 6
+  %790 = add nsw i64 %789, 1
+  %791 = mul nsw i64 %790, 288
+  %792 = add nsw i64 320, %791
+  %793 = add nsw i64 %792, %conv2.k40230
+  %params239 = getelementptr inbounds float, ptr %params, i64 %793
+  %794 = load float, ptr %params239, align 4
+  %795 = insertelement <16 x float> undef, float %794, i32 0
+  %796 = shufflevector <16 x float> %795, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %796, ptr %conv2.t39_a1, align 64
+  %t39_a1 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b0240 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c1_0 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %797 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1, <16 x float> %t39_b0240, <16 x float> %t39_c1_0)
+  store <16 x float> %797, ptr %conv2.t39_c1_0, align 64
+  %t39_a1241 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b1242 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c1_1 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %798 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1241, <16 x float> %t39_b1242, <16 x float> %t39_c1_1)
+  store <16 x float> %798, ptr %conv2.t39_c1_1, align 64
+  %t39_a1243 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b2244 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c1_2 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %799 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1243, <16 x float> %t39_b2244, <16 x float> %t39_c1_2)
+  store <16 x float> %799, ptr %conv2.t39_c1_2, align 64
+  %t39_a1245 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b3246 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c1_3 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %800 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1245, <16 x float> %t39_b3246, <16 x float> %t39_c1_3)
+  store <16 x float> %800, ptr %conv2.t39_c1_3, align 64
+  %801 = mul nsw i64 %conv2.mb38229, 6
+  %802 = add nsw i64 %801, 2
+  %803 = mul nsw i64 %802, 288
+  %804 = add nsw i64 320, %803
+  %805 = add nsw i64 %804, %conv2.k40230
+  %params247 = getelementptr inbounds float, ptr %params, i64 %805
+  %806 = load float, ptr %params247, align 4
+  %807 = insertelement <16 x float> undef, float %806, i32 0
+  %808 = shufflevector <16 x float> %807, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %808, ptr %conv2.t39_a2, align 64
+  %t39_a2 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b0248 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c2_0 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %809 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2, <16 x float> %t39_b0248, <16 x float> %t39_c2_0)
+  store <16 x float> %809, ptr %conv2.t39_c2_0, align 64
+  %t39_a2249 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b1250 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c2_1 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %810 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2249, <16 x float> %t39_b1250, <16 x float> %t39_c2_1)
+  store <16 x float> %810, ptr %conv2.t39_c2_1, align 64
+  %t39_a2251 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b2252 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c2_2 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %811 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2251, <16 x float> %t39_b2252, <16 x float> %t39_c2_2)
+  store <16 x float> %811, ptr %conv2.t39_c2_2, align 64
+  %t39_a2253 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b3254 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c2_3 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2253, <16 x float> %t39_b3254, <16 x float> %t39_c2_3)
+  store <16 x float> %812, ptr %conv2.t39_c2_3, align 64
+  %813 = mul nsw i64 %conv2.mb38229, 6
+  %814 = add nsw i64 %813, 3
+  %815 = mul nsw i64 %814, 288
+  %816 = add nsw i64 320, %815
+  %817 = add nsw i64 %816, %conv2.k40230
+  %params255 = getelementptr inbounds float, ptr %params, i64 %817
+  %818 = load float, ptr %params255, align 4
+  %819 = insertelement <16 x float> undef, float %818, i32 0
+  %820 = shufflevector <16 x float> %819, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %820, ptr %conv2.t39_a3, align 64
+  %t39_a3 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b0256 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c3_0 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %821 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3, <16 x float> %t39_b0256, <16 x float> %t39_c3_0)
+  store <16 x float> %821, ptr %conv2.t39_c3_0, align 64
+  %t39_a3257 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b1258 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c3_1 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %822 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3257, <16 x float> %t39_b1258, <16 x float> %t39_c3_1)
+  store <16 x float> %822, ptr %conv2.t39_c3_1, align 64
+  %t39_a3259 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b2260 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c3_2 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %823 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3259, <16 x float> %t39_b2260, <16 x float> %t39_c3_2)
+  store <16 x float> %823, ptr %conv2.t39_c3_2, align 64
+  %t39_a3261 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b3262 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c3_3 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3261, <16 x float> %t39_b3262, <16 x float> %t39_c3_3)
+  store <16 x float> %824, ptr %conv2.t39_c3_3, align 64
+  %825 = mul nsw i64 %conv2.mb38229, 6
+  %826 = add nsw i64 %825, 4
+  %827 = mul nsw i64 %826, 288
+  %828 = add nsw i64 320, %827
+  %829 = add nsw i64 %828, %conv2.k40230
+  %params263 = getelementptr inbounds float, ptr %params, i64 %829
+  %830 = load float, ptr %params263, align 4
+  %831 = insertelement <16 x float> undef, float %830, i32 0
+  %832 = shufflevector <16 x float> %831, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %832, ptr %conv2.t39_a4, align 64
+  %t39_a4 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b0264 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c4_0 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %833 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4, <16 x float> %t39_b0264, <16 x float> %t39_c4_0)
+  store <16 x float> %833, ptr %conv2.t39_c4_0, align 64
+  %t39_a4265 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b1266 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c4_1 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %834 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4265, <16 x float> %t39_b1266, <16 x float> %t39_c4_1)
+  store <16 x float> %834, ptr %conv2.t39_c4_1, align 64
+  %t39_a4267 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b2268 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c4_2 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4267, <16 x float> %t39_b2268, <16 x float> %t39_c4_2)
+  store <16 x float> %835, ptr %conv2.t39_c4_2, align 64
+  %t39_a4269 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b3270 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c4_3 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4269, <16 x float> %t39_b3270, <16 x float> %t39_c4_3)
+  store <16 x float> %836, ptr %conv2.t39_c4_3, align 64
+  %837 = mul nsw i64 %conv2.mb38229, 6
+  %838 = add nsw i64 %837, 5
+  %839 = mul nsw i64 %838, 288
+  %840 = add nsw i64 320, %839
+  %841 = add nsw i64 %840, %conv2.k40230
+  %params271 = getelementptr inbounds float, ptr %params, i64 %841
+  %842 = load float, ptr %params271, align 4
+  %843 = insertelement <16 x float> undef, float %842, i32 0
+  %844 = shufflevector <16 x float> %843, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %844, ptr %conv2.t39_a5, align 64
+  %t39_a5 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b0272 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c5_0 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %845 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5, <16 x float> %t39_b0272, <16 x float> %t39_c5_0)
+  store <16 x float> %845, ptr %conv2.t39_c5_0, align 64
+  %t39_a5273 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b1274 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c5_1 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %846 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5273, <16 x float> %t39_b1274, <16 x float> %t39_c5_1)
+  store <16 x float> %846, ptr %conv2.t39_c5_1, align 64
+  %t39_a5275 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b2276 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c5_2 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %847 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5275, <16 x float> %t39_b2276, <16 x float> %t39_c5_2)
+  store <16 x float> %847, ptr %conv2.t39_c5_2, align 64
+  %t39_a5277 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b3278 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c5_3 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5277, <16 x float> %t39_b3278, <16 x float> %t39_c5_3)
+  store <16 x float> %848, ptr %conv2.t39_c5_3, align 64
+  %k40.next = add nsw i64 %conv2.k40230, 1
+  %849 = icmp slt i64 %k40.next, 288
+  br i1 %849, label %conv2.k40, label %conv2.k40.end
 
-conv2.py33.end:                                   ; preds = %conv2.px34.end
-  %f32.next = add nsw i64 %conv2.f32103, 1
-  %446 = icmp slt i64 %f32.next, 64
-  br i1 %446, label %conv2.f32, label %conv2.f32.end
+conv2.k40.end:                                    ; preds = %conv2.k40
+  %t39_c0_0279 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %850 = mul nsw i64 %conv2.mb38229, 6
+  %851 = mul nsw i64 %850, 12544
+  %852 = add nsw i64 4415488, %851
+  %853 = mul nsw i64 %conv2.nb37228, 64
+  %854 = add nsw i64 %852, %853
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %854
+  store <16 x float> %t39_c0_0279, ptr %arena280, align 4
+  %t39_c0_1281 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %855 = mul nsw i64 %conv2.mb38229, 6
+  %856 = mul nsw i64 %855, 12544
+  %857 = add nsw i64 4415488, %856
+  %858 = mul nsw i64 %conv2.nb37228, 64
+  %859 = add nsw i64 %857, %858
+  %860 = add nsw i64 %859, 16
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %860
+  store <16 x float> %t39_c0_1281, ptr %arena282, align 4
+  %t39_c0_2283 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %861 = mul nsw i64 %conv2.mb38229, 6
+  %862 = mul nsw i64 %861, 12544
+  %863 = add nsw i64 4415488, %862
+  %864 = mul nsw i64 %conv2.nb37228, 64
+  %865 = add nsw i64 %863, %864
+  %866 = add nsw i64 %865, 32
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 %866
+  store <16 x float> %t39_c0_2283, ptr %arena284, align 4
+  %t39_c0_3285 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %867 = mul nsw i64 %conv2.mb38229, 6
+  %868 = mul nsw i64 %867, 12544
+  %869 = add nsw i64 4415488, %868
+  %870 = mul nsw i64 %conv2.nb37228, 64
+  %871 = add nsw i64 %869, %870
+  %872 = add nsw i64 %871, 48
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %872
+  store <16 x float> %t39_c0_3285, ptr %arena286, align 4
+  %t39_c1_0287 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %873 = mul nsw i64 %conv2.mb38229, 6
+  %874 = add nsw i64 %873, 1
+  %875 = mul nsw i64 %874, 12544
+  %876 = add nsw i64 4415488, %875
+  %877 = mul nsw i64 %conv2.nb37228, 64
+  %878 = add nsw i64 %876, %877
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %878
+  store <16 x float> %t39_c1_0287, ptr %arena288, align 4
+  %t39_c1_1289 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %879 = mul nsw i64 %conv2.mb38229, 6
+  %880 = add nsw i64 %879, 1
+  %881 = mul nsw i64 %880, 12544
+  %882 = add nsw i64 4415488, %881
+  %883 = mul nsw i64 %conv2.nb37228, 64
+  %884 = add nsw i64 %882, %883
+  %885 = add nsw i64 %884, 16
+  %arena290 = getelementptr inbounds float, ptr %arena, i64 %885
+  store <16 x float> %t39_c1_1289, ptr %arena290, align 4
+  %t39_c1_2291 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %886 = mul nsw i64 %conv2.mb38229, 6
+  %887 = add nsw i64 %886, 1
+  %888 = mul nsw i64 %887, 12544
+  %889 = add nsw i64 4415488, %888
+  %890 = mul nsw i64 %conv2.nb37228, 64
+  %891 = add nsw i64 %889, %890
+  %892 = add nsw i64 %891, 32
+  %arena292 = getelementptr inbounds float, ptr %arena, i64 %892
+  store <16 x float> %t39_c1_2291, ptr %arena292, align 4
+  %t39_c1_3293 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %893 = mul nsw i64 %conv2.mb38229, 6
+  %894 = add nsw i64 %893, 1
+  %895 = mul nsw i64 %894, 12544
+  %896 = add nsw i64 4415488, %895
+  %897 = mul nsw i64 %conv2.nb37228, 64
+  %898 = add nsw i64 %896, %897
+  %899 = add nsw i64 %898, 48
+  %arena294 = getelementptr inbounds float, ptr %arena, i64 %899
+  store <16 x float> %t39_c1_3293, ptr %arena294, align 4
+  %t39_c2_0295 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %900 = mul nsw i64 %conv2.mb38229, 6
+  %901 = add nsw i64 %900, 2
+  %902 = mul nsw i64 %901, 12544
+  %903 = add nsw i64 4415488, %902
+  %904 = mul nsw i64 %conv2.nb37228, 64
+  %905 = add nsw i64 %903, %904
+  %arena296 = getelementptr inbounds float, ptr %arena, i64 %905
+  store <16 x float> %t39_c2_0295, ptr %arena296, align 4
+  %t39_c2_1297 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %906 = mul nsw i64 %conv2.mb38229, 6
+  %907 = add nsw i64 %906, 2
+  %908 = mul nsw i64 %907, 12544
+  %909 = add nsw i64 4415488, %908
+  %910 = mul nsw i64 %conv2.nb37228, 64
+  %911 = add nsw i64 %909, %910
+  %912 = add nsw i64 %911, 16
+  %arena298 = getelementptr inbounds float, ptr %arena, i64 %912
+  store <16 x float> %t39_c2_1297, ptr %arena298, align 4
+  %t39_c2_2299 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %913 = mul nsw i64 %conv2.mb38229, 6
+  %914 = add nsw i64 %913, 2
+  %915 = mul nsw i64 %914, 12544
+  %916 = add nsw i64 4415488, %915
+  %917 = mul nsw i64 %conv2.nb37228, 64
+  %918 = add nsw i64 %916, %917
+  %919 = add nsw i64 %918, 32
+  %arena300 = getelementptr inbounds float, ptr %arena, i64 %919
+  store <16 x float> %t39_c2_2299, ptr %arena300, align 4
+  %t39_c2_3301 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %920 = mul nsw i64 %conv2.mb38229, 6
+  %921 = add nsw i64 %920, 2
+  %922 = mul nsw i64 %921, 12544
+  %923 = add nsw i64 4415488, %922
+  %924 = mul nsw i64 %conv2.nb37228, 64
+  %925 = add nsw i64 %923, %924
+  %926 = add nsw i64 %925, 48
+  %arena302 = getelementptr inbounds float, ptr %arena, i64 %926
+  store <16 x float> %t39_c2_3301, ptr %arena302, align 4
+  %t39_c3_0303 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %927 = mul nsw i64 %conv2.mb38229, 6
+  %928 = add nsw i64 %927, 3
+  %929 = mul nsw i64 %928, 12544
+  %930 = add nsw i64 4415488, %929
+  %931 = mul nsw i64 %conv2.nb37228, 64
+  %932 = add nsw i64 %930, %931
+  %arena304 = getelementptr inbounds float, ptr %arena, i64 %932
+  store <16 x float> %t39_c3_0303, ptr %arena304, align 4
+  %t39_c3_1305 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %933 = mul nsw i64 %conv2.mb38229, 6
+  %934 = add nsw i64 %933, 3
+  %935 = mul nsw i64 %934, 12544
+  %936 = add nsw i64 4415488, %935
+  %937 = mul nsw i64 %conv2.nb37228, 64
+  %938 = add nsw i64 %936, %937
+  %939 = add nsw i64 %938, 16
+  %arena306 = getelementptr inbounds float, ptr %arena, i64 %939
+  store <16 x float> %t39_c3_1305, ptr %arena306, align 4
+  %t39_c3_2307 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %940 = mul nsw i64 %conv2.mb38229, 6
+  %941 = add nsw i64 %940, 3
+  %942 = mul nsw i64 %941, 12544
+  %943 = add nsw i64 4415488, %942
+  %944 = mul nsw i64 %conv2.nb37228, 64
+  %945 = add nsw i64 %943, %944
+  %946 = add nsw i64 %945, 32
+  %arena308 = getelementptr inbounds float, ptr %arena, i64 %946
+  store <16 x float> %t39_c3_2307, ptr %arena308, align 4
+  %t39_c3_3309 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %947 = mul nsw i64 %conv2.mb38229, 6
+  %948 = add nsw i64 %947, 3
+  %949 = mul nsw i64 %948, 12544
+  %950 = add nsw i64 4415488, %949
+  %951 = mul nsw i64 %conv2.nb37228, 64
+  %952 = add nsw i64 %950, %951
+  %953 = add nsw i64 %952, 48
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %953
+  store <16 x float> %t39_c3_3309, ptr %arena310, align 4
+  %t39_c4_0311 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %954 = mul nsw i64 %conv2.mb38229, 6
+  %955 = add nsw i64 %954, 4
+  %956 = mul nsw i64 %955, 12544
+  %957 = add nsw i64 4415488, %956
+  %958 = mul nsw i64 %conv2.nb37228, 64
+  %959 = add nsw i64 %957, %958
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %959
+  store <16 x float> %t39_c4_0311, ptr %arena312, align 4
+  %t39_c4_1313 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %960 = mul nsw i64 %conv2.mb38229, 6
+  %961 = add nsw i64 %960, 4
+  %962 = mul nsw i64 %961, 12544
+  %963 = add nsw i64 4415488, %962
+  %964 = mul nsw i64 %conv2.nb37228, 64
+  %965 = add nsw i64 %963, %964
+  %966 = add nsw i64 %965, 16
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %966
+  store <16 x float> %t39_c4_1313, ptr %arena314, align 4
+  %t39_c4_2315 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %967 = mul nsw i64 %conv2.mb38229, 6
+  %968 = add nsw i64 %967, 4
+  %969 = mul nsw i64 %968, 12544
+  %970 = add nsw i64 4415488, %969
+  %971 = mul nsw i64 %conv2.nb37228, 64
+  %972 = add nsw i64 %970, %971
+  %973 = add nsw i64 %972, 32
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %973
+  store <16 x float> %t39_c4_2315, ptr %arena316, align 4
+  %t39_c4_3317 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %974 = mul nsw i64 %conv2.mb38229, 6
+  %975 = add nsw i64 %974, 4
+  %976 = mul nsw i64 %975, 12544
+  %977 = add nsw i64 4415488, %976
+  %978 = mul nsw i64 %conv2.nb37228, 64
+  %979 = add nsw i64 %977, %978
+  %980 = add nsw i64 %979, 48
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %980
+  store <16 x float> %t39_c4_3317, ptr %arena318, align 4
+  %t39_c5_0319 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %981 = mul nsw i64 %conv2.mb38229, 6
+  %982 = add nsw i64 %981, 5
+  %983 = mul nsw i64 %982, 12544
+  %984 = add nsw i64 4415488, %983
+  %985 = mul nsw i64 %conv2.nb37228, 64
+  %986 = add nsw i64 %984, %985
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %986
+  store <16 x float> %t39_c5_0319, ptr %arena320, align 4
+  %t39_c5_1321 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %987 = mul nsw i64 %conv2.mb38229, 6
+  %988 = add nsw i64 %987, 5
+  %989 = mul nsw i64 %988, 12544
+  %990 = add nsw i64 4415488, %989
+  %991 = mul nsw i64 %conv2.nb37228, 64
+  %992 = add nsw i64 %990, %991
+  %993 = add nsw i64 %992, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %993
+  store <16 x float> %t39_c5_1321, ptr %arena322, align 4
+  %t39_c5_2323 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %994 = mul nsw i64 %conv2.mb38229, 6
+  %995 = add nsw i64 %994, 5
+  %996 = mul nsw i64 %995, 12544
+  %997 = add nsw i64 4415488, %996
+  %998 = mul nsw i64 %conv2.nb37228, 64
+  %999 = add nsw i64 %997, %998
+  %1000 = add nsw i64 %999, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1000
+  store <16 x float> %t39_c5_2323, ptr %arena324, align 4
+  %t39_c5_3325 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %1001 = mul nsw i64 %conv2.mb38229, 6
+  %1002 = add nsw i64 %1001, 5
+  %1003 = mul nsw i64 %1002, 12544
+  %1004 = add nsw i64 4415488, %1003
+  %1005 = mul nsw i64 %conv2.nb37228, 64
+  %1006 = add nsw i64 %1004, %1005
+  %1007 = add nsw i64 %1006, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %1007
+  store <16 x float> %t39_c5_3325, ptr %arena326, align 4
+  %mb38.next = add nsw i64 %conv2.mb38229, 1
+  %1008 = icmp slt i64 %mb38.next, 10
+  br i1 %1008, label %conv2.mb38, label %conv2.mb38.end
 
-conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
-  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
-  %447 = mul nsw i64 %conv2.j31102, 196
-  %448 = mul nsw i64 %conv2.py33104, 28
-  %449 = mul nsw i64 %conv2.px34105, 2
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 %447, %450
-  %452 = mul nsw i64 %451, 64
-  %453 = add nsw i64 4415488, %452
-  %454 = add nsw i64 %453, %conv2.f32103
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
-  %455 = load float, ptr %arena106, align 4
-  %456 = add nsw i64 18752, %conv2.f32103
-  %params107 = getelementptr inbounds float, ptr %params, i64 %456
-  %457 = load float, ptr %params107, align 4
-  %458 = fadd float %455, %457
-  store float %458, ptr %conv2.best35, align 4
-  %459 = mul nsw i64 %conv2.py33104, 28
-  %460 = mul nsw i64 %conv2.px34105, 2
-  %461 = add nsw i64 %459, %460
-  %462 = sitofp i64 %461 to float
-  store float %462, ptr %conv2.bi36, align 4
-  %463 = mul nsw i64 %conv2.j31102, 196
-  %464 = mul nsw i64 %conv2.py33104, 28
-  %465 = mul nsw i64 %conv2.px34105, 2
-  %466 = add nsw i64 %464, %465
-  %467 = add nsw i64 %463, %466
-  %468 = mul nsw i64 %467, 64
-  %469 = add nsw i64 4415488, %468
-  %470 = add nsw i64 %469, %conv2.f32103
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
-  %471 = load float, ptr %arena108, align 4
-  %472 = add nsw i64 18752, %conv2.f32103
-  %params109 = getelementptr inbounds float, ptr %params, i64 %472
-  %473 = load float, ptr %params109, align 4
-  %474 = fadd float %471, %473
-  %best35 = load float, ptr %conv2.best35, align 4
-  %475 = fcmp ogt float %474, %best35
-  %476 = mul nsw i64 %conv2.py33104, 28
-  %477 = mul nsw i64 %conv2.px34105, 2
-  %478 = add nsw i64 %476, %477
-  %479 = sitofp i64 %478 to float
-  %bi36 = load float, ptr %conv2.bi36, align 4
-  %480 = select i1 %475, float %479, float %bi36
-  store float %480, ptr %conv2.bi36, align 4
-  %481 = mul nsw i64 %conv2.j31102, 196
-  %482 = mul nsw i64 %conv2.py33104, 28
-  %483 = mul nsw i64 %conv2.px34105, 2
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %485, 64
-  %487 = add nsw i64 4415488, %486
-  %488 = add nsw i64 %487, %conv2.f32103
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load float, ptr %arena110, align 4
-  %490 = add nsw i64 18752, %conv2.f32103
-  %params111 = getelementptr inbounds float, ptr %params, i64 %490
-  %491 = load float, ptr %params111, align 4
-  %492 = fadd float %489, %491
-  %best35112 = load float, ptr %conv2.best35, align 4
-  %493 = fcmp ogt float %492, %best35112
-  %494 = mul nsw i64 %conv2.j31102, 196
-  %495 = mul nsw i64 %conv2.py33104, 28
-  %496 = mul nsw i64 %conv2.px34105, 2
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %498, 64
-  %500 = add nsw i64 4415488, %499
-  %501 = add nsw i64 %500, %conv2.f32103
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena113, align 4
-  %503 = add nsw i64 18752, %conv2.f32103
-  %params114 = getelementptr inbounds float, ptr %params, i64 %503
-  %504 = load float, ptr %params114, align 4
-  %505 = fadd float %502, %504
-  %best35115 = load float, ptr %conv2.best35, align 4
-  %506 = select i1 %493, float %505, float %best35115
-  store float %506, ptr %conv2.best35, align 4
-  %507 = mul nsw i64 %conv2.j31102, 196
-  %508 = mul nsw i64 %conv2.py33104, 28
-  %509 = mul nsw i64 %conv2.px34105, 2
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 %510, 1
-  %512 = add nsw i64 %507, %511
-  %513 = mul nsw i64 %512, 64
-  %514 = add nsw i64 4415488, %513
-  %515 = add nsw i64 %514, %conv2.f32103
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena116, align 4
-  %517 = add nsw i64 18752, %conv2.f32103
-  %params117 = getelementptr inbounds float, ptr %params, i64 %517
-  %518 = load float, ptr %params117, align 4
-  %519 = fadd float %516, %518
-  %best35118 = load float, ptr %conv2.best35, align 4
-  %520 = fcmp ogt float %519, %best35118
-  %521 = mul nsw i64 %conv2.py33104, 28
-  %522 = mul nsw i64 %conv2.px34105, 2
-  %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, 1
-  %525 = sitofp i64 %524 to float
-  %bi36119 = load float, ptr %conv2.bi36, align 4
-  %526 = select i1 %520, float %525, float %bi36119
-  store float %526, ptr %conv2.bi36, align 4
-  %527 = mul nsw i64 %conv2.j31102, 196
-  %528 = mul nsw i64 %conv2.py33104, 28
-  %529 = mul nsw i64 %conv2.px34105, 2
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, 1
-  %532 = add nsw i64 %527, %531
-  %533 = mul nsw i64 %532, 64
-  %534 = add nsw i64 4415488, %533
-  %535 = add nsw i64 %534, %conv2.f32103
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
-  %536 = load float, ptr %arena120, align 4
-  %537 = add nsw i64 18752, %conv2.f32103
-  %params121 = getelementptr inbounds float, ptr %params, i64 %537
-  %538 = load float, ptr %params121, align 4
-  %539 = fadd float %536, %538
-  %best35122 = load float, ptr %conv2.best35, align 4
-  %540 = fcmp ogt float %539, %best35122
-  %541 = mul nsw i64 %conv2.j31102, 196
-  %542 = mul nsw i64 %conv2.py33104, 28
-  %543 = mul nsw i64 %conv2.px34105, 2
-  %544 = add nsw i64 %542, %543
-  %545 = add nsw i64 %544, 1
-  %546 = add nsw i64 %541, %545
-  %547 = mul nsw i64 %546, 64
-  %548 = add nsw i64 4415488, %547
-  %549 = add nsw i64 %548, %conv2.f32103
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena123, align 4
-  %551 = add nsw i64 18752, %conv2.f32103
-  %params124 = getelementptr inbounds float, ptr %params, i64 %551
-  %552 = load float, ptr %params124, align 4
-  %553 = fadd float %550, %552
-  %best35125 = load float, ptr %conv2.best35, align 4
-  %554 = select i1 %540, float %553, float %best35125
-  store float %554, ptr %conv2.best35, align 4
-  %555 = mul nsw i64 %conv2.j31102, 196
-  %556 = mul nsw i64 %conv2.py33104, 28
-  %557 = mul nsw i64 %conv2.px34105, 2
-  %558 = add nsw i64 %556, %557
-  %559 = add nsw i64 %558, 14
-  %560 = add nsw i64 %555, %559
-  %561 = mul nsw i64 %560, 64
-  %562 = add nsw i64 4415488, %561
-  %563 = add nsw i64 %562, %conv2.f32103
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
-  %564 = load float, ptr %arena126, align 4
-  %565 = add nsw i64 18752, %conv2.f32103
-  %params127 = getelementptr inbounds float, ptr %params, i64 %565
-  %566 = load float, ptr %params127, align 4
-  %567 = fadd float %564, %566
-  %best35128 = load float, ptr %conv2.best35, align 4
-  %568 = fcmp ogt float %567, %best35128
-  %569 = mul nsw i64 %conv2.py33104, 28
-  %570 = mul nsw i64 %conv2.px34105, 2
-  %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, 14
-  %573 = sitofp i64 %572 to float
-  %bi36129 = load float, ptr %conv2.bi36, align 4
-  %574 = select i1 %568, float %573, float %bi36129
-  store float %574, ptr %conv2.bi36, align 4
-  %575 = mul nsw i64 %conv2.j31102, 196
-  %576 = mul nsw i64 %conv2.py33104, 28
-  %577 = mul nsw i64 %conv2.px34105, 2
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, 14
-  %580 = add nsw i64 %575, %579
-  %581 = mul nsw i64 %580, 64
-  %582 = add nsw i64 4415488, %581
-  %583 = add nsw i64 %582, %conv2.f32103
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
-  %584 = load float, ptr %arena130, align 4
-  %585 = add nsw i64 18752, %conv2.f32103
-  %params131 = getelementptr inbounds float, ptr %params, i64 %585
-  %586 = load float, ptr %params131, align 4
-  %587 = fadd float %584, %586
-  %best35132 = load float, ptr %conv2.best35, align 4
-  %588 = fcmp ogt float %587, %best35132
-  %589 = mul nsw i64 %conv2.j31102, 196
-  %590 = mul nsw i64 %conv2.py33104, 28
-  %591 = mul nsw i64 %conv2.px34105, 2
-  %592 = add nsw i64 %590, %591
-  %593 = add nsw i64 %592, 14
-  %594 = add nsw i64 %589, %593
-  %595 = mul nsw i64 %594, 64
-  %596 = add nsw i64 4415488, %595
-  %597 = add nsw i64 %596, %conv2.f32103
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena133, align 4
-  %599 = add nsw i64 18752, %conv2.f32103
-  %params134 = getelementptr inbounds float, ptr %params, i64 %599
-  %600 = load float, ptr %params134, align 4
-  %601 = fadd float %598, %600
-  %best35135 = load float, ptr %conv2.best35, align 4
-  %602 = select i1 %588, float %601, float %best35135
-  store float %602, ptr %conv2.best35, align 4
-  %603 = mul nsw i64 %conv2.j31102, 196
-  %604 = mul nsw i64 %conv2.py33104, 28
-  %605 = mul nsw i64 %conv2.px34105, 2
-  %606 = add nsw i64 %604, %605
-  %607 = add nsw i64 %606, 14
-  %608 = add nsw i64 %607, 1
-  %609 = add nsw i64 %603, %608
-  %610 = mul nsw i64 %609, 64
-  %611 = add nsw i64 4415488, %610
-  %612 = add nsw i64 %611, %conv2.f32103
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
-  %613 = load float, ptr %arena136, align 4
-  %614 = add nsw i64 18752, %conv2.f32103
-  %params137 = getelementptr inbounds float, ptr %params, i64 %614
-  %615 = load float, ptr %params137, align 4
-  %616 = fadd float %613, %615
-  %best35138 = load float, ptr %conv2.best35, align 4
-  %617 = fcmp ogt float %616, %best35138
-  %618 = mul nsw i64 %conv2.py33104, 28
-  %619 = mul nsw i64 %conv2.px34105, 2
-  %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 %620, 14
-  %622 = add nsw i64 %621, 1
-  %623 = sitofp i64 %622 to float
-  %bi36139 = load float, ptr %conv2.bi36, align 4
-  %624 = select i1 %617, float %623, float %bi36139
-  store float %624, ptr %conv2.bi36, align 4
-  %625 = mul nsw i64 %conv2.j31102, 196
-  %626 = mul nsw i64 %conv2.py33104, 28
-  %627 = mul nsw i64 %conv2.px34105, 2
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 %628, 14
-  %630 = add nsw i64 %629, 1
-  %631 = add nsw i64 %625, %630
-  %632 = mul nsw i64 %631, 64
-  %633 = add nsw i64 4415488, %632
-  %634 = add nsw i64 %633, %conv2.f32103
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
-  %635 = load float, ptr %arena140, align 4
-  %636 = add nsw i64 18752, %conv2.f32103
-  %params141 = getelementptr inbounds float, ptr %params, i64 %636
-  %637 = load float, ptr %params141, align 4
-  %638 = fadd float %635, %637
-  %best35142 = load float, ptr %conv2.best35, align 4
-  %639 = fcmp ogt float %638, %best35142
-  %640 = mul nsw i64 %conv2.j31102, 196
-  %641 = mul nsw i64 %conv2.py33104, 28
-  %642 = mul nsw i64 %conv2.px34105, 2
-  %643 = add nsw i64 %641, %642
-  %644 = add nsw i64 %643, 14
-  %645 = add nsw i64 %644, 1
-  %646 = add nsw i64 %640, %645
-  %647 = mul nsw i64 %646, 64
-  %648 = add nsw i64 4415488, %647
-  %649 = add nsw i64 %648, %conv2.f32103
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load float, ptr %arena143, align 4
-  %651 = add nsw i64 18752, %conv2.f32103
-  %params144 = getelementptr inbounds float, ptr %params, i64 %651
-  %652 = load float, ptr %params144, align 4
-  %653 = fadd float %650, %652
-  %best35145 = load float, ptr %conv2.best35, align 4
-  %654 = select i1 %639, float %653, float %best35145
-  store float %654, ptr %conv2.best35, align 4
-  %best35146 = load float, ptr %conv2.best35, align 4
-  %655 = fcmp ogt float %best35146, 0.000000e+00
-  %best35147 = load float, ptr %conv2.best35, align 4
-  %656 = select i1 %655, float %best35147, float 0.000000e+00
-  %657 = mul nsw i64 %conv2.g1976, 64
-  %658 = add nsw i64 %657, %conv2.j31102
-  %659 = mul nsw i64 %658, 3136
-  %660 = mul nsw i64 %conv2.f32103, 49
-  %661 = add nsw i64 %659, %660
-  %662 = mul nsw i64 %conv2.py33104, 7
-  %663 = add nsw i64 %661, %662
-  %664 = add nsw i64 %663, %conv2.px34105
-  %665 = add nsw i64 401408, %664
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
-  store float %656, ptr %arena148, align 4
-  %bi36149 = load float, ptr %conv2.bi36, align 4
-  %666 = mul nsw i64 %conv2.g1976, 64
-  %667 = add nsw i64 %666, %conv2.j31102
-  %668 = mul nsw i64 %667, 3136
-  %669 = mul nsw i64 %conv2.f32103, 49
-  %670 = add nsw i64 %668, %669
-  %671 = mul nsw i64 %conv2.py33104, 7
-  %672 = add nsw i64 %670, %671
-  %673 = add nsw i64 %672, %conv2.px34105
-  %674 = add nsw i64 602112, %673
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
-  store float %bi36149, ptr %arena150, align 4
-  %px34.next = add nsw i64 %conv2.px34105, 1
-  %675 = icmp slt i64 %px34.next, 7
-  br i1 %675, label %conv2.px34, label %conv2.px34.end
+conv2.k42:                                        ; preds = %conv2.k42, %conv2.mb38.end
+  %conv2.k42327 = phi i64 [ 0, %conv2.mb38.end ], [ %k42.next, %conv2.k42 ]
+  %1009 = mul nsw i64 %conv2.k42327, 12544
+  %1010 = add nsw i64 802816, %1009
+  %1011 = mul nsw i64 %conv2.nb37228, 64
+  %1012 = add nsw i64 %1010, %1011
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %1012
+  %1013 = load <16 x float>, ptr %arena328, align 4
+  store <16 x float> %1013, ptr %conv2.t41_b0, align 64
+  %1014 = mul nsw i64 %conv2.k42327, 12544
+  %1015 = add nsw i64 802816, %1014
+  %1016 = mul nsw i64 %conv2.nb37228, 64
+  %1017 = add nsw i64 %1015, %1016
+  %1018 = add nsw i64 %1017, 16
+  %arena329 = getelementptr inbounds float, ptr %arena, i64 %1018
+  %1019 = load <16 x float>, ptr %arena329, align 4
+  store <16 x float> %1019, ptr %conv2.t41_b1, align 64
+  %1020 = mul nsw i64 %conv2.k42327, 12544
+  %1021 = add nsw i64 802816, %1020
+  %1022 = mul nsw i64 %conv2.nb37228, 64
+  %1023 = add nsw i64 %1021, %1022
+  %1024 = add nsw i64 %1023, 32
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %1024
+  %1025 = load <16 x float>, ptr %arena330, align 4
+  store <16 x float> %1025, ptr %conv2.t41_b2, align 64
+  %1026 = mul nsw i64 %conv2.k42327, 12544
+  %1027 = add nsw i64 802816, %1026
+  %1028 = mul nsw i64 %conv2.nb37228, 64
+  %1029 = add nsw i64 %1027, %1028
+  %1030 = add nsw i64 %1029, 48
+  %arena331 = getelementptr inbounds float, ptr %arena, i64 %1030
+  %1031 = load <16 x float>, ptr %arena331, align 4
+  store <16 x float> %1031, ptr %conv2.t41_b3, align 64
+  %1032 = add nsw i64 17600, %conv2.k42327
+  %params332 = getelementptr inbounds float, ptr %params, i64 %1032
+  %1033 = load float, ptr %params332, align 4
+  %1034 = insertelement <16 x float> undef, float %1033, i32 0
+  %1035 = shufflevector <16 x float> %1034, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1035, ptr %conv2.t41_a0, align 64
+  %t41_a0 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b0 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c0_0 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0, <16 x float> %t41_b0, <16 x float> %t41_c0_0)
+  store <16 x float> %1036, ptr %conv2.t41_c0_0, align 64
+  %t41_a0333 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b1 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c0_1 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0333, <16 x float> %t41_b1, <16 x float> %t41_c0_1)
+  store <16 x float> %1037, ptr %conv2.t41_c0_1, align 64
+  %t41_a0334 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b2 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c0_2 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0334, <16 x float> %t41_b2, <16 x float> %t41_c0_2)
+  store <16 x float> %1038, ptr %conv2.t41_c0_2, align 64
+  %t41_a0335 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b3 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c0_3 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0335, <16 x float> %t41_b3, <16 x float> %t41_c0_3)
+  store <16 x float> %1039, ptr %conv2.t41_c0_3, align 64
+  %1040 = add nsw i64 17888, %conv2.k42327
+  %params336 = getelementptr inbounds float, ptr %params, i64 %1040
+  %1041 = load float, ptr %params336, align 4
+  %1042 = insertelement <16 x float> undef, float %1041, i32 0
+  %1043 = shufflevector <16 x float> %1042, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1043, ptr %conv2.t41_a1, align 64
+  %t41_a1 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b0337 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c1_0 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1044 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1, <16 x float> %t41_b0337, <16 x float> %t41_c1_0)
+  store <16 x float> %1044, ptr %conv2.t41_c1_0, align 64
+  %t41_a1338 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b1339 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c1_1 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1045 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1338, <16 x float> %t41_b1339, <16 x float> %t41_c1_1)
+  store <16 x float> %1045, ptr %conv2.t41_c1_1, align 64
+  %t41_a1340 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b2341 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c1_2 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1046 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1340, <16 x float> %t41_b2341, <16 x float> %t41_c1_2)
+  store <16 x float> %1046, ptr %conv2.t41_c1_2, align 64
+  %t41_a1342 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b3343 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c1_3 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1047 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1342, <16 x float> %t41_b3343, <16 x float> %t41_c1_3)
+  store <16 x float> %1047, ptr %conv2.t41_c1_3, align 64
+  %1048 = add nsw i64 18176, %conv2.k42327
+  %params344 = getelementptr inbounds float, ptr %params, i64 %1048
+  %1049 = load float, ptr %params344, align 4
+  %1050 = insertelement <16 x float> undef, float %1049, i32 0
+  %1051 = shufflevector <16 x float> %1050, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1051, ptr %conv2.t41_a2, align 64
+  %t41_a2 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b0345 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c2_0 = load <16 x float>, ptr %conv2.t41_c2_0, align 64
+  %1052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2, <16 x float> %t41_b0345, <16 x float> %t41_c2_0)
+  store <16 x float> %1052, ptr %conv2.t41_c2_0, align 64
+  %t41_a2346 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b1347 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c2_1 = load <16 x float>, ptr %conv2.t41_c2_1, align 64
+  %1053 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2346, <16 x float> %t41_b1347, <16 x float> %t41_c2_1)
+  store <16 x float> %1053, ptr %conv2.t41_c2_1, align 64
+  %t41_a2348 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b2349 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c2_2 = load <16 x float>, ptr %conv2.t41_c2_2, align 64
+  %1054 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2348, <16 x float> %t41_b2349, <16 x float> %t41_c2_2)
+  store <16 x float> %1054, ptr %conv2.t41_c2_2, align 64
+  %t41_a2350 = load <16 x float>, ptr %conv2.t41_a2, align 64
+  %t41_b3351 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c2_3 = load <16 x float>, ptr %conv2.t41_c2_3, align 64
+  %1055 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a2350, <16 x float> %t41_b3351, <16 x float> %t41_c2_3)
+  store <16 x float> %1055, ptr %conv2.t41_c2_3, align 64
+  %1056 = add nsw i64 18464, %conv2.k42327
+  %params352 = getelementptr inbounds float, ptr %params, i64 %1056
+  %1057 = load float, ptr %params352, align 4
+  %1058 = insertelement <16 x float> undef, float %1057, i32 0
+  %1059 = shufflevector <16 x float> %1058, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1059, ptr %conv2.t41_a3, align 64
+  %t41_a3 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b0353 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c3_0 = load <16 x float>, ptr %conv2.t41_c3_0, align 64
+  %1060 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3, <16 x float> %t41_b0353, <16 x float> %t41_c3_0)
+  store <16 x float> %1060, ptr %conv2.t41_c3_0, align 64
+  %t41_a3354 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b1355 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c3_1 = load <16 x float>, ptr %conv2.t41_c3_1, align 64
+  %1061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3354, <16 x float> %t41_b1355, <16 x float> %t41_c3_1)
+  store <16 x float> %1061, ptr %conv2.t41_c3_1, align 64
+  %t41_a3356 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b2357 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c3_2 = load <16 x float>, ptr %conv2.t41_c3_2, align 64
+  %1062 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3356, <16 x float> %t41_b2357, <16 x float> %t41_c3_2)
+  store <16 x float> %1062, ptr %conv2.t41_c3_2, align 64
+  %t41_a3358 = load <16 x float>, ptr %conv2.t41_a3, align 64
+  %t41_b3359 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c3_3 = load <16 x float>, ptr %conv2.t41_c3_3, align 64
+  %1063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a3358, <16 x float> %t41_b3359, <16 x float> %t41_c3_3)
+  store <16 x float> %1063, ptr %conv2.t41_c3_3, align 64
+  %k42.next = add nsw i64 %conv2.k42327, 1
+  %1064 = icmp slt i64 %k42.next, 288
+  br i1 %1064, label %conv2.k42, label %conv2.k42.end
 
-conv2.px34.end:                                   ; preds = %conv2.px34
-  %py33.next = add nsw i64 %conv2.py33104, 1
-  %676 = icmp slt i64 %py33.next, 7
-  br i1 %676, label %conv2.py33, label %conv2.py33.end
+conv2.k42.end:                                    ; preds = %conv2.k42
+  %t41_c0_0360 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1065 = mul nsw i64 %conv2.nb37228, 64
+  %1066 = add nsw i64 5168128, %1065
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1066
+  store <16 x float> %t41_c0_0360, ptr %arena361, align 4
+  %t41_c0_1362 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1067 = mul nsw i64 %conv2.nb37228, 64
+  %1068 = add nsw i64 5168128, %1067
+  %1069 = add nsw i64 %1068, 16
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1069
+  store <16 x float> %t41_c0_1362, ptr %arena363, align 4
+  %t41_c0_2364 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1070 = mul nsw i64 %conv2.nb37228, 64
+  %1071 = add nsw i64 5168128, %1070
+  %1072 = add nsw i64 %1071, 32
+  %arena365 = getelementptr inbounds float, ptr %arena, i64 %1072
+  store <16 x float> %t41_c0_2364, ptr %arena365, align 4
+  %t41_c0_3366 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1073 = mul nsw i64 %conv2.nb37228, 64
+  %1074 = add nsw i64 5168128, %1073
+  %1075 = add nsw i64 %1074, 48
+  %arena367 = getelementptr inbounds float, ptr %arena, i64 %1075
+  store <16 x float> %t41_c0_3366, ptr %arena367, align 4
+  %t41_c1_0368 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1076 = mul nsw i64 %conv2.nb37228, 64
+  %1077 = add nsw i64 5180672, %1076
+  %arena369 = getelementptr inbounds float, ptr %arena, i64 %1077
+  store <16 x float> %t41_c1_0368, ptr %arena369, align 4
+  %t41_c1_1370 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1078 = mul nsw i64 %conv2.nb37228, 64
+  %1079 = add nsw i64 5180672, %1078
+  %1080 = add nsw i64 %1079, 16
+  %arena371 = getelementptr inbounds float, ptr %arena, i64 %1080
+  store <16 x float> %t41_c1_1370, ptr %arena371, align 4
+  %t41_c1_2372 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1081 = mul nsw i64 %conv2.nb37228, 64
+  %1082 = add nsw i64 5180672, %1081
+  %1083 = add nsw i64 %1082, 32
+  %arena373 = getelementptr inbounds float, ptr %arena, i64 %1083
+  store <16 x float> %t41_c1_2372, ptr %arena373, align 4
+  %t41_c1_3374 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1084 = mul nsw i64 %conv2.nb37228, 64
+  %1085 = add nsw i64 5180672, %1084
+  %1086 = add nsw i64 %1085, 48
+  %arena375 = getelementptr inbounds float, ptr %arena, i64 %1086
+  store <16 x float> %t41_c1_3374, ptr %arena375, align 4
+  %t41_c2_0376 = load <16 x float>, ptr %conv2.t41_c2_0, align 64
+  %1087 = mul nsw i64 %conv2.nb37228, 64
+  %1088 = add nsw i64 5193216, %1087
+  %arena377 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <16 x float> %t41_c2_0376, ptr %arena377, align 4
+  %t41_c2_1378 = load <16 x float>, ptr %conv2.t41_c2_1, align 64
+  %1089 = mul nsw i64 %conv2.nb37228, 64
+  %1090 = add nsw i64 5193216, %1089
+  %1091 = add nsw i64 %1090, 16
+  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store <16 x float> %t41_c2_1378, ptr %arena379, align 4
+  %t41_c2_2380 = load <16 x float>, ptr %conv2.t41_c2_2, align 64
+  %1092 = mul nsw i64 %conv2.nb37228, 64
+  %1093 = add nsw i64 5193216, %1092
+  %1094 = add nsw i64 %1093, 32
+  %arena381 = getelementptr inbounds float, ptr %arena, i64 %1094
+  store <16 x float> %t41_c2_2380, ptr %arena381, align 4
+  %t41_c2_3382 = load <16 x float>, ptr %conv2.t41_c2_3, align 64
+  %1095 = mul nsw i64 %conv2.nb37228, 64
+  %1096 = add nsw i64 5193216, %1095
+  %1097 = add nsw i64 %1096, 48
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1097
+  store <16 x float> %t41_c2_3382, ptr %arena383, align 4
+  %t41_c3_0384 = load <16 x float>, ptr %conv2.t41_c3_0, align 64
+  %1098 = mul nsw i64 %conv2.nb37228, 64
+  %1099 = add nsw i64 5205760, %1098
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <16 x float> %t41_c3_0384, ptr %arena385, align 4
+  %t41_c3_1386 = load <16 x float>, ptr %conv2.t41_c3_1, align 64
+  %1100 = mul nsw i64 %conv2.nb37228, 64
+  %1101 = add nsw i64 5205760, %1100
+  %1102 = add nsw i64 %1101, 16
+  %arena387 = getelementptr inbounds float, ptr %arena, i64 %1102
+  store <16 x float> %t41_c3_1386, ptr %arena387, align 4
+  %t41_c3_2388 = load <16 x float>, ptr %conv2.t41_c3_2, align 64
+  %1103 = mul nsw i64 %conv2.nb37228, 64
+  %1104 = add nsw i64 5205760, %1103
+  %1105 = add nsw i64 %1104, 32
+  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1105
+  store <16 x float> %t41_c3_2388, ptr %arena389, align 4
+  %t41_c3_3390 = load <16 x float>, ptr %conv2.t41_c3_3, align 64
+  %1106 = mul nsw i64 %conv2.nb37228, 64
+  %1107 = add nsw i64 5205760, %1106
+  %1108 = add nsw i64 %1107, 48
+  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1108
+  store <16 x float> %t41_c3_3390, ptr %arena391, align 4
+  %nb37.next = add nsw i64 %conv2.nb37228, 1
+  %1109 = icmp slt i64 %nb37.next, 196
+  br i1 %1109, label %conv2.nb37, label %conv2.nb37.end
 
-fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
-  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
-  br label %fc1.u38
+conv2.j43:                                        ; preds = %conv2.f44.end, %conv2.nb37.end
+  %conv2.j43392 = phi i64 [ 0, %conv2.nb37.end ], [ %j43.next, %conv2.f44.end ]
+  br label %conv2.f44
 
-fc1.n37.end:                                      ; preds = %fc1.u38.end
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 0
-  %params162 = getelementptr inbounds float, ptr %params, i64 420352
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena161, i32 128, ptr %params162, i32 128, float 0.000000e+00, ptr %arena163, i32 10)
-  br label %fc2.n39
+conv2.j43.end:                                    ; preds = %conv2.f44.end
+  %g25.next = add nsw i64 %conv2.g25205, 1
+  %1110 = icmp slt i64 %g25.next, 1
+  br i1 %1110, label %conv2.g25, label %conv2.g25.end
 
-fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
-  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
-  %677 = mul nsw i64 %fc1.n37154, 128
-  %678 = add nsw i64 %677, %fc1.u38155
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %678
-  %679 = load float, ptr %arena156, align 4
-  %680 = add nsw i64 420224, %fc1.u38155
-  %params157 = getelementptr inbounds float, ptr %params, i64 %680
-  %681 = load float, ptr %params157, align 4
-  %682 = fadd float %679, %681
-  %683 = fcmp ogt float %682, 0.000000e+00
-  %684 = mul nsw i64 %fc1.n37154, 128
-  %685 = add nsw i64 %684, %fc1.u38155
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %685
-  %686 = load float, ptr %arena158, align 4
-  %687 = add nsw i64 420224, %fc1.u38155
-  %params159 = getelementptr inbounds float, ptr %params, i64 %687
-  %688 = load float, ptr %params159, align 4
-  %689 = fadd float %686, %688
-  %690 = select i1 %683, float %689, float 0.000000e+00
-  %691 = mul nsw i64 %fc1.n37154, 128
-  %692 = add nsw i64 %691, %fc1.u38155
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %692
-  store float %690, ptr %arena160, align 4
-  %u38.next = add nsw i64 %fc1.u38155, 1
-  %693 = icmp slt i64 %u38.next, 128
-  br i1 %693, label %fc1.u38, label %fc1.u38.end
+conv2.f44:                                        ; preds = %conv2.py45.end, %conv2.j43
+  %conv2.f44393 = phi i64 [ 0, %conv2.j43 ], [ %f44.next, %conv2.py45.end ]
+  br label %conv2.py45
 
-fc1.u38.end:                                      ; preds = %fc1.u38
-  %n37.next = add nsw i64 %fc1.n37154, 1
-  %694 = icmp slt i64 %n37.next, 64
-  br i1 %694, label %fc1.n37, label %fc1.n37.end
+conv2.f44.end:                                    ; preds = %conv2.py45.end
+  %j43.next = add nsw i64 %conv2.j43392, 1
+  %1111 = icmp slt i64 %j43.next, 64
+  br i1 %1111, label %conv2.j43, label %conv2.j43.end
 
-fc2.n39:                                          ; preds = %fc2.u40.end, %fc1.n37.end
-  %fc2.n39164 = phi i64 [ 0, %fc1.n37.end ], [ %n39.next, %fc2.u40.end ]
-  br label %fc2.u40
+conv2.py45:                                       ; preds = %conv2.px46.end, %conv2.f44
+  %conv2.py45394 = phi i64 [ 0, %conv2.f44 ], [ %py45.next, %conv2.px46.end ]
+  br label %conv2.px46
 
-fc2.n39.end:                                      ; preds = %fc2.u40.end
+conv2.py45.end:                                   ; preds = %conv2.px46.end
+  %f44.next = add nsw i64 %conv2.f44393, 1
+  %1112 = icmp slt i64 %f44.next, 64
+  br i1 %1112, label %conv2.f44, label %conv2.f44.end
+
+conv2.px46:                                       ; preds = %conv2.px46, %conv2.py45
+  %conv2.px46395 = phi i64 [ 0, %conv2.py45 ], [ %px46.next, %conv2.px46 ]
+  %1113 = mul nsw i64 %conv2.f44393, 12544
+  %1114 = add nsw i64 4415488, %1113
+  %1115 = mul nsw i64 %conv2.j43392, 196
+  %1116 = add nsw i64 %1114, %1115
+  %1117 = mul nsw i64 %conv2.py45394, 28
+  %1118 = mul nsw i64 %conv2.px46395, 2
+  %1119 = add nsw i64 %1117, %1118
+  %1120 = add nsw i64 %1116, %1119
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena396, align 4
+  %1122 = add nsw i64 18752, %conv2.f44393
+  %params397 = getelementptr inbounds float, ptr %params, i64 %1122
+  %1123 = load float, ptr %params397, align 4
+  %1124 = fadd float %1121, %1123
+  store float %1124, ptr %conv2.best47, align 4
+  %1125 = mul nsw i64 %conv2.py45394, 28
+  %1126 = mul nsw i64 %conv2.px46395, 2
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = sitofp i64 %1127 to float
+  store float %1128, ptr %conv2.bi48, align 4
+  %1129 = mul nsw i64 %conv2.f44393, 12544
+  %1130 = add nsw i64 4415488, %1129
+  %1131 = mul nsw i64 %conv2.j43392, 196
+  %1132 = add nsw i64 %1130, %1131
+  %1133 = mul nsw i64 %conv2.py45394, 28
+  %1134 = mul nsw i64 %conv2.px46395, 2
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %1132, %1135
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1136
+  %1137 = load float, ptr %arena398, align 4
+  %1138 = add nsw i64 18752, %conv2.f44393
+  %params399 = getelementptr inbounds float, ptr %params, i64 %1138
+  %1139 = load float, ptr %params399, align 4
+  %1140 = fadd float %1137, %1139
+  %best47 = load float, ptr %conv2.best47, align 4
+  %1141 = fcmp ogt float %1140, %best47
+  %1142 = mul nsw i64 %conv2.py45394, 28
+  %1143 = mul nsw i64 %conv2.px46395, 2
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = sitofp i64 %1144 to float
+  %bi48 = load float, ptr %conv2.bi48, align 4
+  %1146 = select i1 %1141, float %1145, float %bi48
+  store float %1146, ptr %conv2.bi48, align 4
+  %1147 = mul nsw i64 %conv2.f44393, 12544
+  %1148 = add nsw i64 4415488, %1147
+  %1149 = mul nsw i64 %conv2.j43392, 196
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = mul nsw i64 %conv2.py45394, 28
+  %1152 = mul nsw i64 %conv2.px46395, 2
+  %1153 = add nsw i64 %1151, %1152
+  %1154 = add nsw i64 %1150, %1153
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load float, ptr %arena400, align 4
+  %1156 = add nsw i64 18752, %conv2.f44393
+  %params401 = getelementptr inbounds float, ptr %params, i64 %1156
+  %1157 = load float, ptr %params401, align 4
+  %1158 = fadd float %1155, %1157
+  %best47402 = load float, ptr %conv2.best47, align 4
+  %1159 = fcmp ogt float %1158, %best47402
+  %1160 = mul nsw i64 %conv2.f44393, 12544
+  %1161 = add nsw i64 4415488, %1160
+  %1162 = mul nsw i64 %conv2.j43392, 196
+  %1163 = add nsw i64 %1161, %1162
+  %1164 = mul nsw i64 %conv2.py45394, 28
+  %1165 = mul nsw i64 %conv2.px46395, 2
+  %1166 = add nsw i64 %1164, %1165
+  %1167 = add nsw i64 %1163, %1166
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 %1167
+  %1168 = load float, ptr %arena403, align 4
+  %1169 = add nsw i64 18752, %conv2.f44393
+  %params404 = getelementptr inbounds float, ptr %params, i64 %1169
+  %1170 = load float, ptr %params404, align 4
+  %1171 = fadd float %1168, %1170
+  %best47405 = load float, ptr %conv2.best47, align 4
+  %1172 = select i1 %1159, float %1171, float %best47405
+  store float %1172, ptr %conv2.best47, align 4
+  %1173 = mul nsw i64 %conv2.f44393, 12544
+  %1174 = add nsw i64 4415488, %1173
+  %1175 = mul nsw i64 %conv2.j43392, 196
+  %1176 = add nsw i64 %1174, %1175
+  %1177 = mul nsw i64 %conv2.py45394, 28
+  %1178 = mul nsw i64 %conv2.px46395, 2
+  %1179 = add nsw i64 %1177, %1178
+  %1180 = add nsw i64 %1179, 1
+  %1181 = add nsw i64 %1176, %1180
+  %arena406 = getelementptr inbounds float, ptr %arena, i64 %1181
+  %1182 = load float, ptr %arena406, align 4
+  %1183 = add nsw i64 18752, %conv2.f44393
+  %params407 = getelementptr inbounds float, ptr %params, i64 %1183
+  %1184 = load float, ptr %params407, align 4
+  %1185 = fadd float %1182, %1184
+  %best47408 = load float, ptr %conv2.best47, align 4
+  %1186 = fcmp ogt float %1185, %best47408
+  %1187 = mul nsw i64 %conv2.py45394, 28
+  %1188 = mul nsw i64 %conv2.px46395, 2
+  %1189 = add nsw i64 %1187, %1188
+  %1190 = add nsw i64 %1189, 1
+  %1191 = sitofp i64 %1190 to float
+  %bi48409 = load float, ptr %conv2.bi48, align 4
+  %1192 = select i1 %1186, float %1191, float %bi48409
+  store float %1192, ptr %conv2.bi48, align 4
+  %1193 = mul nsw i64 %conv2.f44393, 12544
+  %1194 = add nsw i64 4415488, %1193
+  %1195 = mul nsw i64 %conv2.j43392, 196
+  %1196 = add nsw i64 %1194, %1195
+  %1197 = mul nsw i64 %conv2.py45394, 28
+  %1198 = mul nsw i64 %conv2.px46395, 2
+  %1199 = add nsw i64 %1197, %1198
+  %1200 = add nsw i64 %1199, 1
+  %1201 = add nsw i64 %1196, %1200
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1201
+  %1202 = load float, ptr %arena410, align 4
+  %1203 = add nsw i64 18752, %conv2.f44393
+  %params411 = getelementptr inbounds float, ptr %params, i64 %1203
+  %1204 = load float, ptr %params411, align 4
+  %1205 = fadd float %1202, %1204
+  %best47412 = load float, ptr %conv2.best47, align 4
+  %1206 = fcmp ogt float %1205, %best47412
+  %1207 = mul nsw i64 %conv2.f44393, 12544
+  %1208 = add nsw i64 4415488, %1207
+  %1209 = mul nsw i64 %conv2.j43392, 196
+  %1210 = add nsw i64 %1208, %1209
+  %1211 = mul nsw i64 %conv2.py45394, 28
+  %1212 = mul nsw i64 %conv2.px46395, 2
+  %1213 = add nsw i64 %1211, %1212
+  %1214 = add nsw i64 %1213, 1
+  %1215 = add nsw i64 %1210, %1214
+  %arena413 = getelementptr inbounds float, ptr %arena, i64 %1215
+  %1216 = load float, ptr %arena413, align 4
+  %1217 = add nsw i64 18752, %conv2.f44393
+  %params414 = getelementptr inbounds float, ptr %params, i64 %1217
+  %1218 = load float, ptr %params414, align 4
+  %1219 = fadd float %1216, %1218
+  %best47415 = load float, ptr %conv2.best47, align 4
+  %1220 = select i1 %1206, float %1219, float %best47415
+  store float %1220, ptr %conv2.best47, align 4
+  %1221 = mul nsw i64 %conv2.f44393, 12544
+  %1222 = add nsw i64 4415488, %1221
+  %1223 = mul nsw i64 %conv2.j43392, 196
+  %1224 = add nsw i64 %1222, %1223
+  %1225 = mul nsw i64 %conv2.py45394, 28
+  %1226 = mul nsw i64 %conv2.px46395, 2
+  %1227 = add nsw i64 %1225, %1226
+  %1228 = add nsw i64 %1227, 14
+  %1229 = add nsw i64 %1224, %1228
+  %arena416 = getelementptr inbounds float, ptr %arena, i64 %1229
+  %1230 = load float, ptr %arena416, align 4
+  %1231 = add nsw i64 18752, %conv2.f44393
+  %params417 = getelementptr inbounds float, ptr %params, i64 %1231
+  %1232 = load float, ptr %params417, align 4
+  %1233 = fadd float %1230, %1232
+  %best47418 = load float, ptr %conv2.best47, align 4
+  %1234 = fcmp ogt float %1233, %best47418
+  %1235 = mul nsw i64 %conv2.py45394, 28
+  %1236 = mul nsw i64 %conv2.px46395, 2
+  %1237 = add nsw i64 %1235, %1236
+  %1238 = add nsw i64 %1237, 14
+  %1239 = sitofp i64 %1238 to float
+  %bi48419 = load float, ptr %conv2.bi48, align 4
+  %1240 = select i1 %1234, float %1239, float %bi48419
+  store float %1240, ptr %conv2.bi48, align 4
+  %1241 = mul nsw i64 %conv2.f44393, 12544
+  %1242 = add nsw i64 4415488, %1241
+  %1243 = mul nsw i64 %conv2.j43392, 196
+  %1244 = add nsw i64 %1242, %1243
+  %1245 = mul nsw i64 %conv2.py45394, 28
+  %1246 = mul nsw i64 %conv2.px46395, 2
+  %1247 = add nsw i64 %1245, %1246
+  %1248 = add nsw i64 %1247, 14
+  %1249 = add nsw i64 %1244, %1248
+  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1249
+  %1250 = load float, ptr %arena420, align 4
+  %1251 = add nsw i64 18752, %conv2.f44393
+  %params421 = getelementptr inbounds float, ptr %params, i64 %1251
+  %1252 = load float, ptr %params421, align 4
+  %1253 = fadd float %1250, %1252
+  %best47422 = load float, ptr %conv2.best47, align 4
+  %1254 = fcmp ogt float %1253, %best47422
+  %1255 = mul nsw i64 %conv2.f44393, 12544
+  %1256 = add nsw i64 4415488, %1255
+  %1257 = mul nsw i64 %conv2.j43392, 196
+  %1258 = add nsw i64 %1256, %1257
+  %1259 = mul nsw i64 %conv2.py45394, 28
+  %1260 = mul nsw i64 %conv2.px46395, 2
+  %1261 = add nsw i64 %1259, %1260
+  %1262 = add nsw i64 %1261, 14
+  %1263 = add nsw i64 %1258, %1262
+  %arena423 = getelementptr inbounds float, ptr %arena, i64 %1263
+  %1264 = load float, ptr %arena423, align 4
+  %1265 = add nsw i64 18752, %conv2.f44393
+  %params424 = getelementptr inbounds float, ptr %params, i64 %1265
+  %1266 = load float, ptr %params424, align 4
+  %1267 = fadd float %1264, %1266
+  %best47425 = load float, ptr %conv2.best47, align 4
+  %1268 = select i1 %1254, float %1267, float %best47425
+  store float %1268, ptr %conv2.best47, align 4
+  %1269 = mul nsw i64 %conv2.f44393, 12544
+  %1270 = add nsw i64 4415488, %1269
+  %1271 = mul nsw i64 %conv2.j43392, 196
+  %1272 = add nsw i64 %1270, %1271
+  %1273 = mul nsw i64 %conv2.py45394, 28
+  %1274 = mul nsw i64 %conv2.px46395, 2
+  %1275 = add nsw i64 %1273, %1274
+  %1276 = add nsw i64 %1275, 14
+  %1277 = add nsw i64 %1276, 1
+  %1278 = add nsw i64 %1272, %1277
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1278
+  %1279 = load float, ptr %arena426, align 4
+  %1280 = add nsw i64 18752, %conv2.f44393
+  %params427 = getelementptr inbounds float, ptr %params, i64 %1280
+  %1281 = load float, ptr %params427, align 4
+  %1282 = fadd float %1279, %1281
+  %best47428 = load float, ptr %conv2.best47, align 4
+  %1283 = fcmp ogt float %1282, %best47428
+  %1284 = mul nsw i64 %conv2.py45394, 28
+  %1285 = mul nsw i64 %conv2.px46395, 2
+  %1286 = add nsw i64 %1284, %1285
+  %1287 = add nsw i64 %1286, 14
+  %1288 = add nsw i64 %1287, 1
+  %1289 = sitofp i64 %1288 to float
+  %bi48429 = load float, ptr %conv2.bi48, align 4
+  %1290 = select i1 %1283, float %1289, float %bi48429
+  store float %1290, ptr %conv2.bi48, align 4
+  %1291 = mul nsw i64 %conv2.f44393, 12544
+  %1292 = add nsw i64 4415488, %1291
+  %1293 = mul nsw i64 %conv2.j43392, 196
+  %1294 = add nsw i64 %1292, %1293
+  %1295 = mul nsw i64 %conv2.py45394, 28
+  %1296 = mul nsw i64 %conv2.px46395, 2
+  %1297 = add nsw i64 %1295, %1296
+  %1298 = add nsw i64 %1297, 14
+  %1299 = add nsw i64 %1298, 1
+  %1300 = add nsw i64 %1294, %1299
+  %arena430 = getelementptr inbounds float, ptr %arena, i64 %1300
+  %1301 = load float, ptr %arena430, align 4
+  %1302 = add nsw i64 18752, %conv2.f44393
+  %params431 = getelementptr inbounds float, ptr %params, i64 %1302
+  %1303 = load float, ptr %params431, align 4
+  %1304 = fadd float %1301, %1303
+  %best47432 = load float, ptr %conv2.best47, align 4
+  %1305 = fcmp ogt float %1304, %best47432
+  %1306 = mul nsw i64 %conv2.f44393, 12544
+  %1307 = add nsw i64 4415488, %1306
+  %1308 = mul nsw i64 %conv2.j43392, 196
+  %1309 = add nsw i64 %1307, %1308
+  %1310 = mul nsw i64 %conv2.py45394, 28
+  %1311 = mul nsw i64 %conv2.px46395, 2
+  %1312 = add nsw i64 %1310, %1311
+  %1313 = add nsw i64 %1312, 14
+  %1314 = add nsw i64 %1313, 1
+  %1315 = add nsw i64 %1309, %1314
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1315
+  %1316 = load float, ptr %arena433, align 4
+  %1317 = add nsw i64 18752, %conv2.f44393
+  %params434 = getelementptr inbounds float, ptr %params, i64 %1317
+  %1318 = load float, ptr %params434, align 4
+  %1319 = fadd float %1316, %1318
+  %best47435 = load float, ptr %conv2.best47, align 4
+  %1320 = select i1 %1305, float %1319, float %best47435
+  store float %1320, ptr %conv2.best47, align 4
+  %best47436 = load float, ptr %conv2.best47, align 4
+  %1321 = fcmp ogt float %best47436, 0.000000e+00
+  %best47437 = load float, ptr %conv2.best47, align 4
+  %1322 = select i1 %1321, float %best47437, float 0.000000e+00
+  %1323 = mul nsw i64 %conv2.g25205, 64
+  %1324 = add nsw i64 %1323, %conv2.j43392
+  %1325 = mul nsw i64 %1324, 3136
+  %1326 = mul nsw i64 %conv2.f44393, 49
+  %1327 = add nsw i64 %1325, %1326
+  %1328 = mul nsw i64 %conv2.py45394, 7
+  %1329 = add nsw i64 %1327, %1328
+  %1330 = add nsw i64 %1329, %conv2.px46395
+  %1331 = add nsw i64 401408, %1330
+  %arena438 = getelementptr inbounds float, ptr %arena, i64 %1331
+  store float %1322, ptr %arena438, align 4
+  %bi48439 = load float, ptr %conv2.bi48, align 4
+  %1332 = mul nsw i64 %conv2.g25205, 64
+  %1333 = add nsw i64 %1332, %conv2.j43392
+  %1334 = mul nsw i64 %1333, 3136
+  %1335 = mul nsw i64 %conv2.f44393, 49
+  %1336 = add nsw i64 %1334, %1335
+  %1337 = mul nsw i64 %conv2.py45394, 7
+  %1338 = add nsw i64 %1336, %1337
+  %1339 = add nsw i64 %1338, %conv2.px46395
+  %1340 = add nsw i64 602112, %1339
+  %arena440 = getelementptr inbounds float, ptr %arena, i64 %1340
+  store float %bi48439, ptr %arena440, align 4
+  %px46.next = add nsw i64 %conv2.px46395, 1
+  %1341 = icmp slt i64 %px46.next, 7
+  br i1 %1341, label %conv2.px46, label %conv2.px46.end
+
+conv2.px46.end:                                   ; preds = %conv2.px46
+  %py45.next = add nsw i64 %conv2.py45394, 1
+  %1342 = icmp slt i64 %py45.next, 7
+  br i1 %1342, label %conv2.py45, label %conv2.py45.end
+
+fc1.n49:                                          ; preds = %fc1.u50.end, %conv2.g25.end
+  %fc1.n49444 = phi i64 [ 0, %conv2.g25.end ], [ %n49.next, %fc1.u50.end ]
+  br label %fc1.u50
+
+fc1.n49.end:                                      ; preds = %fc1.u50.end
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 0
+  %params452 = getelementptr inbounds float, ptr %params, i64 420352
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena451, i32 128, ptr %params452, i32 128, float 0.000000e+00, ptr %arena453, i32 10)
+  br label %fc2.n51
+
+fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
+  %fc1.u50445 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
+  %1343 = mul nsw i64 %fc1.n49444, 128
+  %1344 = add nsw i64 %1343, %fc1.u50445
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1344
+  %1345 = load float, ptr %arena446, align 4
+  %1346 = add nsw i64 420224, %fc1.u50445
+  %params447 = getelementptr inbounds float, ptr %params, i64 %1346
+  %1347 = load float, ptr %params447, align 4
+  %1348 = fadd float %1345, %1347
+  %1349 = fcmp ogt float %1348, 0.000000e+00
+  %1350 = mul nsw i64 %fc1.n49444, 128
+  %1351 = add nsw i64 %1350, %fc1.u50445
+  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1351
+  %1352 = load float, ptr %arena448, align 4
+  %1353 = add nsw i64 420224, %fc1.u50445
+  %params449 = getelementptr inbounds float, ptr %params, i64 %1353
+  %1354 = load float, ptr %params449, align 4
+  %1355 = fadd float %1352, %1354
+  %1356 = select i1 %1349, float %1355, float 0.000000e+00
+  %1357 = mul nsw i64 %fc1.n49444, 128
+  %1358 = add nsw i64 %1357, %fc1.u50445
+  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1358
+  store float %1356, ptr %arena450, align 4
+  %u50.next = add nsw i64 %fc1.u50445, 1
+  %1359 = icmp slt i64 %u50.next, 128
+  br i1 %1359, label %fc1.u50, label %fc1.u50.end
+
+fc1.u50.end:                                      ; preds = %fc1.u50
+  %n49.next = add nsw i64 %fc1.n49444, 1
+  %1360 = icmp slt i64 %n49.next, 64
+  br i1 %1360, label %fc1.n49, label %fc1.n49.end
+
+fc2.n51:                                          ; preds = %fc2.u52.end, %fc1.n49.end
+  %fc2.n51454 = phi i64 [ 0, %fc1.n49.end ], [ %n51.next, %fc2.u52.end ]
+  br label %fc2.u52
+
+fc2.n51.end:                                      ; preds = %fc2.u52.end
   ret void
 
-fc2.u40:                                          ; preds = %fc2.u40, %fc2.n39
-  %fc2.u40165 = phi i64 [ 0, %fc2.n39 ], [ %u40.next, %fc2.u40 ]
-  %695 = mul nsw i64 %fc2.n39164, 10
-  %696 = add nsw i64 8192, %695
-  %697 = add nsw i64 %696, %fc2.u40165
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %697
-  %698 = load float, ptr %arena166, align 4
-  %699 = add nsw i64 421632, %fc2.u40165
-  %params167 = getelementptr inbounds float, ptr %params, i64 %699
-  %700 = load float, ptr %params167, align 4
-  %701 = fadd float %698, %700
-  %702 = mul nsw i64 %fc2.n39164, 10
-  %703 = add nsw i64 8192, %702
-  %704 = add nsw i64 %703, %fc2.u40165
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %704
-  store float %701, ptr %arena168, align 4
-  %u40.next = add nsw i64 %fc2.u40165, 1
-  %705 = icmp slt i64 %u40.next, 10
-  br i1 %705, label %fc2.u40, label %fc2.u40.end
+fc2.u52:                                          ; preds = %fc2.u52, %fc2.n51
+  %fc2.u52455 = phi i64 [ 0, %fc2.n51 ], [ %u52.next, %fc2.u52 ]
+  %1361 = mul nsw i64 %fc2.n51454, 10
+  %1362 = add nsw i64 8192, %1361
+  %1363 = add nsw i64 %1362, %fc2.u52455
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 %1363
+  %1364 = load float, ptr %arena456, align 4
+  %1365 = add nsw i64 421632, %fc2.u52455
+  %params457 = getelementptr inbounds float, ptr %params, i64 %1365
+  %1366 = load float, ptr %params457, align 4
+  %1367 = fadd float %1364, %1366
+  %1368 = mul nsw i64 %fc2.n51454, 10
+  %1369 = add nsw i64 8192, %1368
+  %1370 = add nsw i64 %1369, %fc2.u52455
+  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1370
+  store float %1367, ptr %arena458, align 4
+  %u52.next = add nsw i64 %fc2.u52455, 1
+  %1371 = icmp slt i64 %u52.next, 10
+  br i1 %1371, label %fc2.u52, label %fc2.u52.end
 
-fc2.u40.end:                                      ; preds = %fc2.u40
-  %n39.next = add nsw i64 %fc2.n39164, 1
-  %706 = icmp slt i64 %n39.next, 64
-  br i1 %706, label %fc2.n39, label %fc2.n39.end
+fc2.u52.end:                                      ; preds = %fc2.u52
+  %n51.next = add nsw i64 %fc2.n51454, 1
+  %1372 = icmp slt i64 %n51.next, 64
+  br i1 %1372, label %fc2.n51, label %fc2.n51.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

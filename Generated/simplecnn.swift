@@ -24,6 +24,15 @@ let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_s
 @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
   UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
 }
+/// The first `lanes` floats at p + i, zeros after (never reads past them).
+@inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+  var v = SIMD16<Float>()
+  for l in 0..<lanes { v[l] = p[i &+ l] }
+  return v
+}
+@inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+  for l in 0..<lanes { p[i &+ l] = v[l] }
+}
 
 @_cdecl("simplecnn_train_b64")
 public func simplecnn_train_b64(
@@ -89,91 +98,355 @@ public func simplecnn_train_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 32, 9, 1, arena + 802816, 50176, params + 0, 9, Float(bitPattern: 0x0), arena + 1254400, 32)
-    for j13 in 0..<64 {
-      for f14 in 0..<32 {
-        for py15 in 0..<14 {
-          for px16 in 0..<14 {
-            var best17: Float = (arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)])
-            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            arena[((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
-            arena[(401408 &+ ((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
+    for nb13 in 0..<784 {
+      for mb14 in 0..<5 {
+        var t15_c0_0 = SIMD16<Float>()
+        var t15_c0_1 = SIMD16<Float>()
+        var t15_c0_2 = SIMD16<Float>()
+        var t15_c0_3 = SIMD16<Float>()
+        var t15_c1_0 = SIMD16<Float>()
+        var t15_c1_1 = SIMD16<Float>()
+        var t15_c1_2 = SIMD16<Float>()
+        var t15_c1_3 = SIMD16<Float>()
+        var t15_c2_0 = SIMD16<Float>()
+        var t15_c2_1 = SIMD16<Float>()
+        var t15_c2_2 = SIMD16<Float>()
+        var t15_c2_3 = SIMD16<Float>()
+        var t15_c3_0 = SIMD16<Float>()
+        var t15_c3_1 = SIMD16<Float>()
+        var t15_c3_2 = SIMD16<Float>()
+        var t15_c3_3 = SIMD16<Float>()
+        var t15_c4_0 = SIMD16<Float>()
+        var t15_c4_1 = SIMD16<Float>()
+        var t15_c4_2 = SIMD16<Float>()
+        var t15_c4_3 = SIMD16<Float>()
+        var t15_c5_0 = SIMD16<Float>()
+        var t15_c5_1 = SIMD16<Float>()
+        var t15_c5_2 = SIMD16<Float>()
+        var t15_c5_3 = SIMD16<Float>()
+        for k16 in 0..<9 {
+          let t15_b0 = load16(arena, ((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
+          let t15_b1 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+          let t15_b2 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+          let t15_b3 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
+          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
+          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
+          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
+          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
+          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
+          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
+          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
+          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
+          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
+          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
+          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
+          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
+          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
+          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
+          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
+          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
+          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
+          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
+          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
+          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
+          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+        }
+        store16(arena, ((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
+        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
+        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
+        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+      }
+      var t17_c0_0 = SIMD16<Float>()
+      var t17_c0_1 = SIMD16<Float>()
+      var t17_c0_2 = SIMD16<Float>()
+      var t17_c0_3 = SIMD16<Float>()
+      var t17_c1_0 = SIMD16<Float>()
+      var t17_c1_1 = SIMD16<Float>()
+      var t17_c1_2 = SIMD16<Float>()
+      var t17_c1_3 = SIMD16<Float>()
+      for k18 in 0..<9 {
+        let t17_b0 = load16(arena, ((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
+        let t17_b1 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+        let t17_b2 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+        let t17_b3 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+        let t17_a0 = SIMD16<Float>(repeating: params[(270 &+ k18)])
+        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
+        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
+        let t17_a1 = SIMD16<Float>(repeating: params[(279 &+ k18)])
+        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
+        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+      }
+      store16(arena, (2759680 &+ (nb13 &* 64)), t17_c0_0)
+      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
+      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
+      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
+      store16(arena, (2809856 &+ (nb13 &* 64)), t17_c1_0)
+      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
+      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
+      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+    }
+    for j19 in 0..<64 {
+      for f20 in 0..<32 {
+        for py21 in 0..<14 {
+          for px22 in 0..<14 {
+            var best23: Float = (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)])
+            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) : best23)
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) : best23)
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) : best23)
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) : best23)
+            arena[((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
+            arena[(401408 &+ ((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
           }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g19 in 0..<1 {
-    for j20 in 0..<64 {
-      for r21 in 0..<288 {
-        do {  // SIMD16 over i22
-          var i22 = 0
-          while i22 &+ 16 <= 196 {
-            store16(arena, ((1204224 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
-            i22 &+= 16
+  for g25 in 0..<1 {
+    for j26 in 0..<64 {
+      for r27 in 0..<288 {
+        do {  // SIMD16 over i28
+          var i28 = 0
+          while i28 &+ 16 <= 196 {
+            store16(arena, ((1204224 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
+            i28 &+= 16
           }
-          while i22 < 196 {
-            arena[(((1204224 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
-            i22 &+= 1
+          while i28 < 196 {
+            arena[(((1204224 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
+            i28 &+= 1
           }
         }
       }
-      for c23 in 0..<32 {
-        for ky24 in 0..<3 {
-          for oy25 in 0..<14 {
-            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
-              for ox26 in 0..<13 {
-                arena[((((1204224 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
+      for c29 in 0..<32 {
+        for ky30 in 0..<3 {
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((1204224 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
               }
             }
           }
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
-              do {  // SIMD16 over ox28
-                var ox28 = 0
-                while ox28 < 14 {
-                  arena[((((1204224 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
-                  ox28 &+= 1
+          for oy33 in 0..<14 {
+            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
+              do {  // SIMD16 over ox34
+                var ox34 = 0
+                while ox34 < 14 {
+                  arena[((((1204224 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
+                  ox34 &+= 1
                 }
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
-              for ox30 in 0..<13 {
-                arena[((((1204224 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
+          for oy35 in 0..<14 {
+            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
+              for ox36 in 0..<13 {
+                arena[((((1204224 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 12544, 64, 288, 1, arena + 1204224, 12544, params + 320, 288, Float(bitPattern: 0x0), arena + 4816896, 64)
-    for j31 in 0..<64 {
-      for f32 in 0..<64 {
-        for py33 in 0..<7 {
-          for px34 in 0..<7 {
-            var best35: Float = (arena[((4816896 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)])
-            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
-            bi36 = ((arena[((4816896 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
-            best35 = ((arena[((4816896 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4816896 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            bi36 = ((arena[((4816896 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
-            best35 = ((arena[((4816896 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4816896 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            bi36 = ((arena[((4816896 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
-            best35 = ((arena[((4816896 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4816896 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            bi36 = ((arena[((4816896 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
-            best35 = ((arena[((4816896 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4816896 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            arena[(802816 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
-            arena[(1003520 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
+    for nb37 in 0..<196 {
+      for mb38 in 0..<10 {
+        var t39_c0_0 = SIMD16<Float>()
+        var t39_c0_1 = SIMD16<Float>()
+        var t39_c0_2 = SIMD16<Float>()
+        var t39_c0_3 = SIMD16<Float>()
+        var t39_c1_0 = SIMD16<Float>()
+        var t39_c1_1 = SIMD16<Float>()
+        var t39_c1_2 = SIMD16<Float>()
+        var t39_c1_3 = SIMD16<Float>()
+        var t39_c2_0 = SIMD16<Float>()
+        var t39_c2_1 = SIMD16<Float>()
+        var t39_c2_2 = SIMD16<Float>()
+        var t39_c2_3 = SIMD16<Float>()
+        var t39_c3_0 = SIMD16<Float>()
+        var t39_c3_1 = SIMD16<Float>()
+        var t39_c3_2 = SIMD16<Float>()
+        var t39_c3_3 = SIMD16<Float>()
+        var t39_c4_0 = SIMD16<Float>()
+        var t39_c4_1 = SIMD16<Float>()
+        var t39_c4_2 = SIMD16<Float>()
+        var t39_c4_3 = SIMD16<Float>()
+        var t39_c5_0 = SIMD16<Float>()
+        var t39_c5_1 = SIMD16<Float>()
+        var t39_c5_2 = SIMD16<Float>()
+        var t39_c5_3 = SIMD16<Float>()
+        for k40 in 0..<288 {
+          let t39_b0 = load16(arena, ((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
+          let t39_b1 = load16(arena, (((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+          let t39_b2 = load16(arena, (((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+          let t39_b3 = load16(arena, (((1204224 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+          let t39_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb38 &* 6) &* 288)) &+ k40)])
+          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
+          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
+          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
+          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
+          let t39_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 1) &* 288)) &+ k40)])
+          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
+          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
+          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
+          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
+          let t39_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 2) &* 288)) &+ k40)])
+          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
+          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
+          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
+          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
+          let t39_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 3) &* 288)) &+ k40)])
+          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
+          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
+          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
+          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
+          let t39_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 4) &* 288)) &+ k40)])
+          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
+          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
+          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
+          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
+          let t39_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 5) &* 288)) &+ k40)])
+          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
+          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
+          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
+          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+        }
+        store16(arena, ((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
+        store16(arena, (((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
+        store16(arena, (((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
+        store16(arena, (((4816896 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
+        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
+        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
+        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
+        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
+        store16(arena, ((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
+        store16(arena, (((4816896 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+      }
+      var t41_c0_0 = SIMD16<Float>()
+      var t41_c0_1 = SIMD16<Float>()
+      var t41_c0_2 = SIMD16<Float>()
+      var t41_c0_3 = SIMD16<Float>()
+      var t41_c1_0 = SIMD16<Float>()
+      var t41_c1_1 = SIMD16<Float>()
+      var t41_c1_2 = SIMD16<Float>()
+      var t41_c1_3 = SIMD16<Float>()
+      var t41_c2_0 = SIMD16<Float>()
+      var t41_c2_1 = SIMD16<Float>()
+      var t41_c2_2 = SIMD16<Float>()
+      var t41_c2_3 = SIMD16<Float>()
+      var t41_c3_0 = SIMD16<Float>()
+      var t41_c3_1 = SIMD16<Float>()
+      var t41_c3_2 = SIMD16<Float>()
+      var t41_c3_3 = SIMD16<Float>()
+      for k42 in 0..<288 {
+        let t41_b0 = load16(arena, ((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
+        let t41_b1 = load16(arena, (((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+        let t41_b2 = load16(arena, (((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+        let t41_b3 = load16(arena, (((1204224 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+        let t41_a0 = SIMD16<Float>(repeating: params[(17600 &+ k42)])
+        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
+        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
+        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
+        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
+        let t41_a1 = SIMD16<Float>(repeating: params[(17888 &+ k42)])
+        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
+        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
+        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
+        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
+        let t41_a2 = SIMD16<Float>(repeating: params[(18176 &+ k42)])
+        t41_c2_0 = t41_c2_0.addingProduct(t41_a2, t41_b0)
+        t41_c2_1 = t41_c2_1.addingProduct(t41_a2, t41_b1)
+        t41_c2_2 = t41_c2_2.addingProduct(t41_a2, t41_b2)
+        t41_c2_3 = t41_c2_3.addingProduct(t41_a2, t41_b3)
+        let t41_a3 = SIMD16<Float>(repeating: params[(18464 &+ k42)])
+        t41_c3_0 = t41_c3_0.addingProduct(t41_a3, t41_b0)
+        t41_c3_1 = t41_c3_1.addingProduct(t41_a3, t41_b1)
+        t41_c3_2 = t41_c3_2.addingProduct(t41_a3, t41_b2)
+        t41_c3_3 = t41_c3_3.addingProduct(t41_a3, t41_b3)
+      }
+      store16(arena, (5569536 &+ (nb37 &* 64)), t41_c0_0)
+      store16(arena, ((5569536 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
+      store16(arena, ((5569536 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
+      store16(arena, ((5569536 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
+      store16(arena, (5582080 &+ (nb37 &* 64)), t41_c1_0)
+      store16(arena, ((5582080 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
+      store16(arena, ((5582080 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
+      store16(arena, ((5582080 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
+      store16(arena, (5594624 &+ (nb37 &* 64)), t41_c2_0)
+      store16(arena, ((5594624 &+ (nb37 &* 64)) &+ 16), t41_c2_1)
+      store16(arena, ((5594624 &+ (nb37 &* 64)) &+ 32), t41_c2_2)
+      store16(arena, ((5594624 &+ (nb37 &* 64)) &+ 48), t41_c2_3)
+      store16(arena, (5607168 &+ (nb37 &* 64)), t41_c3_0)
+      store16(arena, ((5607168 &+ (nb37 &* 64)) &+ 16), t41_c3_1)
+      store16(arena, ((5607168 &+ (nb37 &* 64)) &+ 32), t41_c3_2)
+      store16(arena, ((5607168 &+ (nb37 &* 64)) &+ 48), t41_c3_3)
+    }
+    for j43 in 0..<64 {
+      for f44 in 0..<64 {
+        for py45 in 0..<7 {
+          for px46 in 0..<7 {
+            var best47: Float = (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)])
+            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
+            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
+            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) : best47)
+            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
+            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) : best47)
+            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
+            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) : best47)
+            bi48 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
+            best47 = ((arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4816896 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) : best47)
+            arena[(802816 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
+            arena[(1003520 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
           }
         }
       }
@@ -182,272 +455,533 @@ public func simplecnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 802816, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1204224, 128)
-  for n37 in 0..<64 {
-    do {  // SIMD16 over u38
-      var u38 = 0
-      while u38 &+ 16 <= 128 {
-        store16(arena, (1204224 &+ (n37 &* 128)) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n37 &* 128)) &+ u38) + load16(params, 420224 &+ u38)), where: (load16(arena, (1204224 &+ (n37 &* 128)) &+ u38) + load16(params, 420224 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
-        u38 &+= 16
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 &+ 16 <= 128 {
+        store16(arena, (1204224 &+ (n49 &* 128)) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (1204224 &+ (n49 &* 128)) &+ u50) + load16(params, 420224 &+ u50)), where: (load16(arena, (1204224 &+ (n49 &* 128)) &+ u50) + load16(params, 420224 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
+        u50 &+= 16
       }
-      while u38 < 128 {
-        arena[((1204224 &+ (n37 &* 128)) &+ u38)] = ((arena[((1204224 &+ (n37 &* 128)) &+ u38)] + params[(420224 &+ u38)]) > Float(0) ? (arena[((1204224 &+ (n37 &* 128)) &+ u38)] + params[(420224 &+ u38)]) : Float(0))
-        u38 &+= 1
+      while u50 < 128 {
+        arena[((1204224 &+ (n49 &* 128)) &+ u50)] = ((arena[((1204224 &+ (n49 &* 128)) &+ u50)] + params[(420224 &+ u50)]) > Float(0) ? (arena[((1204224 &+ (n49 &* 128)) &+ u50)] + params[(420224 &+ u50)]) : Float(0))
+        u50 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
-  for i39 in 0..<8192 {
-    arena[(1212416 &+ i39)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i39) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i39)] * Float(2)) : Float(0))
+  for i51 in 0..<8192 {
+    arena[(1212416 &+ i51)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i51) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1204224 &+ i51)] * Float(2)) : Float(0))
   }
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 1212416, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 1220608, 10)
-  for n40 in 0..<64 {
-    do {  // SIMD16 over u41
-      var u41 = 0
-      while u41 < 10 {
-        arena[((1220608 &+ (n40 &* 10)) &+ u41)] = (arena[((1220608 &+ (n40 &* 10)) &+ u41)] + params[(421632 &+ u41)])
-        u41 &+= 1
+  for n52 in 0..<64 {
+    do {  // SIMD16 over u53
+      var u53 = 0
+      while u53 < 10 {
+        arena[((1220608 &+ (n52 &* 10)) &+ u53)] = (arena[((1220608 &+ (n52 &* 10)) &+ u53)] + params[(421632 &+ u53)])
+        u53 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total42: Float = Float(0)
-  for n43 in 0..<64 {
-    var m44: Float = arena[(1220608 &+ (n43 &* 10))]
-    for k46 in 0..<10 {
-      m44 = { let x = m44, y = arena[((1220608 &+ (n43 &* 10)) &+ k46)]; return y > x ? y : x }()
+  var total54: Float = Float(0)
+  for n55 in 0..<64 {
+    var m56: Float = arena[(1220608 &+ (n55 &* 10))]
+    for k58 in 0..<10 {
+      m56 = { let x = m56, y = arena[((1220608 &+ (n55 &* 10)) &+ k58)]; return y > x ? y : x }()
     }
-    var s45: Float = Float(0)
-    for k47 in 0..<10 {
-      s45 = (s45 + expf((arena[((1220608 &+ (n43 &* 10)) &+ k47)] - m44)))
+    var s57: Float = Float(0)
+    for k59 in 0..<10 {
+      s57 = (s57 + expf((arena[((1220608 &+ (n55 &* 10)) &+ k59)] - m56)))
     }
-    total42 = (total42 + ((m44 + logf(s45)) - arena[((1220608 &+ (n43 &* 10)) &+ Int(labels[n43]))]))
+    total54 = (total54 + ((m56 + logf(s57)) - arena[((1220608 &+ (n55 &* 10)) &+ Int(labels[n55]))]))
   }
-  arena[1221248] = (total42 / Float(64))
+  arena[1221248] = (total54 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n48 in 0..<64 {
-    var m49: Float = arena[(1220608 &+ (n48 &* 10))]
-    for k51 in 0..<10 {
-      m49 = { let x = m49, y = arena[((1220608 &+ (n48 &* 10)) &+ k51)]; return y > x ? y : x }()
+  for n60 in 0..<64 {
+    var m61: Float = arena[(1220608 &+ (n60 &* 10))]
+    for k63 in 0..<10 {
+      m61 = { let x = m61, y = arena[((1220608 &+ (n60 &* 10)) &+ k63)]; return y > x ? y : x }()
     }
-    var s50: Float = Float(0)
-    for k52 in 0..<10 {
-      s50 = (s50 + expf((arena[((1220608 &+ (n48 &* 10)) &+ k52)] - m49)))
+    var s62: Float = Float(0)
+    for k64 in 0..<10 {
+      s62 = (s62 + expf((arena[((1220608 &+ (n60 &* 10)) &+ k64)] - m61)))
     }
-    for k53 in 0..<10 {
-      arena[((1221264 &+ (n48 &* 10)) &+ k53)] = ((k53 == Int(labels[n48]) ? ((expf((arena[((1220608 &+ (n48 &* 10)) &+ k53)] - m49)) / s50) - Float(1)) : (expf((arena[((1220608 &+ (n48 &* 10)) &+ k53)] - m49)) / s50)) / Float(64))
+    for k65 in 0..<10 {
+      arena[((1221264 &+ (n60 &* 10)) &+ k65)] = ((k65 == Int(labels[n60]) ? ((expf((arena[((1220608 &+ (n60 &* 10)) &+ k65)] - m61)) / s62) - Float(1)) : (expf((arena[((1220608 &+ (n60 &* 10)) &+ k65)] - m61)) / s62)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, drop)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 1221264, 10, arena + 1212416, 128, Float(bitPattern: 0x0), grads + 420352, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u54 in 0..<10 {
-    var acc55: Float = Float(0)
-    for n56 in 0..<64 {
-      acc55 = (acc55 + arena[((1221264 &+ (n56 &* 10)) &+ u54)])
+  for u66 in 0..<10 {
+    var acc67: Float = Float(0)
+    for n68 in 0..<64 {
+      acc67 = (acc67 + arena[((1221264 &+ (n68 &* 10)) &+ u66)])
     }
-    grads[(421632 &+ u54)] = acc55
+    grads[(421632 &+ u66)] = acc67
   }
   // drop_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 1221264, 10, params + 420352, 128, Float(bitPattern: 0x0), arena + 1221904, 128)
   // relu3_grad = dropout_grad(drop_grad, drop)
-  for i57 in 0..<8192 {
-    arena[(1230096 &+ i57)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i57) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i57)] * Float(2)) : Float(0))
+  for i69 in 0..<8192 {
+    arena[(1230096 &+ i69)] = (mix(mix(mix(UInt64(bitPattern: seed) ^ 0xf1a2a766dcd55bac) &+ UInt64(bitPattern: step)) &+ UInt64(i69) &* 0x9e37_79b9_7f4a_7c15) >> 40 >= 8388608 ? (arena[(1221904 &+ i69)] * Float(2)) : Float(0))
   }
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i58
-    var i58 = 0
-    while i58 &+ 16 <= 8192 {
-      store16(arena, 1212416 &+ i58, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i58), where: load16(arena, 1204224 &+ i58) .> SIMD16<Float>(repeating: Float(0))))
-      i58 &+= 16
+  do {  // SIMD16 over i70
+    var i70 = 0
+    while i70 &+ 16 <= 8192 {
+      store16(arena, 1212416 &+ i70, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 1230096 &+ i70), where: load16(arena, 1204224 &+ i70) .> SIMD16<Float>(repeating: Float(0))))
+      i70 &+= 16
     }
-    while i58 < 8192 {
-      arena[(1212416 &+ i58)] = (arena[(1204224 &+ i58)] > Float(0) ? arena[(1230096 &+ i58)] : Float(0))
-      i58 &+= 1
+    while i70 < 8192 {
+      arena[(1212416 &+ i70)] = (arena[(1204224 &+ i70)] > Float(0) ? arena[(1230096 &+ i70)] : Float(0))
+      i70 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 3136, 64, 1, arena + 1212416, 128, arena + 802816, 3136, Float(bitPattern: 0x0), grads + 18816, 3136)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u59 in 0..<128 {
-    var acc60: Float = Float(0)
-    for n61 in 0..<64 {
-      acc60 = (acc60 + arena[((1212416 &+ (n61 &* 128)) &+ u59)])
+  for u71 in 0..<128 {
+    var acc72: Float = Float(0)
+    for n73 in 0..<64 {
+      acc72 = (acc72 + arena[((1212416 &+ (n73 &* 128)) &+ u71)])
     }
-    grads[(420224 &+ u59)] = acc60
+    grads[(420224 &+ u71)] = acc72
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 3136, 128, 1, arena + 1212416, 128, params + 18816, 3136, Float(bitPattern: 0x0), arena + 1221264, 3136)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i62
-    var i62 = 0
-    while i62 &+ 16 <= 802816 {
-      store16(arena, 1421968 &+ i62, SIMD16<Float>(repeating: Float(0)))
-      i62 &+= 16
+  do {  // SIMD16 over i74
+    var i74 = 0
+    while i74 &+ 16 <= 802816 {
+      store16(arena, 1421968 &+ i74, SIMD16<Float>(repeating: Float(0)))
+      i74 &+= 16
     }
-    while i62 < 802816 {
-      arena[(1421968 &+ i62)] = Float(0)
-      i62 &+= 1
+    while i74 < 802816 {
+      arena[(1421968 &+ i74)] = Float(0)
+      i74 &+= 1
     }
   }
-  for q63 in 0..<4096 {
-    for i64 in 0..<49 {
-      if arena[(802816 &+ ((q63 &* 49) &+ i64))] > Float(0) {
-        arena[((1421968 &+ (q63 &* 196)) &+ Int(arena[(1003520 &+ ((q63 &* 49) &+ i64))]))] += arena[(1221264 &+ ((q63 &* 49) &+ i64))]
+  for q75 in 0..<4096 {
+    for i76 in 0..<49 {
+      if arena[(802816 &+ ((q75 &* 49) &+ i76))] > Float(0) {
+        arena[((1421968 &+ (q75 &* 196)) &+ Int(arena[(1003520 &+ ((q75 &* 49) &+ i76))]))] += arena[(1221264 &+ ((q75 &* 49) &+ i76))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i65
-    var i65 = 0
-    while i65 &+ 16 <= 18432 {
-      store16(grads, 320 &+ i65, SIMD16<Float>(repeating: Float(0)))
-      i65 &+= 16
+  do {  // SIMD16 over i77
+    var i77 = 0
+    while i77 &+ 16 <= 18432 {
+      store16(arena, 6640272 &+ i77, SIMD16<Float>(repeating: Float(0)))
+      i77 &+= 16
     }
-    while i65 < 18432 {
-      grads[(320 &+ i65)] = Float(0)
-      i65 &+= 1
+    while i77 < 18432 {
+      arena[(6640272 &+ i77)] = Float(0)
+      i77 &+= 1
     }
   }
-  for g66 in 0..<1 {
-    for j67 in 0..<64 {
-      for r68 in 0..<288 {
-        do {  // SIMD16 over i69
-          var i69 = 0
-          while i69 &+ 16 <= 196 {
-            store16(arena, ((2224784 &+ (r68 &* 12544)) &+ (j67 &* 196)) &+ i69, SIMD16<Float>(repeating: Float(0)))
-            i69 &+= 16
+  for g78 in 0..<1 {
+    for j79 in 0..<64 {
+      for r80 in 0..<288 {
+        do {  // SIMD16 over i81
+          var i81 = 0
+          while i81 &+ 16 <= 196 {
+            store16(arena, ((2224784 &+ (r80 &* 12544)) &+ (j79 &* 196)) &+ i81, SIMD16<Float>(repeating: Float(0)))
+            i81 &+= 16
           }
-          while i69 < 196 {
-            arena[(((2224784 &+ (r68 &* 12544)) &+ (j67 &* 196)) &+ i69)] = Float(0)
-            i69 &+= 1
+          while i81 < 196 {
+            arena[(((2224784 &+ (r80 &* 12544)) &+ (j79 &* 196)) &+ i81)] = Float(0)
+            i81 &+= 1
           }
         }
       }
-      for c70 in 0..<32 {
-        for ky71 in 0..<3 {
-          for oy72 in 0..<14 {
-            if (-1 < ((oy72 &+ ky71) &+ -1) && ((oy72 &+ ky71) &+ -1) < 14) {
-              for ox73 in 0..<13 {
-                arena[((((2224784 &+ ((((c70 &* 3) &+ ky71) &* 3) &* 12544)) &+ (j67 &* 196)) &+ (oy72 &* 14)) &+ (ox73 &+ 1))] = arena[((((((g66 &* 64) &+ j67) &* 6272) &+ (c70 &* 196)) &+ (((oy72 &+ ky71) &+ -1) &* 14)) &+ ((ox73 &+ 1) &+ -1))]
+      for c82 in 0..<32 {
+        for ky83 in 0..<3 {
+          for oy84 in 0..<14 {
+            if (-1 < ((oy84 &+ ky83) &+ -1) && ((oy84 &+ ky83) &+ -1) < 14) {
+              for ox85 in 0..<13 {
+                arena[((((2224784 &+ ((((c82 &* 3) &+ ky83) &* 3) &* 12544)) &+ (j79 &* 196)) &+ (oy84 &* 14)) &+ (ox85 &+ 1))] = arena[((((((g78 &* 64) &+ j79) &* 6272) &+ (c82 &* 196)) &+ (((oy84 &+ ky83) &+ -1) &* 14)) &+ ((ox85 &+ 1) &+ -1))]
               }
             }
           }
-          for oy74 in 0..<14 {
-            if (-1 < ((oy74 &+ ky71) &+ -1) && ((oy74 &+ ky71) &+ -1) < 14) {
-              do {  // SIMD16 over ox75
-                var ox75 = 0
-                while ox75 < 14 {
-                  arena[((((2224784 &+ (((((c70 &* 3) &+ ky71) &* 3) &+ 1) &* 12544)) &+ (j67 &* 196)) &+ (oy74 &* 14)) &+ ox75)] = arena[((((((g66 &* 64) &+ j67) &* 6272) &+ (c70 &* 196)) &+ (((oy74 &+ ky71) &+ -1) &* 14)) &+ ox75)]
-                  ox75 &+= 1
+          for oy86 in 0..<14 {
+            if (-1 < ((oy86 &+ ky83) &+ -1) && ((oy86 &+ ky83) &+ -1) < 14) {
+              do {  // SIMD16 over ox87
+                var ox87 = 0
+                while ox87 < 14 {
+                  arena[((((2224784 &+ (((((c82 &* 3) &+ ky83) &* 3) &+ 1) &* 12544)) &+ (j79 &* 196)) &+ (oy86 &* 14)) &+ ox87)] = arena[((((((g78 &* 64) &+ j79) &* 6272) &+ (c82 &* 196)) &+ (((oy86 &+ ky83) &+ -1) &* 14)) &+ ox87)]
+                  ox87 &+= 1
                 }
               }
             }
           }
-          for oy76 in 0..<14 {
-            if (-1 < ((oy76 &+ ky71) &+ -1) && ((oy76 &+ ky71) &+ -1) < 14) {
-              for ox77 in 0..<13 {
-                arena[((((2224784 &+ (((((c70 &* 3) &+ ky71) &* 3) &+ 2) &* 12544)) &+ (j67 &* 196)) &+ (oy76 &* 14)) &+ ox77)] = arena[((((((g66 &* 64) &+ j67) &* 6272) &+ (c70 &* 196)) &+ (((oy76 &+ ky71) &+ -1) &* 14)) &+ (ox77 &+ 1))]
+          for oy88 in 0..<14 {
+            if (-1 < ((oy88 &+ ky83) &+ -1) && ((oy88 &+ ky83) &+ -1) < 14) {
+              for ox89 in 0..<13 {
+                arena[((((2224784 &+ (((((c82 &* 3) &+ ky83) &* 3) &+ 2) &* 12544)) &+ (j79 &* 196)) &+ (oy88 &* 14)) &+ ox89)] = arena[((((((g78 &* 64) &+ j79) &* 6272) &+ (c82 &* 196)) &+ (((oy88 &+ ky83) &+ -1) &* 14)) &+ (ox89 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j78 in 0..<64 {
-      for f79 in 0..<64 {
-        do {  // SIMD16 over i80
-          var i80 = 0
-          while i80 &+ 16 <= 196 {
-            store16(arena, ((5837456 &+ (f79 &* 12544)) &+ (j78 &* 196)) &+ i80, load16(arena, ((1421968 &+ (((g66 &* 64) &+ j78) &* 12544)) &+ (f79 &* 196)) &+ i80))
-            i80 &+= 16
-          }
-          while i80 < 196 {
-            arena[(((5837456 &+ (f79 &* 12544)) &+ (j78 &* 196)) &+ i80)] = arena[(((1421968 &+ (((g66 &* 64) &+ j78) &* 12544)) &+ (f79 &* 196)) &+ i80)]
-            i80 &+= 1
-          }
+    for j90 in 0..<64 {
+      for i91 in 0..<196 {
+        for f92 in 0..<64 {
+          arena[((5837456 &+ (((j90 &* 196) &+ i91) &* 64)) &+ f92)] = arena[(((1421968 &+ (((g78 &* 64) &+ j90) &* 12544)) &+ (f92 &* 196)) &+ i91)]
         }
       }
     }
-    sgemm(101, 111, 112, 64, 288, 12544, 1, arena + 5837456, 12544, arena + 2224784, 12544, Float(bitPattern: 0x3f800000), grads + 320, 288)
+    for kp93 in 0..<32 {
+      for nb94 in 0..<1 {
+        for mb95 in 0..<48 {
+          var t96_c0_0 = load16(arena, ((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)))
+          var t96_c0_1 = load16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 16))
+          var t96_c0_2 = load16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 32))
+          var t96_c0_3 = load16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 48))
+          var t96_c1_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)))
+          var t96_c1_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 16))
+          var t96_c1_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 32))
+          var t96_c1_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 48))
+          var t96_c2_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)))
+          var t96_c2_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 16))
+          var t96_c2_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 32))
+          var t96_c2_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 48))
+          var t96_c3_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)))
+          var t96_c3_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 16))
+          var t96_c3_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 32))
+          var t96_c3_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 48))
+          var t96_c4_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)))
+          var t96_c4_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 16))
+          var t96_c4_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 32))
+          var t96_c4_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 48))
+          var t96_c5_0 = load16(arena, ((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)))
+          var t96_c5_1 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 16))
+          var t96_c5_2 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 32))
+          var t96_c5_3 = load16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 48))
+          for k97 in 0..<381 {
+            let t96_b0 = load16(arena, ((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)))
+            let t96_b1 = load16(arena, (((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)) &+ 16))
+            let t96_b2 = load16(arena, (((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)) &+ 32))
+            let t96_b3 = load16(arena, (((5837456 &+ ((k97 &+ (kp93 &* 381)) &* 64)) &+ (nb94 &* 64)) &+ 48))
+            let t96_a0 = SIMD16<Float>(repeating: arena[((2224784 &+ ((mb95 &* 6) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
+            t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
+            t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
+            t96_c0_2 = t96_c0_2.addingProduct(t96_a0, t96_b2)
+            t96_c0_3 = t96_c0_3.addingProduct(t96_a0, t96_b3)
+            let t96_a1 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 1) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
+            t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
+            t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
+            t96_c1_2 = t96_c1_2.addingProduct(t96_a1, t96_b2)
+            t96_c1_3 = t96_c1_3.addingProduct(t96_a1, t96_b3)
+            let t96_a2 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 2) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
+            t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
+            t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
+            t96_c2_2 = t96_c2_2.addingProduct(t96_a2, t96_b2)
+            t96_c2_3 = t96_c2_3.addingProduct(t96_a2, t96_b3)
+            let t96_a3 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 3) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
+            t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
+            t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
+            t96_c3_2 = t96_c3_2.addingProduct(t96_a3, t96_b2)
+            t96_c3_3 = t96_c3_3.addingProduct(t96_a3, t96_b3)
+            let t96_a4 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 4) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
+            t96_c4_0 = t96_c4_0.addingProduct(t96_a4, t96_b0)
+            t96_c4_1 = t96_c4_1.addingProduct(t96_a4, t96_b1)
+            t96_c4_2 = t96_c4_2.addingProduct(t96_a4, t96_b2)
+            t96_c4_3 = t96_c4_3.addingProduct(t96_a4, t96_b3)
+            let t96_a5 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb95 &* 6) &+ 5) &* 12544)) &+ (k97 &+ (kp93 &* 381)))])
+            t96_c5_0 = t96_c5_0.addingProduct(t96_a5, t96_b0)
+            t96_c5_1 = t96_c5_1.addingProduct(t96_a5, t96_b1)
+            t96_c5_2 = t96_c5_2.addingProduct(t96_a5, t96_b2)
+            t96_c5_3 = t96_c5_3.addingProduct(t96_a5, t96_b3)
+          }
+          store16(arena, ((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)), t96_c0_0)
+          store16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c0_1)
+          store16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c0_2)
+          store16(arena, (((6640272 &+ ((mb95 &* 6) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c0_3)
+          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)), t96_c1_0)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c1_1)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c1_2)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 1) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c1_3)
+          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)), t96_c2_0)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c2_1)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c2_2)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 2) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c2_3)
+          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)), t96_c3_0)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c3_1)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c3_2)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 3) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c3_3)
+          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)), t96_c4_0)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c4_1)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c4_2)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 4) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c4_3)
+          store16(arena, ((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)), t96_c5_0)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 16), t96_c5_1)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 32), t96_c5_2)
+          store16(arena, (((6640272 &+ (((mb95 &* 6) &+ 5) &* 64)) &+ (nb94 &* 64)) &+ 48), t96_c5_3)
+        }
+      }
+    }
+    for nb98 in 0..<1 {
+      for mb99 in 0..<48 {
+        var t100_c0_0 = load16(arena, ((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)))
+        var t100_c0_1 = load16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 16))
+        var t100_c0_2 = load16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 32))
+        var t100_c0_3 = load16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 48))
+        var t100_c1_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)))
+        var t100_c1_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 16))
+        var t100_c1_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 32))
+        var t100_c1_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 48))
+        var t100_c2_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)))
+        var t100_c2_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 16))
+        var t100_c2_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 32))
+        var t100_c2_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 48))
+        var t100_c3_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)))
+        var t100_c3_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 16))
+        var t100_c3_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 32))
+        var t100_c3_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 48))
+        var t100_c4_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)))
+        var t100_c4_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 16))
+        var t100_c4_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 32))
+        var t100_c4_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 48))
+        var t100_c5_0 = load16(arena, ((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)))
+        var t100_c5_1 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 16))
+        var t100_c5_2 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 32))
+        var t100_c5_3 = load16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 48))
+        for k101 in 0..<352 {
+          let t100_b0 = load16(arena, ((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)))
+          let t100_b1 = load16(arena, (((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)) &+ 16))
+          let t100_b2 = load16(arena, (((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)) &+ 32))
+          let t100_b3 = load16(arena, (((5837456 &+ ((k101 &+ 12192) &* 64)) &+ (nb98 &* 64)) &+ 48))
+          let t100_a0 = SIMD16<Float>(repeating: arena[((2224784 &+ ((mb99 &* 6) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
+          t100_c0_1 = t100_c0_1.addingProduct(t100_a0, t100_b1)
+          t100_c0_2 = t100_c0_2.addingProduct(t100_a0, t100_b2)
+          t100_c0_3 = t100_c0_3.addingProduct(t100_a0, t100_b3)
+          let t100_a1 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 1) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
+          t100_c1_1 = t100_c1_1.addingProduct(t100_a1, t100_b1)
+          t100_c1_2 = t100_c1_2.addingProduct(t100_a1, t100_b2)
+          t100_c1_3 = t100_c1_3.addingProduct(t100_a1, t100_b3)
+          let t100_a2 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 2) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
+          t100_c2_1 = t100_c2_1.addingProduct(t100_a2, t100_b1)
+          t100_c2_2 = t100_c2_2.addingProduct(t100_a2, t100_b2)
+          t100_c2_3 = t100_c2_3.addingProduct(t100_a2, t100_b3)
+          let t100_a3 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 3) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
+          t100_c3_1 = t100_c3_1.addingProduct(t100_a3, t100_b1)
+          t100_c3_2 = t100_c3_2.addingProduct(t100_a3, t100_b2)
+          t100_c3_3 = t100_c3_3.addingProduct(t100_a3, t100_b3)
+          let t100_a4 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 4) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c4_0 = t100_c4_0.addingProduct(t100_a4, t100_b0)
+          t100_c4_1 = t100_c4_1.addingProduct(t100_a4, t100_b1)
+          t100_c4_2 = t100_c4_2.addingProduct(t100_a4, t100_b2)
+          t100_c4_3 = t100_c4_3.addingProduct(t100_a4, t100_b3)
+          let t100_a5 = SIMD16<Float>(repeating: arena[((2224784 &+ (((mb99 &* 6) &+ 5) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c5_0 = t100_c5_0.addingProduct(t100_a5, t100_b0)
+          t100_c5_1 = t100_c5_1.addingProduct(t100_a5, t100_b1)
+          t100_c5_2 = t100_c5_2.addingProduct(t100_a5, t100_b2)
+          t100_c5_3 = t100_c5_3.addingProduct(t100_a5, t100_b3)
+        }
+        store16(arena, ((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)), t100_c0_0)
+        store16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c0_1)
+        store16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c0_2)
+        store16(arena, (((6640272 &+ ((mb99 &* 6) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c0_3)
+        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)), t100_c1_0)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c1_1)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c1_2)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 1) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c1_3)
+        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)), t100_c2_0)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c2_1)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c2_2)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 2) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c2_3)
+        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)), t100_c3_0)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c3_1)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c3_2)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 3) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c3_3)
+        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)), t100_c4_0)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c4_1)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c4_2)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 4) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c4_3)
+        store16(arena, ((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)), t100_c5_0)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 16), t100_c5_1)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 32), t100_c5_2)
+        store16(arena, (((6640272 &+ (((mb99 &* 6) &+ 5) &* 64)) &+ (nb98 &* 64)) &+ 48), t100_c5_3)
+      }
+    }
+  }
+  for f102 in 0..<64 {
+    for r103 in 0..<288 {
+      grads[((320 &+ (f102 &* 288)) &+ r103)] = arena[((6640272 &+ (r103 &* 64)) &+ f102)]
+    }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i81
-    var i81 = 0
-    while i81 &+ 16 <= 196 {
-      store16(arena, 802816 &+ i81, SIMD16<Float>(repeating: Float(1)))
-      i81 &+= 16
+  do {  // SIMD16 over i104
+    var i104 = 0
+    while i104 &+ 16 <= 196 {
+      store16(arena, 802816 &+ i104, SIMD16<Float>(repeating: Float(1)))
+      i104 &+= 16
     }
-    while i81 < 196 {
-      arena[(802816 &+ i81)] = Float(1)
-      i81 &+= 1
-    }
-  }
-  do {  // SIMD16 over i82
-    var i82 = 0
-    while i82 &+ 16 <= 64 {
-      store16(grads, 18752 &+ i82, SIMD16<Float>(repeating: Float(0)))
-      i82 &+= 16
-    }
-    while i82 < 64 {
-      grads[(18752 &+ i82)] = Float(0)
-      i82 &+= 1
+    while i104 < 196 {
+      arena[(802816 &+ i104)] = Float(1)
+      i104 &+= 1
     }
   }
-  for img83 in 0..<64 {
-    sgemm(101, 111, 111, 64, 1, 196, 1, arena + (1421968 &+ (img83 &* 12544)), 196, arena + 802816, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
+  do {  // SIMD16 over i105
+    var i105 = 0
+    while i105 &+ 16 <= 64 {
+      store16(grads, 18752 &+ i105, SIMD16<Float>(repeating: Float(0)))
+      i105 &+= 16
+    }
+    while i105 < 64 {
+      grads[(18752 &+ i105)] = Float(0)
+      i105 &+= 1
+    }
+  }
+  for img106 in 0..<64 {
+    sgemm(101, 111, 111, 64, 1, 196, 1, arena + (1421968 &+ (img106 &* 12544)), 196, arena + 802816, 1, Float(bitPattern: 0x3f800000), grads + 18752, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i84
-    var i84 = 0
-    while i84 &+ 16 <= 401408 {
-      store16(arena, 802816 &+ i84, SIMD16<Float>(repeating: Float(0)))
-      i84 &+= 16
+  do {  // SIMD16 over i107
+    var i107 = 0
+    while i107 &+ 16 <= 401408 {
+      store16(arena, 802816 &+ i107, SIMD16<Float>(repeating: Float(0)))
+      i107 &+= 16
     }
-    while i84 < 401408 {
-      arena[(802816 &+ i84)] = Float(0)
-      i84 &+= 1
+    while i107 < 401408 {
+      arena[(802816 &+ i107)] = Float(0)
+      i107 &+= 1
     }
   }
-  for g85 in 0..<1 {
-    for j86 in 0..<64 {
-      for f87 in 0..<64 {
-        do {  // SIMD16 over i88
-          var i88 = 0
-          while i88 &+ 16 <= 196 {
-            store16(arena, ((5837456 &+ (f87 &* 12544)) &+ (j86 &* 196)) &+ i88, load16(arena, ((1421968 &+ (((g85 &* 64) &+ j86) &* 12544)) &+ (f87 &* 196)) &+ i88))
-            i88 &+= 16
+  for g108 in 0..<1 {
+    for j109 in 0..<64 {
+      for f110 in 0..<64 {
+        do {  // SIMD16 over i111
+          var i111 = 0
+          while i111 &+ 16 <= 196 {
+            store16(arena, ((5837456 &+ (f110 &* 12544)) &+ (j109 &* 196)) &+ i111, load16(arena, ((1421968 &+ (((g108 &* 64) &+ j109) &* 12544)) &+ (f110 &* 196)) &+ i111))
+            i111 &+= 16
           }
-          while i88 < 196 {
-            arena[(((5837456 &+ (f87 &* 12544)) &+ (j86 &* 196)) &+ i88)] = arena[(((1421968 &+ (((g85 &* 64) &+ j86) &* 12544)) &+ (f87 &* 196)) &+ i88)]
-            i88 &+= 1
+          while i111 < 196 {
+            arena[(((5837456 &+ (f110 &* 12544)) &+ (j109 &* 196)) &+ i111)] = arena[(((1421968 &+ (((g108 &* 64) &+ j109) &* 12544)) &+ (f110 &* 196)) &+ i111)]
+            i111 &+= 1
           }
         }
       }
     }
-    sgemm(101, 112, 111, 288, 12544, 64, 1, params + 320, 288, arena + 5837456, 12544, Float(bitPattern: 0x0), arena + 2224784, 12544)
-    for j89 in 0..<64 {
-      for c90 in 0..<32 {
-        for ky91 in 0..<3 {
-          for oy92 in 0..<14 {
-            if (-1 < ((oy92 &+ ky91) &+ -1) && ((oy92 &+ ky91) &+ -1) < 14) {
-              for ox93 in 0..<13 {
-                arena[((((802816 &+ (((g85 &* 64) &+ j89) &* 6272)) &+ (c90 &* 196)) &+ (((oy92 &+ ky91) &+ -1) &* 14)) &+ ((ox93 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c90 &* 3) &+ ky91) &* 3) &* 12544)) &+ (j89 &* 196)) &+ (oy92 &* 14)) &+ (ox93 &+ 1))]
+    for nb112 in 0..<196 {
+      for mb113 in 0..<48 {
+        var t114_c0_0 = SIMD16<Float>()
+        var t114_c0_1 = SIMD16<Float>()
+        var t114_c0_2 = SIMD16<Float>()
+        var t114_c0_3 = SIMD16<Float>()
+        var t114_c1_0 = SIMD16<Float>()
+        var t114_c1_1 = SIMD16<Float>()
+        var t114_c1_2 = SIMD16<Float>()
+        var t114_c1_3 = SIMD16<Float>()
+        var t114_c2_0 = SIMD16<Float>()
+        var t114_c2_1 = SIMD16<Float>()
+        var t114_c2_2 = SIMD16<Float>()
+        var t114_c2_3 = SIMD16<Float>()
+        var t114_c3_0 = SIMD16<Float>()
+        var t114_c3_1 = SIMD16<Float>()
+        var t114_c3_2 = SIMD16<Float>()
+        var t114_c3_3 = SIMD16<Float>()
+        var t114_c4_0 = SIMD16<Float>()
+        var t114_c4_1 = SIMD16<Float>()
+        var t114_c4_2 = SIMD16<Float>()
+        var t114_c4_3 = SIMD16<Float>()
+        var t114_c5_0 = SIMD16<Float>()
+        var t114_c5_1 = SIMD16<Float>()
+        var t114_c5_2 = SIMD16<Float>()
+        var t114_c5_3 = SIMD16<Float>()
+        for k115 in 0..<64 {
+          let t114_b0 = load16(arena, ((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)))
+          let t114_b1 = load16(arena, (((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)) &+ 16))
+          let t114_b2 = load16(arena, (((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)) &+ 32))
+          let t114_b3 = load16(arena, (((5837456 &+ (k115 &* 12544)) &+ (nb112 &* 64)) &+ 48))
+          let t114_a0 = SIMD16<Float>(repeating: params[((320 &+ (mb113 &* 6)) &+ (k115 &* 288))])
+          t114_c0_0 = t114_c0_0.addingProduct(t114_a0, t114_b0)
+          t114_c0_1 = t114_c0_1.addingProduct(t114_a0, t114_b1)
+          t114_c0_2 = t114_c0_2.addingProduct(t114_a0, t114_b2)
+          t114_c0_3 = t114_c0_3.addingProduct(t114_a0, t114_b3)
+          let t114_a1 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 1)) &+ (k115 &* 288))])
+          t114_c1_0 = t114_c1_0.addingProduct(t114_a1, t114_b0)
+          t114_c1_1 = t114_c1_1.addingProduct(t114_a1, t114_b1)
+          t114_c1_2 = t114_c1_2.addingProduct(t114_a1, t114_b2)
+          t114_c1_3 = t114_c1_3.addingProduct(t114_a1, t114_b3)
+          let t114_a2 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 2)) &+ (k115 &* 288))])
+          t114_c2_0 = t114_c2_0.addingProduct(t114_a2, t114_b0)
+          t114_c2_1 = t114_c2_1.addingProduct(t114_a2, t114_b1)
+          t114_c2_2 = t114_c2_2.addingProduct(t114_a2, t114_b2)
+          t114_c2_3 = t114_c2_3.addingProduct(t114_a2, t114_b3)
+          let t114_a3 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 3)) &+ (k115 &* 288))])
+          t114_c3_0 = t114_c3_0.addingProduct(t114_a3, t114_b0)
+          t114_c3_1 = t114_c3_1.addingProduct(t114_a3, t114_b1)
+          t114_c3_2 = t114_c3_2.addingProduct(t114_a3, t114_b2)
+          t114_c3_3 = t114_c3_3.addingProduct(t114_a3, t114_b3)
+          let t114_a4 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 4)) &+ (k115 &* 288))])
+          t114_c4_0 = t114_c4_0.addingProduct(t114_a4, t114_b0)
+          t114_c4_1 = t114_c4_1.addingProduct(t114_a4, t114_b1)
+          t114_c4_2 = t114_c4_2.addingProduct(t114_a4, t114_b2)
+          t114_c4_3 = t114_c4_3.addingProduct(t114_a4, t114_b3)
+          let t114_a5 = SIMD16<Float>(repeating: params[((320 &+ ((mb113 &* 6) &+ 5)) &+ (k115 &* 288))])
+          t114_c5_0 = t114_c5_0.addingProduct(t114_a5, t114_b0)
+          t114_c5_1 = t114_c5_1.addingProduct(t114_a5, t114_b1)
+          t114_c5_2 = t114_c5_2.addingProduct(t114_a5, t114_b2)
+          t114_c5_3 = t114_c5_3.addingProduct(t114_a5, t114_b3)
+        }
+        store16(arena, ((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)), t114_c0_0)
+        store16(arena, (((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c0_1)
+        store16(arena, (((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c0_2)
+        store16(arena, (((2224784 &+ ((mb113 &* 6) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c0_3)
+        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)), t114_c1_0)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c1_1)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c1_2)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 1) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c1_3)
+        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)), t114_c2_0)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c2_1)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c2_2)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 2) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c2_3)
+        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)), t114_c3_0)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c3_1)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c3_2)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 3) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c3_3)
+        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)), t114_c4_0)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c4_1)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c4_2)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 4) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c4_3)
+        store16(arena, ((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)), t114_c5_0)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)) &+ 16), t114_c5_1)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)) &+ 32), t114_c5_2)
+        store16(arena, (((2224784 &+ (((mb113 &* 6) &+ 5) &* 12544)) &+ (nb112 &* 64)) &+ 48), t114_c5_3)
+      }
+    }
+    for j116 in 0..<64 {
+      for c117 in 0..<32 {
+        for ky118 in 0..<3 {
+          for oy119 in 0..<14 {
+            if (-1 < ((oy119 &+ ky118) &+ -1) && ((oy119 &+ ky118) &+ -1) < 14) {
+              for ox120 in 0..<13 {
+                arena[((((802816 &+ (((g108 &* 64) &+ j116) &* 6272)) &+ (c117 &* 196)) &+ (((oy119 &+ ky118) &+ -1) &* 14)) &+ ((ox120 &+ 1) &+ -1))] += arena[((((2224784 &+ ((((c117 &* 3) &+ ky118) &* 3) &* 12544)) &+ (j116 &* 196)) &+ (oy119 &* 14)) &+ (ox120 &+ 1))]
               }
             }
           }
-          for oy94 in 0..<14 {
-            if (-1 < ((oy94 &+ ky91) &+ -1) && ((oy94 &+ ky91) &+ -1) < 14) {
-              for ox95 in 0..<14 {
-                arena[((((802816 &+ (((g85 &* 64) &+ j89) &* 6272)) &+ (c90 &* 196)) &+ (((oy94 &+ ky91) &+ -1) &* 14)) &+ ox95)] += arena[((((2224784 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 1) &* 12544)) &+ (j89 &* 196)) &+ (oy94 &* 14)) &+ ox95)]
+          for oy121 in 0..<14 {
+            if (-1 < ((oy121 &+ ky118) &+ -1) && ((oy121 &+ ky118) &+ -1) < 14) {
+              for ox122 in 0..<14 {
+                arena[((((802816 &+ (((g108 &* 64) &+ j116) &* 6272)) &+ (c117 &* 196)) &+ (((oy121 &+ ky118) &+ -1) &* 14)) &+ ox122)] += arena[((((2224784 &+ (((((c117 &* 3) &+ ky118) &* 3) &+ 1) &* 12544)) &+ (j116 &* 196)) &+ (oy121 &* 14)) &+ ox122)]
               }
             }
           }
-          for oy96 in 0..<14 {
-            if (-1 < ((oy96 &+ ky91) &+ -1) && ((oy96 &+ ky91) &+ -1) < 14) {
-              for ox97 in 0..<13 {
-                arena[((((802816 &+ (((g85 &* 64) &+ j89) &* 6272)) &+ (c90 &* 196)) &+ (((oy96 &+ ky91) &+ -1) &* 14)) &+ (ox97 &+ 1))] += arena[((((2224784 &+ (((((c90 &* 3) &+ ky91) &* 3) &+ 2) &* 12544)) &+ (j89 &* 196)) &+ (oy96 &* 14)) &+ ox97)]
+          for oy123 in 0..<14 {
+            if (-1 < ((oy123 &+ ky118) &+ -1) && ((oy123 &+ ky118) &+ -1) < 14) {
+              for ox124 in 0..<13 {
+                arena[((((802816 &+ (((g108 &* 64) &+ j116) &* 6272)) &+ (c117 &* 196)) &+ (((oy123 &+ ky118) &+ -1) &* 14)) &+ (ox124 &+ 1))] += arena[((((2224784 &+ (((((c117 &* 3) &+ ky118) &* 3) &+ 2) &* 12544)) &+ (j116 &* 196)) &+ (oy123 &* 14)) &+ ox124)]
               }
             }
           }
@@ -456,150 +990,290 @@ public func simplecnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i98
-    var i98 = 0
-    while i98 &+ 16 <= 1605632 {
-      store16(arena, 1221264 &+ i98, SIMD16<Float>(repeating: Float(0)))
-      i98 &+= 16
+  do {  // SIMD16 over i125
+    var i125 = 0
+    while i125 &+ 16 <= 1605632 {
+      store16(arena, 1221264 &+ i125, SIMD16<Float>(repeating: Float(0)))
+      i125 &+= 16
     }
-    while i98 < 1605632 {
-      arena[(1221264 &+ i98)] = Float(0)
-      i98 &+= 1
+    while i125 < 1605632 {
+      arena[(1221264 &+ i125)] = Float(0)
+      i125 &+= 1
     }
   }
-  for q99 in 0..<2048 {
-    for i100 in 0..<196 {
-      if arena[((q99 &* 196) &+ i100)] > Float(0) {
-        arena[((1221264 &+ (q99 &* 784)) &+ Int(arena[(401408 &+ ((q99 &* 196) &+ i100))]))] += arena[(802816 &+ ((q99 &* 196) &+ i100))]
+  for q126 in 0..<2048 {
+    for i127 in 0..<196 {
+      if arena[((q126 &* 196) &+ i127)] > Float(0) {
+        arena[((1221264 &+ (q126 &* 784)) &+ Int(arena[(401408 &+ ((q126 &* 196) &+ i127))]))] += arena[(802816 &+ ((q126 &* 196) &+ i127))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i101
-    var i101 = 0
-    while i101 &+ 16 <= 288 {
-      store16(grads, 0 &+ i101, SIMD16<Float>(repeating: Float(0)))
-      i101 &+= 16
+  do {  // SIMD16 over i128
+    var i128 = 0
+    while i128 &+ 16 <= 288 {
+      store16(arena, 4884112 &+ i128, SIMD16<Float>(repeating: Float(0)))
+      i128 &+= 16
     }
-    while i101 < 288 {
-      grads[i101] = Float(0)
-      i101 &+= 1
+    while i128 < 288 {
+      arena[(4884112 &+ i128)] = Float(0)
+      i128 &+= 1
     }
   }
-  for g102 in 0..<1 {
-    for j103 in 0..<64 {
-      for r104 in 0..<9 {
-        do {  // SIMD16 over i105
-          var i105 = 0
-          while i105 &+ 16 <= 784 {
-            store16(arena, ((2826896 &+ (r104 &* 50176)) &+ (j103 &* 784)) &+ i105, SIMD16<Float>(repeating: Float(0)))
-            i105 &+= 16
+  for g129 in 0..<1 {
+    for j130 in 0..<64 {
+      for r131 in 0..<9 {
+        do {  // SIMD16 over i132
+          var i132 = 0
+          while i132 &+ 16 <= 784 {
+            store16(arena, ((2826896 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132, SIMD16<Float>(repeating: Float(0)))
+            i132 &+= 16
           }
-          while i105 < 784 {
-            arena[(((2826896 &+ (r104 &* 50176)) &+ (j103 &* 784)) &+ i105)] = Float(0)
-            i105 &+= 1
+          while i132 < 784 {
+            arena[(((2826896 &+ (r131 &* 50176)) &+ (j130 &* 784)) &+ i132)] = Float(0)
+            i132 &+= 1
           }
         }
       }
-      for c106 in 0..<1 {
-        for ky107 in 0..<3 {
-          for oy108 in 0..<28 {
-            if (-1 < ((oy108 &+ ky107) &+ -1) && ((oy108 &+ ky107) &+ -1) < 28) {
-              for ox109 in 0..<27 {
-                arena[((((2826896 &+ ((((c106 &* 3) &+ ky107) &* 3) &* 50176)) &+ (j103 &* 784)) &+ (oy108 &* 28)) &+ (ox109 &+ 1))] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy108 &+ ky107) &+ -1) &* 28)) &+ ((ox109 &+ 1) &+ -1))]
+      for c133 in 0..<1 {
+        for ky134 in 0..<3 {
+          for oy135 in 0..<28 {
+            if (-1 < ((oy135 &+ ky134) &+ -1) && ((oy135 &+ ky134) &+ -1) < 28) {
+              for ox136 in 0..<27 {
+                arena[((((2826896 &+ ((((c133 &* 3) &+ ky134) &* 3) &* 50176)) &+ (j130 &* 784)) &+ (oy135 &* 28)) &+ (ox136 &+ 1))] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy135 &+ ky134) &+ -1) &* 28)) &+ ((ox136 &+ 1) &+ -1))]
               }
             }
           }
-          for oy110 in 0..<28 {
-            if (-1 < ((oy110 &+ ky107) &+ -1) && ((oy110 &+ ky107) &+ -1) < 28) {
-              do {  // SIMD16 over ox111
-                var ox111 = 0
-                while ox111 &+ 16 <= 28 {
-                  store16(arena, (((2826896 &+ (((((c106 &* 3) &+ ky107) &* 3) &+ 1) &* 50176)) &+ (j103 &* 784)) &+ (oy110 &* 28)) &+ ox111, load16(images, (((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy110 &+ ky107) &+ -1) &* 28)) &+ ox111))
-                  ox111 &+= 16
+          for oy137 in 0..<28 {
+            if (-1 < ((oy137 &+ ky134) &+ -1) && ((oy137 &+ ky134) &+ -1) < 28) {
+              do {  // SIMD16 over ox138
+                var ox138 = 0
+                while ox138 &+ 16 <= 28 {
+                  store16(arena, (((2826896 &+ (((((c133 &* 3) &+ ky134) &* 3) &+ 1) &* 50176)) &+ (j130 &* 784)) &+ (oy137 &* 28)) &+ ox138, load16(images, (((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy137 &+ ky134) &+ -1) &* 28)) &+ ox138))
+                  ox138 &+= 16
                 }
-                while ox111 < 28 {
-                  arena[((((2826896 &+ (((((c106 &* 3) &+ ky107) &* 3) &+ 1) &* 50176)) &+ (j103 &* 784)) &+ (oy110 &* 28)) &+ ox111)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy110 &+ ky107) &+ -1) &* 28)) &+ ox111)]
-                  ox111 &+= 1
+                while ox138 < 28 {
+                  arena[((((2826896 &+ (((((c133 &* 3) &+ ky134) &* 3) &+ 1) &* 50176)) &+ (j130 &* 784)) &+ (oy137 &* 28)) &+ ox138)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy137 &+ ky134) &+ -1) &* 28)) &+ ox138)]
+                  ox138 &+= 1
                 }
               }
             }
           }
-          for oy112 in 0..<28 {
-            if (-1 < ((oy112 &+ ky107) &+ -1) && ((oy112 &+ ky107) &+ -1) < 28) {
-              for ox113 in 0..<27 {
-                arena[((((2826896 &+ (((((c106 &* 3) &+ ky107) &* 3) &+ 2) &* 50176)) &+ (j103 &* 784)) &+ (oy112 &* 28)) &+ ox113)] = images[((((((g102 &* 64) &+ j103) &* 784) &+ (c106 &* 784)) &+ (((oy112 &+ ky107) &+ -1) &* 28)) &+ (ox113 &+ 1))]
+          for oy139 in 0..<28 {
+            if (-1 < ((oy139 &+ ky134) &+ -1) && ((oy139 &+ ky134) &+ -1) < 28) {
+              for ox140 in 0..<27 {
+                arena[((((2826896 &+ (((((c133 &* 3) &+ ky134) &* 3) &+ 2) &* 50176)) &+ (j130 &* 784)) &+ (oy139 &* 28)) &+ ox140)] = images[((((((g129 &* 64) &+ j130) &* 784) &+ (c133 &* 784)) &+ (((oy139 &+ ky134) &+ -1) &* 28)) &+ (ox140 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j114 in 0..<64 {
-      for f115 in 0..<32 {
-        do {  // SIMD16 over i116
-          var i116 = 0
-          while i116 &+ 16 <= 784 {
-            store16(arena, ((3278480 &+ (f115 &* 50176)) &+ (j114 &* 784)) &+ i116, load16(arena, ((1221264 &+ (((g102 &* 64) &+ j114) &* 25088)) &+ (f115 &* 784)) &+ i116))
-            i116 &+= 16
-          }
-          while i116 < 784 {
-            arena[(((3278480 &+ (f115 &* 50176)) &+ (j114 &* 784)) &+ i116)] = arena[(((1221264 &+ (((g102 &* 64) &+ j114) &* 25088)) &+ (f115 &* 784)) &+ i116)]
-            i116 &+= 1
-          }
+    for j141 in 0..<64 {
+      for i142 in 0..<784 {
+        for f143 in 0..<32 {
+          arena[((3278480 &+ (((j141 &* 784) &+ i142) &* 32)) &+ f143)] = arena[(((1221264 &+ (((g129 &* 64) &+ j141) &* 25088)) &+ (f143 &* 784)) &+ i142)]
         }
       }
     }
-    sgemm(101, 111, 112, 32, 9, 50176, 1, arena + 3278480, 50176, arena + 2826896, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
+    for kp144 in 0..<130 {
+      for nb145 in 0..<1 {
+        for mb146 in 0..<1 {
+          var t147_c0_0 = load16(arena, ((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)))
+          var t147_c0_1 = load16(arena, (((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c1_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)))
+          var t147_c1_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c2_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)))
+          var t147_c2_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c3_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)))
+          var t147_c3_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c4_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)))
+          var t147_c4_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c5_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)))
+          var t147_c5_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c6_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)))
+          var t147_c6_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c7_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)))
+          var t147_c7_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          var t147_c8_0 = load16(arena, ((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)))
+          var t147_c8_1 = load16(arena, (((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)) &+ 16))
+          for k148 in 0..<384 {
+            let t147_b0 = load16(arena, ((3278480 &+ ((k148 &+ (kp144 &* 384)) &* 32)) &+ (nb145 &* 32)))
+            let t147_b1 = load16(arena, (((3278480 &+ ((k148 &+ (kp144 &* 384)) &* 32)) &+ (nb145 &* 32)) &+ 16))
+            let t147_a0 = SIMD16<Float>(repeating: arena[((2826896 &+ ((mb146 &* 9) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c0_0 = t147_c0_0.addingProduct(t147_a0, t147_b0)
+            t147_c0_1 = t147_c0_1.addingProduct(t147_a0, t147_b1)
+            let t147_a1 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 1) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c1_0 = t147_c1_0.addingProduct(t147_a1, t147_b0)
+            t147_c1_1 = t147_c1_1.addingProduct(t147_a1, t147_b1)
+            let t147_a2 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 2) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c2_0 = t147_c2_0.addingProduct(t147_a2, t147_b0)
+            t147_c2_1 = t147_c2_1.addingProduct(t147_a2, t147_b1)
+            let t147_a3 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 3) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c3_0 = t147_c3_0.addingProduct(t147_a3, t147_b0)
+            t147_c3_1 = t147_c3_1.addingProduct(t147_a3, t147_b1)
+            let t147_a4 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 4) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c4_0 = t147_c4_0.addingProduct(t147_a4, t147_b0)
+            t147_c4_1 = t147_c4_1.addingProduct(t147_a4, t147_b1)
+            let t147_a5 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 5) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c5_0 = t147_c5_0.addingProduct(t147_a5, t147_b0)
+            t147_c5_1 = t147_c5_1.addingProduct(t147_a5, t147_b1)
+            let t147_a6 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 6) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c6_0 = t147_c6_0.addingProduct(t147_a6, t147_b0)
+            t147_c6_1 = t147_c6_1.addingProduct(t147_a6, t147_b1)
+            let t147_a7 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 7) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c7_0 = t147_c7_0.addingProduct(t147_a7, t147_b0)
+            t147_c7_1 = t147_c7_1.addingProduct(t147_a7, t147_b1)
+            let t147_a8 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb146 &* 9) &+ 8) &* 50176)) &+ (k148 &+ (kp144 &* 384)))])
+            t147_c8_0 = t147_c8_0.addingProduct(t147_a8, t147_b0)
+            t147_c8_1 = t147_c8_1.addingProduct(t147_a8, t147_b1)
+          }
+          store16(arena, ((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)), t147_c0_0)
+          store16(arena, (((4884112 &+ ((mb146 &* 9) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c0_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)), t147_c1_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 1) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c1_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)), t147_c2_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 2) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c2_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)), t147_c3_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 3) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c3_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)), t147_c4_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 4) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c4_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)), t147_c5_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 5) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c5_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)), t147_c6_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 6) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c6_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)), t147_c7_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 7) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c7_1)
+          store16(arena, ((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)), t147_c8_0)
+          store16(arena, (((4884112 &+ (((mb146 &* 9) &+ 8) &* 32)) &+ (nb145 &* 32)) &+ 16), t147_c8_1)
+        }
+      }
+    }
+    for nb149 in 0..<1 {
+      for mb150 in 0..<1 {
+        var t151_c0_0 = load16(arena, ((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)))
+        var t151_c0_1 = load16(arena, (((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c1_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)))
+        var t151_c1_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c2_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)))
+        var t151_c2_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c3_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)))
+        var t151_c3_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c4_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)))
+        var t151_c4_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c5_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)))
+        var t151_c5_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c6_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)))
+        var t151_c6_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c7_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)))
+        var t151_c7_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        var t151_c8_0 = load16(arena, ((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)))
+        var t151_c8_1 = load16(arena, (((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)) &+ 16))
+        for k152 in 0..<256 {
+          let t151_b0 = load16(arena, ((3278480 &+ ((k152 &+ 49920) &* 32)) &+ (nb149 &* 32)))
+          let t151_b1 = load16(arena, (((3278480 &+ ((k152 &+ 49920) &* 32)) &+ (nb149 &* 32)) &+ 16))
+          let t151_a0 = SIMD16<Float>(repeating: arena[((2826896 &+ ((mb150 &* 9) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c0_0 = t151_c0_0.addingProduct(t151_a0, t151_b0)
+          t151_c0_1 = t151_c0_1.addingProduct(t151_a0, t151_b1)
+          let t151_a1 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 1) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c1_0 = t151_c1_0.addingProduct(t151_a1, t151_b0)
+          t151_c1_1 = t151_c1_1.addingProduct(t151_a1, t151_b1)
+          let t151_a2 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 2) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c2_0 = t151_c2_0.addingProduct(t151_a2, t151_b0)
+          t151_c2_1 = t151_c2_1.addingProduct(t151_a2, t151_b1)
+          let t151_a3 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 3) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c3_0 = t151_c3_0.addingProduct(t151_a3, t151_b0)
+          t151_c3_1 = t151_c3_1.addingProduct(t151_a3, t151_b1)
+          let t151_a4 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 4) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c4_0 = t151_c4_0.addingProduct(t151_a4, t151_b0)
+          t151_c4_1 = t151_c4_1.addingProduct(t151_a4, t151_b1)
+          let t151_a5 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 5) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c5_0 = t151_c5_0.addingProduct(t151_a5, t151_b0)
+          t151_c5_1 = t151_c5_1.addingProduct(t151_a5, t151_b1)
+          let t151_a6 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 6) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c6_0 = t151_c6_0.addingProduct(t151_a6, t151_b0)
+          t151_c6_1 = t151_c6_1.addingProduct(t151_a6, t151_b1)
+          let t151_a7 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 7) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c7_0 = t151_c7_0.addingProduct(t151_a7, t151_b0)
+          t151_c7_1 = t151_c7_1.addingProduct(t151_a7, t151_b1)
+          let t151_a8 = SIMD16<Float>(repeating: arena[((2826896 &+ (((mb150 &* 9) &+ 8) &* 50176)) &+ (k152 &+ 49920))])
+          t151_c8_0 = t151_c8_0.addingProduct(t151_a8, t151_b0)
+          t151_c8_1 = t151_c8_1.addingProduct(t151_a8, t151_b1)
+        }
+        store16(arena, ((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)), t151_c0_0)
+        store16(arena, (((4884112 &+ ((mb150 &* 9) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c0_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)), t151_c1_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 1) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c1_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)), t151_c2_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 2) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c2_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)), t151_c3_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 3) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c3_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)), t151_c4_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 4) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c4_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)), t151_c5_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 5) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c5_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)), t151_c6_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 6) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c6_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)), t151_c7_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 7) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c7_1)
+        store16(arena, ((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)), t151_c8_0)
+        store16(arena, (((4884112 &+ (((mb150 &* 9) &+ 8) &* 32)) &+ (nb149 &* 32)) &+ 16), t151_c8_1)
+      }
+    }
+  }
+  for f153 in 0..<32 {
+    for r154 in 0..<9 {
+      grads[((f153 &* 9) &+ r154)] = arena[((4884112 &+ (r154 &* 32)) &+ f153)]
+    }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i117
-    var i117 = 0
-    while i117 &+ 16 <= 784 {
-      store16(arena, 0 &+ i117, SIMD16<Float>(repeating: Float(1)))
-      i117 &+= 16
+  do {  // SIMD16 over i155
+    var i155 = 0
+    while i155 &+ 16 <= 784 {
+      store16(arena, 0 &+ i155, SIMD16<Float>(repeating: Float(1)))
+      i155 &+= 16
     }
-    while i117 < 784 {
-      arena[i117] = Float(1)
-      i117 &+= 1
-    }
-  }
-  do {  // SIMD16 over i118
-    var i118 = 0
-    while i118 &+ 16 <= 32 {
-      store16(grads, 288 &+ i118, SIMD16<Float>(repeating: Float(0)))
-      i118 &+= 16
-    }
-    while i118 < 32 {
-      grads[(288 &+ i118)] = Float(0)
-      i118 &+= 1
+    while i155 < 784 {
+      arena[i155] = Float(1)
+      i155 &+= 1
     }
   }
-  for img119 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (1221264 &+ (img119 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
+  do {  // SIMD16 over i156
+    var i156 = 0
+    while i156 &+ 16 <= 32 {
+      store16(grads, 288 &+ i156, SIMD16<Float>(repeating: Float(0)))
+      i156 &+= 16
+    }
+    while i156 < 32 {
+      grads[(288 &+ i156)] = Float(0)
+      i156 &+= 1
+    }
+  }
+  for img157 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 784, 1, arena + (1221264 &+ (img157 &* 25088)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 288, 1)
   }
   // adam = update of 421642 parameters
-  var step_size120: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt121: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i122
-    var i122 = 0
-    while i122 &+ 16 <= 421642 {
-      let g_v = (load16(grads, 0 &+ i122) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i122)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i122)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i122)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i122, m_new_v)
-      store16(v, 0 &+ i122, v_new_v)
-      store16(params, 0 &+ i122, (load16(params, 0 &+ i122) - ((SIMD16<Float>(repeating: step_size120) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt121)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i122 &+= 16
+  var step_size158: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt159: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i160
+    var i160 = 0
+    while i160 &+ 16 <= 421642 {
+      let g_v = (load16(grads, 0 &+ i160) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i160)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i160)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i160)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i160, m_new_v)
+      store16(v, 0 &+ i160, v_new_v)
+      store16(params, 0 &+ i160, (load16(params, 0 &+ i160) - ((SIMD16<Float>(repeating: step_size158) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt159)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i160 &+= 16
     }
-    while i122 < 421642 {
-      var g: Float = (grads[i122] + (Float(0) * params[i122]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i122]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i122]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i122] = m_new
-      v[i122] = v_new
-      params[i122] = (params[i122] - ((step_size120 * m_new) / ((sqrtf(v_new) / bc2_sqrt121) + Float(bitPattern: 0x322bcc77))))
-      i122 &+= 1
+    while i160 < 421642 {
+      var g: Float = (grads[i160] + (Float(0) * params[i160]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i160]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i160]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i160] = m_new
+      v[i160] = v_new
+      params[i160] = (params[i160] - ((step_size158 * m_new) / ((sqrtf(v_new) / bc2_sqrt159) + Float(bitPattern: 0x322bcc77))))
+      i160 &+= 1
     }
   }
 }
@@ -664,91 +1338,355 @@ public func simplecnn_infer_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 32, 9, 1, arena + 802816, 50176, params + 0, 9, Float(bitPattern: 0x0), arena + 1254400, 32)
-    for j13 in 0..<64 {
-      for f14 in 0..<32 {
-        for py15 in 0..<14 {
-          for px16 in 0..<14 {
-            var best17: Float = (arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)])
-            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            bi18 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
-            best17 = ((arena[((1254400 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) > best17 ? (arena[((1254400 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 32)) &+ f14)] + params[(288 &+ f14)]) : best17)
-            arena[((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
-            arena[(401408 &+ ((((((g1 &* 64) &+ j13) &* 6272) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
+    for nb13 in 0..<784 {
+      for mb14 in 0..<5 {
+        var t15_c0_0 = SIMD16<Float>()
+        var t15_c0_1 = SIMD16<Float>()
+        var t15_c0_2 = SIMD16<Float>()
+        var t15_c0_3 = SIMD16<Float>()
+        var t15_c1_0 = SIMD16<Float>()
+        var t15_c1_1 = SIMD16<Float>()
+        var t15_c1_2 = SIMD16<Float>()
+        var t15_c1_3 = SIMD16<Float>()
+        var t15_c2_0 = SIMD16<Float>()
+        var t15_c2_1 = SIMD16<Float>()
+        var t15_c2_2 = SIMD16<Float>()
+        var t15_c2_3 = SIMD16<Float>()
+        var t15_c3_0 = SIMD16<Float>()
+        var t15_c3_1 = SIMD16<Float>()
+        var t15_c3_2 = SIMD16<Float>()
+        var t15_c3_3 = SIMD16<Float>()
+        var t15_c4_0 = SIMD16<Float>()
+        var t15_c4_1 = SIMD16<Float>()
+        var t15_c4_2 = SIMD16<Float>()
+        var t15_c4_3 = SIMD16<Float>()
+        var t15_c5_0 = SIMD16<Float>()
+        var t15_c5_1 = SIMD16<Float>()
+        var t15_c5_2 = SIMD16<Float>()
+        var t15_c5_3 = SIMD16<Float>()
+        for k16 in 0..<9 {
+          let t15_b0 = load16(arena, ((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
+          let t15_b1 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+          let t15_b2 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+          let t15_b3 = load16(arena, (((802816 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
+          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
+          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
+          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
+          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
+          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
+          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
+          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
+          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
+          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
+          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
+          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
+          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
+          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
+          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
+          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
+          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
+          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
+          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
+          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
+          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
+          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+        }
+        store16(arena, ((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
+        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
+        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
+        store16(arena, (((1254400 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
+        store16(arena, ((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
+        store16(arena, (((1254400 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+      }
+      var t17_c0_0 = SIMD16<Float>()
+      var t17_c0_1 = SIMD16<Float>()
+      var t17_c0_2 = SIMD16<Float>()
+      var t17_c0_3 = SIMD16<Float>()
+      var t17_c1_0 = SIMD16<Float>()
+      var t17_c1_1 = SIMD16<Float>()
+      var t17_c1_2 = SIMD16<Float>()
+      var t17_c1_3 = SIMD16<Float>()
+      for k18 in 0..<9 {
+        let t17_b0 = load16(arena, ((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
+        let t17_b1 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+        let t17_b2 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+        let t17_b3 = load16(arena, (((802816 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+        let t17_a0 = SIMD16<Float>(repeating: params[(270 &+ k18)])
+        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
+        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
+        let t17_a1 = SIMD16<Float>(repeating: params[(279 &+ k18)])
+        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
+        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+      }
+      store16(arena, (2759680 &+ (nb13 &* 64)), t17_c0_0)
+      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
+      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
+      store16(arena, ((2759680 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
+      store16(arena, (2809856 &+ (nb13 &* 64)), t17_c1_0)
+      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
+      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
+      store16(arena, ((2809856 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+    }
+    for j19 in 0..<64 {
+      for f20 in 0..<32 {
+        for py21 in 0..<14 {
+          for px22 in 0..<14 {
+            var best23: Float = (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)])
+            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(288 &+ f20)]) : best23)
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(288 &+ f20)]) : best23)
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(288 &+ f20)]) : best23)
+            bi24 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
+            best23 = ((arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) > best23 ? (arena[(((1254400 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(288 &+ f20)]) : best23)
+            arena[((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
+            arena[(401408 &+ ((((((g1 &* 64) &+ j19) &* 6272) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
           }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g19 in 0..<1 {
-    for j20 in 0..<64 {
-      for r21 in 0..<288 {
-        do {  // SIMD16 over i22
-          var i22 = 0
-          while i22 &+ 16 <= 196 {
-            store16(arena, ((802816 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
-            i22 &+= 16
+  for g25 in 0..<1 {
+    for j26 in 0..<64 {
+      for r27 in 0..<288 {
+        do {  // SIMD16 over i28
+          var i28 = 0
+          while i28 &+ 16 <= 196 {
+            store16(arena, ((802816 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
+            i28 &+= 16
           }
-          while i22 < 196 {
-            arena[(((802816 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
-            i22 &+= 1
+          while i28 < 196 {
+            arena[(((802816 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
+            i28 &+= 1
           }
         }
       }
-      for c23 in 0..<32 {
-        for ky24 in 0..<3 {
-          for oy25 in 0..<14 {
-            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
-              for ox26 in 0..<13 {
-                arena[((((802816 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
+      for c29 in 0..<32 {
+        for ky30 in 0..<3 {
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((802816 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
               }
             }
           }
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
-              do {  // SIMD16 over ox28
-                var ox28 = 0
-                while ox28 < 14 {
-                  arena[((((802816 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
-                  ox28 &+= 1
+          for oy33 in 0..<14 {
+            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
+              do {  // SIMD16 over ox34
+                var ox34 = 0
+                while ox34 < 14 {
+                  arena[((((802816 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
+                  ox34 &+= 1
                 }
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
-              for ox30 in 0..<13 {
-                arena[((((802816 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 6272) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
+          for oy35 in 0..<14 {
+            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
+              for ox36 in 0..<13 {
+                arena[((((802816 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 6272) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 12544, 64, 288, 1, arena + 802816, 12544, params + 320, 288, Float(bitPattern: 0x0), arena + 4415488, 64)
-    for j31 in 0..<64 {
-      for f32 in 0..<64 {
-        for py33 in 0..<7 {
-          for px34 in 0..<7 {
-            var best35: Float = (arena[((4415488 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)])
-            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
-            bi36 = ((arena[((4415488 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
-            best35 = ((arena[((4415488 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4415488 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            bi36 = ((arena[((4415488 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
-            best35 = ((arena[((4415488 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4415488 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            bi36 = ((arena[((4415488 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
-            best35 = ((arena[((4415488 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4415488 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            bi36 = ((arena[((4415488 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
-            best35 = ((arena[((4415488 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) > best35 ? (arena[((4415488 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 64)) &+ f32)] + params[(18752 &+ f32)]) : best35)
-            arena[(401408 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
-            arena[(602112 &+ ((((((g19 &* 64) &+ j31) &* 3136) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
+    for nb37 in 0..<196 {
+      for mb38 in 0..<10 {
+        var t39_c0_0 = SIMD16<Float>()
+        var t39_c0_1 = SIMD16<Float>()
+        var t39_c0_2 = SIMD16<Float>()
+        var t39_c0_3 = SIMD16<Float>()
+        var t39_c1_0 = SIMD16<Float>()
+        var t39_c1_1 = SIMD16<Float>()
+        var t39_c1_2 = SIMD16<Float>()
+        var t39_c1_3 = SIMD16<Float>()
+        var t39_c2_0 = SIMD16<Float>()
+        var t39_c2_1 = SIMD16<Float>()
+        var t39_c2_2 = SIMD16<Float>()
+        var t39_c2_3 = SIMD16<Float>()
+        var t39_c3_0 = SIMD16<Float>()
+        var t39_c3_1 = SIMD16<Float>()
+        var t39_c3_2 = SIMD16<Float>()
+        var t39_c3_3 = SIMD16<Float>()
+        var t39_c4_0 = SIMD16<Float>()
+        var t39_c4_1 = SIMD16<Float>()
+        var t39_c4_2 = SIMD16<Float>()
+        var t39_c4_3 = SIMD16<Float>()
+        var t39_c5_0 = SIMD16<Float>()
+        var t39_c5_1 = SIMD16<Float>()
+        var t39_c5_2 = SIMD16<Float>()
+        var t39_c5_3 = SIMD16<Float>()
+        for k40 in 0..<288 {
+          let t39_b0 = load16(arena, ((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
+          let t39_b1 = load16(arena, (((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+          let t39_b2 = load16(arena, (((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+          let t39_b3 = load16(arena, (((802816 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+          let t39_a0 = SIMD16<Float>(repeating: params[((320 &+ ((mb38 &* 6) &* 288)) &+ k40)])
+          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
+          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
+          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
+          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
+          let t39_a1 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 1) &* 288)) &+ k40)])
+          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
+          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
+          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
+          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
+          let t39_a2 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 2) &* 288)) &+ k40)])
+          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
+          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
+          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
+          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
+          let t39_a3 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 3) &* 288)) &+ k40)])
+          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
+          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
+          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
+          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
+          let t39_a4 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 4) &* 288)) &+ k40)])
+          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
+          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
+          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
+          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
+          let t39_a5 = SIMD16<Float>(repeating: params[((320 &+ (((mb38 &* 6) &+ 5) &* 288)) &+ k40)])
+          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
+          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
+          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
+          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+        }
+        store16(arena, ((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
+        store16(arena, (((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
+        store16(arena, (((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
+        store16(arena, (((4415488 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
+        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
+        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
+        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
+        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
+        store16(arena, ((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
+        store16(arena, (((4415488 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+      }
+      var t41_c0_0 = SIMD16<Float>()
+      var t41_c0_1 = SIMD16<Float>()
+      var t41_c0_2 = SIMD16<Float>()
+      var t41_c0_3 = SIMD16<Float>()
+      var t41_c1_0 = SIMD16<Float>()
+      var t41_c1_1 = SIMD16<Float>()
+      var t41_c1_2 = SIMD16<Float>()
+      var t41_c1_3 = SIMD16<Float>()
+      var t41_c2_0 = SIMD16<Float>()
+      var t41_c2_1 = SIMD16<Float>()
+      var t41_c2_2 = SIMD16<Float>()
+      var t41_c2_3 = SIMD16<Float>()
+      var t41_c3_0 = SIMD16<Float>()
+      var t41_c3_1 = SIMD16<Float>()
+      var t41_c3_2 = SIMD16<Float>()
+      var t41_c3_3 = SIMD16<Float>()
+      for k42 in 0..<288 {
+        let t41_b0 = load16(arena, ((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
+        let t41_b1 = load16(arena, (((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+        let t41_b2 = load16(arena, (((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+        let t41_b3 = load16(arena, (((802816 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+        let t41_a0 = SIMD16<Float>(repeating: params[(17600 &+ k42)])
+        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
+        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
+        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
+        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
+        let t41_a1 = SIMD16<Float>(repeating: params[(17888 &+ k42)])
+        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
+        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
+        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
+        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
+        let t41_a2 = SIMD16<Float>(repeating: params[(18176 &+ k42)])
+        t41_c2_0 = t41_c2_0.addingProduct(t41_a2, t41_b0)
+        t41_c2_1 = t41_c2_1.addingProduct(t41_a2, t41_b1)
+        t41_c2_2 = t41_c2_2.addingProduct(t41_a2, t41_b2)
+        t41_c2_3 = t41_c2_3.addingProduct(t41_a2, t41_b3)
+        let t41_a3 = SIMD16<Float>(repeating: params[(18464 &+ k42)])
+        t41_c3_0 = t41_c3_0.addingProduct(t41_a3, t41_b0)
+        t41_c3_1 = t41_c3_1.addingProduct(t41_a3, t41_b1)
+        t41_c3_2 = t41_c3_2.addingProduct(t41_a3, t41_b2)
+        t41_c3_3 = t41_c3_3.addingProduct(t41_a3, t41_b3)
+      }
+      store16(arena, (5168128 &+ (nb37 &* 64)), t41_c0_0)
+      store16(arena, ((5168128 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
+      store16(arena, ((5168128 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
+      store16(arena, ((5168128 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
+      store16(arena, (5180672 &+ (nb37 &* 64)), t41_c1_0)
+      store16(arena, ((5180672 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
+      store16(arena, ((5180672 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
+      store16(arena, ((5180672 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
+      store16(arena, (5193216 &+ (nb37 &* 64)), t41_c2_0)
+      store16(arena, ((5193216 &+ (nb37 &* 64)) &+ 16), t41_c2_1)
+      store16(arena, ((5193216 &+ (nb37 &* 64)) &+ 32), t41_c2_2)
+      store16(arena, ((5193216 &+ (nb37 &* 64)) &+ 48), t41_c2_3)
+      store16(arena, (5205760 &+ (nb37 &* 64)), t41_c3_0)
+      store16(arena, ((5205760 &+ (nb37 &* 64)) &+ 16), t41_c3_1)
+      store16(arena, ((5205760 &+ (nb37 &* 64)) &+ 32), t41_c3_2)
+      store16(arena, ((5205760 &+ (nb37 &* 64)) &+ 48), t41_c3_3)
+    }
+    for j43 in 0..<64 {
+      for f44 in 0..<64 {
+        for py45 in 0..<7 {
+          for px46 in 0..<7 {
+            var best47: Float = (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)])
+            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
+            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
+            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(18752 &+ f44)]) : best47)
+            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
+            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(18752 &+ f44)]) : best47)
+            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
+            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(18752 &+ f44)]) : best47)
+            bi48 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
+            best47 = ((arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) > best47 ? (arena[(((4415488 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(18752 &+ f44)]) : best47)
+            arena[(401408 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
+            arena[(602112 &+ ((((((g25 &* 64) &+ j43) &* 3136) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
           }
         }
       }
@@ -757,28 +1695,28 @@ public func simplecnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 3136, 1, arena + 401408, 3136, params + 18816, 3136, Float(bitPattern: 0x0), arena + 0, 128)
-  for n37 in 0..<64 {
-    do {  // SIMD16 over u38
-      var u38 = 0
-      while u38 &+ 16 <= 128 {
-        store16(arena, (n37 &* 128) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 420224 &+ u38)), where: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 420224 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
-        u38 &+= 16
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 &+ 16 <= 128 {
+        store16(arena, (n49 &* 128) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 420224 &+ u50)), where: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 420224 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
+        u50 &+= 16
       }
-      while u38 < 128 {
-        arena[((n37 &* 128) &+ u38)] = ((arena[((n37 &* 128) &+ u38)] + params[(420224 &+ u38)]) > Float(0) ? (arena[((n37 &* 128) &+ u38)] + params[(420224 &+ u38)]) : Float(0))
-        u38 &+= 1
+      while u50 < 128 {
+        arena[((n49 &* 128) &+ u50)] = ((arena[((n49 &* 128) &+ u50)] + params[(420224 &+ u50)]) > Float(0) ? (arena[((n49 &* 128) &+ u50)] + params[(420224 &+ u50)]) : Float(0))
+        u50 &+= 1
       }
     }
   }
   // drop = dropout(fc1)
   // fc2 = dense(drop)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 420352, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n39 in 0..<64 {
-    do {  // SIMD16 over u40
-      var u40 = 0
-      while u40 < 10 {
-        arena[((8192 &+ (n39 &* 10)) &+ u40)] = (arena[((8192 &+ (n39 &* 10)) &+ u40)] + params[(421632 &+ u40)])
-        u40 &+= 1
+  for n51 in 0..<64 {
+    do {  // SIMD16 over u52
+      var u52 = 0
+      while u52 < 10 {
+        arena[((8192 &+ (n51 &* 10)) &+ u52)] = (arena[((8192 &+ (n51 &* 10)) &+ u52)] + params[(421632 &+ u52)])
+        u52 &+= 1
       }
     }
   }

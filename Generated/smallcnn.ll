@@ -7,38 +7,328 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt119 = alloca float, align 4
-  %adam.step_size118 = alloca float, align 4
-  %fc1_bias_grad.acc58 = alloca float, align 4
-  %fc2_bias_grad.acc54 = alloca float, align 4
-  %fc2_grad.s49 = alloca float, align 4
-  %fc2_grad.m48 = alloca float, align 4
-  %loss.s44 = alloca float, align 4
-  %loss.m43 = alloca float, align 4
-  %loss.total41 = alloca float, align 4
-  %conv2.bi36 = alloca float, align 4
-  %conv2.best35 = alloca float, align 4
-  %conv1.bi18 = alloca float, align 4
-  %conv1.best17 = alloca float, align 4
+  %adam.bc2_sqrt161 = alloca float, align 4
+  %adam.step_size160 = alloca float, align 4
+  %conv1_weight_grad.t153_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t153_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t149_c0_0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_a5 = alloca <16 x float>, align 64
+  %pool1_grad.t116_a4 = alloca <16 x float>, align 64
+  %pool1_grad.t116_a3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_a2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_a1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_a0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_b3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_b2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_b1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_b0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c5_3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c5_2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c5_1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c5_0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c4_3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c4_2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c4_1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c4_0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c3_3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c3_2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c3_1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c3_0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c2_3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c2_2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c2_1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c2_0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c1_3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c1_2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c1_1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c1_0 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c0_3 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c0_2 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c0_1 = alloca <16 x float>, align 64
+  %pool1_grad.t116_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t102_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a13 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a12 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a11 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a10 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c13_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c13_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c12_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c12_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c11_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c11_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c10_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c10_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c9_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c8_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c7_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c6_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t100_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t96_c0_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a13 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a12 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a11 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a10 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a9 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a8 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a7 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a6 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a5 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a4 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a3 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a2 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_a0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_b1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_b0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c13_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c13_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c12_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c12_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c11_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c11_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c10_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c10_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c9_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c9_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c8_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c8_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c7_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c7_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c6_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c6_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c5_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c5_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c4_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c4_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c3_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c3_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c2_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c2_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c1_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c1_0 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c0_1 = alloca <16 x float>, align 64
+  %conv2_weight_grad.t94_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc70 = alloca float, align 4
+  %fc2_bias_grad.acc66 = alloca float, align 4
+  %fc2_grad.s61 = alloca float, align 4
+  %fc2_grad.m60 = alloca float, align 4
+  %loss.s56 = alloca float, align 4
+  %loss.m55 = alloca float, align 4
+  %loss.total53 = alloca float, align 4
+  %conv2.bi48 = alloca float, align 4
+  %conv2.best47 = alloca float, align 4
+  %conv2.t41_a1 = alloca <16 x float>, align 64
+  %conv2.t41_a0 = alloca <16 x float>, align 64
+  %conv2.t41_b3 = alloca <16 x float>, align 64
+  %conv2.t41_b2 = alloca <16 x float>, align 64
+  %conv2.t41_b1 = alloca <16 x float>, align 64
+  %conv2.t41_b0 = alloca <16 x float>, align 64
+  %conv2.t41_c1_3 = alloca <16 x float>, align 64
+  %conv2.t41_c1_2 = alloca <16 x float>, align 64
+  %conv2.t41_c1_1 = alloca <16 x float>, align 64
+  %conv2.t41_c1_0 = alloca <16 x float>, align 64
+  %conv2.t41_c0_3 = alloca <16 x float>, align 64
+  %conv2.t41_c0_2 = alloca <16 x float>, align 64
+  %conv2.t41_c0_1 = alloca <16 x float>, align 64
+  %conv2.t41_c0_0 = alloca <16 x float>, align 64
+  %conv2.t39_a5 = alloca <16 x float>, align 64
+  %conv2.t39_a4 = alloca <16 x float>, align 64
+  %conv2.t39_a3 = alloca <16 x float>, align 64
+  %conv2.t39_a2 = alloca <16 x float>, align 64
+  %conv2.t39_a1 = alloca <16 x float>, align 64
+  %conv2.t39_a0 = alloca <16 x float>, align 64
+  %conv2.t39_b3 = alloca <16 x float>, align 64
+  %conv2.t39_b2 = alloca <16 x float>, align 64
+  %conv2.t39_b1 = alloca <16 x float>, align 64
+  %conv2.t39_b0 = alloca <16 x float>, align 64
+  %conv2.t39_c5_3 = alloca <16 x float>, align 64
+  %conv2.t39_c5_2 = alloca <16 x float>, align 64
+  %conv2.t39_c5_1 = alloca <16 x float>, align 64
+  %conv2.t39_c5_0 = alloca <16 x float>, align 64
+  %conv2.t39_c4_3 = alloca <16 x float>, align 64
+  %conv2.t39_c4_2 = alloca <16 x float>, align 64
+  %conv2.t39_c4_1 = alloca <16 x float>, align 64
+  %conv2.t39_c4_0 = alloca <16 x float>, align 64
+  %conv2.t39_c3_3 = alloca <16 x float>, align 64
+  %conv2.t39_c3_2 = alloca <16 x float>, align 64
+  %conv2.t39_c3_1 = alloca <16 x float>, align 64
+  %conv2.t39_c3_0 = alloca <16 x float>, align 64
+  %conv2.t39_c2_3 = alloca <16 x float>, align 64
+  %conv2.t39_c2_2 = alloca <16 x float>, align 64
+  %conv2.t39_c2_1 = alloca <16 x float>, align 64
+  %conv2.t39_c2_0 = alloca <16 x float>, align 64
+  %conv2.t39_c1_3 = alloca <16 x float>, align 64
+  %conv2.t39_c1_2 = alloca <16 x float>, align 64
+  %conv2.t39_c1_1 = alloca <16 x float>, align 64
+  %conv2.t39_c1_0 = alloca <16 x float>, align 64
+  %conv2.t39_c0_3 = alloca <16 x float>, align 64
+  %conv2.t39_c0_2 = alloca <16 x float>, align 64
+  %conv2.t39_c0_1 = alloca <16 x float>, align 64
+  %conv2.t39_c0_0 = alloca <16 x float>, align 64
+  %conv1.bi24 = alloca float, align 4
+  %conv1.best23 = alloca float, align 4
+  %conv1.t17_a3 = alloca <16 x float>, align 64
+  %conv1.t17_a2 = alloca <16 x float>, align 64
+  %conv1.t17_a1 = alloca <16 x float>, align 64
+  %conv1.t17_a0 = alloca <16 x float>, align 64
+  %conv1.t17_b3 = alloca <16 x float>, align 64
+  %conv1.t17_b2 = alloca <16 x float>, align 64
+  %conv1.t17_b1 = alloca <16 x float>, align 64
+  %conv1.t17_b0 = alloca <16 x float>, align 64
+  %conv1.t17_c3_3 = alloca <16 x float>, align 64
+  %conv1.t17_c3_2 = alloca <16 x float>, align 64
+  %conv1.t17_c3_1 = alloca <16 x float>, align 64
+  %conv1.t17_c3_0 = alloca <16 x float>, align 64
+  %conv1.t17_c2_3 = alloca <16 x float>, align 64
+  %conv1.t17_c2_2 = alloca <16 x float>, align 64
+  %conv1.t17_c2_1 = alloca <16 x float>, align 64
+  %conv1.t17_c2_0 = alloca <16 x float>, align 64
+  %conv1.t17_c1_3 = alloca <16 x float>, align 64
+  %conv1.t17_c1_2 = alloca <16 x float>, align 64
+  %conv1.t17_c1_1 = alloca <16 x float>, align 64
+  %conv1.t17_c1_0 = alloca <16 x float>, align 64
+  %conv1.t17_c0_3 = alloca <16 x float>, align 64
+  %conv1.t17_c0_2 = alloca <16 x float>, align 64
+  %conv1.t17_c0_1 = alloca <16 x float>, align 64
+  %conv1.t17_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a5 = alloca <16 x float>, align 64
+  %conv1.t15_a4 = alloca <16 x float>, align 64
+  %conv1.t15_a3 = alloca <16 x float>, align 64
+  %conv1.t15_a2 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c5_3 = alloca <16 x float>, align 64
+  %conv1.t15_c5_2 = alloca <16 x float>, align 64
+  %conv1.t15_c5_1 = alloca <16 x float>, align 64
+  %conv1.t15_c5_0 = alloca <16 x float>, align 64
+  %conv1.t15_c4_3 = alloca <16 x float>, align 64
+  %conv1.t15_c4_2 = alloca <16 x float>, align 64
+  %conv1.t15_c4_1 = alloca <16 x float>, align 64
+  %conv1.t15_c4_0 = alloca <16 x float>, align 64
+  %conv1.t15_c3_3 = alloca <16 x float>, align 64
+  %conv1.t15_c3_2 = alloca <16 x float>, align 64
+  %conv1.t15_c3_1 = alloca <16 x float>, align 64
+  %conv1.t15_c3_0 = alloca <16 x float>, align 64
+  %conv1.t15_c2_3 = alloca <16 x float>, align 64
+  %conv1.t15_c2_2 = alloca <16 x float>, align 64
+  %conv1.t15_c2_1 = alloca <16 x float>, align 64
+  %conv1.t15_c2_0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j13.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+conv1.g1:                                         ; preds = %conv1.j19.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j19.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g19
+conv1.g1.end:                                     ; preds = %conv1.j19.end
+  br label %conv2.g25
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params25 = getelementptr inbounds float, ptr %params, i64 0
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 852992
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 16, i32 9, float 1.000000e+00, ptr %arena24, i32 50176, ptr %params25, i32 9, float 0.000000e+00, ptr %arena26, i32 16)
-  br label %conv1.j13
+  br label %conv1.nb13
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -256,2354 +546,7082 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
 conv1.ox12.end:                                   ; preds = %conv1.ox12
   br label %conv1.endif20
 
-conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
-  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
-  br label %conv1.f14
+conv1.nb13:                                       ; preds = %conv1.k18.end, %conv1.j2.end
+  %conv1.nb1324 = phi i64 [ 0, %conv1.j2.end ], [ %nb13.next, %conv1.k18.end ]
+  br label %conv1.mb14
 
-conv1.j13.end:                                    ; preds = %conv1.f14.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %conv1.g1, label %conv1.g1.end
+conv1.nb13.end:                                   ; preds = %conv1.k18.end
+  br label %conv1.j19
 
-conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
-  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
-  br label %conv1.py15
+conv1.mb14:                                       ; preds = %conv1.k16.end, %conv1.nb13
+  %conv1.mb1425 = phi i64 [ 0, %conv1.nb13 ], [ %mb14.next, %conv1.k16.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_3, align 64
+  br label %conv1.k16
 
-conv1.f14.end:                                    ; preds = %conv1.py15.end
-  %j13.next = add nsw i64 %conv1.j1327, 1
-  %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %conv1.j13, label %conv1.j13.end
+conv1.mb14.end:                                   ; preds = %conv1.k16.end
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_3, align 64
+  br label %conv1.k18
 
-conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
-  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
-  br label %conv1.px16
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb14
+  %conv1.k1626 = phi i64 [ 0, %conv1.mb14 ], [ %k16.next, %conv1.k16 ]
+  %106 = mul nsw i64 %conv1.k1626, 50176
+  %107 = add nsw i64 401408, %106
+  %108 = mul nsw i64 %conv1.nb1324, 64
+  %109 = add nsw i64 %107, %108
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <16 x float>, ptr %arena27, align 4
+  store <16 x float> %110, ptr %conv1.t15_b0, align 64
+  %111 = mul nsw i64 %conv1.k1626, 50176
+  %112 = add nsw i64 401408, %111
+  %113 = mul nsw i64 %conv1.nb1324, 64
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 16
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <16 x float>, ptr %arena28, align 4
+  store <16 x float> %116, ptr %conv1.t15_b1, align 64
+  %117 = mul nsw i64 %conv1.k1626, 50176
+  %118 = add nsw i64 401408, %117
+  %119 = mul nsw i64 %conv1.nb1324, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 32
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %121
+  %122 = load <16 x float>, ptr %arena29, align 4
+  store <16 x float> %122, ptr %conv1.t15_b2, align 64
+  %123 = mul nsw i64 %conv1.k1626, 50176
+  %124 = add nsw i64 401408, %123
+  %125 = mul nsw i64 %conv1.nb1324, 64
+  %126 = add nsw i64 %124, %125
+  %127 = add nsw i64 %126, 48
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %127
+  %128 = load <16 x float>, ptr %arena30, align 4
+  store <16 x float> %128, ptr %conv1.t15_b3, align 64
+  %129 = mul nsw i64 %conv1.mb1425, 6
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1626
+  %params31 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params31, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %135, ptr %conv1.t15_c0_0, align 64
+  %t15_a032 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a032, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %136, ptr %conv1.t15_c0_1, align 64
+  %t15_a033 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a033, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %137, ptr %conv1.t15_c0_2, align 64
+  %t15_a034 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a034, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %138, ptr %conv1.t15_c0_3, align 64
+  %139 = mul nsw i64 %conv1.mb1425, 6
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1626
+  %params35 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params35, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b036 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b036, <16 x float> %t15_c1_0)
+  store <16 x float> %146, ptr %conv1.t15_c1_0, align 64
+  %t15_a137 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b138 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a137, <16 x float> %t15_b138, <16 x float> %t15_c1_1)
+  store <16 x float> %147, ptr %conv1.t15_c1_1, align 64
+  %t15_a139 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b240 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a139, <16 x float> %t15_b240, <16 x float> %t15_c1_2)
+  store <16 x float> %148, ptr %conv1.t15_c1_2, align 64
+  %t15_a141 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b342 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a141, <16 x float> %t15_b342, <16 x float> %t15_c1_3)
+  store <16 x float> %149, ptr %conv1.t15_c1_3, align 64
+  %150 = mul nsw i64 %conv1.mb1425, 6
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1626
+  %params43 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params43, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t15_a2, align 64
+  %t15_a2 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b044 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c2_0 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a2, <16 x float> %t15_b044, <16 x float> %t15_c2_0)
+  store <16 x float> %157, ptr %conv1.t15_c2_0, align 64
+  %t15_a245 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b146 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c2_1 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a245, <16 x float> %t15_b146, <16 x float> %t15_c2_1)
+  store <16 x float> %158, ptr %conv1.t15_c2_1, align 64
+  %t15_a247 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b248 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c2_2 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a247, <16 x float> %t15_b248, <16 x float> %t15_c2_2)
+  store <16 x float> %159, ptr %conv1.t15_c2_2, align 64
+  %t15_a249 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b350 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c2_3 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a249, <16 x float> %t15_b350, <16 x float> %t15_c2_3)
+  store <16 x float> %160, ptr %conv1.t15_c2_3, align 64
+  %161 = mul nsw i64 %conv1.mb1425, 6
+  %162 = add nsw i64 %161, 3
+  %163 = mul nsw i64 %162, 9
+  %164 = add nsw i64 %163, %conv1.k1626
+  %params51 = getelementptr inbounds float, ptr %params, i64 %164
+  %165 = load float, ptr %params51, align 4
+  %166 = insertelement <16 x float> undef, float %165, i32 0
+  %167 = shufflevector <16 x float> %166, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %167, ptr %conv1.t15_a3, align 64
+  %t15_a3 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b052 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c3_0 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %168 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a3, <16 x float> %t15_b052, <16 x float> %t15_c3_0)
+  store <16 x float> %168, ptr %conv1.t15_c3_0, align 64
+  %t15_a353 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b154 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c3_1 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a353, <16 x float> %t15_b154, <16 x float> %t15_c3_1)
+  store <16 x float> %169, ptr %conv1.t15_c3_1, align 64
+  %t15_a355 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b256 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c3_2 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a355, <16 x float> %t15_b256, <16 x float> %t15_c3_2)
+  store <16 x float> %170, ptr %conv1.t15_c3_2, align 64
+  %t15_a357 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b358 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c3_3 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a357, <16 x float> %t15_b358, <16 x float> %t15_c3_3)
+  store <16 x float> %171, ptr %conv1.t15_c3_3, align 64
+  %172 = mul nsw i64 %conv1.mb1425, 6
+  %173 = add nsw i64 %172, 4
+  %174 = mul nsw i64 %173, 9
+  %175 = add nsw i64 %174, %conv1.k1626
+  %params59 = getelementptr inbounds float, ptr %params, i64 %175
+  %176 = load float, ptr %params59, align 4
+  %177 = insertelement <16 x float> undef, float %176, i32 0
+  %178 = shufflevector <16 x float> %177, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %178, ptr %conv1.t15_a4, align 64
+  %t15_a4 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b060 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c4_0 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a4, <16 x float> %t15_b060, <16 x float> %t15_c4_0)
+  store <16 x float> %179, ptr %conv1.t15_c4_0, align 64
+  %t15_a461 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b162 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c4_1 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a461, <16 x float> %t15_b162, <16 x float> %t15_c4_1)
+  store <16 x float> %180, ptr %conv1.t15_c4_1, align 64
+  %t15_a463 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b264 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c4_2 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a463, <16 x float> %t15_b264, <16 x float> %t15_c4_2)
+  store <16 x float> %181, ptr %conv1.t15_c4_2, align 64
+  %t15_a465 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b366 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c4_3 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a465, <16 x float> %t15_b366, <16 x float> %t15_c4_3)
+  store <16 x float> %182, ptr %conv1.t15_c4_3, align 64
+  %183 = mul nsw i64 %conv1.mb1425, 6
+  %184 = add nsw i64 %183, 5
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 %185, %conv1.k1626
+  %params67 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params67, align 4
+  %188 = insertelement <16 x float> undef, float %187, i32 0
+  %189 = shufflevector <16 x float> %188, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %189, ptr %conv1.t15_a5, align 64
+  %t15_a5 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b068 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c5_0 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a5, <16 x float> %t15_b068, <16 x float> %t15_c5_0)
+  store <16 x float> %190, ptr %conv1.t15_c5_0, align 64
+  %t15_a569 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b170 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c5_1 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a569, <16 x float> %t15_b170, <16 x float> %t15_c5_1)
+  store <16 x float> %191, ptr %conv1.t15_c5_1, align 64
+  %t15_a571 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b272 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c5_2 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a571, <16 x float> %t15_b272, <16 x float> %t15_c5_2)
+  store <16 x float> %192, ptr %conv1.t15_c5_2, align 64
+  %t15_a573 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b374 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c5_3 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a573, <16 x float> %t15_b374, <16 x float> %t15_c5_3)
+  store <16 x float> %193, ptr %conv1.t15_c5_3, align 64
+  %k16.next = add nsw i64 %conv1.k1626, 1
+  %194 = icmp slt i64 %k16.next, 9
+  br i1 %194, label %conv1.k16, label %conv1.k16.end
 
-conv1.py15.end:                                   ; preds = %conv1.px16.end
-  %f14.next = add nsw i64 %conv1.f1428, 1
-  %108 = icmp slt i64 %f14.next, 16
-  br i1 %108, label %conv1.f14, label %conv1.f14.end
-
-conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
-  %109 = mul nsw i64 %conv1.j1327, 784
-  %110 = mul nsw i64 %conv1.py1529, 56
-  %111 = mul nsw i64 %conv1.px1630, 2
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %113, 16
-  %115 = add nsw i64 852992, %114
-  %116 = add nsw i64 %115, %conv1.f1428
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
-  %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 144, %conv1.f1428
-  %params32 = getelementptr inbounds float, ptr %params, i64 %118
-  %119 = load float, ptr %params32, align 4
-  %120 = fadd float %117, %119
-  store float %120, ptr %conv1.best17, align 4
-  %121 = mul nsw i64 %conv1.py1529, 56
-  %122 = mul nsw i64 %conv1.px1630, 2
-  %123 = add nsw i64 %121, %122
-  %124 = sitofp i64 %123 to float
-  store float %124, ptr %conv1.bi18, align 4
-  %125 = mul nsw i64 %conv1.j1327, 784
-  %126 = mul nsw i64 %conv1.py1529, 56
-  %127 = mul nsw i64 %conv1.px1630, 2
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %129, 16
-  %131 = add nsw i64 852992, %130
-  %132 = add nsw i64 %131, %conv1.f1428
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena33, align 4
-  %134 = add nsw i64 144, %conv1.f1428
-  %params34 = getelementptr inbounds float, ptr %params, i64 %134
-  %135 = load float, ptr %params34, align 4
-  %136 = fadd float %133, %135
-  %best17 = load float, ptr %conv1.best17, align 4
-  %137 = fcmp ogt float %136, %best17
-  %138 = mul nsw i64 %conv1.py1529, 56
-  %139 = mul nsw i64 %conv1.px1630, 2
-  %140 = add nsw i64 %138, %139
-  %141 = sitofp i64 %140 to float
-  %bi18 = load float, ptr %conv1.bi18, align 4
-  %142 = select i1 %137, float %141, float %bi18
-  store float %142, ptr %conv1.bi18, align 4
-  %143 = mul nsw i64 %conv1.j1327, 784
-  %144 = mul nsw i64 %conv1.py1529, 56
-  %145 = mul nsw i64 %conv1.px1630, 2
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 852992, %148
-  %150 = add nsw i64 %149, %conv1.f1428
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena35, align 4
-  %152 = add nsw i64 144, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params36, align 4
-  %154 = fadd float %151, %153
-  %best1737 = load float, ptr %conv1.best17, align 4
-  %155 = fcmp ogt float %154, %best1737
-  %156 = mul nsw i64 %conv1.j1327, 784
-  %157 = mul nsw i64 %conv1.py1529, 56
-  %158 = mul nsw i64 %conv1.px1630, 2
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %160, 16
-  %162 = add nsw i64 852992, %161
-  %163 = add nsw i64 %162, %conv1.f1428
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
-  %164 = load float, ptr %arena38, align 4
-  %165 = add nsw i64 144, %conv1.f1428
-  %params39 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params39, align 4
-  %167 = fadd float %164, %166
-  %best1740 = load float, ptr %conv1.best17, align 4
-  %168 = select i1 %155, float %167, float %best1740
-  store float %168, ptr %conv1.best17, align 4
-  %169 = mul nsw i64 %conv1.j1327, 784
-  %170 = mul nsw i64 %conv1.py1529, 56
-  %171 = mul nsw i64 %conv1.px1630, 2
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 1
-  %174 = add nsw i64 %169, %173
-  %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 852992, %175
-  %177 = add nsw i64 %176, %conv1.f1428
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
-  %178 = load float, ptr %arena41, align 4
-  %179 = add nsw i64 144, %conv1.f1428
-  %params42 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params42, align 4
-  %181 = fadd float %178, %180
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %182 = fcmp ogt float %181, %best1743
-  %183 = mul nsw i64 %conv1.py1529, 56
-  %184 = mul nsw i64 %conv1.px1630, 2
-  %185 = add nsw i64 %183, %184
-  %186 = add nsw i64 %185, 1
-  %187 = sitofp i64 %186 to float
-  %bi1844 = load float, ptr %conv1.bi18, align 4
-  %188 = select i1 %182, float %187, float %bi1844
-  store float %188, ptr %conv1.bi18, align 4
-  %189 = mul nsw i64 %conv1.j1327, 784
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
-  %192 = add nsw i64 %190, %191
-  %193 = add nsw i64 %192, 1
-  %194 = add nsw i64 %189, %193
-  %195 = mul nsw i64 %194, 16
-  %196 = add nsw i64 852992, %195
-  %197 = add nsw i64 %196, %conv1.f1428
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
-  %198 = load float, ptr %arena45, align 4
-  %199 = add nsw i64 144, %conv1.f1428
-  %params46 = getelementptr inbounds float, ptr %params, i64 %199
-  %200 = load float, ptr %params46, align 4
-  %201 = fadd float %198, %200
-  %best1747 = load float, ptr %conv1.best17, align 4
-  %202 = fcmp ogt float %201, %best1747
-  %203 = mul nsw i64 %conv1.j1327, 784
-  %204 = mul nsw i64 %conv1.py1529, 56
-  %205 = mul nsw i64 %conv1.px1630, 2
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 1
-  %208 = add nsw i64 %203, %207
-  %209 = mul nsw i64 %208, 16
-  %210 = add nsw i64 852992, %209
-  %211 = add nsw i64 %210, %conv1.f1428
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load float, ptr %arena48, align 4
-  %213 = add nsw i64 144, %conv1.f1428
-  %params49 = getelementptr inbounds float, ptr %params, i64 %213
-  %214 = load float, ptr %params49, align 4
-  %215 = fadd float %212, %214
-  %best1750 = load float, ptr %conv1.best17, align 4
-  %216 = select i1 %202, float %215, float %best1750
-  store float %216, ptr %conv1.best17, align 4
-  %217 = mul nsw i64 %conv1.j1327, 784
-  %218 = mul nsw i64 %conv1.py1529, 56
-  %219 = mul nsw i64 %conv1.px1630, 2
-  %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, 28
-  %222 = add nsw i64 %217, %221
-  %223 = mul nsw i64 %222, 16
-  %224 = add nsw i64 852992, %223
-  %225 = add nsw i64 %224, %conv1.f1428
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena51, align 4
-  %227 = add nsw i64 144, %conv1.f1428
-  %params52 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params52, align 4
-  %229 = fadd float %226, %228
-  %best1753 = load float, ptr %conv1.best17, align 4
-  %230 = fcmp ogt float %229, %best1753
-  %231 = mul nsw i64 %conv1.py1529, 56
-  %232 = mul nsw i64 %conv1.px1630, 2
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 28
-  %235 = sitofp i64 %234 to float
-  %bi1854 = load float, ptr %conv1.bi18, align 4
-  %236 = select i1 %230, float %235, float %bi1854
-  store float %236, ptr %conv1.bi18, align 4
-  %237 = mul nsw i64 %conv1.j1327, 784
-  %238 = mul nsw i64 %conv1.py1529, 56
-  %239 = mul nsw i64 %conv1.px1630, 2
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, 28
-  %242 = add nsw i64 %237, %241
-  %243 = mul nsw i64 %242, 16
-  %244 = add nsw i64 852992, %243
-  %245 = add nsw i64 %244, %conv1.f1428
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
-  %246 = load float, ptr %arena55, align 4
-  %247 = add nsw i64 144, %conv1.f1428
-  %params56 = getelementptr inbounds float, ptr %params, i64 %247
-  %248 = load float, ptr %params56, align 4
-  %249 = fadd float %246, %248
-  %best1757 = load float, ptr %conv1.best17, align 4
-  %250 = fcmp ogt float %249, %best1757
-  %251 = mul nsw i64 %conv1.j1327, 784
-  %252 = mul nsw i64 %conv1.py1529, 56
-  %253 = mul nsw i64 %conv1.px1630, 2
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 28
-  %256 = add nsw i64 %251, %255
-  %257 = mul nsw i64 %256, 16
-  %258 = add nsw i64 852992, %257
-  %259 = add nsw i64 %258, %conv1.f1428
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
-  %260 = load float, ptr %arena58, align 4
-  %261 = add nsw i64 144, %conv1.f1428
-  %params59 = getelementptr inbounds float, ptr %params, i64 %261
-  %262 = load float, ptr %params59, align 4
-  %263 = fadd float %260, %262
-  %best1760 = load float, ptr %conv1.best17, align 4
-  %264 = select i1 %250, float %263, float %best1760
-  store float %264, ptr %conv1.best17, align 4
-  %265 = mul nsw i64 %conv1.j1327, 784
-  %266 = mul nsw i64 %conv1.py1529, 56
-  %267 = mul nsw i64 %conv1.px1630, 2
-  %268 = add nsw i64 %266, %267
-  %269 = add nsw i64 %268, 28
-  %270 = add nsw i64 %269, 1
-  %271 = add nsw i64 %265, %270
-  %272 = mul nsw i64 %271, 16
-  %273 = add nsw i64 852992, %272
-  %274 = add nsw i64 %273, %conv1.f1428
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
-  %275 = load float, ptr %arena61, align 4
-  %276 = add nsw i64 144, %conv1.f1428
-  %params62 = getelementptr inbounds float, ptr %params, i64 %276
-  %277 = load float, ptr %params62, align 4
-  %278 = fadd float %275, %277
-  %best1763 = load float, ptr %conv1.best17, align 4
-  %279 = fcmp ogt float %278, %best1763
-  %280 = mul nsw i64 %conv1.py1529, 56
-  %281 = mul nsw i64 %conv1.px1630, 2
-  %282 = add nsw i64 %280, %281
-  %283 = add nsw i64 %282, 28
-  %284 = add nsw i64 %283, 1
-  %285 = sitofp i64 %284 to float
-  %bi1864 = load float, ptr %conv1.bi18, align 4
-  %286 = select i1 %279, float %285, float %bi1864
-  store float %286, ptr %conv1.bi18, align 4
-  %287 = mul nsw i64 %conv1.j1327, 784
-  %288 = mul nsw i64 %conv1.py1529, 56
-  %289 = mul nsw i64 %conv1.px1630, 2
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_075 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %195 = mul nsw i64 %conv1.mb1425, 6
+  %196 = mul nsw i64 %195, 50176
+  %197 = add nsw i64 852992, %196
+  %198 = mul nsw i64 %conv1.nb1324, 64
+  %199 = add nsw i64 %197, %198
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %199
+  store <16 x float> %t15_c0_075, ptr %arena76, align 4
+  %t15_c0_177 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %200 = mul nsw i64 %conv1.mb1425, 6
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 852992, %201
+  %203 = mul nsw i64 %conv1.nb1324, 64
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, 16
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <16 x float> %t15_c0_177, ptr %arena78, align 4
+  %t15_c0_279 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %206 = mul nsw i64 %conv1.mb1425, 6
+  %207 = mul nsw i64 %206, 50176
+  %208 = add nsw i64 852992, %207
+  %209 = mul nsw i64 %conv1.nb1324, 64
+  %210 = add nsw i64 %208, %209
+  %211 = add nsw i64 %210, 32
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t15_c0_279, ptr %arena80, align 4
+  %t15_c0_381 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %212 = mul nsw i64 %conv1.mb1425, 6
+  %213 = mul nsw i64 %212, 50176
+  %214 = add nsw i64 852992, %213
+  %215 = mul nsw i64 %conv1.nb1324, 64
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 48
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t15_c0_381, ptr %arena82, align 4
+  %t15_c1_083 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %218 = mul nsw i64 %conv1.mb1425, 6
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 50176
+  %221 = add nsw i64 852992, %220
+  %222 = mul nsw i64 %conv1.nb1324, 64
+  %223 = add nsw i64 %221, %222
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t15_c1_083, ptr %arena84, align 4
+  %t15_c1_185 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %224 = mul nsw i64 %conv1.mb1425, 6
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 50176
+  %227 = add nsw i64 852992, %226
+  %228 = mul nsw i64 %conv1.nb1324, 64
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 %229, 16
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %230
+  store <16 x float> %t15_c1_185, ptr %arena86, align 4
+  %t15_c1_287 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %231 = mul nsw i64 %conv1.mb1425, 6
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 50176
+  %234 = add nsw i64 852992, %233
+  %235 = mul nsw i64 %conv1.nb1324, 64
+  %236 = add nsw i64 %234, %235
+  %237 = add nsw i64 %236, 32
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %237
+  store <16 x float> %t15_c1_287, ptr %arena88, align 4
+  %t15_c1_389 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %238 = mul nsw i64 %conv1.mb1425, 6
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 50176
+  %241 = add nsw i64 852992, %240
+  %242 = mul nsw i64 %conv1.nb1324, 64
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 48
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t15_c1_389, ptr %arena90, align 4
+  %t15_c2_091 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %245 = mul nsw i64 %conv1.mb1425, 6
+  %246 = add nsw i64 %245, 2
+  %247 = mul nsw i64 %246, 50176
+  %248 = add nsw i64 852992, %247
+  %249 = mul nsw i64 %conv1.nb1324, 64
+  %250 = add nsw i64 %248, %249
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t15_c2_091, ptr %arena92, align 4
+  %t15_c2_193 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %251 = mul nsw i64 %conv1.mb1425, 6
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 50176
+  %254 = add nsw i64 852992, %253
+  %255 = mul nsw i64 %conv1.nb1324, 64
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 %256, 16
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %257
+  store <16 x float> %t15_c2_193, ptr %arena94, align 4
+  %t15_c2_295 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %258 = mul nsw i64 %conv1.mb1425, 6
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 50176
+  %261 = add nsw i64 852992, %260
+  %262 = mul nsw i64 %conv1.nb1324, 64
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, 32
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <16 x float> %t15_c2_295, ptr %arena96, align 4
+  %t15_c2_397 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %265 = mul nsw i64 %conv1.mb1425, 6
+  %266 = add nsw i64 %265, 2
+  %267 = mul nsw i64 %266, 50176
+  %268 = add nsw i64 852992, %267
+  %269 = mul nsw i64 %conv1.nb1324, 64
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 48
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t15_c2_397, ptr %arena98, align 4
+  %t15_c3_099 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %272 = mul nsw i64 %conv1.mb1425, 6
+  %273 = add nsw i64 %272, 3
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 852992, %274
+  %276 = mul nsw i64 %conv1.nb1324, 64
+  %277 = add nsw i64 %275, %276
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <16 x float> %t15_c3_099, ptr %arena100, align 4
+  %t15_c3_1101 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %278 = mul nsw i64 %conv1.mb1425, 6
+  %279 = add nsw i64 %278, 3
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 852992, %280
+  %282 = mul nsw i64 %conv1.nb1324, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 16
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t15_c3_1101, ptr %arena102, align 4
+  %t15_c3_2103 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %285 = mul nsw i64 %conv1.mb1425, 6
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 852992, %287
+  %289 = mul nsw i64 %conv1.nb1324, 64
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %290, 28
-  %292 = add nsw i64 %291, 1
-  %293 = add nsw i64 %287, %292
-  %294 = mul nsw i64 %293, 16
+  %291 = add nsw i64 %290, 32
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t15_c3_2103, ptr %arena104, align 4
+  %t15_c3_3105 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %292 = mul nsw i64 %conv1.mb1425, 6
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 50176
   %295 = add nsw i64 852992, %294
-  %296 = add nsw i64 %295, %conv1.f1428
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena65, align 4
-  %298 = add nsw i64 144, %conv1.f1428
-  %params66 = getelementptr inbounds float, ptr %params, i64 %298
-  %299 = load float, ptr %params66, align 4
-  %300 = fadd float %297, %299
-  %best1767 = load float, ptr %conv1.best17, align 4
-  %301 = fcmp ogt float %300, %best1767
-  %302 = mul nsw i64 %conv1.j1327, 784
-  %303 = mul nsw i64 %conv1.py1529, 56
-  %304 = mul nsw i64 %conv1.px1630, 2
-  %305 = add nsw i64 %303, %304
-  %306 = add nsw i64 %305, 28
-  %307 = add nsw i64 %306, 1
-  %308 = add nsw i64 %302, %307
-  %309 = mul nsw i64 %308, 16
-  %310 = add nsw i64 852992, %309
-  %311 = add nsw i64 %310, %conv1.f1428
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
-  %312 = load float, ptr %arena68, align 4
-  %313 = add nsw i64 144, %conv1.f1428
-  %params69 = getelementptr inbounds float, ptr %params, i64 %313
-  %314 = load float, ptr %params69, align 4
-  %315 = fadd float %312, %314
-  %best1770 = load float, ptr %conv1.best17, align 4
-  %316 = select i1 %301, float %315, float %best1770
-  store float %316, ptr %conv1.best17, align 4
-  %best1771 = load float, ptr %conv1.best17, align 4
-  %317 = fcmp ogt float %best1771, 0.000000e+00
-  %best1772 = load float, ptr %conv1.best17, align 4
-  %318 = select i1 %317, float %best1772, float 0.000000e+00
-  %319 = mul nsw i64 %conv1.g11, 64
-  %320 = add nsw i64 %319, %conv1.j1327
-  %321 = mul nsw i64 %320, 3136
-  %322 = mul nsw i64 %conv1.f1428, 196
-  %323 = add nsw i64 %321, %322
-  %324 = mul nsw i64 %conv1.py1529, 14
-  %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %325, %conv1.px1630
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
-  store float %318, ptr %arena73, align 4
-  %bi1874 = load float, ptr %conv1.bi18, align 4
-  %327 = mul nsw i64 %conv1.g11, 64
-  %328 = add nsw i64 %327, %conv1.j1327
-  %329 = mul nsw i64 %328, 3136
-  %330 = mul nsw i64 %conv1.f1428, 196
+  %296 = mul nsw i64 %conv1.nb1324, 64
+  %297 = add nsw i64 %295, %296
+  %298 = add nsw i64 %297, 48
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t15_c3_3105, ptr %arena106, align 4
+  %t15_c4_0107 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %299 = mul nsw i64 %conv1.mb1425, 6
+  %300 = add nsw i64 %299, 4
+  %301 = mul nsw i64 %300, 50176
+  %302 = add nsw i64 852992, %301
+  %303 = mul nsw i64 %conv1.nb1324, 64
+  %304 = add nsw i64 %302, %303
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t15_c4_0107, ptr %arena108, align 4
+  %t15_c4_1109 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %305 = mul nsw i64 %conv1.mb1425, 6
+  %306 = add nsw i64 %305, 4
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 852992, %307
+  %309 = mul nsw i64 %conv1.nb1324, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 16
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t15_c4_1109, ptr %arena110, align 4
+  %t15_c4_2111 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %312 = mul nsw i64 %conv1.mb1425, 6
+  %313 = add nsw i64 %312, 4
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 852992, %314
+  %316 = mul nsw i64 %conv1.nb1324, 64
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 32
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <16 x float> %t15_c4_2111, ptr %arena112, align 4
+  %t15_c4_3113 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %319 = mul nsw i64 %conv1.mb1425, 6
+  %320 = add nsw i64 %319, 4
+  %321 = mul nsw i64 %320, 50176
+  %322 = add nsw i64 852992, %321
+  %323 = mul nsw i64 %conv1.nb1324, 64
+  %324 = add nsw i64 %322, %323
+  %325 = add nsw i64 %324, 48
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <16 x float> %t15_c4_3113, ptr %arena114, align 4
+  %t15_c5_0115 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %326 = mul nsw i64 %conv1.mb1425, 6
+  %327 = add nsw i64 %326, 5
+  %328 = mul nsw i64 %327, 50176
+  %329 = add nsw i64 852992, %328
+  %330 = mul nsw i64 %conv1.nb1324, 64
   %331 = add nsw i64 %329, %330
-  %332 = mul nsw i64 %conv1.py1529, 14
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 %333, %conv1.px1630
-  %335 = add nsw i64 200704, %334
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
-  store float %bi1874, ptr %arena75, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %336 = icmp slt i64 %px16.next, 14
-  br i1 %336, label %conv1.px16, label %conv1.px16.end
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t15_c5_0115, ptr %arena116, align 4
+  %t15_c5_1117 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %332 = mul nsw i64 %conv1.mb1425, 6
+  %333 = add nsw i64 %332, 5
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 852992, %334
+  %336 = mul nsw i64 %conv1.nb1324, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t15_c5_1117, ptr %arena118, align 4
+  %t15_c5_2119 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %339 = mul nsw i64 %conv1.mb1425, 6
+  %340 = add nsw i64 %339, 5
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 852992, %341
+  %343 = mul nsw i64 %conv1.nb1324, 64
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 %344, 32
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %345
+  store <16 x float> %t15_c5_2119, ptr %arena120, align 4
+  %t15_c5_3121 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %346 = mul nsw i64 %conv1.mb1425, 6
+  %347 = add nsw i64 %346, 5
+  %348 = mul nsw i64 %347, 50176
+  %349 = add nsw i64 852992, %348
+  %350 = mul nsw i64 %conv1.nb1324, 64
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %351, 48
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %352
+  store <16 x float> %t15_c5_3121, ptr %arena122, align 4
+  %mb14.next = add nsw i64 %conv1.mb1425, 1
+  %353 = icmp slt i64 %mb14.next, 2
+  br i1 %353, label %conv1.mb14, label %conv1.mb14.end
 
-conv1.px16.end:                                   ; preds = %conv1.px16
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %337 = icmp slt i64 %py15.next, 14
-  br i1 %337, label %conv1.py15, label %conv1.py15.end
-
-conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
-  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
-  br label %conv2.j20
-
-conv2.g19.end:                                    ; preds = %conv2.j31.end
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params152 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 602112
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena151, i32 1568, ptr %params152, i32 1568, float 0.000000e+00, ptr %arena153, i32 128)
-  br label %fc1.n37
-
-conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
-  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
-  br label %conv2.r21
-
-conv2.j20.end:                                    ; preds = %conv2.c23.end
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 602112
-  %params100 = getelementptr inbounds float, ptr %params, i64 160
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 2408448
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 12544, i32 32, i32 144, float 1.000000e+00, ptr %arena99, i32 12544, ptr %params100, i32 144, float 0.000000e+00, ptr %arena101, i32 32)
-  br label %conv2.j31
-
-conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
-  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
-  br label %conv2.i22
-
-conv2.r21.end:                                    ; preds = %conv2.i22.end
-  br label %conv2.c23
-
-conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
-  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
-  %338 = mul nsw i64 %conv2.r2178, 12544
-  %339 = add nsw i64 602112, %338
-  %340 = mul nsw i64 %conv2.j2077, 196
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, %conv2.i2279
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
-  store float 0.000000e+00, ptr %arena80, align 4
-  %i22.next = add nsw i64 %conv2.i2279, 1
-  %343 = icmp slt i64 %i22.next, 196
-  br i1 %343, label %conv2.i22, label %conv2.i22.end
-
-conv2.i22.end:                                    ; preds = %conv2.i22
-  %r21.next = add nsw i64 %conv2.r2178, 1
-  %344 = icmp slt i64 %r21.next, 144
-  br i1 %344, label %conv2.r21, label %conv2.r21.end
-
-conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
-  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
-  br label %conv2.ky24
-
-conv2.c23.end:                                    ; preds = %conv2.ky24.end
-  %j20.next = add nsw i64 %conv2.j2077, 1
-  %345 = icmp slt i64 %j20.next, 64
-  br i1 %345, label %conv2.j20, label %conv2.j20.end
-
-conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
-  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
-  br label %conv2.oy25
-
-conv2.ky24.end:                                   ; preds = %conv2.oy29.end
-  %c23.next = add nsw i64 %conv2.c2381, 1
-  %346 = icmp slt i64 %c23.next, 16
-  br i1 %346, label %conv2.c23, label %conv2.c23.end
-
-conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
-  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
-  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %348 = add nsw i64 %347, -1
-  %349 = icmp slt i64 -1, %348
-  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %351 = add nsw i64 %350, -1
-  %352 = icmp slt i64 %351, 14
-  %353 = and i1 %349, %352
-  br i1 %353, label %conv2.then, label %conv2.endif
-
-conv2.oy25.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy27
-
-conv2.then:                                       ; preds = %conv2.oy25
-  br label %conv2.ox26
-
-conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
-  %oy25.next = add nsw i64 %conv2.oy2583, 1
-  %354 = icmp slt i64 %oy25.next, 14
-  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
-
-conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
-  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
-  %355 = mul nsw i64 %conv2.g1976, 64
-  %356 = add nsw i64 %355, %conv2.j2077
-  %357 = mul nsw i64 %356, 3136
-  %358 = mul nsw i64 %conv2.c2381, 196
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %361 = add nsw i64 %360, -1
-  %362 = mul nsw i64 %361, 14
-  %363 = add nsw i64 %359, %362
-  %364 = add nsw i64 %conv2.ox2684, 1
-  %365 = add nsw i64 %364, -1
-  %366 = add nsw i64 %363, %365
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
-  %367 = load float, ptr %arena85, align 4
-  %368 = mul nsw i64 %conv2.c2381, 3
-  %369 = add nsw i64 %368, %conv2.ky2482
-  %370 = mul nsw i64 %369, 3
-  %371 = mul nsw i64 %370, 12544
-  %372 = add nsw i64 602112, %371
-  %373 = mul nsw i64 %conv2.j2077, 196
+conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb14.end
+  %conv1.k18123 = phi i64 [ 0, %conv1.mb14.end ], [ %k18.next, %conv1.k18 ]
+  %354 = mul nsw i64 %conv1.k18123, 50176
+  %355 = add nsw i64 401408, %354
+  %356 = mul nsw i64 %conv1.nb1324, 64
+  %357 = add nsw i64 %355, %356
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load <16 x float>, ptr %arena124, align 4
+  store <16 x float> %358, ptr %conv1.t17_b0, align 64
+  %359 = mul nsw i64 %conv1.k18123, 50176
+  %360 = add nsw i64 401408, %359
+  %361 = mul nsw i64 %conv1.nb1324, 64
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %362, 16
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <16 x float>, ptr %arena125, align 4
+  store <16 x float> %364, ptr %conv1.t17_b1, align 64
+  %365 = mul nsw i64 %conv1.k18123, 50176
+  %366 = add nsw i64 401408, %365
+  %367 = mul nsw i64 %conv1.nb1324, 64
+  %368 = add nsw i64 %366, %367
+  %369 = add nsw i64 %368, 32
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %369
+  %370 = load <16 x float>, ptr %arena126, align 4
+  store <16 x float> %370, ptr %conv1.t17_b2, align 64
+  %371 = mul nsw i64 %conv1.k18123, 50176
+  %372 = add nsw i64 401408, %371
+  %373 = mul nsw i64 %conv1.nb1324, 64
   %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv2.oy2583, 14
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %conv2.ox2684, 1
-  %378 = add nsw i64 %376, %377
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
-  store float %367, ptr %arena86, align 4
-  %ox26.next = add nsw i64 %conv2.ox2684, 1
-  %379 = icmp slt i64 %ox26.next, 13
-  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
+  %375 = add nsw i64 %374, 48
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <16 x float>, ptr %arena127, align 4
+  store <16 x float> %376, ptr %conv1.t17_b3, align 64
+  %377 = add nsw i64 108, %conv1.k18123
+  %params128 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params128, align 4
+  %379 = insertelement <16 x float> undef, float %378, i32 0
+  %380 = shufflevector <16 x float> %379, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %380, ptr %conv1.t17_a0, align 64
+  %t17_a0 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b0 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c0_0 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
+  store <16 x float> %381, ptr %conv1.t17_c0_0, align 64
+  %t17_a0129 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b1 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c0_1 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0129, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
+  store <16 x float> %382, ptr %conv1.t17_c0_1, align 64
+  %t17_a0130 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b2 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c0_2 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0130, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
+  store <16 x float> %383, ptr %conv1.t17_c0_2, align 64
+  %t17_a0131 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b3 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c0_3 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0131, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
+  store <16 x float> %384, ptr %conv1.t17_c0_3, align 64
+  %385 = add nsw i64 117, %conv1.k18123
+  %params132 = getelementptr inbounds float, ptr %params, i64 %385
+  %386 = load float, ptr %params132, align 4
+  %387 = insertelement <16 x float> undef, float %386, i32 0
+  %388 = shufflevector <16 x float> %387, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %388, ptr %conv1.t17_a1, align 64
+  %t17_a1 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b0133 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c1_0 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b0133, <16 x float> %t17_c1_0)
+  store <16 x float> %389, ptr %conv1.t17_c1_0, align 64
+  %t17_a1134 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b1135 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c1_1 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1134, <16 x float> %t17_b1135, <16 x float> %t17_c1_1)
+  store <16 x float> %390, ptr %conv1.t17_c1_1, align 64
+  %t17_a1136 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b2137 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c1_2 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1136, <16 x float> %t17_b2137, <16 x float> %t17_c1_2)
+  store <16 x float> %391, ptr %conv1.t17_c1_2, align 64
+  %t17_a1138 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b3139 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c1_3 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1138, <16 x float> %t17_b3139, <16 x float> %t17_c1_3)
+  store <16 x float> %392, ptr %conv1.t17_c1_3, align 64
+  %393 = add nsw i64 126, %conv1.k18123
+  %params140 = getelementptr inbounds float, ptr %params, i64 %393
+  %394 = load float, ptr %params140, align 4
+  %395 = insertelement <16 x float> undef, float %394, i32 0
+  %396 = shufflevector <16 x float> %395, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %396, ptr %conv1.t17_a2, align 64
+  %t17_a2 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b0141 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c2_0 = load <16 x float>, ptr %conv1.t17_c2_0, align 64
+  %397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2, <16 x float> %t17_b0141, <16 x float> %t17_c2_0)
+  store <16 x float> %397, ptr %conv1.t17_c2_0, align 64
+  %t17_a2142 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b1143 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c2_1 = load <16 x float>, ptr %conv1.t17_c2_1, align 64
+  %398 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2142, <16 x float> %t17_b1143, <16 x float> %t17_c2_1)
+  store <16 x float> %398, ptr %conv1.t17_c2_1, align 64
+  %t17_a2144 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b2145 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c2_2 = load <16 x float>, ptr %conv1.t17_c2_2, align 64
+  %399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2144, <16 x float> %t17_b2145, <16 x float> %t17_c2_2)
+  store <16 x float> %399, ptr %conv1.t17_c2_2, align 64
+  %t17_a2146 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b3147 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c2_3 = load <16 x float>, ptr %conv1.t17_c2_3, align 64
+  %400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2146, <16 x float> %t17_b3147, <16 x float> %t17_c2_3)
+  store <16 x float> %400, ptr %conv1.t17_c2_3, align 64
+  %401 = add nsw i64 135, %conv1.k18123
+  %params148 = getelementptr inbounds float, ptr %params, i64 %401
+  %402 = load float, ptr %params148, align 4
+  %403 = insertelement <16 x float> undef, float %402, i32 0
+  %404 = shufflevector <16 x float> %403, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %404, ptr %conv1.t17_a3, align 64
+  %t17_a3 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b0149 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c3_0 = load <16 x float>, ptr %conv1.t17_c3_0, align 64
+  %405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3, <16 x float> %t17_b0149, <16 x float> %t17_c3_0)
+  store <16 x float> %405, ptr %conv1.t17_c3_0, align 64
+  %t17_a3150 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b1151 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c3_1 = load <16 x float>, ptr %conv1.t17_c3_1, align 64
+  %406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3150, <16 x float> %t17_b1151, <16 x float> %t17_c3_1)
+  store <16 x float> %406, ptr %conv1.t17_c3_1, align 64
+  %t17_a3152 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b2153 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c3_2 = load <16 x float>, ptr %conv1.t17_c3_2, align 64
+  %407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3152, <16 x float> %t17_b2153, <16 x float> %t17_c3_2)
+  store <16 x float> %407, ptr %conv1.t17_c3_2, align 64
+  %t17_a3154 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b3155 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c3_3 = load <16 x float>, ptr %conv1.t17_c3_3, align 64
+  %408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3154, <16 x float> %t17_b3155, <16 x float> %t17_c3_3)
+  store <16 x float> %408, ptr %conv1.t17_c3_3, align 64
+  %k18.next = add nsw i64 %conv1.k18123, 1
+  %409 = icmp slt i64 %k18.next, 9
+  br i1 %409, label %conv1.k18, label %conv1.k18.end
 
-conv2.ox26.end:                                   ; preds = %conv2.ox26
-  br label %conv2.endif
+conv1.k18.end:                                    ; preds = %conv1.k18
+  %t17_c0_0156 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %410 = mul nsw i64 %conv1.nb1324, 64
+  %411 = add nsw i64 1455104, %410
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %411
+  store <16 x float> %t17_c0_0156, ptr %arena157, align 4
+  %t17_c0_1158 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %412 = mul nsw i64 %conv1.nb1324, 64
+  %413 = add nsw i64 1455104, %412
+  %414 = add nsw i64 %413, 16
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %414
+  store <16 x float> %t17_c0_1158, ptr %arena159, align 4
+  %t17_c0_2160 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %415 = mul nsw i64 %conv1.nb1324, 64
+  %416 = add nsw i64 1455104, %415
+  %417 = add nsw i64 %416, 32
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %417
+  store <16 x float> %t17_c0_2160, ptr %arena161, align 4
+  %t17_c0_3162 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %418 = mul nsw i64 %conv1.nb1324, 64
+  %419 = add nsw i64 1455104, %418
+  %420 = add nsw i64 %419, 48
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %420
+  store <16 x float> %t17_c0_3162, ptr %arena163, align 4
+  %t17_c1_0164 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %421 = mul nsw i64 %conv1.nb1324, 64
+  %422 = add nsw i64 1505280, %421
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %422
+  store <16 x float> %t17_c1_0164, ptr %arena165, align 4
+  %t17_c1_1166 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %423 = mul nsw i64 %conv1.nb1324, 64
+  %424 = add nsw i64 1505280, %423
+  %425 = add nsw i64 %424, 16
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %425
+  store <16 x float> %t17_c1_1166, ptr %arena167, align 4
+  %t17_c1_2168 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %426 = mul nsw i64 %conv1.nb1324, 64
+  %427 = add nsw i64 1505280, %426
+  %428 = add nsw i64 %427, 32
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %428
+  store <16 x float> %t17_c1_2168, ptr %arena169, align 4
+  %t17_c1_3170 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %429 = mul nsw i64 %conv1.nb1324, 64
+  %430 = add nsw i64 1505280, %429
+  %431 = add nsw i64 %430, 48
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %431
+  store <16 x float> %t17_c1_3170, ptr %arena171, align 4
+  %t17_c2_0172 = load <16 x float>, ptr %conv1.t17_c2_0, align 64
+  %432 = mul nsw i64 %conv1.nb1324, 64
+  %433 = add nsw i64 1555456, %432
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %433
+  store <16 x float> %t17_c2_0172, ptr %arena173, align 4
+  %t17_c2_1174 = load <16 x float>, ptr %conv1.t17_c2_1, align 64
+  %434 = mul nsw i64 %conv1.nb1324, 64
+  %435 = add nsw i64 1555456, %434
+  %436 = add nsw i64 %435, 16
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %436
+  store <16 x float> %t17_c2_1174, ptr %arena175, align 4
+  %t17_c2_2176 = load <16 x float>, ptr %conv1.t17_c2_2, align 64
+  %437 = mul nsw i64 %conv1.nb1324, 64
+  %438 = add nsw i64 1555456, %437
+  %439 = add nsw i64 %438, 32
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %439
+  store <16 x float> %t17_c2_2176, ptr %arena177, align 4
+  %t17_c2_3178 = load <16 x float>, ptr %conv1.t17_c2_3, align 64
+  %440 = mul nsw i64 %conv1.nb1324, 64
+  %441 = add nsw i64 1555456, %440
+  %442 = add nsw i64 %441, 48
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %442
+  store <16 x float> %t17_c2_3178, ptr %arena179, align 4
+  %t17_c3_0180 = load <16 x float>, ptr %conv1.t17_c3_0, align 64
+  %443 = mul nsw i64 %conv1.nb1324, 64
+  %444 = add nsw i64 1605632, %443
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %444
+  store <16 x float> %t17_c3_0180, ptr %arena181, align 4
+  %t17_c3_1182 = load <16 x float>, ptr %conv1.t17_c3_1, align 64
+  %445 = mul nsw i64 %conv1.nb1324, 64
+  %446 = add nsw i64 1605632, %445
+  %447 = add nsw i64 %446, 16
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %447
+  store <16 x float> %t17_c3_1182, ptr %arena183, align 4
+  %t17_c3_2184 = load <16 x float>, ptr %conv1.t17_c3_2, align 64
+  %448 = mul nsw i64 %conv1.nb1324, 64
+  %449 = add nsw i64 1605632, %448
+  %450 = add nsw i64 %449, 32
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %450
+  store <16 x float> %t17_c3_2184, ptr %arena185, align 4
+  %t17_c3_3186 = load <16 x float>, ptr %conv1.t17_c3_3, align 64
+  %451 = mul nsw i64 %conv1.nb1324, 64
+  %452 = add nsw i64 1605632, %451
+  %453 = add nsw i64 %452, 48
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %453
+  store <16 x float> %t17_c3_3186, ptr %arena187, align 4
+  %nb13.next = add nsw i64 %conv1.nb1324, 1
+  %454 = icmp slt i64 %nb13.next, 784
+  br i1 %454, label %conv1.nb13, label %conv1.nb13.end
 
-conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
-  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
-  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %381 = add nsw i64 %380, -1
-  %382 = icmp slt i64 -1, %381
-  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %384 = add nsw i64 %383, -1
-  %385 = icmp slt i64 %384, 14
-  %386 = and i1 %382, %385
-  br i1 %386, label %conv2.then88, label %conv2.endif89
+conv1.j19:                                        ; preds = %conv1.f20.end, %conv1.nb13.end
+  %conv1.j19188 = phi i64 [ 0, %conv1.nb13.end ], [ %j19.next, %conv1.f20.end ]
+  br label %conv1.f20
 
-conv2.oy27.end:                                   ; preds = %conv2.endif89
-  br label %conv2.oy29
+conv1.j19.end:                                    ; preds = %conv1.f20.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %455 = icmp slt i64 %g1.next, 1
+  br i1 %455, label %conv1.g1, label %conv1.g1.end
 
-conv2.then88:                                     ; preds = %conv2.oy27
-  br label %conv2.ox28
+conv1.f20:                                        ; preds = %conv1.py21.end, %conv1.j19
+  %conv1.f20189 = phi i64 [ 0, %conv1.j19 ], [ %f20.next, %conv1.py21.end ]
+  br label %conv1.py21
 
-conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2787, 1
-  %387 = icmp slt i64 %oy27.next, 14
-  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+conv1.f20.end:                                    ; preds = %conv1.py21.end
+  %j19.next = add nsw i64 %conv1.j19188, 1
+  %456 = icmp slt i64 %j19.next, 64
+  br i1 %456, label %conv1.j19, label %conv1.j19.end
 
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
-  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
-  %388 = mul nsw i64 %conv2.g1976, 64
-  %389 = add nsw i64 %388, %conv2.j2077
-  %390 = mul nsw i64 %389, 3136
-  %391 = mul nsw i64 %conv2.c2381, 196
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %394 = add nsw i64 %393, -1
-  %395 = mul nsw i64 %394, 14
-  %396 = add nsw i64 %392, %395
-  %397 = add nsw i64 %396, %conv2.ox2890
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
-  %398 = load float, ptr %arena91, align 4
-  %399 = mul nsw i64 %conv2.c2381, 3
-  %400 = add nsw i64 %399, %conv2.ky2482
-  %401 = mul nsw i64 %400, 3
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 12544
-  %404 = add nsw i64 602112, %403
-  %405 = mul nsw i64 %conv2.j2077, 196
-  %406 = add nsw i64 %404, %405
-  %407 = mul nsw i64 %conv2.oy2787, 14
-  %408 = add nsw i64 %406, %407
-  %409 = add nsw i64 %408, %conv2.ox2890
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
-  store float %398, ptr %arena92, align 4
-  %ox28.next = add nsw i64 %conv2.ox2890, 1
-  %410 = icmp slt i64 %ox28.next, 14
-  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+conv1.py21:                                       ; preds = %conv1.px22.end, %conv1.f20
+  %conv1.py21190 = phi i64 [ 0, %conv1.f20 ], [ %py21.next, %conv1.px22.end ]
+  br label %conv1.px22
 
-conv2.ox28.end:                                   ; preds = %conv2.ox28
-  br label %conv2.endif89
+conv1.py21.end:                                   ; preds = %conv1.px22.end
+  %f20.next = add nsw i64 %conv1.f20189, 1
+  %457 = icmp slt i64 %f20.next, 16
+  br i1 %457, label %conv1.f20, label %conv1.f20.end
 
-conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
-  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
-  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %412 = add nsw i64 %411, -1
-  %413 = icmp slt i64 -1, %412
-  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %415 = add nsw i64 %414, -1
-  %416 = icmp slt i64 %415, 14
-  %417 = and i1 %413, %416
-  br i1 %417, label %conv2.then94, label %conv2.endif95
-
-conv2.oy29.end:                                   ; preds = %conv2.endif95
-  %ky24.next = add nsw i64 %conv2.ky2482, 1
-  %418 = icmp slt i64 %ky24.next, 3
-  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
-
-conv2.then94:                                     ; preds = %conv2.oy29
-  br label %conv2.ox30
-
-conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2993, 1
-  %419 = icmp slt i64 %oy29.next, 14
-  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
-
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
-  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
-  %420 = mul nsw i64 %conv2.g1976, 64
-  %421 = add nsw i64 %420, %conv2.j2077
-  %422 = mul nsw i64 %421, 3136
-  %423 = mul nsw i64 %conv2.c2381, 196
-  %424 = add nsw i64 %422, %423
-  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %426 = add nsw i64 %425, -1
-  %427 = mul nsw i64 %426, 14
-  %428 = add nsw i64 %424, %427
-  %429 = add nsw i64 %conv2.ox3096, 1
-  %430 = add nsw i64 %428, %429
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
-  %431 = load float, ptr %arena97, align 4
-  %432 = mul nsw i64 %conv2.c2381, 3
-  %433 = add nsw i64 %432, %conv2.ky2482
-  %434 = mul nsw i64 %433, 3
-  %435 = add nsw i64 %434, 2
-  %436 = mul nsw i64 %435, 12544
-  %437 = add nsw i64 602112, %436
-  %438 = mul nsw i64 %conv2.j2077, 196
-  %439 = add nsw i64 %437, %438
-  %440 = mul nsw i64 %conv2.oy2993, 14
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 %441, %conv2.ox3096
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %431, ptr %arena98, align 4
-  %ox30.next = add nsw i64 %conv2.ox3096, 1
-  %443 = icmp slt i64 %ox30.next, 13
-  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
-
-conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif95
-
-conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
-  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
-  br label %conv2.f32
-
-conv2.j31.end:                                    ; preds = %conv2.f32.end
-  %g19.next = add nsw i64 %conv2.g1976, 1
-  %444 = icmp slt i64 %g19.next, 1
-  br i1 %444, label %conv2.g19, label %conv2.g19.end
-
-conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
-  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
-  br label %conv2.py33
-
-conv2.f32.end:                                    ; preds = %conv2.py33.end
-  %j31.next = add nsw i64 %conv2.j31102, 1
-  %445 = icmp slt i64 %j31.next, 64
-  br i1 %445, label %conv2.j31, label %conv2.j31.end
-
-conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
-  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
-  br label %conv2.px34
-
-conv2.py33.end:                                   ; preds = %conv2.px34.end
-  %f32.next = add nsw i64 %conv2.f32103, 1
-  %446 = icmp slt i64 %f32.next, 32
-  br i1 %446, label %conv2.f32, label %conv2.f32.end
-
-conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
-  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
-  %447 = mul nsw i64 %conv2.j31102, 196
-  %448 = mul nsw i64 %conv2.py33104, 28
-  %449 = mul nsw i64 %conv2.px34105, 2
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 %447, %450
-  %452 = mul nsw i64 %451, 32
-  %453 = add nsw i64 2408448, %452
-  %454 = add nsw i64 %453, %conv2.f32103
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
-  %455 = load float, ptr %arena106, align 4
-  %456 = add nsw i64 4768, %conv2.f32103
-  %params107 = getelementptr inbounds float, ptr %params, i64 %456
-  %457 = load float, ptr %params107, align 4
-  %458 = fadd float %455, %457
-  store float %458, ptr %conv2.best35, align 4
-  %459 = mul nsw i64 %conv2.py33104, 28
-  %460 = mul nsw i64 %conv2.px34105, 2
+conv1.px22:                                       ; preds = %conv1.px22, %conv1.py21
+  %conv1.px22191 = phi i64 [ 0, %conv1.py21 ], [ %px22.next, %conv1.px22 ]
+  %458 = mul nsw i64 %conv1.f20189, 50176
+  %459 = add nsw i64 852992, %458
+  %460 = mul nsw i64 %conv1.j19188, 784
   %461 = add nsw i64 %459, %460
-  %462 = sitofp i64 %461 to float
-  store float %462, ptr %conv2.bi36, align 4
-  %463 = mul nsw i64 %conv2.j31102, 196
-  %464 = mul nsw i64 %conv2.py33104, 28
-  %465 = mul nsw i64 %conv2.px34105, 2
-  %466 = add nsw i64 %464, %465
-  %467 = add nsw i64 %463, %466
-  %468 = mul nsw i64 %467, 32
-  %469 = add nsw i64 2408448, %468
-  %470 = add nsw i64 %469, %conv2.f32103
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
-  %471 = load float, ptr %arena108, align 4
-  %472 = add nsw i64 4768, %conv2.f32103
-  %params109 = getelementptr inbounds float, ptr %params, i64 %472
-  %473 = load float, ptr %params109, align 4
-  %474 = fadd float %471, %473
-  %best35 = load float, ptr %conv2.best35, align 4
-  %475 = fcmp ogt float %474, %best35
-  %476 = mul nsw i64 %conv2.py33104, 28
-  %477 = mul nsw i64 %conv2.px34105, 2
-  %478 = add nsw i64 %476, %477
-  %479 = sitofp i64 %478 to float
-  %bi36 = load float, ptr %conv2.bi36, align 4
-  %480 = select i1 %475, float %479, float %bi36
-  store float %480, ptr %conv2.bi36, align 4
-  %481 = mul nsw i64 %conv2.j31102, 196
-  %482 = mul nsw i64 %conv2.py33104, 28
-  %483 = mul nsw i64 %conv2.px34105, 2
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %485, 32
-  %487 = add nsw i64 2408448, %486
-  %488 = add nsw i64 %487, %conv2.f32103
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load float, ptr %arena110, align 4
-  %490 = add nsw i64 4768, %conv2.f32103
-  %params111 = getelementptr inbounds float, ptr %params, i64 %490
-  %491 = load float, ptr %params111, align 4
-  %492 = fadd float %489, %491
-  %best35112 = load float, ptr %conv2.best35, align 4
-  %493 = fcmp ogt float %492, %best35112
-  %494 = mul nsw i64 %conv2.j31102, 196
-  %495 = mul nsw i64 %conv2.py33104, 28
-  %496 = mul nsw i64 %conv2.px34105, 2
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %498, 32
-  %500 = add nsw i64 2408448, %499
-  %501 = add nsw i64 %500, %conv2.f32103
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena113, align 4
-  %503 = add nsw i64 4768, %conv2.f32103
-  %params114 = getelementptr inbounds float, ptr %params, i64 %503
-  %504 = load float, ptr %params114, align 4
-  %505 = fadd float %502, %504
-  %best35115 = load float, ptr %conv2.best35, align 4
-  %506 = select i1 %493, float %505, float %best35115
-  store float %506, ptr %conv2.best35, align 4
-  %507 = mul nsw i64 %conv2.j31102, 196
-  %508 = mul nsw i64 %conv2.py33104, 28
-  %509 = mul nsw i64 %conv2.px34105, 2
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 %510, 1
-  %512 = add nsw i64 %507, %511
-  %513 = mul nsw i64 %512, 32
-  %514 = add nsw i64 2408448, %513
-  %515 = add nsw i64 %514, %conv2.f32103
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena116, align 4
-  %517 = add nsw i64 4768, %conv2.f32103
-  %params117 = getelementptr inbounds float, ptr %params, i64 %517
-  %518 = load float, ptr %params117, align 4
-  %519 = fadd float %516, %518
-  %best35118 = load float, ptr %conv2.best35, align 4
-  %520 = fcmp ogt float %519, %best35118
-  %521 = mul nsw i64 %conv2.py33104, 28
-  %522 = mul nsw i64 %conv2.px34105, 2
-  %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, 1
-  %525 = sitofp i64 %524 to float
-  %bi36119 = load float, ptr %conv2.bi36, align 4
-  %526 = select i1 %520, float %525, float %bi36119
-  store float %526, ptr %conv2.bi36, align 4
-  %527 = mul nsw i64 %conv2.j31102, 196
-  %528 = mul nsw i64 %conv2.py33104, 28
-  %529 = mul nsw i64 %conv2.px34105, 2
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, 1
-  %532 = add nsw i64 %527, %531
-  %533 = mul nsw i64 %532, 32
-  %534 = add nsw i64 2408448, %533
-  %535 = add nsw i64 %534, %conv2.f32103
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
-  %536 = load float, ptr %arena120, align 4
-  %537 = add nsw i64 4768, %conv2.f32103
-  %params121 = getelementptr inbounds float, ptr %params, i64 %537
-  %538 = load float, ptr %params121, align 4
-  %539 = fadd float %536, %538
-  %best35122 = load float, ptr %conv2.best35, align 4
-  %540 = fcmp ogt float %539, %best35122
-  %541 = mul nsw i64 %conv2.j31102, 196
-  %542 = mul nsw i64 %conv2.py33104, 28
-  %543 = mul nsw i64 %conv2.px34105, 2
+  %462 = mul nsw i64 %conv1.py21190, 56
+  %463 = mul nsw i64 %conv1.px22191, 2
+  %464 = add nsw i64 %462, %463
+  %465 = add nsw i64 %461, %464
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %465
+  %466 = load float, ptr %arena192, align 4
+  %467 = add nsw i64 144, %conv1.f20189
+  %params193 = getelementptr inbounds float, ptr %params, i64 %467
+  %468 = load float, ptr %params193, align 4
+  %469 = fadd float %466, %468
+  store float %469, ptr %conv1.best23, align 4
+  %470 = mul nsw i64 %conv1.py21190, 56
+  %471 = mul nsw i64 %conv1.px22191, 2
+  %472 = add nsw i64 %470, %471
+  %473 = sitofp i64 %472 to float
+  store float %473, ptr %conv1.bi24, align 4
+  %474 = mul nsw i64 %conv1.f20189, 50176
+  %475 = add nsw i64 852992, %474
+  %476 = mul nsw i64 %conv1.j19188, 784
+  %477 = add nsw i64 %475, %476
+  %478 = mul nsw i64 %conv1.py21190, 56
+  %479 = mul nsw i64 %conv1.px22191, 2
+  %480 = add nsw i64 %478, %479
+  %481 = add nsw i64 %477, %480
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena194, align 4
+  %483 = add nsw i64 144, %conv1.f20189
+  %params195 = getelementptr inbounds float, ptr %params, i64 %483
+  %484 = load float, ptr %params195, align 4
+  %485 = fadd float %482, %484
+  %best23 = load float, ptr %conv1.best23, align 4
+  %486 = fcmp ogt float %485, %best23
+  %487 = mul nsw i64 %conv1.py21190, 56
+  %488 = mul nsw i64 %conv1.px22191, 2
+  %489 = add nsw i64 %487, %488
+  %490 = sitofp i64 %489 to float
+  %bi24 = load float, ptr %conv1.bi24, align 4
+  %491 = select i1 %486, float %490, float %bi24
+  store float %491, ptr %conv1.bi24, align 4
+  %492 = mul nsw i64 %conv1.f20189, 50176
+  %493 = add nsw i64 852992, %492
+  %494 = mul nsw i64 %conv1.j19188, 784
+  %495 = add nsw i64 %493, %494
+  %496 = mul nsw i64 %conv1.py21190, 56
+  %497 = mul nsw i64 %conv1.px22191, 2
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 %495, %498
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %499
+  %500 = load float, ptr %arena196, align 4
+  %501 = add nsw i64 144, %conv1.f20189
+  %params197 = getelementptr inbounds float, ptr %params, i64 %501
+  %502 = load float, ptr %params197, align 4
+  %503 = fadd float %500, %502
+  %best23198 = load float, ptr %conv1.best23, align 4
+  %504 = fcmp ogt float %503, %best23198
+  %505 = mul nsw i64 %conv1.f20189, 50176
+  %506 = add nsw i64 852992, %505
+  %507 = mul nsw i64 %conv1.j19188, 784
+  %508 = add nsw i64 %506, %507
+  %509 = mul nsw i64 %conv1.py21190, 56
+  %510 = mul nsw i64 %conv1.px22191, 2
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 %508, %511
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load float, ptr %arena199, align 4
+  %514 = add nsw i64 144, %conv1.f20189
+  %params200 = getelementptr inbounds float, ptr %params, i64 %514
+  %515 = load float, ptr %params200, align 4
+  %516 = fadd float %513, %515
+  %best23201 = load float, ptr %conv1.best23, align 4
+  %517 = select i1 %504, float %516, float %best23201
+  store float %517, ptr %conv1.best23, align 4
+  %518 = mul nsw i64 %conv1.f20189, 50176
+  %519 = add nsw i64 852992, %518
+  %520 = mul nsw i64 %conv1.j19188, 784
+  %521 = add nsw i64 %519, %520
+  %522 = mul nsw i64 %conv1.py21190, 56
+  %523 = mul nsw i64 %conv1.px22191, 2
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, 1
+  %526 = add nsw i64 %521, %525
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %526
+  %527 = load float, ptr %arena202, align 4
+  %528 = add nsw i64 144, %conv1.f20189
+  %params203 = getelementptr inbounds float, ptr %params, i64 %528
+  %529 = load float, ptr %params203, align 4
+  %530 = fadd float %527, %529
+  %best23204 = load float, ptr %conv1.best23, align 4
+  %531 = fcmp ogt float %530, %best23204
+  %532 = mul nsw i64 %conv1.py21190, 56
+  %533 = mul nsw i64 %conv1.px22191, 2
+  %534 = add nsw i64 %532, %533
+  %535 = add nsw i64 %534, 1
+  %536 = sitofp i64 %535 to float
+  %bi24205 = load float, ptr %conv1.bi24, align 4
+  %537 = select i1 %531, float %536, float %bi24205
+  store float %537, ptr %conv1.bi24, align 4
+  %538 = mul nsw i64 %conv1.f20189, 50176
+  %539 = add nsw i64 852992, %538
+  %540 = mul nsw i64 %conv1.j19188, 784
+  %541 = add nsw i64 %539, %540
+  %542 = mul nsw i64 %conv1.py21190, 56
+  %543 = mul nsw i64 %conv1.px22191, 2
   %544 = add nsw i64 %542, %543
   %545 = add nsw i64 %544, 1
   %546 = add nsw i64 %541, %545
-  %547 = mul nsw i64 %546, 32
-  %548 = add nsw i64 2408448, %547
-  %549 = add nsw i64 %548, %conv2.f32103
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena123, align 4
-  %551 = add nsw i64 4768, %conv2.f32103
-  %params124 = getelementptr inbounds float, ptr %params, i64 %551
-  %552 = load float, ptr %params124, align 4
-  %553 = fadd float %550, %552
-  %best35125 = load float, ptr %conv2.best35, align 4
-  %554 = select i1 %540, float %553, float %best35125
-  store float %554, ptr %conv2.best35, align 4
-  %555 = mul nsw i64 %conv2.j31102, 196
-  %556 = mul nsw i64 %conv2.py33104, 28
-  %557 = mul nsw i64 %conv2.px34105, 2
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %546
+  %547 = load float, ptr %arena206, align 4
+  %548 = add nsw i64 144, %conv1.f20189
+  %params207 = getelementptr inbounds float, ptr %params, i64 %548
+  %549 = load float, ptr %params207, align 4
+  %550 = fadd float %547, %549
+  %best23208 = load float, ptr %conv1.best23, align 4
+  %551 = fcmp ogt float %550, %best23208
+  %552 = mul nsw i64 %conv1.f20189, 50176
+  %553 = add nsw i64 852992, %552
+  %554 = mul nsw i64 %conv1.j19188, 784
+  %555 = add nsw i64 %553, %554
+  %556 = mul nsw i64 %conv1.py21190, 56
+  %557 = mul nsw i64 %conv1.px22191, 2
   %558 = add nsw i64 %556, %557
-  %559 = add nsw i64 %558, 14
+  %559 = add nsw i64 %558, 1
   %560 = add nsw i64 %555, %559
-  %561 = mul nsw i64 %560, 32
-  %562 = add nsw i64 2408448, %561
-  %563 = add nsw i64 %562, %conv2.f32103
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
-  %564 = load float, ptr %arena126, align 4
-  %565 = add nsw i64 4768, %conv2.f32103
-  %params127 = getelementptr inbounds float, ptr %params, i64 %565
-  %566 = load float, ptr %params127, align 4
-  %567 = fadd float %564, %566
-  %best35128 = load float, ptr %conv2.best35, align 4
-  %568 = fcmp ogt float %567, %best35128
-  %569 = mul nsw i64 %conv2.py33104, 28
-  %570 = mul nsw i64 %conv2.px34105, 2
-  %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, 14
-  %573 = sitofp i64 %572 to float
-  %bi36129 = load float, ptr %conv2.bi36, align 4
-  %574 = select i1 %568, float %573, float %bi36129
-  store float %574, ptr %conv2.bi36, align 4
-  %575 = mul nsw i64 %conv2.j31102, 196
-  %576 = mul nsw i64 %conv2.py33104, 28
-  %577 = mul nsw i64 %conv2.px34105, 2
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, 14
-  %580 = add nsw i64 %575, %579
-  %581 = mul nsw i64 %580, 32
-  %582 = add nsw i64 2408448, %581
-  %583 = add nsw i64 %582, %conv2.f32103
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
-  %584 = load float, ptr %arena130, align 4
-  %585 = add nsw i64 4768, %conv2.f32103
-  %params131 = getelementptr inbounds float, ptr %params, i64 %585
-  %586 = load float, ptr %params131, align 4
-  %587 = fadd float %584, %586
-  %best35132 = load float, ptr %conv2.best35, align 4
-  %588 = fcmp ogt float %587, %best35132
-  %589 = mul nsw i64 %conv2.j31102, 196
-  %590 = mul nsw i64 %conv2.py33104, 28
-  %591 = mul nsw i64 %conv2.px34105, 2
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %560
+  %561 = load float, ptr %arena209, align 4
+  %562 = add nsw i64 144, %conv1.f20189
+  %params210 = getelementptr inbounds float, ptr %params, i64 %562
+  %563 = load float, ptr %params210, align 4
+  %564 = fadd float %561, %563
+  %best23211 = load float, ptr %conv1.best23, align 4
+  %565 = select i1 %551, float %564, float %best23211
+  store float %565, ptr %conv1.best23, align 4
+  %566 = mul nsw i64 %conv1.f20189, 50176
+  %567 = add nsw i64 852992, %566
+  %568 = mul nsw i64 %conv1.j19188, 784
+  %569 = add nsw i64 %567, %568
+  %570 = mul nsw i64 %conv1.py21190, 56
+  %571 = mul nsw i64 %conv1.px22191, 2
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, 28
+  %574 = add nsw i64 %569, %573
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %574
+  %575 = load float, ptr %arena212, align 4
+  %576 = add nsw i64 144, %conv1.f20189
+  %params213 = getelementptr inbounds float, ptr %params, i64 %576
+  %577 = load float, ptr %params213, align 4
+  %578 = fadd float %575, %577
+  %best23214 = load float, ptr %conv1.best23, align 4
+  %579 = fcmp ogt float %578, %best23214
+  %580 = mul nsw i64 %conv1.py21190, 56
+  %581 = mul nsw i64 %conv1.px22191, 2
+  %582 = add nsw i64 %580, %581
+  %583 = add nsw i64 %582, 28
+  %584 = sitofp i64 %583 to float
+  %bi24215 = load float, ptr %conv1.bi24, align 4
+  %585 = select i1 %579, float %584, float %bi24215
+  store float %585, ptr %conv1.bi24, align 4
+  %586 = mul nsw i64 %conv1.f20189, 50176
+  %587 = add nsw i64 852992, %586
+  %588 = mul nsw i64 %conv1.j19188, 784
+  %589 = add nsw i64 %587, %588
+  %590 = mul nsw i64 %conv1.py21190, 56
+  %591 = mul nsw i64 %conv1.px22191, 2
   %592 = add nsw i64 %590, %591
-  %593 = add nsw i64 %592, 14
+  %593 = add nsw i64 %592, 28
   %594 = add nsw i64 %589, %593
-  %595 = mul nsw i64 %594, 32
-  %596 = add nsw i64 2408448, %595
-  %597 = add nsw i64 %596, %conv2.f32103
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena133, align 4
-  %599 = add nsw i64 4768, %conv2.f32103
-  %params134 = getelementptr inbounds float, ptr %params, i64 %599
-  %600 = load float, ptr %params134, align 4
-  %601 = fadd float %598, %600
-  %best35135 = load float, ptr %conv2.best35, align 4
-  %602 = select i1 %588, float %601, float %best35135
-  store float %602, ptr %conv2.best35, align 4
-  %603 = mul nsw i64 %conv2.j31102, 196
-  %604 = mul nsw i64 %conv2.py33104, 28
-  %605 = mul nsw i64 %conv2.px34105, 2
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %594
+  %595 = load float, ptr %arena216, align 4
+  %596 = add nsw i64 144, %conv1.f20189
+  %params217 = getelementptr inbounds float, ptr %params, i64 %596
+  %597 = load float, ptr %params217, align 4
+  %598 = fadd float %595, %597
+  %best23218 = load float, ptr %conv1.best23, align 4
+  %599 = fcmp ogt float %598, %best23218
+  %600 = mul nsw i64 %conv1.f20189, 50176
+  %601 = add nsw i64 852992, %600
+  %602 = mul nsw i64 %conv1.j19188, 784
+  %603 = add nsw i64 %601, %602
+  %604 = mul nsw i64 %conv1.py21190, 56
+  %605 = mul nsw i64 %conv1.px22191, 2
   %606 = add nsw i64 %604, %605
-  %607 = add nsw i64 %606, 14
-  %608 = add nsw i64 %607, 1
-  %609 = add nsw i64 %603, %608
-  %610 = mul nsw i64 %609, 32
-  %611 = add nsw i64 2408448, %610
-  %612 = add nsw i64 %611, %conv2.f32103
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
-  %613 = load float, ptr %arena136, align 4
-  %614 = add nsw i64 4768, %conv2.f32103
-  %params137 = getelementptr inbounds float, ptr %params, i64 %614
-  %615 = load float, ptr %params137, align 4
-  %616 = fadd float %613, %615
-  %best35138 = load float, ptr %conv2.best35, align 4
-  %617 = fcmp ogt float %616, %best35138
-  %618 = mul nsw i64 %conv2.py33104, 28
-  %619 = mul nsw i64 %conv2.px34105, 2
+  %607 = add nsw i64 %606, 28
+  %608 = add nsw i64 %603, %607
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %608
+  %609 = load float, ptr %arena219, align 4
+  %610 = add nsw i64 144, %conv1.f20189
+  %params220 = getelementptr inbounds float, ptr %params, i64 %610
+  %611 = load float, ptr %params220, align 4
+  %612 = fadd float %609, %611
+  %best23221 = load float, ptr %conv1.best23, align 4
+  %613 = select i1 %599, float %612, float %best23221
+  store float %613, ptr %conv1.best23, align 4
+  %614 = mul nsw i64 %conv1.f20189, 50176
+  %615 = add nsw i64 852992, %614
+  %616 = mul nsw i64 %conv1.j19188, 784
+  %617 = add nsw i64 %615, %616
+  %618 = mul nsw i64 %conv1.py21190, 56
+  %619 = mul nsw i64 %conv1.px22191, 2
   %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 %620, 14
+  %621 = add nsw i64 %620, 28
   %622 = add nsw i64 %621, 1
-  %623 = sitofp i64 %622 to float
-  %bi36139 = load float, ptr %conv2.bi36, align 4
-  %624 = select i1 %617, float %623, float %bi36139
-  store float %624, ptr %conv2.bi36, align 4
-  %625 = mul nsw i64 %conv2.j31102, 196
-  %626 = mul nsw i64 %conv2.py33104, 28
-  %627 = mul nsw i64 %conv2.px34105, 2
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 %628, 14
-  %630 = add nsw i64 %629, 1
-  %631 = add nsw i64 %625, %630
-  %632 = mul nsw i64 %631, 32
-  %633 = add nsw i64 2408448, %632
-  %634 = add nsw i64 %633, %conv2.f32103
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
-  %635 = load float, ptr %arena140, align 4
-  %636 = add nsw i64 4768, %conv2.f32103
-  %params141 = getelementptr inbounds float, ptr %params, i64 %636
-  %637 = load float, ptr %params141, align 4
-  %638 = fadd float %635, %637
-  %best35142 = load float, ptr %conv2.best35, align 4
-  %639 = fcmp ogt float %638, %best35142
-  %640 = mul nsw i64 %conv2.j31102, 196
-  %641 = mul nsw i64 %conv2.py33104, 28
-  %642 = mul nsw i64 %conv2.px34105, 2
-  %643 = add nsw i64 %641, %642
-  %644 = add nsw i64 %643, 14
-  %645 = add nsw i64 %644, 1
-  %646 = add nsw i64 %640, %645
-  %647 = mul nsw i64 %646, 32
-  %648 = add nsw i64 2408448, %647
-  %649 = add nsw i64 %648, %conv2.f32103
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load float, ptr %arena143, align 4
-  %651 = add nsw i64 4768, %conv2.f32103
-  %params144 = getelementptr inbounds float, ptr %params, i64 %651
-  %652 = load float, ptr %params144, align 4
-  %653 = fadd float %650, %652
-  %best35145 = load float, ptr %conv2.best35, align 4
-  %654 = select i1 %639, float %653, float %best35145
-  store float %654, ptr %conv2.best35, align 4
-  %best35146 = load float, ptr %conv2.best35, align 4
-  %655 = fcmp ogt float %best35146, 0.000000e+00
-  %best35147 = load float, ptr %conv2.best35, align 4
-  %656 = select i1 %655, float %best35147, float 0.000000e+00
-  %657 = mul nsw i64 %conv2.g1976, 64
-  %658 = add nsw i64 %657, %conv2.j31102
-  %659 = mul nsw i64 %658, 1568
-  %660 = mul nsw i64 %conv2.f32103, 49
-  %661 = add nsw i64 %659, %660
-  %662 = mul nsw i64 %conv2.py33104, 7
-  %663 = add nsw i64 %661, %662
-  %664 = add nsw i64 %663, %conv2.px34105
-  %665 = add nsw i64 401408, %664
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
-  store float %656, ptr %arena148, align 4
-  %bi36149 = load float, ptr %conv2.bi36, align 4
-  %666 = mul nsw i64 %conv2.g1976, 64
-  %667 = add nsw i64 %666, %conv2.j31102
-  %668 = mul nsw i64 %667, 1568
-  %669 = mul nsw i64 %conv2.f32103, 49
-  %670 = add nsw i64 %668, %669
-  %671 = mul nsw i64 %conv2.py33104, 7
+  %623 = add nsw i64 %617, %622
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %623
+  %624 = load float, ptr %arena222, align 4
+  %625 = add nsw i64 144, %conv1.f20189
+  %params223 = getelementptr inbounds float, ptr %params, i64 %625
+  %626 = load float, ptr %params223, align 4
+  %627 = fadd float %624, %626
+  %best23224 = load float, ptr %conv1.best23, align 4
+  %628 = fcmp ogt float %627, %best23224
+  %629 = mul nsw i64 %conv1.py21190, 56
+  %630 = mul nsw i64 %conv1.px22191, 2
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, 28
+  %633 = add nsw i64 %632, 1
+  %634 = sitofp i64 %633 to float
+  %bi24225 = load float, ptr %conv1.bi24, align 4
+  %635 = select i1 %628, float %634, float %bi24225
+  store float %635, ptr %conv1.bi24, align 4
+  %636 = mul nsw i64 %conv1.f20189, 50176
+  %637 = add nsw i64 852992, %636
+  %638 = mul nsw i64 %conv1.j19188, 784
+  %639 = add nsw i64 %637, %638
+  %640 = mul nsw i64 %conv1.py21190, 56
+  %641 = mul nsw i64 %conv1.px22191, 2
+  %642 = add nsw i64 %640, %641
+  %643 = add nsw i64 %642, 28
+  %644 = add nsw i64 %643, 1
+  %645 = add nsw i64 %639, %644
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %645
+  %646 = load float, ptr %arena226, align 4
+  %647 = add nsw i64 144, %conv1.f20189
+  %params227 = getelementptr inbounds float, ptr %params, i64 %647
+  %648 = load float, ptr %params227, align 4
+  %649 = fadd float %646, %648
+  %best23228 = load float, ptr %conv1.best23, align 4
+  %650 = fcmp ogt float %649, %best23228
+  %651 = mul nsw i64 %conv1.f20189, 50176
+  %652 = add nsw i64 852992, %651
+  %653 = mul nsw i64 %conv1.j19188, 784
+  %654 = add nsw i64 %652, %653
+  %655 = mul nsw i64 %conv1.py21190, 56
+  %656 = mul nsw i64 %conv1.px22191, 2
+  %657 = add nsw i64 %655, %656
+  %658 = add nsw i64 %657, 28
+  %659 = add nsw i64 %658, 1
+  %660 = add nsw i64 %654, %659
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %660
+  %661 = load float, ptr %arena229, align 4
+  %662 = add nsw i64 144, %conv1.f20189
+  %params230 = getelementptr inbounds float, ptr %params, i64 %662
+  %663 = load float, ptr %params230, align 4
+  %664 = fadd float %661, %663
+  %best23231 = load float, ptr %conv1.best23, align 4
+  %665 = select i1 %650, float %664, float %best23231
+  store float %665, ptr %conv1.best23, align 4
+  %best23232 = load float, ptr %conv1.best23, align 4
+  %666 = fcmp ogt float %best23232, 0.000000e+00
+  %best23233 = load float, ptr %conv1.best23, align 4
+  %667 = select i1 %666, float %best23233, float 0.000000e+00
+  %668 = mul nsw i64 %conv1.g11, 64
+  %669 = add nsw i64 %668, %conv1.j19188
+  %670 = mul nsw i64 %669, 3136
+  %671 = mul nsw i64 %conv1.f20189, 196
   %672 = add nsw i64 %670, %671
-  %673 = add nsw i64 %672, %conv2.px34105
-  %674 = add nsw i64 501760, %673
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
-  store float %bi36149, ptr %arena150, align 4
-  %px34.next = add nsw i64 %conv2.px34105, 1
-  %675 = icmp slt i64 %px34.next, 7
-  br i1 %675, label %conv2.px34, label %conv2.px34.end
+  %673 = mul nsw i64 %conv1.py21190, 14
+  %674 = add nsw i64 %672, %673
+  %675 = add nsw i64 %674, %conv1.px22191
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %675
+  store float %667, ptr %arena234, align 4
+  %bi24235 = load float, ptr %conv1.bi24, align 4
+  %676 = mul nsw i64 %conv1.g11, 64
+  %677 = add nsw i64 %676, %conv1.j19188
+  %678 = mul nsw i64 %677, 3136
+  %679 = mul nsw i64 %conv1.f20189, 196
+  %680 = add nsw i64 %678, %679
+  %681 = mul nsw i64 %conv1.py21190, 14
+  %682 = add nsw i64 %680, %681
+  %683 = add nsw i64 %682, %conv1.px22191
+  %684 = add nsw i64 200704, %683
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %684
+  store float %bi24235, ptr %arena236, align 4
+  %px22.next = add nsw i64 %conv1.px22191, 1
+  %685 = icmp slt i64 %px22.next, 14
+  br i1 %685, label %conv1.px22, label %conv1.px22.end
 
-conv2.px34.end:                                   ; preds = %conv2.px34
-  %py33.next = add nsw i64 %conv2.py33104, 1
-  %676 = icmp slt i64 %py33.next, 7
-  br i1 %676, label %conv2.py33, label %conv2.py33.end
+conv1.px22.end:                                   ; preds = %conv1.px22
+  %py21.next = add nsw i64 %conv1.py21190, 1
+  %686 = icmp slt i64 %py21.next, 14
+  br i1 %686, label %conv1.py21, label %conv1.py21.end
 
-fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
-  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
-  br label %fc1.u38
+conv2.g25:                                        ; preds = %conv2.j43.end, %conv1.g1.end
+  %conv2.g25237 = phi i64 [ 0, %conv1.g1.end ], [ %g25.next, %conv2.j43.end ]
+  br label %conv2.j26
 
-fc1.n37.end:                                      ; preds = %fc1.u38.end
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 602112
-  %params162 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 610304
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena161, i32 128, ptr %params162, i32 128, float 0.000000e+00, ptr %arena163, i32 10)
-  br label %fc2.n39
+conv2.g25.end:                                    ; preds = %conv2.j43.end
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 401408
+  %params442 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena443 = getelementptr inbounds float, ptr %arena, i64 602112
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena441, i32 1568, ptr %params442, i32 1568, float 0.000000e+00, ptr %arena443, i32 128)
+  br label %fc1.n49
 
-fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
-  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
-  %677 = mul nsw i64 %fc1.n37154, 128
-  %678 = add nsw i64 602112, %677
-  %679 = add nsw i64 %678, %fc1.u38155
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %679
-  %680 = load float, ptr %arena156, align 4
-  %681 = add nsw i64 205504, %fc1.u38155
-  %params157 = getelementptr inbounds float, ptr %params, i64 %681
-  %682 = load float, ptr %params157, align 4
-  %683 = fadd float %680, %682
-  %684 = fcmp ogt float %683, 0.000000e+00
-  %685 = mul nsw i64 %fc1.n37154, 128
-  %686 = add nsw i64 602112, %685
-  %687 = add nsw i64 %686, %fc1.u38155
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %687
-  %688 = load float, ptr %arena158, align 4
-  %689 = add nsw i64 205504, %fc1.u38155
-  %params159 = getelementptr inbounds float, ptr %params, i64 %689
-  %690 = load float, ptr %params159, align 4
-  %691 = fadd float %688, %690
-  %692 = select i1 %684, float %691, float 0.000000e+00
-  %693 = mul nsw i64 %fc1.n37154, 128
-  %694 = add nsw i64 602112, %693
-  %695 = add nsw i64 %694, %fc1.u38155
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %695
-  store float %692, ptr %arena160, align 4
-  %u38.next = add nsw i64 %fc1.u38155, 1
-  %696 = icmp slt i64 %u38.next, 128
-  br i1 %696, label %fc1.u38, label %fc1.u38.end
+conv2.j26:                                        ; preds = %conv2.c29.end, %conv2.g25
+  %conv2.j26238 = phi i64 [ 0, %conv2.g25 ], [ %j26.next, %conv2.c29.end ]
+  br label %conv2.r27
 
-fc1.u38.end:                                      ; preds = %fc1.u38
-  %n37.next = add nsw i64 %fc1.n37154, 1
-  %697 = icmp slt i64 %n37.next, 64
-  br i1 %697, label %fc1.n37, label %fc1.n37.end
+conv2.j26.end:                                    ; preds = %conv2.c29.end
+  br label %conv2.nb37
 
-fc2.n39:                                          ; preds = %fc2.u40.end, %fc1.n37.end
-  %fc2.n39164 = phi i64 [ 0, %fc1.n37.end ], [ %n39.next, %fc2.u40.end ]
-  br label %fc2.u40
+conv2.r27:                                        ; preds = %conv2.i28.end, %conv2.j26
+  %conv2.r27239 = phi i64 [ 0, %conv2.j26 ], [ %r27.next, %conv2.i28.end ]
+  br label %conv2.i28
 
-fc2.n39.end:                                      ; preds = %fc2.u40.end
-  store float 0.000000e+00, ptr %loss.total41, align 4
-  br label %loss.n42
+conv2.r27.end:                                    ; preds = %conv2.i28.end
+  br label %conv2.c29
 
-fc2.u40:                                          ; preds = %fc2.u40, %fc2.n39
-  %fc2.u40165 = phi i64 [ 0, %fc2.n39 ], [ %u40.next, %fc2.u40 ]
-  %698 = mul nsw i64 %fc2.n39164, 10
-  %699 = add nsw i64 610304, %698
-  %700 = add nsw i64 %699, %fc2.u40165
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %700
-  %701 = load float, ptr %arena166, align 4
-  %702 = add nsw i64 206912, %fc2.u40165
-  %params167 = getelementptr inbounds float, ptr %params, i64 %702
-  %703 = load float, ptr %params167, align 4
-  %704 = fadd float %701, %703
-  %705 = mul nsw i64 %fc2.n39164, 10
-  %706 = add nsw i64 610304, %705
-  %707 = add nsw i64 %706, %fc2.u40165
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %707
-  store float %704, ptr %arena168, align 4
-  %u40.next = add nsw i64 %fc2.u40165, 1
-  %708 = icmp slt i64 %u40.next, 10
-  br i1 %708, label %fc2.u40, label %fc2.u40.end
+conv2.i28:                                        ; preds = %conv2.i28, %conv2.r27
+  %conv2.i28240 = phi i64 [ 0, %conv2.r27 ], [ %i28.next, %conv2.i28 ]
+  %687 = mul nsw i64 %conv2.r27239, 12544
+  %688 = add nsw i64 602112, %687
+  %689 = mul nsw i64 %conv2.j26238, 196
+  %690 = add nsw i64 %688, %689
+  %691 = add nsw i64 %690, %conv2.i28240
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %691
+  store float 0.000000e+00, ptr %arena241, align 4
+  %i28.next = add nsw i64 %conv2.i28240, 1
+  %692 = icmp slt i64 %i28.next, 196
+  br i1 %692, label %conv2.i28, label %conv2.i28.end
 
-fc2.u40.end:                                      ; preds = %fc2.u40
-  %n39.next = add nsw i64 %fc2.n39164, 1
-  %709 = icmp slt i64 %n39.next, 64
-  br i1 %709, label %fc2.n39, label %fc2.n39.end
+conv2.i28.end:                                    ; preds = %conv2.i28
+  %r27.next = add nsw i64 %conv2.r27239, 1
+  %693 = icmp slt i64 %r27.next, 144
+  br i1 %693, label %conv2.r27, label %conv2.r27.end
 
-loss.n42:                                         ; preds = %loss.k46.end, %fc2.n39.end
-  %loss.n42169 = phi i64 [ 0, %fc2.n39.end ], [ %n42.next, %loss.k46.end ]
-  %710 = mul nsw i64 %loss.n42169, 10
-  %711 = add nsw i64 610304, %710
-  %arena170 = getelementptr inbounds float, ptr %arena, i64 %711
-  %712 = load float, ptr %arena170, align 4
-  store float %712, ptr %loss.m43, align 4
-  br label %loss.k45
+conv2.c29:                                        ; preds = %conv2.ky30.end, %conv2.r27.end
+  %conv2.c29242 = phi i64 [ 0, %conv2.r27.end ], [ %c29.next, %conv2.ky30.end ]
+  br label %conv2.ky30
 
-loss.n42.end:                                     ; preds = %loss.k46.end
-  %total41180 = load float, ptr %loss.total41, align 4
-  %713 = fdiv float %total41180, 6.400000e+01
-  %arena181 = getelementptr inbounds float, ptr %arena, i64 610944
-  store float %713, ptr %arena181, align 4
-  br label %fc2_grad.n47
+conv2.c29.end:                                    ; preds = %conv2.ky30.end
+  %j26.next = add nsw i64 %conv2.j26238, 1
+  %694 = icmp slt i64 %j26.next, 64
+  br i1 %694, label %conv2.j26, label %conv2.j26.end
 
-loss.k45:                                         ; preds = %loss.k45, %loss.n42
-  %loss.k45171 = phi i64 [ 0, %loss.n42 ], [ %k45.next, %loss.k45 ]
-  %m43 = load float, ptr %loss.m43, align 4
-  %714 = mul nsw i64 %loss.n42169, 10
-  %715 = add nsw i64 610304, %714
-  %716 = add nsw i64 %715, %loss.k45171
-  %arena172 = getelementptr inbounds float, ptr %arena, i64 %716
-  %717 = load float, ptr %arena172, align 4
-  %718 = fcmp ogt float %717, %m43
-  %719 = select i1 %718, float %717, float %m43
-  store float %719, ptr %loss.m43, align 4
-  %k45.next = add nsw i64 %loss.k45171, 1
-  %720 = icmp slt i64 %k45.next, 10
-  br i1 %720, label %loss.k45, label %loss.k45.end
+conv2.ky30:                                       ; preds = %conv2.oy35.end, %conv2.c29
+  %conv2.ky30243 = phi i64 [ 0, %conv2.c29 ], [ %ky30.next, %conv2.oy35.end ]
+  br label %conv2.oy31
 
-loss.k45.end:                                     ; preds = %loss.k45
-  store float 0.000000e+00, ptr %loss.s44, align 4
-  br label %loss.k46
+conv2.ky30.end:                                   ; preds = %conv2.oy35.end
+  %c29.next = add nsw i64 %conv2.c29242, 1
+  %695 = icmp slt i64 %c29.next, 16
+  br i1 %695, label %conv2.c29, label %conv2.c29.end
 
-loss.k46:                                         ; preds = %loss.k46, %loss.k45.end
-  %loss.k46173 = phi i64 [ 0, %loss.k45.end ], [ %k46.next, %loss.k46 ]
-  %s44 = load float, ptr %loss.s44, align 4
-  %721 = mul nsw i64 %loss.n42169, 10
-  %722 = add nsw i64 610304, %721
-  %723 = add nsw i64 %722, %loss.k46173
-  %arena174 = getelementptr inbounds float, ptr %arena, i64 %723
-  %724 = load float, ptr %arena174, align 4
-  %m43175 = load float, ptr %loss.m43, align 4
-  %725 = fsub float %724, %m43175
-  %726 = call float @llvm.exp.f32(float %725)
-  %727 = fadd float %s44, %726
-  store float %727, ptr %loss.s44, align 4
-  %k46.next = add nsw i64 %loss.k46173, 1
-  %728 = icmp slt i64 %k46.next, 10
-  br i1 %728, label %loss.k46, label %loss.k46.end
+conv2.oy31:                                       ; preds = %conv2.endif, %conv2.ky30
+  %conv2.oy31244 = phi i64 [ 0, %conv2.ky30 ], [ %oy31.next, %conv2.endif ]
+  %696 = add nsw i64 %conv2.oy31244, %conv2.ky30243
+  %697 = add nsw i64 %696, -1
+  %698 = icmp slt i64 -1, %697
+  %699 = add nsw i64 %conv2.oy31244, %conv2.ky30243
+  %700 = add nsw i64 %699, -1
+  %701 = icmp slt i64 %700, 14
+  %702 = and i1 %698, %701
+  br i1 %702, label %conv2.then, label %conv2.endif
 
-loss.k46.end:                                     ; preds = %loss.k46
-  %total41 = load float, ptr %loss.total41, align 4
-  %m43176 = load float, ptr %loss.m43, align 4
-  %s44177 = load float, ptr %loss.s44, align 4
-  %729 = call float @llvm.log.f32(float %s44177)
-  %730 = fadd float %m43176, %729
-  %731 = mul nsw i64 %loss.n42169, 10
-  %732 = add nsw i64 610304, %731
-  %labels178 = getelementptr inbounds i32, ptr %labels, i64 %loss.n42169
-  %label = load i32, ptr %labels178, align 4
-  %733 = sext i32 %label to i64
-  %734 = add nsw i64 %732, %733
-  %arena179 = getelementptr inbounds float, ptr %arena, i64 %734
-  %735 = load float, ptr %arena179, align 4
-  %736 = fsub float %730, %735
-  %737 = fadd float %total41, %736
-  store float %737, ptr %loss.total41, align 4
-  %n42.next = add nsw i64 %loss.n42169, 1
-  %738 = icmp slt i64 %n42.next, 64
-  br i1 %738, label %loss.n42, label %loss.n42.end
+conv2.oy31.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy33
 
-fc2_grad.n47:                                     ; preds = %fc2_grad.k52.end, %loss.n42.end
-  %fc2_grad.n47182 = phi i64 [ 0, %loss.n42.end ], [ %n47.next, %fc2_grad.k52.end ]
-  %739 = mul nsw i64 %fc2_grad.n47182, 10
-  %740 = add nsw i64 610304, %739
-  %arena183 = getelementptr inbounds float, ptr %arena, i64 %740
-  %741 = load float, ptr %arena183, align 4
-  store float %741, ptr %fc2_grad.m48, align 4
-  br label %fc2_grad.k50
+conv2.then:                                       ; preds = %conv2.oy31
+  br label %conv2.ox32
 
-fc2_grad.n47.end:                                 ; preds = %fc2_grad.k52.end
-  %arena199 = getelementptr inbounds float, ptr %arena, i64 610960
-  %arena200 = getelementptr inbounds float, ptr %arena, i64 602112
-  %grads201 = getelementptr inbounds float, ptr %grads, i64 205632
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena199, i32 10, ptr %arena200, i32 128, float 0.000000e+00, ptr %grads201, i32 128)
-  br label %fc2_bias_grad.u53
+conv2.endif:                                      ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy31244, 1
+  %703 = icmp slt i64 %oy31.next, 14
+  br i1 %703, label %conv2.oy31, label %conv2.oy31.end
 
-fc2_grad.k50:                                     ; preds = %fc2_grad.k50, %fc2_grad.n47
-  %fc2_grad.k50184 = phi i64 [ 0, %fc2_grad.n47 ], [ %k50.next, %fc2_grad.k50 ]
-  %m48 = load float, ptr %fc2_grad.m48, align 4
-  %742 = mul nsw i64 %fc2_grad.n47182, 10
-  %743 = add nsw i64 610304, %742
-  %744 = add nsw i64 %743, %fc2_grad.k50184
-  %arena185 = getelementptr inbounds float, ptr %arena, i64 %744
-  %745 = load float, ptr %arena185, align 4
-  %746 = fcmp ogt float %745, %m48
-  %747 = select i1 %746, float %745, float %m48
-  store float %747, ptr %fc2_grad.m48, align 4
-  %k50.next = add nsw i64 %fc2_grad.k50184, 1
-  %748 = icmp slt i64 %k50.next, 10
-  br i1 %748, label %fc2_grad.k50, label %fc2_grad.k50.end
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then
+  %conv2.ox32245 = phi i64 [ 0, %conv2.then ], [ %ox32.next, %conv2.ox32 ]
+  %704 = mul nsw i64 %conv2.g25237, 64
+  %705 = add nsw i64 %704, %conv2.j26238
+  %706 = mul nsw i64 %705, 3136
+  %707 = mul nsw i64 %conv2.c29242, 196
+  %708 = add nsw i64 %706, %707
+  %709 = add nsw i64 %conv2.oy31244, %conv2.ky30243
+  %710 = add nsw i64 %709, -1
+  %711 = mul nsw i64 %710, 14
+  %712 = add nsw i64 %708, %711
+  %713 = add nsw i64 %conv2.ox32245, 1
+  %714 = add nsw i64 %713, -1
+  %715 = add nsw i64 %712, %714
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %715
+  %716 = load float, ptr %arena246, align 4
+  %717 = mul nsw i64 %conv2.c29242, 3
+  %718 = add nsw i64 %717, %conv2.ky30243
+  %719 = mul nsw i64 %718, 3
+  %720 = mul nsw i64 %719, 12544
+  %721 = add nsw i64 602112, %720
+  %722 = mul nsw i64 %conv2.j26238, 196
+  %723 = add nsw i64 %721, %722
+  %724 = mul nsw i64 %conv2.oy31244, 14
+  %725 = add nsw i64 %723, %724
+  %726 = add nsw i64 %conv2.ox32245, 1
+  %727 = add nsw i64 %725, %726
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %727
+  store float %716, ptr %arena247, align 4
+  %ox32.next = add nsw i64 %conv2.ox32245, 1
+  %728 = icmp slt i64 %ox32.next, 13
+  br i1 %728, label %conv2.ox32, label %conv2.ox32.end
 
-fc2_grad.k50.end:                                 ; preds = %fc2_grad.k50
-  store float 0.000000e+00, ptr %fc2_grad.s49, align 4
-  br label %fc2_grad.k51
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif
 
-fc2_grad.k51:                                     ; preds = %fc2_grad.k51, %fc2_grad.k50.end
-  %fc2_grad.k51186 = phi i64 [ 0, %fc2_grad.k50.end ], [ %k51.next, %fc2_grad.k51 ]
-  %s49 = load float, ptr %fc2_grad.s49, align 4
-  %749 = mul nsw i64 %fc2_grad.n47182, 10
-  %750 = add nsw i64 610304, %749
-  %751 = add nsw i64 %750, %fc2_grad.k51186
-  %arena187 = getelementptr inbounds float, ptr %arena, i64 %751
-  %752 = load float, ptr %arena187, align 4
-  %m48188 = load float, ptr %fc2_grad.m48, align 4
-  %753 = fsub float %752, %m48188
-  %754 = call float @llvm.exp.f32(float %753)
-  %755 = fadd float %s49, %754
-  store float %755, ptr %fc2_grad.s49, align 4
-  %k51.next = add nsw i64 %fc2_grad.k51186, 1
-  %756 = icmp slt i64 %k51.next, 10
-  br i1 %756, label %fc2_grad.k51, label %fc2_grad.k51.end
+conv2.oy33:                                       ; preds = %conv2.endif250, %conv2.oy31.end
+  %conv2.oy33248 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.endif250 ]
+  %729 = add nsw i64 %conv2.oy33248, %conv2.ky30243
+  %730 = add nsw i64 %729, -1
+  %731 = icmp slt i64 -1, %730
+  %732 = add nsw i64 %conv2.oy33248, %conv2.ky30243
+  %733 = add nsw i64 %732, -1
+  %734 = icmp slt i64 %733, 14
+  %735 = and i1 %731, %734
+  br i1 %735, label %conv2.then249, label %conv2.endif250
 
-fc2_grad.k51.end:                                 ; preds = %fc2_grad.k51
-  br label %fc2_grad.k52
+conv2.oy33.end:                                   ; preds = %conv2.endif250
+  br label %conv2.oy35
 
-fc2_grad.k52:                                     ; preds = %fc2_grad.k52, %fc2_grad.k51.end
-  %fc2_grad.k52189 = phi i64 [ 0, %fc2_grad.k51.end ], [ %k52.next, %fc2_grad.k52 ]
-  %labels190 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n47182
-  %label191 = load i32, ptr %labels190, align 4
-  %757 = sext i32 %label191 to i64
-  %758 = icmp eq i64 %fc2_grad.k52189, %757
-  %759 = mul nsw i64 %fc2_grad.n47182, 10
-  %760 = add nsw i64 610304, %759
-  %761 = add nsw i64 %760, %fc2_grad.k52189
-  %arena192 = getelementptr inbounds float, ptr %arena, i64 %761
-  %762 = load float, ptr %arena192, align 4
-  %m48193 = load float, ptr %fc2_grad.m48, align 4
-  %763 = fsub float %762, %m48193
-  %764 = call float @llvm.exp.f32(float %763)
-  %s49194 = load float, ptr %fc2_grad.s49, align 4
-  %765 = fdiv float %764, %s49194
-  %766 = fsub float %765, 1.000000e+00
-  %767 = mul nsw i64 %fc2_grad.n47182, 10
-  %768 = add nsw i64 610304, %767
-  %769 = add nsw i64 %768, %fc2_grad.k52189
-  %arena195 = getelementptr inbounds float, ptr %arena, i64 %769
-  %770 = load float, ptr %arena195, align 4
-  %m48196 = load float, ptr %fc2_grad.m48, align 4
-  %771 = fsub float %770, %m48196
-  %772 = call float @llvm.exp.f32(float %771)
-  %s49197 = load float, ptr %fc2_grad.s49, align 4
-  %773 = fdiv float %772, %s49197
-  %774 = select i1 %758, float %766, float %773
-  %775 = fdiv float %774, 6.400000e+01
-  %776 = mul nsw i64 %fc2_grad.n47182, 10
-  %777 = add nsw i64 610960, %776
-  %778 = add nsw i64 %777, %fc2_grad.k52189
-  %arena198 = getelementptr inbounds float, ptr %arena, i64 %778
-  store float %775, ptr %arena198, align 4
-  %k52.next = add nsw i64 %fc2_grad.k52189, 1
-  %779 = icmp slt i64 %k52.next, 10
-  br i1 %779, label %fc2_grad.k52, label %fc2_grad.k52.end
+conv2.then249:                                    ; preds = %conv2.oy33
+  br label %conv2.ox34
 
-fc2_grad.k52.end:                                 ; preds = %fc2_grad.k52
-  %n47.next = add nsw i64 %fc2_grad.n47182, 1
-  %780 = icmp slt i64 %n47.next, 64
-  br i1 %780, label %fc2_grad.n47, label %fc2_grad.n47.end
+conv2.endif250:                                   ; preds = %conv2.ox34.end, %conv2.oy33
+  %oy33.next = add nsw i64 %conv2.oy33248, 1
+  %736 = icmp slt i64 %oy33.next, 14
+  br i1 %736, label %conv2.oy33, label %conv2.oy33.end
 
-fc2_bias_grad.u53:                                ; preds = %fc2_bias_grad.n55.end, %fc2_grad.n47.end
-  %fc2_bias_grad.u53202 = phi i64 [ 0, %fc2_grad.n47.end ], [ %u53.next, %fc2_bias_grad.n55.end ]
-  store float 0.000000e+00, ptr %fc2_bias_grad.acc54, align 4
-  br label %fc2_bias_grad.n55
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.then249
+  %conv2.ox34251 = phi i64 [ 0, %conv2.then249 ], [ %ox34.next, %conv2.ox34 ]
+  %737 = mul nsw i64 %conv2.g25237, 64
+  %738 = add nsw i64 %737, %conv2.j26238
+  %739 = mul nsw i64 %738, 3136
+  %740 = mul nsw i64 %conv2.c29242, 196
+  %741 = add nsw i64 %739, %740
+  %742 = add nsw i64 %conv2.oy33248, %conv2.ky30243
+  %743 = add nsw i64 %742, -1
+  %744 = mul nsw i64 %743, 14
+  %745 = add nsw i64 %741, %744
+  %746 = add nsw i64 %745, %conv2.ox34251
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %746
+  %747 = load float, ptr %arena252, align 4
+  %748 = mul nsw i64 %conv2.c29242, 3
+  %749 = add nsw i64 %748, %conv2.ky30243
+  %750 = mul nsw i64 %749, 3
+  %751 = add nsw i64 %750, 1
+  %752 = mul nsw i64 %751, 12544
+  %753 = add nsw i64 602112, %752
+  %754 = mul nsw i64 %conv2.j26238, 196
+  %755 = add nsw i64 %753, %754
+  %756 = mul nsw i64 %conv2.oy33248, 14
+  %757 = add nsw i64 %755, %756
+  %758 = add nsw i64 %757, %conv2.ox34251
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %758
+  store float %747, ptr %arena253, align 4
+  %ox34.next = add nsw i64 %conv2.ox34251, 1
+  %759 = icmp slt i64 %ox34.next, 14
+  br i1 %759, label %conv2.ox34, label %conv2.ox34.end
 
-fc2_bias_grad.u53.end:                            ; preds = %fc2_bias_grad.n55.end
-  %arena207 = getelementptr inbounds float, ptr %arena, i64 610960
-  %params208 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena209 = getelementptr inbounds float, ptr %arena, i64 611600
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena207, i32 10, ptr %params208, i32 128, float 0.000000e+00, ptr %arena209, i32 128)
-  br label %fc1_grad.i56
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  br label %conv2.endif250
 
-fc2_bias_grad.n55:                                ; preds = %fc2_bias_grad.n55, %fc2_bias_grad.u53
-  %fc2_bias_grad.n55203 = phi i64 [ 0, %fc2_bias_grad.u53 ], [ %n55.next, %fc2_bias_grad.n55 ]
-  %acc54 = load float, ptr %fc2_bias_grad.acc54, align 4
-  %781 = mul nsw i64 %fc2_bias_grad.n55203, 10
-  %782 = add nsw i64 610960, %781
-  %783 = add nsw i64 %782, %fc2_bias_grad.u53202
-  %arena204 = getelementptr inbounds float, ptr %arena, i64 %783
-  %784 = load float, ptr %arena204, align 4
-  %785 = fadd float %acc54, %784
-  store float %785, ptr %fc2_bias_grad.acc54, align 4
-  %n55.next = add nsw i64 %fc2_bias_grad.n55203, 1
-  %786 = icmp slt i64 %n55.next, 64
-  br i1 %786, label %fc2_bias_grad.n55, label %fc2_bias_grad.n55.end
+conv2.oy35:                                       ; preds = %conv2.endif256, %conv2.oy33.end
+  %conv2.oy35254 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.endif256 ]
+  %760 = add nsw i64 %conv2.oy35254, %conv2.ky30243
+  %761 = add nsw i64 %760, -1
+  %762 = icmp slt i64 -1, %761
+  %763 = add nsw i64 %conv2.oy35254, %conv2.ky30243
+  %764 = add nsw i64 %763, -1
+  %765 = icmp slt i64 %764, 14
+  %766 = and i1 %762, %765
+  br i1 %766, label %conv2.then255, label %conv2.endif256
 
-fc2_bias_grad.n55.end:                            ; preds = %fc2_bias_grad.n55
-  %acc54205 = load float, ptr %fc2_bias_grad.acc54, align 4
-  %787 = add nsw i64 206912, %fc2_bias_grad.u53202
-  %grads206 = getelementptr inbounds float, ptr %grads, i64 %787
-  store float %acc54205, ptr %grads206, align 4
-  %u53.next = add nsw i64 %fc2_bias_grad.u53202, 1
-  %788 = icmp slt i64 %u53.next, 10
-  br i1 %788, label %fc2_bias_grad.u53, label %fc2_bias_grad.u53.end
+conv2.oy35.end:                                   ; preds = %conv2.endif256
+  %ky30.next = add nsw i64 %conv2.ky30243, 1
+  %767 = icmp slt i64 %ky30.next, 3
+  br i1 %767, label %conv2.ky30, label %conv2.ky30.end
 
-fc1_grad.i56:                                     ; preds = %fc1_grad.i56, %fc2_bias_grad.u53.end
-  %fc1_grad.i56210 = phi i64 [ 0, %fc2_bias_grad.u53.end ], [ %i56.next, %fc1_grad.i56 ]
-  %789 = add nsw i64 602112, %fc1_grad.i56210
-  %arena211 = getelementptr inbounds float, ptr %arena, i64 %789
-  %790 = load float, ptr %arena211, align 4
-  %791 = fcmp ogt float %790, 0.000000e+00
-  %792 = add nsw i64 611600, %fc1_grad.i56210
-  %arena212 = getelementptr inbounds float, ptr %arena, i64 %792
-  %793 = load float, ptr %arena212, align 4
-  %794 = select i1 %791, float %793, float 0.000000e+00
-  %795 = add nsw i64 619792, %fc1_grad.i56210
-  %arena213 = getelementptr inbounds float, ptr %arena, i64 %795
-  store float %794, ptr %arena213, align 4
-  %i56.next = add nsw i64 %fc1_grad.i56210, 1
-  %796 = icmp slt i64 %i56.next, 8192
-  br i1 %796, label %fc1_grad.i56, label %fc1_grad.i56.end
+conv2.then255:                                    ; preds = %conv2.oy35
+  br label %conv2.ox36
 
-fc1_grad.i56.end:                                 ; preds = %fc1_grad.i56
-  %arena214 = getelementptr inbounds float, ptr %arena, i64 619792
-  %arena215 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads216 = getelementptr inbounds float, ptr %grads, i64 4800
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena214, i32 128, ptr %arena215, i32 1568, float 0.000000e+00, ptr %grads216, i32 1568)
-  br label %fc1_bias_grad.u57
+conv2.endif256:                                   ; preds = %conv2.ox36.end, %conv2.oy35
+  %oy35.next = add nsw i64 %conv2.oy35254, 1
+  %768 = icmp slt i64 %oy35.next, 14
+  br i1 %768, label %conv2.oy35, label %conv2.oy35.end
 
-fc1_bias_grad.u57:                                ; preds = %fc1_bias_grad.n59.end, %fc1_grad.i56.end
-  %fc1_bias_grad.u57217 = phi i64 [ 0, %fc1_grad.i56.end ], [ %u57.next, %fc1_bias_grad.n59.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc58, align 4
-  br label %fc1_bias_grad.n59
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.then255
+  %conv2.ox36257 = phi i64 [ 0, %conv2.then255 ], [ %ox36.next, %conv2.ox36 ]
+  %769 = mul nsw i64 %conv2.g25237, 64
+  %770 = add nsw i64 %769, %conv2.j26238
+  %771 = mul nsw i64 %770, 3136
+  %772 = mul nsw i64 %conv2.c29242, 196
+  %773 = add nsw i64 %771, %772
+  %774 = add nsw i64 %conv2.oy35254, %conv2.ky30243
+  %775 = add nsw i64 %774, -1
+  %776 = mul nsw i64 %775, 14
+  %777 = add nsw i64 %773, %776
+  %778 = add nsw i64 %conv2.ox36257, 1
+  %779 = add nsw i64 %777, %778
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %779
+  %780 = load float, ptr %arena258, align 4
+  %781 = mul nsw i64 %conv2.c29242, 3
+  %782 = add nsw i64 %781, %conv2.ky30243
+  %783 = mul nsw i64 %782, 3
+  %784 = add nsw i64 %783, 2
+  %785 = mul nsw i64 %784, 12544
+  %786 = add nsw i64 602112, %785
+  %787 = mul nsw i64 %conv2.j26238, 196
+  %788 = add nsw i64 %786, %787
+  %789 = mul nsw i64 %conv2.oy35254, 14
+  %790 = add nsw i64 %788, %789
+  %791 = add nsw i64 %790, %conv2.ox36257
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %791
+  store float %780, ptr %arena259, align 4
+  %ox36.next = add nsw i64 %conv2.ox36257, 1
+  %792 = icmp slt i64 %ox36.next, 13
+  br i1 %792, label %conv2.ox36, label %conv2.ox36.end
 
-fc1_bias_grad.u57.end:                            ; preds = %fc1_bias_grad.n59.end
-  %arena222 = getelementptr inbounds float, ptr %arena, i64 619792
-  %params223 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena224 = getelementptr inbounds float, ptr %arena, i64 627984
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena222, i32 128, ptr %params223, i32 1568, float 0.000000e+00, ptr %arena224, i32 1568)
-  br label %conv2_grad.i60
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  br label %conv2.endif256
 
-fc1_bias_grad.n59:                                ; preds = %fc1_bias_grad.n59, %fc1_bias_grad.u57
-  %fc1_bias_grad.n59218 = phi i64 [ 0, %fc1_bias_grad.u57 ], [ %n59.next, %fc1_bias_grad.n59 ]
-  %acc58 = load float, ptr %fc1_bias_grad.acc58, align 4
-  %797 = mul nsw i64 %fc1_bias_grad.n59218, 128
-  %798 = add nsw i64 619792, %797
-  %799 = add nsw i64 %798, %fc1_bias_grad.u57217
-  %arena219 = getelementptr inbounds float, ptr %arena, i64 %799
-  %800 = load float, ptr %arena219, align 4
-  %801 = fadd float %acc58, %800
-  store float %801, ptr %fc1_bias_grad.acc58, align 4
-  %n59.next = add nsw i64 %fc1_bias_grad.n59218, 1
-  %802 = icmp slt i64 %n59.next, 64
-  br i1 %802, label %fc1_bias_grad.n59, label %fc1_bias_grad.n59.end
+conv2.nb37:                                       ; preds = %conv2.k42.end, %conv2.j26.end
+  %conv2.nb37260 = phi i64 [ 0, %conv2.j26.end ], [ %nb37.next, %conv2.k42.end ]
+  br label %conv2.mb38
 
-fc1_bias_grad.n59.end:                            ; preds = %fc1_bias_grad.n59
-  %acc58220 = load float, ptr %fc1_bias_grad.acc58, align 4
-  %803 = add nsw i64 205504, %fc1_bias_grad.u57217
-  %grads221 = getelementptr inbounds float, ptr %grads, i64 %803
-  store float %acc58220, ptr %grads221, align 4
-  %u57.next = add nsw i64 %fc1_bias_grad.u57217, 1
-  %804 = icmp slt i64 %u57.next, 128
-  br i1 %804, label %fc1_bias_grad.u57, label %fc1_bias_grad.u57.end
+conv2.nb37.end:                                   ; preds = %conv2.k42.end
+  br label %conv2.j43
 
-conv2_grad.i60:                                   ; preds = %conv2_grad.i60, %fc1_bias_grad.u57.end
-  %conv2_grad.i60225 = phi i64 [ 0, %fc1_bias_grad.u57.end ], [ %i60.next, %conv2_grad.i60 ]
-  %805 = add nsw i64 728336, %conv2_grad.i60225
-  %arena226 = getelementptr inbounds float, ptr %arena, i64 %805
-  store float 0.000000e+00, ptr %arena226, align 4
-  %i60.next = add nsw i64 %conv2_grad.i60225, 1
-  %806 = icmp slt i64 %i60.next, 401408
-  br i1 %806, label %conv2_grad.i60, label %conv2_grad.i60.end
+conv2.mb38:                                       ; preds = %conv2.k40.end, %conv2.nb37
+  %conv2.mb38261 = phi i64 [ 0, %conv2.nb37 ], [ %mb38.next, %conv2.k40.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_3, align 64
+  br label %conv2.k40
 
-conv2_grad.i60.end:                               ; preds = %conv2_grad.i60
-  br label %conv2_grad.q61
+conv2.mb38.end:                                   ; preds = %conv2.k40.end
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_3, align 64
+  br label %conv2.k42
 
-conv2_grad.q61:                                   ; preds = %conv2_grad.i62.end, %conv2_grad.i60.end
-  %conv2_grad.q61227 = phi i64 [ 0, %conv2_grad.i60.end ], [ %q61.next, %conv2_grad.i62.end ]
-  br label %conv2_grad.i62
+conv2.k40:                                        ; preds = %conv2.k40, %conv2.mb38
+  %conv2.k40262 = phi i64 [ 0, %conv2.mb38 ], [ %k40.next, %conv2.k40 ]
+  %793 = mul nsw i64 %conv2.k40262, 12544
+  %794 = add nsw i64 602112, %793
+  %795 = mul nsw i64 %conv2.nb37260, 64
+  %796 = add nsw i64 %794, %795
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %796
+  %797 = load <16 x float>, ptr %arena263, align 4
+  store <16 x float> %797, ptr %conv2.t39_b0, align 64
+  %798 = mul nsw i64 %conv2.k40262, 12544
+  %799 = add nsw i64 602112, %798
+  %800 = mul nsw i64 %conv2.nb37260, 64
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, 16
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %802
+  %803 = load <16 x float>, ptr %arena264, align 4
+  store <16 x float> %803, ptr %conv2.t39_b1, align 64
+  %804 = mul nsw i64 %conv2.k40262, 12544
+  %805 = add nsw i64 602112, %804
+  %806 = mul nsw i64 %conv2.nb37260, 64
+  %807 = add nsw i64 %805, %806
+  %808 = add nsw i64 %807, 32
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %808
+  %809 = load <16 x float>, ptr %arena265, align 4
+  store <16 x float> %809, ptr %conv2.t39_b2, align 64
+  %810 = mul nsw i64 %conv2.k40262, 12544
+  %811 = add nsw i64 602112, %810
+  %812 = mul nsw i64 %conv2.nb37260, 64
+  %813 = add nsw i64 %811, %812
+  %814 = add nsw i64 %813, 48
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %814
+  %815 = load <16 x float>, ptr %arena266, align 4
+  store <16 x float> %815, ptr %conv2.t39_b3, align 64
+  %816 = mul nsw i64 %conv2.mb38261, 6
+  %817 = mul nsw i64 %816, 144
+  %818 = add nsw i64 160, %817
+  %819 = add nsw i64 %818, %conv2.k40262
+  %params267 = getelementptr inbounds float, ptr %params, i64 %819
+  %820 = load float, ptr %params267, align 4
+  %821 = insertelement <16 x float> undef, float %820, i32 0
+  %822 = shufflevector <16 x float> %821, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %822, ptr %conv2.t39_a0, align 64
+  %t39_a0 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b0 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c0_0 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %823 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0, <16 x float> %t39_b0, <16 x float> %t39_c0_0)
+  store <16 x float> %823, ptr %conv2.t39_c0_0, align 64
+  %t39_a0268 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b1 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c0_1 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0268, <16 x float> %t39_b1, <16 x float> %t39_c0_1)
+  store <16 x float> %824, ptr %conv2.t39_c0_1, align 64
+  %t39_a0269 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b2 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c0_2 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0269, <16 x float> %t39_b2, <16 x float> %t39_c0_2)
+  store <16 x float> %825, ptr %conv2.t39_c0_2, align 64
+  %t39_a0270 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b3 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c0_3 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0270, <16 x float> %t39_b3, <16 x float> %t39_c0_3)
+  store <16 x float> %826, ptr %conv2.t39_c0_3, align 64
+  %827 = mul nsw i64 %conv2.mb38261, 6
+  %828 = add nsw i64 %827, 1
+  %829 = mul nsw i64 %828, 144
+  %830 = add nsw i64 160, %829
+  %831 = add nsw i64 %830, %conv2.k40262
+  %params271 = getelementptr inbounds float, ptr %params, i64 %831
+  %832 = load float, ptr %params271, align 4
+  %833 = insertelement <16 x float> undef, float %832, i32 0
+  %834 = shufflevector <16 x float> %833, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %834, ptr %conv2.t39_a1, align 64
+  %t39_a1 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b0272 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c1_0 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1, <16 x float> %t39_b0272, <16 x float> %t39_c1_0)
+  store <16 x float> %835, ptr %conv2.t39_c1_0, align 64
+  %t39_a1273 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b1274 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c1_1 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1273, <16 x float> %t39_b1274, <16 x float> %t39_c1_1)
+  store <16 x float> %836, ptr %conv2.t39_c1_1, align 64
+  %t39_a1275 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b2276 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c1_2 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1275, <16 x float> %t39_b2276, <16 x float> %t39_c1_2)
+  store <16 x float> %837, ptr %conv2.t39_c1_2, align 64
+  %t39_a1277 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b3278 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c1_3 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1277, <16 x float> %t39_b3278, <16 x float> %t39_c1_3)
+  store <16 x float> %838, ptr %conv2.t39_c1_3, align 64
+  %839 = mul nsw i64 %conv2.mb38261, 6
+  %840 = add nsw i64 %839, 2
+  %841 = mul nsw i64 %840, 144
+  %842 = add nsw i64 160, %841
+  %843 = add nsw i64 %842, %conv2.k40262
+  %params279 = getelementptr inbounds float, ptr %params, i64 %843
+  %844 = load float, ptr %params279, align 4
+  %845 = insertelement <16 x float> undef, float %844, i32 0
+  %846 = shufflevector <16 x float> %845, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %846, ptr %conv2.t39_a2, align 64
+  %t39_a2 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b0280 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c2_0 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %847 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2, <16 x float> %t39_b0280, <16 x float> %t39_c2_0)
+  store <16 x float> %847, ptr %conv2.t39_c2_0, align 64
+  %t39_a2281 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b1282 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c2_1 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2281, <16 x float> %t39_b1282, <16 x float> %t39_c2_1)
+  store <16 x float> %848, ptr %conv2.t39_c2_1, align 64
+  %t39_a2283 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b2284 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c2_2 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %849 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2283, <16 x float> %t39_b2284, <16 x float> %t39_c2_2)
+  store <16 x float> %849, ptr %conv2.t39_c2_2, align 64
+  %t39_a2285 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b3286 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c2_3 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2285, <16 x float> %t39_b3286, <16 x float> %t39_c2_3)
+  store <16 x float> %850, ptr %conv2.t39_c2_3, align 64
+  %851 = mul nsw i64 %conv2.mb38261, 6
+  %852 = add nsw i64 %851, 3
+  %853 = mul nsw i64 %852, 144
+  %854 = add nsw i64 160, %853
+  %855 = add nsw i64 %854, %conv2.k40262
+  %params287 = getelementptr inbounds float, ptr %params, i64 %855
+  %856 = load float, ptr %params287, align 4
+  %857 = insertelement <16 x float> undef, float %856, i32 0
+  %858 = shufflevector <16 x float> %857, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %858, ptr %conv2.t39_a3, align 64
+  %t39_a3 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b0288 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c3_0 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3, <16 x float> %t39_b0288, <16 x float> %t39_c3_0)
+  store <16 x float> %859, ptr %conv2.t39_c3_0, align 64
+  %t39_a3289 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b1290 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c3_1 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3289, <16 x float> %t39_b1290, <16 x float> %t39_c3_1)
+  store <16 x float> %860, ptr %conv2.t39_c3_1, align 64
+  %t39_a3291 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b2292 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c3_2 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3291, <16 x float> %t39_b2292, <16 x float> %t39_c3_2)
+  store <16 x float> %861, ptr %conv2.t39_c3_2, align 64
+  %t39_a3293 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b3294 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c3_3 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3293, <16 x float> %t39_b3294, <16 x float> %t39_c3_3)
+  store <16 x float> %862, ptr %conv2.t39_c3_3, align 64
+  %863 = mul nsw i64 %conv2.mb38261, 6
+  %864 = add nsw i64 %863, 4
+  %865 = mul nsw i64 %864, 144
+  %866 = add nsw i64 160, %865
+  %867 = add nsw i64 %866, %conv2.k40262
+  %params295 = getelementptr inbounds float, ptr %params, i64 %867
+  %868 = load float, ptr %params295, align 4
+  %869 = insertelement <16 x float> undef, float %868, i32 0
+  %870 = shufflevector <16 x float> %869, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %870, ptr %conv2.t39_a4, align 64
+  %t39_a4 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b0296 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c4_0 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4, <16 x float> %t39_b0296, <16 x float> %t39_c4_0)
+  store <16 x float> %871, ptr %conv2.t39_c4_0, align 64
+  %t39_a4297 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b1298 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c4_1 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %872 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4297, <16 x float> %t39_b1298, <16 x float> %t39_c4_1)
+  store <16 x float> %872, ptr %conv2.t39_c4_1, align 64
+  %t39_a4299 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b2300 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c4_2 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %873 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4299, <16 x float> %t39_b2300, <16 x float> %t39_c4_2)
+  store <16 x float> %873, ptr %conv2.t39_c4_2, align 64
+  %t39_a4301 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b3302 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c4_3 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %874 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4301, <16 x float> %t39_b3302, <16 x float> %t39_c4_3)
+  store <16 x float> %874, ptr %conv2.t39_c4_3, align 64
+  %875 = mul nsw i64 %conv2.mb38261, 6
+  %876 = add nsw i64 %875, 5
+  %877 = mul nsw i64 %876, 144
+  %878 = add nsw i64 160, %877
+  %879 = add nsw i64 %878, %conv2.k40262
+  %params303 = getelementptr inbounds float, ptr %params, i64 %879
+  %880 = load float, ptr %params303, align 4
+  %881 = insertelement <16 x float> undef, float %880, i32 0
+  %882 = shufflevector <16 x float> %881, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %882, ptr %conv2.t39_a5, align 64
+  %t39_a5 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b0304 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c5_0 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %883 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5, <16 x float> %t39_b0304, <16 x float> %t39_c5_0)
+  store <16 x float> %883, ptr %conv2.t39_c5_0, align 64
+  %t39_a5305 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b1306 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c5_1 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %884 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5305, <16 x float> %t39_b1306, <16 x float> %t39_c5_1)
+  store <16 x float> %884, ptr %conv2.t39_c5_1, align 64
+  %t39_a5307 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b2308 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c5_2 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %885 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5307, <16 x float> %t39_b2308, <16 x float> %t39_c5_2)
+  store <16 x float> %885, ptr %conv2.t39_c5_2, align 64
+  %t39_a5309 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b3310 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c5_3 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %886 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5309, <16 x float> %t39_b3310, <16 x float> %t39_c5_3)
+  store <16 x float> %886, ptr %conv2.t39_c5_3, align 64
+  %k40.next = add nsw i64 %conv2.k40262, 1
+  %887 = icmp slt i64 %k40.next, 144
+  br i1 %887, label %conv2.k40, label %conv2.k40.end
 
-conv2_grad.q61.end:                               ; preds = %conv2_grad.i62.end
-  br label %conv2_weight_grad.i63
+conv2.k40.end:                                    ; preds = %conv2.k40
+  %t39_c0_0311 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %888 = mul nsw i64 %conv2.mb38261, 6
+  %889 = mul nsw i64 %888, 12544
+  %890 = add nsw i64 2408448, %889
+  %891 = mul nsw i64 %conv2.nb37260, 64
+  %892 = add nsw i64 %890, %891
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %892
+  store <16 x float> %t39_c0_0311, ptr %arena312, align 4
+  %t39_c0_1313 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %893 = mul nsw i64 %conv2.mb38261, 6
+  %894 = mul nsw i64 %893, 12544
+  %895 = add nsw i64 2408448, %894
+  %896 = mul nsw i64 %conv2.nb37260, 64
+  %897 = add nsw i64 %895, %896
+  %898 = add nsw i64 %897, 16
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %898
+  store <16 x float> %t39_c0_1313, ptr %arena314, align 4
+  %t39_c0_2315 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %899 = mul nsw i64 %conv2.mb38261, 6
+  %900 = mul nsw i64 %899, 12544
+  %901 = add nsw i64 2408448, %900
+  %902 = mul nsw i64 %conv2.nb37260, 64
+  %903 = add nsw i64 %901, %902
+  %904 = add nsw i64 %903, 32
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %904
+  store <16 x float> %t39_c0_2315, ptr %arena316, align 4
+  %t39_c0_3317 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %905 = mul nsw i64 %conv2.mb38261, 6
+  %906 = mul nsw i64 %905, 12544
+  %907 = add nsw i64 2408448, %906
+  %908 = mul nsw i64 %conv2.nb37260, 64
+  %909 = add nsw i64 %907, %908
+  %910 = add nsw i64 %909, 48
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %910
+  store <16 x float> %t39_c0_3317, ptr %arena318, align 4
+  %t39_c1_0319 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %911 = mul nsw i64 %conv2.mb38261, 6
+  %912 = add nsw i64 %911, 1
+  %913 = mul nsw i64 %912, 12544
+  %914 = add nsw i64 2408448, %913
+  %915 = mul nsw i64 %conv2.nb37260, 64
+  %916 = add nsw i64 %914, %915
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %916
+  store <16 x float> %t39_c1_0319, ptr %arena320, align 4
+  %t39_c1_1321 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %917 = mul nsw i64 %conv2.mb38261, 6
+  %918 = add nsw i64 %917, 1
+  %919 = mul nsw i64 %918, 12544
+  %920 = add nsw i64 2408448, %919
+  %921 = mul nsw i64 %conv2.nb37260, 64
+  %922 = add nsw i64 %920, %921
+  %923 = add nsw i64 %922, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %923
+  store <16 x float> %t39_c1_1321, ptr %arena322, align 4
+  %t39_c1_2323 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %924 = mul nsw i64 %conv2.mb38261, 6
+  %925 = add nsw i64 %924, 1
+  %926 = mul nsw i64 %925, 12544
+  %927 = add nsw i64 2408448, %926
+  %928 = mul nsw i64 %conv2.nb37260, 64
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %930
+  store <16 x float> %t39_c1_2323, ptr %arena324, align 4
+  %t39_c1_3325 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %931 = mul nsw i64 %conv2.mb38261, 6
+  %932 = add nsw i64 %931, 1
+  %933 = mul nsw i64 %932, 12544
+  %934 = add nsw i64 2408448, %933
+  %935 = mul nsw i64 %conv2.nb37260, 64
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %937
+  store <16 x float> %t39_c1_3325, ptr %arena326, align 4
+  %t39_c2_0327 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %938 = mul nsw i64 %conv2.mb38261, 6
+  %939 = add nsw i64 %938, 2
+  %940 = mul nsw i64 %939, 12544
+  %941 = add nsw i64 2408448, %940
+  %942 = mul nsw i64 %conv2.nb37260, 64
+  %943 = add nsw i64 %941, %942
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %943
+  store <16 x float> %t39_c2_0327, ptr %arena328, align 4
+  %t39_c2_1329 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %944 = mul nsw i64 %conv2.mb38261, 6
+  %945 = add nsw i64 %944, 2
+  %946 = mul nsw i64 %945, 12544
+  %947 = add nsw i64 2408448, %946
+  %948 = mul nsw i64 %conv2.nb37260, 64
+  %949 = add nsw i64 %947, %948
+  %950 = add nsw i64 %949, 16
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %950
+  store <16 x float> %t39_c2_1329, ptr %arena330, align 4
+  %t39_c2_2331 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %951 = mul nsw i64 %conv2.mb38261, 6
+  %952 = add nsw i64 %951, 2
+  %953 = mul nsw i64 %952, 12544
+  %954 = add nsw i64 2408448, %953
+  %955 = mul nsw i64 %conv2.nb37260, 64
+  %956 = add nsw i64 %954, %955
+  %957 = add nsw i64 %956, 32
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %957
+  store <16 x float> %t39_c2_2331, ptr %arena332, align 4
+  %t39_c2_3333 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %958 = mul nsw i64 %conv2.mb38261, 6
+  %959 = add nsw i64 %958, 2
+  %960 = mul nsw i64 %959, 12544
+  %961 = add nsw i64 2408448, %960
+  %962 = mul nsw i64 %conv2.nb37260, 64
+  %963 = add nsw i64 %961, %962
+  %964 = add nsw i64 %963, 48
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %964
+  store <16 x float> %t39_c2_3333, ptr %arena334, align 4
+  %t39_c3_0335 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %965 = mul nsw i64 %conv2.mb38261, 6
+  %966 = add nsw i64 %965, 3
+  %967 = mul nsw i64 %966, 12544
+  %968 = add nsw i64 2408448, %967
+  %969 = mul nsw i64 %conv2.nb37260, 64
+  %970 = add nsw i64 %968, %969
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %970
+  store <16 x float> %t39_c3_0335, ptr %arena336, align 4
+  %t39_c3_1337 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %971 = mul nsw i64 %conv2.mb38261, 6
+  %972 = add nsw i64 %971, 3
+  %973 = mul nsw i64 %972, 12544
+  %974 = add nsw i64 2408448, %973
+  %975 = mul nsw i64 %conv2.nb37260, 64
+  %976 = add nsw i64 %974, %975
+  %977 = add nsw i64 %976, 16
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %977
+  store <16 x float> %t39_c3_1337, ptr %arena338, align 4
+  %t39_c3_2339 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %978 = mul nsw i64 %conv2.mb38261, 6
+  %979 = add nsw i64 %978, 3
+  %980 = mul nsw i64 %979, 12544
+  %981 = add nsw i64 2408448, %980
+  %982 = mul nsw i64 %conv2.nb37260, 64
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, 32
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %984
+  store <16 x float> %t39_c3_2339, ptr %arena340, align 4
+  %t39_c3_3341 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %985 = mul nsw i64 %conv2.mb38261, 6
+  %986 = add nsw i64 %985, 3
+  %987 = mul nsw i64 %986, 12544
+  %988 = add nsw i64 2408448, %987
+  %989 = mul nsw i64 %conv2.nb37260, 64
+  %990 = add nsw i64 %988, %989
+  %991 = add nsw i64 %990, 48
+  %arena342 = getelementptr inbounds float, ptr %arena, i64 %991
+  store <16 x float> %t39_c3_3341, ptr %arena342, align 4
+  %t39_c4_0343 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %992 = mul nsw i64 %conv2.mb38261, 6
+  %993 = add nsw i64 %992, 4
+  %994 = mul nsw i64 %993, 12544
+  %995 = add nsw i64 2408448, %994
+  %996 = mul nsw i64 %conv2.nb37260, 64
+  %997 = add nsw i64 %995, %996
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %997
+  store <16 x float> %t39_c4_0343, ptr %arena344, align 4
+  %t39_c4_1345 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %998 = mul nsw i64 %conv2.mb38261, 6
+  %999 = add nsw i64 %998, 4
+  %1000 = mul nsw i64 %999, 12544
+  %1001 = add nsw i64 2408448, %1000
+  %1002 = mul nsw i64 %conv2.nb37260, 64
+  %1003 = add nsw i64 %1001, %1002
+  %1004 = add nsw i64 %1003, 16
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1004
+  store <16 x float> %t39_c4_1345, ptr %arena346, align 4
+  %t39_c4_2347 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %1005 = mul nsw i64 %conv2.mb38261, 6
+  %1006 = add nsw i64 %1005, 4
+  %1007 = mul nsw i64 %1006, 12544
+  %1008 = add nsw i64 2408448, %1007
+  %1009 = mul nsw i64 %conv2.nb37260, 64
+  %1010 = add nsw i64 %1008, %1009
+  %1011 = add nsw i64 %1010, 32
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1011
+  store <16 x float> %t39_c4_2347, ptr %arena348, align 4
+  %t39_c4_3349 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %1012 = mul nsw i64 %conv2.mb38261, 6
+  %1013 = add nsw i64 %1012, 4
+  %1014 = mul nsw i64 %1013, 12544
+  %1015 = add nsw i64 2408448, %1014
+  %1016 = mul nsw i64 %conv2.nb37260, 64
+  %1017 = add nsw i64 %1015, %1016
+  %1018 = add nsw i64 %1017, 48
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1018
+  store <16 x float> %t39_c4_3349, ptr %arena350, align 4
+  %t39_c5_0351 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %1019 = mul nsw i64 %conv2.mb38261, 6
+  %1020 = add nsw i64 %1019, 5
+  %1021 = mul nsw i64 %1020, 12544
+  %1022 = add nsw i64 2408448, %1021
+  %1023 = mul nsw i64 %conv2.nb37260, 64
+  %1024 = add nsw i64 %1022, %1023
+  %arena352 = getelementptr inbounds float, ptr %arena, i64 %1024
+  store <16 x float> %t39_c5_0351, ptr %arena352, align 4
+  %t39_c5_1353 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %1025 = mul nsw i64 %conv2.mb38261, 6
+  %1026 = add nsw i64 %1025, 5
+  %1027 = mul nsw i64 %1026, 12544
+  %1028 = add nsw i64 2408448, %1027
+  %1029 = mul nsw i64 %conv2.nb37260, 64
+  %1030 = add nsw i64 %1028, %1029
+  %1031 = add nsw i64 %1030, 16
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1031
+  store <16 x float> %t39_c5_1353, ptr %arena354, align 4
+  %t39_c5_2355 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %1032 = mul nsw i64 %conv2.mb38261, 6
+  %1033 = add nsw i64 %1032, 5
+  %1034 = mul nsw i64 %1033, 12544
+  %1035 = add nsw i64 2408448, %1034
+  %1036 = mul nsw i64 %conv2.nb37260, 64
+  %1037 = add nsw i64 %1035, %1036
+  %1038 = add nsw i64 %1037, 32
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %1038
+  store <16 x float> %t39_c5_2355, ptr %arena356, align 4
+  %t39_c5_3357 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %1039 = mul nsw i64 %conv2.mb38261, 6
+  %1040 = add nsw i64 %1039, 5
+  %1041 = mul nsw i64 %1040, 12544
+  %1042 = add nsw i64 2408448, %1041
+  %1043 = mul nsw i64 %conv2.nb37260, 64
+  %1044 = add nsw i64 %1042, %1043
+  %1045 = add nsw i64 %1044, 48
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %1045
+  store <16 x float> %t39_c5_3357, ptr %arena358, align 4
+  %mb38.next = add nsw i64 %conv2.mb38261, 1
+  %1046 = icmp slt i64 %mb38.next, 5
+  br i1 %1046, label %conv2.mb38, label %conv2.mb38.end
 
-conv2_grad.i62:                                   ; preds = %conv2_grad.endif, %conv2_grad.q61
-  %conv2_grad.i62228 = phi i64 [ 0, %conv2_grad.q61 ], [ %i62.next, %conv2_grad.endif ]
-  %807 = mul nsw i64 %conv2_grad.q61227, 49
-  %808 = add nsw i64 %807, %conv2_grad.i62228
-  %809 = add nsw i64 401408, %808
-  %arena229 = getelementptr inbounds float, ptr %arena, i64 %809
-  %810 = load float, ptr %arena229, align 4
-  %811 = fcmp ogt float %810, 0.000000e+00
-  br i1 %811, label %conv2_grad.then, label %conv2_grad.endif
+conv2.k42:                                        ; preds = %conv2.k42, %conv2.mb38.end
+  %conv2.k42359 = phi i64 [ 0, %conv2.mb38.end ], [ %k42.next, %conv2.k42 ]
+  %1047 = mul nsw i64 %conv2.k42359, 12544
+  %1048 = add nsw i64 602112, %1047
+  %1049 = mul nsw i64 %conv2.nb37260, 64
+  %1050 = add nsw i64 %1048, %1049
+  %arena360 = getelementptr inbounds float, ptr %arena, i64 %1050
+  %1051 = load <16 x float>, ptr %arena360, align 4
+  store <16 x float> %1051, ptr %conv2.t41_b0, align 64
+  %1052 = mul nsw i64 %conv2.k42359, 12544
+  %1053 = add nsw i64 602112, %1052
+  %1054 = mul nsw i64 %conv2.nb37260, 64
+  %1055 = add nsw i64 %1053, %1054
+  %1056 = add nsw i64 %1055, 16
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1056
+  %1057 = load <16 x float>, ptr %arena361, align 4
+  store <16 x float> %1057, ptr %conv2.t41_b1, align 64
+  %1058 = mul nsw i64 %conv2.k42359, 12544
+  %1059 = add nsw i64 602112, %1058
+  %1060 = mul nsw i64 %conv2.nb37260, 64
+  %1061 = add nsw i64 %1059, %1060
+  %1062 = add nsw i64 %1061, 32
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1062
+  %1063 = load <16 x float>, ptr %arena362, align 4
+  store <16 x float> %1063, ptr %conv2.t41_b2, align 64
+  %1064 = mul nsw i64 %conv2.k42359, 12544
+  %1065 = add nsw i64 602112, %1064
+  %1066 = mul nsw i64 %conv2.nb37260, 64
+  %1067 = add nsw i64 %1065, %1066
+  %1068 = add nsw i64 %1067, 48
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1068
+  %1069 = load <16 x float>, ptr %arena363, align 4
+  store <16 x float> %1069, ptr %conv2.t41_b3, align 64
+  %1070 = add nsw i64 4480, %conv2.k42359
+  %params364 = getelementptr inbounds float, ptr %params, i64 %1070
+  %1071 = load float, ptr %params364, align 4
+  %1072 = insertelement <16 x float> undef, float %1071, i32 0
+  %1073 = shufflevector <16 x float> %1072, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1073, ptr %conv2.t41_a0, align 64
+  %t41_a0 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b0 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c0_0 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0, <16 x float> %t41_b0, <16 x float> %t41_c0_0)
+  store <16 x float> %1074, ptr %conv2.t41_c0_0, align 64
+  %t41_a0365 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b1 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c0_1 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0365, <16 x float> %t41_b1, <16 x float> %t41_c0_1)
+  store <16 x float> %1075, ptr %conv2.t41_c0_1, align 64
+  %t41_a0366 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b2 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c0_2 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1076 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0366, <16 x float> %t41_b2, <16 x float> %t41_c0_2)
+  store <16 x float> %1076, ptr %conv2.t41_c0_2, align 64
+  %t41_a0367 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b3 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c0_3 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0367, <16 x float> %t41_b3, <16 x float> %t41_c0_3)
+  store <16 x float> %1077, ptr %conv2.t41_c0_3, align 64
+  %1078 = add nsw i64 4624, %conv2.k42359
+  %params368 = getelementptr inbounds float, ptr %params, i64 %1078
+  %1079 = load float, ptr %params368, align 4
+  %1080 = insertelement <16 x float> undef, float %1079, i32 0
+  %1081 = shufflevector <16 x float> %1080, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1081, ptr %conv2.t41_a1, align 64
+  %t41_a1 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b0369 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c1_0 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1, <16 x float> %t41_b0369, <16 x float> %t41_c1_0)
+  store <16 x float> %1082, ptr %conv2.t41_c1_0, align 64
+  %t41_a1370 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b1371 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c1_1 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1370, <16 x float> %t41_b1371, <16 x float> %t41_c1_1)
+  store <16 x float> %1083, ptr %conv2.t41_c1_1, align 64
+  %t41_a1372 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b2373 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c1_2 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1372, <16 x float> %t41_b2373, <16 x float> %t41_c1_2)
+  store <16 x float> %1084, ptr %conv2.t41_c1_2, align 64
+  %t41_a1374 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b3375 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c1_3 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1085 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1374, <16 x float> %t41_b3375, <16 x float> %t41_c1_3)
+  store <16 x float> %1085, ptr %conv2.t41_c1_3, align 64
+  %k42.next = add nsw i64 %conv2.k42359, 1
+  %1086 = icmp slt i64 %k42.next, 144
+  br i1 %1086, label %conv2.k42, label %conv2.k42.end
 
-conv2_grad.i62.end:                               ; preds = %conv2_grad.endif
-  %q61.next = add nsw i64 %conv2_grad.q61227, 1
-  %812 = icmp slt i64 %q61.next, 2048
-  br i1 %812, label %conv2_grad.q61, label %conv2_grad.q61.end
+conv2.k42.end:                                    ; preds = %conv2.k42
+  %t41_c0_0376 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1087 = mul nsw i64 %conv2.nb37260, 64
+  %1088 = add nsw i64 2784768, %1087
+  %arena377 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <16 x float> %t41_c0_0376, ptr %arena377, align 4
+  %t41_c0_1378 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1089 = mul nsw i64 %conv2.nb37260, 64
+  %1090 = add nsw i64 2784768, %1089
+  %1091 = add nsw i64 %1090, 16
+  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store <16 x float> %t41_c0_1378, ptr %arena379, align 4
+  %t41_c0_2380 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1092 = mul nsw i64 %conv2.nb37260, 64
+  %1093 = add nsw i64 2784768, %1092
+  %1094 = add nsw i64 %1093, 32
+  %arena381 = getelementptr inbounds float, ptr %arena, i64 %1094
+  store <16 x float> %t41_c0_2380, ptr %arena381, align 4
+  %t41_c0_3382 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1095 = mul nsw i64 %conv2.nb37260, 64
+  %1096 = add nsw i64 2784768, %1095
+  %1097 = add nsw i64 %1096, 48
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1097
+  store <16 x float> %t41_c0_3382, ptr %arena383, align 4
+  %t41_c1_0384 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1098 = mul nsw i64 %conv2.nb37260, 64
+  %1099 = add nsw i64 2797312, %1098
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <16 x float> %t41_c1_0384, ptr %arena385, align 4
+  %t41_c1_1386 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1100 = mul nsw i64 %conv2.nb37260, 64
+  %1101 = add nsw i64 2797312, %1100
+  %1102 = add nsw i64 %1101, 16
+  %arena387 = getelementptr inbounds float, ptr %arena, i64 %1102
+  store <16 x float> %t41_c1_1386, ptr %arena387, align 4
+  %t41_c1_2388 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1103 = mul nsw i64 %conv2.nb37260, 64
+  %1104 = add nsw i64 2797312, %1103
+  %1105 = add nsw i64 %1104, 32
+  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1105
+  store <16 x float> %t41_c1_2388, ptr %arena389, align 4
+  %t41_c1_3390 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1106 = mul nsw i64 %conv2.nb37260, 64
+  %1107 = add nsw i64 2797312, %1106
+  %1108 = add nsw i64 %1107, 48
+  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1108
+  store <16 x float> %t41_c1_3390, ptr %arena391, align 4
+  %nb37.next = add nsw i64 %conv2.nb37260, 1
+  %1109 = icmp slt i64 %nb37.next, 196
+  br i1 %1109, label %conv2.nb37, label %conv2.nb37.end
 
-conv2_grad.then:                                  ; preds = %conv2_grad.i62
-  %813 = mul nsw i64 %conv2_grad.q61227, 196
-  %814 = add nsw i64 728336, %813
-  %815 = mul nsw i64 %conv2_grad.q61227, 49
-  %816 = add nsw i64 %815, %conv2_grad.i62228
-  %817 = add nsw i64 501760, %816
-  %arena230 = getelementptr inbounds float, ptr %arena, i64 %817
-  %818 = load float, ptr %arena230, align 4
-  %819 = fptosi float %818 to i64
-  %820 = add nsw i64 %814, %819
-  %arena231 = getelementptr inbounds float, ptr %arena, i64 %820
-  %821 = load float, ptr %arena231, align 4
-  %822 = mul nsw i64 %conv2_grad.q61227, 49
-  %823 = add nsw i64 %822, %conv2_grad.i62228
-  %824 = add nsw i64 627984, %823
-  %arena232 = getelementptr inbounds float, ptr %arena, i64 %824
-  %825 = load float, ptr %arena232, align 4
-  %826 = fadd float %821, %825
-  store float %826, ptr %arena231, align 4
+conv2.j43:                                        ; preds = %conv2.f44.end, %conv2.nb37.end
+  %conv2.j43392 = phi i64 [ 0, %conv2.nb37.end ], [ %j43.next, %conv2.f44.end ]
+  br label %conv2.f44
+
+conv2.j43.end:                                    ; preds = %conv2.f44.end
+  %g25.next = add nsw i64 %conv2.g25237, 1
+  %1110 = icmp slt i64 %g25.next, 1
+  br i1 %1110, label %conv2.g25, label %conv2.g25.end
+
+conv2.f44:                                        ; preds = %conv2.py45.end, %conv2.j43
+  %conv2.f44393 = phi i64 [ 0, %conv2.j43 ], [ %f44.next, %conv2.py45.end ]
+  br label %conv2.py45
+
+conv2.f44.end:                                    ; preds = %conv2.py45.end
+  %j43.next = add nsw i64 %conv2.j43392, 1
+  %1111 = icmp slt i64 %j43.next, 64
+  br i1 %1111, label %conv2.j43, label %conv2.j43.end
+
+conv2.py45:                                       ; preds = %conv2.px46.end, %conv2.f44
+  %conv2.py45394 = phi i64 [ 0, %conv2.f44 ], [ %py45.next, %conv2.px46.end ]
+  br label %conv2.px46
+
+conv2.py45.end:                                   ; preds = %conv2.px46.end
+  %f44.next = add nsw i64 %conv2.f44393, 1
+  %1112 = icmp slt i64 %f44.next, 32
+  br i1 %1112, label %conv2.f44, label %conv2.f44.end
+
+conv2.px46:                                       ; preds = %conv2.px46, %conv2.py45
+  %conv2.px46395 = phi i64 [ 0, %conv2.py45 ], [ %px46.next, %conv2.px46 ]
+  %1113 = mul nsw i64 %conv2.f44393, 12544
+  %1114 = add nsw i64 2408448, %1113
+  %1115 = mul nsw i64 %conv2.j43392, 196
+  %1116 = add nsw i64 %1114, %1115
+  %1117 = mul nsw i64 %conv2.py45394, 28
+  %1118 = mul nsw i64 %conv2.px46395, 2
+  %1119 = add nsw i64 %1117, %1118
+  %1120 = add nsw i64 %1116, %1119
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena396, align 4
+  %1122 = add nsw i64 4768, %conv2.f44393
+  %params397 = getelementptr inbounds float, ptr %params, i64 %1122
+  %1123 = load float, ptr %params397, align 4
+  %1124 = fadd float %1121, %1123
+  store float %1124, ptr %conv2.best47, align 4
+  %1125 = mul nsw i64 %conv2.py45394, 28
+  %1126 = mul nsw i64 %conv2.px46395, 2
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = sitofp i64 %1127 to float
+  store float %1128, ptr %conv2.bi48, align 4
+  %1129 = mul nsw i64 %conv2.f44393, 12544
+  %1130 = add nsw i64 2408448, %1129
+  %1131 = mul nsw i64 %conv2.j43392, 196
+  %1132 = add nsw i64 %1130, %1131
+  %1133 = mul nsw i64 %conv2.py45394, 28
+  %1134 = mul nsw i64 %conv2.px46395, 2
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %1132, %1135
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1136
+  %1137 = load float, ptr %arena398, align 4
+  %1138 = add nsw i64 4768, %conv2.f44393
+  %params399 = getelementptr inbounds float, ptr %params, i64 %1138
+  %1139 = load float, ptr %params399, align 4
+  %1140 = fadd float %1137, %1139
+  %best47 = load float, ptr %conv2.best47, align 4
+  %1141 = fcmp ogt float %1140, %best47
+  %1142 = mul nsw i64 %conv2.py45394, 28
+  %1143 = mul nsw i64 %conv2.px46395, 2
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = sitofp i64 %1144 to float
+  %bi48 = load float, ptr %conv2.bi48, align 4
+  %1146 = select i1 %1141, float %1145, float %bi48
+  store float %1146, ptr %conv2.bi48, align 4
+  %1147 = mul nsw i64 %conv2.f44393, 12544
+  %1148 = add nsw i64 2408448, %1147
+  %1149 = mul nsw i64 %conv2.j43392, 196
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = mul nsw i64 %conv2.py45394, 28
+  %1152 = mul nsw i64 %conv2.px46395, 2
+  %1153 = add nsw i64 %1151, %1152
+  %1154 = add nsw i64 %1150, %1153
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load float, ptr %arena400, align 4
+  %1156 = add nsw i64 4768, %conv2.f44393
+  %params401 = getelementptr inbounds float, ptr %params, i64 %1156
+  %1157 = load float, ptr %params401, align 4
+  %1158 = fadd float %1155, %1157
+  %best47402 = load float, ptr %conv2.best47, align 4
+  %1159 = fcmp ogt float %1158, %best47402
+  %1160 = mul nsw i64 %conv2.f44393, 12544
+  %1161 = add nsw i64 2408448, %1160
+  %1162 = mul nsw i64 %conv2.j43392, 196
+  %1163 = add nsw i64 %1161, %1162
+  %1164 = mul nsw i64 %conv2.py45394, 28
+  %1165 = mul nsw i64 %conv2.px46395, 2
+  %1166 = add nsw i64 %1164, %1165
+  %1167 = add nsw i64 %1163, %1166
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 %1167
+  %1168 = load float, ptr %arena403, align 4
+  %1169 = add nsw i64 4768, %conv2.f44393
+  %params404 = getelementptr inbounds float, ptr %params, i64 %1169
+  %1170 = load float, ptr %params404, align 4
+  %1171 = fadd float %1168, %1170
+  %best47405 = load float, ptr %conv2.best47, align 4
+  %1172 = select i1 %1159, float %1171, float %best47405
+  store float %1172, ptr %conv2.best47, align 4
+  %1173 = mul nsw i64 %conv2.f44393, 12544
+  %1174 = add nsw i64 2408448, %1173
+  %1175 = mul nsw i64 %conv2.j43392, 196
+  %1176 = add nsw i64 %1174, %1175
+  %1177 = mul nsw i64 %conv2.py45394, 28
+  %1178 = mul nsw i64 %conv2.px46395, 2
+  %1179 = add nsw i64 %1177, %1178
+  %1180 = add nsw i64 %1179, 1
+  %1181 = add nsw i64 %1176, %1180
+  %arena406 = getelementptr inbounds float, ptr %arena, i64 %1181
+  %1182 = load float, ptr %arena406, align 4
+  %1183 = add nsw i64 4768, %conv2.f44393
+  %params407 = getelementptr inbounds float, ptr %params, i64 %1183
+  %1184 = load float, ptr %params407, align 4
+  %1185 = fadd float %1182, %1184
+  %best47408 = load float, ptr %conv2.best47, align 4
+  %1186 = fcmp ogt float %1185, %best47408
+  %1187 = mul nsw i64 %conv2.py45394, 28
+  %1188 = mul nsw i64 %conv2.px46395, 2
+  %1189 = add nsw i64 %1187, %1188
+  %1190 = add nsw i64 %1189, 1
+  %1191 = sitofp i64 %1190 to float
+  %bi48409 = load float, ptr %conv2.bi48, align 4
+  %1192 = select i1 %1186, float %1191, float %bi48409
+  store float %1192, ptr %conv2.bi48, align 4
+  %1193 = mul nsw i64 %conv2.f44393, 12544
+  %1194 = add nsw i64 2408448, %1193
+  %1195 = mul nsw i64 %conv2.j43392, 196
+  %1196 = add nsw i64 %1194, %1195
+  %1197 = mul nsw i64 %conv2.py45394, 28
+  %1198 = mul nsw i64 %conv2.px46395, 2
+  %1199 = add nsw i64 %1197, %1198
+  %1200 = add nsw i64 %1199, 1
+  %1201 = add nsw i64 %1196, %1200
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1201
+  %1202 = load float, ptr %arena410, align 4
+  %1203 = add nsw i64 4768, %conv2.f44393
+  %params411 = getelementptr inbounds float, ptr %params, i64 %1203
+  %1204 = load float, ptr %params411, align 4
+  %1205 = fadd float %1202, %1204
+  %best47412 = load float, ptr %conv2.best47, align 4
+  %1206 = fcmp ogt float %1205, %best47412
+  %1207 = mul nsw i64 %conv2.f44393, 12544
+  %1208 = add nsw i64 2408448, %1207
+  %1209 = mul nsw i64 %conv2.j43392, 196
+  %1210 = add nsw i64 %1208, %1209
+  %1211 = mul nsw i64 %conv2.py45394, 28
+  %1212 = mul nsw i64 %conv2.px46395, 2
+  %1213 = add nsw i64 %1211, %1212
+  %1214 = add nsw i64 %1213, 1
+  %1215 = add nsw i64 %1210, %1214
+  %arena413 = getelementptr inbounds float, ptr %arena, i64 %1215
+  %1216 = load float, ptr %arena413, align 4
+  %1217 = add nsw i64 4768, %conv2.f44393
+  %params414 = getelementptr inbounds float, ptr %params, i64 %1217
+  %1218 = load float, ptr %params414, align 4
+  %1219 = fadd float %1216, %1218
+  %best47415 = load float, ptr %conv2.best47, align 4
+  %1220 = select i1 %1206, float %1219, float %best47415
+  store float %1220, ptr %conv2.best47, align 4
+  %1221 = mul nsw i64 %conv2.f44393, 12544
+  %1222 = add nsw i64 2408448, %1221
+  %1223 = mul nsw i64 %conv2.j43392, 196
+  %1224 = add nsw i64 %1222, %1223
+  %1225 = mul nsw i64 %conv2.py45394, 28
+  %1226 = mul nsw i64 %conv2.px46395, 2
+  %1227 = add nsw i64 %1225, %1226
+  %1228 = add nsw i64 %1227, 14
+  %1229 = add nsw i64 %1224, %1228
+  %arena416 = getelementptr inbounds float, ptr %arena, i64 %1229
+  %1230 = load float, ptr %arena416, align 4
+  %1231 = add nsw i64 4768, %conv2.f44393
+  %params417 = getelementptr inbounds float, ptr %params, i64 %1231
+  %1232 = load float, ptr %params417, align 4
+  %1233 = fadd float %1230, %1232
+  %best47418 = load float, ptr %conv2.best47, align 4
+  %1234 = fcmp ogt float %1233, %best47418
+  %1235 = mul nsw i64 %conv2.py45394, 28
+  %1236 = mul nsw i64 %conv2.px46395, 2
+  %1237 = add nsw i64 %1235, %1236
+  %1238 = add nsw i64 %1237, 14
+  %1239 = sitofp i64 %1238 to float
+  %bi48419 = load float, ptr %conv2.bi48, align 4
+  %1240 = select i1 %1234, float %1239, float %bi48419
+  store float %1240, ptr %conv2.bi48, align 4
+  %1241 = mul nsw i64 %conv2.f44393, 12544
+  %1242 = add nsw i64 2408448, %1241
+  %1243 = mul nsw i64 %conv2.j43392, 196
+  %1244 = add nsw i64 %1242, %1243
+  %1245 = mul nsw i64 %conv2.py45394, 28
+  %1246 = mul nsw i64 %conv2.px46395, 2
+  %1247 = add nsw i64 %1245, %1246
+  %1248 = add nsw i64 %1247, 14
+  %1249 = add nsw i64 %1244, %1248
+  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1249
+  %1250 = load float, ptr %arena420, align 4
+  %1251 = add nsw i64 4768, %conv2.f44393
+  %params421 = getelementptr inbounds float, ptr %params, i64 %1251
+  %1252 = load float, ptr %params421, align 4
+  %1253 = fadd float %1250, %1252
+  %best47422 = load float, ptr %conv2.best47, align 4
+  %1254 = fcmp ogt float %1253, %best47422
+  %1255 = mul nsw i64 %conv2.f44393, 12544
+  %1256 = add nsw i64 2408448, %1255
+  %1257 = mul nsw i64 %conv2.j43392, 196
+  %1258 = add nsw i64 %1256, %1257
+  %1259 = mul nsw i64 %conv2.py45394, 28
+  %1260 = mul nsw i64 %conv2.px46395, 2
+  %1261 = add nsw i64 %1259, %1260
+  %1262 = add nsw i64 %1261, 14
+  %1263 = add nsw i64 %1258, %1262
+  %arena423 = getelementptr inbounds float, ptr %arena, i64 %1263
+  %1264 = load float, ptr %arena423, align 4
+  %1265 = add nsw i64 4768, %conv2.f44393
+  %params424 = getelementptr inbounds float, ptr %params, i64 %1265
+  %1266 = load float, ptr %params424, align 4
+  %1267 = fadd float %1264, %1266
+  %best47425 = load float, ptr %conv2.best47, align 4
+  %1268 = select i1 %1254, float %1267, float %best47425
+  store float %1268, ptr %conv2.best47, align 4
+  %1269 = mul nsw i64 %conv2.f44393, 12544
+  %1270 = add nsw i64 2408448, %1269
+  %1271 = mul nsw i64 %conv2.j43392, 196
+  %1272 = add nsw i64 %1270, %1271
+  %1273 = mul nsw i64 %conv2.py45394, 28
+  %1274 = mul nsw i64 %conv2.px46395, 2
+  %1275 = add nsw i64 %1273, %1274
+  %1276 = add nsw i64 %1275, 14
+  %1277 = add nsw i64 %1276, 1
+  %1278 = add nsw i64 %1272, %1277
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1278
+  %1279 = load float, ptr %arena426, align 4
+  %1280 = add nsw i64 4768, %conv2.f44393
+  %params427 = getelementptr inbounds float, ptr %params, i64 %1280
+  %1281 = load float, ptr %params427, align 4
+  %1282 = fadd float %1279, %1281
+  %best47428 = load float, ptr %conv2.best47, align 4
+  %1283 = fcmp ogt float %1282, %best47428
+  %1284 = mul nsw i64 %conv2.py45394, 28
+  %1285 = mul nsw i64 %conv2.px46395, 2
+  %1286 = add nsw i64 %1284, %1285
+  %1287 = add nsw i64 %1286, 14
+  %1288 = add nsw i64 %1287, 1
+  %1289 = sitofp i64 %1288 to float
+  %bi48429 = load float, ptr %conv2.bi48, align 4
+  %1290 = select i1 %1283, float %1289, float %bi48429
+  store float %1290, ptr %conv2.bi48, align 4
+  %1291 = mul nsw i64 %conv2.f44393, 12544
+  %1292 = add nsw i64 2408448, %1291
+  %1293 = mul nsw i64 %conv2.j43392, 196
+  %1294 = add nsw i64 %1292, %1293
+  %1295 = mul nsw i64 %conv2.py45394, 28
+  %1296 = mul nsw i64 %conv2.px46395, 2
+  %1297 = add nsw i64 %1295, %1296
+  %1298 = add nsw i64 %1297, 14
+  %1299 = add nsw i64 %1298, 1
+  %1300 = add nsw i64 %1294, %1299
+  %arena430 = getelementptr inbounds float, ptr %arena, i64 %1300
+  %1301 = load float, ptr %arena430, align 4
+  %1302 = add nsw i64 4768, %conv2.f44393
+  %params431 = getelementptr inbounds float, ptr %params, i64 %1302
+  %1303 = load float, ptr %params431, align 4
+  %1304 = fadd float %1301, %1303
+  %best47432 = load float, ptr %conv2.best47, align 4
+  %1305 = fcmp ogt float %1304, %best47432
+  %1306 = mul nsw i64 %conv2.f44393, 12544
+  %1307 = add nsw i64 2408448, %1306
+  %1308 = mul nsw i64 %conv2.j43392, 196
+  %1309 = add nsw i64 %1307, %1308
+  %1310 = mul nsw i64 %conv2.py45394, 28
+  %1311 = mul nsw i64 %conv2.px46395, 2
+  %1312 = add nsw i64 %1310, %1311
+  %1313 = add nsw i64 %1312, 14
+  %1314 = add nsw i64 %1313, 1
+  %1315 = add nsw i64 %1309, %1314
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1315
+  %1316 = load float, ptr %arena433, align 4
+  %1317 = add nsw i64 4768, %conv2.f44393
+  %params434 = getelementptr inbounds float, ptr %params, i64 %1317
+  %1318 = load float, ptr %params434, align 4
+  %1319 = fadd float %1316, %1318
+  %best47435 = load float, ptr %conv2.best47, align 4
+  %1320 = select i1 %1305, float %1319, float %best47435
+  store float %1320, ptr %conv2.best47, align 4
+  %best47436 = load float, ptr %conv2.best47, align 4
+  %1321 = fcmp ogt float %best47436, 0.000000e+00
+  %best47437 = load float, ptr %conv2.best47, align 4
+  %1322 = select i1 %1321, float %best47437, float 0.000000e+00
+  %1323 = mul nsw i64 %conv2.g25237, 64
+  %1324 = add nsw i64 %1323, %conv2.j43392
+  %1325 = mul nsw i64 %1324, 1568
+  %1326 = mul nsw i64 %conv2.f44393, 49
+  %1327 = add nsw i64 %1325, %1326
+  %1328 = mul nsw i64 %conv2.py45394, 7
+  %1329 = add nsw i64 %1327, %1328
+  %1330 = add nsw i64 %1329, %conv2.px46395
+  %1331 = add nsw i64 401408, %1330
+  %arena438 = getelementptr inbounds float, ptr %arena, i64 %1331
+  store float %1322, ptr %arena438, align 4
+  %bi48439 = load float, ptr %conv2.bi48, align 4
+  %1332 = mul nsw i64 %conv2.g25237, 64
+  %1333 = add nsw i64 %1332, %conv2.j43392
+  %1334 = mul nsw i64 %1333, 1568
+  %1335 = mul nsw i64 %conv2.f44393, 49
+  %1336 = add nsw i64 %1334, %1335
+  %1337 = mul nsw i64 %conv2.py45394, 7
+  %1338 = add nsw i64 %1336, %1337
+  %1339 = add nsw i64 %1338, %conv2.px46395
+  %1340 = add nsw i64 501760, %1339
+  %arena440 = getelementptr inbounds float, ptr %arena, i64 %1340
+  store float %bi48439, ptr %arena440, align 4
+  %px46.next = add nsw i64 %conv2.px46395, 1
+  %1341 = icmp slt i64 %px46.next, 7
+  br i1 %1341, label %conv2.px46, label %conv2.px46.end
+
+conv2.px46.end:                                   ; preds = %conv2.px46
+  %py45.next = add nsw i64 %conv2.py45394, 1
+  %1342 = icmp slt i64 %py45.next, 7
+  br i1 %1342, label %conv2.py45, label %conv2.py45.end
+
+fc1.n49:                                          ; preds = %fc1.u50.end, %conv2.g25.end
+  %fc1.n49444 = phi i64 [ 0, %conv2.g25.end ], [ %n49.next, %fc1.u50.end ]
+  br label %fc1.u50
+
+fc1.n49.end:                                      ; preds = %fc1.u50.end
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 602112
+  %params452 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 610304
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena451, i32 128, ptr %params452, i32 128, float 0.000000e+00, ptr %arena453, i32 10)
+  br label %fc2.n51
+
+fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
+  %fc1.u50445 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
+  %1343 = mul nsw i64 %fc1.n49444, 128
+  %1344 = add nsw i64 602112, %1343
+  %1345 = add nsw i64 %1344, %fc1.u50445
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1345
+  %1346 = load float, ptr %arena446, align 4
+  %1347 = add nsw i64 205504, %fc1.u50445
+  %params447 = getelementptr inbounds float, ptr %params, i64 %1347
+  %1348 = load float, ptr %params447, align 4
+  %1349 = fadd float %1346, %1348
+  %1350 = fcmp ogt float %1349, 0.000000e+00
+  %1351 = mul nsw i64 %fc1.n49444, 128
+  %1352 = add nsw i64 602112, %1351
+  %1353 = add nsw i64 %1352, %fc1.u50445
+  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1353
+  %1354 = load float, ptr %arena448, align 4
+  %1355 = add nsw i64 205504, %fc1.u50445
+  %params449 = getelementptr inbounds float, ptr %params, i64 %1355
+  %1356 = load float, ptr %params449, align 4
+  %1357 = fadd float %1354, %1356
+  %1358 = select i1 %1350, float %1357, float 0.000000e+00
+  %1359 = mul nsw i64 %fc1.n49444, 128
+  %1360 = add nsw i64 602112, %1359
+  %1361 = add nsw i64 %1360, %fc1.u50445
+  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1361
+  store float %1358, ptr %arena450, align 4
+  %u50.next = add nsw i64 %fc1.u50445, 1
+  %1362 = icmp slt i64 %u50.next, 128
+  br i1 %1362, label %fc1.u50, label %fc1.u50.end
+
+fc1.u50.end:                                      ; preds = %fc1.u50
+  %n49.next = add nsw i64 %fc1.n49444, 1
+  %1363 = icmp slt i64 %n49.next, 64
+  br i1 %1363, label %fc1.n49, label %fc1.n49.end
+
+fc2.n51:                                          ; preds = %fc2.u52.end, %fc1.n49.end
+  %fc2.n51454 = phi i64 [ 0, %fc1.n49.end ], [ %n51.next, %fc2.u52.end ]
+  br label %fc2.u52
+
+fc2.n51.end:                                      ; preds = %fc2.u52.end
+  store float 0.000000e+00, ptr %loss.total53, align 4
+  br label %loss.n54
+
+fc2.u52:                                          ; preds = %fc2.u52, %fc2.n51
+  %fc2.u52455 = phi i64 [ 0, %fc2.n51 ], [ %u52.next, %fc2.u52 ]
+  %1364 = mul nsw i64 %fc2.n51454, 10
+  %1365 = add nsw i64 610304, %1364
+  %1366 = add nsw i64 %1365, %fc2.u52455
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 %1366
+  %1367 = load float, ptr %arena456, align 4
+  %1368 = add nsw i64 206912, %fc2.u52455
+  %params457 = getelementptr inbounds float, ptr %params, i64 %1368
+  %1369 = load float, ptr %params457, align 4
+  %1370 = fadd float %1367, %1369
+  %1371 = mul nsw i64 %fc2.n51454, 10
+  %1372 = add nsw i64 610304, %1371
+  %1373 = add nsw i64 %1372, %fc2.u52455
+  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1373
+  store float %1370, ptr %arena458, align 4
+  %u52.next = add nsw i64 %fc2.u52455, 1
+  %1374 = icmp slt i64 %u52.next, 10
+  br i1 %1374, label %fc2.u52, label %fc2.u52.end
+
+fc2.u52.end:                                      ; preds = %fc2.u52
+  %n51.next = add nsw i64 %fc2.n51454, 1
+  %1375 = icmp slt i64 %n51.next, 64
+  br i1 %1375, label %fc2.n51, label %fc2.n51.end
+
+loss.n54:                                         ; preds = %loss.k58.end, %fc2.n51.end
+  %loss.n54459 = phi i64 [ 0, %fc2.n51.end ], [ %n54.next, %loss.k58.end ]
+  %1376 = mul nsw i64 %loss.n54459, 10
+  %1377 = add nsw i64 610304, %1376
+  %arena460 = getelementptr inbounds float, ptr %arena, i64 %1377
+  %1378 = load float, ptr %arena460, align 4
+  store float %1378, ptr %loss.m55, align 4
+  br label %loss.k57
+
+loss.n54.end:                                     ; preds = %loss.k58.end
+  %total53470 = load float, ptr %loss.total53, align 4
+  %1379 = fdiv float %total53470, 6.400000e+01
+  %arena471 = getelementptr inbounds float, ptr %arena, i64 610944
+  store float %1379, ptr %arena471, align 4
+  br label %fc2_grad.n59
+
+loss.k57:                                         ; preds = %loss.k57, %loss.n54
+  %loss.k57461 = phi i64 [ 0, %loss.n54 ], [ %k57.next, %loss.k57 ]
+  %m55 = load float, ptr %loss.m55, align 4
+  %1380 = mul nsw i64 %loss.n54459, 10
+  %1381 = add nsw i64 610304, %1380
+  %1382 = add nsw i64 %1381, %loss.k57461
+  %arena462 = getelementptr inbounds float, ptr %arena, i64 %1382
+  %1383 = load float, ptr %arena462, align 4
+  %1384 = fcmp ogt float %1383, %m55
+  %1385 = select i1 %1384, float %1383, float %m55
+  store float %1385, ptr %loss.m55, align 4
+  %k57.next = add nsw i64 %loss.k57461, 1
+  %1386 = icmp slt i64 %k57.next, 10
+  br i1 %1386, label %loss.k57, label %loss.k57.end
+
+loss.k57.end:                                     ; preds = %loss.k57
+  store float 0.000000e+00, ptr %loss.s56, align 4
+  br label %loss.k58
+
+loss.k58:                                         ; preds = %loss.k58, %loss.k57.end
+  %loss.k58463 = phi i64 [ 0, %loss.k57.end ], [ %k58.next, %loss.k58 ]
+  %s56 = load float, ptr %loss.s56, align 4
+  %1387 = mul nsw i64 %loss.n54459, 10
+  %1388 = add nsw i64 610304, %1387
+  %1389 = add nsw i64 %1388, %loss.k58463
+  %arena464 = getelementptr inbounds float, ptr %arena, i64 %1389
+  %1390 = load float, ptr %arena464, align 4
+  %m55465 = load float, ptr %loss.m55, align 4
+  %1391 = fsub float %1390, %m55465
+  %1392 = call float @llvm.exp.f32(float %1391)
+  %1393 = fadd float %s56, %1392
+  store float %1393, ptr %loss.s56, align 4
+  %k58.next = add nsw i64 %loss.k58463, 1
+  %1394 = icmp slt i64 %k58.next, 10
+  br i1 %1394, label %loss.k58, label %loss.k58.end
+
+loss.k58.end:                                     ; preds = %loss.k58
+  %total53 = load float, ptr %loss.total53, align 4
+  %m55466 = load float, ptr %loss.m55, align 4
+  %s56467 = load float, ptr %loss.s56, align 4
+  %1395 = call float @llvm.log.f32(float %s56467)
+  %1396 = fadd float %m55466, %1395
+  %1397 = mul nsw i64 %loss.n54459, 10
+  %1398 = add nsw i64 610304, %1397
+  %labels468 = getelementptr inbounds i32, ptr %labels, i64 %loss.n54459
+  %label = load i32, ptr %labels468, align 4
+  %1399 = sext i32 %label to i64
+  %1400 = add nsw i64 %1398, %1399
+  %arena469 = getelementptr inbounds float, ptr %arena, i64 %1400
+  %1401 = load float, ptr %arena469, align 4
+  %1402 = fsub float %1396, %1401
+  %1403 = fadd float %total53, %1402
+  store float %1403, ptr %loss.total53, align 4
+  %n54.next = add nsw i64 %loss.n54459, 1
+  %1404 = icmp slt i64 %n54.next, 64
+  br i1 %1404, label %loss.n54, label %loss.n54.end
+
+fc2_grad.n59:                                     ; preds = %fc2_grad.k64.end, %loss.n54.end
+  %fc2_grad.n59472 = phi i64 [ 0, %loss.n54.end ], [ %n59.next, %fc2_grad.k64.end ]
+  %1405 = mul nsw i64 %fc2_grad.n59472, 10
+  %1406 = add nsw i64 610304, %1405
+  %arena473 = getelementptr inbounds float, ptr %arena, i64 %1406
+  %1407 = load float, ptr %arena473, align 4
+  store float %1407, ptr %fc2_grad.m60, align 4
+  br label %fc2_grad.k62
+
+fc2_grad.n59.end:                                 ; preds = %fc2_grad.k64.end
+  %arena489 = getelementptr inbounds float, ptr %arena, i64 610960
+  %arena490 = getelementptr inbounds float, ptr %arena, i64 602112
+  %grads491 = getelementptr inbounds float, ptr %grads, i64 205632
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 128, i32 64, float 1.000000e+00, ptr %arena489, i32 10, ptr %arena490, i32 128, float 0.000000e+00, ptr %grads491, i32 128)
+  br label %fc2_bias_grad.u65
+
+fc2_grad.k62:                                     ; preds = %fc2_grad.k62, %fc2_grad.n59
+  %fc2_grad.k62474 = phi i64 [ 0, %fc2_grad.n59 ], [ %k62.next, %fc2_grad.k62 ]
+  %m60 = load float, ptr %fc2_grad.m60, align 4
+  %1408 = mul nsw i64 %fc2_grad.n59472, 10
+  %1409 = add nsw i64 610304, %1408
+  %1410 = add nsw i64 %1409, %fc2_grad.k62474
+  %arena475 = getelementptr inbounds float, ptr %arena, i64 %1410
+  %1411 = load float, ptr %arena475, align 4
+  %1412 = fcmp ogt float %1411, %m60
+  %1413 = select i1 %1412, float %1411, float %m60
+  store float %1413, ptr %fc2_grad.m60, align 4
+  %k62.next = add nsw i64 %fc2_grad.k62474, 1
+  %1414 = icmp slt i64 %k62.next, 10
+  br i1 %1414, label %fc2_grad.k62, label %fc2_grad.k62.end
+
+fc2_grad.k62.end:                                 ; preds = %fc2_grad.k62
+  store float 0.000000e+00, ptr %fc2_grad.s61, align 4
+  br label %fc2_grad.k63
+
+fc2_grad.k63:                                     ; preds = %fc2_grad.k63, %fc2_grad.k62.end
+  %fc2_grad.k63476 = phi i64 [ 0, %fc2_grad.k62.end ], [ %k63.next, %fc2_grad.k63 ]
+  %s61 = load float, ptr %fc2_grad.s61, align 4
+  %1415 = mul nsw i64 %fc2_grad.n59472, 10
+  %1416 = add nsw i64 610304, %1415
+  %1417 = add nsw i64 %1416, %fc2_grad.k63476
+  %arena477 = getelementptr inbounds float, ptr %arena, i64 %1417
+  %1418 = load float, ptr %arena477, align 4
+  %m60478 = load float, ptr %fc2_grad.m60, align 4
+  %1419 = fsub float %1418, %m60478
+  %1420 = call float @llvm.exp.f32(float %1419)
+  %1421 = fadd float %s61, %1420
+  store float %1421, ptr %fc2_grad.s61, align 4
+  %k63.next = add nsw i64 %fc2_grad.k63476, 1
+  %1422 = icmp slt i64 %k63.next, 10
+  br i1 %1422, label %fc2_grad.k63, label %fc2_grad.k63.end
+
+fc2_grad.k63.end:                                 ; preds = %fc2_grad.k63
+  br label %fc2_grad.k64
+
+fc2_grad.k64:                                     ; preds = %fc2_grad.k64, %fc2_grad.k63.end
+  %fc2_grad.k64479 = phi i64 [ 0, %fc2_grad.k63.end ], [ %k64.next, %fc2_grad.k64 ]
+  %labels480 = getelementptr inbounds i32, ptr %labels, i64 %fc2_grad.n59472
+  %label481 = load i32, ptr %labels480, align 4
+  %1423 = sext i32 %label481 to i64
+  %1424 = icmp eq i64 %fc2_grad.k64479, %1423
+  %1425 = mul nsw i64 %fc2_grad.n59472, 10
+  %1426 = add nsw i64 610304, %1425
+  %1427 = add nsw i64 %1426, %fc2_grad.k64479
+  %arena482 = getelementptr inbounds float, ptr %arena, i64 %1427
+  %1428 = load float, ptr %arena482, align 4
+  %m60483 = load float, ptr %fc2_grad.m60, align 4
+  %1429 = fsub float %1428, %m60483
+  %1430 = call float @llvm.exp.f32(float %1429)
+  %s61484 = load float, ptr %fc2_grad.s61, align 4
+  %1431 = fdiv float %1430, %s61484
+  %1432 = fsub float %1431, 1.000000e+00
+  %1433 = mul nsw i64 %fc2_grad.n59472, 10
+  %1434 = add nsw i64 610304, %1433
+  %1435 = add nsw i64 %1434, %fc2_grad.k64479
+  %arena485 = getelementptr inbounds float, ptr %arena, i64 %1435
+  %1436 = load float, ptr %arena485, align 4
+  %m60486 = load float, ptr %fc2_grad.m60, align 4
+  %1437 = fsub float %1436, %m60486
+  %1438 = call float @llvm.exp.f32(float %1437)
+  %s61487 = load float, ptr %fc2_grad.s61, align 4
+  %1439 = fdiv float %1438, %s61487
+  %1440 = select i1 %1424, float %1432, float %1439
+  %1441 = fdiv float %1440, 6.400000e+01
+  %1442 = mul nsw i64 %fc2_grad.n59472, 10
+  %1443 = add nsw i64 610960, %1442
+  %1444 = add nsw i64 %1443, %fc2_grad.k64479
+  %arena488 = getelementptr inbounds float, ptr %arena, i64 %1444
+  store float %1441, ptr %arena488, align 4
+  %k64.next = add nsw i64 %fc2_grad.k64479, 1
+  %1445 = icmp slt i64 %k64.next, 10
+  br i1 %1445, label %fc2_grad.k64, label %fc2_grad.k64.end
+
+fc2_grad.k64.end:                                 ; preds = %fc2_grad.k64
+  %n59.next = add nsw i64 %fc2_grad.n59472, 1
+  %1446 = icmp slt i64 %n59.next, 64
+  br i1 %1446, label %fc2_grad.n59, label %fc2_grad.n59.end
+
+fc2_bias_grad.u65:                                ; preds = %fc2_bias_grad.n67.end, %fc2_grad.n59.end
+  %fc2_bias_grad.u65492 = phi i64 [ 0, %fc2_grad.n59.end ], [ %u65.next, %fc2_bias_grad.n67.end ]
+  store float 0.000000e+00, ptr %fc2_bias_grad.acc66, align 4
+  br label %fc2_bias_grad.n67
+
+fc2_bias_grad.u65.end:                            ; preds = %fc2_bias_grad.n67.end
+  %arena497 = getelementptr inbounds float, ptr %arena, i64 610960
+  %params498 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena499 = getelementptr inbounds float, ptr %arena, i64 611600
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 128, i32 10, float 1.000000e+00, ptr %arena497, i32 10, ptr %params498, i32 128, float 0.000000e+00, ptr %arena499, i32 128)
+  br label %fc1_grad.i68
+
+fc2_bias_grad.n67:                                ; preds = %fc2_bias_grad.n67, %fc2_bias_grad.u65
+  %fc2_bias_grad.n67493 = phi i64 [ 0, %fc2_bias_grad.u65 ], [ %n67.next, %fc2_bias_grad.n67 ]
+  %acc66 = load float, ptr %fc2_bias_grad.acc66, align 4
+  %1447 = mul nsw i64 %fc2_bias_grad.n67493, 10
+  %1448 = add nsw i64 610960, %1447
+  %1449 = add nsw i64 %1448, %fc2_bias_grad.u65492
+  %arena494 = getelementptr inbounds float, ptr %arena, i64 %1449
+  %1450 = load float, ptr %arena494, align 4
+  %1451 = fadd float %acc66, %1450
+  store float %1451, ptr %fc2_bias_grad.acc66, align 4
+  %n67.next = add nsw i64 %fc2_bias_grad.n67493, 1
+  %1452 = icmp slt i64 %n67.next, 64
+  br i1 %1452, label %fc2_bias_grad.n67, label %fc2_bias_grad.n67.end
+
+fc2_bias_grad.n67.end:                            ; preds = %fc2_bias_grad.n67
+  %acc66495 = load float, ptr %fc2_bias_grad.acc66, align 4
+  %1453 = add nsw i64 206912, %fc2_bias_grad.u65492
+  %grads496 = getelementptr inbounds float, ptr %grads, i64 %1453
+  store float %acc66495, ptr %grads496, align 4
+  %u65.next = add nsw i64 %fc2_bias_grad.u65492, 1
+  %1454 = icmp slt i64 %u65.next, 10
+  br i1 %1454, label %fc2_bias_grad.u65, label %fc2_bias_grad.u65.end
+
+fc1_grad.i68:                                     ; preds = %fc1_grad.i68, %fc2_bias_grad.u65.end
+  %fc1_grad.i68500 = phi i64 [ 0, %fc2_bias_grad.u65.end ], [ %i68.next, %fc1_grad.i68 ]
+  %1455 = add nsw i64 602112, %fc1_grad.i68500
+  %arena501 = getelementptr inbounds float, ptr %arena, i64 %1455
+  %1456 = load float, ptr %arena501, align 4
+  %1457 = fcmp ogt float %1456, 0.000000e+00
+  %1458 = add nsw i64 611600, %fc1_grad.i68500
+  %arena502 = getelementptr inbounds float, ptr %arena, i64 %1458
+  %1459 = load float, ptr %arena502, align 4
+  %1460 = select i1 %1457, float %1459, float 0.000000e+00
+  %1461 = add nsw i64 619792, %fc1_grad.i68500
+  %arena503 = getelementptr inbounds float, ptr %arena, i64 %1461
+  store float %1460, ptr %arena503, align 4
+  %i68.next = add nsw i64 %fc1_grad.i68500, 1
+  %1462 = icmp slt i64 %i68.next, 8192
+  br i1 %1462, label %fc1_grad.i68, label %fc1_grad.i68.end
+
+fc1_grad.i68.end:                                 ; preds = %fc1_grad.i68
+  %arena504 = getelementptr inbounds float, ptr %arena, i64 619792
+  %arena505 = getelementptr inbounds float, ptr %arena, i64 401408
+  %grads506 = getelementptr inbounds float, ptr %grads, i64 4800
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 128, i32 1568, i32 64, float 1.000000e+00, ptr %arena504, i32 128, ptr %arena505, i32 1568, float 0.000000e+00, ptr %grads506, i32 1568)
+  br label %fc1_bias_grad.u69
+
+fc1_bias_grad.u69:                                ; preds = %fc1_bias_grad.n71.end, %fc1_grad.i68.end
+  %fc1_bias_grad.u69507 = phi i64 [ 0, %fc1_grad.i68.end ], [ %u69.next, %fc1_bias_grad.n71.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc70, align 4
+  br label %fc1_bias_grad.n71
+
+fc1_bias_grad.u69.end:                            ; preds = %fc1_bias_grad.n71.end
+  %arena512 = getelementptr inbounds float, ptr %arena, i64 619792
+  %params513 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena514 = getelementptr inbounds float, ptr %arena, i64 627984
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 1568, i32 128, float 1.000000e+00, ptr %arena512, i32 128, ptr %params513, i32 1568, float 0.000000e+00, ptr %arena514, i32 1568)
+  br label %conv2_grad.i72
+
+fc1_bias_grad.n71:                                ; preds = %fc1_bias_grad.n71, %fc1_bias_grad.u69
+  %fc1_bias_grad.n71508 = phi i64 [ 0, %fc1_bias_grad.u69 ], [ %n71.next, %fc1_bias_grad.n71 ]
+  %acc70 = load float, ptr %fc1_bias_grad.acc70, align 4
+  %1463 = mul nsw i64 %fc1_bias_grad.n71508, 128
+  %1464 = add nsw i64 619792, %1463
+  %1465 = add nsw i64 %1464, %fc1_bias_grad.u69507
+  %arena509 = getelementptr inbounds float, ptr %arena, i64 %1465
+  %1466 = load float, ptr %arena509, align 4
+  %1467 = fadd float %acc70, %1466
+  store float %1467, ptr %fc1_bias_grad.acc70, align 4
+  %n71.next = add nsw i64 %fc1_bias_grad.n71508, 1
+  %1468 = icmp slt i64 %n71.next, 64
+  br i1 %1468, label %fc1_bias_grad.n71, label %fc1_bias_grad.n71.end
+
+fc1_bias_grad.n71.end:                            ; preds = %fc1_bias_grad.n71
+  %acc70510 = load float, ptr %fc1_bias_grad.acc70, align 4
+  %1469 = add nsw i64 205504, %fc1_bias_grad.u69507
+  %grads511 = getelementptr inbounds float, ptr %grads, i64 %1469
+  store float %acc70510, ptr %grads511, align 4
+  %u69.next = add nsw i64 %fc1_bias_grad.u69507, 1
+  %1470 = icmp slt i64 %u69.next, 128
+  br i1 %1470, label %fc1_bias_grad.u69, label %fc1_bias_grad.u69.end
+
+conv2_grad.i72:                                   ; preds = %conv2_grad.i72, %fc1_bias_grad.u69.end
+  %conv2_grad.i72515 = phi i64 [ 0, %fc1_bias_grad.u69.end ], [ %i72.next, %conv2_grad.i72 ]
+  %1471 = add nsw i64 728336, %conv2_grad.i72515
+  %arena516 = getelementptr inbounds float, ptr %arena, i64 %1471
+  store float 0.000000e+00, ptr %arena516, align 4
+  %i72.next = add nsw i64 %conv2_grad.i72515, 1
+  %1472 = icmp slt i64 %i72.next, 401408
+  br i1 %1472, label %conv2_grad.i72, label %conv2_grad.i72.end
+
+conv2_grad.i72.end:                               ; preds = %conv2_grad.i72
+  br label %conv2_grad.q73
+
+conv2_grad.q73:                                   ; preds = %conv2_grad.i74.end, %conv2_grad.i72.end
+  %conv2_grad.q73517 = phi i64 [ 0, %conv2_grad.i72.end ], [ %q73.next, %conv2_grad.i74.end ]
+  br label %conv2_grad.i74
+
+conv2_grad.q73.end:                               ; preds = %conv2_grad.i74.end
+  br label %conv2_weight_grad.i75
+
+conv2_grad.i74:                                   ; preds = %conv2_grad.endif, %conv2_grad.q73
+  %conv2_grad.i74518 = phi i64 [ 0, %conv2_grad.q73 ], [ %i74.next, %conv2_grad.endif ]
+  %1473 = mul nsw i64 %conv2_grad.q73517, 49
+  %1474 = add nsw i64 %1473, %conv2_grad.i74518
+  %1475 = add nsw i64 401408, %1474
+  %arena519 = getelementptr inbounds float, ptr %arena, i64 %1475
+  %1476 = load float, ptr %arena519, align 4
+  %1477 = fcmp ogt float %1476, 0.000000e+00
+  br i1 %1477, label %conv2_grad.then, label %conv2_grad.endif
+
+conv2_grad.i74.end:                               ; preds = %conv2_grad.endif
+  %q73.next = add nsw i64 %conv2_grad.q73517, 1
+  %1478 = icmp slt i64 %q73.next, 2048
+  br i1 %1478, label %conv2_grad.q73, label %conv2_grad.q73.end
+
+conv2_grad.then:                                  ; preds = %conv2_grad.i74
+  %1479 = mul nsw i64 %conv2_grad.q73517, 196
+  %1480 = add nsw i64 728336, %1479
+  %1481 = mul nsw i64 %conv2_grad.q73517, 49
+  %1482 = add nsw i64 %1481, %conv2_grad.i74518
+  %1483 = add nsw i64 501760, %1482
+  %arena520 = getelementptr inbounds float, ptr %arena, i64 %1483
+  %1484 = load float, ptr %arena520, align 4
+  %1485 = fptosi float %1484 to i64
+  %1486 = add nsw i64 %1480, %1485
+  %arena521 = getelementptr inbounds float, ptr %arena, i64 %1486
+  %1487 = load float, ptr %arena521, align 4
+  %1488 = mul nsw i64 %conv2_grad.q73517, 49
+  %1489 = add nsw i64 %1488, %conv2_grad.i74518
+  %1490 = add nsw i64 627984, %1489
+  %arena522 = getelementptr inbounds float, ptr %arena, i64 %1490
+  %1491 = load float, ptr %arena522, align 4
+  %1492 = fadd float %1487, %1491
+  store float %1492, ptr %arena521, align 4
   br label %conv2_grad.endif
 
-conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i62
-  %i62.next = add nsw i64 %conv2_grad.i62228, 1
-  %827 = icmp slt i64 %i62.next, 49
-  br i1 %827, label %conv2_grad.i62, label %conv2_grad.i62.end
+conv2_grad.endif:                                 ; preds = %conv2_grad.then, %conv2_grad.i74
+  %i74.next = add nsw i64 %conv2_grad.i74518, 1
+  %1493 = icmp slt i64 %i74.next, 49
+  br i1 %1493, label %conv2_grad.i74, label %conv2_grad.i74.end
 
-conv2_weight_grad.i63:                            ; preds = %conv2_weight_grad.i63, %conv2_grad.q61.end
-  %conv2_weight_grad.i63233 = phi i64 [ 0, %conv2_grad.q61.end ], [ %i63.next, %conv2_weight_grad.i63 ]
-  %828 = add nsw i64 160, %conv2_weight_grad.i63233
-  %grads234 = getelementptr inbounds float, ptr %grads, i64 %828
-  store float 0.000000e+00, ptr %grads234, align 4
-  %i63.next = add nsw i64 %conv2_weight_grad.i63233, 1
-  %829 = icmp slt i64 %i63.next, 4608
-  br i1 %829, label %conv2_weight_grad.i63, label %conv2_weight_grad.i63.end
+conv2_weight_grad.i75:                            ; preds = %conv2_weight_grad.i75, %conv2_grad.q73.end
+  %conv2_weight_grad.i75523 = phi i64 [ 0, %conv2_grad.q73.end ], [ %i75.next, %conv2_weight_grad.i75 ]
+  %1494 = add nsw i64 3337488, %conv2_weight_grad.i75523
+  %arena524 = getelementptr inbounds float, ptr %arena, i64 %1494
+  store float 0.000000e+00, ptr %arena524, align 4
+  %i75.next = add nsw i64 %conv2_weight_grad.i75523, 1
+  %1495 = icmp slt i64 %i75.next, 4608
+  br i1 %1495, label %conv2_weight_grad.i75, label %conv2_weight_grad.i75.end
 
-conv2_weight_grad.i63.end:                        ; preds = %conv2_weight_grad.i63
-  br label %conv2_weight_grad.g64
+conv2_weight_grad.i75.end:                        ; preds = %conv2_weight_grad.i75
+  br label %conv2_weight_grad.g76
 
-conv2_weight_grad.g64:                            ; preds = %conv2_weight_grad.j76.end, %conv2_weight_grad.i63.end
-  %conv2_weight_grad.g64235 = phi i64 [ 0, %conv2_weight_grad.i63.end ], [ %g64.next, %conv2_weight_grad.j76.end ]
-  br label %conv2_weight_grad.j65
+conv2_weight_grad.g76:                            ; preds = %conv2_weight_grad.nb98.end, %conv2_weight_grad.i75.end
+  %conv2_weight_grad.g76525 = phi i64 [ 0, %conv2_weight_grad.i75.end ], [ %g76.next, %conv2_weight_grad.nb98.end ]
+  br label %conv2_weight_grad.j77
 
-conv2_weight_grad.g64.end:                        ; preds = %conv2_weight_grad.j76.end
-  br label %conv2_bias_grad.i79
+conv2_weight_grad.g76.end:                        ; preds = %conv2_weight_grad.nb98.end
+  br label %conv2_weight_grad.f104
 
-conv2_weight_grad.j65:                            ; preds = %conv2_weight_grad.c68.end, %conv2_weight_grad.g64
-  %conv2_weight_grad.j65236 = phi i64 [ 0, %conv2_weight_grad.g64 ], [ %j65.next, %conv2_weight_grad.c68.end ]
-  br label %conv2_weight_grad.r66
+conv2_weight_grad.j77:                            ; preds = %conv2_weight_grad.c80.end, %conv2_weight_grad.g76
+  %conv2_weight_grad.j77526 = phi i64 [ 0, %conv2_weight_grad.g76 ], [ %j77.next, %conv2_weight_grad.c80.end ]
+  br label %conv2_weight_grad.r78
 
-conv2_weight_grad.j65.end:                        ; preds = %conv2_weight_grad.c68.end
-  br label %conv2_weight_grad.j76
+conv2_weight_grad.j77.end:                        ; preds = %conv2_weight_grad.c80.end
+  br label %conv2_weight_grad.j88
 
-conv2_weight_grad.r66:                            ; preds = %conv2_weight_grad.i67.end, %conv2_weight_grad.j65
-  %conv2_weight_grad.r66237 = phi i64 [ 0, %conv2_weight_grad.j65 ], [ %r66.next, %conv2_weight_grad.i67.end ]
-  br label %conv2_weight_grad.i67
+conv2_weight_grad.r78:                            ; preds = %conv2_weight_grad.i79.end, %conv2_weight_grad.j77
+  %conv2_weight_grad.r78527 = phi i64 [ 0, %conv2_weight_grad.j77 ], [ %r78.next, %conv2_weight_grad.i79.end ]
+  br label %conv2_weight_grad.i79
 
-conv2_weight_grad.r66.end:                        ; preds = %conv2_weight_grad.i67.end
-  br label %conv2_weight_grad.c68
+conv2_weight_grad.r78.end:                        ; preds = %conv2_weight_grad.i79.end
+  br label %conv2_weight_grad.c80
 
-conv2_weight_grad.i67:                            ; preds = %conv2_weight_grad.i67, %conv2_weight_grad.r66
-  %conv2_weight_grad.i67238 = phi i64 [ 0, %conv2_weight_grad.r66 ], [ %i67.next, %conv2_weight_grad.i67 ]
-  %830 = mul nsw i64 %conv2_weight_grad.r66237, 12544
-  %831 = add nsw i64 1129744, %830
-  %832 = mul nsw i64 %conv2_weight_grad.j65236, 196
-  %833 = add nsw i64 %831, %832
-  %834 = add nsw i64 %833, %conv2_weight_grad.i67238
-  %arena239 = getelementptr inbounds float, ptr %arena, i64 %834
-  store float 0.000000e+00, ptr %arena239, align 4
-  %i67.next = add nsw i64 %conv2_weight_grad.i67238, 1
-  %835 = icmp slt i64 %i67.next, 196
-  br i1 %835, label %conv2_weight_grad.i67, label %conv2_weight_grad.i67.end
+conv2_weight_grad.i79:                            ; preds = %conv2_weight_grad.i79, %conv2_weight_grad.r78
+  %conv2_weight_grad.i79528 = phi i64 [ 0, %conv2_weight_grad.r78 ], [ %i79.next, %conv2_weight_grad.i79 ]
+  %1496 = mul nsw i64 %conv2_weight_grad.r78527, 12544
+  %1497 = add nsw i64 1129744, %1496
+  %1498 = mul nsw i64 %conv2_weight_grad.j77526, 196
+  %1499 = add nsw i64 %1497, %1498
+  %1500 = add nsw i64 %1499, %conv2_weight_grad.i79528
+  %arena529 = getelementptr inbounds float, ptr %arena, i64 %1500
+  store float 0.000000e+00, ptr %arena529, align 4
+  %i79.next = add nsw i64 %conv2_weight_grad.i79528, 1
+  %1501 = icmp slt i64 %i79.next, 196
+  br i1 %1501, label %conv2_weight_grad.i79, label %conv2_weight_grad.i79.end
 
-conv2_weight_grad.i67.end:                        ; preds = %conv2_weight_grad.i67
-  %r66.next = add nsw i64 %conv2_weight_grad.r66237, 1
-  %836 = icmp slt i64 %r66.next, 144
-  br i1 %836, label %conv2_weight_grad.r66, label %conv2_weight_grad.r66.end
+conv2_weight_grad.i79.end:                        ; preds = %conv2_weight_grad.i79
+  %r78.next = add nsw i64 %conv2_weight_grad.r78527, 1
+  %1502 = icmp slt i64 %r78.next, 144
+  br i1 %1502, label %conv2_weight_grad.r78, label %conv2_weight_grad.r78.end
 
-conv2_weight_grad.c68:                            ; preds = %conv2_weight_grad.ky69.end, %conv2_weight_grad.r66.end
-  %conv2_weight_grad.c68240 = phi i64 [ 0, %conv2_weight_grad.r66.end ], [ %c68.next, %conv2_weight_grad.ky69.end ]
-  br label %conv2_weight_grad.ky69
+conv2_weight_grad.c80:                            ; preds = %conv2_weight_grad.ky81.end, %conv2_weight_grad.r78.end
+  %conv2_weight_grad.c80530 = phi i64 [ 0, %conv2_weight_grad.r78.end ], [ %c80.next, %conv2_weight_grad.ky81.end ]
+  br label %conv2_weight_grad.ky81
 
-conv2_weight_grad.c68.end:                        ; preds = %conv2_weight_grad.ky69.end
-  %j65.next = add nsw i64 %conv2_weight_grad.j65236, 1
-  %837 = icmp slt i64 %j65.next, 64
-  br i1 %837, label %conv2_weight_grad.j65, label %conv2_weight_grad.j65.end
+conv2_weight_grad.c80.end:                        ; preds = %conv2_weight_grad.ky81.end
+  %j77.next = add nsw i64 %conv2_weight_grad.j77526, 1
+  %1503 = icmp slt i64 %j77.next, 64
+  br i1 %1503, label %conv2_weight_grad.j77, label %conv2_weight_grad.j77.end
 
-conv2_weight_grad.ky69:                           ; preds = %conv2_weight_grad.oy74.end, %conv2_weight_grad.c68
-  %conv2_weight_grad.ky69241 = phi i64 [ 0, %conv2_weight_grad.c68 ], [ %ky69.next, %conv2_weight_grad.oy74.end ]
-  br label %conv2_weight_grad.oy70
+conv2_weight_grad.ky81:                           ; preds = %conv2_weight_grad.oy86.end, %conv2_weight_grad.c80
+  %conv2_weight_grad.ky81531 = phi i64 [ 0, %conv2_weight_grad.c80 ], [ %ky81.next, %conv2_weight_grad.oy86.end ]
+  br label %conv2_weight_grad.oy82
 
-conv2_weight_grad.ky69.end:                       ; preds = %conv2_weight_grad.oy74.end
-  %c68.next = add nsw i64 %conv2_weight_grad.c68240, 1
-  %838 = icmp slt i64 %c68.next, 16
-  br i1 %838, label %conv2_weight_grad.c68, label %conv2_weight_grad.c68.end
+conv2_weight_grad.ky81.end:                       ; preds = %conv2_weight_grad.oy86.end
+  %c80.next = add nsw i64 %conv2_weight_grad.c80530, 1
+  %1504 = icmp slt i64 %c80.next, 16
+  br i1 %1504, label %conv2_weight_grad.c80, label %conv2_weight_grad.c80.end
 
-conv2_weight_grad.oy70:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky69
-  %conv2_weight_grad.oy70242 = phi i64 [ 0, %conv2_weight_grad.ky69 ], [ %oy70.next, %conv2_weight_grad.endif ]
-  %839 = add nsw i64 %conv2_weight_grad.oy70242, %conv2_weight_grad.ky69241
-  %840 = add nsw i64 %839, -1
-  %841 = icmp slt i64 -1, %840
-  %842 = add nsw i64 %conv2_weight_grad.oy70242, %conv2_weight_grad.ky69241
-  %843 = add nsw i64 %842, -1
-  %844 = icmp slt i64 %843, 14
-  %845 = and i1 %841, %844
-  br i1 %845, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
+conv2_weight_grad.oy82:                           ; preds = %conv2_weight_grad.endif, %conv2_weight_grad.ky81
+  %conv2_weight_grad.oy82532 = phi i64 [ 0, %conv2_weight_grad.ky81 ], [ %oy82.next, %conv2_weight_grad.endif ]
+  %1505 = add nsw i64 %conv2_weight_grad.oy82532, %conv2_weight_grad.ky81531
+  %1506 = add nsw i64 %1505, -1
+  %1507 = icmp slt i64 -1, %1506
+  %1508 = add nsw i64 %conv2_weight_grad.oy82532, %conv2_weight_grad.ky81531
+  %1509 = add nsw i64 %1508, -1
+  %1510 = icmp slt i64 %1509, 14
+  %1511 = and i1 %1507, %1510
+  br i1 %1511, label %conv2_weight_grad.then, label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy70.end:                       ; preds = %conv2_weight_grad.endif
-  br label %conv2_weight_grad.oy72
+conv2_weight_grad.oy82.end:                       ; preds = %conv2_weight_grad.endif
+  br label %conv2_weight_grad.oy84
 
-conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy70
-  br label %conv2_weight_grad.ox71
+conv2_weight_grad.then:                           ; preds = %conv2_weight_grad.oy82
+  br label %conv2_weight_grad.ox83
 
-conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox71.end, %conv2_weight_grad.oy70
-  %oy70.next = add nsw i64 %conv2_weight_grad.oy70242, 1
-  %846 = icmp slt i64 %oy70.next, 14
-  br i1 %846, label %conv2_weight_grad.oy70, label %conv2_weight_grad.oy70.end
+conv2_weight_grad.endif:                          ; preds = %conv2_weight_grad.ox83.end, %conv2_weight_grad.oy82
+  %oy82.next = add nsw i64 %conv2_weight_grad.oy82532, 1
+  %1512 = icmp slt i64 %oy82.next, 14
+  br i1 %1512, label %conv2_weight_grad.oy82, label %conv2_weight_grad.oy82.end
 
-conv2_weight_grad.ox71:                           ; preds = %conv2_weight_grad.ox71, %conv2_weight_grad.then
-  %conv2_weight_grad.ox71243 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox71.next, %conv2_weight_grad.ox71 ]
-  %847 = mul nsw i64 %conv2_weight_grad.g64235, 64
-  %848 = add nsw i64 %847, %conv2_weight_grad.j65236
-  %849 = mul nsw i64 %848, 3136
-  %850 = mul nsw i64 %conv2_weight_grad.c68240, 196
-  %851 = add nsw i64 %849, %850
-  %852 = add nsw i64 %conv2_weight_grad.oy70242, %conv2_weight_grad.ky69241
-  %853 = add nsw i64 %852, -1
-  %854 = mul nsw i64 %853, 14
-  %855 = add nsw i64 %851, %854
-  %856 = add nsw i64 %conv2_weight_grad.ox71243, 1
-  %857 = add nsw i64 %856, -1
-  %858 = add nsw i64 %855, %857
-  %arena244 = getelementptr inbounds float, ptr %arena, i64 %858
-  %859 = load float, ptr %arena244, align 4
-  %860 = mul nsw i64 %conv2_weight_grad.c68240, 3
-  %861 = add nsw i64 %860, %conv2_weight_grad.ky69241
-  %862 = mul nsw i64 %861, 3
-  %863 = mul nsw i64 %862, 12544
-  %864 = add nsw i64 1129744, %863
-  %865 = mul nsw i64 %conv2_weight_grad.j65236, 196
-  %866 = add nsw i64 %864, %865
-  %867 = mul nsw i64 %conv2_weight_grad.oy70242, 14
-  %868 = add nsw i64 %866, %867
-  %869 = add nsw i64 %conv2_weight_grad.ox71243, 1
-  %870 = add nsw i64 %868, %869
-  %arena245 = getelementptr inbounds float, ptr %arena, i64 %870
-  store float %859, ptr %arena245, align 4
-  %ox71.next = add nsw i64 %conv2_weight_grad.ox71243, 1
-  %871 = icmp slt i64 %ox71.next, 13
-  br i1 %871, label %conv2_weight_grad.ox71, label %conv2_weight_grad.ox71.end
+conv2_weight_grad.ox83:                           ; preds = %conv2_weight_grad.ox83, %conv2_weight_grad.then
+  %conv2_weight_grad.ox83533 = phi i64 [ 0, %conv2_weight_grad.then ], [ %ox83.next, %conv2_weight_grad.ox83 ]
+  %1513 = mul nsw i64 %conv2_weight_grad.g76525, 64
+  %1514 = add nsw i64 %1513, %conv2_weight_grad.j77526
+  %1515 = mul nsw i64 %1514, 3136
+  %1516 = mul nsw i64 %conv2_weight_grad.c80530, 196
+  %1517 = add nsw i64 %1515, %1516
+  %1518 = add nsw i64 %conv2_weight_grad.oy82532, %conv2_weight_grad.ky81531
+  %1519 = add nsw i64 %1518, -1
+  %1520 = mul nsw i64 %1519, 14
+  %1521 = add nsw i64 %1517, %1520
+  %1522 = add nsw i64 %conv2_weight_grad.ox83533, 1
+  %1523 = add nsw i64 %1522, -1
+  %1524 = add nsw i64 %1521, %1523
+  %arena534 = getelementptr inbounds float, ptr %arena, i64 %1524
+  %1525 = load float, ptr %arena534, align 4
+  %1526 = mul nsw i64 %conv2_weight_grad.c80530, 3
+  %1527 = add nsw i64 %1526, %conv2_weight_grad.ky81531
+  %1528 = mul nsw i64 %1527, 3
+  %1529 = mul nsw i64 %1528, 12544
+  %1530 = add nsw i64 1129744, %1529
+  %1531 = mul nsw i64 %conv2_weight_grad.j77526, 196
+  %1532 = add nsw i64 %1530, %1531
+  %1533 = mul nsw i64 %conv2_weight_grad.oy82532, 14
+  %1534 = add nsw i64 %1532, %1533
+  %1535 = add nsw i64 %conv2_weight_grad.ox83533, 1
+  %1536 = add nsw i64 %1534, %1535
+  %arena535 = getelementptr inbounds float, ptr %arena, i64 %1536
+  store float %1525, ptr %arena535, align 4
+  %ox83.next = add nsw i64 %conv2_weight_grad.ox83533, 1
+  %1537 = icmp slt i64 %ox83.next, 13
+  br i1 %1537, label %conv2_weight_grad.ox83, label %conv2_weight_grad.ox83.end
 
-conv2_weight_grad.ox71.end:                       ; preds = %conv2_weight_grad.ox71
+conv2_weight_grad.ox83.end:                       ; preds = %conv2_weight_grad.ox83
   br label %conv2_weight_grad.endif
 
-conv2_weight_grad.oy72:                           ; preds = %conv2_weight_grad.endif248, %conv2_weight_grad.oy70.end
-  %conv2_weight_grad.oy72246 = phi i64 [ 0, %conv2_weight_grad.oy70.end ], [ %oy72.next, %conv2_weight_grad.endif248 ]
-  %872 = add nsw i64 %conv2_weight_grad.oy72246, %conv2_weight_grad.ky69241
-  %873 = add nsw i64 %872, -1
-  %874 = icmp slt i64 -1, %873
-  %875 = add nsw i64 %conv2_weight_grad.oy72246, %conv2_weight_grad.ky69241
-  %876 = add nsw i64 %875, -1
-  %877 = icmp slt i64 %876, 14
-  %878 = and i1 %874, %877
-  br i1 %878, label %conv2_weight_grad.then247, label %conv2_weight_grad.endif248
+conv2_weight_grad.oy84:                           ; preds = %conv2_weight_grad.endif538, %conv2_weight_grad.oy82.end
+  %conv2_weight_grad.oy84536 = phi i64 [ 0, %conv2_weight_grad.oy82.end ], [ %oy84.next, %conv2_weight_grad.endif538 ]
+  %1538 = add nsw i64 %conv2_weight_grad.oy84536, %conv2_weight_grad.ky81531
+  %1539 = add nsw i64 %1538, -1
+  %1540 = icmp slt i64 -1, %1539
+  %1541 = add nsw i64 %conv2_weight_grad.oy84536, %conv2_weight_grad.ky81531
+  %1542 = add nsw i64 %1541, -1
+  %1543 = icmp slt i64 %1542, 14
+  %1544 = and i1 %1540, %1543
+  br i1 %1544, label %conv2_weight_grad.then537, label %conv2_weight_grad.endif538
 
-conv2_weight_grad.oy72.end:                       ; preds = %conv2_weight_grad.endif248
-  br label %conv2_weight_grad.oy74
+conv2_weight_grad.oy84.end:                       ; preds = %conv2_weight_grad.endif538
+  br label %conv2_weight_grad.oy86
 
-conv2_weight_grad.then247:                        ; preds = %conv2_weight_grad.oy72
-  br label %conv2_weight_grad.ox73
+conv2_weight_grad.then537:                        ; preds = %conv2_weight_grad.oy84
+  br label %conv2_weight_grad.ox85
 
-conv2_weight_grad.endif248:                       ; preds = %conv2_weight_grad.ox73.end, %conv2_weight_grad.oy72
-  %oy72.next = add nsw i64 %conv2_weight_grad.oy72246, 1
-  %879 = icmp slt i64 %oy72.next, 14
-  br i1 %879, label %conv2_weight_grad.oy72, label %conv2_weight_grad.oy72.end
+conv2_weight_grad.endif538:                       ; preds = %conv2_weight_grad.ox85.end, %conv2_weight_grad.oy84
+  %oy84.next = add nsw i64 %conv2_weight_grad.oy84536, 1
+  %1545 = icmp slt i64 %oy84.next, 14
+  br i1 %1545, label %conv2_weight_grad.oy84, label %conv2_weight_grad.oy84.end
 
-conv2_weight_grad.ox73:                           ; preds = %conv2_weight_grad.ox73, %conv2_weight_grad.then247
-  %conv2_weight_grad.ox73249 = phi i64 [ 0, %conv2_weight_grad.then247 ], [ %ox73.next, %conv2_weight_grad.ox73 ]
-  %880 = mul nsw i64 %conv2_weight_grad.g64235, 64
-  %881 = add nsw i64 %880, %conv2_weight_grad.j65236
-  %882 = mul nsw i64 %881, 3136
-  %883 = mul nsw i64 %conv2_weight_grad.c68240, 196
-  %884 = add nsw i64 %882, %883
-  %885 = add nsw i64 %conv2_weight_grad.oy72246, %conv2_weight_grad.ky69241
-  %886 = add nsw i64 %885, -1
-  %887 = mul nsw i64 %886, 14
-  %888 = add nsw i64 %884, %887
-  %889 = add nsw i64 %888, %conv2_weight_grad.ox73249
-  %arena250 = getelementptr inbounds float, ptr %arena, i64 %889
-  %890 = load float, ptr %arena250, align 4
-  %891 = mul nsw i64 %conv2_weight_grad.c68240, 3
-  %892 = add nsw i64 %891, %conv2_weight_grad.ky69241
-  %893 = mul nsw i64 %892, 3
-  %894 = add nsw i64 %893, 1
-  %895 = mul nsw i64 %894, 12544
-  %896 = add nsw i64 1129744, %895
-  %897 = mul nsw i64 %conv2_weight_grad.j65236, 196
-  %898 = add nsw i64 %896, %897
-  %899 = mul nsw i64 %conv2_weight_grad.oy72246, 14
-  %900 = add nsw i64 %898, %899
-  %901 = add nsw i64 %900, %conv2_weight_grad.ox73249
-  %arena251 = getelementptr inbounds float, ptr %arena, i64 %901
-  store float %890, ptr %arena251, align 4
-  %ox73.next = add nsw i64 %conv2_weight_grad.ox73249, 1
-  %902 = icmp slt i64 %ox73.next, 14
-  br i1 %902, label %conv2_weight_grad.ox73, label %conv2_weight_grad.ox73.end
+conv2_weight_grad.ox85:                           ; preds = %conv2_weight_grad.ox85, %conv2_weight_grad.then537
+  %conv2_weight_grad.ox85539 = phi i64 [ 0, %conv2_weight_grad.then537 ], [ %ox85.next, %conv2_weight_grad.ox85 ]
+  %1546 = mul nsw i64 %conv2_weight_grad.g76525, 64
+  %1547 = add nsw i64 %1546, %conv2_weight_grad.j77526
+  %1548 = mul nsw i64 %1547, 3136
+  %1549 = mul nsw i64 %conv2_weight_grad.c80530, 196
+  %1550 = add nsw i64 %1548, %1549
+  %1551 = add nsw i64 %conv2_weight_grad.oy84536, %conv2_weight_grad.ky81531
+  %1552 = add nsw i64 %1551, -1
+  %1553 = mul nsw i64 %1552, 14
+  %1554 = add nsw i64 %1550, %1553
+  %1555 = add nsw i64 %1554, %conv2_weight_grad.ox85539
+  %arena540 = getelementptr inbounds float, ptr %arena, i64 %1555
+  %1556 = load float, ptr %arena540, align 4
+  %1557 = mul nsw i64 %conv2_weight_grad.c80530, 3
+  %1558 = add nsw i64 %1557, %conv2_weight_grad.ky81531
+  %1559 = mul nsw i64 %1558, 3
+  %1560 = add nsw i64 %1559, 1
+  %1561 = mul nsw i64 %1560, 12544
+  %1562 = add nsw i64 1129744, %1561
+  %1563 = mul nsw i64 %conv2_weight_grad.j77526, 196
+  %1564 = add nsw i64 %1562, %1563
+  %1565 = mul nsw i64 %conv2_weight_grad.oy84536, 14
+  %1566 = add nsw i64 %1564, %1565
+  %1567 = add nsw i64 %1566, %conv2_weight_grad.ox85539
+  %arena541 = getelementptr inbounds float, ptr %arena, i64 %1567
+  store float %1556, ptr %arena541, align 4
+  %ox85.next = add nsw i64 %conv2_weight_grad.ox85539, 1
+  %1568 = icmp slt i64 %ox85.next, 14
+  br i1 %1568, label %conv2_weight_grad.ox85, label %conv2_weight_grad.ox85.end
 
-conv2_weight_grad.ox73.end:                       ; preds = %conv2_weight_grad.ox73
-  br label %conv2_weight_grad.endif248
+conv2_weight_grad.ox85.end:                       ; preds = %conv2_weight_grad.ox85
+  br label %conv2_weight_grad.endif538
 
-conv2_weight_grad.oy74:                           ; preds = %conv2_weight_grad.endif254, %conv2_weight_grad.oy72.end
-  %conv2_weight_grad.oy74252 = phi i64 [ 0, %conv2_weight_grad.oy72.end ], [ %oy74.next, %conv2_weight_grad.endif254 ]
-  %903 = add nsw i64 %conv2_weight_grad.oy74252, %conv2_weight_grad.ky69241
-  %904 = add nsw i64 %903, -1
-  %905 = icmp slt i64 -1, %904
-  %906 = add nsw i64 %conv2_weight_grad.oy74252, %conv2_weight_grad.ky69241
-  %907 = add nsw i64 %906, -1
-  %908 = icmp slt i64 %907, 14
-  %909 = and i1 %905, %908
-  br i1 %909, label %conv2_weight_grad.then253, label %conv2_weight_grad.endif254
+conv2_weight_grad.oy86:                           ; preds = %conv2_weight_grad.endif544, %conv2_weight_grad.oy84.end
+  %conv2_weight_grad.oy86542 = phi i64 [ 0, %conv2_weight_grad.oy84.end ], [ %oy86.next, %conv2_weight_grad.endif544 ]
+  %1569 = add nsw i64 %conv2_weight_grad.oy86542, %conv2_weight_grad.ky81531
+  %1570 = add nsw i64 %1569, -1
+  %1571 = icmp slt i64 -1, %1570
+  %1572 = add nsw i64 %conv2_weight_grad.oy86542, %conv2_weight_grad.ky81531
+  %1573 = add nsw i64 %1572, -1
+  %1574 = icmp slt i64 %1573, 14
+  %1575 = and i1 %1571, %1574
+  br i1 %1575, label %conv2_weight_grad.then543, label %conv2_weight_grad.endif544
 
-conv2_weight_grad.oy74.end:                       ; preds = %conv2_weight_grad.endif254
-  %ky69.next = add nsw i64 %conv2_weight_grad.ky69241, 1
-  %910 = icmp slt i64 %ky69.next, 3
-  br i1 %910, label %conv2_weight_grad.ky69, label %conv2_weight_grad.ky69.end
+conv2_weight_grad.oy86.end:                       ; preds = %conv2_weight_grad.endif544
+  %ky81.next = add nsw i64 %conv2_weight_grad.ky81531, 1
+  %1576 = icmp slt i64 %ky81.next, 3
+  br i1 %1576, label %conv2_weight_grad.ky81, label %conv2_weight_grad.ky81.end
 
-conv2_weight_grad.then253:                        ; preds = %conv2_weight_grad.oy74
-  br label %conv2_weight_grad.ox75
+conv2_weight_grad.then543:                        ; preds = %conv2_weight_grad.oy86
+  br label %conv2_weight_grad.ox87
 
-conv2_weight_grad.endif254:                       ; preds = %conv2_weight_grad.ox75.end, %conv2_weight_grad.oy74
-  %oy74.next = add nsw i64 %conv2_weight_grad.oy74252, 1
-  %911 = icmp slt i64 %oy74.next, 14
-  br i1 %911, label %conv2_weight_grad.oy74, label %conv2_weight_grad.oy74.end
+conv2_weight_grad.endif544:                       ; preds = %conv2_weight_grad.ox87.end, %conv2_weight_grad.oy86
+  %oy86.next = add nsw i64 %conv2_weight_grad.oy86542, 1
+  %1577 = icmp slt i64 %oy86.next, 14
+  br i1 %1577, label %conv2_weight_grad.oy86, label %conv2_weight_grad.oy86.end
 
-conv2_weight_grad.ox75:                           ; preds = %conv2_weight_grad.ox75, %conv2_weight_grad.then253
-  %conv2_weight_grad.ox75255 = phi i64 [ 0, %conv2_weight_grad.then253 ], [ %ox75.next, %conv2_weight_grad.ox75 ]
-  %912 = mul nsw i64 %conv2_weight_grad.g64235, 64
-  %913 = add nsw i64 %912, %conv2_weight_grad.j65236
-  %914 = mul nsw i64 %913, 3136
-  %915 = mul nsw i64 %conv2_weight_grad.c68240, 196
-  %916 = add nsw i64 %914, %915
-  %917 = add nsw i64 %conv2_weight_grad.oy74252, %conv2_weight_grad.ky69241
-  %918 = add nsw i64 %917, -1
-  %919 = mul nsw i64 %918, 14
-  %920 = add nsw i64 %916, %919
-  %921 = add nsw i64 %conv2_weight_grad.ox75255, 1
-  %922 = add nsw i64 %920, %921
-  %arena256 = getelementptr inbounds float, ptr %arena, i64 %922
-  %923 = load float, ptr %arena256, align 4
-  %924 = mul nsw i64 %conv2_weight_grad.c68240, 3
-  %925 = add nsw i64 %924, %conv2_weight_grad.ky69241
-  %926 = mul nsw i64 %925, 3
-  %927 = add nsw i64 %926, 2
-  %928 = mul nsw i64 %927, 12544
-  %929 = add nsw i64 1129744, %928
-  %930 = mul nsw i64 %conv2_weight_grad.j65236, 196
-  %931 = add nsw i64 %929, %930
-  %932 = mul nsw i64 %conv2_weight_grad.oy74252, 14
-  %933 = add nsw i64 %931, %932
-  %934 = add nsw i64 %933, %conv2_weight_grad.ox75255
-  %arena257 = getelementptr inbounds float, ptr %arena, i64 %934
-  store float %923, ptr %arena257, align 4
-  %ox75.next = add nsw i64 %conv2_weight_grad.ox75255, 1
-  %935 = icmp slt i64 %ox75.next, 13
-  br i1 %935, label %conv2_weight_grad.ox75, label %conv2_weight_grad.ox75.end
+conv2_weight_grad.ox87:                           ; preds = %conv2_weight_grad.ox87, %conv2_weight_grad.then543
+  %conv2_weight_grad.ox87545 = phi i64 [ 0, %conv2_weight_grad.then543 ], [ %ox87.next, %conv2_weight_grad.ox87 ]
+  %1578 = mul nsw i64 %conv2_weight_grad.g76525, 64
+  %1579 = add nsw i64 %1578, %conv2_weight_grad.j77526
+  %1580 = mul nsw i64 %1579, 3136
+  %1581 = mul nsw i64 %conv2_weight_grad.c80530, 196
+  %1582 = add nsw i64 %1580, %1581
+  %1583 = add nsw i64 %conv2_weight_grad.oy86542, %conv2_weight_grad.ky81531
+  %1584 = add nsw i64 %1583, -1
+  %1585 = mul nsw i64 %1584, 14
+  %1586 = add nsw i64 %1582, %1585
+  %1587 = add nsw i64 %conv2_weight_grad.ox87545, 1
+  %1588 = add nsw i64 %1586, %1587
+  %arena546 = getelementptr inbounds float, ptr %arena, i64 %1588
+  %1589 = load float, ptr %arena546, align 4
+  %1590 = mul nsw i64 %conv2_weight_grad.c80530, 3
+  %1591 = add nsw i64 %1590, %conv2_weight_grad.ky81531
+  %1592 = mul nsw i64 %1591, 3
+  %1593 = add nsw i64 %1592, 2
+  %1594 = mul nsw i64 %1593, 12544
+  %1595 = add nsw i64 1129744, %1594
+  %1596 = mul nsw i64 %conv2_weight_grad.j77526, 196
+  %1597 = add nsw i64 %1595, %1596
+  %1598 = mul nsw i64 %conv2_weight_grad.oy86542, 14
+  %1599 = add nsw i64 %1597, %1598
+  %1600 = add nsw i64 %1599, %conv2_weight_grad.ox87545
+  %arena547 = getelementptr inbounds float, ptr %arena, i64 %1600
+  store float %1589, ptr %arena547, align 4
+  %ox87.next = add nsw i64 %conv2_weight_grad.ox87545, 1
+  %1601 = icmp slt i64 %ox87.next, 13
+  br i1 %1601, label %conv2_weight_grad.ox87, label %conv2_weight_grad.ox87.end
 
-conv2_weight_grad.ox75.end:                       ; preds = %conv2_weight_grad.ox75
-  br label %conv2_weight_grad.endif254
+conv2_weight_grad.ox87.end:                       ; preds = %conv2_weight_grad.ox87
+  br label %conv2_weight_grad.endif544
 
-conv2_weight_grad.j76:                            ; preds = %conv2_weight_grad.f77.end, %conv2_weight_grad.j65.end
-  %conv2_weight_grad.j76258 = phi i64 [ 0, %conv2_weight_grad.j65.end ], [ %j76.next, %conv2_weight_grad.f77.end ]
-  br label %conv2_weight_grad.f77
+conv2_weight_grad.j88:                            ; preds = %conv2_weight_grad.i89.end, %conv2_weight_grad.j77.end
+  %conv2_weight_grad.j88548 = phi i64 [ 0, %conv2_weight_grad.j77.end ], [ %j88.next, %conv2_weight_grad.i89.end ]
+  br label %conv2_weight_grad.i89
 
-conv2_weight_grad.j76.end:                        ; preds = %conv2_weight_grad.f77.end
-  %arena263 = getelementptr inbounds float, ptr %arena, i64 2936080
-  %arena264 = getelementptr inbounds float, ptr %arena, i64 1129744
-  %grads265 = getelementptr inbounds float, ptr %grads, i64 160
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 32, i32 144, i32 12544, float 1.000000e+00, ptr %arena263, i32 12544, ptr %arena264, i32 12544, float 1.000000e+00, ptr %grads265, i32 144)
-  %g64.next = add nsw i64 %conv2_weight_grad.g64235, 1
-  %936 = icmp slt i64 %g64.next, 1
-  br i1 %936, label %conv2_weight_grad.g64, label %conv2_weight_grad.g64.end
+conv2_weight_grad.j88.end:                        ; preds = %conv2_weight_grad.i89.end
+  br label %conv2_weight_grad.kp91
 
-conv2_weight_grad.f77:                            ; preds = %conv2_weight_grad.i78.end, %conv2_weight_grad.j76
-  %conv2_weight_grad.f77259 = phi i64 [ 0, %conv2_weight_grad.j76 ], [ %f77.next, %conv2_weight_grad.i78.end ]
-  br label %conv2_weight_grad.i78
+conv2_weight_grad.i89:                            ; preds = %conv2_weight_grad.f90.end, %conv2_weight_grad.j88
+  %conv2_weight_grad.i89549 = phi i64 [ 0, %conv2_weight_grad.j88 ], [ %i89.next, %conv2_weight_grad.f90.end ]
+  br label %conv2_weight_grad.f90
 
-conv2_weight_grad.f77.end:                        ; preds = %conv2_weight_grad.i78.end
-  %j76.next = add nsw i64 %conv2_weight_grad.j76258, 1
-  %937 = icmp slt i64 %j76.next, 64
-  br i1 %937, label %conv2_weight_grad.j76, label %conv2_weight_grad.j76.end
+conv2_weight_grad.i89.end:                        ; preds = %conv2_weight_grad.f90.end
+  %j88.next = add nsw i64 %conv2_weight_grad.j88548, 1
+  %1602 = icmp slt i64 %j88.next, 64
+  br i1 %1602, label %conv2_weight_grad.j88, label %conv2_weight_grad.j88.end
 
-conv2_weight_grad.i78:                            ; preds = %conv2_weight_grad.i78, %conv2_weight_grad.f77
-  %conv2_weight_grad.i78260 = phi i64 [ 0, %conv2_weight_grad.f77 ], [ %i78.next, %conv2_weight_grad.i78 ]
-  %938 = mul nsw i64 %conv2_weight_grad.g64235, 64
-  %939 = add nsw i64 %938, %conv2_weight_grad.j76258
-  %940 = mul nsw i64 %939, 6272
-  %941 = add nsw i64 728336, %940
-  %942 = mul nsw i64 %conv2_weight_grad.f77259, 196
-  %943 = add nsw i64 %941, %942
-  %944 = add nsw i64 %943, %conv2_weight_grad.i78260
-  %arena261 = getelementptr inbounds float, ptr %arena, i64 %944
-  %945 = load float, ptr %arena261, align 4
-  %946 = mul nsw i64 %conv2_weight_grad.f77259, 12544
-  %947 = add nsw i64 2936080, %946
-  %948 = mul nsw i64 %conv2_weight_grad.j76258, 196
-  %949 = add nsw i64 %947, %948
-  %950 = add nsw i64 %949, %conv2_weight_grad.i78260
-  %arena262 = getelementptr inbounds float, ptr %arena, i64 %950
-  store float %945, ptr %arena262, align 4
-  %i78.next = add nsw i64 %conv2_weight_grad.i78260, 1
-  %951 = icmp slt i64 %i78.next, 196
-  br i1 %951, label %conv2_weight_grad.i78, label %conv2_weight_grad.i78.end
+conv2_weight_grad.f90:                            ; preds = %conv2_weight_grad.f90, %conv2_weight_grad.i89
+  %conv2_weight_grad.f90550 = phi i64 [ 0, %conv2_weight_grad.i89 ], [ %f90.next, %conv2_weight_grad.f90 ]
+  %1603 = mul nsw i64 %conv2_weight_grad.g76525, 64
+  %1604 = add nsw i64 %1603, %conv2_weight_grad.j88548
+  %1605 = mul nsw i64 %1604, 6272
+  %1606 = add nsw i64 728336, %1605
+  %1607 = mul nsw i64 %conv2_weight_grad.f90550, 196
+  %1608 = add nsw i64 %1606, %1607
+  %1609 = add nsw i64 %1608, %conv2_weight_grad.i89549
+  %arena551 = getelementptr inbounds float, ptr %arena, i64 %1609
+  %1610 = load float, ptr %arena551, align 4
+  %1611 = mul nsw i64 %conv2_weight_grad.j88548, 196
+  %1612 = add nsw i64 %1611, %conv2_weight_grad.i89549
+  %1613 = mul nsw i64 %1612, 32
+  %1614 = add nsw i64 2936080, %1613
+  %1615 = add nsw i64 %1614, %conv2_weight_grad.f90550
+  %arena552 = getelementptr inbounds float, ptr %arena, i64 %1615
+  store float %1610, ptr %arena552, align 4
+  %f90.next = add nsw i64 %conv2_weight_grad.f90550, 1
+  %1616 = icmp slt i64 %f90.next, 32
+  br i1 %1616, label %conv2_weight_grad.f90, label %conv2_weight_grad.f90.end
 
-conv2_weight_grad.i78.end:                        ; preds = %conv2_weight_grad.i78
-  %f77.next = add nsw i64 %conv2_weight_grad.f77259, 1
-  %952 = icmp slt i64 %f77.next, 32
-  br i1 %952, label %conv2_weight_grad.f77, label %conv2_weight_grad.f77.end
+conv2_weight_grad.f90.end:                        ; preds = %conv2_weight_grad.f90
+  %i89.next = add nsw i64 %conv2_weight_grad.i89549, 1
+  %1617 = icmp slt i64 %i89.next, 196
+  br i1 %1617, label %conv2_weight_grad.i89, label %conv2_weight_grad.i89.end
 
-conv2_bias_grad.i79:                              ; preds = %conv2_bias_grad.i79, %conv2_weight_grad.g64.end
-  %conv2_bias_grad.i79266 = phi i64 [ 0, %conv2_weight_grad.g64.end ], [ %i79.next, %conv2_bias_grad.i79 ]
-  %953 = add nsw i64 401408, %conv2_bias_grad.i79266
-  %arena267 = getelementptr inbounds float, ptr %arena, i64 %953
-  store float 1.000000e+00, ptr %arena267, align 4
-  %i79.next = add nsw i64 %conv2_bias_grad.i79266, 1
-  %954 = icmp slt i64 %i79.next, 196
-  br i1 %954, label %conv2_bias_grad.i79, label %conv2_bias_grad.i79.end
+conv2_weight_grad.kp91:                           ; preds = %conv2_weight_grad.nb92.end, %conv2_weight_grad.j88.end
+  %conv2_weight_grad.kp91553 = phi i64 [ 0, %conv2_weight_grad.j88.end ], [ %kp91.next, %conv2_weight_grad.nb92.end ]
+  br label %conv2_weight_grad.nb92
 
-conv2_bias_grad.i79.end:                          ; preds = %conv2_bias_grad.i79
-  br label %conv2_bias_grad.i80
+conv2_weight_grad.kp91.end:                       ; preds = %conv2_weight_grad.nb92.end
+  br label %conv2_weight_grad.nb98
 
-conv2_bias_grad.i80:                              ; preds = %conv2_bias_grad.i80, %conv2_bias_grad.i79.end
-  %conv2_bias_grad.i80268 = phi i64 [ 0, %conv2_bias_grad.i79.end ], [ %i80.next, %conv2_bias_grad.i80 ]
-  %955 = add nsw i64 4768, %conv2_bias_grad.i80268
-  %grads269 = getelementptr inbounds float, ptr %grads, i64 %955
-  store float 0.000000e+00, ptr %grads269, align 4
-  %i80.next = add nsw i64 %conv2_bias_grad.i80268, 1
-  %956 = icmp slt i64 %i80.next, 32
-  br i1 %956, label %conv2_bias_grad.i80, label %conv2_bias_grad.i80.end
+conv2_weight_grad.nb92:                           ; preds = %conv2_weight_grad.k97.end, %conv2_weight_grad.kp91
+  %conv2_weight_grad.nb92554 = phi i64 [ 0, %conv2_weight_grad.kp91 ], [ %nb92.next, %conv2_weight_grad.k97.end ]
+  br label %conv2_weight_grad.mb93
 
-conv2_bias_grad.i80.end:                          ; preds = %conv2_bias_grad.i80
-  br label %conv2_bias_grad.img81
+conv2_weight_grad.nb92.end:                       ; preds = %conv2_weight_grad.k97.end
+  %kp91.next = add nsw i64 %conv2_weight_grad.kp91553, 1
+  %1618 = icmp slt i64 %kp91.next, 32
+  br i1 %1618, label %conv2_weight_grad.kp91, label %conv2_weight_grad.kp91.end
 
-conv2_bias_grad.img81:                            ; preds = %conv2_bias_grad.img81, %conv2_bias_grad.i80.end
-  %conv2_bias_grad.img81270 = phi i64 [ 0, %conv2_bias_grad.i80.end ], [ %img81.next, %conv2_bias_grad.img81 ]
-  %957 = mul nsw i64 %conv2_bias_grad.img81270, 6272
-  %958 = add nsw i64 728336, %957
-  %arena271 = getelementptr inbounds float, ptr %arena, i64 %958
-  %arena272 = getelementptr inbounds float, ptr %arena, i64 401408
-  %grads273 = getelementptr inbounds float, ptr %grads, i64 4768
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 196, float 1.000000e+00, ptr %arena271, i32 196, ptr %arena272, i32 1, float 1.000000e+00, ptr %grads273, i32 1)
-  %img81.next = add nsw i64 %conv2_bias_grad.img81270, 1
-  %959 = icmp slt i64 %img81.next, 64
-  br i1 %959, label %conv2_bias_grad.img81, label %conv2_bias_grad.img81.end
+conv2_weight_grad.mb93:                           ; preds = %conv2_weight_grad.k95.end, %conv2_weight_grad.nb92
+  %conv2_weight_grad.mb93555 = phi i64 [ 0, %conv2_weight_grad.nb92 ], [ %mb93.next, %conv2_weight_grad.k95.end ]
+  %1619 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1620 = mul nsw i64 %1619, 32
+  %1621 = add nsw i64 3337488, %1620
+  %1622 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1623 = add nsw i64 %1621, %1622
+  %arena556 = getelementptr inbounds float, ptr %arena, i64 %1623
+  %1624 = load <16 x float>, ptr %arena556, align 4
+  store <16 x float> %1624, ptr %conv2_weight_grad.t94_c0_0, align 64
+  %1625 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1626 = mul nsw i64 %1625, 32
+  %1627 = add nsw i64 3337488, %1626
+  %1628 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1629 = add nsw i64 %1627, %1628
+  %1630 = add nsw i64 %1629, 16
+  %arena557 = getelementptr inbounds float, ptr %arena, i64 %1630
+  %1631 = load <16 x float>, ptr %arena557, align 4
+  store <16 x float> %1631, ptr %conv2_weight_grad.t94_c0_1, align 64
+  %1632 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1633 = add nsw i64 %1632, 1
+  %1634 = mul nsw i64 %1633, 32
+  %1635 = add nsw i64 3337488, %1634
+  %1636 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1637 = add nsw i64 %1635, %1636
+  %arena558 = getelementptr inbounds float, ptr %arena, i64 %1637
+  %1638 = load <16 x float>, ptr %arena558, align 4
+  store <16 x float> %1638, ptr %conv2_weight_grad.t94_c1_0, align 64
+  %1639 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1640 = add nsw i64 %1639, 1
+  %1641 = mul nsw i64 %1640, 32
+  %1642 = add nsw i64 3337488, %1641
+  %1643 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1644 = add nsw i64 %1642, %1643
+  %1645 = add nsw i64 %1644, 16
+  %arena559 = getelementptr inbounds float, ptr %arena, i64 %1645
+  %1646 = load <16 x float>, ptr %arena559, align 4
+  store <16 x float> %1646, ptr %conv2_weight_grad.t94_c1_1, align 64
+  %1647 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1648 = add nsw i64 %1647, 2
+  %1649 = mul nsw i64 %1648, 32
+  %1650 = add nsw i64 3337488, %1649
+  %1651 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1652 = add nsw i64 %1650, %1651
+  %arena560 = getelementptr inbounds float, ptr %arena, i64 %1652
+  %1653 = load <16 x float>, ptr %arena560, align 4
+  store <16 x float> %1653, ptr %conv2_weight_grad.t94_c2_0, align 64
+  %1654 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1655 = add nsw i64 %1654, 2
+  %1656 = mul nsw i64 %1655, 32
+  %1657 = add nsw i64 3337488, %1656
+  %1658 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1659 = add nsw i64 %1657, %1658
+  %1660 = add nsw i64 %1659, 16
+  %arena561 = getelementptr inbounds float, ptr %arena, i64 %1660
+  %1661 = load <16 x float>, ptr %arena561, align 4
+  store <16 x float> %1661, ptr %conv2_weight_grad.t94_c2_1, align 64
+  %1662 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1663 = add nsw i64 %1662, 3
+  %1664 = mul nsw i64 %1663, 32
+  %1665 = add nsw i64 3337488, %1664
+  %1666 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1667 = add nsw i64 %1665, %1666
+  %arena562 = getelementptr inbounds float, ptr %arena, i64 %1667
+  %1668 = load <16 x float>, ptr %arena562, align 4
+  store <16 x float> %1668, ptr %conv2_weight_grad.t94_c3_0, align 64
+  %1669 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1670 = add nsw i64 %1669, 3
+  %1671 = mul nsw i64 %1670, 32
+  %1672 = add nsw i64 3337488, %1671
+  %1673 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1674 = add nsw i64 %1672, %1673
+  %1675 = add nsw i64 %1674, 16
+  %arena563 = getelementptr inbounds float, ptr %arena, i64 %1675
+  %1676 = load <16 x float>, ptr %arena563, align 4
+  store <16 x float> %1676, ptr %conv2_weight_grad.t94_c3_1, align 64
+  %1677 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1678 = add nsw i64 %1677, 4
+  %1679 = mul nsw i64 %1678, 32
+  %1680 = add nsw i64 3337488, %1679
+  %1681 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1682 = add nsw i64 %1680, %1681
+  %arena564 = getelementptr inbounds float, ptr %arena, i64 %1682
+  %1683 = load <16 x float>, ptr %arena564, align 4
+  store <16 x float> %1683, ptr %conv2_weight_grad.t94_c4_0, align 64
+  %1684 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1685 = add nsw i64 %1684, 4
+  %1686 = mul nsw i64 %1685, 32
+  %1687 = add nsw i64 3337488, %1686
+  %1688 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1689 = add nsw i64 %1687, %1688
+  %1690 = add nsw i64 %1689, 16
+  %arena565 = getelementptr inbounds float, ptr %arena, i64 %1690
+  %1691 = load <16 x float>, ptr %arena565, align 4
+  store <16 x float> %1691, ptr %conv2_weight_grad.t94_c4_1, align 64
+  %1692 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1693 = add nsw i64 %1692, 5
+  %1694 = mul nsw i64 %1693, 32
+  %1695 = add nsw i64 3337488, %1694
+  %1696 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1697 = add nsw i64 %1695, %1696
+  %arena566 = getelementptr inbounds float, ptr %arena, i64 %1697
+  %1698 = load <16 x float>, ptr %arena566, align 4
+  store <16 x float> %1698, ptr %conv2_weight_grad.t94_c5_0, align 64
+  %1699 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1700 = add nsw i64 %1699, 5
+  %1701 = mul nsw i64 %1700, 32
+  %1702 = add nsw i64 3337488, %1701
+  %1703 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1704 = add nsw i64 %1702, %1703
+  %1705 = add nsw i64 %1704, 16
+  %arena567 = getelementptr inbounds float, ptr %arena, i64 %1705
+  %1706 = load <16 x float>, ptr %arena567, align 4
+  store <16 x float> %1706, ptr %conv2_weight_grad.t94_c5_1, align 64
+  %1707 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1708 = add nsw i64 %1707, 6
+  %1709 = mul nsw i64 %1708, 32
+  %1710 = add nsw i64 3337488, %1709
+  %1711 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1712 = add nsw i64 %1710, %1711
+  %arena568 = getelementptr inbounds float, ptr %arena, i64 %1712
+  %1713 = load <16 x float>, ptr %arena568, align 4
+  store <16 x float> %1713, ptr %conv2_weight_grad.t94_c6_0, align 64
+  %1714 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1715 = add nsw i64 %1714, 6
+  %1716 = mul nsw i64 %1715, 32
+  %1717 = add nsw i64 3337488, %1716
+  %1718 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1719 = add nsw i64 %1717, %1718
+  %1720 = add nsw i64 %1719, 16
+  %arena569 = getelementptr inbounds float, ptr %arena, i64 %1720
+  %1721 = load <16 x float>, ptr %arena569, align 4
+  store <16 x float> %1721, ptr %conv2_weight_grad.t94_c6_1, align 64
+  %1722 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1723 = add nsw i64 %1722, 7
+  %1724 = mul nsw i64 %1723, 32
+  %1725 = add nsw i64 3337488, %1724
+  %1726 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1727 = add nsw i64 %1725, %1726
+  %arena570 = getelementptr inbounds float, ptr %arena, i64 %1727
+  %1728 = load <16 x float>, ptr %arena570, align 4
+  store <16 x float> %1728, ptr %conv2_weight_grad.t94_c7_0, align 64
+  %1729 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1730 = add nsw i64 %1729, 7
+  %1731 = mul nsw i64 %1730, 32
+  %1732 = add nsw i64 3337488, %1731
+  %1733 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1734 = add nsw i64 %1732, %1733
+  %1735 = add nsw i64 %1734, 16
+  %arena571 = getelementptr inbounds float, ptr %arena, i64 %1735
+  %1736 = load <16 x float>, ptr %arena571, align 4
+  store <16 x float> %1736, ptr %conv2_weight_grad.t94_c7_1, align 64
+  %1737 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1738 = add nsw i64 %1737, 8
+  %1739 = mul nsw i64 %1738, 32
+  %1740 = add nsw i64 3337488, %1739
+  %1741 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1742 = add nsw i64 %1740, %1741
+  %arena572 = getelementptr inbounds float, ptr %arena, i64 %1742
+  %1743 = load <16 x float>, ptr %arena572, align 4
+  store <16 x float> %1743, ptr %conv2_weight_grad.t94_c8_0, align 64
+  %1744 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1745 = add nsw i64 %1744, 8
+  %1746 = mul nsw i64 %1745, 32
+  %1747 = add nsw i64 3337488, %1746
+  %1748 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1749 = add nsw i64 %1747, %1748
+  %1750 = add nsw i64 %1749, 16
+  %arena573 = getelementptr inbounds float, ptr %arena, i64 %1750
+  %1751 = load <16 x float>, ptr %arena573, align 4
+  store <16 x float> %1751, ptr %conv2_weight_grad.t94_c8_1, align 64
+  %1752 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1753 = add nsw i64 %1752, 9
+  %1754 = mul nsw i64 %1753, 32
+  %1755 = add nsw i64 3337488, %1754
+  %1756 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1757 = add nsw i64 %1755, %1756
+  %arena574 = getelementptr inbounds float, ptr %arena, i64 %1757
+  %1758 = load <16 x float>, ptr %arena574, align 4
+  store <16 x float> %1758, ptr %conv2_weight_grad.t94_c9_0, align 64
+  %1759 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1760 = add nsw i64 %1759, 9
+  %1761 = mul nsw i64 %1760, 32
+  %1762 = add nsw i64 3337488, %1761
+  %1763 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1764 = add nsw i64 %1762, %1763
+  %1765 = add nsw i64 %1764, 16
+  %arena575 = getelementptr inbounds float, ptr %arena, i64 %1765
+  %1766 = load <16 x float>, ptr %arena575, align 4
+  store <16 x float> %1766, ptr %conv2_weight_grad.t94_c9_1, align 64
+  %1767 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1768 = add nsw i64 %1767, 10
+  %1769 = mul nsw i64 %1768, 32
+  %1770 = add nsw i64 3337488, %1769
+  %1771 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1772 = add nsw i64 %1770, %1771
+  %arena576 = getelementptr inbounds float, ptr %arena, i64 %1772
+  %1773 = load <16 x float>, ptr %arena576, align 4
+  store <16 x float> %1773, ptr %conv2_weight_grad.t94_c10_0, align 64
+  %1774 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1775 = add nsw i64 %1774, 10
+  %1776 = mul nsw i64 %1775, 32
+  %1777 = add nsw i64 3337488, %1776
+  %1778 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1779 = add nsw i64 %1777, %1778
+  %1780 = add nsw i64 %1779, 16
+  %arena577 = getelementptr inbounds float, ptr %arena, i64 %1780
+  %1781 = load <16 x float>, ptr %arena577, align 4
+  store <16 x float> %1781, ptr %conv2_weight_grad.t94_c10_1, align 64
+  %1782 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1783 = add nsw i64 %1782, 11
+  %1784 = mul nsw i64 %1783, 32
+  %1785 = add nsw i64 3337488, %1784
+  %1786 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1787 = add nsw i64 %1785, %1786
+  %arena578 = getelementptr inbounds float, ptr %arena, i64 %1787
+  %1788 = load <16 x float>, ptr %arena578, align 4
+  store <16 x float> %1788, ptr %conv2_weight_grad.t94_c11_0, align 64
+  %1789 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1790 = add nsw i64 %1789, 11
+  %1791 = mul nsw i64 %1790, 32
+  %1792 = add nsw i64 3337488, %1791
+  %1793 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1794 = add nsw i64 %1792, %1793
+  %1795 = add nsw i64 %1794, 16
+  %arena579 = getelementptr inbounds float, ptr %arena, i64 %1795
+  %1796 = load <16 x float>, ptr %arena579, align 4
+  store <16 x float> %1796, ptr %conv2_weight_grad.t94_c11_1, align 64
+  %1797 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1798 = add nsw i64 %1797, 12
+  %1799 = mul nsw i64 %1798, 32
+  %1800 = add nsw i64 3337488, %1799
+  %1801 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1802 = add nsw i64 %1800, %1801
+  %arena580 = getelementptr inbounds float, ptr %arena, i64 %1802
+  %1803 = load <16 x float>, ptr %arena580, align 4
+  store <16 x float> %1803, ptr %conv2_weight_grad.t94_c12_0, align 64
+  %1804 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1805 = add nsw i64 %1804, 12
+  %1806 = mul nsw i64 %1805, 32
+  %1807 = add nsw i64 3337488, %1806
+  %1808 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1809 = add nsw i64 %1807, %1808
+  %1810 = add nsw i64 %1809, 16
+  %arena581 = getelementptr inbounds float, ptr %arena, i64 %1810
+  %1811 = load <16 x float>, ptr %arena581, align 4
+  store <16 x float> %1811, ptr %conv2_weight_grad.t94_c12_1, align 64
+  %1812 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1813 = add nsw i64 %1812, 13
+  %1814 = mul nsw i64 %1813, 32
+  %1815 = add nsw i64 3337488, %1814
+  %1816 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1817 = add nsw i64 %1815, %1816
+  %arena582 = getelementptr inbounds float, ptr %arena, i64 %1817
+  %1818 = load <16 x float>, ptr %arena582, align 4
+  store <16 x float> %1818, ptr %conv2_weight_grad.t94_c13_0, align 64
+  %1819 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1820 = add nsw i64 %1819, 13
+  %1821 = mul nsw i64 %1820, 32
+  %1822 = add nsw i64 3337488, %1821
+  %1823 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1824 = add nsw i64 %1822, %1823
+  %1825 = add nsw i64 %1824, 16
+  %arena583 = getelementptr inbounds float, ptr %arena, i64 %1825
+  %1826 = load <16 x float>, ptr %arena583, align 4
+  store <16 x float> %1826, ptr %conv2_weight_grad.t94_c13_1, align 64
+  br label %conv2_weight_grad.k95
 
-conv2_bias_grad.img81.end:                        ; preds = %conv2_bias_grad.img81
-  br label %pool1_grad.i82
+conv2_weight_grad.mb93.end:                       ; preds = %conv2_weight_grad.k95.end
+  %1827 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1828 = add nsw i64 3341968, %1827
+  %arena697 = getelementptr inbounds float, ptr %arena, i64 %1828
+  %1829 = load <16 x float>, ptr %arena697, align 4
+  store <16 x float> %1829, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %1830 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1831 = add nsw i64 3341968, %1830
+  %1832 = add nsw i64 %1831, 16
+  %arena698 = getelementptr inbounds float, ptr %arena, i64 %1832
+  %1833 = load <16 x float>, ptr %arena698, align 4
+  store <16 x float> %1833, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %1834 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1835 = add nsw i64 3342000, %1834
+  %arena699 = getelementptr inbounds float, ptr %arena, i64 %1835
+  %1836 = load <16 x float>, ptr %arena699, align 4
+  store <16 x float> %1836, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %1837 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1838 = add nsw i64 3342000, %1837
+  %1839 = add nsw i64 %1838, 16
+  %arena700 = getelementptr inbounds float, ptr %arena, i64 %1839
+  %1840 = load <16 x float>, ptr %arena700, align 4
+  store <16 x float> %1840, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %1841 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1842 = add nsw i64 3342032, %1841
+  %arena701 = getelementptr inbounds float, ptr %arena, i64 %1842
+  %1843 = load <16 x float>, ptr %arena701, align 4
+  store <16 x float> %1843, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %1844 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1845 = add nsw i64 3342032, %1844
+  %1846 = add nsw i64 %1845, 16
+  %arena702 = getelementptr inbounds float, ptr %arena, i64 %1846
+  %1847 = load <16 x float>, ptr %arena702, align 4
+  store <16 x float> %1847, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %1848 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1849 = add nsw i64 3342064, %1848
+  %arena703 = getelementptr inbounds float, ptr %arena, i64 %1849
+  %1850 = load <16 x float>, ptr %arena703, align 4
+  store <16 x float> %1850, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %1851 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1852 = add nsw i64 3342064, %1851
+  %1853 = add nsw i64 %1852, 16
+  %arena704 = getelementptr inbounds float, ptr %arena, i64 %1853
+  %1854 = load <16 x float>, ptr %arena704, align 4
+  store <16 x float> %1854, ptr %conv2_weight_grad.t96_c3_1, align 64
+  br label %conv2_weight_grad.k97
 
-pool1_grad.i82:                                   ; preds = %pool1_grad.i82, %conv2_bias_grad.img81.end
-  %pool1_grad.i82274 = phi i64 [ 0, %conv2_bias_grad.img81.end ], [ %i82.next, %pool1_grad.i82 ]
-  %960 = add nsw i64 401408, %pool1_grad.i82274
-  %arena275 = getelementptr inbounds float, ptr %arena, i64 %960
-  store float 0.000000e+00, ptr %arena275, align 4
-  %i82.next = add nsw i64 %pool1_grad.i82274, 1
-  %961 = icmp slt i64 %i82.next, 200704
-  br i1 %961, label %pool1_grad.i82, label %pool1_grad.i82.end
+conv2_weight_grad.k95:                            ; preds = %conv2_weight_grad.k95, %conv2_weight_grad.mb93
+  %conv2_weight_grad.k95584 = phi i64 [ 0, %conv2_weight_grad.mb93 ], [ %k95.next, %conv2_weight_grad.k95 ]
+  %1855 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1856 = add nsw i64 %conv2_weight_grad.k95584, %1855
+  %1857 = mul nsw i64 %1856, 32
+  %1858 = add nsw i64 2936080, %1857
+  %1859 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1860 = add nsw i64 %1858, %1859
+  %arena585 = getelementptr inbounds float, ptr %arena, i64 %1860
+  %1861 = load <16 x float>, ptr %arena585, align 4
+  store <16 x float> %1861, ptr %conv2_weight_grad.t94_b0, align 64
+  %1862 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1863 = add nsw i64 %conv2_weight_grad.k95584, %1862
+  %1864 = mul nsw i64 %1863, 32
+  %1865 = add nsw i64 2936080, %1864
+  %1866 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %1867 = add nsw i64 %1865, %1866
+  %1868 = add nsw i64 %1867, 16
+  %arena586 = getelementptr inbounds float, ptr %arena, i64 %1868
+  %1869 = load <16 x float>, ptr %arena586, align 4
+  store <16 x float> %1869, ptr %conv2_weight_grad.t94_b1, align 64
+  %1870 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1871 = mul nsw i64 %1870, 12544
+  %1872 = add nsw i64 1129744, %1871
+  %1873 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1874 = add nsw i64 %conv2_weight_grad.k95584, %1873
+  %1875 = add nsw i64 %1872, %1874
+  %arena587 = getelementptr inbounds float, ptr %arena, i64 %1875
+  %1876 = load float, ptr %arena587, align 4
+  %1877 = insertelement <16 x float> undef, float %1876, i32 0
+  %1878 = shufflevector <16 x float> %1877, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1878, ptr %conv2_weight_grad.t94_a0, align 64
+  %t94_a0 = load <16 x float>, ptr %conv2_weight_grad.t94_a0, align 64
+  %t94_b0 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c0_0, align 64
+  %1879 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a0, <16 x float> %t94_b0, <16 x float> %t94_c0_0)
+  store <16 x float> %1879, ptr %conv2_weight_grad.t94_c0_0, align 64
+  %t94_a0588 = load <16 x float>, ptr %conv2_weight_grad.t94_a0, align 64
+  %t94_b1 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c0_1, align 64
+  %1880 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a0588, <16 x float> %t94_b1, <16 x float> %t94_c0_1)
+  store <16 x float> %1880, ptr %conv2_weight_grad.t94_c0_1, align 64
+  %1881 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1882 = add nsw i64 %1881, 1
+  %1883 = mul nsw i64 %1882, 12544
+  %1884 = add nsw i64 1129744, %1883
+  %1885 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1886 = add nsw i64 %conv2_weight_grad.k95584, %1885
+  %1887 = add nsw i64 %1884, %1886
+  %arena589 = getelementptr inbounds float, ptr %arena, i64 %1887
+  %1888 = load float, ptr %arena589, align 4
+  %1889 = insertelement <16 x float> undef, float %1888, i32 0
+  %1890 = shufflevector <16 x float> %1889, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1890, ptr %conv2_weight_grad.t94_a1, align 64
+  %t94_a1 = load <16 x float>, ptr %conv2_weight_grad.t94_a1, align 64
+  %t94_b0590 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c1_0, align 64
+  %1891 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a1, <16 x float> %t94_b0590, <16 x float> %t94_c1_0)
+  store <16 x float> %1891, ptr %conv2_weight_grad.t94_c1_0, align 64
+  %t94_a1591 = load <16 x float>, ptr %conv2_weight_grad.t94_a1, align 64
+  %t94_b1592 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c1_1, align 64
+  %1892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a1591, <16 x float> %t94_b1592, <16 x float> %t94_c1_1)
+  store <16 x float> %1892, ptr %conv2_weight_grad.t94_c1_1, align 64
+  %1893 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1894 = add nsw i64 %1893, 2
+  %1895 = mul nsw i64 %1894, 12544
+  %1896 = add nsw i64 1129744, %1895
+  %1897 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1898 = add nsw i64 %conv2_weight_grad.k95584, %1897
+  %1899 = add nsw i64 %1896, %1898
+  %arena593 = getelementptr inbounds float, ptr %arena, i64 %1899
+  %1900 = load float, ptr %arena593, align 4
+  %1901 = insertelement <16 x float> undef, float %1900, i32 0
+  %1902 = shufflevector <16 x float> %1901, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1902, ptr %conv2_weight_grad.t94_a2, align 64
+  %t94_a2 = load <16 x float>, ptr %conv2_weight_grad.t94_a2, align 64
+  %t94_b0594 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c2_0, align 64
+  %1903 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a2, <16 x float> %t94_b0594, <16 x float> %t94_c2_0)
+  store <16 x float> %1903, ptr %conv2_weight_grad.t94_c2_0, align 64
+  %t94_a2595 = load <16 x float>, ptr %conv2_weight_grad.t94_a2, align 64
+  %t94_b1596 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c2_1, align 64
+  %1904 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a2595, <16 x float> %t94_b1596, <16 x float> %t94_c2_1)
+  store <16 x float> %1904, ptr %conv2_weight_grad.t94_c2_1, align 64
+  %1905 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1906 = add nsw i64 %1905, 3
+  %1907 = mul nsw i64 %1906, 12544
+  %1908 = add nsw i64 1129744, %1907
+  %1909 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1910 = add nsw i64 %conv2_weight_grad.k95584, %1909
+  %1911 = add nsw i64 %1908, %1910
+  %arena597 = getelementptr inbounds float, ptr %arena, i64 %1911
+  %1912 = load float, ptr %arena597, align 4
+  %1913 = insertelement <16 x float> undef, float %1912, i32 0
+  %1914 = shufflevector <16 x float> %1913, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1914, ptr %conv2_weight_grad.t94_a3, align 64
+  %t94_a3 = load <16 x float>, ptr %conv2_weight_grad.t94_a3, align 64
+  %t94_b0598 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c3_0, align 64
+  %1915 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a3, <16 x float> %t94_b0598, <16 x float> %t94_c3_0)
+  store <16 x float> %1915, ptr %conv2_weight_grad.t94_c3_0, align 64
+  %t94_a3599 = load <16 x float>, ptr %conv2_weight_grad.t94_a3, align 64
+  %t94_b1600 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c3_1, align 64
+  %1916 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a3599, <16 x float> %t94_b1600, <16 x float> %t94_c3_1)
+  store <16 x float> %1916, ptr %conv2_weight_grad.t94_c3_1, align 64
+  %1917 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1918 = add nsw i64 %1917, 4
+  %1919 = mul nsw i64 %1918, 12544
+  %1920 = add nsw i64 1129744, %1919
+  %1921 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1922 = add nsw i64 %conv2_weight_grad.k95584, %1921
+  %1923 = add nsw i64 %1920, %1922
+  %arena601 = getelementptr inbounds float, ptr %arena, i64 %1923
+  %1924 = load float, ptr %arena601, align 4
+  %1925 = insertelement <16 x float> undef, float %1924, i32 0
+  %1926 = shufflevector <16 x float> %1925, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1926, ptr %conv2_weight_grad.t94_a4, align 64
+  %t94_a4 = load <16 x float>, ptr %conv2_weight_grad.t94_a4, align 64
+  %t94_b0602 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c4_0, align 64
+  %1927 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a4, <16 x float> %t94_b0602, <16 x float> %t94_c4_0)
+  store <16 x float> %1927, ptr %conv2_weight_grad.t94_c4_0, align 64
+  %t94_a4603 = load <16 x float>, ptr %conv2_weight_grad.t94_a4, align 64
+  %t94_b1604 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c4_1, align 64
+  %1928 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a4603, <16 x float> %t94_b1604, <16 x float> %t94_c4_1)
+  store <16 x float> %1928, ptr %conv2_weight_grad.t94_c4_1, align 64
+  %1929 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1930 = add nsw i64 %1929, 5
+  %1931 = mul nsw i64 %1930, 12544
+  %1932 = add nsw i64 1129744, %1931
+  %1933 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1934 = add nsw i64 %conv2_weight_grad.k95584, %1933
+  %1935 = add nsw i64 %1932, %1934
+  %arena605 = getelementptr inbounds float, ptr %arena, i64 %1935
+  %1936 = load float, ptr %arena605, align 4
+  %1937 = insertelement <16 x float> undef, float %1936, i32 0
+  %1938 = shufflevector <16 x float> %1937, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1938, ptr %conv2_weight_grad.t94_a5, align 64
+  %t94_a5 = load <16 x float>, ptr %conv2_weight_grad.t94_a5, align 64
+  %t94_b0606 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c5_0, align 64
+  %1939 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a5, <16 x float> %t94_b0606, <16 x float> %t94_c5_0)
+  store <16 x float> %1939, ptr %conv2_weight_grad.t94_c5_0, align 64
+  %t94_a5607 = load <16 x float>, ptr %conv2_weight_grad.t94_a5, align 64
+  %t94_b1608 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c5_1, align 64
+  %1940 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a5607, <16 x float> %t94_b1608, <16 x float> %t94_c5_1)
+  store <16 x float> %1940, ptr %conv2_weight_grad.t94_c5_1, align 64
+  %1941 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1942 = add nsw i64 %1941, 6
+  %1943 = mul nsw i64 %1942, 12544
+  %1944 = add nsw i64 1129744, %1943
+  %1945 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1946 = add nsw i64 %conv2_weight_grad.k95584, %1945
+  %1947 = add nsw i64 %1944, %1946
+  %arena609 = getelementptr inbounds float, ptr %arena, i64 %1947
+  %1948 = load float, ptr %arena609, align 4
+  %1949 = insertelement <16 x float> undef, float %1948, i32 0
+  %1950 = shufflevector <16 x float> %1949, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1950, ptr %conv2_weight_grad.t94_a6, align 64
+  %t94_a6 = load <16 x float>, ptr %conv2_weight_grad.t94_a6, align 64
+  %t94_b0610 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c6_0, align 64
+  %1951 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a6, <16 x float> %t94_b0610, <16 x float> %t94_c6_0)
+  store <16 x float> %1951, ptr %conv2_weight_grad.t94_c6_0, align 64
+  %t94_a6611 = load <16 x float>, ptr %conv2_weight_grad.t94_a6, align 64
+  %t94_b1612 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c6_1, align 64
+  %1952 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a6611, <16 x float> %t94_b1612, <16 x float> %t94_c6_1)
+  store <16 x float> %1952, ptr %conv2_weight_grad.t94_c6_1, align 64
+  %1953 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1954 = add nsw i64 %1953, 7
+  %1955 = mul nsw i64 %1954, 12544
+  %1956 = add nsw i64 1129744, %1955
+  %1957 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1958 = add nsw i64 %conv2_weight_grad.k95584, %1957
+  %1959 = add nsw i64 %1956, %1958
+  %arena613 = getelementptr inbounds float, ptr %arena, i64 %1959
+  %1960 = load float, ptr %arena613, align 4
+  %1961 = insertelement <16 x float> undef, float %1960, i32 0
+  %1962 = shufflevector <16 x float> %1961, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1962, ptr %conv2_weight_grad.t94_a7, align 64
+  %t94_a7 = load <16 x float>, ptr %conv2_weight_grad.t94_a7, align 64
+  %t94_b0614 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c7_0, align 64
+  %1963 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a7, <16 x float> %t94_b0614, <16 x float> %t94_c7_0)
+  store <16 x float> %1963, ptr %conv2_weight_grad.t94_c7_0, align 64
+  %t94_a7615 = load <16 x float>, ptr %conv2_weight_grad.t94_a7, align 64
+  %t94_b1616 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c7_1, align 64
+  %1964 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a7615, <16 x float> %t94_b1616, <16 x float> %t94_c7_1)
+  store <16 x float> %1964, ptr %conv2_weight_grad.t94_c7_1, align 64
+  %1965 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1966 = add nsw i64 %1965, 8
+  %1967 = mul nsw i64 %1966, 12544
+  %1968 = add nsw i64 1129744, %1967
+  %1969 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1970 = add nsw i64 %conv2_weight_grad.k95584, %1969
+  %1971 = add nsw i64 %1968, %1970
+  %arena617 = getelementptr inbounds float, ptr %arena, i64 %1971
+  %1972 = load float, ptr %arena617, align 4
+  %1973 = insertelement <16 x float> undef, float %1972, i32 0
+  %1974 = shufflevector <16 x float> %1973, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1974, ptr %conv2_weight_grad.t94_a8, align 64
+  %t94_a8 = load <16 x float>, ptr %conv2_weight_grad.t94_a8, align 64
+  %t94_b0618 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c8_0, align 64
+  %1975 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a8, <16 x float> %t94_b0618, <16 x float> %t94_c8_0)
+  store <16 x float> %1975, ptr %conv2_weight_grad.t94_c8_0, align 64
+  %t94_a8619 = load <16 x float>, ptr %conv2_weight_grad.t94_a8, align 64
+  %t94_b1620 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c8_1, align 64
+  %1976 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a8619, <16 x float> %t94_b1620, <16 x float> %t94_c8_1)
+  store <16 x float> %1976, ptr %conv2_weight_grad.t94_c8_1, align 64
+  %1977 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1978 = add nsw i64 %1977, 9
+  %1979 = mul nsw i64 %1978, 12544
+  %1980 = add nsw i64 1129744, %1979
+  %1981 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1982 = add nsw i64 %conv2_weight_grad.k95584, %1981
+  %1983 = add nsw i64 %1980, %1982
+  %arena621 = getelementptr inbounds float, ptr %arena, i64 %1983
+  %1984 = load float, ptr %arena621, align 4
+  %1985 = insertelement <16 x float> undef, float %1984, i32 0
+  %1986 = shufflevector <16 x float> %1985, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1986, ptr %conv2_weight_grad.t94_a9, align 64
+  %t94_a9 = load <16 x float>, ptr %conv2_weight_grad.t94_a9, align 64
+  %t94_b0622 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c9_0, align 64
+  %1987 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a9, <16 x float> %t94_b0622, <16 x float> %t94_c9_0)
+  store <16 x float> %1987, ptr %conv2_weight_grad.t94_c9_0, align 64
+  %t94_a9623 = load <16 x float>, ptr %conv2_weight_grad.t94_a9, align 64
+  %t94_b1624 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c9_1, align 64
+  %1988 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a9623, <16 x float> %t94_b1624, <16 x float> %t94_c9_1)
+  store <16 x float> %1988, ptr %conv2_weight_grad.t94_c9_1, align 64
+  %1989 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %1990 = add nsw i64 %1989, 10
+  %1991 = mul nsw i64 %1990, 12544
+  %1992 = add nsw i64 1129744, %1991
+  %1993 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %1994 = add nsw i64 %conv2_weight_grad.k95584, %1993
+  %1995 = add nsw i64 %1992, %1994
+  %arena625 = getelementptr inbounds float, ptr %arena, i64 %1995
+  %1996 = load float, ptr %arena625, align 4
+  %1997 = insertelement <16 x float> undef, float %1996, i32 0
+  %1998 = shufflevector <16 x float> %1997, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1998, ptr %conv2_weight_grad.t94_a10, align 64
+  %t94_a10 = load <16 x float>, ptr %conv2_weight_grad.t94_a10, align 64
+  %t94_b0626 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c10_0, align 64
+  %1999 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a10, <16 x float> %t94_b0626, <16 x float> %t94_c10_0)
+  store <16 x float> %1999, ptr %conv2_weight_grad.t94_c10_0, align 64
+  %t94_a10627 = load <16 x float>, ptr %conv2_weight_grad.t94_a10, align 64
+  %t94_b1628 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c10_1, align 64
+  %2000 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a10627, <16 x float> %t94_b1628, <16 x float> %t94_c10_1)
+  store <16 x float> %2000, ptr %conv2_weight_grad.t94_c10_1, align 64
+  %2001 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2002 = add nsw i64 %2001, 11
+  %2003 = mul nsw i64 %2002, 12544
+  %2004 = add nsw i64 1129744, %2003
+  %2005 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2006 = add nsw i64 %conv2_weight_grad.k95584, %2005
+  %2007 = add nsw i64 %2004, %2006
+  %arena629 = getelementptr inbounds float, ptr %arena, i64 %2007
+  %2008 = load float, ptr %arena629, align 4
+  %2009 = insertelement <16 x float> undef, float %2008, i32 0
+  %2010 = shufflevector <16 x float> %2009, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2010, ptr %conv2_weight_grad.t94_a11, align 64
+  %t94_a11 = load <16 x float>, ptr %conv2_weight_grad.t94_a11, align 64
+  %t94_b0630 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c11_0, align 64
+  %2011 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a11, <16 x float> %t94_b0630, <16 x float> %t94_c11_0)
+  store <16 x float> %2011, ptr %conv2_weight_grad.t94_c11_0, align 64
+  %t94_a11631 = load <16 x float>, ptr %conv2_weight_grad.t94_a11, align 64
+  %t94_b1632 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c11_1, align 64
+  %2012 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a11631, <16 x float> %t94_b1632, <16 x float> %t94_c11_1)
+  store <16 x float> %2012, ptr %conv2_weight_grad.t94_c11_1, align 64
+  %2013 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2014 = add nsw i64 %2013, 12
+  %2015 = mul nsw i64 %2014, 12544
+  %2016 = add nsw i64 1129744, %2015
+  %2017 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2018 = add nsw i64 %conv2_weight_grad.k95584, %2017
+  %2019 = add nsw i64 %2016, %2018
+  %arena633 = getelementptr inbounds float, ptr %arena, i64 %2019
+  %2020 = load float, ptr %arena633, align 4
+  %2021 = insertelement <16 x float> undef, float %2020, i32 0
+  %2022 = shufflevector <16 x float> %2021, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2022, ptr %conv2_weight_grad.t94_a12, align 64
+  %t94_a12 = load <16 x float>, ptr %conv2_weight_grad.t94_a12, align 64
+  %t94_b0634 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c12_0, align 64
+  %2023 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a12, <16 x float> %t94_b0634, <16 x float> %t94_c12_0)
+  store <16 x float> %2023, ptr %conv2_weight_grad.t94_c12_0, align 64
+  %t94_a12635 = load <16 x float>, ptr %conv2_weight_grad.t94_a12, align 64
+  %t94_b1636 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c12_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c12_1, align 64
+  %2024 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a12635, <16 x float> %t94_b1636, <16 x float> %t94_c12_1)
+  store <16 x float> %2024, ptr %conv2_weight_grad.t94_c12_1, align 64
+  %2025 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2026 = add nsw i64 %2025, 13
+  %2027 = mul nsw i64 %2026, 12544
+  %2028 = add nsw i64 1129744, %2027
+  %2029 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2030 = add nsw i64 %conv2_weight_grad.k95584, %2029
+  %2031 = add nsw i64 %2028, %2030
+  %arena637 = getelementptr inbounds float, ptr %arena, i64 %2031
+  %2032 = load float, ptr %arena637, align 4
+  %2033 = insertelement <16 x float> undef, float %2032, i32 0
+  %2034 = shufflevector <16 x float> %2033, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2034, ptr %conv2_weight_grad.t94_a13, align 64
+  %t94_a13 = load <16 x float>, ptr %conv2_weight_grad.t94_a13, align 64
+  %t94_b0638 = load <16 x float>, ptr %conv2_weight_grad.t94_b0, align 64
+  %t94_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t94_c13_0, align 64
+  %2035 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a13, <16 x float> %t94_b0638, <16 x float> %t94_c13_0)
+  store <16 x float> %2035, ptr %conv2_weight_grad.t94_c13_0, align 64
+  %t94_a13639 = load <16 x float>, ptr %conv2_weight_grad.t94_a13, align 64
+  %t94_b1640 = load <16 x float>, ptr %conv2_weight_grad.t94_b1, align 64
+  %t94_c13_1 = load <16 x float>, ptr %conv2_weight_grad.t94_c13_1, align 64
+  %2036 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t94_a13639, <16 x float> %t94_b1640, <16 x float> %t94_c13_1)
+  store <16 x float> %2036, ptr %conv2_weight_grad.t94_c13_1, align 64
+  %k95.next = add nsw i64 %conv2_weight_grad.k95584, 1
+  %2037 = icmp slt i64 %k95.next, 381
+  br i1 %2037, label %conv2_weight_grad.k95, label %conv2_weight_grad.k95.end
 
-pool1_grad.i82.end:                               ; preds = %pool1_grad.i82
-  br label %pool1_grad.g83
+conv2_weight_grad.k95.end:                        ; preds = %conv2_weight_grad.k95
+  %t94_c0_0641 = load <16 x float>, ptr %conv2_weight_grad.t94_c0_0, align 64
+  %2038 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2039 = mul nsw i64 %2038, 32
+  %2040 = add nsw i64 3337488, %2039
+  %2041 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2042 = add nsw i64 %2040, %2041
+  %arena642 = getelementptr inbounds float, ptr %arena, i64 %2042
+  store <16 x float> %t94_c0_0641, ptr %arena642, align 4
+  %t94_c0_1643 = load <16 x float>, ptr %conv2_weight_grad.t94_c0_1, align 64
+  %2043 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2044 = mul nsw i64 %2043, 32
+  %2045 = add nsw i64 3337488, %2044
+  %2046 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2047 = add nsw i64 %2045, %2046
+  %2048 = add nsw i64 %2047, 16
+  %arena644 = getelementptr inbounds float, ptr %arena, i64 %2048
+  store <16 x float> %t94_c0_1643, ptr %arena644, align 4
+  %t94_c1_0645 = load <16 x float>, ptr %conv2_weight_grad.t94_c1_0, align 64
+  %2049 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2050 = add nsw i64 %2049, 1
+  %2051 = mul nsw i64 %2050, 32
+  %2052 = add nsw i64 3337488, %2051
+  %2053 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2054 = add nsw i64 %2052, %2053
+  %arena646 = getelementptr inbounds float, ptr %arena, i64 %2054
+  store <16 x float> %t94_c1_0645, ptr %arena646, align 4
+  %t94_c1_1647 = load <16 x float>, ptr %conv2_weight_grad.t94_c1_1, align 64
+  %2055 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2056 = add nsw i64 %2055, 1
+  %2057 = mul nsw i64 %2056, 32
+  %2058 = add nsw i64 3337488, %2057
+  %2059 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2060 = add nsw i64 %2058, %2059
+  %2061 = add nsw i64 %2060, 16
+  %arena648 = getelementptr inbounds float, ptr %arena, i64 %2061
+  store <16 x float> %t94_c1_1647, ptr %arena648, align 4
+  %t94_c2_0649 = load <16 x float>, ptr %conv2_weight_grad.t94_c2_0, align 64
+  %2062 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2063 = add nsw i64 %2062, 2
+  %2064 = mul nsw i64 %2063, 32
+  %2065 = add nsw i64 3337488, %2064
+  %2066 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2067 = add nsw i64 %2065, %2066
+  %arena650 = getelementptr inbounds float, ptr %arena, i64 %2067
+  store <16 x float> %t94_c2_0649, ptr %arena650, align 4
+  %t94_c2_1651 = load <16 x float>, ptr %conv2_weight_grad.t94_c2_1, align 64
+  %2068 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2069 = add nsw i64 %2068, 2
+  %2070 = mul nsw i64 %2069, 32
+  %2071 = add nsw i64 3337488, %2070
+  %2072 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2073 = add nsw i64 %2071, %2072
+  %2074 = add nsw i64 %2073, 16
+  %arena652 = getelementptr inbounds float, ptr %arena, i64 %2074
+  store <16 x float> %t94_c2_1651, ptr %arena652, align 4
+  %t94_c3_0653 = load <16 x float>, ptr %conv2_weight_grad.t94_c3_0, align 64
+  %2075 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2076 = add nsw i64 %2075, 3
+  %2077 = mul nsw i64 %2076, 32
+  %2078 = add nsw i64 3337488, %2077
+  %2079 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2080 = add nsw i64 %2078, %2079
+  %arena654 = getelementptr inbounds float, ptr %arena, i64 %2080
+  store <16 x float> %t94_c3_0653, ptr %arena654, align 4
+  %t94_c3_1655 = load <16 x float>, ptr %conv2_weight_grad.t94_c3_1, align 64
+  %2081 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2082 = add nsw i64 %2081, 3
+  %2083 = mul nsw i64 %2082, 32
+  %2084 = add nsw i64 3337488, %2083
+  %2085 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2086 = add nsw i64 %2084, %2085
+  %2087 = add nsw i64 %2086, 16
+  %arena656 = getelementptr inbounds float, ptr %arena, i64 %2087
+  store <16 x float> %t94_c3_1655, ptr %arena656, align 4
+  %t94_c4_0657 = load <16 x float>, ptr %conv2_weight_grad.t94_c4_0, align 64
+  %2088 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2089 = add nsw i64 %2088, 4
+  %2090 = mul nsw i64 %2089, 32
+  %2091 = add nsw i64 3337488, %2090
+  %2092 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2093 = add nsw i64 %2091, %2092
+  %arena658 = getelementptr inbounds float, ptr %arena, i64 %2093
+  store <16 x float> %t94_c4_0657, ptr %arena658, align 4
+  %t94_c4_1659 = load <16 x float>, ptr %conv2_weight_grad.t94_c4_1, align 64
+  %2094 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2095 = add nsw i64 %2094, 4
+  %2096 = mul nsw i64 %2095, 32
+  %2097 = add nsw i64 3337488, %2096
+  %2098 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2099 = add nsw i64 %2097, %2098
+  %2100 = add nsw i64 %2099, 16
+  %arena660 = getelementptr inbounds float, ptr %arena, i64 %2100
+  store <16 x float> %t94_c4_1659, ptr %arena660, align 4
+  %t94_c5_0661 = load <16 x float>, ptr %conv2_weight_grad.t94_c5_0, align 64
+  %2101 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2102 = add nsw i64 %2101, 5
+  %2103 = mul nsw i64 %2102, 32
+  %2104 = add nsw i64 3337488, %2103
+  %2105 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2106 = add nsw i64 %2104, %2105
+  %arena662 = getelementptr inbounds float, ptr %arena, i64 %2106
+  store <16 x float> %t94_c5_0661, ptr %arena662, align 4
+  %t94_c5_1663 = load <16 x float>, ptr %conv2_weight_grad.t94_c5_1, align 64
+  %2107 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2108 = add nsw i64 %2107, 5
+  %2109 = mul nsw i64 %2108, 32
+  %2110 = add nsw i64 3337488, %2109
+  %2111 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2112 = add nsw i64 %2110, %2111
+  %2113 = add nsw i64 %2112, 16
+  %arena664 = getelementptr inbounds float, ptr %arena, i64 %2113
+  store <16 x float> %t94_c5_1663, ptr %arena664, align 4
+  %t94_c6_0665 = load <16 x float>, ptr %conv2_weight_grad.t94_c6_0, align 64
+  %2114 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2115 = add nsw i64 %2114, 6
+  %2116 = mul nsw i64 %2115, 32
+  %2117 = add nsw i64 3337488, %2116
+  %2118 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2119 = add nsw i64 %2117, %2118
+  %arena666 = getelementptr inbounds float, ptr %arena, i64 %2119
+  store <16 x float> %t94_c6_0665, ptr %arena666, align 4
+  %t94_c6_1667 = load <16 x float>, ptr %conv2_weight_grad.t94_c6_1, align 64
+  %2120 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2121 = add nsw i64 %2120, 6
+  %2122 = mul nsw i64 %2121, 32
+  %2123 = add nsw i64 3337488, %2122
+  %2124 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2125 = add nsw i64 %2123, %2124
+  %2126 = add nsw i64 %2125, 16
+  %arena668 = getelementptr inbounds float, ptr %arena, i64 %2126
+  store <16 x float> %t94_c6_1667, ptr %arena668, align 4
+  %t94_c7_0669 = load <16 x float>, ptr %conv2_weight_grad.t94_c7_0, align 64
+  %2127 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2128 = add nsw i64 %2127, 7
+  %2129 = mul nsw i64 %2128, 32
+  %2130 = add nsw i64 3337488, %2129
+  %2131 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2132 = add nsw i64 %2130, %2131
+  %arena670 = getelementptr inbounds float, ptr %arena, i64 %2132
+  store <16 x float> %t94_c7_0669, ptr %arena670, align 4
+  %t94_c7_1671 = load <16 x float>, ptr %conv2_weight_grad.t94_c7_1, align 64
+  %2133 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2134 = add nsw i64 %2133, 7
+  %2135 = mul nsw i64 %2134, 32
+  %2136 = add nsw i64 3337488, %2135
+  %2137 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2138 = add nsw i64 %2136, %2137
+  %2139 = add nsw i64 %2138, 16
+  %arena672 = getelementptr inbounds float, ptr %arena, i64 %2139
+  store <16 x float> %t94_c7_1671, ptr %arena672, align 4
+  %t94_c8_0673 = load <16 x float>, ptr %conv2_weight_grad.t94_c8_0, align 64
+  %2140 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2141 = add nsw i64 %2140, 8
+  %2142 = mul nsw i64 %2141, 32
+  %2143 = add nsw i64 3337488, %2142
+  %2144 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2145 = add nsw i64 %2143, %2144
+  %arena674 = getelementptr inbounds float, ptr %arena, i64 %2145
+  store <16 x float> %t94_c8_0673, ptr %arena674, align 4
+  %t94_c8_1675 = load <16 x float>, ptr %conv2_weight_grad.t94_c8_1, align 64
+  %2146 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2147 = add nsw i64 %2146, 8
+  %2148 = mul nsw i64 %2147, 32
+  %2149 = add nsw i64 3337488, %2148
+  %2150 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2151 = add nsw i64 %2149, %2150
+  %2152 = add nsw i64 %2151, 16
+  %arena676 = getelementptr inbounds float, ptr %arena, i64 %2152
+  store <16 x float> %t94_c8_1675, ptr %arena676, align 4
+  %t94_c9_0677 = load <16 x float>, ptr %conv2_weight_grad.t94_c9_0, align 64
+  %2153 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2154 = add nsw i64 %2153, 9
+  %2155 = mul nsw i64 %2154, 32
+  %2156 = add nsw i64 3337488, %2155
+  %2157 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2158 = add nsw i64 %2156, %2157
+  %arena678 = getelementptr inbounds float, ptr %arena, i64 %2158
+  store <16 x float> %t94_c9_0677, ptr %arena678, align 4
+  %t94_c9_1679 = load <16 x float>, ptr %conv2_weight_grad.t94_c9_1, align 64
+  %2159 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2160 = add nsw i64 %2159, 9
+  %2161 = mul nsw i64 %2160, 32
+  %2162 = add nsw i64 3337488, %2161
+  %2163 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2164 = add nsw i64 %2162, %2163
+  %2165 = add nsw i64 %2164, 16
+  %arena680 = getelementptr inbounds float, ptr %arena, i64 %2165
+  store <16 x float> %t94_c9_1679, ptr %arena680, align 4
+  %t94_c10_0681 = load <16 x float>, ptr %conv2_weight_grad.t94_c10_0, align 64
+  %2166 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2167 = add nsw i64 %2166, 10
+  %2168 = mul nsw i64 %2167, 32
+  %2169 = add nsw i64 3337488, %2168
+  %2170 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2171 = add nsw i64 %2169, %2170
+  %arena682 = getelementptr inbounds float, ptr %arena, i64 %2171
+  store <16 x float> %t94_c10_0681, ptr %arena682, align 4
+  %t94_c10_1683 = load <16 x float>, ptr %conv2_weight_grad.t94_c10_1, align 64
+  %2172 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2173 = add nsw i64 %2172, 10
+  %2174 = mul nsw i64 %2173, 32
+  %2175 = add nsw i64 3337488, %2174
+  %2176 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2177 = add nsw i64 %2175, %2176
+  %2178 = add nsw i64 %2177, 16
+  %arena684 = getelementptr inbounds float, ptr %arena, i64 %2178
+  store <16 x float> %t94_c10_1683, ptr %arena684, align 4
+  %t94_c11_0685 = load <16 x float>, ptr %conv2_weight_grad.t94_c11_0, align 64
+  %2179 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2180 = add nsw i64 %2179, 11
+  %2181 = mul nsw i64 %2180, 32
+  %2182 = add nsw i64 3337488, %2181
+  %2183 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2184 = add nsw i64 %2182, %2183
+  %arena686 = getelementptr inbounds float, ptr %arena, i64 %2184
+  store <16 x float> %t94_c11_0685, ptr %arena686, align 4
+  %t94_c11_1687 = load <16 x float>, ptr %conv2_weight_grad.t94_c11_1, align 64
+  %2185 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2186 = add nsw i64 %2185, 11
+  %2187 = mul nsw i64 %2186, 32
+  %2188 = add nsw i64 3337488, %2187
+  %2189 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2190 = add nsw i64 %2188, %2189
+  %2191 = add nsw i64 %2190, 16
+  %arena688 = getelementptr inbounds float, ptr %arena, i64 %2191
+  store <16 x float> %t94_c11_1687, ptr %arena688, align 4
+  %t94_c12_0689 = load <16 x float>, ptr %conv2_weight_grad.t94_c12_0, align 64
+  %2192 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2193 = add nsw i64 %2192, 12
+  %2194 = mul nsw i64 %2193, 32
+  %2195 = add nsw i64 3337488, %2194
+  %2196 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2197 = add nsw i64 %2195, %2196
+  %arena690 = getelementptr inbounds float, ptr %arena, i64 %2197
+  store <16 x float> %t94_c12_0689, ptr %arena690, align 4
+  %t94_c12_1691 = load <16 x float>, ptr %conv2_weight_grad.t94_c12_1, align 64
+  %2198 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2199 = add nsw i64 %2198, 12
+  %2200 = mul nsw i64 %2199, 32
+  %2201 = add nsw i64 3337488, %2200
+  %2202 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2203 = add nsw i64 %2201, %2202
+  %2204 = add nsw i64 %2203, 16
+  %arena692 = getelementptr inbounds float, ptr %arena, i64 %2204
+  store <16 x float> %t94_c12_1691, ptr %arena692, align 4
+  %t94_c13_0693 = load <16 x float>, ptr %conv2_weight_grad.t94_c13_0, align 64
+  %2205 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2206 = add nsw i64 %2205, 13
+  %2207 = mul nsw i64 %2206, 32
+  %2208 = add nsw i64 3337488, %2207
+  %2209 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2210 = add nsw i64 %2208, %2209
+  %arena694 = getelementptr inbounds float, ptr %arena, i64 %2210
+  store <16 x float> %t94_c13_0693, ptr %arena694, align 4
+  %t94_c13_1695 = load <16 x float>, ptr %conv2_weight_grad.t94_c13_1, align 64
+  %2211 = mul nsw i64 %conv2_weight_grad.mb93555, 14
+  %2212 = add nsw i64 %2211, 13
+  %2213 = mul nsw i64 %2212, 32
+  %2214 = add nsw i64 3337488, %2213
+  %2215 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2216 = add nsw i64 %2214, %2215
+  %2217 = add nsw i64 %2216, 16
+  %arena696 = getelementptr inbounds float, ptr %arena, i64 %2217
+  store <16 x float> %t94_c13_1695, ptr %arena696, align 4
+  %mb93.next = add nsw i64 %conv2_weight_grad.mb93555, 1
+  %2218 = icmp slt i64 %mb93.next, 10
+  br i1 %2218, label %conv2_weight_grad.mb93, label %conv2_weight_grad.mb93.end
 
-pool1_grad.g83:                                   ; preds = %pool1_grad.j87.end, %pool1_grad.i82.end
-  %pool1_grad.g83276 = phi i64 [ 0, %pool1_grad.i82.end ], [ %g83.next, %pool1_grad.j87.end ]
-  br label %pool1_grad.j84
+conv2_weight_grad.k97:                            ; preds = %conv2_weight_grad.k97, %conv2_weight_grad.mb93.end
+  %conv2_weight_grad.k97705 = phi i64 [ 0, %conv2_weight_grad.mb93.end ], [ %k97.next, %conv2_weight_grad.k97 ]
+  %2219 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2220 = add nsw i64 %conv2_weight_grad.k97705, %2219
+  %2221 = mul nsw i64 %2220, 32
+  %2222 = add nsw i64 2936080, %2221
+  %2223 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2224 = add nsw i64 %2222, %2223
+  %arena706 = getelementptr inbounds float, ptr %arena, i64 %2224
+  %2225 = load <16 x float>, ptr %arena706, align 4
+  store <16 x float> %2225, ptr %conv2_weight_grad.t96_b0, align 64
+  %2226 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2227 = add nsw i64 %conv2_weight_grad.k97705, %2226
+  %2228 = mul nsw i64 %2227, 32
+  %2229 = add nsw i64 2936080, %2228
+  %2230 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2231 = add nsw i64 %2229, %2230
+  %2232 = add nsw i64 %2231, 16
+  %arena707 = getelementptr inbounds float, ptr %arena, i64 %2232
+  %2233 = load <16 x float>, ptr %arena707, align 4
+  store <16 x float> %2233, ptr %conv2_weight_grad.t96_b1, align 64
+  %2234 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2235 = add nsw i64 %conv2_weight_grad.k97705, %2234
+  %2236 = add nsw i64 2885904, %2235
+  %arena708 = getelementptr inbounds float, ptr %arena, i64 %2236
+  %2237 = load float, ptr %arena708, align 4
+  %2238 = insertelement <16 x float> undef, float %2237, i32 0
+  %2239 = shufflevector <16 x float> %2238, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2239, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_a0 = load <16 x float>, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_b0 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %2240 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0, <16 x float> %t96_b0, <16 x float> %t96_c0_0)
+  store <16 x float> %2240, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %t96_a0709 = load <16 x float>, ptr %conv2_weight_grad.t96_a0, align 64
+  %t96_b1 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %2241 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a0709, <16 x float> %t96_b1, <16 x float> %t96_c0_1)
+  store <16 x float> %2241, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %2242 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2243 = add nsw i64 %conv2_weight_grad.k97705, %2242
+  %2244 = add nsw i64 2898448, %2243
+  %arena710 = getelementptr inbounds float, ptr %arena, i64 %2244
+  %2245 = load float, ptr %arena710, align 4
+  %2246 = insertelement <16 x float> undef, float %2245, i32 0
+  %2247 = shufflevector <16 x float> %2246, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2247, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_a1 = load <16 x float>, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_b0711 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %2248 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1, <16 x float> %t96_b0711, <16 x float> %t96_c1_0)
+  store <16 x float> %2248, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %t96_a1712 = load <16 x float>, ptr %conv2_weight_grad.t96_a1, align 64
+  %t96_b1713 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %2249 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a1712, <16 x float> %t96_b1713, <16 x float> %t96_c1_1)
+  store <16 x float> %2249, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %2250 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2251 = add nsw i64 %conv2_weight_grad.k97705, %2250
+  %2252 = add nsw i64 2910992, %2251
+  %arena714 = getelementptr inbounds float, ptr %arena, i64 %2252
+  %2253 = load float, ptr %arena714, align 4
+  %2254 = insertelement <16 x float> undef, float %2253, i32 0
+  %2255 = shufflevector <16 x float> %2254, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2255, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_a2 = load <16 x float>, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_b0715 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %2256 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2, <16 x float> %t96_b0715, <16 x float> %t96_c2_0)
+  store <16 x float> %2256, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %t96_a2716 = load <16 x float>, ptr %conv2_weight_grad.t96_a2, align 64
+  %t96_b1717 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %2257 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a2716, <16 x float> %t96_b1717, <16 x float> %t96_c2_1)
+  store <16 x float> %2257, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %2258 = mul nsw i64 %conv2_weight_grad.kp91553, 381
+  %2259 = add nsw i64 %conv2_weight_grad.k97705, %2258
+  %2260 = add nsw i64 2923536, %2259
+  %arena718 = getelementptr inbounds float, ptr %arena, i64 %2260
+  %2261 = load float, ptr %arena718, align 4
+  %2262 = insertelement <16 x float> undef, float %2261, i32 0
+  %2263 = shufflevector <16 x float> %2262, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2263, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_a3 = load <16 x float>, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_b0719 = load <16 x float>, ptr %conv2_weight_grad.t96_b0, align 64
+  %t96_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %2264 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3, <16 x float> %t96_b0719, <16 x float> %t96_c3_0)
+  store <16 x float> %2264, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %t96_a3720 = load <16 x float>, ptr %conv2_weight_grad.t96_a3, align 64
+  %t96_b1721 = load <16 x float>, ptr %conv2_weight_grad.t96_b1, align 64
+  %t96_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_1, align 64
+  %2265 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t96_a3720, <16 x float> %t96_b1721, <16 x float> %t96_c3_1)
+  store <16 x float> %2265, ptr %conv2_weight_grad.t96_c3_1, align 64
+  %k97.next = add nsw i64 %conv2_weight_grad.k97705, 1
+  %2266 = icmp slt i64 %k97.next, 381
+  br i1 %2266, label %conv2_weight_grad.k97, label %conv2_weight_grad.k97.end
 
-pool1_grad.g83.end:                               ; preds = %pool1_grad.j87.end
-  br label %conv1_grad.i96
+conv2_weight_grad.k97.end:                        ; preds = %conv2_weight_grad.k97
+  %t96_c0_0722 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_0, align 64
+  %2267 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2268 = add nsw i64 3341968, %2267
+  %arena723 = getelementptr inbounds float, ptr %arena, i64 %2268
+  store <16 x float> %t96_c0_0722, ptr %arena723, align 4
+  %t96_c0_1724 = load <16 x float>, ptr %conv2_weight_grad.t96_c0_1, align 64
+  %2269 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2270 = add nsw i64 3341968, %2269
+  %2271 = add nsw i64 %2270, 16
+  %arena725 = getelementptr inbounds float, ptr %arena, i64 %2271
+  store <16 x float> %t96_c0_1724, ptr %arena725, align 4
+  %t96_c1_0726 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_0, align 64
+  %2272 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2273 = add nsw i64 3342000, %2272
+  %arena727 = getelementptr inbounds float, ptr %arena, i64 %2273
+  store <16 x float> %t96_c1_0726, ptr %arena727, align 4
+  %t96_c1_1728 = load <16 x float>, ptr %conv2_weight_grad.t96_c1_1, align 64
+  %2274 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2275 = add nsw i64 3342000, %2274
+  %2276 = add nsw i64 %2275, 16
+  %arena729 = getelementptr inbounds float, ptr %arena, i64 %2276
+  store <16 x float> %t96_c1_1728, ptr %arena729, align 4
+  %t96_c2_0730 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_0, align 64
+  %2277 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2278 = add nsw i64 3342032, %2277
+  %arena731 = getelementptr inbounds float, ptr %arena, i64 %2278
+  store <16 x float> %t96_c2_0730, ptr %arena731, align 4
+  %t96_c2_1732 = load <16 x float>, ptr %conv2_weight_grad.t96_c2_1, align 64
+  %2279 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2280 = add nsw i64 3342032, %2279
+  %2281 = add nsw i64 %2280, 16
+  %arena733 = getelementptr inbounds float, ptr %arena, i64 %2281
+  store <16 x float> %t96_c2_1732, ptr %arena733, align 4
+  %t96_c3_0734 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_0, align 64
+  %2282 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2283 = add nsw i64 3342064, %2282
+  %arena735 = getelementptr inbounds float, ptr %arena, i64 %2283
+  store <16 x float> %t96_c3_0734, ptr %arena735, align 4
+  %t96_c3_1736 = load <16 x float>, ptr %conv2_weight_grad.t96_c3_1, align 64
+  %2284 = mul nsw i64 %conv2_weight_grad.nb92554, 32
+  %2285 = add nsw i64 3342064, %2284
+  %2286 = add nsw i64 %2285, 16
+  %arena737 = getelementptr inbounds float, ptr %arena, i64 %2286
+  store <16 x float> %t96_c3_1736, ptr %arena737, align 4
+  %nb92.next = add nsw i64 %conv2_weight_grad.nb92554, 1
+  %2287 = icmp slt i64 %nb92.next, 1
+  br i1 %2287, label %conv2_weight_grad.nb92, label %conv2_weight_grad.nb92.end
 
-pool1_grad.j84:                                   ; preds = %pool1_grad.f85.end, %pool1_grad.g83
-  %pool1_grad.j84277 = phi i64 [ 0, %pool1_grad.g83 ], [ %j84.next, %pool1_grad.f85.end ]
-  br label %pool1_grad.f85
+conv2_weight_grad.nb98:                           ; preds = %conv2_weight_grad.k103.end, %conv2_weight_grad.kp91.end
+  %conv2_weight_grad.nb98738 = phi i64 [ 0, %conv2_weight_grad.kp91.end ], [ %nb98.next, %conv2_weight_grad.k103.end ]
+  br label %conv2_weight_grad.mb99
 
-pool1_grad.j84.end:                               ; preds = %pool1_grad.f85.end
-  %params282 = getelementptr inbounds float, ptr %params, i64 160
-  %arena283 = getelementptr inbounds float, ptr %arena, i64 2936080
-  %arena284 = getelementptr inbounds float, ptr %arena, i64 1129744
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 144, i32 12544, i32 32, float 1.000000e+00, ptr %params282, i32 144, ptr %arena283, i32 12544, float 0.000000e+00, ptr %arena284, i32 12544)
-  br label %pool1_grad.j87
+conv2_weight_grad.nb98.end:                       ; preds = %conv2_weight_grad.k103.end
+  %g76.next = add nsw i64 %conv2_weight_grad.g76525, 1
+  %2288 = icmp slt i64 %g76.next, 1
+  br i1 %2288, label %conv2_weight_grad.g76, label %conv2_weight_grad.g76.end
 
-pool1_grad.f85:                                   ; preds = %pool1_grad.i86.end, %pool1_grad.j84
-  %pool1_grad.f85278 = phi i64 [ 0, %pool1_grad.j84 ], [ %f85.next, %pool1_grad.i86.end ]
-  br label %pool1_grad.i86
+conv2_weight_grad.mb99:                           ; preds = %conv2_weight_grad.k101.end, %conv2_weight_grad.nb98
+  %conv2_weight_grad.mb99739 = phi i64 [ 0, %conv2_weight_grad.nb98 ], [ %mb99.next, %conv2_weight_grad.k101.end ]
+  %2289 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2290 = mul nsw i64 %2289, 32
+  %2291 = add nsw i64 3337488, %2290
+  %2292 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2293 = add nsw i64 %2291, %2292
+  %arena740 = getelementptr inbounds float, ptr %arena, i64 %2293
+  %2294 = load <16 x float>, ptr %arena740, align 4
+  store <16 x float> %2294, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %2295 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2296 = mul nsw i64 %2295, 32
+  %2297 = add nsw i64 3337488, %2296
+  %2298 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2299 = add nsw i64 %2297, %2298
+  %2300 = add nsw i64 %2299, 16
+  %arena741 = getelementptr inbounds float, ptr %arena, i64 %2300
+  %2301 = load <16 x float>, ptr %arena741, align 4
+  store <16 x float> %2301, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %2302 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2303 = add nsw i64 %2302, 1
+  %2304 = mul nsw i64 %2303, 32
+  %2305 = add nsw i64 3337488, %2304
+  %2306 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2307 = add nsw i64 %2305, %2306
+  %arena742 = getelementptr inbounds float, ptr %arena, i64 %2307
+  %2308 = load <16 x float>, ptr %arena742, align 4
+  store <16 x float> %2308, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %2309 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2310 = add nsw i64 %2309, 1
+  %2311 = mul nsw i64 %2310, 32
+  %2312 = add nsw i64 3337488, %2311
+  %2313 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2314 = add nsw i64 %2312, %2313
+  %2315 = add nsw i64 %2314, 16
+  %arena743 = getelementptr inbounds float, ptr %arena, i64 %2315
+  %2316 = load <16 x float>, ptr %arena743, align 4
+  store <16 x float> %2316, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %2317 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2318 = add nsw i64 %2317, 2
+  %2319 = mul nsw i64 %2318, 32
+  %2320 = add nsw i64 3337488, %2319
+  %2321 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2322 = add nsw i64 %2320, %2321
+  %arena744 = getelementptr inbounds float, ptr %arena, i64 %2322
+  %2323 = load <16 x float>, ptr %arena744, align 4
+  store <16 x float> %2323, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %2324 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2325 = add nsw i64 %2324, 2
+  %2326 = mul nsw i64 %2325, 32
+  %2327 = add nsw i64 3337488, %2326
+  %2328 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2329 = add nsw i64 %2327, %2328
+  %2330 = add nsw i64 %2329, 16
+  %arena745 = getelementptr inbounds float, ptr %arena, i64 %2330
+  %2331 = load <16 x float>, ptr %arena745, align 4
+  store <16 x float> %2331, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %2332 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2333 = add nsw i64 %2332, 3
+  %2334 = mul nsw i64 %2333, 32
+  %2335 = add nsw i64 3337488, %2334
+  %2336 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2337 = add nsw i64 %2335, %2336
+  %arena746 = getelementptr inbounds float, ptr %arena, i64 %2337
+  %2338 = load <16 x float>, ptr %arena746, align 4
+  store <16 x float> %2338, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %2339 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2340 = add nsw i64 %2339, 3
+  %2341 = mul nsw i64 %2340, 32
+  %2342 = add nsw i64 3337488, %2341
+  %2343 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2344 = add nsw i64 %2342, %2343
+  %2345 = add nsw i64 %2344, 16
+  %arena747 = getelementptr inbounds float, ptr %arena, i64 %2345
+  %2346 = load <16 x float>, ptr %arena747, align 4
+  store <16 x float> %2346, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %2347 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2348 = add nsw i64 %2347, 4
+  %2349 = mul nsw i64 %2348, 32
+  %2350 = add nsw i64 3337488, %2349
+  %2351 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2352 = add nsw i64 %2350, %2351
+  %arena748 = getelementptr inbounds float, ptr %arena, i64 %2352
+  %2353 = load <16 x float>, ptr %arena748, align 4
+  store <16 x float> %2353, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %2354 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2355 = add nsw i64 %2354, 4
+  %2356 = mul nsw i64 %2355, 32
+  %2357 = add nsw i64 3337488, %2356
+  %2358 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2359 = add nsw i64 %2357, %2358
+  %2360 = add nsw i64 %2359, 16
+  %arena749 = getelementptr inbounds float, ptr %arena, i64 %2360
+  %2361 = load <16 x float>, ptr %arena749, align 4
+  store <16 x float> %2361, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %2362 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2363 = add nsw i64 %2362, 5
+  %2364 = mul nsw i64 %2363, 32
+  %2365 = add nsw i64 3337488, %2364
+  %2366 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2367 = add nsw i64 %2365, %2366
+  %arena750 = getelementptr inbounds float, ptr %arena, i64 %2367
+  %2368 = load <16 x float>, ptr %arena750, align 4
+  store <16 x float> %2368, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %2369 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2370 = add nsw i64 %2369, 5
+  %2371 = mul nsw i64 %2370, 32
+  %2372 = add nsw i64 3337488, %2371
+  %2373 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2374 = add nsw i64 %2372, %2373
+  %2375 = add nsw i64 %2374, 16
+  %arena751 = getelementptr inbounds float, ptr %arena, i64 %2375
+  %2376 = load <16 x float>, ptr %arena751, align 4
+  store <16 x float> %2376, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %2377 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2378 = add nsw i64 %2377, 6
+  %2379 = mul nsw i64 %2378, 32
+  %2380 = add nsw i64 3337488, %2379
+  %2381 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2382 = add nsw i64 %2380, %2381
+  %arena752 = getelementptr inbounds float, ptr %arena, i64 %2382
+  %2383 = load <16 x float>, ptr %arena752, align 4
+  store <16 x float> %2383, ptr %conv2_weight_grad.t100_c6_0, align 64
+  %2384 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2385 = add nsw i64 %2384, 6
+  %2386 = mul nsw i64 %2385, 32
+  %2387 = add nsw i64 3337488, %2386
+  %2388 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2389 = add nsw i64 %2387, %2388
+  %2390 = add nsw i64 %2389, 16
+  %arena753 = getelementptr inbounds float, ptr %arena, i64 %2390
+  %2391 = load <16 x float>, ptr %arena753, align 4
+  store <16 x float> %2391, ptr %conv2_weight_grad.t100_c6_1, align 64
+  %2392 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2393 = add nsw i64 %2392, 7
+  %2394 = mul nsw i64 %2393, 32
+  %2395 = add nsw i64 3337488, %2394
+  %2396 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2397 = add nsw i64 %2395, %2396
+  %arena754 = getelementptr inbounds float, ptr %arena, i64 %2397
+  %2398 = load <16 x float>, ptr %arena754, align 4
+  store <16 x float> %2398, ptr %conv2_weight_grad.t100_c7_0, align 64
+  %2399 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2400 = add nsw i64 %2399, 7
+  %2401 = mul nsw i64 %2400, 32
+  %2402 = add nsw i64 3337488, %2401
+  %2403 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2404 = add nsw i64 %2402, %2403
+  %2405 = add nsw i64 %2404, 16
+  %arena755 = getelementptr inbounds float, ptr %arena, i64 %2405
+  %2406 = load <16 x float>, ptr %arena755, align 4
+  store <16 x float> %2406, ptr %conv2_weight_grad.t100_c7_1, align 64
+  %2407 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2408 = add nsw i64 %2407, 8
+  %2409 = mul nsw i64 %2408, 32
+  %2410 = add nsw i64 3337488, %2409
+  %2411 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2412 = add nsw i64 %2410, %2411
+  %arena756 = getelementptr inbounds float, ptr %arena, i64 %2412
+  %2413 = load <16 x float>, ptr %arena756, align 4
+  store <16 x float> %2413, ptr %conv2_weight_grad.t100_c8_0, align 64
+  %2414 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2415 = add nsw i64 %2414, 8
+  %2416 = mul nsw i64 %2415, 32
+  %2417 = add nsw i64 3337488, %2416
+  %2418 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2419 = add nsw i64 %2417, %2418
+  %2420 = add nsw i64 %2419, 16
+  %arena757 = getelementptr inbounds float, ptr %arena, i64 %2420
+  %2421 = load <16 x float>, ptr %arena757, align 4
+  store <16 x float> %2421, ptr %conv2_weight_grad.t100_c8_1, align 64
+  %2422 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2423 = add nsw i64 %2422, 9
+  %2424 = mul nsw i64 %2423, 32
+  %2425 = add nsw i64 3337488, %2424
+  %2426 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2427 = add nsw i64 %2425, %2426
+  %arena758 = getelementptr inbounds float, ptr %arena, i64 %2427
+  %2428 = load <16 x float>, ptr %arena758, align 4
+  store <16 x float> %2428, ptr %conv2_weight_grad.t100_c9_0, align 64
+  %2429 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2430 = add nsw i64 %2429, 9
+  %2431 = mul nsw i64 %2430, 32
+  %2432 = add nsw i64 3337488, %2431
+  %2433 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2434 = add nsw i64 %2432, %2433
+  %2435 = add nsw i64 %2434, 16
+  %arena759 = getelementptr inbounds float, ptr %arena, i64 %2435
+  %2436 = load <16 x float>, ptr %arena759, align 4
+  store <16 x float> %2436, ptr %conv2_weight_grad.t100_c9_1, align 64
+  %2437 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2438 = add nsw i64 %2437, 10
+  %2439 = mul nsw i64 %2438, 32
+  %2440 = add nsw i64 3337488, %2439
+  %2441 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2442 = add nsw i64 %2440, %2441
+  %arena760 = getelementptr inbounds float, ptr %arena, i64 %2442
+  %2443 = load <16 x float>, ptr %arena760, align 4
+  store <16 x float> %2443, ptr %conv2_weight_grad.t100_c10_0, align 64
+  %2444 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2445 = add nsw i64 %2444, 10
+  %2446 = mul nsw i64 %2445, 32
+  %2447 = add nsw i64 3337488, %2446
+  %2448 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2449 = add nsw i64 %2447, %2448
+  %2450 = add nsw i64 %2449, 16
+  %arena761 = getelementptr inbounds float, ptr %arena, i64 %2450
+  %2451 = load <16 x float>, ptr %arena761, align 4
+  store <16 x float> %2451, ptr %conv2_weight_grad.t100_c10_1, align 64
+  %2452 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2453 = add nsw i64 %2452, 11
+  %2454 = mul nsw i64 %2453, 32
+  %2455 = add nsw i64 3337488, %2454
+  %2456 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2457 = add nsw i64 %2455, %2456
+  %arena762 = getelementptr inbounds float, ptr %arena, i64 %2457
+  %2458 = load <16 x float>, ptr %arena762, align 4
+  store <16 x float> %2458, ptr %conv2_weight_grad.t100_c11_0, align 64
+  %2459 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2460 = add nsw i64 %2459, 11
+  %2461 = mul nsw i64 %2460, 32
+  %2462 = add nsw i64 3337488, %2461
+  %2463 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2464 = add nsw i64 %2462, %2463
+  %2465 = add nsw i64 %2464, 16
+  %arena763 = getelementptr inbounds float, ptr %arena, i64 %2465
+  %2466 = load <16 x float>, ptr %arena763, align 4
+  store <16 x float> %2466, ptr %conv2_weight_grad.t100_c11_1, align 64
+  %2467 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2468 = add nsw i64 %2467, 12
+  %2469 = mul nsw i64 %2468, 32
+  %2470 = add nsw i64 3337488, %2469
+  %2471 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2472 = add nsw i64 %2470, %2471
+  %arena764 = getelementptr inbounds float, ptr %arena, i64 %2472
+  %2473 = load <16 x float>, ptr %arena764, align 4
+  store <16 x float> %2473, ptr %conv2_weight_grad.t100_c12_0, align 64
+  %2474 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2475 = add nsw i64 %2474, 12
+  %2476 = mul nsw i64 %2475, 32
+  %2477 = add nsw i64 3337488, %2476
+  %2478 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2479 = add nsw i64 %2477, %2478
+  %2480 = add nsw i64 %2479, 16
+  %arena765 = getelementptr inbounds float, ptr %arena, i64 %2480
+  %2481 = load <16 x float>, ptr %arena765, align 4
+  store <16 x float> %2481, ptr %conv2_weight_grad.t100_c12_1, align 64
+  %2482 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2483 = add nsw i64 %2482, 13
+  %2484 = mul nsw i64 %2483, 32
+  %2485 = add nsw i64 3337488, %2484
+  %2486 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2487 = add nsw i64 %2485, %2486
+  %arena766 = getelementptr inbounds float, ptr %arena, i64 %2487
+  %2488 = load <16 x float>, ptr %arena766, align 4
+  store <16 x float> %2488, ptr %conv2_weight_grad.t100_c13_0, align 64
+  %2489 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2490 = add nsw i64 %2489, 13
+  %2491 = mul nsw i64 %2490, 32
+  %2492 = add nsw i64 3337488, %2491
+  %2493 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2494 = add nsw i64 %2492, %2493
+  %2495 = add nsw i64 %2494, 16
+  %arena767 = getelementptr inbounds float, ptr %arena, i64 %2495
+  %2496 = load <16 x float>, ptr %arena767, align 4
+  store <16 x float> %2496, ptr %conv2_weight_grad.t100_c13_1, align 64
+  br label %conv2_weight_grad.k101
 
-pool1_grad.f85.end:                               ; preds = %pool1_grad.i86.end
-  %j84.next = add nsw i64 %pool1_grad.j84277, 1
-  %962 = icmp slt i64 %j84.next, 64
-  br i1 %962, label %pool1_grad.j84, label %pool1_grad.j84.end
+conv2_weight_grad.mb99.end:                       ; preds = %conv2_weight_grad.k101.end
+  %2497 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2498 = add nsw i64 3341968, %2497
+  %arena881 = getelementptr inbounds float, ptr %arena, i64 %2498
+  %2499 = load <16 x float>, ptr %arena881, align 4
+  store <16 x float> %2499, ptr %conv2_weight_grad.t102_c0_0, align 64
+  %2500 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2501 = add nsw i64 3341968, %2500
+  %2502 = add nsw i64 %2501, 16
+  %arena882 = getelementptr inbounds float, ptr %arena, i64 %2502
+  %2503 = load <16 x float>, ptr %arena882, align 4
+  store <16 x float> %2503, ptr %conv2_weight_grad.t102_c0_1, align 64
+  %2504 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2505 = add nsw i64 3342000, %2504
+  %arena883 = getelementptr inbounds float, ptr %arena, i64 %2505
+  %2506 = load <16 x float>, ptr %arena883, align 4
+  store <16 x float> %2506, ptr %conv2_weight_grad.t102_c1_0, align 64
+  %2507 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2508 = add nsw i64 3342000, %2507
+  %2509 = add nsw i64 %2508, 16
+  %arena884 = getelementptr inbounds float, ptr %arena, i64 %2509
+  %2510 = load <16 x float>, ptr %arena884, align 4
+  store <16 x float> %2510, ptr %conv2_weight_grad.t102_c1_1, align 64
+  %2511 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2512 = add nsw i64 3342032, %2511
+  %arena885 = getelementptr inbounds float, ptr %arena, i64 %2512
+  %2513 = load <16 x float>, ptr %arena885, align 4
+  store <16 x float> %2513, ptr %conv2_weight_grad.t102_c2_0, align 64
+  %2514 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2515 = add nsw i64 3342032, %2514
+  %2516 = add nsw i64 %2515, 16
+  %arena886 = getelementptr inbounds float, ptr %arena, i64 %2516
+  %2517 = load <16 x float>, ptr %arena886, align 4
+  store <16 x float> %2517, ptr %conv2_weight_grad.t102_c2_1, align 64
+  %2518 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2519 = add nsw i64 3342064, %2518
+  %arena887 = getelementptr inbounds float, ptr %arena, i64 %2519
+  %2520 = load <16 x float>, ptr %arena887, align 4
+  store <16 x float> %2520, ptr %conv2_weight_grad.t102_c3_0, align 64
+  %2521 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2522 = add nsw i64 3342064, %2521
+  %2523 = add nsw i64 %2522, 16
+  %arena888 = getelementptr inbounds float, ptr %arena, i64 %2523
+  %2524 = load <16 x float>, ptr %arena888, align 4
+  store <16 x float> %2524, ptr %conv2_weight_grad.t102_c3_1, align 64
+  br label %conv2_weight_grad.k103
 
-pool1_grad.i86:                                   ; preds = %pool1_grad.i86, %pool1_grad.f85
-  %pool1_grad.i86279 = phi i64 [ 0, %pool1_grad.f85 ], [ %i86.next, %pool1_grad.i86 ]
-  %963 = mul nsw i64 %pool1_grad.g83276, 64
-  %964 = add nsw i64 %963, %pool1_grad.j84277
-  %965 = mul nsw i64 %964, 6272
-  %966 = add nsw i64 728336, %965
-  %967 = mul nsw i64 %pool1_grad.f85278, 196
-  %968 = add nsw i64 %966, %967
-  %969 = add nsw i64 %968, %pool1_grad.i86279
-  %arena280 = getelementptr inbounds float, ptr %arena, i64 %969
-  %970 = load float, ptr %arena280, align 4
-  %971 = mul nsw i64 %pool1_grad.f85278, 12544
-  %972 = add nsw i64 2936080, %971
-  %973 = mul nsw i64 %pool1_grad.j84277, 196
-  %974 = add nsw i64 %972, %973
-  %975 = add nsw i64 %974, %pool1_grad.i86279
-  %arena281 = getelementptr inbounds float, ptr %arena, i64 %975
-  store float %970, ptr %arena281, align 4
-  %i86.next = add nsw i64 %pool1_grad.i86279, 1
-  %976 = icmp slt i64 %i86.next, 196
-  br i1 %976, label %pool1_grad.i86, label %pool1_grad.i86.end
+conv2_weight_grad.k101:                           ; preds = %conv2_weight_grad.k101, %conv2_weight_grad.mb99
+  %conv2_weight_grad.k101768 = phi i64 [ 0, %conv2_weight_grad.mb99 ], [ %k101.next, %conv2_weight_grad.k101 ]
+  %2525 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2526 = mul nsw i64 %2525, 32
+  %2527 = add nsw i64 2936080, %2526
+  %2528 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2529 = add nsw i64 %2527, %2528
+  %arena769 = getelementptr inbounds float, ptr %arena, i64 %2529
+  %2530 = load <16 x float>, ptr %arena769, align 4
+  store <16 x float> %2530, ptr %conv2_weight_grad.t100_b0, align 64
+  %2531 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2532 = mul nsw i64 %2531, 32
+  %2533 = add nsw i64 2936080, %2532
+  %2534 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2535 = add nsw i64 %2533, %2534
+  %2536 = add nsw i64 %2535, 16
+  %arena770 = getelementptr inbounds float, ptr %arena, i64 %2536
+  %2537 = load <16 x float>, ptr %arena770, align 4
+  store <16 x float> %2537, ptr %conv2_weight_grad.t100_b1, align 64
+  %2538 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2539 = mul nsw i64 %2538, 12544
+  %2540 = add nsw i64 1129744, %2539
+  %2541 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2542 = add nsw i64 %2540, %2541
+  %arena771 = getelementptr inbounds float, ptr %arena, i64 %2542
+  %2543 = load float, ptr %arena771, align 4
+  %2544 = insertelement <16 x float> undef, float %2543, i32 0
+  %2545 = shufflevector <16 x float> %2544, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2545, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_a0 = load <16 x float>, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_b0 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %2546 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a0, <16 x float> %t100_b0, <16 x float> %t100_c0_0)
+  store <16 x float> %2546, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %t100_a0772 = load <16 x float>, ptr %conv2_weight_grad.t100_a0, align 64
+  %t100_b1 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %2547 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a0772, <16 x float> %t100_b1, <16 x float> %t100_c0_1)
+  store <16 x float> %2547, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %2548 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2549 = add nsw i64 %2548, 1
+  %2550 = mul nsw i64 %2549, 12544
+  %2551 = add nsw i64 1129744, %2550
+  %2552 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2553 = add nsw i64 %2551, %2552
+  %arena773 = getelementptr inbounds float, ptr %arena, i64 %2553
+  %2554 = load float, ptr %arena773, align 4
+  %2555 = insertelement <16 x float> undef, float %2554, i32 0
+  %2556 = shufflevector <16 x float> %2555, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2556, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_a1 = load <16 x float>, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_b0774 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %2557 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a1, <16 x float> %t100_b0774, <16 x float> %t100_c1_0)
+  store <16 x float> %2557, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %t100_a1775 = load <16 x float>, ptr %conv2_weight_grad.t100_a1, align 64
+  %t100_b1776 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %2558 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a1775, <16 x float> %t100_b1776, <16 x float> %t100_c1_1)
+  store <16 x float> %2558, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %2559 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2560 = add nsw i64 %2559, 2
+  %2561 = mul nsw i64 %2560, 12544
+  %2562 = add nsw i64 1129744, %2561
+  %2563 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2564 = add nsw i64 %2562, %2563
+  %arena777 = getelementptr inbounds float, ptr %arena, i64 %2564
+  %2565 = load float, ptr %arena777, align 4
+  %2566 = insertelement <16 x float> undef, float %2565, i32 0
+  %2567 = shufflevector <16 x float> %2566, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2567, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_a2 = load <16 x float>, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_b0778 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %2568 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a2, <16 x float> %t100_b0778, <16 x float> %t100_c2_0)
+  store <16 x float> %2568, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %t100_a2779 = load <16 x float>, ptr %conv2_weight_grad.t100_a2, align 64
+  %t100_b1780 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %2569 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a2779, <16 x float> %t100_b1780, <16 x float> %t100_c2_1)
+  store <16 x float> %2569, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %2570 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2571 = add nsw i64 %2570, 3
+  %2572 = mul nsw i64 %2571, 12544
+  %2573 = add nsw i64 1129744, %2572
+  %2574 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2575 = add nsw i64 %2573, %2574
+  %arena781 = getelementptr inbounds float, ptr %arena, i64 %2575
+  %2576 = load float, ptr %arena781, align 4
+  %2577 = insertelement <16 x float> undef, float %2576, i32 0
+  %2578 = shufflevector <16 x float> %2577, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2578, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_a3 = load <16 x float>, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_b0782 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %2579 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a3, <16 x float> %t100_b0782, <16 x float> %t100_c3_0)
+  store <16 x float> %2579, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %t100_a3783 = load <16 x float>, ptr %conv2_weight_grad.t100_a3, align 64
+  %t100_b1784 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %2580 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a3783, <16 x float> %t100_b1784, <16 x float> %t100_c3_1)
+  store <16 x float> %2580, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %2581 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2582 = add nsw i64 %2581, 4
+  %2583 = mul nsw i64 %2582, 12544
+  %2584 = add nsw i64 1129744, %2583
+  %2585 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2586 = add nsw i64 %2584, %2585
+  %arena785 = getelementptr inbounds float, ptr %arena, i64 %2586
+  %2587 = load float, ptr %arena785, align 4
+  %2588 = insertelement <16 x float> undef, float %2587, i32 0
+  %2589 = shufflevector <16 x float> %2588, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2589, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_a4 = load <16 x float>, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_b0786 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c4_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %2590 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a4, <16 x float> %t100_b0786, <16 x float> %t100_c4_0)
+  store <16 x float> %2590, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %t100_a4787 = load <16 x float>, ptr %conv2_weight_grad.t100_a4, align 64
+  %t100_b1788 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c4_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %2591 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a4787, <16 x float> %t100_b1788, <16 x float> %t100_c4_1)
+  store <16 x float> %2591, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %2592 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2593 = add nsw i64 %2592, 5
+  %2594 = mul nsw i64 %2593, 12544
+  %2595 = add nsw i64 1129744, %2594
+  %2596 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2597 = add nsw i64 %2595, %2596
+  %arena789 = getelementptr inbounds float, ptr %arena, i64 %2597
+  %2598 = load float, ptr %arena789, align 4
+  %2599 = insertelement <16 x float> undef, float %2598, i32 0
+  %2600 = shufflevector <16 x float> %2599, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2600, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_a5 = load <16 x float>, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_b0790 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c5_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %2601 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a5, <16 x float> %t100_b0790, <16 x float> %t100_c5_0)
+  store <16 x float> %2601, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %t100_a5791 = load <16 x float>, ptr %conv2_weight_grad.t100_a5, align 64
+  %t100_b1792 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c5_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %2602 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a5791, <16 x float> %t100_b1792, <16 x float> %t100_c5_1)
+  store <16 x float> %2602, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %2603 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2604 = add nsw i64 %2603, 6
+  %2605 = mul nsw i64 %2604, 12544
+  %2606 = add nsw i64 1129744, %2605
+  %2607 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2608 = add nsw i64 %2606, %2607
+  %arena793 = getelementptr inbounds float, ptr %arena, i64 %2608
+  %2609 = load float, ptr %arena793, align 4
+  %2610 = insertelement <16 x float> undef, float %2609, i32 0
+  %2611 = shufflevector <16 x float> %2610, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2611, ptr %conv2_weight_grad.t100_a6, align 64
+  %t100_a6 = load <16 x float>, ptr %conv2_weight_grad.t100_a6, align 64
+  %t100_b0794 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c6_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c6_0, align 64
+  %2612 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a6, <16 x float> %t100_b0794, <16 x float> %t100_c6_0)
+  store <16 x float> %2612, ptr %conv2_weight_grad.t100_c6_0, align 64
+  %t100_a6795 = load <16 x float>, ptr %conv2_weight_grad.t100_a6, align 64
+  %t100_b1796 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c6_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c6_1, align 64
+  %2613 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a6795, <16 x float> %t100_b1796, <16 x float> %t100_c6_1)
+  store <16 x float> %2613, ptr %conv2_weight_grad.t100_c6_1, align 64
+  %2614 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2615 = add nsw i64 %2614, 7
+  %2616 = mul nsw i64 %2615, 12544
+  %2617 = add nsw i64 1129744, %2616
+  %2618 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2619 = add nsw i64 %2617, %2618
+  %arena797 = getelementptr inbounds float, ptr %arena, i64 %2619
+  %2620 = load float, ptr %arena797, align 4
+  %2621 = insertelement <16 x float> undef, float %2620, i32 0
+  %2622 = shufflevector <16 x float> %2621, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2622, ptr %conv2_weight_grad.t100_a7, align 64
+  %t100_a7 = load <16 x float>, ptr %conv2_weight_grad.t100_a7, align 64
+  %t100_b0798 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c7_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c7_0, align 64
+  %2623 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a7, <16 x float> %t100_b0798, <16 x float> %t100_c7_0)
+  store <16 x float> %2623, ptr %conv2_weight_grad.t100_c7_0, align 64
+  %t100_a7799 = load <16 x float>, ptr %conv2_weight_grad.t100_a7, align 64
+  %t100_b1800 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c7_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c7_1, align 64
+  %2624 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a7799, <16 x float> %t100_b1800, <16 x float> %t100_c7_1)
+  store <16 x float> %2624, ptr %conv2_weight_grad.t100_c7_1, align 64
+  %2625 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2626 = add nsw i64 %2625, 8
+  %2627 = mul nsw i64 %2626, 12544
+  %2628 = add nsw i64 1129744, %2627
+  %2629 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2630 = add nsw i64 %2628, %2629
+  %arena801 = getelementptr inbounds float, ptr %arena, i64 %2630
+  %2631 = load float, ptr %arena801, align 4
+  %2632 = insertelement <16 x float> undef, float %2631, i32 0
+  %2633 = shufflevector <16 x float> %2632, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2633, ptr %conv2_weight_grad.t100_a8, align 64
+  %t100_a8 = load <16 x float>, ptr %conv2_weight_grad.t100_a8, align 64
+  %t100_b0802 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c8_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c8_0, align 64
+  %2634 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a8, <16 x float> %t100_b0802, <16 x float> %t100_c8_0)
+  store <16 x float> %2634, ptr %conv2_weight_grad.t100_c8_0, align 64
+  %t100_a8803 = load <16 x float>, ptr %conv2_weight_grad.t100_a8, align 64
+  %t100_b1804 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c8_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c8_1, align 64
+  %2635 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a8803, <16 x float> %t100_b1804, <16 x float> %t100_c8_1)
+  store <16 x float> %2635, ptr %conv2_weight_grad.t100_c8_1, align 64
+  %2636 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2637 = add nsw i64 %2636, 9
+  %2638 = mul nsw i64 %2637, 12544
+  %2639 = add nsw i64 1129744, %2638
+  %2640 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2641 = add nsw i64 %2639, %2640
+  %arena805 = getelementptr inbounds float, ptr %arena, i64 %2641
+  %2642 = load float, ptr %arena805, align 4
+  %2643 = insertelement <16 x float> undef, float %2642, i32 0
+  %2644 = shufflevector <16 x float> %2643, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2644, ptr %conv2_weight_grad.t100_a9, align 64
+  %t100_a9 = load <16 x float>, ptr %conv2_weight_grad.t100_a9, align 64
+  %t100_b0806 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c9_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c9_0, align 64
+  %2645 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a9, <16 x float> %t100_b0806, <16 x float> %t100_c9_0)
+  store <16 x float> %2645, ptr %conv2_weight_grad.t100_c9_0, align 64
+  %t100_a9807 = load <16 x float>, ptr %conv2_weight_grad.t100_a9, align 64
+  %t100_b1808 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c9_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c9_1, align 64
+  %2646 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a9807, <16 x float> %t100_b1808, <16 x float> %t100_c9_1)
+  store <16 x float> %2646, ptr %conv2_weight_grad.t100_c9_1, align 64
+  %2647 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2648 = add nsw i64 %2647, 10
+  %2649 = mul nsw i64 %2648, 12544
+  %2650 = add nsw i64 1129744, %2649
+  %2651 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2652 = add nsw i64 %2650, %2651
+  %arena809 = getelementptr inbounds float, ptr %arena, i64 %2652
+  %2653 = load float, ptr %arena809, align 4
+  %2654 = insertelement <16 x float> undef, float %2653, i32 0
+  %2655 = shufflevector <16 x float> %2654, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2655, ptr %conv2_weight_grad.t100_a10, align 64
+  %t100_a10 = load <16 x float>, ptr %conv2_weight_grad.t100_a10, align 64
+  %t100_b0810 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c10_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c10_0, align 64
+  %2656 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a10, <16 x float> %t100_b0810, <16 x float> %t100_c10_0)
+  store <16 x float> %2656, ptr %conv2_weight_grad.t100_c10_0, align 64
+  %t100_a10811 = load <16 x float>, ptr %conv2_weight_grad.t100_a10, align 64
+  %t100_b1812 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c10_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c10_1, align 64
+  %2657 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a10811, <16 x float> %t100_b1812, <16 x float> %t100_c10_1)
+  store <16 x float> %2657, ptr %conv2_weight_grad.t100_c10_1, align 64
+  %2658 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2659 = add nsw i64 %2658, 11
+  %2660 = mul nsw i64 %2659, 12544
+  %2661 = add nsw i64 1129744, %2660
+  %2662 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2663 = add nsw i64 %2661, %2662
+  %arena813 = getelementptr inbounds float, ptr %arena, i64 %2663
+  %2664 = load float, ptr %arena813, align 4
+  %2665 = insertelement <16 x float> undef, float %2664, i32 0
+  %2666 = shufflevector <16 x float> %2665, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2666, ptr %conv2_weight_grad.t100_a11, align 64
+  %t100_a11 = load <16 x float>, ptr %conv2_weight_grad.t100_a11, align 64
+  %t100_b0814 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c11_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c11_0, align 64
+  %2667 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a11, <16 x float> %t100_b0814, <16 x float> %t100_c11_0)
+  store <16 x float> %2667, ptr %conv2_weight_grad.t100_c11_0, align 64
+  %t100_a11815 = load <16 x float>, ptr %conv2_weight_grad.t100_a11, align 64
+  %t100_b1816 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c11_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c11_1, align 64
+  %2668 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a11815, <16 x float> %t100_b1816, <16 x float> %t100_c11_1)
+  store <16 x float> %2668, ptr %conv2_weight_grad.t100_c11_1, align 64
+  %2669 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2670 = add nsw i64 %2669, 12
+  %2671 = mul nsw i64 %2670, 12544
+  %2672 = add nsw i64 1129744, %2671
+  %2673 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2674 = add nsw i64 %2672, %2673
+  %arena817 = getelementptr inbounds float, ptr %arena, i64 %2674
+  %2675 = load float, ptr %arena817, align 4
+  %2676 = insertelement <16 x float> undef, float %2675, i32 0
+  %2677 = shufflevector <16 x float> %2676, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2677, ptr %conv2_weight_grad.t100_a12, align 64
+  %t100_a12 = load <16 x float>, ptr %conv2_weight_grad.t100_a12, align 64
+  %t100_b0818 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c12_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c12_0, align 64
+  %2678 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a12, <16 x float> %t100_b0818, <16 x float> %t100_c12_0)
+  store <16 x float> %2678, ptr %conv2_weight_grad.t100_c12_0, align 64
+  %t100_a12819 = load <16 x float>, ptr %conv2_weight_grad.t100_a12, align 64
+  %t100_b1820 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c12_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c12_1, align 64
+  %2679 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a12819, <16 x float> %t100_b1820, <16 x float> %t100_c12_1)
+  store <16 x float> %2679, ptr %conv2_weight_grad.t100_c12_1, align 64
+  %2680 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2681 = add nsw i64 %2680, 13
+  %2682 = mul nsw i64 %2681, 12544
+  %2683 = add nsw i64 1129744, %2682
+  %2684 = add nsw i64 %conv2_weight_grad.k101768, 12192
+  %2685 = add nsw i64 %2683, %2684
+  %arena821 = getelementptr inbounds float, ptr %arena, i64 %2685
+  %2686 = load float, ptr %arena821, align 4
+  %2687 = insertelement <16 x float> undef, float %2686, i32 0
+  %2688 = shufflevector <16 x float> %2687, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2688, ptr %conv2_weight_grad.t100_a13, align 64
+  %t100_a13 = load <16 x float>, ptr %conv2_weight_grad.t100_a13, align 64
+  %t100_b0822 = load <16 x float>, ptr %conv2_weight_grad.t100_b0, align 64
+  %t100_c13_0 = load <16 x float>, ptr %conv2_weight_grad.t100_c13_0, align 64
+  %2689 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a13, <16 x float> %t100_b0822, <16 x float> %t100_c13_0)
+  store <16 x float> %2689, ptr %conv2_weight_grad.t100_c13_0, align 64
+  %t100_a13823 = load <16 x float>, ptr %conv2_weight_grad.t100_a13, align 64
+  %t100_b1824 = load <16 x float>, ptr %conv2_weight_grad.t100_b1, align 64
+  %t100_c13_1 = load <16 x float>, ptr %conv2_weight_grad.t100_c13_1, align 64
+  %2690 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t100_a13823, <16 x float> %t100_b1824, <16 x float> %t100_c13_1)
+  store <16 x float> %2690, ptr %conv2_weight_grad.t100_c13_1, align 64
+  %k101.next = add nsw i64 %conv2_weight_grad.k101768, 1
+  %2691 = icmp slt i64 %k101.next, 352
+  br i1 %2691, label %conv2_weight_grad.k101, label %conv2_weight_grad.k101.end
 
-pool1_grad.i86.end:                               ; preds = %pool1_grad.i86
-  %f85.next = add nsw i64 %pool1_grad.f85278, 1
-  %977 = icmp slt i64 %f85.next, 32
-  br i1 %977, label %pool1_grad.f85, label %pool1_grad.f85.end
+conv2_weight_grad.k101.end:                       ; preds = %conv2_weight_grad.k101
+  %t100_c0_0825 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_0, align 64
+  %2692 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2693 = mul nsw i64 %2692, 32
+  %2694 = add nsw i64 3337488, %2693
+  %2695 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2696 = add nsw i64 %2694, %2695
+  %arena826 = getelementptr inbounds float, ptr %arena, i64 %2696
+  store <16 x float> %t100_c0_0825, ptr %arena826, align 4
+  %t100_c0_1827 = load <16 x float>, ptr %conv2_weight_grad.t100_c0_1, align 64
+  %2697 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2698 = mul nsw i64 %2697, 32
+  %2699 = add nsw i64 3337488, %2698
+  %2700 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2701 = add nsw i64 %2699, %2700
+  %2702 = add nsw i64 %2701, 16
+  %arena828 = getelementptr inbounds float, ptr %arena, i64 %2702
+  store <16 x float> %t100_c0_1827, ptr %arena828, align 4
+  %t100_c1_0829 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_0, align 64
+  %2703 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2704 = add nsw i64 %2703, 1
+  %2705 = mul nsw i64 %2704, 32
+  %2706 = add nsw i64 3337488, %2705
+  %2707 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2708 = add nsw i64 %2706, %2707
+  %arena830 = getelementptr inbounds float, ptr %arena, i64 %2708
+  store <16 x float> %t100_c1_0829, ptr %arena830, align 4
+  %t100_c1_1831 = load <16 x float>, ptr %conv2_weight_grad.t100_c1_1, align 64
+  %2709 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2710 = add nsw i64 %2709, 1
+  %2711 = mul nsw i64 %2710, 32
+  %2712 = add nsw i64 3337488, %2711
+  %2713 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2714 = add nsw i64 %2712, %2713
+  %2715 = add nsw i64 %2714, 16
+  %arena832 = getelementptr inbounds float, ptr %arena, i64 %2715
+  store <16 x float> %t100_c1_1831, ptr %arena832, align 4
+  %t100_c2_0833 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_0, align 64
+  %2716 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2717 = add nsw i64 %2716, 2
+  %2718 = mul nsw i64 %2717, 32
+  %2719 = add nsw i64 3337488, %2718
+  %2720 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2721 = add nsw i64 %2719, %2720
+  %arena834 = getelementptr inbounds float, ptr %arena, i64 %2721
+  store <16 x float> %t100_c2_0833, ptr %arena834, align 4
+  %t100_c2_1835 = load <16 x float>, ptr %conv2_weight_grad.t100_c2_1, align 64
+  %2722 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2723 = add nsw i64 %2722, 2
+  %2724 = mul nsw i64 %2723, 32
+  %2725 = add nsw i64 3337488, %2724
+  %2726 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2727 = add nsw i64 %2725, %2726
+  %2728 = add nsw i64 %2727, 16
+  %arena836 = getelementptr inbounds float, ptr %arena, i64 %2728
+  store <16 x float> %t100_c2_1835, ptr %arena836, align 4
+  %t100_c3_0837 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_0, align 64
+  %2729 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2730 = add nsw i64 %2729, 3
+  %2731 = mul nsw i64 %2730, 32
+  %2732 = add nsw i64 3337488, %2731
+  %2733 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2734 = add nsw i64 %2732, %2733
+  %arena838 = getelementptr inbounds float, ptr %arena, i64 %2734
+  store <16 x float> %t100_c3_0837, ptr %arena838, align 4
+  %t100_c3_1839 = load <16 x float>, ptr %conv2_weight_grad.t100_c3_1, align 64
+  %2735 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2736 = add nsw i64 %2735, 3
+  %2737 = mul nsw i64 %2736, 32
+  %2738 = add nsw i64 3337488, %2737
+  %2739 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2740 = add nsw i64 %2738, %2739
+  %2741 = add nsw i64 %2740, 16
+  %arena840 = getelementptr inbounds float, ptr %arena, i64 %2741
+  store <16 x float> %t100_c3_1839, ptr %arena840, align 4
+  %t100_c4_0841 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_0, align 64
+  %2742 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2743 = add nsw i64 %2742, 4
+  %2744 = mul nsw i64 %2743, 32
+  %2745 = add nsw i64 3337488, %2744
+  %2746 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2747 = add nsw i64 %2745, %2746
+  %arena842 = getelementptr inbounds float, ptr %arena, i64 %2747
+  store <16 x float> %t100_c4_0841, ptr %arena842, align 4
+  %t100_c4_1843 = load <16 x float>, ptr %conv2_weight_grad.t100_c4_1, align 64
+  %2748 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2749 = add nsw i64 %2748, 4
+  %2750 = mul nsw i64 %2749, 32
+  %2751 = add nsw i64 3337488, %2750
+  %2752 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2753 = add nsw i64 %2751, %2752
+  %2754 = add nsw i64 %2753, 16
+  %arena844 = getelementptr inbounds float, ptr %arena, i64 %2754
+  store <16 x float> %t100_c4_1843, ptr %arena844, align 4
+  %t100_c5_0845 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_0, align 64
+  %2755 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2756 = add nsw i64 %2755, 5
+  %2757 = mul nsw i64 %2756, 32
+  %2758 = add nsw i64 3337488, %2757
+  %2759 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2760 = add nsw i64 %2758, %2759
+  %arena846 = getelementptr inbounds float, ptr %arena, i64 %2760
+  store <16 x float> %t100_c5_0845, ptr %arena846, align 4
+  %t100_c5_1847 = load <16 x float>, ptr %conv2_weight_grad.t100_c5_1, align 64
+  %2761 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2762 = add nsw i64 %2761, 5
+  %2763 = mul nsw i64 %2762, 32
+  %2764 = add nsw i64 3337488, %2763
+  %2765 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2766 = add nsw i64 %2764, %2765
+  %2767 = add nsw i64 %2766, 16
+  %arena848 = getelementptr inbounds float, ptr %arena, i64 %2767
+  store <16 x float> %t100_c5_1847, ptr %arena848, align 4
+  %t100_c6_0849 = load <16 x float>, ptr %conv2_weight_grad.t100_c6_0, align 64
+  %2768 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2769 = add nsw i64 %2768, 6
+  %2770 = mul nsw i64 %2769, 32
+  %2771 = add nsw i64 3337488, %2770
+  %2772 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2773 = add nsw i64 %2771, %2772
+  %arena850 = getelementptr inbounds float, ptr %arena, i64 %2773
+  store <16 x float> %t100_c6_0849, ptr %arena850, align 4
+  %t100_c6_1851 = load <16 x float>, ptr %conv2_weight_grad.t100_c6_1, align 64
+  %2774 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2775 = add nsw i64 %2774, 6
+  %2776 = mul nsw i64 %2775, 32
+  %2777 = add nsw i64 3337488, %2776
+  %2778 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2779 = add nsw i64 %2777, %2778
+  %2780 = add nsw i64 %2779, 16
+  %arena852 = getelementptr inbounds float, ptr %arena, i64 %2780
+  store <16 x float> %t100_c6_1851, ptr %arena852, align 4
+  %t100_c7_0853 = load <16 x float>, ptr %conv2_weight_grad.t100_c7_0, align 64
+  %2781 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2782 = add nsw i64 %2781, 7
+  %2783 = mul nsw i64 %2782, 32
+  %2784 = add nsw i64 3337488, %2783
+  %2785 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2786 = add nsw i64 %2784, %2785
+  %arena854 = getelementptr inbounds float, ptr %arena, i64 %2786
+  store <16 x float> %t100_c7_0853, ptr %arena854, align 4
+  %t100_c7_1855 = load <16 x float>, ptr %conv2_weight_grad.t100_c7_1, align 64
+  %2787 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2788 = add nsw i64 %2787, 7
+  %2789 = mul nsw i64 %2788, 32
+  %2790 = add nsw i64 3337488, %2789
+  %2791 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2792 = add nsw i64 %2790, %2791
+  %2793 = add nsw i64 %2792, 16
+  %arena856 = getelementptr inbounds float, ptr %arena, i64 %2793
+  store <16 x float> %t100_c7_1855, ptr %arena856, align 4
+  %t100_c8_0857 = load <16 x float>, ptr %conv2_weight_grad.t100_c8_0, align 64
+  %2794 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2795 = add nsw i64 %2794, 8
+  %2796 = mul nsw i64 %2795, 32
+  %2797 = add nsw i64 3337488, %2796
+  %2798 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2799 = add nsw i64 %2797, %2798
+  %arena858 = getelementptr inbounds float, ptr %arena, i64 %2799
+  store <16 x float> %t100_c8_0857, ptr %arena858, align 4
+  %t100_c8_1859 = load <16 x float>, ptr %conv2_weight_grad.t100_c8_1, align 64
+  %2800 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2801 = add nsw i64 %2800, 8
+  %2802 = mul nsw i64 %2801, 32
+  %2803 = add nsw i64 3337488, %2802
+  %2804 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2805 = add nsw i64 %2803, %2804
+  %2806 = add nsw i64 %2805, 16
+  %arena860 = getelementptr inbounds float, ptr %arena, i64 %2806
+  store <16 x float> %t100_c8_1859, ptr %arena860, align 4
+  %t100_c9_0861 = load <16 x float>, ptr %conv2_weight_grad.t100_c9_0, align 64
+  %2807 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2808 = add nsw i64 %2807, 9
+  %2809 = mul nsw i64 %2808, 32
+  %2810 = add nsw i64 3337488, %2809
+  %2811 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2812 = add nsw i64 %2810, %2811
+  %arena862 = getelementptr inbounds float, ptr %arena, i64 %2812
+  store <16 x float> %t100_c9_0861, ptr %arena862, align 4
+  %t100_c9_1863 = load <16 x float>, ptr %conv2_weight_grad.t100_c9_1, align 64
+  %2813 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2814 = add nsw i64 %2813, 9
+  %2815 = mul nsw i64 %2814, 32
+  %2816 = add nsw i64 3337488, %2815
+  %2817 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2818 = add nsw i64 %2816, %2817
+  %2819 = add nsw i64 %2818, 16
+  %arena864 = getelementptr inbounds float, ptr %arena, i64 %2819
+  store <16 x float> %t100_c9_1863, ptr %arena864, align 4
+  %t100_c10_0865 = load <16 x float>, ptr %conv2_weight_grad.t100_c10_0, align 64
+  %2820 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2821 = add nsw i64 %2820, 10
+  %2822 = mul nsw i64 %2821, 32
+  %2823 = add nsw i64 3337488, %2822
+  %2824 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2825 = add nsw i64 %2823, %2824
+  %arena866 = getelementptr inbounds float, ptr %arena, i64 %2825
+  store <16 x float> %t100_c10_0865, ptr %arena866, align 4
+  %t100_c10_1867 = load <16 x float>, ptr %conv2_weight_grad.t100_c10_1, align 64
+  %2826 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2827 = add nsw i64 %2826, 10
+  %2828 = mul nsw i64 %2827, 32
+  %2829 = add nsw i64 3337488, %2828
+  %2830 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2831 = add nsw i64 %2829, %2830
+  %2832 = add nsw i64 %2831, 16
+  %arena868 = getelementptr inbounds float, ptr %arena, i64 %2832
+  store <16 x float> %t100_c10_1867, ptr %arena868, align 4
+  %t100_c11_0869 = load <16 x float>, ptr %conv2_weight_grad.t100_c11_0, align 64
+  %2833 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2834 = add nsw i64 %2833, 11
+  %2835 = mul nsw i64 %2834, 32
+  %2836 = add nsw i64 3337488, %2835
+  %2837 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2838 = add nsw i64 %2836, %2837
+  %arena870 = getelementptr inbounds float, ptr %arena, i64 %2838
+  store <16 x float> %t100_c11_0869, ptr %arena870, align 4
+  %t100_c11_1871 = load <16 x float>, ptr %conv2_weight_grad.t100_c11_1, align 64
+  %2839 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2840 = add nsw i64 %2839, 11
+  %2841 = mul nsw i64 %2840, 32
+  %2842 = add nsw i64 3337488, %2841
+  %2843 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2844 = add nsw i64 %2842, %2843
+  %2845 = add nsw i64 %2844, 16
+  %arena872 = getelementptr inbounds float, ptr %arena, i64 %2845
+  store <16 x float> %t100_c11_1871, ptr %arena872, align 4
+  %t100_c12_0873 = load <16 x float>, ptr %conv2_weight_grad.t100_c12_0, align 64
+  %2846 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2847 = add nsw i64 %2846, 12
+  %2848 = mul nsw i64 %2847, 32
+  %2849 = add nsw i64 3337488, %2848
+  %2850 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2851 = add nsw i64 %2849, %2850
+  %arena874 = getelementptr inbounds float, ptr %arena, i64 %2851
+  store <16 x float> %t100_c12_0873, ptr %arena874, align 4
+  %t100_c12_1875 = load <16 x float>, ptr %conv2_weight_grad.t100_c12_1, align 64
+  %2852 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2853 = add nsw i64 %2852, 12
+  %2854 = mul nsw i64 %2853, 32
+  %2855 = add nsw i64 3337488, %2854
+  %2856 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2857 = add nsw i64 %2855, %2856
+  %2858 = add nsw i64 %2857, 16
+  %arena876 = getelementptr inbounds float, ptr %arena, i64 %2858
+  store <16 x float> %t100_c12_1875, ptr %arena876, align 4
+  %t100_c13_0877 = load <16 x float>, ptr %conv2_weight_grad.t100_c13_0, align 64
+  %2859 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2860 = add nsw i64 %2859, 13
+  %2861 = mul nsw i64 %2860, 32
+  %2862 = add nsw i64 3337488, %2861
+  %2863 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2864 = add nsw i64 %2862, %2863
+  %arena878 = getelementptr inbounds float, ptr %arena, i64 %2864
+  store <16 x float> %t100_c13_0877, ptr %arena878, align 4
+  %t100_c13_1879 = load <16 x float>, ptr %conv2_weight_grad.t100_c13_1, align 64
+  %2865 = mul nsw i64 %conv2_weight_grad.mb99739, 14
+  %2866 = add nsw i64 %2865, 13
+  %2867 = mul nsw i64 %2866, 32
+  %2868 = add nsw i64 3337488, %2867
+  %2869 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2870 = add nsw i64 %2868, %2869
+  %2871 = add nsw i64 %2870, 16
+  %arena880 = getelementptr inbounds float, ptr %arena, i64 %2871
+  store <16 x float> %t100_c13_1879, ptr %arena880, align 4
+  %mb99.next = add nsw i64 %conv2_weight_grad.mb99739, 1
+  %2872 = icmp slt i64 %mb99.next, 10
+  br i1 %2872, label %conv2_weight_grad.mb99, label %conv2_weight_grad.mb99.end
 
-pool1_grad.j87:                                   ; preds = %pool1_grad.c88.end, %pool1_grad.j84.end
-  %pool1_grad.j87285 = phi i64 [ 0, %pool1_grad.j84.end ], [ %j87.next, %pool1_grad.c88.end ]
-  br label %pool1_grad.c88
+conv2_weight_grad.k103:                           ; preds = %conv2_weight_grad.k103, %conv2_weight_grad.mb99.end
+  %conv2_weight_grad.k103889 = phi i64 [ 0, %conv2_weight_grad.mb99.end ], [ %k103.next, %conv2_weight_grad.k103 ]
+  %2873 = add nsw i64 %conv2_weight_grad.k103889, 12192
+  %2874 = mul nsw i64 %2873, 32
+  %2875 = add nsw i64 2936080, %2874
+  %2876 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2877 = add nsw i64 %2875, %2876
+  %arena890 = getelementptr inbounds float, ptr %arena, i64 %2877
+  %2878 = load <16 x float>, ptr %arena890, align 4
+  store <16 x float> %2878, ptr %conv2_weight_grad.t102_b0, align 64
+  %2879 = add nsw i64 %conv2_weight_grad.k103889, 12192
+  %2880 = mul nsw i64 %2879, 32
+  %2881 = add nsw i64 2936080, %2880
+  %2882 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2883 = add nsw i64 %2881, %2882
+  %2884 = add nsw i64 %2883, 16
+  %arena891 = getelementptr inbounds float, ptr %arena, i64 %2884
+  %2885 = load <16 x float>, ptr %arena891, align 4
+  store <16 x float> %2885, ptr %conv2_weight_grad.t102_b1, align 64
+  %2886 = add nsw i64 %conv2_weight_grad.k103889, 12192
+  %2887 = add nsw i64 2885904, %2886
+  %arena892 = getelementptr inbounds float, ptr %arena, i64 %2887
+  %2888 = load float, ptr %arena892, align 4
+  %2889 = insertelement <16 x float> undef, float %2888, i32 0
+  %2890 = shufflevector <16 x float> %2889, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2890, ptr %conv2_weight_grad.t102_a0, align 64
+  %t102_a0 = load <16 x float>, ptr %conv2_weight_grad.t102_a0, align 64
+  %t102_b0 = load <16 x float>, ptr %conv2_weight_grad.t102_b0, align 64
+  %t102_c0_0 = load <16 x float>, ptr %conv2_weight_grad.t102_c0_0, align 64
+  %2891 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a0, <16 x float> %t102_b0, <16 x float> %t102_c0_0)
+  store <16 x float> %2891, ptr %conv2_weight_grad.t102_c0_0, align 64
+  %t102_a0893 = load <16 x float>, ptr %conv2_weight_grad.t102_a0, align 64
+  %t102_b1 = load <16 x float>, ptr %conv2_weight_grad.t102_b1, align 64
+  %t102_c0_1 = load <16 x float>, ptr %conv2_weight_grad.t102_c0_1, align 64
+  %2892 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a0893, <16 x float> %t102_b1, <16 x float> %t102_c0_1)
+  store <16 x float> %2892, ptr %conv2_weight_grad.t102_c0_1, align 64
+  %2893 = add nsw i64 %conv2_weight_grad.k103889, 12192
+  %2894 = add nsw i64 2898448, %2893
+  %arena894 = getelementptr inbounds float, ptr %arena, i64 %2894
+  %2895 = load float, ptr %arena894, align 4
+  %2896 = insertelement <16 x float> undef, float %2895, i32 0
+  %2897 = shufflevector <16 x float> %2896, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2897, ptr %conv2_weight_grad.t102_a1, align 64
+  %t102_a1 = load <16 x float>, ptr %conv2_weight_grad.t102_a1, align 64
+  %t102_b0895 = load <16 x float>, ptr %conv2_weight_grad.t102_b0, align 64
+  %t102_c1_0 = load <16 x float>, ptr %conv2_weight_grad.t102_c1_0, align 64
+  %2898 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a1, <16 x float> %t102_b0895, <16 x float> %t102_c1_0)
+  store <16 x float> %2898, ptr %conv2_weight_grad.t102_c1_0, align 64
+  %t102_a1896 = load <16 x float>, ptr %conv2_weight_grad.t102_a1, align 64
+  %t102_b1897 = load <16 x float>, ptr %conv2_weight_grad.t102_b1, align 64
+  %t102_c1_1 = load <16 x float>, ptr %conv2_weight_grad.t102_c1_1, align 64
+  %2899 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a1896, <16 x float> %t102_b1897, <16 x float> %t102_c1_1)
+  store <16 x float> %2899, ptr %conv2_weight_grad.t102_c1_1, align 64
+  %2900 = add nsw i64 %conv2_weight_grad.k103889, 12192
+  %2901 = add nsw i64 2910992, %2900
+  %arena898 = getelementptr inbounds float, ptr %arena, i64 %2901
+  %2902 = load float, ptr %arena898, align 4
+  %2903 = insertelement <16 x float> undef, float %2902, i32 0
+  %2904 = shufflevector <16 x float> %2903, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2904, ptr %conv2_weight_grad.t102_a2, align 64
+  %t102_a2 = load <16 x float>, ptr %conv2_weight_grad.t102_a2, align 64
+  %t102_b0899 = load <16 x float>, ptr %conv2_weight_grad.t102_b0, align 64
+  %t102_c2_0 = load <16 x float>, ptr %conv2_weight_grad.t102_c2_0, align 64
+  %2905 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a2, <16 x float> %t102_b0899, <16 x float> %t102_c2_0)
+  store <16 x float> %2905, ptr %conv2_weight_grad.t102_c2_0, align 64
+  %t102_a2900 = load <16 x float>, ptr %conv2_weight_grad.t102_a2, align 64
+  %t102_b1901 = load <16 x float>, ptr %conv2_weight_grad.t102_b1, align 64
+  %t102_c2_1 = load <16 x float>, ptr %conv2_weight_grad.t102_c2_1, align 64
+  %2906 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a2900, <16 x float> %t102_b1901, <16 x float> %t102_c2_1)
+  store <16 x float> %2906, ptr %conv2_weight_grad.t102_c2_1, align 64
+  %2907 = add nsw i64 %conv2_weight_grad.k103889, 12192
+  %2908 = add nsw i64 2923536, %2907
+  %arena902 = getelementptr inbounds float, ptr %arena, i64 %2908
+  %2909 = load float, ptr %arena902, align 4
+  %2910 = insertelement <16 x float> undef, float %2909, i32 0
+  %2911 = shufflevector <16 x float> %2910, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %2911, ptr %conv2_weight_grad.t102_a3, align 64
+  %t102_a3 = load <16 x float>, ptr %conv2_weight_grad.t102_a3, align 64
+  %t102_b0903 = load <16 x float>, ptr %conv2_weight_grad.t102_b0, align 64
+  %t102_c3_0 = load <16 x float>, ptr %conv2_weight_grad.t102_c3_0, align 64
+  %2912 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a3, <16 x float> %t102_b0903, <16 x float> %t102_c3_0)
+  store <16 x float> %2912, ptr %conv2_weight_grad.t102_c3_0, align 64
+  %t102_a3904 = load <16 x float>, ptr %conv2_weight_grad.t102_a3, align 64
+  %t102_b1905 = load <16 x float>, ptr %conv2_weight_grad.t102_b1, align 64
+  %t102_c3_1 = load <16 x float>, ptr %conv2_weight_grad.t102_c3_1, align 64
+  %2913 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t102_a3904, <16 x float> %t102_b1905, <16 x float> %t102_c3_1)
+  store <16 x float> %2913, ptr %conv2_weight_grad.t102_c3_1, align 64
+  %k103.next = add nsw i64 %conv2_weight_grad.k103889, 1
+  %2914 = icmp slt i64 %k103.next, 352
+  br i1 %2914, label %conv2_weight_grad.k103, label %conv2_weight_grad.k103.end
 
-pool1_grad.j87.end:                               ; preds = %pool1_grad.c88.end
-  %g83.next = add nsw i64 %pool1_grad.g83276, 1
-  %978 = icmp slt i64 %g83.next, 1
-  br i1 %978, label %pool1_grad.g83, label %pool1_grad.g83.end
+conv2_weight_grad.k103.end:                       ; preds = %conv2_weight_grad.k103
+  %t102_c0_0906 = load <16 x float>, ptr %conv2_weight_grad.t102_c0_0, align 64
+  %2915 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2916 = add nsw i64 3341968, %2915
+  %arena907 = getelementptr inbounds float, ptr %arena, i64 %2916
+  store <16 x float> %t102_c0_0906, ptr %arena907, align 4
+  %t102_c0_1908 = load <16 x float>, ptr %conv2_weight_grad.t102_c0_1, align 64
+  %2917 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2918 = add nsw i64 3341968, %2917
+  %2919 = add nsw i64 %2918, 16
+  %arena909 = getelementptr inbounds float, ptr %arena, i64 %2919
+  store <16 x float> %t102_c0_1908, ptr %arena909, align 4
+  %t102_c1_0910 = load <16 x float>, ptr %conv2_weight_grad.t102_c1_0, align 64
+  %2920 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2921 = add nsw i64 3342000, %2920
+  %arena911 = getelementptr inbounds float, ptr %arena, i64 %2921
+  store <16 x float> %t102_c1_0910, ptr %arena911, align 4
+  %t102_c1_1912 = load <16 x float>, ptr %conv2_weight_grad.t102_c1_1, align 64
+  %2922 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2923 = add nsw i64 3342000, %2922
+  %2924 = add nsw i64 %2923, 16
+  %arena913 = getelementptr inbounds float, ptr %arena, i64 %2924
+  store <16 x float> %t102_c1_1912, ptr %arena913, align 4
+  %t102_c2_0914 = load <16 x float>, ptr %conv2_weight_grad.t102_c2_0, align 64
+  %2925 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2926 = add nsw i64 3342032, %2925
+  %arena915 = getelementptr inbounds float, ptr %arena, i64 %2926
+  store <16 x float> %t102_c2_0914, ptr %arena915, align 4
+  %t102_c2_1916 = load <16 x float>, ptr %conv2_weight_grad.t102_c2_1, align 64
+  %2927 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2928 = add nsw i64 3342032, %2927
+  %2929 = add nsw i64 %2928, 16
+  %arena917 = getelementptr inbounds float, ptr %arena, i64 %2929
+  store <16 x float> %t102_c2_1916, ptr %arena917, align 4
+  %t102_c3_0918 = load <16 x float>, ptr %conv2_weight_grad.t102_c3_0, align 64
+  %2930 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2931 = add nsw i64 3342064, %2930
+  %arena919 = getelementptr inbounds float, ptr %arena, i64 %2931
+  store <16 x float> %t102_c3_0918, ptr %arena919, align 4
+  %t102_c3_1920 = load <16 x float>, ptr %conv2_weight_grad.t102_c3_1, align 64
+  %2932 = mul nsw i64 %conv2_weight_grad.nb98738, 32
+  %2933 = add nsw i64 3342064, %2932
+  %2934 = add nsw i64 %2933, 16
+  %arena921 = getelementptr inbounds float, ptr %arena, i64 %2934
+  store <16 x float> %t102_c3_1920, ptr %arena921, align 4
+  %nb98.next = add nsw i64 %conv2_weight_grad.nb98738, 1
+  %2935 = icmp slt i64 %nb98.next, 1
+  br i1 %2935, label %conv2_weight_grad.nb98, label %conv2_weight_grad.nb98.end
 
-pool1_grad.c88:                                   ; preds = %pool1_grad.ky89.end, %pool1_grad.j87
-  %pool1_grad.c88286 = phi i64 [ 0, %pool1_grad.j87 ], [ %c88.next, %pool1_grad.ky89.end ]
-  br label %pool1_grad.ky89
+conv2_weight_grad.f104:                           ; preds = %conv2_weight_grad.r105.end, %conv2_weight_grad.g76.end
+  %conv2_weight_grad.f104922 = phi i64 [ 0, %conv2_weight_grad.g76.end ], [ %f104.next, %conv2_weight_grad.r105.end ]
+  br label %conv2_weight_grad.r105
 
-pool1_grad.c88.end:                               ; preds = %pool1_grad.ky89.end
-  %j87.next = add nsw i64 %pool1_grad.j87285, 1
-  %979 = icmp slt i64 %j87.next, 64
-  br i1 %979, label %pool1_grad.j87, label %pool1_grad.j87.end
+conv2_weight_grad.f104.end:                       ; preds = %conv2_weight_grad.r105.end
+  br label %conv2_bias_grad.i106
 
-pool1_grad.ky89:                                  ; preds = %pool1_grad.oy94.end, %pool1_grad.c88
-  %pool1_grad.ky89287 = phi i64 [ 0, %pool1_grad.c88 ], [ %ky89.next, %pool1_grad.oy94.end ]
-  br label %pool1_grad.oy90
+conv2_weight_grad.r105:                           ; preds = %conv2_weight_grad.r105, %conv2_weight_grad.f104
+  %conv2_weight_grad.r105923 = phi i64 [ 0, %conv2_weight_grad.f104 ], [ %r105.next, %conv2_weight_grad.r105 ]
+  %2936 = mul nsw i64 %conv2_weight_grad.r105923, 32
+  %2937 = add nsw i64 3337488, %2936
+  %2938 = add nsw i64 %2937, %conv2_weight_grad.f104922
+  %arena924 = getelementptr inbounds float, ptr %arena, i64 %2938
+  %2939 = load float, ptr %arena924, align 4
+  %2940 = mul nsw i64 %conv2_weight_grad.f104922, 144
+  %2941 = add nsw i64 160, %2940
+  %2942 = add nsw i64 %2941, %conv2_weight_grad.r105923
+  %grads925 = getelementptr inbounds float, ptr %grads, i64 %2942
+  store float %2939, ptr %grads925, align 4
+  %r105.next = add nsw i64 %conv2_weight_grad.r105923, 1
+  %2943 = icmp slt i64 %r105.next, 144
+  br i1 %2943, label %conv2_weight_grad.r105, label %conv2_weight_grad.r105.end
 
-pool1_grad.ky89.end:                              ; preds = %pool1_grad.oy94.end
-  %c88.next = add nsw i64 %pool1_grad.c88286, 1
-  %980 = icmp slt i64 %c88.next, 16
-  br i1 %980, label %pool1_grad.c88, label %pool1_grad.c88.end
+conv2_weight_grad.r105.end:                       ; preds = %conv2_weight_grad.r105
+  %f104.next = add nsw i64 %conv2_weight_grad.f104922, 1
+  %2944 = icmp slt i64 %f104.next, 32
+  br i1 %2944, label %conv2_weight_grad.f104, label %conv2_weight_grad.f104.end
 
-pool1_grad.oy90:                                  ; preds = %pool1_grad.endif, %pool1_grad.ky89
-  %pool1_grad.oy90288 = phi i64 [ 0, %pool1_grad.ky89 ], [ %oy90.next, %pool1_grad.endif ]
-  %981 = add nsw i64 %pool1_grad.oy90288, %pool1_grad.ky89287
-  %982 = add nsw i64 %981, -1
-  %983 = icmp slt i64 -1, %982
-  %984 = add nsw i64 %pool1_grad.oy90288, %pool1_grad.ky89287
-  %985 = add nsw i64 %984, -1
-  %986 = icmp slt i64 %985, 14
-  %987 = and i1 %983, %986
-  br i1 %987, label %pool1_grad.then, label %pool1_grad.endif
+conv2_bias_grad.i106:                             ; preds = %conv2_bias_grad.i106, %conv2_weight_grad.f104.end
+  %conv2_bias_grad.i106926 = phi i64 [ 0, %conv2_weight_grad.f104.end ], [ %i106.next, %conv2_bias_grad.i106 ]
+  %2945 = add nsw i64 401408, %conv2_bias_grad.i106926
+  %arena927 = getelementptr inbounds float, ptr %arena, i64 %2945
+  store float 1.000000e+00, ptr %arena927, align 4
+  %i106.next = add nsw i64 %conv2_bias_grad.i106926, 1
+  %2946 = icmp slt i64 %i106.next, 196
+  br i1 %2946, label %conv2_bias_grad.i106, label %conv2_bias_grad.i106.end
 
-pool1_grad.oy90.end:                              ; preds = %pool1_grad.endif
-  br label %pool1_grad.oy92
+conv2_bias_grad.i106.end:                         ; preds = %conv2_bias_grad.i106
+  br label %conv2_bias_grad.i107
 
-pool1_grad.then:                                  ; preds = %pool1_grad.oy90
-  br label %pool1_grad.ox91
+conv2_bias_grad.i107:                             ; preds = %conv2_bias_grad.i107, %conv2_bias_grad.i106.end
+  %conv2_bias_grad.i107928 = phi i64 [ 0, %conv2_bias_grad.i106.end ], [ %i107.next, %conv2_bias_grad.i107 ]
+  %2947 = add nsw i64 4768, %conv2_bias_grad.i107928
+  %grads929 = getelementptr inbounds float, ptr %grads, i64 %2947
+  store float 0.000000e+00, ptr %grads929, align 4
+  %i107.next = add nsw i64 %conv2_bias_grad.i107928, 1
+  %2948 = icmp slt i64 %i107.next, 32
+  br i1 %2948, label %conv2_bias_grad.i107, label %conv2_bias_grad.i107.end
 
-pool1_grad.endif:                                 ; preds = %pool1_grad.ox91.end, %pool1_grad.oy90
-  %oy90.next = add nsw i64 %pool1_grad.oy90288, 1
-  %988 = icmp slt i64 %oy90.next, 14
-  br i1 %988, label %pool1_grad.oy90, label %pool1_grad.oy90.end
+conv2_bias_grad.i107.end:                         ; preds = %conv2_bias_grad.i107
+  br label %conv2_bias_grad.img108
 
-pool1_grad.ox91:                                  ; preds = %pool1_grad.ox91, %pool1_grad.then
-  %pool1_grad.ox91289 = phi i64 [ 0, %pool1_grad.then ], [ %ox91.next, %pool1_grad.ox91 ]
-  %989 = mul nsw i64 %pool1_grad.g83276, 64
-  %990 = add nsw i64 %989, %pool1_grad.j87285
-  %991 = mul nsw i64 %990, 3136
-  %992 = add nsw i64 401408, %991
-  %993 = mul nsw i64 %pool1_grad.c88286, 196
-  %994 = add nsw i64 %992, %993
-  %995 = add nsw i64 %pool1_grad.oy90288, %pool1_grad.ky89287
-  %996 = add nsw i64 %995, -1
-  %997 = mul nsw i64 %996, 14
-  %998 = add nsw i64 %994, %997
-  %999 = add nsw i64 %pool1_grad.ox91289, 1
-  %1000 = add nsw i64 %999, -1
-  %1001 = add nsw i64 %998, %1000
-  %arena290 = getelementptr inbounds float, ptr %arena, i64 %1001
-  %1002 = load float, ptr %arena290, align 4
-  %1003 = mul nsw i64 %pool1_grad.c88286, 3
-  %1004 = add nsw i64 %1003, %pool1_grad.ky89287
-  %1005 = mul nsw i64 %1004, 3
-  %1006 = mul nsw i64 %1005, 12544
-  %1007 = add nsw i64 1129744, %1006
-  %1008 = mul nsw i64 %pool1_grad.j87285, 196
-  %1009 = add nsw i64 %1007, %1008
-  %1010 = mul nsw i64 %pool1_grad.oy90288, 14
-  %1011 = add nsw i64 %1009, %1010
-  %1012 = add nsw i64 %pool1_grad.ox91289, 1
-  %1013 = add nsw i64 %1011, %1012
-  %arena291 = getelementptr inbounds float, ptr %arena, i64 %1013
-  %1014 = load float, ptr %arena291, align 4
-  %1015 = fadd float %1002, %1014
-  store float %1015, ptr %arena290, align 4
-  %ox91.next = add nsw i64 %pool1_grad.ox91289, 1
-  %1016 = icmp slt i64 %ox91.next, 13
-  br i1 %1016, label %pool1_grad.ox91, label %pool1_grad.ox91.end
+conv2_bias_grad.img108:                           ; preds = %conv2_bias_grad.img108, %conv2_bias_grad.i107.end
+  %conv2_bias_grad.img108930 = phi i64 [ 0, %conv2_bias_grad.i107.end ], [ %img108.next, %conv2_bias_grad.img108 ]
+  %2949 = mul nsw i64 %conv2_bias_grad.img108930, 6272
+  %2950 = add nsw i64 728336, %2949
+  %arena931 = getelementptr inbounds float, ptr %arena, i64 %2950
+  %arena932 = getelementptr inbounds float, ptr %arena, i64 401408
+  %grads933 = getelementptr inbounds float, ptr %grads, i64 4768
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 32, i32 1, i32 196, float 1.000000e+00, ptr %arena931, i32 196, ptr %arena932, i32 1, float 1.000000e+00, ptr %grads933, i32 1)
+  %img108.next = add nsw i64 %conv2_bias_grad.img108930, 1
+  %2951 = icmp slt i64 %img108.next, 64
+  br i1 %2951, label %conv2_bias_grad.img108, label %conv2_bias_grad.img108.end
 
-pool1_grad.ox91.end:                              ; preds = %pool1_grad.ox91
+conv2_bias_grad.img108.end:                       ; preds = %conv2_bias_grad.img108
+  br label %pool1_grad.i109
+
+pool1_grad.i109:                                  ; preds = %pool1_grad.i109, %conv2_bias_grad.img108.end
+  %pool1_grad.i109934 = phi i64 [ 0, %conv2_bias_grad.img108.end ], [ %i109.next, %pool1_grad.i109 ]
+  %2952 = add nsw i64 401408, %pool1_grad.i109934
+  %arena935 = getelementptr inbounds float, ptr %arena, i64 %2952
+  store float 0.000000e+00, ptr %arena935, align 4
+  %i109.next = add nsw i64 %pool1_grad.i109934, 1
+  %2953 = icmp slt i64 %i109.next, 200704
+  br i1 %2953, label %pool1_grad.i109, label %pool1_grad.i109.end
+
+pool1_grad.i109.end:                              ; preds = %pool1_grad.i109
+  br label %pool1_grad.g110
+
+pool1_grad.g110:                                  ; preds = %pool1_grad.j118.end, %pool1_grad.i109.end
+  %pool1_grad.g110936 = phi i64 [ 0, %pool1_grad.i109.end ], [ %g110.next, %pool1_grad.j118.end ]
+  br label %pool1_grad.j111
+
+pool1_grad.g110.end:                              ; preds = %pool1_grad.j118.end
+  br label %conv1_grad.i127
+
+pool1_grad.j111:                                  ; preds = %pool1_grad.f112.end, %pool1_grad.g110
+  %pool1_grad.j111937 = phi i64 [ 0, %pool1_grad.g110 ], [ %j111.next, %pool1_grad.f112.end ]
+  br label %pool1_grad.f112
+
+pool1_grad.j111.end:                              ; preds = %pool1_grad.f112.end
+  br label %pool1_grad.nb114
+
+pool1_grad.f112:                                  ; preds = %pool1_grad.i113.end, %pool1_grad.j111
+  %pool1_grad.f112938 = phi i64 [ 0, %pool1_grad.j111 ], [ %f112.next, %pool1_grad.i113.end ]
+  br label %pool1_grad.i113
+
+pool1_grad.f112.end:                              ; preds = %pool1_grad.i113.end
+  %j111.next = add nsw i64 %pool1_grad.j111937, 1
+  %2954 = icmp slt i64 %j111.next, 64
+  br i1 %2954, label %pool1_grad.j111, label %pool1_grad.j111.end
+
+pool1_grad.i113:                                  ; preds = %pool1_grad.i113, %pool1_grad.f112
+  %pool1_grad.i113939 = phi i64 [ 0, %pool1_grad.f112 ], [ %i113.next, %pool1_grad.i113 ]
+  %2955 = mul nsw i64 %pool1_grad.g110936, 64
+  %2956 = add nsw i64 %2955, %pool1_grad.j111937
+  %2957 = mul nsw i64 %2956, 6272
+  %2958 = add nsw i64 728336, %2957
+  %2959 = mul nsw i64 %pool1_grad.f112938, 196
+  %2960 = add nsw i64 %2958, %2959
+  %2961 = add nsw i64 %2960, %pool1_grad.i113939
+  %arena940 = getelementptr inbounds float, ptr %arena, i64 %2961
+  %2962 = load float, ptr %arena940, align 4
+  %2963 = mul nsw i64 %pool1_grad.f112938, 12544
+  %2964 = add nsw i64 2936080, %2963
+  %2965 = mul nsw i64 %pool1_grad.j111937, 196
+  %2966 = add nsw i64 %2964, %2965
+  %2967 = add nsw i64 %2966, %pool1_grad.i113939
+  %arena941 = getelementptr inbounds float, ptr %arena, i64 %2967
+  store float %2962, ptr %arena941, align 4
+  %i113.next = add nsw i64 %pool1_grad.i113939, 1
+  %2968 = icmp slt i64 %i113.next, 196
+  br i1 %2968, label %pool1_grad.i113, label %pool1_grad.i113.end
+
+pool1_grad.i113.end:                              ; preds = %pool1_grad.i113
+  %f112.next = add nsw i64 %pool1_grad.f112938, 1
+  %2969 = icmp slt i64 %f112.next, 32
+  br i1 %2969, label %pool1_grad.f112, label %pool1_grad.f112.end
+
+pool1_grad.nb114:                                 ; preds = %pool1_grad.mb115.end, %pool1_grad.j111.end
+  %pool1_grad.nb114942 = phi i64 [ 0, %pool1_grad.j111.end ], [ %nb114.next, %pool1_grad.mb115.end ]
+  br label %pool1_grad.mb115
+
+pool1_grad.nb114.end:                             ; preds = %pool1_grad.mb115.end
+  br label %pool1_grad.j118
+
+pool1_grad.mb115:                                 ; preds = %pool1_grad.k117.end, %pool1_grad.nb114
+  %pool1_grad.mb115943 = phi i64 [ 0, %pool1_grad.nb114 ], [ %mb115.next, %pool1_grad.k117.end ]
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %pool1_grad.t116_c5_3, align 64
+  br label %pool1_grad.k117
+
+pool1_grad.mb115.end:                             ; preds = %pool1_grad.k117.end
+  %nb114.next = add nsw i64 %pool1_grad.nb114942, 1
+  %2970 = icmp slt i64 %nb114.next, 196
+  br i1 %2970, label %pool1_grad.nb114, label %pool1_grad.nb114.end
+
+pool1_grad.k117:                                  ; preds = %pool1_grad.k117, %pool1_grad.mb115
+  %pool1_grad.k117944 = phi i64 [ 0, %pool1_grad.mb115 ], [ %k117.next, %pool1_grad.k117 ]
+  %2971 = mul nsw i64 %pool1_grad.k117944, 12544
+  %2972 = add nsw i64 2936080, %2971
+  %2973 = mul nsw i64 %pool1_grad.nb114942, 64
+  %2974 = add nsw i64 %2972, %2973
+  %arena945 = getelementptr inbounds float, ptr %arena, i64 %2974
+  %2975 = load <16 x float>, ptr %arena945, align 4
+  store <16 x float> %2975, ptr %pool1_grad.t116_b0, align 64
+  %2976 = mul nsw i64 %pool1_grad.k117944, 12544
+  %2977 = add nsw i64 2936080, %2976
+  %2978 = mul nsw i64 %pool1_grad.nb114942, 64
+  %2979 = add nsw i64 %2977, %2978
+  %2980 = add nsw i64 %2979, 16
+  %arena946 = getelementptr inbounds float, ptr %arena, i64 %2980
+  %2981 = load <16 x float>, ptr %arena946, align 4
+  store <16 x float> %2981, ptr %pool1_grad.t116_b1, align 64
+  %2982 = mul nsw i64 %pool1_grad.k117944, 12544
+  %2983 = add nsw i64 2936080, %2982
+  %2984 = mul nsw i64 %pool1_grad.nb114942, 64
+  %2985 = add nsw i64 %2983, %2984
+  %2986 = add nsw i64 %2985, 32
+  %arena947 = getelementptr inbounds float, ptr %arena, i64 %2986
+  %2987 = load <16 x float>, ptr %arena947, align 4
+  store <16 x float> %2987, ptr %pool1_grad.t116_b2, align 64
+  %2988 = mul nsw i64 %pool1_grad.k117944, 12544
+  %2989 = add nsw i64 2936080, %2988
+  %2990 = mul nsw i64 %pool1_grad.nb114942, 64
+  %2991 = add nsw i64 %2989, %2990
+  %2992 = add nsw i64 %2991, 48
+  %arena948 = getelementptr inbounds float, ptr %arena, i64 %2992
+  %2993 = load <16 x float>, ptr %arena948, align 4
+  store <16 x float> %2993, ptr %pool1_grad.t116_b3, align 64
+  %2994 = mul nsw i64 %pool1_grad.mb115943, 6
+  %2995 = add nsw i64 160, %2994
+  %2996 = mul nsw i64 %pool1_grad.k117944, 144
+  %2997 = add nsw i64 %2995, %2996
+  %params949 = getelementptr inbounds float, ptr %params, i64 %2997
+  %2998 = load float, ptr %params949, align 4
+  %2999 = insertelement <16 x float> undef, float %2998, i32 0
+  %3000 = shufflevector <16 x float> %2999, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3000, ptr %pool1_grad.t116_a0, align 64
+  %t116_a0 = load <16 x float>, ptr %pool1_grad.t116_a0, align 64
+  %t116_b0 = load <16 x float>, ptr %pool1_grad.t116_b0, align 64
+  %t116_c0_0 = load <16 x float>, ptr %pool1_grad.t116_c0_0, align 64
+  %3001 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a0, <16 x float> %t116_b0, <16 x float> %t116_c0_0)
+  store <16 x float> %3001, ptr %pool1_grad.t116_c0_0, align 64
+  %t116_a0950 = load <16 x float>, ptr %pool1_grad.t116_a0, align 64
+  %t116_b1 = load <16 x float>, ptr %pool1_grad.t116_b1, align 64
+  %t116_c0_1 = load <16 x float>, ptr %pool1_grad.t116_c0_1, align 64
+  %3002 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a0950, <16 x float> %t116_b1, <16 x float> %t116_c0_1)
+  store <16 x float> %3002, ptr %pool1_grad.t116_c0_1, align 64
+  %t116_a0951 = load <16 x float>, ptr %pool1_grad.t116_a0, align 64
+  %t116_b2 = load <16 x float>, ptr %pool1_grad.t116_b2, align 64
+  %t116_c0_2 = load <16 x float>, ptr %pool1_grad.t116_c0_2, align 64
+  %3003 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a0951, <16 x float> %t116_b2, <16 x float> %t116_c0_2)
+  store <16 x float> %3003, ptr %pool1_grad.t116_c0_2, align 64
+  %t116_a0952 = load <16 x float>, ptr %pool1_grad.t116_a0, align 64
+  %t116_b3 = load <16 x float>, ptr %pool1_grad.t116_b3, align 64
+  %t116_c0_3 = load <16 x float>, ptr %pool1_grad.t116_c0_3, align 64
+  %3004 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a0952, <16 x float> %t116_b3, <16 x float> %t116_c0_3)
+  store <16 x float> %3004, ptr %pool1_grad.t116_c0_3, align 64
+  %3005 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3006 = add nsw i64 %3005, 1
+  %3007 = add nsw i64 160, %3006
+  %3008 = mul nsw i64 %pool1_grad.k117944, 144
+  %3009 = add nsw i64 %3007, %3008
+  %params953 = getelementptr inbounds float, ptr %params, i64 %3009
+  %3010 = load float, ptr %params953, align 4
+  %3011 = insertelement <16 x float> undef, float %3010, i32 0
+  %3012 = shufflevector <16 x float> %3011, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3012, ptr %pool1_grad.t116_a1, align 64
+  %t116_a1 = load <16 x float>, ptr %pool1_grad.t116_a1, align 64
+  %t116_b0954 = load <16 x float>, ptr %pool1_grad.t116_b0, align 64
+  %t116_c1_0 = load <16 x float>, ptr %pool1_grad.t116_c1_0, align 64
+  %3013 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a1, <16 x float> %t116_b0954, <16 x float> %t116_c1_0)
+  store <16 x float> %3013, ptr %pool1_grad.t116_c1_0, align 64
+  %t116_a1955 = load <16 x float>, ptr %pool1_grad.t116_a1, align 64
+  %t116_b1956 = load <16 x float>, ptr %pool1_grad.t116_b1, align 64
+  %t116_c1_1 = load <16 x float>, ptr %pool1_grad.t116_c1_1, align 64
+  %3014 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a1955, <16 x float> %t116_b1956, <16 x float> %t116_c1_1)
+  store <16 x float> %3014, ptr %pool1_grad.t116_c1_1, align 64
+  %t116_a1957 = load <16 x float>, ptr %pool1_grad.t116_a1, align 64
+  %t116_b2958 = load <16 x float>, ptr %pool1_grad.t116_b2, align 64
+  %t116_c1_2 = load <16 x float>, ptr %pool1_grad.t116_c1_2, align 64
+  %3015 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a1957, <16 x float> %t116_b2958, <16 x float> %t116_c1_2)
+  store <16 x float> %3015, ptr %pool1_grad.t116_c1_2, align 64
+  %t116_a1959 = load <16 x float>, ptr %pool1_grad.t116_a1, align 64
+  %t116_b3960 = load <16 x float>, ptr %pool1_grad.t116_b3, align 64
+  %t116_c1_3 = load <16 x float>, ptr %pool1_grad.t116_c1_3, align 64
+  %3016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a1959, <16 x float> %t116_b3960, <16 x float> %t116_c1_3)
+  store <16 x float> %3016, ptr %pool1_grad.t116_c1_3, align 64
+  %3017 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3018 = add nsw i64 %3017, 2
+  %3019 = add nsw i64 160, %3018
+  %3020 = mul nsw i64 %pool1_grad.k117944, 144
+  %3021 = add nsw i64 %3019, %3020
+  %params961 = getelementptr inbounds float, ptr %params, i64 %3021
+  %3022 = load float, ptr %params961, align 4
+  %3023 = insertelement <16 x float> undef, float %3022, i32 0
+  %3024 = shufflevector <16 x float> %3023, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3024, ptr %pool1_grad.t116_a2, align 64
+  %t116_a2 = load <16 x float>, ptr %pool1_grad.t116_a2, align 64
+  %t116_b0962 = load <16 x float>, ptr %pool1_grad.t116_b0, align 64
+  %t116_c2_0 = load <16 x float>, ptr %pool1_grad.t116_c2_0, align 64
+  %3025 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a2, <16 x float> %t116_b0962, <16 x float> %t116_c2_0)
+  store <16 x float> %3025, ptr %pool1_grad.t116_c2_0, align 64
+  %t116_a2963 = load <16 x float>, ptr %pool1_grad.t116_a2, align 64
+  %t116_b1964 = load <16 x float>, ptr %pool1_grad.t116_b1, align 64
+  %t116_c2_1 = load <16 x float>, ptr %pool1_grad.t116_c2_1, align 64
+  %3026 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a2963, <16 x float> %t116_b1964, <16 x float> %t116_c2_1)
+  store <16 x float> %3026, ptr %pool1_grad.t116_c2_1, align 64
+  %t116_a2965 = load <16 x float>, ptr %pool1_grad.t116_a2, align 64
+  %t116_b2966 = load <16 x float>, ptr %pool1_grad.t116_b2, align 64
+  %t116_c2_2 = load <16 x float>, ptr %pool1_grad.t116_c2_2, align 64
+  %3027 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a2965, <16 x float> %t116_b2966, <16 x float> %t116_c2_2)
+  store <16 x float> %3027, ptr %pool1_grad.t116_c2_2, align 64
+  %t116_a2967 = load <16 x float>, ptr %pool1_grad.t116_a2, align 64
+  %t116_b3968 = load <16 x float>, ptr %pool1_grad.t116_b3, align 64
+  %t116_c2_3 = load <16 x float>, ptr %pool1_grad.t116_c2_3, align 64
+  %3028 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a2967, <16 x float> %t116_b3968, <16 x float> %t116_c2_3)
+  store <16 x float> %3028, ptr %pool1_grad.t116_c2_3, align 64
+  %3029 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3030 = add nsw i64 %3029, 3
+  %3031 = add nsw i64 160, %3030
+  %3032 = mul nsw i64 %pool1_grad.k117944, 144
+  %3033 = add nsw i64 %3031, %3032
+  %params969 = getelementptr inbounds float, ptr %params, i64 %3033
+  %3034 = load float, ptr %params969, align 4
+  %3035 = insertelement <16 x float> undef, float %3034, i32 0
+  %3036 = shufflevector <16 x float> %3035, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3036, ptr %pool1_grad.t116_a3, align 64
+  %t116_a3 = load <16 x float>, ptr %pool1_grad.t116_a3, align 64
+  %t116_b0970 = load <16 x float>, ptr %pool1_grad.t116_b0, align 64
+  %t116_c3_0 = load <16 x float>, ptr %pool1_grad.t116_c3_0, align 64
+  %3037 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a3, <16 x float> %t116_b0970, <16 x float> %t116_c3_0)
+  store <16 x float> %3037, ptr %pool1_grad.t116_c3_0, align 64
+  %t116_a3971 = load <16 x float>, ptr %pool1_grad.t116_a3, align 64
+  %t116_b1972 = load <16 x float>, ptr %pool1_grad.t116_b1, align 64
+  %t116_c3_1 = load <16 x float>, ptr %pool1_grad.t116_c3_1, align 64
+  %3038 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a3971, <16 x float> %t116_b1972, <16 x float> %t116_c3_1)
+  store <16 x float> %3038, ptr %pool1_grad.t116_c3_1, align 64
+  %t116_a3973 = load <16 x float>, ptr %pool1_grad.t116_a3, align 64
+  %t116_b2974 = load <16 x float>, ptr %pool1_grad.t116_b2, align 64
+  %t116_c3_2 = load <16 x float>, ptr %pool1_grad.t116_c3_2, align 64
+  %3039 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a3973, <16 x float> %t116_b2974, <16 x float> %t116_c3_2)
+  store <16 x float> %3039, ptr %pool1_grad.t116_c3_2, align 64
+  %t116_a3975 = load <16 x float>, ptr %pool1_grad.t116_a3, align 64
+  %t116_b3976 = load <16 x float>, ptr %pool1_grad.t116_b3, align 64
+  %t116_c3_3 = load <16 x float>, ptr %pool1_grad.t116_c3_3, align 64
+  %3040 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a3975, <16 x float> %t116_b3976, <16 x float> %t116_c3_3)
+  store <16 x float> %3040, ptr %pool1_grad.t116_c3_3, align 64
+  %3041 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3042 = add nsw i64 %3041, 4
+  %3043 = add nsw i64 160, %3042
+  %3044 = mul nsw i64 %pool1_grad.k117944, 144
+  %3045 = add nsw i64 %3043, %3044
+  %params977 = getelementptr inbounds float, ptr %params, i64 %3045
+  %3046 = load float, ptr %params977, align 4
+  %3047 = insertelement <16 x float> undef, float %3046, i32 0
+  %3048 = shufflevector <16 x float> %3047, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3048, ptr %pool1_grad.t116_a4, align 64
+  %t116_a4 = load <16 x float>, ptr %pool1_grad.t116_a4, align 64
+  %t116_b0978 = load <16 x float>, ptr %pool1_grad.t116_b0, align 64
+  %t116_c4_0 = load <16 x float>, ptr %pool1_grad.t116_c4_0, align 64
+  %3049 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a4, <16 x float> %t116_b0978, <16 x float> %t116_c4_0)
+  store <16 x float> %3049, ptr %pool1_grad.t116_c4_0, align 64
+  %t116_a4979 = load <16 x float>, ptr %pool1_grad.t116_a4, align 64
+  %t116_b1980 = load <16 x float>, ptr %pool1_grad.t116_b1, align 64
+  %t116_c4_1 = load <16 x float>, ptr %pool1_grad.t116_c4_1, align 64
+  %3050 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a4979, <16 x float> %t116_b1980, <16 x float> %t116_c4_1)
+  store <16 x float> %3050, ptr %pool1_grad.t116_c4_1, align 64
+  %t116_a4981 = load <16 x float>, ptr %pool1_grad.t116_a4, align 64
+  %t116_b2982 = load <16 x float>, ptr %pool1_grad.t116_b2, align 64
+  %t116_c4_2 = load <16 x float>, ptr %pool1_grad.t116_c4_2, align 64
+  %3051 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a4981, <16 x float> %t116_b2982, <16 x float> %t116_c4_2)
+  store <16 x float> %3051, ptr %pool1_grad.t116_c4_2, align 64
+  %t116_a4983 = load <16 x float>, ptr %pool1_grad.t116_a4, align 64
+  %t116_b3984 = load <16 x float>, ptr %pool1_grad.t116_b3, align 64
+  %t116_c4_3 = load <16 x float>, ptr %pool1_grad.t116_c4_3, align 64
+  %3052 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a4983, <16 x float> %t116_b3984, <16 x float> %t116_c4_3)
+  store <16 x float> %3052, ptr %pool1_grad.t116_c4_3, align 64
+  %3053 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3054 = add nsw i64 %3053, 5
+  %3055 = add nsw i64 160, %3054
+  %3056 = mul nsw i64 %pool1_grad.k117944, 144
+  %3057 = add nsw i64 %3055, %3056
+  %params985 = getelementptr inbounds float, ptr %params, i64 %3057
+  %3058 = load float, ptr %params985, align 4
+  %3059 = insertelement <16 x float> undef, float %3058, i32 0
+  %3060 = shufflevector <16 x float> %3059, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3060, ptr %pool1_grad.t116_a5, align 64
+  %t116_a5 = load <16 x float>, ptr %pool1_grad.t116_a5, align 64
+  %t116_b0986 = load <16 x float>, ptr %pool1_grad.t116_b0, align 64
+  %t116_c5_0 = load <16 x float>, ptr %pool1_grad.t116_c5_0, align 64
+  %3061 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a5, <16 x float> %t116_b0986, <16 x float> %t116_c5_0)
+  store <16 x float> %3061, ptr %pool1_grad.t116_c5_0, align 64
+  %t116_a5987 = load <16 x float>, ptr %pool1_grad.t116_a5, align 64
+  %t116_b1988 = load <16 x float>, ptr %pool1_grad.t116_b1, align 64
+  %t116_c5_1 = load <16 x float>, ptr %pool1_grad.t116_c5_1, align 64
+  %3062 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a5987, <16 x float> %t116_b1988, <16 x float> %t116_c5_1)
+  store <16 x float> %3062, ptr %pool1_grad.t116_c5_1, align 64
+  %t116_a5989 = load <16 x float>, ptr %pool1_grad.t116_a5, align 64
+  %t116_b2990 = load <16 x float>, ptr %pool1_grad.t116_b2, align 64
+  %t116_c5_2 = load <16 x float>, ptr %pool1_grad.t116_c5_2, align 64
+  %3063 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a5989, <16 x float> %t116_b2990, <16 x float> %t116_c5_2)
+  store <16 x float> %3063, ptr %pool1_grad.t116_c5_2, align 64
+  %t116_a5991 = load <16 x float>, ptr %pool1_grad.t116_a5, align 64
+  %t116_b3992 = load <16 x float>, ptr %pool1_grad.t116_b3, align 64
+  %t116_c5_3 = load <16 x float>, ptr %pool1_grad.t116_c5_3, align 64
+  %3064 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t116_a5991, <16 x float> %t116_b3992, <16 x float> %t116_c5_3)
+  store <16 x float> %3064, ptr %pool1_grad.t116_c5_3, align 64
+  %k117.next = add nsw i64 %pool1_grad.k117944, 1
+  %3065 = icmp slt i64 %k117.next, 32
+  br i1 %3065, label %pool1_grad.k117, label %pool1_grad.k117.end
+
+pool1_grad.k117.end:                              ; preds = %pool1_grad.k117
+  %t116_c0_0993 = load <16 x float>, ptr %pool1_grad.t116_c0_0, align 64
+  %3066 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3067 = mul nsw i64 %3066, 12544
+  %3068 = add nsw i64 1129744, %3067
+  %3069 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3070 = add nsw i64 %3068, %3069
+  %arena994 = getelementptr inbounds float, ptr %arena, i64 %3070
+  store <16 x float> %t116_c0_0993, ptr %arena994, align 4
+  %t116_c0_1995 = load <16 x float>, ptr %pool1_grad.t116_c0_1, align 64
+  %3071 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3072 = mul nsw i64 %3071, 12544
+  %3073 = add nsw i64 1129744, %3072
+  %3074 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3075 = add nsw i64 %3073, %3074
+  %3076 = add nsw i64 %3075, 16
+  %arena996 = getelementptr inbounds float, ptr %arena, i64 %3076
+  store <16 x float> %t116_c0_1995, ptr %arena996, align 4
+  %t116_c0_2997 = load <16 x float>, ptr %pool1_grad.t116_c0_2, align 64
+  %3077 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3078 = mul nsw i64 %3077, 12544
+  %3079 = add nsw i64 1129744, %3078
+  %3080 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3081 = add nsw i64 %3079, %3080
+  %3082 = add nsw i64 %3081, 32
+  %arena998 = getelementptr inbounds float, ptr %arena, i64 %3082
+  store <16 x float> %t116_c0_2997, ptr %arena998, align 4
+  %t116_c0_3999 = load <16 x float>, ptr %pool1_grad.t116_c0_3, align 64
+  %3083 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3084 = mul nsw i64 %3083, 12544
+  %3085 = add nsw i64 1129744, %3084
+  %3086 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3087 = add nsw i64 %3085, %3086
+  %3088 = add nsw i64 %3087, 48
+  %arena1000 = getelementptr inbounds float, ptr %arena, i64 %3088
+  store <16 x float> %t116_c0_3999, ptr %arena1000, align 4
+  %t116_c1_01001 = load <16 x float>, ptr %pool1_grad.t116_c1_0, align 64
+  %3089 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3090 = add nsw i64 %3089, 1
+  %3091 = mul nsw i64 %3090, 12544
+  %3092 = add nsw i64 1129744, %3091
+  %3093 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3094 = add nsw i64 %3092, %3093
+  %arena1002 = getelementptr inbounds float, ptr %arena, i64 %3094
+  store <16 x float> %t116_c1_01001, ptr %arena1002, align 4
+  %t116_c1_11003 = load <16 x float>, ptr %pool1_grad.t116_c1_1, align 64
+  %3095 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3096 = add nsw i64 %3095, 1
+  %3097 = mul nsw i64 %3096, 12544
+  %3098 = add nsw i64 1129744, %3097
+  %3099 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3100 = add nsw i64 %3098, %3099
+  %3101 = add nsw i64 %3100, 16
+  %arena1004 = getelementptr inbounds float, ptr %arena, i64 %3101
+  store <16 x float> %t116_c1_11003, ptr %arena1004, align 4
+  %t116_c1_21005 = load <16 x float>, ptr %pool1_grad.t116_c1_2, align 64
+  %3102 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3103 = add nsw i64 %3102, 1
+  %3104 = mul nsw i64 %3103, 12544
+  %3105 = add nsw i64 1129744, %3104
+  %3106 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3107 = add nsw i64 %3105, %3106
+  %3108 = add nsw i64 %3107, 32
+  %arena1006 = getelementptr inbounds float, ptr %arena, i64 %3108
+  store <16 x float> %t116_c1_21005, ptr %arena1006, align 4
+  %t116_c1_31007 = load <16 x float>, ptr %pool1_grad.t116_c1_3, align 64
+  %3109 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3110 = add nsw i64 %3109, 1
+  %3111 = mul nsw i64 %3110, 12544
+  %3112 = add nsw i64 1129744, %3111
+  %3113 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3114 = add nsw i64 %3112, %3113
+  %3115 = add nsw i64 %3114, 48
+  %arena1008 = getelementptr inbounds float, ptr %arena, i64 %3115
+  store <16 x float> %t116_c1_31007, ptr %arena1008, align 4
+  %t116_c2_01009 = load <16 x float>, ptr %pool1_grad.t116_c2_0, align 64
+  %3116 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3117 = add nsw i64 %3116, 2
+  %3118 = mul nsw i64 %3117, 12544
+  %3119 = add nsw i64 1129744, %3118
+  %3120 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3121 = add nsw i64 %3119, %3120
+  %arena1010 = getelementptr inbounds float, ptr %arena, i64 %3121
+  store <16 x float> %t116_c2_01009, ptr %arena1010, align 4
+  %t116_c2_11011 = load <16 x float>, ptr %pool1_grad.t116_c2_1, align 64
+  %3122 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3123 = add nsw i64 %3122, 2
+  %3124 = mul nsw i64 %3123, 12544
+  %3125 = add nsw i64 1129744, %3124
+  %3126 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3127 = add nsw i64 %3125, %3126
+  %3128 = add nsw i64 %3127, 16
+  %arena1012 = getelementptr inbounds float, ptr %arena, i64 %3128
+  store <16 x float> %t116_c2_11011, ptr %arena1012, align 4
+  %t116_c2_21013 = load <16 x float>, ptr %pool1_grad.t116_c2_2, align 64
+  %3129 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3130 = add nsw i64 %3129, 2
+  %3131 = mul nsw i64 %3130, 12544
+  %3132 = add nsw i64 1129744, %3131
+  %3133 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3134 = add nsw i64 %3132, %3133
+  %3135 = add nsw i64 %3134, 32
+  %arena1014 = getelementptr inbounds float, ptr %arena, i64 %3135
+  store <16 x float> %t116_c2_21013, ptr %arena1014, align 4
+  %t116_c2_31015 = load <16 x float>, ptr %pool1_grad.t116_c2_3, align 64
+  %3136 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3137 = add nsw i64 %3136, 2
+  %3138 = mul nsw i64 %3137, 12544
+  %3139 = add nsw i64 1129744, %3138
+  %3140 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3141 = add nsw i64 %3139, %3140
+  %3142 = add nsw i64 %3141, 48
+  %arena1016 = getelementptr inbounds float, ptr %arena, i64 %3142
+  store <16 x float> %t116_c2_31015, ptr %arena1016, align 4
+  %t116_c3_01017 = load <16 x float>, ptr %pool1_grad.t116_c3_0, align 64
+  %3143 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3144 = add nsw i64 %3143, 3
+  %3145 = mul nsw i64 %3144, 12544
+  %3146 = add nsw i64 1129744, %3145
+  %3147 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3148 = add nsw i64 %3146, %3147
+  %arena1018 = getelementptr inbounds float, ptr %arena, i64 %3148
+  store <16 x float> %t116_c3_01017, ptr %arena1018, align 4
+  %t116_c3_11019 = load <16 x float>, ptr %pool1_grad.t116_c3_1, align 64
+  %3149 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3150 = add nsw i64 %3149, 3
+  %3151 = mul nsw i64 %3150, 12544
+  %3152 = add nsw i64 1129744, %3151
+  %3153 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3154 = add nsw i64 %3152, %3153
+  %3155 = add nsw i64 %3154, 16
+  %arena1020 = getelementptr inbounds float, ptr %arena, i64 %3155
+  store <16 x float> %t116_c3_11019, ptr %arena1020, align 4
+  %t116_c3_21021 = load <16 x float>, ptr %pool1_grad.t116_c3_2, align 64
+  %3156 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3157 = add nsw i64 %3156, 3
+  %3158 = mul nsw i64 %3157, 12544
+  %3159 = add nsw i64 1129744, %3158
+  %3160 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3161 = add nsw i64 %3159, %3160
+  %3162 = add nsw i64 %3161, 32
+  %arena1022 = getelementptr inbounds float, ptr %arena, i64 %3162
+  store <16 x float> %t116_c3_21021, ptr %arena1022, align 4
+  %t116_c3_31023 = load <16 x float>, ptr %pool1_grad.t116_c3_3, align 64
+  %3163 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3164 = add nsw i64 %3163, 3
+  %3165 = mul nsw i64 %3164, 12544
+  %3166 = add nsw i64 1129744, %3165
+  %3167 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3168 = add nsw i64 %3166, %3167
+  %3169 = add nsw i64 %3168, 48
+  %arena1024 = getelementptr inbounds float, ptr %arena, i64 %3169
+  store <16 x float> %t116_c3_31023, ptr %arena1024, align 4
+  %t116_c4_01025 = load <16 x float>, ptr %pool1_grad.t116_c4_0, align 64
+  %3170 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3171 = add nsw i64 %3170, 4
+  %3172 = mul nsw i64 %3171, 12544
+  %3173 = add nsw i64 1129744, %3172
+  %3174 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3175 = add nsw i64 %3173, %3174
+  %arena1026 = getelementptr inbounds float, ptr %arena, i64 %3175
+  store <16 x float> %t116_c4_01025, ptr %arena1026, align 4
+  %t116_c4_11027 = load <16 x float>, ptr %pool1_grad.t116_c4_1, align 64
+  %3176 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3177 = add nsw i64 %3176, 4
+  %3178 = mul nsw i64 %3177, 12544
+  %3179 = add nsw i64 1129744, %3178
+  %3180 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3181 = add nsw i64 %3179, %3180
+  %3182 = add nsw i64 %3181, 16
+  %arena1028 = getelementptr inbounds float, ptr %arena, i64 %3182
+  store <16 x float> %t116_c4_11027, ptr %arena1028, align 4
+  %t116_c4_21029 = load <16 x float>, ptr %pool1_grad.t116_c4_2, align 64
+  %3183 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3184 = add nsw i64 %3183, 4
+  %3185 = mul nsw i64 %3184, 12544
+  %3186 = add nsw i64 1129744, %3185
+  %3187 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3188 = add nsw i64 %3186, %3187
+  %3189 = add nsw i64 %3188, 32
+  %arena1030 = getelementptr inbounds float, ptr %arena, i64 %3189
+  store <16 x float> %t116_c4_21029, ptr %arena1030, align 4
+  %t116_c4_31031 = load <16 x float>, ptr %pool1_grad.t116_c4_3, align 64
+  %3190 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3191 = add nsw i64 %3190, 4
+  %3192 = mul nsw i64 %3191, 12544
+  %3193 = add nsw i64 1129744, %3192
+  %3194 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3195 = add nsw i64 %3193, %3194
+  %3196 = add nsw i64 %3195, 48
+  %arena1032 = getelementptr inbounds float, ptr %arena, i64 %3196
+  store <16 x float> %t116_c4_31031, ptr %arena1032, align 4
+  %t116_c5_01033 = load <16 x float>, ptr %pool1_grad.t116_c5_0, align 64
+  %3197 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3198 = add nsw i64 %3197, 5
+  %3199 = mul nsw i64 %3198, 12544
+  %3200 = add nsw i64 1129744, %3199
+  %3201 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3202 = add nsw i64 %3200, %3201
+  %arena1034 = getelementptr inbounds float, ptr %arena, i64 %3202
+  store <16 x float> %t116_c5_01033, ptr %arena1034, align 4
+  %t116_c5_11035 = load <16 x float>, ptr %pool1_grad.t116_c5_1, align 64
+  %3203 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3204 = add nsw i64 %3203, 5
+  %3205 = mul nsw i64 %3204, 12544
+  %3206 = add nsw i64 1129744, %3205
+  %3207 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3208 = add nsw i64 %3206, %3207
+  %3209 = add nsw i64 %3208, 16
+  %arena1036 = getelementptr inbounds float, ptr %arena, i64 %3209
+  store <16 x float> %t116_c5_11035, ptr %arena1036, align 4
+  %t116_c5_21037 = load <16 x float>, ptr %pool1_grad.t116_c5_2, align 64
+  %3210 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3211 = add nsw i64 %3210, 5
+  %3212 = mul nsw i64 %3211, 12544
+  %3213 = add nsw i64 1129744, %3212
+  %3214 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3215 = add nsw i64 %3213, %3214
+  %3216 = add nsw i64 %3215, 32
+  %arena1038 = getelementptr inbounds float, ptr %arena, i64 %3216
+  store <16 x float> %t116_c5_21037, ptr %arena1038, align 4
+  %t116_c5_31039 = load <16 x float>, ptr %pool1_grad.t116_c5_3, align 64
+  %3217 = mul nsw i64 %pool1_grad.mb115943, 6
+  %3218 = add nsw i64 %3217, 5
+  %3219 = mul nsw i64 %3218, 12544
+  %3220 = add nsw i64 1129744, %3219
+  %3221 = mul nsw i64 %pool1_grad.nb114942, 64
+  %3222 = add nsw i64 %3220, %3221
+  %3223 = add nsw i64 %3222, 48
+  %arena1040 = getelementptr inbounds float, ptr %arena, i64 %3223
+  store <16 x float> %t116_c5_31039, ptr %arena1040, align 4
+  %mb115.next = add nsw i64 %pool1_grad.mb115943, 1
+  %3224 = icmp slt i64 %mb115.next, 24
+  br i1 %3224, label %pool1_grad.mb115, label %pool1_grad.mb115.end
+
+pool1_grad.j118:                                  ; preds = %pool1_grad.c119.end, %pool1_grad.nb114.end
+  %pool1_grad.j1181041 = phi i64 [ 0, %pool1_grad.nb114.end ], [ %j118.next, %pool1_grad.c119.end ]
+  br label %pool1_grad.c119
+
+pool1_grad.j118.end:                              ; preds = %pool1_grad.c119.end
+  %g110.next = add nsw i64 %pool1_grad.g110936, 1
+  %3225 = icmp slt i64 %g110.next, 1
+  br i1 %3225, label %pool1_grad.g110, label %pool1_grad.g110.end
+
+pool1_grad.c119:                                  ; preds = %pool1_grad.ky120.end, %pool1_grad.j118
+  %pool1_grad.c1191042 = phi i64 [ 0, %pool1_grad.j118 ], [ %c119.next, %pool1_grad.ky120.end ]
+  br label %pool1_grad.ky120
+
+pool1_grad.c119.end:                              ; preds = %pool1_grad.ky120.end
+  %j118.next = add nsw i64 %pool1_grad.j1181041, 1
+  %3226 = icmp slt i64 %j118.next, 64
+  br i1 %3226, label %pool1_grad.j118, label %pool1_grad.j118.end
+
+pool1_grad.ky120:                                 ; preds = %pool1_grad.oy125.end, %pool1_grad.c119
+  %pool1_grad.ky1201043 = phi i64 [ 0, %pool1_grad.c119 ], [ %ky120.next, %pool1_grad.oy125.end ]
+  br label %pool1_grad.oy121
+
+pool1_grad.ky120.end:                             ; preds = %pool1_grad.oy125.end
+  %c119.next = add nsw i64 %pool1_grad.c1191042, 1
+  %3227 = icmp slt i64 %c119.next, 16
+  br i1 %3227, label %pool1_grad.c119, label %pool1_grad.c119.end
+
+pool1_grad.oy121:                                 ; preds = %pool1_grad.endif, %pool1_grad.ky120
+  %pool1_grad.oy1211044 = phi i64 [ 0, %pool1_grad.ky120 ], [ %oy121.next, %pool1_grad.endif ]
+  %3228 = add nsw i64 %pool1_grad.oy1211044, %pool1_grad.ky1201043
+  %3229 = add nsw i64 %3228, -1
+  %3230 = icmp slt i64 -1, %3229
+  %3231 = add nsw i64 %pool1_grad.oy1211044, %pool1_grad.ky1201043
+  %3232 = add nsw i64 %3231, -1
+  %3233 = icmp slt i64 %3232, 14
+  %3234 = and i1 %3230, %3233
+  br i1 %3234, label %pool1_grad.then, label %pool1_grad.endif
+
+pool1_grad.oy121.end:                             ; preds = %pool1_grad.endif
+  br label %pool1_grad.oy123
+
+pool1_grad.then:                                  ; preds = %pool1_grad.oy121
+  br label %pool1_grad.ox122
+
+pool1_grad.endif:                                 ; preds = %pool1_grad.ox122.end, %pool1_grad.oy121
+  %oy121.next = add nsw i64 %pool1_grad.oy1211044, 1
+  %3235 = icmp slt i64 %oy121.next, 14
+  br i1 %3235, label %pool1_grad.oy121, label %pool1_grad.oy121.end
+
+pool1_grad.ox122:                                 ; preds = %pool1_grad.ox122, %pool1_grad.then
+  %pool1_grad.ox1221045 = phi i64 [ 0, %pool1_grad.then ], [ %ox122.next, %pool1_grad.ox122 ]
+  %3236 = mul nsw i64 %pool1_grad.g110936, 64
+  %3237 = add nsw i64 %3236, %pool1_grad.j1181041
+  %3238 = mul nsw i64 %3237, 3136
+  %3239 = add nsw i64 401408, %3238
+  %3240 = mul nsw i64 %pool1_grad.c1191042, 196
+  %3241 = add nsw i64 %3239, %3240
+  %3242 = add nsw i64 %pool1_grad.oy1211044, %pool1_grad.ky1201043
+  %3243 = add nsw i64 %3242, -1
+  %3244 = mul nsw i64 %3243, 14
+  %3245 = add nsw i64 %3241, %3244
+  %3246 = add nsw i64 %pool1_grad.ox1221045, 1
+  %3247 = add nsw i64 %3246, -1
+  %3248 = add nsw i64 %3245, %3247
+  %arena1046 = getelementptr inbounds float, ptr %arena, i64 %3248
+  %3249 = load float, ptr %arena1046, align 4
+  %3250 = mul nsw i64 %pool1_grad.c1191042, 3
+  %3251 = add nsw i64 %3250, %pool1_grad.ky1201043
+  %3252 = mul nsw i64 %3251, 3
+  %3253 = mul nsw i64 %3252, 12544
+  %3254 = add nsw i64 1129744, %3253
+  %3255 = mul nsw i64 %pool1_grad.j1181041, 196
+  %3256 = add nsw i64 %3254, %3255
+  %3257 = mul nsw i64 %pool1_grad.oy1211044, 14
+  %3258 = add nsw i64 %3256, %3257
+  %3259 = add nsw i64 %pool1_grad.ox1221045, 1
+  %3260 = add nsw i64 %3258, %3259
+  %arena1047 = getelementptr inbounds float, ptr %arena, i64 %3260
+  %3261 = load float, ptr %arena1047, align 4
+  %3262 = fadd float %3249, %3261
+  store float %3262, ptr %arena1046, align 4
+  %ox122.next = add nsw i64 %pool1_grad.ox1221045, 1
+  %3263 = icmp slt i64 %ox122.next, 13
+  br i1 %3263, label %pool1_grad.ox122, label %pool1_grad.ox122.end
+
+pool1_grad.ox122.end:                             ; preds = %pool1_grad.ox122
   br label %pool1_grad.endif
 
-pool1_grad.oy92:                                  ; preds = %pool1_grad.endif294, %pool1_grad.oy90.end
-  %pool1_grad.oy92292 = phi i64 [ 0, %pool1_grad.oy90.end ], [ %oy92.next, %pool1_grad.endif294 ]
-  %1017 = add nsw i64 %pool1_grad.oy92292, %pool1_grad.ky89287
-  %1018 = add nsw i64 %1017, -1
-  %1019 = icmp slt i64 -1, %1018
-  %1020 = add nsw i64 %pool1_grad.oy92292, %pool1_grad.ky89287
-  %1021 = add nsw i64 %1020, -1
-  %1022 = icmp slt i64 %1021, 14
-  %1023 = and i1 %1019, %1022
-  br i1 %1023, label %pool1_grad.then293, label %pool1_grad.endif294
+pool1_grad.oy123:                                 ; preds = %pool1_grad.endif1050, %pool1_grad.oy121.end
+  %pool1_grad.oy1231048 = phi i64 [ 0, %pool1_grad.oy121.end ], [ %oy123.next, %pool1_grad.endif1050 ]
+  %3264 = add nsw i64 %pool1_grad.oy1231048, %pool1_grad.ky1201043
+  %3265 = add nsw i64 %3264, -1
+  %3266 = icmp slt i64 -1, %3265
+  %3267 = add nsw i64 %pool1_grad.oy1231048, %pool1_grad.ky1201043
+  %3268 = add nsw i64 %3267, -1
+  %3269 = icmp slt i64 %3268, 14
+  %3270 = and i1 %3266, %3269
+  br i1 %3270, label %pool1_grad.then1049, label %pool1_grad.endif1050
 
-pool1_grad.oy92.end:                              ; preds = %pool1_grad.endif294
-  br label %pool1_grad.oy94
+pool1_grad.oy123.end:                             ; preds = %pool1_grad.endif1050
+  br label %pool1_grad.oy125
 
-pool1_grad.then293:                               ; preds = %pool1_grad.oy92
-  br label %pool1_grad.ox93
+pool1_grad.then1049:                              ; preds = %pool1_grad.oy123
+  br label %pool1_grad.ox124
 
-pool1_grad.endif294:                              ; preds = %pool1_grad.ox93.end, %pool1_grad.oy92
-  %oy92.next = add nsw i64 %pool1_grad.oy92292, 1
-  %1024 = icmp slt i64 %oy92.next, 14
-  br i1 %1024, label %pool1_grad.oy92, label %pool1_grad.oy92.end
+pool1_grad.endif1050:                             ; preds = %pool1_grad.ox124.end, %pool1_grad.oy123
+  %oy123.next = add nsw i64 %pool1_grad.oy1231048, 1
+  %3271 = icmp slt i64 %oy123.next, 14
+  br i1 %3271, label %pool1_grad.oy123, label %pool1_grad.oy123.end
 
-pool1_grad.ox93:                                  ; preds = %pool1_grad.ox93, %pool1_grad.then293
-  %pool1_grad.ox93295 = phi i64 [ 0, %pool1_grad.then293 ], [ %ox93.next, %pool1_grad.ox93 ]
-  %1025 = mul nsw i64 %pool1_grad.g83276, 64
-  %1026 = add nsw i64 %1025, %pool1_grad.j87285
-  %1027 = mul nsw i64 %1026, 3136
-  %1028 = add nsw i64 401408, %1027
-  %1029 = mul nsw i64 %pool1_grad.c88286, 196
-  %1030 = add nsw i64 %1028, %1029
-  %1031 = add nsw i64 %pool1_grad.oy92292, %pool1_grad.ky89287
-  %1032 = add nsw i64 %1031, -1
-  %1033 = mul nsw i64 %1032, 14
-  %1034 = add nsw i64 %1030, %1033
-  %1035 = add nsw i64 %1034, %pool1_grad.ox93295
-  %arena296 = getelementptr inbounds float, ptr %arena, i64 %1035
-  %1036 = load float, ptr %arena296, align 4
-  %1037 = mul nsw i64 %pool1_grad.c88286, 3
-  %1038 = add nsw i64 %1037, %pool1_grad.ky89287
-  %1039 = mul nsw i64 %1038, 3
-  %1040 = add nsw i64 %1039, 1
-  %1041 = mul nsw i64 %1040, 12544
-  %1042 = add nsw i64 1129744, %1041
-  %1043 = mul nsw i64 %pool1_grad.j87285, 196
-  %1044 = add nsw i64 %1042, %1043
-  %1045 = mul nsw i64 %pool1_grad.oy92292, 14
-  %1046 = add nsw i64 %1044, %1045
-  %1047 = add nsw i64 %1046, %pool1_grad.ox93295
-  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1047
-  %1048 = load float, ptr %arena297, align 4
-  %1049 = fadd float %1036, %1048
-  store float %1049, ptr %arena296, align 4
-  %ox93.next = add nsw i64 %pool1_grad.ox93295, 1
-  %1050 = icmp slt i64 %ox93.next, 14
-  br i1 %1050, label %pool1_grad.ox93, label %pool1_grad.ox93.end
+pool1_grad.ox124:                                 ; preds = %pool1_grad.ox124, %pool1_grad.then1049
+  %pool1_grad.ox1241051 = phi i64 [ 0, %pool1_grad.then1049 ], [ %ox124.next, %pool1_grad.ox124 ]
+  %3272 = mul nsw i64 %pool1_grad.g110936, 64
+  %3273 = add nsw i64 %3272, %pool1_grad.j1181041
+  %3274 = mul nsw i64 %3273, 3136
+  %3275 = add nsw i64 401408, %3274
+  %3276 = mul nsw i64 %pool1_grad.c1191042, 196
+  %3277 = add nsw i64 %3275, %3276
+  %3278 = add nsw i64 %pool1_grad.oy1231048, %pool1_grad.ky1201043
+  %3279 = add nsw i64 %3278, -1
+  %3280 = mul nsw i64 %3279, 14
+  %3281 = add nsw i64 %3277, %3280
+  %3282 = add nsw i64 %3281, %pool1_grad.ox1241051
+  %arena1052 = getelementptr inbounds float, ptr %arena, i64 %3282
+  %3283 = load float, ptr %arena1052, align 4
+  %3284 = mul nsw i64 %pool1_grad.c1191042, 3
+  %3285 = add nsw i64 %3284, %pool1_grad.ky1201043
+  %3286 = mul nsw i64 %3285, 3
+  %3287 = add nsw i64 %3286, 1
+  %3288 = mul nsw i64 %3287, 12544
+  %3289 = add nsw i64 1129744, %3288
+  %3290 = mul nsw i64 %pool1_grad.j1181041, 196
+  %3291 = add nsw i64 %3289, %3290
+  %3292 = mul nsw i64 %pool1_grad.oy1231048, 14
+  %3293 = add nsw i64 %3291, %3292
+  %3294 = add nsw i64 %3293, %pool1_grad.ox1241051
+  %arena1053 = getelementptr inbounds float, ptr %arena, i64 %3294
+  %3295 = load float, ptr %arena1053, align 4
+  %3296 = fadd float %3283, %3295
+  store float %3296, ptr %arena1052, align 4
+  %ox124.next = add nsw i64 %pool1_grad.ox1241051, 1
+  %3297 = icmp slt i64 %ox124.next, 14
+  br i1 %3297, label %pool1_grad.ox124, label %pool1_grad.ox124.end
 
-pool1_grad.ox93.end:                              ; preds = %pool1_grad.ox93
-  br label %pool1_grad.endif294
+pool1_grad.ox124.end:                             ; preds = %pool1_grad.ox124
+  br label %pool1_grad.endif1050
 
-pool1_grad.oy94:                                  ; preds = %pool1_grad.endif300, %pool1_grad.oy92.end
-  %pool1_grad.oy94298 = phi i64 [ 0, %pool1_grad.oy92.end ], [ %oy94.next, %pool1_grad.endif300 ]
-  %1051 = add nsw i64 %pool1_grad.oy94298, %pool1_grad.ky89287
-  %1052 = add nsw i64 %1051, -1
-  %1053 = icmp slt i64 -1, %1052
-  %1054 = add nsw i64 %pool1_grad.oy94298, %pool1_grad.ky89287
-  %1055 = add nsw i64 %1054, -1
-  %1056 = icmp slt i64 %1055, 14
-  %1057 = and i1 %1053, %1056
-  br i1 %1057, label %pool1_grad.then299, label %pool1_grad.endif300
+pool1_grad.oy125:                                 ; preds = %pool1_grad.endif1056, %pool1_grad.oy123.end
+  %pool1_grad.oy1251054 = phi i64 [ 0, %pool1_grad.oy123.end ], [ %oy125.next, %pool1_grad.endif1056 ]
+  %3298 = add nsw i64 %pool1_grad.oy1251054, %pool1_grad.ky1201043
+  %3299 = add nsw i64 %3298, -1
+  %3300 = icmp slt i64 -1, %3299
+  %3301 = add nsw i64 %pool1_grad.oy1251054, %pool1_grad.ky1201043
+  %3302 = add nsw i64 %3301, -1
+  %3303 = icmp slt i64 %3302, 14
+  %3304 = and i1 %3300, %3303
+  br i1 %3304, label %pool1_grad.then1055, label %pool1_grad.endif1056
 
-pool1_grad.oy94.end:                              ; preds = %pool1_grad.endif300
-  %ky89.next = add nsw i64 %pool1_grad.ky89287, 1
-  %1058 = icmp slt i64 %ky89.next, 3
-  br i1 %1058, label %pool1_grad.ky89, label %pool1_grad.ky89.end
+pool1_grad.oy125.end:                             ; preds = %pool1_grad.endif1056
+  %ky120.next = add nsw i64 %pool1_grad.ky1201043, 1
+  %3305 = icmp slt i64 %ky120.next, 3
+  br i1 %3305, label %pool1_grad.ky120, label %pool1_grad.ky120.end
 
-pool1_grad.then299:                               ; preds = %pool1_grad.oy94
-  br label %pool1_grad.ox95
+pool1_grad.then1055:                              ; preds = %pool1_grad.oy125
+  br label %pool1_grad.ox126
 
-pool1_grad.endif300:                              ; preds = %pool1_grad.ox95.end, %pool1_grad.oy94
-  %oy94.next = add nsw i64 %pool1_grad.oy94298, 1
-  %1059 = icmp slt i64 %oy94.next, 14
-  br i1 %1059, label %pool1_grad.oy94, label %pool1_grad.oy94.end
+pool1_grad.endif1056:                             ; preds = %pool1_grad.ox126.end, %pool1_grad.oy125
+  %oy125.next = add nsw i64 %pool1_grad.oy1251054, 1
+  %3306 = icmp slt i64 %oy125.next, 14
+  br i1 %3306, label %pool1_grad.oy125, label %pool1_grad.oy125.end
 
-pool1_grad.ox95:                                  ; preds = %pool1_grad.ox95, %pool1_grad.then299
-  %pool1_grad.ox95301 = phi i64 [ 0, %pool1_grad.then299 ], [ %ox95.next, %pool1_grad.ox95 ]
-  %1060 = mul nsw i64 %pool1_grad.g83276, 64
-  %1061 = add nsw i64 %1060, %pool1_grad.j87285
-  %1062 = mul nsw i64 %1061, 3136
-  %1063 = add nsw i64 401408, %1062
-  %1064 = mul nsw i64 %pool1_grad.c88286, 196
-  %1065 = add nsw i64 %1063, %1064
-  %1066 = add nsw i64 %pool1_grad.oy94298, %pool1_grad.ky89287
-  %1067 = add nsw i64 %1066, -1
-  %1068 = mul nsw i64 %1067, 14
-  %1069 = add nsw i64 %1065, %1068
-  %1070 = add nsw i64 %pool1_grad.ox95301, 1
-  %1071 = add nsw i64 %1069, %1070
-  %arena302 = getelementptr inbounds float, ptr %arena, i64 %1071
-  %1072 = load float, ptr %arena302, align 4
-  %1073 = mul nsw i64 %pool1_grad.c88286, 3
-  %1074 = add nsw i64 %1073, %pool1_grad.ky89287
-  %1075 = mul nsw i64 %1074, 3
-  %1076 = add nsw i64 %1075, 2
-  %1077 = mul nsw i64 %1076, 12544
-  %1078 = add nsw i64 1129744, %1077
-  %1079 = mul nsw i64 %pool1_grad.j87285, 196
-  %1080 = add nsw i64 %1078, %1079
-  %1081 = mul nsw i64 %pool1_grad.oy94298, 14
-  %1082 = add nsw i64 %1080, %1081
-  %1083 = add nsw i64 %1082, %pool1_grad.ox95301
-  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1083
-  %1084 = load float, ptr %arena303, align 4
-  %1085 = fadd float %1072, %1084
-  store float %1085, ptr %arena302, align 4
-  %ox95.next = add nsw i64 %pool1_grad.ox95301, 1
-  %1086 = icmp slt i64 %ox95.next, 13
-  br i1 %1086, label %pool1_grad.ox95, label %pool1_grad.ox95.end
+pool1_grad.ox126:                                 ; preds = %pool1_grad.ox126, %pool1_grad.then1055
+  %pool1_grad.ox1261057 = phi i64 [ 0, %pool1_grad.then1055 ], [ %ox126.next, %pool1_grad.ox126 ]
+  %3307 = mul nsw i64 %pool1_grad.g110936, 64
+  %3308 = add nsw i64 %3307, %pool1_grad.j1181041
+  %3309 = mul nsw i64 %3308, 3136
+  %3310 = add nsw i64 401408, %3309
+  %3311 = mul nsw i64 %pool1_grad.c1191042, 196
+  %3312 = add nsw i64 %3310, %3311
+  %3313 = add nsw i64 %pool1_grad.oy1251054, %pool1_grad.ky1201043
+  %3314 = add nsw i64 %3313, -1
+  %3315 = mul nsw i64 %3314, 14
+  %3316 = add nsw i64 %3312, %3315
+  %3317 = add nsw i64 %pool1_grad.ox1261057, 1
+  %3318 = add nsw i64 %3316, %3317
+  %arena1058 = getelementptr inbounds float, ptr %arena, i64 %3318
+  %3319 = load float, ptr %arena1058, align 4
+  %3320 = mul nsw i64 %pool1_grad.c1191042, 3
+  %3321 = add nsw i64 %3320, %pool1_grad.ky1201043
+  %3322 = mul nsw i64 %3321, 3
+  %3323 = add nsw i64 %3322, 2
+  %3324 = mul nsw i64 %3323, 12544
+  %3325 = add nsw i64 1129744, %3324
+  %3326 = mul nsw i64 %pool1_grad.j1181041, 196
+  %3327 = add nsw i64 %3325, %3326
+  %3328 = mul nsw i64 %pool1_grad.oy1251054, 14
+  %3329 = add nsw i64 %3327, %3328
+  %3330 = add nsw i64 %3329, %pool1_grad.ox1261057
+  %arena1059 = getelementptr inbounds float, ptr %arena, i64 %3330
+  %3331 = load float, ptr %arena1059, align 4
+  %3332 = fadd float %3319, %3331
+  store float %3332, ptr %arena1058, align 4
+  %ox126.next = add nsw i64 %pool1_grad.ox1261057, 1
+  %3333 = icmp slt i64 %ox126.next, 13
+  br i1 %3333, label %pool1_grad.ox126, label %pool1_grad.ox126.end
 
-pool1_grad.ox95.end:                              ; preds = %pool1_grad.ox95
-  br label %pool1_grad.endif300
+pool1_grad.ox126.end:                             ; preds = %pool1_grad.ox126
+  br label %pool1_grad.endif1056
 
-conv1_grad.i96:                                   ; preds = %conv1_grad.i96, %pool1_grad.g83.end
-  %conv1_grad.i96304 = phi i64 [ 0, %pool1_grad.g83.end ], [ %i96.next, %conv1_grad.i96 ]
-  %1087 = add nsw i64 610960, %conv1_grad.i96304
-  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1087
-  store float 0.000000e+00, ptr %arena305, align 4
-  %i96.next = add nsw i64 %conv1_grad.i96304, 1
-  %1088 = icmp slt i64 %i96.next, 802816
-  br i1 %1088, label %conv1_grad.i96, label %conv1_grad.i96.end
+conv1_grad.i127:                                  ; preds = %conv1_grad.i127, %pool1_grad.g110.end
+  %conv1_grad.i1271060 = phi i64 [ 0, %pool1_grad.g110.end ], [ %i127.next, %conv1_grad.i127 ]
+  %3334 = add nsw i64 610960, %conv1_grad.i1271060
+  %arena1061 = getelementptr inbounds float, ptr %arena, i64 %3334
+  store float 0.000000e+00, ptr %arena1061, align 4
+  %i127.next = add nsw i64 %conv1_grad.i1271060, 1
+  %3335 = icmp slt i64 %i127.next, 802816
+  br i1 %3335, label %conv1_grad.i127, label %conv1_grad.i127.end
 
-conv1_grad.i96.end:                               ; preds = %conv1_grad.i96
-  br label %conv1_grad.q97
+conv1_grad.i127.end:                              ; preds = %conv1_grad.i127
+  br label %conv1_grad.q128
 
-conv1_grad.q97:                                   ; preds = %conv1_grad.i98.end, %conv1_grad.i96.end
-  %conv1_grad.q97306 = phi i64 [ 0, %conv1_grad.i96.end ], [ %q97.next, %conv1_grad.i98.end ]
-  br label %conv1_grad.i98
+conv1_grad.q128:                                  ; preds = %conv1_grad.i129.end, %conv1_grad.i127.end
+  %conv1_grad.q1281062 = phi i64 [ 0, %conv1_grad.i127.end ], [ %q128.next, %conv1_grad.i129.end ]
+  br label %conv1_grad.i129
 
-conv1_grad.q97.end:                               ; preds = %conv1_grad.i98.end
-  br label %conv1_weight_grad.i99
+conv1_grad.q128.end:                              ; preds = %conv1_grad.i129.end
+  br label %conv1_weight_grad.i130
 
-conv1_grad.i98:                                   ; preds = %conv1_grad.endif, %conv1_grad.q97
-  %conv1_grad.i98307 = phi i64 [ 0, %conv1_grad.q97 ], [ %i98.next, %conv1_grad.endif ]
-  %1089 = mul nsw i64 %conv1_grad.q97306, 196
-  %1090 = add nsw i64 %1089, %conv1_grad.i98307
-  %arena308 = getelementptr inbounds float, ptr %arena, i64 %1090
-  %1091 = load float, ptr %arena308, align 4
-  %1092 = fcmp ogt float %1091, 0.000000e+00
-  br i1 %1092, label %conv1_grad.then, label %conv1_grad.endif
+conv1_grad.i129:                                  ; preds = %conv1_grad.endif, %conv1_grad.q128
+  %conv1_grad.i1291063 = phi i64 [ 0, %conv1_grad.q128 ], [ %i129.next, %conv1_grad.endif ]
+  %3336 = mul nsw i64 %conv1_grad.q1281062, 196
+  %3337 = add nsw i64 %3336, %conv1_grad.i1291063
+  %arena1064 = getelementptr inbounds float, ptr %arena, i64 %3337
+  %3338 = load float, ptr %arena1064, align 4
+  %3339 = fcmp ogt float %3338, 0.000000e+00
+  br i1 %3339, label %conv1_grad.then, label %conv1_grad.endif
 
-conv1_grad.i98.end:                               ; preds = %conv1_grad.endif
-  %q97.next = add nsw i64 %conv1_grad.q97306, 1
-  %1093 = icmp slt i64 %q97.next, 1024
-  br i1 %1093, label %conv1_grad.q97, label %conv1_grad.q97.end
+conv1_grad.i129.end:                              ; preds = %conv1_grad.endif
+  %q128.next = add nsw i64 %conv1_grad.q1281062, 1
+  %3340 = icmp slt i64 %q128.next, 1024
+  br i1 %3340, label %conv1_grad.q128, label %conv1_grad.q128.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i98
-  %1094 = mul nsw i64 %conv1_grad.q97306, 784
-  %1095 = add nsw i64 610960, %1094
-  %1096 = mul nsw i64 %conv1_grad.q97306, 196
-  %1097 = add nsw i64 %1096, %conv1_grad.i98307
-  %1098 = add nsw i64 200704, %1097
-  %arena309 = getelementptr inbounds float, ptr %arena, i64 %1098
-  %1099 = load float, ptr %arena309, align 4
-  %1100 = fptosi float %1099 to i64
-  %1101 = add nsw i64 %1095, %1100
-  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1101
-  %1102 = load float, ptr %arena310, align 4
-  %1103 = mul nsw i64 %conv1_grad.q97306, 196
-  %1104 = add nsw i64 %1103, %conv1_grad.i98307
-  %1105 = add nsw i64 401408, %1104
-  %arena311 = getelementptr inbounds float, ptr %arena, i64 %1105
-  %1106 = load float, ptr %arena311, align 4
-  %1107 = fadd float %1102, %1106
-  store float %1107, ptr %arena310, align 4
+conv1_grad.then:                                  ; preds = %conv1_grad.i129
+  %3341 = mul nsw i64 %conv1_grad.q1281062, 784
+  %3342 = add nsw i64 610960, %3341
+  %3343 = mul nsw i64 %conv1_grad.q1281062, 196
+  %3344 = add nsw i64 %3343, %conv1_grad.i1291063
+  %3345 = add nsw i64 200704, %3344
+  %arena1065 = getelementptr inbounds float, ptr %arena, i64 %3345
+  %3346 = load float, ptr %arena1065, align 4
+  %3347 = fptosi float %3346 to i64
+  %3348 = add nsw i64 %3342, %3347
+  %arena1066 = getelementptr inbounds float, ptr %arena, i64 %3348
+  %3349 = load float, ptr %arena1066, align 4
+  %3350 = mul nsw i64 %conv1_grad.q1281062, 196
+  %3351 = add nsw i64 %3350, %conv1_grad.i1291063
+  %3352 = add nsw i64 401408, %3351
+  %arena1067 = getelementptr inbounds float, ptr %arena, i64 %3352
+  %3353 = load float, ptr %arena1067, align 4
+  %3354 = fadd float %3349, %3353
+  store float %3354, ptr %arena1066, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i98
-  %i98.next = add nsw i64 %conv1_grad.i98307, 1
-  %1108 = icmp slt i64 %i98.next, 196
-  br i1 %1108, label %conv1_grad.i98, label %conv1_grad.i98.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i129
+  %i129.next = add nsw i64 %conv1_grad.i1291063, 1
+  %3355 = icmp slt i64 %i129.next, 196
+  br i1 %3355, label %conv1_grad.i129, label %conv1_grad.i129.end
 
-conv1_weight_grad.i99:                            ; preds = %conv1_weight_grad.i99, %conv1_grad.q97.end
-  %conv1_weight_grad.i99312 = phi i64 [ 0, %conv1_grad.q97.end ], [ %i99.next, %conv1_weight_grad.i99 ]
-  %grads313 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i99312
-  store float 0.000000e+00, ptr %grads313, align 4
-  %i99.next = add nsw i64 %conv1_weight_grad.i99312, 1
-  %1109 = icmp slt i64 %i99.next, 144
-  br i1 %1109, label %conv1_weight_grad.i99, label %conv1_weight_grad.i99.end
+conv1_weight_grad.i130:                           ; preds = %conv1_weight_grad.i130, %conv1_grad.q128.end
+  %conv1_weight_grad.i1301068 = phi i64 [ 0, %conv1_grad.q128.end ], [ %i130.next, %conv1_weight_grad.i130 ]
+  %3356 = add nsw i64 2668176, %conv1_weight_grad.i1301068
+  %arena1069 = getelementptr inbounds float, ptr %arena, i64 %3356
+  store float 0.000000e+00, ptr %arena1069, align 4
+  %i130.next = add nsw i64 %conv1_weight_grad.i1301068, 1
+  %3357 = icmp slt i64 %i130.next, 144
+  br i1 %3357, label %conv1_weight_grad.i130, label %conv1_weight_grad.i130.end
 
-conv1_weight_grad.i99.end:                        ; preds = %conv1_weight_grad.i99
-  br label %conv1_weight_grad.g100
+conv1_weight_grad.i130.end:                       ; preds = %conv1_weight_grad.i130
+  br label %conv1_weight_grad.g131
 
-conv1_weight_grad.g100:                           ; preds = %conv1_weight_grad.j112.end, %conv1_weight_grad.i99.end
-  %conv1_weight_grad.g100314 = phi i64 [ 0, %conv1_weight_grad.i99.end ], [ %g100.next, %conv1_weight_grad.j112.end ]
-  br label %conv1_weight_grad.j101
+conv1_weight_grad.g131:                           ; preds = %conv1_weight_grad.nb151.end, %conv1_weight_grad.i130.end
+  %conv1_weight_grad.g1311070 = phi i64 [ 0, %conv1_weight_grad.i130.end ], [ %g131.next, %conv1_weight_grad.nb151.end ]
+  br label %conv1_weight_grad.j132
 
-conv1_weight_grad.g100.end:                       ; preds = %conv1_weight_grad.j112.end
-  br label %conv1_bias_grad.i115
+conv1_weight_grad.g131.end:                       ; preds = %conv1_weight_grad.nb151.end
+  br label %conv1_weight_grad.f155
 
-conv1_weight_grad.j101:                           ; preds = %conv1_weight_grad.c104.end, %conv1_weight_grad.g100
-  %conv1_weight_grad.j101315 = phi i64 [ 0, %conv1_weight_grad.g100 ], [ %j101.next, %conv1_weight_grad.c104.end ]
-  br label %conv1_weight_grad.r102
+conv1_weight_grad.j132:                           ; preds = %conv1_weight_grad.c135.end, %conv1_weight_grad.g131
+  %conv1_weight_grad.j1321071 = phi i64 [ 0, %conv1_weight_grad.g131 ], [ %j132.next, %conv1_weight_grad.c135.end ]
+  br label %conv1_weight_grad.r133
 
-conv1_weight_grad.j101.end:                       ; preds = %conv1_weight_grad.c104.end
-  br label %conv1_weight_grad.j112
+conv1_weight_grad.j132.end:                       ; preds = %conv1_weight_grad.c135.end
+  br label %conv1_weight_grad.j143
 
-conv1_weight_grad.r102:                           ; preds = %conv1_weight_grad.i103.end, %conv1_weight_grad.j101
-  %conv1_weight_grad.r102316 = phi i64 [ 0, %conv1_weight_grad.j101 ], [ %r102.next, %conv1_weight_grad.i103.end ]
-  br label %conv1_weight_grad.i103
+conv1_weight_grad.r133:                           ; preds = %conv1_weight_grad.i134.end, %conv1_weight_grad.j132
+  %conv1_weight_grad.r1331072 = phi i64 [ 0, %conv1_weight_grad.j132 ], [ %r133.next, %conv1_weight_grad.i134.end ]
+  br label %conv1_weight_grad.i134
 
-conv1_weight_grad.r102.end:                       ; preds = %conv1_weight_grad.i103.end
-  br label %conv1_weight_grad.c104
+conv1_weight_grad.r133.end:                       ; preds = %conv1_weight_grad.i134.end
+  br label %conv1_weight_grad.c135
 
-conv1_weight_grad.i103:                           ; preds = %conv1_weight_grad.i103, %conv1_weight_grad.r102
-  %conv1_weight_grad.i103317 = phi i64 [ 0, %conv1_weight_grad.r102 ], [ %i103.next, %conv1_weight_grad.i103 ]
-  %1110 = mul nsw i64 %conv1_weight_grad.r102316, 50176
-  %1111 = add nsw i64 1413776, %1110
-  %1112 = mul nsw i64 %conv1_weight_grad.j101315, 784
-  %1113 = add nsw i64 %1111, %1112
-  %1114 = add nsw i64 %1113, %conv1_weight_grad.i103317
-  %arena318 = getelementptr inbounds float, ptr %arena, i64 %1114
-  store float 0.000000e+00, ptr %arena318, align 4
-  %i103.next = add nsw i64 %conv1_weight_grad.i103317, 1
-  %1115 = icmp slt i64 %i103.next, 784
-  br i1 %1115, label %conv1_weight_grad.i103, label %conv1_weight_grad.i103.end
+conv1_weight_grad.i134:                           ; preds = %conv1_weight_grad.i134, %conv1_weight_grad.r133
+  %conv1_weight_grad.i1341073 = phi i64 [ 0, %conv1_weight_grad.r133 ], [ %i134.next, %conv1_weight_grad.i134 ]
+  %3358 = mul nsw i64 %conv1_weight_grad.r1331072, 50176
+  %3359 = add nsw i64 1413776, %3358
+  %3360 = mul nsw i64 %conv1_weight_grad.j1321071, 784
+  %3361 = add nsw i64 %3359, %3360
+  %3362 = add nsw i64 %3361, %conv1_weight_grad.i1341073
+  %arena1074 = getelementptr inbounds float, ptr %arena, i64 %3362
+  store float 0.000000e+00, ptr %arena1074, align 4
+  %i134.next = add nsw i64 %conv1_weight_grad.i1341073, 1
+  %3363 = icmp slt i64 %i134.next, 784
+  br i1 %3363, label %conv1_weight_grad.i134, label %conv1_weight_grad.i134.end
 
-conv1_weight_grad.i103.end:                       ; preds = %conv1_weight_grad.i103
-  %r102.next = add nsw i64 %conv1_weight_grad.r102316, 1
-  %1116 = icmp slt i64 %r102.next, 9
-  br i1 %1116, label %conv1_weight_grad.r102, label %conv1_weight_grad.r102.end
+conv1_weight_grad.i134.end:                       ; preds = %conv1_weight_grad.i134
+  %r133.next = add nsw i64 %conv1_weight_grad.r1331072, 1
+  %3364 = icmp slt i64 %r133.next, 9
+  br i1 %3364, label %conv1_weight_grad.r133, label %conv1_weight_grad.r133.end
 
-conv1_weight_grad.c104:                           ; preds = %conv1_weight_grad.ky105.end, %conv1_weight_grad.r102.end
-  %conv1_weight_grad.c104319 = phi i64 [ 0, %conv1_weight_grad.r102.end ], [ %c104.next, %conv1_weight_grad.ky105.end ]
-  br label %conv1_weight_grad.ky105
+conv1_weight_grad.c135:                           ; preds = %conv1_weight_grad.ky136.end, %conv1_weight_grad.r133.end
+  %conv1_weight_grad.c1351075 = phi i64 [ 0, %conv1_weight_grad.r133.end ], [ %c135.next, %conv1_weight_grad.ky136.end ]
+  br label %conv1_weight_grad.ky136
 
-conv1_weight_grad.c104.end:                       ; preds = %conv1_weight_grad.ky105.end
-  %j101.next = add nsw i64 %conv1_weight_grad.j101315, 1
-  %1117 = icmp slt i64 %j101.next, 64
-  br i1 %1117, label %conv1_weight_grad.j101, label %conv1_weight_grad.j101.end
+conv1_weight_grad.c135.end:                       ; preds = %conv1_weight_grad.ky136.end
+  %j132.next = add nsw i64 %conv1_weight_grad.j1321071, 1
+  %3365 = icmp slt i64 %j132.next, 64
+  br i1 %3365, label %conv1_weight_grad.j132, label %conv1_weight_grad.j132.end
 
-conv1_weight_grad.ky105:                          ; preds = %conv1_weight_grad.oy110.end, %conv1_weight_grad.c104
-  %conv1_weight_grad.ky105320 = phi i64 [ 0, %conv1_weight_grad.c104 ], [ %ky105.next, %conv1_weight_grad.oy110.end ]
-  br label %conv1_weight_grad.oy106
+conv1_weight_grad.ky136:                          ; preds = %conv1_weight_grad.oy141.end, %conv1_weight_grad.c135
+  %conv1_weight_grad.ky1361076 = phi i64 [ 0, %conv1_weight_grad.c135 ], [ %ky136.next, %conv1_weight_grad.oy141.end ]
+  br label %conv1_weight_grad.oy137
 
-conv1_weight_grad.ky105.end:                      ; preds = %conv1_weight_grad.oy110.end
-  %c104.next = add nsw i64 %conv1_weight_grad.c104319, 1
-  %1118 = icmp slt i64 %c104.next, 1
-  br i1 %1118, label %conv1_weight_grad.c104, label %conv1_weight_grad.c104.end
+conv1_weight_grad.ky136.end:                      ; preds = %conv1_weight_grad.oy141.end
+  %c135.next = add nsw i64 %conv1_weight_grad.c1351075, 1
+  %3366 = icmp slt i64 %c135.next, 1
+  br i1 %3366, label %conv1_weight_grad.c135, label %conv1_weight_grad.c135.end
 
-conv1_weight_grad.oy106:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky105
-  %conv1_weight_grad.oy106321 = phi i64 [ 0, %conv1_weight_grad.ky105 ], [ %oy106.next, %conv1_weight_grad.endif ]
-  %1119 = add nsw i64 %conv1_weight_grad.oy106321, %conv1_weight_grad.ky105320
-  %1120 = add nsw i64 %1119, -1
-  %1121 = icmp slt i64 -1, %1120
-  %1122 = add nsw i64 %conv1_weight_grad.oy106321, %conv1_weight_grad.ky105320
-  %1123 = add nsw i64 %1122, -1
-  %1124 = icmp slt i64 %1123, 28
-  %1125 = and i1 %1121, %1124
-  br i1 %1125, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
+conv1_weight_grad.oy137:                          ; preds = %conv1_weight_grad.endif, %conv1_weight_grad.ky136
+  %conv1_weight_grad.oy1371077 = phi i64 [ 0, %conv1_weight_grad.ky136 ], [ %oy137.next, %conv1_weight_grad.endif ]
+  %3367 = add nsw i64 %conv1_weight_grad.oy1371077, %conv1_weight_grad.ky1361076
+  %3368 = add nsw i64 %3367, -1
+  %3369 = icmp slt i64 -1, %3368
+  %3370 = add nsw i64 %conv1_weight_grad.oy1371077, %conv1_weight_grad.ky1361076
+  %3371 = add nsw i64 %3370, -1
+  %3372 = icmp slt i64 %3371, 28
+  %3373 = and i1 %3369, %3372
+  br i1 %3373, label %conv1_weight_grad.then, label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy106.end:                      ; preds = %conv1_weight_grad.endif
-  br label %conv1_weight_grad.oy108
+conv1_weight_grad.oy137.end:                      ; preds = %conv1_weight_grad.endif
+  br label %conv1_weight_grad.oy139
 
-conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy106
-  br label %conv1_weight_grad.ox107
+conv1_weight_grad.then:                           ; preds = %conv1_weight_grad.oy137
+  br label %conv1_weight_grad.ox138
 
-conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox107.end, %conv1_weight_grad.oy106
-  %oy106.next = add nsw i64 %conv1_weight_grad.oy106321, 1
-  %1126 = icmp slt i64 %oy106.next, 28
-  br i1 %1126, label %conv1_weight_grad.oy106, label %conv1_weight_grad.oy106.end
+conv1_weight_grad.endif:                          ; preds = %conv1_weight_grad.ox138.end, %conv1_weight_grad.oy137
+  %oy137.next = add nsw i64 %conv1_weight_grad.oy1371077, 1
+  %3374 = icmp slt i64 %oy137.next, 28
+  br i1 %3374, label %conv1_weight_grad.oy137, label %conv1_weight_grad.oy137.end
 
-conv1_weight_grad.ox107:                          ; preds = %conv1_weight_grad.ox107, %conv1_weight_grad.then
-  %conv1_weight_grad.ox107322 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox107.next, %conv1_weight_grad.ox107 ]
-  %1127 = mul nsw i64 %conv1_weight_grad.g100314, 64
-  %1128 = add nsw i64 %1127, %conv1_weight_grad.j101315
-  %1129 = mul nsw i64 %1128, 784
-  %1130 = mul nsw i64 %conv1_weight_grad.c104319, 784
-  %1131 = add nsw i64 %1129, %1130
-  %1132 = add nsw i64 %conv1_weight_grad.oy106321, %conv1_weight_grad.ky105320
-  %1133 = add nsw i64 %1132, -1
-  %1134 = mul nsw i64 %1133, 28
-  %1135 = add nsw i64 %1131, %1134
-  %1136 = add nsw i64 %conv1_weight_grad.ox107322, 1
-  %1137 = add nsw i64 %1136, -1
-  %1138 = add nsw i64 %1135, %1137
-  %images323 = getelementptr inbounds float, ptr %images, i64 %1138
-  %1139 = load float, ptr %images323, align 4
-  %1140 = mul nsw i64 %conv1_weight_grad.c104319, 3
-  %1141 = add nsw i64 %1140, %conv1_weight_grad.ky105320
-  %1142 = mul nsw i64 %1141, 3
-  %1143 = mul nsw i64 %1142, 50176
-  %1144 = add nsw i64 1413776, %1143
-  %1145 = mul nsw i64 %conv1_weight_grad.j101315, 784
-  %1146 = add nsw i64 %1144, %1145
-  %1147 = mul nsw i64 %conv1_weight_grad.oy106321, 28
-  %1148 = add nsw i64 %1146, %1147
-  %1149 = add nsw i64 %conv1_weight_grad.ox107322, 1
-  %1150 = add nsw i64 %1148, %1149
-  %arena324 = getelementptr inbounds float, ptr %arena, i64 %1150
-  store float %1139, ptr %arena324, align 4
-  %ox107.next = add nsw i64 %conv1_weight_grad.ox107322, 1
-  %1151 = icmp slt i64 %ox107.next, 27
-  br i1 %1151, label %conv1_weight_grad.ox107, label %conv1_weight_grad.ox107.end
+conv1_weight_grad.ox138:                          ; preds = %conv1_weight_grad.ox138, %conv1_weight_grad.then
+  %conv1_weight_grad.ox1381078 = phi i64 [ 0, %conv1_weight_grad.then ], [ %ox138.next, %conv1_weight_grad.ox138 ]
+  %3375 = mul nsw i64 %conv1_weight_grad.g1311070, 64
+  %3376 = add nsw i64 %3375, %conv1_weight_grad.j1321071
+  %3377 = mul nsw i64 %3376, 784
+  %3378 = mul nsw i64 %conv1_weight_grad.c1351075, 784
+  %3379 = add nsw i64 %3377, %3378
+  %3380 = add nsw i64 %conv1_weight_grad.oy1371077, %conv1_weight_grad.ky1361076
+  %3381 = add nsw i64 %3380, -1
+  %3382 = mul nsw i64 %3381, 28
+  %3383 = add nsw i64 %3379, %3382
+  %3384 = add nsw i64 %conv1_weight_grad.ox1381078, 1
+  %3385 = add nsw i64 %3384, -1
+  %3386 = add nsw i64 %3383, %3385
+  %images1079 = getelementptr inbounds float, ptr %images, i64 %3386
+  %3387 = load float, ptr %images1079, align 4
+  %3388 = mul nsw i64 %conv1_weight_grad.c1351075, 3
+  %3389 = add nsw i64 %3388, %conv1_weight_grad.ky1361076
+  %3390 = mul nsw i64 %3389, 3
+  %3391 = mul nsw i64 %3390, 50176
+  %3392 = add nsw i64 1413776, %3391
+  %3393 = mul nsw i64 %conv1_weight_grad.j1321071, 784
+  %3394 = add nsw i64 %3392, %3393
+  %3395 = mul nsw i64 %conv1_weight_grad.oy1371077, 28
+  %3396 = add nsw i64 %3394, %3395
+  %3397 = add nsw i64 %conv1_weight_grad.ox1381078, 1
+  %3398 = add nsw i64 %3396, %3397
+  %arena1080 = getelementptr inbounds float, ptr %arena, i64 %3398
+  store float %3387, ptr %arena1080, align 4
+  %ox138.next = add nsw i64 %conv1_weight_grad.ox1381078, 1
+  %3399 = icmp slt i64 %ox138.next, 27
+  br i1 %3399, label %conv1_weight_grad.ox138, label %conv1_weight_grad.ox138.end
 
-conv1_weight_grad.ox107.end:                      ; preds = %conv1_weight_grad.ox107
+conv1_weight_grad.ox138.end:                      ; preds = %conv1_weight_grad.ox138
   br label %conv1_weight_grad.endif
 
-conv1_weight_grad.oy108:                          ; preds = %conv1_weight_grad.endif327, %conv1_weight_grad.oy106.end
-  %conv1_weight_grad.oy108325 = phi i64 [ 0, %conv1_weight_grad.oy106.end ], [ %oy108.next, %conv1_weight_grad.endif327 ]
-  %1152 = add nsw i64 %conv1_weight_grad.oy108325, %conv1_weight_grad.ky105320
-  %1153 = add nsw i64 %1152, -1
-  %1154 = icmp slt i64 -1, %1153
-  %1155 = add nsw i64 %conv1_weight_grad.oy108325, %conv1_weight_grad.ky105320
-  %1156 = add nsw i64 %1155, -1
-  %1157 = icmp slt i64 %1156, 28
-  %1158 = and i1 %1154, %1157
-  br i1 %1158, label %conv1_weight_grad.then326, label %conv1_weight_grad.endif327
+conv1_weight_grad.oy139:                          ; preds = %conv1_weight_grad.endif1083, %conv1_weight_grad.oy137.end
+  %conv1_weight_grad.oy1391081 = phi i64 [ 0, %conv1_weight_grad.oy137.end ], [ %oy139.next, %conv1_weight_grad.endif1083 ]
+  %3400 = add nsw i64 %conv1_weight_grad.oy1391081, %conv1_weight_grad.ky1361076
+  %3401 = add nsw i64 %3400, -1
+  %3402 = icmp slt i64 -1, %3401
+  %3403 = add nsw i64 %conv1_weight_grad.oy1391081, %conv1_weight_grad.ky1361076
+  %3404 = add nsw i64 %3403, -1
+  %3405 = icmp slt i64 %3404, 28
+  %3406 = and i1 %3402, %3405
+  br i1 %3406, label %conv1_weight_grad.then1082, label %conv1_weight_grad.endif1083
 
-conv1_weight_grad.oy108.end:                      ; preds = %conv1_weight_grad.endif327
-  br label %conv1_weight_grad.oy110
+conv1_weight_grad.oy139.end:                      ; preds = %conv1_weight_grad.endif1083
+  br label %conv1_weight_grad.oy141
 
-conv1_weight_grad.then326:                        ; preds = %conv1_weight_grad.oy108
-  br label %conv1_weight_grad.ox109
+conv1_weight_grad.then1082:                       ; preds = %conv1_weight_grad.oy139
+  br label %conv1_weight_grad.ox140
 
-conv1_weight_grad.endif327:                       ; preds = %conv1_weight_grad.ox109.end, %conv1_weight_grad.oy108
-  %oy108.next = add nsw i64 %conv1_weight_grad.oy108325, 1
-  %1159 = icmp slt i64 %oy108.next, 28
-  br i1 %1159, label %conv1_weight_grad.oy108, label %conv1_weight_grad.oy108.end
+conv1_weight_grad.endif1083:                      ; preds = %conv1_weight_grad.ox140.end, %conv1_weight_grad.oy139
+  %oy139.next = add nsw i64 %conv1_weight_grad.oy1391081, 1
+  %3407 = icmp slt i64 %oy139.next, 28
+  br i1 %3407, label %conv1_weight_grad.oy139, label %conv1_weight_grad.oy139.end
 
-conv1_weight_grad.ox109:                          ; preds = %conv1_weight_grad.ox109, %conv1_weight_grad.then326
-  %conv1_weight_grad.ox109328 = phi i64 [ 0, %conv1_weight_grad.then326 ], [ %ox109.next, %conv1_weight_grad.ox109 ]
-  %1160 = mul nsw i64 %conv1_weight_grad.g100314, 64
-  %1161 = add nsw i64 %1160, %conv1_weight_grad.j101315
-  %1162 = mul nsw i64 %1161, 784
-  %1163 = mul nsw i64 %conv1_weight_grad.c104319, 784
-  %1164 = add nsw i64 %1162, %1163
-  %1165 = add nsw i64 %conv1_weight_grad.oy108325, %conv1_weight_grad.ky105320
-  %1166 = add nsw i64 %1165, -1
-  %1167 = mul nsw i64 %1166, 28
-  %1168 = add nsw i64 %1164, %1167
-  %1169 = add nsw i64 %1168, %conv1_weight_grad.ox109328
-  %images329 = getelementptr inbounds float, ptr %images, i64 %1169
-  %1170 = load float, ptr %images329, align 4
-  %1171 = mul nsw i64 %conv1_weight_grad.c104319, 3
-  %1172 = add nsw i64 %1171, %conv1_weight_grad.ky105320
-  %1173 = mul nsw i64 %1172, 3
-  %1174 = add nsw i64 %1173, 1
-  %1175 = mul nsw i64 %1174, 50176
-  %1176 = add nsw i64 1413776, %1175
-  %1177 = mul nsw i64 %conv1_weight_grad.j101315, 784
-  %1178 = add nsw i64 %1176, %1177
-  %1179 = mul nsw i64 %conv1_weight_grad.oy108325, 28
-  %1180 = add nsw i64 %1178, %1179
-  %1181 = add nsw i64 %1180, %conv1_weight_grad.ox109328
-  %arena330 = getelementptr inbounds float, ptr %arena, i64 %1181
-  store float %1170, ptr %arena330, align 4
-  %ox109.next = add nsw i64 %conv1_weight_grad.ox109328, 1
-  %1182 = icmp slt i64 %ox109.next, 28
-  br i1 %1182, label %conv1_weight_grad.ox109, label %conv1_weight_grad.ox109.end
+conv1_weight_grad.ox140:                          ; preds = %conv1_weight_grad.ox140, %conv1_weight_grad.then1082
+  %conv1_weight_grad.ox1401084 = phi i64 [ 0, %conv1_weight_grad.then1082 ], [ %ox140.next, %conv1_weight_grad.ox140 ]
+  %3408 = mul nsw i64 %conv1_weight_grad.g1311070, 64
+  %3409 = add nsw i64 %3408, %conv1_weight_grad.j1321071
+  %3410 = mul nsw i64 %3409, 784
+  %3411 = mul nsw i64 %conv1_weight_grad.c1351075, 784
+  %3412 = add nsw i64 %3410, %3411
+  %3413 = add nsw i64 %conv1_weight_grad.oy1391081, %conv1_weight_grad.ky1361076
+  %3414 = add nsw i64 %3413, -1
+  %3415 = mul nsw i64 %3414, 28
+  %3416 = add nsw i64 %3412, %3415
+  %3417 = add nsw i64 %3416, %conv1_weight_grad.ox1401084
+  %images1085 = getelementptr inbounds float, ptr %images, i64 %3417
+  %3418 = load float, ptr %images1085, align 4
+  %3419 = mul nsw i64 %conv1_weight_grad.c1351075, 3
+  %3420 = add nsw i64 %3419, %conv1_weight_grad.ky1361076
+  %3421 = mul nsw i64 %3420, 3
+  %3422 = add nsw i64 %3421, 1
+  %3423 = mul nsw i64 %3422, 50176
+  %3424 = add nsw i64 1413776, %3423
+  %3425 = mul nsw i64 %conv1_weight_grad.j1321071, 784
+  %3426 = add nsw i64 %3424, %3425
+  %3427 = mul nsw i64 %conv1_weight_grad.oy1391081, 28
+  %3428 = add nsw i64 %3426, %3427
+  %3429 = add nsw i64 %3428, %conv1_weight_grad.ox1401084
+  %arena1086 = getelementptr inbounds float, ptr %arena, i64 %3429
+  store float %3418, ptr %arena1086, align 4
+  %ox140.next = add nsw i64 %conv1_weight_grad.ox1401084, 1
+  %3430 = icmp slt i64 %ox140.next, 28
+  br i1 %3430, label %conv1_weight_grad.ox140, label %conv1_weight_grad.ox140.end
 
-conv1_weight_grad.ox109.end:                      ; preds = %conv1_weight_grad.ox109
-  br label %conv1_weight_grad.endif327
+conv1_weight_grad.ox140.end:                      ; preds = %conv1_weight_grad.ox140
+  br label %conv1_weight_grad.endif1083
 
-conv1_weight_grad.oy110:                          ; preds = %conv1_weight_grad.endif333, %conv1_weight_grad.oy108.end
-  %conv1_weight_grad.oy110331 = phi i64 [ 0, %conv1_weight_grad.oy108.end ], [ %oy110.next, %conv1_weight_grad.endif333 ]
-  %1183 = add nsw i64 %conv1_weight_grad.oy110331, %conv1_weight_grad.ky105320
-  %1184 = add nsw i64 %1183, -1
-  %1185 = icmp slt i64 -1, %1184
-  %1186 = add nsw i64 %conv1_weight_grad.oy110331, %conv1_weight_grad.ky105320
-  %1187 = add nsw i64 %1186, -1
-  %1188 = icmp slt i64 %1187, 28
-  %1189 = and i1 %1185, %1188
-  br i1 %1189, label %conv1_weight_grad.then332, label %conv1_weight_grad.endif333
+conv1_weight_grad.oy141:                          ; preds = %conv1_weight_grad.endif1089, %conv1_weight_grad.oy139.end
+  %conv1_weight_grad.oy1411087 = phi i64 [ 0, %conv1_weight_grad.oy139.end ], [ %oy141.next, %conv1_weight_grad.endif1089 ]
+  %3431 = add nsw i64 %conv1_weight_grad.oy1411087, %conv1_weight_grad.ky1361076
+  %3432 = add nsw i64 %3431, -1
+  %3433 = icmp slt i64 -1, %3432
+  %3434 = add nsw i64 %conv1_weight_grad.oy1411087, %conv1_weight_grad.ky1361076
+  %3435 = add nsw i64 %3434, -1
+  %3436 = icmp slt i64 %3435, 28
+  %3437 = and i1 %3433, %3436
+  br i1 %3437, label %conv1_weight_grad.then1088, label %conv1_weight_grad.endif1089
 
-conv1_weight_grad.oy110.end:                      ; preds = %conv1_weight_grad.endif333
-  %ky105.next = add nsw i64 %conv1_weight_grad.ky105320, 1
-  %1190 = icmp slt i64 %ky105.next, 3
-  br i1 %1190, label %conv1_weight_grad.ky105, label %conv1_weight_grad.ky105.end
+conv1_weight_grad.oy141.end:                      ; preds = %conv1_weight_grad.endif1089
+  %ky136.next = add nsw i64 %conv1_weight_grad.ky1361076, 1
+  %3438 = icmp slt i64 %ky136.next, 3
+  br i1 %3438, label %conv1_weight_grad.ky136, label %conv1_weight_grad.ky136.end
 
-conv1_weight_grad.then332:                        ; preds = %conv1_weight_grad.oy110
-  br label %conv1_weight_grad.ox111
+conv1_weight_grad.then1088:                       ; preds = %conv1_weight_grad.oy141
+  br label %conv1_weight_grad.ox142
 
-conv1_weight_grad.endif333:                       ; preds = %conv1_weight_grad.ox111.end, %conv1_weight_grad.oy110
-  %oy110.next = add nsw i64 %conv1_weight_grad.oy110331, 1
-  %1191 = icmp slt i64 %oy110.next, 28
-  br i1 %1191, label %conv1_weight_grad.oy110, label %conv1_weight_grad.oy110.end
+conv1_weight_grad.endif1089:                      ; preds = %conv1_weight_grad.ox142.end, %conv1_weight_grad.oy141
+  %oy141.next = add nsw i64 %conv1_weight_grad.oy1411087, 1
+  %3439 = icmp slt i64 %oy141.next, 28
+  br i1 %3439, label %conv1_weight_grad.oy141, label %conv1_weight_grad.oy141.end
 
-conv1_weight_grad.ox111:                          ; preds = %conv1_weight_grad.ox111, %conv1_weight_grad.then332
-  %conv1_weight_grad.ox111334 = phi i64 [ 0, %conv1_weight_grad.then332 ], [ %ox111.next, %conv1_weight_grad.ox111 ]
-  %1192 = mul nsw i64 %conv1_weight_grad.g100314, 64
-  %1193 = add nsw i64 %1192, %conv1_weight_grad.j101315
-  %1194 = mul nsw i64 %1193, 784
-  %1195 = mul nsw i64 %conv1_weight_grad.c104319, 784
-  %1196 = add nsw i64 %1194, %1195
-  %1197 = add nsw i64 %conv1_weight_grad.oy110331, %conv1_weight_grad.ky105320
-  %1198 = add nsw i64 %1197, -1
-  %1199 = mul nsw i64 %1198, 28
-  %1200 = add nsw i64 %1196, %1199
-  %1201 = add nsw i64 %conv1_weight_grad.ox111334, 1
-  %1202 = add nsw i64 %1200, %1201
-  %images335 = getelementptr inbounds float, ptr %images, i64 %1202
-  %1203 = load float, ptr %images335, align 4
-  %1204 = mul nsw i64 %conv1_weight_grad.c104319, 3
-  %1205 = add nsw i64 %1204, %conv1_weight_grad.ky105320
-  %1206 = mul nsw i64 %1205, 3
-  %1207 = add nsw i64 %1206, 2
-  %1208 = mul nsw i64 %1207, 50176
-  %1209 = add nsw i64 1413776, %1208
-  %1210 = mul nsw i64 %conv1_weight_grad.j101315, 784
-  %1211 = add nsw i64 %1209, %1210
-  %1212 = mul nsw i64 %conv1_weight_grad.oy110331, 28
-  %1213 = add nsw i64 %1211, %1212
-  %1214 = add nsw i64 %1213, %conv1_weight_grad.ox111334
-  %arena336 = getelementptr inbounds float, ptr %arena, i64 %1214
-  store float %1203, ptr %arena336, align 4
-  %ox111.next = add nsw i64 %conv1_weight_grad.ox111334, 1
-  %1215 = icmp slt i64 %ox111.next, 27
-  br i1 %1215, label %conv1_weight_grad.ox111, label %conv1_weight_grad.ox111.end
+conv1_weight_grad.ox142:                          ; preds = %conv1_weight_grad.ox142, %conv1_weight_grad.then1088
+  %conv1_weight_grad.ox1421090 = phi i64 [ 0, %conv1_weight_grad.then1088 ], [ %ox142.next, %conv1_weight_grad.ox142 ]
+  %3440 = mul nsw i64 %conv1_weight_grad.g1311070, 64
+  %3441 = add nsw i64 %3440, %conv1_weight_grad.j1321071
+  %3442 = mul nsw i64 %3441, 784
+  %3443 = mul nsw i64 %conv1_weight_grad.c1351075, 784
+  %3444 = add nsw i64 %3442, %3443
+  %3445 = add nsw i64 %conv1_weight_grad.oy1411087, %conv1_weight_grad.ky1361076
+  %3446 = add nsw i64 %3445, -1
+  %3447 = mul nsw i64 %3446, 28
+  %3448 = add nsw i64 %3444, %3447
+  %3449 = add nsw i64 %conv1_weight_grad.ox1421090, 1
+  %3450 = add nsw i64 %3448, %3449
+  %images1091 = getelementptr inbounds float, ptr %images, i64 %3450
+  %3451 = load float, ptr %images1091, align 4
+  %3452 = mul nsw i64 %conv1_weight_grad.c1351075, 3
+  %3453 = add nsw i64 %3452, %conv1_weight_grad.ky1361076
+  %3454 = mul nsw i64 %3453, 3
+  %3455 = add nsw i64 %3454, 2
+  %3456 = mul nsw i64 %3455, 50176
+  %3457 = add nsw i64 1413776, %3456
+  %3458 = mul nsw i64 %conv1_weight_grad.j1321071, 784
+  %3459 = add nsw i64 %3457, %3458
+  %3460 = mul nsw i64 %conv1_weight_grad.oy1411087, 28
+  %3461 = add nsw i64 %3459, %3460
+  %3462 = add nsw i64 %3461, %conv1_weight_grad.ox1421090
+  %arena1092 = getelementptr inbounds float, ptr %arena, i64 %3462
+  store float %3451, ptr %arena1092, align 4
+  %ox142.next = add nsw i64 %conv1_weight_grad.ox1421090, 1
+  %3463 = icmp slt i64 %ox142.next, 27
+  br i1 %3463, label %conv1_weight_grad.ox142, label %conv1_weight_grad.ox142.end
 
-conv1_weight_grad.ox111.end:                      ; preds = %conv1_weight_grad.ox111
-  br label %conv1_weight_grad.endif333
+conv1_weight_grad.ox142.end:                      ; preds = %conv1_weight_grad.ox142
+  br label %conv1_weight_grad.endif1089
 
-conv1_weight_grad.j112:                           ; preds = %conv1_weight_grad.f113.end, %conv1_weight_grad.j101.end
-  %conv1_weight_grad.j112337 = phi i64 [ 0, %conv1_weight_grad.j101.end ], [ %j112.next, %conv1_weight_grad.f113.end ]
-  br label %conv1_weight_grad.f113
+conv1_weight_grad.j143:                           ; preds = %conv1_weight_grad.i144.end, %conv1_weight_grad.j132.end
+  %conv1_weight_grad.j1431093 = phi i64 [ 0, %conv1_weight_grad.j132.end ], [ %j143.next, %conv1_weight_grad.i144.end ]
+  br label %conv1_weight_grad.i144
 
-conv1_weight_grad.j112.end:                       ; preds = %conv1_weight_grad.f113.end
-  %arena342 = getelementptr inbounds float, ptr %arena, i64 1865360
-  %arena343 = getelementptr inbounds float, ptr %arena, i64 1413776
-  %grads344 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 16, i32 9, i32 50176, float 1.000000e+00, ptr %arena342, i32 50176, ptr %arena343, i32 50176, float 1.000000e+00, ptr %grads344, i32 9)
-  %g100.next = add nsw i64 %conv1_weight_grad.g100314, 1
-  %1216 = icmp slt i64 %g100.next, 1
-  br i1 %1216, label %conv1_weight_grad.g100, label %conv1_weight_grad.g100.end
+conv1_weight_grad.j143.end:                       ; preds = %conv1_weight_grad.i144.end
+  br label %conv1_weight_grad.kp146
 
-conv1_weight_grad.f113:                           ; preds = %conv1_weight_grad.i114.end, %conv1_weight_grad.j112
-  %conv1_weight_grad.f113338 = phi i64 [ 0, %conv1_weight_grad.j112 ], [ %f113.next, %conv1_weight_grad.i114.end ]
-  br label %conv1_weight_grad.i114
+conv1_weight_grad.i144:                           ; preds = %conv1_weight_grad.f145.end, %conv1_weight_grad.j143
+  %conv1_weight_grad.i1441094 = phi i64 [ 0, %conv1_weight_grad.j143 ], [ %i144.next, %conv1_weight_grad.f145.end ]
+  br label %conv1_weight_grad.f145
 
-conv1_weight_grad.f113.end:                       ; preds = %conv1_weight_grad.i114.end
-  %j112.next = add nsw i64 %conv1_weight_grad.j112337, 1
-  %1217 = icmp slt i64 %j112.next, 64
-  br i1 %1217, label %conv1_weight_grad.j112, label %conv1_weight_grad.j112.end
+conv1_weight_grad.i144.end:                       ; preds = %conv1_weight_grad.f145.end
+  %j143.next = add nsw i64 %conv1_weight_grad.j1431093, 1
+  %3464 = icmp slt i64 %j143.next, 64
+  br i1 %3464, label %conv1_weight_grad.j143, label %conv1_weight_grad.j143.end
 
-conv1_weight_grad.i114:                           ; preds = %conv1_weight_grad.i114, %conv1_weight_grad.f113
-  %conv1_weight_grad.i114339 = phi i64 [ 0, %conv1_weight_grad.f113 ], [ %i114.next, %conv1_weight_grad.i114 ]
-  %1218 = mul nsw i64 %conv1_weight_grad.g100314, 64
-  %1219 = add nsw i64 %1218, %conv1_weight_grad.j112337
-  %1220 = mul nsw i64 %1219, 12544
-  %1221 = add nsw i64 610960, %1220
-  %1222 = mul nsw i64 %conv1_weight_grad.f113338, 784
-  %1223 = add nsw i64 %1221, %1222
-  %1224 = add nsw i64 %1223, %conv1_weight_grad.i114339
-  %arena340 = getelementptr inbounds float, ptr %arena, i64 %1224
-  %1225 = load float, ptr %arena340, align 4
-  %1226 = mul nsw i64 %conv1_weight_grad.f113338, 50176
-  %1227 = add nsw i64 1865360, %1226
-  %1228 = mul nsw i64 %conv1_weight_grad.j112337, 784
-  %1229 = add nsw i64 %1227, %1228
-  %1230 = add nsw i64 %1229, %conv1_weight_grad.i114339
-  %arena341 = getelementptr inbounds float, ptr %arena, i64 %1230
-  store float %1225, ptr %arena341, align 4
-  %i114.next = add nsw i64 %conv1_weight_grad.i114339, 1
-  %1231 = icmp slt i64 %i114.next, 784
-  br i1 %1231, label %conv1_weight_grad.i114, label %conv1_weight_grad.i114.end
+conv1_weight_grad.f145:                           ; preds = %conv1_weight_grad.f145, %conv1_weight_grad.i144
+  %conv1_weight_grad.f1451095 = phi i64 [ 0, %conv1_weight_grad.i144 ], [ %f145.next, %conv1_weight_grad.f145 ]
+  %3465 = mul nsw i64 %conv1_weight_grad.g1311070, 64
+  %3466 = add nsw i64 %3465, %conv1_weight_grad.j1431093
+  %3467 = mul nsw i64 %3466, 12544
+  %3468 = add nsw i64 610960, %3467
+  %3469 = mul nsw i64 %conv1_weight_grad.f1451095, 784
+  %3470 = add nsw i64 %3468, %3469
+  %3471 = add nsw i64 %3470, %conv1_weight_grad.i1441094
+  %arena1096 = getelementptr inbounds float, ptr %arena, i64 %3471
+  %3472 = load float, ptr %arena1096, align 4
+  %3473 = mul nsw i64 %conv1_weight_grad.j1431093, 784
+  %3474 = add nsw i64 %3473, %conv1_weight_grad.i1441094
+  %3475 = mul nsw i64 %3474, 16
+  %3476 = add nsw i64 1865360, %3475
+  %3477 = add nsw i64 %3476, %conv1_weight_grad.f1451095
+  %arena1097 = getelementptr inbounds float, ptr %arena, i64 %3477
+  store float %3472, ptr %arena1097, align 4
+  %f145.next = add nsw i64 %conv1_weight_grad.f1451095, 1
+  %3478 = icmp slt i64 %f145.next, 16
+  br i1 %3478, label %conv1_weight_grad.f145, label %conv1_weight_grad.f145.end
 
-conv1_weight_grad.i114.end:                       ; preds = %conv1_weight_grad.i114
-  %f113.next = add nsw i64 %conv1_weight_grad.f113338, 1
-  %1232 = icmp slt i64 %f113.next, 16
-  br i1 %1232, label %conv1_weight_grad.f113, label %conv1_weight_grad.f113.end
+conv1_weight_grad.f145.end:                       ; preds = %conv1_weight_grad.f145
+  %i144.next = add nsw i64 %conv1_weight_grad.i1441094, 1
+  %3479 = icmp slt i64 %i144.next, 784
+  br i1 %3479, label %conv1_weight_grad.i144, label %conv1_weight_grad.i144.end
 
-conv1_bias_grad.i115:                             ; preds = %conv1_bias_grad.i115, %conv1_weight_grad.g100.end
-  %conv1_bias_grad.i115345 = phi i64 [ 0, %conv1_weight_grad.g100.end ], [ %i115.next, %conv1_bias_grad.i115 ]
-  %arena346 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i115345
-  store float 1.000000e+00, ptr %arena346, align 4
-  %i115.next = add nsw i64 %conv1_bias_grad.i115345, 1
-  %1233 = icmp slt i64 %i115.next, 784
-  br i1 %1233, label %conv1_bias_grad.i115, label %conv1_bias_grad.i115.end
+conv1_weight_grad.kp146:                          ; preds = %conv1_weight_grad.nb147.end, %conv1_weight_grad.j143.end
+  %conv1_weight_grad.kp1461098 = phi i64 [ 0, %conv1_weight_grad.j143.end ], [ %kp146.next, %conv1_weight_grad.nb147.end ]
+  br label %conv1_weight_grad.nb147
 
-conv1_bias_grad.i115.end:                         ; preds = %conv1_bias_grad.i115
-  br label %conv1_bias_grad.i116
+conv1_weight_grad.kp146.end:                      ; preds = %conv1_weight_grad.nb147.end
+  br label %conv1_weight_grad.nb151
 
-conv1_bias_grad.i116:                             ; preds = %conv1_bias_grad.i116, %conv1_bias_grad.i115.end
-  %conv1_bias_grad.i116347 = phi i64 [ 0, %conv1_bias_grad.i115.end ], [ %i116.next, %conv1_bias_grad.i116 ]
-  %1234 = add nsw i64 144, %conv1_bias_grad.i116347
-  %grads348 = getelementptr inbounds float, ptr %grads, i64 %1234
-  store float 0.000000e+00, ptr %grads348, align 4
-  %i116.next = add nsw i64 %conv1_bias_grad.i116347, 1
-  %1235 = icmp slt i64 %i116.next, 16
-  br i1 %1235, label %conv1_bias_grad.i116, label %conv1_bias_grad.i116.end
+conv1_weight_grad.nb147:                          ; preds = %conv1_weight_grad.mb148.end, %conv1_weight_grad.kp146
+  %conv1_weight_grad.nb1471099 = phi i64 [ 0, %conv1_weight_grad.kp146 ], [ %nb147.next, %conv1_weight_grad.mb148.end ]
+  br label %conv1_weight_grad.mb148
 
-conv1_bias_grad.i116.end:                         ; preds = %conv1_bias_grad.i116
-  br label %conv1_bias_grad.img117
+conv1_weight_grad.nb147.end:                      ; preds = %conv1_weight_grad.mb148.end
+  %kp146.next = add nsw i64 %conv1_weight_grad.kp1461098, 1
+  %3480 = icmp slt i64 %kp146.next, 130
+  br i1 %3480, label %conv1_weight_grad.kp146, label %conv1_weight_grad.kp146.end
 
-conv1_bias_grad.img117:                           ; preds = %conv1_bias_grad.img117, %conv1_bias_grad.i116.end
-  %conv1_bias_grad.img117349 = phi i64 [ 0, %conv1_bias_grad.i116.end ], [ %img117.next, %conv1_bias_grad.img117 ]
-  %1236 = mul nsw i64 %conv1_bias_grad.img117349, 12544
-  %1237 = add nsw i64 610960, %1236
-  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1237
-  %arena351 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads352 = getelementptr inbounds float, ptr %grads, i64 144
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena350, i32 784, ptr %arena351, i32 1, float 1.000000e+00, ptr %grads352, i32 1)
-  %img117.next = add nsw i64 %conv1_bias_grad.img117349, 1
-  %1238 = icmp slt i64 %img117.next, 64
-  br i1 %1238, label %conv1_bias_grad.img117, label %conv1_bias_grad.img117.end
+conv1_weight_grad.mb148:                          ; preds = %conv1_weight_grad.k150.end, %conv1_weight_grad.nb147
+  %conv1_weight_grad.mb1481100 = phi i64 [ 0, %conv1_weight_grad.nb147 ], [ %mb148.next, %conv1_weight_grad.k150.end ]
+  %3481 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3482 = mul nsw i64 %3481, 16
+  %3483 = add nsw i64 2668176, %3482
+  %3484 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3485 = add nsw i64 %3483, %3484
+  %arena1101 = getelementptr inbounds float, ptr %arena, i64 %3485
+  %3486 = load <16 x float>, ptr %arena1101, align 4
+  store <16 x float> %3486, ptr %conv1_weight_grad.t149_c0_0, align 64
+  %3487 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3488 = add nsw i64 %3487, 1
+  %3489 = mul nsw i64 %3488, 16
+  %3490 = add nsw i64 2668176, %3489
+  %3491 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3492 = add nsw i64 %3490, %3491
+  %arena1102 = getelementptr inbounds float, ptr %arena, i64 %3492
+  %3493 = load <16 x float>, ptr %arena1102, align 4
+  store <16 x float> %3493, ptr %conv1_weight_grad.t149_c1_0, align 64
+  %3494 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3495 = add nsw i64 %3494, 2
+  %3496 = mul nsw i64 %3495, 16
+  %3497 = add nsw i64 2668176, %3496
+  %3498 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3499 = add nsw i64 %3497, %3498
+  %arena1103 = getelementptr inbounds float, ptr %arena, i64 %3499
+  %3500 = load <16 x float>, ptr %arena1103, align 4
+  store <16 x float> %3500, ptr %conv1_weight_grad.t149_c2_0, align 64
+  %3501 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3502 = add nsw i64 %3501, 3
+  %3503 = mul nsw i64 %3502, 16
+  %3504 = add nsw i64 2668176, %3503
+  %3505 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3506 = add nsw i64 %3504, %3505
+  %arena1104 = getelementptr inbounds float, ptr %arena, i64 %3506
+  %3507 = load <16 x float>, ptr %arena1104, align 4
+  store <16 x float> %3507, ptr %conv1_weight_grad.t149_c3_0, align 64
+  %3508 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3509 = add nsw i64 %3508, 4
+  %3510 = mul nsw i64 %3509, 16
+  %3511 = add nsw i64 2668176, %3510
+  %3512 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3513 = add nsw i64 %3511, %3512
+  %arena1105 = getelementptr inbounds float, ptr %arena, i64 %3513
+  %3514 = load <16 x float>, ptr %arena1105, align 4
+  store <16 x float> %3514, ptr %conv1_weight_grad.t149_c4_0, align 64
+  %3515 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3516 = add nsw i64 %3515, 5
+  %3517 = mul nsw i64 %3516, 16
+  %3518 = add nsw i64 2668176, %3517
+  %3519 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3520 = add nsw i64 %3518, %3519
+  %arena1106 = getelementptr inbounds float, ptr %arena, i64 %3520
+  %3521 = load <16 x float>, ptr %arena1106, align 4
+  store <16 x float> %3521, ptr %conv1_weight_grad.t149_c5_0, align 64
+  %3522 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3523 = add nsw i64 %3522, 6
+  %3524 = mul nsw i64 %3523, 16
+  %3525 = add nsw i64 2668176, %3524
+  %3526 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3527 = add nsw i64 %3525, %3526
+  %arena1107 = getelementptr inbounds float, ptr %arena, i64 %3527
+  %3528 = load <16 x float>, ptr %arena1107, align 4
+  store <16 x float> %3528, ptr %conv1_weight_grad.t149_c6_0, align 64
+  %3529 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3530 = add nsw i64 %3529, 7
+  %3531 = mul nsw i64 %3530, 16
+  %3532 = add nsw i64 2668176, %3531
+  %3533 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3534 = add nsw i64 %3532, %3533
+  %arena1108 = getelementptr inbounds float, ptr %arena, i64 %3534
+  %3535 = load <16 x float>, ptr %arena1108, align 4
+  store <16 x float> %3535, ptr %conv1_weight_grad.t149_c7_0, align 64
+  %3536 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3537 = add nsw i64 %3536, 8
+  %3538 = mul nsw i64 %3537, 16
+  %3539 = add nsw i64 2668176, %3538
+  %3540 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3541 = add nsw i64 %3539, %3540
+  %arena1109 = getelementptr inbounds float, ptr %arena, i64 %3541
+  %3542 = load <16 x float>, ptr %arena1109, align 4
+  store <16 x float> %3542, ptr %conv1_weight_grad.t149_c8_0, align 64
+  br label %conv1_weight_grad.k150
 
-conv1_bias_grad.img117.end:                       ; preds = %conv1_bias_grad.img117
-  %1239 = sitofp i64 %step to float
-  %1240 = fmul float %1239, 0xBFBAF8E8A0000000
-  %1241 = call float @llvm.exp.f32(float %1240)
-  %1242 = fsub float 1.000000e+00, %1241
-  %1243 = fdiv float %lr, %1242
-  store float %1243, ptr %adam.step_size118, align 4
-  %1244 = sitofp i64 %step to float
-  %1245 = fmul float %1244, 0xBF50645940000000
-  %1246 = call float @llvm.exp.f32(float %1245)
-  %1247 = fsub float 1.000000e+00, %1246
-  %1248 = call float @llvm.sqrt.f32(float %1247)
-  store float %1248, ptr %adam.bc2_sqrt119, align 4
-  br label %adam.i120
+conv1_weight_grad.mb148.end:                      ; preds = %conv1_weight_grad.k150.end
+  %nb147.next = add nsw i64 %conv1_weight_grad.nb1471099, 1
+  %3543 = icmp slt i64 %nb147.next, 1
+  br i1 %3543, label %conv1_weight_grad.nb147, label %conv1_weight_grad.nb147.end
 
-adam.i120:                                        ; preds = %adam.i120, %conv1_bias_grad.img117.end
-  %adam.i120353 = phi i64 [ 0, %conv1_bias_grad.img117.end ], [ %i120.next, %adam.i120 ]
-  %grads354 = getelementptr inbounds float, ptr %grads, i64 %adam.i120353
-  %1249 = load float, ptr %grads354, align 4
-  %params355 = getelementptr inbounds float, ptr %params, i64 %adam.i120353
-  %1250 = load float, ptr %params355, align 4
-  %1251 = fmul float 0.000000e+00, %1250
-  %1252 = fadd float %1249, %1251
-  store float %1252, ptr %adam.g, align 4
-  %m356 = getelementptr inbounds float, ptr %m, i64 %adam.i120353
-  %1253 = load float, ptr %m356, align 4
-  %1254 = fmul float 0x3FECCCCCC0000000, %1253
+conv1_weight_grad.k150:                           ; preds = %conv1_weight_grad.k150, %conv1_weight_grad.mb148
+  %conv1_weight_grad.k1501110 = phi i64 [ 0, %conv1_weight_grad.mb148 ], [ %k150.next, %conv1_weight_grad.k150 ]
+  %3544 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3545 = add nsw i64 %conv1_weight_grad.k1501110, %3544
+  %3546 = mul nsw i64 %3545, 16
+  %3547 = add nsw i64 1865360, %3546
+  %3548 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3549 = add nsw i64 %3547, %3548
+  %arena1111 = getelementptr inbounds float, ptr %arena, i64 %3549
+  %3550 = load <16 x float>, ptr %arena1111, align 4
+  store <16 x float> %3550, ptr %conv1_weight_grad.t149_b0, align 64
+  %3551 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3552 = mul nsw i64 %3551, 50176
+  %3553 = add nsw i64 1413776, %3552
+  %3554 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3555 = add nsw i64 %conv1_weight_grad.k1501110, %3554
+  %3556 = add nsw i64 %3553, %3555
+  %arena1112 = getelementptr inbounds float, ptr %arena, i64 %3556
+  %3557 = load float, ptr %arena1112, align 4
+  %3558 = insertelement <16 x float> undef, float %3557, i32 0
+  %3559 = shufflevector <16 x float> %3558, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3559, ptr %conv1_weight_grad.t149_a0, align 64
+  %t149_a0 = load <16 x float>, ptr %conv1_weight_grad.t149_a0, align 64
+  %t149_b0 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c0_0, align 64
+  %3560 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a0, <16 x float> %t149_b0, <16 x float> %t149_c0_0)
+  store <16 x float> %3560, ptr %conv1_weight_grad.t149_c0_0, align 64
+  %3561 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3562 = add nsw i64 %3561, 1
+  %3563 = mul nsw i64 %3562, 50176
+  %3564 = add nsw i64 1413776, %3563
+  %3565 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3566 = add nsw i64 %conv1_weight_grad.k1501110, %3565
+  %3567 = add nsw i64 %3564, %3566
+  %arena1113 = getelementptr inbounds float, ptr %arena, i64 %3567
+  %3568 = load float, ptr %arena1113, align 4
+  %3569 = insertelement <16 x float> undef, float %3568, i32 0
+  %3570 = shufflevector <16 x float> %3569, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3570, ptr %conv1_weight_grad.t149_a1, align 64
+  %t149_a1 = load <16 x float>, ptr %conv1_weight_grad.t149_a1, align 64
+  %t149_b01114 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c1_0, align 64
+  %3571 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a1, <16 x float> %t149_b01114, <16 x float> %t149_c1_0)
+  store <16 x float> %3571, ptr %conv1_weight_grad.t149_c1_0, align 64
+  %3572 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3573 = add nsw i64 %3572, 2
+  %3574 = mul nsw i64 %3573, 50176
+  %3575 = add nsw i64 1413776, %3574
+  %3576 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3577 = add nsw i64 %conv1_weight_grad.k1501110, %3576
+  %3578 = add nsw i64 %3575, %3577
+  %arena1115 = getelementptr inbounds float, ptr %arena, i64 %3578
+  %3579 = load float, ptr %arena1115, align 4
+  %3580 = insertelement <16 x float> undef, float %3579, i32 0
+  %3581 = shufflevector <16 x float> %3580, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3581, ptr %conv1_weight_grad.t149_a2, align 64
+  %t149_a2 = load <16 x float>, ptr %conv1_weight_grad.t149_a2, align 64
+  %t149_b01116 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c2_0, align 64
+  %3582 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a2, <16 x float> %t149_b01116, <16 x float> %t149_c2_0)
+  store <16 x float> %3582, ptr %conv1_weight_grad.t149_c2_0, align 64
+  %3583 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3584 = add nsw i64 %3583, 3
+  %3585 = mul nsw i64 %3584, 50176
+  %3586 = add nsw i64 1413776, %3585
+  %3587 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3588 = add nsw i64 %conv1_weight_grad.k1501110, %3587
+  %3589 = add nsw i64 %3586, %3588
+  %arena1117 = getelementptr inbounds float, ptr %arena, i64 %3589
+  %3590 = load float, ptr %arena1117, align 4
+  %3591 = insertelement <16 x float> undef, float %3590, i32 0
+  %3592 = shufflevector <16 x float> %3591, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3592, ptr %conv1_weight_grad.t149_a3, align 64
+  %t149_a3 = load <16 x float>, ptr %conv1_weight_grad.t149_a3, align 64
+  %t149_b01118 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c3_0, align 64
+  %3593 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a3, <16 x float> %t149_b01118, <16 x float> %t149_c3_0)
+  store <16 x float> %3593, ptr %conv1_weight_grad.t149_c3_0, align 64
+  %3594 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3595 = add nsw i64 %3594, 4
+  %3596 = mul nsw i64 %3595, 50176
+  %3597 = add nsw i64 1413776, %3596
+  %3598 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3599 = add nsw i64 %conv1_weight_grad.k1501110, %3598
+  %3600 = add nsw i64 %3597, %3599
+  %arena1119 = getelementptr inbounds float, ptr %arena, i64 %3600
+  %3601 = load float, ptr %arena1119, align 4
+  %3602 = insertelement <16 x float> undef, float %3601, i32 0
+  %3603 = shufflevector <16 x float> %3602, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3603, ptr %conv1_weight_grad.t149_a4, align 64
+  %t149_a4 = load <16 x float>, ptr %conv1_weight_grad.t149_a4, align 64
+  %t149_b01120 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c4_0, align 64
+  %3604 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a4, <16 x float> %t149_b01120, <16 x float> %t149_c4_0)
+  store <16 x float> %3604, ptr %conv1_weight_grad.t149_c4_0, align 64
+  %3605 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3606 = add nsw i64 %3605, 5
+  %3607 = mul nsw i64 %3606, 50176
+  %3608 = add nsw i64 1413776, %3607
+  %3609 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3610 = add nsw i64 %conv1_weight_grad.k1501110, %3609
+  %3611 = add nsw i64 %3608, %3610
+  %arena1121 = getelementptr inbounds float, ptr %arena, i64 %3611
+  %3612 = load float, ptr %arena1121, align 4
+  %3613 = insertelement <16 x float> undef, float %3612, i32 0
+  %3614 = shufflevector <16 x float> %3613, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3614, ptr %conv1_weight_grad.t149_a5, align 64
+  %t149_a5 = load <16 x float>, ptr %conv1_weight_grad.t149_a5, align 64
+  %t149_b01122 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c5_0, align 64
+  %3615 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a5, <16 x float> %t149_b01122, <16 x float> %t149_c5_0)
+  store <16 x float> %3615, ptr %conv1_weight_grad.t149_c5_0, align 64
+  %3616 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3617 = add nsw i64 %3616, 6
+  %3618 = mul nsw i64 %3617, 50176
+  %3619 = add nsw i64 1413776, %3618
+  %3620 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3621 = add nsw i64 %conv1_weight_grad.k1501110, %3620
+  %3622 = add nsw i64 %3619, %3621
+  %arena1123 = getelementptr inbounds float, ptr %arena, i64 %3622
+  %3623 = load float, ptr %arena1123, align 4
+  %3624 = insertelement <16 x float> undef, float %3623, i32 0
+  %3625 = shufflevector <16 x float> %3624, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3625, ptr %conv1_weight_grad.t149_a6, align 64
+  %t149_a6 = load <16 x float>, ptr %conv1_weight_grad.t149_a6, align 64
+  %t149_b01124 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c6_0, align 64
+  %3626 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a6, <16 x float> %t149_b01124, <16 x float> %t149_c6_0)
+  store <16 x float> %3626, ptr %conv1_weight_grad.t149_c6_0, align 64
+  %3627 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3628 = add nsw i64 %3627, 7
+  %3629 = mul nsw i64 %3628, 50176
+  %3630 = add nsw i64 1413776, %3629
+  %3631 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3632 = add nsw i64 %conv1_weight_grad.k1501110, %3631
+  %3633 = add nsw i64 %3630, %3632
+  %arena1125 = getelementptr inbounds float, ptr %arena, i64 %3633
+  %3634 = load float, ptr %arena1125, align 4
+  %3635 = insertelement <16 x float> undef, float %3634, i32 0
+  %3636 = shufflevector <16 x float> %3635, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3636, ptr %conv1_weight_grad.t149_a7, align 64
+  %t149_a7 = load <16 x float>, ptr %conv1_weight_grad.t149_a7, align 64
+  %t149_b01126 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c7_0, align 64
+  %3637 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a7, <16 x float> %t149_b01126, <16 x float> %t149_c7_0)
+  store <16 x float> %3637, ptr %conv1_weight_grad.t149_c7_0, align 64
+  %3638 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3639 = add nsw i64 %3638, 8
+  %3640 = mul nsw i64 %3639, 50176
+  %3641 = add nsw i64 1413776, %3640
+  %3642 = mul nsw i64 %conv1_weight_grad.kp1461098, 384
+  %3643 = add nsw i64 %conv1_weight_grad.k1501110, %3642
+  %3644 = add nsw i64 %3641, %3643
+  %arena1127 = getelementptr inbounds float, ptr %arena, i64 %3644
+  %3645 = load float, ptr %arena1127, align 4
+  %3646 = insertelement <16 x float> undef, float %3645, i32 0
+  %3647 = shufflevector <16 x float> %3646, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3647, ptr %conv1_weight_grad.t149_a8, align 64
+  %t149_a8 = load <16 x float>, ptr %conv1_weight_grad.t149_a8, align 64
+  %t149_b01128 = load <16 x float>, ptr %conv1_weight_grad.t149_b0, align 64
+  %t149_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t149_c8_0, align 64
+  %3648 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t149_a8, <16 x float> %t149_b01128, <16 x float> %t149_c8_0)
+  store <16 x float> %3648, ptr %conv1_weight_grad.t149_c8_0, align 64
+  %k150.next = add nsw i64 %conv1_weight_grad.k1501110, 1
+  %3649 = icmp slt i64 %k150.next, 384
+  br i1 %3649, label %conv1_weight_grad.k150, label %conv1_weight_grad.k150.end
+
+conv1_weight_grad.k150.end:                       ; preds = %conv1_weight_grad.k150
+  %t149_c0_01129 = load <16 x float>, ptr %conv1_weight_grad.t149_c0_0, align 64
+  %3650 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3651 = mul nsw i64 %3650, 16
+  %3652 = add nsw i64 2668176, %3651
+  %3653 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3654 = add nsw i64 %3652, %3653
+  %arena1130 = getelementptr inbounds float, ptr %arena, i64 %3654
+  store <16 x float> %t149_c0_01129, ptr %arena1130, align 4
+  %t149_c1_01131 = load <16 x float>, ptr %conv1_weight_grad.t149_c1_0, align 64
+  %3655 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3656 = add nsw i64 %3655, 1
+  %3657 = mul nsw i64 %3656, 16
+  %3658 = add nsw i64 2668176, %3657
+  %3659 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3660 = add nsw i64 %3658, %3659
+  %arena1132 = getelementptr inbounds float, ptr %arena, i64 %3660
+  store <16 x float> %t149_c1_01131, ptr %arena1132, align 4
+  %t149_c2_01133 = load <16 x float>, ptr %conv1_weight_grad.t149_c2_0, align 64
+  %3661 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3662 = add nsw i64 %3661, 2
+  %3663 = mul nsw i64 %3662, 16
+  %3664 = add nsw i64 2668176, %3663
+  %3665 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3666 = add nsw i64 %3664, %3665
+  %arena1134 = getelementptr inbounds float, ptr %arena, i64 %3666
+  store <16 x float> %t149_c2_01133, ptr %arena1134, align 4
+  %t149_c3_01135 = load <16 x float>, ptr %conv1_weight_grad.t149_c3_0, align 64
+  %3667 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3668 = add nsw i64 %3667, 3
+  %3669 = mul nsw i64 %3668, 16
+  %3670 = add nsw i64 2668176, %3669
+  %3671 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3672 = add nsw i64 %3670, %3671
+  %arena1136 = getelementptr inbounds float, ptr %arena, i64 %3672
+  store <16 x float> %t149_c3_01135, ptr %arena1136, align 4
+  %t149_c4_01137 = load <16 x float>, ptr %conv1_weight_grad.t149_c4_0, align 64
+  %3673 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3674 = add nsw i64 %3673, 4
+  %3675 = mul nsw i64 %3674, 16
+  %3676 = add nsw i64 2668176, %3675
+  %3677 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3678 = add nsw i64 %3676, %3677
+  %arena1138 = getelementptr inbounds float, ptr %arena, i64 %3678
+  store <16 x float> %t149_c4_01137, ptr %arena1138, align 4
+  %t149_c5_01139 = load <16 x float>, ptr %conv1_weight_grad.t149_c5_0, align 64
+  %3679 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3680 = add nsw i64 %3679, 5
+  %3681 = mul nsw i64 %3680, 16
+  %3682 = add nsw i64 2668176, %3681
+  %3683 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3684 = add nsw i64 %3682, %3683
+  %arena1140 = getelementptr inbounds float, ptr %arena, i64 %3684
+  store <16 x float> %t149_c5_01139, ptr %arena1140, align 4
+  %t149_c6_01141 = load <16 x float>, ptr %conv1_weight_grad.t149_c6_0, align 64
+  %3685 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3686 = add nsw i64 %3685, 6
+  %3687 = mul nsw i64 %3686, 16
+  %3688 = add nsw i64 2668176, %3687
+  %3689 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3690 = add nsw i64 %3688, %3689
+  %arena1142 = getelementptr inbounds float, ptr %arena, i64 %3690
+  store <16 x float> %t149_c6_01141, ptr %arena1142, align 4
+  %t149_c7_01143 = load <16 x float>, ptr %conv1_weight_grad.t149_c7_0, align 64
+  %3691 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3692 = add nsw i64 %3691, 7
+  %3693 = mul nsw i64 %3692, 16
+  %3694 = add nsw i64 2668176, %3693
+  %3695 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3696 = add nsw i64 %3694, %3695
+  %arena1144 = getelementptr inbounds float, ptr %arena, i64 %3696
+  store <16 x float> %t149_c7_01143, ptr %arena1144, align 4
+  %t149_c8_01145 = load <16 x float>, ptr %conv1_weight_grad.t149_c8_0, align 64
+  %3697 = mul nsw i64 %conv1_weight_grad.mb1481100, 9
+  %3698 = add nsw i64 %3697, 8
+  %3699 = mul nsw i64 %3698, 16
+  %3700 = add nsw i64 2668176, %3699
+  %3701 = mul nsw i64 %conv1_weight_grad.nb1471099, 16
+  %3702 = add nsw i64 %3700, %3701
+  %arena1146 = getelementptr inbounds float, ptr %arena, i64 %3702
+  store <16 x float> %t149_c8_01145, ptr %arena1146, align 4
+  %mb148.next = add nsw i64 %conv1_weight_grad.mb1481100, 1
+  %3703 = icmp slt i64 %mb148.next, 1
+  br i1 %3703, label %conv1_weight_grad.mb148, label %conv1_weight_grad.mb148.end
+
+conv1_weight_grad.nb151:                          ; preds = %conv1_weight_grad.mb152.end, %conv1_weight_grad.kp146.end
+  %conv1_weight_grad.nb1511147 = phi i64 [ 0, %conv1_weight_grad.kp146.end ], [ %nb151.next, %conv1_weight_grad.mb152.end ]
+  br label %conv1_weight_grad.mb152
+
+conv1_weight_grad.nb151.end:                      ; preds = %conv1_weight_grad.mb152.end
+  %g131.next = add nsw i64 %conv1_weight_grad.g1311070, 1
+  %3704 = icmp slt i64 %g131.next, 1
+  br i1 %3704, label %conv1_weight_grad.g131, label %conv1_weight_grad.g131.end
+
+conv1_weight_grad.mb152:                          ; preds = %conv1_weight_grad.k154.end, %conv1_weight_grad.nb151
+  %conv1_weight_grad.mb1521148 = phi i64 [ 0, %conv1_weight_grad.nb151 ], [ %mb152.next, %conv1_weight_grad.k154.end ]
+  %3705 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3706 = mul nsw i64 %3705, 16
+  %3707 = add nsw i64 2668176, %3706
+  %3708 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3709 = add nsw i64 %3707, %3708
+  %arena1149 = getelementptr inbounds float, ptr %arena, i64 %3709
+  %3710 = load <16 x float>, ptr %arena1149, align 4
+  store <16 x float> %3710, ptr %conv1_weight_grad.t153_c0_0, align 64
+  %3711 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3712 = add nsw i64 %3711, 1
+  %3713 = mul nsw i64 %3712, 16
+  %3714 = add nsw i64 2668176, %3713
+  %3715 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3716 = add nsw i64 %3714, %3715
+  %arena1150 = getelementptr inbounds float, ptr %arena, i64 %3716
+  %3717 = load <16 x float>, ptr %arena1150, align 4
+  store <16 x float> %3717, ptr %conv1_weight_grad.t153_c1_0, align 64
+  %3718 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3719 = add nsw i64 %3718, 2
+  %3720 = mul nsw i64 %3719, 16
+  %3721 = add nsw i64 2668176, %3720
+  %3722 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3723 = add nsw i64 %3721, %3722
+  %arena1151 = getelementptr inbounds float, ptr %arena, i64 %3723
+  %3724 = load <16 x float>, ptr %arena1151, align 4
+  store <16 x float> %3724, ptr %conv1_weight_grad.t153_c2_0, align 64
+  %3725 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3726 = add nsw i64 %3725, 3
+  %3727 = mul nsw i64 %3726, 16
+  %3728 = add nsw i64 2668176, %3727
+  %3729 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3730 = add nsw i64 %3728, %3729
+  %arena1152 = getelementptr inbounds float, ptr %arena, i64 %3730
+  %3731 = load <16 x float>, ptr %arena1152, align 4
+  store <16 x float> %3731, ptr %conv1_weight_grad.t153_c3_0, align 64
+  %3732 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3733 = add nsw i64 %3732, 4
+  %3734 = mul nsw i64 %3733, 16
+  %3735 = add nsw i64 2668176, %3734
+  %3736 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3737 = add nsw i64 %3735, %3736
+  %arena1153 = getelementptr inbounds float, ptr %arena, i64 %3737
+  %3738 = load <16 x float>, ptr %arena1153, align 4
+  store <16 x float> %3738, ptr %conv1_weight_grad.t153_c4_0, align 64
+  %3739 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3740 = add nsw i64 %3739, 5
+  %3741 = mul nsw i64 %3740, 16
+  %3742 = add nsw i64 2668176, %3741
+  %3743 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3744 = add nsw i64 %3742, %3743
+  %arena1154 = getelementptr inbounds float, ptr %arena, i64 %3744
+  %3745 = load <16 x float>, ptr %arena1154, align 4
+  store <16 x float> %3745, ptr %conv1_weight_grad.t153_c5_0, align 64
+  %3746 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3747 = add nsw i64 %3746, 6
+  %3748 = mul nsw i64 %3747, 16
+  %3749 = add nsw i64 2668176, %3748
+  %3750 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3751 = add nsw i64 %3749, %3750
+  %arena1155 = getelementptr inbounds float, ptr %arena, i64 %3751
+  %3752 = load <16 x float>, ptr %arena1155, align 4
+  store <16 x float> %3752, ptr %conv1_weight_grad.t153_c6_0, align 64
+  %3753 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3754 = add nsw i64 %3753, 7
+  %3755 = mul nsw i64 %3754, 16
+  %3756 = add nsw i64 2668176, %3755
+  %3757 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3758 = add nsw i64 %3756, %3757
+  %arena1156 = getelementptr inbounds float, ptr %arena, i64 %3758
+  %3759 = load <16 x float>, ptr %arena1156, align 4
+  store <16 x float> %3759, ptr %conv1_weight_grad.t153_c7_0, align 64
+  %3760 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3761 = add nsw i64 %3760, 8
+  %3762 = mul nsw i64 %3761, 16
+  %3763 = add nsw i64 2668176, %3762
+  %3764 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3765 = add nsw i64 %3763, %3764
+  %arena1157 = getelementptr inbounds float, ptr %arena, i64 %3765
+  %3766 = load <16 x float>, ptr %arena1157, align 4
+  store <16 x float> %3766, ptr %conv1_weight_grad.t153_c8_0, align 64
+  br label %conv1_weight_grad.k154
+
+conv1_weight_grad.mb152.end:                      ; preds = %conv1_weight_grad.k154.end
+  %nb151.next = add nsw i64 %conv1_weight_grad.nb1511147, 1
+  %3767 = icmp slt i64 %nb151.next, 1
+  br i1 %3767, label %conv1_weight_grad.nb151, label %conv1_weight_grad.nb151.end
+
+conv1_weight_grad.k154:                           ; preds = %conv1_weight_grad.k154, %conv1_weight_grad.mb152
+  %conv1_weight_grad.k1541158 = phi i64 [ 0, %conv1_weight_grad.mb152 ], [ %k154.next, %conv1_weight_grad.k154 ]
+  %3768 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3769 = mul nsw i64 %3768, 16
+  %3770 = add nsw i64 1865360, %3769
+  %3771 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3772 = add nsw i64 %3770, %3771
+  %arena1159 = getelementptr inbounds float, ptr %arena, i64 %3772
+  %3773 = load <16 x float>, ptr %arena1159, align 4
+  store <16 x float> %3773, ptr %conv1_weight_grad.t153_b0, align 64
+  %3774 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3775 = mul nsw i64 %3774, 50176
+  %3776 = add nsw i64 1413776, %3775
+  %3777 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3778 = add nsw i64 %3776, %3777
+  %arena1160 = getelementptr inbounds float, ptr %arena, i64 %3778
+  %3779 = load float, ptr %arena1160, align 4
+  %3780 = insertelement <16 x float> undef, float %3779, i32 0
+  %3781 = shufflevector <16 x float> %3780, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3781, ptr %conv1_weight_grad.t153_a0, align 64
+  %t153_a0 = load <16 x float>, ptr %conv1_weight_grad.t153_a0, align 64
+  %t153_b0 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c0_0, align 64
+  %3782 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a0, <16 x float> %t153_b0, <16 x float> %t153_c0_0)
+  store <16 x float> %3782, ptr %conv1_weight_grad.t153_c0_0, align 64
+  %3783 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3784 = add nsw i64 %3783, 1
+  %3785 = mul nsw i64 %3784, 50176
+  %3786 = add nsw i64 1413776, %3785
+  %3787 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3788 = add nsw i64 %3786, %3787
+  %arena1161 = getelementptr inbounds float, ptr %arena, i64 %3788
+  %3789 = load float, ptr %arena1161, align 4
+  %3790 = insertelement <16 x float> undef, float %3789, i32 0
+  %3791 = shufflevector <16 x float> %3790, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3791, ptr %conv1_weight_grad.t153_a1, align 64
+  %t153_a1 = load <16 x float>, ptr %conv1_weight_grad.t153_a1, align 64
+  %t153_b01162 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c1_0, align 64
+  %3792 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a1, <16 x float> %t153_b01162, <16 x float> %t153_c1_0)
+  store <16 x float> %3792, ptr %conv1_weight_grad.t153_c1_0, align 64
+  %3793 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3794 = add nsw i64 %3793, 2
+  %3795 = mul nsw i64 %3794, 50176
+  %3796 = add nsw i64 1413776, %3795
+  %3797 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3798 = add nsw i64 %3796, %3797
+  %arena1163 = getelementptr inbounds float, ptr %arena, i64 %3798
+  %3799 = load float, ptr %arena1163, align 4
+  %3800 = insertelement <16 x float> undef, float %3799, i32 0
+  %3801 = shufflevector <16 x float> %3800, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3801, ptr %conv1_weight_grad.t153_a2, align 64
+  %t153_a2 = load <16 x float>, ptr %conv1_weight_grad.t153_a2, align 64
+  %t153_b01164 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c2_0, align 64
+  %3802 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a2, <16 x float> %t153_b01164, <16 x float> %t153_c2_0)
+  store <16 x float> %3802, ptr %conv1_weight_grad.t153_c2_0, align 64
+  %3803 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3804 = add nsw i64 %3803, 3
+  %3805 = mul nsw i64 %3804, 50176
+  %3806 = add nsw i64 1413776, %3805
+  %3807 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3808 = add nsw i64 %3806, %3807
+  %arena1165 = getelementptr inbounds float, ptr %arena, i64 %3808
+  %3809 = load float, ptr %arena1165, align 4
+  %3810 = insertelement <16 x float> undef, float %3809, i32 0
+  %3811 = shufflevector <16 x float> %3810, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3811, ptr %conv1_weight_grad.t153_a3, align 64
+  %t153_a3 = load <16 x float>, ptr %conv1_weight_grad.t153_a3, align 64
+  %t153_b01166 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c3_0, align 64
+  %3812 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a3, <16 x float> %t153_b01166, <16 x float> %t153_c3_0)
+  store <16 x float> %3812, ptr %conv1_weight_grad.t153_c3_0, align 64
+  %3813 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3814 = add nsw i64 %3813, 4
+  %3815 = mul nsw i64 %3814, 50176
+  %3816 = add nsw i64 1413776, %3815
+  %3817 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3818 = add nsw i64 %3816, %3817
+  %arena1167 = getelementptr inbounds float, ptr %arena, i64 %3818
+  %3819 = load float, ptr %arena1167, align 4
+  %3820 = insertelement <16 x float> undef, float %3819, i32 0
+  %3821 = shufflevector <16 x float> %3820, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3821, ptr %conv1_weight_grad.t153_a4, align 64
+  %t153_a4 = load <16 x float>, ptr %conv1_weight_grad.t153_a4, align 64
+  %t153_b01168 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c4_0, align 64
+  %3822 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a4, <16 x float> %t153_b01168, <16 x float> %t153_c4_0)
+  store <16 x float> %3822, ptr %conv1_weight_grad.t153_c4_0, align 64
+  %3823 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3824 = add nsw i64 %3823, 5
+  %3825 = mul nsw i64 %3824, 50176
+  %3826 = add nsw i64 1413776, %3825
+  %3827 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3828 = add nsw i64 %3826, %3827
+  %arena1169 = getelementptr inbounds float, ptr %arena, i64 %3828
+  %3829 = load float, ptr %arena1169, align 4
+  %3830 = insertelement <16 x float> undef, float %3829, i32 0
+  %3831 = shufflevector <16 x float> %3830, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3831, ptr %conv1_weight_grad.t153_a5, align 64
+  %t153_a5 = load <16 x float>, ptr %conv1_weight_grad.t153_a5, align 64
+  %t153_b01170 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c5_0, align 64
+  %3832 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a5, <16 x float> %t153_b01170, <16 x float> %t153_c5_0)
+  store <16 x float> %3832, ptr %conv1_weight_grad.t153_c5_0, align 64
+  %3833 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3834 = add nsw i64 %3833, 6
+  %3835 = mul nsw i64 %3834, 50176
+  %3836 = add nsw i64 1413776, %3835
+  %3837 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3838 = add nsw i64 %3836, %3837
+  %arena1171 = getelementptr inbounds float, ptr %arena, i64 %3838
+  %3839 = load float, ptr %arena1171, align 4
+  %3840 = insertelement <16 x float> undef, float %3839, i32 0
+  %3841 = shufflevector <16 x float> %3840, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3841, ptr %conv1_weight_grad.t153_a6, align 64
+  %t153_a6 = load <16 x float>, ptr %conv1_weight_grad.t153_a6, align 64
+  %t153_b01172 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c6_0, align 64
+  %3842 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a6, <16 x float> %t153_b01172, <16 x float> %t153_c6_0)
+  store <16 x float> %3842, ptr %conv1_weight_grad.t153_c6_0, align 64
+  %3843 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3844 = add nsw i64 %3843, 7
+  %3845 = mul nsw i64 %3844, 50176
+  %3846 = add nsw i64 1413776, %3845
+  %3847 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3848 = add nsw i64 %3846, %3847
+  %arena1173 = getelementptr inbounds float, ptr %arena, i64 %3848
+  %3849 = load float, ptr %arena1173, align 4
+  %3850 = insertelement <16 x float> undef, float %3849, i32 0
+  %3851 = shufflevector <16 x float> %3850, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3851, ptr %conv1_weight_grad.t153_a7, align 64
+  %t153_a7 = load <16 x float>, ptr %conv1_weight_grad.t153_a7, align 64
+  %t153_b01174 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c7_0, align 64
+  %3852 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a7, <16 x float> %t153_b01174, <16 x float> %t153_c7_0)
+  store <16 x float> %3852, ptr %conv1_weight_grad.t153_c7_0, align 64
+  %3853 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3854 = add nsw i64 %3853, 8
+  %3855 = mul nsw i64 %3854, 50176
+  %3856 = add nsw i64 1413776, %3855
+  %3857 = add nsw i64 %conv1_weight_grad.k1541158, 49920
+  %3858 = add nsw i64 %3856, %3857
+  %arena1175 = getelementptr inbounds float, ptr %arena, i64 %3858
+  %3859 = load float, ptr %arena1175, align 4
+  %3860 = insertelement <16 x float> undef, float %3859, i32 0
+  %3861 = shufflevector <16 x float> %3860, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %3861, ptr %conv1_weight_grad.t153_a8, align 64
+  %t153_a8 = load <16 x float>, ptr %conv1_weight_grad.t153_a8, align 64
+  %t153_b01176 = load <16 x float>, ptr %conv1_weight_grad.t153_b0, align 64
+  %t153_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t153_c8_0, align 64
+  %3862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t153_a8, <16 x float> %t153_b01176, <16 x float> %t153_c8_0)
+  store <16 x float> %3862, ptr %conv1_weight_grad.t153_c8_0, align 64
+  %k154.next = add nsw i64 %conv1_weight_grad.k1541158, 1
+  %3863 = icmp slt i64 %k154.next, 256
+  br i1 %3863, label %conv1_weight_grad.k154, label %conv1_weight_grad.k154.end
+
+conv1_weight_grad.k154.end:                       ; preds = %conv1_weight_grad.k154
+  %t153_c0_01177 = load <16 x float>, ptr %conv1_weight_grad.t153_c0_0, align 64
+  %3864 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3865 = mul nsw i64 %3864, 16
+  %3866 = add nsw i64 2668176, %3865
+  %3867 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3868 = add nsw i64 %3866, %3867
+  %arena1178 = getelementptr inbounds float, ptr %arena, i64 %3868
+  store <16 x float> %t153_c0_01177, ptr %arena1178, align 4
+  %t153_c1_01179 = load <16 x float>, ptr %conv1_weight_grad.t153_c1_0, align 64
+  %3869 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3870 = add nsw i64 %3869, 1
+  %3871 = mul nsw i64 %3870, 16
+  %3872 = add nsw i64 2668176, %3871
+  %3873 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3874 = add nsw i64 %3872, %3873
+  %arena1180 = getelementptr inbounds float, ptr %arena, i64 %3874
+  store <16 x float> %t153_c1_01179, ptr %arena1180, align 4
+  %t153_c2_01181 = load <16 x float>, ptr %conv1_weight_grad.t153_c2_0, align 64
+  %3875 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3876 = add nsw i64 %3875, 2
+  %3877 = mul nsw i64 %3876, 16
+  %3878 = add nsw i64 2668176, %3877
+  %3879 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3880 = add nsw i64 %3878, %3879
+  %arena1182 = getelementptr inbounds float, ptr %arena, i64 %3880
+  store <16 x float> %t153_c2_01181, ptr %arena1182, align 4
+  %t153_c3_01183 = load <16 x float>, ptr %conv1_weight_grad.t153_c3_0, align 64
+  %3881 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3882 = add nsw i64 %3881, 3
+  %3883 = mul nsw i64 %3882, 16
+  %3884 = add nsw i64 2668176, %3883
+  %3885 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3886 = add nsw i64 %3884, %3885
+  %arena1184 = getelementptr inbounds float, ptr %arena, i64 %3886
+  store <16 x float> %t153_c3_01183, ptr %arena1184, align 4
+  %t153_c4_01185 = load <16 x float>, ptr %conv1_weight_grad.t153_c4_0, align 64
+  %3887 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3888 = add nsw i64 %3887, 4
+  %3889 = mul nsw i64 %3888, 16
+  %3890 = add nsw i64 2668176, %3889
+  %3891 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3892 = add nsw i64 %3890, %3891
+  %arena1186 = getelementptr inbounds float, ptr %arena, i64 %3892
+  store <16 x float> %t153_c4_01185, ptr %arena1186, align 4
+  %t153_c5_01187 = load <16 x float>, ptr %conv1_weight_grad.t153_c5_0, align 64
+  %3893 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3894 = add nsw i64 %3893, 5
+  %3895 = mul nsw i64 %3894, 16
+  %3896 = add nsw i64 2668176, %3895
+  %3897 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3898 = add nsw i64 %3896, %3897
+  %arena1188 = getelementptr inbounds float, ptr %arena, i64 %3898
+  store <16 x float> %t153_c5_01187, ptr %arena1188, align 4
+  %t153_c6_01189 = load <16 x float>, ptr %conv1_weight_grad.t153_c6_0, align 64
+  %3899 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3900 = add nsw i64 %3899, 6
+  %3901 = mul nsw i64 %3900, 16
+  %3902 = add nsw i64 2668176, %3901
+  %3903 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3904 = add nsw i64 %3902, %3903
+  %arena1190 = getelementptr inbounds float, ptr %arena, i64 %3904
+  store <16 x float> %t153_c6_01189, ptr %arena1190, align 4
+  %t153_c7_01191 = load <16 x float>, ptr %conv1_weight_grad.t153_c7_0, align 64
+  %3905 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3906 = add nsw i64 %3905, 7
+  %3907 = mul nsw i64 %3906, 16
+  %3908 = add nsw i64 2668176, %3907
+  %3909 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3910 = add nsw i64 %3908, %3909
+  %arena1192 = getelementptr inbounds float, ptr %arena, i64 %3910
+  store <16 x float> %t153_c7_01191, ptr %arena1192, align 4
+  %t153_c8_01193 = load <16 x float>, ptr %conv1_weight_grad.t153_c8_0, align 64
+  %3911 = mul nsw i64 %conv1_weight_grad.mb1521148, 9
+  %3912 = add nsw i64 %3911, 8
+  %3913 = mul nsw i64 %3912, 16
+  %3914 = add nsw i64 2668176, %3913
+  %3915 = mul nsw i64 %conv1_weight_grad.nb1511147, 16
+  %3916 = add nsw i64 %3914, %3915
+  %arena1194 = getelementptr inbounds float, ptr %arena, i64 %3916
+  store <16 x float> %t153_c8_01193, ptr %arena1194, align 4
+  %mb152.next = add nsw i64 %conv1_weight_grad.mb1521148, 1
+  %3917 = icmp slt i64 %mb152.next, 1
+  br i1 %3917, label %conv1_weight_grad.mb152, label %conv1_weight_grad.mb152.end
+
+conv1_weight_grad.f155:                           ; preds = %conv1_weight_grad.r156.end, %conv1_weight_grad.g131.end
+  %conv1_weight_grad.f1551195 = phi i64 [ 0, %conv1_weight_grad.g131.end ], [ %f155.next, %conv1_weight_grad.r156.end ]
+  br label %conv1_weight_grad.r156
+
+conv1_weight_grad.f155.end:                       ; preds = %conv1_weight_grad.r156.end
+  br label %conv1_bias_grad.i157
+
+conv1_weight_grad.r156:                           ; preds = %conv1_weight_grad.r156, %conv1_weight_grad.f155
+  %conv1_weight_grad.r1561196 = phi i64 [ 0, %conv1_weight_grad.f155 ], [ %r156.next, %conv1_weight_grad.r156 ]
+  %3918 = mul nsw i64 %conv1_weight_grad.r1561196, 16
+  %3919 = add nsw i64 2668176, %3918
+  %3920 = add nsw i64 %3919, %conv1_weight_grad.f1551195
+  %arena1197 = getelementptr inbounds float, ptr %arena, i64 %3920
+  %3921 = load float, ptr %arena1197, align 4
+  %3922 = mul nsw i64 %conv1_weight_grad.f1551195, 9
+  %3923 = add nsw i64 %3922, %conv1_weight_grad.r1561196
+  %grads1198 = getelementptr inbounds float, ptr %grads, i64 %3923
+  store float %3921, ptr %grads1198, align 4
+  %r156.next = add nsw i64 %conv1_weight_grad.r1561196, 1
+  %3924 = icmp slt i64 %r156.next, 9
+  br i1 %3924, label %conv1_weight_grad.r156, label %conv1_weight_grad.r156.end
+
+conv1_weight_grad.r156.end:                       ; preds = %conv1_weight_grad.r156
+  %f155.next = add nsw i64 %conv1_weight_grad.f1551195, 1
+  %3925 = icmp slt i64 %f155.next, 16
+  br i1 %3925, label %conv1_weight_grad.f155, label %conv1_weight_grad.f155.end
+
+conv1_bias_grad.i157:                             ; preds = %conv1_bias_grad.i157, %conv1_weight_grad.f155.end
+  %conv1_bias_grad.i1571199 = phi i64 [ 0, %conv1_weight_grad.f155.end ], [ %i157.next, %conv1_bias_grad.i157 ]
+  %arena1200 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i1571199
+  store float 1.000000e+00, ptr %arena1200, align 4
+  %i157.next = add nsw i64 %conv1_bias_grad.i1571199, 1
+  %3926 = icmp slt i64 %i157.next, 784
+  br i1 %3926, label %conv1_bias_grad.i157, label %conv1_bias_grad.i157.end
+
+conv1_bias_grad.i157.end:                         ; preds = %conv1_bias_grad.i157
+  br label %conv1_bias_grad.i158
+
+conv1_bias_grad.i158:                             ; preds = %conv1_bias_grad.i158, %conv1_bias_grad.i157.end
+  %conv1_bias_grad.i1581201 = phi i64 [ 0, %conv1_bias_grad.i157.end ], [ %i158.next, %conv1_bias_grad.i158 ]
+  %3927 = add nsw i64 144, %conv1_bias_grad.i1581201
+  %grads1202 = getelementptr inbounds float, ptr %grads, i64 %3927
+  store float 0.000000e+00, ptr %grads1202, align 4
+  %i158.next = add nsw i64 %conv1_bias_grad.i1581201, 1
+  %3928 = icmp slt i64 %i158.next, 16
+  br i1 %3928, label %conv1_bias_grad.i158, label %conv1_bias_grad.i158.end
+
+conv1_bias_grad.i158.end:                         ; preds = %conv1_bias_grad.i158
+  br label %conv1_bias_grad.img159
+
+conv1_bias_grad.img159:                           ; preds = %conv1_bias_grad.img159, %conv1_bias_grad.i158.end
+  %conv1_bias_grad.img1591203 = phi i64 [ 0, %conv1_bias_grad.i158.end ], [ %img159.next, %conv1_bias_grad.img159 ]
+  %3929 = mul nsw i64 %conv1_bias_grad.img1591203, 12544
+  %3930 = add nsw i64 610960, %3929
+  %arena1204 = getelementptr inbounds float, ptr %arena, i64 %3930
+  %arena1205 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads1206 = getelementptr inbounds float, ptr %grads, i64 144
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 16, i32 1, i32 784, float 1.000000e+00, ptr %arena1204, i32 784, ptr %arena1205, i32 1, float 1.000000e+00, ptr %grads1206, i32 1)
+  %img159.next = add nsw i64 %conv1_bias_grad.img1591203, 1
+  %3931 = icmp slt i64 %img159.next, 64
+  br i1 %3931, label %conv1_bias_grad.img159, label %conv1_bias_grad.img159.end
+
+conv1_bias_grad.img159.end:                       ; preds = %conv1_bias_grad.img159
+  %3932 = sitofp i64 %step to float
+  %3933 = fmul float %3932, 0xBFBAF8E8A0000000
+  %3934 = call float @llvm.exp.f32(float %3933)
+  %3935 = fsub float 1.000000e+00, %3934
+  %3936 = fdiv float %lr, %3935
+  store float %3936, ptr %adam.step_size160, align 4
+  %3937 = sitofp i64 %step to float
+  %3938 = fmul float %3937, 0xBF50645940000000
+  %3939 = call float @llvm.exp.f32(float %3938)
+  %3940 = fsub float 1.000000e+00, %3939
+  %3941 = call float @llvm.sqrt.f32(float %3940)
+  store float %3941, ptr %adam.bc2_sqrt161, align 4
+  br label %adam.i162
+
+adam.i162:                                        ; preds = %adam.i162, %conv1_bias_grad.img159.end
+  %adam.i1621207 = phi i64 [ 0, %conv1_bias_grad.img159.end ], [ %i162.next, %adam.i162 ]
+  %grads1208 = getelementptr inbounds float, ptr %grads, i64 %adam.i1621207
+  %3942 = load float, ptr %grads1208, align 4
+  %params1209 = getelementptr inbounds float, ptr %params, i64 %adam.i1621207
+  %3943 = load float, ptr %params1209, align 4
+  %3944 = fmul float 0.000000e+00, %3943
+  %3945 = fadd float %3942, %3944
+  store float %3945, ptr %adam.g, align 4
+  %m1210 = getelementptr inbounds float, ptr %m, i64 %adam.i1621207
+  %3946 = load float, ptr %m1210, align 4
+  %3947 = fmul float 0x3FECCCCCC0000000, %3946
   %g = load float, ptr %adam.g, align 4
-  %1255 = fmul float 0x3FB9999A00000000, %g
-  %1256 = fadd float %1254, %1255
-  store float %1256, ptr %adam.m_new, align 4
-  %v357 = getelementptr inbounds float, ptr %v, i64 %adam.i120353
-  %1257 = load float, ptr %v357, align 4
-  %1258 = fmul float 0x3FEFF7CEE0000000, %1257
-  %g358 = load float, ptr %adam.g, align 4
-  %1259 = fmul float 0x3F50624000000000, %g358
-  %g359 = load float, ptr %adam.g, align 4
-  %1260 = fmul float %1259, %g359
-  %1261 = fadd float %1258, %1260
-  store float %1261, ptr %adam.v_new, align 4
+  %3948 = fmul float 0x3FB9999A00000000, %g
+  %3949 = fadd float %3947, %3948
+  store float %3949, ptr %adam.m_new, align 4
+  %v1211 = getelementptr inbounds float, ptr %v, i64 %adam.i1621207
+  %3950 = load float, ptr %v1211, align 4
+  %3951 = fmul float 0x3FEFF7CEE0000000, %3950
+  %g1212 = load float, ptr %adam.g, align 4
+  %3952 = fmul float 0x3F50624000000000, %g1212
+  %g1213 = load float, ptr %adam.g, align 4
+  %3953 = fmul float %3952, %g1213
+  %3954 = fadd float %3951, %3953
+  store float %3954, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m360 = getelementptr inbounds float, ptr %m, i64 %adam.i120353
-  store float %m_new, ptr %m360, align 4
+  %m1214 = getelementptr inbounds float, ptr %m, i64 %adam.i1621207
+  store float %m_new, ptr %m1214, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v361 = getelementptr inbounds float, ptr %v, i64 %adam.i120353
-  store float %v_new, ptr %v361, align 4
-  %params362 = getelementptr inbounds float, ptr %params, i64 %adam.i120353
-  %1262 = load float, ptr %params362, align 4
-  %step_size118 = load float, ptr %adam.step_size118, align 4
-  %m_new363 = load float, ptr %adam.m_new, align 4
-  %1263 = fmul float %step_size118, %m_new363
-  %v_new364 = load float, ptr %adam.v_new, align 4
-  %1264 = call float @llvm.sqrt.f32(float %v_new364)
-  %bc2_sqrt119 = load float, ptr %adam.bc2_sqrt119, align 4
-  %1265 = fdiv float %1264, %bc2_sqrt119
-  %1266 = fadd float %1265, 0x3E45798EE0000000
-  %1267 = fdiv float %1263, %1266
-  %1268 = fsub float %1262, %1267
-  %params365 = getelementptr inbounds float, ptr %params, i64 %adam.i120353
-  store float %1268, ptr %params365, align 4
-  %i120.next = add nsw i64 %adam.i120353, 1
-  %1269 = icmp slt i64 %i120.next, 206922
-  br i1 %1269, label %adam.i120, label %adam.i120.end
+  %v1215 = getelementptr inbounds float, ptr %v, i64 %adam.i1621207
+  store float %v_new, ptr %v1215, align 4
+  %params1216 = getelementptr inbounds float, ptr %params, i64 %adam.i1621207
+  %3955 = load float, ptr %params1216, align 4
+  %step_size160 = load float, ptr %adam.step_size160, align 4
+  %m_new1217 = load float, ptr %adam.m_new, align 4
+  %3956 = fmul float %step_size160, %m_new1217
+  %v_new1218 = load float, ptr %adam.v_new, align 4
+  %3957 = call float @llvm.sqrt.f32(float %v_new1218)
+  %bc2_sqrt161 = load float, ptr %adam.bc2_sqrt161, align 4
+  %3958 = fdiv float %3957, %bc2_sqrt161
+  %3959 = fadd float %3958, 0x3E45798EE0000000
+  %3960 = fdiv float %3956, %3959
+  %3961 = fsub float %3955, %3960
+  %params1219 = getelementptr inbounds float, ptr %params, i64 %adam.i1621207
+  store float %3961, ptr %params1219, align 4
+  %i162.next = add nsw i64 %adam.i1621207, 1
+  %3962 = icmp slt i64 %i162.next, 206922
+  br i1 %3962, label %adam.i162, label %adam.i162.end
 
-adam.i120.end:                                    ; preds = %adam.i120
+adam.i162.end:                                    ; preds = %adam.i162
   ret void
 }
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -2618,29 +7636,131 @@ declare float @llvm.sqrt.f32(float) #0
 
 define void @smallcnn_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv2.bi36 = alloca float, align 4
-  %conv2.best35 = alloca float, align 4
-  %conv1.bi18 = alloca float, align 4
-  %conv1.best17 = alloca float, align 4
+  %conv2.bi48 = alloca float, align 4
+  %conv2.best47 = alloca float, align 4
+  %conv2.t41_a1 = alloca <16 x float>, align 64
+  %conv2.t41_a0 = alloca <16 x float>, align 64
+  %conv2.t41_b3 = alloca <16 x float>, align 64
+  %conv2.t41_b2 = alloca <16 x float>, align 64
+  %conv2.t41_b1 = alloca <16 x float>, align 64
+  %conv2.t41_b0 = alloca <16 x float>, align 64
+  %conv2.t41_c1_3 = alloca <16 x float>, align 64
+  %conv2.t41_c1_2 = alloca <16 x float>, align 64
+  %conv2.t41_c1_1 = alloca <16 x float>, align 64
+  %conv2.t41_c1_0 = alloca <16 x float>, align 64
+  %conv2.t41_c0_3 = alloca <16 x float>, align 64
+  %conv2.t41_c0_2 = alloca <16 x float>, align 64
+  %conv2.t41_c0_1 = alloca <16 x float>, align 64
+  %conv2.t41_c0_0 = alloca <16 x float>, align 64
+  %conv2.t39_a5 = alloca <16 x float>, align 64
+  %conv2.t39_a4 = alloca <16 x float>, align 64
+  %conv2.t39_a3 = alloca <16 x float>, align 64
+  %conv2.t39_a2 = alloca <16 x float>, align 64
+  %conv2.t39_a1 = alloca <16 x float>, align 64
+  %conv2.t39_a0 = alloca <16 x float>, align 64
+  %conv2.t39_b3 = alloca <16 x float>, align 64
+  %conv2.t39_b2 = alloca <16 x float>, align 64
+  %conv2.t39_b1 = alloca <16 x float>, align 64
+  %conv2.t39_b0 = alloca <16 x float>, align 64
+  %conv2.t39_c5_3 = alloca <16 x float>, align 64
+  %conv2.t39_c5_2 = alloca <16 x float>, align 64
+  %conv2.t39_c5_1 = alloca <16 x float>, align 64
+  %conv2.t39_c5_0 = alloca <16 x float>, align 64
+  %conv2.t39_c4_3 = alloca <16 x float>, align 64
+  %conv2.t39_c4_2 = alloca <16 x float>, align 64
+  %conv2.t39_c4_1 = alloca <16 x float>, align 64
+  %conv2.t39_c4_0 = alloca <16 x float>, align 64
+  %conv2.t39_c3_3 = alloca <16 x float>, align 64
+  %conv2.t39_c3_2 = alloca <16 x float>, align 64
+  %conv2.t39_c3_1 = alloca <16 x float>, align 64
+  %conv2.t39_c3_0 = alloca <16 x float>, align 64
+  %conv2.t39_c2_3 = alloca <16 x float>, align 64
+  %conv2.t39_c2_2 = alloca <16 x float>, align 64
+  %conv2.t39_c2_1 = alloca <16 x float>, align 64
+  %conv2.t39_c2_0 = alloca <16 x float>, align 64
+  %conv2.t39_c1_3 = alloca <16 x float>, align 64
+  %conv2.t39_c1_2 = alloca <16 x float>, align 64
+  %conv2.t39_c1_1 = alloca <16 x float>, align 64
+  %conv2.t39_c1_0 = alloca <16 x float>, align 64
+  %conv2.t39_c0_3 = alloca <16 x float>, align 64
+  %conv2.t39_c0_2 = alloca <16 x float>, align 64
+  %conv2.t39_c0_1 = alloca <16 x float>, align 64
+  %conv2.t39_c0_0 = alloca <16 x float>, align 64
+  %conv1.bi24 = alloca float, align 4
+  %conv1.best23 = alloca float, align 4
+  %conv1.t17_a3 = alloca <16 x float>, align 64
+  %conv1.t17_a2 = alloca <16 x float>, align 64
+  %conv1.t17_a1 = alloca <16 x float>, align 64
+  %conv1.t17_a0 = alloca <16 x float>, align 64
+  %conv1.t17_b3 = alloca <16 x float>, align 64
+  %conv1.t17_b2 = alloca <16 x float>, align 64
+  %conv1.t17_b1 = alloca <16 x float>, align 64
+  %conv1.t17_b0 = alloca <16 x float>, align 64
+  %conv1.t17_c3_3 = alloca <16 x float>, align 64
+  %conv1.t17_c3_2 = alloca <16 x float>, align 64
+  %conv1.t17_c3_1 = alloca <16 x float>, align 64
+  %conv1.t17_c3_0 = alloca <16 x float>, align 64
+  %conv1.t17_c2_3 = alloca <16 x float>, align 64
+  %conv1.t17_c2_2 = alloca <16 x float>, align 64
+  %conv1.t17_c2_1 = alloca <16 x float>, align 64
+  %conv1.t17_c2_0 = alloca <16 x float>, align 64
+  %conv1.t17_c1_3 = alloca <16 x float>, align 64
+  %conv1.t17_c1_2 = alloca <16 x float>, align 64
+  %conv1.t17_c1_1 = alloca <16 x float>, align 64
+  %conv1.t17_c1_0 = alloca <16 x float>, align 64
+  %conv1.t17_c0_3 = alloca <16 x float>, align 64
+  %conv1.t17_c0_2 = alloca <16 x float>, align 64
+  %conv1.t17_c0_1 = alloca <16 x float>, align 64
+  %conv1.t17_c0_0 = alloca <16 x float>, align 64
+  %conv1.t15_a5 = alloca <16 x float>, align 64
+  %conv1.t15_a4 = alloca <16 x float>, align 64
+  %conv1.t15_a3 = alloca <16 x float>, align 64
+  %conv1.t15_a2 = alloca <16 x float>, align 64
+  %conv1.t15_a1 = alloca <16 x float>, align 64
+  %conv1.t15_a0 = alloca <16 x float>, align 64
+  %conv1.t15_b3 = alloca <16 x float>, align 64
+  %conv1.t15_b2 = alloca <16 x float>, align 64
+  %conv1.t15_b1 = alloca <16 x float>, align 64
+  %conv1.t15_b0 = alloca <16 x float>, align 64
+  %conv1.t15_c5_3 = alloca <16 x float>, align 64
+  %conv1.t15_c5_2 = alloca <16 x float>, align 64
+  %conv1.t15_c5_1 = alloca <16 x float>, align 64
+  %conv1.t15_c5_0 = alloca <16 x float>, align 64
+  %conv1.t15_c4_3 = alloca <16 x float>, align 64
+  %conv1.t15_c4_2 = alloca <16 x float>, align 64
+  %conv1.t15_c4_1 = alloca <16 x float>, align 64
+  %conv1.t15_c4_0 = alloca <16 x float>, align 64
+  %conv1.t15_c3_3 = alloca <16 x float>, align 64
+  %conv1.t15_c3_2 = alloca <16 x float>, align 64
+  %conv1.t15_c3_1 = alloca <16 x float>, align 64
+  %conv1.t15_c3_0 = alloca <16 x float>, align 64
+  %conv1.t15_c2_3 = alloca <16 x float>, align 64
+  %conv1.t15_c2_2 = alloca <16 x float>, align 64
+  %conv1.t15_c2_1 = alloca <16 x float>, align 64
+  %conv1.t15_c2_0 = alloca <16 x float>, align 64
+  %conv1.t15_c1_3 = alloca <16 x float>, align 64
+  %conv1.t15_c1_2 = alloca <16 x float>, align 64
+  %conv1.t15_c1_1 = alloca <16 x float>, align 64
+  %conv1.t15_c1_0 = alloca <16 x float>, align 64
+  %conv1.t15_c0_3 = alloca <16 x float>, align 64
+  %conv1.t15_c0_2 = alloca <16 x float>, align 64
+  %conv1.t15_c0_1 = alloca <16 x float>, align 64
+  %conv1.t15_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j13.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j13.end ]
+conv1.g1:                                         ; preds = %conv1.j19.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j19.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j13.end
-  br label %conv2.g19
+conv1.g1.end:                                     ; preds = %conv1.j19.end
+  br label %conv2.g25
 
 conv1.j2:                                         ; preds = %conv1.c5.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c5.end ]
   br label %conv1.r3
 
 conv1.j2.end:                                     ; preds = %conv1.c5.end
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params25 = getelementptr inbounds float, ptr %params, i64 0
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 852992
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 50176, i32 16, i32 9, float 1.000000e+00, ptr %arena24, i32 50176, ptr %params25, i32 9, float 0.000000e+00, ptr %arena26, i32 16)
-  br label %conv1.j13
+  br label %conv1.nb13
 
 conv1.r3:                                         ; preds = %conv1.i4.end, %conv1.j2
   %conv1.r33 = phi i64 [ 0, %conv1.j2 ], [ %r3.next, %conv1.i4.end ]
@@ -2858,968 +7978,2338 @@ conv1.ox12:                                       ; preds = %conv1.ox12, %conv1.
 conv1.ox12.end:                                   ; preds = %conv1.ox12
   br label %conv1.endif20
 
-conv1.j13:                                        ; preds = %conv1.f14.end, %conv1.j2.end
-  %conv1.j1327 = phi i64 [ 0, %conv1.j2.end ], [ %j13.next, %conv1.f14.end ]
-  br label %conv1.f14
+conv1.nb13:                                       ; preds = %conv1.k18.end, %conv1.j2.end
+  %conv1.nb1324 = phi i64 [ 0, %conv1.j2.end ], [ %nb13.next, %conv1.k18.end ]
+  br label %conv1.mb14
 
-conv1.j13.end:                                    ; preds = %conv1.f14.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %106 = icmp slt i64 %g1.next, 1
-  br i1 %106, label %conv1.g1, label %conv1.g1.end
+conv1.nb13.end:                                   ; preds = %conv1.k18.end
+  br label %conv1.j19
 
-conv1.f14:                                        ; preds = %conv1.py15.end, %conv1.j13
-  %conv1.f1428 = phi i64 [ 0, %conv1.j13 ], [ %f14.next, %conv1.py15.end ]
-  br label %conv1.py15
+conv1.mb14:                                       ; preds = %conv1.k16.end, %conv1.nb13
+  %conv1.mb1425 = phi i64 [ 0, %conv1.nb13 ], [ %mb14.next, %conv1.k16.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t15_c5_3, align 64
+  br label %conv1.k16
 
-conv1.f14.end:                                    ; preds = %conv1.py15.end
-  %j13.next = add nsw i64 %conv1.j1327, 1
-  %107 = icmp slt i64 %j13.next, 64
-  br i1 %107, label %conv1.j13, label %conv1.j13.end
+conv1.mb14.end:                                   ; preds = %conv1.k16.end
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t17_c3_3, align 64
+  br label %conv1.k18
 
-conv1.py15:                                       ; preds = %conv1.px16.end, %conv1.f14
-  %conv1.py1529 = phi i64 [ 0, %conv1.f14 ], [ %py15.next, %conv1.px16.end ]
-  br label %conv1.px16
+conv1.k16:                                        ; preds = %conv1.k16, %conv1.mb14
+  %conv1.k1626 = phi i64 [ 0, %conv1.mb14 ], [ %k16.next, %conv1.k16 ]
+  %106 = mul nsw i64 %conv1.k1626, 50176
+  %107 = add nsw i64 401408, %106
+  %108 = mul nsw i64 %conv1.nb1324, 64
+  %109 = add nsw i64 %107, %108
+  %arena27 = getelementptr inbounds float, ptr %arena, i64 %109
+  %110 = load <16 x float>, ptr %arena27, align 4
+  store <16 x float> %110, ptr %conv1.t15_b0, align 64
+  %111 = mul nsw i64 %conv1.k1626, 50176
+  %112 = add nsw i64 401408, %111
+  %113 = mul nsw i64 %conv1.nb1324, 64
+  %114 = add nsw i64 %112, %113
+  %115 = add nsw i64 %114, 16
+  %arena28 = getelementptr inbounds float, ptr %arena, i64 %115
+  %116 = load <16 x float>, ptr %arena28, align 4
+  store <16 x float> %116, ptr %conv1.t15_b1, align 64
+  %117 = mul nsw i64 %conv1.k1626, 50176
+  %118 = add nsw i64 401408, %117
+  %119 = mul nsw i64 %conv1.nb1324, 64
+  %120 = add nsw i64 %118, %119
+  %121 = add nsw i64 %120, 32
+  %arena29 = getelementptr inbounds float, ptr %arena, i64 %121
+  %122 = load <16 x float>, ptr %arena29, align 4
+  store <16 x float> %122, ptr %conv1.t15_b2, align 64
+  %123 = mul nsw i64 %conv1.k1626, 50176
+  %124 = add nsw i64 401408, %123
+  %125 = mul nsw i64 %conv1.nb1324, 64
+  %126 = add nsw i64 %124, %125
+  %127 = add nsw i64 %126, 48
+  %arena30 = getelementptr inbounds float, ptr %arena, i64 %127
+  %128 = load <16 x float>, ptr %arena30, align 4
+  store <16 x float> %128, ptr %conv1.t15_b3, align 64
+  %129 = mul nsw i64 %conv1.mb1425, 6
+  %130 = mul nsw i64 %129, 9
+  %131 = add nsw i64 %130, %conv1.k1626
+  %params31 = getelementptr inbounds float, ptr %params, i64 %131
+  %132 = load float, ptr %params31, align 4
+  %133 = insertelement <16 x float> undef, float %132, i32 0
+  %134 = shufflevector <16 x float> %133, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %134, ptr %conv1.t15_a0, align 64
+  %t15_a0 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b0 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c0_0 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %135 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a0, <16 x float> %t15_b0, <16 x float> %t15_c0_0)
+  store <16 x float> %135, ptr %conv1.t15_c0_0, align 64
+  %t15_a032 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b1 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c0_1 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %136 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a032, <16 x float> %t15_b1, <16 x float> %t15_c0_1)
+  store <16 x float> %136, ptr %conv1.t15_c0_1, align 64
+  %t15_a033 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b2 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c0_2 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %137 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a033, <16 x float> %t15_b2, <16 x float> %t15_c0_2)
+  store <16 x float> %137, ptr %conv1.t15_c0_2, align 64
+  %t15_a034 = load <16 x float>, ptr %conv1.t15_a0, align 64
+  %t15_b3 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c0_3 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %138 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a034, <16 x float> %t15_b3, <16 x float> %t15_c0_3)
+  store <16 x float> %138, ptr %conv1.t15_c0_3, align 64
+  %139 = mul nsw i64 %conv1.mb1425, 6
+  %140 = add nsw i64 %139, 1
+  %141 = mul nsw i64 %140, 9
+  %142 = add nsw i64 %141, %conv1.k1626
+  %params35 = getelementptr inbounds float, ptr %params, i64 %142
+  %143 = load float, ptr %params35, align 4
+  %144 = insertelement <16 x float> undef, float %143, i32 0
+  %145 = shufflevector <16 x float> %144, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %145, ptr %conv1.t15_a1, align 64
+  %t15_a1 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b036 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c1_0 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %146 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a1, <16 x float> %t15_b036, <16 x float> %t15_c1_0)
+  store <16 x float> %146, ptr %conv1.t15_c1_0, align 64
+  %t15_a137 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b138 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c1_1 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %147 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a137, <16 x float> %t15_b138, <16 x float> %t15_c1_1)
+  store <16 x float> %147, ptr %conv1.t15_c1_1, align 64
+  %t15_a139 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b240 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c1_2 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %148 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a139, <16 x float> %t15_b240, <16 x float> %t15_c1_2)
+  store <16 x float> %148, ptr %conv1.t15_c1_2, align 64
+  %t15_a141 = load <16 x float>, ptr %conv1.t15_a1, align 64
+  %t15_b342 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c1_3 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %149 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a141, <16 x float> %t15_b342, <16 x float> %t15_c1_3)
+  store <16 x float> %149, ptr %conv1.t15_c1_3, align 64
+  %150 = mul nsw i64 %conv1.mb1425, 6
+  %151 = add nsw i64 %150, 2
+  %152 = mul nsw i64 %151, 9
+  %153 = add nsw i64 %152, %conv1.k1626
+  %params43 = getelementptr inbounds float, ptr %params, i64 %153
+  %154 = load float, ptr %params43, align 4
+  %155 = insertelement <16 x float> undef, float %154, i32 0
+  %156 = shufflevector <16 x float> %155, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %156, ptr %conv1.t15_a2, align 64
+  %t15_a2 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b044 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c2_0 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %157 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a2, <16 x float> %t15_b044, <16 x float> %t15_c2_0)
+  store <16 x float> %157, ptr %conv1.t15_c2_0, align 64
+  %t15_a245 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b146 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c2_1 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %158 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a245, <16 x float> %t15_b146, <16 x float> %t15_c2_1)
+  store <16 x float> %158, ptr %conv1.t15_c2_1, align 64
+  %t15_a247 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b248 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c2_2 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %159 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a247, <16 x float> %t15_b248, <16 x float> %t15_c2_2)
+  store <16 x float> %159, ptr %conv1.t15_c2_2, align 64
+  %t15_a249 = load <16 x float>, ptr %conv1.t15_a2, align 64
+  %t15_b350 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c2_3 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %160 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a249, <16 x float> %t15_b350, <16 x float> %t15_c2_3)
+  store <16 x float> %160, ptr %conv1.t15_c2_3, align 64
+  %161 = mul nsw i64 %conv1.mb1425, 6
+  %162 = add nsw i64 %161, 3
+  %163 = mul nsw i64 %162, 9
+  %164 = add nsw i64 %163, %conv1.k1626
+  %params51 = getelementptr inbounds float, ptr %params, i64 %164
+  %165 = load float, ptr %params51, align 4
+  %166 = insertelement <16 x float> undef, float %165, i32 0
+  %167 = shufflevector <16 x float> %166, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %167, ptr %conv1.t15_a3, align 64
+  %t15_a3 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b052 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c3_0 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %168 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a3, <16 x float> %t15_b052, <16 x float> %t15_c3_0)
+  store <16 x float> %168, ptr %conv1.t15_c3_0, align 64
+  %t15_a353 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b154 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c3_1 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %169 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a353, <16 x float> %t15_b154, <16 x float> %t15_c3_1)
+  store <16 x float> %169, ptr %conv1.t15_c3_1, align 64
+  %t15_a355 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b256 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c3_2 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %170 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a355, <16 x float> %t15_b256, <16 x float> %t15_c3_2)
+  store <16 x float> %170, ptr %conv1.t15_c3_2, align 64
+  %t15_a357 = load <16 x float>, ptr %conv1.t15_a3, align 64
+  %t15_b358 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c3_3 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %171 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a357, <16 x float> %t15_b358, <16 x float> %t15_c3_3)
+  store <16 x float> %171, ptr %conv1.t15_c3_3, align 64
+  %172 = mul nsw i64 %conv1.mb1425, 6
+  %173 = add nsw i64 %172, 4
+  %174 = mul nsw i64 %173, 9
+  %175 = add nsw i64 %174, %conv1.k1626
+  %params59 = getelementptr inbounds float, ptr %params, i64 %175
+  %176 = load float, ptr %params59, align 4
+  %177 = insertelement <16 x float> undef, float %176, i32 0
+  %178 = shufflevector <16 x float> %177, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %178, ptr %conv1.t15_a4, align 64
+  %t15_a4 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b060 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c4_0 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %179 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a4, <16 x float> %t15_b060, <16 x float> %t15_c4_0)
+  store <16 x float> %179, ptr %conv1.t15_c4_0, align 64
+  %t15_a461 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b162 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c4_1 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %180 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a461, <16 x float> %t15_b162, <16 x float> %t15_c4_1)
+  store <16 x float> %180, ptr %conv1.t15_c4_1, align 64
+  %t15_a463 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b264 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c4_2 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %181 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a463, <16 x float> %t15_b264, <16 x float> %t15_c4_2)
+  store <16 x float> %181, ptr %conv1.t15_c4_2, align 64
+  %t15_a465 = load <16 x float>, ptr %conv1.t15_a4, align 64
+  %t15_b366 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c4_3 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %182 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a465, <16 x float> %t15_b366, <16 x float> %t15_c4_3)
+  store <16 x float> %182, ptr %conv1.t15_c4_3, align 64
+  %183 = mul nsw i64 %conv1.mb1425, 6
+  %184 = add nsw i64 %183, 5
+  %185 = mul nsw i64 %184, 9
+  %186 = add nsw i64 %185, %conv1.k1626
+  %params67 = getelementptr inbounds float, ptr %params, i64 %186
+  %187 = load float, ptr %params67, align 4
+  %188 = insertelement <16 x float> undef, float %187, i32 0
+  %189 = shufflevector <16 x float> %188, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %189, ptr %conv1.t15_a5, align 64
+  %t15_a5 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b068 = load <16 x float>, ptr %conv1.t15_b0, align 64
+  %t15_c5_0 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %190 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a5, <16 x float> %t15_b068, <16 x float> %t15_c5_0)
+  store <16 x float> %190, ptr %conv1.t15_c5_0, align 64
+  %t15_a569 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b170 = load <16 x float>, ptr %conv1.t15_b1, align 64
+  %t15_c5_1 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %191 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a569, <16 x float> %t15_b170, <16 x float> %t15_c5_1)
+  store <16 x float> %191, ptr %conv1.t15_c5_1, align 64
+  %t15_a571 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b272 = load <16 x float>, ptr %conv1.t15_b2, align 64
+  %t15_c5_2 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %192 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a571, <16 x float> %t15_b272, <16 x float> %t15_c5_2)
+  store <16 x float> %192, ptr %conv1.t15_c5_2, align 64
+  %t15_a573 = load <16 x float>, ptr %conv1.t15_a5, align 64
+  %t15_b374 = load <16 x float>, ptr %conv1.t15_b3, align 64
+  %t15_c5_3 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %193 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t15_a573, <16 x float> %t15_b374, <16 x float> %t15_c5_3)
+  store <16 x float> %193, ptr %conv1.t15_c5_3, align 64
+  %k16.next = add nsw i64 %conv1.k1626, 1
+  %194 = icmp slt i64 %k16.next, 9
+  br i1 %194, label %conv1.k16, label %conv1.k16.end
 
-conv1.py15.end:                                   ; preds = %conv1.px16.end
-  %f14.next = add nsw i64 %conv1.f1428, 1
-  %108 = icmp slt i64 %f14.next, 16
-  br i1 %108, label %conv1.f14, label %conv1.f14.end
-
-conv1.px16:                                       ; preds = %conv1.px16, %conv1.py15
-  %conv1.px1630 = phi i64 [ 0, %conv1.py15 ], [ %px16.next, %conv1.px16 ]
-  %109 = mul nsw i64 %conv1.j1327, 784
-  %110 = mul nsw i64 %conv1.py1529, 56
-  %111 = mul nsw i64 %conv1.px1630, 2
-  %112 = add nsw i64 %110, %111
-  %113 = add nsw i64 %109, %112
-  %114 = mul nsw i64 %113, 16
-  %115 = add nsw i64 852992, %114
-  %116 = add nsw i64 %115, %conv1.f1428
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %116
-  %117 = load float, ptr %arena31, align 4
-  %118 = add nsw i64 144, %conv1.f1428
-  %params32 = getelementptr inbounds float, ptr %params, i64 %118
-  %119 = load float, ptr %params32, align 4
-  %120 = fadd float %117, %119
-  store float %120, ptr %conv1.best17, align 4
-  %121 = mul nsw i64 %conv1.py1529, 56
-  %122 = mul nsw i64 %conv1.px1630, 2
-  %123 = add nsw i64 %121, %122
-  %124 = sitofp i64 %123 to float
-  store float %124, ptr %conv1.bi18, align 4
-  %125 = mul nsw i64 %conv1.j1327, 784
-  %126 = mul nsw i64 %conv1.py1529, 56
-  %127 = mul nsw i64 %conv1.px1630, 2
-  %128 = add nsw i64 %126, %127
-  %129 = add nsw i64 %125, %128
-  %130 = mul nsw i64 %129, 16
-  %131 = add nsw i64 852992, %130
-  %132 = add nsw i64 %131, %conv1.f1428
-  %arena33 = getelementptr inbounds float, ptr %arena, i64 %132
-  %133 = load float, ptr %arena33, align 4
-  %134 = add nsw i64 144, %conv1.f1428
-  %params34 = getelementptr inbounds float, ptr %params, i64 %134
-  %135 = load float, ptr %params34, align 4
-  %136 = fadd float %133, %135
-  %best17 = load float, ptr %conv1.best17, align 4
-  %137 = fcmp ogt float %136, %best17
-  %138 = mul nsw i64 %conv1.py1529, 56
-  %139 = mul nsw i64 %conv1.px1630, 2
-  %140 = add nsw i64 %138, %139
-  %141 = sitofp i64 %140 to float
-  %bi18 = load float, ptr %conv1.bi18, align 4
-  %142 = select i1 %137, float %141, float %bi18
-  store float %142, ptr %conv1.bi18, align 4
-  %143 = mul nsw i64 %conv1.j1327, 784
-  %144 = mul nsw i64 %conv1.py1529, 56
-  %145 = mul nsw i64 %conv1.px1630, 2
-  %146 = add nsw i64 %144, %145
-  %147 = add nsw i64 %143, %146
-  %148 = mul nsw i64 %147, 16
-  %149 = add nsw i64 852992, %148
-  %150 = add nsw i64 %149, %conv1.f1428
-  %arena35 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena35, align 4
-  %152 = add nsw i64 144, %conv1.f1428
-  %params36 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params36, align 4
-  %154 = fadd float %151, %153
-  %best1737 = load float, ptr %conv1.best17, align 4
-  %155 = fcmp ogt float %154, %best1737
-  %156 = mul nsw i64 %conv1.j1327, 784
-  %157 = mul nsw i64 %conv1.py1529, 56
-  %158 = mul nsw i64 %conv1.px1630, 2
-  %159 = add nsw i64 %157, %158
-  %160 = add nsw i64 %156, %159
-  %161 = mul nsw i64 %160, 16
-  %162 = add nsw i64 852992, %161
-  %163 = add nsw i64 %162, %conv1.f1428
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %163
-  %164 = load float, ptr %arena38, align 4
-  %165 = add nsw i64 144, %conv1.f1428
-  %params39 = getelementptr inbounds float, ptr %params, i64 %165
-  %166 = load float, ptr %params39, align 4
-  %167 = fadd float %164, %166
-  %best1740 = load float, ptr %conv1.best17, align 4
-  %168 = select i1 %155, float %167, float %best1740
-  store float %168, ptr %conv1.best17, align 4
-  %169 = mul nsw i64 %conv1.j1327, 784
-  %170 = mul nsw i64 %conv1.py1529, 56
-  %171 = mul nsw i64 %conv1.px1630, 2
-  %172 = add nsw i64 %170, %171
-  %173 = add nsw i64 %172, 1
-  %174 = add nsw i64 %169, %173
-  %175 = mul nsw i64 %174, 16
-  %176 = add nsw i64 852992, %175
-  %177 = add nsw i64 %176, %conv1.f1428
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %177
-  %178 = load float, ptr %arena41, align 4
-  %179 = add nsw i64 144, %conv1.f1428
-  %params42 = getelementptr inbounds float, ptr %params, i64 %179
-  %180 = load float, ptr %params42, align 4
-  %181 = fadd float %178, %180
-  %best1743 = load float, ptr %conv1.best17, align 4
-  %182 = fcmp ogt float %181, %best1743
-  %183 = mul nsw i64 %conv1.py1529, 56
-  %184 = mul nsw i64 %conv1.px1630, 2
-  %185 = add nsw i64 %183, %184
-  %186 = add nsw i64 %185, 1
-  %187 = sitofp i64 %186 to float
-  %bi1844 = load float, ptr %conv1.bi18, align 4
-  %188 = select i1 %182, float %187, float %bi1844
-  store float %188, ptr %conv1.bi18, align 4
-  %189 = mul nsw i64 %conv1.j1327, 784
-  %190 = mul nsw i64 %conv1.py1529, 56
-  %191 = mul nsw i64 %conv1.px1630, 2
-  %192 = add nsw i64 %190, %191
-  %193 = add nsw i64 %192, 1
-  %194 = add nsw i64 %189, %193
-  %195 = mul nsw i64 %194, 16
-  %196 = add nsw i64 852992, %195
-  %197 = add nsw i64 %196, %conv1.f1428
-  %arena45 = getelementptr inbounds float, ptr %arena, i64 %197
-  %198 = load float, ptr %arena45, align 4
-  %199 = add nsw i64 144, %conv1.f1428
-  %params46 = getelementptr inbounds float, ptr %params, i64 %199
-  %200 = load float, ptr %params46, align 4
-  %201 = fadd float %198, %200
-  %best1747 = load float, ptr %conv1.best17, align 4
-  %202 = fcmp ogt float %201, %best1747
-  %203 = mul nsw i64 %conv1.j1327, 784
-  %204 = mul nsw i64 %conv1.py1529, 56
-  %205 = mul nsw i64 %conv1.px1630, 2
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 1
-  %208 = add nsw i64 %203, %207
-  %209 = mul nsw i64 %208, 16
-  %210 = add nsw i64 852992, %209
-  %211 = add nsw i64 %210, %conv1.f1428
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %211
-  %212 = load float, ptr %arena48, align 4
-  %213 = add nsw i64 144, %conv1.f1428
-  %params49 = getelementptr inbounds float, ptr %params, i64 %213
-  %214 = load float, ptr %params49, align 4
-  %215 = fadd float %212, %214
-  %best1750 = load float, ptr %conv1.best17, align 4
-  %216 = select i1 %202, float %215, float %best1750
-  store float %216, ptr %conv1.best17, align 4
-  %217 = mul nsw i64 %conv1.j1327, 784
-  %218 = mul nsw i64 %conv1.py1529, 56
-  %219 = mul nsw i64 %conv1.px1630, 2
-  %220 = add nsw i64 %218, %219
-  %221 = add nsw i64 %220, 28
-  %222 = add nsw i64 %217, %221
-  %223 = mul nsw i64 %222, 16
-  %224 = add nsw i64 852992, %223
-  %225 = add nsw i64 %224, %conv1.f1428
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %225
-  %226 = load float, ptr %arena51, align 4
-  %227 = add nsw i64 144, %conv1.f1428
-  %params52 = getelementptr inbounds float, ptr %params, i64 %227
-  %228 = load float, ptr %params52, align 4
-  %229 = fadd float %226, %228
-  %best1753 = load float, ptr %conv1.best17, align 4
-  %230 = fcmp ogt float %229, %best1753
-  %231 = mul nsw i64 %conv1.py1529, 56
-  %232 = mul nsw i64 %conv1.px1630, 2
-  %233 = add nsw i64 %231, %232
-  %234 = add nsw i64 %233, 28
-  %235 = sitofp i64 %234 to float
-  %bi1854 = load float, ptr %conv1.bi18, align 4
-  %236 = select i1 %230, float %235, float %bi1854
-  store float %236, ptr %conv1.bi18, align 4
-  %237 = mul nsw i64 %conv1.j1327, 784
-  %238 = mul nsw i64 %conv1.py1529, 56
-  %239 = mul nsw i64 %conv1.px1630, 2
-  %240 = add nsw i64 %238, %239
-  %241 = add nsw i64 %240, 28
-  %242 = add nsw i64 %237, %241
-  %243 = mul nsw i64 %242, 16
-  %244 = add nsw i64 852992, %243
-  %245 = add nsw i64 %244, %conv1.f1428
-  %arena55 = getelementptr inbounds float, ptr %arena, i64 %245
-  %246 = load float, ptr %arena55, align 4
-  %247 = add nsw i64 144, %conv1.f1428
-  %params56 = getelementptr inbounds float, ptr %params, i64 %247
-  %248 = load float, ptr %params56, align 4
-  %249 = fadd float %246, %248
-  %best1757 = load float, ptr %conv1.best17, align 4
-  %250 = fcmp ogt float %249, %best1757
-  %251 = mul nsw i64 %conv1.j1327, 784
-  %252 = mul nsw i64 %conv1.py1529, 56
-  %253 = mul nsw i64 %conv1.px1630, 2
-  %254 = add nsw i64 %252, %253
-  %255 = add nsw i64 %254, 28
-  %256 = add nsw i64 %251, %255
-  %257 = mul nsw i64 %256, 16
-  %258 = add nsw i64 852992, %257
-  %259 = add nsw i64 %258, %conv1.f1428
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %259
-  %260 = load float, ptr %arena58, align 4
-  %261 = add nsw i64 144, %conv1.f1428
-  %params59 = getelementptr inbounds float, ptr %params, i64 %261
-  %262 = load float, ptr %params59, align 4
-  %263 = fadd float %260, %262
-  %best1760 = load float, ptr %conv1.best17, align 4
-  %264 = select i1 %250, float %263, float %best1760
-  store float %264, ptr %conv1.best17, align 4
-  %265 = mul nsw i64 %conv1.j1327, 784
-  %266 = mul nsw i64 %conv1.py1529, 56
-  %267 = mul nsw i64 %conv1.px1630, 2
-  %268 = add nsw i64 %266, %267
-  %269 = add nsw i64 %268, 28
-  %270 = add nsw i64 %269, 1
-  %271 = add nsw i64 %265, %270
-  %272 = mul nsw i64 %271, 16
-  %273 = add nsw i64 852992, %272
-  %274 = add nsw i64 %273, %conv1.f1428
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %274
-  %275 = load float, ptr %arena61, align 4
-  %276 = add nsw i64 144, %conv1.f1428
-  %params62 = getelementptr inbounds float, ptr %params, i64 %276
-  %277 = load float, ptr %params62, align 4
-  %278 = fadd float %275, %277
-  %best1763 = load float, ptr %conv1.best17, align 4
-  %279 = fcmp ogt float %278, %best1763
-  %280 = mul nsw i64 %conv1.py1529, 56
-  %281 = mul nsw i64 %conv1.px1630, 2
-  %282 = add nsw i64 %280, %281
-  %283 = add nsw i64 %282, 28
-  %284 = add nsw i64 %283, 1
-  %285 = sitofp i64 %284 to float
-  %bi1864 = load float, ptr %conv1.bi18, align 4
-  %286 = select i1 %279, float %285, float %bi1864
-  store float %286, ptr %conv1.bi18, align 4
-  %287 = mul nsw i64 %conv1.j1327, 784
-  %288 = mul nsw i64 %conv1.py1529, 56
-  %289 = mul nsw i64 %conv1.px1630, 2
+conv1.k16.end:                                    ; preds = %conv1.k16
+  %t15_c0_075 = load <16 x float>, ptr %conv1.t15_c0_0, align 64
+  %195 = mul nsw i64 %conv1.mb1425, 6
+  %196 = mul nsw i64 %195, 50176
+  %197 = add nsw i64 852992, %196
+  %198 = mul nsw i64 %conv1.nb1324, 64
+  %199 = add nsw i64 %197, %198
+  %arena76 = getelementptr inbounds float, ptr %arena, i64 %199
+  store <16 x float> %t15_c0_075, ptr %arena76, align 4
+  %t15_c0_177 = load <16 x float>, ptr %conv1.t15_c0_1, align 64
+  %200 = mul nsw i64 %conv1.mb1425, 6
+  %201 = mul nsw i64 %200, 50176
+  %202 = add nsw i64 852992, %201
+  %203 = mul nsw i64 %conv1.nb1324, 64
+  %204 = add nsw i64 %202, %203
+  %205 = add nsw i64 %204, 16
+  %arena78 = getelementptr inbounds float, ptr %arena, i64 %205
+  store <16 x float> %t15_c0_177, ptr %arena78, align 4
+  %t15_c0_279 = load <16 x float>, ptr %conv1.t15_c0_2, align 64
+  %206 = mul nsw i64 %conv1.mb1425, 6
+  %207 = mul nsw i64 %206, 50176
+  %208 = add nsw i64 852992, %207
+  %209 = mul nsw i64 %conv1.nb1324, 64
+  %210 = add nsw i64 %208, %209
+  %211 = add nsw i64 %210, 32
+  %arena80 = getelementptr inbounds float, ptr %arena, i64 %211
+  store <16 x float> %t15_c0_279, ptr %arena80, align 4
+  %t15_c0_381 = load <16 x float>, ptr %conv1.t15_c0_3, align 64
+  %212 = mul nsw i64 %conv1.mb1425, 6
+  %213 = mul nsw i64 %212, 50176
+  %214 = add nsw i64 852992, %213
+  %215 = mul nsw i64 %conv1.nb1324, 64
+  %216 = add nsw i64 %214, %215
+  %217 = add nsw i64 %216, 48
+  %arena82 = getelementptr inbounds float, ptr %arena, i64 %217
+  store <16 x float> %t15_c0_381, ptr %arena82, align 4
+  %t15_c1_083 = load <16 x float>, ptr %conv1.t15_c1_0, align 64
+  %218 = mul nsw i64 %conv1.mb1425, 6
+  %219 = add nsw i64 %218, 1
+  %220 = mul nsw i64 %219, 50176
+  %221 = add nsw i64 852992, %220
+  %222 = mul nsw i64 %conv1.nb1324, 64
+  %223 = add nsw i64 %221, %222
+  %arena84 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t15_c1_083, ptr %arena84, align 4
+  %t15_c1_185 = load <16 x float>, ptr %conv1.t15_c1_1, align 64
+  %224 = mul nsw i64 %conv1.mb1425, 6
+  %225 = add nsw i64 %224, 1
+  %226 = mul nsw i64 %225, 50176
+  %227 = add nsw i64 852992, %226
+  %228 = mul nsw i64 %conv1.nb1324, 64
+  %229 = add nsw i64 %227, %228
+  %230 = add nsw i64 %229, 16
+  %arena86 = getelementptr inbounds float, ptr %arena, i64 %230
+  store <16 x float> %t15_c1_185, ptr %arena86, align 4
+  %t15_c1_287 = load <16 x float>, ptr %conv1.t15_c1_2, align 64
+  %231 = mul nsw i64 %conv1.mb1425, 6
+  %232 = add nsw i64 %231, 1
+  %233 = mul nsw i64 %232, 50176
+  %234 = add nsw i64 852992, %233
+  %235 = mul nsw i64 %conv1.nb1324, 64
+  %236 = add nsw i64 %234, %235
+  %237 = add nsw i64 %236, 32
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %237
+  store <16 x float> %t15_c1_287, ptr %arena88, align 4
+  %t15_c1_389 = load <16 x float>, ptr %conv1.t15_c1_3, align 64
+  %238 = mul nsw i64 %conv1.mb1425, 6
+  %239 = add nsw i64 %238, 1
+  %240 = mul nsw i64 %239, 50176
+  %241 = add nsw i64 852992, %240
+  %242 = mul nsw i64 %conv1.nb1324, 64
+  %243 = add nsw i64 %241, %242
+  %244 = add nsw i64 %243, 48
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %244
+  store <16 x float> %t15_c1_389, ptr %arena90, align 4
+  %t15_c2_091 = load <16 x float>, ptr %conv1.t15_c2_0, align 64
+  %245 = mul nsw i64 %conv1.mb1425, 6
+  %246 = add nsw i64 %245, 2
+  %247 = mul nsw i64 %246, 50176
+  %248 = add nsw i64 852992, %247
+  %249 = mul nsw i64 %conv1.nb1324, 64
+  %250 = add nsw i64 %248, %249
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t15_c2_091, ptr %arena92, align 4
+  %t15_c2_193 = load <16 x float>, ptr %conv1.t15_c2_1, align 64
+  %251 = mul nsw i64 %conv1.mb1425, 6
+  %252 = add nsw i64 %251, 2
+  %253 = mul nsw i64 %252, 50176
+  %254 = add nsw i64 852992, %253
+  %255 = mul nsw i64 %conv1.nb1324, 64
+  %256 = add nsw i64 %254, %255
+  %257 = add nsw i64 %256, 16
+  %arena94 = getelementptr inbounds float, ptr %arena, i64 %257
+  store <16 x float> %t15_c2_193, ptr %arena94, align 4
+  %t15_c2_295 = load <16 x float>, ptr %conv1.t15_c2_2, align 64
+  %258 = mul nsw i64 %conv1.mb1425, 6
+  %259 = add nsw i64 %258, 2
+  %260 = mul nsw i64 %259, 50176
+  %261 = add nsw i64 852992, %260
+  %262 = mul nsw i64 %conv1.nb1324, 64
+  %263 = add nsw i64 %261, %262
+  %264 = add nsw i64 %263, 32
+  %arena96 = getelementptr inbounds float, ptr %arena, i64 %264
+  store <16 x float> %t15_c2_295, ptr %arena96, align 4
+  %t15_c2_397 = load <16 x float>, ptr %conv1.t15_c2_3, align 64
+  %265 = mul nsw i64 %conv1.mb1425, 6
+  %266 = add nsw i64 %265, 2
+  %267 = mul nsw i64 %266, 50176
+  %268 = add nsw i64 852992, %267
+  %269 = mul nsw i64 %conv1.nb1324, 64
+  %270 = add nsw i64 %268, %269
+  %271 = add nsw i64 %270, 48
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %271
+  store <16 x float> %t15_c2_397, ptr %arena98, align 4
+  %t15_c3_099 = load <16 x float>, ptr %conv1.t15_c3_0, align 64
+  %272 = mul nsw i64 %conv1.mb1425, 6
+  %273 = add nsw i64 %272, 3
+  %274 = mul nsw i64 %273, 50176
+  %275 = add nsw i64 852992, %274
+  %276 = mul nsw i64 %conv1.nb1324, 64
+  %277 = add nsw i64 %275, %276
+  %arena100 = getelementptr inbounds float, ptr %arena, i64 %277
+  store <16 x float> %t15_c3_099, ptr %arena100, align 4
+  %t15_c3_1101 = load <16 x float>, ptr %conv1.t15_c3_1, align 64
+  %278 = mul nsw i64 %conv1.mb1425, 6
+  %279 = add nsw i64 %278, 3
+  %280 = mul nsw i64 %279, 50176
+  %281 = add nsw i64 852992, %280
+  %282 = mul nsw i64 %conv1.nb1324, 64
+  %283 = add nsw i64 %281, %282
+  %284 = add nsw i64 %283, 16
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %284
+  store <16 x float> %t15_c3_1101, ptr %arena102, align 4
+  %t15_c3_2103 = load <16 x float>, ptr %conv1.t15_c3_2, align 64
+  %285 = mul nsw i64 %conv1.mb1425, 6
+  %286 = add nsw i64 %285, 3
+  %287 = mul nsw i64 %286, 50176
+  %288 = add nsw i64 852992, %287
+  %289 = mul nsw i64 %conv1.nb1324, 64
   %290 = add nsw i64 %288, %289
-  %291 = add nsw i64 %290, 28
-  %292 = add nsw i64 %291, 1
-  %293 = add nsw i64 %287, %292
-  %294 = mul nsw i64 %293, 16
+  %291 = add nsw i64 %290, 32
+  %arena104 = getelementptr inbounds float, ptr %arena, i64 %291
+  store <16 x float> %t15_c3_2103, ptr %arena104, align 4
+  %t15_c3_3105 = load <16 x float>, ptr %conv1.t15_c3_3, align 64
+  %292 = mul nsw i64 %conv1.mb1425, 6
+  %293 = add nsw i64 %292, 3
+  %294 = mul nsw i64 %293, 50176
   %295 = add nsw i64 852992, %294
-  %296 = add nsw i64 %295, %conv1.f1428
-  %arena65 = getelementptr inbounds float, ptr %arena, i64 %296
-  %297 = load float, ptr %arena65, align 4
-  %298 = add nsw i64 144, %conv1.f1428
-  %params66 = getelementptr inbounds float, ptr %params, i64 %298
-  %299 = load float, ptr %params66, align 4
-  %300 = fadd float %297, %299
-  %best1767 = load float, ptr %conv1.best17, align 4
-  %301 = fcmp ogt float %300, %best1767
-  %302 = mul nsw i64 %conv1.j1327, 784
-  %303 = mul nsw i64 %conv1.py1529, 56
-  %304 = mul nsw i64 %conv1.px1630, 2
-  %305 = add nsw i64 %303, %304
-  %306 = add nsw i64 %305, 28
-  %307 = add nsw i64 %306, 1
-  %308 = add nsw i64 %302, %307
-  %309 = mul nsw i64 %308, 16
-  %310 = add nsw i64 852992, %309
-  %311 = add nsw i64 %310, %conv1.f1428
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %311
-  %312 = load float, ptr %arena68, align 4
-  %313 = add nsw i64 144, %conv1.f1428
-  %params69 = getelementptr inbounds float, ptr %params, i64 %313
-  %314 = load float, ptr %params69, align 4
-  %315 = fadd float %312, %314
-  %best1770 = load float, ptr %conv1.best17, align 4
-  %316 = select i1 %301, float %315, float %best1770
-  store float %316, ptr %conv1.best17, align 4
-  %best1771 = load float, ptr %conv1.best17, align 4
-  %317 = fcmp ogt float %best1771, 0.000000e+00
-  %best1772 = load float, ptr %conv1.best17, align 4
-  %318 = select i1 %317, float %best1772, float 0.000000e+00
-  %319 = mul nsw i64 %conv1.g11, 64
-  %320 = add nsw i64 %319, %conv1.j1327
-  %321 = mul nsw i64 %320, 3136
-  %322 = mul nsw i64 %conv1.f1428, 196
-  %323 = add nsw i64 %321, %322
-  %324 = mul nsw i64 %conv1.py1529, 14
-  %325 = add nsw i64 %323, %324
-  %326 = add nsw i64 %325, %conv1.px1630
-  %arena73 = getelementptr inbounds float, ptr %arena, i64 %326
-  store float %318, ptr %arena73, align 4
-  %bi1874 = load float, ptr %conv1.bi18, align 4
-  %327 = mul nsw i64 %conv1.g11, 64
-  %328 = add nsw i64 %327, %conv1.j1327
-  %329 = mul nsw i64 %328, 3136
-  %330 = mul nsw i64 %conv1.f1428, 196
+  %296 = mul nsw i64 %conv1.nb1324, 64
+  %297 = add nsw i64 %295, %296
+  %298 = add nsw i64 %297, 48
+  %arena106 = getelementptr inbounds float, ptr %arena, i64 %298
+  store <16 x float> %t15_c3_3105, ptr %arena106, align 4
+  %t15_c4_0107 = load <16 x float>, ptr %conv1.t15_c4_0, align 64
+  %299 = mul nsw i64 %conv1.mb1425, 6
+  %300 = add nsw i64 %299, 4
+  %301 = mul nsw i64 %300, 50176
+  %302 = add nsw i64 852992, %301
+  %303 = mul nsw i64 %conv1.nb1324, 64
+  %304 = add nsw i64 %302, %303
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %304
+  store <16 x float> %t15_c4_0107, ptr %arena108, align 4
+  %t15_c4_1109 = load <16 x float>, ptr %conv1.t15_c4_1, align 64
+  %305 = mul nsw i64 %conv1.mb1425, 6
+  %306 = add nsw i64 %305, 4
+  %307 = mul nsw i64 %306, 50176
+  %308 = add nsw i64 852992, %307
+  %309 = mul nsw i64 %conv1.nb1324, 64
+  %310 = add nsw i64 %308, %309
+  %311 = add nsw i64 %310, 16
+  %arena110 = getelementptr inbounds float, ptr %arena, i64 %311
+  store <16 x float> %t15_c4_1109, ptr %arena110, align 4
+  %t15_c4_2111 = load <16 x float>, ptr %conv1.t15_c4_2, align 64
+  %312 = mul nsw i64 %conv1.mb1425, 6
+  %313 = add nsw i64 %312, 4
+  %314 = mul nsw i64 %313, 50176
+  %315 = add nsw i64 852992, %314
+  %316 = mul nsw i64 %conv1.nb1324, 64
+  %317 = add nsw i64 %315, %316
+  %318 = add nsw i64 %317, 32
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %318
+  store <16 x float> %t15_c4_2111, ptr %arena112, align 4
+  %t15_c4_3113 = load <16 x float>, ptr %conv1.t15_c4_3, align 64
+  %319 = mul nsw i64 %conv1.mb1425, 6
+  %320 = add nsw i64 %319, 4
+  %321 = mul nsw i64 %320, 50176
+  %322 = add nsw i64 852992, %321
+  %323 = mul nsw i64 %conv1.nb1324, 64
+  %324 = add nsw i64 %322, %323
+  %325 = add nsw i64 %324, 48
+  %arena114 = getelementptr inbounds float, ptr %arena, i64 %325
+  store <16 x float> %t15_c4_3113, ptr %arena114, align 4
+  %t15_c5_0115 = load <16 x float>, ptr %conv1.t15_c5_0, align 64
+  %326 = mul nsw i64 %conv1.mb1425, 6
+  %327 = add nsw i64 %326, 5
+  %328 = mul nsw i64 %327, 50176
+  %329 = add nsw i64 852992, %328
+  %330 = mul nsw i64 %conv1.nb1324, 64
   %331 = add nsw i64 %329, %330
-  %332 = mul nsw i64 %conv1.py1529, 14
-  %333 = add nsw i64 %331, %332
-  %334 = add nsw i64 %333, %conv1.px1630
-  %335 = add nsw i64 200704, %334
-  %arena75 = getelementptr inbounds float, ptr %arena, i64 %335
-  store float %bi1874, ptr %arena75, align 4
-  %px16.next = add nsw i64 %conv1.px1630, 1
-  %336 = icmp slt i64 %px16.next, 14
-  br i1 %336, label %conv1.px16, label %conv1.px16.end
+  %arena116 = getelementptr inbounds float, ptr %arena, i64 %331
+  store <16 x float> %t15_c5_0115, ptr %arena116, align 4
+  %t15_c5_1117 = load <16 x float>, ptr %conv1.t15_c5_1, align 64
+  %332 = mul nsw i64 %conv1.mb1425, 6
+  %333 = add nsw i64 %332, 5
+  %334 = mul nsw i64 %333, 50176
+  %335 = add nsw i64 852992, %334
+  %336 = mul nsw i64 %conv1.nb1324, 64
+  %337 = add nsw i64 %335, %336
+  %338 = add nsw i64 %337, 16
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %338
+  store <16 x float> %t15_c5_1117, ptr %arena118, align 4
+  %t15_c5_2119 = load <16 x float>, ptr %conv1.t15_c5_2, align 64
+  %339 = mul nsw i64 %conv1.mb1425, 6
+  %340 = add nsw i64 %339, 5
+  %341 = mul nsw i64 %340, 50176
+  %342 = add nsw i64 852992, %341
+  %343 = mul nsw i64 %conv1.nb1324, 64
+  %344 = add nsw i64 %342, %343
+  %345 = add nsw i64 %344, 32
+  %arena120 = getelementptr inbounds float, ptr %arena, i64 %345
+  store <16 x float> %t15_c5_2119, ptr %arena120, align 4
+  %t15_c5_3121 = load <16 x float>, ptr %conv1.t15_c5_3, align 64
+  %346 = mul nsw i64 %conv1.mb1425, 6
+  %347 = add nsw i64 %346, 5
+  %348 = mul nsw i64 %347, 50176
+  %349 = add nsw i64 852992, %348
+  %350 = mul nsw i64 %conv1.nb1324, 64
+  %351 = add nsw i64 %349, %350
+  %352 = add nsw i64 %351, 48
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %352
+  store <16 x float> %t15_c5_3121, ptr %arena122, align 4
+  %mb14.next = add nsw i64 %conv1.mb1425, 1
+  %353 = icmp slt i64 %mb14.next, 2
+  br i1 %353, label %conv1.mb14, label %conv1.mb14.end
 
-conv1.px16.end:                                   ; preds = %conv1.px16
-  %py15.next = add nsw i64 %conv1.py1529, 1
-  %337 = icmp slt i64 %py15.next, 14
-  br i1 %337, label %conv1.py15, label %conv1.py15.end
-
-conv2.g19:                                        ; preds = %conv2.j31.end, %conv1.g1.end
-  %conv2.g1976 = phi i64 [ 0, %conv1.g1.end ], [ %g19.next, %conv2.j31.end ]
-  br label %conv2.j20
-
-conv2.g19.end:                                    ; preds = %conv2.j31.end
-  %arena151 = getelementptr inbounds float, ptr %arena, i64 200704
-  %params152 = getelementptr inbounds float, ptr %params, i64 4800
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena151, i32 1568, ptr %params152, i32 1568, float 0.000000e+00, ptr %arena153, i32 128)
-  br label %fc1.n37
-
-conv2.j20:                                        ; preds = %conv2.c23.end, %conv2.g19
-  %conv2.j2077 = phi i64 [ 0, %conv2.g19 ], [ %j20.next, %conv2.c23.end ]
-  br label %conv2.r21
-
-conv2.j20.end:                                    ; preds = %conv2.c23.end
-  %arena99 = getelementptr inbounds float, ptr %arena, i64 401408
-  %params100 = getelementptr inbounds float, ptr %params, i64 160
-  %arena101 = getelementptr inbounds float, ptr %arena, i64 2207744
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 12544, i32 32, i32 144, float 1.000000e+00, ptr %arena99, i32 12544, ptr %params100, i32 144, float 0.000000e+00, ptr %arena101, i32 32)
-  br label %conv2.j31
-
-conv2.r21:                                        ; preds = %conv2.i22.end, %conv2.j20
-  %conv2.r2178 = phi i64 [ 0, %conv2.j20 ], [ %r21.next, %conv2.i22.end ]
-  br label %conv2.i22
-
-conv2.r21.end:                                    ; preds = %conv2.i22.end
-  br label %conv2.c23
-
-conv2.i22:                                        ; preds = %conv2.i22, %conv2.r21
-  %conv2.i2279 = phi i64 [ 0, %conv2.r21 ], [ %i22.next, %conv2.i22 ]
-  %338 = mul nsw i64 %conv2.r2178, 12544
-  %339 = add nsw i64 401408, %338
-  %340 = mul nsw i64 %conv2.j2077, 196
-  %341 = add nsw i64 %339, %340
-  %342 = add nsw i64 %341, %conv2.i2279
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %342
-  store float 0.000000e+00, ptr %arena80, align 4
-  %i22.next = add nsw i64 %conv2.i2279, 1
-  %343 = icmp slt i64 %i22.next, 196
-  br i1 %343, label %conv2.i22, label %conv2.i22.end
-
-conv2.i22.end:                                    ; preds = %conv2.i22
-  %r21.next = add nsw i64 %conv2.r2178, 1
-  %344 = icmp slt i64 %r21.next, 144
-  br i1 %344, label %conv2.r21, label %conv2.r21.end
-
-conv2.c23:                                        ; preds = %conv2.ky24.end, %conv2.r21.end
-  %conv2.c2381 = phi i64 [ 0, %conv2.r21.end ], [ %c23.next, %conv2.ky24.end ]
-  br label %conv2.ky24
-
-conv2.c23.end:                                    ; preds = %conv2.ky24.end
-  %j20.next = add nsw i64 %conv2.j2077, 1
-  %345 = icmp slt i64 %j20.next, 64
-  br i1 %345, label %conv2.j20, label %conv2.j20.end
-
-conv2.ky24:                                       ; preds = %conv2.oy29.end, %conv2.c23
-  %conv2.ky2482 = phi i64 [ 0, %conv2.c23 ], [ %ky24.next, %conv2.oy29.end ]
-  br label %conv2.oy25
-
-conv2.ky24.end:                                   ; preds = %conv2.oy29.end
-  %c23.next = add nsw i64 %conv2.c2381, 1
-  %346 = icmp slt i64 %c23.next, 16
-  br i1 %346, label %conv2.c23, label %conv2.c23.end
-
-conv2.oy25:                                       ; preds = %conv2.endif, %conv2.ky24
-  %conv2.oy2583 = phi i64 [ 0, %conv2.ky24 ], [ %oy25.next, %conv2.endif ]
-  %347 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %348 = add nsw i64 %347, -1
-  %349 = icmp slt i64 -1, %348
-  %350 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %351 = add nsw i64 %350, -1
-  %352 = icmp slt i64 %351, 14
-  %353 = and i1 %349, %352
-  br i1 %353, label %conv2.then, label %conv2.endif
-
-conv2.oy25.end:                                   ; preds = %conv2.endif
-  br label %conv2.oy27
-
-conv2.then:                                       ; preds = %conv2.oy25
-  br label %conv2.ox26
-
-conv2.endif:                                      ; preds = %conv2.ox26.end, %conv2.oy25
-  %oy25.next = add nsw i64 %conv2.oy2583, 1
-  %354 = icmp slt i64 %oy25.next, 14
-  br i1 %354, label %conv2.oy25, label %conv2.oy25.end
-
-conv2.ox26:                                       ; preds = %conv2.ox26, %conv2.then
-  %conv2.ox2684 = phi i64 [ 0, %conv2.then ], [ %ox26.next, %conv2.ox26 ]
-  %355 = mul nsw i64 %conv2.g1976, 64
-  %356 = add nsw i64 %355, %conv2.j2077
-  %357 = mul nsw i64 %356, 3136
-  %358 = mul nsw i64 %conv2.c2381, 196
-  %359 = add nsw i64 %357, %358
-  %360 = add nsw i64 %conv2.oy2583, %conv2.ky2482
-  %361 = add nsw i64 %360, -1
-  %362 = mul nsw i64 %361, 14
-  %363 = add nsw i64 %359, %362
-  %364 = add nsw i64 %conv2.ox2684, 1
-  %365 = add nsw i64 %364, -1
-  %366 = add nsw i64 %363, %365
-  %arena85 = getelementptr inbounds float, ptr %arena, i64 %366
-  %367 = load float, ptr %arena85, align 4
-  %368 = mul nsw i64 %conv2.c2381, 3
-  %369 = add nsw i64 %368, %conv2.ky2482
-  %370 = mul nsw i64 %369, 3
-  %371 = mul nsw i64 %370, 12544
+conv1.k18:                                        ; preds = %conv1.k18, %conv1.mb14.end
+  %conv1.k18123 = phi i64 [ 0, %conv1.mb14.end ], [ %k18.next, %conv1.k18 ]
+  %354 = mul nsw i64 %conv1.k18123, 50176
+  %355 = add nsw i64 401408, %354
+  %356 = mul nsw i64 %conv1.nb1324, 64
+  %357 = add nsw i64 %355, %356
+  %arena124 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load <16 x float>, ptr %arena124, align 4
+  store <16 x float> %358, ptr %conv1.t17_b0, align 64
+  %359 = mul nsw i64 %conv1.k18123, 50176
+  %360 = add nsw i64 401408, %359
+  %361 = mul nsw i64 %conv1.nb1324, 64
+  %362 = add nsw i64 %360, %361
+  %363 = add nsw i64 %362, 16
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %363
+  %364 = load <16 x float>, ptr %arena125, align 4
+  store <16 x float> %364, ptr %conv1.t17_b1, align 64
+  %365 = mul nsw i64 %conv1.k18123, 50176
+  %366 = add nsw i64 401408, %365
+  %367 = mul nsw i64 %conv1.nb1324, 64
+  %368 = add nsw i64 %366, %367
+  %369 = add nsw i64 %368, 32
+  %arena126 = getelementptr inbounds float, ptr %arena, i64 %369
+  %370 = load <16 x float>, ptr %arena126, align 4
+  store <16 x float> %370, ptr %conv1.t17_b2, align 64
+  %371 = mul nsw i64 %conv1.k18123, 50176
   %372 = add nsw i64 401408, %371
-  %373 = mul nsw i64 %conv2.j2077, 196
+  %373 = mul nsw i64 %conv1.nb1324, 64
   %374 = add nsw i64 %372, %373
-  %375 = mul nsw i64 %conv2.oy2583, 14
-  %376 = add nsw i64 %374, %375
-  %377 = add nsw i64 %conv2.ox2684, 1
-  %378 = add nsw i64 %376, %377
-  %arena86 = getelementptr inbounds float, ptr %arena, i64 %378
-  store float %367, ptr %arena86, align 4
-  %ox26.next = add nsw i64 %conv2.ox2684, 1
-  %379 = icmp slt i64 %ox26.next, 13
-  br i1 %379, label %conv2.ox26, label %conv2.ox26.end
+  %375 = add nsw i64 %374, 48
+  %arena127 = getelementptr inbounds float, ptr %arena, i64 %375
+  %376 = load <16 x float>, ptr %arena127, align 4
+  store <16 x float> %376, ptr %conv1.t17_b3, align 64
+  %377 = add nsw i64 108, %conv1.k18123
+  %params128 = getelementptr inbounds float, ptr %params, i64 %377
+  %378 = load float, ptr %params128, align 4
+  %379 = insertelement <16 x float> undef, float %378, i32 0
+  %380 = shufflevector <16 x float> %379, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %380, ptr %conv1.t17_a0, align 64
+  %t17_a0 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b0 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c0_0 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %381 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0, <16 x float> %t17_b0, <16 x float> %t17_c0_0)
+  store <16 x float> %381, ptr %conv1.t17_c0_0, align 64
+  %t17_a0129 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b1 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c0_1 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %382 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0129, <16 x float> %t17_b1, <16 x float> %t17_c0_1)
+  store <16 x float> %382, ptr %conv1.t17_c0_1, align 64
+  %t17_a0130 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b2 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c0_2 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %383 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0130, <16 x float> %t17_b2, <16 x float> %t17_c0_2)
+  store <16 x float> %383, ptr %conv1.t17_c0_2, align 64
+  %t17_a0131 = load <16 x float>, ptr %conv1.t17_a0, align 64
+  %t17_b3 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c0_3 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %384 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a0131, <16 x float> %t17_b3, <16 x float> %t17_c0_3)
+  store <16 x float> %384, ptr %conv1.t17_c0_3, align 64
+  %385 = add nsw i64 117, %conv1.k18123
+  %params132 = getelementptr inbounds float, ptr %params, i64 %385
+  %386 = load float, ptr %params132, align 4
+  %387 = insertelement <16 x float> undef, float %386, i32 0
+  %388 = shufflevector <16 x float> %387, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %388, ptr %conv1.t17_a1, align 64
+  %t17_a1 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b0133 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c1_0 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %389 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1, <16 x float> %t17_b0133, <16 x float> %t17_c1_0)
+  store <16 x float> %389, ptr %conv1.t17_c1_0, align 64
+  %t17_a1134 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b1135 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c1_1 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %390 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1134, <16 x float> %t17_b1135, <16 x float> %t17_c1_1)
+  store <16 x float> %390, ptr %conv1.t17_c1_1, align 64
+  %t17_a1136 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b2137 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c1_2 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %391 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1136, <16 x float> %t17_b2137, <16 x float> %t17_c1_2)
+  store <16 x float> %391, ptr %conv1.t17_c1_2, align 64
+  %t17_a1138 = load <16 x float>, ptr %conv1.t17_a1, align 64
+  %t17_b3139 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c1_3 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %392 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a1138, <16 x float> %t17_b3139, <16 x float> %t17_c1_3)
+  store <16 x float> %392, ptr %conv1.t17_c1_3, align 64
+  %393 = add nsw i64 126, %conv1.k18123
+  %params140 = getelementptr inbounds float, ptr %params, i64 %393
+  %394 = load float, ptr %params140, align 4
+  %395 = insertelement <16 x float> undef, float %394, i32 0
+  %396 = shufflevector <16 x float> %395, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %396, ptr %conv1.t17_a2, align 64
+  %t17_a2 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b0141 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c2_0 = load <16 x float>, ptr %conv1.t17_c2_0, align 64
+  %397 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2, <16 x float> %t17_b0141, <16 x float> %t17_c2_0)
+  store <16 x float> %397, ptr %conv1.t17_c2_0, align 64
+  %t17_a2142 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b1143 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c2_1 = load <16 x float>, ptr %conv1.t17_c2_1, align 64
+  %398 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2142, <16 x float> %t17_b1143, <16 x float> %t17_c2_1)
+  store <16 x float> %398, ptr %conv1.t17_c2_1, align 64
+  %t17_a2144 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b2145 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c2_2 = load <16 x float>, ptr %conv1.t17_c2_2, align 64
+  %399 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2144, <16 x float> %t17_b2145, <16 x float> %t17_c2_2)
+  store <16 x float> %399, ptr %conv1.t17_c2_2, align 64
+  %t17_a2146 = load <16 x float>, ptr %conv1.t17_a2, align 64
+  %t17_b3147 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c2_3 = load <16 x float>, ptr %conv1.t17_c2_3, align 64
+  %400 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a2146, <16 x float> %t17_b3147, <16 x float> %t17_c2_3)
+  store <16 x float> %400, ptr %conv1.t17_c2_3, align 64
+  %401 = add nsw i64 135, %conv1.k18123
+  %params148 = getelementptr inbounds float, ptr %params, i64 %401
+  %402 = load float, ptr %params148, align 4
+  %403 = insertelement <16 x float> undef, float %402, i32 0
+  %404 = shufflevector <16 x float> %403, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %404, ptr %conv1.t17_a3, align 64
+  %t17_a3 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b0149 = load <16 x float>, ptr %conv1.t17_b0, align 64
+  %t17_c3_0 = load <16 x float>, ptr %conv1.t17_c3_0, align 64
+  %405 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3, <16 x float> %t17_b0149, <16 x float> %t17_c3_0)
+  store <16 x float> %405, ptr %conv1.t17_c3_0, align 64
+  %t17_a3150 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b1151 = load <16 x float>, ptr %conv1.t17_b1, align 64
+  %t17_c3_1 = load <16 x float>, ptr %conv1.t17_c3_1, align 64
+  %406 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3150, <16 x float> %t17_b1151, <16 x float> %t17_c3_1)
+  store <16 x float> %406, ptr %conv1.t17_c3_1, align 64
+  %t17_a3152 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b2153 = load <16 x float>, ptr %conv1.t17_b2, align 64
+  %t17_c3_2 = load <16 x float>, ptr %conv1.t17_c3_2, align 64
+  %407 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3152, <16 x float> %t17_b2153, <16 x float> %t17_c3_2)
+  store <16 x float> %407, ptr %conv1.t17_c3_2, align 64
+  %t17_a3154 = load <16 x float>, ptr %conv1.t17_a3, align 64
+  %t17_b3155 = load <16 x float>, ptr %conv1.t17_b3, align 64
+  %t17_c3_3 = load <16 x float>, ptr %conv1.t17_c3_3, align 64
+  %408 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t17_a3154, <16 x float> %t17_b3155, <16 x float> %t17_c3_3)
+  store <16 x float> %408, ptr %conv1.t17_c3_3, align 64
+  %k18.next = add nsw i64 %conv1.k18123, 1
+  %409 = icmp slt i64 %k18.next, 9
+  br i1 %409, label %conv1.k18, label %conv1.k18.end
 
-conv2.ox26.end:                                   ; preds = %conv2.ox26
-  br label %conv2.endif
+conv1.k18.end:                                    ; preds = %conv1.k18
+  %t17_c0_0156 = load <16 x float>, ptr %conv1.t17_c0_0, align 64
+  %410 = mul nsw i64 %conv1.nb1324, 64
+  %411 = add nsw i64 1455104, %410
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %411
+  store <16 x float> %t17_c0_0156, ptr %arena157, align 4
+  %t17_c0_1158 = load <16 x float>, ptr %conv1.t17_c0_1, align 64
+  %412 = mul nsw i64 %conv1.nb1324, 64
+  %413 = add nsw i64 1455104, %412
+  %414 = add nsw i64 %413, 16
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %414
+  store <16 x float> %t17_c0_1158, ptr %arena159, align 4
+  %t17_c0_2160 = load <16 x float>, ptr %conv1.t17_c0_2, align 64
+  %415 = mul nsw i64 %conv1.nb1324, 64
+  %416 = add nsw i64 1455104, %415
+  %417 = add nsw i64 %416, 32
+  %arena161 = getelementptr inbounds float, ptr %arena, i64 %417
+  store <16 x float> %t17_c0_2160, ptr %arena161, align 4
+  %t17_c0_3162 = load <16 x float>, ptr %conv1.t17_c0_3, align 64
+  %418 = mul nsw i64 %conv1.nb1324, 64
+  %419 = add nsw i64 1455104, %418
+  %420 = add nsw i64 %419, 48
+  %arena163 = getelementptr inbounds float, ptr %arena, i64 %420
+  store <16 x float> %t17_c0_3162, ptr %arena163, align 4
+  %t17_c1_0164 = load <16 x float>, ptr %conv1.t17_c1_0, align 64
+  %421 = mul nsw i64 %conv1.nb1324, 64
+  %422 = add nsw i64 1505280, %421
+  %arena165 = getelementptr inbounds float, ptr %arena, i64 %422
+  store <16 x float> %t17_c1_0164, ptr %arena165, align 4
+  %t17_c1_1166 = load <16 x float>, ptr %conv1.t17_c1_1, align 64
+  %423 = mul nsw i64 %conv1.nb1324, 64
+  %424 = add nsw i64 1505280, %423
+  %425 = add nsw i64 %424, 16
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %425
+  store <16 x float> %t17_c1_1166, ptr %arena167, align 4
+  %t17_c1_2168 = load <16 x float>, ptr %conv1.t17_c1_2, align 64
+  %426 = mul nsw i64 %conv1.nb1324, 64
+  %427 = add nsw i64 1505280, %426
+  %428 = add nsw i64 %427, 32
+  %arena169 = getelementptr inbounds float, ptr %arena, i64 %428
+  store <16 x float> %t17_c1_2168, ptr %arena169, align 4
+  %t17_c1_3170 = load <16 x float>, ptr %conv1.t17_c1_3, align 64
+  %429 = mul nsw i64 %conv1.nb1324, 64
+  %430 = add nsw i64 1505280, %429
+  %431 = add nsw i64 %430, 48
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 %431
+  store <16 x float> %t17_c1_3170, ptr %arena171, align 4
+  %t17_c2_0172 = load <16 x float>, ptr %conv1.t17_c2_0, align 64
+  %432 = mul nsw i64 %conv1.nb1324, 64
+  %433 = add nsw i64 1555456, %432
+  %arena173 = getelementptr inbounds float, ptr %arena, i64 %433
+  store <16 x float> %t17_c2_0172, ptr %arena173, align 4
+  %t17_c2_1174 = load <16 x float>, ptr %conv1.t17_c2_1, align 64
+  %434 = mul nsw i64 %conv1.nb1324, 64
+  %435 = add nsw i64 1555456, %434
+  %436 = add nsw i64 %435, 16
+  %arena175 = getelementptr inbounds float, ptr %arena, i64 %436
+  store <16 x float> %t17_c2_1174, ptr %arena175, align 4
+  %t17_c2_2176 = load <16 x float>, ptr %conv1.t17_c2_2, align 64
+  %437 = mul nsw i64 %conv1.nb1324, 64
+  %438 = add nsw i64 1555456, %437
+  %439 = add nsw i64 %438, 32
+  %arena177 = getelementptr inbounds float, ptr %arena, i64 %439
+  store <16 x float> %t17_c2_2176, ptr %arena177, align 4
+  %t17_c2_3178 = load <16 x float>, ptr %conv1.t17_c2_3, align 64
+  %440 = mul nsw i64 %conv1.nb1324, 64
+  %441 = add nsw i64 1555456, %440
+  %442 = add nsw i64 %441, 48
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 %442
+  store <16 x float> %t17_c2_3178, ptr %arena179, align 4
+  %t17_c3_0180 = load <16 x float>, ptr %conv1.t17_c3_0, align 64
+  %443 = mul nsw i64 %conv1.nb1324, 64
+  %444 = add nsw i64 1605632, %443
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 %444
+  store <16 x float> %t17_c3_0180, ptr %arena181, align 4
+  %t17_c3_1182 = load <16 x float>, ptr %conv1.t17_c3_1, align 64
+  %445 = mul nsw i64 %conv1.nb1324, 64
+  %446 = add nsw i64 1605632, %445
+  %447 = add nsw i64 %446, 16
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %447
+  store <16 x float> %t17_c3_1182, ptr %arena183, align 4
+  %t17_c3_2184 = load <16 x float>, ptr %conv1.t17_c3_2, align 64
+  %448 = mul nsw i64 %conv1.nb1324, 64
+  %449 = add nsw i64 1605632, %448
+  %450 = add nsw i64 %449, 32
+  %arena185 = getelementptr inbounds float, ptr %arena, i64 %450
+  store <16 x float> %t17_c3_2184, ptr %arena185, align 4
+  %t17_c3_3186 = load <16 x float>, ptr %conv1.t17_c3_3, align 64
+  %451 = mul nsw i64 %conv1.nb1324, 64
+  %452 = add nsw i64 1605632, %451
+  %453 = add nsw i64 %452, 48
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %453
+  store <16 x float> %t17_c3_3186, ptr %arena187, align 4
+  %nb13.next = add nsw i64 %conv1.nb1324, 1
+  %454 = icmp slt i64 %nb13.next, 784
+  br i1 %454, label %conv1.nb13, label %conv1.nb13.end
 
-conv2.oy27:                                       ; preds = %conv2.endif89, %conv2.oy25.end
-  %conv2.oy2787 = phi i64 [ 0, %conv2.oy25.end ], [ %oy27.next, %conv2.endif89 ]
-  %380 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %381 = add nsw i64 %380, -1
-  %382 = icmp slt i64 -1, %381
-  %383 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %384 = add nsw i64 %383, -1
-  %385 = icmp slt i64 %384, 14
-  %386 = and i1 %382, %385
-  br i1 %386, label %conv2.then88, label %conv2.endif89
+conv1.j19:                                        ; preds = %conv1.f20.end, %conv1.nb13.end
+  %conv1.j19188 = phi i64 [ 0, %conv1.nb13.end ], [ %j19.next, %conv1.f20.end ]
+  br label %conv1.f20
 
-conv2.oy27.end:                                   ; preds = %conv2.endif89
-  br label %conv2.oy29
+conv1.j19.end:                                    ; preds = %conv1.f20.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %455 = icmp slt i64 %g1.next, 1
+  br i1 %455, label %conv1.g1, label %conv1.g1.end
 
-conv2.then88:                                     ; preds = %conv2.oy27
-  br label %conv2.ox28
+conv1.f20:                                        ; preds = %conv1.py21.end, %conv1.j19
+  %conv1.f20189 = phi i64 [ 0, %conv1.j19 ], [ %f20.next, %conv1.py21.end ]
+  br label %conv1.py21
 
-conv2.endif89:                                    ; preds = %conv2.ox28.end, %conv2.oy27
-  %oy27.next = add nsw i64 %conv2.oy2787, 1
-  %387 = icmp slt i64 %oy27.next, 14
-  br i1 %387, label %conv2.oy27, label %conv2.oy27.end
+conv1.f20.end:                                    ; preds = %conv1.py21.end
+  %j19.next = add nsw i64 %conv1.j19188, 1
+  %456 = icmp slt i64 %j19.next, 64
+  br i1 %456, label %conv1.j19, label %conv1.j19.end
 
-conv2.ox28:                                       ; preds = %conv2.ox28, %conv2.then88
-  %conv2.ox2890 = phi i64 [ 0, %conv2.then88 ], [ %ox28.next, %conv2.ox28 ]
-  %388 = mul nsw i64 %conv2.g1976, 64
-  %389 = add nsw i64 %388, %conv2.j2077
-  %390 = mul nsw i64 %389, 3136
-  %391 = mul nsw i64 %conv2.c2381, 196
-  %392 = add nsw i64 %390, %391
-  %393 = add nsw i64 %conv2.oy2787, %conv2.ky2482
-  %394 = add nsw i64 %393, -1
-  %395 = mul nsw i64 %394, 14
-  %396 = add nsw i64 %392, %395
-  %397 = add nsw i64 %396, %conv2.ox2890
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %397
-  %398 = load float, ptr %arena91, align 4
-  %399 = mul nsw i64 %conv2.c2381, 3
-  %400 = add nsw i64 %399, %conv2.ky2482
-  %401 = mul nsw i64 %400, 3
-  %402 = add nsw i64 %401, 1
-  %403 = mul nsw i64 %402, 12544
-  %404 = add nsw i64 401408, %403
-  %405 = mul nsw i64 %conv2.j2077, 196
-  %406 = add nsw i64 %404, %405
-  %407 = mul nsw i64 %conv2.oy2787, 14
-  %408 = add nsw i64 %406, %407
-  %409 = add nsw i64 %408, %conv2.ox2890
-  %arena92 = getelementptr inbounds float, ptr %arena, i64 %409
-  store float %398, ptr %arena92, align 4
-  %ox28.next = add nsw i64 %conv2.ox2890, 1
-  %410 = icmp slt i64 %ox28.next, 14
-  br i1 %410, label %conv2.ox28, label %conv2.ox28.end
+conv1.py21:                                       ; preds = %conv1.px22.end, %conv1.f20
+  %conv1.py21190 = phi i64 [ 0, %conv1.f20 ], [ %py21.next, %conv1.px22.end ]
+  br label %conv1.px22
 
-conv2.ox28.end:                                   ; preds = %conv2.ox28
-  br label %conv2.endif89
+conv1.py21.end:                                   ; preds = %conv1.px22.end
+  %f20.next = add nsw i64 %conv1.f20189, 1
+  %457 = icmp slt i64 %f20.next, 16
+  br i1 %457, label %conv1.f20, label %conv1.f20.end
 
-conv2.oy29:                                       ; preds = %conv2.endif95, %conv2.oy27.end
-  %conv2.oy2993 = phi i64 [ 0, %conv2.oy27.end ], [ %oy29.next, %conv2.endif95 ]
-  %411 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %412 = add nsw i64 %411, -1
-  %413 = icmp slt i64 -1, %412
-  %414 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %415 = add nsw i64 %414, -1
-  %416 = icmp slt i64 %415, 14
-  %417 = and i1 %413, %416
-  br i1 %417, label %conv2.then94, label %conv2.endif95
-
-conv2.oy29.end:                                   ; preds = %conv2.endif95
-  %ky24.next = add nsw i64 %conv2.ky2482, 1
-  %418 = icmp slt i64 %ky24.next, 3
-  br i1 %418, label %conv2.ky24, label %conv2.ky24.end
-
-conv2.then94:                                     ; preds = %conv2.oy29
-  br label %conv2.ox30
-
-conv2.endif95:                                    ; preds = %conv2.ox30.end, %conv2.oy29
-  %oy29.next = add nsw i64 %conv2.oy2993, 1
-  %419 = icmp slt i64 %oy29.next, 14
-  br i1 %419, label %conv2.oy29, label %conv2.oy29.end
-
-conv2.ox30:                                       ; preds = %conv2.ox30, %conv2.then94
-  %conv2.ox3096 = phi i64 [ 0, %conv2.then94 ], [ %ox30.next, %conv2.ox30 ]
-  %420 = mul nsw i64 %conv2.g1976, 64
-  %421 = add nsw i64 %420, %conv2.j2077
-  %422 = mul nsw i64 %421, 3136
-  %423 = mul nsw i64 %conv2.c2381, 196
-  %424 = add nsw i64 %422, %423
-  %425 = add nsw i64 %conv2.oy2993, %conv2.ky2482
-  %426 = add nsw i64 %425, -1
-  %427 = mul nsw i64 %426, 14
-  %428 = add nsw i64 %424, %427
-  %429 = add nsw i64 %conv2.ox3096, 1
-  %430 = add nsw i64 %428, %429
-  %arena97 = getelementptr inbounds float, ptr %arena, i64 %430
-  %431 = load float, ptr %arena97, align 4
-  %432 = mul nsw i64 %conv2.c2381, 3
-  %433 = add nsw i64 %432, %conv2.ky2482
-  %434 = mul nsw i64 %433, 3
-  %435 = add nsw i64 %434, 2
-  %436 = mul nsw i64 %435, 12544
-  %437 = add nsw i64 401408, %436
-  %438 = mul nsw i64 %conv2.j2077, 196
-  %439 = add nsw i64 %437, %438
-  %440 = mul nsw i64 %conv2.oy2993, 14
-  %441 = add nsw i64 %439, %440
-  %442 = add nsw i64 %441, %conv2.ox3096
-  %arena98 = getelementptr inbounds float, ptr %arena, i64 %442
-  store float %431, ptr %arena98, align 4
-  %ox30.next = add nsw i64 %conv2.ox3096, 1
-  %443 = icmp slt i64 %ox30.next, 13
-  br i1 %443, label %conv2.ox30, label %conv2.ox30.end
-
-conv2.ox30.end:                                   ; preds = %conv2.ox30
-  br label %conv2.endif95
-
-conv2.j31:                                        ; preds = %conv2.f32.end, %conv2.j20.end
-  %conv2.j31102 = phi i64 [ 0, %conv2.j20.end ], [ %j31.next, %conv2.f32.end ]
-  br label %conv2.f32
-
-conv2.j31.end:                                    ; preds = %conv2.f32.end
-  %g19.next = add nsw i64 %conv2.g1976, 1
-  %444 = icmp slt i64 %g19.next, 1
-  br i1 %444, label %conv2.g19, label %conv2.g19.end
-
-conv2.f32:                                        ; preds = %conv2.py33.end, %conv2.j31
-  %conv2.f32103 = phi i64 [ 0, %conv2.j31 ], [ %f32.next, %conv2.py33.end ]
-  br label %conv2.py33
-
-conv2.f32.end:                                    ; preds = %conv2.py33.end
-  %j31.next = add nsw i64 %conv2.j31102, 1
-  %445 = icmp slt i64 %j31.next, 64
-  br i1 %445, label %conv2.j31, label %conv2.j31.end
-
-conv2.py33:                                       ; preds = %conv2.px34.end, %conv2.f32
-  %conv2.py33104 = phi i64 [ 0, %conv2.f32 ], [ %py33.next, %conv2.px34.end ]
-  br label %conv2.px34
-
-conv2.py33.end:                                   ; preds = %conv2.px34.end
-  %f32.next = add nsw i64 %conv2.f32103, 1
-  %446 = icmp slt i64 %f32.next, 32
-  br i1 %446, label %conv2.f32, label %conv2.f32.end
-
-conv2.px34:                                       ; preds = %conv2.px34, %conv2.py33
-  %conv2.px34105 = phi i64 [ 0, %conv2.py33 ], [ %px34.next, %conv2.px34 ]
-  %447 = mul nsw i64 %conv2.j31102, 196
-  %448 = mul nsw i64 %conv2.py33104, 28
-  %449 = mul nsw i64 %conv2.px34105, 2
-  %450 = add nsw i64 %448, %449
-  %451 = add nsw i64 %447, %450
-  %452 = mul nsw i64 %451, 32
-  %453 = add nsw i64 2207744, %452
-  %454 = add nsw i64 %453, %conv2.f32103
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %454
-  %455 = load float, ptr %arena106, align 4
-  %456 = add nsw i64 4768, %conv2.f32103
-  %params107 = getelementptr inbounds float, ptr %params, i64 %456
-  %457 = load float, ptr %params107, align 4
-  %458 = fadd float %455, %457
-  store float %458, ptr %conv2.best35, align 4
-  %459 = mul nsw i64 %conv2.py33104, 28
-  %460 = mul nsw i64 %conv2.px34105, 2
+conv1.px22:                                       ; preds = %conv1.px22, %conv1.py21
+  %conv1.px22191 = phi i64 [ 0, %conv1.py21 ], [ %px22.next, %conv1.px22 ]
+  %458 = mul nsw i64 %conv1.f20189, 50176
+  %459 = add nsw i64 852992, %458
+  %460 = mul nsw i64 %conv1.j19188, 784
   %461 = add nsw i64 %459, %460
-  %462 = sitofp i64 %461 to float
-  store float %462, ptr %conv2.bi36, align 4
-  %463 = mul nsw i64 %conv2.j31102, 196
-  %464 = mul nsw i64 %conv2.py33104, 28
-  %465 = mul nsw i64 %conv2.px34105, 2
-  %466 = add nsw i64 %464, %465
-  %467 = add nsw i64 %463, %466
-  %468 = mul nsw i64 %467, 32
-  %469 = add nsw i64 2207744, %468
-  %470 = add nsw i64 %469, %conv2.f32103
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 %470
-  %471 = load float, ptr %arena108, align 4
-  %472 = add nsw i64 4768, %conv2.f32103
-  %params109 = getelementptr inbounds float, ptr %params, i64 %472
-  %473 = load float, ptr %params109, align 4
-  %474 = fadd float %471, %473
-  %best35 = load float, ptr %conv2.best35, align 4
-  %475 = fcmp ogt float %474, %best35
-  %476 = mul nsw i64 %conv2.py33104, 28
-  %477 = mul nsw i64 %conv2.px34105, 2
-  %478 = add nsw i64 %476, %477
-  %479 = sitofp i64 %478 to float
-  %bi36 = load float, ptr %conv2.bi36, align 4
-  %480 = select i1 %475, float %479, float %bi36
-  store float %480, ptr %conv2.bi36, align 4
-  %481 = mul nsw i64 %conv2.j31102, 196
-  %482 = mul nsw i64 %conv2.py33104, 28
-  %483 = mul nsw i64 %conv2.px34105, 2
-  %484 = add nsw i64 %482, %483
-  %485 = add nsw i64 %481, %484
-  %486 = mul nsw i64 %485, 32
-  %487 = add nsw i64 2207744, %486
-  %488 = add nsw i64 %487, %conv2.f32103
-  %arena110 = getelementptr inbounds float, ptr %arena, i64 %488
-  %489 = load float, ptr %arena110, align 4
-  %490 = add nsw i64 4768, %conv2.f32103
-  %params111 = getelementptr inbounds float, ptr %params, i64 %490
-  %491 = load float, ptr %params111, align 4
-  %492 = fadd float %489, %491
-  %best35112 = load float, ptr %conv2.best35, align 4
-  %493 = fcmp ogt float %492, %best35112
-  %494 = mul nsw i64 %conv2.j31102, 196
-  %495 = mul nsw i64 %conv2.py33104, 28
-  %496 = mul nsw i64 %conv2.px34105, 2
-  %497 = add nsw i64 %495, %496
-  %498 = add nsw i64 %494, %497
-  %499 = mul nsw i64 %498, 32
-  %500 = add nsw i64 2207744, %499
-  %501 = add nsw i64 %500, %conv2.f32103
-  %arena113 = getelementptr inbounds float, ptr %arena, i64 %501
-  %502 = load float, ptr %arena113, align 4
-  %503 = add nsw i64 4768, %conv2.f32103
-  %params114 = getelementptr inbounds float, ptr %params, i64 %503
-  %504 = load float, ptr %params114, align 4
-  %505 = fadd float %502, %504
-  %best35115 = load float, ptr %conv2.best35, align 4
-  %506 = select i1 %493, float %505, float %best35115
-  store float %506, ptr %conv2.best35, align 4
-  %507 = mul nsw i64 %conv2.j31102, 196
-  %508 = mul nsw i64 %conv2.py33104, 28
-  %509 = mul nsw i64 %conv2.px34105, 2
-  %510 = add nsw i64 %508, %509
-  %511 = add nsw i64 %510, 1
-  %512 = add nsw i64 %507, %511
-  %513 = mul nsw i64 %512, 32
-  %514 = add nsw i64 2207744, %513
-  %515 = add nsw i64 %514, %conv2.f32103
-  %arena116 = getelementptr inbounds float, ptr %arena, i64 %515
-  %516 = load float, ptr %arena116, align 4
-  %517 = add nsw i64 4768, %conv2.f32103
-  %params117 = getelementptr inbounds float, ptr %params, i64 %517
-  %518 = load float, ptr %params117, align 4
-  %519 = fadd float %516, %518
-  %best35118 = load float, ptr %conv2.best35, align 4
-  %520 = fcmp ogt float %519, %best35118
-  %521 = mul nsw i64 %conv2.py33104, 28
-  %522 = mul nsw i64 %conv2.px34105, 2
-  %523 = add nsw i64 %521, %522
-  %524 = add nsw i64 %523, 1
-  %525 = sitofp i64 %524 to float
-  %bi36119 = load float, ptr %conv2.bi36, align 4
-  %526 = select i1 %520, float %525, float %bi36119
-  store float %526, ptr %conv2.bi36, align 4
-  %527 = mul nsw i64 %conv2.j31102, 196
-  %528 = mul nsw i64 %conv2.py33104, 28
-  %529 = mul nsw i64 %conv2.px34105, 2
-  %530 = add nsw i64 %528, %529
-  %531 = add nsw i64 %530, 1
-  %532 = add nsw i64 %527, %531
-  %533 = mul nsw i64 %532, 32
-  %534 = add nsw i64 2207744, %533
-  %535 = add nsw i64 %534, %conv2.f32103
-  %arena120 = getelementptr inbounds float, ptr %arena, i64 %535
-  %536 = load float, ptr %arena120, align 4
-  %537 = add nsw i64 4768, %conv2.f32103
-  %params121 = getelementptr inbounds float, ptr %params, i64 %537
-  %538 = load float, ptr %params121, align 4
-  %539 = fadd float %536, %538
-  %best35122 = load float, ptr %conv2.best35, align 4
-  %540 = fcmp ogt float %539, %best35122
-  %541 = mul nsw i64 %conv2.j31102, 196
-  %542 = mul nsw i64 %conv2.py33104, 28
-  %543 = mul nsw i64 %conv2.px34105, 2
+  %462 = mul nsw i64 %conv1.py21190, 56
+  %463 = mul nsw i64 %conv1.px22191, 2
+  %464 = add nsw i64 %462, %463
+  %465 = add nsw i64 %461, %464
+  %arena192 = getelementptr inbounds float, ptr %arena, i64 %465
+  %466 = load float, ptr %arena192, align 4
+  %467 = add nsw i64 144, %conv1.f20189
+  %params193 = getelementptr inbounds float, ptr %params, i64 %467
+  %468 = load float, ptr %params193, align 4
+  %469 = fadd float %466, %468
+  store float %469, ptr %conv1.best23, align 4
+  %470 = mul nsw i64 %conv1.py21190, 56
+  %471 = mul nsw i64 %conv1.px22191, 2
+  %472 = add nsw i64 %470, %471
+  %473 = sitofp i64 %472 to float
+  store float %473, ptr %conv1.bi24, align 4
+  %474 = mul nsw i64 %conv1.f20189, 50176
+  %475 = add nsw i64 852992, %474
+  %476 = mul nsw i64 %conv1.j19188, 784
+  %477 = add nsw i64 %475, %476
+  %478 = mul nsw i64 %conv1.py21190, 56
+  %479 = mul nsw i64 %conv1.px22191, 2
+  %480 = add nsw i64 %478, %479
+  %481 = add nsw i64 %477, %480
+  %arena194 = getelementptr inbounds float, ptr %arena, i64 %481
+  %482 = load float, ptr %arena194, align 4
+  %483 = add nsw i64 144, %conv1.f20189
+  %params195 = getelementptr inbounds float, ptr %params, i64 %483
+  %484 = load float, ptr %params195, align 4
+  %485 = fadd float %482, %484
+  %best23 = load float, ptr %conv1.best23, align 4
+  %486 = fcmp ogt float %485, %best23
+  %487 = mul nsw i64 %conv1.py21190, 56
+  %488 = mul nsw i64 %conv1.px22191, 2
+  %489 = add nsw i64 %487, %488
+  %490 = sitofp i64 %489 to float
+  %bi24 = load float, ptr %conv1.bi24, align 4
+  %491 = select i1 %486, float %490, float %bi24
+  store float %491, ptr %conv1.bi24, align 4
+  %492 = mul nsw i64 %conv1.f20189, 50176
+  %493 = add nsw i64 852992, %492
+  %494 = mul nsw i64 %conv1.j19188, 784
+  %495 = add nsw i64 %493, %494
+  %496 = mul nsw i64 %conv1.py21190, 56
+  %497 = mul nsw i64 %conv1.px22191, 2
+  %498 = add nsw i64 %496, %497
+  %499 = add nsw i64 %495, %498
+  %arena196 = getelementptr inbounds float, ptr %arena, i64 %499
+  %500 = load float, ptr %arena196, align 4
+  %501 = add nsw i64 144, %conv1.f20189
+  %params197 = getelementptr inbounds float, ptr %params, i64 %501
+  %502 = load float, ptr %params197, align 4
+  %503 = fadd float %500, %502
+  %best23198 = load float, ptr %conv1.best23, align 4
+  %504 = fcmp ogt float %503, %best23198
+  %505 = mul nsw i64 %conv1.f20189, 50176
+  %506 = add nsw i64 852992, %505
+  %507 = mul nsw i64 %conv1.j19188, 784
+  %508 = add nsw i64 %506, %507
+  %509 = mul nsw i64 %conv1.py21190, 56
+  %510 = mul nsw i64 %conv1.px22191, 2
+  %511 = add nsw i64 %509, %510
+  %512 = add nsw i64 %508, %511
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %512
+  %513 = load float, ptr %arena199, align 4
+  %514 = add nsw i64 144, %conv1.f20189
+  %params200 = getelementptr inbounds float, ptr %params, i64 %514
+  %515 = load float, ptr %params200, align 4
+  %516 = fadd float %513, %515
+  %best23201 = load float, ptr %conv1.best23, align 4
+  %517 = select i1 %504, float %516, float %best23201
+  store float %517, ptr %conv1.best23, align 4
+  %518 = mul nsw i64 %conv1.f20189, 50176
+  %519 = add nsw i64 852992, %518
+  %520 = mul nsw i64 %conv1.j19188, 784
+  %521 = add nsw i64 %519, %520
+  %522 = mul nsw i64 %conv1.py21190, 56
+  %523 = mul nsw i64 %conv1.px22191, 2
+  %524 = add nsw i64 %522, %523
+  %525 = add nsw i64 %524, 1
+  %526 = add nsw i64 %521, %525
+  %arena202 = getelementptr inbounds float, ptr %arena, i64 %526
+  %527 = load float, ptr %arena202, align 4
+  %528 = add nsw i64 144, %conv1.f20189
+  %params203 = getelementptr inbounds float, ptr %params, i64 %528
+  %529 = load float, ptr %params203, align 4
+  %530 = fadd float %527, %529
+  %best23204 = load float, ptr %conv1.best23, align 4
+  %531 = fcmp ogt float %530, %best23204
+  %532 = mul nsw i64 %conv1.py21190, 56
+  %533 = mul nsw i64 %conv1.px22191, 2
+  %534 = add nsw i64 %532, %533
+  %535 = add nsw i64 %534, 1
+  %536 = sitofp i64 %535 to float
+  %bi24205 = load float, ptr %conv1.bi24, align 4
+  %537 = select i1 %531, float %536, float %bi24205
+  store float %537, ptr %conv1.bi24, align 4
+  %538 = mul nsw i64 %conv1.f20189, 50176
+  %539 = add nsw i64 852992, %538
+  %540 = mul nsw i64 %conv1.j19188, 784
+  %541 = add nsw i64 %539, %540
+  %542 = mul nsw i64 %conv1.py21190, 56
+  %543 = mul nsw i64 %conv1.px22191, 2
   %544 = add nsw i64 %542, %543
   %545 = add nsw i64 %544, 1
   %546 = add nsw i64 %541, %545
-  %547 = mul nsw i64 %546, 32
-  %548 = add nsw i64 2207744, %547
-  %549 = add nsw i64 %548, %conv2.f32103
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %549
-  %550 = load float, ptr %arena123, align 4
-  %551 = add nsw i64 4768, %conv2.f32103
-  %params124 = getelementptr inbounds float, ptr %params, i64 %551
-  %552 = load float, ptr %params124, align 4
-  %553 = fadd float %550, %552
-  %best35125 = load float, ptr %conv2.best35, align 4
-  %554 = select i1 %540, float %553, float %best35125
-  store float %554, ptr %conv2.best35, align 4
-  %555 = mul nsw i64 %conv2.j31102, 196
-  %556 = mul nsw i64 %conv2.py33104, 28
-  %557 = mul nsw i64 %conv2.px34105, 2
+  %arena206 = getelementptr inbounds float, ptr %arena, i64 %546
+  %547 = load float, ptr %arena206, align 4
+  %548 = add nsw i64 144, %conv1.f20189
+  %params207 = getelementptr inbounds float, ptr %params, i64 %548
+  %549 = load float, ptr %params207, align 4
+  %550 = fadd float %547, %549
+  %best23208 = load float, ptr %conv1.best23, align 4
+  %551 = fcmp ogt float %550, %best23208
+  %552 = mul nsw i64 %conv1.f20189, 50176
+  %553 = add nsw i64 852992, %552
+  %554 = mul nsw i64 %conv1.j19188, 784
+  %555 = add nsw i64 %553, %554
+  %556 = mul nsw i64 %conv1.py21190, 56
+  %557 = mul nsw i64 %conv1.px22191, 2
   %558 = add nsw i64 %556, %557
-  %559 = add nsw i64 %558, 14
+  %559 = add nsw i64 %558, 1
   %560 = add nsw i64 %555, %559
-  %561 = mul nsw i64 %560, 32
-  %562 = add nsw i64 2207744, %561
-  %563 = add nsw i64 %562, %conv2.f32103
-  %arena126 = getelementptr inbounds float, ptr %arena, i64 %563
-  %564 = load float, ptr %arena126, align 4
-  %565 = add nsw i64 4768, %conv2.f32103
-  %params127 = getelementptr inbounds float, ptr %params, i64 %565
-  %566 = load float, ptr %params127, align 4
-  %567 = fadd float %564, %566
-  %best35128 = load float, ptr %conv2.best35, align 4
-  %568 = fcmp ogt float %567, %best35128
-  %569 = mul nsw i64 %conv2.py33104, 28
-  %570 = mul nsw i64 %conv2.px34105, 2
-  %571 = add nsw i64 %569, %570
-  %572 = add nsw i64 %571, 14
-  %573 = sitofp i64 %572 to float
-  %bi36129 = load float, ptr %conv2.bi36, align 4
-  %574 = select i1 %568, float %573, float %bi36129
-  store float %574, ptr %conv2.bi36, align 4
-  %575 = mul nsw i64 %conv2.j31102, 196
-  %576 = mul nsw i64 %conv2.py33104, 28
-  %577 = mul nsw i64 %conv2.px34105, 2
-  %578 = add nsw i64 %576, %577
-  %579 = add nsw i64 %578, 14
-  %580 = add nsw i64 %575, %579
-  %581 = mul nsw i64 %580, 32
-  %582 = add nsw i64 2207744, %581
-  %583 = add nsw i64 %582, %conv2.f32103
-  %arena130 = getelementptr inbounds float, ptr %arena, i64 %583
-  %584 = load float, ptr %arena130, align 4
-  %585 = add nsw i64 4768, %conv2.f32103
-  %params131 = getelementptr inbounds float, ptr %params, i64 %585
-  %586 = load float, ptr %params131, align 4
-  %587 = fadd float %584, %586
-  %best35132 = load float, ptr %conv2.best35, align 4
-  %588 = fcmp ogt float %587, %best35132
-  %589 = mul nsw i64 %conv2.j31102, 196
-  %590 = mul nsw i64 %conv2.py33104, 28
-  %591 = mul nsw i64 %conv2.px34105, 2
+  %arena209 = getelementptr inbounds float, ptr %arena, i64 %560
+  %561 = load float, ptr %arena209, align 4
+  %562 = add nsw i64 144, %conv1.f20189
+  %params210 = getelementptr inbounds float, ptr %params, i64 %562
+  %563 = load float, ptr %params210, align 4
+  %564 = fadd float %561, %563
+  %best23211 = load float, ptr %conv1.best23, align 4
+  %565 = select i1 %551, float %564, float %best23211
+  store float %565, ptr %conv1.best23, align 4
+  %566 = mul nsw i64 %conv1.f20189, 50176
+  %567 = add nsw i64 852992, %566
+  %568 = mul nsw i64 %conv1.j19188, 784
+  %569 = add nsw i64 %567, %568
+  %570 = mul nsw i64 %conv1.py21190, 56
+  %571 = mul nsw i64 %conv1.px22191, 2
+  %572 = add nsw i64 %570, %571
+  %573 = add nsw i64 %572, 28
+  %574 = add nsw i64 %569, %573
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %574
+  %575 = load float, ptr %arena212, align 4
+  %576 = add nsw i64 144, %conv1.f20189
+  %params213 = getelementptr inbounds float, ptr %params, i64 %576
+  %577 = load float, ptr %params213, align 4
+  %578 = fadd float %575, %577
+  %best23214 = load float, ptr %conv1.best23, align 4
+  %579 = fcmp ogt float %578, %best23214
+  %580 = mul nsw i64 %conv1.py21190, 56
+  %581 = mul nsw i64 %conv1.px22191, 2
+  %582 = add nsw i64 %580, %581
+  %583 = add nsw i64 %582, 28
+  %584 = sitofp i64 %583 to float
+  %bi24215 = load float, ptr %conv1.bi24, align 4
+  %585 = select i1 %579, float %584, float %bi24215
+  store float %585, ptr %conv1.bi24, align 4
+  %586 = mul nsw i64 %conv1.f20189, 50176
+  %587 = add nsw i64 852992, %586
+  %588 = mul nsw i64 %conv1.j19188, 784
+  %589 = add nsw i64 %587, %588
+  %590 = mul nsw i64 %conv1.py21190, 56
+  %591 = mul nsw i64 %conv1.px22191, 2
   %592 = add nsw i64 %590, %591
-  %593 = add nsw i64 %592, 14
+  %593 = add nsw i64 %592, 28
   %594 = add nsw i64 %589, %593
-  %595 = mul nsw i64 %594, 32
-  %596 = add nsw i64 2207744, %595
-  %597 = add nsw i64 %596, %conv2.f32103
-  %arena133 = getelementptr inbounds float, ptr %arena, i64 %597
-  %598 = load float, ptr %arena133, align 4
-  %599 = add nsw i64 4768, %conv2.f32103
-  %params134 = getelementptr inbounds float, ptr %params, i64 %599
-  %600 = load float, ptr %params134, align 4
-  %601 = fadd float %598, %600
-  %best35135 = load float, ptr %conv2.best35, align 4
-  %602 = select i1 %588, float %601, float %best35135
-  store float %602, ptr %conv2.best35, align 4
-  %603 = mul nsw i64 %conv2.j31102, 196
-  %604 = mul nsw i64 %conv2.py33104, 28
-  %605 = mul nsw i64 %conv2.px34105, 2
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %594
+  %595 = load float, ptr %arena216, align 4
+  %596 = add nsw i64 144, %conv1.f20189
+  %params217 = getelementptr inbounds float, ptr %params, i64 %596
+  %597 = load float, ptr %params217, align 4
+  %598 = fadd float %595, %597
+  %best23218 = load float, ptr %conv1.best23, align 4
+  %599 = fcmp ogt float %598, %best23218
+  %600 = mul nsw i64 %conv1.f20189, 50176
+  %601 = add nsw i64 852992, %600
+  %602 = mul nsw i64 %conv1.j19188, 784
+  %603 = add nsw i64 %601, %602
+  %604 = mul nsw i64 %conv1.py21190, 56
+  %605 = mul nsw i64 %conv1.px22191, 2
   %606 = add nsw i64 %604, %605
-  %607 = add nsw i64 %606, 14
-  %608 = add nsw i64 %607, 1
-  %609 = add nsw i64 %603, %608
-  %610 = mul nsw i64 %609, 32
-  %611 = add nsw i64 2207744, %610
-  %612 = add nsw i64 %611, %conv2.f32103
-  %arena136 = getelementptr inbounds float, ptr %arena, i64 %612
-  %613 = load float, ptr %arena136, align 4
-  %614 = add nsw i64 4768, %conv2.f32103
-  %params137 = getelementptr inbounds float, ptr %params, i64 %614
-  %615 = load float, ptr %params137, align 4
-  %616 = fadd float %613, %615
-  %best35138 = load float, ptr %conv2.best35, align 4
-  %617 = fcmp ogt float %616, %best35138
-  %618 = mul nsw i64 %conv2.py33104, 28
-  %619 = mul nsw i64 %conv2.px34105, 2
+  %607 = add nsw i64 %606, 28
+  %608 = add nsw i64 %603, %607
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %608
+  %609 = load float, ptr %arena219, align 4
+  %610 = add nsw i64 144, %conv1.f20189
+  %params220 = getelementptr inbounds float, ptr %params, i64 %610
+  %611 = load float, ptr %params220, align 4
+  %612 = fadd float %609, %611
+  %best23221 = load float, ptr %conv1.best23, align 4
+  %613 = select i1 %599, float %612, float %best23221
+  store float %613, ptr %conv1.best23, align 4
+  %614 = mul nsw i64 %conv1.f20189, 50176
+  %615 = add nsw i64 852992, %614
+  %616 = mul nsw i64 %conv1.j19188, 784
+  %617 = add nsw i64 %615, %616
+  %618 = mul nsw i64 %conv1.py21190, 56
+  %619 = mul nsw i64 %conv1.px22191, 2
   %620 = add nsw i64 %618, %619
-  %621 = add nsw i64 %620, 14
+  %621 = add nsw i64 %620, 28
   %622 = add nsw i64 %621, 1
-  %623 = sitofp i64 %622 to float
-  %bi36139 = load float, ptr %conv2.bi36, align 4
-  %624 = select i1 %617, float %623, float %bi36139
-  store float %624, ptr %conv2.bi36, align 4
-  %625 = mul nsw i64 %conv2.j31102, 196
-  %626 = mul nsw i64 %conv2.py33104, 28
-  %627 = mul nsw i64 %conv2.px34105, 2
-  %628 = add nsw i64 %626, %627
-  %629 = add nsw i64 %628, 14
-  %630 = add nsw i64 %629, 1
-  %631 = add nsw i64 %625, %630
-  %632 = mul nsw i64 %631, 32
-  %633 = add nsw i64 2207744, %632
-  %634 = add nsw i64 %633, %conv2.f32103
-  %arena140 = getelementptr inbounds float, ptr %arena, i64 %634
-  %635 = load float, ptr %arena140, align 4
-  %636 = add nsw i64 4768, %conv2.f32103
-  %params141 = getelementptr inbounds float, ptr %params, i64 %636
-  %637 = load float, ptr %params141, align 4
-  %638 = fadd float %635, %637
-  %best35142 = load float, ptr %conv2.best35, align 4
-  %639 = fcmp ogt float %638, %best35142
-  %640 = mul nsw i64 %conv2.j31102, 196
-  %641 = mul nsw i64 %conv2.py33104, 28
-  %642 = mul nsw i64 %conv2.px34105, 2
-  %643 = add nsw i64 %641, %642
-  %644 = add nsw i64 %643, 14
-  %645 = add nsw i64 %644, 1
-  %646 = add nsw i64 %640, %645
-  %647 = mul nsw i64 %646, 32
-  %648 = add nsw i64 2207744, %647
-  %649 = add nsw i64 %648, %conv2.f32103
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %649
-  %650 = load float, ptr %arena143, align 4
-  %651 = add nsw i64 4768, %conv2.f32103
-  %params144 = getelementptr inbounds float, ptr %params, i64 %651
-  %652 = load float, ptr %params144, align 4
-  %653 = fadd float %650, %652
-  %best35145 = load float, ptr %conv2.best35, align 4
-  %654 = select i1 %639, float %653, float %best35145
-  store float %654, ptr %conv2.best35, align 4
-  %best35146 = load float, ptr %conv2.best35, align 4
-  %655 = fcmp ogt float %best35146, 0.000000e+00
-  %best35147 = load float, ptr %conv2.best35, align 4
-  %656 = select i1 %655, float %best35147, float 0.000000e+00
-  %657 = mul nsw i64 %conv2.g1976, 64
-  %658 = add nsw i64 %657, %conv2.j31102
-  %659 = mul nsw i64 %658, 1568
-  %660 = mul nsw i64 %conv2.f32103, 49
-  %661 = add nsw i64 %659, %660
-  %662 = mul nsw i64 %conv2.py33104, 7
-  %663 = add nsw i64 %661, %662
-  %664 = add nsw i64 %663, %conv2.px34105
-  %665 = add nsw i64 200704, %664
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %665
-  store float %656, ptr %arena148, align 4
-  %bi36149 = load float, ptr %conv2.bi36, align 4
-  %666 = mul nsw i64 %conv2.g1976, 64
-  %667 = add nsw i64 %666, %conv2.j31102
-  %668 = mul nsw i64 %667, 1568
-  %669 = mul nsw i64 %conv2.f32103, 49
-  %670 = add nsw i64 %668, %669
-  %671 = mul nsw i64 %conv2.py33104, 7
+  %623 = add nsw i64 %617, %622
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %623
+  %624 = load float, ptr %arena222, align 4
+  %625 = add nsw i64 144, %conv1.f20189
+  %params223 = getelementptr inbounds float, ptr %params, i64 %625
+  %626 = load float, ptr %params223, align 4
+  %627 = fadd float %624, %626
+  %best23224 = load float, ptr %conv1.best23, align 4
+  %628 = fcmp ogt float %627, %best23224
+  %629 = mul nsw i64 %conv1.py21190, 56
+  %630 = mul nsw i64 %conv1.px22191, 2
+  %631 = add nsw i64 %629, %630
+  %632 = add nsw i64 %631, 28
+  %633 = add nsw i64 %632, 1
+  %634 = sitofp i64 %633 to float
+  %bi24225 = load float, ptr %conv1.bi24, align 4
+  %635 = select i1 %628, float %634, float %bi24225
+  store float %635, ptr %conv1.bi24, align 4
+  %636 = mul nsw i64 %conv1.f20189, 50176
+  %637 = add nsw i64 852992, %636
+  %638 = mul nsw i64 %conv1.j19188, 784
+  %639 = add nsw i64 %637, %638
+  %640 = mul nsw i64 %conv1.py21190, 56
+  %641 = mul nsw i64 %conv1.px22191, 2
+  %642 = add nsw i64 %640, %641
+  %643 = add nsw i64 %642, 28
+  %644 = add nsw i64 %643, 1
+  %645 = add nsw i64 %639, %644
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %645
+  %646 = load float, ptr %arena226, align 4
+  %647 = add nsw i64 144, %conv1.f20189
+  %params227 = getelementptr inbounds float, ptr %params, i64 %647
+  %648 = load float, ptr %params227, align 4
+  %649 = fadd float %646, %648
+  %best23228 = load float, ptr %conv1.best23, align 4
+  %650 = fcmp ogt float %649, %best23228
+  %651 = mul nsw i64 %conv1.f20189, 50176
+  %652 = add nsw i64 852992, %651
+  %653 = mul nsw i64 %conv1.j19188, 784
+  %654 = add nsw i64 %652, %653
+  %655 = mul nsw i64 %conv1.py21190, 56
+  %656 = mul nsw i64 %conv1.px22191, 2
+  %657 = add nsw i64 %655, %656
+  %658 = add nsw i64 %657, 28
+  %659 = add nsw i64 %658, 1
+  %660 = add nsw i64 %654, %659
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %660
+  %661 = load float, ptr %arena229, align 4
+  %662 = add nsw i64 144, %conv1.f20189
+  %params230 = getelementptr inbounds float, ptr %params, i64 %662
+  %663 = load float, ptr %params230, align 4
+  %664 = fadd float %661, %663
+  %best23231 = load float, ptr %conv1.best23, align 4
+  %665 = select i1 %650, float %664, float %best23231
+  store float %665, ptr %conv1.best23, align 4
+  %best23232 = load float, ptr %conv1.best23, align 4
+  %666 = fcmp ogt float %best23232, 0.000000e+00
+  %best23233 = load float, ptr %conv1.best23, align 4
+  %667 = select i1 %666, float %best23233, float 0.000000e+00
+  %668 = mul nsw i64 %conv1.g11, 64
+  %669 = add nsw i64 %668, %conv1.j19188
+  %670 = mul nsw i64 %669, 3136
+  %671 = mul nsw i64 %conv1.f20189, 196
   %672 = add nsw i64 %670, %671
-  %673 = add nsw i64 %672, %conv2.px34105
-  %674 = add nsw i64 301056, %673
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 %674
-  store float %bi36149, ptr %arena150, align 4
-  %px34.next = add nsw i64 %conv2.px34105, 1
-  %675 = icmp slt i64 %px34.next, 7
-  br i1 %675, label %conv2.px34, label %conv2.px34.end
+  %673 = mul nsw i64 %conv1.py21190, 14
+  %674 = add nsw i64 %672, %673
+  %675 = add nsw i64 %674, %conv1.px22191
+  %arena234 = getelementptr inbounds float, ptr %arena, i64 %675
+  store float %667, ptr %arena234, align 4
+  %bi24235 = load float, ptr %conv1.bi24, align 4
+  %676 = mul nsw i64 %conv1.g11, 64
+  %677 = add nsw i64 %676, %conv1.j19188
+  %678 = mul nsw i64 %677, 3136
+  %679 = mul nsw i64 %conv1.f20189, 196
+  %680 = add nsw i64 %678, %679
+  %681 = mul nsw i64 %conv1.py21190, 14
+  %682 = add nsw i64 %680, %681
+  %683 = add nsw i64 %682, %conv1.px22191
+  %684 = add nsw i64 200704, %683
+  %arena236 = getelementptr inbounds float, ptr %arena, i64 %684
+  store float %bi24235, ptr %arena236, align 4
+  %px22.next = add nsw i64 %conv1.px22191, 1
+  %685 = icmp slt i64 %px22.next, 14
+  br i1 %685, label %conv1.px22, label %conv1.px22.end
 
-conv2.px34.end:                                   ; preds = %conv2.px34
-  %py33.next = add nsw i64 %conv2.py33104, 1
-  %676 = icmp slt i64 %py33.next, 7
-  br i1 %676, label %conv2.py33, label %conv2.py33.end
+conv1.px22.end:                                   ; preds = %conv1.px22
+  %py21.next = add nsw i64 %conv1.py21190, 1
+  %686 = icmp slt i64 %py21.next, 14
+  br i1 %686, label %conv1.py21, label %conv1.py21.end
 
-fc1.n37:                                          ; preds = %fc1.u38.end, %conv2.g19.end
-  %fc1.n37154 = phi i64 [ 0, %conv2.g19.end ], [ %n37.next, %fc1.u38.end ]
-  br label %fc1.u38
+conv2.g25:                                        ; preds = %conv2.j43.end, %conv1.g1.end
+  %conv2.g25237 = phi i64 [ 0, %conv1.g1.end ], [ %g25.next, %conv2.j43.end ]
+  br label %conv2.j26
 
-fc1.n37.end:                                      ; preds = %fc1.u38.end
-  %arena161 = getelementptr inbounds float, ptr %arena, i64 0
-  %params162 = getelementptr inbounds float, ptr %params, i64 205632
-  %arena163 = getelementptr inbounds float, ptr %arena, i64 8192
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena161, i32 128, ptr %params162, i32 128, float 0.000000e+00, ptr %arena163, i32 10)
-  br label %fc2.n39
+conv2.g25.end:                                    ; preds = %conv2.j43.end
+  %arena441 = getelementptr inbounds float, ptr %arena, i64 200704
+  %params442 = getelementptr inbounds float, ptr %params, i64 4800
+  %arena443 = getelementptr inbounds float, ptr %arena, i64 0
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 128, i32 1568, float 1.000000e+00, ptr %arena441, i32 1568, ptr %params442, i32 1568, float 0.000000e+00, ptr %arena443, i32 128)
+  br label %fc1.n49
 
-fc1.u38:                                          ; preds = %fc1.u38, %fc1.n37
-  %fc1.u38155 = phi i64 [ 0, %fc1.n37 ], [ %u38.next, %fc1.u38 ]
-  %677 = mul nsw i64 %fc1.n37154, 128
-  %678 = add nsw i64 %677, %fc1.u38155
-  %arena156 = getelementptr inbounds float, ptr %arena, i64 %678
-  %679 = load float, ptr %arena156, align 4
-  %680 = add nsw i64 205504, %fc1.u38155
-  %params157 = getelementptr inbounds float, ptr %params, i64 %680
-  %681 = load float, ptr %params157, align 4
-  %682 = fadd float %679, %681
-  %683 = fcmp ogt float %682, 0.000000e+00
-  %684 = mul nsw i64 %fc1.n37154, 128
-  %685 = add nsw i64 %684, %fc1.u38155
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 %685
-  %686 = load float, ptr %arena158, align 4
-  %687 = add nsw i64 205504, %fc1.u38155
-  %params159 = getelementptr inbounds float, ptr %params, i64 %687
-  %688 = load float, ptr %params159, align 4
-  %689 = fadd float %686, %688
-  %690 = select i1 %683, float %689, float 0.000000e+00
-  %691 = mul nsw i64 %fc1.n37154, 128
-  %692 = add nsw i64 %691, %fc1.u38155
-  %arena160 = getelementptr inbounds float, ptr %arena, i64 %692
-  store float %690, ptr %arena160, align 4
-  %u38.next = add nsw i64 %fc1.u38155, 1
-  %693 = icmp slt i64 %u38.next, 128
-  br i1 %693, label %fc1.u38, label %fc1.u38.end
+conv2.j26:                                        ; preds = %conv2.c29.end, %conv2.g25
+  %conv2.j26238 = phi i64 [ 0, %conv2.g25 ], [ %j26.next, %conv2.c29.end ]
+  br label %conv2.r27
 
-fc1.u38.end:                                      ; preds = %fc1.u38
-  %n37.next = add nsw i64 %fc1.n37154, 1
-  %694 = icmp slt i64 %n37.next, 64
-  br i1 %694, label %fc1.n37, label %fc1.n37.end
+conv2.j26.end:                                    ; preds = %conv2.c29.end
+  br label %conv2.nb37
 
-fc2.n39:                                          ; preds = %fc2.u40.end, %fc1.n37.end
-  %fc2.n39164 = phi i64 [ 0, %fc1.n37.end ], [ %n39.next, %fc2.u40.end ]
-  br label %fc2.u40
+conv2.r27:                                        ; preds = %conv2.i28.end, %conv2.j26
+  %conv2.r27239 = phi i64 [ 0, %conv2.j26 ], [ %r27.next, %conv2.i28.end ]
+  br label %conv2.i28
 
-fc2.n39.end:                                      ; preds = %fc2.u40.end
+conv2.r27.end:                                    ; preds = %conv2.i28.end
+  br label %conv2.c29
+
+conv2.i28:                                        ; preds = %conv2.i28, %conv2.r27
+  %conv2.i28240 = phi i64 [ 0, %conv2.r27 ], [ %i28.next, %conv2.i28 ]
+  %687 = mul nsw i64 %conv2.r27239, 12544
+  %688 = add nsw i64 401408, %687
+  %689 = mul nsw i64 %conv2.j26238, 196
+  %690 = add nsw i64 %688, %689
+  %691 = add nsw i64 %690, %conv2.i28240
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %691
+  store float 0.000000e+00, ptr %arena241, align 4
+  %i28.next = add nsw i64 %conv2.i28240, 1
+  %692 = icmp slt i64 %i28.next, 196
+  br i1 %692, label %conv2.i28, label %conv2.i28.end
+
+conv2.i28.end:                                    ; preds = %conv2.i28
+  %r27.next = add nsw i64 %conv2.r27239, 1
+  %693 = icmp slt i64 %r27.next, 144
+  br i1 %693, label %conv2.r27, label %conv2.r27.end
+
+conv2.c29:                                        ; preds = %conv2.ky30.end, %conv2.r27.end
+  %conv2.c29242 = phi i64 [ 0, %conv2.r27.end ], [ %c29.next, %conv2.ky30.end ]
+  br label %conv2.ky30
+
+conv2.c29.end:                                    ; preds = %conv2.ky30.end
+  %j26.next = add nsw i64 %conv2.j26238, 1
+  %694 = icmp slt i64 %j26.next, 64
+  br i1 %694, label %conv2.j26, label %conv2.j26.end
+
+conv2.ky30:                                       ; preds = %conv2.oy35.end, %conv2.c29
+  %conv2.ky30243 = phi i64 [ 0, %conv2.c29 ], [ %ky30.next, %conv2.oy35.end ]
+  br label %conv2.oy31
+
+conv2.ky30.end:                                   ; preds = %conv2.oy35.end
+  %c29.next = add nsw i64 %conv2.c29242, 1
+  %695 = icmp slt i64 %c29.next, 16
+  br i1 %695, label %conv2.c29, label %conv2.c29.end
+
+conv2.oy31:                                       ; preds = %conv2.endif, %conv2.ky30
+  %conv2.oy31244 = phi i64 [ 0, %conv2.ky30 ], [ %oy31.next, %conv2.endif ]
+  %696 = add nsw i64 %conv2.oy31244, %conv2.ky30243
+  %697 = add nsw i64 %696, -1
+  %698 = icmp slt i64 -1, %697
+  %699 = add nsw i64 %conv2.oy31244, %conv2.ky30243
+  %700 = add nsw i64 %699, -1
+  %701 = icmp slt i64 %700, 14
+  %702 = and i1 %698, %701
+  br i1 %702, label %conv2.then, label %conv2.endif
+
+conv2.oy31.end:                                   ; preds = %conv2.endif
+  br label %conv2.oy33
+
+conv2.then:                                       ; preds = %conv2.oy31
+  br label %conv2.ox32
+
+conv2.endif:                                      ; preds = %conv2.ox32.end, %conv2.oy31
+  %oy31.next = add nsw i64 %conv2.oy31244, 1
+  %703 = icmp slt i64 %oy31.next, 14
+  br i1 %703, label %conv2.oy31, label %conv2.oy31.end
+
+conv2.ox32:                                       ; preds = %conv2.ox32, %conv2.then
+  %conv2.ox32245 = phi i64 [ 0, %conv2.then ], [ %ox32.next, %conv2.ox32 ]
+  %704 = mul nsw i64 %conv2.g25237, 64
+  %705 = add nsw i64 %704, %conv2.j26238
+  %706 = mul nsw i64 %705, 3136
+  %707 = mul nsw i64 %conv2.c29242, 196
+  %708 = add nsw i64 %706, %707
+  %709 = add nsw i64 %conv2.oy31244, %conv2.ky30243
+  %710 = add nsw i64 %709, -1
+  %711 = mul nsw i64 %710, 14
+  %712 = add nsw i64 %708, %711
+  %713 = add nsw i64 %conv2.ox32245, 1
+  %714 = add nsw i64 %713, -1
+  %715 = add nsw i64 %712, %714
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %715
+  %716 = load float, ptr %arena246, align 4
+  %717 = mul nsw i64 %conv2.c29242, 3
+  %718 = add nsw i64 %717, %conv2.ky30243
+  %719 = mul nsw i64 %718, 3
+  %720 = mul nsw i64 %719, 12544
+  %721 = add nsw i64 401408, %720
+  %722 = mul nsw i64 %conv2.j26238, 196
+  %723 = add nsw i64 %721, %722
+  %724 = mul nsw i64 %conv2.oy31244, 14
+  %725 = add nsw i64 %723, %724
+  %726 = add nsw i64 %conv2.ox32245, 1
+  %727 = add nsw i64 %725, %726
+  %arena247 = getelementptr inbounds float, ptr %arena, i64 %727
+  store float %716, ptr %arena247, align 4
+  %ox32.next = add nsw i64 %conv2.ox32245, 1
+  %728 = icmp slt i64 %ox32.next, 13
+  br i1 %728, label %conv2.ox32, label %conv2.ox32.end
+
+conv2.ox32.end:                                   ; preds = %conv2.ox32
+  br label %conv2.endif
+
+conv2.oy33:                                       ; preds = %conv2.endif250, %conv2.oy31.end
+  %conv2.oy33248 = phi i64 [ 0, %conv2.oy31.end ], [ %oy33.next, %conv2.endif250 ]
+  %729 = add nsw i64 %conv2.oy33248, %conv2.ky30243
+  %730 = add nsw i64 %729, -1
+  %731 = icmp slt i64 -1, %730
+  %732 = add nsw i64 %conv2.oy33248, %conv2.ky30243
+  %733 = add nsw i64 %732, -1
+  %734 = icmp slt i64 %733, 14
+  %735 = and i1 %731, %734
+  br i1 %735, label %conv2.then249, label %conv2.endif250
+
+conv2.oy33.end:                                   ; preds = %conv2.endif250
+  br label %conv2.oy35
+
+conv2.then249:                                    ; preds = %conv2.oy33
+  br label %conv2.ox34
+
+conv2.endif250:                                   ; preds = %conv2.ox34.end, %conv2.oy33
+  %oy33.next = add nsw i64 %conv2.oy33248, 1
+  %736 = icmp slt i64 %oy33.next, 14
+  br i1 %736, label %conv2.oy33, label %conv2.oy33.end
+
+conv2.ox34:                                       ; preds = %conv2.ox34, %conv2.then249
+  %conv2.ox34251 = phi i64 [ 0, %conv2.then249 ], [ %ox34.next, %conv2.ox34 ]
+  %737 = mul nsw i64 %conv2.g25237, 64
+  %738 = add nsw i64 %737, %conv2.j26238
+  %739 = mul nsw i64 %738, 3136
+  %740 = mul nsw i64 %conv2.c29242, 196
+  %741 = add nsw i64 %739, %740
+  %742 = add nsw i64 %conv2.oy33248, %conv2.ky30243
+  %743 = add nsw i64 %742, -1
+  %744 = mul nsw i64 %743, 14
+  %745 = add nsw i64 %741, %744
+  %746 = add nsw i64 %745, %conv2.ox34251
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %746
+  %747 = load float, ptr %arena252, align 4
+  %748 = mul nsw i64 %conv2.c29242, 3
+  %749 = add nsw i64 %748, %conv2.ky30243
+  %750 = mul nsw i64 %749, 3
+  %751 = add nsw i64 %750, 1
+  %752 = mul nsw i64 %751, 12544
+  %753 = add nsw i64 401408, %752
+  %754 = mul nsw i64 %conv2.j26238, 196
+  %755 = add nsw i64 %753, %754
+  %756 = mul nsw i64 %conv2.oy33248, 14
+  %757 = add nsw i64 %755, %756
+  %758 = add nsw i64 %757, %conv2.ox34251
+  %arena253 = getelementptr inbounds float, ptr %arena, i64 %758
+  store float %747, ptr %arena253, align 4
+  %ox34.next = add nsw i64 %conv2.ox34251, 1
+  %759 = icmp slt i64 %ox34.next, 14
+  br i1 %759, label %conv2.ox34, label %conv2.ox34.end
+
+conv2.ox34.end:                                   ; preds = %conv2.ox34
+  br label %conv2.endif250
+
+conv2.oy35:                                       ; preds = %conv2.endif256, %conv2.oy33.end
+  %conv2.oy35254 = phi i64 [ 0, %conv2.oy33.end ], [ %oy35.next, %conv2.endif256 ]
+  %760 = add nsw i64 %conv2.oy35254, %conv2.ky30243
+  %761 = add nsw i64 %760, -1
+  %762 = icmp slt i64 -1, %761
+  %763 = add nsw i64 %conv2.oy35254, %conv2.ky30243
+  %764 = add nsw i64 %763, -1
+  %765 = icmp slt i64 %764, 14
+  %766 = and i1 %762, %765
+  br i1 %766, label %conv2.then255, label %conv2.endif256
+
+conv2.oy35.end:                                   ; preds = %conv2.endif256
+  %ky30.next = add nsw i64 %conv2.ky30243, 1
+  %767 = icmp slt i64 %ky30.next, 3
+  br i1 %767, label %conv2.ky30, label %conv2.ky30.end
+
+conv2.then255:                                    ; preds = %conv2.oy35
+  br label %conv2.ox36
+
+conv2.endif256:                                   ; preds = %conv2.ox36.end, %conv2.oy35
+  %oy35.next = add nsw i64 %conv2.oy35254, 1
+  %768 = icmp slt i64 %oy35.next, 14
+  br i1 %768, label %conv2.oy35, label %conv2.oy35.end
+
+conv2.ox36:                                       ; preds = %conv2.ox36, %conv2.then255
+  %conv2.ox36257 = phi i64 [ 0, %conv2.then255 ], [ %ox36.next, %conv2.ox36 ]
+  %769 = mul nsw i64 %conv2.g25237, 64
+  %770 = add nsw i64 %769, %conv2.j26238
+  %771 = mul nsw i64 %770, 3136
+  %772 = mul nsw i64 %conv2.c29242, 196
+  %773 = add nsw i64 %771, %772
+  %774 = add nsw i64 %conv2.oy35254, %conv2.ky30243
+  %775 = add nsw i64 %774, -1
+  %776 = mul nsw i64 %775, 14
+  %777 = add nsw i64 %773, %776
+  %778 = add nsw i64 %conv2.ox36257, 1
+  %779 = add nsw i64 %777, %778
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %779
+  %780 = load float, ptr %arena258, align 4
+  %781 = mul nsw i64 %conv2.c29242, 3
+  %782 = add nsw i64 %781, %conv2.ky30243
+  %783 = mul nsw i64 %782, 3
+  %784 = add nsw i64 %783, 2
+  %785 = mul nsw i64 %784, 12544
+  %786 = add nsw i64 401408, %785
+  %787 = mul nsw i64 %conv2.j26238, 196
+  %788 = add nsw i64 %786, %787
+  %789 = mul nsw i64 %conv2.oy35254, 14
+  %790 = add nsw i64 %788, %789
+  %791 = add nsw i64 %790, %conv2.ox36257
+  %arena259 = getelementptr inbounds float, ptr %arena, i64 %791
+  store float %780, ptr %arena259, align 4
+  %ox36.next = add nsw i64 %conv2.ox36257, 1
+  %792 = icmp slt i64 %ox36.next, 13
+  br i1 %792, label %conv2.ox36, label %conv2.ox36.end
+
+conv2.ox36.end:                                   ; preds = %conv2.ox36
+  br label %conv2.endif256
+
+conv2.nb37:                                       ; preds = %conv2.k42.end, %conv2.j26.end
+  %conv2.nb37260 = phi i64 [ 0, %conv2.j26.end ], [ %nb37.next, %conv2.k42.end ]
+  br label %conv2.mb38
+
+conv2.nb37.end:                                   ; preds = %conv2.k42.end
+  br label %conv2.j43
+
+conv2.mb38:                                       ; preds = %conv2.k40.end, %conv2.nb37
+  %conv2.mb38261 = phi i64 [ 0, %conv2.nb37 ], [ %mb38.next, %conv2.k40.end ]
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c3_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c4_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t39_c5_3, align 64
+  br label %conv2.k40
+
+conv2.mb38.end:                                   ; preds = %conv2.k40.end
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv2.t41_c1_3, align 64
+  br label %conv2.k42
+
+conv2.k40:                                        ; preds = %conv2.k40, %conv2.mb38
+  %conv2.k40262 = phi i64 [ 0, %conv2.mb38 ], [ %k40.next, %conv2.k40 ]
+  %793 = mul nsw i64 %conv2.k40262, 12544
+  %794 = add nsw i64 401408, %793
+  %795 = mul nsw i64 %conv2.nb37260, 64
+  %796 = add nsw i64 %794, %795
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %796
+  %797 = load <16 x float>, ptr %arena263, align 4
+  store <16 x float> %797, ptr %conv2.t39_b0, align 64
+  %798 = mul nsw i64 %conv2.k40262, 12544
+  %799 = add nsw i64 401408, %798
+  %800 = mul nsw i64 %conv2.nb37260, 64
+  %801 = add nsw i64 %799, %800
+  %802 = add nsw i64 %801, 16
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %802
+  %803 = load <16 x float>, ptr %arena264, align 4
+  store <16 x float> %803, ptr %conv2.t39_b1, align 64
+  %804 = mul nsw i64 %conv2.k40262, 12544
+  %805 = add nsw i64 401408, %804
+  %806 = mul nsw i64 %conv2.nb37260, 64
+  %807 = add nsw i64 %805, %806
+  %808 = add nsw i64 %807, 32
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %808
+  %809 = load <16 x float>, ptr %arena265, align 4
+  store <16 x float> %809, ptr %conv2.t39_b2, align 64
+  %810 = mul nsw i64 %conv2.k40262, 12544
+  %811 = add nsw i64 401408, %810
+  %812 = mul nsw i64 %conv2.nb37260, 64
+  %813 = add nsw i64 %811, %812
+  %814 = add nsw i64 %813, 48
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %814
+  %815 = load <16 x float>, ptr %arena266, align 4
+  store <16 x float> %815, ptr %conv2.t39_b3, align 64
+  %816 = mul nsw i64 %conv2.mb38261, 6
+  %817 = mul nsw i64 %816, 144
+  %818 = add nsw i64 160, %817
+  %819 = add nsw i64 %818, %conv2.k40262
+  %params267 = getelementptr inbounds float, ptr %params, i64 %819
+  %820 = load float, ptr %params267, align 4
+  %821 = insertelement <16 x float> undef, float %820, i32 0
+  %822 = shufflevector <16 x float> %821, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %822, ptr %conv2.t39_a0, align 64
+  %t39_a0 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b0 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c0_0 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %823 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0, <16 x float> %t39_b0, <16 x float> %t39_c0_0)
+  store <16 x float> %823, ptr %conv2.t39_c0_0, align 64
+  %t39_a0268 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b1 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c0_1 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %824 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0268, <16 x float> %t39_b1, <16 x float> %t39_c0_1)
+  store <16 x float> %824, ptr %conv2.t39_c0_1, align 64
+  %t39_a0269 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b2 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c0_2 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %825 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0269, <16 x float> %t39_b2, <16 x float> %t39_c0_2)
+  store <16 x float> %825, ptr %conv2.t39_c0_2, align 64
+  %t39_a0270 = load <16 x float>, ptr %conv2.t39_a0, align 64
+  %t39_b3 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c0_3 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %826 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a0270, <16 x float> %t39_b3, <16 x float> %t39_c0_3)
+  store <16 x float> %826, ptr %conv2.t39_c0_3, align 64
+  %827 = mul nsw i64 %conv2.mb38261, 6
+  %828 = add nsw i64 %827, 1
+  %829 = mul nsw i64 %828, 144
+  %830 = add nsw i64 160, %829
+  %831 = add nsw i64 %830, %conv2.k40262
+  %params271 = getelementptr inbounds float, ptr %params, i64 %831
+  %832 = load float, ptr %params271, align 4
+  %833 = insertelement <16 x float> undef, float %832, i32 0
+  %834 = shufflevector <16 x float> %833, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %834, ptr %conv2.t39_a1, align 64
+  %t39_a1 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b0272 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c1_0 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %835 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1, <16 x float> %t39_b0272, <16 x float> %t39_c1_0)
+  store <16 x float> %835, ptr %conv2.t39_c1_0, align 64
+  %t39_a1273 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b1274 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c1_1 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %836 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1273, <16 x float> %t39_b1274, <16 x float> %t39_c1_1)
+  store <16 x float> %836, ptr %conv2.t39_c1_1, align 64
+  %t39_a1275 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b2276 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c1_2 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %837 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1275, <16 x float> %t39_b2276, <16 x float> %t39_c1_2)
+  store <16 x float> %837, ptr %conv2.t39_c1_2, align 64
+  %t39_a1277 = load <16 x float>, ptr %conv2.t39_a1, align 64
+  %t39_b3278 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c1_3 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %838 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a1277, <16 x float> %t39_b3278, <16 x float> %t39_c1_3)
+  store <16 x float> %838, ptr %conv2.t39_c1_3, align 64
+  %839 = mul nsw i64 %conv2.mb38261, 6
+  %840 = add nsw i64 %839, 2
+  %841 = mul nsw i64 %840, 144
+  %842 = add nsw i64 160, %841
+  %843 = add nsw i64 %842, %conv2.k40262
+  %params279 = getelementptr inbounds float, ptr %params, i64 %843
+  %844 = load float, ptr %params279, align 4
+  %845 = insertelement <16 x float> undef, float %844, i32 0
+  %846 = shufflevector <16 x float> %845, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %846, ptr %conv2.t39_a2, align 64
+  %t39_a2 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b0280 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c2_0 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %847 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2, <16 x float> %t39_b0280, <16 x float> %t39_c2_0)
+  store <16 x float> %847, ptr %conv2.t39_c2_0, align 64
+  %t39_a2281 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b1282 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c2_1 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %848 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2281, <16 x float> %t39_b1282, <16 x float> %t39_c2_1)
+  store <16 x float> %848, ptr %conv2.t39_c2_1, align 64
+  %t39_a2283 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b2284 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c2_2 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %849 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2283, <16 x float> %t39_b2284, <16 x float> %t39_c2_2)
+  store <16 x float> %849, ptr %conv2.t39_c2_2, align 64
+  %t39_a2285 = load <16 x float>, ptr %conv2.t39_a2, align 64
+  %t39_b3286 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c2_3 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %850 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a2285, <16 x float> %t39_b3286, <16 x float> %t39_c2_3)
+  store <16 x float> %850, ptr %conv2.t39_c2_3, align 64
+  %851 = mul nsw i64 %conv2.mb38261, 6
+  %852 = add nsw i64 %851, 3
+  %853 = mul nsw i64 %852, 144
+  %854 = add nsw i64 160, %853
+  %855 = add nsw i64 %854, %conv2.k40262
+  %params287 = getelementptr inbounds float, ptr %params, i64 %855
+  %856 = load float, ptr %params287, align 4
+  %857 = insertelement <16 x float> undef, float %856, i32 0
+  %858 = shufflevector <16 x float> %857, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %858, ptr %conv2.t39_a3, align 64
+  %t39_a3 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b0288 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c3_0 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %859 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3, <16 x float> %t39_b0288, <16 x float> %t39_c3_0)
+  store <16 x float> %859, ptr %conv2.t39_c3_0, align 64
+  %t39_a3289 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b1290 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c3_1 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %860 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3289, <16 x float> %t39_b1290, <16 x float> %t39_c3_1)
+  store <16 x float> %860, ptr %conv2.t39_c3_1, align 64
+  %t39_a3291 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b2292 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c3_2 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %861 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3291, <16 x float> %t39_b2292, <16 x float> %t39_c3_2)
+  store <16 x float> %861, ptr %conv2.t39_c3_2, align 64
+  %t39_a3293 = load <16 x float>, ptr %conv2.t39_a3, align 64
+  %t39_b3294 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c3_3 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %862 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a3293, <16 x float> %t39_b3294, <16 x float> %t39_c3_3)
+  store <16 x float> %862, ptr %conv2.t39_c3_3, align 64
+  %863 = mul nsw i64 %conv2.mb38261, 6
+  %864 = add nsw i64 %863, 4
+  %865 = mul nsw i64 %864, 144
+  %866 = add nsw i64 160, %865
+  %867 = add nsw i64 %866, %conv2.k40262
+  %params295 = getelementptr inbounds float, ptr %params, i64 %867
+  %868 = load float, ptr %params295, align 4
+  %869 = insertelement <16 x float> undef, float %868, i32 0
+  %870 = shufflevector <16 x float> %869, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %870, ptr %conv2.t39_a4, align 64
+  %t39_a4 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b0296 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c4_0 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %871 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4, <16 x float> %t39_b0296, <16 x float> %t39_c4_0)
+  store <16 x float> %871, ptr %conv2.t39_c4_0, align 64
+  %t39_a4297 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b1298 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c4_1 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %872 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4297, <16 x float> %t39_b1298, <16 x float> %t39_c4_1)
+  store <16 x float> %872, ptr %conv2.t39_c4_1, align 64
+  %t39_a4299 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b2300 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c4_2 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %873 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4299, <16 x float> %t39_b2300, <16 x float> %t39_c4_2)
+  store <16 x float> %873, ptr %conv2.t39_c4_2, align 64
+  %t39_a4301 = load <16 x float>, ptr %conv2.t39_a4, align 64
+  %t39_b3302 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c4_3 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %874 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a4301, <16 x float> %t39_b3302, <16 x float> %t39_c4_3)
+  store <16 x float> %874, ptr %conv2.t39_c4_3, align 64
+  %875 = mul nsw i64 %conv2.mb38261, 6
+  %876 = add nsw i64 %875, 5
+  %877 = mul nsw i64 %876, 144
+  %878 = add nsw i64 160, %877
+  %879 = add nsw i64 %878, %conv2.k40262
+  %params303 = getelementptr inbounds float, ptr %params, i64 %879
+  %880 = load float, ptr %params303, align 4
+  %881 = insertelement <16 x float> undef, float %880, i32 0
+  %882 = shufflevector <16 x float> %881, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %882, ptr %conv2.t39_a5, align 64
+  %t39_a5 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b0304 = load <16 x float>, ptr %conv2.t39_b0, align 64
+  %t39_c5_0 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %883 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5, <16 x float> %t39_b0304, <16 x float> %t39_c5_0)
+  store <16 x float> %883, ptr %conv2.t39_c5_0, align 64
+  %t39_a5305 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b1306 = load <16 x float>, ptr %conv2.t39_b1, align 64
+  %t39_c5_1 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %884 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5305, <16 x float> %t39_b1306, <16 x float> %t39_c5_1)
+  store <16 x float> %884, ptr %conv2.t39_c5_1, align 64
+  %t39_a5307 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b2308 = load <16 x float>, ptr %conv2.t39_b2, align 64
+  %t39_c5_2 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %885 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5307, <16 x float> %t39_b2308, <16 x float> %t39_c5_2)
+  store <16 x float> %885, ptr %conv2.t39_c5_2, align 64
+  %t39_a5309 = load <16 x float>, ptr %conv2.t39_a5, align 64
+  %t39_b3310 = load <16 x float>, ptr %conv2.t39_b3, align 64
+  %t39_c5_3 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %886 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t39_a5309, <16 x float> %t39_b3310, <16 x float> %t39_c5_3)
+  store <16 x float> %886, ptr %conv2.t39_c5_3, align 64
+  %k40.next = add nsw i64 %conv2.k40262, 1
+  %887 = icmp slt i64 %k40.next, 144
+  br i1 %887, label %conv2.k40, label %conv2.k40.end
+
+conv2.k40.end:                                    ; preds = %conv2.k40
+  %t39_c0_0311 = load <16 x float>, ptr %conv2.t39_c0_0, align 64
+  %888 = mul nsw i64 %conv2.mb38261, 6
+  %889 = mul nsw i64 %888, 12544
+  %890 = add nsw i64 2207744, %889
+  %891 = mul nsw i64 %conv2.nb37260, 64
+  %892 = add nsw i64 %890, %891
+  %arena312 = getelementptr inbounds float, ptr %arena, i64 %892
+  store <16 x float> %t39_c0_0311, ptr %arena312, align 4
+  %t39_c0_1313 = load <16 x float>, ptr %conv2.t39_c0_1, align 64
+  %893 = mul nsw i64 %conv2.mb38261, 6
+  %894 = mul nsw i64 %893, 12544
+  %895 = add nsw i64 2207744, %894
+  %896 = mul nsw i64 %conv2.nb37260, 64
+  %897 = add nsw i64 %895, %896
+  %898 = add nsw i64 %897, 16
+  %arena314 = getelementptr inbounds float, ptr %arena, i64 %898
+  store <16 x float> %t39_c0_1313, ptr %arena314, align 4
+  %t39_c0_2315 = load <16 x float>, ptr %conv2.t39_c0_2, align 64
+  %899 = mul nsw i64 %conv2.mb38261, 6
+  %900 = mul nsw i64 %899, 12544
+  %901 = add nsw i64 2207744, %900
+  %902 = mul nsw i64 %conv2.nb37260, 64
+  %903 = add nsw i64 %901, %902
+  %904 = add nsw i64 %903, 32
+  %arena316 = getelementptr inbounds float, ptr %arena, i64 %904
+  store <16 x float> %t39_c0_2315, ptr %arena316, align 4
+  %t39_c0_3317 = load <16 x float>, ptr %conv2.t39_c0_3, align 64
+  %905 = mul nsw i64 %conv2.mb38261, 6
+  %906 = mul nsw i64 %905, 12544
+  %907 = add nsw i64 2207744, %906
+  %908 = mul nsw i64 %conv2.nb37260, 64
+  %909 = add nsw i64 %907, %908
+  %910 = add nsw i64 %909, 48
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 %910
+  store <16 x float> %t39_c0_3317, ptr %arena318, align 4
+  %t39_c1_0319 = load <16 x float>, ptr %conv2.t39_c1_0, align 64
+  %911 = mul nsw i64 %conv2.mb38261, 6
+  %912 = add nsw i64 %911, 1
+  %913 = mul nsw i64 %912, 12544
+  %914 = add nsw i64 2207744, %913
+  %915 = mul nsw i64 %conv2.nb37260, 64
+  %916 = add nsw i64 %914, %915
+  %arena320 = getelementptr inbounds float, ptr %arena, i64 %916
+  store <16 x float> %t39_c1_0319, ptr %arena320, align 4
+  %t39_c1_1321 = load <16 x float>, ptr %conv2.t39_c1_1, align 64
+  %917 = mul nsw i64 %conv2.mb38261, 6
+  %918 = add nsw i64 %917, 1
+  %919 = mul nsw i64 %918, 12544
+  %920 = add nsw i64 2207744, %919
+  %921 = mul nsw i64 %conv2.nb37260, 64
+  %922 = add nsw i64 %920, %921
+  %923 = add nsw i64 %922, 16
+  %arena322 = getelementptr inbounds float, ptr %arena, i64 %923
+  store <16 x float> %t39_c1_1321, ptr %arena322, align 4
+  %t39_c1_2323 = load <16 x float>, ptr %conv2.t39_c1_2, align 64
+  %924 = mul nsw i64 %conv2.mb38261, 6
+  %925 = add nsw i64 %924, 1
+  %926 = mul nsw i64 %925, 12544
+  %927 = add nsw i64 2207744, %926
+  %928 = mul nsw i64 %conv2.nb37260, 64
+  %929 = add nsw i64 %927, %928
+  %930 = add nsw i64 %929, 32
+  %arena324 = getelementptr inbounds float, ptr %arena, i64 %930
+  store <16 x float> %t39_c1_2323, ptr %arena324, align 4
+  %t39_c1_3325 = load <16 x float>, ptr %conv2.t39_c1_3, align 64
+  %931 = mul nsw i64 %conv2.mb38261, 6
+  %932 = add nsw i64 %931, 1
+  %933 = mul nsw i64 %932, 12544
+  %934 = add nsw i64 2207744, %933
+  %935 = mul nsw i64 %conv2.nb37260, 64
+  %936 = add nsw i64 %934, %935
+  %937 = add nsw i64 %936, 48
+  %arena326 = getelementptr inbounds float, ptr %arena, i64 %937
+  store <16 x float> %t39_c1_3325, ptr %arena326, align 4
+  %t39_c2_0327 = load <16 x float>, ptr %conv2.t39_c2_0, align 64
+  %938 = mul nsw i64 %conv2.mb38261, 6
+  %939 = add nsw i64 %938, 2
+  %940 = mul nsw i64 %939, 12544
+  %941 = add nsw i64 2207744, %940
+  %942 = mul nsw i64 %conv2.nb37260, 64
+  %943 = add nsw i64 %941, %942
+  %arena328 = getelementptr inbounds float, ptr %arena, i64 %943
+  store <16 x float> %t39_c2_0327, ptr %arena328, align 4
+  %t39_c2_1329 = load <16 x float>, ptr %conv2.t39_c2_1, align 64
+  %944 = mul nsw i64 %conv2.mb38261, 6
+  %945 = add nsw i64 %944, 2
+  %946 = mul nsw i64 %945, 12544
+  %947 = add nsw i64 2207744, %946
+  %948 = mul nsw i64 %conv2.nb37260, 64
+  %949 = add nsw i64 %947, %948
+  %950 = add nsw i64 %949, 16
+  %arena330 = getelementptr inbounds float, ptr %arena, i64 %950
+  store <16 x float> %t39_c2_1329, ptr %arena330, align 4
+  %t39_c2_2331 = load <16 x float>, ptr %conv2.t39_c2_2, align 64
+  %951 = mul nsw i64 %conv2.mb38261, 6
+  %952 = add nsw i64 %951, 2
+  %953 = mul nsw i64 %952, 12544
+  %954 = add nsw i64 2207744, %953
+  %955 = mul nsw i64 %conv2.nb37260, 64
+  %956 = add nsw i64 %954, %955
+  %957 = add nsw i64 %956, 32
+  %arena332 = getelementptr inbounds float, ptr %arena, i64 %957
+  store <16 x float> %t39_c2_2331, ptr %arena332, align 4
+  %t39_c2_3333 = load <16 x float>, ptr %conv2.t39_c2_3, align 64
+  %958 = mul nsw i64 %conv2.mb38261, 6
+  %959 = add nsw i64 %958, 2
+  %960 = mul nsw i64 %959, 12544
+  %961 = add nsw i64 2207744, %960
+  %962 = mul nsw i64 %conv2.nb37260, 64
+  %963 = add nsw i64 %961, %962
+  %964 = add nsw i64 %963, 48
+  %arena334 = getelementptr inbounds float, ptr %arena, i64 %964
+  store <16 x float> %t39_c2_3333, ptr %arena334, align 4
+  %t39_c3_0335 = load <16 x float>, ptr %conv2.t39_c3_0, align 64
+  %965 = mul nsw i64 %conv2.mb38261, 6
+  %966 = add nsw i64 %965, 3
+  %967 = mul nsw i64 %966, 12544
+  %968 = add nsw i64 2207744, %967
+  %969 = mul nsw i64 %conv2.nb37260, 64
+  %970 = add nsw i64 %968, %969
+  %arena336 = getelementptr inbounds float, ptr %arena, i64 %970
+  store <16 x float> %t39_c3_0335, ptr %arena336, align 4
+  %t39_c3_1337 = load <16 x float>, ptr %conv2.t39_c3_1, align 64
+  %971 = mul nsw i64 %conv2.mb38261, 6
+  %972 = add nsw i64 %971, 3
+  %973 = mul nsw i64 %972, 12544
+  %974 = add nsw i64 2207744, %973
+  %975 = mul nsw i64 %conv2.nb37260, 64
+  %976 = add nsw i64 %974, %975
+  %977 = add nsw i64 %976, 16
+  %arena338 = getelementptr inbounds float, ptr %arena, i64 %977
+  store <16 x float> %t39_c3_1337, ptr %arena338, align 4
+  %t39_c3_2339 = load <16 x float>, ptr %conv2.t39_c3_2, align 64
+  %978 = mul nsw i64 %conv2.mb38261, 6
+  %979 = add nsw i64 %978, 3
+  %980 = mul nsw i64 %979, 12544
+  %981 = add nsw i64 2207744, %980
+  %982 = mul nsw i64 %conv2.nb37260, 64
+  %983 = add nsw i64 %981, %982
+  %984 = add nsw i64 %983, 32
+  %arena340 = getelementptr inbounds float, ptr %arena, i64 %984
+  store <16 x float> %t39_c3_2339, ptr %arena340, align 4
+  %t39_c3_3341 = load <16 x float>, ptr %conv2.t39_c3_3, align 64
+  %985 = mul nsw i64 %conv2.mb38261, 6
+  %986 = add nsw i64 %985, 3
+  %987 = mul nsw i64 %986, 12544
+  %988 = add nsw i64 2207744, %987
+  %989 = mul nsw i64 %conv2.nb37260, 64
+  %990 = add nsw i64 %988, %989
+  %991 = add nsw i64 %990, 48
+  %arena342 = getelementptr inbounds float, ptr %arena, i64 %991
+  store <16 x float> %t39_c3_3341, ptr %arena342, align 4
+  %t39_c4_0343 = load <16 x float>, ptr %conv2.t39_c4_0, align 64
+  %992 = mul nsw i64 %conv2.mb38261, 6
+  %993 = add nsw i64 %992, 4
+  %994 = mul nsw i64 %993, 12544
+  %995 = add nsw i64 2207744, %994
+  %996 = mul nsw i64 %conv2.nb37260, 64
+  %997 = add nsw i64 %995, %996
+  %arena344 = getelementptr inbounds float, ptr %arena, i64 %997
+  store <16 x float> %t39_c4_0343, ptr %arena344, align 4
+  %t39_c4_1345 = load <16 x float>, ptr %conv2.t39_c4_1, align 64
+  %998 = mul nsw i64 %conv2.mb38261, 6
+  %999 = add nsw i64 %998, 4
+  %1000 = mul nsw i64 %999, 12544
+  %1001 = add nsw i64 2207744, %1000
+  %1002 = mul nsw i64 %conv2.nb37260, 64
+  %1003 = add nsw i64 %1001, %1002
+  %1004 = add nsw i64 %1003, 16
+  %arena346 = getelementptr inbounds float, ptr %arena, i64 %1004
+  store <16 x float> %t39_c4_1345, ptr %arena346, align 4
+  %t39_c4_2347 = load <16 x float>, ptr %conv2.t39_c4_2, align 64
+  %1005 = mul nsw i64 %conv2.mb38261, 6
+  %1006 = add nsw i64 %1005, 4
+  %1007 = mul nsw i64 %1006, 12544
+  %1008 = add nsw i64 2207744, %1007
+  %1009 = mul nsw i64 %conv2.nb37260, 64
+  %1010 = add nsw i64 %1008, %1009
+  %1011 = add nsw i64 %1010, 32
+  %arena348 = getelementptr inbounds float, ptr %arena, i64 %1011
+  store <16 x float> %t39_c4_2347, ptr %arena348, align 4
+  %t39_c4_3349 = load <16 x float>, ptr %conv2.t39_c4_3, align 64
+  %1012 = mul nsw i64 %conv2.mb38261, 6
+  %1013 = add nsw i64 %1012, 4
+  %1014 = mul nsw i64 %1013, 12544
+  %1015 = add nsw i64 2207744, %1014
+  %1016 = mul nsw i64 %conv2.nb37260, 64
+  %1017 = add nsw i64 %1015, %1016
+  %1018 = add nsw i64 %1017, 48
+  %arena350 = getelementptr inbounds float, ptr %arena, i64 %1018
+  store <16 x float> %t39_c4_3349, ptr %arena350, align 4
+  %t39_c5_0351 = load <16 x float>, ptr %conv2.t39_c5_0, align 64
+  %1019 = mul nsw i64 %conv2.mb38261, 6
+  %1020 = add nsw i64 %1019, 5
+  %1021 = mul nsw i64 %1020, 12544
+  %1022 = add nsw i64 2207744, %1021
+  %1023 = mul nsw i64 %conv2.nb37260, 64
+  %1024 = add nsw i64 %1022, %1023
+  %arena352 = getelementptr inbounds float, ptr %arena, i64 %1024
+  store <16 x float> %t39_c5_0351, ptr %arena352, align 4
+  %t39_c5_1353 = load <16 x float>, ptr %conv2.t39_c5_1, align 64
+  %1025 = mul nsw i64 %conv2.mb38261, 6
+  %1026 = add nsw i64 %1025, 5
+  %1027 = mul nsw i64 %1026, 12544
+  %1028 = add nsw i64 2207744, %1027
+  %1029 = mul nsw i64 %conv2.nb37260, 64
+  %1030 = add nsw i64 %1028, %1029
+  %1031 = add nsw i64 %1030, 16
+  %arena354 = getelementptr inbounds float, ptr %arena, i64 %1031
+  store <16 x float> %t39_c5_1353, ptr %arena354, align 4
+  %t39_c5_2355 = load <16 x float>, ptr %conv2.t39_c5_2, align 64
+  %1032 = mul nsw i64 %conv2.mb38261, 6
+  %1033 = add nsw i64 %1032, 5
+  %1034 = mul nsw i64 %1033, 12544
+  %1035 = add nsw i64 2207744, %1034
+  %1036 = mul nsw i64 %conv2.nb37260, 64
+  %1037 = add nsw i64 %1035, %1036
+  %1038 = add nsw i64 %1037, 32
+  %arena356 = getelementptr inbounds float, ptr %arena, i64 %1038
+  store <16 x float> %t39_c5_2355, ptr %arena356, align 4
+  %t39_c5_3357 = load <16 x float>, ptr %conv2.t39_c5_3, align 64
+  %1039 = mul nsw i64 %conv2.mb38261, 6
+  %1040 = add nsw i64 %1039, 5
+  %1041 = mul nsw i64 %1040, 12544
+  %1042 = add nsw i64 2207744, %1041
+  %1043 = mul nsw i64 %conv2.nb37260, 64
+  %1044 = add nsw i64 %1042, %1043
+  %1045 = add nsw i64 %1044, 48
+  %arena358 = getelementptr inbounds float, ptr %arena, i64 %1045
+  store <16 x float> %t39_c5_3357, ptr %arena358, align 4
+  %mb38.next = add nsw i64 %conv2.mb38261, 1
+  %1046 = icmp slt i64 %mb38.next, 5
+  br i1 %1046, label %conv2.mb38, label %conv2.mb38.end
+
+conv2.k42:                                        ; preds = %conv2.k42, %conv2.mb38.end
+  %conv2.k42359 = phi i64 [ 0, %conv2.mb38.end ], [ %k42.next, %conv2.k42 ]
+  %1047 = mul nsw i64 %conv2.k42359, 12544
+  %1048 = add nsw i64 401408, %1047
+  %1049 = mul nsw i64 %conv2.nb37260, 64
+  %1050 = add nsw i64 %1048, %1049
+  %arena360 = getelementptr inbounds float, ptr %arena, i64 %1050
+  %1051 = load <16 x float>, ptr %arena360, align 4
+  store <16 x float> %1051, ptr %conv2.t41_b0, align 64
+  %1052 = mul nsw i64 %conv2.k42359, 12544
+  %1053 = add nsw i64 401408, %1052
+  %1054 = mul nsw i64 %conv2.nb37260, 64
+  %1055 = add nsw i64 %1053, %1054
+  %1056 = add nsw i64 %1055, 16
+  %arena361 = getelementptr inbounds float, ptr %arena, i64 %1056
+  %1057 = load <16 x float>, ptr %arena361, align 4
+  store <16 x float> %1057, ptr %conv2.t41_b1, align 64
+  %1058 = mul nsw i64 %conv2.k42359, 12544
+  %1059 = add nsw i64 401408, %1058
+  %1060 = mul nsw i64 %conv2.nb37260, 64
+  %1061 = add nsw i64 %1059, %1060
+  %1062 = add nsw i64 %1061, 32
+  %arena362 = getelementptr inbounds float, ptr %arena, i64 %1062
+  %1063 = load <16 x float>, ptr %arena362, align 4
+  store <16 x float> %1063, ptr %conv2.t41_b2, align 64
+  %1064 = mul nsw i64 %conv2.k42359, 12544
+  %1065 = add nsw i64 401408, %1064
+  %1066 = mul nsw i64 %conv2.nb37260, 64
+  %1067 = add nsw i64 %1065, %1066
+  %1068 = add nsw i64 %1067, 48
+  %arena363 = getelementptr inbounds float, ptr %arena, i64 %1068
+  %1069 = load <16 x float>, ptr %arena363, align 4
+  store <16 x float> %1069, ptr %conv2.t41_b3, align 64
+  %1070 = add nsw i64 4480, %conv2.k42359
+  %params364 = getelementptr inbounds float, ptr %params, i64 %1070
+  %1071 = load float, ptr %params364, align 4
+  %1072 = insertelement <16 x float> undef, float %1071, i32 0
+  %1073 = shufflevector <16 x float> %1072, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1073, ptr %conv2.t41_a0, align 64
+  %t41_a0 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b0 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c0_0 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1074 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0, <16 x float> %t41_b0, <16 x float> %t41_c0_0)
+  store <16 x float> %1074, ptr %conv2.t41_c0_0, align 64
+  %t41_a0365 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b1 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c0_1 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1075 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0365, <16 x float> %t41_b1, <16 x float> %t41_c0_1)
+  store <16 x float> %1075, ptr %conv2.t41_c0_1, align 64
+  %t41_a0366 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b2 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c0_2 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1076 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0366, <16 x float> %t41_b2, <16 x float> %t41_c0_2)
+  store <16 x float> %1076, ptr %conv2.t41_c0_2, align 64
+  %t41_a0367 = load <16 x float>, ptr %conv2.t41_a0, align 64
+  %t41_b3 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c0_3 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1077 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a0367, <16 x float> %t41_b3, <16 x float> %t41_c0_3)
+  store <16 x float> %1077, ptr %conv2.t41_c0_3, align 64
+  %1078 = add nsw i64 4624, %conv2.k42359
+  %params368 = getelementptr inbounds float, ptr %params, i64 %1078
+  %1079 = load float, ptr %params368, align 4
+  %1080 = insertelement <16 x float> undef, float %1079, i32 0
+  %1081 = shufflevector <16 x float> %1080, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1081, ptr %conv2.t41_a1, align 64
+  %t41_a1 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b0369 = load <16 x float>, ptr %conv2.t41_b0, align 64
+  %t41_c1_0 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1082 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1, <16 x float> %t41_b0369, <16 x float> %t41_c1_0)
+  store <16 x float> %1082, ptr %conv2.t41_c1_0, align 64
+  %t41_a1370 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b1371 = load <16 x float>, ptr %conv2.t41_b1, align 64
+  %t41_c1_1 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1083 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1370, <16 x float> %t41_b1371, <16 x float> %t41_c1_1)
+  store <16 x float> %1083, ptr %conv2.t41_c1_1, align 64
+  %t41_a1372 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b2373 = load <16 x float>, ptr %conv2.t41_b2, align 64
+  %t41_c1_2 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1084 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1372, <16 x float> %t41_b2373, <16 x float> %t41_c1_2)
+  store <16 x float> %1084, ptr %conv2.t41_c1_2, align 64
+  %t41_a1374 = load <16 x float>, ptr %conv2.t41_a1, align 64
+  %t41_b3375 = load <16 x float>, ptr %conv2.t41_b3, align 64
+  %t41_c1_3 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1085 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t41_a1374, <16 x float> %t41_b3375, <16 x float> %t41_c1_3)
+  store <16 x float> %1085, ptr %conv2.t41_c1_3, align 64
+  %k42.next = add nsw i64 %conv2.k42359, 1
+  %1086 = icmp slt i64 %k42.next, 144
+  br i1 %1086, label %conv2.k42, label %conv2.k42.end
+
+conv2.k42.end:                                    ; preds = %conv2.k42
+  %t41_c0_0376 = load <16 x float>, ptr %conv2.t41_c0_0, align 64
+  %1087 = mul nsw i64 %conv2.nb37260, 64
+  %1088 = add nsw i64 2584064, %1087
+  %arena377 = getelementptr inbounds float, ptr %arena, i64 %1088
+  store <16 x float> %t41_c0_0376, ptr %arena377, align 4
+  %t41_c0_1378 = load <16 x float>, ptr %conv2.t41_c0_1, align 64
+  %1089 = mul nsw i64 %conv2.nb37260, 64
+  %1090 = add nsw i64 2584064, %1089
+  %1091 = add nsw i64 %1090, 16
+  %arena379 = getelementptr inbounds float, ptr %arena, i64 %1091
+  store <16 x float> %t41_c0_1378, ptr %arena379, align 4
+  %t41_c0_2380 = load <16 x float>, ptr %conv2.t41_c0_2, align 64
+  %1092 = mul nsw i64 %conv2.nb37260, 64
+  %1093 = add nsw i64 2584064, %1092
+  %1094 = add nsw i64 %1093, 32
+  %arena381 = getelementptr inbounds float, ptr %arena, i64 %1094
+  store <16 x float> %t41_c0_2380, ptr %arena381, align 4
+  %t41_c0_3382 = load <16 x float>, ptr %conv2.t41_c0_3, align 64
+  %1095 = mul nsw i64 %conv2.nb37260, 64
+  %1096 = add nsw i64 2584064, %1095
+  %1097 = add nsw i64 %1096, 48
+  %arena383 = getelementptr inbounds float, ptr %arena, i64 %1097
+  store <16 x float> %t41_c0_3382, ptr %arena383, align 4
+  %t41_c1_0384 = load <16 x float>, ptr %conv2.t41_c1_0, align 64
+  %1098 = mul nsw i64 %conv2.nb37260, 64
+  %1099 = add nsw i64 2596608, %1098
+  %arena385 = getelementptr inbounds float, ptr %arena, i64 %1099
+  store <16 x float> %t41_c1_0384, ptr %arena385, align 4
+  %t41_c1_1386 = load <16 x float>, ptr %conv2.t41_c1_1, align 64
+  %1100 = mul nsw i64 %conv2.nb37260, 64
+  %1101 = add nsw i64 2596608, %1100
+  %1102 = add nsw i64 %1101, 16
+  %arena387 = getelementptr inbounds float, ptr %arena, i64 %1102
+  store <16 x float> %t41_c1_1386, ptr %arena387, align 4
+  %t41_c1_2388 = load <16 x float>, ptr %conv2.t41_c1_2, align 64
+  %1103 = mul nsw i64 %conv2.nb37260, 64
+  %1104 = add nsw i64 2596608, %1103
+  %1105 = add nsw i64 %1104, 32
+  %arena389 = getelementptr inbounds float, ptr %arena, i64 %1105
+  store <16 x float> %t41_c1_2388, ptr %arena389, align 4
+  %t41_c1_3390 = load <16 x float>, ptr %conv2.t41_c1_3, align 64
+  %1106 = mul nsw i64 %conv2.nb37260, 64
+  %1107 = add nsw i64 2596608, %1106
+  %1108 = add nsw i64 %1107, 48
+  %arena391 = getelementptr inbounds float, ptr %arena, i64 %1108
+  store <16 x float> %t41_c1_3390, ptr %arena391, align 4
+  %nb37.next = add nsw i64 %conv2.nb37260, 1
+  %1109 = icmp slt i64 %nb37.next, 196
+  br i1 %1109, label %conv2.nb37, label %conv2.nb37.end
+
+conv2.j43:                                        ; preds = %conv2.f44.end, %conv2.nb37.end
+  %conv2.j43392 = phi i64 [ 0, %conv2.nb37.end ], [ %j43.next, %conv2.f44.end ]
+  br label %conv2.f44
+
+conv2.j43.end:                                    ; preds = %conv2.f44.end
+  %g25.next = add nsw i64 %conv2.g25237, 1
+  %1110 = icmp slt i64 %g25.next, 1
+  br i1 %1110, label %conv2.g25, label %conv2.g25.end
+
+conv2.f44:                                        ; preds = %conv2.py45.end, %conv2.j43
+  %conv2.f44393 = phi i64 [ 0, %conv2.j43 ], [ %f44.next, %conv2.py45.end ]
+  br label %conv2.py45
+
+conv2.f44.end:                                    ; preds = %conv2.py45.end
+  %j43.next = add nsw i64 %conv2.j43392, 1
+  %1111 = icmp slt i64 %j43.next, 64
+  br i1 %1111, label %conv2.j43, label %conv2.j43.end
+
+conv2.py45:                                       ; preds = %conv2.px46.end, %conv2.f44
+  %conv2.py45394 = phi i64 [ 0, %conv2.f44 ], [ %py45.next, %conv2.px46.end ]
+  br label %conv2.px46
+
+conv2.py45.end:                                   ; preds = %conv2.px46.end
+  %f44.next = add nsw i64 %conv2.f44393, 1
+  %1112 = icmp slt i64 %f44.next, 32
+  br i1 %1112, label %conv2.f44, label %conv2.f44.end
+
+conv2.px46:                                       ; preds = %conv2.px46, %conv2.py45
+  %conv2.px46395 = phi i64 [ 0, %conv2.py45 ], [ %px46.next, %conv2.px46 ]
+  %1113 = mul nsw i64 %conv2.f44393, 12544
+  %1114 = add nsw i64 2207744, %1113
+  %1115 = mul nsw i64 %conv2.j43392, 196
+  %1116 = add nsw i64 %1114, %1115
+  %1117 = mul nsw i64 %conv2.py45394, 28
+  %1118 = mul nsw i64 %conv2.px46395, 2
+  %1119 = add nsw i64 %1117, %1118
+  %1120 = add nsw i64 %1116, %1119
+  %arena396 = getelementptr inbounds float, ptr %arena, i64 %1120
+  %1121 = load float, ptr %arena396, align 4
+  %1122 = add nsw i64 4768, %conv2.f44393
+  %params397 = getelementptr inbounds float, ptr %params, i64 %1122
+  %1123 = load float, ptr %params397, align 4
+  %1124 = fadd float %1121, %1123
+  store float %1124, ptr %conv2.best47, align 4
+  %1125 = mul nsw i64 %conv2.py45394, 28
+  %1126 = mul nsw i64 %conv2.px46395, 2
+  %1127 = add nsw i64 %1125, %1126
+  %1128 = sitofp i64 %1127 to float
+  store float %1128, ptr %conv2.bi48, align 4
+  %1129 = mul nsw i64 %conv2.f44393, 12544
+  %1130 = add nsw i64 2207744, %1129
+  %1131 = mul nsw i64 %conv2.j43392, 196
+  %1132 = add nsw i64 %1130, %1131
+  %1133 = mul nsw i64 %conv2.py45394, 28
+  %1134 = mul nsw i64 %conv2.px46395, 2
+  %1135 = add nsw i64 %1133, %1134
+  %1136 = add nsw i64 %1132, %1135
+  %arena398 = getelementptr inbounds float, ptr %arena, i64 %1136
+  %1137 = load float, ptr %arena398, align 4
+  %1138 = add nsw i64 4768, %conv2.f44393
+  %params399 = getelementptr inbounds float, ptr %params, i64 %1138
+  %1139 = load float, ptr %params399, align 4
+  %1140 = fadd float %1137, %1139
+  %best47 = load float, ptr %conv2.best47, align 4
+  %1141 = fcmp ogt float %1140, %best47
+  %1142 = mul nsw i64 %conv2.py45394, 28
+  %1143 = mul nsw i64 %conv2.px46395, 2
+  %1144 = add nsw i64 %1142, %1143
+  %1145 = sitofp i64 %1144 to float
+  %bi48 = load float, ptr %conv2.bi48, align 4
+  %1146 = select i1 %1141, float %1145, float %bi48
+  store float %1146, ptr %conv2.bi48, align 4
+  %1147 = mul nsw i64 %conv2.f44393, 12544
+  %1148 = add nsw i64 2207744, %1147
+  %1149 = mul nsw i64 %conv2.j43392, 196
+  %1150 = add nsw i64 %1148, %1149
+  %1151 = mul nsw i64 %conv2.py45394, 28
+  %1152 = mul nsw i64 %conv2.px46395, 2
+  %1153 = add nsw i64 %1151, %1152
+  %1154 = add nsw i64 %1150, %1153
+  %arena400 = getelementptr inbounds float, ptr %arena, i64 %1154
+  %1155 = load float, ptr %arena400, align 4
+  %1156 = add nsw i64 4768, %conv2.f44393
+  %params401 = getelementptr inbounds float, ptr %params, i64 %1156
+  %1157 = load float, ptr %params401, align 4
+  %1158 = fadd float %1155, %1157
+  %best47402 = load float, ptr %conv2.best47, align 4
+  %1159 = fcmp ogt float %1158, %best47402
+  %1160 = mul nsw i64 %conv2.f44393, 12544
+  %1161 = add nsw i64 2207744, %1160
+  %1162 = mul nsw i64 %conv2.j43392, 196
+  %1163 = add nsw i64 %1161, %1162
+  %1164 = mul nsw i64 %conv2.py45394, 28
+  %1165 = mul nsw i64 %conv2.px46395, 2
+  %1166 = add nsw i64 %1164, %1165
+  %1167 = add nsw i64 %1163, %1166
+  %arena403 = getelementptr inbounds float, ptr %arena, i64 %1167
+  %1168 = load float, ptr %arena403, align 4
+  %1169 = add nsw i64 4768, %conv2.f44393
+  %params404 = getelementptr inbounds float, ptr %params, i64 %1169
+  %1170 = load float, ptr %params404, align 4
+  %1171 = fadd float %1168, %1170
+  %best47405 = load float, ptr %conv2.best47, align 4
+  %1172 = select i1 %1159, float %1171, float %best47405
+  store float %1172, ptr %conv2.best47, align 4
+  %1173 = mul nsw i64 %conv2.f44393, 12544
+  %1174 = add nsw i64 2207744, %1173
+  %1175 = mul nsw i64 %conv2.j43392, 196
+  %1176 = add nsw i64 %1174, %1175
+  %1177 = mul nsw i64 %conv2.py45394, 28
+  %1178 = mul nsw i64 %conv2.px46395, 2
+  %1179 = add nsw i64 %1177, %1178
+  %1180 = add nsw i64 %1179, 1
+  %1181 = add nsw i64 %1176, %1180
+  %arena406 = getelementptr inbounds float, ptr %arena, i64 %1181
+  %1182 = load float, ptr %arena406, align 4
+  %1183 = add nsw i64 4768, %conv2.f44393
+  %params407 = getelementptr inbounds float, ptr %params, i64 %1183
+  %1184 = load float, ptr %params407, align 4
+  %1185 = fadd float %1182, %1184
+  %best47408 = load float, ptr %conv2.best47, align 4
+  %1186 = fcmp ogt float %1185, %best47408
+  %1187 = mul nsw i64 %conv2.py45394, 28
+  %1188 = mul nsw i64 %conv2.px46395, 2
+  %1189 = add nsw i64 %1187, %1188
+  %1190 = add nsw i64 %1189, 1
+  %1191 = sitofp i64 %1190 to float
+  %bi48409 = load float, ptr %conv2.bi48, align 4
+  %1192 = select i1 %1186, float %1191, float %bi48409
+  store float %1192, ptr %conv2.bi48, align 4
+  %1193 = mul nsw i64 %conv2.f44393, 12544
+  %1194 = add nsw i64 2207744, %1193
+  %1195 = mul nsw i64 %conv2.j43392, 196
+  %1196 = add nsw i64 %1194, %1195
+  %1197 = mul nsw i64 %conv2.py45394, 28
+  %1198 = mul nsw i64 %conv2.px46395, 2
+  %1199 = add nsw i64 %1197, %1198
+  %1200 = add nsw i64 %1199, 1
+  %1201 = add nsw i64 %1196, %1200
+  %arena410 = getelementptr inbounds float, ptr %arena, i64 %1201
+  %1202 = load float, ptr %arena410, align 4
+  %1203 = add nsw i64 4768, %conv2.f44393
+  %params411 = getelementptr inbounds float, ptr %params, i64 %1203
+  %1204 = load float, ptr %params411, align 4
+  %1205 = fadd float %1202, %1204
+  %best47412 = load float, ptr %conv2.best47, align 4
+  %1206 = fcmp ogt float %1205, %best47412
+  %1207 = mul nsw i64 %conv2.f44393, 12544
+  %1208 = add nsw i64 2207744, %1207
+  %1209 = mul nsw i64 %conv2.j43392, 196
+  %1210 = add nsw i64 %1208, %1209
+  %1211 = mul nsw i64 %conv2.py45394, 28
+  %1212 = mul nsw i64 %conv2.px46395, 2
+  %1213 = add nsw i64 %1211, %1212
+  %1214 = add nsw i64 %1213, 1
+  %1215 = add nsw i64 %1210, %1214
+  %arena413 = getelementptr inbounds float, ptr %arena, i64 %1215
+  %1216 = load float, ptr %arena413, align 4
+  %1217 = add nsw i64 4768, %conv2.f44393
+  %params414 = getelementptr inbounds float, ptr %params, i64 %1217
+  %1218 = load float, ptr %params414, align 4
+  %1219 = fadd float %1216, %1218
+  %best47415 = load float, ptr %conv2.best47, align 4
+  %1220 = select i1 %1206, float %1219, float %best47415
+  store float %1220, ptr %conv2.best47, align 4
+  %1221 = mul nsw i64 %conv2.f44393, 12544
+  %1222 = add nsw i64 2207744, %1221
+  %1223 = mul nsw i64 %conv2.j43392, 196
+  %1224 = add nsw i64 %1222, %1223
+  %1225 = mul nsw i64 %conv2.py45394, 28
+  %1226 = mul nsw i64 %conv2.px46395, 2
+  %1227 = add nsw i64 %1225, %1226
+  %1228 = add nsw i64 %1227, 14
+  %1229 = add nsw i64 %1224, %1228
+  %arena416 = getelementptr inbounds float, ptr %arena, i64 %1229
+  %1230 = load float, ptr %arena416, align 4
+  %1231 = add nsw i64 4768, %conv2.f44393
+  %params417 = getelementptr inbounds float, ptr %params, i64 %1231
+  %1232 = load float, ptr %params417, align 4
+  %1233 = fadd float %1230, %1232
+  %best47418 = load float, ptr %conv2.best47, align 4
+  %1234 = fcmp ogt float %1233, %best47418
+  %1235 = mul nsw i64 %conv2.py45394, 28
+  %1236 = mul nsw i64 %conv2.px46395, 2
+  %1237 = add nsw i64 %1235, %1236
+  %1238 = add nsw i64 %1237, 14
+  %1239 = sitofp i64 %1238 to float
+  %bi48419 = load float, ptr %conv2.bi48, align 4
+  %1240 = select i1 %1234, float %1239, float %bi48419
+  store float %1240, ptr %conv2.bi48, align 4
+  %1241 = mul nsw i64 %conv2.f44393, 12544
+  %1242 = add nsw i64 2207744, %1241
+  %1243 = mul nsw i64 %conv2.j43392, 196
+  %1244 = add nsw i64 %1242, %1243
+  %1245 = mul nsw i64 %conv2.py45394, 28
+  %1246 = mul nsw i64 %conv2.px46395, 2
+  %1247 = add nsw i64 %1245, %1246
+  %1248 = add nsw i64 %1247, 14
+  %1249 = add nsw i64 %1244, %1248
+  %arena420 = getelementptr inbounds float, ptr %arena, i64 %1249
+  %1250 = load float, ptr %arena420, align 4
+  %1251 = add nsw i64 4768, %conv2.f44393
+  %params421 = getelementptr inbounds float, ptr %params, i64 %1251
+  %1252 = load float, ptr %params421, align 4
+  %1253 = fadd float %1250, %1252
+  %best47422 = load float, ptr %conv2.best47, align 4
+  %1254 = fcmp ogt float %1253, %best47422
+  %1255 = mul nsw i64 %conv2.f44393, 12544
+  %1256 = add nsw i64 2207744, %1255
+  %1257 = mul nsw i64 %conv2.j43392, 196
+  %1258 = add nsw i64 %1256, %1257
+  %1259 = mul nsw i64 %conv2.py45394, 28
+  %1260 = mul nsw i64 %conv2.px46395, 2
+  %1261 = add nsw i64 %1259, %1260
+  %1262 = add nsw i64 %1261, 14
+  %1263 = add nsw i64 %1258, %1262
+  %arena423 = getelementptr inbounds float, ptr %arena, i64 %1263
+  %1264 = load float, ptr %arena423, align 4
+  %1265 = add nsw i64 4768, %conv2.f44393
+  %params424 = getelementptr inbounds float, ptr %params, i64 %1265
+  %1266 = load float, ptr %params424, align 4
+  %1267 = fadd float %1264, %1266
+  %best47425 = load float, ptr %conv2.best47, align 4
+  %1268 = select i1 %1254, float %1267, float %best47425
+  store float %1268, ptr %conv2.best47, align 4
+  %1269 = mul nsw i64 %conv2.f44393, 12544
+  %1270 = add nsw i64 2207744, %1269
+  %1271 = mul nsw i64 %conv2.j43392, 196
+  %1272 = add nsw i64 %1270, %1271
+  %1273 = mul nsw i64 %conv2.py45394, 28
+  %1274 = mul nsw i64 %conv2.px46395, 2
+  %1275 = add nsw i64 %1273, %1274
+  %1276 = add nsw i64 %1275, 14
+  %1277 = add nsw i64 %1276, 1
+  %1278 = add nsw i64 %1272, %1277
+  %arena426 = getelementptr inbounds float, ptr %arena, i64 %1278
+  %1279 = load float, ptr %arena426, align 4
+  %1280 = add nsw i64 4768, %conv2.f44393
+  %params427 = getelementptr inbounds float, ptr %params, i64 %1280
+  %1281 = load float, ptr %params427, align 4
+  %1282 = fadd float %1279, %1281
+  %best47428 = load float, ptr %conv2.best47, align 4
+  %1283 = fcmp ogt float %1282, %best47428
+  %1284 = mul nsw i64 %conv2.py45394, 28
+  %1285 = mul nsw i64 %conv2.px46395, 2
+  %1286 = add nsw i64 %1284, %1285
+  %1287 = add nsw i64 %1286, 14
+  %1288 = add nsw i64 %1287, 1
+  %1289 = sitofp i64 %1288 to float
+  %bi48429 = load float, ptr %conv2.bi48, align 4
+  %1290 = select i1 %1283, float %1289, float %bi48429
+  store float %1290, ptr %conv2.bi48, align 4
+  %1291 = mul nsw i64 %conv2.f44393, 12544
+  %1292 = add nsw i64 2207744, %1291
+  %1293 = mul nsw i64 %conv2.j43392, 196
+  %1294 = add nsw i64 %1292, %1293
+  %1295 = mul nsw i64 %conv2.py45394, 28
+  %1296 = mul nsw i64 %conv2.px46395, 2
+  %1297 = add nsw i64 %1295, %1296
+  %1298 = add nsw i64 %1297, 14
+  %1299 = add nsw i64 %1298, 1
+  %1300 = add nsw i64 %1294, %1299
+  %arena430 = getelementptr inbounds float, ptr %arena, i64 %1300
+  %1301 = load float, ptr %arena430, align 4
+  %1302 = add nsw i64 4768, %conv2.f44393
+  %params431 = getelementptr inbounds float, ptr %params, i64 %1302
+  %1303 = load float, ptr %params431, align 4
+  %1304 = fadd float %1301, %1303
+  %best47432 = load float, ptr %conv2.best47, align 4
+  %1305 = fcmp ogt float %1304, %best47432
+  %1306 = mul nsw i64 %conv2.f44393, 12544
+  %1307 = add nsw i64 2207744, %1306
+  %1308 = mul nsw i64 %conv2.j43392, 196
+  %1309 = add nsw i64 %1307, %1308
+  %1310 = mul nsw i64 %conv2.py45394, 28
+  %1311 = mul nsw i64 %conv2.px46395, 2
+  %1312 = add nsw i64 %1310, %1311
+  %1313 = add nsw i64 %1312, 14
+  %1314 = add nsw i64 %1313, 1
+  %1315 = add nsw i64 %1309, %1314
+  %arena433 = getelementptr inbounds float, ptr %arena, i64 %1315
+  %1316 = load float, ptr %arena433, align 4
+  %1317 = add nsw i64 4768, %conv2.f44393
+  %params434 = getelementptr inbounds float, ptr %params, i64 %1317
+  %1318 = load float, ptr %params434, align 4
+  %1319 = fadd float %1316, %1318
+  %best47435 = load float, ptr %conv2.best47, align 4
+  %1320 = select i1 %1305, float %1319, float %best47435
+  store float %1320, ptr %conv2.best47, align 4
+  %best47436 = load float, ptr %conv2.best47, align 4
+  %1321 = fcmp ogt float %best47436, 0.000000e+00
+  %best47437 = load float, ptr %conv2.best47, align 4
+  %1322 = select i1 %1321, float %best47437, float 0.000000e+00
+  %1323 = mul nsw i64 %conv2.g25237, 64
+  %1324 = add nsw i64 %1323, %conv2.j43392
+  %1325 = mul nsw i64 %1324, 1568
+  %1326 = mul nsw i64 %conv2.f44393, 49
+  %1327 = add nsw i64 %1325, %1326
+  %1328 = mul nsw i64 %conv2.py45394, 7
+  %1329 = add nsw i64 %1327, %1328
+  %1330 = add nsw i64 %1329, %conv2.px46395
+  %1331 = add nsw i64 200704, %1330
+  %arena438 = getelementptr inbounds float, ptr %arena, i64 %1331
+  store float %1322, ptr %arena438, align 4
+  %bi48439 = load float, ptr %conv2.bi48, align 4
+  %1332 = mul nsw i64 %conv2.g25237, 64
+  %1333 = add nsw i64 %1332, %conv2.j43392
+  %1334 = mul nsw i64 %1333, 1568
+  %1335 = mul nsw i64 %conv2.f44393, 49
+  %1336 = add nsw i64 %1334, %1335
+  %1337 = mul nsw i64 %conv2.py45394, 7
+  %1338 = add nsw i64 %1336, %1337
+  %1339 = add nsw i64 %1338, %conv2.px46395
+  %1340 = add nsw i64 301056, %1339
+  %arena440 = getelementptr inbounds float, ptr %arena, i64 %1340
+  store float %bi48439, ptr %arena440, align 4
+  %px46.next = add nsw i64 %conv2.px46395, 1
+  %1341 = icmp slt i64 %px46.next, 7
+  br i1 %1341, label %conv2.px46, label %conv2.px46.end
+
+conv2.px46.end:                                   ; preds = %conv2.px46
+  %py45.next = add nsw i64 %conv2.py45394, 1
+  %1342 = icmp slt i64 %py45.next, 7
+  br i1 %1342, label %conv2.py45, label %conv2.py45.end
+
+fc1.n49:                                          ; preds = %fc1.u50.end, %conv2.g25.end
+  %fc1.n49444 = phi i64 [ 0, %conv2.g25.end ], [ %n49.next, %fc1.u50.end ]
+  br label %fc1.u50
+
+fc1.n49.end:                                      ; preds = %fc1.u50.end
+  %arena451 = getelementptr inbounds float, ptr %arena, i64 0
+  %params452 = getelementptr inbounds float, ptr %params, i64 205632
+  %arena453 = getelementptr inbounds float, ptr %arena, i64 8192
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 128, float 1.000000e+00, ptr %arena451, i32 128, ptr %params452, i32 128, float 0.000000e+00, ptr %arena453, i32 10)
+  br label %fc2.n51
+
+fc1.u50:                                          ; preds = %fc1.u50, %fc1.n49
+  %fc1.u50445 = phi i64 [ 0, %fc1.n49 ], [ %u50.next, %fc1.u50 ]
+  %1343 = mul nsw i64 %fc1.n49444, 128
+  %1344 = add nsw i64 %1343, %fc1.u50445
+  %arena446 = getelementptr inbounds float, ptr %arena, i64 %1344
+  %1345 = load float, ptr %arena446, align 4
+  %1346 = add nsw i64 205504, %fc1.u50445
+  %params447 = getelementptr inbounds float, ptr %params, i64 %1346
+  %1347 = load float, ptr %params447, align 4
+  %1348 = fadd float %1345, %1347
+  %1349 = fcmp ogt float %1348, 0.000000e+00
+  %1350 = mul nsw i64 %fc1.n49444, 128
+  %1351 = add nsw i64 %1350, %fc1.u50445
+  %arena448 = getelementptr inbounds float, ptr %arena, i64 %1351
+  %1352 = load float, ptr %arena448, align 4
+  %1353 = add nsw i64 205504, %fc1.u50445
+  %params449 = getelementptr inbounds float, ptr %params, i64 %1353
+  %1354 = load float, ptr %params449, align 4
+  %1355 = fadd float %1352, %1354
+  %1356 = select i1 %1349, float %1355, float 0.000000e+00
+  %1357 = mul nsw i64 %fc1.n49444, 128
+  %1358 = add nsw i64 %1357, %fc1.u50445
+  %arena450 = getelementptr inbounds float, ptr %arena, i64 %1358
+  store float %1356, ptr %arena450, align 4
+  %u50.next = add nsw i64 %fc1.u50445, 1
+  %1359 = icmp slt i64 %u50.next, 128
+  br i1 %1359, label %fc1.u50, label %fc1.u50.end
+
+fc1.u50.end:                                      ; preds = %fc1.u50
+  %n49.next = add nsw i64 %fc1.n49444, 1
+  %1360 = icmp slt i64 %n49.next, 64
+  br i1 %1360, label %fc1.n49, label %fc1.n49.end
+
+fc2.n51:                                          ; preds = %fc2.u52.end, %fc1.n49.end
+  %fc2.n51454 = phi i64 [ 0, %fc1.n49.end ], [ %n51.next, %fc2.u52.end ]
+  br label %fc2.u52
+
+fc2.n51.end:                                      ; preds = %fc2.u52.end
   ret void
 
-fc2.u40:                                          ; preds = %fc2.u40, %fc2.n39
-  %fc2.u40165 = phi i64 [ 0, %fc2.n39 ], [ %u40.next, %fc2.u40 ]
-  %695 = mul nsw i64 %fc2.n39164, 10
-  %696 = add nsw i64 8192, %695
-  %697 = add nsw i64 %696, %fc2.u40165
-  %arena166 = getelementptr inbounds float, ptr %arena, i64 %697
-  %698 = load float, ptr %arena166, align 4
-  %699 = add nsw i64 206912, %fc2.u40165
-  %params167 = getelementptr inbounds float, ptr %params, i64 %699
-  %700 = load float, ptr %params167, align 4
-  %701 = fadd float %698, %700
-  %702 = mul nsw i64 %fc2.n39164, 10
-  %703 = add nsw i64 8192, %702
-  %704 = add nsw i64 %703, %fc2.u40165
-  %arena168 = getelementptr inbounds float, ptr %arena, i64 %704
-  store float %701, ptr %arena168, align 4
-  %u40.next = add nsw i64 %fc2.u40165, 1
-  %705 = icmp slt i64 %u40.next, 10
-  br i1 %705, label %fc2.u40, label %fc2.u40.end
+fc2.u52:                                          ; preds = %fc2.u52, %fc2.n51
+  %fc2.u52455 = phi i64 [ 0, %fc2.n51 ], [ %u52.next, %fc2.u52 ]
+  %1361 = mul nsw i64 %fc2.n51454, 10
+  %1362 = add nsw i64 8192, %1361
+  %1363 = add nsw i64 %1362, %fc2.u52455
+  %arena456 = getelementptr inbounds float, ptr %arena, i64 %1363
+  %1364 = load float, ptr %arena456, align 4
+  %1365 = add nsw i64 206912, %fc2.u52455
+  %params457 = getelementptr inbounds float, ptr %params, i64 %1365
+  %1366 = load float, ptr %params457, align 4
+  %1367 = fadd float %1364, %1366
+  %1368 = mul nsw i64 %fc2.n51454, 10
+  %1369 = add nsw i64 8192, %1368
+  %1370 = add nsw i64 %1369, %fc2.u52455
+  %arena458 = getelementptr inbounds float, ptr %arena, i64 %1370
+  store float %1367, ptr %arena458, align 4
+  %u52.next = add nsw i64 %fc2.u52455, 1
+  %1371 = icmp slt i64 %u52.next, 10
+  br i1 %1371, label %fc2.u52, label %fc2.u52.end
 
-fc2.u40.end:                                      ; preds = %fc2.u40
-  %n39.next = add nsw i64 %fc2.n39164, 1
-  %706 = icmp slt i64 %n39.next, 64
-  br i1 %706, label %fc2.n39, label %fc2.n39.end
+fc2.u52.end:                                      ; preds = %fc2.u52
+  %n51.next = add nsw i64 %fc2.n51454, 1
+  %1372 = icmp slt i64 %n51.next, 64
+  br i1 %1372, label %fc2.n51, label %fc2.n51.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }

@@ -24,6 +24,15 @@ let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_s
 @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
   UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
 }
+/// The first `lanes` floats at p + i, zeros after (never reads past them).
+@inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+  var v = SIMD16<Float>()
+  for l in 0..<lanes { v[l] = p[i &+ l] }
+  return v
+}
+@inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+  for l in 0..<lanes { p[i &+ l] = v[l] }
+}
 
 @_cdecl("smallcnn_train_b64")
 public func smallcnn_train_b64(
@@ -89,91 +98,355 @@ public func smallcnn_train_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 16, 9, 1, arena + 401408, 50176, params + 0, 9, Float(bitPattern: 0x0), arena + 852992, 16)
-    for j13 in 0..<64 {
-      for f14 in 0..<16 {
-        for py15 in 0..<14 {
-          for px16 in 0..<14 {
-            var best17: Float = (arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)])
-            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            arena[((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
-            arena[(200704 &+ ((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
+    for nb13 in 0..<784 {
+      for mb14 in 0..<2 {
+        var t15_c0_0 = SIMD16<Float>()
+        var t15_c0_1 = SIMD16<Float>()
+        var t15_c0_2 = SIMD16<Float>()
+        var t15_c0_3 = SIMD16<Float>()
+        var t15_c1_0 = SIMD16<Float>()
+        var t15_c1_1 = SIMD16<Float>()
+        var t15_c1_2 = SIMD16<Float>()
+        var t15_c1_3 = SIMD16<Float>()
+        var t15_c2_0 = SIMD16<Float>()
+        var t15_c2_1 = SIMD16<Float>()
+        var t15_c2_2 = SIMD16<Float>()
+        var t15_c2_3 = SIMD16<Float>()
+        var t15_c3_0 = SIMD16<Float>()
+        var t15_c3_1 = SIMD16<Float>()
+        var t15_c3_2 = SIMD16<Float>()
+        var t15_c3_3 = SIMD16<Float>()
+        var t15_c4_0 = SIMD16<Float>()
+        var t15_c4_1 = SIMD16<Float>()
+        var t15_c4_2 = SIMD16<Float>()
+        var t15_c4_3 = SIMD16<Float>()
+        var t15_c5_0 = SIMD16<Float>()
+        var t15_c5_1 = SIMD16<Float>()
+        var t15_c5_2 = SIMD16<Float>()
+        var t15_c5_3 = SIMD16<Float>()
+        for k16 in 0..<9 {
+          let t15_b0 = load16(arena, ((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
+          let t15_b1 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+          let t15_b2 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+          let t15_b3 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
+          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
+          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
+          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
+          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
+          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
+          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
+          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
+          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
+          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
+          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
+          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
+          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
+          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
+          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
+          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
+          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
+          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
+          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
+          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
+          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
+          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+        }
+        store16(arena, ((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
+        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
+        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
+        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+      }
+      var t17_c0_0 = SIMD16<Float>()
+      var t17_c0_1 = SIMD16<Float>()
+      var t17_c0_2 = SIMD16<Float>()
+      var t17_c0_3 = SIMD16<Float>()
+      var t17_c1_0 = SIMD16<Float>()
+      var t17_c1_1 = SIMD16<Float>()
+      var t17_c1_2 = SIMD16<Float>()
+      var t17_c1_3 = SIMD16<Float>()
+      var t17_c2_0 = SIMD16<Float>()
+      var t17_c2_1 = SIMD16<Float>()
+      var t17_c2_2 = SIMD16<Float>()
+      var t17_c2_3 = SIMD16<Float>()
+      var t17_c3_0 = SIMD16<Float>()
+      var t17_c3_1 = SIMD16<Float>()
+      var t17_c3_2 = SIMD16<Float>()
+      var t17_c3_3 = SIMD16<Float>()
+      for k18 in 0..<9 {
+        let t17_b0 = load16(arena, ((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
+        let t17_b1 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+        let t17_b2 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+        let t17_b3 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+        let t17_a0 = SIMD16<Float>(repeating: params[(108 &+ k18)])
+        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
+        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
+        let t17_a1 = SIMD16<Float>(repeating: params[(117 &+ k18)])
+        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
+        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+        let t17_a2 = SIMD16<Float>(repeating: params[(126 &+ k18)])
+        t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
+        t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
+        t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
+        t17_c2_3 = t17_c2_3.addingProduct(t17_a2, t17_b3)
+        let t17_a3 = SIMD16<Float>(repeating: params[(135 &+ k18)])
+        t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
+        t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
+        t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+        t17_c3_3 = t17_c3_3.addingProduct(t17_a3, t17_b3)
+      }
+      store16(arena, (1455104 &+ (nb13 &* 64)), t17_c0_0)
+      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
+      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
+      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
+      store16(arena, (1505280 &+ (nb13 &* 64)), t17_c1_0)
+      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
+      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
+      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+      store16(arena, (1555456 &+ (nb13 &* 64)), t17_c2_0)
+      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 16), t17_c2_1)
+      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 32), t17_c2_2)
+      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 48), t17_c2_3)
+      store16(arena, (1605632 &+ (nb13 &* 64)), t17_c3_0)
+      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 16), t17_c3_1)
+      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 32), t17_c3_2)
+      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 48), t17_c3_3)
+    }
+    for j19 in 0..<64 {
+      for f20 in 0..<16 {
+        for py21 in 0..<14 {
+          for px22 in 0..<14 {
+            var best23: Float = (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)])
+            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) : best23)
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) : best23)
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) : best23)
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) : best23)
+            arena[((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
+            arena[(200704 &+ ((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
           }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g19 in 0..<1 {
-    for j20 in 0..<64 {
-      for r21 in 0..<144 {
-        do {  // SIMD16 over i22
-          var i22 = 0
-          while i22 &+ 16 <= 196 {
-            store16(arena, ((602112 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
-            i22 &+= 16
+  for g25 in 0..<1 {
+    for j26 in 0..<64 {
+      for r27 in 0..<144 {
+        do {  // SIMD16 over i28
+          var i28 = 0
+          while i28 &+ 16 <= 196 {
+            store16(arena, ((602112 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
+            i28 &+= 16
           }
-          while i22 < 196 {
-            arena[(((602112 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
-            i22 &+= 1
+          while i28 < 196 {
+            arena[(((602112 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
+            i28 &+= 1
           }
         }
       }
-      for c23 in 0..<16 {
-        for ky24 in 0..<3 {
-          for oy25 in 0..<14 {
-            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
-              for ox26 in 0..<13 {
-                arena[((((602112 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
+      for c29 in 0..<16 {
+        for ky30 in 0..<3 {
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((602112 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
               }
             }
           }
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
-              do {  // SIMD16 over ox28
-                var ox28 = 0
-                while ox28 < 14 {
-                  arena[((((602112 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
-                  ox28 &+= 1
+          for oy33 in 0..<14 {
+            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
+              do {  // SIMD16 over ox34
+                var ox34 = 0
+                while ox34 < 14 {
+                  arena[((((602112 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
+                  ox34 &+= 1
                 }
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
-              for ox30 in 0..<13 {
-                arena[((((602112 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
+          for oy35 in 0..<14 {
+            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
+              for ox36 in 0..<13 {
+                arena[((((602112 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 12544, 32, 144, 1, arena + 602112, 12544, params + 160, 144, Float(bitPattern: 0x0), arena + 2408448, 32)
-    for j31 in 0..<64 {
-      for f32 in 0..<32 {
-        for py33 in 0..<7 {
-          for px34 in 0..<7 {
-            var best35: Float = (arena[((2408448 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)])
-            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
-            bi36 = ((arena[((2408448 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
-            best35 = ((arena[((2408448 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2408448 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            bi36 = ((arena[((2408448 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
-            best35 = ((arena[((2408448 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2408448 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            bi36 = ((arena[((2408448 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
-            best35 = ((arena[((2408448 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2408448 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            bi36 = ((arena[((2408448 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
-            best35 = ((arena[((2408448 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2408448 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            arena[(401408 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
-            arena[(501760 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
+    for nb37 in 0..<196 {
+      for mb38 in 0..<5 {
+        var t39_c0_0 = SIMD16<Float>()
+        var t39_c0_1 = SIMD16<Float>()
+        var t39_c0_2 = SIMD16<Float>()
+        var t39_c0_3 = SIMD16<Float>()
+        var t39_c1_0 = SIMD16<Float>()
+        var t39_c1_1 = SIMD16<Float>()
+        var t39_c1_2 = SIMD16<Float>()
+        var t39_c1_3 = SIMD16<Float>()
+        var t39_c2_0 = SIMD16<Float>()
+        var t39_c2_1 = SIMD16<Float>()
+        var t39_c2_2 = SIMD16<Float>()
+        var t39_c2_3 = SIMD16<Float>()
+        var t39_c3_0 = SIMD16<Float>()
+        var t39_c3_1 = SIMD16<Float>()
+        var t39_c3_2 = SIMD16<Float>()
+        var t39_c3_3 = SIMD16<Float>()
+        var t39_c4_0 = SIMD16<Float>()
+        var t39_c4_1 = SIMD16<Float>()
+        var t39_c4_2 = SIMD16<Float>()
+        var t39_c4_3 = SIMD16<Float>()
+        var t39_c5_0 = SIMD16<Float>()
+        var t39_c5_1 = SIMD16<Float>()
+        var t39_c5_2 = SIMD16<Float>()
+        var t39_c5_3 = SIMD16<Float>()
+        for k40 in 0..<144 {
+          let t39_b0 = load16(arena, ((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
+          let t39_b1 = load16(arena, (((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+          let t39_b2 = load16(arena, (((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+          let t39_b3 = load16(arena, (((602112 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+          let t39_a0 = SIMD16<Float>(repeating: params[((160 &+ ((mb38 &* 6) &* 144)) &+ k40)])
+          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
+          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
+          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
+          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
+          let t39_a1 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 1) &* 144)) &+ k40)])
+          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
+          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
+          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
+          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
+          let t39_a2 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 2) &* 144)) &+ k40)])
+          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
+          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
+          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
+          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
+          let t39_a3 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 3) &* 144)) &+ k40)])
+          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
+          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
+          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
+          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
+          let t39_a4 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 4) &* 144)) &+ k40)])
+          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
+          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
+          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
+          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
+          let t39_a5 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 5) &* 144)) &+ k40)])
+          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
+          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
+          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
+          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+        }
+        store16(arena, ((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
+        store16(arena, (((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
+        store16(arena, (((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
+        store16(arena, (((2408448 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
+        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
+        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
+        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
+        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
+        store16(arena, ((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
+        store16(arena, (((2408448 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+      }
+      var t41_c0_0 = SIMD16<Float>()
+      var t41_c0_1 = SIMD16<Float>()
+      var t41_c0_2 = SIMD16<Float>()
+      var t41_c0_3 = SIMD16<Float>()
+      var t41_c1_0 = SIMD16<Float>()
+      var t41_c1_1 = SIMD16<Float>()
+      var t41_c1_2 = SIMD16<Float>()
+      var t41_c1_3 = SIMD16<Float>()
+      for k42 in 0..<144 {
+        let t41_b0 = load16(arena, ((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
+        let t41_b1 = load16(arena, (((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+        let t41_b2 = load16(arena, (((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+        let t41_b3 = load16(arena, (((602112 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+        let t41_a0 = SIMD16<Float>(repeating: params[(4480 &+ k42)])
+        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
+        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
+        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
+        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
+        let t41_a1 = SIMD16<Float>(repeating: params[(4624 &+ k42)])
+        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
+        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
+        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
+        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
+      }
+      store16(arena, (2784768 &+ (nb37 &* 64)), t41_c0_0)
+      store16(arena, ((2784768 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
+      store16(arena, ((2784768 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
+      store16(arena, ((2784768 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
+      store16(arena, (2797312 &+ (nb37 &* 64)), t41_c1_0)
+      store16(arena, ((2797312 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
+      store16(arena, ((2797312 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
+      store16(arena, ((2797312 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
+    }
+    for j43 in 0..<64 {
+      for f44 in 0..<32 {
+        for py45 in 0..<7 {
+          for px46 in 0..<7 {
+            var best47: Float = (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)])
+            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
+            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
+            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) : best47)
+            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
+            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) : best47)
+            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
+            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) : best47)
+            bi48 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
+            best47 = ((arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2408448 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) : best47)
+            arena[(401408 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
+            arena[(501760 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
           }
         }
       }
@@ -182,264 +455,625 @@ public func smallcnn_train_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 401408, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 602112, 128)
-  for n37 in 0..<64 {
-    do {  // SIMD16 over u38
-      var u38 = 0
-      while u38 &+ 16 <= 128 {
-        store16(arena, (602112 &+ (n37 &* 128)) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n37 &* 128)) &+ u38) + load16(params, 205504 &+ u38)), where: (load16(arena, (602112 &+ (n37 &* 128)) &+ u38) + load16(params, 205504 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
-        u38 &+= 16
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 &+ 16 <= 128 {
+        store16(arena, (602112 &+ (n49 &* 128)) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (602112 &+ (n49 &* 128)) &+ u50) + load16(params, 205504 &+ u50)), where: (load16(arena, (602112 &+ (n49 &* 128)) &+ u50) + load16(params, 205504 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
+        u50 &+= 16
       }
-      while u38 < 128 {
-        arena[((602112 &+ (n37 &* 128)) &+ u38)] = ((arena[((602112 &+ (n37 &* 128)) &+ u38)] + params[(205504 &+ u38)]) > Float(0) ? (arena[((602112 &+ (n37 &* 128)) &+ u38)] + params[(205504 &+ u38)]) : Float(0))
-        u38 &+= 1
+      while u50 < 128 {
+        arena[((602112 &+ (n49 &* 128)) &+ u50)] = ((arena[((602112 &+ (n49 &* 128)) &+ u50)] + params[(205504 &+ u50)]) > Float(0) ? (arena[((602112 &+ (n49 &* 128)) &+ u50)] + params[(205504 &+ u50)]) : Float(0))
+        u50 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 602112, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 610304, 10)
-  for n39 in 0..<64 {
-    do {  // SIMD16 over u40
-      var u40 = 0
-      while u40 < 10 {
-        arena[((610304 &+ (n39 &* 10)) &+ u40)] = (arena[((610304 &+ (n39 &* 10)) &+ u40)] + params[(206912 &+ u40)])
-        u40 &+= 1
+  for n51 in 0..<64 {
+    do {  // SIMD16 over u52
+      var u52 = 0
+      while u52 < 10 {
+        arena[((610304 &+ (n51 &* 10)) &+ u52)] = (arena[((610304 &+ (n51 &* 10)) &+ u52)] + params[(206912 &+ u52)])
+        u52 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc2, label)
-  var total41: Float = Float(0)
-  for n42 in 0..<64 {
-    var m43: Float = arena[(610304 &+ (n42 &* 10))]
-    for k45 in 0..<10 {
-      m43 = { let x = m43, y = arena[((610304 &+ (n42 &* 10)) &+ k45)]; return y > x ? y : x }()
+  var total53: Float = Float(0)
+  for n54 in 0..<64 {
+    var m55: Float = arena[(610304 &+ (n54 &* 10))]
+    for k57 in 0..<10 {
+      m55 = { let x = m55, y = arena[((610304 &+ (n54 &* 10)) &+ k57)]; return y > x ? y : x }()
     }
-    var s44: Float = Float(0)
-    for k46 in 0..<10 {
-      s44 = (s44 + expf((arena[((610304 &+ (n42 &* 10)) &+ k46)] - m43)))
+    var s56: Float = Float(0)
+    for k58 in 0..<10 {
+      s56 = (s56 + expf((arena[((610304 &+ (n54 &* 10)) &+ k58)] - m55)))
     }
-    total41 = (total41 + ((m43 + logf(s44)) - arena[((610304 &+ (n42 &* 10)) &+ Int(labels[n42]))]))
+    total53 = (total53 + ((m55 + logf(s56)) - arena[((610304 &+ (n54 &* 10)) &+ Int(labels[n54]))]))
   }
-  arena[610944] = (total41 / Float(64))
+  arena[610944] = (total53 / Float(64))
   // fc2_grad = cross_entropy_grad(fc2, label)
-  for n47 in 0..<64 {
-    var m48: Float = arena[(610304 &+ (n47 &* 10))]
-    for k50 in 0..<10 {
-      m48 = { let x = m48, y = arena[((610304 &+ (n47 &* 10)) &+ k50)]; return y > x ? y : x }()
+  for n59 in 0..<64 {
+    var m60: Float = arena[(610304 &+ (n59 &* 10))]
+    for k62 in 0..<10 {
+      m60 = { let x = m60, y = arena[((610304 &+ (n59 &* 10)) &+ k62)]; return y > x ? y : x }()
     }
-    var s49: Float = Float(0)
-    for k51 in 0..<10 {
-      s49 = (s49 + expf((arena[((610304 &+ (n47 &* 10)) &+ k51)] - m48)))
+    var s61: Float = Float(0)
+    for k63 in 0..<10 {
+      s61 = (s61 + expf((arena[((610304 &+ (n59 &* 10)) &+ k63)] - m60)))
     }
-    for k52 in 0..<10 {
-      arena[((610960 &+ (n47 &* 10)) &+ k52)] = ((k52 == Int(labels[n47]) ? ((expf((arena[((610304 &+ (n47 &* 10)) &+ k52)] - m48)) / s49) - Float(1)) : (expf((arena[((610304 &+ (n47 &* 10)) &+ k52)] - m48)) / s49)) / Float(64))
+    for k64 in 0..<10 {
+      arena[((610960 &+ (n59 &* 10)) &+ k64)] = ((k64 == Int(labels[n59]) ? ((expf((arena[((610304 &+ (n59 &* 10)) &+ k64)] - m60)) / s61) - Float(1)) : (expf((arena[((610304 &+ (n59 &* 10)) &+ k64)] - m60)) / s61)) / Float(64))
     }
   }
   // fc2_weight_grad = dense_grad_weight(fc2_grad, fc1)
   sgemm(101, 112, 111, 10, 128, 64, 1, arena + 610960, 10, arena + 602112, 128, Float(bitPattern: 0x0), grads + 205632, 128)
   // fc2_bias_grad = dense_grad_bias(fc2_grad)
-  for u53 in 0..<10 {
-    var acc54: Float = Float(0)
-    for n55 in 0..<64 {
-      acc54 = (acc54 + arena[((610960 &+ (n55 &* 10)) &+ u53)])
+  for u65 in 0..<10 {
+    var acc66: Float = Float(0)
+    for n67 in 0..<64 {
+      acc66 = (acc66 + arena[((610960 &+ (n67 &* 10)) &+ u65)])
     }
-    grads[(206912 &+ u53)] = acc54
+    grads[(206912 &+ u65)] = acc66
   }
   // relu3_grad = dense_grad_input(fc2_grad, fc2.weight)
   sgemm(101, 111, 111, 64, 128, 10, 1, arena + 610960, 10, params + 205632, 128, Float(bitPattern: 0x0), arena + 611600, 128)
   // fc1_grad = relu_grad(relu3_grad, fc1)
-  do {  // SIMD16 over i56
-    var i56 = 0
-    while i56 &+ 16 <= 8192 {
-      store16(arena, 619792 &+ i56, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i56), where: load16(arena, 602112 &+ i56) .> SIMD16<Float>(repeating: Float(0))))
-      i56 &+= 16
+  do {  // SIMD16 over i68
+    var i68 = 0
+    while i68 &+ 16 <= 8192 {
+      store16(arena, 619792 &+ i68, SIMD16<Float>(repeating: Float(0)).replacing(with: load16(arena, 611600 &+ i68), where: load16(arena, 602112 &+ i68) .> SIMD16<Float>(repeating: Float(0))))
+      i68 &+= 16
     }
-    while i56 < 8192 {
-      arena[(619792 &+ i56)] = (arena[(602112 &+ i56)] > Float(0) ? arena[(611600 &+ i56)] : Float(0))
-      i56 &+= 1
+    while i68 < 8192 {
+      arena[(619792 &+ i68)] = (arena[(602112 &+ i68)] > Float(0) ? arena[(611600 &+ i68)] : Float(0))
+      i68 &+= 1
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 128, 1568, 64, 1, arena + 619792, 128, arena + 401408, 1568, Float(bitPattern: 0x0), grads + 4800, 1568)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u57 in 0..<128 {
-    var acc58: Float = Float(0)
-    for n59 in 0..<64 {
-      acc58 = (acc58 + arena[((619792 &+ (n59 &* 128)) &+ u57)])
+  for u69 in 0..<128 {
+    var acc70: Float = Float(0)
+    for n71 in 0..<64 {
+      acc70 = (acc70 + arena[((619792 &+ (n71 &* 128)) &+ u69)])
     }
-    grads[(205504 &+ u57)] = acc58
+    grads[(205504 &+ u69)] = acc70
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 1568, 128, 1, arena + 619792, 128, params + 4800, 1568, Float(bitPattern: 0x0), arena + 627984, 1568)
   // pool2_grad = flatten_grad(flat_grad, conv2)
   // conv2_grad = relu_maxpool_grad(pool2_grad, conv2, conv2.argmax)
-  do {  // SIMD16 over i60
-    var i60 = 0
-    while i60 &+ 16 <= 401408 {
-      store16(arena, 728336 &+ i60, SIMD16<Float>(repeating: Float(0)))
-      i60 &+= 16
+  do {  // SIMD16 over i72
+    var i72 = 0
+    while i72 &+ 16 <= 401408 {
+      store16(arena, 728336 &+ i72, SIMD16<Float>(repeating: Float(0)))
+      i72 &+= 16
     }
-    while i60 < 401408 {
-      arena[(728336 &+ i60)] = Float(0)
-      i60 &+= 1
+    while i72 < 401408 {
+      arena[(728336 &+ i72)] = Float(0)
+      i72 &+= 1
     }
   }
-  for q61 in 0..<2048 {
-    for i62 in 0..<49 {
-      if arena[(401408 &+ ((q61 &* 49) &+ i62))] > Float(0) {
-        arena[((728336 &+ (q61 &* 196)) &+ Int(arena[(501760 &+ ((q61 &* 49) &+ i62))]))] += arena[(627984 &+ ((q61 &* 49) &+ i62))]
+  for q73 in 0..<2048 {
+    for i74 in 0..<49 {
+      if arena[(401408 &+ ((q73 &* 49) &+ i74))] > Float(0) {
+        arena[((728336 &+ (q73 &* 196)) &+ Int(arena[(501760 &+ ((q73 &* 49) &+ i74))]))] += arena[(627984 &+ ((q73 &* 49) &+ i74))]
       }
     }
   }
   // conv2_weight_grad = conv2d_grad_weight(conv2_grad, conv1)
-  do {  // SIMD16 over i63
-    var i63 = 0
-    while i63 &+ 16 <= 4608 {
-      store16(grads, 160 &+ i63, SIMD16<Float>(repeating: Float(0)))
-      i63 &+= 16
+  do {  // SIMD16 over i75
+    var i75 = 0
+    while i75 &+ 16 <= 4608 {
+      store16(arena, 3337488 &+ i75, SIMD16<Float>(repeating: Float(0)))
+      i75 &+= 16
     }
-    while i63 < 4608 {
-      grads[(160 &+ i63)] = Float(0)
-      i63 &+= 1
+    while i75 < 4608 {
+      arena[(3337488 &+ i75)] = Float(0)
+      i75 &+= 1
     }
   }
-  for g64 in 0..<1 {
-    for j65 in 0..<64 {
-      for r66 in 0..<144 {
-        do {  // SIMD16 over i67
-          var i67 = 0
-          while i67 &+ 16 <= 196 {
-            store16(arena, ((1129744 &+ (r66 &* 12544)) &+ (j65 &* 196)) &+ i67, SIMD16<Float>(repeating: Float(0)))
-            i67 &+= 16
+  for g76 in 0..<1 {
+    for j77 in 0..<64 {
+      for r78 in 0..<144 {
+        do {  // SIMD16 over i79
+          var i79 = 0
+          while i79 &+ 16 <= 196 {
+            store16(arena, ((1129744 &+ (r78 &* 12544)) &+ (j77 &* 196)) &+ i79, SIMD16<Float>(repeating: Float(0)))
+            i79 &+= 16
           }
-          while i67 < 196 {
-            arena[(((1129744 &+ (r66 &* 12544)) &+ (j65 &* 196)) &+ i67)] = Float(0)
-            i67 &+= 1
+          while i79 < 196 {
+            arena[(((1129744 &+ (r78 &* 12544)) &+ (j77 &* 196)) &+ i79)] = Float(0)
+            i79 &+= 1
           }
         }
       }
-      for c68 in 0..<16 {
-        for ky69 in 0..<3 {
-          for oy70 in 0..<14 {
-            if (-1 < ((oy70 &+ ky69) &+ -1) && ((oy70 &+ ky69) &+ -1) < 14) {
-              for ox71 in 0..<13 {
-                arena[((((1129744 &+ ((((c68 &* 3) &+ ky69) &* 3) &* 12544)) &+ (j65 &* 196)) &+ (oy70 &* 14)) &+ (ox71 &+ 1))] = arena[((((((g64 &* 64) &+ j65) &* 3136) &+ (c68 &* 196)) &+ (((oy70 &+ ky69) &+ -1) &* 14)) &+ ((ox71 &+ 1) &+ -1))]
+      for c80 in 0..<16 {
+        for ky81 in 0..<3 {
+          for oy82 in 0..<14 {
+            if (-1 < ((oy82 &+ ky81) &+ -1) && ((oy82 &+ ky81) &+ -1) < 14) {
+              for ox83 in 0..<13 {
+                arena[((((1129744 &+ ((((c80 &* 3) &+ ky81) &* 3) &* 12544)) &+ (j77 &* 196)) &+ (oy82 &* 14)) &+ (ox83 &+ 1))] = arena[((((((g76 &* 64) &+ j77) &* 3136) &+ (c80 &* 196)) &+ (((oy82 &+ ky81) &+ -1) &* 14)) &+ ((ox83 &+ 1) &+ -1))]
               }
             }
           }
-          for oy72 in 0..<14 {
-            if (-1 < ((oy72 &+ ky69) &+ -1) && ((oy72 &+ ky69) &+ -1) < 14) {
-              do {  // SIMD16 over ox73
-                var ox73 = 0
-                while ox73 < 14 {
-                  arena[((((1129744 &+ (((((c68 &* 3) &+ ky69) &* 3) &+ 1) &* 12544)) &+ (j65 &* 196)) &+ (oy72 &* 14)) &+ ox73)] = arena[((((((g64 &* 64) &+ j65) &* 3136) &+ (c68 &* 196)) &+ (((oy72 &+ ky69) &+ -1) &* 14)) &+ ox73)]
-                  ox73 &+= 1
+          for oy84 in 0..<14 {
+            if (-1 < ((oy84 &+ ky81) &+ -1) && ((oy84 &+ ky81) &+ -1) < 14) {
+              do {  // SIMD16 over ox85
+                var ox85 = 0
+                while ox85 < 14 {
+                  arena[((((1129744 &+ (((((c80 &* 3) &+ ky81) &* 3) &+ 1) &* 12544)) &+ (j77 &* 196)) &+ (oy84 &* 14)) &+ ox85)] = arena[((((((g76 &* 64) &+ j77) &* 3136) &+ (c80 &* 196)) &+ (((oy84 &+ ky81) &+ -1) &* 14)) &+ ox85)]
+                  ox85 &+= 1
                 }
               }
             }
           }
-          for oy74 in 0..<14 {
-            if (-1 < ((oy74 &+ ky69) &+ -1) && ((oy74 &+ ky69) &+ -1) < 14) {
-              for ox75 in 0..<13 {
-                arena[((((1129744 &+ (((((c68 &* 3) &+ ky69) &* 3) &+ 2) &* 12544)) &+ (j65 &* 196)) &+ (oy74 &* 14)) &+ ox75)] = arena[((((((g64 &* 64) &+ j65) &* 3136) &+ (c68 &* 196)) &+ (((oy74 &+ ky69) &+ -1) &* 14)) &+ (ox75 &+ 1))]
+          for oy86 in 0..<14 {
+            if (-1 < ((oy86 &+ ky81) &+ -1) && ((oy86 &+ ky81) &+ -1) < 14) {
+              for ox87 in 0..<13 {
+                arena[((((1129744 &+ (((((c80 &* 3) &+ ky81) &* 3) &+ 2) &* 12544)) &+ (j77 &* 196)) &+ (oy86 &* 14)) &+ ox87)] = arena[((((((g76 &* 64) &+ j77) &* 3136) &+ (c80 &* 196)) &+ (((oy86 &+ ky81) &+ -1) &* 14)) &+ (ox87 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j76 in 0..<64 {
-      for f77 in 0..<32 {
-        do {  // SIMD16 over i78
-          var i78 = 0
-          while i78 &+ 16 <= 196 {
-            store16(arena, ((2936080 &+ (f77 &* 12544)) &+ (j76 &* 196)) &+ i78, load16(arena, ((728336 &+ (((g64 &* 64) &+ j76) &* 6272)) &+ (f77 &* 196)) &+ i78))
-            i78 &+= 16
-          }
-          while i78 < 196 {
-            arena[(((2936080 &+ (f77 &* 12544)) &+ (j76 &* 196)) &+ i78)] = arena[(((728336 &+ (((g64 &* 64) &+ j76) &* 6272)) &+ (f77 &* 196)) &+ i78)]
-            i78 &+= 1
-          }
+    for j88 in 0..<64 {
+      for i89 in 0..<196 {
+        for f90 in 0..<32 {
+          arena[((2936080 &+ (((j88 &* 196) &+ i89) &* 32)) &+ f90)] = arena[(((728336 &+ (((g76 &* 64) &+ j88) &* 6272)) &+ (f90 &* 196)) &+ i89)]
         }
       }
     }
-    sgemm(101, 111, 112, 32, 144, 12544, 1, arena + 2936080, 12544, arena + 1129744, 12544, Float(bitPattern: 0x3f800000), grads + 160, 144)
+    for kp91 in 0..<32 {
+      for nb92 in 0..<1 {
+        for mb93 in 0..<10 {
+          var t94_c0_0 = load16(arena, ((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)))
+          var t94_c0_1 = load16(arena, (((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c1_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)))
+          var t94_c1_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c2_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)))
+          var t94_c2_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c3_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)))
+          var t94_c3_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c4_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)))
+          var t94_c4_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c5_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)))
+          var t94_c5_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c6_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)))
+          var t94_c6_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c7_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)))
+          var t94_c7_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c8_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)))
+          var t94_c8_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c9_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)))
+          var t94_c9_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c10_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)))
+          var t94_c10_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c11_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)))
+          var t94_c11_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c12_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)))
+          var t94_c12_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          var t94_c13_0 = load16(arena, ((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)))
+          var t94_c13_1 = load16(arena, (((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          for k95 in 0..<381 {
+            let t94_b0 = load16(arena, ((2936080 &+ ((k95 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)))
+            let t94_b1 = load16(arena, (((2936080 &+ ((k95 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)) &+ 16))
+            let t94_a0 = SIMD16<Float>(repeating: arena[((1129744 &+ ((mb93 &* 14) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c0_0 = t94_c0_0.addingProduct(t94_a0, t94_b0)
+            t94_c0_1 = t94_c0_1.addingProduct(t94_a0, t94_b1)
+            let t94_a1 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 1) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c1_0 = t94_c1_0.addingProduct(t94_a1, t94_b0)
+            t94_c1_1 = t94_c1_1.addingProduct(t94_a1, t94_b1)
+            let t94_a2 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 2) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c2_0 = t94_c2_0.addingProduct(t94_a2, t94_b0)
+            t94_c2_1 = t94_c2_1.addingProduct(t94_a2, t94_b1)
+            let t94_a3 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 3) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c3_0 = t94_c3_0.addingProduct(t94_a3, t94_b0)
+            t94_c3_1 = t94_c3_1.addingProduct(t94_a3, t94_b1)
+            let t94_a4 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 4) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c4_0 = t94_c4_0.addingProduct(t94_a4, t94_b0)
+            t94_c4_1 = t94_c4_1.addingProduct(t94_a4, t94_b1)
+            let t94_a5 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 5) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c5_0 = t94_c5_0.addingProduct(t94_a5, t94_b0)
+            t94_c5_1 = t94_c5_1.addingProduct(t94_a5, t94_b1)
+            let t94_a6 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 6) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c6_0 = t94_c6_0.addingProduct(t94_a6, t94_b0)
+            t94_c6_1 = t94_c6_1.addingProduct(t94_a6, t94_b1)
+            let t94_a7 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 7) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c7_0 = t94_c7_0.addingProduct(t94_a7, t94_b0)
+            t94_c7_1 = t94_c7_1.addingProduct(t94_a7, t94_b1)
+            let t94_a8 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 8) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c8_0 = t94_c8_0.addingProduct(t94_a8, t94_b0)
+            t94_c8_1 = t94_c8_1.addingProduct(t94_a8, t94_b1)
+            let t94_a9 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 9) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c9_0 = t94_c9_0.addingProduct(t94_a9, t94_b0)
+            t94_c9_1 = t94_c9_1.addingProduct(t94_a9, t94_b1)
+            let t94_a10 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 10) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c10_0 = t94_c10_0.addingProduct(t94_a10, t94_b0)
+            t94_c10_1 = t94_c10_1.addingProduct(t94_a10, t94_b1)
+            let t94_a11 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 11) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c11_0 = t94_c11_0.addingProduct(t94_a11, t94_b0)
+            t94_c11_1 = t94_c11_1.addingProduct(t94_a11, t94_b1)
+            let t94_a12 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 12) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c12_0 = t94_c12_0.addingProduct(t94_a12, t94_b0)
+            t94_c12_1 = t94_c12_1.addingProduct(t94_a12, t94_b1)
+            let t94_a13 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb93 &* 14) &+ 13) &* 12544)) &+ (k95 &+ (kp91 &* 381)))])
+            t94_c13_0 = t94_c13_0.addingProduct(t94_a13, t94_b0)
+            t94_c13_1 = t94_c13_1.addingProduct(t94_a13, t94_b1)
+          }
+          store16(arena, ((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)), t94_c0_0)
+          store16(arena, (((3337488 &+ ((mb93 &* 14) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c0_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)), t94_c1_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 1) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c1_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)), t94_c2_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 2) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c2_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)), t94_c3_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 3) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c3_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)), t94_c4_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 4) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c4_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)), t94_c5_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 5) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c5_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)), t94_c6_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 6) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c6_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)), t94_c7_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 7) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c7_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)), t94_c8_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 8) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c8_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)), t94_c9_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 9) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c9_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)), t94_c10_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 10) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c10_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)), t94_c11_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 11) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c11_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)), t94_c12_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 12) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c12_1)
+          store16(arena, ((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)), t94_c13_0)
+          store16(arena, (((3337488 &+ (((mb93 &* 14) &+ 13) &* 32)) &+ (nb92 &* 32)) &+ 16), t94_c13_1)
+        }
+        var t96_c0_0 = load16(arena, (3341968 &+ (nb92 &* 32)))
+        var t96_c0_1 = load16(arena, ((3341968 &+ (nb92 &* 32)) &+ 16))
+        var t96_c1_0 = load16(arena, (3342000 &+ (nb92 &* 32)))
+        var t96_c1_1 = load16(arena, ((3342000 &+ (nb92 &* 32)) &+ 16))
+        var t96_c2_0 = load16(arena, (3342032 &+ (nb92 &* 32)))
+        var t96_c2_1 = load16(arena, ((3342032 &+ (nb92 &* 32)) &+ 16))
+        var t96_c3_0 = load16(arena, (3342064 &+ (nb92 &* 32)))
+        var t96_c3_1 = load16(arena, ((3342064 &+ (nb92 &* 32)) &+ 16))
+        for k97 in 0..<381 {
+          let t96_b0 = load16(arena, ((2936080 &+ ((k97 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)))
+          let t96_b1 = load16(arena, (((2936080 &+ ((k97 &+ (kp91 &* 381)) &* 32)) &+ (nb92 &* 32)) &+ 16))
+          let t96_a0 = SIMD16<Float>(repeating: arena[(2885904 &+ (k97 &+ (kp91 &* 381)))])
+          t96_c0_0 = t96_c0_0.addingProduct(t96_a0, t96_b0)
+          t96_c0_1 = t96_c0_1.addingProduct(t96_a0, t96_b1)
+          let t96_a1 = SIMD16<Float>(repeating: arena[(2898448 &+ (k97 &+ (kp91 &* 381)))])
+          t96_c1_0 = t96_c1_0.addingProduct(t96_a1, t96_b0)
+          t96_c1_1 = t96_c1_1.addingProduct(t96_a1, t96_b1)
+          let t96_a2 = SIMD16<Float>(repeating: arena[(2910992 &+ (k97 &+ (kp91 &* 381)))])
+          t96_c2_0 = t96_c2_0.addingProduct(t96_a2, t96_b0)
+          t96_c2_1 = t96_c2_1.addingProduct(t96_a2, t96_b1)
+          let t96_a3 = SIMD16<Float>(repeating: arena[(2923536 &+ (k97 &+ (kp91 &* 381)))])
+          t96_c3_0 = t96_c3_0.addingProduct(t96_a3, t96_b0)
+          t96_c3_1 = t96_c3_1.addingProduct(t96_a3, t96_b1)
+        }
+        store16(arena, (3341968 &+ (nb92 &* 32)), t96_c0_0)
+        store16(arena, ((3341968 &+ (nb92 &* 32)) &+ 16), t96_c0_1)
+        store16(arena, (3342000 &+ (nb92 &* 32)), t96_c1_0)
+        store16(arena, ((3342000 &+ (nb92 &* 32)) &+ 16), t96_c1_1)
+        store16(arena, (3342032 &+ (nb92 &* 32)), t96_c2_0)
+        store16(arena, ((3342032 &+ (nb92 &* 32)) &+ 16), t96_c2_1)
+        store16(arena, (3342064 &+ (nb92 &* 32)), t96_c3_0)
+        store16(arena, ((3342064 &+ (nb92 &* 32)) &+ 16), t96_c3_1)
+      }
+    }
+    for nb98 in 0..<1 {
+      for mb99 in 0..<10 {
+        var t100_c0_0 = load16(arena, ((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)))
+        var t100_c0_1 = load16(arena, (((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c1_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)))
+        var t100_c1_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c2_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)))
+        var t100_c2_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c3_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)))
+        var t100_c3_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c4_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)))
+        var t100_c4_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c5_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)))
+        var t100_c5_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c6_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)))
+        var t100_c6_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c7_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)))
+        var t100_c7_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c8_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)))
+        var t100_c8_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c9_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)))
+        var t100_c9_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c10_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)))
+        var t100_c10_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c11_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)))
+        var t100_c11_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c12_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)))
+        var t100_c12_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        var t100_c13_0 = load16(arena, ((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)))
+        var t100_c13_1 = load16(arena, (((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        for k101 in 0..<352 {
+          let t100_b0 = load16(arena, ((2936080 &+ ((k101 &+ 12192) &* 32)) &+ (nb98 &* 32)))
+          let t100_b1 = load16(arena, (((2936080 &+ ((k101 &+ 12192) &* 32)) &+ (nb98 &* 32)) &+ 16))
+          let t100_a0 = SIMD16<Float>(repeating: arena[((1129744 &+ ((mb99 &* 14) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c0_0 = t100_c0_0.addingProduct(t100_a0, t100_b0)
+          t100_c0_1 = t100_c0_1.addingProduct(t100_a0, t100_b1)
+          let t100_a1 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 1) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c1_0 = t100_c1_0.addingProduct(t100_a1, t100_b0)
+          t100_c1_1 = t100_c1_1.addingProduct(t100_a1, t100_b1)
+          let t100_a2 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 2) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c2_0 = t100_c2_0.addingProduct(t100_a2, t100_b0)
+          t100_c2_1 = t100_c2_1.addingProduct(t100_a2, t100_b1)
+          let t100_a3 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 3) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c3_0 = t100_c3_0.addingProduct(t100_a3, t100_b0)
+          t100_c3_1 = t100_c3_1.addingProduct(t100_a3, t100_b1)
+          let t100_a4 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 4) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c4_0 = t100_c4_0.addingProduct(t100_a4, t100_b0)
+          t100_c4_1 = t100_c4_1.addingProduct(t100_a4, t100_b1)
+          let t100_a5 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 5) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c5_0 = t100_c5_0.addingProduct(t100_a5, t100_b0)
+          t100_c5_1 = t100_c5_1.addingProduct(t100_a5, t100_b1)
+          let t100_a6 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 6) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c6_0 = t100_c6_0.addingProduct(t100_a6, t100_b0)
+          t100_c6_1 = t100_c6_1.addingProduct(t100_a6, t100_b1)
+          let t100_a7 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 7) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c7_0 = t100_c7_0.addingProduct(t100_a7, t100_b0)
+          t100_c7_1 = t100_c7_1.addingProduct(t100_a7, t100_b1)
+          let t100_a8 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 8) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c8_0 = t100_c8_0.addingProduct(t100_a8, t100_b0)
+          t100_c8_1 = t100_c8_1.addingProduct(t100_a8, t100_b1)
+          let t100_a9 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 9) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c9_0 = t100_c9_0.addingProduct(t100_a9, t100_b0)
+          t100_c9_1 = t100_c9_1.addingProduct(t100_a9, t100_b1)
+          let t100_a10 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 10) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c10_0 = t100_c10_0.addingProduct(t100_a10, t100_b0)
+          t100_c10_1 = t100_c10_1.addingProduct(t100_a10, t100_b1)
+          let t100_a11 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 11) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c11_0 = t100_c11_0.addingProduct(t100_a11, t100_b0)
+          t100_c11_1 = t100_c11_1.addingProduct(t100_a11, t100_b1)
+          let t100_a12 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 12) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c12_0 = t100_c12_0.addingProduct(t100_a12, t100_b0)
+          t100_c12_1 = t100_c12_1.addingProduct(t100_a12, t100_b1)
+          let t100_a13 = SIMD16<Float>(repeating: arena[((1129744 &+ (((mb99 &* 14) &+ 13) &* 12544)) &+ (k101 &+ 12192))])
+          t100_c13_0 = t100_c13_0.addingProduct(t100_a13, t100_b0)
+          t100_c13_1 = t100_c13_1.addingProduct(t100_a13, t100_b1)
+        }
+        store16(arena, ((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)), t100_c0_0)
+        store16(arena, (((3337488 &+ ((mb99 &* 14) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c0_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)), t100_c1_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 1) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c1_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)), t100_c2_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 2) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c2_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)), t100_c3_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 3) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c3_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)), t100_c4_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 4) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c4_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)), t100_c5_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 5) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c5_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)), t100_c6_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 6) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c6_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)), t100_c7_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 7) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c7_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)), t100_c8_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 8) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c8_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)), t100_c9_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 9) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c9_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)), t100_c10_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 10) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c10_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)), t100_c11_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 11) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c11_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)), t100_c12_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 12) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c12_1)
+        store16(arena, ((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)), t100_c13_0)
+        store16(arena, (((3337488 &+ (((mb99 &* 14) &+ 13) &* 32)) &+ (nb98 &* 32)) &+ 16), t100_c13_1)
+      }
+      var t102_c0_0 = load16(arena, (3341968 &+ (nb98 &* 32)))
+      var t102_c0_1 = load16(arena, ((3341968 &+ (nb98 &* 32)) &+ 16))
+      var t102_c1_0 = load16(arena, (3342000 &+ (nb98 &* 32)))
+      var t102_c1_1 = load16(arena, ((3342000 &+ (nb98 &* 32)) &+ 16))
+      var t102_c2_0 = load16(arena, (3342032 &+ (nb98 &* 32)))
+      var t102_c2_1 = load16(arena, ((3342032 &+ (nb98 &* 32)) &+ 16))
+      var t102_c3_0 = load16(arena, (3342064 &+ (nb98 &* 32)))
+      var t102_c3_1 = load16(arena, ((3342064 &+ (nb98 &* 32)) &+ 16))
+      for k103 in 0..<352 {
+        let t102_b0 = load16(arena, ((2936080 &+ ((k103 &+ 12192) &* 32)) &+ (nb98 &* 32)))
+        let t102_b1 = load16(arena, (((2936080 &+ ((k103 &+ 12192) &* 32)) &+ (nb98 &* 32)) &+ 16))
+        let t102_a0 = SIMD16<Float>(repeating: arena[(2885904 &+ (k103 &+ 12192))])
+        t102_c0_0 = t102_c0_0.addingProduct(t102_a0, t102_b0)
+        t102_c0_1 = t102_c0_1.addingProduct(t102_a0, t102_b1)
+        let t102_a1 = SIMD16<Float>(repeating: arena[(2898448 &+ (k103 &+ 12192))])
+        t102_c1_0 = t102_c1_0.addingProduct(t102_a1, t102_b0)
+        t102_c1_1 = t102_c1_1.addingProduct(t102_a1, t102_b1)
+        let t102_a2 = SIMD16<Float>(repeating: arena[(2910992 &+ (k103 &+ 12192))])
+        t102_c2_0 = t102_c2_0.addingProduct(t102_a2, t102_b0)
+        t102_c2_1 = t102_c2_1.addingProduct(t102_a2, t102_b1)
+        let t102_a3 = SIMD16<Float>(repeating: arena[(2923536 &+ (k103 &+ 12192))])
+        t102_c3_0 = t102_c3_0.addingProduct(t102_a3, t102_b0)
+        t102_c3_1 = t102_c3_1.addingProduct(t102_a3, t102_b1)
+      }
+      store16(arena, (3341968 &+ (nb98 &* 32)), t102_c0_0)
+      store16(arena, ((3341968 &+ (nb98 &* 32)) &+ 16), t102_c0_1)
+      store16(arena, (3342000 &+ (nb98 &* 32)), t102_c1_0)
+      store16(arena, ((3342000 &+ (nb98 &* 32)) &+ 16), t102_c1_1)
+      store16(arena, (3342032 &+ (nb98 &* 32)), t102_c2_0)
+      store16(arena, ((3342032 &+ (nb98 &* 32)) &+ 16), t102_c2_1)
+      store16(arena, (3342064 &+ (nb98 &* 32)), t102_c3_0)
+      store16(arena, ((3342064 &+ (nb98 &* 32)) &+ 16), t102_c3_1)
+    }
+  }
+  for f104 in 0..<32 {
+    for r105 in 0..<144 {
+      grads[((160 &+ (f104 &* 144)) &+ r105)] = arena[((3337488 &+ (r105 &* 32)) &+ f104)]
+    }
   }
   // conv2_bias_grad = conv2d_grad_bias(conv2_grad)
-  do {  // SIMD16 over i79
-    var i79 = 0
-    while i79 &+ 16 <= 196 {
-      store16(arena, 401408 &+ i79, SIMD16<Float>(repeating: Float(1)))
-      i79 &+= 16
+  do {  // SIMD16 over i106
+    var i106 = 0
+    while i106 &+ 16 <= 196 {
+      store16(arena, 401408 &+ i106, SIMD16<Float>(repeating: Float(1)))
+      i106 &+= 16
     }
-    while i79 < 196 {
-      arena[(401408 &+ i79)] = Float(1)
-      i79 &+= 1
-    }
-  }
-  do {  // SIMD16 over i80
-    var i80 = 0
-    while i80 &+ 16 <= 32 {
-      store16(grads, 4768 &+ i80, SIMD16<Float>(repeating: Float(0)))
-      i80 &+= 16
-    }
-    while i80 < 32 {
-      grads[(4768 &+ i80)] = Float(0)
-      i80 &+= 1
+    while i106 < 196 {
+      arena[(401408 &+ i106)] = Float(1)
+      i106 &+= 1
     }
   }
-  for img81 in 0..<64 {
-    sgemm(101, 111, 111, 32, 1, 196, 1, arena + (728336 &+ (img81 &* 6272)), 196, arena + 401408, 1, Float(bitPattern: 0x3f800000), grads + 4768, 1)
+  do {  // SIMD16 over i107
+    var i107 = 0
+    while i107 &+ 16 <= 32 {
+      store16(grads, 4768 &+ i107, SIMD16<Float>(repeating: Float(0)))
+      i107 &+= 16
+    }
+    while i107 < 32 {
+      grads[(4768 &+ i107)] = Float(0)
+      i107 &+= 1
+    }
+  }
+  for img108 in 0..<64 {
+    sgemm(101, 111, 111, 32, 1, 196, 1, arena + (728336 &+ (img108 &* 6272)), 196, arena + 401408, 1, Float(bitPattern: 0x3f800000), grads + 4768, 1)
   }
   // pool1_grad = conv2d_grad_input(conv2_grad, conv2.weight, conv1)
-  do {  // SIMD16 over i82
-    var i82 = 0
-    while i82 &+ 16 <= 200704 {
-      store16(arena, 401408 &+ i82, SIMD16<Float>(repeating: Float(0)))
-      i82 &+= 16
+  do {  // SIMD16 over i109
+    var i109 = 0
+    while i109 &+ 16 <= 200704 {
+      store16(arena, 401408 &+ i109, SIMD16<Float>(repeating: Float(0)))
+      i109 &+= 16
     }
-    while i82 < 200704 {
-      arena[(401408 &+ i82)] = Float(0)
-      i82 &+= 1
+    while i109 < 200704 {
+      arena[(401408 &+ i109)] = Float(0)
+      i109 &+= 1
     }
   }
-  for g83 in 0..<1 {
-    for j84 in 0..<64 {
-      for f85 in 0..<32 {
-        do {  // SIMD16 over i86
-          var i86 = 0
-          while i86 &+ 16 <= 196 {
-            store16(arena, ((2936080 &+ (f85 &* 12544)) &+ (j84 &* 196)) &+ i86, load16(arena, ((728336 &+ (((g83 &* 64) &+ j84) &* 6272)) &+ (f85 &* 196)) &+ i86))
-            i86 &+= 16
+  for g110 in 0..<1 {
+    for j111 in 0..<64 {
+      for f112 in 0..<32 {
+        do {  // SIMD16 over i113
+          var i113 = 0
+          while i113 &+ 16 <= 196 {
+            store16(arena, ((2936080 &+ (f112 &* 12544)) &+ (j111 &* 196)) &+ i113, load16(arena, ((728336 &+ (((g110 &* 64) &+ j111) &* 6272)) &+ (f112 &* 196)) &+ i113))
+            i113 &+= 16
           }
-          while i86 < 196 {
-            arena[(((2936080 &+ (f85 &* 12544)) &+ (j84 &* 196)) &+ i86)] = arena[(((728336 &+ (((g83 &* 64) &+ j84) &* 6272)) &+ (f85 &* 196)) &+ i86)]
-            i86 &+= 1
+          while i113 < 196 {
+            arena[(((2936080 &+ (f112 &* 12544)) &+ (j111 &* 196)) &+ i113)] = arena[(((728336 &+ (((g110 &* 64) &+ j111) &* 6272)) &+ (f112 &* 196)) &+ i113)]
+            i113 &+= 1
           }
         }
       }
     }
-    sgemm(101, 112, 111, 144, 12544, 32, 1, params + 160, 144, arena + 2936080, 12544, Float(bitPattern: 0x0), arena + 1129744, 12544)
-    for j87 in 0..<64 {
-      for c88 in 0..<16 {
-        for ky89 in 0..<3 {
-          for oy90 in 0..<14 {
-            if (-1 < ((oy90 &+ ky89) &+ -1) && ((oy90 &+ ky89) &+ -1) < 14) {
-              for ox91 in 0..<13 {
-                arena[((((401408 &+ (((g83 &* 64) &+ j87) &* 3136)) &+ (c88 &* 196)) &+ (((oy90 &+ ky89) &+ -1) &* 14)) &+ ((ox91 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c88 &* 3) &+ ky89) &* 3) &* 12544)) &+ (j87 &* 196)) &+ (oy90 &* 14)) &+ (ox91 &+ 1))]
+    for nb114 in 0..<196 {
+      for mb115 in 0..<24 {
+        var t116_c0_0 = SIMD16<Float>()
+        var t116_c0_1 = SIMD16<Float>()
+        var t116_c0_2 = SIMD16<Float>()
+        var t116_c0_3 = SIMD16<Float>()
+        var t116_c1_0 = SIMD16<Float>()
+        var t116_c1_1 = SIMD16<Float>()
+        var t116_c1_2 = SIMD16<Float>()
+        var t116_c1_3 = SIMD16<Float>()
+        var t116_c2_0 = SIMD16<Float>()
+        var t116_c2_1 = SIMD16<Float>()
+        var t116_c2_2 = SIMD16<Float>()
+        var t116_c2_3 = SIMD16<Float>()
+        var t116_c3_0 = SIMD16<Float>()
+        var t116_c3_1 = SIMD16<Float>()
+        var t116_c3_2 = SIMD16<Float>()
+        var t116_c3_3 = SIMD16<Float>()
+        var t116_c4_0 = SIMD16<Float>()
+        var t116_c4_1 = SIMD16<Float>()
+        var t116_c4_2 = SIMD16<Float>()
+        var t116_c4_3 = SIMD16<Float>()
+        var t116_c5_0 = SIMD16<Float>()
+        var t116_c5_1 = SIMD16<Float>()
+        var t116_c5_2 = SIMD16<Float>()
+        var t116_c5_3 = SIMD16<Float>()
+        for k117 in 0..<32 {
+          let t116_b0 = load16(arena, ((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)))
+          let t116_b1 = load16(arena, (((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)) &+ 16))
+          let t116_b2 = load16(arena, (((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)) &+ 32))
+          let t116_b3 = load16(arena, (((2936080 &+ (k117 &* 12544)) &+ (nb114 &* 64)) &+ 48))
+          let t116_a0 = SIMD16<Float>(repeating: params[((160 &+ (mb115 &* 6)) &+ (k117 &* 144))])
+          t116_c0_0 = t116_c0_0.addingProduct(t116_a0, t116_b0)
+          t116_c0_1 = t116_c0_1.addingProduct(t116_a0, t116_b1)
+          t116_c0_2 = t116_c0_2.addingProduct(t116_a0, t116_b2)
+          t116_c0_3 = t116_c0_3.addingProduct(t116_a0, t116_b3)
+          let t116_a1 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 1)) &+ (k117 &* 144))])
+          t116_c1_0 = t116_c1_0.addingProduct(t116_a1, t116_b0)
+          t116_c1_1 = t116_c1_1.addingProduct(t116_a1, t116_b1)
+          t116_c1_2 = t116_c1_2.addingProduct(t116_a1, t116_b2)
+          t116_c1_3 = t116_c1_3.addingProduct(t116_a1, t116_b3)
+          let t116_a2 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 2)) &+ (k117 &* 144))])
+          t116_c2_0 = t116_c2_0.addingProduct(t116_a2, t116_b0)
+          t116_c2_1 = t116_c2_1.addingProduct(t116_a2, t116_b1)
+          t116_c2_2 = t116_c2_2.addingProduct(t116_a2, t116_b2)
+          t116_c2_3 = t116_c2_3.addingProduct(t116_a2, t116_b3)
+          let t116_a3 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 3)) &+ (k117 &* 144))])
+          t116_c3_0 = t116_c3_0.addingProduct(t116_a3, t116_b0)
+          t116_c3_1 = t116_c3_1.addingProduct(t116_a3, t116_b1)
+          t116_c3_2 = t116_c3_2.addingProduct(t116_a3, t116_b2)
+          t116_c3_3 = t116_c3_3.addingProduct(t116_a3, t116_b3)
+          let t116_a4 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 4)) &+ (k117 &* 144))])
+          t116_c4_0 = t116_c4_0.addingProduct(t116_a4, t116_b0)
+          t116_c4_1 = t116_c4_1.addingProduct(t116_a4, t116_b1)
+          t116_c4_2 = t116_c4_2.addingProduct(t116_a4, t116_b2)
+          t116_c4_3 = t116_c4_3.addingProduct(t116_a4, t116_b3)
+          let t116_a5 = SIMD16<Float>(repeating: params[((160 &+ ((mb115 &* 6) &+ 5)) &+ (k117 &* 144))])
+          t116_c5_0 = t116_c5_0.addingProduct(t116_a5, t116_b0)
+          t116_c5_1 = t116_c5_1.addingProduct(t116_a5, t116_b1)
+          t116_c5_2 = t116_c5_2.addingProduct(t116_a5, t116_b2)
+          t116_c5_3 = t116_c5_3.addingProduct(t116_a5, t116_b3)
+        }
+        store16(arena, ((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)), t116_c0_0)
+        store16(arena, (((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c0_1)
+        store16(arena, (((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c0_2)
+        store16(arena, (((1129744 &+ ((mb115 &* 6) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c0_3)
+        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)), t116_c1_0)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c1_1)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c1_2)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 1) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c1_3)
+        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)), t116_c2_0)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c2_1)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c2_2)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 2) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c2_3)
+        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)), t116_c3_0)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c3_1)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c3_2)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 3) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c3_3)
+        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)), t116_c4_0)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c4_1)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c4_2)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 4) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c4_3)
+        store16(arena, ((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)), t116_c5_0)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)) &+ 16), t116_c5_1)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)) &+ 32), t116_c5_2)
+        store16(arena, (((1129744 &+ (((mb115 &* 6) &+ 5) &* 12544)) &+ (nb114 &* 64)) &+ 48), t116_c5_3)
+      }
+    }
+    for j118 in 0..<64 {
+      for c119 in 0..<16 {
+        for ky120 in 0..<3 {
+          for oy121 in 0..<14 {
+            if (-1 < ((oy121 &+ ky120) &+ -1) && ((oy121 &+ ky120) &+ -1) < 14) {
+              for ox122 in 0..<13 {
+                arena[((((401408 &+ (((g110 &* 64) &+ j118) &* 3136)) &+ (c119 &* 196)) &+ (((oy121 &+ ky120) &+ -1) &* 14)) &+ ((ox122 &+ 1) &+ -1))] += arena[((((1129744 &+ ((((c119 &* 3) &+ ky120) &* 3) &* 12544)) &+ (j118 &* 196)) &+ (oy121 &* 14)) &+ (ox122 &+ 1))]
               }
             }
           }
-          for oy92 in 0..<14 {
-            if (-1 < ((oy92 &+ ky89) &+ -1) && ((oy92 &+ ky89) &+ -1) < 14) {
-              for ox93 in 0..<14 {
-                arena[((((401408 &+ (((g83 &* 64) &+ j87) &* 3136)) &+ (c88 &* 196)) &+ (((oy92 &+ ky89) &+ -1) &* 14)) &+ ox93)] += arena[((((1129744 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 1) &* 12544)) &+ (j87 &* 196)) &+ (oy92 &* 14)) &+ ox93)]
+          for oy123 in 0..<14 {
+            if (-1 < ((oy123 &+ ky120) &+ -1) && ((oy123 &+ ky120) &+ -1) < 14) {
+              for ox124 in 0..<14 {
+                arena[((((401408 &+ (((g110 &* 64) &+ j118) &* 3136)) &+ (c119 &* 196)) &+ (((oy123 &+ ky120) &+ -1) &* 14)) &+ ox124)] += arena[((((1129744 &+ (((((c119 &* 3) &+ ky120) &* 3) &+ 1) &* 12544)) &+ (j118 &* 196)) &+ (oy123 &* 14)) &+ ox124)]
               }
             }
           }
-          for oy94 in 0..<14 {
-            if (-1 < ((oy94 &+ ky89) &+ -1) && ((oy94 &+ ky89) &+ -1) < 14) {
-              for ox95 in 0..<13 {
-                arena[((((401408 &+ (((g83 &* 64) &+ j87) &* 3136)) &+ (c88 &* 196)) &+ (((oy94 &+ ky89) &+ -1) &* 14)) &+ (ox95 &+ 1))] += arena[((((1129744 &+ (((((c88 &* 3) &+ ky89) &* 3) &+ 2) &* 12544)) &+ (j87 &* 196)) &+ (oy94 &* 14)) &+ ox95)]
+          for oy125 in 0..<14 {
+            if (-1 < ((oy125 &+ ky120) &+ -1) && ((oy125 &+ ky120) &+ -1) < 14) {
+              for ox126 in 0..<13 {
+                arena[((((401408 &+ (((g110 &* 64) &+ j118) &* 3136)) &+ (c119 &* 196)) &+ (((oy125 &+ ky120) &+ -1) &* 14)) &+ (ox126 &+ 1))] += arena[((((1129744 &+ (((((c119 &* 3) &+ ky120) &* 3) &+ 2) &* 12544)) &+ (j118 &* 196)) &+ (oy125 &* 14)) &+ ox126)]
               }
             }
           }
@@ -448,150 +1082,234 @@ public func smallcnn_train_b64(
     }
   }
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i96
-    var i96 = 0
-    while i96 &+ 16 <= 802816 {
-      store16(arena, 610960 &+ i96, SIMD16<Float>(repeating: Float(0)))
-      i96 &+= 16
+  do {  // SIMD16 over i127
+    var i127 = 0
+    while i127 &+ 16 <= 802816 {
+      store16(arena, 610960 &+ i127, SIMD16<Float>(repeating: Float(0)))
+      i127 &+= 16
     }
-    while i96 < 802816 {
-      arena[(610960 &+ i96)] = Float(0)
-      i96 &+= 1
+    while i127 < 802816 {
+      arena[(610960 &+ i127)] = Float(0)
+      i127 &+= 1
     }
   }
-  for q97 in 0..<1024 {
-    for i98 in 0..<196 {
-      if arena[((q97 &* 196) &+ i98)] > Float(0) {
-        arena[((610960 &+ (q97 &* 784)) &+ Int(arena[(200704 &+ ((q97 &* 196) &+ i98))]))] += arena[(401408 &+ ((q97 &* 196) &+ i98))]
+  for q128 in 0..<1024 {
+    for i129 in 0..<196 {
+      if arena[((q128 &* 196) &+ i129)] > Float(0) {
+        arena[((610960 &+ (q128 &* 784)) &+ Int(arena[(200704 &+ ((q128 &* 196) &+ i129))]))] += arena[(401408 &+ ((q128 &* 196) &+ i129))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i99
-    var i99 = 0
-    while i99 &+ 16 <= 144 {
-      store16(grads, 0 &+ i99, SIMD16<Float>(repeating: Float(0)))
-      i99 &+= 16
+  do {  // SIMD16 over i130
+    var i130 = 0
+    while i130 &+ 16 <= 144 {
+      store16(arena, 2668176 &+ i130, SIMD16<Float>(repeating: Float(0)))
+      i130 &+= 16
     }
-    while i99 < 144 {
-      grads[i99] = Float(0)
-      i99 &+= 1
+    while i130 < 144 {
+      arena[(2668176 &+ i130)] = Float(0)
+      i130 &+= 1
     }
   }
-  for g100 in 0..<1 {
-    for j101 in 0..<64 {
-      for r102 in 0..<9 {
-        do {  // SIMD16 over i103
-          var i103 = 0
-          while i103 &+ 16 <= 784 {
-            store16(arena, ((1413776 &+ (r102 &* 50176)) &+ (j101 &* 784)) &+ i103, SIMD16<Float>(repeating: Float(0)))
-            i103 &+= 16
+  for g131 in 0..<1 {
+    for j132 in 0..<64 {
+      for r133 in 0..<9 {
+        do {  // SIMD16 over i134
+          var i134 = 0
+          while i134 &+ 16 <= 784 {
+            store16(arena, ((1413776 &+ (r133 &* 50176)) &+ (j132 &* 784)) &+ i134, SIMD16<Float>(repeating: Float(0)))
+            i134 &+= 16
           }
-          while i103 < 784 {
-            arena[(((1413776 &+ (r102 &* 50176)) &+ (j101 &* 784)) &+ i103)] = Float(0)
-            i103 &+= 1
+          while i134 < 784 {
+            arena[(((1413776 &+ (r133 &* 50176)) &+ (j132 &* 784)) &+ i134)] = Float(0)
+            i134 &+= 1
           }
         }
       }
-      for c104 in 0..<1 {
-        for ky105 in 0..<3 {
-          for oy106 in 0..<28 {
-            if (-1 < ((oy106 &+ ky105) &+ -1) && ((oy106 &+ ky105) &+ -1) < 28) {
-              for ox107 in 0..<27 {
-                arena[((((1413776 &+ ((((c104 &* 3) &+ ky105) &* 3) &* 50176)) &+ (j101 &* 784)) &+ (oy106 &* 28)) &+ (ox107 &+ 1))] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy106 &+ ky105) &+ -1) &* 28)) &+ ((ox107 &+ 1) &+ -1))]
+      for c135 in 0..<1 {
+        for ky136 in 0..<3 {
+          for oy137 in 0..<28 {
+            if (-1 < ((oy137 &+ ky136) &+ -1) && ((oy137 &+ ky136) &+ -1) < 28) {
+              for ox138 in 0..<27 {
+                arena[((((1413776 &+ ((((c135 &* 3) &+ ky136) &* 3) &* 50176)) &+ (j132 &* 784)) &+ (oy137 &* 28)) &+ (ox138 &+ 1))] = images[((((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy137 &+ ky136) &+ -1) &* 28)) &+ ((ox138 &+ 1) &+ -1))]
               }
             }
           }
-          for oy108 in 0..<28 {
-            if (-1 < ((oy108 &+ ky105) &+ -1) && ((oy108 &+ ky105) &+ -1) < 28) {
-              do {  // SIMD16 over ox109
-                var ox109 = 0
-                while ox109 &+ 16 <= 28 {
-                  store16(arena, (((1413776 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 1) &* 50176)) &+ (j101 &* 784)) &+ (oy108 &* 28)) &+ ox109, load16(images, (((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy108 &+ ky105) &+ -1) &* 28)) &+ ox109))
-                  ox109 &+= 16
+          for oy139 in 0..<28 {
+            if (-1 < ((oy139 &+ ky136) &+ -1) && ((oy139 &+ ky136) &+ -1) < 28) {
+              do {  // SIMD16 over ox140
+                var ox140 = 0
+                while ox140 &+ 16 <= 28 {
+                  store16(arena, (((1413776 &+ (((((c135 &* 3) &+ ky136) &* 3) &+ 1) &* 50176)) &+ (j132 &* 784)) &+ (oy139 &* 28)) &+ ox140, load16(images, (((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy139 &+ ky136) &+ -1) &* 28)) &+ ox140))
+                  ox140 &+= 16
                 }
-                while ox109 < 28 {
-                  arena[((((1413776 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 1) &* 50176)) &+ (j101 &* 784)) &+ (oy108 &* 28)) &+ ox109)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy108 &+ ky105) &+ -1) &* 28)) &+ ox109)]
-                  ox109 &+= 1
+                while ox140 < 28 {
+                  arena[((((1413776 &+ (((((c135 &* 3) &+ ky136) &* 3) &+ 1) &* 50176)) &+ (j132 &* 784)) &+ (oy139 &* 28)) &+ ox140)] = images[((((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy139 &+ ky136) &+ -1) &* 28)) &+ ox140)]
+                  ox140 &+= 1
                 }
               }
             }
           }
-          for oy110 in 0..<28 {
-            if (-1 < ((oy110 &+ ky105) &+ -1) && ((oy110 &+ ky105) &+ -1) < 28) {
-              for ox111 in 0..<27 {
-                arena[((((1413776 &+ (((((c104 &* 3) &+ ky105) &* 3) &+ 2) &* 50176)) &+ (j101 &* 784)) &+ (oy110 &* 28)) &+ ox111)] = images[((((((g100 &* 64) &+ j101) &* 784) &+ (c104 &* 784)) &+ (((oy110 &+ ky105) &+ -1) &* 28)) &+ (ox111 &+ 1))]
+          for oy141 in 0..<28 {
+            if (-1 < ((oy141 &+ ky136) &+ -1) && ((oy141 &+ ky136) &+ -1) < 28) {
+              for ox142 in 0..<27 {
+                arena[((((1413776 &+ (((((c135 &* 3) &+ ky136) &* 3) &+ 2) &* 50176)) &+ (j132 &* 784)) &+ (oy141 &* 28)) &+ ox142)] = images[((((((g131 &* 64) &+ j132) &* 784) &+ (c135 &* 784)) &+ (((oy141 &+ ky136) &+ -1) &* 28)) &+ (ox142 &+ 1))]
               }
             }
           }
         }
       }
     }
-    for j112 in 0..<64 {
-      for f113 in 0..<16 {
-        do {  // SIMD16 over i114
-          var i114 = 0
-          while i114 &+ 16 <= 784 {
-            store16(arena, ((1865360 &+ (f113 &* 50176)) &+ (j112 &* 784)) &+ i114, load16(arena, ((610960 &+ (((g100 &* 64) &+ j112) &* 12544)) &+ (f113 &* 784)) &+ i114))
-            i114 &+= 16
-          }
-          while i114 < 784 {
-            arena[(((1865360 &+ (f113 &* 50176)) &+ (j112 &* 784)) &+ i114)] = arena[(((610960 &+ (((g100 &* 64) &+ j112) &* 12544)) &+ (f113 &* 784)) &+ i114)]
-            i114 &+= 1
-          }
+    for j143 in 0..<64 {
+      for i144 in 0..<784 {
+        for f145 in 0..<16 {
+          arena[((1865360 &+ (((j143 &* 784) &+ i144) &* 16)) &+ f145)] = arena[(((610960 &+ (((g131 &* 64) &+ j143) &* 12544)) &+ (f145 &* 784)) &+ i144)]
         }
       }
     }
-    sgemm(101, 111, 112, 16, 9, 50176, 1, arena + 1865360, 50176, arena + 1413776, 50176, Float(bitPattern: 0x3f800000), grads + 0, 9)
+    for kp146 in 0..<130 {
+      for nb147 in 0..<1 {
+        for mb148 in 0..<1 {
+          var t149_c0_0 = load16(arena, ((2668176 &+ ((mb148 &* 9) &* 16)) &+ (nb147 &* 16)))
+          var t149_c1_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 1) &* 16)) &+ (nb147 &* 16)))
+          var t149_c2_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 2) &* 16)) &+ (nb147 &* 16)))
+          var t149_c3_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 3) &* 16)) &+ (nb147 &* 16)))
+          var t149_c4_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 4) &* 16)) &+ (nb147 &* 16)))
+          var t149_c5_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 5) &* 16)) &+ (nb147 &* 16)))
+          var t149_c6_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 6) &* 16)) &+ (nb147 &* 16)))
+          var t149_c7_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 7) &* 16)) &+ (nb147 &* 16)))
+          var t149_c8_0 = load16(arena, ((2668176 &+ (((mb148 &* 9) &+ 8) &* 16)) &+ (nb147 &* 16)))
+          for k150 in 0..<384 {
+            let t149_b0 = load16(arena, ((1865360 &+ ((k150 &+ (kp146 &* 384)) &* 16)) &+ (nb147 &* 16)))
+            let t149_a0 = SIMD16<Float>(repeating: arena[((1413776 &+ ((mb148 &* 9) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c0_0 = t149_c0_0.addingProduct(t149_a0, t149_b0)
+            let t149_a1 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 1) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c1_0 = t149_c1_0.addingProduct(t149_a1, t149_b0)
+            let t149_a2 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 2) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c2_0 = t149_c2_0.addingProduct(t149_a2, t149_b0)
+            let t149_a3 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 3) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c3_0 = t149_c3_0.addingProduct(t149_a3, t149_b0)
+            let t149_a4 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 4) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c4_0 = t149_c4_0.addingProduct(t149_a4, t149_b0)
+            let t149_a5 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 5) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c5_0 = t149_c5_0.addingProduct(t149_a5, t149_b0)
+            let t149_a6 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 6) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c6_0 = t149_c6_0.addingProduct(t149_a6, t149_b0)
+            let t149_a7 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 7) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c7_0 = t149_c7_0.addingProduct(t149_a7, t149_b0)
+            let t149_a8 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb148 &* 9) &+ 8) &* 50176)) &+ (k150 &+ (kp146 &* 384)))])
+            t149_c8_0 = t149_c8_0.addingProduct(t149_a8, t149_b0)
+          }
+          store16(arena, ((2668176 &+ ((mb148 &* 9) &* 16)) &+ (nb147 &* 16)), t149_c0_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 1) &* 16)) &+ (nb147 &* 16)), t149_c1_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 2) &* 16)) &+ (nb147 &* 16)), t149_c2_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 3) &* 16)) &+ (nb147 &* 16)), t149_c3_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 4) &* 16)) &+ (nb147 &* 16)), t149_c4_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 5) &* 16)) &+ (nb147 &* 16)), t149_c5_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 6) &* 16)) &+ (nb147 &* 16)), t149_c6_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 7) &* 16)) &+ (nb147 &* 16)), t149_c7_0)
+          store16(arena, ((2668176 &+ (((mb148 &* 9) &+ 8) &* 16)) &+ (nb147 &* 16)), t149_c8_0)
+        }
+      }
+    }
+    for nb151 in 0..<1 {
+      for mb152 in 0..<1 {
+        var t153_c0_0 = load16(arena, ((2668176 &+ ((mb152 &* 9) &* 16)) &+ (nb151 &* 16)))
+        var t153_c1_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 1) &* 16)) &+ (nb151 &* 16)))
+        var t153_c2_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 2) &* 16)) &+ (nb151 &* 16)))
+        var t153_c3_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 3) &* 16)) &+ (nb151 &* 16)))
+        var t153_c4_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 4) &* 16)) &+ (nb151 &* 16)))
+        var t153_c5_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 5) &* 16)) &+ (nb151 &* 16)))
+        var t153_c6_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 6) &* 16)) &+ (nb151 &* 16)))
+        var t153_c7_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 7) &* 16)) &+ (nb151 &* 16)))
+        var t153_c8_0 = load16(arena, ((2668176 &+ (((mb152 &* 9) &+ 8) &* 16)) &+ (nb151 &* 16)))
+        for k154 in 0..<256 {
+          let t153_b0 = load16(arena, ((1865360 &+ ((k154 &+ 49920) &* 16)) &+ (nb151 &* 16)))
+          let t153_a0 = SIMD16<Float>(repeating: arena[((1413776 &+ ((mb152 &* 9) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c0_0 = t153_c0_0.addingProduct(t153_a0, t153_b0)
+          let t153_a1 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 1) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c1_0 = t153_c1_0.addingProduct(t153_a1, t153_b0)
+          let t153_a2 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 2) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c2_0 = t153_c2_0.addingProduct(t153_a2, t153_b0)
+          let t153_a3 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 3) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c3_0 = t153_c3_0.addingProduct(t153_a3, t153_b0)
+          let t153_a4 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 4) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c4_0 = t153_c4_0.addingProduct(t153_a4, t153_b0)
+          let t153_a5 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 5) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c5_0 = t153_c5_0.addingProduct(t153_a5, t153_b0)
+          let t153_a6 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 6) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c6_0 = t153_c6_0.addingProduct(t153_a6, t153_b0)
+          let t153_a7 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 7) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c7_0 = t153_c7_0.addingProduct(t153_a7, t153_b0)
+          let t153_a8 = SIMD16<Float>(repeating: arena[((1413776 &+ (((mb152 &* 9) &+ 8) &* 50176)) &+ (k154 &+ 49920))])
+          t153_c8_0 = t153_c8_0.addingProduct(t153_a8, t153_b0)
+        }
+        store16(arena, ((2668176 &+ ((mb152 &* 9) &* 16)) &+ (nb151 &* 16)), t153_c0_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 1) &* 16)) &+ (nb151 &* 16)), t153_c1_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 2) &* 16)) &+ (nb151 &* 16)), t153_c2_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 3) &* 16)) &+ (nb151 &* 16)), t153_c3_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 4) &* 16)) &+ (nb151 &* 16)), t153_c4_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 5) &* 16)) &+ (nb151 &* 16)), t153_c5_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 6) &* 16)) &+ (nb151 &* 16)), t153_c6_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 7) &* 16)) &+ (nb151 &* 16)), t153_c7_0)
+        store16(arena, ((2668176 &+ (((mb152 &* 9) &+ 8) &* 16)) &+ (nb151 &* 16)), t153_c8_0)
+      }
+    }
+  }
+  for f155 in 0..<16 {
+    for r156 in 0..<9 {
+      grads[((f155 &* 9) &+ r156)] = arena[((2668176 &+ (r156 &* 16)) &+ f155)]
+    }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i115
-    var i115 = 0
-    while i115 &+ 16 <= 784 {
-      store16(arena, 0 &+ i115, SIMD16<Float>(repeating: Float(1)))
-      i115 &+= 16
+  do {  // SIMD16 over i157
+    var i157 = 0
+    while i157 &+ 16 <= 784 {
+      store16(arena, 0 &+ i157, SIMD16<Float>(repeating: Float(1)))
+      i157 &+= 16
     }
-    while i115 < 784 {
-      arena[i115] = Float(1)
-      i115 &+= 1
-    }
-  }
-  do {  // SIMD16 over i116
-    var i116 = 0
-    while i116 &+ 16 <= 16 {
-      store16(grads, 144 &+ i116, SIMD16<Float>(repeating: Float(0)))
-      i116 &+= 16
-    }
-    while i116 < 16 {
-      grads[(144 &+ i116)] = Float(0)
-      i116 &+= 1
+    while i157 < 784 {
+      arena[i157] = Float(1)
+      i157 &+= 1
     }
   }
-  for img117 in 0..<64 {
-    sgemm(101, 111, 111, 16, 1, 784, 1, arena + (610960 &+ (img117 &* 12544)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 144, 1)
+  do {  // SIMD16 over i158
+    var i158 = 0
+    while i158 &+ 16 <= 16 {
+      store16(grads, 144 &+ i158, SIMD16<Float>(repeating: Float(0)))
+      i158 &+= 16
+    }
+    while i158 < 16 {
+      grads[(144 &+ i158)] = Float(0)
+      i158 &+= 1
+    }
+  }
+  for img159 in 0..<64 {
+    sgemm(101, 111, 111, 16, 1, 784, 1, arena + (610960 &+ (img159 &* 12544)), 784, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 144, 1)
   }
   // adam = update of 206922 parameters
-  var step_size118: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt119: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i120
-    var i120 = 0
-    while i120 &+ 16 <= 206922 {
-      let g_v = (load16(grads, 0 &+ i120) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i120)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i120)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i120)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i120, m_new_v)
-      store16(v, 0 &+ i120, v_new_v)
-      store16(params, 0 &+ i120, (load16(params, 0 &+ i120) - ((SIMD16<Float>(repeating: step_size118) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt119)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i120 &+= 16
+  var step_size160: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt161: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i162
+    var i162 = 0
+    while i162 &+ 16 <= 206922 {
+      let g_v = (load16(grads, 0 &+ i162) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i162)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i162)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i162)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i162, m_new_v)
+      store16(v, 0 &+ i162, v_new_v)
+      store16(params, 0 &+ i162, (load16(params, 0 &+ i162) - ((SIMD16<Float>(repeating: step_size160) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt161)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i162 &+= 16
     }
-    while i120 < 206922 {
-      var g: Float = (grads[i120] + (Float(0) * params[i120]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i120]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i120]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i120] = m_new
-      v[i120] = v_new
-      params[i120] = (params[i120] - ((step_size118 * m_new) / ((sqrtf(v_new) / bc2_sqrt119) + Float(bitPattern: 0x322bcc77))))
-      i120 &+= 1
+    while i162 < 206922 {
+      var g: Float = (grads[i162] + (Float(0) * params[i162]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i162]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i162]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i162] = m_new
+      v[i162] = v_new
+      params[i162] = (params[i162] - ((step_size160 * m_new) / ((sqrtf(v_new) / bc2_sqrt161) + Float(bitPattern: 0x322bcc77))))
+      i162 &+= 1
     }
   }
 }
@@ -656,91 +1374,355 @@ public func smallcnn_infer_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 50176, 16, 9, 1, arena + 401408, 50176, params + 0, 9, Float(bitPattern: 0x0), arena + 852992, 16)
-    for j13 in 0..<64 {
-      for f14 in 0..<16 {
-        for py15 in 0..<14 {
-          for px16 in 0..<14 {
-            var best17: Float = (arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)])
-            var bi18: Float = Float(((py15 &* 56) &+ (px16 &* 2)))
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float(((py15 &* 56) &+ (px16 &* 2))) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ ((py15 &* 56) &+ (px16 &* 2))) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 1)) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float((((py15 &* 56) &+ (px16 &* 2)) &+ 28)) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ (((py15 &* 56) &+ (px16 &* 2)) &+ 28)) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            bi18 = ((arena[((852992 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? Float(((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) : bi18)
-            best17 = ((arena[((852992 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) > best17 ? (arena[((852992 &+ (((j13 &* 784) &+ ((((py15 &* 56) &+ (px16 &* 2)) &+ 28) &+ 1)) &* 16)) &+ f14)] + params[(144 &+ f14)]) : best17)
-            arena[((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16)] = (best17 > Float(0) ? best17 : Float(0))
-            arena[(200704 &+ ((((((g1 &* 64) &+ j13) &* 3136) &+ (f14 &* 196)) &+ (py15 &* 14)) &+ px16))] = bi18
+    for nb13 in 0..<784 {
+      for mb14 in 0..<2 {
+        var t15_c0_0 = SIMD16<Float>()
+        var t15_c0_1 = SIMD16<Float>()
+        var t15_c0_2 = SIMD16<Float>()
+        var t15_c0_3 = SIMD16<Float>()
+        var t15_c1_0 = SIMD16<Float>()
+        var t15_c1_1 = SIMD16<Float>()
+        var t15_c1_2 = SIMD16<Float>()
+        var t15_c1_3 = SIMD16<Float>()
+        var t15_c2_0 = SIMD16<Float>()
+        var t15_c2_1 = SIMD16<Float>()
+        var t15_c2_2 = SIMD16<Float>()
+        var t15_c2_3 = SIMD16<Float>()
+        var t15_c3_0 = SIMD16<Float>()
+        var t15_c3_1 = SIMD16<Float>()
+        var t15_c3_2 = SIMD16<Float>()
+        var t15_c3_3 = SIMD16<Float>()
+        var t15_c4_0 = SIMD16<Float>()
+        var t15_c4_1 = SIMD16<Float>()
+        var t15_c4_2 = SIMD16<Float>()
+        var t15_c4_3 = SIMD16<Float>()
+        var t15_c5_0 = SIMD16<Float>()
+        var t15_c5_1 = SIMD16<Float>()
+        var t15_c5_2 = SIMD16<Float>()
+        var t15_c5_3 = SIMD16<Float>()
+        for k16 in 0..<9 {
+          let t15_b0 = load16(arena, ((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)))
+          let t15_b1 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+          let t15_b2 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+          let t15_b3 = load16(arena, (((401408 &+ (k16 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+          let t15_a0 = SIMD16<Float>(repeating: params[(((mb14 &* 6) &* 9) &+ k16)])
+          t15_c0_0 = t15_c0_0.addingProduct(t15_a0, t15_b0)
+          t15_c0_1 = t15_c0_1.addingProduct(t15_a0, t15_b1)
+          t15_c0_2 = t15_c0_2.addingProduct(t15_a0, t15_b2)
+          t15_c0_3 = t15_c0_3.addingProduct(t15_a0, t15_b3)
+          let t15_a1 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 1) &* 9) &+ k16)])
+          t15_c1_0 = t15_c1_0.addingProduct(t15_a1, t15_b0)
+          t15_c1_1 = t15_c1_1.addingProduct(t15_a1, t15_b1)
+          t15_c1_2 = t15_c1_2.addingProduct(t15_a1, t15_b2)
+          t15_c1_3 = t15_c1_3.addingProduct(t15_a1, t15_b3)
+          let t15_a2 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 2) &* 9) &+ k16)])
+          t15_c2_0 = t15_c2_0.addingProduct(t15_a2, t15_b0)
+          t15_c2_1 = t15_c2_1.addingProduct(t15_a2, t15_b1)
+          t15_c2_2 = t15_c2_2.addingProduct(t15_a2, t15_b2)
+          t15_c2_3 = t15_c2_3.addingProduct(t15_a2, t15_b3)
+          let t15_a3 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 3) &* 9) &+ k16)])
+          t15_c3_0 = t15_c3_0.addingProduct(t15_a3, t15_b0)
+          t15_c3_1 = t15_c3_1.addingProduct(t15_a3, t15_b1)
+          t15_c3_2 = t15_c3_2.addingProduct(t15_a3, t15_b2)
+          t15_c3_3 = t15_c3_3.addingProduct(t15_a3, t15_b3)
+          let t15_a4 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 4) &* 9) &+ k16)])
+          t15_c4_0 = t15_c4_0.addingProduct(t15_a4, t15_b0)
+          t15_c4_1 = t15_c4_1.addingProduct(t15_a4, t15_b1)
+          t15_c4_2 = t15_c4_2.addingProduct(t15_a4, t15_b2)
+          t15_c4_3 = t15_c4_3.addingProduct(t15_a4, t15_b3)
+          let t15_a5 = SIMD16<Float>(repeating: params[((((mb14 &* 6) &+ 5) &* 9) &+ k16)])
+          t15_c5_0 = t15_c5_0.addingProduct(t15_a5, t15_b0)
+          t15_c5_1 = t15_c5_1.addingProduct(t15_a5, t15_b1)
+          t15_c5_2 = t15_c5_2.addingProduct(t15_a5, t15_b2)
+          t15_c5_3 = t15_c5_3.addingProduct(t15_a5, t15_b3)
+        }
+        store16(arena, ((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)), t15_c0_0)
+        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c0_1)
+        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c0_2)
+        store16(arena, (((852992 &+ ((mb14 &* 6) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c0_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)), t15_c1_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c1_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c1_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 1) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c1_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)), t15_c2_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c2_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c2_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 2) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c2_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)), t15_c3_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c3_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c3_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 3) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c3_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)), t15_c4_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c4_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c4_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 4) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c4_3)
+        store16(arena, ((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)), t15_c5_0)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 16), t15_c5_1)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 32), t15_c5_2)
+        store16(arena, (((852992 &+ (((mb14 &* 6) &+ 5) &* 50176)) &+ (nb13 &* 64)) &+ 48), t15_c5_3)
+      }
+      var t17_c0_0 = SIMD16<Float>()
+      var t17_c0_1 = SIMD16<Float>()
+      var t17_c0_2 = SIMD16<Float>()
+      var t17_c0_3 = SIMD16<Float>()
+      var t17_c1_0 = SIMD16<Float>()
+      var t17_c1_1 = SIMD16<Float>()
+      var t17_c1_2 = SIMD16<Float>()
+      var t17_c1_3 = SIMD16<Float>()
+      var t17_c2_0 = SIMD16<Float>()
+      var t17_c2_1 = SIMD16<Float>()
+      var t17_c2_2 = SIMD16<Float>()
+      var t17_c2_3 = SIMD16<Float>()
+      var t17_c3_0 = SIMD16<Float>()
+      var t17_c3_1 = SIMD16<Float>()
+      var t17_c3_2 = SIMD16<Float>()
+      var t17_c3_3 = SIMD16<Float>()
+      for k18 in 0..<9 {
+        let t17_b0 = load16(arena, ((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)))
+        let t17_b1 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 16))
+        let t17_b2 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 32))
+        let t17_b3 = load16(arena, (((401408 &+ (k18 &* 50176)) &+ (nb13 &* 64)) &+ 48))
+        let t17_a0 = SIMD16<Float>(repeating: params[(108 &+ k18)])
+        t17_c0_0 = t17_c0_0.addingProduct(t17_a0, t17_b0)
+        t17_c0_1 = t17_c0_1.addingProduct(t17_a0, t17_b1)
+        t17_c0_2 = t17_c0_2.addingProduct(t17_a0, t17_b2)
+        t17_c0_3 = t17_c0_3.addingProduct(t17_a0, t17_b3)
+        let t17_a1 = SIMD16<Float>(repeating: params[(117 &+ k18)])
+        t17_c1_0 = t17_c1_0.addingProduct(t17_a1, t17_b0)
+        t17_c1_1 = t17_c1_1.addingProduct(t17_a1, t17_b1)
+        t17_c1_2 = t17_c1_2.addingProduct(t17_a1, t17_b2)
+        t17_c1_3 = t17_c1_3.addingProduct(t17_a1, t17_b3)
+        let t17_a2 = SIMD16<Float>(repeating: params[(126 &+ k18)])
+        t17_c2_0 = t17_c2_0.addingProduct(t17_a2, t17_b0)
+        t17_c2_1 = t17_c2_1.addingProduct(t17_a2, t17_b1)
+        t17_c2_2 = t17_c2_2.addingProduct(t17_a2, t17_b2)
+        t17_c2_3 = t17_c2_3.addingProduct(t17_a2, t17_b3)
+        let t17_a3 = SIMD16<Float>(repeating: params[(135 &+ k18)])
+        t17_c3_0 = t17_c3_0.addingProduct(t17_a3, t17_b0)
+        t17_c3_1 = t17_c3_1.addingProduct(t17_a3, t17_b1)
+        t17_c3_2 = t17_c3_2.addingProduct(t17_a3, t17_b2)
+        t17_c3_3 = t17_c3_3.addingProduct(t17_a3, t17_b3)
+      }
+      store16(arena, (1455104 &+ (nb13 &* 64)), t17_c0_0)
+      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 16), t17_c0_1)
+      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 32), t17_c0_2)
+      store16(arena, ((1455104 &+ (nb13 &* 64)) &+ 48), t17_c0_3)
+      store16(arena, (1505280 &+ (nb13 &* 64)), t17_c1_0)
+      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 16), t17_c1_1)
+      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 32), t17_c1_2)
+      store16(arena, ((1505280 &+ (nb13 &* 64)) &+ 48), t17_c1_3)
+      store16(arena, (1555456 &+ (nb13 &* 64)), t17_c2_0)
+      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 16), t17_c2_1)
+      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 32), t17_c2_2)
+      store16(arena, ((1555456 &+ (nb13 &* 64)) &+ 48), t17_c2_3)
+      store16(arena, (1605632 &+ (nb13 &* 64)), t17_c3_0)
+      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 16), t17_c3_1)
+      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 32), t17_c3_2)
+      store16(arena, ((1605632 &+ (nb13 &* 64)) &+ 48), t17_c3_3)
+    }
+    for j19 in 0..<64 {
+      for f20 in 0..<16 {
+        for py21 in 0..<14 {
+          for px22 in 0..<14 {
+            var best23: Float = (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)])
+            var bi24: Float = Float(((py21 &* 56) &+ (px22 &* 2)))
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? Float(((py21 &* 56) &+ (px22 &* 2))) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((py21 &* 56) &+ (px22 &* 2)))] + params[(144 &+ f20)]) : best23)
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 1)) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 1))] + params[(144 &+ f20)]) : best23)
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? Float((((py21 &* 56) &+ (px22 &* 2)) &+ 28)) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ (((py21 &* 56) &+ (px22 &* 2)) &+ 28))] + params[(144 &+ f20)]) : best23)
+            bi24 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? Float(((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1)) : bi24)
+            best23 = ((arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) > best23 ? (arena[(((852992 &+ (f20 &* 50176)) &+ (j19 &* 784)) &+ ((((py21 &* 56) &+ (px22 &* 2)) &+ 28) &+ 1))] + params[(144 &+ f20)]) : best23)
+            arena[((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22)] = (best23 > Float(0) ? best23 : Float(0))
+            arena[(200704 &+ ((((((g1 &* 64) &+ j19) &* 3136) &+ (f20 &* 196)) &+ (py21 &* 14)) &+ px22))] = bi24
           }
         }
       }
     }
   }
   // conv2 = conv2d_relu_maxpool(conv1)
-  for g19 in 0..<1 {
-    for j20 in 0..<64 {
-      for r21 in 0..<144 {
-        do {  // SIMD16 over i22
-          var i22 = 0
-          while i22 &+ 16 <= 196 {
-            store16(arena, ((401408 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22, SIMD16<Float>(repeating: Float(0)))
-            i22 &+= 16
+  for g25 in 0..<1 {
+    for j26 in 0..<64 {
+      for r27 in 0..<144 {
+        do {  // SIMD16 over i28
+          var i28 = 0
+          while i28 &+ 16 <= 196 {
+            store16(arena, ((401408 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28, SIMD16<Float>(repeating: Float(0)))
+            i28 &+= 16
           }
-          while i22 < 196 {
-            arena[(((401408 &+ (r21 &* 12544)) &+ (j20 &* 196)) &+ i22)] = Float(0)
-            i22 &+= 1
+          while i28 < 196 {
+            arena[(((401408 &+ (r27 &* 12544)) &+ (j26 &* 196)) &+ i28)] = Float(0)
+            i28 &+= 1
           }
         }
       }
-      for c23 in 0..<16 {
-        for ky24 in 0..<3 {
-          for oy25 in 0..<14 {
-            if (-1 < ((oy25 &+ ky24) &+ -1) && ((oy25 &+ ky24) &+ -1) < 14) {
-              for ox26 in 0..<13 {
-                arena[((((401408 &+ ((((c23 &* 3) &+ ky24) &* 3) &* 12544)) &+ (j20 &* 196)) &+ (oy25 &* 14)) &+ (ox26 &+ 1))] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy25 &+ ky24) &+ -1) &* 14)) &+ ((ox26 &+ 1) &+ -1))]
+      for c29 in 0..<16 {
+        for ky30 in 0..<3 {
+          for oy31 in 0..<14 {
+            if (-1 < ((oy31 &+ ky30) &+ -1) && ((oy31 &+ ky30) &+ -1) < 14) {
+              for ox32 in 0..<13 {
+                arena[((((401408 &+ ((((c29 &* 3) &+ ky30) &* 3) &* 12544)) &+ (j26 &* 196)) &+ (oy31 &* 14)) &+ (ox32 &+ 1))] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy31 &+ ky30) &+ -1) &* 14)) &+ ((ox32 &+ 1) &+ -1))]
               }
             }
           }
-          for oy27 in 0..<14 {
-            if (-1 < ((oy27 &+ ky24) &+ -1) && ((oy27 &+ ky24) &+ -1) < 14) {
-              do {  // SIMD16 over ox28
-                var ox28 = 0
-                while ox28 < 14 {
-                  arena[((((401408 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 1) &* 12544)) &+ (j20 &* 196)) &+ (oy27 &* 14)) &+ ox28)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy27 &+ ky24) &+ -1) &* 14)) &+ ox28)]
-                  ox28 &+= 1
+          for oy33 in 0..<14 {
+            if (-1 < ((oy33 &+ ky30) &+ -1) && ((oy33 &+ ky30) &+ -1) < 14) {
+              do {  // SIMD16 over ox34
+                var ox34 = 0
+                while ox34 < 14 {
+                  arena[((((401408 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 1) &* 12544)) &+ (j26 &* 196)) &+ (oy33 &* 14)) &+ ox34)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy33 &+ ky30) &+ -1) &* 14)) &+ ox34)]
+                  ox34 &+= 1
                 }
               }
             }
           }
-          for oy29 in 0..<14 {
-            if (-1 < ((oy29 &+ ky24) &+ -1) && ((oy29 &+ ky24) &+ -1) < 14) {
-              for ox30 in 0..<13 {
-                arena[((((401408 &+ (((((c23 &* 3) &+ ky24) &* 3) &+ 2) &* 12544)) &+ (j20 &* 196)) &+ (oy29 &* 14)) &+ ox30)] = arena[((((((g19 &* 64) &+ j20) &* 3136) &+ (c23 &* 196)) &+ (((oy29 &+ ky24) &+ -1) &* 14)) &+ (ox30 &+ 1))]
+          for oy35 in 0..<14 {
+            if (-1 < ((oy35 &+ ky30) &+ -1) && ((oy35 &+ ky30) &+ -1) < 14) {
+              for ox36 in 0..<13 {
+                arena[((((401408 &+ (((((c29 &* 3) &+ ky30) &* 3) &+ 2) &* 12544)) &+ (j26 &* 196)) &+ (oy35 &* 14)) &+ ox36)] = arena[((((((g25 &* 64) &+ j26) &* 3136) &+ (c29 &* 196)) &+ (((oy35 &+ ky30) &+ -1) &* 14)) &+ (ox36 &+ 1))]
               }
             }
           }
         }
       }
     }
-    sgemm(101, 112, 112, 12544, 32, 144, 1, arena + 401408, 12544, params + 160, 144, Float(bitPattern: 0x0), arena + 2207744, 32)
-    for j31 in 0..<64 {
-      for f32 in 0..<32 {
-        for py33 in 0..<7 {
-          for px34 in 0..<7 {
-            var best35: Float = (arena[((2207744 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)])
-            var bi36: Float = Float(((py33 &* 28) &+ (px34 &* 2)))
-            bi36 = ((arena[((2207744 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float(((py33 &* 28) &+ (px34 &* 2))) : bi36)
-            best35 = ((arena[((2207744 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2207744 &+ (((j31 &* 196) &+ ((py33 &* 28) &+ (px34 &* 2))) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            bi36 = ((arena[((2207744 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 1)) : bi36)
-            best35 = ((arena[((2207744 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2207744 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            bi36 = ((arena[((2207744 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float((((py33 &* 28) &+ (px34 &* 2)) &+ 14)) : bi36)
-            best35 = ((arena[((2207744 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2207744 &+ (((j31 &* 196) &+ (((py33 &* 28) &+ (px34 &* 2)) &+ 14)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            bi36 = ((arena[((2207744 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? Float(((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) : bi36)
-            best35 = ((arena[((2207744 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) > best35 ? (arena[((2207744 &+ (((j31 &* 196) &+ ((((py33 &* 28) &+ (px34 &* 2)) &+ 14) &+ 1)) &* 32)) &+ f32)] + params[(4768 &+ f32)]) : best35)
-            arena[(200704 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = (best35 > Float(0) ? best35 : Float(0))
-            arena[(301056 &+ ((((((g19 &* 64) &+ j31) &* 1568) &+ (f32 &* 49)) &+ (py33 &* 7)) &+ px34))] = bi36
+    for nb37 in 0..<196 {
+      for mb38 in 0..<5 {
+        var t39_c0_0 = SIMD16<Float>()
+        var t39_c0_1 = SIMD16<Float>()
+        var t39_c0_2 = SIMD16<Float>()
+        var t39_c0_3 = SIMD16<Float>()
+        var t39_c1_0 = SIMD16<Float>()
+        var t39_c1_1 = SIMD16<Float>()
+        var t39_c1_2 = SIMD16<Float>()
+        var t39_c1_3 = SIMD16<Float>()
+        var t39_c2_0 = SIMD16<Float>()
+        var t39_c2_1 = SIMD16<Float>()
+        var t39_c2_2 = SIMD16<Float>()
+        var t39_c2_3 = SIMD16<Float>()
+        var t39_c3_0 = SIMD16<Float>()
+        var t39_c3_1 = SIMD16<Float>()
+        var t39_c3_2 = SIMD16<Float>()
+        var t39_c3_3 = SIMD16<Float>()
+        var t39_c4_0 = SIMD16<Float>()
+        var t39_c4_1 = SIMD16<Float>()
+        var t39_c4_2 = SIMD16<Float>()
+        var t39_c4_3 = SIMD16<Float>()
+        var t39_c5_0 = SIMD16<Float>()
+        var t39_c5_1 = SIMD16<Float>()
+        var t39_c5_2 = SIMD16<Float>()
+        var t39_c5_3 = SIMD16<Float>()
+        for k40 in 0..<144 {
+          let t39_b0 = load16(arena, ((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)))
+          let t39_b1 = load16(arena, (((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+          let t39_b2 = load16(arena, (((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+          let t39_b3 = load16(arena, (((401408 &+ (k40 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+          let t39_a0 = SIMD16<Float>(repeating: params[((160 &+ ((mb38 &* 6) &* 144)) &+ k40)])
+          t39_c0_0 = t39_c0_0.addingProduct(t39_a0, t39_b0)
+          t39_c0_1 = t39_c0_1.addingProduct(t39_a0, t39_b1)
+          t39_c0_2 = t39_c0_2.addingProduct(t39_a0, t39_b2)
+          t39_c0_3 = t39_c0_3.addingProduct(t39_a0, t39_b3)
+          let t39_a1 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 1) &* 144)) &+ k40)])
+          t39_c1_0 = t39_c1_0.addingProduct(t39_a1, t39_b0)
+          t39_c1_1 = t39_c1_1.addingProduct(t39_a1, t39_b1)
+          t39_c1_2 = t39_c1_2.addingProduct(t39_a1, t39_b2)
+          t39_c1_3 = t39_c1_3.addingProduct(t39_a1, t39_b3)
+          let t39_a2 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 2) &* 144)) &+ k40)])
+          t39_c2_0 = t39_c2_0.addingProduct(t39_a2, t39_b0)
+          t39_c2_1 = t39_c2_1.addingProduct(t39_a2, t39_b1)
+          t39_c2_2 = t39_c2_2.addingProduct(t39_a2, t39_b2)
+          t39_c2_3 = t39_c2_3.addingProduct(t39_a2, t39_b3)
+          let t39_a3 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 3) &* 144)) &+ k40)])
+          t39_c3_0 = t39_c3_0.addingProduct(t39_a3, t39_b0)
+          t39_c3_1 = t39_c3_1.addingProduct(t39_a3, t39_b1)
+          t39_c3_2 = t39_c3_2.addingProduct(t39_a3, t39_b2)
+          t39_c3_3 = t39_c3_3.addingProduct(t39_a3, t39_b3)
+          let t39_a4 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 4) &* 144)) &+ k40)])
+          t39_c4_0 = t39_c4_0.addingProduct(t39_a4, t39_b0)
+          t39_c4_1 = t39_c4_1.addingProduct(t39_a4, t39_b1)
+          t39_c4_2 = t39_c4_2.addingProduct(t39_a4, t39_b2)
+          t39_c4_3 = t39_c4_3.addingProduct(t39_a4, t39_b3)
+          let t39_a5 = SIMD16<Float>(repeating: params[((160 &+ (((mb38 &* 6) &+ 5) &* 144)) &+ k40)])
+          t39_c5_0 = t39_c5_0.addingProduct(t39_a5, t39_b0)
+          t39_c5_1 = t39_c5_1.addingProduct(t39_a5, t39_b1)
+          t39_c5_2 = t39_c5_2.addingProduct(t39_a5, t39_b2)
+          t39_c5_3 = t39_c5_3.addingProduct(t39_a5, t39_b3)
+        }
+        store16(arena, ((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)), t39_c0_0)
+        store16(arena, (((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c0_1)
+        store16(arena, (((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c0_2)
+        store16(arena, (((2207744 &+ ((mb38 &* 6) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c0_3)
+        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)), t39_c1_0)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c1_1)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c1_2)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 1) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c1_3)
+        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)), t39_c2_0)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c2_1)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c2_2)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 2) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c2_3)
+        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)), t39_c3_0)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c3_1)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c3_2)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 3) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c3_3)
+        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)), t39_c4_0)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c4_1)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c4_2)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 4) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c4_3)
+        store16(arena, ((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)), t39_c5_0)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 16), t39_c5_1)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 32), t39_c5_2)
+        store16(arena, (((2207744 &+ (((mb38 &* 6) &+ 5) &* 12544)) &+ (nb37 &* 64)) &+ 48), t39_c5_3)
+      }
+      var t41_c0_0 = SIMD16<Float>()
+      var t41_c0_1 = SIMD16<Float>()
+      var t41_c0_2 = SIMD16<Float>()
+      var t41_c0_3 = SIMD16<Float>()
+      var t41_c1_0 = SIMD16<Float>()
+      var t41_c1_1 = SIMD16<Float>()
+      var t41_c1_2 = SIMD16<Float>()
+      var t41_c1_3 = SIMD16<Float>()
+      for k42 in 0..<144 {
+        let t41_b0 = load16(arena, ((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)))
+        let t41_b1 = load16(arena, (((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 16))
+        let t41_b2 = load16(arena, (((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 32))
+        let t41_b3 = load16(arena, (((401408 &+ (k42 &* 12544)) &+ (nb37 &* 64)) &+ 48))
+        let t41_a0 = SIMD16<Float>(repeating: params[(4480 &+ k42)])
+        t41_c0_0 = t41_c0_0.addingProduct(t41_a0, t41_b0)
+        t41_c0_1 = t41_c0_1.addingProduct(t41_a0, t41_b1)
+        t41_c0_2 = t41_c0_2.addingProduct(t41_a0, t41_b2)
+        t41_c0_3 = t41_c0_3.addingProduct(t41_a0, t41_b3)
+        let t41_a1 = SIMD16<Float>(repeating: params[(4624 &+ k42)])
+        t41_c1_0 = t41_c1_0.addingProduct(t41_a1, t41_b0)
+        t41_c1_1 = t41_c1_1.addingProduct(t41_a1, t41_b1)
+        t41_c1_2 = t41_c1_2.addingProduct(t41_a1, t41_b2)
+        t41_c1_3 = t41_c1_3.addingProduct(t41_a1, t41_b3)
+      }
+      store16(arena, (2584064 &+ (nb37 &* 64)), t41_c0_0)
+      store16(arena, ((2584064 &+ (nb37 &* 64)) &+ 16), t41_c0_1)
+      store16(arena, ((2584064 &+ (nb37 &* 64)) &+ 32), t41_c0_2)
+      store16(arena, ((2584064 &+ (nb37 &* 64)) &+ 48), t41_c0_3)
+      store16(arena, (2596608 &+ (nb37 &* 64)), t41_c1_0)
+      store16(arena, ((2596608 &+ (nb37 &* 64)) &+ 16), t41_c1_1)
+      store16(arena, ((2596608 &+ (nb37 &* 64)) &+ 32), t41_c1_2)
+      store16(arena, ((2596608 &+ (nb37 &* 64)) &+ 48), t41_c1_3)
+    }
+    for j43 in 0..<64 {
+      for f44 in 0..<32 {
+        for py45 in 0..<7 {
+          for px46 in 0..<7 {
+            var best47: Float = (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)])
+            var bi48: Float = Float(((py45 &* 28) &+ (px46 &* 2)))
+            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? Float(((py45 &* 28) &+ (px46 &* 2))) : bi48)
+            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((py45 &* 28) &+ (px46 &* 2)))] + params[(4768 &+ f44)]) : best47)
+            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 1)) : bi48)
+            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 1))] + params[(4768 &+ f44)]) : best47)
+            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? Float((((py45 &* 28) &+ (px46 &* 2)) &+ 14)) : bi48)
+            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ (((py45 &* 28) &+ (px46 &* 2)) &+ 14))] + params[(4768 &+ f44)]) : best47)
+            bi48 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? Float(((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1)) : bi48)
+            best47 = ((arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) > best47 ? (arena[(((2207744 &+ (f44 &* 12544)) &+ (j43 &* 196)) &+ ((((py45 &* 28) &+ (px46 &* 2)) &+ 14) &+ 1))] + params[(4768 &+ f44)]) : best47)
+            arena[(200704 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = (best47 > Float(0) ? best47 : Float(0))
+            arena[(301056 &+ ((((((g25 &* 64) &+ j43) &* 1568) &+ (f44 &* 49)) &+ (py45 &* 7)) &+ px46))] = bi48
           }
         }
       }
@@ -749,27 +1731,27 @@ public func smallcnn_infer_b64(
   // flat = flatten(conv2)
   // fc1 = dense_relu(flat)
   sgemm(101, 111, 112, 64, 128, 1568, 1, arena + 200704, 1568, params + 4800, 1568, Float(bitPattern: 0x0), arena + 0, 128)
-  for n37 in 0..<64 {
-    do {  // SIMD16 over u38
-      var u38 = 0
-      while u38 &+ 16 <= 128 {
-        store16(arena, (n37 &* 128) &+ u38, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 205504 &+ u38)), where: (load16(arena, (n37 &* 128) &+ u38) + load16(params, 205504 &+ u38)) .> SIMD16<Float>(repeating: Float(0))))
-        u38 &+= 16
+  for n49 in 0..<64 {
+    do {  // SIMD16 over u50
+      var u50 = 0
+      while u50 &+ 16 <= 128 {
+        store16(arena, (n49 &* 128) &+ u50, SIMD16<Float>(repeating: Float(0)).replacing(with: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 205504 &+ u50)), where: (load16(arena, (n49 &* 128) &+ u50) + load16(params, 205504 &+ u50)) .> SIMD16<Float>(repeating: Float(0))))
+        u50 &+= 16
       }
-      while u38 < 128 {
-        arena[((n37 &* 128) &+ u38)] = ((arena[((n37 &* 128) &+ u38)] + params[(205504 &+ u38)]) > Float(0) ? (arena[((n37 &* 128) &+ u38)] + params[(205504 &+ u38)]) : Float(0))
-        u38 &+= 1
+      while u50 < 128 {
+        arena[((n49 &* 128) &+ u50)] = ((arena[((n49 &* 128) &+ u50)] + params[(205504 &+ u50)]) > Float(0) ? (arena[((n49 &* 128) &+ u50)] + params[(205504 &+ u50)]) : Float(0))
+        u50 &+= 1
       }
     }
   }
   // fc2 = dense(fc1)
   sgemm(101, 111, 112, 64, 10, 128, 1, arena + 0, 128, params + 205632, 128, Float(bitPattern: 0x0), arena + 8192, 10)
-  for n39 in 0..<64 {
-    do {  // SIMD16 over u40
-      var u40 = 0
-      while u40 < 10 {
-        arena[((8192 &+ (n39 &* 10)) &+ u40)] = (arena[((8192 &+ (n39 &* 10)) &+ u40)] + params[(206912 &+ u40)])
-        u40 &+= 1
+  for n51 in 0..<64 {
+    do {  // SIMD16 over u52
+      var u52 = 0
+      while u52 < 10 {
+        arena[((8192 &+ (n51 &* 10)) &+ u52)] = (arena[((8192 &+ (n51 &* 10)) &+ u52)] + params[(206912 &+ u52)])
+        u52 &+= 1
       }
     }
   }

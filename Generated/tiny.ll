@@ -7,39 +7,97 @@ entry:
   %adam.v_new = alloca float, align 4
   %adam.m_new = alloca float, align 4
   %adam.g = alloca float, align 4
-  %adam.bc2_sqrt55 = alloca float, align 4
-  %adam.step_size54 = alloca float, align 4
-  %fc1_bias_grad.acc32 = alloca float, align 4
-  %fc1_grad.s27 = alloca float, align 4
-  %fc1_grad.m26 = alloca float, align 4
-  %loss.s22 = alloca float, align 4
-  %loss.m21 = alloca float, align 4
-  %loss.total19 = alloca float, align 4
-  %conv1.bi16 = alloca float, align 4
-  %conv1.best15 = alloca float, align 4
+  %adam.bc2_sqrt68 = alloca float, align 4
+  %adam.step_size67 = alloca float, align 4
+  %conv1_weight_grad.t60_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t60_c0_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a8 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a7 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a6 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a5 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a4 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a3 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a2 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a1 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_a0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_b0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c8_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c7_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c6_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c5_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c4_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c3_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c2_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c1_0 = alloca <16 x float>, align 64
+  %conv1_weight_grad.t57_c0_0 = alloca <16 x float>, align 64
+  %fc1_bias_grad.acc36 = alloca float, align 4
+  %fc1_grad.s31 = alloca float, align 4
+  %fc1_grad.m30 = alloca float, align 4
+  %loss.s26 = alloca float, align 4
+  %loss.m25 = alloca float, align 4
+  %loss.total23 = alloca float, align 4
+  %conv1.bi20 = alloca float, align 4
+  %conv1.best19 = alloca float, align 4
+  %conv1.t13_a3 = alloca <16 x float>, align 64
+  %conv1.t13_a2 = alloca <16 x float>, align 64
+  %conv1.t13_a1 = alloca <16 x float>, align 64
+  %conv1.t13_a0 = alloca <16 x float>, align 64
+  %conv1.t13_b3 = alloca <16 x float>, align 64
+  %conv1.t13_b2 = alloca <16 x float>, align 64
+  %conv1.t13_b1 = alloca <16 x float>, align 64
+  %conv1.t13_b0 = alloca <16 x float>, align 64
+  %conv1.t13_c3_3 = alloca <16 x float>, align 64
+  %conv1.t13_c3_2 = alloca <16 x float>, align 64
+  %conv1.t13_c3_1 = alloca <16 x float>, align 64
+  %conv1.t13_c3_0 = alloca <16 x float>, align 64
+  %conv1.t13_c2_3 = alloca <16 x float>, align 64
+  %conv1.t13_c2_2 = alloca <16 x float>, align 64
+  %conv1.t13_c2_1 = alloca <16 x float>, align 64
+  %conv1.t13_c2_0 = alloca <16 x float>, align 64
+  %conv1.t13_c1_3 = alloca <16 x float>, align 64
+  %conv1.t13_c1_2 = alloca <16 x float>, align 64
+  %conv1.t13_c1_1 = alloca <16 x float>, align 64
+  %conv1.t13_c1_0 = alloca <16 x float>, align 64
+  %conv1.t13_c0_3 = alloca <16 x float>, align 64
+  %conv1.t13_c0_2 = alloca <16 x float>, align 64
+  %conv1.t13_c0_1 = alloca <16 x float>, align 64
+  %conv1.t13_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j11.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+conv1.g1:                                         ; preds = %conv1.j15.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j15.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j11.end
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
-  %params70 = getelementptr inbounds float, ptr %params, i64 40
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 18432
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
-  br label %fc1.n17
+conv1.g1.end:                                     ; preds = %conv1.j15.end
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 0
+  %params134 = getelementptr inbounds float, ptr %params, i64 40
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 18432
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena133, i32 144, ptr %params134, i32 144, float 0.000000e+00, ptr %arena135, i32 10)
+  br label %fc1.n21
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 18432
-  %params18 = getelementptr inbounds float, ptr %params, i64 0
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 115776
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 10816, i32 4, i32 9, float 1.000000e+00, ptr %arena17, i32 10816, ptr %params18, i32 9, float 0.000000e+00, ptr %arena19, i32 4)
-  br label %conv1.j11
+  br label %conv1.nb11
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -194,957 +252,1926 @@ conv1.ox10.end:                                   ; preds = %conv1.ox10
   %78 = icmp slt i64 %oy9.next, 13
   br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
-  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
-  br label %conv1.f12
+conv1.nb11:                                       ; preds = %conv1.mb12.end, %conv1.j2.end
+  %conv1.nb1117 = phi i64 [ 0, %conv1.j2.end ], [ %nb11.next, %conv1.mb12.end ]
+  br label %conv1.mb12
 
-conv1.j11.end:                                    ; preds = %conv1.f12.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %79 = icmp slt i64 %g1.next, 1
-  br i1 %79, label %conv1.g1, label %conv1.g1.end
+conv1.nb11.end:                                   ; preds = %conv1.mb12.end
+  br label %conv1.j15
 
-conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
-  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
-  br label %conv1.py13
+conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
+  %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_3, align 64
+  br label %conv1.k14
 
-conv1.f12.end:                                    ; preds = %conv1.py13.end
-  %j11.next = add nsw i64 %conv1.j1120, 1
-  %80 = icmp slt i64 %j11.next, 64
-  br i1 %80, label %conv1.j11, label %conv1.j11.end
+conv1.mb12.end:                                   ; preds = %conv1.k14.end
+  %nb11.next = add nsw i64 %conv1.nb1117, 1
+  %79 = icmp slt i64 %nb11.next, 169
+  br i1 %79, label %conv1.nb11, label %conv1.nb11.end
 
-conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
-  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
-  br label %conv1.px14
+conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
+  %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
+  %80 = mul nsw i64 %conv1.k1419, 10816
+  %81 = add nsw i64 18432, %80
+  %82 = mul nsw i64 %conv1.nb1117, 64
+  %83 = add nsw i64 %81, %82
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %83
+  %84 = load <16 x float>, ptr %arena20, align 4
+  store <16 x float> %84, ptr %conv1.t13_b0, align 64
+  %85 = mul nsw i64 %conv1.k1419, 10816
+  %86 = add nsw i64 18432, %85
+  %87 = mul nsw i64 %conv1.nb1117, 64
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, 16
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load <16 x float>, ptr %arena21, align 4
+  store <16 x float> %90, ptr %conv1.t13_b1, align 64
+  %91 = mul nsw i64 %conv1.k1419, 10816
+  %92 = add nsw i64 18432, %91
+  %93 = mul nsw i64 %conv1.nb1117, 64
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %94, 32
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <16 x float>, ptr %arena22, align 4
+  store <16 x float> %96, ptr %conv1.t13_b2, align 64
+  %97 = mul nsw i64 %conv1.k1419, 10816
+  %98 = add nsw i64 18432, %97
+  %99 = mul nsw i64 %conv1.nb1117, 64
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, 48
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %101
+  %102 = load <16 x float>, ptr %arena23, align 4
+  store <16 x float> %102, ptr %conv1.t13_b3, align 64
+  %103 = mul nsw i64 %conv1.mb1218, 4
+  %104 = mul nsw i64 %103, 9
+  %105 = add nsw i64 %104, %conv1.k1419
+  %params24 = getelementptr inbounds float, ptr %params, i64 %105
+  %106 = load float, ptr %params24, align 4
+  %107 = insertelement <16 x float> undef, float %106, i32 0
+  %108 = shufflevector <16 x float> %107, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %108, ptr %conv1.t13_a0, align 64
+  %t13_a0 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b0 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c0_0 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a0, <16 x float> %t13_b0, <16 x float> %t13_c0_0)
+  store <16 x float> %109, ptr %conv1.t13_c0_0, align 64
+  %t13_a025 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b1 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c0_1 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a025, <16 x float> %t13_b1, <16 x float> %t13_c0_1)
+  store <16 x float> %110, ptr %conv1.t13_c0_1, align 64
+  %t13_a026 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b2 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c0_2 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a026, <16 x float> %t13_b2, <16 x float> %t13_c0_2)
+  store <16 x float> %111, ptr %conv1.t13_c0_2, align 64
+  %t13_a027 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b3 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c0_3 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a027, <16 x float> %t13_b3, <16 x float> %t13_c0_3)
+  store <16 x float> %112, ptr %conv1.t13_c0_3, align 64
+  %113 = mul nsw i64 %conv1.mb1218, 4
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 %115, %conv1.k1419
+  %params28 = getelementptr inbounds float, ptr %params, i64 %116
+  %117 = load float, ptr %params28, align 4
+  %118 = insertelement <16 x float> undef, float %117, i32 0
+  %119 = shufflevector <16 x float> %118, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %119, ptr %conv1.t13_a1, align 64
+  %t13_a1 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b029 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c1_0 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a1, <16 x float> %t13_b029, <16 x float> %t13_c1_0)
+  store <16 x float> %120, ptr %conv1.t13_c1_0, align 64
+  %t13_a130 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b131 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c1_1 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a130, <16 x float> %t13_b131, <16 x float> %t13_c1_1)
+  store <16 x float> %121, ptr %conv1.t13_c1_1, align 64
+  %t13_a132 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b233 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c1_2 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a132, <16 x float> %t13_b233, <16 x float> %t13_c1_2)
+  store <16 x float> %122, ptr %conv1.t13_c1_2, align 64
+  %t13_a134 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b335 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c1_3 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a134, <16 x float> %t13_b335, <16 x float> %t13_c1_3)
+  store <16 x float> %123, ptr %conv1.t13_c1_3, align 64
+  %124 = mul nsw i64 %conv1.mb1218, 4
+  %125 = add nsw i64 %124, 2
+  %126 = mul nsw i64 %125, 9
+  %127 = add nsw i64 %126, %conv1.k1419
+  %params36 = getelementptr inbounds float, ptr %params, i64 %127
+  %128 = load float, ptr %params36, align 4
+  %129 = insertelement <16 x float> undef, float %128, i32 0
+  %130 = shufflevector <16 x float> %129, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %130, ptr %conv1.t13_a2, align 64
+  %t13_a2 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b037 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c2_0 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a2, <16 x float> %t13_b037, <16 x float> %t13_c2_0)
+  store <16 x float> %131, ptr %conv1.t13_c2_0, align 64
+  %t13_a238 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b139 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c2_1 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a238, <16 x float> %t13_b139, <16 x float> %t13_c2_1)
+  store <16 x float> %132, ptr %conv1.t13_c2_1, align 64
+  %t13_a240 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b241 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c2_2 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a240, <16 x float> %t13_b241, <16 x float> %t13_c2_2)
+  store <16 x float> %133, ptr %conv1.t13_c2_2, align 64
+  %t13_a242 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b343 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c2_3 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a242, <16 x float> %t13_b343, <16 x float> %t13_c2_3)
+  store <16 x float> %134, ptr %conv1.t13_c2_3, align 64
+  %135 = mul nsw i64 %conv1.mb1218, 4
+  %136 = add nsw i64 %135, 3
+  %137 = mul nsw i64 %136, 9
+  %138 = add nsw i64 %137, %conv1.k1419
+  %params44 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params44, align 4
+  %140 = insertelement <16 x float> undef, float %139, i32 0
+  %141 = shufflevector <16 x float> %140, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %141, ptr %conv1.t13_a3, align 64
+  %t13_a3 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b045 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c3_0 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %142 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a3, <16 x float> %t13_b045, <16 x float> %t13_c3_0)
+  store <16 x float> %142, ptr %conv1.t13_c3_0, align 64
+  %t13_a346 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b147 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c3_1 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %143 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a346, <16 x float> %t13_b147, <16 x float> %t13_c3_1)
+  store <16 x float> %143, ptr %conv1.t13_c3_1, align 64
+  %t13_a348 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b249 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c3_2 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %144 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a348, <16 x float> %t13_b249, <16 x float> %t13_c3_2)
+  store <16 x float> %144, ptr %conv1.t13_c3_2, align 64
+  %t13_a350 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b351 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c3_3 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a350, <16 x float> %t13_b351, <16 x float> %t13_c3_3)
+  store <16 x float> %145, ptr %conv1.t13_c3_3, align 64
+  %k14.next = add nsw i64 %conv1.k1419, 1
+  %146 = icmp slt i64 %k14.next, 9
+  br i1 %146, label %conv1.k14, label %conv1.k14.end
 
-conv1.py13.end:                                   ; preds = %conv1.px14.end
-  %f12.next = add nsw i64 %conv1.f1221, 1
-  %81 = icmp slt i64 %f12.next, 4
-  br i1 %81, label %conv1.f12, label %conv1.f12.end
-
-conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
-  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
-  %82 = mul nsw i64 %conv1.j1120, 169
-  %83 = mul nsw i64 %conv1.py1322, 26
-  %84 = mul nsw i64 %conv1.px1423, 2
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 %82, %85
-  %87 = mul nsw i64 %86, 4
-  %88 = add nsw i64 115776, %87
-  %89 = add nsw i64 %88, %conv1.f1221
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load float, ptr %arena24, align 4
-  %91 = add nsw i64 36, %conv1.f1221
-  %params25 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params25, align 4
-  %93 = fadd float %90, %92
-  store float %93, ptr %conv1.best15, align 4
-  %94 = mul nsw i64 %conv1.py1322, 26
-  %95 = mul nsw i64 %conv1.px1423, 2
-  %96 = add nsw i64 %94, %95
-  %97 = sitofp i64 %96 to float
-  store float %97, ptr %conv1.bi16, align 4
-  %98 = mul nsw i64 %conv1.j1120, 169
-  %99 = mul nsw i64 %conv1.py1322, 26
-  %100 = mul nsw i64 %conv1.px1423, 2
-  %101 = add nsw i64 %99, %100
-  %102 = add nsw i64 %98, %101
-  %103 = mul nsw i64 %102, 4
-  %104 = add nsw i64 115776, %103
-  %105 = add nsw i64 %104, %conv1.f1221
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
-  %106 = load float, ptr %arena26, align 4
-  %107 = add nsw i64 36, %conv1.f1221
-  %params27 = getelementptr inbounds float, ptr %params, i64 %107
-  %108 = load float, ptr %params27, align 4
-  %109 = fadd float %106, %108
-  %best15 = load float, ptr %conv1.best15, align 4
-  %110 = fcmp ogt float %109, %best15
-  %111 = mul nsw i64 %conv1.py1322, 26
-  %112 = mul nsw i64 %conv1.px1423, 2
-  %113 = add nsw i64 %111, %112
-  %114 = sitofp i64 %113 to float
-  %bi16 = load float, ptr %conv1.bi16, align 4
-  %115 = select i1 %110, float %114, float %bi16
-  store float %115, ptr %conv1.bi16, align 4
-  %116 = mul nsw i64 %conv1.j1120, 169
-  %117 = mul nsw i64 %conv1.py1322, 26
-  %118 = mul nsw i64 %conv1.px1423, 2
-  %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %120, 4
-  %122 = add nsw i64 115776, %121
-  %123 = add nsw i64 %122, %conv1.f1221
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
-  %124 = load float, ptr %arena28, align 4
-  %125 = add nsw i64 36, %conv1.f1221
-  %params29 = getelementptr inbounds float, ptr %params, i64 %125
-  %126 = load float, ptr %params29, align 4
-  %127 = fadd float %124, %126
-  %best1530 = load float, ptr %conv1.best15, align 4
-  %128 = fcmp ogt float %127, %best1530
-  %129 = mul nsw i64 %conv1.j1120, 169
-  %130 = mul nsw i64 %conv1.py1322, 26
-  %131 = mul nsw i64 %conv1.px1423, 2
-  %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %133, 4
-  %135 = add nsw i64 115776, %134
-  %136 = add nsw i64 %135, %conv1.f1221
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena31, align 4
-  %138 = add nsw i64 36, %conv1.f1221
-  %params32 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params32, align 4
-  %140 = fadd float %137, %139
-  %best1533 = load float, ptr %conv1.best15, align 4
-  %141 = select i1 %128, float %140, float %best1533
-  store float %141, ptr %conv1.best15, align 4
-  %142 = mul nsw i64 %conv1.j1120, 169
-  %143 = mul nsw i64 %conv1.py1322, 26
-  %144 = mul nsw i64 %conv1.px1423, 2
-  %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %145, 1
-  %147 = add nsw i64 %142, %146
-  %148 = mul nsw i64 %147, 4
+conv1.k14.end:                                    ; preds = %conv1.k14
+  %t13_c0_052 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %147 = mul nsw i64 %conv1.mb1218, 4
+  %148 = mul nsw i64 %147, 10816
   %149 = add nsw i64 115776, %148
-  %150 = add nsw i64 %149, %conv1.f1221
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena34, align 4
-  %152 = add nsw i64 36, %conv1.f1221
-  %params35 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params35, align 4
-  %154 = fadd float %151, %153
-  %best1536 = load float, ptr %conv1.best15, align 4
-  %155 = fcmp ogt float %154, %best1536
-  %156 = mul nsw i64 %conv1.py1322, 26
-  %157 = mul nsw i64 %conv1.px1423, 2
-  %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, 1
-  %160 = sitofp i64 %159 to float
-  %bi1637 = load float, ptr %conv1.bi16, align 4
-  %161 = select i1 %155, float %160, float %bi1637
-  store float %161, ptr %conv1.bi16, align 4
-  %162 = mul nsw i64 %conv1.j1120, 169
-  %163 = mul nsw i64 %conv1.py1322, 26
-  %164 = mul nsw i64 %conv1.px1423, 2
-  %165 = add nsw i64 %163, %164
-  %166 = add nsw i64 %165, 1
-  %167 = add nsw i64 %162, %166
-  %168 = mul nsw i64 %167, 4
-  %169 = add nsw i64 115776, %168
-  %170 = add nsw i64 %169, %conv1.f1221
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
-  %171 = load float, ptr %arena38, align 4
-  %172 = add nsw i64 36, %conv1.f1221
-  %params39 = getelementptr inbounds float, ptr %params, i64 %172
-  %173 = load float, ptr %params39, align 4
-  %174 = fadd float %171, %173
-  %best1540 = load float, ptr %conv1.best15, align 4
-  %175 = fcmp ogt float %174, %best1540
-  %176 = mul nsw i64 %conv1.j1120, 169
-  %177 = mul nsw i64 %conv1.py1322, 26
-  %178 = mul nsw i64 %conv1.px1423, 2
-  %179 = add nsw i64 %177, %178
-  %180 = add nsw i64 %179, 1
-  %181 = add nsw i64 %176, %180
-  %182 = mul nsw i64 %181, 4
-  %183 = add nsw i64 115776, %182
-  %184 = add nsw i64 %183, %conv1.f1221
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
-  %185 = load float, ptr %arena41, align 4
-  %186 = add nsw i64 36, %conv1.f1221
-  %params42 = getelementptr inbounds float, ptr %params, i64 %186
-  %187 = load float, ptr %params42, align 4
-  %188 = fadd float %185, %187
-  %best1543 = load float, ptr %conv1.best15, align 4
-  %189 = select i1 %175, float %188, float %best1543
-  store float %189, ptr %conv1.best15, align 4
-  %190 = mul nsw i64 %conv1.j1120, 169
-  %191 = mul nsw i64 %conv1.py1322, 26
-  %192 = mul nsw i64 %conv1.px1423, 2
-  %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, 13
-  %195 = add nsw i64 %190, %194
-  %196 = mul nsw i64 %195, 4
-  %197 = add nsw i64 115776, %196
-  %198 = add nsw i64 %197, %conv1.f1221
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
-  %199 = load float, ptr %arena44, align 4
-  %200 = add nsw i64 36, %conv1.f1221
-  %params45 = getelementptr inbounds float, ptr %params, i64 %200
-  %201 = load float, ptr %params45, align 4
-  %202 = fadd float %199, %201
-  %best1546 = load float, ptr %conv1.best15, align 4
-  %203 = fcmp ogt float %202, %best1546
-  %204 = mul nsw i64 %conv1.py1322, 26
-  %205 = mul nsw i64 %conv1.px1423, 2
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 13
-  %208 = sitofp i64 %207 to float
-  %bi1647 = load float, ptr %conv1.bi16, align 4
-  %209 = select i1 %203, float %208, float %bi1647
-  store float %209, ptr %conv1.bi16, align 4
-  %210 = mul nsw i64 %conv1.j1120, 169
-  %211 = mul nsw i64 %conv1.py1322, 26
-  %212 = mul nsw i64 %conv1.px1423, 2
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, 13
-  %215 = add nsw i64 %210, %214
-  %216 = mul nsw i64 %215, 4
-  %217 = add nsw i64 115776, %216
-  %218 = add nsw i64 %217, %conv1.f1221
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena48, align 4
-  %220 = add nsw i64 36, %conv1.f1221
-  %params49 = getelementptr inbounds float, ptr %params, i64 %220
-  %221 = load float, ptr %params49, align 4
-  %222 = fadd float %219, %221
-  %best1550 = load float, ptr %conv1.best15, align 4
-  %223 = fcmp ogt float %222, %best1550
-  %224 = mul nsw i64 %conv1.j1120, 169
-  %225 = mul nsw i64 %conv1.py1322, 26
-  %226 = mul nsw i64 %conv1.px1423, 2
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 %227, 13
-  %229 = add nsw i64 %224, %228
-  %230 = mul nsw i64 %229, 4
-  %231 = add nsw i64 115776, %230
-  %232 = add nsw i64 %231, %conv1.f1221
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena51, align 4
-  %234 = add nsw i64 36, %conv1.f1221
-  %params52 = getelementptr inbounds float, ptr %params, i64 %234
-  %235 = load float, ptr %params52, align 4
-  %236 = fadd float %233, %235
-  %best1553 = load float, ptr %conv1.best15, align 4
-  %237 = select i1 %223, float %236, float %best1553
-  store float %237, ptr %conv1.best15, align 4
-  %238 = mul nsw i64 %conv1.j1120, 169
-  %239 = mul nsw i64 %conv1.py1322, 26
-  %240 = mul nsw i64 %conv1.px1423, 2
-  %241 = add nsw i64 %239, %240
-  %242 = add nsw i64 %241, 13
-  %243 = add nsw i64 %242, 1
-  %244 = add nsw i64 %238, %243
-  %245 = mul nsw i64 %244, 4
-  %246 = add nsw i64 115776, %245
-  %247 = add nsw i64 %246, %conv1.f1221
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena54, align 4
-  %249 = add nsw i64 36, %conv1.f1221
-  %params55 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params55, align 4
-  %251 = fadd float %248, %250
-  %best1556 = load float, ptr %conv1.best15, align 4
-  %252 = fcmp ogt float %251, %best1556
-  %253 = mul nsw i64 %conv1.py1322, 26
-  %254 = mul nsw i64 %conv1.px1423, 2
-  %255 = add nsw i64 %253, %254
-  %256 = add nsw i64 %255, 13
-  %257 = add nsw i64 %256, 1
-  %258 = sitofp i64 %257 to float
-  %bi1657 = load float, ptr %conv1.bi16, align 4
-  %259 = select i1 %252, float %258, float %bi1657
-  store float %259, ptr %conv1.bi16, align 4
-  %260 = mul nsw i64 %conv1.j1120, 169
-  %261 = mul nsw i64 %conv1.py1322, 26
-  %262 = mul nsw i64 %conv1.px1423, 2
-  %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, 13
-  %265 = add nsw i64 %264, 1
-  %266 = add nsw i64 %260, %265
-  %267 = mul nsw i64 %266, 4
-  %268 = add nsw i64 115776, %267
-  %269 = add nsw i64 %268, %conv1.f1221
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
-  %270 = load float, ptr %arena58, align 4
-  %271 = add nsw i64 36, %conv1.f1221
-  %params59 = getelementptr inbounds float, ptr %params, i64 %271
-  %272 = load float, ptr %params59, align 4
-  %273 = fadd float %270, %272
-  %best1560 = load float, ptr %conv1.best15, align 4
-  %274 = fcmp ogt float %273, %best1560
-  %275 = mul nsw i64 %conv1.j1120, 169
-  %276 = mul nsw i64 %conv1.py1322, 26
-  %277 = mul nsw i64 %conv1.px1423, 2
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 %278, 13
-  %280 = add nsw i64 %279, 1
-  %281 = add nsw i64 %275, %280
-  %282 = mul nsw i64 %281, 4
-  %283 = add nsw i64 115776, %282
-  %284 = add nsw i64 %283, %conv1.f1221
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
-  %285 = load float, ptr %arena61, align 4
-  %286 = add nsw i64 36, %conv1.f1221
-  %params62 = getelementptr inbounds float, ptr %params, i64 %286
-  %287 = load float, ptr %params62, align 4
-  %288 = fadd float %285, %287
-  %best1563 = load float, ptr %conv1.best15, align 4
-  %289 = select i1 %274, float %288, float %best1563
-  store float %289, ptr %conv1.best15, align 4
-  %best1564 = load float, ptr %conv1.best15, align 4
-  %290 = fcmp ogt float %best1564, 0.000000e+00
-  %best1565 = load float, ptr %conv1.best15, align 4
-  %291 = select i1 %290, float %best1565, float 0.000000e+00
-  %292 = mul nsw i64 %conv1.g11, 64
-  %293 = add nsw i64 %292, %conv1.j1120
-  %294 = mul nsw i64 %293, 144
-  %295 = mul nsw i64 %conv1.f1221, 36
-  %296 = add nsw i64 %294, %295
-  %297 = mul nsw i64 %conv1.py1322, 6
-  %298 = add nsw i64 %296, %297
-  %299 = add nsw i64 %298, %conv1.px1423
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
-  store float %291, ptr %arena66, align 4
-  %bi1667 = load float, ptr %conv1.bi16, align 4
-  %300 = mul nsw i64 %conv1.g11, 64
-  %301 = add nsw i64 %300, %conv1.j1120
-  %302 = mul nsw i64 %301, 144
-  %303 = mul nsw i64 %conv1.f1221, 36
-  %304 = add nsw i64 %302, %303
-  %305 = mul nsw i64 %conv1.py1322, 6
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 %306, %conv1.px1423
-  %308 = add nsw i64 9216, %307
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %bi1667, ptr %arena68, align 4
-  %px14.next = add nsw i64 %conv1.px1423, 1
-  %309 = icmp slt i64 %px14.next, 6
-  br i1 %309, label %conv1.px14, label %conv1.px14.end
+  %150 = mul nsw i64 %conv1.nb1117, 64
+  %151 = add nsw i64 %149, %150
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <16 x float> %t13_c0_052, ptr %arena53, align 4
+  %t13_c0_154 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %152 = mul nsw i64 %conv1.mb1218, 4
+  %153 = mul nsw i64 %152, 10816
+  %154 = add nsw i64 115776, %153
+  %155 = mul nsw i64 %conv1.nb1117, 64
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 %156, 16
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %157
+  store <16 x float> %t13_c0_154, ptr %arena55, align 4
+  %t13_c0_256 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %158 = mul nsw i64 %conv1.mb1218, 4
+  %159 = mul nsw i64 %158, 10816
+  %160 = add nsw i64 115776, %159
+  %161 = mul nsw i64 %conv1.nb1117, 64
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 %162, 32
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <16 x float> %t13_c0_256, ptr %arena57, align 4
+  %t13_c0_358 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %164 = mul nsw i64 %conv1.mb1218, 4
+  %165 = mul nsw i64 %164, 10816
+  %166 = add nsw i64 115776, %165
+  %167 = mul nsw i64 %conv1.nb1117, 64
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 48
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %169
+  store <16 x float> %t13_c0_358, ptr %arena59, align 4
+  %t13_c1_060 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %170 = mul nsw i64 %conv1.mb1218, 4
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 10816
+  %173 = add nsw i64 115776, %172
+  %174 = mul nsw i64 %conv1.nb1117, 64
+  %175 = add nsw i64 %173, %174
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %175
+  store <16 x float> %t13_c1_060, ptr %arena61, align 4
+  %t13_c1_162 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %176 = mul nsw i64 %conv1.mb1218, 4
+  %177 = add nsw i64 %176, 1
+  %178 = mul nsw i64 %177, 10816
+  %179 = add nsw i64 115776, %178
+  %180 = mul nsw i64 %conv1.nb1117, 64
+  %181 = add nsw i64 %179, %180
+  %182 = add nsw i64 %181, 16
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %182
+  store <16 x float> %t13_c1_162, ptr %arena63, align 4
+  %t13_c1_264 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %183 = mul nsw i64 %conv1.mb1218, 4
+  %184 = add nsw i64 %183, 1
+  %185 = mul nsw i64 %184, 10816
+  %186 = add nsw i64 115776, %185
+  %187 = mul nsw i64 %conv1.nb1117, 64
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %188, 32
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %189
+  store <16 x float> %t13_c1_264, ptr %arena65, align 4
+  %t13_c1_366 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %190 = mul nsw i64 %conv1.mb1218, 4
+  %191 = add nsw i64 %190, 1
+  %192 = mul nsw i64 %191, 10816
+  %193 = add nsw i64 115776, %192
+  %194 = mul nsw i64 %conv1.nb1117, 64
+  %195 = add nsw i64 %193, %194
+  %196 = add nsw i64 %195, 48
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %196
+  store <16 x float> %t13_c1_366, ptr %arena67, align 4
+  %t13_c2_068 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %197 = mul nsw i64 %conv1.mb1218, 4
+  %198 = add nsw i64 %197, 2
+  %199 = mul nsw i64 %198, 10816
+  %200 = add nsw i64 115776, %199
+  %201 = mul nsw i64 %conv1.nb1117, 64
+  %202 = add nsw i64 %200, %201
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %202
+  store <16 x float> %t13_c2_068, ptr %arena69, align 4
+  %t13_c2_170 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %203 = mul nsw i64 %conv1.mb1218, 4
+  %204 = add nsw i64 %203, 2
+  %205 = mul nsw i64 %204, 10816
+  %206 = add nsw i64 115776, %205
+  %207 = mul nsw i64 %conv1.nb1117, 64
+  %208 = add nsw i64 %206, %207
+  %209 = add nsw i64 %208, 16
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %209
+  store <16 x float> %t13_c2_170, ptr %arena71, align 4
+  %t13_c2_272 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %210 = mul nsw i64 %conv1.mb1218, 4
+  %211 = add nsw i64 %210, 2
+  %212 = mul nsw i64 %211, 10816
+  %213 = add nsw i64 115776, %212
+  %214 = mul nsw i64 %conv1.nb1117, 64
+  %215 = add nsw i64 %213, %214
+  %216 = add nsw i64 %215, 32
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <16 x float> %t13_c2_272, ptr %arena73, align 4
+  %t13_c2_374 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %217 = mul nsw i64 %conv1.mb1218, 4
+  %218 = add nsw i64 %217, 2
+  %219 = mul nsw i64 %218, 10816
+  %220 = add nsw i64 115776, %219
+  %221 = mul nsw i64 %conv1.nb1117, 64
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 %222, 48
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t13_c2_374, ptr %arena75, align 4
+  %t13_c3_076 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %224 = mul nsw i64 %conv1.mb1218, 4
+  %225 = add nsw i64 %224, 3
+  %226 = mul nsw i64 %225, 10816
+  %227 = add nsw i64 115776, %226
+  %228 = mul nsw i64 %conv1.nb1117, 64
+  %229 = add nsw i64 %227, %228
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %229
+  store <16 x float> %t13_c3_076, ptr %arena77, align 4
+  %t13_c3_178 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %230 = mul nsw i64 %conv1.mb1218, 4
+  %231 = add nsw i64 %230, 3
+  %232 = mul nsw i64 %231, 10816
+  %233 = add nsw i64 115776, %232
+  %234 = mul nsw i64 %conv1.nb1117, 64
+  %235 = add nsw i64 %233, %234
+  %236 = add nsw i64 %235, 16
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %236
+  store <16 x float> %t13_c3_178, ptr %arena79, align 4
+  %t13_c3_280 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %237 = mul nsw i64 %conv1.mb1218, 4
+  %238 = add nsw i64 %237, 3
+  %239 = mul nsw i64 %238, 10816
+  %240 = add nsw i64 115776, %239
+  %241 = mul nsw i64 %conv1.nb1117, 64
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %242, 32
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %243
+  store <16 x float> %t13_c3_280, ptr %arena81, align 4
+  %t13_c3_382 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %244 = mul nsw i64 %conv1.mb1218, 4
+  %245 = add nsw i64 %244, 3
+  %246 = mul nsw i64 %245, 10816
+  %247 = add nsw i64 115776, %246
+  %248 = mul nsw i64 %conv1.nb1117, 64
+  %249 = add nsw i64 %247, %248
+  %250 = add nsw i64 %249, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t13_c3_382, ptr %arena83, align 4
+  %mb12.next = add nsw i64 %conv1.mb1218, 1
+  %251 = icmp slt i64 %mb12.next, 1
+  br i1 %251, label %conv1.mb12, label %conv1.mb12.end
 
-conv1.px14.end:                                   ; preds = %conv1.px14
-  %py13.next = add nsw i64 %conv1.py1322, 1
-  %310 = icmp slt i64 %py13.next, 6
-  br i1 %310, label %conv1.py13, label %conv1.py13.end
+conv1.j15:                                        ; preds = %conv1.f16.end, %conv1.nb11.end
+  %conv1.j1584 = phi i64 [ 0, %conv1.nb11.end ], [ %j15.next, %conv1.f16.end ]
+  br label %conv1.f16
 
-fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
-  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
-  br label %fc1.u18
+conv1.j15.end:                                    ; preds = %conv1.f16.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %252 = icmp slt i64 %g1.next, 1
+  br i1 %252, label %conv1.g1, label %conv1.g1.end
 
-fc1.n17.end:                                      ; preds = %fc1.u18.end
-  store float 0.000000e+00, ptr %loss.total19, align 4
-  br label %loss.n20
+conv1.f16:                                        ; preds = %conv1.py17.end, %conv1.j15
+  %conv1.f1685 = phi i64 [ 0, %conv1.j15 ], [ %f16.next, %conv1.py17.end ]
+  br label %conv1.py17
 
-fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
-  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
-  %311 = mul nsw i64 %fc1.n1772, 10
-  %312 = add nsw i64 18432, %311
-  %313 = add nsw i64 %312, %fc1.u1873
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
-  %314 = load float, ptr %arena74, align 4
-  %315 = add nsw i64 1480, %fc1.u1873
-  %params75 = getelementptr inbounds float, ptr %params, i64 %315
-  %316 = load float, ptr %params75, align 4
-  %317 = fadd float %314, %316
-  %318 = mul nsw i64 %fc1.n1772, 10
-  %319 = add nsw i64 18432, %318
-  %320 = add nsw i64 %319, %fc1.u1873
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %317, ptr %arena76, align 4
-  %u18.next = add nsw i64 %fc1.u1873, 1
-  %321 = icmp slt i64 %u18.next, 10
-  br i1 %321, label %fc1.u18, label %fc1.u18.end
+conv1.f16.end:                                    ; preds = %conv1.py17.end
+  %j15.next = add nsw i64 %conv1.j1584, 1
+  %253 = icmp slt i64 %j15.next, 64
+  br i1 %253, label %conv1.j15, label %conv1.j15.end
 
-fc1.u18.end:                                      ; preds = %fc1.u18
-  %n17.next = add nsw i64 %fc1.n1772, 1
-  %322 = icmp slt i64 %n17.next, 64
-  br i1 %322, label %fc1.n17, label %fc1.n17.end
+conv1.py17:                                       ; preds = %conv1.px18.end, %conv1.f16
+  %conv1.py1786 = phi i64 [ 0, %conv1.f16 ], [ %py17.next, %conv1.px18.end ]
+  br label %conv1.px18
 
-loss.n20:                                         ; preds = %loss.k24.end, %fc1.n17.end
-  %loss.n2077 = phi i64 [ 0, %fc1.n17.end ], [ %n20.next, %loss.k24.end ]
-  %323 = mul nsw i64 %loss.n2077, 10
-  %324 = add nsw i64 18432, %323
-  %arena78 = getelementptr inbounds float, ptr %arena, i64 %324
-  %325 = load float, ptr %arena78, align 4
-  store float %325, ptr %loss.m21, align 4
-  br label %loss.k23
+conv1.py17.end:                                   ; preds = %conv1.px18.end
+  %f16.next = add nsw i64 %conv1.f1685, 1
+  %254 = icmp slt i64 %f16.next, 4
+  br i1 %254, label %conv1.f16, label %conv1.f16.end
 
-loss.n20.end:                                     ; preds = %loss.k24.end
-  %total1988 = load float, ptr %loss.total19, align 4
-  %326 = fdiv float %total1988, 6.400000e+01
-  %arena89 = getelementptr inbounds float, ptr %arena, i64 19072
-  store float %326, ptr %arena89, align 4
-  br label %fc1_grad.n25
+conv1.px18:                                       ; preds = %conv1.px18, %conv1.py17
+  %conv1.px1887 = phi i64 [ 0, %conv1.py17 ], [ %px18.next, %conv1.px18 ]
+  %255 = mul nsw i64 %conv1.f1685, 10816
+  %256 = add nsw i64 115776, %255
+  %257 = mul nsw i64 %conv1.j1584, 169
+  %258 = add nsw i64 %256, %257
+  %259 = mul nsw i64 %conv1.py1786, 26
+  %260 = mul nsw i64 %conv1.px1887, 2
+  %261 = add nsw i64 %259, %260
+  %262 = add nsw i64 %258, %261
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %262
+  %263 = load float, ptr %arena88, align 4
+  %264 = add nsw i64 36, %conv1.f1685
+  %params89 = getelementptr inbounds float, ptr %params, i64 %264
+  %265 = load float, ptr %params89, align 4
+  %266 = fadd float %263, %265
+  store float %266, ptr %conv1.best19, align 4
+  %267 = mul nsw i64 %conv1.py1786, 26
+  %268 = mul nsw i64 %conv1.px1887, 2
+  %269 = add nsw i64 %267, %268
+  %270 = sitofp i64 %269 to float
+  store float %270, ptr %conv1.bi20, align 4
+  %271 = mul nsw i64 %conv1.f1685, 10816
+  %272 = add nsw i64 115776, %271
+  %273 = mul nsw i64 %conv1.j1584, 169
+  %274 = add nsw i64 %272, %273
+  %275 = mul nsw i64 %conv1.py1786, 26
+  %276 = mul nsw i64 %conv1.px1887, 2
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %274, %277
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %278
+  %279 = load float, ptr %arena90, align 4
+  %280 = add nsw i64 36, %conv1.f1685
+  %params91 = getelementptr inbounds float, ptr %params, i64 %280
+  %281 = load float, ptr %params91, align 4
+  %282 = fadd float %279, %281
+  %best19 = load float, ptr %conv1.best19, align 4
+  %283 = fcmp ogt float %282, %best19
+  %284 = mul nsw i64 %conv1.py1786, 26
+  %285 = mul nsw i64 %conv1.px1887, 2
+  %286 = add nsw i64 %284, %285
+  %287 = sitofp i64 %286 to float
+  %bi20 = load float, ptr %conv1.bi20, align 4
+  %288 = select i1 %283, float %287, float %bi20
+  store float %288, ptr %conv1.bi20, align 4
+  %289 = mul nsw i64 %conv1.f1685, 10816
+  %290 = add nsw i64 115776, %289
+  %291 = mul nsw i64 %conv1.j1584, 169
+  %292 = add nsw i64 %290, %291
+  %293 = mul nsw i64 %conv1.py1786, 26
+  %294 = mul nsw i64 %conv1.px1887, 2
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 %292, %295
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena92, align 4
+  %298 = add nsw i64 36, %conv1.f1685
+  %params93 = getelementptr inbounds float, ptr %params, i64 %298
+  %299 = load float, ptr %params93, align 4
+  %300 = fadd float %297, %299
+  %best1994 = load float, ptr %conv1.best19, align 4
+  %301 = fcmp ogt float %300, %best1994
+  %302 = mul nsw i64 %conv1.f1685, 10816
+  %303 = add nsw i64 115776, %302
+  %304 = mul nsw i64 %conv1.j1584, 169
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %conv1.py1786, 26
+  %307 = mul nsw i64 %conv1.px1887, 2
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 %305, %308
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load float, ptr %arena95, align 4
+  %311 = add nsw i64 36, %conv1.f1685
+  %params96 = getelementptr inbounds float, ptr %params, i64 %311
+  %312 = load float, ptr %params96, align 4
+  %313 = fadd float %310, %312
+  %best1997 = load float, ptr %conv1.best19, align 4
+  %314 = select i1 %301, float %313, float %best1997
+  store float %314, ptr %conv1.best19, align 4
+  %315 = mul nsw i64 %conv1.f1685, 10816
+  %316 = add nsw i64 115776, %315
+  %317 = mul nsw i64 %conv1.j1584, 169
+  %318 = add nsw i64 %316, %317
+  %319 = mul nsw i64 %conv1.py1786, 26
+  %320 = mul nsw i64 %conv1.px1887, 2
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 %321, 1
+  %323 = add nsw i64 %318, %322
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %323
+  %324 = load float, ptr %arena98, align 4
+  %325 = add nsw i64 36, %conv1.f1685
+  %params99 = getelementptr inbounds float, ptr %params, i64 %325
+  %326 = load float, ptr %params99, align 4
+  %327 = fadd float %324, %326
+  %best19100 = load float, ptr %conv1.best19, align 4
+  %328 = fcmp ogt float %327, %best19100
+  %329 = mul nsw i64 %conv1.py1786, 26
+  %330 = mul nsw i64 %conv1.px1887, 2
+  %331 = add nsw i64 %329, %330
+  %332 = add nsw i64 %331, 1
+  %333 = sitofp i64 %332 to float
+  %bi20101 = load float, ptr %conv1.bi20, align 4
+  %334 = select i1 %328, float %333, float %bi20101
+  store float %334, ptr %conv1.bi20, align 4
+  %335 = mul nsw i64 %conv1.f1685, 10816
+  %336 = add nsw i64 115776, %335
+  %337 = mul nsw i64 %conv1.j1584, 169
+  %338 = add nsw i64 %336, %337
+  %339 = mul nsw i64 %conv1.py1786, 26
+  %340 = mul nsw i64 %conv1.px1887, 2
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, 1
+  %343 = add nsw i64 %338, %342
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %343
+  %344 = load float, ptr %arena102, align 4
+  %345 = add nsw i64 36, %conv1.f1685
+  %params103 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load float, ptr %params103, align 4
+  %347 = fadd float %344, %346
+  %best19104 = load float, ptr %conv1.best19, align 4
+  %348 = fcmp ogt float %347, %best19104
+  %349 = mul nsw i64 %conv1.f1685, 10816
+  %350 = add nsw i64 115776, %349
+  %351 = mul nsw i64 %conv1.j1584, 169
+  %352 = add nsw i64 %350, %351
+  %353 = mul nsw i64 %conv1.py1786, 26
+  %354 = mul nsw i64 %conv1.px1887, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = add nsw i64 %352, %356
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load float, ptr %arena105, align 4
+  %359 = add nsw i64 36, %conv1.f1685
+  %params106 = getelementptr inbounds float, ptr %params, i64 %359
+  %360 = load float, ptr %params106, align 4
+  %361 = fadd float %358, %360
+  %best19107 = load float, ptr %conv1.best19, align 4
+  %362 = select i1 %348, float %361, float %best19107
+  store float %362, ptr %conv1.best19, align 4
+  %363 = mul nsw i64 %conv1.f1685, 10816
+  %364 = add nsw i64 115776, %363
+  %365 = mul nsw i64 %conv1.j1584, 169
+  %366 = add nsw i64 %364, %365
+  %367 = mul nsw i64 %conv1.py1786, 26
+  %368 = mul nsw i64 %conv1.px1887, 2
+  %369 = add nsw i64 %367, %368
+  %370 = add nsw i64 %369, 13
+  %371 = add nsw i64 %366, %370
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %371
+  %372 = load float, ptr %arena108, align 4
+  %373 = add nsw i64 36, %conv1.f1685
+  %params109 = getelementptr inbounds float, ptr %params, i64 %373
+  %374 = load float, ptr %params109, align 4
+  %375 = fadd float %372, %374
+  %best19110 = load float, ptr %conv1.best19, align 4
+  %376 = fcmp ogt float %375, %best19110
+  %377 = mul nsw i64 %conv1.py1786, 26
+  %378 = mul nsw i64 %conv1.px1887, 2
+  %379 = add nsw i64 %377, %378
+  %380 = add nsw i64 %379, 13
+  %381 = sitofp i64 %380 to float
+  %bi20111 = load float, ptr %conv1.bi20, align 4
+  %382 = select i1 %376, float %381, float %bi20111
+  store float %382, ptr %conv1.bi20, align 4
+  %383 = mul nsw i64 %conv1.f1685, 10816
+  %384 = add nsw i64 115776, %383
+  %385 = mul nsw i64 %conv1.j1584, 169
+  %386 = add nsw i64 %384, %385
+  %387 = mul nsw i64 %conv1.py1786, 26
+  %388 = mul nsw i64 %conv1.px1887, 2
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 %389, 13
+  %391 = add nsw i64 %386, %390
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %391
+  %392 = load float, ptr %arena112, align 4
+  %393 = add nsw i64 36, %conv1.f1685
+  %params113 = getelementptr inbounds float, ptr %params, i64 %393
+  %394 = load float, ptr %params113, align 4
+  %395 = fadd float %392, %394
+  %best19114 = load float, ptr %conv1.best19, align 4
+  %396 = fcmp ogt float %395, %best19114
+  %397 = mul nsw i64 %conv1.f1685, 10816
+  %398 = add nsw i64 115776, %397
+  %399 = mul nsw i64 %conv1.j1584, 169
+  %400 = add nsw i64 %398, %399
+  %401 = mul nsw i64 %conv1.py1786, 26
+  %402 = mul nsw i64 %conv1.px1887, 2
+  %403 = add nsw i64 %401, %402
+  %404 = add nsw i64 %403, 13
+  %405 = add nsw i64 %400, %404
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %405
+  %406 = load float, ptr %arena115, align 4
+  %407 = add nsw i64 36, %conv1.f1685
+  %params116 = getelementptr inbounds float, ptr %params, i64 %407
+  %408 = load float, ptr %params116, align 4
+  %409 = fadd float %406, %408
+  %best19117 = load float, ptr %conv1.best19, align 4
+  %410 = select i1 %396, float %409, float %best19117
+  store float %410, ptr %conv1.best19, align 4
+  %411 = mul nsw i64 %conv1.f1685, 10816
+  %412 = add nsw i64 115776, %411
+  %413 = mul nsw i64 %conv1.j1584, 169
+  %414 = add nsw i64 %412, %413
+  %415 = mul nsw i64 %conv1.py1786, 26
+  %416 = mul nsw i64 %conv1.px1887, 2
+  %417 = add nsw i64 %415, %416
+  %418 = add nsw i64 %417, 13
+  %419 = add nsw i64 %418, 1
+  %420 = add nsw i64 %414, %419
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena118, align 4
+  %422 = add nsw i64 36, %conv1.f1685
+  %params119 = getelementptr inbounds float, ptr %params, i64 %422
+  %423 = load float, ptr %params119, align 4
+  %424 = fadd float %421, %423
+  %best19120 = load float, ptr %conv1.best19, align 4
+  %425 = fcmp ogt float %424, %best19120
+  %426 = mul nsw i64 %conv1.py1786, 26
+  %427 = mul nsw i64 %conv1.px1887, 2
+  %428 = add nsw i64 %426, %427
+  %429 = add nsw i64 %428, 13
+  %430 = add nsw i64 %429, 1
+  %431 = sitofp i64 %430 to float
+  %bi20121 = load float, ptr %conv1.bi20, align 4
+  %432 = select i1 %425, float %431, float %bi20121
+  store float %432, ptr %conv1.bi20, align 4
+  %433 = mul nsw i64 %conv1.f1685, 10816
+  %434 = add nsw i64 115776, %433
+  %435 = mul nsw i64 %conv1.j1584, 169
+  %436 = add nsw i64 %434, %435
+  %437 = mul nsw i64 %conv1.py1786, 26
+  %438 = mul nsw i64 %conv1.px1887, 2
+  %439 = add nsw i64 %437, %438
+  %440 = add nsw i64 %439, 13
+  %441 = add nsw i64 %440, 1
+  %442 = add nsw i64 %436, %441
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load float, ptr %arena122, align 4
+  %444 = add nsw i64 36, %conv1.f1685
+  %params123 = getelementptr inbounds float, ptr %params, i64 %444
+  %445 = load float, ptr %params123, align 4
+  %446 = fadd float %443, %445
+  %best19124 = load float, ptr %conv1.best19, align 4
+  %447 = fcmp ogt float %446, %best19124
+  %448 = mul nsw i64 %conv1.f1685, 10816
+  %449 = add nsw i64 115776, %448
+  %450 = mul nsw i64 %conv1.j1584, 169
+  %451 = add nsw i64 %449, %450
+  %452 = mul nsw i64 %conv1.py1786, 26
+  %453 = mul nsw i64 %conv1.px1887, 2
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 %454, 13
+  %456 = add nsw i64 %455, 1
+  %457 = add nsw i64 %451, %456
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %457
+  %458 = load float, ptr %arena125, align 4
+  %459 = add nsw i64 36, %conv1.f1685
+  %params126 = getelementptr inbounds float, ptr %params, i64 %459
+  %460 = load float, ptr %params126, align 4
+  %461 = fadd float %458, %460
+  %best19127 = load float, ptr %conv1.best19, align 4
+  %462 = select i1 %447, float %461, float %best19127
+  store float %462, ptr %conv1.best19, align 4
+  %best19128 = load float, ptr %conv1.best19, align 4
+  %463 = fcmp ogt float %best19128, 0.000000e+00
+  %best19129 = load float, ptr %conv1.best19, align 4
+  %464 = select i1 %463, float %best19129, float 0.000000e+00
+  %465 = mul nsw i64 %conv1.g11, 64
+  %466 = add nsw i64 %465, %conv1.j1584
+  %467 = mul nsw i64 %466, 144
+  %468 = mul nsw i64 %conv1.f1685, 36
+  %469 = add nsw i64 %467, %468
+  %470 = mul nsw i64 %conv1.py1786, 6
+  %471 = add nsw i64 %469, %470
+  %472 = add nsw i64 %471, %conv1.px1887
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %472
+  store float %464, ptr %arena130, align 4
+  %bi20131 = load float, ptr %conv1.bi20, align 4
+  %473 = mul nsw i64 %conv1.g11, 64
+  %474 = add nsw i64 %473, %conv1.j1584
+  %475 = mul nsw i64 %474, 144
+  %476 = mul nsw i64 %conv1.f1685, 36
+  %477 = add nsw i64 %475, %476
+  %478 = mul nsw i64 %conv1.py1786, 6
+  %479 = add nsw i64 %477, %478
+  %480 = add nsw i64 %479, %conv1.px1887
+  %481 = add nsw i64 9216, %480
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %481
+  store float %bi20131, ptr %arena132, align 4
+  %px18.next = add nsw i64 %conv1.px1887, 1
+  %482 = icmp slt i64 %px18.next, 6
+  br i1 %482, label %conv1.px18, label %conv1.px18.end
 
-loss.k23:                                         ; preds = %loss.k23, %loss.n20
-  %loss.k2379 = phi i64 [ 0, %loss.n20 ], [ %k23.next, %loss.k23 ]
-  %m21 = load float, ptr %loss.m21, align 4
-  %327 = mul nsw i64 %loss.n2077, 10
-  %328 = add nsw i64 18432, %327
-  %329 = add nsw i64 %328, %loss.k2379
-  %arena80 = getelementptr inbounds float, ptr %arena, i64 %329
-  %330 = load float, ptr %arena80, align 4
-  %331 = fcmp ogt float %330, %m21
-  %332 = select i1 %331, float %330, float %m21
-  store float %332, ptr %loss.m21, align 4
-  %k23.next = add nsw i64 %loss.k2379, 1
-  %333 = icmp slt i64 %k23.next, 10
-  br i1 %333, label %loss.k23, label %loss.k23.end
+conv1.px18.end:                                   ; preds = %conv1.px18
+  %py17.next = add nsw i64 %conv1.py1786, 1
+  %483 = icmp slt i64 %py17.next, 6
+  br i1 %483, label %conv1.py17, label %conv1.py17.end
 
-loss.k23.end:                                     ; preds = %loss.k23
-  store float 0.000000e+00, ptr %loss.s22, align 4
-  br label %loss.k24
+fc1.n21:                                          ; preds = %fc1.u22.end, %conv1.g1.end
+  %fc1.n21136 = phi i64 [ 0, %conv1.g1.end ], [ %n21.next, %fc1.u22.end ]
+  br label %fc1.u22
 
-loss.k24:                                         ; preds = %loss.k24, %loss.k23.end
-  %loss.k2481 = phi i64 [ 0, %loss.k23.end ], [ %k24.next, %loss.k24 ]
-  %s22 = load float, ptr %loss.s22, align 4
-  %334 = mul nsw i64 %loss.n2077, 10
-  %335 = add nsw i64 18432, %334
-  %336 = add nsw i64 %335, %loss.k2481
-  %arena82 = getelementptr inbounds float, ptr %arena, i64 %336
-  %337 = load float, ptr %arena82, align 4
-  %m2183 = load float, ptr %loss.m21, align 4
-  %338 = fsub float %337, %m2183
-  %339 = call float @llvm.exp.f32(float %338)
-  %340 = fadd float %s22, %339
-  store float %340, ptr %loss.s22, align 4
-  %k24.next = add nsw i64 %loss.k2481, 1
-  %341 = icmp slt i64 %k24.next, 10
-  br i1 %341, label %loss.k24, label %loss.k24.end
+fc1.n21.end:                                      ; preds = %fc1.u22.end
+  store float 0.000000e+00, ptr %loss.total23, align 4
+  br label %loss.n24
 
-loss.k24.end:                                     ; preds = %loss.k24
-  %total19 = load float, ptr %loss.total19, align 4
-  %m2184 = load float, ptr %loss.m21, align 4
-  %s2285 = load float, ptr %loss.s22, align 4
-  %342 = call float @llvm.log.f32(float %s2285)
-  %343 = fadd float %m2184, %342
-  %344 = mul nsw i64 %loss.n2077, 10
-  %345 = add nsw i64 18432, %344
-  %labels86 = getelementptr inbounds i32, ptr %labels, i64 %loss.n2077
-  %label = load i32, ptr %labels86, align 4
-  %346 = sext i32 %label to i64
-  %347 = add nsw i64 %345, %346
-  %arena87 = getelementptr inbounds float, ptr %arena, i64 %347
-  %348 = load float, ptr %arena87, align 4
-  %349 = fsub float %343, %348
-  %350 = fadd float %total19, %349
-  store float %350, ptr %loss.total19, align 4
-  %n20.next = add nsw i64 %loss.n2077, 1
-  %351 = icmp slt i64 %n20.next, 64
-  br i1 %351, label %loss.n20, label %loss.n20.end
+fc1.u22:                                          ; preds = %fc1.u22, %fc1.n21
+  %fc1.u22137 = phi i64 [ 0, %fc1.n21 ], [ %u22.next, %fc1.u22 ]
+  %484 = mul nsw i64 %fc1.n21136, 10
+  %485 = add nsw i64 18432, %484
+  %486 = add nsw i64 %485, %fc1.u22137
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %486
+  %487 = load float, ptr %arena138, align 4
+  %488 = add nsw i64 1480, %fc1.u22137
+  %params139 = getelementptr inbounds float, ptr %params, i64 %488
+  %489 = load float, ptr %params139, align 4
+  %490 = fadd float %487, %489
+  %491 = mul nsw i64 %fc1.n21136, 10
+  %492 = add nsw i64 18432, %491
+  %493 = add nsw i64 %492, %fc1.u22137
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %493
+  store float %490, ptr %arena140, align 4
+  %u22.next = add nsw i64 %fc1.u22137, 1
+  %494 = icmp slt i64 %u22.next, 10
+  br i1 %494, label %fc1.u22, label %fc1.u22.end
 
-fc1_grad.n25:                                     ; preds = %fc1_grad.k30.end, %loss.n20.end
-  %fc1_grad.n2590 = phi i64 [ 0, %loss.n20.end ], [ %n25.next, %fc1_grad.k30.end ]
-  %352 = mul nsw i64 %fc1_grad.n2590, 10
-  %353 = add nsw i64 18432, %352
-  %arena91 = getelementptr inbounds float, ptr %arena, i64 %353
-  %354 = load float, ptr %arena91, align 4
-  store float %354, ptr %fc1_grad.m26, align 4
-  br label %fc1_grad.k28
+fc1.u22.end:                                      ; preds = %fc1.u22
+  %n21.next = add nsw i64 %fc1.n21136, 1
+  %495 = icmp slt i64 %n21.next, 64
+  br i1 %495, label %fc1.n21, label %fc1.n21.end
 
-fc1_grad.n25.end:                                 ; preds = %fc1_grad.k30.end
-  %arena107 = getelementptr inbounds float, ptr %arena, i64 19088
-  %arena108 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads109 = getelementptr inbounds float, ptr %grads, i64 40
-  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena107, i32 10, ptr %arena108, i32 144, float 0.000000e+00, ptr %grads109, i32 144)
-  br label %fc1_bias_grad.u31
+loss.n24:                                         ; preds = %loss.k28.end, %fc1.n21.end
+  %loss.n24141 = phi i64 [ 0, %fc1.n21.end ], [ %n24.next, %loss.k28.end ]
+  %496 = mul nsw i64 %loss.n24141, 10
+  %497 = add nsw i64 18432, %496
+  %arena142 = getelementptr inbounds float, ptr %arena, i64 %497
+  %498 = load float, ptr %arena142, align 4
+  store float %498, ptr %loss.m25, align 4
+  br label %loss.k27
 
-fc1_grad.k28:                                     ; preds = %fc1_grad.k28, %fc1_grad.n25
-  %fc1_grad.k2892 = phi i64 [ 0, %fc1_grad.n25 ], [ %k28.next, %fc1_grad.k28 ]
-  %m26 = load float, ptr %fc1_grad.m26, align 4
-  %355 = mul nsw i64 %fc1_grad.n2590, 10
-  %356 = add nsw i64 18432, %355
-  %357 = add nsw i64 %356, %fc1_grad.k2892
-  %arena93 = getelementptr inbounds float, ptr %arena, i64 %357
-  %358 = load float, ptr %arena93, align 4
-  %359 = fcmp ogt float %358, %m26
-  %360 = select i1 %359, float %358, float %m26
-  store float %360, ptr %fc1_grad.m26, align 4
-  %k28.next = add nsw i64 %fc1_grad.k2892, 1
-  %361 = icmp slt i64 %k28.next, 10
-  br i1 %361, label %fc1_grad.k28, label %fc1_grad.k28.end
+loss.n24.end:                                     ; preds = %loss.k28.end
+  %total23152 = load float, ptr %loss.total23, align 4
+  %499 = fdiv float %total23152, 6.400000e+01
+  %arena153 = getelementptr inbounds float, ptr %arena, i64 19072
+  store float %499, ptr %arena153, align 4
+  br label %fc1_grad.n29
 
-fc1_grad.k28.end:                                 ; preds = %fc1_grad.k28
-  store float 0.000000e+00, ptr %fc1_grad.s27, align 4
-  br label %fc1_grad.k29
+loss.k27:                                         ; preds = %loss.k27, %loss.n24
+  %loss.k27143 = phi i64 [ 0, %loss.n24 ], [ %k27.next, %loss.k27 ]
+  %m25 = load float, ptr %loss.m25, align 4
+  %500 = mul nsw i64 %loss.n24141, 10
+  %501 = add nsw i64 18432, %500
+  %502 = add nsw i64 %501, %loss.k27143
+  %arena144 = getelementptr inbounds float, ptr %arena, i64 %502
+  %503 = load float, ptr %arena144, align 4
+  %504 = fcmp ogt float %503, %m25
+  %505 = select i1 %504, float %503, float %m25
+  store float %505, ptr %loss.m25, align 4
+  %k27.next = add nsw i64 %loss.k27143, 1
+  %506 = icmp slt i64 %k27.next, 10
+  br i1 %506, label %loss.k27, label %loss.k27.end
 
-fc1_grad.k29:                                     ; preds = %fc1_grad.k29, %fc1_grad.k28.end
-  %fc1_grad.k2994 = phi i64 [ 0, %fc1_grad.k28.end ], [ %k29.next, %fc1_grad.k29 ]
-  %s27 = load float, ptr %fc1_grad.s27, align 4
-  %362 = mul nsw i64 %fc1_grad.n2590, 10
-  %363 = add nsw i64 18432, %362
-  %364 = add nsw i64 %363, %fc1_grad.k2994
-  %arena95 = getelementptr inbounds float, ptr %arena, i64 %364
-  %365 = load float, ptr %arena95, align 4
-  %m2696 = load float, ptr %fc1_grad.m26, align 4
-  %366 = fsub float %365, %m2696
-  %367 = call float @llvm.exp.f32(float %366)
-  %368 = fadd float %s27, %367
-  store float %368, ptr %fc1_grad.s27, align 4
-  %k29.next = add nsw i64 %fc1_grad.k2994, 1
-  %369 = icmp slt i64 %k29.next, 10
-  br i1 %369, label %fc1_grad.k29, label %fc1_grad.k29.end
+loss.k27.end:                                     ; preds = %loss.k27
+  store float 0.000000e+00, ptr %loss.s26, align 4
+  br label %loss.k28
 
-fc1_grad.k29.end:                                 ; preds = %fc1_grad.k29
-  br label %fc1_grad.k30
+loss.k28:                                         ; preds = %loss.k28, %loss.k27.end
+  %loss.k28145 = phi i64 [ 0, %loss.k27.end ], [ %k28.next, %loss.k28 ]
+  %s26 = load float, ptr %loss.s26, align 4
+  %507 = mul nsw i64 %loss.n24141, 10
+  %508 = add nsw i64 18432, %507
+  %509 = add nsw i64 %508, %loss.k28145
+  %arena146 = getelementptr inbounds float, ptr %arena, i64 %509
+  %510 = load float, ptr %arena146, align 4
+  %m25147 = load float, ptr %loss.m25, align 4
+  %511 = fsub float %510, %m25147
+  %512 = call float @llvm.exp.f32(float %511)
+  %513 = fadd float %s26, %512
+  store float %513, ptr %loss.s26, align 4
+  %k28.next = add nsw i64 %loss.k28145, 1
+  %514 = icmp slt i64 %k28.next, 10
+  br i1 %514, label %loss.k28, label %loss.k28.end
 
-fc1_grad.k30:                                     ; preds = %fc1_grad.k30, %fc1_grad.k29.end
-  %fc1_grad.k3097 = phi i64 [ 0, %fc1_grad.k29.end ], [ %k30.next, %fc1_grad.k30 ]
-  %labels98 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n2590
-  %label99 = load i32, ptr %labels98, align 4
-  %370 = sext i32 %label99 to i64
-  %371 = icmp eq i64 %fc1_grad.k3097, %370
-  %372 = mul nsw i64 %fc1_grad.n2590, 10
-  %373 = add nsw i64 18432, %372
-  %374 = add nsw i64 %373, %fc1_grad.k3097
-  %arena100 = getelementptr inbounds float, ptr %arena, i64 %374
-  %375 = load float, ptr %arena100, align 4
-  %m26101 = load float, ptr %fc1_grad.m26, align 4
-  %376 = fsub float %375, %m26101
-  %377 = call float @llvm.exp.f32(float %376)
-  %s27102 = load float, ptr %fc1_grad.s27, align 4
-  %378 = fdiv float %377, %s27102
-  %379 = fsub float %378, 1.000000e+00
-  %380 = mul nsw i64 %fc1_grad.n2590, 10
-  %381 = add nsw i64 18432, %380
-  %382 = add nsw i64 %381, %fc1_grad.k3097
-  %arena103 = getelementptr inbounds float, ptr %arena, i64 %382
-  %383 = load float, ptr %arena103, align 4
-  %m26104 = load float, ptr %fc1_grad.m26, align 4
-  %384 = fsub float %383, %m26104
-  %385 = call float @llvm.exp.f32(float %384)
-  %s27105 = load float, ptr %fc1_grad.s27, align 4
-  %386 = fdiv float %385, %s27105
-  %387 = select i1 %371, float %379, float %386
-  %388 = fdiv float %387, 6.400000e+01
-  %389 = mul nsw i64 %fc1_grad.n2590, 10
-  %390 = add nsw i64 19088, %389
-  %391 = add nsw i64 %390, %fc1_grad.k3097
-  %arena106 = getelementptr inbounds float, ptr %arena, i64 %391
-  store float %388, ptr %arena106, align 4
-  %k30.next = add nsw i64 %fc1_grad.k3097, 1
-  %392 = icmp slt i64 %k30.next, 10
-  br i1 %392, label %fc1_grad.k30, label %fc1_grad.k30.end
+loss.k28.end:                                     ; preds = %loss.k28
+  %total23 = load float, ptr %loss.total23, align 4
+  %m25148 = load float, ptr %loss.m25, align 4
+  %s26149 = load float, ptr %loss.s26, align 4
+  %515 = call float @llvm.log.f32(float %s26149)
+  %516 = fadd float %m25148, %515
+  %517 = mul nsw i64 %loss.n24141, 10
+  %518 = add nsw i64 18432, %517
+  %labels150 = getelementptr inbounds i32, ptr %labels, i64 %loss.n24141
+  %label = load i32, ptr %labels150, align 4
+  %519 = sext i32 %label to i64
+  %520 = add nsw i64 %518, %519
+  %arena151 = getelementptr inbounds float, ptr %arena, i64 %520
+  %521 = load float, ptr %arena151, align 4
+  %522 = fsub float %516, %521
+  %523 = fadd float %total23, %522
+  store float %523, ptr %loss.total23, align 4
+  %n24.next = add nsw i64 %loss.n24141, 1
+  %524 = icmp slt i64 %n24.next, 64
+  br i1 %524, label %loss.n24, label %loss.n24.end
 
-fc1_grad.k30.end:                                 ; preds = %fc1_grad.k30
-  %n25.next = add nsw i64 %fc1_grad.n2590, 1
-  %393 = icmp slt i64 %n25.next, 64
-  br i1 %393, label %fc1_grad.n25, label %fc1_grad.n25.end
+fc1_grad.n29:                                     ; preds = %fc1_grad.k34.end, %loss.n24.end
+  %fc1_grad.n29154 = phi i64 [ 0, %loss.n24.end ], [ %n29.next, %fc1_grad.k34.end ]
+  %525 = mul nsw i64 %fc1_grad.n29154, 10
+  %526 = add nsw i64 18432, %525
+  %arena155 = getelementptr inbounds float, ptr %arena, i64 %526
+  %527 = load float, ptr %arena155, align 4
+  store float %527, ptr %fc1_grad.m30, align 4
+  br label %fc1_grad.k32
 
-fc1_bias_grad.u31:                                ; preds = %fc1_bias_grad.n33.end, %fc1_grad.n25.end
-  %fc1_bias_grad.u31110 = phi i64 [ 0, %fc1_grad.n25.end ], [ %u31.next, %fc1_bias_grad.n33.end ]
-  store float 0.000000e+00, ptr %fc1_bias_grad.acc32, align 4
-  br label %fc1_bias_grad.n33
+fc1_grad.n29.end:                                 ; preds = %fc1_grad.k34.end
+  %arena171 = getelementptr inbounds float, ptr %arena, i64 19088
+  %arena172 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads173 = getelementptr inbounds float, ptr %grads, i64 40
+  call void @cblas_sgemm(i32 101, i32 112, i32 111, i32 10, i32 144, i32 64, float 1.000000e+00, ptr %arena171, i32 10, ptr %arena172, i32 144, float 0.000000e+00, ptr %grads173, i32 144)
+  br label %fc1_bias_grad.u35
 
-fc1_bias_grad.u31.end:                            ; preds = %fc1_bias_grad.n33.end
-  %arena115 = getelementptr inbounds float, ptr %arena, i64 19088
-  %params116 = getelementptr inbounds float, ptr %params, i64 40
-  %arena117 = getelementptr inbounds float, ptr %arena, i64 19728
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena115, i32 10, ptr %params116, i32 144, float 0.000000e+00, ptr %arena117, i32 144)
-  br label %conv1_grad.i34
+fc1_grad.k32:                                     ; preds = %fc1_grad.k32, %fc1_grad.n29
+  %fc1_grad.k32156 = phi i64 [ 0, %fc1_grad.n29 ], [ %k32.next, %fc1_grad.k32 ]
+  %m30 = load float, ptr %fc1_grad.m30, align 4
+  %528 = mul nsw i64 %fc1_grad.n29154, 10
+  %529 = add nsw i64 18432, %528
+  %530 = add nsw i64 %529, %fc1_grad.k32156
+  %arena157 = getelementptr inbounds float, ptr %arena, i64 %530
+  %531 = load float, ptr %arena157, align 4
+  %532 = fcmp ogt float %531, %m30
+  %533 = select i1 %532, float %531, float %m30
+  store float %533, ptr %fc1_grad.m30, align 4
+  %k32.next = add nsw i64 %fc1_grad.k32156, 1
+  %534 = icmp slt i64 %k32.next, 10
+  br i1 %534, label %fc1_grad.k32, label %fc1_grad.k32.end
 
-fc1_bias_grad.n33:                                ; preds = %fc1_bias_grad.n33, %fc1_bias_grad.u31
-  %fc1_bias_grad.n33111 = phi i64 [ 0, %fc1_bias_grad.u31 ], [ %n33.next, %fc1_bias_grad.n33 ]
-  %acc32 = load float, ptr %fc1_bias_grad.acc32, align 4
-  %394 = mul nsw i64 %fc1_bias_grad.n33111, 10
-  %395 = add nsw i64 19088, %394
-  %396 = add nsw i64 %395, %fc1_bias_grad.u31110
-  %arena112 = getelementptr inbounds float, ptr %arena, i64 %396
-  %397 = load float, ptr %arena112, align 4
-  %398 = fadd float %acc32, %397
-  store float %398, ptr %fc1_bias_grad.acc32, align 4
-  %n33.next = add nsw i64 %fc1_bias_grad.n33111, 1
-  %399 = icmp slt i64 %n33.next, 64
-  br i1 %399, label %fc1_bias_grad.n33, label %fc1_bias_grad.n33.end
+fc1_grad.k32.end:                                 ; preds = %fc1_grad.k32
+  store float 0.000000e+00, ptr %fc1_grad.s31, align 4
+  br label %fc1_grad.k33
 
-fc1_bias_grad.n33.end:                            ; preds = %fc1_bias_grad.n33
-  %acc32113 = load float, ptr %fc1_bias_grad.acc32, align 4
-  %400 = add nsw i64 1480, %fc1_bias_grad.u31110
-  %grads114 = getelementptr inbounds float, ptr %grads, i64 %400
-  store float %acc32113, ptr %grads114, align 4
-  %u31.next = add nsw i64 %fc1_bias_grad.u31110, 1
-  %401 = icmp slt i64 %u31.next, 10
-  br i1 %401, label %fc1_bias_grad.u31, label %fc1_bias_grad.u31.end
+fc1_grad.k33:                                     ; preds = %fc1_grad.k33, %fc1_grad.k32.end
+  %fc1_grad.k33158 = phi i64 [ 0, %fc1_grad.k32.end ], [ %k33.next, %fc1_grad.k33 ]
+  %s31 = load float, ptr %fc1_grad.s31, align 4
+  %535 = mul nsw i64 %fc1_grad.n29154, 10
+  %536 = add nsw i64 18432, %535
+  %537 = add nsw i64 %536, %fc1_grad.k33158
+  %arena159 = getelementptr inbounds float, ptr %arena, i64 %537
+  %538 = load float, ptr %arena159, align 4
+  %m30160 = load float, ptr %fc1_grad.m30, align 4
+  %539 = fsub float %538, %m30160
+  %540 = call float @llvm.exp.f32(float %539)
+  %541 = fadd float %s31, %540
+  store float %541, ptr %fc1_grad.s31, align 4
+  %k33.next = add nsw i64 %fc1_grad.k33158, 1
+  %542 = icmp slt i64 %k33.next, 10
+  br i1 %542, label %fc1_grad.k33, label %fc1_grad.k33.end
 
-conv1_grad.i34:                                   ; preds = %conv1_grad.i34, %fc1_bias_grad.u31.end
-  %conv1_grad.i34118 = phi i64 [ 0, %fc1_bias_grad.u31.end ], [ %i34.next, %conv1_grad.i34 ]
-  %402 = add nsw i64 28944, %conv1_grad.i34118
-  %arena119 = getelementptr inbounds float, ptr %arena, i64 %402
-  store float 0.000000e+00, ptr %arena119, align 4
-  %i34.next = add nsw i64 %conv1_grad.i34118, 1
-  %403 = icmp slt i64 %i34.next, 43264
-  br i1 %403, label %conv1_grad.i34, label %conv1_grad.i34.end
+fc1_grad.k33.end:                                 ; preds = %fc1_grad.k33
+  br label %fc1_grad.k34
 
-conv1_grad.i34.end:                               ; preds = %conv1_grad.i34
-  br label %conv1_grad.q35
+fc1_grad.k34:                                     ; preds = %fc1_grad.k34, %fc1_grad.k33.end
+  %fc1_grad.k34161 = phi i64 [ 0, %fc1_grad.k33.end ], [ %k34.next, %fc1_grad.k34 ]
+  %labels162 = getelementptr inbounds i32, ptr %labels, i64 %fc1_grad.n29154
+  %label163 = load i32, ptr %labels162, align 4
+  %543 = sext i32 %label163 to i64
+  %544 = icmp eq i64 %fc1_grad.k34161, %543
+  %545 = mul nsw i64 %fc1_grad.n29154, 10
+  %546 = add nsw i64 18432, %545
+  %547 = add nsw i64 %546, %fc1_grad.k34161
+  %arena164 = getelementptr inbounds float, ptr %arena, i64 %547
+  %548 = load float, ptr %arena164, align 4
+  %m30165 = load float, ptr %fc1_grad.m30, align 4
+  %549 = fsub float %548, %m30165
+  %550 = call float @llvm.exp.f32(float %549)
+  %s31166 = load float, ptr %fc1_grad.s31, align 4
+  %551 = fdiv float %550, %s31166
+  %552 = fsub float %551, 1.000000e+00
+  %553 = mul nsw i64 %fc1_grad.n29154, 10
+  %554 = add nsw i64 18432, %553
+  %555 = add nsw i64 %554, %fc1_grad.k34161
+  %arena167 = getelementptr inbounds float, ptr %arena, i64 %555
+  %556 = load float, ptr %arena167, align 4
+  %m30168 = load float, ptr %fc1_grad.m30, align 4
+  %557 = fsub float %556, %m30168
+  %558 = call float @llvm.exp.f32(float %557)
+  %s31169 = load float, ptr %fc1_grad.s31, align 4
+  %559 = fdiv float %558, %s31169
+  %560 = select i1 %544, float %552, float %559
+  %561 = fdiv float %560, 6.400000e+01
+  %562 = mul nsw i64 %fc1_grad.n29154, 10
+  %563 = add nsw i64 19088, %562
+  %564 = add nsw i64 %563, %fc1_grad.k34161
+  %arena170 = getelementptr inbounds float, ptr %arena, i64 %564
+  store float %561, ptr %arena170, align 4
+  %k34.next = add nsw i64 %fc1_grad.k34161, 1
+  %565 = icmp slt i64 %k34.next, 10
+  br i1 %565, label %fc1_grad.k34, label %fc1_grad.k34.end
 
-conv1_grad.q35:                                   ; preds = %conv1_grad.i36.end, %conv1_grad.i34.end
-  %conv1_grad.q35120 = phi i64 [ 0, %conv1_grad.i34.end ], [ %q35.next, %conv1_grad.i36.end ]
-  br label %conv1_grad.i36
+fc1_grad.k34.end:                                 ; preds = %fc1_grad.k34
+  %n29.next = add nsw i64 %fc1_grad.n29154, 1
+  %566 = icmp slt i64 %n29.next, 64
+  br i1 %566, label %fc1_grad.n29, label %fc1_grad.n29.end
 
-conv1_grad.q35.end:                               ; preds = %conv1_grad.i36.end
-  br label %conv1_weight_grad.i37
+fc1_bias_grad.u35:                                ; preds = %fc1_bias_grad.n37.end, %fc1_grad.n29.end
+  %fc1_bias_grad.u35174 = phi i64 [ 0, %fc1_grad.n29.end ], [ %u35.next, %fc1_bias_grad.n37.end ]
+  store float 0.000000e+00, ptr %fc1_bias_grad.acc36, align 4
+  br label %fc1_bias_grad.n37
 
-conv1_grad.i36:                                   ; preds = %conv1_grad.endif, %conv1_grad.q35
-  %conv1_grad.i36121 = phi i64 [ 0, %conv1_grad.q35 ], [ %i36.next, %conv1_grad.endif ]
-  %404 = mul nsw i64 %conv1_grad.q35120, 36
-  %405 = add nsw i64 %404, %conv1_grad.i36121
-  %arena122 = getelementptr inbounds float, ptr %arena, i64 %405
-  %406 = load float, ptr %arena122, align 4
-  %407 = fcmp ogt float %406, 0.000000e+00
-  br i1 %407, label %conv1_grad.then, label %conv1_grad.endif
+fc1_bias_grad.u35.end:                            ; preds = %fc1_bias_grad.n37.end
+  %arena179 = getelementptr inbounds float, ptr %arena, i64 19088
+  %params180 = getelementptr inbounds float, ptr %params, i64 40
+  %arena181 = getelementptr inbounds float, ptr %arena, i64 19728
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 64, i32 144, i32 10, float 1.000000e+00, ptr %arena179, i32 10, ptr %params180, i32 144, float 0.000000e+00, ptr %arena181, i32 144)
+  br label %conv1_grad.i38
 
-conv1_grad.i36.end:                               ; preds = %conv1_grad.endif
-  %q35.next = add nsw i64 %conv1_grad.q35120, 1
-  %408 = icmp slt i64 %q35.next, 256
-  br i1 %408, label %conv1_grad.q35, label %conv1_grad.q35.end
+fc1_bias_grad.n37:                                ; preds = %fc1_bias_grad.n37, %fc1_bias_grad.u35
+  %fc1_bias_grad.n37175 = phi i64 [ 0, %fc1_bias_grad.u35 ], [ %n37.next, %fc1_bias_grad.n37 ]
+  %acc36 = load float, ptr %fc1_bias_grad.acc36, align 4
+  %567 = mul nsw i64 %fc1_bias_grad.n37175, 10
+  %568 = add nsw i64 19088, %567
+  %569 = add nsw i64 %568, %fc1_bias_grad.u35174
+  %arena176 = getelementptr inbounds float, ptr %arena, i64 %569
+  %570 = load float, ptr %arena176, align 4
+  %571 = fadd float %acc36, %570
+  store float %571, ptr %fc1_bias_grad.acc36, align 4
+  %n37.next = add nsw i64 %fc1_bias_grad.n37175, 1
+  %572 = icmp slt i64 %n37.next, 64
+  br i1 %572, label %fc1_bias_grad.n37, label %fc1_bias_grad.n37.end
 
-conv1_grad.then:                                  ; preds = %conv1_grad.i36
-  %409 = mul nsw i64 %conv1_grad.q35120, 169
-  %410 = add nsw i64 28944, %409
-  %411 = mul nsw i64 %conv1_grad.q35120, 36
-  %412 = add nsw i64 %411, %conv1_grad.i36121
-  %413 = add nsw i64 9216, %412
-  %arena123 = getelementptr inbounds float, ptr %arena, i64 %413
-  %414 = load float, ptr %arena123, align 4
-  %415 = fptosi float %414 to i64
-  %416 = add nsw i64 %410, %415
-  %arena124 = getelementptr inbounds float, ptr %arena, i64 %416
-  %417 = load float, ptr %arena124, align 4
-  %418 = mul nsw i64 %conv1_grad.q35120, 36
-  %419 = add nsw i64 %418, %conv1_grad.i36121
-  %420 = add nsw i64 19728, %419
-  %arena125 = getelementptr inbounds float, ptr %arena, i64 %420
-  %421 = load float, ptr %arena125, align 4
-  %422 = fadd float %417, %421
-  store float %422, ptr %arena124, align 4
+fc1_bias_grad.n37.end:                            ; preds = %fc1_bias_grad.n37
+  %acc36177 = load float, ptr %fc1_bias_grad.acc36, align 4
+  %573 = add nsw i64 1480, %fc1_bias_grad.u35174
+  %grads178 = getelementptr inbounds float, ptr %grads, i64 %573
+  store float %acc36177, ptr %grads178, align 4
+  %u35.next = add nsw i64 %fc1_bias_grad.u35174, 1
+  %574 = icmp slt i64 %u35.next, 10
+  br i1 %574, label %fc1_bias_grad.u35, label %fc1_bias_grad.u35.end
+
+conv1_grad.i38:                                   ; preds = %conv1_grad.i38, %fc1_bias_grad.u35.end
+  %conv1_grad.i38182 = phi i64 [ 0, %fc1_bias_grad.u35.end ], [ %i38.next, %conv1_grad.i38 ]
+  %575 = add nsw i64 28944, %conv1_grad.i38182
+  %arena183 = getelementptr inbounds float, ptr %arena, i64 %575
+  store float 0.000000e+00, ptr %arena183, align 4
+  %i38.next = add nsw i64 %conv1_grad.i38182, 1
+  %576 = icmp slt i64 %i38.next, 43264
+  br i1 %576, label %conv1_grad.i38, label %conv1_grad.i38.end
+
+conv1_grad.i38.end:                               ; preds = %conv1_grad.i38
+  br label %conv1_grad.q39
+
+conv1_grad.q39:                                   ; preds = %conv1_grad.i40.end, %conv1_grad.i38.end
+  %conv1_grad.q39184 = phi i64 [ 0, %conv1_grad.i38.end ], [ %q39.next, %conv1_grad.i40.end ]
+  br label %conv1_grad.i40
+
+conv1_grad.q39.end:                               ; preds = %conv1_grad.i40.end
+  br label %conv1_weight_grad.i41
+
+conv1_grad.i40:                                   ; preds = %conv1_grad.endif, %conv1_grad.q39
+  %conv1_grad.i40185 = phi i64 [ 0, %conv1_grad.q39 ], [ %i40.next, %conv1_grad.endif ]
+  %577 = mul nsw i64 %conv1_grad.q39184, 36
+  %578 = add nsw i64 %577, %conv1_grad.i40185
+  %arena186 = getelementptr inbounds float, ptr %arena, i64 %578
+  %579 = load float, ptr %arena186, align 4
+  %580 = fcmp ogt float %579, 0.000000e+00
+  br i1 %580, label %conv1_grad.then, label %conv1_grad.endif
+
+conv1_grad.i40.end:                               ; preds = %conv1_grad.endif
+  %q39.next = add nsw i64 %conv1_grad.q39184, 1
+  %581 = icmp slt i64 %q39.next, 256
+  br i1 %581, label %conv1_grad.q39, label %conv1_grad.q39.end
+
+conv1_grad.then:                                  ; preds = %conv1_grad.i40
+  %582 = mul nsw i64 %conv1_grad.q39184, 169
+  %583 = add nsw i64 28944, %582
+  %584 = mul nsw i64 %conv1_grad.q39184, 36
+  %585 = add nsw i64 %584, %conv1_grad.i40185
+  %586 = add nsw i64 9216, %585
+  %arena187 = getelementptr inbounds float, ptr %arena, i64 %586
+  %587 = load float, ptr %arena187, align 4
+  %588 = fptosi float %587 to i64
+  %589 = add nsw i64 %583, %588
+  %arena188 = getelementptr inbounds float, ptr %arena, i64 %589
+  %590 = load float, ptr %arena188, align 4
+  %591 = mul nsw i64 %conv1_grad.q39184, 36
+  %592 = add nsw i64 %591, %conv1_grad.i40185
+  %593 = add nsw i64 19728, %592
+  %arena189 = getelementptr inbounds float, ptr %arena, i64 %593
+  %594 = load float, ptr %arena189, align 4
+  %595 = fadd float %590, %594
+  store float %595, ptr %arena188, align 4
   br label %conv1_grad.endif
 
-conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i36
-  %i36.next = add nsw i64 %conv1_grad.i36121, 1
-  %423 = icmp slt i64 %i36.next, 36
-  br i1 %423, label %conv1_grad.i36, label %conv1_grad.i36.end
+conv1_grad.endif:                                 ; preds = %conv1_grad.then, %conv1_grad.i40
+  %i40.next = add nsw i64 %conv1_grad.i40185, 1
+  %596 = icmp slt i64 %i40.next, 36
+  br i1 %596, label %conv1_grad.i40, label %conv1_grad.i40.end
 
-conv1_weight_grad.i37:                            ; preds = %conv1_weight_grad.i37, %conv1_grad.q35.end
-  %conv1_weight_grad.i37126 = phi i64 [ 0, %conv1_grad.q35.end ], [ %i37.next, %conv1_weight_grad.i37 ]
-  %grads127 = getelementptr inbounds float, ptr %grads, i64 %conv1_weight_grad.i37126
-  store float 0.000000e+00, ptr %grads127, align 4
-  %i37.next = add nsw i64 %conv1_weight_grad.i37126, 1
-  %424 = icmp slt i64 %i37.next, 36
-  br i1 %424, label %conv1_weight_grad.i37, label %conv1_weight_grad.i37.end
+conv1_weight_grad.i41:                            ; preds = %conv1_weight_grad.i41, %conv1_grad.q39.end
+  %conv1_weight_grad.i41190 = phi i64 [ 0, %conv1_grad.q39.end ], [ %i41.next, %conv1_weight_grad.i41 ]
+  %597 = add nsw i64 212816, %conv1_weight_grad.i41190
+  %arena191 = getelementptr inbounds float, ptr %arena, i64 %597
+  store float 0.000000e+00, ptr %arena191, align 4
+  %i41.next = add nsw i64 %conv1_weight_grad.i41190, 1
+  %598 = icmp slt i64 %i41.next, 36
+  br i1 %598, label %conv1_weight_grad.i41, label %conv1_weight_grad.i41.end
 
-conv1_weight_grad.i37.end:                        ; preds = %conv1_weight_grad.i37
-  br label %conv1_weight_grad.g38
+conv1_weight_grad.i41.end:                        ; preds = %conv1_weight_grad.i41
+  br label %conv1_weight_grad.g42
 
-conv1_weight_grad.g38:                            ; preds = %conv1_weight_grad.j48.end, %conv1_weight_grad.i37.end
-  %conv1_weight_grad.g38128 = phi i64 [ 0, %conv1_weight_grad.i37.end ], [ %g38.next, %conv1_weight_grad.j48.end ]
-  br label %conv1_weight_grad.j39
+conv1_weight_grad.g42:                            ; preds = %conv1_weight_grad.mb59.end, %conv1_weight_grad.i41.end
+  %conv1_weight_grad.g42192 = phi i64 [ 0, %conv1_weight_grad.i41.end ], [ %g42.next, %conv1_weight_grad.mb59.end ]
+  br label %conv1_weight_grad.j43
 
-conv1_weight_grad.g38.end:                        ; preds = %conv1_weight_grad.j48.end
-  br label %conv1_bias_grad.i51
+conv1_weight_grad.g42.end:                        ; preds = %conv1_weight_grad.mb59.end
+  br label %conv1_weight_grad.f62
 
-conv1_weight_grad.j39:                            ; preds = %conv1_weight_grad.c40.end, %conv1_weight_grad.g38
-  %conv1_weight_grad.j39129 = phi i64 [ 0, %conv1_weight_grad.g38 ], [ %j39.next, %conv1_weight_grad.c40.end ]
-  br label %conv1_weight_grad.c40
+conv1_weight_grad.j43:                            ; preds = %conv1_weight_grad.c44.end, %conv1_weight_grad.g42
+  %conv1_weight_grad.j43193 = phi i64 [ 0, %conv1_weight_grad.g42 ], [ %j43.next, %conv1_weight_grad.c44.end ]
+  br label %conv1_weight_grad.c44
 
-conv1_weight_grad.j39.end:                        ; preds = %conv1_weight_grad.c40.end
-  br label %conv1_weight_grad.j48
+conv1_weight_grad.j43.end:                        ; preds = %conv1_weight_grad.c44.end
+  br label %conv1_weight_grad.j52
 
-conv1_weight_grad.c40:                            ; preds = %conv1_weight_grad.ky41.end, %conv1_weight_grad.j39
-  %conv1_weight_grad.c40130 = phi i64 [ 0, %conv1_weight_grad.j39 ], [ %c40.next, %conv1_weight_grad.ky41.end ]
-  br label %conv1_weight_grad.ky41
+conv1_weight_grad.c44:                            ; preds = %conv1_weight_grad.ky45.end, %conv1_weight_grad.j43
+  %conv1_weight_grad.c44194 = phi i64 [ 0, %conv1_weight_grad.j43 ], [ %c44.next, %conv1_weight_grad.ky45.end ]
+  br label %conv1_weight_grad.ky45
 
-conv1_weight_grad.c40.end:                        ; preds = %conv1_weight_grad.ky41.end
-  %j39.next = add nsw i64 %conv1_weight_grad.j39129, 1
-  %425 = icmp slt i64 %j39.next, 64
-  br i1 %425, label %conv1_weight_grad.j39, label %conv1_weight_grad.j39.end
+conv1_weight_grad.c44.end:                        ; preds = %conv1_weight_grad.ky45.end
+  %j43.next = add nsw i64 %conv1_weight_grad.j43193, 1
+  %599 = icmp slt i64 %j43.next, 64
+  br i1 %599, label %conv1_weight_grad.j43, label %conv1_weight_grad.j43.end
 
-conv1_weight_grad.ky41:                           ; preds = %conv1_weight_grad.oy46.end, %conv1_weight_grad.c40
-  %conv1_weight_grad.ky41131 = phi i64 [ 0, %conv1_weight_grad.c40 ], [ %ky41.next, %conv1_weight_grad.oy46.end ]
-  br label %conv1_weight_grad.oy42
-
-conv1_weight_grad.ky41.end:                       ; preds = %conv1_weight_grad.oy46.end
-  %c40.next = add nsw i64 %conv1_weight_grad.c40130, 1
-  %426 = icmp slt i64 %c40.next, 1
-  br i1 %426, label %conv1_weight_grad.c40, label %conv1_weight_grad.c40.end
-
-conv1_weight_grad.oy42:                           ; preds = %conv1_weight_grad.ox43.end, %conv1_weight_grad.ky41
-  %conv1_weight_grad.oy42132 = phi i64 [ 0, %conv1_weight_grad.ky41 ], [ %oy42.next, %conv1_weight_grad.ox43.end ]
-  br label %conv1_weight_grad.ox43
-
-conv1_weight_grad.oy42.end:                       ; preds = %conv1_weight_grad.ox43.end
-  br label %conv1_weight_grad.oy44
-
-conv1_weight_grad.ox43:                           ; preds = %conv1_weight_grad.ox43, %conv1_weight_grad.oy42
-  %conv1_weight_grad.ox43133 = phi i64 [ 0, %conv1_weight_grad.oy42 ], [ %ox43.next, %conv1_weight_grad.ox43 ]
-  %427 = mul nsw i64 %conv1_weight_grad.g38128, 64
-  %428 = add nsw i64 %427, %conv1_weight_grad.j39129
-  %429 = mul nsw i64 %428, 784
-  %430 = mul nsw i64 %conv1_weight_grad.c40130, 784
-  %431 = add nsw i64 %429, %430
-  %432 = mul nsw i64 %conv1_weight_grad.oy42132, 2
-  %433 = add nsw i64 %432, %conv1_weight_grad.ky41131
-  %434 = mul nsw i64 %433, 28
-  %435 = add nsw i64 %431, %434
-  %436 = mul nsw i64 %conv1_weight_grad.ox43133, 2
-  %437 = add nsw i64 %435, %436
-  %images134 = getelementptr inbounds float, ptr %images, i64 %437
-  %438 = load float, ptr %images134, align 4
-  %439 = mul nsw i64 %conv1_weight_grad.c40130, 3
-  %440 = add nsw i64 %439, %conv1_weight_grad.ky41131
-  %441 = mul nsw i64 %440, 3
-  %442 = mul nsw i64 %441, 10816
-  %443 = add nsw i64 72208, %442
-  %444 = mul nsw i64 %conv1_weight_grad.j39129, 169
-  %445 = add nsw i64 %443, %444
-  %446 = mul nsw i64 %conv1_weight_grad.oy42132, 13
-  %447 = add nsw i64 %445, %446
-  %448 = add nsw i64 %447, %conv1_weight_grad.ox43133
-  %arena135 = getelementptr inbounds float, ptr %arena, i64 %448
-  store float %438, ptr %arena135, align 4
-  %ox43.next = add nsw i64 %conv1_weight_grad.ox43133, 1
-  %449 = icmp slt i64 %ox43.next, 13
-  br i1 %449, label %conv1_weight_grad.ox43, label %conv1_weight_grad.ox43.end
-
-conv1_weight_grad.ox43.end:                       ; preds = %conv1_weight_grad.ox43
-  %oy42.next = add nsw i64 %conv1_weight_grad.oy42132, 1
-  %450 = icmp slt i64 %oy42.next, 13
-  br i1 %450, label %conv1_weight_grad.oy42, label %conv1_weight_grad.oy42.end
-
-conv1_weight_grad.oy44:                           ; preds = %conv1_weight_grad.ox45.end, %conv1_weight_grad.oy42.end
-  %conv1_weight_grad.oy44136 = phi i64 [ 0, %conv1_weight_grad.oy42.end ], [ %oy44.next, %conv1_weight_grad.ox45.end ]
-  br label %conv1_weight_grad.ox45
-
-conv1_weight_grad.oy44.end:                       ; preds = %conv1_weight_grad.ox45.end
+conv1_weight_grad.ky45:                           ; preds = %conv1_weight_grad.oy50.end, %conv1_weight_grad.c44
+  %conv1_weight_grad.ky45195 = phi i64 [ 0, %conv1_weight_grad.c44 ], [ %ky45.next, %conv1_weight_grad.oy50.end ]
   br label %conv1_weight_grad.oy46
 
-conv1_weight_grad.ox45:                           ; preds = %conv1_weight_grad.ox45, %conv1_weight_grad.oy44
-  %conv1_weight_grad.ox45137 = phi i64 [ 0, %conv1_weight_grad.oy44 ], [ %ox45.next, %conv1_weight_grad.ox45 ]
-  %451 = mul nsw i64 %conv1_weight_grad.g38128, 64
-  %452 = add nsw i64 %451, %conv1_weight_grad.j39129
-  %453 = mul nsw i64 %452, 784
-  %454 = mul nsw i64 %conv1_weight_grad.c40130, 784
-  %455 = add nsw i64 %453, %454
-  %456 = mul nsw i64 %conv1_weight_grad.oy44136, 2
-  %457 = add nsw i64 %456, %conv1_weight_grad.ky41131
-  %458 = mul nsw i64 %457, 28
-  %459 = add nsw i64 %455, %458
-  %460 = mul nsw i64 %conv1_weight_grad.ox45137, 2
-  %461 = add nsw i64 %460, 1
-  %462 = add nsw i64 %459, %461
-  %images138 = getelementptr inbounds float, ptr %images, i64 %462
-  %463 = load float, ptr %images138, align 4
-  %464 = mul nsw i64 %conv1_weight_grad.c40130, 3
-  %465 = add nsw i64 %464, %conv1_weight_grad.ky41131
-  %466 = mul nsw i64 %465, 3
-  %467 = add nsw i64 %466, 1
-  %468 = mul nsw i64 %467, 10816
-  %469 = add nsw i64 72208, %468
-  %470 = mul nsw i64 %conv1_weight_grad.j39129, 169
-  %471 = add nsw i64 %469, %470
-  %472 = mul nsw i64 %conv1_weight_grad.oy44136, 13
-  %473 = add nsw i64 %471, %472
-  %474 = add nsw i64 %473, %conv1_weight_grad.ox45137
-  %arena139 = getelementptr inbounds float, ptr %arena, i64 %474
-  store float %463, ptr %arena139, align 4
-  %ox45.next = add nsw i64 %conv1_weight_grad.ox45137, 1
-  %475 = icmp slt i64 %ox45.next, 13
-  br i1 %475, label %conv1_weight_grad.ox45, label %conv1_weight_grad.ox45.end
+conv1_weight_grad.ky45.end:                       ; preds = %conv1_weight_grad.oy50.end
+  %c44.next = add nsw i64 %conv1_weight_grad.c44194, 1
+  %600 = icmp slt i64 %c44.next, 1
+  br i1 %600, label %conv1_weight_grad.c44, label %conv1_weight_grad.c44.end
 
-conv1_weight_grad.ox45.end:                       ; preds = %conv1_weight_grad.ox45
-  %oy44.next = add nsw i64 %conv1_weight_grad.oy44136, 1
-  %476 = icmp slt i64 %oy44.next, 13
-  br i1 %476, label %conv1_weight_grad.oy44, label %conv1_weight_grad.oy44.end
-
-conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.oy44.end
-  %conv1_weight_grad.oy46140 = phi i64 [ 0, %conv1_weight_grad.oy44.end ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
+conv1_weight_grad.oy46:                           ; preds = %conv1_weight_grad.ox47.end, %conv1_weight_grad.ky45
+  %conv1_weight_grad.oy46196 = phi i64 [ 0, %conv1_weight_grad.ky45 ], [ %oy46.next, %conv1_weight_grad.ox47.end ]
   br label %conv1_weight_grad.ox47
 
 conv1_weight_grad.oy46.end:                       ; preds = %conv1_weight_grad.ox47.end
-  %ky41.next = add nsw i64 %conv1_weight_grad.ky41131, 1
-  %477 = icmp slt i64 %ky41.next, 3
-  br i1 %477, label %conv1_weight_grad.ky41, label %conv1_weight_grad.ky41.end
+  br label %conv1_weight_grad.oy48
 
 conv1_weight_grad.ox47:                           ; preds = %conv1_weight_grad.ox47, %conv1_weight_grad.oy46
-  %conv1_weight_grad.ox47141 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
-  %478 = mul nsw i64 %conv1_weight_grad.g38128, 64
-  %479 = add nsw i64 %478, %conv1_weight_grad.j39129
-  %480 = mul nsw i64 %479, 784
-  %481 = mul nsw i64 %conv1_weight_grad.c40130, 784
-  %482 = add nsw i64 %480, %481
-  %483 = mul nsw i64 %conv1_weight_grad.oy46140, 2
-  %484 = add nsw i64 %483, %conv1_weight_grad.ky41131
-  %485 = mul nsw i64 %484, 28
-  %486 = add nsw i64 %482, %485
-  %487 = mul nsw i64 %conv1_weight_grad.ox47141, 2
-  %488 = add nsw i64 %487, 2
-  %489 = add nsw i64 %486, %488
-  %images142 = getelementptr inbounds float, ptr %images, i64 %489
-  %490 = load float, ptr %images142, align 4
-  %491 = mul nsw i64 %conv1_weight_grad.c40130, 3
-  %492 = add nsw i64 %491, %conv1_weight_grad.ky41131
-  %493 = mul nsw i64 %492, 3
-  %494 = add nsw i64 %493, 2
-  %495 = mul nsw i64 %494, 10816
-  %496 = add nsw i64 72208, %495
-  %497 = mul nsw i64 %conv1_weight_grad.j39129, 169
-  %498 = add nsw i64 %496, %497
-  %499 = mul nsw i64 %conv1_weight_grad.oy46140, 13
-  %500 = add nsw i64 %498, %499
-  %501 = add nsw i64 %500, %conv1_weight_grad.ox47141
-  %arena143 = getelementptr inbounds float, ptr %arena, i64 %501
-  store float %490, ptr %arena143, align 4
-  %ox47.next = add nsw i64 %conv1_weight_grad.ox47141, 1
-  %502 = icmp slt i64 %ox47.next, 13
-  br i1 %502, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
+  %conv1_weight_grad.ox47197 = phi i64 [ 0, %conv1_weight_grad.oy46 ], [ %ox47.next, %conv1_weight_grad.ox47 ]
+  %601 = mul nsw i64 %conv1_weight_grad.g42192, 64
+  %602 = add nsw i64 %601, %conv1_weight_grad.j43193
+  %603 = mul nsw i64 %602, 784
+  %604 = mul nsw i64 %conv1_weight_grad.c44194, 784
+  %605 = add nsw i64 %603, %604
+  %606 = mul nsw i64 %conv1_weight_grad.oy46196, 2
+  %607 = add nsw i64 %606, %conv1_weight_grad.ky45195
+  %608 = mul nsw i64 %607, 28
+  %609 = add nsw i64 %605, %608
+  %610 = mul nsw i64 %conv1_weight_grad.ox47197, 2
+  %611 = add nsw i64 %609, %610
+  %images198 = getelementptr inbounds float, ptr %images, i64 %611
+  %612 = load float, ptr %images198, align 4
+  %613 = mul nsw i64 %conv1_weight_grad.c44194, 3
+  %614 = add nsw i64 %613, %conv1_weight_grad.ky45195
+  %615 = mul nsw i64 %614, 3
+  %616 = mul nsw i64 %615, 10816
+  %617 = add nsw i64 72208, %616
+  %618 = mul nsw i64 %conv1_weight_grad.j43193, 169
+  %619 = add nsw i64 %617, %618
+  %620 = mul nsw i64 %conv1_weight_grad.oy46196, 13
+  %621 = add nsw i64 %619, %620
+  %622 = add nsw i64 %621, %conv1_weight_grad.ox47197
+  %arena199 = getelementptr inbounds float, ptr %arena, i64 %622
+  store float %612, ptr %arena199, align 4
+  %ox47.next = add nsw i64 %conv1_weight_grad.ox47197, 1
+  %623 = icmp slt i64 %ox47.next, 13
+  br i1 %623, label %conv1_weight_grad.ox47, label %conv1_weight_grad.ox47.end
 
 conv1_weight_grad.ox47.end:                       ; preds = %conv1_weight_grad.ox47
-  %oy46.next = add nsw i64 %conv1_weight_grad.oy46140, 1
-  %503 = icmp slt i64 %oy46.next, 13
-  br i1 %503, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
+  %oy46.next = add nsw i64 %conv1_weight_grad.oy46196, 1
+  %624 = icmp slt i64 %oy46.next, 13
+  br i1 %624, label %conv1_weight_grad.oy46, label %conv1_weight_grad.oy46.end
 
-conv1_weight_grad.j48:                            ; preds = %conv1_weight_grad.f49.end, %conv1_weight_grad.j39.end
-  %conv1_weight_grad.j48144 = phi i64 [ 0, %conv1_weight_grad.j39.end ], [ %j48.next, %conv1_weight_grad.f49.end ]
-  br label %conv1_weight_grad.f49
+conv1_weight_grad.oy48:                           ; preds = %conv1_weight_grad.ox49.end, %conv1_weight_grad.oy46.end
+  %conv1_weight_grad.oy48200 = phi i64 [ 0, %conv1_weight_grad.oy46.end ], [ %oy48.next, %conv1_weight_grad.ox49.end ]
+  br label %conv1_weight_grad.ox49
 
-conv1_weight_grad.j48.end:                        ; preds = %conv1_weight_grad.f49.end
-  %arena149 = getelementptr inbounds float, ptr %arena, i64 169552
-  %arena150 = getelementptr inbounds float, ptr %arena, i64 72208
-  %grads151 = getelementptr inbounds float, ptr %grads, i64 0
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 4, i32 9, i32 10816, float 1.000000e+00, ptr %arena149, i32 10816, ptr %arena150, i32 10816, float 1.000000e+00, ptr %grads151, i32 9)
-  %g38.next = add nsw i64 %conv1_weight_grad.g38128, 1
-  %504 = icmp slt i64 %g38.next, 1
-  br i1 %504, label %conv1_weight_grad.g38, label %conv1_weight_grad.g38.end
+conv1_weight_grad.oy48.end:                       ; preds = %conv1_weight_grad.ox49.end
+  br label %conv1_weight_grad.oy50
 
-conv1_weight_grad.f49:                            ; preds = %conv1_weight_grad.i50.end, %conv1_weight_grad.j48
-  %conv1_weight_grad.f49145 = phi i64 [ 0, %conv1_weight_grad.j48 ], [ %f49.next, %conv1_weight_grad.i50.end ]
-  br label %conv1_weight_grad.i50
+conv1_weight_grad.ox49:                           ; preds = %conv1_weight_grad.ox49, %conv1_weight_grad.oy48
+  %conv1_weight_grad.ox49201 = phi i64 [ 0, %conv1_weight_grad.oy48 ], [ %ox49.next, %conv1_weight_grad.ox49 ]
+  %625 = mul nsw i64 %conv1_weight_grad.g42192, 64
+  %626 = add nsw i64 %625, %conv1_weight_grad.j43193
+  %627 = mul nsw i64 %626, 784
+  %628 = mul nsw i64 %conv1_weight_grad.c44194, 784
+  %629 = add nsw i64 %627, %628
+  %630 = mul nsw i64 %conv1_weight_grad.oy48200, 2
+  %631 = add nsw i64 %630, %conv1_weight_grad.ky45195
+  %632 = mul nsw i64 %631, 28
+  %633 = add nsw i64 %629, %632
+  %634 = mul nsw i64 %conv1_weight_grad.ox49201, 2
+  %635 = add nsw i64 %634, 1
+  %636 = add nsw i64 %633, %635
+  %images202 = getelementptr inbounds float, ptr %images, i64 %636
+  %637 = load float, ptr %images202, align 4
+  %638 = mul nsw i64 %conv1_weight_grad.c44194, 3
+  %639 = add nsw i64 %638, %conv1_weight_grad.ky45195
+  %640 = mul nsw i64 %639, 3
+  %641 = add nsw i64 %640, 1
+  %642 = mul nsw i64 %641, 10816
+  %643 = add nsw i64 72208, %642
+  %644 = mul nsw i64 %conv1_weight_grad.j43193, 169
+  %645 = add nsw i64 %643, %644
+  %646 = mul nsw i64 %conv1_weight_grad.oy48200, 13
+  %647 = add nsw i64 %645, %646
+  %648 = add nsw i64 %647, %conv1_weight_grad.ox49201
+  %arena203 = getelementptr inbounds float, ptr %arena, i64 %648
+  store float %637, ptr %arena203, align 4
+  %ox49.next = add nsw i64 %conv1_weight_grad.ox49201, 1
+  %649 = icmp slt i64 %ox49.next, 13
+  br i1 %649, label %conv1_weight_grad.ox49, label %conv1_weight_grad.ox49.end
 
-conv1_weight_grad.f49.end:                        ; preds = %conv1_weight_grad.i50.end
-  %j48.next = add nsw i64 %conv1_weight_grad.j48144, 1
-  %505 = icmp slt i64 %j48.next, 64
-  br i1 %505, label %conv1_weight_grad.j48, label %conv1_weight_grad.j48.end
+conv1_weight_grad.ox49.end:                       ; preds = %conv1_weight_grad.ox49
+  %oy48.next = add nsw i64 %conv1_weight_grad.oy48200, 1
+  %650 = icmp slt i64 %oy48.next, 13
+  br i1 %650, label %conv1_weight_grad.oy48, label %conv1_weight_grad.oy48.end
 
-conv1_weight_grad.i50:                            ; preds = %conv1_weight_grad.i50, %conv1_weight_grad.f49
-  %conv1_weight_grad.i50146 = phi i64 [ 0, %conv1_weight_grad.f49 ], [ %i50.next, %conv1_weight_grad.i50 ]
-  %506 = mul nsw i64 %conv1_weight_grad.g38128, 64
-  %507 = add nsw i64 %506, %conv1_weight_grad.j48144
-  %508 = mul nsw i64 %507, 676
-  %509 = add nsw i64 28944, %508
-  %510 = mul nsw i64 %conv1_weight_grad.f49145, 169
-  %511 = add nsw i64 %509, %510
-  %512 = add nsw i64 %511, %conv1_weight_grad.i50146
-  %arena147 = getelementptr inbounds float, ptr %arena, i64 %512
-  %513 = load float, ptr %arena147, align 4
-  %514 = mul nsw i64 %conv1_weight_grad.f49145, 10816
-  %515 = add nsw i64 169552, %514
-  %516 = mul nsw i64 %conv1_weight_grad.j48144, 169
-  %517 = add nsw i64 %515, %516
-  %518 = add nsw i64 %517, %conv1_weight_grad.i50146
-  %arena148 = getelementptr inbounds float, ptr %arena, i64 %518
-  store float %513, ptr %arena148, align 4
-  %i50.next = add nsw i64 %conv1_weight_grad.i50146, 1
-  %519 = icmp slt i64 %i50.next, 169
-  br i1 %519, label %conv1_weight_grad.i50, label %conv1_weight_grad.i50.end
+conv1_weight_grad.oy50:                           ; preds = %conv1_weight_grad.ox51.end, %conv1_weight_grad.oy48.end
+  %conv1_weight_grad.oy50204 = phi i64 [ 0, %conv1_weight_grad.oy48.end ], [ %oy50.next, %conv1_weight_grad.ox51.end ]
+  br label %conv1_weight_grad.ox51
 
-conv1_weight_grad.i50.end:                        ; preds = %conv1_weight_grad.i50
-  %f49.next = add nsw i64 %conv1_weight_grad.f49145, 1
-  %520 = icmp slt i64 %f49.next, 4
-  br i1 %520, label %conv1_weight_grad.f49, label %conv1_weight_grad.f49.end
+conv1_weight_grad.oy50.end:                       ; preds = %conv1_weight_grad.ox51.end
+  %ky45.next = add nsw i64 %conv1_weight_grad.ky45195, 1
+  %651 = icmp slt i64 %ky45.next, 3
+  br i1 %651, label %conv1_weight_grad.ky45, label %conv1_weight_grad.ky45.end
 
-conv1_bias_grad.i51:                              ; preds = %conv1_bias_grad.i51, %conv1_weight_grad.g38.end
-  %conv1_bias_grad.i51152 = phi i64 [ 0, %conv1_weight_grad.g38.end ], [ %i51.next, %conv1_bias_grad.i51 ]
-  %arena153 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i51152
-  store float 1.000000e+00, ptr %arena153, align 4
-  %i51.next = add nsw i64 %conv1_bias_grad.i51152, 1
-  %521 = icmp slt i64 %i51.next, 169
-  br i1 %521, label %conv1_bias_grad.i51, label %conv1_bias_grad.i51.end
+conv1_weight_grad.ox51:                           ; preds = %conv1_weight_grad.ox51, %conv1_weight_grad.oy50
+  %conv1_weight_grad.ox51205 = phi i64 [ 0, %conv1_weight_grad.oy50 ], [ %ox51.next, %conv1_weight_grad.ox51 ]
+  %652 = mul nsw i64 %conv1_weight_grad.g42192, 64
+  %653 = add nsw i64 %652, %conv1_weight_grad.j43193
+  %654 = mul nsw i64 %653, 784
+  %655 = mul nsw i64 %conv1_weight_grad.c44194, 784
+  %656 = add nsw i64 %654, %655
+  %657 = mul nsw i64 %conv1_weight_grad.oy50204, 2
+  %658 = add nsw i64 %657, %conv1_weight_grad.ky45195
+  %659 = mul nsw i64 %658, 28
+  %660 = add nsw i64 %656, %659
+  %661 = mul nsw i64 %conv1_weight_grad.ox51205, 2
+  %662 = add nsw i64 %661, 2
+  %663 = add nsw i64 %660, %662
+  %images206 = getelementptr inbounds float, ptr %images, i64 %663
+  %664 = load float, ptr %images206, align 4
+  %665 = mul nsw i64 %conv1_weight_grad.c44194, 3
+  %666 = add nsw i64 %665, %conv1_weight_grad.ky45195
+  %667 = mul nsw i64 %666, 3
+  %668 = add nsw i64 %667, 2
+  %669 = mul nsw i64 %668, 10816
+  %670 = add nsw i64 72208, %669
+  %671 = mul nsw i64 %conv1_weight_grad.j43193, 169
+  %672 = add nsw i64 %670, %671
+  %673 = mul nsw i64 %conv1_weight_grad.oy50204, 13
+  %674 = add nsw i64 %672, %673
+  %675 = add nsw i64 %674, %conv1_weight_grad.ox51205
+  %arena207 = getelementptr inbounds float, ptr %arena, i64 %675
+  store float %664, ptr %arena207, align 4
+  %ox51.next = add nsw i64 %conv1_weight_grad.ox51205, 1
+  %676 = icmp slt i64 %ox51.next, 13
+  br i1 %676, label %conv1_weight_grad.ox51, label %conv1_weight_grad.ox51.end
 
-conv1_bias_grad.i51.end:                          ; preds = %conv1_bias_grad.i51
-  br label %conv1_bias_grad.i52
+conv1_weight_grad.ox51.end:                       ; preds = %conv1_weight_grad.ox51
+  %oy50.next = add nsw i64 %conv1_weight_grad.oy50204, 1
+  %677 = icmp slt i64 %oy50.next, 13
+  br i1 %677, label %conv1_weight_grad.oy50, label %conv1_weight_grad.oy50.end
 
-conv1_bias_grad.i52:                              ; preds = %conv1_bias_grad.i52, %conv1_bias_grad.i51.end
-  %conv1_bias_grad.i52154 = phi i64 [ 0, %conv1_bias_grad.i51.end ], [ %i52.next, %conv1_bias_grad.i52 ]
-  %522 = add nsw i64 36, %conv1_bias_grad.i52154
-  %grads155 = getelementptr inbounds float, ptr %grads, i64 %522
-  store float 0.000000e+00, ptr %grads155, align 4
-  %i52.next = add nsw i64 %conv1_bias_grad.i52154, 1
-  %523 = icmp slt i64 %i52.next, 4
-  br i1 %523, label %conv1_bias_grad.i52, label %conv1_bias_grad.i52.end
+conv1_weight_grad.j52:                            ; preds = %conv1_weight_grad.i53.end, %conv1_weight_grad.j43.end
+  %conv1_weight_grad.j52208 = phi i64 [ 0, %conv1_weight_grad.j43.end ], [ %j52.next, %conv1_weight_grad.i53.end ]
+  br label %conv1_weight_grad.i53
 
-conv1_bias_grad.i52.end:                          ; preds = %conv1_bias_grad.i52
-  br label %conv1_bias_grad.img53
+conv1_weight_grad.j52.end:                        ; preds = %conv1_weight_grad.i53.end
+  br label %conv1_weight_grad.kp55
 
-conv1_bias_grad.img53:                            ; preds = %conv1_bias_grad.img53, %conv1_bias_grad.i52.end
-  %conv1_bias_grad.img53156 = phi i64 [ 0, %conv1_bias_grad.i52.end ], [ %img53.next, %conv1_bias_grad.img53 ]
-  %524 = mul nsw i64 %conv1_bias_grad.img53156, 676
-  %525 = add nsw i64 28944, %524
-  %arena157 = getelementptr inbounds float, ptr %arena, i64 %525
-  %arena158 = getelementptr inbounds float, ptr %arena, i64 0
-  %grads159 = getelementptr inbounds float, ptr %grads, i64 36
-  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena157, i32 169, ptr %arena158, i32 1, float 1.000000e+00, ptr %grads159, i32 1)
-  %img53.next = add nsw i64 %conv1_bias_grad.img53156, 1
-  %526 = icmp slt i64 %img53.next, 64
-  br i1 %526, label %conv1_bias_grad.img53, label %conv1_bias_grad.img53.end
+conv1_weight_grad.i53:                            ; preds = %conv1_weight_grad.f54.end, %conv1_weight_grad.j52
+  %conv1_weight_grad.i53209 = phi i64 [ 0, %conv1_weight_grad.j52 ], [ %i53.next, %conv1_weight_grad.f54.end ]
+  br label %conv1_weight_grad.f54
 
-conv1_bias_grad.img53.end:                        ; preds = %conv1_bias_grad.img53
-  %527 = sitofp i64 %step to float
-  %528 = fmul float %527, 0xBFBAF8E8A0000000
-  %529 = call float @llvm.exp.f32(float %528)
-  %530 = fsub float 1.000000e+00, %529
-  %531 = fdiv float %lr, %530
-  store float %531, ptr %adam.step_size54, align 4
-  %532 = sitofp i64 %step to float
-  %533 = fmul float %532, 0xBF50645940000000
-  %534 = call float @llvm.exp.f32(float %533)
-  %535 = fsub float 1.000000e+00, %534
-  %536 = call float @llvm.sqrt.f32(float %535)
-  store float %536, ptr %adam.bc2_sqrt55, align 4
-  br label %adam.i56
+conv1_weight_grad.i53.end:                        ; preds = %conv1_weight_grad.f54.end
+  %j52.next = add nsw i64 %conv1_weight_grad.j52208, 1
+  %678 = icmp slt i64 %j52.next, 64
+  br i1 %678, label %conv1_weight_grad.j52, label %conv1_weight_grad.j52.end
 
-adam.i56:                                         ; preds = %adam.i56, %conv1_bias_grad.img53.end
-  %adam.i56160 = phi i64 [ 0, %conv1_bias_grad.img53.end ], [ %i56.next, %adam.i56 ]
-  %grads161 = getelementptr inbounds float, ptr %grads, i64 %adam.i56160
-  %537 = load float, ptr %grads161, align 4
-  %params162 = getelementptr inbounds float, ptr %params, i64 %adam.i56160
-  %538 = load float, ptr %params162, align 4
-  %539 = fmul float 0.000000e+00, %538
-  %540 = fadd float %537, %539
-  store float %540, ptr %adam.g, align 4
-  %m163 = getelementptr inbounds float, ptr %m, i64 %adam.i56160
-  %541 = load float, ptr %m163, align 4
-  %542 = fmul float 0x3FECCCCCC0000000, %541
+conv1_weight_grad.f54:                            ; preds = %conv1_weight_grad.f54, %conv1_weight_grad.i53
+  %conv1_weight_grad.f54210 = phi i64 [ 0, %conv1_weight_grad.i53 ], [ %f54.next, %conv1_weight_grad.f54 ]
+  %679 = mul nsw i64 %conv1_weight_grad.g42192, 64
+  %680 = add nsw i64 %679, %conv1_weight_grad.j52208
+  %681 = mul nsw i64 %680, 676
+  %682 = add nsw i64 28944, %681
+  %683 = mul nsw i64 %conv1_weight_grad.f54210, 169
+  %684 = add nsw i64 %682, %683
+  %685 = add nsw i64 %684, %conv1_weight_grad.i53209
+  %arena211 = getelementptr inbounds float, ptr %arena, i64 %685
+  %686 = load float, ptr %arena211, align 4
+  %687 = mul nsw i64 %conv1_weight_grad.j52208, 169
+  %688 = add nsw i64 %687, %conv1_weight_grad.i53209
+  %689 = mul nsw i64 %688, 4
+  %690 = add nsw i64 169552, %689
+  %691 = add nsw i64 %690, %conv1_weight_grad.f54210
+  %arena212 = getelementptr inbounds float, ptr %arena, i64 %691
+  store float %686, ptr %arena212, align 4
+  %f54.next = add nsw i64 %conv1_weight_grad.f54210, 1
+  %692 = icmp slt i64 %f54.next, 4
+  br i1 %692, label %conv1_weight_grad.f54, label %conv1_weight_grad.f54.end
+
+conv1_weight_grad.f54.end:                        ; preds = %conv1_weight_grad.f54
+  %i53.next = add nsw i64 %conv1_weight_grad.i53209, 1
+  %693 = icmp slt i64 %i53.next, 169
+  br i1 %693, label %conv1_weight_grad.i53, label %conv1_weight_grad.i53.end
+
+conv1_weight_grad.kp55:                           ; preds = %conv1_weight_grad.mb56.end, %conv1_weight_grad.j52.end
+  %conv1_weight_grad.kp55213 = phi i64 [ 0, %conv1_weight_grad.j52.end ], [ %kp55.next, %conv1_weight_grad.mb56.end ]
+  br label %conv1_weight_grad.mb56
+
+conv1_weight_grad.kp55.end:                       ; preds = %conv1_weight_grad.mb56.end
+  br label %conv1_weight_grad.mb59
+
+conv1_weight_grad.mb56:                           ; preds = %conv1_weight_grad.k58.end, %conv1_weight_grad.kp55
+  %conv1_weight_grad.mb56214 = phi i64 [ 0, %conv1_weight_grad.kp55 ], [ %mb56.next, %conv1_weight_grad.k58.end ]
+  %694 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %695 = mul nsw i64 %694, 4
+  %696 = add nsw i64 212816, %695
+  %arena215 = getelementptr inbounds float, ptr %arena, i64 %696
+  %697 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena215, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %697, ptr %conv1_weight_grad.t57_c0_0, align 64
+  %698 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %699 = add nsw i64 %698, 1
+  %700 = mul nsw i64 %699, 4
+  %701 = add nsw i64 212816, %700
+  %arena216 = getelementptr inbounds float, ptr %arena, i64 %701
+  %702 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena216, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %702, ptr %conv1_weight_grad.t57_c1_0, align 64
+  %703 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %704 = add nsw i64 %703, 2
+  %705 = mul nsw i64 %704, 4
+  %706 = add nsw i64 212816, %705
+  %arena217 = getelementptr inbounds float, ptr %arena, i64 %706
+  %707 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena217, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %707, ptr %conv1_weight_grad.t57_c2_0, align 64
+  %708 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %709 = add nsw i64 %708, 3
+  %710 = mul nsw i64 %709, 4
+  %711 = add nsw i64 212816, %710
+  %arena218 = getelementptr inbounds float, ptr %arena, i64 %711
+  %712 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena218, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %712, ptr %conv1_weight_grad.t57_c3_0, align 64
+  %713 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %714 = add nsw i64 %713, 4
+  %715 = mul nsw i64 %714, 4
+  %716 = add nsw i64 212816, %715
+  %arena219 = getelementptr inbounds float, ptr %arena, i64 %716
+  %717 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena219, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %717, ptr %conv1_weight_grad.t57_c4_0, align 64
+  %718 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %719 = add nsw i64 %718, 5
+  %720 = mul nsw i64 %719, 4
+  %721 = add nsw i64 212816, %720
+  %arena220 = getelementptr inbounds float, ptr %arena, i64 %721
+  %722 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena220, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %722, ptr %conv1_weight_grad.t57_c5_0, align 64
+  %723 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %724 = add nsw i64 %723, 6
+  %725 = mul nsw i64 %724, 4
+  %726 = add nsw i64 212816, %725
+  %arena221 = getelementptr inbounds float, ptr %arena, i64 %726
+  %727 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena221, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %727, ptr %conv1_weight_grad.t57_c6_0, align 64
+  %728 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %729 = add nsw i64 %728, 7
+  %730 = mul nsw i64 %729, 4
+  %731 = add nsw i64 212816, %730
+  %arena222 = getelementptr inbounds float, ptr %arena, i64 %731
+  %732 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena222, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %732, ptr %conv1_weight_grad.t57_c7_0, align 64
+  %733 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %734 = add nsw i64 %733, 8
+  %735 = mul nsw i64 %734, 4
+  %736 = add nsw i64 212816, %735
+  %arena223 = getelementptr inbounds float, ptr %arena, i64 %736
+  %737 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena223, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %737, ptr %conv1_weight_grad.t57_c8_0, align 64
+  br label %conv1_weight_grad.k58
+
+conv1_weight_grad.mb56.end:                       ; preds = %conv1_weight_grad.k58.end
+  %kp55.next = add nsw i64 %conv1_weight_grad.kp55213, 1
+  %738 = icmp slt i64 %kp55.next, 28
+  br i1 %738, label %conv1_weight_grad.kp55, label %conv1_weight_grad.kp55.end
+
+conv1_weight_grad.k58:                            ; preds = %conv1_weight_grad.k58, %conv1_weight_grad.mb56
+  %conv1_weight_grad.k58224 = phi i64 [ 0, %conv1_weight_grad.mb56 ], [ %k58.next, %conv1_weight_grad.k58 ]
+  %739 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %740 = add nsw i64 %conv1_weight_grad.k58224, %739
+  %741 = mul nsw i64 %740, 4
+  %742 = add nsw i64 169552, %741
+  %arena225 = getelementptr inbounds float, ptr %arena, i64 %742
+  %743 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena225, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %743, ptr %conv1_weight_grad.t57_b0, align 64
+  %744 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %745 = mul nsw i64 %744, 10816
+  %746 = add nsw i64 72208, %745
+  %747 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %748 = add nsw i64 %conv1_weight_grad.k58224, %747
+  %749 = add nsw i64 %746, %748
+  %arena226 = getelementptr inbounds float, ptr %arena, i64 %749
+  %750 = load float, ptr %arena226, align 4
+  %751 = insertelement <16 x float> undef, float %750, i32 0
+  %752 = shufflevector <16 x float> %751, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %752, ptr %conv1_weight_grad.t57_a0, align 64
+  %t57_a0 = load <16 x float>, ptr %conv1_weight_grad.t57_a0, align 64
+  %t57_b0 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c0_0, align 64
+  %753 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a0, <16 x float> %t57_b0, <16 x float> %t57_c0_0)
+  store <16 x float> %753, ptr %conv1_weight_grad.t57_c0_0, align 64
+  %754 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %755 = add nsw i64 %754, 1
+  %756 = mul nsw i64 %755, 10816
+  %757 = add nsw i64 72208, %756
+  %758 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %759 = add nsw i64 %conv1_weight_grad.k58224, %758
+  %760 = add nsw i64 %757, %759
+  %arena227 = getelementptr inbounds float, ptr %arena, i64 %760
+  %761 = load float, ptr %arena227, align 4
+  %762 = insertelement <16 x float> undef, float %761, i32 0
+  %763 = shufflevector <16 x float> %762, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %763, ptr %conv1_weight_grad.t57_a1, align 64
+  %t57_a1 = load <16 x float>, ptr %conv1_weight_grad.t57_a1, align 64
+  %t57_b0228 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c1_0, align 64
+  %764 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a1, <16 x float> %t57_b0228, <16 x float> %t57_c1_0)
+  store <16 x float> %764, ptr %conv1_weight_grad.t57_c1_0, align 64
+  %765 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %766 = add nsw i64 %765, 2
+  %767 = mul nsw i64 %766, 10816
+  %768 = add nsw i64 72208, %767
+  %769 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %770 = add nsw i64 %conv1_weight_grad.k58224, %769
+  %771 = add nsw i64 %768, %770
+  %arena229 = getelementptr inbounds float, ptr %arena, i64 %771
+  %772 = load float, ptr %arena229, align 4
+  %773 = insertelement <16 x float> undef, float %772, i32 0
+  %774 = shufflevector <16 x float> %773, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %774, ptr %conv1_weight_grad.t57_a2, align 64
+  %t57_a2 = load <16 x float>, ptr %conv1_weight_grad.t57_a2, align 64
+  %t57_b0230 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c2_0, align 64
+  %775 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a2, <16 x float> %t57_b0230, <16 x float> %t57_c2_0)
+  store <16 x float> %775, ptr %conv1_weight_grad.t57_c2_0, align 64
+  %776 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %777 = add nsw i64 %776, 3
+  %778 = mul nsw i64 %777, 10816
+  %779 = add nsw i64 72208, %778
+  %780 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %781 = add nsw i64 %conv1_weight_grad.k58224, %780
+  %782 = add nsw i64 %779, %781
+  %arena231 = getelementptr inbounds float, ptr %arena, i64 %782
+  %783 = load float, ptr %arena231, align 4
+  %784 = insertelement <16 x float> undef, float %783, i32 0
+  %785 = shufflevector <16 x float> %784, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %785, ptr %conv1_weight_grad.t57_a3, align 64
+  %t57_a3 = load <16 x float>, ptr %conv1_weight_grad.t57_a3, align 64
+  %t57_b0232 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c3_0, align 64
+  %786 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a3, <16 x float> %t57_b0232, <16 x float> %t57_c3_0)
+  store <16 x float> %786, ptr %conv1_weight_grad.t57_c3_0, align 64
+  %787 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %788 = add nsw i64 %787, 4
+  %789 = mul nsw i64 %788, 10816
+  %790 = add nsw i64 72208, %789
+  %791 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %792 = add nsw i64 %conv1_weight_grad.k58224, %791
+  %793 = add nsw i64 %790, %792
+  %arena233 = getelementptr inbounds float, ptr %arena, i64 %793
+  %794 = load float, ptr %arena233, align 4
+  %795 = insertelement <16 x float> undef, float %794, i32 0
+  %796 = shufflevector <16 x float> %795, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %796, ptr %conv1_weight_grad.t57_a4, align 64
+  %t57_a4 = load <16 x float>, ptr %conv1_weight_grad.t57_a4, align 64
+  %t57_b0234 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c4_0, align 64
+  %797 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a4, <16 x float> %t57_b0234, <16 x float> %t57_c4_0)
+  store <16 x float> %797, ptr %conv1_weight_grad.t57_c4_0, align 64
+  %798 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %799 = add nsw i64 %798, 5
+  %800 = mul nsw i64 %799, 10816
+  %801 = add nsw i64 72208, %800
+  %802 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %803 = add nsw i64 %conv1_weight_grad.k58224, %802
+  %804 = add nsw i64 %801, %803
+  %arena235 = getelementptr inbounds float, ptr %arena, i64 %804
+  %805 = load float, ptr %arena235, align 4
+  %806 = insertelement <16 x float> undef, float %805, i32 0
+  %807 = shufflevector <16 x float> %806, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %807, ptr %conv1_weight_grad.t57_a5, align 64
+  %t57_a5 = load <16 x float>, ptr %conv1_weight_grad.t57_a5, align 64
+  %t57_b0236 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c5_0, align 64
+  %808 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a5, <16 x float> %t57_b0236, <16 x float> %t57_c5_0)
+  store <16 x float> %808, ptr %conv1_weight_grad.t57_c5_0, align 64
+  %809 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %810 = add nsw i64 %809, 6
+  %811 = mul nsw i64 %810, 10816
+  %812 = add nsw i64 72208, %811
+  %813 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %814 = add nsw i64 %conv1_weight_grad.k58224, %813
+  %815 = add nsw i64 %812, %814
+  %arena237 = getelementptr inbounds float, ptr %arena, i64 %815
+  %816 = load float, ptr %arena237, align 4
+  %817 = insertelement <16 x float> undef, float %816, i32 0
+  %818 = shufflevector <16 x float> %817, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %818, ptr %conv1_weight_grad.t57_a6, align 64
+  %t57_a6 = load <16 x float>, ptr %conv1_weight_grad.t57_a6, align 64
+  %t57_b0238 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c6_0, align 64
+  %819 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a6, <16 x float> %t57_b0238, <16 x float> %t57_c6_0)
+  store <16 x float> %819, ptr %conv1_weight_grad.t57_c6_0, align 64
+  %820 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %821 = add nsw i64 %820, 7
+  %822 = mul nsw i64 %821, 10816
+  %823 = add nsw i64 72208, %822
+  %824 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %825 = add nsw i64 %conv1_weight_grad.k58224, %824
+  %826 = add nsw i64 %823, %825
+  %arena239 = getelementptr inbounds float, ptr %arena, i64 %826
+  %827 = load float, ptr %arena239, align 4
+  %828 = insertelement <16 x float> undef, float %827, i32 0
+  %829 = shufflevector <16 x float> %828, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %829, ptr %conv1_weight_grad.t57_a7, align 64
+  %t57_a7 = load <16 x float>, ptr %conv1_weight_grad.t57_a7, align 64
+  %t57_b0240 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c7_0, align 64
+  %830 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a7, <16 x float> %t57_b0240, <16 x float> %t57_c7_0)
+  store <16 x float> %830, ptr %conv1_weight_grad.t57_c7_0, align 64
+  %831 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %832 = add nsw i64 %831, 8
+  %833 = mul nsw i64 %832, 10816
+  %834 = add nsw i64 72208, %833
+  %835 = mul nsw i64 %conv1_weight_grad.kp55213, 373
+  %836 = add nsw i64 %conv1_weight_grad.k58224, %835
+  %837 = add nsw i64 %834, %836
+  %arena241 = getelementptr inbounds float, ptr %arena, i64 %837
+  %838 = load float, ptr %arena241, align 4
+  %839 = insertelement <16 x float> undef, float %838, i32 0
+  %840 = shufflevector <16 x float> %839, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %840, ptr %conv1_weight_grad.t57_a8, align 64
+  %t57_a8 = load <16 x float>, ptr %conv1_weight_grad.t57_a8, align 64
+  %t57_b0242 = load <16 x float>, ptr %conv1_weight_grad.t57_b0, align 64
+  %t57_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t57_c8_0, align 64
+  %841 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t57_a8, <16 x float> %t57_b0242, <16 x float> %t57_c8_0)
+  store <16 x float> %841, ptr %conv1_weight_grad.t57_c8_0, align 64
+  %k58.next = add nsw i64 %conv1_weight_grad.k58224, 1
+  %842 = icmp slt i64 %k58.next, 373
+  br i1 %842, label %conv1_weight_grad.k58, label %conv1_weight_grad.k58.end
+
+conv1_weight_grad.k58.end:                        ; preds = %conv1_weight_grad.k58
+  %t57_c0_0243 = load <16 x float>, ptr %conv1_weight_grad.t57_c0_0, align 64
+  %843 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %844 = mul nsw i64 %843, 4
+  %845 = add nsw i64 212816, %844
+  %arena244 = getelementptr inbounds float, ptr %arena, i64 %845
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c0_0243, ptr %arena244, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c1_0245 = load <16 x float>, ptr %conv1_weight_grad.t57_c1_0, align 64
+  %846 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %847 = add nsw i64 %846, 1
+  %848 = mul nsw i64 %847, 4
+  %849 = add nsw i64 212816, %848
+  %arena246 = getelementptr inbounds float, ptr %arena, i64 %849
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c1_0245, ptr %arena246, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c2_0247 = load <16 x float>, ptr %conv1_weight_grad.t57_c2_0, align 64
+  %850 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %851 = add nsw i64 %850, 2
+  %852 = mul nsw i64 %851, 4
+  %853 = add nsw i64 212816, %852
+  %arena248 = getelementptr inbounds float, ptr %arena, i64 %853
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c2_0247, ptr %arena248, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c3_0249 = load <16 x float>, ptr %conv1_weight_grad.t57_c3_0, align 64
+  %854 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %855 = add nsw i64 %854, 3
+  %856 = mul nsw i64 %855, 4
+  %857 = add nsw i64 212816, %856
+  %arena250 = getelementptr inbounds float, ptr %arena, i64 %857
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c3_0249, ptr %arena250, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c4_0251 = load <16 x float>, ptr %conv1_weight_grad.t57_c4_0, align 64
+  %858 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %859 = add nsw i64 %858, 4
+  %860 = mul nsw i64 %859, 4
+  %861 = add nsw i64 212816, %860
+  %arena252 = getelementptr inbounds float, ptr %arena, i64 %861
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c4_0251, ptr %arena252, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c5_0253 = load <16 x float>, ptr %conv1_weight_grad.t57_c5_0, align 64
+  %862 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %863 = add nsw i64 %862, 5
+  %864 = mul nsw i64 %863, 4
+  %865 = add nsw i64 212816, %864
+  %arena254 = getelementptr inbounds float, ptr %arena, i64 %865
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c5_0253, ptr %arena254, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c6_0255 = load <16 x float>, ptr %conv1_weight_grad.t57_c6_0, align 64
+  %866 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %867 = add nsw i64 %866, 6
+  %868 = mul nsw i64 %867, 4
+  %869 = add nsw i64 212816, %868
+  %arena256 = getelementptr inbounds float, ptr %arena, i64 %869
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c6_0255, ptr %arena256, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c7_0257 = load <16 x float>, ptr %conv1_weight_grad.t57_c7_0, align 64
+  %870 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %871 = add nsw i64 %870, 7
+  %872 = mul nsw i64 %871, 4
+  %873 = add nsw i64 212816, %872
+  %arena258 = getelementptr inbounds float, ptr %arena, i64 %873
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c7_0257, ptr %arena258, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t57_c8_0259 = load <16 x float>, ptr %conv1_weight_grad.t57_c8_0, align 64
+  %874 = mul nsw i64 %conv1_weight_grad.mb56214, 9
+  %875 = add nsw i64 %874, 8
+  %876 = mul nsw i64 %875, 4
+  %877 = add nsw i64 212816, %876
+  %arena260 = getelementptr inbounds float, ptr %arena, i64 %877
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t57_c8_0259, ptr %arena260, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %mb56.next = add nsw i64 %conv1_weight_grad.mb56214, 1
+  %878 = icmp slt i64 %mb56.next, 1
+  br i1 %878, label %conv1_weight_grad.mb56, label %conv1_weight_grad.mb56.end
+
+conv1_weight_grad.mb59:                           ; preds = %conv1_weight_grad.k61.end, %conv1_weight_grad.kp55.end
+  %conv1_weight_grad.mb59261 = phi i64 [ 0, %conv1_weight_grad.kp55.end ], [ %mb59.next, %conv1_weight_grad.k61.end ]
+  %879 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %880 = mul nsw i64 %879, 4
+  %881 = add nsw i64 212816, %880
+  %arena262 = getelementptr inbounds float, ptr %arena, i64 %881
+  %882 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena262, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %882, ptr %conv1_weight_grad.t60_c0_0, align 64
+  %883 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %884 = add nsw i64 %883, 1
+  %885 = mul nsw i64 %884, 4
+  %886 = add nsw i64 212816, %885
+  %arena263 = getelementptr inbounds float, ptr %arena, i64 %886
+  %887 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena263, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %887, ptr %conv1_weight_grad.t60_c1_0, align 64
+  %888 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %889 = add nsw i64 %888, 2
+  %890 = mul nsw i64 %889, 4
+  %891 = add nsw i64 212816, %890
+  %arena264 = getelementptr inbounds float, ptr %arena, i64 %891
+  %892 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena264, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %892, ptr %conv1_weight_grad.t60_c2_0, align 64
+  %893 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %894 = add nsw i64 %893, 3
+  %895 = mul nsw i64 %894, 4
+  %896 = add nsw i64 212816, %895
+  %arena265 = getelementptr inbounds float, ptr %arena, i64 %896
+  %897 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena265, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %897, ptr %conv1_weight_grad.t60_c3_0, align 64
+  %898 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %899 = add nsw i64 %898, 4
+  %900 = mul nsw i64 %899, 4
+  %901 = add nsw i64 212816, %900
+  %arena266 = getelementptr inbounds float, ptr %arena, i64 %901
+  %902 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena266, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %902, ptr %conv1_weight_grad.t60_c4_0, align 64
+  %903 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %904 = add nsw i64 %903, 5
+  %905 = mul nsw i64 %904, 4
+  %906 = add nsw i64 212816, %905
+  %arena267 = getelementptr inbounds float, ptr %arena, i64 %906
+  %907 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena267, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %907, ptr %conv1_weight_grad.t60_c5_0, align 64
+  %908 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %909 = add nsw i64 %908, 6
+  %910 = mul nsw i64 %909, 4
+  %911 = add nsw i64 212816, %910
+  %arena268 = getelementptr inbounds float, ptr %arena, i64 %911
+  %912 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena268, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %912, ptr %conv1_weight_grad.t60_c6_0, align 64
+  %913 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %914 = add nsw i64 %913, 7
+  %915 = mul nsw i64 %914, 4
+  %916 = add nsw i64 212816, %915
+  %arena269 = getelementptr inbounds float, ptr %arena, i64 %916
+  %917 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena269, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %917, ptr %conv1_weight_grad.t60_c7_0, align 64
+  %918 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %919 = add nsw i64 %918, 8
+  %920 = mul nsw i64 %919, 4
+  %921 = add nsw i64 212816, %920
+  %arena270 = getelementptr inbounds float, ptr %arena, i64 %921
+  %922 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena270, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %922, ptr %conv1_weight_grad.t60_c8_0, align 64
+  br label %conv1_weight_grad.k61
+
+conv1_weight_grad.mb59.end:                       ; preds = %conv1_weight_grad.k61.end
+  %g42.next = add nsw i64 %conv1_weight_grad.g42192, 1
+  %923 = icmp slt i64 %g42.next, 1
+  br i1 %923, label %conv1_weight_grad.g42, label %conv1_weight_grad.g42.end
+
+conv1_weight_grad.k61:                            ; preds = %conv1_weight_grad.k61, %conv1_weight_grad.mb59
+  %conv1_weight_grad.k61271 = phi i64 [ 0, %conv1_weight_grad.mb59 ], [ %k61.next, %conv1_weight_grad.k61 ]
+  %924 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %925 = mul nsw i64 %924, 4
+  %926 = add nsw i64 169552, %925
+  %arena272 = getelementptr inbounds float, ptr %arena, i64 %926
+  %927 = call <16 x float> @llvm.masked.load.v16f32.p0(ptr %arena272, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>, <16 x float> zeroinitializer)
+  store <16 x float> %927, ptr %conv1_weight_grad.t60_b0, align 64
+  %928 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %929 = mul nsw i64 %928, 10816
+  %930 = add nsw i64 72208, %929
+  %931 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %932 = add nsw i64 %930, %931
+  %arena273 = getelementptr inbounds float, ptr %arena, i64 %932
+  %933 = load float, ptr %arena273, align 4
+  %934 = insertelement <16 x float> undef, float %933, i32 0
+  %935 = shufflevector <16 x float> %934, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %935, ptr %conv1_weight_grad.t60_a0, align 64
+  %t60_a0 = load <16 x float>, ptr %conv1_weight_grad.t60_a0, align 64
+  %t60_b0 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c0_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c0_0, align 64
+  %936 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a0, <16 x float> %t60_b0, <16 x float> %t60_c0_0)
+  store <16 x float> %936, ptr %conv1_weight_grad.t60_c0_0, align 64
+  %937 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %938 = add nsw i64 %937, 1
+  %939 = mul nsw i64 %938, 10816
+  %940 = add nsw i64 72208, %939
+  %941 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %942 = add nsw i64 %940, %941
+  %arena274 = getelementptr inbounds float, ptr %arena, i64 %942
+  %943 = load float, ptr %arena274, align 4
+  %944 = insertelement <16 x float> undef, float %943, i32 0
+  %945 = shufflevector <16 x float> %944, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %945, ptr %conv1_weight_grad.t60_a1, align 64
+  %t60_a1 = load <16 x float>, ptr %conv1_weight_grad.t60_a1, align 64
+  %t60_b0275 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c1_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c1_0, align 64
+  %946 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a1, <16 x float> %t60_b0275, <16 x float> %t60_c1_0)
+  store <16 x float> %946, ptr %conv1_weight_grad.t60_c1_0, align 64
+  %947 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %948 = add nsw i64 %947, 2
+  %949 = mul nsw i64 %948, 10816
+  %950 = add nsw i64 72208, %949
+  %951 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %952 = add nsw i64 %950, %951
+  %arena276 = getelementptr inbounds float, ptr %arena, i64 %952
+  %953 = load float, ptr %arena276, align 4
+  %954 = insertelement <16 x float> undef, float %953, i32 0
+  %955 = shufflevector <16 x float> %954, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %955, ptr %conv1_weight_grad.t60_a2, align 64
+  %t60_a2 = load <16 x float>, ptr %conv1_weight_grad.t60_a2, align 64
+  %t60_b0277 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c2_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c2_0, align 64
+  %956 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a2, <16 x float> %t60_b0277, <16 x float> %t60_c2_0)
+  store <16 x float> %956, ptr %conv1_weight_grad.t60_c2_0, align 64
+  %957 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %958 = add nsw i64 %957, 3
+  %959 = mul nsw i64 %958, 10816
+  %960 = add nsw i64 72208, %959
+  %961 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %962 = add nsw i64 %960, %961
+  %arena278 = getelementptr inbounds float, ptr %arena, i64 %962
+  %963 = load float, ptr %arena278, align 4
+  %964 = insertelement <16 x float> undef, float %963, i32 0
+  %965 = shufflevector <16 x float> %964, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %965, ptr %conv1_weight_grad.t60_a3, align 64
+  %t60_a3 = load <16 x float>, ptr %conv1_weight_grad.t60_a3, align 64
+  %t60_b0279 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c3_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c3_0, align 64
+  %966 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a3, <16 x float> %t60_b0279, <16 x float> %t60_c3_0)
+  store <16 x float> %966, ptr %conv1_weight_grad.t60_c3_0, align 64
+  %967 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %968 = add nsw i64 %967, 4
+  %969 = mul nsw i64 %968, 10816
+  %970 = add nsw i64 72208, %969
+  %971 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %972 = add nsw i64 %970, %971
+  %arena280 = getelementptr inbounds float, ptr %arena, i64 %972
+  %973 = load float, ptr %arena280, align 4
+  %974 = insertelement <16 x float> undef, float %973, i32 0
+  %975 = shufflevector <16 x float> %974, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %975, ptr %conv1_weight_grad.t60_a4, align 64
+  %t60_a4 = load <16 x float>, ptr %conv1_weight_grad.t60_a4, align 64
+  %t60_b0281 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c4_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c4_0, align 64
+  %976 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a4, <16 x float> %t60_b0281, <16 x float> %t60_c4_0)
+  store <16 x float> %976, ptr %conv1_weight_grad.t60_c4_0, align 64
+  %977 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %978 = add nsw i64 %977, 5
+  %979 = mul nsw i64 %978, 10816
+  %980 = add nsw i64 72208, %979
+  %981 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %982 = add nsw i64 %980, %981
+  %arena282 = getelementptr inbounds float, ptr %arena, i64 %982
+  %983 = load float, ptr %arena282, align 4
+  %984 = insertelement <16 x float> undef, float %983, i32 0
+  %985 = shufflevector <16 x float> %984, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %985, ptr %conv1_weight_grad.t60_a5, align 64
+  %t60_a5 = load <16 x float>, ptr %conv1_weight_grad.t60_a5, align 64
+  %t60_b0283 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c5_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c5_0, align 64
+  %986 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a5, <16 x float> %t60_b0283, <16 x float> %t60_c5_0)
+  store <16 x float> %986, ptr %conv1_weight_grad.t60_c5_0, align 64
+  %987 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %988 = add nsw i64 %987, 6
+  %989 = mul nsw i64 %988, 10816
+  %990 = add nsw i64 72208, %989
+  %991 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %992 = add nsw i64 %990, %991
+  %arena284 = getelementptr inbounds float, ptr %arena, i64 %992
+  %993 = load float, ptr %arena284, align 4
+  %994 = insertelement <16 x float> undef, float %993, i32 0
+  %995 = shufflevector <16 x float> %994, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %995, ptr %conv1_weight_grad.t60_a6, align 64
+  %t60_a6 = load <16 x float>, ptr %conv1_weight_grad.t60_a6, align 64
+  %t60_b0285 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c6_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c6_0, align 64
+  %996 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a6, <16 x float> %t60_b0285, <16 x float> %t60_c6_0)
+  store <16 x float> %996, ptr %conv1_weight_grad.t60_c6_0, align 64
+  %997 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %998 = add nsw i64 %997, 7
+  %999 = mul nsw i64 %998, 10816
+  %1000 = add nsw i64 72208, %999
+  %1001 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %1002 = add nsw i64 %1000, %1001
+  %arena286 = getelementptr inbounds float, ptr %arena, i64 %1002
+  %1003 = load float, ptr %arena286, align 4
+  %1004 = insertelement <16 x float> undef, float %1003, i32 0
+  %1005 = shufflevector <16 x float> %1004, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1005, ptr %conv1_weight_grad.t60_a7, align 64
+  %t60_a7 = load <16 x float>, ptr %conv1_weight_grad.t60_a7, align 64
+  %t60_b0287 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c7_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c7_0, align 64
+  %1006 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a7, <16 x float> %t60_b0287, <16 x float> %t60_c7_0)
+  store <16 x float> %1006, ptr %conv1_weight_grad.t60_c7_0, align 64
+  %1007 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1008 = add nsw i64 %1007, 8
+  %1009 = mul nsw i64 %1008, 10816
+  %1010 = add nsw i64 72208, %1009
+  %1011 = add nsw i64 %conv1_weight_grad.k61271, 10444
+  %1012 = add nsw i64 %1010, %1011
+  %arena288 = getelementptr inbounds float, ptr %arena, i64 %1012
+  %1013 = load float, ptr %arena288, align 4
+  %1014 = insertelement <16 x float> undef, float %1013, i32 0
+  %1015 = shufflevector <16 x float> %1014, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %1015, ptr %conv1_weight_grad.t60_a8, align 64
+  %t60_a8 = load <16 x float>, ptr %conv1_weight_grad.t60_a8, align 64
+  %t60_b0289 = load <16 x float>, ptr %conv1_weight_grad.t60_b0, align 64
+  %t60_c8_0 = load <16 x float>, ptr %conv1_weight_grad.t60_c8_0, align 64
+  %1016 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t60_a8, <16 x float> %t60_b0289, <16 x float> %t60_c8_0)
+  store <16 x float> %1016, ptr %conv1_weight_grad.t60_c8_0, align 64
+  %k61.next = add nsw i64 %conv1_weight_grad.k61271, 1
+  %1017 = icmp slt i64 %k61.next, 372
+  br i1 %1017, label %conv1_weight_grad.k61, label %conv1_weight_grad.k61.end
+
+conv1_weight_grad.k61.end:                        ; preds = %conv1_weight_grad.k61
+  %t60_c0_0290 = load <16 x float>, ptr %conv1_weight_grad.t60_c0_0, align 64
+  %1018 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1019 = mul nsw i64 %1018, 4
+  %1020 = add nsw i64 212816, %1019
+  %arena291 = getelementptr inbounds float, ptr %arena, i64 %1020
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c0_0290, ptr %arena291, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c1_0292 = load <16 x float>, ptr %conv1_weight_grad.t60_c1_0, align 64
+  %1021 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1022 = add nsw i64 %1021, 1
+  %1023 = mul nsw i64 %1022, 4
+  %1024 = add nsw i64 212816, %1023
+  %arena293 = getelementptr inbounds float, ptr %arena, i64 %1024
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c1_0292, ptr %arena293, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c2_0294 = load <16 x float>, ptr %conv1_weight_grad.t60_c2_0, align 64
+  %1025 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1026 = add nsw i64 %1025, 2
+  %1027 = mul nsw i64 %1026, 4
+  %1028 = add nsw i64 212816, %1027
+  %arena295 = getelementptr inbounds float, ptr %arena, i64 %1028
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c2_0294, ptr %arena295, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c3_0296 = load <16 x float>, ptr %conv1_weight_grad.t60_c3_0, align 64
+  %1029 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1030 = add nsw i64 %1029, 3
+  %1031 = mul nsw i64 %1030, 4
+  %1032 = add nsw i64 212816, %1031
+  %arena297 = getelementptr inbounds float, ptr %arena, i64 %1032
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c3_0296, ptr %arena297, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c4_0298 = load <16 x float>, ptr %conv1_weight_grad.t60_c4_0, align 64
+  %1033 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1034 = add nsw i64 %1033, 4
+  %1035 = mul nsw i64 %1034, 4
+  %1036 = add nsw i64 212816, %1035
+  %arena299 = getelementptr inbounds float, ptr %arena, i64 %1036
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c4_0298, ptr %arena299, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c5_0300 = load <16 x float>, ptr %conv1_weight_grad.t60_c5_0, align 64
+  %1037 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1038 = add nsw i64 %1037, 5
+  %1039 = mul nsw i64 %1038, 4
+  %1040 = add nsw i64 212816, %1039
+  %arena301 = getelementptr inbounds float, ptr %arena, i64 %1040
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c5_0300, ptr %arena301, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c6_0302 = load <16 x float>, ptr %conv1_weight_grad.t60_c6_0, align 64
+  %1041 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1042 = add nsw i64 %1041, 6
+  %1043 = mul nsw i64 %1042, 4
+  %1044 = add nsw i64 212816, %1043
+  %arena303 = getelementptr inbounds float, ptr %arena, i64 %1044
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c6_0302, ptr %arena303, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c7_0304 = load <16 x float>, ptr %conv1_weight_grad.t60_c7_0, align 64
+  %1045 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1046 = add nsw i64 %1045, 7
+  %1047 = mul nsw i64 %1046, 4
+  %1048 = add nsw i64 212816, %1047
+  %arena305 = getelementptr inbounds float, ptr %arena, i64 %1048
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c7_0304, ptr %arena305, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %t60_c8_0306 = load <16 x float>, ptr %conv1_weight_grad.t60_c8_0, align 64
+  %1049 = mul nsw i64 %conv1_weight_grad.mb59261, 9
+  %1050 = add nsw i64 %1049, 8
+  %1051 = mul nsw i64 %1050, 4
+  %1052 = add nsw i64 212816, %1051
+  %arena307 = getelementptr inbounds float, ptr %arena, i64 %1052
+  call void @llvm.masked.store.v16f32.p0(<16 x float> %t60_c8_0306, ptr %arena307, i32 4, <16 x i1> <i1 true, i1 true, i1 true, i1 true, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false, i1 false>)
+  %mb59.next = add nsw i64 %conv1_weight_grad.mb59261, 1
+  %1053 = icmp slt i64 %mb59.next, 1
+  br i1 %1053, label %conv1_weight_grad.mb59, label %conv1_weight_grad.mb59.end
+
+conv1_weight_grad.f62:                            ; preds = %conv1_weight_grad.r63.end, %conv1_weight_grad.g42.end
+  %conv1_weight_grad.f62308 = phi i64 [ 0, %conv1_weight_grad.g42.end ], [ %f62.next, %conv1_weight_grad.r63.end ]
+  br label %conv1_weight_grad.r63
+
+conv1_weight_grad.f62.end:                        ; preds = %conv1_weight_grad.r63.end
+  br label %conv1_bias_grad.i64
+
+conv1_weight_grad.r63:                            ; preds = %conv1_weight_grad.r63, %conv1_weight_grad.f62
+  %conv1_weight_grad.r63309 = phi i64 [ 0, %conv1_weight_grad.f62 ], [ %r63.next, %conv1_weight_grad.r63 ]
+  %1054 = mul nsw i64 %conv1_weight_grad.r63309, 4
+  %1055 = add nsw i64 212816, %1054
+  %1056 = add nsw i64 %1055, %conv1_weight_grad.f62308
+  %arena310 = getelementptr inbounds float, ptr %arena, i64 %1056
+  %1057 = load float, ptr %arena310, align 4
+  %1058 = mul nsw i64 %conv1_weight_grad.f62308, 9
+  %1059 = add nsw i64 %1058, %conv1_weight_grad.r63309
+  %grads311 = getelementptr inbounds float, ptr %grads, i64 %1059
+  store float %1057, ptr %grads311, align 4
+  %r63.next = add nsw i64 %conv1_weight_grad.r63309, 1
+  %1060 = icmp slt i64 %r63.next, 9
+  br i1 %1060, label %conv1_weight_grad.r63, label %conv1_weight_grad.r63.end
+
+conv1_weight_grad.r63.end:                        ; preds = %conv1_weight_grad.r63
+  %f62.next = add nsw i64 %conv1_weight_grad.f62308, 1
+  %1061 = icmp slt i64 %f62.next, 4
+  br i1 %1061, label %conv1_weight_grad.f62, label %conv1_weight_grad.f62.end
+
+conv1_bias_grad.i64:                              ; preds = %conv1_bias_grad.i64, %conv1_weight_grad.f62.end
+  %conv1_bias_grad.i64312 = phi i64 [ 0, %conv1_weight_grad.f62.end ], [ %i64.next, %conv1_bias_grad.i64 ]
+  %arena313 = getelementptr inbounds float, ptr %arena, i64 %conv1_bias_grad.i64312
+  store float 1.000000e+00, ptr %arena313, align 4
+  %i64.next = add nsw i64 %conv1_bias_grad.i64312, 1
+  %1062 = icmp slt i64 %i64.next, 169
+  br i1 %1062, label %conv1_bias_grad.i64, label %conv1_bias_grad.i64.end
+
+conv1_bias_grad.i64.end:                          ; preds = %conv1_bias_grad.i64
+  br label %conv1_bias_grad.i65
+
+conv1_bias_grad.i65:                              ; preds = %conv1_bias_grad.i65, %conv1_bias_grad.i64.end
+  %conv1_bias_grad.i65314 = phi i64 [ 0, %conv1_bias_grad.i64.end ], [ %i65.next, %conv1_bias_grad.i65 ]
+  %1063 = add nsw i64 36, %conv1_bias_grad.i65314
+  %grads315 = getelementptr inbounds float, ptr %grads, i64 %1063
+  store float 0.000000e+00, ptr %grads315, align 4
+  %i65.next = add nsw i64 %conv1_bias_grad.i65314, 1
+  %1064 = icmp slt i64 %i65.next, 4
+  br i1 %1064, label %conv1_bias_grad.i65, label %conv1_bias_grad.i65.end
+
+conv1_bias_grad.i65.end:                          ; preds = %conv1_bias_grad.i65
+  br label %conv1_bias_grad.img66
+
+conv1_bias_grad.img66:                            ; preds = %conv1_bias_grad.img66, %conv1_bias_grad.i65.end
+  %conv1_bias_grad.img66316 = phi i64 [ 0, %conv1_bias_grad.i65.end ], [ %img66.next, %conv1_bias_grad.img66 ]
+  %1065 = mul nsw i64 %conv1_bias_grad.img66316, 676
+  %1066 = add nsw i64 28944, %1065
+  %arena317 = getelementptr inbounds float, ptr %arena, i64 %1066
+  %arena318 = getelementptr inbounds float, ptr %arena, i64 0
+  %grads319 = getelementptr inbounds float, ptr %grads, i64 36
+  call void @cblas_sgemm(i32 101, i32 111, i32 111, i32 4, i32 1, i32 169, float 1.000000e+00, ptr %arena317, i32 169, ptr %arena318, i32 1, float 1.000000e+00, ptr %grads319, i32 1)
+  %img66.next = add nsw i64 %conv1_bias_grad.img66316, 1
+  %1067 = icmp slt i64 %img66.next, 64
+  br i1 %1067, label %conv1_bias_grad.img66, label %conv1_bias_grad.img66.end
+
+conv1_bias_grad.img66.end:                        ; preds = %conv1_bias_grad.img66
+  %1068 = sitofp i64 %step to float
+  %1069 = fmul float %1068, 0xBFBAF8E8A0000000
+  %1070 = call float @llvm.exp.f32(float %1069)
+  %1071 = fsub float 1.000000e+00, %1070
+  %1072 = fdiv float %lr, %1071
+  store float %1072, ptr %adam.step_size67, align 4
+  %1073 = sitofp i64 %step to float
+  %1074 = fmul float %1073, 0xBF50645940000000
+  %1075 = call float @llvm.exp.f32(float %1074)
+  %1076 = fsub float 1.000000e+00, %1075
+  %1077 = call float @llvm.sqrt.f32(float %1076)
+  store float %1077, ptr %adam.bc2_sqrt68, align 4
+  br label %adam.i69
+
+adam.i69:                                         ; preds = %adam.i69, %conv1_bias_grad.img66.end
+  %adam.i69320 = phi i64 [ 0, %conv1_bias_grad.img66.end ], [ %i69.next, %adam.i69 ]
+  %grads321 = getelementptr inbounds float, ptr %grads, i64 %adam.i69320
+  %1078 = load float, ptr %grads321, align 4
+  %params322 = getelementptr inbounds float, ptr %params, i64 %adam.i69320
+  %1079 = load float, ptr %params322, align 4
+  %1080 = fmul float 0.000000e+00, %1079
+  %1081 = fadd float %1078, %1080
+  store float %1081, ptr %adam.g, align 4
+  %m323 = getelementptr inbounds float, ptr %m, i64 %adam.i69320
+  %1082 = load float, ptr %m323, align 4
+  %1083 = fmul float 0x3FECCCCCC0000000, %1082
   %g = load float, ptr %adam.g, align 4
-  %543 = fmul float 0x3FB9999A00000000, %g
-  %544 = fadd float %542, %543
-  store float %544, ptr %adam.m_new, align 4
-  %v164 = getelementptr inbounds float, ptr %v, i64 %adam.i56160
-  %545 = load float, ptr %v164, align 4
-  %546 = fmul float 0x3FEFF7CEE0000000, %545
-  %g165 = load float, ptr %adam.g, align 4
-  %547 = fmul float 0x3F50624000000000, %g165
-  %g166 = load float, ptr %adam.g, align 4
-  %548 = fmul float %547, %g166
-  %549 = fadd float %546, %548
-  store float %549, ptr %adam.v_new, align 4
+  %1084 = fmul float 0x3FB9999A00000000, %g
+  %1085 = fadd float %1083, %1084
+  store float %1085, ptr %adam.m_new, align 4
+  %v324 = getelementptr inbounds float, ptr %v, i64 %adam.i69320
+  %1086 = load float, ptr %v324, align 4
+  %1087 = fmul float 0x3FEFF7CEE0000000, %1086
+  %g325 = load float, ptr %adam.g, align 4
+  %1088 = fmul float 0x3F50624000000000, %g325
+  %g326 = load float, ptr %adam.g, align 4
+  %1089 = fmul float %1088, %g326
+  %1090 = fadd float %1087, %1089
+  store float %1090, ptr %adam.v_new, align 4
   %m_new = load float, ptr %adam.m_new, align 4
-  %m167 = getelementptr inbounds float, ptr %m, i64 %adam.i56160
-  store float %m_new, ptr %m167, align 4
+  %m327 = getelementptr inbounds float, ptr %m, i64 %adam.i69320
+  store float %m_new, ptr %m327, align 4
   %v_new = load float, ptr %adam.v_new, align 4
-  %v168 = getelementptr inbounds float, ptr %v, i64 %adam.i56160
-  store float %v_new, ptr %v168, align 4
-  %params169 = getelementptr inbounds float, ptr %params, i64 %adam.i56160
-  %550 = load float, ptr %params169, align 4
-  %step_size54 = load float, ptr %adam.step_size54, align 4
-  %m_new170 = load float, ptr %adam.m_new, align 4
-  %551 = fmul float %step_size54, %m_new170
-  %v_new171 = load float, ptr %adam.v_new, align 4
-  %552 = call float @llvm.sqrt.f32(float %v_new171)
-  %bc2_sqrt55 = load float, ptr %adam.bc2_sqrt55, align 4
-  %553 = fdiv float %552, %bc2_sqrt55
-  %554 = fadd float %553, 0x3E45798EE0000000
-  %555 = fdiv float %551, %554
-  %556 = fsub float %550, %555
-  %params172 = getelementptr inbounds float, ptr %params, i64 %adam.i56160
-  store float %556, ptr %params172, align 4
-  %i56.next = add nsw i64 %adam.i56160, 1
-  %557 = icmp slt i64 %i56.next, 1490
-  br i1 %557, label %adam.i56, label %adam.i56.end
+  %v328 = getelementptr inbounds float, ptr %v, i64 %adam.i69320
+  store float %v_new, ptr %v328, align 4
+  %params329 = getelementptr inbounds float, ptr %params, i64 %adam.i69320
+  %1091 = load float, ptr %params329, align 4
+  %step_size67 = load float, ptr %adam.step_size67, align 4
+  %m_new330 = load float, ptr %adam.m_new, align 4
+  %1092 = fmul float %step_size67, %m_new330
+  %v_new331 = load float, ptr %adam.v_new, align 4
+  %1093 = call float @llvm.sqrt.f32(float %v_new331)
+  %bc2_sqrt68 = load float, ptr %adam.bc2_sqrt68, align 4
+  %1094 = fdiv float %1093, %bc2_sqrt68
+  %1095 = fadd float %1094, 0x3E45798EE0000000
+  %1096 = fdiv float %1092, %1095
+  %1097 = fsub float %1091, %1096
+  %params332 = getelementptr inbounds float, ptr %params, i64 %adam.i69320
+  store float %1097, ptr %params332, align 4
+  %i69.next = add nsw i64 %adam.i69320, 1
+  %1098 = icmp slt i64 %i69.next, 1490
+  br i1 %1098, label %adam.i69, label %adam.i69.end
 
-adam.i56.end:                                     ; preds = %adam.i56
+adam.i69.end:                                     ; preds = %adam.i69
   ret void
 }
+
+; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
+declare <16 x float> @llvm.fma.v16f32(<16 x float>, <16 x float>, <16 x float>) #0
 
 declare void @cblas_sgemm(i32, i32, i32, i32, i32, i32, float, ptr, i32, ptr, i32, float, ptr, i32)
 
@@ -1154,36 +2181,62 @@ declare float @llvm.exp.f32(float) #0
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.log.f32(float) #0
 
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: read)
+declare <16 x float> @llvm.masked.load.v16f32.p0(ptr nocapture, i32 immarg, <16 x i1>, <16 x float>) #1
+
+; Function Attrs: nocallback nofree nosync nounwind willreturn memory(argmem: write)
+declare void @llvm.masked.store.v16f32.p0(<16 x float>, ptr nocapture, i32 immarg, <16 x i1>) #2
+
 ; Function Attrs: nocallback nofree nosync nounwind speculatable willreturn memory(none)
 declare float @llvm.sqrt.f32(float) #0
 
 define void @tiny_infer_b64(ptr noalias %params, ptr noalias %grads, ptr noalias %m, ptr noalias %v, ptr noalias %arena, ptr noalias %images, ptr noalias %labels, float %lr, i64 %step, i64 %seed) {
 entry:
-  %conv1.bi16 = alloca float, align 4
-  %conv1.best15 = alloca float, align 4
+  %conv1.bi20 = alloca float, align 4
+  %conv1.best19 = alloca float, align 4
+  %conv1.t13_a3 = alloca <16 x float>, align 64
+  %conv1.t13_a2 = alloca <16 x float>, align 64
+  %conv1.t13_a1 = alloca <16 x float>, align 64
+  %conv1.t13_a0 = alloca <16 x float>, align 64
+  %conv1.t13_b3 = alloca <16 x float>, align 64
+  %conv1.t13_b2 = alloca <16 x float>, align 64
+  %conv1.t13_b1 = alloca <16 x float>, align 64
+  %conv1.t13_b0 = alloca <16 x float>, align 64
+  %conv1.t13_c3_3 = alloca <16 x float>, align 64
+  %conv1.t13_c3_2 = alloca <16 x float>, align 64
+  %conv1.t13_c3_1 = alloca <16 x float>, align 64
+  %conv1.t13_c3_0 = alloca <16 x float>, align 64
+  %conv1.t13_c2_3 = alloca <16 x float>, align 64
+  %conv1.t13_c2_2 = alloca <16 x float>, align 64
+  %conv1.t13_c2_1 = alloca <16 x float>, align 64
+  %conv1.t13_c2_0 = alloca <16 x float>, align 64
+  %conv1.t13_c1_3 = alloca <16 x float>, align 64
+  %conv1.t13_c1_2 = alloca <16 x float>, align 64
+  %conv1.t13_c1_1 = alloca <16 x float>, align 64
+  %conv1.t13_c1_0 = alloca <16 x float>, align 64
+  %conv1.t13_c0_3 = alloca <16 x float>, align 64
+  %conv1.t13_c0_2 = alloca <16 x float>, align 64
+  %conv1.t13_c0_1 = alloca <16 x float>, align 64
+  %conv1.t13_c0_0 = alloca <16 x float>, align 64
   br label %conv1.g1
 
-conv1.g1:                                         ; preds = %conv1.j11.end, %entry
-  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j11.end ]
+conv1.g1:                                         ; preds = %conv1.j15.end, %entry
+  %conv1.g11 = phi i64 [ 0, %entry ], [ %g1.next, %conv1.j15.end ]
   br label %conv1.j2
 
-conv1.g1.end:                                     ; preds = %conv1.j11.end
-  %arena69 = getelementptr inbounds float, ptr %arena, i64 0
-  %params70 = getelementptr inbounds float, ptr %params, i64 40
-  %arena71 = getelementptr inbounds float, ptr %arena, i64 9216
-  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena69, i32 144, ptr %params70, i32 144, float 0.000000e+00, ptr %arena71, i32 10)
-  br label %fc1.n17
+conv1.g1.end:                                     ; preds = %conv1.j15.end
+  %arena133 = getelementptr inbounds float, ptr %arena, i64 0
+  %params134 = getelementptr inbounds float, ptr %params, i64 40
+  %arena135 = getelementptr inbounds float, ptr %arena, i64 9216
+  call void @cblas_sgemm(i32 101, i32 111, i32 112, i32 64, i32 10, i32 144, float 1.000000e+00, ptr %arena133, i32 144, ptr %params134, i32 144, float 0.000000e+00, ptr %arena135, i32 10)
+  br label %fc1.n21
 
 conv1.j2:                                         ; preds = %conv1.c3.end, %conv1.g1
   %conv1.j22 = phi i64 [ 0, %conv1.g1 ], [ %j2.next, %conv1.c3.end ]
   br label %conv1.c3
 
 conv1.j2.end:                                     ; preds = %conv1.c3.end
-  %arena17 = getelementptr inbounds float, ptr %arena, i64 18432
-  %params18 = getelementptr inbounds float, ptr %params, i64 0
-  %arena19 = getelementptr inbounds float, ptr %arena, i64 115776
-  call void @cblas_sgemm(i32 101, i32 112, i32 112, i32 10816, i32 4, i32 9, float 1.000000e+00, ptr %arena17, i32 10816, ptr %params18, i32 9, float 0.000000e+00, ptr %arena19, i32 4)
-  br label %conv1.j11
+  br label %conv1.nb11
 
 conv1.c3:                                         ; preds = %conv1.ky4.end, %conv1.j2
   %conv1.c33 = phi i64 [ 0, %conv1.j2 ], [ %c3.next, %conv1.ky4.end ]
@@ -1338,361 +2391,704 @@ conv1.ox10.end:                                   ; preds = %conv1.ox10
   %78 = icmp slt i64 %oy9.next, 13
   br i1 %78, label %conv1.oy9, label %conv1.oy9.end
 
-conv1.j11:                                        ; preds = %conv1.f12.end, %conv1.j2.end
-  %conv1.j1120 = phi i64 [ 0, %conv1.j2.end ], [ %j11.next, %conv1.f12.end ]
-  br label %conv1.f12
+conv1.nb11:                                       ; preds = %conv1.mb12.end, %conv1.j2.end
+  %conv1.nb1117 = phi i64 [ 0, %conv1.j2.end ], [ %nb11.next, %conv1.mb12.end ]
+  br label %conv1.mb12
 
-conv1.j11.end:                                    ; preds = %conv1.f12.end
-  %g1.next = add nsw i64 %conv1.g11, 1
-  %79 = icmp slt i64 %g1.next, 1
-  br i1 %79, label %conv1.g1, label %conv1.g1.end
+conv1.nb11.end:                                   ; preds = %conv1.mb12.end
+  br label %conv1.j15
 
-conv1.f12:                                        ; preds = %conv1.py13.end, %conv1.j11
-  %conv1.f1221 = phi i64 [ 0, %conv1.j11 ], [ %f12.next, %conv1.py13.end ]
-  br label %conv1.py13
+conv1.mb12:                                       ; preds = %conv1.k14.end, %conv1.nb11
+  %conv1.mb1218 = phi i64 [ 0, %conv1.nb11 ], [ %mb12.next, %conv1.k14.end ]
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c0_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c1_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c2_3, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_0, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_1, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_2, align 64
+  store <16 x float> zeroinitializer, ptr %conv1.t13_c3_3, align 64
+  br label %conv1.k14
 
-conv1.f12.end:                                    ; preds = %conv1.py13.end
-  %j11.next = add nsw i64 %conv1.j1120, 1
-  %80 = icmp slt i64 %j11.next, 64
-  br i1 %80, label %conv1.j11, label %conv1.j11.end
+conv1.mb12.end:                                   ; preds = %conv1.k14.end
+  %nb11.next = add nsw i64 %conv1.nb1117, 1
+  %79 = icmp slt i64 %nb11.next, 169
+  br i1 %79, label %conv1.nb11, label %conv1.nb11.end
 
-conv1.py13:                                       ; preds = %conv1.px14.end, %conv1.f12
-  %conv1.py1322 = phi i64 [ 0, %conv1.f12 ], [ %py13.next, %conv1.px14.end ]
-  br label %conv1.px14
+conv1.k14:                                        ; preds = %conv1.k14, %conv1.mb12
+  %conv1.k1419 = phi i64 [ 0, %conv1.mb12 ], [ %k14.next, %conv1.k14 ]
+  %80 = mul nsw i64 %conv1.k1419, 10816
+  %81 = add nsw i64 18432, %80
+  %82 = mul nsw i64 %conv1.nb1117, 64
+  %83 = add nsw i64 %81, %82
+  %arena20 = getelementptr inbounds float, ptr %arena, i64 %83
+  %84 = load <16 x float>, ptr %arena20, align 4
+  store <16 x float> %84, ptr %conv1.t13_b0, align 64
+  %85 = mul nsw i64 %conv1.k1419, 10816
+  %86 = add nsw i64 18432, %85
+  %87 = mul nsw i64 %conv1.nb1117, 64
+  %88 = add nsw i64 %86, %87
+  %89 = add nsw i64 %88, 16
+  %arena21 = getelementptr inbounds float, ptr %arena, i64 %89
+  %90 = load <16 x float>, ptr %arena21, align 4
+  store <16 x float> %90, ptr %conv1.t13_b1, align 64
+  %91 = mul nsw i64 %conv1.k1419, 10816
+  %92 = add nsw i64 18432, %91
+  %93 = mul nsw i64 %conv1.nb1117, 64
+  %94 = add nsw i64 %92, %93
+  %95 = add nsw i64 %94, 32
+  %arena22 = getelementptr inbounds float, ptr %arena, i64 %95
+  %96 = load <16 x float>, ptr %arena22, align 4
+  store <16 x float> %96, ptr %conv1.t13_b2, align 64
+  %97 = mul nsw i64 %conv1.k1419, 10816
+  %98 = add nsw i64 18432, %97
+  %99 = mul nsw i64 %conv1.nb1117, 64
+  %100 = add nsw i64 %98, %99
+  %101 = add nsw i64 %100, 48
+  %arena23 = getelementptr inbounds float, ptr %arena, i64 %101
+  %102 = load <16 x float>, ptr %arena23, align 4
+  store <16 x float> %102, ptr %conv1.t13_b3, align 64
+  %103 = mul nsw i64 %conv1.mb1218, 4
+  %104 = mul nsw i64 %103, 9
+  %105 = add nsw i64 %104, %conv1.k1419
+  %params24 = getelementptr inbounds float, ptr %params, i64 %105
+  %106 = load float, ptr %params24, align 4
+  %107 = insertelement <16 x float> undef, float %106, i32 0
+  %108 = shufflevector <16 x float> %107, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %108, ptr %conv1.t13_a0, align 64
+  %t13_a0 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b0 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c0_0 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %109 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a0, <16 x float> %t13_b0, <16 x float> %t13_c0_0)
+  store <16 x float> %109, ptr %conv1.t13_c0_0, align 64
+  %t13_a025 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b1 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c0_1 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %110 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a025, <16 x float> %t13_b1, <16 x float> %t13_c0_1)
+  store <16 x float> %110, ptr %conv1.t13_c0_1, align 64
+  %t13_a026 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b2 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c0_2 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %111 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a026, <16 x float> %t13_b2, <16 x float> %t13_c0_2)
+  store <16 x float> %111, ptr %conv1.t13_c0_2, align 64
+  %t13_a027 = load <16 x float>, ptr %conv1.t13_a0, align 64
+  %t13_b3 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c0_3 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %112 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a027, <16 x float> %t13_b3, <16 x float> %t13_c0_3)
+  store <16 x float> %112, ptr %conv1.t13_c0_3, align 64
+  %113 = mul nsw i64 %conv1.mb1218, 4
+  %114 = add nsw i64 %113, 1
+  %115 = mul nsw i64 %114, 9
+  %116 = add nsw i64 %115, %conv1.k1419
+  %params28 = getelementptr inbounds float, ptr %params, i64 %116
+  %117 = load float, ptr %params28, align 4
+  %118 = insertelement <16 x float> undef, float %117, i32 0
+  %119 = shufflevector <16 x float> %118, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %119, ptr %conv1.t13_a1, align 64
+  %t13_a1 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b029 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c1_0 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %120 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a1, <16 x float> %t13_b029, <16 x float> %t13_c1_0)
+  store <16 x float> %120, ptr %conv1.t13_c1_0, align 64
+  %t13_a130 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b131 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c1_1 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %121 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a130, <16 x float> %t13_b131, <16 x float> %t13_c1_1)
+  store <16 x float> %121, ptr %conv1.t13_c1_1, align 64
+  %t13_a132 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b233 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c1_2 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %122 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a132, <16 x float> %t13_b233, <16 x float> %t13_c1_2)
+  store <16 x float> %122, ptr %conv1.t13_c1_2, align 64
+  %t13_a134 = load <16 x float>, ptr %conv1.t13_a1, align 64
+  %t13_b335 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c1_3 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %123 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a134, <16 x float> %t13_b335, <16 x float> %t13_c1_3)
+  store <16 x float> %123, ptr %conv1.t13_c1_3, align 64
+  %124 = mul nsw i64 %conv1.mb1218, 4
+  %125 = add nsw i64 %124, 2
+  %126 = mul nsw i64 %125, 9
+  %127 = add nsw i64 %126, %conv1.k1419
+  %params36 = getelementptr inbounds float, ptr %params, i64 %127
+  %128 = load float, ptr %params36, align 4
+  %129 = insertelement <16 x float> undef, float %128, i32 0
+  %130 = shufflevector <16 x float> %129, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %130, ptr %conv1.t13_a2, align 64
+  %t13_a2 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b037 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c2_0 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %131 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a2, <16 x float> %t13_b037, <16 x float> %t13_c2_0)
+  store <16 x float> %131, ptr %conv1.t13_c2_0, align 64
+  %t13_a238 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b139 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c2_1 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %132 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a238, <16 x float> %t13_b139, <16 x float> %t13_c2_1)
+  store <16 x float> %132, ptr %conv1.t13_c2_1, align 64
+  %t13_a240 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b241 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c2_2 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %133 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a240, <16 x float> %t13_b241, <16 x float> %t13_c2_2)
+  store <16 x float> %133, ptr %conv1.t13_c2_2, align 64
+  %t13_a242 = load <16 x float>, ptr %conv1.t13_a2, align 64
+  %t13_b343 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c2_3 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %134 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a242, <16 x float> %t13_b343, <16 x float> %t13_c2_3)
+  store <16 x float> %134, ptr %conv1.t13_c2_3, align 64
+  %135 = mul nsw i64 %conv1.mb1218, 4
+  %136 = add nsw i64 %135, 3
+  %137 = mul nsw i64 %136, 9
+  %138 = add nsw i64 %137, %conv1.k1419
+  %params44 = getelementptr inbounds float, ptr %params, i64 %138
+  %139 = load float, ptr %params44, align 4
+  %140 = insertelement <16 x float> undef, float %139, i32 0
+  %141 = shufflevector <16 x float> %140, <16 x float> undef, <16 x i32> zeroinitializer
+  store <16 x float> %141, ptr %conv1.t13_a3, align 64
+  %t13_a3 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b045 = load <16 x float>, ptr %conv1.t13_b0, align 64
+  %t13_c3_0 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %142 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a3, <16 x float> %t13_b045, <16 x float> %t13_c3_0)
+  store <16 x float> %142, ptr %conv1.t13_c3_0, align 64
+  %t13_a346 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b147 = load <16 x float>, ptr %conv1.t13_b1, align 64
+  %t13_c3_1 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %143 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a346, <16 x float> %t13_b147, <16 x float> %t13_c3_1)
+  store <16 x float> %143, ptr %conv1.t13_c3_1, align 64
+  %t13_a348 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b249 = load <16 x float>, ptr %conv1.t13_b2, align 64
+  %t13_c3_2 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %144 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a348, <16 x float> %t13_b249, <16 x float> %t13_c3_2)
+  store <16 x float> %144, ptr %conv1.t13_c3_2, align 64
+  %t13_a350 = load <16 x float>, ptr %conv1.t13_a3, align 64
+  %t13_b351 = load <16 x float>, ptr %conv1.t13_b3, align 64
+  %t13_c3_3 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %145 = call <16 x float> @llvm.fma.v16f32(<16 x float> %t13_a350, <16 x float> %t13_b351, <16 x float> %t13_c3_3)
+  store <16 x float> %145, ptr %conv1.t13_c3_3, align 64
+  %k14.next = add nsw i64 %conv1.k1419, 1
+  %146 = icmp slt i64 %k14.next, 9
+  br i1 %146, label %conv1.k14, label %conv1.k14.end
 
-conv1.py13.end:                                   ; preds = %conv1.px14.end
-  %f12.next = add nsw i64 %conv1.f1221, 1
-  %81 = icmp slt i64 %f12.next, 4
-  br i1 %81, label %conv1.f12, label %conv1.f12.end
-
-conv1.px14:                                       ; preds = %conv1.px14, %conv1.py13
-  %conv1.px1423 = phi i64 [ 0, %conv1.py13 ], [ %px14.next, %conv1.px14 ]
-  %82 = mul nsw i64 %conv1.j1120, 169
-  %83 = mul nsw i64 %conv1.py1322, 26
-  %84 = mul nsw i64 %conv1.px1423, 2
-  %85 = add nsw i64 %83, %84
-  %86 = add nsw i64 %82, %85
-  %87 = mul nsw i64 %86, 4
-  %88 = add nsw i64 115776, %87
-  %89 = add nsw i64 %88, %conv1.f1221
-  %arena24 = getelementptr inbounds float, ptr %arena, i64 %89
-  %90 = load float, ptr %arena24, align 4
-  %91 = add nsw i64 36, %conv1.f1221
-  %params25 = getelementptr inbounds float, ptr %params, i64 %91
-  %92 = load float, ptr %params25, align 4
-  %93 = fadd float %90, %92
-  store float %93, ptr %conv1.best15, align 4
-  %94 = mul nsw i64 %conv1.py1322, 26
-  %95 = mul nsw i64 %conv1.px1423, 2
-  %96 = add nsw i64 %94, %95
-  %97 = sitofp i64 %96 to float
-  store float %97, ptr %conv1.bi16, align 4
-  %98 = mul nsw i64 %conv1.j1120, 169
-  %99 = mul nsw i64 %conv1.py1322, 26
-  %100 = mul nsw i64 %conv1.px1423, 2
-  %101 = add nsw i64 %99, %100
-  %102 = add nsw i64 %98, %101
-  %103 = mul nsw i64 %102, 4
-  %104 = add nsw i64 115776, %103
-  %105 = add nsw i64 %104, %conv1.f1221
-  %arena26 = getelementptr inbounds float, ptr %arena, i64 %105
-  %106 = load float, ptr %arena26, align 4
-  %107 = add nsw i64 36, %conv1.f1221
-  %params27 = getelementptr inbounds float, ptr %params, i64 %107
-  %108 = load float, ptr %params27, align 4
-  %109 = fadd float %106, %108
-  %best15 = load float, ptr %conv1.best15, align 4
-  %110 = fcmp ogt float %109, %best15
-  %111 = mul nsw i64 %conv1.py1322, 26
-  %112 = mul nsw i64 %conv1.px1423, 2
-  %113 = add nsw i64 %111, %112
-  %114 = sitofp i64 %113 to float
-  %bi16 = load float, ptr %conv1.bi16, align 4
-  %115 = select i1 %110, float %114, float %bi16
-  store float %115, ptr %conv1.bi16, align 4
-  %116 = mul nsw i64 %conv1.j1120, 169
-  %117 = mul nsw i64 %conv1.py1322, 26
-  %118 = mul nsw i64 %conv1.px1423, 2
-  %119 = add nsw i64 %117, %118
-  %120 = add nsw i64 %116, %119
-  %121 = mul nsw i64 %120, 4
-  %122 = add nsw i64 115776, %121
-  %123 = add nsw i64 %122, %conv1.f1221
-  %arena28 = getelementptr inbounds float, ptr %arena, i64 %123
-  %124 = load float, ptr %arena28, align 4
-  %125 = add nsw i64 36, %conv1.f1221
-  %params29 = getelementptr inbounds float, ptr %params, i64 %125
-  %126 = load float, ptr %params29, align 4
-  %127 = fadd float %124, %126
-  %best1530 = load float, ptr %conv1.best15, align 4
-  %128 = fcmp ogt float %127, %best1530
-  %129 = mul nsw i64 %conv1.j1120, 169
-  %130 = mul nsw i64 %conv1.py1322, 26
-  %131 = mul nsw i64 %conv1.px1423, 2
-  %132 = add nsw i64 %130, %131
-  %133 = add nsw i64 %129, %132
-  %134 = mul nsw i64 %133, 4
-  %135 = add nsw i64 115776, %134
-  %136 = add nsw i64 %135, %conv1.f1221
-  %arena31 = getelementptr inbounds float, ptr %arena, i64 %136
-  %137 = load float, ptr %arena31, align 4
-  %138 = add nsw i64 36, %conv1.f1221
-  %params32 = getelementptr inbounds float, ptr %params, i64 %138
-  %139 = load float, ptr %params32, align 4
-  %140 = fadd float %137, %139
-  %best1533 = load float, ptr %conv1.best15, align 4
-  %141 = select i1 %128, float %140, float %best1533
-  store float %141, ptr %conv1.best15, align 4
-  %142 = mul nsw i64 %conv1.j1120, 169
-  %143 = mul nsw i64 %conv1.py1322, 26
-  %144 = mul nsw i64 %conv1.px1423, 2
-  %145 = add nsw i64 %143, %144
-  %146 = add nsw i64 %145, 1
-  %147 = add nsw i64 %142, %146
-  %148 = mul nsw i64 %147, 4
+conv1.k14.end:                                    ; preds = %conv1.k14
+  %t13_c0_052 = load <16 x float>, ptr %conv1.t13_c0_0, align 64
+  %147 = mul nsw i64 %conv1.mb1218, 4
+  %148 = mul nsw i64 %147, 10816
   %149 = add nsw i64 115776, %148
-  %150 = add nsw i64 %149, %conv1.f1221
-  %arena34 = getelementptr inbounds float, ptr %arena, i64 %150
-  %151 = load float, ptr %arena34, align 4
-  %152 = add nsw i64 36, %conv1.f1221
-  %params35 = getelementptr inbounds float, ptr %params, i64 %152
-  %153 = load float, ptr %params35, align 4
-  %154 = fadd float %151, %153
-  %best1536 = load float, ptr %conv1.best15, align 4
-  %155 = fcmp ogt float %154, %best1536
-  %156 = mul nsw i64 %conv1.py1322, 26
-  %157 = mul nsw i64 %conv1.px1423, 2
-  %158 = add nsw i64 %156, %157
-  %159 = add nsw i64 %158, 1
-  %160 = sitofp i64 %159 to float
-  %bi1637 = load float, ptr %conv1.bi16, align 4
-  %161 = select i1 %155, float %160, float %bi1637
-  store float %161, ptr %conv1.bi16, align 4
-  %162 = mul nsw i64 %conv1.j1120, 169
-  %163 = mul nsw i64 %conv1.py1322, 26
-  %164 = mul nsw i64 %conv1.px1423, 2
-  %165 = add nsw i64 %163, %164
-  %166 = add nsw i64 %165, 1
-  %167 = add nsw i64 %162, %166
-  %168 = mul nsw i64 %167, 4
-  %169 = add nsw i64 115776, %168
-  %170 = add nsw i64 %169, %conv1.f1221
-  %arena38 = getelementptr inbounds float, ptr %arena, i64 %170
-  %171 = load float, ptr %arena38, align 4
-  %172 = add nsw i64 36, %conv1.f1221
-  %params39 = getelementptr inbounds float, ptr %params, i64 %172
-  %173 = load float, ptr %params39, align 4
-  %174 = fadd float %171, %173
-  %best1540 = load float, ptr %conv1.best15, align 4
-  %175 = fcmp ogt float %174, %best1540
-  %176 = mul nsw i64 %conv1.j1120, 169
-  %177 = mul nsw i64 %conv1.py1322, 26
-  %178 = mul nsw i64 %conv1.px1423, 2
-  %179 = add nsw i64 %177, %178
-  %180 = add nsw i64 %179, 1
-  %181 = add nsw i64 %176, %180
-  %182 = mul nsw i64 %181, 4
-  %183 = add nsw i64 115776, %182
-  %184 = add nsw i64 %183, %conv1.f1221
-  %arena41 = getelementptr inbounds float, ptr %arena, i64 %184
-  %185 = load float, ptr %arena41, align 4
-  %186 = add nsw i64 36, %conv1.f1221
-  %params42 = getelementptr inbounds float, ptr %params, i64 %186
-  %187 = load float, ptr %params42, align 4
-  %188 = fadd float %185, %187
-  %best1543 = load float, ptr %conv1.best15, align 4
-  %189 = select i1 %175, float %188, float %best1543
-  store float %189, ptr %conv1.best15, align 4
-  %190 = mul nsw i64 %conv1.j1120, 169
-  %191 = mul nsw i64 %conv1.py1322, 26
-  %192 = mul nsw i64 %conv1.px1423, 2
-  %193 = add nsw i64 %191, %192
-  %194 = add nsw i64 %193, 13
-  %195 = add nsw i64 %190, %194
-  %196 = mul nsw i64 %195, 4
-  %197 = add nsw i64 115776, %196
-  %198 = add nsw i64 %197, %conv1.f1221
-  %arena44 = getelementptr inbounds float, ptr %arena, i64 %198
-  %199 = load float, ptr %arena44, align 4
-  %200 = add nsw i64 36, %conv1.f1221
-  %params45 = getelementptr inbounds float, ptr %params, i64 %200
-  %201 = load float, ptr %params45, align 4
-  %202 = fadd float %199, %201
-  %best1546 = load float, ptr %conv1.best15, align 4
-  %203 = fcmp ogt float %202, %best1546
-  %204 = mul nsw i64 %conv1.py1322, 26
-  %205 = mul nsw i64 %conv1.px1423, 2
-  %206 = add nsw i64 %204, %205
-  %207 = add nsw i64 %206, 13
-  %208 = sitofp i64 %207 to float
-  %bi1647 = load float, ptr %conv1.bi16, align 4
-  %209 = select i1 %203, float %208, float %bi1647
-  store float %209, ptr %conv1.bi16, align 4
-  %210 = mul nsw i64 %conv1.j1120, 169
-  %211 = mul nsw i64 %conv1.py1322, 26
-  %212 = mul nsw i64 %conv1.px1423, 2
-  %213 = add nsw i64 %211, %212
-  %214 = add nsw i64 %213, 13
-  %215 = add nsw i64 %210, %214
-  %216 = mul nsw i64 %215, 4
-  %217 = add nsw i64 115776, %216
-  %218 = add nsw i64 %217, %conv1.f1221
-  %arena48 = getelementptr inbounds float, ptr %arena, i64 %218
-  %219 = load float, ptr %arena48, align 4
-  %220 = add nsw i64 36, %conv1.f1221
-  %params49 = getelementptr inbounds float, ptr %params, i64 %220
-  %221 = load float, ptr %params49, align 4
-  %222 = fadd float %219, %221
-  %best1550 = load float, ptr %conv1.best15, align 4
-  %223 = fcmp ogt float %222, %best1550
-  %224 = mul nsw i64 %conv1.j1120, 169
-  %225 = mul nsw i64 %conv1.py1322, 26
-  %226 = mul nsw i64 %conv1.px1423, 2
-  %227 = add nsw i64 %225, %226
-  %228 = add nsw i64 %227, 13
-  %229 = add nsw i64 %224, %228
-  %230 = mul nsw i64 %229, 4
-  %231 = add nsw i64 115776, %230
-  %232 = add nsw i64 %231, %conv1.f1221
-  %arena51 = getelementptr inbounds float, ptr %arena, i64 %232
-  %233 = load float, ptr %arena51, align 4
-  %234 = add nsw i64 36, %conv1.f1221
-  %params52 = getelementptr inbounds float, ptr %params, i64 %234
-  %235 = load float, ptr %params52, align 4
-  %236 = fadd float %233, %235
-  %best1553 = load float, ptr %conv1.best15, align 4
-  %237 = select i1 %223, float %236, float %best1553
-  store float %237, ptr %conv1.best15, align 4
-  %238 = mul nsw i64 %conv1.j1120, 169
-  %239 = mul nsw i64 %conv1.py1322, 26
-  %240 = mul nsw i64 %conv1.px1423, 2
-  %241 = add nsw i64 %239, %240
-  %242 = add nsw i64 %241, 13
-  %243 = add nsw i64 %242, 1
-  %244 = add nsw i64 %238, %243
-  %245 = mul nsw i64 %244, 4
-  %246 = add nsw i64 115776, %245
-  %247 = add nsw i64 %246, %conv1.f1221
-  %arena54 = getelementptr inbounds float, ptr %arena, i64 %247
-  %248 = load float, ptr %arena54, align 4
-  %249 = add nsw i64 36, %conv1.f1221
-  %params55 = getelementptr inbounds float, ptr %params, i64 %249
-  %250 = load float, ptr %params55, align 4
-  %251 = fadd float %248, %250
-  %best1556 = load float, ptr %conv1.best15, align 4
-  %252 = fcmp ogt float %251, %best1556
-  %253 = mul nsw i64 %conv1.py1322, 26
-  %254 = mul nsw i64 %conv1.px1423, 2
-  %255 = add nsw i64 %253, %254
-  %256 = add nsw i64 %255, 13
-  %257 = add nsw i64 %256, 1
-  %258 = sitofp i64 %257 to float
-  %bi1657 = load float, ptr %conv1.bi16, align 4
-  %259 = select i1 %252, float %258, float %bi1657
-  store float %259, ptr %conv1.bi16, align 4
-  %260 = mul nsw i64 %conv1.j1120, 169
-  %261 = mul nsw i64 %conv1.py1322, 26
-  %262 = mul nsw i64 %conv1.px1423, 2
-  %263 = add nsw i64 %261, %262
-  %264 = add nsw i64 %263, 13
-  %265 = add nsw i64 %264, 1
-  %266 = add nsw i64 %260, %265
-  %267 = mul nsw i64 %266, 4
-  %268 = add nsw i64 115776, %267
-  %269 = add nsw i64 %268, %conv1.f1221
-  %arena58 = getelementptr inbounds float, ptr %arena, i64 %269
-  %270 = load float, ptr %arena58, align 4
-  %271 = add nsw i64 36, %conv1.f1221
-  %params59 = getelementptr inbounds float, ptr %params, i64 %271
-  %272 = load float, ptr %params59, align 4
-  %273 = fadd float %270, %272
-  %best1560 = load float, ptr %conv1.best15, align 4
-  %274 = fcmp ogt float %273, %best1560
-  %275 = mul nsw i64 %conv1.j1120, 169
-  %276 = mul nsw i64 %conv1.py1322, 26
-  %277 = mul nsw i64 %conv1.px1423, 2
-  %278 = add nsw i64 %276, %277
-  %279 = add nsw i64 %278, 13
-  %280 = add nsw i64 %279, 1
-  %281 = add nsw i64 %275, %280
-  %282 = mul nsw i64 %281, 4
-  %283 = add nsw i64 115776, %282
-  %284 = add nsw i64 %283, %conv1.f1221
-  %arena61 = getelementptr inbounds float, ptr %arena, i64 %284
-  %285 = load float, ptr %arena61, align 4
-  %286 = add nsw i64 36, %conv1.f1221
-  %params62 = getelementptr inbounds float, ptr %params, i64 %286
-  %287 = load float, ptr %params62, align 4
-  %288 = fadd float %285, %287
-  %best1563 = load float, ptr %conv1.best15, align 4
-  %289 = select i1 %274, float %288, float %best1563
-  store float %289, ptr %conv1.best15, align 4
-  %best1564 = load float, ptr %conv1.best15, align 4
-  %290 = fcmp ogt float %best1564, 0.000000e+00
-  %best1565 = load float, ptr %conv1.best15, align 4
-  %291 = select i1 %290, float %best1565, float 0.000000e+00
-  %292 = mul nsw i64 %conv1.g11, 64
-  %293 = add nsw i64 %292, %conv1.j1120
-  %294 = mul nsw i64 %293, 144
-  %295 = mul nsw i64 %conv1.f1221, 36
-  %296 = add nsw i64 %294, %295
-  %297 = mul nsw i64 %conv1.py1322, 6
-  %298 = add nsw i64 %296, %297
-  %299 = add nsw i64 %298, %conv1.px1423
-  %arena66 = getelementptr inbounds float, ptr %arena, i64 %299
-  store float %291, ptr %arena66, align 4
-  %bi1667 = load float, ptr %conv1.bi16, align 4
-  %300 = mul nsw i64 %conv1.g11, 64
-  %301 = add nsw i64 %300, %conv1.j1120
-  %302 = mul nsw i64 %301, 144
-  %303 = mul nsw i64 %conv1.f1221, 36
-  %304 = add nsw i64 %302, %303
-  %305 = mul nsw i64 %conv1.py1322, 6
-  %306 = add nsw i64 %304, %305
-  %307 = add nsw i64 %306, %conv1.px1423
-  %308 = add nsw i64 9216, %307
-  %arena68 = getelementptr inbounds float, ptr %arena, i64 %308
-  store float %bi1667, ptr %arena68, align 4
-  %px14.next = add nsw i64 %conv1.px1423, 1
-  %309 = icmp slt i64 %px14.next, 6
-  br i1 %309, label %conv1.px14, label %conv1.px14.end
+  %150 = mul nsw i64 %conv1.nb1117, 64
+  %151 = add nsw i64 %149, %150
+  %arena53 = getelementptr inbounds float, ptr %arena, i64 %151
+  store <16 x float> %t13_c0_052, ptr %arena53, align 4
+  %t13_c0_154 = load <16 x float>, ptr %conv1.t13_c0_1, align 64
+  %152 = mul nsw i64 %conv1.mb1218, 4
+  %153 = mul nsw i64 %152, 10816
+  %154 = add nsw i64 115776, %153
+  %155 = mul nsw i64 %conv1.nb1117, 64
+  %156 = add nsw i64 %154, %155
+  %157 = add nsw i64 %156, 16
+  %arena55 = getelementptr inbounds float, ptr %arena, i64 %157
+  store <16 x float> %t13_c0_154, ptr %arena55, align 4
+  %t13_c0_256 = load <16 x float>, ptr %conv1.t13_c0_2, align 64
+  %158 = mul nsw i64 %conv1.mb1218, 4
+  %159 = mul nsw i64 %158, 10816
+  %160 = add nsw i64 115776, %159
+  %161 = mul nsw i64 %conv1.nb1117, 64
+  %162 = add nsw i64 %160, %161
+  %163 = add nsw i64 %162, 32
+  %arena57 = getelementptr inbounds float, ptr %arena, i64 %163
+  store <16 x float> %t13_c0_256, ptr %arena57, align 4
+  %t13_c0_358 = load <16 x float>, ptr %conv1.t13_c0_3, align 64
+  %164 = mul nsw i64 %conv1.mb1218, 4
+  %165 = mul nsw i64 %164, 10816
+  %166 = add nsw i64 115776, %165
+  %167 = mul nsw i64 %conv1.nb1117, 64
+  %168 = add nsw i64 %166, %167
+  %169 = add nsw i64 %168, 48
+  %arena59 = getelementptr inbounds float, ptr %arena, i64 %169
+  store <16 x float> %t13_c0_358, ptr %arena59, align 4
+  %t13_c1_060 = load <16 x float>, ptr %conv1.t13_c1_0, align 64
+  %170 = mul nsw i64 %conv1.mb1218, 4
+  %171 = add nsw i64 %170, 1
+  %172 = mul nsw i64 %171, 10816
+  %173 = add nsw i64 115776, %172
+  %174 = mul nsw i64 %conv1.nb1117, 64
+  %175 = add nsw i64 %173, %174
+  %arena61 = getelementptr inbounds float, ptr %arena, i64 %175
+  store <16 x float> %t13_c1_060, ptr %arena61, align 4
+  %t13_c1_162 = load <16 x float>, ptr %conv1.t13_c1_1, align 64
+  %176 = mul nsw i64 %conv1.mb1218, 4
+  %177 = add nsw i64 %176, 1
+  %178 = mul nsw i64 %177, 10816
+  %179 = add nsw i64 115776, %178
+  %180 = mul nsw i64 %conv1.nb1117, 64
+  %181 = add nsw i64 %179, %180
+  %182 = add nsw i64 %181, 16
+  %arena63 = getelementptr inbounds float, ptr %arena, i64 %182
+  store <16 x float> %t13_c1_162, ptr %arena63, align 4
+  %t13_c1_264 = load <16 x float>, ptr %conv1.t13_c1_2, align 64
+  %183 = mul nsw i64 %conv1.mb1218, 4
+  %184 = add nsw i64 %183, 1
+  %185 = mul nsw i64 %184, 10816
+  %186 = add nsw i64 115776, %185
+  %187 = mul nsw i64 %conv1.nb1117, 64
+  %188 = add nsw i64 %186, %187
+  %189 = add nsw i64 %188, 32
+  %arena65 = getelementptr inbounds float, ptr %arena, i64 %189
+  store <16 x float> %t13_c1_264, ptr %arena65, align 4
+  %t13_c1_366 = load <16 x float>, ptr %conv1.t13_c1_3, align 64
+  %190 = mul nsw i64 %conv1.mb1218, 4
+  %191 = add nsw i64 %190, 1
+  %192 = mul nsw i64 %191, 10816
+  %193 = add nsw i64 115776, %192
+  %194 = mul nsw i64 %conv1.nb1117, 64
+  %195 = add nsw i64 %193, %194
+  %196 = add nsw i64 %195, 48
+  %arena67 = getelementptr inbounds float, ptr %arena, i64 %196
+  store <16 x float> %t13_c1_366, ptr %arena67, align 4
+  %t13_c2_068 = load <16 x float>, ptr %conv1.t13_c2_0, align 64
+  %197 = mul nsw i64 %conv1.mb1218, 4
+  %198 = add nsw i64 %197, 2
+  %199 = mul nsw i64 %198, 10816
+  %200 = add nsw i64 115776, %199
+  %201 = mul nsw i64 %conv1.nb1117, 64
+  %202 = add nsw i64 %200, %201
+  %arena69 = getelementptr inbounds float, ptr %arena, i64 %202
+  store <16 x float> %t13_c2_068, ptr %arena69, align 4
+  %t13_c2_170 = load <16 x float>, ptr %conv1.t13_c2_1, align 64
+  %203 = mul nsw i64 %conv1.mb1218, 4
+  %204 = add nsw i64 %203, 2
+  %205 = mul nsw i64 %204, 10816
+  %206 = add nsw i64 115776, %205
+  %207 = mul nsw i64 %conv1.nb1117, 64
+  %208 = add nsw i64 %206, %207
+  %209 = add nsw i64 %208, 16
+  %arena71 = getelementptr inbounds float, ptr %arena, i64 %209
+  store <16 x float> %t13_c2_170, ptr %arena71, align 4
+  %t13_c2_272 = load <16 x float>, ptr %conv1.t13_c2_2, align 64
+  %210 = mul nsw i64 %conv1.mb1218, 4
+  %211 = add nsw i64 %210, 2
+  %212 = mul nsw i64 %211, 10816
+  %213 = add nsw i64 115776, %212
+  %214 = mul nsw i64 %conv1.nb1117, 64
+  %215 = add nsw i64 %213, %214
+  %216 = add nsw i64 %215, 32
+  %arena73 = getelementptr inbounds float, ptr %arena, i64 %216
+  store <16 x float> %t13_c2_272, ptr %arena73, align 4
+  %t13_c2_374 = load <16 x float>, ptr %conv1.t13_c2_3, align 64
+  %217 = mul nsw i64 %conv1.mb1218, 4
+  %218 = add nsw i64 %217, 2
+  %219 = mul nsw i64 %218, 10816
+  %220 = add nsw i64 115776, %219
+  %221 = mul nsw i64 %conv1.nb1117, 64
+  %222 = add nsw i64 %220, %221
+  %223 = add nsw i64 %222, 48
+  %arena75 = getelementptr inbounds float, ptr %arena, i64 %223
+  store <16 x float> %t13_c2_374, ptr %arena75, align 4
+  %t13_c3_076 = load <16 x float>, ptr %conv1.t13_c3_0, align 64
+  %224 = mul nsw i64 %conv1.mb1218, 4
+  %225 = add nsw i64 %224, 3
+  %226 = mul nsw i64 %225, 10816
+  %227 = add nsw i64 115776, %226
+  %228 = mul nsw i64 %conv1.nb1117, 64
+  %229 = add nsw i64 %227, %228
+  %arena77 = getelementptr inbounds float, ptr %arena, i64 %229
+  store <16 x float> %t13_c3_076, ptr %arena77, align 4
+  %t13_c3_178 = load <16 x float>, ptr %conv1.t13_c3_1, align 64
+  %230 = mul nsw i64 %conv1.mb1218, 4
+  %231 = add nsw i64 %230, 3
+  %232 = mul nsw i64 %231, 10816
+  %233 = add nsw i64 115776, %232
+  %234 = mul nsw i64 %conv1.nb1117, 64
+  %235 = add nsw i64 %233, %234
+  %236 = add nsw i64 %235, 16
+  %arena79 = getelementptr inbounds float, ptr %arena, i64 %236
+  store <16 x float> %t13_c3_178, ptr %arena79, align 4
+  %t13_c3_280 = load <16 x float>, ptr %conv1.t13_c3_2, align 64
+  %237 = mul nsw i64 %conv1.mb1218, 4
+  %238 = add nsw i64 %237, 3
+  %239 = mul nsw i64 %238, 10816
+  %240 = add nsw i64 115776, %239
+  %241 = mul nsw i64 %conv1.nb1117, 64
+  %242 = add nsw i64 %240, %241
+  %243 = add nsw i64 %242, 32
+  %arena81 = getelementptr inbounds float, ptr %arena, i64 %243
+  store <16 x float> %t13_c3_280, ptr %arena81, align 4
+  %t13_c3_382 = load <16 x float>, ptr %conv1.t13_c3_3, align 64
+  %244 = mul nsw i64 %conv1.mb1218, 4
+  %245 = add nsw i64 %244, 3
+  %246 = mul nsw i64 %245, 10816
+  %247 = add nsw i64 115776, %246
+  %248 = mul nsw i64 %conv1.nb1117, 64
+  %249 = add nsw i64 %247, %248
+  %250 = add nsw i64 %249, 48
+  %arena83 = getelementptr inbounds float, ptr %arena, i64 %250
+  store <16 x float> %t13_c3_382, ptr %arena83, align 4
+  %mb12.next = add nsw i64 %conv1.mb1218, 1
+  %251 = icmp slt i64 %mb12.next, 1
+  br i1 %251, label %conv1.mb12, label %conv1.mb12.end
 
-conv1.px14.end:                                   ; preds = %conv1.px14
-  %py13.next = add nsw i64 %conv1.py1322, 1
-  %310 = icmp slt i64 %py13.next, 6
-  br i1 %310, label %conv1.py13, label %conv1.py13.end
+conv1.j15:                                        ; preds = %conv1.f16.end, %conv1.nb11.end
+  %conv1.j1584 = phi i64 [ 0, %conv1.nb11.end ], [ %j15.next, %conv1.f16.end ]
+  br label %conv1.f16
 
-fc1.n17:                                          ; preds = %fc1.u18.end, %conv1.g1.end
-  %fc1.n1772 = phi i64 [ 0, %conv1.g1.end ], [ %n17.next, %fc1.u18.end ]
-  br label %fc1.u18
+conv1.j15.end:                                    ; preds = %conv1.f16.end
+  %g1.next = add nsw i64 %conv1.g11, 1
+  %252 = icmp slt i64 %g1.next, 1
+  br i1 %252, label %conv1.g1, label %conv1.g1.end
 
-fc1.n17.end:                                      ; preds = %fc1.u18.end
+conv1.f16:                                        ; preds = %conv1.py17.end, %conv1.j15
+  %conv1.f1685 = phi i64 [ 0, %conv1.j15 ], [ %f16.next, %conv1.py17.end ]
+  br label %conv1.py17
+
+conv1.f16.end:                                    ; preds = %conv1.py17.end
+  %j15.next = add nsw i64 %conv1.j1584, 1
+  %253 = icmp slt i64 %j15.next, 64
+  br i1 %253, label %conv1.j15, label %conv1.j15.end
+
+conv1.py17:                                       ; preds = %conv1.px18.end, %conv1.f16
+  %conv1.py1786 = phi i64 [ 0, %conv1.f16 ], [ %py17.next, %conv1.px18.end ]
+  br label %conv1.px18
+
+conv1.py17.end:                                   ; preds = %conv1.px18.end
+  %f16.next = add nsw i64 %conv1.f1685, 1
+  %254 = icmp slt i64 %f16.next, 4
+  br i1 %254, label %conv1.f16, label %conv1.f16.end
+
+conv1.px18:                                       ; preds = %conv1.px18, %conv1.py17
+  %conv1.px1887 = phi i64 [ 0, %conv1.py17 ], [ %px18.next, %conv1.px18 ]
+  %255 = mul nsw i64 %conv1.f1685, 10816
+  %256 = add nsw i64 115776, %255
+  %257 = mul nsw i64 %conv1.j1584, 169
+  %258 = add nsw i64 %256, %257
+  %259 = mul nsw i64 %conv1.py1786, 26
+  %260 = mul nsw i64 %conv1.px1887, 2
+  %261 = add nsw i64 %259, %260
+  %262 = add nsw i64 %258, %261
+  %arena88 = getelementptr inbounds float, ptr %arena, i64 %262
+  %263 = load float, ptr %arena88, align 4
+  %264 = add nsw i64 36, %conv1.f1685
+  %params89 = getelementptr inbounds float, ptr %params, i64 %264
+  %265 = load float, ptr %params89, align 4
+  %266 = fadd float %263, %265
+  store float %266, ptr %conv1.best19, align 4
+  %267 = mul nsw i64 %conv1.py1786, 26
+  %268 = mul nsw i64 %conv1.px1887, 2
+  %269 = add nsw i64 %267, %268
+  %270 = sitofp i64 %269 to float
+  store float %270, ptr %conv1.bi20, align 4
+  %271 = mul nsw i64 %conv1.f1685, 10816
+  %272 = add nsw i64 115776, %271
+  %273 = mul nsw i64 %conv1.j1584, 169
+  %274 = add nsw i64 %272, %273
+  %275 = mul nsw i64 %conv1.py1786, 26
+  %276 = mul nsw i64 %conv1.px1887, 2
+  %277 = add nsw i64 %275, %276
+  %278 = add nsw i64 %274, %277
+  %arena90 = getelementptr inbounds float, ptr %arena, i64 %278
+  %279 = load float, ptr %arena90, align 4
+  %280 = add nsw i64 36, %conv1.f1685
+  %params91 = getelementptr inbounds float, ptr %params, i64 %280
+  %281 = load float, ptr %params91, align 4
+  %282 = fadd float %279, %281
+  %best19 = load float, ptr %conv1.best19, align 4
+  %283 = fcmp ogt float %282, %best19
+  %284 = mul nsw i64 %conv1.py1786, 26
+  %285 = mul nsw i64 %conv1.px1887, 2
+  %286 = add nsw i64 %284, %285
+  %287 = sitofp i64 %286 to float
+  %bi20 = load float, ptr %conv1.bi20, align 4
+  %288 = select i1 %283, float %287, float %bi20
+  store float %288, ptr %conv1.bi20, align 4
+  %289 = mul nsw i64 %conv1.f1685, 10816
+  %290 = add nsw i64 115776, %289
+  %291 = mul nsw i64 %conv1.j1584, 169
+  %292 = add nsw i64 %290, %291
+  %293 = mul nsw i64 %conv1.py1786, 26
+  %294 = mul nsw i64 %conv1.px1887, 2
+  %295 = add nsw i64 %293, %294
+  %296 = add nsw i64 %292, %295
+  %arena92 = getelementptr inbounds float, ptr %arena, i64 %296
+  %297 = load float, ptr %arena92, align 4
+  %298 = add nsw i64 36, %conv1.f1685
+  %params93 = getelementptr inbounds float, ptr %params, i64 %298
+  %299 = load float, ptr %params93, align 4
+  %300 = fadd float %297, %299
+  %best1994 = load float, ptr %conv1.best19, align 4
+  %301 = fcmp ogt float %300, %best1994
+  %302 = mul nsw i64 %conv1.f1685, 10816
+  %303 = add nsw i64 115776, %302
+  %304 = mul nsw i64 %conv1.j1584, 169
+  %305 = add nsw i64 %303, %304
+  %306 = mul nsw i64 %conv1.py1786, 26
+  %307 = mul nsw i64 %conv1.px1887, 2
+  %308 = add nsw i64 %306, %307
+  %309 = add nsw i64 %305, %308
+  %arena95 = getelementptr inbounds float, ptr %arena, i64 %309
+  %310 = load float, ptr %arena95, align 4
+  %311 = add nsw i64 36, %conv1.f1685
+  %params96 = getelementptr inbounds float, ptr %params, i64 %311
+  %312 = load float, ptr %params96, align 4
+  %313 = fadd float %310, %312
+  %best1997 = load float, ptr %conv1.best19, align 4
+  %314 = select i1 %301, float %313, float %best1997
+  store float %314, ptr %conv1.best19, align 4
+  %315 = mul nsw i64 %conv1.f1685, 10816
+  %316 = add nsw i64 115776, %315
+  %317 = mul nsw i64 %conv1.j1584, 169
+  %318 = add nsw i64 %316, %317
+  %319 = mul nsw i64 %conv1.py1786, 26
+  %320 = mul nsw i64 %conv1.px1887, 2
+  %321 = add nsw i64 %319, %320
+  %322 = add nsw i64 %321, 1
+  %323 = add nsw i64 %318, %322
+  %arena98 = getelementptr inbounds float, ptr %arena, i64 %323
+  %324 = load float, ptr %arena98, align 4
+  %325 = add nsw i64 36, %conv1.f1685
+  %params99 = getelementptr inbounds float, ptr %params, i64 %325
+  %326 = load float, ptr %params99, align 4
+  %327 = fadd float %324, %326
+  %best19100 = load float, ptr %conv1.best19, align 4
+  %328 = fcmp ogt float %327, %best19100
+  %329 = mul nsw i64 %conv1.py1786, 26
+  %330 = mul nsw i64 %conv1.px1887, 2
+  %331 = add nsw i64 %329, %330
+  %332 = add nsw i64 %331, 1
+  %333 = sitofp i64 %332 to float
+  %bi20101 = load float, ptr %conv1.bi20, align 4
+  %334 = select i1 %328, float %333, float %bi20101
+  store float %334, ptr %conv1.bi20, align 4
+  %335 = mul nsw i64 %conv1.f1685, 10816
+  %336 = add nsw i64 115776, %335
+  %337 = mul nsw i64 %conv1.j1584, 169
+  %338 = add nsw i64 %336, %337
+  %339 = mul nsw i64 %conv1.py1786, 26
+  %340 = mul nsw i64 %conv1.px1887, 2
+  %341 = add nsw i64 %339, %340
+  %342 = add nsw i64 %341, 1
+  %343 = add nsw i64 %338, %342
+  %arena102 = getelementptr inbounds float, ptr %arena, i64 %343
+  %344 = load float, ptr %arena102, align 4
+  %345 = add nsw i64 36, %conv1.f1685
+  %params103 = getelementptr inbounds float, ptr %params, i64 %345
+  %346 = load float, ptr %params103, align 4
+  %347 = fadd float %344, %346
+  %best19104 = load float, ptr %conv1.best19, align 4
+  %348 = fcmp ogt float %347, %best19104
+  %349 = mul nsw i64 %conv1.f1685, 10816
+  %350 = add nsw i64 115776, %349
+  %351 = mul nsw i64 %conv1.j1584, 169
+  %352 = add nsw i64 %350, %351
+  %353 = mul nsw i64 %conv1.py1786, 26
+  %354 = mul nsw i64 %conv1.px1887, 2
+  %355 = add nsw i64 %353, %354
+  %356 = add nsw i64 %355, 1
+  %357 = add nsw i64 %352, %356
+  %arena105 = getelementptr inbounds float, ptr %arena, i64 %357
+  %358 = load float, ptr %arena105, align 4
+  %359 = add nsw i64 36, %conv1.f1685
+  %params106 = getelementptr inbounds float, ptr %params, i64 %359
+  %360 = load float, ptr %params106, align 4
+  %361 = fadd float %358, %360
+  %best19107 = load float, ptr %conv1.best19, align 4
+  %362 = select i1 %348, float %361, float %best19107
+  store float %362, ptr %conv1.best19, align 4
+  %363 = mul nsw i64 %conv1.f1685, 10816
+  %364 = add nsw i64 115776, %363
+  %365 = mul nsw i64 %conv1.j1584, 169
+  %366 = add nsw i64 %364, %365
+  %367 = mul nsw i64 %conv1.py1786, 26
+  %368 = mul nsw i64 %conv1.px1887, 2
+  %369 = add nsw i64 %367, %368
+  %370 = add nsw i64 %369, 13
+  %371 = add nsw i64 %366, %370
+  %arena108 = getelementptr inbounds float, ptr %arena, i64 %371
+  %372 = load float, ptr %arena108, align 4
+  %373 = add nsw i64 36, %conv1.f1685
+  %params109 = getelementptr inbounds float, ptr %params, i64 %373
+  %374 = load float, ptr %params109, align 4
+  %375 = fadd float %372, %374
+  %best19110 = load float, ptr %conv1.best19, align 4
+  %376 = fcmp ogt float %375, %best19110
+  %377 = mul nsw i64 %conv1.py1786, 26
+  %378 = mul nsw i64 %conv1.px1887, 2
+  %379 = add nsw i64 %377, %378
+  %380 = add nsw i64 %379, 13
+  %381 = sitofp i64 %380 to float
+  %bi20111 = load float, ptr %conv1.bi20, align 4
+  %382 = select i1 %376, float %381, float %bi20111
+  store float %382, ptr %conv1.bi20, align 4
+  %383 = mul nsw i64 %conv1.f1685, 10816
+  %384 = add nsw i64 115776, %383
+  %385 = mul nsw i64 %conv1.j1584, 169
+  %386 = add nsw i64 %384, %385
+  %387 = mul nsw i64 %conv1.py1786, 26
+  %388 = mul nsw i64 %conv1.px1887, 2
+  %389 = add nsw i64 %387, %388
+  %390 = add nsw i64 %389, 13
+  %391 = add nsw i64 %386, %390
+  %arena112 = getelementptr inbounds float, ptr %arena, i64 %391
+  %392 = load float, ptr %arena112, align 4
+  %393 = add nsw i64 36, %conv1.f1685
+  %params113 = getelementptr inbounds float, ptr %params, i64 %393
+  %394 = load float, ptr %params113, align 4
+  %395 = fadd float %392, %394
+  %best19114 = load float, ptr %conv1.best19, align 4
+  %396 = fcmp ogt float %395, %best19114
+  %397 = mul nsw i64 %conv1.f1685, 10816
+  %398 = add nsw i64 115776, %397
+  %399 = mul nsw i64 %conv1.j1584, 169
+  %400 = add nsw i64 %398, %399
+  %401 = mul nsw i64 %conv1.py1786, 26
+  %402 = mul nsw i64 %conv1.px1887, 2
+  %403 = add nsw i64 %401, %402
+  %404 = add nsw i64 %403, 13
+  %405 = add nsw i64 %400, %404
+  %arena115 = getelementptr inbounds float, ptr %arena, i64 %405
+  %406 = load float, ptr %arena115, align 4
+  %407 = add nsw i64 36, %conv1.f1685
+  %params116 = getelementptr inbounds float, ptr %params, i64 %407
+  %408 = load float, ptr %params116, align 4
+  %409 = fadd float %406, %408
+  %best19117 = load float, ptr %conv1.best19, align 4
+  %410 = select i1 %396, float %409, float %best19117
+  store float %410, ptr %conv1.best19, align 4
+  %411 = mul nsw i64 %conv1.f1685, 10816
+  %412 = add nsw i64 115776, %411
+  %413 = mul nsw i64 %conv1.j1584, 169
+  %414 = add nsw i64 %412, %413
+  %415 = mul nsw i64 %conv1.py1786, 26
+  %416 = mul nsw i64 %conv1.px1887, 2
+  %417 = add nsw i64 %415, %416
+  %418 = add nsw i64 %417, 13
+  %419 = add nsw i64 %418, 1
+  %420 = add nsw i64 %414, %419
+  %arena118 = getelementptr inbounds float, ptr %arena, i64 %420
+  %421 = load float, ptr %arena118, align 4
+  %422 = add nsw i64 36, %conv1.f1685
+  %params119 = getelementptr inbounds float, ptr %params, i64 %422
+  %423 = load float, ptr %params119, align 4
+  %424 = fadd float %421, %423
+  %best19120 = load float, ptr %conv1.best19, align 4
+  %425 = fcmp ogt float %424, %best19120
+  %426 = mul nsw i64 %conv1.py1786, 26
+  %427 = mul nsw i64 %conv1.px1887, 2
+  %428 = add nsw i64 %426, %427
+  %429 = add nsw i64 %428, 13
+  %430 = add nsw i64 %429, 1
+  %431 = sitofp i64 %430 to float
+  %bi20121 = load float, ptr %conv1.bi20, align 4
+  %432 = select i1 %425, float %431, float %bi20121
+  store float %432, ptr %conv1.bi20, align 4
+  %433 = mul nsw i64 %conv1.f1685, 10816
+  %434 = add nsw i64 115776, %433
+  %435 = mul nsw i64 %conv1.j1584, 169
+  %436 = add nsw i64 %434, %435
+  %437 = mul nsw i64 %conv1.py1786, 26
+  %438 = mul nsw i64 %conv1.px1887, 2
+  %439 = add nsw i64 %437, %438
+  %440 = add nsw i64 %439, 13
+  %441 = add nsw i64 %440, 1
+  %442 = add nsw i64 %436, %441
+  %arena122 = getelementptr inbounds float, ptr %arena, i64 %442
+  %443 = load float, ptr %arena122, align 4
+  %444 = add nsw i64 36, %conv1.f1685
+  %params123 = getelementptr inbounds float, ptr %params, i64 %444
+  %445 = load float, ptr %params123, align 4
+  %446 = fadd float %443, %445
+  %best19124 = load float, ptr %conv1.best19, align 4
+  %447 = fcmp ogt float %446, %best19124
+  %448 = mul nsw i64 %conv1.f1685, 10816
+  %449 = add nsw i64 115776, %448
+  %450 = mul nsw i64 %conv1.j1584, 169
+  %451 = add nsw i64 %449, %450
+  %452 = mul nsw i64 %conv1.py1786, 26
+  %453 = mul nsw i64 %conv1.px1887, 2
+  %454 = add nsw i64 %452, %453
+  %455 = add nsw i64 %454, 13
+  %456 = add nsw i64 %455, 1
+  %457 = add nsw i64 %451, %456
+  %arena125 = getelementptr inbounds float, ptr %arena, i64 %457
+  %458 = load float, ptr %arena125, align 4
+  %459 = add nsw i64 36, %conv1.f1685
+  %params126 = getelementptr inbounds float, ptr %params, i64 %459
+  %460 = load float, ptr %params126, align 4
+  %461 = fadd float %458, %460
+  %best19127 = load float, ptr %conv1.best19, align 4
+  %462 = select i1 %447, float %461, float %best19127
+  store float %462, ptr %conv1.best19, align 4
+  %best19128 = load float, ptr %conv1.best19, align 4
+  %463 = fcmp ogt float %best19128, 0.000000e+00
+  %best19129 = load float, ptr %conv1.best19, align 4
+  %464 = select i1 %463, float %best19129, float 0.000000e+00
+  %465 = mul nsw i64 %conv1.g11, 64
+  %466 = add nsw i64 %465, %conv1.j1584
+  %467 = mul nsw i64 %466, 144
+  %468 = mul nsw i64 %conv1.f1685, 36
+  %469 = add nsw i64 %467, %468
+  %470 = mul nsw i64 %conv1.py1786, 6
+  %471 = add nsw i64 %469, %470
+  %472 = add nsw i64 %471, %conv1.px1887
+  %arena130 = getelementptr inbounds float, ptr %arena, i64 %472
+  store float %464, ptr %arena130, align 4
+  %bi20131 = load float, ptr %conv1.bi20, align 4
+  %473 = mul nsw i64 %conv1.g11, 64
+  %474 = add nsw i64 %473, %conv1.j1584
+  %475 = mul nsw i64 %474, 144
+  %476 = mul nsw i64 %conv1.f1685, 36
+  %477 = add nsw i64 %475, %476
+  %478 = mul nsw i64 %conv1.py1786, 6
+  %479 = add nsw i64 %477, %478
+  %480 = add nsw i64 %479, %conv1.px1887
+  %481 = add nsw i64 9216, %480
+  %arena132 = getelementptr inbounds float, ptr %arena, i64 %481
+  store float %bi20131, ptr %arena132, align 4
+  %px18.next = add nsw i64 %conv1.px1887, 1
+  %482 = icmp slt i64 %px18.next, 6
+  br i1 %482, label %conv1.px18, label %conv1.px18.end
+
+conv1.px18.end:                                   ; preds = %conv1.px18
+  %py17.next = add nsw i64 %conv1.py1786, 1
+  %483 = icmp slt i64 %py17.next, 6
+  br i1 %483, label %conv1.py17, label %conv1.py17.end
+
+fc1.n21:                                          ; preds = %fc1.u22.end, %conv1.g1.end
+  %fc1.n21136 = phi i64 [ 0, %conv1.g1.end ], [ %n21.next, %fc1.u22.end ]
+  br label %fc1.u22
+
+fc1.n21.end:                                      ; preds = %fc1.u22.end
   ret void
 
-fc1.u18:                                          ; preds = %fc1.u18, %fc1.n17
-  %fc1.u1873 = phi i64 [ 0, %fc1.n17 ], [ %u18.next, %fc1.u18 ]
-  %311 = mul nsw i64 %fc1.n1772, 10
-  %312 = add nsw i64 9216, %311
-  %313 = add nsw i64 %312, %fc1.u1873
-  %arena74 = getelementptr inbounds float, ptr %arena, i64 %313
-  %314 = load float, ptr %arena74, align 4
-  %315 = add nsw i64 1480, %fc1.u1873
-  %params75 = getelementptr inbounds float, ptr %params, i64 %315
-  %316 = load float, ptr %params75, align 4
-  %317 = fadd float %314, %316
-  %318 = mul nsw i64 %fc1.n1772, 10
-  %319 = add nsw i64 9216, %318
-  %320 = add nsw i64 %319, %fc1.u1873
-  %arena76 = getelementptr inbounds float, ptr %arena, i64 %320
-  store float %317, ptr %arena76, align 4
-  %u18.next = add nsw i64 %fc1.u1873, 1
-  %321 = icmp slt i64 %u18.next, 10
-  br i1 %321, label %fc1.u18, label %fc1.u18.end
+fc1.u22:                                          ; preds = %fc1.u22, %fc1.n21
+  %fc1.u22137 = phi i64 [ 0, %fc1.n21 ], [ %u22.next, %fc1.u22 ]
+  %484 = mul nsw i64 %fc1.n21136, 10
+  %485 = add nsw i64 9216, %484
+  %486 = add nsw i64 %485, %fc1.u22137
+  %arena138 = getelementptr inbounds float, ptr %arena, i64 %486
+  %487 = load float, ptr %arena138, align 4
+  %488 = add nsw i64 1480, %fc1.u22137
+  %params139 = getelementptr inbounds float, ptr %params, i64 %488
+  %489 = load float, ptr %params139, align 4
+  %490 = fadd float %487, %489
+  %491 = mul nsw i64 %fc1.n21136, 10
+  %492 = add nsw i64 9216, %491
+  %493 = add nsw i64 %492, %fc1.u22137
+  %arena140 = getelementptr inbounds float, ptr %arena, i64 %493
+  store float %490, ptr %arena140, align 4
+  %u22.next = add nsw i64 %fc1.u22137, 1
+  %494 = icmp slt i64 %u22.next, 10
+  br i1 %494, label %fc1.u22, label %fc1.u22.end
 
-fc1.u18.end:                                      ; preds = %fc1.u18
-  %n17.next = add nsw i64 %fc1.n1772, 1
-  %322 = icmp slt i64 %n17.next, 64
-  br i1 %322, label %fc1.n17, label %fc1.n17.end
+fc1.u22.end:                                      ; preds = %fc1.u22
+  %n21.next = add nsw i64 %fc1.n21136, 1
+  %495 = icmp slt i64 %n21.next, 64
+  br i1 %495, label %fc1.n21, label %fc1.n21.end
 }
 
 attributes #0 = { nocallback nofree nosync nounwind speculatable willreturn memory(none) }
+attributes #1 = { nocallback nofree nosync nounwind willreturn memory(argmem: read) }
+attributes #2 = { nocallback nofree nosync nounwind willreturn memory(argmem: write) }

@@ -24,6 +24,15 @@ let sgemm = unsafeBitCast(dlsym(UnsafeMutableRawPointer(bitPattern: 0), "cblas_s
 @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
   UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
 }
+/// The first `lanes` floats at p + i, zeros after (never reads past them).
+@inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+  var v = SIMD16<Float>()
+  for l in 0..<lanes { v[l] = p[i &+ l] }
+  return v
+}
+@inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+  for l in 0..<lanes { p[i &+ l] = v[l] }
+}
 
 @_cdecl("tiny_train_b64")
 public func tiny_train_b64(
@@ -62,23 +71,84 @@ public func tiny_train_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 10816, 4, 9, 1, arena + 18432, 10816, params + 0, 9, Float(bitPattern: 0x0), arena + 115776, 4)
-    for j11 in 0..<64 {
-      for f12 in 0..<4 {
-        for py13 in 0..<6 {
-          for px14 in 0..<6 {
-            var best15: Float = (arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)])
-            var bi16: Float = Float(((py13 &* 26) &+ (px14 &* 2)))
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float(((py13 &* 26) &+ (px14 &* 2))) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 1)) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 13)) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13)) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            arena[((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14)] = (best15 > Float(0) ? best15 : Float(0))
-            arena[(9216 &+ ((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14))] = bi16
+    for nb11 in 0..<169 {
+      for mb12 in 0..<1 {
+        var t13_c0_0 = SIMD16<Float>()
+        var t13_c0_1 = SIMD16<Float>()
+        var t13_c0_2 = SIMD16<Float>()
+        var t13_c0_3 = SIMD16<Float>()
+        var t13_c1_0 = SIMD16<Float>()
+        var t13_c1_1 = SIMD16<Float>()
+        var t13_c1_2 = SIMD16<Float>()
+        var t13_c1_3 = SIMD16<Float>()
+        var t13_c2_0 = SIMD16<Float>()
+        var t13_c2_1 = SIMD16<Float>()
+        var t13_c2_2 = SIMD16<Float>()
+        var t13_c2_3 = SIMD16<Float>()
+        var t13_c3_0 = SIMD16<Float>()
+        var t13_c3_1 = SIMD16<Float>()
+        var t13_c3_2 = SIMD16<Float>()
+        var t13_c3_3 = SIMD16<Float>()
+        for k14 in 0..<9 {
+          let t13_b0 = load16(arena, ((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)))
+          let t13_b1 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 16))
+          let t13_b2 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 32))
+          let t13_b3 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 4) &* 9) &+ k14)])
+          t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
+          t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
+          t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
+          t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 1) &* 9) &+ k14)])
+          t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
+          t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
+          t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
+          t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 2) &* 9) &+ k14)])
+          t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
+          t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
+          t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
+          t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 3) &* 9) &+ k14)])
+          t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
+          t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
+          t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
+          t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
+        }
+        store16(arena, ((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)), t13_c0_0)
+        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
+        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
+        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
+        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)), t13_c1_0)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
+        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)), t13_c2_0)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
+        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)), t13_c3_0)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
+      }
+    }
+    for j15 in 0..<64 {
+      for f16 in 0..<4 {
+        for py17 in 0..<6 {
+          for px18 in 0..<6 {
+            var best19: Float = (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)])
+            var bi20: Float = Float(((py17 &* 26) &+ (px18 &* 2)))
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? Float(((py17 &* 26) &+ (px18 &* 2))) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) : best19)
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 1)) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) : best19)
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 13)) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) : best19)
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float(((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1)) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) : best19)
+            arena[((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18)] = (best19 > Float(0) ? best19 : Float(0))
+            arena[(9216 &+ ((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18))] = bi20
           }
         }
       }
@@ -87,170 +157,250 @@ public func tiny_train_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 18432, 10)
-  for n17 in 0..<64 {
-    do {  // SIMD16 over u18
-      var u18 = 0
-      while u18 < 10 {
-        arena[((18432 &+ (n17 &* 10)) &+ u18)] = (arena[((18432 &+ (n17 &* 10)) &+ u18)] + params[(1480 &+ u18)])
-        u18 &+= 1
+  for n21 in 0..<64 {
+    do {  // SIMD16 over u22
+      var u22 = 0
+      while u22 < 10 {
+        arena[((18432 &+ (n21 &* 10)) &+ u22)] = (arena[((18432 &+ (n21 &* 10)) &+ u22)] + params[(1480 &+ u22)])
+        u22 &+= 1
       }
     }
   }
   // loss = cross_entropy(fc1, label)
-  var total19: Float = Float(0)
-  for n20 in 0..<64 {
-    var m21: Float = arena[(18432 &+ (n20 &* 10))]
-    for k23 in 0..<10 {
-      m21 = { let x = m21, y = arena[((18432 &+ (n20 &* 10)) &+ k23)]; return y > x ? y : x }()
+  var total23: Float = Float(0)
+  for n24 in 0..<64 {
+    var m25: Float = arena[(18432 &+ (n24 &* 10))]
+    for k27 in 0..<10 {
+      m25 = { let x = m25, y = arena[((18432 &+ (n24 &* 10)) &+ k27)]; return y > x ? y : x }()
     }
-    var s22: Float = Float(0)
-    for k24 in 0..<10 {
-      s22 = (s22 + expf((arena[((18432 &+ (n20 &* 10)) &+ k24)] - m21)))
-    }
-    total19 = (total19 + ((m21 + logf(s22)) - arena[((18432 &+ (n20 &* 10)) &+ Int(labels[n20]))]))
-  }
-  arena[19072] = (total19 / Float(64))
-  // fc1_grad = cross_entropy_grad(fc1, label)
-  for n25 in 0..<64 {
-    var m26: Float = arena[(18432 &+ (n25 &* 10))]
+    var s26: Float = Float(0)
     for k28 in 0..<10 {
-      m26 = { let x = m26, y = arena[((18432 &+ (n25 &* 10)) &+ k28)]; return y > x ? y : x }()
+      s26 = (s26 + expf((arena[((18432 &+ (n24 &* 10)) &+ k28)] - m25)))
     }
-    var s27: Float = Float(0)
-    for k29 in 0..<10 {
-      s27 = (s27 + expf((arena[((18432 &+ (n25 &* 10)) &+ k29)] - m26)))
+    total23 = (total23 + ((m25 + logf(s26)) - arena[((18432 &+ (n24 &* 10)) &+ Int(labels[n24]))]))
+  }
+  arena[19072] = (total23 / Float(64))
+  // fc1_grad = cross_entropy_grad(fc1, label)
+  for n29 in 0..<64 {
+    var m30: Float = arena[(18432 &+ (n29 &* 10))]
+    for k32 in 0..<10 {
+      m30 = { let x = m30, y = arena[((18432 &+ (n29 &* 10)) &+ k32)]; return y > x ? y : x }()
     }
-    for k30 in 0..<10 {
-      arena[((19088 &+ (n25 &* 10)) &+ k30)] = ((k30 == Int(labels[n25]) ? ((expf((arena[((18432 &+ (n25 &* 10)) &+ k30)] - m26)) / s27) - Float(1)) : (expf((arena[((18432 &+ (n25 &* 10)) &+ k30)] - m26)) / s27)) / Float(64))
+    var s31: Float = Float(0)
+    for k33 in 0..<10 {
+      s31 = (s31 + expf((arena[((18432 &+ (n29 &* 10)) &+ k33)] - m30)))
+    }
+    for k34 in 0..<10 {
+      arena[((19088 &+ (n29 &* 10)) &+ k34)] = ((k34 == Int(labels[n29]) ? ((expf((arena[((18432 &+ (n29 &* 10)) &+ k34)] - m30)) / s31) - Float(1)) : (expf((arena[((18432 &+ (n29 &* 10)) &+ k34)] - m30)) / s31)) / Float(64))
     }
   }
   // fc1_weight_grad = dense_grad_weight(fc1_grad, flat)
   sgemm(101, 112, 111, 10, 144, 64, 1, arena + 19088, 10, arena + 0, 144, Float(bitPattern: 0x0), grads + 40, 144)
   // fc1_bias_grad = dense_grad_bias(fc1_grad)
-  for u31 in 0..<10 {
-    var acc32: Float = Float(0)
-    for n33 in 0..<64 {
-      acc32 = (acc32 + arena[((19088 &+ (n33 &* 10)) &+ u31)])
+  for u35 in 0..<10 {
+    var acc36: Float = Float(0)
+    for n37 in 0..<64 {
+      acc36 = (acc36 + arena[((19088 &+ (n37 &* 10)) &+ u35)])
     }
-    grads[(1480 &+ u31)] = acc32
+    grads[(1480 &+ u35)] = acc36
   }
   // flat_grad = dense_grad_input(fc1_grad, fc1.weight)
   sgemm(101, 111, 111, 64, 144, 10, 1, arena + 19088, 10, params + 40, 144, Float(bitPattern: 0x0), arena + 19728, 144)
   // pool1_grad = flatten_grad(flat_grad, conv1)
   // conv1_grad = relu_maxpool_grad(pool1_grad, conv1, conv1.argmax)
-  do {  // SIMD16 over i34
-    var i34 = 0
-    while i34 &+ 16 <= 43264 {
-      store16(arena, 28944 &+ i34, SIMD16<Float>(repeating: Float(0)))
-      i34 &+= 16
+  do {  // SIMD16 over i38
+    var i38 = 0
+    while i38 &+ 16 <= 43264 {
+      store16(arena, 28944 &+ i38, SIMD16<Float>(repeating: Float(0)))
+      i38 &+= 16
     }
-    while i34 < 43264 {
-      arena[(28944 &+ i34)] = Float(0)
-      i34 &+= 1
+    while i38 < 43264 {
+      arena[(28944 &+ i38)] = Float(0)
+      i38 &+= 1
     }
   }
-  for q35 in 0..<256 {
-    for i36 in 0..<36 {
-      if arena[((q35 &* 36) &+ i36)] > Float(0) {
-        arena[((28944 &+ (q35 &* 169)) &+ Int(arena[(9216 &+ ((q35 &* 36) &+ i36))]))] += arena[(19728 &+ ((q35 &* 36) &+ i36))]
+  for q39 in 0..<256 {
+    for i40 in 0..<36 {
+      if arena[((q39 &* 36) &+ i40)] > Float(0) {
+        arena[((28944 &+ (q39 &* 169)) &+ Int(arena[(9216 &+ ((q39 &* 36) &+ i40))]))] += arena[(19728 &+ ((q39 &* 36) &+ i40))]
       }
     }
   }
   // conv1_weight_grad = conv2d_grad_weight(conv1_grad, image)
-  do {  // SIMD16 over i37
-    var i37 = 0
-    while i37 &+ 16 <= 36 {
-      store16(grads, 0 &+ i37, SIMD16<Float>(repeating: Float(0)))
-      i37 &+= 16
+  do {  // SIMD16 over i41
+    var i41 = 0
+    while i41 &+ 16 <= 36 {
+      store16(arena, 212816 &+ i41, SIMD16<Float>(repeating: Float(0)))
+      i41 &+= 16
     }
-    while i37 < 36 {
-      grads[i37] = Float(0)
-      i37 &+= 1
+    while i41 < 36 {
+      arena[(212816 &+ i41)] = Float(0)
+      i41 &+= 1
     }
   }
-  for g38 in 0..<1 {
-    for j39 in 0..<64 {
-      for c40 in 0..<1 {
-        for ky41 in 0..<3 {
-          for oy42 in 0..<13 {
-            for ox43 in 0..<13 {
-              arena[((((72208 &+ ((((c40 &* 3) &+ ky41) &* 3) &* 10816)) &+ (j39 &* 169)) &+ (oy42 &* 13)) &+ ox43)] = images[((((((g38 &* 64) &+ j39) &* 784) &+ (c40 &* 784)) &+ (((oy42 &* 2) &+ ky41) &* 28)) &+ (ox43 &* 2))]
-            }
-          }
-          for oy44 in 0..<13 {
-            for ox45 in 0..<13 {
-              arena[((((72208 &+ (((((c40 &* 3) &+ ky41) &* 3) &+ 1) &* 10816)) &+ (j39 &* 169)) &+ (oy44 &* 13)) &+ ox45)] = images[((((((g38 &* 64) &+ j39) &* 784) &+ (c40 &* 784)) &+ (((oy44 &* 2) &+ ky41) &* 28)) &+ ((ox45 &* 2) &+ 1))]
-            }
-          }
+  for g42 in 0..<1 {
+    for j43 in 0..<64 {
+      for c44 in 0..<1 {
+        for ky45 in 0..<3 {
           for oy46 in 0..<13 {
             for ox47 in 0..<13 {
-              arena[((((72208 &+ (((((c40 &* 3) &+ ky41) &* 3) &+ 2) &* 10816)) &+ (j39 &* 169)) &+ (oy46 &* 13)) &+ ox47)] = images[((((((g38 &* 64) &+ j39) &* 784) &+ (c40 &* 784)) &+ (((oy46 &* 2) &+ ky41) &* 28)) &+ ((ox47 &* 2) &+ 2))]
+              arena[((((72208 &+ ((((c44 &* 3) &+ ky45) &* 3) &* 10816)) &+ (j43 &* 169)) &+ (oy46 &* 13)) &+ ox47)] = images[((((((g42 &* 64) &+ j43) &* 784) &+ (c44 &* 784)) &+ (((oy46 &* 2) &+ ky45) &* 28)) &+ (ox47 &* 2))]
+            }
+          }
+          for oy48 in 0..<13 {
+            for ox49 in 0..<13 {
+              arena[((((72208 &+ (((((c44 &* 3) &+ ky45) &* 3) &+ 1) &* 10816)) &+ (j43 &* 169)) &+ (oy48 &* 13)) &+ ox49)] = images[((((((g42 &* 64) &+ j43) &* 784) &+ (c44 &* 784)) &+ (((oy48 &* 2) &+ ky45) &* 28)) &+ ((ox49 &* 2) &+ 1))]
+            }
+          }
+          for oy50 in 0..<13 {
+            for ox51 in 0..<13 {
+              arena[((((72208 &+ (((((c44 &* 3) &+ ky45) &* 3) &+ 2) &* 10816)) &+ (j43 &* 169)) &+ (oy50 &* 13)) &+ ox51)] = images[((((((g42 &* 64) &+ j43) &* 784) &+ (c44 &* 784)) &+ (((oy50 &* 2) &+ ky45) &* 28)) &+ ((ox51 &* 2) &+ 2))]
             }
           }
         }
       }
     }
-    for j48 in 0..<64 {
-      for f49 in 0..<4 {
-        do {  // SIMD16 over i50
-          var i50 = 0
-          while i50 &+ 16 <= 169 {
-            store16(arena, ((169552 &+ (f49 &* 10816)) &+ (j48 &* 169)) &+ i50, load16(arena, ((28944 &+ (((g38 &* 64) &+ j48) &* 676)) &+ (f49 &* 169)) &+ i50))
-            i50 &+= 16
-          }
-          while i50 < 169 {
-            arena[(((169552 &+ (f49 &* 10816)) &+ (j48 &* 169)) &+ i50)] = arena[(((28944 &+ (((g38 &* 64) &+ j48) &* 676)) &+ (f49 &* 169)) &+ i50)]
-            i50 &+= 1
-          }
+    for j52 in 0..<64 {
+      for i53 in 0..<169 {
+        for f54 in 0..<4 {
+          arena[((169552 &+ (((j52 &* 169) &+ i53) &* 4)) &+ f54)] = arena[(((28944 &+ (((g42 &* 64) &+ j52) &* 676)) &+ (f54 &* 169)) &+ i53)]
         }
       }
     }
-    sgemm(101, 111, 112, 4, 9, 10816, 1, arena + 169552, 10816, arena + 72208, 10816, Float(bitPattern: 0x3f800000), grads + 0, 9)
+    for kp55 in 0..<28 {
+      for mb56 in 0..<1 {
+        var t57_c0_0 = loadPartial(arena, (212816 &+ ((mb56 &* 9) &* 4)), 4)
+        var t57_c1_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 1) &* 4)), 4)
+        var t57_c2_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 2) &* 4)), 4)
+        var t57_c3_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 3) &* 4)), 4)
+        var t57_c4_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 4) &* 4)), 4)
+        var t57_c5_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 5) &* 4)), 4)
+        var t57_c6_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 6) &* 4)), 4)
+        var t57_c7_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 7) &* 4)), 4)
+        var t57_c8_0 = loadPartial(arena, (212816 &+ (((mb56 &* 9) &+ 8) &* 4)), 4)
+        for k58 in 0..<373 {
+          let t57_b0 = loadPartial(arena, (169552 &+ ((k58 &+ (kp55 &* 373)) &* 4)), 4)
+          let t57_a0 = SIMD16<Float>(repeating: arena[((72208 &+ ((mb56 &* 9) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c0_0 = t57_c0_0.addingProduct(t57_a0, t57_b0)
+          let t57_a1 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 1) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c1_0 = t57_c1_0.addingProduct(t57_a1, t57_b0)
+          let t57_a2 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 2) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c2_0 = t57_c2_0.addingProduct(t57_a2, t57_b0)
+          let t57_a3 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 3) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c3_0 = t57_c3_0.addingProduct(t57_a3, t57_b0)
+          let t57_a4 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 4) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c4_0 = t57_c4_0.addingProduct(t57_a4, t57_b0)
+          let t57_a5 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 5) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c5_0 = t57_c5_0.addingProduct(t57_a5, t57_b0)
+          let t57_a6 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 6) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c6_0 = t57_c6_0.addingProduct(t57_a6, t57_b0)
+          let t57_a7 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 7) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c7_0 = t57_c7_0.addingProduct(t57_a7, t57_b0)
+          let t57_a8 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb56 &* 9) &+ 8) &* 10816)) &+ (k58 &+ (kp55 &* 373)))])
+          t57_c8_0 = t57_c8_0.addingProduct(t57_a8, t57_b0)
+        }
+        storePartial(arena, (212816 &+ ((mb56 &* 9) &* 4)), t57_c0_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 1) &* 4)), t57_c1_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 2) &* 4)), t57_c2_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 3) &* 4)), t57_c3_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 4) &* 4)), t57_c4_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 5) &* 4)), t57_c5_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 6) &* 4)), t57_c6_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 7) &* 4)), t57_c7_0, 4)
+        storePartial(arena, (212816 &+ (((mb56 &* 9) &+ 8) &* 4)), t57_c8_0, 4)
+      }
+    }
+    for mb59 in 0..<1 {
+      var t60_c0_0 = loadPartial(arena, (212816 &+ ((mb59 &* 9) &* 4)), 4)
+      var t60_c1_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 1) &* 4)), 4)
+      var t60_c2_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 2) &* 4)), 4)
+      var t60_c3_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 3) &* 4)), 4)
+      var t60_c4_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 4) &* 4)), 4)
+      var t60_c5_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 5) &* 4)), 4)
+      var t60_c6_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 6) &* 4)), 4)
+      var t60_c7_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 7) &* 4)), 4)
+      var t60_c8_0 = loadPartial(arena, (212816 &+ (((mb59 &* 9) &+ 8) &* 4)), 4)
+      for k61 in 0..<372 {
+        let t60_b0 = loadPartial(arena, (169552 &+ ((k61 &+ 10444) &* 4)), 4)
+        let t60_a0 = SIMD16<Float>(repeating: arena[((72208 &+ ((mb59 &* 9) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c0_0 = t60_c0_0.addingProduct(t60_a0, t60_b0)
+        let t60_a1 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 1) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c1_0 = t60_c1_0.addingProduct(t60_a1, t60_b0)
+        let t60_a2 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 2) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c2_0 = t60_c2_0.addingProduct(t60_a2, t60_b0)
+        let t60_a3 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 3) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c3_0 = t60_c3_0.addingProduct(t60_a3, t60_b0)
+        let t60_a4 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 4) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c4_0 = t60_c4_0.addingProduct(t60_a4, t60_b0)
+        let t60_a5 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 5) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c5_0 = t60_c5_0.addingProduct(t60_a5, t60_b0)
+        let t60_a6 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 6) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c6_0 = t60_c6_0.addingProduct(t60_a6, t60_b0)
+        let t60_a7 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 7) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c7_0 = t60_c7_0.addingProduct(t60_a7, t60_b0)
+        let t60_a8 = SIMD16<Float>(repeating: arena[((72208 &+ (((mb59 &* 9) &+ 8) &* 10816)) &+ (k61 &+ 10444))])
+        t60_c8_0 = t60_c8_0.addingProduct(t60_a8, t60_b0)
+      }
+      storePartial(arena, (212816 &+ ((mb59 &* 9) &* 4)), t60_c0_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 1) &* 4)), t60_c1_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 2) &* 4)), t60_c2_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 3) &* 4)), t60_c3_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 4) &* 4)), t60_c4_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 5) &* 4)), t60_c5_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 6) &* 4)), t60_c6_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 7) &* 4)), t60_c7_0, 4)
+      storePartial(arena, (212816 &+ (((mb59 &* 9) &+ 8) &* 4)), t60_c8_0, 4)
+    }
+  }
+  for f62 in 0..<4 {
+    for r63 in 0..<9 {
+      grads[((f62 &* 9) &+ r63)] = arena[((212816 &+ (r63 &* 4)) &+ f62)]
+    }
   }
   // conv1_bias_grad = conv2d_grad_bias(conv1_grad)
-  do {  // SIMD16 over i51
-    var i51 = 0
-    while i51 &+ 16 <= 169 {
-      store16(arena, 0 &+ i51, SIMD16<Float>(repeating: Float(1)))
-      i51 &+= 16
+  do {  // SIMD16 over i64
+    var i64 = 0
+    while i64 &+ 16 <= 169 {
+      store16(arena, 0 &+ i64, SIMD16<Float>(repeating: Float(1)))
+      i64 &+= 16
     }
-    while i51 < 169 {
-      arena[i51] = Float(1)
-      i51 &+= 1
-    }
-  }
-  do {  // SIMD16 over i52
-    var i52 = 0
-    while i52 < 4 {
-      grads[(36 &+ i52)] = Float(0)
-      i52 &+= 1
+    while i64 < 169 {
+      arena[i64] = Float(1)
+      i64 &+= 1
     }
   }
-  for img53 in 0..<64 {
-    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 &+ (img53 &* 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
+  do {  // SIMD16 over i65
+    var i65 = 0
+    while i65 < 4 {
+      grads[(36 &+ i65)] = Float(0)
+      i65 &+= 1
+    }
+  }
+  for img66 in 0..<64 {
+    sgemm(101, 111, 111, 4, 1, 169, 1, arena + (28944 &+ (img66 &* 676)), 169, arena + 0, 1, Float(bitPattern: 0x3f800000), grads + 36, 1)
   }
   // adam = update of 1490 parameters
-  var step_size54: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
-  var bc2_sqrt55: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
-  do {  // SIMD16 over i56
-    var i56 = 0
-    while i56 &+ 16 <= 1490 {
-      let g_v = (load16(grads, 0 &+ i56) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i56)))
-      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i56)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
-      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i56)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
-      store16(m, 0 &+ i56, m_new_v)
-      store16(v, 0 &+ i56, v_new_v)
-      store16(params, 0 &+ i56, (load16(params, 0 &+ i56) - ((SIMD16<Float>(repeating: step_size54) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt55)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
-      i56 &+= 16
+  var step_size67: Float = (lr / (Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xbdd7c745)))))
+  var bc2_sqrt68: Float = sqrtf((Float(1) - expf((Float(Int(step)) * Float(bitPattern: 0xba8322ca)))))
+  do {  // SIMD16 over i69
+    var i69 = 0
+    while i69 &+ 16 <= 1490 {
+      let g_v = (load16(grads, 0 &+ i69) + (SIMD16<Float>(repeating: Float(0)) * load16(params, 0 &+ i69)))
+      let m_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f666666)) * load16(m, 0 &+ i69)) + (SIMD16<Float>(repeating: Float(bitPattern: 0x3dccccd0)) * g_v))
+      let v_new_v = ((SIMD16<Float>(repeating: Float(bitPattern: 0x3f7fbe77)) * load16(v, 0 &+ i69)) + ((SIMD16<Float>(repeating: Float(bitPattern: 0x3a831200)) * g_v) * g_v))
+      store16(m, 0 &+ i69, m_new_v)
+      store16(v, 0 &+ i69, v_new_v)
+      store16(params, 0 &+ i69, (load16(params, 0 &+ i69) - ((SIMD16<Float>(repeating: step_size67) * m_new_v) / ((v_new_v.squareRoot() / SIMD16<Float>(repeating: bc2_sqrt68)) + SIMD16<Float>(repeating: Float(bitPattern: 0x322bcc77))))))
+      i69 &+= 16
     }
-    while i56 < 1490 {
-      var g: Float = (grads[i56] + (Float(0) * params[i56]))
-      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i56]) + (Float(bitPattern: 0x3dccccd0) * g))
-      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i56]) + ((Float(bitPattern: 0x3a831200) * g) * g))
-      m[i56] = m_new
-      v[i56] = v_new
-      params[i56] = (params[i56] - ((step_size54 * m_new) / ((sqrtf(v_new) / bc2_sqrt55) + Float(bitPattern: 0x322bcc77))))
-      i56 &+= 1
+    while i69 < 1490 {
+      var g: Float = (grads[i69] + (Float(0) * params[i69]))
+      var m_new: Float = ((Float(bitPattern: 0x3f666666) * m[i69]) + (Float(bitPattern: 0x3dccccd0) * g))
+      var v_new: Float = ((Float(bitPattern: 0x3f7fbe77) * v[i69]) + ((Float(bitPattern: 0x3a831200) * g) * g))
+      m[i69] = m_new
+      v[i69] = v_new
+      params[i69] = (params[i69] - ((step_size67 * m_new) / ((sqrtf(v_new) / bc2_sqrt68) + Float(bitPattern: 0x322bcc77))))
+      i69 &+= 1
     }
   }
 }
@@ -288,23 +438,84 @@ public func tiny_infer_b64(
         }
       }
     }
-    sgemm(101, 112, 112, 10816, 4, 9, 1, arena + 18432, 10816, params + 0, 9, Float(bitPattern: 0x0), arena + 115776, 4)
-    for j11 in 0..<64 {
-      for f12 in 0..<4 {
-        for py13 in 0..<6 {
-          for px14 in 0..<6 {
-            var best15: Float = (arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)])
-            var bi16: Float = Float(((py13 &* 26) &+ (px14 &* 2)))
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float(((py13 &* 26) &+ (px14 &* 2))) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ ((py13 &* 26) &+ (px14 &* 2))) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 1)) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float((((py13 &* 26) &+ (px14 &* 2)) &+ 13)) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ (((py13 &* 26) &+ (px14 &* 2)) &+ 13)) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            bi16 = ((arena[((115776 &+ (((j11 &* 169) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? Float(((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) : bi16)
-            best15 = ((arena[((115776 &+ (((j11 &* 169) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) > best15 ? (arena[((115776 &+ (((j11 &* 169) &+ ((((py13 &* 26) &+ (px14 &* 2)) &+ 13) &+ 1)) &* 4)) &+ f12)] + params[(36 &+ f12)]) : best15)
-            arena[((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14)] = (best15 > Float(0) ? best15 : Float(0))
-            arena[(9216 &+ ((((((g1 &* 64) &+ j11) &* 144) &+ (f12 &* 36)) &+ (py13 &* 6)) &+ px14))] = bi16
+    for nb11 in 0..<169 {
+      for mb12 in 0..<1 {
+        var t13_c0_0 = SIMD16<Float>()
+        var t13_c0_1 = SIMD16<Float>()
+        var t13_c0_2 = SIMD16<Float>()
+        var t13_c0_3 = SIMD16<Float>()
+        var t13_c1_0 = SIMD16<Float>()
+        var t13_c1_1 = SIMD16<Float>()
+        var t13_c1_2 = SIMD16<Float>()
+        var t13_c1_3 = SIMD16<Float>()
+        var t13_c2_0 = SIMD16<Float>()
+        var t13_c2_1 = SIMD16<Float>()
+        var t13_c2_2 = SIMD16<Float>()
+        var t13_c2_3 = SIMD16<Float>()
+        var t13_c3_0 = SIMD16<Float>()
+        var t13_c3_1 = SIMD16<Float>()
+        var t13_c3_2 = SIMD16<Float>()
+        var t13_c3_3 = SIMD16<Float>()
+        for k14 in 0..<9 {
+          let t13_b0 = load16(arena, ((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)))
+          let t13_b1 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 16))
+          let t13_b2 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 32))
+          let t13_b3 = load16(arena, (((18432 &+ (k14 &* 10816)) &+ (nb11 &* 64)) &+ 48))
+          let t13_a0 = SIMD16<Float>(repeating: params[(((mb12 &* 4) &* 9) &+ k14)])
+          t13_c0_0 = t13_c0_0.addingProduct(t13_a0, t13_b0)
+          t13_c0_1 = t13_c0_1.addingProduct(t13_a0, t13_b1)
+          t13_c0_2 = t13_c0_2.addingProduct(t13_a0, t13_b2)
+          t13_c0_3 = t13_c0_3.addingProduct(t13_a0, t13_b3)
+          let t13_a1 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 1) &* 9) &+ k14)])
+          t13_c1_0 = t13_c1_0.addingProduct(t13_a1, t13_b0)
+          t13_c1_1 = t13_c1_1.addingProduct(t13_a1, t13_b1)
+          t13_c1_2 = t13_c1_2.addingProduct(t13_a1, t13_b2)
+          t13_c1_3 = t13_c1_3.addingProduct(t13_a1, t13_b3)
+          let t13_a2 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 2) &* 9) &+ k14)])
+          t13_c2_0 = t13_c2_0.addingProduct(t13_a2, t13_b0)
+          t13_c2_1 = t13_c2_1.addingProduct(t13_a2, t13_b1)
+          t13_c2_2 = t13_c2_2.addingProduct(t13_a2, t13_b2)
+          t13_c2_3 = t13_c2_3.addingProduct(t13_a2, t13_b3)
+          let t13_a3 = SIMD16<Float>(repeating: params[((((mb12 &* 4) &+ 3) &* 9) &+ k14)])
+          t13_c3_0 = t13_c3_0.addingProduct(t13_a3, t13_b0)
+          t13_c3_1 = t13_c3_1.addingProduct(t13_a3, t13_b1)
+          t13_c3_2 = t13_c3_2.addingProduct(t13_a3, t13_b2)
+          t13_c3_3 = t13_c3_3.addingProduct(t13_a3, t13_b3)
+        }
+        store16(arena, ((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)), t13_c0_0)
+        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c0_1)
+        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c0_2)
+        store16(arena, (((115776 &+ ((mb12 &* 4) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c0_3)
+        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)), t13_c1_0)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c1_1)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c1_2)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 1) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c1_3)
+        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)), t13_c2_0)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c2_1)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c2_2)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 2) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c2_3)
+        store16(arena, ((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)), t13_c3_0)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 16), t13_c3_1)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 32), t13_c3_2)
+        store16(arena, (((115776 &+ (((mb12 &* 4) &+ 3) &* 10816)) &+ (nb11 &* 64)) &+ 48), t13_c3_3)
+      }
+    }
+    for j15 in 0..<64 {
+      for f16 in 0..<4 {
+        for py17 in 0..<6 {
+          for px18 in 0..<6 {
+            var best19: Float = (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)])
+            var bi20: Float = Float(((py17 &* 26) &+ (px18 &* 2)))
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? Float(((py17 &* 26) &+ (px18 &* 2))) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((py17 &* 26) &+ (px18 &* 2)))] + params[(36 &+ f16)]) : best19)
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 1)) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 1))] + params[(36 &+ f16)]) : best19)
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? Float((((py17 &* 26) &+ (px18 &* 2)) &+ 13)) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ (((py17 &* 26) &+ (px18 &* 2)) &+ 13))] + params[(36 &+ f16)]) : best19)
+            bi20 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? Float(((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1)) : bi20)
+            best19 = ((arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) > best19 ? (arena[(((115776 &+ (f16 &* 10816)) &+ (j15 &* 169)) &+ ((((py17 &* 26) &+ (px18 &* 2)) &+ 13) &+ 1))] + params[(36 &+ f16)]) : best19)
+            arena[((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18)] = (best19 > Float(0) ? best19 : Float(0))
+            arena[(9216 &+ ((((((g1 &* 64) &+ j15) &* 144) &+ (f16 &* 36)) &+ (py17 &* 6)) &+ px18))] = bi20
           }
         }
       }
@@ -313,12 +524,12 @@ public func tiny_infer_b64(
   // flat = flatten(conv1)
   // fc1 = dense(flat)
   sgemm(101, 111, 112, 64, 10, 144, 1, arena + 0, 144, params + 40, 144, Float(bitPattern: 0x0), arena + 9216, 10)
-  for n17 in 0..<64 {
-    do {  // SIMD16 over u18
-      var u18 = 0
-      while u18 < 10 {
-        arena[((9216 &+ (n17 &* 10)) &+ u18)] = (arena[((9216 &+ (n17 &* 10)) &+ u18)] + params[(1480 &+ u18)])
-        u18 &+= 1
+  for n21 in 0..<64 {
+    do {  // SIMD16 over u22
+      var u22 = 0
+      while u22 < 10 {
+        arena[((9216 &+ (n21 &* 10)) &+ u22)] = (arena[((9216 &+ (n21 &* 10)) &+ u22)] + params[(1480 &+ u22)])
+        u22 &+= 1
       }
     }
   }

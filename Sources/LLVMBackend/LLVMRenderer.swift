@@ -9,6 +9,8 @@ public struct LLVMRenderer {
   let ctx: LLVMContextRef
   let builder: LLVMBuilderRef
   let f32: LLVMTypeRef, i32: LLVMTypeRef, i64: LLVMTypeRef, ptr: LLVMTypeRef, i1: LLVMTypeRef
+  /// <16 x float>, the kernel IR's vector.
+  let vec: LLVMTypeRef
   let entryType: LLVMTypeRef
   /// Where profiling timestamps go in the arena.
   var profileOffset = 0
@@ -34,6 +36,7 @@ public struct LLVMRenderer {
     i64 = LLVMInt64TypeInContext(ctx)
     i1 = LLVMInt1TypeInContext(ctx)
     ptr = LLVMPointerTypeInContext(ctx, 0)
+    vec = LLVMVectorType(f32, UInt32(vectorLanes))
     var params: [LLVMTypeRef?] = [ptr, ptr, ptr, ptr, ptr, ptr, ptr, f32, i64, i64]
     entryType = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &params, 10, 0)
   }
@@ -111,15 +114,24 @@ public struct LLVMRenderer {
       let a = address(b, i, s)
       LLVMBuildStore(builder, LLVMBuildFAdd(builder, LLVMBuildLoad2(builder, f32, a, ""), fexpr(v, s), ""), a)
     case .local(let name, let v):
-      // Allocas go in the entry block so mem2reg turns them into registers.
-      let here = LLVMGetInsertBlock(builder)!
-      if let first = LLVMGetFirstInstruction(s.entry) { LLVMPositionBuilderBefore(builder, first) } else { LLVMPositionBuilderAtEnd(builder, s.entry) }
-      let slot = LLVMBuildAlloca(builder, f32, "\(s.node).\(name)")!
-      LLVMPositionBuilderAtEnd(builder, here)
-      s.locals[s.locals.count - 1][name] = slot
-      LLVMBuildStore(builder, fexpr(v, s), slot)
+      LLVMBuildStore(builder, fexpr(v, s), declare(name, f32, &s))
     case .set(let name, let v):
       LLVMBuildStore(builder, fexpr(v, s), s.local(name))
+    case .vlocal(let name, let v):
+      LLVMBuildStore(builder, vexpr(v, s), declare(name, vec, &s))
+    case .vset(let name, let v):
+      LLVMBuildStore(builder, vexpr(v, s), s.local(name))
+    case .vstore(let b, let i, let v, let lanes):
+      let value = vexpr(v, s), at = address(b, i, s)
+      if lanes == vectorLanes {
+        LLVMSetAlignment(LLVMBuildStore(builder, value, at), 4)
+      } else {
+        var types: [LLVMTypeRef?] = [vec, ptr, i32, LLVMVectorType(i1, UInt32(vectorLanes))]
+        let fnTy = LLVMFunctionType(LLVMVoidTypeInContext(ctx), &types, 4, 0)!
+        let fn = LLVMGetNamedFunction(module.module, "llvm.masked.store.v16f32.p0") ?? module.addFunction("llvm.masked.store.v16f32.p0", fnTy)
+        var args: [LLVMValueRef?] = [value, at, LLVMConstInt(i32, 4, 0), mask(lanes)]
+        LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
+      }
     case .when(let c, let body):
       let then = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).then")!
       let done = LLVMAppendBasicBlockInContext(ctx, s.function, "\(s.node).endif")!
@@ -145,7 +157,51 @@ public struct LLVMRenderer {
     }
   }
 
+  /// A stack slot for a local, in the entry block so mem2reg turns it into a register.
+  func declare(_ name: String, _ type: LLVMTypeRef, _ s: inout Scope) -> LLVMValueRef {
+    let here = LLVMGetInsertBlock(builder)!
+    if let first = LLVMGetFirstInstruction(s.entry) { LLVMPositionBuilderBefore(builder, first) } else { LLVMPositionBuilderAtEnd(builder, s.entry) }
+    let slot = LLVMBuildAlloca(builder, type, "\(s.node).\(name)")!
+    LLVMPositionBuilderAtEnd(builder, here)
+    s.locals[s.locals.count - 1][name] = slot
+    return slot
+  }
+
   // MARK: Expressions
+
+  /// <16 x i1> with the first `lanes` lanes set.
+  func mask(_ lanes: Int) -> LLVMValueRef {
+    var bits: [LLVMValueRef?] = (0..<vectorLanes).map { LLVMConstInt(i1, $0 < lanes ? 1 : 0, 0) }
+    return LLVMConstVector(&bits, UInt32(vectorLanes))
+  }
+
+  func vexpr(_ e: VExpr, _ s: Scope) -> LLVMValueRef {
+    switch e {
+    case .zero: return LLVMConstNull(vec)
+    case .local(let n): return LLVMBuildLoad2(builder, vec, s.local(n), n)
+    case .load(let b, let i, let lanes):
+      let at = address(b, i, s)
+      if lanes == vectorLanes {
+        let v = LLVMBuildLoad2(builder, vec, at, "")!
+        LLVMSetAlignment(v, 4)
+        return v
+      }
+      var types: [LLVMTypeRef?] = [ptr, i32, LLVMVectorType(i1, UInt32(vectorLanes)), vec]
+      let fnTy = LLVMFunctionType(vec, &types, 4, 0)!
+      let fn = LLVMGetNamedFunction(module.module, "llvm.masked.load.v16f32.p0") ?? module.addFunction("llvm.masked.load.v16f32.p0", fnTy)
+      var args: [LLVMValueRef?] = [at, LLVMConstInt(i32, 4, 0), mask(lanes), LLVMConstNull(vec)]
+      return LLVMBuildCall2(builder, fnTy, fn, &args, 4, "")
+    case .broadcast(let f):
+      let one = LLVMBuildInsertElement(builder, LLVMGetUndef(vec), fexpr(f, s), LLVMConstInt(i32, 0, 0), "")
+      return LLVMBuildShuffleVector(builder, one, LLVMGetUndef(vec), LLVMConstNull(LLVMVectorType(i32, UInt32(vectorLanes))), "")
+    case .fma(let a, let b, let c):
+      var types: [LLVMTypeRef?] = [vec, vec, vec]
+      let fnTy = LLVMFunctionType(vec, &types, 3, 0)!
+      let fn = LLVMGetNamedFunction(module.module, "llvm.fma.v16f32") ?? module.addFunction("llvm.fma.v16f32", fnTy)
+      var args: [LLVMValueRef?] = [vexpr(a, s), vexpr(b, s), vexpr(c, s)]
+      return LLVMBuildCall2(builder, fnTy, fn, &args, 3, "")
+    }
+  }
 
   func address(_ b: Base, _ i: IExpr, _ s: Scope) -> LLVMValueRef {
     var idx: [LLVMValueRef?] = [iexpr(i, s)]

@@ -79,6 +79,21 @@ public indirect enum Cond: Equatable, Sendable {
   case dropoutKeep(key: UInt64, index: IExpr, threshold: UInt64)
 }
 
+/// The lanes of a vector expression: one 512-bit register.
+public let vectorLanes = 16
+
+/// Vector expressions over `vectorLanes` floats (the GEMM micro-kernels).
+public indirect enum VExpr: Equatable, Sendable {
+  case zero
+  /// `lanes` contiguous floats from buffer[i]; the remaining lanes are 0 (a masked load).
+  case load(Base, IExpr, lanes: Int)
+  /// One float in every lane.
+  case broadcast(FExpr)
+  case local(String)
+  /// a * b + c, rounded once.
+  case fma(VExpr, VExpr, VExpr)
+}
+
 /// A GEMM: C[m x n] = A[m x k] * B[k x n] + beta * C, row-major, with optional transposes.
 public struct Gemm: Equatable, Sendable {
   public var transA: Bool
@@ -109,6 +124,11 @@ public indirect enum Stmt: Equatable, Sendable {
   case gemm(Gemm)
   /// A comment naming the `.graph` statement the following code implements.
   case comment(String)
+  /// Declares a vector local (scoped to the enclosing block).
+  case vlocal(String, VExpr)
+  case vset(String, VExpr)
+  /// Stores the first `lanes` lanes of the value to buffer[i...] (a masked store when fewer than all).
+  case vstore(Base, IExpr, VExpr, lanes: Int)
   /// Profiling: stores a 64-bit timestamp (cycle counter or nanoseconds) into arena slot `slot`.
   case tick(Int)
 }

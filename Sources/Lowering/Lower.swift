@@ -188,7 +188,7 @@ func scratchFloats(_ n: Node, _ shapes: ShapeTable) -> Int {
     return (g.ckk + g.f) * g.cols
   case .conv2dGradWeight(let a):
     let g = geometry(a, n.args[1])
-    return (g.ckk + g.f) * g.cols
+    return (g.ckk + g.f) * g.cols + g.ckk * g.f
   case .conv2dGradInput(let a):
     let g = geometry(a, n.args[2])
     return (g.ckk + g.f) * g.cols

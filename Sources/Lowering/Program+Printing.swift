@@ -24,6 +24,9 @@ extension Program {
     case .local(let n, let e): return "\(pad)var \(n) = \(e.text)\n"
     case .set(let n, let e): return "\(pad)\(n) = \(e.text)\n"
     case .when(let c, let body): return "\(pad)if \(c.text) {\n" + body.map { list($0, depth: depth + 1) }.joined() + "\(pad)}\n"
+    case .vlocal(let n, let e): return "\(pad)vector \(n) = \(e.text)\n"
+    case .vset(let n, let e): return "\(pad)\(n) = \(e.text)\n"
+    case .vstore(let b, let i, let e, let lanes): return "\(pad)\(b.rawValue)[\(i.text) +: \(lanes)] = \(e.text)\n"
     case .gemm(let g):
       return "\(pad)gemm(\(g.m)x\(g.n)x\(g.k), A=\(g.a.0.rawValue)+\(g.a.1.text)\(g.transA ? "^T" : ""), B=\(g.b.0.rawValue)+\(g.b.1.text)\(g.transB ? "^T" : ""), "
         + "C=\(g.c.0.rawValue)+\(g.c.1.text), beta=\(g.beta))\n"
@@ -65,6 +68,18 @@ extension FExpr {
     case .select(let c, let a, let b): "(\(c.text) ? \(a.text) : \(b.text))"
     case .ofInt(let i): "float(\(i.text))"
     case .learningRate: "lr"
+    }
+  }
+}
+
+extension VExpr {
+  var text: String {
+    switch self {
+    case .zero: "0"
+    case .load(let b, let i, let lanes): "\(b.rawValue)[\(i.text) +: \(lanes)]"
+    case .broadcast(let f): "broadcast(\(f.text))"
+    case .local(let n): n
+    case .fma(let a, let b, let c): "fma(\(a.text), \(b.text), \(c.text))"
     }
   }
 }

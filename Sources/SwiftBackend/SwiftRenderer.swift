@@ -31,6 +31,15 @@ public enum SwiftRenderer {
       @inline(__always) func store16(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>) {
         UnsafeMutableRawPointer(p + i).storeBytes(of: v, as: SIMD16<Float>.self)
       }
+      /// The first `lanes` floats at p + i, zeros after (never reads past them).
+      @inline(__always) func loadPartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ lanes: Int) -> SIMD16<Float> {
+        var v = SIMD16<Float>()
+        for l in 0..<lanes { v[l] = p[i &+ l] }
+        return v
+      }
+      @inline(__always) func storePartial(_ p: UnsafeMutablePointer<Float>, _ i: Int, _ v: SIMD16<Float>, _ lanes: Int) {
+        for l in 0..<lanes { p[i &+ l] = v[l] }
+      }
 
       """
     for p in programs {
@@ -51,11 +60,14 @@ struct Writer {
   var depth = 0
   /// Where profiling timestamps go in the arena.
   var profileOffset = 0
+  /// Vector locals that are reassigned (declared `var`; the others `let`).
+  var reassigned: Set<String> = []
 
   mutating func line(_ s: String) { text += String(repeating: "  ", count: depth) + s + "\n" }
 
   mutating func function(_ f: Function) {
     let used = Set(f.body.flatMap(basesUsed))
+    reassigned = Set(f.body.flatMap(vectorsSet))
     line("@_cdecl(\"\(f.name)\")")
     line("public func \(f.name)(")
     line("  _ params: UnsafeMutablePointer<Float>?, _ grads: UnsafeMutablePointer<Float>?, _ m: UnsafeMutablePointer<Float>?,")
@@ -101,6 +113,10 @@ struct Writer {
       line("if \(cx(c)) {")
       block(body)
       line("}")
+    case .vlocal(let n, let e): line("\(reassigned.contains(n) ? "var" : "let") \(n) = \(vector(e))")
+    case .vset(let n, let e): line("\(n) = \(vector(e))")
+    case .vstore(let b, let i, let e, let lanes):
+      line(lanes == vectorLanes ? "store16(\(b.rawValue), \(ix(i)), \(vector(e)))" : "storePartial(\(b.rawValue), \(ix(i)), \(vector(e)), \(lanes))")
     case .gemm(let g):
       line("sgemm(101, \(g.transA ? 112 : 111), \(g.transB ? 112 : 111), \(g.m), \(g.n), \(g.k), 1, \(g.a.0.rawValue) + \(ix(g.a.1)), \(g.lda), "
         + "\(g.b.0.rawValue) + \(ix(g.b.1)), \(g.ldb), \(literal(g.beta)), \(g.c.0.rawValue) + \(ix(g.c.1)), \(g.ldc))")
@@ -150,6 +166,17 @@ struct Writer {
     }
   }
 
+  func vector(_ e: VExpr) -> String {
+    switch e {
+    case .zero: "SIMD16<Float>()"
+    case .load(let b, let i, let lanes):
+      lanes == vectorLanes ? "load16(\(b.rawValue), \(ix(i)))" : "loadPartial(\(b.rawValue), \(ix(i)), \(lanes))"
+    case .broadcast(let f): "SIMD16<Float>(repeating: \(fx(f)))"
+    case .local(let n): n
+    case .fma(let a, let b, let c): "\(vector(c)).addingProduct(\(vector(a)), \(vector(b)))"
+    }
+  }
+
   func cx(_ c: Cond) -> String {
     switch c {
     case .ilt(let a, let b): "\(ix(a)) < \(ix(b))"
@@ -162,6 +189,15 @@ struct Writer {
   }
 }
 
+/// The vector locals a statement assigns after declaring them.
+func vectorsSet(_ s: Stmt) -> [String] {
+  switch s {
+  case .vset(let n, _): [n]
+  case .loop(_, _, let body), .when(_, let body): body.flatMap(vectorsSet)
+  default: []
+  }
+}
+
 /// Every buffer a statement reads or writes.
 func basesUsed(_ s: Stmt) -> [Base] {
   func i(_ e: IExpr) -> [Base] {
@@ -171,6 +207,14 @@ func basesUsed(_ s: Stmt) -> [Base] {
     case .div(let a, _), .rem(let a, _): i(a)
     case .label(let x): [.labels] + i(x)
     case .ofFloat(let f): fl(f)
+    }
+  }
+  func ve(_ e: VExpr) -> [Base] {
+    switch e {
+    case .zero, .local: []
+    case .load(let b, let x, _): [b] + i(x)
+    case .broadcast(let f): fl(f)
+    case .fma(let a, let b, let c): ve(a) + ve(b) + ve(c)
     }
   }
   func fl(_ e: FExpr) -> [Base] {
@@ -197,6 +241,8 @@ func basesUsed(_ s: Stmt) -> [Base] {
   case .loop(_, _, let body), .when(_, let body): return body.flatMap(basesUsed) + { if case .when(let c, _) = s { co(c) } else { [] } }()
   case .store(let b, let x, let e), .accumulate(let b, let x, let e): return [b] + i(x) + fl(e)
   case .local(_, let e), .set(_, let e): return fl(e)
+  case .vlocal(_, let e), .vset(_, let e): return ve(e)
+  case .vstore(let b, let x, let e, _): return [b] + i(x) + ve(e)
   case .gemm(let g): return [g.a.0, g.b.0, g.c.0] + i(g.a.1) + i(g.b.1) + i(g.c.1)
   }
 }

@@ -90,9 +90,9 @@ extension Emitter {
     let col = scratch.offset, tmp = scratch.offset + s.ckk * s.cols
     body.append(loop("g", s.n / s.group) { e, g in
       var out: [Stmt] = [e.im2col(a, s, x: x, g: g, col: col)]
-      // tmp[cols x F] = col^T W^T: the long dimension (G*OH*OW) is the GEMM's M.
-      out.append(.gemm(Gemm(transA: true, transB: true, m: s.cols, n: s.f, k: s.ckk, a: (.arena, .c(col)), lda: s.cols,
-                            b: (.params, .c(w.offset)), ldb: s.ckk, beta: 0, c: (.arena, .c(tmp)), ldc: s.f)))
+      // tmp[F x cols] = W[F x ckk] * col[ckk x cols], vectorised along the columns.
+      out += e.tiledGemm(TiledGemm(m: s.f, n: s.cols, k: s.ckk, a: (.params, .c(w.offset)), aRow: s.ckk, aCol: 1,
+                                   b: (.arena, .c(col)), ldb: s.cols, c: (.arena, .c(tmp)), ldc: s.cols, accumulate: false))
       func biased(_ v: FExpr, _ fi: IExpr) -> FExpr { bias.map { v + .load(.params, .c($0.offset) + fi) } ?? v }
       if let p = pool {
         // Pool the biased conv plane; relu(max) == max(relu) and the relu mask is "pooled > 0".
@@ -101,7 +101,7 @@ extension Emitter {
         out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("py", py) { e, yy in [e.loop("px", px) { e, xx in
           let best = e.fresh("best"), bi = e.fresh("bi")
           let first = yy * (p.stride * s.ow) + xx * p.stride
-          func conv(_ p: IExpr) -> IExpr { .c(tmp) + (j * s.plane + p) * s.f + fi }
+          func conv(_ p: IExpr) -> IExpr { .c(tmp) + fi * s.cols + j * s.plane + p }
           var inner: [Stmt] = [.local(best, biased(.load(.arena, conv(first)), fi)), .local(bi, .ofInt(first))]
           inner += e.small("ky", p.size) { e, ky in e.small("kx", p.size) { _, kx in
             let idx = first + ky * s.ow + kx
@@ -116,7 +116,7 @@ extension Emitter {
         }] }] }] })
       } else {
         out.append(e.loop("j", s.group) { e, j in [e.loop("f", s.f) { e, fi in [e.loop("i", s.plane) { _, i in
-          let v = biased(.load(.arena, .c(tmp) + (j * s.plane + i) * s.f + fi), fi)
+          let v = biased(.load(.arena, .c(tmp) + fi * s.cols + j * s.plane + i), fi)
           return [.store(y.base, .c(y.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i,
                          relu ? .select(.fgt(v, .c(0)), v, .c(0)) : v)]
         }] }] })
@@ -125,17 +125,26 @@ extension Emitter {
     })
   }
 
+  /// dW^T[ckk x F] = col[ckk x cols] * dy^T[cols x F], accumulated over groups in scratch, then
+  /// transposed into dW: the GEMM's vectors run along the filters, and the columns are the forward's layout.
   mutating func convGradWeight(_ n: Node, _ a: Conv2DAttrs) {
     let dy = at(n.args[0]), x = at(n.args[1]), s = convShape(a, x: dims(n.args[1]))
     let dw = at(n.name)
     let scratch = plan.scratch[n.name]!
-    let col = scratch.offset, dyT = scratch.offset + s.ckk * s.cols
-    body.append(zero(dw))
+    let col = scratch.offset, dyN = col + s.ckk * s.cols, dwT = dyN + s.f * s.cols
+    body.append(elementwise(s.ckk * s.f) { i in .store(.arena, .c(dwT) + i, .c(0)) })
     body.append(loop("g", s.n / s.group) { e, g in
-      [e.im2col(a, s, x: x, g: g, col: col), e.toGEMMLayout(dy, s, g: g, dst: dyT),
-       .gemm(Gemm(transA: false, transB: true, m: s.f, n: s.ckk, k: s.cols, a: (.arena, .c(dyT)), lda: s.cols,
-                  b: (.arena, .c(col)), ldb: s.cols, beta: 1, c: (dw.base, .c(dw.offset)), ldc: s.ckk))]
+      [e.im2col(a, s, x: x, g: g, col: col),
+       // dy of the group as [G*OH*OW x F].
+       e.loop("j", s.group) { e, j in [e.loop("i", s.plane) { e, i in [e.loop("f", s.f) { _, fi in
+         [.store(.arena, .c(dyN) + (j * s.plane + i) * s.f + fi, .load(dy.base, .c(dy.offset) + (g * s.group + j) * (s.f * s.plane) + fi * s.plane + i))]
+       }] }] },
+      ] + e.tiledGemm(TiledGemm(m: s.ckk, n: s.f, k: s.cols, a: (.arena, .c(col)), aRow: s.cols, aCol: 1,
+                                b: (.arena, .c(dyN)), ldb: s.f, c: (.arena, .c(dwT)), ldc: s.f, accumulate: true))
     })
+    body.append(loop("f", s.f) { e, fi in [e.loop("r", s.ckk) { _, r in
+      [.store(dw.base, .c(dw.offset) + fi * s.ckk + r, .load(.arena, .c(dwT) + r * s.f + fi))]
+    }] })
   }
 
   mutating func convGradInput(_ n: Node, _ a: Conv2DAttrs) {
@@ -146,8 +155,8 @@ extension Emitter {
     body.append(zero(dx))
     body.append(loop("g", s.n / s.group) { e, g in
       [e.toGEMMLayout(dy, s, g: g, dst: dyT),
-       .gemm(Gemm(transA: true, transB: false, m: s.ckk, n: s.cols, k: s.f, a: (w.base, .c(w.offset)), lda: s.ckk,
-                  b: (.arena, .c(dyT)), ldb: s.cols, beta: 0, c: (.arena, .c(dcol)), ldc: s.cols)),
+      ] + e.tiledGemm(TiledGemm(m: s.ckk, n: s.cols, k: s.f, a: (w.base, .c(w.offset)), aRow: 1, aCol: s.ckk,
+                                b: (.arena, .c(dyT)), ldb: s.cols, c: (.arena, .c(dcol)), ldc: s.cols, accumulate: false)) + [
        e.loop("j", s.group) { e, j in [e.loop("c", s.c) { e, ci in
          e.patchLoops(a, s, ci) { ci, ky, kx, oy, ox, iy, ix in
            [.accumulate(dx.base, .c(dx.offset) + (g * s.group + j) * (s.c * s.h * s.w) + ci * (s.h * s.w) + iy * s.w + ix,
